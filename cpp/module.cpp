@@ -1,9 +1,168 @@
-// graphnet._C: the C++ kernels behind graphnet's gates.
+// graphnet._C: the C++ kernels behind graphnet's gates, bound with pybind11.
+//
+// This file only moves data between numpy and the kernels: it checks dtypes, makes
+// inputs C-contiguous (a copy only when they are not), allocates outputs, and releases
+// the GIL while a kernel runs. Shape checks live next to the kernels (conv_geometry,
+// pool_geometry) and throw std::invalid_argument, which pybind11 turns into ValueError.
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <string>
+
+#include "conv.h"
+#include "gemm.h"
+#include "pool.h"
+#include "threads.h"
+
 namespace py = pybind11;
+using namespace pybind11::literals;
+
+namespace graphnet {
+namespace {
+
+template <typename T>
+using Contig = py::array_t<T, py::array::c_style | py::array::forcecast>;
+
+Shape shape_of(const py::array& a) { return Shape(a.shape(), a.shape() + a.ndim()); }
+
+std::string dtype_name(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
+
+// Calls fn(float{}) or fn(double{}) by the dtype of `a`. Other dtypes are refused rather
+// than converted, so the output dtype is always the input dtype.
+template <typename Fn>
+auto dispatch_float(const py::array& a, const char* what, Fn&& fn) {
+    if (a.dtype().is(py::dtype::of<float>())) return fn(float{});
+    if (a.dtype().is(py::dtype::of<double>())) return fn(double{});
+    fail(std::string(what) + " must be float32 or float64, got " + dtype_name(a) + " with shape " +
+         shape_str(shape_of(a)));
+}
+
+// Mixed precision is refused: silently converting would hide a costly copy or a loss of
+// precision. The caller casts explicitly if it really wants that.
+void require_same_dtype(const py::array& ref, const char* ref_name, const py::array& a,
+                        const char* name) {
+    if (!a.dtype().is(ref.dtype())) {
+        fail(std::string(name) + " has dtype " + dtype_name(a) + " but " + ref_name + " has " +
+             dtype_name(ref) + " (shapes " + shape_str(shape_of(a)) + " and " +
+             shape_str(shape_of(ref)) + "); cast them to one dtype");
+    }
+}
+
+void require_shape(const py::array& a, const Shape& want, const char* name) {
+    if (shape_of(a) != want) {
+        fail(std::string(name) + " must have shape " + shape_str(want) + ", got " +
+             shape_str(shape_of(a)));
+    }
+}
+
+py::array py_conv_forward(const py::array& x, const py::array& w, const py::array& b,
+                       int64_t stride, int64_t pad) {
+    const ConvGeometry g = conv_geometry(shape_of(x), shape_of(w), shape_of(b), stride, pad);
+    require_same_dtype(x, "x", w, "w");
+    require_same_dtype(x, "x", b, "b");
+    return dispatch_float(x, "conv x", [&](auto zero) -> py::array {
+        using T = decltype(zero);
+        Contig<T> xc(x), wc(w), bc(b);
+        py::array_t<T> out(g.out_shape());
+        const T *xp = xc.data(), *wp = wc.data(), *bp = bc.data();
+        T* op = out.mutable_data();
+        py::gil_scoped_release nogil;
+        conv_forward(g, xp, wp, bp, op);
+        return out;
+    });
+}
+
+py::tuple py_conv_backward(const py::array& dout, const py::array& x, const py::array& w,
+                        int64_t stride, int64_t pad, bool need_dx, bool need_dw) {
+    const Shape b_shape{shape_of(w).empty() ? 0 : shape_of(w)[0]};
+    const ConvGeometry g = conv_geometry(shape_of(x), shape_of(w), b_shape, stride, pad);
+    require_shape(dout, g.out_shape(), "conv dout");
+    require_same_dtype(x, "x", w, "w");
+    require_same_dtype(x, "x", dout, "dout");
+    return dispatch_float(x, "conv x", [&](auto zero) -> py::tuple {
+        using T = decltype(zero);
+        Contig<T> dc(dout), xc(x), wc(w);
+        py::object dx = py::none(), dw = py::none();
+        T *dxp = nullptr, *dwp = nullptr;
+        if (need_dx) {
+            py::array_t<T> a({g.N, g.C, g.H, g.W});
+            dxp = a.mutable_data();
+            dx = a;
+        }
+        if (need_dw) {
+            py::array_t<T> a({g.F, g.C, g.HH, g.WW});
+            dwp = a.mutable_data();
+            dw = a;
+        }
+        py::array_t<T> db(g.F);
+        const T *dp = dc.data(), *xp = xc.data(), *wp = wc.data();
+        T* dbp = db.mutable_data();
+        {
+            py::gil_scoped_release nogil;
+            conv_backward(g, dp, xp, wp, dxp, dwp, dbp);
+        }
+        return py::make_tuple(dx, dw, db);
+    });
+}
+
+py::array py_max_pool_forward(const py::array& x, int64_t pool_height, int64_t pool_width,
+                           int64_t stride) {
+    const PoolGeometry g = pool_geometry(shape_of(x), pool_height, pool_width, stride);
+    return dispatch_float(x, "max_pool x", [&](auto zero) -> py::array {
+        using T = decltype(zero);
+        Contig<T> xc(x);
+        py::array_t<T> out(g.out_shape());
+        const T* xp = xc.data();
+        T* op = out.mutable_data();
+        py::gil_scoped_release nogil;
+        max_pool_forward(g, xp, op);
+        return out;
+    });
+}
+
+py::array py_max_pool_backward(const py::array& dout, const py::array& x, int64_t pool_height,
+                            int64_t pool_width, int64_t stride) {
+    const PoolGeometry g = pool_geometry(shape_of(x), pool_height, pool_width, stride);
+    require_shape(dout, g.out_shape(), "max_pool dout");
+    require_same_dtype(x, "x", dout, "dout");
+    return dispatch_float(x, "max_pool x", [&](auto zero) -> py::array {
+        using T = decltype(zero);
+        Contig<T> dc(dout), xc(x);
+        py::array_t<T> dx(shape_of(x));
+        const T *dp = dc.data(), *xp = xc.data();
+        T* dxp = dx.mutable_data();
+        py::gil_scoped_release nogil;
+        max_pool_backward(g, dp, xp, dxp);
+        return dx;
+    });
+}
+
+}  // namespace
+}  // namespace graphnet
 
 PYBIND11_MODULE(_C, m) {
-    m.doc() = "graphnet C++ kernels";
+    using namespace graphnet;
+    blas_init();
+    m.doc() = "graphnet C++ kernels (conv via im2col + OpenBLAS GEMM, max pool)";
     m.attr("__version__") = "0.1.0";
+
+    m.def("conv_forward", &py_conv_forward, "x"_a, "w"_a, "b"_a, "stride"_a, "pad"_a,
+          "Convolution (cross-correlation) of x (N, C, H, W) with w (F, C, HH, WW) plus b (F,)\n"
+          "-> out (N, F, 1 + (H + 2 pad - HH) // stride, 1 + (W + 2 pad - WW) // stride).\n"
+          "x, w, b must share one dtype, float32 or float64; out has that dtype.");
+    m.def("conv_backward", &py_conv_backward, "dout"_a, "x"_a, "w"_a, "stride"_a, "pad"_a,
+          py::kw_only(), "need_dx"_a = true, "need_dw"_a = true,
+          "Gradients of conv_forward -> (dx, dw, db). need_dx=False / need_dw=False skip\n"
+          "that gradient entirely and return None in its place.");
+    m.def("max_pool_forward", &py_max_pool_forward, "x"_a, "pool_height"_a, "pool_width"_a,
+          "stride"_a,
+          "Max pooling of x (N, C, H, W), no padding -> (N, C, 1 + (H - ph) // stride, ...).\n"
+          "Ties: the first maximum in row-major window order wins; NaN counts as maximum.");
+    m.def("max_pool_backward", &py_max_pool_backward, "dout"_a, "x"_a, "pool_height"_a,
+          "pool_width"_a, "stride"_a,
+          "Gradient of max_pool_forward -> dx. Each window's whole gradient goes to its\n"
+          "winner under the forward tie rule; overlapping windows add up.");
+    m.def("set_num_threads", &set_num_threads, "n"_a,
+          "Threads the kernels use (default: OMP_NUM_THREADS, else all cores).");
+    m.def("get_num_threads", &num_threads);
 }

@@ -1,0 +1,236 @@
+"""Benchmark graphnet's C++ conv and max-pool kernels.
+
+    python benchmarks/bench_conv.py [--repeats 21]
+
+(a) The CS231n timing case (float64): conv x (100, 3, 31, 31), w (25, 3, 3, 3), stride 2,
+    pad 1; max pool 2x2 stride 2 on (100, 3, 32, 32). Compared with the course's naive
+    loops (one python iteration per output pixel, numpy on the window; timed on a slice
+    of the batch and scaled linearly to the full batch, as marked) and PyTorch CPU.
+(b) The CIFAR-10 CNN conv (float32): x (50, 3, 32, 32), w (32, 3, 7, 7), stride 1, pad 3,
+    forward + backward (dx, dw, db), against PyTorch CPU and against the machine's
+    ceiling, taken as numpy's float32 2048 x 2048 matmul rate measured in this run.
+    Conv GFLOP/s counts useful flops only: 2*N*F*C*HH*WW*H'*W' for each of forward,
+    dx and dw (padding zeros included, as every conv benchmark does; db is ignored).
+
+All times are medians of --repeats runs after a warm-up. PyTorch runs with as many
+threads as graphnet (graphnet._C.get_num_threads(), set by OMP_NUM_THREADS); its
+columns are skipped if torch is not installed.
+"""
+import argparse
+import time
+
+import numpy as np
+
+from graphnet import _C
+from graphnet.fast_layers import (conv_backward_fast, conv_forward_fast,
+                                  max_pool_backward_fast, max_pool_forward_fast)
+
+try:
+    import torch
+    import torch.nn.functional as tF
+except ImportError:
+    torch = None
+
+
+def median_time(fn, repeats):
+    fn()  # warm-up: first-touch page faults, thread start-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+# ---- the course's naive loops (the 1000x baseline) ---------------------------------
+
+def conv_forward_naive(x, w, b, stride, pad):
+    N, _, H, W = x.shape
+    F, _, HH, WW = w.shape
+    Ho, Wo = 1 + (H + 2 * pad - HH) // stride, 1 + (W + 2 * pad - WW) // stride
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    out = np.empty((N, F, Ho, Wo), x.dtype)
+    for n in range(N):
+        for f in range(F):
+            for i in range(Ho):
+                for j in range(Wo):
+                    win = xp[n, :, i * stride:i * stride + HH, j * stride:j * stride + WW]
+                    out[n, f, i, j] = np.sum(win * w[f]) + b[f]
+    return out
+
+
+def conv_backward_naive(dout, x, w, stride, pad):
+    N, _, H, W = x.shape
+    F, _, HH, WW = w.shape
+    _, _, Ho, Wo = dout.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    dxp, dw = np.zeros_like(xp), np.zeros_like(w)
+    db = dout.sum(axis=(0, 2, 3))
+    for n in range(N):
+        for f in range(F):
+            for i in range(Ho):
+                for j in range(Wo):
+                    hs, ws = i * stride, j * stride
+                    dw[f] += xp[n, :, hs:hs + HH, ws:ws + WW] * dout[n, f, i, j]
+                    dxp[n, :, hs:hs + HH, ws:ws + WW] += w[f] * dout[n, f, i, j]
+    return dxp[:, :, pad:pad + H, pad:pad + W], dw, db
+
+
+def max_pool_forward_naive(x, ph, pw, stride):
+    N, C, H, W = x.shape
+    Ho, Wo = 1 + (H - ph) // stride, 1 + (W - pw) // stride
+    out = np.empty((N, C, Ho, Wo), x.dtype)
+    for n in range(N):
+        for c in range(C):
+            for i in range(Ho):
+                for j in range(Wo):
+                    out[n, c, i, j] = x[n, c, i * stride:i * stride + ph,
+                                        j * stride:j * stride + pw].max()
+    return out
+
+
+def max_pool_backward_naive(dout, x, ph, pw, stride):
+    dx = np.zeros_like(x)
+    N, C, Ho, Wo = dout.shape
+    for n in range(N):
+        for c in range(C):
+            for i in range(Ho):
+                for j in range(Wo):
+                    win = x[n, c, i * stride:i * stride + ph, j * stride:j * stride + pw]
+                    a, b = np.unravel_index(np.argmax(win), win.shape)
+                    dx[n, c, i * stride + a, j * stride + b] += dout[n, c, i, j]
+    return dx
+
+
+def naive_time(fn, batch, slice_size, repeats=3):
+    """Time fn(k) on the first k images and scale to the whole batch if k < batch."""
+    k = min(batch, slice_size)
+    return median_time(lambda: fn(k), repeats) * batch / k, k < batch
+
+
+# ---- table ---------------------------------------------------------------------------
+
+ROWS = []
+
+
+def row(name, ours, naive=None, naive_scaled=False, torch_t=None, extra=""):
+    ROWS.append((name, ours, naive, naive_scaled, torch_t, extra))
+
+
+def print_table():
+    print(f"{'case':<34}{'graphnet ms':>12}{'naive ms':>13}{'x naive':>9}"
+          f"{'torch ms':>10}{'torch/ours':>11}  notes")
+    for name, ours, naive, scaled, torch_t, extra in ROWS:
+        naive_s = "-" if naive is None else f"{naive * 1e3:.0f}{'*' if scaled else ''}"
+        speedup = "-" if naive is None else f"{naive / ours:.0f}"
+        torch_s = "-" if torch_t is None else f"{torch_t * 1e3:.3f}"
+        ratio = "-" if torch_t is None else f"{torch_t / ours:.2f}"
+        print(f"{name:<34}{ours * 1e3:>12.3f}{naive_s:>13}{speedup:>9}{torch_s:>10}{ratio:>11}  {extra}")
+    if any(r[3] for r in ROWS):
+        print("* naive loops timed on a slice of the batch and scaled linearly")
+    if torch is None:
+        print("(torch not installed: torch columns skipped)")
+
+
+def bench_course(repeats, naive_slice):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((100, 3, 31, 31))
+    w = rng.standard_normal((25, 3, 3, 3))
+    b = rng.standard_normal(25)
+    conv_param = {"stride": 2, "pad": 1}
+    out, cache = conv_forward_fast(x, w, b, conv_param)
+    dout = rng.standard_normal(out.shape)
+
+    fwd = median_time(lambda: conv_forward_fast(x, w, b, conv_param), repeats)
+    bwd = median_time(lambda: conv_backward_fast(dout, cache), repeats)
+    nf, nf_scaled = naive_time(lambda k: conv_forward_naive(x[:k], w, b, 2, 1), 100, naive_slice)
+    nb, nb_scaled = naive_time(lambda k: conv_backward_naive(dout[:k], x[:k], w, 2, 1), 100,
+                               naive_slice)
+    tf = tb = None
+    if torch is not None:
+        xt, wt, bt = (torch.from_numpy(a).requires_grad_() for a in (x, w, b))
+        with torch.no_grad():
+            tf = median_time(lambda: tF.conv2d(xt, wt, bt, stride=2, padding=1), repeats)
+        ot, gt = tF.conv2d(xt, wt, bt, stride=2, padding=1), torch.from_numpy(dout)
+        tb = median_time(lambda: torch.autograd.grad(ot, (xt, wt, bt), gt, retain_graph=True),
+                         repeats)
+    row("(a) conv forward f64", fwd, nf, nf_scaled, tf)
+    row("(a) conv backward f64", bwd, nb, nb_scaled, tb)
+
+    x = rng.standard_normal((100, 3, 32, 32))
+    pool_param = {"pool_height": 2, "pool_width": 2, "stride": 2}
+    out, cache = max_pool_forward_fast(x, pool_param)
+    dout = rng.standard_normal(out.shape)
+    fwd = median_time(lambda: max_pool_forward_fast(x, pool_param), repeats)
+    bwd = median_time(lambda: max_pool_backward_fast(dout, cache), repeats)
+    nf, nf_scaled = naive_time(lambda k: max_pool_forward_naive(x[:k], 2, 2, 2), 100, naive_slice)
+    nb, nb_scaled = naive_time(lambda k: max_pool_backward_naive(dout[:k], x[:k], 2, 2, 2), 100,
+                               naive_slice)
+    tf = tb = None
+    if torch is not None:
+        xt = torch.from_numpy(x).requires_grad_()
+        with torch.no_grad():
+            tf = median_time(lambda: tF.max_pool2d(xt, 2, 2), repeats)
+        ot, gt = tF.max_pool2d(xt, 2, 2), torch.from_numpy(dout)
+        tb = median_time(lambda: torch.autograd.grad(ot, xt, gt, retain_graph=True), repeats)
+    row("(a) max pool forward f64", fwd, nf, nf_scaled, tf)
+    row("(a) max pool backward f64", bwd, nb, nb_scaled, tb)
+
+
+def bench_cifar(repeats):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((50, 3, 32, 32), dtype=np.float32)
+    w = rng.standard_normal((32, 3, 7, 7), dtype=np.float32)
+    b = rng.standard_normal(32, dtype=np.float32)
+    conv_param = {"stride": 1, "pad": 3}
+    dout = rng.standard_normal((50, 32, 32, 32), dtype=np.float32)
+    flops_per_pass = 2 * 50 * 32 * 3 * 7 * 7 * 32 * 32
+
+    a = rng.standard_normal((2048, 2048), dtype=np.float32)
+    matmul = median_time(lambda: a @ a, repeats)
+    ceiling = 2 * 2048 ** 3 / matmul / 1e9
+
+    def ours():
+        out, cache = conv_forward_fast(x, w, b, conv_param)
+        return conv_backward_fast(dout, cache)
+
+    fwd = median_time(lambda: conv_forward_fast(x, w, b, conv_param), repeats)
+    both = median_time(ours, repeats)
+    tf = tboth = None
+    if torch is not None:
+        xt, wt, bt = (torch.from_numpy(v).requires_grad_() for v in (x, w, b))
+        gt = torch.from_numpy(dout)
+        with torch.no_grad():
+            tf = median_time(lambda: tF.conv2d(xt, wt, bt, padding=3), repeats)
+        tboth = median_time(
+            lambda: torch.autograd.grad(tF.conv2d(xt, wt, bt, padding=3), (xt, wt, bt), gt),
+            repeats)
+
+    def rate(t, passes):
+        return f"{flops_per_pass * passes / t / 1e9:.1f} GFLOP/s = {flops_per_pass * passes / t / 1e9 / ceiling:.2f} of ceiling"
+
+    row("(b) CIFAR conv forward f32", fwd, torch_t=tf, extra=rate(fwd, 1))
+    row("(b) CIFAR conv forward+backward f32", both, torch_t=tboth, extra=rate(both, 3))
+    return ceiling
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=21)
+    parser.add_argument("--naive-slice", type=int, default=10,
+                        help="images the naive loops run on before scaling (default 10)")
+    args = parser.parse_args()
+    threads = _C.get_num_threads()
+    if torch is not None:
+        torch.set_num_threads(threads)
+    print(f"graphnet threads: {threads}; torch: "
+          f"{torch.__version__ if torch is not None else 'not installed'}; "
+          f"medians of {args.repeats} runs\n")
+    bench_course(args.repeats, args.naive_slice)
+    ceiling = bench_cifar(args.repeats)
+    print_table()
+    print(f"ceiling: numpy float32 2048x2048 matmul = {ceiling:.1f} GFLOP/s")
+
+
+if __name__ == "__main__":
+    main()

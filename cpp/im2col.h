@@ -1,0 +1,74 @@
+// im2col / col2im for one image: the trick that turns a convolution into one GEMM.
+//
+// The im2col matrix has one row per kernel tap r = (c, kh, kw) and one column per
+// output position p = (oh, ow); entry (r, p) is the input pixel that tap r sees at
+// position p, or 0 where it falls into the padding. Then out = w(F, taps) * cols.
+// col2im is the adjoint: it scatters a taps x positions matrix back onto the image,
+// adding where windows overlap.
+#pragma once
+
+#include <algorithm>
+
+#include "conv.h"
+
+namespace graphnet {
+
+// Integer division rounding towards -infinity (C++ rounds towards zero).
+inline int64_t floor_div(int64_t a, int64_t b) { return a / b - (a % b != 0 && (a < 0) != (b < 0)); }
+
+// Walks the im2col matrix one line (fixed tap, fixed output row oh) at a time and calls
+// visit(line, src, lo, hi): columns line[ow] for lo <= ow < hi pair with the input
+// pixels src[(ow - lo) * stride]; the columns outside [lo, hi) are padding.
+// Shared by im2col and col2im so the index arithmetic exists only once.
+template <typename Line, typename Pixel, typename Visit>
+void for_each_tap_line(const ConvGeometry& g, Line* cols, Pixel* x, Visit&& visit) {
+    const int64_t s = g.stride, p = g.pad;
+    for (int64_t c = 0; c < g.C; ++c) {
+        for (int64_t kh = 0; kh < g.HH; ++kh) {
+            for (int64_t kw = 0; kw < g.WW; ++kw) {
+                // Output columns whose input column ow*s - p + kw lies inside [0, W).
+                const int64_t lo = std::min(g.Wo, std::max<int64_t>(0, floor_div(p - kw + s - 1, s)));
+                const int64_t hi = std::max(lo, std::min(g.Wo, floor_div(g.W - 1 + p - kw, s) + 1));
+                Line* row = cols + ((c * g.HH + kh) * g.WW + kw) * g.positions();
+                for (int64_t oh = 0; oh < g.Ho; ++oh) {
+                    const int64_t ih = oh * s - p + kh;
+                    if (ih < 0 || ih >= g.H || lo == hi) {  // the whole line is padding
+                        visit(row + oh * g.Wo, x, int64_t(0), int64_t(0));
+                    } else {
+                        visit(row + oh * g.Wo, x + (c * g.H + ih) * g.W + (lo * s - p + kw), lo, hi);
+                    }
+                }
+            }
+        }
+    }
+}
+
+template <typename T>
+void im2col(const ConvGeometry& g, const T* x, T* cols) {
+    const int64_t s = g.stride, wo = g.Wo;
+    for_each_tap_line(g, cols, x, [s, wo](T* line, const T* src, int64_t lo, int64_t hi) {
+        std::fill(line, line + lo, T(0));
+        if (s == 1) {
+            std::copy(src, src + (hi - lo), line + lo);
+        } else {
+            for (int64_t ow = lo; ow < hi; ++ow) line[ow] = src[(ow - lo) * s];
+        }
+        std::fill(line + hi, line + wo, T(0));
+    });
+}
+
+// Overwrites x (one image, C*H*W) with the sum of the columns that read each pixel.
+template <typename T>
+void col2im(const ConvGeometry& g, const T* cols, T* x) {
+    std::fill(x, x + g.C * g.H * g.W, T(0));
+    const int64_t s = g.stride;
+    for_each_tap_line(g, cols, x, [s](const T* line, T* dst, int64_t lo, int64_t hi) {
+        if (s == 1) {  // a separate loop the compiler can vectorise
+            for (int64_t ow = lo; ow < hi; ++ow) dst[ow - lo] += line[ow];
+        } else {
+            for (int64_t ow = lo; ow < hi; ++ow) dst[(ow - lo) * s] += line[ow];
+        }
+    });
+}
+
+}  // namespace graphnet

@@ -1,0 +1,81 @@
+// Max pooling, parallel over the N*C independent channel planes.
+#include "pool.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "threads.h"
+
+namespace graphnet {
+
+PoolGeometry pool_geometry(const Shape& x, int64_t pool_height, int64_t pool_width,
+                           int64_t stride) {
+    require_rank(x, 4, "max_pool x", "(N, C, H, W)");
+    const std::string where = " for x " + shape_str(x);
+    if (pool_height < 1 || pool_width < 1) {
+        fail("max_pool window must be at least 1x1, got " + std::to_string(pool_height) + "x" +
+             std::to_string(pool_width) + where);
+    }
+    if (stride < 1) fail("max_pool stride must be >= 1, got " + std::to_string(stride) + where);
+    PoolGeometry g{x[0], x[1], x[2], x[3], pool_height, pool_width, stride, 0, 0};
+    g.Ho = out_size(g.H, pool_height, stride);
+    g.Wo = out_size(g.W, pool_width, stride);
+    if (g.Ho < 1 || g.Wo < 1) {
+        fail("max_pool window " + std::to_string(pool_height) + "x" + std::to_string(pool_width) +
+             " is larger than the input " + std::to_string(g.H) + "x" + std::to_string(g.W) + where);
+    }
+    return g;
+}
+
+namespace {
+
+// Index (within the plane) of the window's winner under the tie rule in pool.h.
+template <typename T>
+int64_t window_argmax(const PoolGeometry& g, const T* plane, int64_t oh, int64_t ow) {
+    const int64_t h0 = oh * g.stride, w0 = ow * g.stride;
+    int64_t best = h0 * g.W + w0;
+    for (int64_t i = 0; i < g.pool_height; ++i) {
+        for (int64_t j = 0; j < g.pool_width; ++j) {
+            const int64_t at = (h0 + i) * g.W + (w0 + j);
+            const T v = plane[at], b = plane[best];
+            if (v > b || (std::isnan(v) && !std::isnan(b))) best = at;
+        }
+    }
+    return best;
+}
+
+}  // namespace
+
+template <typename T>
+void max_pool_forward(const PoolGeometry& g, const T* x, T* out) {
+    const int64_t planes = g.N * g.C, in_plane = g.H * g.W, out_plane = g.Ho * g.Wo;
+#pragma omp parallel for schedule(static) num_threads(team_size(planes))
+    for (int64_t pl = 0; pl < planes; ++pl) {
+        const T* src = x + pl * in_plane;
+        T* dst = out + pl * out_plane;
+        for (int64_t oh = 0; oh < g.Ho; ++oh)
+            for (int64_t ow = 0; ow < g.Wo; ++ow) dst[oh * g.Wo + ow] = src[window_argmax(g, src, oh, ow)];
+    }
+}
+
+template <typename T>
+void max_pool_backward(const PoolGeometry& g, const T* dout, const T* x, T* dx) {
+    const int64_t planes = g.N * g.C, in_plane = g.H * g.W, out_plane = g.Ho * g.Wo;
+    // One thread owns a whole plane, so overlapping windows can add without races.
+#pragma omp parallel for schedule(static) num_threads(team_size(planes))
+    for (int64_t pl = 0; pl < planes; ++pl) {
+        const T* src = x + pl * in_plane;
+        const T* grad = dout + pl * out_plane;
+        T* dst = dx + pl * in_plane;
+        std::fill(dst, dst + in_plane, T(0));
+        for (int64_t oh = 0; oh < g.Ho; ++oh)
+            for (int64_t ow = 0; ow < g.Wo; ++ow) dst[window_argmax(g, src, oh, ow)] += grad[oh * g.Wo + ow];
+    }
+}
+
+template void max_pool_forward<float>(const PoolGeometry&, const float*, float*);
+template void max_pool_forward<double>(const PoolGeometry&, const double*, double*);
+template void max_pool_backward<float>(const PoolGeometry&, const float*, const float*, float*);
+template void max_pool_backward<double>(const PoolGeometry&, const double*, const double*, double*);
+
+}  // namespace graphnet
