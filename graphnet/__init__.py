@@ -1,4 +1,16 @@
-"""graphnet: a computational-graph engine with explicit gates."""
-from . import _C  # noqa: F401  (fail early if the C++ extension was not built)
+"""graphnet: a computational-graph engine with explicit gates.
+
+Build a circuit, run it forward and backward, and look at every node's value and
+gradient; the same engine trains a CNN on CIFAR-10.
+"""
+from . import _C  # noqa: F401  (fail early, and clearly, if the C++ extension was not built)
+from .anomaly import detect_anomaly
+from .errors import AnomalyError, GraphError, UnknownNodeError
+from .gradcheck import gradcheck
+from .graph import Graph, ParamDict
+from .scheduler import Node
 
 __version__ = "0.1.0"
+
+__all__ = ["Graph", "Node", "ParamDict", "GraphError", "UnknownNodeError", "AnomalyError",
+           "detect_anomaly", "gradcheck"]

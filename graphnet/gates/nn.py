@@ -1,0 +1,88 @@
+"""Neural-network gates on whole arrays: affine, softmax and the two classification losses."""
+import math
+
+import numpy as np
+
+from .. import layers
+from .base import Gate, ShapeError, dims_match
+
+
+class Affine(Gate):
+    """out = x @ w + b, with x of shape (N, d1, ..., dk) flattened to (N, D)."""
+    op = "affine"
+
+    def shape(self, x, w, b):
+        if w is not None and len(w) != 2:
+            raise ShapeError(f"w must be (D, M), got {w}")
+        if b is not None and w is not None and (len(b) != 1 or not dims_match(b[0], w[1])):
+            raise ShapeError(f"b must be ({w[1]},) to match w {w}, got {b}")
+        if x is None:
+            return None
+        if len(x) < 2:
+            raise ShapeError(f"x must be (N, D) or (N, d1, ..., dk), got {x}")
+        features = None if None in x[1:] else math.prod(x[1:])
+        if w is not None and not dims_match(features, w[0]):
+            raise ShapeError(f"x {x} flattens to {features} features but w {w} expects {w[0]}")
+        return (x[0], None if w is None else w[1])
+
+    def forward(self, x, w, b):
+        rows = x.reshape(x.shape[0], -1)
+        return rows @ w + b, (x.shape, rows, w)
+
+    def backward(self, dout, cache, needs):
+        x_shape, rows, w = cache
+        dx = (dout @ w.T).reshape(x_shape) if needs[0] else None
+        dw = rows.T @ dout if needs[1] else None
+        db = dout.sum(axis=0) if needs[2] else None
+        return dx, dw, db
+
+
+class Softmax(Gate):
+    """Probabilities along the last axis. Backward: s * (dout - sum(dout * s))."""
+    op = "softmax"
+
+    def shape(self, x):
+        return x
+
+    def forward(self, x):
+        shifted = np.exp(x - x.max(axis=-1, keepdims=True))
+        probs = shifted / shifted.sum(axis=-1, keepdims=True)
+        return probs, probs
+
+    def backward(self, dout, cache, needs):
+        probs = cache
+        return (probs * (dout - (dout * probs).sum(axis=-1, keepdims=True)),)
+
+
+class ClassificationLoss(Gate):
+    """Mean loss over a batch of scores (N, C) and integer labels (N,). The kernel returns
+    the loss and d loss / d scores together, so backward only scales the saved gradient."""
+    kernel = None
+
+    def shape(self, scores, labels):
+        if scores is not None and len(scores) != 2:
+            raise ShapeError(f"scores must be (N, C), got {scores}")
+        if labels is not None and len(labels) != 1:
+            raise ShapeError(f"labels must be (N,), got {labels}")
+        if scores is not None and labels is not None and not dims_match(scores[0], labels[0]):
+            raise ShapeError(f"{scores[0]} rows of scores {scores} but {labels[0]} labels")
+        return ()
+
+    def forward(self, scores, labels):
+        loss, dscores = type(self).kernel(scores, labels)
+        return np.asarray(loss, dtype=scores.dtype)[()], dscores
+
+    def backward(self, dout, cache, needs):
+        return cache * dout, None
+
+
+class SoftmaxLoss(ClassificationLoss):
+    """Cross-entropy of softmax(scores) against the labels."""
+    op = "softmax_loss"
+    kernel = staticmethod(layers.softmax_loss)
+
+
+class SvmLoss(ClassificationLoss):
+    """Multiclass hinge loss with margin 1."""
+    op = "svm_loss"
+    kernel = staticmethod(layers.svm_loss)

@@ -1,0 +1,38 @@
+"""Sum over axes: every summed element receives the upstream gradient (add, many times)."""
+import numpy as np
+
+from .base import Gate, ShapeError
+
+
+class Sum(Gate):
+    op = "sum"
+
+    def __init__(self, axis=None, keepdims=False):
+        self.axis = axis if axis is None or isinstance(axis, int) else tuple(axis)
+        self.keepdims = bool(keepdims)
+
+    def attrs(self):
+        return {"axis": self.axis, "keepdims": self.keepdims}
+
+    def _axes(self, ndim):
+        axes = range(ndim) if self.axis is None else np.atleast_1d(self.axis)
+        if any(not -ndim <= a < ndim for a in axes):
+            raise ShapeError(f"axis {self.axis} is out of range for an input of rank {ndim}")
+        return {int(a) % ndim for a in axes}
+
+    def shape(self, x):
+        if x is None:
+            return None
+        axes = self._axes(len(x))
+        if self.keepdims:
+            return tuple(1 if i in axes else n for i, n in enumerate(x))
+        return tuple(n for i, n in enumerate(x) if i not in axes)
+
+    def forward(self, x):
+        return np.sum(x, axis=self.axis, keepdims=self.keepdims), np.shape(x)
+
+    def backward(self, dout, cache, needs):
+        x_shape = cache
+        if not self.keepdims and self.axis is not None:
+            dout = np.expand_dims(dout, tuple(sorted(self._axes(len(x_shape)))))
+        return (np.broadcast_to(dout, x_shape).copy(),)

@@ -1,0 +1,191 @@
+"""The network gates (conv, max pool, batchnorm, spatial batchnorm, dropout) in a graph:
+numerical gradients in float64, the course's layer functions, train/eval mode."""
+import numpy as np
+import pytest
+
+import graphnet as gn
+from graphnet import layers
+
+rng = np.random.default_rng(7)
+
+
+def conv_graph(dtype=np.float64, stride=1, pad=0, data_grad=True):
+    g = gn.Graph(dtype=dtype)
+    x = g.input("x", shape=(None, 2, 7, 6), requires_grad=data_grad)
+    w = g.param("w", rng.standard_normal((3, 2, 3, 3)))
+    b = g.param("b", rng.standard_normal(3))
+    out = g.conv(x, w, b, stride=stride, pad=pad, name="conv")
+    return g, out
+
+
+@pytest.mark.parametrize("stride,pad", [(1, 0), (1, 1), (2, 1), (2, 0), (3, 2)])
+def test_conv_gate_gradients_and_shape(stride, pad):
+    g, out = conv_graph(stride=stride, pad=pad)
+    x = rng.standard_normal((2, 2, 7, 6))
+    value = g.run(out, x=x)
+    expected, _ = layers.conv_forward_naive(x, g["w"].value, g["b"].value,
+                                            {"stride": stride, "pad": pad})
+    np.testing.assert_allclose(value, expected, rtol=1e-10, atol=1e-12)
+    assert out.static_shape[1:] == expected.shape[1:] and out.static_shape[0] is None
+    g.sum(g.multiply(out, g.const(rng.standard_normal(expected.shape))))
+    errors = gn.gradcheck(g, x=x)
+    assert set(errors) == {"x", "w", "b"} and max(errors.values()) < 1e-7, errors
+
+
+def test_conv_skips_the_data_gradient_when_nobody_needs_it():
+    g, out = conv_graph(data_grad=False)
+    g.sum(out)
+    g.forward(x=rng.standard_normal((2, 2, 7, 6)))
+    g.backward()
+    assert g["x"].grad is None and g["w"].grad.shape == (3, 2, 3, 3)
+    assert max(gn.gradcheck(g, x=rng.standard_normal((2, 2, 7, 6))).values()) < 1e-7
+
+
+def test_max_pool_gate_gradients_with_overlapping_windows():
+    g = gn.Graph()
+    x = g.input("x", shape=(2, 3, 7, 7))
+    pooled = g.max_pool(x, pool_height=3, pool_width=2, stride=2, name="pool")
+    assert pooled.static_shape == (2, 3, 3, 3)
+    g.sum(g.multiply(pooled, g.const(rng.standard_normal((2, 3, 3, 3)))))
+    data = rng.permutation(2 * 3 * 7 * 7).reshape(2, 3, 7, 7) / 10.0  # no ties
+    assert gn.gradcheck(g, x=data)["x"] < 1e-7
+    expected, _ = layers.max_pool_forward_naive(data, {"pool_height": 3, "pool_width": 2,
+                                                       "stride": 2})
+    np.testing.assert_array_equal(pooled.value, expected)
+
+
+def test_max_pool_tie_goes_to_the_first_maximum():
+    g = gn.Graph()
+    x = g.input("x")
+    g.max_pool(x, 2, 2, 2)
+    g.forward(x=np.ones((1, 1, 2, 2)))
+    g.backward(grad=np.ones((1, 1, 1, 1)))
+    np.testing.assert_array_equal(x.grad[0, 0], [[1, 0], [0, 0]])
+
+
+@pytest.mark.parametrize("spatial", [False, True])
+def test_batchnorm_gate_train_and_eval(spatial):
+    shape = (6, 3, 2, 2) if spatial else (6, 3)
+    g = gn.Graph()
+    x = g.input("x", shape=(None,) + shape[1:])
+    gamma, beta = g.param("gamma", rng.uniform(0.5, 2, 3)), g.param("beta", rng.standard_normal(3))
+    builder = "spatial_batchnorm" if spatial else "batchnorm"
+    bn = getattr(g, builder)(x, gamma, beta, momentum=0.8, name="bn")
+    g.sum(g.multiply(bn, g.const(rng.standard_normal(shape))))
+    batches = [rng.standard_normal(shape) * 3 + 1 for _ in range(3)]
+    errors = gn.gradcheck(g, x=batches[0])
+    assert max(errors.values()) < 1e-7, errors
+
+    g2 = gn.Graph()
+    x2 = g2.input("x")
+    bn2 = getattr(g2, builder)(x2, g2.param("gamma", np.ones(3)), g2.param("beta", np.zeros(3)), momentum=0.8)
+    mean, var = np.zeros(3), np.zeros(3)
+    axes = (0, 2, 3) if spatial else (0,)
+    for batch in batches:
+        out = g2.run(bn2, x=batch)
+        mean = 0.8 * mean + 0.2 * batch.mean(axis=axes)
+        var = 0.8 * var + 0.2 * batch.var(axis=axes)
+        np.testing.assert_allclose(out.mean(axis=axes), 0, atol=1e-10)
+    np.testing.assert_allclose(bn2.state["running_mean"], mean, rtol=1e-12)
+    np.testing.assert_allclose(bn2.state["running_var"], var, rtol=1e-12)
+    g2.eval()
+    out = g2.run(bn2, x=batches[0])
+    bshape = (1, 3, 1, 1) if spatial else (1, 3)
+    expected = (batches[0] - mean.reshape(bshape)) / np.sqrt(var.reshape(bshape) + 1e-5)
+    np.testing.assert_allclose(out, expected, rtol=1e-10)
+    np.testing.assert_allclose(bn2.state["running_mean"], mean, rtol=1e-12)  # untouched in eval
+
+
+def test_batchnorm_gradient_in_eval_mode():
+    g = gn.Graph()
+    x = g.input("x", shape=(None, 4))
+    bn = g.batchnorm(x, g.param("gamma", rng.uniform(0.5, 2, 4)), g.param("beta", np.zeros(4)))
+    g.sum(g.multiply(g.tanh(bn), g.const(rng.standard_normal((5, 4)))))
+    for _ in range(20):  # running statistics close to the data's
+        g.run(bn, x=rng.standard_normal((5, 4)))
+    g.eval()
+    errors = gn.gradcheck(g, x=rng.standard_normal((5, 4)))
+    assert max(errors.values()) < 1e-7, errors
+
+
+def test_batchnorm_shape_errors_name_the_gate():
+    g = gn.Graph()
+    x = g.input("x", shape=(None, 4))
+    with pytest.raises(gn.GraphError, match=r"batchnorm gate 'bn'.*gamma must be \(4,\)"):
+        g.batchnorm(x, g.param("gamma", np.ones(3)), g.param("beta", np.ones(4)), name="bn")
+
+
+def test_dropout_gate_modes_and_seeds():
+    g = gn.Graph()
+    x = g.input("x")
+    drop = g.dropout(x, p=0.3, seed=5, name="drop")
+    data = rng.standard_normal((200, 50)) + 3
+    first, second = g.run(drop, x=data), g.run(drop, x=data)
+    np.testing.assert_array_equal(first, second)  # seeded: the same mask every call
+    assert abs((first == 0).mean() - 0.3) < 0.02
+    np.testing.assert_allclose(first[first != 0], data[first != 0] / 0.7)
+    g.sum(g.multiply(drop, drop))
+    assert gn.gradcheck(g, x=data[:4, :5])["x"] < 1e-7
+    g.eval()
+    np.testing.assert_array_equal(g.run(drop, x=data), data)
+
+
+def test_unseeded_dropout_draws_new_masks_reproducibly():
+    def masks():
+        np.random.seed(0)
+        g = gn.Graph()
+        drop = g.dropout(g.input("x"), p=0.5)
+        return [g.run(drop, x=np.ones((4, 8))) for _ in range(2)]
+
+    a, b = masks(), masks()
+    assert not np.array_equal(a[0], a[1])
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_conv_build_errors_name_the_gate_and_shapes():
+    g = gn.Graph()
+    x = g.input("x", shape=(None, 3, 5, 5))
+    w = g.param("w", np.zeros((4, 2, 3, 3)))
+    b = g.param("b", np.zeros(4))
+    with pytest.raises(gn.GraphError, match=r"conv gate 'c1'.*3 channels but w \(4, 2, 3, 3\)"):
+        g.conv(x, w, b, name="c1")
+    w7 = g.param("w7", np.zeros((4, 3, 7, 7)))
+    with pytest.raises(gn.GraphError, match="larger than the padded input 5"):
+        g.conv(x, w7, b)
+    with pytest.raises(gn.GraphError, match="conv gate .*stride must be >= 1"):
+        g.conv(x, w7, b, stride=0, pad=1)
+    with pytest.raises(gn.GraphError, match=r"max_pool gate .*x must be \(N, C, H, W\)"):
+        g.max_pool(g.input("flat", shape=(2, 3)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_small_cnn_against_torch(dtype):
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    g = gn.Graph(dtype=dtype)
+    x, y = g.input("x", shape=(None, 3, 8, 8)), g.input("y", dtype=np.int64)
+    params = {"w": rng.standard_normal((4, 3, 3, 3)) * 0.3, "b": rng.standard_normal(4),
+              "gamma": rng.uniform(0.5, 1.5, 4), "beta": rng.standard_normal(4),
+              "W2": rng.standard_normal((64, 5)) * 0.1, "b2": np.zeros(5)}
+    p = {k: g.param(k, v.astype(dtype)) for k, v in params.items()}
+    h = g.relu(g.spatial_batchnorm(g.conv(x, p["w"], p["b"], stride=1, pad=1), p["gamma"], p["beta"]))
+    scores = g.affine(g.max_pool(h, 2, 2, 2), p["W2"], p["b2"])
+    g.softmax_loss(scores, y)
+    data, labels = rng.standard_normal((6, 3, 8, 8)).astype(dtype), rng.integers(0, 5, 6)
+    loss = g.forward(x=data, y=labels)
+    g.backward()
+
+    t = {k: torch.tensor(v.astype(dtype), requires_grad=True) for k, v in params.items()}
+    tx = torch.tensor(data, requires_grad=True)
+    th = F.relu(F.batch_norm(F.conv2d(tx, t["w"], t["b"], padding=1), None, None,
+                             t["gamma"], t["beta"], training=True, eps=1e-5))
+    tscores = F.max_pool2d(th, 2).reshape(6, -1) @ t["W2"] + t["b2"]
+    tloss = F.cross_entropy(tscores, torch.tensor(labels))
+    tloss.backward()
+    tol = 2e-4 if dtype == np.float32 else 1e-9
+    assert loss == pytest.approx(tloss.item(), rel=tol)
+    np.testing.assert_allclose(g["x"].grad, tx.grad.numpy(), rtol=tol, atol=tol)
+    for k in params:
+        assert g[k].grad.dtype == dtype
+        np.testing.assert_allclose(g[k].grad, t[k].grad.numpy(), rtol=tol, atol=tol)
