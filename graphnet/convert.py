@@ -39,7 +39,7 @@ def from_networkx(digraph, graph_class):
             node = graph.input(name, shape=shape, dtype=data.get("dtype"),
                                requires_grad=data.get("requires_grad", True))
         elif kind == "param":
-            node = graph.param(name, data["value"])
+            node = graph.param(name, data["value"], dtype=data.get("dtype"))
         elif kind == "const":
             node = graph.const(data["value"], name=name, dtype=data.get("dtype"))
         else:

@@ -39,9 +39,10 @@ class Graph:
         return self._add(Node(self, name, "input", shape=shape, dtype=dtype,
                               requires_grad=bool(requires_grad) and dtype.kind == "f"))
 
-    def param(self, name, value):
-        """A learnable array owned by the graph; it gets a gradient on every backward."""
-        value = self._as_float_array(value, f"param {name!r}")
+    def param(self, name, value, dtype=None):
+        """A learnable array owned by the graph (a copy of `value`, in the graph's dtype
+        unless `dtype` says otherwise); it gets a gradient on every backward."""
+        value = self._as_float_array(value, f"param {name!r}", dtype or self.dtype)
         return self._add(Node(self, name, "param", shape=np.shape(value), dtype=value.dtype,
                               requires_grad=True, value=value))
 
@@ -294,11 +295,11 @@ class Graph:
                 check(node, node.value, "fed value", "the feeds, before forward")
 
     @staticmethod
-    def _as_float_array(value, what):
-        array = np.array(value, copy=True)
-        if array.dtype.kind not in "fiu" or array.dtype.kind == "b":
+    def _as_float_array(value, what, dtype):
+        array = np.asarray(value)
+        if array.dtype.kind not in "fiu":
             raise GraphError(f"{what} must be numeric, got dtype {array.dtype}")
-        return array.astype(array.dtype if array.dtype.kind == "f" else np.float64)
+        return np.array(array, dtype=dtype)  # a copy: the graph owns its params
 
 
 def _convert_feed(node, value):
