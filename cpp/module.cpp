@@ -105,34 +105,45 @@ py::tuple py_conv_backward(const py::array& dout, const py::array& x, const py::
     });
 }
 
-py::array py_max_pool_forward(const py::array& x, int64_t pool_height, int64_t pool_width,
-                           int64_t stride) {
+py::tuple py_max_pool_forward(const py::array& x, int64_t pool_height, int64_t pool_width,
+                              int64_t stride) {
     const PoolGeometry g = pool_geometry(shape_of(x), pool_height, pool_width, stride);
-    return dispatch_float(x, "max_pool x", [&](auto zero) -> py::array {
+    return dispatch_float(x, "max_pool x", [&](auto zero) -> py::tuple {
         using T = decltype(zero);
         Contig<T> xc(x);
         py::array_t<T> out(g.out_shape());
+        py::array_t<int32_t> winners(g.out_shape());
         const T* xp = xc.data();
         T* op = out.mutable_data();
-        py::gil_scoped_release nogil;
-        max_pool_forward(g, xp, op);
-        return out;
+        int32_t* wp = winners.mutable_data();
+        {
+            py::gil_scoped_release nogil;
+            max_pool_forward(g, xp, op, wp);
+        }
+        return py::make_tuple(out, winners);
     });
 }
 
-py::array py_max_pool_backward(const py::array& dout, const py::array& x, int64_t pool_height,
-                            int64_t pool_width, int64_t stride) {
-    const PoolGeometry g = pool_geometry(shape_of(x), pool_height, pool_width, stride);
-    require_shape(dout, g.out_shape(), "max_pool dout");
-    require_same_dtype(x, "x", dout, "dout");
-    return dispatch_float(x, "max_pool x", [&](auto zero) -> py::array {
+py::array py_max_pool_backward(const py::array& dout, const py::array& winners, int64_t H,
+                               int64_t W) {
+    const Shape ws = shape_of(winners);
+    require_rank(ws, 4, "max_pool winners", "(N, C, Ho, Wo)");
+    require_shape(dout, ws, "max_pool dout");
+    if (!winners.dtype().is(py::dtype::of<int32_t>())) {
+        fail("max_pool winners must be int32 (from max_pool_forward), got " + dtype_name(winners));
+    }
+    if (H < 1 || W < 1) fail("max_pool input size must be positive, got " + std::to_string(H) + "x" + std::to_string(W));
+    Contig<int32_t> wc(winners);
+    check_winners(wc.data(), wc.size(), H, W);
+    return dispatch_float(dout, "max_pool dout", [&](auto zero) -> py::array {
         using T = decltype(zero);
-        Contig<T> dc(dout), xc(x);
-        py::array_t<T> dx(shape_of(x));
-        const T *dp = dc.data(), *xp = xc.data();
+        Contig<T> dc(dout);
+        py::array_t<T> dx(Shape{ws[0], ws[1], H, W});
+        const T* dp = dc.data();
+        const int32_t* wp = wc.data();
         T* dxp = dx.mutable_data();
         py::gil_scoped_release nogil;
-        max_pool_backward(g, dp, xp, dxp);
+        max_pool_backward(ws[0] * ws[1], ws[2] * ws[3], H * W, dp, wp, dxp);
         return dx;
     });
 }
@@ -156,12 +167,13 @@ PYBIND11_MODULE(_C, m) {
           "that gradient entirely and return None in its place.");
     m.def("max_pool_forward", &py_max_pool_forward, "x"_a, "pool_height"_a, "pool_width"_a,
           "stride"_a,
-          "Max pooling of x (N, C, H, W), no padding -> (N, C, 1 + (H - ph) // stride, ...).\n"
-          "Ties: the first maximum in row-major window order wins; NaN counts as maximum.");
-    m.def("max_pool_backward", &py_max_pool_backward, "dout"_a, "x"_a, "pool_height"_a,
-          "pool_width"_a, "stride"_a,
-          "Gradient of max_pool_forward -> dx. Each window's whole gradient goes to its\n"
-          "winner under the forward tie rule; overlapping windows add up.");
+          "Max pooling of x (N, C, H, W), no padding -> (out, winners): out is\n"
+          "(N, C, 1 + (H - ph) // stride, 1 + (W - pw) // stride); winners (int32, same shape)\n"
+          "holds each window's winner as an index into its (H, W) plane. Ties: the first\n"
+          "maximum in row-major window order wins; NaN counts as the maximum.");
+    m.def("max_pool_backward", &py_max_pool_backward, "dout"_a, "winners"_a, "H"_a, "W"_a,
+          "Gradient of max_pool_forward -> dx (N, C, H, W): each window's whole gradient goes\n"
+          "to its winner; overlapping windows add up.");
     m.def("set_num_threads", &set_num_threads, "n"_a,
           "Threads the kernels use (default: OMP_NUM_THREADS, else all cores).");
     m.def("get_num_threads", &num_threads);

@@ -24,6 +24,7 @@ PoolGeometry pool_geometry(const Shape& x, int64_t pool_height, int64_t pool_wid
         fail("max_pool window " + std::to_string(pool_height) + "x" + std::to_string(pool_width) +
              " is larger than the input " + std::to_string(g.H) + "x" + std::to_string(g.W) + where);
     }
+    if (g.H * g.W > INT32_MAX) fail("max_pool input plane is too large for int32 winners" + where);
     return g;
 }
 
@@ -47,35 +48,45 @@ int64_t window_argmax(const PoolGeometry& g, const T* plane, int64_t oh, int64_t
 }  // namespace
 
 template <typename T>
-void max_pool_forward(const PoolGeometry& g, const T* x, T* out) {
+void max_pool_forward(const PoolGeometry& g, const T* x, T* out, int32_t* winners) {
     const int64_t planes = g.N * g.C, in_plane = g.H * g.W, out_plane = g.Ho * g.Wo;
-#pragma omp parallel for schedule(static) num_threads(team_size(planes))
+#pragma omp parallel for schedule(dynamic, 8) num_threads(team_size(planes))
     for (int64_t pl = 0; pl < planes; ++pl) {
         const T* src = x + pl * in_plane;
-        T* dst = out + pl * out_plane;
-        for (int64_t oh = 0; oh < g.Ho; ++oh)
-            for (int64_t ow = 0; ow < g.Wo; ++ow) dst[oh * g.Wo + ow] = src[window_argmax(g, src, oh, ow)];
+        for (int64_t oh = 0; oh < g.Ho; ++oh) {
+            for (int64_t ow = 0; ow < g.Wo; ++ow) {
+                const int64_t at = window_argmax(g, src, oh, ow), o = pl * out_plane + oh * g.Wo + ow;
+                out[o] = src[at];
+                winners[o] = static_cast<int32_t>(at);
+            }
+        }
+    }
+}
+
+void check_winners(const int32_t* winners, int64_t count, int64_t H, int64_t W) {
+    for (int64_t i = 0; i < count; ++i) {
+        if (winners[i] < 0 || winners[i] >= H * W) {
+            fail("max_pool winners must index an (H, W) = (" + std::to_string(H) + ", " +
+                 std::to_string(W) + ") plane, found " + std::to_string(winners[i]));
+        }
     }
 }
 
 template <typename T>
-void max_pool_backward(const PoolGeometry& g, const T* dout, const T* x, T* dx) {
-    const int64_t planes = g.N * g.C, in_plane = g.H * g.W, out_plane = g.Ho * g.Wo;
+void max_pool_backward(int64_t planes, int64_t out_plane, int64_t in_plane, const T* dout,
+                       const int32_t* winners, T* dx) {
     // One thread owns a whole plane, so overlapping windows can add without races.
-#pragma omp parallel for schedule(static) num_threads(team_size(planes))
+#pragma omp parallel for schedule(dynamic, 8) num_threads(team_size(planes))
     for (int64_t pl = 0; pl < planes; ++pl) {
-        const T* src = x + pl * in_plane;
-        const T* grad = dout + pl * out_plane;
         T* dst = dx + pl * in_plane;
         std::fill(dst, dst + in_plane, T(0));
-        for (int64_t oh = 0; oh < g.Ho; ++oh)
-            for (int64_t ow = 0; ow < g.Wo; ++ow) dst[window_argmax(g, src, oh, ow)] += grad[oh * g.Wo + ow];
+        for (int64_t o = pl * out_plane; o < (pl + 1) * out_plane; ++o) dst[winners[o]] += dout[o];
     }
 }
 
-template void max_pool_forward<float>(const PoolGeometry&, const float*, float*);
-template void max_pool_forward<double>(const PoolGeometry&, const double*, double*);
-template void max_pool_backward<float>(const PoolGeometry&, const float*, const float*, float*);
-template void max_pool_backward<double>(const PoolGeometry&, const double*, const double*, double*);
+template void max_pool_forward<float>(const PoolGeometry&, const float*, float*, int32_t*);
+template void max_pool_forward<double>(const PoolGeometry&, const double*, double*, int32_t*);
+template void max_pool_backward<float>(int64_t, int64_t, int64_t, const float*, const int32_t*, float*);
+template void max_pool_backward<double>(int64_t, int64_t, int64_t, const double*, const int32_t*, double*);
 
 }  // namespace graphnet

@@ -6,6 +6,8 @@
 // NaNs propagate to the output as in numpy.max and PyTorch.
 #pragma once
 
+#include <cstdint>
+
 #include "shapes.h"
 
 namespace graphnet {
@@ -21,11 +23,18 @@ struct PoolGeometry {
 PoolGeometry pool_geometry(const Shape& x, int64_t pool_height, int64_t pool_width,
                            int64_t stride);
 
+// Writes out and, for every output, the index of its window's winner within the
+// (H, W) plane. Backward only needs those indices, so x can be freed after forward.
 template <typename T>
-void max_pool_forward(const PoolGeometry& g, const T* x, T* out);
+void max_pool_forward(const PoolGeometry& g, const T* x, T* out, int32_t* winners);
 
-// Recomputes each window's winner from x (no index cache to trust or validate).
+// Shape of winners must be (N, C, Ho, Wo); throws unless every index is inside the
+// (H, W) plane, so an arbitrary winners array can never write out of bounds.
+void check_winners(const int32_t* winners, int64_t count, int64_t H, int64_t W);
+
+// dx (N, C, H, W) = zeros with each dout entry added at its window's winner.
 template <typename T>
-void max_pool_backward(const PoolGeometry& g, const T* dout, const T* x, T* dx);
+void max_pool_backward(int64_t planes, int64_t out_plane, int64_t in_plane, const T* dout,
+                       const int32_t* winners, T* dx);
 
 }  // namespace graphnet

@@ -68,13 +68,14 @@ def max_pool_forward_fast(x, pool_param):
     Ties: when several entries of a window share the maximum, the FIRST of them in
     row-major window order is the winner (and gets the whole gradient in backward).
     A NaN counts as the maximum, so NaNs propagate (the first NaN wins).
+    The cache keeps each window's winner (int32), not x.
     """
     ph = _int_param(pool_param, "pool_height", "pool_param")
     pw = _int_param(pool_param, "pool_width", "pool_param")
     stride = _int_param(pool_param, "stride", "pool_param")
     x = np.asarray(x)
-    out = _C.max_pool_forward(x, ph, pw, stride)
-    return out, (x, pool_param)
+    out, winners = _C.max_pool_forward(x, ph, pw, stride)
+    return out, (x.shape, winners, pool_param)
 
 
 def max_pool_backward_fast(dout, cache):
@@ -83,8 +84,5 @@ def max_pool_backward_fast(dout, cache):
     Each window's upstream gradient goes wholly to its winner (the first maximum in
     row-major window order, see max_pool_forward_fast); overlapping windows add up.
     """
-    x, pool_param = cache
-    ph = _int_param(pool_param, "pool_height", "pool_param")
-    pw = _int_param(pool_param, "pool_width", "pool_param")
-    stride = _int_param(pool_param, "stride", "pool_param")
-    return _C.max_pool_backward(np.asarray(dout), x, ph, pw, stride)
+    x_shape, winners, _ = cache
+    return _C.max_pool_backward(np.asarray(dout), winners, x_shape[2], x_shape[3])

@@ -373,6 +373,11 @@ def test_direct_C_calls_validate_too():
         _C.conv_forward(X, W, B, 0, 0)
     with pytest.raises(ValueError, match="larger"):
         _C.max_pool_forward(X, 10, 10, 1)
+    out, winners = _C.max_pool_forward(X, 2, 2, 2)
+    with pytest.raises(ValueError, match="winners must index"):
+        _C.max_pool_backward(out, winners + 64, 8, 8)
+    with pytest.raises(ValueError, match="int32"):
+        _C.max_pool_backward(out, winners.astype(np.int64), 8, 8)
     with pytest.raises(ValueError, match="dout"):
         _C.conv_backward(np.zeros((1, 1, 1, 1)), X, W, 1, 1)
 
