@@ -11,6 +11,7 @@
 
 #include "conv.h"
 #include "gemm.h"
+#include "optim.h"
 #include "pool.h"
 #include "threads.h"
 
@@ -148,6 +149,34 @@ py::array py_max_pool_backward(const py::array& dout, const py::array& winners, 
     });
 }
 
+// The update writes into w, m and v, so they must be C-contiguous, writeable arrays of one
+// float dtype (what graphnet.optim hands over); the Python side falls back to numpy
+// for anything else.
+void py_adam_update(py::array w, const py::array& dw, py::array m, py::array v,
+                    double learning_rate, double beta1, double beta2, double epsilon, int64_t t) {
+    for (auto [a, name] : {std::pair<const py::array*, const char*>{&dw, "dw"}, {&m, "m"}, {&v, "v"}}) {
+        require_same_dtype(w, "w", *a, name);
+        require_shape(*a, shape_of(w), name);
+    }
+    for (auto [a, name] : {std::pair<py::array*, const char*>{&w, "w"}, {&m, "m"}, {&v, "v"}}) {
+        if (!(a->flags() & py::array::c_style) || !a->writeable()) {
+            fail(std::string("adam_update: ") + name + " must be a C-contiguous writeable array");
+        }
+    }
+    const AdamStep step{learning_rate, beta1, beta2, epsilon, t};
+    dispatch_float(w, "adam w", [&](auto zero) {
+        using T = decltype(zero);
+        Contig<T> dwc(dw);
+        T* wp = static_cast<T*>(w.mutable_data());
+        T* mp = static_cast<T*>(m.mutable_data());
+        T* vp = static_cast<T*>(v.mutable_data());
+        const T* gp = dwc.data();
+        const int64_t n = w.size();
+        py::gil_scoped_release nogil;
+        adam_update(step, n, wp, gp, mp, vp);
+    });
+}
+
 }  // namespace
 }  // namespace graphnet
 
@@ -174,6 +203,10 @@ PYBIND11_MODULE(_C, m) {
     m.def("max_pool_backward", &py_max_pool_backward, "dout"_a, "winners"_a, "H"_a, "W"_a,
           "Gradient of max_pool_forward -> dx (N, C, H, W): each window's whole gradient goes\n"
           "to its winner; overlapping windows add up.");
+    m.def("adam_update", &py_adam_update, "w"_a, "dw"_a, "m"_a, "v"_a, "learning_rate"_a,
+          "beta1"_a, "beta2"_a, "epsilon"_a, "t"_a,
+          "One Adam step in place on w, m, v (C-contiguous, one float dtype); t already\n"
+          "incremented. Same numbers as graphnet.optim.adam's numpy path.");
     m.def("set_num_threads", &set_num_threads, "n"_a,
           "Threads the kernels use (default: OMP_NUM_THREADS, else all cores).");
     m.def("get_num_threads", &num_threads);

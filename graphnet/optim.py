@@ -14,6 +14,8 @@ array first. State arrays keep w's dtype, so float32 training stays float32.
 """
 import numpy as np
 
+from . import _C
+
 __all__ = ["sgd", "sgd_momentum", "rmsprop", "adam"]
 
 
@@ -100,12 +102,24 @@ def adam(w, dw, config=None):
     beta1, beta2 = config["beta1"], config["beta2"]
     m, v = _state(config, "m", w), _state(config, "v", w)
     config["t"] += 1
-    t = config["t"]
+    t, lr, eps = config["t"], config["learning_rate"], config["epsilon"]
+    if _fusable(w, dw, m, v):
+        # One threaded pass in C++ instead of ten numpy passes, with the same arithmetic
+        # in the same order and precision: the same numbers, bit for bit.
+        _C.adam_update(w, dw, m, v, lr, beta1, beta2, eps, t)
+        return w, config
     m *= beta1
     m += (1 - beta1) * dw
     v *= beta2
     v += (1 - beta2) * dw ** 2
     m_hat = m / (1 - beta1 ** t)
     v_hat = v / (1 - beta2 ** t)
-    w -= config["learning_rate"] * m_hat / (np.sqrt(v_hat) + config["epsilon"])
+    w -= lr * m_hat / (np.sqrt(v_hat) + eps)
     return w, config
+
+
+def _fusable(w, *others):
+    """Can the C++ kernel update these arrays in place? (w is writeable by _prepare.)"""
+    return (w.dtype in (np.float32, np.float64) and w.flags.c_contiguous
+            and all(a.dtype == w.dtype for a in others)
+            and all(a.flags.c_contiguous and a.flags.writeable for a in others[1:]))
