@@ -3,7 +3,7 @@
 Build a circuit, run it forward and backward, and look at every node's value and
 gradient; the same engine trains a CNN on CIFAR-10.
 """
-from . import _C  # noqa: F401  (fail early, and clearly, if the C++ extension was not built)
+from ._native import _C  # noqa: F401  (fail early, and clearly, if the C++ extension was not built)
 from .anomaly import detect_anomaly
 from .errors import AnomalyError, GraphError, UnknownNodeError
 from .gradcheck import gradcheck
