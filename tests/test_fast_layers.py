@@ -1,45 +1,29 @@
-"""graphnet.fast_layers (C++ conv and max pool) against independent references:
-naive loops written here, numerical gradients, and PyTorch when it is installed."""
+"""graphnet.fast_layers (C++ conv and max pool) against independent references: the
+naive loops of graphnet.layers and max-pool loops written here, numerical gradients, and
+PyTorch when it is installed."""
 import threading
 
 import numpy as np
 import pytest
 
-from graphnet import _C
+from graphnet import _C, layers
 from graphnet.fast_layers import (conv_backward_fast, conv_forward_fast,
                                   max_pool_backward_fast, max_pool_forward_fast)
 
-# ---- independent references: plain loops straight from the definitions -------------
+# ---- independent references: plain loops ------------------------------------------
 
 
 def conv_forward_ref(x, w, b, stride, pad):
-    N, C, H, W = x.shape
-    F, _, HH, WW = w.shape
-    Ho, Wo = 1 + (H + 2 * pad - HH) // stride, 1 + (W + 2 * pad - WW) // stride
-    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
-    out = np.zeros((N, F, Ho, Wo), np.float64)
-    for n in range(N):
-        for f in range(F):
-            for i in range(Ho):
-                for j in range(Wo):
-                    win = xp[n, :, i * stride:i * stride + HH, j * stride:j * stride + WW]
-                    out[n, f, i, j] = np.sum(win * w[f]) + b[f]
-    return out
+    """graphnet.layers' naive loops (checked against scipy and PyTorch in test_layers), in
+    float64 so that float32 results are compared with exact values."""
+    as64 = (np.asarray(a, np.float64) for a in (x, w, b))
+    return layers.conv_forward_naive(*as64, {"stride": stride, "pad": pad})[0]
 
 
 def conv_backward_ref(dout, x, w, stride, pad):
-    N, C, H, W = x.shape
-    F, _, HH, WW = w.shape
-    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad))).astype(np.float64)
-    dxp, dw = np.zeros_like(xp), np.zeros(w.shape)
-    for n in range(N):
-        for f in range(F):
-            for i in range(dout.shape[2]):
-                for j in range(dout.shape[3]):
-                    hs, ws = i * stride, j * stride
-                    dw[f] += xp[n, :, hs:hs + HH, ws:ws + WW] * dout[n, f, i, j]
-                    dxp[n, :, hs:hs + HH, ws:ws + WW] += w[f] * dout[n, f, i, j]
-    return dxp[:, :, pad:pad + H, pad:pad + W], dw, dout.sum(axis=(0, 2, 3))
+    x, w, dout = (np.asarray(a, np.float64) for a in (x, w, dout))
+    _, cache = layers.conv_forward_naive(x, w, np.zeros(w.shape[0]), {"stride": stride, "pad": pad})
+    return layers.conv_backward_naive(dout, cache)
 
 
 def pool_winner(win):
