@@ -1,0 +1,11 @@
+"""Drawing and teaching: graphviz drawings with values, gradients and gradient flow,
+step-by-step forward and backward frames, and their export (SVG, PNG, DOT, HTML, GIF)."""
+from .draw import View, draw, edge_gradients, gradient_flag
+from .export import export
+from .html import export_html
+from .render import GraphvizNotFoundError
+from .steps import Frame, backward_steps, export_gif, export_pngs, forward_steps
+
+__all__ = ["draw", "export", "backward_steps", "forward_steps", "Frame", "export_html",
+           "export_gif", "export_pngs", "GraphvizNotFoundError", "View", "edge_gradients",
+           "gradient_flag"]
