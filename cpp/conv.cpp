@@ -70,9 +70,11 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
     const int threads = team_size(g.N);
     // dw and db are sums over images. The batch is cut into a fixed number of chunks of
     // consecutive images, each summed into its own slot, and the slots are added in
-    // chunk order at the end: results do not depend on which thread ran which chunk,
-    // and idle threads can still take chunks dynamically.
-    const int64_t chunks = std::min<int64_t>(g.N, 4 * threads);
+    // chunk order at the end: results do not depend on which thread ran which chunk, nor
+    // on how many threads there are (so a seeded run is bitwise the same on 1 or 2
+    // cores), and idle threads can still take chunks dynamically.
+    constexpr int64_t kChunks = 16;
+    const int64_t chunks = std::min<int64_t>(g.N, kChunks);
     const int64_t slot = F * K + F;
     std::vector<T> partial(chunks * slot, T(0));
     std::vector<T> cols(dw ? threads * K * P : 0), dcols(dx ? threads * K * P : 0);
