@@ -43,7 +43,8 @@ _PLAYER_SCRIPT = """
     if (current === frames.length - 1) show(0);
     play.textContent = 'Pause';
     timer = setInterval(function () {
-      if (current >= frames.length - 1) { stop(); } else { show(current + 1); }
+      show(current + 1);
+      if (current >= frames.length - 1) stop();
     }, INTERVAL);
   }
   document.getElementById('prev').onclick = function () { stop(); show(current - 1); };

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import GraphError
 from ..gates.base import unbroadcast
-from ._format import describe, is_scalar, num, scalar
+from ._format import describe, is_scalar, norm, num, scalar
 from .draw import View, draw
 from .render import to_bytes
 
@@ -77,8 +77,13 @@ def _rule(node):
     return rule
 
 
+def _symbol(name):
+    """A name as a symbol in a formula: scoped names in parentheses, d(layer1/W)."""
+    return f"({name})" if "/" in name else name
+
+
 def _fill(template, node):
-    return template.format(*(i.name for i in node.inputs), f=node.name)
+    return template.format(*(_symbol(i.name) for i in node.inputs), f=_symbol(node.name))
 
 
 @dataclasses.dataclass
@@ -157,20 +162,18 @@ def backward_steps(graph, node=None, grad=None):
     for index, (gate_node, backward, inputs, needs) in enumerate(steps, 1):
         upstream = grads[gate_node.name]
         sent = backward(upstream, gate_node.cache, needs)
-        grads, edge_grads, received, previous = dict(grads), dict(edge_grads), {}, {}
+        grads, edge_grads, received = dict(grads), dict(edge_grads), {}
+        arrivals = []  # (input, gradient sent, the input's gradient before it): for the text
         for position, (inp, need, gradient) in enumerate(zip(inputs, needs, sent)):
             if not need:
                 continue
             gradient = unbroadcast(np.asarray(gradient), np.shape(inp.value))
             gradient = gradient[()] if gradient.ndim == 0 else gradient
             edge_grads[gate_node.name, position] = received[inp.name] = gradient
-            if inp.name in grads:
-                previous[inp.name] = grads[inp.name]
-                grads[inp.name] = grads[inp.name] + gradient
-            else:
-                grads[inp.name] = gradient
-        text = _backward_text(index, len(steps), target, gate_node, upstream, needs,
-                              received, previous, grads)
+            before = grads.get(inp.name)
+            grads[inp.name] = gradient if before is None else before + gradient
+            arrivals.append((inp, gradient, before))
+        text = _backward_text(index, len(steps), target, gate_node, upstream, arrivals, grads)
         frames.append(Frame(index, len(steps), "backward", gate_node, text, values, grads,
                             edge_grads, received, graph))
     if frames:
@@ -207,38 +210,38 @@ def _require_forward(graph, nodes):
                          "stepping through the graph")
 
 
-def _backward_text(index, total, target, node, upstream, needs, received, previous, grads):
+def _backward_text(index, total, target, node, upstream, arrivals, grads):
     rule = _rule(node)
-    out = target.name
+    out, here = _symbol(target.name), _symbol(node.name)
     lines = [f"Step {index} of {total} (backward): gate {node.name} = "
              f"{_fill(rule.forward, node)}"]
-    scalars = is_scalar(upstream) and all(is_scalar(g) for g in received.values())
+    scalars = is_scalar(upstream) and all(is_scalar(g) for _, g, _ in arrivals)
     seed = " (the seed: backward starts here)" if index == 1 else ""
-    lines.append(f"Upstream gradient d{out}/d{node.name} = {describe(upstream)}{seed}")
+    lines.append(f"Upstream gradient d{out}/d{here} = {describe(upstream)}{seed}")
     lines.append("Local rule: " + _fill(rule.local, node))
     lines.append("Chain rule: upstream × local = what each input receives")
-    for position, inp in enumerate(node.inputs):
-        if not needs[position]:
-            continue
-        gradient = received[inp.name] if inp.name in received else None
+    for inp, gradient, _ in arrivals:
+        position = node.inputs.index(inp)
         if scalars and position < len(rule.derivatives):
             formula = _fill(rule.derivatives[position], node)
-            # For one scalar, local = received / upstream exactly (unless upstream is 0).
+            # For scalars, local = received / upstream exactly (unless upstream is 0).
             local = scalar(gradient) / scalar(upstream) if scalar(upstream) else None
             numbers = f" = {_factor(upstream)} × {_factor(local)}" if local is not None else ""
-            lines.append(f"  d{out}/d{inp.name} = d{out}/d{node.name} × {formula}{numbers}"
-                         f" = {num(scalar(gradient))}")
+            lines.append(f"  d{out}/d{_symbol(inp.name)} = d{out}/d{here} × {formula}"
+                         f"{numbers} = {num(scalar(gradient))}")
         else:
-            lines.append(f"  d{out}/d{inp.name}: {describe(gradient)}")
-    for name, before in previous.items():
-        total_grad = grads[name]
+            lines.append(f"  d{out}/d{_symbol(inp.name)}: {describe(gradient)}")
+    for inp, gradient, before in arrivals:
+        if before is None:
+            continue
         if scalars:
-            lines.append(f"Fan-out: {name} already had {num(scalar(before))} from an "
-                         f"earlier step: {num(scalar(before))} + {num(scalar(received[name]))}"
-                         f" = {num(scalar(total_grad))}")
+            lines.append(f"Fan-out: {inp.name} already had {num(scalar(before))}, so it now "
+                         f"has {_factor(before)} + {_factor(gradient)} = "
+                         f"{num(scalar(before + gradient))}")
         else:
-            lines.append(f"Fan-out: {name} already had a gradient from an earlier step; "
-                         f"the sum is now {describe(total_grad)}")
+            lines.append(f"Fan-out: {inp.name} already had a gradient (L2 "
+                         f"{num(norm(before))}); adding this one (L2 {num(norm(gradient))}) "
+                         f"gives {describe(before + gradient)}")
     return "\n".join(lines)
 
 
