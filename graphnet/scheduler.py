@@ -178,10 +178,14 @@ class Scheduler:
     def run_forward(self, targets):
         steps, _ = self.forward_plan(targets)
         check = anomaly.checker()
-        for step, (node, forward, inputs) in enumerate(steps, 1):
-            node.value, node.cache = forward(*[i.value for i in inputs])
-            if check:
-                check(node, node.value, "value", f"step {step} of forward")
+        node = None
+        try:
+            for step, (node, forward, inputs) in enumerate(steps, 1):
+                node.value, node.cache = forward(*[i.value for i in inputs])
+                if check:
+                    check(node, node.value, "value", f"step {step} of forward")
+        except (ValueError, TypeError) as err:
+            raise _gate_failure("forward", node, err) from err
 
     def run_backward(self, target, seed):
         steps, unreached = self.backward_plan(target)
@@ -189,17 +193,31 @@ class Scheduler:
             node.grad = None
         target.grad = seed
         check = anomaly.checker()
-        for step, (node, backward, inputs, needs) in enumerate(steps, 1):
-            grads = backward(node.grad, node.cache, needs)
-            for inp, need, grad in zip(inputs, needs, grads):
-                if need:
-                    if check:
-                        check(inp, grad, f"gradient from {node.name!r}",
-                              f"step {step} of backward")
-                    if grad.shape != inp.value.shape:
-                        grad = unbroadcast(grad, inp.value.shape)
-                    # Fan-out: a node feeding several gates gets the sum of their gradients.
-                    inp.grad = grad if inp.grad is None else inp.grad + grad
+        node = None
+        try:
+            for step, (node, backward, inputs, needs) in enumerate(steps, 1):
+                grads = backward(node.grad, node.cache, needs)
+                for inp, need, grad in zip(inputs, needs, grads):
+                    if need:
+                        if check:
+                            check(inp, grad, f"gradient from {node.name!r}",
+                                  f"step {step} of backward")
+                        if grad.shape != inp.value.shape:
+                            grad = unbroadcast(grad, inp.value.shape)
+                        # Fan-out: a node feeding several gates gets the sum of their gradients.
+                        inp.grad = grad if inp.grad is None else inp.grad + grad
+        except (ValueError, TypeError) as err:
+            raise _gate_failure("backward", node, err) from err
         for node in unreached:
             if node.value is not None:
                 node.grad = np.zeros_like(node.value)[()]
+
+
+def _gate_failure(walk, node, err):
+    """A kernel's own error, with the node, its gate and its inputs' shapes added."""
+    if isinstance(err, GraphError) or node is None:
+        return err
+    inputs = ", ".join(f"{i.name!r} {np.shape(i.value)} {np.asarray(i.value).dtype}"
+                       for i in node.inputs)
+    return GraphError(f"{walk} of node {node.name!r} (gate {node.op!r}) failed: {err} "
+                      f"[inputs: {inputs}]")

@@ -362,3 +362,15 @@ def test_anomaly_mode_names_the_first_bad_node():
 
 pytestmark = pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning",
                                         "ignore:divide by zero:RuntimeWarning")
+
+
+def test_a_kernel_error_names_the_node_the_gate_and_the_input_shapes():
+    g = gn.Graph()
+    scores, y = g.input("scores"), g.input("y", dtype=np.int64)
+    g.softmax_loss(scores, y, name="loss")
+    with pytest.raises(gn.GraphError) as err:
+        g.forward(scores=np.zeros((3, 4)), y=[0, 1, 7])
+    message = str(err.value)
+    for part in ("forward of node 'loss'", "gate 'softmax_loss'", "[0, 4)", "'scores' (3, 4)",
+                 "'y' (3,) int64"):
+        assert part in message
