@@ -4,7 +4,6 @@ from collections.abc import MutableMapping
 
 import numpy as np
 
-from . import anomaly
 from .errors import GraphError, UnknownNodeError
 from .gates import base, conv, elementwise, nn, norm, reduce
 from .scheduler import Node, Scheduler
@@ -288,11 +287,8 @@ class Graph:
         if missing:
             raise GraphError("missing feed for input " + ", ".join(
                 f"{n.name!r} (shape {n.static_shape}, {n.dtype})" for n in missing))
-        check = anomaly.checker()
         for node in needed_inputs:
             node.value = _convert_feed(node, feeds[node.name])
-            if check:
-                check(node, node.value, "fed value", "the feeds, before forward")
 
     @staticmethod
     def _as_float_array(value, what, dtype):
@@ -304,13 +300,17 @@ class Graph:
 
 def _convert_feed(node, value):
     array = np.asarray(value)
-    if array.dtype.kind not in "fiu":
+    if array.dtype.kind not in "fiu":  # bool, complex, object, strings: no silent guess
         raise GraphError(f"feed for input {node.name!r} has dtype {array.dtype}; it needs "
-                         f"numbers convertible to {node.dtype}")
+                         f"real numbers, which are converted to {node.dtype}")
     if node.dtype.kind in "iu" and array.dtype.kind == "f":
         if not np.all(np.mod(array, 1) == 0):
             raise GraphError(f"feed for integer input {node.name!r} holds non-integers")
     array = array.astype(node.dtype, copy=False)
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+        raise GraphError(f"feed for input {node.name!r} (shape {array.shape}) holds {bad} NaN or "
+                         "Inf values; clean or mask them before feeding")
     expected = node.static_shape
     if expected is not None and (array.ndim != len(expected) or any(
             e is not None and e != a for e, a in zip(expected, array.shape))):

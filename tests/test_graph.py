@@ -279,8 +279,18 @@ def test_feed_errors():
     h.tanh(h.input("x", shape=(None, 3)))
     with pytest.raises(gn.GraphError, match=r"input 'x' has shape \(2, 4\), expected \(None, 3\)"):
         h.forward(x=np.zeros((2, 4)))
-    with pytest.raises(gn.GraphError, match="dtype <U3"):
-        h.forward(x=np.array(["abc"]))
+    for bad in (np.array([["abc"] * 3]), np.ones((1, 3), bool), np.ones((1, 3), complex),
+                np.array([[1.0, None, 2.0]], dtype=object)):
+        with pytest.raises(gn.GraphError, match=f"input 'x' has dtype {bad.dtype}; it needs real"):
+            h.forward(x=bad)
+    with pytest.raises(gn.GraphError, match=r"input 'x' \(shape \(2, 3\)\) holds 2 NaN or Inf"):
+        h.forward(x=np.array([[1.0, np.nan, 2.0], [np.inf, 0.0, 1.0]]))
+    h.forward(x=np.ones((2, 3), np.float16))  # lossless conversions are fine
+    h.forward(x=np.ones((2, 3), np.uint8))
+    labels = gn.Graph()
+    labels.exp(labels.input("y", dtype=np.int64))
+    with pytest.raises(gn.GraphError, match="integer input 'y' holds non-integers"):
+        labels.forward(y=np.array([0.5]))
 
 
 def test_unknown_node_name():
