@@ -255,13 +255,14 @@ def test_thresholds_are_configurable_and_exploding_nan_inf_are_flagged():
     assert viz.draw(g, vanishing=1e9).flags["layer1/sigmoid"] == "vanishing"
     assert viz.draw(g, exploding=1e-9).flags["loss"] == "exploding"
     g = gn.Graph()
-    g.log(g.input("x"), name="f")
+    x = g.input("x")
+    g.log(x, name="f")
+    g.multiply(g.log(x, name="log"), 0.0, name="h")  # h = -inf * 0 = NaN at x = 0
     with np.errstate(divide="ignore", invalid="ignore"):
-        g.forward(x=0.0)   # d ln x / dx = 1/0
-        g.backward()
+        g.forward(x=0.0)
+        g.backward("f")   # d ln x / dx = 1/0
         assert viz.draw(g).flags["x"] == "Inf"
-        g.forward(x=np.nan)
-        g.backward()
+        g.backward("h")   # dh/dx = 0 * 1/0
         assert viz.draw(g).flags["x"] == "NaN"
     assert viz.gradient_flag(0.0) is None  # a gradient blocked on purpose is not a warning
 

@@ -54,8 +54,28 @@ def _dropout(node):
             f"kept units scaled by {num(1 / (1 - param['p']))}"]
 
 
+def _conv(node):
+    x, w = node.cache[:2]
+    return [f"saved x {np.shape(x)} and w {np.shape(w)} for dw and dx"]
+
+
+def _affine(node):
+    _, rows, w = node.cache
+    return [f"saved x as rows {np.shape(rows)} and w {np.shape(w)}"]
+
+
+def _loss(node):
+    return [f"saved d loss / d scores {np.shape(node.cache)}, computed with the loss"]
+
+
+def _max_pool(node):
+    x_shape, winners = node.cache[:2]
+    return [f"saved each window's winner {np.shape(winners)} of x {tuple(x_shape)}"]
+
+
 _BY_OP = {"max": _max, "relu": _relu, "batchnorm": _batchnorm,
-          "spatial_batchnorm": _batchnorm, "dropout": _dropout}
+          "spatial_batchnorm": _batchnorm, "dropout": _dropout, "conv": _conv,
+          "max_pool": _max_pool, "affine": _affine, "softmax_loss": _loss, "svm_loss": _loss}
 
 
 def _generic(item):
