@@ -305,6 +305,25 @@ def test_graphs_past_the_size_threshold_collapse_by_scope():
     assert len(node_rows(viz.draw(g, collapse=False))) > 160
 
 
+def test_many_scoped_layers_collapse_first_by_scope_then_into_a_run():
+    g = sigmoid_stack(layers=200, width=2)
+    rows = node_rows(viz.draw(g))
+    assert any(name.startswith("200 × [affine → sigmoid]") for name in rows)
+    assert len(rows) < 10
+
+
+def test_large_graphs_without_scopes_or_repeats_still_collapse():
+    rng = np.random.default_rng(0)
+    g = gn.Graph()
+    h = g.input("x")
+    for op in rng.choice(["tanh", "sigmoid", "exp", "relu"], size=400):
+        h = getattr(g, op)(h) if op != "exp" else g.multiply(g.exp(h), 0.5)
+    g.forward(x=0.1)
+    assert len(node_rows(viz.draw(g, max_nodes=60))) <= 60
+    with pytest.raises(ValueError, match="collapse must be"):
+        viz.draw(g, collapse="scope")
+
+
 def test_a_10000_node_chain_draws_quickly_as_a_few_nodes():
     g = gn.Graph()
     h = g.input("x")

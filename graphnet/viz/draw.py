@@ -186,6 +186,7 @@ class _Units:
         self.position = {n.name: i for i, n in enumerate(nodes)}
         self.unit = {n.name: n.name for n in nodes}
         self.blocks = {}  # key -> (title, member nodes in topological order)
+        self._block_ids = itertools.count()
         self.consumers = defaultdict(list)
         for node in nodes:
             for inp in node.inputs:
@@ -201,30 +202,28 @@ class _Units:
         return "block" if key in self.blocks else _role(self.by_name[key], sinks)
 
     def collapse(self, how, max_nodes):
-        if how is False:
+        if isinstance(how, str) and how not in ("auto", "groups"):
+            raise ValueError(f"collapse must be 'auto', 'groups', True, False or a collection "
+                             f"of group names, got {how!r}")
+        if how is False or (how == "auto" and len(self.nodes) <= max_nodes):
             return
-        if how == "groups":
+        if how is True or how in ("auto", "groups"):
             self._collapse_groups(lambda group: True)
+        else:
+            wanted = set(how)
+            self._collapse_groups(lambda group: group in wanted)
             return
-        if how is True or how == "auto":
-            if how == "auto" and len(self.nodes) <= max_nodes:
-                return
-            self._collapse_groups(lambda group: True)
-            if how is True or len(self.visible()) > max_nodes:
-                self._collapse_runs()
-            if how == "auto" and len(self.visible()) > max_nodes:
-                self._collapse_stretches(max_nodes)
-            return
-        wanted = set(how)
-        self._collapse_groups(lambda group: group in wanted)
+        if how is True or (how == "auto" and len(self.visible()) > max_nodes):
+            self._collapse_runs()
+        if how == "auto" and len(self.visible()) > max_nodes:
+            self._collapse_stretches(max_nodes)
 
     def _new_block(self, title, members):
-        key = f"block:{len(self.blocks)}"
+        key = f"block:{next(self._block_ids)}"
         members = sorted(members, key=self._sort_key)
         self.blocks[key] = (title, members)
         for node in members:
             self.unit[node.name] = key
-        return key
 
     def _sort_key(self, node):
         return self.position[node.name]
