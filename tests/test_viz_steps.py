@@ -142,6 +142,12 @@ def test_frame_drawings_highlight_the_active_node_and_fill_gradients_in():
     assert "Step 1 of 2" in source  # the frame's text is the drawing's title
     assert "grad" not in viz.forward_steps(circuit())[0].draw(legend=False).source
 
+    def width(frame, edge):
+        return re.search(edge + r" \[.*penwidth=([\d.]+)", frame.draw().source).group(1)
+
+    # every frame of a walk draws on the last frame's scale: widths do not jump
+    assert width(first, "n_z -> n_f") == width(second, "n_z -> n_f")
+
 
 @needs_dot
 def test_html_player_is_self_contained(tmp_path):

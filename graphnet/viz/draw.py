@@ -89,6 +89,9 @@ class View:
     active: str = None
     active_edges: frozenset = frozenset()
     pending: bool = False
+    #: Gradients the edge scale spans, if not the ones drawn: the frames of one walk
+    #: share the last frame's scale, so an edge's width does not change between steps.
+    scale_grads: list = None
 
     @classmethod
     def of(cls, graph):
@@ -132,7 +135,11 @@ def draw(graph, *, values=True, grads=True, show_cache=False, group_by="scope",
                  if (flag := gradient_flag(grad, vanishing, exploding))}
     edges = _edges(nodes, units, view if grads else dataclasses.replace(view, edge_grads={}))
     flowing = [e for e in edges if e.value is not None]
-    scale = GradientScale([e.value for e in flowing], signed=all(e.signed for e in flowing))
+    if view.scale_grads is None:
+        scale = GradientScale([e.value for e in flowing], signed=all(e.signed for e in flowing))
+    else:
+        scale = GradientScale(view.scale_grads, signed=all(is_scalar(g) for g in view.scale_grads)
+                              and all(e.signed for e in flowing))
     sinks = set(map(id, graph.sinks))
 
     dot = Drawing(name="graphnet", graph_attr=dict(

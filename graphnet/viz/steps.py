@@ -103,11 +103,13 @@ class Frame:
     edge_grads: dict
     received: dict
     graph: object = dataclasses.field(repr=False, default=None)
+    scale_grads: list = dataclasses.field(repr=False, default=None)
 
     def view(self):
         active_edges = frozenset((self.node.name, i) for i in range(len(self.node.inputs)))
         return View(values=self.values, grads=self.grads, edge_grads=self.edge_grads,
-                    active=self.node.name, active_edges=active_edges, pending=True)
+                    active=self.node.name, active_edges=active_edges, pending=True,
+                    scale_grads=self.scale_grads)
 
     def draw(self, **options):
         """draw() of the graph in this frame's state; the title defaults to the text."""
@@ -180,6 +182,8 @@ def backward_steps(graph, node=None, grad=None):
         # Nodes the target does not depend on get zeros from backward(); so does the frame.
         frames[-1].grads.update({n.name: np.zeros_like(n.value)[()] for n in unreached
                                  if n.value is not None})
+        for frame in frames:
+            frame.scale_grads = list(frames[-1].edge_grads.values())
     return frames
 
 
