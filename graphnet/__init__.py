@@ -9,8 +9,12 @@ from .errors import AnomalyError, GraphError, UnknownNodeError
 from .gradcheck import gradcheck
 from .graph import Graph, ParamDict
 from .scheduler import Node
+from . import models  # noqa: E402  (TwoLayerNet, FullyConnectedNet, ThreeLayerConvNet)
+from .checkpoint import CheckpointError, load, save
+from .solver import Solver
 
 __version__ = "0.1.0"
 
 __all__ = ["Graph", "Node", "ParamDict", "GraphError", "UnknownNodeError", "AnomalyError",
            "detect_anomaly", "gradcheck"]
+__all__ += ["Solver", "save", "load", "CheckpointError", "models"]
