@@ -94,7 +94,9 @@ def test_plot_training_compares_several_runs_in_one_plot():
     assert len(loss_ax.lines) == 6 and len(acc_ax.lines) == 6
     legend = [t.get_text() for t in loss_ax.get_legend().get_texts()]
     assert legend == ["sgd", "adam", "rmsprop"]
-    assert {t.get_text() for t in acc_ax.get_legend().get_texts()} >= {"sgd: train", "adam: val"}
+    assert [line.get_label() for line in acc_ax.lines[:2]] == ["sgd: train", "sgd: val"]
+    legend = [t.get_text() for t in acc_ax.get_legend().get_texts()]
+    assert legend == ["sgd", "adam", "rmsprop", "train", "val"]
 
 
 def test_plot_training_rejects_what_is_not_a_run():
@@ -293,6 +295,8 @@ def test_plot_activations_runs_forward_and_backward(tmp_path):
     assert np.isnan(values[8]).all()  # the gap between rows is blank
     low, high = fig.axes[1].images[0].get_clim()
     assert low == -high  # gradients on a symmetric scale around white zero
+    assert fig.axes[1].images[0].get_cmap().name == "RdBu_r"
+    assert fig.axes[0].images[0].get_cmap().name == "RdBu_r"  # conv1 values have both signs
     assert "conv1" in fig.axes[0].get_title()
     assert_png(tmp_path / "act.png")
 
@@ -302,6 +306,7 @@ def test_plot_activations_of_existing_values_vectors_and_limits():
     g.forward(**feeds)  # values but no gradients yet
     fig = plots.plot_activations(g, "relu1", max_channels=4)
     assert len(fig.axes) == 2
+    assert fig.axes[0].images[0].get_cmap().name == "viridis"  # relu output: never negative
     assert fig.axes[0].images[0].get_array().shape == (17, 17)  # 4 maps, 2 x 2
 
     g2, feeds2 = sigmoid_stack(depth=2)

@@ -13,6 +13,7 @@ import math
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 __all__ = ["plot_training", "plot_grad_flow", "plot_grad_flow_history", "GradFlowRecorder",
            "GradStats", "grad_stats", "visualize_grid", "plot_filters", "plot_activations"]
@@ -70,7 +71,8 @@ def plot_training(solver, path=None, smooth=True, title=None):
     least 2), so the trend stands out from the minibatch noise.
 
     Lines: per run, the raw loss (markers) and, with smooth, its running mean on the top
-    axes; 'train' and 'val' accuracy on the bottom axes.
+    axes; 'train' and 'val' accuracy on the bottom axes (labelled '<run>: train' and
+    '<run>: val' when comparing runs, with a legend of run colours and line styles).
     """
     runs = {"": solver} if _is_run(solver) else (dict(solver) if isinstance(solver, Mapping)
                                                  else {})
@@ -102,7 +104,15 @@ def plot_training(solver, path=None, smooth=True, title=None):
     acc_ax.xaxis.get_major_locator().set_params(integer=True)
     for ax in (loss_ax, acc_ax):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="small", loc="best")
+    loss_ax.legend(fontsize="small", loc="best")
+    if single:
+        acc_ax.legend(fontsize="small", loc="best")
+    else:  # one entry per run (its colour) and one per line style, not runs x styles
+        handles = [Line2D([], [], color=c, lw=2, label=label) for label, c in zip(runs, colors)]
+        handles += [Line2D([], [], color="0.4", ls="-", marker="o", ms=4, label="train"),
+                    Line2D([], [], color="0.4", ls="--", marker="s", ms=4, label="val")]
+        acc_ax.legend(handles=handles, fontsize="small", loc="center left",
+                      bbox_to_anchor=(1.01, 0.5))
     if title:
         fig.suptitle(title)
     return _finish(fig, path)
@@ -162,12 +172,6 @@ def _named_grads(source, names):
     return out
 
 
-def _positive_floor(*arrays):
-    values = np.concatenate([np.ravel(a) for a in arrays])
-    positive = values[np.isfinite(values) & (values > 0)]
-    return positive.min() / 10 if positive.size else 1e-12
-
-
 def plot_grad_flow(graph_or_named_grads, path=None, names=None, ax=None, title=None):
     """Gradient flow: mean and max |gradient| of every layer (param), first layer on the
     left, on a log axis. A vanishing gradient shows as mean bars that drop by orders of
@@ -190,10 +194,9 @@ def plot_grad_flow(graph_or_named_grads, path=None, names=None, ax=None, title=N
     ax.bar(x, maxes, width=0.8, color="C1", alpha=0.35, label="max |grad|")
     ax.bar(x, means, width=0.5, color="C0", label="mean |grad|")
     ax.set_yscale("log")
-    floor = _positive_floor(means, maxes)
-    ax.set_ylim(bottom=floor)
     for i in np.flatnonzero(maxes == 0):  # nothing to draw on a log axis: say so
-        ax.annotate("0", (i, floor), ha="center", va="bottom", color="C3")
+        ax.text(i, 0.02, "0", transform=ax.get_xaxis_transform(), ha="center", va="bottom",
+                color="C3")
     ax.set_xticks(x, labels, rotation=45 if len(labels) > 6 else 0, ha="right"
                   if len(labels) > 6 else "center")
     ax.set(xlabel="layer (first on the left)", ylabel="|gradient|",
@@ -471,7 +474,8 @@ def plot_activations(graph, node_name, feeds=None, index=0, path=None, max_chann
     into one square map.
 
     Axes: activation maps and their colour bar; then, if the node has a gradient, the
-    gradient maps (red positive, blue negative, zero white) and their colour bar.
+    gradient maps and their colour bar. Maps with both signs (gradients, pre-relu values)
+    use a diverging palette, red positive, blue negative, white 0; others viridis.
     """
     graph = _as_graph(graph) or graph
     node = graph[node_name]
@@ -495,15 +499,17 @@ def plot_activations(graph, node_name, feeds=None, index=0, path=None, max_chann
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (kind, maps) in zip(axes, panels):
         mosaic, rows, cols = _mosaic(maps, max_channels)
-        if kind == "value":
-            image = ax.imshow(mosaic, cmap="viridis", interpolation="nearest")
-            ax.set_title(f"{node.name} ({node.op}): activations", fontsize="medium")
-        else:
-            limit = np.nanmax(np.abs(mosaic)) if np.isfinite(mosaic).any() else 1.0
+        finite = mosaic[np.isfinite(mosaic)]
+        signed = kind == "grad" or (finite.size and finite.min() < 0 < finite.max())
+        if signed:  # a diverging palette, white at 0
+            limit = np.abs(finite).max() if finite.size else 1.0
             limit = limit if limit > 0 else 1.0
             image = ax.imshow(mosaic, cmap="RdBu_r", vmin=-limit, vmax=limit,
                               interpolation="nearest")
-            ax.set_title(f"d loss / d {node.name}", fontsize="medium")
+        else:
+            image = ax.imshow(mosaic, cmap="viridis", interpolation="nearest")
+        ax.set_title(f"{node.name} ({node.op}): activations" if kind == "value"
+                     else f"d loss / d {node.name}", fontsize="medium")
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_xlabel(f"{shown} of {len(maps)} channel(s), example {index}" if len(maps) > 1
