@@ -322,3 +322,10 @@ def test_plot_activations_needs_values():
     g, _ = conv_graph()
     with pytest.raises(ValueError, match="no value"):
         plots.plot_activations(g, "conv1")
+
+
+def test_the_plots_are_exported_from_graphnet_viz():
+    viz = pytest.importorskip("graphnet.viz")
+    for name in ["plot_training", "plot_grad_flow", "plot_grad_flow_history", "GradFlowRecorder",
+                 "visualize_grid", "plot_filters", "plot_activations", "grad_stats"]:
+        assert callable(getattr(viz, name)), name

@@ -5,6 +5,8 @@ from .export import export
 from .html import export_html
 from .render import GraphvizNotFoundError
 from .steps import Frame, backward_steps, export_gif, export_pngs, forward_steps
+from .plots import (GradFlowRecorder, grad_stats, plot_activations, plot_filters,  # noqa: F401
+                    plot_grad_flow, plot_grad_flow_history, plot_training, visualize_grid)
 
 __all__ = ["draw", "export", "backward_steps", "forward_steps", "Frame", "export_html",
            "export_gif", "export_pngs", "GraphvizNotFoundError", "View", "edge_gradients",
