@@ -206,9 +206,14 @@ class Solver:
     def _progress_bar(self, total):
         if not (self.verbose and _interactive()) or self.iteration >= total:
             return None
+        import shutil
+
         from tqdm.auto import tqdm
+        # (a terminal that reports no size would otherwise get an invisible bar)
+        columns, rows = shutil.get_terminal_size(fallback=(100, 24))
         return tqdm(total=total, initial=self.iteration, unit="it", file=sys.stdout,
-                    dynamic_ncols=True, leave=True)
+                    ncols=columns if columns >= 40 else 100, nrows=rows if rows >= 2 else 24,
+                    leave=True)
 
     @staticmethod
     def _print(message, bar=None):

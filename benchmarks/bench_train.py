@@ -1,0 +1,139 @@
+"""Benchmark training through the graph API.
+
+    python benchmarks/bench_train.py [--steps 20] [--skip-cli] [--threads N]
+
+(a) `graphnet train` with its defaults (ThreeLayerConvNet on the 8x8 digits), run as a
+    subprocess exactly as a user runs it: wall time (process start to exit, so imports,
+    data loading, the plot and the graph drawing included) and the test accuracy it prints.
+(b) One ThreeLayerConvNet training step at batch 50 on CIFAR-shaped float32 random data
+    (3x32x32 input, 32 filters 7x7, hidden 100, 10 classes): forward, backward and an adam
+    update of every parameter, through the graph (model.loss + graphnet.optim.adam, what
+    the Solver does) against the same network in PyTorch CPU (torch.nn + torch.optim.Adam)
+    with as many threads (graphnet._C.get_num_threads(); set with --threads or
+    OMP_NUM_THREADS). graphnet is timed twice: with numpy's BLAS left at its default
+    thread count, and limited to one thread (what `graphnet train` does, see
+    graphnet.cli._limit_threads). Times are medians of --steps steps after warm-up.
+"""
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+import graphnet as gn
+from graphnet import _C, optim
+
+try:
+    import torch
+except ImportError:
+    torch = None
+
+
+def median_ms(step, steps):
+    for _ in range(3):
+        step()  # warm-up: allocations, thread start-up
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return 1e3 * float(np.median(times))
+
+
+def bench_cli():
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        result = subprocess.run([sys.executable, "-m", "graphnet", "train", "--out", out,
+                                 "--quiet"], capture_output=True, text=True)
+        wall = time.perf_counter() - start
+    if result.returncode != 0:
+        raise SystemExit(f"graphnet train failed:\n{result.stderr}")
+    accuracy = float(re.search(r"^test accuracy: (\S+)$", result.stdout, re.M).group(1))
+    inner = float(re.search(r"^time: (\S+) s$", result.stdout, re.M).group(1))
+    return wall, inner, accuracy
+
+
+def graphnet_step(X, y):
+    np.random.seed(0)
+    model = gn.models.ThreeLayerConvNet(input_dim=(3, 32, 32), num_filters=32, filter_size=7,
+                                        hidden_dim=100, num_classes=10, weight_scale=1e-3,
+                                        dtype=np.float32)
+    configs = {name: {"learning_rate": 1e-3} for name in model.params}
+
+    def step():
+        _, grads = model.loss(X, y)
+        for name in model.params:
+            model.params[name], configs[name] = optim.adam(model.params[name], grads[name],
+                                                           configs[name])
+    return step
+
+
+def torch_step(X, y):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 32, 7, padding=3), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Flatten(), torch.nn.Linear(32 * 16 * 16, 100), torch.nn.ReLU(),
+        torch.nn.Linear(100, 10))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(net(Xt), yt)
+        loss.backward()
+        opt.step()
+    return step
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--skip-cli", action="store_true", help="skip part (a)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads for graphnet's kernels and PyTorch")
+    args = parser.parse_args(argv)
+    if args.threads:
+        _C.set_num_threads(args.threads)
+    threads = _C.get_num_threads()
+    print(f"machine: {os.cpu_count()} cores; graphnet kernels and PyTorch on {threads} "
+          f"thread(s); numpy {np.__version__}"
+          + (f", torch {torch.__version__}" if torch is not None else ", torch not installed"))
+
+    if not args.skip_cli:
+        wall, inner, accuracy = bench_cli()
+        print("\n(a) `graphnet train` defaults (ThreeLayerConvNet on the digits)")
+        print(f"    wall time {wall:.1f} s (training and evaluation {inner:.1f} s), "
+              f"test accuracy {accuracy:.3f}")
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((50, 3, 32, 32)).astype(np.float32)
+    y = rng.integers(10, size=50).astype(np.int64)
+    rows = [("graphnet, numpy BLAS default threads", median_ms(graphnet_step(X, y), args.steps))]
+    try:
+        from threadpoolctl import threadpool_limits
+        with threadpool_limits(1, user_api="blas"):
+            rows.append(("graphnet, numpy BLAS 1 thread (CLI)",
+                         median_ms(graphnet_step(X, y), args.steps)))
+    except ImportError:
+        pass
+    reference = None
+    if torch is not None:
+        torch.set_num_threads(threads)
+        reference = median_ms(torch_step(X, y), args.steps)
+        rows.append(("PyTorch CPU", reference))
+
+    print("\n(b) ThreeLayerConvNet training step, batch 50, 3x32x32 float32, 32 filters 7x7, "
+          "hidden 100, adam")
+    print(f"    {'':40s} {'median ms':>10s} {'vs torch':>9s}")
+    for name, ms in rows:
+        ratio = f"{ms / reference:8.2f}x" if reference else "       -"
+        print(f"    {name:40s} {ms:10.1f} {ratio}")
+
+
+if __name__ == "__main__":
+    main()
