@@ -12,9 +12,11 @@
     with as many threads (graphnet._C.get_num_threads(); set with --threads or
     OMP_NUM_THREADS). graphnet is timed twice: with numpy's BLAS left at its default
     thread count, and limited to one thread (what `graphnet train` does, see
-    graphnet.cli._limit_threads). Times are medians of --steps steps after warm-up.
+    graphnet.cli._limit_threads). Times are medians of --steps steps after warm-up; the
+    three take turns step by step, so a shared machine's load affects them alike.
 """
 import argparse
+import contextlib
 import os
 import re
 import subprocess
@@ -33,15 +35,26 @@ except ImportError:
     torch = None
 
 
-def median_ms(step, steps):
-    for _ in range(3):
-        step()  # warm-up: allocations, thread start-up
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return 1e3 * float(np.median(times))
+def blocked_median_ms(contenders, steps):
+    """{name: median ms per step}, each contender's steps run back to back."""
+    return {name: interleaved_median_ms([(name, step, context)], steps)[name]
+            for name, step, context in contenders}
+
+
+def interleaved_median_ms(contenders, steps):
+    """{name: median ms per step}. The contenders take turns, one step each per round,
+    so load from other processes on a shared machine hits all of them alike.
+    contenders: [(name, step function, context manager factory or None)]."""
+    times = {name: [] for name, _, _ in contenders}
+    for round_ in range(steps + 3):  # 3 warm-up rounds: allocations, thread start-up
+        for name, step, context in contenders:
+            with (context() if context else contextlib.nullcontext()):
+                start = time.perf_counter()
+                step()
+                elapsed = time.perf_counter() - start
+            if round_ >= 3:
+                times[name].append(elapsed)
+    return {name: 1e3 * float(np.median(t)) for name, t in times.items()}
 
 
 def bench_cli():
@@ -94,6 +107,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--skip-cli", action="store_true", help="skip part (a)")
+    parser.add_argument("--blocked", action="store_true",
+                        help="time each contender's steps back to back instead of in turns")
     parser.add_argument("--threads", type=int, default=None,
                         help="threads for graphnet's kernels and PyTorch")
     args = parser.parse_args(argv)
@@ -113,22 +128,23 @@ def main(argv=None):
     rng = np.random.default_rng(0)
     X = rng.standard_normal((50, 3, 32, 32)).astype(np.float32)
     y = rng.integers(10, size=50).astype(np.int64)
-    rows = [("graphnet, numpy BLAS default threads", median_ms(graphnet_step(X, y), args.steps))]
+    contenders = [("graphnet, numpy BLAS default threads", graphnet_step(X, y), None)]
     try:
         from threadpoolctl import threadpool_limits
-        with threadpool_limits(1, user_api="blas"):
-            rows.append(("graphnet, numpy BLAS 1 thread (CLI)",
-                         median_ms(graphnet_step(X, y), args.steps)))
+        contenders.append(("graphnet, numpy BLAS 1 thread (CLI)", graphnet_step(X, y),
+                           lambda: threadpool_limits(1, user_api="blas")))
     except ImportError:
         pass
-    reference = None
     if torch is not None:
         torch.set_num_threads(threads)
-        reference = median_ms(torch_step(X, y), args.steps)
-        rows.append(("PyTorch CPU", reference))
+        contenders.append(("PyTorch CPU", torch_step(X, y), None))
+    timer = blocked_median_ms if args.blocked else interleaved_median_ms
+    medians = timer(contenders, args.steps)
+    reference = medians.get("PyTorch CPU")
+    rows = list(medians.items())
 
     print("\n(b) ThreeLayerConvNet training step, batch 50, 3x32x32 float32, 32 filters 7x7, "
-          "hidden 100, adam")
+          f"hidden 100, adam ({'back to back' if args.blocked else 'in turns'})")
     print(f"    {'':40s} {'median ms':>10s} {'vs torch':>9s}")
     for name, ms in rows:
         ratio = f"{ms / reference:8.2f}x" if reference else "       -"
