@@ -2,7 +2,6 @@
 #include "pool.h"
 
 #include <algorithm>
-#include <cmath>
 
 #include "threads.h"
 
@@ -30,36 +29,55 @@ PoolGeometry pool_geometry(const Shape& x, int64_t pool_height, int64_t pool_wid
 
 namespace {
 
-// Index (within the plane) of the window's winner under the tie rule in pool.h.
-template <typename T>
+// Index (within the plane) of the window's winner under the tie rule in pool.h: the
+// first maximum in row-major order, a NaN beating any number. kH, kW > 0 fix the window
+// size at compile time (the common 2x2 gets fully unrolled); 0 reads it from g.
+template <typename T, int64_t kH, int64_t kW>
 int64_t window_argmax(const PoolGeometry& g, const T* plane, int64_t oh, int64_t ow) {
-    const int64_t h0 = oh * g.stride, w0 = ow * g.stride;
-    int64_t best = h0 * g.W + w0;
-    for (int64_t i = 0; i < g.pool_height; ++i) {
-        for (int64_t j = 0; j < g.pool_width; ++j) {
-            const int64_t at = (h0 + i) * g.W + (w0 + j);
-            const T v = plane[at], b = plane[best];
-            if (v > b || (std::isnan(v) && !std::isnan(b))) best = at;
+    const int64_t ph = kH ? kH : g.pool_height, pw = kW ? kW : g.pool_width;
+    const int64_t first = oh * g.stride * g.W + ow * g.stride;
+    int64_t best = first;
+    T best_v = plane[first];
+    for (int64_t i = 0; i < ph; ++i) {
+        for (int64_t j = 0; j < pw; ++j) {
+            const int64_t at = first + i * g.W + j;
+            const T v = plane[at];
+            // Selects, not a branch: on real data which element wins is a coin toss, and
+            // mispredicted branches cost more than the comparisons ("v != v": a NaN).
+            const bool wins = (v > best_v) | ((v != v) & (best_v == best_v));
+            best_v = wins ? v : best_v;
+            best = wins ? at : best;
         }
     }
     return best;
+}
+
+template <typename T, int64_t kH, int64_t kW>
+void pool_planes(const PoolGeometry& g, const T* x, T* out, int32_t* winners) {
+    const int64_t planes = g.N * g.C, in_plane = g.H * g.W, out_plane = g.Ho * g.Wo;
+#pragma omp parallel for schedule(dynamic, 8) num_threads(team_size(planes))
+    for (int64_t pl = 0; pl < planes; ++pl) {
+        const T* src = x + pl * in_plane;
+        T* dst = out + pl * out_plane;
+        int32_t* win = winners + pl * out_plane;
+        for (int64_t oh = 0; oh < g.Ho; ++oh) {
+            for (int64_t ow = 0; ow < g.Wo; ++ow) {
+                const int64_t at = window_argmax<T, kH, kW>(g, src, oh, ow);
+                dst[oh * g.Wo + ow] = src[at];
+                win[oh * g.Wo + ow] = static_cast<int32_t>(at);
+            }
+        }
+    }
 }
 
 }  // namespace
 
 template <typename T>
 void max_pool_forward(const PoolGeometry& g, const T* x, T* out, int32_t* winners) {
-    const int64_t planes = g.N * g.C, in_plane = g.H * g.W, out_plane = g.Ho * g.Wo;
-#pragma omp parallel for schedule(dynamic, 8) num_threads(team_size(planes))
-    for (int64_t pl = 0; pl < planes; ++pl) {
-        const T* src = x + pl * in_plane;
-        for (int64_t oh = 0; oh < g.Ho; ++oh) {
-            for (int64_t ow = 0; ow < g.Wo; ++ow) {
-                const int64_t at = window_argmax(g, src, oh, ow), o = pl * out_plane + oh * g.Wo + ow;
-                out[o] = src[at];
-                winners[o] = static_cast<int32_t>(at);
-            }
-        }
+    if (g.pool_height == 2 && g.pool_width == 2) {
+        pool_planes<T, 2, 2>(g, x, out, winners);
+    } else {
+        pool_planes<T, 0, 0>(g, x, out, winners);
     }
 }
 
