@@ -34,7 +34,10 @@ class Graph:
         """A value fed at each `forward`. `shape` may hold None for sizes that vary
         (the batch size, say). Integer inputs (labels) never get a gradient."""
         dtype = self.dtype if dtype is None else np.dtype(dtype)
-        shape = None if shape is None else tuple(shape)
+        if dtype.kind not in "fiu":
+            raise GraphError(f"input {name!r}: dtype must be a float or integer type, got "
+                             f"{dtype} (use the graph's float dtype, or np.int64 for labels)")
+        shape = None if shape is None else _static_shape(f"input {name!r}", shape)
         return self._add(Node(self, name, "input", shape=shape, dtype=dtype,
                               requires_grad=bool(requires_grad) and dtype.kind == "f"))
 
@@ -49,6 +52,9 @@ class Graph:
         """A fixed value that never gets a gradient. Integer values (labels) stay integers;
         floats take the graph's dtype unless `dtype` says otherwise."""
         array = np.asarray(value)
+        if array.dtype.kind not in "fiu":
+            raise GraphError(f"const {name or ''!r}: value must be real numbers, got dtype "
+                             f"{array.dtype}; convert it (e.g. np.asarray(value, float))")
         if dtype is None and array.dtype.kind not in "iu":
             dtype = self.dtype
         array = array.astype(dtype if dtype is not None else array.dtype, copy=False)
@@ -70,27 +76,41 @@ class Graph:
     def softmax(self, x, name=None): return self._gate(nn.Softmax, (x,), name)
 
     def sum(self, x, axis=None, keepdims=False, name=None):
+        if isinstance(axis, (tuple, list)):
+            axis = tuple(_ints("sum", name, **{f"axis[{i}]": a for i, a in enumerate(axis)}))
+        elif axis is not None:
+            (axis,) = _ints("sum", name, axis=axis)
         return self._gate(reduce.Sum, (x,), name, axis=axis, keepdims=keepdims)
 
     def affine(self, x, w, b, name=None):
         return self._gate(nn.Affine, (x, w, b), name)
 
     def conv(self, x, w, b, stride=1, pad=0, name=None):
+        stride, pad = _ints("conv", name, stride=stride, pad=pad)
         return self._gate(conv.Conv, (x, w, b), name, stride=stride, pad=pad)
 
     def max_pool(self, x, pool_height=2, pool_width=2, stride=2, name=None):
+        pool_height, pool_width, stride = _ints("max_pool", name, pool_height=pool_height,
+                                                pool_width=pool_width, stride=stride)
         return self._gate(conv.MaxPool, (x,), name, pool_height=pool_height,
                           pool_width=pool_width, stride=stride)
 
     def batchnorm(self, x, gamma, beta, eps=1e-5, momentum=0.9, name=None):
+        _check_norm_settings("batchnorm", name, eps, momentum)
         return self._gate(norm.BatchNorm, (x, gamma, beta), name, eps=eps, momentum=momentum)
 
     def spatial_batchnorm(self, x, gamma, beta, eps=1e-5, momentum=0.9, name=None):
+        _check_norm_settings("spatial_batchnorm", name, eps, momentum)
         return self._gate(norm.SpatialBatchNorm, (x, gamma, beta), name, eps=eps,
                           momentum=momentum)
 
     def dropout(self, x, p, seed=None, name=None):
         """Drop each unit with probability p in train mode (see gates.norm.Dropout)."""
+        if not _is_real(p):
+            raise GraphError(f"dropout gate {name or ''!r}: p (the probability of dropping a "
+                             f"unit) must be a number in [0, 1), got {p!r}")
+        if seed is not None:
+            (seed,) = _ints("dropout", name, seed=seed)
         return self._gate(norm.Dropout, (x,), name, p=p, seed=seed)
 
     def softmax_loss(self, scores, y, name=None):
@@ -100,7 +120,17 @@ class Graph:
         return self._gate(nn.SvmLoss, (scores, self._labels(y)), name)
 
     def _labels(self, y):
-        return y if isinstance(y, Node) else self.const(np.asarray(y, dtype=np.int64))
+        if isinstance(y, Node):
+            if y.dtype.kind not in "iu":
+                raise GraphError(f"labels node {y.name!r} has dtype {y.dtype}; class labels "
+                                 f"must be integers: build it with dtype=np.int64")
+            return y
+        array = np.asarray(y)
+        if array.dtype.kind not in "iu" and not (
+                array.dtype.kind == "f" and np.all(np.mod(array, 1) == 0)):
+            raise GraphError(f"labels must be integers, got dtype {array.dtype} "
+                             f"(shape {array.shape})")
+        return self.const(array.astype(np.int64))
 
     # ----- running ---------------------------------------------------------------------
 
@@ -299,15 +329,29 @@ class Graph:
 
 
 def _convert_feed(node, value):
-    array = np.asarray(value)
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError) as err:  # ragged nested lists, say
+        raise GraphError(f"feed for input {node.name!r} is not an array of numbers: {err}; "
+                         f"pass an ndarray of shape {node.static_shape}") from None
     if array.dtype.kind not in "fiu":  # bool, complex, object, strings: no silent guess
         raise GraphError(f"feed for input {node.name!r} has dtype {array.dtype}; it needs "
                          f"real numbers, which are converted to {node.dtype}")
     if node.dtype.kind in "iu" and array.dtype.kind == "f":
         if not np.all(np.mod(array, 1) == 0):
             raise GraphError(f"feed for integer input {node.name!r} holds non-integers")
-    array = array.astype(node.dtype, copy=False)
+    source = array
+    with np.errstate(over="ignore", invalid="ignore"):
+        array = array.astype(node.dtype, copy=False)
+    if source.dtype.kind in "iu" and array.dtype.kind == "f" and array is not source and \
+            not np.array_equal(array.astype(source.dtype), source):
+        raise GraphError(f"feed for input {node.name!r} (shape {array.shape}): integers of dtype "
+                         f"{source.dtype} too large to be exact in {node.dtype}; scale them "
+                         "or convert them yourself")
     if array.dtype.kind == "f" and not np.isfinite(array).all():
+        if source.dtype.kind == "f" and np.isfinite(source).all():
+            raise GraphError(f"feed for input {node.name!r} (shape {array.shape}) overflows "
+                             f"{node.dtype}: values up to {np.abs(source).max():g}; scale them")
         bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
         raise GraphError(f"feed for input {node.name!r} (shape {array.shape}) holds {bad} NaN or "
                          "Inf values; clean or mask them before feeding")
@@ -317,6 +361,47 @@ def _convert_feed(node, value):
         raise GraphError(f"feed for input {node.name!r} has shape {array.shape}, expected "
                          f"{expected} (None matches any size)")
     return array[()] if array.ndim == 0 else array
+
+
+def _static_shape(what, shape):
+    """A build-time shape: a tuple of non-negative ints or None (any size)."""
+    try:
+        dims = tuple(shape)
+    except TypeError:
+        raise GraphError(f"{what}: shape must be a tuple of sizes (None for any), got "
+                         f"{shape!r}") from None
+    if isinstance(shape, str) or not all(
+            d is None or (_is_int(d) and d >= 0) for d in dims):
+        raise GraphError(f"{what}: shape must hold non-negative integers or None (any size), "
+                         f"got {shape!r}")
+    return tuple(None if d is None else int(d) for d in dims)
+
+
+def _is_int(value):
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_real(value):
+    return isinstance(value, (int, float, np.integer, np.floating)) and \
+        not isinstance(value, (bool, np.bool_))
+
+
+def _ints(op, name, **values):
+    """Gate settings that must be integers (stride, pad, window sizes, axes, seeds)."""
+    bad = {k: v for k, v in values.items() if not _is_int(v)}
+    if bad:
+        raise GraphError(f"{op} gate {name or ''!r}: " + ", ".join(
+            f"{k} must be an integer, got {v!r}" for k, v in bad.items()))
+    return [int(v) for v in values.values()]
+
+
+def _check_norm_settings(op, name, eps, momentum):
+    if not _is_real(eps) or not eps > 0:
+        raise GraphError(f"{op} gate {name or ''!r}: eps must be a positive number (it keeps "
+                         f"the division by the standard deviation finite), got {eps!r}")
+    if not _is_real(momentum) or not 0 <= momentum <= 1:
+        raise GraphError(f"{op} gate {name or ''!r}: momentum must be in [0, 1], got "
+                         f"{momentum!r}")
 
 
 def _name_list(nodes, limit=12):
