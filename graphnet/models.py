@@ -96,11 +96,9 @@ class GraphModel:
     def loss(self, X, y=None):
         """Scores (N, C) for y=None (eval mode), else (loss, grads) (train mode)."""
         g = self.graph
-        if self._features is not None:
-            X = np.asarray(X)
-            if X.ndim < 2 or int(np.prod(X.shape[1:])) != self._features:
-                raise GraphError(f"{type(self).__name__}.loss: X of shape {X.shape} does not "
-                                 f"flatten to (N, {self._features}) (input_dim)")
+        X = self.check_input(X)
+        if y is not None:
+            y = self.check_labels(y, X.shape[0])
         was_training = g.training
         try:
             if y is None:
@@ -115,6 +113,75 @@ class GraphModel:
             return loss, g.grads
         finally:
             g.train(was_training)
+
+    # ----- validation -------------------------------------------------------------------
+
+    @property
+    def input_shape(self):
+        """The shape of one sample: (C, H, W) for the convnet, (input_dim,) otherwise
+        (a fully connected model also takes any (d1, ..., dk) with that many features)."""
+        shape = self.graph["X"].static_shape
+        return (self._features,) if shape is None else tuple(shape[1:])
+
+    def check_input(self, X, what="X"):
+        """X as an array the model can take, or a GraphError saying what is wrong and how
+        to fix it. Integer images (uint8 pixels, say) and float16 are accepted and
+        converted exactly to the model's dtype; bool, complex, object and string arrays,
+        empty batches and wrongly shaped samples are refused. (NaN and Inf are refused
+        by the graph's feed check.)"""
+        name = type(self).__name__
+        try:
+            X = np.asarray(X)
+        except (ValueError, TypeError) as err:
+            raise GraphError(f"{name}.loss: {what} (input 'X') is not an array of numbers: "
+                             f"{err}") from None
+        if X.dtype.kind not in "fiu":
+            raise GraphError(f"{name}.loss: {what} (input 'X', shape {X.shape}) has dtype "
+                             f"{X.dtype}; the model takes real numbers: convert it with "
+                             f"{what}.astype(np.{self.dtype.name})")
+        expected = self.input_shape
+        if self._features is not None:
+            ok = X.ndim >= 2 and int(np.prod(X.shape[1:])) == self._features
+        else:
+            ok = X.shape[1:] == expected
+        if not ok:
+            hint = (f"each sample must flatten to {self._features} features (input_dim)"
+                    if self._features is not None else
+                    f"each sample must have shape {expected} (input_dim)")
+            raise GraphError(f"{name}.loss: {what} (input 'X') of shape {X.shape} does not fit "
+                             f"the model: it takes (N, {', '.join(map(str, expected))}); {hint}; "
+                             "reshape the data or build the model with the right input_dim")
+        if X.shape[0] == 0:
+            raise GraphError(f"{name}.loss: {what} (input 'X') is an empty batch (shape "
+                             f"{X.shape}); pass at least one sample")
+        return X
+
+    def check_labels(self, y, num_samples, what="y"):
+        """y as integer class labels for num_samples samples, or a GraphError naming the
+        labels' shape, range and the model's num_classes."""
+        name, classes = type(self).__name__, self.config["num_classes"]
+        try:
+            y = np.asarray(y)
+        except (ValueError, TypeError) as err:
+            raise GraphError(f"{name}.loss: {what} (input 'y') is not an array of labels: "
+                             f"{err}") from None
+        if y.dtype.kind not in "iu" and not (
+                y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(np.mod(y, 1) == 0)):
+            raise GraphError(f"{name}.loss: labels {what} (input 'y' of node 'data_loss', gate "
+                             f"'softmax_loss') have dtype {y.dtype}, shape {y.shape}; they must "
+                             f"be integer class indices: convert with {what}.astype(np.int64)")
+        if y.shape != (num_samples,):
+            raise GraphError(f"{name}.loss: labels {what} (input 'y') have shape {y.shape} but X "
+                             f"holds {num_samples} samples; pass one label per sample, shape "
+                             f"({num_samples},)")
+        low, high = y.min(), y.max()
+        if low < 0 or high >= classes:
+            raise GraphError(f"{name}.loss: labels {what} (input 'y', shape {y.shape}) range "
+                             f"over [{low:g}, {high:g}] but the softmax_loss gate of node "
+                             f"'data_loss' takes classes 0..{classes - 1} (num_classes="
+                             f"{classes}); remap the labels or build the model with "
+                             f"num_classes={int(high) + 1}")
+        return y
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.config.items())

@@ -16,7 +16,9 @@ random state is never touched. `request_stop()` (safe to call from a signal hand
 makes `train()` return after the current iteration, leaving a consistent state to save.
 """
 import copy
+import numbers
 import sys
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -53,12 +55,23 @@ class Solver:
                         num_train_samples=num_train_samples, num_val_samples=num_val_samples,
                         checkpoint_name=checkpoint_name, print_every=print_every,
                         verbose=verbose, seed=seed)
+        if not hasattr(model, "params") or not callable(getattr(model, "loss", None)):
+            raise TypeError(f"Solver needs a model with `params` and `loss(X, y=None)`, got "
+                            f"{type(model).__name__}")
         self.model = model
+        if not isinstance(data, Mapping):
+            raise TypeError(f"data must be a dict with 'X_train', 'y_train', 'X_val', 'y_val', "
+                            f"got {type(data).__name__}")
         missing = [k for k in ("X_train", "y_train", "X_val", "y_val") if k not in data]
         if missing:
-            raise ValueError(f"data lacks {', '.join(missing)}")
-        self.X_train, self.y_train = data["X_train"], data["y_train"]
-        self.X_val, self.y_val = data["X_val"], data["y_val"]
+            raise ValueError(f"data lacks {', '.join(missing)} (it has "
+                             f"{', '.join(map(str, data)) or 'nothing'}); the Solver needs "
+                             "'X_train', 'y_train', 'X_val' and 'y_val'")
+        self.X_train, self.y_train = _split(model, data, "train")
+        self.X_val, self.y_val = _split(model, data, "val")
+        if self.X_train.shape[0] == 0:
+            raise ValueError(f"data['X_train'] is empty (shape {self.X_train.shape}); the Solver "
+                             "needs at least one training sample")
 
         rule = settings["update_rule"]
         if isinstance(rule, str):
@@ -72,8 +85,22 @@ class Solver:
         else:
             raise ValueError(f"update_rule must be a name in graphnet.optim or a callable, "
                              f"got {rule!r}")
+        if not isinstance(settings["optim_config"], (Mapping, type(None))):
+            raise TypeError(f"optim_config must be a dict such as {{'learning_rate': 1e-3}}, "
+                            f"got {settings['optim_config']!r}")
         self.optim_config = dict(settings["optim_config"] or {})
-        self.lr_decay = settings["lr_decay"]
+        lr_decay = settings["lr_decay"]
+        if not _is_real(lr_decay) or not lr_decay > 0:
+            raise ValueError(f"lr_decay must be a positive number (1.0: no decay), got "
+                             f"{lr_decay!r}")
+        self.lr_decay = lr_decay
+        for key in ("batch_size", "num_epochs"):
+            if not _is_int(settings[key]):
+                raise ValueError(f"{key} must be an integer, got {settings[key]!r}")
+        for key in ("num_train_samples", "num_val_samples"):
+            if settings[key] is not None and not (_is_int(settings[key]) and settings[key] >= 0):
+                raise ValueError(f"{key} must be a non-negative integer or None, got "
+                                 f"{settings[key]!r}")
         self.batch_size = int(settings["batch_size"])
         self.num_epochs = int(settings["num_epochs"])
         if self.batch_size < 1 or self.num_epochs < 0:
@@ -117,6 +144,13 @@ class Solver:
 
     def check_accuracy(self, X, y, num_samples=None, batch_size=100):
         """Fraction of (a random subsample of num_samples of) X classified as y."""
+        X, y = np.asarray(X), np.asarray(y)
+        if X.ndim == 0 or y.shape != X.shape[:1]:
+            raise ValueError(f"check_accuracy: X of shape {X.shape} and y of shape {y.shape} "
+                             "must hold the same number of samples (y of shape (N,))")
+        if not _is_int(batch_size) or batch_size < 1:
+            raise ValueError(f"check_accuracy: batch_size must be a positive integer, got "
+                             f"{batch_size!r}")
         N = X.shape[0]
         if num_samples is not None and N > num_samples:
             mask = self.rng.choice(N, num_samples)
@@ -221,6 +255,46 @@ class Solver:
             bar.write(message, file=sys.stdout)
         else:
             print(message, flush=True)
+
+
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _split(model, data, split):
+    """data['X_<split>'], data['y_<split>'] as arrays, checked against each other and, for
+    a graphnet model, against the model's input shape and number of classes, so a mistake
+    is reported when the Solver is built rather than deep inside the first step."""
+    kx, ky = f"X_{split}", f"y_{split}"
+    try:
+        X, y = np.asarray(data[kx]), np.asarray(data[ky])
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"data[{kx!r}] / data[{ky!r}] are not arrays: {err}") from None
+    if X.ndim == 0 or y.ndim != 1 or X.shape[0] != y.shape[0]:
+        raise ValueError(f"data[{kx!r}] has shape {X.shape} and data[{ky!r}] shape {y.shape}: "
+                         f"they must hold the same number of samples, y of shape (N,)")
+    if X.shape[0] == 0:
+        return X, y
+    if X.dtype.kind == "f":
+        rows = X.reshape(X.shape[0], -1)  # scanned in chunks: no full-size temporary
+        finite = np.concatenate([np.isfinite(rows[i:i + 4096]).all(axis=1)
+                                 for i in range(0, rows.shape[0], 4096)])
+        if not finite.all():
+            bad = np.flatnonzero(~finite)
+            raise ValueError(f"data[{kx!r}] (shape {X.shape}) has NaN or Inf values in "
+                             f"{bad.size} samples (the first is sample {bad[0]}); clean or "
+                             "drop them before training")
+    check_input = getattr(model, "check_input", None)
+    check_labels = getattr(model, "check_labels", None)
+    if callable(check_input):
+        check_input(X[:1], what=f"data[{kx!r}]")
+    if callable(check_labels):
+        check_labels(y, y.shape[0], what=f"data[{ky!r}]")
+    return X, y
 
 
 def _interactive():
