@@ -11,6 +11,7 @@
 
 #include "conv.h"
 #include "gemm.h"
+#include "matmul.h"
 #include "optim.h"
 #include "pool.h"
 #include "threads.h"
@@ -149,6 +150,34 @@ py::array py_max_pool_backward(const py::array& dout, const py::array& winners, 
     });
 }
 
+py::array py_matmul(const py::array& a, const py::array& b, bool transpose_a, bool transpose_b) {
+    require_rank(shape_of(a), 2, "matmul a", "(rows, columns)");
+    require_rank(shape_of(b), 2, "matmul b", "(rows, columns)");
+    require_same_dtype(a, "a", b, "b");
+    const int64_t m = a.shape(transpose_a ? 1 : 0), k = a.shape(transpose_a ? 0 : 1);
+    const int64_t n = b.shape(transpose_b ? 0 : 1), kb = b.shape(transpose_b ? 1 : 0);
+    if (k != kb) {
+        fail("matmul: op(a) is " + std::to_string(m) + " x " + std::to_string(k) + " but op(b) is " +
+             std::to_string(kb) + " x " + std::to_string(n) + " (a " + shape_str(shape_of(a)) +
+             ", b " + shape_str(shape_of(b)) + ")");
+    }
+    require_blas_size(std::max({m * k, k * n, m * n}), "matmul operand");
+    return dispatch_float(a, "matmul a", [&](auto zero) -> py::array {
+        using T = decltype(zero);
+        Contig<T> ac(a), bc(b);
+        py::array_t<T> c(Shape{m, n});
+        const T *ap = ac.data(), *bp = bc.data();
+        T* cp = c.mutable_data();
+        py::gil_scoped_release nogil;
+        if (k == 0) {
+            std::fill(cp, cp + m * n, T(0));
+        } else if (m > 0 && n > 0) {
+            matmul(transpose_a, transpose_b, m, n, k, ap, bp, cp);
+        }
+        return c;
+    });
+}
+
 // The update writes into w, m and v, so they must be C-contiguous, writeable arrays of one
 // float dtype (what graphnet.optim hands over); the Python side falls back to numpy
 // for anything else.
@@ -203,6 +232,10 @@ PYBIND11_MODULE(_C, m) {
     m.def("max_pool_backward", &py_max_pool_backward, "dout"_a, "winners"_a, "H"_a, "W"_a,
           "Gradient of max_pool_forward -> dx (N, C, H, W): each window's whole gradient goes\n"
           "to its winner; overlapping windows add up.");
+    m.def("matmul", &py_matmul, "a"_a, "b"_a, py::kw_only(), "transpose_a"_a = false,
+          "transpose_b"_a = false,
+          "op(a) @ op(b) on graphnet's threads, op = transpose when asked (no copy is made\n"
+          "for it); a and b: 2-D, one dtype, float32 or float64.");
     m.def("adam_update", &py_adam_update, "w"_a, "dw"_a, "m"_a, "v"_a, "learning_rate"_a,
           "beta1"_a, "beta2"_a, "epsilon"_a, "t"_a,
           "One Adam step in place on w, m, v (C-contiguous, one float dtype); t already\n"

@@ -3,8 +3,16 @@ import math
 
 import numpy as np
 
-from .. import layers
+from .. import _C, layers
 from .base import Gate, ShapeError, dims_match
+
+
+def matmul(a, b, transpose_a=False, transpose_b=False):
+    """op(a) @ op(b) on graphnet's own threads when the dtypes allow (see cpp/matmul.h for
+    why not numpy's), else numpy's."""
+    if a.dtype == b.dtype and a.dtype in (np.float32, np.float64):
+        return _C.matmul(a, b, transpose_a=transpose_a, transpose_b=transpose_b)
+    return (a.T if transpose_a else a) @ (b.T if transpose_b else b)
 
 
 class Affine(Gate):
@@ -27,12 +35,14 @@ class Affine(Gate):
 
     def forward(self, x, w, b):
         rows = x.reshape(x.shape[0], -1)
-        return rows @ w + b, (x.shape, rows, w)
+        out = matmul(rows, w)
+        out += b
+        return out, (x.shape, rows, w)
 
     def backward(self, dout, cache, needs):
         x_shape, rows, w = cache
-        dx = (dout @ w.T).reshape(x_shape) if needs[0] else None
-        dw = rows.T @ dout if needs[1] else None
+        dx = matmul(dout, w, transpose_b=True).reshape(x_shape) if needs[0] else None
+        dw = matmul(rows, dout, transpose_a=True) if needs[1] else None
         db = dout.sum(axis=0) if needs[2] else None
         return dx, dw, db
 

@@ -1,0 +1,20 @@
+// A matrix multiply on graphnet's own threads.
+//
+// The affine gate multiplies through this instead of numpy so that a training step runs
+// all its arithmetic on one thread team: numpy's BLAS keeps a second team of threads that
+// spin after each call, and on a 2-core machine the two teams steal the cores from each
+// other (measured: a 50 x 8192 x 100 product going from 2 ms to 200 ms).
+#pragma once
+
+#include <cstdint>
+
+namespace graphnet {
+
+// Row-major C (m x n) = op(A) * op(B), op(A) m x k, op(B) k x n, op = transpose when the
+// flag says so (A is then stored k x m, B n x k). The larger of m and n is split across
+// the threads, each calling the single-threaded BLAS on its block.
+template <typename T>
+void matmul(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* a,
+            const T* b, T* c);
+
+}  // namespace graphnet
