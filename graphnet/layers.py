@@ -31,10 +31,32 @@ __all__ = [
 
 # --------------------------------------------------------------------------- validation
 
-def _float_array(a):
-    """``a`` as an ndarray; integers and booleans become float64 so gradients stay exact."""
-    a = np.asarray(a)
+def _float_array(a, fn=None, name="x"):
+    """``a`` as an ndarray; integers and booleans become float64 so gradients stay exact.
+    Complex, object and string arrays are refused (ValueError naming fn and the argument)."""
+    try:
+        a = np.asarray(a)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{fn or 'layers'}: {name} is not an array of numbers: {err}") from None
+    if a.dtype.kind not in "biuf":
+        raise ValueError(f"{fn or 'layers'}: {name} (shape {a.shape}) has dtype {a.dtype}; it "
+                         f"must hold real numbers: convert it with {name}.astype(np.float64)")
     return a if a.dtype.kind == "f" else a.astype(np.float64)
+
+
+def _real_param(fn, params, key, default, low, high, low_open=False, high_open=False):
+    """A float hyper-parameter (eps, momentum, p) that must lie in [low, high] (or the
+    open ends given), as a ValueError saying so."""
+    value = params.get(key, default)
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, (bool, np.bool_))
+    if ok:
+        ok = (value > low if low_open else value >= low) and (
+            value < high if high_open else value <= high)
+    if not ok:
+        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        raise ValueError(f"{fn}: {key} must be a number in {interval}, got {value!r}")
+    return value
 
 
 def _check_ndim(fn, name, a, ndim, layout):
@@ -89,8 +111,8 @@ def affine_forward(x, w, b):
 
     x: (N, d1, ..., dk) with D = d1 * ... * dk; w: (D, M); b: (M,). Returns out (N, M).
     """
-    x, w, b = _float_array(x), _float_array(w), _float_array(b)
     fn = "affine_forward"
+    x, w, b = _float_array(x, fn, "x"), _float_array(w, fn, "w"), _float_array(b, fn, "b")
     if x.ndim < 2:
         raise ValueError(f"{fn}: x must have shape (N, d1, ...), got shape {x.shape}")
     _check_ndim(fn, "w", w, 2, "weights (D, M)")
@@ -116,7 +138,7 @@ def affine_backward(dout, cache):
 
 def relu_forward(x):
     """out = max(x, 0) elementwise, any shape."""
-    x = _float_array(x)
+    x = _float_array(x, "relu_forward", "x")
     return np.maximum(x, 0), x
 
 
@@ -135,7 +157,7 @@ def softmax_loss(x, y):
 
     x: (N, C) scores; y: (N,) integer labels in [0, C). Returns (loss, dx (N, C)).
     """
-    x = _float_array(x)
+    x = _float_array(x, "softmax_loss", "x")
     y = _check_scores_and_labels("softmax_loss", x, y)
     N = x.shape[0]
     rows = np.arange(N)
@@ -154,7 +176,7 @@ def svm_loss(x, y):
 
     x: (N, C) scores; y: (N,) integer labels in [0, C). Returns (loss, dx (N, C)).
     """
-    x = _float_array(x)
+    x = _float_array(x, "svm_loss", "x")
     y = _check_scores_and_labels("svm_loss", x, y)
     N = x.shape[0]
     rows = np.arange(N)
@@ -196,14 +218,15 @@ def batchnorm_forward(x, gamma, beta, bn_param):
     Returns out (N, D).
     """
     fn = "batchnorm_forward"
-    x, gamma, beta = _float_array(x), _float_array(gamma), _float_array(beta)
+    x, gamma, beta = (_float_array(x, fn, "x"), _float_array(gamma, fn, "gamma"),
+                      _float_array(beta, fn, "beta"))
     _check_ndim(fn, "x", x, 2, "(N, D)")
     D = x.shape[1]
     _check_shape(fn, "gamma", gamma, (D,))
     _check_shape(fn, "beta", beta, (D,))
     mode = _mode(fn, bn_param)
-    eps = bn_param.get("eps", 1e-5)
-    momentum = bn_param.get("momentum", 0.9)
+    eps = _real_param(fn, bn_param, "eps", 1e-5, 0, np.inf, low_open=True)
+    momentum = _real_param(fn, bn_param, "momentum", 0.9, 0, 1)
     running_mean = _running_stat(fn, bn_param, "running_mean", D, x.dtype)
     running_var = _running_stat(fn, bn_param, "running_var", D, x.dtype)
 
@@ -287,7 +310,7 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param):
     x: (N, C, H, W); gamma, beta: (C,); bn_param as in batchnorm_forward, with (C,)
     running statistics. Returns out (N, C, H, W).
     """
-    x = _float_array(x)
+    x = _float_array(x, "spatial_batchnorm_forward", "x")
     _check_ndim("spatial_batchnorm_forward", "x", x, 4, "(N, C, H, W)")
     out, cache = batchnorm_forward(_channels_to_rows(x), gamma, beta, bn_param)
     return _rows_to_channels(out, x.shape), (cache, x.shape)
@@ -318,12 +341,13 @@ def dropout_forward(x, dropout_param):
     notebook makes a run repeatable, as in the course. Returns out (x's shape).
     """
     fn = "dropout_forward"
-    x = _float_array(x)
+    x = _float_array(x, "dropout_forward", "x")
     mode = _mode(fn, dropout_param)
     if "p" not in dropout_param:
         raise ValueError(f"{fn}: dropout_param needs 'p', the probability of dropping a unit")
     p = dropout_param["p"]
-    if not 0 <= p < 1:  # also rejects NaN
+    if not isinstance(p, (int, float, np.integer, np.floating)) or isinstance(p, bool) \
+            or not 0 <= p < 1:  # also rejects NaN
         raise ValueError(f"{fn}: p (probability of dropping a unit) must be in [0, 1), got {p!r}")
     if mode == "test":
         return x, (dropout_param, None)
@@ -381,7 +405,8 @@ def conv_forward_naive(x, w, b, conv_param):
     x: (N, C, H, W); w: (F, C, HH, WW); b: (F,); conv_param: 'stride' (1), 'pad' (0).
     Returns out (N, F, H', W') with H' = 1 + (H + 2*pad - HH) // stride and likewise W'.
     """
-    x, w, b = _float_array(x), _float_array(w), _float_array(b)
+    fn = "conv_forward_naive"
+    x, w, b = _float_array(x, fn, "x"), _float_array(w, fn, "w"), _float_array(b, fn, "b")
     stride, pad, H_out, W_out = _conv_geometry("conv_forward_naive", x, w, b, conv_param)
     F, _, HH, WW = w.shape
     x_pad = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
@@ -432,7 +457,7 @@ def max_pool_forward_naive(x, pool_param):
     x: (N, C, H, W); pool_param: 'pool_height', 'pool_width', 'stride' (each 2 by
     default). Returns out (N, C, H', W') with H' = 1 + (H - pool_height) // stride.
     """
-    x = _float_array(x)
+    x = _float_array(x, "max_pool_forward_naive", "x")
     ph, pw, stride, H_out, W_out = _pool_geometry("max_pool_forward_naive", x, pool_param)
     out = np.empty(x.shape[:2] + (H_out, W_out), dtype=x.dtype)
     for i in range(H_out):
