@@ -10,10 +10,9 @@
     update of every parameter, through the graph (model.loss + graphnet.optim.adam, what
     the Solver does) against the same network in PyTorch CPU (torch.nn + torch.optim.Adam)
     with as many threads (graphnet._C.get_num_threads(); set with --threads or
-    OMP_NUM_THREADS). graphnet is timed twice: with numpy's BLAS left at its default
-    thread count, and limited to one thread (what `graphnet train` does, see
-    graphnet.cli._limit_threads). Times are medians of --steps steps after warm-up; the
-    three take turns step by step, so a shared machine's load affects them alike.
+    OMP_NUM_THREADS). Times are medians of --steps steps after warm-up; the two take turns
+    step by step (or run back to back with --blocked), so a shared machine's load affects
+    them alike.
 """
 import argparse
 import contextlib
@@ -26,8 +25,8 @@ import time
 
 import numpy as np
 
-import graphnet as gn
-from graphnet import _C, optim
+from graphnet import _C
+from cnn_steps import cifar_batch, graphnet_step, torch_step  # noqa: E402  (same folder)
 
 try:
     import torch
@@ -70,39 +69,6 @@ def bench_cli():
     return wall, inner, accuracy
 
 
-def graphnet_step(X, y):
-    np.random.seed(0)
-    model = gn.models.ThreeLayerConvNet(input_dim=(3, 32, 32), num_filters=32, filter_size=7,
-                                        hidden_dim=100, num_classes=10, weight_scale=1e-3,
-                                        dtype=np.float32)
-    configs = {name: {"learning_rate": 1e-3} for name in model.params}
-
-    def step():
-        _, grads = model.loss(X, y)
-        for name in model.params:
-            model.params[name], configs[name] = optim.adam(model.params[name], grads[name],
-                                                           configs[name])
-    return step
-
-
-def torch_step(X, y):
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(
-        torch.nn.Conv2d(3, 32, 7, padding=3), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-        torch.nn.Flatten(), torch.nn.Linear(32 * 16 * 16, 100), torch.nn.ReLU(),
-        torch.nn.Linear(100, 10))
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    loss_fn = torch.nn.CrossEntropyLoss()
-    Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        loss = loss_fn(net(Xt), yt)
-        loss.backward()
-        opt.step()
-    return step
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=20)
@@ -125,16 +91,8 @@ def main(argv=None):
         print(f"    wall time {wall:.1f} s (training and evaluation {inner:.1f} s), "
               f"test accuracy {accuracy:.3f}")
 
-    rng = np.random.default_rng(0)
-    X = rng.standard_normal((50, 3, 32, 32)).astype(np.float32)
-    y = rng.integers(10, size=50).astype(np.int64)
-    contenders = [("graphnet, numpy BLAS default threads", graphnet_step(X, y), None)]
-    try:
-        from threadpoolctl import threadpool_limits
-        contenders.append(("graphnet, numpy BLAS 1 thread (CLI)", graphnet_step(X, y),
-                           lambda: threadpool_limits(1, user_api="blas")))
-    except ImportError:
-        pass
+    X, y = cifar_batch()
+    contenders = [("graphnet", graphnet_step(X, y), None)]
     if torch is not None:
         torch.set_num_threads(threads)
         contenders.append(("PyTorch CPU", torch_step(X, y), None))

@@ -1,0 +1,208 @@
+"""Training speed of the CIFAR-10 ThreeLayerConvNet through the graph API (issue 6).
+
+    python benchmarks/bench_step.py [--steps 30] [--epoch-steps 980] [--threads N]
+
+Prints, for graphnet and PyTorch CPU on the same number of threads:
+(1) the median training step (batch 50, 3x32x32 float32, 32 filters 7x7, relu, 2x2 pool,
+    affine 8192->100, relu, affine 100->10, softmax loss, adam) and the ratio;
+(2) one CIFAR-sized epoch (49,000 synthetic images, batch 50 = 980 steps) timed whole, and
+    the peak resident memory of that run, each framework in a fresh process (peak RSS of
+    the process, and its growth over the RSS right after the imports and the model);
+(3) the scheduler's own overhead: each gate's forward and backward call is timed inside the
+    scheduler's cached plan, and overhead = time in graph.forward/backward outside them;
+(4) for the record: the FullyConnectedNet [100]*5 with batchnorm, batch 200, step against
+    PyTorch, and the scalar-circuit cost per gate against a micrograd-style autograd
+    (benchmarks/bench_scalar.py).
+Times are medians (the epoch: one run). The two frameworks are timed one after the
+other, never interleaved: their thread teams would fight over the cores.
+"""
+import argparse
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+import graphnet as gn
+from graphnet import _C, optim
+from cnn_steps import cifar_batch, graphnet_step, torch_step  # noqa: E402  (same folder)
+
+HAVE_TORCH = importlib.util.find_spec("torch") is not None
+
+
+def median_ms(step, steps, warmup=3):
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return 1e3 * float(np.median(times))
+
+
+def status_mb(field):
+    """VmRSS (resident now) or VmHWM (its peak) of this process, in MB. Not ru_maxrss:
+    Linux carries that over from the parent through fork and exec."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def epoch_worker(framework, steps, threads):
+    """Run in a fresh process: `steps` training steps over fresh batches; print JSON."""
+    X, y = cifar_batch()
+    if framework == "torch":
+        import torch
+        torch.set_num_threads(threads)
+        step = torch_step(X, y)
+    else:
+        _C.set_num_threads(threads)
+        step = graphnet_step(X, y)
+    step()  # the model and its buffers exist from here on
+    baseline = status_mb("VmRSS")
+    rng = np.random.default_rng(1)
+    start = time.perf_counter()
+    for _ in range(steps):
+        X[...] = rng.standard_normal(X.shape, dtype=np.float32)  # new data each step
+        y[...] = rng.integers(10, size=y.shape)
+        step()
+    elapsed = time.perf_counter() - start
+    peak = status_mb("VmHWM")
+    print(json.dumps({"seconds": elapsed, "peak_mb": peak, "baseline_mb": baseline}))
+
+
+def run_epoch(framework, steps, threads):
+    result = subprocess.run([sys.executable, __file__, "--worker", framework,
+                             "--epoch-steps", str(steps), "--threads", str(threads)],
+                            capture_output=True, text=True, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def scheduler_overhead(steps):
+    """(median step ms, median ms inside gate calls, median ms in the walks)."""
+    np.random.seed(0)
+    model = gn.models.ThreeLayerConvNet(dtype=np.float32)
+    X, y = cifar_batch()
+    configs = {name: {"learning_rate": 1e-3} for name in model.params}
+    model.loss(X, y)  # builds and caches the scheduler's plans
+    in_gates = [0.0]
+
+    def timed(fn):
+        def call(*args):
+            start = time.perf_counter()
+            try:
+                return fn(*args)
+            finally:
+                in_gates[0] += time.perf_counter() - start
+        return call
+
+    scheduler = model.graph._scheduler
+    for steps_list, _ in scheduler._forward_plans.values():
+        steps_list[:] = [(n, timed(f), i) for n, f, i in steps_list]
+    for steps_list, _ in scheduler._backward_plans.values():
+        steps_list[:] = [(n, timed(b), i, needs) for n, b, i, needs in steps_list]
+    rows = []
+    for _ in range(steps + 3):
+        in_gates[0] = 0.0
+        start = time.perf_counter()
+        _, grads = model.loss(X, y)
+        walked = time.perf_counter()
+        for name in model.params:
+            model.params[name], configs[name] = optim.adam(model.params[name], grads[name],
+                                                           configs[name])
+        rows.append((time.perf_counter() - start, in_gates[0], walked - start))
+    step_s, gates_s, walk_s = (1e3 * float(np.median(col)) for col in zip(*rows[3:]))
+    return step_s, gates_s, walk_s
+
+
+def fc_steps(threads):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((200, 3 * 32 * 32)).astype(np.float32)
+    y = rng.integers(10, size=200).astype(np.int64)
+    np.random.seed(0)
+    model = gn.models.FullyConnectedNet([100] * 5, use_batchnorm=True, weight_scale=5e-2,
+                                        dtype=np.float32)
+    configs = {name: {"learning_rate": 1e-3} for name in model.params}
+
+    def ours():
+        _, grads = model.loss(X, y)
+        for name in model.params:
+            model.params[name], configs[name] = optim.adam(model.params[name], grads[name],
+                                                           configs[name])
+    steps = {"graphnet": ours}
+    if HAVE_TORCH:
+        import torch
+        layers, width = [], 3 * 32 * 32
+        for _ in range(5):
+            layers += [torch.nn.Linear(width, 100), torch.nn.BatchNorm1d(100), torch.nn.ReLU()]
+            width = 100
+        net = torch.nn.Sequential(*layers, torch.nn.Linear(100, 10))
+        opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+        Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+
+        def theirs():
+            opt.zero_grad(set_to_none=True)
+            torch.nn.functional.cross_entropy(net(Xt), yt).backward()
+            opt.step()
+        steps["torch"] = theirs
+    return steps
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--epoch-steps", type=int, default=980)
+    parser.add_argument("--threads", type=int, default=_C.get_num_threads())
+    parser.add_argument("--worker", choices=["graphnet", "torch"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        return epoch_worker(args.worker, args.epoch_steps, args.threads)
+    _C.set_num_threads(args.threads)
+    torch_version = "absent"
+    if HAVE_TORCH:
+        import torch
+        torch.set_num_threads(args.threads)
+        torch_version = torch.__version__
+    print(f"{os.cpu_count()} cores, {args.threads} thread(s) for graphnet's kernels and for "
+          f"PyTorch; numpy {np.__version__}; torch {torch_version}")
+
+    X, y = cifar_batch()
+    ours = median_ms(graphnet_step(X, y), args.steps)
+    theirs = median_ms(torch_step(X, y), args.steps) if HAVE_TORCH else None
+    print("\n(1) ThreeLayerConvNet training step, batch 50 (median ms)")
+    print(f"    graphnet {ours:7.1f}   PyTorch {theirs or float('nan'):7.1f}   "
+          f"ratio {ours / theirs if theirs else float('nan'):.2f}x (goal <= 0.5x)")
+
+    print(f"\n(2) one epoch = {args.epoch_steps} steps of 50 (goal < 25 s for 980 steps), "
+          "each in a fresh process")
+    for framework in ["graphnet"] + (["torch"] if HAVE_TORCH else []):
+        r = run_epoch(framework, args.epoch_steps, args.threads)
+        print(f"    {framework:9s} {r['seconds']:6.1f} s   peak RSS {r['peak_mb']:6.0f} MB "
+              f"(+{r['peak_mb'] - r['baseline_mb']:.0f} MB over the {r['baseline_mb']:.0f} MB "
+              "after imports and model)")
+
+    step_ms, gates_ms, walk_ms = scheduler_overhead(args.steps)
+    overhead = walk_ms - gates_ms
+    print("\n(3) scheduler overhead (goal < 5% of the step)")
+    print(f"    step {step_ms:.1f} ms: forward+backward walks {walk_ms:.1f} ms, of which inside "
+          f"gate calls {gates_ms:.1f} ms; overhead {overhead:.2f} ms = "
+          f"{100 * overhead / step_ms:.1f}% of the step")
+
+    fc = {name: median_ms(step, args.steps) for name, step in fc_steps(args.threads).items()}
+    print("\n(4) FullyConnectedNet [100]*5 + batchnorm, batch 200, adam (median ms)")
+    print(f"    graphnet {fc['graphnet']:7.2f}   PyTorch {fc.get('torch', float('nan')):7.2f}   "
+          f"ratio {fc['graphnet'] / fc['torch'] if 'torch' in fc else float('nan'):.2f}x")
+    print("    scalar circuit, per gate (benchmarks/bench_scalar.py):")
+    sys.stdout.flush()
+    subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "bench_scalar.py"),
+                    "--repeats", "9"], check=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""One training step of the CIFAR-10 ThreeLayerConvNet, in graphnet and in PyTorch, for
+the benchmarks. torch is imported only when its step is built, so a graphnet-only process
+(bench_step.py's memory measurement) never loads it."""
+import numpy as np
+
+import graphnet as gn
+from graphnet import optim
+
+
+def cifar_batch(batch=50, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((batch, 3, 32, 32)).astype(np.float32),
+            rng.integers(10, size=batch).astype(np.int64))
+
+
+def graphnet_step(X, y):
+    np.random.seed(0)
+    model = gn.models.ThreeLayerConvNet(input_dim=(3, 32, 32), num_filters=32, filter_size=7,
+                                        hidden_dim=100, num_classes=10, weight_scale=1e-3,
+                                        dtype=np.float32)
+    configs = {name: {"learning_rate": 1e-3} for name in model.params}
+
+    def step():
+        _, grads = model.loss(X, y)
+        for name in model.params:
+            model.params[name], configs[name] = optim.adam(model.params[name], grads[name],
+                                                           configs[name])
+    return step
+
+
+def torch_step(X, y):
+    import torch
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 32, 7, padding=3), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Flatten(), torch.nn.Linear(32 * 16 * 16, 100), torch.nn.ReLU(),
+        torch.nn.Linear(100, 10))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(net(Xt), yt)
+        loss.backward()
+        opt.step()
+    return step
