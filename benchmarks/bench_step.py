@@ -28,7 +28,7 @@ import numpy as np
 
 import graphnet as gn
 from graphnet import _C, optim
-from cnn_steps import cifar_batch, graphnet_step, torch_step  # noqa: E402  (same folder)
+from cnn_steps import adam_step, cifar_batch, graphnet_step, torch_step  # noqa: E402  (same folder)
 
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
 
@@ -128,14 +128,7 @@ def fc_steps(threads):
     np.random.seed(0)
     model = gn.models.FullyConnectedNet([100] * 5, use_batchnorm=True, weight_scale=5e-2,
                                         dtype=np.float32)
-    configs = {name: {"learning_rate": 1e-3} for name in model.params}
-
-    def ours():
-        _, grads = model.loss(X, y)
-        for name in model.params:
-            model.params[name], configs[name] = optim.adam(model.params[name], grads[name],
-                                                           configs[name])
-    steps = {"graphnet": ours}
+    steps = {"graphnet": adam_step(model, X, y)}
     if HAVE_TORCH:
         import torch
         layers, width = [], 3 * 32 * 32

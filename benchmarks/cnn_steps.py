@@ -13,11 +13,8 @@ def cifar_batch(batch=50, seed=0):
             rng.integers(10, size=batch).astype(np.int64))
 
 
-def graphnet_step(X, y):
-    np.random.seed(0)
-    model = gn.models.ThreeLayerConvNet(input_dim=(3, 32, 32), num_filters=32, filter_size=7,
-                                        hidden_dim=100, num_classes=10, weight_scale=1e-3,
-                                        dtype=np.float32)
+def adam_step(model, X, y):
+    """One training step of a graphnet model: what the Solver does per iteration."""
     configs = {name: {"learning_rate": 1e-3} for name in model.params}
 
     def step():
@@ -26,6 +23,14 @@ def graphnet_step(X, y):
             model.params[name], configs[name] = optim.adam(model.params[name], grads[name],
                                                            configs[name])
     return step
+
+
+def graphnet_step(X, y):
+    np.random.seed(0)
+    model = gn.models.ThreeLayerConvNet(input_dim=(3, 32, 32), num_filters=32, filter_size=7,
+                                        hidden_dim=100, num_classes=10, weight_scale=1e-3,
+                                        dtype=np.float32)
+    return adam_step(model, X, y)
 
 
 def torch_step(X, y):

@@ -13,13 +13,7 @@ from graphnet.models import FullyConnectedNet, ThreeLayerConvNet, TwoLayerNet
 from graphnet.solver import Solver
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_kernel_thread():
-    from graphnet import _C
-    before = _C.get_num_threads()
-    _C.set_num_threads(1)
-    yield
-    _C.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_kernel_thread")
 
 
 def blobs(n_train=60, n_val=30, dim=8, classes=3, seed=0):

@@ -13,15 +13,7 @@ from graphnet.models import FullyConnectedNet, ThreeLayerConvNet, TwoLayerNet
 from graphnet.solver import Solver
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_kernel_thread():
-    """These problems are tiny: one C++ kernel thread avoids thread start-up and spinning
-    costs that would dominate (the results are the same with any thread count)."""
-    from graphnet import _C
-    before = _C.get_num_threads()
-    _C.set_num_threads(1)
-    yield
-    _C.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_kernel_thread")
 
 
 def numeric_grads(model, X, y):
