@@ -11,6 +11,13 @@ namespace graphnet {
 
 inline void blas_init() { scipy_openblas_set_num_threads(1); }
 
+// Called (with the GIL held) before a kernel runs: a tool such as threadpoolctl may have
+// raised the count since import, which would oversubscribe the cores and change which
+// BLAS kernels compute a block, and with them the last bits of the result.
+inline void keep_blas_single_threaded() {
+    if (scipy_openblas_get_num_threads() != 1) scipy_openblas_set_num_threads(1);
+}
+
 // Row-major C = A(^T) * B(^T) + beta * C, with C of shape (m, n) and inner size k.
 inline void gemm(bool trans_a, bool trans_b, int m, int n, int k, const float* a, int lda,
                  const float* b, int ldb, float beta, float* c, int ldc) {

@@ -62,6 +62,7 @@ py::array py_conv_forward(const py::array& x, const py::array& w, const py::arra
     const ConvGeometry g = conv_geometry(shape_of(x), shape_of(w), shape_of(b), stride, pad);
     require_same_dtype(x, "x", w, "w");
     require_same_dtype(x, "x", b, "b");
+    keep_blas_single_threaded();
     return dispatch_float(x, "conv x", [&](auto zero) -> py::array {
         using T = decltype(zero);
         Contig<T> xc(x), wc(w), bc(b);
@@ -81,6 +82,7 @@ py::tuple py_conv_backward(const py::array& dout, const py::array& x, const py::
     require_shape(dout, g.out_shape(), "conv dout");
     require_same_dtype(x, "x", w, "w");
     require_same_dtype(x, "x", dout, "dout");
+    keep_blas_single_threaded();
     return dispatch_float(x, "conv x", [&](auto zero) -> py::tuple {
         using T = decltype(zero);
         Contig<T> dc(dout), xc(x), wc(w);
@@ -162,6 +164,7 @@ py::array py_matmul(const py::array& a, const py::array& b, bool transpose_a, bo
              ", b " + shape_str(shape_of(b)) + ")");
     }
     require_blas_size(std::max({m * k, k * n, m * n}), "matmul operand");
+    keep_blas_single_threaded();
     return dispatch_float(a, "matmul a", [&](auto zero) -> py::array {
         using T = decltype(zero);
         Contig<T> ac(a), bc(b);

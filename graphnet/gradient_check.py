@@ -20,6 +20,8 @@ def _centered_differences(f, x, h, on_entry=None):
     if not (isinstance(x, np.ndarray) and x.dtype.kind == "f"):
         raise ValueError("gradient check: x must be a float ndarray that f reads, "
                          f"got {type(x).__name__} {getattr(x, 'dtype', '')}")
+    if not (isinstance(h, (int, float, np.floating)) and h > 0):
+        raise ValueError(f"gradient check: the step h must be a positive number, got {h!r}")
     grad = np.zeros(x.shape, dtype=np.float64)
     for ix in np.ndindex(*x.shape):
         old = x[ix]
@@ -51,9 +53,16 @@ def eval_numerical_gradient_array(f, x, df, h=1e-5):
     f maps x to an array of df's shape. Returns an array of x's shape.
     """
     df = np.asarray(df)
-    # Each output is reduced to a scalar at once, so an f that reuses its output buffer
-    # between calls cannot corrupt the difference.
-    return _centered_differences(lambda a: np.sum(np.asarray(f(a)) * df), x, h)
+
+    def projected(a):
+        out = np.asarray(f(a))
+        if out.shape != df.shape:
+            raise ValueError(f"eval_numerical_gradient_array: df has shape {df.shape} but f(x) "
+                             f"has shape {out.shape} (x {np.shape(x)}); pass df of f(x)'s shape")
+        # Reduced to a scalar at once, so an f that reuses its output buffer between calls
+        # cannot corrupt the difference.
+        return np.sum(out * df)
+    return _centered_differences(projected, x, h)
 
 
 def rel_error(x, y):

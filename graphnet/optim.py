@@ -30,8 +30,13 @@ def _prepare(rule, w, dw, config, **defaults):
     if dw.shape != target.shape:
         raise ValueError(f"{rule}: dw has shape {dw.shape} but w has shape {target.shape}")
     config = {} if config is None else config
+    if not isinstance(config, dict):
+        raise TypeError(f"{rule}: config must be a dict of hyperparameters and state, got "
+                        f"{type(config).__name__}")
     for key, value in defaults.items():
         config.setdefault(key, value)
+        if isinstance(config[key], bool) or not isinstance(config[key], (int, float, np.number)):
+            raise ValueError(f"{rule}: config[{key!r}] must be a number, got {config[key]!r}")
     return target, dw, config
 
 

@@ -633,10 +633,8 @@ bad("rmsprop-cache-shape", ValueError,
 bad("adam-m-shape", ValueError, lambda: optim.adam(np.zeros(3), np.zeros(3), {"m": np.zeros(4)}),
     "'m'", "(4,)", "(3,)")
 bad("sgd-learning-rate-string", ValueError,
-    lambda: optim.sgd(np.zeros(3), np.zeros(3), {"learning_rate": "a"}), "learning_rate",
-    gap="graphnet.optim does not check hyperparameter types (numpy's UFuncTypeError)")
-bad("sgd-config-list", TypeError, lambda: optim.sgd(np.zeros(3), np.zeros(3), [1]), "config",
-    gap="graphnet.optim: a list config gives AttributeError 'setdefault'")
+    lambda: optim.sgd(np.zeros(3), np.zeros(3), {"learning_rate": "a"}), "learning_rate")
+bad("sgd-config-list", TypeError, lambda: optim.sgd(np.zeros(3), np.zeros(3), [1]), "config")
 
 # =========================================================================== gradient checks
 bad("numerical-gradient-int-x", ValueError,
@@ -647,12 +645,10 @@ bad("numerical-gradient-list-x", ValueError,
     "float ndarray", "list")
 bad("numerical-gradient-h-0", ValueError,
     lambda: gradient_check.eval_numerical_gradient(lambda a: a.sum(), np.zeros(3),
-                                                   verbose=False, h=0), "h",
-    gap="gradient_check: h=0 gives ZeroDivisionError")
+                                                   verbose=False, h=0), "h")
 bad("numerical-gradient-array-df-shape", ValueError,
     lambda: gradient_check.eval_numerical_gradient_array(lambda a: a * 2, np.zeros(3),
-                                                         np.zeros(4)), "df", "(3,)", "(4,)",
-    gap="gradient_check: df of the wrong shape gives numpy's broadcast error, no names")
+                                                         np.zeros(4)), "df", "(3,)", "(4,)")
 
 # =========================================================================== checkpoints
 bad("load-missing-file", FileNotFoundError, lambda: gn.load(files()["root"] + "/nope.npz"),
@@ -712,10 +708,8 @@ bad("export-html-no-frames", ValueError, lambda: viz.export_html([], "/tmp/graph
     "at least one frame")
 bad("steps-before-forward", gn.GraphError, lambda: viz.backward_steps(_drawn()),
     "node 'e'", "forward()")
-bad("draw-not-a-graph", TypeError, lambda: viz.draw("graph"), "Graph",
-    gap="viz.draw: a non-Graph gives AttributeError 'nodes'")
-bad("export-not-a-graph", TypeError, lambda: viz.export(42, "/tmp/graphnet-x.svg"), "Graph",
-    gap="viz.export: a non-Graph gives AttributeError 'nodes'")
+bad("draw-not-a-graph", TypeError, lambda: viz.draw("graph"), "Graph")
+bad("export-not-a-graph", TypeError, lambda: viz.export(42, "/tmp/graphnet-x.svg"), "Graph")
 
 
 # =========================================================================== the test

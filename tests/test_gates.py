@@ -152,3 +152,13 @@ def test_gradcheck_refuses_float32():
     g.tanh(g.input("x"))
     with pytest.raises(gn.GraphError, match="float64"):
         gn.gradcheck(g, x=1.0)
+
+
+def test_affine_takes_an_empty_batch():
+    g = gn.Graph()
+    x = g.input("x", shape=(None, 2, 3))
+    out = g.affine(x, g.param("w", np.ones((6, 4))), g.param("b", np.ones(4)))
+    assert g.run(out, x=np.zeros((0, 2, 3))).shape == (0, 4)
+    g.backward(out, grad=np.zeros((0, 4)))
+    assert x.grad.shape == (0, 2, 3)
+    np.testing.assert_array_equal(g["w"].grad, np.zeros((6, 4)))

@@ -359,10 +359,9 @@ def test_thread_environment_variables_do_not_change_a_run():
         assert got == expected, threads
 
 
-@pytest.mark.xfail(strict=True, reason="_C.matmul (the affine gates' GEMM) sums in a "
-                   "different order when the kernels' own OpenBLAS is given 2 threads "
-                   "through threadpoolctl; graphnet pins it to 1 at import")
 def test_matmul_is_bitwise_when_the_kernels_openblas_gets_more_threads():
+    """threadpoolctl can raise the thread count of the kernels' own OpenBLAS after import;
+    every kernel entry point pins it back to 1, so the bits do not change."""
     threadpoolctl = pytest.importorskip("threadpoolctl")
     kernels, _ = _blas_libraries(threadpoolctl)
     rng = np.random.default_rng(0)

@@ -34,7 +34,7 @@ class Affine(Gate):
         return (x[0], None if w is None else w[1])
 
     def forward(self, x, w, b):
-        rows = x.reshape(x.shape[0], -1)
+        rows = x.reshape(x.shape[0], math.prod(x.shape[1:]))  # not -1: N may be 0
         out = matmul(rows, w)
         out += b
         return out, (x.shape, rows, w)

@@ -17,6 +17,8 @@ from collections import Counter, defaultdict
 
 import numpy as np
 
+from ..graph import Graph
+
 from ..gates.base import unbroadcast
 from ._format import GradientScale, describe, is_scalar, magnitude, norm, num, scalar, \
     shape_text, stats
@@ -122,6 +124,9 @@ def draw(graph, *, values=True, grads=True, show_cache=False, group_by="scope",
 
     The result has `.flags`, {node name: 'vanishing' | 'exploding' | 'NaN' | 'Inf'}.
     """
+    if not isinstance(graph, Graph):
+        raise TypeError(f"draw() takes a graphnet Graph, got {type(graph).__name__}; for a "
+                        "model pass model.graph")
     nodes = graph.nodes
     view = View.of(graph) if view is None else view
     rankdir = rankdir or _auto_rankdir(view)
