@@ -10,6 +10,7 @@
 #include <string>
 
 #include "conv.h"
+#include "elementwise.h"
 #include "gemm.h"
 #include "matmul.h"
 #include "optim.h"
@@ -152,6 +153,43 @@ py::array py_max_pool_backward(const py::array& dout, const py::array& winners, 
     });
 }
 
+py::tuple py_relu_forward(const py::array& x) {
+    return dispatch_float(x, "relu x", [&](auto zero) -> py::tuple {
+        using T = decltype(zero);
+        Contig<T> xc(x);
+        py::array_t<T> out(shape_of(x));
+        py::array_t<bool> keep(shape_of(x));
+        const T* xp = xc.data();
+        T* op = out.mutable_data();
+        bool* kp = keep.mutable_data();
+        const int64_t n = xc.size();
+        {
+            py::gil_scoped_release nogil;
+            relu_forward(n, xp, op, kp);
+        }
+        return py::make_tuple(out, keep);
+    });
+}
+
+py::array py_relu_backward(const py::array& dout, py::array keep) {
+    require_shape(dout, shape_of(keep), "relu dout");
+    if (!keep.dtype().is(py::dtype::of<bool>())) fail("relu keep must be a bool mask, got " + dtype_name(keep));
+    return dispatch_float(dout, "relu dout", [&](auto zero) -> py::array {
+        using T = decltype(zero);
+        Contig<T> dc(dout);
+        // The mask is uint8-sized bools; read as bytes, so no conversion pass can sneak in.
+        py::array_t<uint8_t, py::array::c_style | py::array::forcecast> kc(keep.view("uint8"));
+        py::array_t<T> dx(shape_of(dout));
+        const T* dp = dc.data();
+        const uint8_t* kp = kc.data();
+        T* dxp = dx.mutable_data();
+        const int64_t n = dc.size();
+        py::gil_scoped_release nogil;
+        relu_backward(n, dp, kp, dxp);
+        return dx;
+    });
+}
+
 py::array py_matmul(const py::array& a, const py::array& b, bool transpose_a, bool transpose_b) {
     require_rank(shape_of(a), 2, "matmul a", "(rows, columns)");
     require_rank(shape_of(b), 2, "matmul b", "(rows, columns)");
@@ -235,6 +273,10 @@ PYBIND11_MODULE(_C, m) {
     m.def("max_pool_backward", &py_max_pool_backward, "dout"_a, "winners"_a, "H"_a, "W"_a,
           "Gradient of max_pool_forward -> dx (N, C, H, W): each window's whole gradient goes\n"
           "to its winner; overlapping windows add up.");
+    m.def("relu_forward", &py_relu_forward, "x"_a,
+          "(max(x, 0), x > 0) in one threaded pass; float32 or float64, any shape.");
+    m.def("relu_backward", &py_relu_backward, "dout"_a, "keep"_a,
+          "dout where keep (the mask relu_forward returned), else 0.");
     m.def("matmul", &py_matmul, "a"_a, "b"_a, py::kw_only(), "transpose_a"_a = false,
           "transpose_b"_a = false,
           "op(a) @ op(b) on graphnet's threads, op = transpose when asked (no copy is made\n"

@@ -162,3 +162,17 @@ def test_affine_takes_an_empty_batch():
     g.backward(out, grad=np.zeros((0, 4)))
     assert x.grad.shape == (0, 2, 3)
     np.testing.assert_array_equal(g["w"].grad, np.zeros((6, 4)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_kernel_gives_numpys_numbers(dtype):
+    from graphnet import _C
+    x = np.array([[-1.5, 0.0, -0.0, 2.0], [np.nan, np.inf, -np.inf, 1e-30]], dtype)
+    out, keep = _C.relu_forward(x)
+    np.testing.assert_array_equal(out, np.maximum(x, 0))
+    np.testing.assert_array_equal(keep, x > 0)
+    dout = np.array([[1.0, 2.0, 3.0, np.nan], [4.0, 5.0, 6.0, 7.0]], dtype)
+    np.testing.assert_array_equal(_C.relu_backward(dout, keep), dout * (x > 0))
+    assert out.dtype == dtype and _C.relu_backward(dout, keep).dtype == dtype
+    with pytest.raises(ValueError, match=r"relu dout must have shape \(2, 4\)"):
+        _C.relu_backward(dout[:, :2], keep)
