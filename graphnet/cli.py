@@ -6,8 +6,10 @@
 
 `train` writes into --out: checkpoint.npz (after every epoch, and on Ctrl-C / SIGTERM),
 model.npz (the final model: the best validation params), run.json (the settings, so
---resume continues with the same ones), training.png (loss and accuracy curves) and
-graph.svg (the model's graph drawn by graphnet.viz). It ends with the line
+--resume continues with the same ones), training.png (loss and accuracy curves),
+filters.png (the first conv layer's filters, for the convnet) and graph.svg (the model's
+graph drawn by graphnet.viz, with the values and gradients of a training step). It ends
+with the line
 `test accuracy: 0.xxx`.
 """
 import argparse
@@ -26,7 +28,7 @@ from .solver import Solver
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143
 DEFAULT_OUT = os.path.join("runs", "latest")
 CHECKPOINT, FINAL_MODEL, RUN_FILE = "checkpoint.npz", "model.npz", "run.json"
-PLOT_FILE, GRAPH_FILE = "training.png", "graph.svg"
+PLOT_FILE, FILTERS_FILE, GRAPH_FILE = "training.png", "filters.png", "graph.svg"
 
 # Settings tuned per data set (measured: see docs/training.md). Keys not given on the
 # command line come from here.
@@ -328,11 +330,11 @@ def _train(args, settings, data, out, start):
     save(model, out / FINAL_MODEL)
     test_acc = solver.check_accuracy(data["X_test"], data["y_test"])
     elapsed = time.perf_counter() - start
-    _write_plot(solver, out / PLOT_FILE, settings)
+    pictures = _write_pictures(solver, model, out, settings)
     drawing = _write_graph(model, data, out / GRAPH_FILE)
     print(f"best validation accuracy: {solver.best_val_acc:.3f}")
-    print(f"wrote {out / FINAL_MODEL}, {out / CHECKPOINT}, {out / PLOT_FILE}"
-          + (f", {drawing}" if drawing else ""))
+    print("wrote " + ", ".join(str(f) for f in [out / FINAL_MODEL, out / CHECKPOINT, *pictures]
+                               + ([drawing] if drawing else [])))
     print(f"time: {elapsed:.1f} s")
     print(f"test accuracy: {test_acc:.3f}", flush=True)
     return EXIT_OK
@@ -385,26 +387,17 @@ class _RunSolver(Solver):
         return self.checkpoint_file
 
 
-def _write_plot(solver, path, settings):
-    """The course's two panels: loss per iteration, train/val accuracy per epoch."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(8, 7), layout="constrained")
-    FigureCanvasAgg(fig)
-    loss_ax, acc_ax = fig.subplots(2, 1)
-    loss_ax.plot(np.arange(1, len(solver.loss_history) + 1), solver.loss_history, "o",
-                 markersize=2, alpha=0.6)
-    loss_ax.set_title("Training loss")
-    loss_ax.set_xlabel("Iteration")
-    epochs = np.arange(len(solver.train_acc_history))
-    acc_ax.plot(epochs, solver.train_acc_history, "-o", label="train")
-    acc_ax.plot(epochs, solver.val_acc_history, "-o", label="val")
-    acc_ax.set_title("Accuracy")
-    acc_ax.set_xlabel("Epoch")
-    acc_ax.legend(loc="lower right")
-    fig.suptitle(f"{settings['model']} on {settings['data']}")
-    fig.savefig(path, dpi=100)
+def _write_pictures(solver, model, out, settings):
+    """The training curves, and the first layer's filters for a convnet; the files written."""
+    from . import viz
+    viz.plot_training(solver, path=out / PLOT_FILE,
+                      title=f"{settings['model']} on {settings['data']}")
+    written = [out / PLOT_FILE]
+    if settings["model"] == "convnet":
+        viz.plot_filters(model.params["W1"], path=out / FILTERS_FILE,
+                         title="first-layer conv filters")
+        written.append(out / FILTERS_FILE)
+    return written
 
 
 def _write_graph(model, data, path):

@@ -39,9 +39,11 @@ def test_train_digits_end_to_end(tmp_path):
     assert float(match.group(1)) > 0.85
     assert "(Epoch 3 / 3) train acc:" in result.stdout
     assert result.stdout.rstrip().splitlines()[-1].startswith("test accuracy: ")
-    for name in ("model.npz", "checkpoint.npz", "run.json", "training.png", "graph.svg"):
+    for name in ("model.npz", "checkpoint.npz", "run.json", "training.png", "filters.png",
+                 "graph.svg"):
         assert (out / name).is_file(), name
-    assert (out / "training.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for picture in ("training.png", "filters.png"):
+        assert (out / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "<svg" in (out / "graph.svg").read_text()
     model = load(out / "model.npz")
     assert type(model).__name__ == "ThreeLayerConvNet"
