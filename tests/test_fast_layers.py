@@ -408,3 +408,19 @@ def test_concurrent_calls_from_python_threads():
     for t in threads:
         t.join()
     assert not errors
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(2, 3, 8, 8), (1, 2, 7, 9), (3, 1, 5, 4)])
+def test_max_pool_2x2_stride_2_kernel_with_ties_and_nans(dtype, shape):
+    """The branch-free 2x2 stride-2 kernel against the loops: small integers make ties
+    common, and a few NaNs must win their windows (the first NaN in row-major order)."""
+    rng = np.random.default_rng(sum(shape))
+    x = rng.integers(0, 3, shape).astype(dtype)
+    x[rng.random(shape) < 0.05] = np.nan
+    pp = {"pool_height": 2, "pool_width": 2, "stride": 2}
+    out, cache = max_pool_forward_fast(x, pp)
+    np.testing.assert_array_equal(out, max_pool_forward_ref(x, 2, 2, 2))
+    dout = rng.standard_normal(out.shape).astype(dtype)
+    np.testing.assert_array_equal(max_pool_backward_fast(dout, cache),
+                                  max_pool_backward_ref(dout, x, 2, 2, 2))
