@@ -25,7 +25,8 @@ import numpy as np
 
 from .solver import Solver
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143
+# Bad arguments exit with 2, through argparse's parser.error.
+EXIT_OK, EXIT_ERROR, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 130, 143
 DEFAULT_OUT = os.path.join("runs", "latest")
 CHECKPOINT, FINAL_MODEL, RUN_FILE = "checkpoint.npz", "model.npz", "run.json"
 PLOT_FILE, FILTERS_FILE, GRAPH_FILE = "training.png", "filters.png", "graph.svg"
