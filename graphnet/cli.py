@@ -356,25 +356,13 @@ def _interrupted(out, solver, signum, saved):
 
 
 def _limit_threads(threads):
-    """--threads sets the C++ kernels' thread count. numpy's own BLAS is kept to one
-    thread: the models' matrices are small, and its spinning worker threads otherwise
-    fight the kernels' OpenMP team for the cores (several times slower on 2 cores).
-    Returns a function that puts both back."""
+    """--threads sets the C++ kernels' thread count (every gate of the models runs on that
+    team; numpy's BLAS is not used). Returns a function that puts it back."""
     from . import _C
     before = _C.get_num_threads()
     if threads:
         _C.set_num_threads(threads)
-    try:
-        from threadpoolctl import threadpool_limits
-        limits = threadpool_limits(1, user_api="blas")
-    except ImportError:
-        limits = None
-
-    def restore():
-        _C.set_num_threads(before)
-        if limits is not None:
-            limits.restore_original_limits()
-    return restore
+    return lambda: _C.set_num_threads(before)
 
 
 class _RunSolver(Solver):
