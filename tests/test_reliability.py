@@ -133,7 +133,11 @@ def test_random_graphs_of_elementwise_gates_match_numerical_gradients(shapes, op
         (np.min(np.abs(np.asarray(n.value))) for n in g.nodes if n.value is not None
          and np.size(n.value)), default=1) < 1e-4
     if not near_kink:
-        assert max(errors.values()) < 1e-5, errors
+        for name, error in errors.items():
+            # Terms that cancel exactly (e^t - e^t) give a zero gradient, and then the
+            # relative error only measures the centred difference's rounding noise.
+            cancelled = np.max(np.abs(g[name].grad)) < 1e-9
+            assert error < 1e-5 or cancelled, errors
 
 
 @GRAPH_FUZZ
