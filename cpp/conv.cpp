@@ -1,8 +1,9 @@
-// Convolution as im2col + GEMM, one image at a time.
+// Convolution one image at a time: float32 with stride 1 on an AVX2 CPU goes through the
+// direct kernels of conv_direct.h; everything else (float64, strides above 1, dx, older
+// CPUs) through im2col + GEMM.
 //
-// Images are independent, so the batch is shared out across the threads and
-// each thread keeps a private im2col buffer (taps x positions: 600 KB for the CIFAR
-// 7x7 layer in float32, so it stays in L2 between im2col and the GEMM that reads it).
+// Images are independent, so the batch is shared out across the threads and each thread
+// keeps a private buffer: the im2col matrix (taps x positions) or the padded image.
 // Backward recomputes im2col instead of caching it from the forward pass: that costs
 // one cheap pass over x and saves a batch-sized copy of the input blown up by HH*WW.
 #include "conv.h"
@@ -10,13 +11,64 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 
+#include "conv_direct.h"
 #include "gemm.h"
 #include "im2col.h"
 #include "threads.h"
 
 namespace graphnet {
+
+namespace {
+
+bool direct_enabled = true;
+
+template <typename T>
+bool use_direct(const ConvGeometry& g) {
+    return std::is_same_v<T, float> && g.stride == 1 && direct_enabled && direct_conv_available();
+}
+
+DirectConv direct_geometry(const ConvGeometry& g) {
+    return {g.C, g.F, g.HH, g.WW, g.Ho, g.Wo, g.H + 2 * g.pad, g.W + 2 * g.pad};
+}
+
+int64_t padded_floats(const DirectConv& d) { return d.C * d.Hp * d.Wp + kDirectSlack; }
+
+// Copies image x into the interior of xpad. The border and the slack are never written,
+// so a buffer zeroed once serves every image.
+void pad_interior(const ConvGeometry& g, const DirectConv& d, const float* x, float* xpad) {
+    for (int64_t c = 0; c < g.C; ++c) {
+        for (int64_t h = 0; h < g.H; ++h) {
+            const float* src = x + (c * g.H + h) * g.W;
+            std::copy(src, src + g.W, xpad + (c * d.Hp + h + g.pad) * d.Wp + g.pad);
+        }
+    }
+}
+
+void direct_forward(const ConvGeometry& g, const float* x, const float* w, const float* b,
+                    float* out) {
+    const DirectConv d = direct_geometry(g);
+    const int64_t taps = g.taps(), padded = padded_floats(d);
+    std::vector<float> wpack(taps * g.F);  // taps x filters: a tile's weights side by side
+    for (int64_t f = 0; f < g.F; ++f) {
+        for (int64_t t = 0; t < taps; ++t) wpack[t * g.F + f] = w[f * taps + t];
+    }
+    const int threads = team_size(g.N);
+    std::vector<float> xpads(threads * padded, 0.0f);
+#pragma omp parallel for schedule(dynamic) num_threads(threads)
+    for (int64_t n = 0; n < g.N; ++n) {
+        float* xpad = xpads.data() + omp_get_thread_num() * padded;
+        pad_interior(g, d, x + n * g.C * g.H * g.W, xpad);
+        direct_conv_forward_image(d, xpad, wpack.data(), b, out + n * g.F * g.positions());
+    }
+}
+
+}  // namespace
+
+void set_direct_conv(bool enabled) { direct_enabled = enabled; }
+bool direct_conv_active() { return direct_enabled && direct_conv_available(); }
 
 ConvGeometry conv_geometry(const Shape& x, const Shape& w, const Shape& b, int64_t stride,
                            int64_t pad) {
@@ -49,6 +101,9 @@ ConvGeometry conv_geometry(const Shape& x, const Shape& w, const Shape& b, int64
 
 template <typename T>
 void conv_forward(const ConvGeometry& g, const T* x, const T* w, const T* b, T* out) {
+    if constexpr (std::is_same_v<T, float>) {
+        if (use_direct<T>(g)) return direct_forward(g, x, w, b, out);
+    }
     const int64_t K = g.taps(), P = g.positions();
     const int threads = team_size(g.N);
     std::vector<T> cols(threads * K * P);  // allocated here: no exceptions inside the team
@@ -77,7 +132,11 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
     const int64_t chunks = std::min<int64_t>(g.N, kChunks);
     const int64_t slot = K * F + F;  // a chunk's dw, transposed (K x F), then its db (F)
     std::vector<T> partial(chunks * slot, T(0));
-    std::vector<T> cols(dw ? threads * K * P : 0), dcols(dx ? threads * K * P : 0);
+    const bool direct = use_direct<T>(g);
+    const DirectConv d = direct_geometry(g);
+    const int64_t padded = padded_floats(d);
+    std::vector<T> cols(dw && !direct ? threads * K * P : 0), dcols(dx ? threads * K * P : 0);
+    std::vector<float> xpads(dw && direct ? threads * padded : 0, 0.0f);
 #pragma omp parallel for schedule(dynamic) num_threads(threads)
     for (int64_t chunk = 0; chunk < chunks; ++chunk) {
         const int t = omp_get_thread_num();
@@ -91,8 +150,14 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
                 for (int64_t p = 0; p < P; ++p) sum += dout_n[f * P + p];
                 my_db[f] += sum;
             }
-            if (dw) {  // dw^T (K x F) += cols (K x P) * dout_n^T (P x F): OpenBLAS runs this
-                       // orientation about 25% faster than dw += dout_n * cols^T (measured)
+            if (dw && direct) {
+                if constexpr (std::is_same_v<T, float>) {
+                    float* xpad = xpads.data() + t * padded;
+                    pad_interior(g, d, x + n * g.C * g.H * g.W, xpad);
+                    direct_conv_dw_image(d, xpad, dout_n, my_dw_t);
+                }
+            } else if (dw) {  // dw^T (K x F) += cols (K x P) * dout_n^T (P x F): OpenBLAS runs
+                              // this orientation about 25% faster than dw += dout_n * cols^T
                 T* my_cols = cols.data() + t * K * P;
                 im2col(g, x + n * g.C * g.H * g.W, my_cols);
                 gemm(false, true, K, F, P, my_cols, P, dout_n, P, T(1), my_dw_t, F);

@@ -22,6 +22,11 @@ struct ConvGeometry {
 ConvGeometry conv_geometry(const Shape& x, const Shape& w, const Shape& b, int64_t stride,
                            int64_t pad);
 
+// The direct float32 stride-1 kernels are used when the CPU has AVX2 + FMA, unless they
+// were switched off here (tests and benchmarks compare them with im2col + GEMM).
+void set_direct_conv(bool enabled);
+bool direct_conv_active();
+
 template <typename T>
 void conv_forward(const ConvGeometry& g, const T* x, const T* w, const T* b, T* out);
 

@@ -253,7 +253,7 @@ void py_adam_update(py::array w, const py::array& dw, py::array m, py::array v,
 PYBIND11_MODULE(_C, m) {
     using namespace graphnet;
     blas_init();
-    m.doc() = "graphnet C++ kernels (conv via im2col + OpenBLAS GEMM, max pool)";
+    m.doc() = "graphnet C++ kernels (conv: direct AVX2 or im2col + OpenBLAS GEMM; max pool)";
     m.attr("__version__") = "0.1.0";
 
     m.def("conv_forward", &py_conv_forward, "x"_a, "w"_a, "b"_a, "stride"_a, "pad"_a,
@@ -288,4 +288,9 @@ PYBIND11_MODULE(_C, m) {
     m.def("set_num_threads", &set_num_threads, "n"_a,
           "Threads the kernels use (default: OMP_NUM_THREADS, else all cores).");
     m.def("get_num_threads", &num_threads);
+    m.def("set_direct_conv", &set_direct_conv, "enabled"_a,
+          "Use the direct AVX2 kernels for float32 stride-1 convolutions (the default where\n"
+          "the CPU has AVX2 and FMA); False forces im2col + GEMM, to compare the two.");
+    m.def("direct_conv_active", &direct_conv_active,
+          "Whether float32 stride-1 convolutions run on the direct AVX2 kernels.");
 }

@@ -1,0 +1,43 @@
+// Direct float32 convolution for stride 1 on CPUs with AVX2 and FMA: the hot case of
+// training (the CIFAR 7x7 layer), where im2col + GEMM loses half its time to writing and
+// re-reading a 600 KB patch matrix that does not stay in L2.
+//
+// The kernels read one zero-padded image (C x Hp x Wp, a few KB to a few tens of KB, so it
+// sits in L1) through a register tile of filters x 8-pixel vectors along an output row.
+// They work on one image at a time; conv.cpp pads, packs the weights, and threads them.
+//
+// This file is compiled with AVX2 + FMA code generation (conv_direct.cpp) and must only be
+// called when direct_conv_available() says the CPU has both; it includes no library header
+// so no AVX2-compiled copy of a shared inline function can leak into the rest of the
+// module, which stays portable x86-64.
+#pragma once
+
+#include <cstdint>
+
+namespace graphnet {
+
+// A stride-1 convolution of one padded image.
+struct DirectConv {
+    int64_t C, F;       // channels, filters
+    int64_t HH, WW;     // kernel
+    int64_t Ho, Wo;     // output
+    int64_t Hp, Wp;     // padded input plane (Hp = Ho + HH - 1, Wp = Wo + WW - 1)
+};
+
+bool direct_conv_available();  // the CPU has AVX2 and FMA
+
+// Floats a padded image buffer needs past Hp * Wp * C: a vector load at the last column
+// may read up to 7 floats beyond the plane. Those floats must be zero.
+constexpr int64_t kDirectSlack = 8;
+
+// out (F x Ho x Wo) = bias + the convolution of xpad (C x Hp x Wp, zero borders) with
+// wpack (taps x F: wpack[(c*HH + kh)*WW + kw][f] = w[f][c][kh][kw]).
+void direct_conv_forward_image(const DirectConv& g, const float* xpad, const float* wpack,
+                               const float* bias, float* out);
+
+// dw_t (taps x F, accumulated: +=) += the gradient for one image, from its output
+// gradient dout (F x Ho x Wo) and its padded input.
+void direct_conv_dw_image(const DirectConv& g, const float* xpad, const float* dout,
+                          float* dw_t);
+
+}  // namespace graphnet

@@ -1,0 +1,187 @@
+"""The AVX2 kernels: the direct float32 stride-1 convolution and the skinny matrix multiply
+under the affine forward. Each is checked against float64 references (the naive conv loops,
+numpy's product), against the im2col + GEMM path it replaces, on every register-tile
+remainder (filters, row tails, row tiles, column tails, inner blocks), and for bitwise
+thread-count independence."""
+import contextlib
+import re
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from graphnet import _C
+from test_fast_layers import conv_backward_ref, conv_forward_ref
+
+
+def cpu_has_avx2_and_fma():
+    with open("/proc/cpuinfo") as info:
+        flags = set(re.search(r"^flags\s*:(.*)$", info.read(), re.M).group(1).split())
+    return {"avx2", "fma"} <= flags
+
+
+@contextlib.contextmanager
+def direct_conv(enabled):
+    _C.set_direct_conv(enabled)
+    try:
+        yield
+    finally:
+        _C.set_direct_conv(True)
+
+
+@contextlib.contextmanager
+def kernel_threads(n):
+    before = _C.get_num_threads()
+    _C.set_num_threads(n)
+    try:
+        yield
+    finally:
+        _C.set_num_threads(before)
+
+
+def test_the_direct_kernels_run_on_this_cpu():
+    """Otherwise the tests below would only exercise im2col + GEMM."""
+    assert _C.direct_conv_active() == cpu_has_avx2_and_fma()
+    with direct_conv(False):
+        assert not _C.direct_conv_active()
+
+
+def conv_case(N, C, H, W, F, HH, WW, pad, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+    w = rng.standard_normal((F, C, HH, WW)).astype(np.float32)
+    b = rng.standard_normal(F).astype(np.float32)
+    Ho, Wo = H + 2 * pad - HH + 1, W + 2 * pad - WW + 1
+    dout = rng.standard_normal((N, F, Ho, Wo)).astype(np.float32)
+    return x, w, b, dout
+
+
+def assert_close(got, ref, terms):
+    """float32 sums of `terms` products of standard normals, against float64: the error
+    grows with the number of terms, and a sum that cancels is small next to its error."""
+    assert got.shape == ref.shape and got.dtype == np.float32
+    assert np.max(np.abs(got - ref), initial=0) <= 1e-6 * terms + 1e-5 * np.max(np.abs(ref), initial=0)
+
+
+def check_direct_conv(N, C, H, W, F, HH, WW, pad, seed=0):
+    x, w, b, dout = conv_case(N, C, H, W, F, HH, WW, pad, seed)
+    out = _C.conv_forward(x, w, b, 1, pad)
+    assert_close(out, conv_forward_ref(x, w, b, 1, pad), C * HH * WW)
+    grads = _C.conv_backward(dout, x, w, 1, pad)
+    positions = N * dout.shape[2] * dout.shape[3]
+    for got, ref, terms in zip(grads, conv_backward_ref(dout, x, w, 1, pad),
+                               (F * HH * WW, positions, positions)):
+        assert_close(got, ref, terms)
+    with direct_conv(False):  # the path it replaces gives the same numbers, to rounding
+        assert_close(out, _C.conv_forward(x, w, b, 1, pad).astype(np.float64), 2 * C * HH * WW)
+        for got, other, terms in zip(grads, _C.conv_backward(dout, x, w, 1, pad),
+                                     (F * HH * WW, positions, positions)):
+            assert_close(got, other.astype(np.float64), 2 * terms)
+
+
+# Filters 1..14 cover every remainder of the 6-filter forward tile and the 2-filter
+# gradient tile; widths cover rows of 1 to 3 vectors with and without a masked tail.
+@pytest.mark.parametrize("F", [1, 2, 3, 4, 5, 6, 7, 11, 12, 13, 14])
+def test_direct_conv_every_filter_remainder(F):
+    check_direct_conv(2, 2, 9, 13, F, 3, 3, 1)
+
+
+@pytest.mark.parametrize("W", [1, 7, 8, 9, 15, 16, 17, 23, 24, 25, 33])
+def test_direct_conv_every_row_tail(W):
+    check_direct_conv(2, 3, 5, W, 7, 3, 3, 1)
+
+
+@pytest.mark.parametrize("case", [
+    (3, 3, 32, 32, 32, 7, 7, 3),    # the CIFAR layer
+    (2, 1, 6, 6, 3, 6, 6, 0),       # kernel as large as the image: one output pixel
+    (2, 4, 7, 10, 5, 1, 1, 0),      # 1x1 kernel
+    (1, 5, 8, 12, 9, 5, 2, 3),      # padding wider than half the kernel
+    (2, 3, 11, 4, 8, 3, 5, 2),      # taps not a multiple of the 6-tap gradient tile
+])
+def test_direct_conv_shapes(case):
+    check_direct_conv(*case)
+
+
+@settings(max_examples=120, deadline=None)
+@given(N=st.integers(1, 3), C=st.integers(1, 4), H=st.integers(1, 12), W=st.integers(1, 40),
+       F=st.integers(1, 14), HH=st.integers(1, 7), WW=st.integers(1, 7), pad=st.integers(0, 4),
+       seed=st.integers(0, 2**16))
+def test_direct_conv_fuzz(N, C, H, W, F, HH, WW, pad, seed):
+    if HH > H + 2 * pad or WW > W + 2 * pad:
+        return
+    check_direct_conv(N, C, H, W, F, HH, WW, pad, seed)
+
+
+def test_direct_conv_gradient_ignores_inf_the_window_never_reaches():
+    """Pixels of the last columns are outside every window of the first kernel column
+    (pad 0), so an inf there must not leak into that column of dw as 0 * inf."""
+    x, w, b, dout = conv_case(2, 1, 5, 19, 3, 2, 4, 0)
+    x[:, :, :, -1] = np.inf
+    dw = _C.conv_backward(dout, x, w, 1, 0)[1]
+    assert np.isfinite(dw[:, :, :, 0]).all()
+    ref = conv_backward_ref(dout, x, w, 1, 0)[1]
+    np.testing.assert_array_equal(np.isfinite(dw), np.isfinite(ref))
+    assert not np.isfinite(dw[:, :, :, -1]).any()  # the last kernel column does see it
+
+
+def test_direct_conv_is_bitwise_equal_on_any_thread_count():
+    x, w, b, dout = conv_case(37, 3, 12, 12, 7, 5, 5, 2)
+    results = []
+    for threads in (1, 2, 3):
+        with kernel_threads(threads):
+            results.append((_C.conv_forward(x, w, b, 1, 2),) + _C.conv_backward(dout, x, w, 1, 2))
+    for other in results[1:]:
+        for a, b_ in zip(results[0], other):
+            np.testing.assert_array_equal(a, b_)
+
+
+# ---- the skinny matrix multiply -----------------------------------------------------
+
+
+def skinny(m, n, k, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((m, k)).astype(np.float32),
+            rng.standard_normal((k, n)).astype(np.float32))
+
+
+# k >= 8 * max(m, n) selects it. Rows 1..9 cover the 4-row tile's remainders, columns the
+# 24-column tile's (and its 8-column vectors'), k the 256-deep blocks' edges.
+@pytest.mark.parametrize("m", [1, 2, 3, 4, 5, 9, 50])
+@pytest.mark.parametrize("n", [1, 7, 8, 9, 16, 17, 23, 24, 25, 100])
+def test_skinny_matmul_every_tile_remainder(m, n):
+    k = 8 * max(m, n) + 3
+    a, b = skinny(m, n, k, seed=m * 100 + n)
+    np.testing.assert_allclose(_C.matmul(a, b), a.astype(np.float64) @ b, rtol=1e-5,
+                               atol=1e-5 * np.sqrt(k))
+
+
+@pytest.mark.parametrize("k", [255, 256, 257, 511, 8192])
+def test_skinny_matmul_block_edges(k):
+    a, b = skinny(5, 30, k)
+    np.testing.assert_allclose(_C.matmul(a, b), a.astype(np.float64) @ b, rtol=1e-5,
+                               atol=1e-5 * np.sqrt(k))
+
+
+def test_skinny_matmul_is_bitwise_equal_on_any_thread_count_and_takes_views():
+    a, b = skinny(50, 100, 4096)
+    a_strided = np.zeros((50, 2 * 4096), np.float32)[:, ::2]  # the same numbers, as views
+    a_strided[...] = a
+    b_fortran = np.asfortranarray(b)
+    results = []
+    for threads in (1, 2, 3, 7):
+        with kernel_threads(threads):
+            results.append(_C.matmul(a, b))
+            np.testing.assert_array_equal(results[-1], _C.matmul(a_strided, b_fortran))
+    for other in results[1:]:
+        np.testing.assert_array_equal(results[0], other)
+
+
+def test_skinny_matmul_propagates_nan_and_inf():
+    a, b = skinny(6, 10, 1000)
+    a[2, 500] = np.nan
+    b[10, 3] = np.inf
+    out = _C.matmul(a, b)
+    ref = a.astype(np.float64) @ b
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(ref))
+    np.testing.assert_array_equal(np.isinf(out), np.isinf(ref))
