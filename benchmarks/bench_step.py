@@ -5,9 +5,10 @@
 Prints, for graphnet and PyTorch CPU on the same number of threads:
 (1) the median training step (batch 50, 3x32x32 float32, 32 filters 7x7, relu, 2x2 pool,
     affine 8192->100, relu, affine 100->10, softmax loss, adam) and the ratio;
-(2) one CIFAR-sized epoch (49,000 synthetic images, batch 50 = 980 steps) timed whole, and
-    the peak resident memory of that run, each framework in a fresh process (peak RSS of
-    the process, and its growth over the RSS right after the imports and the model);
+(2) one CIFAR-sized epoch (49,000 synthetic uint8 images, shuffled, batch 50 = 980 steps)
+    timed whole, and the peak resident memory of that run, each framework in a fresh
+    process (peak RSS of the process, and its growth over the RSS right after the imports,
+    the model and the data set);
 (3) the scheduler's own overhead: each gate's forward and backward call is timed inside the
     scheduler's cached plan, and overhead = time in graph.forward/backward outside them;
 (4) for the record: the FullyConnectedNet [100]*5 with batchnorm, batch 200, step against
@@ -55,7 +56,9 @@ def status_mb(field):
 
 
 def epoch_worker(framework, steps, threads):
-    """Run in a fresh process: `steps` training steps over fresh batches; print JSON."""
+    """Run in a fresh process: one epoch of `steps` training steps, each on the next batch
+    of a shuffled synthetic data set held as uint8 pixels like the real CIFAR-10, turned
+    into a standardised float32 batch per step; print JSON."""
     X, y = cifar_batch()
     if framework == "torch":
         import torch
@@ -64,13 +67,17 @@ def epoch_worker(framework, steps, threads):
     else:
         _C.set_num_threads(threads)
         step = graphnet_step(X, y)
+    rng = np.random.default_rng(1)
+    images = rng.integers(256, size=(steps * len(X),) + X.shape[1:], dtype=np.uint8)
+    labels = rng.integers(10, size=steps * len(X))
     step()  # the model and its buffers exist from here on
     baseline = status_mb("VmRSS")
-    rng = np.random.default_rng(1)
     start = time.perf_counter()
-    for _ in range(steps):
-        X[...] = rng.standard_normal(X.shape, dtype=np.float32)  # new data each step
-        y[...] = rng.integers(10, size=y.shape)
+    order = rng.permutation(len(images))
+    for batch in np.split(order, steps):
+        np.multiply(images[batch], np.float32(1 / 64), out=X, casting="unsafe")
+        X -= 2  # pixels 0..255 to about -2..2
+        y[...] = labels[batch]
         step()
     elapsed = time.perf_counter() - start
     peak = status_mb("VmHWM")
@@ -178,7 +185,7 @@ def main():
         r = run_epoch(framework, args.epoch_steps, args.threads)
         print(f"    {framework:9s} {r['seconds']:6.1f} s   peak RSS {r['peak_mb']:6.0f} MB "
               f"(+{r['peak_mb'] - r['baseline_mb']:.0f} MB over the {r['baseline_mb']:.0f} MB "
-              "after imports and model)")
+              "after imports, model and data)")
 
     step_ms, gates_ms, walk_ms = scheduler_overhead(args.steps)
     overhead = walk_ms - gates_ms

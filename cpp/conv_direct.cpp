@@ -12,12 +12,16 @@ namespace {
 // 2 input vectors and 1 broadcast weight: 15 of the 16 ymm registers. Per tap that is
 // 12 FMAs against 8 loads, so the two FMA pipes, not the loads, set the pace. 12
 // independent sums also cover the FMA latency (5 cycles x 2 pipes).
-constexpr int kForwardFilters = 6;
-constexpr int kForwardVectors = 2;
-// Weight-gradient tile: 2 filters x 6 taps = 12 accumulators, 2 output-gradient vectors and
+constexpr int kForwardFilters = 3;
+constexpr int kForwardVectors = 4;
+// The last few filters get tiles up to 4 vectors wide; their loads past the row's end land
+// in the padded buffer's slack.
+constexpr int kWidestVectors = 4;
+static_assert(8 * kWidestVectors <= kDirectSlack, "the slack must cover the widest tile");
+// Weight-gradient tile: 3 filters x 4 taps = 12 accumulators, 3 output-gradient vectors and
 // 1 input vector. Each accumulator sums 8 pixel lanes; they are added up at the end.
-constexpr int kGradFilters = 2;
-constexpr int kGradTaps = 6;
+constexpr int kGradFilters = 3;
+constexpr int kGradTaps = 4;
 
 float horizontal_sum(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -40,20 +44,20 @@ void forward_tile(const DirectConv& g, const float* xpad, const float* wpack,
 #pragma GCC unroll 8
         for (int j = 0; j < Vectors; ++j) acc[i][j] = b;
     }
-    const int64_t plane = g.Hp * g.Wp;
+    const int64_t plane = g.Hp * g.Wp, F = g.F, WW = g.WW;  // locals: kept in registers
     for (int64_t c = 0; c < g.C; ++c) {
         for (int64_t kh = 0; kh < g.HH; ++kh) {
-            const float* in_row = xpad + c * plane + (oy + kh) * g.Wp + ox0;
-            const float* w_row = wpack + (c * g.HH + kh) * g.WW * g.F + f0;
-            for (int64_t kw = 0; kw < g.WW; ++kw) {
-                __m256 in[Vectors];
+            const float* in = xpad + c * plane + (oy + kh) * g.Wp + ox0;
+            const float* w = wpack + (c * g.HH + kh) * WW * F + f0;
+            for (int64_t kw = 0; kw < WW; ++kw, ++in, w += F) {
+                __m256 x[Vectors];
 #pragma GCC unroll 8
-                for (int j = 0; j < Vectors; ++j) in[j] = _mm256_loadu_ps(in_row + kw + 8 * j);
+                for (int j = 0; j < Vectors; ++j) x[j] = _mm256_loadu_ps(in + 8 * j);
 #pragma GCC unroll 8
                 for (int i = 0; i < Filters; ++i) {
-                    const __m256 w = _mm256_broadcast_ss(w_row + kw * g.F + i);
+                    const __m256 wi = _mm256_broadcast_ss(w + i);
 #pragma GCC unroll 8
-                    for (int j = 0; j < Vectors; ++j) acc[i][j] = _mm256_fmadd_ps(w, in[j], acc[i][j]);
+                    for (int j = 0; j < Vectors; ++j) acc[i][j] = _mm256_fmadd_ps(wi, x[j], acc[i][j]);
                 }
             }
         }
@@ -109,7 +113,7 @@ void dw_step(__m256 (&acc)[Filters][kGradTaps], const float* const (&grad)[Filte
     }
 }
 
-// Filters f0 .. f0+Filters-1 against taps t0 .. t0+5 (those below `taps`), summed over
+// Filters f0 .. f0+Filters-1 against the kGradTaps taps from t0 (those below `taps`), summed over
 // the whole image and added to dw_t.
 template <int Filters>
 void dw_tile(const DirectConv& g, const float* xpad, const float* dout, float* dw_t,
@@ -159,9 +163,9 @@ void direct_conv_forward_image(const DirectConv& g, const float* xpad, const flo
     }
     // The last few filters: a tile as wide along the row as the registers allow.
     switch (g.F - f0) {
-        case 1: forward_filters<1, 4>(g, xpad, wpack, bias, out, f0); break;
-        case 2: forward_filters<2, 4>(g, xpad, wpack, bias, out, f0); break;
-        case 3: forward_filters<3, 4>(g, xpad, wpack, bias, out, f0); break;
+        case 1: forward_filters<1, kWidestVectors>(g, xpad, wpack, bias, out, f0); break;
+        case 2: forward_filters<2, kWidestVectors>(g, xpad, wpack, bias, out, f0); break;
+        case 3: forward_filters<3, kWidestVectors>(g, xpad, wpack, bias, out, f0); break;
         case 4: forward_filters<4, 3>(g, xpad, wpack, bias, out, f0); break;
         case 5: forward_filters<5, 2>(g, xpad, wpack, bias, out, f0); break;
         default: break;
@@ -176,7 +180,8 @@ void direct_conv_dw_image(const DirectConv& g, const float* xpad, const float* d
         for (; f0 + kGradFilters <= g.F; f0 += kGradFilters) {
             dw_tile<kGradFilters>(g, xpad, dout, dw_t, f0, t0);
         }
-        for (; f0 < g.F; ++f0) dw_tile<1>(g, xpad, dout, dw_t, f0, t0);
+        if (g.F - f0 == 2) dw_tile<2>(g, xpad, dout, dw_t, f0, t0);
+        if (g.F - f0 == 1) dw_tile<1>(g, xpad, dout, dw_t, f0, t0);
     }
 }
 

@@ -26,9 +26,10 @@ struct DirectConv {
 
 bool direct_conv_available();  // the CPU has AVX2 and FMA
 
-// Floats a padded image buffer needs past Hp * Wp * C: a vector load at the last column
-// may read up to 7 floats beyond the plane. Those floats must be zero.
-constexpr int64_t kDirectSlack = 8;
+// Floats a padded image buffer needs past C * Hp * Wp: a forward tile is up to 4 vectors
+// wide and computes whole vectors past the row's end (they are not stored), so its loads
+// may run up to 31 floats beyond the last row. Those floats must be zero.
+constexpr int64_t kDirectSlack = 32;
 
 // out (F x Ho x Wo) = bias + the convolution of xpad (C x Hp x Wp, zero borders) with
 // wpack (taps x F: wpack[(c*HH + kh)*WW + kw][f] = w[f][c][kh][kw]).
