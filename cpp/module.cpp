@@ -139,7 +139,6 @@ py::array py_max_pool_backward(const py::array& dout, const py::array& winners, 
     }
     if (H < 1 || W < 1) fail("max_pool input size must be positive, got " + std::to_string(H) + "x" + std::to_string(W));
     Contig<int32_t> wc(winners);
-    check_winners(wc.data(), wc.size(), H, W);
     return dispatch_float(dout, "max_pool dout", [&](auto zero) -> py::array {
         using T = decltype(zero);
         Contig<T> dc(dout);
@@ -147,8 +146,12 @@ py::array py_max_pool_backward(const py::array& dout, const py::array& winners, 
         const T* dp = dc.data();
         const int32_t* wp = wc.data();
         T* dxp = dx.mutable_data();
-        py::gil_scoped_release nogil;
-        max_pool_backward(ws[0] * ws[1], ws[2] * ws[3], H * W, dp, wp, dxp);
+        bool all_inside;
+        {
+            py::gil_scoped_release nogil;
+            all_inside = max_pool_backward(ws[0] * ws[1], H, W, ws[2], ws[3], dp, wp, dxp);
+        }
+        if (!all_inside) check_winners(wp, wc.size(), H, W);  // finds the culprit, throws
         return dx;
     });
 }

@@ -155,21 +155,76 @@ void check_winners(const int32_t* winners, int64_t count, int64_t H, int64_t W) 
     }
 }
 
+namespace {
+
+// Rows 2*oh and 2*oh + 1 of one plane's dx (r0, r1) from output row oh, provided each
+// winner lies in its own 2x2 block (always so for 2x2 stride-2 pooling): every block is
+// written whole, its gradient at the winner and zeros around it, in one pass and without
+// the read-modify-write of a scatter. Returns false if some winner lies elsewhere; the
+// rows are then unfinished and the caller scatters the plane instead.
 template <typename T>
-void max_pool_backward(int64_t planes, int64_t out_plane, int64_t in_plane, const T* dout,
-                       const int32_t* winners, T* dx) {
+bool unpool_row_2x2(int64_t Wo, int32_t row_start, int32_t W, const T* __restrict grad,
+                    const int32_t* __restrict win, T* __restrict r0, T* __restrict r1) {
+    int32_t elsewhere = 0;
+    for (int64_t ow = 0; ow < Wo; ++ow) {
+        const int32_t at = win[ow] - row_start - 2 * static_cast<int32_t>(ow);
+        const T g = grad[ow];
+        r0[2 * ow] = at == 0 ? g : T(0);
+        r0[2 * ow + 1] = at == 1 ? g : T(0);
+        r1[2 * ow] = at == W ? g : T(0);
+        r1[2 * ow + 1] = at == W + 1 ? g : T(0);
+        elsewhere |= (at != 0) & (at != 1) & (at != W) & (at != W + 1);
+    }
+    return !elsewhere;
+}
+
+template <typename T>
+bool unpool_plane_2x2(int64_t H, int64_t W, int64_t Ho, int64_t Wo, const T* grad,
+                      const int32_t* win, T* dst) {
+    for (int64_t oh = 0; oh < Ho; ++oh) {
+        T* r0 = dst + 2 * oh * W;
+        if (!unpool_row_2x2(Wo, static_cast<int32_t>(2 * oh * W), static_cast<int32_t>(W),
+                            grad + oh * Wo, win + oh * Wo, r0, r0 + W)) {
+            return false;
+        }
+        std::fill(r0 + 2 * Wo, r0 + W, T(0));  // columns no block covers (odd W)
+        std::fill(r0 + W + 2 * Wo, r0 + 2 * W, T(0));
+    }
+    std::fill(dst + 2 * Ho * W, dst + H * W, T(0));  // rows no block covers
+    return true;
+}
+
+}  // namespace
+
+template <typename T>
+bool max_pool_backward(int64_t planes, int64_t H, int64_t W, int64_t Ho, int64_t Wo,
+                       const T* dout, const int32_t* winners, T* dx) {
+    const int64_t in_plane = H * W, out_plane = Ho * Wo;
+    const bool blocks_fit = 2 * Ho <= H && 2 * Wo <= W;
+    int out_of_plane = 0;
     // One thread owns a whole plane, so overlapping windows can add without races.
-#pragma omp parallel for schedule(dynamic, 8) num_threads(team_size(planes))
+#pragma omp parallel for schedule(dynamic, 8) num_threads(team_size(planes)) \
+    reduction(| : out_of_plane)
     for (int64_t pl = 0; pl < planes; ++pl) {
         T* dst = dx + pl * in_plane;
+        const T* grad = dout + pl * out_plane;
+        const int32_t* win = winners + pl * out_plane;
+        if (blocks_fit && unpool_plane_2x2(H, W, Ho, Wo, grad, win, dst)) continue;
         std::fill(dst, dst + in_plane, T(0));
-        for (int64_t o = pl * out_plane; o < (pl + 1) * out_plane; ++o) dst[winners[o]] += dout[o];
+        for (int64_t o = 0; o < out_plane; ++o) {
+            const bool inside = win[o] >= 0 && win[o] < in_plane;
+            out_of_plane |= !inside;
+            if (inside) dst[win[o]] += grad[o];
+        }
     }
+    return !out_of_plane;
 }
 
 template void max_pool_forward<float>(const PoolGeometry&, const float*, float*, int32_t*);
 template void max_pool_forward<double>(const PoolGeometry&, const double*, double*, int32_t*);
-template void max_pool_backward<float>(int64_t, int64_t, int64_t, const float*, const int32_t*, float*);
-template void max_pool_backward<double>(int64_t, int64_t, int64_t, const double*, const int32_t*, double*);
+template bool max_pool_backward<float>(int64_t, int64_t, int64_t, int64_t, int64_t, const float*,
+                                       const int32_t*, float*);
+template bool max_pool_backward<double>(int64_t, int64_t, int64_t, int64_t, int64_t, const double*,
+                                        const int32_t*, double*);
 
 }  // namespace graphnet

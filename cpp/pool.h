@@ -28,13 +28,14 @@ PoolGeometry pool_geometry(const Shape& x, int64_t pool_height, int64_t pool_wid
 template <typename T>
 void max_pool_forward(const PoolGeometry& g, const T* x, T* out, int32_t* winners);
 
-// Shape of winners must be (N, C, Ho, Wo); throws unless every index is inside the
-// (H, W) plane, so an arbitrary winners array can never write out of bounds.
+// Throws, naming the first, unless every index of winners is inside the (H, W) plane.
 void check_winners(const int32_t* winners, int64_t count, int64_t H, int64_t W);
 
-// dx (N, C, H, W) = zeros with each dout entry added at its window's winner.
+// dx (planes x H x W) = zeros with each dout entry (planes x Ho x Wo) added at its window's
+// winner. A winner outside its plane is never written; the result is then false (and dx
+// unfinished), so an arbitrary winners array cannot write out of bounds.
 template <typename T>
-void max_pool_backward(int64_t planes, int64_t out_plane, int64_t in_plane, const T* dout,
-                       const int32_t* winners, T* dx);
+bool max_pool_backward(int64_t planes, int64_t H, int64_t W, int64_t Ho, int64_t Wo,
+                       const T* dout, const int32_t* winners, T* dx);
 
 }  // namespace graphnet

@@ -65,6 +65,26 @@ void tile(const float* const (&a)[kRows], const float* b, int64_t ldb,
     }
 }
 
+// Columns [j, j + 8*Vectors) of one block of B (b_panel points at its column j) against
+// every row tile in [row_begin, row_end): the panel (256 x 24 floats, 24 KB) stays in L1
+// while the row tiles pass over it. a points at the block's first inner index.
+template <int Vectors, bool Masked>
+void panel(int64_t row_begin, int64_t row_end, int64_t n, const float* a, int64_t lda,
+           const float* b_panel, int64_t ldb, float* c, int64_t j, int64_t columns,
+           int64_t depth, bool first) {
+    for (int64_t i = row_begin; i < row_end; i += kRows) {
+        const int valid = static_cast<int>(row_end - i < kRows ? row_end - i : kRows);
+        const float* a_rows[kRows];  // rows past the end repeat the last one, unstored
+        float* c_rows[kRows];
+        for (int r = 0; r < kRows; ++r) {
+            const int64_t row = i + (r < valid ? r : valid - 1);
+            a_rows[r] = a + row * lda;
+            c_rows[r] = c + row * n;
+        }
+        tile<Vectors, Masked>(a_rows, b_panel, ldb, c_rows, j, valid, columns, depth, first);
+    }
+}
+
 }  // namespace
 
 bool skinny_gemm_available() {
@@ -77,29 +97,20 @@ void skinny_gemm_rows(int64_t row_begin, int64_t row_end, int64_t n, int64_t k,
     constexpr int64_t width = 8 * kVectors;
     for (int64_t k0 = 0; k0 < k; k0 += kDepth) {
         const int64_t depth = k - k0 < kDepth ? k - k0 : kDepth;
-        const float* b_block = b + k0 * ldb;
-        for (int64_t i = row_begin; i < row_end; i += kRows) {
-            const int valid = static_cast<int>(row_end - i < kRows ? row_end - i : kRows);
-            const float* a_rows[kRows];  // rows past the end repeat the last one, unstored
-            float* c_rows[kRows];
-            for (int r = 0; r < kRows; ++r) {
-                const int64_t row = i + (r < valid ? r : valid - 1);
-                a_rows[r] = a + row * lda + k0;
-                c_rows[r] = c + row * n;
-            }
-            const bool first = k0 == 0;
-            int64_t j = 0;
-            for (; j + width <= n; j += width) {
-                tile<kVectors, false>(a_rows, b_block + j, ldb, c_rows, j, valid, width, depth, first);
-            }
-            const int64_t left = n - j;  // the last columns, fewer than a full tile
-            if (left > 16) {
-                tile<3, true>(a_rows, b_block + j, ldb, c_rows, j, valid, left, depth, first);
-            } else if (left > 8) {
-                tile<2, true>(a_rows, b_block + j, ldb, c_rows, j, valid, left, depth, first);
-            } else if (left > 0) {
-                tile<1, true>(a_rows, b_block + j, ldb, c_rows, j, valid, left, depth, first);
-            }
+        const float *a_block = a + k0, *b_block = b + k0 * ldb;
+        const bool first = k0 == 0;
+        int64_t j = 0;
+        for (; j + width <= n; j += width) {
+            panel<kVectors, false>(row_begin, row_end, n, a_block, lda, b_block + j, ldb, c, j,
+                                   width, depth, first);
+        }
+        const int64_t left = n - j;  // the last columns, fewer than a full tile
+        if (left > 16) {
+            panel<3, true>(row_begin, row_end, n, a_block, lda, b_block + j, ldb, c, j, left, depth, first);
+        } else if (left > 8) {
+            panel<2, true>(row_begin, row_end, n, a_block, lda, b_block + j, ldb, c, j, left, depth, first);
+        } else if (left > 0) {
+            panel<1, true>(row_begin, row_end, n, a_block, lda, b_block + j, ldb, c, j, left, depth, first);
         }
     }
 }

@@ -424,3 +424,21 @@ def test_max_pool_2x2_stride_2_kernel_with_ties_and_nans(dtype, shape):
     dout = rng.standard_normal(out.shape).astype(dtype)
     np.testing.assert_array_equal(max_pool_backward_fast(dout, cache),
                                   max_pool_backward_ref(dout, x, 2, 2, 2))
+
+
+@pytest.mark.parametrize("pp", [(2, 2, 2), (1, 1, 2), (3, 3, 2), (2, 2, 1), (3, 2, 3), (1, 2, 2)])
+@pytest.mark.parametrize("shape", [(2, 3, 8, 8), (1, 2, 7, 9), (2, 2, 5, 4)])
+def test_max_pool_backward_block_writer_and_scatter(pp, shape):
+    """Backward writes whole 2x2 blocks when every winner lies in its own block (2x2 stride
+    2, and also 1x1 or 1x2 stride 2) and scatters otherwise; some planes of one call may take
+    each way. Both must equal the loops, odd sizes (rows and columns no block covers)
+    included."""
+    ph, pw, stride = pp
+    rng = np.random.default_rng(sum(shape) + ph)
+    x = rng.integers(0, 4, shape).astype(np.float32)
+    params = {"pool_height": ph, "pool_width": pw, "stride": stride}
+    out, cache = max_pool_forward_fast(x, params)
+    dout = rng.standard_normal(out.shape).astype(np.float32)
+    np.testing.assert_allclose(max_pool_backward_fast(dout, cache),
+                               max_pool_backward_ref(dout, x, ph, pw, stride), rtol=1e-5,
+                               atol=1e-6)
