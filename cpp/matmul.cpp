@@ -15,11 +15,12 @@ namespace graphnet {
 namespace {
 
 // A small C over a long inner dimension, as in the affine forward (50 x 8192 times
-// 8192 x 100), where the skinny kernel beats OpenBLAS (README, C++ kernels).
+// 8192 x 100), where the skinny kernel beats OpenBLAS 2-3x (README, C++ kernels). Below
+// one register tile of columns (24) it wastes most of its lanes and OpenBLAS wins.
 template <typename T>
 bool use_skinny(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k) {
-    return std::is_same_v<T, float> && !trans_a && !trans_b && k >= 8 * std::max(m, n) &&
-           skinny_gemm_available();
+    return std::is_same_v<T, float> && !trans_a && !trans_b && n >= 24 &&
+           k >= 8 * std::max(m, n) && skinny_gemm_available();
 }
 
 void skinny_matmul(int64_t m, int64_t n, int64_t k, const float* a, const float* b, float* c) {

@@ -145,10 +145,10 @@ def skinny(m, n, k, seed=0):
             rng.standard_normal((k, n)).astype(np.float32))
 
 
-# k >= 8 * max(m, n) selects it. Rows 1..9 cover the 4-row tile's remainders, columns the
-# 24-column tile's (and its 8-column vectors'), k the 256-deep blocks' edges.
+# n >= 24 and k >= 8 * max(m, n) select it. Rows 1..9 cover the 4-row tile's remainders,
+# columns the 24-column tile's (and its 8-column vectors'), k the 256-deep blocks' edges.
 @pytest.mark.parametrize("m", [1, 2, 3, 4, 5, 9, 50])
-@pytest.mark.parametrize("n", [1, 7, 8, 9, 16, 17, 23, 24, 25, 100])
+@pytest.mark.parametrize("n", [24, 25, 31, 32, 33, 40, 41, 47, 48, 49, 100])
 def test_skinny_matmul_every_tile_remainder(m, n):
     k = 8 * max(m, n) + 3
     a, b = skinny(m, n, k, seed=m * 100 + n)
@@ -178,7 +178,7 @@ def test_skinny_matmul_is_bitwise_equal_on_any_thread_count_and_takes_views():
 
 
 def test_skinny_matmul_propagates_nan_and_inf():
-    a, b = skinny(6, 10, 1000)
+    a, b = skinny(6, 30, 1000)
     a[2, 500] = np.nan
     b[10, 3] = np.inf
     out = _C.matmul(a, b)
