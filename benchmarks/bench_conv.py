@@ -6,11 +6,17 @@
     pad 1; max pool 2x2 stride 2 on (100, 3, 32, 32). Compared with the course's naive
     loops (one python iteration per output pixel, numpy on the window; timed on a slice
     of the batch and scaled linearly to the full batch, as marked) and PyTorch CPU.
-(b) The CIFAR-10 CNN conv (float32): x (50, 3, 32, 32), w (32, 3, 7, 7), stride 1, pad 3,
-    forward + backward (dx, dw, db), against PyTorch CPU and against the machine's
-    ceiling, taken as numpy's float32 2048 x 2048 matmul rate measured in this run.
-    Conv GFLOP/s counts useful flops only: 2*N*F*C*HH*WW*H'*W' for each of forward,
-    dx and dw (padding zeros included, as every conv benchmark does; db is ignored).
+(b) The CIFAR-10 CNN conv (float32): x (50, 3, 32, 32), w (32, 3, 7, 7), stride 1, pad 3:
+    forward; forward + backward (dx, dw, db); and forward + backward without dx (the
+    first layer of a net, as in training), each on the direct AVX2 kernels and on the
+    im2col + GEMM path, against PyTorch CPU and against the machine's ceiling, taken as
+    numpy's float32 2048 x 2048 matmul rate measured in this run. Conv GFLOP/s counts
+    useful flops only: 2*N*F*C*HH*WW*H'*W' for each of forward, dx and dw (padding
+    zeros included, as every conv benchmark does; db is ignored).
+(c) The affine gate's forward product (50 x 8192) @ (8192 x 100), float32: the skinny
+    AVX2 kernel against OpenBLAS and PyTorch. OpenBLAS's time on this shape depends on
+    what ran before it in the process (3.7 ms first thing in a fresh process, 1.5 ms
+    after the conv's GEMMs above, 4.1 ms inside the training step).
 
 All times are medians of --repeats runs after a warm-up. PyTorch runs with as many
 threads as graphnet (graphnet._C.get_num_threads(), set by OMP_NUM_THREADS); its
@@ -118,14 +124,14 @@ def row(name, ours, naive=None, naive_scaled=False, torch_t=None, extra=""):
 
 
 def print_table():
-    print(f"{'case':<34}{'graphnet ms':>12}{'naive ms':>13}{'x naive':>9}"
+    print(f"{'case':<42}{'graphnet ms':>12}{'naive ms':>13}{'x naive':>9}"
           f"{'torch ms':>10}{'torch/ours':>11}  notes")
     for name, ours, naive, scaled, torch_t, extra in ROWS:
         naive_s = "-" if naive is None else f"{naive * 1e3:.0f}{'*' if scaled else ''}"
         speedup = "-" if naive is None else f"{naive / ours:.0f}"
         torch_s = "-" if torch_t is None else f"{torch_t * 1e3:.3f}"
         ratio = "-" if torch_t is None else f"{torch_t / ours:.2f}"
-        print(f"{name:<34}{ours * 1e3:>12.3f}{naive_s:>13}{speedup:>9}{torch_s:>10}{ratio:>11}  {extra}")
+        print(f"{name:<42}{ours * 1e3:>12.3f}{naive_s:>13}{speedup:>9}{torch_s:>10}{ratio:>11}  {extra}")
     if any(r[3] for r in ROWS):
         print("* naive loops timed on a slice of the batch and scaled linearly")
     if torch is None:
@@ -190,28 +196,60 @@ def bench_cifar(repeats):
     matmul = median_time(lambda: a @ a, repeats)
     ceiling = 2 * 2048 ** 3 / matmul / 1e9
 
-    def ours():
+    def forward_backward(need_dx):
         out, cache = conv_forward_fast(x, w, b, conv_param)
-        return conv_backward_fast(dout, cache)
+        return conv_backward_fast(dout, cache, need_dx=need_dx)
 
-    fwd = median_time(lambda: conv_forward_fast(x, w, b, conv_param), repeats)
-    both = median_time(ours, repeats)
-    tf = tboth = None
+    def rate(t, passes):
+        return f"{flops_per_pass * passes / t / 1e9:.1f} GFLOP/s = {flops_per_pass * passes / t / 1e9 / ceiling:.2f} of ceiling"
+
+    tf = tboth = ttrain = None
     if torch is not None:
         xt, wt, bt = (torch.from_numpy(v).requires_grad_() for v in (x, w, b))
-        gt = torch.from_numpy(dout)
+        x_data, gt = torch.from_numpy(x), torch.from_numpy(dout)
         with torch.no_grad():
             tf = median_time(lambda: tF.conv2d(xt, wt, bt, padding=3), repeats)
         tboth = median_time(
             lambda: torch.autograd.grad(tF.conv2d(xt, wt, bt, padding=3), (xt, wt, bt), gt),
             repeats)
-
-    def rate(t, passes):
-        return f"{flops_per_pass * passes / t / 1e9:.1f} GFLOP/s = {flops_per_pass * passes / t / 1e9 / ceiling:.2f} of ceiling"
-
-    row("(b) CIFAR conv forward f32", fwd, torch_t=tf, extra=rate(fwd, 1))
-    row("(b) CIFAR conv forward+backward f32", both, torch_t=tboth, extra=rate(both, 3))
+        ttrain = median_time(
+            lambda: torch.autograd.grad(tF.conv2d(x_data, wt, bt, padding=3), (wt, bt), gt),
+            repeats)
+    # The direct AVX2 kernels (the default for float32 stride 1), then the im2col + GEMM
+    # path they replace, which float64, strides above 1 and dx still take.
+    for direct, path in ((True, "direct"), (False, "im2col+GEMM")):
+        if direct and not _C.direct_conv_active():
+            continue  # no AVX2 here: only the GEMM path exists
+        _C.set_direct_conv(direct)
+        try:
+            fwd = median_time(lambda: conv_forward_fast(x, w, b, conv_param), repeats)
+            both = median_time(lambda: forward_backward(True), repeats)
+            train = median_time(lambda: forward_backward(False), repeats)
+        finally:
+            _C.set_direct_conv(True)
+        row(f"(b) forward [{path}]", fwd, torch_t=tf, extra=rate(fwd, 1))
+        row(f"(b) fwd + dx, dw, db [{path}]", both, torch_t=tboth, extra=rate(both, 3))
+        row(f"(b) fwd + dw, db (1st layer) [{path}]", train, torch_t=ttrain, extra=rate(train, 2))
     return ceiling
+
+
+def bench_affine(repeats):
+    """The affine gate's forward product in the CIFAR net, (50 x 8192) @ (8192 x 100):
+    graphnet._C.matmul (the skinny AVX2 kernel), the same product through OpenBLAS (asked
+    for as x @ (W^T)^T, which the skinny kernel does not take), and PyTorch."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((50, 8192), dtype=np.float32)
+    w = rng.standard_normal((8192, 100), dtype=np.float32)
+    w_t = np.ascontiguousarray(w.T)
+    ours = median_time(lambda: _C.matmul(x, w), repeats)
+    blas = median_time(lambda: _C.matmul(x, w_t, transpose_b=True), repeats)
+    theirs = None
+    if torch is not None:
+        xt, wt = torch.from_numpy(x), torch.from_numpy(w)
+        theirs = median_time(lambda: xt @ wt, repeats)
+    gflops = 2 * 50 * 8192 * 100 / 1e9
+    row("(c) affine x @ W [skinny]", ours, torch_t=theirs, extra=f"{gflops / ours:.1f} GFLOP/s")
+    row("(c) affine x @ W [OpenBLAS]", blas, torch_t=theirs, extra=f"{gflops / blas:.1f} GFLOP/s")
 
 
 def main():
@@ -228,6 +266,7 @@ def main():
           f"medians of {args.repeats} runs\n")
     bench_course(args.repeats, args.naive_slice)
     ceiling = bench_cifar(args.repeats)
+    bench_affine(args.repeats)
     print_table()
     print(f"ceiling: numpy float32 2048x2048 matmul = {ceiling:.1f} GFLOP/s")
 
