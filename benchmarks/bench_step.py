@@ -11,6 +11,7 @@ Prints, for graphnet and PyTorch CPU on the same number of threads:
     the model and the data set);
 (3) the scheduler's own overhead: each gate's forward and backward call is timed inside the
     scheduler's cached plan, and overhead = time in graph.forward/backward outside them;
+    the same timers give where the step's time goes, gate by gate;
 (4) for the record: the FullyConnectedNet [100]*5 with batchnorm, batch 200, step against
     PyTorch, and the scalar-circuit cost per gate against a micrograd-style autograd
     (benchmarks/bench_scalar.py).
@@ -92,40 +93,46 @@ def run_epoch(framework, steps, threads):
 
 
 def scheduler_overhead(steps):
-    """(median step ms, median ms inside gate calls, median ms in the walks)."""
+    """(median step ms, median ms inside gate calls, median ms in the walks, median ms in
+    adam, {(gate op, "forward" | "backward"): median ms per step})."""
     np.random.seed(0)
     model = gn.models.ThreeLayerConvNet(dtype=np.float32)
     X, y = cifar_batch()
     configs = {name: {"learning_rate": 1e-3} for name in model.params}
     model.loss(X, y)  # builds and caches the scheduler's plans
-    in_gates = [0.0]
+    per_gate = {}
 
-    def timed(fn):
+    def timed(fn, key):
         def call(*args):
             start = time.perf_counter()
             try:
                 return fn(*args)
             finally:
-                in_gates[0] += time.perf_counter() - start
+                per_gate[key] = per_gate.get(key, 0.0) + time.perf_counter() - start
         return call
 
     scheduler = model.graph._scheduler
     for steps_list, _ in scheduler._forward_plans.values():
-        steps_list[:] = [(n, timed(f), i) for n, f, i in steps_list]
+        steps_list[:] = [(n, timed(f, (n.op, "forward")), i) for n, f, i in steps_list]
     for steps_list, _ in scheduler._backward_plans.values():
-        steps_list[:] = [(n, timed(b), i, needs) for n, b, i, needs in steps_list]
-    rows = []
+        steps_list[:] = [(n, timed(b, (n.op, "backward")), i, needs)
+                         for n, b, i, needs in steps_list]
+    rows, gate_rows = [], []
     for _ in range(steps + 3):
-        in_gates[0] = 0.0
+        per_gate.clear()
         start = time.perf_counter()
         _, grads = model.loss(X, y)
         walked = time.perf_counter()
         for name in model.params:
             model.params[name], configs[name] = optim.adam(model.params[name], grads[name],
                                                            configs[name])
-        rows.append((time.perf_counter() - start, in_gates[0], walked - start))
-    step_s, gates_s, walk_s = (1e3 * float(np.median(col)) for col in zip(*rows[3:]))
-    return step_s, gates_s, walk_s
+        done = time.perf_counter()
+        rows.append((done - start, sum(per_gate.values()), walked - start, done - walked))
+        gate_rows.append(dict(per_gate))
+    step_s, gates_s, walk_s, adam_s = (1e3 * float(np.median(col)) for col in zip(*rows[3:]))
+    by_gate = {key: 1e3 * float(np.median([r[key] for r in gate_rows[3:]]))
+               for key in gate_rows[-1]}
+    return step_s, gates_s, walk_s, adam_s, by_gate
 
 
 def fc_steps(threads):
@@ -187,12 +194,15 @@ def main():
               f"(+{r['peak_mb'] - r['baseline_mb']:.0f} MB over the {r['baseline_mb']:.0f} MB "
               "after imports, model and data)")
 
-    step_ms, gates_ms, walk_ms = scheduler_overhead(args.steps)
+    step_ms, gates_ms, walk_ms, adam_ms, by_gate = scheduler_overhead(args.steps)
     overhead = walk_ms - gates_ms
     print("\n(3) scheduler overhead (goal < 5% of the step)")
     print(f"    step {step_ms:.1f} ms: forward+backward walks {walk_ms:.1f} ms, of which inside "
           f"gate calls {gates_ms:.1f} ms; overhead {overhead:.2f} ms = "
           f"{100 * overhead / step_ms:.1f}% of the step")
+    print("    where the step goes (ms, summed over the gates of each kind; medians):")
+    ranked = sorted(by_gate.items(), key=lambda kv: -kv[1]) + [(("adam", "update"), adam_ms)]
+    print("    " + ", ".join(f"{op} {way} {ms:.2f}" for (op, way), ms in ranked if ms >= 0.05))
 
     fc = {name: median_ms(step, args.steps) for name, step in fc_steps(args.threads).items()}
     print("\n(4) FullyConnectedNet [100]*5 + batchnorm, batch 200, adam (median ms)")
