@@ -11,10 +11,12 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <type_traits>
 #include <vector>
 
 #include "conv_direct.h"
+#include "cpu_features.h"
 #include "gemm.h"
 #include "im2col.h"
 #include "threads.h"
@@ -23,11 +25,12 @@ namespace graphnet {
 
 namespace {
 
-bool direct_enabled = true;
+// Atomic: a Python thread may switch it while another runs a conv without the GIL.
+std::atomic<bool> direct_enabled{true};
 
 template <typename T>
 bool use_direct(const ConvGeometry& g) {
-    return std::is_same_v<T, float> && g.stride == 1 && direct_enabled && direct_conv_available();
+    return std::is_same_v<T, float> && g.stride == 1 && direct_enabled && cpu_has_avx2_fma();
 }
 
 DirectConv direct_geometry(const ConvGeometry& g) {
@@ -68,7 +71,7 @@ void direct_forward(const ConvGeometry& g, const float* x, const float* w, const
 }  // namespace
 
 void set_direct_conv(bool enabled) { direct_enabled = enabled; }
-bool direct_conv_active() { return direct_enabled && direct_conv_available(); }
+bool direct_conv_active() { return direct_enabled && cpu_has_avx2_fma(); }
 
 ConvGeometry conv_geometry(const Shape& x, const Shape& w, const Shape& b, int64_t stride,
                            int64_t pad) {

@@ -6,10 +6,10 @@
 // sits in L1) through a register tile of filters x 8-pixel vectors along an output row.
 // They work on one image at a time; conv.cpp pads, packs the weights, and threads them.
 //
-// This file is compiled with AVX2 + FMA code generation (conv_direct.cpp) and must only be
-// called when direct_conv_available() says the CPU has both; it includes no library header
-// so no AVX2-compiled copy of a shared inline function can leak into the rest of the
-// module, which stays portable x86-64.
+// conv_direct.cpp is compiled with AVX2 + FMA code generation: call it only when
+// cpu_has_avx2_fma() (cpu_features.h) says yes. It includes no library header, so no
+// AVX2-compiled copy of a shared inline function can leak into the rest of the module,
+// which stays portable x86-64.
 #pragma once
 
 #include <cstdint>
@@ -24,7 +24,6 @@ struct DirectConv {
     int64_t Hp, Wp;     // padded input plane (Hp = Ho + HH - 1, Wp = Wo + WW - 1)
 };
 
-bool direct_conv_available();  // the CPU has AVX2 and FMA
 
 // Floats a padded image buffer needs past C * Hp * Wp: a forward tile is up to 4 vectors
 // wide and computes whole vectors past the row's end (they are not stored), so its loads

@@ -6,6 +6,7 @@
 
 #include <type_traits>
 
+#include "cpu_features.h"
 #include "gemm.h"
 #include "skinny_gemm.h"
 #include "threads.h"
@@ -20,7 +21,7 @@ namespace {
 template <typename T>
 bool use_skinny(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k) {
     return std::is_same_v<T, float> && !trans_a && !trans_b && n >= 24 &&
-           k >= 8 * std::max(m, n) && skinny_gemm_available();
+           k >= 8 * std::max(m, n) && cpu_has_avx2_fma();
 }
 
 void skinny_matmul(int64_t m, int64_t n, int64_t k, const float* a, const float* b, float* c) {

@@ -16,8 +16,8 @@ constexpr int kVectors = 3;
 constexpr int64_t kDepth = 256;
 
 // One row tile times columns [j, j + 8*Vectors) of one block of B (b points at its column
-// j), `depth` inner indices deep; added to C unless `first`. Rows past the valid ones repeat the last valid row of A
-// and are not stored. Masked: the last vector runs past column n; its lanes there load as
+// j), `depth` inner indices deep; added to C unless `first`. Rows past the valid ones
+// repeat the last valid row of A and are not stored. Masked: the last vector runs past column n; its lanes there load as
 // zero and are not stored.
 template <int Vectors, bool Masked>
 void tile(const float* const (&a)[kRows], const float* b, int64_t ldb,
@@ -86,11 +86,6 @@ void panel(int64_t row_begin, int64_t row_end, int64_t n, const float* a, int64_
 }
 
 }  // namespace
-
-bool skinny_gemm_available() {
-    static const bool available = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    return available;
-}
 
 void skinny_gemm_rows(int64_t row_begin, int64_t row_end, int64_t n, int64_t k,
                       const float* a, int64_t lda, const float* b, int64_t ldb, float* c) {

@@ -7,14 +7,12 @@
 // place, four rows at a time, against one L1-sized panel of B at a time.
 //
 // Like conv_direct.h: compiled for AVX2, no library headers, call only when
-// skinny_gemm_available().
+// cpu_has_avx2_fma().
 #pragma once
 
 #include <cstdint>
 
 namespace graphnet {
-
-bool skinny_gemm_available();  // the CPU has AVX2 and FMA
 
 // Rows [row_begin, row_end) of row-major C (m x n, leading dimension n) = A (m x k, lda) *
 // B (k x n, ldb). Each element's sum runs over k in the same order whatever the row range,

@@ -1,0 +1,14 @@
+// What the CPU running us can do, asked once at run time: the AVX2 kernels
+// (conv_direct.cpp, skinny_gemm.cpp) are compiled for AVX2 + FMA while the rest of the
+// module stays portable x86-64, so they are only called when this says yes.
+// Include it only from portable translation units, never from the AVX2 ones.
+#pragma once
+
+namespace graphnet {
+
+inline bool cpu_has_avx2_fma() {
+    static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    return has;
+}
+
+}  // namespace graphnet
