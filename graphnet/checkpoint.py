@@ -272,7 +272,10 @@ def _read_arrays(path):
             raise CheckpointError(f"{path}: not a graphnet checkpoint (a single .npy array, "
                                   "not an .npz archive)")
         with archive:
+            _refuse_inflating_members(path, archive.zip)
             return {key: archive[key] for key in archive.files}
+    except MemoryError:  # an array header that claims more than the machine has
+        raise CheckpointError(f"{path}: corrupted checkpoint (an array larger than memory)") from None
     except ValueError as err:
         if isinstance(err, CheckpointError):
             raise
@@ -287,6 +290,22 @@ def _read_arrays(path):
             UnicodeDecodeError) as err:
         raise CheckpointError(f"{path}: truncated or corrupted checkpoint "
                               f"({type(err).__name__}: {err})") from None
+
+
+# graphnet writes its archives uncompressed; a member that would inflate far beyond its
+# stored size is not one of ours, and reading it could exhaust memory (a zip bomb).
+_MAX_INFLATION = 100
+_INFLATION_FLOOR = 1 << 20  # bytes: below this, any ratio is harmless
+
+
+def _refuse_inflating_members(path, archive_zip):
+    for info in archive_zip.infolist():
+        if (info.file_size > _INFLATION_FLOOR
+                and info.file_size > _MAX_INFLATION * max(info.compress_size, 1)):
+            raise CheckpointError(
+                f"{path}: refused: member {info.filename!r} would inflate from "
+                f"{info.compress_size} to {info.file_size} bytes (graphnet writes checkpoints "
+                "uncompressed; this looks like a zip bomb)")
 
 
 def _read_doc(path, arrays):

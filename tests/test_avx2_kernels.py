@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from graphnet import _C
-from test_fast_layers import conv_backward_ref, conv_forward_ref
+from test_fast_layers import (assert_within_rounding, conv_backward_ref, conv_error_bounds,
+                              conv_forward_ref)
 
 
 def cpu_has_avx2_and_fma():
@@ -57,27 +58,18 @@ def conv_case(N, C, H, W, F, HH, WW, pad, seed=0):
     return x, w, b, dout
 
 
-def assert_close(got, ref, terms):
-    """float32 sums of `terms` products of standard normals, against float64: the error
-    grows with the number of terms, and a sum that cancels is small next to its error."""
-    assert got.shape == ref.shape and got.dtype == np.float32
-    assert np.max(np.abs(got - ref), initial=0) <= 1e-6 * terms + 1e-5 * np.max(np.abs(ref), initial=0)
-
-
 def check_direct_conv(N, C, H, W, F, HH, WW, pad, seed=0):
     x, w, b, dout = conv_case(N, C, H, W, F, HH, WW, pad, seed)
+    bounds = conv_error_bounds(dout, x, w, b, 1, pad)
     out = _C.conv_forward(x, w, b, 1, pad)
-    assert_close(out, conv_forward_ref(x, w, b, 1, pad), C * HH * WW)
     grads = _C.conv_backward(dout, x, w, 1, pad)
-    positions = N * dout.shape[2] * dout.shape[3]
-    for got, ref, terms in zip(grads, conv_backward_ref(dout, x, w, 1, pad),
-                               (F * HH * WW, positions, positions)):
-        assert_close(got, ref, terms)
+    refs = (conv_forward_ref(x, w, b, 1, pad),) + tuple(conv_backward_ref(dout, x, w, 1, pad))
     with direct_conv(False):  # the path it replaces gives the same numbers, to rounding
-        assert_close(out, _C.conv_forward(x, w, b, 1, pad).astype(np.float64), 2 * C * HH * WW)
-        for got, other, terms in zip(grads, _C.conv_backward(dout, x, w, 1, pad),
-                                     (F * HH * WW, positions, positions)):
-            assert_close(got, other.astype(np.float64), 2 * terms)
+        others = (_C.conv_forward(x, w, b, 1, pad),) + _C.conv_backward(dout, x, w, 1, pad)
+    for got, ref, other, bound in zip((out,) + grads, refs, others, bounds):
+        assert got.dtype == np.float32
+        assert_within_rounding(got, ref, bound, 1e-5)
+        assert_within_rounding(got, other, bound, 2e-5)
 
 
 # Filters 1..14 cover every remainder of the 6-filter forward tile and the 2-filter

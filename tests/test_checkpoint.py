@@ -1,7 +1,9 @@
 """graphnet.save / graphnet.load: safe, atomic, all-or-nothing checkpoints and exact resume."""
+import io
 import json
 import os
 import pickle
+import zipfile
 
 import numpy as np
 import pytest
@@ -269,6 +271,50 @@ def test_corrupted_bytes_are_detected(tmp_path):
     before = snapshot(target)
     with pytest.raises(CheckpointError, match="corrupted"):
         load(path, into=target)
+    assert_same(snapshot(target), before)
+
+
+def _status_kb(field):
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith(field + ":"))
+
+
+def test_zip_bomb_is_refused_before_it_inflates(tmp_path):
+    """A valid checkpoint plus one deflated member of 400 MB of zeros (about 0.4 MB on
+    disk): refused from the archive's directory, without inflating it."""
+    model = fc_model()
+    save(model, tmp_path / "good.npz")
+    with np.load(tmp_path / "good.npz") as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    arrays["param/W1"] = np.zeros(100_000_000, np.float32)
+    np.savez_compressed(tmp_path / "bomb.npz", **arrays)
+    del arrays
+    assert os.path.getsize(tmp_path / "bomb.npz") < 2_000_000
+    target = fc_model(seed=1)
+    before = snapshot(target)
+    rss_before = _status_kb("VmRSS")
+    with pytest.raises(CheckpointError, match="zip bomb"):
+        load(tmp_path / "bomb.npz", into=target)
+    assert _status_kb("VmRSS") - rss_before < 100_000  # KB: nowhere near 400 MB
+    assert_same(snapshot(target), before)
+
+
+def test_array_header_claiming_more_than_the_member_holds(tmp_path):
+    """An .npy member whose header declares 10^11 x 16 floats over a few bytes of data."""
+    model = fc_model()
+    save(model, tmp_path / "good.npz")
+    lying = io.BytesIO()
+    np.lib.format.write_array_header_2_0(
+        lying, {"descr": "<f4", "fortran_order": False, "shape": (10**11, 16)})
+    lying.write(b"\0" * 64)
+    with zipfile.ZipFile(tmp_path / "good.npz") as good, \
+            zipfile.ZipFile(tmp_path / "lying.npz", "w") as out:
+        for name in good.namelist():
+            out.writestr(name, lying.getvalue() if name == "param/W1.npy" else good.read(name))
+    target = fc_model(seed=1)
+    before = snapshot(target)
+    with pytest.raises(CheckpointError, match="lying.npz"):
+        load(tmp_path / "lying.npz", into=target)
     assert_same(snapshot(target), before)
 
 

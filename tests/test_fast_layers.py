@@ -54,6 +54,24 @@ def max_pool_backward_ref(dout, x, ph, pw, stride):
     return dx
 
 
+def conv_error_bounds(dout, x, w, b, stride, pad):
+    """Per element, the sum of the absolute values of the terms each result adds up: the
+    reference conv and its backward on |x|, |w|, |b|, |dout|. Rounding error is a multiple
+    of it, so a result that cancels to almost nothing is still judged fairly (a relative
+    error would flag float32's honest rounding there)."""
+    x, w, b, dout = (np.abs(np.asarray(a, np.float64)) for a in (x, w, b, dout))
+    return (conv_forward_ref(x, w, b, stride, pad),) + tuple(
+        conv_backward_ref(dout, x, w, stride, pad))
+
+
+def assert_within_rounding(got, ref, bound, tol):
+    """|got - ref| <= tol * bound elementwise (bound from conv_error_bounds)."""
+    got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
+    assert got.shape == ref.shape
+    excess = np.abs(got - ref) - tol * bound
+    assert not (excess > 0).any(), f"off by {np.max(np.abs(got - ref))} > {tol} x bound"
+
+
 def rel_error(a, b):
     """Largest error relative to the reference's scale (robust where entries are ~0)."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)

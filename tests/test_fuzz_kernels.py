@@ -3,13 +3,14 @@ pads and dtypes must never crash; each call either matches the naive reference o
 raises ValueError, exactly when the parameters are invalid."""
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from graphnet.fast_layers import (conv_backward_fast, conv_forward_fast,
                                   max_pool_backward_fast, max_pool_forward_fast)
-from test_fast_layers import (conv_backward_ref, conv_forward_ref, max_pool_backward_ref,
-                              max_pool_forward_ref, rel_error)
+from test_fast_layers import (assert_within_rounding, conv_backward_ref, conv_error_bounds,
+                              conv_forward_ref, max_pool_backward_ref, max_pool_forward_ref,
+                              rel_error)
 
 FUZZ = settings(max_examples=150, deadline=None)
 TOL = {np.float64: 1e-9, np.float32: 1e-5}
@@ -21,6 +22,9 @@ dtypes = st.sampled_from([np.float32, np.float64])
        F=st.integers(1, 3), HH=st.integers(1, 6), WW=st.integers(1, 6),
        stride=st.integers(-1, 4), pad=st.integers(-1, 3), dtype=dtypes,
        seed=st.integers(0, 2**16))
+# Found by CI: the results cancel to about 0.002 from terms near 1, where float32 rounding
+# is a large relative error but well within rounding of the terms' sum.
+@example(N=1, C=1, H=1, W=1, F=1, HH=1, WW=3, stride=2, pad=2, dtype=np.float32, seed=657)
 def test_conv_fuzz(N, C, H, W, F, HH, WW, stride, pad, dtype, seed):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((N, C, H, W)).astype(dtype)
@@ -34,12 +38,13 @@ def test_conv_fuzz(N, C, H, W, F, HH, WW, stride, pad, dtype, seed):
         return
     out, cache = conv_forward_fast(x, w, b, cp)
     assert out.dtype == dtype
-    assert rel_error(out, conv_forward_ref(x, w, b, stride, pad)) < TOL[dtype]
     dout = rng.standard_normal(out.shape).astype(dtype)
+    bounds = conv_error_bounds(dout, x, w, b, stride, pad)
+    assert_within_rounding(out, conv_forward_ref(x, w, b, stride, pad), bounds[0], TOL[dtype])
     refs = conv_backward_ref(dout, x, w, stride, pad)
-    for got, ref in zip(conv_backward_fast(dout, cache), refs):
+    for got, ref, bound in zip(conv_backward_fast(dout, cache), refs, bounds[1:]):
         assert got.dtype == dtype
-        assert rel_error(got, ref) < TOL[dtype]
+        assert_within_rounding(got, ref, bound, TOL[dtype])
 
 
 @FUZZ
