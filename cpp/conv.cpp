@@ -1,6 +1,6 @@
 // Convolution one image at a time: float32 with stride 1 on an AVX2 CPU goes through the
-// direct kernels of conv_direct.h; everything else (float64, strides above 1, dx, older
-// CPUs) through im2col + GEMM.
+// direct kernels of conv_direct.h (dx too, as a convolution of dout); everything else
+// (float64, strides above 1, a pad as wide as the kernel, older CPUs) through im2col + GEMM.
 //
 // Images are independent, so the batch is shared out across the threads and each thread
 // keeps a private buffer: the im2col matrix (taps x positions) or the padded image.
@@ -30,42 +30,89 @@ std::atomic<bool> direct_enabled{true};
 
 template <typename T>
 bool use_direct(const ConvGeometry& g) {
-    return std::is_same_v<T, float> && g.stride == 1 && direct_enabled && cpu_has_avx2_fma();
+    return std::is_same_v<T, float> && g.stride == 1 && g.Wo >= kDirectMinRow &&
+           direct_enabled && cpu_has_avx2_fma();
+}
+
+// Calls into the AVX2 file: only once use_direct said yes.
+int64_t padded_filters(int64_t F, int64_t Wo) {
+    const int64_t tile = direct_tile_filters(Wo);
+    return (F + tile - 1) / tile * tile;
 }
 
 DirectConv direct_geometry(const ConvGeometry& g) {
-    return {g.C, g.F, g.HH, g.WW, g.Ho, g.Wo, g.H + 2 * g.pad, g.W + 2 * g.pad};
+    return {g.C, g.F, g.HH, g.WW, g.Ho, g.Wo, g.H + 2 * g.pad, g.W + 2 * g.pad,
+            padded_filters(g.F, g.Wo)};
 }
 
 int64_t padded_floats(const DirectConv& d) { return d.C * d.Hp * d.Wp + kDirectSlack; }
 
-// Copies image x into the interior of xpad. The border and the slack are never written,
-// so a buffer zeroed once serves every image.
-void pad_interior(const ConvGeometry& g, const DirectConv& d, const float* x, float* xpad) {
-    for (int64_t c = 0; c < g.C; ++c) {
-        for (int64_t h = 0; h < g.H; ++h) {
-            const float* src = x + (c * g.H + h) * g.W;
-            std::copy(src, src + g.W, xpad + (c * d.Hp + h + g.pad) * d.Wp + g.pad);
+// Copies image x (d.C planes of H x W) into the interior of xpad, pad_h rows and pad_w
+// columns in. The border and the slack are never written, so a buffer zeroed once serves
+// every image.
+void pad_interior(const DirectConv& d, int64_t H, int64_t W, int64_t pad_h, int64_t pad_w,
+                  const float* x, float* xpad) {
+    for (int64_t c = 0; c < d.C; ++c) {
+        for (int64_t h = 0; h < H; ++h) {
+            const float* src = x + (c * H + h) * W;
+            std::copy(src, src + W, xpad + (c * d.Hp + h + pad_h) * d.Wp + pad_w);
         }
+    }
+}
+
+// Runs the direct forward kernel over the batch: images of in_image floats (d.C x H x W)
+// padded by pad_h, pad_w, with packed weights wpack, into outputs of out_image floats.
+void direct_over_batch(const DirectConv& d, int64_t N, int64_t H, int64_t W, int64_t pad_h,
+                       int64_t pad_w, const float* in, const std::vector<float>& wpack,
+                       const float* bias, float* out) {
+    const int64_t padded = padded_floats(d), in_image = d.C * H * W, out_image = d.F * d.Ho * d.Wo;
+    const int threads = team_size(N);
+    std::vector<float> pads(threads * padded, 0.0f);
+#pragma omp parallel for schedule(dynamic) num_threads(threads)
+    for (int64_t n = 0; n < N; ++n) {
+        float* pad = pads.data() + omp_get_thread_num() * padded;
+        pad_interior(d, H, W, pad_h, pad_w, in + n * in_image, pad);
+        direct_conv_forward_image(d, pad, wpack.data(), bias, out + n * out_image);
     }
 }
 
 void direct_forward(const ConvGeometry& g, const float* x, const float* w, const float* b,
                     float* out) {
     const DirectConv d = direct_geometry(g);
-    const int64_t taps = g.taps(), padded = padded_floats(d);
-    std::vector<float> wpack(taps * g.F);  // taps x filters: a tile's weights side by side
+    const int64_t taps = g.taps(), fp = d.filters_padded;
+    std::vector<float> wpack(taps * fp, 0.0f);  // taps x filters: a tile's weights side by side
     for (int64_t f = 0; f < g.F; ++f) {
-        for (int64_t t = 0; t < taps; ++t) wpack[t * g.F + f] = w[f * taps + t];
+        for (int64_t t = 0; t < taps; ++t) wpack[t * fp + f] = w[f * taps + t];
     }
-    const int threads = team_size(g.N);
-    std::vector<float> xpads(threads * padded, 0.0f);
-#pragma omp parallel for schedule(dynamic) num_threads(threads)
-    for (int64_t n = 0; n < g.N; ++n) {
-        float* xpad = xpads.data() + omp_get_thread_num() * padded;
-        pad_interior(g, d, x + n * g.C * g.H * g.W, xpad);
-        direct_conv_forward_image(d, xpad, wpack.data(), b, out + n * g.F * g.positions());
+    direct_over_batch(d, g.N, g.H, g.W, g.pad, g.pad, x, wpack, b, out);
+}
+
+// With stride 1, dx is itself a convolution: dout padded by HH-1-pad rows and WW-1-pad
+// columns, cross-correlated with the filters turned by 180 degrees and with their filter
+// and channel axes swapped. So the forward kernel computes it, as long as pad < HH and
+// pad < WW (a wider pad would need a crop instead of a padding) and its rows, W pixels
+// wide, are wide enough.
+bool direct_dx_fits(const ConvGeometry& g) {
+    return g.pad < g.HH && g.pad < g.WW && g.W >= kDirectMinRow;
+}
+
+void direct_input_gradient(const ConvGeometry& g, const float* dout, const float* w, float* dx) {
+    const int64_t pad_h = g.HH - 1 - g.pad, pad_w = g.WW - 1 - g.pad;
+    const DirectConv d{g.F, g.C, g.HH, g.WW, g.H, g.W, g.Ho + 2 * pad_h, g.Wo + 2 * pad_w,
+                       padded_filters(g.C, g.W)};
+    std::vector<float> wpack(g.F * g.HH * g.WW * d.filters_padded, 0.0f);  // taps x channels
+    for (int64_t f = 0; f < g.F; ++f) {
+        for (int64_t c = 0; c < g.C; ++c) {
+            for (int64_t kh = 0; kh < g.HH; ++kh) {
+                for (int64_t kw = 0; kw < g.WW; ++kw) {
+                    const int64_t turned = ((f * g.C + c) * g.HH + g.HH - 1 - kh) * g.WW + g.WW - 1 - kw;
+                    wpack[((f * g.HH + kh) * g.WW + kw) * d.filters_padded + c] = w[turned];
+                }
+            }
+        }
     }
+    const std::vector<float> no_bias(g.C, 0.0f);
+    direct_over_batch(d, g.N, g.Ho, g.Wo, pad_h, pad_w, dout, wpack, no_bias.data(), dx);
 }
 
 }  // namespace
@@ -136,16 +183,35 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
     const int64_t slot = K * F + F;  // a chunk's dw, transposed (K x F), then its db (F)
     std::vector<T> partial(chunks * slot, T(0));
     const bool direct = use_direct<T>(g);
-    const DirectConv d = direct_geometry(g);
-    const int64_t padded = padded_floats(d);
-    std::vector<T> cols(dw && !direct ? threads * K * P : 0), dcols(dx ? threads * K * P : 0);
-    std::vector<float> xpads(dw && direct ? threads * padded : 0, 0.0f);
+    T* gemm_dx = dx;  // what is left of dx for im2col + GEMM
+    const int64_t chunk_images = chunks ? (g.N + chunks - 1) / chunks : 0;  // N may be 0
+    int64_t padded = 0;
+    std::vector<int64_t> tap_offsets;  // where each tap's window starts in a padded image
+    std::vector<float> pads;           // each thread's padded images of one chunk
+    if constexpr (std::is_same_v<T, float>) {
+        if (dx && direct && direct_dx_fits(g)) {
+            direct_input_gradient(g, dout, w, dx);
+            gemm_dx = nullptr;
+        }
+        if (dw && direct) {
+            const DirectConv d = direct_geometry(g);
+            padded = padded_floats(d);
+            pads.assign(threads * chunk_images * padded, 0.0f);
+            for (int64_t c = 0; c < g.C; ++c) {
+                for (int64_t kh = 0; kh < g.HH; ++kh) {
+                    for (int64_t kw = 0; kw < g.WW; ++kw) tap_offsets.push_back((c * d.Hp + kh) * d.Wp + kw);
+                }
+            }
+        }
+    }
+    std::vector<T> cols(dw && !direct ? threads * K * P : 0), dcols(gemm_dx ? threads * K * P : 0);
 #pragma omp parallel for schedule(dynamic) num_threads(threads)
     for (int64_t chunk = 0; chunk < chunks; ++chunk) {
         const int t = omp_get_thread_num();
         T* my_dw_t = partial.data() + chunk * slot;
         T* my_db = my_dw_t + K * F;
-        for (int64_t n = chunk * g.N / chunks; n < (chunk + 1) * g.N / chunks; ++n) {
+        const int64_t first = chunk * g.N / chunks, last = (chunk + 1) * g.N / chunks;
+        for (int64_t n = first; n < last; ++n) {
             const T* dout_n = dout + n * F * P;
             for (int64_t f = 0; f < F; ++f) {
                 T sum = 0;
@@ -153,22 +219,28 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
                 for (int64_t p = 0; p < P; ++p) sum += dout_n[f * P + p];
                 my_db[f] += sum;
             }
-            if (dw && direct) {
-                if constexpr (std::is_same_v<T, float>) {
-                    float* xpad = xpads.data() + t * padded;
-                    pad_interior(g, d, x + n * g.C * g.H * g.W, xpad);
-                    direct_conv_dw_image(d, xpad, dout_n, my_dw_t);
-                }
-            } else if (dw) {  // dw^T (K x F) += cols (K x P) * dout_n^T (P x F): OpenBLAS runs
-                              // this orientation about 25% faster than dw += dout_n * cols^T
+            if (dw && !direct) {  // dw^T (K x F) += cols (K x P) * dout_n^T (P x F): OpenBLAS
+                                  // runs this orientation about 25% faster than dw += dout_n * cols^T
                 T* my_cols = cols.data() + t * K * P;
                 im2col(g, x + n * g.C * g.H * g.W, my_cols);
                 gemm(false, true, K, F, P, my_cols, P, dout_n, P, T(1), my_dw_t, F);
             }
-            if (dx) {  // dcols = w^T (K x F) * dout_n (F x P), scattered back onto the image
+            if (gemm_dx) {  // dcols = w^T (K x F) * dout_n (F x P), scattered onto the image
                 T* my_dcols = dcols.data() + t * K * P;
                 gemm(true, false, K, P, F, w, K, dout_n, P, T(0), my_dcols, P);
-                col2im(g, my_dcols, dx + n * g.C * g.H * g.W);
+                col2im(g, my_dcols, gemm_dx + n * g.C * g.H * g.W);
+            }
+        }
+        if constexpr (std::is_same_v<T, float>) {
+            if (dw && direct) {  // the chunk's images together: one horizontal sum per tile
+                const DirectConv d = direct_geometry(g);
+                float* my_pads = pads.data() + t * chunk_images * padded;
+                for (int64_t n = first; n < last; ++n) {
+                    pad_interior(d, g.H, g.W, g.pad, g.pad, x + n * g.C * g.H * g.W,
+                                 my_pads + (n - first) * padded);
+                }
+                direct_conv_dw_images(d, tap_offsets.data(), my_pads, padded, dout + first * F * P,
+                                      last - first, my_dw_t);
             }
         }
     }

@@ -8,21 +8,36 @@
 namespace graphnet {
 namespace {
 
-// Forward register tile: 3 filters x 4 vectors of 8 output pixels = 12 accumulators, plus
-// the input vectors and 1 broadcast weight. Per tap that is 12 FMAs against 4 loads and
-// 3 broadcasts, so the two FMA pipes, not the loads, set the pace, and 12 independent sums
-// cover the FMA latency (5 cycles x 2 pipes). Measured: 83% of the FMA peak on one core,
-// against 76% for 6 filters x 2 vectors (twice the broadcasts per FMA).
-constexpr int kForwardFilters = 3;
-constexpr int kForwardVectors = 4;
-// The last few filters get tiles up to 4 vectors wide; their loads past the row's end land
-// in the padded buffer's slack.
+// Forward register tile: Filters x Vectors = 12 accumulators of 8 lanes, plus the input
+// vectors of one row and 1 broadcast weight. Per tap: 12 FMAs against Vectors loads and
+// Filters broadcasts, so the two FMA pipes, not the loads, set the pace, and 12
+// independent sums cover the FMA latency (5 cycles x 2 pipes). Measured on rows of 32:
+// 3 x 4 runs at 83% of the FMA peak on one core, 6 x 2 at 76% (more broadcasts per FMA);
+// 12 x 1, for rows of 8, lost to im2col + GEMM (one broadcast per FMA).
+constexpr int kAccumulators = 12;
 constexpr int kWidestVectors = 4;
 static_assert(8 * kWidestVectors <= kDirectSlack, "the slack must cover the widest tile");
 // Weight-gradient tile: 3 filters x 4 taps = 12 accumulators, 3 output-gradient vectors and
 // 1 input vector. Each accumulator sums 8 pixel lanes; they are added up at the end.
 constexpr int kGradFilters = 3;
 constexpr int kGradTaps = 4;
+// The weight gradient sums a tile over as many images at once as keep the tile's rows of
+// dout and the padded images in L1: fewer horizontal sums where images are small.
+constexpr int64_t kGradWorkingSet = 24 * 1024;  // bytes
+
+// Vectors per forward tile for rows Wo pixels wide (at least 2 vectors: conv.cpp sends
+// narrower rows to im2col + GEMM): of 4, 3 and 2, the one whose tiles run past the row by
+// the fewest whole vectors, the wider on a tie.
+int tile_vectors(int64_t Wo) {
+    const int64_t vectors = (Wo + 7) / 8;
+    int best = kWidestVectors;
+    int64_t best_waste = vectors;
+    for (int v = kWidestVectors; v >= 2; --v) {
+        const int64_t waste = (vectors + v - 1) / v * v - vectors;
+        if (waste < best_waste) best = v, best_waste = waste;
+    }
+    return best;
+}
 
 float horizontal_sum(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -32,29 +47,29 @@ float horizontal_sum(__m256 v) {
 }
 
 // Filters f0 .. f0+Filters-1 at output row oy, pixels ox0 .. ox0 + 8*Vectors - 1 (those
-// past the row are computed and dropped). Every loop over the tile is unrolled with
-// constant indices: an index the compiler cannot resolve would keep the accumulators in
-// memory instead of registers.
+// past the row are computed and dropped, and so are filters past F, whose packed weights
+// are zero). Every loop over the tile is unrolled with constant indices: an index the
+// compiler cannot resolve would keep the accumulators in memory instead of registers.
 template <int Filters, int Vectors>
 void forward_tile(const DirectConv& g, const float* xpad, const float* wpack,
                   const float* bias, float* out, int64_t f0, int64_t oy, int64_t ox0) {
     __m256 acc[Filters][Vectors];
-#pragma GCC unroll 8
+#pragma GCC unroll 16
     for (int i = 0; i < Filters; ++i) {
-        const __m256 b = _mm256_set1_ps(bias[f0 + i]);
+        const __m256 b = _mm256_set1_ps(f0 + i < g.F ? bias[f0 + i] : 0.0f);
 #pragma GCC unroll 8
         for (int j = 0; j < Vectors; ++j) acc[i][j] = b;
     }
-    const int64_t plane = g.Hp * g.Wp, F = g.F, WW = g.WW;  // locals: kept in registers
+    const int64_t plane = g.Hp * g.Wp, fp = g.filters_padded, WW = g.WW;  // locals: registers
     for (int64_t c = 0; c < g.C; ++c) {
         for (int64_t kh = 0; kh < g.HH; ++kh) {
             const float* in = xpad + c * plane + (oy + kh) * g.Wp + ox0;
-            const float* w = wpack + (c * g.HH + kh) * WW * F + f0;
-            for (int64_t kw = 0; kw < WW; ++kw, ++in, w += F) {
+            const float* w = wpack + (c * g.HH + kh) * WW * fp + f0;
+            for (int64_t kw = 0; kw < WW; ++kw, ++in, w += fp) {
                 __m256 x[Vectors];
 #pragma GCC unroll 8
                 for (int j = 0; j < Vectors; ++j) x[j] = _mm256_loadu_ps(in + 8 * j);
-#pragma GCC unroll 8
+#pragma GCC unroll 16
                 for (int i = 0; i < Filters; ++i) {
                     const __m256 wi = _mm256_broadcast_ss(w + i);
 #pragma GCC unroll 8
@@ -63,8 +78,9 @@ void forward_tile(const DirectConv& g, const float* xpad, const float* wpack,
             }
         }
     }
-#pragma GCC unroll 8
+#pragma GCC unroll 16
     for (int i = 0; i < Filters; ++i) {
+        if (f0 + i >= g.F) continue;
         float* row = out + ((f0 + i) * g.Ho + oy) * g.Wo;
 #pragma GCC unroll 8
         for (int j = 0; j < Vectors; ++j) {
@@ -78,12 +94,15 @@ void forward_tile(const DirectConv& g, const float* xpad, const float* wpack,
     }
 }
 
-template <int Filters, int Vectors>
-void forward_filters(const DirectConv& g, const float* xpad, const float* wpack,
-                     const float* bias, float* out, int64_t f0) {
-    for (int64_t oy = 0; oy < g.Ho; ++oy) {
-        for (int64_t ox = 0; ox < g.Wo; ox += 8 * Vectors) {
-            forward_tile<Filters, Vectors>(g, xpad, wpack, bias, out, f0, oy, ox);
+template <int Vectors>
+void forward_image(const DirectConv& g, const float* xpad, const float* wpack,
+                   const float* bias, float* out) {
+    constexpr int kFilters = kAccumulators / Vectors;
+    for (int64_t f0 = 0; f0 < g.F; f0 += kFilters) {
+        for (int64_t oy = 0; oy < g.Ho; ++oy) {
+            for (int64_t ox = 0; ox < g.Wo; ox += 8 * Vectors) {
+                forward_tile<kFilters, Vectors>(g, xpad, wpack, bias, out, f0, oy, ox);
+            }
         }
     }
 }
@@ -114,19 +133,13 @@ void dw_step(__m256 (&acc)[Filters][kGradTaps], const float* const (&grad)[Filte
     }
 }
 
-// Filters f0 .. f0+Filters-1 against the kGradTaps taps from t0 (those below `taps`), summed over
-// the whole image and added to dw_t.
+// Filters f0 .. f0+Filters-1 against the kGradTaps taps from t0 (those below `taps`),
+// summed over `images` images and added to dw_t.
 template <int Filters>
-void dw_tile(const DirectConv& g, const float* xpad, const float* dout, float* dw_t,
-             int64_t f0, int64_t t0) {
-    const int64_t taps = g.C * g.HH * g.WW, kernel = g.HH * g.WW;
-    const float* in[kGradTaps];  // where each tap's window starts in the padded image
-    for (int t = 0; t < kGradTaps; ++t) {
-        const int64_t tap = t0 + t < taps ? t0 + t : t0;  // past the end: a repeat, dropped
-        in[t] = xpad + (tap / kernel * g.Hp + tap % kernel / g.WW) * g.Wp + tap % g.WW;
-    }
-    const float* grad[Filters];
-    for (int i = 0; i < Filters; ++i) grad[i] = dout + (f0 + i) * g.Ho * g.Wo;
+void dw_tile(const DirectConv& g, const int64_t* tap_offsets, const float* xpads,
+             int64_t xpad_stride, const float* dout, int64_t images, float* dw_t, int64_t f0,
+             int64_t t0) {
+    const int64_t taps = g.C * g.HH * g.WW, out_plane = g.Ho * g.Wo;
     __m256 acc[Filters][kGradTaps];
 #pragma GCC unroll 8
     for (int i = 0; i < Filters; ++i) {
@@ -135,12 +148,21 @@ void dw_tile(const DirectConv& g, const float* xpad, const float* dout, float* d
     }
     const int64_t full = g.Wo / 8 * 8;
     const __m256i tail = first_lanes(g.Wo - full);
-    for (int64_t oy = 0; oy < g.Ho; ++oy) {
-        const int64_t grad_at = oy * g.Wo, in_at = oy * g.Wp;
-        for (int64_t ox = 0; ox < full; ox += 8) {
-            dw_step<Filters, false>(acc, grad, grad_at + ox, in, in_at + ox, tail);
+    for (int64_t image = 0; image < images; ++image) {
+        const float* in[kGradTaps];  // where each tap's window starts in this padded image
+        for (int t = 0; t < kGradTaps; ++t) {
+            const int64_t tap = t0 + t < taps ? t0 + t : t0;  // past the end: a repeat, dropped
+            in[t] = xpads + image * xpad_stride + tap_offsets[tap];
         }
-        if (full < g.Wo) dw_step<Filters, true>(acc, grad, grad_at + full, in, in_at + full, tail);
+        const float* grad[Filters];
+        for (int i = 0; i < Filters; ++i) grad[i] = dout + (image * g.F + f0 + i) * out_plane;
+        for (int64_t oy = 0; oy < g.Ho; ++oy) {
+            const int64_t grad_at = oy * g.Wo, in_at = oy * g.Wp;
+            for (int64_t ox = 0; ox < full; ox += 8) {
+                dw_step<Filters, false>(acc, grad, grad_at + ox, in, in_at + ox, tail);
+            }
+            if (full < g.Wo) dw_step<Filters, true>(acc, grad, grad_at + full, in, in_at + full, tail);
+        }
     }
 #pragma GCC unroll 8
     for (int t = 0; t < kGradTaps; ++t) {
@@ -149,35 +171,41 @@ void dw_tile(const DirectConv& g, const float* xpad, const float* dout, float* d
         for (int i = 0; i < Filters; ++i) dw_t[(t0 + t) * g.F + f0 + i] += horizontal_sum(acc[i][t]);
     }
 }
-}  // namespace
 
-void direct_conv_forward_image(const DirectConv& g, const float* xpad, const float* wpack,
-                               const float* bias, float* out) {
-    int64_t f0 = 0;
-    for (; f0 + kForwardFilters <= g.F; f0 += kForwardFilters) {
-        forward_filters<kForwardFilters, kForwardVectors>(g, xpad, wpack, bias, out, f0);
-    }
-    // The last few filters: a tile as wide along the row as the registers allow.
-    switch (g.F - f0) {
-        case 1: forward_filters<1, kWidestVectors>(g, xpad, wpack, bias, out, f0); break;
-        case 2: forward_filters<2, kWidestVectors>(g, xpad, wpack, bias, out, f0); break;
-        case 3: forward_filters<3, kWidestVectors>(g, xpad, wpack, bias, out, f0); break;
-        case 4: forward_filters<4, 3>(g, xpad, wpack, bias, out, f0); break;
-        case 5: forward_filters<5, 2>(g, xpad, wpack, bias, out, f0); break;
-        default: break;
-    }
-}
-
-void direct_conv_dw_image(const DirectConv& g, const float* xpad, const float* dout,
-                          float* dw_t) {
+void dw_pass(const DirectConv& g, const int64_t* tap_offsets, const float* xpads,
+             int64_t xpad_stride, const float* dout, int64_t images, float* dw_t) {
     const int64_t taps = g.C * g.HH * g.WW;
     for (int64_t t0 = 0; t0 < taps; t0 += kGradTaps) {
         int64_t f0 = 0;
         for (; f0 + kGradFilters <= g.F; f0 += kGradFilters) {
-            dw_tile<kGradFilters>(g, xpad, dout, dw_t, f0, t0);
+            dw_tile<kGradFilters>(g, tap_offsets, xpads, xpad_stride, dout, images, dw_t, f0, t0);
         }
-        if (g.F - f0 == 2) dw_tile<2>(g, xpad, dout, dw_t, f0, t0);
-        if (g.F - f0 == 1) dw_tile<1>(g, xpad, dout, dw_t, f0, t0);
+        if (g.F - f0 == 2) dw_tile<2>(g, tap_offsets, xpads, xpad_stride, dout, images, dw_t, f0, t0);
+        if (g.F - f0 == 1) dw_tile<1>(g, tap_offsets, xpads, xpad_stride, dout, images, dw_t, f0, t0);
+    }
+}
+
+}  // namespace
+
+int64_t direct_tile_filters(int64_t Wo) { return kAccumulators / tile_vectors(Wo); }
+
+void direct_conv_forward_image(const DirectConv& g, const float* xpad, const float* wpack,
+                               const float* bias, float* out) {
+    switch (tile_vectors(g.Wo)) {
+        case 4: forward_image<4>(g, xpad, wpack, bias, out); break;
+        case 3: forward_image<3>(g, xpad, wpack, bias, out); break;
+        default: forward_image<2>(g, xpad, wpack, bias, out); break;
+    }
+}
+
+void direct_conv_dw_images(const DirectConv& g, const int64_t* tap_offsets, const float* xpads,
+                           int64_t xpad_stride, const float* dout, int64_t images, float* dw_t) {
+    const int64_t bytes_per_image = 4 * (kGradFilters * g.Ho * g.Wo + g.C * g.Hp * g.Wp);
+    const int64_t per_pass = kGradWorkingSet / bytes_per_image > 1 ? kGradWorkingSet / bytes_per_image : 1;
+    for (int64_t first = 0; first < images; first += per_pass) {
+        const int64_t count = images - first < per_pass ? images - first : per_pass;
+        dw_pass(g, tap_offsets, xpads + first * xpad_stride, xpad_stride,
+                dout + first * g.F * g.Ho * g.Wo, count, dw_t);
     }
 }
 

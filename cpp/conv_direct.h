@@ -22,8 +22,18 @@ struct DirectConv {
     int64_t HH, WW;     // kernel
     int64_t Ho, Wo;     // output
     int64_t Hp, Wp;     // padded input plane (Hp = Ho + HH - 1, Wp = Wo + WW - 1)
+    int64_t filters_padded;  // F rounded up to direct_tile_filters(Wo): the packed weights' row
 };
 
+// Output rows narrower than this go to im2col + GEMM: the kernels below need at least two
+// vectors of 8 pixels per row to beat it (measured, README).
+constexpr int64_t kDirectMinRow = 16;
+
+// Filters in the forward kernel's register tile for output rows Wo >= kDirectMinRow pixels
+// wide. The tile holds 12 accumulators: 3 filters x 4 vectors of 8 pixels for rows of 32,
+// 6 x 2 for rows of 16, 4 x 3 for rows of 24 or 40, so that tiles run past a row by as
+// little as possible. The packed weights are padded with zero filters to a multiple.
+int64_t direct_tile_filters(int64_t Wo);
 
 // Floats a padded image buffer needs past C * Hp * Wp: a forward tile is up to 4 vectors
 // wide and computes whole vectors past the row's end (they are not stored), so its loads
@@ -31,13 +41,16 @@ struct DirectConv {
 constexpr int64_t kDirectSlack = 32;
 
 // out (F x Ho x Wo) = bias + the convolution of xpad (C x Hp x Wp, zero borders) with
-// wpack (taps x F: wpack[(c*HH + kh)*WW + kw][f] = w[f][c][kh][kw]).
+// wpack (taps x filters_padded: wpack[(c*HH + kh)*WW + kw][f] = w[f][c][kh][kw], zero for
+// f >= F).
 void direct_conv_forward_image(const DirectConv& g, const float* xpad, const float* wpack,
                                const float* bias, float* out);
 
-// dw_t (taps x F, accumulated: +=) += the gradient for one image, from its output
-// gradient dout (F x Ho x Wo) and its padded input.
-void direct_conv_dw_image(const DirectConv& g, const float* xpad, const float* dout,
-                          float* dw_t);
+// dw_t (taps x F) += the weight gradient of `images` consecutive images: their output
+// gradients dout (images x F x Ho x Wo) and their padded inputs, xpads + i * xpad_stride.
+// tap_offsets[t] is where tap t = (c*HH + kh)*WW + kw starts in a padded image:
+// (c*Hp + kh)*Wp + kw.
+void direct_conv_dw_images(const DirectConv& g, const int64_t* tap_offsets, const float* xpads,
+                           int64_t xpad_stride, const float* dout, int64_t images, float* dw_t);
 
 }  // namespace graphnet

@@ -72,31 +72,51 @@ def check_direct_conv(N, C, H, W, F, HH, WW, pad, seed=0):
         assert_within_rounding(got, other, bound, 2e-5)
 
 
-# Filters 1..14 cover every remainder of the 6-filter forward tile and the 2-filter
-# gradient tile; widths cover rows of 1 to 3 vectors with and without a masked tail.
+# Output rows of 16, 20 and 32 pixels pick tiles of 6, 4 and 3 filters (x 2, 3, 4 vectors);
+# filters 1..14 cover every remainder of those and of the 3-filter gradient tile.
+@pytest.mark.parametrize("W", [16, 20, 32])
 @pytest.mark.parametrize("F", [1, 2, 3, 4, 5, 6, 7, 11, 12, 13, 14])
-def test_direct_conv_every_filter_remainder(F):
-    check_direct_conv(2, 2, 9, 13, F, 3, 3, 1)
+def test_direct_conv_every_filter_remainder(F, W):
+    check_direct_conv(2, 2, 5, W, F, 3, 3, 1)
 
 
-@pytest.mark.parametrize("W", [1, 7, 8, 9, 15, 16, 17, 23, 24, 25, 33])
+# Rows of 2 to 8 vectors, with and without a masked tail (5 vectors take 3-vector tiles
+# that run one vector past the row; 7 take 4-vector tiles).
+@pytest.mark.parametrize("W", [16, 17, 23, 24, 25, 31, 32, 33, 40, 41, 47, 48, 49, 57, 64])
 def test_direct_conv_every_row_tail(W):
-    check_direct_conv(2, 3, 5, W, 7, 3, 3, 1)
+    check_direct_conv(2, 3, 4, W, 7, 3, 3, 1)
 
 
 @pytest.mark.parametrize("case", [
     (3, 3, 32, 32, 32, 7, 7, 3),    # the CIFAR layer
-    (2, 1, 6, 6, 3, 6, 6, 0),       # kernel as large as the image: one output pixel
-    (2, 4, 7, 10, 5, 1, 1, 0),      # 1x1 kernel
-    (1, 5, 8, 12, 9, 5, 2, 3),      # padding wider than half the kernel
-    (2, 3, 11, 4, 8, 3, 5, 2),      # taps not a multiple of the 6-tap gradient tile
+    (2, 1, 6, 20, 3, 6, 5, 0),      # kernel as tall as the image: one output row
+    (2, 4, 7, 16, 5, 1, 1, 0),      # 1x1 kernel
+    (2, 13, 6, 16, 5, 3, 3, 1),     # 13 channels: dx, a conv with 13 outputs, has a remainder
+    (1, 5, 8, 16, 9, 5, 2, 3),      # pad 3 >= kernel width 2: dx falls back to im2col + GEMM
+    (2, 3, 11, 16, 8, 3, 5, 2),     # 45 taps, not a multiple of the 4-tap gradient tile
+    (2, 3, 9, 15, 7, 3, 3, 1),      # rows of 15 < 16: everything on im2col + GEMM
 ])
 def test_direct_conv_shapes(case):
     check_direct_conv(*case)
 
 
+def test_rows_narrower_than_two_vectors_take_im2col_and_gemm():
+    """Below 16 output pixels a row the direct tile would spend a broadcast per FMA and
+    lose (README), so the switch changes nothing there; at 16 and above it does."""
+    def all_results(x, w, b, dout, pad):
+        return (_C.conv_forward(x, w, b, 1, pad),) + _C.conv_backward(dout, x, w, 1, pad)
+
+    for W, direct_runs in ((15, False), (32, True)):
+        x, w, b, dout = conv_case(2, 3, 8, W, 8, 3, 3, 1)
+        on = all_results(x, w, b, dout, 1)
+        with direct_conv(False):
+            off = all_results(x, w, b, dout, 1)
+        same = all(np.array_equal(a, b_) for a, b_ in zip(on, off))
+        assert same != direct_runs
+
+
 @settings(max_examples=120, deadline=None)
-@given(N=st.integers(1, 3), C=st.integers(1, 4), H=st.integers(1, 12), W=st.integers(1, 40),
+@given(N=st.integers(1, 3), C=st.integers(1, 4), H=st.integers(1, 12), W=st.integers(10, 50),
        F=st.integers(1, 14), HH=st.integers(1, 7), WW=st.integers(1, 7), pad=st.integers(0, 4),
        seed=st.integers(0, 2**16))
 def test_direct_conv_fuzz(N, C, H, W, F, HH, WW, pad, seed):
@@ -108,7 +128,7 @@ def test_direct_conv_fuzz(N, C, H, W, F, HH, WW, pad, seed):
 def test_direct_conv_gradient_ignores_inf_the_window_never_reaches():
     """Pixels of the last columns are outside every window of the first kernel column
     (pad 0), so an inf there must not leak into that column of dw as 0 * inf."""
-    x, w, b, dout = conv_case(2, 1, 5, 19, 3, 2, 4, 0)
+    x, w, b, dout = conv_case(2, 1, 5, 19, 3, 2, 4, 0)  # rows of 16
     x[:, :, :, -1] = np.inf
     dw = _C.conv_backward(dout, x, w, 1, 0)[1]
     assert np.isfinite(dw[:, :, :, 0]).all()
@@ -118,7 +138,7 @@ def test_direct_conv_gradient_ignores_inf_the_window_never_reaches():
 
 
 def test_direct_conv_is_bitwise_equal_on_any_thread_count():
-    x, w, b, dout = conv_case(37, 3, 12, 12, 7, 5, 5, 2)
+    x, w, b, dout = conv_case(37, 3, 12, 20, 7, 5, 5, 2)
     results = []
     for threads in (1, 2, 3):
         with kernel_threads(threads):
