@@ -17,6 +17,8 @@
     AVX2 kernel against OpenBLAS and PyTorch. OpenBLAS's time on this shape depends on
     what ran before it in the process (3.7 ms first thing in a fresh process, 1.5 ms
     after the conv's GEMMs above, 4.1 ms inside the training step).
+(d) Other float32 stride-1 layer shapes (deeper, narrower), direct against im2col + GEMM
+    for forward, dw and dx: where the direct kernels win and where they are not used.
 
 All times are medians of --repeats runs after a warm-up. PyTorch runs with as many
 threads as graphnet (graphnet._C.get_num_threads(), set by OMP_NUM_THREADS); its
@@ -252,6 +254,40 @@ def bench_affine(repeats):
     row("(c) affine x @ W [OpenBLAS]", blas, torch_t=theirs, extra=f"{gflops / blas:.1f} GFLOP/s")
 
 
+LAYERS = [  # N, C, H (= W), F, kernel: a first layer, then deeper, narrower ones
+    (50, 3, 32, 32, 7), (50, 3, 32, 32, 3), (50, 16, 32, 16, 3), (50, 32, 32, 32, 3),
+    (50, 16, 32, 32, 5), (50, 32, 16, 32, 3), (50, 64, 16, 64, 3), (50, 64, 8, 64, 3),
+    (50, 128, 8, 128, 3)]
+
+
+def bench_layers(repeats):
+    """Float32 stride-1 convs of other shapes (pad kernel // 2): forward, dw + db, dx + db,
+    on the direct kernels and on im2col + GEMM. Rows under 16 pixels take im2col + GEMM
+    either way, so their two columns time the same code."""
+    print(f"\n(d) float32 stride-1 layers, ms, direct / im2col+GEMM (medians of {repeats})")
+    print(f"{'N, C, H=W, F, kernel':<26}{'forward':>20}{'dw, db':>20}{'dx, db':>20}")
+    rng = np.random.default_rng(0)
+    for N, C, H, F, K in LAYERS:
+        x = rng.standard_normal((N, C, H, H), dtype=np.float32)
+        w = rng.standard_normal((F, C, K, K), dtype=np.float32)
+        b = np.zeros(F, np.float32)
+        dout = rng.standard_normal((N, F, H, H), dtype=np.float32)
+        times = {}
+        for direct in (True, False):
+            _C.set_direct_conv(direct)
+            try:
+                times[direct] = (
+                    median_time(lambda: _C.conv_forward(x, w, b, 1, K // 2), repeats),
+                    median_time(lambda: _C.conv_backward(dout, x, w, 1, K // 2, need_dx=False),
+                                repeats),
+                    median_time(lambda: _C.conv_backward(dout, x, w, 1, K // 2, need_dw=False),
+                                repeats))
+            finally:
+                _C.set_direct_conv(True)
+        cells = "".join(f"{1e3 * a:>10.2f} / {1e3 * g:<7.2f}" for a, g in zip(times[True], times[False]))
+        print(f"{str((N, C, H, F, K)):<26}{cells}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=21)
@@ -269,6 +305,8 @@ def main():
     bench_affine(args.repeats)
     print_table()
     print(f"ceiling: numpy float32 2048x2048 matmul = {ceiling:.1f} GFLOP/s")
+    if _C.direct_conv_active():
+        bench_layers(max(5, args.repeats // 3))
 
 
 if __name__ == "__main__":
