@@ -2,9 +2,10 @@
 // training (the CIFAR 7x7 layer), where im2col + GEMM loses half its time to writing and
 // re-reading a 600 KB patch matrix that does not stay in L2.
 //
-// The kernels read one zero-padded image (C x Hp x Wp, a few KB to a few tens of KB, so it
-// sits in L1) through a register tile of filters x 8-pixel vectors along an output row.
-// They work on one image at a time; conv.cpp pads, packs the weights, and threads them.
+// The kernels read a zero-padded image (C x Hp x Wp: 17 KB for the CIFAR layer, in L1)
+// through a register tile of filters x 8-pixel vectors along an output row. The forward
+// works on one image at a time, the weight gradient on a few; conv.cpp pads the images,
+// packs the weights and shares the batch out over the threads.
 //
 // conv_direct.cpp is compiled with AVX2 + FMA code generation: call it only when
 // cpu_has_avx2_fma() (cpu_features.h) says yes. It includes no library header, so no
