@@ -67,6 +67,16 @@ def assert_same(a, b):
             assert a[1][k] == b[1][k]
 
 
+def assert_refused_untouched(path, match):
+    """Loading path into a fresh model raises CheckpointError matching `match`, and the
+    model keeps every param and state it had."""
+    target = fc_model(seed=1)
+    before = snapshot(target)
+    with pytest.raises(CheckpointError, match=match):
+        load(path, into=target)
+    assert_same(snapshot(target), before)
+
+
 # --------------------------------------------------------------------------- round trips
 
 def test_model_round_trip_rebuilds_the_model(tmp_path):
@@ -267,11 +277,7 @@ def test_corrupted_bytes_are_detected(tmp_path):
     offset = data.index(b"param/W1.npy") + 200  # inside W1's stored bytes
     data[offset] ^= 0xFF
     path.write_bytes(bytes(data))
-    target = fc_model(seed=1)
-    before = snapshot(target)
-    with pytest.raises(CheckpointError, match="corrupted"):
-        load(path, into=target)
-    assert_same(snapshot(target), before)
+    assert_refused_untouched(path, "corrupted")
 
 
 def _status_kb(field):
@@ -290,13 +296,9 @@ def test_zip_bomb_is_refused_before_it_inflates(tmp_path):
     np.savez_compressed(tmp_path / "bomb.npz", **arrays)
     del arrays
     assert os.path.getsize(tmp_path / "bomb.npz") < 2_000_000
-    target = fc_model(seed=1)
-    before = snapshot(target)
     rss_before = _status_kb("VmRSS")
-    with pytest.raises(CheckpointError, match="zip bomb"):
-        load(tmp_path / "bomb.npz", into=target)
+    assert_refused_untouched(tmp_path / "bomb.npz", "zip bomb")
     assert _status_kb("VmRSS") - rss_before < 100_000  # KB: nowhere near 400 MB
-    assert_same(snapshot(target), before)
 
 
 def test_array_header_claiming_more_than_the_member_holds(tmp_path):
@@ -311,11 +313,7 @@ def test_array_header_claiming_more_than_the_member_holds(tmp_path):
             zipfile.ZipFile(tmp_path / "lying.npz", "w") as out:
         for name in good.namelist():
             out.writestr(name, lying.getvalue() if name == "param/W1.npy" else good.read(name))
-    target = fc_model(seed=1)
-    before = snapshot(target)
-    with pytest.raises(CheckpointError, match="lying.npz"):
-        load(tmp_path / "lying.npz", into=target)
-    assert_same(snapshot(target), before)
+    assert_refused_untouched(tmp_path / "lying.npz", "lying.npz")
 
 
 def test_wrong_architecture_leaves_the_model_untouched(tmp_path):
@@ -358,11 +356,7 @@ def test_non_finite_values_are_refused(tmp_path):
     model = fc_model()
     model.params["W2"] = np.full_like(model.params["W2"], np.nan)
     save(model, tmp_path / "m.npz")
-    target = fc_model(seed=1)
-    before = snapshot(target)
-    with pytest.raises(CheckpointError, match="param/W2.*NaN"):
-        load(tmp_path / "m.npz", into=target)
-    assert_same(snapshot(target), before)
+    assert_refused_untouched(tmp_path / "m.npz", "param/W2.*NaN")
 
 
 def test_other_files_are_refused(tmp_path):
