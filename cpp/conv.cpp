@@ -185,6 +185,7 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
     const bool direct = use_direct<T>(g);
     T* gemm_dx = dx;  // what is left of dx for im2col + GEMM
     const int64_t chunk_images = chunks ? (g.N + chunks - 1) / chunks : 0;  // N may be 0
+    DirectConv d{};  // set only on the direct path: it asks the AVX2 code for its tile
     int64_t padded = 0;
     std::vector<int64_t> tap_offsets;  // where each tap's window starts in a padded image
     std::vector<float> pads;           // each thread's padded images of one chunk
@@ -194,7 +195,7 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
             gemm_dx = nullptr;
         }
         if (dw && direct) {
-            const DirectConv d = direct_geometry(g);
+            d = direct_geometry(g);
             padded = padded_floats(d);
             pads.assign(threads * chunk_images * padded, 0.0f);
             for (int64_t c = 0; c < g.C; ++c) {
@@ -233,7 +234,6 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
         }
         if constexpr (std::is_same_v<T, float>) {
             if (dw && direct) {  // the chunk's images together: one horizontal sum per tile
-                const DirectConv d = direct_geometry(g);
                 float* my_pads = pads.data() + t * chunk_images * padded;
                 for (int64_t n = first; n < last; ++n) {
                     pad_interior(d, g.H, g.W, g.pad, g.pad, x + n * g.C * g.H * g.W,
