@@ -165,15 +165,19 @@ namespace {
 template <typename T>
 bool unpool_row_2x2(int64_t Wo, int32_t row_start, int32_t W, const T* __restrict grad,
                     const int32_t* __restrict win, T* __restrict r0, T* __restrict r1) {
-    int32_t elsewhere = 0;
+    // Unsigned: a hostile winner near INT32_MIN wraps instead of overflowing, and a wrapped
+    // value can never land on one of the four small offsets.
+    const uint32_t down = static_cast<uint32_t>(W);
+    uint32_t elsewhere = 0;
     for (int64_t ow = 0; ow < Wo; ++ow) {
-        const int32_t at = win[ow] - row_start - 2 * static_cast<int32_t>(ow);
+        const uint32_t at = static_cast<uint32_t>(win[ow]) -
+                            static_cast<uint32_t>(row_start + 2 * static_cast<int32_t>(ow));
         const T g = grad[ow];
         r0[2 * ow] = at == 0 ? g : T(0);
         r0[2 * ow + 1] = at == 1 ? g : T(0);
-        r1[2 * ow] = at == W ? g : T(0);
-        r1[2 * ow + 1] = at == W + 1 ? g : T(0);
-        elsewhere |= (at != 0) & (at != 1) & (at != W) & (at != W + 1);
+        r1[2 * ow] = at == down ? g : T(0);
+        r1[2 * ow + 1] = at == down + 1 ? g : T(0);
+        elsewhere |= (at != 0) & (at != 1) & (at != down) & (at != down + 1);
     }
     return !elsewhere;
 }

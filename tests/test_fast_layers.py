@@ -378,6 +378,11 @@ def test_direct_C_calls_validate_too():
     out, winners = _C.max_pool_forward(X, 2, 2, 2)
     with pytest.raises(ValueError, match="winners must index"):
         _C.max_pool_backward(out, winners + 64, 8, 8)
+    for extreme in (np.iinfo(np.int32).min, np.iinfo(np.int32).max, -1):
+        hostile = winners.copy()
+        hostile.flat[5] = extreme  # no overflow on the way to refusing it (UBSan in CI)
+        with pytest.raises(ValueError, match="winners must index"):
+            _C.max_pool_backward(out, hostile, 8, 8)
     with pytest.raises(ValueError, match="int32"):
         _C.max_pool_backward(out, winners.astype(np.int64), 8, 8)
     with pytest.raises(ValueError, match="dout"):
