@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "conv_direct.h"
+#include "pool.h"
 #include "cpu_features.h"
 #include "gemm.h"
 #include "im2col.h"
@@ -47,44 +48,38 @@ DirectConv direct_geometry(const ConvGeometry& g) {
 
 int64_t padded_floats(const DirectConv& d) { return d.C * d.Hp * d.Wp + kDirectSlack; }
 
-// Copies image x (d.C planes of H x W) into the interior of xpad, pad_h rows and pad_w
-// columns in. The border and the slack are never written, so a buffer zeroed once serves
-// every image.
-void pad_interior(const DirectConv& d, int64_t H, int64_t W, int64_t pad_h, int64_t pad_w,
-                  const float* x, float* xpad) {
-    for (int64_t c = 0; c < d.C; ++c) {
-        for (int64_t h = 0; h < H; ++h) {
-            const float* src = x + (c * H + h) * W;
-            std::copy(src, src + W, xpad + (c * d.Hp + h + pad_h) * d.Wp + pad_w);
-        }
-    }
-}
-
-// Runs the direct forward kernel over the batch: images of in_image floats (d.C x H x W)
-// padded by pad_h, pad_w, with packed weights wpack, into outputs of out_image floats.
-void direct_over_batch(const DirectConv& d, int64_t N, int64_t H, int64_t W, int64_t pad_h,
-                       int64_t pad_w, const float* in, const std::vector<float>& wpack,
-                       const float* bias, float* out) {
-    const int64_t padded = padded_floats(d), in_image = d.C * H * W, out_image = d.F * d.Ho * d.Wo;
-    const int threads = team_size(N);
+// Runs the direct forward kernel over the batch on `threads` threads: images of
+// in_image floats (d.C x H x W) padded by pad_h, pad_w, with packed weights wpack. Image
+// n's output goes to out_of(n, thread), and then done(n, that output) runs on the same
+// thread while the output is still in its cache.
+template <typename OutOf, typename Done>
+void direct_over_batch(const DirectConv& d, int64_t N, int threads, int64_t H, int64_t W,
+                       int64_t pad_h, int64_t pad_w, const float* in,
+                       const std::vector<float>& wpack, const float* bias, OutOf&& out_of,
+                       Done&& done) {
+    const int64_t padded = padded_floats(d), in_image = d.C * H * W;
     std::vector<float> pads(threads * padded, 0.0f);
 #pragma omp parallel for schedule(dynamic) num_threads(threads)
     for (int64_t n = 0; n < N; ++n) {
-        float* pad = pads.data() + omp_get_thread_num() * padded;
-        pad_interior(d, H, W, pad_h, pad_w, in + n * in_image, pad);
-        direct_conv_forward_image(d, pad, wpack.data(), bias, out + n * out_image);
+        const int t = omp_get_thread_num();
+        float* pad = pads.data() + t * padded;
+        pad_interior(d.C, H, W, d.Hp, d.Wp, pad_h, pad_w, in + n * in_image, pad);
+        float* out = out_of(n, t);
+        direct_conv_forward_image(d, pad, wpack.data(), bias, out);
+        done(n, out);
     }
 }
 
-void direct_forward(const ConvGeometry& g, const float* x, const float* w, const float* b,
-                    float* out) {
+template <typename OutOf, typename Done>
+void direct_forward(const ConvGeometry& g, int threads, const float* x, const float* w,
+                    const float* b, OutOf&& out_of, Done&& done) {
     const DirectConv d = direct_geometry(g);
     const int64_t taps = g.taps(), fp = d.filters_padded;
     std::vector<float> wpack(taps * fp, 0.0f);  // taps x filters: a tile's weights side by side
     for (int64_t f = 0; f < g.F; ++f) {
         for (int64_t t = 0; t < taps; ++t) wpack[t * fp + f] = w[f * taps + t];
     }
-    direct_over_batch(d, g.N, g.H, g.W, g.pad, g.pad, x, wpack, b, out);
+    direct_over_batch(d, g.N, threads, g.H, g.W, g.pad, g.pad, x, wpack, b, out_of, done);
 }
 
 // With stride 1, dx is itself a convolution: dout padded by HH-1-pad rows and WW-1-pad
@@ -112,7 +107,9 @@ void direct_input_gradient(const ConvGeometry& g, const float* dout, const float
         }
     }
     const std::vector<float> no_bias(g.C, 0.0f);
-    direct_over_batch(d, g.N, g.Ho, g.Wo, pad_h, pad_w, dout, wpack, no_bias.data(), dx);
+    const int64_t image = g.C * g.H * g.W;
+    direct_over_batch(d, g.N, team_size(g.N), g.Ho, g.Wo, pad_h, pad_w, dout, wpack, no_bias.data(),
+                      [&](int64_t n, int) { return dx + n * image; }, [](int64_t, const float*) {});
 }
 
 }  // namespace
@@ -149,23 +146,53 @@ ConvGeometry conv_geometry(const Shape& x, const Shape& w, const Shape& b, int64
     return g;
 }
 
-template <typename T>
-void conv_forward(const ConvGeometry& g, const T* x, const T* w, const T* b, T* out) {
+namespace {
+
+// The convolution of each image on `threads` threads: image n's output goes to
+// out_of(n, thread), and then done(n, that output) runs on the same thread.
+template <typename T, typename OutOf, typename Done>
+void forward_images(const ConvGeometry& g, int threads, const T* x, const T* w, const T* b,
+                    OutOf&& out_of, Done&& done) {
     if constexpr (std::is_same_v<T, float>) {
-        if (use_direct<T>(g)) return direct_forward(g, x, w, b, out);
+        if (use_direct<T>(g)) return direct_forward(g, threads, x, w, b, out_of, done);
     }
     const int64_t K = g.taps(), P = g.positions();
-    const int threads = team_size(g.N);
     std::vector<T> cols(threads * K * P);  // allocated here: no exceptions inside the team
     // dynamic: on a shared machine a descheduled thread must not hold up the others.
 #pragma omp parallel for schedule(dynamic) num_threads(threads)
     for (int64_t n = 0; n < g.N; ++n) {
-        T* my_cols = cols.data() + omp_get_thread_num() * K * P;
+        const int t = omp_get_thread_num();
+        T* my_cols = cols.data() + t * K * P;
         im2col(g, x + n * g.C * g.H * g.W, my_cols);
-        T* o = out + n * g.F * P;
+        T* o = out_of(n, t);
         for (int64_t f = 0; f < g.F; ++f) std::fill(o + f * P, o + (f + 1) * P, b[f]);
         gemm(false, false, g.F, P, K, w, K, my_cols, P, T(1), o, P);  // o += w * cols
+        done(n, o);
     }
+}
+
+}  // namespace
+
+template <typename T>
+void conv_forward(const ConvGeometry& g, const T* x, const T* w, const T* b, T* out) {
+    const int64_t image = g.F * g.positions();
+    forward_images(g, team_size(g.N), x, w, b, [&](int64_t n, int) { return out + n * image; },
+                   [](int64_t, const T*) {});
+}
+
+template <typename T>
+void conv_relu_pool_forward(const ConvGeometry& g, const PoolGeometry& p, const T* x, const T* w,
+                            const T* b, T* pooled, int32_t* winners) {
+    const int64_t image = g.F * g.positions(), pooled_image = p.C * p.Ho * p.Wo;
+    const PoolGeometry one_image{1, p.C, p.H, p.W, p.pool_height, p.pool_width, p.stride, p.Ho, p.Wo};
+    const int threads = team_size(g.N);
+    std::vector<T> outputs(threads * image);  // one image's convolution per thread, in cache
+    forward_images(g, threads, x, w, b, [&](int64_t, int t) { return outputs.data() + t * image; },
+                   [&](int64_t n, const T* out) {
+                       max_pool_forward(one_image, out, pooled + n * pooled_image,
+                                        winners + n * pooled_image, /*relu_first=*/true,
+                                        /*threaded=*/false);
+                   });
 }
 
 template <typename T>
@@ -236,7 +263,7 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
             if (dw && direct) {  // the chunk's images together: one horizontal sum per tile
                 float* my_pads = pads.data() + t * chunk_images * padded;
                 for (int64_t n = first; n < last; ++n) {
-                    pad_interior(d, g.H, g.W, g.pad, g.pad, x + n * g.C * g.H * g.W,
+                    pad_interior(g.C, g.H, g.W, d.Hp, d.Wp, g.pad, g.pad, x + n * g.C * g.H * g.W,
                                  my_pads + (n - first) * padded);
                 }
                 direct_conv_dw_images(d, tap_offsets.data(), my_pads, padded, dout + first * F * P,
@@ -259,6 +286,11 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
 
 template void conv_forward<float>(const ConvGeometry&, const float*, const float*, const float*, float*);
 template void conv_forward<double>(const ConvGeometry&, const double*, const double*, const double*, double*);
+template void conv_relu_pool_forward<float>(const ConvGeometry&, const PoolGeometry&, const float*,
+                                            const float*, const float*, float*, int32_t*);
+template void conv_relu_pool_forward<double>(const ConvGeometry&, const PoolGeometry&,
+                                             const double*, const double*, const double*, double*,
+                                             int32_t*);
 template void conv_backward<float>(const ConvGeometry&, const float*, const float*, const float*, float*, float*, float*);
 template void conv_backward<double>(const ConvGeometry&, const double*, const double*, const double*, double*, double*, double*);
 

@@ -3,6 +3,9 @@
 // Ho = 1 + (H + 2 pad - HH) // stride, Wo likewise. All arrays C-contiguous.
 #pragma once
 
+#include <algorithm>
+
+#include "pool.h"
 #include "shapes.h"
 
 namespace graphnet {
@@ -27,8 +30,30 @@ ConvGeometry conv_geometry(const Shape& x, const Shape& w, const Shape& b, int64
 void set_direct_conv(bool enabled);
 bool direct_conv_active();
 
+// Copies an image (C planes of H x W) into the interior of xpad (C planes of Hp x Wp),
+// pad_h rows and pad_w columns in. The border is never written, so a buffer zeroed once
+// serves every image.
+template <typename T>
+void pad_interior(int64_t C, int64_t H, int64_t W, int64_t Hp, int64_t Wp, int64_t pad_h,
+                  int64_t pad_w, const T* x, T* xpad) {
+    for (int64_t c = 0; c < C; ++c) {
+        for (int64_t h = 0; h < H; ++h) {
+            const T* src = x + (c * H + h) * W;
+            std::copy(src, src + W, xpad + (c * Hp + h + pad_h) * Wp + pad_w);
+        }
+    }
+}
+
 template <typename T>
 void conv_forward(const ConvGeometry& g, const T* x, const T* w, const T* b, T* out);
+
+// conv -> relu -> max pool in one pass over the batch, with p the pooling of the
+// convolution's output (N, F, Ho, Wo): each image's convolution is pooled while it is still
+// in cache, and the batch's convolution output is never written. pooled and winners are
+// max_pool_forward's of relu(conv_forward(...)), bit for bit.
+template <typename T>
+void conv_relu_pool_forward(const ConvGeometry& g, const PoolGeometry& p, const T* x, const T* w,
+                            const T* b, T* pooled, int32_t* winners);
 
 // db is always written. dx and dw may be null: that gradient is then not computed at
 // all (the graph engine skips dx for data inputs that need no gradient).

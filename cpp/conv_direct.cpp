@@ -185,7 +185,61 @@ void dw_pass(const DirectConv& g, const int64_t* tap_offsets, const float* xpads
     }
 }
 
+// direct_sparse_dw_rows with the kernel height fixed, so the rows stay in registers. Each
+// row's sum is one chain of dependent FMAs, so below 8 rows a second set of accumulators
+// takes every other window: twice the chains in flight to cover the FMA latency.
+template <int HH>
+void sparse_dw_rows(int64_t Wp, const float* plane, const int32_t* offsets, const float* gains,
+                    int64_t count, float* rows) {
+    constexpr int kSets = HH < 8 ? 2 : 1;  // 14 accumulators and 2 gains fill the 16 registers
+    __m256 acc[kSets][HH];
+#pragma GCC unroll 8
+    for (int i = 0; i < HH; ++i) {
+        acc[0][i] = _mm256_loadu_ps(rows + 8 * i);
+        if constexpr (kSets == 2) acc[1][i] = _mm256_setzero_ps();
+    }
+    int64_t k = 0;
+    for (; k + kSets <= count; k += kSets) {
+#pragma GCC unroll 2
+        for (int set = 0; set < kSets; ++set) {
+            const float* window = plane + offsets[k + set];
+            const __m256 gain = _mm256_broadcast_ss(gains + k + set);
+#pragma GCC unroll 8
+            for (int i = 0; i < HH; ++i) {
+                acc[set][i] = _mm256_fmadd_ps(gain, _mm256_loadu_ps(window + i * Wp), acc[set][i]);
+            }
+        }
+    }
+    if (k < count) {  // an odd window out
+        const __m256 gain = _mm256_broadcast_ss(gains + k);
+#pragma GCC unroll 8
+        for (int i = 0; i < HH; ++i) {
+            acc[0][i] = _mm256_fmadd_ps(gain, _mm256_loadu_ps(plane + offsets[k] + i * Wp), acc[0][i]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < HH; ++i) {
+        if constexpr (kSets == 2) acc[0][i] = _mm256_add_ps(acc[0][i], acc[1][i]);
+        _mm256_storeu_ps(rows + 8 * i, acc[0][i]);
+    }
+}
+
 }  // namespace
+
+void direct_sparse_dw_rows(int64_t HH, int64_t Wp, const float* plane, const int32_t* offsets,
+                           const float* gains, int64_t count, float* rows) {
+    static_assert(kSparseMaxKernel == 8, "one case per kernel height below");
+    switch (HH) {
+        case 1: return sparse_dw_rows<1>(Wp, plane, offsets, gains, count, rows);
+        case 2: return sparse_dw_rows<2>(Wp, plane, offsets, gains, count, rows);
+        case 3: return sparse_dw_rows<3>(Wp, plane, offsets, gains, count, rows);
+        case 4: return sparse_dw_rows<4>(Wp, plane, offsets, gains, count, rows);
+        case 5: return sparse_dw_rows<5>(Wp, plane, offsets, gains, count, rows);
+        case 6: return sparse_dw_rows<6>(Wp, plane, offsets, gains, count, rows);
+        case 7: return sparse_dw_rows<7>(Wp, plane, offsets, gains, count, rows);
+        default: return sparse_dw_rows<8>(Wp, plane, offsets, gains, count, rows);
+    }
+}
 
 int64_t direct_tile_filters(int64_t Wo) { return kAccumulators / tile_vectors(Wo); }
 

@@ -54,4 +54,14 @@ void direct_conv_forward_image(const DirectConv& g, const float* xpad, const flo
 void direct_conv_dw_images(const DirectConv& g, const int64_t* tap_offsets, const float* xpads,
                            int64_t xpad_stride, const float* dout, int64_t images, float* dw_t);
 
+// The weight gradient when the output gradient is sparse (a convolution followed by relu
+// and max pooling: only each pool window's winner gets a gradient). rows (HH x 8 floats,
+// one filter and one channel) += gains[k] * the HH x 8 floats of `plane` (rows Wp apart)
+// from offsets[k], for k < count; HH <= kSparseMaxKernel. Only lanes below the kernel
+// width WW <= 8 are the gradient: the rest gather what lies right of the window and the
+// caller drops them. So `plane` needs 8 - WW readable floats past its last window.
+constexpr int64_t kSparseMaxKernel = 8;
+void direct_sparse_dw_rows(int64_t HH, int64_t Wp, const float* plane, const int32_t* offsets,
+                           const float* gains, int64_t count, float* rows);
+
 }  // namespace graphnet

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "conv.h"
+#include "conv_pooled.h"
 #include "elementwise.h"
 #include "gemm.h"
 #include "matmul.h"
@@ -58,12 +59,19 @@ void require_shape(const py::array& a, const Shape& want, const char* name) {
     }
 }
 
-py::array py_conv_forward(const py::array& x, const py::array& w, const py::array& b,
-                       int64_t stride, int64_t pad) {
+// The checks of a convolution's forward arguments, and its geometry.
+ConvGeometry checked_conv_forward(const py::array& x, const py::array& w, const py::array& b,
+                                  int64_t stride, int64_t pad) {
     const ConvGeometry g = conv_geometry(shape_of(x), shape_of(w), shape_of(b), stride, pad);
     require_same_dtype(x, "x", w, "w");
     require_same_dtype(x, "x", b, "b");
     keep_blas_single_threaded();
+    return g;
+}
+
+py::array py_conv_forward(const py::array& x, const py::array& w, const py::array& b,
+                       int64_t stride, int64_t pad) {
+    const ConvGeometry g = checked_conv_forward(x, w, b, stride, pad);
     return dispatch_float(x, "conv x", [&](auto zero) -> py::array {
         using T = decltype(zero);
         Contig<T> xc(x), wc(w), bc(b);
@@ -73,6 +81,27 @@ py::array py_conv_forward(const py::array& x, const py::array& w, const py::arra
         py::gil_scoped_release nogil;
         conv_forward(g, xp, wp, bp, op);
         return out;
+    });
+}
+
+py::tuple py_conv_relu_pool_forward(const py::array& x, const py::array& w, const py::array& b,
+                                   int64_t stride, int64_t pad, int64_t pool_height,
+                                   int64_t pool_width, int64_t pool_stride) {
+    const ConvGeometry g = checked_conv_forward(x, w, b, stride, pad);
+    const PoolGeometry p = pool_geometry(g.out_shape(), pool_height, pool_width, pool_stride);
+    return dispatch_float(x, "conv x", [&](auto zero) -> py::tuple {
+        using T = decltype(zero);
+        Contig<T> xc(x), wc(w), bc(b);
+        py::array_t<T> pooled(p.out_shape());
+        py::array_t<int32_t> winners(p.out_shape());
+        const T *xp = xc.data(), *wp = wc.data(), *bp = bc.data();
+        T* pp = pooled.mutable_data();
+        int32_t* winp = winners.mutable_data();
+        {
+            py::gil_scoped_release nogil;
+            conv_relu_pool_forward(g, p, xp, wp, bp, pp, winp);
+        }
+        return py::make_tuple(pooled, winners);
     });
 }
 
@@ -110,8 +139,48 @@ py::tuple py_conv_backward(const py::array& dout, const py::array& x, const py::
     });
 }
 
+py::tuple py_conv_pooled_backward(const py::array& dpool, const py::array& pooled,
+                                 const py::array& winners, const py::array& x,
+                                 const py::array& w, int64_t stride, int64_t pad) {
+    const Shape b_shape{shape_of(w).empty() ? 0 : shape_of(w)[0]};
+    const ConvGeometry g = conv_geometry(shape_of(x), shape_of(w), b_shape, stride, pad);
+    const Shape ws = shape_of(winners);
+    require_rank(ws, 4, "conv_pooled winners", "(N, F, Hq, Wq)");
+    if (ws[0] != g.N || ws[1] != g.F) {
+        fail("conv_pooled winners " + shape_str(ws) + " must have the N and F of the conv output " +
+             shape_str(g.out_shape()));
+    }
+    if (!winners.dtype().is(py::dtype::of<int32_t>())) {
+        fail("conv_pooled winners must be int32 (from max_pool_forward), got " + dtype_name(winners));
+    }
+    require_shape(dpool, ws, "conv_pooled dpool");
+    require_shape(pooled, ws, "conv_pooled pooled");
+    require_same_dtype(x, "x", w, "w");
+    require_same_dtype(x, "x", dpool, "dpool");
+    require_same_dtype(x, "x", pooled, "pooled");
+    if (g.C * (g.H + 2 * g.pad) * (g.W + 2 * g.pad) > INT32_MAX) {
+        fail("conv_pooled: the padded image of x " + shape_str(shape_of(x)) + " is too large");
+    }
+    Contig<int32_t> wc(winners);
+    return dispatch_float(x, "conv x", [&](auto zero) -> py::tuple {
+        using T = decltype(zero);
+        Contig<T> dc(dpool), pc(pooled), xc(x);
+        py::array_t<T> dw({g.F, g.C, g.HH, g.WW}), db(g.F);
+        const T *dp = dc.data(), *pp = pc.data(), *xp = xc.data();
+        const int32_t* wp = wc.data();
+        T *dwp = dw.mutable_data(), *dbp = db.mutable_data();
+        bool all_inside;
+        {
+            py::gil_scoped_release nogil;
+            all_inside = conv_pooled_backward(g, ws[2] * ws[3], xp, pp, dp, wp, dwp, dbp);
+        }
+        if (!all_inside) check_winners(wp, wc.size(), g.Ho, g.Wo);  // finds the culprit, throws
+        return py::make_tuple(dw, db);
+    });
+}
+
 py::tuple py_max_pool_forward(const py::array& x, int64_t pool_height, int64_t pool_width,
-                              int64_t stride) {
+                              int64_t stride, bool relu_first) {
     const PoolGeometry g = pool_geometry(shape_of(x), pool_height, pool_width, stride);
     return dispatch_float(x, "max_pool x", [&](auto zero) -> py::tuple {
         using T = decltype(zero);
@@ -123,7 +192,7 @@ py::tuple py_max_pool_forward(const py::array& x, int64_t pool_height, int64_t p
         int32_t* wp = winners.mutable_data();
         {
             py::gil_scoped_release nogil;
-            max_pool_forward(g, xp, op, wp);
+            max_pool_forward(g, xp, op, wp, relu_first);
         }
         return py::make_tuple(out, winners);
     });
@@ -267,12 +336,23 @@ PYBIND11_MODULE(_C, m) {
           py::kw_only(), "need_dx"_a = true, "need_dw"_a = true,
           "Gradients of conv_forward -> (dx, dw, db). need_dx=False / need_dw=False skip\n"
           "that gradient entirely and return None in its place.");
+    m.def("conv_relu_pool_forward", &py_conv_relu_pool_forward, "x"_a, "w"_a, "b"_a, "stride"_a,
+          "pad"_a, "pool_height"_a, "pool_width"_a, "pool_stride"_a,
+          "max_pool_forward(relu(conv_forward(x, w, b, stride, pad)), ...) -> (pooled, winners),\n"
+          "bit for bit, without writing the convolution's output: each image is pooled while\n"
+          "its convolution is in cache.");
+    m.def("conv_pooled_backward", &py_conv_pooled_backward, "dpool"_a, "pooled"_a, "winners"_a,
+          "x"_a, "w"_a, "stride"_a, "pad"_a,
+          "(dw, db) of conv -> relu -> max_pool from the pooled gradient: the conv's output\n"
+          "gradient is dpool at each window's winner where the pooled value is > 0, else 0.\n"
+          "pooled, winners: max_pool_forward's outputs; x, w: the conv's input and weights.");
     m.def("max_pool_forward", &py_max_pool_forward, "x"_a, "pool_height"_a, "pool_width"_a,
-          "stride"_a,
+          "stride"_a, py::kw_only(), "relu_first"_a = false,
           "Max pooling of x (N, C, H, W), no padding -> (out, winners): out is\n"
           "(N, C, 1 + (H - ph) // stride, 1 + (W - pw) // stride); winners (int32, same shape)\n"
           "holds each window's winner as an index into its (H, W) plane. Ties: the first\n"
-          "maximum in row-major window order wins; NaN counts as the maximum.");
+          "maximum in row-major window order wins; NaN counts as the maximum.\n"
+          "relu_first=True pools relu(x) (as relu_forward computes it) without writing it.");
     m.def("max_pool_backward", &py_max_pool_backward, "dout"_a, "winners"_a, "H"_a, "W"_a,
           "Gradient of max_pool_forward -> dx (N, C, H, W): each window's whole gradient goes\n"
           "to its winner; overlapping windows add up.");

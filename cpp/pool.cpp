@@ -30,45 +30,6 @@ PoolGeometry pool_geometry(const Shape& x, int64_t pool_height, int64_t pool_wid
 
 namespace {
 
-// Index (within the plane) of the window's winner under the tie rule in pool.h: the
-// first maximum in row-major order, a NaN beating any number. kH, kW > 0 fix the window
-// size at compile time; 0 reads it from g.
-template <typename T, int64_t kH, int64_t kW>
-int64_t window_argmax(const PoolGeometry& g, const T* plane, int64_t oh, int64_t ow) {
-    const int64_t ph = kH ? kH : g.pool_height, pw = kW ? kW : g.pool_width;
-    const int64_t first = oh * g.stride * g.W + ow * g.stride;
-    int64_t best = first;
-    T best_v = plane[first];
-    for (int64_t i = 0; i < ph; ++i) {
-        for (int64_t j = 0; j < pw; ++j) {
-            const int64_t at = first + i * g.W + j;
-            const T v = plane[at];
-            const bool wins = (v > best_v) | ((v != v) & (best_v == best_v));  // v != v: NaN
-            best_v = wins ? v : best_v;
-            best = wins ? at : best;
-        }
-    }
-    return best;
-}
-
-template <typename T, int64_t kH, int64_t kW>
-void pool_planes(const PoolGeometry& g, const T* x, T* out, int32_t* winners) {
-    const int64_t planes = g.N * g.C, in_plane = g.H * g.W, out_plane = g.Ho * g.Wo;
-#pragma omp parallel for schedule(dynamic, 8) num_threads(team_size(planes))
-    for (int64_t pl = 0; pl < planes; ++pl) {
-        const T* src = x + pl * in_plane;
-        T* dst = out + pl * out_plane;
-        int32_t* win = winners + pl * out_plane;
-        for (int64_t oh = 0; oh < g.Ho; ++oh) {
-            for (int64_t ow = 0; ow < g.Wo; ++ow) {
-                const int64_t at = window_argmax<T, kH, kW>(g, src, oh, ow);
-                dst[oh * g.Wo + ow] = src[at];
-                win[oh * g.Wo + ow] = static_cast<int32_t>(at);
-            }
-        }
-    }
-}
-
 // Unsigned integers as wide as T, to blend floats bit by bit.
 template <typename T> struct BitsOf;
 template <> struct BitsOf<float> { using type = uint32_t; };
@@ -88,6 +49,49 @@ inline T from_bits(U bits) {
     return value;
 }
 
+// What the pooling sees of an input: the input itself, or with Relu its relu as
+// relu_forward computes it (a NaN passes, -0 becomes +0). The graph fuses relu -> max_pool
+// this way, so the relu's output is never written. Blended bit by bit: a `? :` here
+// compiles to jumps that mispredict on real data and cost 15x (measured).
+template <bool Relu, typename T, typename U = typename BitsOf<T>::type>
+inline T seen(T v) {
+    if constexpr (!Relu) return v;
+    return from_bits<T>(to_bits(v) & (U((v <= T(0))) - U(1)));
+}
+
+// Index (within the plane) of the window's winner under the tie rule in pool.h: the
+// first maximum in row-major order, a NaN beating any number. kH, kW > 0 fix the window
+// size at compile time; 0 reads it from g.
+template <bool Relu, typename T, int64_t kH, int64_t kW>
+int64_t window_argmax(const PoolGeometry& g, const T* plane, int64_t oh, int64_t ow) {
+    const int64_t ph = kH ? kH : g.pool_height, pw = kW ? kW : g.pool_width;
+    const int64_t first = oh * g.stride * g.W + ow * g.stride;
+    int64_t best = first;
+    T best_v = seen<Relu>(plane[first]);
+    for (int64_t i = 0; i < ph; ++i) {
+        for (int64_t j = 0; j < pw; ++j) {
+            const int64_t at = first + i * g.W + j;
+            const T v = seen<Relu>(plane[at]);
+            const bool wins = (v > best_v) | ((v != v) & (best_v == best_v));  // v != v: NaN
+            best_v = wins ? v : best_v;
+            best = wins ? at : best;
+        }
+    }
+    return best;
+}
+
+// One plane (H x W in, Ho x Wo out) of any pooling.
+template <bool Relu, typename T, int64_t kH, int64_t kW>
+void pool_plane(const PoolGeometry& g, const T* src, T* dst, int32_t* win) {
+    for (int64_t oh = 0; oh < g.Ho; ++oh) {
+        for (int64_t ow = 0; ow < g.Wo; ++ow) {
+            const int64_t at = window_argmax<Relu, T, kH, kW>(g, src, oh, ow);
+            dst[oh * g.Wo + ow] = seen<Relu>(src[at]);
+            win[oh * g.Wo + ow] = static_cast<int32_t>(at);
+        }
+    }
+}
+
 // v's mask (all ones) if it beats the running best m under the tie rule, else 0.
 template <typename T, typename U = typename BitsOf<T>::type>
 inline U beats(T v, T m) {
@@ -98,13 +102,14 @@ inline U beats(T v, T m) {
 // r1. Which element of a window wins is a coin toss on real data, and compilers turn the
 // `c ? a : b` of window_argmax into jumps that mispredict half the time; blending bits
 // under a mask has no jumps at all and runs 7x faster (measured).
-template <typename T>
+template <bool Relu, typename T>
 void pool_row_2x2(int64_t Wo, int32_t row_start, int32_t W, const T* __restrict r0,
                   const T* __restrict r1, T* __restrict dst, int32_t* __restrict win) {
     using U = typename BitsOf<T>::type;
     const U down = static_cast<U>(W);
     for (int64_t ow = 0; ow < Wo; ++ow) {
-        const T a = r0[2 * ow], b = r0[2 * ow + 1], c = r1[2 * ow], d = r1[2 * ow + 1];
+        const T a = seen<Relu>(r0[2 * ow]), b = seen<Relu>(r0[2 * ow + 1]);
+        const T c = seen<Relu>(r1[2 * ow]), d = seen<Relu>(r1[2 * ow + 1]);
         U best = to_bits(a), offset = 0;
         const auto consider = [&](T v, U v_offset) {
             const U take = beats(v, from_bits<T>(best));
@@ -119,30 +124,44 @@ void pool_row_2x2(int64_t Wo, int32_t row_start, int32_t W, const T* __restrict 
     }
 }
 
-template <typename T>
-void pool_planes_2x2(const PoolGeometry& g, const T* x, T* out, int32_t* winners) {
-    const int64_t planes = g.N * g.C, in_plane = g.H * g.W, out_plane = g.Ho * g.Wo;
-#pragma omp parallel for schedule(dynamic, 8) num_threads(team_size(planes))
-    for (int64_t pl = 0; pl < planes; ++pl) {
-        for (int64_t oh = 0; oh < g.Ho; ++oh) {
-            const T* r0 = x + pl * in_plane + 2 * oh * g.W;
-            pool_row_2x2(g.Wo, static_cast<int32_t>(2 * oh * g.W), static_cast<int32_t>(g.W), r0,
-                         r0 + g.W, out + pl * out_plane + oh * g.Wo,
-                         winners + pl * out_plane + oh * g.Wo);
-        }
+// One plane of the 2x2, stride-2 pooling.
+template <bool Relu, typename T>
+void pool_plane_2x2(const PoolGeometry& g, const T* src, T* dst, int32_t* win) {
+    for (int64_t oh = 0; oh < g.Ho; ++oh) {
+        const T* r0 = src + 2 * oh * g.W;
+        pool_row_2x2<Relu>(g.Wo, static_cast<int32_t>(2 * oh * g.W), static_cast<int32_t>(g.W), r0,
+                           r0 + g.W, dst + oh * g.Wo, win + oh * g.Wo);
     }
+}
+
+template <bool Relu, typename T>
+void pool_forward(const PoolGeometry& g, const T* x, T* out, int32_t* winners, bool threaded) {
+    const bool two_by_two = g.pool_height == 2 && g.pool_width == 2;
+    const auto plane = two_by_two && g.stride == 2 ? pool_plane_2x2<Relu, T>
+                       : two_by_two                ? pool_plane<Relu, T, 2, 2>
+                                                   : pool_plane<Relu, T, 0, 0>;
+    const int64_t planes = g.N * g.C, in_plane = g.H * g.W, out_plane = g.Ho * g.Wo;
+    const auto pool = [&](int64_t pl) {
+        plane(g, x + pl * in_plane, out + pl * out_plane, winners + pl * out_plane);
+    };
+    if (!threaded) {  // no OpenMP region at all: inside a caller's team, even a serial
+                      // one costs more than pooling one image's planes from cache
+        for (int64_t pl = 0; pl < planes; ++pl) pool(pl);
+        return;
+    }
+#pragma omp parallel for schedule(dynamic, 8) num_threads(team_size(planes))
+    for (int64_t pl = 0; pl < planes; ++pl) pool(pl);
 }
 
 }  // namespace
 
 template <typename T>
-void max_pool_forward(const PoolGeometry& g, const T* x, T* out, int32_t* winners) {
-    if (g.pool_height == 2 && g.pool_width == 2 && g.stride == 2) {
-        pool_planes_2x2(g, x, out, winners);
-    } else if (g.pool_height == 2 && g.pool_width == 2) {
-        pool_planes<T, 2, 2>(g, x, out, winners);
+void max_pool_forward(const PoolGeometry& g, const T* x, T* out, int32_t* winners,
+                      bool relu_first, bool threaded) {
+    if (relu_first) {
+        pool_forward<true>(g, x, out, winners, threaded);
     } else {
-        pool_planes<T, 0, 0>(g, x, out, winners);
+        pool_forward<false>(g, x, out, winners, threaded);
     }
 }
 
@@ -224,8 +243,10 @@ bool max_pool_backward(int64_t planes, int64_t H, int64_t W, int64_t Ho, int64_t
     return !out_of_plane;
 }
 
-template void max_pool_forward<float>(const PoolGeometry&, const float*, float*, int32_t*);
-template void max_pool_forward<double>(const PoolGeometry&, const double*, double*, int32_t*);
+template void max_pool_forward<float>(const PoolGeometry&, const float*, float*, int32_t*, bool,
+                                      bool);
+template void max_pool_forward<double>(const PoolGeometry&, const double*, double*, int32_t*, bool,
+                                       bool);
 template bool max_pool_backward<float>(int64_t, int64_t, int64_t, int64_t, int64_t, const float*,
                                        const int32_t*, float*);
 template bool max_pool_backward<double>(int64_t, int64_t, int64_t, int64_t, int64_t, const double*,

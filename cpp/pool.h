@@ -25,8 +25,11 @@ PoolGeometry pool_geometry(const Shape& x, int64_t pool_height, int64_t pool_wid
 
 // Writes out and, for every output, the index of its window's winner within the
 // (H, W) plane. Backward only needs those indices, so x can be freed after forward.
+// relu_first pools relu(x) instead of x (fusing relu -> max_pool), without writing it.
+// threaded=false runs on the calling thread alone, for a caller that shares out the work.
 template <typename T>
-void max_pool_forward(const PoolGeometry& g, const T* x, T* out, int32_t* winners);
+void max_pool_forward(const PoolGeometry& g, const T* x, T* out, int32_t* winners,
+                      bool relu_first = false, bool threaded = true);
 
 // Throws, naming the first, unless every index of winners is inside the (H, W) plane.
 void check_winners(const int32_t* winners, int64_t count, int64_t H, int64_t W);

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import _C
 
-__all__ = ["conv_forward_fast", "conv_backward_fast",
+__all__ = ["conv_forward_fast", "conv_backward_fast", "conv_relu_pool_forward_fast",
            "max_pool_forward_fast", "max_pool_backward_fast"]
 
 
@@ -46,6 +46,22 @@ def conv_forward_fast(x, w, b, conv_param):
     return out, (x, w, b, conv_param)
 
 
+def conv_relu_pool_forward_fast(x, w, b, conv_param, pool_param):
+    """max_pool_forward_fast(relu(conv_forward_fast(x, w, b, conv_param)), pool_param),
+    bit for bit, in one pass that never writes the convolution's output: each image is
+    pooled while its convolution is still in cache. Returns (out, pool cache)."""
+    stride = _int_param(conv_param, "stride", "conv_param")
+    pad = _int_param(conv_param, "pad", "conv_param")
+    ph = _int_param(pool_param, "pool_height", "pool_param")
+    pw = _int_param(pool_param, "pool_width", "pool_param")
+    pool_stride = _int_param(pool_param, "stride", "pool_param")
+    x, w, b = np.asarray(x), np.asarray(w), np.asarray(b)
+    out, winners = _C.conv_relu_pool_forward(x, w, b, stride, pad, ph, pw, pool_stride)
+    conv_shape = (x.shape[0], w.shape[0], 1 + (x.shape[2] + 2 * pad - w.shape[2]) // stride,
+                  1 + (x.shape[3] + 2 * pad - w.shape[3]) // stride)
+    return out, (conv_shape, winners, pool_param)
+
+
 def conv_backward_fast(dout, cache, *, need_dx=True):
     """Convolution backward pass: returns (dx, dw, db) for the cache of conv_forward_fast.
 
@@ -58,7 +74,7 @@ def conv_backward_fast(dout, cache, *, need_dx=True):
     return _C.conv_backward(np.asarray(dout), x, w, stride, pad, need_dx=need_dx)
 
 
-def max_pool_forward_fast(x, pool_param):
+def max_pool_forward_fast(x, pool_param, *, relu_first=False):
     """Max pooling forward pass, no padding.
 
     x: (N, C, H, W), pool_param: {'pool_height', 'pool_width', 'stride'}.
@@ -69,12 +85,15 @@ def max_pool_forward_fast(x, pool_param):
     row-major window order is the winner (and gets the whole gradient in backward).
     A NaN counts as the maximum, so NaNs propagate (the first NaN wins).
     The cache keeps each window's winner (int32), not x.
+
+    relu_first=True pools relu(x) instead, without writing it: the same out and cache as
+    pooling relu_forward's output (graphnet's relu -> max_pool fusion).
     """
     ph = _int_param(pool_param, "pool_height", "pool_param")
     pw = _int_param(pool_param, "pool_width", "pool_param")
     stride = _int_param(pool_param, "stride", "pool_param")
     x = np.asarray(x)
-    out, winners = _C.max_pool_forward(x, ph, pw, stride)
+    out, winners = _C.max_pool_forward(x, ph, pw, stride, relu_first=relu_first)
     return out, (x.shape, winners, pool_param)
 
 

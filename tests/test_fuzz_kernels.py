@@ -6,6 +6,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from graphnet import _C
 from graphnet.fast_layers import (conv_backward_fast, conv_forward_fast,
                                   max_pool_backward_fast, max_pool_forward_fast)
 from test_fast_layers import (assert_within_rounding, conv_backward_ref, conv_error_bounds,
@@ -88,3 +89,37 @@ def test_conv_arbitrary_arrays_never_crash(x_shape, w_shape, b_shape, stride, pa
     assert out.dtype == x.dtype == w.dtype
     dx, dw, db = conv_backward_fast(np.ones_like(out), cache)
     assert dx.shape == x.shape and dw.shape == w.shape and db.shape == b.shape
+
+
+@FUZZ
+@given(N=st.integers(0, 3), C=st.integers(1, 3), H=st.integers(1, 12), W=st.integers(1, 20),
+       F=st.integers(1, 4), HH=st.integers(1, 9), WW=st.integers(1, 10),
+       stride=st.integers(1, 3), pad=st.integers(0, 4), ph=st.integers(1, 3),
+       pw=st.integers(1, 3), pool_stride=st.integers(1, 3), dtype=dtypes,
+       ties=st.booleans(), seed=st.integers(0, 2**16))
+def test_fused_conv_relu_pool_fuzz(N, C, H, W, F, HH, WW, stride, pad, ph, pw, pool_stride,
+                                   dtype, ties, seed):
+    """The fused kernels against the chain they replace (forward, bit for bit) and the naive
+    loops (the weight gradient), on valid geometries; ties make many windows hold several
+    maxima and many relus block."""
+    Ho, Wo = (H + 2 * pad - HH) // stride + 1, (W + 2 * pad - WW) // stride + 1
+    if min(H + 2 * pad - HH, W + 2 * pad - WW) < 0 or ph > Ho or pw > Wo:
+        return  # invalid parameters: the conv and pool fuzz tests cover their errors
+    rng = np.random.default_rng(seed)
+    x, w, b = (rng.standard_normal(s) for s in ((N, C, H, W), (F, C, HH, WW), (F,)))
+    if ties:
+        x, w, b = np.round(x), np.round(w), np.round(b)
+    x, w, b = x.astype(dtype), w.astype(dtype), b.astype(dtype)
+    conv = _C.conv_forward(x, w, b, stride, pad)
+    pooled, winners = _C.max_pool_forward(_C.relu_forward(conv)[0], ph, pw, pool_stride)
+    got, got_winners = _C.conv_relu_pool_forward(x, w, b, stride, pad, ph, pw, pool_stride)
+    assert got.tobytes() == pooled.tobytes()
+    np.testing.assert_array_equal(got_winners, winners)
+    dpool = rng.standard_normal(pooled.shape).astype(dtype)
+    dw, db = _C.conv_pooled_backward(dpool, pooled, winners, x, w, stride, pad)
+    dconv = max_pool_backward_ref(dpool * (pooled > 0), _C.relu_forward(conv)[0], ph, pw,
+                                  pool_stride)
+    _, dw_ref, db_ref = conv_backward_ref(dconv, x, w, stride, pad)
+    _, _, dw_bound, db_bound = conv_error_bounds(dconv, x, w, b, stride, pad)
+    assert_within_rounding(dw, dw_ref, dw_bound, TOL[dtype])
+    assert_within_rounding(db, db_ref, db_bound, TOL[dtype])
