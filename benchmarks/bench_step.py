@@ -113,9 +113,10 @@ def scheduler_overhead(steps):
 
     scheduler = model.graph._scheduler
     for steps_list, _ in scheduler._forward_plans.values():
-        steps_list[:] = [(n, timed(f, (n.op, "forward")), i) for n, f, i in steps_list]
+        steps_list[:] = [(n, timed(f, (getattr(f, "label", n.op), "forward")), i)
+                         for n, f, i in steps_list]
     for steps_list, _ in scheduler._backward_plans.values():
-        steps_list[:] = [(n, timed(b, (n.op, "backward")), i, needs)
+        steps_list[:] = [(n, timed(b, (getattr(b, "label", n.op), "backward")), i, needs)
                          for n, b, i, needs in steps_list]
     rows, gate_rows = [], []
     for _ in range(steps + 3):

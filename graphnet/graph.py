@@ -17,6 +17,10 @@ class Graph:
     >>> f = g.multiply(g.add(x, y, name="q"), z, name="f")
     >>> g.forward(x=-2.0, y=5.0, z=-4.0)
     -12.0
+
+    `fuse` (default True): run each conv -> relu -> max_pool chain whose conv and relu
+    feed nothing else as one fused step each way (graphnet/fusion.py). Every node still
+    reads its value and gradient; False runs the gates one by one.
     """
 
     def __init__(self, dtype=np.float64):
@@ -24,6 +28,7 @@ class Graph:
         if self.dtype.kind != "f":
             raise GraphError(f"a graph's dtype must be a float type, got {self.dtype}")
         self.training = True
+        self.fuse = True
         self._nodes, self._by_name, self._auto_names = [], {}, {}
         self._scheduler = Scheduler(self)
         self.params = ParamDict(self)

@@ -6,9 +6,34 @@ targets the list of steps forward and backward. Running a plan is then a plain l
 """
 import numpy as np
 
-from . import anomaly
+from . import anomaly, fusion
+from .fusion import Deferred
 from .errors import GraphError
 from .gates.base import unbroadcast
+
+
+class _MaybeDeferred:
+    """A node attribute that may hold a Deferred: reading it computes and keeps the array.
+    Fused steps skip what only a person looking at the node would read, and that person
+    still sees it."""
+
+    def __init__(self, slot):
+        self.slot = slot
+
+    def __set_name__(self, owner, name):
+        self.slot = owner.__dict__[self.slot]  # the slot's own descriptor: one lookup less
+
+    def __get__(self, node, owner=None):
+        if node is None:
+            return self
+        item = self.slot.__get__(node)
+        if type(item) is Deferred:
+            item = item.make()
+            self.slot.__set__(node, item)
+        return item
+
+    def __set__(self, node, item):
+        self.slot.__set__(node, item)
 
 
 class Node:
@@ -17,11 +42,16 @@ class Node:
     After `forward`, `value` holds its output; after `backward`, `grad` holds d target /
     d this node (None for nodes that need no gradient); `cache` is what its gate saved
     for the backward pass; `state` is the gate's persistent per-node state (batchnorm's
-    running averages, dropout's random stream).
+    running averages, dropout's random stream). A fused step may leave a node's value,
+    gradient or cache to be computed when first read (see fusion.py); reading them looks
+    the same either way.
     """
 
     __slots__ = ("graph", "name", "kind", "gate", "inputs", "static_shape", "dtype",
-                 "requires_grad", "value", "grad", "cache", "state", "__weakref__")
+                 "requires_grad", "_value", "_grad", "_cache", "state", "__weakref__")
+    value = _MaybeDeferred("_value")
+    grad = _MaybeDeferred("_grad")
+    cache = _MaybeDeferred("_cache")
 
     def __init__(self, graph, name, kind, gate=None, inputs=(), shape=None, dtype=None,
                  requires_grad=False, value=None):
@@ -29,7 +59,7 @@ class Node:
         self.inputs = tuple(inputs)
         self.static_shape, self.dtype = shape, dtype
         self.requires_grad = requires_grad
-        self.value, self.grad, self.cache, self.state = value, None, None, {}
+        self._value, self._grad, self._cache, self.state = value, None, None, {}
 
     @property
     def op(self):
@@ -135,13 +165,17 @@ class Scheduler:
                     node.requires_grad = any(i.requires_grad for i in node.inputs)
         return self._order
 
-    def forward_plan(self, targets):
-        key = tuple(id(t) for t in targets)
+    def forward_plan(self, targets, fuse=False):
+        """The gate steps (node, function, inputs) in topological order, and the inputs to
+        feed. fuse=True joins the steps that fusion.py knows how to run together."""
+        key = (tuple(id(t) for t in targets), fuse)
         plan = self._forward_plans.get(key)
         if plan is None:
             needed = ancestors(targets)
             nodes = [n for n in self.order if id(n) in needed]
             steps = [(n, self._forward_function(n), n.inputs) for n in nodes if n.gate]
+            if fuse:
+                steps = fusion.fuse_forward(steps)
             inputs = [n for n in nodes if n.kind == "input"]
             plan = self._forward_plans[key] = (steps, inputs)
         return plan
@@ -162,55 +196,65 @@ class Scheduler:
             self._sinks = [n for n in (gates or self.order) if id(n) not in used]
         return self._sinks
 
-    def backward_plan(self, target):
-        """The gate steps in reverse order, and the nodes wanting a gradient that the
-        target does not depend on (they get zeros)."""
-        plan = self._backward_plans.get(id(target))
+    def backward_plan(self, target, fuse=False):
+        """The gate steps (node, function, inputs, which inputs need a gradient) in reverse
+        order, and the nodes wanting a gradient that the target does not depend on (they
+        get zeros). fuse=True as in forward_plan."""
+        key = (id(target), fuse)
+        plan = self._backward_plans.get(key)
         if plan is None:
             needed = ancestors([target])
             steps = [(n, n.gate.backward, n.inputs, tuple(i.requires_grad for i in n.inputs))
                      for n in reversed(self.order)
                      if n.gate and n.requires_grad and id(n) in needed]
+            if fuse:
+                steps = fusion.fuse_backward(steps)
             unreached = [n for n in self.order if n.requires_grad and id(n) not in needed]
-            plan = self._backward_plans[id(target)] = (steps, unreached)
+            plan = self._backward_plans[key] = (steps, unreached)
         return plan
 
     def run_forward(self, targets):
-        steps, _ = self.forward_plan(targets)
         check = anomaly.checker()
+        steps, _ = self.forward_plan(targets, fuse=self.graph.fuse and not check)
         node = None
         try:
+            # The slots, not the properties, here and in run_backward: no step reads what
+            # a fused step deferred (fusion._chains), and the properties cost a call each.
             for step, (node, forward, inputs) in enumerate(steps, 1):
-                node.value, node.cache = forward(*[i.value for i in inputs])
+                node._value, node._cache = forward(*[i._value for i in inputs])
                 if check:
-                    check(node, node.value, "value", f"step {step} of forward")
+                    check(node, node._value, "value", f"step {step} of forward")
         except (ValueError, TypeError) as err:
             raise _gate_failure("forward", node, err) from err
 
     def run_backward(self, target, seed):
-        steps, unreached = self.backward_plan(target)
-        for node in self.order:
-            node.grad = None
-        target.grad = seed
         check = anomaly.checker()
+        fuse = self.graph.fuse and not check
+        steps, unreached = self.backward_plan(target, fuse=fuse)
+        if not fuse:  # the steps of chains a fused forward ran read the chain's slots
+            for node in self.order:
+                node._value, node._cache = node.value, node.cache  # computes what is deferred
+        for node in self.order:
+            node._grad = None
+        target._grad = seed
         node = None
         try:
             for step, (node, backward, inputs, needs) in enumerate(steps, 1):
-                grads = backward(node.grad, node.cache, needs)
+                grads = backward(node._grad, node._cache, needs)
                 for inp, need, grad in zip(inputs, needs, grads):
                     if need:
                         if check:
                             check(inp, grad, f"gradient from {node.name!r}",
                                   f"step {step} of backward")
-                        if grad.shape != inp.value.shape:
-                            grad = unbroadcast(grad, inp.value.shape)
+                        if grad.shape != inp._value.shape:
+                            grad = unbroadcast(grad, inp._value.shape)
                         # Fan-out: a node feeding several gates gets the sum of their gradients.
-                        inp.grad = grad if inp.grad is None else inp.grad + grad
+                        inp._grad = grad if inp._grad is None else inp._grad + grad
         except (ValueError, TypeError) as err:
             raise _gate_failure("backward", node, err) from err
         for node in unreached:
-            if node.value is not None:
-                node.grad = np.zeros_like(node.value)[()]
+            if node._value is not None:
+                node._grad = np.zeros_like(node.value)[()]
 
 
 def _gate_failure(walk, node, err):

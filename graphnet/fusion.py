@@ -1,0 +1,119 @@
+"""Fused steps: gates that the scheduler runs together when their plan allows it.
+
+A CNN spends a third of its step in conv -> relu -> max_pool. Run gate by gate, the relu
+writes a whole activation forward and backward, the pool writes a mostly-zero gradient
+of that size, and the conv's weight gradient multiplies every zero of it. Such a chain,
+where the conv and the relu feed nothing else, runs as one step each way:
+
+- forward: each image's convolution is pooled, with the relu applied on the fly, while
+  it is still in cache (`conv_relu_pool_forward_fast`). The conv's and the relu's values
+  are computed only if someone reads them.
+- backward: the conv's weight and bias gradients come straight from the pooled gradient,
+  summing input patches only at each window's winner that passed the relu
+  (`_C.conv_pooled_backward`). The relu's and the conv's gradients are computed only if
+  someone reads them. Where the conv's input needs a gradient too, the chain's
+  gradients are computed in full, gate by gate, inside the step.
+
+The graph keeps its separate nodes, and every value and gradient reads the same as
+without fusion (the weight gradient to rounding: it is summed in another order).
+`Graph.fuse = False` and `detect_anomaly()` run every gate on its own.
+"""
+import functools
+
+from . import _C, fast_layers
+
+
+class Deferred:
+    """What a fused step left uncomputed in a node's value, gradient or cache: the
+    function that computes it, called on the first read (see scheduler.Node)."""
+
+    __slots__ = ("make",)
+
+    def __init__(self, make):
+        self.make = make
+
+
+def fuse_forward(steps):
+    """Forward steps (node, function, inputs), each fusable chain's three replaced by one
+    at its pool's place."""
+    chains = _chains(steps)
+    fused = []
+    for node, forward, inputs in _without_inner_steps(steps):
+        if node in chains:
+            relu, conv = node.inputs[0], node.inputs[0].inputs[0]
+            fused.append((node, _conv_relu_pool_forward(conv, relu, node), conv.inputs))
+        else:
+            fused.append((node, forward, inputs))
+    return fused
+
+
+def fuse_backward(steps):
+    """Backward steps (node, function, inputs, needs), each fusable chain's three replaced
+    by one at its pool's place, which gives the conv's inputs their gradients."""
+    chains = _chains(steps)
+    fused = []
+    for node, backward, inputs, needs in _without_inner_steps(steps):
+        if node in chains:
+            relu, conv = node.inputs[0], node.inputs[0].inputs[0]
+            fused.append((node, _conv_relu_pool_backward(conv, relu, node), conv.inputs,
+                          tuple(i.requires_grad for i in conv.inputs)))
+        else:
+            fused.append((node, backward, inputs, needs))
+    return fused
+
+
+def _chains(steps):
+    """The pools of the conv -> relu -> max_pool chains in `steps` (forward or backward)
+    whose conv and relu are steps there and feed nothing else there. The forward and the
+    backward plan of one graph find the same chains, so no step of one reads what a fused
+    step of the other deferred."""
+    planned = {node for node, *_ in steps}
+    uses = {}
+    for _, _, inputs, *_ in steps:
+        for node in inputs:
+            uses[node] = uses.get(node, 0) + 1
+    return {pool for pool in planned
+            if pool.op == "max_pool" and (relu := pool.inputs[0]).op == "relu"
+            and (conv := relu.inputs[0]).op == "conv" and relu in planned and conv in planned
+            and uses[relu] == 1 and uses[conv] == 1}
+
+
+def _without_inner_steps(steps):
+    inner = {n for pool in _chains(steps) for n in (pool.inputs[0], pool.inputs[0].inputs[0])}
+    return [step for step in steps if step[0] not in inner]
+
+
+def _conv_relu_pool_forward(conv, relu, pool):
+    def forward(x, w, b):
+        conv_outputs = functools.cache(lambda: conv.gate.forward(x, w, b))
+        conv._value, conv._cache = Deferred(lambda: conv_outputs()[0]), (x, w, b, conv.gate.attrs())
+        relu_outputs = functools.cache(lambda: relu.gate.forward(conv_outputs()[0]))
+        relu._value = Deferred(lambda: relu_outputs()[0])
+        relu._cache = Deferred(lambda: relu_outputs()[1])
+        return fast_layers.conv_relu_pool_forward_fast(x, w, b, conv.gate.attrs(),
+                                                       pool.gate.attrs())
+    forward.label = "conv+relu+max_pool"
+    return forward
+
+
+def _conv_relu_pool_backward(conv, relu, pool):
+    def backward(dpool, pool_cache, needs):
+        relu_cache = relu._cache  # as it is now: a later forward replaces the slot
+        pool_grad = functools.cache(lambda: pool.gate.backward(dpool, pool_cache, (True,))[0])
+        relu_grad = functools.cache(
+            lambda: relu.gate.backward(pool_grad(), _resolved(relu_cache), (True,))[0])
+        if needs[0]:  # dx is a dense convolution of the conv's whole gradient anyway
+            relu._grad, conv._grad = pool_grad(), relu_grad()
+            return conv.gate.backward(conv._grad, conv._cache, needs)
+        x, w, _, conv_param = conv._cache
+        _, winners, _ = pool_cache
+        dw, db = _C.conv_pooled_backward(dpool, pool._value, winners, x, w,
+                                         conv_param["stride"], conv_param["pad"])
+        relu._grad, conv._grad = Deferred(pool_grad), Deferred(relu_grad)
+        return None, dw if needs[1] else None, db if needs[2] else None
+    backward.label = "conv+relu+max_pool"
+    return backward
+
+
+def _resolved(item):
+    return item.make() if type(item) is Deferred else item
