@@ -74,10 +74,10 @@ template <typename OutOf, typename Done>
 void direct_forward(const ConvGeometry& g, int threads, const float* x, const float* w,
                     const float* b, OutOf&& out_of, Done&& done) {
     const DirectConv d = direct_geometry(g);
-    const int64_t taps = g.taps(), fp = d.filters_padded;
-    std::vector<float> wpack(taps * fp, 0.0f);  // taps x filters: a tile's weights side by side
+    const int64_t taps = g.taps(), tile = direct_tile_filters(g.Wo);
+    std::vector<float> wpack(taps * d.filters_padded, 0.0f);
     for (int64_t f = 0; f < g.F; ++f) {
-        for (int64_t t = 0; t < taps; ++t) wpack[t * fp + f] = w[f * taps + t];
+        for (int64_t t = 0; t < taps; ++t) wpack[direct_packed_index(tile, taps, f, t)] = w[f * taps + t];
     }
     direct_over_batch(d, g.N, threads, g.H, g.W, g.pad, g.pad, x, wpack, b, out_of, done);
 }
@@ -95,13 +95,14 @@ void direct_input_gradient(const ConvGeometry& g, const float* dout, const float
     const int64_t pad_h = g.HH - 1 - g.pad, pad_w = g.WW - 1 - g.pad;
     const DirectConv d{g.F, g.C, g.HH, g.WW, g.H, g.W, g.Ho + 2 * pad_h, g.Wo + 2 * pad_w,
                        padded_filters(g.C, g.W)};
-    std::vector<float> wpack(g.F * g.HH * g.WW * d.filters_padded, 0.0f);  // taps x channels
+    const int64_t taps = g.F * g.HH * g.WW, tile = direct_tile_filters(g.W);
+    std::vector<float> wpack(taps * d.filters_padded, 0.0f);  // dout's channels are w's filters
     for (int64_t f = 0; f < g.F; ++f) {
         for (int64_t c = 0; c < g.C; ++c) {
             for (int64_t kh = 0; kh < g.HH; ++kh) {
                 for (int64_t kw = 0; kw < g.WW; ++kw) {
                     const int64_t turned = ((f * g.C + c) * g.HH + g.HH - 1 - kh) * g.WW + g.WW - 1 - kw;
-                    wpack[((f * g.HH + kh) * g.WW + kw) * d.filters_padded + c] = w[turned];
+                    wpack[direct_packed_index(tile, taps, c, (f * g.HH + kh) * g.WW + kw)] = w[turned];
                 }
             }
         }

@@ -60,12 +60,12 @@ void forward_tile(const DirectConv& g, const float* xpad, const float* wpack,
 #pragma GCC unroll 8
         for (int j = 0; j < Vectors; ++j) acc[i][j] = b;
     }
-    const int64_t plane = g.Hp * g.Wp, fp = g.filters_padded, WW = g.WW;  // locals: registers
+    const int64_t plane = g.Hp * g.Wp, taps = g.C * g.HH * g.WW, WW = g.WW;  // locals: registers
     for (int64_t c = 0; c < g.C; ++c) {
         for (int64_t kh = 0; kh < g.HH; ++kh) {
             const float* in = xpad + c * plane + (oy + kh) * g.Wp + ox0;
-            const float* w = wpack + (c * g.HH + kh) * WW * fp + f0;
-            for (int64_t kw = 0; kw < WW; ++kw, ++in, w += fp) {
+            const float* w = wpack + (f0 * taps + (c * g.HH + kh) * WW * Filters);
+            for (int64_t kw = 0; kw < WW; ++kw, ++in, w += Filters) {
                 __m256 x[Vectors];
 #pragma GCC unroll 8
                 for (int j = 0; j < Vectors; ++j) x[j] = _mm256_loadu_ps(in + 8 * j);
