@@ -48,25 +48,30 @@ bool use_avx2(const ConvGeometry& g) {
 
 // Lists the windows of one (image, filter) plane whose gradient reaches the convolution:
 // where their patch starts (from patch_at, by winner) and their gradient. Returns how many,
-// and adds their gradients to db; sets `outside` if a winner lies outside the plane (it
-// is then skipped). Branch-free: whether the relu let a window through is a coin toss.
+// adds their gradients to db, and sets `outside` if a winner lies outside the plane (it is
+// then skipped). Branch-free, since whether the relu let a window through is a coin toss;
+// and with locals only in the loop: stores through the list pointers could otherwise
+// alias db and `outside`, and keep them in memory (measured 3x slower).
 template <typename T>
-int64_t list_windows(int64_t windows, int64_t positions, const int32_t* patch_at,
-                     const T* pooled, const T* dpool, const int32_t* winners, int32_t* offsets,
-                     T* gains, T& db, int& outside) {
+int64_t list_windows(int64_t windows, int64_t positions, const int32_t* __restrict patch_at,
+                     const T* __restrict pooled, const T* __restrict dpool,
+                     const int32_t* __restrict winners, int32_t* __restrict offsets,
+                     T* __restrict gains, T& db, int& outside) {
     int64_t count = 0;
-    T sum = db;
+    uint32_t any_outside = 0;
     for (int64_t q = 0; q < windows; ++q) {
         const uint32_t winner = static_cast<uint32_t>(winners[q]);
         const bool inside = winner < static_cast<uint64_t>(positions);
-        const bool passes = inside & (pooled[q] > T(0));
-        outside |= !inside;
+        any_outside |= !inside;
         offsets[count] = patch_at[inside ? winner : 0];
         gains[count] = dpool[q];
-        sum += passes ? dpool[q] : T(0);
-        count += passes;
+        count += inside & (pooled[q] > T(0));
     }
-    db = sum;
+    T sum = 0;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t k = 0; k < count; ++k) sum += gains[k];
+    db += sum;
+    outside |= static_cast<int>(any_outside);
     return count;
 }
 
