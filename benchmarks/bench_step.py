@@ -15,8 +15,9 @@ Prints, for graphnet and PyTorch CPU on the same number of threads:
 (4) for the record: the FullyConnectedNet [100]*5 with batchnorm, batch 200, step against
     PyTorch, and the scalar-circuit cost per gate against a micrograd-style autograd
     (benchmarks/bench_scalar.py).
-Times are medians (the epoch: one run). The two frameworks are timed one after the
-other, never interleaved: their thread teams would fight over the cores.
+Times are medians (the epoch: one run). The two frameworks take turns in blocks of steps,
+three blocks each, so that a slow spell of the shared machine hits both; never step by
+step: their thread teams would fight over the cores.
 """
 import argparse
 import importlib.util
@@ -30,20 +31,9 @@ import numpy as np
 
 import graphnet as gn
 from graphnet import _C, optim
-from cnn_steps import adam_step, cifar_batch, graphnet_step, torch_step  # noqa: E402  (same folder)
+from cnn_steps import adam_step, cifar_batch, graphnet_step, median_ms_in_turns, torch_step  # noqa: E402  (same folder)
 
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
-
-
-def median_ms(step, steps, warmup=3):
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return 1e3 * float(np.median(times))
 
 
 def status_mb(field):
@@ -165,7 +155,7 @@ def fc_steps(threads):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--epoch-steps", type=int, default=980)
+    parser.add_argument("--epoch-steps", type=int, default=980, help="0 skips the epoch")
     parser.add_argument("--threads", type=int, default=_C.get_num_threads())
     parser.add_argument("--worker", choices=["graphnet", "torch"], help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -181,19 +171,23 @@ def main():
           f"PyTorch; numpy {np.__version__}; torch {torch_version}")
 
     X, y = cifar_batch()
-    ours = median_ms(graphnet_step(X, y), args.steps)
-    theirs = median_ms(torch_step(X, y), args.steps) if HAVE_TORCH else None
+    contenders = {"graphnet": graphnet_step(X, y)}
+    if HAVE_TORCH:
+        contenders["torch"] = torch_step(X, y)
+    medians = median_ms_in_turns(contenders, args.steps, turn=max(1, args.steps // 3))
+    ours, theirs = medians["graphnet"], medians.get("torch")
     print("\n(1) ThreeLayerConvNet training step, batch 50 (median ms)")
     print(f"    graphnet {ours:7.1f}   PyTorch {theirs or float('nan'):7.1f}   "
           f"ratio {ours / theirs if theirs else float('nan'):.2f}x (goal <= 0.5x)")
 
-    print(f"\n(2) one epoch = {args.epoch_steps} steps of 50 (goal < 25 s for 980 steps), "
-          "each in a fresh process")
-    for framework in ["graphnet"] + (["torch"] if HAVE_TORCH else []):
-        r = run_epoch(framework, args.epoch_steps, args.threads)
-        print(f"    {framework:9s} {r['seconds']:6.1f} s   peak RSS {r['peak_mb']:6.0f} MB "
-              f"(+{r['peak_mb'] - r['baseline_mb']:.0f} MB over the {r['baseline_mb']:.0f} MB "
-              "after imports, model and data)")
+    if args.epoch_steps > 0:
+        print(f"\n(2) one epoch = {args.epoch_steps} steps of 50 (goal < 25 s for 980 steps), "
+              "each in a fresh process")
+        for framework in ["graphnet"] + (["torch"] if HAVE_TORCH else []):
+            r = run_epoch(framework, args.epoch_steps, args.threads)
+            print(f"    {framework:9s} {r['seconds']:6.1f} s   peak RSS {r['peak_mb']:6.0f} MB "
+                  f"(+{r['peak_mb'] - r['baseline_mb']:.0f} MB over the {r['baseline_mb']:.0f} MB "
+                  "after imports, model and data)")
 
     step_ms, gates_ms, walk_ms, adam_ms, by_gate = scheduler_overhead(args.steps)
     overhead = walk_ms - gates_ms
@@ -205,7 +199,7 @@ def main():
     ranked = sorted(by_gate.items(), key=lambda kv: -kv[1]) + [(("adam", "update"), adam_ms)]
     print("    " + ", ".join(f"{op} {way} {ms:.2f}" for (op, way), ms in ranked if ms >= 0.05))
 
-    fc = {name: median_ms(step, args.steps) for name, step in fc_steps(args.threads).items()}
+    fc = median_ms_in_turns(fc_steps(args.threads), args.steps, turn=max(1, args.steps // 3))
     print("\n(4) FullyConnectedNet [100]*5 + batchnorm, batch 200, adam (median ms)")
     print(f"    graphnet {fc['graphnet']:7.2f}   PyTorch {fc.get('torch', float('nan')):7.2f}   "
           f"ratio {fc['graphnet'] / fc['torch'] if 'torch' in fc else float('nan'):.2f}x")

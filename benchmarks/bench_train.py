@@ -15,7 +15,6 @@
     them alike.
 """
 import argparse
-import contextlib
 import os
 import re
 import subprocess
@@ -26,34 +25,12 @@ import time
 import numpy as np
 
 from graphnet import _C
-from cnn_steps import cifar_batch, graphnet_step, torch_step  # noqa: E402  (same folder)
+from cnn_steps import cifar_batch, graphnet_step, median_ms_in_turns, torch_step  # noqa: E402  (same folder)
 
 try:
     import torch
 except ImportError:
     torch = None
-
-
-def blocked_median_ms(contenders, steps):
-    """{name: median ms per step}, each contender's steps run back to back."""
-    return {name: interleaved_median_ms([(name, step, context)], steps)[name]
-            for name, step, context in contenders}
-
-
-def interleaved_median_ms(contenders, steps):
-    """{name: median ms per step}. The contenders take turns, one step each per round,
-    so load from other processes on a shared machine hits all of them alike.
-    contenders: [(name, step function, context manager factory or None)]."""
-    times = {name: [] for name, _, _ in contenders}
-    for round_ in range(steps + 3):  # 3 warm-up rounds: allocations, thread start-up
-        for name, step, context in contenders:
-            with (context() if context else contextlib.nullcontext()):
-                start = time.perf_counter()
-                step()
-                elapsed = time.perf_counter() - start
-            if round_ >= 3:
-                times[name].append(elapsed)
-    return {name: 1e3 * float(np.median(t)) for name, t in times.items()}
 
 
 def bench_cli():
@@ -92,12 +69,11 @@ def main(argv=None):
               f"test accuracy {accuracy:.3f}")
 
     X, y = cifar_batch()
-    contenders = [("graphnet", graphnet_step(X, y), None)]
+    contenders = {"graphnet": graphnet_step(X, y)}
     if torch is not None:
         torch.set_num_threads(threads)
-        contenders.append(("PyTorch CPU", torch_step(X, y), None))
-    timer = blocked_median_ms if args.blocked else interleaved_median_ms
-    medians = timer(contenders, args.steps)
+        contenders["PyTorch CPU"] = torch_step(X, y)
+    medians = median_ms_in_turns(contenders, args.steps, turn=args.steps if args.blocked else 1)
     reference = medians.get("PyTorch CPU")
     rows = list(medians.items())
 

@@ -1,6 +1,8 @@
 """One training step of the CIFAR-10 ThreeLayerConvNet, in graphnet and in PyTorch, for
 the benchmarks. torch is imported only when its step is built, so a graphnet-only process
 (bench_step.py's memory measurement) never loads it."""
+import time
+
 import numpy as np
 
 import graphnet as gn
@@ -51,3 +53,20 @@ def torch_step(X, y):
         loss.backward()
         opt.step()
     return step
+
+
+def median_ms_in_turns(contenders, steps, turn=1, warmup=3):
+    """{name: median ms per step} of the contenders {name: step function}, each warmed
+    up `warmup` times and then timed for `steps` steps, in turns of `turn` steps: so a slow
+    spell of a shared machine hits them alike (turn=steps runs each back to back)."""
+    for step in contenders.values():
+        for _ in range(warmup):
+            step()
+    times = {name: [] for name in contenders}
+    while any(len(t) < steps for t in times.values()):
+        for name, step in contenders.items():
+            for _ in range(min(turn, steps - len(times[name]))):
+                start = time.perf_counter()
+                step()
+                times[name].append(time.perf_counter() - start)
+    return {name: 1e3 * float(np.median(t)) for name, t in times.items()}
