@@ -19,6 +19,10 @@
     after the conv's GEMMs above, 4.1 ms inside the training step).
 (d) Other float32 stride-1 layer shapes (deeper, narrower), direct against im2col + GEMM
     for forward, dw and dx: where the direct kernels win and where they are not used.
+(e) The CIFAR layer as the chain conv -> relu -> 2x2 max pool, first layer of a net
+    (no dx): the fused kernels (graphnet/fusion.py's steps) against the three kernels one
+    by one and against PyTorch's conv2d -> relu -> max_pool2d, forward, and forward +
+    the weight and bias gradients from a gradient on the pooled output.
 
 All times are medians of --repeats runs after a warm-up. PyTorch runs with as many
 threads as graphnet (graphnet._C.get_num_threads(), set by OMP_NUM_THREADS); its
@@ -288,6 +292,52 @@ def bench_layers(repeats):
         print(f"{str((N, C, H, F, K)):<26}{cells}")
 
 
+def bench_chain(repeats):
+    """The CIFAR layer as conv -> relu -> 2x2 max pool: fused, one by one, and PyTorch."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((50, 3, 32, 32), dtype=np.float32)
+    w = rng.standard_normal((32, 3, 7, 7), dtype=np.float32)
+    b = rng.standard_normal(32, dtype=np.float32)
+    dpool = rng.standard_normal((50, 32, 16, 16), dtype=np.float32)
+
+    def fused_forward():
+        return _C.conv_relu_pool_forward(x, w, b, 1, 3, 2, 2, 2)
+
+    def fused_training():
+        pooled, winners = fused_forward()
+        return _C.conv_pooled_backward(dpool, pooled, winners, x, w, 1, 3)
+
+    def separate_forward():
+        out = _C.conv_forward(x, w, b, 1, 3)
+        relu, keep = _C.relu_forward(out)
+        return (out, keep) + _C.max_pool_forward(relu, 2, 2, 2)
+
+    def separate_training():
+        _, keep, _, winners = separate_forward()
+        drelu = _C.max_pool_backward(dpool, winners, 32, 32)
+        return _C.conv_backward(_C.relu_backward(drelu, keep), x, w, 1, 3, need_dx=False)
+
+    passing = float((fused_forward()[0] > 0).mean())
+    t_forward = t_training = None
+    if torch is not None:
+        xt, gt = torch.from_numpy(x), torch.from_numpy(dpool)
+        wt, bt = (torch.from_numpy(v).requires_grad_() for v in (w, b))
+
+        def chain():
+            return tF.max_pool2d(tF.relu(tF.conv2d(xt, wt, bt, padding=3)), 2)
+        with torch.no_grad():
+            t_forward = median_time(chain, repeats)
+        t_training = median_time(lambda: torch.autograd.grad(chain(), (wt, bt), gt), repeats)
+    note = f"{100 * passing:.0f}% of windows pass the relu"
+    row("(e) conv-relu-pool forward [fused]", median_time(fused_forward, repeats), torch_t=t_forward)
+    row("(e) conv-relu-pool forward [one by one]", median_time(separate_forward, repeats),
+        torch_t=t_forward)
+    row("(e) fwd + dw, db [fused]", median_time(fused_training, repeats), torch_t=t_training,
+        extra=note)
+    row("(e) fwd + dw, db [one by one]", median_time(separate_training, repeats),
+        torch_t=t_training)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=21)
@@ -303,6 +353,8 @@ def main():
     bench_course(args.repeats, args.naive_slice)
     ceiling = bench_cifar(args.repeats)
     bench_affine(args.repeats)
+    if _C.direct_conv_active():
+        bench_chain(args.repeats)
     print_table()
     print(f"ceiling: numpy float32 2048x2048 matmul = {ceiling:.1f} GFLOP/s")
     if _C.direct_conv_active():
