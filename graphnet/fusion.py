@@ -20,6 +20,8 @@ without fusion (the weight gradient to rounding: it is summed in another order).
 """
 import functools
 
+import numpy as np
+
 from . import _C, fast_layers
 
 
@@ -85,7 +87,11 @@ def _without_inner_steps(steps):
 
 def _conv_relu_pool_forward(conv, relu, pool):
     def forward(x, w, b):
-        conv_outputs = functools.cache(lambda: conv.gate.forward(x, w, b))
+        # What is computed when read comes from copies of the inputs as they are now: the
+        # optimizer updates w and b in place after the step, and a training loop may refill
+        # its input batch in place. (Cheap: the conv does ~800 flops per byte of input.)
+        inputs = tuple(np.array(a) for a in (x, w, b))
+        conv_outputs = functools.cache(lambda: conv.gate.forward(*inputs))
         conv._value, conv._cache = Deferred(lambda: conv_outputs()[0]), (x, w, b, conv.gate.attrs())
         relu_outputs = functools.cache(lambda: relu.gate.forward(conv_outputs()[0]))
         relu._value = Deferred(lambda: relu_outputs()[0])

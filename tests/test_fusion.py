@@ -144,6 +144,24 @@ def test_gradients_left_for_later_belong_to_their_backward():
         assert g[name].grad.tobytes() == plain[name][1].tobytes()
 
 
+def test_what_is_left_for_later_survives_in_place_updates():
+    """The optimizer updates the weights in place after a step, and a training loop may
+    refill its input batch in place: the chain's values and gradients read afterwards are
+    still those of the step."""
+    g, feeds = chain_net(np.float32, CHAINS[0])
+    _, plain = walk(g, feeds, fuse=False)
+    g.fuse = True
+    g.forward(**feeds)
+    g.backward()
+    g["w1"].value += 1  # as adam does
+    g["b1"].value -= 1
+    feeds["x"][...] = 0  # the next batch, written into the same array
+    for name in ("conv1", "relu1"):
+        value, grad = plain[name]
+        assert g[name].value.tobytes() == value.tobytes(), name
+        assert g[name].grad.tobytes() == grad.tobytes(), name
+
+
 def test_a_backward_without_fusion_after_a_fused_forward():
     g, feeds = chain_net(np.float64, CHAINS[2])
     _, plain = walk(g, feeds, fuse=False)
