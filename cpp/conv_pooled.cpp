@@ -55,10 +55,10 @@ bool use_avx2(const ConvGeometry& g) {
 // of its own (inlined into the threads' loop, it spilled its flags to the stack). Each of
 // the two took 5-10% off the whole kernel (same-process A/B).
 template <typename T>
-__attribute__((noinline)) int64_t list_windows(int64_t windows, int64_t positions, const int32_t* __restrict patch_at,
-                     const T* __restrict pooled, const T* __restrict dpool,
-                     const int32_t* __restrict winners, int32_t* __restrict offsets,
-                     T* __restrict gains, T& db, int& outside) {
+__attribute__((noinline)) int64_t list_windows(
+    int64_t windows, int64_t positions, const int32_t* __restrict patch_at,
+    const T* __restrict pooled, const T* __restrict dpool, const int32_t* __restrict winners,
+    int32_t* __restrict offsets, T* __restrict gains, T& db, int& outside) {
     int64_t count = 0;
     uint32_t any_outside = 0;
     for (int64_t q = 0; q < windows; ++q) {
