@@ -77,7 +77,9 @@ void direct_forward(const ConvGeometry& g, int threads, const float* x, const fl
     const int64_t taps = g.taps(), tile = direct_tile_filters(g.Wo);
     std::vector<float> wpack(taps * d.filters_padded, 0.0f);
     for (int64_t f = 0; f < g.F; ++f) {
-        for (int64_t t = 0; t < taps; ++t) wpack[direct_packed_index(tile, taps, f, t)] = w[f * taps + t];
+        for (int64_t t = 0; t < taps; ++t) {
+            wpack[direct_packed_index(tile, taps, f, t)] = w[f * taps + t];
+        }
     }
     direct_over_batch(d, g.N, threads, g.H, g.W, g.pad, g.pad, x, wpack, b, out_of, done);
 }
@@ -102,7 +104,8 @@ void direct_input_gradient(const ConvGeometry& g, const float* dout, const float
             for (int64_t kh = 0; kh < g.HH; ++kh) {
                 for (int64_t kw = 0; kw < g.WW; ++kw) {
                     const int64_t turned = ((f * g.C + c) * g.HH + g.HH - 1 - kh) * g.WW + g.WW - 1 - kw;
-                    wpack[direct_packed_index(tile, taps, c, (f * g.HH + kh) * g.WW + kw)] = w[turned];
+                    const int64_t tap = (f * g.HH + kh) * g.WW + kw;
+                    wpack[direct_packed_index(tile, taps, c, tap)] = w[turned];
                 }
             }
         }
@@ -185,7 +188,8 @@ template <typename T>
 void conv_relu_pool_forward(const ConvGeometry& g, const PoolGeometry& p, const T* x, const T* w,
                             const T* b, T* pooled, int32_t* winners) {
     const int64_t image = g.F * g.positions(), pooled_image = p.C * p.Ho * p.Wo;
-    const PoolGeometry one_image{1, p.C, p.H, p.W, p.pool_height, p.pool_width, p.stride, p.Ho, p.Wo};
+    PoolGeometry one_image = p;
+    one_image.N = 1;
     const int threads = team_size(g.N);
     std::vector<T> outputs(threads * image);  // one image's convolution per thread, in cache
     forward_images(g, threads, x, w, b, [&](int64_t, int t) { return outputs.data() + t * image; },
