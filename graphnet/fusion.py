@@ -11,11 +11,13 @@ where the conv and the relu feed nothing else, runs as one step each way:
 - backward: the conv's weight and bias gradients come straight from the pooled gradient,
   summing input patches only at each window's winner that passed the relu
   (`_C.conv_pooled_backward`). The relu's and the conv's gradients are computed only if
-  someone reads them. Where the conv's input needs a gradient too, the chain's
-  gradients are computed in full, gate by gate, inside the step.
+  someone reads them, from the pooled gradient and the winners alone. Where the conv's
+  input needs a gradient too, they are computed in the step, for the conv's dx.
 
 The graph keeps its separate nodes, and every value and gradient reads the same as
-without fusion (the weight gradient to rounding: it is summed in another order).
+without fusion, bit for bit, but for the conv's weight and bias gradients: they are summed
+in another order (equal to rounding), and a window the relu blocks adds nothing to them
+even if its upstream gradient is NaN or infinite (gate by gate, 0 * inf makes a NaN).
 `Graph.fuse = False` and `detect_anomaly()` run every gate on its own.
 """
 import functools
@@ -40,7 +42,7 @@ def fuse_forward(steps):
     at its pool's place."""
     chains = _chains(steps)
     fused = []
-    for node, forward, inputs in _without_inner_steps(steps):
+    for node, forward, inputs in _without_inner_steps(steps, chains):
         if node in chains:
             relu, conv = node.inputs[0], node.inputs[0].inputs[0]
             fused.append((node, _conv_relu_pool_forward(conv, relu, node), conv.inputs))
@@ -54,7 +56,7 @@ def fuse_backward(steps):
     by one at its pool's place, which gives the conv's inputs their gradients."""
     chains = _chains(steps)
     fused = []
-    for node, backward, inputs, needs in _without_inner_steps(steps):
+    for node, backward, inputs, needs in _without_inner_steps(steps, chains):
         if node in chains:
             relu, conv = node.inputs[0], node.inputs[0].inputs[0]
             fused.append((node, _conv_relu_pool_backward(conv, relu, node), conv.inputs,
@@ -80,8 +82,8 @@ def _chains(steps):
             and uses[relu] == 1 and uses[conv] == 1}
 
 
-def _without_inner_steps(steps):
-    inner = {n for pool in _chains(steps) for n in (pool.inputs[0], pool.inputs[0].inputs[0])}
+def _without_inner_steps(steps, chains):
+    inner = {n for pool in chains for n in (pool.inputs[0], pool.inputs[0].inputs[0])}
     return [step for step in steps if step[0] not in inner]
 
 
@@ -104,22 +106,30 @@ def _conv_relu_pool_forward(conv, relu, pool):
 
 def _conv_relu_pool_backward(conv, relu, pool):
     def backward(dpool, pool_cache, needs):
-        relu_cache = relu._cache  # as it is now: a later forward replaces the slot
-        pool_grad = functools.cache(lambda: pool.gate.backward(dpool, pool_cache, (True,))[0])
-        relu_grad = functools.cache(
-            lambda: relu.gate.backward(pool_grad(), _resolved(relu_cache), (True,))[0])
+        pooled = pool._value
+
+        def unpool(grad):
+            return pool.gate.backward(grad, pool_cache, (True,))[0]
+
+        def relu_grad():
+            return unpool(dpool)
+
+        def conv_grad():
+            # The relu passes the gradient where the conv's output is positive; where the
+            # gradient is not zero, that is at a winner whose window's pooled value is
+            # positive: no need for the conv's output. A product, as in the relu gate, for
+            # the same signed zeros and the same 0 * inf.
+            passed = unpool((pooled > 0).astype(dpool.dtype)) > 0
+            return relu_grad() * passed
+
         if needs[0]:  # dx is a dense convolution of the conv's whole gradient anyway
-            relu._grad, conv._grad = pool_grad(), relu_grad()
+            relu._grad, conv._grad = relu_grad(), conv_grad()
             return conv.gate.backward(conv._grad, conv._cache, needs)
         x, w, _, conv_param = conv._cache
         _, winners, _ = pool_cache
-        dw, db = _C.conv_pooled_backward(dpool, pool._value, winners, x, w,
-                                         conv_param["stride"], conv_param["pad"])
-        relu._grad, conv._grad = Deferred(pool_grad), Deferred(relu_grad)
+        dw, db = _C.conv_pooled_backward(dpool, pooled, winners, x, w, conv_param["stride"],
+                                         conv_param["pad"])
+        relu._grad, conv._grad = Deferred(relu_grad), Deferred(conv_grad)
         return None, dw if needs[1] else None, db if needs[2] else None
     backward.label = "conv+relu+max_pool"
     return backward
-
-
-def _resolved(item):
-    return item.make() if type(item) is Deferred else item

@@ -110,10 +110,16 @@ def test_a_chain_below_another_gives_its_input_a_gradient():
     """The upper chain's conv input needs a gradient: its step computes the chain's
     gradients in full; the lower chain, fed by data, takes the pooled-gradient kernel."""
     g, feeds = chain_net(np.float64, CHAINS[3], hidden=3)
+    convs_run = []
+    for name in ("conv1", "conv2"):  # count the conv gates' own forward calls
+        gate = g[name].gate
+        gate.forward = lambda *args, run=gate.forward: convs_run.append(1) or run(*args)
     g.forward(**feeds)
     g.backward()
     assert deferred(g["conv1"]) == {"value", "grad"}
     assert deferred(g["conv2"]) == {"value"}  # its gradient was needed for dx
+    assert deferred(g["relu2"]) == {"value", "cache"}
+    assert not convs_run  # the chains' gradients never need the convs' outputs
     assert_reads_as_gate_by_gate(g, feeds, 1e-12)
     assert max(gn.gradcheck(g, **feeds).values()) < 1e-7
 
