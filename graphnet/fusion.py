@@ -114,22 +114,23 @@ def _conv_relu_pool_backward(conv, relu, pool):
         def relu_grad():
             return unpool(dpool)
 
-        def conv_grad():
+        def conv_grad(relu_grad):
             # The relu passes the gradient where the conv's output is positive; where the
             # gradient is not zero, that is at a winner whose window's pooled value is
             # positive: no need for the conv's output. A product, as in the relu gate, for
             # the same signed zeros and the same 0 * inf.
-            passed = unpool((pooled > 0).astype(dpool.dtype)) > 0
-            return relu_grad() * passed
+            return relu_grad * (unpool((pooled > 0).astype(dpool.dtype)) > 0)
 
         if needs[0]:  # dx is a dense convolution of the conv's whole gradient anyway
-            relu._grad, conv._grad = relu_grad(), conv_grad()
+            relu._grad = relu_grad()
+            conv._grad = conv_grad(relu._grad)
             return conv.gate.backward(conv._grad, conv._cache, needs)
         x, w, _, conv_param = conv._cache
         _, winners, _ = pool_cache
         dw, db = _C.conv_pooled_backward(dpool, pooled, winners, x, w, conv_param["stride"],
                                          conv_param["pad"])
-        relu._grad, conv._grad = Deferred(relu_grad), Deferred(conv_grad)
+        relu._grad = Deferred(relu_grad)
+        conv._grad = Deferred(lambda: conv_grad(relu_grad()))
         return None, dw if needs[1] else None, db if needs[2] else None
     backward.label = "conv+relu+max_pool"
     return backward
