@@ -84,7 +84,8 @@ bool conv_pooled_backward(const ConvGeometry& g, int64_t windows, const T* x, co
                           const T* dpool, const int32_t* winners, T* dw, T* db) {
     const int64_t Hp = g.H + 2 * g.pad, Wp = g.W + 2 * g.pad, P = g.Ho * g.Wo;
     const int64_t lanes = (g.WW + kLanes - 1) / kLanes * kLanes;
-    static_assert(kLanes - 1 <= kDirectSlack, "a row's lanes may read kLanes - 1 floats past the image");
+    static_assert(kLanes - 1 <= kDirectSlack,
+                  "a row's lanes may read kLanes - 1 floats past the image");
     const int64_t padded = g.C * Hp * Wp + kDirectSlack;
     const bool avx2 = use_avx2<T>(g);
     // Where each output position's patch starts in a padded image channel.
@@ -112,8 +113,9 @@ bool conv_pooled_backward(const ConvGeometry& g, int64_t windows, const T* x, co
             pad_interior(g.C, g.H, g.W, Hp, Wp, g.pad, g.pad, x + n * g.C * g.H * g.W, pad);
             for (int64_t f = 0; f < g.F; ++f) {
                 const int64_t at = (n * g.F + f) * windows;
-                const int64_t count = list_windows(windows, P, patch_at.data(), pooled + at, dpool + at,
-                                                   winners + at, my_offsets, my_gains, my_db[f], outside);
+                const int64_t count =
+                    list_windows(windows, P, patch_at.data(), pooled + at, dpool + at, winners + at,
+                                 my_offsets, my_gains, my_db[f], outside);
                 for (int64_t c = 0; c < g.C; ++c) {
                     T* dw_rows = my_dw + (f * g.C + c) * g.HH * lanes;
                     if constexpr (std::is_same_v<T, float>) {
@@ -123,7 +125,8 @@ bool conv_pooled_backward(const ConvGeometry& g, int64_t windows, const T* x, co
                             continue;
                         }
                     }
-                    add_patches(g.HH, Wp, lanes, pad + c * Hp * Wp, my_offsets, my_gains, count, dw_rows);
+                    add_patches(g.HH, Wp, lanes, pad + c * Hp * Wp, my_offsets, my_gains, count,
+                                dw_rows);
                 }
             }
         }
