@@ -214,7 +214,8 @@ void sparse_dw_rows(int64_t Wp, const float* plane, const int32_t* offsets, cons
         const __m256 gain = _mm256_broadcast_ss(gains + k);
 #pragma GCC unroll 8
         for (int i = 0; i < HH; ++i) {
-            acc[0][i] = _mm256_fmadd_ps(gain, _mm256_loadu_ps(plane + offsets[k] + i * Wp), acc[0][i]);
+            const __m256 row = _mm256_loadu_ps(plane + offsets[k] + i * Wp);
+            acc[0][i] = _mm256_fmadd_ps(gain, row, acc[0][i]);
         }
     }
 #pragma GCC unroll 8

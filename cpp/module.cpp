@@ -151,7 +151,8 @@ py::tuple py_conv_pooled_backward(const py::array& dpool, const py::array& poole
              shape_str(g.out_shape()));
     }
     if (!winners.dtype().is(py::dtype::of<int32_t>())) {
-        fail("conv_pooled winners must be int32 (from max_pool_forward), got " + dtype_name(winners));
+        fail("conv_pooled winners must be int32 (from max_pool_forward), got " +
+             dtype_name(winners));
     }
     require_shape(dpool, ws, "conv_pooled dpool");
     require_shape(pooled, ws, "conv_pooled pooled");
