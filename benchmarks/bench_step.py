@@ -105,7 +105,7 @@ def scheduler_overhead(steps):
     for steps_list, _ in scheduler._forward_plans.values():
         steps_list[:] = [(n, timed(f, (getattr(f, "label", n.op), "forward")), i)
                          for n, f, i in steps_list]
-    for steps_list, _ in scheduler._backward_plans.values():
+    for steps_list, *_ in scheduler._backward_plans.values():
         steps_list[:] = [(n, timed(b, (getattr(b, "label", n.op), "backward")), i, needs)
                          for n, b, i, needs in steps_list]
     rows, gate_rows = [], []

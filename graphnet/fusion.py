@@ -66,11 +66,20 @@ def fuse_backward(steps):
     return fused
 
 
+def deferrable(nodes):
+    """The nodes among `nodes` whose value and cache a fused forward step may leave for
+    later: the conv and the relu of each conv -> relu -> max_pool."""
+    found = []
+    for pool in nodes:
+        relu = pool.inputs[0] if pool.op == "max_pool" else None
+        if relu is not None and relu.op == "relu" and relu.inputs[0].op == "conv":
+            found += [relu, relu.inputs[0]]
+    return found
+
+
 def _chains(steps):
     """The pools of the conv -> relu -> max_pool chains in `steps` (forward or backward)
-    whose conv and relu are steps there and feed nothing else there. The forward and the
-    backward plan of one graph find the same chains, so no step of one reads what a fused
-    step of the other deferred."""
+    whose conv and relu are steps there and feed nothing else there."""
     planned = {node for node, *_ in steps}
     uses = {}
     for _, _, inputs, *_ in steps:

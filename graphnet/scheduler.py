@@ -198,8 +198,10 @@ class Scheduler:
 
     def backward_plan(self, target, fuse=False):
         """The gate steps (node, function, inputs, which inputs need a gradient) in reverse
-        order, and the nodes wanting a gradient that the target does not depend on (they
-        get zeros). fuse=True as in forward_plan."""
+        order; the nodes wanting a gradient that the target does not depend on (they get
+        zeros); and the nodes whose value or cache a fused forward may have deferred and a
+        step here reads (a backward from inside a chain, or one run unfused). fuse=True as
+        in forward_plan."""
         key = (id(target), fuse)
         plan = self._backward_plans.get(key)
         if plan is None:
@@ -210,7 +212,9 @@ class Scheduler:
             if fuse:
                 steps = fusion.fuse_backward(steps)
             unreached = [n for n in self.order if n.requires_grad and id(n) not in needed]
-            plan = self._backward_plans[key] = (steps, unreached)
+            read = {id(n) for node, _, inputs, _ in steps for n in (node,) + tuple(inputs)}
+            deferred_reads = [n for n in fusion.deferrable(self.order) if id(n) in read]
+            plan = self._backward_plans[key] = (steps, unreached, deferred_reads)
         return plan
 
     def run_forward(self, targets):
@@ -218,8 +222,9 @@ class Scheduler:
         steps, _ = self.forward_plan(targets, fuse=self.graph.fuse and not check)
         node = None
         try:
-            # The slots, not the properties, here and in run_backward: no step reads what
-            # a fused step deferred (fusion._chains), and the properties cost a call each.
+            # The slots, not the properties, here and in run_backward: the properties cost a
+            # call each, and no forward step reads what a fused step of the same walk
+            # deferred (fusion._chains); run_backward computes what its steps read first.
             for step, (node, forward, inputs) in enumerate(steps, 1):
                 node._value, node._cache = forward(*[i._value for i in inputs])
                 if check:
@@ -230,10 +235,9 @@ class Scheduler:
     def run_backward(self, target, seed):
         check = anomaly.checker()
         fuse = self.graph.fuse and not check
-        steps, unreached = self.backward_plan(target, fuse=fuse)
-        if not fuse:  # the steps of chains a fused forward ran read the chain's slots
-            for node in self.order:
-                node._value, node._cache = node.value, node.cache  # computes what is deferred
+        steps, unreached, deferred_reads = self.backward_plan(target, fuse=fuse)
+        for node in deferred_reads:  # the steps read the slots: compute what is deferred
+            node._value, node._cache = node.value, node.cache
         for node in self.order:
             node._grad = None
         target._grad = seed

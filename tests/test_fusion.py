@@ -181,6 +181,24 @@ def test_a_backward_without_fusion_after_a_fused_forward():
             assert g[name].grad.tobytes() == grad.tobytes(), name
 
 
+@pytest.mark.parametrize("start", ["relu1", "conv1"])
+def test_a_backward_from_inside_a_fused_chain(start):
+    """After a fused forward, a backward that starts inside the chain runs the chain's
+    gates one by one, on the values and caches the fused step had left for later."""
+    g, feeds = chain_net(np.float64, CHAINS[1])
+    g.fuse = False
+    g.forward(**feeds)
+    seed = np.random.default_rng(5).standard_normal(g[start].shape)
+    g.backward(start, grad=seed)
+    want = {name: np.array(g[name].grad) for name in ("conv1", "w1", "b1")}
+    g.fuse = True
+    g.forward(**feeds)
+    assert deferred(g["relu1"]) == {"value", "cache"}
+    g.backward(start, grad=seed)
+    for name, grad in want.items():
+        assert g[name].grad.tobytes() == grad.tobytes(), name
+
+
 def test_anomaly_mode_runs_the_gates_one_by_one():
     """detect_anomaly checks every node's value as it is made, so it names the conv."""
     g, feeds = chain_net(np.float64, CHAINS[1])

@@ -54,7 +54,7 @@ def backward_grads(g):
 def test_one_frame_per_scheduler_step_and_the_last_equals_backward(make):
     g = make()
     frames = viz.backward_steps(g)
-    steps, _ = g._scheduler.backward_plan(g.sinks[0])
+    steps, *_ = g._scheduler.backward_plan(g.sinks[0])
     assert len(frames) == len(steps)
     assert [f.node for f in frames] == [node for node, *_ in steps]
     assert [f.step for f in frames] == list(range(1, len(steps) + 1))

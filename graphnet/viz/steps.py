@@ -156,7 +156,7 @@ def backward_steps(graph, node=None, grad=None):
     in reverse topological order, seeded with `grad` (default 1 for a scalar). Uses the
     values and caches of the last forward(); the graph's own gradients are untouched."""
     target = graph._single_sink("step through backward") if node is None else graph[node]
-    steps, unreached = graph._scheduler.backward_plan(target)
+    steps, unreached, _ = graph._scheduler.backward_plan(target)
     _require_forward(graph, [target] + [n for n, _, _, _ in steps])
     seed = _seed(target, grad)
     values = {n.name: n.value for n in graph.nodes if n.value is not None}
