@@ -98,6 +98,8 @@ def _without_inner_steps(steps, chains):
 
 def _conv_relu_pool_forward(conv, relu, pool):
     def forward(x, w, b):
+        pooled = fast_layers.conv_relu_pool_forward_fast(x, w, b, conv.gate.attrs(),
+                                                         pool.gate.attrs())
         # What is computed when read comes from copies of the inputs as they are now: the
         # optimizer updates w and b in place after the step, and a training loop may refill
         # its input batch in place. (Cheap: the conv does ~800 flops per byte of input.)
@@ -107,9 +109,8 @@ def _conv_relu_pool_forward(conv, relu, pool):
         relu_outputs = functools.cache(lambda: relu.gate.forward(conv_outputs()[0]))
         relu._value = Deferred(lambda: relu_outputs()[0])
         relu._cache = Deferred(lambda: relu_outputs()[1])
-        return fast_layers.conv_relu_pool_forward_fast(x, w, b, conv.gate.attrs(),
-                                                       pool.gate.attrs())
-    forward.label = "conv+relu+max_pool"
+        return pooled
+    forward.label, forward.chain = "conv+relu+max_pool", (conv, relu, pool)
     return forward
 
 
@@ -141,5 +142,5 @@ def _conv_relu_pool_backward(conv, relu, pool):
         relu._grad = Deferred(relu_grad)
         conv._grad = Deferred(lambda: conv_grad(relu_grad()))
         return None, dw if needs[1] else None, db if needs[2] else None
-    backward.label = "conv+relu+max_pool"
+    backward.label, backward.chain = "conv+relu+max_pool", (conv, relu, pool)
     return backward

@@ -230,7 +230,7 @@ class Scheduler:
                 if check:
                     check(node, node._value, "value", f"step {step} of forward")
         except (ValueError, TypeError) as err:
-            raise _gate_failure("forward", node, err) from err
+            raise _gate_failure("forward", node, err, getattr(forward, "chain", None)) from err
 
     def run_backward(self, target, seed):
         check = anomaly.checker()
@@ -255,17 +255,23 @@ class Scheduler:
                         # Fan-out: a node feeding several gates gets the sum of their gradients.
                         inp._grad = grad if inp._grad is None else inp._grad + grad
         except (ValueError, TypeError) as err:
-            raise _gate_failure("backward", node, err) from err
+            raise _gate_failure("backward", node, err, getattr(backward, "chain", None)) from err
         for node in unreached:
             if node._value is not None:
                 node._grad = np.zeros_like(node.value)[()]
 
 
-def _gate_failure(walk, node, err):
-    """A kernel's own error, with the node, its gate and its inputs' shapes added."""
+def _gate_failure(walk, node, err, chain=None):
+    """A kernel's own error, with the node, its gate and its inputs' shapes added; for a
+    fused step, the chain of nodes it runs, and the inputs of the chain's first."""
     if isinstance(err, GraphError) or node is None:
         return err
+    first = chain[0] if chain else node
     inputs = ", ".join(f"{i.name!r} {np.shape(i.value)} {np.asarray(i.value).dtype}"
-                       for i in node.inputs)
+                       for i in first.inputs)
+    if chain:
+        names = " -> ".join(f"{n.name!r} ({n.op})" for n in chain)
+        return GraphError(f"{walk} of the fused chain {names} failed: {err} "
+                          f"[inputs of {first.name!r}: {inputs}]")
     return GraphError(f"{walk} of node {node.name!r} (gate {node.op!r}) failed: {err} "
                       f"[inputs: {inputs}]")

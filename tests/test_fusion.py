@@ -199,6 +199,23 @@ def test_a_backward_from_inside_a_fused_chain(start):
         assert g[name].grad.tobytes() == grad.tobytes(), name
 
 
+@pytest.mark.parametrize("x_shape, words", [
+    ((2, 2, 8, 8), ["channels differ", "(2, 2, 8, 8)", "(4, 3, 3, 3)"]),
+    ((2, 3, 1, 1), ["max_pool window 2x2", "larger than the input 1x1", "(2, 3, 1, 1)"]),
+])
+def test_a_fused_chain_that_fails_names_its_nodes_and_shapes(x_shape, words):
+    g = gn.Graph(np.float32)
+    x = g.input("x", requires_grad=False)  # no static shape: the kernels find the mistake
+    conv = g.conv(x, g.param("w", np.ones((4, 3, 3, 3))), g.param("b", np.zeros(4)), pad=1,
+                  name="conv1")
+    g.sum(g.max_pool(g.relu(conv, name="relu1"), 2, 2, 2, name="pool1"))
+    with pytest.raises(gn.GraphError) as err:
+        g.forward(x=np.ones(x_shape, np.float32))
+    for word in words + ["fused chain 'conv1' (conv) -> 'relu1' (relu) -> 'pool1' (max_pool)"]:
+        assert word in str(err.value)
+    assert g["relu1"].value is None and g["conv1"].value is None  # nothing half-made
+
+
 def test_anomaly_mode_runs_the_gates_one_by_one():
     """detect_anomaly checks every node's value as it is made, so it names the conv."""
     g, feeds = chain_net(np.float64, CHAINS[1])
