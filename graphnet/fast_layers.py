@@ -74,7 +74,7 @@ def conv_backward_fast(dout, cache, *, need_dx=True):
     return _C.conv_backward(np.asarray(dout), x, w, stride, pad, need_dx=need_dx)
 
 
-def max_pool_forward_fast(x, pool_param, *, relu_first=False):
+def max_pool_forward_fast(x, pool_param):
     """Max pooling forward pass, no padding.
 
     x: (N, C, H, W), pool_param: {'pool_height', 'pool_width', 'stride'}.
@@ -85,15 +85,12 @@ def max_pool_forward_fast(x, pool_param, *, relu_first=False):
     row-major window order is the winner (and gets the whole gradient in backward).
     A NaN counts as the maximum, so NaNs propagate (the first NaN wins).
     The cache keeps each window's winner (int32), not x.
-
-    relu_first=True pools relu(x) instead, without writing it: the same out and cache as
-    pooling relu_forward's output (graphnet's relu -> max_pool fusion).
     """
     ph = _int_param(pool_param, "pool_height", "pool_param")
     pw = _int_param(pool_param, "pool_width", "pool_param")
     stride = _int_param(pool_param, "stride", "pool_param")
     x = np.asarray(x)
-    out, winners = _C.max_pool_forward(x, ph, pw, stride, relu_first=relu_first)
+    out, winners = _C.max_pool_forward(x, ph, pw, stride)
     return out, (x.shape, winners, pool_param)
 
 
