@@ -20,7 +20,7 @@
 (d) Other float32 stride-1 layer shapes (deeper, narrower), direct against im2col + GEMM
     for forward, dw and dx: where the direct kernels win and where they are not used.
 (e) The CIFAR layer as the chain conv -> relu -> 2x2 max pool, first layer of a net
-    (no dx): the fused kernels (graphnet/fusion.py's steps) against the three kernels one
+    (no dx): the fused kernels (graphnet/passes/conv_relu_pool.py's steps) against the three kernels one
     by one and against PyTorch's conv2d -> relu -> max_pool2d, forward, and forward +
     the weight and bias gradients from a gradient on the pooled output.
 
@@ -33,7 +33,7 @@ import time
 
 import numpy as np
 
-from graphnet import _C
+from graphnet.kernels import _C
 from graphnet.fast_layers import (conv_backward_fast, conv_forward_fast,
                                   max_pool_backward_fast, max_pool_forward_fast)
 

@@ -30,7 +30,8 @@ import time
 import numpy as np
 
 import graphnet as gn
-from graphnet import _C, optim
+from graphnet import optim
+from graphnet.kernels import _C
 from cnn_steps import adam_step, cifar_batch, graphnet_step, median_ms_in_turns, torch_step  # noqa: E402  (same folder)
 
 HAVE_TORCH = importlib.util.find_spec("torch") is not None

@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from graphnet import _C
+from graphnet.kernels import _C
 from cnn_steps import cifar_batch, graphnet_step, median_ms_in_turns, torch_step  # noqa: E402  (same folder)
 
 try:

@@ -3,18 +3,34 @@
 Build a circuit, run it forward and backward, and look at every node's value and
 gradient; the same engine trains a CNN on CIFAR-10.
 """
-from ._native import _C  # noqa: F401  (fail early, and clearly, if the C++ extension was not built)
-from .anomaly import detect_anomaly
-from .errors import AnomalyError, GraphError, UnknownNodeError
-from .gradcheck import gradcheck
-from .graph import Graph, ParamDict
-from .scheduler import Node
-from . import models  # noqa: E402  (TwoLayerNet, FullyConnectedNet, ThreeLayerConvNet)
-from .checkpoint import CheckpointError, load, save
-from .solver import Solver
+import importlib
 
-__version__ = "0.1.0"
+from ._version import __version__
+from .kernels import _C  # noqa: F401  (fail early, and clearly, if the C++ extension was not built)
+from .core.anomaly import detect_anomaly
+from .errors import AnomalyError, GraphError, UnknownNodeError
+from .core.gradcheck import gradcheck
+from .core.graph import Graph, ParamDict
+from .core.scheduler import Node
+from .training.checkpoint import CheckpointError, load, save
+from .training.solver import Solver
+
+#: Submodules that `import graphnet` leaves unloaded until first use (matplotlib,
+#: graphviz and the data loaders cost time to import); `gn.viz` loads on first access.
+_LAZY_SUBMODULES = ("data", "viz", "optim", "models", "layers", "fast_layers", "layer_utils",
+                    "gradient_check")
+
+
+def __getattr__(name):
+    if name in _LAZY_SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'graphnet' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY_SUBMODULES))
+
 
 __all__ = ["Graph", "Node", "ParamDict", "GraphError", "UnknownNodeError", "AnomalyError",
-           "detect_anomaly", "gradcheck"]
-__all__ += ["Solver", "save", "load", "CheckpointError", "models"]
+           "detect_anomaly", "gradcheck", "Solver", "save", "load", "CheckpointError",
+           "models", "__version__"]

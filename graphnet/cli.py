@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .solver import Solver
+from .training.solver import Solver
 
 # Bad arguments exit with 2, through argparse's parser.error.
 EXIT_OK, EXIT_ERROR, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 130, 143
@@ -358,7 +358,7 @@ def _interrupted(out, solver, signum, saved):
 def _limit_threads(threads):
     """--threads sets the C++ kernels' thread count (every gate of the models runs on that
     team; numpy's BLAS is not used). Returns a function that puts it back."""
-    from . import _C
+    from .kernels import _C
     before = _C.get_num_threads()
     if threads:
         _C.set_num_threads(threads)

@@ -1,7 +1,7 @@
 """Shared fixtures."""
 import pytest
 
-from graphnet import _C
+from graphnet.kernels import _C
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
 """Convolution and max pooling: thin gates over the C++ kernels in graphnet.fast_layers."""
-from .. import fast_layers
+from ..kernels import fast as fast_layers
 from .base import Gate, ShapeError, dims_match
 
 

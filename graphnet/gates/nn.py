@@ -3,7 +3,7 @@ import math
 
 import numpy as np
 
-from .. import _C, layers
+from ..kernels import _C, layers
 from .base import Gate, ShapeError, dims_match
 
 

@@ -5,7 +5,7 @@ random stream in `node.state`, so checkpoints can save them and the gate stays s
 """
 import numpy as np
 
-from .. import layers
+from ..kernels import layers
 from .base import Gate, ShapeError, dims_match
 
 

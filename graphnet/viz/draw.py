@@ -17,7 +17,7 @@ from collections import Counter, defaultdict
 
 import numpy as np
 
-from ..graph import Graph
+from ..core.graph import Graph
 
 from ..gates.base import unbroadcast
 from ._format import GradientScale, describe, is_scalar, magnitude, norm, num, scalar, \

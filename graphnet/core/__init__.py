@@ -1,0 +1,1 @@
+"""The engine: nodes, the graph builder, plans, the executor and its value store."""

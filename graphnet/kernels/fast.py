@@ -1,0 +1,104 @@
+"""Fast convolution and max pooling with CS231n's calling conventions, backed by C++.
+
+The kernels live in ``cpp/`` and are bound as ``graphnet._C``; they run with the GIL
+released on ``graphnet._C.get_num_threads()`` threads (``OMP_NUM_THREADS`` or
+``graphnet._C.set_num_threads(n)``).
+
+Dtypes: float32 and float64 are computed natively and the outputs keep the input dtype.
+All float arrays of one call (x, w, b, dout) must share one dtype; mixing them raises
+ValueError instead of converting silently. Inputs may have any strides (views,
+transposes); they are copied to C-contiguous order inside only when needed.
+
+Bad parameters or shapes raise ValueError naming the shapes.
+"""
+import numbers
+
+import numpy as np
+
+from . import _C
+
+__all__ = ["conv_forward_fast", "conv_backward_fast", "conv_relu_pool_forward_fast",
+           "max_pool_forward_fast", "max_pool_backward_fast"]
+
+
+def _int_param(params, key, what):
+    """params[key] as an int, or ValueError saying what is missing or wrong."""
+    if key not in params:
+        raise ValueError(f"{what} needs {key!r}, got keys {sorted(params)}")
+    value = params[key]
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{what}[{key!r}] must be an integer, got {value!r}")
+    return int(value)
+
+
+def conv_forward_fast(x, w, b, conv_param):
+    """Convolution forward pass.
+
+    x: (N, C, H, W), w: (F, C, HH, WW), b: (F,), conv_param: {'stride': s, 'pad': p}.
+    Returns (out, cache) with out of shape (N, F, H', W'),
+    H' = 1 + (H + 2 * pad - HH) // stride and W' likewise (floor division: rows or
+    columns that a window cannot reach with a full step are simply not visited).
+    """
+    stride = _int_param(conv_param, "stride", "conv_param")
+    pad = _int_param(conv_param, "pad", "conv_param")
+    x, w, b = np.asarray(x), np.asarray(w), np.asarray(b)
+    out = _C.conv_forward(x, w, b, stride, pad)
+    return out, (x, w, b, conv_param)
+
+
+def conv_relu_pool_forward_fast(x, w, b, conv_param, pool_param):
+    """max_pool_forward_fast(relu(conv_forward_fast(x, w, b, conv_param)), pool_param),
+    bit for bit, in one pass that never writes the convolution's output: each image is
+    pooled while its convolution is still in cache. Returns (out, pool cache)."""
+    stride = _int_param(conv_param, "stride", "conv_param")
+    pad = _int_param(conv_param, "pad", "conv_param")
+    ph = _int_param(pool_param, "pool_height", "pool_param")
+    pw = _int_param(pool_param, "pool_width", "pool_param")
+    pool_stride = _int_param(pool_param, "stride", "pool_param")
+    x, w, b = np.asarray(x), np.asarray(w), np.asarray(b)
+    out, winners = _C.conv_relu_pool_forward(x, w, b, stride, pad, ph, pw, pool_stride)
+    conv_shape = (x.shape[0], w.shape[0], 1 + (x.shape[2] + 2 * pad - w.shape[2]) // stride,
+                  1 + (x.shape[3] + 2 * pad - w.shape[3]) // stride)
+    return out, (conv_shape, winners, pool_param)
+
+
+def conv_backward_fast(dout, cache, *, need_dx=True):
+    """Convolution backward pass: returns (dx, dw, db) for the cache of conv_forward_fast.
+
+    need_dx=False skips the input gradient entirely (for data that needs none) and
+    returns None in its place.
+    """
+    x, w, _, conv_param = cache
+    stride = _int_param(conv_param, "stride", "conv_param")
+    pad = _int_param(conv_param, "pad", "conv_param")
+    return _C.conv_backward(np.asarray(dout), x, w, stride, pad, need_dx=need_dx)
+
+
+def max_pool_forward_fast(x, pool_param):
+    """Max pooling forward pass, no padding.
+
+    x: (N, C, H, W), pool_param: {'pool_height', 'pool_width', 'stride'}.
+    Returns (out, cache) with out of shape (N, C, H', W'),
+    H' = 1 + (H - pool_height) // stride and W' likewise. Windows may overlap.
+
+    Ties: when several entries of a window share the maximum, the FIRST of them in
+    row-major window order is the winner (and gets the whole gradient in backward).
+    A NaN counts as the maximum, so NaNs propagate (the first NaN wins).
+    The cache keeps each window's winner (int32), not x.
+    """
+    ph = _int_param(pool_param, "pool_height", "pool_param")
+    pw = _int_param(pool_param, "pool_width", "pool_param")
+    stride = _int_param(pool_param, "stride", "pool_param")
+    x = np.asarray(x)
+    out, winners = _C.max_pool_forward(x, ph, pw, stride)
+    return out, (x.shape, winners, pool_param)
+
+
+def max_pool_backward_fast(dout, cache):
+    """Max pooling backward pass: returns dx for the cache of max_pool_forward_fast.
+
+    Each window's upstream gradient goes wholly to its winner (the first maximum in
+    row-major window order, see max_pool_forward_fast); overlapping windows add up.
+    """
+    x_shape, winners, _ = cache
+    return _C.max_pool_backward(np.asarray(dout), winners, x_shape[2], x_shape[3])

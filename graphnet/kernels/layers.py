@@ -1,0 +1,490 @@
+"""Stateless layer kernels with the calling convention of Stanford CS231n, assignment 2.
+
+Every ``*_forward`` returns ``(out, cache)`` and every ``*_backward(dout, cache)`` returns
+the gradients of its inputs in the order the forward pass took them. The losses return
+``(loss, dx)`` directly. Shapes follow the course: N is the batch size, D the number of
+features, C the number of classes (losses) or channels (images), H and W the image size.
+
+Floating inputs keep their precision (float32 in, float32 out); integer inputs are
+promoted to float64 so that gradients are not truncated.
+
+The ``*_naive`` convolution and pooling kernels are deliberately written as loops over
+output positions: they are the reference a student reads and checks the fast C++ kernels
+(``graphnet.fast_layers``) against.
+"""
+import collections
+import operator
+
+import numpy as np
+
+__all__ = [
+    "affine_forward", "affine_backward",
+    "relu_forward", "relu_backward",
+    "softmax_loss", "svm_loss",
+    "batchnorm_forward", "batchnorm_backward", "batchnorm_backward_alt",
+    "spatial_batchnorm_forward", "spatial_batchnorm_backward",
+    "dropout_forward", "dropout_backward",
+    "conv_forward_naive", "conv_backward_naive",
+    "max_pool_forward_naive", "max_pool_backward_naive",
+]
+
+
+# --------------------------------------------------------------------------- validation
+
+def _float_array(a, fn=None, name="x"):
+    """``a`` as an ndarray; integers and booleans become float64 so gradients stay exact.
+    Complex, object and string arrays are refused (ValueError naming fn and the argument)."""
+    try:
+        a = np.asarray(a)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{fn or 'layers'}: {name} is not an array of numbers: {err}") from None
+    if a.dtype.kind not in "biuf":
+        raise ValueError(f"{fn or 'layers'}: {name} (shape {a.shape}) has dtype {a.dtype}; it "
+                         f"must hold real numbers: convert it with {name}.astype(np.float64)")
+    return a if a.dtype.kind == "f" else a.astype(np.float64)
+
+
+def _real_param(fn, params, key, default, low, high, low_open=False, high_open=False):
+    """A float hyper-parameter (eps, momentum, p) that must lie in [low, high] (or the
+    open ends given), as a ValueError saying so."""
+    value = params.get(key, default)
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, (bool, np.bool_))
+    if ok:
+        ok = (value > low if low_open else value >= low) and (
+            value < high if high_open else value <= high)
+    if not ok:
+        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        raise ValueError(f"{fn}: {key} must be a number in {interval}, got {value!r}")
+    return value
+
+
+def _check_ndim(fn, name, a, ndim, layout):
+    if a.ndim != ndim:
+        raise ValueError(f"{fn}: {name} must be {ndim}-D {layout}, got shape {a.shape}")
+
+
+def _check_shape(fn, name, a, expected):
+    if a.shape != tuple(expected):
+        raise ValueError(f"{fn}: {name} has shape {a.shape}, expected {tuple(expected)}")
+
+
+def _int_param(fn, params, key, default, minimum):
+    """Read an integer hyper-parameter (stride, pad, pool size) and enforce its minimum."""
+    value = params.get(key, default)
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{fn}: {key} must be an integer, got {value!r}") from None
+    if value < minimum:
+        raise ValueError(f"{fn}: {key} must be >= {minimum}, got {value}")
+    return value
+
+
+def _mode(fn, params):
+    mode = params.get("mode", "train")
+    if mode not in ("train", "test"):
+        raise ValueError(f"{fn}: mode must be 'train' or 'test', got {mode!r}")
+    return mode
+
+
+def _check_scores_and_labels(fn, x, y):
+    """Validate (N, C) scores and (N,) integer labels in [0, C); return labels as intp."""
+    _check_ndim(fn, "x", x, 2, "scores (N, C)")
+    N, C = x.shape
+    if N == 0 or C == 0:
+        raise ValueError(f"{fn}: scores must be non-empty, got shape {x.shape}")
+    y = np.asarray(y)
+    if y.dtype.kind not in "iu":
+        raise ValueError(f"{fn}: labels y must be integers, got dtype {y.dtype}")
+    _check_shape(fn, "y", y, (N,))
+    if y.min() < 0 or y.max() >= C:
+        raise ValueError(f"{fn}: labels must lie in [0, {C}) for x of shape {x.shape}, "
+                         f"got min {y.min()} and max {y.max()}")
+    return y.astype(np.intp, copy=False)
+
+
+# --------------------------------------------------------------------------- affine, relu
+
+def affine_forward(x, w, b):
+    """out = x.reshape(N, D) @ w + b.
+
+    x: (N, d1, ..., dk) with D = d1 * ... * dk; w: (D, M); b: (M,). Returns out (N, M).
+    """
+    fn = "affine_forward"
+    x, w, b = _float_array(x, fn, "x"), _float_array(w, fn, "w"), _float_array(b, fn, "b")
+    if x.ndim < 2:
+        raise ValueError(f"{fn}: x must have shape (N, d1, ...), got shape {x.shape}")
+    _check_ndim(fn, "w", w, 2, "weights (D, M)")
+    D = int(np.prod(x.shape[1:]))
+    if w.shape[0] != D:
+        raise ValueError(f"{fn}: x of shape {x.shape} flattens to {D} features "
+                         f"but w has shape {w.shape}")
+    _check_shape(fn, "b", b, (w.shape[1],))
+    out = x.reshape(x.shape[0], D) @ w + b
+    return out, (x, w, b)
+
+
+def affine_backward(dout, cache):
+    """dout: (N, M). Returns dx (x's original shape), dw (D, M), db (M,)."""
+    x, w, b = cache
+    dout = np.asarray(dout)
+    _check_shape("affine_backward", "dout", dout, (x.shape[0], w.shape[1]))
+    dx = (dout @ w.T).reshape(x.shape)
+    dw = x.reshape(x.shape[0], w.shape[0]).T @ dout
+    db = dout.sum(axis=0)
+    return dx, dw, db
+
+
+def relu_forward(x):
+    """out = max(x, 0) elementwise, any shape."""
+    x = _float_array(x, "relu_forward", "x")
+    return np.maximum(x, 0), x
+
+
+def relu_backward(dout, cache):
+    """The gradient passes where the input was positive (0 at the kink)."""
+    x = cache
+    dout = np.asarray(dout)
+    _check_shape("relu_backward", "dout", dout, x.shape)
+    return dout * (x > 0)
+
+
+# --------------------------------------------------------------------------- losses
+
+def softmax_loss(x, y):
+    """Mean cross-entropy of softmax(x) against labels.
+
+    x: (N, C) scores; y: (N,) integer labels in [0, C). Returns (loss, dx (N, C)).
+    """
+    x = _float_array(x, "softmax_loss", "x")
+    y = _check_scores_and_labels("softmax_loss", x, y)
+    N = x.shape[0]
+    rows = np.arange(N)
+    # Subtracting the row maximum leaves softmax unchanged and keeps exp from overflowing.
+    shifted = x - x.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    loss = -log_probs[rows, y].mean()
+    dx = np.exp(log_probs)
+    dx[rows, y] -= 1
+    dx /= N
+    return float(loss), dx
+
+
+def svm_loss(x, y):
+    """Mean multiclass hinge loss with margin 1: sum over j != y of max(0, x_j - x_y + 1).
+
+    x: (N, C) scores; y: (N,) integer labels in [0, C). Returns (loss, dx (N, C)).
+    """
+    x = _float_array(x, "svm_loss", "x")
+    y = _check_scores_and_labels("svm_loss", x, y)
+    N = x.shape[0]
+    rows = np.arange(N)
+    margins = np.maximum(0, x - x[rows, y][:, None] + 1)
+    margins[rows, y] = 0
+    loss = margins.sum() / N
+    # Each violated margin pushes its class up and the correct class down by one unit.
+    dx = (margins > 0).astype(x.dtype)
+    dx[rows, y] = -dx.sum(axis=1)
+    dx /= N
+    return float(loss), dx
+
+
+# --------------------------------------------------------------------------- batchnorm
+
+# What the backward pass needs; `train` selects between the full and the frozen-statistics
+# gradient.
+_BatchnormCache = collections.namedtuple(
+    "_BatchnormCache", "train x_hat x_centered inv_std gamma")
+
+
+def _running_stat(fn, bn_param, key, D, dtype):
+    stat = bn_param.get(key)
+    if stat is None:
+        return np.zeros(D, dtype=dtype)
+    stat = np.asarray(stat)
+    _check_shape(fn, f"bn_param[{key!r}]", stat, (D,))
+    return stat
+
+
+def batchnorm_forward(x, gamma, beta, bn_param):
+    """Batch normalization over the batch axis.
+
+    x: (N, D); gamma, beta: (D,). bn_param: 'mode' ('train' or 'test'), 'eps' (1e-5),
+    'momentum' (0.9), 'running_mean' and 'running_var' ((D,), created as zeros in x's dtype
+    when missing). In train mode the batch mean and biased (1/N) variance normalize x and
+    the running statistics in bn_param are replaced by
+    momentum * running + (1 - momentum) * batch_stat; test mode normalizes with them.
+    Returns out (N, D).
+    """
+    fn = "batchnorm_forward"
+    x, gamma, beta = (_float_array(x, fn, "x"), _float_array(gamma, fn, "gamma"),
+                      _float_array(beta, fn, "beta"))
+    _check_ndim(fn, "x", x, 2, "(N, D)")
+    D = x.shape[1]
+    _check_shape(fn, "gamma", gamma, (D,))
+    _check_shape(fn, "beta", beta, (D,))
+    mode = _mode(fn, bn_param)
+    eps = _real_param(fn, bn_param, "eps", 1e-5, 0, np.inf, low_open=True)
+    momentum = _real_param(fn, bn_param, "momentum", 0.9, 0, 1)
+    running_mean = _running_stat(fn, bn_param, "running_mean", D, x.dtype)
+    running_var = _running_stat(fn, bn_param, "running_var", D, x.dtype)
+
+    if mode == "train":
+        if x.shape[0] == 0:
+            raise ValueError(f"{fn}: train mode needs a non-empty batch, got shape {x.shape}")
+        mean, var = x.mean(axis=0), x.var(axis=0)
+        running_mean = momentum * running_mean + (1 - momentum) * mean
+        running_var = momentum * running_var + (1 - momentum) * var
+    else:
+        mean, var = running_mean, running_var
+    bn_param["running_mean"] = running_mean
+    bn_param["running_var"] = running_var
+
+    # Running statistics may be stored in higher precision; normalize in x's own dtype.
+    x_centered = x - mean.astype(x.dtype, copy=False)
+    inv_std = 1.0 / np.sqrt(var.astype(x.dtype, copy=False) + eps)
+    x_hat = x_centered * inv_std
+    out = gamma * x_hat + beta
+    return out, _BatchnormCache(mode == "train", x_hat, x_centered, inv_std, gamma)
+
+
+def _batchnorm_param_grads(fn, dout, cache):
+    """dgamma, dbeta (D,), and dx_hat (N, D): the part both backward variants share."""
+    dout = np.asarray(dout)
+    _check_shape(fn, "dout", dout, cache.x_hat.shape)
+    return (dout * cache.x_hat).sum(axis=0), dout.sum(axis=0), dout * cache.gamma
+
+
+def batchnorm_backward(dout, cache):
+    """Backward pass through batchnorm, one node of the computation graph at a time.
+
+    dout: (N, D). Returns dx (N, D), dgamma (D,), dbeta (D,).
+    """
+    dgamma, dbeta, dx_hat = _batchnorm_param_grads("batchnorm_backward", dout, cache)
+    if not cache.train:
+        # Test mode normalizes with constants: only the final scaling depends on x.
+        return dx_hat * cache.inv_std, dgamma, dbeta
+    N = dx_hat.shape[0]
+    xc, inv_std = cache.x_centered, cache.inv_std
+    # x_hat = xc * inv_std: xc reaches the output directly and through the variance.
+    dxc = dx_hat * inv_std
+    dinv_std = (dx_hat * xc).sum(axis=0)
+    # inv_std = (var + eps) ** -1/2
+    dvar = -0.5 * inv_std ** 3 * dinv_std
+    # var = mean(xc ** 2)
+    dxc += (2.0 / N) * xc * dvar
+    # xc = x - mean(x)
+    dx = dxc - dxc.sum(axis=0) / N
+    return dx, dgamma, dbeta
+
+
+def batchnorm_backward_alt(dout, cache):
+    """Batchnorm backward in closed form: inv_std * (g - mean(g) - x_hat * mean(g * x_hat))
+    with g = dout * gamma. Same shapes and results as batchnorm_backward.
+    """
+    dgamma, dbeta, dx_hat = _batchnorm_param_grads("batchnorm_backward_alt", dout, cache)
+    if not cache.train:
+        return dx_hat * cache.inv_std, dgamma, dbeta
+    x_hat = cache.x_hat
+    dx = cache.inv_std * (dx_hat - dx_hat.mean(axis=0)
+                          - x_hat * (dx_hat * x_hat).mean(axis=0))
+    return dx, dgamma, dbeta
+
+
+def _channels_to_rows(x):
+    """(N, C, H, W) -> (N*H*W, C): every pixel becomes one sample of C features."""
+    N, C, H, W = x.shape
+    return x.transpose(0, 2, 3, 1).reshape(N * H * W, C)
+
+
+def _rows_to_channels(rows, shape):
+    """Inverse of _channels_to_rows for an (N, C, H, W) shape."""
+    N, C, H, W = shape
+    return rows.reshape(N, H, W, C).transpose(0, 3, 1, 2)
+
+
+def spatial_batchnorm_forward(x, gamma, beta, bn_param):
+    """Batchnorm per channel over the batch and both spatial axes.
+
+    x: (N, C, H, W); gamma, beta: (C,); bn_param as in batchnorm_forward, with (C,)
+    running statistics. Returns out (N, C, H, W).
+    """
+    x = _float_array(x, "spatial_batchnorm_forward", "x")
+    _check_ndim("spatial_batchnorm_forward", "x", x, 4, "(N, C, H, W)")
+    out, cache = batchnorm_forward(_channels_to_rows(x), gamma, beta, bn_param)
+    return _rows_to_channels(out, x.shape), (cache, x.shape)
+
+
+def spatial_batchnorm_backward(dout, cache):
+    """dout: (N, C, H, W). Returns dx (N, C, H, W), dgamma (C,), dbeta (C,)."""
+    bn_cache, shape = cache
+    dout = np.asarray(dout)
+    _check_shape("spatial_batchnorm_backward", "dout", dout, shape)
+    dx, dgamma, dbeta = batchnorm_backward_alt(_channels_to_rows(dout), bn_cache)
+    return _rows_to_channels(dx, shape), dgamma, dbeta
+
+
+# --------------------------------------------------------------------------- dropout
+
+def dropout_forward(x, dropout_param):
+    """Inverted dropout.
+
+    x: any shape. dropout_param: 'p' (probability of DROPPING a unit, in [0, 1)),
+    'mode' ('train' or 'test'), optional 'seed'. In train mode each unit is zeroed with
+    probability p and the survivors are scaled by 1 / (1 - p), so the expected output is x
+    and test mode is the identity.
+
+    With a 'seed' the mask comes from a private np.random.default_rng(seed): the same seed
+    gives the same mask and numpy's global random state is left alone. Without one the
+    mask is drawn from the global state (never reseeded here), so np.random.seed(...) in a
+    notebook makes a run repeatable, as in the course. Returns out (x's shape).
+    """
+    fn = "dropout_forward"
+    x = _float_array(x, "dropout_forward", "x")
+    mode = _mode(fn, dropout_param)
+    if "p" not in dropout_param:
+        raise ValueError(f"{fn}: dropout_param needs 'p', the probability of dropping a unit")
+    p = dropout_param["p"]
+    if not isinstance(p, (int, float, np.integer, np.floating)) or isinstance(p, bool) \
+            or not 0 <= p < 1:  # also rejects NaN
+        raise ValueError(f"{fn}: p (probability of dropping a unit) must be in [0, 1), got {p!r}")
+    if mode == "test":
+        return x, (dropout_param, None)
+    seed = dropout_param.get("seed")
+    uniform = (np.random.default_rng(seed).random(x.shape) if seed is not None
+               else np.random.random_sample(x.shape))
+    mask = ((uniform >= p) / (1 - p)).astype(x.dtype, copy=False)
+    return x * mask, (dropout_param, mask)
+
+
+def dropout_backward(dout, cache):
+    """dout: x's shape. The gradient flows through the units kept in the forward pass."""
+    _, mask = cache
+    dout = np.asarray(dout)
+    if mask is None:
+        return dout
+    _check_shape("dropout_backward", "dout", dout, mask.shape)
+    return dout * mask
+
+
+# --------------------------------------------------------------------------- conv, pool
+
+def _out_size(fn, axis, size, kernel, stride):
+    """Number of window positions along one axis: 1 + (size - kernel) // stride."""
+    if kernel > size:
+        raise ValueError(f"{fn}: window {axis} {kernel} is larger than the "
+                         f"(padded) input {axis} {size}")
+    return 1 + (size - kernel) // stride
+
+
+def _window(i, j, stride, height, width):
+    """Index of the window behind output position (i, j) in the last two axes."""
+    return (slice(None), slice(None),
+            slice(i * stride, i * stride + height), slice(j * stride, j * stride + width))
+
+
+def _conv_geometry(fn, x, w, b, conv_param):
+    """Validate conv inputs; return stride, pad and the output size (H', W')."""
+    _check_ndim(fn, "x", x, 4, "images (N, C, H, W)")
+    _check_ndim(fn, "w", w, 4, "filters (F, C, HH, WW)")
+    if w.shape[1] != x.shape[1]:
+        raise ValueError(f"{fn}: x of shape {x.shape} has {x.shape[1]} channels but "
+                         f"w of shape {w.shape} expects {w.shape[1]}")
+    _check_shape(fn, "b", b, (w.shape[0],))
+    stride = _int_param(fn, conv_param, "stride", 1, 1)
+    pad = _int_param(fn, conv_param, "pad", 0, 0)
+    (_, _, H, W), (_, _, HH, WW) = x.shape, w.shape
+    return (stride, pad, _out_size(fn, "height", H + 2 * pad, HH, stride),
+            _out_size(fn, "width", W + 2 * pad, WW, stride))
+
+
+def conv_forward_naive(x, w, b, conv_param):
+    """Convolution (cross-correlation, as in the course) with zero padding.
+
+    x: (N, C, H, W); w: (F, C, HH, WW); b: (F,); conv_param: 'stride' (1), 'pad' (0).
+    Returns out (N, F, H', W') with H' = 1 + (H + 2*pad - HH) // stride and likewise W'.
+    """
+    fn = "conv_forward_naive"
+    x, w, b = _float_array(x, fn, "x"), _float_array(w, fn, "w"), _float_array(b, fn, "b")
+    stride, pad, H_out, W_out = _conv_geometry("conv_forward_naive", x, w, b, conv_param)
+    F, _, HH, WW = w.shape
+    x_pad = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    out = np.empty((x.shape[0], F, H_out, W_out), dtype=np.result_type(x, w, b))
+    for i in range(H_out):
+        for j in range(W_out):
+            patch = x_pad[_window(i, j, stride, HH, WW)]
+            # (N, C, HH, WW) against (F, C, HH, WW), summed over C, HH, WW -> (N, F)
+            out[:, :, i, j] = np.tensordot(patch, w, axes=([1, 2, 3], [1, 2, 3])) + b
+    return out, (x, w, b, conv_param)
+
+
+def conv_backward_naive(dout, cache):
+    """dout: (N, F, H', W'). Returns dx (N, C, H, W), dw (F, C, HH, WW), db (F,)."""
+    x, w, b, conv_param = cache
+    fn = "conv_backward_naive"
+    stride, pad, H_out, W_out = _conv_geometry(fn, x, w, b, conv_param)
+    dout = np.asarray(dout)
+    _check_shape(fn, "dout", dout, (x.shape[0], w.shape[0], H_out, W_out))
+    HH, WW = w.shape[2:]
+    x_pad = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    dx_pad = np.zeros_like(x_pad, dtype=np.result_type(x, w, dout))
+    dw = np.zeros_like(w, dtype=np.result_type(x, w, dout))
+    for i in range(H_out):
+        for j in range(W_out):
+            window = _window(i, j, stride, HH, WW)
+            g = dout[:, :, i, j]                                         # (N, F)
+            dw += np.tensordot(g, x_pad[window], axes=([0], [0]))         # (F, C, HH, WW)
+            dx_pad[window] += np.tensordot(g, w, axes=([1], [0]))         # (N, C, HH, WW)
+    H, W = x.shape[2:]
+    return dx_pad[:, :, pad:pad + H, pad:pad + W], dw, dout.sum(axis=(0, 2, 3))
+
+
+def _pool_geometry(fn, x, pool_param):
+    """Validate pooling inputs; return pool height, width, stride and output (H', W')."""
+    _check_ndim(fn, "x", x, 4, "images (N, C, H, W)")
+    ph = _int_param(fn, pool_param, "pool_height", 2, 1)
+    pw = _int_param(fn, pool_param, "pool_width", 2, 1)
+    stride = _int_param(fn, pool_param, "stride", 2, 1)
+    H, W = x.shape[2:]
+    return (ph, pw, stride, _out_size(fn, "height", H, ph, stride),
+            _out_size(fn, "width", W, pw, stride))
+
+
+def max_pool_forward_naive(x, pool_param):
+    """Max pooling without padding.
+
+    x: (N, C, H, W); pool_param: 'pool_height', 'pool_width', 'stride' (each 2 by
+    default). Returns out (N, C, H', W') with H' = 1 + (H - pool_height) // stride.
+    """
+    x = _float_array(x, "max_pool_forward_naive", "x")
+    ph, pw, stride, H_out, W_out = _pool_geometry("max_pool_forward_naive", x, pool_param)
+    out = np.empty(x.shape[:2] + (H_out, W_out), dtype=x.dtype)
+    for i in range(H_out):
+        for j in range(W_out):
+            out[:, :, i, j] = x[_window(i, j, stride, ph, pw)].max(axis=(2, 3))
+    return out, (x, pool_param)
+
+
+def max_pool_backward_naive(dout, cache):
+    """dout: (N, C, H', W'). Returns dx (N, C, H, W).
+
+    Each window's gradient goes to its maximum. On ties the FIRST maximum in row-major
+    order within the window receives all of it (np.argmax semantics), so the gradient is
+    never duplicated. Overlapping windows (stride < pool size) add up.
+    """
+    x, pool_param = cache
+    fn = "max_pool_backward_naive"
+    ph, pw, stride, H_out, W_out = _pool_geometry(fn, x, pool_param)
+    dout = np.asarray(dout)
+    N, C = x.shape[:2]
+    _check_shape(fn, "dout", dout, (N, C, H_out, W_out))
+    dx = np.zeros_like(x, dtype=np.result_type(x, dout))
+    positions = np.arange(ph * pw)
+    for i in range(H_out):
+        for j in range(W_out):
+            window = _window(i, j, stride, ph, pw)
+            first_max = x[window].reshape(N, C, ph * pw).argmax(axis=2)
+            is_max = positions == first_max[..., None]                  # (N, C, ph*pw)
+            dx[window] += (is_max * dout[:, :, i, j, None]).reshape(N, C, ph, pw)
+    return dx

@@ -1,0 +1,1 @@
+"""Plan rewrites: each pass replaces runs of steps with fused steps."""

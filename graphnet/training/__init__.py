@@ -1,0 +1,1 @@
+"""Training: the Solver, the update rules and checkpoints."""

@@ -1,0 +1,311 @@
+"""Solver: trains a classification model with minibatch gradient descent, the course's way.
+
+    solver = Solver(model, data, update_rule='adam', optim_config={'learning_rate': 1e-3},
+                    lr_decay=0.95, num_epochs=10, batch_size=100, seed=0)
+    solver.train()
+    solver.best_val_acc, solver.loss_history, solver.train_acc_history, ...
+
+`model` needs `params` (a mapping name -> array that accepts assignment) and
+`loss(X, y=None)` returning scores, or (loss, grads) when y is given. `data` is the
+course's dict with 'X_train', 'y_train', 'X_val', 'y_val'.
+
+Beyond the course: `seed` seeds the Solver's own np.random.Generator (minibatches and
+accuracy subsamples), so runs repeat exactly and a run resumed from a checkpoint
+(graphnet.save / graphnet.load) continues exactly where it stopped; numpy's global
+random state is never touched. `request_stop()` (safe to call from a signal handler)
+makes `train()` return after the current iteration, leaving a consistent state to save.
+"""
+import copy
+import numbers
+import sys
+from collections.abc import Mapping
+
+import numpy as np
+
+from . import optim
+
+__all__ = ["Solver"]
+
+class Solver:
+    """Minibatch training of `model` on `data`, with the course's keyword arguments:
+
+    update_rule: a name in graphnet.optim ('sgd', 'sgd_momentum', 'rmsprop', 'adam') or
+        a callable (w, dw, config) -> (next_w, config).
+    optim_config: hyperparameters for the update rule ({} by default); each param gets its own deep copy,
+        which then also holds that param's optimizer state.
+    lr_decay: the learning rate is multiplied by this after each epoch.
+    batch_size, num_epochs: minibatch size and training length.
+    num_train_samples, num_val_samples: accuracy is checked on random subsamples of this
+        size (None: the whole set).
+    checkpoint_name: if set, a checkpoint '{checkpoint_name}_epoch_{epoch}.npz' is
+        written with graphnet.save after every epoch.
+    print_every: print the loss every this many iterations (without a progress bar).
+    verbose: False for silence. A tqdm progress bar is shown when stdout is a terminal
+        or a notebook; plain prints otherwise.
+    seed: seed of the Solver's random generator (an addition to the course's arguments).
+    """
+
+    def __init__(self, model, data, *, update_rule="sgd", optim_config=None, lr_decay=1.0,
+                 batch_size=100, num_epochs=10, num_train_samples=1000, num_val_samples=None,
+                 checkpoint_name=None, print_every=10, verbose=True, seed=None, **unknown):
+        if unknown:
+            raise ValueError("Unrecognized arguments " + ", ".join(sorted(unknown)))
+        settings = dict(update_rule=update_rule, optim_config=optim_config, lr_decay=lr_decay,
+                        batch_size=batch_size, num_epochs=num_epochs,
+                        num_train_samples=num_train_samples, num_val_samples=num_val_samples,
+                        checkpoint_name=checkpoint_name, print_every=print_every,
+                        verbose=verbose, seed=seed)
+        if not hasattr(model, "params") or not callable(getattr(model, "loss", None)):
+            raise TypeError(f"Solver needs a model with `params` and `loss(X, y=None)`, got "
+                            f"{type(model).__name__}")
+        self.model = model
+        if not isinstance(data, Mapping):
+            raise TypeError(f"data must be a dict with 'X_train', 'y_train', 'X_val', 'y_val', "
+                            f"got {type(data).__name__}")
+        missing = [k for k in ("X_train", "y_train", "X_val", "y_val") if k not in data]
+        if missing:
+            raise ValueError(f"data lacks {', '.join(missing)} (it has "
+                             f"{', '.join(map(str, data)) or 'nothing'}); the Solver needs "
+                             "'X_train', 'y_train', 'X_val' and 'y_val'")
+        self.X_train, self.y_train = _split(model, data, "train")
+        self.X_val, self.y_val = _split(model, data, "val")
+        if self.X_train.shape[0] == 0:
+            raise ValueError(f"data['X_train'] is empty (shape {self.X_train.shape}); the Solver "
+                             "needs at least one training sample")
+
+        rule = settings["update_rule"]
+        if isinstance(rule, str):
+            if rule.startswith("_") or rule not in optim.__all__:
+                raise ValueError(f'Invalid update_rule "{rule}"; graphnet.optim has '
+                                 + ", ".join(optim.__all__))
+            self.update_rule_name, self.update_rule = rule, getattr(optim, rule)
+        elif callable(rule):
+            self.update_rule = rule
+            self.update_rule_name = getattr(rule, "__qualname__", repr(rule))
+        else:
+            raise ValueError(f"update_rule must be a name in graphnet.optim or a callable, "
+                             f"got {rule!r}")
+        if not isinstance(settings["optim_config"], (Mapping, type(None))):
+            raise TypeError(f"optim_config must be a dict such as {{'learning_rate': 1e-3}}, "
+                            f"got {settings['optim_config']!r}")
+        self.optim_config = dict(settings["optim_config"] or {})
+        lr_decay = settings["lr_decay"]
+        if not _is_real(lr_decay) or not lr_decay > 0:
+            raise ValueError(f"lr_decay must be a positive number (1.0: no decay), got "
+                             f"{lr_decay!r}")
+        self.lr_decay = lr_decay
+        for key in ("batch_size", "num_epochs"):
+            if not _is_int(settings[key]):
+                raise ValueError(f"{key} must be an integer, got {settings[key]!r}")
+        for key in ("num_train_samples", "num_val_samples"):
+            if settings[key] is not None and not (_is_int(settings[key]) and settings[key] >= 0):
+                raise ValueError(f"{key} must be a non-negative integer or None, got "
+                                 f"{settings[key]!r}")
+        self.batch_size = int(settings["batch_size"])
+        self.num_epochs = int(settings["num_epochs"])
+        if self.batch_size < 1 or self.num_epochs < 0:
+            raise ValueError(f"batch_size must be >= 1 and num_epochs >= 0, got "
+                             f"{self.batch_size} and {self.num_epochs}")
+        self.num_train_samples = settings["num_train_samples"]
+        self.num_val_samples = settings["num_val_samples"]
+        self.checkpoint_name = settings["checkpoint_name"]
+        self.print_every = settings["print_every"]
+        self.verbose = settings["verbose"]
+        self.seed = settings["seed"]
+        self._reset()
+
+    def _reset(self):
+        """Fresh bookkeeping: histories, best params, optimizer state and random stream."""
+        self.epoch = 0
+        self.iteration = 0  # steps taken so far; train() continues from here
+        self.best_val_acc = 0
+        self.best_params = {}
+        self.loss_history = []
+        self.train_acc_history = []
+        self.val_acc_history = []
+        self.optim_configs = {p: copy.deepcopy(self.optim_config) for p in self.model.params}
+        self.rng = np.random.default_rng(self.seed)
+        self.interrupted = False
+        self._stop_requested = False
+
+    # ----- one step and the accuracy check --------------------------------------------
+
+    def _step(self):
+        num_train = self.X_train.shape[0]
+        batch = self.rng.choice(num_train, self.batch_size)
+        loss, grads = self.model.loss(self.X_train[batch], self.y_train[batch])
+        self.loss_history.append(float(loss))
+        params = self.model.params
+        for name in list(params):
+            next_w, next_config = self.update_rule(params[name], grads[name],
+                                                   self.optim_configs[name])
+            params[name] = next_w
+            self.optim_configs[name] = next_config
+
+    def check_accuracy(self, X, y, num_samples=None, batch_size=100):
+        """Fraction of (a random subsample of num_samples of) X classified as y."""
+        X, y = np.asarray(X), np.asarray(y)
+        if X.ndim == 0 or y.shape != X.shape[:1]:
+            raise ValueError(f"check_accuracy: X of shape {X.shape} and y of shape {y.shape} "
+                             "must hold the same number of samples (y of shape (N,))")
+        if not _is_int(batch_size) or batch_size < 1:
+            raise ValueError(f"check_accuracy: batch_size must be a positive integer, got "
+                             f"{batch_size!r}")
+        N = X.shape[0]
+        if num_samples is not None and N > num_samples:
+            mask = self.rng.choice(N, num_samples)
+            X, y = X[mask], y[mask]
+            N = num_samples
+        predictions = [np.argmax(self.model.loss(X[start:start + batch_size]), axis=1)
+                       for start in range(0, N, batch_size)]
+        y_pred = np.concatenate(predictions) if predictions else np.zeros(0, dtype=int)
+        return float(np.mean(y_pred == y)) if N else 0.0
+
+    # ----- training ---------------------------------------------------------------------
+
+    @property
+    def iterations_per_epoch(self):
+        return max(self.X_train.shape[0] // self.batch_size, 1)
+
+    @property
+    def num_iterations(self):
+        return self.num_epochs * self.iterations_per_epoch
+
+    def request_stop(self):
+        """Ask train() to return after the current iteration (signal-handler safe)."""
+        self._stop_requested = True
+
+    def train(self):
+        """Run the remaining iterations (all of them for a fresh Solver, the rest after a
+        resume), then load the best validation params into the model. Returns early,
+        with `interrupted` set and without restoring the best params, after
+        request_stop()."""
+        per_epoch, total = self.iterations_per_epoch, self.num_iterations
+        self.interrupted = self._stop_requested = False
+        bar = self._progress_bar(total)
+        try:
+            while self.iteration < total:
+                t = self.iteration
+                self._step()
+                self.iteration = t + 1
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{self.loss_history[-1]:.4f}", refresh=False)
+                elif self.verbose and t % self.print_every == 0:
+                    self._print(f"(Iteration {t + 1} / {total}) loss: {self.loss_history[-1]:f}")
+
+                epoch_end = self.iteration % per_epoch == 0
+                if epoch_end:
+                    self.epoch += 1
+                    for config in self.optim_configs.values():
+                        if "learning_rate" in config:
+                            config["learning_rate"] *= self.lr_decay
+                if t == 0 or epoch_end:
+                    self._record_accuracy(bar)
+                if epoch_end and self.checkpoint_name:
+                    self._save_checkpoint()
+                if self._stop_requested:
+                    self.interrupted = True
+                    return
+        finally:
+            if bar is not None:
+                bar.close()
+        if self.best_params:
+            for name, value in self.best_params.items():
+                self.model.params[name] = value.copy()
+
+    def _record_accuracy(self, bar):
+        train_acc = self.check_accuracy(self.X_train, self.y_train,
+                                        num_samples=self.num_train_samples)
+        val_acc = self.check_accuracy(self.X_val, self.y_val, num_samples=self.num_val_samples)
+        self.train_acc_history.append(train_acc)
+        self.val_acc_history.append(val_acc)
+        if self.verbose:
+            self._print(f"(Epoch {self.epoch} / {self.num_epochs}) train acc: {train_acc:f}; "
+                        f"val_acc: {val_acc:f}", bar)
+        if val_acc > self.best_val_acc:
+            self.best_val_acc = val_acc
+            self.best_params = {k: np.array(v, copy=True) for k, v in self.model.params.items()}
+
+    def checkpoint_path(self, epoch):
+        """Where the checkpoint after `epoch` goes (course naming, .npz instead of .pkl)."""
+        return f"{self.checkpoint_name}_epoch_{epoch}.npz"
+
+    def _save_checkpoint(self):
+        from .checkpoint import save
+        save(self, self.checkpoint_path(self.epoch))
+
+    # ----- output -----------------------------------------------------------------------
+
+    def _progress_bar(self, total):
+        if not (self.verbose and _interactive()) or self.iteration >= total:
+            return None
+        import shutil
+
+        from tqdm.auto import tqdm
+        # (a terminal that reports no size would otherwise get an invisible bar)
+        columns, rows = shutil.get_terminal_size(fallback=(100, 24))
+        return tqdm(total=total, initial=self.iteration, unit="it", file=sys.stdout,
+                    ncols=columns if columns >= 40 else 100, nrows=rows if rows >= 2 else 24,
+                    leave=True)
+
+    @staticmethod
+    def _print(message, bar=None):
+        if bar is not None:
+            bar.write(message, file=sys.stdout)
+        else:
+            print(message, flush=True)
+
+
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _split(model, data, split):
+    """data['X_<split>'], data['y_<split>'] as arrays, checked against each other and, for
+    a graphnet model, against the model's input shape and number of classes, so a mistake
+    is reported when the Solver is built rather than deep inside the first step."""
+    kx, ky = f"X_{split}", f"y_{split}"
+    try:
+        X, y = np.asarray(data[kx]), np.asarray(data[ky])
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"data[{kx!r}] / data[{ky!r}] are not arrays: {err}") from None
+    if X.ndim == 0 or y.ndim != 1 or X.shape[0] != y.shape[0]:
+        raise ValueError(f"data[{kx!r}] has shape {X.shape} and data[{ky!r}] shape {y.shape}: "
+                         f"they must hold the same number of samples, y of shape (N,)")
+    if X.shape[0] == 0:
+        return X, y
+    if X.dtype.kind == "f":
+        rows = X.reshape(X.shape[0], -1)  # scanned in chunks: no full-size temporary
+        finite = np.concatenate([np.isfinite(rows[i:i + 4096]).all(axis=1)
+                                 for i in range(0, rows.shape[0], 4096)])
+        if not finite.all():
+            bad = np.flatnonzero(~finite)
+            raise ValueError(f"data[{kx!r}] (shape {X.shape}) has NaN or Inf values in "
+                             f"{bad.size} samples (the first is sample {bad[0]}); clean or "
+                             "drop them before training")
+    check_input = getattr(model, "check_input", None)
+    check_labels = getattr(model, "check_labels", None)
+    if callable(check_input):
+        check_input(X[:1], what=f"data[{kx!r}]")
+    if callable(check_labels):
+        check_labels(y, y.shape[0], what=f"data[{ky!r}]")
+    return X, y
+
+
+def _interactive():
+    """True in a terminal or a Jupyter notebook, where a progress bar renders."""
+    try:
+        shell = get_ipython().__class__.__name__  # noqa: F821 (defined inside IPython)
+        if shell == "ZMQInteractiveShell":
+            return True
+    except NameError:
+        pass
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        return False

@@ -1,0 +1,468 @@
+"""graphnet.fast_layers (C++ conv and max pool) against independent references: the
+naive loops of graphnet.layers and max-pool loops written here, numerical gradients, and
+PyTorch when it is installed."""
+import threading
+
+import numpy as np
+import pytest
+
+from graphnet import layers
+from graphnet.kernels import _C
+from graphnet.fast_layers import (conv_backward_fast, conv_forward_fast,
+                                  max_pool_backward_fast, max_pool_forward_fast)
+
+# ---- independent references: plain loops ------------------------------------------
+
+
+def conv_forward_ref(x, w, b, stride, pad):
+    """graphnet.layers' naive loops (checked against scipy and PyTorch in test_layers), in
+    float64 so that float32 results are compared with exact values."""
+    as64 = (np.asarray(a, np.float64) for a in (x, w, b))
+    return layers.conv_forward_naive(*as64, {"stride": stride, "pad": pad})[0]
+
+
+def conv_backward_ref(dout, x, w, stride, pad):
+    x, w, dout = (np.asarray(a, np.float64) for a in (x, w, dout))
+    _, cache = layers.conv_forward_naive(x, w, np.zeros(w.shape[0]), {"stride": stride, "pad": pad})
+    return layers.conv_backward_naive(dout, cache)
+
+
+def pool_winner(win):
+    """(row, col) of the first maximum in row-major order; a NaN counts as the maximum."""
+    best = (0, 0)
+    for a in range(win.shape[0]):
+        for c in range(win.shape[1]):
+            v, b = win[a, c], win[best]
+            if v > b or (np.isnan(v) and not np.isnan(b)):
+                best = (a, c)
+    return best
+
+
+def max_pool_forward_ref(x, ph, pw, stride):
+    N, C, H, W = x.shape
+    out = np.zeros((N, C, 1 + (H - ph) // stride, 1 + (W - pw) // stride), x.dtype)
+    for n, c, i, j in np.ndindex(*out.shape):
+        win = x[n, c, i * stride:i * stride + ph, j * stride:j * stride + pw]
+        out[n, c, i, j] = win[pool_winner(win)]
+    return out
+
+
+def max_pool_backward_ref(dout, x, ph, pw, stride):
+    dx = np.zeros(x.shape)
+    for n, c, i, j in np.ndindex(*dout.shape):
+        a, b = pool_winner(x[n, c, i * stride:i * stride + ph, j * stride:j * stride + pw])
+        dx[n, c, i * stride + a, j * stride + b] += dout[n, c, i, j]
+    return dx
+
+
+def conv_error_bounds(dout, x, w, b, stride, pad):
+    """Per element, the sum of the absolute values of the terms each result adds up: the
+    reference conv and its backward on |x|, |w|, |b|, |dout|. Rounding error is a multiple
+    of it, so a result that cancels to almost nothing is still judged fairly (a relative
+    error would flag float32's honest rounding there)."""
+    x, w, b, dout = (np.abs(np.asarray(a, np.float64)) for a in (x, w, b, dout))
+    return (conv_forward_ref(x, w, b, stride, pad),) + tuple(
+        conv_backward_ref(dout, x, w, stride, pad))
+
+
+def assert_within_rounding(got, ref, bound, tol):
+    """|got - ref| <= tol * bound elementwise (bound from conv_error_bounds)."""
+    got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
+    assert got.shape == ref.shape
+    excess = np.abs(got - ref) - tol * bound
+    assert not (excess > 0).any(), f"off by {np.max(np.abs(got - ref))} > {tol} x bound"
+
+
+def rel_error(a, b):
+    """Largest error relative to the reference's scale (robust where entries are ~0)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.size == 0:
+        return 0.0
+    return float(np.max(np.abs(a - b)) / max(1e-300, np.max(np.abs(b))))
+
+
+def numerical_grad(f, x, dout, h=1e-5):
+    """Central differences of sum(f() * dout) with respect to every entry of x."""
+    grad = np.zeros_like(x)
+    for idx in np.ndindex(*x.shape):
+        old = x[idx]
+        x[idx] = old + h
+        plus = np.sum(f() * dout)
+        x[idx] = old - h
+        minus = np.sum(f() * dout)
+        x[idx] = old
+        grad[idx] = (plus - minus) / (2 * h)
+    return grad
+
+
+# (N, C, H, W, F, HH, WW, stride, pad): square and not, overlapping windows, strides
+# that do not divide, pad wider than the kernel, 1x1, kernel as large as padded input.
+CONV_CASES = [
+    (2, 3, 8, 8, 4, 3, 3, 1, 1),
+    (2, 3, 7, 6, 4, 3, 2, 2, 1),
+    (3, 2, 9, 9, 5, 5, 5, 3, 4),
+    (1, 1, 4, 4, 1, 4, 4, 1, 0),
+    (2, 4, 5, 7, 3, 1, 1, 1, 0),
+    (2, 2, 6, 5, 3, 1, 1, 2, 2),
+    (1, 3, 3, 3, 2, 5, 5, 1, 1),
+    (3, 3, 11, 10, 2, 7, 7, 1, 3),
+    (2, 2, 10, 9, 2, 3, 4, 4, 0),
+    (1, 2, 5, 5, 2, 2, 3, 5, 2),
+]
+# (N, C, H, W, pool_height, pool_width, stride)
+POOL_CASES = [
+    (2, 3, 8, 8, 2, 2, 2),
+    (2, 2, 7, 9, 3, 3, 2),
+    (1, 3, 6, 5, 3, 2, 1),
+    (2, 1, 5, 5, 5, 5, 1),
+    (3, 2, 9, 7, 2, 3, 3),
+    (1, 1, 4, 6, 1, 1, 2),
+]
+
+
+def make_conv(case, dtype, seed=0):
+    N, C, H, W, F, HH, WW, stride, pad = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = rng.standard_normal((F, C, HH, WW)).astype(dtype)
+    b = rng.standard_normal(F).astype(dtype)
+    return x, w, b, {"stride": stride, "pad": pad}
+
+
+# ---- conv ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", CONV_CASES)
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-9), (np.float32, 1e-5)])
+def test_conv_matches_naive(case, dtype, tol):
+    x, w, b, cp = make_conv(case, dtype)
+    out, cache = conv_forward_fast(x, w, b, cp)
+    assert out.dtype == dtype
+    assert rel_error(out, conv_forward_ref(x, w, b, cp["stride"], cp["pad"])) < tol
+    dout = np.random.default_rng(1).standard_normal(out.shape).astype(dtype)
+    grads = conv_backward_fast(dout, cache)
+    refs = conv_backward_ref(dout, x, w, cp["stride"], cp["pad"])
+    for got, ref, like in zip(grads, refs, (x, w, b)):
+        assert got.dtype == dtype and got.shape == like.shape
+        assert rel_error(got, ref) < tol
+
+
+@pytest.mark.parametrize("case", CONV_CASES[:6])
+def test_conv_backward_numerical(case):
+    x, w, b, cp = make_conv(case, np.float64, seed=2)
+    out, cache = conv_forward_fast(x, w, b, cp)
+    dout = np.random.default_rng(3).standard_normal(out.shape)
+    dx, dw, db = conv_backward_fast(dout, cache)
+    f = lambda: conv_forward_fast(x, w, b, cp)[0]  # noqa: E731  (reads x, w, b as perturbed)
+    assert rel_error(dx, numerical_grad(f, x, dout)) < 1e-7
+    assert rel_error(dw, numerical_grad(f, w, dout)) < 1e-7
+    assert rel_error(db, numerical_grad(f, b, dout)) < 1e-7
+
+
+def test_conv_backward_skips_unneeded_gradients():
+    x, w, b, cp = make_conv(CONV_CASES[1], np.float64)
+    out, cache = conv_forward_fast(x, w, b, cp)
+    dout = np.ones_like(out)
+    dx, dw, db = conv_backward_fast(dout, cache)
+    no_dx = conv_backward_fast(dout, cache, need_dx=False)
+    assert no_dx[0] is None
+    np.testing.assert_array_equal(no_dx[1], dw)
+    np.testing.assert_array_equal(no_dx[2], db)
+    only_dx = _C.conv_backward(dout, x, w, cp["stride"], cp["pad"], need_dw=False)
+    assert only_dx[1] is None
+    np.testing.assert_array_equal(only_dx[0], dx)
+
+
+def test_conv_non_contiguous_inputs():
+    x, w, b, cp = make_conv(CONV_CASES[1], np.float64)
+    x_nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    x_view = x_nhwc.transpose(0, 3, 1, 2)                 # NCHW view with NHWC strides
+    w_f = np.asfortranarray(w)
+    b_strided = np.repeat(b, 2)[::2]
+    big = np.zeros((x.shape[0], x.shape[1], x.shape[2] * 2, x.shape[3]))
+    big[:, :, ::2] = x
+    for xv, wv, bv in [(x_view, w, b), (big[:, :, ::2], w_f, b_strided)]:
+        assert not xv.flags.c_contiguous
+        out, cache = conv_forward_fast(xv, wv, bv, cp)
+        assert rel_error(out, conv_forward_ref(x, w, b, 2, 1)) < 1e-12
+        dout = np.random.default_rng(0).standard_normal(out.shape[::-1]).T  # F-ordered
+        for got, ref in zip(conv_backward_fast(dout, cache), conv_backward_ref(dout, x, w, 2, 1)):
+            assert rel_error(got, ref) < 1e-12
+
+
+def test_conv_empty_batch():
+    x, w, b, cp = make_conv((0, 3, 5, 5, 2, 3, 3, 1, 1), np.float64)
+    out, cache = conv_forward_fast(x, w, b, cp)
+    assert out.shape == (0, 2, 5, 5)
+    dx, dw, db = conv_backward_fast(out, cache)
+    assert dx.shape == x.shape and not dw.any() and not db.any()
+
+
+@pytest.mark.parametrize("case", CONV_CASES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_conv_matches_torch(case, dtype):
+    torch = pytest.importorskip("torch")
+    x, w, b, cp = make_conv(case, dtype)
+    out, cache = conv_forward_fast(x, w, b, cp)
+    xt, wt, bt = (torch.from_numpy(a.copy()).requires_grad_() for a in (x, w, b))
+    ot = torch.nn.functional.conv2d(xt, wt, bt, stride=cp["stride"], padding=cp["pad"])
+    dout = np.random.default_rng(1).standard_normal(out.shape).astype(dtype)
+    ot.backward(torch.from_numpy(dout))
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    assert rel_error(out, ot.detach().numpy()) < tol
+    for got, t in zip(conv_backward_fast(dout, cache), (xt, wt, bt)):
+        assert rel_error(got, t.grad.numpy()) < tol
+
+
+# ---- max pool ----------------------------------------------------------------------
+
+
+def make_pool(case, dtype, seed=0):
+    N, C, H, W, ph, pw, stride = case
+    x = np.random.default_rng(seed).standard_normal((N, C, H, W)).astype(dtype)
+    return x, {"pool_height": ph, "pool_width": pw, "stride": stride}
+
+
+@pytest.mark.parametrize("case", POOL_CASES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_max_pool_matches_naive(case, dtype):
+    x, pp = make_pool(case, dtype)
+    args = (pp["pool_height"], pp["pool_width"], pp["stride"])
+    out, cache = max_pool_forward_fast(x, pp)
+    assert out.dtype == dtype
+    np.testing.assert_array_equal(out, max_pool_forward_ref(x, *args))
+    dout = np.random.default_rng(1).standard_normal(out.shape).astype(dtype)
+    dx = max_pool_backward_fast(dout, cache)
+    assert dx.dtype == dtype
+    tol = 1e-12 if dtype == np.float64 else 1e-6  # overlapping windows add in float32
+    assert rel_error(dx, max_pool_backward_ref(dout, x, *args)) < tol
+
+
+@pytest.mark.parametrize("case", POOL_CASES[:4])
+def test_max_pool_backward_numerical(case):
+    x, pp = make_pool(case, np.float64, seed=5)  # continuous values: no ties
+    out, cache = max_pool_forward_fast(x, pp)
+    dout = np.random.default_rng(6).standard_normal(out.shape)
+    num = numerical_grad(lambda: max_pool_forward_fast(x, pp)[0], x, dout)
+    assert rel_error(max_pool_backward_fast(dout, cache), num) < 1e-7
+
+
+def test_max_pool_ties_first_in_row_major_order_wins():
+    pp = {"pool_height": 2, "pool_width": 2, "stride": 2}
+    x = np.array([[[[1.0, 3.0, 5.0, 5.0],
+                    [3.0, 2.0, 5.0, 5.0],
+                    [0.0, 0.0, -1.0, -2.0],
+                    [0.0, 0.0, -2.0, -1.0]]]])
+    out, cache = max_pool_forward_fast(x, pp)
+    np.testing.assert_array_equal(out, [[[[3.0, 5.0], [0.0, -1.0]]]])
+    dx = max_pool_backward_fast(np.array([[[[10.0, 20.0], [30.0, 40.0]]]]), cache)
+    np.testing.assert_array_equal(dx, [[[[0, 10, 20, 0],
+                                         [0, 0, 0, 0],
+                                         [30, 0, 40, 0],
+                                         [0, 0, 0, 0]]]])
+
+
+def test_max_pool_ties_with_overlapping_windows_are_consistent():
+    x = np.ones((1, 1, 3, 3))
+    pp = {"pool_height": 2, "pool_width": 2, "stride": 1}
+    out, cache = max_pool_forward_fast(x, pp)
+    dx = max_pool_backward_fast(np.ones_like(out), cache)
+    # every window's first (top-left) element wins
+    np.testing.assert_array_equal(dx[0, 0], [[1, 1, 0], [1, 1, 0], [0, 0, 0]])
+    for _ in range(3):
+        np.testing.assert_array_equal(max_pool_backward_fast(np.ones_like(out), cache), dx)
+
+
+def test_max_pool_nan_propagates_and_takes_gradient():
+    x = np.array([[[[1.0, np.nan], [np.nan, 2.0]]]])
+    out, cache = max_pool_forward_fast(x, {"pool_height": 2, "pool_width": 2, "stride": 2})
+    assert np.isnan(out).all()
+    dx = max_pool_backward_fast(np.ones_like(out), cache)
+    np.testing.assert_array_equal(dx, [[[[0, 1], [0, 0]]]])
+
+
+def test_max_pool_non_contiguous_inputs():
+    x, pp = make_pool(POOL_CASES[1], np.float64)
+    view = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    out, cache = max_pool_forward_fast(view, pp)
+    np.testing.assert_array_equal(out, max_pool_forward_ref(x, 3, 3, 2))
+    dout = np.random.default_rng(0).standard_normal(out.shape[::-1]).T
+    assert rel_error(max_pool_backward_fast(dout, cache),
+                     max_pool_backward_ref(dout, x, 3, 3, 2)) < 1e-12
+
+
+@pytest.mark.parametrize("case", POOL_CASES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_max_pool_matches_torch(case, dtype):
+    torch = pytest.importorskip("torch")
+    x, pp = make_pool(case, dtype)
+    out, cache = max_pool_forward_fast(x, pp)
+    xt = torch.from_numpy(x.copy()).requires_grad_()
+    ot = torch.nn.functional.max_pool2d(xt, (pp["pool_height"], pp["pool_width"]), pp["stride"])
+    dout = np.random.default_rng(1).standard_normal(out.shape).astype(dtype)
+    ot.backward(torch.from_numpy(dout))
+    np.testing.assert_array_equal(out, ot.detach().numpy())
+    assert rel_error(max_pool_backward_fast(dout, cache), xt.grad.numpy()) < 1e-6
+
+
+# ---- errors ------------------------------------------------------------------------
+
+X = np.zeros((2, 3, 8, 8))
+W = np.zeros((4, 3, 3, 3))
+B = np.zeros(4)
+
+BAD_CONV = [
+    (X, W, B, {"stride": 0, "pad": 1}, "stride"),
+    (X, W, B, {"stride": -1, "pad": 1}, "stride"),
+    (X, W, B, {"stride": 1, "pad": -1}, "pad"),
+    (X, np.zeros((4, 3, 11, 3)), B, {"stride": 1, "pad": 1}, "larger than the padded input"),
+    (X, np.zeros((4, 3, 3, 11)), B, {"stride": 1, "pad": 1}, "larger than the padded input"),
+    (X[0], W, B, {"stride": 1, "pad": 1}, "4-D"),
+    (X, W[0], B, {"stride": 1, "pad": 1}, "4-D"),
+    (X, np.zeros((4, 2, 3, 3)), B, {"stride": 1, "pad": 1}, "channels"),
+    (X, W, np.zeros(5), {"stride": 1, "pad": 1}, "b must have shape"),
+    (X, W, np.zeros((4, 1)), {"stride": 1, "pad": 1}, "b must have shape"),
+    (X, W.astype(np.float32), B, {"stride": 1, "pad": 1}, "dtype"),
+    (X.astype(np.float32), W, B, {"stride": 1, "pad": 1}, "dtype"),
+    (X.astype(np.int64), W.astype(np.int64), B.astype(np.int64), {"stride": 1, "pad": 1},
+     "float32 or float64"),
+    (X, W, B, {"stride": 1.5, "pad": 1}, "integer"),
+    (X, W, B, {"pad": 1}, "stride"),
+]
+
+
+@pytest.mark.parametrize("x, w, b, cp, words", BAD_CONV)
+def test_conv_bad_parameters_raise_value_error_with_shapes(x, w, b, cp, words):
+    with pytest.raises(ValueError) as err:
+        conv_forward_fast(x, w, b, cp)
+    assert words in str(err.value)
+    if "integer" not in words and "stride'" not in str(err.value):
+        assert str(x.shape) in str(err.value) or str(w.shape) in str(err.value)
+
+
+def test_conv_backward_bad_dout():
+    out, cache = conv_forward_fast(X, W, B, {"stride": 1, "pad": 1})
+    with pytest.raises(ValueError, match=r"dout must have shape \(2, 4, 8, 8\), got \(2, 4, 8, 7\)"):
+        conv_backward_fast(out[..., :7], cache)
+    with pytest.raises(ValueError, match="dtype"):
+        conv_backward_fast(out.astype(np.float32), cache)
+
+
+BAD_POOL = [
+    ({"pool_height": 2, "pool_width": 2, "stride": 0}, X, "stride"),
+    ({"pool_height": 0, "pool_width": 2, "stride": 1}, X, "window"),
+    ({"pool_height": 9, "pool_width": 2, "stride": 1}, X, "larger than the input"),
+    ({"pool_height": 2, "pool_width": 9, "stride": 1}, X, "larger than the input"),
+    ({"pool_height": 2, "pool_width": 2, "stride": 2}, X[0], "4-D"),
+    ({"pool_height": 2, "pool_width": 2, "stride": 2}, X.astype(np.int32), "float32 or float64"),
+]
+
+
+@pytest.mark.parametrize("pp, x, words", BAD_POOL)
+def test_max_pool_bad_parameters_raise_value_error_with_shapes(pp, x, words):
+    with pytest.raises(ValueError) as err:
+        max_pool_forward_fast(x, pp)
+    assert words in str(err.value) and str(x.shape) in str(err.value)
+
+
+def test_max_pool_backward_bad_dout():
+    out, cache = max_pool_forward_fast(X, {"pool_height": 2, "pool_width": 2, "stride": 2})
+    with pytest.raises(ValueError, match=r"\(2, 3, 4, 4\)"):
+        max_pool_backward_fast(out[:1], cache)
+
+
+def test_direct_C_calls_validate_too():
+    with pytest.raises(ValueError, match="stride"):
+        _C.conv_forward(X, W, B, 0, 0)
+    with pytest.raises(ValueError, match="larger"):
+        _C.max_pool_forward(X, 10, 10, 1)
+    out, winners = _C.max_pool_forward(X, 2, 2, 2)
+    with pytest.raises(ValueError, match="winners must index"):
+        _C.max_pool_backward(out, winners + 64, 8, 8)
+    for extreme in (np.iinfo(np.int32).min, np.iinfo(np.int32).max, -1):
+        hostile = winners.copy()
+        hostile.flat[5] = extreme  # no overflow on the way to refusing it (UBSan in CI)
+        with pytest.raises(ValueError, match="winners must index"):
+            _C.max_pool_backward(out, hostile, 8, 8)
+    with pytest.raises(ValueError, match="int32"):
+        _C.max_pool_backward(out, winners.astype(np.int64), 8, 8)
+    with pytest.raises(ValueError, match="dout"):
+        _C.conv_backward(np.zeros((1, 1, 1, 1)), X, W, 1, 1)
+
+
+# ---- threads -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("batch", [5, 37])
+def test_thread_count_is_controllable_and_results_are_bitwise_equal(batch):
+    """The batch reduction of dw and db runs in a fixed order whatever the thread count,
+    so seeded training gives the same bits on any machine size."""
+    x, w, b, cp = make_conv((batch, 3, 9, 9, 4, 3, 3, 1, 1), np.float32)
+    before = _C.get_num_threads()
+    try:
+        results = []
+        for n in (1, 2, 3):
+            _C.set_num_threads(n)
+            assert _C.get_num_threads() == n
+            out, cache = conv_forward_fast(x, w, b, cp)
+            results.append((out,) + tuple(conv_backward_fast(np.ones_like(out), cache)))
+        for other in results[1:]:
+            for a, b_ in zip(results[0], other):
+                np.testing.assert_array_equal(a, b_)
+        with pytest.raises(ValueError):
+            _C.set_num_threads(0)
+    finally:
+        _C.set_num_threads(before)
+
+
+def test_concurrent_calls_from_python_threads():
+    """The GIL is released during compute; concurrent calls must not interfere."""
+    x, w, b, cp = make_conv((4, 3, 12, 12, 5, 3, 3, 1, 1), np.float64)
+    expected = conv_forward_fast(x, w, b, cp)[0]
+    errors = []
+
+    def work():
+        for _ in range(20):
+            if not np.array_equal(conv_forward_fast(x, w, b, cp)[0], expected):
+                errors.append("mismatch")
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(2, 3, 8, 8), (1, 2, 7, 9), (3, 1, 5, 4)])
+def test_max_pool_2x2_stride_2_kernel_with_ties_and_nans(dtype, shape):
+    """The branch-free 2x2 stride-2 kernel against the loops: small integers make ties
+    common, and a few NaNs must win their windows (the first NaN in row-major order)."""
+    rng = np.random.default_rng(sum(shape))
+    x = rng.integers(0, 3, shape).astype(dtype)
+    x[rng.random(shape) < 0.05] = np.nan
+    pp = {"pool_height": 2, "pool_width": 2, "stride": 2}
+    out, cache = max_pool_forward_fast(x, pp)
+    np.testing.assert_array_equal(out, max_pool_forward_ref(x, 2, 2, 2))
+    dout = rng.standard_normal(out.shape).astype(dtype)
+    np.testing.assert_array_equal(max_pool_backward_fast(dout, cache),
+                                  max_pool_backward_ref(dout, x, 2, 2, 2))
+
+
+@pytest.mark.parametrize("pp", [(2, 2, 2), (1, 1, 2), (3, 3, 2), (2, 2, 1), (3, 2, 3), (1, 2, 2)])
+@pytest.mark.parametrize("shape", [(2, 3, 8, 8), (1, 2, 7, 9), (2, 2, 5, 4)])
+def test_max_pool_backward_block_writer_and_scatter(pp, shape):
+    """Backward writes whole 2x2 blocks when every winner lies in its own block (2x2 stride
+    2, and also 1x1 or 1x2 stride 2) and scatters otherwise; some planes of one call may take
+    each way. Both must equal the loops, odd sizes (rows and columns no block covers)
+    included."""
+    ph, pw, stride = pp
+    rng = np.random.default_rng(sum(shape) + ph)
+    x = rng.integers(0, 4, shape).astype(np.float32)
+    params = {"pool_height": ph, "pool_width": pw, "stride": stride}
+    out, cache = max_pool_forward_fast(x, params)
+    dout = rng.standard_normal(out.shape).astype(np.float32)
+    np.testing.assert_allclose(max_pool_backward_fast(dout, cache),
+                               max_pool_backward_ref(dout, x, ph, pw, stride), rtol=1e-5,
+                               atol=1e-6)

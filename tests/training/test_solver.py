@@ -1,0 +1,193 @@
+"""graphnet.Solver: the course's training loop, with its own seeded random stream."""
+import numpy as np
+import pytest
+
+from graphnet import optim
+from graphnet.models import FullyConnectedNet, TwoLayerNet
+from graphnet.solver import Solver
+
+
+pytestmark = pytest.mark.usefixtures("one_kernel_thread")
+
+
+def blobs(n_train=60, n_val=30, dim=8, classes=3, seed=0, dtype=np.float32):
+    """Separable Gaussian blobs: a problem a small net learns in a few steps."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((classes, dim)) * 3
+    def split(n):
+        y = rng.integers(classes, size=n)
+        return (centres[y] + rng.standard_normal((n, dim))).astype(dtype), y
+    (X_train, y_train), (X_val, y_val) = split(n_train), split(n_val)
+    return dict(X_train=X_train, y_train=y_train, X_val=X_val, y_val=y_val)
+
+
+def make_model(seed=0, **kwargs):
+    np.random.seed(seed)
+    return FullyConnectedNet([16], input_dim=8, num_classes=3, weight_scale=0.1, **kwargs)
+
+
+def test_unknown_keyword_rejected():
+    with pytest.raises(ValueError, match="Unrecognized arguments.*learning_rate"):
+        Solver(make_model(), blobs(), learning_rate=1e-3)
+
+
+def test_invalid_update_rule_rejected():
+    with pytest.raises(ValueError, match="Invalid update_rule"):
+        Solver(make_model(), blobs(), update_rule="nesterov")
+    with pytest.raises(ValueError, match="update_rule"):
+        Solver(make_model(), blobs(), update_rule=42)
+
+
+def test_histories_lengths_and_best_params_restored():
+    data = blobs()
+    model = make_model()
+    solver = Solver(model, data, update_rule="adam", optim_config={"learning_rate": 1e-2},
+                    num_epochs=4, batch_size=20, verbose=False, seed=0)
+    solver.train()
+    per_epoch = 60 // 20
+    assert solver.iterations_per_epoch == per_epoch
+    assert len(solver.loss_history) == solver.iteration == 4 * per_epoch
+    assert len(solver.train_acc_history) == len(solver.val_acc_history) == 4 + 1
+    assert solver.epoch == 4
+    assert solver.best_val_acc == max(solver.val_acc_history)
+    assert set(solver.best_params) == set(model.params)
+    for name, value in solver.best_params.items():
+        np.testing.assert_array_equal(model.params[name], value)
+    assert solver.check_accuracy(data["X_val"], data["y_val"]) == solver.best_val_acc
+    assert solver.loss_history[-1] < solver.loss_history[0]
+
+
+def test_best_params_are_a_snapshot_not_the_live_arrays():
+    data = blobs()
+    model = make_model()
+    solver = Solver(model, data, update_rule="sgd", optim_config={"learning_rate": 0.5},
+                    num_epochs=3, batch_size=20, verbose=False, seed=1)
+    solver.train()
+    for name, value in solver.best_params.items():
+        assert not np.shares_memory(value, model.params[name])
+
+
+def test_per_parameter_optimizer_state_and_lr_decay():
+    config = {"learning_rate": 1e-2}
+    model = make_model()
+    solver = Solver(model, blobs(), update_rule="adam", optim_config=config, lr_decay=0.5,
+                    num_epochs=3, batch_size=20, verbose=False, seed=0)
+    assert all(c is not config and c == config for c in solver.optim_configs.values())
+    solver.train()
+    assert config == {"learning_rate": 1e-2}  # the caller's dict is left alone
+    assert len({id(c) for c in solver.optim_configs.values()}) == len(model.params)
+    for name, c in solver.optim_configs.items():
+        assert c["learning_rate"] == pytest.approx(1e-2 * 0.5 ** 3)
+        assert c["t"] == solver.iteration
+        assert c["m"].shape == model.params[name].shape
+        assert c["m"].dtype == np.float32  # float32 training stays float32
+    assert all(v.dtype == np.float32 for v in model.params.values())
+
+
+def test_callable_update_rule():
+    calls = []
+
+    def rule(w, dw, config):
+        calls.append(w.shape)
+        return optim.sgd(w, dw, config)
+
+    solver = Solver(make_model(), blobs(), update_rule=rule, num_epochs=1, batch_size=30,
+                    verbose=False)
+    solver.train()
+    assert len(calls) == 2 * 4  # 2 iterations x 4 params (W1, b1, W2, b2)
+    assert solver.update_rule is rule
+
+
+def test_same_seed_same_run_and_numpy_global_state_untouched():
+    data = blobs()
+    runs = []
+    for _ in range(2):
+        model = make_model(seed=3, dropout=0.3)
+        state = np.random.get_state()
+        solver = Solver(model, data, update_rule="rmsprop", num_epochs=2, batch_size=10,
+                        num_train_samples=20, verbose=False, seed=7)
+        solver.train()
+        after = np.random.get_state()
+        assert after[0] == state[0] and np.array_equal(after[1], state[1]) and after[2] == state[2]
+        runs.append((solver.loss_history, solver.train_acc_history, dict(model.params)))
+    assert runs[0][0] == runs[1][0] and runs[0][1] == runs[1][1]
+    for name in runs[0][2]:
+        np.testing.assert_array_equal(runs[0][2][name], runs[1][2][name])
+    other = Solver(make_model(seed=3, dropout=0.3), data, update_rule="rmsprop",
+                   num_epochs=2, batch_size=10, verbose=False, seed=8)
+    other.train()
+    assert other.loss_history != runs[0][0]
+
+
+def test_check_accuracy_subsamples_and_batches():
+    data = blobs(n_val=250)
+    model = TwoLayerNet(input_dim=8, hidden_dim=10, num_classes=3)
+    solver = Solver(model, data, verbose=False, seed=0)
+    seen = []
+    original = model.loss
+
+    def spy(X, y=None):
+        seen.append(len(X))
+        return original(X, y)
+
+    model.loss = spy
+    acc = solver.check_accuracy(data["X_val"], data["y_val"], batch_size=100)
+    assert seen == [100, 100, 50] and 0 <= acc <= 1
+    seen.clear()
+    solver.check_accuracy(data["X_val"], data["y_val"], num_samples=30, batch_size=100)
+    assert seen == [30]
+    scores = original(data["X_val"])
+    expected = np.mean(np.argmax(scores, axis=1) == data["y_val"])
+    assert acc == pytest.approx(expected)
+
+
+def test_request_stop_returns_after_the_current_iteration():
+    model = make_model()
+    solver = Solver(model, blobs(), num_epochs=5, batch_size=10, verbose=False, seed=0)
+    original = model.loss
+
+    def loss(X, y=None):
+        if y is not None and len(solver.loss_history) == 7:
+            solver.request_stop()  # as a signal handler would, in the middle of a step
+        return original(X, y)
+
+    model.loss = loss
+    solver.train()
+    assert solver.interrupted
+    assert solver.iteration == len(solver.loss_history) == 8
+    assert solver.epoch == 1
+    model.loss = original
+    solver.train()  # continues where it stopped
+    assert not solver.interrupted
+    assert solver.iteration == 30 and len(solver.train_acc_history) == 6
+
+
+def test_plain_prints_when_not_a_terminal(capsys):
+    solver = Solver(make_model(), blobs(), num_epochs=2, batch_size=20, print_every=2,
+                    seed=0)
+    solver.train()
+    out = capsys.readouterr().out
+    assert "(Iteration 1 / 6) loss:" in out and "(Iteration 3 / 6) loss:" in out
+    assert "(Epoch 0 / 2) train acc:" in out and "(Epoch 2 / 2) train acc:" in out
+    assert "\r" not in out  # no progress bar in a pipe
+
+
+def test_progress_bar_in_a_terminal(monkeypatch, capsys):
+    import graphnet.training.solver as solver_module
+    monkeypatch.setattr(solver_module, "_interactive", lambda: True)
+    solver = Solver(make_model(), blobs(), num_epochs=1, batch_size=20, seed=0)
+    solver.train()
+    out = capsys.readouterr().out
+    assert "(Epoch 1 / 1) train acc:" in out and "3/3" in out
+    assert "(Iteration" not in out
+
+
+def test_checkpoint_each_epoch(tmp_path):
+    from graphnet.training.checkpoint import load
+    model = make_model()
+    solver = Solver(model, blobs(), update_rule="adam", num_epochs=2, batch_size=20,
+                    checkpoint_name=str(tmp_path / "run"), verbose=False, seed=0)
+    solver.train()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run_epoch_1.npz", "run_epoch_2.npz"]
+    restored = load(tmp_path / "run_epoch_2.npz")
+    assert type(restored) is FullyConnectedNet
