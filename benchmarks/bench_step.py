@@ -9,9 +9,9 @@ Prints, for graphnet and PyTorch CPU on the same number of threads:
     timed whole, and the peak resident memory of that run, each framework in a fresh
     process (peak RSS of the process, and its growth over the RSS right after the imports,
     the model and the data set);
-(3) the scheduler's own overhead: each gate's forward and backward call is timed inside the
-    scheduler's cached plan, and overhead = time in graph.forward/backward outside them;
-    the same timers give where the step's time goes, gate by gate;
+(3) the executor's own overhead: each step is timed through the executor's hooks
+    (graphnet.core.profile), and overhead = time in graph.forward/backward outside the
+    steps; the same timers give where the step's time goes, gate by gate;
 (4) for the record: the FullyConnectedNet [100]*5 with batchnorm, batch 200, step against
     PyTorch, and the scalar-circuit cost per gate against a micrograd-style autograd
     (benchmarks/bench_scalar.py).
@@ -31,6 +31,7 @@ import numpy as np
 
 import graphnet as gn
 from graphnet import optim
+from graphnet.core.profile import Profile
 from graphnet.kernels import _C
 from cnn_steps import adam_step, cifar_batch, graphnet_step, median_ms_in_turns, torch_step  # noqa: E402  (same folder)
 
@@ -90,39 +91,28 @@ def scheduler_overhead(steps):
     model = gn.models.ThreeLayerConvNet(dtype=np.float32)
     X, y = cifar_batch()
     configs = {name: {"learning_rate": 1e-3} for name in model.params}
-    model.loss(X, y)  # builds and caches the scheduler's plans
-    per_gate = {}
-
-    def timed(fn, key):
-        def call(*args):
-            start = time.perf_counter()
-            try:
-                return fn(*args)
-            finally:
-                per_gate[key] = per_gate.get(key, 0.0) + time.perf_counter() - start
-        return call
-
-    scheduler = model.graph._scheduler
-    for steps_list, _ in scheduler._forward_plans.values():
-        steps_list[:] = [(n, timed(f, (getattr(f, "label", n.op), "forward")), i)
-                         for n, f, i in steps_list]
-    for steps_list, *_ in scheduler._backward_plans.values():
-        steps_list[:] = [(n, timed(b, (getattr(b, "label", n.op), "backward")), i, needs)
-                         for n, b, i, needs in steps_list]
+    model.loss(X, y)  # builds and caches the plans
     rows, gate_rows = [], []
     for _ in range(steps + 3):
-        per_gate.clear()
-        start = time.perf_counter()
-        _, grads = model.loss(X, y)
-        walked = time.perf_counter()
+        # The executor's hooks time each step (a fused step is one row, under its label).
+        with Profile(model.graph) as prof:
+            start = time.perf_counter()
+            _, grads = model.loss(X, y)
+            walked = time.perf_counter()
         for name in model.params:
             model.params[name], configs[name] = optim.adam(model.params[name], grads[name],
                                                            configs[name])
         done = time.perf_counter()
+        per_gate = {}
+        for row in prof.steps.values():
+            for direction, seconds in (("forward", row.forward_s), ("backward", row.backward_s)):
+                if seconds:
+                    key = (row.label, direction)
+                    per_gate[key] = per_gate.get(key, 0.0) + seconds
         rows.append((done - start, sum(per_gate.values()), walked - start, done - walked))
-        gate_rows.append(dict(per_gate))
+        gate_rows.append(per_gate)
     step_s, gates_s, walk_s, adam_s = (1e3 * float(np.median(col)) for col in zip(*rows[3:]))
-    by_gate = {key: 1e3 * float(np.median([r[key] for r in gate_rows[3:]]))
+    by_gate = {key: 1e3 * float(np.median([r.get(key, 0.0) for r in gate_rows[3:]]))
                for key in gate_rows[-1]}
     return step_s, gates_s, walk_s, adam_s, by_gate
 
@@ -192,7 +182,7 @@ def main():
 
     step_ms, gates_ms, walk_ms, adam_ms, by_gate = scheduler_overhead(args.steps)
     overhead = walk_ms - gates_ms
-    print("\n(3) scheduler overhead (goal < 5% of the step)")
+    print("\n(3) executor overhead outside the steps (goal < 5% of the step)")
     print(f"    step {step_ms:.1f} ms: forward+backward walks {walk_ms:.1f} ms, of which inside "
           f"gate calls {gates_ms:.1f} ms; overhead {overhead:.2f} ms = "
           f"{100 * overhead / step_ms:.1f}% of the step")

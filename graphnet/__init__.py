@@ -7,11 +7,14 @@ import importlib
 
 from ._version import __version__
 from .kernels import _C  # noqa: F401  (fail early, and clearly, if the C++ extension was not built)
-from .core.anomaly import detect_anomaly
 from .errors import AnomalyError, GraphError, UnknownNodeError
+from .gates import Gate, GateError, ShapeError, gate_names, register_gate
+from . import passes  # noqa: F401  (registers the fusion passes)
+from .core.anomaly import detect_anomaly
 from .core.gradcheck import gradcheck
 from .core.graph import Graph, ParamDict
-from .core.scheduler import Node
+from .core.node import Node
+from .core.profile import profile
 from .training.checkpoint import CheckpointError, load, save
 from .training.solver import Solver
 
@@ -31,6 +34,7 @@ def __dir__():
     return sorted(set(globals()) | set(_LAZY_SUBMODULES))
 
 
-__all__ = ["Graph", "Node", "ParamDict", "GraphError", "UnknownNodeError", "AnomalyError",
-           "detect_anomaly", "gradcheck", "Solver", "save", "load", "CheckpointError",
-           "models", "__version__"]
+__all__ = ["Graph", "Node", "ParamDict", "Gate", "register_gate", "gate_names", "GateError",
+           "ShapeError", "GraphError", "UnknownNodeError", "AnomalyError", "detect_anomaly",
+           "gradcheck", "profile", "Solver", "save", "load", "CheckpointError", "models",
+           "__version__"]

@@ -13,4 +13,9 @@ class UnknownNodeError(GraphError, KeyError):
 
 
 class AnomalyError(GraphError, FloatingPointError):
-    """Raised under `graphnet.detect_anomaly()` at the first NaN or Inf value or gradient."""
+    """Raised under `graphnet.detect_anomaly()` at the first NaN or Inf value or gradient;
+    `node` is the name of the node whose value or gradient it is."""
+
+    def __init__(self, message: str, node: "str | None" = None):
+        super().__init__(message)
+        self.node = node

@@ -1,37 +1,43 @@
 """Anomaly mode: stop at the first NaN or Inf and say where it came from."""
 import contextlib
-import threading
+from typing import Any, Iterator
 
 import numpy as np
 
 from ..errors import AnomalyError
-
-_local = threading.local()
+from .executor import BackwardEvent, ForwardEvent, Hook, thread_hooks
 
 
 @contextlib.contextmanager
-def detect_anomaly():
-    """Within this block every forward and backward walk checks each value and gradient
-    as it is computed and raises AnomalyError at the first NaN or Inf, naming the node,
-    its gate and the step."""
-    _local.depth = getattr(_local, "depth", 0) + 1
+def detect_anomaly() -> Iterator[None]:
+    """Within this block every forward and backward walk (of any graph, in this thread)
+    runs gate by gate and checks each value and gradient as it is computed, raising
+    AnomalyError at the first NaN or Inf, naming the node, its gate and the step."""
+    hook = Hook(forward=_check_value, backward=_check_gradients, every_gate=True)
+    hooks = thread_hooks()
+    hooks.append(hook)
     try:
         yield
     finally:
-        _local.depth -= 1
+        hooks.remove(hook)
 
 
-def checker():
-    """The check the walks call on every value and gradient, or None outside anomaly mode
-    (so a normal walk pays one test per step, not a scan of every array)."""
-    return check_finite if getattr(_local, "depth", 0) > 0 else None
+def _check_value(event: ForwardEvent) -> None:
+    _check_finite(event.node, event.output, "value", f"step {event.index} of forward")
 
 
-def check_finite(node, array, what, step):
+def _check_gradients(event: BackwardEvent) -> None:
+    for inp, grad in zip(event.step.inputs, event.received):
+        if grad is not None:
+            _check_finite(inp, grad, f"gradient from {event.node.name!r}",
+                          f"step {event.index} of backward")
+
+
+def _check_finite(node: Any, array: Any, what: str, step: str) -> None:
     if not np.issubdtype(np.asarray(array).dtype, np.inexact) or np.all(np.isfinite(array)):
         return
     bad = "NaN" if np.any(np.isnan(array)) else "Inf"
     inputs = ", ".join(repr(i.name) for i in node.inputs) or "none (a source)"
     raise AnomalyError(
         f"{bad} in the {what} of node {node.name!r} (gate {node.op!r}, shape "
-        f"{np.shape(array)}) at {step}; its inputs: {inputs}")
+        f"{np.shape(array)}) at {step}; its inputs: {inputs}", node=node.name)

@@ -15,8 +15,9 @@ def gradcheck(graph, feeds=None, /, h=1e-5, seed=0, **named_feeds):
     """
     feeds = {name: np.array(value, dtype=np.float64) if np.asarray(value).dtype.kind == "f"
              else np.asarray(value) for name, value in {**(feeds or {}), **named_feeds}.items()}
-    sink = graph._single_sink("check gradients")
-    not_double = [n.name for n in graph.nodes if n.dtype.kind == "f" and n.dtype != np.float64]
+    sink = graph.single_sink("check gradients")
+    not_double = [n.name for n in graph.nodes if n.declared_dtype is not None
+                  and n.dtype.kind == "f" and n.dtype != np.float64]
     if not_double:
         raise GraphError("gradcheck needs float64 throughout (float32 rounding swamps the "
                          "differences); build with Graph(dtype=np.float64). Not float64: "

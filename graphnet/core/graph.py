@@ -1,15 +1,27 @@
 """Graph: the builder users see. It names nodes, infers and checks shapes as gates are
-added, converts and checks feeds, and hands the walks over to the scheduler."""
+added, converts and checks feeds, and hands the walks to the executor."""
+from __future__ import annotations
+
+import threading
+from collections import Counter
 from collections.abc import MutableMapping
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from ..errors import GraphError, UnknownNodeError
-from ..gates import base, conv, elementwise, nn, norm, reduce
-from .scheduler import Node, Scheduler
+from ..gates import base as gates
+from .builders import GateBuilders, Operand
+from .executor import Executor, Hook, HookHandle
+from .feeds import convert_feed, feed_dtype, static_shape
+from .node import Node
+from .plan import Plan
+from .store import ValueStore
+
+NodeRef = Union[Node, str]
 
 
-class Graph:
+class Graph(GateBuilders):
     """A DAG of gate nodes.
 
     >>> g = Graph()
@@ -18,42 +30,64 @@ class Graph:
     >>> g.forward(x=-2.0, y=5.0, z=-4.0)
     -12.0
 
-    `fuse` (default True): run each conv -> relu -> max_pool chain whose conv and relu
-    feed nothing else as one fused step each way (graphnet/fusion.py). Every node still
-    reads its value and gradient; False runs the gates one by one.
+    Nodes are added in topological order (a gate's inputs exist before it), so the build
+    order is the walk's order. Every gate registered with `graphnet.register_gate` is built
+    with `apply(op, *inputs, **attrs)`; the built-in ones also have a method each.
+
+    `fuse` (default True): the plan rewrites in graphnet/passes/ may run chains of gates
+    as one fused step (conv -> relu -> max_pool); every node still reads its value and
+    gradient. False runs the gates one by one.
+
+    `lock`: each call (forward, run, backward) holds it, so two threads never interleave
+    inside one walk; a sequence of calls that must see each other's values (forward,
+    then backward, then reading grads) holds it around them (`with graph.lock:`), as the
+    models' `loss` does. Separate graphs run in parallel.
     """
 
-    def __init__(self, dtype=np.float64):
+    def __init__(self, dtype: Any = np.float64):
         self.dtype = np.dtype(dtype)
         if self.dtype.kind != "f":
             raise GraphError(f"a graph's dtype must be a float type, got {self.dtype}")
         self.training = True
         self.fuse = True
-        self._nodes, self._by_name, self._auto_names = [], {}, {}
-        self._scheduler = Scheduler(self)
+        self.lock = threading.RLock()
+        self.store = ValueStore()
+        self.executor = Executor(self)
         self.params = ParamDict(self)
+        self._nodes: List[Node] = []
+        self._by_name: Dict[str, Node] = {}
+        self._auto_names: Dict[str, int] = {}
+        self._sinks: Optional[List[Node]] = None
+        self._integer_inputs: Optional[set] = None
 
     # ----- sources ---------------------------------------------------------------------
 
-    def input(self, name, shape=None, dtype=None, requires_grad=True):
-        """A value fed at each `forward`. `shape` may hold None for sizes that vary
-        (the batch size, say). Integer inputs (labels) never get a gradient."""
-        dtype = self.dtype if dtype is None else np.dtype(dtype)
-        if dtype.kind not in "fiu":
-            raise GraphError(f"input {name!r}: dtype must be a float or integer type, got "
-                             f"{dtype} (use the graph's float dtype, or np.int64 for labels)")
-        shape = None if shape is None else _static_shape(f"input {name!r}", shape)
-        return self._add(Node(self, name, "input", shape=shape, dtype=dtype,
-                              requires_grad=bool(requires_grad) and dtype.kind == "f"))
+    def input(self, name: str, shape: Optional[Sequence[Optional[int]]] = None,
+              dtype: Any = None, requires_grad: bool = True) -> Node:
+        """A value fed at each `forward`. `shape` may hold None for sizes that vary (the
+        batch size, say). Without a dtype the feed decides: integers stay integers where
+        every gate reading the input takes integers (class labels), anything else takes
+        the graph's dtype. Integer inputs never get a gradient."""
+        if dtype is not None:
+            dtype = np.dtype(dtype)
+            if dtype.kind not in "fiu":
+                raise GraphError(f"input {name!r}: dtype must be a float or integer type, "
+                                 f"got {dtype} (use the graph's float dtype, or np.int64 for "
+                                 "labels)")
+        shape = static_shape(f"input {name!r}", shape)
+        wants_grad = bool(requires_grad) and (dtype is None or dtype.kind == "f")
+        return self._add(name, "input", None, (), shape, dtype, wants_grad)
 
-    def param(self, name, value, dtype=None):
+    def param(self, name: str, value: Any, dtype: Any = None) -> Node:
         """A learnable array owned by the graph (a copy of `value`, in the graph's dtype
         unless `dtype` says otherwise); it gets a gradient on every backward."""
-        value = self._as_float_array(value, f"param {name!r}", dtype or self.dtype)
-        return self._add(Node(self, name, "param", shape=np.shape(value), dtype=value.dtype,
-                              requires_grad=True, value=value))
+        array = np.asarray(value)
+        if array.dtype.kind not in "fiu":
+            raise GraphError(f"param {name!r} must be numeric, got dtype {array.dtype}")
+        array = np.array(array, dtype=dtype or self.dtype)  # a copy: the graph owns its params
+        return self._add(name, "param", None, (), array.shape, array.dtype, True, array)
 
-    def const(self, value, name=None, dtype=None):
+    def const(self, value: Any, name: Optional[str] = None, dtype: Any = None) -> Node:
         """A fixed value that never gets a gradient. Integer values (labels) stay integers;
         floats take the graph's dtype unless `dtype` says otherwise."""
         array = np.asarray(value)
@@ -63,193 +97,273 @@ class Graph:
         if dtype is None and array.dtype.kind not in "iu":
             dtype = self.dtype
         array = array.astype(dtype if dtype is not None else array.dtype, copy=False)
-        return self._add(Node(self, name or self._auto_name("const"), "const",
-                              shape=array.shape, dtype=array.dtype, value=array[()]))
+        return self._add(name or self._auto_name("const"), "const", None, (), array.shape,
+                         array.dtype, False, array[()])
 
     # ----- gates -----------------------------------------------------------------------
 
-    def add(self, a, b, name=None): return self._gate(elementwise.Add, (a, b), name)
-    def subtract(self, a, b, name=None): return self._gate(elementwise.Subtract, (a, b), name)
-    def multiply(self, a, b, name=None): return self._gate(elementwise.Multiply, (a, b), name)
-    def divide(self, a, b, name=None): return self._gate(elementwise.Divide, (a, b), name)
-    def max(self, a, b, name=None): return self._gate(elementwise.Maximum, (a, b), name)
-    def relu(self, x, name=None): return self._gate(elementwise.Relu, (x,), name)
-    def exp(self, x, name=None): return self._gate(elementwise.Exp, (x,), name)
-    def log(self, x, name=None): return self._gate(elementwise.Log, (x,), name)
-    def sigmoid(self, x, name=None): return self._gate(elementwise.Sigmoid, (x,), name)
-    def tanh(self, x, name=None): return self._gate(elementwise.Tanh, (x,), name)
-    def softmax(self, x, name=None): return self._gate(nn.Softmax, (x,), name)
+    def apply(self, op: str, *inputs: Operand, name: Optional[str] = None,
+              **attrs: Any) -> Node:
+        """A node of the gate registered as `op` on `inputs` (nodes, or numbers and arrays,
+        which become consts), with the gate's hyperparameters `attrs`."""
+        gate_cls = gates.gate_class(op)
+        name = self._new_name(name, op)
+        arity = len(gate_cls.inputs)
+        if arity and len(inputs) != arity:
+            raise GraphError(f"{op} gate {name!r} takes {arity} input{'s' * (arity != 1)} "
+                             f"({', '.join(gate_cls.inputs)}), got {len(inputs)}")
+        sources = self._gate_inputs(gate_cls, inputs, name)
+        shapes = [s.static_shape if isinstance(s, Node) else s.shape for s in sources]
+        try:
+            gate = gate_cls(**attrs)
+            shape = gate.shape(*shapes)
+        except gates.GateError as err:
+            listed = ", ".join(f"{s.name!r} {s.static_shape}" if isinstance(s, Node)
+                               else f"a constant {s.shape}" for s in sources)
+            raise GraphError(f"{op} gate {name!r}: {err} (inputs: {listed})") from None
+        except TypeError as err:  # a hyperparameter the gate does not take
+            raise GraphError(f"{op} gate {name!r}: {err}") from None
+        nodes = tuple(s if isinstance(s, Node) else self.const(s, dtype=s.dtype) for s in sources)
+        floats = {n.dtype for n in nodes if n.declared_dtype is not None and n.dtype.kind == "f"}
+        # One float dtype is the common case, and np.result_type costs 2 us a call.
+        dtype = (floats.pop() if len(floats) == 1 else np.result_type(*floats) if floats
+                 else self.dtype)
+        wants_grad = any(n.requires_grad for i, n in enumerate(nodes)
+                         if i not in gate_cls.integer_inputs)
+        return self._add(name, "gate", gate, nodes, shape, dtype, wants_grad)
 
-    def sum(self, x, axis=None, keepdims=False, name=None):
-        if isinstance(axis, (tuple, list)):
-            axis = tuple(_ints("sum", name, **{f"axis[{i}]": a for i, a in enumerate(axis)}))
-        elif axis is not None:
-            (axis,) = _ints("sum", name, axis=axis)
-        return self._gate(reduce.Sum, (x,), name, axis=axis, keepdims=keepdims)
+    def _gate_inputs(self, gate_cls, inputs, name) -> list:
+        """Nodes stay; numbers and arrays become arrays (consts once the gate checks out):
+        floats in the dtype of the float nodes beside them, integers where the gate takes
+        integers."""
+        float_dtype = next((i.dtype for i in inputs if isinstance(i, Node)
+                            and i.declared_dtype is not None and i.dtype.kind == "f"),
+                           self.dtype)
+        sources = []
+        for position, item in enumerate(inputs):
+            integer = position in gate_cls.integer_inputs
+            what = gate_cls.inputs[position] if position < len(gate_cls.inputs) else position
+            if isinstance(item, Node):
+                if item.graph is not self:
+                    raise GraphError(f"{gate_cls.op} gate {name!r}: node {item.name!r} belongs "
+                                     "to another graph; build every node in one Graph")
+                if integer and item.declared_dtype is not None and item.dtype.kind not in "iu":
+                    raise GraphError(f"{gate_cls.op} gate {name!r}: input {what} takes "
+                                     f"integers, but node {item.name!r} has dtype {item.dtype}; "
+                                     "build it with dtype=np.int64")
+                sources.append(item)
+            elif isinstance(item, (int, float, np.number, np.ndarray, list, tuple)):
+                sources.append(self._literal(item, integer, gate_cls.op, name, what,
+                                             float_dtype))
+            else:
+                raise GraphError(f"{gate_cls.op} gate {name!r}: an input must be a Node or a "
+                                 f"number, got {type(item).__name__}")
+        return sources
 
-    def affine(self, x, w, b, name=None):
-        return self._gate(nn.Affine, (x, w, b), name)
-
-    def conv(self, x, w, b, stride=1, pad=0, name=None):
-        stride, pad = _ints("conv", name, stride=stride, pad=pad)
-        return self._gate(conv.Conv, (x, w, b), name, stride=stride, pad=pad)
-
-    def max_pool(self, x, pool_height=2, pool_width=2, stride=2, name=None):
-        pool_height, pool_width, stride = _ints("max_pool", name, pool_height=pool_height,
-                                                pool_width=pool_width, stride=stride)
-        return self._gate(conv.MaxPool, (x,), name, pool_height=pool_height,
-                          pool_width=pool_width, stride=stride)
-
-    def batchnorm(self, x, gamma, beta, eps=1e-5, momentum=0.9, name=None):
-        _check_norm_settings("batchnorm", name, eps, momentum)
-        return self._gate(norm.BatchNorm, (x, gamma, beta), name, eps=eps, momentum=momentum)
-
-    def spatial_batchnorm(self, x, gamma, beta, eps=1e-5, momentum=0.9, name=None):
-        _check_norm_settings("spatial_batchnorm", name, eps, momentum)
-        return self._gate(norm.SpatialBatchNorm, (x, gamma, beta), name, eps=eps,
-                          momentum=momentum)
-
-    def dropout(self, x, p, seed=None, name=None):
-        """Drop each unit with probability p in train mode (see gates.norm.Dropout)."""
-        if not _is_real(p):
-            raise GraphError(f"dropout gate {name or ''!r}: p (the probability of dropping a "
-                             f"unit) must be a number in [0, 1), got {p!r}")
-        if seed is not None:
-            (seed,) = _ints("dropout", name, seed=seed)
-        return self._gate(norm.Dropout, (x,), name, p=p, seed=seed)
-
-    def softmax_loss(self, scores, y, name=None):
-        return self._gate(nn.SoftmaxLoss, (scores, self._labels(y)), name)
-
-    def svm_loss(self, scores, y, name=None):
-        return self._gate(nn.SvmLoss, (scores, self._labels(y)), name)
-
-    def _labels(self, y):
-        if isinstance(y, Node):
-            if y.dtype.kind not in "iu":
-                raise GraphError(f"labels node {y.name!r} has dtype {y.dtype}; class labels "
-                                 f"must be integers: build it with dtype=np.int64")
-            return y
-        array = np.asarray(y)
-        if array.dtype.kind not in "iu" and not (
-                array.dtype.kind == "f" and np.all(np.mod(array, 1) == 0)):
-            raise GraphError(f"labels must be integers, got dtype {array.dtype} "
-                             f"(shape {array.shape})")
-        return self.const(array.astype(np.int64))
+    @staticmethod
+    def _literal(item, integer, op, name, what, float_dtype) -> np.ndarray:
+        try:
+            array = np.asarray(item)
+        except ValueError as err:
+            raise GraphError(f"{op} gate {name!r}: input {what} is not an array: {err}") from None
+        if not integer:
+            return array.astype(float_dtype)
+        whole = array.dtype.kind in "iu" or (
+            array.dtype.kind == "f" and np.isfinite(array).all() and np.all(np.mod(array, 1) == 0))
+        if not whole:
+            raise GraphError(f"{op} gate {name!r}: input {what}: class labels must be "
+                             f"integers, got dtype {array.dtype} (shape {array.shape})")
+        return array.astype(np.int64)
 
     # ----- running ---------------------------------------------------------------------
 
-    def forward(self, feeds=None, /, **named_feeds):
+    def forward(self, feeds: Optional[dict] = None, /, **named_feeds: Any) -> Any:
         """Feed the inputs, compute every node, and return the value of the sink (a dict
         name -> value when the graph has several sinks)."""
-        sinks = self._scheduler.sinks
+        sinks = self.sinks
         values = self.run(sinks, feeds, **named_feeds)
         return values[0] if len(sinks) == 1 else {n.name: v for n, v in zip(sinks, values)}
 
-    def run(self, nodes, feeds=None, /, **named_feeds):
+    def run(self, nodes: Union[NodeRef, Sequence[NodeRef]], feeds: Optional[dict] = None, /,
+            **named_feeds: Any) -> Any:
         """Compute only what `nodes` (a node, a name, or a list of them) depend on and
         return their values (one value, or a list; a scalar comes back as a Python number)."""
         single = isinstance(nodes, (str, Node))
         targets = [self._node(n) for n in ([nodes] if single else nodes)]
-        _, inputs = self._scheduler.forward_plan(targets)
-        self._feed(inputs, {**(feeds or {}), **named_feeds})
-        self._scheduler.run_forward(targets)
-        values = [t.value.item() if np.ndim(t.value) == 0 else t.value for t in targets]
+        with self.lock:
+            hooks = self.executor.active_hooks()
+            plan = self.executor.forward_plan(targets, self.executor.fusing(hooks))
+            self._feed(plan.inputs, {**(feeds or {}), **named_feeds})
+            self.executor.run_forward(plan, hooks)
+            values = [self.store.value(t.index) for t in targets]
+        values = [v.item() if np.ndim(v) == 0 else v for v in values]
         return values[0] if single else values
 
-    def backward(self, node=None, grad=None):
+    def backward(self, node: Optional[NodeRef] = None, grad: Any = None) -> None:
         """Fill every node's `.grad` with d node / d that node. With no arguments, starts
         from the single sink, which must be a scalar (seeded with 1); from a non-scalar
         node, pass `grad` of its shape."""
-        target = self._single_sink("backward") if node is None else self._node(node)
-        if target.value is None:
+        with self.lock:
+            target, seed = self.backward_seed(node, grad)
+            hooks = self.executor.active_hooks()
+            plan = self.executor.backward_plan(target, self.executor.fusing(hooks))
+            self.executor.run_backward(plan, seed, self.store, hooks)
+
+    def backward_seed(self, node: Optional[NodeRef] = None, grad: Any = None,
+                      action: str = "backward") -> Tuple[Node, Any]:
+        """The node a backward starts from and its seed gradient, checked: 1 for a scalar,
+        else `grad`, which must have the node's shape."""
+        target = self.single_sink(action) if node is None else self._node(node)
+        value = self.store.value(target.index)
+        if value is None:
             raise GraphError(f"node {target.name!r} has no value yet: call forward() first")
-        value = np.asarray(target.value)
+        value = np.asarray(value)
         if grad is None:
             if value.size != 1:
                 raise GraphError(
-                    f"backward from node {target.name!r} of shape {value.shape} needs an "
+                    f"{action} from node {target.name!r} of shape {value.shape} needs an "
                     f"upstream gradient: pass grad= an array of shape {value.shape}")
             seed = np.ones_like(value)
         else:
             seed = np.asarray(grad, dtype=value.dtype)
             if seed.shape != value.shape:
-                raise GraphError(f"grad for node {target.name!r} has shape {seed.shape}, "
-                                 f"the node's value has shape {value.shape}")
-        self._scheduler.run_backward(target, seed[()] if seed.ndim == 0 else seed)
+                raise GraphError(f"grad for node {target.name!r} has shape {seed.shape}, the "
+                                 f"node's value has shape {value.shape}")
+        return target, seed[()] if seed.ndim == 0 else seed
 
-    def train(self, mode=True):
+    def train(self, mode: bool = True) -> Graph:
         """Training mode: batchnorm uses batch statistics, dropout drops."""
         self.training = bool(mode)
         return self
 
-    def eval(self):
+    def eval(self) -> Graph:
         """Evaluation mode: batchnorm uses its running averages, dropout is the identity."""
         return self.train(False)
+
+    def add_hook(self, forward=None, backward=None, *, start=None, end=None) -> HookHandle:
+        """Call `forward(event)` after each forward step and `backward(event)` after each
+        backward step of this graph's walks (see graphnet.core.executor for the events),
+        `start(direction, plan)` and `end(direction, plan)` around each walk. Returns a
+        handle: `handle.remove()`, or `with graph.add_hook(...):`."""
+        hook = Hook(forward, backward, start, end)
+        self.executor.hooks.append(hook)
+        return HookHandle(self.executor.hooks, hook)
+
+    def plan(self, nodes: Union[None, NodeRef, Sequence[NodeRef]] = None,
+             direction: str = "forward", fuse: bool = False) -> Plan:
+        """The steps a walk takes: forward towards `nodes` (default: every sink), or
+        backward from one node (default: the single sink), fused or gate by gate."""
+        if direction == "forward":
+            targets = self.sinks if nodes is None else [
+                self._node(n) for n in ([nodes] if isinstance(nodes, (str, Node)) else nodes)]
+            return self.executor.forward_plan(targets, fuse)
+        if direction == "backward":
+            target = self.single_sink("plan a backward") if nodes is None else self._node(nodes)
+            return self.executor.backward_plan(target, fuse)
+        raise ValueError(f"direction must be 'forward' or 'backward', got {direction!r}")
 
     # ----- looking at the graph --------------------------------------------------------
 
     @property
-    def nodes(self):
+    def nodes(self) -> List[Node]:
         """All nodes in topological order (every node after its inputs)."""
-        return list(self._scheduler.order)
+        return list(self._nodes)
 
     @property
-    def sinks(self):
-        """Gate nodes whose value no other node uses (the outputs)."""
-        return list(self._scheduler.sinks)
+    def sinks(self) -> List[Node]:
+        """Gate nodes whose value no other node uses (the outputs; sources if there are no
+        gates)."""
+        if self._sinks is None:
+            used = {id(i) for n in self._nodes for i in n.inputs}
+            gate_nodes = [n for n in self._nodes if n.gate is not None]
+            self._sinks = [n for n in (gate_nodes or self._nodes) if id(n) not in used]
+        return list(self._sinks)
 
     @property
-    def grads(self):
+    def grads(self) -> Dict[str, Any]:
         """name -> gradient of every param, after a backward."""
         return {name: self._by_name[name].grad for name in self.params}
 
-    def __getitem__(self, name):
+    def edge_gradients(self) -> Dict[Tuple[str, int], Any]:
+        """{(consumer name, input position): the gradient the last backward sent along
+        that edge} (not the input's total, which also holds what other consumers sent)."""
+        last = self.store.last_backward
+        if last is None:
+            return {}
+        plan, _ = last
+        edges = [(consumer, position, inp) for step in plan.steps for consumer in step.nodes
+                 for position, inp in enumerate(consumer.inputs)
+                 if inp.requires_grad and position not in consumer.gate.integer_inputs]
+        arrivals = Counter(inp.index for _, _, inp in edges)
+        sent = {}
+        for consumer, position, inp in edges:
+            grad = self.store.edge_grads.get((consumer.index, position))
+            if grad is None and arrivals[inp.index] == 1:
+                grad = inp.grad  # its one consumer sent it all of its gradient
+            if grad is not None:
+                sent[consumer.name, position] = grad
+        return sent
+
+    def __getitem__(self, name: NodeRef) -> Node:
         return self._node(name)
 
-    def __contains__(self, name):
+    def __contains__(self, name: object) -> bool:
         return name in self._by_name
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._nodes)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Node]:
         return iter(self.nodes)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<graphnet.Graph: {len(self._nodes)} nodes, dtype {self.dtype}>"
 
-    def render(self, **options):
-        """A graphviz.Digraph of the graph with values, gradients and gradient flow."""
+    def render(self, **options: Any) -> Any:
+        """A graphviz.Digraph of the graph with values, gradients and gradient flow (see
+        graphnet.viz.draw for the options)."""
         from ..viz import draw
         return draw(self, **options)
 
     def _repr_mimebundle_(self, include=None, exclude=None):
         return self.render()._repr_mimebundle_(include, exclude)
 
-    def to_networkx(self):
+    def to_networkx(self) -> Any:
+        """A networkx.DiGraph of the graph (see graphnet.core.networkx)."""
         from .networkx import to_networkx
         return to_networkx(self)
 
     @classmethod
-    def from_networkx(cls, digraph):
+    def from_networkx(cls, digraph: Any) -> Graph:
+        """Rebuild a Graph from a DiGraph in the layout `to_networkx` writes."""
         from .networkx import from_networkx
         return from_networkx(digraph, cls)
 
     # ----- internals -------------------------------------------------------------------
 
-    def _add(self, node):
-        if not isinstance(node.name, str) or not node.name:
-            raise GraphError(f"a node name must be a non-empty string, got {node.name!r}")
-        if node.name in self._by_name:
-            raise GraphError(f"the graph already has a node named {node.name!r} "
-                             f"({self._by_name[node.name].op}); pick another name")
+    def _new_name(self, name: Optional[str], op: str) -> str:
+        if name is None:
+            return self._auto_name(op)
+        if not isinstance(name, str) or not name:
+            raise GraphError(f"a node name must be a non-empty string, got {name!r}")
+        if name in self._by_name:
+            raise GraphError(f"the graph already has a node named {name!r} "
+                             f"({self._by_name[name].op}); pick another name")
+        return name
+
+    def _add(self, name, kind, gate, inputs, shape, dtype, requires_grad, value=None) -> Node:
+        if gate is None:
+            name = self._new_name(name, kind)
+        node = Node(self, len(self._nodes), name, kind, gate, inputs, shape, dtype,
+                    requires_grad)
         self._nodes.append(node)
-        self._by_name[node.name] = node
-        self._scheduler.invalidate()
+        self._by_name[name] = node
+        self.store.grow(value)
+        self.executor.invalidate()
+        self._sinks = self._integer_inputs = None
         return node
 
-    def _auto_name(self, op):
+    def _auto_name(self, op: str) -> str:
         count = self._auto_names.get(op, 0)
         while True:
             count += 1
@@ -258,64 +372,31 @@ class Graph:
                 self._auto_names[op] = count
                 return name
 
-    def _gate(self, gate_class, inputs, name, **attrs):
-        name = name or self._auto_name(gate_class.op)
-        inputs = self._gate_inputs(gate_class, inputs, name)
-        try:
-            gate = gate_class(**attrs)
-            shape = gate.shape(*[i.static_shape for i in inputs])
-        except base.ShapeError as err:
-            shapes = ", ".join(f"{i.name!r} {i.static_shape}" for i in inputs)
-            raise GraphError(f"{gate_class.op} gate {name!r}: {err} (inputs: {shapes})") from None
-        floats = {i.dtype for i in inputs if i.dtype.kind == "f"}
-        # One float dtype is the common case, and np.result_type costs 2 us a call.
-        dtype = (floats.pop() if len(floats) == 1 else np.result_type(*floats) if floats
-                 else self.dtype)
-        return self._add(Node(self, name, "gate", gate=gate, inputs=inputs,
-                              shape=shape, dtype=dtype))
-
-    def _gate_inputs(self, gate, inputs, name):
-        float_dtype = next((i.dtype for i in inputs
-                            if isinstance(i, Node) and i.dtype.kind == "f"), self.dtype)
-        converted = []
-        for item in inputs:
-            if isinstance(item, Node):
-                if item.graph is not self:
-                    raise GraphError(f"{gate.op} gate {name!r}: node {item.name!r} belongs "
-                                     "to another graph; build every node in one Graph")
-                converted.append(item)
-            elif isinstance(item, (int, float, np.number, np.ndarray, list, tuple)):
-                converted.append(self.const(np.asarray(item, dtype=float_dtype)))
-            else:
-                raise GraphError(f"{gate.op} gate {name!r}: an input must be a Node or a "
-                                 f"number, got {type(item).__name__}")
-        return tuple(converted)
-
-    def _node(self, ref):
+    def _node(self, ref: NodeRef) -> Node:
         if isinstance(ref, Node):
             if ref.graph is not self:
                 raise GraphError(f"node {ref.name!r} belongs to another graph")
             return ref
-        node = self._by_name.get(ref)
+        node = self._by_name.get(ref) if isinstance(ref, str) else None
         if node is None:
             raise UnknownNodeError(f"the graph has no node named {ref!r}; it has: "
-                                   + _name_list(self._nodes))
+                                   + name_list(self._nodes))
         return node
 
-    def _single_sink(self, action):
+    def single_sink(self, action: str = "start from") -> Node:
+        """The graph's one sink, or a GraphError asking which node to `action`."""
         sinks = self.sinks
         if len(sinks) != 1:
-            raise GraphError(f"the graph has {len(sinks)} sinks ({_name_list(sinks)}); "
+            raise GraphError(f"the graph has {len(sinks)} sinks ({name_list(sinks)}); "
                              f"name the node to {action} from")
         return sinks[0]
 
-    def _feed(self, needed_inputs, feeds):
-        inputs = [n for n in self._nodes if n.kind == "input"]
+    def _feed(self, needed_inputs: List[Node], feeds: dict) -> None:
         for key in feeds:
             node = self._by_name.get(key)
             if node is None:
                 raise GraphError(f"unknown feed {key!r}: the graph's inputs are "
-                                 + _name_list(inputs))
+                                 + name_list([n for n in self._nodes if n.kind == "input"]))
             if node.kind != "input":
                 hint = (f"assign graph.params[{key!r}] instead" if node.kind == "param"
                         else "only inputs are fed")
@@ -324,133 +405,69 @@ class Graph:
         if missing:
             raise GraphError("missing feed for input " + ", ".join(
                 f"{n.name!r} (shape {n.static_shape}, {n.dtype})" for n in missing))
+        converted = []  # all checked before any is stored: a bad feed changes nothing
         for node in needed_inputs:
-            node.value = _convert_feed(node, feeds[node.name])
+            dtype = feed_dtype(node, self.dtype, node.index in self._integer_only_inputs())
+            converted.append((node.index, convert_feed(node, feeds[node.name], dtype)))
+        for index, value in converted:
+            self.store.values[index] = value
 
-    @staticmethod
-    def _as_float_array(value, what, dtype):
-        array = np.asarray(value)
-        if array.dtype.kind not in "fiu":
-            raise GraphError(f"{what} must be numeric, got dtype {array.dtype}")
-        return np.array(array, dtype=dtype)  # a copy: the graph owns its params
-
-
-def _convert_feed(node, value):
-    try:
-        array = np.asarray(value)
-    except (ValueError, TypeError) as err:  # ragged nested lists, say
-        raise GraphError(f"feed for input {node.name!r} is not an array of numbers: {err}; "
-                         f"pass an ndarray of shape {node.static_shape}") from None
-    if array.dtype.kind not in "fiu":  # bool, complex, object, strings: no silent guess
-        raise GraphError(f"feed for input {node.name!r} has dtype {array.dtype}; it needs "
-                         f"real numbers, which are converted to {node.dtype}")
-    if node.dtype.kind in "iu" and array.dtype.kind == "f":
-        if not np.all(np.mod(array, 1) == 0):
-            raise GraphError(f"feed for integer input {node.name!r} holds non-integers")
-    source = array
-    with np.errstate(over="ignore", invalid="ignore"):
-        array = array.astype(node.dtype, copy=False)
-    if source.dtype.kind in "iu" and array.dtype.kind == "f" and array is not source and \
-            not np.array_equal(array.astype(source.dtype), source):
-        raise GraphError(f"feed for input {node.name!r} (shape {array.shape}): integers of dtype "
-                         f"{source.dtype} too large to be exact in {node.dtype}; scale them "
-                         "or convert them yourself")
-    if array.dtype.kind == "f" and not np.isfinite(array).all():
-        if source.dtype.kind == "f" and np.isfinite(source).all():
-            raise GraphError(f"feed for input {node.name!r} (shape {array.shape}) overflows "
-                             f"{node.dtype}: values up to {np.abs(source).max():g}; scale them")
-        bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
-        raise GraphError(f"feed for input {node.name!r} (shape {array.shape}) holds {bad} NaN or "
-                         "Inf values; clean or mask them before feeding")
-    expected = node.static_shape
-    if expected is not None and (array.ndim != len(expected) or any(
-            e is not None and e != a for e, a in zip(expected, array.shape))):
-        raise GraphError(f"feed for input {node.name!r} has shape {array.shape}, expected "
-                         f"{expected} (None matches any size)")
-    return array[()] if array.ndim == 0 else array
+    def _integer_only_inputs(self) -> set:
+        """Indices of the inputs without a dtype that every consumer reads as integers."""
+        if self._integer_inputs is None:
+            uses: Dict[int, List[bool]] = {}
+            for node in self._nodes:
+                for position, inp in enumerate(node.inputs):
+                    if inp.kind == "input" and inp.declared_dtype is None:
+                        integer = node.gate is not None and position in node.gate.integer_inputs
+                        uses.setdefault(inp.index, []).append(integer)
+            self._integer_inputs = {i for i, flags in uses.items() if all(flags)}
+        return self._integer_inputs
 
 
-def _static_shape(what, shape):
-    """A build-time shape: a tuple of non-negative ints or None (any size)."""
-    try:
-        dims = tuple(shape)
-    except TypeError:
-        raise GraphError(f"{what}: shape must be a tuple of sizes (None for any), got "
-                         f"{shape!r}") from None
-    if isinstance(shape, str) or not all(
-            d is None or (_is_int(d) and d >= 0) for d in dims):
-        raise GraphError(f"{what}: shape must hold non-negative integers or None (any size), "
-                         f"got {shape!r}")
-    return tuple(None if d is None else int(d) for d in dims)
-
-
-def _is_int(value):
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
-def _is_real(value):
-    return isinstance(value, (int, float, np.integer, np.floating)) and \
-        not isinstance(value, (bool, np.bool_))
-
-
-def _ints(op, name, **values):
-    """Gate settings that must be integers (stride, pad, window sizes, axes, seeds)."""
-    bad = {k: v for k, v in values.items() if not _is_int(v)}
-    if bad:
-        raise GraphError(f"{op} gate {name or ''!r}: " + ", ".join(
-            f"{k} must be an integer, got {v!r}" for k, v in bad.items()))
-    return [int(v) for v in values.values()]
-
-
-def _check_norm_settings(op, name, eps, momentum):
-    if not _is_real(eps) or not eps > 0:
-        raise GraphError(f"{op} gate {name or ''!r}: eps must be a positive number (it keeps "
-                         f"the division by the standard deviation finite), got {eps!r}")
-    if not _is_real(momentum) or not 0 <= momentum <= 1:
-        raise GraphError(f"{op} gate {name or ''!r}: momentum must be in [0, 1], got "
-                         f"{momentum!r}")
-
-
-def _name_list(nodes, limit=12):
+def name_list(nodes: Sequence[Node], limit: int = 12) -> str:
     names = [repr(n.name) for n in nodes]
-    return ", ".join(names[:limit]) + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+    return ", ".join(names[:limit]) + (f", ... ({len(names)} in all)"
+                                       if len(names) > limit else "")
 
 
 class ParamDict(MutableMapping):
     """name -> value of the graph's params. Assigning checks the shape and writes into the
     graph, so an optimizer's `params[name] = next_w` updates the model it trains."""
 
-    def __init__(self, graph):
+    def __init__(self, graph: Graph):
         self._graph = graph
 
-    def _param(self, name):
-        node = self._graph._by_name.get(name)
+    def _param(self, name: str) -> Node:
+        node = self._graph._by_name.get(name) if isinstance(name, str) else None
         if node is None or node.kind != "param":
             raise UnknownNodeError(f"no param named {name!r}; params: "
                                    + ", ".join(map(repr, self)))
         return node
 
-    def __getitem__(self, name):
+    def __getitem__(self, name: str) -> np.ndarray:
         return self._param(name).value
 
-    def __setitem__(self, name, value):
+    def __setitem__(self, name: str, value: Any) -> None:
         node = self._param(name)
         array = np.asarray(value)
-        if array.shape != np.shape(node.value):
-            raise GraphError(f"param {name!r} has shape {np.shape(node.value)}; cannot assign "
-                             f"an array of shape {array.shape}")
         if array.dtype.kind != "f":
             raise GraphError(f"param {name!r} must be a float array, got dtype {array.dtype}")
-        node.value = array.astype(node.dtype, copy=False)
+        node.value = array
 
-    def __delitem__(self, name):
+    def __delitem__(self, name: str) -> None:
         raise GraphError(f"params cannot be deleted from a graph (asked to delete {name!r})")
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         return (n.name for n in self._graph._nodes if n.kind == "param")
 
-    def __len__(self):
+    def __len__(self) -> int:
         return sum(1 for n in self._graph._nodes if n.kind == "param")
 
-    def __repr__(self):
-        return "ParamDict({" + ", ".join(f"{k!r}: array{np.shape(v)}" for k, v in self.items()) + "})"
+    def copy(self) -> dict:
+        """A plain dict name -> the same arrays, as dict.copy() gives."""
+        return dict(self.items())
+
+    def __repr__(self) -> str:
+        return "ParamDict({" + ", ".join(f"{k!r}: array{np.shape(v)}"
+                                         for k, v in self.items()) + "})"

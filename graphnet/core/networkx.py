@@ -12,7 +12,9 @@ def to_networkx(graph):
     digraph = nx.DiGraph(dtype=str(graph.dtype))
     for node in graph.nodes:
         digraph.add_node(node.name, op=node.op, kind=node.kind, shape=node.shape,
-                         dtype=str(node.dtype), value=node.value, grad=node.grad,
+                         static_shape=node.static_shape,
+                         dtype=None if node.dtype is None else str(node.dtype),
+                         value=node.value, grad=node.grad,
                          requires_grad=node.requires_grad,
                          attrs=node.gate.attrs() if node.gate else {}, state=node.state)
         for position, inp in enumerate(node.inputs):
@@ -35,8 +37,7 @@ def from_networkx(digraph, graph_class):
         data = digraph.nodes[name]
         kind = data.get("kind", "gate")
         if kind == "input":
-            shape = data.get("shape")
-            node = graph.input(name, shape=shape, dtype=data.get("dtype"),
+            node = graph.input(name, shape=data.get("static_shape", data.get("shape")), dtype=data.get("dtype"),
                                requires_grad=data.get("requires_grad", True))
         elif kind == "param":
             node = graph.param(name, data["value"], dtype=data.get("dtype"))
@@ -50,9 +51,6 @@ def from_networkx(digraph, graph_class):
 
 def _rebuild_gate(graph, digraph, name, data):
     op = data.get("op")
-    builder = getattr(graph, str(op), None)
-    if op is None or op.startswith("_") or not callable(builder):
-        raise GraphError(f"node {name!r}: unknown gate {op!r}")
     slots = {}
     for source in digraph.predecessors(name):
         for position in digraph.edges[source, name].get("positions", [0]):
@@ -60,7 +58,11 @@ def _rebuild_gate(graph, digraph, name, data):
     if sorted(slots) != list(range(len(slots))):
         raise GraphError(f"node {name!r}: its input edges fill argument slots "
                          f"{sorted(slots)}, not 0..{len(slots) - 1}")
-    return builder(*[slots[i] for i in range(len(slots))], name=name, **data.get("attrs", {}))
+    try:
+        return graph.apply(op, *[slots[i] for i in range(len(slots))], name=name,
+                           **data.get("attrs", {}))
+    except GraphError as err:
+        raise GraphError(f"node {name!r}: {err}") from None
 
 
 def _copy_state(state):

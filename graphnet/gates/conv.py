@@ -1,6 +1,8 @@
-"""Convolution and max pooling: thin gates over the C++ kernels in graphnet.fast_layers."""
-from ..kernels import fast as fast_layers
-from .base import Gate, ShapeError, dims_match
+"""Convolution and max pooling: thin gates over the C++ kernels in graphnet.kernels.fast."""
+import numpy as np
+
+from ..kernels import fast
+from .base import Gate, ShapeError, check_rank, dims_match, integer, register_gate
 
 
 def window_count(size, kernel, stride, pad, what):
@@ -8,23 +10,23 @@ def window_count(size, kernel, stride, pad, what):
     if size is None or kernel is None:
         return None
     if kernel > size + 2 * pad:
-        raise ShapeError(f"the {what} window {kernel} is larger than the padded input {size + 2 * pad}")
+        raise ShapeError(f"the {what} window {kernel} is larger than the padded input "
+                         f"{size + 2 * pad}")
     return 1 + (size + 2 * pad - kernel) // stride
 
 
-def check_rank(shape, rank, layout, what):
-    if shape is not None and len(shape) != rank:
-        raise ShapeError(f"{what} must be {layout}, got {shape}")
-
-
+@register_gate
 class Conv(Gate):
     """out[n, f] = sum over c of x[n, c] cross-correlated with w[f, c], plus b[f]."""
     op = "conv"
+    inputs = ("x", "w", "b")
+    formula = "conv({0}, {1}) + {2}"
+    rule = ("conv: d{0} = dout convolved back with the filters {1}, d{1} = {0} correlated "
+            "with dout, d{2} = dout summed per filter")
+    derivatives = ("dout ⋆ {1} (transposed conv)", "{0} ⋆ dout", "Σ dout per filter")
 
     def __init__(self, stride=1, pad=0):
-        if int(stride) < 1 or int(pad) < 0:
-            raise ShapeError(f"stride must be >= 1 and pad >= 0, got stride={stride}, pad={pad}")
-        self.stride, self.pad = int(stride), int(pad)
+        self.stride, self.pad = integer("stride", stride, 1), integer("pad", pad, 0)
 
     def attrs(self):
         return {"stride": self.stride, "pad": self.pad}
@@ -44,22 +46,31 @@ class Conv(Gate):
                 window_count(x[3], w[3], self.stride, self.pad, "filter width"))
 
     def forward(self, x, w, b):
-        return fast_layers.conv_forward_fast(x, w, b, self.attrs())
+        return fast.conv_forward_fast(x, w, b, self.attrs())
 
     def backward(self, dout, cache, needs):
-        return fast_layers.conv_backward_fast(dout, cache, need_dx=needs[0])
+        return fast.conv_backward_fast(dout, cache, need_dx=needs[0])
+
+    def summarize_cache(self, cache, input_names):
+        x, w = cache[:2]
+        return [f"saved x {np.shape(x)} and w {np.shape(w)} for dw and dx"]
 
 
+@register_gate
 class MaxPool(Gate):
     """The maximum of each window. Backward routes each window's gradient to its maximum
     (the first one in row-major order on a tie), like a max gate."""
     op = "max_pool"
+    inputs = ("x",)
+    formula = "max over each window of {0}"
+    rule = ("max pool routes each window's gradient to the position of its maximum, like a "
+            "max gate")
+    derivatives = ("1 at each window's maximum, else 0",)
 
     def __init__(self, pool_height=2, pool_width=2, stride=2):
-        if min(int(pool_height), int(pool_width), int(stride)) < 1:
-            raise ShapeError(f"pool sizes and stride must be >= 1, got {pool_height}x"
-                             f"{pool_width} stride {stride}")
-        self.pool_height, self.pool_width, self.stride = int(pool_height), int(pool_width), int(stride)
+        self.pool_height = integer("pool_height", pool_height, 1)
+        self.pool_width = integer("pool_width", pool_width, 1)
+        self.stride = integer("stride", stride, 1)
 
     def attrs(self):
         return {"pool_height": self.pool_height, "pool_width": self.pool_width,
@@ -73,7 +84,11 @@ class MaxPool(Gate):
                 window_count(x[3], self.pool_width, self.stride, 0, "pool width"))
 
     def forward(self, x):
-        return fast_layers.max_pool_forward_fast(x, self.attrs())
+        return fast.max_pool_forward_fast(x, self.attrs())
 
     def backward(self, dout, cache, needs):
-        return (fast_layers.max_pool_backward_fast(dout, cache),)
+        return (fast.max_pool_backward_fast(dout, cache),)
+
+    def summarize_cache(self, cache, input_names):
+        x_shape, winners = cache[:2]
+        return [f"saved each window's winner {np.shape(winners)} of x {tuple(x_shape)}"]

@@ -1,27 +1,35 @@
 """Elementwise gates: the CS231n circuit view of backprop, one local rule per gate.
 
-Binary gates broadcast like numpy; the scheduler sums each gradient back down to its
+Binary gates broadcast like numpy; the executor sums each gradient back down to its
 input's shape, so the rules below are written for equal shapes.
 """
 import numpy as np
 
 from ..kernels import _C
-from .base import Gate, broadcast_shape
+from .base import Gate, broadcast_shape, mask_summary, register_gate
 
 
 class BinaryGate(Gate):
+    inputs = ("a", "b")
+
     def shape(self, a, b):
         return broadcast_shape(a, b)
 
 
 class UnaryGate(Gate):
+    inputs = ("x",)
+
     def shape(self, x):
         return x
 
 
+@register_gate
 class Add(BinaryGate):
     """f = a + b. An add gate distributes: both inputs get the upstream gradient unchanged."""
     op = "add"
+    formula = "{0} + {1}"
+    rule = "an add gate distributes: each input receives the upstream gradient unchanged"
+    derivatives = ("1", "1")
 
     def forward(self, a, b):
         return a + b, None
@@ -30,9 +38,14 @@ class Add(BinaryGate):
         return dout, dout
 
 
+@register_gate
 class Subtract(BinaryGate):
     """f = a - b. Like add, with the sign flipped for b."""
     op = "subtract"
+    formula = "{0} − {1}"
+    rule = ("a subtract gate distributes like add, with the sign flipped for the second "
+            "input")
+    derivatives = ("1", "−1")
 
     def forward(self, a, b):
         return a - b, None
@@ -41,9 +54,14 @@ class Subtract(BinaryGate):
         return dout, -dout
 
 
+@register_gate
 class Multiply(BinaryGate):
     """f = a * b. A multiply gate swaps its inputs: df/da = b and df/db = a."""
     op = "multiply"
+    formula = "{0} × {1}"
+    rule = ("a multiply gate swaps: each input receives the upstream gradient times the "
+            "other input")
+    derivatives = ("{1}", "{0}")
 
     def forward(self, a, b):
         return a * b, (a, b)
@@ -53,9 +71,13 @@ class Multiply(BinaryGate):
         return (dout * b if needs[0] else None), (dout * a if needs[1] else None)
 
 
+@register_gate
 class Divide(BinaryGate):
     """f = a / b. df/da = 1/b and df/db = -a/b^2."""
     op = "divide"
+    formula = "{0} / {1}"
+    rule = "a divide gate: d/d{0} = 1/{1}, d/d{1} = −{0}/{1}²"
+    derivatives = ("1/{1}", "−{0}/{1}²")
 
     def forward(self, a, b):
         return a / b, (a, b)
@@ -67,10 +89,15 @@ class Divide(BinaryGate):
         return da, db
 
 
+@register_gate
 class Maximum(BinaryGate):
     """f = max(a, b) elementwise. A max gate routes: the whole gradient goes to the larger
     input and the other gets zero. On a tie the first input `a` gets it, every time."""
     op = "max"
+    formula = "max({0}, {1})"
+    rule = ("a max gate routes: the larger input receives the whole upstream gradient, the "
+            "other receives 0 (a tie goes to {0})")
+    derivatives = ("1 if {0} ≥ {1} else 0", "1 if {1} > {0} else 0")
 
     def forward(self, a, b):
         a_wins = a >= b
@@ -80,10 +107,18 @@ class Maximum(BinaryGate):
         a_wins = cache
         return dout * a_wins, dout * ~a_wins
 
+    def summarize_cache(self, cache, input_names):
+        a, b = input_names
+        return [mask_summary(cache, f"mask {a} >= {b}")]
 
+
+@register_gate
 class Relu(UnaryGate):
     """f = max(x, 0): passes the gradient where x > 0 and blocks it elsewhere (also at 0)."""
     op = "relu"
+    formula = "max({0}, 0)"
+    rule = "a relu gate passes the gradient where its input is positive and blocks it elsewhere"
+    derivatives = ("1 if {0} > 0 else 0",)
 
     def forward(self, x):
         if _threaded(x):  # one C++ pass over a big activation; the same numbers as below
@@ -95,15 +130,22 @@ class Relu(UnaryGate):
             return (_C.relu_backward(dout, cache),)
         return (dout * cache,)
 
+    def summarize_cache(self, cache, input_names):
+        return [mask_summary(cache, f"mask {input_names[0]} > 0")]
+
 
 def _threaded(array):
     return isinstance(array, np.ndarray) and array.ndim > 0 and array.dtype in (np.float32,
                                                                                np.float64)
 
 
+@register_gate
 class Exp(UnaryGate):
     """f = e^x. Its own derivative: df/dx = f."""
     op = "exp"
+    formula = "exp({0})"
+    rule = "exp is its own derivative: d{f}/d{0} = {f}"
+    derivatives = ("{f}",)
 
     def forward(self, x):
         out = np.exp(x)
@@ -113,9 +155,13 @@ class Exp(UnaryGate):
         return (dout * cache,)
 
 
+@register_gate
 class Log(UnaryGate):
     """f = ln x. df/dx = 1/x."""
     op = "log"
+    formula = "ln {0}"
+    rule = "log: d{f}/d{0} = 1/{0}"
+    derivatives = ("1/{0}",)
 
     def forward(self, x):
         return np.log(x), x
@@ -124,9 +170,14 @@ class Log(UnaryGate):
         return (dout / cache,)
 
 
+@register_gate
 class Sigmoid(UnaryGate):
     """f = 1 / (1 + e^-x). df/dx = f (1 - f)."""
     op = "sigmoid"
+    formula = "σ({0})"
+    rule = ("sigmoid: d{f}/d{0} = {f}·(1 − {f}), at most 0.25, so deep sigmoid stacks shrink "
+            "gradients")
+    derivatives = ("{f}·(1 − {f})",)
 
     def forward(self, x):
         out = np.exp(-np.logaddexp(0, -x))  # never overflows, unlike 1 / (1 + exp(-x))
@@ -136,9 +187,13 @@ class Sigmoid(UnaryGate):
         return (dout * cache * (1 - cache),)
 
 
+@register_gate
 class Tanh(UnaryGate):
     """f = tanh x. df/dx = 1 - f^2."""
     op = "tanh"
+    formula = "tanh({0})"
+    rule = "tanh: d{f}/d{0} = 1 − {f}²"
+    derivatives = ("1 − {f}²",)
 
     def forward(self, x):
         out = np.tanh(x)

@@ -4,7 +4,7 @@ import math
 import numpy as np
 
 from ..kernels import _C, layers
-from .base import Gate, ShapeError, dims_match
+from .base import Gate, ShapeError, dims_match, register_gate
 
 
 def matmul(a, b, transpose_a=False, transpose_b=False):
@@ -15,9 +15,14 @@ def matmul(a, b, transpose_a=False, transpose_b=False):
     return (a.T if transpose_a else a) @ (b.T if transpose_b else b)
 
 
+@register_gate
 class Affine(Gate):
     """out = x @ w + b, with x of shape (N, d1, ..., dk) flattened to (N, D)."""
     op = "affine"
+    inputs = ("x", "w", "b")
+    formula = "{0}·{1} + {2}"
+    rule = "affine: d{0} = dout·{1}ᵀ, d{1} = {0}ᵀ·dout, d{2} = dout summed over the batch"
+    derivatives = ("dout·{1}ᵀ", "{0}ᵀ·dout", "Σ dout over the batch")
 
     def shape(self, x, w, b):
         if w is not None and len(w) != 2:
@@ -46,10 +51,19 @@ class Affine(Gate):
         db = dout.sum(axis=0) if needs[2] else None
         return dx, dw, db
 
+    def summarize_cache(self, cache, input_names):
+        _, rows, w = cache
+        return [f"saved x as rows {np.shape(rows)} and w {np.shape(w)}"]
 
+
+@register_gate
 class Softmax(Gate):
     """Probabilities along the last axis. Backward: s * (dout - sum(dout * s))."""
     op = "softmax"
+    inputs = ("x",)
+    formula = "softmax({0})"
+    rule = "softmax: d{0} = s·(dout − Σ dout·s) with s = {f}"
+    derivatives = ("s·(dout − Σ dout·s)",)
 
     def shape(self, x):
         return x
@@ -67,6 +81,8 @@ class Softmax(Gate):
 class ClassificationLoss(Gate):
     """Mean loss over a batch of scores (N, C) and integer labels (N,). The kernel returns
     the loss and d loss / d scores together, so backward only scales the saved gradient."""
+    inputs = ("scores", "y")
+    integer_inputs = (1,)
     kernel = None
 
     def shape(self, scores, labels):
@@ -85,14 +101,28 @@ class ClassificationLoss(Gate):
     def backward(self, dout, cache, needs):
         return cache * dout, None
 
+    def summarize_cache(self, cache, input_names):
+        return [f"saved d loss / d scores {np.shape(cache)}, computed with the loss"]
 
+
+@register_gate
 class SoftmaxLoss(ClassificationLoss):
     """Cross-entropy of softmax(scores) against the labels."""
     op = "softmax_loss"
+    formula = "cross-entropy(softmax({0}), {1})"
+    rule = ("softmax loss: d{0} = (softmax({0}) − one-hot({1})) / N; the labels get no "
+            "gradient")
+    derivatives = ("(softmax({0}) − one-hot({1})) / N", "none (labels)")
     kernel = staticmethod(layers.softmax_loss)
 
 
+@register_gate
 class SvmLoss(ClassificationLoss):
     """Multiclass hinge loss with margin 1."""
     op = "svm_loss"
+    formula = "hinge loss({0}, {1})"
+    rule = ("SVM loss: each violated margin adds +1/N to its class score and −1/N to the "
+            "correct one; the labels get no gradient")
+    derivatives = ("(count of violated margins, −1 per violation at the label) / N",
+                   "none (labels)")
     kernel = staticmethod(layers.svm_loss)

@@ -1,24 +1,34 @@
 """Batch normalization and dropout: the gates whose behaviour depends on train/eval mode.
 
-They are the stateful gates: the node keeps batchnorm's running averages and dropout's
-random stream in `node.state`, so checkpoints can save them and the gate stays stateless.
+They are the stateful gates: the value store keeps batchnorm's running averages and
+dropout's random stream per node (`node.state`), so checkpoints can save them and the gate
+itself stays free of arrays.
 """
 import numpy as np
 
+from .._format import describe, num
 from ..kernels import layers
-from .base import Gate, ShapeError, dims_match
+from .base import Gate, GateError, ShapeError, dims_match, is_int, real, register_gate
 
 
+@register_gate
 class BatchNorm(Gate):
     """Normalize each feature over the batch, then scale by gamma and shift by beta. Train
     mode uses the batch's statistics and updates the running averages; eval mode uses them."""
     op = "batchnorm"
+    inputs = ("x", "gamma", "beta")
+    formula = "{1}·(({0} − mean) / std) + {2}"
+    rule = ("batchnorm: with x̂ the normalized input and g = dout·{1}: d{0} = (g − mean(g) − "
+            "x̂·mean(g·x̂)) / std, d{1} = Σ dout·x̂, d{2} = Σ dout")
+    derivatives = ("(g − mean(g) − x̂·mean(g·x̂)) / std, g = dout·{1}", "Σ dout·x̂", "Σ dout")
     stateful = True
     channel_axis, rank, layout = 1, 2, "(N, D)"
     kernels = (layers.batchnorm_forward, layers.batchnorm_backward_alt)
 
     def __init__(self, eps=1e-5, momentum=0.9):
-        self.eps, self.momentum = float(eps), float(momentum)
+        # eps keeps the division by the standard deviation finite.
+        self.eps = real("eps", eps, lambda v: v > 0, "a positive number")
+        self.momentum = real("momentum", momentum, lambda v: 0 <= v <= 1, "in [0, 1]")
 
     def attrs(self):
         return {"eps": self.eps, "momentum": self.momentum}
@@ -36,32 +46,52 @@ class BatchNorm(Gate):
         bn_param = {"mode": "train" if training else "test", "eps": self.eps,
                     "momentum": self.momentum, **state}
         out, cache = type(self).kernels[0](x, gamma, beta, bn_param)
-        state["running_mean"], state["running_var"] = bn_param["running_mean"], bn_param["running_var"]
+        state["running_mean"], state["running_var"] = (bn_param["running_mean"],
+                                                       bn_param["running_var"])
         return out, cache
 
     def backward(self, dout, cache, needs):
         return type(self).kernels[1](dout, cache)
 
+    def summarize_cache(self, cache, input_names):
+        variance = 1.0 / np.square(cache.inv_std) - self.eps
+        return [f"mode {'train' if cache.train else 'eval'}",
+                f"x_hat {describe(cache.x_hat)}",
+                f"variance {describe(variance)}"]
 
+
+@register_gate
 class SpatialBatchNorm(BatchNorm):
     """Batchnorm of images (N, C, H, W): one mean and variance per channel."""
     op = "spatial_batchnorm"
     rank, layout = 4, "(N, C, H, W)"
     kernels = (layers.spatial_batchnorm_forward, layers.spatial_batchnorm_backward)
 
+    def summarize_cache(self, cache, input_names):
+        batchnorm_cache, _ = cache
+        return super().summarize_cache(batchnorm_cache, input_names)
 
+
+@register_gate
 class Dropout(Gate):
     """Inverted dropout: in train mode each unit is zeroed with probability p and the rest
     are scaled by 1 / (1 - p); eval mode is the identity. With a seed the mask is the same
     on every call (what a gradient check needs); without one each call draws a new mask
     from the node's own random stream, itself seeded from numpy's global state."""
     op = "dropout"
+    inputs = ("x",)
+    formula = "{0} × mask / (1 − p)"
+    rule = ("dropout passes the gradient only through the units it kept, scaled like the "
+            "forward pass")
+    derivatives = ("mask / (1 − p)",)
     stateful = True
 
     def __init__(self, p=0.5, seed=None):
-        if not 0 <= p < 1:
-            raise ShapeError(f"p (the probability of dropping a unit) must be in [0, 1), got {p!r}")
-        self.p, self.seed = float(p), seed
+        self.p = real("p (the probability of dropping a unit)", p, lambda v: 0 <= v < 1,
+                      "a number in [0, 1)")
+        if seed is not None and not (is_int(seed) and 0 <= seed < 2 ** 63):
+            raise GateError(f"seed must be an integer in [0, 2**63) or None, got {seed!r}")
+        self.seed = None if seed is None else int(seed)
 
     def attrs(self):
         return {"p": self.p, "seed": self.seed}
@@ -80,3 +110,12 @@ class Dropout(Gate):
 
     def backward(self, dout, cache, needs):
         return (layers.dropout_backward(dout, cache),)
+
+    def summarize_cache(self, cache, input_names):
+        param, mask = cache
+        if mask is None:
+            return [f"eval mode: no mask (p = {num(param['p'])})"]
+        kept = np.asarray(mask) != 0
+        return [f"mask keeps {int(kept.sum())}/{kept.size} units ({num(100 * kept.mean())}%),"
+                f" p = {num(param['p'])}",
+                f"kept units scaled by {num(1 / (1 - param['p']))}"]

@@ -1,15 +1,24 @@
 """Sum over axes: every summed element receives the upstream gradient (add, many times)."""
 import numpy as np
 
-from .base import Gate, ShapeError
+from .base import Gate, ShapeError, integer, register_gate
 
 
+@register_gate
 class Sum(Gate):
+    """Sum over `axis` (None: all axes), keeping the summed axes as size 1 with keepdims."""
     op = "sum"
+    inputs = ("x",)
+    formula = "Σ {0}"
+    rule = "a sum distributes like add: every summed element receives the upstream gradient"
+    derivatives = ("1",)
 
     def __init__(self, axis=None, keepdims=False):
-        self.axis = axis if axis is None or isinstance(axis, int) else tuple(axis)
-        self.keepdims = bool(keepdims)
+        if isinstance(axis, (tuple, list)):
+            axis = tuple(integer(f"axis[{i}]", a) for i, a in enumerate(axis))
+        elif axis is not None:
+            axis = integer("axis", axis)
+        self.axis, self.keepdims = axis, bool(keepdims)
 
     def attrs(self):
         return {"axis": self.axis, "keepdims": self.keepdims}

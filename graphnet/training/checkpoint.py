@@ -28,8 +28,9 @@ import zlib
 
 import numpy as np
 
-from ..errors import GraphError
 from ..core.graph import Graph
+from ..errors import GraphError
+from ..gates import gate_names
 
 __all__ = ["save", "load", "CheckpointError", "FORMAT", "VERSION"]
 
@@ -98,8 +99,10 @@ def _describe_model(model, arrays, path):
 def _describe_graph(graph, arrays, path, with_consts):
     nodes = []
     for node in graph.nodes:
+        dtype = node.declared_dtype  # None: an input whose feed decides
         entry = {"name": node.name, "kind": node.kind, "op": node.op,
-                 "inputs": [i.name for i in node.inputs], "dtype": node.dtype.str,
+                 "inputs": [i.name for i in node.inputs],
+                 "dtype": None if dtype is None else dtype.str,
                  "requires_grad": bool(node.requires_grad),
                  "shape": None if node.static_shape is None else list(node.static_shape),
                  "attrs": _jsonable(node.gate.attrs(), path, f"attrs of {node.name!r}")
@@ -396,11 +399,6 @@ def _check_structure(path, saved, graph):
                               f"{diff[1] if diff else len(ours)})")
 
 
-_GATE_BUILDERS = {"add", "subtract", "multiply", "divide", "max", "relu", "exp", "log",
-                  "sigmoid", "tanh", "softmax", "sum", "affine", "conv", "max_pool",
-                  "batchnorm", "spatial_batchnorm", "dropout", "softmax_loss", "svm_loss"}
-
-
 def _rebuild_graph(path, saved, arrays):
     """A Graph with the saved structure (params and consts from the arrays)."""
     try:
@@ -409,19 +407,24 @@ def _rebuild_graph(path, saved, arrays):
             name, kind = entry["name"], entry["kind"]
             if kind == "input":
                 shape = entry["shape"]
+                dtype = entry["dtype"]
                 graph.input(name, shape=None if shape is None else tuple(shape),
-                            dtype=np.dtype(entry["dtype"]), requires_grad=entry["requires_grad"])
+                            dtype=None if dtype is None else np.dtype(dtype),
+                            requires_grad=entry["requires_grad"])
             elif kind == "param":
                 graph.param(name, arrays[f"param/{name}"])
             elif kind == "const":
                 graph.const(arrays[f"const/{name}"], name=name, dtype=np.dtype(entry["dtype"]))
             else:
                 op = entry["op"]
-                if op not in _GATE_BUILDERS:
-                    raise CheckpointError(f"{path}: node {name!r} has unknown gate {op!r}")
+                if op not in gate_names():
+                    raise CheckpointError(
+                        f"{path}: node {name!r} uses the gate {op!r}, which is not registered "
+                        "in this process; import the module that defines and registers it "
+                        "(@graphnet.register_gate) before loading")
                 attrs = {k: tuple(v) if isinstance(v, list) else v
                          for k, v in entry["attrs"].items()}
-                getattr(graph, op)(*[graph[i] for i in entry["inputs"]], name=name, **attrs)
+                graph.apply(op, *[graph[i] for i in entry["inputs"]], name=name, **attrs)
         graph.train(saved.get("training", True))
         return graph
     except GraphError as err:

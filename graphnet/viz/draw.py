@@ -17,17 +17,15 @@ from collections import Counter, defaultdict
 
 import numpy as np
 
+from .._format import describe, is_scalar, magnitude, norm, num, scalar, shape_text, stats
 from ..core.graph import Graph
-
-from ..gates.base import unbroadcast
-from ._format import GradientScale, describe, is_scalar, magnitude, norm, num, scalar, \
-    shape_text, stats
-from .cache import summarize_cache
 from .render import Drawing
+from .scale import GradientScale, mix
 
 FONT = "Helvetica,Arial,sans-serif"
 VALUE_COLOR, GRAD_COLOR, MUTED = "#1a7f37", "#c0392b", "#777777"
 ACTIVE_COLOR = "#ff8c00"
+HEAT_LOW, HEAT_HIGH = "#fff7ec", "#fc8d59"
 
 #: Node style per role: sources, gates, the loss (or the output a backward starts from)
 #: and collapsed blocks each look different, so a drawing reads without its legend.
@@ -67,17 +65,8 @@ def gradient_flag(grad, vanishing=1e-6, exploding=1e3):
 
 def edge_gradients(graph):
     """(consumer name, input position) -> the gradient that consumer sent to that input
-    in the last backward, recomputed from the consumer's gradient and cache."""
-    sent = {}
-    for node in graph.nodes:
-        if node.gate is None or node.grad is None:
-            continue
-        needs = tuple(i.requires_grad for i in node.inputs)
-        grads = node.gate.backward(node.grad, node.cache, needs)
-        for position, (inp, need, grad) in enumerate(zip(node.inputs, needs, grads)):
-            if need and grad is not None and inp.value is not None:
-                sent[node.name, position] = unbroadcast(np.asarray(grad), np.shape(inp.value))
-    return sent
+    in the last backward (Graph.edge_gradients)."""
+    return graph.edge_gradients()
 
 
 @dataclasses.dataclass
@@ -100,12 +89,12 @@ class View:
         nodes = graph.nodes
         return cls(values={n.name: n.value for n in nodes if n.value is not None},
                    grads={n.name: n.grad for n in nodes if n.grad is not None},
-                   edge_grads=edge_gradients(graph))
+                   edge_grads=graph.edge_gradients())
 
 
 def draw(graph, *, values=True, grads=True, show_cache=False, group_by="scope",
          collapse="auto", max_nodes=120, vanishing=1e-6, exploding=1e3, legend=True,
-         rankdir=None, title=None, view=None):
+         rankdir=None, title=None, view=None, heat=None, heat_unit=""):
     """A graphviz.Digraph of `graph` (see the module docstring for what it shows).
 
     values, grads: show node values and gradients (and gradients on edges).
@@ -121,6 +110,8 @@ def draw(graph, *, values=True, grads=True, show_cache=False, group_by="scope",
         bottom, the default for tensor graphs, whose labels are wide).
     title: a text drawn above the graph (several lines allowed).
     view: a View to draw instead of the graph's current state (step frames pass one).
+    heat: {node name: number} to fill nodes by (darker = larger), e.g. a profile's
+        milliseconds; heat_unit names its unit in the labels.
 
     The result has `.flags`, {node name: 'vanishing' | 'exploding' | 'NaN' | 'Inf'}.
     """
@@ -153,7 +144,9 @@ def draw(graph, *, values=True, grads=True, show_cache=False, group_by="scope",
         edge_attr=dict(fontname=FONT, fontsize="11", arrowsize="0.7"))
     if title:
         dot.attr(label=_title_label(title), labelloc="t", labeljust="l", fontsize="14")
-    label_options = dict(values=values, grads=grads, show_cache=show_cache, flags=flags)
+    label_options = dict(values=values, grads=grads, show_cache=show_cache, flags=flags,
+                         heat=heat or {}, heat_unit=heat_unit,
+                         heat_max=max((heat or {}).values(), default=0.0))
     _emit_units(dot, units, view, sinks, label_options, with_clusters=group_by is not None)
     for edge in edges:
         dot.edge(edge.tail, edge.head, **_edge_attrs(edge, scale, view, arrow))
@@ -380,7 +373,13 @@ def _node_attrs(node, role, view, options):
         rows += _quantity_rows("grad", view.grads.get(node.name), GRAD_COLOR,
                                pending=view.pending)
     if options["show_cache"] and node.cache is not None:
-        rows += [_cell(_escape(line), color="#555599", size=10) for line in summarize_cache(node)]
+        lines = node.gate.summarize_cache(node.cache, [i.name for i in node.inputs])
+        rows += [_cell(_escape(line), color="#555599", size=10) for line in lines]
+    if node.name in options["heat"]:
+        amount = options["heat"][node.name]
+        rows.append(_cell(f"<B>{num(amount)} {_escape(options['heat_unit'])}</B>", size=11))
+        if options["heat_max"] > 0:
+            attrs["fillcolor"] = mix(HEAT_LOW, HEAT_HIGH, amount / options["heat_max"])
     flag = options["flags"].get(node.name)
     if flag:
         rows.append(_cell(f"<B>⚠ {flag} gradient</B>", color=FLAG_COLORS[flag], size=11))

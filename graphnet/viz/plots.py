@@ -210,8 +210,9 @@ class GradFlowRecorder:
     """Snapshots of gradient flow during training, for `plot_grad_flow_history`.
 
     Either call `record(source)` after each backward (source as for `grad_stats`), or let
-    the recorder watch a model: `watch(model)` wraps `model.loss` so that every training
-    call `loss(X, y)` (the ones a Solver makes) records the grads it returns.
+    the recorder watch a model or graph: `watch(model)` adds a hook to its graph that
+    records the params' gradients after every backward walk (the ones a Solver's
+    training steps make), one in `every`.
 
     >>> rec = GradFlowRecorder(every=5).watch(model)
     >>> solver.train(); rec.unwatch()
@@ -225,8 +226,8 @@ class GradFlowRecorder:
             raise ValueError(f"every must be a positive integer, got {every!r}")
         self.names, self.every = names, int(every)
         self.history, self.iterations = [], []
-        self._calls = 0
-        self._model = None
+        self._walks = 0
+        self._graph = self._handle = None
 
     def record(self, source, iteration=None):
         """Take a snapshot of `source`'s gradients (always; `every` applies to `watch`).
@@ -238,29 +239,28 @@ class GradFlowRecorder:
         return self
 
     def watch(self, model):
-        """Record the grads of every `model.loss(X, y)` call (one in `every`)."""
-        if self._model is not None:
+        """Record the gradients after every backward of `model`'s graph (one in `every`)."""
+        if self._handle is not None:
             raise RuntimeError("this recorder is already watching a model; unwatch() first")
-        original = model.loss
-
-        def loss(X, y=None, *args, **kwargs):
-            result = original(X, y, *args, **kwargs)
-            if y is not None and isinstance(result, tuple) and len(result) == 2:
-                if self._calls % self.every == 0:
-                    self.record(result[1], iteration=self._calls)
-                self._calls += 1
-            return result
-
-        model.loss = loss
-        self._model = model
+        graph = _as_graph(model)
+        if graph is None:
+            raise TypeError(f"watch() takes a Graph, a model with .graph or a Solver, got "
+                            f"{type(model).__name__}")
+        self._graph, self._handle = graph, graph.add_hook(end=self._after_walk)
         return self
 
+    def _after_walk(self, direction, plan):
+        if direction != "backward":
+            return
+        if self._walks % self.every == 0:
+            self.record(self._graph, iteration=self._walks)
+        self._walks += 1
+
     def unwatch(self):
-        """Give the model back its own `loss`."""
-        if self._model is not None:
-            if "loss" in vars(self._model):
-                del self._model.loss
-            self._model = None
+        """Stop recording."""
+        if self._handle is not None:
+            self._handle.remove()
+            self._graph = self._handle = None
         return self
 
     def __enter__(self):

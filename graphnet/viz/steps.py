@@ -1,80 +1,24 @@
-"""Backprop step by step: one frame per step of the scheduler's walk.
+"""Backprop step by step: one frame per step of a walk.
 
-backward_steps replays the scheduler's backward plan on the values and caches of the
-last forward, without touching the graph's gradients. Each frame says what the active
-gate received (the upstream gradient), its local rule, the chain-rule product each input
-receives, and the sum where an input already had a gradient from an earlier step
-(fan-out). The last frame's gradients are those of `graph.backward()`. forward_steps
-does the same for the forward walk, with the values filling in.
+backward_steps runs the executor's backward, gate by gate, into a scratch copy of the
+graph's gradients (the graph's own are untouched) and turns each step its hook reports
+into a frame: what the active gate received (the upstream gradient), its local rule, the
+chain-rule product each input receives, and the sum where an input already had a gradient
+from an earlier step (fan-out). The last frame's gradients are those of
+`graph.backward()`. forward_steps does the same for the forward walk's plan, with the
+values of the last forward filling in.
 """
 import dataclasses
 from pathlib import Path
 
 import numpy as np
 
+from .._format import describe, is_scalar, norm, num, scalar
+from ..core.executor import Hook
 from ..errors import GraphError
-from ..gates.base import unbroadcast
-from ._format import describe, is_scalar, norm, num, scalar
+from ..gates.base import fill, formula_of, rule_of
 from .draw import View, draw
 from .render import to_bytes
-
-
-@dataclasses.dataclass(frozen=True)
-class Rule:
-    """How a gate reads in words. Templates name inputs {0}, {1}, ... and the output {f}."""
-    forward: str
-    local: str
-    derivatives: tuple = ()  # d f / d input, per input, for the scalar circuits
-
-
-RULES = {
-    "add": Rule("{0} + {1}", "an add gate distributes: each input receives the upstream "
-                "gradient unchanged", ("1", "1")),
-    "subtract": Rule("{0} − {1}", "a subtract gate distributes like add, with the sign "
-                     "flipped for the second input", ("1", "−1")),
-    "multiply": Rule("{0} × {1}", "a multiply gate swaps: each input receives the upstream "
-                     "gradient times the other input", ("{1}", "{0}")),
-    "divide": Rule("{0} / {1}", "a divide gate: d/d{0} = 1/{1}, d/d{1} = −{0}/{1}²",
-                   ("1/{1}", "−{0}/{1}²")),
-    "max": Rule("max({0}, {1})", "a max gate routes: the larger input receives the whole "
-                "upstream gradient, the other receives 0 (a tie goes to {0})",
-                ("1 if {0} ≥ {1} else 0", "1 if {1} > {0} else 0")),
-    "relu": Rule("max({0}, 0)", "a relu gate passes the gradient where its input is "
-                 "positive and blocks it elsewhere", ("1 if {0} > 0 else 0",)),
-    "exp": Rule("exp({0})", "exp is its own derivative: d{f}/d{0} = {f}", ("{f}",)),
-    "log": Rule("ln {0}", "log: d{f}/d{0} = 1/{0}", ("1/{0}",)),
-    "sigmoid": Rule("σ({0})", "sigmoid: d{f}/d{0} = {f}·(1 − {f}), at most 0.25, so deep "
-                    "sigmoid stacks shrink gradients", ("{f}·(1 − {f})",)),
-    "tanh": Rule("tanh({0})", "tanh: d{f}/d{0} = 1 − {f}²", ("1 − {f}²",)),
-    "sum": Rule("Σ {0}", "a sum distributes like add: every summed element receives the "
-                "upstream gradient", ("1",)),
-    "affine": Rule("{0}·{1} + {2}", "affine: d{0} = dout·{1}ᵀ, d{1} = {0}ᵀ·dout, "
-                   "d{2} = dout summed over the batch"),
-    "conv": Rule("conv({0}, {1}) + {2}", "conv: d{0} = dout convolved back with the "
-                 "filters {1}, d{1} = {0} correlated with dout, d{2} = dout summed per filter"),
-    "max_pool": Rule("max over each window of {0}", "max pool routes each window's "
-                     "gradient to the position of its maximum, like a max gate"),
-    "batchnorm": Rule("{1}·(({0} − mean) / std) + {2}", "batchnorm: with x̂ the normalized "
-                      "input and g = dout·{1}: d{0} = (g − mean(g) − x̂·mean(g·x̂)) / std, "
-                      "d{1} = Σ dout·x̂, d{2} = Σ dout"),
-    "dropout": Rule("{0} × mask / (1 − p)", "dropout passes the gradient only through the "
-                    "units it kept, scaled like the forward pass"),
-    "softmax": Rule("softmax({0})", "softmax: d{0} = s·(dout − Σ dout·s) with s = {f}"),
-    "softmax_loss": Rule("cross-entropy(softmax({0}), {1})", "softmax loss: d{0} = "
-                         "(softmax({0}) − one-hot({1})) / N; the labels get no gradient"),
-    "svm_loss": Rule("hinge loss({0}, {1})", "SVM loss: each violated margin adds +1/N to its "
-                     "class score and −1/N to the correct one; the labels get no gradient"),
-}
-RULES["spatial_batchnorm"] = RULES["batchnorm"]
-
-
-def _rule(node):
-    rule = RULES.get(node.op)
-    if rule is None:  # a gate added later: its docstring is its rule
-        doc = (type(node.gate).__doc__ or node.op).strip().splitlines()[0]
-        rule = Rule(f"{node.op}(" + ", ".join(f"{{{i}}}" for i in range(len(node.inputs)))
-                    + ")", doc)
-    return rule
 
 
 def _symbol(name):
@@ -83,7 +27,7 @@ def _symbol(name):
 
 
 def _fill(template, node):
-    return template.format(*(_symbol(i.name) for i in node.inputs), f=_symbol(node.name))
+    return fill(template, [_symbol(i.name) for i in node.inputs], _symbol(node.name))
 
 
 @dataclasses.dataclass
@@ -125,21 +69,21 @@ class Frame:
 def forward_steps(graph, node=None):
     """One Frame per gate of the forward walk (towards `node`, or every sink), values
     filling in topologically. Uses the values of the last forward()."""
-    targets = graph.sinks if node is None else [graph[node]]
-    steps, _ = graph._scheduler.forward_plan(targets)
-    _require_forward(graph, [n for n, _, _ in steps])
-    gate_names = {n.name for n, _, _ in steps}
+    steps = graph.plan(node, "forward").steps
+    _require_forward([step.node for step in steps])
+    gate_names = {step.node.name for step in steps}
     values = {n.name: n.value for n in graph.nodes
               if n.value is not None and n.gate is None}
     frames = []
-    for index, (gate_node, _, inputs) in enumerate(steps, 1):
+    for index, step in enumerate(steps, 1):
+        gate_node, inputs = step.node, step.inputs
         values = {**values, gate_node.name: gate_node.value}
-        rule = _rule(gate_node)
-        formula = _fill(rule.forward, gate_node)
-        lines = [f"Step {index} of {len(steps)} (forward): {gate_node.name} = {formula}"]
+        gate_cls = type(gate_node.gate)
+        formula = formula_of(gate_cls, len(inputs))
+        lines = [f"Step {index} of {len(steps)} (forward): {gate_node.name} = "
+                 f"{_fill(formula, gate_node)}"]
         if all(is_scalar(i.value) for i in inputs) and is_scalar(gate_node.value):
-            numbers = rule.forward.format(*(_factor(i.value) for i in inputs),
-                                          f=gate_node.name)
+            numbers = fill(formula, [_factor(i.value) for i in inputs], gate_node.name)
             lines.append(f"  = {numbers} = {num(scalar(gate_node.value))}")
         else:
             lines.append(f"  {gate_node.name}: {describe(gate_node.value)}")
@@ -155,32 +99,34 @@ def backward_steps(graph, node=None, grad=None):
     """One Frame per step of the backward walk from `node` (default: the single sink),
     in reverse topological order, seeded with `grad` (default 1 for a scalar). Uses the
     values and caches of the last forward(); the graph's own gradients are untouched."""
-    target = graph._single_sink("step through backward") if node is None else graph[node]
-    steps, unreached, _ = graph._scheduler.backward_plan(target)
-    _require_forward(graph, [target] + [n for n, _, _, _ in steps])
-    seed = _seed(target, grad)
+    target, seed = graph.backward_seed(node, grad, action="step through backward")
+    plan = graph.plan(target, "backward")
+    _require_forward([target] + [step.node for step in plan.steps])
     values = {n.name: n.value for n in graph.nodes if n.value is not None}
-    grads, edge_grads, frames = {target.name: seed}, {}, []
-    for index, (gate_node, backward, inputs, needs) in enumerate(steps, 1):
-        upstream = grads[gate_node.name]
-        sent = backward(upstream, gate_node.cache, needs)
-        grads, edge_grads, received = dict(grads), dict(edge_grads), {}
-        arrivals = []  # (input, gradient sent, the input's gradient before it): for the text
-        for position, (inp, need, gradient) in enumerate(zip(inputs, needs, sent)):
-            if not need:
+    state = {"grads": {target.name: seed}, "edges": {}}
+    frames = []
+
+    def record(event):
+        grads, edge_grads = dict(state["grads"]), dict(state["edges"])
+        received, arrivals = {}, []  # arrivals: (input, gradient, its gradient before)
+        for position, (inp, gradient) in enumerate(zip(event.step.inputs, event.received)):
+            if gradient is None:
                 continue
-            gradient = unbroadcast(np.asarray(gradient), np.shape(inp.value))
-            gradient = gradient[()] if gradient.ndim == 0 else gradient
-            edge_grads[gate_node.name, position] = received[inp.name] = gradient
+            gradient = gradient[()] if np.ndim(gradient) == 0 else gradient
+            edge_grads[event.node.name, position] = received[inp.name] = gradient
             before = grads.get(inp.name)
             grads[inp.name] = gradient if before is None else before + gradient
             arrivals.append((inp, gradient, before))
-        text = _backward_text(index, len(steps), target, gate_node, upstream, arrivals, grads)
-        frames.append(Frame(index, len(steps), "backward", gate_node, text, values, grads,
-                            edge_grads, received, graph))
+        text = _backward_text(event.index, event.total, target, event.node, event.upstream,
+                              arrivals, grads)
+        frames.append(Frame(event.index, event.total, "backward", event.node, text, values,
+                            grads, edge_grads, received, graph))
+        state["grads"], state["edges"] = grads, edge_grads
+
+    graph.executor.run_backward(plan, seed, graph.store.scratch(), [Hook(backward=record)])
     if frames:
         # Nodes the target does not depend on get zeros from backward(); so does the frame.
-        frames[-1].grads.update({n.name: np.zeros_like(n.value)[()] for n in unreached
+        frames[-1].grads.update({n.name: np.zeros_like(n.value)[()] for n in plan.unreached
                                  if n.value is not None})
         for frame in frames:
             frame.scale_grads = list(frames[-1].edge_grads.values())
@@ -193,21 +139,7 @@ def _factor(x):
     return f"({text})" if text.startswith("-") else text
 
 
-def _seed(target, grad):
-    value = np.asarray(target.value)
-    if grad is None:
-        if value.size != 1:
-            raise GraphError(f"backward steps from node {target.name!r} of shape "
-                             f"{value.shape} need grad= an array of that shape")
-        return np.ones_like(value)[()]
-    seed = np.asarray(grad, dtype=value.dtype)
-    if seed.shape != value.shape:
-        raise GraphError(f"grad for node {target.name!r} has shape {seed.shape}, the "
-                         f"node's value has shape {value.shape}")
-    return seed[()]
-
-
-def _require_forward(graph, nodes):
+def _require_forward(nodes):
     missing = [n.name for n in nodes if n.value is None]
     if missing:
         raise GraphError(f"node {missing[0]!r} has no value yet: call forward() before "
@@ -215,19 +147,19 @@ def _require_forward(graph, nodes):
 
 
 def _backward_text(index, total, target, node, upstream, arrivals, grads):
-    rule = _rule(node)
+    gate_cls = type(node.gate)
     out, here = _symbol(target.name), _symbol(node.name)
     lines = [f"Step {index} of {total} (backward): gate {node.name} = "
-             f"{_fill(rule.forward, node)}"]
+             f"{_fill(formula_of(gate_cls, len(node.inputs)), node)}"]
     scalars = is_scalar(upstream) and all(is_scalar(g) for _, g, _ in arrivals)
     seed = " (the seed: backward starts here)" if index == 1 else ""
     lines.append(f"Upstream gradient d{out}/d{here} = {describe(upstream)}{seed}")
-    lines.append("Local rule: " + _fill(rule.local, node))
+    lines.append("Local rule: " + _fill(rule_of(gate_cls), node))
     lines.append("Chain rule: upstream × local = what each input receives")
     for inp, gradient, _ in arrivals:
         position = node.inputs.index(inp)
-        if scalars and position < len(rule.derivatives):
-            formula = _fill(rule.derivatives[position], node)
+        if scalars and position < len(gate_cls.derivatives):
+            formula = _fill(gate_cls.derivatives[position], node)
             # For scalars, local = received / upstream exactly (unless upstream is 0).
             local = scalar(gradient) / scalar(upstream) if scalar(upstream) else None
             numbers = f" = {_factor(upstream)} × {_factor(local)}" if local is not None else ""

@@ -204,7 +204,7 @@ bad("pool-window-too-big", gn.GraphError,
     lambda: (lambda g: g.max_pool(g["x"], 9, 9, 2, name="p"))(circuit()),
     "max_pool gate 'p'", "9", "(None, 3, 8, 8)")
 bad("pool-size-0", gn.GraphError, lambda: (lambda g: g.max_pool(g["x"], 0, 2, 2, name="p"))(
-    circuit()), "max_pool gate 'p'", "0x2")
+    circuit()), "max_pool gate 'p'", "pool_height=0")
 bad("pool-size-float", gn.GraphError, lambda: (lambda g: g.max_pool(g["x"], 2.0, 2, 2, name="p"))(
     circuit()), "max_pool gate 'p'", "pool_height must be an integer")
 bad("pool-on-2d", gn.GraphError,
@@ -248,8 +248,9 @@ bad("softmax-loss-on-4d", gn.GraphError,
     lambda: (lambda g: g.softmax_loss(g["x"], [0], name="l"))(circuit()),
     "softmax_loss gate 'l'", "(N, C)", "(None, 3, 8, 8)")
 bad("softmax-loss-float-label-node", gn.GraphError,
-    lambda: (lambda g: g.softmax_loss(g.input("s", shape=(2, 3)), g.input("yy", shape=(2,)),
-                                      name="l"))(gn.Graph()), "labels node 'yy'", "np.int64")
+    lambda: (lambda g: g.softmax_loss(g.input("s", shape=(2, 3)),
+                                      g.input("yy", shape=(2,), dtype=np.float64),
+                                      name="l"))(gn.Graph()), "node 'yy'", "np.int64")
 bad("softmax-loss-fractional-labels", gn.GraphError,
     lambda: (lambda g: g.softmax_loss(g.input("s", shape=(2, 3)), [0.5, 1], name="l"))(
         gn.Graph()), "labels must be integers", "(2,)")

@@ -134,15 +134,18 @@ def test_loss_against_torch(name, dtype):
 def test_a_wrong_gate_is_caught_by_gradcheck():
     from graphnet.gates.elementwise import Multiply
 
+    @gn.register_gate
     class ForgetsToSwap(Multiply):
         """The classic mistake: d(a*b)/da taken as a instead of b."""
+        op = "multiply_that_forgets_to_swap"
+
         def backward(self, dout, cache, needs):
             a, b = cache
             return dout * a, dout * b
 
     g = gn.Graph()
     x, y = g.input("x", shape=(3,)), g.input("y", shape=(3,))
-    g.sum(g._gate(ForgetsToSwap, (x, y), "bad"))
+    g.sum(g.apply("multiply_that_forgets_to_swap", x, y, name="bad"))
     errors = gn.gradcheck(g, x=normal(3), y=normal(3))
     assert errors["x"] > 1e-2 and errors["y"] > 1e-2
 

@@ -211,24 +211,21 @@ def test_grad_flow_history_from_a_list_of_dicts():
         plots.plot_grad_flow_history(history, kind="pie")
 
 
-def test_recorder_watches_a_models_training_calls():
-    calls = []
-
-    class Model:
-        def loss(self, X, y=None):
-            calls.append(y is None)
-            if y is None:
-                return np.zeros((len(X), 2))
-            return 1.0, {"W1": np.full(3, len(calls)), "b1": np.ones(1)}
-
-    model = Model()
-    with plots.GradFlowRecorder(every=2).watch(model) as recorder:
-        for _ in range(5):
-            model.loss(np.zeros((2, 3)), np.zeros(2))
-        model.loss(np.zeros((2, 3)))  # a prediction: not recorded
+def test_recorder_watches_the_backward_walks_of_a_graph():
+    g = gn.Graph()
+    x = g.input("x", shape=(3,), requires_grad=False)
+    g.sum(g.multiply(g.param("W1", np.ones(3)), x), name="loss")
+    with plots.GradFlowRecorder(every=2).watch(g) as recorder:
+        for k in range(1, 6):
+            g.forward(x=np.full(3, float(k)))
+            g.backward()  # d loss / d W1 = x
+        g.forward(x=np.zeros(3))  # a forward alone: not recorded
+        assert len(g.executor.hooks) == 1
     assert recorder.iterations == [0, 2, 4]
     assert [s["W1"].mean for s in recorder.history] == [1, 3, 5]
-    assert "loss" not in vars(model)  # unwatched on leaving the with block
+    assert g.executor.hooks == []  # unwatched on leaving the with block
+    with pytest.raises(TypeError, match="watch\\(\\) takes a Graph"):
+        plots.GradFlowRecorder().watch(object())
 
 
 # ----- visualize_grid and plot_filters ---------------------------------------------------

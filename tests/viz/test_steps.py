@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import graphnet as gn
+from graphnet._format import num
 from graphnet import viz
 
 needs_dot = pytest.mark.skipif(not shutil.which("dot"),
@@ -54,9 +55,9 @@ def backward_grads(g):
 def test_one_frame_per_scheduler_step_and_the_last_equals_backward(make):
     g = make()
     frames = viz.backward_steps(g)
-    steps, *_ = g._scheduler.backward_plan(g.sinks[0])
+    steps = g.plan(g.sinks[0], "backward").steps
     assert len(frames) == len(steps)
-    assert [f.node for f in frames] == [node for node, *_ in steps]
+    assert [f.node for f in frames] == [step.node for step in steps]
     assert [f.step for f in frames] == list(range(1, len(steps) + 1))
     assert all(n.grad is None for n in g.nodes)  # stepping leaves the graph untouched
     expected = backward_grads(g)
@@ -104,7 +105,7 @@ def test_tensor_frames_describe_shapes_and_norms_and_name_the_rule():
     assert "affine: dbn = dout·W2ᵀ, dW2 = bnᵀ·dout" in texts["fc2"]
     assert "batchnorm" in texts["bn"] and "relu gate passes" in texts["relu"]
     norm = np.linalg.norm(frames[-1].grads["W1"])
-    assert re.search(r"dloss/dW1: shape \(5, 6\), .*L2 " + re.escape(viz._format.num(norm)),
+    assert re.search(r"dloss/dW1: shape \(5, 6\), .*L2 " + re.escape(num(norm)),
                      texts["fc1"])
 
 

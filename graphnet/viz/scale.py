@@ -1,74 +1,10 @@
-"""Numbers as a student reads them, and the one log scale that sizes and colours gradients.
-
-Every number in a drawing goes through `num` (4 significant digits), every array through
-`stats`, so labels look the same in the drawing, the step frames and the HTML player.
-"""
+"""The one log scale that sizes and colours gradients in a drawing."""
 import math
 
-import numpy as np
+from .._format import is_scalar, magnitude, scalar
 
 
-def num(x):
-    """4 significant digits, with a compact exponent: -12, 0.1966, 1.235e4, 3e-13."""
-    x = float(x)
-    if math.isnan(x) or math.isinf(x):
-        return str(x)
-    text = f"{x:.4g}"
-    if "e" in text:
-        mantissa, exponent = text.split("e")
-        text = f"{mantissa}e{int(exponent)}"
-    return "0" if text == "-0" else text
-
-
-def is_scalar(value):
-    return value is not None and np.size(value) == 1
-
-
-def scalar(value):
-    return float(np.asarray(value).reshape(()))
-
-
-def norm(value):
-    """L2 norm in float64, so a float32 tensor of large values does not overflow to inf."""
-    return float(np.linalg.norm(np.asarray(value, dtype=np.float64).ravel()))
-
-
-def magnitude(value):
-    """What an edge or a flag looks at: |x| for a scalar, the L2 norm for a tensor."""
-    return abs(scalar(value)) if is_scalar(value) else norm(value)
-
-
-def stats(value):
-    """(name, number) pairs summarizing a tensor: mean, std, min, max and L2 norm."""
-    array = np.asarray(value, dtype=np.float64)
-    if array.size == 0:
-        return [("empty", 0)]
-    low, high, mean = array.min(), array.max(), array.mean()
-    # A gradient's mean is often 0 up to rounding (2.8e-18): show it as the 0 it is.
-    if abs(mean) <= 1e-12 * max(abs(low), abs(high)):
-        mean = 0.0
-    return [("mean", mean), ("std", array.std()), ("min", low), ("max", high),
-            ("L2", norm(array))]
-
-
-def describe(value):
-    """A one-line text for a value or gradient: the number, or its shape and statistics."""
-    if is_scalar(value):
-        return num(scalar(value))
-    return f"shape {shape_text(np.shape(value))}, " + ", ".join(
-        f"{name} {num(x)}" for name, x in stats(value))
-
-
-def shape_text(shape):
-    if shape is None:
-        return "?"
-    if shape == ():
-        return "scalar"
-    dims = ["?" if d is None else str(d) for d in shape]
-    return "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"
-
-
-def _mix(light, dark, t):
+def mix(light, dark, t):
     """The colour a fraction t of the way from `light` to `dark` (hex strings)."""
     a = [int(light[i:i + 2], 16) for i in (1, 3, 5)]
     b = [int(dark[i:i + 2], 16) for i in (1, 3, 5)]
@@ -119,8 +55,8 @@ class GradientScale:
             return self.ZERO
         t = 0.25 + 0.75 * self.position(value)  # even the smallest gradient stays visible
         if self.signed and scalar(value) < 0:
-            return _mix(self.PALE_BLUE, self.BLUE, t)
-        return _mix(self.PALE_RED, self.RED, t)
+            return mix(self.PALE_BLUE, self.BLUE, t)
+        return mix(self.PALE_RED, self.RED, t)
 
     def text_color(self, value):
         """Label text: always the dark end of the hue, readable on white."""

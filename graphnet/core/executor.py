@@ -1,0 +1,289 @@
+"""The executor: runs plans over a value store, and the hooks that watch it.
+
+    handle = graph.add_hook(backward=lambda event: print(event.node.name, event.received))
+    graph.forward(...); graph.backward()
+    handle.remove()                      # or: with graph.add_hook(...): ...
+
+A forward hook receives a ForwardEvent after each step (the step, its input values, its
+output); a backward hook a BackwardEvent (the step, the upstream gradient, what each input
+received); `start` and `end` hooks are called with the walk's direction and plan around
+each walk. Hooks see the steps as they run: a fused step is one event, whose
+`step.fused` lists its nodes. Without hooks the loops pay nothing for them.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable, List, NamedTuple, Optional
+
+import numpy as np
+
+from ..errors import GraphError
+from ..gates.base import unbroadcast
+from .plan import Plan, Step, backward_plan, forward_plan
+from .store import ValueStore
+
+
+class ForwardEvent(NamedTuple):
+    """One forward step done: `inputs` are the values it read, `output` the value of
+    `step.node`; `index` counts from 1 to `total`."""
+    step: Step
+    index: int
+    total: int
+    inputs: tuple
+    output: Any
+
+    @property
+    def node(self):
+        return self.step.node
+
+
+class BackwardEvent(NamedTuple):
+    """One backward step done: `upstream` is d target / d step.node, `received[i]` what
+    step.inputs[i] received along its edge (None where it needs no gradient)."""
+    step: Step
+    index: int
+    total: int
+    upstream: Any
+    received: tuple
+
+    @property
+    def node(self):
+        return self.step.node
+
+
+class Hook(NamedTuple):
+    forward: Optional[Callable[[ForwardEvent], None]] = None
+    backward: Optional[Callable[[BackwardEvent], None]] = None
+    start: Optional[Callable[[str, Plan], None]] = None
+    end: Optional[Callable[[str, Plan], None]] = None
+    #: True for hooks that must see every gate (anomaly mode): fusion is off while active.
+    every_gate: bool = False
+
+
+class HookHandle:
+    """What add_hook returns: `remove()` it, or use it as a context manager."""
+
+    def __init__(self, hooks: list, hook: Hook):
+        self._hooks, self.hook = hooks, hook
+
+    def remove(self) -> None:
+        if self.hook in self._hooks:
+            self._hooks.remove(self.hook)
+
+    def __enter__(self) -> HookHandle:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+
+_thread = threading.local()
+
+
+def thread_hooks() -> list:
+    """Hooks that watch every graph's walks in this thread (anomaly mode uses them)."""
+    hooks = getattr(_thread, "hooks", None)
+    if hooks is None:
+        hooks = _thread.hooks = []
+    return hooks
+
+
+class Executor:
+    """A graph's plans, cached until the graph changes, and the walks that run them."""
+
+    def __init__(self, graph: Any):
+        self.graph = graph
+        self.hooks: List[Hook] = []
+        self._plans: dict = {}
+
+    def invalidate(self) -> None:
+        self._plans.clear()
+
+    def active_hooks(self) -> list:
+        return self.hooks + thread_hooks() if getattr(_thread, "hooks", None) else self.hooks
+
+    def fusing(self, hooks: list) -> bool:
+        return self.graph.fuse and not any(h.every_gate for h in hooks)
+
+    def forward_plan(self, targets, fuse: bool) -> Plan:
+        key = ("forward", tuple(t.index for t in targets), fuse)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = forward_plan(self.graph.nodes, targets,
+                                                   self._forward_function, fuse)
+        return plan
+
+    def backward_plan(self, target, fuse: bool) -> Plan:
+        key = ("backward", target.index, fuse)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = backward_plan(self.graph.nodes, target, fuse)
+        return plan
+
+    def _forward_function(self, node) -> Callable:
+        gate = node.gate
+        if not gate.stateful:
+            return gate.forward
+        graph, state = self.graph, self.graph.store.states[node.index]
+        return lambda *values: gate.forward(state, graph.training, *values)
+
+    # ----- forward ----------------------------------------------------------------------
+
+    def run_forward(self, plan: Plan, hooks: list) -> None:
+        store = self.graph.store
+        store.forget_deferred("value", plan.computes)
+        store.forget_deferred("cache", plan.computes)
+        done = 0  # the step running, for the error and the stale marks
+        position = [0]
+        try:
+            if hooks:
+                self._forward_hooked(plan, store, hooks, position)
+            else:
+                values, caches = store.values, store.caches
+                for done, (out, run, ins, fused) in enumerate(plan.loop):
+                    if fused:
+                        run(store)
+                    else:
+                        values[out], caches[out] = run(*[values[j] for j in ins])
+        except BaseException as err:
+            done = max(done, position[0])
+            failed = plan.steps[done] if done < len(plan.steps) else None
+            self._mark_stale(plan, done, failed, err)
+            if isinstance(err, (ValueError, TypeError)) and failed is not None:
+                raise gate_failure("forward", failed, err) from err
+            raise
+        if store.stale:
+            for index in plan.computes + [n.index for n in plan.inputs]:
+                store.stale.pop(index, None)
+        for hook in hooks:
+            if hook.end:
+                hook.end("forward", plan)
+
+    @staticmethod
+    def _forward_hooked(plan: Plan, store: ValueStore, hooks: list, position: list) -> None:
+        values, caches, total = store.values, store.caches, len(plan.steps)
+        for hook in hooks:
+            if hook.start:
+                hook.start("forward", plan)
+        for step, (out, run, ins, fused) in zip(plan.steps, plan.loop):
+            inputs = tuple(values[j] for j in ins)
+            if fused:
+                run(store)
+            else:
+                values[out], caches[out] = run(*inputs)
+            position[0] += 1
+            event = ForwardEvent(step, position[0], total, inputs, values[out])
+            for hook in hooks:
+                if hook.forward:
+                    hook.forward(event)
+
+    def _mark_stale(self, plan: Plan, done: int, failed: Optional[Step], err) -> None:
+        """After a failed forward, the fed inputs and the steps it ran hold a mix of the
+        new batch and the last one: a backward through them would mix them too."""
+        where = (f"at node {failed.node.name!r} ({failed.label})" if failed is not None
+                 else "after its last step")
+        reason = f"the last forward failed {where}: {type(err).__name__}: {err}"
+        store = self.graph.store
+        for node in plan.inputs:
+            store.stale[node.index] = reason
+        for step in plan.steps[:done + 1]:
+            for node in step.nodes:
+                store.stale[node.index] = reason
+
+    # ----- backward ---------------------------------------------------------------------
+
+    def run_backward(self, plan: Plan, seed: Any, store: ValueStore, hooks: list) -> None:
+        if store.stale:
+            self._refuse_stale(plan, store)
+        if store.has_deferred():
+            store.compute_deferred(plan.reads)
+        grads = store.grads
+        grads[:] = [None] * len(grads)  # in place: the loops below hold the list
+        store.forget_deferred("grad")
+        store.edge_grads = {}
+        grads[plan.target.index] = seed
+        step = None
+        try:
+            if hooks:
+                self._backward_hooked(plan, store, hooks)
+            else:
+                values, caches, edges = store.values, store.caches, store.edge_grads
+                for step in plan.loop:
+                    out, run, needs, targets, fused = step
+                    sent = run(store, needs) if fused else run(grads[out], caches[out], needs)
+                    for position, j, edge in targets:
+                        grad = sent[position]
+                        if grad is None:
+                            continue  # a gate that gives this input no gradient (labels)
+                        shape = values[j].shape
+                        if grad.shape != shape:
+                            grad = unbroadcast(grad, shape)
+                        if edge is not None:
+                            edges[edge] = grad
+                        # Fan-out: a node feeding several gates gets the sum of their gradients.
+                        before = grads[j]
+                        grads[j] = grad if before is None else before + grad
+        except (ValueError, TypeError) as err:
+            failed = plan.steps[plan.loop.index(step)] if step is not None else None
+            if failed is None:
+                raise
+            raise gate_failure("backward", failed, err) from err
+        for node in plan.unreached:
+            value = store.value(node.index)
+            if value is not None:
+                grads[node.index] = np.zeros_like(value)[()]
+        store.last_backward = (plan, seed)
+        for hook in hooks:
+            if hook.end:
+                hook.end("backward", plan)
+
+    def _backward_hooked(self, plan: Plan, store: ValueStore, hooks: list) -> None:
+        values, caches, grads, edges = store.values, store.caches, store.grads, store.edge_grads
+        total = len(plan.steps)
+        for hook in hooks:
+            if hook.start:
+                hook.start("backward", plan)
+        for index, (step, loop_step) in enumerate(zip(plan.steps, plan.loop), 1):
+            out, run, needs, targets, fused = loop_step
+            upstream = grads[out]
+            sent = run(store, needs) if fused else run(upstream, caches[out], needs)
+            received = [None] * len(step.inputs)
+            for position, j, edge in targets:
+                grad = sent[position]
+                if grad is None:
+                    continue
+                if grad.shape != values[j].shape:
+                    grad = unbroadcast(grad, values[j].shape)
+                if edge is not None:
+                    edges[edge] = grad
+                received[position] = grad
+                grads[j] = grad if grads[j] is None else grads[j] + grad
+            event = BackwardEvent(step, index, total, upstream, tuple(received))
+            for hook in hooks:
+                if hook.backward:
+                    hook.backward(event)
+
+    @staticmethod
+    def _refuse_stale(plan: Plan, store: ValueStore) -> None:
+        for step in plan.steps:
+            for node in (step.node, *step.inputs):
+                reason = store.stale.get(node.index)
+                if reason is not None:
+                    raise GraphError(f"cannot run backward through node {node.name!r}: "
+                                     f"{reason}; run a forward that succeeds first")
+
+
+def gate_failure(walk: str, step: Step, err: Exception) -> Exception:
+    """A kernel's own error, with the node, its gate and its inputs' shapes added; for a
+    fused step, the chain of nodes it runs."""
+    if isinstance(err, GraphError):
+        return err
+    first = step.fused[0] if step.fused else step.node
+    inputs = ", ".join(f"{i.name!r} {np.shape(i.value)} {np.asarray(i.value).dtype}"
+                       for i in first.inputs)
+    if step.fused:
+        names = " -> ".join(f"{n.name!r} ({n.op})" for n in step.fused)
+        return GraphError(f"{walk} of the fused chain {names} failed: {err} "
+                          f"[inputs of {first.name!r}: {inputs}]")
+    return GraphError(f"{walk} of node {step.node.name!r} (gate {step.node.op!r}) failed: "
+                      f"{err} [inputs: {inputs}]")

@@ -1,0 +1,117 @@
+"""Node: one vertex of a graph, a description fixed when it is built."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Optional, Tuple
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from ..gates.base import Gate
+    from .graph import Graph
+
+_DESCRIPTION = ("graph", "index", "name", "kind", "gate", "inputs", "static_shape",
+                "requires_grad", "declared_dtype")
+
+
+class Node:
+    """A source (input, param, const) or the output of a gate.
+
+    A node describes: its name, kind, gate (with the gate's hyperparameters), inputs,
+    the shape inferred when it was built (`static_shape`, None where unknown), its dtype
+    and whether it gets a gradient. These are fixed when the node is built. What the walks
+    compute lives in the graph's value store and reads through the node: `value` (after
+    forward), `grad` (d target / d this node after backward; None for nodes that need no
+    gradient), `cache` (what the gate saved for its backward) and `state` (a stateful
+    gate's per-node state: batchnorm's running averages, dropout's random stream).
+    Reading them never changes anything but an entry a fused step left to compute on
+    first read.
+    """
+
+    __slots__ = _DESCRIPTION + ("__weakref__",)
+
+    graph: Graph
+    index: int
+    name: str
+    kind: str
+    gate: Optional[Gate]
+    inputs: Tuple[Node, ...]
+    static_shape: Optional[Tuple[Optional[int], ...]]
+    requires_grad: bool
+    declared_dtype: Optional[np.dtype]
+
+    def __init__(self, graph: Graph, index: int, name: str, kind: str, gate: Optional[Gate],
+                 inputs: Tuple[Node, ...], shape, dtype: Optional[np.dtype],
+                 requires_grad: bool):
+        for slot, item in zip(_DESCRIPTION, (graph, index, name, kind, gate, tuple(inputs),
+                                             shape, bool(requires_grad), dtype)):
+            object.__setattr__(self, slot, item)
+
+    def __setattr__(self, name: str, item: Any) -> None:
+        if name == "value":
+            self.graph.store.set_value(self, item)
+            return
+        raise AttributeError(f"node {self.name!r}: {name!r} is part of its description, "
+                             "fixed when the node is built")
+
+    @property
+    def op(self) -> str:
+        """The gate's op ('add', 'conv', ...) or the kind of source ('input', 'param',
+        'const')."""
+        return self.gate.op if self.gate is not None else self.kind
+
+    @property
+    def dtype(self) -> Optional[np.dtype]:
+        """The node's dtype; for an input built without one, that of what was fed to it
+        (None until then)."""
+        if self.declared_dtype is not None:
+            return self.declared_dtype
+        value = self.graph.store.peek_value(self.index)
+        return None if value is None else np.asarray(value).dtype
+
+    @property
+    def value(self) -> Any:
+        """The output of the last forward that computed this node (None before)."""
+        return self.graph.store.value(self.index)
+
+    @property
+    def grad(self) -> Any:
+        return self.graph.store.grad(self.index)
+
+    @property
+    def cache(self) -> Any:
+        return self.graph.store.cache(self.index)
+
+    @property
+    def state(self) -> dict:
+        return self.graph.store.states[self.index]
+
+    @property
+    def shape(self) -> Optional[Tuple[Optional[int], ...]]:
+        """The value's shape once computed, else the shape inferred at build time (None
+        where unknown). Never computes anything."""
+        shape = self.graph.store.peek_shape(self.index)
+        return self.static_shape if shape is None else shape
+
+    def __repr__(self) -> str:
+        parts = [repr(self.name), f"op={self.op!r}", f"shape={self.shape}"]
+        store = self.graph.store
+        for label, item in (("value", store.peek_value(self.index)),
+                            ("grad", store.peek_grad(self.index))):
+            if item is not None and np.ndim(item) == 0:
+                parts.append(f"{label}={round(float(item), 6)!r}")
+        return f"Node({', '.join(parts)})"
+
+    # Arithmetic on nodes builds gates in the node's graph.
+    def __add__(self, other): return self.graph.add(self, other)
+    def __radd__(self, other): return self.graph.add(other, self)
+    def __sub__(self, other): return self.graph.subtract(self, other)
+    def __rsub__(self, other): return self.graph.subtract(other, self)
+    def __mul__(self, other): return self.graph.multiply(self, other)
+    def __rmul__(self, other): return self.graph.multiply(other, self)
+    def __truediv__(self, other): return self.graph.divide(self, other)
+    def __rtruediv__(self, other): return self.graph.divide(other, self)
+    def __neg__(self): return self.graph.multiply(self, -1.0)
+
+    # Nodes are graph vertices: identity, not value, decides equality.
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__

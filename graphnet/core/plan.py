@@ -1,0 +1,150 @@
+"""Plans: the steps a walk takes, worked out once per graph change.
+
+A forward plan lists the gates the targets depend on, in topological order; a backward
+plan lists the gates a gradient passes through, in reverse order, with which of their
+inputs need a gradient. Rewrites (graphnet/passes/) then replace runs of steps with fused
+steps. The executor runs a plan as a plain loop.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, List, NamedTuple, Optional, Tuple
+
+from .node import Node
+
+#: The plan rewrites, in the order they apply (graphnet.passes registers them).
+REWRITES: list = []
+
+
+def register_rewrite(rewrite: Any) -> Any:
+    """Add a rewrite: an object with fuse_forward(steps) and fuse_backward(steps), each
+    returning the steps with runs it knows replaced by fused steps."""
+    REWRITES.append(rewrite)
+    return rewrite
+
+
+class Step(NamedTuple):
+    """One step of a walk.
+
+    node: forward, the node the step computes (a fused step: the last of its nodes);
+        backward, the node whose gradient the step passes on.
+    inputs: the nodes it reads (forward) or sends gradients to (backward).
+    run: one gate's forward(*values) -> (out, cache), or backward(dout, cache, needs) ->
+        gradients; a fused step's run(store) writes its nodes' entries itself, and its
+        backward run(store, needs) returns the inputs' gradients.
+    needs: backward only, which inputs need a gradient.
+    fused: the nodes a fused step stands for, in order; () for a single gate.
+    edges: (consumer, position) of the graph edge each input's gradient travels along
+        (a fused step's inputs may feed different nodes of its run); None: (node, i).
+    """
+    node: Node
+    inputs: Tuple[Node, ...]
+    run: Callable
+    needs: Tuple[bool, ...] = ()
+    fused: Tuple[Node, ...] = ()
+    edges: Optional[Tuple[Tuple[Node, int], ...]] = None
+
+    @property
+    def label(self) -> str:
+        return "+".join(n.op for n in self.fused) if self.fused else self.node.op
+
+    @property
+    def nodes(self) -> Tuple[Node, ...]:
+        """Every node whose entries the step fills."""
+        return self.fused or (self.node,)
+
+    def edge(self, position: int) -> Tuple[Node, int]:
+        return self.edges[position] if self.edges is not None else (self.node, position)
+
+
+class Plan:
+    """A walk's steps, and what its loop needs.
+
+    direction: 'forward' or 'backward'. steps: the Steps in order. inputs: forward, the
+    input nodes to feed. unreached: backward, the nodes wanting a gradient that the
+    target does not depend on (they get zeros). reads: node indices whose entries the
+    steps read, so that deferred ones can be computed before the loop. loop: the steps
+    as the executor's loop unpacks them.
+    """
+
+    def __init__(self, direction: str, steps: List[Step], inputs=(), unreached=(),
+                 target: Optional[Node] = None):
+        self.direction, self.steps, self.target = direction, steps, target
+        self.inputs, self.unreached = list(inputs), list(unreached)
+        self.reads = frozenset(n.index for step in steps for n in (step.node, *step.inputs))
+        self.computes = [n.index for step in steps for n in step.nodes]
+        if direction == "forward":
+            self.loop = [(s.node.index, s.run, tuple(i.index for i in s.inputs), bool(s.fused))
+                         for s in steps]
+        else:
+            self.loop = _backward_loop(steps)
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def __repr__(self) -> str:
+        return (f"<Plan {self.direction}: " + ", ".join(s.label for s in self.steps[:12])
+                + (" ..." if len(self.steps) > 12 else "") + ">")
+
+
+def _backward_loop(steps: List[Step]) -> list:
+    """(node index, run, needs, ((position, input index, edge key or None), ...), fused) per
+    step.
+    An edge key is kept only for an input that receives gradients along several edges (its
+    fan-out): there the store records what each edge sent, for drawings."""
+    arrivals: dict = {}
+    for step in steps:
+        for inp, need in zip(step.inputs, step.needs):
+            if need:
+                arrivals[inp.index] = arrivals.get(inp.index, 0) + 1
+    loop = []
+    for step in steps:
+        targets = []
+        for position, (inp, need) in enumerate(zip(step.inputs, step.needs)):
+            if need:
+                consumer, slot = step.edge(position)
+                fan = arrivals[inp.index] > 1
+                targets.append((position, inp.index, (consumer.index, slot) if fan else None))
+        loop.append((step.node.index, step.run, step.needs, tuple(targets), bool(step.fused)))
+    return loop
+
+
+def ancestors(targets) -> set:
+    """Ids of every node some target depends on, targets included (iterative DFS)."""
+    seen: set = set()
+    stack = list(targets)
+    while stack:
+        node = stack.pop()
+        if id(node) not in seen:
+            seen.add(id(node))
+            stack.extend(node.inputs)
+    return seen
+
+
+def forward_plan(nodes: List[Node], targets, forward_of: Callable[[Node], Callable],
+                 fuse: bool) -> Plan:
+    """The gates `targets` depend on, in the order of `nodes` (topological)."""
+    needed = ancestors(targets)
+    chosen = [n for n in nodes if id(n) in needed]
+    steps = [Step(n, n.inputs, forward_of(n)) for n in chosen if n.gate is not None]
+    if fuse:
+        for rewrite in REWRITES:
+            steps = rewrite.fuse_forward(steps)
+    return Plan("forward", steps, inputs=[n for n in chosen if n.kind == "input"])
+
+
+def backward_plan(nodes: List[Node], target: Node, fuse: bool) -> Plan:
+    """The gates a gradient from `target` passes through, last first."""
+    needed = ancestors([target])
+    steps = []
+    for node in reversed(nodes):
+        if node.gate is None or not node.requires_grad or id(node) not in needed:
+            continue
+        integer = node.gate.integer_inputs
+        needs = tuple(i.requires_grad and position not in integer
+                      for position, i in enumerate(node.inputs))
+        steps.append(Step(node, node.inputs, node.gate.backward, needs))
+    if fuse:
+        for rewrite in REWRITES:
+            steps = rewrite.fuse_backward(steps)
+    unreached = [n for n in nodes if n.requires_grad and id(n) not in needed]
+    return Plan("backward", steps, unreached=unreached, target=target)

@@ -1,0 +1,144 @@
+"""The value store: what the walks compute, kept apart from the nodes that describe it.
+
+One list per kind of entry, indexed by `node.index`: values, gradients, caches and the
+stateful gates' per-node states. The executor's loops read and write the lists directly.
+An entry may be deferred: a fused step that skipped computing it (the conv's output inside
+conv -> relu -> max_pool, say) leaves a marker and a function; the first read computes
+and keeps the entry. Nothing else ever changes an entry on read.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Optional, Tuple
+
+import numpy as np
+
+from ..errors import GraphError
+
+#: The marker of a deferred entry in the lists.
+DEFERRED = type("Deferred", (), {"__repr__": lambda self: "<deferred>"})()
+
+class ValueStore:
+    """values, grads, caches and states of a graph's nodes, by node index.
+
+    `edge_grads` holds what the last backward sent along the edges into inputs with more
+    than one consumer, {(consumer index, input position): gradient}; an input with one
+    consumer received exactly its own gradient, so nothing is kept for it.
+    `stale` names the nodes a failed forward left half-computed: a backward that reads
+    them refuses until a forward succeeds.
+    """
+
+    def __init__(self) -> None:
+        self.values: list = []
+        self.grads: list = []
+        self.caches: list = []
+        self.states: list = []
+        self._deferred: Dict[Tuple[str, int], Tuple[Callable[[], Any], Any]] = {}
+        self.edge_grads: Dict[Tuple[int, int], Any] = {}
+        self.last_backward: Optional[Tuple[Any, Any]] = None  # (plan, seed)
+        self.stale: Dict[int, str] = {}
+
+    def grow(self, value: Any = None) -> None:
+        """Make room for one more node (the graph just built it)."""
+        self.values.append(value)
+        self.grads.append(None)
+        self.caches.append(None)
+        self.states.append({})
+
+    # ----- reading ----------------------------------------------------------------------
+
+    def value(self, index: int) -> Any:
+        item = self.values[index]
+        return self._compute("value", index) if item is DEFERRED else item
+
+    def grad(self, index: int) -> Any:
+        item = self.grads[index]
+        return self._compute("grad", index) if item is DEFERRED else item
+
+    def cache(self, index: int) -> Any:
+        item = self.caches[index]
+        return self._compute("cache", index) if item is DEFERRED else item
+
+    def peek_value(self, index: int) -> Any:
+        """The value if it is computed, else None: never computes a deferred one."""
+        item = self.values[index]
+        return None if item is DEFERRED else item
+
+    def peek_grad(self, index: int) -> Any:
+        item = self.grads[index]
+        return None if item is DEFERRED else item
+
+    def peek_shape(self, index: int) -> Optional[tuple]:
+        """The value's shape, also of a deferred value (its step declared it); None
+        before any forward computed it."""
+        item = self.values[index]
+        if item is DEFERRED:
+            return self._deferred[("value", index)][1]
+        return None if item is None else np.shape(item)
+
+    def is_deferred(self, slot: str, index: int) -> bool:
+        return self._lists(slot)[index] is DEFERRED
+
+    def has_deferred(self) -> bool:
+        return bool(self._deferred)
+
+    # ----- writing ------------------------------------------------------------------------
+
+    def defer(self, slot: str, index: int, compute: Callable[[], Any], shape: Any = None) -> None:
+        """Leave entry `slot` ('value', 'grad' or 'cache') of node `index` to `compute()`,
+        called on the first read; `shape` is the value's shape, for readers that need only
+        that."""
+        self._lists(slot)[index] = DEFERRED
+        self._deferred[(slot, index)] = (compute, shape)
+
+    def compute_deferred(self, indices) -> None:
+        """Compute every deferred entry of the nodes `indices` (a backward step is about to
+        read them)."""
+        wanted = set(indices)
+        for slot, index in [key for key in self._deferred if key[1] in wanted]:
+            self._compute(slot, index)
+
+    def forget_deferred(self, slot: str, indices=None) -> None:
+        """Drop the deferred entries of `slot` that a walk is about to overwrite: those of
+        the nodes `indices`, or all of them."""
+        if not self._deferred:
+            return
+        keys = ([key for key in self._deferred if key[0] == slot] if indices is None
+                else [(slot, index) for index in indices])
+        for key in keys:
+            self._deferred.pop(key, None)
+
+    def set_value(self, node: Any, item: Any) -> None:
+        """`node.value = item` for a source: a param's or a const's new value, checked."""
+        if node.kind not in ("param", "const", "input"):
+            raise GraphError(f"node {node.name!r} ({node.op}) is computed by its gate; only "
+                             "inputs, params and consts can be assigned a value")
+        array = np.asarray(item)
+        current = self.values[node.index]
+        if node.kind == "param" and current is not None and array.shape != np.shape(current):
+            raise GraphError(f"param {node.name!r} has shape {np.shape(current)}; cannot "
+                             f"assign an array of shape {array.shape}")
+        dtype = node.declared_dtype
+        array = array if dtype is None else array.astype(dtype, copy=False)
+        self.values[node.index] = array[()] if array.ndim == 0 else array
+
+    def scratch(self) -> ValueStore:
+        """A store that shares this one's values, caches and states but has gradients of
+        its own: a backward run in it (the step player's, say) leaves this one's untouched."""
+        other = ValueStore.__new__(ValueStore)
+        other.values, other.caches, other.states = self.values, self.caches, self.states
+        other._deferred = self._deferred
+        other.grads = [None] * len(self.grads)
+        other.edge_grads, other.last_backward, other.stale = {}, None, self.stale
+        return other
+
+    # ----- internals ----------------------------------------------------------------------
+
+    def _lists(self, slot: str) -> list:
+        return {"value": self.values, "grad": self.grads, "cache": self.caches}[slot]
+
+    def _compute(self, slot: str, index: int) -> Any:
+        compute, _ = self._deferred[(slot, index)]
+        item = compute()
+        self._lists(slot)[index] = item
+        del self._deferred[(slot, index)]
+        return item

@@ -1,0 +1,41 @@
+"""What a fusion pass is.
+
+A pass rewrites a plan: it finds runs of steps it knows how to run together and replaces
+each run with one fused step (graphnet.core.plan.Step with `fused` listing the run's
+nodes). The fused step's `run(store)` (forward) computes what the run's last node holds and
+writes it to the value store; what it skips computing for the other nodes (their values,
+gradients or caches), it leaves in the store with `store.defer(slot, index, compute)`, so
+that whoever reads them later still sees every node, gate by gate. Its backward
+`run(store, needs)` returns the gradients of the run's inputs, likewise deferring the inner
+nodes' gradients.
+
+Adding a fusion pattern is one module in this folder, a subclass of FusionPass decorated
+with @register_pass, and its tests.
+"""
+from collections import Counter
+from typing import List
+
+from ..core.plan import Step, register_rewrite
+
+
+class FusionPass:
+    """A plan rewrite. Each method gets the steps of one walk and returns them with the
+    runs it fuses replaced; a pass that finds nothing returns them unchanged."""
+
+    def fuse_forward(self, steps: List[Step]) -> List[Step]:
+        return steps
+
+    def fuse_backward(self, steps: List[Step]) -> List[Step]:
+        return steps
+
+
+def register_pass(cls):
+    """Class decorator: apply an instance of this FusionPass to every fused plan."""
+    register_rewrite(cls())
+    return cls
+
+
+def readers(steps: List[Step]) -> Counter:
+    """How many steps of a walk read each node: a node read by one step only can be left
+    uncomputed by a fused step that is that reader."""
+    return Counter(node for step in steps for node in step.inputs)
