@@ -23,14 +23,14 @@ def detect_anomaly() -> Iterator[None]:
 
 
 def _check_value(event: ForwardEvent) -> None:
-    _check_finite(event.node, event.output, "value", f"step {event.index} of forward")
+    _check_finite(event.node, event.output, "value", f"step {event.number} of forward")
 
 
 def _check_gradients(event: BackwardEvent) -> None:
     for inp, grad in zip(event.step.inputs, event.received):
         if grad is not None:
             _check_finite(inp, grad, f"gradient from {event.node.name!r}",
-                          f"step {event.index} of backward")
+                          f"step {event.number} of backward")
 
 
 def _check_finite(node: Any, array: Any, what: str, step: str) -> None:

@@ -25,9 +25,9 @@ from .store import ValueStore
 
 class ForwardEvent(NamedTuple):
     """One forward step done: `inputs` are the values it read, `output` the value of
-    `step.node`; `index` counts from 1 to `total`."""
+    `step.node`; `number` counts the steps from 1 to `total`."""
     step: Step
-    index: int
+    number: int
     total: int
     inputs: tuple
     output: Any
@@ -41,7 +41,7 @@ class BackwardEvent(NamedTuple):
     """One backward step done: `upstream` is d target / d step.node, `received[i]` what
     step.inputs[i] received along its edge (None where it needs no gradient)."""
     step: Step
-    index: int
+    number: int
     total: int
     upstream: Any
     received: tuple
@@ -140,7 +140,8 @@ class Executor:
                 self._forward_hooked(plan, store, hooks, position)
             else:
                 values, caches = store.values, store.caches
-                for done, (out, run, ins, fused) in enumerate(plan.loop):
+                # `done` names the failing step in the except clause below.
+                for done, (out, run, ins, fused) in enumerate(plan.loop):  # noqa: B007
                     if fused:
                         run(store)
                     else:
@@ -193,6 +194,7 @@ class Executor:
     # ----- backward ---------------------------------------------------------------------
 
     def run_backward(self, plan: Plan, seed: Any, store: ValueStore, hooks: list) -> None:
+        assert plan.target is not None, "a backward plan has a target"
         if store.stale:
             self._refuse_stale(plan, store)
         if store.has_deferred():
@@ -243,7 +245,7 @@ class Executor:
         for hook in hooks:
             if hook.start:
                 hook.start("backward", plan)
-        for index, (step, loop_step) in enumerate(zip(plan.steps, plan.loop), 1):
+        for number, (step, loop_step) in enumerate(zip(plan.steps, plan.loop), 1):
             out, run, needs, targets, fused = loop_step
             upstream = grads[out]
             sent = run(store, needs) if fused else run(upstream, caches[out], needs)
@@ -258,7 +260,7 @@ class Executor:
                     edges[edge] = grad
                 received[position] = grad
                 grads[j] = grad if grads[j] is None else grads[j] + grad
-            event = BackwardEvent(step, index, total, upstream, tuple(received))
+            event = BackwardEvent(step, number, total, upstream, tuple(received))
             for hook in hooks:
                 if hook.backward:
                     hook.backward(event)

@@ -124,7 +124,7 @@ class Graph(GateBuilders):
         except TypeError as err:  # a hyperparameter the gate does not take
             raise GraphError(f"{op} gate {name!r}: {err}") from None
         nodes = tuple(s if isinstance(s, Node) else self.const(s, dtype=s.dtype) for s in sources)
-        floats = {n.dtype for n in nodes if n.declared_dtype is not None and n.dtype.kind == "f"}
+        floats = {d for d in (n.declared_dtype for n in nodes) if d is not None and d.kind == "f"}
         # One float dtype is the common case, and np.result_type costs 2 us a call.
         dtype = (floats.pop() if len(floats) == 1 else np.result_type(*floats) if floats
                  else self.dtype)
@@ -136,10 +136,9 @@ class Graph(GateBuilders):
         """Nodes stay; numbers and arrays become arrays (consts once the gate checks out):
         floats in the dtype of the float nodes beside them, integers where the gate takes
         integers."""
-        float_dtype = next((i.dtype for i in inputs if isinstance(i, Node)
-                            and i.declared_dtype is not None and i.dtype.kind == "f"),
-                           self.dtype)
-        sources = []
+        declared = [i.declared_dtype for i in inputs if isinstance(i, Node)]
+        float_dtype = next((d for d in declared if d is not None and d.kind == "f"), self.dtype)
+        sources: List[Any] = []
         for position, item in enumerate(inputs):
             integer = position in gate_cls.integer_inputs
             what = gate_cls.inputs[position] if position < len(gate_cls.inputs) else position
@@ -147,7 +146,8 @@ class Graph(GateBuilders):
                 if item.graph is not self:
                     raise GraphError(f"{gate_cls.op} gate {name!r}: node {item.name!r} belongs "
                                      "to another graph; build every node in one Graph")
-                if integer and item.declared_dtype is not None and item.dtype.kind not in "iu":
+                dtype = item.declared_dtype
+                if integer and dtype is not None and dtype.kind not in "iu":
                     raise GraphError(f"{gate_cls.op} gate {name!r}: input {what} takes "
                                      f"integers, but node {item.name!r} has dtype {item.dtype}; "
                                      "build it with dtype=np.int64")
@@ -189,7 +189,7 @@ class Graph(GateBuilders):
         """Compute only what `nodes` (a node, a name, or a list of them) depend on and
         return their values (one value, or a list; a scalar comes back as a Python number)."""
         single = isinstance(nodes, (str, Node))
-        targets = [self._node(n) for n in ([nodes] if single else nodes)]
+        targets = self._nodes_of(nodes)
         with self.lock:
             hooks = self.executor.active_hooks()
             plan = self.executor.forward_plan(targets, self.executor.fusing(hooks))
@@ -254,10 +254,11 @@ class Graph(GateBuilders):
         """The steps a walk takes: forward towards `nodes` (default: every sink), or
         backward from one node (default: the single sink), fused or gate by gate."""
         if direction == "forward":
-            targets = self.sinks if nodes is None else [
-                self._node(n) for n in ([nodes] if isinstance(nodes, (str, Node)) else nodes)]
+            targets = self.sinks if nodes is None else self._nodes_of(nodes)
             return self.executor.forward_plan(targets, fuse)
         if direction == "backward":
+            if nodes is not None and not isinstance(nodes, (str, Node)):
+                raise GraphError("a backward plan starts from one node; pass its name")
             target = self.single_sink("plan a backward") if nodes is None else self._node(nodes)
             return self.executor.backward_plan(target, fuse)
         raise ValueError(f"direction must be 'forward' or 'backward', got {direction!r}")
@@ -382,6 +383,11 @@ class Graph(GateBuilders):
             raise UnknownNodeError(f"the graph has no node named {ref!r}; it has: "
                                    + name_list(self._nodes))
         return node
+
+    def _nodes_of(self, refs: Union[NodeRef, Sequence[NodeRef]]) -> List[Node]:
+        if isinstance(refs, (str, Node)):
+            return [self._node(refs)]
+        return [self._node(ref) for ref in refs]
 
     def single_sink(self, action: str = "start from") -> Node:
         """The graph's one sink, or a GraphError asking which node to `action`."""

@@ -37,7 +37,8 @@ def from_networkx(digraph, graph_class):
         data = digraph.nodes[name]
         kind = data.get("kind", "gate")
         if kind == "input":
-            node = graph.input(name, shape=data.get("static_shape", data.get("shape")), dtype=data.get("dtype"),
+            node = graph.input(name, shape=data.get("static_shape", data.get("shape")),
+                               dtype=data.get("dtype"),
                                requires_grad=data.get("requires_grad", True))
         elif kind == "param":
             node = graph.param(name, data["value"], dtype=data.get("dtype"))

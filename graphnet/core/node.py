@@ -47,11 +47,10 @@ class Node:
             object.__setattr__(self, slot, item)
 
     def __setattr__(self, name: str, item: Any) -> None:
-        if name == "value":
-            self.graph.store.set_value(self, item)
-            return
-        raise AttributeError(f"node {self.name!r}: {name!r} is part of its description, "
-                             "fixed when the node is built")
+        if name in _DESCRIPTION:
+            raise AttributeError(f"node {self.name!r}: {name!r} is part of its description, "
+                                 "fixed when the node is built")
+        object.__setattr__(self, name, item)  # `value` has a setter; nothing else a slot
 
     @property
     def op(self) -> str:
@@ -70,8 +69,13 @@ class Node:
 
     @property
     def value(self) -> Any:
-        """The output of the last forward that computed this node (None before)."""
+        """The output of the last forward that computed this node (None before). Inputs,
+        params and consts may be assigned a new value (a param keeps its shape)."""
         return self.graph.store.value(self.index)
+
+    @value.setter
+    def value(self, item: Any) -> None:
+        self.graph.store.set_value(self, item)
 
     @property
     def grad(self) -> Any:

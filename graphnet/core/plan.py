@@ -72,6 +72,7 @@ class Plan:
         self.inputs, self.unreached = list(inputs), list(unreached)
         self.reads = frozenset(n.index for step in steps for n in (step.node, *step.inputs))
         self.computes = [n.index for step in steps for n in step.nodes]
+        self.loop: List[Any]
         if direction == "forward":
             self.loop = [(s.node.index, s.run, tuple(i.index for i in s.inputs), bool(s.fused))
                          for s in steps]

@@ -12,7 +12,7 @@ import numpy as np
 try:  # numpy >= 2 moved the array reconstructor; pickles may name either module.
     from numpy._core.multiarray import _reconstruct
 except ImportError:  # numpy 1.x
-    from numpy.core.multiarray import _reconstruct
+    from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]
 
 from ._common import DataError
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import keyword
 import re
-from typing import Any, Callable, ClassVar, Optional, Sequence, Tuple, TypeVar
+from typing import Any, Callable, ClassVar, Dict, List, Optional, Sequence, Tuple, Type, TypeVar
 
 import numpy as np
 
@@ -104,7 +104,7 @@ class Gate:
 
 # ----- the registry ----------------------------------------------------------------------
 
-_REGISTRY: dict = {}
+_REGISTRY: Dict[str, Type[Gate]] = {}
 _SOURCE_KINDS = ("input", "param", "const")
 GateClass = TypeVar("GateClass", bound=type)
 
@@ -135,12 +135,12 @@ def register_gate(cls: GateClass) -> GateClass:
     return cls
 
 
-def gate_names() -> list:
+def gate_names() -> List[str]:
     """The ops of every registered gate, sorted."""
     return sorted(_REGISTRY)
 
 
-def gate_class(op: str) -> type:
+def gate_class(op: str) -> Type[Gate]:
     """The gate class registered as `op`, or a GraphError naming it."""
     cls = _REGISTRY.get(op) if isinstance(op, str) else None
     if cls is None:
@@ -166,14 +166,14 @@ def fill(template: str, inputs: Sequence[str], output: str) -> str:
     return _PLACEHOLDER.sub(replace, template)
 
 
-def formula_of(gate_cls: type, arity: int) -> str:
+def formula_of(gate_cls: Type[Gate], arity: int) -> str:
     """The gate's forward formula, or op(inputs) for a gate that gives none."""
     if gate_cls.formula:
         return gate_cls.formula
     return f"{gate_cls.op}(" + ", ".join(f"{{{i}}}" for i in range(arity)) + ")"
 
 
-def rule_of(gate_cls: type) -> str:
+def rule_of(gate_cls: Type[Gate]) -> str:
     """The gate's local rule, or the first line of its docstring for a gate that gives none."""
     if gate_cls.rule:
         return gate_cls.rule
@@ -195,7 +195,7 @@ def generic_summary(item: Any) -> str:
     if isinstance(item, np.ndarray) and item.dtype == bool:
         return mask_summary(item, "mask")
     if isinstance(item, (np.ndarray, np.generic, float, int)):
-        return num(scalar(item)) if is_scalar(item) else f"array {item.shape}"
+        return num(scalar(item)) if is_scalar(item) else f"array {np.shape(item)}"
     if isinstance(item, dict):
         return "{" + ", ".join(f"{k}: {generic_summary(v)}" for k, v in item.items()) + "}"
     if isinstance(item, tuple) and hasattr(item, "_fields"):
@@ -216,10 +216,11 @@ def dims_match(a: Optional[int], b: Optional[int]) -> bool:
 
 def broadcast_shape(*shapes: Shape) -> Shape:
     """numpy's broadcasting rule on shapes that may hold None (unknown) sizes."""
-    if any(s is None for s in shapes):
+    known_shapes = [s for s in shapes if s is not None]
+    if len(known_shapes) < len(shapes):
         return None
-    ndim = max(len(s) for s in shapes)
-    padded = [(1,) * (ndim - len(s)) + tuple(s) for s in shapes]
+    ndim = max(len(s) for s in known_shapes)
+    padded = [(1,) * (ndim - len(s)) + tuple(s) for s in known_shapes]
     out = []
     for dims in zip(*padded):
         sizes = {d for d in dims if d != 1}

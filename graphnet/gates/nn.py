@@ -1,5 +1,6 @@
 """Neural-network gates on whole arrays: affine, softmax and the two classification losses."""
 import math
+from typing import Callable, ClassVar
 
 import numpy as np
 
@@ -83,7 +84,7 @@ class ClassificationLoss(Gate):
     the loss and d loss / d scores together, so backward only scales the saved gradient."""
     inputs = ("scores", "y")
     integer_inputs = (1,)
-    kernel = None
+    kernel: ClassVar[Callable[..., tuple]]  # (scores, labels) -> (loss, d loss / d scores)
 
     def shape(self, scores, labels):
         if scores is not None and len(scores) != 2:

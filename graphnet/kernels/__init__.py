@@ -17,7 +17,7 @@ except (ImportError, OSError):
     pass  # the RPATH may still find it; if not, the import below says what is missing
 
 try:
-    from . import _C
+    from . import _C  # type: ignore[attr-defined]  # noqa: F401 (compiled, no stub)
 except ImportError as err:
     raise ImportError(
         f"graphnet's C++ extension graphnet._C could not be loaded ({err}). Install graphnet "

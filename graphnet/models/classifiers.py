@@ -3,8 +3,8 @@
 Every model owns a `Graph` (`model.graph`) with an input "X" (no gradient: it is data),
 an integer input "y", the learnable params W1, b1, ..., gamma1, beta1, a node "scores",
 the softmax loss "data_loss", the L2 penalty "reg_loss" (built from gates, so a drawing
-shows it) and their sum "loss". `model.params` IS the graph's ParamDict, so `model.params[name] = next_w` (what a
-Solver does) writes straight into the graph.
+shows it) and their sum "loss". `model.params` IS the graph's ParamDict, so
+`model.params[name] = next_w` (what a Solver does) writes straight into the graph.
 
 `loss(X, y=None)` has the course's contract: with y=None it returns the scores (computed
 in eval mode: batchnorm uses its running averages, dropout is off); with y it runs forward
@@ -99,20 +99,23 @@ class GraphModel:
         X = self.check_input(X)
         if y is not None:
             y = self.check_labels(y, X.shape[0])
-        was_training = g.training
-        try:
-            if y is None:
-                g.eval()
-                return g.run("scores", {"X": X})
-            g.train()
-            # With reg = 0 the L2 branch adds nothing: run and differentiate only the data
-            # loss, so no time goes into squaring weights that are then multiplied by 0.
-            target = "loss" if self._reg else "data_loss"
-            loss = g.run(target, {"X": X, "y": y})
-            g.backward(target)
-            return loss, g.grads
-        finally:
-            g.train(was_training)
+        # Held for the whole call: another thread's forward between this one's forward and
+        # backward would mix its batch into these gradients.
+        with g.lock:
+            was_training = g.training
+            try:
+                if y is None:
+                    g.eval()
+                    return g.run("scores", {"X": X})
+                g.train()
+                # With reg = 0 the L2 branch adds nothing: run and differentiate only the
+                # data loss, so no time goes into squaring weights then multiplied by 0.
+                target = "loss" if self._reg else "data_loss"
+                loss = g.run(target, {"X": X, "y": y})
+                g.backward(target)
+                return loss, g.grads
+            finally:
+                g.train(was_training)
 
     # ----- validation -------------------------------------------------------------------
 
@@ -230,7 +233,8 @@ class FullyConnectedNet(GraphModel):
                  seed=None, dropout_keep_ratio=None, normalization=None):
         if dropout_keep_ratio is not None:
             if not 0 < dropout_keep_ratio <= 1:
-                raise ValueError(f"dropout_keep_ratio must be in (0, 1], got {dropout_keep_ratio!r}")
+                raise ValueError(f"dropout_keep_ratio must be in (0, 1], got "
+                                 f"{dropout_keep_ratio!r}")
             dropout = 1.0 - float(dropout_keep_ratio)
         if normalization not in (None, "batchnorm"):
             raise ValueError(f"normalization {normalization!r} is not supported; use None "

@@ -281,7 +281,8 @@ def _read_arrays(path):
             _refuse_inflating_members(path, archive.zip)
             return {key: archive[key] for key in archive.files}
     except MemoryError:  # an array header that claims more than the machine has
-        raise CheckpointError(f"{path}: corrupted checkpoint (an array larger than memory)") from None
+        raise CheckpointError(f"{path}: corrupted checkpoint (an array larger than "
+                              "memory)") from None
     except ValueError as err:
         if isinstance(err, CheckpointError):
             raise

@@ -31,8 +31,8 @@ class Solver:
 
     update_rule: a name in graphnet.optim ('sgd', 'sgd_momentum', 'rmsprop', 'adam') or
         a callable (w, dw, config) -> (next_w, config).
-    optim_config: hyperparameters for the update rule ({} by default); each param gets its own deep copy,
-        which then also holds that param's optimizer state.
+    optim_config: hyperparameters for the update rule ({} by default); each param gets its
+        own deep copy, which then also holds that param's optimizer state.
     lr_decay: the learning rate is multiplied by this after each epoch.
     batch_size, num_epochs: minibatch size and training length.
     num_train_samples, num_val_samples: accuracy is checked on random subsamples of this

@@ -13,6 +13,7 @@ import dataclasses
 import html
 import itertools
 import math
+from typing import Optional
 from collections import Counter, defaultdict
 
 import numpy as np
@@ -77,12 +78,12 @@ class View:
     values: dict
     grads: dict
     edge_grads: dict
-    active: str = None
+    active: Optional[str] = None
     active_edges: frozenset = frozenset()
     pending: bool = False
     #: Gradients the edge scale spans, if not the ones drawn: the frames of one walk
     #: share the last frame's scale, so an edge's width does not change between steps.
-    scale_grads: list = None
+    scale_grads: Optional[list] = None
 
     @classmethod
     def of(cls, graph):

@@ -9,6 +9,7 @@ from an earlier step (fan-out). The last frame's gradients are those of
 values of the last forward filling in.
 """
 import dataclasses
+from typing import Optional
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +48,7 @@ class Frame:
     edge_grads: dict
     received: dict
     graph: object = dataclasses.field(repr=False, default=None)
-    scale_grads: list = dataclasses.field(repr=False, default=None)
+    scale_grads: Optional[list] = dataclasses.field(repr=False, default=None)
 
     def view(self):
         active_edges = frozenset((self.node.name, i) for i in range(len(self.node.inputs)))
@@ -117,9 +118,9 @@ def backward_steps(graph, node=None, grad=None):
             before = grads.get(inp.name)
             grads[inp.name] = gradient if before is None else before + gradient
             arrivals.append((inp, gradient, before))
-        text = _backward_text(event.index, event.total, target, event.node, event.upstream,
+        text = _backward_text(event.number, event.total, target, event.node, event.upstream,
                               arrivals, grads)
-        frames.append(Frame(event.index, event.total, "backward", event.node, text, values,
+        frames.append(Frame(event.number, event.total, "backward", event.node, text, values,
                             grads, edge_grads, received, graph))
         state["grads"], state["edges"] = grads, edge_grads
 

@@ -218,7 +218,8 @@ bad("batchnorm-eps-negative", gn.GraphError,
                                    name="bn"))(circuit()), "batchnorm gate 'bn'", "eps", "-1")
 bad("batchnorm-momentum-2", gn.GraphError,
     lambda: (lambda g: g.batchnorm(g.input("z", shape=(None, 4)), g["b"], g["b"], momentum=2,
-                                   name="bn"))(circuit()), "batchnorm gate 'bn'", "momentum", "[0, 1]")
+                                   name="bn"))(circuit()),
+    "batchnorm gate 'bn'", "momentum", "[0, 1]")
 bad("batchnorm-gamma-shape", gn.GraphError,
     lambda: (lambda g: g.batchnorm(g.input("z", shape=(None, 5)), g["b"], g["b"], name="bn"))(
         circuit()), "batchnorm gate 'bn'", "(4,)", "(None, 5)")
@@ -737,7 +738,7 @@ def test_accepted_conversions_are_exact():
     """The documented policy: integer images (uint8 pixels), float16 and integral float
     labels are accepted and converted exactly; a model's answer on them equals the answer
     on the converted arrays."""
-    for name, (make, shape) in MODELS.items():
+    for make, shape in MODELS.values():
         model = make()
         pixels = np.random.default_rng(2).integers(0, 256, size=shape, dtype=np.uint8)
         np.testing.assert_array_equal(model.loss(pixels), model.loss(pixels.astype(model.dtype)))

@@ -1,5 +1,5 @@
-"""conv -> relu -> max_pool chains run as fused steps (graphnet/passes/conv_relu_pool.py). Every node's
-value and gradient must read as when the gates run one by one, the fused steps must
+"""conv -> relu -> max_pool chains run as fused steps (graphnet/passes/conv_relu_pool.py).
+Every node's value and gradient must read as when the gates run one by one, the fused steps must
 really be taken where they apply, and never where they do not."""
 import numpy as np
 import pytest
@@ -128,7 +128,8 @@ def test_a_chain_below_another_gives_its_input_a_gradient():
 def test_a_chain_whose_inner_node_feeds_another_gate_is_not_fused(extra):
     g, feeds = chain_net(np.float64, CHAINS[1])
     tapped = g["relu1"] if extra == "relu feeds a sum" else g["conv1"]
-    tap_loss = g.softmax_loss(g.affine(g.sum(tapped, axis=(2, 3)), g.param("W_tap", np.ones((4, 5))),
+    tap_loss = g.softmax_loss(g.affine(g.sum(tapped, axis=(2, 3)),
+                                       g.param("W_tap", np.ones((4, 5))),
                                        g.param("b_tap", np.zeros(5))), g["y"])
     g.add(g["loss"], tap_loss, name="total")
     g.forward(**feeds)

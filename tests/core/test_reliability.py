@@ -76,7 +76,8 @@ def test_anomaly_mode_names_a_nan_param():
     model.params["W2"] = W2  # params accept NaN (a diverged run stays inspectable) ...
     with gn.detect_anomaly():  # ... and anomaly mode says where it first shows
         with pytest.raises(gn.AnomalyError, match=r"NaN in the value of node 'scores' "
-                                                   r"\(gate 'affine', shape \(2, 3\)\) at step 3 of forward"):
+                                                   r"\(gate 'affine', shape \(2, 3\)\) "
+                                                   r"at step 3 of forward"):
             model.loss(np.ones((2, 12)))
 
 
@@ -160,7 +161,8 @@ def test_random_gate_stacks_on_random_shapes_fail_only_with_graph_errors(ops, sh
             elif op == "multiply":
                 h = g.multiply(h, 0.5)
             elif op == "conv":
-                h = g.conv(h, g.param(f"w{k}", np.ones((2, shape[1] if len(shape) > 1 else 1, 2, 2))),
+                channels = shape[1] if len(shape) > 1 else 1
+                h = g.conv(h, g.param(f"w{k}", np.ones((2, channels, 2, 2))),
                            g.param(f"b{k}", np.zeros(2)), stride=1, pad=1)
             elif op == "max_pool":
                 h = g.max_pool(h, 2, 2, 1)
@@ -435,7 +437,8 @@ def test_kernels_on_non_contiguous_views_match_contiguous_copies(N, C, H, W, lay
     rng = np.random.default_rng(seed)
     base = rng.standard_normal((N, C, H, W) if layout != "sliced" else (N, C, 2 * H, W + 3))
     x = {"sliced": lambda a: a[:, :, ::2, 1:W + 1],
-         "transposed": lambda a: np.ascontiguousarray(a.transpose(0, 1, 3, 2)).transpose(0, 1, 3, 2),
+         "transposed": lambda a: np.ascontiguousarray(
+             a.transpose(0, 1, 3, 2)).transpose(0, 1, 3, 2),
          "fortran": np.asfortranarray,
          "negative": lambda a: a[:, :, ::-1, ::-1]}[layout](base.astype(dtype))
     assert x.shape == (N, C, H, W)
@@ -445,7 +448,8 @@ def test_kernels_on_non_contiguous_views_match_contiguous_copies(N, C, H, W, lay
     out, cache = conv_forward_fast(x, w, b, cp)
     ref, ref_cache = conv_forward_fast(np.ascontiguousarray(x), np.ascontiguousarray(w), b, cp)
     np.testing.assert_array_equal(out, ref)
-    dout = rng.standard_normal(out.shape).astype(dtype).transpose(0, 1, 3, 2).copy().transpose(0, 1, 3, 2)
+    dout = rng.standard_normal(out.shape).astype(dtype)
+    dout = dout.transpose(0, 1, 3, 2).copy().transpose(0, 1, 3, 2)
     for got, want in zip(conv_backward_fast(dout, cache),
                          conv_backward_fast(np.ascontiguousarray(dout), ref_cache)):
         np.testing.assert_array_equal(got, want)

@@ -147,7 +147,8 @@ def test_sigint_saves_a_checkpoint_and_resume_completes(tmp_path):
     result = run_cli("train", "--out", str(out), "--resume", "--epochs",
                      str(state["epoch"] + 1))
     assert result.returncode == 0, result.stderr
-    assert f"resuming {out}: epoch {state['epoch']}, iteration {state['iteration']}" in result.stdout
+    resuming = f"resuming {out}: epoch {state['epoch']}, iteration {state['iteration']}"
+    assert resuming in result.stdout
     assert TEST_LINE.search(result.stdout)
     resumed = saved_solver_state(out / "checkpoint.npz")
     assert resumed["epoch"] == state["epoch"] + 1

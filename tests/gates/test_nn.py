@@ -78,7 +78,8 @@ def test_batchnorm_gate_train_and_eval(spatial):
 
     g2 = gn.Graph()
     x2 = g2.input("x")
-    bn2 = getattr(g2, builder)(x2, g2.param("gamma", np.ones(3)), g2.param("beta", np.zeros(3)), momentum=0.8)
+    bn2 = getattr(g2, builder)(x2, g2.param("gamma", np.ones(3)), g2.param("beta", np.zeros(3)),
+                               momentum=0.8)
     mean, var = np.zeros(3), np.zeros(3)
     axes = (0, 2, 3) if spatial else (0,)
     for batch in batches:
@@ -169,7 +170,8 @@ def test_small_cnn_against_torch(dtype):
               "gamma": rng.uniform(0.5, 1.5, 4), "beta": rng.standard_normal(4),
               "W2": rng.standard_normal((64, 5)) * 0.1, "b2": np.zeros(5)}
     p = {k: g.param(k, v.astype(dtype)) for k, v in params.items()}
-    h = g.relu(g.spatial_batchnorm(g.conv(x, p["w"], p["b"], stride=1, pad=1), p["gamma"], p["beta"]))
+    h = g.relu(g.spatial_batchnorm(g.conv(x, p["w"], p["b"], stride=1, pad=1), p["gamma"],
+                                   p["beta"]))
     scores = g.affine(g.max_pool(h, 2, 2, 2), p["W2"], p["b2"])
     g.softmax_loss(scores, y)
     data, labels = rng.standard_normal((6, 3, 8, 8)).astype(dtype), rng.integers(0, 5, 6)

@@ -342,7 +342,8 @@ def test_conv_bad_parameters_raise_value_error_with_shapes(x, w, b, cp, words):
 
 def test_conv_backward_bad_dout():
     out, cache = conv_forward_fast(X, W, B, {"stride": 1, "pad": 1})
-    with pytest.raises(ValueError, match=r"dout must have shape \(2, 4, 8, 8\), got \(2, 4, 8, 7\)"):
+    with pytest.raises(ValueError,
+                       match=r"dout must have shape \(2, 4, 8, 8\), got \(2, 4, 8, 7\)"):
         conv_backward_fast(out[..., :7], cache)
     with pytest.raises(ValueError, match="dtype"):
         conv_backward_fast(out.astype(np.float32), cache)

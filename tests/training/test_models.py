@@ -152,7 +152,8 @@ def test_scores_in_eval_mode_and_mode_restored():
     stats = g["batchnorm1"].state
     p = model.params
     h = X @ p["W1"] + p["b1"]
-    h = (h - stats["running_mean"]) / np.sqrt(stats["running_var"] + 1e-5) * p["gamma1"] + p["beta1"]
+    h = (h - stats["running_mean"]) / np.sqrt(stats["running_var"] + 1e-5)
+    h = h * p["gamma1"] + p["beta1"]
     expected = np.maximum(h, 0) @ p["W2"] + p["b2"]
     np.testing.assert_allclose(model.loss(X), expected, rtol=1e-4, atol=1e-5)
 

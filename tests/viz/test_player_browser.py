@@ -3,10 +3,8 @@
 Skipped where Playwright or Chromium is missing; CI installs both.
 """
 import os
-import re
 import shutil
 
-import numpy as np
 import pytest
 
 import graphnet as gn
