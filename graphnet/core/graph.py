@@ -113,34 +113,42 @@ class Graph(GateBuilders):
             raise GraphError(f"{op} gate {name!r} takes {arity} input{'s' * (arity != 1)} "
                              f"({', '.join(gate_cls.inputs)}), got {len(inputs)}")
         sources = self._gate_inputs(gate_cls, inputs, name)
-        shapes = [s.static_shape if isinstance(s, Node) else s.shape for s in sources]
         try:
             gate = gate_cls(**attrs)
-            shape = gate.shape(*shapes)
+            shape = gate.shape(*[s.static_shape if type(s) is Node else s.shape
+                                 for s in sources])
         except gates.GateError as err:
-            listed = ", ".join(f"{s.name!r} {s.static_shape}" if isinstance(s, Node)
+            listed = ", ".join(f"{s.name!r} {s.static_shape}" if type(s) is Node
                                else f"a constant {s.shape}" for s in sources)
             raise GraphError(f"{op} gate {name!r}: {err} (inputs: {listed})") from None
         except TypeError as err:  # a hyperparameter the gate does not take
             raise GraphError(f"{op} gate {name!r}: {err}") from None
-        nodes = tuple(s if isinstance(s, Node) else self.const(s, dtype=s.dtype) for s in sources)
-        floats = {d for d in (n.declared_dtype for n in nodes) if d is not None and d.kind == "f"}
+        # One pass over the inputs: consts for the literals (now that the gate checked out),
+        # the float dtype of the output, and whether it needs a gradient.
+        integer, floats, wants_grad = gate_cls.integer_inputs, set(), False
+        for position, source in enumerate(sources):
+            if type(source) is not Node:
+                source = sources[position] = self.const(source, dtype=source.dtype)
+            dtype = source.declared_dtype
+            if dtype is not None and dtype.kind == "f":
+                floats.add(dtype)
+            if source.requires_grad and position not in integer:
+                wants_grad = True
         # One float dtype is the common case, and np.result_type costs 2 us a call.
         dtype = (floats.pop() if len(floats) == 1 else np.result_type(*floats) if floats
                  else self.dtype)
-        wants_grad = any(n.requires_grad for i, n in enumerate(nodes)
-                         if i not in gate_cls.integer_inputs)
-        return self._add(name, "gate", gate, nodes, shape, dtype, wants_grad)
+        return self._add(name, "gate", gate, tuple(sources), shape, dtype, wants_grad)
 
     def _gate_inputs(self, gate_cls, inputs, name) -> list:
         """Nodes stay; numbers and arrays become arrays (consts once the gate checks out):
         floats in the dtype of the float nodes beside them, integers where the gate takes
         integers."""
-        declared = [i.declared_dtype for i in inputs if isinstance(i, Node)]
-        float_dtype = next((d for d in declared if d is not None and d.kind == "f"), self.dtype)
         sources: List[Any] = []
         for position, item in enumerate(inputs):
             integer = position in gate_cls.integer_inputs
+            if type(item) is Node and item.graph is self and not integer:
+                sources.append(item)
+                continue
             what = gate_cls.inputs[position] if position < len(gate_cls.inputs) else position
             if isinstance(item, Node):
                 if item.graph is not self:
@@ -153,6 +161,9 @@ class Graph(GateBuilders):
                                      "build it with dtype=np.int64")
                 sources.append(item)
             elif isinstance(item, (int, float, np.number, np.ndarray, list, tuple)):
+                declared = [i.declared_dtype for i in inputs if isinstance(i, Node)]
+                float_dtype = next((d for d in declared if d is not None and d.kind == "f"),
+                                   self.dtype)
                 sources.append(self._literal(item, integer, gate_cls.op, name, what,
                                              float_dtype))
             else:

@@ -9,8 +9,6 @@ if TYPE_CHECKING:
     from ..gates.base import Gate
     from .graph import Graph
 
-_DESCRIPTION = ("graph", "index", "name", "kind", "gate", "inputs", "static_shape",
-                "requires_grad", "declared_dtype")
 
 
 class Node:
@@ -27,7 +25,8 @@ class Node:
     first read.
     """
 
-    __slots__ = _DESCRIPTION + ("__weakref__",)
+    __slots__ = ("graph", "index", "name", "kind", "gate", "inputs", "static_shape",
+                 "requires_grad", "declared_dtype", "__weakref__")
 
     graph: Graph
     index: int
@@ -42,15 +41,12 @@ class Node:
     def __init__(self, graph: Graph, index: int, name: str, kind: str, gate: Optional[Gate],
                  inputs: Tuple[Node, ...], shape, dtype: Optional[np.dtype],
                  requires_grad: bool):
-        for slot, item in zip(_DESCRIPTION, (graph, index, name, kind, gate, tuple(inputs),
-                                             shape, bool(requires_grad), dtype)):
-            object.__setattr__(self, slot, item)
-
-    def __setattr__(self, name: str, item: Any) -> None:
-        if name in _DESCRIPTION:
-            raise AttributeError(f"node {self.name!r}: {name!r} is part of its description, "
-                                 "fixed when the node is built")
-        object.__setattr__(self, name, item)  # `value` has a setter; nothing else a slot
+        # Plain slot stores: a __setattr__ guard would cost more than the rest of building
+        # a gate. The graph indexes nodes by name and walks their inputs: treat every
+        # attribute here as read-only.
+        self.graph, self.index, self.name, self.kind, self.gate = graph, index, name, kind, gate
+        self.inputs, self.static_shape, self.declared_dtype = tuple(inputs), shape, dtype
+        self.requires_grad = bool(requires_grad)
 
     @property
     def op(self) -> str:
