@@ -2,7 +2,18 @@
 error for ops with no counterpart, and the flatten that only an affine gate can take."""
 import importlib
 
+from ..core.scheduler import ancestors
 from ..errors import GraphError
+
+#: Gates that are one op on the same inputs in ONNX and in PyTorch: gate -> (ONNX op type,
+#: torch function, which is also the ATen op torch.export writes). Every direction's table
+#: starts from this one, so such a gate is one entry here.
+ONE_TO_ONE = {
+    "add": ("Add", "add"), "subtract": ("Sub", "sub"), "multiply": ("Mul", "mul"),
+    "divide": ("Div", "div"), "max": ("Max", "maximum"),
+    "relu": ("Relu", "relu"), "exp": ("Exp", "exp"), "log": ("Log", "log"),
+    "sigmoid": ("Sigmoid", "sigmoid"), "tanh": ("Tanh", "tanh"),
+}
 
 #: Which `pip install "graphnet[extra]"` brings each optional package.
 _EXTRA_OF = {"onnx": "onnx", "onnxruntime": "onnx", "torch": "torch"}
@@ -68,12 +79,7 @@ def selected_nodes(graph, outputs):
         targets = [graph[outputs] if isinstance(outputs, str) else outputs]
     if not targets:
         raise GraphError("the graph has no gate to convert: pass outputs= the nodes to convert")
-    needed, stack = set(), list(targets)
-    while stack:
-        node = stack.pop()
-        if id(node) not in needed:
-            needed.add(id(node))
-            stack.extend(node.inputs)
+    needed = ancestors(targets)
     return targets, [n for n in graph.nodes if id(n) in needed]
 
 

@@ -19,8 +19,8 @@ import numpy as np
 from .._version import __version__
 from ..core.graph import Graph
 from ..errors import GraphError
-from ._common import (affine_input, build_gate, check_supported, flatten_rows, flattens_to_rows,
-                      gate_input, require, selected_nodes, unsupported)
+from ._common import (ONE_TO_ONE, affine_input, build_gate, check_supported, flatten_rows,
+                      flattens_to_rows, gate_input, require, selected_nodes, unsupported)
 
 #: ReduceSum takes its axes as an input and Softmax works on one axis from opset 13 on.
 MIN_OPSET = 13
@@ -47,6 +47,8 @@ def to_onnx(graph: Graph, path: str | os.PathLike | None = None, *, outputs=None
     check_supported(((n.op, n.name) for n in nodes if n.kind == "gate"), EXPORTERS,
                     "to_onnx", " Pass outputs= the nodes before them to export that part "
                     "(the scores, say).")
+    if dtype is not None and np.dtype(dtype).kind != "f":
+        raise ValueError(f"to_onnx: dtype must be a float type (np.float32, say), got {dtype!r}")
     writer = _Writer(onnx, None if dtype is None else np.dtype(dtype))
     for node in nodes:
         if node.kind == "input":
@@ -178,10 +180,7 @@ def _export_dropout(writer, node, inputs):
 
 #: graphnet gate -> the function that writes it as ONNX nodes.
 EXPORTERS = {
-    "add": _same("Add"), "subtract": _same("Sub"), "multiply": _same("Mul"),
-    "divide": _same("Div"), "max": _same("Max"),
-    "relu": _same("Relu"), "exp": _same("Exp"), "log": _same("Log"),
-    "sigmoid": _same("Sigmoid"), "tanh": _same("Tanh"),
+    **{gate: _same(onnx_op) for gate, (onnx_op, _) in ONE_TO_ONE.items()},
     "softmax": _same("Softmax", axis=-1),
     "sum": _export_sum,
     "affine": _export_affine,
@@ -303,18 +302,13 @@ def _elem_dtype(onnx, info):
     return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(info.type.tensor_type.elem_type))
 
 
-def _gate(op, arity=1):
-    """An ONNX op that is one graphnet gate on its first `arity` inputs; the n-ary Max and
-    Sum become chains of two-input gates."""
+def _gate(op):
+    """An ONNX op that is one graphnet gate on the same inputs."""
     def read(r, node):
-        if arity == 1:
-            return r.gate(op, node, [r.input(node, 0)])
-        result = r.input(node, 0)
-        for i in range(1, len(node.input)):
-            last = i == len(node.input) - 1
-            result = build_gate(r.graph, op, [result, r.input(node, i)],
-                                node.output[0] if last else f"{node.output[0]}/{i}")
-        return result
+        inputs = [r.input(node, i) for i in range(len(node.input))]
+        while len(inputs) > 2:  # Max and Sum take any number: a chain of two-input gates
+            inputs[:2] = [build_gate(r.graph, op, inputs[:2], f"{node.output[0]}/{len(inputs)}")]
+        return r.gate(op, node, inputs)
     return read
 
 
@@ -467,10 +461,8 @@ def _read_constant(r, node):
 
 #: ONNX op type -> the function that builds its gates (or returns what it aliases).
 IMPORTERS = {
-    "Add": _gate("add", 2), "Sub": _gate("subtract", 2), "Mul": _gate("multiply", 2),
-    "Div": _gate("divide", 2), "Max": _gate("max", 2), "Sum": _gate("add", 2),
-    "Relu": _gate("relu"), "Exp": _gate("exp"), "Log": _gate("log"),
-    "Sigmoid": _gate("sigmoid"), "Tanh": _gate("tanh"),
+    **{onnx_op: _gate(gate) for gate, (onnx_op, _) in ONE_TO_ONE.items()},
+    "Sum": _gate("add"),
     "Softmax": _read_softmax,
     "ReduceSum": _read_reduce_sum,
     "Gemm": _read_gemm, "MatMul": _read_matmul,

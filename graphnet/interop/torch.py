@@ -21,8 +21,9 @@ import re
 import numpy as np
 
 from ..core.graph import Graph
-from ._common import (Pending, affine_input, build_gate, check_supported, flatten_rows,
-                      flattens_to_rows, gate_input, require, selected_nodes, unsupported)
+from ._common import (ONE_TO_ONE, Pending, affine_input, build_gate, check_supported,
+                      flatten_rows, flattens_to_rows, gate_input, require, selected_nodes,
+                      unsupported)
 
 
 # ----- export --------------------------------------------------------------------------
@@ -41,7 +42,7 @@ def to_torch(graph: Graph, *, outputs=None):
     values, input_names = {}, []
     for node in nodes:
         if node.kind == "input":
-            values[node] = builder.graph.placeholder(builder.identifier(node.name))
+            values[node] = builder.graph.placeholder(builder.argument_name(node.name))
             input_names.append(node.name)
         elif node.kind == "param":
             values[node] = builder.attach(node.name, torch.nn.Parameter(_tensor(torch, node)))
@@ -67,13 +68,18 @@ class _FxBuilder:
     def __init__(self, torch):
         self.torch, self.F = torch, torch.nn.functional
         self.root, self.graph = torch.nn.Module(), torch.fx.Graph()
+        self.arguments = set()
 
-    @staticmethod
-    def identifier(name):
-        """A Python identifier for an input name ('x:0' -> 'x_0'), for forward's signature."""
+    def argument_name(self, name):
+        """A Python identifier for an input name ('x:0' -> 'x_0'), unique among forward's
+        arguments."""
         ident = re.sub(r"\W", "_", name)
-        return ident + "_" if keyword.iskeyword(ident) else ident if ident[:1].isalpha() \
-            else "input_" + ident
+        if not ident[:1].isalpha():
+            ident = "input_" + ident
+        while keyword.iskeyword(ident) or ident in self.arguments:
+            ident += "_"
+        self.arguments.add(ident)
+        return ident
 
     def attach(self, path, item):
         """Put a Parameter, buffer tensor or submodule at `path` ('conv1.weight' makes
@@ -163,10 +169,7 @@ def _export_svm_loss(b, node, args):
 
 #: graphnet gate -> the function that writes it as fx nodes.
 TORCH_OPS = {
-    "add": _function("add"), "subtract": _function("sub"), "multiply": _function("mul"),
-    "divide": _function("div"), "max": _function("maximum"),
-    "relu": _function("relu"), "exp": _function("exp"), "log": _function("log"),
-    "sigmoid": _function("sigmoid"), "tanh": _function("tanh"),
+    **{gate: _function(function) for gate, (_, function) in ONE_TO_ONE.items()},
     "softmax": _function("softmax", dim=-1),
     "sum": _export_sum,
     "affine": _export_affine,
@@ -182,12 +185,15 @@ TORCH_OPS = {
 # ----- import --------------------------------------------------------------------------
 
 def from_torch(module, example_args, example_kwargs=None) -> Graph:
-    """A Graph of gates built from `torch.export.export(module, example_args)`. Inputs
+    """A Graph of gates built from `torch.export.export(module, example_args,
+    kwargs=example_kwargs)` (example_args: a tuple of tensors, or one tensor). Inputs
     keep their argument names with the batch size left open; parameters become params
     named by their state_dict keys; batchnorm buffers go to the node's state; each gate
     node is named after the fx node it comes from. The graph takes the module's
     train/eval mode. Raises UnsupportedOpError listing every ATen op with no gate."""
     torch = require("torch", "graphnet.from_torch")
+    if isinstance(example_args, torch.Tensor):
+        example_args = (example_args,)
     exported = torch.export.export(module, tuple(example_args), kwargs=example_kwargs)
     reader = _AtenReader(torch, exported)
     calls = [n for n in exported.graph.nodes if n.op == "call_function"
@@ -255,10 +261,8 @@ class _AtenReader:
                                 self.graph.const(array, name=key, dtype=array.dtype))
         return self.values[arg]
 
-    def input(self, node, i, default=None):
-        args = node.args
-        arg = args[i] if i < len(args) else default
-        return gate_input(self.value(arg), f"{_op_name(node.target)} {node.name!r}")
+    def input(self, node, i):
+        return gate_input(self.value(node.args[i]), f"{_op_name(node.target)} {node.name!r}")
 
     def arg(self, node, i, name, default=None):
         """A non-tensor argument, positional or keyword."""
@@ -285,10 +289,10 @@ def _numpy_dtype(torch, dtype):
     return np.dtype(torch.empty(0, dtype=dtype).numpy().dtype)
 
 
-def _aten(op, arity=1):
-    """An ATen op that is one gate on its first `arity` tensor arguments."""
+def _aten(op):
+    """An ATen op that is one gate on the same (positional) arguments."""
     def read(r, node):
-        return r.gate(op, node, [r.input(node, i) for i in range(arity)])
+        return r.gate(op, node, [r.input(node, i) for i in range(len(node.args))])
     return read
 
 
@@ -466,10 +470,10 @@ def _read_multi_margin(r, node):
 
 #: ATen op (as torch.export writes it) -> the function that builds its gates.
 ATEN_OPS = {
+    **{f"aten.{function}": _aten(gate) for gate, (_, function) in ONE_TO_ONE.items()},
+    # the ones whose ATen form has settings the gate lacks, or that fold a pending op
     "aten.add": _read_add_sub("add"), "aten.sub": _read_add_sub("subtract"),
-    "aten.mul": _read_mul, "aten.div": _read_div, "aten.maximum": _aten("max", 2),
-    "aten.relu": _aten("relu"), "aten.exp": _aten("exp"), "aten.log": _aten("log"),
-    "aten.sigmoid": _aten("sigmoid"), "aten.tanh": _aten("tanh"),
+    "aten.mul": _read_mul, "aten.div": _read_div,
     "aten.softmax": _read_softmax,
     "aten.sum": _read_sum,
     "aten.linear": _read_linear, "aten.addmm": _read_addmm,

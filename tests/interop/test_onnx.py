@@ -243,3 +243,15 @@ def test_course_model_loss_graph_round_trips(name):
     # (W's, from its layer and the L2 term) may add them in the other order: float32 noise.
     assert_runs_equal(graphnet_run(back, feeds, "loss"), graphnet_run(model.graph, feeds, "loss"),
                       rtol=1e-5, atol=1e-7)
+
+
+def test_an_input_without_a_shape_needs_input_shapes_unless_an_affine_tells_its_rank():
+    g = gn.Graph()
+    g.relu(g.input("x"), name="out")
+    with pytest.raises(gn.GraphError, match=r"input 'x'.*input_shapes=\{'x': \(None, \.\.\.\)\}"):
+        gn.to_onnx(g)
+    model = gn.to_onnx(g, input_shapes={"x": (None, 3)})
+    X = np.array([[-1.0, 0.0, 2.0]])
+    np.testing.assert_array_equal(run_onnxruntime(model, {"x": X})[0], [[0.0, 0.0, 2.0]])
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_param or d.dim_value for d in dims] == ["N", 3]

@@ -211,3 +211,13 @@ def test_course_model_loss_and_grads_in_torch(name):
     back = gn.from_torch(module, [torch.tensor(feeds[n]) for n in module.input_names])
     assert_runs_equal(graphnet_run(back, feeds), graphnet_run(model.graph, feeds, "loss"),
                       **tolerance)
+
+
+def test_input_names_that_are_not_identifiers_stay_distinct_and_come_back():
+    g = gn.Graph()
+    g.add(g.input("x:0", shape=(2,)), g.input("x_0", shape=(2,)), name="out")
+    module = gn.to_torch(g)
+    assert module(torch.ones(2, dtype=torch.float64), 2 * torch.ones(2, dtype=torch.float64)
+                  ).tolist() == [3.0, 3.0]
+    back = gn.from_torch(module, (torch.ones(2), torch.ones(2)))
+    assert [n.name for n in back.nodes if n.kind == "input"] == ["x:0", "x_0"]
