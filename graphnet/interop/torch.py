@@ -456,8 +456,8 @@ class _SvmOverClasses(Pending):
     def materialize(self, consumer):
         if self.result is None:
             g, name = self.reader.graph, self.node.name
-            loss = g.svm_loss(self.scores, self.labels, name=f"{name}_svm_loss")
-            self.result = g.multiply(loss, 1.0 / self.classes, name=name)
+            loss = build_gate(g, "svm_loss", [self.scores, self.labels], f"{name}_svm_loss")
+            self.result = build_gate(g, "multiply", [loss, 1.0 / self.classes], name)
         return self.result
 
 

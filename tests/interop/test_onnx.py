@@ -255,3 +255,12 @@ def test_an_input_without_a_shape_needs_input_shapes_unless_an_affine_tells_its_
     np.testing.assert_array_equal(run_onnxruntime(model, {"x": X})[0], [[0.0, 0.0, 2.0]])
     dims = model.graph.input[0].type.tensor_type.shape.dim
     assert [d.dim_param or d.dim_value for d in dims] == ["N", 3]
+
+
+@pytest.mark.parametrize("case", ["conv", "affine_flattening", "spatial_batchnorm", "max_pool",
+                                  "softmax", "sum_axis"])
+def test_an_empty_batch_runs_in_onnxruntime(case):
+    graph, feeds = build(case, np.float32)
+    empty = {name: value[:0] for name, value in feeds.items()}
+    (got,) = run_onnxruntime(gn.to_onnx(graph), empty)
+    assert got.shape == graph.eval().forward(empty).shape

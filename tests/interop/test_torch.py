@@ -221,3 +221,13 @@ def test_input_names_that_are_not_identifiers_stay_distinct_and_come_back():
                   ).tolist() == [3.0, 3.0]
     back = gn.from_torch(module, (torch.ones(2), torch.ones(2)))
     assert [n.name for n in back.nodes if n.kind == "input"] == ["x:0", "x_0"]
+
+
+@pytest.mark.parametrize("case", ["conv", "affine_flattening", "spatial_batchnorm", "max_pool",
+                                  "softmax", "sum_axis"])
+def test_an_empty_batch_runs_in_the_module(case):
+    graph, feeds = build(case, np.float64)
+    empty = {name: value[:0] for name, value in feeds.items()}
+    module = gn.to_torch(graph.eval())
+    out = module(*[torch.tensor(empty[name]) for name in module.input_names])
+    assert tuple(out.shape) == graph.forward(empty).shape
