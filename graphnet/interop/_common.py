@@ -2,7 +2,6 @@
 error for ops with no counterpart, and the flatten that only an affine gate can take."""
 import importlib
 
-from ..core.scheduler import ancestors
 from ..errors import GraphError
 
 #: Gates that are one op on the same inputs in ONNX and in PyTorch: gate -> (ONNX op type,
@@ -79,7 +78,10 @@ def selected_nodes(graph, outputs):
         targets = [graph[outputs] if isinstance(outputs, str) else outputs]
     if not targets:
         raise GraphError("the graph has no gate to convert: pass outputs= the nodes to convert")
-    needed = ancestors(targets)
+    needed = {id(t) for t in targets}
+    for node in reversed(graph.nodes):  # topological: every consumer before its inputs
+        if id(node) in needed:
+            needed.update(id(i) for i in node.inputs)
     return targets, [n for n in graph.nodes if id(n) in needed]
 
 

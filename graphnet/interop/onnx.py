@@ -146,8 +146,8 @@ def _export_affine(writer, node, inputs):
 
 
 def _export_conv(writer, node, inputs):
-    stride, pad = node.gate.stride, node.gate.pad
-    writer.op("Conv", inputs, node.name, strides=[stride] * 2, pads=[pad] * 4)
+    attrs = node.gate.attrs()
+    writer.op("Conv", inputs, node.name, strides=[attrs["stride"]] * 2, pads=[attrs["pad"]] * 4)
 
 
 def _export_max_pool(writer, node, inputs):

@@ -130,7 +130,8 @@ def _export_affine(b, node, args):
 
 
 def _export_conv(b, node, args):
-    return b.call(b.F.conv2d, args, node.name, stride=node.gate.stride, padding=node.gate.pad)
+    attrs = node.gate.attrs()
+    return b.call(b.F.conv2d, args, node.name, stride=attrs["stride"], padding=attrs["pad"])
 
 
 def _export_max_pool(b, node, args):

@@ -55,7 +55,7 @@ def test_batchnorm_train_step_updates_the_running_averages_as_documented(case):
     axes = (0,) if x.ndim == 2 else (0, 2, 3)
     count = x.size // x.shape[1]
     np.testing.assert_allclose(module.out.running_mean.numpy(), node.state["running_mean"])
-    momentum = node.gate.momentum
+    momentum = node.gate.attrs()["momentum"]
     unbiased = momentum * before_var + (1 - momentum) * x.var(axis=axes) * count / (count - 1)
     np.testing.assert_allclose(module.out.running_var.numpy(), unbiased)
     assert not np.allclose(before_mean, node.state["running_mean"])
