@@ -86,9 +86,8 @@ def selected_nodes(graph, outputs):
 
 
 def build_gate(graph, op: str, inputs, name: str, **attrs):
-    """The one place the importers build a gate: the builder method named like the op
-    (becomes graph.apply(op, ...) once the gate registry lands)."""
-    return getattr(graph, op)(*inputs, name=name, **attrs)
+    """The one place the importers build a gate: the registry's, by op name."""
+    return graph.apply(op, *inputs, name=name, **attrs)
 
 
 class Pending:

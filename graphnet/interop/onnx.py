@@ -52,8 +52,9 @@ def to_onnx(graph: Graph, path: str | os.PathLike | None = None, *, outputs=None
     writer = _Writer(onnx, None if dtype is None else np.dtype(dtype))
     for node in nodes:
         if node.kind == "input":
-            shape = _input_shape(node, nodes, input_shapes or {})
-            writer.inputs.append(writer.value_info(node, shape))
+            users = [n for n in nodes if node in n.inputs]
+            writer.inputs.append(writer.value_info(
+                node, _input_shape(node, users, input_shapes or {}), _input_dtype(node, users)))
         elif node.kind == "param":
             writer.initializer(node.name, node.value)
         elif node.kind == "const":  # a Constant node, so that an import makes it a const
@@ -98,22 +99,21 @@ class _Writer:
             self.array(value, np.asarray(value).dtype), name))
         return name
 
-    def value_info(self, node, shape=None):
+    def value_info(self, node, shape=None, dtype=None):
         shape = node.static_shape if shape is None else shape
         if shape is not None:
             shape = ["N" if i == 0 and size is None else
                      (f"{node.name}_dim{i}" if size is None else size)
                      for i, size in enumerate(shape)]
-        elem_type = self.onnx.helper.np_dtype_to_tensor_dtype(self.dtype(node.dtype))
+        elem_type = self.onnx.helper.np_dtype_to_tensor_dtype(self.dtype(dtype or node.dtype))
         return self.onnx.helper.make_tensor_value_info(node.name, elem_type, shape)
 
 
-def _input_shape(node, nodes, input_shapes):
+def _input_shape(node, users, input_shapes):
     if node.name in input_shapes:
         return tuple(input_shapes[node.name])
     if node.static_shape is not None:
         return node.static_shape
-    users = [n for n in nodes if node in n.inputs]
     widths = {u.inputs[1].static_shape[0] for u in users
               if u.op == "affine" and u.inputs[0] is node and u.inputs[1].static_shape}
     if len(widths) == 1 and all(u.op == "affine" for u in users):
@@ -121,6 +121,16 @@ def _input_shape(node, nodes, input_shapes):
     raise GraphError(f"to_onnx: input {node.name!r} was built without a shape, and ONNX needs "
                      f"its rank: pass input_shapes={{{node.name!r}: (None, ...)}} (None for "
                      "sizes left open)")
+
+
+def _input_dtype(node, users):
+    """The input's dtype, or for one built without a dtype what a feed takes: int64 where
+    every gate reading it takes integers (class labels), else the graph's float dtype."""
+    if node.dtype is not None:
+        return node.dtype
+    labels = all(position in user.gate.integer_inputs for user in users
+                 for position, source in enumerate(user.inputs) if source is node)
+    return np.dtype(np.int64) if labels else node.graph.dtype
 
 
 def _same(onnx_op, **attrs):

@@ -151,3 +151,29 @@ def course_models():
                                                 filter_size=3, hidden_dim=10, num_classes=5,
                                                 weight_scale=0.3, reg=0.1), (3, 8, 8)),
     }
+
+
+def graph_with_a_custom_gate():
+    """A graph using a gate registered in the test (as in a notebook): `cube`, twice."""
+    @gn.register_gate
+    class Cube(gn.Gate):
+        op, inputs = "interop_test_cube", ("x",)
+
+        def shape(self, x):
+            return x
+
+        def forward(self, x):
+            return x ** 3, x
+
+        def backward(self, dout, x, needs):
+            return (3 * x * x * dout,)
+
+    g = gn.Graph()
+    x = g.input("x", shape=(None, 2))
+    g.add(g.apply("interop_test_cube", x, name="c1"), g.apply("interop_test_cube", x, name="c2"))
+    return g
+
+
+def builtin_gates():
+    from graphnet.gates import gate_class
+    return {op for op in gn.gate_names() if gate_class(op).__module__.startswith("graphnet.")}

@@ -6,7 +6,8 @@ import pytest
 import graphnet as gn
 from graphnet.interop import UnsupportedOpError
 
-from .cases import CASES, build, course_models, gate_ops
+from .cases import (CASES, build, builtin_gates, course_models, gate_ops,
+                    graph_with_a_custom_gate)
 from .reference import assert_runs_equal, graphnet_run, torch_run
 
 onnx = pytest.importorskip("onnx")
@@ -201,6 +202,16 @@ def test_import_names_the_node_and_setting_graphnet_lacks():
                        [float_info("grouped", [1, 4, 3, 3])], initializers, 17)
     with pytest.raises(UnsupportedOpError, match=r"Conv node 'grouped'.*groups"):
         gn.from_onnx(model)
+
+
+def test_every_builtin_gate_but_svm_loss_has_an_onnx_form():
+    from graphnet.interop.onnx import EXPORTERS
+    assert builtin_gates() - set(EXPORTERS) == {"svm_loss"}
+
+
+def test_a_registered_gate_of_ones_own_is_named_in_the_error():
+    with pytest.raises(UnsupportedOpError, match=r"interop_test_cube \(nodes 'c1', 'c2'\)"):
+        gn.to_onnx(graph_with_a_custom_gate())
 
 
 def test_export_lists_every_gate_with_no_onnx_form():

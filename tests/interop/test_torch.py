@@ -7,7 +7,8 @@ import pytest
 import graphnet as gn
 from graphnet.interop import UnsupportedOpError
 
-from .cases import CASES, build, course_models, gate_ops
+from .cases import (CASES, build, builtin_gates, course_models, gate_ops,
+                    graph_with_a_custom_gate)
 from .reference import assert_runs_equal, graphnet_run, torch_run
 
 torch = pytest.importorskip("torch")
@@ -89,6 +90,13 @@ def test_several_outputs_come_back_as_a_tuple_in_order():
     square, h = module(torch.tensor(feeds["x"]))
     np.testing.assert_allclose(square.numpy(), graph.run("square", feeds))
     np.testing.assert_allclose(h.numpy(), graph.run("h", feeds))
+
+
+def test_every_builtin_gate_has_a_torch_form_and_a_gate_of_ones_own_is_named():
+    from graphnet.interop.torch import TORCH_OPS
+    assert builtin_gates() <= set(TORCH_OPS)
+    with pytest.raises(UnsupportedOpError, match=r"interop_test_cube \(nodes 'c1', 'c2'\)"):
+        gn.to_torch(graph_with_a_custom_gate())
 
 
 # ----- torch -> graphnet -> torch ------------------------------------------------------
