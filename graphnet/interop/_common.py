@@ -45,7 +45,7 @@ def require(module: str, feature: str):
 def check_supported(uses, table, what: str, hint: str = ""):
     """Raise one UnsupportedOpError listing every op in `uses` ((op, node name) pairs)
     that `table` has no entry for."""
-    missing = {}
+    missing: dict = {}
     for op, name in uses:
         if op not in table:
             missing.setdefault(op, []).append(name)
