@@ -21,17 +21,21 @@ from .training.solver import Solver
 #: Submodules that `import graphnet` leaves unloaded until first use (matplotlib,
 #: graphviz and the data loaders cost time to import); `gn.viz` loads on first access.
 _LAZY_SUBMODULES = ("data", "viz", "optim", "models", "layers", "fast_layers", "layer_utils",
-                    "gradient_check")
+                    "gradient_check", "interop")
+#: The converters of graphnet.interop; onnx and torch load only when one is called.
+_INTEROP = ("to_onnx", "from_onnx", "to_torch", "from_torch")
 
 
 def __getattr__(name):
     if name in _LAZY_SUBMODULES:
         return importlib.import_module(f".{name}", __name__)
+    if name in _INTEROP:
+        return getattr(importlib.import_module(".interop", __name__), name)
     raise AttributeError(f"module 'graphnet' has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_LAZY_SUBMODULES))
+    return sorted(set(globals()) | set(_LAZY_SUBMODULES) | set(_INTEROP))
 
 
 __all__ = ["Graph", "Node", "ParamDict", "Gate", "register_gate", "gate_names", "GateError",

@@ -1,0 +1,488 @@
+"""PyTorch out (`to_torch`) and in (`from_torch`).
+
+One table per direction, keyed by op name: TORCH_OPS by graphnet gate ('conv'), ATEN_OPS
+by ATen op ('aten.conv2d', as torch.export writes it). Adding an op is one entry in each.
+torch is imported when a function here is called, never when graphnet is.
+
+`to_torch` builds a torch.fx.GraphModule: `print(module.code)` shows the graph as
+PyTorch code, its parameters carry the graph's param names (a dotted name such as
+'conv1.weight' becomes a submodule path, so `state_dict()` keys are the names), and
+`torch.export` and `torch.onnx.export` take it as they take any module.
+
+`from_torch` runs `torch.export.export(module, example_args)` and builds a gate for each
+ATen op of the exported program. torch's Linear keeps its weight as (out, in) and
+graphnet's affine as (in, out): the param keeps the name and holds the transpose.
+"""
+from __future__ import annotations
+
+import keyword
+import re
+
+import numpy as np
+
+from ..core.graph import Graph
+from ._common import (ONE_TO_ONE, Pending, affine_input, build_gate, check_supported,
+                      flatten_rows, flattens_to_rows, gate_input, require, selected_nodes,
+                      unsupported)
+
+
+# ----- export --------------------------------------------------------------------------
+
+def to_torch(graph: Graph, *, outputs=None):
+    """A torch.fx.GraphModule computing `outputs` (node names or nodes; the graph's sinks
+    by default: one tensor, or a tuple in that order) from the graph's inputs, passed
+    positionally in the order the graph holds them (`module.input_names`). Params are
+    copied into nn.Parameters with the graph's names and dtype; batchnorm's running
+    averages into buffers; the module starts in the graph's train/eval mode."""
+    torch = require("torch", "graphnet.to_torch")
+    targets, nodes = selected_nodes(graph, outputs)
+    check_supported(((n.op, n.name) for n in nodes if n.kind == "gate"), TORCH_OPS,
+                    "to_torch")
+    builder = _FxBuilder(torch)
+    values, input_names = {}, []
+    for node in nodes:
+        if node.kind == "input":
+            values[node] = builder.graph.placeholder(builder.argument_name(node.name))
+            input_names.append(node.name)
+        elif node.kind == "param":
+            values[node] = builder.attach(node.name, torch.nn.Parameter(_tensor(torch, node)))
+        elif node.kind == "const":
+            values[node] = (node.value.item() if np.ndim(node.value) == 0 and node.dtype.kind
+                            == "f" else builder.attach(node.name, _tensor(torch, node)))
+        else:
+            values[node] = TORCH_OPS[node.op](builder, node, [values[i] for i in node.inputs])
+    result = [values[t] for t in targets]
+    builder.graph.output(result[0] if len(result) == 1 else tuple(result))
+    module = torch.fx.GraphModule(builder.root, builder.graph, class_name="GraphnetModule")
+    module.input_names = input_names
+    return module.train(graph.training)
+
+
+def _tensor(torch, node):
+    return torch.tensor(np.array(node.value, dtype=node.dtype))
+
+
+class _FxBuilder:
+    """The fx graph under construction and the module that owns its tensors."""
+
+    def __init__(self, torch):
+        self.torch, self.F = torch, torch.nn.functional
+        self.root, self.graph = torch.nn.Module(), torch.fx.Graph()
+        self.arguments = set()
+
+    def argument_name(self, name):
+        """A Python identifier for an input name ('x:0' -> 'x_0'), unique among forward's
+        arguments."""
+        ident = re.sub(r"\W", "_", name)
+        if not ident[:1].isalpha():
+            ident = "input_" + ident
+        while keyword.iskeyword(ident) or ident in self.arguments:
+            ident += "_"
+        self.arguments.add(ident)
+        return ident
+
+    def attach(self, path, item):
+        """Put a Parameter, buffer tensor or submodule at `path` ('conv1.weight' makes
+        the submodule conv1) and return the fx node that reads it."""
+        *parents, leaf = path.split(".")
+        owner = self.root
+        for part in parents:
+            if not hasattr(owner, part):
+                owner.add_module(part, self.torch.nn.Module())
+            owner = getattr(owner, part)
+        if isinstance(item, self.torch.nn.Module):
+            owner.add_module(leaf, item)
+            return None
+        if isinstance(item, self.torch.nn.Parameter):
+            owner.register_parameter(leaf, item)
+        else:
+            owner.register_buffer(leaf, item, persistent=False)
+        return self.graph.get_attr(path)
+
+    def call(self, function, args, name, **kwargs):
+        return self.graph.call_function(function, tuple(args), kwargs, name=name)
+
+    def call_module(self, path, module, args, name):
+        self.attach(path, module)
+        return self.graph.create_node("call_module", path, tuple(args), {}, name=name)
+
+
+def _function(name, **kwargs):
+    """A gate that is one torch function (torch.add, ...) on the same inputs."""
+    def export(b, node, args):
+        return b.call(getattr(b.torch, name), args, node.name, **kwargs)
+    return export
+
+
+def _export_sum(b, node, args):
+    attrs = node.gate.attrs()
+    if attrs["axis"] is None and not attrs["keepdims"]:
+        return b.call(b.torch.sum, args, node.name)
+    return b.call(b.torch.sum, args, node.name, dim=attrs["axis"], keepdim=attrs["keepdims"])
+
+
+def _export_affine(b, node, args):
+    x, w, bias = args
+    x_shape = node.inputs[0].static_shape
+    if x_shape is None or len(x_shape) != 2:
+        x = b.call(b.torch.flatten, [x, 1], f"{node.name}_rows")
+    return b.call(b.torch.addmm, [bias, x, w], node.name)
+
+
+def _export_conv(b, node, args):
+    attrs = node.gate.attrs()
+    return b.call(b.F.conv2d, args, node.name, stride=attrs["stride"], padding=attrs["pad"])
+
+
+def _export_max_pool(b, node, args):
+    attrs = node.gate.attrs()
+    return b.call(b.F.max_pool2d, args, node.name, stride=attrs["stride"],
+                  kernel_size=(attrs["pool_height"], attrs["pool_width"]))
+
+
+def _export_batchnorm(b, node, args):
+    from ._torch_modules import BatchNorm
+    gamma = node.inputs[1]
+    features = np.shape(gamma.value) if gamma.value is not None else gamma.static_shape
+    stats = [b.torch.tensor(np.asarray(node.state.get(key, np.zeros(features)), node.dtype))
+             for key in ("running_mean", "running_var")]
+    attrs = node.gate.attrs()
+    module = BatchNorm(*stats, eps=attrs["eps"], momentum=attrs["momentum"])
+    return b.call_module(node.name, module, args, node.name)
+
+
+def _export_dropout(b, node, args):
+    module = b.torch.nn.Dropout(node.gate.attrs()["p"])
+    return b.call_module(node.name, module, args, node.name)
+
+
+def _export_softmax_loss(b, node, args):
+    return b.call(b.F.cross_entropy, args, node.name)
+
+
+def _export_svm_loss(b, node, args):
+    """torch's multi_margin_loss divides each sample's hinge sum by the number of classes;
+    graphnet's svm_loss (the course's) does not."""
+    loss = b.call(b.F.multi_margin_loss, args, f"{node.name}_per_class")
+    classes = b.graph.call_method("size", (args[0], 1))
+    return b.call(b.torch.mul, [loss, classes], node.name)
+
+
+#: graphnet gate -> the function that writes it as fx nodes.
+TORCH_OPS = {
+    **{gate: _function(function) for gate, (_, function) in ONE_TO_ONE.items()},
+    "softmax": _function("softmax", dim=-1),
+    "sum": _export_sum,
+    "affine": _export_affine,
+    "conv": _export_conv,
+    "max_pool": _export_max_pool,
+    "batchnorm": _export_batchnorm, "spatial_batchnorm": _export_batchnorm,
+    "dropout": _export_dropout,
+    "softmax_loss": _export_softmax_loss,
+    "svm_loss": _export_svm_loss,
+}
+
+
+# ----- import --------------------------------------------------------------------------
+
+def from_torch(module, example_args, example_kwargs=None) -> Graph:
+    """A Graph of gates built from `torch.export.export(module, example_args,
+    kwargs=example_kwargs)` (example_args: a tuple of tensors, or one tensor). Inputs
+    keep their argument names with the batch size left open; parameters become params
+    named by their state_dict keys; batchnorm buffers go to the node's state; each gate
+    node is named after the fx node it comes from. The graph takes the module's
+    train/eval mode. Raises UnsupportedOpError listing every ATen op with no gate."""
+    torch = require("torch", "graphnet.from_torch")
+    if isinstance(example_args, torch.Tensor):
+        example_args = (example_args,)
+    exported = torch.export.export(module, tuple(example_args), kwargs=example_kwargs)
+    reader = _AtenReader(torch, exported)
+    calls = [n for n in exported.graph.nodes if n.op == "call_function"
+             and not reader.bookkeeping(n)]
+    check_supported(((_op_name(n.target), n.name) for n in calls), ATEN_OPS, "from_torch")
+    # A module made by to_torch knows the graph's own input names ('X', 'x:0'), which fx
+    # turned into Python identifiers.
+    return reader.build(module.training, getattr(module, "input_names", None))
+
+
+def _op_name(target):
+    packet = getattr(target, "overloadpacket", None)
+    return str(packet) if packet is not None else getattr(target, "__name__", str(target))
+
+
+class _AtenReader:
+    """Builds the graph: `values` maps each fx node to the graph node (or Pending) holding
+    it; parameters become params when a gate first takes them."""
+
+    def __init__(self, torch, exported):
+        self.torch, self.exported = torch, exported
+        kinds = torch.export.graph_signature.InputKind
+        self.sources = {}  # placeholder name -> (kind, state_dict key)
+        for spec in exported.graph_signature.input_specs:
+            self.sources[spec.arg.name] = (spec.kind, spec.target)
+        self.user_input, self.parameter = kinds.USER_INPUT, kinds.PARAMETER
+        float_inputs = [n.meta["val"].dtype for n in exported.graph.nodes
+                        if n.op == "placeholder" and self.sources[n.name][0] == self.user_input
+                        and n.meta["val"].dtype.is_floating_point]
+        dtype = _numpy_dtype(torch, float_inputs[0]) if float_inputs else np.float32
+        self.graph, self.values = Graph(dtype=dtype), {}
+
+    def bookkeeping(self, node):
+        """BatchNorm's counter of batches (`num_batches_tracked += 1`): nothing reads it."""
+        return _op_name(node.target) == "aten.add_" and self.sources.get(
+            node.args[0].name, (None, ""))[1].endswith("num_batches_tracked")
+
+    def build(self, training, input_names=None):
+        user_inputs = [n for n in self.exported.graph.nodes if n.op == "placeholder"
+                       and self.sources[n.name][0] == self.user_input]
+        for node, name in zip(user_inputs, input_names or [n.name for n in user_inputs]):
+            val = node.meta["val"]
+            shape = (None, *val.shape[1:]) if val.dim() else ()
+            self.values[node] = self.graph.input(name, shape=tuple(shape),
+                                                 dtype=_numpy_dtype(self.torch, val.dtype))
+        for node in self.exported.graph.nodes:
+            if node.op == "call_function" and not self.bookkeeping(node):
+                self.values[node] = ATEN_OPS[_op_name(node.target)](self, node)
+            elif node.op == "output":
+                for out in node.args[0]:
+                    gate_input(self.value(out), "the module's output")
+        return self.graph.train(training)
+
+    # what the importers call
+
+    def value(self, arg):
+        """The graph node (or Pending) for an fx node; a Python number passes through."""
+        if not isinstance(arg, self.torch.fx.Node):
+            return arg
+        if arg not in self.values:
+            kind, key = self.sources.get(arg.name, (None, arg.name))
+            array = self.constant(arg)
+            self.values[arg] = (self.graph.param(key, array, dtype=array.dtype)
+                                if kind == self.parameter else
+                                self.graph.const(array, name=key, dtype=array.dtype))
+        return self.values[arg]
+
+    def input(self, node, i):
+        return gate_input(self.value(node.args[i]), f"{_op_name(node.target)} {node.name!r}")
+
+    def arg(self, node, i, name, default=None):
+        """A non-tensor argument, positional or keyword."""
+        return node.args[i] if i < len(node.args) else node.kwargs.get(name, default)
+
+    def constant(self, arg):
+        """The array of a parameter, buffer or lifted constant."""
+        kind, key = self.sources.get(arg.name, (None, None))
+        tensor = (self.exported.state_dict.get(key) if key in self.exported.state_dict
+                  else self.exported.constants.get(key))
+        if tensor is None:
+            raise unsupported("tensor", arg.name, "graphnet reads this argument as a constant, "
+                              "but the module computes it")
+        return tensor.detach().cpu().numpy().copy()
+
+    def shape(self, arg):
+        return tuple(arg.meta["val"].shape)
+
+    def gate(self, op, node, inputs, **attrs):
+        return build_gate(self.graph, op, inputs, node.name, **attrs)
+
+
+def _numpy_dtype(torch, dtype):
+    return np.dtype(torch.empty(0, dtype=dtype).numpy().dtype)
+
+
+def _aten(op):
+    """An ATen op that is one gate on the same (positional) arguments."""
+    def read(r, node):
+        return r.gate(op, node, [r.input(node, i) for i in range(len(node.args))])
+    return read
+
+
+def _require(condition, node, why):
+    if not condition:
+        raise unsupported(_op_name(node.target), node.name, why)
+
+
+def _read_add_sub(op):
+    def read(r, node):
+        _require(r.arg(node, 2, "alpha", 1) == 1, node, "alpha must be 1")
+        return r.gate(op, node, [r.input(node, 0), r.input(node, 1)])
+    return read
+
+
+def _read_mul(r, node):
+    a, b = r.value(node.args[0]), r.value(node.args[1])
+    if isinstance(a, _SvmOverClasses) and b == a.classes:
+        return r.gate("svm_loss", node, [a.scores, a.labels])
+    return r.gate("multiply", node, [r.input(node, 0), r.input(node, 1)])
+
+
+def _read_div(r, node):
+    _require(r.arg(node, 2, "rounding_mode") is None, node, "graphnet divides exactly")
+    return r.gate("divide", node, [r.input(node, 0), r.input(node, 1)])
+
+
+def _read_softmax(r, node):
+    dim, rank = r.arg(node, 1, "dim"), len(r.shape(node.args[0]))
+    _require(dim in (-1, rank - 1), node, f"dim {dim}: graphnet's softmax works along the "
+             "last axis")
+    return r.gate("softmax", node, [r.input(node, 0)])
+
+
+def _read_sum(r, node):
+    dims = r.arg(node, 1, "dim")
+    axis = None if not dims else dims[0] if len(dims) == 1 else tuple(dims)
+    return r.gate("sum", node, [r.input(node, 0)], axis=axis,
+                  keepdims=bool(r.arg(node, 2, "keepdim", False)))
+
+
+def _read_linear(r, node):
+    """linear(x, W, b) = x @ W.T + b: an affine gate whose w is the param W.T (same name)."""
+    weight = node.args[1]
+    _require(weight not in r.values and r.sources.get(weight.name, (None,))[0] == r.parameter,
+             node, "graphnet reads a linear whose weight is a parameter used once")
+    key = r.sources[weight.name][1]
+    array = r.constant(weight)
+    w = r.values[weight] = r.graph.param(key, array.T, dtype=array.dtype)
+    bias = r.input(node, 2) if r.arg(node, 2, "bias") is not None else r.graph.const(
+        np.zeros(array.shape[0], array.dtype), name=f"{node.name}_bias")
+    return r.gate("affine", node, [_rows(r, node, 0), w, bias])
+
+
+def _rows(r, node, i):
+    """The affine gate's x: (N, D) rows, perhaps a flatten that the gate absorbs (torch's
+    linear works on the last axis, graphnet's affine on all axes after the first)."""
+    shape = r.shape(node.args[i])
+    _require(len(shape) == 2, node, f"input of shape {shape}: graphnet's affine takes rows")
+    return affine_input(r.value(node.args[i]))
+
+
+def _read_addmm(r, node):
+    _require(r.arg(node, 3, "beta", 1) == 1 and r.arg(node, 4, "alpha", 1) == 1, node,
+             "alpha and beta must be 1")
+    return r.gate("affine", node, [_rows(r, node, 1), r.input(node, 2), r.input(node, 0)])
+
+
+def _pair(r, node, i, name, default, what):
+    """An int or list argument that graphnet's gate takes as one int for both axes."""
+    value = r.arg(node, i, name, default)
+    values = [value] if isinstance(value, int) else list(value)
+    _require(len(set(values)) == 1, node, f"{name} {value}: graphnet's {what} takes the "
+             f"same {name} along both axes")
+    return values[0]
+
+
+def _read_conv2d(r, node):
+    _require(_pair(r, node, 5, "dilation", 1, "conv") == 1 and r.arg(node, 6, "groups", 1) == 1,
+             node, "graphnet's conv has no dilation or groups")
+    padding = r.arg(node, 4, "padding", 0)
+    _require(not isinstance(padding, str), node, f"padding={padding!r}: give the sizes")
+    w = r.input(node, 1)
+    bias = r.input(node, 2) if r.arg(node, 2, "bias") is not None else r.graph.const(
+        np.zeros(w.static_shape[0], w.dtype), name=f"{node.name}_bias")
+    return r.gate("conv", node, [r.input(node, 0), w, bias],
+                  stride=_pair(r, node, 3, "stride", 1, "conv"),
+                  pad=_pair(r, node, 4, "padding", 0, "conv"))
+
+
+def _read_max_pool2d(r, node):
+    kernel = r.arg(node, 1, "kernel_size")
+    height, width = (kernel, kernel) if isinstance(kernel, int) else (kernel[0], kernel[-1])
+    _require(_pair(r, node, 3, "padding", 0, "max_pool") == 0 and not r.arg(
+        node, 5, "ceil_mode", False) and _pair(r, node, 4, "dilation", 1, "max_pool") == 1,
+        node, "graphnet's max_pool has no padding, dilation or ceil_mode")
+    if r.arg(node, 2, "stride", []):
+        stride = _pair(r, node, 2, "stride", None, "max_pool")
+    else:  # torch's default stride is the window
+        _require(height == width, node, f"a {height}x{width} window with the default stride: "
+                 "graphnet's max_pool takes one stride")
+        stride = height
+    return r.gate("max_pool", node, [r.input(node, 0)], pool_height=height, pool_width=width,
+                  stride=stride)
+
+
+def _read_batch_norm(r, node):
+    x, mean, var = node.args[0], node.args[3], node.args[4]
+    momentum, eps = r.arg(node, 6, "momentum"), r.arg(node, 7, "eps")
+    _require(mean is not None and var is not None and momentum is not None, node,
+             "graphnet's batchnorm keeps running averages with a fixed momentum")
+    rank = len(r.shape(x))
+    _require(rank in (2, 4), node, f"input of shape {r.shape(x)}: graphnet has batchnorm "
+             "for (N, D) and spatial_batchnorm for (N, C, H, W)")
+    x_node, features = r.input(node, 0), r.shape(x)[1]
+    gamma = (r.input(node, 1) if node.args[1] is not None  # affine=False: no gamma, beta
+             else r.graph.const(np.ones(features, x_node.dtype), name=f"{node.name}_gamma"))
+    beta = (r.input(node, 2) if node.args[2] is not None
+            else r.graph.const(np.zeros(features, x_node.dtype), name=f"{node.name}_beta"))
+    out = r.gate("batchnorm" if rank == 2 else "spatial_batchnorm", node,
+                 [x_node, gamma, beta], eps=eps, momentum=1.0 - momentum)
+    out.state["running_mean"], out.state["running_var"] = r.constant(mean), r.constant(var)
+    return out
+
+
+def _read_dropout(r, node):
+    return r.gate("dropout", node, [r.input(node, 0)], p=float(r.arg(node, 1, "p")))
+
+
+def _read_flatten(r, node):
+    _require(r.arg(node, 1, "start_dim", 0) == 1 and r.arg(node, 2, "end_dim", -1) in (
+        -1, len(r.shape(node.args[0])) - 1), node, "graphnet reads a flatten from axis 1 on")
+    return flatten_rows(r.value(node.args[0]), "aten.flatten", node.name)
+
+
+def _read_view(r, node):
+    shape = list(r.arg(node, 1, "size"))
+    _require(flattens_to_rows(r.shape(node.args[0]), shape), node,
+             f"to {shape} from {r.shape(node.args[0])}: graphnet reads a view or reshape only "
+             "as a flatten to (N, features)")
+    return flatten_rows(r.value(node.args[0]), _op_name(node.target), node.name)
+
+
+def _read_cross_entropy(r, node):
+    _require(r.arg(node, 2, "weight") is None and r.arg(node, 3, "reduction", 1) == 1
+             and r.arg(node, 5, "label_smoothing", 0.0) == 0.0, node,
+             "graphnet's softmax_loss is the unweighted mean, without label smoothing")
+    return r.gate("softmax_loss", node, [r.input(node, 0), r.input(node, 1)])
+
+
+class _SvmOverClasses(Pending):
+    """multi_margin_loss = graphnet's svm_loss / C; times C (as to_torch writes it) it is
+    the svm_loss gate itself, and anything else reads it as svm_loss * (1 / C)."""
+
+    def __init__(self, reader, node):
+        self.reader, self.node = reader, node
+        self.scores, self.labels = reader.input(node, 0), reader.input(node, 1)
+        self.classes = reader.shape(node.args[0])[1]
+        self.result = None
+
+    def materialize(self, consumer):
+        if self.result is None:
+            g, name = self.reader.graph, self.node.name
+            loss = build_gate(g, "svm_loss", [self.scores, self.labels], f"{name}_svm_loss")
+            self.result = build_gate(g, "multiply", [loss, 1.0 / self.classes], name)
+        return self.result
+
+
+def _read_multi_margin(r, node):
+    _require(r.arg(node, 2, "p", 1) == 1 and r.arg(node, 3, "margin", 1) == 1
+             and r.arg(node, 4, "weight") is None and r.arg(node, 5, "reduction", 1) == 1, node,
+             "graphnet's svm_loss has p=1, margin 1, no weights, the mean over the batch")
+    return _SvmOverClasses(r, node)
+
+
+#: ATen op (as torch.export writes it) -> the function that builds its gates.
+ATEN_OPS = {
+    **{f"aten.{function}": _aten(gate) for gate, (_, function) in ONE_TO_ONE.items()},
+    # the ones whose ATen form has settings the gate lacks, or that fold a pending op
+    "aten.add": _read_add_sub("add"), "aten.sub": _read_add_sub("subtract"),
+    "aten.mul": _read_mul, "aten.div": _read_div,
+    "aten.softmax": _read_softmax,
+    "aten.sum": _read_sum,
+    "aten.linear": _read_linear, "aten.addmm": _read_addmm,
+    "aten.conv2d": _read_conv2d,
+    "aten.max_pool2d": _read_max_pool2d,
+    "aten.batch_norm": _read_batch_norm,
+    "aten.dropout": _read_dropout,
+    "aten.flatten": _read_flatten, "aten.view": _read_view, "aten.reshape": _read_view,
+    "aten.cross_entropy_loss": _read_cross_entropy,
+    "aten.multi_margin_loss": _read_multi_margin,
+}

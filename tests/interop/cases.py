@@ -1,0 +1,179 @@
+"""One small graph per gate (and per setting where a converter branches), shared by the
+ONNX and PyTorch tests. Each case builds its graph in a given dtype and returns
+(graph, feeds); the graph's single sink is the output to compare."""
+import numpy as np
+
+import graphnet as gn
+
+
+def _binary(op, b=None):
+    """a (N, 3) and a broadcast b (3,): b stays away from 0 (divide); max gets b = (-5, 5,
+    0.37), so a wins one column, b another, and each the third in some rows, with no ties
+    (where torch splits the gradient and graphnet gives it to a)."""
+    def build(dtype, rng):
+        g = gn.Graph(dtype=dtype)
+        getattr(g, op)(g.input("a", shape=(None, 3)), g.input("b", shape=(3,)), name="out")
+        return g, {"a": rng.uniform(-2, 2, (4, 3)),
+                   "b": rng.uniform(3, 7, 3) if b is None else np.array(b)}
+    return build
+
+
+def _unary(op, low=-2.0):
+    def build(dtype, rng):
+        g = gn.Graph(dtype=dtype)
+        getattr(g, op)(g.input("x", shape=(None, 5)), name="out")
+        return g, {"x": rng.uniform(low, 2, (3, 5))}
+    return build
+
+
+def _sum(axis, keepdims):
+    def build(dtype, rng):
+        g = gn.Graph(dtype=dtype)
+        g.sum(g.input("x", shape=(None, 3, 4)), axis=axis, keepdims=keepdims, name="out")
+        return g, {"x": rng.normal(size=(2, 3, 4))}
+    return build
+
+
+def _affine(x_shape):
+    def build(dtype, rng):
+        g = gn.Graph(dtype=dtype)
+        x = g.input("x", shape=(None, *x_shape))
+        features = int(np.prod(x_shape))
+        g.affine(x, g.param("W", rng.normal(size=(features, 4))), g.param("b", rng.normal(size=4)),
+                 name="out")
+        return g, {"x": rng.normal(size=(3, *x_shape))}
+    return build
+
+
+def _conv(stride, pad):
+    def build(dtype, rng):
+        g = gn.Graph(dtype=dtype)
+        g.conv(g.input("x", shape=(None, 2, 7, 7)), g.param("w", rng.normal(size=(3, 2, 3, 3))),
+               g.param("b", rng.normal(size=3)), stride=stride, pad=pad, name="out")
+        return g, {"x": rng.normal(size=(2, 2, 7, 7))}
+    return build
+
+
+def _max_pool(size, stride):
+    def build(dtype, rng):
+        g = gn.Graph(dtype=dtype)
+        g.max_pool(g.input("x", shape=(None, 2, 6, 6)), size, size, stride, name="out")
+        return g, {"x": rng.normal(size=(2, 2, 6, 6))}
+    return build
+
+
+def _batchnorm(op, shape):
+    def build(dtype, rng):
+        g = gn.Graph(dtype=dtype)
+        channels = shape[0]
+        out = getattr(g, op)(g.input("x", shape=(None, *shape)),
+                             g.param("gamma", rng.uniform(0.5, 1.5, channels)),
+                             g.param("beta", rng.normal(size=channels)), eps=2.0**-10,
+                             momentum=0.75, name="out")  # ONNX keeps both as float32
+        out.state["running_mean"] = rng.normal(size=channels).astype(dtype)
+        out.state["running_var"] = rng.uniform(0.5, 2, channels).astype(dtype)
+        return g, {"x": rng.normal(size=(5, *shape))}
+    return build
+
+
+def _dropout(dtype, rng):
+    g = gn.Graph(dtype=dtype)
+    g.dropout(g.input("x", shape=(None, 6)), 0.3, name="out")
+    return g, {"x": rng.normal(size=(4, 6))}
+
+
+def _softmax(dtype, rng):
+    g = gn.Graph(dtype=dtype)
+    g.softmax(g.input("x", shape=(None, 5)), name="out")
+    return g, {"x": rng.normal(size=(3, 5))}
+
+
+def _loss(op):
+    def build(dtype, rng):
+        g = gn.Graph(dtype=dtype)
+        getattr(g, op)(g.input("scores", shape=(None, 5)),
+                       g.input("y", shape=(None,), dtype=np.int64), name="out")
+        return g, {"scores": rng.normal(size=(6, 5)), "y": rng.integers(0, 5, 6)}
+    return build
+
+
+def _fan_out(dtype, rng):
+    """One node read by three gates, and a Python number folded into a const."""
+    g = gn.Graph(dtype=dtype)
+    x = g.input("x", shape=(None, 4))
+    h = g.tanh(x, name="h")
+    g.add(g.multiply(h, h, name="square"), g.multiply(h, 3.0, name="scaled"), name="out")
+    return g, {"x": rng.normal(size=(2, 4))}
+
+
+#: case name -> builder; every gate graphnet has, and the settings the converters branch on.
+CASES = {
+    "add": _binary("add"), "subtract": _binary("subtract"), "multiply": _binary("multiply"),
+    "divide": _binary("divide"), "max": _binary("max", b=(-5.0, 5.0, 0.37)),
+    "relu": _unary("relu"), "exp": _unary("exp"), "log": _unary("log", low=0.1),
+    "sigmoid": _unary("sigmoid"), "tanh": _unary("tanh"),
+    "sum_all": _sum(None, False), "sum_all_keepdims": _sum(None, True),
+    "sum_axis": _sum(1, False), "sum_axes_keepdims": _sum((0, 2), True),
+    "affine": _affine((6,)), "affine_flattening": _affine((2, 3, 2)),
+    "conv": _conv(1, 1), "conv_stride2": _conv(2, 0),
+    "max_pool": _max_pool(2, 2), "max_pool_overlapping": _max_pool(3, 1),
+    "batchnorm": _batchnorm("batchnorm", (4,)),
+    "spatial_batchnorm": _batchnorm("spatial_batchnorm", (3, 4, 4)),
+    "dropout": _dropout, "softmax": _softmax,
+    "softmax_loss": _loss("softmax_loss"), "svm_loss": _loss("svm_loss"),
+    "fan_out": _fan_out,
+}
+
+
+def build(case, dtype, seed=0):
+    """(graph, feeds) of `case`, the feeds in the graph's dtype (labels stay integers)."""
+    graph, feeds = CASES[case](dtype, np.random.default_rng(seed))
+    return graph, {k: v.astype(dtype) if v.dtype.kind == "f" else v for k, v in feeds.items()}
+
+
+def gate_ops(graph):
+    return [n.op for n in graph.nodes if n.kind == "gate"]
+
+
+def course_models():
+    from graphnet.models import FullyConnectedNet, ThreeLayerConvNet, TwoLayerNet
+    np.random.seed(0)
+    fc = FullyConnectedNet([8, 6], input_dim=12, num_classes=5, dropout=0.3,
+                           normalization="batchnorm", weight_scale=0.3, reg=0.1)
+    rng = np.random.default_rng(0)
+    for _ in range(3):  # train-mode steps, so the running averages are not the initial ones
+        fc.loss(rng.normal(size=(10, 12)).astype(np.float32), rng.integers(0, 5, 10))
+    return {
+        "TwoLayerNet": (TwoLayerNet(input_dim=12, hidden_dim=8, num_classes=5,
+                                    weight_scale=0.3, reg=0.1), (12,)),
+        "FullyConnectedNet": (fc, (12,)),
+        "ThreeLayerConvNet": (ThreeLayerConvNet(input_dim=(3, 8, 8), num_filters=4,
+                                                filter_size=3, hidden_dim=10, num_classes=5,
+                                                weight_scale=0.3, reg=0.1), (3, 8, 8)),
+    }
+
+
+def graph_with_a_custom_gate():
+    """A graph using a gate registered in the test (as in a notebook): `cube`, twice."""
+    @gn.register_gate
+    class Cube(gn.Gate):
+        op, inputs = "interop_test_cube", ("x",)
+
+        def shape(self, x):
+            return x
+
+        def forward(self, x):
+            return x ** 3, x
+
+        def backward(self, dout, x, needs):
+            return (3 * x * x * dout,)
+
+    g = gn.Graph()
+    x = g.input("x", shape=(None, 2))
+    g.add(g.apply("interop_test_cube", x, name="c1"), g.apply("interop_test_cube", x, name="c2"))
+    return g
+
+
+def builtin_gates():
+    from graphnet.gates import gate_class
+    return {op for op in gn.gate_names() if gate_class(op).__module__.startswith("graphnet.")}

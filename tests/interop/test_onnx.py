@@ -1,0 +1,277 @@
+"""ONNX out and in: every gate against onnxruntime, the import back, hand-made ONNX models
+of every op the importer reads, the course models, and the errors."""
+import numpy as np
+import pytest
+
+import graphnet as gn
+from graphnet.interop import UnsupportedOpError
+
+from .cases import (CASES, build, builtin_gates, course_models, gate_ops,
+                    graph_with_a_custom_gate)
+from .reference import assert_runs_equal, graphnet_run, torch_run
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+helper = onnx.helper
+pytestmark = pytest.mark.onnx
+
+ONNX_CASES = [case for case in CASES if case != "svm_loss"]  # svm_loss has no ONNX form
+
+
+def run_onnxruntime(model, feeds):
+    session = ort.InferenceSession(model.SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)
+
+
+@pytest.mark.parametrize("case", ONNX_CASES)
+def test_export_runs_in_onnxruntime_like_the_graph_in_eval_mode(case):
+    graph, feeds = build(case, np.float32)
+    graph.train()  # the file computes eval mode whatever mode the graph is in
+    model = gn.to_onnx(graph)
+    expected = graph.eval().forward(feeds)
+    (got,) = run_onnxruntime(model, feeds)
+    np.testing.assert_allclose(got, expected, rtol=2e-6, atol=2e-6)
+
+
+@pytest.mark.parametrize("case", ONNX_CASES)
+def test_import_builds_the_same_gates_equal_forward_and_backward(case):
+    graph, feeds = build(case, np.float64)
+    back = gn.from_onnx(gn.to_onnx(graph.eval()))
+    assert gate_ops(back) == gate_ops(graph)
+    assert not back.training
+    assert list(back.params) == list(graph.params)
+    assert_runs_equal(graphnet_run(back, feeds), graphnet_run(graph, feeds), rtol=1e-13)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("case", ["conv_stride2", "spatial_batchnorm", "affine_flattening",
+                                  "softmax_loss", "max"])
+def test_imported_graph_backward_matches_pytorch(case):
+    torch = pytest.importorskip("torch")
+    graph, feeds = build(case, np.float64)
+    back = gn.from_onnx(gn.to_onnx(graph.eval()))
+    module = gn.to_torch(graph)
+    assert not module.training
+    expected = torch_run(module.to(torch.float64), feeds, module.input_names)
+    assert_runs_equal(graphnet_run(back, feeds), expected, rtol=1e-10, atol=1e-12)
+
+
+def test_file_takes_any_batch_size_and_keeps_names(tmp_path):
+    graph, feeds = build("conv", np.float32)
+    path = tmp_path / "conv.onnx"
+    gn.to_onnx(graph, path)
+    model = onnx.load(path)
+    onnx.checker.check_model(model, full_check=True)
+    (x,) = model.graph.input
+    assert x.name == "x" and x.type.tensor_type.shape.dim[0].dim_param == "N"
+    assert sorted(i.name for i in model.graph.initializer) == ["b", "w"]
+    for batch in (1, 7):
+        X = np.random.default_rng(batch).normal(size=(batch, 2, 7, 7)).astype(np.float32)
+        (got,) = run_onnxruntime(model, {"x": X})
+        np.testing.assert_allclose(got, graph.forward(x=X), rtol=2e-6, atol=2e-6)
+
+
+def test_float64_graph_exports_as_float32_on_request():
+    graph, feeds = build("conv", np.float64)
+    model = gn.to_onnx(graph, dtype=np.float32)
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    (got,) = run_onnxruntime(model, {"x": feeds["x"].astype(np.float32)})
+    np.testing.assert_allclose(got, graph.forward(feeds), rtol=1e-5, atol=1e-5)
+
+
+def test_outputs_selects_the_part_to_export_and_several_outputs():
+    graph, feeds = build("fan_out", np.float32)
+    model = gn.to_onnx(graph, outputs=["square", "h"])
+    assert [o.name for o in model.graph.output] == ["square", "h"]
+    assert "scaled" not in [n.name for n in model.graph.node]
+    square, h = run_onnxruntime(model, feeds)
+    np.testing.assert_allclose(square, graph.run("square", feeds), rtol=1e-6)
+    np.testing.assert_allclose(h, graph.run("h", feeds), rtol=1e-6)
+
+
+# ----- import of ONNX models made by hand: every op and setting the importer reads -------
+
+def tensor(name, array):
+    return onnx.numpy_helper.from_array(np.asarray(array), name)
+
+
+def make_model(nodes, inputs, outputs, initializers, opset):
+    graph = helper.make_graph(nodes, "hand-made", inputs, outputs, initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def float_info(name, shape):
+    return helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, shape)
+
+
+def test_import_of_flatten_reshape_gemm_matmul_and_nary_ops_matches_onnxruntime():
+    rng = np.random.default_rng(0)
+    f32 = lambda *shape: rng.normal(size=shape).astype(np.float32)  # noqa: E731
+    nodes = [
+        helper.make_node("Flatten", ["x"], ["flat"], axis=1),
+        helper.make_node("Gemm", ["flat", "W_out_in", "c"], ["gemm"], transB=1),
+        helper.make_node("Reshape", ["x", "rows"], ["rows_of_x"]),
+        helper.make_node("MatMul", ["rows_of_x", "W2"], ["matmul"]),
+        helper.make_node("Constant", [], ["half"], value=tensor("half", np.float32(0.5))),
+        helper.make_node("Mul", ["matmul", "half"], ["halved"]),
+        helper.make_node("Sum", ["gemm", "halved", "gemm"], ["sum3"]),
+        helper.make_node("Max", ["sum3", "matmul", "gemm"], ["max3"]),
+        helper.make_node("Identity", ["max3"], ["same"]),
+        helper.make_node("Sub", ["same", "c"], ["centered"]),
+        helper.make_node("Sigmoid", ["centered"], ["sig"]),
+        helper.make_node("Softmax", ["sig"], ["probs"], axis=-1),
+        helper.make_node("ReduceSum", ["probs", "axis1"], ["total"], keepdims=0),
+    ]
+    initializers = [tensor("W_out_in", f32(4, 18)), tensor("c", f32(4)),
+                    tensor("rows", np.array([-1, 18], np.int64)), tensor("W2", f32(18, 4)),
+                    tensor("axis1", np.array([1], np.int64))]
+    model = make_model(nodes, [float_info("x", ["N", 2, 3, 3])],
+                       [float_info("total", ["N"])], initializers, opset=17)
+    graph = gn.from_onnx(model)
+    assert gate_ops(graph) == ["affine", "affine", "multiply", "add", "add", "max", "max",
+                               "subtract", "sigmoid", "softmax", "sum"]
+    # Gemm's transposed B becomes a param holding B.T under B's name; MatMul gets a zero bias
+    np.testing.assert_array_equal(graph.params["W_out_in"],
+                                  onnx.numpy_helper.to_array(initializers[0]).T)
+    assert graph["half"].op == "const" and "rows" not in graph
+    X = f32(5, 2, 3, 3)
+    (expected,) = run_onnxruntime(model, {"x": X})
+    np.testing.assert_allclose(graph.forward(x=X), expected, rtol=1e-5, atol=1e-6)
+    graph.backward("total", np.ones(5, np.float32))
+    assert graph["W2"].grad.shape == (18, 4)
+
+
+def test_import_of_opset_11_attributes_and_conv_pool_batchnorm_dropout():
+    """Before opset 13, ReduceSum's axes and Dropout's ratio were attributes and Softmax
+    flattened from `axis` on (the same as the last axis when axis is the last)."""
+    rng = np.random.default_rng(1)
+    f32 = lambda *shape: rng.normal(size=shape).astype(np.float32)  # noqa: E731
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["conv"], kernel_shape=[3, 3], pads=[1, 1, 1, 1],
+                         strides=[2, 2]),
+        helper.make_node("BatchNormalization", ["conv", "scale", "bias", "mean", "var"],
+                         ["bn"], epsilon=1e-3, momentum=0.8),
+        helper.make_node("Relu", ["bn"], ["relu"]),
+        helper.make_node("MaxPool", ["relu"], ["pool"], kernel_shape=[2, 2], strides=[1, 1]),
+        helper.make_node("Dropout", ["pool"], ["drop"], ratio=0.25),
+        helper.make_node("Flatten", ["drop"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "W", "b"], ["scores"]),
+        helper.make_node("Softmax", ["scores"], ["probs"], axis=1),
+        helper.make_node("Log", ["probs"], ["logp"]),
+        helper.make_node("ReduceSum", ["logp"], ["total"], axes=[1], keepdims=1),
+        helper.make_node("Exp", ["total"], ["out"]),
+    ]
+    initializers = [tensor("w", f32(3, 2, 3, 3)), tensor("scale", f32(3)), tensor("bias", f32(3)),
+                    tensor("mean", f32(3)),
+                    tensor("var", rng.uniform(0.5, 2, 3).astype(np.float32)),
+                    tensor("W", f32(12, 4)), tensor("b", f32(4))]
+    model = make_model(nodes, [float_info("x", ["N", 2, 5, 5])], [float_info("out", ["N", 1])],
+                       initializers, opset=11)
+    graph = gn.from_onnx(model)
+    assert gate_ops(graph) == ["conv", "spatial_batchnorm", "relu", "max_pool", "dropout",
+                               "affine", "softmax", "log", "sum", "exp"]
+    assert graph["conv"].gate.attrs() == {"stride": 2, "pad": 1}
+    assert graph["bn"].gate.attrs() == {"eps": pytest.approx(1e-3), "momentum": pytest.approx(0.8)}
+    assert graph["drop"].gate.attrs()["p"] == 0.25
+    X = f32(3, 2, 5, 5)
+    (expected,) = run_onnxruntime(model, {"x": X})
+    np.testing.assert_allclose(graph.forward(x=X), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_import_lists_every_unsupported_op_at_once():
+    nodes = [helper.make_node("Cos", ["x"], ["cos"]),
+             helper.make_node("Transpose", ["cos"], ["t1"], perm=[1, 0]),
+             helper.make_node("Transpose", ["t1"], ["t2"], perm=[1, 0]),
+             helper.make_node("Relu", ["t2"], ["out"])]
+    model = make_model(nodes, [float_info("x", [2, 3])], [float_info("out", [2, 3])], [], 17)
+    with pytest.raises(UnsupportedOpError) as err:
+        gn.from_onnx(model)
+    message = str(err.value)
+    assert "Cos (node 'cos')" in message and "Transpose (nodes 't1', 't2')" in message
+    assert "Relu" in message.split("Supported:")[1]
+    assert err.value.ops == {"Cos": ["cos"], "Transpose": ["t1", "t2"]}
+
+
+def test_import_names_the_node_and_setting_graphnet_lacks():
+    nodes = [helper.make_node("Conv", ["x", "w"], ["grouped"], group=2)]
+    initializers = [tensor("w", np.ones((4, 1, 3, 3), np.float32))]
+    model = make_model(nodes, [float_info("x", [1, 2, 5, 5])],
+                       [float_info("grouped", [1, 4, 3, 3])], initializers, 17)
+    with pytest.raises(UnsupportedOpError, match=r"Conv node 'grouped'.*groups"):
+        gn.from_onnx(model)
+
+
+def test_every_builtin_gate_but_svm_loss_has_an_onnx_form():
+    from graphnet.interop.onnx import EXPORTERS
+    assert builtin_gates() - set(EXPORTERS) == {"svm_loss"}
+
+
+def test_a_registered_gate_of_ones_own_is_named_in_the_error():
+    with pytest.raises(UnsupportedOpError, match=r"interop_test_cube \(nodes 'c1', 'c2'\)"):
+        gn.to_onnx(graph_with_a_custom_gate())
+
+
+def test_export_lists_every_gate_with_no_onnx_form():
+    graph, _ = build("svm_loss", np.float32)
+    graph.add(graph.svm_loss(graph["scores"], graph["y"], name="second"), graph["out"])
+    with pytest.raises(UnsupportedOpError) as err:
+        gn.to_onnx(graph)
+    assert "svm_loss (nodes 'out', 'second')" in str(err.value)
+    assert "outputs=" in str(err.value)
+    assert err.value.ops == {"svm_loss": ["out", "second"]}
+
+
+# ----- the course models ----------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["TwoLayerNet", "FullyConnectedNet", "ThreeLayerConvNet"])
+def test_course_model_scores_in_onnxruntime_and_back(name, tmp_path):
+    model, sample = course_models()[name]
+    X = np.random.default_rng(1).normal(size=(6, *sample)).astype(model.dtype)
+    path = tmp_path / f"{name}.onnx"
+    gn.to_onnx(model.graph, path, outputs="scores", dtype=np.float32)
+    (got,) = run_onnxruntime(onnx.load(path), {"X": X.astype(np.float32)})
+    scores = model.loss(X)
+    np.testing.assert_allclose(got, scores, rtol=1e-4, atol=1e-5)
+    back = gn.from_onnx(path)
+    assert set(back.params) == set(model.params)
+    np.testing.assert_allclose(back.forward(X=X), scores, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["TwoLayerNet", "FullyConnectedNet", "ThreeLayerConvNet"])
+def test_course_model_loss_graph_round_trips(name):
+    """The whole training graph (softmax_loss, the L2 term) exports, and comes back with
+    the same loss and gradients (eval mode: the file's batchnorm and dropout)."""
+    model, sample = course_models()[name]
+    rng = np.random.default_rng(2)
+    feeds = {"X": rng.normal(size=(6, *sample)).astype(model.dtype), "y": rng.integers(0, 5, 6)}
+    model.graph.eval()
+    back = gn.from_onnx(gn.to_onnx(model.graph, outputs="loss"))
+    assert gate_ops(back) == gate_ops(model.graph)
+    # The import builds params where gates first take them, so a gradient with two parts
+    # (W's, from its layer and the L2 term) may add them in the other order: float32 noise.
+    assert_runs_equal(graphnet_run(back, feeds, "loss"), graphnet_run(model.graph, feeds, "loss"),
+                      rtol=1e-5, atol=1e-7)
+
+
+def test_an_input_without_a_shape_needs_input_shapes_unless_an_affine_tells_its_rank():
+    g = gn.Graph()
+    g.relu(g.input("x"), name="out")
+    with pytest.raises(gn.GraphError, match=r"input 'x'.*input_shapes=\{'x': \(None, \.\.\.\)\}"):
+        gn.to_onnx(g)
+    model = gn.to_onnx(g, input_shapes={"x": (None, 3)})
+    X = np.array([[-1.0, 0.0, 2.0]])
+    np.testing.assert_array_equal(run_onnxruntime(model, {"x": X})[0], [[0.0, 0.0, 2.0]])
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_param or d.dim_value for d in dims] == ["N", 3]
+
+
+@pytest.mark.parametrize("case", ["conv", "affine_flattening", "spatial_batchnorm", "max_pool",
+                                  "softmax", "sum_axis"])
+def test_an_empty_batch_runs_in_onnxruntime(case):
+    graph, feeds = build(case, np.float32)
+    empty = {name: value[:0] for name, value in feeds.items()}
+    (got,) = run_onnxruntime(gn.to_onnx(graph), empty)
+    assert got.shape == graph.eval().forward(empty).shape
