@@ -78,6 +78,7 @@ class HookHandle:
 
 
 _thread = threading.local()
+_FLOAT64 = np.float64
 
 
 def thread_hooks() -> list:
@@ -217,9 +218,10 @@ class Executor:
                         grad = sent[position]
                         if grad is None:
                             continue  # a gate that gives this input no gradient (labels)
-                        shape = values[j].shape
-                        if grad.shape != shape:
-                            grad = unbroadcast(grad, shape)
+                        # A number is the gradient of a number (a scalar circuit's common
+                        # case, where comparing shapes would cost as much as the gate).
+                        if type(grad) is not _FLOAT64 and grad.shape != values[j].shape:
+                            grad = unbroadcast(grad, values[j].shape)
                         if edge is not None:
                             edges[edge] = grad
                         # Fan-out: a node feeding several gates gets the sum of their gradients.

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import graphnet as gn
+from graphnet.gates import elementwise
 
 rng = np.random.default_rng(42)
 
@@ -179,3 +180,23 @@ def test_relu_kernel_gives_numpys_numbers(dtype):
     assert out.dtype == dtype and _C.relu_backward(dout, keep).dtype == dtype
     with pytest.raises(ValueError, match=r"relu dout must have shape \(2, 4\)"):
         _C.relu_backward(dout[:, :2], keep)
+
+
+SPECIAL_NUMBERS = [-3.0, -0.0, 0.0, 5e-324, 1e-300, 0.3, 2.5, 20.0, -20.0, 1e308, np.inf,
+                   -np.inf, np.nan, -np.nan]
+
+
+def test_scalar_fast_paths_give_the_ufuncs_numbers():
+    """relu and tanh take plain Python on single float64 numbers (a scalar circuit), where
+    a ufunc call costs more than the rest of the step; they must give the ufuncs' numbers
+    bit for bit, signed zeros and non-finite numbers included, and keep the type."""
+    relu, tanh = elementwise.Relu(), elementwise.Tanh()
+    for x in map(np.float64, SPECIAL_NUMBERS):
+        out, passes = relu.forward(x)
+        want = np.maximum(x, 0)
+        assert type(out) is np.float64 and passes == (x > 0)
+        assert out.tobytes() == want.tobytes() or (np.isnan(out) and np.isnan(want)), x
+        out, cache = tanh.forward(x)
+        want = np.tanh(x)
+        assert type(out) is np.float64 and cache is out
+        assert out.tobytes() == want.tobytes() or (np.isnan(out) and np.isnan(want)), x
