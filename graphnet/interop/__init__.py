@@ -9,9 +9,8 @@ onnx and torch are optional (pip install "graphnet[onnx]", "graphnet[torch]"): t
 imported when a converter is called, never by `import graphnet`.
 """
 from ._common import MissingDependencyError, UnsupportedOpError
-from .model import GraphClassifier
 from .onnx import from_onnx, to_onnx
 from .torch import from_torch, to_torch
 
-__all__ = ["to_onnx", "from_onnx", "to_torch", "from_torch", "GraphClassifier",
-           "UnsupportedOpError", "MissingDependencyError"]
+__all__ = ["to_onnx", "from_onnx", "to_torch", "from_torch", "UnsupportedOpError",
+           "MissingDependencyError"]

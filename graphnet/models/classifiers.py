@@ -20,7 +20,8 @@ import numpy as np
 from ..errors import GraphError
 from ..core.graph import Graph
 
-__all__ = ["GraphModel", "TwoLayerNet", "FullyConnectedNet", "ThreeLayerConvNet"]
+__all__ = ["GraphModel", "GraphClassifier", "TwoLayerNet", "FullyConnectedNet",
+           "ThreeLayerConvNet", "classifier_loss"]
 
 
 class GraphModel:
@@ -95,27 +96,12 @@ class GraphModel:
 
     def loss(self, X, y=None):
         """Scores (N, C) for y=None (eval mode), else (loss, grads) (train mode)."""
-        g = self.graph
         X = self.check_input(X)
-        if y is not None:
-            y = self.check_labels(y, X.shape[0])
-        # Held for the whole call: another thread's forward between this one's forward and
-        # backward would mix its batch into these gradients.
-        with g.lock:
-            was_training = g.training
-            try:
-                if y is None:
-                    g.eval()
-                    return g.run("scores", {"X": X})
-                g.train()
-                # With reg = 0 the L2 branch adds nothing: run and differentiate only the
-                # data loss, so no time goes into squaring weights then multiplied by 0.
-                target = "loss" if self._reg else "data_loss"
-                loss = g.run(target, {"X": X, "y": y})
-                g.backward(target)
-                return loss, g.grads
-            finally:
-                g.train(was_training)
+        labels = None if y is None else {"y": self.check_labels(y, X.shape[0])}
+        # With reg = 0 the L2 branch adds nothing: run and differentiate only the data
+        # loss, so no time goes into squaring weights that are then multiplied by 0.
+        return classifier_loss(self.graph, {"X": X}, labels, "scores",
+                               "loss" if self._reg else "data_loss")
 
     # ----- validation -------------------------------------------------------------------
 
@@ -189,6 +175,51 @@ class GraphModel:
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.config.items())
         return f"{type(self).__name__}({args})"
+
+
+def classifier_loss(graph, inputs, labels, scores, loss):
+    """The course's loss contract on a graph: with labels None, the `scores` node's value
+    for the feeds `inputs`, in eval mode (batchnorm's running averages, no dropout); else
+    the `loss` node's value after a forward and backward in train mode, and the params'
+    gradients. The graph's mode is restored afterwards, and its lock held throughout:
+    another thread's forward between this forward and backward would mix its batch into
+    these gradients."""
+    with graph.lock:
+        was_training = graph.training
+        try:
+            if labels is None:
+                return graph.eval().run(scores, inputs)
+            value = graph.train().run(loss, {**inputs, **labels})
+            graph.backward(loss)
+            return value, graph.grads
+        finally:
+            graph.train(was_training)
+
+
+class GraphClassifier:
+    """A graph you built or imported, as a model the Solver trains: `params` (the graph's)
+    and `loss(X, y=None)` with the course's contract (see classifier_loss), for a graph
+    with an input `x`, a `scores` node, a labels input `y` and a scalar `loss` node.
+
+        g = gn.from_onnx("cnn.onnx")
+        y = g.input("y", shape=(None,), dtype=np.int64)
+        g.softmax_loss(g["scores"], y, name="loss")
+        gn.Solver(GraphClassifier(g, x="x", scores="scores"), data).train()
+    """
+
+    def __init__(self, graph: Graph, *, x: str, scores: str, y: str = "y",
+                 loss: str = "loss"):
+        for role, name in (("x", x), ("scores", scores), ("y", y), ("loss", loss)):
+            if name not in graph:
+                raise GraphError(f"GraphClassifier: {role}={name!r} is not a node of the graph")
+        self.graph, self.params = graph, graph.params
+        self.names = {"x": x, "scores": scores, "y": y, "loss": loss}
+
+    def loss(self, X, y=None):
+        names = self.names
+        labels = None if y is None else {names["y"]: np.asarray(y)}
+        return classifier_loss(self.graph, {names["x"]: X}, labels, names["scores"],
+                               names["loss"])
 
 
 class TwoLayerNet(GraphModel):

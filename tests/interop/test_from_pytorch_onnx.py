@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import graphnet as gn
-from graphnet.interop import GraphClassifier
+from graphnet.models import GraphClassifier
 
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
