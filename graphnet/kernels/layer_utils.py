@@ -5,12 +5,14 @@ The convolutional sandwiches run on the C++ kernels of ``graphnet.fast_layers``,
 on first use so that the dense sandwiches work even where the extension lacks them.
 """
 from .layers import (affine_backward, affine_forward, batchnorm_backward_alt,
-                             batchnorm_forward, relu_backward, relu_forward)
+                     batchnorm_forward, relu_backward, relu_forward, spatial_batchnorm_backward,
+                     spatial_batchnorm_forward)
 
 __all__ = [
     "affine_relu_forward", "affine_relu_backward",
     "affine_bn_relu_forward", "affine_bn_relu_backward",
     "conv_relu_forward", "conv_relu_backward",
+    "conv_bn_relu_forward", "conv_bn_relu_backward",
     "conv_relu_pool_forward", "conv_relu_pool_backward",
 ]
 
@@ -64,6 +66,23 @@ def conv_relu_backward(dout, cache):
     """dout: (N, F, H', W'). Returns dx, dw, db."""
     conv_cache, relu_cache = cache
     return _fast_layers().conv_backward_fast(relu_backward(dout, relu_cache), conv_cache)
+
+
+def conv_bn_relu_forward(x, w, b, gamma, beta, conv_param, bn_param):
+    """relu(spatial_batchnorm(conv(x))). gamma, beta: (F,); bn_param as in
+    spatial_batchnorm_forward. Returns (N, F, H', W')."""
+    a, conv_cache = _fast_layers().conv_forward_fast(x, w, b, conv_param)
+    a_bn, bn_cache = spatial_batchnorm_forward(a, gamma, beta, bn_param)
+    out, relu_cache = relu_forward(a_bn)
+    return out, (conv_cache, bn_cache, relu_cache)
+
+
+def conv_bn_relu_backward(dout, cache):
+    """dout: (N, F, H', W'). Returns dx, dw, db, dgamma (F,), dbeta (F,)."""
+    conv_cache, bn_cache, relu_cache = cache
+    da, dgamma, dbeta = spatial_batchnorm_backward(relu_backward(dout, relu_cache), bn_cache)
+    dx, dw, db = _fast_layers().conv_backward_fast(da, conv_cache)
+    return dx, dw, db, dgamma, dbeta
 
 
 def conv_relu_pool_forward(x, w, b, conv_param, pool_param):

@@ -380,7 +380,8 @@ def test_dropout_backward_uses_the_mask():
 
 @pytest.mark.parametrize("p", [1, 1.0, -0.1, 1.5, float("nan")])
 def test_dropout_rejects_p_outside_0_1(p):
-    with pytest.raises(ValueError, match=r"dropout_forward: p \(probability of dropping a unit\)"):
+    with pytest.raises(ValueError, match=r"dropout_forward: p is the probability of DROPPING a "
+                                         r"unit \(the 2017 edition.*must be in \[0, 1\)"):
         L.dropout_forward(np.ones(3), {"mode": "train", "p": p})
 
 
