@@ -41,18 +41,26 @@ def affine_relu_backward(dout, cache):
 
 def affine_bn_relu_forward(x, w, b, gamma, beta, bn_param):
     """relu(batchnorm(affine(x))). gamma, beta: (M,); bn_param as in batchnorm_forward."""
-    a, fc_cache = affine_forward(x, w, b)
-    a_bn, bn_cache = batchnorm_forward(a, gamma, beta, bn_param)
-    out, relu_cache = relu_forward(a_bn)
-    return out, (fc_cache, bn_cache, relu_cache)
+    return _bn_relu_forward(*affine_forward(x, w, b), batchnorm_forward, gamma, beta, bn_param)
 
 
 def affine_bn_relu_backward(dout, cache):
     """dout: (N, M). Returns dx, dw, db, dgamma (M,), dbeta (M,)."""
-    fc_cache, bn_cache, relu_cache = cache
-    da, dgamma, dbeta = batchnorm_backward_alt(relu_backward(dout, relu_cache), bn_cache)
-    dx, dw, db = affine_backward(da, fc_cache)
-    return dx, dw, db, dgamma, dbeta
+    return _bn_relu_backward(dout, cache, batchnorm_backward_alt, affine_backward)
+
+
+def _bn_relu_forward(a, first_cache, batchnorm, gamma, beta, bn_param):
+    """relu(batchnorm(a)) after a first layer that gave (a, first_cache)."""
+    a_bn, bn_cache = batchnorm(a, gamma, beta, bn_param)
+    out, relu_cache = relu_forward(a_bn)
+    return out, (first_cache, bn_cache, relu_cache)
+
+
+def _bn_relu_backward(dout, cache, batchnorm_backward, first_backward):
+    """The first layer's gradients, then dgamma and dbeta, for _bn_relu_forward's cache."""
+    first_cache, bn_cache, relu_cache = cache
+    da, dgamma, dbeta = batchnorm_backward(relu_backward(dout, relu_cache), bn_cache)
+    return (*first_backward(da, first_cache), dgamma, dbeta)
 
 
 def conv_relu_forward(x, w, b, conv_param):
@@ -71,18 +79,14 @@ def conv_relu_backward(dout, cache):
 def conv_bn_relu_forward(x, w, b, gamma, beta, conv_param, bn_param):
     """relu(spatial_batchnorm(conv(x))). gamma, beta: (F,); bn_param as in
     spatial_batchnorm_forward. Returns (N, F, H', W')."""
-    a, conv_cache = _fast_layers().conv_forward_fast(x, w, b, conv_param)
-    a_bn, bn_cache = spatial_batchnorm_forward(a, gamma, beta, bn_param)
-    out, relu_cache = relu_forward(a_bn)
-    return out, (conv_cache, bn_cache, relu_cache)
+    return _bn_relu_forward(*_fast_layers().conv_forward_fast(x, w, b, conv_param),
+                            spatial_batchnorm_forward, gamma, beta, bn_param)
 
 
 def conv_bn_relu_backward(dout, cache):
     """dout: (N, F, H', W'). Returns dx, dw, db, dgamma (F,), dbeta (F,)."""
-    conv_cache, bn_cache, relu_cache = cache
-    da, dgamma, dbeta = spatial_batchnorm_backward(relu_backward(dout, relu_cache), bn_cache)
-    dx, dw, db = _fast_layers().conv_backward_fast(da, conv_cache)
-    return dx, dw, db, dgamma, dbeta
+    return _bn_relu_backward(dout, cache, spatial_batchnorm_backward,
+                             _fast_layers().conv_backward_fast)
 
 
 def conv_relu_pool_forward(x, w, b, conv_param, pool_param):

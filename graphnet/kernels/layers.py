@@ -200,6 +200,16 @@ def svm_loss(x, y):
 
 # --------------------------------------------------------------------------- batchnorm
 
+def _features_and_scales(fn, x, gamma, beta):
+    """x (N, D) and gamma, beta (D,) as float arrays, or a ValueError naming fn and shapes."""
+    x, gamma, beta = (_float_array(x, fn, "x"), _float_array(gamma, fn, "gamma"),
+                      _float_array(beta, fn, "beta"))
+    _check_ndim(fn, "x", x, 2, "(N, D)")
+    _check_shape(fn, "gamma", gamma, x.shape[1:])
+    _check_shape(fn, "beta", beta, x.shape[1:])
+    return x, gamma, beta
+
+
 def _normalize(x, axis, eps):
     """x_hat = (x - mean) / sqrt(var + eps) over `axis` (biased variance), and 1 / sqrt(var +
     eps) with the reduced axis kept."""
@@ -241,12 +251,8 @@ def batchnorm_forward(x, gamma, beta, bn_param):
     Returns out (N, D).
     """
     fn = "batchnorm_forward"
-    x, gamma, beta = (_float_array(x, fn, "x"), _float_array(gamma, fn, "gamma"),
-                      _float_array(beta, fn, "beta"))
-    _check_ndim(fn, "x", x, 2, "(N, D)")
+    x, gamma, beta = _features_and_scales(fn, x, gamma, beta)
     D = x.shape[1]
-    _check_shape(fn, "gamma", gamma, (D,))
-    _check_shape(fn, "beta", beta, (D,))
     mode = _mode(fn, bn_param)
     eps = _real_param(fn, bn_param, "eps", 1e-5, 0, np.inf, low_open=True)
     momentum = _real_param(fn, bn_param, "momentum", 0.9, 0, 1)
@@ -361,14 +367,9 @@ def layernorm_forward(x, gamma, beta, ln_param):
     Returns out (N, D).
     """
     fn = "layernorm_forward"
-    x, gamma, beta = (_float_array(x, fn, "x"), _float_array(gamma, fn, "gamma"),
-                      _float_array(beta, fn, "beta"))
-    _check_ndim(fn, "x", x, 2, "(N, D)")
-    D = x.shape[1]
-    if D == 0:
+    x, gamma, beta = _features_and_scales(fn, x, gamma, beta)
+    if x.shape[1] == 0:
         raise ValueError(f"{fn}: x has shape {x.shape}; a sample needs at least one feature")
-    _check_shape(fn, "gamma", gamma, (D,))
-    _check_shape(fn, "beta", beta, (D,))
     eps = _real_param(fn, ln_param, "eps", 1e-5, 0, np.inf, low_open=True)
     x_hat, inv_std = _normalize(x, 1, eps)
     return gamma * x_hat + beta, _LayernormCache(x_hat, inv_std, gamma)
