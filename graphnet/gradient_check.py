@@ -9,6 +9,7 @@ afterwards, also when ``f`` raises. The differences are computed by the same cor
 ``graphnet.gradcheck`` (graphnet.core.gradcheck).
 """
 import random
+from typing import Any, Callable, List, Sequence
 
 import numpy as np
 
@@ -20,7 +21,8 @@ __all__ = ["eval_numerical_gradient", "eval_numerical_gradient_array",
            "rel_error"]
 
 
-def eval_numerical_gradient(f, x, verbose=True, h=1e-5):
+def eval_numerical_gradient(f: Callable[[np.ndarray], Any], x: np.ndarray, verbose: bool = True,
+                            h: float = 1e-5) -> np.ndarray:
     """Gradient of the scalar function f at x (any shape): an array of x's shape and dtype.
 
     With verbose, prints each index and its partial derivative as it is computed.
@@ -42,7 +44,8 @@ def _projected_difference(f, x, df):
     return output, lambda above, below: np.sum((above - below) * df)
 
 
-def eval_numerical_gradient_array(f, x, df, h=1e-5):
+def eval_numerical_gradient_array(f: Callable[[np.ndarray], Any], x: np.ndarray, df: Any,
+                                  h: float = 1e-5) -> np.ndarray:
     """Gradient of sum(f(x) * df) at x: the vector-Jacobian product a backward pass returns.
 
     f maps x to an array of df's shape. Returns an array of x's shape and dtype.
@@ -51,7 +54,8 @@ def eval_numerical_gradient_array(f, x, df, h=1e-5):
     return numerical_gradient(output, x, h, difference)
 
 
-def eval_numerical_gradient_blobs(f, inputs, output, h=1e-5):
+def eval_numerical_gradient_blobs(f: Callable[..., Any], inputs: Sequence[Any], output: Any,
+                                  h: float = 1e-5) -> List[np.ndarray]:
     """Gradients for a function on "blobs": objects with `.vals` (the values) and `.diffs`
     (for the output: the upstream gradient).
 
@@ -69,13 +73,15 @@ def eval_numerical_gradient_blobs(f, inputs, output, h=1e-5):
     return [numerical_gradient(compute, blob.vals, h, difference) for blob in inputs]
 
 
-def eval_numerical_gradient_net(net, inputs, output, h=1e-5):
+def eval_numerical_gradient_net(net: Any, inputs: Sequence[Any], output: Any,
+                                h: float = 1e-5) -> List[np.ndarray]:
     """eval_numerical_gradient_blobs for a net whose net.forward() reads the input blobs
     and writes the output blob."""
     return eval_numerical_gradient_blobs(lambda *blobs: net.forward(), inputs, output, h=h)
 
 
-def grad_check_sparse(f, x, analytic_grad, num_checks=10, h=1e-5):
+def grad_check_sparse(f: Callable[[np.ndarray], Any], x: np.ndarray, analytic_grad: np.ndarray,
+                      num_checks: int = 10, h: float = 1e-5) -> List[float]:
     """Check analytic_grad against centred differences of the scalar f at num_checks
     random entries of x, printing each as the course does.
 

@@ -1,13 +1,17 @@
 """Numerical gradients by centred differences: the one core behind `gn.gradcheck` (a whole
 graph) and the course's checkers in `graphnet.gradient_check` (a function of an array)."""
 import numbers
+from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Tuple
 
 import numpy as np
 
 from ..errors import GraphError
 
 
-def difference_quotients(f, x, h, indices, difference=np.subtract):
+def difference_quotients(f: Callable[[np.ndarray], Any], x: np.ndarray, h: float,
+                          indices: Iterable[Tuple[int, ...]],
+                          difference: Callable[[Any, Any], Any] = np.subtract
+                          ) -> Iterator[Tuple[Tuple[int, ...], Any]]:
     """Yield (ix, difference(f(x + h e_ix), f(x - h e_ix)) / (2h)) for each index ix.
 
     x is perturbed IN PLACE, one element at a time, because the function under test usually
@@ -33,7 +37,10 @@ def difference_quotients(f, x, h, indices, difference=np.subtract):
         yield ix, difference(above, below) / (2 * h)
 
 
-def numerical_gradient(f, x, h, difference=np.subtract, on_entry=None):
+def numerical_gradient(f: Callable[[np.ndarray], Any], x: np.ndarray, h: float,
+                       difference: Callable[[Any, Any], Any] = np.subtract,
+                       on_entry: Optional[Callable[[Tuple[int, ...], Any], None]] = None
+                       ) -> np.ndarray:
     """The gradient of f at x by centred differences: an array of x's shape and dtype.
 
     f maps x to a scalar, or to anything `difference` reduces to one (see
@@ -47,7 +54,8 @@ def numerical_gradient(f, x, h, difference=np.subtract, on_entry=None):
     return grad
 
 
-def gradcheck(graph, feeds=None, /, h=1e-5, seed=0, **named_feeds):
+def gradcheck(graph: Any, feeds: Optional[Dict[str, Any]] = None, /, h: float = 1e-5,
+              seed: int = 0, **named_feeds: Any) -> Dict[str, float]:
     """Compare the gradients of `backward()` with centred differences, in float64.
 
     Returns {name: relative error} for every param and every float input that the sink
@@ -85,7 +93,7 @@ def gradcheck(graph, feeds=None, /, h=1e-5, seed=0, **named_feeds):
     return errors
 
 
-def relative_error(a, b):
+def relative_error(a: Any, b: Any) -> float:
     """max |a - b| / max(1e-8, |a| + |b|), elementwise; a float (0.0 for empty arrays)."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     return float(np.max(np.abs(a - b) / np.maximum(1e-8, np.abs(a) + np.abs(b)), initial=0.0))

@@ -4,6 +4,10 @@ cache is the tuple of the layer caches, and the matching backward chain.
 The convolutional sandwiches run on the C++ kernels of ``graphnet.fast_layers``, imported
 on first use so that the dense sandwiches work even where the extension lacks them.
 """
+from typing import Any, Dict, Tuple
+
+import numpy as np
+
 from .layers import (affine_backward, affine_forward, batchnorm_backward_alt,
                      batchnorm_forward, relu_backward, relu_forward, spatial_batchnorm_backward,
                      spatial_batchnorm_forward)
@@ -39,12 +43,14 @@ def affine_relu_backward(dout, cache):
     return affine_backward(relu_backward(dout, relu_cache), fc_cache)
 
 
-def affine_bn_relu_forward(x, w, b, gamma, beta, bn_param):
+def affine_bn_relu_forward(x: Any, w: Any, b: Any, gamma: Any, beta: Any,
+                           bn_param: Dict[str, Any]) -> Tuple[np.ndarray, tuple]:
     """relu(batchnorm(affine(x))). gamma, beta: (M,); bn_param as in batchnorm_forward."""
-    return _bn_relu_forward(*affine_forward(x, w, b), batchnorm_forward, gamma, beta, bn_param)
+    a, fc_cache = affine_forward(x, w, b)
+    return _bn_relu_forward(a, fc_cache, batchnorm_forward, gamma, beta, bn_param)
 
 
-def affine_bn_relu_backward(dout, cache):
+def affine_bn_relu_backward(dout: Any, cache: tuple) -> tuple:
     """dout: (N, M). Returns dx, dw, db, dgamma (M,), dbeta (M,)."""
     return _bn_relu_backward(dout, cache, batchnorm_backward_alt, affine_backward)
 
@@ -76,14 +82,16 @@ def conv_relu_backward(dout, cache):
     return _fast_layers().conv_backward_fast(relu_backward(dout, relu_cache), conv_cache)
 
 
-def conv_bn_relu_forward(x, w, b, gamma, beta, conv_param, bn_param):
+def conv_bn_relu_forward(x: Any, w: Any, b: Any, gamma: Any, beta: Any,
+                         conv_param: Dict[str, Any],
+                         bn_param: Dict[str, Any]) -> Tuple[np.ndarray, tuple]:
     """relu(spatial_batchnorm(conv(x))). gamma, beta: (F,); bn_param as in
     spatial_batchnorm_forward. Returns (N, F, H', W')."""
-    return _bn_relu_forward(*_fast_layers().conv_forward_fast(x, w, b, conv_param),
-                            spatial_batchnorm_forward, gamma, beta, bn_param)
+    a, conv_cache = _fast_layers().conv_forward_fast(x, w, b, conv_param)
+    return _bn_relu_forward(a, conv_cache, spatial_batchnorm_forward, gamma, beta, bn_param)
 
 
-def conv_bn_relu_backward(dout, cache):
+def conv_bn_relu_backward(dout: Any, cache: tuple) -> tuple:
     """dout: (N, F, H', W'). Returns dx, dw, db, dgamma (F,), dbeta (F,)."""
     return _bn_relu_backward(dout, cache, spatial_batchnorm_backward,
                              _fast_layers().conv_backward_fast)

@@ -20,6 +20,7 @@ output positions: they are the reference a student reads and checks the fast C++
 """
 import collections
 import operator
+from typing import Any, Dict, Tuple
 
 import numpy as np
 
@@ -358,7 +359,8 @@ _LayernormCache = collections.namedtuple("_LayernormCache", "x_hat inv_std gamma
 _GroupnormCache = collections.namedtuple("_GroupnormCache", "x_hat inv_std gamma groups")
 
 
-def layernorm_forward(x, gamma, beta, ln_param):
+def layernorm_forward(x: Any, gamma: Any, beta: Any,
+                      ln_param: Dict[str, Any]) -> Tuple[np.ndarray, Any]:
     """Layer normalization: each sample normalized over its own features, then scaled by
     gamma and shifted by beta per feature.
 
@@ -375,7 +377,7 @@ def layernorm_forward(x, gamma, beta, ln_param):
     return gamma * x_hat + beta, _LayernormCache(x_hat, inv_std, gamma)
 
 
-def layernorm_backward(dout, cache):
+def layernorm_backward(dout: Any, cache: Any) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """dout: (N, D). Returns dx (N, D), dgamma (D,), dbeta (D,)."""
     dout = np.asarray(dout)
     _check_shape("layernorm_backward", "dout", dout, cache.x_hat.shape)
@@ -383,7 +385,8 @@ def layernorm_backward(dout, cache):
     return dx, (dout * cache.x_hat).sum(axis=0), dout.sum(axis=0)
 
 
-def spatial_groupnorm_forward(x, gamma, beta, G, gn_param):
+def spatial_groupnorm_forward(x: Any, gamma: Any, beta: Any, G: int,
+                              gn_param: Dict[str, Any]) -> Tuple[np.ndarray, Any]:
     """Group normalization: each sample's C channels are split into G contiguous groups of
     C // G, each group is normalized over its channels and pixels, then every channel is
     scaled by gamma and shifted by beta.
@@ -413,7 +416,8 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param):
     return out, _GroupnormCache(x_hat, inv_std, gamma, G)
 
 
-def spatial_groupnorm_backward(dout, cache):
+def spatial_groupnorm_backward(dout: Any,
+                               cache: Any) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """dout: (N, C, H, W). Returns dx (N, C, H, W), and dgamma, dbeta of gamma's shape."""
     dout = np.asarray(dout)
     x_hat, gamma = cache.x_hat, cache.gamma
@@ -481,7 +485,7 @@ def _dropout_forward(x, dropout_param, convention):
     return x * mask, (dropout_param, mask)
 
 
-def dropout_forward(x, dropout_param):
+def dropout_forward(x: Any, dropout_param: Dict[str, Any]) -> Tuple[np.ndarray, Any]:
     """Inverted dropout with the 2017 edition's p: the probability of DROPPING a unit.
 
     x: any shape. dropout_param: 'p' (in [0, 1)), 'mode' ('train' or 'test'), optional
@@ -499,7 +503,7 @@ def dropout_forward(x, dropout_param):
     return _dropout_forward(x, dropout_param, _P_DROPS)
 
 
-def dropout_forward_keep(x, dropout_param):
+def dropout_forward_keep(x: Any, dropout_param: Dict[str, Any]) -> Tuple[np.ndarray, Any]:
     """Inverted dropout with the 2018+ editions' p: the probability of KEEPING a unit.
 
     dropout_param: 'p' (in (0, 1]; 1 keeps everything), 'mode', optional 'seed'. Each unit

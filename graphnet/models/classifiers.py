@@ -18,11 +18,12 @@ np.random.seed(...) before building a model makes it repeatable).
 """
 import numbers
 from collections.abc import Mapping
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
 from ..errors import GraphError
-from ..core.graph import Graph
+from ..core.graph import Graph, ParamDict
 
 __all__ = ["GraphModel", "TwoLayerNet", "FullyConnectedNet", "ThreeLayerConvNet"]
 
@@ -82,13 +83,13 @@ class GraphModel:
         g.add(data_loss, reg_loss, name="loss")
 
     @property
-    def params(self):
+    def params(self) -> ParamDict:
         """The graph's params, name -> array (the graph's ParamDict): `model.params[name] =
         w` writes into the graph, with its shape checked."""
         return self.graph.params
 
     @params.setter
-    def params(self, values):
+    def params(self, values: Mapping[str, Any]) -> None:
         """`model.params = {name: array}` assigns every param of the model at once, as the
         course's Solver does at the end of train(). The names must be exactly the model's
         and every array a float array of its param's shape; if not, a GraphError says
@@ -269,9 +270,11 @@ class FullyConnectedNet(GraphModel):
     numpy's global state when the model is built.
     """
 
-    def __init__(self, hidden_dims, input_dim=3 * 32 * 32, num_classes=10, dropout=0,
-                 use_batchnorm=False, reg=0.0, weight_scale=1e-2, dtype=np.float32,
-                 seed=None, dropout_keep_ratio=None, normalization=None):
+    def __init__(self, hidden_dims: Sequence[int], input_dim: int = 3 * 32 * 32,
+                 num_classes: int = 10, dropout: float = 0, use_batchnorm: bool = False,
+                 reg: float = 0.0, weight_scale: float = 1e-2, dtype: Any = np.float32,
+                 seed: Optional[int] = None, dropout_keep_ratio: Optional[float] = None,
+                 normalization: Optional[str] = None) -> None:
         if not (_is_number(dropout) and 0 <= dropout < 1):
             raise ValueError(
                 f"dropout={dropout!r}: in graphnet.models and graphnet.cs231n.v2017 (the 2017 "

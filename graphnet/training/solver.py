@@ -28,6 +28,7 @@ import copy
 import numbers
 import sys
 from collections.abc import Mapping
+from typing import Any, Callable, Dict, Optional, Union
 
 import numpy as np
 
@@ -41,11 +42,11 @@ class _GlobalRandomState:
     `bit_generator` (numpy's global MT19937) that a checkpoint saves."""
 
     @staticmethod
-    def choice(n, size):
+    def choice(n: int, size: int) -> np.ndarray:
         return np.random.choice(n, size)
 
     @property
-    def bit_generator(self):
+    def bit_generator(self) -> np.random.BitGenerator:
         if hasattr(np.random, "get_bit_generator"):
             return np.random.get_bit_generator()
         return np.random.mtrand._rand._bit_generator  # numpy < 1.25 has no public accessor
@@ -73,17 +74,21 @@ class Solver:
         in a notebook or a pipe (an addition).
     """
 
-    def __init__(self, model, data, *, update_rule="sgd", optim_config=None, lr_decay=1.0,
-                 batch_size=100, num_epochs=10, num_train_samples=1000, num_val_samples=None,
-                 checkpoint_name=None, print_every=10, verbose=True, seed=None,
-                 progress_bar=None, **unknown):
+    def __init__(self, model: Any, data: Mapping, *,
+                 update_rule: Union[str, Callable] = "sgd",
+                 optim_config: Optional[Mapping] = None, lr_decay: float = 1.0,
+                 batch_size: int = 100, num_epochs: int = 10,
+                 num_train_samples: Optional[int] = 1000,
+                 num_val_samples: Optional[int] = None, checkpoint_name: Optional[str] = None,
+                 print_every: int = 10, verbose: bool = True, seed: Optional[int] = None,
+                 progress_bar: Optional[bool] = None, **unknown: Any) -> None:
         if unknown:
             raise ValueError("Unrecognized arguments " + ", ".join(sorted(unknown)))
-        settings = dict(update_rule=update_rule, optim_config=optim_config, lr_decay=lr_decay,
-                        batch_size=batch_size, num_epochs=num_epochs,
-                        num_train_samples=num_train_samples, num_val_samples=num_val_samples,
-                        checkpoint_name=checkpoint_name, print_every=print_every,
-                        verbose=verbose, seed=seed)
+        settings: Dict[str, Any] = dict(
+            update_rule=update_rule, optim_config=optim_config, lr_decay=lr_decay,
+            batch_size=batch_size, num_epochs=num_epochs, num_train_samples=num_train_samples,
+            num_val_samples=num_val_samples, checkpoint_name=checkpoint_name,
+            print_every=print_every, verbose=verbose, seed=seed)
         if not hasattr(model, "params") or not callable(getattr(model, "loss", None)):
             raise TypeError(f"Solver needs a model with `params` and `loss(X, y=None)`, got "
                             f"{type(model).__name__}")
@@ -162,7 +167,7 @@ class Solver:
         self._stop_requested = False
 
     @property
-    def rng(self):
+    def rng(self) -> Any:
         """Where the minibatches and accuracy subsamples come from: the Solver's own
         np.random.Generator (with a seed), or numpy's global state (without). A checkpoint
         saves its state; assigning a Generator (what loading a checkpoint does) continues
@@ -172,7 +177,7 @@ class Solver:
         return self._rng
 
     @rng.setter
-    def rng(self, generator):
+    def rng(self, generator: Any) -> None:
         if generator is not _GLOBAL_RANDOM_STATE and isinstance(generator.bit_generator,
                                                                 np.random.MT19937):
             _GLOBAL_RANDOM_STATE.bit_generator.state = generator.bit_generator.state
@@ -193,7 +198,8 @@ class Solver:
             params[name] = next_w
             self.optim_configs[name] = next_config
 
-    def check_accuracy(self, X, y, num_samples=None, batch_size=100):
+    def check_accuracy(self, X: Any, y: Any, num_samples: Optional[int] = None,
+                       batch_size: int = 100) -> float:
         """Fraction of (a random subsample of num_samples of) X classified as y."""
         X, y = np.asarray(X), np.asarray(y)
         if X.ndim == 0 or y.shape != X.shape[:1]:
@@ -226,7 +232,7 @@ class Solver:
         """Ask train() to return after the current iteration (signal-handler safe)."""
         self._stop_requested = True
 
-    def train(self):
+    def train(self) -> None:
         """Run the remaining iterations (all of them for a fresh Solver, the rest after a
         resume), then load the best validation params into the model. Returns early,
         with `interrupted` set and without restoring the best params, after

@@ -202,7 +202,7 @@ def loss_cell(nb, edition):
     checks = {}
     for name, loss_size, stated in (("svm_loss", 9, 1e-9), ("softmax_loss", 2.3, 1e-8)):
         loss_fn = nb[name]
-        dx_num = num(lambda x: loss_fn(x, y)[0], x, verbose=False)
+        dx_num = num(lambda x, loss_fn=loss_fn: loss_fn(x, y)[0], x, verbose=False)
         loss, dx = loss_fn(x, y)
         checks[f"{name} loss"] = about(loss, loss_size, 0.05)
         checks[f"{name} dx"] = around(rel_error(dx_num, dx), stated)
@@ -384,7 +384,7 @@ def batchnorm_test_cell(nb, edition):
     W2 = np.random.randn(D2, D3)
     bn_param = {"mode": "train"}
     gamma, beta = np.ones(D3), np.zeros(D3)
-    for t in range(50):
+    for _ in range(50):
         X = np.random.randn(N, D1)
         a = np.maximum(0, X.dot(W1)).dot(W2)
         nb["batchnorm_forward"](a, gamma, beta, bn_param)
@@ -689,7 +689,7 @@ def spatial_batchnorm_test_cell(nb, edition):
     N, C, H, W = 10, 4, 11, 12
     bn_param = {"mode": "train"}
     gamma, beta = np.ones(C), np.zeros(C)
-    for t in range(50):
+    for _ in range(50):
         x = 2.3 * np.random.randn(N, C, H, W) + 13
         nb["spatial_batchnorm_forward"](x, gamma, beta, bn_param)
     bn_param["mode"] = "test"

@@ -2,6 +2,8 @@
 them, the layers the later editions added (layernorm, spatial groupnorm) against PyTorch and
 numerical gradients, and the course names graphnet adds (conv_bn_relu, the fast layers'
 variants, data_utils, vis_utils)."""
+import pickle
+
 import numpy as np
 import pytest
 
@@ -310,11 +312,13 @@ def test_the_config_reads_alike_in_both_editions():
 # ------------------------------------------------------------------ data_utils, vis_utils
 
 def test_get_cifar10_data_reads_the_courses_dataset_folder(tmp_path, monkeypatch):
-    from tests.training.test_data import BATCH_NAMES, fake_batch, py2_pickle
     folder = tmp_path / data_utils.COURSE_CIFAR10_DIR
     folder.mkdir(parents=True)
-    for index, name in enumerate(BATCH_NAMES):
-        (folder / name).write_bytes(py2_pickle(fake_batch(index)))
+    for index, name in enumerate([f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]):
+        r = rng(index)
+        batch = {"data": r.integers(0, 255, size=(20, 3072), dtype=np.uint8),
+                 "labels": [int(label) for label in r.integers(0, 10, size=20)]}
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=4))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("GRAPHNET_DATA", str(tmp_path / "elsewhere"))
     data = data_utils.get_CIFAR10_data(num_training=60, num_validation=20, num_test=10)

@@ -301,7 +301,7 @@ def test_model_params_assignment_as_the_courses_solver_ends_train():
     new = {name: np.full(value.shape, 0.5, dtype=np.float64)
            for name, value in model.params.items()}
     model.params = new
-    for name, value in model.params.items():
+    for value in model.params.values():
         np.testing.assert_array_equal(value, 0.5)
         assert value.dtype == np.float32  # the model's dtype, as for model.params[k] = v
     scores = model.loss(blobs()["X_val"][:2])

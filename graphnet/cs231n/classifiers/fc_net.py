@@ -1,6 +1,8 @@
 """The course's `classifiers.fc_net` module for the 2018+ editions: TwoLayerNet and
 FullyConnectedNet (built as graphnet graphs), and, as the course's star import brings them,
 everything of graphnet.cs231n.layer_utils (the layers, fast layers and sandwiches)."""
+from typing import Any, Optional, Sequence
+
 import numpy as np
 
 from ... import models
@@ -22,9 +24,12 @@ class FullyConnectedNet(models.FullyConnectedNet):
     dropping a unit. Everything else is graphnet.models.FullyConnectedNet's.
     """
 
-    def __init__(self, hidden_dims, input_dim=3 * 32 * 32, num_classes=10, dropout_keep_ratio=1,
-                 normalization=None, reg=0.0, weight_scale=1e-2, dtype=np.float32, seed=None,
-                 *, dropout=None, use_batchnorm=None):
+    def __init__(self, hidden_dims: Sequence[int], input_dim: int = 3 * 32 * 32,
+                 num_classes: int = 10, dropout_keep_ratio: float = 1,
+                 normalization: Optional[str] = None, reg: float = 0.0,
+                 weight_scale: float = 1e-2, dtype: Any = np.float32,
+                 seed: Optional[int] = None, *, dropout: Optional[float] = None,
+                 use_batchnorm: Optional[bool] = None) -> None:
         if use_batchnorm is not None:
             raise TypeError("use_batchnorm= is the 2017 edition's argument; the 2018+ editions "
                             "(graphnet.cs231n) take normalization='batchnorm'. For the 2017 "
