@@ -333,6 +333,12 @@ def test_model_params_behaves_as_a_dict():
     assert dict(model.params.items()).keys() == model.params.keys()
     assert len(model.params) == 4 and "W1" in model.params and model.params.get("W9") is None
     assert model.params is model.graph.params
+    # a notebook keeps its best params with copy() and puts them back by assignment
+    best = {name: value.copy() for name, value in model.params.copy().items()}
+    assert type(model.params.copy()) is dict
+    model.params["W1"] = np.zeros_like(best["W1"])
+    model.params = best
+    np.testing.assert_array_equal(model.params["W1"], best["W1"])
 
 
 def test_checkpoint_each_epoch(tmp_path):
