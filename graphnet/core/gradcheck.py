@@ -1,10 +1,61 @@
-"""Numerical gradient checking of a whole graph."""
+"""Numerical gradients by centred differences: the one core behind `gn.gradcheck` (a whole
+graph) and the course's checkers in `graphnet.gradient_check` (a function of an array)."""
+import numbers
+from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Tuple
+
 import numpy as np
 
 from ..errors import GraphError
 
 
-def gradcheck(graph, feeds=None, /, h=1e-5, seed=0, **named_feeds):
+def difference_quotients(f: Callable[[np.ndarray], Any], x: np.ndarray, h: float,
+                          indices: Iterable[Tuple[int, ...]],
+                          difference: Callable[[Any, Any], Any] = np.subtract
+                          ) -> Iterator[Tuple[Tuple[int, ...], Any]]:
+    """Yield (ix, difference(f(x + h e_ix), f(x - h e_ix)) / (2h)) for each index ix.
+
+    x is perturbed IN PLACE, one element at a time, because the function under test usually
+    closes over x rather than reading its argument; every element is restored, also when f
+    raises. What f returns is passed to `difference` as it is, so f must return a fresh
+    value, not a buffer it overwrites on the next call. x + h is rounded to x's own dtype,
+    as when the course's checkers write into x.
+    """
+    if not (isinstance(x, np.ndarray) and x.dtype.kind == "f"):
+        raise ValueError("gradient check: x must be a float ndarray that f reads, "
+                         f"got {type(x).__name__} {getattr(x, 'dtype', '')}")
+    if not (isinstance(h, numbers.Real) and not isinstance(h, bool) and h > 0):
+        raise ValueError(f"gradient check: the step h must be a positive number, got {h!r}")
+    for ix in indices:
+        original = x[ix]
+        try:
+            x[ix] = original + h
+            above = f(x)
+            x[ix] = original - h
+            below = f(x)
+        finally:
+            x[ix] = original
+        yield ix, difference(above, below) / (2 * h)
+
+
+def numerical_gradient(f: Callable[[np.ndarray], Any], x: np.ndarray, h: float,
+                       difference: Callable[[Any, Any], Any] = np.subtract,
+                       on_entry: Optional[Callable[[Tuple[int, ...], Any], None]] = None
+                       ) -> np.ndarray:
+    """The gradient of f at x by centred differences: an array of x's shape and dtype.
+
+    f maps x to a scalar, or to anything `difference` reduces to one (see
+    difference_quotients). on_entry(ix, value) is called as each entry is computed.
+    """
+    grad = np.zeros_like(x)
+    for ix, quotient in difference_quotients(f, x, h, np.ndindex(*np.shape(x)), difference):
+        grad[ix] = quotient
+        if on_entry is not None:
+            on_entry(ix, grad[ix])
+    return grad
+
+
+def gradcheck(graph: Any, feeds: Optional[Dict[str, Any]] = None, /, h: float = 1e-5,
+              seed: int = 0, **named_feeds: Any) -> Dict[str, float]:
     """Compare the gradients of `backward()` with centred differences, in float64.
 
     Returns {name: relative error} for every param and every float input that the sink
@@ -25,7 +76,7 @@ def gradcheck(graph, feeds=None, /, h=1e-5, seed=0, **named_feeds):
     out = np.asarray(graph.run(sink, feeds))
     weights = None if out.size == 1 else np.random.default_rng(seed).standard_normal(out.shape)
 
-    def objective():
+    def objective(_):
         value = np.asarray(graph.run(sink, feeds))
         return float(value.sum() if weights is None else (weights * value).sum())
 
@@ -37,26 +88,12 @@ def gradcheck(graph, feeds=None, /, h=1e-5, seed=0, **named_feeds):
     errors = {}
     for node in checked:
         array = node.value if node.kind == "param" else feeds[node.name]
-        numeric = _centred_differences(objective, array, h)
-        errors[node.name] = relative_error(analytic[node.name], numeric)
+        errors[node.name] = relative_error(analytic[node.name],
+                                           numerical_gradient(objective, array, h))
     return errors
 
 
-def _centred_differences(objective, array, h):
-    """d objective / d array, nudging each element of `array` in place and restoring it."""
-    flat = array.reshape(-1)  # a view: writes reach the array the graph reads
-    grad = np.zeros(flat.shape)
-    for i in range(flat.size):
-        original = flat[i]
-        flat[i] = original + h
-        above = objective()
-        flat[i] = original - h
-        below = objective()
-        flat[i] = original
-        grad[i] = (above - below) / (2 * h)
-    return grad.reshape(array.shape)
-
-
-def relative_error(a, b):
+def relative_error(a: Any, b: Any) -> float:
+    """max |a - b| / max(1e-8, |a| + |b|), elementwise; a float (0.0 for empty arrays)."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     return float(np.max(np.abs(a - b) / np.maximum(1e-8, np.abs(a) + np.abs(b)), initial=0.0))

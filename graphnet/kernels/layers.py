@@ -5,6 +5,12 @@ the gradients of its inputs in the order the forward pass took them. The losses 
 ``(loss, dx)`` directly. Shapes follow the course: N is the batch size, D the number of
 features, C the number of classes (losses) or channels (images), H and W the image size.
 
+Where the course's editions differ, this module follows the 2017 edition: in
+``dropout_forward``, ``p`` is the probability of DROPPING a unit. ``dropout_forward_keep``
+is the 2018+ editions' dropout (``p`` the probability of KEEPING a unit); it is what
+``graphnet.cs231n.layers`` exports as ``dropout_forward``, and it is not part of this
+module's star export.
+
 Floating inputs keep their precision (float32 in, float32 out); integer inputs are
 promoted to float64 so that gradients are not truncated.
 
@@ -14,6 +20,7 @@ output positions: they are the reference a student reads and checks the fast C++
 """
 import collections
 import operator
+from typing import Any, Dict, Tuple
 
 import numpy as np
 
@@ -23,6 +30,8 @@ __all__ = [
     "softmax_loss", "svm_loss",
     "batchnorm_forward", "batchnorm_backward", "batchnorm_backward_alt",
     "spatial_batchnorm_forward", "spatial_batchnorm_backward",
+    "layernorm_forward", "layernorm_backward",
+    "spatial_groupnorm_forward", "spatial_groupnorm_backward",
     "dropout_forward", "dropout_backward",
     "conv_forward_naive", "conv_backward_naive",
     "max_pool_forward_naive", "max_pool_backward_naive",
@@ -192,6 +201,31 @@ def svm_loss(x, y):
 
 # --------------------------------------------------------------------------- batchnorm
 
+def _features_and_scales(fn, x, gamma, beta):
+    """x (N, D) and gamma, beta (D,) as float arrays, or a ValueError naming fn and shapes."""
+    x, gamma, beta = (_float_array(x, fn, "x"), _float_array(gamma, fn, "gamma"),
+                      _float_array(beta, fn, "beta"))
+    _check_ndim(fn, "x", x, 2, "(N, D)")
+    _check_shape(fn, "gamma", gamma, x.shape[1:])
+    _check_shape(fn, "beta", beta, x.shape[1:])
+    return x, gamma, beta
+
+
+def _normalize(x, axis, eps):
+    """x_hat = (x - mean) / sqrt(var + eps) over `axis` (biased variance), and 1 / sqrt(var +
+    eps) with the reduced axis kept."""
+    mean = x.mean(axis=axis, keepdims=True)
+    inv_std = 1.0 / np.sqrt(x.var(axis=axis, keepdims=True) + eps)
+    return (x - mean) * inv_std, inv_std
+
+
+def _normalized_backward(dx_hat, x_hat, inv_std, axis):
+    """dL/dx from dL/dx_hat for x_hat = (x - mean) * inv_std with the mean and variance over
+    `axis`: inv_std * (g - mean(g) - x_hat * mean(g * x_hat)), g = dL/dx_hat."""
+    return inv_std * (dx_hat - dx_hat.mean(axis=axis, keepdims=True)
+                      - x_hat * (dx_hat * x_hat).mean(axis=axis, keepdims=True))
+
+
 # What the backward pass needs; `train` selects between the full and the frozen-statistics
 # gradient.
 _BatchnormCache = collections.namedtuple(
@@ -218,12 +252,8 @@ def batchnorm_forward(x, gamma, beta, bn_param):
     Returns out (N, D).
     """
     fn = "batchnorm_forward"
-    x, gamma, beta = (_float_array(x, fn, "x"), _float_array(gamma, fn, "gamma"),
-                      _float_array(beta, fn, "beta"))
-    _check_ndim(fn, "x", x, 2, "(N, D)")
+    x, gamma, beta = _features_and_scales(fn, x, gamma, beta)
     D = x.shape[1]
-    _check_shape(fn, "gamma", gamma, (D,))
-    _check_shape(fn, "beta", beta, (D,))
     mode = _mode(fn, bn_param)
     eps = _real_param(fn, bn_param, "eps", 1e-5, 0, np.inf, low_open=True)
     momentum = _real_param(fn, bn_param, "momentum", 0.9, 0, 1)
@@ -286,10 +316,7 @@ def batchnorm_backward_alt(dout, cache):
     dgamma, dbeta, dx_hat = _batchnorm_param_grads("batchnorm_backward_alt", dout, cache)
     if not cache.train:
         return dx_hat * cache.inv_std, dgamma, dbeta
-    x_hat = cache.x_hat
-    dx = cache.inv_std * (dx_hat - dx_hat.mean(axis=0)
-                          - x_hat * (dx_hat * x_hat).mean(axis=0))
-    return dx, dgamma, dbeta
+    return _normalized_backward(dx_hat, cache.x_hat, cache.inv_std, axis=0), dgamma, dbeta
 
 
 def _channels_to_rows(x):
@@ -325,37 +352,165 @@ def spatial_batchnorm_backward(dout, cache):
     return _rows_to_channels(dx, shape), dgamma, dbeta
 
 
+# --------------------------------------------------------------------------- layernorm, groupnorm
+
+# What the backward passes of layernorm and groupnorm need.
+_LayernormCache = collections.namedtuple("_LayernormCache", "x_hat inv_std gamma")
+_GroupnormCache = collections.namedtuple("_GroupnormCache", "x_hat inv_std gamma groups")
+
+
+def layernorm_forward(x: Any, gamma: Any, beta: Any,
+                      ln_param: Dict[str, Any]) -> Tuple[np.ndarray, Any]:
+    """Layer normalization: each sample normalized over its own features, then scaled by
+    gamma and shifted by beta per feature.
+
+    x: (N, D); gamma, beta: (D,); ln_param: 'eps' (1e-5). Train and test mode behave alike
+    and keep no running statistics, so other keys (the notebooks pass 'mode') are ignored.
+    Returns out (N, D).
+    """
+    fn = "layernorm_forward"
+    x, gamma, beta = _features_and_scales(fn, x, gamma, beta)
+    if x.shape[1] == 0:
+        raise ValueError(f"{fn}: x has shape {x.shape}; a sample needs at least one feature")
+    eps = _real_param(fn, ln_param, "eps", 1e-5, 0, np.inf, low_open=True)
+    x_hat, inv_std = _normalize(x, 1, eps)
+    return gamma * x_hat + beta, _LayernormCache(x_hat, inv_std, gamma)
+
+
+def layernorm_backward(dout: Any, cache: Any) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """dout: (N, D). Returns dx (N, D), dgamma (D,), dbeta (D,)."""
+    dout = np.asarray(dout)
+    _check_shape("layernorm_backward", "dout", dout, cache.x_hat.shape)
+    dx = _normalized_backward(dout * cache.gamma, cache.x_hat, cache.inv_std, axis=1)
+    return dx, (dout * cache.x_hat).sum(axis=0), dout.sum(axis=0)
+
+
+def spatial_groupnorm_forward(x: Any, gamma: Any, beta: Any, G: int,
+                              gn_param: Dict[str, Any]) -> Tuple[np.ndarray, Any]:
+    """Group normalization: each sample's C channels are split into G contiguous groups of
+    C // G, each group is normalized over its channels and pixels, then every channel is
+    scaled by gamma and shifted by beta.
+
+    x: (N, C, H, W); gamma, beta: (1, C, 1, 1) as in the course, or (C,); G: the number of
+    groups, a divisor of C; gn_param: 'eps' (1e-5), other keys ignored (no running
+    statistics). Returns out (N, C, H, W).
+    """
+    fn = "spatial_groupnorm_forward"
+    x, gamma, beta = (_float_array(x, fn, "x"), _float_array(gamma, fn, "gamma"),
+                      _float_array(beta, fn, "beta"))
+    _check_ndim(fn, "x", x, 4, "(N, C, H, W)")
+    N, C, H, W = x.shape
+    G = _int_param(fn, {"G": G}, "G", None, 1)
+    if C % G:
+        raise ValueError(f"{fn}: G = {G} groups do not divide the {C} channels of x {x.shape}")
+    if H * W == 0:
+        raise ValueError(f"{fn}: x has shape {x.shape}; a group needs at least one pixel")
+    if gamma.shape not in ((C,), (1, C, 1, 1)):
+        raise ValueError(f"{fn}: gamma has shape {gamma.shape}, expected (1, {C}, 1, 1) or "
+                         f"({C},)")
+    _check_shape(fn, "beta", beta, gamma.shape)
+    eps = _real_param(fn, gn_param, "eps", 1e-5, 0, np.inf, low_open=True)
+    x_hat, inv_std = _normalize(x.reshape(N, G, -1), 2, eps)
+    x_hat = x_hat.reshape(x.shape)
+    out = gamma.reshape(1, C, 1, 1) * x_hat + beta.reshape(1, C, 1, 1)
+    return out, _GroupnormCache(x_hat, inv_std, gamma, G)
+
+
+def spatial_groupnorm_backward(dout: Any,
+                               cache: Any) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """dout: (N, C, H, W). Returns dx (N, C, H, W), and dgamma, dbeta of gamma's shape."""
+    dout = np.asarray(dout)
+    x_hat, gamma = cache.x_hat, cache.gamma
+    _check_shape("spatial_groupnorm_backward", "dout", dout, x_hat.shape)
+    N, C = x_hat.shape[:2]
+    grouped = (N, cache.groups, -1)
+    dx_hat = (dout * gamma.reshape(1, C, 1, 1)).reshape(grouped)
+    dx = _normalized_backward(dx_hat, x_hat.reshape(grouped), cache.inv_std, axis=2)
+    dgamma = (dout * x_hat).sum(axis=(0, 2, 3)).reshape(gamma.shape)
+    return dx.reshape(x_hat.shape), dgamma, dout.sum(axis=(0, 2, 3)).reshape(gamma.shape)
+
+
 # --------------------------------------------------------------------------- dropout
 
-def dropout_forward(x, dropout_param):
-    """Inverted dropout.
+# What p means: a description for errors, its valid interval, and the probability of
+# keeping a unit that it gives.
+_DropoutConvention = collections.namedtuple("_DropoutConvention",
+                                            "meaning interval is_valid keep_probability")
+_P_DROPS = _DropoutConvention(
+    "the probability of DROPPING a unit (the 2017 edition, as in graphnet.layers and "
+    "graphnet.cs231n.v2017)", "[0, 1)", lambda p: 0 <= p < 1, lambda p: 1 - p)
+_P_KEEPS = _DropoutConvention(
+    "the probability of KEEPING a unit (the 2018+ editions, as in graphnet.cs231n)",
+    "(0, 1]", lambda p: 0 < p <= 1, lambda p: p)
 
-    x: any shape. dropout_param: 'p' (probability of DROPPING a unit, in [0, 1)),
-    'mode' ('train' or 'test'), optional 'seed'. In train mode each unit is zeroed with
-    probability p and the survivors are scaled by 1 / (1 - p), so the expected output is x
-    and test mode is the identity.
 
-    With a 'seed' the mask comes from a private np.random.default_rng(seed): the same seed
-    gives the same mask and numpy's global random state is left alone. Without one the
-    mask is drawn from the global state (never reseeded here), so np.random.seed(...) in a
-    notebook makes a run repeatable, as in the course. Returns out (x's shape).
+def _uniform(fn, shape, seed):
+    """Draws in [0, 1) of the given shape: np.random.rand's, from numpy's global state
+    without a seed; with one, those np.random.seed(seed) would give (the masks of the
+    course's seeded dropout), from a private RandomState that leaves the global state alone.
     """
+    if seed is None:
+        return np.random.random_sample(shape)
+    try:
+        seed = operator.index(seed)
+    except TypeError:
+        raise ValueError(f"{fn}: seed must be a non-negative integer, got {seed!r}") from None
+    if seed < 0:
+        raise ValueError(f"{fn}: seed must be a non-negative integer, got {seed}")
+    # RandomState takes one 32-bit word (np.random.seed's case) or several, for larger seeds
+    # (graphnet's dropout gate draws 63-bit ones).
+    words = seed if seed < 2**32 else [(seed >> shift) & 0xFFFFFFFF
+                                       for shift in range(0, seed.bit_length(), 32)]
+    return np.random.RandomState(words).random_sample(shape)
+
+
+def _dropout_forward(x, dropout_param, convention):
     fn = "dropout_forward"
-    x = _float_array(x, "dropout_forward", "x")
+    x = _float_array(x, fn, "x")
     mode = _mode(fn, dropout_param)
     if "p" not in dropout_param:
-        raise ValueError(f"{fn}: dropout_param needs 'p', the probability of dropping a unit")
+        raise ValueError(f"{fn}: dropout_param needs 'p', {convention.meaning}")
     p = dropout_param["p"]
     if not isinstance(p, (int, float, np.integer, np.floating)) or isinstance(p, bool) \
-            or not 0 <= p < 1:  # also rejects NaN
-        raise ValueError(f"{fn}: p (probability of dropping a unit) must be in [0, 1), got {p!r}")
+            or not convention.is_valid(p):  # also rejects NaN
+        raise ValueError(f"{fn}: p is {convention.meaning}; it must be in "
+                         f"{convention.interval}, got {p!r}")
     if mode == "test":
         return x, (dropout_param, None)
-    seed = dropout_param.get("seed")
-    uniform = (np.random.default_rng(seed).random(x.shape) if seed is not None
-               else np.random.random_sample(x.shape))
-    mask = ((uniform >= p) / (1 - p)).astype(x.dtype, copy=False)
+    # A unit is kept where its draw is below the keep probability, as in the course notes'
+    # (np.random.rand(*x.shape) < p) / p, so the same draws give the course's mask.
+    keep = convention.keep_probability(p)
+    uniform = _uniform(fn, x.shape, dropout_param.get("seed"))
+    mask = ((uniform < keep) / keep).astype(x.dtype, copy=False)
     return x * mask, (dropout_param, mask)
+
+
+def dropout_forward(x: Any, dropout_param: Dict[str, Any]) -> Tuple[np.ndarray, Any]:
+    """Inverted dropout with the 2017 edition's p: the probability of DROPPING a unit.
+
+    x: any shape. dropout_param: 'p' (in [0, 1)), 'mode' ('train' or 'test'), optional
+    'seed'. In train mode each unit is zeroed with probability p and the survivors are
+    scaled by 1 / (1 - p), so the expected output is x and test mode is the identity.
+    (The 2018+ editions' p is the probability of keeping a unit: dropout_forward_keep,
+    which graphnet.cs231n.layers exports as dropout_forward.)
+
+    A unit is kept where np.random.rand draws a number below 1 - p. Without a 'seed' the
+    draws come from numpy's global state (never reseeded here), so np.random.seed(...) in a
+    notebook makes a run repeatable. With one, they are the draws np.random.seed(seed)
+    would give, from a private generator: the same seed gives the same mask, and numpy's
+    global random state is left alone. Returns out (x's shape).
+    """
+    return _dropout_forward(x, dropout_param, _P_DROPS)
+
+
+def dropout_forward_keep(x: Any, dropout_param: Dict[str, Any]) -> Tuple[np.ndarray, Any]:
+    """Inverted dropout with the 2018+ editions' p: the probability of KEEPING a unit.
+
+    dropout_param: 'p' (in (0, 1]; 1 keeps everything), 'mode', optional 'seed'. Each unit
+    is kept with probability p and the survivors are scaled by 1 / p. Otherwise as
+    dropout_forward (same cache, same dropout_backward).
+    """
+    return _dropout_forward(x, dropout_param, _P_KEEPS)
 
 
 def dropout_backward(dout, cache):

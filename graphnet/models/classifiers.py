@@ -4,7 +4,8 @@ Every model owns a `Graph` (`model.graph`) with an input "X" (no gradient: it is
 an integer input "y", the learnable params W1, b1, ..., gamma1, beta1, a node "scores",
 the softmax loss "data_loss", the L2 penalty "reg_loss" (built from gates, so a drawing
 shows it) and their sum "loss". `model.params` IS the graph's ParamDict, so
-`model.params[name] = next_w` (what a Solver does) writes straight into the graph.
+`model.params[name] = next_w` (what a Solver does) writes straight into the graph, and
+`model.params = {...}` (how the course's Solver ends `train()`) assigns every param.
 
 `loss(X, y=None)` has the course's contract: with y=None it returns the scores (computed
 in eval mode: batchnorm uses its running averages, dropout is off); with y it runs forward
@@ -15,10 +16,14 @@ gammas or betas). The graph's mode is restored afterwards.
 Weights are drawn with np.random.randn (numpy's global state, as in the course, so
 np.random.seed(...) before building a model makes it repeatable).
 """
+import numbers
+from collections.abc import Mapping
+from typing import Any, Optional, Sequence
+
 import numpy as np
 
 from ..errors import GraphError
-from ..core.graph import Graph
+from ..core.graph import Graph, ParamDict
 
 __all__ = ["GraphModel", "GraphClassifier", "TwoLayerNet", "FullyConnectedNet",
            "ThreeLayerConvNet", "classifier_loss"]
@@ -54,7 +59,6 @@ class GraphModel:
         if scores.name != "scores":
             raise AssertionError("_build must name its output node 'scores'")
         self._add_reg_gates(g.softmax_loss(scores, y, name="data_loss"))
-        self.params = g.params
 
     def _weight(self, name, shape, weight_scale):
         self._weights.append(name)
@@ -78,6 +82,41 @@ class GraphModel:
         self._reg_const = g.const(0.5 * self._reg, name="half_reg")
         reg_loss = g.multiply(self._reg_const, total, name="reg_loss")
         g.add(data_loss, reg_loss, name="loss")
+
+    @property
+    def params(self) -> ParamDict:
+        """The graph's params, name -> array (the graph's ParamDict): `model.params[name] =
+        w` writes into the graph, with its shape checked."""
+        return self.graph.params
+
+    @params.setter
+    def params(self, values: Mapping[str, Any]) -> None:
+        """`model.params = {name: array}` assigns every param of the model at once, as the
+        course's Solver does at the end of train(). The names must be exactly the model's
+        and every array a float array of its param's shape; if not, a GraphError says
+        which, and no param is changed."""
+        current = self.graph.params
+        if values is current:
+            return
+        name = type(self).__name__
+        if not isinstance(values, Mapping):
+            raise GraphError(f"{name}.params must be assigned a dict name -> array, got "
+                             f"{type(values).__name__}")
+        missing = [k for k in current if k not in values]
+        unknown = [k for k in values if k not in current]
+        if missing or unknown:
+            raise GraphError(f"{name}.params = ...: the dict must hold exactly the model's "
+                             f"params ({', '.join(current)}); missing: "
+                             f"{', '.join(missing) or 'none'}; not params of the model: "
+                             f"{', '.join(map(str, unknown)) or 'none'}")
+        for key, value in values.items():
+            array = np.asarray(value)
+            if array.shape != np.shape(current[key]) or array.dtype.kind != "f":
+                raise GraphError(f"{name}.params = ...: param {key!r} is a float array of "
+                                 f"shape {np.shape(current[key])}, got {array.dtype} "
+                                 f"{array.shape}; no param was changed")
+        for key, value in values.items():
+            current[key] = value
 
     @property
     def reg(self):
@@ -249,43 +288,70 @@ class TwoLayerNet(GraphModel):
 
 
 class FullyConnectedNet(GraphModel):
-    """[affine - [batchnorm] - relu - [dropout]] x (L - 1) - affine - softmax.
+    """[affine - [batchnorm] - relu - [dropout]] x (L - 1) - affine - softmax, with the 2017
+    edition's arguments (this class is graphnet.cs231n.v2017's too).
 
-    dropout: the probability of dropping a unit (0 = no dropout layers), as in the
-    course's first version; the newer spelling dropout_keep_ratio (keep probability, 1 =
-    no dropout) is accepted too. use_batchnorm=True or normalization='batchnorm' adds
-    batchnorm after every hidden affine. seed fixes the dropout masks (the same mask on
-    every call, for gradient checks); without it each dropout node draws new masks from
-    its own random stream, seeded from numpy's global state when the model is built.
+    dropout: the probability of DROPPING a unit (0: no dropout layers), as in the 2017
+    edition; use_batchnorm=True adds batchnorm after every hidden affine. The later
+    editions' unambiguous spellings work too: dropout_keep_ratio (the probability of
+    KEEPING a unit; 1: no dropout) and normalization=None or 'batchnorm'. (The 2018+
+    editions' `dropout=`, the keep probability, is graphnet.cs231n's FullyConnectedNet.)
+    seed fixes the dropout masks (the same mask on every call, for gradient checks);
+    without it each dropout node draws new masks from its own random stream, seeded from
+    numpy's global state when the model is built.
     """
 
-    def __init__(self, hidden_dims, input_dim=3 * 32 * 32, num_classes=10, dropout=0,
-                 use_batchnorm=False, reg=0.0, weight_scale=1e-2, dtype=np.float32,
-                 seed=None, dropout_keep_ratio=None, normalization=None):
-        if dropout_keep_ratio is not None:
-            if not 0 < dropout_keep_ratio <= 1:
-                raise ValueError(f"dropout_keep_ratio must be in (0, 1], got "
-                                 f"{dropout_keep_ratio!r}")
-            dropout = 1.0 - float(dropout_keep_ratio)
+    def __init__(self, hidden_dims: Sequence[int], input_dim: int = 3 * 32 * 32,
+                 num_classes: int = 10, dropout: float = 0, use_batchnorm: bool = False,
+                 reg: float = 0.0, weight_scale: float = 1e-2, dtype: Any = np.float32,
+                 seed: Optional[int] = None, dropout_keep_ratio: Optional[float] = None,
+                 normalization: Optional[str] = None) -> None:
+        if not (_is_number(dropout) and 0 <= dropout < 1):
+            raise ValueError(
+                f"dropout={dropout!r}: in graphnet.models and graphnet.cs231n.v2017 (the 2017 "
+                "edition) dropout is the probability of DROPPING a unit, in [0, 1) (0: no "
+                "dropout). For the probability of keeping one, pass dropout_keep_ratio= or "
+                "use graphnet.cs231n's FullyConnectedNet (the 2018+ editions)")
+        if dropout_keep_ratio is None:
+            dropout_keep_ratio = 1 - dropout
+        elif dropout and not np.isclose(dropout_keep_ratio, 1 - dropout, rtol=0, atol=1e-12):
+            raise ValueError(f"dropout={dropout!r} (the probability of dropping a unit) and "
+                             f"dropout_keep_ratio={dropout_keep_ratio!r} disagree; pass one")
+        if use_batchnorm:
+            if normalization not in (None, "batchnorm"):
+                raise ValueError(f"use_batchnorm=True and normalization={normalization!r} "
+                                 "disagree; pass one")
+            normalization = "batchnorm"
+        self._setup(hidden_dims, input_dim, num_classes, dropout_keep_ratio, normalization,
+                    reg, weight_scale, dtype, seed)
+
+    def _setup(self, hidden_dims, input_dim, num_classes, dropout_keep_ratio, normalization,
+               reg, weight_scale, dtype, seed):
+        """Build the net from the arguments both editions agree on. The config records
+        them in that form, which every edition's class reads the same way."""
+        if not (_is_number(dropout_keep_ratio) and 0 < dropout_keep_ratio <= 1):
+            raise ValueError(f"dropout_keep_ratio={dropout_keep_ratio!r}: the probability of "
+                             "keeping a unit must be in (0, 1] (1: no dropout)")
+        if normalization == "layernorm":
+            raise ValueError("normalization='layernorm' arrives with graphnet's layernorm "
+                             "gate; until then use normalization=None or 'batchnorm'")
         if normalization not in (None, "batchnorm"):
-            raise ValueError(f"normalization {normalization!r} is not supported; use None "
-                             "or 'batchnorm'")
-        use_batchnorm = bool(use_batchnorm) or normalization == "batchnorm"
-        if not 0 <= dropout < 1:
-            raise ValueError(f"dropout (the probability of dropping a unit) must be in "
-                             f"[0, 1), got {dropout!r}")
+            raise ValueError(f"normalization must be None or 'batchnorm', got "
+                             f"{normalization!r}")
         hidden_dims = [int(h) for h in hidden_dims]
         config = dict(hidden_dims=hidden_dims, input_dim=int(input_dim),
-                      num_classes=int(num_classes), dropout=float(dropout),
-                      use_batchnorm=use_batchnorm, reg=float(reg),
-                      weight_scale=float(weight_scale), dtype=np.dtype(dtype).name,
-                      seed=None if seed is None else int(seed))
+                      num_classes=int(num_classes),
+                      dropout_keep_ratio=float(dropout_keep_ratio), normalization=normalization,
+                      reg=float(reg), weight_scale=float(weight_scale),
+                      dtype=np.dtype(dtype).name, seed=None if seed is None else int(seed))
         super().__init__(config, reg, dtype)
-        self.use_dropout = dropout > 0
-        self.use_batchnorm = use_batchnorm
+        self.normalization = normalization
+        self.use_dropout = dropout_keep_ratio < 1
+        self.use_batchnorm = normalization == "batchnorm"
         self.num_layers = 1 + len(hidden_dims)
         self._dims = [int(input_dim), *hidden_dims, int(num_classes)]
-        self._dropout, self._seed, self._weight_scale = float(dropout), seed, weight_scale
+        self._dropout, self._seed = 1 - float(dropout_keep_ratio), seed
+        self._weight_scale = weight_scale
         self._features = int(input_dim)
         self._finish(None)
 
@@ -308,6 +374,10 @@ class FullyConnectedNet(GraphModel):
                     # The node's own stream, created now rather than at the first forward,
                     # so a freshly built model already has a state a checkpoint can hold.
                     h.state["rng"] = np.random.default_rng(np.random.randint(2**31))
+
+
+def _is_number(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 class ThreeLayerConvNet(GraphModel):

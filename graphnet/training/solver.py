@@ -7,24 +7,50 @@
 
 `model` needs `params` (a mapping name -> array that accepts assignment) and
 `loss(X, y=None)` returning scores, or (loss, grads) when y is given. `data` is the
-course's dict with 'X_train', 'y_train', 'X_val', 'y_val'.
+course's dict with 'X_train', 'y_train', 'X_val', 'y_val'. The same Solver serves every
+edition of the course.
 
-Beyond the course: `seed` seeds the Solver's own np.random.Generator (minibatches and
-accuracy subsamples), so runs repeat exactly and a run resumed from a checkpoint
-(graphnet.save / graphnet.load) continues exactly where it stopped; numpy's global
-random state is never touched. `request_stop()` (safe to call from a signal handler)
-makes `train()` return after the current iteration, leaving a consistent state to save.
+As the course's: without `seed`, the minibatches and the accuracy subsamples are drawn by
+`np.random.choice` from numpy's global random state, call for call as the course's Solver
+draws them, so `np.random.seed(...)` before training repeats a course run. With `verbose`,
+the course's lines `(Iteration i / n) loss: ...` (every `print_every` iterations) and
+`(Epoch e / E) train acc: ...; val_acc: ...` are printed, in a notebook too.
+
+Beyond the course: `seed` gives the Solver its own np.random.Generator instead, so runs
+repeat exactly whatever else draws random numbers, and numpy's global state is never
+touched. A run resumed from a checkpoint (graphnet.save / graphnet.load) continues exactly
+where it stopped, in either case. `progress_bar` shows a tqdm bar instead of the iteration
+lines (by default only when stdout is a terminal). `request_stop()` (safe to call from a
+signal handler) makes `train()` return after the current iteration, leaving a consistent
+state to save.
 """
 import copy
 import numbers
 import sys
 from collections.abc import Mapping
+from typing import Any, Callable, Dict, Optional, Union
 
 import numpy as np
 
 from . import optim
 
 __all__ = ["Solver"]
+
+
+class _GlobalRandomState:
+    """numpy's global random state, sampled as the course's Solver samples it, with the
+    `bit_generator` (numpy's global MT19937) that a checkpoint saves."""
+
+    @staticmethod
+    def choice(n: int, size: int) -> np.ndarray:
+        return np.random.choice(n, size)
+
+    @property
+    def bit_generator(self) -> np.random.BitGenerator:
+        if hasattr(np.random, "get_bit_generator"):
+            return np.random.get_bit_generator()
+        return np.random.mtrand._rand._bit_generator  # numpy < 1.25 has no public accessor
+
 
 class Solver:
     """Minibatch training of `model` on `data`, with the course's keyword arguments:
@@ -40,21 +66,29 @@ class Solver:
     checkpoint_name: if set, a checkpoint '{checkpoint_name}_epoch_{epoch}.npz' is
         written with graphnet.save after every epoch.
     print_every: print the loss every this many iterations (without a progress bar).
-    verbose: False for silence. A tqdm progress bar is shown when stdout is a terminal
-        or a notebook; plain prints otherwise.
-    seed: seed of the Solver's random generator (an addition to the course's arguments).
+    verbose: False for silence.
+    seed: seed of the Solver's own random generator; None (the default): numpy's global
+        state, as the course's Solver (an addition to the course's arguments).
+    progress_bar: True shows a tqdm progress bar (and the epoch lines) instead of the
+        iteration lines; None (the default) shows it only when stdout is a terminal, not
+        in a notebook or a pipe (an addition).
     """
 
-    def __init__(self, model, data, *, update_rule="sgd", optim_config=None, lr_decay=1.0,
-                 batch_size=100, num_epochs=10, num_train_samples=1000, num_val_samples=None,
-                 checkpoint_name=None, print_every=10, verbose=True, seed=None, **unknown):
+    def __init__(self, model: Any, data: Mapping, *,
+                 update_rule: Union[str, Callable] = "sgd",
+                 optim_config: Optional[Mapping] = None, lr_decay: float = 1.0,
+                 batch_size: int = 100, num_epochs: int = 10,
+                 num_train_samples: Optional[int] = 1000,
+                 num_val_samples: Optional[int] = None, checkpoint_name: Optional[str] = None,
+                 print_every: int = 10, verbose: bool = True, seed: Optional[int] = None,
+                 progress_bar: Optional[bool] = None, **unknown: Any) -> None:
         if unknown:
             raise ValueError("Unrecognized arguments " + ", ".join(sorted(unknown)))
-        settings = dict(update_rule=update_rule, optim_config=optim_config, lr_decay=lr_decay,
-                        batch_size=batch_size, num_epochs=num_epochs,
-                        num_train_samples=num_train_samples, num_val_samples=num_val_samples,
-                        checkpoint_name=checkpoint_name, print_every=print_every,
-                        verbose=verbose, seed=seed)
+        settings: Dict[str, Any] = dict(
+            update_rule=update_rule, optim_config=optim_config, lr_decay=lr_decay,
+            batch_size=batch_size, num_epochs=num_epochs, num_train_samples=num_train_samples,
+            num_val_samples=num_val_samples, checkpoint_name=checkpoint_name,
+            print_every=print_every, verbose=verbose, seed=seed)
         if not hasattr(model, "params") or not callable(getattr(model, "loss", None)):
             raise TypeError(f"Solver needs a model with `params` and `loss(X, y=None)`, got "
                             f"{type(model).__name__}")
@@ -112,6 +146,10 @@ class Solver:
         self.print_every = settings["print_every"]
         self.verbose = settings["verbose"]
         self.seed = settings["seed"]
+        if progress_bar not in (None, True, False):
+            raise ValueError(f"progress_bar must be None (only on a terminal), True or False, "
+                             f"got {progress_bar!r}")
+        self.progress_bar = progress_bar
         self._reset()
 
     def _reset(self):
@@ -124,9 +162,27 @@ class Solver:
         self.train_acc_history = []
         self.val_acc_history = []
         self.optim_configs = {p: copy.deepcopy(self.optim_config) for p in self.model.params}
-        self.rng = np.random.default_rng(self.seed)
+        self.rng = _GLOBAL_RANDOM_STATE if self.seed is None else np.random.default_rng(self.seed)
         self.interrupted = False
         self._stop_requested = False
+
+    @property
+    def rng(self) -> Any:
+        """Where the minibatches and accuracy subsamples come from: the Solver's own
+        np.random.Generator (with a seed), or numpy's global state (without). A checkpoint
+        saves its state; assigning a Generator (what loading a checkpoint does) continues
+        from it: a PCG64 one (a seeded run's) becomes the Solver's own, an MT19937 one (a run
+        on numpy's global state) is copied into numpy's global state, so the resumed run
+        draws exactly what the uninterrupted one would have."""
+        return self._rng
+
+    @rng.setter
+    def rng(self, generator: Any) -> None:
+        if generator is not _GLOBAL_RANDOM_STATE and isinstance(generator.bit_generator,
+                                                                np.random.MT19937):
+            _GLOBAL_RANDOM_STATE.bit_generator.state = generator.bit_generator.state
+            generator = _GLOBAL_RANDOM_STATE
+        self._rng = generator
 
     # ----- one step and the accuracy check --------------------------------------------
 
@@ -142,7 +198,8 @@ class Solver:
             params[name] = next_w
             self.optim_configs[name] = next_config
 
-    def check_accuracy(self, X, y, num_samples=None, batch_size=100):
+    def check_accuracy(self, X: Any, y: Any, num_samples: Optional[int] = None,
+                       batch_size: int = 100) -> float:
         """Fraction of (a random subsample of num_samples of) X classified as y."""
         X, y = np.asarray(X), np.asarray(y)
         if X.ndim == 0 or y.shape != X.shape[:1]:
@@ -175,7 +232,7 @@ class Solver:
         """Ask train() to return after the current iteration (signal-handler safe)."""
         self._stop_requested = True
 
-    def train(self):
+    def train(self) -> None:
         """Run the remaining iterations (all of them for a fresh Solver, the rest after a
         resume), then load the best validation params into the model. Returns early,
         with `interrupted` set and without restoring the best params, after
@@ -238,7 +295,8 @@ class Solver:
     # ----- output -----------------------------------------------------------------------
 
     def _progress_bar(self, total):
-        if not (self.verbose and _interactive()) or self.iteration >= total:
+        wanted = _stdout_is_a_terminal() if self.progress_bar is None else self.progress_bar
+        if not (self.verbose and wanted) or self.iteration >= total:
             return None
         import shutil
 
@@ -297,15 +355,13 @@ def _split(model, data, split):
     return X, y
 
 
-def _interactive():
-    """True in a terminal or a Jupyter notebook, where a progress bar renders."""
-    try:
-        shell = get_ipython().__class__.__name__  # noqa: F821 (defined inside IPython)
-        if shell == "ZMQInteractiveShell":
-            return True
-    except NameError:
-        pass
+def _stdout_is_a_terminal():
+    """True in a terminal, where a progress bar redraws in place (a notebook's or a pipe's
+    stdout is not one)."""
     try:
         return sys.stdout.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+_GLOBAL_RANDOM_STATE = _GlobalRandomState()

@@ -1,10 +1,15 @@
-"""graphnet.Solver: the course's training loop, with its own seeded random stream."""
+"""graphnet.Solver: the course's training loop (its sampling, its printed lines, its
+`model.params = best_params`), and graphnet's additions (a seeded stream of its own,
+resuming, a progress bar on a terminal)."""
+import builtins
+
 import numpy as np
 import pytest
 
-from graphnet import optim
+from graphnet import GraphError, optim
 from graphnet.models import FullyConnectedNet, TwoLayerNet
 from graphnet.solver import Solver
+from graphnet.training.checkpoint import load, save
 
 
 pytestmark = pytest.mark.usefixtures("one_kernel_thread")
@@ -174,12 +179,166 @@ def test_plain_prints_when_not_a_terminal(capsys):
 
 def test_progress_bar_in_a_terminal(monkeypatch, capsys):
     import graphnet.training.solver as solver_module
-    monkeypatch.setattr(solver_module, "_interactive", lambda: True)
+    monkeypatch.setattr(solver_module, "_stdout_is_a_terminal", lambda: True)
     solver = Solver(make_model(), blobs(), num_epochs=1, batch_size=20, seed=0)
     solver.train()
     out = capsys.readouterr().out
     assert "(Epoch 1 / 1) train acc:" in out and "3/3" in out
     assert "(Iteration" not in out
+    Solver(make_model(), blobs(), num_epochs=1, batch_size=20, seed=0,
+           progress_bar=False).train()
+    assert "(Iteration 1 / 3) loss:" in capsys.readouterr().out
+
+
+def test_a_notebook_gets_the_courses_lines(monkeypatch, capsys):
+    class ZMQInteractiveShell:  # what get_ipython() returns in a Jupyter kernel
+        pass
+    monkeypatch.setattr(builtins, "get_ipython", ZMQInteractiveShell, raising=False)
+    solver = Solver(make_model(), blobs(), num_epochs=2, batch_size=20, print_every=2, seed=0)
+    solver.train()
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(")")[0] for line in lines] == [
+        "(Iteration 1 / 6", "(Epoch 0 / 2", "(Iteration 3 / 6", "(Epoch 1 / 2",
+        "(Iteration 5 / 6", "(Epoch 2 / 2"]
+    assert lines[0].startswith("(Iteration 1 / 6) loss: ")
+    assert lines[1].startswith("(Epoch 0 / 2) train acc: ") and "; val_acc: " in lines[1]
+
+
+def test_a_progress_bar_when_asked_for(capsys):
+    Solver(make_model(), blobs(), num_epochs=1, batch_size=20, seed=0, progress_bar=True).train()
+    out = capsys.readouterr().out
+    assert "3/3" in out and "(Iteration" not in out
+    with pytest.raises(ValueError, match="progress_bar must be None"):
+        Solver(make_model(), blobs(), progress_bar="yes")
+
+
+# ----- the course's sampling: numpy's global random state --------------------------------
+
+def course_draws(num_train, batch_size, num_epochs, num_train_samples):
+    """The minibatches the course's Solver draws after np.random.seed, in order, with the
+    training-accuracy subsamples in between (its train(), _step() and check_accuracy();
+    the validation set, num_val_samples=None, is checked whole: no draw)."""
+    per_epoch = max(num_train // batch_size, 1)
+    batches = []
+    for t in range(num_epochs * per_epoch):
+        batches.append(np.random.choice(num_train, batch_size))
+        if (t == 0 or (t + 1) % per_epoch == 0) and num_train > num_train_samples:
+            np.random.choice(num_train, num_train_samples)
+    return batches
+
+
+def test_without_a_seed_the_minibatches_are_the_courses_draws():
+    data = blobs(n_train=60)
+    model = make_model()
+    seen = []
+    original = model.loss
+
+    def spy(X, y=None):
+        if y is not None:
+            seen.append(y.copy())
+        return original(X, y)
+
+    model.loss = spy
+    np.random.seed(231)
+    Solver(model, data, num_epochs=3, batch_size=16, num_train_samples=25,
+           verbose=False).train()
+    np.random.seed(231)
+    expected = course_draws(60, 16, 3, 25)
+    assert len(seen) == len(expected) == 9
+    for labels, batch in zip(seen, expected):
+        np.testing.assert_array_equal(labels, data["y_train"][batch])
+
+
+def test_np_random_seed_repeats_a_run_without_a_seed():
+    runs = []
+    for _ in range(2):
+        np.random.seed(5)
+        model = FullyConnectedNet([16], input_dim=8, num_classes=3, weight_scale=0.1)
+        solver = Solver(model, blobs(), update_rule="adam", num_epochs=2, batch_size=10,
+                        num_train_samples=20, verbose=False)
+        solver.train()
+        runs.append((solver.loss_history, solver.train_acc_history, model.params["W1"].copy()))
+    assert runs[0][:2] == runs[1][:2]
+    np.testing.assert_array_equal(runs[0][2], runs[1][2])
+
+
+def test_an_unseeded_run_resumes_exactly_from_a_checkpoint(tmp_path):
+    def run(epochs, stop_after=None):
+        model = make_model(seed=4)  # seeds numpy's global state, then draws the weights
+        solver = Solver(model, blobs(), update_rule="adam", num_epochs=epochs, batch_size=10,
+                        num_train_samples=25, verbose=False)
+        if stop_after is not None:
+            original = model.loss
+
+            def loss(X, y=None):
+                if y is not None and len(solver.loss_history) == stop_after - 1:
+                    solver.request_stop()
+                return original(X, y)
+            model.loss = loss
+        solver.train()
+        return model, solver
+
+    straight_model, straight = run(3)
+    _, stopped = run(3, stop_after=8)
+    assert stopped.interrupted and stopped.iteration == 8
+    save(stopped, tmp_path / "mid.npz")
+    np.random.seed(99)  # whatever numpy's state is now, the checkpoint holds the run's
+    resumed_model = make_model(seed=123)
+    resumed = Solver(resumed_model, blobs(), update_rule="adam", num_epochs=3, batch_size=10,
+                     num_train_samples=25, verbose=False)
+    load(tmp_path / "mid.npz", into=resumed)
+    resumed.train()
+    assert resumed.loss_history == straight.loss_history
+    assert resumed.train_acc_history == straight.train_acc_history
+    for name, value in straight_model.params.items():
+        np.testing.assert_array_equal(resumed_model.params[name], value)
+
+
+# ----- model.params, as the course's Solver and notebooks use it -------------------------
+
+def test_model_params_assignment_as_the_courses_solver_ends_train():
+    model = make_model()
+    new = {name: np.full(value.shape, 0.5, dtype=np.float64)
+           for name, value in model.params.items()}
+    model.params = new
+    for value in model.params.values():
+        np.testing.assert_array_equal(value, 0.5)
+        assert value.dtype == np.float32  # the model's dtype, as for model.params[k] = v
+    scores = model.loss(blobs()["X_val"][:2])
+    assert np.all(np.isfinite(scores))
+    model.params = model.params  # assigning the same dict changes nothing
+
+
+def test_model_params_assignment_checks_everything_before_changing_anything():
+    model = make_model()
+    before = {name: value.copy() for name, value in model.params.items()}
+    good = {name: np.zeros_like(value) for name, value in before.items()}
+    bad_shape = {**good, "W2": np.zeros((3, 3))}
+    with pytest.raises(GraphError, match=r"param 'W2' is a float array of shape \(16, 3\), "
+                                         r"got float64 \(3, 3\); no param was changed"):
+        model.params = bad_shape
+    with pytest.raises(GraphError, match="missing: b2; not params of the model: W9"):
+        model.params = {**{k: v for k, v in good.items() if k != "b2"}, "W9": np.zeros(2)}
+    with pytest.raises(GraphError, match="must be assigned a dict"):
+        model.params = [np.zeros(3)]
+    with pytest.raises(GraphError, match="param 'b1' is a float array"):
+        model.params = {**good, "b1": np.zeros(16, dtype=np.int64)}
+    for name, value in model.params.items():
+        np.testing.assert_array_equal(value, before[name])
+
+
+def test_model_params_behaves_as_a_dict():
+    model = make_model()
+    assert list(model.params) == list(model.params.keys()) == ["W1", "b1", "W2", "b2"]
+    assert dict(model.params.items()).keys() == model.params.keys()
+    assert len(model.params) == 4 and "W1" in model.params and model.params.get("W9") is None
+    assert model.params is model.graph.params
+    # a notebook keeps its best params with copy() and puts them back by assignment
+    best = {name: value.copy() for name, value in model.params.copy().items()}
+    assert type(model.params.copy()) is dict
+    model.params["W1"] = np.zeros_like(best["W1"])
+    model.params = best
+    np.testing.assert_array_equal(model.params["W1"], best["W1"])
 
 
 def test_checkpoint_each_epoch(tmp_path):
