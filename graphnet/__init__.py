@@ -21,7 +21,7 @@ from .training.solver import Solver
 #: Submodules that `import graphnet` leaves unloaded until first use (matplotlib,
 #: graphviz and the data loaders cost time to import); `gn.viz` loads on first access.
 _LAZY_SUBMODULES = ("data", "viz", "optim", "models", "layers", "fast_layers", "layer_utils",
-                    "gradient_check", "interop")
+                    "gradient_check", "interop", "cs231n")
 #: The converters of graphnet.interop; onnx and torch load only when one is called.
 _INTEROP = ("to_onnx", "from_onnx", "to_torch", "from_torch")
 

@@ -97,7 +97,8 @@ def test_import_graphnet_loads_no_drawing_data_or_model_code():
 
 
 def test_subpackages_are_attributes_of_graphnet():
-    for name in ("data", "viz", "optim", "models", "layers", "fast_layers", "gradient_check"):
+    for name in ("data", "viz", "optim", "models", "layers", "fast_layers", "gradient_check",
+                 "cs231n", "interop"):
         module = getattr(gn, name)
         assert module.__name__ == f"graphnet.{name}"
     assert callable(gn.viz.draw) and callable(gn.data.load_digits)

@@ -9,8 +9,8 @@ notebook states for it ("The error should be around e-9 or less" -> 1e-9): a
 `Check(value, stated, limit, low)`, [low, limit] being what the statement allows. Where a
 notebook draws random numbers unseeded, the cell seeds numpy with 231, as the others do.
 
-    python -m tests.cs231n.course_cells        # per cell, the number nearest its statement
-    python -m tests.cs231n.course_cells --all  # every number of every cell, per package
+    python -m tests.course.course_cells        # per cell, the number nearest its statement
+    python -m tests.course.course_cells --all  # every number of every cell, per package
 
 Cells that need CIFAR-10 (training runs) or time a run are not here.
 """
