@@ -99,6 +99,19 @@ class GateBuilders:
         return self.apply("spatial_batchnorm", x, gamma, beta, name=name, eps=eps,
                           momentum=momentum)
 
+    def layernorm(self, x: Operand, gamma: Operand, beta: Operand, eps: float = 1e-5,
+                  name: Optional[str] = None) -> Node:
+        """Layer normalization of each sample of x (N, D) or (N, ..., D) over its last axis,
+        scaled by gamma and shifted by beta (D,); the same in train and eval mode."""
+        return self.apply("layernorm", x, gamma, beta, name=name, eps=eps)
+
+    def spatial_groupnorm(self, x: Operand, gamma: Operand, beta: Operand, G: int,
+                          eps: float = 1e-5, name: Optional[str] = None) -> Node:
+        """Group normalization of images x (N, C, H, W): G groups of C // G channels, each
+        normalized per sample over its channels and pixels; gamma, beta (C,) or
+        (1, C, 1, 1)."""
+        return self.apply("spatial_groupnorm", x, gamma, beta, name=name, G=G, eps=eps)
+
     def dropout(self, x: Operand, p: float, seed: Optional[int] = None,
                 name: Optional[str] = None) -> Node:
         """Inverted dropout: in train mode each unit is dropped with probability p (the

@@ -1,14 +1,16 @@
-"""Batch normalization and dropout: the gates whose behaviour depends on train/eval mode.
+"""Normalization and dropout.
 
-They are the stateful gates: the value store keeps batchnorm's running averages and
-dropout's random stream per node (`node.state`), so checkpoints can save them and the gate
-itself stays free of arrays.
+Batchnorm and dropout behave differently in train and eval mode: they are the stateful
+gates, whose running averages and random stream the value store keeps per node
+(`node.state`), so checkpoints can save them and the gate itself stays free of arrays.
+Layernorm and groupnorm normalize each sample on its own and behave the same in both.
 """
 import numpy as np
 
 from .._format import describe, num
 from ..kernels import layers
-from .base import Gate, GateError, ShapeError, dims_match, is_int, real, register_gate
+from .base import (Gate, GateError, ShapeError, dims_match, integer, is_int, real,
+                   register_gate)
 
 
 @register_gate
@@ -70,6 +72,101 @@ class SpatialBatchNorm(BatchNorm):
     def summarize_cache(self, cache, input_names):
         batchnorm_cache, _ = cache
         return super().summarize_cache(batchnorm_cache, input_names)
+
+
+_NORMALIZED = "(g − mean(g) − x̂·mean(g·x̂)) / std, g = dout·{1}"
+
+
+def _normalization_cache(cache) -> list:
+    return [f"x_hat {describe(cache.x_hat)}", f"1/std {describe(cache.inv_std)}"]
+
+
+@register_gate
+class LayerNorm(Gate):
+    """Normalize each sample over its features (the last axis), then scale by gamma and
+    shift by beta per feature. The same in train and eval mode: no running averages."""
+    op = "layernorm"
+    inputs = ("x", "gamma", "beta")
+    formula = "{1}·(({0} − mean) / std) + {2}, per sample"
+    rule = ("layernorm: with x̂ the input normalized per sample and g = dout·{1}: d{0} = "
+            "(g − mean(g) − x̂·mean(g·x̂)) / std, the means over each sample's features; "
+            "d{1} = Σ dout·x̂, d{2} = Σ dout over the samples")
+    derivatives = (_NORMALIZED + " (per sample)", "Σ dout·x̂", "Σ dout")
+
+    def __init__(self, eps=1e-5):
+        self.eps = real("eps", eps, lambda v: v > 0, "a positive number")
+
+    def attrs(self):
+        return {"eps": self.eps}
+
+    def shape(self, x, gamma, beta):
+        if x is not None and len(x) < 2:
+            raise ShapeError(f"x must be (N, D) or (N, ..., D), got {x}")
+        features = None if x is None else x[-1]
+        for name, param in (("gamma", gamma), ("beta", beta)):
+            if param is not None and (len(param) != 1 or not dims_match(param[0], features)):
+                raise ShapeError(f"{name} must be ({features},) for x {x}, got {param}")
+        return x
+
+    def forward(self, x, gamma, beta):
+        # Leading axes are samples alike: (N, T, D) normalizes each of the N * T vectors.
+        out, cache = layers.layernorm_forward(x.reshape(-1, x.shape[-1]), gamma, beta,
+                                              {"eps": self.eps})
+        return out.reshape(x.shape), (cache, x.shape)
+
+    def backward(self, dout, cache, needs):
+        cache, shape = cache
+        dx, dgamma, dbeta = layers.layernorm_backward(dout.reshape(-1, shape[-1]), cache)
+        return dx.reshape(shape), dgamma, dbeta
+
+    def summarize_cache(self, cache, input_names):
+        return _normalization_cache(cache[0])
+
+
+@register_gate
+class SpatialGroupNorm(Gate):
+    """Group normalization of images (N, C, H, W): each sample's channels are split into G
+    groups, each normalized over its channels and pixels, then every channel is scaled by
+    gamma and shifted by beta ((C,) or (1, C, 1, 1), as in the course)."""
+    op = "spatial_groupnorm"
+    inputs = ("x", "gamma", "beta")
+    formula = "{1}·(({0} − mean) / std) + {2}, per sample and group of channels"
+    rule = ("groupnorm: like layernorm, with the means taken over each group of channels "
+            "and its pixels, per sample")
+    derivatives = (_NORMALIZED + " (per sample and group)", "Σ dout·x̂ per channel",
+                   "Σ dout per channel")
+
+    def __init__(self, G=1, eps=1e-5):
+        self.G = integer("G (the number of groups)", G, 1)
+        self.eps = real("eps", eps, lambda v: v > 0, "a positive number")
+
+    def attrs(self):
+        return {"G": self.G, "eps": self.eps}
+
+    def shape(self, x, gamma, beta):
+        if x is not None and len(x) != 4:
+            raise ShapeError(f"x must be (N, C, H, W), got {x}")
+        channels = None if x is None else x[1]
+        if channels is not None and channels % self.G:
+            raise ShapeError(f"G={self.G} groups do not divide the {channels} channels of x {x}")
+        for name, param in (("gamma", gamma), ("beta", beta)):
+            if param is None:
+                continue
+            size = param[0] if len(param) == 1 else param[1] if len(param) == 4 else None
+            if len(param) == 4 and tuple(param[i] for i in (0, 2, 3)) != (1, 1, 1) or \
+                    size is None or not dims_match(size, channels):
+                raise ShapeError(f"{name} must be ({channels},) or (1, {channels}, 1, 1) for "
+                                 f"x {x}, got {param}")
+        return x
+
+    def forward(self, x, gamma, beta):
+        return layers.spatial_groupnorm_forward(x, gamma, beta, self.G, {"eps": self.eps})
+
+    def backward(self, dout, cache, needs):
+        return layers.spatial_groupnorm_backward(dout, cache)
+
+    def summarize_cache(self, cache, input_names):
+        return [f"G = {self.G} groups"] + _normalization_cache(cache)
 
 
 @register_gate

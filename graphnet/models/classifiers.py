@@ -288,13 +288,14 @@ class TwoLayerNet(GraphModel):
 
 
 class FullyConnectedNet(GraphModel):
-    """[affine - [batchnorm] - relu - [dropout]] x (L - 1) - affine - softmax, with the 2017
-    edition's arguments (this class is graphnet.cs231n.v2017's too).
+    """[affine - [batchnorm | layernorm] - relu - [dropout]] x (L - 1) - affine - softmax,
+    with the 2017 edition's arguments (this class is graphnet.cs231n.v2017's too).
 
     dropout: the probability of DROPPING a unit (0: no dropout layers), as in the 2017
     edition; use_batchnorm=True adds batchnorm after every hidden affine. The later
     editions' unambiguous spellings work too: dropout_keep_ratio (the probability of
-    KEEPING a unit; 1: no dropout) and normalization=None or 'batchnorm'. (The 2018+
+    KEEPING a unit; 1: no dropout) and normalization=None, 'batchnorm' or 'layernorm'
+    (layernorm after every hidden affine, as in the later editions). (The 2018+
     editions' `dropout=`, the keep probability, is graphnet.cs231n's FullyConnectedNet.)
     seed fixes the dropout masks (the same mask on every call, for gradient checks);
     without it each dropout node draws new masks from its own random stream, seeded from
@@ -332,11 +333,8 @@ class FullyConnectedNet(GraphModel):
         if not (_is_number(dropout_keep_ratio) and 0 < dropout_keep_ratio <= 1):
             raise ValueError(f"dropout_keep_ratio={dropout_keep_ratio!r}: the probability of "
                              "keeping a unit must be in (0, 1] (1: no dropout)")
-        if normalization == "layernorm":
-            raise ValueError("normalization='layernorm' arrives with graphnet's layernorm "
-                             "gate; until then use normalization=None or 'batchnorm'")
-        if normalization not in (None, "batchnorm"):
-            raise ValueError(f"normalization must be None or 'batchnorm', got "
+        if normalization not in (None, "batchnorm", "layernorm"):
+            raise ValueError(f"normalization must be None, 'batchnorm' or 'layernorm', got "
                              f"{normalization!r}")
         hidden_dims = [int(h) for h in hidden_dims]
         config = dict(hidden_dims=hidden_dims, input_dim=int(input_dim),
@@ -364,9 +362,10 @@ class FullyConnectedNet(GraphModel):
             if i == self.num_layers:
                 return g.affine(h, W, b, name="scores")
             h = g.affine(h, W, b, name=f"affine{i}")
-            if self.use_batchnorm:
+            if self.normalization is not None:
                 gamma, beta = self._ones(f"gamma{i}", dims[i]), self._zeros(f"beta{i}", dims[i])
-                h = g.batchnorm(h, gamma, beta, name=f"batchnorm{i}")
+                norm = g.batchnorm if self.use_batchnorm else g.layernorm
+                h = norm(h, gamma, beta, name=f"{self.normalization}{i}")
             h = g.relu(h, name=f"relu{i}")
             if self.use_dropout:
                 h = g.dropout(h, self._dropout, seed=self._seed, name=f"dropout{i}")

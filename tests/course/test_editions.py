@@ -281,9 +281,7 @@ def test_each_edition_refuses_the_others_arguments_with_a_pointer():
         FullyConnectedNet([5], input_dim=3, dropout=0)
     with pytest.raises(ValueError, match="two names of the probability of keeping"):
         FullyConnectedNet([5], input_dim=3, dropout=0.5, dropout_keep_ratio=0.25)
-    with pytest.raises(ValueError, match="layernorm' arrives with graphnet's layernorm gate"):
-        FullyConnectedNet([5], input_dim=3, normalization="layernorm")
-    with pytest.raises(ValueError, match="must be None or 'batchnorm'"):
+    with pytest.raises(ValueError, match="must be None, 'batchnorm' or 'layernorm'"):
         FullyConnectedNet([5], input_dim=3, normalization="groupnorm")
     with pytest.raises(ValueError, match=r"dropout=1: .*2017 edition.*DROPPING.*graphnet.cs231n"):
         fc_net_2017.FullyConnectedNet([5], input_dim=3, dropout=1)

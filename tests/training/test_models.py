@@ -91,6 +91,8 @@ def test_two_layer_net_gradients(reg):
     dict(reg=0.5, use_batchnorm=True),
     dict(reg=0.5, dropout=0.3, seed=123),
     dict(reg=0.1, use_batchnorm=True, dropout=0.25, seed=7),
+    dict(reg=0.5, normalization="layernorm"),
+    dict(reg=0.2, normalization="layernorm", dropout=0.25, seed=3),
 ])
 def test_fully_connected_net_gradients(kwargs):
     np.random.seed(231)
@@ -128,8 +130,10 @@ def test_fully_connected_net_newer_course_spelling():
     assert model.use_batchnorm and model.use_dropout
     assert model.graph["dropout1"].op == "dropout"
     assert model.graph["dropout1"].gate.p == pytest.approx(0.25)
-    with pytest.raises(ValueError, match="layernorm"):
-        FullyConnectedNet([5], input_dim=3, normalization="layernorm")
+    layered = FullyConnectedNet([5, 4], input_dim=3, normalization="layernorm")
+    assert [n.op for n in layered.graph.nodes if n.name.startswith("layernorm")] == \
+        ["layernorm", "layernorm"]
+    assert not layered.use_batchnorm and set(layered.params) >= {"gamma1", "beta2"}
     with pytest.raises(ValueError, match="dropout"):
         FullyConnectedNet([5], input_dim=3, dropout=1.0)
 

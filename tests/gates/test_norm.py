@@ -1,0 +1,120 @@
+"""The layernorm and spatial groupnorm gates: numerical gradients in float64, the course's
+array functions, PyTorch, train and eval mode alike, and every place a gate shows up
+(drawing, steps, checkpoints)."""
+import numpy as np
+import pytest
+
+import graphnet as gn
+from graphnet import layers, viz
+
+rng = np.random.default_rng(5)
+
+
+def layernorm_graph(shape, dtype=np.float64):
+    g = gn.Graph(dtype=dtype)
+    x = g.input("x", shape=(None,) + shape[1:])
+    D = shape[-1]
+    out = g.layernorm(x, g.param("gamma", rng.uniform(0.5, 1.5, D)),
+                      g.param("beta", rng.standard_normal(D)), name="ln")
+    g.sum(g.multiply(out, g.const(rng.standard_normal(shape[1:]))), name="loss")
+    return g
+
+
+def groupnorm_graph(C, G, gamma_shape, dtype=np.float64):
+    g = gn.Graph(dtype=dtype)
+    x = g.input("x", shape=(None, C, 5, 4))
+    out = g.spatial_groupnorm(x, g.param("gamma", rng.uniform(0.5, 1.5, gamma_shape)),
+                              g.param("beta", rng.standard_normal(gamma_shape)), G, name="gn")
+    # out feeds two gates: fan-out; random weights, so no gradient cancels to about 0
+    first = g.multiply(out, g.const(rng.standard_normal((C, 5, 4))))
+    second = g.multiply(out, g.const(rng.standard_normal((C, 5, 4))))
+    g.sum(g.add(first, second), name="loss")
+    return g
+
+
+@pytest.mark.parametrize("shape", [(4, 6), (3, 5, 7)])
+def test_layernorm_gradients_and_the_course_function(shape):
+    g = layernorm_graph(shape)
+    x = rng.standard_normal(shape) * 3 + 1
+    errors = gn.gradcheck(g, x=x)
+    assert set(errors) == {"x", "gamma", "beta"} and max(errors.values()) < 1e-7
+    g.forward(x=x)
+    want, _ = layers.layernorm_forward(x.reshape(-1, shape[-1]), g["gamma"].value,
+                                       g["beta"].value, {})
+    np.testing.assert_allclose(g["ln"].value, want.reshape(shape), rtol=1e-12, atol=1e-12)
+    train = g["ln"].value.copy()
+    g.eval().forward(x=x)
+    np.testing.assert_array_equal(g["ln"].value, train)  # no batch statistics: same in eval
+
+
+@pytest.mark.parametrize("C, G, gamma_shape", [(6, 3, (6,)), (4, 1, (1, 4, 1, 1)),
+                                               (4, 4, (4,))])
+def test_groupnorm_gradients_and_the_course_function(C, G, gamma_shape):
+    g = groupnorm_graph(C, G, gamma_shape)
+    x = rng.standard_normal((3, C, 5, 4)) * 2 - 1
+    errors = gn.gradcheck(g, x=x)
+    # Normalizing subtracts means: the small entries of dx are differences of larger terms,
+    # where centred differences leave ~1e-7 of noise (PyTorch agrees to ~1e-12, below).
+    assert max(errors.values()) < 1e-6, errors
+    g.forward(x=x)
+    want, _ = layers.spatial_groupnorm_forward(x, g["gamma"].value, g["beta"].value, G, {})
+    np.testing.assert_allclose(g["gn"].value, want, rtol=1e-12, atol=1e-12)
+    assert g["gamma"].grad.shape == gamma_shape
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("dtype, tol", [(np.float32, 1e-5), (np.float64, 1e-12)])
+def test_both_against_torch(dtype, tol):
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    x = rng.standard_normal((3, 6, 5, 4)).astype(dtype)
+    dout = rng.standard_normal(x.shape).astype(dtype)
+    for build, reference in (
+            (lambda g, x, w, b: g.spatial_groupnorm(x, w, b, 3, name="out"),
+             lambda x, w, b: F.group_norm(x, 3, w, b, eps=1e-5)),
+            (lambda g, x, w, b: g.layernorm(x, w, b, name="out"),
+             lambda x, w, b: F.layer_norm(x, (4,), w[:4], b[:4], eps=1e-5))):
+        g = gn.Graph(dtype=dtype)
+        w = rng.uniform(0.5, 1.5, 6).astype(dtype)
+        b = rng.standard_normal(6).astype(dtype)
+        is_layernorm = "layer_norm" in reference.__code__.co_names
+        params = (w[:4], b[:4]) if is_layernorm else (w, b)
+        build(g, g.input("x"), g.param("w", params[0]), g.param("b", params[1]))
+        got = g.forward(x=x)
+        g.backward("out", grad=dout)
+        tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+        want = reference(tx, tw, tb)
+        want.backward(torch.tensor(dout))
+        np.testing.assert_allclose(got, want.detach().numpy(), rtol=tol, atol=tol)
+        np.testing.assert_allclose(g["x"].grad, tx.grad.numpy(), rtol=tol * 10, atol=tol * 10)
+        n = len(params[0])
+        np.testing.assert_allclose(g["w"].grad, tw.grad.numpy()[:n], rtol=tol * 10,
+                                   atol=tol * 10)
+
+
+def test_drawn_stepped_saved_and_loaded(tmp_path):
+    g = groupnorm_graph(6, 2, (6,))
+    x = rng.standard_normal((2, 6, 5, 4))
+    loss = g.forward(x=x)
+    g.backward()
+    assert "G = 2 groups" in viz.draw(g, show_cache=True).source
+    text = next(f.text for f in viz.backward_steps(g) if f.node.name == "gn")
+    assert "groupnorm: like layernorm" in text
+    loaded = gn.load(gn.save(g, tmp_path / "gn.npz"))
+    assert loaded["gn"].gate.attrs() == {"G": 2, "eps": 1e-5}
+    assert loaded.forward(x=x) == loss
+
+
+def test_bad_settings_and_shapes_name_the_node():
+    g = gn.Graph()
+    x = g.input("x", shape=(None, 6, 4, 4))
+    gamma, beta = g.param("gamma", np.ones(6)), g.param("beta", np.zeros(6))
+    with pytest.raises(gn.GraphError, match="spatial_groupnorm gate 'a': G=4 groups do not "
+                                            "divide the 6 channels"):
+        g.spatial_groupnorm(x, gamma, beta, 4, name="a")
+    with pytest.raises(gn.GraphError, match="'b': G .*must be >= 1"):
+        g.spatial_groupnorm(x, gamma, beta, 0, name="b")
+    with pytest.raises(gn.GraphError, match="layernorm gate 'c': gamma must be \\(4,\\)"):
+        g.layernorm(x, gamma, beta, name="c")
+    with pytest.raises(gn.GraphError, match="layernorm gate 'd': eps must be a positive"):
+        g.layernorm(g.input("y", shape=(None, 6)), gamma, beta, eps=0.0, name="d")
