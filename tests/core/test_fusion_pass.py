@@ -99,6 +99,7 @@ def test_a_fused_chain_reads_as_gate_by_gate(chain, dtype, tol):
     assert_reads_as_gate_by_gate(g, feeds, tol)
 
 
+@pytest.mark.slow
 def test_a_fused_chain_passes_the_numerical_gradient_check():
     g, feeds = chain_net(np.float64, CHAINS[1])
     errors = gn.gradcheck(g, **feeds)
@@ -106,6 +107,7 @@ def test_a_fused_chain_passes_the_numerical_gradient_check():
     assert max(errors.values()) < 1e-7
 
 
+@pytest.mark.slow
 def test_a_chain_below_another_gives_its_input_a_gradient():
     """The upper chain's conv input needs a gradient: its step computes the chain's
     gradients in full; the lower chain, fed by data, takes the pooled-gradient kernel."""
@@ -240,6 +242,8 @@ def test_the_drawing_shows_the_chain_values_and_gradients():
     assert deferred(g["relu1"]) == deferred(g["conv1"]) == {"cache"}
 
 
+@pytest.mark.torch
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_a_fused_convnet_against_torch(dtype):
     torch = pytest.importorskip("torch")

@@ -147,6 +147,7 @@ def test_params_not_on_the_path_get_zero_gradients():
     np.testing.assert_array_equal(unused.grad, np.zeros(3))
 
 
+@pytest.mark.slow
 def test_deep_chain_of_100000_gates_has_no_recursion_limit():
     g = gn.Graph()
     x = node = g.input("x")

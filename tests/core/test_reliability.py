@@ -235,6 +235,7 @@ def uninterrupted(tmp_path_factory):
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130),
                                        (signal.SIGKILL, -9)])
+@pytest.mark.slow
 def test_a_signal_during_a_checkpoint_write_leaves_a_loadable_checkpoint_and_resume_is_exact(
         tmp_path, uninterrupted, sig, code):
     out, marker = tmp_path / "run", tmp_path / "inside-save"
@@ -319,6 +320,7 @@ def _digest(params):
     return h.hexdigest()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["convnet", "fc"])
 def test_same_seed_is_bitwise_identical_for_any_thread_count(kind):
     """Kernel threads 1 and 2 (graphnet._C.set_num_threads) times numpy's BLAS threads 1
@@ -344,6 +346,7 @@ def test_same_seed_is_bitwise_identical_for_any_thread_count(kind):
             assert params[name] == reference[0][name], (setting, name)
 
 
+@pytest.mark.slow
 def test_thread_environment_variables_do_not_change_a_run():
     """OMP_NUM_THREADS / OPENBLAS_NUM_THREADS 1 or 2 in a fresh process: the same params as
     this process, bit for bit (the kernels' OpenBLAS stays pinned to one thread)."""
@@ -408,6 +411,7 @@ def _build_run_peak(blocks):
     return g, value, peak
 
 
+@pytest.mark.slow
 def test_a_graph_of_100000_nodes_builds_runs_and_draws_in_linear_memory():
     small_graph, _, small_peak = _build_run_peak(6250)    # 25,001 nodes
     del small_graph
@@ -428,6 +432,7 @@ def test_a_graph_of_100000_nodes_builds_runs_and_draws_in_linear_memory():
 @given(N=st.integers(1, 3), C=st.integers(1, 3), H=st.integers(3, 7), W=st.integers(3, 7),
        layout=st.sampled_from(["sliced", "transposed", "fortran", "negative"]),
        dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**16))
+@pytest.mark.slow
 def test_kernels_on_non_contiguous_views_match_contiguous_copies(N, C, H, W, layout, dtype,
                                                                   seed):
     """tests/kernels/test_fuzz.py fuzzes shapes, strides (the conv/pool step), pads and

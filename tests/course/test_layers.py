@@ -153,6 +153,7 @@ def test_loss_label_errors(loss):
         loss(np.zeros(4), np.array([0]))
 
 
+@pytest.mark.torch
 def test_losses_match_torch():
     torch = pytest.importorskip("torch")
     F = torch.nn.functional
@@ -260,6 +261,7 @@ def test_batchnorm_errors():
         L.batchnorm_forward(x, np.ones(5), np.ones(5), {"mode": "test", "running_var": np.ones(3)})
 
 
+@pytest.mark.torch
 def test_batchnorm_matches_torch():
     torch = pytest.importorskip("torch")
     x, gamma, beta = bn_inputs(seed=15, N=8, D=6)
@@ -307,6 +309,7 @@ def test_spatial_batchnorm_backward_numerically():
     assert_grads(L.spatial_batchnorm_backward(dout, cache), numeric, tol=1e-6)
 
 
+@pytest.mark.torch
 def test_spatial_batchnorm_matches_torch_in_both_modes():
     torch = pytest.importorskip("torch")
     x, gamma, beta = spatial_inputs(seed=20)
@@ -441,6 +444,7 @@ def test_conv_backward_numerically(case):
     assert_grads(L.conv_backward_naive(dout, cache), numeric)
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("case", CONV_CASES)
 def test_conv_matches_torch(case):
     torch = pytest.importorskip("torch")
@@ -506,6 +510,7 @@ def test_pool_backward_numerically(case):
     assert_grads([L.max_pool_backward_naive(dout, cache)], numeric)
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("case", POOL_CASES)
 def test_pool_matches_torch(case):
     torch = pytest.importorskip("torch")

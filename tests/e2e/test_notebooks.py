@@ -45,6 +45,7 @@ def test_every_notebook_starts_with_a_title_and_explains_itself():
 
 
 @pytest.mark.notebooks
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_runs_top_to_bottom(path):
     nbclient = pytest.importorskip("nbclient")

@@ -94,6 +94,7 @@ def test_loss_gate_value_and_numerical_gradient(name):
     assert g["y"].grad is None
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("name", CASES)
 def test_gate_against_torch(name, dtype):
@@ -114,6 +115,7 @@ def test_gate_against_torch(name, dtype):
         np.testing.assert_allclose(g[f"in{i}"].grad, t.grad.numpy(), **tol)
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("name", LOSSES)
 def test_loss_against_torch(name, dtype):

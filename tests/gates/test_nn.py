@@ -18,6 +18,7 @@ def conv_graph(dtype=np.float64, stride=1, pad=0, data_grad=True):
     return g, out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stride,pad", [(1, 0), (1, 1), (2, 1), (2, 0), (3, 2)])
 def test_conv_gate_gradients_and_shape(stride, pad):
     g, out = conv_graph(stride=stride, pad=pad)
@@ -41,6 +42,7 @@ def test_conv_skips_the_data_gradient_when_nobody_needs_it():
     assert max(gn.gradcheck(g, x=rng.standard_normal((2, 2, 7, 6))).values()) < 1e-7
 
 
+@pytest.mark.slow
 def test_max_pool_gate_gradients_with_overlapping_windows():
     g = gn.Graph()
     x = g.input("x", shape=(2, 3, 7, 7))
@@ -160,6 +162,7 @@ def test_conv_build_errors_name_the_gate_and_shapes():
         g.max_pool(g.input("flat", shape=(2, 3)))
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_small_cnn_against_torch(dtype):
     torch = pytest.importorskip("torch")
