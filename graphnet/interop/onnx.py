@@ -25,7 +25,7 @@ from ._common import (ONE_TO_ONE, affine_input, build_gate, check_supported, fla
 #: ReduceSum takes its axes as an input and Softmax works on one axis from opset 13 on.
 MIN_OPSET = 13
 #: Read by onnxruntime, Netron and every current converter.
-DEFAULT_OPSET = 17
+DEFAULT_OPSET = 21
 
 
 def to_onnx(graph: Graph, path: str | os.PathLike | None = None, *, outputs=None,
@@ -49,7 +49,7 @@ def to_onnx(graph: Graph, path: str | os.PathLike | None = None, *, outputs=None
                     "(the scores, say).")
     if dtype is not None and np.dtype(dtype).kind != "f":
         raise ValueError(f"to_onnx: dtype must be a float type (np.float32, say), got {dtype!r}")
-    writer = _Writer(onnx, None if dtype is None else np.dtype(dtype))
+    writer = _Writer(onnx, None if dtype is None else np.dtype(dtype), opset)
     for node in nodes:
         if node.kind == "input":
             users = [n for n in nodes if node in n.inputs]
@@ -78,8 +78,8 @@ def to_onnx(graph: Graph, path: str | os.PathLike | None = None, *, outputs=None
 class _Writer:
     """Collects the ONNX nodes, initializers and inputs; the exporters call `op`."""
 
-    def __init__(self, onnx, float_dtype):
-        self.onnx, self.float_dtype = onnx, float_dtype
+    def __init__(self, onnx, float_dtype, opset):
+        self.onnx, self.float_dtype, self.opset = onnx, float_dtype, opset
         self.nodes, self.initializers, self.inputs = [], [], []
 
     def dtype(self, dtype):
@@ -188,6 +188,32 @@ def _export_dropout(writer, node, inputs):
               node.name)
 
 
+def _needs_opset(writer, node, onnx_op, opset):
+    if writer.opset < opset:
+        raise unsupported(node.op, node.name, f"ONNX has {onnx_op} from opset {opset}; "
+                          f"export with opset={opset} or newer (this export: {writer.opset})")
+
+
+def _export_layernorm(writer, node, inputs):
+    _needs_opset(writer, node, "LayerNormalization", 17)
+    writer.op("LayerNormalization", inputs, node.name, axis=-1,
+              epsilon=node.gate.attrs()["eps"])
+
+
+def _export_groupnorm(writer, node, inputs):
+    """GroupNormalization with one scale and bias per channel (opset 21's form); graphnet's
+    gamma of shape (1, C, 1, 1) is flattened first."""
+    _needs_opset(writer, node, "GroupNormalization with per-channel scales", 21)
+    flat = None
+    for i, what in ((1, "scale"), (2, "bias")):
+        if len(np.shape(node.inputs[i].value)) != 1:
+            flat = flat or writer.initializer(f"{node.name}/flat", np.asarray([-1], np.int64))
+            inputs[i] = writer.op("Reshape", [inputs[i], flat], f"{node.name}/{what}")
+    attrs = node.gate.attrs()
+    writer.op("GroupNormalization", inputs, node.name, num_groups=attrs["G"],
+              epsilon=attrs["eps"])
+
+
 #: graphnet gate -> the function that writes it as ONNX nodes.
 EXPORTERS = {
     **{gate: _same(onnx_op) for gate, (onnx_op, _) in ONE_TO_ONE.items()},
@@ -197,6 +223,7 @@ EXPORTERS = {
     "conv": _export_conv,
     "max_pool": _export_max_pool,
     "batchnorm": _export_batchnorm, "spatial_batchnorm": _export_batchnorm,
+    "layernorm": _export_layernorm, "spatial_groupnorm": _export_groupnorm,
     "dropout": _export_dropout,
     "softmax_loss": _same("SoftmaxCrossEntropyLoss", reduction="mean"),
 }
@@ -432,6 +459,33 @@ def _read_batchnorm(r, node):
     return out
 
 
+def _read_layernorm(r, node):
+    x = r.input(node, 0)
+    last = -1 if x.static_shape is None else len(x.static_shape) - 1
+    if r.attr(node, "axis", -1) not in (-1, last) or not r.has(node, 2):
+        raise unsupported("LayerNormalization", node.output[0], "graphnet's layernorm "
+                          "normalizes over the last axis, with a scale and a bias")
+    return r.gate("layernorm", node, [x, r.input(node, 1), r.input(node, 2)],
+                  eps=r.attr(node, "epsilon", 1e-5))
+
+
+def _read_groupnorm(r, node):
+    """Opset 21's per-channel scale and bias; opset 18-20's per-group constants are
+    repeated over each group's channels."""
+    x, groups = r.input(node, 0), r.attr(node, "num_groups")
+    channels = None if x.static_shape is None else x.static_shape[1]
+    scales = [r.input(node, i) for i in (1, 2)]
+    if r.opset < 21:
+        if channels is None:
+            raise unsupported("GroupNormalization", node.output[0], "opset < 21 scales per "
+                              "group: graphnet needs the channel count to repeat them")
+        scales = [r.graph.const(np.repeat(r.constant(node, i, what), channels // groups),
+                                name=f"{node.output[0]}/{what}")
+                  for i, what in ((1, "scale"), (2, "bias"))]
+    return r.gate("spatial_groupnorm", node, [x, *scales], G=groups,
+                  eps=r.attr(node, "epsilon", 1e-5))
+
+
 def _read_dropout(r, node):
     if r.has(node, 2) and r.constant(node, 2, "training_mode"):
         raise unsupported("Dropout", node.output[0], "training_mode=True: graphnet switches "
@@ -479,6 +533,7 @@ IMPORTERS = {
     "Conv": _read_conv,
     "MaxPool": _read_max_pool,
     "BatchNormalization": _read_batchnorm,
+    "LayerNormalization": _read_layernorm, "GroupNormalization": _read_groupnorm,
     "Dropout": _read_dropout,
     "SoftmaxCrossEntropyLoss": _read_softmax_cross_entropy,
     "Flatten": _read_flatten, "Reshape": _read_reshape,

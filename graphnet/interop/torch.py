@@ -151,6 +151,23 @@ def _export_batchnorm(b, node, args):
     return b.call_module(node.name, module, args, node.name)
 
 
+def _export_layernorm(b, node, args):
+    x, gamma, beta = args
+    features = node.inputs[1].value.shape if node.inputs[1].value is not None else \
+        node.inputs[1].static_shape
+    return b.call(b.F.layer_norm, [x, tuple(features), gamma, beta], node.name,
+                  eps=node.gate.attrs()["eps"])
+
+
+def _export_groupnorm(b, node, args):
+    x, *scales = args
+    for i, what in ((0, "weight"), (1, "bias")):  # (1, C, 1, 1), the course's shape -> (C,)
+        if len(np.shape(node.inputs[i + 1].value)) != 1:
+            scales[i] = b.call(b.torch.flatten, [scales[i]], f"{node.name}_{what}")
+    attrs = node.gate.attrs()
+    return b.call(b.F.group_norm, [x, attrs["G"], *scales], node.name, eps=attrs["eps"])
+
+
 def _export_dropout(b, node, args):
     module = b.torch.nn.Dropout(node.gate.attrs()["p"])
     return b.call_module(node.name, module, args, node.name)
@@ -177,6 +194,7 @@ TORCH_OPS = {
     "conv": _export_conv,
     "max_pool": _export_max_pool,
     "batchnorm": _export_batchnorm, "spatial_batchnorm": _export_batchnorm,
+    "layernorm": _export_layernorm, "spatial_groupnorm": _export_groupnorm,
     "dropout": _export_dropout,
     "softmax_loss": _export_softmax_loss,
     "svm_loss": _export_svm_loss,
@@ -419,6 +437,25 @@ def _read_batch_norm(r, node):
     return out
 
 
+def _read_layer_norm(r, node):
+    x, shape = node.args[0], list(node.args[1])
+    _require(shape == list(r.shape(x)[-1:]) and node.args[2] is not None
+             and node.args[3] is not None, node, "graphnet's layernorm normalizes over the "
+             "last axis, with a weight and a bias")
+    return r.gate("layernorm", node, [r.input(node, 0), r.input(node, 2), r.input(node, 3)],
+                  eps=r.arg(node, 4, "eps"))
+
+
+def _read_group_norm(r, node):
+    _require(node.args[2] is not None and node.args[3] is not None, node,
+             "graphnet's spatial_groupnorm has a weight and a bias")
+    _require(len(r.shape(node.args[0])) == 4, node, "graphnet's spatial_groupnorm takes "
+             "images (N, C, H, W)")
+    return r.gate("spatial_groupnorm", node,
+                  [r.input(node, 0), r.input(node, 2), r.input(node, 3)],
+                  G=int(r.arg(node, 1, "num_groups")), eps=r.arg(node, 4, "eps"))
+
+
 def _read_dropout(r, node):
     return r.gate("dropout", node, [r.input(node, 0)], p=float(r.arg(node, 1, "p")))
 
@@ -481,6 +518,7 @@ ATEN_OPS = {
     "aten.conv2d": _read_conv2d,
     "aten.max_pool2d": _read_max_pool2d,
     "aten.batch_norm": _read_batch_norm,
+    "aten.layer_norm": _read_layer_norm, "aten.group_norm": _read_group_norm,
     "aten.dropout": _read_dropout,
     "aten.flatten": _read_flatten, "aten.view": _read_view, "aten.reshape": _read_view,
     "aten.cross_entropy_loss": _read_cross_entropy,

@@ -395,8 +395,9 @@ bad("cnn-flat-images", gn.GraphError, lambda: cnn().loss(np.zeros((4, 16)), Y),
 bad("fc-dropout-1", ValueError, lambda: FullyConnectedNet([3], dropout=1.0), "dropout", "[0, 1)")
 bad("fc-keep-ratio-0", ValueError, lambda: FullyConnectedNet([3], dropout_keep_ratio=0),
     "dropout_keep_ratio", "(0, 1]")
-bad("fc-normalization-layernorm", ValueError,
-    lambda: FullyConnectedNet([3], normalization="layernorm"), "'layernorm'", "'batchnorm'")
+bad("fc-normalization-unknown", ValueError,
+    lambda: FullyConnectedNet([3], normalization="instancenorm"), "'instancenorm'",
+    "'batchnorm' or 'layernorm'")
 bad("cnn-input-dim-2d", ValueError, lambda: ThreeLayerConvNet(input_dim=(32, 32)),
     "input_dim", "(C, H, W)")
 bad("model-dtype-int", gn.GraphError, lambda: TwoLayerNet(input_dim=4, dtype=np.int32),

@@ -76,6 +76,24 @@ def _batchnorm(op, shape):
     return build
 
 
+def _layernorm(shape):
+    def build(dtype, rng):
+        g = gn.Graph(dtype=dtype)
+        g.layernorm(g.input("x", shape=(None, *shape)),
+                    g.param("gamma", rng.uniform(0.5, 1.5, shape[-1])),
+                    g.param("beta", rng.normal(size=shape[-1])), eps=2.0**-10, name="out")
+        return g, {"x": rng.normal(size=(3, *shape)) * 2 + 1}
+    return build
+
+
+def _groupnorm(dtype, rng):
+    g = gn.Graph(dtype=dtype)
+    g.spatial_groupnorm(g.input("x", shape=(None, 6, 3, 4)),
+                        g.param("gamma", rng.uniform(0.5, 1.5, 6)),
+                        g.param("beta", rng.normal(size=6)), 3, eps=2.0**-10, name="out")
+    return g, {"x": rng.normal(size=(2, 6, 3, 4)) * 2 + 1}
+
+
 def _dropout(dtype, rng):
     g = gn.Graph(dtype=dtype)
     g.dropout(g.input("x", shape=(None, 6)), 0.3, name="out")
@@ -119,6 +137,8 @@ CASES = {
     "max_pool": _max_pool(2, 2), "max_pool_overlapping": _max_pool(3, 1),
     "batchnorm": _batchnorm("batchnorm", (4,)),
     "spatial_batchnorm": _batchnorm("spatial_batchnorm", (3, 4, 4)),
+    "layernorm": _layernorm((6,)), "layernorm_sequence": _layernorm((4, 6)),
+    "spatial_groupnorm": _groupnorm,
     "dropout": _dropout, "softmax": _softmax,
     "softmax_loss": _loss("softmax_loss"), "svm_loss": _loss("svm_loss"),
     "fan_out": _fan_out,

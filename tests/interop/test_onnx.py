@@ -275,3 +275,19 @@ def test_an_empty_batch_runs_in_onnxruntime(case):
     empty = {name: value[:0] for name, value in feeds.items()}
     (got,) = run_onnxruntime(gn.to_onnx(graph), empty)
     assert got.shape == graph.eval().forward(empty).shape
+
+
+def test_groupnorm_with_the_courses_scale_shape_and_its_opset():
+    """gamma and beta of shape (1, C, 1, 1) are flattened for GroupNormalization, which has
+    per-channel scales from opset 21; an older opset is an error naming the gate."""
+    rng = np.random.default_rng(3)
+    g = gn.Graph(dtype=np.float32)
+    g.spatial_groupnorm(g.input("x", shape=(None, 4, 3, 3)),
+                        g.param("gamma", rng.uniform(0.5, 1.5, (1, 4, 1, 1))),
+                        g.param("beta", rng.normal(size=(1, 4, 1, 1))), 2, name="out")
+    x = rng.normal(size=(2, 4, 3, 3)).astype(np.float32)
+    want = g.forward(x=x)
+    (got,) = run_onnxruntime(gn.to_onnx(g), {"x": x})
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    with pytest.raises(UnsupportedOpError, match="spatial_groupnorm node 'out'.*opset=21"):
+        gn.to_onnx(g, opset=20)
