@@ -18,7 +18,7 @@ from graphnet.fast_layers import conv_forward_fast, max_pool_forward_fast
 from graphnet.kernels import _C
 from graphnet.kernels import fast
 from graphnet.kernels.geometry import INT64_MAX, INT64_MIN, element_count, window_count
-from tests.child import assert_survived, run_in_child
+from isolation import assert_survived, run_in_child
 
 from .test_fast_layers import conv_forward_ref, max_pool_backward_ref, max_pool_forward_ref
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from graphnet import data
-from tests.child import assert_survived, run_in_child
+from isolation import assert_survived, run_in_child
 
 from .test_data import BATCH_NAMES, cifar_dir, fake_batch, py2_pickle  # noqa: F401 (fixture)
 

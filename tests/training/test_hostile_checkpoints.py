@@ -14,7 +14,7 @@ from graphnet.solver import Solver
 from graphnet.training import _npz, checkpoint
 from graphnet.training.checkpoint import CheckpointError, load, save
 from graphnet.models import ThreeLayerConvNet, TwoLayerNet
-from tests.child import assert_survived, run_in_child
+from isolation import assert_survived, run_in_child
 
 from .test_checkpoint import assert_same, blobs, fc_model, rewrite, snapshot, trained_solver
 
