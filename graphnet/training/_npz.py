@@ -43,13 +43,22 @@ def numeric_dtype(text, what):
     return np.dtype(text)
 
 
-def _sniff(head):
+_PICKLED = "pickled Python objects, which a checkpoint never holds and which could run code on load"
+
+
+def _sniff(file, head):
     """What a file that is not a zip archive looks like, for the message."""
     if head.startswith(b"\x93NUMPY"):
+        file.seek(0)
+        try:
+            objects = _header(file, "the array")[2].hasobject
+        except ArchiveError as err:
+            objects = "pickled" in str(err)
+        if objects:
+            raise ArchiveError(f"refused: not a graphnet checkpoint but a .npy array of {_PICKLED}")
         return "a single .npy array, not an .npz archive"
     if head[:1] == b"\x80":
-        return ("a pickle (pickled Python objects, which a checkpoint never holds and "
-                "which could run code on load)")
+        return f"a pickle ({_PICKLED})"
     if not head:
         return "an empty file"
     if all(32 <= b < 127 or b in b"\t\r\n" for b in head):
@@ -70,7 +79,7 @@ class Archive:
         try:
             head = self.file.read(8)
             if not head.startswith(b"PK\x03\x04"):
-                raise ArchiveError(f"not a graphnet checkpoint ({_sniff(head)})")
+                raise ArchiveError(f"not a graphnet checkpoint ({_sniff(self.file, head)})")
             self.file.seek(0)
             self.zip = zipfile.ZipFile(self.file)
         except BaseException:
@@ -154,8 +163,7 @@ def _header(member, key):
     except (ValueError, SyntaxError, TypeError) as err:
         raise ArchiveError(f"array {key!r} has a damaged .npy header ({err})") from None
     if dtype.hasobject:
-        raise ArchiveError(f"refused: array {key!r} holds pickled Python objects, which a "
-                           "checkpoint never does and which could run code on load")
+        raise ArchiveError(f"refused: array {key!r} holds {_PICKLED}")
     return tuple(shape), fortran, dtype
 
 

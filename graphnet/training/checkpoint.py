@@ -10,21 +10,21 @@ the key "__graphnet__.json", a uint8 array holding a UTF-8 JSON document with ev
 else: format and version, the graph structure, the model's class name and constructor
 arguments, the random generators' states (dropout's streams and the Solver's), epoch,
 iteration, histories, the optimizer's scalar settings (learning rate, adam's t), and
-the shape and dtype of every array. It is read with np.load(allow_pickle=False), so a
-pickle disguised as a checkpoint is refused before it can run anything.
+the shape and dtype of every array.
 
-Writing is atomic: the archive goes to a temporary file in the same directory, is
-flushed and fsynced, then renamed over the target; a crash mid-write leaves the previous
-checkpoint intact. Loading checks everything (format, version, every array's presence,
-shape, dtype and finiteness, the architecture against the target, the optimizer state)
-before it assigns anything, so a failed load leaves the target untouched; errors name the
-file and what is wrong.
+Writing is atomic (training/atomic.py): the archive goes to a temporary file in the same
+directory, is flushed and fsynced, then renamed over the target; a crash or a full disk
+mid-write leaves the previous checkpoint intact. A state with NaN or Inf in it is never
+written. Loading reads only the members the document lists, without pickle and without
+inflating anything (training/_npz.py), and checks everything (every field of the
+document, every array's presence, shape, dtype and finiteness, the random states, the
+architecture against the target, the optimizer state) before it assigns anything, so a
+failed load leaves the target untouched; errors name the file and the field.
 """
 import json
 import math
 import os
 import struct
-import tempfile
 import zipfile
 
 import numpy as np
@@ -34,6 +34,7 @@ from ..errors import GraphError
 from ..gates import gate_names
 from ..kernels.geometry import INT64_MAX, INT64_MIN
 from . import _npz
+from .atomic import write_atomically
 
 __all__ = ["save", "load", "CheckpointError", "FORMAT", "VERSION"]
 
@@ -83,7 +84,7 @@ def save(obj, path):
                      for key, a in arrays.items()}
     text = json.dumps(doc, sort_keys=True)
     arrays[DOC_KEY] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
-    _atomic_write(path, arrays)
+    write_atomically(path, lambda tmp: _write_file(tmp, arrays))
     return path
 
 
@@ -209,36 +210,9 @@ def _write_npz(file, arrays):
     np.savez(file, allow_pickle=False, **arrays)
 
 
-def _atomic_write(path, arrays):
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
-                               dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            _write_npz(file, arrays)
-            file.flush()
-            os.fsync(file.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
+def _write_file(tmp, arrays):
+    with open(tmp, "wb") as file:
+        _write_npz(file, arrays)
 
 
 # =========================================================================== loading
