@@ -214,6 +214,9 @@ py::array py_max_pool_backward(const py::array& dout, const py::array& winners, 
              std::to_string(ws[3]) + " windows of winners and fit int32 indices");
     }
     Contig<int32_t> wc(winners);
+    // Checked before dx is allocated: dx is sized by H and W, which the caller gives, so a
+    // wrong H or W with hostile winners would otherwise cost gigabytes before the error.
+    check_winners(wc.data(), wc.size(), H, W);
     return dispatch_float(dout, "max_pool dout", [&](auto zero) -> py::array {
         using T = decltype(zero);
         Contig<T> dc(dout);
@@ -221,12 +224,8 @@ py::array py_max_pool_backward(const py::array& dout, const py::array& winners, 
         const T* dp = dc.data();
         const int32_t* wp = wc.data();
         T* dxp = dx.mutable_data();
-        bool all_inside;
-        {
-            py::gil_scoped_release nogil;
-            all_inside = max_pool_backward(ws[0] * ws[1], H, W, ws[2], ws[3], dp, wp, dxp);
-        }
-        if (!all_inside) check_winners(wp, wc.size(), H, W);  // finds the culprit, throws
+        py::gil_scoped_release nogil;
+        max_pool_backward(ws[0] * ws[1], H, W, ws[2], ws[3], dp, wp, dxp);  // all inside
         return dx;
     });
 }

@@ -227,14 +227,15 @@ class _Reader:
 
     def array(self, state):
         if not isinstance(state, tuple) or len(state) not in (4, 5):
-            self.fail(f"an array state that is not (version, shape, dtype, fortran, data)")
+            self.fail("an array state that is not (version, shape, dtype, fortran, data)")
         if len(state) == 5 and state[0] != 1:
             self.fail(f"array state version {_short(state[0])}")
         shape, dtype, fortran, raw = state[-4:]
         if (not isinstance(shape, tuple) or not all(type(d) is int and 0 <= d for d in shape)
                 or len(shape) > 8):
             self.fail(f"an array shape {_short(shape)}")
-        if not isinstance(dtype, np.dtype) or type(fortran) not in (bool, int) or fortran not in (0, 1):
+        if (not isinstance(dtype, np.dtype) or type(fortran) not in (bool, int)
+                or fortran not in (0, 1)):
             self.fail("an array whose dtype was not built from an allowed name, or whose "
                       "order flag is not a bool")
         if not isinstance(raw, bytes):

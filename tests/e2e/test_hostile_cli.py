@@ -217,7 +217,7 @@ def test_the_closing_line_lists_every_file_written(tmp_path, capsys):
     code, stdout, _ = run_main(capsys, "train", "--model", "convnet", "--epochs", "1",
                                "--quiet", "--threads", "1", "--out", out)
     assert code == 0
-    wrote = next(l for l in stdout.splitlines() if l.startswith("wrote "))
+    wrote = next(line for line in stdout.splitlines() if line.startswith("wrote "))
     listed = {os.path.basename(p) for p in wrote[len("wrote "):].split(", ")}
     assert listed == set(os.listdir(out))
     assert {"model.npz", "checkpoint.npz", "run.json", "training.png", "filters.png"} <= listed

@@ -15,9 +15,14 @@ import pytest
 from graphnet import data
 from isolation import assert_survived, run_in_child
 
-from .test_data import BATCH_NAMES, cifar_dir, fake_batch, py2_pickle  # noqa: F401 (fixture)
+from .test_data import BATCH_NAMES, fake_cifar_folder
 
 N = 4  # images in a crafted batch
+
+
+@pytest.fixture
+def cifar_dir(tmp_path):
+    return fake_cifar_folder(tmp_path)
 
 
 # ---- a small pickle assembler: the opcodes a Python 2 batch is made of -----------------
