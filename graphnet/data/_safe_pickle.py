@@ -19,6 +19,7 @@ most a small multiple of its size.
 import os
 import stat
 import struct
+from typing import Union
 
 import numpy as np
 
@@ -64,7 +65,7 @@ class _Mark:
 _MARK = _Mark()
 
 
-def load_array_pickle(path):
+def load_array_pickle(path: Union[str, "os.PathLike[str]"]) -> object:
     """Read the pickle at `path` allowing only plain values and integer numpy arrays.
 
     Raises FileNotFoundError if `path` is missing, UnsafePickleError if the pickle names

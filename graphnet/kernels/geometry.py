@@ -7,19 +7,20 @@ rules) computes it here, and anything the kernels could not count exactly is a
 ValueError naming the number, never a negative size.
 """
 import operator
+from typing import Any, Optional, Sequence
 
 __all__ = ["INT64_MIN", "INT64_MAX", "int64", "window_count", "element_count"]
 
 INT64_MIN, INT64_MAX = -2**63, 2**63 - 1
 
 
-def _show(value):
+def _show(value: int) -> str:
     """value for a message: in full unless it is absurdly long (str() of a 5000-digit
     int raises ValueError in Python 3.11+)."""
     return str(value) if value.bit_length() <= 128 else f"a {value.bit_length()}-bit number"
 
 
-def int64(value, name, minimum=0):
+def int64(value: Any, name: str, minimum: int = 0) -> int:
     """`value` as a Python int in [minimum, INT64_MAX]; ValueError naming `name` if it is
     not an integer (bools are refused), is below `minimum` or does not fit in int64."""
     if isinstance(value, bool):
@@ -37,7 +38,8 @@ def int64(value, name, minimum=0):
     return value
 
 
-def window_count(size, kernel, stride=1, pad=0, axis="height"):
+def window_count(size: Optional[int], kernel: Optional[int], stride: int = 1, pad: int = 0,
+                 axis: str = "height") -> Optional[int]:
     """Positions of a window along one axis: 1 + (size + 2 * pad - kernel) // stride.
 
     size: the input's extent along the axis (>= 0), kernel: the window's (>= 1), stride
@@ -61,7 +63,7 @@ def window_count(size, kernel, stride=1, pad=0, axis="height"):
     return 1 + (padded - kernel) // stride
 
 
-def element_count(shape, what="array"):
+def element_count(shape: Sequence[int], what: str = "array") -> int:
     """The number of elements of an array of `shape` (a sequence of sizes).
 
     Like numpy, the product of the non-zero sizes must fit in int64 even when another size

@@ -34,7 +34,7 @@ class ArchiveError(ValueError):
     """The file is not an archive graphnet wrote, or is damaged."""
 
 
-def numeric_dtype(text, what):
+def numeric_dtype(text: object, what: str) -> np.dtype:
     """The numpy dtype `text` names if it is a plain bool, integer or float type (the only
     kinds a checkpoint stores), else ArchiveError naming `what`."""
     if not isinstance(text, str) or not _NUMERIC_DTYPE.fullmatch(text):
@@ -181,7 +181,7 @@ def _parse_int(text):
     return int(text)
 
 
-def parse_document(raw):
+def parse_document(raw: bytes) -> object:
     """JSON bytes -> a dict, refusing nesting deeper than MAX_DEPTH and huge integers."""
     try:
         doc = json.loads(raw.decode("utf-8"), parse_int=_parse_int)

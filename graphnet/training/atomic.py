@@ -9,6 +9,9 @@ mid-write leaves only the temporary file, which remove_stale_temporaries() clear
 import os
 import tempfile
 from pathlib import Path
+from typing import Callable, Iterable, List, Union
+
+PathLike = Union[str, "os.PathLike[str]"]
 
 __all__ = ["write_atomically", "remove_stale_temporaries"]
 
@@ -19,7 +22,7 @@ def _temporary_prefix(name):
     return f".{name}."
 
 
-def write_atomically(path, write):
+def write_atomically(path: PathLike, write: Callable[[str], object]) -> Path:
     """Call write(temporary_path), then move what it wrote to `path` atomically.
 
     Missing parent folders are created. If `write` or the move fails, the temporary file
@@ -79,10 +82,10 @@ def _sync_folder(directory):
         os.close(fd)
 
 
-def remove_stale_temporaries(directory, names):
+def remove_stale_temporaries(directory: PathLike, names: Iterable[str]) -> List[Path]:
     """Remove the temporary files write_atomically() left in `directory` for any of
     `names` (a process killed mid-write). Returns the paths removed."""
-    removed = []
+    removed: List[Path] = []
     prefixes = tuple(_temporary_prefix(name) for name in names)
     try:
         entries = list(os.scandir(directory))
