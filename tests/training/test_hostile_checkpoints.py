@@ -164,7 +164,7 @@ def test_random_state_that_numpy_would_read_out_of_bounds_is_refused(tmp_path, s
                                   dropout=0.2, reg=1e-3, weight_scale=0.1)
         data = dict(X_train=np.zeros((4, 8), np.float32), y_train=np.zeros(4, int),
                     X_val=np.zeros((2, 8), np.float32), y_val=np.zeros(2, int))
-        solver = Solver(model, data, update_rule="adam", verbose=False)
+        solver = Solver(model, data, update_rule="adam", verbose=False, seed=0)
         try:
             load({str(path)!r}, into=solver)
         except CheckpointError as err:
