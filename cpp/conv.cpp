@@ -58,7 +58,7 @@ void direct_over_batch(const DirectConv& d, int64_t N, int threads, int64_t H, i
                        const std::vector<float>& wpack, const float* bias, OutOf&& out_of,
                        Done&& done) {
     const int64_t padded = padded_floats(d), in_image = d.C * H * W;
-    std::vector<float> pads(threads * padded, 0.0f);
+    std::vector<float> pads(checked_mul(threads, padded, "conv padded images"), 0.0f);
 #pragma omp parallel for schedule(dynamic) num_threads(threads)
     for (int64_t n = 0; n < N; ++n) {
         const int t = omp_get_thread_num();
@@ -138,15 +138,25 @@ ConvGeometry conv_geometry(const Shape& x, const Shape& w, const Shape& b, int64
              " for " + shapes);
     }
     ConvGeometry g{x[0], x[1], x[2], x[3], w[0], w[2], w[3], stride, pad, 0, 0};
-    g.Ho = out_size(g.H + 2 * pad, g.HH, stride);
-    g.Wo = out_size(g.W + 2 * pad, g.WW, stride);
+    // Checked once here, so that every later H + 2 * pad (and the padded image, a product
+    // of such sizes) fits.
+    const std::string padded = "the padded input of conv (pad " + std::to_string(pad) + ") for " +
+                               shapes;
+    const int64_t Hp = padded_size(g.H, pad, padded + ": its height H + 2 * pad");
+    const int64_t Wp = padded_size(g.W, pad, padded + ": its width W + 2 * pad");
+    checked_mul(g.C, checked_mul(Hp, Wp, padded), padded);
+    g.Ho = out_size(Hp, g.HH, stride);
+    g.Wo = out_size(Wp, g.WW, stride);
     if (g.Ho < 1 || g.Wo < 1) {
         fail("conv kernel " + std::to_string(g.HH) + "x" + std::to_string(g.WW) +
-             " is larger than the padded input " + std::to_string(g.H + 2 * pad) + "x" +
-             std::to_string(g.W + 2 * pad) + " (pad " + std::to_string(pad) + ") for " + shapes);
+             " is larger than the padded input " + std::to_string(Hp) + "x" +
+             std::to_string(Wp) + " (pad " + std::to_string(pad) + ") for " + shapes);
     }
-    require_blas_size(g.taps() * g.positions(), "conv im2col matrix for " + shapes);
-    require_blas_size(g.F * g.positions(), "conv output of one image for " + shapes);
+    const int64_t positions = checked_mul(g.Ho, g.Wo, "conv output positions for " + shapes);
+    require_blas_size(checked_mul(g.taps(), positions, "conv im2col matrix for " + shapes),
+                      "conv im2col matrix for " + shapes);
+    require_blas_size(checked_mul(g.F, positions, "conv output of one image for " + shapes),
+                      "conv output of one image for " + shapes);
     return g;
 }
 
@@ -177,8 +187,11 @@ void forward_images(const ConvGeometry& g, int threads, const T* x, const T* w, 
 
 }  // namespace
 
+// An empty batch returns at once in all three kernels: their per-thread buffers are
+// sized by one image, which an empty batch of large images does not justify.
 template <typename T>
 void conv_forward(const ConvGeometry& g, const T* x, const T* w, const T* b, T* out) {
+    if (g.N == 0) return;
     const int64_t image = g.F * g.positions();
     forward_images(g, team_size(g.N), x, w, b, [&](int64_t n, int) { return out + n * image; },
                    [](int64_t, const T*) {});
@@ -187,6 +200,7 @@ void conv_forward(const ConvGeometry& g, const T* x, const T* w, const T* b, T* 
 template <typename T>
 void conv_relu_pool_forward(const ConvGeometry& g, const PoolGeometry& p, const T* x, const T* w,
                             const T* b, T* pooled, int32_t* winners) {
+    if (g.N == 0) return;
     const int64_t image = g.F * g.positions(), pooled_image = p.C * p.Ho * p.Wo;
     PoolGeometry one_image = p;
     one_image.N = 1;
@@ -204,6 +218,11 @@ template <typename T>
 void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w, T* dx,
                    T* dw, T* db) {
     const int64_t K = g.taps(), P = g.positions(), F = g.F;
+    if (g.N == 0) {
+        if (dw) std::fill(dw, dw + F * K, T(0));
+        std::fill(db, db + F, T(0));
+        return;
+    }
     const int threads = team_size(g.N);
     // dw and db are sums over images. The batch is cut into a fixed number of chunks of
     // consecutive images, each summed into its own slot, and the slots are added in
@@ -229,7 +248,8 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
         if (dw && direct) {
             d = direct_geometry(g);
             padded = padded_floats(d);
-            pads.assign(threads * chunk_images * padded, 0.0f);
+            pads.assign(checked_mul(threads * chunk_images, padded, "conv padded images"),
+                        0.0f);
             for (int64_t c = 0; c < g.C; ++c) {
                 for (int64_t kh = 0; kh < g.HH; ++kh) {
                     for (int64_t kw = 0; kw < g.WW; ++kw) tap_offsets.push_back((c * d.Hp + kh) * d.Wp + kw);

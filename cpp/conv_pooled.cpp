@@ -82,6 +82,11 @@ __attribute__((noinline)) int64_t list_windows(
 template <typename T>
 bool conv_pooled_backward(const ConvGeometry& g, int64_t windows, const T* x, const T* pooled,
                           const T* dpool, const int32_t* winners, T* dw, T* db) {
+    if (g.N == 0) {  // nothing to sum, and no per-thread buffer an empty batch would justify
+        std::fill(dw, dw + g.F * g.taps(), T(0));
+        std::fill(db, db + g.F, T(0));
+        return true;
+    }
     const int64_t Hp = g.H + 2 * g.pad, Wp = g.W + 2 * g.pad, P = g.Ho * g.Wo;
     const int64_t lanes = (g.WW + kLanes - 1) / kLanes * kLanes;
     static_assert(kLanes - 1 <= kDirectSlack,
@@ -98,8 +103,9 @@ bool conv_pooled_backward(const ConvGeometry& g, int64_t windows, const T* x, co
     const int64_t rows = g.F * g.C * g.HH * lanes, slot = rows + g.F;
     std::vector<T> partial(chunks * slot, T(0));
     const int threads = team_size(chunks);
-    std::vector<T> pads(threads * padded, T(0)), gains(threads * windows);
-    std::vector<int32_t> offsets(threads * windows);
+    std::vector<T> pads(checked_mul(threads, padded, "conv padded images"), T(0));
+    std::vector<T> gains(checked_mul(threads, windows, "pool windows"));
+    std::vector<int32_t> offsets(gains.size());
     int outside = 0;
 #pragma omp parallel for schedule(dynamic) num_threads(threads) reduction(| : outside)
     for (int64_t chunk = 0; chunk < chunks; ++chunk) {

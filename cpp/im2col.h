@@ -26,9 +26,11 @@ void for_each_tap_line(const ConvGeometry& g, Line* cols, Pixel* x, Visit&& visi
     for (int64_t c = 0; c < g.C; ++c) {
         for (int64_t kh = 0; kh < g.HH; ++kh) {
             for (int64_t kw = 0; kw < g.WW; ++kw) {
-                // Output columns whose input column ow*s - p + kw lies inside [0, W).
-                const int64_t lo = std::min(g.Wo, std::max<int64_t>(0, floor_div(p - kw + s - 1, s)));
-                const int64_t hi = std::max(lo, std::min(g.Wo, floor_div(g.W - 1 + p - kw, s) + 1));
+                // Output columns whose input column ow*s - p + kw lies inside [0, W): from
+                // ceil((p - kw) / s), written so that a stride near 2^63 cannot overflow.
+                const int64_t left = p - kw;
+                const int64_t lo = std::min(g.Wo, left > 0 ? (left - 1) / s + 1 : 0);
+                const int64_t hi = std::max(lo, std::min(g.Wo, floor_div(g.W - 1 + left, s) + 1));
                 Line* row = cols + ((c * g.HH + kh) * g.WW + kw) * g.positions();
                 for (int64_t oh = 0; oh < g.Ho; ++oh) {
                     const int64_t ih = oh * s - p + kh;

@@ -207,8 +207,16 @@ py::array py_max_pool_backward(const py::array& dout, const py::array& winners, 
     if (!winners.dtype().is(py::dtype::of<int32_t>())) {
         fail("max_pool winners must be int32 (from max_pool_forward), got " + dtype_name(winners));
     }
-    if (H < 1 || W < 1) fail("max_pool input size must be positive, got " + std::to_string(H) + "x" + std::to_string(W));
+    if (H < 1 || W < 1 || ws[2] > H || ws[3] > W ||
+        checked_mul(H, W, "max_pool input plane") > INT32_MAX) {
+        fail("max_pool input size " + std::to_string(H) + "x" + std::to_string(W) +
+             " must be positive, hold the " + std::to_string(ws[2]) + "x" +
+             std::to_string(ws[3]) + " windows of winners and fit int32 indices");
+    }
     Contig<int32_t> wc(winners);
+    // Checked before dx is allocated: dx is sized by H and W, which the caller gives, so a
+    // wrong H or W with hostile winners would otherwise cost gigabytes before the error.
+    check_winners(wc.data(), wc.size(), H, W);
     return dispatch_float(dout, "max_pool dout", [&](auto zero) -> py::array {
         using T = decltype(zero);
         Contig<T> dc(dout);
@@ -216,12 +224,8 @@ py::array py_max_pool_backward(const py::array& dout, const py::array& winners, 
         const T* dp = dc.data();
         const int32_t* wp = wc.data();
         T* dxp = dx.mutable_data();
-        bool all_inside;
-        {
-            py::gil_scoped_release nogil;
-            all_inside = max_pool_backward(ws[0] * ws[1], H, W, ws[2], ws[3], dp, wp, dxp);
-        }
-        if (!all_inside) check_winners(wp, wc.size(), H, W);  // finds the culprit, throws
+        py::gil_scoped_release nogil;
+        max_pool_backward(ws[0] * ws[1], H, W, ws[2], ws[3], dp, wp, dxp);  // all inside
         return dx;
     });
 }
@@ -274,7 +278,9 @@ py::array py_matmul(const py::array& a, const py::array& b, bool transpose_a, bo
              std::to_string(kb) + " x " + std::to_string(n) + " (a " + shape_str(shape_of(a)) +
              ", b " + shape_str(shape_of(b)) + ")");
     }
-    require_blas_size(std::max({m * k, k * n, m * n}), "matmul operand");
+    require_blas_size(std::max({checked_mul(m, k, "matmul a"), checked_mul(k, n, "matmul b"),
+                                checked_mul(m, n, "matmul output")}),
+                      "matmul operand");
     keep_blas_single_threaded();
     return dispatch_float(a, "matmul a", [&](auto zero) -> py::array {
         using T = decltype(zero);

@@ -24,7 +24,9 @@ PoolGeometry pool_geometry(const Shape& x, int64_t pool_height, int64_t pool_wid
         fail("max_pool window " + std::to_string(pool_height) + "x" + std::to_string(pool_width) +
              " is larger than the input " + std::to_string(g.H) + "x" + std::to_string(g.W) + where);
     }
-    if (g.H * g.W > INT32_MAX) fail("max_pool input plane is too large for int32 winners" + where);
+    if (checked_mul(g.H, g.W, "max_pool input plane") > INT32_MAX) {
+        fail("max_pool input plane is too large for int32 winners" + where);
+    }
     return g;
 }
 

@@ -29,8 +29,34 @@ inline void require_rank(const Shape& s, size_t rank, const char* name, const ch
     }
 }
 
+// Geometry arithmetic on int64 sizes. A sum or product that does not fit is refused,
+// naming what was being computed, instead of wrapping around: a wrapped size (a pad near
+// 2^63, say) would pass the checks below and send the kernels out of bounds.
+[[noreturn]] inline void fail_overflow(const std::string& what, int64_t a, const char* op,
+                                       int64_t b) {
+    fail(what + " does not fit in 64 bits (" + std::to_string(a) + op + std::to_string(b) + ")");
+}
+
+inline int64_t checked_add(int64_t a, int64_t b, const std::string& what) {
+    int64_t sum;
+    if (__builtin_add_overflow(a, b, &sum)) fail_overflow(what, a, " + ", b);
+    return sum;
+}
+
+inline int64_t checked_mul(int64_t a, int64_t b, const std::string& what) {
+    int64_t product;
+    if (__builtin_mul_overflow(a, b, &product)) fail_overflow(what, a, " x ", b);
+    return product;
+}
+
+// size + 2 * pad, checked; size and pad are >= 0.
+inline int64_t padded_size(int64_t size, int64_t pad, const std::string& what) {
+    return checked_add(size, checked_mul(2, pad, what), what);
+}
+
 // Number of window positions along one axis: the course's 1 + (size - window) // stride,
-// or -1 if the window does not fit at all.
+// or -1 if the window does not fit at all. size >= 0, window >= 1 and stride >= 1, so
+// nothing here can overflow.
 inline int64_t out_size(int64_t size, int64_t window, int64_t stride) {
     return window > size ? -1 : 1 + (size - window) / stride;
 }

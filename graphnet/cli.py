@@ -8,13 +8,21 @@
 model.npz (the final model: the best validation params), run.json (the settings, so
 --resume continues with the same ones), training.png (loss and accuracy curves),
 filters.png (the first conv layer's filters, for the convnet) and graph.svg (the model's
-graph drawn by graphnet.viz, with the values and gradients of a training step). It ends
-with the line
+graph drawn by graphnet.viz, with the values and gradients of a training step). Every
+file is written atomically (graphnet.training.atomic), so an interrupted run or a full
+disk never leaves a half-written one; a run that diverges stops at once and keeps its
+last good checkpoint. It ends with the line
 `test accuracy: 0.xxx`.
+
+A user's mistake (a bad argument, a damaged file, missing data, a full disk) is one line,
+`graphnet: error: ...`, never a traceback.
 """
 import argparse
+import difflib
 import json
+import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .training.atomic import remove_stale_temporaries, write_atomically
 from .training.solver import Solver
 
 # Bad arguments exit with 2, through argparse's parser.error.
@@ -30,6 +39,10 @@ EXIT_OK, EXIT_ERROR, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 130, 143
 DEFAULT_OUT = os.path.join("runs", "latest")
 CHECKPOINT, FINAL_MODEL, RUN_FILE = "checkpoint.npz", "model.npz", "run.json"
 PLOT_FILE, FILTERS_FILE, GRAPH_FILE = "training.png", "filters.png", "graph.svg"
+OUTPUT_FILES = (CHECKPOINT, FINAL_MODEL, RUN_FILE, PLOT_FILE, FILTERS_FILE, GRAPH_FILE,
+                "graph.dot")
+MODELS, DATA_SETS = ("convnet", "fc", "twolayer"), ("digits", "cifar10")
+UPDATE_RULES = ("sgd", "sgd_momentum", "rmsprop", "adam")
 
 # Settings tuned per data set (measured: see docs/training.md). Keys not given on the
 # command line come from here.
@@ -95,8 +108,63 @@ def _number(text, kind):
                                          f"{text!r}") from None
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, guessing what was meant when an option, a command or a choice is
+    mistyped."""
+
+    def error(self, message):
+        super().error(message + _did_you_mean(self, message))
+
+
+def _parsers(parser):
+    """parser and every subcommand's parser under it."""
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _parsers(sub)
+
+
+def _did_you_mean(parser, message):
+    unknown = re.match(r"unrecognized arguments: (.*)", message)
+    if unknown:
+        options = {o for p in _parsers(parser) for a in p._actions for o in a.option_strings}
+        guesses = [(word.split("=")[0], match[0]) for word in unknown.group(1).split()
+                   if word.startswith("--")
+                   for match in [difflib.get_close_matches(word.split("=")[0], options, 1)]
+                   if match]
+        if len(guesses) == 1:
+            return f" (did you mean {guesses[0][1]}?)"
+        return (" (did you mean " + ", ".join(f"{right} for {wrong}" for wrong, right in guesses)
+                + "?)") if guesses else ""
+    choice = re.search(r"invalid choice: '([^']*)'", message)
+    if choice:
+        choices = {str(c) for p in _parsers(parser) for a in p._actions for c in a.choices or ()}
+        match = difflib.get_close_matches(choice.group(1), choices, 1)
+        return f"; did you mean {match[0]!r}?" if match else ""
+    return ""
+
+
+def _default(key):
+    """A setting's default as --help shows it: one value, or one per data set and model."""
+    per_data = {}
+    for data, table in DEFAULTS.items():
+        by_model = {m: _show({**table["common"], **table[m]}[key]) for m in MODELS}
+        if len(set(by_model.values())) == 1:
+            per_data[data] = by_model[MODELS[0]]
+        else:
+            per_data[data] = ", ".join(f"{v} ({m})" for m, v in by_model.items())
+    if len(set(per_data.values())) == 1:
+        return f"default: {per_data[DATA_SETS[0]]}"
+    return "default: " + "; ".join(f"{v} on {d}" for d, v in per_data.items())
+
+
+def _show(value):
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="graphnet", description="graphnet: a computational-graph engine with explicit gates")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
@@ -105,34 +173,40 @@ def build_parser():
         "train", help="train a model (default: a small convnet on the 8x8 digits)",
         description="Train a model with the Solver; writes checkpoints, the final model, "
                     "a training plot and the graph drawing into --out.")
-    train.add_argument("--model", choices=("convnet", "fc", "twolayer"), default=None,
-                       help="ThreeLayerConvNet, FullyConnectedNet or TwoLayerNet (convnet)")
-    train.add_argument("--data", choices=("digits", "cifar10"), default=None,
-                       help="the 8x8 digits from scikit-learn, or CIFAR-10 (digits)")
+    train.add_argument("--model", choices=MODELS, default=None,
+                       help="ThreeLayerConvNet, FullyConnectedNet or TwoLayerNet "
+                            "(default: convnet)")
+    train.add_argument("--data", choices=DATA_SETS, default=None,
+                       help="the 8x8 digits from scikit-learn, or CIFAR-10 (default: digits)")
     train.add_argument("--data-dir", metavar="DIR", default=None,
-                       help="folder of CIFAR-10 (cifar-10-batches-py or its parent)")
+                       help="folder of CIFAR-10: cifar-10-batches-py or its parent (default: "
+                            "$GRAPHNET_DATA, else ~/.graphnet/data/cifar-10-batches-py)")
     train.add_argument("--download", action="store_true",
                        help="download CIFAR-10 into --data-dir if it is not there")
-    train.add_argument("--epochs", type=_positive_int, default=None, metavar="N")
-    train.add_argument("--batch-size", type=_positive_int, default=None, metavar="N")
-    train.add_argument("--update-rule", choices=("sgd", "sgd_momentum", "rmsprop", "adam"),
-                       default=None, help="(adam)")
+    train.add_argument("--epochs", type=_positive_int, default=None, metavar="N",
+                       help=f"passes over the training set ({_default('epochs')})")
+    train.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
+                       help=f"images per step ({_default('batch_size')})")
+    train.add_argument("--update-rule", choices=UPDATE_RULES, default=None,
+                       help=f"the optimizer ({_default('update_rule')})")
     train.add_argument("--lr", type=_positive_float, default=None, metavar="X",
-                       help="learning rate (tuned per model and data set)")
+                       help=f"learning rate ({_default('lr')})")
     train.add_argument("--lr-decay", type=_positive_float, default=None, metavar="X",
-                       help="learning-rate factor per epoch")
+                       help=f"learning-rate factor per epoch ({_default('lr_decay')})")
     train.add_argument("--reg", type=_non_negative_float, default=None, metavar="X",
-                       help="L2 regularization strength")
+                       help=f"L2 regularization strength ({_default('reg')})")
     train.add_argument("--seed", type=_non_negative_int, default=None, metavar="N",
-                       help="seeds the initial weights and the minibatches (0)")
+                       help="seeds the initial weights and the minibatches (default: 0)")
     train.add_argument("--out", metavar="DIR", default=DEFAULT_OUT,
-                       help=f"output folder ({DEFAULT_OUT})")
+                       help=f"output folder (default: {DEFAULT_OUT})")
     train.add_argument("--resume", action="store_true",
-                       help="continue the run in --out from its checkpoint")
+                       help="continue the run in --out from its checkpoint, with its saved "
+                            "settings (--epochs may raise the number of epochs)")
     train.add_argument("--threads", type=_positive_int, default=None, metavar="N",
                        help="threads for the C++ kernels (default: 1 on the digits, "
                             "all cores on CIFAR-10)")
-    train.add_argument("--quiet", action="store_true", help="only the final lines")
+    train.add_argument("--quiet", action="store_true",
+                       help="only the final lines (default: progress as it trains)")
     train.set_defaults(handler=cmd_train)
 
     render = commands.add_parser("render", help="draw the graph of a saved model",
@@ -154,6 +228,8 @@ def build_parser():
 
 def main(argv=None):
     """Entry point of the `graphnet` console script; returns the exit code."""
+    from . import GraphError
+    from .data import DataError
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -161,11 +237,34 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return EXIT_SIGINT
+    # A user's mistake or a broken file, disk or network: one line. (GraphError covers
+    # CheckpointError; anything else is a bug in graphnet and keeps its traceback.)
+    except (_UserError, GraphError, DataError) as err:
+        return _fail(err)
+    except OSError as err:
+        return _fail(_os_error(err))
+    except MemoryError:
+        return _fail("out of memory")
 
 
 def _fail(message, code=EXIT_ERROR):
-    print(f"graphnet: error: {message}", file=sys.stderr)
+    print(f"graphnet: error: {' '.join(str(message).split())}", file=sys.stderr)
     return code
+
+
+def _warn(message):
+    print(f"graphnet: warning: {message}", file=sys.stderr)
+
+
+def _os_error(err):
+    """An OSError as 'cannot write run/checkpoint.npz: No space left on device'."""
+    if err.filename is None or err.strerror is None:
+        return str(err)
+    return f"{err.filename}: {err.strerror}"
+
+
+class _UserError(Exception):
+    """A problem to report in one line, without a traceback."""
 
 
 # =========================================================================== train
@@ -182,10 +281,7 @@ def resolve_settings(args, parser):
         if not (out / CHECKPOINT).is_file() or not run_file.is_file():
             parser.error(f"--resume: no run to resume in {out} (it needs {CHECKPOINT} and "
                          f"{RUN_FILE} written by an earlier `graphnet train --out {out}`)")
-        try:
-            settings = json.loads(run_file.read_text())
-        except (OSError, ValueError) as err:
-            parser.error(f"--resume: cannot read {run_file}: {err}")
+        settings = _read_run_file(run_file)
         for key in FIXED_ON_RESUME:
             if key in given and given[key] != settings.get(key):
                 parser.error(f"--resume continues the run in {out} with its saved settings; "
@@ -202,12 +298,76 @@ def resolve_settings(args, parser):
     return settings
 
 
+def _positive(value):
+    return _is_number(value) and value > 0 and math.isfinite(value)
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_count(value, low):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+# What run.json must hold: each setting and the test its value must pass.
+_RUN_SETTINGS = {
+    "model": ("one of " + ", ".join(MODELS), lambda v: v in MODELS),
+    "data": ("one of " + ", ".join(DATA_SETS), lambda v: v in DATA_SETS),
+    "update_rule": ("one of " + ", ".join(UPDATE_RULES), lambda v: v in UPDATE_RULES),
+    "epochs": ("a positive integer", lambda v: _is_count(v, 1)),
+    "batch_size": ("a positive integer", lambda v: _is_count(v, 1)),
+    "seed": ("an integer >= 0", lambda v: _is_count(v, 0)),
+    "lr": ("a positive number", _positive),
+    "lr_decay": ("a positive number", _positive),
+    "weight_scale": ("a positive number", _positive),
+    "reg": ("a number >= 0", lambda v: _is_number(v) and 0 <= v < math.inf),
+}
+_MODEL_SETTINGS = {
+    "convnet": {"num_filters": 1, "filter_size": 1, "hidden_dim": 1},
+    "twolayer": {"hidden_dim": 1},
+    "fc": {},
+}
+
+
+def _read_run_file(run_file):
+    """run.json's settings, checked: a damaged or hand-edited file is one clear error."""
+    try:
+        settings = json.loads(run_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:
+        raise _UserError(f"--resume: cannot read {run_file}: {err}") from None
+    problem = None
+    if not isinstance(settings, dict):
+        problem = f"it holds {type(settings).__name__ if settings is not None else 'null'}"
+    else:
+        checks = dict(_RUN_SETTINGS)
+        for key in _MODEL_SETTINGS.get(settings.get("model"), {}):
+            checks[key] = ("a positive integer", lambda v: _is_count(v, 1))
+        if settings.get("model") == "fc":
+            checks["hidden_dims"] = ("a list of positive integers", lambda v: isinstance(
+                v, list) and all(_is_count(h, 1) for h in v))
+        if settings.get("data") == "cifar10" and "data_dir" in settings:
+            checks["data_dir"] = ("a folder name", lambda v: isinstance(v, str))
+        for key, (what, ok) in checks.items():
+            if key not in settings:
+                problem = f"it lacks {key!r}"
+            elif not ok(settings[key]):
+                problem = f"{key!r} is {str(settings[key])[:40]!r}, not {what}"
+            if problem:
+                break
+    if problem:
+        raise _UserError(f"--resume: {run_file} does not hold a run's settings ({problem}); "
+                         f"it was damaged or edited by hand: start a new run with another "
+                         "--out, or fix the file")
+    return settings
+
+
 def load_data(settings, args, parser):
     from . import data as datasets
     if settings["data"] == "digits":
         if args.download or args.data_dir:
-            print("note: the digits ship with scikit-learn; --download and --data-dir are "
-                  "not needed")
+            _warn("--data-dir and --download are for CIFAR-10 and are ignored: the digits "
+                  "ship with scikit-learn")
         try:
             return datasets.get_digits_data()
         except ImportError as err:
@@ -258,32 +418,37 @@ def _build_model(models, settings, input_dim, common):
                               dtype=np.float32, **common)
 
 
-class _UserError(Exception):
-    """A problem to report in one line, without a traceback."""
-
-
 def cmd_train(args, parser):
     start = time.perf_counter()
     settings = resolve_settings(args, parser)
     out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        return _fail(f"cannot create the output folder {out}: {err}")
-    from .data import DataError
-    try:
-        data = load_data(settings, args, parser)
-    except (_UserError, DataError, OSError) as err:
-        return _fail(str(err))
+    if out.is_dir():
+        for stale in remove_stale_temporaries(out, OUTPUT_FILES):
+            _warn(f"removed {stale}, left by a write that was interrupted")
+    data = load_data(settings, args, parser)  # before --out exists: a failure leaves nothing
     restore_threads = _limit_threads(args.threads or DEFAULT_THREADS[settings["data"]])
     try:
         return _train(args, settings, data, out, start)
+    except OSError as err:
+        raise _UserError(f"cannot write {_os_error(err)}; {_checkpoint_note(out)}") from None
     finally:
         restore_threads()
 
 
+def _checkpoint_note(out):
+    if (out / CHECKPOINT).is_file():
+        return (f"the last checkpoint, {out / CHECKPOINT}, is as it was (resume with: "
+                f"graphnet train --out {out} --resume)")
+    return "no checkpoint was written"
+
+
+def _write_json(path, settings):
+    write_atomically(path, lambda tmp: Path(tmp).write_text(json.dumps(settings, indent=2)
+                                                            + "\n", encoding="utf-8"))
+
+
 def _train(args, settings, data, out, start):
-    from . import CheckpointError, GraphError, load, save
+    from . import CheckpointError, load, save
     model = build_model(settings, data)
     solver = _RunSolver(
         model, data, checkpoint_file=out / CHECKPOINT, update_rule=settings["update_rule"],
@@ -293,11 +458,20 @@ def _train(args, settings, data, out, start):
     if args.resume:
         try:
             load(out / CHECKPOINT, into=solver)
-        except (CheckpointError, GraphError, OSError) as err:
-            return _fail(f"cannot resume: {err}")
+        except CheckpointError as err:
+            raise _UserError(f"cannot resume: {err}") from None
+        except OSError as err:
+            raise _UserError(f"cannot resume: {_os_error(err)}") from None
+        if solver.iteration >= solver.num_iterations:
+            print(f"nothing to train: the run in {out} has finished its {solver.num_epochs} "
+                  f"epoch{'s' * (solver.num_epochs != 1)} ({solver.iteration} iterations); to "
+                  f"train longer, pass --epochs with more than {solver.epoch}. Nothing was "
+                  "written.")
+            return EXIT_OK
         print(f"resuming {out}: epoch {solver.epoch}, iteration {solver.iteration} of "
               f"{solver.num_iterations}", flush=True)
-    (out / RUN_FILE).write_text(json.dumps(settings, indent=2) + "\n")
+    out.mkdir(parents=True, exist_ok=True)
+    _write_json(out / RUN_FILE, settings)
     if not args.quiet:
         print(f"training {type(model).__name__} on {settings['data']} "
               f"({len(data['X_train'])} train / {len(data['X_val'])} val / "
@@ -315,9 +489,15 @@ def _train(args, settings, data, out, start):
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        solver.train()
+        with np.errstate(all="ignore"):  # a diverging step is reported once, as _Diverged
+            solver.train()
     except KeyboardInterrupt:
         return _interrupted(out, solver, signal.SIGINT, saved=False)
+    except _Diverged as diverged:
+        return _fail(f"training diverged at epoch {solver.epoch + 1}, iteration "
+                     f"{solver.iteration + 1}: {diverged}. Nothing of this epoch was saved; "
+                     f"{_checkpoint_note(out) if solver.epoch else 'no checkpoint was written'}"
+                     f". Try a smaller --lr than {settings['lr']:g} in a new run.")
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
@@ -334,8 +514,8 @@ def _train(args, settings, data, out, start):
     pictures = _write_pictures(solver, model, out, settings)
     drawing = _write_graph(model, data, out / GRAPH_FILE)
     print(f"best validation accuracy: {solver.best_val_acc:.3f}")
-    print("wrote " + ", ".join(str(f) for f in [out / FINAL_MODEL, out / CHECKPOINT, *pictures]
-                               + ([drawing] if drawing else [])))
+    written = [out / FINAL_MODEL, out / CHECKPOINT, out / RUN_FILE, *pictures]
+    print("wrote " + ", ".join(str(f) for f in written + ([drawing] if drawing else [])))
     print(f"time: {elapsed:.1f} s")
     print(f"test accuracy: {test_acc:.3f}", flush=True)
     return EXIT_OK
@@ -365,8 +545,14 @@ def _limit_threads(threads):
     return lambda: _C.set_num_threads(before)
 
 
+class _Diverged(Exception):
+    """The loss or a param went NaN or Inf: training cannot recover from it."""
+
+
 class _RunSolver(Solver):
-    """A Solver whose epoch checkpoints all go to one file (replaced atomically)."""
+    """A Solver whose epoch checkpoints all go to one file (replaced atomically), and that
+    stops at the first step whose loss or params are not finite, so that the checkpoint
+    of the last epoch stays the last good state."""
 
     def __init__(self, model, data, *, checkpoint_file, **kwargs):
         super().__init__(model, data, checkpoint_name=str(checkpoint_file), **kwargs)
@@ -375,16 +561,25 @@ class _RunSolver(Solver):
     def checkpoint_path(self, epoch):
         return self.checkpoint_file
 
+    def _step(self):
+        super()._step()
+        loss = self.loss_history[-1]
+        if not math.isfinite(loss):
+            raise _Diverged(f"the loss is {loss}")
+        for name, value in self.model.params.items():
+            if not np.isfinite(value).all():
+                raise _Diverged(f"param {name} holds NaN or Inf after the update")
+
 
 def _write_pictures(solver, model, out, settings):
     """The training curves, and the first layer's filters for a convnet; the files written."""
     from . import viz
-    viz.plot_training(solver, path=out / PLOT_FILE,
-                      title=f"{settings['model']} on {settings['data']}")
+    write_atomically(out / PLOT_FILE, lambda tmp: viz.plot_training(
+        solver, path=tmp, title=f"{settings['model']} on {settings['data']}"))
     written = [out / PLOT_FILE]
     if settings["model"] == "convnet":
-        viz.plot_filters(model.params["W1"], path=out / FILTERS_FILE,
-                         title="first-layer conv filters")
+        write_atomically(out / FILTERS_FILE, lambda tmp: viz.plot_filters(
+            model.params["W1"], path=tmp, title="first-layer conv filters"))
         written.append(out / FILTERS_FILE)
     return written
 
@@ -401,11 +596,11 @@ def _write_graph(model, data, path):
     graph.run("loss", X=data["X_train"][:8], y=data["y_train"][:8])  # the whole loss,
     graph.backward("loss")                                          # L2 branch included
     try:
-        viz.export(model.graph, path, title=f"{type(model).__name__}")
-        return path
+        return write_atomically(path, lambda tmp: viz.export(
+            model.graph, tmp, format="svg", title=f"{type(model).__name__}"))
     except viz.GraphvizNotFoundError:
         dot = path.with_suffix(".dot")
-        viz.export(model.graph, dot)
+        write_atomically(dot, lambda tmp: viz.export(model.graph, tmp, format="dot"))
         print(f"note: the Graphviz program `dot` is not installed; wrote the DOT source {dot}")
         return dot
 

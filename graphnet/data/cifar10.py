@@ -4,13 +4,14 @@ Each batch is a Python 2 pickle of a dict whose b'data' is a (N, 3072) uint8 arr
 a row is the 1024 red, then 1024 green, then 1024 blue values of a 32x32 image in
 row-major order — and whose b'labels' is a list of N ints in 0..9.
 """
+import contextlib
 import os
 from pathlib import Path
 
 import numpy as np
 
 from ._common import DataError, default_data_dir, package_splits
-from ._download import download, file_md5, safe_extract
+from ._download import DownloadError, download, file_md5, safe_extract
 from ._safe_pickle import load_array_pickle
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -47,18 +48,69 @@ def _is_complete(folder):
     return all((folder / name).is_file() for name in TRAIN_BATCHES + (TEST_BATCH,))
 
 
-def _batch_field(batch, key, path):
-    # Python 2 wrote the keys as str, which encoding='bytes' reads back as bytes;
-    # a batch re-saved by Python 3 would have str keys instead.
-    for candidate in (key.encode(), key):
-        if candidate in batch:
-            return batch[candidate]
-    raise DataError(f"{path}: batch has no {key!r} entry (keys: {sorted(map(repr, batch))})")
+# The entries of a batch dict. Python 2 wrote the keys as str, which read back as bytes; a
+# batch re-saved by Python 3 has str keys instead.
+_REQUIRED_KEYS, _OPTIONAL_KEYS = ("data", "labels"), ("batch_label", "filenames")
+
+
+def _batch_fields(batch, path):
+    """The batch's entries by their str names; DataError for a key the format lacks."""
+    fields = {}
+    for key, value in batch.items():
+        name = key.decode("ascii", "replace") if isinstance(key, bytes) else key
+        if name not in _REQUIRED_KEYS + _OPTIONAL_KEYS or name in fields:
+            raise DataError(f"{path}: a CIFAR-10 batch holds only the entries "
+                            f"{', '.join(_REQUIRED_KEYS + _OPTIONAL_KEYS)}; found "
+                            f"{repr(key)[:60]}")
+        fields[name] = value
+    for name in _REQUIRED_KEYS:
+        if name not in fields:
+            raise DataError(f"{path}: batch has no {name!r} entry (it has "
+                            f"{', '.join(fields) or 'nothing'})")
+    return fields
+
+
+def _check_data(data, path):
+    if not (isinstance(data, np.ndarray) and data.dtype == np.uint8
+            and data.ndim == 2 and data.shape[1] == _ROW_SIZE):
+        raise DataError(f"{path}: 'data' must be a uint8 array of shape (N, {_ROW_SIZE}), "
+                        f"found {type(data).__name__} {getattr(data, 'dtype', '')} "
+                        f"{getattr(data, 'shape', '')}".rstrip())
+
+
+def _check_labels(labels, count, path):
+    """labels (a list of ints, or a 1-D integer array) as int64, one per image, in 0..9."""
+    if isinstance(labels, list):
+        odd = next((v for v in labels if type(v) is not int), None)
+        if odd is not None:
+            raise DataError(f"{path}: 'labels' must be a list of ints, found an item of type "
+                            f"{type(odd).__name__}")
+    elif not (isinstance(labels, np.ndarray) and labels.dtype.kind in "iu"):
+        raise DataError(f"{path}: 'labels' must be a list of ints or an integer array, "
+                        f"found {type(labels).__name__} {getattr(labels, 'dtype', '')}")
+    if np.ndim(labels) != 1 or len(labels) != count:
+        raise DataError(f"{path}: 'labels' must be {count} integers (one per image), "
+                        f"found shape {np.shape(labels)}")
+    if count and (min(labels) < 0 or max(labels) >= NUM_CLASSES):
+        raise DataError(f"{path}: labels must lie in 0..{NUM_CLASSES - 1}, "
+                        f"found {min(labels)}..{max(labels)}")
+    return np.asarray(labels, dtype=np.int64)
+
+
+def _check_metadata(fields, count, path):
+    label = fields.get("batch_label", b"")
+    names = fields.get("filenames", [b""] * count)
+    if not isinstance(label, (bytes, str)):
+        raise DataError(f"{path}: 'batch_label' must be a string, found {type(label).__name__}")
+    if not (isinstance(names, list) and len(names) == count
+            and all(isinstance(n, (bytes, str)) for n in names)):
+        raise DataError(f"{path}: 'filenames' must be a list of {count} strings (one per "
+                        "image)")
 
 
 def _load_batch(path, dtype):
     """One batch file -> X (N, 32, 32, 3) `dtype`, y (N,) int64, validated."""
-    if not path.is_file():
+    if not path.exists():  # (a folder or a device in its place: load_array_pickle says so)
         raise FileNotFoundError(
             f"CIFAR-10 batch not found: {path}. Expected the 'CIFAR-10 python version' "
             f"folder {BATCH_FOLDER} holding {', '.join(TRAIN_BATCHES)} and {TEST_BATCH}; "
@@ -66,24 +118,16 @@ def _load_batch(path, dtype):
     batch = load_array_pickle(path)
     if not isinstance(batch, dict):
         raise DataError(f"{path}: expected a pickled dict, found {type(batch).__name__}")
-
-    data = _batch_field(batch, "data", path)
-    if not (isinstance(data, np.ndarray) and data.dtype == np.uint8
-            and data.ndim == 2 and data.shape[1] == _ROW_SIZE):
-        raise DataError(f"{path}: 'data' must be a uint8 array of shape (N, {_ROW_SIZE}), "
-                        f"found {type(data).__name__} {getattr(data, 'dtype', '')} "
-                        f"{getattr(data, 'shape', '')}".rstrip())
-
-    labels = np.asarray(_batch_field(batch, "labels", path))
-    if labels.shape != (data.shape[0],) or labels.dtype.kind not in "iu":
-        raise DataError(f"{path}: 'labels' must be {data.shape[0]} integers (one per image), "
-                        f"found dtype {labels.dtype} shape {labels.shape}")
-    if labels.size and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
-        raise DataError(f"{path}: labels must lie in 0..{NUM_CLASSES - 1}, "
-                        f"found {labels.min()}..{labels.max()}")
-
-    X = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).astype(dtype)
-    return X, labels.astype(np.int64)
+    fields = _batch_fields(batch, path)
+    data = fields["data"]
+    _check_data(data, path)
+    labels = _check_labels(fields["labels"], data.shape[0], path)
+    _check_metadata(fields, data.shape[0], path)
+    try:
+        X = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).astype(dtype)
+    except MemoryError:
+        raise DataError(f"{path}: not enough memory for its {data.shape[0]} images") from None
+    return X, labels
 
 
 def _load_batches(folder, names, dtype):
@@ -155,11 +199,27 @@ def download_cifar10(root=None, url=CIFAR10_URL, md5=CIFAR10_MD5, progress=True)
     if _is_complete(folder):
         return folder
 
+    created = [p for p in (parent, *parent.parents) if not p.exists()]
     parent.mkdir(parents=True, exist_ok=True)
     archive = parent / ARCHIVE_NAME
-    if not (archive.is_file() and file_md5(archive) == md5):
-        download(url, archive, md5, progress=progress)
-    safe_extract(archive, parent)
+    try:
+        if not (archive.is_file() and file_md5(archive) == md5):
+            download(url, archive, md5, progress=progress)
+    except BaseException as err:
+        for made in created:  # deepest first; a failed download leaves nothing in them
+            with contextlib.suppress(OSError):
+                made.rmdir()
+        if isinstance(err, DownloadError):
+            raise DownloadError(f"{err}. Download it by hand (with a browser, or `curl -LO "
+                                f"{url}`) and unpack it into {parent}, or pass the folder "
+                                f"that holds {BATCH_FOLDER} as --data-dir (root=)",
+                                url) from None
+        raise
+    try:
+        safe_extract(archive, parent)
+    except DataError as err:
+        raise DataError(f"{err}; its MD5 digest matched, so the file itself is damaged: "
+                        f"delete it and download again") from None
     if not _is_complete(folder):
         raise DataError(f"{archive} unpacked, but {folder} lacks some of "
                         f"{', '.join(TRAIN_BATCHES)}, {TEST_BATCH}")

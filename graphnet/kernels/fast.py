@@ -11,24 +11,21 @@ transposes); they are copied to C-contiguous order inside only when needed.
 
 Bad parameters or shapes raise ValueError naming the shapes.
 """
-import numbers
-
 import numpy as np
 
 from . import _C
+from .geometry import INT64_MIN, int64, window_count
 
 __all__ = ["conv_forward_fast", "conv_backward_fast", "conv_relu_pool_forward_fast",
            "max_pool_forward_fast", "max_pool_backward_fast"]
 
 
 def _int_param(params, key, what):
-    """params[key] as an int, or ValueError saying what is missing or wrong."""
+    """params[key] as an int64 (the kernels check its range), or ValueError saying what is
+    missing or wrong."""
     if key not in params:
         raise ValueError(f"{what} needs {key!r}, got keys {sorted(params)}")
-    value = params[key]
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{what}[{key!r}] must be an integer, got {value!r}")
-    return int(value)
+    return int64(params[key], f"{what}[{key!r}]", INT64_MIN)
 
 
 def conv_forward_fast(x, w, b, conv_param):
@@ -57,8 +54,8 @@ def conv_relu_pool_forward_fast(x, w, b, conv_param, pool_param):
     pool_stride = _int_param(pool_param, "stride", "pool_param")
     x, w, b = np.asarray(x), np.asarray(w), np.asarray(b)
     out, winners = _C.conv_relu_pool_forward(x, w, b, stride, pad, ph, pw, pool_stride)
-    conv_shape = (x.shape[0], w.shape[0], 1 + (x.shape[2] + 2 * pad - w.shape[2]) // stride,
-                  1 + (x.shape[3] + 2 * pad - w.shape[3]) // stride)
+    conv_shape = (x.shape[0], w.shape[0], window_count(x.shape[2], w.shape[2], stride, pad),
+                  window_count(x.shape[3], w.shape[3], stride, pad, "width"))
     return out, (conv_shape, winners, pool_param)
 
 

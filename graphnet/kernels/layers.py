@@ -24,6 +24,8 @@ from typing import Any, Dict, Tuple
 
 import numpy as np
 
+from . import geometry
+
 __all__ = [
     "affine_forward", "affine_backward",
     "relu_forward", "relu_backward",
@@ -525,12 +527,13 @@ def dropout_backward(dout, cache):
 
 # --------------------------------------------------------------------------- conv, pool
 
-def _out_size(fn, axis, size, kernel, stride):
-    """Number of window positions along one axis: 1 + (size - kernel) // stride."""
-    if kernel > size:
-        raise ValueError(f"{fn}: window {axis} {kernel} is larger than the "
-                         f"(padded) input {axis} {size}")
-    return 1 + (size - kernel) // stride
+def _window_count(fn, axis, size, kernel, stride, pad=0):
+    """Number of window positions along one axis: 1 + (size + 2 * pad - kernel) // stride,
+    in the kernels' checked int64 arithmetic (graphnet.kernels.geometry)."""
+    try:
+        return geometry.window_count(size, kernel, stride, pad, axis)
+    except ValueError as err:
+        raise ValueError(f"{fn}: {err}") from None
 
 
 def _window(i, j, stride, height, width):
@@ -550,8 +553,8 @@ def _conv_geometry(fn, x, w, b, conv_param):
     stride = _int_param(fn, conv_param, "stride", 1, 1)
     pad = _int_param(fn, conv_param, "pad", 0, 0)
     (_, _, H, W), (_, _, HH, WW) = x.shape, w.shape
-    return (stride, pad, _out_size(fn, "height", H + 2 * pad, HH, stride),
-            _out_size(fn, "width", W + 2 * pad, WW, stride))
+    return (stride, pad, _window_count(fn, "height", H, HH, stride, pad),
+            _window_count(fn, "width", W, WW, stride, pad))
 
 
 def conv_forward_naive(x, w, b, conv_param):
@@ -602,8 +605,8 @@ def _pool_geometry(fn, x, pool_param):
     pw = _int_param(fn, pool_param, "pool_width", 2, 1)
     stride = _int_param(fn, pool_param, "stride", 2, 1)
     H, W = x.shape[2:]
-    return (ph, pw, stride, _out_size(fn, "height", H, ph, stride),
-            _out_size(fn, "width", W, pw, stride))
+    return (ph, pw, stride, _window_count(fn, "height", H, ph, stride),
+            _window_count(fn, "width", W, pw, stride))
 
 
 def max_pool_forward_naive(x, pool_param):

@@ -10,27 +10,31 @@ the key "__graphnet__.json", a uint8 array holding a UTF-8 JSON document with ev
 else: format and version, the graph structure, the model's class name and constructor
 arguments, the random generators' states (dropout's streams and the Solver's), epoch,
 iteration, histories, the optimizer's scalar settings (learning rate, adam's t), and
-the shape and dtype of every array. It is read with np.load(allow_pickle=False), so a
-pickle disguised as a checkpoint is refused before it can run anything.
+the shape and dtype of every array.
 
-Writing is atomic: the archive goes to a temporary file in the same directory, is
-flushed and fsynced, then renamed over the target; a crash mid-write leaves the previous
-checkpoint intact. Loading checks everything (format, version, every array's presence,
-shape, dtype and finiteness, the architecture against the target, the optimizer state)
-before it assigns anything, so a failed load leaves the target untouched; errors name the
-file and what is wrong.
+Writing is atomic (training/atomic.py): the archive goes to a temporary file in the same
+directory, is flushed and fsynced, then renamed over the target; a crash or a full disk
+mid-write leaves the previous checkpoint intact. A state with NaN or Inf in it is never
+written. Loading reads only the members the document lists, without pickle and without
+inflating anything (training/_npz.py), and checks everything (every field of the
+document, every array's presence, shape, dtype and finiteness, the random states, the
+architecture against the target, the optimizer state) before it assigns anything, so a
+failed load leaves the target untouched; errors name the file and the field.
 """
 import json
+import math
 import os
-import tempfile
+import struct
 import zipfile
-import zlib
 
 import numpy as np
 
 from ..core.graph import Graph
 from ..errors import GraphError
 from ..gates import gate_names
+from ..kernels.geometry import INT64_MAX, INT64_MIN
+from . import _npz
+from .atomic import write_atomically
 
 __all__ = ["save", "load", "CheckpointError", "FORMAT", "VERSION"]
 
@@ -52,7 +56,9 @@ def save(obj, path):
     """Write a checkpoint of `obj` (a graphnet model, a Solver or a Graph) to `path`.
 
     The file is replaced atomically; missing parent directories are created. Returns
-    the path.
+    the path. Raises CheckpointError, writing nothing, if a param or any other float array
+    holds NaN or Inf (a diverged run: load would refuse the file, and the checkpoint it
+    replaced was the last good one).
     """
     path = os.fspath(path)
     arrays, doc = {}, {"format": FORMAT, "version": VERSION}
@@ -69,11 +75,16 @@ def save(obj, path):
     else:
         raise TypeError(f"graphnet.save saves a model (with a .graph), a Solver or a Graph, "
                         f"not {type(obj).__name__}")
+    for key, array in arrays.items():
+        if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+            bad = "NaN" if np.any(np.isnan(array)) else "Inf"
+            raise CheckpointError(f"{path}: refusing to save: {key} holds {bad} values (the "
+                                  "run diverged); the file is left as it was")
     doc["arrays"] = {key: {"shape": list(a.shape), "dtype": a.dtype.str}
                      for key, a in arrays.items()}
     text = json.dumps(doc, sort_keys=True)
     arrays[DOC_KEY] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
-    _atomic_write(path, arrays)
+    write_atomically(path, lambda tmp: _write_file(tmp, arrays))
     return path
 
 
@@ -181,13 +192,17 @@ def _jsonable(value, path, what):
                           "an array, a number, a string or a list/dict of them")
 
 
-def _from_json(value):
+def _from_json(value, path):
     if isinstance(value, dict):
         if set(value) == {"__ndarray__", "dtype"}:
-            return np.array(value["__ndarray__"], dtype=np.dtype(value["dtype"]))
-        return {k: _from_json(v) for k, v in value.items()}
+            dtype = _npz_dtype(path, value["dtype"], "an array in the document")
+            try:
+                return np.array(value["__ndarray__"], dtype=dtype)
+            except (TypeError, ValueError, OverflowError) as err:
+                raise CheckpointError(f"{path}: bad array in the document: {err}") from None
+        return {k: _from_json(v, path) for k, v in value.items()}
     if isinstance(value, list):
-        return [_from_json(v) for v in value]
+        return [_from_json(v, path) for v in value]
     return value
 
 
@@ -195,36 +210,9 @@ def _write_npz(file, arrays):
     np.savez(file, allow_pickle=False, **arrays)
 
 
-def _atomic_write(path, arrays):
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
-                               dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            _write_npz(file, arrays)
-            file.flush()
-            os.fsync(file.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
+def _write_file(tmp, arrays):
+    with open(tmp, "wb") as file:
+        _write_npz(file, arrays)
 
 
 # =========================================================================== loading
@@ -246,10 +234,8 @@ def load(path, into=None):
     if into is not None and not (_is_solver(into) or _is_graph(into)
                                  or _is_graph(getattr(into, "graph", None))):
         raise TypeError(f"into must be a model, a Solver or a Graph, not {type(into).__name__}")
-    arrays = _read_arrays(path)
-    doc = _read_doc(path, arrays)
+    doc, arrays = _read(path)
     try:
-        _check_arrays(path, doc, arrays)
         kind = doc["kind"]
         if into is None:
             return _load_fresh(path, doc, arrays)
@@ -271,94 +257,216 @@ def load(path, into=None):
                               f"({type(err).__name__}: {err})") from None
 
 
-def _read_arrays(path):
+def _read(path):
+    """The checkpoint's document, checked field by field, and every array it lists (the
+    archive's other members are never read), checked to be finite."""
     try:
-        archive = np.load(path, allow_pickle=False)
-        if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise CheckpointError(f"{path}: not a graphnet checkpoint (a single .npy array, "
-                                  "not an .npz archive)")
-        with archive:
-            _refuse_inflating_members(path, archive.zip)
-            return {key: archive[key] for key in archive.files}
-    except MemoryError:  # an array header that claims more than the machine has
-        raise CheckpointError(f"{path}: corrupted checkpoint (an array larger than "
-                              "memory)") from None
-    except ValueError as err:
-        if isinstance(err, CheckpointError):
-            raise
-        if "pickle" in str(err):
-            raise CheckpointError(f"{path}: refused: the file holds pickled Python objects, "
-                                  "which a checkpoint never does and which could run code "
-                                  "on load") from None
-        raise CheckpointError(f"{path}: corrupted or not a graphnet checkpoint ({err})") from None
-    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        with _npz.Archive(path) as archive:
+            doc = archive.read_document(DOC_KEY)
+            listing = _check_document(path, doc)
+            arrays = {key: archive.read_array(key, dtype, shape)
+                      for key, (dtype, shape) in listing.items()}
+    except CheckpointError:
         raise
-    except (zipfile.BadZipFile, EOFError, OSError, zlib.error, KeyError,
-            UnicodeDecodeError) as err:
+    except _npz.ArchiveError as err:
+        raise CheckpointError(f"{path}: {err}") from None
+    except MemoryError:
+        raise CheckpointError(f"{path}: not enough memory to read it") from None
+    except (FileNotFoundError, PermissionError):
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError,
+            struct.error, NotImplementedError) as err:
         raise CheckpointError(f"{path}: truncated or corrupted checkpoint "
-                              f"({type(err).__name__}: {err})") from None
-
-
-# graphnet writes its archives uncompressed; a member that would inflate far beyond its
-# stored size is not one of ours, and reading it could exhaust memory (a zip bomb).
-_MAX_INFLATION = 100
-_INFLATION_FLOOR = 1 << 20  # bytes: below this, any ratio is harmless
-
-
-def _refuse_inflating_members(path, archive_zip):
-    for info in archive_zip.infolist():
-        if (info.file_size > _INFLATION_FLOOR
-                and info.file_size > _MAX_INFLATION * max(info.compress_size, 1)):
-            raise CheckpointError(
-                f"{path}: refused: member {info.filename!r} would inflate from "
-                f"{info.compress_size} to {info.file_size} bytes (graphnet writes checkpoints "
-                "uncompressed; this looks like a zip bomb)")
-
-
-def _read_doc(path, arrays):
-    raw = arrays.get(DOC_KEY)
-    if raw is None:
-        raise CheckpointError(f"{path}: not a graphnet checkpoint (an .npz archive without "
-                              f"the {DOC_KEY!r} entry)")
-    if raw.dtype != np.uint8 or raw.ndim != 1:
-        raise CheckpointError(f"{path}: corrupted checkpoint ({DOC_KEY!r} is not a byte string)")
-    try:
-        doc = json.loads(raw.tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{path}: corrupted checkpoint document ({err})") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a graphnet checkpoint (format "
-                              f"{doc.get('format') if isinstance(doc, dict) else None!r})")
-    version = doc.get("version")
-    if not isinstance(version, int) or version < 1:
-        raise CheckpointError(f"{path}: bad checkpoint version {version!r}")
-    if version > VERSION:
-        raise CheckpointError(f"{path}: checkpoint format version {version} was written by a "
-                              f"newer graphnet; this one reads up to version {VERSION}")
-    if doc.get("kind") not in ("model", "solver", "graph"):
-        raise CheckpointError(f"{path}: unknown checkpoint kind {doc.get('kind')!r}")
-    return doc
-
-
-def _check_arrays(path, doc, arrays):
-    """Every listed array is there with its dtype and shape, numeric and finite."""
-    listed = doc["arrays"]
-    missing = sorted(set(listed) - set(arrays))
-    if missing:
-        raise CheckpointError(f"{path}: corrupted checkpoint: missing arrays {missing[:8]}")
-    for key, meta in listed.items():
-        array = arrays[key]
-        if array.dtype.str != meta["dtype"] or list(array.shape) != list(meta["shape"]):
-            raise CheckpointError(f"{path}: corrupted checkpoint: array {key!r} is "
-                                  f"{array.dtype} {array.shape}, the document says "
-                                  f"{np.dtype(meta['dtype'])} {tuple(meta['shape'])}")
-        if array.dtype.kind not in "biuf":
-            raise CheckpointError(f"{path}: array {key!r} has dtype {array.dtype}; a checkpoint "
-                                  "holds only numbers")
+                              f"({type(err).__name__}: {' '.join(str(err).split())})") from None
+    for key, array in arrays.items():
         if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
             bad = "NaN" if np.any(np.isnan(array)) else "Inf"
             raise CheckpointError(f"{path}: array {key!r} holds {bad} values; refusing to "
                                   "load a diverged or damaged state")
+    return doc, arrays
+
+
+def _bad(path, field, problem):
+    return CheckpointError(f"{path}: bad checkpoint field {field}: {problem}")
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _get(path, container, key, where, kinds, what):
+    """container[key], which must be of `kinds`; a CheckpointError naming where.key if it
+    is missing or is not `what`."""
+    if not isinstance(container, dict) or key not in container:
+        raise _bad(path, f"{where}.{key}", "missing")
+    value = container[key]
+    kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        raise _bad(path, f"{where}.{key}", f"should be {what}, found {_show(value)}")
+    return value
+
+
+def _show(value):
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _check_document(path, doc):
+    """Format, version, kind, and the list of arrays as {key: (dtype, shape)}; then the
+    sections the kind holds, so that nothing later reads a field of the wrong type."""
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a graphnet checkpoint (format "
+                              f"{_show(doc.get('format')) if isinstance(doc, dict) else None})")
+    version = doc.get("version")
+    if not _is_int(version) or version < 1:
+        raise CheckpointError(f"{path}: bad checkpoint version {_show(version)}")
+    if version > VERSION:
+        raise CheckpointError(f"{path}: checkpoint format version {version} was written by a "
+                              f"newer graphnet; this one reads up to version {VERSION}")
+    kind = doc.get("kind")
+    if kind not in ("model", "solver", "graph"):
+        raise CheckpointError(f"{path}: unknown checkpoint kind {_show(kind)}")
+    listing = {}
+    for key, meta in _get(path, doc, "arrays", "document", dict, "a dict").items():
+        where = f"arrays[{key!r}]"
+        if key == DOC_KEY or not isinstance(meta, dict):
+            raise _bad(path, where, "not an array's shape and dtype")
+        try:
+            dtype = _npz.numeric_dtype(meta.get("dtype"), f"array {key!r}")
+        except _npz.ArchiveError as err:
+            raise _bad(path, where, str(err)) from None
+        shape = _get(path, meta, "shape", where, list, "a list of sizes")
+        if not all(_is_int(d) and 0 <= d <= INT64_MAX for d in shape) or len(shape) > 32:
+            raise _bad(path, f"{where}.shape", f"not a list of sizes: {_show(shape)}")
+        listing[key] = (dtype, tuple(shape))
+    graph_where = "graph" if kind == "graph" else "model.graph"
+    if kind == "graph":
+        _check_graph_doc(path, _get(path, doc, "graph", "document", dict, "a dict"),
+                         "graph", listing, with_consts=True)
+    else:
+        model = _get(path, doc, "model", "document", dict, "a dict")
+        _get(path, model, "class", "model", str, "a class name")
+        _get(path, model, "module", "model", str, "a module name")
+        _get(path, model, "config", "model", (dict, type(None)), "a dict of arguments")
+        _check_graph_doc(path, _get(path, model, "graph", "model", dict, "a dict"),
+                         graph_where, listing, with_consts=False)
+    if kind == "solver":
+        _check_solver_doc(path, _get(path, doc, "solver", "document", dict, "a dict"),
+                          listing)
+    return listing
+
+
+def _listed(path, listing, key, field):
+    if key not in listing:
+        raise _bad(path, field, f"refers to the array {key!r}, which the document's list "
+                                "of arrays lacks")
+
+
+def _check_graph_doc(path, graph, where, listing, with_consts):
+    _npz_dtype(path, _get(path, graph, "dtype", where, str, "a dtype"), f"{where}.dtype")
+    _get(path, graph, "training", where, bool, "true or false")
+    for i, node in enumerate(_get(path, graph, "nodes", where, list, "a list of nodes")):
+        at = f"{where}.nodes[{i}]"
+        name = _get(path, node, "name", at, str, "a name")
+        kind = _get(path, node, "kind", at, str, "a node kind")
+        _get(path, node, "op", at, (str, type(None)), "a gate name")
+        inputs = _get(path, node, "inputs", at, list, "a list of node names")
+        if not all(isinstance(n, str) for n in inputs):
+            raise _bad(path, f"{at}.inputs", "not a list of node names")
+        dtype = _get(path, node, "dtype", at, (str, type(None)), "a dtype")
+        if dtype is not None:  # None: an input whose feed decides
+            _npz_dtype(path, dtype, f"{at}.dtype")
+        _get(path, node, "requires_grad", at, bool, "true or false")
+        shape = _get(path, node, "shape", at, (list, type(None)), "a shape")
+        if shape is not None and not all(d is None or (_is_int(d) and 0 <= d <= INT64_MAX)
+                                         for d in shape):
+            raise _bad(path, f"{at}.shape", f"not a shape: {_show(shape)}")
+        for attr, value in _get(path, node, "attrs", at, dict, "a dict").items():
+            # Integer attributes (stride, pad, window sizes, seeds) reach the kernels as
+            # int64: one that does not fit never came from graphnet.save.
+            for number in (value if isinstance(value, list) else [value]):
+                if _is_int(number) and not INT64_MIN <= number <= INT64_MAX:
+                    raise _bad(path, f"{at}.attrs.{attr}", f"{_show(number)} does not fit in "
+                               "64 bits")
+        if kind == "param" or (kind == "const" and with_consts):
+            _listed(path, listing, f"{kind}/{name}", f"{at} ({name!r})")
+        state = _get(path, node, "state", at, dict, "a dict") if "state" in node else {}
+        for key, item in state.items():
+            if not isinstance(item, dict) or len(item) != 1 or not {
+                    "array", "generator", "value"} >= set(item):
+                raise _bad(path, f"{at}.state.{key}", "not an array, a generator or a value")
+            if "array" in item:
+                _listed(path, listing, item["array"], f"{at}.state.{key}")
+
+
+def _npz_dtype(path, text, field):
+    try:
+        return _npz.numeric_dtype(text, field)
+    except _npz.ArchiveError as err:
+        raise _bad(path, field, str(err)) from None
+
+
+def _check_solver_doc(path, solver, listing):
+    where = "solver"
+    _get(path, solver, "update_rule", where, (str, type(None)), "an update rule's name")
+    for key in ("epoch", "iteration"):
+        value = _get(path, solver, key, where, int, "a count")
+        if value < 0:
+            raise _bad(path, f"{where}.{key}", f"{value} is negative")
+    best = _get(path, solver, "best_val_acc", where, (int, float), "an accuracy")
+    if not 0 <= best <= 1:
+        raise _bad(path, f"{where}.best_val_acc", f"{best} is not an accuracy in [0, 1]")
+    for key in ("loss_history", "train_acc_history", "val_acc_history"):
+        values = _get(path, solver, key, where, list, "a list of numbers")
+        bad = next((v for v in values if not _is_number(v) or not math.isfinite(v)
+                    or (key != "loss_history" and not 0 <= v <= 1)), None)
+        if bad is not None or any(isinstance(v, bool) for v in values):
+            raise _bad(path, f"{where}.{key}", f"holds {_show(bad)}, not a finite "
+                       + ("loss" if key == "loss_history" else "accuracy in [0, 1]"))
+    if len(solver["train_acc_history"]) != len(solver["val_acc_history"]):
+        raise _bad(path, f"{where}.val_acc_history", "not as long as train_acc_history")
+    for name in _get(path, solver, "best_params", where, list, "a list of param names"):
+        if not isinstance(name, str):
+            raise _bad(path, f"{where}.best_params", f"{_show(name)} is not a param name")
+        _listed(path, listing, f"best/{name}", f"{where}.best_params")
+    configs = _get(path, solver, "optim_configs", where, dict, "a dict per param")
+    for name, entries in configs.items():
+        if not isinstance(entries, dict):
+            raise _bad(path, f"{where}.optim_configs[{name!r}]", "not a dict")
+        for key, item in entries.items():
+            field = f"{where}.optim_configs[{name!r}].{key}"
+            if not isinstance(item, dict) or len(item) != 1 or not {"array", "value"} >= set(item):
+                raise _bad(path, field, "not an array or a value")
+            if "array" in item:
+                _listed(path, listing, item["array"], field)
+            else:
+                _check_optim_setting(path, field, key, item["value"])
+    _get(path, solver, "rng", where, dict, "a random generator's state")
+
+
+# The optimizer settings graphnet.optim reads, and the values they may take.
+_UNIT_INTERVAL = ("in [0, 1)", lambda v: 0 <= v < 1)
+_OPTIM_SETTINGS = {
+    "learning_rate": (">= 0", lambda v: v >= 0), "momentum": _UNIT_INTERVAL,
+    "decay_rate": _UNIT_INTERVAL, "beta1": _UNIT_INTERVAL, "beta2": _UNIT_INTERVAL,
+    "epsilon": ("> 0", lambda v: v > 0),
+}
+
+
+def _check_optim_setting(path, field, key, value):
+    if key == "t":  # adam's step count
+        if not _is_int(value) or value < 0:
+            raise _bad(path, field, f"{_show(value)} is not a step count >= 0")
+    elif key in _OPTIM_SETTINGS:
+        rule, ok = _OPTIM_SETTINGS[key]
+        if not _is_number(value) or not math.isfinite(value) or not ok(value):
+            raise _bad(path, field, f"{_show(value)} is not a finite number {rule}")
+    elif _is_number(value) and not math.isfinite(value):
+        raise _bad(path, field, f"{_show(value)} is not finite")
 
 
 def _load_fresh(path, doc, arrays):
@@ -376,17 +484,51 @@ def _load_fresh(path, doc, arrays):
                               "pass it as into=")
     config = spec["config"]
     if not isinstance(config, dict):
-        raise CheckpointError(f"{path}: model config must be a dict, got {config!r}")
+        raise CheckpointError(f"{path}: model config must be a dict, got {_show(config)}")
     state = np.random.get_state()  # building draws initial weights; leave numpy's state alone
     try:
-        model = cls(**config)
-    except (TypeError, ValueError) as err:
+        model = _build_model(path, cls, config, arrays)
+    except (TypeError, ValueError, OverflowError) as err:
+        if isinstance(err, CheckpointError):
+            raise
         raise CheckpointError(f"{path}: cannot rebuild {spec['class']} from the saved "
-                              f"arguments {config}: {err}") from None
+                              f"arguments {_show(config)}: {err}") from None
     finally:
         np.random.set_state(state)
     _check_structure(path, spec["graph"], model.graph)
     _prepare_graph(path, spec["graph"], arrays, model.graph)()
+    return model
+
+
+def _build_model(path, cls, config, arrays):
+    """cls(**config), each param's shape checked against its stored array before the model
+    allocates it: a config that asks for more than the file holds (hidden_dim=10**7 over
+    arrays of 100 columns) fails before the first weight is drawn. graphnet's models make
+    every param through GraphModel's _weight, _zeros and _ones, which this checks."""
+    def check(name, shape):
+        stored = arrays.get(f"param/{name}")
+        shape = tuple(int(d) for d in shape)
+        if stored is None or stored.shape != shape:
+            raise CheckpointError(
+                f"{path}: the saved model config {_show(config)} makes param {name!r} of "
+                f"shape {shape}, but the checkpoint stores "
+                + ("no such param" if stored is None else f"it with shape {stored.shape}"))
+
+    class Checked(cls):
+        def _weight(self, name, shape, weight_scale):
+            check(name, shape)
+            return super()._weight(name, shape, weight_scale)
+
+        def _zeros(self, name, size):
+            check(name, (size,))
+            return super()._zeros(name, size)
+
+        def _ones(self, name, size):
+            check(name, (size,))
+            return super()._ones(name, size)
+
+    model = Checked(**config)
+    model.__class__ = cls  # the model itself, now that its params are known to fit
     return model
 
 
@@ -482,6 +624,9 @@ def _prepare_graph(path, saved, arrays, graph):
 
 
 def _restore_state(path, node_name, saved, arrays, node):
+    # A node's state arrays (batchnorm's running averages) have the shape of its params
+    # (gamma and beta): one value per feature.
+    param_shapes = {np.shape(i.value) for i in node.inputs if i.kind == "param"}
     state = {}
     for key, item in saved.items():
         if "array" in item:
@@ -489,6 +634,10 @@ def _restore_state(path, node_name, saved, arrays, node):
             if array.dtype.kind == "f" and array.dtype != node.dtype:
                 raise CheckpointError(f"{path}: wrong dtype: state {key!r} of {node_name!r} is "
                                       f"{array.dtype}, the node is {node.dtype}")
+            if param_shapes and array.shape not in param_shapes:
+                raise CheckpointError(f"{path}: wrong shape: state {key!r} of {node_name!r} is "
+                                      f"{array.shape}, the node's params are "
+                                      f"{' and '.join(map(str, sorted(param_shapes)))}")
             state[key] = array.copy()
         elif "generator" in item:
             state[key] = _make_generator(path, item["generator"], f"{key!r} of {node_name!r}")
@@ -497,15 +646,57 @@ def _restore_state(path, node_name, saved, arrays, node):
     return state
 
 
+# The state each bit generator's `state` property holds, field by field: (low, high) for
+# an integer in [low, high), (dtype, length) for an array. numpy checks few of these
+# itself: MT19937 takes any `pos` and then reads its key at that index (a SIGSEGV from a
+# crafted file), Philox likewise its buffer at `buffer_pos`.
+_FLAG, _U32, _U128 = (0, 2), (0, 2**32), (0, 2**128)
+_PCG_STATE = {"state": {"state": _U128, "inc": _U128}, "has_uint32": _FLAG, "uinteger": _U32}
+_GENERATOR_STATES = {
+    "PCG64": _PCG_STATE, "PCG64DXSM": _PCG_STATE,
+    "MT19937": {"state": {"key": ("<u4", 624), "pos": (0, 625)}},
+    "Philox": {"state": {"counter": ("<u8", 4), "key": ("<u8", 2)}, "buffer": ("<u8", 4),
+               "buffer_pos": (0, 5), "has_uint32": _FLAG, "uinteger": _U32},
+    "SFC64": {"state": {"state": ("<u8", 4)}, "has_uint32": _FLAG, "uinteger": _U32},
+}
+
+
+def _generator_fields(path, saved, schema, where):
+    """The saved state as numpy's state dict, every field checked against `schema`."""
+    if not isinstance(saved, dict) or set(saved) != set(schema):
+        raise _bad(path, where, f"should hold exactly {', '.join(sorted(schema))}")
+    fields = {}
+    for key, rule in schema.items():
+        value, at = saved[key], f"{where}.{key}"
+        if isinstance(rule, dict):
+            fields[key] = _generator_fields(path, value, rule, at)
+        elif isinstance(rule[0], str):
+            dtype, length = rule
+            items = value.get("__ndarray__") if isinstance(value, dict) else None
+            if (not isinstance(value, dict) or value.get("dtype") != dtype
+                    or not isinstance(items, list) or len(items) != length
+                    or not all(_is_int(v) and 0 <= v < 2**(8 * int(dtype[2])) for v in items)):
+                raise _bad(path, at, f"should be {length} integers of dtype {dtype}")
+            fields[key] = np.array(items, dtype=dtype)
+        else:
+            low, high = rule
+            if not _is_int(value) or not low <= value < high:
+                raise _bad(path, at, f"{_show(value)} is not an integer in [{low}, {high})")
+            fields[key] = value
+    return fields
+
+
 def _make_generator(path, saved, what):
     name = saved.get("bit_generator") if isinstance(saved, dict) else None
     if name not in _BIT_GENERATORS:
         raise CheckpointError(f"{path}: random generator {what} has unknown bit generator "
-                              f"{name!r}")
+                              f"{_show(name)}")
+    fields = _generator_fields(path, {k: v for k, v in saved.items() if k != "bit_generator"},
+                               _GENERATOR_STATES[name], f"random generator {what}")
     bit_generator = getattr(np.random, name)()
     try:
-        bit_generator.state = _from_json(saved)
-    except (TypeError, ValueError, KeyError) as err:
+        bit_generator.state = {"bit_generator": name, **fields}
+    except (TypeError, ValueError, KeyError, OverflowError) as err:
         raise CheckpointError(f"{path}: bad random generator state for {what}: {err}") from None
     return np.random.Generator(bit_generator)
 
@@ -529,9 +720,13 @@ def _prepare_solver(path, saved, arrays, solver):
                     raise CheckpointError(f"{path}: wrong dtype: optimizer state {key!r} of "
                                           f"{name!r} is {array.dtype}, the param is "
                                           f"{params[name].dtype}")
+                if array.shape != np.shape(params[name]):
+                    raise CheckpointError(f"{path}: wrong shape: optimizer state {key!r} of "
+                                          f"{name!r} is {array.shape}, the param is "
+                                          f"{np.shape(params[name])}")
                 config[key] = array.copy()
             else:
-                config[key] = _from_json(item["value"])
+                config[key] = _from_json(item["value"], path)
         configs[name] = config
     best = {}
     for name in saved["best_params"]:

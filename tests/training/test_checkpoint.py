@@ -352,11 +352,34 @@ def test_wrong_dtype_and_wrong_update_rule(tmp_path):
     assert_same(snapshot(sgd.model), before) and sgd.iteration == 0
 
 
+def rewrite(path, change):
+    """Rewrite checkpoint `path` with change(arrays, doc) applied (doc: the parsed JSON),
+    as a hostile or damaged file would be; graphnet.save itself refuses to write most of
+    what the tests put there."""
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    doc = json.loads(arrays.pop(checkpoint.DOC_KEY).tobytes())
+    change(arrays, doc)
+    arrays[checkpoint.DOC_KEY] = np.frombuffer(json.dumps(doc).encode(), np.uint8)
+    np.savez(path, **arrays)
+
+
 def test_non_finite_values_are_refused(tmp_path):
-    model = fc_model()
-    model.params["W2"] = np.full_like(model.params["W2"], np.nan)
-    save(model, tmp_path / "m.npz")
+    save(fc_model(), tmp_path / "m.npz")
+    rewrite(tmp_path / "m.npz",
+            lambda arrays, doc: arrays["param/W2"].fill(np.nan))
     assert_refused_untouched(tmp_path / "m.npz", "param/W2.*NaN")
+
+
+def test_save_refuses_non_finite_params_and_keeps_the_good_checkpoint(tmp_path):
+    model = fc_model()
+    save(model, tmp_path / "m.npz")
+    good = (tmp_path / "m.npz").read_bytes()
+    model.params["W2"] = np.full_like(model.params["W2"], np.inf)
+    with pytest.raises(CheckpointError, match=r"refusing to save: param/W2 holds Inf"):
+        save(model, tmp_path / "m.npz")
+    assert (tmp_path / "m.npz").read_bytes() == good
+    assert os.listdir(tmp_path) == ["m.npz"]  # no temporary file left either
 
 
 def test_other_files_are_refused(tmp_path):

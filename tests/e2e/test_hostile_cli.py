@@ -1,0 +1,293 @@
+"""`graphnet` as a careless user or a broken machine drives it: mistyped options, damaged
+run folders, a full disk, a run that diverges, files killed mid-write. Every failure is
+one `graphnet: error:` line with no traceback, and nothing the user had is lost."""
+import contextlib
+import errno
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from graphnet import cli, load
+from graphnet.training import checkpoint
+
+pytest.importorskip("sklearn")  # the digits data set
+
+QUICK = ["train", "--model", "twolayer", "--epochs", "1", "--quiet", "--threads", "1"]
+
+
+def run_main(capsys, *args):
+    """cli.main(args) in this process: (exit code, stdout, stderr)."""
+    code = cli.main(list(map(str, args)))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def run_cli(*args, timeout=120):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "graphnet", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def assert_one_error_line(err, *fragments):
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("graphnet: error: "), err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A one-epoch run of the two-layer net on the digits: {file name: bytes}."""
+    out = tmp_path_factory.mktemp("finished") / "run"
+    assert cli.main([*QUICK, "--out", str(out)]) == 0
+    return {p.name: p.read_bytes() for p in out.iterdir()}
+
+
+def restore(files, out):
+    out.mkdir(parents=True, exist_ok=True)
+    for name, content in files.items():
+        (out / name).write_bytes(content)
+    return out
+
+
+# ---- arguments ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args, suggestion", [
+    (["train", "--epcohs", "3"], "did you mean --epochs?"),
+    (["train", "--bach-size=3", "--lr", "0.1"], "did you mean --batch-size?"),
+    (["trian"], "did you mean 'train'?"),
+    (["train", "--model", "convent"], "did you mean 'convnet'?"),
+    (["train", "--update-rule", "adma"], "did you mean 'adam'?"),
+])
+def test_a_mistyped_option_suggests_the_right_one(capsys, args, suggestion):
+    with pytest.raises(SystemExit) as info:
+        cli.main(args)
+    assert info.value.code == 2
+    assert suggestion in capsys.readouterr().err
+
+
+def test_train_help_shows_every_default():
+    train = next(a for a in cli.build_parser()._actions if a.dest == "command").choices["train"]
+    for action in train._actions:
+        if action.option_strings and action.nargs != 0:  # options that take a value
+            assert "default:" in action.help, action.option_strings
+    epochs = next(a for a in train._actions if a.dest == "epochs")
+    assert "default: 15 on digits; 1 on cifar10" in epochs.help
+
+
+def test_data_dir_with_the_digits_is_a_warning(tmp_path, capsys):
+    code, out, err = run_main(capsys, *QUICK, "--out", tmp_path / "run", "--data-dir",
+                              tmp_path / "cifar")
+    assert code == 0 and "test accuracy" in out
+    assert err.startswith("graphnet: warning: --data-dir and --download are for CIFAR-10")
+    assert not (tmp_path / "cifar").exists()
+
+
+# ---- resuming --------------------------------------------------------------------------------
+
+def test_a_resume_with_nothing_left_to_train_writes_nothing(tmp_path, capsys, finished_run):
+    out = restore(finished_run, tmp_path / "run")
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    code, stdout, err = run_main(capsys, "train", "--out", out, "--resume")
+    assert code == 0 and err == ""
+    assert "nothing to train" in stdout and "--epochs with more than 1" in stdout
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == stamps
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == finished_run
+
+
+@pytest.mark.parametrize("content, message", [
+    ("[]", "does not hold a run's settings (it holds list)"),
+    ("null", "(it holds null)"),
+    ("{}", "it lacks 'model'"),
+    ('{"model": "twolayer", "data": "digits"}', "it lacks 'update_rule'"),
+    ("{not json", "cannot read"),
+    ("[" * 100_000, "cannot read"),
+])
+def test_a_damaged_run_json_is_one_line(tmp_path, capsys, finished_run, content, message):
+    out = restore(finished_run, tmp_path / "run")
+    (out / "run.json").write_text(content)
+    code, _, err = run_main(capsys, "train", "--out", out, "--resume", "--epochs", "2")
+    assert code == 1
+    assert_one_error_line(err, "--resume", "run.json", message)
+
+
+def test_run_json_values_of_the_wrong_kind(tmp_path, capsys, finished_run):
+    settings = json.loads(finished_run["run.json"])
+    for key, value in [("epochs", -3), ("lr", "fast"), ("hidden_dim", 0), ("seed", 1.5),
+                       ("model", "resnet")]:
+        out = restore(finished_run, tmp_path / f"run-{key}")
+        (out / "run.json").write_text(json.dumps({**settings, key: value}))
+        code, _, err = run_main(capsys, "train", "--out", out, "--resume", "--epochs", "2")
+        assert code == 1
+        assert_one_error_line(err, f"{key!r} is")
+
+
+def test_resume_against_a_checkpoint_of_another_model(tmp_path, capsys, finished_run):
+    out = restore(finished_run, tmp_path / "run")
+    settings = json.loads(finished_run["run.json"])
+    (out / "run.json").write_text(json.dumps({**settings, "hidden_dim": 7}))
+    code, _, err = run_main(capsys, "train", "--out", out, "--resume", "--epochs", "2")
+    assert code == 1
+    assert_one_error_line(err, "cannot resume", "wrong architecture")
+
+
+# ---- render ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p.write_text("my notes\n"), "not a graphnet checkpoint (a text file)"),
+    (lambda p: p.write_bytes(b""), "not a graphnet checkpoint (an empty file)"),
+    (lambda p: p.mkdir(), "not a regular file"),
+    (lambda p: None, "No such file"),
+])
+def test_render_of_something_that_is_not_a_checkpoint(tmp_path, capsys, make, message):
+    target = tmp_path / "notes.txt"
+    make(target)
+    code, _, err = run_main(capsys, "render", target)
+    assert code == 1
+    assert_one_error_line(err, message)
+
+
+# ---- downloads --------------------------------------------------------------------------------
+
+def test_a_failed_download_names_the_url_and_creates_no_folder(tmp_path, capsys, monkeypatch):
+    from graphnet import data
+    url = "http://127.0.0.1:9/cifar-10-python.tar.gz"  # nothing listens on the discard port
+    real = data.download_cifar10
+    monkeypatch.setattr(data, "download_cifar10", lambda root: real(root, url=url,
+                                                                    progress=False))
+    code, _, err = run_main(capsys, "train", "--data", "cifar10", "--download", "--data-dir",
+                            tmp_path / "data" / "cifar", "--out", tmp_path / "run")
+    assert code == 1
+    assert_one_error_line(err, f"cannot download {url}", "by hand")
+    assert os.listdir(tmp_path) == []
+
+
+# ---- diverging runs ------------------------------------------------------------------------
+
+def test_a_run_that_diverges_at_once_stops_with_an_error(tmp_path):
+    """--lr 1e30 (once: exit 0, an accuracy, and a checkpoint --resume refused)."""
+    result = run_cli(*QUICK, "--lr", "1e30", "--out", tmp_path / "run")
+    assert result.returncode == 1
+    assert_one_error_line(result.stderr, "training diverged at epoch 1", "smaller --lr",
+                          "no checkpoint was written")
+    assert "test accuracy" not in result.stdout
+    assert not (tmp_path / "run" / "checkpoint.npz").exists()
+
+
+def test_divergence_after_a_good_epoch_keeps_its_checkpoint_and_resume_works(
+        tmp_path, capsys, monkeypatch):
+    """The loss turns NaN in epoch 2: the run stops with exit 1, the checkpoint of epoch 1
+    is kept as it was, and --resume (with the fault gone) continues from it."""
+    from graphnet.models import TwoLayerNet
+    out = tmp_path / "run"
+    real_loss, calls = TwoLayerNet.loss, []
+
+    def loss_turning_nan(self, X, y=None):
+        result = real_loss(self, X, y)
+        if y is not None:
+            calls.append(1)
+            if len(calls) > 30:  # epoch 1 is 25 steps
+                return np.float32(np.nan), result[1]
+        return result
+
+    monkeypatch.setattr(TwoLayerNet, "loss", loss_turning_nan)
+    code, stdout, err = run_main(capsys, *QUICK, "--epochs", "3", "--out", out)
+    assert code == 1 and "test accuracy" not in stdout
+    assert_one_error_line(err, "training diverged at epoch 2, iteration 31: the loss is nan",
+                          "checkpoint.npz, is as it was")
+    kept = (out / "checkpoint.npz").read_bytes()
+    monkeypatch.undo()
+    with np.load(out / "checkpoint.npz") as archive:
+        assert json.loads(archive[checkpoint.DOC_KEY].tobytes())["solver"]["epoch"] == 1
+    assert not [p for p in os.listdir(out) if ".tmp" in p]
+    code, stdout, _ = run_main(capsys, "train", "--out", out, "--resume")
+    assert code == 0 and "resuming" in stdout and "test accuracy" in stdout
+    assert (out / "checkpoint.npz").read_bytes() != kept
+
+
+# ---- files: atomic, stale temporaries, the closing line ------------------------------------
+
+def test_the_closing_line_lists_every_file_written(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, stdout, _ = run_main(capsys, "train", "--model", "convnet", "--epochs", "1",
+                               "--quiet", "--threads", "1", "--out", out)
+    assert code == 0
+    wrote = next(line for line in stdout.splitlines() if line.startswith("wrote "))
+    listed = {os.path.basename(p) for p in wrote[len("wrote "):].split(", ")}
+    assert listed == set(os.listdir(out))
+    assert {"model.npz", "checkpoint.npz", "run.json", "training.png", "filters.png"} <= listed
+
+
+def test_temporary_files_of_a_killed_write_are_removed_at_the_next_start(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    stale = [".checkpoint.npz.k3j2_x.tmp.npz", ".training.png.abc.tmp.png", ".run.json.z.tmp.json"]
+    for name in stale:
+        (out / name).write_bytes(b"half a file")
+    (out / ".my-notes.tmp").write_text("not graphnet's")
+    code, _, err = run_main(capsys, *QUICK, "--out", out)
+    assert code == 0
+    assert err.count("graphnet: warning: removed") == 3
+    assert not any((out / name).exists() for name in stale)
+    assert (out / ".my-notes.tmp").exists()
+
+
+def test_a_failed_picture_write_keeps_the_previous_picture(tmp_path, capsys, finished_run,
+                                                           monkeypatch):
+    from graphnet import viz
+    out = restore(finished_run, tmp_path / "run")
+
+    def broken_plot(solver, path, **kwargs):
+        with open(path, "wb") as f:
+            f.write(b"\x89PNG half")
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(viz, "plot_training", broken_plot)
+    code, _, err = run_main(capsys, "train", "--out", out, "--resume", "--epochs", "2")
+    assert code == 1
+    assert_one_error_line(err, "cannot write", "training.png: Input/output error")
+    assert (out / "training.png").read_bytes() == finished_run["training.png"]
+    assert not [p for p in os.listdir(out) if ".tmp" in p]
+
+
+@contextlib.contextmanager
+def small_disk(folder, size):
+    """A tmpfs of `size` bytes mounted on `folder`, if this machine lets the tests mount
+    one (root in a container that allows it); else None."""
+    folder.mkdir()
+    try:
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
+                                  str(folder)], capture_output=True).returncode == 0
+    except OSError:
+        mounted = False
+    try:
+        yield folder if mounted else None
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_a_full_disk_is_one_line_and_the_previous_checkpoint_stays_loadable(
+        tmp_path, capsys, finished_run, monkeypatch):
+    """In a tmpfs just larger than the run folder where the machine allows mounting one;
+    elsewhere ENOSPC is simulated at the checkpoint write."""
+    size = sum(len(c) for c in finished_run.values()) + 64 * 1024
+    with small_disk(tmp_path / "disk", size) as disk:
+        if disk is None:
+            def full(file, arrays):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            monkeypatch.setattr(checkpoint, "_write_npz", full)
+        out = restore(finished_run, (disk or tmp_path) / "run")
+        code, _, err = run_main(capsys, "train", "--out", out, "--resume", "--epochs", "3")
+        assert code == 1
+        assert_one_error_line(err, "cannot write", "checkpoint.npz: No space left on device",
+                              "the last checkpoint", "is as it was")
+        assert (out / "checkpoint.npz").read_bytes() == finished_run["checkpoint.npz"]
+        monkeypatch.undo()
+        assert type(load(out / "checkpoint.npz")).__name__ == "TwoLayerNet"
+        assert not [p for p in os.listdir(out) if ".tmp" in p]

@@ -1,0 +1,347 @@
+"""Crafted and damaged checkpoints. Each is a CheckpointError naming the file and the field
+(or member) at fault, raised before anything is assigned, without reading more than the
+file justifies; the ones that once crashed the interpreter are loaded in a child process."""
+import json
+import math
+import os
+import tracemalloc
+import zipfile
+
+import numpy as np
+import pytest
+
+from graphnet.solver import Solver
+from graphnet.training import _npz, checkpoint
+from graphnet.training.checkpoint import CheckpointError, load, save
+from graphnet.models import ThreeLayerConvNet, TwoLayerNet
+from isolation import assert_survived, run_in_child
+
+from .test_checkpoint import assert_same, blobs, fc_model, rewrite, snapshot, trained_solver
+
+pytestmark = pytest.mark.usefixtures("one_kernel_thread")
+
+
+@pytest.fixture(scope="module")
+def solver_file(tmp_path_factory):
+    """A Solver checkpoint after one epoch of adam, with batchnorm and dropout."""
+    _, solver = trained_solver(epochs=1)
+    path = tmp_path_factory.mktemp("good") / "solver.npz"
+    save(solver, path)
+    return path.read_bytes()
+
+
+def fresh_solver():
+    return Solver(fc_model(seed=3), blobs(), update_rule="adam", verbose=False, seed=5)
+
+
+def assert_solver_refused(path, match):
+    """Loading into a fresh Solver raises CheckpointError matching `match` and naming the
+    file; the Solver and its model keep everything they had."""
+    solver = fresh_solver()
+    before = snapshot(solver.model), solver.rng.bit_generator.state, solver.optim_configs
+    with pytest.raises(CheckpointError, match=match) as info:
+        load(path, into=solver)
+    assert os.fspath(path) in str(info.value)
+    assert_same(snapshot(solver.model), before[0])
+    assert solver.rng.bit_generator.state == before[1] and solver.optim_configs == before[2]
+    assert solver.iteration == 0 and solver.loss_history == []
+
+
+def set_path(doc, dotted, value):
+    """doc[a][b]... = value, the path given as 'a.b.c' (list indices as numbers)."""
+    *parents, last = dotted.split(".")
+    target = doc
+    for key in parents:
+        target = target[int(key)] if isinstance(target, list) else target[key]
+    target[int(last) if isinstance(target, list) else last] = value
+
+
+def node(doc, name):
+    return next(n for n in doc["model"]["graph"]["nodes"] if n["name"] == name)
+
+
+MT_KEY = {"__ndarray__": list(range(624)), "dtype": "<u4"}
+
+# (what is wrong, change(arrays, doc), the field or member the message must name)
+SOLVER_ATTACKS = [
+    ("NaN in an optimizer state", lambda a, d: a["optim/W1/m"].fill(np.nan), "optim/W1/m.*NaN"),
+    ("Inf in a best param", lambda a, d: a["best/b2"].fill(np.inf), "best/b2.*Inf"),
+    ("NaN in batchnorm's running mean",
+     lambda a, d: a["state/batchnorm1/running_mean"].fill(np.nan), "running_mean.*NaN"),
+    ("optimizer state of the wrong shape",
+     lambda a, d: a.__setitem__("optim/W2/v", np.zeros((3, 3), np.float32))
+     or d["arrays"].__setitem__("optim/W2/v", {"shape": [3, 3], "dtype": "<f4"}),
+     r"optimizer state 'v' of 'W2' is \(3, 3\)"),
+    ("batchnorm state of the wrong shape",
+     lambda a, d: a.__setitem__("state/batchnorm2/running_var", np.ones(5, np.float32))
+     or d["arrays"].__setitem__("state/batchnorm2/running_var", {"shape": [5], "dtype": "<f4"}),
+     r"state 'running_var' of 'batchnorm2' is \(5,\)"),
+    ("NaN learning rate",
+     lambda a, d: set_path(d, "solver.optim_configs.W1.learning_rate.value", math.nan),
+     r"optim_configs\['W1'\]\.learning_rate: nan"),
+    ("negative learning rate",
+     lambda a, d: set_path(d, "solver.optim_configs.b1.learning_rate.value", -0.1),
+     r"optim_configs\['b1'\]\.learning_rate: -0.1 is not a finite number >= 0"),
+    ("negative adam step count",
+     lambda a, d: set_path(d, "solver.optim_configs.W3.t.value", -4), r"\.t: -4 is not a step"),
+    ("fractional adam step count",
+     lambda a, d: set_path(d, "solver.optim_configs.W3.t.value", 2.5), r"\.t: 2.5"),
+    ("beta1 of 1.5", lambda a, d: set_path(d, "solver.optim_configs.W1.beta1.value", 1.5),
+     r"beta1: 1.5 is not a finite number in \[0, 1\)"),
+    ("NaN best accuracy", lambda a, d: set_path(d, "solver.best_val_acc", math.nan),
+     "best_val_acc: nan"),
+    ("best accuracy of 2", lambda a, d: set_path(d, "solver.best_val_acc", 2.0),
+     "best_val_acc: 2.0"),
+    ("NaN in the loss history",
+     lambda a, d: d["solver"]["loss_history"].__setitem__(2, math.nan), "loss_history: holds nan"),
+    ("negative epoch", lambda a, d: set_path(d, "solver.epoch", -1), "solver.epoch: -1"),
+    ("epoch that is a string", lambda a, d: set_path(d, "solver.epoch", "3"), "solver.epoch"),
+    ("iteration that disagrees with the history",
+     lambda a, d: set_path(d, "solver.iteration", 999), "iteration 999"),
+    ("unknown bit generator", lambda a, d: set_path(d, "solver.rng.bit_generator", "Evil"),
+     "unknown bit generator 'Evil'"),
+    ("random state with a missing field",
+     lambda a, d: d["solver"]["rng"].pop("uinteger"), r"random generator of the Solver"),
+    ("PCG64 state of 2**128",
+     lambda a, d: set_path(d, "solver.rng.state.state", 2**128), r"state\.state"),
+    ("MT19937 key of the wrong length",
+     lambda a, d: set_path(d, "solver.rng", {"bit_generator": "MT19937", "state": {
+         "key": {"__ndarray__": [1, 2, 3], "dtype": "<u4"}, "pos": 0}}), r"state\.key"),
+    ("a dropout stream with has_uint32 = 7",
+     lambda a, d: set_path(node(d, "dropout1"), "state.rng.generator.has_uint32", 7),
+     "has_uint32: 7"),
+    ("a state array the list lacks",
+     lambda a, d: d["arrays"].pop("state/batchnorm1/running_var"),
+     "refers to the array 'state/batchnorm1/running_var'"),
+    ("a listed array missing from the archive",
+     lambda a, d: a.pop("best/W1"), "missing array 'best/W1'"),
+    ("an array stored as float64 where the document says float32",
+     lambda a, d: a.__setitem__("param/b1", a["param/b1"].astype(np.float64)),
+     "param/b1"),
+    ("an object-dtype array in the list", lambda a, d: set_path(d, "arrays.param/b1.dtype", "|O"),
+     r"arrays\['param/b1'\].*bool, integer and float"),
+    ("a 2**62 x 2**62 array in the list",
+     lambda a, d: set_path(d, "arrays.param/b1.shape", [2**62, 2**62]),
+     "param/b1.*64 bits"),
+    ("a node attribute of 10**30",
+     lambda a, d: set_path(node(d, "batchnorm1"), "attrs.eps", 10**30), r"attrs\.eps"),
+    ("the list of arrays missing", lambda a, d: d.pop("arrays"), r"document\.arrays: missing"),
+    ("the kind of document unknown", lambda a, d: set_path(d, "kind", ["solver"]),
+     "unknown checkpoint kind"),
+]
+
+
+@pytest.mark.parametrize("what, change, match", SOLVER_ATTACKS, ids=[a[0] for a in SOLVER_ATTACKS])
+def test_solver_checkpoint_attack_is_refused_by_field_before_anything_is_assigned(
+        tmp_path, solver_file, what, change, match):
+    path = tmp_path / "s.npz"
+    path.write_bytes(solver_file)
+    rewrite(path, change)
+    assert_solver_refused(path, match)
+
+
+@pytest.mark.parametrize("state", [
+    {"bit_generator": "MT19937", "state": {"key": MT_KEY, "pos": 10**9}},
+    {"bit_generator": "MT19937", "state": {"key": MT_KEY, "pos": -5}},
+    {"bit_generator": "Philox", "state": {"counter": {"__ndarray__": [0] * 4, "dtype": "<u8"},
+                                          "key": {"__ndarray__": [0] * 2, "dtype": "<u8"}},
+     "buffer": {"__ndarray__": [0] * 4, "dtype": "<u8"}, "buffer_pos": 10**9,
+     "has_uint32": 0, "uinteger": 0},
+], ids=["MT19937 pos 10**9", "MT19937 pos -5", "Philox buffer_pos 10**9"])
+def test_random_state_that_numpy_would_read_out_of_bounds_is_refused(tmp_path, solver_file,
+                                                                      state):
+    """numpy takes these states and then reads its key at `pos` (a SIGSEGV for 10**9): the
+    load runs in a child process, which must survive and report the field."""
+    path = tmp_path / "s.npz"
+    path.write_bytes(solver_file)
+    rewrite(path, lambda a, d: set_path(d, "solver.rng", state))
+    result = run_in_child(f"""
+        from graphnet import CheckpointError, load
+        from graphnet.models import FullyConnectedNet
+        from graphnet.solver import Solver
+        import numpy as np
+        model = FullyConnectedNet([16, 12], input_dim=8, num_classes=3, use_batchnorm=True,
+                                  dropout=0.2, reg=1e-3, weight_scale=0.1)
+        data = dict(X_train=np.zeros((4, 8), np.float32), y_train=np.zeros(4, int),
+                    X_val=np.zeros((2, 8), np.float32), y_val=np.zeros(2, int))
+        solver = Solver(model, data, update_rule="adam", verbose=False, seed=0)
+        try:
+            load({str(path)!r}, into=solver)
+        except CheckpointError as err:
+            print("refused:", err)
+        solver.rng.integers(2**31, size=1000)
+    """)
+    assert_survived(result)
+    assert "refused:" in result.stdout and "random generator of the Solver" in result.stdout
+
+
+# ---- the container: zip directory, members, document ---------------------------------------
+
+@pytest.fixture
+def model_file(tmp_path):
+    path = tmp_path / "m.npz"
+    save(fc_model(), path)
+    return path
+
+
+def small_graph():
+    import graphnet as gn
+    g = gn.Graph()
+    x = g.input("x", shape=(None, 3))
+    g.affine(x, g.param("w", np.arange(6.0).reshape(3, 2)), g.param("b", np.ones(2)), name="a")
+    return g
+
+
+def test_every_flipped_byte_of_the_zip_directory_is_refused_or_harmless(tmp_path):
+    """One byte of the central directory or end record flipped, for every byte in turn:
+    each load is a CheckpointError, or (a byte the format ignores, such as a timestamp)
+    loads exactly the saved params."""
+    path = tmp_path / "g.npz"
+    save(small_graph(), path)
+    raw = path.read_bytes()
+    start = raw.index(b"PK\x01\x02")  # the first central directory entry
+    refused = 0
+    for offset in range(start, len(raw)):
+        path.write_bytes(raw[:offset] + bytes([raw[offset] ^ 0xFF]) + raw[offset + 1:])
+        try:
+            graph = load(path)
+        except CheckpointError as err:
+            assert "g.npz" in str(err)
+            refused += 1
+            continue
+        np.testing.assert_array_equal(graph["w"].value, np.arange(6.0).reshape(3, 2))
+        np.testing.assert_array_equal(graph["b"].value, np.ones(2))
+    assert refused > (len(raw) - start) // 3
+
+
+@pytest.mark.parametrize("text, match", [
+    (b"notes about my run\n", r"not a graphnet checkpoint \(a text file\)"),
+    (b"", r"not a graphnet checkpoint \(an empty file\)"),
+    (b"\x80\x04\x95", "not a graphnet checkpoint .*pickle"),
+    (b"\x93NUMPY\x01\x00", "single .npy array"),
+    (b"PK\x03\x04" + b"\0" * 100, "truncated or corrupted"),
+])
+def test_files_that_are_not_checkpoints(tmp_path, text, match):
+    path = tmp_path / "notes.npz"
+    path.write_bytes(text)
+    with pytest.raises(CheckpointError, match=match):
+        load(path)
+
+
+def test_a_device_or_a_folder_is_not_a_checkpoint(tmp_path):
+    for path in ("/dev/zero", tmp_path):
+        with pytest.raises(CheckpointError, match="not a regular file"):
+            load(path)
+
+
+@pytest.mark.parametrize("document, match", [
+    (b"[" * 100_000 + b"]" * 100_000, "nested deeper than 64"),
+    (b"[" * 200 + b"]" * 200, "nested deeper than 64"),
+    (b'{"format": "graphnet-checkpoint", "version": 1' + b"0" * 5000 + b"}", "5001 digits"),
+    (b'{"format": "graphnet-checkpoint", "version": ' + b"1" * 5000 + b"}", "5000 digits"),
+    (b"[]", r"not a graphnet checkpoint \(format None\)"),
+    (b"null", "not a graphnet checkpoint"),
+    (b'"graphnet-checkpoint"', "not a graphnet checkpoint"),
+    (b'{"format": "graphnet-checkpoint", "version": 1, "kind": "model"}',
+     r"document\.arrays: missing"),
+    (b'{"format": "graphnet-checkpoint", "version": true, "kind": "model"}', "version True"),
+    (b"\xff\xfe{}", "corrupted checkpoint document"),
+])
+def test_hostile_documents(tmp_path, document, match):
+    path = tmp_path / "doc.npz"
+    np.savez(path, **{checkpoint.DOC_KEY: np.frombuffer(document, np.uint8)})
+    with pytest.raises(CheckpointError, match=match) as info:
+        load(path)
+    assert "doc.npz" in str(info.value)
+
+
+def test_unlisted_members_are_never_read(model_file, tmp_path):
+    """Members the document does not list (here a NaN array and a deflated bomb) are not
+    read at all: the model loads, and memory stays small."""
+    with zipfile.ZipFile(model_file, "a", zipfile.ZIP_DEFLATED) as archive:
+        for i in range(300):
+            archive.writestr(f"extra/{i}.npy", bytes(1 << 20))
+    with zipfile.ZipFile(model_file, "a") as archive:
+        with archive.open("param/EXTRA.npy", "w") as member:
+            np.lib.format.write_array(member, np.full(4, np.nan))
+    assert os.path.getsize(model_file) < 2_000_000
+    tracemalloc.start()
+    try:
+        model = load(model_file)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "EXTRA" not in model.params and peak < 20 << 20
+
+
+def test_300_deflated_members_listed_in_the_document_are_refused_before_inflating(tmp_path):
+    """The attack the per-member ratio let through: 300 listed members of 1 MB of zeros
+    each, deflated to a few hundred KB in all."""
+    arrays = {f"param/P{i}": np.zeros(1 << 18, np.float32) for i in range(300)}
+    doc = {"format": checkpoint.FORMAT, "version": 1, "kind": "graph",
+           "arrays": {k: {"shape": [1 << 18], "dtype": "<f4"} for k in arrays},
+           "graph": {"dtype": "<f4", "training": True, "nodes": []}}
+    arrays[checkpoint.DOC_KEY] = np.frombuffer(json.dumps(doc).encode(), np.uint8)
+    np.savez_compressed(tmp_path / "bomb.npz", **arrays)
+    assert os.path.getsize(tmp_path / "bomb.npz") < 500_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(CheckpointError, match="compressed"):
+            load(tmp_path / "bomb.npz")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 10 << 20
+
+
+def test_memory_error_while_reading_is_the_loaders_error(model_file, monkeypatch):
+    def no_memory(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(_npz.np, "frombuffer", no_memory)
+    with pytest.raises(CheckpointError, match=r"m\.npz: not enough memory"):
+        load(model_file)
+
+
+# ---- the model configuration -----------------------------------------------------------------
+
+def test_a_config_asking_for_more_than_the_file_holds_fails_before_allocating(tmp_path):
+    """hidden_dim=10**7 over stored arrays of 10 columns: refused when the first param's
+    shape is known, before its 640 MB of weights are drawn."""
+    np.random.seed(0)
+    save(TwoLayerNet(input_dim=8, hidden_dim=10, num_classes=3), tmp_path / "m.npz")
+    rewrite(tmp_path / "m.npz", lambda a, d: set_path(d, "model.config.hidden_dim", 10**7))
+    tracemalloc.start()
+    try:
+        with pytest.raises(CheckpointError, match=r"W1.*\(8, 10000000\).*\(8, 10\)"):
+            load(tmp_path / "m.npz")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 << 20
+
+
+@pytest.mark.parametrize("key, value", [("input_dim", [1, 10**10, 10**10]),
+                                        ("num_filters", 10**30), ("filter_size", -3),
+                                        ("hidden_dim", "many")])
+def test_absurd_convnet_configs_are_refused(tmp_path, key, value):
+    np.random.seed(0)
+    save(ThreeLayerConvNet(input_dim=(1, 8, 8), num_filters=4, filter_size=3, hidden_dim=5,
+                           num_classes=3), tmp_path / "m.npz")
+    rewrite(tmp_path / "m.npz", lambda a, d: set_path(d, f"model.config.{key}", value))
+    with pytest.raises(CheckpointError, match="m.npz"):
+        load(tmp_path / "m.npz")
+
+
+def test_a_graph_checkpoint_with_a_conv_stride_of_10_to_the_30(tmp_path):
+    import graphnet as gn
+    g = gn.Graph()
+    x = g.input("x", shape=(None, 1, 5, 5))
+    w = g.param("w", np.ones((1, 1, 3, 3)))
+    b = g.param("b", np.zeros(1))
+    g.conv(x, w, b, stride=1, pad=1, name="c")
+    save(g, tmp_path / "g.npz")
+    doc_node = lambda d: next(n for n in d["graph"]["nodes"] if n["name"] == "c")  # noqa: E731
+    rewrite(tmp_path / "g.npz", lambda a, d: set_path(doc_node(d), "attrs.stride", 10**30))
+    with pytest.raises(CheckpointError, match=r"nodes\[3\]\.attrs\.stride"):
+        load(tmp_path / "g.npz")
