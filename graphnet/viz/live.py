@@ -1,0 +1,77 @@
+"""The widget's live mode: redraw the gradient flow while a model trains, through the
+executor's hooks, within a budget of the training's time.
+
+The hook counts backward walks (one per training iteration). Every `every`-th one it
+redraws, unless redrawing so far has taken more than `budget` of the time since the
+live mode began: then it skips that one. So however slow a redraw is (a large graph, a
+slow browser connection), training never slows by much more than the budget.
+"""
+import time
+
+from ..core.executor import Hook, thread_hooks
+
+
+class Live:
+    """What Widget.live() returns: a context manager (or call start() and stop())."""
+
+    def __init__(self, widget, every, budget):
+        if int(every) < 1:
+            raise ValueError(f"live(every=...) must be a positive number of iterations, "
+                             f"got {every!r}")
+        if not 0 < budget < 1:
+            raise ValueError(f"live(budget=...) is a fraction of the training time, between "
+                             f"0 and 1, got {budget!r}")
+        self.widget, self.every, self.budget = widget, int(every), float(budget)
+        self.iterations = self.updates = self.skipped = 0
+        self.spent = 0.0
+        self._started = None
+        self._remove = None
+        self._graph = widget.graph
+
+    def start(self):
+        if self._graph is not None:
+            self._remove = self._graph.add_hook(end=self._walked).remove
+        else:  # no graph yet: watch every graph in this thread, take the first to train
+            hook, hooks = Hook(end=self._walked), thread_hooks()
+            hooks.append(hook)
+            self._remove = lambda: hook in hooks and hooks.remove(hook)
+        self._started = time.perf_counter()
+        return self
+
+    def stop(self):
+        if self._remove is not None:
+            self._remove()
+            self._remove = None
+        if self._graph is not None and self.iterations:
+            self.widget.live_update(self.iterations, self._graph)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    @property
+    def overhead(self):
+        """The fraction of the time since start() spent redrawing."""
+        elapsed = time.perf_counter() - self._started
+        return self.spent / elapsed if elapsed > 0 else 0.0
+
+    def _walked(self, direction, plan):
+        if direction != "backward":
+            return
+        graph = plan.target.graph
+        if self._graph is None:
+            self._graph = graph
+        elif graph is not self._graph:
+            return
+        self.iterations += 1
+        if self.iterations % self.every and self.updates:
+            return
+        began = time.perf_counter()
+        if self.spent > self.budget * (began - self._started):
+            self.skipped += 1
+            return
+        self.widget.live_update(self.iterations, graph)
+        self.updates += 1
+        self.spent += time.perf_counter() - began

@@ -1,0 +1,179 @@
+"""graphnet.viz.Widget(graph): the drawing in a notebook, to hover, click, step through
+and watch while a model trains.
+
+    w = viz.Widget(model.graph)      # display it: the last cell line, or display(w)
+    with w.live(every=10):           # redraw the gradient flow while it trains
+        solver.train()
+
+Hovering a node shows its gate, formula and local rule, its value's and gradient's
+statistics and what its gate cached; clicking it shows histograms of its value and
+gradient; the slider walks the forward and then the backward pass step by step, on one
+layout. The front end (graphnet/viz/static/) ships inside the package and Graphviz lays
+the drawing out in Python, so the widget works offline in JupyterLab 4, Notebook 7 and
+VS Code (anywidget's front end comes with its Python package).
+"""
+import numpy as np
+
+from .._format import describe, num, scalar
+from ..core.graph import Graph
+from .draw import Picture, View
+from .live import Live
+from .scene import Scene, static_text
+from .steps import backward_steps, forward_steps
+
+try:
+    import anywidget
+    import traitlets
+except ImportError as error:  # the widget extra is optional; drawings do not need it
+    raise ImportError("graphnet.viz.Widget needs anywidget: pip install 'graphnet[widget]' "
+                      "(or pip install anywidget)") from error
+
+#: Step frames beyond this many are left out (a 10,000-gate chain): the slider would be
+#: too fine to use, and every frame is a patch the browser keeps.
+MAX_STEPS = 400
+HISTOGRAM_BINS = 30
+
+
+class Widget(anywidget.AnyWidget):
+    """An interactive drawing of `graph` (a Graph, or a model with `.graph`); `options`
+    go to draw() (detail, show_not_run, collapse, ...). `steps=False` leaves out the
+    step slider. `refresh()` redraws after the graph ran again; `live(every=N)` redraws
+    the gradient flow every N training iterations while it is open."""
+
+    _esm = static_text("scene.js") + "\n" + static_text("widget.js")
+    _css = static_text("widget.css")
+    svg = traitlets.Unicode("").tag(sync=True)
+    frames = traitlets.List([]).tag(sync=True)
+    texts = traitlets.List([]).tag(sync=True)
+    active = traitlets.List([]).tag(sync=True)
+    step = traitlets.Int(0).tag(sync=True)
+    live_state = traitlets.Dict({}).tag(sync=True)
+    status = traitlets.Unicode("").tag(sync=True)
+    selected = traitlets.Unicode("").tag(sync=True)
+
+    def __init__(self, graph=None, *, steps=True, **options):
+        super().__init__()
+        self.graph = None
+        self.options, self.steps = options, steps
+        self._scene, self._views, self._picture = None, [], None
+        self._laid_out_running = False
+        self.on_msg(self._on_message)
+        if graph is not None:
+            self.refresh(_as_graph(graph))
+
+    # ----- drawing ----------------------------------------------------------------------
+
+    def refresh(self, graph=None, steps=None):
+        """Lay the drawing out again from the graph's current state (after it ran)."""
+        if graph is not None:
+            self.graph = graph
+        graph = self.graph
+        frames = self._step_frames(graph) if (self.steps if steps is None else steps) else []
+        views = [frame.view() for frame in frames] + [View.of(graph)]
+        texts = [frame.text for frame in frames] + [_state_text(graph)]
+        picture = Picture(graph, views[-1], **self.options)
+        scene = Scene(picture, [picture.state(view) for view in views], reserve=True)
+        self._scene, self._views, self._picture = scene, views, picture
+        # A layout made before the graph ran shows every node; once it runs, the nodes
+        # its forward skips are left out, so a live update lays it out again.
+        self._laid_out_running = bool(views[-1].values.keys() - {
+            n.name for n in graph.nodes if n.gate is None})
+        with self.hold_sync():
+            self.svg, self.frames, self.texts = scene.svg, scene.frames, texts
+            self.active = [scene.unit_id(f.node.name) for f in frames] + [""]
+            self.step = len(views) - 1
+            self.live_state = {}
+
+    @staticmethod
+    def _step_frames(graph):
+        """The forward walk and then the backward walk of the last backward's target
+        (or the forward's, if no backward ran), as step frames."""
+        last = graph.store.last_backward
+        if last is None:
+            ran = [n for n in graph.nodes if n.gate is not None and n.value is not None]
+            return _bounded(forward_steps(graph, ran[-1])) if ran else []
+        plan, seed = last
+        target = plan.target
+        frames = forward_steps(graph, target)
+        if len(frames) > MAX_STEPS:
+            return []
+        return _bounded(frames + backward_steps(graph, target, seed))
+
+    def live(self, every=10, budget=0.02):
+        """A context manager that redraws the gradient flow after every `every`-th
+        backward of the graph (or, for a widget made without a graph, of the first graph
+        that runs a backward in this thread: `graphnet.cli.main(['train', ...])`), never
+        spending more than `budget` (a fraction) of the training's time on it: an update
+        that would is skipped. Leaving it draws the final state."""
+        return Live(self, every, budget)
+
+    def live_update(self, iteration, graph):
+        """Redraw from `graph`'s current state (Live calls this every N iterations)."""
+        if graph is not self.graph or self._scene is None or not self._laid_out_running:
+            self.refresh(graph, steps=False)
+        view = View.of(graph)
+        patch = self._scene.encode(self._picture.state(view))
+        loss = _loss(graph)
+        self._views[-1] = view
+        status = f"live: iteration {iteration}" + (f", loss {loss}" if loss else "")
+        state = {"iteration": iteration, "patch": patch}
+        if self.selected:
+            state["histograms"] = self._histograms(self.selected, view)
+        with self.hold_sync():
+            self.status = status
+            self.live_state = state
+
+    # ----- the front end's requests -------------------------------------------------------
+
+    def _on_message(self, _, content, buffers):
+        if content.get("type") == "histogram":
+            step = min(max(int(content.get("step", -1)), -1), len(self._views) - 1)
+            self.send(self._histograms(content["node"], self._views[step]))
+
+    def _histograms(self, unit_id, view):
+        """Histograms of the value and gradient of the node drawn as `unit_id` (a block's
+        output node), in `view`'s state."""
+        units = self._picture.units
+        key = next(k for k in units.visible() if self._scene.unit_id(k) == unit_id)
+        node = units.members(key)[-1]
+        out = {"type": "histogram", "node": unit_id, "name": node.name}
+        for what, store in (("value", view.values), ("grad", view.grads)):
+            if node.name in store:
+                out[what] = histogram(store[node.name])
+        return out
+
+
+def histogram(array):
+    """Counts of `array`'s finite entries in HISTOGRAM_BINS bins, with its statistics."""
+    values = np.asarray(array, dtype=np.float64).ravel()
+    finite = values[np.isfinite(values)]
+    counts, edges = np.histogram(finite, bins=HISTOGRAM_BINS) if finite.size else ([], [])
+    return {"counts": [int(c) for c in counts], "edges": [float(e) for e in edges],
+            "summary": describe(array), "nonfinite": int(values.size - finite.size)}
+
+
+def _bounded(frames):
+    return frames if len(frames) <= MAX_STEPS else []
+
+
+def _as_graph(source):
+    graph = source if isinstance(source, Graph) else getattr(source, "graph", None)
+    if not isinstance(graph, Graph):
+        raise TypeError(f"Widget takes a graphnet Graph or a model with .graph, got "
+                        f"{type(source).__name__}")
+    return graph
+
+
+def _loss(graph):
+    last = graph.store.last_backward
+    value = None if last is None else graph.store.peek_value(last[0].target.index)
+    return None if value is None or np.size(value) != 1 else num(scalar(value))
+
+
+def _state_text(graph):
+    last = graph.store.last_backward
+    if last is not None:
+        return (f"after the last forward and backward (from {last[0].target.name!r}): "
+                "every value and gradient")
+    return "after the last forward" if any(n.value is not None for n in graph.nodes
+                                           if n.gate is not None) else "not run yet"
