@@ -116,11 +116,12 @@ class Units:
             self._new_block(group, nodes)
         self._absorb_sources()
 
-    def _absorb_sources(self):
-        """A param or const used only inside one block belongs to it (a layer's weights)."""
+    def _absorb_sources(self, kinds=("param", "const")):
+        """A param or const used only inside one block belongs to it (a layer's weights);
+        so does an input, for runs (an unrolled RNN's x_t)."""
         absorbed = defaultdict(list)
         for node in self.nodes:
-            if node.kind in ("param", "const") and self.unit[node.name] == node.name:
+            if node.kind in kinds and self.unit[node.name] == node.name:
                 homes = {self.unit[c.name] for c in self.consumers[node.name]}
                 if len(homes) == 1 and (home := homes.pop()) in self.blocks:
                     absorbed[home].append(node)
@@ -151,11 +152,13 @@ class Units:
                     members = [n for k in keys for n in self.members(k)]
                     for key in keys:
                         self.blocks.pop(key, None)
-                    self._new_block(f"{last - first} × [{ops}]", members)
+                    title = (f"{repeats} × [{ops}]" if count == 1 else
+                             f"{first + 1}–{last} of {repeats} × [{ops}]")
+                    self._new_block(title, members)
                 start += period * repeats
             else:
                 start += 1
-        self._absorb_sources()
+        self._absorb_sources(("param", "const", "input"))
 
     def _longest_run(self, signatures, start):
         best = (1, 1)

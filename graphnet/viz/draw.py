@@ -235,7 +235,11 @@ class Picture:
                                    else "TB")
         # The arrow points the way the gradient flows: against the edge, to the input.
         self.arrow = {"LR": "←", "RL": "→", "TB": "↑", "BT": "↓"}[self.rankdir]
-        skipped = not_run(graph)
+        self.hidden = set()
+        # A NaN stops the forward: the nodes after it did not run, but its path to the
+        # loss is what the drawing must show.
+        _, path = self._anomaly(view)
+        skipped = not_run(graph) - path
         self.not_run = skipped if show_not_run else set()
         self.hidden = set() if show_not_run else skipped
         self.sinks = {id(n) for n in graph.sinks}
@@ -593,13 +597,16 @@ class Picture:
         each as tall as its tallest unit, as wide as its units side by side."""
         keys = units.visible()
         inputs = defaultdict(set)
+        # Ranks by node, in topological order; an edge inside a unit adds no rank (a
+        # block's members may come before and after one of its inputs).
+        node_rank, rank = {}, defaultdict(int)
         for node in units.nodes:
             head = units.unit[node.name]
-            inputs[head].update(units.unit[i.name] for i in node.inputs
-                                if i.name in units.unit and units.unit[i.name] != head)
-        rank = {}
-        for key in keys:  # topological: a unit's inputs come first
-            rank[key] = 1 + max((rank[i] for i in inputs[key]), default=-1)
+            tails = [i for i in node.inputs if i.name in units.unit]
+            inputs[head].update(units.unit[i.name] for i in tails if units.unit[i.name] != head)
+            node_rank[node.name] = max((node_rank[i.name] + (units.unit[i.name] != head)
+                                        for i in tails), default=0)
+            rank[head] = max(rank[head], node_rank[node.name])
         consumers = defaultdict(list)
         for key in keys:
             for tail in inputs[key]:
@@ -616,6 +623,15 @@ class Picture:
                 height, width = width, height
             along[rank[key]] = max(along[rank[key]], height)
             across[rank[key]] += width + 22
+        # An edge across several ranks takes room in each (dot routes it through virtual
+        # nodes), and its label takes room in the middle one.
+        label_width = 80.0 if state.flowing else 0.0
+        for head in keys:
+            for tail in inputs[head]:
+                low, high = sorted((rank[tail], rank[head]))
+                for between in range(low + 1, high):
+                    across[between] += 25.0
+                across[(low + high) // 2] += label_width
         label_gap = 30.0 if state.flowing else 0.0
         length = sum(along.values()) + (29 + label_gap) * max(len(along) - 1, 0)
         return max(length, max(across.values(), default=0.0)) > MAX_SIDE_PT
