@@ -9,8 +9,6 @@
 //   tip(id)        the current tooltip text of node `id`
 // The mouse wheel zooms around the pointer, dragging pans.
 
-var XLINK = "http://www.w3.org/1999/xlink";
-
 function mergeState(before, frame) {
   var state = { nodes: {}, edges: {} };
   ["nodes", "edges"].forEach(function (part) {
@@ -72,7 +70,8 @@ function createScene(stage, svgText, frames) {
       s.setAttribute("stroke-width", n.pen || "1");
     });
     var anchor = g.querySelector("a");
-    if (anchor && anchor.hasAttributeNS(XLINK, "title")) anchor.setAttributeNS(XLINK, "title", n.tip || "");
+    var title = anchor && anchor.getAttributeNode("xlink:title");
+    if (title) title.value = n.tip || "";
   }
 
   function applyEdge(id, e) {

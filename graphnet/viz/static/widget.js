@@ -78,7 +78,7 @@ function render({ model, el: root }) {
     scene = createScene(stage, model.get("svg"), frames);
     // the widget draws its own tooltip: drop the SVG's, so the two do not overlap
     scene.svg.querySelectorAll("title").forEach(function (t) { t.remove(); });
-    scene.svg.querySelectorAll("a").forEach(function (a) { a.removeAttributeNS(XLINK, "title"); });
+    scene.svg.querySelectorAll("a").forEach(function (a) { a.removeAttribute("xlink:title"); });
     slider.max = frames.length - 1;
     [prev, slider, next].forEach(function (e) { e.style.display = frames.length > 1 ? "" : "none"; });
     scene.start();
