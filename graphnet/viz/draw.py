@@ -20,13 +20,13 @@ import math
 from typing import Optional
 from collections import Counter, defaultdict
 
-import numpy as np
 
-from .._format import describe, is_scalar, magnitude, norm, num, scalar, shape_text, stats
+from .._format import is_scalar, num, shape_text
 from ..core.graph import Graph
 from ..errors import AnomalyError
 from ..gates.base import fill, formula_of, rule_of
 from .collapse import Units, grouping
+from .measure import Measures, Summary
 from .render import Drawing
 from .scale import (ACTIVE_FILL, ANOMALY, BORDER, FLAG_COLORS, FONT, GRAD, HEAT_HIGH, HEAT_LOW,
                     MUTED, PENDING, ROLE_NAMES, STYLES, TEXT, VALUE, GradientScale, mix)
@@ -41,19 +41,7 @@ def gradient_flag(grad, vanishing=1e-6, exploding=1e3):
     """'NaN', 'Inf', 'vanishing' (0 < L2 norm < vanishing), 'exploding' (L2 norm >
     exploding) or None. An exact zero is not flagged: a max gate or a relu blocks a
     gradient on purpose, and a circuit shows that as 0."""
-    if grad is None:
-        return None
-    array = np.asarray(grad)
-    if np.isnan(array).any():
-        return "NaN"
-    if np.isinf(array).any():
-        return "Inf"
-    size = norm(array)
-    if 0 < size < vanishing:
-        return "vanishing"
-    if size > exploding:
-        return "exploding"
-    return None
+    return None if grad is None else Summary(grad).flag(vanishing, exploding)
 
 
 def edge_gradients(graph):
@@ -178,7 +166,9 @@ class Overlay:
 class State:
     """A view, with what the drawing derives from it: flags, the edge scale, the anomaly."""
     view: View
+    measure: Measures
     flags: dict
+    edge_values: list  # what each edge shows (Edge.value), in the order of Picture.edges
     scale: GradientScale
     flowing: bool
     anomaly: tuple  # (origin name or None, names on its path to the loss)
@@ -191,22 +181,21 @@ class Edge:
     head: str
     carried: list  # (consumer name, input position) of the graph edges drawn as this one
     main: bool     # the tail is a gate or an input: the path data flows along
+    index: int     # its place in Picture.edges
 
-    def grads(self, view):
-        return [view.edge_grads.get(c) for c in self.carried]
-
-    def value(self, view):
-        """The gradient to show: the one gradient, or the L2 norm of several together."""
-        sent = self.grads(view)
-        known = [g for g in sent if g is not None]
+    def value(self, view, measure):
+        """What the edge shows, as a number: the one scalar gradient sent along it, or the
+        L2 norm of the tensor (or of the several gradients together); None if none."""
+        sent = [view.edge_grads.get(c) for c in self.carried]
+        known = [measure(g) for g in sent if g is not None]
         if not known:
             return None
-        if len(sent) == 1:
-            return known[0]
-        return math.sqrt(sum(norm(g) ** 2 for g in known))
+        if len(sent) == 1 and known[0].scalar:
+            return known[0].value
+        return math.sqrt(sum(m.size ** 2 for m in known))
 
     def signed(self, view):
-        sent = self.grads(view)
+        sent = [view.edge_grads.get(c) for c in self.carried]
         return len(sent) == 1 and is_scalar(sent[0])
 
 
@@ -238,7 +227,7 @@ class Picture:
         self.hidden = set()
         # A NaN stops the forward: the nodes after it did not run, but its path to the
         # loss is what the drawing must show.
-        _, path = self._anomaly(view)
+        _, path = self._anomaly(view, Measures())
         skipped = not_run(graph) - path
         self.not_run = skipped if show_not_run else set()
         self.hidden = set() if show_not_run else skipped
@@ -254,28 +243,29 @@ class Picture:
     # ----- one state --------------------------------------------------------------------
 
     def state(self, view):
-        flags = {}
+        measure, flags = Measures(), {}
         if self.options["grads"]:
             flags = {name: flag for name, grad in view.grads.items()
-                     if name not in self.hidden and (flag := gradient_flag(
-                         grad, self.options["vanishing"], self.options["exploding"]))}
-        edge_values = [v for e in self.edges if (v := e.value(view)) is not None]
-        signed = all(e.signed(view) for e in self.edges if e.value(view) is not None)
+                     if name not in self.hidden and (flag := measure(grad).flag(
+                         self.options["vanishing"], self.options["exploding"]))}
+        edge_values = [e.value(view, measure) if self.options["grads"] else None
+                       for e in self.edges]
+        drawn = [v for v in edge_values if v is not None]
+        signed = all(e.signed(view) for e, v in zip(self.edges, edge_values) if v is not None)
         if view.scale_grads is not None:
             signed = signed and all(is_scalar(g) for g in view.scale_grads)
-            edge_values = view.scale_grads
-        flowing = self.options["grads"] and bool(edge_values)
-        return State(view, flags, GradientScale(edge_values, signed), flowing,
-                     self._anomaly(view))
+            drawn = [measure(g).value if signed else measure(g).size for g in view.scale_grads]
+        return State(view, measure, flags, edge_values, GradientScale(drawn, signed),
+                     bool(drawn), self._anomaly(view, measure))
 
-    def _anomaly(self, view):
+    def _anomaly(self, view, measure):
         option = self.anomaly_option
         if option is None or option is False:
             return None, set()
         if isinstance(option, AnomalyError):
             origin = option.node
         elif option == "auto":
-            origin = first_nonfinite(self.graph.nodes, view)
+            origin = first_nonfinite(self.graph.nodes, view, measure)
         else:
             origin = option
         if origin is None or origin not in self.graph:
@@ -380,10 +370,10 @@ class Picture:
         if node.name in self.not_run:
             return rows + [Row("status", "not run in the last forward", MUTED, 11)]
         if options["values"]:
-            rows += self._quantity_rows("value", view.values.get(node.name), VALUE, view,
+            rows += self._quantity_rows("value", view.values.get(node.name), VALUE, state,
                                         node.shape == ())
         if options["grads"] and (node.requires_grad or node.name in view.grads):
-            rows += self._quantity_rows("grad", view.grads.get(node.name), GRAD, view,
+            rows += self._quantity_rows("grad", view.grads.get(node.name), GRAD, state,
                                         node.shape == ())
         if options["show_cache"] and node.gate is not None and node.value is not None:
             lines = node.gate.summarize_cache(node.cache, [i.name for i in node.inputs])
@@ -413,13 +403,13 @@ class Picture:
                 Row("range", f"{members[0].name} … {output.name} · "
                              f"{shape_text(output.shape)}", MUTED, 11)]
         if self.options["values"]:
-            rows += self._quantity_rows("value", view.values.get(output.name), VALUE, view,
+            rows += self._quantity_rows("value", view.values.get(output.name), VALUE, state,
                                         output.shape == ())
         grads = [view.grads[n.name] for n in members if n.name in view.grads]
         if self.options["grads"] and (grads or "grad" in view.pending):
-            rows += self._quantity_rows("grad", view.grads.get(output.name), GRAD, view,
+            rows += self._quantity_rows("grad", view.grads.get(output.name), GRAD, state,
                                         output.shape == ())
-            sizes = [magnitude(g) for g in grads]
+            sizes = [state.measure(g).size for g in grads]
             inside = f"{num(min(sizes))} … {num(max(sizes))}" if sizes else "?"
             rows.append(Row("inside", f"grad L2 inside: {inside}", GRAD, 11))
         flagged = Counter(state.flags[n.name] for n in members if n.name in state.flags)
@@ -429,20 +419,21 @@ class Picture:
                             FLAG_COLORS[worst], 11, True))
         return rows
 
-    def _quantity_rows(self, what, value, color, view, scalar_shape):
+    def _quantity_rows(self, what, value, color, state, scalar_shape):
         """'value -12' for a scalar; for a tensor its L2 norm (or, with detail='full', its
         statistics on two rows); '?' for a quantity a step frame has not reached yet."""
         if value is None:
-            if what not in view.pending:
+            if what not in state.view.pending:
                 return []
             return [Row(what, f"{what} ?", PENDING, 13 if scalar_shape else 12, True)]
-        if is_scalar(value):
-            return [Row(what, f"{what} {num(scalar(value))}", color, 13, True)]
-        if np.size(value) == 0:
+        summary = state.measure(value)
+        if summary.scalar:
+            return [Row(what, f"{what} {num(summary.value)}", color, 13, True)]
+        if summary.empty:
             return [Row(what, f"{what} empty", color)]
         if self.options["detail"] == "compact":
-            return [Row(what, f"{what} L2 {num(norm(value))}", color, 12, True)]
-        numbers = dict(stats(value))
+            return [Row(what, f"{what} L2 {num(summary.size)}", color, 12, True)]
+        numbers = dict(summary.stats)
         return [Row(what, f"{what} mean {num(numbers['mean'])}  std {num(numbers['std'])}",
                     color),
                 Row(what + "2", f"min {num(numbers['min'])}  max {num(numbers['max'])}  "
@@ -471,7 +462,7 @@ class Picture:
             attrs["tooltip"] = f"{title}: " + ", ".join(n.name for n in members[:20]) + (
                 " …" if len(members) > 20 else "")
         else:
-            attrs["tooltip"] = tooltip(members[0], state.view)
+            attrs["tooltip"] = tooltip(members[0], state.view, state.measure)
         return attrs
 
     # ----- edges ------------------------------------------------------------------------
@@ -494,16 +485,16 @@ class Picture:
                 edge = merged.get(key)
                 if edge is None:
                     main = tail in units.blocks or inp.kind == "input" or inp.gate is not None
-                    edge = merged[key] = Edge(tail, head, [], main)
+                    edge = merged[key] = Edge(tail, head, [], main, len(merged))
                 edge.carried.append((node.name, position))
         return list(merged.values())
 
     def edge_label(self, edge, state):
         """'← -4' for a scalar gradient, '← L2 0.36' for a tensor's; None without one."""
-        value = edge.value(state.view) if self.options["grads"] else None
+        value = state.edge_values[edge.index]
         if value is None:
             return None
-        text = num(scalar(value)) if edge.signed(state.view) else f"L2 {num(magnitude(value))}"
+        text = num(value) if edge.signed(state.view) else f"L2 {num(value)}"
         if len(edge.carried) > 1:
             text += f" ({len(edge.carried)} edges)"
         return f"{self.arrow} {text}"
@@ -511,7 +502,7 @@ class Picture:
     def edge_attrs(self, edge, state):
         # The data path weighs more, so it runs straight and parameters sit beside it.
         attrs = dict(weight="4" if edge.main else "1")
-        value = edge.value(state.view) if self.options["grads"] else None
+        value = state.edge_values[edge.index]
         if value is None:
             attrs.update(color="#9a9a9a", penwidth="1")
         else:
@@ -544,9 +535,9 @@ class Picture:
         for role in ("input", "param", "const", "gate", "loss", "block", "not_run"):
             if role in roles and not self.overlay:
                 rows.append(swatch(STYLES[role]["fillcolor"], ROLE_NAMES[role], width=1))
-        for fill, text in self.overlay.legend if self.overlay else []:
+        for colour, text in self.overlay.legend if self.overlay else []:
             text = _escape(text).replace("\n", "<BR/>")
-            rows.append(row(text) if fill is None else swatch(fill, text, width=1))
+            rows.append(row(text) if colour is None else swatch(colour, text, width=1))
         if self.options["values"]:
             rows.append(row(f'<FONT COLOR="{VALUE}">value</FONT>: what the forward computed'))
         if self.options["grads"]:
@@ -637,13 +628,12 @@ class Picture:
         return max(length, max(across.values(), default=0.0)) > MAX_SIDE_PT
 
 
-def first_nonfinite(nodes, view):
+def first_nonfinite(nodes, view, measure):
     """The node where NaN/Inf started: the first (topologically) whose value is not
     finite while its inputs' are; else, the backward having met it, the last whose
     gradient is not finite (the backward walks in reverse); None if all is finite."""
     def bad(array):
-        return array is not None and np.issubdtype(np.asarray(array).dtype, np.inexact) \
-            and not np.all(np.isfinite(array))
+        return array is not None and (measure(array).nan or measure(array).inf)
 
     for node in nodes:
         if bad(view.values.get(node.name)) and not any(bad(view.values.get(i.name))
@@ -673,7 +663,7 @@ def node_help(node):
             "rule": fill(rule_of(gate_cls), names, node.name)}
 
 
-def tooltip(node, view):
+def tooltip(node, view, measure):
     """The node in full: gate, formula, local rule, shape, dtype, its value's and
     gradient's statistics, and what its gate saved for backward."""
     parts = [f"{node.name}: {gate_text(node)}, shape {shape_text(node.shape)}"
@@ -681,7 +671,7 @@ def tooltip(node, view):
     parts += [f"{key}: {text}" for key, text in node_help(node).items()]
     for what, store in (("value", view.values), ("grad", view.grads)):
         if node.name in store:
-            parts.append(f"{what}: {describe(store[node.name])}")
+            parts.append(f"{what}: {measure(store[node.name]).describe()}")
     store = node.graph.store
     cache = None if store.is_deferred("cache", node.index) else store.caches[node.index]
     if node.gate is not None and cache is not None:

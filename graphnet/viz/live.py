@@ -4,7 +4,9 @@ executor's hooks, within a budget of the training's time.
 The hook counts backward walks (one per training iteration). Every `every`-th one it
 redraws, unless redrawing so far has taken more than `budget` of the time since the
 live mode began: then it skips that one. So however slow a redraw is (a large graph, a
-slow browser connection), training never slows by much more than the budget.
+slow browser connection), training never slows by much more than the budget. A redraw
+only restyles the widget's drawing; the one that needs a new layout (the first) runs
+Graphviz in a thread, and training goes on until it is done.
 """
 import time
 
@@ -43,7 +45,7 @@ class Live:
             self._remove()
             self._remove = None
         if self._graph is not None and self.iterations:
-            self.widget.live_update(self.iterations, self._graph)
+            self.widget.live_update(self.iterations, self._graph, wait=True)
 
     def __enter__(self):
         return self.start()
@@ -72,6 +74,7 @@ class Live:
         if self.spent > self.budget * (began - self._started):
             self.skipped += 1
             return
-        self.widget.live_update(self.iterations, graph)
-        self.updates += 1
+        # False while the first layout is still running in a thread: then it tries
+        # again at the next iteration.
+        self.updates += self.widget.live_update(self.iterations, graph)
         self.spent += time.perf_counter() - began

@@ -68,8 +68,17 @@ class Scene:
             if reserve:
                 labels = [_NUMBER.sub(_WIDEST_NUMBER, text) for text in labels]
             layout[("edge", index)] = max(labels, key=len)
-        self.svg = inline_svg(picture.dot(states[-1], rows=layout))
+        self.drawing = picture.dot(states[-1], rows=layout)
+        self._svg = None
         self.frames = _differences([self._encode(p) for p in patches])
+
+    @property
+    def svg(self):
+        """The drawing laid out by Graphviz (run on first use: the widget's live mode runs
+        it in a thread, so that training goes on meanwhile)."""
+        if self._svg is None:
+            self._svg = inline_svg(self.drawing)
+        return self._svg
 
     def unit_id(self, name):
         """The SVG id of the drawn unit that holds node `name` (itself, or its block)."""

@@ -12,6 +12,9 @@ layout. The front end (graphnet/viz/static/) ships inside the package and Graphv
 the drawing out in Python, so the widget works offline in JupyterLab 4, Notebook 7 and
 VS Code (anywidget's front end comes with its Python package).
 """
+import threading
+from typing import NamedTuple
+
 import numpy as np
 
 from .._format import describe, num, scalar
@@ -55,8 +58,7 @@ class Widget(anywidget.AnyWidget):
         super().__init__()
         self.graph = None
         self.options, self.steps = options, steps
-        self._scene, self._views, self._picture = None, [], None
-        self._laid_out_running = False
+        self._layout, self._pending = None, None  # the layout shown, one being computed
         self.on_msg(self._on_message)
         if graph is not None:
             self.refresh(_as_graph(graph))
@@ -65,23 +67,28 @@ class Widget(anywidget.AnyWidget):
 
     def refresh(self, graph=None, steps=None):
         """Lay the drawing out again from the graph's current state (after it ran)."""
-        if graph is not None:
-            self.graph = graph
-        graph = self.graph
+        self._show(self._lay_out(graph or self.graph, steps))
+
+    def _lay_out(self, graph, steps):
+        """A new layout of `graph`, all but Graphviz's run (Scene.svg does that)."""
+        self.graph = graph
         frames = self._step_frames(graph) if (self.steps if steps is None else steps) else []
         views = [frame.view() for frame in frames] + [View.of(graph)]
-        texts = [frame.text for frame in frames] + [_state_text(graph)]
         picture = Picture(graph, views[-1], **self.options)
         scene = Scene(picture, [picture.state(view) for view in views], reserve=True)
-        self._scene, self._views, self._picture = scene, views, picture
         # A layout made before the graph ran shows every node; once it runs, the nodes
         # its forward skips are left out, so a live update lays it out again.
-        self._laid_out_running = bool(views[-1].values.keys() - {
-            n.name for n in graph.nodes if n.gate is None})
+        running = bool(views[-1].values.keys() - {n.name for n in graph.nodes
+                                                   if n.gate is None})
+        return _Layout(scene, picture, views, [f.text for f in frames] + [_state_text(graph)],
+                       [scene.unit_id(f.node.name) for f in frames] + [""], running)
+
+    def _show(self, layout):
+        self._layout = layout
         with self.hold_sync():
-            self.svg, self.frames, self.texts = scene.svg, scene.frames, texts
-            self.active = [scene.unit_id(f.node.name) for f in frames] + [""]
-            self.step = len(views) - 1
+            self.svg, self.frames = layout.scene.svg, layout.scene.frames
+            self.texts, self.active = layout.texts, layout.active
+            self.step = len(layout.views) - 1
             self.live_state = {}
 
     @staticmethod
@@ -107,40 +114,66 @@ class Widget(anywidget.AnyWidget):
         that would is skipped. Leaving it draws the final state."""
         return Live(self, every, budget)
 
-    def live_update(self, iteration, graph):
-        """Redraw from `graph`'s current state (Live calls this every N iterations)."""
-        if graph is not self.graph or self._scene is None or not self._laid_out_running:
-            self.refresh(graph, steps=False)
+    def live_update(self, iteration, graph, wait=False):
+        """Redraw from `graph`'s current state (Live calls this every N iterations).
+        A new layout (the first update, or the graph changed) runs Graphviz in a thread
+        and returns False until it is done, unless `wait`; True once it drew."""
+        layout = self._layout
+        if layout is None or graph is not layout.picture.graph or not layout.running:
+            if self._pending is None or self._pending[0].picture.graph is not graph:
+                fresh = self._lay_out(graph, steps=False)
+                self._pending = (fresh, threading.Thread(target=lambda: fresh.scene.svg,
+                                                         daemon=True))
+                self._pending[1].start()
+            fresh, thread = self._pending
+            thread.join(None if wait else 0)
+            if thread.is_alive():
+                return False
+            self._pending = None
+            self._show(fresh)
+            layout = fresh
         view = View.of(graph)
-        patch = self._scene.encode(self._picture.state(view))
+        patch = layout.scene.encode(layout.picture.state(view))
+        layout.views[-1] = view
         loss = _loss(graph)
-        self._views[-1] = view
-        status = f"live: iteration {iteration}" + (f", loss {loss}" if loss else "")
         state = {"iteration": iteration, "patch": patch}
         if self.selected:
             state["histograms"] = self._histograms(self.selected, view)
         with self.hold_sync():
-            self.status = status
+            self.status = f"live: iteration {iteration}" + (f", loss {loss}" if loss else "")
             self.live_state = state
+        return True
 
     # ----- the front end's requests -------------------------------------------------------
 
     def _on_message(self, _, content, buffers):
         if content.get("type") == "histogram":
-            step = min(max(int(content.get("step", -1)), -1), len(self._views) - 1)
-            self.send(self._histograms(content["node"], self._views[step]))
+            views = self._layout.views
+            step = min(max(int(content.get("step", -1)), -1), len(views) - 1)
+            self.send(self._histograms(content["node"], views[step]))
 
     def _histograms(self, unit_id, view):
         """Histograms of the value and gradient of the node drawn as `unit_id` (a block's
         output node), in `view`'s state."""
-        units = self._picture.units
-        key = next(k for k in units.visible() if self._scene.unit_id(k) == unit_id)
+        units = self._layout.picture.units
+        key = next(k for k in units.visible() if self._layout.scene.unit_id(k) == unit_id)
         node = units.members(key)[-1]
         out = {"type": "histogram", "node": unit_id, "name": node.name}
         for what, store in (("value", view.values), ("grad", view.grads)):
             if node.name in store:
                 out[what] = histogram(store[node.name])
         return out
+
+
+class _Layout(NamedTuple):
+    """A layout the widget shows: the scene, its picture, the state of each step (the
+    graph's own last), their texts and their active units."""
+    scene: Scene
+    picture: Picture
+    views: list
+    texts: list
+    active: list
+    running: bool  # laid out after the graph ran (so its skipped nodes are left out)
 
 
 def histogram(array):
