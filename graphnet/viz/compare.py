@@ -15,7 +15,7 @@ import numpy as np
 
 from .._format import norm, num
 from ..core.graph import Graph
-from .draw import Overlay, Picture, View, not_run
+from .draw import Overlay, Picture, View, graph_of, not_run
 from .scale import change_color
 
 #: The colour scale spans at least this many decades of change either way.
@@ -40,7 +40,7 @@ class Snapshot:
 def snapshot(graph, label=None):
     """A Snapshot of `graph` (a Graph, or a model with `.graph`) now. `label` names the
     moment in diff()'s title (default: 'snapshot')."""
-    graph = _graph(graph)
+    graph = graph_of(graph, "snapshot")
     view = View.of(graph)
     skipped = not_run(graph)
     copy = {part: {name: np.array(value, copy=True)[()] for name, value in items.items()
@@ -96,14 +96,7 @@ def log_ratio(before, after):
     return math.log10(after / before)
 
 
-def _graph(source):
-    graph = source if isinstance(source, Graph) else getattr(source, "graph", None)
-    if not isinstance(graph, Graph):
-        raise TypeError(f"expected a graphnet Graph, a model with .graph or a Snapshot, got "
-                        f"{type(source).__name__}")
-    return graph
-
-
 def _as_snapshot(item, label):
-    return item if isinstance(item, Snapshot) else snapshot(_graph(item), label)
+    return item if isinstance(item, Snapshot) else snapshot(graph_of(item, "diff"),
+                                                                    label)
 

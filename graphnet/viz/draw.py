@@ -50,6 +50,15 @@ def edge_gradients(graph):
     return graph.edge_gradients()
 
 
+def graph_of(source, who):
+    """The Graph of `source`: a Graph, or a model with `.graph`; else a TypeError."""
+    graph = source if isinstance(source, Graph) else getattr(source, "graph", None)
+    if not isinstance(graph, Graph):
+        raise TypeError(f"{who} takes a graphnet Graph or a model with .graph, got "
+                        f"{type(source).__name__}")
+    return graph
+
+
 def not_run(graph):
     """Names of the nodes the last forward did not compute: gates without a value (once
     some gate has one), and the sources only they read (a model's L2 branch with reg=0

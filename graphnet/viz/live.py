@@ -68,13 +68,14 @@ class Live:
         elif graph is not self._graph:
             return
         self.iterations += 1
-        if self.iterations % self.every and self.updates:
-            return
         began = time.perf_counter()
-        if self.spent > self.budget * (began - self._started):
-            self.skipped += 1
-            return
-        # False while the first layout is still running in a thread: then it tries
-        # again at the next iteration.
+        # While Graphviz lays the first drawing out in its thread, each iteration only
+        # looks whether it is done (and draws as soon as it is).
+        if not self.widget.laying_out:
+            if self.iterations % self.every and self.updates:
+                return
+            if self.spent > self.budget * (began - self._started):
+                self.skipped += 1
+                return
         self.updates += self.widget.live_update(self.iterations, graph)
         self.spent += time.perf_counter() - began

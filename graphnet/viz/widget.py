@@ -18,8 +18,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .._format import describe, num, scalar
-from ..core.graph import Graph
-from .draw import Picture, View
+from .draw import Picture, View, graph_of
 from .live import Live
 from .scene import Scene, static_text
 from .steps import backward_steps, forward_steps
@@ -61,7 +60,7 @@ class Widget(anywidget.AnyWidget):
         self._layout, self._pending = None, None  # the layout shown, one being computed
         self.on_msg(self._on_message)
         if graph is not None:
-            self.refresh(_as_graph(graph))
+            self.refresh(graph_of(graph, "Widget"))
 
     # ----- drawing ----------------------------------------------------------------------
 
@@ -106,13 +105,18 @@ class Widget(anywidget.AnyWidget):
             return []
         return _bounded(frames + backward_steps(graph, target, seed))
 
-    def live(self, every=10, budget=0.02):
+    def live(self, every=10, budget=0.01):
         """A context manager that redraws the gradient flow after every `every`-th
         backward of the graph (or, for a widget made without a graph, of the first graph
         that runs a backward in this thread: `graphnet.cli.main(['train', ...])`), never
         spending more than `budget` (a fraction) of the training's time on it: an update
         that would is skipped. Leaving it draws the final state."""
         return Live(self, every, budget)
+
+    @property
+    def laying_out(self):
+        """True while a new layout is being computed in the background."""
+        return self._pending is not None
 
     def live_update(self, iteration, graph, wait=False):
         """Redraw from `graph`'s current state (Live calls this every N iterations).
@@ -187,14 +191,6 @@ def histogram(array):
 
 def _bounded(frames):
     return frames if len(frames) <= MAX_STEPS else []
-
-
-def _as_graph(source):
-    graph = source if isinstance(source, Graph) else getattr(source, "graph", None)
-    if not isinstance(graph, Graph):
-        raise TypeError(f"Widget takes a graphnet Graph or a model with .graph, got "
-                        f"{type(source).__name__}")
-    return graph
 
 
 def _loss(graph):

@@ -1,21 +1,25 @@
 """Big graphs draw small: every default drawing stays within about 4000 px on its long
-side (deep stacks, a 10,000-node chain, the CNN, an unrolled RNN, a deep fully connected
-net), stacks in the rank direction (no staircase of clusters), and keeps its warnings on
-collapsed blocks. Rendered by Graphviz, measured on the PNG."""
+side (deep stacks, the CNN, an unrolled RNN, a deep fully connected net; the 10,000-node
+chain is in test_draw.py), stacks in the rank direction (no staircase of clusters), and
+keeps its warnings on collapsed blocks. Rendered by Graphviz, measured on the PNG. The
+stack and the RNN are the gallery's (visualizations/make_gallery.py)."""
 import io
 import re
 import shutil
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-import graphnet as gn
 from graphnet import viz
 from graphnet.viz.render import to_bytes
 
 pytestmark = [pytest.mark.skipif(not shutil.which("dot"), reason="no Graphviz 'dot'"),
               pytest.mark.slow]
 LONG_SIDE = 4000
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "visualizations"))
+import make_gallery as gallery  # noqa: E402  (the folder just put on the path)
 
 
 def png_size(drawing):
@@ -36,65 +40,17 @@ def rows_text(drawing):
     return re.sub(r"<[^>]+>", " ", drawing.source)
 
 
-def sigmoid_stack(layers=20):
-    rng = np.random.default_rng(0)
-    g = gn.Graph()
-    h = g.input("x", shape=(None, 16))
-    for i in range(1, layers + 1):
-        w = g.param(f"layer{i}/W", rng.standard_normal((16, 16)) / 4)
-        b = g.param(f"layer{i}/b", np.zeros(16))
-        h = g.sigmoid(g.affine(h, w, b, name=f"layer{i}/fc"), name=f"layer{i}/sigmoid")
-    g.softmax_loss(g.affine(h, g.param("out/W", rng.standard_normal((16, 4)) / 4),
-                            g.param("out/b", np.zeros(4)), name="out/fc"),
-                   np.arange(8) % 4, name="loss")
-    g.forward(x=rng.standard_normal((8, 16)))
-    g.backward()
-    return g
-
-
-def unrolled_rnn(steps=40, width=8):
-    """h_t = tanh(x_t Wx + h_{t-1} Wh + b), one scope per time step, the loss on the sum
-    of the last state: the vanilla RNN of CS231n's assignment 3, unrolled by hand."""
-    rng = np.random.default_rng(0)
-    g = gn.Graph()
-    Wx = g.param("Wx", rng.standard_normal((width, width)) * 0.3)
-    Wh = g.param("Wh", rng.standard_normal((width, width)) * 0.3)
-    b = g.param("b", np.zeros(width))
-    zero = g.param("zero", np.zeros(width))
-    h = g.input("h0", shape=(None, width))
-    feeds = {"h0": rng.standard_normal((2, width))}
-    for t in range(1, steps + 1):
-        x = g.input(f"x{t}", shape=(None, width))
-        feeds[f"x{t}"] = rng.standard_normal((2, width))
-        h = g.tanh(g.add(g.affine(x, Wx, b, name=f"t{t}/xWx"),
-                         g.affine(h, Wh, zero, name=f"t{t}/hWh"), name=f"t{t}/sum"),
-                   name=f"t{t}/h")
-    g.sum(h, name="loss")
-    g.forward(**feeds)
-    g.backward()
-    return g
-
-
 def test_a_20_layer_stack_fits_and_shows_where_the_gradient_vanishes():
-    drawing = viz.draw(sigmoid_stack())
+    drawing = viz.draw(gallery.vanishing_sigmoid_stack()[0])
     width, height = png_size(drawing)
     assert max(width, height) <= LONG_SIDE and height > width  # stacked top to bottom
     assert "vanishing" in rows_text(drawing)
 
 
 def test_clusters_stack_in_the_rank_direction_instead_of_a_staircase():
-    width, height = svg_size(viz.draw(sigmoid_stack(), collapse=False))
+    stack, _ = gallery.vanishing_sigmoid_stack()
+    width, height = svg_size(viz.draw(stack, collapse=False))
     assert width < 1000 < height
-
-
-def test_a_10000_node_chain_fits():
-    g = gn.Graph()
-    h = g.input("x")
-    for _ in range(10_000):
-        h = g.tanh(h)
-    g.forward(x=0.5)
-    g.backward()
-    assert max(png_size(viz.draw(g))) <= LONG_SIDE
 
 
 def test_the_cnn_fits():
@@ -106,7 +62,7 @@ def test_the_cnn_fits():
 
 
 def test_an_unrolled_rnn_fits_and_keeps_its_time_steps_in_order():
-    drawing = viz.draw(unrolled_rnn())
+    drawing = viz.draw(gallery.unrolled_rnn()[0])
     assert max(png_size(drawing)) <= LONG_SIDE
     titles = re.findall(r"<B>([^<]*× \[[^<]*)</B>", drawing.source)
     assert titles and all("affine" in t and "tanh" in t for t in titles)

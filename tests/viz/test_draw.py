@@ -3,6 +3,7 @@ the DOT source), the log scale, one meaning per colour, styles, flags, what the 
 forward did not run, anomalies, clusters and collapsing, the size of big drawings, and the
 files."""
 import html
+import io
 import re
 import time
 import xml.etree.ElementTree as ET
@@ -370,7 +371,8 @@ def test_large_graphs_without_scopes_or_repeats_still_collapse():
         viz.draw(g, collapse="scope")
 
 
-def test_a_10000_node_chain_draws_quickly_as_a_few_nodes():
+@needs_dot
+def test_a_10000_node_chain_draws_quickly_as_a_few_nodes_within_4000_px():
     g = gn.Graph()
     h = g.input("x")
     for _ in range(10_000):
@@ -383,6 +385,9 @@ def test_a_10000_node_chain_draws_quickly_as_a_few_nodes():
     rows = node_rows(drawing)
     assert len(rows) < 20 and elapsed < 5.0
     assert pieces(rows, "tanh") == 10_000
+    from PIL import Image
+    with Image.open(io.BytesIO(drawing.pipe(format="png"))) as image:
+        assert max(image.size) <= 4000
 
 
 def test_repeated_unscoped_layers_collapse_into_runs():

@@ -8,15 +8,15 @@ GRAPHNET_SCREENSHOTS=folder the screenshots are kept there, to look at.
 """
 import os
 import shutil
-from pathlib import Path
 
 import pytest
 
 import graphnet as gn
 from graphnet import viz
 
-sync_api = pytest.importorskip("playwright.sync_api")
-CHROMIUM = "/usr/bin/chromium"
+from .conftest import CHROMIUM, keep
+
+pytest.importorskip("playwright.sync_api")
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no Chromium at {CHROMIUM}"),
@@ -47,21 +47,6 @@ def deep_mlp(layers=6):
     g.softmax_loss(h, np.array([0, 1, 2]), name="loss")
     g.forward(x=rng.standard_normal((3, 4)))
     return g
-
-
-def keep(page, name):
-    folder = os.environ.get("GRAPHNET_SCREENSHOTS")
-    if folder:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(folder) / name))
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield launched
-        launched.close()
 
 
 def open_player(browser, path):

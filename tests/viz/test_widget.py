@@ -41,7 +41,8 @@ def test_the_widget_sends_one_layout_and_the_forward_and_backward_steps():
     assert w.texts[0].startswith("Step 1 of") and "forward" in w.texts[0]
     assert "backward" in w.texts[len(forward)]
     assert w.active[0] == "n_affine1" and w.active[len(forward)] == "n_data_5f_loss"
-    assert svg_ids(w.svg) == set(w.frames[0]["nodes"]) and "n_reg_5f_loss" not in w.frames[0]["nodes"]
+    assert svg_ids(w.svg) == set(w.frames[0]["nodes"])
+    assert "n_reg_5f_loss" not in w.frames[0]["nodes"]
     assert w.svg.count("<svg") == 1
     json.dumps([w.frames, w.texts])  # all of it goes to the browser as JSON
     last = {key: dict(item) for key, item in w.frames[0]["nodes"].items()}

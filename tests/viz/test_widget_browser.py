@@ -15,15 +15,15 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
-sync_api = pytest.importorskip("playwright.sync_api")
+from .conftest import CHROMIUM, keep
+
+pytest.importorskip("playwright.sync_api")
 pytest.importorskip("anywidget")
 pytest.importorskip("jupyterlab")
 nbformat = pytest.importorskip("nbformat")
-CHROMIUM = "/usr/bin/chromium"
 pytestmark = [
     pytest.mark.browser, pytest.mark.slow,
     pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no Chromium at {CHROMIUM}"),
@@ -47,13 +47,6 @@ solver = Solver(model, dict(X_train=X, y_train=y, X_val=X[:50], y_val=y[:50]),
 with w.live(every=5, budget=0.5):
     solver.train()
 print("trained", solver.iteration, "iterations")"""
-
-
-def keep(page, name):
-    folder = os.environ.get("GRAPHNET_SCREENSHOTS")
-    if folder:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(folder) / name))
 
 
 def free_port():
@@ -106,14 +99,6 @@ def server(tmp_path_factory):
         process.terminate()
         process.wait(timeout=30)
         log.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield launched
-        launched.close()
 
 
 def run_cells(page, count):

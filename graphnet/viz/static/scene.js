@@ -117,7 +117,8 @@ function createScene(stage, svgText, frames) {
   }
   function zoomBy(factor, x, y) {
     var r = stage.getBoundingClientRect();
-    var c = toSvg(x === undefined ? r.left + r.width / 2 : x, y === undefined ? r.top + r.height / 2 : y);
+    var c = toSvg(x === undefined ? r.left + r.width / 2 : x,
+                  y === undefined ? r.top + r.height / 2 : y);
     setView([c.x - (c.x - view[0]) / factor, c.y - (c.y - view[1]) / factor,
              view[2] / factor, view[3] / factor]);
   }
@@ -130,7 +131,9 @@ function createScene(stage, svgText, frames) {
     var g = element(id);
     if (!g) return;
     var r = g.getBoundingClientRect(), s = stage.getBoundingClientRect();
-    if (r.left >= s.left && r.right <= s.right && r.top >= s.top && r.bottom <= s.bottom) return;
+    var inside = r.left >= s.left && r.right <= s.right && r.top >= s.top &&
+      r.bottom <= s.bottom;
+    if (inside) return;
     var c = toSvg(r.left + r.width / 2, r.top + r.height / 2);
     setView([c.x - view[2] / 2, c.y - view[3] / 2, view[2], view[3]]);
   }

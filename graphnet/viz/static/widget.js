@@ -11,17 +11,21 @@ function el(tag, cls, text) {
 }
 
 function histogramSvg(h, color) {
-  var w = 260, ht = 70, n = h.counts.length, top = Math.max.apply(null, h.counts.concat([1]));
+  var w = 260, ht = 70, n = h.counts.length;
+  var top = Math.max.apply(null, h.counts.concat([1]));
   var bars = h.counts.map(function (c, i) {
     var bh = (ht - 4) * c / top;
     return '<rect x="' + (i * w / n).toFixed(1) + '" y="' + (ht - bh).toFixed(1) +
       '" width="' + Math.max(w / n - 1, 1).toFixed(1) + '" height="' + bh.toFixed(1) +
       '" fill="' + color + '"></rect>';
   }).join("");
-  var lo = h.edges.length ? h.edges[0].toPrecision(3) : "", hi = h.edges.length ? h.edges[h.edges.length - 1].toPrecision(3) : "";
+  var ends = h.edges.length ? [h.edges[0], h.edges[h.edges.length - 1]] : ["", ""];
+  var label = function (x, anchor, value) {
+    return '<text x="' + x + '" y="' + (ht + 12) + '" font-size="10" text-anchor="' +
+      anchor + '">' + (value === "" ? "" : value.toPrecision(3)) + "</text>";
+  };
   return '<svg width="' + w + '" height="' + (ht + 14) + '" class="gn-hist">' + bars +
-    '<text x="0" y="' + (ht + 12) + '" font-size="10">' + lo + '</text>' +
-    '<text x="' + w + '" y="' + (ht + 12) + '" font-size="10" text-anchor="end">' + hi + "</text></svg>";
+    label(0, "start", ends[0]) + label(w, "end", ends[1]) + "</svg>";
 }
 
 function render({ model, el: root }) {
@@ -78,9 +82,13 @@ function render({ model, el: root }) {
     scene = createScene(stage, model.get("svg"), frames);
     // the widget draws its own tooltip: drop the SVG's, so the two do not overlap
     scene.svg.querySelectorAll("title").forEach(function (t) { t.remove(); });
-    scene.svg.querySelectorAll("a").forEach(function (a) { a.removeAttribute("xlink:title"); });
+    scene.svg.querySelectorAll("a").forEach(function (a) {
+      a.removeAttribute("xlink:title");
+    });
     slider.max = frames.length - 1;
-    [prev, slider, next].forEach(function (e) { e.style.display = frames.length > 1 ? "" : "none"; });
+    [prev, slider, next].forEach(function (e) {
+      e.style.display = frames.length > 1 ? "" : "none";
+    });
     scene.start();
     show(model.get("step"));
     var live = model.get("live_state");
@@ -96,7 +104,8 @@ function render({ model, el: root }) {
     [["value", "#0072B2"], ["grad", "#D55E00"]].forEach(function (pair) {
       var h = msg[pair[0]];
       if (!h) return;
-      panel.appendChild(el("div", "gn-hist-label", pair[0] + (h.nonfinite ? " (" + h.nonfinite + " NaN/Inf left out)" : "")));
+      var left = h.nonfinite ? " (" + h.nonfinite + " NaN/Inf left out)" : "";
+      panel.appendChild(el("div", "gn-hist-label", pair[0] + left));
       var holder = el("div");
       holder.innerHTML = histogramSvg(h, pair[1]);
       panel.appendChild(holder);
