@@ -5,7 +5,9 @@
 Runs, in one kernel started with nbclient (so every live update is serialized and sent
 as a widget message, as in a notebook), the same training with and without a live
 widget, taking turns (plain, live, plain, live, ...) so a shared machine's load affects
-both alike, and prints the median wall time of each and their ratio:
+both alike, and prints the median wall time of each and their ratio, and the share of
+the training's time the live mode itself spent in the training thread (Live.overhead:
+preparing the layout, the redraws, the budget checks):
 
 (a) `graphnet train` (its defaults: the convnet on the 8x8 digits, 15 epochs, unless
     --cli-epochs) run in the kernel as graphnet.cli.main([...]), with
@@ -98,9 +100,11 @@ def main():
         live = statistics.median(r["seconds"] for r in live_runs)
         updates = statistics.median(r["updates"] for r in live_runs)
         skipped = statistics.median(r["skipped"] for r in live_runs)
+        spent = statistics.median(r["overhead"] for r in live_runs)
         print(f"{title}: plain {plain:.3f} s, live {live:.3f} s, ratio {live / plain:.3f} "
               f"(median of {args.pairs}; {updates:.0f} redraws, {skipped:.0f} skipped "
-              f"by the budget)")
+              f"by the budget; the live mode's own time in the training thread: "
+              f"{100 * spent:.1f} %)")
 
 
 if __name__ == "__main__":
