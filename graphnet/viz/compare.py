@@ -10,6 +10,7 @@ counterpart (diff two graphs, with and without batchnorm say: nodes match by nam
 """
 import dataclasses
 import math
+from typing import Any, Optional
 
 import numpy as np
 
@@ -31,13 +32,13 @@ class Snapshot:
     view: View
     label: str
 
-    def draw(self, **options):
+    def draw(self, **options: Any) -> Any:
         """The graph drawn as it was when the snapshot was taken (draw()'s options)."""
         from .draw import draw
         return draw(self.graph, view=self.view, **options)
 
 
-def snapshot(graph, label=None):
+def snapshot(graph: Any, label: Optional[str] = None) -> Snapshot:
     """A Snapshot of `graph` (a Graph, or a model with `.graph`) now. `label` names the
     moment in diff()'s title (default: 'snapshot')."""
     graph = graph_of(graph, "snapshot")
@@ -50,7 +51,7 @@ def snapshot(graph, label=None):
     return Snapshot(graph, View(copy["values"], copy["grads"], edges), label or "snapshot")
 
 
-def diff(before, after, *, title=None, **options):
+def diff(before: Any, after: Any, *, title: Optional[str] = None, **options: Any) -> Any:
     """A graphviz.Digraph of `after` (a Graph or a Snapshot) with each node filled by
     log10(|grad after| / |grad before|), |.| the L2 norm, against `before` (a Graph or a
     Snapshot: of the same graph earlier, or of another graph whose nodes share names).
@@ -87,7 +88,7 @@ def diff(before, after, *, title=None, **options):
     return drawing
 
 
-def log_ratio(before, after):
+def log_ratio(before: float, after: float) -> float:
     """log10(after / before), +-inf where one of them is 0, 0 where both are."""
     if before == after:
         return 0.0

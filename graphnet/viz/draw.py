@@ -17,7 +17,7 @@ import dataclasses
 import html
 import itertools
 import math
-from typing import Optional
+from typing import Any, Optional
 from collections import Counter, defaultdict
 
 
@@ -37,20 +37,20 @@ MAX_SIDE_PT = 2700.0
 DETAILS = ("compact", "full")
 
 
-def gradient_flag(grad, vanishing=1e-6, exploding=1e3):
+def gradient_flag(grad: Any, vanishing: float = 1e-6, exploding: float = 1e3) -> Optional[str]:
     """'NaN', 'Inf', 'vanishing' (0 < L2 norm < vanishing), 'exploding' (L2 norm >
     exploding) or None. An exact zero is not flagged: a max gate or a relu blocks a
     gradient on purpose, and a circuit shows that as 0."""
     return None if grad is None else Summary(grad).flag(vanishing, exploding)
 
 
-def edge_gradients(graph):
+def edge_gradients(graph: Graph) -> dict:
     """(consumer name, input position) -> the gradient that consumer sent to that input
     in the last backward (Graph.edge_gradients)."""
     return graph.edge_gradients()
 
 
-def graph_of(source, who):
+def graph_of(source: Any, who: str) -> Graph:
     """The Graph of `source`: a Graph, or a model with `.graph`; else a TypeError."""
     graph = source if isinstance(source, Graph) else getattr(source, "graph", None)
     if not isinstance(graph, Graph):
@@ -59,7 +59,7 @@ def graph_of(source, who):
     return graph
 
 
-def not_run(graph):
+def not_run(graph: Graph) -> set:
     """Names of the nodes the last forward did not compute: gates without a value (once
     some gate has one), and the sources only they read (a model's L2 branch with reg=0
     and its constant). Nothing is left out of a graph that has not run at all."""

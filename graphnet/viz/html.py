@@ -6,6 +6,7 @@ works offline, attached to an email or opened from a course's shared drive.
 import html
 import json
 from pathlib import Path
+from typing import Any, Iterable, Optional, Union
 
 from .scene import frames_scene, static_text
 
@@ -35,14 +36,15 @@ pre#text { background: #f6f6f6; border-left: 4px solid #F0E442; padding: 0.4em 0
 """
 
 
-def svg_page(svg, title):
+def svg_page(svg: str, title: str) -> str:
     """An HTML page showing one inline SVG drawing."""
     return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}"
             f"</title><style>{_STYLE}</style></head>\n<body><h1>{html.escape(title)}</h1>\n"
             f"<div class=\"drawing\">{svg}</div>\n</body></html>\n")
 
 
-def export_html(frames, path, title=None, interval=1.0, **options):
+def export_html(frames: Iterable[Any], path: Union[str, Path], title: Optional[str] = None,
+                interval: float = 1.0, **options: Any) -> Path:
     """Write a self-contained HTML player of `frames` (from backward_steps or
     forward_steps): one drawing laid out once, which each step restyles in place (the
     active gate in yellow, the numbers filling in); buttons, arrow keys, Home/End and

@@ -9,6 +9,7 @@ only restyles the widget's drawing; the one that needs a new layout (the first) 
 Graphviz in a thread, and training goes on until it is done.
 """
 import time
+from typing import Any, Callable, Optional
 
 from ..core.executor import Hook, thread_hooks
 
@@ -16,7 +17,7 @@ from ..core.executor import Hook, thread_hooks
 class Live:
     """What Widget.live() returns: a context manager (or call start() and stop())."""
 
-    def __init__(self, widget, every, budget):
+    def __init__(self, widget: Any, every: int, budget: float):
         if int(every) < 1:
             raise ValueError(f"live(every=...) must be a positive number of iterations, "
                              f"got {every!r}")
@@ -26,35 +27,40 @@ class Live:
         self.widget, self.every, self.budget = widget, int(every), float(budget)
         self.iterations = self.updates = self.skipped = 0
         self.spent = 0.0
-        self._started = None
-        self._remove = None
+        self._started = time.perf_counter()
+        self._remove: Optional[Callable[[], None]] = None
         self._graph = widget.graph
 
-    def start(self):
+    def start(self) -> "Live":
         if self._graph is not None:
             self._remove = self._graph.add_hook(end=self._walked).remove
         else:  # no graph yet: watch every graph in this thread, take the first to train
             hook, hooks = Hook(end=self._walked), thread_hooks()
             hooks.append(hook)
-            self._remove = lambda: hook in hooks and hooks.remove(hook)
+
+            def remove() -> None:
+                if hook in hooks:
+                    hooks.remove(hook)
+
+            self._remove = remove
         self._started = time.perf_counter()
         return self
 
-    def stop(self):
+    def stop(self) -> None:
         if self._remove is not None:
             self._remove()
             self._remove = None
         if self._graph is not None and self.iterations:
             self.widget.live_update(self.iterations, self._graph, wait=True)
 
-    def __enter__(self):
+    def __enter__(self) -> "Live":
         return self.start()
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: Any) -> None:
         self.stop()
 
     @property
-    def overhead(self):
+    def overhead(self) -> float:
         """The fraction of the time since start() spent redrawing."""
         elapsed = time.perf_counter() - self._started
         return self.spent / elapsed if elapsed > 0 else 0.0

@@ -9,6 +9,7 @@ what they show changes. The patches are sent as differences from the previous st
 """
 import dataclasses
 import re
+from typing import Any
 from importlib import resources
 
 from .draw import Picture, Row, dot_id
@@ -32,7 +33,7 @@ def _slot_rank(slot):
     return len(_SLOTS) + 1 + _LATE_SLOTS.index(slot), 0
 
 
-def static_text(name):
+def static_text(name: str) -> str:
     """A file of graphnet/viz/static/ (the front end, shipped inside the package)."""
     return resources.files(__package__).joinpath("static", name).read_text(encoding="utf-8")
 
@@ -113,7 +114,7 @@ class Scene:
         return {"nodes": nodes, "edges": patch["edges"]}
 
 
-def frames_scene(frames, reserve=False, **options):
+def frames_scene(frames: list, reserve: bool = False, **options: Any) -> "Scene":
     """The Scene of step frames (one walk's, or a forward's followed by a backward's);
     `options` go to the drawing (draw()'s keywords)."""
     views = [frame.view() for frame in frames]

@@ -13,11 +13,12 @@ the drawing out in Python, so the widget works offline in JupyterLab 4, Notebook
 VS Code (anywidget's front end comes with its Python package).
 """
 import threading
-from typing import NamedTuple
+from typing import Any, NamedTuple, Optional, Tuple
 
 import numpy as np
 
 from .._format import describe, num, scalar
+from ..core.graph import Graph
 from .draw import Picture, View, graph_of
 from .live import Live
 from .scene import Scene, static_text
@@ -45,26 +46,27 @@ class Widget(anywidget.AnyWidget):
     _esm = static_text("scene.js") + "\n" + static_text("widget.js")
     _css = static_text("widget.css")
     svg = traitlets.Unicode("").tag(sync=True)
-    frames = traitlets.List([]).tag(sync=True)
-    texts = traitlets.List([]).tag(sync=True)
-    active = traitlets.List([]).tag(sync=True)
+    frames = traitlets.List(traitlets.Dict()).tag(sync=True)
+    texts = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    active = traitlets.List(traitlets.Unicode()).tag(sync=True)
     step = traitlets.Int(0).tag(sync=True)
     live_state = traitlets.Dict({}).tag(sync=True)
     status = traitlets.Unicode("").tag(sync=True)
     selected = traitlets.Unicode("").tag(sync=True)
 
-    def __init__(self, graph=None, *, steps=True, **options):
+    def __init__(self, graph: Any = None, *, steps: bool = True, **options: Any):
         super().__init__()
         self.graph = None
         self.options, self.steps = options, steps
-        self._layout, self._pending = None, None  # the layout shown, one being computed
+        self._layout: Optional[_Layout] = None  # the layout shown
+        self._pending: Optional[Tuple[_Layout, threading.Thread]] = None  # one being made
         self.on_msg(self._on_message)
         if graph is not None:
             self.refresh(graph_of(graph, "Widget"))
 
     # ----- drawing ----------------------------------------------------------------------
 
-    def refresh(self, graph=None, steps=None):
+    def refresh(self, graph: Optional[Graph] = None, steps: Optional[bool] = None) -> None:
         """Lay the drawing out again from the graph's current state (after it ran)."""
         self._show(self._lay_out(graph or self.graph, steps))
 
@@ -105,7 +107,7 @@ class Widget(anywidget.AnyWidget):
             return []
         return _bounded(frames + backward_steps(graph, target, seed))
 
-    def live(self, every=10, budget=0.01):
+    def live(self, every: int = 10, budget: float = 0.01) -> Live:
         """A context manager that redraws the gradient flow after every `every`-th
         backward of the graph (or, for a widget made without a graph, of the first graph
         that runs a backward in this thread: `graphnet.cli.main(['train', ...])`), never
@@ -114,11 +116,11 @@ class Widget(anywidget.AnyWidget):
         return Live(self, every, budget)
 
     @property
-    def laying_out(self):
+    def laying_out(self) -> bool:
         """True while a new layout is being computed in the background."""
         return self._pending is not None
 
-    def live_update(self, iteration, graph, wait=False):
+    def live_update(self, iteration: int, graph: Graph, wait: bool = False) -> bool:
         """Redraw from `graph`'s current state (Live calls this every N iterations).
         A new layout (the first update, or the graph changed) runs Graphviz in a thread
         and returns False until it is done, unless `wait`; True once it drew."""
@@ -180,11 +182,12 @@ class _Layout(NamedTuple):
     running: bool  # laid out after the graph ran (so its skipped nodes are left out)
 
 
-def histogram(array):
+def histogram(array: Any) -> dict:
     """Counts of `array`'s finite entries in HISTOGRAM_BINS bins, with its statistics."""
     values = np.asarray(array, dtype=np.float64).ravel()
     finite = values[np.isfinite(values)]
-    counts, edges = np.histogram(finite, bins=HISTOGRAM_BINS) if finite.size else ([], [])
+    counts, edges = (np.histogram(finite, bins=HISTOGRAM_BINS) if finite.size
+                     else (np.zeros(0), np.zeros(0)))
     return {"counts": [int(c) for c in counts], "edges": [float(e) for e in edges],
             "summary": describe(array), "nonfinite": int(values.size - finite.size)}
 

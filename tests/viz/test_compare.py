@@ -31,8 +31,8 @@ def net(batchnorm=False, seed=0):
 
 def fill(drawing, name):
     import re
-    line = next(l for l in drawing.source.splitlines()
-                if re.search(rf"<B>{re.escape(name)}</B>", l))
+    line = next(row for row in drawing.source.splitlines()
+                if re.search(rf"<B>{re.escape(name)}</B>", row))
     return re.search(r'fillcolor="(#\w+)"', line).group(1)
 
 

@@ -9,6 +9,7 @@ GRAPHNET_SCREENSHOTS=folder the screenshots are kept there, to look at.
 import os
 import shutil
 
+import numpy as np
 import pytest
 
 import graphnet as gn

@@ -89,10 +89,10 @@ def server(tmp_path_factory):
             try:
                 urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2)
                 break
-            except OSError:
+            except OSError as error:
                 if time.monotonic() > deadline or process.poll() is not None:
                     raise RuntimeError("the Jupyter server did not start: "
-                                       + (home / "server.log").read_text()[-2000:])
+                                       + (home / "server.log").read_text()[-2000:]) from error
                 time.sleep(0.5)
         yield base, token
     finally:
