@@ -180,12 +180,14 @@ def test_the_widget_in_jupyterlab(server, browser):
     while not done.count() and time.monotonic() < deadline:
         seen.add(stage(page)["iteration"])
         if len(seen - {""}) == 3:
+            page.locator(".gn-widget").first.evaluate("e => e.scrollIntoView()")
             keep(page, "widget_live.png")
         time.sleep(0.1)
     assert done.count(), "the training cell did not finish"
     during = seen - {"", "800"}
     assert len(during) >= 2, seen  # updates arrived while it trained
     page.wait_for_function("document.querySelector('.gn-stage').dataset.iteration === '800'")
+    assert stage(page)["step"] == "9"  # live updates show the graph's state: the last step
     assert "live: iteration 800" in page.locator(".gn-status").inner_text()
     assert errors == []
 

@@ -154,6 +154,9 @@ function render({ model, el: root }) {
   model.on("change:live_state", function () {
     var live = model.get("live_state");
     if (!scene || !live.patch) return;
+    // a live update is the graph's own state: the slider's last position
+    var last = model.get("frames").length - 1;
+    if (Number(slider.value) !== last) show(last);
     scene.patch(live.patch);
     stage.dataset.iteration = String(live.iteration);
     if (live.histograms) showHistograms(live.histograms);
