@@ -80,9 +80,11 @@ def small_cnn():
 
 
 def vanishing_sigmoid_stack():
-    """20 layers of affine + sigmoid: each sigmoid multiplies the gradient by at most
-    0.25, so the early layers' gradients vanish (orange borders). Each layer is
-    collapsed into one block showing its output and the range of gradient norms inside."""
+    """20 layers of affine + sigmoid, drawn with the default options: each sigmoid
+    multiplies the gradient by at most 0.25, so the early layers' gradients vanish
+    (orange borders). Too tall to draw layer by layer, the stack collapses by itself into
+    a few pieces, each showing its output, the range of gradient norms inside and how
+    many of its nodes are flagged."""
     rng = np.random.default_rng(0)
     g = gn.Graph()
     h = g.input("x", shape=(None, 16))
@@ -95,7 +97,84 @@ def vanishing_sigmoid_stack():
     g.softmax_loss(scores, np.arange(8) % 4, name="loss")
     g.forward(x=rng.standard_normal((8, 16)))
     g.backward()
-    return g, {"collapse": "groups"}
+    return g, {}
+
+
+def two_layer_net():
+    """The course's TwoLayerNet after model.loss(X, y) with reg=0 (every model's
+    default): the forward ran only the data loss, so the L2 branch is left out (the legend
+    says how many nodes; show_not_run=True draws them, marked), and the loss node shows
+    its value and gradient."""
+    from graphnet.models import TwoLayerNet
+    np.random.seed(0)
+    model = TwoLayerNet(input_dim=64, hidden_dim=32, num_classes=10, weight_scale=0.1)
+    rng = np.random.default_rng(0)
+    model.loss(rng.standard_normal((20, 64)), rng.integers(0, 10, 20))
+    return model.graph, {}
+
+
+def three_layer_convnet():
+    """The course's ThreeLayerConvNet on CIFAR-shaped input, reg=1e-3: conv - relu -
+    2x2 max pool - affine - relu - affine - softmax, and the L2 penalty's gates. Tensor
+    nodes show one number each for value and gradient, their L2 norms; the tooltips of
+    the SVG hold the full statistics."""
+    from graphnet.models import ThreeLayerConvNet
+    np.random.seed(0)
+    model = ThreeLayerConvNet(num_filters=8, filter_size=5, hidden_dim=20, reg=1e-3)
+    rng = np.random.default_rng(0)
+    model.loss(rng.standard_normal((4, 3, 32, 32)), np.array([1, 4, 7, 9]))
+    return model.graph, {}
+
+
+def unrolled_rnn():
+    """A vanilla RNN unrolled over 40 time steps, h_t = tanh(x_t Wx + h_(t-1) Wh + b),
+    one scope per step: the run of repeated steps collapses into a few pieces, and the
+    gradient reaching the early steps vanishes."""
+    rng = np.random.default_rng(0)
+    g = gn.Graph()
+    Wx = g.param("Wx", rng.standard_normal((8, 8)) * 0.3)
+    Wh = g.param("Wh", rng.standard_normal((8, 8)) * 0.3)
+    b, zero = g.param("b", np.zeros(8)), g.param("zero", np.zeros(8))
+    h = g.input("h0", shape=(None, 8))
+    feeds = {"h0": rng.standard_normal((2, 8))}
+    for t in range(1, 41):
+        x = g.input(f"x{t}", shape=(None, 8))
+        feeds[f"x{t}"] = rng.standard_normal((2, 8))
+        h = g.tanh(g.add(g.affine(x, Wx, b, name=f"t{t}/xWx"),
+                         g.affine(h, Wh, zero, name=f"t{t}/hWh"), name=f"t{t}/sum"),
+                   name=f"t{t}/h")
+    g.sum(h, name="loss")
+    g.forward(**feeds)
+    g.backward()
+    return g, {}
+
+
+def nan_anomaly():
+    """Under gn.detect_anomaly() the forward stops at the first NaN: log of a negative
+    number. The drawing marks that node and its path to the loss in black (the nodes
+    after it did not run: they have no value)."""
+    g = gn.Graph()
+    x, w = g.input("x"), g.input("w")
+    logged = g.log(g.multiply(x, w, name="xw"), name="log")
+    g.add(g.multiply(logged, 2.0, name="twice"), g.tanh(w, name="tanh_w"), name="loss")
+    try:
+        with gn.detect_anomaly(), np.errstate(invalid="ignore"):
+            g.forward(x=2.0, w=-1.5)
+    except gn.AnomalyError as error:
+        return g, {"anomaly": error}
+    raise AssertionError("the forward should have met a NaN")
+
+
+def gradient_change():
+    """viz.diff(before, after): the MLP again after its second layer's weights were
+    scaled by 10; each node is filled by how its gradient's L2 norm changed (brown grew,
+    teal shrank, log scale)."""
+    g, _ = two_layer_mlp()
+    before = viz.snapshot(g, "before")
+    g.params["layer2/W"] = g.params["layer2/W"] * 10
+    g.forward(x=np.random.default_rng(0).standard_normal((4, 5)), y=np.array([0, 1, 2, 1]))
+    g.backward()
+    return viz.diff(before, g), None
 
 
 EXAMPLES = [
@@ -105,6 +184,12 @@ EXAMPLES = [
     ("small_cnn", "A small CNN, with what each gate cached", small_cnn),
     ("vanishing_sigmoid_stack", "Vanishing gradients in a 20-layer sigmoid stack",
      vanishing_sigmoid_stack),
+    ("two_layer_net", "A model with reg=0: the branch its forward skipped is left out",
+     two_layer_net),
+    ("three_layer_convnet", "The ThreeLayerConvNet", three_layer_convnet),
+    ("unrolled_rnn", "An RNN unrolled over 40 steps", unrolled_rnn),
+    ("nan_anomaly", "Where a NaN started, and its path to the loss", nan_anomaly),
+    ("gradient_change", "How each gradient changed: viz.diff", gradient_change),
 ]
 
 
@@ -112,21 +197,28 @@ def main():
     entries = []
     for stem, title, build in EXAMPLES:
         graph, options = build()
-        drawing = viz.draw(graph, **options)
+        drawing = graph if options is None else viz.draw(graph, **options)
         viz.export(drawing, HERE / f"{stem}.svg")
         png = viz.export(drawing, HERE / f"{stem}.png")
         # A drawing has few colours: a 256-colour palette keeps it sharp at a third the size.
         with Image.open(png) as image:
             small = image.convert("RGB").quantize(256)
         small.save(png, optimize=True)
+        if max(small.size) > 4000:
+            raise SystemExit(f"{stem}.png is {small.size[0]} x {small.size[1]} pixels: the "
+                             "default drawing should stay within 4000 on its long side")
         description = " ".join(build.__doc__.split())
         entries.append(f"## {title}\n\n{description}\n\n"
                        f"[SVG]({stem}.svg) · [PNG]({stem}.png)\n\n![{title}]({stem}.svg)\n")
-        print(f"wrote {stem}.svg and {stem}.png")
-    index = ("# graphnet gallery\n\nDrawings made by `graphnet.viz.draw` after a forward and "
-             "a backward pass. Values are green, gradients red; each edge carries the "
-             "gradient its consumer sent back, its width and colour on one log scale. "
-             "Regenerate them all with `python visualizations/make_gallery.py`.\n\n"
+        print(f"wrote {stem}.svg and {stem}.png ({small.size[0]} x {small.size[1]} px)")
+    index = ("# graphnet gallery\n\nDrawings made by `graphnet.viz.draw` with its default "
+             "options (unless the text says otherwise) after a forward and a backward pass. "
+             "Values are blue, gradients vermillion; each edge carries the gradient its "
+             "consumer sent back: its width is its size on one log scale, its colour its "
+             "sign (purple negative, green positive; grey for a tensor's norm). Borders warn: "
+             "orange vanishing, pink exploding, black NaN/Inf. Every PNG stays within 4000 "
+             "pixels on its long side. Regenerate them all with "
+             "`python visualizations/make_gallery.py`.\n\n"
              + "\n".join(entries))
     (HERE / "index.md").write_text(index, encoding="utf-8")
     print("wrote index.md")

@@ -1,5 +1,7 @@
 """Drawing and teaching: graphviz drawings with values, gradients and gradient flow,
-step-by-step forward and backward frames, and their export (SVG, PNG, DOT, HTML, GIF)."""
+step-by-step forward and backward frames and their player, comparisons of two moments,
+the notebook widget (`Widget`, needs anywidget), and export (SVG, PNG, DOT, HTML, GIF)."""
+from .compare import Snapshot, diff, snapshot
 from .draw import View, draw, edge_gradients, gradient_flag
 from .export import export
 from .html import export_html
@@ -10,4 +12,12 @@ from .plots import (GradFlowRecorder, grad_stats, plot_activations, plot_filters
 
 __all__ = ["draw", "export", "backward_steps", "forward_steps", "Frame", "export_html",
            "export_gif", "export_pngs", "GraphvizNotFoundError", "View", "edge_gradients",
-           "gradient_flag"]
+           "gradient_flag", "snapshot", "diff", "Snapshot", "Widget"]
+
+
+def __getattr__(name):
+    # The widget needs anywidget (an optional extra): imported when first asked for.
+    if name == "Widget":
+        from .widget import Widget
+        return Widget
+    raise AttributeError(f"module 'graphnet.viz' has no attribute {name!r}")

@@ -1,73 +1,82 @@
 """draw(graph) -> graphviz.Digraph: the graph with values, gradients and gradient flow.
 
-A node shows its gate, name and shape; after forward its value (green) and after
-backward its gradient (red): exact numbers for scalars, statistics for tensors. An edge
-shows the gradient its consumer sent back along it (not the input's total, which also
-holds what other consumers sent), its width and colour on one log scale for the whole
-drawing. Nodes whose gradient vanishes, explodes or is NaN/Inf get a coloured border.
+A node shows its name, gate and shape; after forward its value (blue), after backward its
+gradient (vermillion): the number for a scalar, the L2 norm for a tensor (its full
+statistics are in the tooltip, and in the node with detail='full'). An edge shows the
+gradient its consumer sent back along it (not the input's total, which also holds what
+other consumers sent): its width on one log scale for the whole drawing, its colour the
+sign. A node whose gradient vanishes, explodes or holds NaN/Inf gets a coloured border;
+the first NaN/Inf and its path to the loss are drawn in black. Gates the last forward did
+not run (a model's L2 branch with reg=0) are left out, or marked with show_not_run=True.
 
-Large graphs stay readable: named scopes ('layer1/fc') become clusters, and past
-`max_nodes` scopes and runs of repeated blocks collapse into one node each.
+Large graphs stay readable: named scopes ('layer1/fc') become clusters, the main path runs
+straight in the rank direction, and scopes, then runs of repeated blocks, collapse into
+one node each until the drawing fits in about 4000 pixels (or `max_nodes` units).
 """
 import dataclasses
 import html
 import itertools
 import math
-from typing import Optional
+from typing import Any, Optional
 from collections import Counter, defaultdict
 
-import numpy as np
 
-from .._format import describe, is_scalar, magnitude, norm, num, scalar, shape_text, stats
+from .._format import is_scalar, num, shape_text
 from ..core.graph import Graph
+from ..errors import AnomalyError
+from ..gates.base import fill, formula_of, rule_of
+from .collapse import Units, grouping
+from .measure import Measures, Summary
 from .render import Drawing
-from .scale import GradientScale, mix
+from .scale import (ACTIVE_FILL, ANOMALY, BORDER, FLAG_COLORS, FONT, GRAD, HEAT_HIGH, HEAT_LOW,
+                    MUTED, PENDING, ROLE_NAMES, STYLES, TEXT, VALUE, GradientScale, mix)
 
-FONT = "Helvetica,Arial,sans-serif"
-VALUE_COLOR, GRAD_COLOR, MUTED = "#1a7f37", "#c0392b", "#777777"
-ACTIVE_COLOR = "#ff8c00"
-HEAT_LOW, HEAT_HIGH = "#fff7ec", "#fc8d59"
-
-#: Node style per role: sources, gates, the loss (or the output a backward starts from)
-#: and collapsed blocks each look different, so a drawing reads without its legend.
-STYLES = {
-    "input": dict(shape="box", style="filled,diagonals", fillcolor="#dbe9f6", color="#4a7fb5"),
-    "param": dict(shape="box", style="filled", fillcolor="#fff2cc", color="#b8860b"),
-    "const": dict(shape="ellipse", style="filled,dashed", fillcolor="#f0f0f0", color="#999999",
-                  margin="0.02,0.02"),
-    "gate": dict(shape="box", style="rounded,filled", fillcolor="#ffffff", color="#555555"),
-    "loss": dict(shape="box", style="rounded,filled", fillcolor="#fde0dd", color="#c51b7d"),
-    "block": dict(shape="box3d", style="filled", fillcolor="#efe6f7", color="#6a3d9a"),
-}
-ROLE_NAMES = {"input": "input", "param": "parameter", "const": "constant",
-              "gate": "gate (activation)", "loss": "loss / output", "block": "collapsed block"}
-FLAG_COLORS = {"vanishing": "#e08214", "exploding": "#d7191c", "NaN": "#7b2cbf",
-               "Inf": "#7b2cbf"}
+#: The long side a default drawing aims to stay within, in points (PNG pixels are 4/3 of
+#: a point: Graphviz renders bitmaps at 96 dpi), so a PNG stays under about 4000 px.
+MAX_SIDE_PT = 2700.0
+DETAILS = ("compact", "full")
 
 
-def gradient_flag(grad, vanishing=1e-6, exploding=1e3):
+def gradient_flag(grad: Any, vanishing: float = 1e-6, exploding: float = 1e3) -> Optional[str]:
     """'NaN', 'Inf', 'vanishing' (0 < L2 norm < vanishing), 'exploding' (L2 norm >
     exploding) or None. An exact zero is not flagged: a max gate or a relu blocks a
     gradient on purpose, and a circuit shows that as 0."""
-    if grad is None:
-        return None
-    array = np.asarray(grad)
-    if np.isnan(array).any():
-        return "NaN"
-    if np.isinf(array).any():
-        return "Inf"
-    size = norm(array)
-    if 0 < size < vanishing:
-        return "vanishing"
-    if size > exploding:
-        return "exploding"
-    return None
+    return None if grad is None else Summary(grad).flag(vanishing, exploding)
 
 
-def edge_gradients(graph):
+def edge_gradients(graph: Graph) -> dict:
     """(consumer name, input position) -> the gradient that consumer sent to that input
     in the last backward (Graph.edge_gradients)."""
     return graph.edge_gradients()
+
+
+def graph_of(source: Any, who: str) -> Graph:
+    """The Graph of `source`: a Graph, or a model with `.graph`; else a TypeError."""
+    graph = source if isinstance(source, Graph) else getattr(source, "graph", None)
+    if not isinstance(graph, Graph):
+        raise TypeError(f"{who} takes a graphnet Graph or a model with .graph, got "
+                        f"{type(source).__name__}")
+    return graph
+
+
+def not_run(graph: Graph) -> set:
+    """Names of the nodes the last forward did not compute: gates without a value (once
+    some gate has one), and the sources only they read (a model's L2 branch with reg=0
+    and its constant). Nothing is left out of a graph that has not run at all."""
+    store = graph.store
+    gates = [n for n in graph.nodes if n.gate is not None]
+    if all(store.values[n.index] is None for n in gates):
+        return set()
+    missing = {n.name for n in gates if store.values[n.index] is None}
+    consumers = defaultdict(list)
+    for node in graph.nodes:
+        for inp in node.inputs:
+            consumers[inp.name].append(node.name)
+    for node in graph.nodes:
+        if node.gate is None and consumers[node.name] and \
+                all(c in missing for c in consumers[node.name]):
+            missing.add(node.name)
+    return missing
 
 
 @dataclasses.dataclass
@@ -80,7 +89,8 @@ class View:
     edge_grads: dict
     active: Optional[str] = None
     active_edges: frozenset = frozenset()
-    pending: bool = False
+    #: The quantities ('value', 'grad') a walk is filling in: unknown ones show '?'.
+    pending: frozenset = frozenset()
     #: Gradients the edge scale spans, if not the ones drawn: the frames of one walk
     #: share the last frame's scale, so an edge's width does not change between steps.
     scale_grads: Optional[list] = None
@@ -93,254 +103,590 @@ class View:
                    edge_grads=graph.edge_gradients())
 
 
-def draw(graph, *, values=True, grads=True, show_cache=False, group_by="scope",
-         collapse="auto", max_nodes=120, vanishing=1e-6, exploding=1e3, legend=True,
-         rankdir=None, title=None, view=None, heat=None, heat_unit=""):
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One line of a node's label. `slot` names what it shows ('value', 'grad', ...), so
+    that the rows of one node in several states line up (the step player's frames)."""
+    slot: str
+    text: str
+    color: str = TEXT
+    size: int = 12
+    bold: bool = False
+
+
+def draw(graph, *, values=True, grads=True, show_cache=False, detail="compact",
+         show_not_run=False, group_by="scope", collapse="auto", max_nodes=120,
+         vanishing=1e-6, exploding=1e3, legend=True, rankdir=None, title=None, view=None,
+         heat=None, heat_unit="", anomaly="auto"):
     """A graphviz.Digraph of `graph` (see the module docstring for what it shows).
 
     values, grads: show node values and gradients (and gradients on edges).
     show_cache: also summarize what each gate saved for backward (masks, batchnorm stats).
+    detail: 'compact' (one number each for a tensor's value and gradient: the L2 norm;
+        the full statistics in the tooltip) or 'full' (mean, std, min, max and L2 norm).
+    show_not_run: also draw the gates the last forward did not run, marked 'not run'.
     group_by: 'scope' (the part of a name before its last '/'), None, or a function
         node -> group name or None. Groups are drawn as clusters; '/' nests them.
-    collapse: 'auto' (collapse only past `max_nodes` nodes: scopes first, then runs of
-        repeated blocks, then consecutive stretches), 'groups' (every group becomes one
-        node), True (every group and every run of repeats), False, or a collection of
-        group names to collapse.
+    collapse: 'auto' (collapse only as far as needed to fit about 4000 px or `max_nodes`
+        units: scopes first, then runs of repeated blocks, then consecutive stretches),
+        'groups' (every group becomes one node), True (every group and every run of
+        repeats), False, or a collection of group names to collapse.
     vanishing, exploding: L2-norm thresholds of the gradient flags.
     rankdir: 'LR' (left to right, the default for scalar circuits) or 'TB' (top to
-        bottom, the default for tensor graphs, whose labels are wide).
+        bottom, the default for tensor graphs).
     title: a text drawn above the graph (several lines allowed).
     view: a View to draw instead of the graph's current state (step frames pass one).
     heat: {node name: number} to fill nodes by (darker = larger), e.g. a profile's
         milliseconds; heat_unit names its unit in the labels.
+    anomaly: 'auto' (find the first node whose value or gradient went NaN/Inf), an
+        AnomalyError or a node name (that node), or None: the node and its path to the
+        loss are drawn in black.
 
     The result has `.flags`, {node name: 'vanishing' | 'exploding' | 'NaN' | 'Inf'}.
     """
-    if not isinstance(graph, Graph):
-        raise TypeError(f"draw() takes a graphnet Graph, got {type(graph).__name__}; for a "
-                        "model pass model.graph")
-    nodes = graph.nodes
-    view = View.of(graph) if view is None else view
-    rankdir = rankdir or _auto_rankdir(view)
-    # The arrow points the way the gradient flows: against the edge, from consumer to input.
-    arrow = {"LR": "←", "RL": "→", "TB": "↑", "BT": "↓"}[rankdir]
-    units = _Units(nodes, _grouping(group_by))
-    units.collapse(collapse, max_nodes)
-    flags = {}
-    if grads:
-        flags = {name: flag for name, grad in view.grads.items()
-                 if (flag := gradient_flag(grad, vanishing, exploding))}
-    edges = _edges(nodes, units, view if grads else dataclasses.replace(view, edge_grads={}))
-    flowing = [e for e in edges if e.value is not None]
-    if view.scale_grads is None:
-        scale = GradientScale([e.value for e in flowing], signed=all(e.signed for e in flowing))
-    else:
-        scale = GradientScale(view.scale_grads, signed=all(is_scalar(g) for g in view.scale_grads)
-                              and all(e.signed for e in flowing))
-    sinks = set(map(id, graph.sinks))
-
-    dot = Drawing(name="graphnet", graph_attr=dict(
-        rankdir=rankdir, fontname=FONT, nodesep="0.25", ranksep="0.45", newrank="true"),
-        node_attr=dict(fontname=FONT, fontsize="12", margin="0.12,0.06"),
-        edge_attr=dict(fontname=FONT, fontsize="11", arrowsize="0.7"))
-    if title:
-        dot.attr(label=_title_label(title), labelloc="t", labeljust="l", fontsize="14")
-    label_options = dict(values=values, grads=grads, show_cache=show_cache, flags=flags,
-                         heat=heat or {}, heat_unit=heat_unit,
-                         heat_max=max((heat or {}).values(), default=0.0))
-    _emit_units(dot, units, view, sinks, label_options, with_clusters=group_by is not None)
-    for edge in edges:
-        dot.edge(edge.tail, edge.head, **_edge_attrs(edge, scale, view, arrow))
-    if legend:
-        roles = {units.role(key, sinks) for key in units.visible()}
-        # Dot packs disconnected parts side by side; an invisible edge from each sink puts
-        # the legend in the rank after the outputs instead.
-        for sink in graph.sinks:
-            dot.edge(_dot_id(units.unit[sink.name]), "legend", style="invis")
-        _legend(dot, roles, scale if flowing else None, flags, vanishing, exploding,
-                active=view.active is not None, arrow=arrow)
-    dot.flags = flags
-    return dot
+    picture = Picture(graph, view, values=values, grads=grads, show_cache=show_cache,
+                      detail=detail, show_not_run=show_not_run, group_by=group_by,
+                      collapse=collapse, max_nodes=max_nodes, vanishing=vanishing,
+                      exploding=exploding, rankdir=rankdir, anomaly=anomaly,
+                      overlay=heat_overlay(heat, heat_unit))
+    return picture.dot(picture.state(picture.view), legend=legend, title=title)
 
 
-def _auto_rankdir(view):
-    return "LR" if all(is_scalar(v) for v in view.values.values()) else "TB"
+def heat_overlay(heat, unit):
+    """{name: (fill colour, label text)} filling nodes by a number (darker = larger)."""
+    if not heat:
+        return None
+    top = max(heat.values(), default=0.0)
+    return Overlay({name: (mix(HEAT_LOW, HEAT_HIGH, amount / top if top > 0 else 0.0),
+                           f"{num(amount)} {unit}".strip()) for name, amount in heat.items()},
+                   [(None, f"fill: {unit or 'amount'} per node, darker = more")])
 
 
-# ----- grouping and collapsing ---------------------------------------------------------
-
-def _grouping(group_by):
-    if group_by is None:
-        return lambda node: None
-    if group_by == "scope":
-        return lambda node: node.name.rsplit("/", 1)[0] if "/" in node.name else None
-    if callable(group_by):
-        return group_by
-    raise ValueError(f"group_by must be 'scope', None or a function node -> group name, "
-                     f"got {group_by!r}")
+@dataclasses.dataclass
+class Overlay:
+    """Fills and a label row per node that replace the role fills (a profile's times,
+    a comparison's gradient change), and the legend lines that explain them: (fill or
+    None, text) pairs."""
+    cells: dict
+    legend: list
 
 
-class _Units:
-    """Which drawn unit each node belongs to: itself, or a collapsed block. Keys are
-    node names for single nodes and 'block:<n>' for blocks."""
+@dataclasses.dataclass
+class State:
+    """A view, with what the drawing derives from it: flags, the edge scale, the anomaly."""
+    view: View
+    measure: Measures
+    flags: dict
+    edge_values: list  # what each edge shows (Edge.value), in the order of Picture.edges
+    scale: GradientScale
+    flowing: bool
+    anomaly: tuple  # (origin name or None, names on its path to the loss)
 
-    RUN_PERIODS, MIN_REPEATS = range(1, 9), 3
 
-    def __init__(self, nodes, group_of):
-        self.nodes, self.group_of = nodes, group_of
-        self.by_name = {n.name: n for n in nodes}
-        self.position = {n.name: i for i, n in enumerate(nodes)}
-        self.unit = {n.name: n.name for n in nodes}
-        self.blocks = {}  # key -> (title, member nodes in topological order)
-        self._block_ids = itertools.count()
-        self.consumers = defaultdict(list)
-        for node in nodes:
-            for inp in node.inputs:
-                self.consumers[inp.name].append(node)
+@dataclasses.dataclass
+class Edge:
+    """A drawn edge: one graph edge, or several merged where a collapsed block is an end."""
+    tail: str      # unit keys
+    head: str
+    carried: list  # (consumer name, input position) of the graph edges drawn as this one
+    main: bool     # the tail is a gate or an input: the path data flows along
+    index: int     # its place in Picture.edges
 
-    def visible(self):
-        return list(dict.fromkeys(self.unit[n.name] for n in self.nodes))
+    def value(self, view, measure):
+        """What the edge shows, as a number: the one scalar gradient sent along it, or the
+        L2 norm of the tensor (or of the several gradients together); None if none."""
+        sent = [view.edge_grads.get(c) for c in self.carried]
+        known = [measure(g) for g in sent if g is not None]
+        if not known:
+            return None
+        if len(sent) == 1 and known[0].scalar:
+            return known[0].value
+        return math.sqrt(sum(m.size ** 2 for m in known))
 
-    def members(self, key):
-        return self.blocks[key][1] if key in self.blocks else [self.by_name[key]]
+    def signed(self, view):
+        sent = [view.edge_grads.get(c) for c in self.carried]
+        return len(sent) == 1 and is_scalar(sent[0])
 
-    def role(self, key, sinks):
-        return "block" if key in self.blocks else _role(self.by_name[key], sinks)
 
-    def collapse(self, how, max_nodes):
-        if isinstance(how, str) and how not in ("auto", "groups"):
-            raise ValueError(f"collapse must be 'auto', 'groups', True, False or a collection "
-                             f"of group names, got {how!r}")
-        if how is False or (how == "auto" and len(self.nodes) <= max_nodes):
-            return
-        if how is True or how in ("auto", "groups"):
-            self._collapse_groups(lambda group: True)
+class Picture:
+    """What a drawing of a graph holds, apart from any one state of it: the units drawn
+    (nodes and collapsed blocks), the edges between them and the options. `state(view)`
+    derives what one state adds, and `dot(state)` writes the Digraph. The step player
+    draws many states on one layout from one Picture."""
+
+    def __init__(self, graph, view=None, *, values=True, grads=True, show_cache=False,
+                 detail="compact", show_not_run=False, group_by="scope", collapse="auto",
+                 max_nodes=120, vanishing=1e-6, exploding=1e3, rankdir=None,
+                 anomaly="auto", overlay=None):
+        if not isinstance(graph, Graph):
+            raise TypeError(f"draw() takes a graphnet Graph, got {type(graph).__name__}; for "
+                            "a model pass model.graph")
+        if detail not in DETAILS:
+            raise ValueError(f"detail must be 'compact' or 'full', got {detail!r}")
+        self.graph = graph
+        self.options = dict(values=values, grads=grads, show_cache=show_cache, detail=detail,
+                            vanishing=vanishing, exploding=exploding)
+        self.anomaly_option = anomaly
+        self.overlay = overlay
+        self.view = view = View.of(graph) if view is None else view
+        self.rankdir = rankdir or ("LR" if all(is_scalar(v) for v in view.values.values())
+                                   else "TB")
+        # The arrow points the way the gradient flows: against the edge, to the input.
+        self.arrow = {"LR": "←", "RL": "→", "TB": "↑", "BT": "↓"}[self.rankdir]
+        self.hidden = set()
+        # A NaN stops the forward: the nodes after it did not run, but its path to the
+        # loss is what the drawing must show.
+        _, path = self._anomaly(view, Measures())
+        skipped = not_run(graph) - path
+        self.not_run = skipped if show_not_run else set()
+        self.hidden = set() if show_not_run else skipped
+        self.sinks = {id(n) for n in graph.sinks}
+        nodes = [n for n in graph.nodes if n.name not in self.hidden]
+        self.units = Units(nodes, grouping(group_by))
+        self.clusters = group_by is not None
+        self.edges = self._edges()
+        probe = self.state(view)
+        self.units.collapse(collapse, max_nodes, lambda units: self._too_big(units, probe))
+        self.edges = self._edges()
+
+    # ----- one state --------------------------------------------------------------------
+
+    def state(self, view):
+        measure, flags = Measures(), {}
+        if self.options["grads"]:
+            flags = {name: flag for name, grad in view.grads.items()
+                     if name not in self.hidden and (flag := measure(grad).flag(
+                         self.options["vanishing"], self.options["exploding"]))}
+        edge_values = [e.value(view, measure) if self.options["grads"] else None
+                       for e in self.edges]
+        drawn = [v for v in edge_values if v is not None]
+        signed = all(e.signed(view) for e, v in zip(self.edges, edge_values) if v is not None)
+        if view.scale_grads is not None:
+            signed = signed and all(is_scalar(g) for g in view.scale_grads)
+            drawn = [measure(g).value if signed else measure(g).size for g in view.scale_grads]
+        return State(view, measure, flags, edge_values, GradientScale(drawn, signed),
+                     bool(drawn), self._anomaly(view, measure))
+
+    def _anomaly(self, view, measure):
+        option = self.anomaly_option
+        if option is None or option is False:
+            return None, set()
+        if isinstance(option, AnomalyError):
+            origin = option.node
+        elif option == "auto":
+            origin = first_nonfinite(self.graph.nodes, view, measure)
         else:
-            wanted = set(how)
-            self._collapse_groups(lambda group: group in wanted)
-            return
-        if how is True or (how == "auto" and len(self.visible()) > max_nodes):
-            self._collapse_runs()
-        if how == "auto" and len(self.visible()) > max_nodes:
-            self._collapse_stretches(max_nodes)
+            origin = option
+        if origin is None or origin not in self.graph:
+            return None, set()
+        path, frontier = {origin}, [origin]
+        consumers = defaultdict(list)
+        for node in self.graph.nodes:
+            for inp in node.inputs:
+                consumers[inp.name].append(node.name)
+        while frontier:
+            for name in consumers[frontier.pop()]:
+                if name not in path and name not in self.hidden:
+                    path.add(name)
+                    frontier.append(name)
+        return origin, path
 
-    def _new_block(self, title, members):
-        key = f"block:{next(self._block_ids)}"
-        members = sorted(members, key=self._sort_key)
-        self.blocks[key] = (title, members)
-        for node in members:
-            self.unit[node.name] = key
+    # ----- the Digraph ------------------------------------------------------------------
 
-    def _sort_key(self, node):
-        return self.position[node.name]
+    def dot(self, state, *, legend=True, title=None, rows=None):
+        """The Digraph of `state`; `rows` ({unit key: rows}) replaces the labels' rows
+        (the step player lays out the widest text each row takes over its frames)."""
+        dot = Drawing(name="graphnet", graph_attr=dict(
+            rankdir=self.rankdir, fontname=FONT, nodesep="0.3", ranksep="0.4",
+            newrank="true", outputorder="edgesfirst"),
+            node_attr=dict(fontname=FONT, fontsize="12", margin="0.12,0.05", color=BORDER),
+            edge_attr=dict(fontname=FONT, fontsize="11", arrowsize="0.7", fontcolor=TEXT))
+        if title:
+            dot.attr(label=_title_label(title), labelloc="t", labeljust="l", fontsize="14")
+        clusters = defaultdict(list)  # group path -> node statements' (key, attrs)
+        for key in self.units.visible():
+            attrs = self.node_attrs(key, state)
+            attrs["label"] = table(rows[key] if rows else self.node_rows(key, state))
+            group = None
+            if self.clusters and key not in self.units.blocks:
+                group = self.units.group_of(self.units.by_name[key])
+            clusters[group].append((dot_id(key), attrs))
+        for key, attrs in clusters.pop(None, []):
+            dot.node(key, **attrs)
+        _emit_clusters(dot, clusters, prefix="")
+        for tail, head in self._cluster_stacking():
+            dot.edge(dot_id(tail), dot_id(head), style="invis", weight="0")
+        for index, edge in enumerate(self.edges):
+            attrs = self.edge_attrs(edge, state)
+            if rows is not None:
+                attrs.pop("label", None)
+                attrs.pop("decorate", None)
+                if rows[("edge", index)]:
+                    attrs.update(label=rows[("edge", index)], decorate="true")
+            dot.edge(dot_id(edge.tail), dot_id(edge.head), id=f"e{index}", **attrs)
+        if legend:
+            # Dot packs disconnected parts side by side; an invisible edge from each unit
+            # that feeds no other puts the legend in the rank after the outputs instead.
+            tails = {edge.tail for edge in self.edges}
+            for key in self.units.visible():
+                if key not in tails:
+                    dot.edge(dot_id(key), "legend", style="invis")
+            with dot.subgraph(name="legend") as box:
+                box.attr(rank="sink")
+                box.node("legend", id="legend", shape="box", style="rounded",
+                         color="#bbbbbb", fontsize="11", label=self.legend(state))
+        dot.flags = state.flags
+        return dot
 
-    def _collapse_groups(self, chosen):
-        """Collapse each chosen group (with its nested groups) into one block."""
-        members = defaultdict(list)
-        for node in self.nodes:
-            group = self.group_of(node)
-            if group is None:
+    def _cluster_stacking(self):
+        """(data input, parameter) pairs to rank one after the other: dot would put a
+        layer's weights beside the previous layer's output, so that the two layers'
+        clusters share a rank and the next cluster has to move aside (a staircase)."""
+        if not self.clusters:
+            return []
+        units, pairs = self.units, []
+        for node in units.nodes:
+            if node.gate is None or units.unit[node.name] != node.name:
                 continue
-            # The outermost chosen enclosing scope wins: collapsing 'a' hides 'a/b'.
-            parts = group.split("/")
-            for depth in range(1, len(parts) + 1):
-                prefix = "/".join(parts[:depth])
-                if chosen(prefix):
-                    members[prefix].append(node)
-                    break
-        for group, nodes in members.items():
-            self._new_block(group, nodes)
-        self._absorb_sources()
+            group = units.group_of(node)
+            sources = [i for i in node.inputs if i.kind in ("param", "const")
+                       and units.unit.get(i.name) == i.name and units.group_of(i) == group]
+            feeds = [units.unit[i.name] for i in node.inputs
+                     if i.name in units.unit and (i.kind == "input" or i.gate is not None)
+                     and (units.unit[i.name] in units.blocks or units.group_of(i) != group)]
+            pairs += [(feed, source.name) for feed in feeds for source in sources]
+        return pairs
 
-    def _absorb_sources(self):
-        """A param or const used only inside one block belongs to it (a layer's weights)."""
-        absorbed = defaultdict(list)
-        for node in self.nodes:
-            if node.kind in ("param", "const") and self.unit[node.name] == node.name:
-                homes = {self.unit[c.name] for c in self.consumers[node.name]}
-                if len(homes) == 1 and (home := homes.pop()) in self.blocks:
-                    absorbed[home].append(node)
-        for home, sources in absorbed.items():
-            title, members = self.blocks[home]
-            self.blocks[home] = (title, sorted(members + sources, key=self._sort_key))
-            for node in sources:
-                self.unit[node.name] = home
+    # ----- nodes ------------------------------------------------------------------------
 
-    def _signature(self, key):
-        return tuple(n.op for n in self.members(key) if n.gate is not None)
+    def role(self, key):
+        if key in self.units.blocks:
+            return "block"
+        node = self.units.by_name[key]
+        if node.name in self.not_run:
+            return "not_run"
+        if node.gate is None:
+            return node.kind
+        loss = node.op.endswith("_loss") or (id(node) in self.sinks and node.shape == ())
+        return "loss" if loss else "gate"
 
-    def _collapse_runs(self):
-        """Collapse each run of >= MIN_REPEATS consecutive repeats of one pattern of
-        units (same gate ops in the same order) into one block: 10,000 tanh gates in a
-        chain, or layer1 ... layer50 of the same layer."""
-        sequence = [k for k in self.visible() if self._signature(k)]
-        signatures = [self._signature(k) for k in sequence]
-        start = 0
-        while start < len(sequence):
-            period, repeats = self._longest_run(signatures, start)
-            if repeats >= self.MIN_REPEATS:
-                keys = sequence[start:start + period * repeats]
-                members = [n for k in keys for n in self.members(k)]
-                ops = " → ".join(op for s in signatures[start:start + period] for op in s)
-                title = f"{repeats} × [{ops}]"
-                for key in keys:
-                    self.blocks.pop(key, None)
-                self._new_block(title, members)
-                start += period * repeats
-            else:
-                start += 1
-        self._absorb_sources()
+    def node_rows(self, key, state):
+        if key in self.units.blocks:
+            return self._block_rows(key, state)
+        node, view, options = self.units.by_name[key], state.view, self.options
+        rows = [Row("name", node.name, size=13, bold=True),
+                Row("op", f"{gate_text(node)} · {shape_text(node.shape)}", MUTED, 11)]
+        if node.name in self.not_run:
+            return rows + [Row("status", "not run in the last forward", MUTED, 11)]
+        if options["values"]:
+            rows += self._quantity_rows("value", view.values.get(node.name), VALUE, state,
+                                        node.shape == ())
+        if options["grads"] and (node.requires_grad or node.name in view.grads):
+            rows += self._quantity_rows("grad", view.grads.get(node.name), GRAD, state,
+                                        node.shape == ())
+        if options["show_cache"] and node.gate is not None and node.value is not None:
+            lines = node.gate.summarize_cache(node.cache, [i.name for i in node.inputs])
+            rows += [Row(f"cache{i}", line, "#555599", 10) for i, line in enumerate(lines)]
+        if self.overlay and node.name in self.overlay.cells:
+            rows.append(Row("overlay", self.overlay.cells[node.name][1], TEXT, 11, True))
+        origin, _ = state.anomaly
+        flag = state.flags.get(node.name)
+        if node.name == origin:
+            rows.append(Row("flag", "⚠ the first NaN/Inf", ANOMALY, 11, True))
+        elif flag:
+            rows.append(Row("flag", f"⚠ {flag} gradient", FLAG_COLORS[flag], 11, True))
+        return rows
 
-    def _longest_run(self, signatures, start):
-        best = (1, 1)
-        for period in self.RUN_PERIODS:
-            pattern = signatures[start:start + period]
-            if len(pattern) < period:
-                break
-            repeats = 1
-            while signatures[start + repeats * period:start + (repeats + 1) * period] == pattern:
-                repeats += 1
-            if repeats >= self.MIN_REPEATS and period * repeats > best[0] * best[1]:
-                best = (period, repeats)
-        return best
+    def _block_rows(self, key, state):
+        """A collapsed block: its size and ops, its output's value and gradient, the range
+        of gradient norms inside, and how many of its nodes are flagged."""
+        title, members = self.units.blocks[key]
+        view, output = state.view, members[-1]
+        ops = Counter(n.op for n in members if n.gate is not None)
+        sources = Counter(n.kind for n in members if n.gate is None)
+        rows = [Row("name", title, size=13, bold=True),
+                Row("op", f"{len(members)} nodes: " + ", ".join(
+                    f"{count} {op}" for op, count in itertools.chain(ops.items(),
+                                                                     sources.items())),
+                    MUTED, 11),
+                Row("range", f"{members[0].name} … {output.name} · "
+                             f"{shape_text(output.shape)}", MUTED, 11)]
+        if self.options["values"]:
+            rows += self._quantity_rows("value", view.values.get(output.name), VALUE, state,
+                                        output.shape == ())
+        grads = [view.grads[n.name] for n in members if n.name in view.grads]
+        if self.options["grads"] and (grads or "grad" in view.pending):
+            rows += self._quantity_rows("grad", view.grads.get(output.name), GRAD, state,
+                                        output.shape == ())
+            sizes = [state.measure(g).size for g in grads]
+            inside = f"{num(min(sizes))} … {num(max(sizes))}" if sizes else "?"
+            rows.append(Row("inside", f"grad L2 inside: {inside}", GRAD, 11))
+        flagged = Counter(state.flags[n.name] for n in members if n.name in state.flags)
+        if flagged:
+            worst = flagged.most_common(1)[0][0]
+            rows.append(Row("flag", "⚠ " + ", ".join(f"{c} {f}" for f, c in flagged.items()),
+                            FLAG_COLORS[worst], 11, True))
+        return rows
 
-    def _collapse_stretches(self, max_nodes):
-        """Last resort for a large graph without scopes or repeats: consecutive stretches
-        of the topological order, so the drawing never exceeds about max_nodes units."""
-        keys = self.visible()
-        size = math.ceil(len(keys) / max(max_nodes // 2, 1))
-        for index in range(0, len(keys), size):
-            chunk = keys[index:index + size]
-            members = [n for k in chunk for n in self.members(k)]
-            for key in chunk:
-                self.blocks.pop(key, None)
-            self._new_block(f"{members[0].name} … {members[-1].name}", members)
+    def _quantity_rows(self, what, value, color, state, scalar_shape):
+        """'value -12' for a scalar; for a tensor its L2 norm (or, with detail='full', its
+        statistics on two rows); '?' for a quantity a step frame has not reached yet."""
+        if value is None:
+            if what not in state.view.pending:
+                return []
+            return [Row(what, f"{what} ?", PENDING, 13 if scalar_shape else 12, True)]
+        summary = state.measure(value)
+        if summary.scalar:
+            return [Row(what, f"{what} {num(summary.value)}", color, 13, True)]
+        if summary.empty:
+            return [Row(what, f"{what} empty", color)]
+        if self.options["detail"] == "compact":
+            return [Row(what, f"{what} L2 {num(summary.size)}", color, 12, True)]
+        numbers = dict(summary.stats)
+        return [Row(what, f"{what} mean {num(numbers['mean'])}  std {num(numbers['std'])}",
+                    color),
+                Row(what + "2", f"min {num(numbers['min'])}  max {num(numbers['max'])}  "
+                                f"L2 {num(numbers['L2'])}", color)]
+
+    def node_attrs(self, key, state):
+        role = self.role(key)
+        attrs = dict(STYLES[role], id=dot_id(key))
+        if role not in ("param", "const"):
+            attrs["group"] = "main"  # dot keeps edges within a group straight
+        members = self.units.members(key)
+        names = {n.name for n in members}
+        if self.overlay and members[-1].name in self.overlay.cells:
+            attrs["fillcolor"] = self.overlay.cells[members[-1].name][0]
+        flagged = [state.flags[n] for n in names if n in state.flags]
+        if flagged:
+            attrs.update(color=FLAG_COLORS[Counter(flagged).most_common(1)[0][0]],
+                         penwidth="3")
+        origin, path = state.anomaly
+        if names & path:
+            attrs.update(color=ANOMALY, penwidth="4" if origin in names else "2.5")
+        if state.view.active in names:
+            attrs.update(fillcolor=ACTIVE_FILL, penwidth=attrs.get("penwidth", "2"))
+        if key in self.units.blocks:
+            title = self.units.blocks[key][0]
+            attrs["tooltip"] = f"{title}: " + ", ".join(n.name for n in members[:20]) + (
+                " …" if len(members) > 20 else "")
+        else:
+            attrs["tooltip"] = tooltip(members[0], state.view, state.measure)
+        return attrs
+
+    # ----- edges ------------------------------------------------------------------------
+
+    def _edges(self):
+        """Graph edges between drawn units. Edges into or out of a collapsed block merge
+        into one edge per pair of units; edges between single nodes stay one per input
+        position (multiply(x, x) has two)."""
+        units, merged = self.units, {}
+        for node in units.nodes:
+            head = units.unit[node.name]
+            for position, inp in enumerate(node.inputs):
+                if inp.name not in units.unit:
+                    continue
+                tail = units.unit[inp.name]
+                if tail == head:
+                    continue
+                key = (tail, head) if tail in units.blocks or head in units.blocks \
+                    else (tail, head, position)
+                edge = merged.get(key)
+                if edge is None:
+                    main = tail in units.blocks or inp.kind == "input" or inp.gate is not None
+                    edge = merged[key] = Edge(tail, head, [], main, len(merged))
+                edge.carried.append((node.name, position))
+        return list(merged.values())
+
+    def edge_label(self, edge, state):
+        """'← -4' for a scalar gradient, '← L2 0.36' for a tensor's; None without one."""
+        value = state.edge_values[edge.index]
+        if value is None:
+            return None
+        text = num(value) if edge.signed(state.view) else f"L2 {num(value)}"
+        if len(edge.carried) > 1:
+            text += f" ({len(edge.carried)} edges)"
+        return f"{self.arrow} {text}"
+
+    def edge_attrs(self, edge, state):
+        # The data path weighs more, so it runs straight and parameters sit beside it.
+        attrs = dict(weight="4" if edge.main else "1")
+        value = state.edge_values[edge.index]
+        if value is None:
+            attrs.update(color="#9a9a9a", penwidth="1")
+        else:
+            # decorate: a line from the label to its edge, so no label is pinned on the
+            # wrong one where edges meet.
+            attrs.update(color=state.scale.color(value), penwidth=str(state.scale.width(value)),
+                         label=self.edge_label(edge, state), decorate="true")
+        heads = {c for c, _ in edge.carried}
+        origin, path = state.anomaly
+        tails = {n.name for n in self.units.members(edge.tail)}
+        if heads & path and tails & path:
+            attrs.update(color=ANOMALY, penwidth=str(max(float(attrs["penwidth"]), 3.0)))
+        if any(c in state.view.active_edges for c in edge.carried):
+            attrs.update(penwidth=str(max(float(attrs["penwidth"]), 3.0)), style="bold")
+        return attrs
+
+    # ----- the legend -------------------------------------------------------------------
+
+    def legend(self, state):
+        """One table node explaining every channel the drawing uses."""
+        def row(text):
+            return f'<TR><TD COLSPAN="2" ALIGN="LEFT" BALIGN="LEFT">{text}</TD></TR>'
+
+        def swatch(fill, text, border=BORDER, width=2):
+            return (f'<TR><TD BGCOLOR="{fill}" BORDER="{width}" COLOR="{border}" WIDTH="34">'
+                    f' </TD><TD ALIGN="LEFT">{text}</TD></TR>')
+
+        rows = ['<TR><TD COLSPAN="2"><B>legend</B></TD></TR>']
+        roles = {self.role(key) for key in self.units.visible()}
+        for role in ("input", "param", "const", "gate", "loss", "block", "not_run"):
+            if role in roles and not self.overlay:
+                rows.append(swatch(STYLES[role]["fillcolor"], ROLE_NAMES[role], width=1))
+        for colour, text in self.overlay.legend if self.overlay else []:
+            text = _escape(text).replace("\n", "<BR/>")
+            rows.append(row(text) if colour is None else swatch(colour, text, width=1))
+        if self.options["values"]:
+            rows.append(row(f'<FONT COLOR="{VALUE}">value</FONT>: what the forward computed'))
+        if self.options["grads"]:
+            rows.append(row(f'<FONT COLOR="{GRAD}">grad</FONT>: d loss / d node (backward)'))
+        if not all(is_scalar(v) for v in state.view.values.values()):
+            rows.append(row("L2: a tensor's norm, √(sum of squares);<BR/>"
+                            "its statistics are in the tooltip"))
+        scale = state.scale
+        if state.flowing:
+            rows.append(row(f"edge {self.arrow}: the gradient sent back along it;<BR/>"
+                            "width: its size, on a log scale"
+                            + ("<BR/>colour: its sign" if scale.signed else "")))
+            samples = scale.samples()
+            if scale.signed:  # both ends of the scale, for each sign
+                ends = [samples[0], samples[-1]] if len(samples) > 1 else samples
+                samples = [-m for m in reversed(ends)] + ends
+            for sample in samples:
+                height = max(round(scale.width(sample)), 1)
+                rows.append(f'<TR><TD FIXEDSIZE="TRUE" WIDTH="34" HEIGHT="{height}" '
+                            f'CELLPADDING="0" BGCOLOR="{scale.color(sample)}"></TD>'
+                            f'<TD ALIGN="LEFT">{"" if scale.signed else "L2 "}{num(sample)}'
+                            f'</TD></TR>')
+        if self.options["grads"]:
+            flagged = f" ({len(state.flags)} flagged)" if state.flags else ""
+            vanishing, exploding = self.options["vanishing"], self.options["exploding"]
+            rows.append(row(f"border: a warning on the gradient{flagged}"))
+            rows.append(swatch("#ffffff", f"vanishing: L2 &lt; {num(vanishing)}",
+                               FLAG_COLORS["vanishing"], 3))
+            rows.append(swatch("#ffffff", f"exploding: L2 &gt; {num(exploding)}",
+                               FLAG_COLORS["exploding"], 3))
+        origin, _ = state.anomaly
+        if origin is not None:
+            rows.append(swatch("#ffffff", "the first NaN/Inf and its<BR/>path to the loss",
+                               ANOMALY, 4))
+        if state.view.active is not None:
+            rows.append(swatch(ACTIVE_FILL, "the gate of this step", width=1))
+        if self.hidden:
+            rows.append(row(f"{len(self.hidden)} nodes the last forward did not run<BR/>"
+                            "are not drawn (show_not_run=True)"))
+        return ('<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="2" CELLPADDING="2">'
+                + "".join(rows) + "</TABLE>>")
+
+    # ----- size -------------------------------------------------------------------------
+
+    def _too_big(self, units, state):
+        """Whether dot's layout of `units` would be longer than MAX_SIDE_PT on a side:
+        ranks from the longest path (sources sit just before their first consumer),
+        each as tall as its tallest unit, as wide as its units side by side."""
+        keys = units.visible()
+        inputs = defaultdict(set)
+        # Ranks by node, in topological order; an edge inside a unit adds no rank (a
+        # block's members may come before and after one of its inputs).
+        node_rank, rank = {}, defaultdict(int)
+        for node in units.nodes:
+            head = units.unit[node.name]
+            tails = [i for i in node.inputs if i.name in units.unit]
+            inputs[head].update(units.unit[i.name] for i in tails if units.unit[i.name] != head)
+            node_rank[node.name] = max((node_rank[i.name] + (units.unit[i.name] != head)
+                                        for i in tails), default=0)
+            rank[head] = max(rank[head], node_rank[node.name])
+        consumers = defaultdict(list)
+        for key in keys:
+            for tail in inputs[key]:
+                consumers[tail].append(rank[key])
+        for key in keys:
+            if not inputs[key] and consumers[key]:
+                rank[key] = min(consumers[key]) - 1
+        along, across = defaultdict(float), defaultdict(float)
+        for key in keys:
+            rows = self.node_rows(key, state)
+            height = 16.0 * len(rows) + 14
+            width = 7.0 * max(len(r.text) for r in rows) + 24
+            if self.rankdir in ("LR", "RL"):
+                height, width = width, height
+            along[rank[key]] = max(along[rank[key]], height)
+            across[rank[key]] += width + 22
+        # An edge across several ranks takes room in each (dot routes it through virtual
+        # nodes), and its label takes room in the middle one.
+        label_width = 80.0 if state.flowing else 0.0
+        for head in keys:
+            for tail in inputs[head]:
+                low, high = sorted((rank[tail], rank[head]))
+                for between in range(low + 1, high):
+                    across[between] += 25.0
+                across[(low + high) // 2] += label_width
+        label_gap = 30.0 if state.flowing else 0.0
+        length = sum(along.values()) + (29 + label_gap) * max(len(along) - 1, 0)
+        return max(length, max(across.values(), default=0.0)) > MAX_SIDE_PT
 
 
-def _role(node, sinks):
+def first_nonfinite(nodes, view, measure):
+    """The node where NaN/Inf started: the first (topologically) whose value is not
+    finite while its inputs' are; else, the backward having met it, the last whose
+    gradient is not finite (the backward walks in reverse); None if all is finite."""
+    def bad(array):
+        return array is not None and (measure(array).nan or measure(array).inf)
+
+    for node in nodes:
+        if bad(view.values.get(node.name)) and not any(bad(view.values.get(i.name))
+                                                       for i in node.inputs):
+            return node.name
+    for node in reversed(nodes):
+        if bad(view.grads.get(node.name)):
+            return node.name
+    return None
+
+
+def gate_text(node):
     if node.gate is None:
         return node.kind
-    loss = node.op.endswith("_loss") or (id(node) in sinks and node.shape == ())
-    return "loss" if loss else "gate"
+    attrs = ", ".join(f"{k}={v}" for k, v in node.gate.attrs().items() if v is not None)
+    return f"{node.op} ({attrs})" if attrs else node.op
 
 
-# ----- nodes ---------------------------------------------------------------------------
+def node_help(node):
+    """The gate's formula and local rule with this node's names filled in ({} for a
+    source)."""
+    if node.gate is None:
+        return {}
+    gate_cls, names = type(node.gate), [i.name for i in node.inputs]
+    return {"formula": f"{node.name} = " + fill(formula_of(gate_cls, len(names)), names,
+                                                 node.name),
+            "rule": fill(rule_of(gate_cls), names, node.name)}
 
-def _emit_units(dot, units, view, sinks, label_options, with_clusters):
-    """Every unit as a graphviz node, single nodes inside the clusters of their groups."""
-    clusters = defaultdict(list)  # group path -> node statements' (key, attrs)
-    for key in units.visible():
-        if key in units.blocks:
-            attrs = _block_attrs(units.blocks[key], view, label_options)
-            group = None
-        else:
-            node = units.by_name[key]
-            attrs = _node_attrs(node, _role(node, sinks), view, label_options)
-            group = units.group_of(node) if with_clusters else None
-        clusters[group].append((_dot_id(key), attrs))
-    for key, attrs in clusters.pop(None, []):
-        dot.node(key, **attrs)
-    _emit_clusters(dot, clusters, prefix="")
+
+def tooltip(node, view, measure):
+    """The node in full: gate, formula, local rule, shape, dtype, its value's and
+    gradient's statistics, and what its gate saved for backward."""
+    parts = [f"{node.name}: {gate_text(node)}, shape {shape_text(node.shape)}"
+             + (f", {node.dtype}" if node.dtype is not None else "")]
+    parts += [f"{key}: {text}" for key, text in node_help(node).items()]
+    for what, store in (("value", view.values), ("grad", view.grads)):
+        if node.name in store:
+            parts.append(f"{what}: {measure(store[node.name]).describe()}")
+    store = node.graph.store
+    cache = None if store.is_deferred("cache", node.index) else store.caches[node.index]
+    if node.gate is not None and cache is not None:
+        lines = node.gate.summarize_cache(cache, [i.name for i in node.inputs])
+        parts += [f"cache: {line}" for line in lines]
+    return "\n".join(parts)
 
 
 def _emit_clusters(parent, clusters, prefix):
@@ -350,242 +696,37 @@ def _emit_clusters(parent, clusters, prefix):
                        if path.startswith(prefix)})
     for child in children:
         path = prefix + child
-        with parent.subgraph(name="cluster_" + _dot_id(path)) as cluster:
-            cluster.attr(label=child, labeljust="l", style="rounded,dashed", color="#888888",
+        with parent.subgraph(name="cluster_" + dot_id(path)) as cluster:
+            cluster.attr(label=child, labeljust="l", style="rounded,dashed", color="#aaaaaa",
                          fontcolor="#444444", fontsize="13")
             for key, attrs in clusters.get(path, []):
                 cluster.node(key, **attrs)
             _emit_clusters(cluster, clusters, path + "/")
 
 
-def _dot_id(key):
+def dot_id(key):
     # Names may hold ':' (graphviz's port separator) or quotes; ids stay plain.
     return "n_" + "".join(c if c.isalnum() else f"_{ord(c):x}_" for c in key)
 
 
-def _node_attrs(node, role, view, options):
-    attrs = dict(STYLES[role])
-    rows = [_cell(f"<B>{_escape(node.name)}</B>", size=13),
-            _cell(f"{_escape(_gate_text(node))} · {shape_text(node.shape)}", color=MUTED, size=11)]
-    if options["values"]:
-        rows += _quantity_rows("value", view.values.get(node.name), VALUE_COLOR,
-                               pending=view.pending)
-    if options["grads"] and (node.requires_grad or node.name in view.grads):
-        rows += _quantity_rows("grad", view.grads.get(node.name), GRAD_COLOR,
-                               pending=view.pending)
-    if options["show_cache"] and node.cache is not None:
-        lines = node.gate.summarize_cache(node.cache, [i.name for i in node.inputs])
-        rows += [_cell(_escape(line), color="#555599", size=10) for line in lines]
-    if node.name in options["heat"]:
-        amount = options["heat"][node.name]
-        rows.append(_cell(f"<B>{num(amount)} {_escape(options['heat_unit'])}</B>", size=11))
-        if options["heat_max"] > 0:
-            attrs["fillcolor"] = mix(HEAT_LOW, HEAT_HIGH, amount / options["heat_max"])
-    flag = options["flags"].get(node.name)
-    if flag:
-        rows.append(_cell(f"<B>⚠ {flag} gradient</B>", color=FLAG_COLORS[flag], size=11))
-        attrs.update(color=FLAG_COLORS[flag], penwidth="3")
-    if view.active == node.name:
-        attrs.update(color=ACTIVE_COLOR, penwidth="4")
-    attrs["label"] = _table(rows)
-    attrs["tooltip"] = _tooltip(node, view)
-    return attrs
-
-
-def _block_attrs(block, view, options):
-    """A collapsed block: its size and ops, its output's value and gradient, the range of
-    gradient norms inside, and how many of its nodes are flagged."""
-    title, members = block
-    ops = Counter(n.op for n in members if n.gate is not None)
-    sources = Counter(n.kind for n in members if n.gate is None)
-    output = members[-1]
-    rows = [_cell(f"<B>{_escape(title)}</B>", size=13),
-            _cell(_escape(f"{len(members)} nodes: " + ", ".join(
-                f"{count} {op}" for op, count in itertools.chain(ops.items(), sources.items()))),
-                color=MUTED, size=11),
-            _cell(_escape(f"{members[0].name} … {output.name} · {shape_text(output.shape)}"),
-                  color=MUTED, size=11)]
-    if options["values"]:
-        rows += _quantity_rows("value", view.values.get(output.name), VALUE_COLOR,
-                               pending=view.pending)
-    grads = [view.grads[n.name] for n in members if n.name in view.grads]
-    if options["grads"] and grads:
-        rows += _quantity_rows("grad", view.grads.get(output.name), GRAD_COLOR,
-                               pending=view.pending)
-        sizes = [magnitude(g) for g in grads]
-        rows.append(_cell(f"grad L2 inside: {num(min(sizes))} … {num(max(sizes))}",
-                          color=GRAD_COLOR, size=11))
-    attrs = dict(STYLES["block"])
-    flagged = Counter(options["flags"][n.name] for n in members if n.name in options["flags"])
-    if flagged:
-        worst = flagged.most_common(1)[0][0]
-        rows.append(_cell("<B>⚠ " + ", ".join(f"{c} {f}" for f, c in flagged.items()) + "</B>",
-                          color=FLAG_COLORS[worst], size=11))
-        attrs.update(color=FLAG_COLORS[worst], penwidth="3")
-    if view.active in {n.name for n in members}:
-        attrs.update(color=ACTIVE_COLOR, penwidth="4")
-    attrs["label"] = _table(rows)
-    attrs["tooltip"] = f"{title}: " + ", ".join(n.name for n in members[:20]) + (
-        " …" if len(members) > 20 else "")
-    return attrs
-
-
-def _gate_text(node):
-    if node.gate is None:
-        return node.kind
-    attrs = ", ".join(f"{k}={v}" for k, v in node.gate.attrs().items() if v is not None)
-    return f"{node.op} ({attrs})" if attrs else node.op
-
-
-def _quantity_rows(what, value, color, pending):
-    """'value -12' for a scalar; for a tensor its statistics on two lines; '?' for a
-    quantity a step frame has not reached yet."""
-    if value is None:
-        return [_cell(f"{what} ?", color="#aaaaaa")] if pending else []
-    if is_scalar(value):
-        return [_cell(f"{what} <B>{num(scalar(value))}</B>", color=color, size=13)]
-    numbers = dict(stats(value))
-    if "empty" in numbers:
-        return [_cell(f"{what} empty", color=color)]
-    return [_cell(f"{what} mean {num(numbers['mean'])}  std {num(numbers['std'])}", color=color),
-            _cell(f"min {num(numbers['min'])}  max {num(numbers['max'])}  "
-                  f"<B>L2 {num(numbers['L2'])}</B>", color=color)]
-
-
-def _cell(content, color=None, size=12):
-    text = f'<FONT POINT-SIZE="{size}"' + (f' COLOR="{color}"' if color else "") + \
-        f">{content}</FONT>"
-    return f"<TR><TD>{text}</TD></TR>"
-
-
-def _table(rows):
+def table(rows):
+    """An HTML-like label, one table row per Row, one font per row (so an SVG holds one
+    text element per row, which the step player rewrites frame by frame)."""
+    cells = []
+    for row in rows:
+        text = _escape(row.text)
+        if row.bold:
+            text = f"<B>{text}</B>"
+        cells.append(f'<TR><TD><FONT POINT-SIZE="{row.size}" COLOR="{row.color}">{text}'
+                     f'</FONT></TD></TR>')
     return ('<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="1">'
-            + "".join(rows) + "</TABLE>>")
+            + "".join(cells) + "</TABLE>>")
 
 
 def _escape(text):
     return html.escape(str(text), quote=True)
 
 
-def _tooltip(node, view):
-    parts = [f"{node.name}: {_gate_text(node)}, shape {shape_text(node.shape)}"]
-    for what, store in (("value", view.values), ("grad", view.grads)):
-        if node.name in store:
-            parts.append(f"{what}: {describe(store[node.name])}")
-    return "\n".join(parts)
-
-
 def _title_label(title):
     lines = "".join(f'{_escape(line)}<BR ALIGN="LEFT"/>' for line in str(title).splitlines())
     return f'<<FONT POINT-SIZE="14">{lines}</FONT>>'
-
-
-# ----- edges ---------------------------------------------------------------------------
-
-@dataclasses.dataclass
-class _Edge:
-    tail: str
-    head: str
-    carried: list  # (consumer name, input position) of the graph edges drawn as this one
-    grads: list    # the gradients sent along them (None where none flowed)
-
-    @property
-    def value(self):
-        """The gradient to show: the one gradient, or the L2 norm of several together."""
-        known = [g for g in self.grads if g is not None]
-        if not known:
-            return None
-        if len(self.grads) == 1:
-            return known[0]
-        return math.sqrt(sum(norm(g) ** 2 for g in known))
-
-    @property
-    def signed(self):
-        return len(self.grads) == 1 and is_scalar(self.grads[0])
-
-
-def _edges(nodes, units, view):
-    """Graph edges between drawn units. Edges into or out of a collapsed block merge
-    into one edge per pair of units; edges between single nodes stay one per input
-    position (multiply(x, x) has two)."""
-    merged = {}
-    for node in nodes:
-        head = units.unit[node.name]
-        for position, inp in enumerate(node.inputs):
-            tail = units.unit[inp.name]
-            if tail == head:
-                continue
-            key = (tail, head) if tail in units.blocks or head in units.blocks \
-                else (tail, head, position)
-            edge = merged.get(key)
-            if edge is None:
-                edge = merged[key] = _Edge(_dot_id(tail), _dot_id(head), [], [])
-            edge.carried.append((node.name, position))
-            edge.grads.append(view.edge_grads.get((node.name, position)))
-    return list(merged.values())
-
-
-def _edge_attrs(edge, scale, view, arrow):
-    active = any(c in view.active_edges for c in edge.carried)
-    value = edge.value
-    if value is None:
-        attrs = dict(color="#9a9a9a", penwidth="1")
-    else:
-        text = num(scalar(value)) if edge.signed else f"L2 {num(magnitude(value))}"
-        if len(edge.grads) > 1:
-            text += f" ({len(edge.grads)} edges)"
-        # A white box under the text, so a thick edge running through it stays readable.
-        label = (f'<<TABLE BORDER="0" CELLPADDING="1" BGCOLOR="white"><TR><TD>'
-                 f'<FONT COLOR="{scale.text_color(value)}">{arrow} {_escape(text)}</FONT>'
-                 f'</TD></TR></TABLE>>')
-        attrs = dict(color=scale.color(value), penwidth=str(scale.width(value)), label=label)
-    if active:
-        attrs.update(color=ACTIVE_COLOR, penwidth=str(max(float(attrs["penwidth"]), 3.0)))
-    return attrs
-
-
-# ----- legend --------------------------------------------------------------------------
-
-def _legend(dot, roles, scale, flags, vanishing, exploding, active, arrow):
-    """One table node, right of the graph: the node roles present, the value/gradient
-    colours, the flag borders, and bars as thick and coloured as edges carrying sample
-    gradients on this drawing's scale."""
-    def row(text):
-        return f'<TR><TD COLSPAN="2" ALIGN="LEFT" BALIGN="LEFT">{text}</TD></TR>'
-
-    rows = ['<TR><TD COLSPAN="2"><B>legend</B></TD></TR>']
-    for role in ("input", "param", "const", "gate", "loss", "block"):
-        if role in roles:
-            style = STYLES[role]
-            rows.append(f'<TR><TD BGCOLOR="{style["fillcolor"]}" BORDER="1" '
-                        f'COLOR="{style["color"]}" WIDTH="34"> </TD>'
-                        f'<TD ALIGN="LEFT">{ROLE_NAMES[role]}</TD></TR>')
-    rows.append(row(f'<FONT COLOR="{VALUE_COLOR}">value</FONT>: forward output'))
-    rows.append(row(f'<FONT COLOR="{GRAD_COLOR}">grad</FONT>: d output / d node (backward)'))
-    if scale is not None:
-        rows.append(row(f"edge {arrow}: the gradient sent back along it,<BR/>"
-                        "width and colour on a log scale"
-                        + ("<BR/>(blue negative, red positive)" if scale.signed else "")))
-        samples = scale.samples()
-        if scale.signed:  # both ends of the scale, for each sign
-            ends = [samples[0], samples[-1]] if len(samples) > 1 else samples
-            samples = [-m for m in reversed(ends)] + ends
-        for sample in samples:
-            height = max(round(scale.width(sample)), 1)
-            rows.append(f'<TR><TD FIXEDSIZE="TRUE" WIDTH="34" HEIGHT="{height}" CELLPADDING="0" '
-                        f'BGCOLOR="{scale.color(sample)}"></TD><TD ALIGN="LEFT">'
-                        f'<FONT COLOR="{scale.text_color(sample)}">'
-                        f'{"" if scale.signed else "L2 "}{num(sample)}</FONT></TD></TR>')
-        flagged = f" ({len(flags)} flagged)" if flags else ""
-        rows.append(row(f"border: gradient L2 norm{flagged}<BR/>"
-                        f'<FONT COLOR="{FLAG_COLORS["vanishing"]}">vanishing</FONT> &lt; '
-                        f'{num(vanishing)}, <FONT COLOR="{FLAG_COLORS["exploding"]}">exploding'
-                        f'</FONT> &gt; {num(exploding)},<BR/>'
-                        f'<FONT COLOR="{FLAG_COLORS["NaN"]}">NaN or Inf</FONT>'))
-    if active:
-        rows.append(row(f'<FONT COLOR="{ACTIVE_COLOR}"><B>orange</B></FONT>: the current step'))
-    with dot.subgraph(name="legend") as legend:
-        legend.attr(rank="sink")
-        legend.node("legend", shape="box", style="rounded", color="#bbbbbb", fontsize="11",
-                    label='<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="2" CELLPADDING="2">'
-                          + "".join(rows) + "</TABLE>>")

@@ -53,7 +53,8 @@ class Frame:
     def view(self):
         active_edges = frozenset((self.node.name, i) for i in range(len(self.node.inputs)))
         return View(values=self.values, grads=self.grads, edge_grads=self.edge_grads,
-                    active=self.node.name, active_edges=active_edges, pending=True,
+                    active=self.node.name, active_edges=active_edges,
+                    pending=frozenset({"value" if self.direction == "forward" else "grad"}),
                     scale_grads=self.scale_grads)
 
     def draw(self, **options):

@@ -1,6 +1,9 @@
 """graphnet.viz.draw and export: labels and edge gradients against numpy (read back from
-the DOT source), the log scale, styles, flags, clusters and collapsing, and the files."""
+the DOT source), the log scale, one meaning per colour, styles, flags, what the last
+forward did not run, anomalies, clusters and collapsing, the size of big drawings, and the
+files."""
 import html
+import io
 import re
 import time
 import xml.etree.ElementTree as ET
@@ -11,6 +14,7 @@ import pytest
 
 import graphnet as gn
 from graphnet import viz
+from graphnet.viz import scale
 
 needs_dot = pytest.mark.skipif(not __import__("shutil").which("dot"),
                                reason="the Graphviz 'dot' program is not installed")
@@ -51,13 +55,31 @@ def edges(drawing):
     """[(tail name, head name, label text or None, penwidth, colour)]"""
     names, out = ids(drawing), []
     for tail, head, attrs in EDGE.findall(drawing.source):
-        if tail not in names or head not in names:
+        if tail not in names or head not in names or "style=invis" in attrs:
             continue
-        label = re.search(r"label=<(<TABLE.*?</TABLE>)>", attrs)
-        out.append((names[tail], names[head], _text(label.group(1)) if label else None,
+        label = re.search(r'label="([^"]*)"', attrs)
+        out.append((names[tail], names[head], label.group(1) if label else None,
                     float(re.search(r"penwidth=([\d.]+)", attrs).group(1)),
                     re.search(r'color="(#\w+)"', attrs).group(1)))
     return out
+
+
+def tooltips(drawing):
+    """{node name: tooltip text}"""
+    found = re.finditer(r'(n_\S+) \[label=<(<TABLE.*?</TABLE>)>[^\n]*?tooltip="((?:[^"\\]|\\.)*)"',
+                        drawing.source, re.S)
+    return {_text(re.findall(r"<TR>(.*?)</TR>", label)[0]): html.unescape(tip)
+            for _, label, tip in (m.groups() for m in found)}
+
+
+def pieces(rows, ops):
+    """How many repeats the blocks '[ops]' of a collapsed run hold together."""
+    total = 0
+    for name in rows:
+        if name.endswith(f"× [{ops}]"):
+            counts = re.match(r"(\d+)–(\d+) of \d+|(\d+) ×", name).groups()
+            total += int(counts[2]) if counts[2] else int(counts[1]) - int(counts[0]) + 1
+    return total
 
 
 def number(text, key):
@@ -123,7 +145,8 @@ def test_scalar_circuit_labels_show_gate_name_shape_value_and_gradient():
         assert number(text, "grad") == node.grad
     # value above gradient, as in the course's circuit figures
     assert rows["f"].index("value -12") < rows["f"].index("grad 1")
-    assert 'COLOR="#1a7f37">value' in drawing.source and 'COLOR="#c0392b">grad' in drawing.source
+    assert f'COLOR="{scale.VALUE}"><B>value' in drawing.source
+    assert f'COLOR="{scale.GRAD}"><B>grad' in drawing.source
 
 
 def test_numbers_are_rounded_to_four_significant_digits():
@@ -149,20 +172,31 @@ def test_edges_carry_the_gradient_each_consumer_sent_not_the_total():
     assert number(" ".join(node_rows(viz.draw(g))["x"]), "grad") == -1.0
 
 
-def test_tensor_labels_show_statistics_matching_numpy():
+def test_tensor_labels_are_compact_with_the_full_statistics_in_tooltip_and_detail_full():
     g = mlp(np.random.default_rng(0))
-    rows = node_rows(viz.draw(g))
+    compact, full = viz.draw(g), viz.draw(g, detail="full")
+    tips = tooltips(compact)
     for name in ("layer1/fc", "layer1/W", "layer2/fc"):
         node = g[name]
-        text = " | ".join(rows[name])
-        assert str(node.shape).replace(" ", "") in text.replace(" ", "")
-        value_rows = text.split("grad")[0]
-        grad_rows = text.split("grad", 1)[1]
-        for array, part in ((node.value, value_rows), (node.grad, grad_rows)):
+        rows = node_rows(compact)[name]
+        assert str(node.shape).replace(" ", "") in rows[0].replace(" ", "")
+        assert len(rows) == 3  # gate and shape, then one number each
+        assert number(rows[1], "value L2") == pytest.approx(np.linalg.norm(node.value), 1e-3)
+        assert number(rows[2], "grad L2") == pytest.approx(np.linalg.norm(node.grad), 1e-3)
+        text = " | ".join(node_rows(full)[name])
+        value_rows, grad_rows = text.split("grad")[0], text.split("grad", 1)[1]
+        tip = tips[name]
+        for array, part, what in ((node.value, value_rows, "value"),
+                                  (node.grad, grad_rows, "grad")):
+            tipped = re.search(f"\n{what}: (.*)", tip).group(1)
             for key, expected in (("mean", array.mean()), ("std", array.std()),
                                   ("min", array.min()), ("max", array.max()),
                                   ("L2", np.linalg.norm(array))):
                 assert number(part, key) == pytest.approx(expected, rel=1e-3, abs=1e-12)
+                assert number(tipped, key) == pytest.approx(expected, rel=1e-3, abs=1e-12)
+    assert "formula: layer1/fc = " in tips["layer1/fc"] and "rule: " in tips["layer1/fc"]
+    with pytest.raises(ValueError, match="detail must be"):
+        viz.draw(g, detail="all")
 
 
 def test_tensor_edges_show_the_norm_of_the_gradient_sent():
@@ -191,16 +225,26 @@ def test_edge_widths_grow_with_the_gradient_and_share_one_log_scale():
     assert [m for m, _ in weighted] == [1, 10, 100, 1000]
 
 
-def test_signed_scalar_graphs_use_a_diverging_colour_map():
+def test_edge_colour_means_only_the_sign_and_never_the_gradient_colour():
     found = {(t, h): colour for t, h, _, _, colour in edges(viz.draw(circuit()))}
 
     def rgb(colour):
         return [int(colour[i:i + 2], 16) for i in (1, 3, 5)]
 
-    red, _, blue = rgb(found[("z", "f")])       # +3: red
-    assert red > blue
-    red, _, blue = rgb(found[("q", "f")])       # -4: blue
-    assert blue > red
+    red, green, blue = rgb(found[("z", "f")])   # +3: green (PRGn)
+    assert green > red and green > blue
+    red, green, blue = rgb(found[("q", "f")])   # -4: purple
+    assert red > green and blue > green
+    tensor = {colour for *_, colour in edges(viz.draw(mlp(np.random.default_rng(0))))}
+    assert all(len(set(rgb(c))) == 1 for c in tensor)  # norms have no sign: greys
+    every_edge_colour = {c for *_, c in edges(viz.draw(circuit()))} | tensor
+    assert not every_edge_colour & {scale.VALUE.lower(), scale.GRAD.lower(), scale.VALUE,
+                                    scale.GRAD}
+    # one meaning per colour: text, sign, warnings and the active step never share one
+    channels = [{scale.VALUE, scale.GRAD}, {scale.GradientScale.NEGATIVE,
+                scale.GradientScale.POSITIVE}, {scale.FLAG_COLORS["vanishing"],
+                scale.FLAG_COLORS["exploding"]}, {scale.ACTIVE_FILL}]
+    assert len(set().union(*channels)) == sum(map(len, channels))
 
 
 def test_legend_is_present_and_explains_the_scale():
@@ -208,7 +252,7 @@ def test_legend_is_present_and_explains_the_scale():
     assert re.search(r"^\s*legend \[", drawing.source, re.M)
     legend = _text(re.search(r"legend \[label=<(<TABLE.*?</TABLE>)>", drawing.source).group(1))
     for words in ("input", "gate", "loss / output", "value", "grad", "log scale",
-                  "vanishing", "exploding", "NaN", "-4", "3"):
+                  "its sign", "vanishing", "exploding", "-4", "3"):
         assert words in legend
     assert "legend" not in viz.draw(circuit(), legend=False).source
 
@@ -237,7 +281,7 @@ def test_each_role_has_its_own_style():
 
 def test_a_deep_sigmoid_stack_flags_its_early_layers_as_vanishing():
     g = sigmoid_stack()
-    drawing = viz.draw(g)
+    drawing = viz.draw(g, collapse=False)
     for i in range(1, 6):
         assert drawing.flags[f"layer{i}/sigmoid"] == "vanishing"
         assert drawing.flags[f"layer{i}/W"] == "vanishing"
@@ -246,7 +290,7 @@ def test_a_deep_sigmoid_stack_flags_its_early_layers_as_vanishing():
     rows = node_rows(drawing)
     assert "⚠ vanishing gradient" in rows["layer1/sigmoid"]
     assert "vanishing" not in " ".join(rows["layer20/sigmoid"])
-    assert re.search(r'color="#e08214"', node_attrs(drawing)["layer1/sigmoid"])
+    assert f'color="{scale.FLAG_COLORS["vanishing"]}"' in node_attrs(drawing)["layer1/sigmoid"]
 
 
 def test_thresholds_are_configurable_and_exploding_nan_inf_are_flagged():
@@ -298,18 +342,21 @@ def test_named_groups_collapse_into_one_block_with_their_weights():
 
 
 def test_graphs_past_the_size_threshold_collapse_by_scope():
-    g = sigmoid_stack(layers=40, width=4)
-    rows = node_rows(viz.draw(g, max_nodes=100))
-    assert len(rows) < 50 and "layer1" in rows
+    g = sigmoid_stack(layers=12, width=4)
+    rows = node_rows(viz.draw(g, max_nodes=40))
+    assert len(rows) <= 16 and "layer1" in rows and "layer12" in rows
     assert any("vanishing" in r for r in rows["layer1"])
-    assert len(node_rows(viz.draw(g, collapse=False))) > 160
+    assert len(node_rows(viz.draw(g, collapse=False))) > 45
 
 
-def test_many_scoped_layers_collapse_first_by_scope_then_into_a_run():
+def test_deep_stacks_collapse_into_a_few_pieces_that_keep_their_flags():
     g = sigmoid_stack(layers=200, width=2)
     rows = node_rows(viz.draw(g))
-    assert any(name.startswith("200 × [affine → sigmoid]") for name in rows)
-    assert len(rows) < 10
+    blocks = [name for name in rows if "× [affine → sigmoid]" in name]
+    assert 2 <= len(blocks) <= 6 and len(rows) < 12
+    assert pieces(rows, "affine → sigmoid") == 200
+    assert any("vanishing" in " ".join(rows[name]) for name in blocks)
+    assert "200 × [affine → sigmoid]" in node_rows(viz.draw(g, collapse=True))
 
 
 def test_large_graphs_without_scopes_or_repeats_still_collapse():
@@ -324,7 +371,8 @@ def test_large_graphs_without_scopes_or_repeats_still_collapse():
         viz.draw(g, collapse="scope")
 
 
-def test_a_10000_node_chain_draws_quickly_as_a_few_nodes():
+@needs_dot
+def test_a_10000_node_chain_draws_quickly_as_a_few_nodes_within_4000_px():
     g = gn.Graph()
     h = g.input("x")
     for _ in range(10_000):
@@ -336,7 +384,10 @@ def test_a_10000_node_chain_draws_quickly_as_a_few_nodes():
     elapsed = time.perf_counter() - start
     rows = node_rows(drawing)
     assert len(rows) < 20 and elapsed < 5.0
-    assert any("10000 × [tanh]" in name for name in rows)
+    assert pieces(rows, "tanh") == 10_000
+    from PIL import Image
+    with Image.open(io.BytesIO(drawing.pipe(format="png"))) as image:
+        assert max(image.size) <= 4000
 
 
 def test_repeated_unscoped_layers_collapse_into_runs():
@@ -351,8 +402,8 @@ def test_repeated_unscoped_layers_collapse_into_runs():
     g.backward()
     rows = node_rows(viz.draw(g))
     assert len(rows) < 10
-    assert any("60 × [affine → tanh]" in name for name in rows)
-    assert node_rows(viz.draw(g, collapse=True)).keys() == rows.keys()
+    assert pieces(rows, "affine → tanh") == 60
+    assert "60 × [affine → tanh]" in node_rows(viz.draw(g, collapse=True))
 
 
 # ----- the cache -----------------------------------------------------------------------
@@ -428,3 +479,88 @@ def test_missing_dot_gives_one_clear_error_and_the_source_still_works(tmp_path, 
         message = str(error.value)
         assert "apt-get install graphviz" in message and "brew install graphviz" in message
         assert "conda" in message and error.value.__cause__ is None
+
+
+# ----- what the last forward did not run -----------------------------------------------
+
+def two_layer_net(reg):
+    from graphnet.models import TwoLayerNet
+    np.random.seed(0)
+    model = TwoLayerNet(input_dim=6, hidden_dim=5, num_classes=3, reg=reg)
+    X, y = np.random.randn(4, 6), np.array([0, 1, 2, 1])
+    model.loss(X, y)
+    return model
+
+
+def test_a_branch_the_last_forward_did_not_run_is_left_out_and_the_loss_shows_its_numbers():
+    model = two_layer_net(reg=0.0)  # loss() runs data_loss only: the L2 branch is skipped
+    g = model.graph
+    drawing = viz.draw(g)
+    rows = node_rows(drawing)
+    skipped = {"loss", "reg_loss", "half_reg", "sum_sq", "W1_squared", "W1_sum_sq",
+               "W2_squared", "W2_sum_sq"}
+    assert not skipped & rows.keys()
+    assert number(" ".join(rows["data_loss"]), "value") == pytest.approx(g["data_loss"].value,
+                                                                          rel=1e-3)
+    assert number(" ".join(rows["data_loss"]), "grad") == 1.0
+    legend = _text(re.search(r"legend \[.*?label=<(<TABLE.*?</TABLE>)>", drawing.source,
+                             re.S).group(1))
+    assert f"{len(skipped)} nodes the last forward did not run" in legend
+    shown = node_rows(viz.draw(g, show_not_run=True))
+    assert skipped <= shown.keys()
+    for name in skipped:
+        assert "not run in the last forward" in shown[name]
+        assert "value" not in " ".join(shown[name])
+    assert "not run" not in " ".join(" ".join(r) for n, r in shown.items() if n not in skipped)
+
+
+def test_with_reg_every_node_runs_and_a_graph_never_run_is_drawn_whole():
+    model = two_layer_net(reg=0.1)
+    rows = node_rows(viz.draw(model.graph))
+    assert number(" ".join(rows["loss"]), "grad") == 1.0 and "reg_loss" in rows
+    fresh = gn.Graph()
+    fresh.tanh(fresh.input("x"), name="t")
+    assert set(node_rows(viz.draw(fresh))) == {"x", "t"}
+
+
+# ----- anomalies -----------------------------------------------------------------------
+
+def nan_graph():
+    g = gn.Graph()
+    x = g.input("x")
+    bad = g.log(g.multiply(x, -1.0, name="negated"), name="ln")  # log of a negative: NaN
+    g.add(g.exp(bad, name="e"), g.tanh(x, name="side"), name="loss")
+    return g
+
+
+def test_the_first_nan_and_its_path_to_the_loss_are_highlighted():
+    g = nan_graph()
+    with pytest.raises(gn.AnomalyError) as error, gn.detect_anomaly(), \
+            np.errstate(invalid="ignore"):
+        g.forward(x=2.0)
+    assert error.value.node == "ln"
+    for drawing in (viz.draw(g), viz.draw(g, anomaly=error.value)):
+        attrs = node_attrs(drawing)
+        anomaly = f'color="{scale.ANOMALY}"'
+        assert anomaly in attrs["ln"] and "penwidth=4" in attrs["ln"]
+        assert "⚠ the first NaN/Inf" in node_rows(drawing)["ln"]
+        for name in ("e", "loss"):   # downstream of it, on the way to the loss
+            assert anomaly in attrs[name]
+        for name in ("x", "negated"):   # upstream: not on the path
+            assert anomaly not in attrs[name]
+        assert "side" not in attrs  # the forward stopped before it: not run
+        on_path = {(t, h) for t, h, _, _, colour in edges(drawing) if colour == scale.ANOMALY}
+        assert on_path == {("ln", "e"), ("e", "loss")}
+    assert f'color="{scale.ANOMALY}"' not in viz.draw(g, anomaly=None).source.split("legend")[0]
+
+
+def test_a_nan_gradient_is_traced_from_where_the_backward_met_it():
+    g = gn.Graph()
+    x = g.input("x")
+    g.multiply(g.divide(1.0, x, name="inverse"), 0.0, name="loss")  # d(1/x)/dx at 0: -Inf
+    with np.errstate(divide="ignore", invalid="ignore"):
+        g.forward(x=0.0)
+        with pytest.raises(gn.AnomalyError) as error, gn.detect_anomaly():
+            g.backward()
+    drawing = viz.draw(g, anomaly=error.value)
+    assert f'color="{scale.ANOMALY}"' in node_attrs(drawing)[error.value.node]

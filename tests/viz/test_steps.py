@@ -1,5 +1,6 @@
 """Step-by-step frames: one per scheduler step, the chain rule spelled out, the fan-out
 sums, the last frame equal to backward(), and the HTML / GIF / PNG exports."""
+import json
 import re
 import shutil
 
@@ -9,6 +10,7 @@ import pytest
 import graphnet as gn
 from graphnet._format import num
 from graphnet import viz
+from graphnet.viz.scale import ACTIVE_FILL
 
 needs_dot = pytest.mark.skipif(not shutil.which("dot"),
                                reason="the Graphviz 'dot' program is not installed")
@@ -136,12 +138,14 @@ def test_frame_drawings_highlight_the_active_node_and_fill_gradients_in():
     first, second = viz.backward_steps(circuit())
     source = first.draw().source
     active = re.search(r"^\s*n_f \[.*$", source, re.M).group(0)
-    assert 'color="#ff8c00"' in active and "penwidth=4" in active
+    assert f'fillcolor="{ACTIVE_FILL}"' in active
+    assert source.count(ACTIVE_FILL) == 2  # the active gate, and its line in the legend
     assert "grad ?" in source  # x and y have no gradient yet
-    assert re.search(r'n_q -> n_f \[.*color="#ff8c00"', source)
+    assert re.search(r"n_q -> n_f \[.*style=bold", source)
+    assert not re.search(r"n_x -> n_q \[.*style=bold", source)
     assert "grad ?" not in second.draw().source
     assert "Step 1 of 2" in source  # the frame's text is the drawing's title
-    assert "grad" not in viz.forward_steps(circuit())[0].draw(legend=False).source
+    assert "<B>grad" not in viz.forward_steps(circuit())[0].draw(legend=False).source
 
     def width(frame, edge):
         return re.search(edge + r" \[.*penwidth=([\d.]+)", frame.draw().source).group(1)
@@ -154,7 +158,10 @@ def test_frame_drawings_highlight_the_active_node_and_fill_gradients_in():
 def test_html_player_is_self_contained(tmp_path):
     frames = viz.backward_steps(mlp())
     page = viz.export_html(frames, tmp_path / "steps.html").read_text()
-    assert page.count('class="frame"') == len(frames) and page.count("<svg") == len(frames)
+    assert page.count("<svg") == 1  # one drawing, laid out once; the frames restyle it
+    data = json.loads(re.search(r'id="graphnet-data">(.*?)</script>', page, re.S).group(1))
+    assert len(data["frames"]) == len(data["texts"]) == len(frames)
+    assert data["texts"] == [f.text for f in frames]
     for control in ('id="prev"', 'id="next"', 'id="play"', 'id="counter"', "ArrowRight"):
         assert control in page
     # Nothing is fetched: no external script, style, image or link. XML namespace
@@ -162,7 +169,8 @@ def test_html_player_is_self_contained(tmp_path):
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page)
     assert not re.search(r"<(script|link|img|iframe)[^>]*\s(src|href)=", page)
     assert "@import" not in page and "url(" not in page
-    without_namespaces = re.sub(r'xmlns(:\w+)?="[^"]*"', "", page)
+    readable = page.replace(json.dumps(data).replace("</", "<\\/"), data["svg"])
+    without_namespaces = re.sub(r'xmlns(:\w+)?="[^"]*"', "", readable)
     assert "http://" not in without_namespaces and "https://" not in without_namespaces
 
 

@@ -1,0 +1,111 @@
+"""What the widget's live mode costs a training run, measured in a real Jupyter kernel.
+
+    python benchmarks/bench_live.py [--pairs 3] [--cli-epochs N] [--solver-epochs 20]
+
+Runs, in one kernel started with nbclient (so every live update is serialized and sent
+as a widget message, as in a notebook), the same training with and without a live
+widget, taking turns (plain, live, plain, live, ...) so a shared machine's load affects
+both alike, and prints the median wall time of each and their ratio, and the share of
+the training's time the live mode itself spent in the training thread (Live.overhead:
+preparing the layout, the redraws, the budget checks):
+
+(a) `graphnet train` (its defaults: the convnet on the 8x8 digits, 15 epochs, unless
+    --cli-epochs) run in the kernel as graphnet.cli.main([...]), with
+    `viz.Widget().live()` following it at the default N and budget;
+(b) Solver.train() of a TwoLayerNet on the digits for --solver-epochs (a step of a few
+    tens of microseconds: where a hook's fixed cost shows most), with
+    `viz.Widget(model).live()`, the widget made (and shown) before the training starts,
+    from the model not yet run, as a notebook does.
+"""
+import argparse
+import json
+import statistics
+
+import nbformat
+from nbclient import NotebookClient
+
+SETUP = """
+import json, tempfile, time
+import numpy as np
+from graphnet import Solver, cli, viz
+from graphnet.data import load_digits
+from graphnet.models import TwoLayerNet
+from graphnet.kernels import _C
+_C.set_num_threads(1)   # what graphnet train does on the digits
+X, y = load_digits()
+X = X.reshape(len(X), -1)
+data = dict(X_train=X[:1500], y_train=y[:1500], X_val=X[1500:], y_val=y[1500:])
+OUT = tempfile.mkdtemp()
+
+def cli_run(live):
+    args = ["train", *{cli_epochs}, "--quiet", "--seed", "0", "--out", OUT]
+    start = time.perf_counter()
+    if live:
+        w = viz.Widget()
+        with w.live() as watcher:
+            cli.main(args)
+        extra = dict(updates=watcher.updates, skipped=watcher.skipped,
+                     overhead=watcher.overhead)
+    else:
+        cli.main(args)
+        extra = {{}}
+    return dict(seconds=time.perf_counter() - start, **extra)
+
+def solver_run(live):
+    np.random.seed(0)
+    model = TwoLayerNet(input_dim=64, hidden_dim=100, num_classes=10, weight_scale=0.1)
+    solver = Solver(model, data, update_rule="adam", optim_config=dict(learning_rate=3e-3),
+                    num_epochs={solver_epochs}, batch_size=50, verbose=False, seed=0)
+    w = viz.Widget(model) if live else None
+    start = time.perf_counter()
+    if live:
+        with w.live() as watcher:
+            solver.train()
+        extra = dict(updates=watcher.updates, skipped=watcher.skipped,
+                     overhead=watcher.overhead)
+    else:
+        solver.train()
+        extra = {{}}
+    return dict(seconds=time.perf_counter() - start, iterations=solver.iteration, **extra)
+"""
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--cli-epochs", type=int, default=None)
+    parser.add_argument("--solver-epochs", type=int, default=20)
+    args = parser.parse_args()
+    cli_epochs = [] if args.cli_epochs is None else ["--epochs", str(args.cli_epochs)]
+    cells = [nbformat.v4.new_code_cell(SETUP.format(cli_epochs=cli_epochs,
+                                                    solver_epochs=args.solver_epochs))]
+    order = []
+    for _ in range(args.pairs):
+        for what in ("cli", "solver"):
+            for live in (False, True):
+                order.append((what, live))
+                cells.append(nbformat.v4.new_code_cell(
+                    f"print(json.dumps({what}_run({live})))"))
+    notebook = nbformat.v4.new_notebook(cells=cells)
+    NotebookClient(notebook, timeout=3600, kernel_name="python3").execute()
+    results = {}
+    for (what, live), cell in zip(order, notebook.cells[1:]):
+        text = "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
+        results.setdefault((what, live), []).append(json.loads(text.strip().splitlines()[-1]))
+    for what, title in (("cli", "graphnet train " + " ".join(cli_epochs) + " (convnet, digits)"),
+                        ("solver", f"Solver.train(), TwoLayerNet on the digits, "
+                                   f"{args.solver_epochs} epochs")):
+        plain = statistics.median(r["seconds"] for r in results[(what, False)])
+        live_runs = results[(what, True)]
+        live = statistics.median(r["seconds"] for r in live_runs)
+        updates = statistics.median(r["updates"] for r in live_runs)
+        skipped = statistics.median(r["skipped"] for r in live_runs)
+        spent = statistics.median(r["overhead"] for r in live_runs)
+        print(f"{title}: plain {plain:.3f} s, live {live:.3f} s, ratio {live / plain:.3f} "
+              f"(median of {args.pairs}; {updates:.0f} redraws, {skipped:.0f} skipped "
+              f"by the budget; the live mode's own time in the training thread: "
+              f"{100 * spent:.1f} %)")
+
+
+if __name__ == "__main__":
+    main()
