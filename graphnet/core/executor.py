@@ -20,7 +20,7 @@ import numpy as np
 from ..errors import GraphError
 from ..gates.base import unbroadcast
 from .plan import Plan, Step, backward_plan, forward_plan
-from .store import ValueStore
+from .store import BackwardRecord, ValueStore
 
 
 class ForwardEvent(NamedTuple):
@@ -96,9 +96,19 @@ class Executor:
         self.graph = graph
         self.hooks: List[Hook] = []
         self._plans: dict = {}
+        self.walks = 0  # forward walks that succeeded, counted
+        self.last_forward: Optional[Plan] = None
 
     def invalidate(self) -> None:
         self._plans.clear()
+        self.last_forward = None
+
+    def forward_behind(self, node) -> Optional[Plan]:
+        """The forward plan whose walk last computed `node`'s value (None if none has since
+        the graph last changed)."""
+        plans = [p for p in self._plans.values()
+                 if p.direction == "forward" and p.walk and node.index in p.writes]
+        return max(plans, key=lambda p: p.walk, default=None)
 
     def active_hooks(self) -> list:
         return self.hooks + thread_hooks() if getattr(_thread, "hooks", None) else self.hooks
@@ -135,10 +145,13 @@ class Executor:
         store.forget_deferred("value", plan.computes)
         store.forget_deferred("cache", plan.computes)
         done = 0  # the step running, for the error and the stale marks
-        position = [0]
+        progress = [0]  # the hooked loops count their steps here
+        for hook in hooks:
+            if hook.start:
+                hook.start("forward", plan)
         try:
-            if hooks:
-                self._forward_hooked(plan, store, hooks, position)
+            if any(hook.forward for hook in hooks):
+                self._forward_hooked(plan, store, hooks, progress)
             else:
                 values, caches = store.values, store.caches
                 # `done` names the failing step in the except clause below.
@@ -148,33 +161,32 @@ class Executor:
                     else:
                         values[out], caches[out] = run(*[values[j] for j in ins])
         except BaseException as err:
-            done = max(done, position[0])
+            done = max(done, progress[0])
             failed = plan.steps[done] if done < len(plan.steps) else None
             self._mark_stale(plan, done, failed, err)
             if isinstance(err, (ValueError, TypeError)) and failed is not None:
                 raise gate_failure("forward", failed, err) from err
             raise
         if store.stale:
-            for index in plan.computes + [n.index for n in plan.inputs]:
+            for index in plan.writes:
                 store.stale.pop(index, None)
+        self.walks += 1
+        plan.walk, self.last_forward = self.walks, plan
         for hook in hooks:
             if hook.end:
                 hook.end("forward", plan)
 
     @staticmethod
-    def _forward_hooked(plan: Plan, store: ValueStore, hooks: list, position: list) -> None:
+    def _forward_hooked(plan: Plan, store: ValueStore, hooks: list, progress: list) -> None:
         values, caches, total = store.values, store.caches, len(plan.steps)
-        for hook in hooks:
-            if hook.start:
-                hook.start("forward", plan)
         for step, (out, run, ins, fused) in zip(plan.steps, plan.loop):
             inputs = tuple(values[j] for j in ins)
             if fused:
                 run(store)
             else:
                 values[out], caches[out] = run(*inputs)
-            position[0] += 1
-            event = ForwardEvent(step, position[0], total, inputs, values[out])
+            progress[0] += 1
+            event = ForwardEvent(step, progress[0], total, inputs, values[out])
             for hook in hooks:
                 if hook.forward:
                     hook.forward(event)
@@ -205,13 +217,18 @@ class Executor:
         store.forget_deferred("grad")
         store.edge_grads = {}
         grads[plan.target.index] = seed
-        step = None
+        done = 0  # the step running, for the error
+        progress = [0]  # the hooked loops count their steps here
+        for hook in hooks:
+            if hook.start:
+                hook.start("backward", plan)
         try:
-            if hooks:
-                self._backward_hooked(plan, store, hooks)
+            if any(hook.backward for hook in hooks):
+                self._backward_hooked(plan, store, hooks, progress)
             else:
                 values, caches, edges = store.values, store.caches, store.edge_grads
-                for step in plan.loop:
+                # `done` names the failing step in the except clause below.
+                for done, step in enumerate(plan.loop):  # noqa: B007
                     out, run, needs, targets, fused = step
                     sent = run(store, needs) if fused else run(grads[out], caches[out], needs)
                     for position, j, edge in targets:
@@ -228,30 +245,29 @@ class Executor:
                         before = grads[j]
                         grads[j] = grad if before is None else before + grad
         except (ValueError, TypeError) as err:
-            failed = plan.steps[plan.loop.index(step)] if step is not None else None
-            if failed is None:
+            done = max(done, progress[0])
+            if done >= len(plan.steps):
                 raise
-            raise gate_failure("backward", failed, err) from err
+            raise gate_failure("backward", plan.steps[done], err) from err
         for node in plan.unreached:
             value = store.value(node.index)
             if value is not None:
                 grads[node.index] = np.zeros_like(value)[()]
-        store.last_backward = (plan, seed)
+        store.last_backward = BackwardRecord(plan, seed, self.forward_behind(plan.target))
         for hook in hooks:
             if hook.end:
                 hook.end("backward", plan)
 
-    def _backward_hooked(self, plan: Plan, store: ValueStore, hooks: list) -> None:
+    @staticmethod
+    def _backward_hooked(plan: Plan, store: ValueStore, hooks: list, progress: list) -> None:
         values, caches, grads, edges = store.values, store.caches, store.grads, store.edge_grads
         total = len(plan.steps)
-        for hook in hooks:
-            if hook.start:
-                hook.start("backward", plan)
         for number, (step, loop_step) in enumerate(zip(plan.steps, plan.loop), 1):
+            progress[0] = number - 1
             out, run, needs, targets, fused = loop_step
             upstream = grads[out]
             sent = run(store, needs) if fused else run(upstream, caches[out], needs)
-            received = [None] * len(step.inputs)
+            received: List[Any] = [None] * len(step.inputs)
             for position, j, edge in targets:
                 grad = sent[position]
                 if grad is None:

@@ -296,13 +296,24 @@ class Graph(GateBuilders):
         """name -> gradient of every param, after a backward."""
         return {name: self._by_name[name].grad for name in self.params}
 
-    def edge_gradients(self) -> Dict[Tuple[str, int], Any]:
+    def shown_walk(self) -> Optional[Plan]:
+        """The forward plan whose values the graph shows: the one whose walk fed the last
+        backward, else the last forward's (None before any forward, or once the graph
+        changed). Its `writes` are the indices of the nodes that walk computed or fed."""
+        last = self.store.last_backward
+        if last is not None and last.forward is not None:
+            return last.forward
+        return self.executor.last_forward
+
+    def edge_gradients(self, compute: bool = True) -> Dict[Tuple[str, int], Any]:
         """{(consumer name, input position): the gradient the last backward sent along
-        that edge} (not the input's total, which also holds what other consumers sent)."""
+        that edge} (not the input's total, which also holds what other consumers sent).
+        compute=False leaves out the gradients a fused step left to compute on first read
+        (inside a conv -> relu -> max_pool chain) instead of computing them."""
         last = self.store.last_backward
         if last is None:
             return {}
-        plan, _ = last
+        plan = last.plan
         edges = [(consumer, position, inp) for step in plan.steps for consumer in step.nodes
                  for position, inp in enumerate(consumer.inputs)
                  if inp.requires_grad and position not in consumer.gate.integer_inputs]
@@ -310,8 +321,9 @@ class Graph(GateBuilders):
         sent = {}
         for consumer, position, inp in edges:
             grad = self.store.edge_grads.get((consumer.index, position))
-            if grad is None and arrivals[inp.index] == 1:
-                grad = inp.grad  # its one consumer sent it all of its gradient
+            if grad is None and arrivals[inp.index] == 1:  # its one consumer sent it all
+                grad = self.store.grad(inp.index) if compute else \
+                    self.store.peek_grad(inp.index)
             if grad is not None:
                 sent[consumer.name, position] = grad
         return sent

@@ -72,6 +72,10 @@ class Plan:
         self.inputs, self.unreached = list(inputs), list(unreached)
         self.reads = frozenset(n.index for step in steps for n in (step.node, *step.inputs))
         self.computes = [n.index for step in steps for n in step.nodes]
+        #: forward: the nodes a walk of this plan writes (its gates and the inputs fed), and
+        #: the number of the last walk that ran it (0: none since the plan was made).
+        self.writes = frozenset(self.computes + [n.index for n in self.inputs])
+        self.walk = 0
         self.loop: List[Any]
         if direction == "forward":
             self.loop = [(s.node.index, s.run, tuple(i.index for i in s.inputs), bool(s.fused))

@@ -8,11 +8,19 @@ and keeps the entry. Nothing else ever changes an entry on read.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 import numpy as np
 
 from ..errors import GraphError
+
+class BackwardRecord(NamedTuple):
+    """The last backward: its plan, its seed, and the forward plan whose walk computed the
+    values it read (None if that plan is gone: the graph changed since)."""
+    plan: Any
+    seed: Any
+    forward: Any
+
 
 #: The marker of a deferred entry in the lists.
 DEFERRED = type("Deferred", (), {"__repr__": lambda self: "<deferred>"})()
@@ -34,7 +42,7 @@ class ValueStore:
         self.states: list = []
         self._deferred: Dict[Tuple[str, int], Tuple[Callable[[], Any], Any]] = {}
         self.edge_grads: Dict[Tuple[int, int], Any] = {}
-        self.last_backward: Optional[Tuple[Any, Any]] = None  # (plan, seed)
+        self.last_backward: Optional[BackwardRecord] = None
         self.stale: Dict[int, str] = {}
 
     def grow(self, value: Any = None) -> None:

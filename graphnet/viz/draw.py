@@ -60,14 +60,20 @@ def graph_of(source: Any, who: str) -> Graph:
 
 
 def not_run(graph: Graph) -> set:
-    """Names of the nodes the last forward did not compute: gates without a value (once
-    some gate has one), and the sources only they read (a model's L2 branch with reg=0
-    and its constant). Nothing is left out of a graph that has not run at all."""
-    store = graph.store
-    gates = [n for n in graph.nodes if n.gate is not None]
-    if all(store.values[n.index] is None for n in gates):
-        return set()
-    missing = {n.name for n in gates if store.values[n.index] is None}
+    """Names of the nodes the walk a drawing shows did not compute (Graph.shown_walk: the
+    forward behind the last backward, else the last forward; after a forward that stopped
+    part-way, the gates without a value), and the sources only they read (a model's L2
+    branch with reg=0 and its constant). Nothing is left out of a graph that has not run
+    at all."""
+    walk, store = graph.shown_walk(), graph.store
+    if walk is not None and not store.stale:
+        missing = {n.name for n in graph.nodes
+                   if n.kind in ("gate", "input") and n.index not in walk.writes}
+    else:  # no walk finished (one stopped at a NaN, say): what it computed has values
+        gates = [n for n in graph.nodes if n.gate is not None]
+        if all(store.values[n.index] is None for n in gates):
+            return set()
+        missing = {n.name for n in gates if store.values[n.index] is None}
     consumers = defaultdict(list)
     for node in graph.nodes:
         for inp in node.inputs:
@@ -96,11 +102,15 @@ class View:
     scale_grads: Optional[list] = None
 
     @classmethod
-    def of(cls, graph):
-        nodes = graph.nodes
-        return cls(values={n.name: n.value for n in nodes if n.value is not None},
-                   grads={n.name: n.grad for n in nodes if n.grad is not None},
-                   edge_grads=graph.edge_gradients())
+    def of(cls, graph, compute=True):
+        """The graph's current state; compute=False leaves out what a fused step left to
+        compute on first read instead of computing it (the live mode's redraws)."""
+        store = graph.store
+        value, grad = (store.value, store.grad) if compute else (store.peek_value,
+                                                                 store.peek_grad)
+        values = {n.name: v for n in graph.nodes if (v := value(n.index)) is not None}
+        grads = {n.name: g for n in graph.nodes if (g := grad(n.index)) is not None}
+        return cls(values=values, grads=grads, edge_grads=graph.edge_gradients(compute))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -100,7 +100,7 @@ class Widget(anywidget.AnyWidget):
         if last is None:
             ran = [n for n in graph.nodes if n.gate is not None and n.value is not None]
             return _bounded(forward_steps(graph, ran[-1])) if ran else []
-        plan, seed = last
+        plan, seed = last.plan, last.seed
         target = plan.target
         frames = forward_steps(graph, target)
         if len(frames) > MAX_STEPS:
@@ -138,7 +138,9 @@ class Widget(anywidget.AnyWidget):
             self._pending = None
             self._show(fresh)
             layout = fresh
-        view = View.of(graph)
+        # What a fused chain left to compute on first read stays as it is: computing it
+        # at every redraw would cost as much as the rest of the redraw.
+        view = View.of(graph, compute=False)
         patch = layout.scene.encode(layout.picture.state(view))
         layout.views[-1] = view
         loss = _loss(graph)
@@ -198,14 +200,14 @@ def _bounded(frames):
 
 def _loss(graph):
     last = graph.store.last_backward
-    value = None if last is None else graph.store.peek_value(last[0].target.index)
+    value = None if last is None else graph.store.peek_value(last.plan.target.index)
     return None if value is None or np.size(value) != 1 else num(scalar(value))
 
 
 def _state_text(graph):
     last = graph.store.last_backward
     if last is not None:
-        return (f"after the last forward and backward (from {last[0].target.name!r}): "
+        return (f"after the last forward and backward (from {last.plan.target.name!r}): "
                 "every value and gradient")
     return "after the last forward" if any(n.value is not None for n in graph.nodes
                                            if n.gate is not None) else "not run yet"

@@ -233,3 +233,42 @@ def test_profile_reports_every_step_both_ways_and_draws_by_time():
     with gn.profile(g) as live:  # around one's own calls
         g.forward(feeds)
     assert {row.label for row in live.rows} == labels and g.executor.hooks == []
+
+
+def test_the_walk_a_drawing_shows_and_edges_left_uncomputed():
+    g, feeds = small_cnn()
+    assert g.shown_walk() is None  # nothing ran yet
+    g.forward(feeds)
+    g.backward()
+    loss_walk = g.shown_walk()
+    assert {g["loss"].index, g["x"].index, g["conv"].index} <= loss_walk.writes
+    g.run("scores", x=feeds["x"])  # a later walk of the scores alone (as an accuracy check)
+    assert g.shown_walk() is loss_walk  # still the walk behind the last backward
+    assert g.store.is_deferred("grad", g["conv"].index)
+    edges = g.edge_gradients(compute=False)
+    assert ("relu", 0) not in edges and ("pool", 0) not in edges  # deferred: left out
+    assert g.store.is_deferred("grad", g["conv"].index)  # and still not computed
+    assert ("scores", 0) in edges
+    full = g.edge_gradients()
+    np.testing.assert_array_equal(full["relu", 0], g["conv"].grad)
+
+
+def test_a_failing_backward_step_is_named_with_and_without_hooks():
+    @gn.register_gate
+    class BackwardFails(gn.Gate):
+        op = "backward_fails"
+        inputs = ("x",)
+
+        def forward(self, x):
+            return x, None
+
+        def backward(self, dout, cache, needs):
+            raise ValueError("no gradient today")
+
+    for hooked in (False, True):
+        g = gn.Graph()
+        g.sum(g.apply("backward_fails", g.exp(g.input("x"), name="e"), name="bad"), name="s")
+        g.forward(x=np.ones(2))
+        with g.add_hook(backward=lambda e: None) if hooked else g.add_hook(end=print):
+            with pytest.raises(gn.GraphError, match="backward of node 'bad' .*no gradient"):
+                g.backward()
