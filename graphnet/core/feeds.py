@@ -7,6 +7,7 @@ from typing import Any, Optional, Tuple
 import numpy as np
 
 from ..errors import GraphError
+from ..kernels.geometry import element_count
 
 
 def static_shape(what: str, shape: Any) -> Optional[Tuple[Optional[int], ...]]:
@@ -23,7 +24,12 @@ def static_shape(what: str, shape: Any) -> Optional[Tuple[Optional[int], ...]]:
                           and 0 <= d <= 2 ** 62) for d in dims):
         raise GraphError(f"{what}: shape must hold non-negative integers or None (any size), "
                          f"got {shape!r}")
-    return tuple(None if d is None else int(d) for d in dims)
+    shape = tuple(None if d is None else int(d) for d in dims)
+    try:
+        element_count([d for d in shape if d is not None], "input")
+    except ValueError as err:
+        raise GraphError(f"{what}: shape {shape}: {err}") from None
+    return shape
 
 
 def feed_dtype(node: Any, float_dtype: np.dtype, integer_use: bool) -> np.dtype:

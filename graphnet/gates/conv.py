@@ -1,18 +1,17 @@
 """Convolution and max pooling: thin gates over the C++ kernels in graphnet.kernels.fast."""
 import numpy as np
 
-from ..kernels import fast
+from ..kernels import fast, geometry
 from .base import Gate, ShapeError, check_rank, dims_match, integer, register_gate
 
 
-def window_count(size, kernel, stride, pad, what):
-    """Positions of a window along one axis (the course's formula), None if unknown."""
-    if size is None or kernel is None:
-        return None
-    if kernel > size + 2 * pad:
-        raise ShapeError(f"the {what} window {kernel} is larger than the padded input "
-                         f"{size + 2 * pad}")
-    return 1 + (size + 2 * pad - kernel) // stride
+def window_count(size, kernel, stride, pad, axis):
+    """Positions of a window along one axis (kernels.geometry's checked rule), None if
+    unknown."""
+    try:
+        return geometry.window_count(size, kernel, stride, pad, axis)
+    except ValueError as err:
+        raise ShapeError(str(err)) from None
 
 
 @register_gate
@@ -41,9 +40,8 @@ class Conv(Gate):
             return None
         if not dims_match(x[1], w[1]):
             raise ShapeError(f"x {x} has {x[1]} channels but w {w} expects {w[1]}")
-        return (x[0], w[0],
-                window_count(x[2], w[2], self.stride, self.pad, "filter height"),
-                window_count(x[3], w[3], self.stride, self.pad, "filter width"))
+        return (x[0], w[0], window_count(x[2], w[2], self.stride, self.pad, "height"),
+                window_count(x[3], w[3], self.stride, self.pad, "width"))
 
     def forward(self, x, w, b):
         return fast.conv_forward_fast(x, w, b, self.attrs())
@@ -80,8 +78,8 @@ class MaxPool(Gate):
         check_rank(x, 4, "(N, C, H, W)", "x")
         if x is None:
             return None
-        return (x[0], x[1], window_count(x[2], self.pool_height, self.stride, 0, "pool height"),
-                window_count(x[3], self.pool_width, self.stride, 0, "pool width"))
+        return (x[0], x[1], window_count(x[2], self.pool_height, self.stride, 0, "height"),
+                window_count(x[3], self.pool_width, self.stride, 0, "width"))
 
     def forward(self, x):
         return fast.max_pool_forward_fast(x, self.attrs())

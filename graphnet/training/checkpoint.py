@@ -100,8 +100,14 @@ def _describe_model(model, arrays, path):
     from .. import models
     cls = type(model)
     config = getattr(model, "config", None)
-    # graphnet's own models are named by their public import path, graphnet.models.
-    module = models.__name__ if models.MODELS.get(cls.__name__) is cls else cls.__module__
+    # graphnet's own models are named by their public import path, graphnet.models; an
+    # edition's class (graphnet.cs231n's FullyConnectedNet) by the model class it extends,
+    # whose config it shares, so that load() rebuilds it without into=.
+    own = next((c for c in cls.__mro__ if models.MODELS.get(c.__name__) is c), None)
+    if own is not None:
+        cls, module = own, models.__name__
+    else:
+        module = cls.__module__
     return {"class": cls.__name__, "module": module,
             "config": _jsonable(config, path, "model config") if config is not None else None,
             "graph": _describe_graph(model.graph, arrays, path, with_consts=False)}

@@ -1,5 +1,7 @@
 """The network gates (conv, max pool, batchnorm, spatial batchnorm, dropout) in a graph:
 numerical gradients in float64, the course's layer functions, train/eval mode."""
+import re
+
 import numpy as np
 import pytest
 
@@ -154,7 +156,7 @@ def test_conv_build_errors_name_the_gate_and_shapes():
     with pytest.raises(gn.GraphError, match=r"conv gate 'c1'.*3 channels but w \(4, 2, 3, 3\)"):
         g.conv(x, w, b, name="c1")
     w7 = g.param("w7", np.zeros((4, 3, 7, 7)))
-    with pytest.raises(gn.GraphError, match="larger than the padded input 5"):
+    with pytest.raises(gn.GraphError, match=r"larger than the \(padded\) input height 5"):
         g.conv(x, w7, b)
     with pytest.raises(gn.GraphError, match="conv gate .*stride must be >= 1"):
         g.conv(x, w7, b, stride=0, pad=1)
@@ -194,3 +196,28 @@ def test_small_cnn_against_torch(dtype):
     for k in params:
         assert g[k].grad.dtype == dtype
         np.testing.assert_allclose(g[k].grad, t[k].grad.numpy(), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("builder, kwargs, words", [
+    ("conv", dict(pad=2**63 - 1), "pad"), ("conv", dict(pad=2**40), "pad"),
+    ("conv", dict(stride=10**30), "stride"), ("conv", dict(stride=-2**63), "stride"),
+    ("max_pool", dict(pool_height=2**62), "pool_height"),
+    ("max_pool", dict(stride=2**64), "stride"),
+])
+def test_absurd_integers_are_refused_when_the_gate_is_built(builder, kwargs, words):
+    """Sizes, strides and pads the kernels could not count in int64 never reach them: the
+    builder refuses them, naming the setting, and no message shows a negative size."""
+    g = gn.Graph()
+    x = g.input("x", shape=(None, 3, 8, 8))
+    args = (x, g.param("w", np.ones((2, 3, 3, 3))), g.param("b", np.zeros(2))) \
+        if builder == "conv" else (x,)
+    with pytest.raises(gn.GraphError, match=f"{builder} gate 'g': {words}") as error:
+        getattr(g, builder)(*args, name="g", **kwargs)
+    if all(value >= 0 for value in kwargs.values()):
+        assert not re.search(r"-\d", str(error.value)), error.value
+
+
+def test_shapes_whose_sizes_multiply_past_int64_are_refused():
+    g = gn.Graph()
+    with pytest.raises(gn.GraphError, match="input 'x'.*multiply to more than fits in 64"):
+        g.input("x", shape=(None, 2**40, 2**40))

@@ -461,3 +461,16 @@ def test_save_rejects_other_objects(tmp_path):
         save({"W1": np.zeros(3)}, tmp_path / "x.npz")
     with pytest.raises(TypeError, match="into"):
         load(save(fc_model(), tmp_path / "m.npz"), into={"W1": 1})
+
+
+def test_a_course_edition_model_loads_without_into(tmp_path):
+    """graphnet.cs231n's FullyConnectedNet (the 2018+ arguments) shares its config with
+    graphnet.models': a checkpoint of it rebuilds as that, with the same scores."""
+    from graphnet.cs231n.classifiers.fc_net import FullyConnectedNet as LaterEdition
+    np.random.seed(4)
+    model = LaterEdition([6], input_dim=5, num_classes=3, dropout=0.75,
+                         normalization="layernorm", seed=2)
+    loaded = load(save(model, tmp_path / "later.npz"))
+    X = np.random.randn(3, 5)
+    np.testing.assert_array_equal(loaded.loss(X), model.loss(X))
+    assert loaded.config == model.config
