@@ -225,8 +225,7 @@ class Concat(Gate):
     """Any number of inputs joined along `axis`; every other axis must match. Backward
     splits the upstream gradient back into the inputs' pieces."""
     op = "concat"
-    inputs = ()  # variadic: one or more
-    formula = "concat({0}, {1}, …)"
+    inputs = ()  # variadic: one or more (and no formula: the drawings write concat(a, b, ...))
     rule = "concat distributes by position: each input receives its own slice of the upstream gradient"
     derivatives = ("1 on its own slice",)
 
