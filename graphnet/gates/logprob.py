@@ -14,7 +14,8 @@ def log_softmax(x, axis):
 
 @register_gate
 class LogSoftmax(Gate):
-    """f = log softmax(x) along `axis` (the last by default). Backward: dout − softmax·Σ dout."""
+    """f = log softmax(x) along `axis` (the last by default).
+    Backward: dout − softmax·Σ dout."""
     op = "log_softmax"
     inputs = ("x",)
     formula = "log softmax({0})"

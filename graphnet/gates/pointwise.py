@@ -104,7 +104,8 @@ class Clip(UnaryGate):
     gradient passes where low <= x <= high (the limits included, as in PyTorch)."""
     op = "clip"
     formula = "clip({0}, low, high)"
-    rule = "a clip gate passes the upstream gradient where {0} is within [low, high], blocks it elsewhere"
+    rule = ("a clip gate passes the upstream gradient where {0} is within [low, high], "
+            "blocks it elsewhere")
     derivatives = ("1 if low ≤ {0} ≤ high else 0",)
 
     def __init__(self, low=None, high=None):
@@ -201,7 +202,8 @@ class Gelu(UnaryGate):
     (1 + tanh(√(2/π)(x + 0.044715x³)))/2, as GPT-2 did). df/dx = Φ(x) + x·φ(x)."""
     op = "gelu"
     formula = "{0}·Φ({0})"
-    rule = "a GELU gate scales the upstream gradient by Φ({0}) + {0}·φ({0}): about 1 for large {0}, 0 for very negative {0}"
+    rule = ("a GELU gate scales the upstream gradient by Φ({0}) + {0}·φ({0}): about 1 for "
+            "large {0}, 0 for very negative {0}")
     derivatives = ("Φ({0}) + {0}·φ({0})",)
 
     def __init__(self, approximate="none"):

@@ -226,7 +226,8 @@ class Concat(Gate):
     splits the upstream gradient back into the inputs' pieces."""
     op = "concat"
     inputs = ()  # variadic: one or more (and no formula: the drawings write concat(a, b, ...))
-    rule = "concat distributes by position: each input receives its own slice of the upstream gradient"
+    rule = ("concat distributes by position: each input receives its own slice of the "
+            "upstream gradient")
     derivatives = ("1 on its own slice",)
 
     def __init__(self, axis=0):

@@ -111,7 +111,8 @@ CASES = {
                          lambda x: np.where(x > 0, x, 0.2 * x)),
     # Slopes well away from 0 (at GELU's minimum near -0.75, and far left, a tiny slope
     # drowns in the numerical gradient's rounding).
-    "gelu": (lambda g, x: g.gelu(x), [np.linspace(-2.5, 3, 12).reshape(3, 4)], lambda x: x * (1 + erf(x / 2 ** 0.5)) / 2),
+    "gelu": (lambda g, x: g.gelu(x), [np.linspace(-2.5, 3, 12).reshape(3, 4)],
+             lambda x: x * (1 + erf(x / 2 ** 0.5)) / 2),
     "gelu tanh": (lambda g, x: g.gelu(x, approximate="tanh"), [np.linspace(-2.5, 3, 12)],
                   lambda x: x * (1 + np.tanh((2 / np.pi) ** 0.5 * (x + 0.044715 * x ** 3))) / 2),
     "softplus": (lambda g, x: g.softplus(x), [normal(3, 4) * 2], lambda x: np.log1p(np.exp(x))),
