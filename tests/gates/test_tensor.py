@@ -152,6 +152,11 @@ def test_value_against_numpy_and_gradient_against_numerical(name):
     assert set(errors) == set(feeds) and max(errors.values()) < 1e-7, errors
 
 
+def one_input_forward(gate, values, position):
+    """The gate's output as a function of its input `position`, the others held fixed."""
+    return lambda x: gate.forward(*values[:position], x, *values[position + 1:])[0]
+
+
 @pytest.mark.parametrize("name", CASES)
 def test_each_gates_backward_against_eval_numerical_gradient_array(name):
     """Gate by gate, without the graph: the course's numerical gradient of the gate's own
@@ -168,9 +173,7 @@ def test_each_gates_backward_against_eval_numerical_gradient_array(name):
         for position, need in enumerate(needs):
             if not need:
                 continue
-
-            def forward(x, position=position):
-                return node.gate.forward(*values[:position], x, *values[position + 1:])[0]
+            forward = one_input_forward(node.gate, values, position)
             numeric = eval_numerical_gradient_array(forward, values[position], dout)
             analytic = unbroadcast(np.asarray(grads[position]), np.shape(values[position]))
             assert rel_error(analytic, numeric) < 1e-7, (node.name, position)
