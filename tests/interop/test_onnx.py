@@ -278,3 +278,151 @@ def test_an_empty_batch_runs_in_onnxruntime(case):
     empty = {name: value[:0] for name, value in feeds.items()}
     (got,) = run_onnxruntime(gn.to_onnx(graph), empty)
     assert got.shape == graph.eval().forward(empty).shape
+
+
+# ----- the tensor gates -----------------------------------------------------------------
+
+@pytest.mark.parametrize("opset", [13, 17, 18, 20])
+@pytest.mark.parametrize("case", ["gelu", "gelu_tanh", "mean_axes_keepdims", "mean_all",
+                                  "slice_int_none_step", "flatten_axis2", "clip_high",
+                                  "cross_entropy_sequence", "where", "log_softmax_axis1"])
+def test_tensor_gates_at_every_opset_run_in_onnxruntime_and_come_back(case, opset):
+    """Gelu is an op from opset 20 (before, the ops torch.onnx.export writes for it, read
+    back as one gate); ReduceMean takes its axes as an input from opset 18."""
+    graph, feeds = build(case, np.float32)
+    model = gn.to_onnx(graph, opset=opset)
+    ops = {n.op_type for n in model.graph.node}
+    if case.startswith("gelu"):
+        assert ("Gelu" in ops) == (opset >= 20)
+    (got,) = run_onnxruntime(model, feeds)
+    np.testing.assert_allclose(got, graph.forward(feeds), rtol=2e-6, atol=2e-6)
+    assert gate_ops(gn.from_onnx(model)) == gate_ops(graph)
+
+
+def test_a_slice_backwards_runs_in_onnxruntime():
+    g = gn.Graph(dtype=np.float32)
+    x = g.input("x", shape=(None, 5, 4))
+    g.index(x, (slice(None, None, -1), slice(3, 0, -2), -1), name="out")
+    X = np.random.default_rng(0).normal(size=(3, 5, 4)).astype(np.float32)
+    model = gn.to_onnx(g)
+    np.testing.assert_array_equal(run_onnxruntime(model, {"x": X})[0], X[::-1, 3:0:-2, -1])
+    back = gn.from_onnx(model)
+    assert back["out"].gate.attrs()["key"] == "::-1, 3:0:-2, -1"
+
+
+def test_export_names_the_forms_onnx_lacks():
+    g = gn.Graph()
+    g.cross_entropy(g.input("scores", shape=(5,)), g.input("y", shape=(), dtype=np.int64),
+                    name="single")
+    with pytest.raises(UnsupportedOpError, match=r"cross_entropy node 'single'.*batch axis"):
+        gn.to_onnx(g)
+    g = gn.Graph()
+    g.reshape(g.input("x", shape=(None, 3)), (0, 3), name="none_left")
+    with pytest.raises(UnsupportedOpError, match=r"reshape node 'none_left'.*opset 14"):
+        gn.to_onnx(g, opset=13)
+    empty = np.zeros((0, 3))
+    assert run_onnxruntime(gn.to_onnx(g, opset=14), {"x": empty})[0].shape == (0, 3)
+
+
+@pytest.mark.parametrize("case", ["matmul_batched", "reshape", "slice_int_none_step",
+                                  "take_rows", "avg_pool", "gelu", "where_constant_mask"])
+def test_an_empty_batch_of_a_tensor_gate_runs_in_onnxruntime(case):
+    """(onnxruntime's SoftmaxCrossEntropyLoss fails on an empty batch: not the losses.)"""
+    graph, feeds = build(case, np.float32)
+    empty = {name: value[:0] if value.ndim else value for name, value in feeds.items()}
+    (got,) = run_onnxruntime(gn.to_onnx(graph), empty)
+    assert got.shape == np.shape(graph.eval().forward(empty))
+
+
+def test_import_of_hand_made_tensor_ops_matches_onnxruntime():
+    """The forms other exporters write: Squeeze, Unsqueeze and Gather of one index around
+    a Slice (one slice gate), a Reshape keeping sizes with 0, Flatten from axes 0 and 2,
+    GlobalAveragePool, a loss on (N, C, H, W) scores with ignore_index, Clip, Cast, Where,
+    and GELU as torch's TorchScript exporter wrote it (x·(1 + erf) first, then ½)."""
+    rng = np.random.default_rng(3)
+    f32 = lambda *shape: rng.normal(size=shape).astype(np.float32)  # noqa: E731
+    big = np.iinfo(np.int64).max
+    ints = lambda name, *values: tensor(name, np.array(values, np.int64))  # noqa: E731
+    scalar = lambda name, value: tensor(name, np.float32(value))  # noqa: E731
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["conv"], kernel_shape=[1, 1]),      # (N, 3, 4, 4)
+        helper.make_node("Div", ["conv", "sqrt2"], ["scaled"]),
+        helper.make_node("Erf", ["scaled"], ["erf"]),
+        helper.make_node("Add", ["erf", "one"], ["one_plus"]),
+        helper.make_node("Mul", ["conv", "one_plus"], ["twice"]),
+        helper.make_node("Mul", ["twice", "half"], ["gelu"]),
+        helper.make_node("SoftmaxCrossEntropyLoss", ["gelu", "labels"], ["loss"],
+                         ignore_index=1),
+        helper.make_node("Slice", ["gelu", "starts", "ends", "axes", "steps"], ["sliced"]),
+        helper.make_node("Gather", ["sliced", "index"], ["picked"], axis=1),      # (N, 2, 4)
+        helper.make_node("Unsqueeze", ["picked", "axis_minus1"], ["column"]),     # (N, 2, 4, 1)
+        helper.make_node("Squeeze", ["column", "axis_minus1"], ["row"]),          # (N, 2, 4)
+        helper.make_node("Reshape", ["row", "keep_first"], ["kept"]),             # (N, 8)
+        helper.make_node("Flatten", ["gelu"], ["all"], axis=0),                   # (1, N*48)
+        helper.make_node("Flatten", ["gelu"], ["matrix"], axis=2),                # (N*3, 16)
+        helper.make_node("GlobalAveragePool", ["gelu"], ["pooled"]),              # (N, 3, 1, 1)
+        helper.make_node("Clip", ["kept", "low", ""], ["clipped"]),
+        helper.make_node("Cast", ["mask"], ["condition"], to=onnx.TensorProto.BOOL),
+        helper.make_node("Where", ["condition", "clipped", "half"], ["chosen"]),
+        helper.make_node("ReduceSum", ["chosen"], ["s1"], keepdims=0),
+        helper.make_node("ReduceSum", ["all"], ["s2"], keepdims=0),
+        helper.make_node("ReduceSum", ["matrix"], ["s3"], keepdims=0),
+        helper.make_node("ReduceMean", ["pooled"], ["s4"], keepdims=0),
+        helper.make_node("Sum", ["s1", "s2", "s3", "s4", "loss"], ["out"]),
+    ]
+    initializers = [tensor("w", f32(3, 2, 1, 1)), scalar("sqrt2", np.sqrt(2)),
+                    scalar("one", 1.0), scalar("half", 0.5),
+                    ints("starts", 3, 1), ints("ends", -big, big), ints("axes", 2, -1),
+                    ints("steps", -1, 2), tensor("index", np.int64(-1)),
+                    ints("axis_minus1", -1), ints("keep_first", 0, -1), scalar("low", -0.1)]
+    inputs = [float_info("x", ["N", 2, 4, 4]),
+              helper.make_tensor_value_info("labels", onnx.TensorProto.INT64, ["N", 4, 4]),
+              helper.make_tensor_value_info("mask", onnx.TensorProto.INT64, [8])]
+    model = make_model(nodes, inputs, [float_info("out", [])], initializers, opset=17)
+    graph = gn.from_onnx(model)
+    ops = gate_ops(graph)
+    assert ops.count("gelu") == 1 and ops.count("slice") == 1 and "cross_entropy" in ops
+    keys = [n.gate.attrs()["key"] for n in graph.nodes if n.op == "slice"]
+    assert keys == [":, -1, 3::-1, 1::2"]  # the Unsqueeze's None squeezed again
+    assert graph["all"].gate.attrs()["shape"] == (1, -1)
+    assert graph["matrix"].gate.attrs()["shape"] == (-1, 16)
+    assert graph["loss"].inputs[0].op == "transpose"  # the classes moved to the last axis
+    feeds = {"x": f32(3, 2, 4, 4), "labels": rng.integers(0, 3, (3, 4, 4)),
+             "mask": rng.integers(0, 3, 8)}
+    (expected,) = run_onnxruntime(model, feeds)
+    np.testing.assert_allclose(graph.forward(feeds), expected, rtol=1e-5)
+
+
+def test_a_gelu_whose_inner_values_are_read_elsewhere_stays_ops():
+    nodes = [helper.make_node("Div", ["x", "sqrt2"], ["scaled"]),
+             helper.make_node("Erf", ["scaled"], ["erf"]),
+             helper.make_node("Add", ["erf", "one"], ["one_plus"]),
+             helper.make_node("Mul", ["half", "one_plus"], ["halved"]),
+             helper.make_node("Mul", ["x", "halved"], ["gelu"]),
+             helper.make_node("Add", ["gelu", "erf"], ["out"])]
+    initializers = [tensor("sqrt2", np.float32(np.sqrt(2))), tensor("one", np.float32(1)),
+                    tensor("half", np.float32(0.5))]
+    model = make_model(nodes, [float_info("x", [2])], [float_info("out", [2])], initializers, 17)
+    with pytest.raises(UnsupportedOpError) as err:
+        gn.from_onnx(model)
+    assert err.value.ops == {"Erf": ["erf"]}
+
+
+def test_import_names_the_tensor_op_settings_graphnet_lacks():
+    def single(node, shape=(2, 3), out_type=onnx.TensorProto.FLOAT, extra_inputs=()):
+        return make_model([node], [float_info("x", list(shape)), *extra_inputs],
+                          [helper.make_tensor_value_info("y", out_type, ["a", "b"])], [], 17)
+    with pytest.raises(UnsupportedOpError, match=r"Pow node 'y'.*exponent.*constant"):
+        gn.from_onnx(single(helper.make_node("Pow", ["x", "x"], ["y"])))
+    with pytest.raises(UnsupportedOpError, match=r"Cast node 'y'.*no cast gate"):
+        gn.from_onnx(single(helper.make_node("Cast", ["x"], ["y"], to=onnx.TensorProto.INT64),
+                            out_type=onnx.TensorProto.INT64))
+    shape = helper.make_tensor_value_info("shape", onnx.TensorProto.INT64, [2])
+    with pytest.raises(UnsupportedOpError, match=r"Reshape node 'y'.*shape.*constant"):
+        gn.from_onnx(single(helper.make_node("Reshape", ["x", "shape"], ["y"]),
+                            extra_inputs=[shape]))
+    with pytest.raises(UnsupportedOpError, match=r"AveragePool node 'y'.*padding"):
+        gn.from_onnx(make_model([helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[2, 2],
+                                                  pads=[1, 1, 1, 1])],
+                                [float_info("x", [1, 1, 4, 4])], [float_info("y", [1, 1, 5, 5])],
+                                [], 17))
