@@ -1,6 +1,8 @@
 """One small graph per gate (and per setting where a converter branches), shared by the
 ONNX and PyTorch tests. Each case builds its graph in a given dtype and returns
 (graph, feeds); the graph's single sink is the output to compare."""
+import math
+
 import numpy as np
 
 import graphnet as gn
@@ -249,6 +251,23 @@ def course_models():
                                                 filter_size=3, hidden_dim=10, num_classes=5,
                                                 weight_scale=0.3, reg=0.1), (3, 8, 8)),
     }
+
+
+TOKENS, WIDTH = 4, 6
+
+
+def attention_graph(dtype):
+    """One head of self-attention from gates: softmax(q kᵀ / √d) v for x (N, T, d), with
+    q = x Wq, k = x Wk, v = x Wv."""
+    rng = np.random.default_rng(0)
+    g = gn.Graph(dtype=dtype)
+    x = g.input("x", shape=(None, TOKENS, WIDTH))
+    q, k, v = (g.matmul(x, g.param(f"W{name}", rng.normal(size=(WIDTH, WIDTH)) / 2), name=name)
+               for name in "qkv")
+    scores = g.multiply(g.matmul(q, g.transpose(k, (0, 2, 1), name="kT"), name="qk"),
+                        1 / math.sqrt(WIDTH), name="scores")
+    g.matmul(g.softmax(scores, name="weights"), v, name="attended")
+    return g, {"x": rng.normal(size=(3, TOKENS, WIDTH)).astype(dtype)}
 
 
 def graph_with_a_custom_gate():

@@ -7,7 +7,7 @@ import pytest
 
 import graphnet as gn
 
-from .cases import gate_ops
+from .cases import TOKENS, WIDTH, attention_graph, gate_ops
 from .reference import assert_runs_equal, graphnet_run, torch_run
 
 onnx = pytest.importorskip("onnx")
@@ -16,22 +16,8 @@ torch = pytest.importorskip("torch")
 nn, F = torch.nn, torch.nn.functional
 pytestmark = [pytest.mark.onnx, pytest.mark.torch]
 
-TOKENS, WIDTH = 4, 6
 ATTENTION_GATES = ["matmul", "matmul", "matmul", "transpose", "matmul", "multiply", "softmax",
                    "matmul"]
-
-
-def attention_graph(dtype):
-    """softmax(q kᵀ / √d) v for x (N, T, d), q = x Wq, k = x Wk, v = x Wv."""
-    rng = np.random.default_rng(0)
-    g = gn.Graph(dtype=dtype)
-    x = g.input("x", shape=(None, TOKENS, WIDTH))
-    q, k, v = (g.matmul(x, g.param(f"W{name}", rng.normal(size=(WIDTH, WIDTH)) / 2), name=name)
-               for name in "qkv")
-    scores = g.multiply(g.matmul(q, g.transpose(k, (0, 2, 1), name="kT"), name="qk"),
-                        1 / math.sqrt(WIDTH), name="scores")
-    g.matmul(g.softmax(scores, name="weights"), v, name="attended")
-    return g, {"x": rng.normal(size=(3, TOKENS, WIDTH)).astype(dtype)}
 
 
 def test_attention_block_to_onnx_runs_in_onnxruntime_and_comes_back():
