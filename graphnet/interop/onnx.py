@@ -330,7 +330,8 @@ def _export_gelu(writer, node, inputs):
     x·½(1 + tanh(√(2/π)(x + 0.044715x³)))."""
     approximate, name, x = node.gate.attrs()["approximate"], node.name, inputs[0]
     if writer.opset >= 20:
-        return writer.op("Gelu", inputs, name, approximate=approximate)
+        writer.op("Gelu", inputs, name, approximate=approximate)
+        return
 
     def op(op_type, *args):  # a float argument is a constant
         out = f"{name}/{op_type.lower()}{len(writer.nodes)}"
@@ -507,9 +508,9 @@ class _Reader:
     def gate(self, op, node, inputs, **attrs):
         return build_gate(self.graph, op, inputs, node.output[0], **attrs)
 
-    def sliced(self, node, i=0):
-        """A run of indexing ops so far on input i (see Sliced)."""
-        return Sliced.of(self.graph, self.input_value(node.input[i]), node.op_type,
+    def sliced(self, node):
+        """A run of indexing ops so far on the node's first input (see Sliced)."""
+        return Sliced.of(self.graph, self.input_value(node.input[0]), node.op_type,
                          node.output[0])
 
 
@@ -528,80 +529,104 @@ def _elem_dtype(onnx, info):
 
 def _find_gelus(onnx, model):
     """The GELUs written in ONNX ops before opset 20 had Gelu (as torch.onnx.export and
-    to_onnx write them): x·½(1 + erf(x/√2)) and x·½(1 + tanh(√(2/π)(x + 0.044715x³))),
-    the product in either order. Returns ({output: (x, approximate)}, the outputs of the
-    nodes inside them), leaving alone a GELU whose inner values something else reads."""
-    nodes = model.graph.node
-    producer = {_output(n): n for n in nodes}
-    constants = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
-    constants.update({_output(n): onnx.numpy_helper.to_array(a.t) for n in nodes
-                      if n.op_type == "Constant" for a in n.attribute if a.name == "value"})
+    to_onnx write them): ({output: (x, approximate)}, the outputs of the nodes inside
+    them), leaving alone a GELU whose inner values something else reads."""
+    finder = _GeluFinder(onnx, model)
+    gelus, inside = {}, set()
+    for tail in model.graph.node:
+        x, approximate = finder.match(tail)
+        interior = set() if x is None else finder.interior(tail, x)
+        if x is not None and all(finder.read_only_by(name, interior | {_output(tail)})
+                                 for name in interior):
+            gelus[_output(tail)] = (x, approximate)
+            inside |= interior
+    return gelus, inside
 
-    def operand(name, op_type, value, commutes=True):
+
+class _GeluFinder:
+    """Matches x·½(1 + erf(x/√2)) and x·½(1 + tanh(√(2/π)(x + 0.044715x³))), the product
+    taken in either order, in a model's nodes."""
+
+    def __init__(self, onnx, model):
+        nodes = model.graph.node
+        self.producer = {_output(n): n for n in nodes}
+        self.constants = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+        self.constants.update({_output(n): onnx.numpy_helper.to_array(a.t) for n in nodes
+                               if n.op_type == "Constant" for a in n.attribute
+                               if a.name == "value"})
+        self.readers = {}
+        for n in nodes:
+            for name in n.input:
+                self.readers.setdefault(name, set()).add(_output(n))
+        self.outputs = {o.name for o in model.graph.output}
+
+    def operand(self, name, op_type, value, commutes=True):
         """The other input of the `op_type` node computing `name` whose one input is the
         scalar `value`."""
-        node = producer.get(name)
+        node = self.producer.get(name)
         if node is None or node.op_type != op_type or len(node.input) != 2:
             return None
         for this, other in (node.input, reversed(node.input))[:1 + commutes]:
-            if other in constants and constants[other].size == 1 and math.isclose(
-                    float(np.ravel(constants[other])[0]), value, rel_tol=1e-6):
+            constant = self.constants.get(other)
+            if constant is not None and constant.size == 1 and math.isclose(
+                    float(np.ravel(constant)[0]), value, rel_tol=1e-6):
                 return this
         return None
 
-    def phi_input(name):
+    def phi_input(self, name):
         """(x, approximate) when `name` is erf(x/√2) or tanh(√(2/π)(x + 0.044715x³))."""
-        node = producer.get(name)
+        node = self.producer.get(name)
         if node is not None and node.op_type == "Erf":
-            return operand(node.input[0], "Div", _SQRT_2, commutes=False) or operand(
-                node.input[0], "Mul", 1 / _SQRT_2), "none"
-        inner = node is not None and node.op_type == "Tanh" and producer.get(
-            operand(node.input[0], "Mul", _SQRT_2_OVER_PI))
-        if inner and inner.op_type == "Add":
+            x = self.operand(node.input[0], "Div", _SQRT_2, commutes=False) or \
+                self.operand(node.input[0], "Mul", 1 / _SQRT_2)
+            return x, "none"
+        if node is None or node.op_type != "Tanh":
+            return None, None
+        inner = self.producer.get(self.operand(node.input[0], "Mul", _SQRT_2_OVER_PI))
+        if inner is not None and inner.op_type == "Add":
             for x, term in (inner.input, reversed(inner.input)):
-                cube = operand(term, "Mul", _TANH_CUBIC)
-                if cube and operand(cube, "Pow", 3.0, commutes=False) == x:
+                cube = self.operand(term, "Mul", _TANH_CUBIC)
+                if cube and self.operand(cube, "Pow", 3.0, commutes=False) == x:
                     return x, "tanh"
         return None, None
 
-    def gelu_of(a, b):
+    def product(self, a, b):
         """(x, approximate) when a·b is x·(1 + phi(x)), in either order."""
         for x, rest in ((a, b), (b, a)):
-            found, approximate = phi_input(operand(rest, "Add", 1.0))
+            found, approximate = self.phi_input(self.operand(rest, "Add", 1.0))
             if found is not None and found == x:
                 return x, approximate
         return None, None
 
-    readers = {}
-    for n in nodes:
-        for name in n.input:
-            readers.setdefault(name, []).append(_output(n))
-    graph_outputs = {o.name for o in model.graph.output}
-    gelus, inside = {}, set()
-    for tail in (n for n in nodes if n.op_type == "Mul" and len(n.input) == 2):
-        x = approximate = None
-        for i in (0, 1):  # x · (½·(1 + phi)), or (x·(1 + phi)) · ½
-            half_of = operand(tail.input[i], "Mul", 0.5)
-            if half_of is not None and x is None:
-                x, approximate = gelu_of(tail.input[1 - i], half_of)
-        product = producer.get(operand(_output(tail), "Mul", 0.5))
-        if x is None and product is not None and product.op_type == "Mul":
-            x, approximate = gelu_of(*product.input)
-        if x is None:
-            continue
+    def match(self, tail):
+        """(x, approximate) when the node `tail` is x · (½·(1 + phi)) or (x·(1 + phi)) · ½."""
+        if tail.op_type != "Mul" or len(tail.input) != 2:
+            return None, None
+        for i in (0, 1):
+            half_of = self.operand(tail.input[i], "Mul", 0.5)
+            if half_of is not None:
+                x, approximate = self.product(tail.input[1 - i], half_of)
+                if x is not None:
+                    return x, approximate
+        inner = self.producer.get(self.operand(_output(tail), "Mul", 0.5))
+        if inner is not None and inner.op_type == "Mul":
+            return self.product(*inner.input)
+        return None, None
+
+    def interior(self, tail, x):
+        """The outputs of the nodes between x and `tail` (Constant nodes left out)."""
         interior, stack = set(), [tail]
         while stack:
             for name in stack.pop().input:
-                source = producer.get(name)
-                if name != x and source is not None and source.op_type != "Constant" \
-                        and name not in interior:
+                source = self.producer.get(name)
+                if name != x and name not in interior and source is not None \
+                        and source.op_type != "Constant":
                     interior.add(name)
                     stack.append(source)
-        if all(name not in graph_outputs and set(readers[name]) <= interior | {_output(tail)}
-               for name in interior):
-            gelus[_output(tail)] = (x, approximate)
-            inside |= interior
-    return gelus, inside
+        return interior
+
+    def read_only_by(self, name, outputs):
+        return name not in self.outputs and self.readers.get(name, set()) <= outputs
 
 
 def _gate(op):

@@ -132,11 +132,11 @@ def _reduce(name):
     return export
 
 
-def _rank(node, i=0):
-    """The rank of the node's input i, which torch's form of its gate needs."""
-    shape = node.inputs[i].static_shape
+def _rank(node):
+    """The rank of the node's first input, which torch's form of its gate needs."""
+    shape = node.inputs[0].static_shape
     if shape is None:
-        raise unsupported(node.op, node.name, f"its input {node.inputs[i].name!r} has no "
+        raise unsupported(node.op, node.name, f"its input {node.inputs[0].name!r} has no "
                           "known rank, which torch's form of the gate needs: build the inputs "
                           "with a shape")
     return len(shape)
@@ -212,7 +212,7 @@ def _export_concat(b, node, args):
 def _export_slice(b, node, args):
     if any(isinstance(part, slice) and (part.step or 1) < 0 for part in node.gate.key):
         raise unsupported("slice", node.name, f"[{node.gate.attrs()['key']}]: torch slices "
-                          "with positive steps only (reverse with a transpose of torch.flip)")
+                          "with positive steps only (torch.flip reverses an axis)")
     return b.call(operator.getitem, [args[0], node.gate.key], node.name)
 
 
@@ -558,7 +558,7 @@ def _read_swap(r, node):
     op = _op_name(node.target)
     if op == "aten.t":
         return r.value(node.args[0]) if rank < 2 else _transpose(r, node, [1, 0])
-    a, b = (r.arg(node, i, name) for i, name in ((1, "dim0"), (2, "dim1")))
+    a, b = node.args[1:3]  # dim0 and dim1, or source and destination
     _require(isinstance(a, int) and isinstance(b, int), node, "graphnet reads one axis moved")
     a, b = a % rank, b % rank
     if op == "aten.transpose":

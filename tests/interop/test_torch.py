@@ -371,3 +371,15 @@ def test_aten_settings_the_tensor_gates_lack_are_named():
             return x.long()
     with pytest.raises(UnsupportedOpError, match=r"aten.to node .*no cast gate"):
         gn.from_torch(FloatToInt(), (torch.ones(2, 3),))
+
+
+def test_a_bool_mask_input_becomes_an_integer_input():
+    class Masked(nn.Module):
+        def forward(self, x, keep):
+            return torch.where(keep, x, 0.0)
+    keep = np.array([[True, False, True], [False, False, True]])
+    graph = gn.from_torch(Masked(), (torch.ones(2, 3), torch.tensor(keep)))
+    assert graph["keep"].dtype == np.int64 and gate_ops(graph) == ["where"]
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    np.testing.assert_array_equal(graph.forward(x=x, keep=keep.astype(np.int64)),
+                                  np.where(keep, x, 0))
