@@ -393,6 +393,34 @@ def test_import_of_hand_made_tensor_ops_matches_onnxruntime():
     np.testing.assert_allclose(graph.forward(feeds), expected, rtol=1e-5)
 
 
+def test_a_flatten_and_a_slice_read_by_several_gates_are_built_once():
+    """The Flatten feeds a Gemm (which flattens its input itself) and a Relu (which gets a
+    flatten gate); the Slice feeds two gates (one slice gate)."""
+    rng = np.random.default_rng(4)
+    nodes = [helper.make_node("Flatten", ["x"], ["flat"]),
+             helper.make_node("Gemm", ["flat", "W", "b"], ["scores"]),
+             helper.make_node("Relu", ["flat"], ["positive"]),
+             helper.make_node("Slice", ["positive", "start", "end", "axis"], ["first"]),
+             helper.make_node("Mul", ["first", "first"], ["square"]),
+             helper.make_node("MatMul", ["first", "W"], ["again"]),
+             helper.make_node("Add", ["again", "scores"], ["sum"]),
+             helper.make_node("ReduceSum", ["square"], ["total"], keepdims=0),
+             helper.make_node("Add", ["sum", "total"], ["out"])]
+    initializers = [tensor("W", rng.normal(size=(6, 2)).astype(np.float32)),
+                    tensor("b", rng.normal(size=2).astype(np.float32)),
+                    tensor("start", np.array([0], np.int64)),
+                    tensor("end", np.array([6], np.int64)), tensor("axis", np.array([1]))]
+    model = make_model(nodes, [float_info("x", ["N", 2, 3])], [float_info("out", ["N", 2])],
+                       initializers, 17)
+    graph = gn.from_onnx(model)
+    assert gate_ops(graph) == ["affine", "flatten", "relu", "slice", "multiply", "matmul", "add",
+                               "sum", "add"]
+    assert graph["scores"].inputs[0] is graph["x"]
+    X = rng.normal(size=(4, 2, 3)).astype(np.float32)
+    np.testing.assert_allclose(graph.forward(x=X), run_onnxruntime(model, {"x": X})[0],
+                               rtol=1e-5, atol=1e-6)
+
+
 def test_a_gelu_whose_inner_values_are_read_elsewhere_stays_ops():
     nodes = [helper.make_node("Div", ["x", "sqrt2"], ["scaled"]),
              helper.make_node("Erf", ["scaled"], ["erf"]),
