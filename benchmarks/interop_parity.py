@@ -8,7 +8,8 @@ max(|b|, 1), over the output and every gradient) of
   - gn.to_torch's module (float64 and float32, forward and backward) against graphnet;
   - the ONNX and PyTorch round trips (float64) against the original graph.
 Then the same for the course models' scores and loss (float32 for ThreeLayerConvNet and
-FullyConnectedNet, float64 for TwoLayerNet, their default dtypes).
+FullyConnectedNet, float64 for TwoLayerNet, their default dtypes), and for an attention
+block built from matmul, transpose and softmax gates (float64; onnxruntime float32).
 """
 import os
 import sys
@@ -20,7 +21,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import graphnet as gn  # noqa: E402
-from tests.interop.cases import CASES, build, course_models  # noqa: E402
+from tests.interop.cases import CASES, attention_graph, build, course_models  # noqa: E402
 from tests.interop.reference import graphnet_run, torch_run  # noqa: E402
 
 
@@ -88,6 +89,10 @@ def main():
         print(f"| {name} ({model.dtype}) | {fmt(onnxruntime_error(model.graph, feeds, 'scores'))}"
               f" | {fmt(torch_error(model.graph, feeds, 'loss'))} | {fmt(via_onnx)} | "
               f"{fmt(via_torch)} |")
+    graph, feeds = attention_graph(np.float64)
+    via_onnx, via_torch = round_trip_errors(graph, feeds)
+    print(f"| attention block (float64) | {fmt(onnxruntime_error(graph, feeds))} | "
+          f"{fmt(torch_error(graph, feeds))} | {fmt(via_onnx)} | {fmt(via_torch)} |")
 
 
 if __name__ == "__main__":

@@ -3,10 +3,12 @@ thin, documented call of `Graph.apply(op, ...)`. A gate registered elsewhere is 
 `g.apply(op, ...)` directly; it needs no builder here."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
-if TYPE_CHECKING:
-    from .node import Node
+import numpy as np
+
+from ..errors import GraphError
+from .node import Node
 
 Operand = Union["Node", float, int, Any]
 Axis = Union[None, int, Sequence[int]]
@@ -126,3 +128,142 @@ class GateBuilders:
     def svm_loss(self, scores: Operand, y: Operand, name: Optional[str] = None) -> Node:
         """Mean multiclass hinge loss (margin 1) of scores (N, C) for integer labels y (N,)."""
         return self.apply("svm_loss", scores, y, name=name)
+
+    # ----- tensor gates ----------------------------------------------------------------
+
+    def matmul(self, a: Operand, b: Operand, name: Optional[str] = None) -> Node:
+        """a @ b like np.matmul: matrices, stacks of matrices whose batch axes broadcast,
+        and vectors. Backward: dout @ b.T and a.T @ dout. Also `a @ b` on nodes."""
+        return self.apply("matmul", a, b, name=name)
+
+    def reshape(self, x: Operand, shape: Sequence[int], name: Optional[str] = None) -> Node:
+        """The same numbers in `shape` (one size may be -1: whatever is left)."""
+        return self.apply("reshape", x, name=name, shape=shape)
+
+    def flatten(self, x: Operand, axis: int = 1, name: Optional[str] = None) -> Node:
+        """The axes before `axis` kept, the rest merged: (N, C, H, W) -> (N, C*H*W)."""
+        return self.apply("flatten", x, name=name, axis=axis)
+
+    def transpose(self, x: Operand, axes: Optional[Sequence[int]] = None,
+                  name: Optional[str] = None) -> Node:
+        """The axes permuted like np.transpose (reversed when `axes` is None)."""
+        return self.apply("transpose", x, name=name, axes=axes)
+
+    def concat(self, inputs: Sequence[Operand], axis: int = 0,
+               name: Optional[str] = None) -> Node:
+        """The inputs joined along `axis` like np.concatenate; the other axes must match."""
+        return self.apply("concat", *inputs, name=name, axis=axis)
+
+    def index(self, x: Operand, key: Any, name: Optional[str] = None) -> Node:
+        """x[key], as `node[key]` builds it. A basic key (ints, slices, ..., None) builds a
+        slice gate; a key with one integer array or integer node, the other entries `:`
+        (or a leading `...`), a take gate along that axis: `W[ids]`, `x[:, ids]`."""
+        parts = key if isinstance(key, tuple) else (key,)
+        picks = [i for i, p in enumerate(parts) if isinstance(p, (Node, list, np.ndarray))]
+        if not picks:
+            return self.apply("slice", x, name=name, key=key)
+        where = picks[0]
+        indices = parts[where]
+        if not isinstance(indices, Node) and np.asarray(indices).dtype == bool:
+            raise GraphError(f"indexing {_named(x)} with a boolean mask: it picks a number of "
+                             "entries known only from the data; use g.where(mask, x, 0), or "
+                             "x[np.flatnonzero(mask)] for a constant mask")
+        others = parts[:where] + parts[where + 1:]
+        if len(picks) == 1 and all(isinstance(p, slice) and p == slice(None) for p in others):
+            return self.take(x, indices, axis=where, name=name)
+        if len(picks) == 1 and parts[:where] == (Ellipsis,) and not others[1:]:
+            return self.take(x, indices, axis=-1, name=name)
+        raise GraphError(f"indexing {_named(x)}: an integer array (or integer node) may be "
+                         "the one array in the key, with `:` for every other axis (x[ids], "
+                         f"x[:, ids], x[..., ids]); got {key!r}; build it from take and slice "
+                         "gates")
+
+    def take(self, x: Operand, indices: Operand, axis: int = 0,
+             name: Optional[str] = None) -> Node:
+        """np.take(x, indices, axis): the entries of x at the integer `indices` (a node, or
+        an array that becomes an integer const) along `axis`; W[ids] is an embedding."""
+        return self.apply("take", x, indices, name=name, axis=axis)
+
+    def mean(self, x: Operand, axis: Axis = None, keepdims: bool = False,
+             name: Optional[str] = None) -> Node:
+        """The mean over `axis` (an int, a tuple of ints, or None for all axes)."""
+        return self.apply("mean", x, name=name, axis=axis, keepdims=keepdims)
+
+    def global_avg_pool(self, x: Operand, name: Optional[str] = None) -> Node:
+        """Global average pooling: the mean of each channel of x (N, C, H, W) -> (N, C),
+        a mean gate over the axes (2, 3)."""
+        return self.mean(x, axis=(2, 3), name=name)
+
+    def avg_pool(self, x: Operand, pool_height: int = 2, pool_width: int = 2, stride: int = 2,
+                 name: Optional[str] = None) -> Node:
+        """The mean of each pool_height x pool_width window of x (N, C, H, W), windows
+        `stride` apart."""
+        return self.apply("avg_pool", x, name=name, pool_height=pool_height,
+                          pool_width=pool_width, stride=stride)
+
+    # ----- more elementwise gates --------------------------------------------------------
+
+    def negate(self, x: Operand, name: Optional[str] = None) -> Node:
+        """-x; also `-node`."""
+        return self.apply("negate", x, name=name)
+
+    def pow(self, x: Operand, exponent: float, name: Optional[str] = None) -> Node:
+        """x ** exponent for a constant exponent; also `node ** 2`."""
+        if isinstance(exponent, Node):
+            raise GraphError(f"{_named(x)} ** {_named(exponent)}: the exponent must be a "
+                             "number; for x ** y with a node y build exp(y * log(x))")
+        return self.apply("pow", x, name=name, exponent=exponent)
+
+    def sqrt(self, x: Operand, name: Optional[str] = None) -> Node:
+        """√x."""
+        return self.apply("sqrt", x, name=name)
+
+    def abs(self, x: Operand, name: Optional[str] = None) -> Node:
+        """|x|; also `abs(node)`. Backward: sign(x) (0 at 0)."""
+        return self.apply("abs", x, name=name)
+
+    def min(self, a: Operand, b: Operand, name: Optional[str] = None) -> Node:
+        """Elementwise minimum of a and b. Backward routes the gradient to the smaller one
+        (to a on a tie)."""
+        return self.apply("min", a, b, name=name)
+
+    def clip(self, x: Operand, low: Optional[float] = None, high: Optional[float] = None,
+             name: Optional[str] = None) -> Node:
+        """x limited to [low, high] (None: no limit on that side); the gradient passes
+        where low <= x <= high."""
+        return self.apply("clip", x, name=name, low=low, high=high)
+
+    def where(self, mask: Operand, a: Operand, b: Operand, name: Optional[str] = None) -> Node:
+        """a where `mask` is true (nonzero), else b; all three broadcast. `mask` is an
+        array (it becomes an integer const) or an integer node; it gets no gradient."""
+        if not isinstance(mask, Node) and np.asarray(mask).dtype == bool:
+            mask = np.asarray(mask).astype(np.int64)
+        return self.apply("where", mask, a, b, name=name)
+
+    def leaky_relu(self, x: Operand, alpha: float = 0.01, name: Optional[str] = None) -> Node:
+        """x where x > 0, alpha * x elsewhere."""
+        return self.apply("leaky_relu", x, name=name, alpha=alpha)
+
+    def gelu(self, x: Operand, approximate: str = "none", name: Optional[str] = None) -> Node:
+        """x·Φ(x), Φ the standard normal CDF; approximate='tanh' for the tanh formula."""
+        return self.apply("gelu", x, name=name, approximate=approximate)
+
+    def softplus(self, x: Operand, name: Optional[str] = None) -> Node:
+        """ln(1 + e^x), computed without overflow."""
+        return self.apply("softplus", x, name=name)
+
+    def log_softmax(self, x: Operand, axis: int = -1, name: Optional[str] = None) -> Node:
+        """log softmax(x) along `axis`, without overflow."""
+        return self.apply("log_softmax", x, name=name, axis=axis)
+
+    def cross_entropy(self, scores: Operand, y: Operand, ignore_index: Optional[int] = None,
+                      name: Optional[str] = None) -> Node:
+        """Mean cross-entropy of softmax(scores) (..., C) against integer labels y (...),
+        over the positions whose label is not `ignore_index`."""
+        return self.apply("cross_entropy", scores, y, name=name, ignore_index=ignore_index)
+
+
+def _named(operand: Operand) -> str:
+    if isinstance(operand, Node):
+        return f"node {operand.name!r} {operand.static_shape}"
+    return f"a constant {np.shape(operand)}"

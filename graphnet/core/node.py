@@ -110,7 +110,21 @@ class Node:
     def __rmul__(self, other): return self.graph.multiply(other, self)
     def __truediv__(self, other): return self.graph.divide(self, other)
     def __rtruediv__(self, other): return self.graph.divide(other, self)
-    def __neg__(self): return self.graph.multiply(self, -1.0)
+    def __neg__(self): return self.graph.negate(self)
+    def __abs__(self): return self.graph.abs(self)
+    def __pow__(self, exponent): return self.graph.pow(self, exponent)
+    def __matmul__(self, other): return self.graph.matmul(self, other)
+    def __rmatmul__(self, other): return self.graph.matmul(other, self)
+    def __getitem__(self, key): return self.graph.index(self, key)
+
+    def __iter__(self):
+        # Without this, __getitem__ would make a node iterable, building gates forever.
+        raise TypeError(f"node {self.name!r} is not iterable; index it (node[i]) to build a "
+                        "gate that picks part of its value")
+
+    # numpy hands `array @ node`, `array * node`, ... to the operators above (one gate)
+    # instead of building an object array of one gate per entry.
+    __array_ufunc__ = None
 
     # Nodes are graph vertices: identity, not value, decides equality.
     __eq__ = object.__eq__

@@ -1,6 +1,8 @@
 """What the converters share: the optional imports, the part of a graph to convert, the
-error for ops with no counterpart, and the flatten that only an affine gate can take."""
+error for ops with no counterpart, and what the importers build only in context (a flatten
+an affine gate does itself, a run of indexing ops that is one slice gate)."""
 import importlib
+import math
 
 from ..errors import GraphError
 
@@ -12,6 +14,8 @@ ONE_TO_ONE = {
     "divide": ("Div", "div"), "max": ("Max", "maximum"),
     "relu": ("Relu", "relu"), "exp": ("Exp", "exp"), "log": ("Log", "log"),
     "sigmoid": ("Sigmoid", "sigmoid"), "tanh": ("Tanh", "tanh"),
+    "negate": ("Neg", "neg"), "sqrt": ("Sqrt", "sqrt"), "abs": ("Abs", "abs"),
+    "min": ("Min", "minimum"), "matmul": ("MatMul", "matmul"),
 }
 
 #: Which `pip install "graphnet[extra]"` brings each optional package.
@@ -85,11 +89,6 @@ def selected_nodes(graph, outputs):
     return targets, [n for n in graph.nodes if id(n) in needed]
 
 
-def build_gate(graph, op: str, inputs, name: str, **attrs):
-    """The one place the importers build a gate: the registry's, by op name."""
-    return graph.apply(op, *inputs, name=name, **attrs)
-
-
 class Pending:
     """What an importer returns for a source op that becomes gates only in context: a
     consumer may fold it into its own gate; `materialize` makes it a node for any other."""
@@ -98,44 +97,192 @@ class Pending:
         raise NotImplementedError
 
 
-class Flattened(Pending):
-    """`node` flattened to (N, features). graphnet has no reshape gate yet, but the affine
-    gate flattens its own input, so an affine consumer takes `node` as it is; any other
-    consumer is an error naming `op` and `name`, the flatten in the source model."""
-
-    def __init__(self, node, op: str, name: str):
-        self.node, self.op, self.name = node, op, name
-
-    def materialize(self, consumer: str):
-        raise unsupported(self.op, self.name, f"a flatten to (N, features) feeds {consumer}; "
-                          "graphnet takes a flatten only where an affine gate (Gemm, MatMul, "
-                          "linear, addmm) reads it")
-
-
-def flatten_rows(node, op: str, name: str):
-    """`node` flattened from axis 1: itself when it is (N, D) already."""
-    shape = node.static_shape
-    return node if shape is not None and len(shape) == 2 else Flattened(node, op, name)
-
-
 def gate_input(value, consumer: str):
     """A node that a gate can take."""
     return value.materialize(consumer) if isinstance(value, Pending) else value
 
 
+class Deferred(Pending):
+    """A gate on one node that the importer builds only when a consumer needs it, so that
+    a consumer doing the same work itself takes the node as it is: an affine gate flattens
+    its input to rows (the Flatten before a Gemm), graphnet's cross_entropy reads the
+    classes from the last axis (the transpose before ONNX's and torch's loss, which read
+    them from axis 1)."""
+
+    def __init__(self, graph, op: str, source, name: str, **attrs):
+        self.graph, self.op, self.source, self.name, self.attrs = graph, op, source, name, attrs
+        self.node = None
+
+    def materialize(self, consumer: str):
+        if self.node is None:
+            self.node = build_gate(self.graph, self.op, [self.source], self.name, **self.attrs)
+        return self.node
+
+    def flattens_rows(self) -> bool:
+        if self.op == "flatten":
+            return self.attrs["axis"] == 1
+        return self.op == "reshape" and flattens_to_rows(self.source.static_shape,
+                                                         self.attrs["shape"])
+
+    def permutation(self, rank: int):
+        """A transpose's axes, each in 0..rank-1 (None for any other gate)."""
+        if self.op != "transpose":
+            return None
+        axes = self.attrs["axes"]
+        return tuple(reversed(range(rank))) if axes is None else tuple(a % rank for a in axes)
+
+
 def affine_input(value):
-    """The node an affine gate takes: it flattens (N, d1, ..., dk) itself."""
-    return value.node if isinstance(value, Flattened) else gate_input(value, "an affine gate")
+    """The node an affine gate takes: it flattens (N, d1, ..., dk) itself, so a flatten
+    to rows before it is not built."""
+    if isinstance(value, Deferred) and value.flattens_rows():
+        return value.source
+    return gate_input(value, "an affine gate")
 
 
 def flattens_to_rows(in_shape, out_shape) -> bool:
-    """True when reshaping `in_shape` (may hold None) to `out_shape` (ints, -1 and 0 as
-    in ONNX Reshape and torch.view) keeps axis 0 and flattens the rest."""
-    if in_shape is None or len(out_shape) != 2 or None in in_shape[1:]:
+    """True when reshaping `in_shape` (may hold None) to `out_shape` (ints, -1 for the
+    rest) keeps axis 0 and flattens the rest."""
+    if in_shape is None or len(in_shape) < 1 or len(out_shape) != 2 or None in in_shape[1:]:
         return False
-    features = 1
-    for size in in_shape[1:]:
-        features *= size
+    features = math.prod(in_shape[1:])
     rows, cols = (int(d) for d in out_shape)
-    keeps_rows = rows == 0 or (rows == -1 and cols != -1) or rows == in_shape[0]
+    keeps_rows = (rows == -1 and cols != -1) or rows == in_shape[0]
     return keeps_rows and cols in (-1, features)
+
+
+def classes_last(graph, value, name: str, consumer: str):
+    """(scores, rank): scores (N, C, d1, ..., dk) with the classes on axis 1, as ONNX's
+    and torch's losses take them, made (N, d1, ..., dk, C) for graphnet's cross_entropy:
+    the source of a transpose that moved the last axis to 1, else a transpose gate."""
+    if isinstance(value, Deferred) and value.source.static_shape is not None:
+        rank = len(value.source.static_shape)
+        if rank > 2 and value.permutation(rank) == (0, rank - 1, *range(1, rank - 1)):
+            return value.source, rank
+    scores = gate_input(value, consumer)
+    if scores.static_shape is None:
+        raise unsupported(consumer, name, f"scores {scores.name!r} of unknown rank: graphnet "
+                          "reads the classes from axis 1 of known rank")
+    rank = len(scores.static_shape)
+    if rank <= 2:
+        return scores, rank
+    return build_gate(graph, "transpose", [scores], f"{name}/classes_last",
+                      axes=(0, *range(2, rank), 1)), rank
+
+
+#: ONNX and torch write "to the end" of a slice as the largest int64 (backwards: the least).
+_TO_THE_END = 2**31
+
+
+def slice_bounds(start, stop, step) -> slice:
+    """A Python slice from an ONNX or ATen slice's bounds, None where they mean the end."""
+    step = 1 if step is None else int(step)
+    ahead = step > 0
+    if start is not None and (start == 0 and ahead or (start <= -_TO_THE_END if ahead
+                                                         else start >= _TO_THE_END)):
+        start = None
+    if stop is not None and (stop >= _TO_THE_END if ahead else stop <= -_TO_THE_END):
+        stop = None
+    return slice(None if start is None else int(start), None if stop is None else int(stop),
+                 None if step == 1 else step)
+
+
+class Sliced(Pending):
+    """x[key] read from a run of ops that each index one axis (ONNX Slice, Gather of one
+    index, Squeeze, Unsqueeze; ATen slice, select, squeeze, unsqueeze): the run folds into
+    one slice gate, built when a consumer needs it. `parts` index the source's axes in
+    order (slices and ints), with None where a new axis of size 1 goes; each step names
+    an axis of the result so far."""
+
+    def __init__(self, graph, source, parts, name: str):
+        self.graph, self.source, self.parts, self.name = graph, source, parts, name
+        self.node = None
+
+    @classmethod
+    def of(cls, graph, value, op: str, name: str) -> "Sliced":
+        if isinstance(value, Sliced):
+            return value
+        node = gate_input(value, f"{op} {name!r}")
+        if node.static_shape is None:
+            raise unsupported(op, name, f"graphnet indexes an input of known rank, and "
+                              f"{node.name!r} has none")
+        return cls(graph, node, [slice(None)] * len(node.static_shape), name)
+
+    def materialize(self, consumer: str = ""):
+        if self.node is None:
+            key = list(self.parts)
+            while key and key[-1] == slice(None):
+                key.pop()
+            self.node = self.source if not key else build_gate(
+                self.graph, "slice", [self.source], self.name, key=tuple(key))
+        return self.node
+
+    @property
+    def rank(self) -> int:
+        return sum(not isinstance(p, int) for p in self.parts)
+
+    def _part(self, axis: int, op: str, name: str) -> int:
+        outputs = [i for i, p in enumerate(self.parts) if not isinstance(p, int)]
+        if not -len(outputs) <= axis < len(outputs):
+            raise unsupported(op, name, f"axis {axis} is out of range for rank {len(outputs)}")
+        return outputs[axis]
+
+    def _with(self, name, position, part=None, insert=False, remove=False) -> "Sliced":
+        parts = list(self.parts)
+        if insert:
+            parts.insert(position, part)
+        elif remove:
+            del parts[position]
+        else:
+            parts[position] = part
+        return Sliced(self.graph, self.source, parts, name)
+
+    def _again(self, op, name) -> "Sliced":
+        """Indexing what is already indexed along that axis: a new slice gate on this one."""
+        return Sliced.of(self.graph, self.materialize(), op, name)
+
+    def sliced(self, op: str, name: str, axis: int, bounds: slice) -> "Sliced":
+        if bounds == slice(None):  # x[:] (torch.export writes one for a leading ':')
+            return self
+        i = self._part(axis, op, name)
+        if self.parts[i] != slice(None):
+            return self._again(op, name).sliced(op, name, axis, bounds)
+        return self._with(name, i, bounds)
+
+    def selected(self, op: str, name: str, axis: int, index: int) -> "Sliced":
+        i = self._part(axis, op, name)
+        if self.parts[i] is None and index in (0, -1):  # the one entry of a new axis
+            return self._with(name, i, remove=True)
+        if self.parts[i] != slice(None):
+            return self._again(op, name).selected(op, name, axis, index)
+        return self._with(name, i, int(index))
+
+    def unsqueezed(self, op: str, name: str, axis: int) -> "Sliced":
+        outputs = [i for i, p in enumerate(self.parts) if not isinstance(p, int)]
+        if not -len(outputs) - 1 <= axis <= len(outputs):
+            raise unsupported(op, name, f"axis {axis} is out of range for rank "
+                              f"{len(outputs) + 1}")
+        axis %= len(outputs) + 1
+        return self._with(name, outputs[axis] if axis < len(outputs) else len(self.parts),
+                          None, insert=True)
+
+    def squeezed(self, op: str, name: str, axis: int) -> "Sliced":
+        """Drops an axis of size 1: a new axis, a slice of one entry, or a source axis."""
+        i = self._part(axis, op, name)
+        part = self.parts[i]
+        if part is None:
+            return self._with(name, i, remove=True)
+        if part.step is None and part.start is not None and (
+                part.stop == part.start + 1 != 0 or (part.start == -1 and part.stop is None)):
+            return self._with(name, i, part.start)
+        if part != slice(None):
+            return self._again(op, name).squeezed(op, name, axis)
+        size = self.source.static_shape[sum(p is not None for p in self.parts[:i])]
+        if size not in (1, None):
+            raise unsupported(op, name, f"axis {axis} has size {size}, not 1")
+        return self._with(name, i, 0)
+
+
+def build_gate(graph, op: str, inputs, name: str, **attrs):
+    """The one place the importers build a gate: the registry's, by op name."""
+    return graph.apply(op, *inputs, name=name, **attrs)

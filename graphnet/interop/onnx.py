@@ -12,6 +12,7 @@ dimension ('N' for the batch), so the file takes any batch size.
 """
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
@@ -19,8 +20,9 @@ import numpy as np
 from .._version import __version__
 from ..core.graph import Graph
 from ..errors import GraphError
-from ._common import (ONE_TO_ONE, affine_input, build_gate, check_supported, flatten_rows,
-                      flattens_to_rows, gate_input, require, selected_nodes, unsupported)
+from ._common import (ONE_TO_ONE, Deferred, Sliced, affine_input, build_gate, check_supported,
+                      classes_last, gate_input, require, selected_nodes, slice_bounds,
+                      unsupported)
 
 #: ReduceSum takes its axes as an input and Softmax works on one axis from opset 13 on.
 MIN_OPSET = 13
@@ -99,6 +101,13 @@ class _Writer:
             self.array(value, np.asarray(value).dtype), name))
         return name
 
+    def ints(self, name, values):
+        return self.initializer(name, np.asarray(values, dtype=np.int64))
+
+    def scalar(self, name, value, node):
+        """A constant in the float dtype the file holds `node` in."""
+        return self.initializer(name, np.asarray(value, dtype=node.dtype))
+
     def value_info(self, node, shape=None, dtype=None):
         shape = node.static_shape if shape is None else shape
         if shape is not None:
@@ -134,18 +143,42 @@ def _input_dtype(node, users):
 
 
 def _same(onnx_op, **attrs):
-    """A gate that is one ONNX op on the same inputs."""
+    """A gate that is one ONNX op on the same inputs; `attrs` maps each ONNX attribute to
+    a constant, or to the gate hyperparameter it takes when given as _attr('name')."""
     def export(writer, node, inputs):
-        writer.op(onnx_op, inputs, node.name, **attrs)
+        gate_attrs = node.gate.attrs()
+        writer.op(onnx_op, inputs, node.name, **{
+            key: gate_attrs[value.name] if isinstance(value, _attr) else value
+            for key, value in attrs.items()})
     return export
 
 
-def _export_sum(writer, node, inputs):
-    axis, keepdims = node.gate.attrs()["axis"], int(node.gate.attrs()["keepdims"])
-    if axis is not None:
-        inputs.append(writer.initializer(f"{node.name}/axes",
-                                         np.atleast_1d(np.asarray(axis, dtype=np.int64))))
-    writer.op("ReduceSum", inputs, node.name, keepdims=keepdims)
+class _attr:
+    """In `_same`: the gate's hyperparameter of this name."""
+
+    def __init__(self, name):
+        self.name = name
+
+
+def _rank(node, gate_node, why):
+    """The rank of `node`, the input of `gate_node`; an error saying `why` ONNX needs it."""
+    if node.static_shape is None:
+        raise unsupported(gate_node.op, gate_node.name, f"its input {node.name!r} has no known "
+                          f"rank, and {why}: build the inputs with a shape")
+    return len(node.static_shape)
+
+
+def _reduce(onnx_op, axes_input_since):
+    """sum, mean: the axes are an attribute before opset `axes_input_since`, then an input."""
+    def export(writer, node, inputs):
+        axis, keepdims = node.gate.attrs()["axis"], int(node.gate.attrs()["keepdims"])
+        attrs = {}
+        if axis is not None and writer.opset >= axes_input_since:
+            inputs.append(writer.ints(f"{node.name}/axes", np.atleast_1d(axis)))
+        elif axis is not None:
+            attrs["axes"] = np.atleast_1d(axis).tolist()
+        writer.op(onnx_op, inputs, node.name, keepdims=keepdims, **attrs)
+    return export
 
 
 def _export_affine(writer, node, inputs):
@@ -160,10 +193,12 @@ def _export_conv(writer, node, inputs):
     writer.op("Conv", inputs, node.name, strides=[attrs["stride"]] * 2, pads=[attrs["pad"]] * 4)
 
 
-def _export_max_pool(writer, node, inputs):
-    attrs = node.gate.attrs()
-    writer.op("MaxPool", inputs, node.name, strides=[attrs["stride"]] * 2,
-              kernel_shape=[attrs["pool_height"], attrs["pool_width"]])
+def _pool(onnx_op):
+    def export(writer, node, inputs):
+        attrs = node.gate.attrs()
+        writer.op(onnx_op, inputs, node.name, strides=[attrs["stride"]] * 2,
+                  kernel_shape=[attrs["pool_height"], attrs["pool_width"]])
+    return export
 
 
 def _export_batchnorm(writer, node, inputs):
@@ -214,18 +249,169 @@ def _export_groupnorm(writer, node, inputs):
               epsilon=attrs["eps"])
 
 
+def _export_reshape(writer, node, inputs):
+    shape = node.gate.attrs()["shape"]
+    if 0 in shape and writer.opset < 14:  # ONNX reads a 0 as "keep that size" unless allowzero
+        raise unsupported("reshape", node.name, f"shape {shape}: a size 0 needs opset 14 or "
+                          "newer (Reshape's allowzero)")
+    writer.op("Reshape", [inputs[0], writer.ints(f"{node.name}/shape", shape)], node.name,
+              **({"allowzero": 1} if 0 in shape else {}))
+
+
+def _export_flatten(writer, node, inputs):
+    """ONNX's Flatten makes a matrix (the axes before `axis` merged too), graphnet's keeps
+    the axes before `axis`: the same from axis 1, else a Reshape keeping them (a 0 keeps
+    that size)."""
+    axis = node.gate.attrs()["axis"]
+    if axis == 1:
+        writer.op("Flatten", inputs, node.name, axis=1)
+    else:
+        writer.op("Reshape", [inputs[0], writer.ints(f"{node.name}/shape", [0] * axis + [-1])],
+                  node.name)
+
+
+def _export_transpose(writer, node, inputs):
+    axes = node.gate.attrs()["axes"]
+    if axes is None:  # ONNX's default reverses the axes too
+        writer.op("Transpose", inputs, node.name)
+    else:
+        rank = _rank(node.inputs[0], node, "ONNX takes the axes counted from 0")
+        writer.op("Transpose", inputs, node.name, perm=[a % rank for a in axes])
+
+
+#: ONNX's Slice reads an int64 past the end as "to the end".
+_INT64_MAX, _INT64_MIN = np.iinfo(np.int64).max, np.iinfo(np.int64).min
+
+
+def _export_slice(writer, node, inputs):
+    """x[key] as a Slice (an int i as i:i+1), then a Squeeze of the ints' axes and an
+    Unsqueeze where the key has None, each only where needed; from_onnx reads the run back
+    as one slice gate."""
+    key, rank = node.gate.key, _rank(node.inputs[0], node, "ONNX slices name their axes")
+    indexed = sum(part is not None and part is not Ellipsis for part in key)
+    if Ellipsis not in key:
+        key = key + (Ellipsis,)
+    at = key.index(Ellipsis)
+    key = key[:at] + (slice(None),) * (rank - indexed) + key[at + 1:]
+    bounds, squeezed, unsqueezed, axis, out_axis = [], [], [], 0, 0
+    for part in key:
+        if part is None:
+            unsqueezed.append(out_axis)
+            out_axis += 1
+            continue
+        if isinstance(part, slice):
+            step = part.step or 1
+            if part != slice(None):
+                start = part.start if part.start is not None else _INT64_MAX if step < 0 else 0
+                stop = part.stop if part.stop is not None else \
+                    _INT64_MIN if step < 0 else _INT64_MAX
+                bounds.append((start, stop, axis, step))
+            out_axis += 1
+        else:
+            bounds.append((part, _INT64_MAX if part == -1 else part + 1, axis, 1))
+            squeezed.append(axis)
+        axis += 1
+    steps = []
+    if bounds:
+        starts, ends, axes, strides = zip(*bounds)
+        steps.append(("Slice", {"starts": starts, "ends": ends, "axes": axes, "steps": strides}))
+    if squeezed:
+        steps.append(("Squeeze", {"axes": squeezed}))
+    if unsqueezed:
+        steps.append(("Unsqueeze", {"axes": unsqueezed}))
+    steps = steps or [("Identity", {})]  # x[...]
+    value = inputs[0]
+    for i, (op_type, arrays) in enumerate(steps):
+        out = node.name if i == len(steps) - 1 else f"{node.name}/{op_type.lower()}"
+        value = writer.op(op_type, [value, *(writer.ints(f"{out}/{what}", values)
+                                             for what, values in arrays.items())], out)
+
+
+def _export_pow(writer, node, inputs):
+    exponent = writer.scalar(f"{node.name}/exponent", node.gate.attrs()["exponent"], node)
+    writer.op("Pow", [inputs[0], exponent], node.name)
+
+
+def _export_clip(writer, node, inputs):
+    attrs = node.gate.attrs()
+    bounds = ["" if attrs[side] is None else writer.scalar(f"{node.name}/{side}", attrs[side],
+                                                           node) for side in ("low", "high")]
+    writer.op("Clip", [inputs[0], *bounds], node.name)
+
+
+def _export_where(writer, node, inputs):
+    """ONNX's Where takes a bool condition; graphnet's mask holds integers, nonzero true."""
+    mask = writer.op("Cast", inputs[:1], f"{node.name}/mask", to=writer.onnx.TensorProto.BOOL)
+    writer.op("Where", [mask, *inputs[1:]], node.name)
+
+
+_SQRT_2 = math.sqrt(2)
+_SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
+_TANH_CUBIC = 0.044715
+
+
+def _export_gelu(writer, node, inputs):
+    """Gelu from opset 20; before, the ops torch.onnx.export writes for it (which from_onnx
+    reads back as one gelu gate): x·½(1 + erf(x/√2)), or with approximate='tanh'
+    x·½(1 + tanh(√(2/π)(x + 0.044715x³)))."""
+    approximate, name, x = node.gate.attrs()["approximate"], node.name, inputs[0]
+    if writer.opset >= 20:
+        writer.op("Gelu", inputs, name, approximate=approximate)
+        return
+
+    def op(op_type, *args):  # a float argument is a constant
+        out = f"{name}/{op_type.lower()}{len(writer.nodes)}"
+        return writer.op(op_type, [writer.scalar(f"{out}/constant", a, node)
+                                   if isinstance(a, float) else a for a in args], out)
+    if approximate == "tanh":
+        inner = op("Add", x, op("Mul", _TANH_CUBIC, op("Pow", x, 3.0)))
+        phi = op("Tanh", op("Mul", _SQRT_2_OVER_PI, inner))
+    else:
+        phi = op("Erf", op("Div", x, _SQRT_2))
+    writer.op("Mul", [x, op("Mul", 0.5, op("Add", phi, 1.0))], name)
+
+
+def _export_cross_entropy(writer, node, inputs):
+    """SoftmaxCrossEntropyLoss reads the classes from axis 1: scores (N, d1, ..., C) are
+    transposed to (N, C, d1, ...) first. With every label ignored it gives NaN where
+    graphnet gives 0."""
+    rank = _rank(node.inputs[0], node, "ONNX's loss reads the classes from axis 1")
+    if rank < 2:
+        raise unsupported("cross_entropy", node.name, "ONNX's SoftmaxCrossEntropyLoss needs "
+                          "a batch axis: scores (N, C, ...)")
+    if rank > 2:
+        inputs[0] = writer.op("Transpose", inputs[:1], f"{node.name}/classes_first",
+                              perm=[0, rank - 1, *range(1, rank - 1)])
+    ignore = node.gate.attrs()["ignore_index"]
+    writer.op("SoftmaxCrossEntropyLoss", inputs, node.name, reduction="mean",
+              **({} if ignore is None else {"ignore_index": ignore}))
+
+
 #: graphnet gate -> the function that writes it as ONNX nodes.
 EXPORTERS = {
     **{gate: _same(onnx_op) for gate, (onnx_op, _) in ONE_TO_ONE.items()},
     "softmax": _same("Softmax", axis=-1),
-    "sum": _export_sum,
+    "log_softmax": _same("LogSoftmax", axis=_attr("axis")),
+    "sum": _reduce("ReduceSum", 13), "mean": _reduce("ReduceMean", 18),
     "affine": _export_affine,
     "conv": _export_conv,
-    "max_pool": _export_max_pool,
+    "max_pool": _pool("MaxPool"), "avg_pool": _pool("AveragePool"),
     "batchnorm": _export_batchnorm, "spatial_batchnorm": _export_batchnorm,
     "layernorm": _export_layernorm, "spatial_groupnorm": _export_groupnorm,
     "dropout": _export_dropout,
     "softmax_loss": _same("SoftmaxCrossEntropyLoss", reduction="mean"),
+    "cross_entropy": _export_cross_entropy,
+    "reshape": _export_reshape, "flatten": _export_flatten,
+    "transpose": _export_transpose,
+    "concat": _same("Concat", axis=_attr("axis")),
+    "slice": _export_slice,
+    "take": _same("Gather", axis=_attr("axis")),
+    "pow": _export_pow,
+    "clip": _export_clip,
+    "where": _export_where,
+    "leaky_relu": _same("LeakyRelu", alpha=_attr("alpha")),
+    "gelu": _export_gelu,
+    "softplus": _same("Softplus"),
 }
 
 
@@ -243,21 +429,26 @@ def from_onnx(path_or_model) -> Graph:
     onnx = require("onnx", "graphnet.from_onnx")
     model = (path_or_model if isinstance(path_or_model, onnx.ModelProto)
              else onnx.load(os.fspath(path_or_model)))
+    gelus, inside = _find_gelus(onnx, model)
     check_supported(((n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}.{n.op_type}",
-                      n.output[0] if n.output else n.name) for n in model.graph.node),
+                      _output(n)) for n in model.graph.node if _output(n) not in inside),
                     IMPORTERS, "from_onnx")
-    return _Reader(onnx, model).build()
+    return _Reader(onnx, model, gelus, inside).build()
+
+
+def _output(node):
+    return node.output[0] if node.output else node.name
 
 
 class _Reader:
-    """Builds the graph: `values` maps each ONNX tensor name to the node (or Flattened)
-    that holds it; initializers and Constant outputs become nodes when a gate takes them."""
+    """Builds the graph: `values` maps each ONNX tensor name to the node (or Pending) that
+    holds it; initializers and Constant outputs become nodes when a gate takes them."""
 
-    def __init__(self, onnx, model):
+    def __init__(self, onnx, model, gelus, inside):
         self.onnx = onnx
         self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
                           MIN_OPSET)
-        self.model = model
+        self.model, self.gelus, self.inside = model, gelus, inside
         self.constants = {t.name: onnx.numpy_helper.to_array(t)
                           for t in model.graph.initializer}
         self.initializer_names = set(self.constants)
@@ -274,11 +465,18 @@ class _Reader:
                 self.values[info.name] = g.input(info.name, shape=_shape(info),
                                                  dtype=_elem_dtype(self.onnx, info))
         for node in self.model.graph.node:
+            if _output(node) in self.inside:
+                continue
             extra = [o for o in node.output[1:] if o and self._used(o)]
             if extra:
                 raise unsupported(node.op_type, node.output[0], f"graphnet computes only its "
                                   f"first output, but {', '.join(extra)} is used")
-            value = IMPORTERS[node.op_type](self, node)
+            if node.output[0] in self.gelus:
+                x, approximate = self.gelus[node.output[0]]
+                value = self.gate("gelu", node, [gate_input(self.input_value(x), "a gelu")],
+                                  approximate=approximate)
+            else:
+                value = IMPORTERS[node.op_type](self, node)
             if value is not None:
                 self.values[node.output[0]] = value
         for out in self.model.graph.output:
@@ -303,11 +501,13 @@ class _Reader:
         return len(node.input) > i and node.input[i] != ""
 
     def input_value(self, name):
-        """The node (or Flattened) holding tensor `name`, made from a constant if need be."""
+        """The node (or Pending) holding tensor `name`, made from a constant if need be."""
         if name not in self.values:
             if name not in self.constants:
                 raise unsupported("tensor", name, "no node of the model computes it")
             value = self.constants[name]
+            if value.dtype.kind == "b":  # graphnet's masks are integers, nonzero true
+                value = value.astype(np.int64)
             make_param = (name in self.initializer_names and value.dtype.kind == "f"
                           and value.ndim > 0)
             self.values[name] = (self.graph.param(name, value, dtype=value.dtype) if make_param
@@ -324,8 +524,21 @@ class _Reader:
                               f"its {what} (input {i}, {name!r}) must be a constant")
         return self.constants[name]
 
+    def ints(self, node, i, attr):
+        """The ints of constant input i, or (older opsets) of attribute `attr`; None if the
+        node has neither."""
+        if self.has(node, i):
+            return [int(v) for v in np.ravel(self.constant(node, i, attr))]
+        value = self.attr(node, attr)
+        return None if value is None else [int(v) for v in value]
+
     def gate(self, op, node, inputs, **attrs):
         return build_gate(self.graph, op, inputs, node.output[0], **attrs)
+
+    def sliced(self, node):
+        """A run of indexing ops so far on the node's first input (see Sliced)."""
+        return Sliced.of(self.graph, self.input_value(node.input[0]), node.op_type,
+                         node.output[0])
 
 
 def _shape(info):
@@ -336,39 +549,158 @@ def _shape(info):
 
 
 def _elem_dtype(onnx, info):
-    return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(info.type.tensor_type.elem_type))
+    """The dtype of a model input; a bool one (a mask) is fed as integers."""
+    dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(info.type.tensor_type.elem_type))
+    return np.dtype(np.int64) if dtype.kind == "b" else dtype
+
+
+def _find_gelus(onnx, model):
+    """The GELUs written in ONNX ops before opset 20 had Gelu (as torch.onnx.export and
+    to_onnx write them): ({output: (x, approximate)}, the outputs of the nodes inside
+    them), leaving alone a GELU whose inner values something else reads."""
+    finder = _GeluFinder(onnx, model)
+    gelus, inside = {}, set()
+    for tail in model.graph.node:
+        x, approximate = finder.match(tail)
+        interior = set() if x is None else finder.interior(tail, x)
+        if x is not None and all(finder.read_only_by(name, interior | {_output(tail)})
+                                 for name in interior):
+            gelus[_output(tail)] = (x, approximate)
+            inside |= interior
+    return gelus, inside
+
+
+class _GeluFinder:
+    """Matches x·½(1 + erf(x/√2)) and x·½(1 + tanh(√(2/π)(x + 0.044715x³))), the product
+    taken in either order, in a model's nodes."""
+
+    def __init__(self, onnx, model):
+        nodes = model.graph.node
+        self.producer = {_output(n): n for n in nodes}
+        self.constants = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+        self.constants.update({_output(n): onnx.numpy_helper.to_array(a.t) for n in nodes
+                               if n.op_type == "Constant" for a in n.attribute
+                               if a.name == "value"})
+        self.readers = {}
+        for n in nodes:
+            for name in n.input:
+                self.readers.setdefault(name, set()).add(_output(n))
+        self.outputs = {o.name for o in model.graph.output}
+
+    def operand(self, name, op_type, value, commutes=True):
+        """The other input of the `op_type` node computing `name` whose one input is the
+        scalar `value`."""
+        node = self.producer.get(name)
+        if node is None or node.op_type != op_type or len(node.input) != 2:
+            return None
+        for this, other in (node.input, reversed(node.input))[:1 + commutes]:
+            constant = self.constants.get(other)
+            if constant is not None and constant.size == 1 and math.isclose(
+                    float(np.ravel(constant)[0]), value, rel_tol=1e-6):
+                return this
+        return None
+
+    def phi_input(self, name):
+        """(x, approximate) when `name` is erf(x/√2) or tanh(√(2/π)(x + 0.044715x³))."""
+        node = self.producer.get(name)
+        if node is not None and node.op_type == "Erf":
+            x = self.operand(node.input[0], "Div", _SQRT_2, commutes=False) or \
+                self.operand(node.input[0], "Mul", 1 / _SQRT_2)
+            return x, "none"
+        if node is None or node.op_type != "Tanh":
+            return None, None
+        inner = self.producer.get(self.operand(node.input[0], "Mul", _SQRT_2_OVER_PI))
+        if inner is not None and inner.op_type == "Add":
+            for x, term in (inner.input, reversed(inner.input)):
+                cube = self.operand(term, "Mul", _TANH_CUBIC)
+                if cube and self.operand(cube, "Pow", 3.0, commutes=False) == x:
+                    return x, "tanh"
+        return None, None
+
+    def product(self, a, b):
+        """(x, approximate) when a·b is x·(1 + phi(x)), in either order."""
+        for x, rest in ((a, b), (b, a)):
+            found, approximate = self.phi_input(self.operand(rest, "Add", 1.0))
+            if found is not None and found == x:
+                return x, approximate
+        return None, None
+
+    def match(self, tail):
+        """(x, approximate) when the node `tail` is x · (½·(1 + phi)) or (x·(1 + phi)) · ½."""
+        if tail.op_type != "Mul" or len(tail.input) != 2:
+            return None, None
+        for i in (0, 1):
+            half_of = self.operand(tail.input[i], "Mul", 0.5)
+            if half_of is not None:
+                x, approximate = self.product(tail.input[1 - i], half_of)
+                if x is not None:
+                    return x, approximate
+        inner = self.producer.get(self.operand(_output(tail), "Mul", 0.5))
+        if inner is not None and inner.op_type == "Mul":
+            return self.product(*inner.input)
+        return None, None
+
+    def interior(self, tail, x):
+        """The outputs of the nodes between x and `tail` (Constant nodes left out)."""
+        interior, stack = set(), [tail]
+        while stack:
+            for name in stack.pop().input:
+                source = self.producer.get(name)
+                if name != x and name not in interior and source is not None \
+                        and source.op_type != "Constant":
+                    interior.add(name)
+                    stack.append(source)
+        return interior
+
+    def read_only_by(self, name, outputs):
+        return name not in self.outputs and self.readers.get(name, set()) <= outputs
 
 
 def _gate(op):
     """An ONNX op that is one graphnet gate on the same inputs."""
     def read(r, node):
         inputs = [r.input(node, i) for i in range(len(node.input))]
-        while len(inputs) > 2:  # Max and Sum take any number: a chain of two-input gates
+        while len(inputs) > 2:  # Max, Min and Sum take any number: a chain of two-input gates
             inputs[:2] = [build_gate(r.graph, op, inputs[:2], f"{node.output[0]}/{len(inputs)}")]
         return r.gate(op, node, inputs)
     return read
 
 
-def _read_softmax(r, node):
-    x = r.input(node, 0)
-    axis = r.attr(node, "axis", -1 if r.opset >= 13 else 1)
-    last = -1 if x.static_shape is None else len(x.static_shape) - 1
-    if axis not in (-1, last):
-        raise unsupported("Softmax", node.output[0], f"axis {axis}: graphnet's softmax "
-                          f"works along the last axis (input shape {x.static_shape})")
-    return r.gate("softmax", node, [x])
+def _read_softmax(gate):
+    """Softmax, LogSoftmax: along `axis` from opset 13 on; before, over all the axes from
+    `axis` on (the same when it is the last). graphnet's softmax works along the last
+    axis, its log_softmax along any."""
+    def read(r, node):
+        x = r.input(node, 0)
+        axis = r.attr(node, "axis", -1 if r.opset >= 13 else 1)
+        if axis in (-1, -1 if x.static_shape is None else len(x.static_shape) - 1):
+            return r.gate(gate, node, [x])
+        if gate == "log_softmax" and r.opset >= 13:
+            return r.gate(gate, node, [x], axis=axis)
+        raise unsupported(node.op_type, node.output[0], f"axis {axis}: graphnet's {gate} "
+                          f"works along one axis, here the last (input shape {x.static_shape})")
+    return read
 
 
-def _read_reduce_sum(r, node):
+def _read_reduce(gate):
+    """ReduceSum, ReduceMean: axes an input (ReduceSum from opset 13, ReduceMean from 18)
+    or an attribute."""
+    def read(r, node):
+        x = r.input(node, 0)
+        axes = r.ints(node, 1, "axes")
+        if not axes and r.attr(node, "noop_with_empty_axes", 0):
+            return x
+        axis = None if not axes else axes[0] if len(axes) == 1 else tuple(axes)
+        return r.gate(gate, node, [x], axis=axis, keepdims=bool(r.attr(node, "keepdims", 1)))
+    return read
+
+
+def _read_global_average_pool(r, node):
     x = r.input(node, 0)
-    if r.has(node, 1):
-        axes = r.constant(node, 1, "axes").tolist()
-    else:
-        axes = r.attr(node, "axes")
-    if not axes and r.attr(node, "noop_with_empty_axes", 0):
-        return x
-    axis = None if not axes else axes[0] if len(axes) == 1 else tuple(axes)
-    return r.gate("sum", node, [x], axis=axis, keepdims=bool(r.attr(node, "keepdims", 1)))
+    if x.static_shape is None:
+        raise unsupported("GlobalAveragePool", node.output[0], "graphnet reads it on an input "
+                          "of known rank")
+    return r.gate("mean", node, [x], axis=tuple(range(2, len(x.static_shape))), keepdims=True)
 
 
 def _read_gemm(r, node):
@@ -383,7 +715,10 @@ def _read_gemm(r, node):
         w = _transposed_param(r, node, 1, "B")
     else:
         w = r.input(node, 1)
-    return _affine(r, node, w, r.input(node, 2) if r.has(node, 2) else None)
+    x = affine_input(r.input_value(node.input[0]))
+    b = r.input(node, 2) if r.has(node, 2) else r.graph.const(  # graphnet's affine adds a bias
+        np.zeros(w.static_shape[1], w.dtype), name=f"{name}/bias")
+    return r.gate("affine", node, [x, w, b])
 
 
 def _transposed_param(r, node, i, what):
@@ -392,19 +727,6 @@ def _transposed_param(r, node, i, what):
         value = r.constant(node, i, what + " (transposed)")
         r.transposed[source] = r.graph.param(source, value.T, dtype=value.dtype)
     return r.transposed[source]
-
-
-def _read_matmul(r, node):
-    if r.constant(node, 1, "B (the weight)").ndim != 2:
-        raise unsupported("MatMul", node.output[0], "graphnet's affine gate needs a 2-D B")
-    return _affine(r, node, r.input(node, 1), None)
-
-
-def _affine(r, node, w, b):
-    x = affine_input(r.input_value(node.input[0]))
-    if b is None:  # graphnet's affine always adds a bias
-        b = r.graph.const(np.zeros(w.static_shape[1], w.dtype), name=f"{node.output[0]}/bias")
-    return r.gate("affine", node, [x, w, b])
 
 
 def _equal_pair(r, node, attr, default, what):
@@ -432,13 +754,16 @@ def _read_conv(r, node):
                   pad=_equal_pair(r, node, "pads", [0], "conv"))
 
 
-def _read_max_pool(r, node):
-    _check_plain_window(r, node, "max_pool")
-    if any(r.attr(node, "pads", [0])):
-        raise unsupported("MaxPool", node.output[0], "graphnet's max_pool has no padding")
-    height, width = r.attr(node, "kernel_shape")
-    return r.gate("max_pool", node, [r.input(node, 0)], pool_height=height, pool_width=width,
-                  stride=_equal_pair(r, node, "strides", [1], "max_pool"))
+def _read_pool(gate):
+    """MaxPool, AveragePool (without padding, so count_include_pad changes nothing)."""
+    def read(r, node):
+        _check_plain_window(r, node, gate)
+        if any(r.attr(node, "pads", [0])):
+            raise unsupported(node.op_type, node.output[0], f"graphnet's {gate} has no padding")
+        height, width = r.attr(node, "kernel_shape")
+        return r.gate(gate, node, [r.input(node, 0)], pool_height=height, pool_width=width,
+                      stride=_equal_pair(r, node, "strides", [1], gate))
+    return read
 
 
 def _read_batchnorm(r, node):
@@ -496,47 +821,164 @@ def _read_dropout(r, node):
 
 
 def _read_softmax_cross_entropy(r, node):
-    if r.has(node, 2) or r.attr(node, "ignore_index") is not None or \
-            r.attr(node, "reduction", "mean") != "mean":
-        raise unsupported("SoftmaxCrossEntropyLoss", node.output[0], "graphnet's softmax_loss "
-                          "is the unweighted mean, without ignore_index")
-    return r.gate("softmax_loss", node, [r.input(node, 0), r.input(node, 1)])
+    """softmax_loss where it is the course's loss ((N, C) scores, every label counted),
+    else cross_entropy (classes moved to the last axis)."""
+    if r.has(node, 2) or r.attr(node, "reduction", "mean") != "mean":
+        raise unsupported("SoftmaxCrossEntropyLoss", node.output[0], "graphnet's losses are "
+                          "the unweighted mean")
+    ignore = r.attr(node, "ignore_index")
+    scores, rank = classes_last(r.graph, r.input_value(node.input[0]), node.output[0],
+                                "SoftmaxCrossEntropyLoss")
+    labels = r.input(node, 1)
+    if rank == 2 and ignore is None:
+        return r.gate("softmax_loss", node, [scores, labels])
+    return r.gate("cross_entropy", node, [scores, labels], ignore_index=ignore)
 
 
 def _read_flatten(r, node):
-    if r.attr(node, "axis", 1) != 1:
-        raise unsupported("Flatten", node.output[0], "graphnet reads a flatten from axis 1")
-    return flatten_rows(r.input(node, 0), "Flatten", node.output[0])
+    """ONNX's Flatten makes a matrix: from axis 1 graphnet's flatten, else a reshape."""
+    x, axis = r.input(node, 0), r.attr(node, "axis", 1)
+    if axis == 1:
+        return Deferred(r.graph, "flatten", x, node.output[0], axis=1)
+    if x.static_shape is None:
+        raise unsupported("Flatten", node.output[0], f"axis {axis} of an input of unknown rank")
+    axis %= len(x.static_shape) + 1
+    return _reshape(r, node, x, [_product(x.static_shape[:axis]),
+                                 _product(x.static_shape[axis:])])
+
+
+def _product(sizes):
+    return None if None in sizes else math.prod(sizes)
+
+
+def _reshape(r, node, x, sizes):
+    """A reshape gate to `sizes`, one of which may be None (left open: -1)."""
+    if sizes.count(None) + sizes.count(-1) > 1:
+        raise unsupported(node.op_type, node.output[0], f"to {sizes}: graphnet's reshape "
+                          "leaves at most one size open (-1)")
+    return Deferred(r.graph, "reshape", x, node.output[0],
+                    shape=tuple(-1 if size is None else size for size in sizes))
 
 
 def _read_reshape(r, node):
+    """A constant shape; its zeros keep the input's size there (unless allowzero), and
+    zeros then -1 flatten from that axis on."""
     x = r.input(node, 0)
-    shape = r.constant(node, 1, "shape").tolist()
-    if not flattens_to_rows(x.static_shape, shape) or (r.attr(node, "allowzero", 0)
-                                                       and 0 in shape):
-        raise unsupported("Reshape", node.output[0], f"to {shape} from {x.static_shape}: "
-                          "graphnet reads a reshape only as a flatten to (N, features)")
-    return flatten_rows(x, "Reshape", node.output[0])
+    shape = [int(d) for d in r.constant(node, 1, "shape")]
+    if 0 in shape and not r.attr(node, "allowzero", 0):
+        if len(shape) > 1 and shape == [0] * (len(shape) - 1) + [-1]:
+            return Deferred(r.graph, "flatten", x, node.output[0], axis=len(shape) - 1)
+        if x.static_shape is None:
+            raise unsupported("Reshape", node.output[0], f"to {shape}: a 0 keeps a size of "
+                              "the input, whose shape is not known")
+        shape = [x.static_shape[i] if size == 0 else size for i, size in enumerate(shape)]
+    return _reshape(r, node, x, shape)
+
+
+def _read_slice(r, node):
+    starts, ends = r.ints(node, 1, "starts"), r.ints(node, 2, "ends")
+    axes = r.ints(node, 3, "axes") or list(range(len(starts)))
+    steps = r.ints(node, 4, "steps") or [1] * len(starts)
+    value = r.sliced(node)
+    for start, end, axis, step in zip(starts, ends, axes, steps):
+        value = value.sliced("Slice", node.output[0], axis, slice_bounds(start, end, step))
+    return value
+
+
+def _read_squeeze(r, node):
+    """Squeeze, Unsqueeze: a slice gate's None and ints (Squeeze with its axes given)."""
+    value, axes, name = r.sliced(node), r.ints(node, 1, "axes"), node.output[0]
+    if axes is None:
+        raise unsupported(node.op_type, name, "graphnet reads it with its axes given")
+    if node.op_type == "Unsqueeze":
+        for axis in sorted(a % (value.rank + len(axes)) for a in axes):
+            value = value.unsqueezed("Unsqueeze", name, axis)
+    else:
+        for axis in sorted((a % value.rank for a in axes), reverse=True):
+            value = value.squeezed("Squeeze", name, axis)
+    return value
+
+
+def _read_gather(r, node):
+    """One constant index: x[..., i] (a slice gate, folding with its neighbours); else
+    graphnet's take."""
+    axis = r.attr(node, "axis", 0)
+    index = r.constants.get(node.input[1])
+    if index is not None and index.ndim == 0:
+        return r.sliced(node).selected("Gather", node.output[0], axis, int(index))
+    return r.gate("take", node, [r.input(node, 0), r.input(node, 1)], axis=axis)
+
+
+def _read_pow(r, node):
+    exponent = r.constant(node, 1, "exponent")
+    if exponent.size != 1:
+        raise unsupported("Pow", node.output[0], "graphnet's pow takes one exponent")
+    return r.gate("pow", node, [r.input(node, 0)], exponent=float(np.ravel(exponent)[0]))
+
+
+def _read_clip(r, node):
+    """Clip's bounds: constant inputs from opset 11 on, attributes before."""
+    def bound(i, attr):
+        if r.has(node, i):
+            return float(r.constant(node, i, attr))
+        return None if r.opset >= 11 else r.attr(node, attr)
+    low, high = bound(1, "min"), bound(2, "max")
+    if low is None and high is None:
+        return r.input_value(node.input[0])
+    return r.gate("clip", node, [r.input(node, 0)], low=low, high=high)
+
+
+def _read_cast(r, node):
+    """A cast of integers to bool or to other integers is the same node (graphnet reads a
+    mask's nonzero entries as true), and so is a cast to the node's own type; graphnet
+    has no other cast."""
+    x = r.input(node, 0)
+    to = np.dtype(r.onnx.helper.tensor_dtype_to_np_dtype(r.attr(node, "to")))
+    if to == x.dtype or (x.dtype.kind in "iu" and to.kind in "biu"):
+        return x
+    raise unsupported("Cast", node.output[0], f"from {x.dtype} to {to}: graphnet has no "
+                      "cast gate")
 
 
 def _read_constant(r, node):
     r.constants[node.output[0]] = r.onnx.numpy_helper.to_array(r.attr(node, "value"))
 
 
+def _with_attrs(gate, **defaults):
+    """An ONNX op that is one gate whose hyperparameters are the op's attributes, of the
+    same names (with ONNX's defaults)."""
+    def read(r, node):
+        return r.gate(gate, node, [r.input(node, i) for i in range(len(node.input))],
+                      **{name: r.attr(node, name, default) for name, default in defaults.items()})
+    return read
+
+
 #: ONNX op type -> the function that builds its gates (or returns what it aliases).
 IMPORTERS = {
     **{onnx_op: _gate(gate) for gate, (onnx_op, _) in ONE_TO_ONE.items()},
     "Sum": _gate("add"),
-    "Softmax": _read_softmax,
-    "ReduceSum": _read_reduce_sum,
-    "Gemm": _read_gemm, "MatMul": _read_matmul,
+    "Softmax": _read_softmax("softmax"), "LogSoftmax": _read_softmax("log_softmax"),
+    "ReduceSum": _read_reduce("sum"), "ReduceMean": _read_reduce("mean"),
+    "GlobalAveragePool": _read_global_average_pool,
+    "Gemm": _read_gemm,
     "Conv": _read_conv,
-    "MaxPool": _read_max_pool,
+    "MaxPool": _read_pool("max_pool"), "AveragePool": _read_pool("avg_pool"),
     "BatchNormalization": _read_batchnorm,
     "LayerNormalization": _read_layernorm, "GroupNormalization": _read_groupnorm,
     "Dropout": _read_dropout,
     "SoftmaxCrossEntropyLoss": _read_softmax_cross_entropy,
     "Flatten": _read_flatten, "Reshape": _read_reshape,
+    "Transpose": lambda r, node: Deferred(r.graph, "transpose", r.input(node, 0), node.output[0],
+                                          axes=r.attr(node, "perm")),
+    "Concat": _with_attrs("concat", axis=None),
+    "Slice": _read_slice, "Squeeze": _read_squeeze, "Unsqueeze": _read_squeeze,
+    "Gather": _read_gather,
+    "Pow": _read_pow,
+    "Clip": _read_clip,
+    "Where": _with_attrs("where"), "Cast": _read_cast,
+    "LeakyRelu": _with_attrs("leaky_relu", alpha=0.01),
+    "Gelu": _with_attrs("gelu", approximate="none"),
+    "Softplus": _gate("softplus"),
     "Identity": lambda r, node: r.input_value(node.input[0]),
     "Constant": _read_constant,
 }

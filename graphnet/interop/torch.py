@@ -16,14 +16,15 @@ graphnet's affine as (in, out): the param keeps the name and holds the transpose
 from __future__ import annotations
 
 import keyword
+import operator
 import re
 
 import numpy as np
 
 from ..core.graph import Graph
-from ._common import (ONE_TO_ONE, Pending, affine_input, build_gate, check_supported,
-                      flatten_rows, flattens_to_rows, gate_input, require, selected_nodes,
-                      unsupported)
+from ._common import (ONE_TO_ONE, Deferred, Pending, Sliced, affine_input, build_gate,
+                      check_supported, classes_last, gate_input, require, selected_nodes,
+                      slice_bounds, unsupported)
 
 
 # ----- export --------------------------------------------------------------------------
@@ -107,18 +108,38 @@ class _FxBuilder:
         return self.graph.create_node("call_module", path, tuple(args), {}, name=name)
 
 
-def _function(name, **kwargs):
-    """A gate that is one torch function (torch.add, ...) on the same inputs."""
+def _function(path, attrs=(), **constants):
+    """A gate that is one torch function on the same inputs ('softmax' is torch.softmax,
+    'F.gelu' torch.nn.functional.gelu), with the keyword arguments `constants` and, for
+    each (keyword, hyperparameter) pair of `attrs`, the gate's hyperparameter."""
     def export(b, node, args):
-        return b.call(getattr(b.torch, name), args, node.name, **kwargs)
+        owner, _, name = path.rpartition(".")
+        function = getattr(b.F if owner == "F" else b.torch, name)
+        gate_attrs = node.gate.attrs()
+        return b.call(function, args, node.name,
+                      **constants, **{key: gate_attrs[attr] for key, attr in attrs})
     return export
 
 
-def _export_sum(b, node, args):
-    attrs = node.gate.attrs()
-    if attrs["axis"] is None and not attrs["keepdims"]:
-        return b.call(b.torch.sum, args, node.name)
-    return b.call(b.torch.sum, args, node.name, dim=attrs["axis"], keepdim=attrs["keepdims"])
+def _reduce(name):
+    """torch.sum, torch.mean (over every axis when the gate's axis is None)."""
+    def export(b, node, args):
+        attrs = node.gate.attrs()
+        function = getattr(b.torch, name)
+        if attrs["axis"] is None and not attrs["keepdims"]:
+            return b.call(function, args, node.name)
+        return b.call(function, args, node.name, dim=attrs["axis"], keepdim=attrs["keepdims"])
+    return export
+
+
+def _rank(node):
+    """The rank of the node's first input, which torch's form of its gate needs."""
+    shape = node.inputs[0].static_shape
+    if shape is None:
+        raise unsupported(node.op, node.name, f"its input {node.inputs[0].name!r} has no "
+                          "known rank, which torch's form of the gate needs: build the inputs "
+                          "with a shape")
+    return len(shape)
 
 
 def _export_affine(b, node, args):
@@ -134,10 +155,12 @@ def _export_conv(b, node, args):
     return b.call(b.F.conv2d, args, node.name, stride=attrs["stride"], padding=attrs["pad"])
 
 
-def _export_max_pool(b, node, args):
-    attrs = node.gate.attrs()
-    return b.call(b.F.max_pool2d, args, node.name, stride=attrs["stride"],
-                  kernel_size=(attrs["pool_height"], attrs["pool_width"]))
+def _pool(name):
+    def export(b, node, args):
+        attrs = node.gate.attrs()
+        return b.call(getattr(b.F, name), args, node.name, stride=attrs["stride"],
+                      kernel_size=(attrs["pool_height"], attrs["pool_width"]))
+    return export
 
 
 def _export_batchnorm(b, node, args):
@@ -173,10 +196,6 @@ def _export_dropout(b, node, args):
     return b.call_module(node.name, module, args, node.name)
 
 
-def _export_softmax_loss(b, node, args):
-    return b.call(b.F.cross_entropy, args, node.name)
-
-
 def _export_svm_loss(b, node, args):
     """torch's multi_margin_loss divides each sample's hinge sum by the number of classes;
     graphnet's svm_loss (the course's) does not."""
@@ -185,19 +204,76 @@ def _export_svm_loss(b, node, args):
     return b.call(b.torch.mul, [loss, classes], node.name)
 
 
+def _export_cross_entropy(b, node, args):
+    """F.cross_entropy reads the classes from axis 1: scores (N, d1, ..., C) are moved to
+    (N, C, d1, ...) first. With every label ignored torch gives NaN where graphnet gives 0."""
+    scores, labels = args
+    if _rank(node) > 2:
+        scores = b.call(b.torch.movedim, [scores, -1, 1], f"{node.name}_classes_first")
+    ignore = node.gate.attrs()["ignore_index"]
+    return b.call(b.F.cross_entropy, [scores, labels], node.name,
+                  **({} if ignore is None else {"ignore_index": ignore}))
+
+
+def _export_transpose(b, node, args):
+    axes = node.gate.attrs()["axes"]
+    if axes is None:  # numpy's x.T reverses the axes; torch.permute names them
+        axes = tuple(reversed(range(_rank(node))))
+    return b.call(b.torch.permute, [args[0], axes], node.name)
+
+
+def _export_concat(b, node, args):
+    return b.call(b.torch.cat, [list(args)], node.name, dim=node.gate.attrs()["axis"])
+
+
+def _export_slice(b, node, args):
+    if any(isinstance(part, slice) and (part.step or 1) < 0 for part in node.gate.key):
+        raise unsupported("slice", node.name, f"[{node.gate.attrs()['key']}]: torch slices "
+                          "with positive steps only (torch.flip reverses an axis)")
+    return b.call(operator.getitem, [args[0], node.gate.key], node.name)
+
+
+def _export_take(b, node, args):
+    """np.take(x, indices, axis) is torch's x[:, ..., indices] (one index tensor, at axis)."""
+    x, indices = args
+    axis = node.gate.attrs()["axis"]
+    key = ((slice(None),) * axis + (indices,) if axis >= 0
+           else (Ellipsis, indices) + (slice(None),) * (-axis - 1))
+    return b.call(operator.getitem, [x, key], node.name)
+
+
+def _export_where(b, node, args):
+    """torch.where takes a bool condition; graphnet's mask holds integers, nonzero true."""
+    mask = b.graph.call_method("bool", (args[0],))
+    return b.call(b.torch.where, [mask, *args[1:]], node.name)
+
+
 #: graphnet gate -> the function that writes it as fx nodes.
 TORCH_OPS = {
     **{gate: _function(function) for gate, (_, function) in ONE_TO_ONE.items()},
     "softmax": _function("softmax", dim=-1),
-    "sum": _export_sum,
+    "log_softmax": _function("log_softmax", [("dim", "axis")]),
+    "sum": _reduce("sum"), "mean": _reduce("mean"),
     "affine": _export_affine,
     "conv": _export_conv,
-    "max_pool": _export_max_pool,
+    "max_pool": _pool("max_pool2d"), "avg_pool": _pool("avg_pool2d"),
     "batchnorm": _export_batchnorm, "spatial_batchnorm": _export_batchnorm,
     "layernorm": _export_layernorm, "spatial_groupnorm": _export_groupnorm,
     "dropout": _export_dropout,
-    "softmax_loss": _export_softmax_loss,
+    "softmax_loss": _function("F.cross_entropy"),
+    "cross_entropy": _export_cross_entropy,
     "svm_loss": _export_svm_loss,
+    "reshape": _function("reshape", [("shape", "shape")]),
+    "flatten": _function("flatten", [("start_dim", "axis")]),
+    "transpose": _export_transpose,
+    "concat": _export_concat,
+    "slice": _export_slice, "take": _export_take,
+    "pow": _function("pow", [("exponent", "exponent")]),
+    "clip": _function("clamp", [("min", "low"), ("max", "high")]),
+    "where": _export_where,
+    "leaky_relu": _function("F.leaky_relu", [("negative_slope", "alpha")]),
+    "gelu": _function("F.gelu", [("approximate", "approximate")]),
+    "softplus": _function("F.softplus"),
 }
 
 
@@ -246,8 +322,10 @@ class _AtenReader:
         self.graph, self.values = Graph(dtype=dtype), {}
 
     def bookkeeping(self, node):
-        """BatchNorm's counter of batches (`num_batches_tracked += 1`): nothing reads it."""
-        return _op_name(node.target) == "aten.add_" and self.sources.get(
+        """BatchNorm's counter of batches (`num_batches_tracked += 1`) and the checks
+        torch.export adds before a cast: nothing reads them."""
+        op = _op_name(node.target)
+        return op == "aten._assert_tensor_metadata" or op == "aten.add_" and self.sources.get(
             node.args[0].name, (None, ""))[1].endswith("num_batches_tracked")
 
     def build(self, training, input_names=None):
@@ -256,8 +334,9 @@ class _AtenReader:
         for node, name in zip(user_inputs, input_names or [n.name for n in user_inputs]):
             val = node.meta["val"]
             shape = (None, *val.shape[1:]) if val.dim() else ()
+            dtype = _numpy_dtype(self.torch, val.dtype)  # a bool mask is fed as integers
             self.values[node] = self.graph.input(name, shape=tuple(shape),
-                                                 dtype=_numpy_dtype(self.torch, val.dtype))
+                                                 dtype=np.int64 if dtype.kind == "b" else dtype)
         for node in self.exported.graph.nodes:
             if node.op == "call_function" and not self.bookkeeping(node):
                 self.values[node] = ATEN_OPS[_op_name(node.target)](self, node)
@@ -300,6 +379,10 @@ class _AtenReader:
     def shape(self, arg):
         return tuple(arg.meta["val"].shape)
 
+    def sliced(self, node):
+        """A run of indexing ops so far on the node's first argument (see Sliced)."""
+        return Sliced.of(self.graph, self.value(node.args[0]), _op_name(node.target), node.name)
+
     def gate(self, op, node, inputs, **attrs):
         return build_gate(self.graph, op, inputs, node.name, **attrs)
 
@@ -339,45 +422,53 @@ def _read_div(r, node):
     return r.gate("divide", node, [r.input(node, 0), r.input(node, 1)])
 
 
-def _read_softmax(r, node):
-    dim, rank = r.arg(node, 1, "dim"), len(r.shape(node.args[0]))
-    _require(dim in (-1, rank - 1), node, f"dim {dim}: graphnet's softmax works along the "
-             "last axis")
-    return r.gate("softmax", node, [r.input(node, 0)])
+def _read_softmax(gate):
+    """softmax along the last axis (graphnet's softmax); log_softmax along any."""
+    def read(r, node):
+        dim, rank = r.arg(node, 1, "dim"), len(r.shape(node.args[0]))
+        if dim in (-1, rank - 1):
+            return r.gate(gate, node, [r.input(node, 0)])
+        _require(gate == "log_softmax", node, f"dim {dim}: graphnet's softmax works along "
+                 "the last axis")
+        return r.gate(gate, node, [r.input(node, 0)], axis=dim)
+    return read
 
 
-def _read_sum(r, node):
-    dims = r.arg(node, 1, "dim")
-    axis = None if not dims else dims[0] if len(dims) == 1 else tuple(dims)
-    return r.gate("sum", node, [r.input(node, 0)], axis=axis,
-                  keepdims=bool(r.arg(node, 2, "keepdim", False)))
+def _read_reduce(gate):
+    """sum, mean: over `dim` (every axis when None or absent)."""
+    def read(r, node):
+        dims = r.arg(node, 1, "dim")
+        axis = None if not dims else dims[0] if len(dims) == 1 else tuple(dims)
+        return r.gate(gate, node, [r.input(node, 0)], axis=axis,
+                      keepdims=bool(r.arg(node, 2, "keepdim", False)))
+    return read
 
 
 def _read_linear(r, node):
-    """linear(x, W, b) = x @ W.T + b: an affine gate whose w is the param W.T (same name)."""
+    """linear(x, W, b) = x @ W.T + b: an affine gate whose w is the param W.T (same name)
+    on rows (N, D) or a flatten of them; on any other x, a matmul by W.T and an add."""
     weight = node.args[1]
     _require(weight not in r.values and r.sources.get(weight.name, (None,))[0] == r.parameter,
              node, "graphnet reads a linear whose weight is a parameter used once")
     key = r.sources[weight.name][1]
     array = r.constant(weight)
     w = r.values[weight] = r.graph.param(key, array.T, dtype=array.dtype)
-    bias = r.input(node, 2) if r.arg(node, 2, "bias") is not None else r.graph.const(
+    has_bias = r.arg(node, 2, "bias") is not None
+    if len(r.shape(node.args[0])) != 2:  # torch's linear works on the last axis
+        product = build_gate(r.graph, "matmul", [r.input(node, 0), w],
+                             f"{node.name}_matmul" if has_bias else node.name)
+        return r.gate("add", node, [product, r.input(node, 2)]) if has_bias else product
+    bias = r.input(node, 2) if has_bias else r.graph.const(
         np.zeros(array.shape[0], array.dtype), name=f"{node.name}_bias")
-    return r.gate("affine", node, [_rows(r, node, 0), w, bias])
-
-
-def _rows(r, node, i):
-    """The affine gate's x: (N, D) rows, perhaps a flatten that the gate absorbs (torch's
-    linear works on the last axis, graphnet's affine on all axes after the first)."""
-    shape = r.shape(node.args[i])
-    _require(len(shape) == 2, node, f"input of shape {shape}: graphnet's affine takes rows")
-    return affine_input(r.value(node.args[i]))
+    return r.gate("affine", node, [affine_input(r.value(node.args[0])), w, bias])
 
 
 def _read_addmm(r, node):
     _require(r.arg(node, 3, "beta", 1) == 1 and r.arg(node, 4, "alpha", 1) == 1, node,
              "alpha and beta must be 1")
-    return r.gate("affine", node, [_rows(r, node, 1), r.input(node, 2), r.input(node, 0)])
+    _require(len(r.shape(node.args[1])) == 2, node, "graphnet's affine takes rows")
+    return r.gate("affine", node, [affine_input(r.value(node.args[1])), r.input(node, 2),
+                                   r.input(node, 0)])
 
 
 def _pair(r, node, i, name, default, what):
@@ -402,20 +493,33 @@ def _read_conv2d(r, node):
                   pad=_pair(r, node, 4, "padding", 0, "conv"))
 
 
-def _read_max_pool2d(r, node):
-    kernel = r.arg(node, 1, "kernel_size")
-    height, width = (kernel, kernel) if isinstance(kernel, int) else (kernel[0], kernel[-1])
-    _require(_pair(r, node, 3, "padding", 0, "max_pool") == 0 and not r.arg(
-        node, 5, "ceil_mode", False) and _pair(r, node, 4, "dilation", 1, "max_pool") == 1,
-        node, "graphnet's max_pool has no padding, dilation or ceil_mode")
-    if r.arg(node, 2, "stride", []):
-        stride = _pair(r, node, 2, "stride", None, "max_pool")
-    else:  # torch's default stride is the window
-        _require(height == width, node, f"a {height}x{width} window with the default stride: "
-                 "graphnet's max_pool takes one stride")
-        stride = height
-    return r.gate("max_pool", node, [r.input(node, 0)], pool_height=height, pool_width=width,
-                  stride=stride)
+def _read_pool(gate, plain):
+    """max_pool2d(x, kernel, stride, padding, dilation, ceil_mode) and avg_pool2d(x, kernel,
+    stride, padding, ceil_mode, count_include_pad, divisor_override): `plain` maps the
+    settings graphnet's gate lacks (position, name) to the value they must have."""
+    def read(r, node):
+        kernel = r.arg(node, 1, "kernel_size")
+        height, width = (kernel, kernel) if isinstance(kernel, int) else (kernel[0], kernel[-1])
+        _require(_pair(r, node, 3, "padding", 0, gate) == 0 and all(
+            r.arg(node, i, name, value) in (value, [value] * 2)
+            for (i, name), value in plain.items()), node,
+            f"graphnet's {gate} has no padding, {', '.join(name for _, name in plain)}")
+        if r.arg(node, 2, "stride", []):
+            stride = _pair(r, node, 2, "stride", None, gate)
+        else:  # torch's default stride is the window
+            _require(height == width, node, f"a {height}x{width} window with the default "
+                     f"stride: graphnet's {gate} takes one stride")
+            stride = height
+        return r.gate(gate, node, [r.input(node, 0)], pool_height=height, pool_width=width,
+                      stride=stride)
+    return read
+
+
+def _read_adaptive_avg_pool2d(r, node):
+    size = r.arg(node, 1, "output_size")
+    _require(size in (1, [1, 1], (1, 1)), node, f"output size {size}: graphnet reads the "
+             "global average (output size 1) as a mean gate")
+    return r.gate("mean", node, [r.input(node, 0)], axis=(2, 3), keepdims=True)
 
 
 def _read_batch_norm(r, node):
@@ -460,25 +564,156 @@ def _read_dropout(r, node):
     return r.gate("dropout", node, [r.input(node, 0)], p=float(r.arg(node, 1, "p")))
 
 
+def _reshape(r, node, x):
+    """A reshape of `x` to the shape torch.export found for `node` (a view, a reshape, a
+    flatten of some axes), its first size left open (-1) when x's batch size is open and
+    it is a multiple of the example's: x.view(x.size(0), -1) keeps any batch size."""
+    shape, batch = list(r.shape(node)), (r.shape(node.args[0]) or (0,))[0]
+    if x.static_shape and x.static_shape[0] is None and shape and batch \
+            and shape[0] % batch == 0:
+        shape[0] = -1
+    return Deferred(r.graph, "reshape", x, node.name, shape=tuple(shape))
+
+
 def _read_flatten(r, node):
-    _require(r.arg(node, 1, "start_dim", 0) == 1 and r.arg(node, 2, "end_dim", -1) in (
-        -1, len(r.shape(node.args[0])) - 1), node, "graphnet reads a flatten from axis 1 on")
-    return flatten_rows(r.value(node.args[0]), "aten.flatten", node.name)
+    """flatten(x, start, end): graphnet's flatten when it runs to the last axis."""
+    rank = max(len(r.shape(node.args[0])), 1)
+    start, end = r.arg(node, 1, "start_dim", 0) % rank, r.arg(node, 2, "end_dim", -1) % rank
+    if end == rank - 1:
+        return Deferred(r.graph, "flatten", r.input(node, 0), node.name, axis=start)
+    return _reshape(r, node, r.input(node, 0))
 
 
-def _read_view(r, node):
-    shape = list(r.arg(node, 1, "size"))
-    _require(flattens_to_rows(r.shape(node.args[0]), shape), node,
-             f"to {shape} from {r.shape(node.args[0])}: graphnet reads a view or reshape only "
-             "as a flatten to (N, features)")
-    return flatten_rows(r.value(node.args[0]), _op_name(node.target), node.name)
+def _transpose(r, node, axes):
+    return Deferred(r.graph, "transpose", r.input(node, 0), node.name, axes=tuple(axes))
+
+
+def _read_swap(r, node):
+    """transpose(x, d0, d1), movedim(x, source, destination), t(x): graphnet's transpose."""
+    rank = len(r.shape(node.args[0]))
+    axes = list(range(rank))
+    op = _op_name(node.target)
+    if op == "aten.t":
+        return r.value(node.args[0]) if rank < 2 else _transpose(r, node, [1, 0])
+    a, b = node.args[1:3]  # dim0 and dim1, or source and destination
+    _require(isinstance(a, int) and isinstance(b, int), node, "graphnet reads one axis moved")
+    a, b = a % rank, b % rank
+    if op == "aten.transpose":
+        axes[a], axes[b] = b, a
+    else:
+        axes.insert(b, axes.pop(a))
+    return _transpose(r, node, axes)
+
+
+def _read_cat(r, node):
+    return r.gate("concat", node, [gate_input(r.value(t), f"aten.cat {node.name!r}")
+                                   for t in node.args[0]], axis=r.arg(node, 1, "dim", 0))
+
+
+def _read_slice(r, node):
+    bounds = slice_bounds(r.arg(node, 2, "start"), r.arg(node, 3, "end"),
+                          r.arg(node, 4, "step", 1))
+    return r.sliced(node).sliced("aten.slice", node.name, r.arg(node, 1, "dim", 0), bounds)
+
+
+def _read_select(r, node):
+    return r.sliced(node).selected("aten.select", node.name, r.arg(node, 1, "dim"),
+                                   r.arg(node, 2, "index"))
+
+
+def _read_unsqueeze(r, node):
+    return r.sliced(node).unsqueezed("aten.unsqueeze", node.name, r.arg(node, 1, "dim"))
+
+
+def _read_squeeze(r, node):
+    """torch's squeeze drops the axes of size 1 among `dim` (all when absent) and leaves
+    the others."""
+    example = r.shape(node.args[0])
+    dims = r.arg(node, 1, "dim")
+    dims = range(len(example)) if dims is None else [dims] if isinstance(dims, int) else dims
+    value = r.sliced(node)
+    for axis in sorted({d % len(example) for d in dims if example[d] == 1}, reverse=True):
+        value = value.squeezed("aten.squeeze", node.name, axis)
+    return value
+
+
+def _read_index(r, node):
+    """x[:, ..., ids] with one index tensor: graphnet's take along that axis."""
+    indices = r.arg(node, 1, "indices")
+    picks = [i for i, index in enumerate(indices) if index is not None]
+    _require(len(picks) == 1 and picks[0] == len(indices) - 1, node, "graphnet's take picks "
+             "along one axis: one index tensor, with ':' before it")
+    return r.gate("take", node, [r.input(node, 0), gate_input(r.value(indices[-1]), node.name)],
+                  axis=picks[0])
+
+
+def _read_index_select(r, node):
+    return r.gate("take", node, [r.input(node, 0), r.input(node, 2)], axis=r.arg(node, 1, "dim"))
+
+
+def _read_embedding(r, node):
+    _require(r.arg(node, 2, "padding_idx", -1) == -1 and not r.arg(
+        node, 3, "scale_grad_by_freq", False), node, "graphnet's take has no padding_idx or "
+             "scale_grad_by_freq")
+    return r.gate("take", node, [r.input(node, 0), r.input(node, 1)], axis=0)
+
+
+def _read_pow(r, node):
+    exponent = r.arg(node, 1, "exponent")
+    _require(isinstance(exponent, (int, float)), node, "graphnet's pow takes a number as "
+             "the exponent")
+    return r.gate("pow", node, [r.input(node, 0)], exponent=float(exponent))
+
+
+def _read_clamp(r, node):
+    low, high = r.arg(node, 1, "min"), r.arg(node, 2, "max")
+    _require(all(b is None or isinstance(b, (int, float)) for b in (low, high)), node,
+             "graphnet's clip takes numbers as bounds")
+    if low is None and high is None:
+        return r.value(node.args[0])
+    return r.gate("clip", node, [r.input(node, 0)], low=low, high=high)
+
+
+def _read_mask(r, node):
+    """x.bool(), x.to(an integer type), x != 0 on integers: the same node (graphnet reads a
+    mask's nonzero entries as true); a cast to the node's own type too."""
+    x = r.input(node, 0)
+    if _op_name(node.target) == "aten.ne":
+        _require(r.arg(node, 1, "other") == 0 and x.dtype.kind in "iu", node,
+                 "graphnet reads x != 0 on integers as a mask, and no other comparison")
+        return x
+    to = r.arg(node, 1, "dtype")
+    _require(isinstance(to, r.torch.dtype), node, "graphnet reads a cast to a dtype")
+    to = _numpy_dtype(r.torch, to)
+    _require(to == x.dtype or (x.dtype.kind in "iu" and to.kind in "biu"), node,
+             f"from {x.dtype} to {to}: graphnet has no cast gate")
+    return x
+
+
+def _read_masked_fill(r, node):
+    """masked_fill(x, mask, value) = where(mask, value, x)."""
+    return r.gate("where", node, [r.input(node, 1), r.input(node, 2), r.input(node, 0)])
+
+
+def _read_softplus(r, node):
+    """torch's softplus is x itself above `threshold` (20), less than 2.1e-9 from
+    graphnet's."""
+    _require(r.arg(node, 1, "beta", 1) == 1, node, "graphnet's softplus has beta 1")
+    return r.gate("softplus", node, [r.input(node, 0)])
 
 
 def _read_cross_entropy(r, node):
+    """softmax_loss where it is the course's loss ((N, C) scores, torch's default
+    ignore_index -100), else cross_entropy (classes moved to the last axis)."""
     _require(r.arg(node, 2, "weight") is None and r.arg(node, 3, "reduction", 1) == 1
              and r.arg(node, 5, "label_smoothing", 0.0) == 0.0, node,
-             "graphnet's softmax_loss is the unweighted mean, without label smoothing")
-    return r.gate("softmax_loss", node, [r.input(node, 0), r.input(node, 1)])
+             "graphnet's losses are the unweighted mean, without label smoothing")
+    ignore = r.arg(node, 4, "ignore_index", -100)
+    scores, rank = classes_last(r.graph, r.value(node.args[0]), node.name,
+                                "aten.cross_entropy_loss")
+    if rank == 2 and ignore == -100:
+        return r.gate("softmax_loss", node, [scores, r.input(node, 1)])
+    return r.gate("cross_entropy", node, [scores, r.input(node, 1)], ignore_index=ignore)
 
 
 class _SvmOverClasses(Pending):
@@ -506,21 +741,57 @@ def _read_multi_margin(r, node):
     return _SvmOverClasses(r, node)
 
 
+def _with_args(gate, *names):
+    """An ATen op that is one gate on its first argument, whose hyperparameters are the
+    op's further arguments: (position, ATen name, default, gate hyperparameter) each."""
+    def read(r, node):
+        return r.gate(gate, node, [r.input(node, 0)], **{
+            attr: r.arg(node, i, name, default) for i, name, default, attr in names})
+    return read
+
+
+def _same_node(r, node):
+    return r.value(node.args[0])
+
+
 #: ATen op (as torch.export writes it) -> the function that builds its gates.
 ATEN_OPS = {
     **{f"aten.{function}": _aten(gate) for gate, (_, function) in ONE_TO_ONE.items()},
     # the ones whose ATen form has settings the gate lacks, or that fold a pending op
     "aten.add": _read_add_sub("add"), "aten.sub": _read_add_sub("subtract"),
     "aten.mul": _read_mul, "aten.div": _read_div,
-    "aten.softmax": _read_softmax,
-    "aten.sum": _read_sum,
+    "aten.mm": _aten("matmul"), "aten.bmm": _aten("matmul"),
+    "aten.softmax": _read_softmax("softmax"), "aten.log_softmax": _read_softmax("log_softmax"),
+    "aten.sum": _read_reduce("sum"), "aten.mean": _read_reduce("mean"),
     "aten.linear": _read_linear, "aten.addmm": _read_addmm,
     "aten.conv2d": _read_conv2d,
-    "aten.max_pool2d": _read_max_pool2d,
+    "aten.max_pool2d": _read_pool("max_pool", {(4, "dilation"): 1, (5, "ceil_mode"): False}),
+    "aten.avg_pool2d": _read_pool("avg_pool", {(4, "ceil_mode"): False,
+                                               (6, "divisor_override"): None}),
+    "aten.adaptive_avg_pool2d": _read_adaptive_avg_pool2d,
     "aten.batch_norm": _read_batch_norm,
     "aten.layer_norm": _read_layer_norm, "aten.group_norm": _read_group_norm,
     "aten.dropout": _read_dropout,
-    "aten.flatten": _read_flatten, "aten.view": _read_view, "aten.reshape": _read_view,
+    "aten.flatten": _read_flatten,
+    "aten.view": lambda r, node: _reshape(r, node, r.input(node, 0)),
+    "aten.reshape": lambda r, node: _reshape(r, node, r.input(node, 0)),
+    "aten.permute": lambda r, node: _transpose(r, node, r.arg(node, 1, "dims")),
+    "aten.transpose": _read_swap, "aten.movedim": _read_swap, "aten.t": _read_swap,
+    "aten.contiguous": _same_node,
+    "aten.cat": _read_cat,
+    "aten.slice": _read_slice, "aten.select": _read_select,
+    "aten.unsqueeze": _read_unsqueeze, "aten.squeeze": _read_squeeze,
+    "aten.index": _read_index, "aten.index_select": _read_index_select,
+    "aten.embedding": _read_embedding,
+    "aten.pow": _read_pow,
+    "aten.square": lambda r, node: r.gate("pow", node, [r.input(node, 0)], exponent=2.0),
+    "aten.clamp": _read_clamp,
+    "aten.where": lambda r, node: r.gate("where", node, [r.input(node, i) for i in range(3)]),
+    "aten.masked_fill": _read_masked_fill,
+    "aten.to": _read_mask, "aten.ne": _read_mask,
+    "aten.leaky_relu": _with_args("leaky_relu", (1, "negative_slope", 0.01, "alpha")),
+    "aten.gelu": _with_args("gelu", (1, "approximate", "none", "approximate")),
+    "aten.softplus": _read_softplus,
     "aten.cross_entropy_loss": _read_cross_entropy,
     "aten.multi_margin_loss": _read_multi_margin,
 }

@@ -100,10 +100,12 @@ def _describe_model(model, arrays, path):
     from .. import models
     cls = type(model)
     config = getattr(model, "config", None)
-    # graphnet's own models are named by their public import path, graphnet.models; an
-    # edition's class (graphnet.cs231n's FullyConnectedNet) by the model class it extends,
-    # whose config it shares, so that load() rebuilds it without into=.
-    own = next((c for c in cls.__mro__ if models.MODELS.get(c.__name__) is c), None)
+    # graphnet's own models are named by their public import path, graphnet.models; a
+    # course edition's class (graphnet.cs231n's FullyConnectedNet) by the model class it
+    # extends, whose config it shares, so that load() rebuilds it without into=. A
+    # subclass of one's own may build another graph: it keeps its own name.
+    own = next((c for c in cls.__mro__ if models.MODELS.get(c.__name__) is c), None) \
+        if cls.__module__.startswith("graphnet.") else None
     if own is not None:
         cls, module = own, models.__name__
     else:

@@ -1,17 +1,19 @@
 """The student's path: a small CNN made in PyTorch, exported with torch.onnx.export (its
 default exporter), imported, given a loss gate, drawn, and trained further with the
-Solver."""
+Solver; and the ops that exporter writes for gelu, pooling, views and slices."""
 import numpy as np
 import pytest
 
 import graphnet as gn
 from graphnet.models import GraphClassifier
 
+from .cases import gate_ops
+
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")  # what torch.onnx.export's default exporter runs on
-nn = torch.nn
+nn, F = torch.nn, torch.nn.functional
 
 pytestmark = [pytest.mark.onnx, pytest.mark.torch, pytest.mark.slow]
 
@@ -64,3 +66,43 @@ def test_pytorch_cnn_through_onnx_is_drawn_and_trained_with_the_solver(tmp_path)
     solver.train()
     history = solver.loss_history
     assert np.mean(history[-5:]) < 0.7 * np.mean(history[:5])
+
+
+class GeluHead(nn.Module):
+    """Gelu both ways, mean and average pooling, view and flatten, a slice and log_softmax."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 4 * 4 + 4 + 4, 5)
+
+    def forward(self, x):
+        h = F.gelu(self.conv(x))                                           # (N, 4, 8, 8)
+        small = F.avg_pool2d(h, 2)                                         # (N, 4, 4, 4)
+        pooled = torch.cat([small.view(small.size(0), -1), h.mean((2, 3)),
+                            F.adaptive_avg_pool2d(h, 1).flatten(1)], dim=1)
+        scores = self.fc(F.gelu(pooled, approximate="tanh"))
+        return F.log_softmax(F.leaky_relu(scores[:, 1:], 0.2), dim=-1)
+
+
+@pytest.mark.parametrize("opset", [18, 20])
+def test_pytorch_gelu_pooling_and_views_through_onnx(opset, tmp_path):
+    """Before opset 20 torch.onnx.export writes GELU as Erf and Tanh arithmetic, which
+    from_onnx reads back as gelu gates; from opset 20 it writes Gelu."""
+    torch.manual_seed(0)
+    module = GeluHead().eval()
+    path = tmp_path / "head.onnx"
+    torch.onnx.export(module, (torch.randn(2, 3, 8, 8),), path, input_names=["x"],
+                      output_names=["logp"], opset_version=opset,
+                      dynamic_shapes={"x": {0: torch.export.Dim("N")}})
+    graph = gn.from_onnx(path)
+    assert gate_ops(graph).count("gelu") == 2
+    assert {"avg_pool", "mean", "reshape", "concat", "slice", "leaky_relu",
+            "log_softmax"} <= set(gate_ops(graph))
+    X = np.random.default_rng(opset).normal(size=(5, 3, 8, 8)).astype(np.float32)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(graph.forward(x=X), session.run(None, {"x": X})[0], rtol=1e-5,
+                               atol=1e-5)
+    with torch.no_grad():
+        np.testing.assert_allclose(graph.forward(x=X), module(torch.tensor(X)).numpy(),
+                                   rtol=1e-5, atol=1e-5)

@@ -46,7 +46,9 @@ def test_import_builds_the_same_gates_equal_forward_and_backward(case):
 
 @pytest.mark.torch
 @pytest.mark.parametrize("case", ["conv_stride2", "spatial_batchnorm", "affine_flattening",
-                                  "softmax_loss", "max"])
+                                  "softmax_loss", "max", "matmul_batched", "slice_int_none_step",
+                                  "take_axis", "where", "gelu", "cross_entropy_sequence",
+                                  "avg_pool_overlapping"])
 def test_imported_graph_backward_matches_pytorch(case):
     torch = pytest.importorskip("torch")
     graph, feeds = build(case, np.float64)
@@ -131,9 +133,10 @@ def test_import_of_flatten_reshape_gemm_matmul_and_nary_ops_matches_onnxruntime(
     model = make_model(nodes, [float_info("x", ["N", 2, 3, 3])],
                        [float_info("total", ["N"])], initializers, opset=17)
     graph = gn.from_onnx(model)
-    assert gate_ops(graph) == ["affine", "affine", "multiply", "add", "add", "max", "max",
-                               "subtract", "sigmoid", "softmax", "sum"]
-    # Gemm's transposed B becomes a param holding B.T under B's name; MatMul gets a zero bias
+    assert gate_ops(graph) == ["affine", "reshape", "matmul", "multiply", "add", "add", "max",
+                               "max", "subtract", "sigmoid", "softmax", "sum"]
+    # Gemm's transposed B becomes a param holding B.T under B's name; the Flatten before it
+    # is the affine gate's own; the Reshape before the MatMul is a reshape gate
     np.testing.assert_array_equal(graph.params["W_out_in"],
                                   onnx.numpy_helper.to_array(initializers[0]).T)
     assert graph["half"].op == "const" and "rows" not in graph
@@ -183,16 +186,16 @@ def test_import_of_opset_11_attributes_and_conv_pool_batchnorm_dropout():
 
 def test_import_lists_every_unsupported_op_at_once():
     nodes = [helper.make_node("Cos", ["x"], ["cos"]),
-             helper.make_node("Transpose", ["cos"], ["t1"], perm=[1, 0]),
-             helper.make_node("Transpose", ["t1"], ["t2"], perm=[1, 0]),
-             helper.make_node("Relu", ["t2"], ["out"])]
+             helper.make_node("Sin", ["cos"], ["s1"]),
+             helper.make_node("Sin", ["s1"], ["s2"]),
+             helper.make_node("Relu", ["s2"], ["out"])]
     model = make_model(nodes, [float_info("x", [2, 3])], [float_info("out", [2, 3])], [], 17)
     with pytest.raises(UnsupportedOpError) as err:
         gn.from_onnx(model)
     message = str(err.value)
-    assert "Cos (node 'cos')" in message and "Transpose (nodes 't1', 't2')" in message
+    assert "Cos (node 'cos')" in message and "Sin (nodes 's1', 's2')" in message
     assert "Relu" in message.split("Supported:")[1]
-    assert err.value.ops == {"Cos": ["cos"], "Transpose": ["t1", "t2"]}
+    assert err.value.ops == {"Cos": ["cos"], "Sin": ["s1", "s2"]}
 
 
 def test_import_names_the_node_and_setting_graphnet_lacks():
@@ -291,3 +294,179 @@ def test_groupnorm_with_the_courses_scale_shape_and_its_opset():
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     with pytest.raises(UnsupportedOpError, match="spatial_groupnorm node 'out'.*opset=21"):
         gn.to_onnx(g, opset=20)
+
+
+# ----- the tensor gates -----------------------------------------------------------------
+
+@pytest.mark.parametrize("opset", [13, 17, 18, 20])
+@pytest.mark.parametrize("case", ["gelu", "gelu_tanh", "mean_axes_keepdims", "mean_all",
+                                  "slice_int_none_step", "flatten_axis2", "clip_high",
+                                  "cross_entropy_sequence", "where", "log_softmax_axis1"])
+def test_tensor_gates_at_every_opset_run_in_onnxruntime_and_come_back(case, opset):
+    """Gelu is an op from opset 20 (before, the ops torch.onnx.export writes for it, read
+    back as one gate); ReduceMean takes its axes as an input from opset 18."""
+    graph, feeds = build(case, np.float32)
+    model = gn.to_onnx(graph, opset=opset)
+    ops = {n.op_type for n in model.graph.node}
+    if case.startswith("gelu"):
+        assert ("Gelu" in ops) == (opset >= 20)
+    (got,) = run_onnxruntime(model, feeds)
+    np.testing.assert_allclose(got, graph.forward(feeds), rtol=2e-6, atol=2e-6)
+    assert gate_ops(gn.from_onnx(model)) == gate_ops(graph)
+
+
+def test_a_slice_backwards_runs_in_onnxruntime():
+    g = gn.Graph(dtype=np.float32)
+    x = g.input("x", shape=(None, 5, 4))
+    g.index(x, (slice(None, None, -1), slice(3, 0, -2), -1), name="out")
+    X = np.random.default_rng(0).normal(size=(3, 5, 4)).astype(np.float32)
+    model = gn.to_onnx(g)
+    np.testing.assert_array_equal(run_onnxruntime(model, {"x": X})[0], X[::-1, 3:0:-2, -1])
+    back = gn.from_onnx(model)
+    assert back["out"].gate.attrs()["key"] == "::-1, 3:0:-2, -1"
+
+
+def test_export_names_the_forms_onnx_lacks():
+    g = gn.Graph()
+    g.cross_entropy(g.input("scores", shape=(5,)), g.input("y", shape=(), dtype=np.int64),
+                    name="single")
+    with pytest.raises(UnsupportedOpError, match=r"cross_entropy node 'single'.*batch axis"):
+        gn.to_onnx(g)
+    g = gn.Graph()
+    g.reshape(g.input("x", shape=(None, 3)), (0, 3), name="none_left")
+    with pytest.raises(UnsupportedOpError, match=r"reshape node 'none_left'.*opset 14"):
+        gn.to_onnx(g, opset=13)
+    empty = np.zeros((0, 3))
+    assert run_onnxruntime(gn.to_onnx(g, opset=14), {"x": empty})[0].shape == (0, 3)
+
+
+@pytest.mark.parametrize("case", ["matmul_batched", "reshape", "slice_int_none_step",
+                                  "take_rows", "avg_pool", "gelu", "where_constant_mask"])
+def test_an_empty_batch_of_a_tensor_gate_runs_in_onnxruntime(case):
+    """(onnxruntime's SoftmaxCrossEntropyLoss fails on an empty batch: not the losses.)"""
+    graph, feeds = build(case, np.float32)
+    empty = {name: value[:0] if value.ndim else value for name, value in feeds.items()}
+    (got,) = run_onnxruntime(gn.to_onnx(graph), empty)
+    assert got.shape == np.shape(graph.eval().forward(empty))
+
+
+def test_import_of_hand_made_tensor_ops_matches_onnxruntime():
+    """The forms other exporters write: Squeeze, Unsqueeze and Gather of one index around
+    a Slice (one slice gate), a Reshape keeping sizes with 0, Flatten from axes 0 and 2,
+    GlobalAveragePool, a loss on (N, C, H, W) scores with ignore_index, Clip, Cast, Where,
+    and GELU as torch's TorchScript exporter wrote it (x·(1 + erf) first, then ½)."""
+    rng = np.random.default_rng(3)
+    f32 = lambda *shape: rng.normal(size=shape).astype(np.float32)  # noqa: E731
+    big = np.iinfo(np.int64).max
+    ints = lambda name, *values: tensor(name, np.array(values, np.int64))  # noqa: E731
+    scalar = lambda name, value: tensor(name, np.float32(value))  # noqa: E731
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["conv"], kernel_shape=[1, 1]),      # (N, 3, 4, 4)
+        helper.make_node("Div", ["conv", "sqrt2"], ["scaled"]),
+        helper.make_node("Erf", ["scaled"], ["erf"]),
+        helper.make_node("Add", ["erf", "one"], ["one_plus"]),
+        helper.make_node("Mul", ["conv", "one_plus"], ["twice"]),
+        helper.make_node("Mul", ["twice", "half"], ["gelu"]),
+        helper.make_node("SoftmaxCrossEntropyLoss", ["gelu", "labels"], ["loss"],
+                         ignore_index=1),
+        helper.make_node("Slice", ["gelu", "starts", "ends", "axes", "steps"], ["sliced"]),
+        helper.make_node("Gather", ["sliced", "index"], ["picked"], axis=1),      # (N, 2, 4)
+        helper.make_node("Unsqueeze", ["picked", "axis_minus1"], ["column"]),     # (N, 2, 4, 1)
+        helper.make_node("Squeeze", ["column", "axis_minus1"], ["row"]),          # (N, 2, 4)
+        helper.make_node("Reshape", ["row", "keep_first"], ["kept"]),             # (N, 8)
+        helper.make_node("Flatten", ["gelu"], ["all"], axis=0),                   # (1, N*48)
+        helper.make_node("Flatten", ["gelu"], ["matrix"], axis=2),                # (N*3, 16)
+        helper.make_node("GlobalAveragePool", ["gelu"], ["pooled"]),              # (N, 3, 1, 1)
+        helper.make_node("Clip", ["kept", "low", ""], ["clipped"]),
+        helper.make_node("Cast", ["mask"], ["condition"], to=onnx.TensorProto.BOOL),
+        helper.make_node("Where", ["condition", "clipped", "half"], ["chosen"]),
+        helper.make_node("ReduceSum", ["chosen"], ["s1"], keepdims=0),
+        helper.make_node("ReduceSum", ["all"], ["s2"], keepdims=0),
+        helper.make_node("ReduceSum", ["matrix"], ["s3"], keepdims=0),
+        helper.make_node("ReduceMean", ["pooled"], ["s4"], keepdims=0),
+        helper.make_node("Sum", ["s1", "s2", "s3", "s4", "loss"], ["out"]),
+    ]
+    initializers = [tensor("w", f32(3, 2, 1, 1)), scalar("sqrt2", np.sqrt(2)),
+                    scalar("one", 1.0), scalar("half", 0.5),
+                    ints("starts", 3, 1), ints("ends", -big, big), ints("axes", 2, -1),
+                    ints("steps", -1, 2), tensor("index", np.int64(-1)),
+                    ints("axis_minus1", -1), ints("keep_first", 0, -1), scalar("low", -0.1)]
+    inputs = [float_info("x", ["N", 2, 4, 4]),
+              helper.make_tensor_value_info("labels", onnx.TensorProto.INT64, ["N", 4, 4]),
+              helper.make_tensor_value_info("mask", onnx.TensorProto.INT64, [8])]
+    model = make_model(nodes, inputs, [float_info("out", [])], initializers, opset=17)
+    graph = gn.from_onnx(model)
+    ops = gate_ops(graph)
+    assert ops.count("gelu") == 1 and ops.count("slice") == 1 and "cross_entropy" in ops
+    keys = [n.gate.attrs()["key"] for n in graph.nodes if n.op == "slice"]
+    assert keys == [":, -1, 3::-1, 1::2"]  # the Unsqueeze's None squeezed again
+    assert graph["all"].gate.attrs()["shape"] == (1, -1)
+    assert graph["matrix"].gate.attrs()["shape"] == (-1, 16)
+    assert graph["loss"].inputs[0].op == "transpose"  # the classes moved to the last axis
+    feeds = {"x": f32(3, 2, 4, 4), "labels": rng.integers(0, 3, (3, 4, 4)),
+             "mask": rng.integers(0, 3, 8)}
+    (expected,) = run_onnxruntime(model, feeds)
+    np.testing.assert_allclose(graph.forward(feeds), expected, rtol=1e-5)
+
+
+def test_a_flatten_and_a_slice_read_by_several_gates_are_built_once():
+    """The Flatten feeds a Gemm (which flattens its input itself) and a Relu (which gets a
+    flatten gate); the Slice feeds two gates (one slice gate)."""
+    rng = np.random.default_rng(4)
+    nodes = [helper.make_node("Flatten", ["x"], ["flat"]),
+             helper.make_node("Gemm", ["flat", "W", "b"], ["scores"]),
+             helper.make_node("Relu", ["flat"], ["positive"]),
+             helper.make_node("Slice", ["positive", "start", "end", "axis"], ["first"]),
+             helper.make_node("Mul", ["first", "first"], ["square"]),
+             helper.make_node("MatMul", ["first", "W"], ["again"]),
+             helper.make_node("Add", ["again", "scores"], ["sum"]),
+             helper.make_node("ReduceSum", ["square"], ["total"], keepdims=0),
+             helper.make_node("Add", ["sum", "total"], ["out"])]
+    initializers = [tensor("W", rng.normal(size=(6, 2)).astype(np.float32)),
+                    tensor("b", rng.normal(size=2).astype(np.float32)),
+                    tensor("start", np.array([0], np.int64)),
+                    tensor("end", np.array([6], np.int64)), tensor("axis", np.array([1]))]
+    model = make_model(nodes, [float_info("x", ["N", 2, 3])], [float_info("out", ["N", 2])],
+                       initializers, 17)
+    graph = gn.from_onnx(model)
+    assert gate_ops(graph) == ["affine", "flatten", "relu", "slice", "multiply", "matmul", "add",
+                               "sum", "add"]
+    assert graph["scores"].inputs[0] is graph["x"]
+    X = rng.normal(size=(4, 2, 3)).astype(np.float32)
+    np.testing.assert_allclose(graph.forward(x=X), run_onnxruntime(model, {"x": X})[0],
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_a_gelu_whose_inner_values_are_read_elsewhere_stays_ops():
+    nodes = [helper.make_node("Div", ["x", "sqrt2"], ["scaled"]),
+             helper.make_node("Erf", ["scaled"], ["erf"]),
+             helper.make_node("Add", ["erf", "one"], ["one_plus"]),
+             helper.make_node("Mul", ["half", "one_plus"], ["halved"]),
+             helper.make_node("Mul", ["x", "halved"], ["gelu"]),
+             helper.make_node("Add", ["gelu", "erf"], ["out"])]
+    initializers = [tensor("sqrt2", np.float32(np.sqrt(2))), tensor("one", np.float32(1)),
+                    tensor("half", np.float32(0.5))]
+    model = make_model(nodes, [float_info("x", [2])], [float_info("out", [2])], initializers, 17)
+    with pytest.raises(UnsupportedOpError) as err:
+        gn.from_onnx(model)
+    assert err.value.ops == {"Erf": ["erf"]}
+
+
+def test_import_names_the_tensor_op_settings_graphnet_lacks():
+    def single(node, shape=(2, 3), out_type=onnx.TensorProto.FLOAT, extra_inputs=()):
+        return make_model([node], [float_info("x", list(shape)), *extra_inputs],
+                          [helper.make_tensor_value_info("y", out_type, ["a", "b"])], [], 17)
+    with pytest.raises(UnsupportedOpError, match=r"Pow node 'y'.*exponent.*constant"):
+        gn.from_onnx(single(helper.make_node("Pow", ["x", "x"], ["y"])))
+    with pytest.raises(UnsupportedOpError, match=r"Cast node 'y'.*no cast gate"):
+        gn.from_onnx(single(helper.make_node("Cast", ["x"], ["y"], to=onnx.TensorProto.INT64),
+                            out_type=onnx.TensorProto.INT64))
+    shape = helper.make_tensor_value_info("shape", onnx.TensorProto.INT64, [2])
+    with pytest.raises(UnsupportedOpError, match=r"Reshape node 'y'.*shape.*constant"):
+        gn.from_onnx(single(helper.make_node("Reshape", ["x", "shape"], ["y"]),
+                            extra_inputs=[shape]))
+    with pytest.raises(UnsupportedOpError, match=r"AveragePool node 'y'.*padding"):
+        gn.from_onnx(make_model([helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[2, 2],
+                                                  pads=[1, 1, 1, 1])],
+                                [float_info("x", [1, 1, 4, 4])], [float_info("y", [1, 1, 5, 5])],
+                                [], 17))

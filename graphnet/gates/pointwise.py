@@ -1,0 +1,252 @@
+"""More elementwise gates: negation, powers, roots and absolute values, the min gate (the
+max gate's pair), clipping, where, and the smooth activations (leaky relu, GELU,
+softplus). Each output entry depends on the same entry of each input, so each local rule
+is a multiplication by a local derivative, entry by entry."""
+import math
+
+import numpy as np
+
+from .base import Gate, GateError, broadcast_shape, mask_summary, real, register_gate
+from .elementwise import Maximum, UnaryGate
+
+
+@register_gate
+class Negate(UnaryGate):
+    """f = -x."""
+    op = "negate"
+    formula = "−{0}"
+    rule = "a negate gate flips the sign of the upstream gradient"
+    derivatives = ("−1",)
+
+    def forward(self, x):
+        return -x, None
+
+    def backward(self, dout, cache, needs):
+        return (-dout,)
+
+
+@register_gate
+class Pow(UnaryGate):
+    """f = x^p for a constant exponent p. df/dx = p x^(p-1)."""
+    op = "pow"
+    formula = "{0}^p"
+    rule = "a power gate scales the upstream gradient by p·{0}^(p−1), p its exponent"
+    derivatives = ("p·{0}^(p−1)",)
+
+    def __init__(self, exponent):
+        self.exponent = real("exponent", exponent, math.isfinite, "a finite number")
+
+    def attrs(self):
+        return {"exponent": self.exponent}
+
+    def forward(self, x):
+        return x ** self.exponent, x
+
+    def backward(self, dout, cache, needs):
+        if self.exponent == 0:  # x^0 is 1 everywhere, also at 0 where x^-1 is inf
+            return (np.zeros_like(dout * cache),)
+        return (dout * self.exponent * cache ** (self.exponent - 1),)
+
+
+@register_gate
+class Sqrt(UnaryGate):
+    """f = √x. df/dx = 1 / (2√x), infinite at 0."""
+    op = "sqrt"
+    formula = "√{0}"
+    rule = "sqrt: d{f}/d{0} = 1/(2·{f}), large where {0} is near 0"
+    derivatives = ("1/(2·{f})",)
+
+    def forward(self, x):
+        out = np.sqrt(x)
+        return out, out
+
+    def backward(self, dout, cache, needs):
+        return (dout / (2 * cache),)
+
+
+@register_gate
+class Abs(UnaryGate):
+    """f = |x|. df/dx = sign(x), 0 at 0."""
+    op = "abs"
+    formula = "|{0}|"
+    rule = "abs passes the upstream gradient where {0} > 0, flips it where {0} < 0, 0 at 0"
+    derivatives = ("sign({0})",)
+
+    def forward(self, x):
+        return np.abs(x), x
+
+    def backward(self, dout, cache, needs):
+        return (dout * np.sign(cache),)
+
+
+@register_gate
+class Minimum(Maximum):
+    """f = min(a, b) elementwise: routes the gradient to the smaller input, like the max
+    gate routes it to the larger; on a tie the first input `a` gets it, every time."""
+    op = "min"
+    formula = "min({0}, {1})"
+    rule = ("a min gate routes: the smaller input receives the whole upstream gradient, the "
+            "other receives 0 (a tie goes to {0})")
+    derivatives = ("1 if {0} ≤ {1} else 0", "1 if {1} < {0} else 0")
+
+    def forward(self, a, b):
+        a_wins = a <= b
+        return np.minimum(a, b), a_wins  # Maximum.backward routes by a_wins
+
+    def summarize_cache(self, cache, input_names):
+        a, b = input_names
+        return [mask_summary(cache, f"mask {a} <= {b}")]
+
+
+@register_gate
+class Clip(UnaryGate):
+    """f = x limited to [low, high] (either may be None: no limit on that side). The
+    gradient passes where low <= x <= high (the limits included, as in PyTorch)."""
+    op = "clip"
+    formula = "clip({0}, low, high)"
+    rule = ("a clip gate passes the upstream gradient where {0} is within [low, high], "
+            "blocks it elsewhere")
+    derivatives = ("1 if low ≤ {0} ≤ high else 0",)
+
+    def __init__(self, low=None, high=None):
+        def limit(what, value):
+            return None if value is None else real(what, value, lambda v: not math.isnan(v),
+                                                   "a number or None")
+        self.low, self.high = limit("low", low), limit("high", high)
+        if self.low is None and self.high is None:
+            raise GateError("clip needs low, high or both")
+        if self.low is not None and self.high is not None and self.low > self.high:
+            raise GateError(f"clip needs low <= high, got low={self.low}, high={self.high}")
+
+    def attrs(self):
+        return {"low": self.low, "high": self.high}
+
+    def forward(self, x):
+        inside = np.ones(np.shape(x), dtype=bool)
+        if self.low is not None:
+            inside &= x >= self.low
+        if self.high is not None:
+            inside &= x <= self.high
+        return np.clip(x, self.low, self.high), inside
+
+    def backward(self, dout, cache, needs):
+        return (dout * cache,)
+
+    def summarize_cache(self, cache, input_names):
+        return [mask_summary(cache, f"mask low <= {input_names[0]} <= high")]
+
+
+@register_gate
+class Where(Gate):
+    """f = a where mask is true (nonzero), b elsewhere; mask, a and b broadcast. The mask
+    is an integer input (a constant array becomes a const node) and gets no gradient."""
+    op = "where"
+    inputs = ("mask", "a", "b")
+    integer_inputs = (0,)
+    formula = "{1} where {0} else {2}"
+    rule = ("a where gate routes by its mask: {1} receives the upstream gradient where the "
+            "mask is true, {2} where it is false")
+    derivatives = ("none (the mask)", "1 where {0} else 0", "0 where {0} else 1")
+
+    def shape(self, mask, a, b):
+        return broadcast_shape(mask, a, b)
+
+    def forward(self, mask, a, b):
+        keep = np.asarray(mask) != 0
+        return np.where(keep, a, b), keep
+
+    def backward(self, dout, cache, needs):
+        keep = cache
+        da = np.where(keep, dout, 0) if needs[1] else None
+        db = np.where(keep, 0, dout) if needs[2] else None
+        return None, da, db
+
+    def summarize_cache(self, cache, input_names):
+        return [mask_summary(cache, f"mask {input_names[0]}")]
+
+
+@register_gate
+class LeakyRelu(UnaryGate):
+    """f = x where x > 0, alpha·x elsewhere: a relu that leaks a little gradient."""
+    op = "leaky_relu"
+    formula = "max({0}, α·{0})"
+    rule = ("a leaky relu passes the upstream gradient where {0} > 0 and scales it by α "
+            "elsewhere (also at 0)")
+    derivatives = ("1 if {0} > 0 else α",)
+
+    def __init__(self, alpha=0.01):
+        self.alpha = real("alpha", alpha, math.isfinite, "a finite number")
+
+    def attrs(self):
+        return {"alpha": self.alpha}
+
+    def forward(self, x):
+        positive = x > 0
+        return np.where(positive, x, self.alpha * x), positive
+
+    def backward(self, dout, cache, needs):
+        return (np.where(cache, dout, self.alpha * dout),)
+
+    def summarize_cache(self, cache, input_names):
+        return [mask_summary(cache, f"mask {input_names[0]} > 0")]
+
+
+_erf = np.frompyfunc(math.erf, 1, 1)  # numpy has no erf; the C library's, entry by entry
+_SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
+_TANH_CUBIC = 0.044715
+
+
+@register_gate
+class Gelu(UnaryGate):
+    """f = x·Φ(x), Φ the standard normal's CDF (approximate='tanh': Φ(x) taken as
+    (1 + tanh(√(2/π)(x + 0.044715x³)))/2, as GPT-2 did). df/dx = Φ(x) + x·φ(x)."""
+    op = "gelu"
+    formula = "{0}·Φ({0})"
+    rule = ("a GELU gate scales the upstream gradient by Φ({0}) + {0}·φ({0}): about 1 for "
+            "large {0}, 0 for very negative {0}")
+    derivatives = ("Φ({0}) + {0}·φ({0})",)
+
+    def __init__(self, approximate="none"):
+        if approximate not in ("none", "tanh"):
+            raise GateError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
+        self.approximate = approximate
+
+    def attrs(self):
+        return {"approximate": self.approximate}
+
+    def forward(self, x):
+        if self.approximate == "tanh":
+            t = np.tanh(_SQRT_2_OVER_PI * (x + _TANH_CUBIC * x ** 3))
+            return 0.5 * x * (1 + t), (x, t)
+        cdf = 0.5 * (1 + np.asarray(_erf(x / math.sqrt(2)), dtype=np.result_type(x)))
+        return x * cdf, (x, cdf)
+
+    def backward(self, dout, cache, needs):
+        x, saved = cache
+        if self.approximate == "tanh":
+            t = saved
+            slope = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * _SQRT_2_OVER_PI * (
+                1 + 3 * _TANH_CUBIC * x * x)
+        else:
+            slope = saved + x * np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+        return (dout * slope,)
+
+    def summarize_cache(self, cache, input_names):
+        what = "tanh(…)" if self.approximate == "tanh" else "Φ"
+        return [f"saved {input_names[0]} and {what} {np.shape(cache[0])}"]
+
+
+@register_gate
+class Softplus(UnaryGate):
+    """f = ln(1 + e^x), a smooth relu. df/dx = σ(x), read off the output as 1 − e^−f."""
+    op = "softplus"
+    formula = "ln(1 + e^{0})"
+    rule = "softplus: d{f}/d{0} = σ({0}) = 1 − e^(−{f}), a soft version of relu's 0/1 gate"
+    derivatives = ("σ({0})",)
+
+    def forward(self, x):
+        out = np.logaddexp(0, x)  # never overflows
+        return out, out
+
+    def backward(self, dout, cache, needs):
+        return (dout * -np.expm1(-cache),)  # 1 − e^−f without the rounding of 1 − (≈1)

@@ -1,0 +1,287 @@
+"""Tensor gates that move or combine numbers without changing them (reshape, flatten,
+transpose, concat), the matrix product, and the mean. Their backward passes undo the move:
+the upstream gradient is reshaped, transposed or split back into the inputs' shapes."""
+import math
+
+import numpy as np
+
+from .base import (Gate, GateError, ShapeError, broadcast_shape, dims_match, integer, is_int,
+                   register_gate)
+from .nn import matmul
+from .reduce import Sum
+
+
+def batched_matmul(a, b, transpose_a=False, transpose_b=False):
+    """op(a) @ op(b) for arrays of rank >= 2 whose leading (batch) axes broadcast, op
+    transposing the last two axes. graphnet's own C++ product does the work for float
+    arrays: once for a stack of rows times a matrix (x @ W), else once per matrix of the
+    batch, so the whole walk runs on one team of threads (see nn.matmul)."""
+    if a.ndim == 2 and b.ndim == 2:
+        return matmul(a, b, transpose_a, transpose_b)
+    if b.ndim == 2 and not transpose_a:  # fold the batch into the rows: one product
+        rows = matmul(as_rows(a), b, transpose_b=transpose_b)
+        return rows.reshape(a.shape[:-1] + rows.shape[-1:])
+    if a.dtype != b.dtype or a.dtype not in (np.float32, np.float64):
+        return np.matmul(np.swapaxes(a, -1, -2) if transpose_a else a,
+                         np.swapaxes(b, -1, -2) if transpose_b else b)
+    batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    a = np.broadcast_to(a, batch + a.shape[-2:])
+    b = np.broadcast_to(b, batch + b.shape[-2:])
+    rows = a.shape[-1] if transpose_a else a.shape[-2]
+    columns = b.shape[-2] if transpose_b else b.shape[-1]
+    out = np.empty(batch + (rows, columns), dtype=a.dtype)
+    for index in np.ndindex(*batch):
+        out[index] = matmul(a[index], b[index], transpose_a, transpose_b)
+    return out
+
+
+def as_rows(a):
+    """A stack of matrices as one matrix of all their rows (not reshape(-1, k): that fails
+    on an empty stack)."""
+    return a.reshape(math.prod(a.shape[:-1]), a.shape[-1])
+
+
+@register_gate
+class Matmul(Gate):
+    """a @ b like np.matmul: matrices, stacks of matrices whose batch axes broadcast, and
+    vectors (a 1-D a is a row, a 1-D b a column, and that axis is dropped from the output)."""
+    op = "matmul"
+    inputs = ("a", "b")
+    formula = "{0} @ {1}"
+    rule = ("a matmul gate swaps like multiply, as matrices: d{0} = dout @ {1}ᵀ and "
+            "d{1} = {0}ᵀ @ dout (summed over broadcast batch axes)")
+    derivatives = ("dout @ {1}ᵀ", "{0}ᵀ @ dout")
+
+    def shape(self, a, b):
+        if a is None or b is None:
+            return None
+        if not a or not b:
+            raise ShapeError(f"matmul takes arrays of rank >= 1, got a {a} and b {b} "
+                             "(scale by a scalar with multiply)")
+        a2 = (1,) + a if len(a) == 1 else a
+        b2 = b + (1,) if len(b) == 1 else b
+        if not dims_match(a2[-1], b2[-2]):
+            raise ShapeError(f"a {a} has {a2[-1]} columns but b {b} has {b2[-2]} rows")
+        try:
+            batch = broadcast_shape(a2[:-2], b2[:-2])
+        except ShapeError:
+            raise ShapeError(f"the batch axes of a {a} and b {b} do not broadcast") from None
+        rows = a2[-2:-1] if len(a) > 1 else ()
+        columns = b2[-1:] if len(b) > 1 else ()
+        return batch + rows + columns
+
+    def forward(self, a, b):
+        a2 = a[np.newaxis] if a.ndim == 1 else a
+        b2 = b[:, np.newaxis] if b.ndim == 1 else b
+        out = batched_matmul(a2, b2)
+        dropped = (-2,) * (a.ndim == 1) + (-1,) * (b.ndim == 1)
+        return np.squeeze(out, dropped) if dropped else out, (a2, b2, a.ndim, b.ndim)
+
+    def backward(self, dout, cache, needs):
+        a2, b2, a_rank, b_rank = cache
+        if a_rank == 1:
+            dout = np.expand_dims(dout, -2 if b_rank > 1 else (-2, -1))
+        elif b_rank == 1:
+            dout = dout[..., np.newaxis]
+        da = db = None
+        if needs[0]:
+            da = batched_matmul(dout, b2, transpose_b=True)
+            da = da[..., 0, :] if a_rank == 1 else da
+        if needs[1] and b2.ndim == 2:  # every matrix of the batch met the same b: one product
+            db = matmul(as_rows(a2), as_rows(dout), transpose_a=True)
+        elif needs[1]:
+            db = batched_matmul(a2, dout, transpose_a=True)
+        if needs[1] and b_rank == 1:
+            db = db[..., 0]
+        return da, db  # the executor sums them over the batch axes a or b was broadcast along
+
+    def summarize_cache(self, cache, input_names):
+        a2, b2 = cache[:2]
+        return [f"saved {input_names[0]} {a2.shape} and {input_names[1]} {b2.shape}"]
+
+
+class ShapeMove(Gate):
+    """A gate whose backward puts the upstream gradient back into the input's shape."""
+    inputs = ("x",)
+
+    def summarize_cache(self, cache, input_names):
+        return [f"saved the shape of {input_names[0]}: {tuple(cache)}"]
+
+
+@register_gate
+class Reshape(ShapeMove):
+    """The same numbers in a new shape (one size may be -1: whatever is left)."""
+    op = "reshape"
+    formula = "reshape({0})"
+    rule = "reshape moves no numbers: the upstream gradient is reshaped back to {0}'s shape"
+    derivatives = ("1 (reshaped back)",)
+
+    def __init__(self, shape):
+        sizes = (shape,) if is_int(shape) else tuple(shape)
+        self.shape_to = tuple(integer(f"shape[{i}]", n, -1) for i, n in enumerate(sizes))
+        if self.shape_to.count(-1) > 1:
+            raise GateError(f"shape {self.shape_to} may hold at most one -1")
+
+    def attrs(self):
+        return {"shape": self.shape_to}
+
+    def shape(self, x):
+        total = None if x is None or None in x else math.prod(x)
+        known = math.prod(n for n in self.shape_to if n != -1)
+        if -1 not in self.shape_to:
+            if total is not None and total != known:
+                raise ShapeError(f"cannot reshape {x} ({total} elements) into {self.shape_to}")
+            return self.shape_to
+        if total is not None and (known == 0 or total % known):
+            raise ShapeError(f"cannot reshape {x} ({total} elements) into {self.shape_to}")
+        rest = None if total is None else total // known
+        return tuple(rest if n == -1 else n for n in self.shape_to)
+
+    def forward(self, x):
+        return np.reshape(x, self.shape_to), np.shape(x)
+
+    def backward(self, dout, cache, needs):
+        return (np.reshape(dout, cache),)
+
+
+@register_gate
+class Flatten(ShapeMove):
+    """Keep the axes before `axis` and merge the rest into one: (N, C, H, W) -> (N, C*H*W)
+    with axis=1 (the default), a vector with axis=0."""
+    op = "flatten"
+    formula = "flatten({0})"
+    rule = "flatten moves no numbers: the upstream gradient is reshaped back to {0}'s shape"
+    derivatives = ("1 (reshaped back)",)
+
+    def __init__(self, axis=1):
+        self.axis = integer("axis", axis, 0)
+
+    def attrs(self):
+        return {"axis": self.axis}
+
+    def shape(self, x):
+        if x is None:
+            return None
+        if len(x) < self.axis:
+            raise ShapeError(f"cannot flatten from axis {self.axis} an input of rank {len(x)}")
+        rest = x[self.axis:]
+        return x[:self.axis] + (None if None in rest else math.prod(rest),)
+
+    def forward(self, x):
+        shape = np.shape(x)
+        return np.reshape(x, shape[:self.axis] + (math.prod(shape[self.axis:]),)), shape
+
+    def backward(self, dout, cache, needs):
+        return (np.reshape(dout, cache),)
+
+
+def normalized_axis(axis, rank, what="axis"):
+    if not -rank <= axis < rank:
+        raise ShapeError(f"{what} {axis} is out of range for an input of rank {rank}")
+    return axis % rank
+
+
+@register_gate
+class Transpose(Gate):
+    """The axes permuted: output axis i is input axis axes[i] (reversed when axes is None),
+    like np.transpose."""
+    op = "transpose"
+    inputs = ("x",)
+    formula = "{0}ᵀ"
+    rule = "transpose moves numbers: the upstream gradient is transposed back by the inverse axes"
+    derivatives = ("1 (transposed back)",)
+
+    def __init__(self, axes=None):
+        self.axes = None if axes is None else tuple(
+            integer(f"axes[{i}]", a) for i, a in enumerate(axes))
+
+    def attrs(self):
+        return {"axes": self.axes}
+
+    def _permutation(self, rank):
+        if self.axes is None:
+            return tuple(reversed(range(rank)))
+        permutation = tuple(normalized_axis(a, rank, "axes entry") for a in self.axes)
+        if sorted(permutation) != list(range(rank)):
+            raise ShapeError(f"axes {self.axes} are not a permutation of the {rank} axes")
+        return permutation
+
+    def shape(self, x):
+        return None if x is None else tuple(x[a] for a in self._permutation(len(x)))
+
+    def forward(self, x):
+        permutation = self._permutation(np.ndim(x))
+        return np.transpose(x, permutation), permutation
+
+    def backward(self, dout, cache, needs):
+        return (np.transpose(dout, np.argsort(cache)),)
+
+    def summarize_cache(self, cache, input_names):
+        return [f"saved the axes {tuple(cache)}"]
+
+
+@register_gate
+class Concat(Gate):
+    """Any number of inputs joined along `axis`; every other axis must match. Backward
+    splits the upstream gradient back into the inputs' pieces."""
+    op = "concat"
+    inputs = ()  # variadic: one or more (and no formula: the drawings write concat(a, b, ...))
+    rule = ("concat distributes by position: each input receives its own slice of the "
+            "upstream gradient")
+    derivatives = ("1 on its own slice",)
+
+    def __init__(self, axis=0):
+        self.axis = integer("axis", axis)
+
+    def attrs(self):
+        return {"axis": self.axis}
+
+    def shape(self, *shapes):
+        if not shapes:
+            raise ShapeError("concat needs at least one input")
+        known = [s for s in shapes if s is not None]
+        if not known:
+            return None
+        rank = len(known[0])
+        if rank == 0 or any(len(s) != rank for s in known):
+            raise ShapeError(f"concat joins inputs of one rank >= 1, got {known}")
+        axis = normalized_axis(self.axis, rank)
+        out = []
+        for i in range(rank):
+            sizes = {s[i] for s in known if s[i] is not None}
+            if i != axis and len(sizes) > 1:
+                raise ShapeError(f"the inputs differ along axis {i} ({sorted(sizes)}), which "
+                                 f"concat along axis {axis} keeps")
+            out.append(sizes.pop() if len(sizes) == 1 else None)
+        if len(known) < len(shapes):
+            return None
+        joined = [s[axis] for s in known]
+        out[axis] = None if None in joined else sum(joined)
+        return tuple(out)
+
+    def forward(self, *xs):
+        return np.concatenate(xs, axis=self.axis), [np.shape(x)[self.axis] for x in xs]
+
+    def backward(self, dout, cache, needs):
+        return tuple(np.split(dout, np.cumsum(cache)[:-1], axis=self.axis))
+
+    def summarize_cache(self, cache, input_names):
+        return [f"saved the sizes along axis {self.axis}: {list(cache)}"]
+
+
+@register_gate
+class Mean(Sum):
+    """The mean over `axis` (None: all axes); a sum scaled by 1/n, so backward spreads
+    dout/n to every averaged element."""
+    op = "mean"
+    formula = "mean {0}"
+    rule = ("a mean distributes like a sum, scaled: every averaged element receives the "
+            "upstream gradient / n")
+    derivatives = ("1/n",)
+
+    def forward(self, x):
+        return np.mean(x, axis=self.axis, keepdims=self.keepdims), np.shape(x)
+
+    def backward(self, dout, cache, needs):
+        count = math.prod(cache[a] for a in self._axes(len(cache)))
+        return super().backward(dout / max(count, 1), cache, needs)  # n = 0: dx is empty

@@ -1,0 +1,402 @@
+"""The general tensor gates (matmul, reshape, indexing, mean, pow, gelu, cross_entropy, ...):
+values against numpy and naive loops, gradients against numerical gradients in float64
+(through the graph with gn.gradcheck, and gate by gate with the course's
+eval_numerical_gradient_array), float32, fan-out, broadcasting, and the errors."""
+import math
+
+import numpy as np
+import pytest
+
+import graphnet as gn
+from graphnet.gates.base import unbroadcast
+from graphnet.gradient_check import eval_numerical_gradient_array, rel_error
+
+rng = np.random.default_rng(16)
+
+
+def normal(*shape):
+    return rng.standard_normal(shape)
+
+
+def positive(*shape):
+    return rng.uniform(0.5, 2.0, shape)
+
+
+IDS = np.array([[4, 0, 4], [1, 1, 3]])  # repeats: those rows' gradients add up
+MASK = np.array([[True], [False], [True]])
+LABELS = np.array([[0, 4, -1], [2, -1, 1]])  # -1: ignored
+
+
+def erf(x):
+    return np.vectorize(math.erf)(x)
+
+
+def avg_pool_loops(x, height, width, stride):
+    n, c, h, w = x.shape
+    out = np.zeros((n, c, 1 + (h - height) // stride, 1 + (w - width) // stride))
+    for i in range(out.shape[2]):
+        for j in range(out.shape[3]):
+            window = x[:, :, i * stride:i * stride + height, j * stride:j * stride + width]
+            out[:, :, i, j] = window.sum(axis=(2, 3)) / (height * width)
+    return out
+
+
+def cross_entropy_loops(scores, labels, ignore):
+    total, count = 0.0, 0
+    for position in np.ndindex(labels.shape):
+        if labels[position] != ignore:
+            row = scores[position]
+            total += math.log(np.exp(row).sum()) - row[labels[position]]
+            count += 1
+    return total / count
+
+
+# name -> (build(g, *input nodes), input arrays, numpy or naive reference)
+CASES = {
+    "matmul": (lambda g, a, b: a @ b, [normal(3, 4), normal(4, 5)], np.matmul),
+    "matmul batch axes broadcast": (lambda g, a, b: a @ b, [normal(2, 1, 3, 4), normal(5, 4, 2)],
+                                    np.matmul),
+    "matmul stack @ matrix": (lambda g, a, b: a @ b, [normal(2, 3, 4), normal(4, 5)], np.matmul),
+    "matmul matrix @ stack": (lambda g, a, b: a @ b, [normal(3, 4), normal(2, 4, 5)], np.matmul),
+    "matmul vector @ matrix": (lambda g, a, b: a @ b, [normal(4), normal(4, 5)], np.matmul),
+    "matmul matrix @ vector": (lambda g, a, b: a @ b, [normal(3, 4), normal(4)], np.matmul),
+    "matmul vector @ vector": (lambda g, a, b: a @ b, [normal(4), normal(4)], np.matmul),
+    "matmul vector @ stack": (lambda g, a, b: a @ b, [normal(4), normal(2, 4, 5)], np.matmul),
+    "matmul stack @ vector": (lambda g, a, b: a @ b, [normal(2, 3, 4), normal(4)], np.matmul),
+    "matmul fan-out (x @ x.T)": (lambda g, x: x @ g.transpose(x), [normal(3, 4)],
+                                 lambda x: x @ x.T),
+    "reshape": (lambda g, x: g.reshape(x, (4, -1)), [normal(2, 3, 4)],
+                lambda x: x.reshape(4, -1)),
+    "flatten": (lambda g, x: g.flatten(x), [normal(2, 3, 4)], lambda x: x.reshape(2, 12)),
+    "flatten axis 0": (lambda g, x: g.flatten(x, axis=0), [normal(2, 3)], np.ravel),
+    "transpose": (lambda g, x: g.transpose(x, (1, -1, 0)), [normal(2, 3, 4)],
+                  lambda x: x.transpose(1, 2, 0)),
+    "transpose reversed": (lambda g, x: g.transpose(x), [normal(2, 3, 4)], np.transpose),
+    "concat": (lambda g, a, b, c: g.concat([a, b, c], axis=1),
+               [normal(2, 1, 3), normal(2, 4, 3), normal(2, 2, 3)],
+               lambda a, b, c: np.concatenate([a, b, c], axis=1)),
+    "concat fan-out": (lambda g, a, b: g.concat([a, b, a], axis=-1), [normal(2, 3), normal(2, 1)],
+                       lambda a, b: np.concatenate([a, b, a], axis=-1)),
+    "slice": (lambda g, x: x[:, 2:5], [normal(3, 6)], lambda x: x[:, 2:5]),
+    "slice int": (lambda g, x: x[1], [normal(3, 6)], lambda x: x[1]),
+    "slice ... None -1": (lambda g, x: x[..., None, -1], [normal(2, 3, 4)],
+                          lambda x: x[..., None, -1]),
+    "slice negative step": (lambda g, x: x[::-2, 1], [normal(5, 3)], lambda x: x[::-2, 1]),
+    "take (embedding)": (lambda g, w: w[IDS], [normal(5, 4)], lambda w: w[IDS]),
+    "take axis 1": (lambda g, x: x[:, IDS], [normal(2, 5, 3)], lambda x: x[:, IDS]),
+    "take last axis": (lambda g, x: x[..., IDS[0]], [normal(2, 3, 5)], lambda x: x[..., IDS[0]]),
+    "mean": (lambda g, x: g.mean(x), [normal(3, 4)], np.mean),
+    "mean axis keepdims": (lambda g, x: g.mean(x, axis=(0, 2), keepdims=True), [normal(3, 4, 2)],
+                           lambda x: x.mean(axis=(0, 2), keepdims=True)),
+    "global_avg_pool": (lambda g, x: g.global_avg_pool(x), [normal(2, 3, 4, 5)],
+                        lambda x: x.mean(axis=(2, 3))),
+    "negate": (lambda g, x: -x, [normal(3, 2)], np.negative),
+    "pow 2": (lambda g, x: x ** 2, [normal(3, 2)], np.square),
+    "pow 3": (lambda g, x: g.pow(x, 3), [normal(3, 2)], lambda x: x ** 3),
+    "pow -1.5": (lambda g, x: x ** -1.5, [positive(3, 2)], lambda x: x ** -1.5),
+    "pow 0": (lambda g, x: x ** 0, [normal(3, 2)], np.ones_like),
+    "sqrt": (lambda g, x: g.sqrt(x), [positive(3, 2)], np.sqrt),
+    "abs": (lambda g, x: abs(x), [normal(3, 4)], np.abs),
+    "min": (lambda g, a, b: g.min(a, b), [normal(3, 4), normal(4)], np.minimum),
+    "clip": (lambda g, x: g.clip(x, -0.5, 0.7), [normal(4, 5)], lambda x: np.clip(x, -0.5, 0.7)),
+    "clip low only": (lambda g, x: g.clip(x, low=0.2), [normal(4, 5)],
+                      lambda x: np.maximum(x, 0.2)),
+    "where": (lambda g, a, b: g.where(MASK, a, b), [normal(3, 4), normal(4)],
+              lambda a, b: np.where(MASK, a, b)),
+    "where, a constant": (lambda g, a: g.where(MASK, a, -5.0), [normal(3, 4)],
+                          lambda a: np.where(MASK, a, -5.0)),
+    "leaky_relu": (lambda g, x: g.leaky_relu(x), [normal(3, 4)],
+                   lambda x: np.where(x > 0, x, 0.01 * x)),
+    "leaky_relu alpha": (lambda g, x: g.leaky_relu(x, alpha=0.2), [normal(3, 4)],
+                         lambda x: np.where(x > 0, x, 0.2 * x)),
+    # Slopes well away from 0 (at GELU's minimum near -0.75, and far left, a tiny slope
+    # drowns in the numerical gradient's rounding).
+    "gelu": (lambda g, x: g.gelu(x), [np.linspace(-2.5, 3, 12).reshape(3, 4)],
+             lambda x: x * (1 + erf(x / 2 ** 0.5)) / 2),
+    "gelu tanh": (lambda g, x: g.gelu(x, approximate="tanh"), [np.linspace(-2.5, 3, 12)],
+                  lambda x: x * (1 + np.tanh((2 / np.pi) ** 0.5 * (x + 0.044715 * x ** 3))) / 2),
+    "softplus": (lambda g, x: g.softplus(x), [normal(3, 4) * 2], lambda x: np.log1p(np.exp(x))),
+    "log_softmax": (lambda g, x: g.log_softmax(x), [normal(3, 4)],
+                    lambda x: x - np.log(np.exp(x).sum(axis=-1, keepdims=True))),
+    "log_softmax axis 0": (lambda g, x: g.log_softmax(x, axis=0), [normal(3, 4)],
+                           lambda x: x - np.log(np.exp(x).sum(axis=0, keepdims=True))),
+    "avg_pool": (lambda g, x: g.avg_pool(x), [normal(2, 3, 6, 4)],
+                 lambda x: avg_pool_loops(x, 2, 2, 2)),
+    "avg_pool overlapping": (lambda g, x: g.avg_pool(x, 3, 2, stride=1), [normal(2, 2, 5, 4)],
+                             lambda x: avg_pool_loops(x, 3, 2, 1)),
+    "avg_pool stride 2, ragged": (lambda g, x: g.avg_pool(x, 3, 3, stride=2), [normal(1, 2, 8, 7)],
+                                  lambda x: avg_pool_loops(x, 3, 3, 2)),
+    "cross_entropy": (lambda g, s: g.cross_entropy(s, LABELS[0, :2]), [normal(2, 5)],
+                      lambda s: cross_entropy_loops(s, LABELS[0, :2], None)),
+    "cross_entropy ignore": (lambda g, s: g.cross_entropy(s, LABELS, ignore_index=-1),
+                             [normal(2, 3, 5)], lambda s: cross_entropy_loops(s, LABELS, -1)),
+}
+
+
+def build(name, dtype=np.float64):
+    make, arrays, _ = CASES[name]
+    g = gn.Graph(dtype=dtype)
+    nodes = [g.input(f"in{i}", shape=a.shape) for i, a in enumerate(arrays)]
+    out = make(g, *nodes)
+    return g, out, {f"in{i}": a.astype(dtype) for i, a in enumerate(arrays)}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_value_against_numpy_and_gradient_against_numerical(name):
+    _, arrays, reference = CASES[name]
+    g, out, feeds = build(name)
+    value = g.run(out, feeds)
+    np.testing.assert_allclose(value, reference(*arrays), rtol=1e-12, atol=1e-12)
+    assert out.static_shape == np.shape(value)
+    errors = gn.gradcheck(g, feeds)
+    assert set(errors) == set(feeds) and max(errors.values()) < 1e-7, errors
+
+
+def one_input_forward(gate, values, position):
+    """The gate's output as a function of its input `position`, the others held fixed."""
+    return lambda x: gate.forward(*values[:position], x, *values[position + 1:])[0]
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_each_gates_backward_against_eval_numerical_gradient_array(name):
+    """Gate by gate, without the graph: the course's numerical gradient of the gate's own
+    forward, for a random upstream gradient."""
+    g, out, feeds = build(name)
+    g.run(out, feeds)
+    for node in [n for n in g.nodes if n.gate is not None]:
+        values = [np.array(i.value, dtype=np.float64) if i.dtype.kind == "f" else i.value
+                  for i in node.inputs]
+        dout = normal(*np.shape(node.value))
+        _, cache = node.gate.forward(*values)
+        needs = [i.dtype.kind == "f" for i in node.inputs]
+        grads = node.gate.backward(dout, cache, needs)
+        for position, need in enumerate(needs):
+            if not need:
+                continue
+            forward = one_input_forward(node.gate, values, position)
+            numeric = eval_numerical_gradient_array(forward, values[position], dout)
+            analytic = unbroadcast(np.asarray(grads[position]), np.shape(values[position]))
+            assert rel_error(analytic, numeric) < 1e-7, (node.name, position)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_float32_keeps_float32_and_agrees_with_float64(name):
+    g64, out64, feeds = build(name)
+    g32, out32, feeds32 = build(name, np.float32)
+    expected, value = g64.run(out64, feeds), g32.run(out32, feeds32)
+    assert np.asarray(out32.value).dtype == np.float32
+    np.testing.assert_allclose(value, expected, rtol=2e-5, atol=2e-5)
+    upstream = normal(*np.shape(expected))
+    g64.backward(out64, grad=upstream)
+    g32.backward(out32, grad=upstream)
+    for key in feeds:
+        assert g32[key].grad.dtype == np.float32, key
+        np.testing.assert_allclose(g32[key].grad, g64[key].grad, rtol=1e-4, atol=1e-4)
+
+
+def test_fan_out_adds_what_each_consumer_sends():
+    g = gn.Graph()
+    x = g.input("x", shape=(3, 4))
+    picked = x[:, 1:3] * 2.0
+    g.sum(g.concat([x @ np.eye(4), picked, x[:, [0, 0]]], axis=1))
+    g.forward(x=normal(3, 4))
+    g.backward()
+    expected = np.ones((3, 4))
+    expected[:, 1:3] += 2
+    expected[:, 0] += 2
+    np.testing.assert_allclose(x.grad, expected)
+
+
+def test_min_tie_goes_to_the_first_input():
+    g = gn.Graph()
+    a, b = g.input("a"), g.input("b")
+    g.min(a, b)
+    g.forward(a=np.array([1.0, 2.0, 3.0]), b=np.array([1.0, 5.0, -1.0]))
+    g.backward(grad=np.ones(3))
+    np.testing.assert_array_equal(a.grad, [1, 1, 0])
+    np.testing.assert_array_equal(b.grad, [0, 0, 1])
+
+
+def test_the_gradient_at_kinks_is_the_documented_one():
+    g = gn.Graph()
+    x = g.input("x")
+    g.sum(g.concat([abs(x), g.leaky_relu(x, 0.1), g.clip(x, -1, 1)]))
+    g.forward(x=np.array([0.0, -1.0, 1.0]))
+    g.backward()
+    # abs: 0 at 0; leaky relu: alpha at 0; clip: passes at both limits.
+    np.testing.assert_allclose(x.grad, [0 + 0.1 + 1, -1 + 0.1 + 1, 1 + 1 + 1])
+
+
+def test_where_sends_nothing_through_the_unpicked_side_even_when_it_is_infinite():
+    g = gn.Graph()
+    scores = g.input("scores", shape=(2, 3))
+    mask = np.tril(np.ones((2, 3), dtype=bool))
+    g.sum(g.softmax(g.where(mask, scores, -np.inf)) * np.arange(3.0))
+    g.forward(scores=normal(2, 3))
+    g.backward()
+    assert np.isfinite(scores.grad).all() and (scores.grad[~mask] == 0).all()
+
+
+def test_softplus_and_log_softmax_do_not_overflow():
+    g = gn.Graph()
+    x = g.input("x")
+    soft, log_probs = g.softplus(x), g.log_softmax(x)
+    g.sum(g.concat([soft, log_probs]) * np.array([1.0, 1, 2, 3]))
+    g.forward(x=np.array([-1000.0, 1000.0]))
+    np.testing.assert_allclose(soft.value, [0, 1000])
+    np.testing.assert_allclose(log_probs.value, [-2000, 0])
+    g.backward()
+    # softplus: σ(x) = (0, 1); log softmax: dout - softmax·Σ dout = (2, 3) - (0, 1)·5.
+    np.testing.assert_allclose(x.grad, [0 + 2, 1 - 2])
+
+
+def test_cross_entropy_counts_only_the_unignored_and_is_zero_with_none():
+    g = gn.Graph()
+    s = g.input("s", shape=(None, 3))
+    y = g.input("y", dtype=np.int64)
+    g.cross_entropy(s, y, ignore_index=0)
+    scores = normal(4, 3)
+    loss = g.forward(s=scores, y=np.array([0, 2, 0, 1]))
+    assert loss == pytest.approx(cross_entropy_loops(scores, np.array([0, 2, 0, 1]), 0))
+    g.backward()
+    assert (s.grad[[0, 2]] == 0).all() and y.grad is None
+    assert g.forward(s=scores, y=np.zeros(4, dtype=int)) == 0.0
+    g.backward()
+    assert (s.grad == 0).all()
+
+
+def test_empty_batches():
+    g = gn.Graph()
+    x = g.input("x", shape=(None, 4))
+    w = g.param("w", normal(4, 3))
+    rows = (x @ w)[:, 1:]
+    g.add(g.cross_entropy(rows, g.input("y", dtype=np.int64)), g.sum(g.mean(x, axis=1)))
+    assert g.forward(x=np.zeros((0, 4)), y=np.zeros(0, dtype=int)) == 0.0
+    g.backward()
+    assert x.grad.shape == (0, 4) and (w.grad == 0).all()
+
+
+def test_take_with_an_integer_input_and_a_fed_index_batch():
+    g = gn.Graph()
+    words = g.param("W", normal(10, 3))
+    ids = g.input("ids", shape=(None, 4))  # no dtype: only take reads it, so it stays int
+    g.sum(words[ids] * normal(2, 4, 3))
+    batch = np.array([[1, 2, 2, 9], [0, 1, 1, 1]])
+    g.forward(ids=batch)
+    assert ids.value.dtype == np.int64
+    g.backward()
+    assert ids.grad is None and (words.grad[[3, 4, 5, 6, 7, 8]] == 0).all()
+    assert max(gn.gradcheck(g, ids=batch).values()) < 1e-7
+
+
+def test_matmul_uses_one_product_for_rows_times_a_matrix(monkeypatch):
+    """x @ W with x a stack: one call of the C++ product forward and per gradient."""
+    from graphnet.gates import tensor
+    calls = []
+    real = tensor.matmul
+    monkeypatch.setattr(tensor, "matmul", lambda *a, **k: calls.append(1) or real(*a, **k))
+    g = gn.Graph()
+    x, w = g.input("x", shape=(2, 3, 4)), g.param("w", normal(4, 5))
+    g.sum(x @ w)
+    g.forward(x=normal(2, 3, 4))
+    g.backward()
+    assert len(calls) == 3
+
+
+# ----- errors ------------------------------------------------------------------------
+
+BAD_SHAPES = [
+    (lambda g, a, b: g.matmul(a, b, name="mm"), [(2, 3), (4, 5)], "3 columns but b (4, 5) has 4"),
+    (lambda g, a, b: g.matmul(a, b, name="mm"), [(2, 3, 4), (5, 4, 2)], "batch axes"),
+    (lambda g, a, b: g.matmul(a, b, name="mm"), [(), (3,)], "rank >= 1"),
+    (lambda g, x: g.reshape(x, (5, -1), name="rs"), [(2, 3, 4)], "cannot reshape (2, 3, 4)"),
+    (lambda g, x: g.reshape(x, (5, 4), name="rs"), [(2, 3, 4)], "into (5, 4)"),
+    (lambda g, x: g.flatten(x, axis=3, name="fl"), [(2, 3)], "from axis 3"),
+    (lambda g, x: g.transpose(x, (0, 0, 1), name="tr"), [(2, 3, 4)], "not a permutation"),
+    (lambda g, x: g.transpose(x, (0, 1), name="tr"), [(2, 3, 4)], "not a permutation"),
+    (lambda g, a, b: g.concat([a, b], axis=1, name="cc"), [(2, 3), (4, 3)], "differ along axis 0"),
+    (lambda g, a, b: g.concat([a, b], name="cc"), [(2, 3), (2, 3, 1)], "one rank"),
+    (lambda g, a: g.concat([a], axis=2, name="cc"), [(2, 3)], "axis 2 is out of range"),
+    (lambda g, x: g.index(x, (0, 1, 2), name="ix"), [(2, 3)], "indexes 3 axes"),
+    (lambda g, x: g.index(x, (slice(None), 3), name="ix"), [(2, 3)], "index 3 is out of range"),
+    (lambda g, x: g.take(x, [0], axis=2, name="tk"), [(2, 3)], "axis 2 is out of range"),
+    (lambda g, x: g.mean(x, axis=3, name="mn"), [(2, 3)], "axis 3 is out of range"),
+    (lambda g, a, b: g.min(a, b, name="mi"), [(2, 3), (4,)], "do not broadcast"),
+    (lambda g, a, b: g.where(np.ones((5, 1)), a, b, name="wh"), [(2, 3), (3,)],
+     "do not broadcast"),
+    (lambda g, x: g.log_softmax(x, axis=2, name="ls"), [(2, 3)], "axis 2 is out of range"),
+    (lambda g, x: g.avg_pool(x, 4, 4, name="ap"), [(2, 3, 3, 3)], "larger than"),
+    (lambda g, x: g.avg_pool(x, name="ap"), [(2, 3, 4)], "(N, C, H, W)"),
+    (lambda g, s: g.cross_entropy(s, np.zeros(3, dtype=int), name="ce"), [(2, 5)],
+     "without its last"),
+]
+
+
+@pytest.mark.parametrize("make,shapes,message", BAD_SHAPES)
+def test_bad_shapes_name_the_node_the_gate_and_the_shapes(make, shapes, message):
+    g = gn.Graph()
+    nodes = [g.input(f"in{i}", shape=s) for i, s in enumerate(shapes)]
+    with pytest.raises(gn.GraphError) as caught:
+        make(g, *nodes)
+    text = str(caught.value)
+    op = text.split(" gate ")[0]
+    assert op in gn.gate_names() and message in text, text
+    assert all(f"'in{i}' {s}" in text for i, s in enumerate(shapes)), text
+
+
+BAD_ATTRS = [
+    ("reshape", dict(shape=(-1, -1)), "at most one -1"),
+    ("pow", dict(exponent=float("nan")), "exponent must be a finite number"),
+    ("clip", dict(), "needs low, high or both"),
+    ("clip", dict(low=2, high=1), "low <= high"),
+    ("gelu", dict(approximate="fast"), "'none' or 'tanh'"),
+    ("leaky_relu", dict(alpha="0.1"), "alpha must be"),
+    ("slice", dict(key="1:2:3:4"), "cannot read"),
+    ("slice", dict(key="::0"), "step cannot be zero"),
+    ("slice", dict(key="..., 1, ..."), "more than one '...'"),
+    ("transpose", dict(axes=(0, 1.5)), "axes[1] must be an integer"),
+]
+
+
+@pytest.mark.parametrize("op,attrs,message", BAD_ATTRS)
+def test_bad_hyperparameters(op, attrs, message):
+    g = gn.Graph()
+    with pytest.raises(gn.GraphError, match=None) as caught:
+        g.apply(op, g.input("x", shape=(2, 3)), name="bad", **attrs)
+    assert f"{op} gate 'bad'" in str(caught.value) and message in str(caught.value)
+
+
+@pytest.mark.parametrize("make,feed,message", [
+    (lambda g, x: g.take(g.param("W", normal(5, 2)), x, name="emb"), np.array([1, 5]),
+     "indices [5] are out of range for axis 0 of size 5"),
+    (lambda g, x: g.cross_entropy(g.param("s", normal(2, 3)), x, name="ce"), np.array([1, 3]),
+     "labels [3] are not classes 0..2"),
+])
+def test_bad_integers_at_run_time_name_the_node(make, feed, message):
+    g = gn.Graph()
+    make(g, g.input("x", dtype=np.int64))
+    with pytest.raises(gn.GraphError) as caught:
+        g.forward(x=feed)
+    assert message in str(caught.value) and "gate" in str(caught.value)
+
+
+def test_run_time_shape_mismatch_names_the_node_and_the_shapes():
+    g = gn.Graph()
+    g.matmul(g.input("a"), g.input("b"), name="product")
+    with pytest.raises(gn.GraphError) as caught:
+        g.forward(a=normal(2, 3), b=normal(4, 2))
+    text = str(caught.value)
+    assert "'product'" in text and "matmul" in text and "(2, 3)" in text and "(4, 2)" in text
+
+
+def test_indexing_errors_and_nodes_are_not_iterable():
+    g = gn.Graph()
+    x = g.input("x", shape=(3, 4))
+    with pytest.raises(gn.GraphError, match="boolean mask"):
+        x[np.array([True, False, True])]
+    with pytest.raises(gn.GraphError, match="one array"):
+        x[[0, 1], [1, 2]]
+    with pytest.raises(TypeError, match="not iterable"):
+        list(x)
+    with pytest.raises(gn.GraphError, match="exponent must be a number"):
+        x ** x
