@@ -126,17 +126,24 @@ class Graph(GateBuilders):
         # One pass over the inputs: consts for the literals (now that the gate checked out),
         # the float dtype of the output, and whether it needs a gradient.
         integer, floats, wants_grad = gate_cls.integer_inputs, set(), False
+        whole = []  # the integer dtypes of the inputs that are not labels or indices
         for position, source in enumerate(sources):
             if type(source) is not Node:
                 source = sources[position] = self.const(source, dtype=source.dtype)
             dtype = source.declared_dtype
             if dtype is not None and dtype.kind == "f":
                 floats.add(dtype)
+            elif dtype is not None and position not in integer:
+                whole.append(dtype)
             if source.requires_grad and position not in integer:
                 wants_grad = True
         # One float dtype is the common case, and np.result_type costs 2 us a call.
-        dtype = (floats.pop() if len(floats) == 1 else np.result_type(*floats) if floats
-                 else self.dtype)
+        if floats:
+            dtype = floats.pop() if len(floats) == 1 else np.result_type(*floats)
+        elif gate_cls.keeps_integers and whole:
+            dtype = np.result_type(*whole)  # labels reshaped or sliced stay labels
+        else:
+            dtype = self.dtype
         return self._add(name, "gate", gate, tuple(sources), shape, dtype, wants_grad)
 
     def _gate_inputs(self, gate_cls, inputs, name) -> list:

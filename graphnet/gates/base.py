@@ -65,6 +65,9 @@ class Gate:
       derivatives: the local derivative d{f}/d{i} per input, as formulas.
       stateful: True for gates with per-node state across calls (batchnorm's running
         averages, dropout's random stream); forward then receives (state, training, ...).
+      keeps_integers: True for gates that only move numbers (reshape, slice, ...): on
+        integer inputs (labels, indices) their output is integers too, not the graph's
+        float dtype.
     """
 
     op: ClassVar[str] = ""
@@ -74,6 +77,7 @@ class Gate:
     rule: ClassVar[str] = ""
     derivatives: ClassVar[Tuple[str, ...]] = ()
     stateful: ClassVar[bool] = False
+    keeps_integers: ClassVar[bool] = False
 
     def attrs(self) -> dict:
         """The gate's hyperparameters, as keyword arguments of its constructor."""

@@ -60,6 +60,7 @@ class Slice(Gate):
     """x[key] for a basic index `key` (ints, slices, ... and None): a view of x. Backward
     writes the upstream gradient into zeros of x's shape, at the picked places."""
     op = "slice"
+    keeps_integers = True
     inputs = ("x",)
     formula = "{0}[key]"
     rule = ("a slice routes: the picked entries of {0} receive the upstream gradient, the rest "
@@ -118,6 +119,7 @@ class Take(Gate):
     array of any shape, which replaces that axis): W[ids] is an embedding lookup. Backward
     adds each picked entry's upstream gradient back at its index (repeats add up)."""
     op = "take"
+    keeps_integers = True
     inputs = ("x", "indices")
     integer_inputs = (1,)
     formula = "{0}[{1}]"

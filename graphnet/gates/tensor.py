@@ -103,6 +103,7 @@ class Matmul(Gate):
 class ShapeMove(Gate):
     """A gate whose backward puts the upstream gradient back into the input's shape."""
     inputs = ("x",)
+    keeps_integers = True
 
     def summarize_cache(self, cache, input_names):
         return [f"saved the shape of {input_names[0]}: {tuple(cache)}"]
@@ -186,6 +187,7 @@ class Transpose(Gate):
     """The axes permuted: output axis i is input axis axes[i] (reversed when axes is None),
     like np.transpose."""
     op = "transpose"
+    keeps_integers = True
     inputs = ("x",)
     formula = "{0}ᵀ"
     rule = "transpose moves numbers: the upstream gradient is transposed back by the inverse axes"
@@ -225,6 +227,7 @@ class Concat(Gate):
     """Any number of inputs joined along `axis`; every other axis must match. Backward
     splits the upstream gradient back into the inputs' pieces."""
     op = "concat"
+    keeps_integers = True
     inputs = ()  # variadic: one or more (and no formula: the drawings write concat(a, b, ...))
     rule = ("concat distributes by position: each input receives its own slice of the "
             "upstream gradient")

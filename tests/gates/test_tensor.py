@@ -400,3 +400,19 @@ def test_indexing_errors_and_nodes_are_not_iterable():
         list(x)
     with pytest.raises(gn.GraphError, match="exponent must be a number"):
         x ** x
+
+
+def test_gates_that_move_numbers_keep_labels_integers():
+    """Labels reshaped, sliced, transposed, concatenated or gathered stay integers, so a
+    loss takes them (as F.cross_entropy(logits.view(-1, V), y.view(-1)) does)."""
+    g = gn.Graph()
+    y = g.input("y", shape=(2, 3), dtype=np.int64)
+    flat = g.reshape(y, (-1,), name="flat")
+    assert flat.dtype == np.int64 and not flat.requires_grad
+    for node in (g.transpose(y), g.concat([y, y], axis=0), y[:, 1:], g.flatten(y, axis=0)):
+        assert node.dtype == np.int64
+    assert g.exp(y).dtype == g.dtype  # arithmetic on integers gives the graph's floats
+    scores = g.input("scores", shape=(6, 4))
+    g.softmax_loss(scores, flat, name="loss")
+    labels = np.array([[0, 1, 2], [3, 0, 1]])
+    assert g.run("loss", scores=np.zeros((6, 4)), y=labels) == pytest.approx(np.log(4))
