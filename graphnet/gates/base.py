@@ -156,17 +156,26 @@ def gate_class(op: str) -> Type[Gate]:
 
 # ----- how a gate reads --------------------------------------------------------------
 
-_PLACEHOLDER = re.compile(r"\{(\d+|f)\}")
+_PLACEHOLDER = re.compile(r"\{(\d+|[A-Za-z_]\w*)\}")
 
 
-def fill(template: str, inputs: Sequence[str], output: str) -> str:
-    """A formula or rule with {0}, {1}, ... replaced by input names and {f} by the output
-    name; any other braces are left as written."""
+def fill(template: str, inputs: Sequence[str], output: str,
+         attrs: Optional[dict] = None) -> str:
+    """A formula or rule with {0}, {1}, ... replaced by input names, {f} by the output
+    name and {name} by the gate's hyperparameter `name` (pow's {exponent}); any other
+    braces are left as written."""
+    attrs = attrs or {}
+
     def replace(match):
         key = match.group(1)
         if key == "f":
             return output
-        return inputs[int(key)] if int(key) < len(inputs) else match.group(0)
+        if key.isdigit():
+            return inputs[int(key)] if int(key) < len(inputs) else match.group(0)
+        if key not in attrs:
+            return match.group(0)
+        value = attrs[key]
+        return num(value) if is_real(value) else str(value)
     return _PLACEHOLDER.sub(replace, template)
 
 

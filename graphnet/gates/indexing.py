@@ -62,7 +62,7 @@ class Slice(Gate):
     op = "slice"
     keeps_integers = True
     inputs = ("x",)
-    formula = "{0}[key]"
+    formula = "{0}[{key}]"
     rule = ("a slice routes: the picked entries of {0} receive the upstream gradient, the rest "
             "receive 0")
     derivatives = ("1 at the picked entries, else 0",)

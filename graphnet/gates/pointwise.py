@@ -29,9 +29,9 @@ class Negate(UnaryGate):
 class Pow(UnaryGate):
     """f = x^p for a constant exponent p. df/dx = p x^(p-1)."""
     op = "pow"
-    formula = "{0}^p"
-    rule = "a power gate scales the upstream gradient by p·{0}^(p−1), p its exponent"
-    derivatives = ("p·{0}^(p−1)",)
+    formula = "{0}^{exponent}"
+    rule = "a power gate scales the upstream gradient by {exponent}·{0}^({exponent}−1)"
+    derivatives = ("{exponent}·{0}^({exponent}−1)",)
 
     def __init__(self, exponent):
         self.exponent = real("exponent", exponent, math.isfinite, "a finite number")

@@ -676,10 +676,10 @@ def node_help(node):
     source)."""
     if node.gate is None:
         return {}
-    gate_cls, names = type(node.gate), [i.name for i in node.inputs]
+    gate_cls, names, attrs = type(node.gate), [i.name for i in node.inputs], node.gate.attrs()
     return {"formula": f"{node.name} = " + fill(formula_of(gate_cls, len(names)), names,
-                                                 node.name),
-            "rule": fill(rule_of(gate_cls), names, node.name)}
+                                                 node.name, attrs),
+            "rule": fill(rule_of(gate_cls), names, node.name, attrs)}
 
 
 def tooltip(node, view, measure):

@@ -28,7 +28,8 @@ def _symbol(name):
 
 
 def _fill(template, node):
-    return fill(template, [_symbol(i.name) for i in node.inputs], _symbol(node.name))
+    return fill(template, [_symbol(i.name) for i in node.inputs], _symbol(node.name),
+                node.gate.attrs() if node.gate is not None else None)
 
 
 @dataclasses.dataclass
@@ -85,7 +86,8 @@ def forward_steps(graph, node=None):
         lines = [f"Step {index} of {len(steps)} (forward): {gate_node.name} = "
                  f"{_fill(formula, gate_node)}"]
         if all(is_scalar(i.value) for i in inputs) and is_scalar(gate_node.value):
-            numbers = fill(formula, [_factor(i.value) for i in inputs], gate_node.name)
+            numbers = fill(formula, [_factor(i.value) for i in inputs], gate_node.name,
+                           gate_node.gate.attrs())
             lines.append(f"  = {numbers} = {num(scalar(gate_node.value))}")
         else:
             lines.append(f"  {gate_node.name}: {describe(gate_node.value)}")

@@ -183,7 +183,7 @@ def test_step_player_text_gives_each_gates_rule_and_formula():
         if node.gate is None or node.op not in TENSOR_OPS or node.name not in frames:
             continue
         names = [i.name for i in node.inputs]
-        rule = fill(rule_of(type(node.gate)), names, node.name)
+        rule = fill(rule_of(type(node.gate)), names, node.name, node.gate.attrs())
         assert f"Local rule: {rule}" in frames[node.name].text, node.name
         assert f"gate {node.name} = " in frames[node.name].text
         assert f"{node.name} = " in forward[node.name].text
