@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import MutableMapping
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -258,7 +258,9 @@ class Graph(GateBuilders):
         """Evaluation mode: batchnorm uses its running averages, dropout is the identity."""
         return self.train(False)
 
-    def add_hook(self, forward=None, backward=None, *, start=None, end=None) -> HookHandle:
+    def add_hook(self, forward: Optional[Callable] = None, backward: Optional[Callable] = None,
+                 *, start: Optional[Callable] = None,
+                 end: Optional[Callable] = None) -> HookHandle:
         """Call `forward(event)` after each forward step and `backward(event)` after each
         backward step of this graph's walks (see graphnet.core.executor for the events),
         `start(direction, plan)` and `end(direction, plan)` around each walk. Returns a

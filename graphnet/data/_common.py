@@ -9,7 +9,7 @@ class DataError(ValueError):
     """A data file exists but does not hold what its format promises."""
 
 
-def default_data_dir():
+def default_data_dir() -> Path:
     """Where data sets live unless told otherwise: $GRAPHNET_DATA or ~/.graphnet/data."""
     env = os.environ.get("GRAPHNET_DATA")
     return Path(env).expanduser() if env else Path.home() / ".graphnet" / "data"

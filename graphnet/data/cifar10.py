@@ -7,6 +7,7 @@ row-major order — and whose b'labels' is a list of N ints in 0..9.
 import contextlib
 import os
 from pathlib import Path
+from typing import Any, Dict, Optional, Tuple, Union
 
 import numpy as np
 
@@ -27,7 +28,7 @@ _HOW_TO_GET = ("get it with `graphnet train --data cifar10 --download` "
                "or `graphnet.data.download_cifar10(root)`")
 
 
-def default_cifar10_dir():
+def default_cifar10_dir() -> Path:
     """$GRAPHNET_DATA if set (the batch folder or its parent, both work), else
     ~/.graphnet/data/cifar-10-batches-py."""
     if os.environ.get("GRAPHNET_DATA"):
@@ -135,7 +136,8 @@ def _load_batches(folder, names, dtype):
     return np.concatenate(Xs), np.concatenate(ys)
 
 
-def load_cifar10(root, dtype=np.float64):
+def load_cifar10(root: Union[str, "os.PathLike[str]"], dtype: Any = np.float64
+                 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Load all of CIFAR-10 from `root` (the cifar-10-batches-py folder or its parent).
 
     Returns (X_train, y_train, X_test, y_test): X_train (50000, 32, 32, 3) and X_test
@@ -150,8 +152,10 @@ def load_cifar10(root, dtype=np.float64):
     return X_train, y_train, X_test, y_test
 
 
-def get_CIFAR10_data(num_training=49000, num_validation=1000, num_test=1000,
-                     subtract_mean=True, cifar10_dir=None, dtype=np.float32):
+def get_CIFAR10_data(num_training: int = 49000, num_validation: int = 1000,
+                     num_test: int = 1000, subtract_mean: bool = True,
+                     cifar10_dir: Optional[Union[str, "os.PathLike[str]"]] = None,
+                     dtype: Any = np.float32) -> Dict[str, np.ndarray]:
     """CIFAR-10 split into train / validation / test, channels first.
 
     Training images 0..num_training-1 form the training set, the next num_validation
@@ -184,7 +188,9 @@ def get_CIFAR10_data(num_training=49000, num_validation=1000, num_test=1000,
     return package_splits(splits, subtract_mean, dtype)
 
 
-def download_cifar10(root=None, url=CIFAR10_URL, md5=CIFAR10_MD5, progress=True):
+def download_cifar10(root: Optional[Union[str, "os.PathLike[str]"]] = None,
+                     url: str = CIFAR10_URL, md5: str = CIFAR10_MD5,
+                     progress: bool = True) -> Path:
     """Download and unpack the CIFAR-10 python archive; return the batch folder path.
 
     root: the folder to put cifar-10-batches-py in (or that folder itself); defaults

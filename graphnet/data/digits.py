@@ -1,4 +1,6 @@
 """The 8x8 handwritten digits bundled with scikit-learn: a real data set with no download."""
+from typing import Any, Dict, Optional, Tuple
+
 import numpy as np
 
 from ._common import package_splits
@@ -7,7 +9,7 @@ NUM_CLASSES = 10
 _MAX_PIXEL = 16.0  # the bundled images hold ink counts 0..16
 
 
-def load_digits():
+def load_digits() -> Tuple[np.ndarray, np.ndarray]:
     """All 1,797 digits: X float32 (1797, 1, 8, 8) scaled to [0, 1], y int64 (1797,) in 0..9.
 
     Needs the optional scikit-learn dependency (`pip install graphnet[digits]`).
@@ -23,8 +25,10 @@ def load_digits():
     return X, bunch.target.astype(np.int64)
 
 
-def get_digits_data(num_validation=180, num_test=360, num_training=None, seed=0,
-                    subtract_mean=True, dtype=np.float32):
+def get_digits_data(num_validation: int = 180, num_test: int = 360,
+                    num_training: Optional[int] = None, seed: int = 0,
+                    subtract_mean: bool = True, dtype: Any = np.float32
+                    ) -> Dict[str, np.ndarray]:
     """The digits shuffled with `seed` and split into train / validation / test.
 
     The same seed always gives the same, disjoint splits. num_training=None takes every

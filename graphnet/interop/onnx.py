@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+from typing import Any
 
 import numpy as np
 
@@ -30,8 +31,9 @@ MIN_OPSET = 13
 DEFAULT_OPSET = 21
 
 
-def to_onnx(graph: Graph, path: str | os.PathLike | None = None, *, outputs=None,
-            opset: int | None = None, dtype=None, input_shapes: dict | None = None):
+def to_onnx(graph: Graph, path: str | os.PathLike | None = None, *, outputs: Any = None,
+            opset: int | None = None, dtype: Any = None,
+            input_shapes: dict | None = None) -> Any:
     """Write `graph` (the part that `outputs` depend on: node names or nodes, the graph's
     sinks by default) as an ONNX model, checked with onnx.checker, to `path` (if given);
     returns the onnx.ModelProto. `dtype` (say np.float32) converts every float tensor of
@@ -417,7 +419,7 @@ EXPORTERS = {
 
 # ----- import --------------------------------------------------------------------------
 
-def from_onnx(path_or_model) -> Graph:
+def from_onnx(path_or_model: Any) -> Graph:
     """A Graph of gates built from an ONNX model (a path or an onnx.ModelProto).
 
     Inputs keep their names; initializers that are float arrays become params, scalars,

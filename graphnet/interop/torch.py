@@ -18,6 +18,7 @@ from __future__ import annotations
 import keyword
 import operator
 import re
+from typing import Any, Optional
 
 import numpy as np
 
@@ -29,7 +30,7 @@ from ._common import (ONE_TO_ONE, Deferred, Pending, Sliced, affine_input, build
 
 # ----- export --------------------------------------------------------------------------
 
-def to_torch(graph: Graph, *, outputs=None):
+def to_torch(graph: Graph, *, outputs: Any = None) -> Any:
     """A torch.fx.GraphModule computing `outputs` (node names or nodes; the graph's sinks
     by default: one tensor, or a tuple in that order) from the graph's inputs, passed
     positionally in the order the graph holds them (`module.input_names`). Params are
@@ -279,7 +280,7 @@ TORCH_OPS = {
 
 # ----- import --------------------------------------------------------------------------
 
-def from_torch(module, example_args, example_kwargs=None) -> Graph:
+def from_torch(module: Any, example_args: Any, example_kwargs: Optional[dict] = None) -> Graph:
     """A Graph of gates built from `torch.export.export(module, example_args,
     kwargs=example_kwargs)` (example_args: a tuple of tensors, or one tensor). Inputs
     keep their argument names with the batch size left open; parameters become params

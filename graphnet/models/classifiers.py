@@ -18,12 +18,13 @@ np.random.seed(...) before building a model makes it repeatable).
 """
 import numbers
 from collections.abc import Mapping
-from typing import Any, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 import numpy as np
 
 from ..errors import GraphError
 from ..core.graph import Graph, ParamDict
+from ..core.node import Node
 
 __all__ = ["GraphModel", "GraphClassifier", "TwoLayerNet", "FullyConnectedNet",
            "ThreeLayerConvNet", "classifier_loss"]
@@ -37,14 +38,15 @@ class GraphModel:
     stores to rebuild the model.
     """
 
-    def __init__(self, config, reg, dtype):
+    def __init__(self, config: dict, reg: float, dtype: Any) -> None:
         self.config = config
         self.dtype = np.dtype(dtype)
         self.graph = Graph(dtype=self.dtype)
         self._reg = float(reg)
-        self._reg_const = None
-        self._features = None  # for fully connected models: the features an input flattens to
-        self._weights = []  # names of the params the L2 term covers
+        self._reg_const: Optional[Node] = None
+        # for fully connected models: the features an input flattens to
+        self._features: Optional[int] = None
+        self._weights: List[str] = []  # names of the params the L2 term covers
 
     # ----- building ---------------------------------------------------------------------
 
@@ -133,7 +135,7 @@ class GraphModel:
 
     # ----- running ----------------------------------------------------------------------
 
-    def loss(self, X, y=None):
+    def loss(self, X: Any, y: Any = None) -> Any:
         """Scores (N, C) for y=None (eval mode), else (loss, grads) (train mode)."""
         X = self.check_input(X)
         labels = None if y is None else {"y": self.check_labels(y, X.shape[0])}
@@ -151,7 +153,7 @@ class GraphModel:
         shape = self.graph["X"].static_shape
         return (self._features,) if shape is None else tuple(shape[1:])
 
-    def check_input(self, X, what="X"):
+    def check_input(self, X: Any, what: str = "X") -> np.ndarray:
         """X as an array the model can take, or a GraphError saying what is wrong and how
         to fix it. Integer images (uint8 pixels, say) and float16 are accepted and
         converted exactly to the model's dtype; bool, complex, object and string arrays,
@@ -184,7 +186,7 @@ class GraphModel:
                              f"{X.shape}); pass at least one sample")
         return X
 
-    def check_labels(self, y, num_samples, what="y"):
+    def check_labels(self, y: Any, num_samples: int, what: str = "y") -> np.ndarray:
         """y as integer class labels for num_samples samples, or a GraphError naming the
         labels' shape, range and the model's num_classes."""
         name, classes = type(self).__name__, self.config["num_classes"]
@@ -254,7 +256,8 @@ class GraphClassifier:
         self.graph, self.params = graph, graph.params
         self.names = {"x": x, "scores": scores, "y": y, "loss": loss}
 
-    def loss(self, X, y=None):
+    def loss(self, X: Any, y: Any = None) -> Any:
+        """As GraphModel.loss: scores for y=None, else (loss, grads)."""
         names = self.names
         labels = None if y is None else {names["y"]: np.asarray(y)}
         return classifier_loss(self.graph, {names["x"]: X}, labels, names["scores"],
@@ -268,8 +271,9 @@ class TwoLayerNet(GraphModel):
     arguments; the default float64 matches the course's TwoLayerNet.
     """
 
-    def __init__(self, input_dim=3 * 32 * 32, hidden_dim=100, num_classes=10,
-                 weight_scale=1e-3, reg=0.0, dtype=np.float64):
+    def __init__(self, input_dim: int = 3 * 32 * 32, hidden_dim: int = 100,
+                 num_classes: int = 10, weight_scale: float = 1e-3, reg: float = 0.0,
+                 dtype: Any = np.float64) -> None:
         config = dict(input_dim=int(input_dim), hidden_dim=int(hidden_dim),
                       num_classes=int(num_classes), weight_scale=float(weight_scale),
                       reg=float(reg), dtype=np.dtype(dtype).name)
@@ -387,8 +391,9 @@ class ThreeLayerConvNet(GraphModel):
     W3 (hidden_dim, num_classes), b3.
     """
 
-    def __init__(self, input_dim=(3, 32, 32), num_filters=32, filter_size=7, hidden_dim=100,
-                 num_classes=10, weight_scale=1e-3, reg=0.0, dtype=np.float32):
+    def __init__(self, input_dim: Sequence[int] = (3, 32, 32), num_filters: int = 32,
+                 filter_size: int = 7, hidden_dim: int = 100, num_classes: int = 10,
+                 weight_scale: float = 1e-3, reg: float = 0.0, dtype: Any = np.float32) -> None:
         input_dim = tuple(int(d) for d in input_dim)
         if len(input_dim) != 3:
             raise ValueError(f"input_dim must be (C, H, W), got {input_dim}")

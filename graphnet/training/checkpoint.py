@@ -26,6 +26,7 @@ import math
 import os
 import struct
 import zipfile
+from typing import Any, Union
 
 import numpy as np
 
@@ -52,7 +53,7 @@ class CheckpointError(GraphError):
 
 # =========================================================================== saving
 
-def save(obj, path):
+def save(obj: Any, path: Union[str, "os.PathLike[str]"]) -> str:
     """Write a checkpoint of `obj` (a graphnet model, a Solver or a Graph) to `path`.
 
     The file is replaced atomically; missing parent directories are created. Returns
@@ -61,7 +62,8 @@ def save(obj, path):
     replaced was the last good one).
     """
     path = os.fspath(path)
-    arrays, doc = {}, {"format": FORMAT, "version": VERSION}
+    arrays: dict = {}
+    doc: dict = {"format": FORMAT, "version": VERSION}
     if _is_solver(obj):
         doc["kind"] = "solver"
         doc["model"] = _describe_model(obj.model, arrays, path)
@@ -225,7 +227,7 @@ def _write_file(tmp, arrays):
 
 # =========================================================================== loading
 
-def load(path, into=None):
+def load(path: Union[str, "os.PathLike[str]"], into: Any = None) -> Any:
     """Read a checkpoint written by `save`.
 
     into=None: rebuild and return the model (for a model or Solver checkpoint; the model

@@ -124,10 +124,12 @@ class Row:
     bold: bool = False
 
 
-def draw(graph, *, values=True, grads=True, show_cache=False, detail="compact",
-         show_not_run=False, group_by="scope", collapse="auto", max_nodes=120,
-         vanishing=1e-6, exploding=1e3, legend=True, rankdir=None, title=None, view=None,
-         heat=None, heat_unit="", anomaly="auto"):
+def draw(graph: Any, *, values: bool = True, grads: bool = True, show_cache: bool = False,
+         detail: str = "compact", show_not_run: bool = False, group_by: Any = "scope",
+         collapse: Any = "auto", max_nodes: int = 120, vanishing: float = 1e-6,
+         exploding: float = 1e3, legend: bool = True, rankdir: Optional[str] = None,
+         title: Optional[str] = None, view: Optional["View"] = None,
+         heat: Optional[dict] = None, heat_unit: str = "", anomaly: Any = "auto") -> Any:
     """A graphviz.Digraph of `graph` (see the module docstring for what it shows).
 
     values, grads: show node values and gradients (and gradients on edges).

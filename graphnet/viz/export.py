@@ -1,5 +1,7 @@
 """export(graph or drawing, path): SVG, PNG, PDF, DOT or a self-contained HTML page."""
+import os
 from pathlib import Path
+from typing import Any, Optional, Union
 
 from .draw import draw
 from .html import svg_page
@@ -8,7 +10,8 @@ from .render import inline_svg, to_bytes
 FORMATS = ("svg", "png", "pdf", "dot", "gv", "html")
 
 
-def export(drawing, path, format=None, **options):
+def export(drawing: Any, path: Union[str, "os.PathLike[str]"], format: Optional[str] = None,
+           **options: Any) -> Path:
     """Write `drawing` (a Graph, a step Frame, or a graphviz.Digraph such as draw()
     returns) to `path`. The format comes from `format` or else the path's suffix: svg,
     png, pdf, dot/gv (the DOT source; needs no Graphviz program) or html (the SVG

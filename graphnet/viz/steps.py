@@ -9,8 +9,9 @@ from an earlier step (fan-out). The last frame's gradients are those of
 values of the last forward filling in.
 """
 import dataclasses
-from typing import Optional
+import os
 from pathlib import Path
+from typing import Any, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -42,23 +43,23 @@ class Frame:
     step: int
     total: int
     direction: str
-    node: object
+    node: Any
     text: str
     values: dict
     grads: dict
     edge_grads: dict
     received: dict
-    graph: object = dataclasses.field(repr=False, default=None)
+    graph: Any = dataclasses.field(repr=False, default=None)
     scale_grads: Optional[list] = dataclasses.field(repr=False, default=None)
 
-    def view(self):
+    def view(self) -> View:
         active_edges = frozenset((self.node.name, i) for i in range(len(self.node.inputs)))
         return View(values=self.values, grads=self.grads, edge_grads=self.edge_grads,
                     active=self.node.name, active_edges=active_edges,
                     pending=frozenset({"value" if self.direction == "forward" else "grad"}),
                     scale_grads=self.scale_grads)
 
-    def draw(self, **options):
+    def draw(self, **options: Any) -> Any:
         """draw() of the graph in this frame's state; the title defaults to the text."""
         options.setdefault("title", self.text)
         if self.direction == "forward":
@@ -69,7 +70,7 @@ class Frame:
         return self.draw()._repr_mimebundle_(include, exclude)
 
 
-def forward_steps(graph, node=None):
+def forward_steps(graph: Any, node: Any = None) -> List[Frame]:
     """One Frame per gate of the forward walk (towards `node`, or every sink), values
     filling in topologically. Uses the values of the last forward()."""
     steps = graph.plan(node, "forward").steps
@@ -99,7 +100,7 @@ def forward_steps(graph, node=None):
     return frames
 
 
-def backward_steps(graph, node=None, grad=None):
+def backward_steps(graph: Any, node: Any = None, grad: Any = None) -> List[Frame]:
     """One Frame per step of the backward walk from `node` (default: the single sink),
     in reverse topological order, seeded with `grad` (default 1 for a scalar). Uses the
     values and caches of the last forward(); the graph's own gradients are untouched."""
@@ -193,7 +194,8 @@ def _png_images(frames, **options):
             for frame in frames]
 
 
-def export_pngs(frames, folder, **options):
+def export_pngs(frames: Sequence[Frame], folder: Union[str, "os.PathLike[str]"],
+                **options: Any) -> List[Path]:
     """Write frame i as folder/step_001.png, ...; returns the paths. `options` go to draw()."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -204,7 +206,8 @@ def export_pngs(frames, folder, **options):
     return paths
 
 
-def export_gif(frames, path, seconds=1.5, **options):
+def export_gif(frames: Sequence[Frame], path: Union[str, "os.PathLike[str]"],
+               seconds: float = 1.5, **options: Any) -> Path:
     """An animated GIF of the frames, `seconds` per frame, looping. Frames differ in size
     as labels fill in, so each is centred on a white canvas of the largest size."""
     from PIL import Image
