@@ -1,0 +1,416 @@
+"""Recurrent layers with the calling conventions of Stanford CS231n, assignment 3.
+
+Every ``*_forward`` returns ``(out, cache)`` and every ``*_backward(dout, cache)`` returns
+the gradients of its inputs in the order the forward pass took them (integer inputs get
+none). Shapes follow the course: N is the batch size, T the number of time steps, D the
+input size, H the hidden size, V the vocabulary size, M an output size. An LSTM stacks
+its four gates in the course's order input, forget, output, block (i, f, o, g): Wx is
+(D, 4H), Wh (H, 4H), b (4H,). The initial cell state of ``lstm_forward`` is zero.
+
+The single-step functions are plain numpy, one screen each: the reference a student
+reads. The whole-sequence functions compute the same thing in fewer, larger steps.
+
+Floating inputs keep their precision (float32 in, float32 out; a mix computes in the
+wider type); integer inputs are promoted to float64.
+
+``attention_forward/backward`` are scaled dot-product attention, softmax(q k^T / sqrt(d))
+v over the last two axes, for the attention gate.
+"""
+import collections
+
+import numpy as np
+
+from .layers import _check_ndim, _check_shape, _float_array
+
+__all__ = [
+    "rnn_step_forward", "rnn_step_backward", "rnn_forward", "rnn_backward",
+    "word_embedding_forward", "word_embedding_backward",
+    "lstm_step_forward", "lstm_step_backward", "lstm_forward", "lstm_backward",
+    "temporal_affine_forward", "temporal_affine_backward", "temporal_softmax_loss",
+    "attention_forward", "attention_backward",
+]
+
+
+# --------------------------------------------------------------------------- validation
+
+def _recurrent_inputs(fn, x, h, Wx, Wh, b, gates, x_layout):
+    """Validate and cast a recurrent layer's inputs to one float dtype.
+
+    x: x_layout ("(N, D)" or "(N, T, D)"); h: (N, H); Wx: (D, gates*H); Wh: (H, gates*H);
+    b: (gates*H,). Returns the five arrays, all of the widest float dtype among them.
+    """
+    arrays = [_float_array(a, fn, name) for a, name in
+              zip((x, h, Wx, Wh, b), ("x", "h", "Wx", "Wh", "b"))]
+    x, h, Wx, Wh, b = arrays
+    _check_ndim(fn, "x", x, len(x_layout.split(",")), x_layout)
+    _check_ndim(fn, "h", h, 2, "hidden state (N, H)")
+    _check_ndim(fn, "Wx", Wx, 2, f"weights (D, {gates}H)" if gates > 1 else "weights (D, H)")
+    N, H = h.shape
+    if x.shape[0] != N:
+        raise ValueError(f"{fn}: x of shape {x.shape} holds {x.shape[0]} sequences but the "
+                         f"hidden state of shape {h.shape} holds {N}")
+    _check_shape(fn, "Wx", Wx, (x.shape[-1], gates * H))
+    _check_shape(fn, "Wh", Wh, (H, gates * H))
+    _check_shape(fn, "b", b, (gates * H,))
+    dtype = np.result_type(*arrays)
+    return [a.astype(dtype, copy=False) for a in arrays]
+
+
+def _upstream(fn, name, grad, shape):
+    """An upstream gradient as an array of the expected shape."""
+    grad = _float_array(grad, fn, name)
+    _check_shape(fn, name, grad, shape)
+    return grad
+
+
+def _sigmoid(x):
+    """1 / (1 + exp(-x)) without overflow: exp only ever sees -|x|."""
+    z = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + z), z / (1 + z))
+
+
+def _affine_grads(da, x, prev_h, Wx, Wh):
+    """Gradients of a = x @ Wx + prev_h @ Wh + b given da: dx, dprev_h, dWx, dWh, db."""
+    return da @ Wx.T, da @ Wh.T, x.T @ da, prev_h.T @ da, da.sum(axis=0)
+
+
+# --------------------------------------------------------------------------- vanilla RNN
+
+_RnnStepCache = collections.namedtuple("_RnnStepCache", "x prev_h Wx Wh next_h")
+
+
+def rnn_step_forward(x, prev_h, Wx, Wh, b):
+    """One step of a tanh RNN: next_h = tanh(x @ Wx + prev_h @ Wh + b).
+
+    x: (N, D); prev_h: (N, H); Wx: (D, H); Wh: (H, H); b: (H,). Returns next_h (N, H).
+    """
+    x, prev_h, Wx, Wh, b = _recurrent_inputs("rnn_step_forward", x, prev_h, Wx, Wh, b, 1,
+                                             "(N, D)")
+    next_h = np.tanh(x @ Wx + prev_h @ Wh + b)
+    return next_h, _RnnStepCache(x, prev_h, Wx, Wh, next_h)
+
+
+def rnn_step_backward(dnext_h, cache):
+    """dnext_h: (N, H). Returns dx (N, D), dprev_h (N, H), dWx (D, H), dWh (H, H), db (H,)."""
+    dnext_h = _upstream("rnn_step_backward", "dnext_h", dnext_h, cache.next_h.shape)
+    da = dnext_h * (1 - cache.next_h ** 2)  # tanh' = 1 - tanh^2
+    return _affine_grads(da, cache.x, cache.prev_h, cache.Wx, cache.Wh)
+
+
+# What the whole-sequence backward passes need; time-major (T, N, ...) so that every step
+# reads contiguous rows. `h` holds h0 followed by the T outputs.
+_RnnCache = collections.namedtuple("_RnnCache", "x Wx Wh h")
+
+
+def rnn_forward(x, h0, Wx, Wh, b):
+    """A tanh RNN over whole sequences.
+
+    x: (N, T, D); h0: (N, H); Wx: (D, H); Wh: (H, H); b: (H,). Returns h (N, T, H), the
+    hidden state after every step.
+    """
+    x, h0, Wx, Wh, b = _recurrent_inputs("rnn_forward", x, h0, Wx, Wh, b, 1, "(N, T, D)")
+    N, T, _ = x.shape
+    # The input's contribution to every step at once; only h @ Wh must wait for the last h.
+    a = np.einsum("ntd,dh->tnh", x, Wx) + b
+    h = np.empty((T + 1,) + h0.shape, dtype=a.dtype)
+    h[0] = h0
+    for t in range(T):
+        h[t + 1] = np.tanh(a[t] + h[t] @ Wh)
+    return h[1:].transpose(1, 0, 2), _RnnCache(x, Wx, Wh, h)
+
+
+def rnn_backward(dh, cache):
+    """dh: (N, T, H), the upstream gradient of every hidden state.
+
+    Returns dx (N, T, D), dh0 (N, H), dWx (D, H), dWh (H, H), db (H,).
+    """
+    x, Wx, Wh, h = cache
+    N, T, _ = x.shape
+    dh = _upstream("rnn_backward", "dh", dh, (N, T, Wh.shape[0])).transpose(1, 0, 2)
+    da = np.empty((T,) + h.shape[1:], dtype=np.result_type(h, dh))
+    dprev_h = np.zeros_like(h[0], dtype=da.dtype)
+    for t in reversed(range(T)):
+        # h[t + 1] feeds both the output at t and the next step
+        da[t] = (dh[t] + dprev_h) * (1 - h[t + 1] ** 2)
+        dprev_h = da[t] @ Wh.T
+    return _sequence_affine_grads(da, x, h[:-1], Wx, dprev_h)
+
+
+def _sequence_affine_grads(da, x, prev_h, Wx, dh0):
+    """Gradients of a[t] = x[:, t] @ Wx + prev_h[t] @ Wh + b summed over every step.
+
+    da, prev_h: time-major (T, N, .); x: (N, T, D). Returns dx, dh0, dWx, dWh, db.
+    """
+    T, N, G = da.shape
+    da_rows = da.reshape(T * N, G)
+    dx = np.einsum("tng,dg->ntd", da, Wx)
+    dWx = np.einsum("ntd,tng->dg", x, da)
+    dWh = prev_h.reshape(T * N, prev_h.shape[-1]).T @ da_rows
+    return dx, dh0, dWx, dWh, da_rows.sum(axis=0)
+
+
+# --------------------------------------------------------------------------- LSTM
+
+_LstmStepCache = collections.namedtuple("_LstmStepCache",
+                                        "x prev_h prev_c Wx Wh i f o g tanh_c")
+
+
+def lstm_step_forward(x, prev_h, prev_c, Wx, Wh, b):
+    """One LSTM step.
+
+    a = x @ Wx + prev_h @ Wh + b split into four (N, H) blocks; i, f, o = sigmoid of the
+    first three, g = tanh of the last; next_c = f * prev_c + i * g; next_h = o *
+    tanh(next_c). x: (N, D); prev_h, prev_c: (N, H); Wx: (D, 4H); Wh: (H, 4H); b: (4H,).
+    Returns next_h (N, H), next_c (N, H) and the cache.
+    """
+    fn = "lstm_step_forward"
+    x, prev_h, Wx, Wh, b = _recurrent_inputs(fn, x, prev_h, Wx, Wh, b, 4, "(N, D)")
+    prev_c = _upstream(fn, "prev_c", prev_c, prev_h.shape).astype(prev_h.dtype, copy=False)
+    a = x @ Wx + prev_h @ Wh + b
+    i, f, o = np.split(_sigmoid(a[:, :3 * prev_h.shape[1]]), 3, axis=1)
+    g = np.tanh(a[:, 3 * prev_h.shape[1]:])
+    next_c = f * prev_c + i * g
+    tanh_c = np.tanh(next_c)
+    next_h = o * tanh_c
+    return next_h, next_c, _LstmStepCache(x, prev_h, prev_c, Wx, Wh, i, f, o, g, tanh_c)
+
+
+def _lstm_gate_grads(dnext_h, dnext_c, prev_c, i, f, o, g, tanh_c):
+    """Through one LSTM cell: (da (N, 4H), dprev_c (N, H)) from the next h and c's grads."""
+    dc = dnext_c + dnext_h * o * (1 - tanh_c ** 2)  # next_c reaches the loss two ways
+    da = np.concatenate([dc * g * i * (1 - i), dc * prev_c * f * (1 - f),
+                         dnext_h * tanh_c * o * (1 - o), dc * i * (1 - g ** 2)], axis=1)
+    return da, dc * f
+
+
+def lstm_step_backward(dnext_h, dnext_c, cache):
+    """dnext_h, dnext_c: (N, H).
+
+    Returns dx (N, D), dprev_h (N, H), dprev_c (N, H), dWx (D, 4H), dWh (H, 4H), db (4H,).
+    """
+    fn = "lstm_step_backward"
+    dnext_h = _upstream(fn, "dnext_h", dnext_h, cache.prev_h.shape)
+    dnext_c = _upstream(fn, "dnext_c", dnext_c, cache.prev_h.shape)
+    da, dprev_c = _lstm_gate_grads(dnext_h, dnext_c, cache.prev_c, cache.i, cache.f,
+                                   cache.o, cache.g, cache.tanh_c)
+    dx, dprev_h, dWx, dWh, db = _affine_grads(da, cache.x, cache.prev_h, cache.Wx, cache.Wh)
+    return dx, dprev_h, dprev_c, dWx, dWh, db
+
+
+# Time-major like _RnnCache; `c` holds the zero initial cell state followed by T states.
+_LstmCache = collections.namedtuple("_LstmCache", "x Wx Wh h c gates tanh_c")
+
+
+def lstm_forward(x, h0, Wx, Wh, b):
+    """An LSTM over whole sequences, starting from h0 and a zero cell state.
+
+    x: (N, T, D); h0: (N, H); Wx: (D, 4H); Wh: (H, 4H); b: (4H,). Returns h (N, T, H), the
+    hidden state after every step (the cell states stay inside).
+    """
+    x, h0, Wx, Wh, b = _recurrent_inputs("lstm_forward", x, h0, Wx, Wh, b, 4, "(N, T, D)")
+    N, T, _ = x.shape
+    H = h0.shape[1]
+    gates = np.einsum("ntd,dg->tng", x, Wx) + b
+    h = np.empty((T + 1, N, H), dtype=gates.dtype)
+    c = np.zeros_like(h)
+    tanh_c = np.empty((T, N, H), dtype=gates.dtype)
+    h[0] = h0
+    for t in range(T):
+        a = gates[t]
+        a += h[t] @ Wh
+        a[:, :3 * H] = _sigmoid(a[:, :3 * H])
+        a[:, 3 * H:] = np.tanh(a[:, 3 * H:])
+        i, f, o, g = np.split(a, 4, axis=1)
+        c[t + 1] = f * c[t] + i * g
+        tanh_c[t] = np.tanh(c[t + 1])
+        h[t + 1] = o * tanh_c[t]
+    return h[1:].transpose(1, 0, 2), _LstmCache(x, Wx, Wh, h, c, gates, tanh_c)
+
+
+def lstm_backward(dh, cache):
+    """dh: (N, T, H), the upstream gradient of every hidden state.
+
+    Returns dx (N, T, D), dh0 (N, H), dWx (D, 4H), dWh (H, 4H), db (4H,).
+    """
+    x, Wx, Wh, h, c, gates, tanh_c = cache
+    N, T, _ = x.shape
+    dh = _upstream("lstm_backward", "dh", dh, (N, T, Wh.shape[0])).transpose(1, 0, 2)
+    da = np.empty_like(gates, dtype=np.result_type(gates, dh))
+    dprev_h = np.zeros_like(h[0], dtype=da.dtype)
+    dprev_c = np.zeros_like(dprev_h)
+    for t in reversed(range(T)):
+        da[t], dprev_c = _lstm_gate_grads(dh[t] + dprev_h, dprev_c, c[t],
+                                          *np.split(gates[t], 4, axis=1), tanh_c[t])
+        dprev_h = da[t] @ Wh.T
+    return _sequence_affine_grads(da, x, h[:-1], Wx, dprev_h)
+
+
+# --------------------------------------------------------------------------- embedding
+
+def word_embedding_forward(x, W):
+    """Look up word vectors: out[n, t] = W[x[n, t]].
+
+    x: (N, T) integers in [0, V); W: (V, D). Returns out (N, T, D).
+    """
+    fn = "word_embedding_forward"
+    W = _float_array(W, fn, "W")
+    _check_ndim(fn, "W", W, 2, "word vectors (V, D)")
+    x = np.asarray(x)
+    if x.dtype.kind not in "iu":
+        raise ValueError(f"{fn}: x must hold integer word indices, got dtype {x.dtype} "
+                         f"with shape {x.shape}")
+    _check_ndim(fn, "x", x, 2, "word indices (N, T)")
+    V = W.shape[0]
+    if x.size and (x.min() < 0 or x.max() >= V):
+        raise ValueError(f"{fn}: word indices must lie in [0, {V}) for W of shape {W.shape}, "
+                         f"got min {x.min()} and max {x.max()}")
+    return W[x], (x, W.shape, W.dtype)
+
+
+def word_embedding_backward(dout, cache):
+    """dout: (N, T, D). Returns dW (V, D): each word's vector collects the gradients of
+    every position that looked it up. The indices get no gradient."""
+    x, W_shape, dtype = cache
+    dout = _upstream("word_embedding_backward", "dout", dout, x.shape + W_shape[1:])
+    dW = np.zeros(W_shape, dtype=np.result_type(dtype, dout))
+    np.add.at(dW, x.ravel(), dout.reshape(-1, W_shape[1]))
+    return dW
+
+
+# --------------------------------------------------------------------------- outputs
+
+def temporal_affine_forward(x, w, b):
+    """The same affine map at every step: out[n, t] = x[n, t] @ w + b.
+
+    x: (N, T, D); w: (D, M); b: (M,). Returns out (N, T, M); the cache is the course's
+    (x, w, b, out).
+    """
+    fn = "temporal_affine_forward"
+    x, w, b = _float_array(x, fn, "x"), _float_array(w, fn, "w"), _float_array(b, fn, "b")
+    _check_ndim(fn, "x", x, 3, "(N, T, D)")
+    _check_ndim(fn, "w", w, 2, "weights (D, M)")
+    if w.shape[0] != x.shape[2]:
+        raise ValueError(f"{fn}: x of shape {x.shape} has {x.shape[2]} features but w has "
+                         f"shape {w.shape}")
+    _check_shape(fn, "b", b, (w.shape[1],))
+    out = x @ w + b
+    return out, (x, w, b, out)
+
+
+def temporal_affine_backward(dout, cache):
+    """dout: (N, T, M). Returns dx (N, T, D), dw (D, M), db (M,)."""
+    x, w, b, out = cache
+    dout = _upstream("temporal_affine_backward", "dout", dout, out.shape)
+    N, T, D = x.shape
+    dw = x.reshape(N * T, D).T @ dout.reshape(N * T, -1)
+    return dout @ w.T, dw, dout.sum(axis=(0, 1))
+
+
+def temporal_softmax_loss(x, y, mask, verbose=False):
+    """Softmax cross-entropy at every step where mask is true, summed over the steps and
+    averaged over the N sequences (the course's normalisation: the loss of a batch grows
+    with the caption length).
+
+    x: (N, T, V) scores; y: (N, T) integers in [0, V); mask: (N, T), true where the step
+    counts (padding is false). verbose prints the shapes of the flattened arrays.
+    Returns (loss, dx (N, T, V)).
+    """
+    fn = "temporal_softmax_loss"
+    x = _float_array(x, fn, "x")
+    _check_ndim(fn, "x", x, 3, "scores (N, T, V)")
+    N, T, V = x.shape
+    y, mask = np.asarray(y), np.asarray(mask)
+    if y.dtype.kind not in "iu":
+        raise ValueError(f"{fn}: labels y must be integers, got dtype {y.dtype}")
+    _check_shape(fn, "y", y, (N, T))
+    _check_shape(fn, "mask", mask, (N, T))
+    if mask.dtype.kind not in "biu":
+        raise ValueError(f"{fn}: mask must be boolean (or 0/1 integers), got {mask.dtype}")
+    if y.size and (y.min() < 0 or y.max() >= V):
+        raise ValueError(f"{fn}: labels must lie in [0, {V}) for x of shape {x.shape}, "
+                         f"got min {y.min()} and max {y.max()}")
+    x_rows, y_rows = x.reshape(N * T, V), y.reshape(N * T)
+    mask_rows = mask.reshape(N * T).astype(bool)
+    rows = np.arange(N * T)
+    shifted = x_rows - (x_rows.max(axis=1, keepdims=True) if V else 0)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    # A batch of no sequences has no loss: 0 rather than 0 / 0.
+    batch = max(N, 1)
+    loss = -log_probs[rows, y_rows][mask_rows].sum() / batch
+    dx = np.exp(log_probs)
+    dx[rows, y_rows] -= 1
+    dx *= mask_rows[:, None] / batch
+    if verbose:
+        print("dx_flat: ", dx.shape)
+    return float(loss), dx.reshape(N, T, V)
+
+
+# --------------------------------------------------------------------------- attention
+
+_AttentionCache = collections.namedtuple("_AttentionCache", "q k v weights scale")
+
+
+def attention_forward(q, k, v, mask=None):
+    """Scaled dot-product attention: out = softmax(q @ k^T / sqrt(d) + masking) @ v.
+
+    q: (..., S, d) queries; k: (..., L, d) keys; v: (..., L, dv) values; the leading axes
+    (batch, heads) broadcast. mask: booleans broadcastable to (..., S, L), True where query
+    s may attend to key l (PyTorch's and the course's convention). A query that may attend
+    to no key gets zero weights and a zero output. Returns out (..., S, dv); the cache's
+    `weights` (..., S, L) are the attention weights.
+    """
+    fn = "attention_forward"
+    q, k, v = _float_array(q, fn, "q"), _float_array(k, fn, "k"), _float_array(v, fn, "v")
+    for name, a in (("q", q), ("k", k), ("v", v)):
+        if a.ndim < 2:
+            raise ValueError(f"{fn}: {name} must be at least 2-D (..., length, features), "
+                             f"got shape {a.shape}")
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(f"{fn}: queries of shape {q.shape} and keys of shape {k.shape} "
+                         "must have the same feature size")
+    if k.shape[-2] != v.shape[-2]:
+        raise ValueError(f"{fn}: keys of shape {k.shape} and values of shape {v.shape} "
+                         "must have the same length")
+    scale = 1.0 / np.sqrt(q.shape[-1]) if q.shape[-1] else 1.0
+    scores = (q @ np.swapaxes(k, -1, -2)) * np.asarray(scale, dtype=np.result_type(q, k))
+    if mask is not None:
+        mask = np.asarray(mask)
+        if mask.dtype != bool:
+            raise ValueError(f"{fn}: mask must be boolean (True = may attend), got {mask.dtype}")
+        try:
+            keep = np.broadcast_to(mask, scores.shape)
+        except ValueError:
+            raise ValueError(f"{fn}: mask of shape {mask.shape} does not broadcast to the "
+                             f"scores' shape {scores.shape}") from None
+        scores = np.where(keep, scores, -np.inf)
+    # Subtracting each row's maximum keeps exp from overflowing; a fully masked row has
+    # maximum -inf and would give nan, so it is shifted by 0 instead and stays all zero.
+    row_max = scores.max(axis=-1, keepdims=True) if scores.shape[-1] else 0
+    weights = np.exp(scores - np.where(np.isfinite(row_max), row_max, 0))
+    total = weights.sum(axis=-1, keepdims=True)
+    weights /= np.where(total > 0, total, 1)
+    return weights @ v, _AttentionCache(q, k, v, weights, scale)
+
+
+def attention_backward(dout, cache):
+    """dout: (..., S, dv) (the output's shape). Returns dq, dk, dv in the shapes of q, k, v
+    (summed over the axes they were broadcast along)."""
+    q, k, v, weights, scale = cache
+    out_shape = (np.broadcast_shapes(weights.shape[:-2], v.shape[:-2])
+                 + weights.shape[-2:-1] + v.shape[-1:])
+    dout = _upstream("attention_backward", "dout", dout, out_shape)
+    dweights = dout @ np.swapaxes(v, -1, -2)
+    # softmax backward: dscores = w * (dw - sum(dw * w)); masked weights are 0 and get 0.
+    dscores = weights * (dweights - (dweights * weights).sum(axis=-1, keepdims=True)) * scale
+    dq = dscores @ k
+    dk = np.swapaxes(dscores, -1, -2) @ q
+    dv = np.swapaxes(weights, -1, -2) @ dout
+    return _sum_to(dq, q.shape), _sum_to(dk, k.shape), _sum_to(dv, v.shape)
+
+
+def _sum_to(grad, shape):
+    """Sum a broadcast gradient back to the shape of the input it came from."""
+    lead = grad.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(
+        lead + i for i, size in enumerate(shape) if size == 1 and grad.shape[lead + i] != 1)
+    return grad.sum(axis=axes).reshape(shape) if axes else grad
