@@ -8,10 +8,12 @@ its four gates in the course's order input, forget, output, block (i, f, o, g): 
 (D, 4H), Wh (H, 4H), b (4H,). The initial cell state of ``lstm_forward`` is zero.
 
 The single-step functions are plain numpy, one screen each: the reference a student
-reads. The whole-sequence functions compute the same thing in fewer, larger steps.
+reads. The whole-sequence functions compute the same in one C++ kernel each
+(cpp/recurrent.h), threaded over blocks of hidden units, with the same result for any
+number of threads.
 
 Floating inputs keep their precision (float32 in, float32 out; a mix computes in the
-wider type); integer inputs are promoted to float64.
+wider type; float16 in float32); integer inputs are promoted to float64.
 
 ``attention_forward/backward`` are scaled dot-product attention, softmax(q k^T / sqrt(d))
 v over the last two axes, for the attention gate.
@@ -20,6 +22,7 @@ import collections
 
 import numpy as np
 
+from . import _C
 from .layers import _check_ndim, _check_shape, _float_array
 
 __all__ = [
@@ -52,7 +55,7 @@ def _recurrent_inputs(fn, x, h, Wx, Wh, b, gates, x_layout):
     _check_shape(fn, "Wx", Wx, (x.shape[-1], gates * H))
     _check_shape(fn, "Wh", Wh, (H, gates * H))
     _check_shape(fn, "b", b, (gates * H,))
-    dtype = np.result_type(*arrays)
+    dtype = np.result_type(np.float32, *arrays)
     return [a.astype(dtype, copy=False) for a in arrays]
 
 
@@ -61,6 +64,14 @@ def _upstream(fn, name, grad, shape):
     grad = _float_array(grad, fn, name)
     _check_shape(fn, name, grad, shape)
     return grad
+
+
+def _matmul(a, b, transpose_a=False, transpose_b=False):
+    """op(a) @ op(b) for 2-D a and b, on graphnet's own threads when they share a float
+    dtype (numpy's BLAS threads would fight the kernels' for the cores: cpp/matmul.h)."""
+    if a.dtype == b.dtype and a.dtype in (np.float32, np.float64):
+        return _C.matmul(a, b, transpose_a=transpose_a, transpose_b=transpose_b)
+    return (a.T if transpose_a else a) @ (b.T if transpose_b else b)
 
 
 def _sigmoid(x):
@@ -97,9 +108,24 @@ def rnn_step_backward(dnext_h, cache):
     return _affine_grads(da, cache.x, cache.prev_h, cache.Wx, cache.Wh)
 
 
-# What the whole-sequence backward passes need; time-major (T, N, ...) so that every step
-# reads contiguous rows. `h` holds h0 followed by the T outputs.
-_RnnCache = collections.namedtuple("_RnnCache", "x Wx Wh h")
+# The whole-sequence layers run in C++ (cpp/recurrent.h): the cache holds what the kernel
+# saved, the LSTM's activated gates (i, f, o, g), cell states and their tanh included.
+_SequenceCache = collections.namedtuple("_SequenceCache", "cell x h0 Wx Wh h act c tanh_c")
+
+
+def _sequence_forward(fn, cell, x, h0, Wx, Wh, b):
+    x, h0, Wx, Wh, b = _recurrent_inputs(fn, x, h0, Wx, Wh, b, 4 if cell == "lstm" else 1,
+                                         "(N, T, D)")
+    h, act, c, tanh_c = _C.recurrent_forward(cell, x, h0, Wx, Wh, b)
+    return h, _SequenceCache(cell, x, h0, Wx, Wh, h, act, c, tanh_c)
+
+
+def _sequence_backward(fn, cell, dh, cache):
+    if not isinstance(cache, _SequenceCache) or cache.cell != cell:
+        raise ValueError(f"{fn}: cache must be the one {cell}_forward returned")
+    dh = _upstream(fn, "dh", dh, cache.h.shape).astype(cache.h.dtype, copy=False)
+    return _C.recurrent_backward(cell, dh, cache.x, cache.h0, cache.Wx, cache.Wh, cache.h,
+                                 cache.act, cache.c, cache.tanh_c)
 
 
 def rnn_forward(x, h0, Wx, Wh, b):
@@ -108,45 +134,15 @@ def rnn_forward(x, h0, Wx, Wh, b):
     x: (N, T, D); h0: (N, H); Wx: (D, H); Wh: (H, H); b: (H,). Returns h (N, T, H), the
     hidden state after every step.
     """
-    x, h0, Wx, Wh, b = _recurrent_inputs("rnn_forward", x, h0, Wx, Wh, b, 1, "(N, T, D)")
-    N, T, _ = x.shape
-    # The input's contribution to every step at once; only h @ Wh must wait for the last h.
-    a = np.einsum("ntd,dh->tnh", x, Wx) + b
-    h = np.empty((T + 1,) + h0.shape, dtype=a.dtype)
-    h[0] = h0
-    for t in range(T):
-        h[t + 1] = np.tanh(a[t] + h[t] @ Wh)
-    return h[1:].transpose(1, 0, 2), _RnnCache(x, Wx, Wh, h)
+    return _sequence_forward("rnn_forward", "rnn", x, h0, Wx, Wh, b)
 
 
 def rnn_backward(dh, cache):
     """dh: (N, T, H), the upstream gradient of every hidden state.
 
-    Returns dx (N, T, D), dh0 (N, H), dWx (D, H), dWh (H, H), db (H,).
+    Returns dx (N, T, D), dh0 (N, H), dWx (D, H), dWh (H, H), db (H,), in the layer's dtype.
     """
-    x, Wx, Wh, h = cache
-    N, T, _ = x.shape
-    dh = _upstream("rnn_backward", "dh", dh, (N, T, Wh.shape[0])).transpose(1, 0, 2)
-    da = np.empty((T,) + h.shape[1:], dtype=np.result_type(h, dh))
-    dprev_h = np.zeros_like(h[0], dtype=da.dtype)
-    for t in reversed(range(T)):
-        # h[t + 1] feeds both the output at t and the next step
-        da[t] = (dh[t] + dprev_h) * (1 - h[t + 1] ** 2)
-        dprev_h = da[t] @ Wh.T
-    return _sequence_affine_grads(da, x, h[:-1], Wx, dprev_h)
-
-
-def _sequence_affine_grads(da, x, prev_h, Wx, dh0):
-    """Gradients of a[t] = x[:, t] @ Wx + prev_h[t] @ Wh + b summed over every step.
-
-    da, prev_h: time-major (T, N, .); x: (N, T, D). Returns dx, dh0, dWx, dWh, db.
-    """
-    T, N, G = da.shape
-    da_rows = da.reshape(T * N, G)
-    dx = np.einsum("tng,dg->ntd", da, Wx)
-    dWx = np.einsum("ntd,tng->dg", x, da)
-    dWh = prev_h.reshape(T * N, prev_h.shape[-1]).T @ da_rows
-    return dx, dh0, dWx, dWh, da_rows.sum(axis=0)
+    return _sequence_backward("rnn_backward", "rnn", dh, cache)
 
 
 # --------------------------------------------------------------------------- LSTM
@@ -197,52 +193,22 @@ def lstm_step_backward(dnext_h, dnext_c, cache):
     return dx, dprev_h, dprev_c, dWx, dWh, db
 
 
-# Time-major like _RnnCache; `c` holds the zero initial cell state followed by T states.
-_LstmCache = collections.namedtuple("_LstmCache", "x Wx Wh h c gates tanh_c")
-
-
 def lstm_forward(x, h0, Wx, Wh, b):
     """An LSTM over whole sequences, starting from h0 and a zero cell state.
 
     x: (N, T, D); h0: (N, H); Wx: (D, 4H); Wh: (H, 4H); b: (4H,). Returns h (N, T, H), the
     hidden state after every step (the cell states stay inside).
     """
-    x, h0, Wx, Wh, b = _recurrent_inputs("lstm_forward", x, h0, Wx, Wh, b, 4, "(N, T, D)")
-    N, T, _ = x.shape
-    H = h0.shape[1]
-    gates = np.einsum("ntd,dg->tng", x, Wx) + b
-    h = np.empty((T + 1, N, H), dtype=gates.dtype)
-    c = np.zeros_like(h)
-    tanh_c = np.empty((T, N, H), dtype=gates.dtype)
-    h[0] = h0
-    for t in range(T):
-        a = gates[t]
-        a += h[t] @ Wh
-        a[:, :3 * H] = _sigmoid(a[:, :3 * H])
-        a[:, 3 * H:] = np.tanh(a[:, 3 * H:])
-        i, f, o, g = np.split(a, 4, axis=1)
-        c[t + 1] = f * c[t] + i * g
-        tanh_c[t] = np.tanh(c[t + 1])
-        h[t + 1] = o * tanh_c[t]
-    return h[1:].transpose(1, 0, 2), _LstmCache(x, Wx, Wh, h, c, gates, tanh_c)
+    return _sequence_forward("lstm_forward", "lstm", x, h0, Wx, Wh, b)
 
 
 def lstm_backward(dh, cache):
     """dh: (N, T, H), the upstream gradient of every hidden state.
 
-    Returns dx (N, T, D), dh0 (N, H), dWx (D, 4H), dWh (H, 4H), db (4H,).
+    Returns dx (N, T, D), dh0 (N, H), dWx (D, 4H), dWh (H, 4H), db (4H,), in the layer's
+    dtype.
     """
-    x, Wx, Wh, h, c, gates, tanh_c = cache
-    N, T, _ = x.shape
-    dh = _upstream("lstm_backward", "dh", dh, (N, T, Wh.shape[0])).transpose(1, 0, 2)
-    da = np.empty_like(gates, dtype=np.result_type(gates, dh))
-    dprev_h = np.zeros_like(h[0], dtype=da.dtype)
-    dprev_c = np.zeros_like(dprev_h)
-    for t in reversed(range(T)):
-        da[t], dprev_c = _lstm_gate_grads(dh[t] + dprev_h, dprev_c, c[t],
-                                          *np.split(gates[t], 4, axis=1), tanh_c[t])
-        dprev_h = da[t] @ Wh.T
-    return _sequence_affine_grads(da, x, h[:-1], Wx, dprev_h)
+    return _sequence_backward("lstm_backward", "lstm", dh, cache)
 
 
 # --------------------------------------------------------------------------- embedding
@@ -293,7 +259,8 @@ def temporal_affine_forward(x, w, b):
         raise ValueError(f"{fn}: x of shape {x.shape} has {x.shape[2]} features but w has "
                          f"shape {w.shape}")
     _check_shape(fn, "b", b, (w.shape[1],))
-    out = x @ w + b
+    N, T, D = x.shape
+    out = _matmul(x.reshape(N * T, D), w).reshape(N, T, -1) + b
     return out, (x, w, b, out)
 
 
@@ -302,8 +269,10 @@ def temporal_affine_backward(dout, cache):
     x, w, b, out = cache
     dout = _upstream("temporal_affine_backward", "dout", dout, out.shape)
     N, T, D = x.shape
-    dw = x.reshape(N * T, D).T @ dout.reshape(N * T, -1)
-    return dout @ w.T, dw, dout.sum(axis=(0, 1))
+    dout_rows = dout.reshape(N * T, -1).astype(out.dtype, copy=False)
+    dx = _matmul(dout_rows, w, transpose_b=True).reshape(x.shape)
+    dw = _matmul(x.reshape(N * T, D), dout_rows, transpose_a=True)
+    return dx, dw, dout_rows.sum(axis=0)
 
 
 def temporal_softmax_loss(x, y, mask, verbose=False):
@@ -332,12 +301,15 @@ def temporal_softmax_loss(x, y, mask, verbose=False):
     x_rows, y_rows = x.reshape(N * T, V), y.reshape(N * T)
     mask_rows = mask.reshape(N * T).astype(bool)
     rows = np.arange(N * T)
+    # Subtracting each row's maximum keeps exp from overflowing; softmax is unchanged.
     shifted = x_rows - (x_rows.max(axis=1, keepdims=True) if V else 0)
-    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    dx = np.exp(shifted)
+    totals = dx.sum(axis=1)
+    dx /= totals[:, None]
+    log_prob_of_label = shifted[rows, y_rows] - np.log(totals)
     # A batch of no sequences has no loss: 0 rather than 0 / 0.
     batch = max(N, 1)
-    loss = -log_probs[rows, y_rows][mask_rows].sum() / batch
-    dx = np.exp(log_probs)
+    loss = -log_prob_of_label[mask_rows].sum() / batch
     dx[rows, y_rows] -= 1
     dx *= mask_rows[:, None] / batch
     if verbose:
