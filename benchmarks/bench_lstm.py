@@ -90,13 +90,11 @@ def main():
     parser.add_argument("--sizes", nargs="+", default=DEFAULT_SIZES, metavar="N,T,V,D,H")
     args = parser.parse_args()
     _C.set_num_threads(args.threads)
-    torch_version = "absent"
     if HAVE_TORCH:
         import torch
         torch.set_num_threads(args.threads)
-        torch_version = torch.__version__
-    print(f"{os.cpu_count()} cores, {args.threads} thread(s) for graphnet's kernels and for "
-          f"PyTorch; numpy {np.__version__}; torch {torch_version}")
+    versions = f"numpy {np.__version__}, torch " + (torch.__version__ if HAVE_TORCH else "absent")
+    print(f"{args.threads} of {os.cpu_count()} cores for each; {versions}")
     print("LSTM language-model training step, float32 (median ms)")
     for text in args.sizes:
         N, T, V, D, H = (int(v) for v in text.split(","))

@@ -18,8 +18,9 @@ course's CaptioningRNN and its solver run on them unchanged:
     data["train_numbers"]     # int64 (N_images,): the number in each image
     data["word_to_idx"], data["idx_to_word"]   # <NULL> 0, <START> 1, <END> 2, <UNK> 3, words
 
-and likewise "val_" and "test_" (<UNK> is never used: it keeps COCO's indices). The three splits write their numbers with disjoint sets
-of handwritten digits, so validation and test measure reading unseen handwriting.
+and likewise "val_" and "test_" (<UNK> is never used: it keeps COCO's indices). The
+three splits write their numbers with disjoint sets of handwritten digits, so validation
+and test measure reading unseen handwriting.
 """
 import numpy as np
 

@@ -57,22 +57,23 @@ def test_same_bits_on_any_number_of_threads(cell, dtype):
                 np.testing.assert_array_equal(mine, reference)
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm"])
-def test_ragged_blocks_equal_the_loop_of_steps(cell):
-    args, dh = case(cell)
-    x, h0, Wx, Wh, b = args
-    h, *grads = run(cell, args, dh)
+def step_loop(cell, x, h0, Wx, Wh, b, dh):
+    """The course's way, in float64: the step functions over t, then back over t.
+    Returns h, dx, dh0, dWx, dWh, db."""
+    x, h0, Wx, Wh, b, dh = (a.astype(np.float64) for a in (x, h0, Wx, Wh, b, dh))
+    N, T, _ = x.shape
+    h = np.zeros((N, T, h0.shape[1]))
     prev_h, prev_c, steps = h0, np.zeros_like(h0), []
-    for t in range(x.shape[1]):
+    for t in range(T):
         if cell == "lstm":
             prev_h, prev_c, step = R.lstm_step_forward(x[:, t], prev_h, prev_c, Wx, Wh, b)
         else:
             prev_h, step = R.rnn_step_forward(x[:, t], prev_h, Wx, Wh, b)
+        h[:, t] = prev_h
         steps.append(step)
-        np.testing.assert_allclose(h[:, t], prev_h, rtol=1e-12, atol=1e-13)
     dx, dprev_h, dprev_c = np.zeros_like(x), np.zeros_like(h0), np.zeros_like(h0)
-    dWx = dWh = db = 0
-    for t in reversed(range(x.shape[1])):
+    dWx, dWh, db = np.zeros_like(Wx), np.zeros_like(Wh), np.zeros_like(b)
+    for t in reversed(range(T)):
         if cell == "lstm":
             dx[:, t], dprev_h, dprev_c, dWx_t, dWh_t, db_t = R.lstm_step_backward(
                 dh[:, t] + dprev_h, dprev_c, steps[t])
@@ -80,8 +81,16 @@ def test_ragged_blocks_equal_the_loop_of_steps(cell):
             dx[:, t], dprev_h, dWx_t, dWh_t, db_t = R.rnn_step_backward(dh[:, t] + dprev_h,
                                                                         steps[t])
         dWx, dWh, db = dWx + dWx_t, dWh + dWh_t, db + db_t
-    for mine, loop in zip(grads, (dx, dprev_h, dWx, dWh, db)):
-        np.testing.assert_allclose(mine, loop, rtol=1e-10, atol=1e-11)
+    return h, dx, dprev_h, dWx, dWh, db
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+@pytest.mark.parametrize("H", [5, 70])
+def test_whole_sequences_equal_the_loop_of_steps(cell, H):
+    """H = 5: one block of work; H = 70: ragged last blocks."""
+    args, dh = case(cell, H=H)
+    for mine, loop in zip(run(cell, args, dh), step_loop(cell, *args, dh)):
+        np.testing.assert_allclose(mine, loop, rtol=1e-10, atol=1e-12)
 
 
 def activations(v):
@@ -225,27 +234,7 @@ def test_fuzz_matches_the_step_loop_or_raises(cell, N, T, D, H, dtype, wrong, se
         with pytest.raises(ValueError):
             _C.recurrent_backward(cell, dh, x, h0, Wx, Wh, h, act, c, tanh_c)
         return
-    dx, dh0, dWx, dWh, db = _C.recurrent_backward(cell, dh, x, h0, Wx, Wh, h, act, c, tanh_c)
+    grads = _C.recurrent_backward(cell, dh, x, h0, Wx, Wh, h, act, c, tanh_c)
     tol = {"rtol": 1e-4, "atol": 1e-4} if dtype == np.float32 else {"rtol": 1e-9, "atol": 1e-10}
-    prev_h, prev_c, steps = h0.astype(np.float64), np.zeros((N, H)), []
-    for t in range(T):
-        args = [a.astype(np.float64) for a in (x[:, t], prev_h, Wx, Wh, b)]
-        if cell == "lstm":
-            prev_h, prev_c, step = R.lstm_step_forward(args[0], args[1], prev_c, *args[2:])
-        else:
-            prev_h, step = R.rnn_step_forward(*args)
-        steps.append(step)
-        np.testing.assert_allclose(h[:, t], prev_h, **tol)
-    dprev_h, dprev_c = np.zeros((N, H)), np.zeros((N, H))
-    dWx_loop, dWh_loop, db_loop = np.zeros(Wx.shape), np.zeros(Wh.shape), np.zeros(G)
-    for t in reversed(range(T)):
-        upstream = dh[:, t].astype(np.float64) + dprev_h
-        if cell == "lstm":
-            dx_t, dprev_h, dprev_c, dWx_t, dWh_t, db_t = R.lstm_step_backward(
-                upstream, dprev_c, steps[t])
-        else:
-            dx_t, dprev_h, dWx_t, dWh_t, db_t = R.rnn_step_backward(upstream, steps[t])
-        np.testing.assert_allclose(dx[:, t], dx_t, **tol)
-        dWx_loop, dWh_loop, db_loop = dWx_loop + dWx_t, dWh_loop + dWh_t, db_loop + db_t
-    for mine, loop in ((dh0, dprev_h), (dWx, dWx_loop), (dWh, dWh_loop), (db, db_loop)):
+    for mine, loop in zip((h, *grads), step_loop(cell, x, h0, Wx, Wh, b, dh)):
         np.testing.assert_allclose(mine, loop, **tol)

@@ -1,6 +1,7 @@
 """graphnet.rnn_layers (assignment 3's functions and attention) against numerical
-gradients in float64, step-by-step loops written here, and PyTorch's RNN, LSTM and
-scaled_dot_product_attention. The course's own check values are in
+gradients in float64, sums written out by hand, and PyTorch's RNN, LSTM and
+scaled_dot_product_attention. The whole-sequence kernels against loops of the step
+functions: tests/kernels/test_recurrent_kernels.py; the course's own check values:
 tests/cs231n/test_rnn_check_values.py."""
 import numpy as np
 import pytest
@@ -41,14 +42,15 @@ def test_rnn_step_backward_numerically():
     assert_numeric_grads(R.rnn_step_forward, args, dout, grads, range(5))
 
 
+@pytest.mark.parametrize("cell,gates", [("rnn", 1), ("lstm", 4)])
 @pytest.mark.parametrize("T", [1, 7])
-def test_rnn_backward_numerically(T):
+def test_sequence_backward_numerically(cell, gates, T):
+    forward, backward = getattr(R, f"{cell}_forward"), getattr(R, f"{cell}_backward")
     r = rng(2)
-    args = recurrent_args(r, 3, T, 4, 5, 1)
-    out, cache = R.rnn_forward(*args)
+    args = recurrent_args(r, 3, T, 4, 5, gates)
+    out, cache = forward(*args)
     dout = r.standard_normal(out.shape)
-    grads = R.rnn_backward(dout, cache)
-    assert_numeric_grads(R.rnn_forward, args, dout, grads, range(5))
+    assert_numeric_grads(forward, args, dout, backward(dout, cache), range(5))
 
 
 def test_lstm_step_backward_numerically():
@@ -65,16 +67,6 @@ def test_lstm_step_backward_numerically():
 
     assert_numeric_grads(both, args, np.concatenate([dnext_h, dnext_c], axis=1), grads,
                          range(6))
-
-
-@pytest.mark.parametrize("T", [1, 6])
-def test_lstm_backward_numerically(T):
-    r = rng(4)
-    args = recurrent_args(r, 2, T, 3, 4, 4)
-    out, cache = R.lstm_forward(*args)
-    dout = r.standard_normal(out.shape)
-    grads = R.lstm_backward(dout, cache)
-    assert_numeric_grads(R.lstm_forward, args, dout, grads, range(5))
 
 
 def test_word_embedding_backward_adds_repeated_words():
@@ -162,50 +154,6 @@ def test_attention_weights_rows_sum_to_one_and_respect_the_mask():
     assert np.isfinite(dq).all() and not dq[..., 0, :].any()
 
 
-# ------------------------------------------------------------------ whole sequence = steps
-
-def test_rnn_forward_backward_equal_a_loop_of_steps():
-    r = rng(11)
-    x, h0, Wx, Wh, b = recurrent_args(r, 3, 6, 4, 5, 1)
-    dh = r.standard_normal((3, 6, 5))
-    h, cache = R.rnn_forward(x, h0, Wx, Wh, b)
-    grads = R.rnn_backward(dh, cache)
-
-    prev, steps = h0, []
-    for t in range(6):
-        prev, step = R.rnn_step_forward(x[:, t], prev, Wx, Wh, b)
-        steps.append(step)
-        np.testing.assert_allclose(h[:, t], prev, rtol=1e-12, atol=1e-14)
-    dx, dprev, dWx, dWh, db = np.zeros_like(x), np.zeros_like(h0), 0, 0, 0
-    for t in reversed(range(6)):
-        dx[:, t], dprev, dWx_t, dWh_t, db_t = R.rnn_step_backward(dh[:, t] + dprev, steps[t])
-        dWx, dWh, db = dWx + dWx_t, dWh + dWh_t, db + db_t
-    for mine, loop in zip(grads, (dx, dprev, dWx, dWh, db)):
-        np.testing.assert_allclose(mine, loop, rtol=1e-10, atol=1e-12)
-
-
-def test_lstm_forward_backward_equal_a_loop_of_steps():
-    r = rng(12)
-    x, h0, Wx, Wh, b = recurrent_args(r, 3, 6, 4, 5, 4)
-    dh = r.standard_normal((3, 6, 5))
-    h, cache = R.lstm_forward(x, h0, Wx, Wh, b)
-    grads = R.lstm_backward(dh, cache)
-
-    prev_h, prev_c, steps = h0, np.zeros_like(h0), []
-    for t in range(6):
-        prev_h, prev_c, step = R.lstm_step_forward(x[:, t], prev_h, prev_c, Wx, Wh, b)
-        steps.append(step)
-        np.testing.assert_allclose(h[:, t], prev_h, rtol=1e-12, atol=1e-14)
-    dx, dh_prev, dc_prev = np.zeros_like(x), np.zeros_like(h0), np.zeros_like(h0)
-    dWx = dWh = db = 0
-    for t in reversed(range(6)):
-        dx[:, t], dh_prev, dc_prev, dWx_t, dWh_t, db_t = R.lstm_step_backward(
-            dh[:, t] + dh_prev, dc_prev, steps[t])
-        dWx, dWh, db = dWx + dWx_t, dWh + dWh_t, db + db_t
-    for mine, loop in zip(grads, (dx, dh_prev, dWx, dWh, db)):
-        np.testing.assert_allclose(mine, loop, rtol=1e-10, atol=1e-12)
-
-
 # ------------------------------------------------------------------ dtypes and edge cases
 
 @pytest.mark.parametrize("cell,gates", [("rnn", 1), ("lstm", 4)])
@@ -257,7 +205,8 @@ def test_empty_caption_batch_has_zero_loss():
     (lambda: R.rnn_forward(np.zeros((2, 4)), np.zeros((2, 5)), np.zeros((4, 5)),
                            np.zeros((5, 5)), np.zeros(5)), r"x must be 3-D \(N, T, D\)"),
     (lambda: R.lstm_forward(np.zeros((2, 3, 4)), np.zeros((2, 5)), np.zeros((4, 5)),
-                            np.zeros((5, 20)), np.zeros(20)), r"Wx has shape \(4, 5\), expected \(4, 20\)"),
+                            np.zeros((5, 20)), np.zeros(20)),
+     r"Wx has shape \(4, 5\), expected \(4, 20\)"),
     (lambda: R.lstm_step_forward(np.zeros((2, 4)), np.zeros((2, 5)), np.zeros((3, 5)),
                                  np.zeros((4, 20)), np.zeros((5, 20)), np.zeros(20)),
      r"lstm_step_forward: prev_c has shape \(3, 5\)"),
