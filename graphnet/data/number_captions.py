@@ -22,6 +22,8 @@ and likewise "val_" and "test_" (<UNK> is never used: it keeps COCO's indices). 
 three splits write their numbers with disjoint sets of handwritten digits, so validation
 and test measure reading unseen handwriting.
 """
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
 import numpy as np
 
 from .digits import load_digits
@@ -44,7 +46,7 @@ def _is_integer(value):
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
-def spell_number(n):
+def spell_number(n: int) -> str:
     """The number 0 <= n < 1,000,000 in English words, as a string: 7015 -> 'seven
     thousand fifteen' (American usage: no 'and', no hyphens)."""
     if not (_is_integer(n) and 0 <= n < 10 ** MAX_DIGITS):
@@ -107,7 +109,8 @@ def _encode(numbers, word_to_idx, length):
     return captions
 
 
-def load_number_captions(num_train=5000, num_val=500, num_test=500, max_digits=3, seed=0):
+def load_number_captions(num_train: int = 5000, num_val: int = 500, num_test: int = 500,
+                         max_digits: int = 3, seed: int = 0) -> Dict[str, Any]:
     """Captioned images of handwritten numbers, in the layout of CS231n's COCO data.
 
     num_train, num_val, num_test: images (and captions, one each) per split; max_digits:
@@ -149,7 +152,9 @@ def load_number_captions(num_train=5000, num_val=500, num_test=500, max_digits=3
     return data
 
 
-def sample_minibatch(data, batch_size=100, split="train", rng=None):
+def sample_minibatch(data: Dict[str, Any], batch_size: int = 100, split: str = "train",
+                     rng: Optional[np.random.Generator] = None
+                     ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A random minibatch of a split, as the course's sample_coco_minibatch draws one.
 
     rng: a np.random.Generator; None draws from numpy's global random state, like the
@@ -166,7 +171,7 @@ def sample_minibatch(data, batch_size=100, split="train", rng=None):
             data[f"{split}_images"][image_idxs])
 
 
-def decode_captions(captions, idx_to_word):
+def decode_captions(captions: np.ndarray, idx_to_word: Sequence[str]) -> Union[str, List[str]]:
     """Word indices back to text, as the course's decode_captions does: the words up to
     and including <END>, <NULL>s left out. captions (T,) gives a str, (N, T) a list."""
     captions = np.asarray(captions)
@@ -184,7 +189,8 @@ def decode_captions(captions, idx_to_word):
     return decoded[0] if captions.ndim == 1 else decoded
 
 
-def caption_accuracy(sampled, captions, word_to_idx):
+def caption_accuracy(sampled: np.ndarray, captions: np.ndarray,
+                     word_to_idx: Dict[str, int]) -> float:
     """The fraction of captions said exactly right: the words of each sampled row up to
     its first <END> (or its end) equal the reference's words. <START>, <END> and <NULL>
     are not words; sampled rows may start with the first word (as CaptioningRNN.sample

@@ -19,6 +19,7 @@ wider type; float16 in float32); integer inputs are promoted to float64.
 v over the last two axes, for the attention gate.
 """
 import collections
+from typing import Optional, Tuple
 
 import numpy as np
 
@@ -90,7 +91,8 @@ def _affine_grads(da, x, prev_h, Wx, Wh):
 _RnnStepCache = collections.namedtuple("_RnnStepCache", "x prev_h Wx Wh next_h")
 
 
-def rnn_step_forward(x, prev_h, Wx, Wh, b):
+def rnn_step_forward(x: np.ndarray, prev_h: np.ndarray, Wx: np.ndarray, Wh: np.ndarray,
+                     b: np.ndarray) -> Tuple[np.ndarray, _RnnStepCache]:
     """One step of a tanh RNN: next_h = tanh(x @ Wx + prev_h @ Wh + b).
 
     x: (N, D); prev_h: (N, H); Wx: (D, H); Wh: (H, H); b: (H,). Returns next_h (N, H).
@@ -101,7 +103,7 @@ def rnn_step_forward(x, prev_h, Wx, Wh, b):
     return next_h, _RnnStepCache(x, prev_h, Wx, Wh, next_h)
 
 
-def rnn_step_backward(dnext_h, cache):
+def rnn_step_backward(dnext_h: np.ndarray, cache: _RnnStepCache) -> Tuple[np.ndarray, ...]:
     """dnext_h: (N, H). Returns dx (N, D), dprev_h (N, H), dWx (D, H), dWh (H, H), db (H,)."""
     dnext_h = _upstream("rnn_step_backward", "dnext_h", dnext_h, cache.next_h.shape)
     da = dnext_h * (1 - cache.next_h ** 2)  # tanh' = 1 - tanh^2
@@ -128,7 +130,8 @@ def _sequence_backward(fn, cell, dh, cache):
                                  cache.act, cache.c, cache.tanh_c)
 
 
-def rnn_forward(x, h0, Wx, Wh, b):
+def rnn_forward(x: np.ndarray, h0: np.ndarray, Wx: np.ndarray, Wh: np.ndarray,
+                b: np.ndarray) -> Tuple[np.ndarray, _SequenceCache]:
     """A tanh RNN over whole sequences.
 
     x: (N, T, D); h0: (N, H); Wx: (D, H); Wh: (H, H); b: (H,). Returns h (N, T, H), the
@@ -137,7 +140,7 @@ def rnn_forward(x, h0, Wx, Wh, b):
     return _sequence_forward("rnn_forward", "rnn", x, h0, Wx, Wh, b)
 
 
-def rnn_backward(dh, cache):
+def rnn_backward(dh: np.ndarray, cache: _SequenceCache) -> Tuple[np.ndarray, ...]:
     """dh: (N, T, H), the upstream gradient of every hidden state.
 
     Returns dx (N, T, D), dh0 (N, H), dWx (D, H), dWh (H, H), db (H,), in the layer's dtype.
@@ -151,7 +154,9 @@ _LstmStepCache = collections.namedtuple("_LstmStepCache",
                                         "x prev_h prev_c Wx Wh i f o g tanh_c")
 
 
-def lstm_step_forward(x, prev_h, prev_c, Wx, Wh, b):
+def lstm_step_forward(x: np.ndarray, prev_h: np.ndarray, prev_c: np.ndarray, Wx: np.ndarray,
+                      Wh: np.ndarray, b: np.ndarray
+                      ) -> Tuple[np.ndarray, np.ndarray, _LstmStepCache]:
     """One LSTM step.
 
     a = x @ Wx + prev_h @ Wh + b split into four (N, H) blocks; i, f, o = sigmoid of the
@@ -179,7 +184,8 @@ def _lstm_gate_grads(dnext_h, dnext_c, prev_c, i, f, o, g, tanh_c):
     return da, dc * f
 
 
-def lstm_step_backward(dnext_h, dnext_c, cache):
+def lstm_step_backward(dnext_h: np.ndarray, dnext_c: np.ndarray,
+                       cache: _LstmStepCache) -> Tuple[np.ndarray, ...]:
     """dnext_h, dnext_c: (N, H).
 
     Returns dx (N, D), dprev_h (N, H), dprev_c (N, H), dWx (D, 4H), dWh (H, 4H), db (4H,).
@@ -193,7 +199,8 @@ def lstm_step_backward(dnext_h, dnext_c, cache):
     return dx, dprev_h, dprev_c, dWx, dWh, db
 
 
-def lstm_forward(x, h0, Wx, Wh, b):
+def lstm_forward(x: np.ndarray, h0: np.ndarray, Wx: np.ndarray, Wh: np.ndarray,
+                 b: np.ndarray) -> Tuple[np.ndarray, _SequenceCache]:
     """An LSTM over whole sequences, starting from h0 and a zero cell state.
 
     x: (N, T, D); h0: (N, H); Wx: (D, 4H); Wh: (H, 4H); b: (4H,). Returns h (N, T, H), the
@@ -202,7 +209,7 @@ def lstm_forward(x, h0, Wx, Wh, b):
     return _sequence_forward("lstm_forward", "lstm", x, h0, Wx, Wh, b)
 
 
-def lstm_backward(dh, cache):
+def lstm_backward(dh: np.ndarray, cache: _SequenceCache) -> Tuple[np.ndarray, ...]:
     """dh: (N, T, H), the upstream gradient of every hidden state.
 
     Returns dx (N, T, D), dh0 (N, H), dWx (D, 4H), dWh (H, 4H), db (4H,), in the layer's
@@ -213,7 +220,7 @@ def lstm_backward(dh, cache):
 
 # --------------------------------------------------------------------------- embedding
 
-def word_embedding_forward(x, W):
+def word_embedding_forward(x: np.ndarray, W: np.ndarray) -> Tuple[np.ndarray, tuple]:
     """Look up word vectors: out[n, t] = W[x[n, t]].
 
     x: (N, T) integers in [0, V); W: (V, D). Returns out (N, T, D).
@@ -233,7 +240,7 @@ def word_embedding_forward(x, W):
     return W[x], (x, W.shape, W.dtype)
 
 
-def word_embedding_backward(dout, cache):
+def word_embedding_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
     """dout: (N, T, D). Returns dW (V, D): each word's vector collects the gradients of
     every position that looked it up. The indices get no gradient."""
     x, W_shape, dtype = cache
@@ -245,7 +252,8 @@ def word_embedding_backward(dout, cache):
 
 # --------------------------------------------------------------------------- outputs
 
-def temporal_affine_forward(x, w, b):
+def temporal_affine_forward(x: np.ndarray, w: np.ndarray,
+                            b: np.ndarray) -> Tuple[np.ndarray, tuple]:
     """The same affine map at every step: out[n, t] = x[n, t] @ w + b.
 
     x: (N, T, D); w: (D, M); b: (M,). Returns out (N, T, M); the cache is the course's
@@ -264,7 +272,7 @@ def temporal_affine_forward(x, w, b):
     return out, (x, w, b, out)
 
 
-def temporal_affine_backward(dout, cache):
+def temporal_affine_backward(dout: np.ndarray, cache: tuple) -> Tuple[np.ndarray, ...]:
     """dout: (N, T, M). Returns dx (N, T, D), dw (D, M), db (M,)."""
     x, w, b, out = cache
     dout = _upstream("temporal_affine_backward", "dout", dout, out.shape)
@@ -275,7 +283,8 @@ def temporal_affine_backward(dout, cache):
     return dx, dw, dout_rows.sum(axis=0)
 
 
-def temporal_softmax_loss(x, y, mask, verbose=False):
+def temporal_softmax_loss(x: np.ndarray, y: np.ndarray, mask: np.ndarray,
+                          verbose: bool = False) -> Tuple[float, np.ndarray]:
     """Softmax cross-entropy at every step where mask is true, summed over the steps and
     averaged over the N sequences (the course's normalisation: the loss of a batch grows
     with the caption length).
@@ -322,7 +331,8 @@ def temporal_softmax_loss(x, y, mask, verbose=False):
 _AttentionCache = collections.namedtuple("_AttentionCache", "q k v weights scale")
 
 
-def attention_forward(q, k, v, mask=None):
+def attention_forward(q: np.ndarray, k: np.ndarray, v: np.ndarray,
+                      mask: Optional[np.ndarray] = None) -> Tuple[np.ndarray, _AttentionCache]:
     """Scaled dot-product attention: out = softmax(q @ k^T / sqrt(d) + masking) @ v.
 
     q: (..., S, d) queries; k: (..., L, d) keys; v: (..., L, dv) values; the leading axes
@@ -364,7 +374,7 @@ def attention_forward(q, k, v, mask=None):
     return weights @ v, _AttentionCache(q, k, v, weights, scale)
 
 
-def attention_backward(dout, cache):
+def attention_backward(dout: np.ndarray, cache: _AttentionCache) -> Tuple[np.ndarray, ...]:
     """dout: (..., S, dv) (the output's shape). Returns dq, dk, dv in the shapes of q, k, v
     (summed over the axes they were broadcast along)."""
     q, k, v, weights, scale = cache

@@ -274,3 +274,13 @@ def test_multihead_self_attention_cell():
         [-0.1997, 0.1746, 0.7377, -0.3549, -0.2657, 0.2693, -0.2541, -0.2476],
         [-0.0625, 0.1503, 0.7572, -0.3974, -0.1681, 0.2168, -0.2478, -0.3038]]])
     assert np.abs(out - expected_self_attn_output).max() < 5e-5  # printed to 4 decimals
+
+
+def test_the_course_import_paths():
+    from graphnet import rnn_layers
+    from graphnet.cs231n import rnn_layers as latest
+    from graphnet.cs231n.v2017 import rnn_layers as v2017
+    for module in (latest, v2017):
+        assert module.__all__ == rnn_layers.__all__
+        assert all(getattr(module, name) is getattr(rnn_layers, name)
+                   for name in rnn_layers.__all__)

@@ -2,7 +2,7 @@
 gradients in float64, sums written out by hand, and PyTorch's RNN, LSTM and
 scaled_dot_product_attention. The whole-sequence kernels against loops of the step
 functions: tests/kernels/test_recurrent_kernels.py; the course's own check values:
-tests/cs231n/test_rnn_check_values.py."""
+tests/course/test_rnn_check_values.py."""
 import numpy as np
 import pytest
 
