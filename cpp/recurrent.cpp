@@ -17,9 +17,12 @@ namespace graphnet {
 
 namespace {
 
-// The blocks of work of one step: the product with Wh in blocks of kColumns columns, then
-// the gates in blocks of kUnits hidden units.
+// The blocks of work of one step: forward, the product with Wh in blocks of kColumns of its
+// 4H columns, then the gates in blocks of kUnits hidden units; backward, the gates, then
+// the product with Wh^T in blocks of kHiddenColumns of its H columns (narrower: there are
+// a quarter as many, and H = 128 should still give two threads work).
 constexpr int64_t kColumns = 128;
+constexpr int64_t kHiddenColumns = 64;
 constexpr int64_t kUnits = 32;
 
 int64_t blocks_of(int64_t extent, int64_t size) { return (extent + size - 1) / size; }
@@ -205,14 +208,15 @@ void recurrent_forward(const RecurrentGeometry& g, const T* x, const T* h0, cons
     product(false, false, g.N * g.T, g.G(), g.D, x, Wx, pre);
     if (g.N == 0) return;
     const std::vector<T> zeros(g.H, T(0));
-    const int64_t column_blocks = blocks_of(g.G(), kColumns), unit_blocks = blocks_of(g.H, kUnits);
+    const int64_t column_blocks = blocks_of(g.G(), kColumns);
+    const int64_t unit_blocks = blocks_of(g.H, kUnits);
 #pragma omp parallel num_threads(team_size(std::max(column_blocks, unit_blocks)))
     for (int64_t t = 0; t < g.T; ++t) {
         const Step<T> s{g, t};
 #pragma omp for schedule(static)
         for (int64_t j = 0; j < column_blocks; ++j) {
-            add_recurrent_product(s, h0, h, Wh, j * kColumns, std::min(g.G(), (j + 1) * kColumns),
-                                  pre);
+            add_recurrent_product(s, h0, h, Wh, j * kColumns,
+                                  std::min(g.G(), (j + 1) * kColumns), pre);
         }  // the barrier: the gates of a unit come from four column blocks
 #pragma omp for schedule(static)
         for (int64_t j = 0; j < unit_blocks; ++j) {
@@ -236,7 +240,8 @@ void recurrent_backward(const RecurrentGeometry& g, const T* dh, const T* x, con
     const std::unique_ptr<T[]> da(new T[rows * G]);
     std::vector<T> dc(lstm ? g.N * H : 0, T(0)), zeros(H, T(0));
     std::fill(dh0, dh0 + g.N * H, T(0));  // the gradient reaching h[:, t - 1], then h0
-    const int64_t column_blocks = blocks_of(H, kColumns), unit_blocks = blocks_of(H, kUnits);
+    const int64_t column_blocks = blocks_of(H, kHiddenColumns);
+    const int64_t unit_blocks = blocks_of(H, kUnits);
     if (g.N > 0) {
 #pragma omp parallel num_threads(team_size(std::max(column_blocks, unit_blocks)))
         for (int64_t t = g.T - 1; t >= 0; --t) {
@@ -253,7 +258,7 @@ void recurrent_backward(const RecurrentGeometry& g, const T* dh, const T* x, con
             }  // the barrier: every unit's da[:, t] is needed below
 #pragma omp for schedule(static)
             for (int64_t j = 0; j < column_blocks; ++j) {  // dh0[:, c0:c1] = da[:, t] @ Wh^T
-                const int64_t c0 = j * kColumns, c1 = std::min(H, c0 + kColumns);
+                const int64_t c0 = j * kHiddenColumns, c1 = std::min(H, c0 + kHiddenColumns);
                 gemm(false, true, static_cast<int>(g.N), static_cast<int>(c1 - c0),
                      static_cast<int>(G), da.get() + t * G, static_cast<int>(g.T * G),
                      Wh + c0 * G, static_cast<int>(G), T(0), dh0 + c0, static_cast<int>(H));
