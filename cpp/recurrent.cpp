@@ -182,19 +182,17 @@ RecurrentGeometry recurrent_geometry(Cell cell, const Shape& x, const Shape& h0,
     const std::string sizes = std::string(fn) + ": x " + shape_str(x) + ", h0 " +
                               shape_str(h0) + ", Wx " + shape_str(Wx) + ", Wh " +
                               shape_str(Wh) + ", b " + shape_str(b);
-    if (h0[0] != g.N || Wx != Shape{g.D, g.G()} || Wh != Shape{g.H, g.G()} ||
-        b != Shape{g.G()}) {
+    // BLAS takes 32-bit sizes: the N * T rows of the whole-sequence products, the G
+    // columns, and the stride T * G between one sequence's rows in the per-step products.
+    // Checked first, so that G and the products below cannot overflow (H may be anything
+    // when N = 0).
+    const int64_t G = checked_mul(g.gates(), g.H, sizes);
+    for (int64_t extent : {checked_mul(g.N, g.T, sizes), checked_mul(g.T, G, sizes), g.D, G}) {
+        require_blas_size(extent, sizes);
+    }
+    if (h0[0] != g.N || Wx != Shape{g.D, G} || Wh != Shape{g.H, G} || b != Shape{G}) {
         fail(sizes + " do not fit together: expected h0 (N, H), Wx (D, " +
              (cell == Cell::lstm ? "4H), Wh (H, 4H), b (4H,)" : "H), Wh (H, H), b (H,)"));
-    }
-    // BLAS takes 32-bit sizes: the N * T rows of the whole-sequence products, and the
-    // stride T * G between one sequence's rows in the per-step ones. Each product is
-    // formed only once its factors are known to be small, so none can overflow.
-    const auto fits = [](int64_t a, int64_t b) {
-        return a <= INT32_MAX && b <= INT32_MAX && a * b <= INT32_MAX;
-    };
-    if (!fits(g.N, g.T) || !fits(g.T, g.G()) || g.D > INT32_MAX) {
-        fail(sizes + " are too large for the 32-bit BLAS");
     }
     return g;
 }

@@ -188,6 +188,10 @@ def test_forward_refuses_sizes_beyond_the_32_bit_blas():
         _C.recurrent_forward("rnn", x, np.zeros((1 << 16, 1), np.float32),
                              np.zeros((1, 1), np.float32), np.zeros((1, 1), np.float32),
                              np.zeros(1, np.float32))
+    # no sequences, so h0 holds nothing whatever H says; 4 H columns are still too many
+    with pytest.raises(ValueError, match="too large"):
+        _C.recurrent_forward("lstm", np.zeros((0, 1, 1)), np.zeros((0, 1 << 40)),
+                             np.zeros((1, 0)), np.zeros((1 << 40, 0)), np.zeros(0))
 
 
 def test_backward_refuses_a_tampered_cache():
