@@ -8,6 +8,8 @@
 #include <pybind11/pybind11.h>
 
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "conv.h"
 #include "conv_pooled.h"
@@ -16,6 +18,7 @@
 #include "matmul.h"
 #include "optim.h"
 #include "pool.h"
+#include "recurrent.h"
 #include "threads.h"
 
 namespace py = pybind11;
@@ -326,6 +329,98 @@ void py_adam_update(py::array w, const py::array& dw, py::array m, py::array v,
     });
 }
 
+Cell cell_named(const std::string& name) {
+    if (name == "rnn") return Cell::rnn;
+    if (name == "lstm") return Cell::lstm;
+    fail("recurrent cell must be 'rnn' or 'lstm', got '" + name + "'");
+}
+
+// The inputs' checks shared by the forward and backward passes: shapes, one dtype.
+RecurrentGeometry checked_recurrent(const std::string& cell, const py::array& x,
+                                    const py::array& h0, const py::array& Wx,
+                                    const py::array& Wh, const Shape& b_shape) {
+    const RecurrentGeometry g = recurrent_geometry(cell_named(cell), shape_of(x), shape_of(h0),
+                                                   shape_of(Wx), shape_of(Wh), b_shape);
+    require_same_dtype(x, "x", h0, "h0");
+    require_same_dtype(x, "x", Wx, "Wx");
+    require_same_dtype(x, "x", Wh, "Wh");
+    keep_blas_single_threaded();
+    return g;
+}
+
+py::tuple py_recurrent_forward(const std::string& cell, const py::array& x, const py::array& h0,
+                               const py::array& Wx, const py::array& Wh, const py::array& b) {
+    const RecurrentGeometry g = checked_recurrent(cell, x, h0, Wx, Wh, shape_of(b));
+    require_same_dtype(x, "x", b, "b");
+    return dispatch_float(x, "recurrent x", [&](auto zero) -> py::tuple {
+        using T = decltype(zero);
+        Contig<T> xc(x), h0c(h0), wxc(Wx), whc(Wh), bc(b);
+        const Shape states{g.N, g.T, g.H};
+        py::array_t<T> h(states);
+        py::object act = py::none(), c = py::none(), tanh_c = py::none();
+        T *actp = nullptr, *cp = nullptr, *tcp = nullptr;
+        if (g.cell == Cell::lstm) {
+            auto a = py::array_t<T>(Shape{g.N, g.T, g.G()}), cs = py::array_t<T>(states),
+                 ts = py::array_t<T>(states);
+            actp = a.mutable_data(), cp = cs.mutable_data(), tcp = ts.mutable_data();
+            act = a, c = cs, tanh_c = ts;
+        }
+        const T *xp = xc.data(), *h0p = h0c.data(), *wxp = wxc.data(), *whp = whc.data(),
+                *bp = bc.data();
+        T* hp = h.mutable_data();
+        {
+            py::gil_scoped_release nogil;
+            recurrent_forward(g, xp, h0p, wxp, whp, bp, hp, actp, cp, tcp);
+        }
+        return py::make_tuple(h, act, c, tanh_c);
+    });
+}
+
+py::tuple py_recurrent_backward(const std::string& cell, const py::array& dh,
+                                const py::array& x, const py::array& h0, const py::array& Wx,
+                                const py::array& Wh, const py::array& h, const py::object& act,
+                                const py::object& c, const py::object& tanh_c) {
+    const Shape wh = shape_of(Wh);
+    const RecurrentGeometry g =
+        checked_recurrent(cell, x, h0, Wx, Wh, Shape{wh.size() == 2 ? wh[1] : 0});
+    const Shape states{g.N, g.T, g.H};
+    require_shape(dh, states, "recurrent dh");
+    require_shape(h, states, "recurrent h");
+    require_same_dtype(x, "x", dh, "dh");
+    require_same_dtype(x, "x", h, "h");
+    // The LSTM's saved gates and cell states, checked like the rest; the RNN has none.
+    std::vector<py::array> saved;
+    if (g.cell == Cell::lstm) {
+        const std::pair<const py::object*, Shape> expected[] = {
+            {&act, Shape{g.N, g.T, g.G()}}, {&c, states}, {&tanh_c, states}};
+        for (const auto& [obj, shape] : expected) {
+            if (obj->is_none()) fail("lstm backward needs the forward's gates and cell states");
+            saved.push_back(obj->cast<py::array>());
+            require_shape(saved.back(), shape, "lstm saved state");
+            require_same_dtype(x, "x", saved.back(), "lstm saved state");
+        }
+    }
+    return dispatch_float(x, "recurrent x", [&](auto zero) -> py::tuple {
+        using T = decltype(zero);
+        Contig<T> dhc(dh), xc(x), h0c(h0), wxc(Wx), whc(Wh), hc(h);
+        std::vector<Contig<T>> saved_c(saved.begin(), saved.end());
+        const T* sp[3] = {nullptr, nullptr, nullptr};
+        for (size_t i = 0; i < saved_c.size(); ++i) sp[i] = saved_c[i].data();
+        py::array_t<T> dx(shape_of(x)), dh0(shape_of(h0)), dWx(shape_of(Wx)), dWh(wh),
+            db(Shape{g.G()});
+        const T *dhp = dhc.data(), *xp = xc.data(), *h0p = h0c.data(), *wxp = wxc.data(),
+                *whp = whc.data(), *hp = hc.data();
+        T *dxp = dx.mutable_data(), *dh0p = dh0.mutable_data(), *dwxp = dWx.mutable_data(),
+          *dwhp = dWh.mutable_data(), *dbp = db.mutable_data();
+        {
+            py::gil_scoped_release nogil;
+            recurrent_backward(g, dhp, xp, h0p, wxp, whp, hp, sp[0], sp[1], sp[2], dxp, dh0p,
+                               dwxp, dwhp, dbp);
+        }
+        return py::make_tuple(dx, dh0, dWx, dWh, db);
+    });
+}
+
 }  // namespace
 }  // namespace graphnet
 
@@ -375,6 +470,21 @@ PYBIND11_MODULE(_C, m) {
           "beta1"_a, "beta2"_a, "epsilon"_a, "t"_a,
           "One Adam step in place on w, m, v (C-contiguous, one float dtype); t already\n"
           "incremented. Same numbers as graphnet.optim.adam's numpy path.");
+    m.def("recurrent_forward", &py_recurrent_forward, "cell"_a, "x"_a, "h0"_a, "Wx"_a, "Wh"_a,
+          "b"_a,
+          "A tanh RNN (cell 'rnn') or an LSTM from a zero cell state (cell 'lstm', gates\n"
+          "i, f, o, g) over x (N, T, D) from h0 (N, H) -> (h (N, T, H), act, c, tanh_c); the\n"
+          "last three (the LSTM's activated gates (N, T, 4H), cell states and their tanh\n"
+          "(N, T, H)) are None for the RNN. One dtype, float32 or float64.");
+    m.def("recurrent_backward", &py_recurrent_backward, "cell"_a, "dh"_a, "x"_a, "h0"_a, "Wx"_a,
+          "Wh"_a, "h"_a, "act"_a, "c"_a, "tanh_c"_a,
+          "Gradients of recurrent_forward from dh (N, T, H), given its inputs and outputs\n"
+          "-> (dx, dh0, dWx, dWh, db). The same for any number of threads, bit for bit.");
+    m.def("set_avx2_activations", &set_avx2_activations, "enabled"_a,
+          "Compute the recurrent kernels' float32 sigmoid and tanh on AVX2 (the default where\n"
+          "the CPU has AVX2 and FMA); False uses the C library's, to compare the two.");
+    m.def("avx2_activations_active", &avx2_activations_active,
+          "Whether the recurrent kernels' float32 sigmoid and tanh run on AVX2.");
     m.def("set_num_threads", &set_num_threads, "n"_a,
           "Threads the kernels use (default: OMP_NUM_THREADS, else all cores).");
     m.def("get_num_threads", &num_threads);

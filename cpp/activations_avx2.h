@@ -1,0 +1,19 @@
+// float32 sigmoid and tanh on AVX2 + FMA, eight lanes at a time: the nonlinearities of
+// the recurrent kernels (cpp/recurrent.cpp), where the C library's scalar tanhf took more
+// time than the matrix products. Both are within 2 units in the last place of the exact
+// values (tests/kernels/test_recurrent_kernels.py measures it).
+//
+// Like conv_direct.h: compiled for AVX2, no library headers; call only when
+// cpu_has_avx2_fma().
+#pragma once
+
+#include <cstdint>
+
+namespace graphnet {
+
+// out[k] = f(x[k] + bias[k]) for k < n, f = sigmoid or tanh; bias may be null (then 0);
+// out may be x.
+void sigmoid_avx2(int64_t n, const float* x, const float* bias, float* out);
+void tanh_avx2(int64_t n, const float* x, const float* bias, float* out);
+
+}  // namespace graphnet

@@ -1,0 +1,299 @@
+#include "recurrent.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <memory>
+#include <type_traits>
+#include <vector>
+
+#include "activations_avx2.h"
+#include "cpu_features.h"
+#include "gemm.h"
+#include "matmul.h"
+#include "threads.h"
+
+namespace graphnet {
+
+namespace {
+
+// The blocks of work of one step: forward, the product with Wh in blocks of kColumns of its
+// 4H columns, then the gates in blocks of kUnits hidden units; backward, the gates, then
+// the product with Wh^T in blocks of kHiddenColumns of its H columns (narrower: there are
+// a quarter as many, and H = 128 should still give two threads work).
+constexpr int64_t kColumns = 128;
+constexpr int64_t kHiddenColumns = 64;
+constexpr int64_t kUnits = 32;
+
+int64_t blocks_of(int64_t extent, int64_t size) { return (extent + size - 1) / size; }
+
+// Atomic: a Python thread may switch it while another runs a kernel without the GIL.
+std::atomic<bool> avx2_enabled{true};
+
+enum class Activation { sigmoid, tanh };
+
+// out[k] = f(x[k] + bias[k]) for k < n (bias may be null); out may be x. float32 runs on
+// AVX2 where the CPU has it, float64 (the precision of gradient checks) on the C library.
+template <typename T>
+void activate(Activation f, int64_t n, const T* x, const T* bias, T* out) {
+    if constexpr (std::is_same_v<T, float>) {
+        if (avx2_activations_active()) {
+            return (f == Activation::sigmoid ? sigmoid_avx2 : tanh_avx2)(n, x, bias, out);
+        }
+    }
+    for (int64_t k = 0; k < n; ++k) {
+        const T v = bias ? x[k] + bias[k] : x[k];
+        // exp(-v) = inf for v << 0 gives 0, not nan
+        out[k] = f == Activation::sigmoid ? T(1) / (T(1) + std::exp(-v)) : std::tanh(v);
+    }
+}
+
+// C (m x n) = op(A) op(B) for contiguous operands, also when a size is zero.
+template <typename T>
+void product(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* a,
+             const T* b, T* c) {
+    if (m == 0 || n == 0) return;
+    if (k == 0) return std::fill(c, c + m * n, T(0));
+    matmul(trans_a, trans_b, m, n, k, a, b, c);
+}
+
+// The geometry of one step t: where row n of each (N, T, .) array starts is base + n * ld.
+template <typename T>
+struct Step {
+    const RecurrentGeometry& g;
+    int64_t t;
+
+    // The hidden state before step t, as (pointer, leading dimension).
+    const T* prev_h(const T* h0, const T* h) const { return t == 0 ? h0 : h + (t - 1) * g.H; }
+    int64_t prev_h_ld() const { return t == 0 ? g.H : g.T * g.H; }
+    int64_t row(int64_t n, int64_t width) const { return (n * g.T + t) * width; }
+};
+
+// pre[:, t, c0:c1] += prev_h @ Wh[:, c0:c1]
+template <typename T>
+void add_recurrent_product(const Step<T>& s, const T* h0, const T* h, const T* Wh, int64_t c0,
+                           int64_t c1, T* pre) {
+    const RecurrentGeometry& g = s.g;
+    gemm(false, false, static_cast<int>(g.N), static_cast<int>(c1 - c0), static_cast<int>(g.H),
+         s.prev_h(h0, h), static_cast<int>(s.prev_h_ld()), Wh + c0, static_cast<int>(g.G()),
+         T(1), pre + s.t * g.G() + c0, static_cast<int>(g.T * g.G()));
+}
+
+// The gates' loops below run over rows that never overlap; `omp simd` tells the compiler
+// so, and it vectorises them (it would not from the __restrict pointers alone).
+
+// The units [u0, u1) of step t. zeros: H zeros, the cell state before the first step.
+template <typename T>
+void lstm_cell_forward(const Step<T>& s, const T* b, const T* zeros, int64_t u0, int64_t u1,
+                       T* act, T* c, T* tanh_c, T* h) {
+    const int64_t H = s.g.H, units = u1 - u0;
+    for (int64_t n = 0; n < s.g.N; ++n) {
+        T* a = act + s.row(n, s.g.G()) + u0;
+        for (int64_t q = 0; q < 4; ++q) {  // i, f, o, g
+            activate(q < 3 ? Activation::sigmoid : Activation::tanh, units, a + q * H,
+                     b + q * H + u0, a + q * H);
+        }
+        const int64_t at = s.row(n, H) + u0;
+        const T* __restrict i = a;
+        const T* __restrict f = a + H;
+        const T* __restrict o = a + 2 * H;
+        const T* __restrict g = a + 3 * H;
+        const T* __restrict prev_c = s.t == 0 ? zeros + u0 : c + at - H;
+        T* __restrict cell = c + at;
+#pragma omp simd
+        for (int64_t u = 0; u < units; ++u) cell[u] = f[u] * prev_c[u] + i[u] * g[u];
+        activate(Activation::tanh, units, c + at, static_cast<const T*>(nullptr), tanh_c + at);
+        const T* __restrict tc = tanh_c + at;
+        T* __restrict out = h + at;
+#pragma omp simd
+        for (int64_t u = 0; u < units; ++u) out[u] = o[u] * tc[u];
+    }
+}
+
+template <typename T>
+void rnn_cell_forward(const Step<T>& s, const T* b, int64_t u0, int64_t u1, T* h) {
+    for (int64_t n = 0; n < s.g.N; ++n) {
+        T* out = h + s.row(n, s.g.H) + u0;
+        activate(Activation::tanh, u1 - u0, out, b + u0, out);
+    }
+}
+
+// da[:, t] for the units [u0, u1) from dh[:, t] + dnext (the gradient arriving from step
+// t + 1); for the LSTM dc carries the cell state's gradient from step t + 1 to step t.
+template <typename T>
+void lstm_cell_backward(const Step<T>& s, const T* dh, const T* dnext, const T* act,
+                        const T* c, const T* tanh_c, const T* zeros, int64_t u0, int64_t u1,
+                        T* dc, T* da) {
+    const int64_t H = s.g.H, units = u1 - u0;
+    for (int64_t n = 0; n < s.g.N; ++n) {
+        const int64_t gates_at = s.row(n, s.g.G()) + u0, at = s.row(n, H) + u0;
+        const T* __restrict i = act + gates_at;
+        const T* __restrict f = i + H;
+        const T* __restrict o = i + 2 * H;
+        const T* __restrict g = i + 3 * H;
+        const T* __restrict tc = tanh_c + at;
+        const T* __restrict prev_c = s.t == 0 ? zeros + u0 : c + at - H;
+        const T* __restrict up = dh + at;
+        const T* __restrict next = dnext + n * H + u0;
+        T* __restrict dcell = dc + n * H + u0;
+        T* __restrict di = da + gates_at;
+        T* __restrict df = di + H;
+        T* __restrict do_ = di + 2 * H;
+        T* __restrict dg = di + 3 * H;
+#pragma omp simd
+        for (int64_t u = 0; u < units; ++u) {
+            const T dht = up[u] + next[u];
+            const T dct = dcell[u] + dht * o[u] * (T(1) - tc[u] * tc[u]);
+            di[u] = dct * g[u] * i[u] * (T(1) - i[u]);
+            df[u] = dct * prev_c[u] * f[u] * (T(1) - f[u]);
+            do_[u] = dht * tc[u] * o[u] * (T(1) - o[u]);
+            dg[u] = dct * i[u] * (T(1) - g[u] * g[u]);
+            dcell[u] = dct * f[u];
+        }
+    }
+}
+
+template <typename T>
+void rnn_cell_backward(const Step<T>& s, const T* dh, const T* dnext, const T* h, int64_t u0,
+                       int64_t u1, T* da) {
+    const int64_t H = s.g.H, units = u1 - u0;
+    for (int64_t n = 0; n < s.g.N; ++n) {
+        const int64_t at = s.row(n, H) + u0;
+        const T* __restrict out = h + at;
+        const T* __restrict up = dh + at;
+        const T* __restrict next = dnext + n * H + u0;
+        T* __restrict d = da + at;
+#pragma omp simd
+        for (int64_t u = 0; u < units; ++u) d[u] = (up[u] + next[u]) * (T(1) - out[u] * out[u]);
+    }
+}
+
+}  // namespace
+
+void set_avx2_activations(bool enabled) { avx2_enabled = enabled; }
+bool avx2_activations_active() { return avx2_enabled && cpu_has_avx2_fma(); }
+
+RecurrentGeometry recurrent_geometry(Cell cell, const Shape& x, const Shape& h0,
+                                     const Shape& Wx, const Shape& Wh, const Shape& b) {
+    const char* fn = cell == Cell::lstm ? "lstm" : "rnn";
+    require_rank(x, 3, "x", "(N, T, D)");
+    require_rank(h0, 2, "h0", "(N, H)");
+    const RecurrentGeometry g{cell, x[0], x[1], x[2], h0[1]};
+    const std::string sizes = std::string(fn) + ": x " + shape_str(x) + ", h0 " +
+                              shape_str(h0) + ", Wx " + shape_str(Wx) + ", Wh " +
+                              shape_str(Wh) + ", b " + shape_str(b);
+    // BLAS takes 32-bit sizes: the N * T rows of the whole-sequence products, the G
+    // columns, and the stride T * G between one sequence's rows in the per-step products.
+    // Checked first, so that G and the products below cannot overflow (H may be anything
+    // when N = 0).
+    const int64_t G = checked_mul(g.gates(), g.H, sizes);
+    for (int64_t extent : {checked_mul(g.N, g.T, sizes), checked_mul(g.T, G, sizes), g.D, G}) {
+        require_blas_size(extent, sizes);
+    }
+    if (h0[0] != g.N || Wx != Shape{g.D, G} || Wh != Shape{g.H, G} || b != Shape{G}) {
+        fail(sizes + " do not fit together: expected h0 (N, H), Wx (D, " +
+             (cell == Cell::lstm ? "4H), Wh (H, 4H), b (4H,)" : "H), Wh (H, H), b (H,)"));
+    }
+    return g;
+}
+
+template <typename T>
+void recurrent_forward(const RecurrentGeometry& g, const T* x, const T* h0, const T* Wx,
+                       const T* Wh, const T* b, T* h, T* act, T* c, T* tanh_c) {
+    const bool lstm = g.cell == Cell::lstm;
+    T* pre = lstm ? act : h;  // the gates' inputs, activated in place step by step
+    // Every step's x @ Wx at once; only prev_h @ Wh has to wait for the previous step.
+    product(false, false, g.N * g.T, g.G(), g.D, x, Wx, pre);
+    if (g.N == 0) return;
+    const std::vector<T> zeros(g.H, T(0));
+    const int64_t column_blocks = blocks_of(g.G(), kColumns);
+    const int64_t unit_blocks = blocks_of(g.H, kUnits);
+#pragma omp parallel num_threads(team_size(std::max(column_blocks, unit_blocks)))
+    for (int64_t t = 0; t < g.T; ++t) {
+        const Step<T> s{g, t};
+#pragma omp for schedule(static)
+        for (int64_t j = 0; j < column_blocks; ++j) {
+            add_recurrent_product(s, h0, h, Wh, j * kColumns,
+                                  std::min(g.G(), (j + 1) * kColumns), pre);
+        }  // the barrier: the gates of a unit come from four column blocks
+#pragma omp for schedule(static)
+        for (int64_t j = 0; j < unit_blocks; ++j) {
+            const int64_t u0 = j * kUnits, u1 = std::min(g.H, u0 + kUnits);
+            if (lstm) {
+                lstm_cell_forward(s, b, zeros.data(), u0, u1, act, c, tanh_c, h);
+            } else {
+                rnn_cell_forward(s, b, u0, u1, h);
+            }
+        }  // the barrier: step t + 1 reads all of h[:, t]
+    }
+}
+
+template <typename T>
+void recurrent_backward(const RecurrentGeometry& g, const T* dh, const T* x, const T* h0,
+                        const T* Wx, const T* Wh, const T* h, const T* act, const T* c,
+                        const T* tanh_c, T* dx, T* dh0, T* dWx, T* dWh, T* db) {
+    const bool lstm = g.cell == Cell::lstm;
+    const int64_t rows = g.N * g.T, G = g.G(), H = g.H;
+    // Left uninitialised: every element is written before it is read.
+    const std::unique_ptr<T[]> da(new T[rows * G]);
+    std::vector<T> dc(lstm ? g.N * H : 0, T(0)), zeros(H, T(0));
+    std::fill(dh0, dh0 + g.N * H, T(0));  // the gradient reaching h[:, t - 1], then h0
+    const int64_t column_blocks = blocks_of(H, kHiddenColumns);
+    const int64_t unit_blocks = blocks_of(H, kUnits);
+    if (g.N > 0) {
+#pragma omp parallel num_threads(team_size(std::max(column_blocks, unit_blocks)))
+        for (int64_t t = g.T - 1; t >= 0; --t) {
+            const Step<T> s{g, t};
+#pragma omp for schedule(static)
+            for (int64_t j = 0; j < unit_blocks; ++j) {
+                const int64_t u0 = j * kUnits, u1 = std::min(H, u0 + kUnits);
+                if (lstm) {
+                    lstm_cell_backward(s, dh, dh0, act, c, tanh_c, zeros.data(), u0, u1,
+                                       dc.data(), da.get());
+                } else {
+                    rnn_cell_backward(s, dh, dh0, h, u0, u1, da.get());
+                }
+            }  // the barrier: every unit's da[:, t] is needed below
+#pragma omp for schedule(static)
+            for (int64_t j = 0; j < column_blocks; ++j) {  // dh0[:, c0:c1] = da[:, t] @ Wh^T
+                const int64_t c0 = j * kHiddenColumns, c1 = std::min(H, c0 + kHiddenColumns);
+                gemm(false, true, static_cast<int>(g.N), static_cast<int>(c1 - c0),
+                     static_cast<int>(G), da.get() + t * G, static_cast<int>(g.T * G),
+                     Wh + c0 * G, static_cast<int>(G), T(0), dh0 + c0, static_cast<int>(H));
+            }
+        }
+    }
+    // The weights' gradients sum over every step: one product over all N * T rows each.
+    product(false, true, rows, g.D, G, da.get(), Wx, dx);
+    product(true, false, g.D, G, rows, x, da.get(), dWx);
+    const std::unique_ptr<T[]> prev_h(new T[rows * H]);
+    for (int64_t n = 0; n < g.N && g.T > 0; ++n) {
+        std::copy(h0 + n * H, h0 + (n + 1) * H, prev_h.get() + n * g.T * H);
+        std::copy(h + n * g.T * H, h + ((n + 1) * g.T - 1) * H,
+                  prev_h.get() + (n * g.T + 1) * H);
+    }
+    product(true, false, H, G, rows, prev_h.get(), da.get(), dWh);
+    std::fill(db, db + G, T(0));
+    for (int64_t r = 0; r < rows; ++r) {
+        const T* d = da.get() + r * G;
+        for (int64_t k = 0; k < G; ++k) db[k] += d[k];
+    }
+}
+
+template void recurrent_forward<float>(const RecurrentGeometry&, const float*, const float*,
+                                       const float*, const float*, const float*, float*,
+                                       float*, float*, float*);
+template void recurrent_forward<double>(const RecurrentGeometry&, const double*,
+                                        const double*, const double*, const double*,
+                                        const double*, double*, double*, double*, double*);
+template void recurrent_backward<float>(const RecurrentGeometry&, const float*, const float*,
+                                        const float*, const float*, const float*,
+                                        const float*, const float*, const float*,
+                                        const float*, float*, float*, float*, float*, float*);
+template void recurrent_backward<double>(const RecurrentGeometry&, const double*,
+                                         const double*, const double*, const double*,
+                                         const double*, const double*, const double*,
+                                         const double*, const double*, double*, double*,
+                                         double*, double*, double*);
+
+}  // namespace graphnet

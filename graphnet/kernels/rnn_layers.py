@@ -1,0 +1,398 @@
+"""Recurrent layers with the calling conventions of Stanford CS231n, assignment 3.
+
+Every ``*_forward`` returns ``(out, cache)`` and every ``*_backward(dout, cache)`` returns
+the gradients of its inputs in the order the forward pass took them (integer inputs get
+none). Shapes follow the course: N is the batch size, T the number of time steps, D the
+input size, H the hidden size, V the vocabulary size, M an output size. An LSTM stacks
+its four gates in the course's order input, forget, output, block (i, f, o, g): Wx is
+(D, 4H), Wh (H, 4H), b (4H,). The initial cell state of ``lstm_forward`` is zero.
+
+The single-step functions are plain numpy, one screen each: the reference a student
+reads. The whole-sequence functions compute the same in one C++ kernel each
+(cpp/recurrent.h), threaded over blocks of hidden units, with the same result for any
+number of threads.
+
+Floating inputs keep their precision (float32 in, float32 out; a mix computes in the
+wider type; float16 in float32); integer inputs are promoted to float64.
+
+``attention_forward/backward`` are scaled dot-product attention, softmax(q k^T / sqrt(d))
+v over the last two axes, for the attention gate.
+"""
+import collections
+from typing import Optional, Tuple
+
+import numpy as np
+
+from . import _C
+from .layers import _check_ndim, _check_shape, _float_array
+
+__all__ = [
+    "rnn_step_forward", "rnn_step_backward", "rnn_forward", "rnn_backward",
+    "word_embedding_forward", "word_embedding_backward",
+    "lstm_step_forward", "lstm_step_backward", "lstm_forward", "lstm_backward",
+    "temporal_affine_forward", "temporal_affine_backward", "temporal_softmax_loss",
+    "attention_forward", "attention_backward",
+]
+
+
+# --------------------------------------------------------------------------- validation
+
+def _recurrent_inputs(fn, x, h, Wx, Wh, b, gates, x_layout):
+    """Validate and cast a recurrent layer's inputs to one float dtype.
+
+    x: x_layout ("(N, D)" or "(N, T, D)"); h: (N, H); Wx: (D, gates*H); Wh: (H, gates*H);
+    b: (gates*H,). Returns the five arrays, all of the widest float dtype among them.
+    """
+    arrays = [_float_array(a, fn, name) for a, name in
+              zip((x, h, Wx, Wh, b), ("x", "h", "Wx", "Wh", "b"))]
+    x, h, Wx, Wh, b = arrays
+    _check_ndim(fn, "x", x, len(x_layout.split(",")), x_layout)
+    _check_ndim(fn, "h", h, 2, "hidden state (N, H)")
+    _check_ndim(fn, "Wx", Wx, 2, f"weights (D, {gates}H)" if gates > 1 else "weights (D, H)")
+    N, H = h.shape
+    if x.shape[0] != N:
+        raise ValueError(f"{fn}: x of shape {x.shape} holds {x.shape[0]} sequences but the "
+                         f"hidden state of shape {h.shape} holds {N}")
+    _check_shape(fn, "Wx", Wx, (x.shape[-1], gates * H))
+    _check_shape(fn, "Wh", Wh, (H, gates * H))
+    _check_shape(fn, "b", b, (gates * H,))
+    dtype = np.result_type(np.float32, *arrays)
+    return [a.astype(dtype, copy=False) for a in arrays]
+
+
+def _upstream(fn, name, grad, shape):
+    """An upstream gradient as an array of the expected shape."""
+    grad = _float_array(grad, fn, name)
+    _check_shape(fn, name, grad, shape)
+    return grad
+
+
+def _matmul(a, b, transpose_a=False, transpose_b=False):
+    """op(a) @ op(b) for 2-D a and b, on graphnet's own threads when they share a float
+    dtype (numpy's BLAS threads would fight the kernels' for the cores: cpp/matmul.h)."""
+    if a.dtype == b.dtype and a.dtype in (np.float32, np.float64):
+        return _C.matmul(a, b, transpose_a=transpose_a, transpose_b=transpose_b)
+    return (a.T if transpose_a else a) @ (b.T if transpose_b else b)
+
+
+def _sigmoid(x):
+    """1 / (1 + exp(-x)) without overflow: exp only ever sees -|x|."""
+    z = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + z), z / (1 + z))
+
+
+def _affine_grads(da, x, prev_h, Wx, Wh):
+    """Gradients of a = x @ Wx + prev_h @ Wh + b given da: dx, dprev_h, dWx, dWh, db."""
+    return da @ Wx.T, da @ Wh.T, x.T @ da, prev_h.T @ da, da.sum(axis=0)
+
+
+# --------------------------------------------------------------------------- vanilla RNN
+
+_RnnStepCache = collections.namedtuple("_RnnStepCache", "x prev_h Wx Wh next_h")
+
+
+def rnn_step_forward(x: np.ndarray, prev_h: np.ndarray, Wx: np.ndarray, Wh: np.ndarray,
+                     b: np.ndarray) -> Tuple[np.ndarray, _RnnStepCache]:
+    """One step of a tanh RNN: next_h = tanh(x @ Wx + prev_h @ Wh + b).
+
+    x: (N, D); prev_h: (N, H); Wx: (D, H); Wh: (H, H); b: (H,). Returns next_h (N, H).
+    """
+    x, prev_h, Wx, Wh, b = _recurrent_inputs("rnn_step_forward", x, prev_h, Wx, Wh, b, 1,
+                                             "(N, D)")
+    next_h = np.tanh(x @ Wx + prev_h @ Wh + b)
+    return next_h, _RnnStepCache(x, prev_h, Wx, Wh, next_h)
+
+
+def rnn_step_backward(dnext_h: np.ndarray, cache: _RnnStepCache) -> Tuple[np.ndarray, ...]:
+    """dnext_h: (N, H). Returns dx (N, D), dprev_h (N, H), dWx (D, H), dWh (H, H), db (H,)."""
+    dnext_h = _upstream("rnn_step_backward", "dnext_h", dnext_h, cache.next_h.shape)
+    da = dnext_h * (1 - cache.next_h ** 2)  # tanh' = 1 - tanh^2
+    return _affine_grads(da, cache.x, cache.prev_h, cache.Wx, cache.Wh)
+
+
+# The whole-sequence layers run in C++ (cpp/recurrent.h): the cache holds what the kernel
+# saved, the LSTM's activated gates (i, f, o, g), cell states and their tanh included.
+_SequenceCache = collections.namedtuple("_SequenceCache", "cell x h0 Wx Wh h act c tanh_c")
+
+
+def _sequence_forward(fn, cell, x, h0, Wx, Wh, b):
+    x, h0, Wx, Wh, b = _recurrent_inputs(fn, x, h0, Wx, Wh, b, 4 if cell == "lstm" else 1,
+                                         "(N, T, D)")
+    h, act, c, tanh_c = _C.recurrent_forward(cell, x, h0, Wx, Wh, b)
+    return h, _SequenceCache(cell, x, h0, Wx, Wh, h, act, c, tanh_c)
+
+
+def _sequence_backward(fn, cell, dh, cache):
+    if not isinstance(cache, _SequenceCache) or cache.cell != cell:
+        raise ValueError(f"{fn}: cache must be the one {cell}_forward returned")
+    dh = _upstream(fn, "dh", dh, cache.h.shape).astype(cache.h.dtype, copy=False)
+    return _C.recurrent_backward(cell, dh, cache.x, cache.h0, cache.Wx, cache.Wh, cache.h,
+                                 cache.act, cache.c, cache.tanh_c)
+
+
+def rnn_forward(x: np.ndarray, h0: np.ndarray, Wx: np.ndarray, Wh: np.ndarray,
+                b: np.ndarray) -> Tuple[np.ndarray, _SequenceCache]:
+    """A tanh RNN over whole sequences.
+
+    x: (N, T, D); h0: (N, H); Wx: (D, H); Wh: (H, H); b: (H,). Returns h (N, T, H), the
+    hidden state after every step.
+    """
+    return _sequence_forward("rnn_forward", "rnn", x, h0, Wx, Wh, b)
+
+
+def rnn_backward(dh: np.ndarray, cache: _SequenceCache) -> Tuple[np.ndarray, ...]:
+    """dh: (N, T, H), the upstream gradient of every hidden state.
+
+    Returns dx (N, T, D), dh0 (N, H), dWx (D, H), dWh (H, H), db (H,), in the layer's dtype.
+    """
+    return _sequence_backward("rnn_backward", "rnn", dh, cache)
+
+
+# --------------------------------------------------------------------------- LSTM
+
+_LstmStepCache = collections.namedtuple("_LstmStepCache",
+                                        "x prev_h prev_c Wx Wh i f o g tanh_c")
+
+
+def lstm_step_forward(x: np.ndarray, prev_h: np.ndarray, prev_c: np.ndarray, Wx: np.ndarray,
+                      Wh: np.ndarray, b: np.ndarray
+                      ) -> Tuple[np.ndarray, np.ndarray, _LstmStepCache]:
+    """One LSTM step.
+
+    a = x @ Wx + prev_h @ Wh + b split into four (N, H) blocks; i, f, o = sigmoid of the
+    first three, g = tanh of the last; next_c = f * prev_c + i * g; next_h = o *
+    tanh(next_c). x: (N, D); prev_h, prev_c: (N, H); Wx: (D, 4H); Wh: (H, 4H); b: (4H,).
+    Returns next_h (N, H), next_c (N, H) and the cache.
+    """
+    fn = "lstm_step_forward"
+    x, prev_h, Wx, Wh, b = _recurrent_inputs(fn, x, prev_h, Wx, Wh, b, 4, "(N, D)")
+    prev_c = _upstream(fn, "prev_c", prev_c, prev_h.shape).astype(prev_h.dtype, copy=False)
+    a = x @ Wx + prev_h @ Wh + b
+    i, f, o = np.split(_sigmoid(a[:, :3 * prev_h.shape[1]]), 3, axis=1)
+    g = np.tanh(a[:, 3 * prev_h.shape[1]:])
+    next_c = f * prev_c + i * g
+    tanh_c = np.tanh(next_c)
+    next_h = o * tanh_c
+    return next_h, next_c, _LstmStepCache(x, prev_h, prev_c, Wx, Wh, i, f, o, g, tanh_c)
+
+
+def _lstm_gate_grads(dnext_h, dnext_c, prev_c, i, f, o, g, tanh_c):
+    """Through one LSTM cell: (da (N, 4H), dprev_c (N, H)) from the next h and c's grads."""
+    dc = dnext_c + dnext_h * o * (1 - tanh_c ** 2)  # next_c reaches the loss two ways
+    da = np.concatenate([dc * g * i * (1 - i), dc * prev_c * f * (1 - f),
+                         dnext_h * tanh_c * o * (1 - o), dc * i * (1 - g ** 2)], axis=1)
+    return da, dc * f
+
+
+def lstm_step_backward(dnext_h: np.ndarray, dnext_c: np.ndarray,
+                       cache: _LstmStepCache) -> Tuple[np.ndarray, ...]:
+    """dnext_h, dnext_c: (N, H).
+
+    Returns dx (N, D), dprev_h (N, H), dprev_c (N, H), dWx (D, 4H), dWh (H, 4H), db (4H,).
+    """
+    fn = "lstm_step_backward"
+    dnext_h = _upstream(fn, "dnext_h", dnext_h, cache.prev_h.shape)
+    dnext_c = _upstream(fn, "dnext_c", dnext_c, cache.prev_h.shape)
+    da, dprev_c = _lstm_gate_grads(dnext_h, dnext_c, cache.prev_c, cache.i, cache.f,
+                                   cache.o, cache.g, cache.tanh_c)
+    dx, dprev_h, dWx, dWh, db = _affine_grads(da, cache.x, cache.prev_h, cache.Wx, cache.Wh)
+    return dx, dprev_h, dprev_c, dWx, dWh, db
+
+
+def lstm_forward(x: np.ndarray, h0: np.ndarray, Wx: np.ndarray, Wh: np.ndarray,
+                 b: np.ndarray) -> Tuple[np.ndarray, _SequenceCache]:
+    """An LSTM over whole sequences, starting from h0 and a zero cell state.
+
+    x: (N, T, D); h0: (N, H); Wx: (D, 4H); Wh: (H, 4H); b: (4H,). Returns h (N, T, H), the
+    hidden state after every step (the cell states stay inside).
+    """
+    return _sequence_forward("lstm_forward", "lstm", x, h0, Wx, Wh, b)
+
+
+def lstm_backward(dh: np.ndarray, cache: _SequenceCache) -> Tuple[np.ndarray, ...]:
+    """dh: (N, T, H), the upstream gradient of every hidden state.
+
+    Returns dx (N, T, D), dh0 (N, H), dWx (D, 4H), dWh (H, 4H), db (4H,), in the layer's
+    dtype.
+    """
+    return _sequence_backward("lstm_backward", "lstm", dh, cache)
+
+
+# --------------------------------------------------------------------------- embedding
+
+def word_embedding_forward(x: np.ndarray, W: np.ndarray) -> Tuple[np.ndarray, tuple]:
+    """Look up word vectors: out[n, t] = W[x[n, t]].
+
+    x: (N, T) integers in [0, V); W: (V, D). Returns out (N, T, D).
+    """
+    fn = "word_embedding_forward"
+    W = _float_array(W, fn, "W")
+    _check_ndim(fn, "W", W, 2, "word vectors (V, D)")
+    x = np.asarray(x)
+    if x.dtype.kind not in "iu":
+        raise ValueError(f"{fn}: x must hold integer word indices, got dtype {x.dtype} "
+                         f"with shape {x.shape}")
+    _check_ndim(fn, "x", x, 2, "word indices (N, T)")
+    V = W.shape[0]
+    if x.size and (x.min() < 0 or x.max() >= V):
+        raise ValueError(f"{fn}: word indices must lie in [0, {V}) for W of shape {W.shape}, "
+                         f"got min {x.min()} and max {x.max()}")
+    return W[x], (x, W.shape, W.dtype)
+
+
+def word_embedding_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
+    """dout: (N, T, D). Returns dW (V, D): each word's vector collects the gradients of
+    every position that looked it up. The indices get no gradient."""
+    x, W_shape, dtype = cache
+    dout = _upstream("word_embedding_backward", "dout", dout, x.shape + W_shape[1:])
+    dW = np.zeros(W_shape, dtype=np.result_type(dtype, dout))
+    np.add.at(dW, x.ravel(), dout.reshape(-1, W_shape[1]))
+    return dW
+
+
+# --------------------------------------------------------------------------- outputs
+
+def temporal_affine_forward(x: np.ndarray, w: np.ndarray,
+                            b: np.ndarray) -> Tuple[np.ndarray, tuple]:
+    """The same affine map at every step: out[n, t] = x[n, t] @ w + b.
+
+    x: (N, T, D); w: (D, M); b: (M,). Returns out (N, T, M); the cache is the course's
+    (x, w, b, out).
+    """
+    fn = "temporal_affine_forward"
+    x, w, b = _float_array(x, fn, "x"), _float_array(w, fn, "w"), _float_array(b, fn, "b")
+    _check_ndim(fn, "x", x, 3, "(N, T, D)")
+    _check_ndim(fn, "w", w, 2, "weights (D, M)")
+    if w.shape[0] != x.shape[2]:
+        raise ValueError(f"{fn}: x of shape {x.shape} has {x.shape[2]} features but w has "
+                         f"shape {w.shape}")
+    _check_shape(fn, "b", b, (w.shape[1],))
+    N, T, D = x.shape
+    out = _matmul(x.reshape(N * T, D), w).reshape(N, T, -1) + b
+    return out, (x, w, b, out)
+
+
+def temporal_affine_backward(dout: np.ndarray, cache: tuple) -> Tuple[np.ndarray, ...]:
+    """dout: (N, T, M). Returns dx (N, T, D), dw (D, M), db (M,)."""
+    x, w, b, out = cache
+    dout = _upstream("temporal_affine_backward", "dout", dout, out.shape)
+    N, T, D = x.shape
+    dout_rows = dout.reshape(N * T, -1).astype(out.dtype, copy=False)
+    dx = _matmul(dout_rows, w, transpose_b=True).reshape(x.shape)
+    dw = _matmul(x.reshape(N * T, D), dout_rows, transpose_a=True)
+    return dx, dw, dout_rows.sum(axis=0)
+
+
+def temporal_softmax_loss(x: np.ndarray, y: np.ndarray, mask: np.ndarray,
+                          verbose: bool = False) -> Tuple[float, np.ndarray]:
+    """Softmax cross-entropy at every step where mask is true, summed over the steps and
+    averaged over the N sequences (the course's normalisation: the loss of a batch grows
+    with the caption length).
+
+    x: (N, T, V) scores; y: (N, T) integers in [0, V); mask: (N, T), true where the step
+    counts (padding is false). verbose prints the shapes of the flattened arrays.
+    Returns (loss, dx (N, T, V)).
+    """
+    fn = "temporal_softmax_loss"
+    x = _float_array(x, fn, "x")
+    _check_ndim(fn, "x", x, 3, "scores (N, T, V)")
+    N, T, V = x.shape
+    y, mask = np.asarray(y), np.asarray(mask)
+    if y.dtype.kind not in "iu":
+        raise ValueError(f"{fn}: labels y must be integers, got dtype {y.dtype}")
+    _check_shape(fn, "y", y, (N, T))
+    _check_shape(fn, "mask", mask, (N, T))
+    if mask.dtype.kind not in "biu":
+        raise ValueError(f"{fn}: mask must be boolean (or 0/1 integers), got {mask.dtype}")
+    if y.size and (y.min() < 0 or y.max() >= V):
+        raise ValueError(f"{fn}: labels must lie in [0, {V}) for x of shape {x.shape}, "
+                         f"got min {y.min()} and max {y.max()}")
+    x_rows, y_rows = x.reshape(N * T, V), y.reshape(N * T)
+    mask_rows = mask.reshape(N * T).astype(bool)
+    rows = np.arange(N * T)
+    # Subtracting each row's maximum keeps exp from overflowing; softmax is unchanged.
+    shifted = x_rows - (x_rows.max(axis=1, keepdims=True) if V else 0)
+    dx = np.exp(shifted)
+    totals = dx.sum(axis=1)
+    dx /= totals[:, None]
+    log_prob_of_label = shifted[rows, y_rows] - np.log(totals)
+    # A batch of no sequences has no loss: 0 rather than 0 / 0.
+    batch = max(N, 1)
+    loss = -log_prob_of_label[mask_rows].sum() / batch
+    dx[rows, y_rows] -= 1
+    dx *= mask_rows[:, None] / batch
+    if verbose:
+        print("dx_flat: ", dx.shape)
+    return float(loss), dx.reshape(N, T, V)
+
+
+# --------------------------------------------------------------------------- attention
+
+_AttentionCache = collections.namedtuple("_AttentionCache", "q k v weights scale")
+
+
+def attention_forward(q: np.ndarray, k: np.ndarray, v: np.ndarray,
+                      mask: Optional[np.ndarray] = None) -> Tuple[np.ndarray, _AttentionCache]:
+    """Scaled dot-product attention: out = softmax(q @ k^T / sqrt(d) + masking) @ v.
+
+    q: (..., S, d) queries; k: (..., L, d) keys; v: (..., L, dv) values; the leading axes
+    (batch, heads) broadcast. mask: booleans broadcastable to (..., S, L), True where query
+    s may attend to key l (PyTorch's and the course's convention). A query that may attend
+    to no key gets zero weights and a zero output. Returns out (..., S, dv); the cache's
+    `weights` (..., S, L) are the attention weights.
+    """
+    fn = "attention_forward"
+    q, k, v = _float_array(q, fn, "q"), _float_array(k, fn, "k"), _float_array(v, fn, "v")
+    for name, a in (("q", q), ("k", k), ("v", v)):
+        if a.ndim < 2:
+            raise ValueError(f"{fn}: {name} must be at least 2-D (..., length, features), "
+                             f"got shape {a.shape}")
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(f"{fn}: queries of shape {q.shape} and keys of shape {k.shape} "
+                         "must have the same feature size")
+    if k.shape[-2] != v.shape[-2]:
+        raise ValueError(f"{fn}: keys of shape {k.shape} and values of shape {v.shape} "
+                         "must have the same length")
+    scale = 1.0 / np.sqrt(q.shape[-1]) if q.shape[-1] else 1.0
+    scores = (q @ np.swapaxes(k, -1, -2)) * np.asarray(scale, dtype=np.result_type(q, k))
+    if mask is not None:
+        mask = np.asarray(mask)
+        if mask.dtype != bool:
+            raise ValueError(f"{fn}: mask must be boolean (True = may attend), got {mask.dtype}")
+        try:
+            keep = np.broadcast_to(mask, scores.shape)
+        except ValueError:
+            raise ValueError(f"{fn}: mask of shape {mask.shape} does not broadcast to the "
+                             f"scores' shape {scores.shape}") from None
+        scores = np.where(keep, scores, -np.inf)
+    # Subtracting each row's maximum keeps exp from overflowing; a fully masked row has
+    # maximum -inf and would give nan, so it is shifted by 0 instead and stays all zero.
+    row_max = scores.max(axis=-1, keepdims=True) if scores.shape[-1] else 0
+    weights = np.exp(scores - np.where(np.isfinite(row_max), row_max, 0))
+    total = weights.sum(axis=-1, keepdims=True)
+    weights /= np.where(total > 0, total, 1)
+    return weights @ v, _AttentionCache(q, k, v, weights, scale)
+
+
+def attention_backward(dout: np.ndarray, cache: _AttentionCache) -> Tuple[np.ndarray, ...]:
+    """dout: (..., S, dv) (the output's shape). Returns dq, dk, dv in the shapes of q, k, v
+    (summed over the axes they were broadcast along)."""
+    q, k, v, weights, scale = cache
+    out_shape = (np.broadcast_shapes(weights.shape[:-2], v.shape[:-2])
+                 + weights.shape[-2:-1] + v.shape[-1:])
+    dout = _upstream("attention_backward", "dout", dout, out_shape)
+    dweights = dout @ np.swapaxes(v, -1, -2)
+    # softmax backward: dscores = w * (dw - sum(dw * w)); masked weights are 0 and get 0.
+    dscores = weights * (dweights - (dweights * weights).sum(axis=-1, keepdims=True)) * scale
+    dq = dscores @ k
+    dk = np.swapaxes(dscores, -1, -2) @ q
+    dv = np.swapaxes(weights, -1, -2) @ dout
+    return _sum_to(dq, q.shape), _sum_to(dk, k.shape), _sum_to(dv, v.shape)
+
+
+def _sum_to(grad, shape):
+    """Sum a broadcast gradient back to the shape of the input it came from."""
+    lead = grad.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(
+        lead + i for i, size in enumerate(shape) if size == 1 and grad.shape[lead + i] != 1)
+    return grad.sum(axis=axes).reshape(shape) if axes else grad

@@ -1,0 +1,244 @@
+"""The C++ kernels behind rnn_forward/backward and lstm_forward/backward (cpp/recurrent.h):
+the same bits on any number of threads, the AVX2 sigmoid and tanh against float64 and
+against the C library's, sizes that leave ragged blocks of work, and bad arguments refused
+with ValueError (never a crash)."""
+import contextlib
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from graphnet import rnn_layers as R
+from graphnet.kernels import _C
+from .test_avx2 import cpu_has_avx2_and_fma, kernel_threads
+
+
+@contextlib.contextmanager
+def avx2_activations(enabled):
+    _C.set_avx2_activations(enabled)
+    try:
+        yield
+    finally:
+        _C.set_avx2_activations(True)
+
+
+def case(cell, N=5, T=9, D=3, H=70, dtype=np.float64, seed=0):
+    """H = 70 leaves a ragged last block of units (32, 32, 6) and of columns."""
+    rng = np.random.default_rng(seed)
+    G = 4 * H if cell == "lstm" else H
+    args = [rng.standard_normal((N, T, D)), rng.standard_normal((N, H)),
+            rng.standard_normal((D, G)) / np.sqrt(D), rng.standard_normal((H, G)) / np.sqrt(H),
+            rng.standard_normal(G)]
+    return [a.astype(dtype) for a in args], rng.standard_normal((N, T, H)).astype(dtype)
+
+
+def run(cell, args, dh):
+    h, cache = getattr(R, f"{cell}_forward")(*args)
+    return [h, *getattr(R, f"{cell}_backward")(dh, cache)]
+
+
+def test_the_avx2_activations_run_on_this_cpu():
+    """Otherwise the tests below would only exercise the C library's."""
+    assert _C.avx2_activations_active() == cpu_has_avx2_and_fma()
+    with avx2_activations(False):
+        assert not _C.avx2_activations_active()
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_same_bits_on_any_number_of_threads(cell, dtype):
+    args, dh = case(cell, N=7, H=300, dtype=dtype)
+    with kernel_threads(1):
+        one = run(cell, args, dh)
+    for threads in (2, 3):
+        with kernel_threads(threads):
+            for mine, reference in zip(run(cell, args, dh), one):
+                np.testing.assert_array_equal(mine, reference)
+
+
+def step_loop(cell, x, h0, Wx, Wh, b, dh):
+    """The course's way, in float64: the step functions over t, then back over t.
+    Returns h, dx, dh0, dWx, dWh, db."""
+    x, h0, Wx, Wh, b, dh = (a.astype(np.float64) for a in (x, h0, Wx, Wh, b, dh))
+    N, T, _ = x.shape
+    h = np.zeros((N, T, h0.shape[1]))
+    prev_h, prev_c, steps = h0, np.zeros_like(h0), []
+    for t in range(T):
+        if cell == "lstm":
+            prev_h, prev_c, step = R.lstm_step_forward(x[:, t], prev_h, prev_c, Wx, Wh, b)
+        else:
+            prev_h, step = R.rnn_step_forward(x[:, t], prev_h, Wx, Wh, b)
+        h[:, t] = prev_h
+        steps.append(step)
+    dx, dprev_h, dprev_c = np.zeros_like(x), np.zeros_like(h0), np.zeros_like(h0)
+    dWx, dWh, db = np.zeros_like(Wx), np.zeros_like(Wh), np.zeros_like(b)
+    for t in reversed(range(T)):
+        if cell == "lstm":
+            dx[:, t], dprev_h, dprev_c, dWx_t, dWh_t, db_t = R.lstm_step_backward(
+                dh[:, t] + dprev_h, dprev_c, steps[t])
+        else:
+            dx[:, t], dprev_h, dWx_t, dWh_t, db_t = R.rnn_step_backward(dh[:, t] + dprev_h,
+                                                                        steps[t])
+        dWx, dWh, db = dWx + dWx_t, dWh + dWh_t, db + db_t
+    return h, dx, dprev_h, dWx, dWh, db
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+@pytest.mark.parametrize("H", [5, 70])
+def test_whole_sequences_equal_the_loop_of_steps(cell, H):
+    """H = 5: one block of work; H = 70: ragged last blocks."""
+    args, dh = case(cell, H=H)
+    for mine, loop in zip(run(cell, args, dh), step_loop(cell, *args, dh)):
+        np.testing.assert_allclose(mine, loop, rtol=1e-10, atol=1e-12)
+
+
+def activations(v):
+    """(tanh(v), sigmoid(v)) in float32 as the kernels compute them: Wx = identity, Wh = 0,
+    so an RNN's h is tanh(x) and an LSTM's saved input gate sigmoid(x)."""
+    width = 8
+    rows = -(-v.size // width)
+    x = np.zeros(rows * width, np.float32)
+    x[:v.size] = v
+    x = x.reshape(rows, 1, width)
+    outputs = []
+    for cell, gates in (("rnn", 1), ("lstm", 4)):
+        Wx = np.zeros((width, gates * width), np.float32)
+        Wx[:, :width] = np.eye(width)
+        h, act, _, _ = _C.recurrent_forward(cell, x, np.zeros((rows, width), np.float32), Wx,
+                                            np.zeros((width, gates * width), np.float32),
+                                            np.zeros(gates * width, np.float32))
+        outputs.append((h if cell == "rnn" else act[..., :width]).ravel()[:v.size])
+    return outputs
+
+
+def ulps(got, exact):
+    return np.abs(got - exact) / np.spacing(np.abs(exact).astype(np.float32)).astype(np.float64)
+
+
+@pytest.mark.parametrize("avx2", [True, False])
+def test_float32_sigmoid_and_tanh_within_two_ulps(avx2):
+    v = np.concatenate([np.linspace(-80, 80, 160001), np.linspace(-1e-3, 1e-3, 2001),
+                        np.geomspace(1e-30, 1, 301), -np.geomspace(1e-30, 1, 301)])
+    v = v.astype(np.float32)
+    exact = v.astype(np.float64)
+    with avx2_activations(avx2):
+        tanh, sigmoid = activations(v)
+    assert ulps(tanh, np.tanh(exact)).max() <= 2
+    assert ulps(sigmoid, 1 / (1 + np.exp(-exact))).max() <= 2
+
+
+@pytest.mark.parametrize("avx2", [True, False])
+def test_float32_activations_at_the_extremes(avx2):
+    v = np.array([np.nan, np.inf, -np.inf, 0.0, 100.0, -100.0, 1e-40], np.float32)
+    with avx2_activations(avx2):
+        # one value per batch row: a nan or inf in a row would spread through x @ Wx
+        results = [activations(np.array([value], np.float32)) for value in v]
+    tanh = np.array([t[0] for t, _ in results])
+    sigmoid = np.array([s[0] for _, s in results])
+    assert np.isnan(tanh[0]) and np.isnan(sigmoid[0])  # a nan is never turned into a number
+    np.testing.assert_allclose(tanh[1:], [1, -1, 0, 1, -1, v[-1]], rtol=1e-6, atol=0)
+    np.testing.assert_allclose(sigmoid[1:], [1, 0, 0.5, 1, 0, 0.5], rtol=1e-6, atol=1e-38)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+def test_avx2_and_c_library_activations_agree_on_a_sequence(cell):
+    args, dh = case(cell, dtype=np.float32)
+    with avx2_activations(True):
+        fast = run(cell, args, dh)
+    with avx2_activations(False):
+        portable = run(cell, args, dh)
+    for a, b in zip(fast, portable):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+# ------------------------------------------------------------------ bad arguments
+
+def lstm_arguments(N=2, T=3, D=4, H=5):
+    return {"cell": "lstm", **{name: np.zeros(shape) for name, shape in (
+        ("x", (N, T, D)), ("h0", (N, H)), ("Wx", (D, 4 * H)), ("Wh", (H, 4 * H)),
+        ("b", (4 * H,)))}}
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("cell", "gru", "cell must be 'rnn' or 'lstm'"),
+    ("Wx", np.zeros((4, 5)), r"Wx \(4, 5\).* do not fit together"),
+    ("h0", np.zeros((3, 5)), r"h0 \(3, 5\).* do not fit together"),
+    ("x", np.zeros((2, 4)), "x must be 3-D"),
+    ("b", np.zeros(20, np.float32), "b has dtype float32"),
+    ("h0", np.zeros((2, 5), np.int64), "h0 has dtype int64"),
+])
+def test_forward_refuses_bad_arguments(name, value, message):
+    arguments = lstm_arguments()
+    arguments[name] = value
+    with pytest.raises(ValueError, match=message):
+        _C.recurrent_forward(*arguments.values())
+
+
+def test_forward_refuses_half_precision():
+    arguments = {name: value.astype(np.float16) if name != "cell" else value
+                 for name, value in lstm_arguments().items()}
+    with pytest.raises(ValueError, match="must be float32 or float64"):
+        _C.recurrent_forward(*arguments.values())
+
+
+def test_forward_refuses_sizes_beyond_the_32_bit_blas():
+    x = np.broadcast_to(np.float32(0), (1 << 16, 1 << 16, 1))
+    with pytest.raises(ValueError, match="too large"):
+        _C.recurrent_forward("rnn", x, np.zeros((1 << 16, 1), np.float32),
+                             np.zeros((1, 1), np.float32), np.zeros((1, 1), np.float32),
+                             np.zeros(1, np.float32))
+    # no sequences, so h0 holds nothing whatever H says; 4 H columns are still too many
+    with pytest.raises(ValueError, match="too large"):
+        _C.recurrent_forward("lstm", np.zeros((0, 1, 1)), np.zeros((0, 1 << 40)),
+                             np.zeros((1, 0)), np.zeros((1 << 40, 0)), np.zeros(0))
+
+
+def test_backward_refuses_a_tampered_cache():
+    _, x, h0, Wx, Wh, b = lstm_arguments().values()
+    h, act, c, tanh_c = _C.recurrent_forward("lstm", x, h0, Wx, Wh, b)
+    dh = np.ones_like(h)
+    with pytest.raises(ValueError, match="needs the forward's gates"):
+        _C.recurrent_backward("lstm", dh, x, h0, Wx, Wh, h, None, c, tanh_c)
+    with pytest.raises(ValueError, match="saved state must have shape"):
+        _C.recurrent_backward("lstm", dh, x, h0, Wx, Wh, h, act[:, :2], c, tanh_c)
+    with pytest.raises(ValueError, match="dh must have shape"):
+        _C.recurrent_backward("lstm", dh[:1], x, h0, Wx, Wh, h, act, c, tanh_c)
+    with pytest.raises(ValueError, match="saved state"):
+        _C.recurrent_backward("lstm", dh, x, h0, Wx, Wh, h, act.astype(np.float32), c,
+                              tanh_c)
+    _, cache = R.rnn_forward(np.zeros((2, 3, 4)), np.zeros((2, 5)), np.zeros((4, 5)),
+                             np.zeros((5, 5)), np.zeros(5))
+    with pytest.raises(ValueError, match="lstm_backward: cache must be the one lstm_forward"):
+        R.lstm_backward(np.zeros((2, 3, 5)), cache)
+
+
+@settings(max_examples=120, deadline=None)
+@given(cell=st.sampled_from(["rnn", "lstm"]), N=st.integers(0, 3), T=st.integers(0, 4),
+       D=st.integers(0, 3), H=st.integers(0, 40), dtype=st.sampled_from([np.float32, np.float64]),
+       wrong=st.sampled_from([None, "h0", "Wx", "Wh", "b", "dh"]), seed=st.integers(0, 2**16))
+def test_fuzz_matches_the_step_loop_or_raises(cell, N, T, D, H, dtype, wrong, seed):
+    """Random sizes, empty ones included: the kernels match the numpy steps, or a shape
+    off by one is refused with ValueError."""
+    rng = np.random.default_rng(seed)
+    G = 4 * H if cell == "lstm" else H
+    shapes = {"x": (N, T, D), "h0": (N, H), "Wx": (D, G), "Wh": (H, G), "b": (G,),
+              "dh": (N, T, H)}
+    if wrong:
+        shapes[wrong] = shapes[wrong][:-1] + (shapes[wrong][-1] + 1,)
+    arrays = {name: rng.standard_normal(shape).astype(dtype) for name, shape in shapes.items()}
+    dh = arrays.pop("dh")
+    if wrong and wrong != "dh":
+        with pytest.raises(ValueError):
+            _C.recurrent_forward(cell, *arrays.values())
+        return
+    h, act, c, tanh_c = _C.recurrent_forward(cell, *arrays.values())
+    x, h0, Wx, Wh, b = arrays.values()
+    if wrong == "dh":
+        with pytest.raises(ValueError):
+            _C.recurrent_backward(cell, dh, x, h0, Wx, Wh, h, act, c, tanh_c)
+        return
+    grads = _C.recurrent_backward(cell, dh, x, h0, Wx, Wh, h, act, c, tanh_c)
+    tol = {"rtol": 1e-4, "atol": 1e-4} if dtype == np.float32 else {"rtol": 1e-9, "atol": 1e-10}
+    for mine, loop in zip((h, *grads), step_loop(cell, x, h0, Wx, Wh, b, dh)):
+        np.testing.assert_allclose(mine, loop, **tol)
