@@ -85,6 +85,7 @@ def assert_reads_as_gate_by_gate(g, feeds, tol):
             assert got_grad.tobytes() == grad.tobytes(), name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("chain", CHAINS)
 @pytest.mark.parametrize("dtype, tol", [(np.float32, 1e-5), (np.float64, 1e-12)])
 def test_a_fused_chain_reads_as_gate_by_gate(chain, dtype, tol):

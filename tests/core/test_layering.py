@@ -6,6 +6,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 import graphnet as gn
 
 PACKAGE = pathlib.Path(gn.__file__).parent
@@ -53,6 +55,7 @@ def _is_within(module, package):
     return module == package or module.startswith(package + ".")
 
 
+@pytest.mark.slow
 def test_no_import_cycle_between_modules():
     graph = module_level_imports()
     # a package's __init__ importing its own submodules is how packages are built
@@ -75,6 +78,7 @@ def test_no_import_cycle_between_modules():
             visit(module, [module])
 
 
+@pytest.mark.slow
 def test_lower_layers_do_not_import_upper_ones():
     order = ["graphnet.kernels", "graphnet.gates", "graphnet.core", "graphnet.passes",
              "graphnet.models", "graphnet.training", "graphnet.viz"]

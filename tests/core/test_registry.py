@@ -135,6 +135,7 @@ def test_save_and_load_where_the_gate_is_registered(tmp_path):
     assert loaded.forward(FEED) == g.forward(FEED)
 
 
+@pytest.mark.slow
 def test_loading_where_the_gate_is_not_registered_names_it(tmp_path):
     path = gn.save(circuit(), tmp_path / "custom.npz")
     script = textwrap.dedent(f"""

@@ -111,6 +111,7 @@ def _apply(g, op, a, b):
        ops=st.lists(st.tuples(st.sampled_from(UNARY + BINARY), st.integers(0, 100),
                               st.integers(0, 100)), min_size=1, max_size=8),
        seed=st.integers(0, 2**16))
+@pytest.mark.slow
 def test_random_graphs_of_elementwise_gates_match_numerical_gradients(shapes, ops, seed):
     g = gn.Graph()
     rng = np.random.default_rng(seed)

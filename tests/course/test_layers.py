@@ -431,6 +431,7 @@ def test_conv_forward_matches_scipy_correlate():
     np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CONV_CASES)
 def test_conv_backward_numerically(case):
     x, w, b, param = conv_inputs(case, seed=27)
@@ -662,6 +663,7 @@ def test_conv_relu_sandwich():
     assert_grads(LU.conv_relu_backward(dout, cache), numeric, tol=1e-6)
 
 
+@pytest.mark.slow
 def test_conv_relu_pool_sandwich():
     pytest.importorskip("graphnet.fast_layers")
     x, w, b, conv_param = conv_sandwich_inputs(41)

@@ -30,6 +30,7 @@ def saved_solver_state(path):
         return json.loads(archive[DOC_KEY].tobytes())["solver"]
 
 
+@pytest.mark.slow
 def test_train_digits_end_to_end(tmp_path):
     out = tmp_path / "run"
     result = run_cli("train", "--epochs", "3", "--out", str(out))
@@ -53,6 +54,7 @@ def test_train_digits_end_to_end(tmp_path):
     assert settings["seed"] == 0 and settings["update_rule"] == "adam"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["fc", "twolayer"])
 def test_train_other_models_in_process(tmp_path, capsys, model):
     code = cli.main(["train", "--model", model, "--epochs", "2", "--out", str(tmp_path),
@@ -90,6 +92,7 @@ def test_in_process_run_leaves_numpy_and_threads_alone(tmp_path, capsys):
     (["fly"], "invalid choice: 'fly'"),
     ([], "COMMAND"),
 ])
+@pytest.mark.slow
 def test_bad_arguments_give_a_message_not_a_traceback(args, message):
     result = run_cli(*args, timeout=60)
     assert result.returncode == 2
@@ -97,6 +100,7 @@ def test_bad_arguments_give_a_message_not_a_traceback(args, message):
     assert message in result.stderr
 
 
+@pytest.mark.slow
 def test_resume_refuses_to_change_the_run(tmp_path):
     out = tmp_path / "run"
     assert run_cli("train", "--model", "twolayer", "--epochs", "1", "--out", str(out),
@@ -132,6 +136,7 @@ def interrupt_after_first_epoch(out, sig):
     return proc.returncode, "".join(lines) + stdout, stderr
 
 
+@pytest.mark.slow
 def test_sigint_saves_a_checkpoint_and_resume_completes(tmp_path):
     out = tmp_path / "run"
     code, stdout, stderr = interrupt_after_first_epoch(out, signal.SIGINT)
@@ -155,6 +160,7 @@ def test_sigint_saves_a_checkpoint_and_resume_completes(tmp_path):
     assert resumed["loss_history"][:state["iteration"]] == state["loss_history"]
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint(tmp_path):
     out = tmp_path / "run"
     code, _, stderr = interrupt_after_first_epoch(out, signal.SIGTERM)
@@ -163,6 +169,7 @@ def test_sigterm_saves_a_checkpoint(tmp_path):
     assert saved_solver_state(out / "checkpoint.npz")["epoch"] >= 1
 
 
+@pytest.mark.slow
 def test_render_a_saved_model(tmp_path):
     if shutil.which("dot") is None:
         pytest.skip("the Graphviz program dot is not installed")
@@ -174,6 +181,7 @@ def test_render_a_saved_model(tmp_path):
     assert cli.main(["render", str(tmp_path / "missing.npz")]) == 1
 
 
+@pytest.mark.slow
 def test_console_script_is_installed():
     exe = shutil.which("graphnet")
     if exe is None:

@@ -80,6 +80,7 @@ def test_train_help_shows_every_default():
     assert "default: 15 on digits; 1 on cifar10" in epochs.help
 
 
+@pytest.mark.slow
 def test_data_dir_with_the_digits_is_a_warning(tmp_path, capsys):
     code, out, err = run_main(capsys, *QUICK, "--out", tmp_path / "run", "--data-dir",
                               tmp_path / "cifar")
@@ -90,6 +91,7 @@ def test_data_dir_with_the_digits_is_a_warning(tmp_path, capsys):
 
 # ---- resuming --------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_resume_with_nothing_left_to_train_writes_nothing(tmp_path, capsys, finished_run):
     out = restore(finished_run, tmp_path / "run")
     stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
@@ -169,6 +171,7 @@ def test_a_failed_download_names_the_url_and_creates_no_folder(tmp_path, capsys,
 
 # ---- diverging runs ------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_run_that_diverges_at_once_stops_with_an_error(tmp_path):
     """--lr 1e30 (once: exit 0, an accuracy, and a checkpoint --resume refused)."""
     result = run_cli(*QUICK, "--lr", "1e30", "--out", tmp_path / "run")
@@ -179,6 +182,7 @@ def test_a_run_that_diverges_at_once_stops_with_an_error(tmp_path):
     assert not (tmp_path / "run" / "checkpoint.npz").exists()
 
 
+@pytest.mark.slow
 def test_divergence_after_a_good_epoch_keeps_its_checkpoint_and_resume_works(
         tmp_path, capsys, monkeypatch):
     """The loss turns NaN in epoch 2: the run stops with exit 1, the checkpoint of epoch 1
@@ -212,6 +216,7 @@ def test_divergence_after_a_good_epoch_keeps_its_checkpoint_and_resume_works(
 
 # ---- files: atomic, stale temporaries, the closing line ------------------------------------
 
+@pytest.mark.slow
 def test_the_closing_line_lists_every_file_written(tmp_path, capsys):
     out = tmp_path / "run"
     code, stdout, _ = run_main(capsys, "train", "--model", "convnet", "--epochs", "1",
@@ -223,6 +228,7 @@ def test_the_closing_line_lists_every_file_written(tmp_path, capsys):
     assert {"model.npz", "checkpoint.npz", "run.json", "training.png", "filters.png"} <= listed
 
 
+@pytest.mark.slow
 def test_temporary_files_of_a_killed_write_are_removed_at_the_next_start(tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()

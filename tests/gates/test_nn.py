@@ -164,6 +164,7 @@ def test_conv_build_errors_name_the_gate_and_shapes():
         g.max_pool(g.input("flat", shape=(2, 3)))
 
 
+@pytest.mark.slow
 @pytest.mark.torch
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_small_cnn_against_torch(dtype):

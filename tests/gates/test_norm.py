@@ -49,6 +49,7 @@ def test_layernorm_gradients_and_the_course_function(shape):
 
 @pytest.mark.parametrize("C, G, gamma_shape", [(6, 3, (6,)), (4, 1, (1, 4, 1, 1)),
                                                (4, 4, (4,))])
+@pytest.mark.slow
 def test_groupnorm_gradients_and_the_course_function(C, G, gamma_shape):
     g = groupnorm_graph(C, G, gamma_shape)
     x = rng.standard_normal((3, C, 5, 4)) * 2 - 1

@@ -3,6 +3,7 @@ numpy, the shape inferred at build time (with unknown sizes) against the value's
 gradients by the adjoint identity: for a gate linear in an input v, <f(v'), dout> must
 equal <v', dv> for any v' (f computed by numpy), which pins down every entry of dv."""
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -52,6 +53,7 @@ def matmul_operands(draw):
     return a_shape, b_shape
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(matmul_operands(), st.data())
 def test_matmul(shapes, data):
@@ -78,6 +80,7 @@ def reshapes(draw):
     return tuple(shape), tuple(target)
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(reshapes(), st.data())
 def test_reshape(shapes, data):
@@ -95,6 +98,7 @@ def test_reshape(shapes, data):
     st.just(tuple(shape)),
     st.one_of(st.none(), st.permutations(range(len(shape))).map(tuple)),
     st.lists(st.booleans(), min_size=len(shape), max_size=len(shape)))))
+@pytest.mark.slow
 def test_transpose(case):
     shape, axes, hide = case
     x = np.random.default_rng(4).standard_normal(shape)
@@ -116,6 +120,7 @@ def concats(draw):
     return shapes, axis, hides
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(concats())
 def test_concat(case):
@@ -157,6 +162,7 @@ def keys(draw):
     return shape, tuple(key), hide
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(keys())
 def test_indexing(case):
@@ -181,6 +187,7 @@ def means(draw):
     return shape, axes, draw(st.booleans()), hide
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(means())
 def test_mean(case):

@@ -36,6 +36,7 @@ def test_attention_block_to_onnx_runs_in_onnxruntime_and_comes_back():
     assert_runs_equal(graphnet_run(back, feeds), graphnet_run(graph, feeds), rtol=1e-13)
 
 
+@pytest.mark.slow
 def test_attention_block_to_torch_matches_and_comes_back():
     graph, feeds = attention_graph(np.float64)
     module = gn.to_torch(graph)

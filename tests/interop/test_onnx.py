@@ -24,6 +24,7 @@ def run_onnxruntime(model, feeds):
     return session.run(None, feeds)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ONNX_CASES)
 def test_export_runs_in_onnxruntime_like_the_graph_in_eval_mode(case):
     graph, feeds = build(case, np.float32)
@@ -49,6 +50,7 @@ def test_import_builds_the_same_gates_equal_forward_and_backward(case):
                                   "softmax_loss", "max", "matmul_batched", "slice_int_none_step",
                                   "take_axis", "where", "gelu", "cross_entropy_sequence",
                                   "avg_pool_overlapping"])
+@pytest.mark.slow
 def test_imported_graph_backward_matches_pytorch(case):
     torch = pytest.importorskip("torch")
     graph, feeds = build(case, np.float64)
@@ -302,6 +304,7 @@ def test_groupnorm_with_the_courses_scale_shape_and_its_opset():
 @pytest.mark.parametrize("case", ["gelu", "gelu_tanh", "mean_axes_keepdims", "mean_all",
                                   "slice_int_none_step", "flatten_axis2", "clip_high",
                                   "cross_entropy_sequence", "where", "log_softmax_axis1"])
+@pytest.mark.slow
 def test_tensor_gates_at_every_opset_run_in_onnxruntime_and_come_back(case, opset):
     """Gelu is an op from opset 20 (before, the ops torch.onnx.export writes for it, read
     back as one gate); ReduceMean takes its axes as an input from opset 18."""

@@ -4,6 +4,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 
 def run_python(code):
     result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
@@ -12,6 +14,7 @@ def run_python(code):
     return result.stdout
 
 
+@pytest.mark.slow
 def test_import_graphnet_and_reaching_the_converters_loads_neither_onnx_nor_torch():
     out = run_python("""
         import sys
@@ -22,6 +25,7 @@ def test_import_graphnet_and_reaching_the_converters_loads_neither_onnx_nor_torc
     assert out.strip() == "[]"
 
 
+@pytest.mark.slow
 def test_a_missing_package_is_an_error_naming_the_extra():
     out = run_python("""
         import sys

@@ -16,6 +16,7 @@ nn, F = torch.nn, torch.nn.functional
 pytestmark = pytest.mark.torch
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("mode", ["train", "eval"])
 def test_module_matches_the_graph_forward_and_backward(case, mode):
@@ -29,6 +30,7 @@ def test_module_matches_the_graph_forward_and_backward(case, mode):
                       rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(CASES))
 def test_graph_to_torch_to_graph_gives_the_same_gates_outputs_and_gradients(case):
     graph, feeds = build(case, np.float64)
@@ -133,6 +135,7 @@ def small_cnn_and_feeds(dtype=torch.float64):
 LINEAR_WEIGHTS = ("fc1.weight", "fc2.weight")  # graphnet's affine holds them as (in, out)
 
 
+@pytest.mark.slow
 def test_torch_to_graph_to_torch_gives_equal_outputs_and_gradients():
     module, feeds = small_cnn_and_feeds()
     example = (torch.tensor(feeds["x"]), torch.tensor(feeds["y"]))
@@ -152,6 +155,7 @@ def test_torch_to_graph_to_torch_gives_equal_outputs_and_gradients():
     assert not again.training
 
 
+@pytest.mark.slow
 def test_from_torch_in_train_mode_takes_batch_statistics():
     module, feeds = small_cnn_and_feeds()
     module.train()
@@ -207,6 +211,7 @@ def test_a_flatten_read_by_anything_but_an_affine_is_a_flatten_gate():
 
 # ----- the course models ----------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["TwoLayerNet", "FullyConnectedNet", "ThreeLayerConvNet"])
 def test_course_model_loss_and_grads_in_torch(name):
     model, sample = course_models()[name]
@@ -268,6 +273,7 @@ def pool_and_gelu_feeds(batch, seed=0):
     return {"x": rng.normal(size=(batch, 3, 4, 4)), "y": rng.integers(0, 5, batch)}
 
 
+@pytest.mark.slow
 def test_pytorch_model_with_flatten_view_mean_pooling_and_gelu_through_from_torch():
     torch.manual_seed(0)
     module = PoolAndGelu().double()
@@ -306,6 +312,7 @@ class TokenOps(nn.Module):
         return kept.sum() + bounded.pow(3).sum() + torch.where(mask != 0, kept, 1.0).sum()
 
 
+@pytest.mark.slow
 def test_embedding_index_select_masks_and_squeezes_read_as_gates():
     torch.manual_seed(1)
     module = TokenOps().double()

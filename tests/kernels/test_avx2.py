@@ -74,6 +74,7 @@ def check_direct_conv(N, C, H, W, F, HH, WW, pad, seed=0):
 
 # Output rows of 16, 20 and 32 pixels pick tiles of 6, 4 and 3 filters (x 2, 3, 4 vectors);
 # filters 1..14 cover every remainder of those and of the 3-filter gradient tile.
+@pytest.mark.slow
 @pytest.mark.parametrize("W", [16, 20, 32])
 @pytest.mark.parametrize("F", [1, 2, 3, 4, 5, 6, 7, 11, 12, 13, 14])
 def test_direct_conv_every_filter_remainder(F, W):
@@ -82,6 +83,7 @@ def test_direct_conv_every_filter_remainder(F, W):
 
 # Rows of 2 to 8 vectors, with and without a masked tail (5 vectors take 3-vector tiles
 # that run one vector past the row; 7 take 4-vector tiles).
+@pytest.mark.slow
 @pytest.mark.parametrize("W", [16, 17, 23, 24, 25, 31, 32, 33, 40, 41, 47, 48, 49, 57, 64])
 def test_direct_conv_every_row_tail(W):
     check_direct_conv(2, 3, 4, W, 7, 3, 3, 1)
@@ -96,6 +98,7 @@ def test_direct_conv_every_row_tail(W):
     (2, 3, 11, 16, 8, 3, 5, 2),     # 45 taps, not a multiple of the 4-tap gradient tile
     (2, 3, 9, 15, 7, 3, 3, 1),      # rows of 15 < 16: everything on im2col + GEMM
 ])
+@pytest.mark.slow
 def test_direct_conv_shapes(case):
     check_direct_conv(*case)
 
@@ -119,6 +122,7 @@ def test_rows_narrower_than_two_vectors_take_im2col_and_gemm():
 @given(N=st.integers(1, 3), C=st.integers(1, 4), H=st.integers(1, 12), W=st.integers(10, 50),
        F=st.integers(1, 14), HH=st.integers(1, 7), WW=st.integers(1, 7), pad=st.integers(0, 4),
        seed=st.integers(0, 2**16))
+@pytest.mark.slow
 def test_direct_conv_fuzz(N, C, H, W, F, HH, WW, pad, seed):
     if HH > H + 2 * pad or WW > W + 2 * pad:
         return
@@ -160,6 +164,7 @@ def skinny(m, n, k, seed=0):
 
 # n >= 24 and k >= 8 * max(m, n) select it. Rows 1..9 cover the 4-row tile's remainders,
 # columns the 24-column tile's (and its 8-column vectors'), k the 256-deep blocks' edges.
+@pytest.mark.slow
 @pytest.mark.parametrize("m", [1, 2, 3, 4, 5, 9, 50])
 @pytest.mark.parametrize("n", [24, 25, 31, 32, 33, 40, 41, 47, 48, 49, 100])
 def test_skinny_matmul_every_tile_remainder(m, n):

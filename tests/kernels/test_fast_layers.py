@@ -132,6 +132,7 @@ def make_conv(case, dtype, seed=0):
 # ---- conv ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CONV_CASES)
 @pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-9), (np.float32, 1e-5)])
 def test_conv_matches_naive(case, dtype, tol):
@@ -147,6 +148,7 @@ def test_conv_matches_naive(case, dtype, tol):
         assert rel_error(got, ref) < tol
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CONV_CASES[:6])
 def test_conv_backward_numerical(case):
     x, w, b, cp = make_conv(case, np.float64, seed=2)
@@ -198,6 +200,7 @@ def test_conv_empty_batch():
     assert dx.shape == x.shape and not dw.any() and not db.any()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CONV_CASES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_conv_matches_torch(case, dtype):
@@ -223,6 +226,7 @@ def make_pool(case, dtype, seed=0):
     return x, {"pool_height": ph, "pool_width": pw, "stride": stride}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", POOL_CASES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_max_pool_matches_naive(case, dtype):
@@ -238,6 +242,7 @@ def test_max_pool_matches_naive(case, dtype):
     assert rel_error(dx, max_pool_backward_ref(dout, x, *args)) < tol
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", POOL_CASES[:4])
 def test_max_pool_backward_numerical(case):
     x, pp = make_pool(case, np.float64, seed=5)  # continuous values: no ties
@@ -291,6 +296,7 @@ def test_max_pool_non_contiguous_inputs():
                      max_pool_backward_ref(dout, x, 3, 3, 2)) < 1e-12
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", POOL_CASES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_max_pool_matches_torch(case, dtype):
@@ -435,6 +441,7 @@ def test_concurrent_calls_from_python_threads():
     assert not errors
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(2, 3, 8, 8), (1, 2, 7, 9), (3, 1, 5, 4)])
 def test_max_pool_2x2_stride_2_kernel_with_ties_and_nans(dtype, shape):
@@ -451,6 +458,7 @@ def test_max_pool_2x2_stride_2_kernel_with_ties_and_nans(dtype, shape):
                                   max_pool_backward_ref(dout, x, 2, 2, 2))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pp", [(2, 2, 2), (1, 1, 2), (3, 3, 2), (2, 2, 1), (3, 2, 3), (1, 2, 2)])
 @pytest.mark.parametrize("shape", [(2, 3, 8, 8), (1, 2, 7, 9), (2, 2, 5, 4)])
 def test_max_pool_backward_block_writer_and_scatter(pp, shape):

@@ -54,6 +54,7 @@ def dense_conv_gradient(dpool, pooled, winners, conv_shape):
     return dconv.reshape(conv_shape)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", POOL_CASES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_relu_first_pooling_equals_relu_then_pooling(case, dtype):
@@ -70,6 +71,7 @@ def test_relu_first_pooling_equals_relu_then_pooling(case, dtype):
     assert got.tobytes() == want.tobytes()  # bit for bit: +0, not -0, and the same NaNs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("direct", [True, False])
 @pytest.mark.parametrize("case", FUSED_CASES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -84,6 +86,7 @@ def test_conv_relu_pool_forward_equals_the_chain(case, dtype, direct):
     assert got.tobytes() == want.tobytes()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("direct", [True, False])
 @pytest.mark.parametrize("case", FUSED_CASES)
 @pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 1e-5)])

@@ -25,6 +25,7 @@ dtypes = st.sampled_from([np.float32, np.float64])
        seed=st.integers(0, 2**16))
 # Found by CI: the results cancel to about 0.002 from terms near 1, where float32 rounding
 # is a large relative error but well within rounding of the terms' sum.
+@pytest.mark.slow
 @example(N=1, C=1, H=1, W=1, F=1, HH=1, WW=3, stride=2, pad=2, dtype=np.float32, seed=657)
 def test_conv_fuzz(N, C, H, W, F, HH, WW, stride, pad, dtype, seed):
     rng = np.random.default_rng(seed)
@@ -52,6 +53,7 @@ def test_conv_fuzz(N, C, H, W, F, HH, WW, stride, pad, dtype, seed):
 @given(N=st.integers(0, 3), C=st.integers(1, 3), H=st.integers(1, 9), W=st.integers(1, 9),
        ph=st.integers(-1, 5), pw=st.integers(-1, 5), stride=st.integers(-1, 4), dtype=dtypes,
        ties=st.booleans(), seed=st.integers(0, 2**16))
+@pytest.mark.slow
 def test_max_pool_fuzz(N, C, H, W, ph, pw, stride, dtype, ties, seed):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((N, C, H, W))
@@ -79,6 +81,7 @@ def test_max_pool_fuzz(N, C, H, W, ph, pw, stride, dtype, ties, seed):
        stride=st.integers(-2, 3), pad=st.integers(-2, 3),
        x_dtype=st.sampled_from(["float32", "float64", "int32"]),
        w_dtype=st.sampled_from(["float32", "float64"]))
+@pytest.mark.slow
 def test_conv_arbitrary_arrays_never_crash(x_shape, w_shape, b_shape, stride, pad, x_dtype,
                                            w_dtype):
     x, w, b = np.ones(x_shape, x_dtype), np.ones(w_shape, w_dtype), np.ones(b_shape, w_dtype)
@@ -101,6 +104,7 @@ def test_conv_arbitrary_arrays_never_crash(x_shape, w_shape, b_shape, stride, pa
 # before taking the absolute value, and was too tight).
 @example(N=2, C=2, H=1, W=2, F=4, HH=2, WW=3, stride=1, pad=4, ph=2, pw=3, pool_stride=1,
          dtype=np.float32, ties=False, seed=255)
+@pytest.mark.slow
 def test_fused_conv_relu_pool_fuzz(N, C, H, W, F, HH, WW, stride, pad, ph, pw, pool_stride,
                                    dtype, ties, seed):
     """The fused kernels against the chain they replace (forward, bit for bit) and the naive

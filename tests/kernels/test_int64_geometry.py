@@ -222,10 +222,12 @@ def check_conv(x, w, b, stride, pad):
          dtype=np.float32, seed=0)
 @example(N=1, C=1, H=5, W=5, F=1, HH=1, WW=1, stride=INT64_MAX - 1, pad=2**61,
          dtype=np.float64, seed=0)  # ceil((pad - kw) / stride) once overflowed in im2col
+@pytest.mark.slow
 def test_conv_over_the_int64_range(N, C, H, W, F, HH, WW, stride, pad, dtype, seed):
     event(check_conv(*conv_arrays(N, C, H, W, F, HH, WW, dtype, seed), stride, pad))
 
 
+@pytest.mark.slow
 @FUZZ
 @given(**shapes, stride=huge_stride, pad=huge_pad, seed=st.integers(0, 2**16))
 def test_conv_with_a_huge_pad_and_stride_computes_the_few_windows_exactly(
@@ -236,6 +238,7 @@ def test_conv_with_a_huge_pad_and_stride_computes_the_few_windows_exactly(
 @FUZZ
 @given(**shapes, stride=any_int64, pad=any_int64, ph=any_int64, pw=any_int64,
        pool_stride=any_int64, seed=st.integers(0, 2**16))
+@pytest.mark.slow
 def test_fused_conv_relu_pool_over_the_int64_range(N, C, H, W, F, HH, WW, stride, pad, ph,
                                                    pw, pool_stride, seed):
     x, w, b = conv_arrays(N, C, H, W, F, HH, WW, np.float32, seed)
@@ -259,6 +262,7 @@ def test_fused_conv_relu_pool_over_the_int64_range(N, C, H, W, F, HH, WW, stride
 @FUZZ
 @given(N=st.integers(0, 2), C=st.integers(1, 2), H=st.integers(0, 7), W=st.integers(0, 7),
        ph=any_int64, pw=any_int64, stride=any_int64, seed=st.integers(0, 2**16))
+@pytest.mark.slow
 def test_max_pool_forward_over_the_int64_range(N, C, H, W, ph, pw, stride, seed):
     x = np.random.default_rng(seed).standard_normal((N, C, H, W))
     if not (stride >= 1 and 1 <= ph <= H and 1 <= pw <= W):
@@ -279,6 +283,7 @@ def test_max_pool_forward_over_the_int64_range(N, C, H, W, ph, pw, stride, seed)
        Wo=st.integers(1, 4), H=any_int64, W=any_int64,
        winners=st.lists(st.sampled_from([INT32_MAX, -2**31, -1, 0, 1, 5, 17]) |
                          st.integers(-2**31, INT32_MAX), min_size=32, max_size=32))
+@pytest.mark.slow
 def test_max_pool_backward_with_any_input_size_and_any_winners(planes, Ho, Wo, H, W, winners):
     """max_pool_backward takes the input's size and the winners from its caller: neither may
     send it out of bounds."""
@@ -300,6 +305,7 @@ def test_max_pool_backward_with_any_input_size_and_any_winners(planes, Ho, Wo, H
     np.testing.assert_array_equal(dx, expected.reshape(N, C, H, W))
 
 
+@pytest.mark.slow
 @FUZZ
 @given(m=any_int64, n=any_int64, empty_inner=st.booleans())
 def test_matmul_of_empty_operands_with_any_sizes(m, n, empty_inner):

@@ -12,6 +12,7 @@ def numpy_adam(w, dw, m, v, t, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8):
     return w - lr * m_hat / (np.sqrt(v_hat) + eps), m, v
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(8192, 100), (3, 5), (7,), ()])
 def test_fused_adam_matches_numpy_bitwise(dtype, shape):

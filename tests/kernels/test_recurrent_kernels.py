@@ -84,6 +84,7 @@ def step_loop(cell, x, h0, Wx, Wh, b, dh):
     return h, dx, dprev_h, dWx, dWh, db
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cell", ["rnn", "lstm"])
 @pytest.mark.parametrize("H", [5, 70])
 def test_whole_sequences_equal_the_loop_of_steps(cell, H):

@@ -285,6 +285,7 @@ def _status_kb(field):
         return next(int(line.split()[1]) for line in status if line.startswith(field + ":"))
 
 
+@pytest.mark.slow
 def test_zip_bomb_is_refused_before_it_inflates(tmp_path):
     """A valid checkpoint plus one deflated member of 400 MB of zeros (about 0.4 MB on
     disk): refused from the archive's directory, without inflating it."""

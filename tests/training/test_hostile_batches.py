@@ -160,6 +160,7 @@ CRAFTED = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(CRAFTED))
 def test_crafted_batch_is_a_data_error_and_the_process_survives(cifar_dir, name):
     (cifar_dir / "data_batch_3").write_bytes(CRAFTED[name])
@@ -175,6 +176,7 @@ def test_crafted_batch_is_a_data_error_and_the_process_survives(cifar_dir, name)
     (P.GLOBAL + b"numpy.core.numeric\n_frombuffer\n", "_frombuffer"),  # protocol-5 arrays
     (P.GLOBAL + b"numpy\nload\n", "numpy.load"),
 ])
+@pytest.mark.slow
 def test_a_global_outside_numpys_array_rebuild_is_refused_by_name(cifar_dir, global_ops, name):
     (cifar_dir / "test_batch").write_bytes(batch(extra=string(b"batch_label") + global_ops
                                                  + seq(string(b"x")) + P.REDUCE))

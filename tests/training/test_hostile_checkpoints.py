@@ -131,6 +131,7 @@ SOLVER_ATTACKS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("what, change, match", SOLVER_ATTACKS, ids=[a[0] for a in SOLVER_ATTACKS])
 def test_solver_checkpoint_attack_is_refused_by_field_before_anything_is_assigned(
         tmp_path, solver_file, what, change, match):
@@ -148,6 +149,7 @@ def test_solver_checkpoint_attack_is_refused_by_field_before_anything_is_assigne
      "buffer": {"__ndarray__": [0] * 4, "dtype": "<u8"}, "buffer_pos": 10**9,
      "has_uint32": 0, "uinteger": 0},
 ], ids=["MT19937 pos 10**9", "MT19937 pos -5", "Philox buffer_pos 10**9"])
+@pytest.mark.slow
 def test_random_state_that_numpy_would_read_out_of_bounds_is_refused(tmp_path, solver_file,
                                                                       state):
     """numpy takes these states and then reads its key at `pos` (a SIGSEGV for 10**9): the
@@ -255,6 +257,7 @@ def test_hostile_documents(tmp_path, document, match):
     assert "doc.npz" in str(info.value)
 
 
+@pytest.mark.slow
 def test_unlisted_members_are_never_read(model_file, tmp_path):
     """Members the document does not list (here a NaN array and a deflated bomb) are not
     read at all: the model loads, and memory stays small."""
@@ -274,6 +277,7 @@ def test_unlisted_members_are_never_read(model_file, tmp_path):
     assert "EXTRA" not in model.params and peak < 20 << 20
 
 
+@pytest.mark.slow
 def test_300_deflated_members_listed_in_the_document_are_refused_before_inflating(tmp_path):
     """The attack the per-member ratio let through: 300 listed members of 1 MB of zeros
     each, deflated to a few hundred KB in all."""

@@ -94,6 +94,7 @@ def test_two_layer_net_gradients(reg):
     dict(reg=0.5, normalization="layernorm"),
     dict(reg=0.2, normalization="layernorm", dropout=0.25, seed=3),
 ])
+@pytest.mark.slow
 def test_fully_connected_net_gradients(kwargs):
     np.random.seed(231)
     N, D, C = 4, 9, 5
@@ -170,6 +171,7 @@ def test_unseeded_dropout_stream_exists_before_training():
 
 # --------------------------------------------------------------------------- ThreeLayerConvNet
 
+@pytest.mark.slow
 @pytest.mark.parametrize("reg", [0.0, 0.5])
 def test_three_layer_convnet_gradients(reg):
     np.random.seed(0)

@@ -348,6 +348,7 @@ def test_graphs_past_the_size_threshold_collapse_by_scope():
     assert len(node_rows(viz.draw(g, collapse=False))) > 45
 
 
+@pytest.mark.slow
 def test_deep_stacks_collapse_into_a_few_pieces_that_keep_their_flags():
     g = sigmoid_stack(layers=200, width=2)
     rows = node_rows(viz.draw(g))
@@ -370,6 +371,7 @@ def test_large_graphs_without_scopes_or_repeats_still_collapse():
         viz.draw(g, collapse="scope")
 
 
+@pytest.mark.slow
 @needs_dot
 def test_a_10000_node_chain_draws_as_a_few_nodes_within_4000_px():
     g = gn.Graph()

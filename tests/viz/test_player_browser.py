@@ -79,6 +79,7 @@ def state(page):
     }""")
 
 
+@pytest.mark.slow
 def test_player_steps_with_buttons_keys_and_play_on_one_layout(browser, tmp_path):
     g = sigmoid_neuron()
     frames = viz.backward_steps(g)
@@ -134,6 +135,7 @@ def test_player_steps_with_buttons_keys_and_play_on_one_layout(browser, tmp_path
     assert all(url.startswith("file://") for url in requests), requests
 
 
+@pytest.mark.slow
 def test_the_active_gate_is_brought_into_view_on_a_drawing_larger_than_the_window(
         browser, tmp_path):
     g = deep_mlp()
@@ -151,6 +153,7 @@ def test_the_active_gate_is_brought_into_view_on_a_drawing_larger_than_the_windo
     assert errors == []
 
 
+@pytest.mark.slow
 def test_the_wheel_zooms_dragging_pans_and_0_fits(browser, tmp_path):
     g = sigmoid_neuron()
     page, _, _ = open_player(browser, viz.export_html(viz.backward_steps(g),

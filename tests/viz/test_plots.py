@@ -65,6 +65,7 @@ def conv_graph(seed=0):
 
 # ----- plot_training ---------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_plot_training_two_panels_and_png(tmp_path):
     solver = fake_solver()
     fig = plots.plot_training(solver, path=tmp_path / "train.png")
@@ -111,6 +112,7 @@ def test_running_mean_is_centred_and_keeps_length():
 
 # ----- gradient flow ---------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_grad_flow_shows_vanishing_gradients_in_a_deep_sigmoid_stack(tmp_path):
     g, feeds = sigmoid_stack(depth=6)
     g.forward(**feeds)
@@ -171,6 +173,7 @@ def test_grad_flow_before_backward_says_so():
         plots.plot_grad_flow(42)
 
 
+@pytest.mark.slow
 def test_recorder_and_grad_flow_history(tmp_path):
     g, feeds = sigmoid_stack(depth=3)
     recorder = plots.GradFlowRecorder()
@@ -252,6 +255,7 @@ def test_visualize_grid_grayscale_and_constant_images():
         plots.visualize_grid(np.zeros((3, 3)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("channels, mode", [(1, "gray"), (3, "rgb"), (2, "per-channel")])
 def test_plot_filters(tmp_path, channels, mode):
     w = np.random.default_rng(0).standard_normal((7, channels, 3, 3))
@@ -280,6 +284,7 @@ def test_plot_filters_takes_a_models_first_layer_and_rejects_other_shapes():
 
 # ----- activation maps -------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_plot_activations_runs_forward_and_backward(tmp_path):
     g, feeds = conv_graph()
     fig = plots.plot_activations(g, "conv1", feeds, index=2, path=tmp_path / "act.png")

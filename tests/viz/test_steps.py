@@ -174,6 +174,7 @@ def test_html_player_is_self_contained(tmp_path):
     assert "http://" not in without_namespaces and "https://" not in without_namespaces
 
 
+@pytest.mark.slow
 @needs_dot
 def test_gif_and_png_sequences(tmp_path):
     from PIL import Image
