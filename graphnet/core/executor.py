@@ -67,6 +67,7 @@ class HookHandle:
         self._hooks, self.hook = hooks, hook
 
     def remove(self) -> None:
+        """Stop calling the hook (removing it twice does nothing)."""
         if self.hook in self._hooks:
             self._hooks.remove(self.hook)
 

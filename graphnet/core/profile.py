@@ -137,7 +137,15 @@ def profile(graph: Any, feeds: Optional[dict] = None, *, target: Any = None,
     warms up and is not counted), then measure each step's peak allocation in one more run
     with tracemalloc when `memory`. Without feeds, returns a Profile to use as a context
     manager around your own calls (memory measured there only if memory=True is passed
-    explicitly to Profile)."""
+    explicitly to Profile).
+
+    Examples:
+        >>> prof = gn.profile(model.graph, {"X": X, "y": y}, target="data_loss")
+        >>> print(prof)          # a table: each step's time both ways and its peak memory
+        >>> prof.draw()          # the graph, each node filled by its step's time
+        >>> with gn.profile(model.graph) as prof:
+        ...     solver.train()
+    """
     if feeds is None:
         return Profile(graph)
     targets = graph.sinks if target is None else [graph[target]]
