@@ -36,6 +36,8 @@ def site_relative(markdown: str) -> str:
     """Links written from the repository's root (docs/x.md, README.md) as the site sees
     them from a page at the site's root."""
     markdown = re.sub(r"\]\(docs/", "](", markdown)
+    for source, dest in ROOT_PAGES.items():
+        markdown = markdown.replace(f"]({source}", f"]({dest}")
     return re.sub(r"\]\(README\.md", "](index.md", markdown)
 
 
