@@ -82,9 +82,9 @@ def test_every_built_in_gate_example_runs_and_is_drawn(gate_hook):
         assert svgs[f"gates/{op}.svg"].lstrip().startswith((b"<?xml", b"<svg"))
 
 
-def readme_python_blocks():
-    """(line number, code) of every ```python block of the README not marked NORUN."""
-    lines = README.read_text(encoding="utf-8").splitlines()
+def python_blocks(path=README):
+    """(line number, code) of every ```python block of a Markdown file not marked NORUN."""
+    lines = path.read_text(encoding="utf-8").splitlines()
     blocks, start = [], None
     for number, line in enumerate(lines, 1):
         if start is None and line.strip() == "```python":
@@ -104,7 +104,7 @@ def readme_python_blocks():
 def test_every_python_example_in_the_readme_runs(tmp_path, monkeypatch):
     """The README's blocks run in order in one namespace (a later block may use an
     earlier one's names), in a temporary folder (they write files)."""
-    blocks = readme_python_blocks()
+    blocks = python_blocks()
     assert len(blocks) >= 4
     monkeypatch.chdir(tmp_path)
     namespace = {"__name__": "__readme__"}
@@ -112,6 +112,16 @@ def test_every_python_example_in_the_readme_runs(tmp_path, monkeypatch):
         exec(compile(code, f"README.md, the block at line {line}", "exec"), namespace)
     assert namespace["g"]["x"].grad == -4.0  # the step-player block's circuit
     assert abs(namespace["f"].value - (-12.0)) < 1e-12
+
+
+@pytest.mark.slow
+def test_every_python_example_in_getting_started_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    namespace = {"__name__": "__getting_started__"}
+    page = ROOT / "docs" / "getting-started.md"
+    for line, code in python_blocks(page):
+        exec(compile(code, f"{page.name}, the block at line {line}", "exec"), namespace)
+    assert namespace["solver"].best_val_acc > 0.8
 
 
 def test_readme_is_short_and_undated():
