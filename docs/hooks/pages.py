@@ -3,6 +3,7 @@
 - CHANGELOG.md and CONTRIBUTING.md (at the repository's root, where GitHub shows them)
   become changelog.md and contributing.md; their links into docs/ are made site-relative.
 - visualizations/ (the gallery: index.md, its SVGs and PNGs) becomes gallery/.
+- Every docs/**/*.dot (a Graphviz diagram) becomes the SVG beside it.
 - reference/cli.md is the `--help` of every `graphnet` command, from graphnet.cli's parser.
 - Pages that other pieces of work write (PENDING) get a placeholder while they do not
   exist yet, so that the nav and the links to them stay strict; each placeholder is
@@ -59,7 +60,14 @@ def cli_reference() -> str:
 
 
 def on_files(files: Files, config) -> Files:
+    import subprocess
     files.append(File.generated(config, "reference/cli.md", content=cli_reference()))
+    docs = Path(config["docs_dir"])
+    for diagram in sorted(docs.rglob("*.dot")):
+        svg = subprocess.run(["dot", "-Tsvg", str(diagram)], check=True,
+                             capture_output=True).stdout
+        files.append(File.generated(config, diagram.relative_to(docs).with_suffix(".svg")
+                                    .as_posix(), content=svg))
     for source, dest in ROOT_PAGES.items():
         text = site_relative((ROOT / source).read_text(encoding="utf-8"))
         files.append(File.generated(config, dest, content=text))
