@@ -25,7 +25,7 @@ from graphnet.gates.base import fill, formula_of, gate_class, rule_of
 log = logging.getLogger("mkdocs.hooks.gates")
 PAGE = "reference/gates.md"
 
-Example = Callable[["gn.Graph"], dict]  # builds the gate as node "f", returns the feeds
+Example = Callable[["gn.Graph"], dict]  # builds the gate as node "out", returns the feeds
 
 
 def _rng() -> np.random.Generator:
@@ -34,21 +34,21 @@ def _rng() -> np.random.Generator:
 
 def _unary(op: str, x=0.5, **attrs) -> Example:
     def build(g):
-        getattr(g, op)(g.input("x"), name="f", **attrs)
+        getattr(g, op)(g.input("x"), name="out", **attrs)
         return {"x": x}
     return build
 
 
 def _binary(op: str, a=2.0, b=-3.0) -> Example:
     def build(g):
-        getattr(g, op)(g.input("a"), g.input("b"), name="f")
+        getattr(g, op)(g.input("a"), g.input("b"), name="out")
         return {"a": a, "b": b}
     return build
 
 
 def _array(op: str, x_shape=(2, 3), **attrs) -> Example:
     def build(g):
-        getattr(g, op)(g.input("x", shape=x_shape), name="f", **attrs)
+        getattr(g, op)(g.input("x", shape=x_shape), name="out", **attrs)
         return {"x": _rng().normal(size=x_shape).round(2)}
     return build
 
@@ -56,7 +56,7 @@ def _array(op: str, x_shape=(2, 3), **attrs) -> Example:
 def _norm(op: str, x_shape, param_shape, **attrs) -> Example:
     def build(g):
         getattr(g, op)(g.input("x", shape=x_shape), g.param("gamma", np.ones(param_shape)),
-                       g.param("beta", np.zeros(param_shape)), name="f", **attrs)
+                       g.param("beta", np.zeros(param_shape)), name="out", **attrs)
         return {"x": _rng().normal(size=x_shape)}
     return build
 
@@ -64,55 +64,113 @@ def _norm(op: str, x_shape, param_shape, **attrs) -> Example:
 def _loss(op: str) -> Example:
     def build(g):
         getattr(g, op)(g.input("scores", shape=(3, 4)), g.input("y", shape=(3,), dtype=np.int64),
-                       name="f")
+                       name="out")
         return {"scores": _rng().normal(size=(3, 4)).round(2), "y": np.array([0, 3, 1])}
     return build
 
 
 def _affine(g):
     g.affine(g.input("x", shape=(2, 3)), g.param("w", _rng().normal(size=(3, 2)).round(2)),
-             g.param("b", np.zeros(2)), name="f")
+             g.param("b", np.zeros(2)), name="out")
     return {"x": _rng().normal(size=(2, 3)).round(2)}
 
 
 def _conv(g):
     g.conv(g.input("x", shape=(1, 1, 4, 4)), g.param("w", _rng().normal(size=(2, 1, 3, 3))),
-           g.param("b", np.zeros(2)), stride=1, pad=1, name="f")
+           g.param("b", np.zeros(2)), stride=1, pad=1, name="out")
     return {"x": _rng().normal(size=(1, 1, 4, 4))}
 
 
 def _concat(g):
-    g.concat([g.input("a", shape=(2, 2)), g.input("b", shape=(2, 3))], axis=1, name="f")
+    g.concat([g.input("a", shape=(2, 2)), g.input("b", shape=(2, 3))], axis=1, name="out")
     return {"a": np.ones((2, 2)), "b": np.zeros((2, 3))}
 
 
 def _slice(g):
-    g.index(g.input("x", shape=(3, 4)), (slice(None), slice(1, 3)), name="f")
+    g.index(g.input("x", shape=(3, 4)), (slice(None), slice(1, 3)), name="out")
     return {"x": np.arange(12.0).reshape(3, 4)}
 
 
 def _take(g):
-    g.take(g.param("W", _rng().normal(size=(5, 2)).round(2)), np.array([4, 0, 4]), name="f")
+    g.take(g.param("W", _rng().normal(size=(5, 2)).round(2)), np.array([4, 0, 4]), name="out")
     return {}
 
 
 def _where(g):
-    g.where(np.array([1, 0, 1]), g.input("a", shape=(3,)), g.input("b", shape=(3,)), name="f")
+    g.where(np.array([1, 0, 1]), g.input("a", shape=(3,)), g.input("b", shape=(3,)), name="out")
     return {"a": np.array([1.0, 2.0, 3.0]), "b": np.array([-1.0, -2.0, -3.0])}
 
 
 def _matmul(g):
-    g.matmul(g.input("a", shape=(2, 3)), g.input("b", shape=(3, 2)), name="f")
+    g.matmul(g.input("a", shape=(2, 3)), g.input("b", shape=(3, 2)), name="out")
     return {"a": _rng().normal(size=(2, 3)).round(2), "b": _rng().normal(size=(3, 2)).round(2)}
 
 
 def _cross_entropy(g):
     g.cross_entropy(g.input("scores", shape=(2, 3, 4)),
-                    g.input("y", shape=(2, 3), dtype=np.int64), ignore_index=0, name="f")
+                    g.input("y", shape=(2, 3), dtype=np.int64), ignore_index=0, name="out")
     return {"scores": _rng().normal(size=(2, 3, 4)), "y": np.array([[1, 2, 0], [3, 0, 0]])}
 
 
-#: A small example per built-in gate; the drawing is of this graph.
+def _param(g, name, *shape):
+    return g.param(name, _rng().normal(scale=0.5, size=shape).round(2))
+
+
+def _sequence(op: str):
+    """rnn and lstm over x (N=1, T=3, D=2) from h0 (1, H=2)."""
+    def build(g):
+        width = {"rnn": 2, "lstm": 8}[op]
+        g.apply(op, g.input("x", shape=(1, 3, 2)), g.input("h0", shape=(1, 2)),
+                _param(g, "Wx", 2, width), _param(g, "Wh", 2, width),
+                g.param("b", np.zeros(width)), name="out")
+        return {"x": _rng().normal(size=(1, 3, 2)), "h0": np.zeros((1, 2))}
+    return build
+
+
+def _rnn_step(g):
+    g.apply("rnn_step", g.input("x", shape=(1, 2)), g.input("prev_h", shape=(1, 2)),
+            _param(g, "Wx", 2, 2), _param(g, "Wh", 2, 2), g.param("b", np.zeros(2)), name="out")
+    return {"x": np.array([[1.0, -1.0]]), "prev_h": np.array([[0.5, 0.0]])}
+
+
+def _lstm_step(g):
+    g.apply("lstm_step", g.input("x", shape=(1, 2)), g.input("prev_h", shape=(1, 2)),
+            g.input("prev_c", shape=(1, 2)), _param(g, "Wx", 2, 8), _param(g, "Wh", 2, 8),
+            g.param("b", np.zeros(8)), name="out")
+    return {"x": np.array([[1.0, -1.0]]), "prev_h": np.array([[0.5, 0.0]]),
+            "prev_c": np.zeros((1, 2))}
+
+
+def _word_embedding(g):
+    g.apply("word_embedding", np.array([[3, 0, 3]]), _param(g, "W", 4, 2), name="out")
+    return {}
+
+
+def _temporal_affine(g):
+    g.apply("temporal_affine", g.input("x", shape=(1, 3, 2)), _param(g, "w", 2, 3),
+            g.param("b", np.zeros(3)), name="out")
+    return {"x": _rng().normal(size=(1, 3, 2)).round(2)}
+
+
+def _temporal_softmax_loss(g):
+    g.apply("temporal_softmax_loss", g.input("x", shape=(1, 3, 4)),
+            g.input("y", shape=(1, 3), dtype=np.int64),
+            g.input("mask", shape=(1, 3), dtype=np.int64), name="out")
+    return {"x": _rng().normal(size=(1, 3, 4)).round(2), "y": np.array([[1, 2, 0]]),
+            "mask": np.array([[1, 1, 0]])}
+
+
+def _attention(masked: bool):
+    def build(g):
+        qkv = [g.input(n, shape=(1, 3, 2)) for n in "qkv"]
+        mask = [np.tril(np.ones((3, 3), dtype=np.int64))] if masked else []
+        g.apply("masked_attention" if masked else "attention", *qkv, *mask, name="out")
+        return {n: _rng().normal(size=(1, 3, 2)).round(2) for n in "qkv"}
+    return build
+
+
+#: A small example per built-in gate; the drawing is of this graph. (An entry whose op is
+#: not registered is never used.)
 EXAMPLES: Dict[str, Example] = {
     "add": _binary("add"), "subtract": _binary("subtract"),
     "multiply": _binary("multiply"), "divide": _binary("divide"),
@@ -135,6 +193,10 @@ EXAMPLES: Dict[str, Example] = {
     "softmax_loss": _loss("softmax_loss"), "svm_loss": _loss("svm_loss"),
     "affine": _affine, "conv": _conv, "concat": _concat, "slice": _slice, "take": _take,
     "where": _where, "matmul": _matmul, "cross_entropy": _cross_entropy,
+    "rnn": _sequence("rnn"), "lstm": _sequence("lstm"), "rnn_step": _rnn_step,
+    "lstm_step": _lstm_step, "word_embedding": _word_embedding,
+    "temporal_affine": _temporal_affine, "temporal_softmax_loss": _temporal_softmax_loss,
+    "attention": _attention(False), "masked_attention": _attention(True),
 }
 
 
@@ -146,7 +208,7 @@ def _scalar_example(op: str) -> Example:
         names = cls.inputs or ("x",)
         inputs = [g.input(n, dtype=np.int64 if i in cls.integer_inputs else None)
                   for i, n in enumerate(names)]
-        g.apply(op, *inputs, name="f")
+        g.apply(op, *inputs, name="out")
         return {n: (1 if i in cls.integer_inputs else 0.5 + i) for i, n in enumerate(names)}
     return build
 
@@ -164,8 +226,8 @@ def run_example(op: str) -> Tuple[Optional["gn.Graph"], bool]:
             continue
         try:
             g.forward(**feeds)
-            f = g["f"]
-            g.backward(f, grad=np.ones(np.shape(f.value)) if np.ndim(f.value) else 1.0)
+            out = g["out"]
+            g.backward(out, grad=np.ones(np.shape(out.value)) if np.ndim(out.value) else 1.0)
             return g, True
         except Exception:  # noqa: BLE001
             return g, False
@@ -197,9 +259,9 @@ def gate_section(op: str, graph: Optional["gn.Graph"], ran: bool, drawing: Optio
                  ) -> List[str]:
     cls = gate_class(op)
     names = list(cls.inputs) or ["x₀", "x₁", "…"]
-    node = graph["f"] if graph is not None else None
+    node = graph["out"] if graph is not None else None
     attrs = node.gate.attrs() if node is not None else {}
-    out = "f"
+    out = "out"
     lines = [f"## {op}", "",
              f"`{cls.__module__}.{cls.__qualname__}`: `{_builder_call(op, cls)}`", "",
              _docstring(cls), "",
@@ -235,7 +297,7 @@ def reference_markdown(drawings: bool = False) -> Tuple[str, Dict[str, bytes]]:
              "Every gate registered in graphnet's gate registry (`gn.gate_names()`), "
              "generated from the gates themselves when the site is built: its forward "
              "formula, its local rule and derivatives as the step player shows them "
-             "(f is the gate's output), what it caches for backward, and a drawing of "
+             "(out is the gate's output), what it caches for backward, and a drawing of "
              "a small graph using it, after a forward and a backward pass "
              "(with `show_cache=True`). See [Adding a gate](../how-to/adding-a-gate.md) "
              "for what each attribute means.", "",

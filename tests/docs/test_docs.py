@@ -65,7 +65,7 @@ def test_every_registered_gate_has_a_section_in_the_gate_reference(gate_hook, re
     text, _ = gate_hook.reference_markdown(drawings=False)
     assert _sections(text) == gn.gate_names()
     cube = text.split("## docs_test_cube\n", 1)[1].split("\n## ", 1)[0]
-    assert "`f = x³`" in cube and "**∂f/∂x** = `3·x²`" in cube
+    assert "`out = x³`" in cube and "**∂out/∂x** = `3·x²`" in cube
     assert "a cube gate scales the upstream gradient by 3·x²" in cube
     assert "saved 0.5" in cube  # its cache, from running it on a scalar
 
