@@ -47,6 +47,7 @@ def cli_reference() -> str:
     import os
 
     from graphnet.cli import build_parser
+    columns = os.environ.get("COLUMNS")
     os.environ["COLUMNS"] = "100"  # argparse wraps to the terminal's width otherwise
     parser = build_parser()
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
@@ -56,6 +57,10 @@ def cli_reference() -> str:
              "[Training on CIFAR-10](../how-to/cifar10.md#the-command-line).", ""]
     for name, sub in commands.choices.items():
         lines += [f"## graphnet {name}", "", "```text", sub.format_help().rstrip(), "```", ""]
+    if columns is None:
+        del os.environ["COLUMNS"]
+    else:
+        os.environ["COLUMNS"] = columns
     return "\n".join(lines)
 
 
