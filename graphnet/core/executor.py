@@ -34,6 +34,7 @@ class ForwardEvent(NamedTuple):
 
     @property
     def node(self):
+        """The node of the step (a fused step: the last node of its run)."""
         return self.step.node
 
 
@@ -48,6 +49,7 @@ class BackwardEvent(NamedTuple):
 
     @property
     def node(self):
+        """The node of the step (a fused step: the last node of its run)."""
         return self.step.node
 
 
