@@ -70,6 +70,7 @@ def test_every_registered_gate_has_a_section_in_the_gate_reference(gate_hook, re
     assert "saved 0.5" in cube  # its cache, from running it on a scalar
 
 
+@pytest.mark.slow
 def test_every_built_in_gate_example_runs_and_is_drawn(gate_hook):
     """The reference's drawings are of examples run forward and backward: an example that
     stops running (a builder's signature changed) fails here, not silently on the site."""
