@@ -44,7 +44,7 @@ OUTPUT_FILES = (CHECKPOINT, FINAL_MODEL, RUN_FILE, PLOT_FILE, FILTERS_FILE, GRAP
 MODELS, DATA_SETS = ("convnet", "fc", "twolayer"), ("digits", "cifar10")
 UPDATE_RULES = ("sgd", "sgd_momentum", "rmsprop", "adam")
 
-# Settings tuned per data set (measured: see docs/training.md). Keys not given on the
+# Settings tuned per data set (listed by `graphnet train --help`). Keys not given on the
 # command line come from here.
 DEFAULTS = {
     "digits": {

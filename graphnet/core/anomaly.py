@@ -12,7 +12,13 @@ from .executor import BackwardEvent, ForwardEvent, Hook, thread_hooks
 def detect_anomaly() -> Iterator[None]:
     """Within this block every forward and backward walk (of any graph, in this thread)
     runs gate by gate and checks each value and gradient as it is computed, raising
-    AnomalyError at the first NaN or Inf, naming the node, its gate and the step."""
+    AnomalyError at the first NaN or Inf, naming the node, its gate and the step.
+
+    Examples:
+        >>> with gn.detect_anomaly():
+        ...     g.forward(x=-1.0)       # g computes log(x)
+        AnomalyError: NaN in the value of node 'ln' (gate 'log', shape ()) at step 1 of forward
+    """
     hook = Hook(forward=_check_value, backward=_check_gradients, every_gate=True)
     hooks = thread_hooks()
     hooks.append(hook)

@@ -19,6 +19,7 @@ class GateBuilders:
 
     def apply(self, op: str, *inputs: Operand, name: Optional[str] = None,
               **attrs: Any) -> Node:
+        """A node of the gate registered as `op` (see Graph.apply)."""
         raise NotImplementedError  # Graph defines it
 
     def add(self, a: Operand, b: Operand, name: Optional[str] = None) -> Node:

@@ -34,6 +34,7 @@ class ForwardEvent(NamedTuple):
 
     @property
     def node(self):
+        """The node of the step (a fused step: the last node of its run)."""
         return self.step.node
 
 
@@ -48,6 +49,7 @@ class BackwardEvent(NamedTuple):
 
     @property
     def node(self):
+        """The node of the step (a fused step: the last node of its run)."""
         return self.step.node
 
 
@@ -67,6 +69,7 @@ class HookHandle:
         self._hooks, self.hook = hooks, hook
 
     def remove(self) -> None:
+        """Stop calling the hook (removing it twice does nothing)."""
         if self.hook in self._hooks:
             self._hooks.remove(self.hook)
 

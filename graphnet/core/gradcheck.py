@@ -63,6 +63,17 @@ def gradcheck(graph: Any, feeds: Optional[Dict[str, Any]] = None, /, h: float = 
     A non-scalar sink is reduced to sum(r * sink) with a fixed random r. Errors around
     1e-7 or below mean the gradients agree. Random gates must be deterministic while this
     runs: give dropout a seed, or put the graph in eval mode.
+
+    Args:
+        graph: the graph; its single sink is the function differentiated.
+        feeds: the inputs, as a dict or as keyword arguments (`X=..., y=...`).
+        h: the step of the centred differences.
+        seed: the seed of the random projection of a non-scalar sink.
+
+    Examples:
+        >>> errors = gn.gradcheck(model.graph, X=X[:2], y=y[:2])
+        >>> max(errors.values()) < 1e-6
+        True
     """
     feeds = {name: np.array(value, dtype=np.float64) if np.asarray(value).dtype.kind == "f"
              else np.asarray(value) for name, value in {**(feeds or {}), **named_feeds}.items()}

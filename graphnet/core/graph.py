@@ -24,12 +24,6 @@ NodeRef = Union[Node, str]
 class Graph(GateBuilders):
     """A DAG of gate nodes.
 
-    >>> g = Graph()
-    >>> x, y, z = g.input("x"), g.input("y"), g.input("z")
-    >>> f = g.multiply(g.add(x, y, name="q"), z, name="f")
-    >>> g.forward(x=-2.0, y=5.0, z=-4.0)
-    -12.0
-
     Nodes are added in topological order (a gate's inputs exist before it), so the build
     order is the walk's order. Every gate registered with `graphnet.register_gate` is built
     with `apply(op, *inputs, **attrs)`; the built-in ones also have a method each.
@@ -42,6 +36,18 @@ class Graph(GateBuilders):
     inside one walk; a sequence of calls that must see each other's values (forward,
     then backward, then reading grads) holds it around them (`with graph.lock:`), as the
     models' `loss` does. Separate graphs run in parallel.
+
+    Args:
+        dtype: the float dtype of params, float inputs and gradients (float64 or float32).
+
+    Examples:
+        >>> g = Graph()
+        >>> x, y, z = g.input("x"), g.input("y"), g.input("z")
+        >>> f = g.multiply(g.add(x, y, name="q"), z, name="f")
+        >>> g.forward(x=-2.0, y=5.0, z=-4.0)
+        -12.0
+        >>> g.backward(); print(g["x"].grad, g["z"].grad)
+        -4.0 3.0
     """
 
     def __init__(self, dtype: Any = np.float64):

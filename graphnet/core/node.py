@@ -75,14 +75,22 @@ class Node:
 
     @property
     def grad(self) -> Any:
+        """The gradient of the last backward's target with respect to this node, in the
+        node's shape (None before a backward, and for nodes that need no gradient:
+        integer inputs, consts, inputs built with requires_grad=False)."""
         return self.graph.store.grad(self.index)
 
     @property
     def cache(self) -> Any:
+        """What this node's gate saved in the last forward for its backward (a mask, the
+        inputs, batchnorm's x_hat, ...; None for sources). `Gate.summarize_cache` says it
+        in words."""
         return self.graph.store.cache(self.index)
 
     @property
     def state(self) -> dict:
+        """The state a stateful gate keeps across calls: batchnorm's running averages,
+        dropout's random stream (saved in checkpoints); empty for other nodes."""
         return self.graph.store.states[self.index]
 
     @property

@@ -31,10 +31,12 @@ class StepProfile:
 
     @property
     def forward_ms(self) -> float:
+        """Milliseconds per call of the step's forward, averaged over the timed runs."""
         return 1e3 * self.forward_s / max(self.forward_calls, 1)
 
     @property
     def backward_ms(self) -> float:
+        """Milliseconds per call of the step's backward (0 when it had none)."""
         return 1e3 * self.backward_s / max(self.backward_calls, 1)
 
 
@@ -103,6 +105,8 @@ class Profile:
                 for name in row.nodes}
 
     def table(self) -> str:
+        """The profile as a text table, one row per step, slowest first (what print()
+        shows): forward and backward milliseconds, their share, and the peak memory."""
         rows = self.rows
         total = sum(r.forward_ms + r.backward_ms for r in rows) or 1.0
         memory = " peak MB" if self.memory else ""
@@ -137,7 +141,15 @@ def profile(graph: Any, feeds: Optional[dict] = None, *, target: Any = None,
     warms up and is not counted), then measure each step's peak allocation in one more run
     with tracemalloc when `memory`. Without feeds, returns a Profile to use as a context
     manager around your own calls (memory measured there only if memory=True is passed
-    explicitly to Profile)."""
+    explicitly to Profile).
+
+    Examples:
+        >>> prof = gn.profile(model.graph, {"X": X, "y": y}, target="data_loss")
+        >>> print(prof)          # a table: each step's time both ways and its peak memory
+        >>> prof.draw()          # the graph, each node filled by its step's time
+        >>> with gn.profile(model.graph) as prof:
+        ...     solver.train()
+    """
     if feeds is None:
         return Profile(graph)
     targets = graph.sinks if target is None else [graph[target]]

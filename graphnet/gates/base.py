@@ -117,7 +117,17 @@ def register_gate(cls: GateClass) -> GateClass:
     """Class decorator: make `cls` (a Gate subclass) buildable as `graph.apply(cls.op,
     ...)` and known to checkpoints, conversions and drawings. Registering the same class
     again (a notebook cell run twice) replaces it; another class may not take an op that
-    is already registered."""
+    is already registered.
+
+    Examples:
+        >>> @gn.register_gate
+        ... class Cube(gn.Gate):
+        ...     op, inputs, formula, derivatives = "cube", ("x",), "{0}³", ("3·{0}²",)
+        ...     def shape(self, x): return x
+        ...     def forward(self, x): return x ** 3, x
+        ...     def backward(self, dout, cache, needs): return (3 * cache ** 2 * dout,)
+        >>> g.apply("cube", g.input("x"), name="c")
+    """
     if not (isinstance(cls, type) and issubclass(cls, Gate)):
         raise TypeError(f"register_gate takes a subclass of graphnet.Gate, got {cls!r}")
     op = cls.op

@@ -41,7 +41,13 @@ def to_onnx(graph: Graph, path: str | os.PathLike | None = None, *, outputs: Any
     only). ONNX needs each input's rank: an input built without a shape takes
     `input_shapes[name]` (None for sizes left open), or (N, D) when it feeds only affine
     gates whose w is (D, M). Raises UnsupportedOpError listing every gate with no ONNX
-    form."""
+    form.
+
+    Examples:
+        >>> gn.to_onnx(model.graph, "convnet.onnx", outputs="scores")   # the scores, not the loss
+        >>> session = onnxruntime.InferenceSession("convnet.onnx")
+        >>> scores, = session.run(None, {"X": X.astype(np.float32)})    # == model.loss(X)
+    """
     onnx = require("onnx", "graphnet.to_onnx")
     opset = DEFAULT_OPSET if opset is None else int(opset)
     if opset < MIN_OPSET:
@@ -427,7 +433,13 @@ def from_onnx(path_or_model: Any) -> Graph:
     is named after the tensor it computes; batchnorm's running averages go to the node's
     state. The graph comes back in eval mode, as the model computes; `graph.train()`
     switches batchnorm and dropout to training. Raises UnsupportedOpError listing every
-    op graphnet has no gate for."""
+    op graphnet has no gate for.
+
+    Examples:
+        >>> g = gn.from_onnx("cnn.onnx")                 # gates, params named as in the file
+        >>> y = g.input("y", shape=(None,), dtype=np.int64)
+        >>> g.softmax_loss(g["scores"], y, name="loss")  # add a loss, then draw and train it
+    """
     onnx = require("onnx", "graphnet.from_onnx")
     model = (path_or_model if isinstance(path_or_model, onnx.ModelProto)
              else onnx.load(os.fspath(path_or_model)))

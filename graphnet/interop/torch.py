@@ -35,7 +35,13 @@ def to_torch(graph: Graph, *, outputs: Any = None) -> Any:
     by default: one tensor, or a tuple in that order) from the graph's inputs, passed
     positionally in the order the graph holds them (`module.input_names`). Params are
     copied into nn.Parameters with the graph's names and dtype; batchnorm's running
-    averages into buffers; the module starts in the graph's train/eval mode."""
+    averages into buffers; the module starts in the graph's train/eval mode.
+
+    Examples:
+        >>> module = gn.to_torch(model.graph, outputs="loss")
+        >>> print(module.code)                      # the graph as PyTorch code
+        >>> loss = module(torch.tensor(X), torch.tensor(y)); loss.backward()
+    """
     torch = require("torch", "graphnet.to_torch")
     targets, nodes = selected_nodes(graph, outputs)
     check_supported(((n.op, n.name) for n in nodes if n.kind == "gate"), TORCH_OPS,
@@ -286,7 +292,13 @@ def from_torch(module: Any, example_args: Any, example_kwargs: Optional[dict] = 
     keep their argument names with the batch size left open; parameters become params
     named by their state_dict keys; batchnorm buffers go to the node's state; each gate
     node is named after the fx node it comes from. The graph takes the module's
-    train/eval mode. Raises UnsupportedOpError listing every ATen op with no gate."""
+    train/eval mode. Raises UnsupportedOpError listing every ATen op with no gate.
+
+    Examples:
+        >>> cnn = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU())
+        >>> g = gn.from_torch(cnn, (torch.randn(2, 3, 8, 8),))
+        >>> gn.viz.draw(g)
+    """
     torch = require("torch", "graphnet.from_torch")
     if isinstance(example_args, torch.Tensor):
         example_args = (example_args,)

@@ -60,6 +60,10 @@ def save(obj: Any, path: Union[str, "os.PathLike[str]"]) -> str:
     the path. Raises CheckpointError, writing nothing, if a param or any other float array
     holds NaN or Inf (a diverged run: load would refuse the file, and the checkpoint it
     replaced was the last good one).
+
+    Examples:
+        >>> gn.save(model, "runs/model.npz")       # or a Solver, to resume it later
+        >>> gn.save(solver, "runs/checkpoint.npz")
     """
     path = os.fspath(path)
     arrays: dict = {}
@@ -239,6 +243,11 @@ def load(path: Union[str, "os.PathLike[str]"], into: Any = None) -> Any:
     exactly where the saved run stopped.
     Returns the loaded object. Raises CheckpointError (a ValueError) naming the file and
     the problem; nothing is assigned unless everything checks out.
+
+    Examples:
+        >>> model = gn.load("runs/model.npz")              # a graphnet.models model, rebuilt
+        >>> gn.load("runs/model.npz", into=other_model)    # same architecture
+        >>> gn.load("runs/checkpoint.npz", into=solver); solver.train()   # resumes exactly
     """
     path = os.fspath(path)
     if into is not None and not (_is_solver(into) or _is_graph(into)

@@ -222,10 +222,12 @@ class Solver:
 
     @property
     def iterations_per_epoch(self):
+        """Minibatch steps per epoch: the training set's size // batch_size (at least 1)."""
         return max(self.X_train.shape[0] // self.batch_size, 1)
 
     @property
     def num_iterations(self):
+        """Steps of the whole run: num_epochs * iterations_per_epoch."""
         return self.num_epochs * self.iterations_per_epoch
 
     def request_stop(self):

@@ -32,6 +32,8 @@ class Live:
         self._graph = widget.graph
 
     def start(self) -> "Live":
+        """Start redrawing after every `every`-th backward walk (entering the `with`
+        block does this); returns self."""
         if self._graph is not None:
             self._remove = self._graph.add_hook(end=self._walked).remove
         else:  # no graph yet: watch every graph in this thread, take the first to train
@@ -47,6 +49,7 @@ class Live:
         return self
 
     def stop(self) -> None:
+        """Stop watching and draw the final state (leaving the `with` block does this)."""
         if self._remove is not None:
             self._remove()
             self._remove = None

@@ -214,11 +214,12 @@ class GradFlowRecorder:
     records the params' gradients after every backward walk (the ones a Solver's
     training steps make), one in `every`.
 
-    >>> rec = GradFlowRecorder(every=5).watch(model)
-    >>> solver.train(); rec.unwatch()
-    >>> plot_grad_flow_history(rec)
-
     `history` is a list of {name: GradStats}, `iterations` the iteration of each snapshot.
+
+    Examples:
+        >>> rec = GradFlowRecorder(every=5).watch(model)
+        >>> solver.train(); rec.unwatch()
+        >>> plot_grad_flow_history(rec)
     """
 
     def __init__(self, names=None, every=1):

@@ -53,6 +53,8 @@ class Frame:
     scale_grads: Optional[list] = dataclasses.field(repr=False, default=None)
 
     def view(self) -> View:
+        """The graph's state at this step, as draw(view=...) takes it: the values and
+        gradients so far, the active gate and its edges highlighted."""
         active_edges = frozenset((self.node.name, i) for i in range(len(self.node.inputs)))
         return View(values=self.values, grads=self.grads, edge_grads=self.edge_grads,
                     active=self.node.name, active_edges=active_edges,

@@ -1,15 +1,21 @@
 """The teaching notebooks: committed without outputs, and each runs top to bottom in a
 fresh python3 kernel with the notebooks folder as its working directory.
 
-Executing them takes a minute or two; deselect with `pytest -m "not notebooks"`.
+Executing them takes a minute or two; deselect with `pytest -m "not notebooks"`. Each
+executed notebook is kept in build/executed-notebooks/ under its content hash: the docs
+site renders the tutorials from these copies (docs/hooks/notebooks.py, which names them
+the same way).
 """
+import hashlib
 import pathlib
 import time
 
 import nbformat
 import pytest
 
-NOTEBOOK_DIR = pathlib.Path(__file__).resolve().parents[2] / "notebooks"
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+NOTEBOOK_DIR = ROOT / "notebooks"
+EXECUTED_DIR = ROOT / "build" / "executed-notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 REQUIRED = ["01_circuits_and_gates", "02_sigmoid_neuron", "03_fully_connected_nets",
             "04_cnn_on_digits"]
@@ -60,3 +66,6 @@ def test_notebook_runs_top_to_bottom(path):
               if o.output_type == "error"]
     assert not errors
     print(f"{path.name}: {elapsed:.1f} s")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    EXECUTED_DIR.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, EXECUTED_DIR / f"{path.stem}-{digest}.ipynb")
