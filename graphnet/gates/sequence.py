@@ -8,6 +8,8 @@ LSTM stacks its four gates in the course's order i, f, o, g: Wx (D, 4H), Wh (H, 
 b (4H,). The arithmetic is graphnet.kernels.rnn_layers'; a gate checks shapes when the
 graph is built, says what it computes, and caches what the kernel returned.
 """
+from typing import ClassVar, Tuple
+
 import numpy as np
 
 from ..kernels import rnn_layers
@@ -58,7 +60,7 @@ class WordEmbedding(Gate):
 class Recurrent(Gate):
     """What the RNN and LSTM gates share: the shape rule of x, h0, Wx, Wh, b with
     `blocks` stacked gate blocks of H columns (1 for the RNN, 4 for the LSTM)."""
-    inputs = ("x", "h0", "Wx", "Wh", "b")
+    inputs: ClassVar[Tuple[str, ...]] = ("x", "h0", "Wx", "Wh", "b")
     blocks = 1
     x_rank, x_layout = 3, "(N, T, D)"
 
@@ -275,12 +277,12 @@ class Attention(Gate):
     """Scaled dot-product attention: softmax(q·kᵀ / √d)·v over the last two axes, q
     (..., S, d), k (..., L, d), v (..., L, dv); leading axes (batch, heads) broadcast."""
     op = "attention"
-    inputs = ("q", "k", "v")
+    inputs: ClassVar[Tuple[str, ...]] = ("q", "k", "v")
     formula = "softmax({0}·{1}ᵀ / √d)·{2}"
     rule = ("attention: with weights A = softmax({0}·{1}ᵀ/√d): d{2} = Aᵀ·dout; dA = "
             "dout·{2}ᵀ goes back through the softmax to the scores S, then d{0} = dS·{1}/√d "
             "and d{1} = dSᵀ·{0}/√d")
-    derivatives = ("dS·{1} / √d", "dSᵀ·{0} / √d", "Aᵀ·dout")
+    derivatives: ClassVar[Tuple[str, ...]] = ("dS·{1} / √d", "dSᵀ·{0} / √d", "Aᵀ·dout")
 
     def shape(self, q, k, v, mask=None):
         for name, s in (("q", q), ("k", k), ("v", v)):
