@@ -283,10 +283,15 @@ class Solver:
             for name, value in self.best_params.items():
                 self.model.params[name] = value.copy()
 
+    def _split_accuracy(self, split):
+        """The accuracy train() records for split 'train' or 'val'."""
+        if split == "train":
+            return self.check_accuracy(self.X_train, self.y_train,
+                                       num_samples=self.num_train_samples)
+        return self.check_accuracy(self.X_val, self.y_val, num_samples=self.num_val_samples)
+
     def _record_accuracy(self, bar):
-        train_acc = self.check_accuracy(self.X_train, self.y_train,
-                                        num_samples=self.num_train_samples)
-        val_acc = self.check_accuracy(self.X_val, self.y_val, num_samples=self.num_val_samples)
+        train_acc, val_acc = self._split_accuracy("train"), self._split_accuracy("val")
         self.train_acc_history.append(train_acc)
         self.val_acc_history.append(val_acc)
         if self.verbose:

@@ -184,3 +184,19 @@ def test_solver_checkpoints_and_resumes_exactly(tmp_path):
     assert resumed.loss_history == whole.loss_history
     for name, value in whole.model.params.items():
         np.testing.assert_array_equal(resumed.model.params[name], value)
+
+
+def test_record_accuracy_samples_captions_each_epoch_and_keeps_the_best():
+    data = load_number_captions(num_train=30, num_val=10, num_test=0)
+    np.random.seed(0)
+    model = CaptioningRNN(data["word_to_idx"], input_dim=192, wordvec_dim=8, hidden_dim=8)
+    solver = CaptioningSolver(model, data, update_rule="adam", batch_size=10, num_epochs=2,
+                              optim_config={"learning_rate": 1e-2}, verbose=False, seed=1,
+                              record_accuracy=True, num_train_samples=20)
+    solver.train()
+    assert len(solver.train_acc_history) == len(solver.val_acc_history) == 3
+    assert all(0 <= a <= 1 for a in solver.train_acc_history + solver.val_acc_history)
+    assert solver.best_val_acc == max(solver.val_acc_history)
+    with pytest.raises(ValueError, match="lacks val_captions"):
+        CaptioningSolver(model, {k: v for k, v in data.items() if not k.startswith("val_")},
+                         record_accuracy=True)
