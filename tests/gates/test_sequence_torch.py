@@ -48,6 +48,7 @@ def check(value, grads, expected, tensors, dtype, mapped=None):
                                    **TOLERANCE[dtype], err_msg=name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("cell", ["rnn", "lstm"])
 def test_rnn_and_lstm_against_torch_modules_with_the_weights_mapped(cell, dtype):

@@ -34,6 +34,7 @@ def test_the_course_loss_check_values(cell_type, feature_range, expected_loss):
     assert set(grads) == {"W_embed", "W_proj", "b_proj", "Wx", "Wh", "b", "W_vocab", "b_vocab"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cell_type", ["rnn", "lstm"])
 def test_gradient_check_of_the_model_as_the_notebook_does_it(cell_type):
     np.random.seed(231)
@@ -160,6 +161,7 @@ def test_overfits_50_number_captions_and_says_them_back(cell_type):
     assert said == expected
 
 
+@pytest.mark.slow
 def test_solver_checkpoints_and_resumes_exactly(tmp_path):
     data = load_number_captions(num_train=20, num_val=0, num_test=0)
 
