@@ -150,3 +150,26 @@ def test_attention_against_scaled_dot_product_attention(masked, dtype):
         t["q"], t["k"], t["v"], attn_mask=None if mask is None else torch.tensor(mask))
     out.backward(torch.tensor(upstream.astype(dtype)))
     check(value, grads, out, t, dtype)
+
+
+@pytest.mark.slow
+def test_to_torch_writes_every_sequence_gate_as_torch_code_with_the_same_numbers():
+    """graphnet.to_torch of each case of test_sequence.py: the module's output and its
+    autograd gradients are the graph's."""
+    from .test_sequence import CASES, build
+    for name in CASES:
+        g, out, feeds = build(name)
+        value = g.run(out, feeds)
+        upstream = rng.standard_normal(np.shape(value))
+        g.backward(out, grad=upstream)
+        module = gn.to_torch(g)
+        tensors = [torch.tensor(feeds[n], requires_grad=True) for n in module.input_names]
+        result = module(*tensors)
+        np.testing.assert_allclose(result.detach().numpy(), value, rtol=1e-10, atol=1e-12,
+                                   err_msg=name)
+        result.backward(torch.tensor(upstream))
+        for key, tensor in zip(module.input_names, tensors):
+            np.testing.assert_allclose(tensor.grad.numpy(), g[key].grad, rtol=1e-9,
+                                       atol=1e-12, err_msg=f"{name}: {key}")
+    # The last case, as PyTorch code: one call of graphnet.interop._torch_modules.attention.
+    assert "graphnet_interop__torch_modules_attention(in0, in1, in2, const_1)" in module.code

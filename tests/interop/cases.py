@@ -311,14 +311,12 @@ def graph_with_a_custom_gate():
     return g
 
 
-#: The sequence gates (gates/sequence.py) have no ONNX or PyTorch form yet: exporting a
-#: graph with one raises UnsupportedOpError naming it.
+#: The sequence gates (gates/sequence.py) have no ONNX form yet: exporting a graph with
+#: one raises UnsupportedOpError naming it.
 SEQUENCE_GATES = {"word_embedding", "rnn", "lstm", "rnn_step", "lstm_step", "temporal_affine",
                   "temporal_softmax_loss", "attention", "masked_attention"}
 
 
 def builtin_gates():
-    """The built-in gates the converters cover."""
     from graphnet.gates import gate_class
-    return {op for op in gn.gate_names() if gate_class(op).__module__.startswith("graphnet.")
-            and op not in SEQUENCE_GATES}
+    return {op for op in gn.gate_names() if gate_class(op).__module__.startswith("graphnet.")}
