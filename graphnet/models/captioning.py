@@ -39,6 +39,8 @@ class CaptioningRNN(GraphModel):
     b_vocab (V,) with k = 1 for 'rnn' and 4 for 'lstm'.
     """
 
+    input_name = "features"
+
     def __init__(self, word_to_idx: Mapping[str, int], input_dim: int = 512,
                  wordvec_dim: int = 128, hidden_dim: int = 128, cell_type: str = "rnn",
                  dtype: Any = np.float32) -> None:
