@@ -311,12 +311,6 @@ def graph_with_a_custom_gate():
     return g
 
 
-#: The sequence gates (gates/sequence.py) have no ONNX form yet: exporting a graph with
-#: one raises UnsupportedOpError naming it.
-SEQUENCE_GATES = {"word_embedding", "rnn", "lstm", "rnn_step", "lstm_step", "temporal_affine",
-                  "temporal_softmax_loss", "attention", "masked_attention"}
-
-
 def builtin_gates():
     from graphnet.gates import gate_class
     return {op for op in gn.gate_names() if gate_class(op).__module__.startswith("graphnet.")}

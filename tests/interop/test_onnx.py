@@ -6,7 +6,7 @@ import pytest
 import graphnet as gn
 from graphnet.interop import UnsupportedOpError
 
-from .cases import (CASES, SEQUENCE_GATES, build, builtin_gates, course_models, gate_ops,
+from .cases import (CASES, build, builtin_gates, course_models, gate_ops,
                     graph_with_a_custom_gate)
 from .reference import assert_runs_equal, graphnet_run, torch_run
 
@@ -211,7 +211,7 @@ def test_import_names_the_node_and_setting_graphnet_lacks():
 
 def test_every_builtin_gate_but_svm_loss_has_an_onnx_form():
     from graphnet.interop.onnx import EXPORTERS
-    assert builtin_gates() - set(EXPORTERS) == {"svm_loss"} | SEQUENCE_GATES
+    assert builtin_gates() - set(EXPORTERS) == {"svm_loss"}
 
 
 def test_a_registered_gate_of_ones_own_is_named_in_the_error():
