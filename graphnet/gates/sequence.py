@@ -90,6 +90,11 @@ class Recurrent(Gate):
             _match(f"b {b}", b[0], width, f"{G}H entries")
         return N, H
 
+
+class RecurrentSequence(Recurrent):
+    """What the whole-sequence RNN and LSTM gates share: their output is every hidden
+    state (N, T, H), and their cache (the kernel's) keeps them all."""
+
     def shape(self, x, h0, Wx, Wh, b):
         N, H = self.recurrent_shape(x, h0, Wx, Wh, b)
         return None if x is None else (N, x[1], H)
@@ -109,7 +114,7 @@ class Recurrent(Gate):
 
 
 @register_gate
-class Rnn(Recurrent):
+class Rnn(RecurrentSequence):
     """A tanh RNN over whole sequences: h_t = tanh(x_t Wx + h_{t-1} Wh + b), from h_0 =
     h0; the output is every h_t (N, T, H). One C++ kernel runs all the steps."""
     op = "rnn"
@@ -128,7 +133,7 @@ class Rnn(Recurrent):
 
 
 @register_gate
-class Lstm(Recurrent):
+class Lstm(RecurrentSequence):
     """An LSTM over whole sequences from h_0 = h0 and a zero cell state; the output is
     every h_t (N, T, H). One C++ kernel runs all the steps."""
     op = "lstm"
