@@ -3,6 +3,7 @@
     graphnet train                          # a small convnet on the 8x8 digits, ~97-98 %
     graphnet train --data cifar10 --download --epochs 1
     graphnet train --out runs/a --resume    # continue an interrupted run
+    graphnet train --model lstm             # caption handwritten numbers in words
 
 `train` writes into --out: checkpoint.npz (after every epoch, and on Ctrl-C / SIGTERM),
 model.npz (the final model: the best validation params), run.json (the settings, so
@@ -12,7 +13,8 @@ graph drawn by graphnet.viz, with the values and gradients of a training step). 
 file is written atomically (graphnet.training.atomic), so an interrupted run or a full
 disk never leaves a half-written one; a run that diverges stops at once and keeps its
 last good checkpoint. It ends with the line
-`test accuracy: 0.xxx`.
+`test accuracy: 0.xxx`: for rnn and lstm (CaptioningRNN on graphnet.data's number
+captions), the fraction of test numbers whose caption the model says word for word.
 
 A user's mistake (a bad argument, a damaged file, missing data, a full disk) is one line,
 `graphnet: error: ...`, never a traceback.
@@ -32,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from .training.atomic import remove_stale_temporaries, write_atomically
+from .training.captioning_solver import CaptioningSolver
 from .training.solver import Solver
 
 # Bad arguments exit with 2, through argparse's parser.error.
@@ -41,7 +44,9 @@ CHECKPOINT, FINAL_MODEL, RUN_FILE = "checkpoint.npz", "model.npz", "run.json"
 PLOT_FILE, FILTERS_FILE, GRAPH_FILE = "training.png", "filters.png", "graph.svg"
 OUTPUT_FILES = (CHECKPOINT, FINAL_MODEL, RUN_FILE, PLOT_FILE, FILTERS_FILE, GRAPH_FILE,
                 "graph.dot")
-MODELS, DATA_SETS = ("convnet", "fc", "twolayer"), ("digits", "cifar10")
+CAPTION_MODELS = ("rnn", "lstm")  # CaptioningRNN; they train on the number captions
+MODELS, DATA_SETS = ("convnet", "fc", "twolayer") + CAPTION_MODELS, ("digits", "cifar10",
+                                                                     "numbers")
 UPDATE_RULES = ("sgd", "sgd_momentum", "rmsprop", "adam")
 
 # Settings tuned per data set (listed by `graphnet train --help`). Keys not given on the
@@ -61,10 +66,17 @@ DEFAULTS = {
         "fc": dict(lr=1e-3, reg=0.0, weight_scale=5e-2, hidden_dims=[100, 100]),
         "twolayer": dict(lr=1e-3, reg=0.0, weight_scale=1e-3, hidden_dim=100),
     },
+    "numbers": {  # graphnet.data.load_number_captions(): 5000 train, 500 val, 500 test
+        "common": dict(epochs=10, batch_size=50, update_rule="adam", lr_decay=0.95, reg=0.0),
+        "rnn": dict(lr=5e-3, wordvec_dim=64, hidden_dim=128),
+        "lstm": dict(lr=5e-3, wordvec_dim=64, hidden_dim=128),
+    },
 }
 # Kernel threads when --threads is not given: the digits' 8x8 images are too small for a
-# second thread to pay for its start-up and spinning (None: graphnet's default, all cores).
-DEFAULT_THREADS = {"digits": 1, "cifar10": None}
+# second thread to pay for its start-up and spinning (None: graphnet's default, all cores);
+# so are the number captions' batches of 50 x 128 hidden units (an lstm epoch: 10 and 25 s
+# on one thread, 52 s on two, on a shared 2-core machine).
+DEFAULT_THREADS = {"digits": 1, "cifar10": None, "numbers": 1}
 # Settings a resumed run must keep (changing them would not continue the same run).
 FIXED_ON_RESUME = ("model", "data", "batch_size", "update_rule", "lr", "lr_decay", "reg",
                    "seed")
@@ -149,9 +161,10 @@ def _default(key):
     """A setting's default as --help shows it: one value, or one per data set and model."""
     per_data = {}
     for data, table in DEFAULTS.items():
-        by_model = {m: _show({**table["common"], **table[m]}[key]) for m in MODELS}
+        by_model = {m: _show({**table["common"], **table[m]}[key]) for m in MODELS
+                    if m in table}
         if len(set(by_model.values())) == 1:
-            per_data[data] = by_model[MODELS[0]]
+            per_data[data] = next(iter(by_model.values()))
         else:
             per_data[data] = ", ".join(f"{v} ({m})" for m, v in by_model.items())
     if len(set(per_data.values())) == 1:
@@ -174,10 +187,12 @@ def build_parser():
         description="Train a model with the Solver; writes checkpoints, the final model, "
                     "a training plot and the graph drawing into --out.")
     train.add_argument("--model", choices=MODELS, default=None,
-                       help="ThreeLayerConvNet, FullyConnectedNet or TwoLayerNet "
-                            "(default: convnet)")
+                       help="ThreeLayerConvNet, FullyConnectedNet, TwoLayerNet, or "
+                            "CaptioningRNN with a vanilla RNN or an LSTM (default: convnet)")
     train.add_argument("--data", choices=DATA_SETS, default=None,
-                       help="the 8x8 digits from scikit-learn, or CIFAR-10 (default: digits)")
+                       help="the 8x8 digits from scikit-learn, CIFAR-10, or numbers written "
+                            "with the digits to caption in words (the rnn and lstm's; "
+                            "default: digits, numbers for rnn and lstm)")
     train.add_argument("--data-dir", metavar="DIR", default=None,
                        help="folder of CIFAR-10: cifar-10-batches-py or its parent (default: "
                             "$GRAPHNET_DATA, else ~/.graphnet/data/cifar-10-batches-py)")
@@ -291,7 +306,12 @@ def resolve_settings(args, parser):
             settings["epochs"] = given["epochs"]
         return settings
     model = given.get("model", "convnet")
-    data = given.get("data", "digits")
+    data = given.get("data", "numbers" if model in CAPTION_MODELS else "digits")
+    if (model in CAPTION_MODELS) != (data == "numbers"):
+        parser.error(f"--model {model} does not train on --data {data}: rnn and lstm caption "
+                     "the numbers, the other models classify the digits or CIFAR-10")
+    if model in CAPTION_MODELS and given.get("reg"):
+        parser.error(f"--reg: CaptioningRNN ({model}) has no L2 regularization")
     settings = {"model": model, "data": data, "seed": 0,
                 **DEFAULTS[data]["common"], **DEFAULTS[data][model]}
     settings.update(given)
@@ -327,6 +347,7 @@ _MODEL_SETTINGS = {
     "convnet": {"num_filters": 1, "filter_size": 1, "hidden_dim": 1},
     "twolayer": {"hidden_dim": 1},
     "fc": {},
+    **{cell: {"wordvec_dim": 1, "hidden_dim": 1} for cell in CAPTION_MODELS},
 }
 
 
@@ -341,6 +362,8 @@ def _read_run_file(run_file):
         problem = f"it holds {type(settings).__name__ if settings is not None else 'null'}"
     else:
         checks = dict(_RUN_SETTINGS)
+        if settings.get("model") in CAPTION_MODELS:
+            del checks["weight_scale"]  # CaptioningRNN draws its weights the course's way
         for key in _MODEL_SETTINGS.get(settings.get("model"), {}):
             checks[key] = ("a positive integer", lambda v: _is_count(v, 1))
         if settings.get("model") == "fc":
@@ -364,6 +387,11 @@ def _read_run_file(run_file):
 
 def load_data(settings, args, parser):
     from . import data as datasets
+    if settings["data"] == "numbers":
+        try:
+            return datasets.load_number_captions()
+        except ImportError as err:
+            raise _UserError(str(err)) from None
     if settings["data"] == "digits":
         if args.download or args.data_dir:
             _warn("--data-dir and --download are for CIFAR-10 and are ignored: the digits "
@@ -391,20 +419,25 @@ def _has_cifar(folder):
 
 def build_model(settings, data):
     from . import models
-    input_dim = data["X_train"].shape[1:]
-    common = dict(reg=settings["reg"], weight_scale=settings["weight_scale"],
-                  num_classes=int(max(data["y_train"].max(), data["y_val"].max())) + 1)
     # The course's models draw their initial weights from numpy's global generator: seed
     # it for the build, and put back whatever state the caller had.
     state = np.random.get_state()
     np.random.seed(settings["seed"])
     try:
-        return _build_model(models, settings, input_dim, common)
+        return _build_model(models, settings, data)
     finally:
         np.random.set_state(state)
 
 
-def _build_model(models, settings, input_dim, common):
+def _build_model(models, settings, data):
+    if settings["model"] in CAPTION_MODELS:
+        return models.CaptioningRNN(
+            data["word_to_idx"], input_dim=data["train_features"].shape[1],
+            wordvec_dim=settings["wordvec_dim"], hidden_dim=settings["hidden_dim"],
+            cell_type=settings["model"], dtype=np.float32)
+    input_dim = data["X_train"].shape[1:]
+    common = dict(reg=settings["reg"], weight_scale=settings["weight_scale"],
+                  num_classes=int(max(data["y_train"].max(), data["y_val"].max())) + 1)
     if settings["model"] == "convnet":
         return models.ThreeLayerConvNet(
             input_dim=input_dim, num_filters=settings["num_filters"],
@@ -450,11 +483,14 @@ def _write_json(path, settings):
 def _train(args, settings, data, out, start):
     from . import CheckpointError, load, save
     model = build_model(settings, data)
-    solver = _RunSolver(
+    captioning = settings["model"] in CAPTION_MODELS
+    run_solver, extra = ((_RunCaptioningSolver, {"record_accuracy": True}) if captioning
+                         else (_RunSolver, {}))
+    solver = run_solver(
         model, data, checkpoint_file=out / CHECKPOINT, update_rule=settings["update_rule"],
         optim_config={"learning_rate": settings["lr"]}, lr_decay=settings["lr_decay"],
         batch_size=settings["batch_size"], num_epochs=settings["epochs"],
-        seed=settings["seed"], verbose=not args.quiet, print_every=50)
+        seed=settings["seed"], verbose=not args.quiet, print_every=50, **extra)
     if args.resume:
         try:
             load(out / CHECKPOINT, into=solver)
@@ -474,8 +510,8 @@ def _train(args, settings, data, out, start):
     _write_json(out / RUN_FILE, settings)
     if not args.quiet:
         print(f"training {type(model).__name__} on {settings['data']} "
-              f"({len(data['X_train'])} train / {len(data['X_val'])} val / "
-              f"{len(data['X_test'])} test), {settings['update_rule']} lr {settings['lr']:g}, "
+              f"({_size(data, 'train')} train / {_size(data, 'val')} val / "
+              f"{_size(data, 'test')} test), {settings['update_rule']} lr {settings['lr']:g}, "
               f"{settings['epochs']} epochs of {solver.iterations_per_epoch} iterations, "
               f"batch {settings['batch_size']}, seed {settings['seed']}", flush=True)
 
@@ -509,7 +545,11 @@ def _train(args, settings, data, out, start):
         return _interrupted(out, solver, received[0] if received else signal.SIGINT, saved=True)
 
     save(model, out / FINAL_MODEL)
-    test_acc = solver.check_accuracy(data["X_test"], data["y_test"])
+    if captioning:  # the fraction of test numbers said exactly
+        test_acc = solver.caption_accuracy("test")
+        _print_captions(model, data)
+    else:
+        test_acc = solver.check_accuracy(data["X_test"], data["y_test"])
     elapsed = time.perf_counter() - start
     pictures = _write_pictures(solver, model, out, settings)
     drawing = _write_graph(model, data, out / GRAPH_FILE)
@@ -519,6 +559,22 @@ def _train(args, settings, data, out, start):
     print(f"time: {elapsed:.1f} s")
     print(f"test accuracy: {test_acc:.3f}", flush=True)
     return EXIT_OK
+
+
+def _size(data, split):
+    """The number of samples (images, or captions) of a split."""
+    return len(data[f"X_{split}"] if f"X_{split}" in data else data[f"{split}_captions"])
+
+
+def _print_captions(model, data, count=3):
+    """A few test numbers and the captions the model says for them."""
+    from .data.number_captions import decode_captions
+    captions = data["test_captions"][:count]
+    said = model.sample(data["test_features"][data["test_image_idxs"][:count]],
+                        max_length=captions.shape[1])
+    for number, words in zip(data["test_numbers"][:count],
+                             decode_captions(said, data["idx_to_word"])):
+        print(f"test image of {number}: {words.replace(' <END>', '')!r}")
 
 
 def _interrupted(out, solver, signum, saved):
@@ -571,6 +627,10 @@ class _RunSolver(Solver):
                 raise _Diverged(f"param {name} holds NaN or Inf after the update")
 
 
+class _RunCaptioningSolver(_RunSolver, CaptioningSolver):
+    """The same checkpoints and divergence checks, on the captioning data."""
+
+
 def _write_pictures(solver, model, out, settings):
     """The training curves, and the first layer's filters for a convnet; the files written."""
     from . import viz
@@ -593,8 +653,12 @@ def _write_graph(model, data, path):
         print(f"note: graph drawing skipped (graphnet.viz is not available: {err})")
         return None
     graph = model.graph
-    graph.run("loss", X=data["X_train"][:8], y=data["y_train"][:8])  # the whole loss,
-    graph.backward("loss")                                          # L2 branch included
+    if "train_captions" in data:
+        model.loss(data["train_features"][data["train_image_idxs"][:8]],
+                   data["train_captions"][:8])
+    else:
+        graph.run("loss", X=data["X_train"][:8], y=data["y_train"][:8])  # the whole loss,
+        graph.backward("loss")                                          # L2 branch included
     try:
         return write_atomically(path, lambda tmp: viz.export(
             model.graph, tmp, format="svg", title=f"{type(model).__name__}"))

@@ -237,9 +237,7 @@ class GateBuilders:
     def where(self, mask: Operand, a: Operand, b: Operand, name: Optional[str] = None) -> Node:
         """a where `mask` is true (nonzero), else b; all three broadcast. `mask` is an
         array (it becomes an integer const) or an integer node; it gets no gradient."""
-        if not isinstance(mask, Node) and np.asarray(mask).dtype == bool:
-            mask = np.asarray(mask).astype(np.int64)
-        return self.apply("where", mask, a, b, name=name)
+        return self.apply("where", _integer_mask(mask), a, b, name=name)
 
     def leaky_relu(self, x: Operand, alpha: float = 0.01, name: Optional[str] = None) -> Node:
         """x where x > 0, alpha * x elsewhere."""
@@ -262,6 +260,64 @@ class GateBuilders:
         """Mean cross-entropy of softmax(scores) (..., C) against integer labels y (...),
         over the positions whose label is not `ignore_index`."""
         return self.apply("cross_entropy", scores, y, name=name, ignore_index=ignore_index)
+
+    # ----- sequence gates (CS231n assignment 3) ------------------------------------------
+
+    def word_embedding(self, x: Operand, W: Operand, name: Optional[str] = None) -> Node:
+        """W[x]: the vectors (N, T, D) of the integer words x (N, T) in W (V, D)."""
+        return self.apply("word_embedding", x, W, name=name)
+
+    def rnn(self, x: Operand, h0: Operand, Wx: Operand, Wh: Operand, b: Operand,
+            name: Optional[str] = None) -> Node:
+        """A tanh RNN over sequences x (N, T, D) from h0 (N, H); Wx (D, H), Wh (H, H),
+        b (H,). The node's value is every hidden state (N, T, H)."""
+        return self.apply("rnn", x, h0, Wx, Wh, b, name=name)
+
+    def lstm(self, x: Operand, h0: Operand, Wx: Operand, Wh: Operand, b: Operand,
+             name: Optional[str] = None) -> Node:
+        """An LSTM over sequences x (N, T, D) from h0 (N, H) and a zero cell state;
+        Wx (D, 4H), Wh (H, 4H), b (4H,), gates in the order i, f, o, g. The node's value
+        is every hidden state (N, T, H)."""
+        return self.apply("lstm", x, h0, Wx, Wh, b, name=name)
+
+    def rnn_step(self, x: Operand, prev_h: Operand, Wx: Operand, Wh: Operand, b: Operand,
+                 name: Optional[str] = None) -> Node:
+        """One tanh RNN step: tanh(x @ Wx + prev_h @ Wh + b), x (N, D) -> (N, H)."""
+        return self.apply("rnn_step", x, prev_h, Wx, Wh, b, name=name)
+
+    def lstm_step(self, x: Operand, prev_h: Operand, prev_c: Operand, Wx: Operand,
+                  Wh: Operand, b: Operand, name: Optional[str] = None) -> Node:
+        """One LSTM step; the node's value stacks next_h and next_c, (2, N, H): take them
+        as `step[0]` and `step[1]`."""
+        return self.apply("lstm_step", x, prev_h, prev_c, Wx, Wh, b, name=name)
+
+    def temporal_affine(self, x: Operand, w: Operand, b: Operand,
+                        name: Optional[str] = None) -> Node:
+        """x[n, t] @ w + b at every step: x (N, T, D), w (D, M), b (M,) -> (N, T, M)."""
+        return self.apply("temporal_affine", x, w, b, name=name)
+
+    def temporal_softmax_loss(self, x: Operand, y: Operand, mask: Operand,
+                              name: Optional[str] = None) -> Node:
+        """Softmax cross-entropy of scores x (N, T, V) against integer words y (N, T) where
+        mask (N, T) is true, summed over steps and averaged over the N sequences. A
+        boolean array mask becomes an integer const."""
+        return self.apply("temporal_softmax_loss", x, y, _integer_mask(mask), name=name)
+
+    def attention(self, q: Operand, k: Operand, v: Operand, mask: Operand = None,
+                  name: Optional[str] = None) -> Node:
+        """Scaled dot-product attention softmax(q @ kᵀ / √d) @ v over the last two axes;
+        mask (broadcastable to (..., S, L), true where query s may attend to key l) builds
+        a masked_attention gate."""
+        if mask is None:
+            return self.apply("attention", q, k, v, name=name)
+        return self.apply("masked_attention", q, k, v, _integer_mask(mask), name=name)
+
+
+def _integer_mask(mask: Operand) -> Operand:
+    """A boolean array as 0/1 integers (a const must hold numbers); nodes stay."""
+    if not isinstance(mask, Node) and np.asarray(mask).dtype == bool:
+        return np.asarray(mask).astype(np.int64)
+    return mask
 
 
 def _named(operand: Operand) -> str:

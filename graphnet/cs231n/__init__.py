@@ -1,4 +1,5 @@
-"""The course package of Stanford CS231n's assignment 2, for the 2018 to 2024 editions.
+"""The course package of Stanford CS231n's assignments 2 and 3, for the 2018 to 2024
+editions.
 
 A notebook runs on graphnet when `cs231n` in its import lines becomes `graphnet.cs231n`:
 
@@ -8,7 +9,8 @@ A notebook runs on graphnet when `cs231n` in its import lines becomes `graphnet.
     from graphnet.cs231n.solver import Solver
 
 The modules follow the course's layout (layers, fast_layers, layer_utils, optim, solver,
-gradient_check, data_utils, vis_utils, classifiers.fc_net, classifiers.cnn) and these
+gradient_check, data_utils, vis_utils, classifiers.fc_net, classifiers.cnn, and
+assignment 3's rnn_layers, classifiers.rnn, captioning_solver) and these
 editions' conventions: dropout's `p` is the probability of KEEPING a unit, and
 FullyConnectedNet takes `dropout_keep_ratio=` (or `dropout=`, its 2018-2020 name) and
 `normalization=`. The 2017 edition's conventions are in graphnet.cs231n.v2017.

@@ -395,6 +395,155 @@ def _export_cross_entropy(writer, node, inputs):
               **({} if ignore is None else {"ignore_index": ignore}))
 
 
+# ----- the sequence gates ---------------------------------------------------------------
+# The course's conventions: weights (in, out), one bias, the LSTM's gate blocks in the
+# order i, f, o, g. ONNX's RNN and LSTM take them transposed, with a second (recurrent)
+# bias, and the LSTM's blocks in the order i, o, f, c.
+
+class _Ops:
+    """Writes the ONNX nodes of one gate, each named after the gate's node."""
+
+    def __init__(self, writer, node):
+        self.writer, self.node = writer, node
+
+    def __call__(self, op_type, inputs, suffix=None, **attrs):
+        name = self.node.name if suffix is None else f"{self.node.name}/{suffix}"
+        return self.writer.op(op_type, inputs, name, **attrs)
+
+    def ints(self, suffix, values):
+        return self.writer.ints(f"{self.node.name}/{suffix}", values)
+
+    def scalar(self, suffix, value):
+        return self.writer.scalar(f"{self.node.name}/{suffix}", value, self.node)
+
+    def block(self, tensor, k, size, axis, suffix):
+        """The k-th block of `size` entries of `tensor` along `axis`."""
+        return self("Slice", [tensor, self.ints(f"{suffix}_start", [k * size]),
+                              self.ints(f"{suffix}_end", [(k + 1) * size]),
+                              self.ints(f"{suffix}_axis", [axis])], suffix)
+
+
+def _hidden_size(node):
+    H = node.static_shape[-1] if node.static_shape else None
+    if H is None:
+        raise unsupported(node.op, node.name, "ONNX needs the hidden size: build Wh with a "
+                          "known shape")
+    return H
+
+
+def _onnx_recurrent_weights(ops, inputs, H, lstm):
+    """W (1, kH, D), R (1, kH, H), B (1, 2kH) of ONNX's RNN or LSTM from Wx, Wh, b."""
+    axis0 = ops.ints("axis0", [0])
+
+    def onnx_order(tensor, what):  # the course's i, f, o, g -> ONNX's i, o, f, c
+        if not lstm:
+            return tensor
+        blocks = [ops.block(tensor, k, H, 0, f"{what}_{gate}")
+                  for k, gate in ((0, "i"), (2, "o"), (1, "f"), (3, "c"))]
+        return ops("Concat", blocks, f"{what}_iofc", axis=0)
+    W, R = (ops("Unsqueeze", [onnx_order(ops("Transpose", [w], f"{what}_T", perm=[1, 0]),
+                                         what), axis0], what)
+            for w, what in ((inputs[2], "W"), (inputs[3], "R")))
+    b = onnx_order(inputs[4], "b")
+    B = ops("Unsqueeze", [ops("Concat", [b, ops("Sub", [b, b], "no_recurrent_bias")],
+                              "biases", axis=0), axis0], "B")
+    return W, R, B
+
+
+def _recurrent(onnx_op):
+    """rnn, lstm: ONNX's RNN or LSTM, time first (onnxruntime runs no other layout, and
+    only in float32)."""
+    def export(writer, node, inputs):
+        ops, H = _Ops(writer, node), _hidden_size(node)
+        W, R, B = _onnx_recurrent_weights(ops, inputs, H, onnx_op == "LSTM")
+        x = ops("Transpose", [inputs[0]], "time_first", perm=[1, 0, 2])
+        h0 = ops("Unsqueeze", [inputs[1], ops.ints("direction", [0])], "initial_h")
+        Y = ops(onnx_op, [x, W, R, B, "", h0], "Y", hidden_size=H)         # (T, 1, N, H)
+        Y = ops("Squeeze", [Y, ops.ints("direction_axis", [1])], "Y_squeezed")
+        ops("Transpose", [Y], perm=[1, 0, 2])
+    return export
+
+
+def _step_preactivation(ops, x, h, Wx, Wh, b):
+    return ops("Add", [ops("Add", [ops("MatMul", [x, Wx], "xWx"), ops("MatMul", [h, Wh], "hWh")],
+                           "sum"), b], "a")
+
+
+def _export_rnn_step(writer, node, inputs):
+    ops = _Ops(writer, node)
+    ops("Tanh", [_step_preactivation(ops, *inputs)])
+
+
+def _export_lstm_step(writer, node, inputs):
+    ops, H = _Ops(writer, node), _hidden_size(node)
+    x, prev_h, prev_c, Wx, Wh, b = inputs
+    a = _step_preactivation(ops, x, prev_h, Wx, Wh, b)
+    i, f, o = (ops("Sigmoid", [ops.block(a, k, H, 1, f"a_{g}")], g)
+               for k, g in enumerate("ifo"))
+    g = ops("Tanh", [ops.block(a, 3, H, 1, "a_g")], "g")
+    c = ops("Add", [ops("Mul", [f, prev_c], "f_c"), ops("Mul", [i, g], "i_g")], "next_c")
+    h = ops("Mul", [o, ops("Tanh", [c], "tanh_c")], "next_h")
+    axis0 = ops.ints("axis0", [0])
+    ops("Concat", [ops("Unsqueeze", [h, axis0], "h_stacked"),
+                   ops("Unsqueeze", [c, axis0], "c_stacked")], axis=0)
+
+
+def _export_word_embedding(writer, node, inputs):
+    writer.op("Gather", [inputs[1], inputs[0]], node.name, axis=0)
+
+
+def _export_temporal_affine(writer, node, inputs):
+    ops = _Ops(writer, node)
+    ops("Add", [ops("MatMul", inputs[:2], "xw"), inputs[2]])
+
+
+def _export_temporal_softmax_loss(writer, node, inputs):
+    """Per-step SoftmaxCrossEntropyLoss (classes moved to axis 1), masked, summed, / N."""
+    ops = _Ops(writer, node)
+    x, y, mask = inputs
+    per_step = ops("SoftmaxCrossEntropyLoss",
+                   [ops("Transpose", [x], "classes_first", perm=[0, 2, 1]), y], "per_step",
+                   reduction="none")
+    counted = ops("Cast", [ops("Cast", [mask], "mask_bool", to=_BOOL)], "counted",
+                  to=_tensor_type(writer, node))
+    total = ops("ReduceSum", [ops("Mul", [per_step, counted], "masked")], "total", keepdims=0)
+    batch = ops("Cast", [ops("Gather", [ops("Shape", [x], "shape"), ops.ints("batch_axis", 0)],
+                             "N_int", axis=0)], "N", to=_tensor_type(writer, node))
+    ops("Div", [total, ops("Max", [batch, ops.scalar("one", 1.0)], "at_least_1")])
+
+
+def _export_attention(writer, node, inputs):
+    """MatMul, Softmax, MatMul; with a mask, -inf where it is 0 and a zero row for a query
+    that may attend to no key (Softmax gives NaN there)."""
+    ops = _Ops(writer, node)
+    q, k, v = inputs[:3]
+    rank = _rank(node.inputs[1], node, "ONNX's Transpose needs the rank of the keys")
+    features = node.inputs[0].static_shape[-1] if node.inputs[0].static_shape else None
+    if features is None:
+        raise unsupported(node.op, node.name, "ONNX needs the feature size d of the queries "
+                          "for the scale 1/√d: build q with a known last axis")
+    k_t = ops("Transpose", [k], "k_T", perm=[*range(rank - 2), rank - 1, rank - 2])
+    scores = ops("Mul", [ops("MatMul", [q, k_t], "q_kT"),
+                         ops.scalar("scale", 1 / math.sqrt(features) if features else 1.0)],
+                 "scores")
+    if len(inputs) == 3:
+        ops("MatMul", [ops("Softmax", [scores], "weights", axis=-1), v])
+        return
+    keep = ops("Cast", [inputs[3]], "keep", to=_BOOL)
+    masked = ops("Where", [keep, scores, ops.scalar("minus_inf", -math.inf)], "masked")
+    weights = ops("Softmax", [masked], "softmax", axis=-1)
+    weights = ops("Where", [ops("IsNaN", [weights], "no_key"), ops.scalar("zero", 0.0),
+                            weights], "weights")
+    ops("MatMul", [weights, v])
+
+
+_BOOL = 9  # onnx.TensorProto.BOOL
+
+
+def _tensor_type(writer, node):
+    return writer.onnx.helper.np_dtype_to_tensor_dtype(writer.dtype(node.dtype))
+
+
 #: graphnet gate -> the function that writes it as ONNX nodes.
 EXPORTERS = {
     **{gate: _same(onnx_op) for gate, (onnx_op, _) in ONE_TO_ONE.items()},
@@ -420,6 +569,11 @@ EXPORTERS = {
     "leaky_relu": _same("LeakyRelu", alpha=_attr("alpha")),
     "gelu": _export_gelu,
     "softplus": _same("Softplus"),
+    "rnn": _recurrent("RNN"), "lstm": _recurrent("LSTM"),
+    "rnn_step": _export_rnn_step, "lstm_step": _export_lstm_step,
+    "word_embedding": _export_word_embedding, "temporal_affine": _export_temporal_affine,
+    "temporal_softmax_loss": _export_temporal_softmax_loss,
+    "attention": _export_attention, "masked_attention": _export_attention,
 }
 
 

@@ -255,6 +255,14 @@ def _export_where(b, node, args):
     return b.call(b.torch.where, [mask, *args[1:]], node.name)
 
 
+def _sequence_function(name):
+    """A sequence gate as one call of graphnet.interop._torch_modules' function `name`."""
+    def export(b, node, args):
+        from . import _torch_modules
+        return b.call(getattr(_torch_modules, name), args, node.name)
+    return export
+
+
 #: graphnet gate -> the function that writes it as fx nodes.
 TORCH_OPS = {
     **{gate: _function(function) for gate, (_, function) in ONE_TO_ONE.items()},
@@ -281,6 +289,10 @@ TORCH_OPS = {
     "leaky_relu": _function("F.leaky_relu", [("negative_slope", "alpha")]),
     "gelu": _function("F.gelu", [("approximate", "approximate")]),
     "softplus": _function("F.softplus"),
+    **{gate: _sequence_function(gate) for gate in (
+        "word_embedding", "rnn", "lstm", "rnn_step", "lstm_step", "temporal_affine",
+        "temporal_softmax_loss", "attention")},
+    "masked_attention": _sequence_function("attention"),
 }
 
 

@@ -31,7 +31,7 @@ __all__ = [
     "word_embedding_forward", "word_embedding_backward",
     "lstm_step_forward", "lstm_step_backward", "lstm_forward", "lstm_backward",
     "temporal_affine_forward", "temporal_affine_backward", "temporal_softmax_loss",
-    "attention_forward", "attention_backward",
+    "attention_forward", "attention_backward", "hidden_state_gradients",
 ]
 
 
@@ -218,6 +218,35 @@ def lstm_backward(dh: np.ndarray, cache: _SequenceCache) -> Tuple[np.ndarray, ..
     return _sequence_backward("lstm_backward", "lstm", dh, cache)
 
 
+def hidden_state_gradients(dh: np.ndarray, cache: _SequenceCache) -> np.ndarray:
+    """dL/dh_t for every step t of an rnn_forward or lstm_forward: the gradient that
+    reaches each hidden state, from its own output (dh[:, t]) and through every later step.
+
+    dh: (N, T, H), the upstream gradient of the layer's output h. Returns (N, T, H). The
+    kernels' backward sums these into the weights' gradients without keeping them; this
+    replays the steps in numpy from the saved states, for plots of backprop through time.
+    """
+    if not isinstance(cache, _SequenceCache):
+        raise ValueError("hidden_state_gradients: cache must be the one rnn_forward or "
+                         "lstm_forward returned")
+    dh = _upstream("hidden_state_gradients", "dh", dh, cache.h.shape)
+    reached = np.empty(cache.h.shape, dtype=np.result_type(dh, cache.h))
+    later = np.zeros_like(reached[:, 0])  # what h_t receives from step t + 1
+    later_c = np.zeros_like(later)
+    H = cache.h.shape[2]
+    for t in reversed(range(cache.h.shape[1])):
+        reached[:, t] = dh_t = dh[:, t] + later
+        if cache.cell == "rnn":
+            da = dh_t * (1 - cache.h[:, t] ** 2)
+        else:
+            prev_c = cache.c[:, t - 1] if t else np.zeros_like(later)
+            i, f, o, g = (cache.act[:, t, k * H:(k + 1) * H] for k in range(4))
+            da, later_c = _lstm_gate_grads(dh_t, later_c, prev_c, i, f, o, g,
+                                           cache.tanh_c[:, t])
+        later = da @ cache.Wh.T
+    return reached
+
+
 # --------------------------------------------------------------------------- embedding
 
 def word_embedding_forward(x: np.ndarray, W: np.ndarray) -> Tuple[np.ndarray, tuple]:
@@ -353,8 +382,9 @@ def attention_forward(q: np.ndarray, k: np.ndarray, v: np.ndarray,
     if k.shape[-2] != v.shape[-2]:
         raise ValueError(f"{fn}: keys of shape {k.shape} and values of shape {v.shape} "
                          "must have the same length")
-    scale = 1.0 / np.sqrt(q.shape[-1]) if q.shape[-1] else 1.0
-    scores = (q @ np.swapaxes(k, -1, -2)) * np.asarray(scale, dtype=np.result_type(q, k))
+    # In the inputs' dtype: a float64 scale would turn float32 gradients into float64.
+    scale = np.result_type(q, k).type(1.0 / np.sqrt(q.shape[-1]) if q.shape[-1] else 1.0)
+    scores = (q @ np.swapaxes(k, -1, -2)) * scale
     if mask is not None:
         mask = np.asarray(mask)
         if mask.dtype != bool:

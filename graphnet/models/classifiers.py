@@ -38,6 +38,9 @@ class GraphModel:
     stores to rebuild the model.
     """
 
+    #: The graph's input node of the data, as error messages name it.
+    input_name = "X"
+
     def __init__(self, config: dict, reg: float, dtype: Any) -> None:
         self.config = config
         self.dtype = np.dtype(dtype)
@@ -159,14 +162,14 @@ class GraphModel:
         converted exactly to the model's dtype; bool, complex, object and string arrays,
         empty batches and wrongly shaped samples are refused. (NaN and Inf are refused
         by the graph's feed check.)"""
-        name = type(self).__name__
+        name, node = type(self).__name__, self.input_name
         try:
             X = np.asarray(X)
         except (ValueError, TypeError) as err:
-            raise GraphError(f"{name}.loss: {what} (input 'X') is not an array of numbers: "
+            raise GraphError(f"{name}.loss: {what} (input {node!r}) is not an array of numbers: "
                              f"{err}") from None
         if X.dtype.kind not in "fiu":
-            raise GraphError(f"{name}.loss: {what} (input 'X', shape {X.shape}) has dtype "
+            raise GraphError(f"{name}.loss: {what} (input {node!r}, shape {X.shape}) has dtype "
                              f"{X.dtype}; the model takes real numbers: convert it with "
                              f"{what}.astype(np.{self.dtype.name})")
         expected = self.input_shape
@@ -178,11 +181,12 @@ class GraphModel:
             hint = (f"each sample must flatten to {self._features} features (input_dim)"
                     if self._features is not None else
                     f"each sample must have shape {expected} (input_dim)")
-            raise GraphError(f"{name}.loss: {what} (input 'X') of shape {X.shape} does not fit "
-                             f"the model: it takes (N, {', '.join(map(str, expected))}); {hint}; "
-                             "reshape the data or build the model with the right input_dim")
+            raise GraphError(f"{name}.loss: {what} (input {node!r}) of shape {X.shape} does not "
+                             f"fit the model: it takes (N, {', '.join(map(str, expected))}); "
+                             f"{hint}; reshape the data or build the model with the right "
+                             "input_dim")
         if X.shape[0] == 0:
-            raise GraphError(f"{name}.loss: {what} (input 'X') is an empty batch (shape "
+            raise GraphError(f"{name}.loss: {what} (input {node!r}) is an empty batch (shape "
                              f"{X.shape}); pass at least one sample")
         return X
 

@@ -93,19 +93,7 @@ class Solver:
             raise TypeError(f"Solver needs a model with `params` and `loss(X, y=None)`, got "
                             f"{type(model).__name__}")
         self.model = model
-        if not isinstance(data, Mapping):
-            raise TypeError(f"data must be a dict with 'X_train', 'y_train', 'X_val', 'y_val', "
-                            f"got {type(data).__name__}")
-        missing = [k for k in ("X_train", "y_train", "X_val", "y_val") if k not in data]
-        if missing:
-            raise ValueError(f"data lacks {', '.join(missing)} (it has "
-                             f"{', '.join(map(str, data)) or 'nothing'}); the Solver needs "
-                             "'X_train', 'y_train', 'X_val' and 'y_val'")
-        self.X_train, self.y_train = _split(model, data, "train")
-        self.X_val, self.y_val = _split(model, data, "val")
-        if self.X_train.shape[0] == 0:
-            raise ValueError(f"data['X_train'] is empty (shape {self.X_train.shape}); the Solver "
-                             "needs at least one training sample")
+        self._take_data(model, data)
 
         rule = settings["update_rule"]
         if isinstance(rule, str):
@@ -152,6 +140,22 @@ class Solver:
         self.progress_bar = progress_bar
         self._reset()
 
+    def _take_data(self, model, data):
+        """Check and keep the data (X_train, y_train, X_val, y_val)."""
+        if not isinstance(data, Mapping):
+            raise TypeError(f"data must be a dict with 'X_train', 'y_train', 'X_val', 'y_val', "
+                            f"got {type(data).__name__}")
+        missing = [k for k in ("X_train", "y_train", "X_val", "y_val") if k not in data]
+        if missing:
+            raise ValueError(f"data lacks {', '.join(missing)} (it has "
+                             f"{', '.join(map(str, data)) or 'nothing'}); the Solver needs "
+                             "'X_train', 'y_train', 'X_val' and 'y_val'")
+        self.X_train, self.y_train = _split(model, data, "train")
+        self.X_val, self.y_val = _split(model, data, "val")
+        if self.X_train.shape[0] == 0:
+            raise ValueError(f"data['X_train'] is empty (shape {self.X_train.shape}); the Solver "
+                             "needs at least one training sample")
+
     def _reset(self):
         """Fresh bookkeeping: histories, best params, optimizer state and random stream."""
         self.epoch = 0
@@ -189,7 +193,10 @@ class Solver:
     def _step(self):
         num_train = self.X_train.shape[0]
         batch = self.rng.choice(num_train, self.batch_size)
-        loss, grads = self.model.loss(self.X_train[batch], self.y_train[batch])
+        self._update(*self.model.loss(self.X_train[batch], self.y_train[batch]))
+
+    def _update(self, loss, grads):
+        """Record the loss and take one step of the update rule on every param."""
         self.loss_history.append(float(loss))
         params = self.model.params
         for name in list(params):
@@ -221,9 +228,14 @@ class Solver:
     # ----- training ---------------------------------------------------------------------
 
     @property
+    def num_train(self):
+        """The number of training samples."""
+        return self.X_train.shape[0]
+
+    @property
     def iterations_per_epoch(self):
         """Minibatch steps per epoch: the training set's size // batch_size (at least 1)."""
-        return max(self.X_train.shape[0] // self.batch_size, 1)
+        return max(self.num_train // self.batch_size, 1)
 
     @property
     def num_iterations(self):
@@ -273,10 +285,15 @@ class Solver:
             for name, value in self.best_params.items():
                 self.model.params[name] = value.copy()
 
+    def _split_accuracy(self, split):
+        """The accuracy train() records for split 'train' or 'val'."""
+        if split == "train":
+            return self.check_accuracy(self.X_train, self.y_train,
+                                       num_samples=self.num_train_samples)
+        return self.check_accuracy(self.X_val, self.y_val, num_samples=self.num_val_samples)
+
     def _record_accuracy(self, bar):
-        train_acc = self.check_accuracy(self.X_train, self.y_train,
-                                        num_samples=self.num_train_samples)
-        val_acc = self.check_accuracy(self.X_val, self.y_val, num_samples=self.num_val_samples)
+        train_acc, val_acc = self._split_accuracy("train"), self._split_accuracy("val")
         self.train_acc_history.append(train_acc)
         self.val_acc_history.append(val_acc)
         if self.verbose:

@@ -67,6 +67,29 @@ def test_train_other_models_in_process(tmp_path, capsys, model):
         "fc": "FullyConnectedNet", "twolayer": "TwoLayerNet"}[model]
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["rnn", "lstm"])
+def test_train_captioning_models_on_the_numbers_and_resume(tmp_path, capsys, model):
+    assert cli.main(["train", "--model", model, "--epochs", "1", "--out", str(tmp_path),
+                     "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "training CaptioningRNN on numbers (5000 train / 500 val / 500 test)" in out
+    assert "(Epoch 1 / 1) train acc:" in out and re.search(r"test image of \d+: '", out)
+    assert TEST_LINE.search(out)
+    for name in ("model.npz", "checkpoint.npz", "run.json", "training.png", "graph.svg"):
+        assert (tmp_path / name).is_file(), name
+    assert f">{model} · (8, 5, 128)<" in (tmp_path / "graph.svg").read_text()
+    loaded = load(tmp_path / "model.npz")
+    assert type(loaded).__name__ == "CaptioningRNN" and loaded.cell_type == model
+    settings = json.loads((tmp_path / "run.json").read_text())
+    assert settings["data"] == "numbers" and settings["hidden_dim"] == 128
+
+    assert cli.main(["train", "--resume", "--epochs", "2", "--out", str(tmp_path),
+                     "--quiet", "--threads", "1"]) == 0
+    assert saved_solver_state(tmp_path / "checkpoint.npz")["epoch"] == 2
+    assert TEST_LINE.search(capsys.readouterr().out)
+
+
 def test_in_process_run_leaves_numpy_and_threads_alone(tmp_path, capsys):
     from graphnet.kernels import _C
     threads = _C.get_num_threads()
@@ -87,6 +110,9 @@ def test_in_process_run_leaves_numpy_and_threads_alone(tmp_path, capsys):
     (["train", "--lr", "-0.1"], "--lr"),
     (["train", "--batch-size", "0"], "--batch-size"),
     (["train", "--data", "mnist"], "invalid choice: 'mnist'"),
+    (["train", "--model", "rnn", "--data", "digits"], "--model rnn does not train on --data"),
+    (["train", "--data", "numbers"], "--model convnet does not train on --data numbers"),
+    (["train", "--model", "lstm", "--reg", "0.1"], "has no L2 regularization"),
     (["train", "--data", "cifar10", "--data-dir", "/nonexistent/cifar"], "--download"),
     (["train", "--resume", "--out", "/nonexistent/run"], "no run to resume"),
     (["fly"], "invalid choice: 'fly'"),

@@ -1,4 +1,4 @@
-"""The course package of Stanford CS231n's assignment 2, 2017 edition.
+"""The course package of Stanford CS231n's assignments 2 and 3, 2017 edition.
 
 A 2017 notebook runs on graphnet when `cs231n` in its import lines becomes
 `graphnet.cs231n.v2017`. Same layout as graphnet.cs231n, with the 2017 conventions:
