@@ -18,6 +18,7 @@ A user's mistake (a bad argument, a damaged file, missing data, a full disk) is 
 `graphnet: error: ...`, never a traceback.
 """
 import argparse
+import contextlib
 import difflib
 import json
 import math
@@ -31,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .interop.distributed import DistributedError, torchrun_environment
 from .training.atomic import remove_stale_temporaries, write_atomically
 from .training.solver import Solver
 
@@ -420,19 +422,57 @@ def _build_model(models, settings, input_dim, common):
 
 def cmd_train(args, parser):
     start = time.perf_counter()
-    settings = resolve_settings(args, parser)
-    out = Path(args.out)
-    if out.is_dir():
-        for stale in remove_stale_temporaries(out, OUTPUT_FILES):
-            _warn(f"removed {stale}, left by a write that was interrupted")
-    data = load_data(settings, args, parser)  # before --out exists: a failure leaves nothing
-    restore_threads = _limit_threads(args.threads or DEFAULT_THREADS[settings["data"]])
+    group = None
     try:
-        return _train(args, settings, data, out, start)
-    except OSError as err:
-        raise _UserError(f"cannot write {_os_error(err)}; {_checkpoint_note(out)}") from None
+        group = _data_parallel()
+        writer = group is None or group.is_writer
+        # Process 0 alone reads --out (run.json on --resume) and writes there.
+        settings = resolve_settings(args, parser) if writer else None
+        if group is not None:
+            settings = group.broadcast_object(settings, "receiving the run's settings")
+        out = Path(args.out)
+        if writer and out.is_dir():
+            for stale in remove_stale_temporaries(out, OUTPUT_FILES):
+                _warn(f"removed {stale}, left by a write that was interrupted")
+        data = load_data(settings, args, parser)  # before --out exists: a failure leaves nothing
+        threads = args.threads or DEFAULT_THREADS[settings["data"]]
+        restore_threads = _limit_threads(threads or (group and group.threads_per_process()))
+        try:
+            with _quiet_unless(writer):
+                return _train(args, settings, data, out, start, group)
+        except OSError as err:
+            raise _UserError(f"cannot write {_os_error(err)}; {_checkpoint_note(out)}") from None
+        finally:
+            restore_threads()
+    except DistributedError as err:
+        return _fail(err)
     finally:
-        restore_threads()
+        if group is not None:
+            group.close()
+
+
+def _data_parallel():
+    """The DataParallel of a process started by torchrun (torch imported only then), or
+    None."""
+    if torchrun_environment() is None:
+        return None
+    from .interop import MissingDependencyError
+    from .interop.distributed import DataParallel
+    try:
+        return DataParallel()
+    except MissingDependencyError as err:
+        raise _UserError(f"started by torchrun (RANK, WORLD_SIZE, LOCAL_RANK and MASTER_ADDR "
+                         f"are set), so training data-parallel, but {err}") from None
+
+
+@contextlib.contextmanager
+def _quiet_unless(writer):
+    """Silence stdout in every process but the one that writes (process 0)."""
+    if writer:
+        yield
+        return
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+        yield
 
 
 def _checkpoint_note(out):
@@ -447,21 +487,25 @@ def _write_json(path, settings):
                                                             + "\n", encoding="utf-8"))
 
 
-def _train(args, settings, data, out, start):
+def _train(args, settings, data, out, start, group):
     from . import CheckpointError, load, save
+    writer = group is None or group.is_writer
     model = build_model(settings, data)
     solver = _RunSolver(
         model, data, checkpoint_file=out / CHECKPOINT, update_rule=settings["update_rule"],
         optim_config={"learning_rate": settings["lr"]}, lr_decay=settings["lr_decay"],
         batch_size=settings["batch_size"], num_epochs=settings["epochs"],
-        seed=settings["seed"], verbose=not args.quiet, print_every=50)
-    if args.resume:
+        seed=settings["seed"], verbose=not args.quiet, print_every=50, distributed=group)
+    if args.resume and writer:
         try:
             load(out / CHECKPOINT, into=solver)
         except CheckpointError as err:
             raise _UserError(f"cannot resume: {err}") from None
         except OSError as err:
             raise _UserError(f"cannot resume: {_os_error(err)}") from None
+    if group is not None:  # process 0's state (the checkpoint resumed) to every process
+        group.synchronize(solver)
+    if args.resume:
         if solver.iteration >= solver.num_iterations:
             print(f"nothing to train: the run in {out} has finished its {solver.num_epochs} "
                   f"epoch{'s' * (solver.num_epochs != 1)} ({solver.iteration} iterations); to "
@@ -470,8 +514,9 @@ def _train(args, settings, data, out, start):
             return EXIT_OK
         print(f"resuming {out}: epoch {solver.epoch}, iteration {solver.iteration} of "
               f"{solver.num_iterations}", flush=True)
-    out.mkdir(parents=True, exist_ok=True)
-    _write_json(out / RUN_FILE, settings)
+    if writer:
+        out.mkdir(parents=True, exist_ok=True)
+        _write_json(out / RUN_FILE, settings)
     if not args.quiet:
         print(f"training {type(model).__name__} on {settings['data']} "
               f"({len(data['X_train'])} train / {len(data['X_val'])} val / "
@@ -502,14 +547,25 @@ def _train(args, settings, data, out, start):
         for s, handler in previous.items():
             signal.signal(s, handler)
     if solver.interrupted:
+        signum = received[0] if received else signal.SIGINT  # (another process's signal)
         try:
-            save(solver, out / CHECKPOINT)
+            if writer:
+                save(solver, out / CHECKPOINT)
         except KeyboardInterrupt:
-            return _interrupted(out, solver, received[0], saved=False)
-        return _interrupted(out, solver, received[0] if received else signal.SIGINT, saved=True)
+            return _interrupted(out, solver, signum, saved=False)
+        if group is None:
+            return _interrupted(out, solver, signum, saved=True)
+        # The others end only after the checkpoint is written: torchrun stops every
+        # process as soon as one ends with an error code.
+        group.broadcast_object(None, "waiting for process 0's checkpoint")
+        if writer:
+            return _interrupted(out, solver, signum, saved=True)
+        return EXIT_SIGTERM if signum == signal.SIGTERM else EXIT_SIGINT
 
-    save(model, out / FINAL_MODEL)
     test_acc = solver.check_accuracy(data["X_test"], data["y_test"])
+    if not writer:
+        return EXIT_OK
+    save(model, out / FINAL_MODEL)
     elapsed = time.perf_counter() - start
     pictures = _write_pictures(solver, model, out, settings)
     drawing = _write_graph(model, data, out / GRAPH_FILE)
