@@ -430,6 +430,9 @@ def cmd_train(args, parser):
         settings = resolve_settings(args, parser) if writer else None
         if group is not None:
             settings = group.broadcast_object(settings, "receiving the run's settings")
+            if settings["batch_size"] < group.world_size:
+                parser.error(f"--batch-size {settings['batch_size']} is smaller than the "
+                             f"{group.world_size} processes: each needs a sample of every batch")
         out = Path(args.out)
         if writer and out.is_dir():
             for stale in remove_stale_temporaries(out, OUTPUT_FILES):

@@ -30,6 +30,7 @@ DistributedError naming what they were waiting for, never a hang.
 """
 import hashlib
 import os
+import re
 import tempfile
 from datetime import timedelta
 from typing import Any, Dict, Optional, Tuple
@@ -152,15 +153,11 @@ class DataParallel:
         """The loss and gradients of the whole minibatch (X, y), computed on this process's
         share; and whether any process asked to stop (`stop`: this one did)."""
         start, stop_at = self.share(X.shape[0])
-        count = stop_at - start
         params = model.params
-        if count:
-            loss, grads = model.loss(X[start:stop_at], y[start:stop_at])
-        else:  # fewer samples than processes: this one adds nothing
-            loss, grads = 0.0, {name: np.zeros_like(value) for name, value in params.items()}
+        loss, grads = model.loss(X[start:stop_at], y[start:stop_at])
         states = _running_averages(model)
         parts = [np.asarray(grads[name]) for name in params] + [a for _, _, a in states]
-        weight = count / X.shape[0]
+        weight = (stop_at - start) / X.shape[0]
         buffer = np.empty(sum(p.size for p in parts) + 2)
         offset = 0
         for part in parts:
@@ -242,5 +239,9 @@ def _fingerprint(solver):
 
 
 def _first_line(err):
+    """The gist of an error from torch or gloo: its first line, without gloo's source
+    location and advice."""
     text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+    text = text.splitlines()[0] if text else type(err).__name__
+    text = re.sub(r"\[[^\]]*\.(cc|cpp|h):\d+\] ", "", text)
+    return text.split(" This is typically caused")[0].rstrip(".")

@@ -157,6 +157,10 @@ class Solver:
                              f"got {progress_bar!r}")
         self.progress_bar = progress_bar
         self.distributed = _data_parallel(distributed, model)
+        if self.distributed is not None and self.batch_size < self.distributed.world_size:
+            raise ValueError(f"batch_size {self.batch_size} is smaller than the "
+                             f"{self.distributed.world_size} processes training it: each "
+                             "process needs at least one sample of every minibatch")
         if self.distributed is not None and not self.distributed.is_writer:
             self.verbose = False
         self._reset()
