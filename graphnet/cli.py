@@ -3,6 +3,7 @@
     graphnet train                          # a small convnet on the 8x8 digits, ~97-98 %
     graphnet train --data cifar10 --download --epochs 1
     graphnet train --out runs/a --resume    # continue an interrupted run
+    torchrun --nproc-per-node 2 -m graphnet train   # data-parallel (interop/distributed.py)
 
 `train` writes into --out: checkpoint.npz (after every epoch, and on Ctrl-C / SIGTERM),
 model.npz (the final model: the best validation params), run.json (the settings, so
@@ -32,7 +33,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .interop.distributed import DistributedError, torchrun_environment
 from .training.atomic import remove_stale_temporaries, write_atomically
 from .training.solver import Solver
 
@@ -421,32 +421,10 @@ def _build_model(models, settings, input_dim, common):
 
 
 def cmd_train(args, parser):
-    start = time.perf_counter()
-    group = None
+    from .interop.distributed import DistributedError
+    group = _data_parallel()
     try:
-        group = _data_parallel()
-        writer = group is None or group.is_writer
-        # Process 0 alone reads --out (run.json on --resume) and writes there.
-        settings = resolve_settings(args, parser) if writer else None
-        if group is not None:
-            settings = group.broadcast_object(settings, "receiving the run's settings")
-            if settings["batch_size"] < group.world_size:
-                parser.error(f"--batch-size {settings['batch_size']} is smaller than the "
-                             f"{group.world_size} processes: each needs a sample of every batch")
-        out = Path(args.out)
-        if writer and out.is_dir():
-            for stale in remove_stale_temporaries(out, OUTPUT_FILES):
-                _warn(f"removed {stale}, left by a write that was interrupted")
-        data = load_data(settings, args, parser)  # before --out exists: a failure leaves nothing
-        threads = args.threads or DEFAULT_THREADS[settings["data"]]
-        restore_threads = _limit_threads(threads or (group and group.threads_per_process()))
-        try:
-            with _quiet_unless(writer):
-                return _train(args, settings, data, out, start, group)
-        except OSError as err:
-            raise _UserError(f"cannot write {_os_error(err)}; {_checkpoint_note(out)}") from None
-        finally:
-            restore_threads()
+        return _train_command(args, parser, group)
     except DistributedError as err:
         return _fail(err)
     finally:
@@ -454,18 +432,46 @@ def cmd_train(args, parser):
             group.close()
 
 
+def _train_command(args, parser, group):
+    start = time.perf_counter()
+    writer = group is None or group.is_writer
+    # Process 0 alone reads --out (run.json on --resume) and writes there.
+    settings = resolve_settings(args, parser) if writer else None
+    if group is not None:
+        settings = group.broadcast_object(settings, "receiving the run's settings")
+        if settings["batch_size"] < group.world_size:
+            parser.error(f"--batch-size {settings['batch_size']} is smaller than the "
+                         f"{group.world_size} processes: each needs a sample of every batch")
+    out = Path(args.out)
+    if writer and out.is_dir():
+        for stale in remove_stale_temporaries(out, OUTPUT_FILES):
+            _warn(f"removed {stale}, left by a write that was interrupted")
+    data = load_data(settings, args, parser)  # before --out exists: a failure leaves nothing
+    threads = args.threads or DEFAULT_THREADS[settings["data"]]
+    restore_threads = _limit_threads(threads or (group and group.threads_per_process()))
+    try:
+        with _quiet_unless(writer):
+            return _train(args, settings, data, out, start, group)
+    except OSError as err:
+        raise _UserError(f"cannot write {_os_error(err)}; {_checkpoint_note(out)}") from None
+    finally:
+        restore_threads()
+
+
 def _data_parallel():
     """The DataParallel of a process started by torchrun (torch imported only then), or
     None."""
+    from .interop import MissingDependencyError
+    from .interop.distributed import DataParallel, DistributedError, torchrun_environment
     if torchrun_environment() is None:
         return None
-    from .interop import MissingDependencyError
-    from .interop.distributed import DataParallel
     try:
         return DataParallel()
     except MissingDependencyError as err:
         raise _UserError(f"started by torchrun (RANK, WORLD_SIZE, LOCAL_RANK and MASTER_ADDR "
                          f"are set), so training data-parallel, but {err}") from None
+    except DistributedError as err:
+        raise _UserError(str(err)) from None
 
 
 @contextlib.contextmanager
