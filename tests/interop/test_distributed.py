@@ -257,3 +257,38 @@ def test_without_torch_torchrun_is_a_clear_error():
         "are set), so training data-parallel, but data-parallel training (torchrun -m "
         "graphnet, Solver(distributed=True)) needs the 'torch' package, which is not "
         'installed: pip install "graphnet[torch]"')
+
+
+def _tiny_model_and_data():
+    from graphnet.models import TwoLayerNet
+    rng = np.random.default_rng(0)
+    data = {"X_train": rng.normal(size=(8, 4)), "y_train": rng.integers(0, 2, 8),
+            "X_val": rng.normal(size=(2, 4)), "y_val": rng.integers(0, 2, 2)}
+    return TwoLayerNet(input_dim=4, hidden_dim=3, num_classes=2), data
+
+
+def _quiet_solver(model, data, **kwargs):
+    import graphnet as gn
+    return gn.Solver(model, data, verbose=False, **kwargs)
+
+
+@pytest.mark.torch
+def test_solver_distributed_outside_torchrun_is_a_clear_error(monkeypatch):
+    pytest.importorskip("torch.distributed")
+    from graphnet.interop import DistributedError
+    for name in TORCHRUN_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    model, data = _tiny_model_and_data()
+    with pytest.raises(DistributedError, match="needs the processes started by torchrun .*"
+                                               r"\(RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR "
+                                               "not set"):
+        _quiet_solver(model, data, distributed=True)
+
+
+def test_solver_distributed_takes_true_false_none_or_a_data_parallel():
+    model, data = _tiny_model_and_data()
+    assert _quiet_solver(model, data, distributed=False).distributed is None
+    with pytest.raises(TypeError, match="distributed must be True, False, None or a "
+                                        "graphnet.interop.DataParallel, got 'yes'"):
+        _quiet_solver(model, data, distributed="yes")
+
