@@ -596,7 +596,8 @@ def _interrupted(out, solver, signum, saved):
         state = ("the last epoch's checkpoint is in " + str(out / CHECKPOINT)
                  if (out / CHECKPOINT).is_file() else "no checkpoint was written yet")
         print(f"\n{name}: stopped at once at {where}; {state}", file=sys.stderr)
-    print(f"resume with: graphnet train --out {out} --resume", file=sys.stderr, flush=True)
+    again = "the same torchrun command with" if solver.distributed else "graphnet train"
+    print(f"resume with: {again} --out {out} --resume", file=sys.stderr, flush=True)
     return EXIT_SIGTERM if signum == signal.SIGTERM else EXIT_SIGINT
 
 

@@ -1,6 +1,6 @@
 """Data-parallel training (graphnet.interop.distributed): two processes on 127.0.0.1, started
-by torchrun (or, where a test needs each process in its own folder, by hand with the
-variables torchrun sets), end where one process ends with the same seed and global batch,
+by torchrun (on one node, or on two 'nodes' in folders of their own), or by hand with the
+variables torchrun sets, end where one process ends with the same seed and global batch,
 up to the order of the float sums."""
 import json
 import os
@@ -119,13 +119,19 @@ def test_two_processes_end_with_the_params_of_one(tmp_path, model, batch):
     assert two.stdout.splitlines()[-1] == one.stdout.splitlines()[-1]
 
 
-def _run_by_hand(tmp_path, *args, timeout=TIMEOUT):
-    """Two processes, each in a folder of its own; their (returncode, stdout, stderr)."""
+def _run_on_two_nodes(tmp_path, *args):
+    """torchrun's multi-node form, two 'machines' of one process each, each in a folder of
+    its own (the same relative --out names two folders); their (returncode, stdout,
+    stderr)."""
     port = _free_port()
-    procs = [_by_hand(rank, 2, port, tmp_path / f"host{rank}", "--quiet", *args)
-             for rank in range(2)]
-    outputs = [p.communicate(timeout=timeout) for p in procs]
-    return [(p.returncode, *output) for p, output in zip(procs, outputs)]
+    nodes = [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank",
+         str(node), "--nproc-per-node", "1", "--master-addr", "127.0.0.1", "--master-port",
+         str(port), *_train_command("--quiet", *args)],
+        cwd=tmp_path / f"host{node}", env=_environment(), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True) for node in range(2)]
+    outputs = [node.communicate(timeout=TIMEOUT) for node in nodes]
+    return [(node.returncode, *output) for node, output in zip(nodes, outputs)]
 
 
 @two_processes
@@ -133,13 +139,13 @@ def test_process_0_alone_writes_and_alone_needs_the_checkpoint_to_resume(tmp_pat
     for rank in range(2):
         (tmp_path / f"host{rank}").mkdir()
     args = ("--model", "fc", "--batch-size", "40", "--seed", "1", "--out", "run")
-    for code, _, err in _run_by_hand(tmp_path, *args, "--epochs", "1"):
+    for code, _, err in _run_on_two_nodes(tmp_path, *args, "--epochs", "1"):
         assert code == 0, err
     written = sorted(p.name for p in (tmp_path / "host0" / "run").iterdir())
     assert {"checkpoint.npz", "model.npz", "run.json"} <= set(written)
     assert list((tmp_path / "host1").iterdir()) == []
     # Process 1's machine has no checkpoint: process 0 sends it the resumed state.
-    results = _run_by_hand(tmp_path, *args, "--epochs", "2", "--resume")
+    results = _run_on_two_nodes(tmp_path, *args, "--epochs", "2", "--resume")
     for code, _, err in results:
         assert code == 0, err
     assert "resuming" in results[0][1] and results[1][1] == ""
@@ -163,6 +169,7 @@ def test_ctrl_c_stops_every_process_after_the_same_step_and_resume_continues(tmp
     stdout, stderr = run.communicate(timeout=TIMEOUT)
     assert run.returncode != 0
     assert "SIGINT: stopped at epoch" in stderr and "checkpoint saved" in stderr, stderr
+    assert f"resume with: the same torchrun command with --out {out} --resume" in stderr
     _, stopped = _state(out)
     total = 8 * (1257 // 20)
     assert 0 < stopped["iteration"] < total
