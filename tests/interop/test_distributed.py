@@ -204,6 +204,30 @@ def test_a_process_that_dies_ends_the_others_with_a_clear_error(tmp_path):
 
 
 @two_processes
+def test_a_process_that_hangs_ends_the_others_after_the_timeout(tmp_path):
+    script = tmp_path / "hang.py"
+    script.write_text(textwrap.dedent("""
+        import sys, time
+        from graphnet.interop import DataParallel, DistributedError
+        group = DataParallel(timeout=3)
+        if group.rank == 1:
+            time.sleep(120)  # hangs: never joins the collective call
+        start = time.monotonic()
+        try:
+            group.count_correct(1)
+        except DistributedError as err:
+            print(f"after {time.monotonic() - start:.0f} s: {err}", flush=True)
+            sys.exit(1)
+    """))
+    result = subprocess.run(_torchrun_command(str(script)), capture_output=True, text=True,
+                            timeout=TIMEOUT, env=_environment())
+    assert result.returncode != 0
+    assert re.search(r"after [345] s: process 0 of 2: the accuracy count failed: Timed out .*"
+                     "Another process has probably failed, been stopped or hung",
+                     result.stdout), result.stdout + result.stderr
+
+
+@two_processes
 def test_solver_from_python_and_batchnorm_running_averages(tmp_path):
     """Solver(distributed=True) in a script under torchrun. With batchnorm, each process
     normalizes by its own shard's statistics; the running mean after a step is the whole
