@@ -135,14 +135,14 @@ class DataParallel:
         return values
 
     def _sum(self, buffer: np.ndarray, what: str) -> np.ndarray:
-        """Add up `buffer` (float64) over all processes, in place."""
+        """Add up the float64 `buffer` over all processes, in place."""
         self._collective(what, self._dist.all_reduce, self._torch.from_numpy(buffer))
         return buffer
 
     # ----- what the Solver calls -----------------------------------------------------
 
     def share(self, n: int) -> Tuple[int, int]:
-        """This process's slice [start, stop) of n samples: consecutive slices, the first
+        """This process's slice [first, last) of n samples: consecutive slices, the first
         n % world_size processes one sample more."""
         base, extra = divmod(n, self.world_size)
         start = self.rank * base + min(self.rank, extra)
@@ -152,12 +152,12 @@ class DataParallel:
                        stop: bool) -> Tuple[float, Dict[str, np.ndarray], bool]:
         """The loss and gradients of the whole minibatch (X, y), computed on this process's
         share; and whether any process asked to stop (`stop`: this one did)."""
-        start, stop_at = self.share(X.shape[0])
+        first, last = self.share(X.shape[0])
         params = model.params
-        loss, grads = model.loss(X[start:stop_at], y[start:stop_at])
+        loss, grads = model.loss(X[first:last], y[first:last])
         states = _running_averages(model)
         parts = [np.asarray(grads[name]) for name in params] + [a for _, _, a in states]
-        weight = (stop_at - start) / X.shape[0]
+        weight = (last - first) / X.shape[0]
         buffer = np.empty(sum(p.size for p in parts) + 2)
         offset = 0
         for part in parts:
