@@ -4,6 +4,7 @@
     graphnet train --data cifar10 --download --epochs 1
     graphnet train --out runs/a --resume    # continue an interrupted run
     graphnet train --model lstm             # caption handwritten numbers in words
+    torchrun --nproc-per-node 2 -m graphnet train   # data-parallel (interop/distributed.py)
 
 `train` writes into --out: checkpoint.npz (after every epoch, and on Ctrl-C / SIGTERM),
 model.npz (the final model: the best validation params), run.json (the settings, so
@@ -20,6 +21,7 @@ A user's mistake (a bad argument, a damaged file, missing data, a full disk) is 
 `graphnet: error: ...`, never a traceback.
 """
 import argparse
+import contextlib
 import difflib
 import json
 import math
@@ -452,20 +454,70 @@ def _build_model(models, settings, data):
 
 
 def cmd_train(args, parser):
+    from .interop.distributed import DistributedError
+    group = _data_parallel()
+    try:
+        return _train_command(args, parser, group)
+    except DistributedError as err:
+        return _fail(err)
+    finally:
+        if group is not None:
+            group.close()
+
+
+def _train_command(args, parser, group):
     start = time.perf_counter()
-    settings = resolve_settings(args, parser)
+    writer = group is None or group.is_writer
+    # Process 0 alone reads --out (run.json on --resume) and writes there.
+    settings = resolve_settings(args, parser) if writer else None
+    if group is not None:
+        settings = group.broadcast_object(settings, "receiving the run's settings")
+        if settings["batch_size"] < group.world_size:
+            parser.error(f"--batch-size {settings['batch_size']} is smaller than the "
+                         f"{group.world_size} processes: each needs a sample of every batch")
+        if settings["model"] in CAPTION_MODELS:
+            parser.error(f"--model {settings['model']} trains in one process only: data-parallel "
+                         "training (torchrun) takes the classifiers (convnet, fc, twolayer)")
     out = Path(args.out)
-    if out.is_dir():
+    if writer and out.is_dir():
         for stale in remove_stale_temporaries(out, OUTPUT_FILES):
             _warn(f"removed {stale}, left by a write that was interrupted")
     data = load_data(settings, args, parser)  # before --out exists: a failure leaves nothing
-    restore_threads = _limit_threads(args.threads or DEFAULT_THREADS[settings["data"]])
+    threads = args.threads or DEFAULT_THREADS[settings["data"]]
+    restore_threads = _limit_threads(threads or (group and group.threads_per_process()))
     try:
-        return _train(args, settings, data, out, start)
+        with _quiet_unless(writer):
+            return _train(args, settings, data, out, start, group)
     except OSError as err:
         raise _UserError(f"cannot write {_os_error(err)}; {_checkpoint_note(out)}") from None
     finally:
         restore_threads()
+
+
+def _data_parallel():
+    """The DataParallel of a process started by torchrun (torch imported only then), or
+    None."""
+    from .interop import MissingDependencyError
+    from .interop.distributed import DataParallel, DistributedError, torchrun_environment
+    if torchrun_environment() is None:
+        return None
+    try:
+        return DataParallel()
+    except MissingDependencyError as err:
+        raise _UserError(f"started by torchrun (RANK, WORLD_SIZE, LOCAL_RANK and MASTER_ADDR "
+                         f"are set), so training data-parallel, but {err}") from None
+    except DistributedError as err:
+        raise _UserError(str(err)) from None
+
+
+@contextlib.contextmanager
+def _quiet_unless(writer):
+    """Silence stdout in every process but the one that writes (process 0)."""
+    if writer:
+        yield
+        return
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+        yield
 
 
 def _checkpoint_note(out):
@@ -480,8 +532,9 @@ def _write_json(path, settings):
                                                             + "\n", encoding="utf-8"))
 
 
-def _train(args, settings, data, out, start):
+def _train(args, settings, data, out, start, group):
     from . import CheckpointError, load, save
+    writer = group is None or group.is_writer
     model = build_model(settings, data)
     captioning = settings["model"] in CAPTION_MODELS
     run_solver, extra = ((_RunCaptioningSolver, {"record_accuracy": True}) if captioning
@@ -490,14 +543,18 @@ def _train(args, settings, data, out, start):
         model, data, checkpoint_file=out / CHECKPOINT, update_rule=settings["update_rule"],
         optim_config={"learning_rate": settings["lr"]}, lr_decay=settings["lr_decay"],
         batch_size=settings["batch_size"], num_epochs=settings["epochs"],
-        seed=settings["seed"], verbose=not args.quiet, print_every=50, **extra)
-    if args.resume:
+        seed=settings["seed"], verbose=not args.quiet, print_every=50, distributed=group,
+        **extra)
+    if args.resume and writer:
         try:
             load(out / CHECKPOINT, into=solver)
         except CheckpointError as err:
             raise _UserError(f"cannot resume: {err}") from None
         except OSError as err:
             raise _UserError(f"cannot resume: {_os_error(err)}") from None
+    if group is not None:  # process 0's state (the checkpoint resumed) to every process
+        group.synchronize(solver)
+    if args.resume:
         if solver.iteration >= solver.num_iterations:
             print(f"nothing to train: the run in {out} has finished its {solver.num_epochs} "
                   f"epoch{'s' * (solver.num_epochs != 1)} ({solver.iteration} iterations); to "
@@ -506,8 +563,9 @@ def _train(args, settings, data, out, start):
             return EXIT_OK
         print(f"resuming {out}: epoch {solver.epoch}, iteration {solver.iteration} of "
               f"{solver.num_iterations}", flush=True)
-    out.mkdir(parents=True, exist_ok=True)
-    _write_json(out / RUN_FILE, settings)
+    if writer:
+        out.mkdir(parents=True, exist_ok=True)
+        _write_json(out / RUN_FILE, settings)
     if not args.quiet:
         print(f"training {type(model).__name__} on {settings['data']} "
               f"({_size(data, 'train')} train / {_size(data, 'val')} val / "
@@ -538,18 +596,30 @@ def _train(args, settings, data, out, start):
         for s, handler in previous.items():
             signal.signal(s, handler)
     if solver.interrupted:
+        signum = received[0] if received else signal.SIGINT  # (another process's signal)
         try:
-            save(solver, out / CHECKPOINT)
+            if writer:
+                save(solver, out / CHECKPOINT)
         except KeyboardInterrupt:
-            return _interrupted(out, solver, received[0], saved=False)
-        return _interrupted(out, solver, received[0] if received else signal.SIGINT, saved=True)
+            return _interrupted(out, solver, signum, saved=False)
+        if group is None:
+            return _interrupted(out, solver, signum, saved=True)
+        # The others end only after the checkpoint is written: torchrun stops every
+        # process as soon as one ends with an error code.
+        group.broadcast_object(None, "waiting for process 0's checkpoint")
+        if writer:
+            return _interrupted(out, solver, signum, saved=True)
+        return EXIT_SIGTERM if signum == signal.SIGTERM else EXIT_SIGINT
 
-    save(model, out / FINAL_MODEL)
     if captioning:  # the fraction of test numbers said exactly
         test_acc = solver.caption_accuracy("test")
-        _print_captions(model, data)
     else:
         test_acc = solver.check_accuracy(data["X_test"], data["y_test"])
+    if not writer:
+        return EXIT_OK
+    save(model, out / FINAL_MODEL)
+    if captioning:
+        _print_captions(model, data)
     elapsed = time.perf_counter() - start
     pictures = _write_pictures(solver, model, out, settings)
     drawing = _write_graph(model, data, out / GRAPH_FILE)
@@ -587,7 +657,8 @@ def _interrupted(out, solver, signum, saved):
         state = ("the last epoch's checkpoint is in " + str(out / CHECKPOINT)
                  if (out / CHECKPOINT).is_file() else "no checkpoint was written yet")
         print(f"\n{name}: stopped at once at {where}; {state}", file=sys.stderr)
-    print(f"resume with: graphnet train --out {out} --resume", file=sys.stderr, flush=True)
+    again = "the same torchrun command with" if solver.distributed else "graphnet train"
+    print(f"resume with: {again} --out {out} --resume", file=sys.stderr, flush=True)
     return EXIT_SIGTERM if signum == signal.SIGTERM else EXIT_SIGINT
 
 

@@ -37,6 +37,11 @@ class CaptioningSolver(Solver):
 
     def __init__(self, model: Any, data: Mapping, *, record_accuracy: bool = False,
                  **kwargs: Any) -> None:
+        if kwargs.get("distributed") not in (None, False):
+            # Its minibatches are captions of images, which the data-parallel split of
+            # (X, y) minibatches does not shard: refuse rather than train each process alone.
+            raise ValueError("CaptioningSolver does not train data-parallel (distributed=...); "
+                             "train the captioning models in one process")
         self.record_accuracy = bool(record_accuracy)
         super().__init__(model, data, **kwargs)
 

@@ -22,7 +22,8 @@ touched. A run resumed from a checkpoint (graphnet.save / graphnet.load) continu
 where it stopped, in either case. `progress_bar` shows a tqdm bar instead of the iteration
 lines (by default only when stdout is a terminal). `request_stop()` (safe to call from a
 signal handler) makes `train()` return after the current iteration, leaving a consistent
-state to save.
+state to save. `distributed=True` trains data-parallel on torch.distributed: every process
+that torchrun starts runs the same script (graphnet.interop.distributed says how).
 """
 import copy
 import numbers
@@ -72,6 +73,10 @@ class Solver:
     progress_bar: True shows a tqdm progress bar (and the epoch lines) instead of the
         iteration lines; None (the default) shows it only when stdout is a terminal, not
         in a notebook or a pipe (an addition).
+    distributed: True (or a graphnet.interop.DataParallel) trains data-parallel on
+        torch.distributed: each process computes its share of every minibatch, the
+        gradients are added up, process 0 alone prints and writes checkpoints; every
+        process must call train() and check_accuracy() alike (an addition).
     """
 
     def __init__(self, model: Any, data: Mapping, *,
@@ -81,7 +86,8 @@ class Solver:
                  num_train_samples: Optional[int] = 1000,
                  num_val_samples: Optional[int] = None, checkpoint_name: Optional[str] = None,
                  print_every: int = 10, verbose: bool = True, seed: Optional[int] = None,
-                 progress_bar: Optional[bool] = None, **unknown: Any) -> None:
+                 progress_bar: Optional[bool] = None, distributed: Any = None,
+                 **unknown: Any) -> None:
         if unknown:
             raise ValueError("Unrecognized arguments " + ", ".join(sorted(unknown)))
         settings: Dict[str, Any] = dict(
@@ -138,6 +144,13 @@ class Solver:
             raise ValueError(f"progress_bar must be None (only on a terminal), True or False, "
                              f"got {progress_bar!r}")
         self.progress_bar = progress_bar
+        self.distributed = _data_parallel(distributed, model)
+        if self.distributed is not None and self.batch_size < self.distributed.world_size:
+            raise ValueError(f"batch_size {self.batch_size} is smaller than the "
+                             f"{self.distributed.world_size} processes training it: each "
+                             "process needs at least one sample of every minibatch")
+        if self.distributed is not None and not self.distributed.is_writer:
+            self.verbose = False
         self._reset()
 
     def _take_data(self, model, data):
@@ -168,7 +181,7 @@ class Solver:
         self.optim_configs = {p: copy.deepcopy(self.optim_config) for p in self.model.params}
         self.rng = _GLOBAL_RANDOM_STATE if self.seed is None else np.random.default_rng(self.seed)
         self.interrupted = False
-        self._stop_requested = False
+        self._stop_requested = self._stop_agreed = False
 
     @property
     def rng(self) -> Any:
@@ -193,7 +206,12 @@ class Solver:
     def _step(self):
         num_train = self.X_train.shape[0]
         batch = self.rng.choice(num_train, self.batch_size)
-        self._update(*self.model.loss(self.X_train[batch], self.y_train[batch]))
+        if self.distributed is None:
+            self._update(*self.model.loss(self.X_train[batch], self.y_train[batch]))
+        else:  # stopping is agreed in the step, so all processes stop after the same one
+            loss, grads, self._stop_agreed = self.distributed.loss_and_grads(
+                self.model, self.X_train[batch], self.y_train[batch], self._stop_requested)
+            self._update(loss, grads)
 
     def _update(self, loss, grads):
         """Record the loss and take one step of the update rule on every param."""
@@ -220,10 +238,14 @@ class Solver:
             mask = self.rng.choice(N, num_samples)
             X, y = X[mask], y[mask]
             N = num_samples
-        predictions = [np.argmax(self.model.loss(X[start:start + batch_size]), axis=1)
-                       for start in range(0, N, batch_size)]
+        first, last = (0, N) if self.distributed is None else self.distributed.share(N)
+        predictions = [np.argmax(self.model.loss(X[start:min(start + batch_size, last)]),
+                                 axis=1) for start in range(first, last, batch_size)]
         y_pred = np.concatenate(predictions) if predictions else np.zeros(0, dtype=int)
-        return float(np.mean(y_pred == y)) if N else 0.0
+        correct = int(np.sum(y_pred == y[first:last]))
+        if self.distributed is not None:
+            correct = self.distributed.count_correct(correct)
+        return correct / N if N else 0.0
 
     # ----- training ---------------------------------------------------------------------
 
@@ -252,7 +274,9 @@ class Solver:
         with `interrupted` set and without restoring the best params, after
         request_stop()."""
         per_epoch, total = self.iterations_per_epoch, self.num_iterations
-        self.interrupted = self._stop_requested = False
+        self.interrupted = self._stop_requested = self._stop_agreed = False
+        if self.distributed is not None:
+            self.distributed.synchronize(self)
         bar = self._progress_bar(total)
         try:
             while self.iteration < total:
@@ -273,9 +297,11 @@ class Solver:
                             config["learning_rate"] *= self.lr_decay
                 if t == 0 or epoch_end:
                     self._record_accuracy(bar)
-                if epoch_end and self.checkpoint_name:
+                if epoch_end and self.distributed is not None:
+                    self.distributed.check_identical(self, f"after epoch {self.epoch}")
+                if epoch_end and self.checkpoint_name and self._writes:
                     self._save_checkpoint()
-                if self._stop_requested:
+                if self._stop_agreed if self.distributed is not None else self._stop_requested:
                     self.interrupted = True
                     return
         finally:
@@ -302,6 +328,11 @@ class Solver:
         if val_acc > self.best_val_acc:
             self.best_val_acc = val_acc
             self.best_params = {k: np.array(v, copy=True) for k, v in self.model.params.items()}
+
+    @property
+    def _writes(self):
+        """Whether this process writes checkpoints: the only one, or process 0 of many."""
+        return self.distributed is None or self.distributed.is_writer
 
     def checkpoint_path(self, epoch):
         """Where the checkpoint after `epoch` goes (course naming, .npz instead of .pkl)."""
@@ -372,6 +403,24 @@ def _split(model, data, split):
     if callable(check_labels):
         check_labels(y, y.shape[0], what=f"data[{ky!r}]")
     return X, y
+
+
+def _data_parallel(distributed, model):
+    """The Solver's `distributed` argument as a DataParallel, or None."""
+    if distributed is None or distributed is False:
+        return None
+    if distributed is True:
+        from ..interop.distributed import DataParallel
+        distributed = DataParallel()
+    for method in ("share", "loss_and_grads", "count_correct", "synchronize",
+                   "check_identical"):
+        if not callable(getattr(distributed, method, None)):
+            raise TypeError(f"distributed must be True, False, None or a "
+                            f"graphnet.interop.DataParallel, got {distributed!r}")
+    if getattr(model, "graph", None) is None:
+        raise TypeError(f"distributed training needs a graphnet model (one with a .graph, "
+                        f"such as graphnet.models'), got {type(model).__name__}")
+    return distributed
 
 
 def _stdout_is_a_terminal():
