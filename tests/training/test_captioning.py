@@ -202,3 +202,10 @@ def test_record_accuracy_samples_captions_each_epoch_and_keeps_the_best():
     with pytest.raises(ValueError, match="lacks val_captions"):
         CaptioningSolver(model, {k: v for k, v in data.items() if not k.startswith("val_")},
                          record_accuracy=True)
+
+
+def test_data_parallel_captioning_is_refused_not_trained_apart():
+    data = load_number_captions(num_train=10, num_val=0, num_test=0)
+    model = CaptioningRNN(data["word_to_idx"], input_dim=192, wordvec_dim=8, hidden_dim=8)
+    with pytest.raises(ValueError, match="does not train data-parallel"):
+        CaptioningSolver(model, data, distributed=True, verbose=False)
