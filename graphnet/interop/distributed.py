@@ -28,6 +28,7 @@ DistributedError naming what they were waiting for, never a hang.
 
 `import graphnet` never imports torch: this module imports it when a DataParallel is made.
 """
+import atexit
 import hashlib
 import os
 import re
@@ -91,6 +92,9 @@ class DataParallel:
                     f"{os.environ.get('MASTER_PORT', '?')} as process {os.environ['RANK']} of "
                     f"{os.environ['WORLD_SIZE']}: {_first_line(err)}") from None
             self.owns_group = True
+            # A group left to the interpreter's exit can abort the process (gloo's threads
+            # are still running when the C++ runtime is torn down), so leave it explicitly.
+            atexit.register(self.close)
         backend = dist.get_backend()
         if backend != "gloo":
             raise DistributedError(f"graphnet's data parallelism runs on the gloo backend "
