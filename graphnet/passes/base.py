@@ -13,7 +13,9 @@ Adding a fusion pattern is one module in this folder, a subclass of FusionPass d
 with @register_pass, and its tests.
 """
 from collections import Counter
-from typing import List
+from typing import Any, List
+
+import numpy as np
 
 from ..core.plan import Step, register_rewrite
 
@@ -39,3 +41,10 @@ def readers(steps: List[Step]) -> Counter:
     """How many steps of a walk read each node: a node read by one step only can be left
     uncomputed by a fused step that is that reader."""
     return Counter(node for step in steps for node in step.inputs)
+
+
+def kept(node: Any, value: Any) -> Any:
+    """`value` as a deferred entry computed later must see it: a source's array (an input
+    batch, a param) may be refilled or updated in place before then, so it is copied; a
+    gate's output never is (each forward makes new ones)."""
+    return np.array(value) if node.gate is None else value

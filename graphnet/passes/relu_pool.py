@@ -19,7 +19,7 @@ import functools
 import numpy as np
 
 from ..core.plan import Step
-from .base import FusionPass, readers, register_pass
+from .base import FusionPass, kept, readers, register_pass
 
 
 @register_pass
@@ -61,10 +61,8 @@ def _forward(relu, pool):
         pooled, pool_cache = pool.gate.forward(x)
         store.values[pool.index], _ = relu.gate.forward(pooled)
         store.caches[pool.index] = _first_winners_where_blocked(pool, pooled, pool_cache)
-        # Kept for the deferred relu: a source's array may be refilled in place by the
-        # next batch (a gate's output never is: each forward makes new ones).
-        kept = np.array(x) if source.gate is None else x
-        relu_outputs = functools.cache(lambda: relu.gate.forward(kept))
+        x_kept = kept(source, x)
+        relu_outputs = functools.cache(lambda: relu.gate.forward(x_kept))
         store.defer("value", relu.index, lambda: relu_outputs()[0], np.shape(x))
         store.defer("cache", relu.index, lambda: relu_outputs()[1])
     return run

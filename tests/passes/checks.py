@@ -3,6 +3,7 @@ and one fused, read the same at every node."""
 import numpy as np
 
 import graphnet as gn
+from graphnet.core import plan
 
 
 def twins(build, dtype, seed=0):
@@ -15,6 +16,12 @@ def twins(build, dtype, seed=0):
         feeds = build(g, np.random.default_rng(seed))
         graphs.append(g)
     return graphs[0], graphs[1], feeds
+
+
+def only_pass(monkeypatch, cls):
+    """Apply the pass `cls` alone (a pass's own tests compare it bit for bit with gate by
+    gate; another pass may round otherwise)."""
+    monkeypatch.setattr(plan, "REWRITES", [r for r in plan.REWRITES if isinstance(r, cls)])
 
 
 def fused_labels(g, direction="forward"):
