@@ -1,13 +1,14 @@
 """What each fusion pass (graphnet/passes/) saves, measured A/B in one run.
 
     python benchmarks/bench_fusion.py [--rounds 7] [--steps 3] [--threads N] [--dtype float32]
+                                      [--batch 64] [--networks vgg residual fc_bn]
 
 For each pass and each network it applies to, the same graph runs with all passes and
 with all but that one, in turns (blocks of --steps steps, --rounds rounds each, so that a
 slow spell of the shared machine hits both); printed: the median step of each and their
 ratio (on one thread, --threads 1, CPU time: the steadier measure on a shared machine).
 The training step is forward + backward in train mode; inference is forward in
-eval mode. The networks (batch 64):
+eval mode. The networks (batch 64 unless --batch):
   vgg       conv3x3-sbn-relu, conv3x3-sbn-relu, max_pool, affine (3x32x32, 32 filters)
   residual  conv3x3-sbn-relu, conv3x3-sbn, skip add, relu, max_pool, affine
   fc_bn     3072 -> [affine-batchnorm-relu] x 3 (100 units) -> affine
@@ -119,13 +120,16 @@ def compare(g, feeds, rewrite, mode, rounds, steps, clock):
 
 
 def main():
+    global BATCH
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--networks", nargs="*", default=list(NETWORKS))
+    parser.add_argument("--batch", type=int, default=BATCH)
     args = parser.parse_args()
+    BATCH = args.batch
     if args.threads:
         _C.set_num_threads(args.threads)
     # On one thread the process's CPU time is the steadier measure on a shared machine.
@@ -133,7 +137,7 @@ def main():
     print(f"batch {BATCH}, {args.dtype}, {_C.get_num_threads()} threads, "
           f"{args.rounds} rounds of {args.steps} steps; ms per step (median, "
           f"{'CPU' if clock is time.process_time else 'wall'} time)")
-    print(f"{'network':10} {'mode':6} {'pass':14} {'with':>9} {'without':>9} {'ratio':>7}")
+    print(f"{'network':10} {'mode':6} {'pass':22} {'with':>9} {'without':>9} {'ratio':>7}")
     for network in args.networks:
         g, feeds = build(network, np.dtype(args.dtype))
         for rewrite in plan.REWRITES:
@@ -141,7 +145,7 @@ def main():
                 continue  # the pass finds nothing to fuse in this network
             for mode in ("train", "eval"):
                 ms = compare(g, feeds, rewrite, mode, args.rounds, args.steps, clock)
-                print(f"{network:10} {mode:6} {type(rewrite).__name__:14} "
+                print(f"{network:10} {mode:6} {type(rewrite).__name__:22} "
                       f"{1e3 * ms['with']:9.2f} {1e3 * ms['without']:9.2f} "
                       f"{ms['with'] / ms['without']:7.3f}", flush=True)
 

@@ -13,16 +13,21 @@ Adding a fusion pattern is one module in this folder, a subclass of FusionPass d
 with @register_pass, and its tests.
 """
 from collections import Counter
-from typing import Any, List
+from typing import Any, ClassVar, List
 
 import numpy as np
 
-from ..core.plan import Step, register_rewrite
+from ..core.plan import REWRITES, Step, register_rewrite
 
 
 class FusionPass:
     """A plan rewrite. Each method gets the steps of one walk and returns them with the
-    runs it fuses replaced; a pass that finds nothing returns them unchanged."""
+    runs it fuses replaced; a pass that finds nothing returns them unchanged.
+
+    `length`: the number of gates of the longest run it fuses. Passes apply longest first,
+    so that a pass taking a part of a longer run does not split it.
+    """
+    length: ClassVar[int] = 0
 
     def fuse_forward(self, steps: List[Step]) -> List[Step]:
         return steps
@@ -34,6 +39,7 @@ class FusionPass:
 def register_pass(cls):
     """Class decorator: apply an instance of this FusionPass to every fused plan."""
     register_rewrite(cls())
+    REWRITES.sort(key=lambda rewrite: -getattr(rewrite, "length", 0))  # stable
     return cls
 
 

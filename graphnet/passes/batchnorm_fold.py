@@ -27,6 +27,7 @@ FOLDS_INTO = {"spatial_batchnorm": "conv", "batchnorm": "affine"}
 
 @register_pass
 class BatchnormFold(FusionPass):
+    length = 2
 
     def fuse_forward(self, steps):
         planned = {step.node for step in steps}
@@ -45,47 +46,71 @@ def _fused_step(norm):
 
 
 def _forward(producer, norm):
-    graph = norm.graph
-
     def run(store):
-        inputs = [store.values[i.index] for i in producer.inputs]
-        gamma, beta = (store.values[i.index] for i in norm.inputs[1:])
-        state = store.states[norm.index]
-        fold = None if graph.training else _fold(producer, norm, inputs, gamma, beta, state)
-        if fold is None:  # gate by gate
-            out, store.caches[producer.index] = producer.gate.forward(*inputs)
-            store.values[producer.index] = out
-            store.values[norm.index], store.caches[norm.index] = norm.gate.forward(
-                state, graph.training, out, gamma, beta)
-            return
-        scale, shift = fold
-        gamma, beta = np.array(gamma), np.array(beta)
-        frozen = {key: np.array(value) for key, value in state.items()}
-        if producer.op == "conv":  # the filters and the bias scaled and shifted
-            x, w, b = inputs
-            store.values[norm.index], _ = producer.gate.forward(
-                x, w * scale[:, None, None, None], b * scale + shift)
-            inputs = [kept(node, value) for node, value in zip(producer.inputs, inputs)]
-            produced = functools.cache(lambda: producer.gate.forward(*inputs))
-            store.defer("value", producer.index, lambda: produced()[0],
-                        store.values[norm.index].shape)
-            store.defer("cache", producer.index, lambda: produced()[1])
+        fold = None if norm.graph.training else scale_and_shift(producer, norm, store)
+        if fold is None:
+            run_gates(producer, norm, store)
+        elif producer.op == "conv":  # the filters and the bias scaled and shifted
+            out, _ = producer.gate.forward(*folded_inputs(producer, store, fold))
+            store.values[norm.index] = out
+            produced = defer_conv(producer, store, out.shape)
+            defer_norm_cache(norm, store, lambda: produced()[0])
         else:  # the affine's output scaled and shifted (a copy of w would cost more)
-            out, store.caches[producer.index] = producer.gate.forward(*inputs)
+            out, store.caches[producer.index] = producer.gate.forward(
+                *(store.values[i.index] for i in producer.inputs))
             store.values[producer.index] = out
-            normalized = out * scale
-            normalized += shift
+            normalized = out * fold[0]
+            normalized += fold[1]
             store.values[norm.index] = normalized
-            produced = functools.cache(lambda: (out, None))
-        store.defer("cache", norm.index, lambda: norm.gate.forward(
-            dict(frozen), False, produced()[0], gamma, beta)[1])
+            defer_norm_cache(norm, store, lambda: out)
     return run
 
 
-def _fold(producer, norm, inputs, gamma, beta, state):
+def run_gates(producer, norm, store):
+    """The two gates one after the other (train mode: the batch's statistics)."""
+    out, store.caches[producer.index] = producer.gate.forward(
+        *(store.values[i.index] for i in producer.inputs))
+    store.values[producer.index] = out
+    store.values[norm.index], store.caches[norm.index] = norm.gate.forward(
+        store.states[norm.index], norm.graph.training, out, *(
+            store.values[i.index] for i in norm.inputs[1:]))
+
+
+def folded_inputs(conv, store, fold):
+    """x, and the conv's filters and bias with the batchnorm's scale and shift applied."""
+    scale, shift = fold
+    x, w, b = (store.values[i.index] for i in conv.inputs)
+    return x, w * scale[:, None, None, None], b * scale + shift
+
+
+def defer_conv(conv, store, shape):
+    """Leave the conv's value (of `shape`) and cache to its gate, on copies of what it reads
+    now; returns the function giving the gate's (out, cache)."""
+    inputs = [kept(node, store.values[node.index]) for node in conv.inputs]
+    produced = functools.cache(lambda: conv.gate.forward(*inputs))
+    store.defer("value", conv.index, lambda: produced()[0], shape)
+    store.defer("cache", conv.index, lambda: produced()[1])
+    return produced
+
+
+def defer_norm_cache(norm, store, normalizes):
+    """Leave the batchnorm's cache to its gate in eval mode, on `normalizes()` and copies of
+    gamma, beta and the running averages as they are now; returns the function giving the
+    gate's (out, cache)."""
+    gamma, beta = (np.array(store.values[i.index]) for i in norm.inputs[1:])
+    frozen = {key: np.array(value) for key, value in store.states[norm.index].items()}
+    normalized = functools.cache(lambda: norm.gate.forward(dict(frozen), False, normalizes(),
+                                                           gamma, beta))
+    store.defer("cache", norm.index, lambda: normalized()[1])
+    return normalized
+
+
+def scale_and_shift(producer, norm, store):
     """The batchnorm's eval-mode scale and shift per channel, or None where the shapes are
     not the usual ones (the gates then run, and name any mistake)."""
-    x, w, b = inputs
+    x, w, b = (store.values[i.index] for i in producer.inputs)
+    gamma, beta = (store.values[i.index] for i in norm.inputs[1:])
+    state = store.states[norm.index]
     dtype = x.dtype
     features = w.shape[0] if producer.op == "conv" else w.shape[-1]
     mean = state.get("running_mean", np.zeros(features, dtype))

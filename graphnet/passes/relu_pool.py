@@ -24,9 +24,10 @@ from .base import FusionPass, kept, readers, register_pass
 
 @register_pass
 class ReluPool(FusionPass):
+    length = 2
 
     def fuse_forward(self, steps):
-        return _fuse(steps, _forward)
+        return _fuse(steps, forward_run)
 
     def fuse_backward(self, steps):
         return _fuse(steps, _backward)
@@ -53,7 +54,8 @@ def _fused_step(pool_step, make_run):
                 edges=((relu, 0),))
 
 
-def _forward(relu, pool):
+def forward_run(relu, pool):
+    """The fused forward step's run(store)."""
     source = relu.inputs[0]
 
     def run(store):
