@@ -1,14 +1,14 @@
 """conv -> spatial batchnorm and affine -> batchnorm as one forward step, folded in eval mode.
 
 In eval mode a batchnorm is a fixed scale and shift per channel, gamma / sqrt(running_var
-+ eps) and beta - running_mean * scale: a conv or affine feeding only a batchnorm computes
-the batchnorm's output at once, the conv with its filters and bias scaled and shifted
-(w * scale, (b - running_mean) * scale + beta: the activation is never read again), the
-affine with its output scaled and shifted in place. The batchnorm's output matches the
-gates' to rounding (the gates subtract the mean from the conv's output; the fold
-subtracts it from the bias). The conv's or affine's value and cache and the batchnorm's
-cache are deferred to their own gates, on copies of the inputs and the running
-averages, so a backward after an eval forward reads the gates' exact caches.
++ eps) and beta - running_mean * scale. Where a conv feeds only a spatial batchnorm, the
+conv runs once with its filters and bias scaled and shifted (w * scale, b * scale +
+shift): the batchnorm never reads the activation. Where an affine feeds only a batchnorm,
+the affine's output is scaled and shifted into the batchnorm's, one pass for the gate's
+four. The batchnorm's output equals the gates' to rounding (the gates subtract the mean
+from the conv's output; the fold subtracts it from the bias). The conv's value and cache
+and the batchnorm's cache are deferred to their own gates, on copies of the inputs and
+the running averages, so a backward after an eval forward reads the gates' exact caches.
 
 In train mode the step runs the two gates as they are (the batch's statistics are only
 known once the conv's output is): the batchnorm updates its running averages once, and
@@ -56,9 +56,7 @@ def _forward(producer, norm):
             produced = defer_conv(producer, store, out.shape)
             defer_norm_cache(norm, store, lambda: produced()[0])
         else:  # the affine's output scaled and shifted (a copy of w would cost more)
-            out, store.caches[producer.index] = producer.gate.forward(
-                *(store.values[i.index] for i in producer.inputs))
-            store.values[producer.index] = out
+            out = run_producer(producer, store)
             normalized = out * fold[0]
             normalized += fold[1]
             store.values[norm.index] = normalized
@@ -66,11 +64,17 @@ def _forward(producer, norm):
     return run
 
 
-def run_gates(producer, norm, store):
-    """The two gates one after the other (train mode: the batch's statistics)."""
+def run_producer(producer, store):
+    """The conv's or affine's gate; returns its output."""
     out, store.caches[producer.index] = producer.gate.forward(
         *(store.values[i.index] for i in producer.inputs))
     store.values[producer.index] = out
+    return out
+
+
+def run_gates(producer, norm, store):
+    """The two gates one after the other (train mode: the batch's statistics)."""
+    out = run_producer(producer, store)
     store.values[norm.index], store.caches[norm.index] = norm.gate.forward(
         store.states[norm.index], norm.graph.training, out, *(
             store.values[i.index] for i in norm.inputs[1:]))
