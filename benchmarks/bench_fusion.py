@@ -5,12 +5,14 @@
 
 For each pass and each network it applies to, the same graph runs with all passes and
 with all but that one, in turns (blocks of --steps steps, --rounds rounds each, so that a
-slow spell of the shared machine hits both); printed: the median step of each and their
-ratio (on one thread, --threads 1, CPU time: the steadier measure on a shared machine).
-The training step is forward + backward in train mode; inference is forward in
-eval mode. The networks (batch 64 unless --batch):
+slow spell of the shared machine hits both); the last row of a network compares all
+passes with none (`fuse=False`). Printed: the median step of each and their ratio (with
+--threads 1 in CPU time, the steadier measure on a shared machine). The training step is
+forward + backward in train mode; inference is forward in eval mode. The networks (batch
+64 unless --batch):
   vgg       conv3x3-sbn-relu, conv3x3-sbn-relu, max_pool, affine (3x32x32, 32 filters)
-  residual  conv3x3-sbn-relu, conv3x3-sbn, skip add, relu, max_pool, affine
+  residual  conv3x3-sbn-relu, then a block conv3x3-sbn-relu, conv3x3-sbn, the skip add,
+            relu, then max_pool, affine
   fc_bn     3072 -> [affine-batchnorm-relu] x 3 (100 units) -> affine
 """
 import argparse
@@ -100,10 +102,10 @@ def run_block(g, feeds, mode, steps, clock):
     return (clock() - start) / steps
 
 
-def compare(g, feeds, rewrite, mode, rounds, steps, clock):
-    """Median seconds per step with all passes and without `rewrite`, in turns."""
+def compare(g, feeds, without, mode, rounds, steps, clock):
+    """Median seconds per step with all passes and with those but `without`, in turns."""
     everything = list(plan.REWRITES)
-    variants = {"with": everything, "without": [r for r in everything if r is not rewrite]}
+    variants = {"with": everything, "without": [r for r in everything if r not in without]}
     times = {name: [] for name in variants}
     g.train(mode == "train")
     try:
@@ -140,14 +142,14 @@ def main():
     print(f"{'network':10} {'mode':6} {'pass':22} {'with':>9} {'without':>9} {'ratio':>7}")
     for network in args.networks:
         g, feeds = build(network, np.dtype(args.dtype))
-        for rewrite in plan.REWRITES:
-            if plans(g, plan.REWRITES) == plans(g, [r for r in plan.REWRITES if r is not rewrite]):
-                continue  # the pass finds nothing to fuse in this network
+        rows = [(type(r).__name__, [r]) for r in plan.REWRITES
+                if plans(g, plan.REWRITES) != plans(g, [o for o in plan.REWRITES if o is not r])]
+        for name, without in rows + [("all (fuse=False)", list(plan.REWRITES))]:
             for mode in ("train", "eval"):
-                ms = compare(g, feeds, rewrite, mode, args.rounds, args.steps, clock)
-                print(f"{network:10} {mode:6} {type(rewrite).__name__:22} "
-                      f"{1e3 * ms['with']:9.2f} {1e3 * ms['without']:9.2f} "
-                      f"{ms['with'] / ms['without']:7.3f}", flush=True)
+                ms = compare(g, feeds, without, mode, args.rounds, args.steps, clock)
+                print(f"{network:10} {mode:6} {name:22} {1e3 * ms['with']:9.2f} "
+                      f"{1e3 * ms['without']:9.2f} {ms['with'] / ms['without']:7.3f}",
+                      flush=True)
 
 if __name__ == "__main__":
     main()
