@@ -1,18 +1,22 @@
-"""conv -> spatial batchnorm and affine -> batchnorm as one forward step, folded in eval mode.
+"""conv -> spatial batchnorm as one forward step, folded into the conv in eval mode.
 
 In eval mode a batchnorm is a fixed scale and shift per channel, gamma / sqrt(running_var
 + eps) and beta - running_mean * scale. Where a conv feeds only a spatial batchnorm, the
 conv runs once with its filters and bias scaled and shifted (w * scale, b * scale +
-shift): the batchnorm never reads the activation. Where an affine feeds only a batchnorm,
-the affine's output is scaled and shifted into the batchnorm's, one pass for the gate's
-four. The batchnorm's output equals the gates' to rounding (the gates subtract the mean
-from the conv's output; the fold subtracts it from the bias). The conv's value and cache
-and the batchnorm's cache are deferred to their own gates, on copies of the inputs and
-the running averages, so a backward after an eval forward reads the gates' exact caches.
+shift): the batchnorm never reads the activation. Its output equals the gates' to
+rounding (the gates subtract the mean from the conv's output; the fold subtracts it from
+the bias). The conv's value and cache and the batchnorm's cache are deferred to their own
+gates, on copies of the inputs and the running averages, so a backward after an eval
+forward reads the gates' exact caches.
 
 In train mode the step runs the two gates as they are (the batch's statistics are only
 known once the conv's output is): the batchnorm updates its running averages once, and
 nothing is deferred. The backward runs gate by gate either way.
+
+affine -> batchnorm is not fused: scaling and shifting the affine's output in one pass
+instead of the batchnorm gate's saved nothing measurable (benchmarks/bench_fusion.py,
+fc_bn), and folding into the affine's weights needs a copy of them for the deferred
+affine, which costs more than the batchnorm.
 """
 import functools
 
@@ -21,10 +25,6 @@ import numpy as np
 from ..core.plan import Step
 from .base import FusionPass, kept, readers, register_pass
 
-#: The batchnorm gates, and the gate whose output each folds into.
-FOLDS_INTO = {"spatial_batchnorm": "conv", "batchnorm": "affine"}
-
-
 @register_pass
 class BatchnormFold(FusionPass):
     length = 2
@@ -32,49 +32,37 @@ class BatchnormFold(FusionPass):
     def fuse_forward(self, steps):
         planned = {step.node for step in steps}
         reads = readers(steps)
-        norms = {norm for norm in planned if FOLDS_INTO.get(norm.op) == norm.inputs[0].op
-                 and norm.inputs[0] in planned and reads[norm.inputs[0]] == 1}
-        producers = {norm.inputs[0] for norm in norms}
+        norms = {norm for norm in planned if norm.op == "spatial_batchnorm"
+                 and norm.inputs[0].op == "conv" and norm.inputs[0] in planned
+                 and reads[norm.inputs[0]] == 1}
+        convs = {norm.inputs[0] for norm in norms}
         return [_fused_step(step.node) if step.node in norms else step
-                for step in steps if step.node not in producers]
+                for step in steps if step.node not in convs]
 
 
 def _fused_step(norm):
-    producer = norm.inputs[0]
-    return Step(norm, producer.inputs + norm.inputs[1:], _forward(producer, norm), (),
-                (producer, norm))
+    conv = norm.inputs[0]
+    return Step(norm, conv.inputs + norm.inputs[1:], _forward(conv, norm), (), (conv, norm))
 
 
-def _forward(producer, norm):
+def _forward(conv, norm):
     def run(store):
-        fold = None if norm.graph.training else scale_and_shift(producer, norm, store)
+        fold = None if norm.graph.training else scale_and_shift(conv, norm, store)
         if fold is None:
-            run_gates(producer, norm, store)
-        elif producer.op == "conv":  # the filters and the bias scaled and shifted
-            out, _ = producer.gate.forward(*folded_inputs(producer, store, fold))
-            store.values[norm.index] = out
-            produced = defer_conv(producer, store, out.shape)
-            defer_norm_cache(norm, store, lambda: produced()[0])
-        else:  # the affine's output scaled and shifted (a copy of w would cost more)
-            out = run_producer(producer, store)
-            normalized = out * fold[0]
-            normalized += fold[1]
-            store.values[norm.index] = normalized
-            defer_norm_cache(norm, store, lambda: out)
+            run_gates(conv, norm, store)
+            return
+        out, _ = conv.gate.forward(*folded_inputs(conv, store, fold))
+        store.values[norm.index] = out
+        produced = defer_conv(conv, store, out.shape)
+        defer_norm_cache(norm, store, lambda: produced()[0])
     return run
 
 
-def run_producer(producer, store):
-    """The conv's or affine's gate; returns its output."""
-    out, store.caches[producer.index] = producer.gate.forward(
-        *(store.values[i.index] for i in producer.inputs))
-    store.values[producer.index] = out
-    return out
-
-
-def run_gates(producer, norm, store):
+def run_gates(conv, norm, store):
     """The two gates one after the other (train mode: the batch's statistics)."""
-    out = run_producer(producer, store)
+    out, store.caches[conv.index] = conv.gate.forward(
+        *(store.values[i.index] for i in conv.inputs))
+    store.values[conv.index] = out
     store.values[norm.index], store.caches[norm.index] = norm.gate.forward(
         store.states[norm.index], norm.graph.training, out, *(
             store.values[i.index] for i in norm.inputs[1:]))
@@ -109,19 +97,18 @@ def defer_norm_cache(norm, store, normalizes):
     return normalized
 
 
-def scale_and_shift(producer, norm, store):
+def scale_and_shift(conv, norm, store):
     """The batchnorm's eval-mode scale and shift per channel, or None where the shapes are
     not the usual ones (the gates then run, and name any mistake)."""
-    x, w, b = (store.values[i.index] for i in producer.inputs)
+    x, w, b = (store.values[i.index] for i in conv.inputs)
     gamma, beta = (store.values[i.index] for i in norm.inputs[1:])
     state = store.states[norm.index]
-    dtype = x.dtype
-    features = w.shape[0] if producer.op == "conv" else w.shape[-1]
-    mean = state.get("running_mean", np.zeros(features, dtype))
-    var = state.get("running_var", np.zeros(features, dtype))
-    if not (w.dtype == b.dtype == gamma.dtype == beta.dtype == dtype and w.ndim in (2, 4)
+    dtype, filters = x.dtype, w.shape[0]
+    mean = state.get("running_mean", np.zeros(filters, dtype))
+    var = state.get("running_var", np.zeros(filters, dtype))
+    if not (w.dtype == b.dtype == gamma.dtype == beta.dtype == dtype and w.ndim == 4
             and b.shape == gamma.shape == beta.shape == np.shape(mean) == np.shape(var)
-            == (features,)):
+            == (filters,)):
         return None
     # As the gate normalizes: statistics in x's dtype, 1 / sqrt(var + eps).
     scale = gamma / np.sqrt(var.astype(dtype, copy=False) + norm.gate.eps)
