@@ -77,11 +77,18 @@ def _first_winners_where_blocked(pool, pooled, cache):
     if not blocked.any():
         return cache
     x_shape, winners, pool_param = cache
-    stride = pool.gate.stride
-    rows = np.arange(pooled.shape[2], dtype=np.int32) * np.int32(stride * x_shape[3])
-    columns = np.arange(pooled.shape[3], dtype=np.int32) * np.int32(stride)
-    first = rows[:, None] + columns  # each window's top-left entry in its (H, W) plane
+    first = _first_entries(pooled.shape[2], pooled.shape[3], pool.gate.stride, x_shape[3])
     return x_shape, np.where(blocked, first, winners), pool_param
+
+
+@functools.lru_cache(maxsize=64)
+def _first_entries(rows, columns, stride, width):
+    """Each window's top-left entry in its (H, W) plane, (rows, columns) int32 (read-only:
+    shared by every call with these sizes)."""
+    first = (np.arange(rows, dtype=np.int32)[:, None] * np.int32(stride * width)
+             + np.arange(columns, dtype=np.int32) * np.int32(stride))
+    first.flags.writeable = False
+    return first
 
 
 def _backward(relu, pool):
