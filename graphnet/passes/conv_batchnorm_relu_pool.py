@@ -27,8 +27,8 @@ class ConvBatchnormReluPool(FusionPass):
 
         def chain(pool):
             relu = pool.inputs[0]
-            norm = relu.inputs[0]
-            return (relu.op, norm.op, norm.inputs[0].op) == ("relu", "spatial_batchnorm", "conv")
+            return (relu.op == "relu" and relu.inputs[0].op == "spatial_batchnorm"
+                    and relu.inputs[0].inputs[0].op == "conv")
 
         pools = {pool for pool in planned if pool.op == "max_pool" and chain(pool)
                  and all(n in planned and reads[n] == 1 for n in _inner(pool))}

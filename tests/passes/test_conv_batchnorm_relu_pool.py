@@ -114,3 +114,20 @@ def test_drawings_steps_and_gradcheck_in_eval_mode():
     assert_same_everywhere(plain, fused, 1e-12, 1e-12)
     errors = gn.gradcheck(fused, **feeds)
     assert max(errors[name] for name in ("w", "b", "gamma", "beta")) < 1e-6, errors
+
+
+@pytest.mark.parametrize("chain", [(), ("relu",), ("spatial_batchnorm", "relu")])
+def test_a_pool_of_a_shorter_run_is_left_to_the_other_passes(chain):
+    """max_pool of an input, of relu(input), of relu(spatial_batchnorm(input))."""
+    def build(g, rng):
+        h = g.input("x")
+        for op in chain:
+            h = g.relu(h) if op == "relu" else g.spatial_batchnorm(
+                h, g.param("gamma", np.ones(2)), g.param("beta", np.zeros(2)))
+        g.sum(g.max_pool(h, name="pool"))
+        return {"x": rng.standard_normal((2, 2, 4, 4))}
+    plain, fused, feeds = twins(build, np.float64)
+    assert fused_labels(fused) == (["relu+max_pool"] if chain else [])
+    for g in (plain, fused):
+        walk(g, feeds)
+    assert_same_everywhere(plain, fused)
