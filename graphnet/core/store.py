@@ -134,7 +134,10 @@ class ValueStore:
         its own: a backward run in it (the step player's, say) leaves this one's untouched."""
         other = ValueStore.__new__(ValueStore)
         other.values, other.caches, other.states = self.values, self.caches, self.states
-        other._deferred = self._deferred
+        # Its own record of what is deferred: its backward forgets the deferred gradients
+        # (of its own list), and this store's must stay readable.
+        other._deferred = {key: entry for key, entry in self._deferred.items()
+                           if key[0] != "grad"}
         other.grads = [None] * len(self.grads)
         other.edge_grads, other.last_backward, other.stale = {}, None, self.stale
         return other
@@ -146,7 +149,8 @@ class ValueStore:
 
     def _compute(self, slot: str, index: int) -> Any:
         compute, _ = self._deferred[(slot, index)]
-        item = compute()
-        self._lists(slot)[index] = item
+        items = self._lists(slot)
+        if items[index] is DEFERRED:  # else a scratch store sharing the list computed it
+            items[index] = compute()
         del self._deferred[(slot, index)]
-        return item
+        return items[index]

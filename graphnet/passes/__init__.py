@@ -1,4 +1,4 @@
 """Plan rewrites: each pass replaces runs of steps with fused steps (see base.py).
 Importing this package registers the built-in passes."""
-from . import conv_relu_pool  # noqa: F401  (registers the pass)
+from . import batchnorm_fold, conv_batchnorm_relu_pool, conv_relu_pool, relu_pool  # noqa: F401
 from .base import FusionPass, register_pass  # noqa: F401

@@ -13,14 +13,21 @@ Adding a fusion pattern is one module in this folder, a subclass of FusionPass d
 with @register_pass, and its tests.
 """
 from collections import Counter
-from typing import List
+from typing import Any, ClassVar, List
 
-from ..core.plan import Step, register_rewrite
+import numpy as np
+
+from ..core.plan import REWRITES, Step, register_rewrite
 
 
 class FusionPass:
     """A plan rewrite. Each method gets the steps of one walk and returns them with the
-    runs it fuses replaced; a pass that finds nothing returns them unchanged."""
+    runs it fuses replaced; a pass that finds nothing returns them unchanged.
+
+    `length`: the number of gates of the longest run it fuses. Passes apply longest first,
+    so that a pass taking a part of a longer run does not split it.
+    """
+    length: ClassVar[int] = 0
 
     def fuse_forward(self, steps: List[Step]) -> List[Step]:
         return steps
@@ -32,6 +39,7 @@ class FusionPass:
 def register_pass(cls):
     """Class decorator: apply an instance of this FusionPass to every fused plan."""
     register_rewrite(cls())
+    REWRITES.sort(key=lambda rewrite: -getattr(rewrite, "length", 0))  # stable
     return cls
 
 
@@ -39,3 +47,10 @@ def readers(steps: List[Step]) -> Counter:
     """How many steps of a walk read each node: a node read by one step only can be left
     uncomputed by a fused step that is that reader."""
     return Counter(node for step in steps for node in step.inputs)
+
+
+def kept(node: Any, value: Any) -> Any:
+    """`value` as a deferred entry computed later must see it: a source's array (an input
+    batch, a param) may be refilled or updated in place before then, so it is copied; a
+    gate's output never is (each forward makes new ones)."""
+    return np.array(value) if node.gate is None else value

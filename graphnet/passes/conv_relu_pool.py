@@ -30,6 +30,7 @@ from .base import FusionPass, readers, register_pass
 
 @register_pass
 class ConvReluPool(FusionPass):
+    length = 3
 
     def fuse_forward(self, steps):
         chains = _chains(steps)

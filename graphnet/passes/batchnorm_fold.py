@@ -1,0 +1,115 @@
+"""conv -> spatial batchnorm as one forward step, folded into the conv in eval mode.
+
+In eval mode a batchnorm is a fixed scale and shift per channel, gamma / sqrt(running_var
++ eps) and beta - running_mean * scale. Where a conv feeds only a spatial batchnorm, the
+conv runs once with its filters and bias scaled and shifted (w * scale, b * scale +
+shift): the batchnorm never reads the activation. Its output equals the gates' to
+rounding (the gates subtract the mean from the conv's output; the fold subtracts it from
+the bias). The conv's value and cache and the batchnorm's cache are deferred to their own
+gates, on copies of the inputs and the running averages, so a backward after an eval
+forward reads the gates' exact caches.
+
+In train mode the step runs the two gates as they are (the batch's statistics are only
+known once the conv's output is): the batchnorm updates its running averages once, and
+nothing is deferred. The backward runs gate by gate either way.
+
+affine -> batchnorm is not fused: scaling and shifting the affine's output in one pass
+instead of the batchnorm gate's saved nothing measurable (benchmarks/bench_fusion.py,
+fc_bn), and folding into the affine's weights needs a copy of them for the deferred
+affine, which costs more than the batchnorm.
+"""
+import functools
+
+import numpy as np
+
+from ..core.plan import Step
+from .base import FusionPass, kept, readers, register_pass
+
+@register_pass
+class BatchnormFold(FusionPass):
+    length = 2
+
+    def fuse_forward(self, steps):
+        planned = {step.node for step in steps}
+        reads = readers(steps)
+        norms = {norm for norm in planned if norm.op == "spatial_batchnorm"
+                 and norm.inputs[0].op == "conv" and norm.inputs[0] in planned
+                 and reads[norm.inputs[0]] == 1}
+        convs = {norm.inputs[0] for norm in norms}
+        return [_fused_step(step.node) if step.node in norms else step
+                for step in steps if step.node not in convs]
+
+
+def _fused_step(norm):
+    conv = norm.inputs[0]
+    return Step(norm, conv.inputs + norm.inputs[1:], _forward(conv, norm), (), (conv, norm))
+
+
+def _forward(conv, norm):
+    def run(store):
+        fold = None if norm.graph.training else scale_and_shift(conv, norm, store)
+        if fold is None:
+            run_gates(conv, norm, store)
+            return
+        out, _ = conv.gate.forward(*folded_inputs(conv, store, fold))
+        store.values[norm.index] = out
+        produced = defer_conv(conv, store, out.shape)
+        defer_norm_cache(norm, store, lambda: produced()[0])
+    return run
+
+
+def run_gates(conv, norm, store):
+    """The two gates one after the other (train mode: the batch's statistics)."""
+    out, store.caches[conv.index] = conv.gate.forward(
+        *(store.values[i.index] for i in conv.inputs))
+    store.values[conv.index] = out
+    store.values[norm.index], store.caches[norm.index] = norm.gate.forward(
+        store.states[norm.index], norm.graph.training, out, *(
+            store.values[i.index] for i in norm.inputs[1:]))
+
+
+def folded_inputs(conv, store, fold):
+    """x, and the conv's filters and bias with the batchnorm's scale and shift applied."""
+    scale, shift = fold
+    x, w, b = (store.values[i.index] for i in conv.inputs)
+    return x, w * scale[:, None, None, None], b * scale + shift
+
+
+def defer_conv(conv, store, shape):
+    """Leave the conv's value (of `shape`) and cache to its gate, on copies of what it reads
+    now; returns the function giving the gate's (out, cache)."""
+    inputs = [kept(node, store.values[node.index]) for node in conv.inputs]
+    produced = functools.cache(lambda: conv.gate.forward(*inputs))
+    store.defer("value", conv.index, lambda: produced()[0], shape)
+    store.defer("cache", conv.index, lambda: produced()[1])
+    return produced
+
+
+def defer_norm_cache(norm, store, normalizes):
+    """Leave the batchnorm's cache to its gate in eval mode, on `normalizes()` and copies of
+    gamma, beta and the running averages as they are now; returns the function giving the
+    gate's (out, cache)."""
+    gamma, beta = (np.array(store.values[i.index]) for i in norm.inputs[1:])
+    frozen = {key: np.array(value) for key, value in store.states[norm.index].items()}
+    normalized = functools.cache(lambda: norm.gate.forward(dict(frozen), False, normalizes(),
+                                                           gamma, beta))
+    store.defer("cache", norm.index, lambda: normalized()[1])
+    return normalized
+
+
+def scale_and_shift(conv, norm, store):
+    """The batchnorm's eval-mode scale and shift per channel, or None where the shapes are
+    not the usual ones (the gates then run, and name any mistake)."""
+    x, w, b = (store.values[i.index] for i in conv.inputs)
+    gamma, beta = (store.values[i.index] for i in norm.inputs[1:])
+    state = store.states[norm.index]
+    dtype, filters = x.dtype, w.shape[0]
+    mean = state.get("running_mean", np.zeros(filters, dtype))
+    var = state.get("running_var", np.zeros(filters, dtype))
+    if not (w.dtype == b.dtype == gamma.dtype == beta.dtype == dtype and w.ndim == 4
+            and b.shape == gamma.shape == beta.shape == np.shape(mean) == np.shape(var)
+            == (filters,)):
+        return None
+    # As the gate normalizes: statistics in x's dtype, 1 / sqrt(var + eps).
+    scale = gamma / np.sqrt(var.astype(dtype, copy=False) + norm.gate.eps)
+    return scale, beta - mean.astype(dtype, copy=False) * scale

@@ -1,0 +1,74 @@
+"""conv -> spatial batchnorm -> relu -> max_pool (a VGG block's end) as one forward step.
+
+In eval mode the batchnorm folds into the conv's filters and bias (batchnorm_fold.py), and
+the folded conv, the relu and the pool then run as the one C++ kernel of conv_relu_pool.py:
+the conv's output is pooled while it is in cache and never written. The pooled values equal
+the gates' to rounding; everything else (the conv's, the batchnorm's and the relu's values
+and caches, and the pool's cache) is deferred to the gates themselves, so a backward after
+an eval forward reads the gates' exact caches. In train mode the step is the two passes'
+train steps one after the other: the conv and batchnorm gates, then relu -> max_pool with
+the relu after the pool. The backward is those passes' own.
+"""
+import functools
+
+from ..core.plan import Step
+from ..kernels import fast
+from . import batchnorm_fold, relu_pool
+from .base import FusionPass, readers, register_pass
+
+
+@register_pass
+class ConvBatchnormReluPool(FusionPass):
+    length = 4
+
+    def fuse_forward(self, steps):
+        planned = {step.node for step in steps}
+        reads = readers(steps)
+
+        def chain(pool):
+            relu = pool.inputs[0]
+            return (relu.op == "relu" and relu.inputs[0].op == "spatial_batchnorm"
+                    and relu.inputs[0].inputs[0].op == "conv")
+
+        pools = {pool for pool in planned if pool.op == "max_pool" and chain(pool)
+                 and all(n in planned and reads[n] == 1 for n in _inner(pool))}
+        inner = {n for pool in pools for n in _inner(pool)}
+        return [_fused_step(step.node) if step.node in pools else step
+                for step in steps if step.node not in inner]
+
+
+def _inner(pool):
+    """relu, batchnorm and conv of the chain ending at `pool`."""
+    relu = pool.inputs[0]
+    return relu, relu.inputs[0], relu.inputs[0].inputs[0]
+
+
+def _fused_step(pool):
+    relu, norm, conv = _inner(pool)
+    return Step(pool, conv.inputs + norm.inputs[1:], _forward(conv, norm, relu, pool), (),
+                (conv, norm, relu, pool))
+
+
+def _forward(conv, norm, relu, pool):
+    relu_then_pool = relu_pool.forward_run(relu, pool)
+
+    def run(store):
+        fold = None if norm.graph.training else batchnorm_fold.scale_and_shift(conv, norm,
+                                                                                store)
+        if fold is None:
+            batchnorm_fold.run_gates(conv, norm, store)
+            relu_then_pool(store)
+            return
+        pooled, _ = fast.conv_relu_pool_forward_fast(
+            *batchnorm_fold.folded_inputs(conv, store, fold), conv.gate.attrs(),
+            pool.gate.attrs())
+        store.values[pool.index] = pooled
+        shape = conv.gate.shape(*(store.values[i.index].shape for i in conv.inputs))
+        produced = batchnorm_fold.defer_conv(conv, store, shape)
+        normalized = batchnorm_fold.defer_norm_cache(norm, store, lambda: produced()[0])
+        relu_outputs = functools.cache(lambda: relu.gate.forward(normalized()[0]))
+        store.defer("value", norm.index, lambda: normalized()[0], shape)
+        store.defer("value", relu.index, lambda: relu_outputs()[0], shape)
+        store.defer("cache", relu.index, lambda: relu_outputs()[1])
+        store.defer("cache", pool.index, lambda: pool.gate.forward(relu_outputs()[0])[1])
+    return run

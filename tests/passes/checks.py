@@ -1,0 +1,93 @@
+"""What the tests of every fusion pass check: two graphs built alike, one run gate by gate
+and one fused, read the same at every node."""
+import numpy as np
+
+import graphnet as gn
+from graphnet.core import plan
+
+
+def twins(build, dtype, seed=0):
+    """(plain, fused, feeds): two graphs built alike by `build(g, rng) -> feeds`, the first
+    running gate by gate, the second with the fusion passes."""
+    graphs = []
+    for fuse in (False, True):
+        g = gn.Graph(dtype=dtype)
+        g.fuse = fuse
+        feeds = build(g, np.random.default_rng(seed))
+        graphs.append(g)
+    return graphs[0], graphs[1], feeds
+
+
+def only_pass(monkeypatch, cls):
+    """Apply the pass `cls` alone (a pass's own tests compare it bit for bit with gate by
+    gate; another pass may round otherwise)."""
+    monkeypatch.setattr(plan, "REWRITES", [r for r in plan.REWRITES if isinstance(r, cls)])
+
+
+def fused_labels(g, direction="forward"):
+    """The labels of the fused steps of the plan from the single sink."""
+    return [step.label for step in g.plan(g.single_sink("plan"), direction, fuse=True).steps
+            if step.fused]
+
+
+def deferred(node):
+    """Which of the node's value, gradient and cache a fused step left for later."""
+    return {what for what in ("value", "grad", "cache")
+            if node.graph.store.is_deferred(what, node.index)}
+
+
+def scaled_error(got, want, scale=0.0):
+    """The largest difference relative to the largest entry (or to `scale` if larger)."""
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    largest = max(scale, float(np.max(np.abs(want), initial=0)), 1e-300)
+    return float(np.max(np.abs(got - want), initial=0) / largest)
+
+
+def leaves(item):
+    """The arrays and numbers inside a cache (tuples, lists, dicts, named tuples)."""
+    if isinstance(item, dict):
+        return [leaf for value in item.values() for leaf in leaves(value)]
+    if isinstance(item, (tuple, list)):
+        return [leaf for value in item for leaf in leaves(value)]
+    return [item]
+
+
+def same(got, want, tol=0.0, scale=0.0):
+    """Equal bit for bit (tol=0, but a zero may carry the other sign) or within tol of the
+    largest entry (or of `scale`, if larger)."""
+    if want is None or got is None:
+        return got is None and want is None
+    got, want = np.asarray(got), np.asarray(want)
+    if got.shape != want.shape or got.dtype != want.dtype:
+        return False
+    if tol == 0 or want.dtype.kind not in "fc":
+        return bool(np.array_equal(got, want, equal_nan=want.dtype.kind in "fc"))
+    return scaled_error(got, want, scale) <= tol
+
+
+def assert_same_everywhere(plain, fused, value_tol=0.0, grad_tol=0.0, caches=True):
+    """Every node's value, gradient, cache and state (running averages) alike; gradients to
+    `grad_tol` of the largest gradient in the graph (a bias's or a beta's gradient is a
+    sum of terms that may cancel: its rounding is that of the terms)."""
+    scale = max((float(np.max(np.abs(n.grad), initial=0)) for n in plain.nodes
+                 if n.grad is not None), default=0.0)
+    for node in plain.nodes:
+        other = fused[node.name]
+        assert same(other.value, node.value, value_tol), f"value of {node.name}"
+        assert same(other.grad, node.grad, grad_tol, scale), f"gradient of {node.name}"
+        if caches and node.gate is not None:
+            got, want = leaves(other.cache), leaves(node.cache)
+            assert len(got) == len(want), f"cache of {node.name}"
+            for a, b in zip(got, want):
+                assert same(a, b, value_tol) if isinstance(b, np.ndarray) else a == b, \
+                    f"cache of {node.name}"
+        for key, item in node.state.items():
+            if isinstance(item, np.ndarray):
+                assert same(other.state[key], item, value_tol), f"{key} of {node.name}"
+
+
+def walk(g, feeds, backward=True):
+    loss = g.forward(**feeds)
+    if backward:
+        g.backward()
+    return loss

@@ -1,0 +1,166 @@
+"""conv -> spatial batchnorm as one forward step, the batchnorm folded into the conv in eval
+mode (graphnet/passes/batchnorm_fold.py): train mode reads as gate by gate bit for bit,
+eval mode to rounding, the running averages move once per train step."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import graphnet as gn
+from graphnet import viz
+
+from .checks import assert_same_everywhere, deferred, fused_labels, twins, walk
+
+pytestmark = pytest.mark.usefixtures("one_kernel_thread")
+
+TOL = {np.float32: 2e-5, np.float64: 1e-12}
+
+
+def network(kind="conv", stride=1, pad=1, size=(3, 2, 7, 6), features=4, relu=True,
+            mean=0.0):
+    """x -> conv -> spatial batchnorm | x -> affine -> batchnorm, [-> relu] -> affine ->
+    softmax loss; `mean` shifts the conv's or affine's output (its bias)."""
+    def build(g, rng):
+        x = g.input("x", requires_grad=kind == "affine")
+        if kind == "conv":
+            w = g.param("w", rng.standard_normal((features, size[1], 3, 3)) * 0.4)
+            h = g.conv(x, w, g.param("b", rng.standard_normal(features) + mean), stride=stride,
+                       pad=pad, name="layer")
+            norm = g.spatial_batchnorm
+        else:
+            w = g.param("w", rng.standard_normal((int(np.prod(size[1:])), features)) * 0.3)
+            h = g.affine(x, w, g.param("b", rng.standard_normal(features) + mean), name="layer")
+            norm = g.batchnorm
+        h = norm(h, g.param("gamma", rng.uniform(0.5, 2, features)),
+                 g.param("beta", rng.standard_normal(features)), momentum=0.7, name="norm")
+        if relu:
+            h = g.relu(h, name="relu")
+        width = int(np.prod(g.run(h, x=rng.standard_normal(size)).shape[1:]))
+        scores = g.affine(h, g.param("w_out", rng.standard_normal((width, 3)) * 0.3),
+                          g.param("b_out", np.zeros(3)), name="scores")
+        g.softmax_loss(scores, g.input("y", dtype=np.int64), name="loss")
+        return {"x": rng.standard_normal(size).astype(g.dtype), "y": rng.integers(0, 3, size[0])}
+    return build
+
+
+def assert_folds(build, dtype):
+    """Two train steps read as gate by gate bit for bit; then eval steps to rounding."""
+    plain, fused, feeds = twins(build, dtype)
+    assert fused_labels(fused) == ["conv+spatial_batchnorm"]
+    assert fused_labels(fused, "backward") == []
+    for _ in range(2):
+        for g in (plain, fused):
+            walk(g, feeds)
+        assert not deferred(fused["layer"]) and not deferred(fused["norm"])
+        assert_same_everywhere(plain, fused)
+    for g in (plain, fused):
+        g.eval()
+        g.forward(**feeds)
+    assert deferred(fused["layer"]) == {"value", "cache"}
+    assert deferred(fused["norm"]) == {"cache"}
+    for g in (plain, fused):  # gate by gate, on the caches computed when read
+        g.backward()
+    assert_same_everywhere(plain, fused, TOL[dtype], TOL[dtype])
+    for g in (plain, fused):  # and back: the running averages moved once per train step
+        g.train()
+        walk(g, feeds)
+    assert_same_everywhere(plain, fused)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("stride, pad", [(1, 1), (2, 1), (1, 0), (2, 0)])
+@pytest.mark.parametrize("relu", [True, False])  # without: a residual block's second conv
+def test_conv_spatial_batchnorm(relu, stride, pad, dtype):
+    assert_folds(network("conv", stride, pad, relu=relu), dtype)
+
+
+@pytest.mark.parametrize("relu", [True, False])
+def test_affine_batchnorm_is_not_fused(relu):
+    plain, fused, feeds = twins(network("affine", relu=relu), np.float64)
+    assert fused_labels(fused) == fused_labels(fused, "backward") == []
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(2, 4), st.integers(1, 3), st.integers(3, 8), st.integers(3, 8),
+       st.integers(1, 5), st.integers(1, 2), st.integers(0, 2),
+       st.sampled_from([np.float32, np.float64]), st.floats(-5, 5))
+def test_random_shapes(N, C, H, W, features, stride, pad, dtype, mean):
+    assert_folds(network("conv", stride, pad, (N, C, H, W), features, mean=mean), dtype)
+
+
+def test_eval_before_any_training_folds_with_the_gates_zero_averages():
+    plain, fused, feeds = twins(network("conv"), np.float64)
+    for g in (plain, fused):
+        g.eval()
+        g.forward(**feeds)
+    assert deferred(fused["layer"]) == {"value", "cache"}
+    for g in (plain, fused):
+        g.backward()
+    assert_same_everywhere(plain, fused, 1e-12, 1e-12)
+
+
+def test_a_conv_read_by_another_gate_is_not_fused():
+    def build(g, rng):
+        feeds = network("conv")(g, rng)
+        g.add(g["loss"], g.sum(g["layer"]), name="total")
+        return feeds
+    plain, fused, feeds = twins(build, np.float64)
+    assert fused_labels(fused) == []
+    for g in (plain, fused):
+        g.eval()
+        walk(g, feeds)
+    assert_same_everywhere(plain, fused)
+
+
+def test_what_is_left_for_later_survives_in_place_updates():
+    """After an eval forward the optimizer updates the params in place and the input batch
+    is refilled: the conv's value and the batchnorm's cache read later are still those
+    of the walk."""
+    plain, fused, feeds = twins(network("conv"), np.float64)
+    for g in (plain, fused):
+        walk(g, feeds)
+        g.eval()
+        g.forward(**feeds)
+    want = {name: (np.array(plain[name].value),
+                   [np.array(a) for a in plain[name].cache if isinstance(a, np.ndarray)])
+            for name in ("layer", "norm")}
+    for name in ("w", "b", "gamma", "beta"):
+        fused[name].value += 1
+    feeds["x"][...] = 0
+    fused["norm"].state["running_mean"] += 1
+    for name, (value, cache) in want.items():
+        assert np.allclose(fused[name].value, value, rtol=0, atol=1e-12), name
+        got = [a for a in fused[name].cache if isinstance(a, np.ndarray)]
+        assert all(np.array_equal(a, b) for a, b in zip(got, cache, strict=True)), name
+
+
+def test_a_failing_folded_step_names_its_nodes_and_shapes():
+    g = gn.Graph(np.float32)
+    x = g.input("x", requires_grad=False)  # no static shape: the kernels find the mistake
+    conv = g.conv(x, g.param("w", np.ones((4, 3, 3, 3))), g.param("b", np.zeros(4)),
+                  name="conv1")
+    g.sum(g.spatial_batchnorm(conv, g.param("gamma", np.ones(4)), g.param("beta", np.zeros(4)),
+                              name="sbn1"))
+    g.eval()
+    with pytest.raises(gn.GraphError) as err:
+        g.forward(x=np.ones((2, 2, 8, 8), np.float32))
+    for word in ["'conv1' (conv) -> 'sbn1' (spatial_batchnorm)", "(2, 2, 8, 8)"]:
+        assert word in str(err.value)
+
+
+def test_drawings_steps_and_gradcheck_in_eval_mode():
+    plain, fused, feeds = twins(network("conv"), np.float64)
+    for g in (plain, fused):
+        walk(g, feeds)
+        g.eval()
+        walk(g, feeds)
+    frames = viz.backward_steps(fused)
+    assert [f.node.name for f in frames] == [f.node.name for f in viz.backward_steps(plain)]
+    assert {"layer", "norm", "relu"} <= {f.node.name for f in frames}
+    assert "layer" in fused.render(show_cache=True).source
+    assert_same_everywhere(plain, fused, 1e-12, 1e-12)
+    errors = gn.gradcheck(fused, **feeds)
+    assert fused_labels(fused) == ["conv+spatial_batchnorm"]
+    # The fused chain's params; the output layer's (w_out) have entries near zero that the
+    # elementwise relative error judges harshly, alike gate by gate.
+    assert max(errors[name] for name in ("w", "b", "gamma", "beta")) < 1e-6, errors

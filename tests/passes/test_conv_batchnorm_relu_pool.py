@@ -1,0 +1,133 @@
+"""conv -> spatial batchnorm -> relu -> max_pool as one forward step, folded into the
+conv-relu-pool kernel in eval mode (graphnet/passes/conv_batchnorm_relu_pool.py)."""
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+import graphnet as gn
+from graphnet import viz
+from graphnet.passes.conv_batchnorm_relu_pool import ConvBatchnormReluPool
+
+from .checks import assert_same_everywhere, deferred, fused_labels, only_pass, twins, walk
+
+pytestmark = pytest.mark.usefixtures("one_kernel_thread")
+
+TOL = {np.float32: 2e-5, np.float64: 1e-12}
+CHAIN = "conv+spatial_batchnorm+relu+max_pool"
+
+
+def network(stride=1, pad=1, pool=(2, 2, 2), size=(3, 2, 9, 8), filters=4, tap=False):
+    """x -> conv -> spatial batchnorm -> relu -> max_pool -> affine -> softmax loss; `tap`:
+    the batchnorm also feeds a sum added to the loss."""
+    def build(g, rng):
+        x = g.input("x", requires_grad=False)
+        w = g.param("w", rng.standard_normal((filters, size[1], 3, 3)) * 0.4)
+        h = g.conv(x, w, g.param("b", rng.standard_normal(filters)), stride=stride, pad=pad,
+                   name="conv")
+        h = g.spatial_batchnorm(h, g.param("gamma", rng.uniform(0.5, 2, filters)),
+                                g.param("beta", rng.standard_normal(filters)), momentum=0.6,
+                                name="sbn")
+        pooled = g.max_pool(g.relu(h, name="relu"), *pool, name="pool")
+        width = int(np.prod(g.run(pooled, x=rng.standard_normal(size)).shape[1:]))
+        scores = g.affine(pooled, g.param("w_out", rng.standard_normal((width, 3)) * 0.3),
+                          g.param("b_out", np.zeros(3)), name="scores")
+        loss = g.softmax_loss(scores, g.input("y", dtype=np.int64), name="loss")
+        if tap:
+            g.add(loss, g.sum(h * g.const(0.1)), name="total")
+        return {"x": rng.standard_normal(size).astype(g.dtype), "y": rng.integers(0, 3, size[0])}
+    return build
+
+
+def assert_folds(build, dtype):
+    """Train steps read as gate by gate bit for bit, eval steps to rounding, and train
+    again: the running averages moved once per train step."""
+    plain, fused, feeds = twins(build, dtype)
+    assert fused_labels(fused) == [CHAIN]
+    for _ in range(2):
+        for g in (plain, fused):
+            walk(g, feeds)
+        assert_same_everywhere(plain, fused)
+    for g in (plain, fused):
+        g.eval()
+        g.forward(**feeds)
+    for name in ("conv", "sbn", "relu"):
+        assert deferred(fused[name]) == {"value", "cache"}, name
+    assert deferred(fused["pool"]) == {"cache"}
+    for g in (plain, fused):
+        g.backward()
+    assert_same_everywhere(plain, fused, TOL[dtype], TOL[dtype])
+    for g in (plain, fused):
+        g.train()
+        walk(g, feeds)
+    assert_same_everywhere(plain, fused)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("stride, pad, pool", [(1, 1, (2, 2, 2)), (2, 1, (2, 2, 2)),
+                                               (1, 0, (3, 3, 2)), (1, 1, (2, 2, 1))])
+def test_alone(monkeypatch, stride, pad, pool, dtype):
+    only_pass(monkeypatch, ConvBatchnormReluPool)
+    assert_folds(network(stride, pad, pool), dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_with_every_pass(dtype):
+    """The backward's relu -> max_pool fused (relu_pool.py) after the chain's forward."""
+    assert_folds(network(), dtype)
+    _, fused, _ = twins(network(), dtype)
+    assert fused_labels(fused, "backward") == ["relu+max_pool"]
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(2, 4), st.integers(1, 3), st.integers(4, 9), st.integers(4, 9),
+       st.integers(1, 5), st.integers(1, 2), st.integers(0, 2), st.integers(1, 3),
+       st.integers(1, 2), st.sampled_from([np.float32, np.float64]))
+def test_random_shapes(N, C, H, W, filters, stride, pad, window, pool_stride, dtype):
+    assume(min(H, W) + 2 * pad - 3 >= stride * (window - 1))  # the conv's output fits a window
+    build = network(stride, pad, (window, window, pool_stride), (N, C, H, W), filters)
+    assert_folds(build, dtype)
+
+
+def test_a_batchnorm_read_by_another_gate_is_not_taken_into_the_chain():
+    plain, fused, feeds = twins(network(tap=True), np.float64)
+    assert CHAIN not in fused_labels(fused)
+    for g in (plain, fused):
+        walk(g, feeds)
+        g.eval()
+        walk(g, feeds)
+    assert_same_everywhere(plain, fused, 1e-12, 1e-12)
+
+
+def test_drawings_steps_and_gradcheck_in_eval_mode():
+    plain, fused, feeds = twins(network(), np.float64)
+    for g in (plain, fused):
+        walk(g, feeds)
+        g.eval()
+        walk(g, feeds)
+    frames = viz.backward_steps(fused)
+    assert [f.node.name for f in frames] == [f.node.name for f in viz.backward_steps(plain)]
+    assert {"conv", "sbn", "relu", "pool"} <= {f.node.name for f in frames}
+    assert [f.node.name for f in viz.forward_steps(fused)] == \
+        [f.node.name for f in viz.forward_steps(plain)]
+    assert "sbn" in fused.render(show_cache=True).source
+    assert_same_everywhere(plain, fused, 1e-12, 1e-12)
+    errors = gn.gradcheck(fused, **feeds)
+    assert max(errors[name] for name in ("w", "b", "gamma", "beta")) < 1e-6, errors
+
+
+@pytest.mark.parametrize("chain", [(), ("relu",), ("spatial_batchnorm", "relu")])
+def test_a_pool_of_a_shorter_run_is_left_to_the_other_passes(chain):
+    """max_pool of an input, of relu(input), of relu(spatial_batchnorm(input))."""
+    def build(g, rng):
+        h = g.input("x")
+        for op in chain:
+            h = g.relu(h) if op == "relu" else g.spatial_batchnorm(
+                h, g.param("gamma", np.ones(2)), g.param("beta", np.zeros(2)))
+        g.sum(g.max_pool(h, name="pool"))
+        return {"x": rng.standard_normal((2, 2, 4, 4))}
+    plain, fused, feeds = twins(build, np.float64)
+    assert fused_labels(fused) == (["relu+max_pool"] if chain else [])
+    for g in (plain, fused):
+        walk(g, feeds)
+    assert_same_everywhere(plain, fused)
