@@ -7,6 +7,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <cmath>
 #include <string>
 #include <utility>
 #include <vector>
@@ -16,6 +17,7 @@
 #include "elementwise.h"
 #include "gemm.h"
 #include "matmul.h"
+#include "norm.h"
 #include "optim.h"
 #include "pool.h"
 #include "recurrent.h"
@@ -421,6 +423,212 @@ py::tuple py_recurrent_backward(const std::string& cell, const py::array& dh,
     });
 }
 
+
+// ---- normalization (cpp/norm.h): batchnorm, spatial batchnorm, layernorm, groupnorm ----
+
+// A (K,) parameter or statistic of x's dtype, as a contiguous array.
+template <typename T>
+Contig<T> per_slice(const py::array& a, const py::array& x, int64_t K, const char* name) {
+    require_same_dtype(x, "x", a, name);
+    require_shape(a, Shape{K}, name);
+    return Contig<T>(a);
+}
+
+// 1 / sqrt(var + eps) in x's dtype, as numpy computes it.
+template <typename T>
+py::array_t<T> inverse_std(const T* var, int64_t K, double eps) {
+    py::array_t<T> inv(K);
+    T* ip = inv.mutable_data();
+    for (int64_t k = 0; k < K; ++k) ip[k] = T(1) / std::sqrt(var[k] + static_cast<T>(eps));
+    return inv;
+}
+
+// x (N, C, ...) as (outer N, K C, inner the product of the rest): one slice per channel.
+NormShape channel_shape(const py::array& x, const char* what) {
+    const Shape s = shape_of(x);
+    if (s.size() < 2) fail(std::string(what) + " x must be (N, C, ...), got shape " + shape_str(s));
+    int64_t inner = 1;
+    for (size_t i = 2; i < s.size(); ++i) inner *= s[i];  // a numpy array's size fits
+    return NormShape{s[0], s[1], inner};
+}
+
+py::tuple py_channel_norm_forward(const py::array& x, const py::array& gamma,
+                                  const py::array& beta, double eps, const py::object& mean,
+                                  const py::object& var) {
+    const NormShape s = channel_shape(x, "batchnorm");
+    const bool train = mean.is_none() || var.is_none();
+    return dispatch_float(x, "batchnorm x", [&](auto zero) -> py::tuple {
+        using T = decltype(zero);
+        Contig<T> xc(x), gc = per_slice<T>(gamma, x, s.K, "gamma"),
+                         bc = per_slice<T>(beta, x, s.K, "beta");
+        py::array_t<T> m(s.K), v(s.K), out(shape_of(x));
+        if (train) {
+            std::vector<double> m64(static_cast<size_t>(s.K)), v64(m64);
+            {
+                py::gil_scoped_release nogil;
+                norm_moments(s, xc.data(), m64.data(), v64.data());
+            }
+            std::copy(m64.begin(), m64.end(), m.mutable_data());
+            std::copy(v64.begin(), v64.end(), v.mutable_data());
+        } else {
+            m = per_slice<T>(mean.cast<py::array>(), x, s.K, "running_mean");
+            v = per_slice<T>(var.cast<py::array>(), x, s.K, "running_var");
+        }
+        py::array_t<T> inv = inverse_std(v.data(), s.K, eps), scale(s.K);
+        for (int64_t k = 0; k < s.K; ++k) scale.mutable_data()[k] = gc.data()[k] * inv.data()[k];
+        const T *xp = xc.data(), *mp = m.data(), *sp = scale.data(), *bp = bc.data();
+        T* op = out.mutable_data();
+        {
+            py::gil_scoped_release nogil;
+            channel_norm_apply(s, xp, mp, sp, bp, op);
+        }
+        return py::make_tuple(out, m, v, inv);
+    });
+}
+
+py::tuple py_channel_norm_backward(const py::array& dout, const py::array& x,
+                                   const py::array& gamma, const py::array& mean,
+                                   const py::array& inv_std, bool train) {
+    const NormShape s = channel_shape(x, "batchnorm");
+    require_shape(dout, shape_of(x), "batchnorm dout");
+    require_same_dtype(x, "x", dout, "dout");
+    return dispatch_float(x, "batchnorm x", [&](auto zero) -> py::tuple {
+        using T = decltype(zero);
+        Contig<T> dc(dout), xc(x), gc = per_slice<T>(gamma, x, s.K, "gamma"),
+                               mc = per_slice<T>(mean, x, s.K, "mean"),
+                               ic = per_slice<T>(inv_std, x, s.K, "inv_std");
+        py::array_t<T> dx(shape_of(x)), dgamma(s.K), dbeta(s.K);
+        const T *dp = dc.data(), *xp = xc.data(), *gp = gc.data(), *mp = mc.data(),
+                *ip = ic.data();
+        T *dxp = dx.mutable_data(), *dgp = dgamma.mutable_data(), *dbp = dbeta.mutable_data();
+        {
+            py::gil_scoped_release nogil;
+            channel_norm_backward(s, train, dp, xp, mp, ip, gp, dxp, dgp, dbp);
+        }
+        return py::make_tuple(dx, dgamma, dbeta);
+    });
+}
+
+// Batch statistics of the slices of s, in x's dtype: (mean, 1 / sqrt(var + eps)).
+template <typename T>
+std::pair<py::array_t<T>, py::array_t<T>> slice_statistics(const NormShape& s, const T* x,
+                                                           double eps) {
+    std::vector<double> m64(static_cast<size_t>(s.K)), v64(m64);
+    {
+        py::gil_scoped_release nogil;
+        norm_moments(s, x, m64.data(), v64.data());
+    }
+    py::array_t<T> m(s.K);
+    std::vector<T> v(v64.begin(), v64.end());
+    std::copy(m64.begin(), m64.end(), m.mutable_data());
+    return {m, inverse_std(v.data(), s.K, eps)};
+}
+
+py::tuple py_layer_norm_forward(const py::array& x, const py::array& gamma,
+                                const py::array& beta, double eps) {
+    const Shape xs = shape_of(x);
+    require_rank(xs, 2, "layernorm x", "(N, D)");
+    return dispatch_float(x, "layernorm x", [&](auto zero) -> py::tuple {
+        using T = decltype(zero);
+        Contig<T> xc(x), gc = per_slice<T>(gamma, x, xs[1], "gamma"),
+                         bc = per_slice<T>(beta, x, xs[1], "beta");
+        auto [m, inv] = slice_statistics(NormShape{1, xs[0], xs[1]}, xc.data(), eps);
+        py::array_t<T> out(xs);
+        const T *xp = xc.data(), *mp = m.data(), *ip = inv.data(), *gp = gc.data(),
+                *bp = bc.data();
+        T* op = out.mutable_data();
+        {
+            py::gil_scoped_release nogil;
+            row_norm_apply(xs[0], xs[1], xp, mp, ip, gp, bp, op);
+        }
+        return py::make_tuple(out, m, inv);
+    });
+}
+
+py::tuple py_layer_norm_backward(const py::array& dout, const py::array& x,
+                                 const py::array& gamma, const py::array& mean,
+                                 const py::array& inv_std) {
+    const Shape xs = shape_of(x);
+    require_rank(xs, 2, "layernorm x", "(N, D)");
+    require_shape(dout, xs, "layernorm dout");
+    require_same_dtype(x, "x", dout, "dout");
+    return dispatch_float(x, "layernorm x", [&](auto zero) -> py::tuple {
+        using T = decltype(zero);
+        Contig<T> dc(dout), xc(x), gc = per_slice<T>(gamma, x, xs[1], "gamma"),
+                               mc = per_slice<T>(mean, x, xs[0], "mean"),
+                               ic = per_slice<T>(inv_std, x, xs[0], "inv_std");
+        py::array_t<T> dx(xs), dgamma(xs[1]), dbeta(xs[1]);
+        const T *dp = dc.data(), *xp = xc.data(), *gp = gc.data(), *mp = mc.data(),
+                *ip = ic.data();
+        T *dxp = dx.mutable_data(), *dgp = dgamma.mutable_data(), *dbp = dbeta.mutable_data();
+        {
+            py::gil_scoped_release nogil;
+            row_norm_backward(xs[0], xs[1], dp, xp, mp, ip, gp, dxp, dgp, dbp);
+        }
+        return py::make_tuple(dx, dgamma, dbeta);
+    });
+}
+
+// x (N, C, H, W) in G groups of channels; gamma and beta (C,).
+Shape checked_groups(const py::array& x, int64_t G) {
+    const Shape xs = shape_of(x);
+    require_rank(xs, 4, "groupnorm x", "(N, C, H, W)");
+    if (G < 1 || xs[1] % G != 0) {
+        fail("groupnorm: G = " + std::to_string(G) + " groups must divide the " +
+             std::to_string(xs[1]) + " channels of x " + shape_str(xs));
+    }
+    return xs;
+}
+
+py::tuple py_group_norm_forward(const py::array& x, const py::array& gamma,
+                                const py::array& beta, int64_t G, double eps) {
+    const Shape xs = checked_groups(x, G);
+    const int64_t planes = xs[2] * xs[3];
+    return dispatch_float(x, "groupnorm x", [&](auto zero) -> py::tuple {
+        using T = decltype(zero);
+        Contig<T> xc(x), gc = per_slice<T>(gamma, x, xs[1], "gamma"),
+                         bc = per_slice<T>(beta, x, xs[1], "beta");
+        auto [m, inv] =
+            slice_statistics(NormShape{1, xs[0] * G, xs[1] / G * planes}, xc.data(), eps);
+        py::array_t<T> out(xs);
+        const T *xp = xc.data(), *mp = m.data(), *ip = inv.data(), *gp = gc.data(),
+                *bp = bc.data();
+        T* op = out.mutable_data();
+        {
+            py::gil_scoped_release nogil;
+            group_norm_apply(xs[0], xs[1], planes, G, xp, mp, ip, gp, bp, op);
+        }
+        return py::make_tuple(out, m, inv);
+    });
+}
+
+py::tuple py_group_norm_backward(const py::array& dout, const py::array& x,
+                                 const py::array& gamma, int64_t G, const py::array& mean,
+                                 const py::array& inv_std) {
+    const Shape xs = checked_groups(x, G);
+    require_shape(dout, xs, "groupnorm dout");
+    require_same_dtype(x, "x", dout, "dout");
+    return dispatch_float(x, "groupnorm x", [&](auto zero) -> py::tuple {
+        using T = decltype(zero);
+        const int64_t groups = xs[0] * G;
+        Contig<T> dc(dout), xc(x), gc = per_slice<T>(gamma, x, xs[1], "gamma"),
+                               mc = per_slice<T>(mean, x, groups, "mean"),
+                               ic = per_slice<T>(inv_std, x, groups, "inv_std");
+        py::array_t<T> dx(xs), dgamma(xs[1]), dbeta(xs[1]);
+        const T *dp = dc.data(), *xp = xc.data(), *gp = gc.data(), *mp = mc.data(),
+                *ip = ic.data();
+        T *dxp = dx.mutable_data(), *dgp = dgamma.mutable_data(), *dbp = dbeta.mutable_data();
+        {
+            py::gil_scoped_release nogil;
+            group_norm_backward(xs[0], xs[1], xs[2] * xs[3], G, dp, xp, mp, ip, gp, dxp, dgp,
+                                dbp);
+        }
+        return py::make_tuple(dx, dgamma, dbeta);
+    });
+}
+
+// ---- end of normalization ----
+
 }  // namespace
 }  // namespace graphnet
 
@@ -485,6 +693,28 @@ PYBIND11_MODULE(_C, m) {
           "the CPU has AVX2 and FMA); False uses the C library's, to compare the two.");
     m.def("avx2_activations_active", &avx2_activations_active,
           "Whether the recurrent kernels' float32 sigmoid and tanh run on AVX2.");
+    // ---- normalization ----
+    m.def("channel_norm_forward", &py_channel_norm_forward, "x"_a, "gamma"_a, "beta"_a, "eps"_a,
+          "mean"_a = py::none(), "var"_a = py::none(),
+          "Batchnorm of x (N, C, ...) per channel (axis 1) -> (out, mean, var, inv_std), the\n"
+          "last three (C,) in x's dtype. Without mean and var: the batch's (biased variance),\n"
+          "in one float64 pass; with them (eval mode): those. out = gamma * (x - mean) * inv_std\n"
+          "+ beta, inv_std = 1 / sqrt(var + eps). Deterministic for any number of threads.");
+    m.def("channel_norm_backward", &py_channel_norm_backward, "dout"_a, "x"_a, "gamma"_a,
+          "mean"_a, "inv_std"_a, "train"_a,
+          "Gradients of channel_norm_forward -> (dx, dgamma, dbeta); train: mean and inv_std\n"
+          "were the batch's (they depend on x), else constants.");
+    m.def("layer_norm_forward", &py_layer_norm_forward, "x"_a, "gamma"_a, "beta"_a, "eps"_a,
+          "Layernorm of the rows of x (N, D) -> (out, mean (N,), inv_std (N,)).");
+    m.def("layer_norm_backward", &py_layer_norm_backward, "dout"_a, "x"_a, "gamma"_a, "mean"_a,
+          "inv_std"_a, "Gradients of layer_norm_forward -> (dx, dgamma, dbeta).");
+    m.def("group_norm_forward", &py_group_norm_forward, "x"_a, "gamma"_a, "beta"_a, "G"_a,
+          "eps"_a,
+          "Groupnorm of x (N, C, H, W) in G groups of channels, gamma and beta (C,) ->\n"
+          "(out, mean (N * G,), inv_std (N * G,)).");
+    m.def("group_norm_backward", &py_group_norm_backward, "dout"_a, "x"_a, "gamma"_a, "G"_a,
+          "mean"_a, "inv_std"_a, "Gradients of group_norm_forward -> (dx, dgamma, dbeta).");
+    // ---- end of normalization ----
     m.def("set_num_threads", &set_num_threads, "n"_a,
           "Threads the kernels use (default: OMP_NUM_THREADS, else all cores).");
     m.def("get_num_threads", &num_threads);

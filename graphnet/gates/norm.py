@@ -8,7 +8,8 @@ Layernorm and groupnorm normalize each sample on its own and behave the same in 
 import numpy as np
 
 from .._format import describe, num
-from ..kernels import layers
+from ..kernels import layers, norm
+from ..kernels.norm import NormCache
 from .base import (Gate, GateError, ShapeError, dims_match, integer, is_int, real,
                    register_gate)
 
@@ -45,6 +46,12 @@ class BatchNorm(Gate):
         return x
 
     def forward(self, state, training, x, gamma, beta):
+        if norm.native(x, gamma, beta):  # C++, on x's own layout
+            out, cache, state["running_mean"], state["running_var"] = norm.batchnorm_forward(
+                x, gamma, beta, self.eps, self.momentum, state.get("running_mean"),
+                state.get("running_var"), training)
+            return out, cache
+        # Mixed or integer dtypes: the numpy reference promotes them as numpy does.
         bn_param = {"mode": "train" if training else "test", "eps": self.eps,
                     "momentum": self.momentum, **state}
         out, cache = type(self).kernels[0](x, gamma, beta, bn_param)
@@ -53,6 +60,8 @@ class BatchNorm(Gate):
         return out, cache
 
     def backward(self, dout, cache, needs):
+        if isinstance(cache, NormCache):
+            return norm.batchnorm_backward(dout, cache)
         return type(self).kernels[1](dout, cache)
 
     def summarize_cache(self, cache, input_names):
@@ -70,7 +79,7 @@ class SpatialBatchNorm(BatchNorm):
     kernels = (layers.spatial_batchnorm_forward, layers.spatial_batchnorm_backward)
 
     def summarize_cache(self, cache, input_names):
-        batchnorm_cache, _ = cache
+        batchnorm_cache = cache if isinstance(cache, NormCache) else cache[0]
         return super().summarize_cache(batchnorm_cache, input_names)
 
 
@@ -110,13 +119,19 @@ class LayerNorm(Gate):
 
     def forward(self, x, gamma, beta):
         # Leading axes are samples alike: (N, T, D) normalizes each of the N * T vectors.
-        out, cache = layers.layernorm_forward(x.reshape(-1, x.shape[-1]), gamma, beta,
-                                              {"eps": self.eps})
+        rows = x.reshape(-1, x.shape[-1])
+        if norm.native(x, gamma, beta):
+            out, cache = norm.layernorm_forward(rows, gamma, beta, self.eps)
+        else:
+            out, cache = layers.layernorm_forward(rows, gamma, beta, {"eps": self.eps})
         return out.reshape(x.shape), (cache, x.shape)
 
     def backward(self, dout, cache, needs):
         cache, shape = cache
-        dx, dgamma, dbeta = layers.layernorm_backward(dout.reshape(-1, shape[-1]), cache)
+        rows = dout.reshape(-1, shape[-1])
+        backward = (norm.layernorm_backward if isinstance(cache, NormCache)
+                    else layers.layernorm_backward)
+        dx, dgamma, dbeta = backward(rows, cache)
         return dx.reshape(shape), dgamma, dbeta
 
     def summarize_cache(self, cache, input_names):
@@ -160,9 +175,13 @@ class SpatialGroupNorm(Gate):
         return x
 
     def forward(self, x, gamma, beta):
+        if norm.native(x, gamma, beta):
+            return norm.groupnorm_forward(x, gamma, beta, self.G, self.eps)
         return layers.spatial_groupnorm_forward(x, gamma, beta, self.G, {"eps": self.eps})
 
     def backward(self, dout, cache, needs):
+        if isinstance(cache, NormCache):
+            return norm.groupnorm_backward(dout, cache)
         return layers.spatial_groupnorm_backward(dout, cache)
 
     def summarize_cache(self, cache, input_names):
