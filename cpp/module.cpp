@@ -434,15 +434,6 @@ Contig<T> per_slice(const py::array& a, const py::array& x, int64_t K, const cha
     return Contig<T>(a);
 }
 
-// 1 / sqrt(var + eps) in x's dtype, as numpy computes it.
-template <typename T>
-py::array_t<T> inverse_std(const T* var, int64_t K, double eps) {
-    py::array_t<T> inv(K);
-    T* ip = inv.mutable_data();
-    for (int64_t k = 0; k < K; ++k) ip[k] = T(1) / std::sqrt(var[k] + static_cast<T>(eps));
-    return inv;
-}
-
 // x (N, C, ...) as (outer N, K C, inner the product of the rest): one slice per channel.
 NormShape channel_shape(const py::array& x, const char* what) {
     const Shape s = shape_of(x);
@@ -461,26 +452,19 @@ py::tuple py_channel_norm_forward(const py::array& x, const py::array& gamma,
         using T = decltype(zero);
         Contig<T> xc(x), gc = per_slice<T>(gamma, x, s.K, "gamma"),
                          bc = per_slice<T>(beta, x, s.K, "beta");
-        py::array_t<T> m(s.K), v(s.K), out(shape_of(x));
-        if (train) {
-            std::vector<double> m64(static_cast<size_t>(s.K)), v64(m64);
-            {
-                py::gil_scoped_release nogil;
-                norm_moments(s, xc.data(), m64.data(), v64.data());
-            }
-            std::copy(m64.begin(), m64.end(), m.mutable_data());
-            std::copy(v64.begin(), v64.end(), v.mutable_data());
-        } else {
-            m = per_slice<T>(mean.cast<py::array>(), x, s.K, "running_mean");
-            v = per_slice<T>(var.cast<py::array>(), x, s.K, "running_var");
+        py::array_t<T> m(s.K), v(s.K), inv(s.K), out(shape_of(x));
+        if (!train) {  // copies of the running averages: the kernel reads them there
+            m = py::array_t<T>(s.K, per_slice<T>(mean.cast<py::array>(), x, s.K,
+                                                  "running_mean").data());
+            v = py::array_t<T>(s.K, per_slice<T>(var.cast<py::array>(), x, s.K,
+                                                  "running_var").data());
         }
-        py::array_t<T> inv = inverse_std(v.data(), s.K, eps), scale(s.K);
-        for (int64_t k = 0; k < s.K; ++k) scale.mutable_data()[k] = gc.data()[k] * inv.data()[k];
-        const T *xp = xc.data(), *mp = m.data(), *sp = scale.data(), *bp = bc.data();
-        T* op = out.mutable_data();
+        const T *xp = xc.data(), *gp = gc.data(), *bp = bc.data();
+        T *mp = m.mutable_data(), *vp = v.mutable_data(), *ip = inv.mutable_data(),
+          *op = out.mutable_data();
         {
             py::gil_scoped_release nogil;
-            channel_norm_apply(s, xp, mp, sp, bp, op);
+            channel_norm_forward(s, train, eps, xp, gp, bp, mp, vp, ip, op);
         }
         return py::make_tuple(out, m, v, inv);
     });
@@ -509,21 +493,6 @@ py::tuple py_channel_norm_backward(const py::array& dout, const py::array& x,
     });
 }
 
-// Batch statistics of the slices of s, in x's dtype: (mean, 1 / sqrt(var + eps)).
-template <typename T>
-std::pair<py::array_t<T>, py::array_t<T>> slice_statistics(const NormShape& s, const T* x,
-                                                           double eps) {
-    std::vector<double> m64(static_cast<size_t>(s.K)), v64(m64);
-    {
-        py::gil_scoped_release nogil;
-        norm_moments(s, x, m64.data(), v64.data());
-    }
-    py::array_t<T> m(s.K);
-    std::vector<T> v(v64.begin(), v64.end());
-    std::copy(m64.begin(), m64.end(), m.mutable_data());
-    return {m, inverse_std(v.data(), s.K, eps)};
-}
-
 py::tuple py_layer_norm_forward(const py::array& x, const py::array& gamma,
                                 const py::array& beta, double eps) {
     const Shape xs = shape_of(x);
@@ -532,14 +501,12 @@ py::tuple py_layer_norm_forward(const py::array& x, const py::array& gamma,
         using T = decltype(zero);
         Contig<T> xc(x), gc = per_slice<T>(gamma, x, xs[1], "gamma"),
                          bc = per_slice<T>(beta, x, xs[1], "beta");
-        auto [m, inv] = slice_statistics(NormShape{1, xs[0], xs[1]}, xc.data(), eps);
-        py::array_t<T> out(xs);
-        const T *xp = xc.data(), *mp = m.data(), *ip = inv.data(), *gp = gc.data(),
-                *bp = bc.data();
-        T* op = out.mutable_data();
+        py::array_t<T> m(xs[0]), inv(xs[0]), out(xs);
+        const T *xp = xc.data(), *gp = gc.data(), *bp = bc.data();
+        T *mp = m.mutable_data(), *ip = inv.mutable_data(), *op = out.mutable_data();
         {
             py::gil_scoped_release nogil;
-            row_norm_apply(xs[0], xs[1], xp, mp, ip, gp, bp, op);
+            layer_norm_forward(xs[0], xs[1], eps, xp, gp, bp, mp, ip, op);
         }
         return py::make_tuple(out, m, inv);
     });
@@ -563,7 +530,7 @@ py::tuple py_layer_norm_backward(const py::array& dout, const py::array& x,
         T *dxp = dx.mutable_data(), *dgp = dgamma.mutable_data(), *dbp = dbeta.mutable_data();
         {
             py::gil_scoped_release nogil;
-            row_norm_backward(xs[0], xs[1], dp, xp, mp, ip, gp, dxp, dgp, dbp);
+            layer_norm_backward(xs[0], xs[1], dp, xp, mp, ip, gp, dxp, dgp, dbp);
         }
         return py::make_tuple(dx, dgamma, dbeta);
     });
@@ -583,20 +550,16 @@ Shape checked_groups(const py::array& x, int64_t G) {
 py::tuple py_group_norm_forward(const py::array& x, const py::array& gamma,
                                 const py::array& beta, int64_t G, double eps) {
     const Shape xs = checked_groups(x, G);
-    const int64_t planes = xs[2] * xs[3];
     return dispatch_float(x, "groupnorm x", [&](auto zero) -> py::tuple {
         using T = decltype(zero);
         Contig<T> xc(x), gc = per_slice<T>(gamma, x, xs[1], "gamma"),
                          bc = per_slice<T>(beta, x, xs[1], "beta");
-        auto [m, inv] =
-            slice_statistics(NormShape{1, xs[0] * G, xs[1] / G * planes}, xc.data(), eps);
-        py::array_t<T> out(xs);
-        const T *xp = xc.data(), *mp = m.data(), *ip = inv.data(), *gp = gc.data(),
-                *bp = bc.data();
-        T* op = out.mutable_data();
+        py::array_t<T> m(xs[0] * G), inv(xs[0] * G), out(xs);
+        const T *xp = xc.data(), *gp = gc.data(), *bp = bc.data();
+        T *mp = m.mutable_data(), *ip = inv.mutable_data(), *op = out.mutable_data();
         {
             py::gil_scoped_release nogil;
-            group_norm_apply(xs[0], xs[1], planes, G, xp, mp, ip, gp, bp, op);
+            group_norm_forward(xs[0], xs[1], xs[2] * xs[3], G, eps, xp, gp, bp, mp, ip, op);
         }
         return py::make_tuple(out, m, inv);
     });

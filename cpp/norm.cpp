@@ -1,6 +1,7 @@
 #include "norm.h"
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 #include <vector>
 
@@ -122,130 +123,150 @@ void column_moments(int64_t N, int64_t K, int64_t j0, int64_t width, const T* x,
 }  // namespace
 
 template <typename T>
-void norm_moments(const NormShape& s, const T* x, double* mean, double* var) {
-    if (s.inner == 1) {
-        const int64_t blocks = (s.K + kColumns - 1) / kColumns;
-#pragma omp parallel for schedule(static) num_threads(team_for(blocks, s.outer * s.K))
-        for (int64_t b = 0; b < blocks; ++b) {
-            const int64_t j0 = b * kColumns;
-            column_moments(s.outer, s.K, j0, std::min(kColumns, s.K - j0), x, mean + j0,
-                           var + j0);
-        }
-        return;
-    }
-#pragma omp parallel for schedule(static) num_threads(team_for(s.K, s.K * s.count()))
-    for (int64_t k = 0; k < s.K; ++k) {
-        const Moments m = slice_moments(s, x, k);
-        mean[k] = m.mean_or_nan();
-        var[k] = m.var();
-    }
-}
-
-template <typename T>
-void channel_norm_apply(const NormShape& s, const T* x, const T* mean, const T* scale,
-                        const T* shift, T* out) {
-    if (s.inner == 1) {
-#pragma omp parallel for schedule(static) num_threads(team_for(s.outer, s.outer * s.K))
-        for (int64_t n = 0; n < s.outer; ++n) {
-            const T* row = x + n * s.K;
-            T* o = out + n * s.K;
-#pragma omp simd
-            for (int64_t k = 0; k < s.K; ++k) o[k] = (row[k] - mean[k]) * scale[k] + shift[k];
-        }
-        return;
-    }
-    const int64_t segments = s.outer * s.K;
-#pragma omp parallel for schedule(static) num_threads(team_for(segments, segments * s.inner))
-    for (int64_t seg = 0; seg < segments; ++seg) {
-        const int64_t k = seg % s.K;
-        const T m = mean[k], a = scale[k], b = shift[k];
-        const T* p = x + seg * s.inner;
-        T* o = out + seg * s.inner;
-#pragma omp simd
-        for (int64_t i = 0; i < s.inner; ++i) o[i] = (p[i] - m) * a + b;
-    }
-}
-
-template <typename T>
-void channel_norm_backward(const NormShape& s, bool train, const T* dout, const T* x,
-                           const T* mean, const T* inv_std, const T* gamma, T* dx, T* dgamma,
-                           T* dbeta) {
-    // Per k: sum dout and sum dout * (x - mean), in float64.
-    std::vector<double> sum_d(static_cast<size_t>(s.K)), sum_dx(static_cast<size_t>(s.K));
+void channel_norm_forward(const NormShape& s, bool train, double eps, const T* x,
+                          const T* gamma, const T* beta, T* mean, T* var, T* inv_std, T* out) {
+    // The statistics of one k (or of a block of columns), then its outputs while its
+    // entries are still in cache.
+    const auto finish = [&](int64_t k, double m, double v) {
+        if (train) mean[k] = static_cast<T>(m), var[k] = static_cast<T>(v);
+        inv_std[k] = T(1) / std::sqrt(var[k] + static_cast<T>(eps));
+    };
     if (s.inner == 1) {
         const int64_t blocks = (s.K + kColumns - 1) / kColumns;
 #pragma omp parallel for schedule(static) num_threads(team_for(blocks, s.outer * s.K))
         for (int64_t b = 0; b < blocks; ++b) {
             const int64_t j0 = b * kColumns, width = std::min(kColumns, s.K - j0);
+            double m[kColumns] = {}, v[kColumns] = {};
+            if (train) column_moments(s.outer, s.K, j0, width, x, m, v);
+            T scale[kColumns];
+            for (int64_t j = 0; j < width; ++j) {
+                finish(j0 + j, m[j], v[j]);
+                scale[j] = gamma[j0 + j] * inv_std[j0 + j];
+            }
+            const T *mb = mean + j0, *bb = beta + j0;
+            for (int64_t n = 0; n < s.outer; ++n) {
+                const T* row = x + n * s.K + j0;
+                T* o = out + n * s.K + j0;
+#pragma omp simd
+                for (int64_t j = 0; j < width; ++j) o[j] = (row[j] - mb[j]) * scale[j] + bb[j];
+            }
+        }
+        return;
+    }
+    const int64_t stride = s.K * s.inner;
+#pragma omp parallel for schedule(static) num_threads(team_for(s.K, s.K * s.count()))
+    for (int64_t k = 0; k < s.K; ++k) {
+        if (train) {
+            const Moments mk = slice_moments(s, x, k);
+            finish(k, mk.mean_or_nan(), mk.var());
+        } else {
+            finish(k, 0, 0);
+        }
+        const T m = mean[k], a = gamma[k] * inv_std[k], b = beta[k];
+        for (int64_t o = 0; o < s.outer; ++o) {
+            const T* p = x + o * stride + k * s.inner;
+            T* q = out + o * stride + k * s.inner;
+#pragma omp simd
+            for (int64_t i = 0; i < s.inner; ++i) q[i] = (p[i] - m) * a + b;
+        }
+    }
+}
+
+// The gradients of one k from its sums: dbeta = sum dout, dgamma = sum dout * x_hat, and
+// dx = c1 * dout + c2 * (x - mean) + c3 (in eval mode only c1 is not zero).
+template <typename T>
+struct ChannelGrad {
+    T c1, c2, c3;
+    ChannelGrad(bool train, double count, T gamma, T inv_std, double sum_d, double sum_dx,
+                T& dgamma, T& dbeta) {
+        const double inv = inv_std, a = static_cast<double>(gamma) * inv;
+        dbeta = static_cast<T>(sum_d);
+        dgamma = static_cast<T>(sum_dx * inv);
+        c1 = static_cast<T>(a);
+        c2 = train ? static_cast<T>(-a * inv * inv * sum_dx / count) : T(0);
+        c3 = train ? static_cast<T>(-a * sum_d / count) : T(0);
+    }
+};
+
+template <typename T>
+void channel_norm_backward(const NormShape& s, bool train, const T* dout, const T* x,
+                           const T* mean, const T* inv_std, const T* gamma, T* dx, T* dgamma,
+                           T* dbeta) {
+    // Per k (or block of columns): sum dout and sum dout * (x - mean) in float64, then dx
+    // while the entries are still in cache.
+    const double count = static_cast<double>(s.count());
+    if (s.inner == 1) {
+        const int64_t blocks = (s.K + kColumns - 1) / kColumns;
+#pragma omp parallel for schedule(static) num_threads(team_for(blocks, s.outer * s.K))
+        for (int64_t b = 0; b < blocks; ++b) {
+            const int64_t j0 = b * kColumns, width = std::min(kColumns, s.K - j0);
+            const T* m = mean + j0;
             double sd[kColumns] = {}, sdx[kColumns] = {};
             for (int64_t n = 0; n < s.outer; ++n) {
                 const T *g = dout + n * s.K + j0, *p = x + n * s.K + j0;
-                const T* m = mean + j0;
 #pragma omp simd
                 for (int64_t j = 0; j < width; ++j) {
                     sd[j] += g[j];
                     sdx[j] += static_cast<double>(g[j]) * static_cast<double>(p[j] - m[j]);
                 }
             }
-            std::copy(sd, sd + width, sum_d.begin() + j0);
-            std::copy(sdx, sdx + width, sum_dx.begin() + j0);
-        }
-    } else {
-        const int64_t stride = s.K * s.inner;
-#pragma omp parallel for schedule(static) num_threads(team_for(s.K, s.K * s.count()))
-        for (int64_t k = 0; k < s.K; ++k) {
-            double sd = 0, sdx = 0;
-            const T m = mean[k];
-            for (int64_t o = 0; o < s.outer; ++o) {
-                const T *g = dout + o * stride + k * s.inner, *p = x + o * stride + k * s.inner;
-#pragma omp simd reduction(+ : sd, sdx)
-                for (int64_t i = 0; i < s.inner; ++i) {
-                    sd += g[i];
-                    sdx += static_cast<double>(g[i]) * static_cast<double>(p[i] - m);
+            T c1[kColumns], c2[kColumns], c3[kColumns];
+            for (int64_t j = 0; j < width; ++j) {
+                const int64_t k = j0 + j;
+                const ChannelGrad<T> cg(train, count, gamma[k], inv_std[k], sd[j], sdx[j],
+                                        dgamma[k], dbeta[k]);
+                c1[j] = cg.c1, c2[j] = cg.c2, c3[j] = cg.c3;
+            }
+            for (int64_t n = 0; n < s.outer; ++n) {
+                const T *g = dout + n * s.K + j0, *p = x + n * s.K + j0;
+                T* d = dx + n * s.K + j0;
+#pragma omp simd
+                for (int64_t j = 0; j < width; ++j) {
+                    d[j] = c1[j] * g[j] + (c2[j] * (p[j] - m[j]) + c3[j]);
                 }
             }
-            sum_d[k] = sd;
-            sum_dx[k] = sdx;
-        }
-    }
-    // dx = c1 * dout + c2 * (x - mean) + c3 per k; in eval mode only c1 is not zero.
-    const double count = static_cast<double>(s.count());
-    std::vector<T> c1(static_cast<size_t>(s.K)), c2(c1), c3(c1);
-    for (int64_t k = 0; k < s.K; ++k) {
-        const double inv = inv_std[k], a = static_cast<double>(gamma[k]) * inv;
-        dbeta[k] = static_cast<T>(sum_d[k]);
-        dgamma[k] = static_cast<T>(sum_dx[k] * inv);
-        c1[k] = static_cast<T>(a);
-        c2[k] = train ? static_cast<T>(-a * inv * inv * sum_dx[k] / count) : T(0);
-        c3[k] = train ? static_cast<T>(-a * sum_d[k] / count) : T(0);
-    }
-    if (s.inner == 1) {
-#pragma omp parallel for schedule(static) num_threads(team_for(s.outer, s.outer * s.K))
-        for (int64_t n = 0; n < s.outer; ++n) {
-            const T *g = dout + n * s.K, *p = x + n * s.K;
-            T* d = dx + n * s.K;
-#pragma omp simd
-            for (int64_t k = 0; k < s.K; ++k) d[k] = c1[k] * g[k] + (c2[k] * (p[k] - mean[k]) + c3[k]);
         }
         return;
     }
-    const int64_t segments = s.outer * s.K;
-#pragma omp parallel for schedule(static) num_threads(team_for(segments, segments * s.inner))
-    for (int64_t seg = 0; seg < segments; ++seg) {
-        const int64_t k = seg % s.K;
-        const T a = c1[k], b = c2[k], c = c3[k], m = mean[k];
-        const T *g = dout + seg * s.inner, *p = x + seg * s.inner;
-        T* d = dx + seg * s.inner;
+    const int64_t stride = s.K * s.inner;
+#pragma omp parallel for schedule(static) num_threads(team_for(s.K, s.K * s.count()))
+    for (int64_t k = 0; k < s.K; ++k) {
+        double sd = 0, sdx = 0;
+        const T m = mean[k];
+        for (int64_t o = 0; o < s.outer; ++o) {
+            const T *g = dout + o * stride + k * s.inner, *p = x + o * stride + k * s.inner;
+#pragma omp simd reduction(+ : sd, sdx)
+            for (int64_t i = 0; i < s.inner; ++i) {
+                sd += g[i];
+                sdx += static_cast<double>(g[i]) * static_cast<double>(p[i] - m);
+            }
+        }
+        const ChannelGrad<T> cg(train, count, gamma[k], inv_std[k], sd, sdx, dgamma[k],
+                                dbeta[k]);
+        for (int64_t o = 0; o < s.outer; ++o) {
+            const T *g = dout + o * stride + k * s.inner, *p = x + o * stride + k * s.inner;
+            T* d = dx + o * stride + k * s.inner;
 #pragma omp simd
-        for (int64_t i = 0; i < s.inner; ++i) d[i] = a * g[i] + (b * (p[i] - m) + c);
+            for (int64_t i = 0; i < s.inner; ++i) d[i] = cg.c1 * g[i] + (cg.c2 * (p[i] - m) + cg.c3);
+        }
     }
 }
 
+// mean[k] and inv_std[k] = 1 / sqrt(var + eps) of slice k from its moments, in T.
 template <typename T>
-void row_norm_apply(int64_t N, int64_t D, const T* x, const T* mean, const T* inv_std,
-                    const T* gamma, const T* beta, T* out) {
+void slice_statistics(const NormShape& s, const T* x, int64_t k, double eps, T* mean,
+                      T* inv_std) {
+    const Moments m = slice_moments(s, x, k);
+    mean[k] = static_cast<T>(m.mean_or_nan());
+    inv_std[k] = T(1) / std::sqrt(static_cast<T>(m.var()) + static_cast<T>(eps));
+}
+
+template <typename T>
+void layer_norm_forward(int64_t N, int64_t D, double eps, const T* x, const T* gamma,
+                        const T* beta, T* mean, T* inv_std, T* out) {
 #pragma omp parallel for schedule(static) num_threads(team_for(N, N * D))
     for (int64_t n = 0; n < N; ++n) {
+        slice_statistics(NormShape{1, N, D}, x, n, eps, mean, inv_std);
         const T m = mean[n], inv = inv_std[n];
         const T* p = x + n * D;
         T* o = out + n * D;
@@ -255,7 +276,7 @@ void row_norm_apply(int64_t N, int64_t D, const T* x, const T* mean, const T* in
 }
 
 template <typename T>
-void row_norm_backward(int64_t N, int64_t D, const T* dout, const T* x, const T* mean,
+void layer_norm_backward(int64_t N, int64_t D, const T* dout, const T* x, const T* mean,
                        const T* inv_std, const T* gamma, T* dx, T* dgamma, T* dbeta) {
     // Each block of rows sums its own share of dgamma and dbeta; the blocks are added in order.
     const int64_t blocks = (N + kRowBlock - 1) / kRowBlock;
@@ -299,17 +320,22 @@ void row_norm_backward(int64_t N, int64_t D, const T* dout, const T* x, const T*
 }
 
 template <typename T>
-void group_norm_apply(int64_t N, int64_t C, int64_t planes, int64_t G, const T* x,
-                      const T* mean, const T* inv_std, const T* gamma, const T* beta, T* out) {
-    const int64_t per_group = C / G, all = N * C;
-#pragma omp parallel for schedule(static) num_threads(team_for(all, all * planes))
-    for (int64_t nc = 0; nc < all; ++nc) {
-        const int64_t c = nc % C, group = nc / C * G + c / per_group;
-        const T a = inv_std[group] * gamma[c], m = mean[group], b = beta[c];
-        const T* p = x + nc * planes;
-        T* o = out + nc * planes;
+void group_norm_forward(int64_t N, int64_t C, int64_t planes, int64_t G, double eps,
+                        const T* x, const T* gamma, const T* beta, T* mean, T* inv_std,
+                        T* out) {
+    const int64_t per_group = C / G, groups = N * G;
+#pragma omp parallel for schedule(static) num_threads(team_for(groups, N * C * planes))
+    for (int64_t ng = 0; ng < groups; ++ng) {
+        slice_statistics(NormShape{1, groups, per_group * planes}, x, ng, eps, mean, inv_std);
+        const T m = mean[ng], inv = inv_std[ng];
+        const int64_t c0 = ng % G * per_group, first = ng / G * C + c0;
+        for (int64_t c = 0; c < per_group; ++c) {
+            const T a = inv * gamma[c0 + c], b = beta[c0 + c];
+            const T* p = x + (first + c) * planes;
+            T* o = out + (first + c) * planes;
 #pragma omp simd
-        for (int64_t i = 0; i < planes; ++i) o[i] = (p[i] - m) * a + b;
+            for (int64_t i = 0; i < planes; ++i) o[i] = (p[i] - m) * a + b;
+        }
     }
 }
 
@@ -360,17 +386,16 @@ void group_norm_backward(int64_t N, int64_t C, int64_t planes, int64_t G, const 
 }
 
 #define GRAPHNET_NORM(T)                                                                      \
-    template void norm_moments<T>(const NormShape&, const T*, double*, double*);              \
-    template void channel_norm_apply<T>(const NormShape&, const T*, const T*, const T*,       \
-                                        const T*, T*);                                        \
+    template void channel_norm_forward<T>(const NormShape&, bool, double, const T*, const T*, \
+                                          const T*, T*, T*, T*, T*);                          \
     template void channel_norm_backward<T>(const NormShape&, bool, const T*, const T*,        \
                                            const T*, const T*, const T*, T*, T*, T*);         \
-    template void row_norm_apply<T>(int64_t, int64_t, const T*, const T*, const T*, const T*, \
-                                    const T*, T*);                                            \
-    template void row_norm_backward<T>(int64_t, int64_t, const T*, const T*, const T*,        \
+    template void layer_norm_forward<T>(int64_t, int64_t, double, const T*, const T*,         \
+                                        const T*, T*, T*, T*);                                \
+    template void layer_norm_backward<T>(int64_t, int64_t, const T*, const T*, const T*,        \
                                        const T*, const T*, T*, T*, T*);                       \
-    template void group_norm_apply<T>(int64_t, int64_t, int64_t, int64_t, const T*, const T*, \
-                                      const T*, const T*, const T*, T*);                      \
+    template void group_norm_forward<T>(int64_t, int64_t, int64_t, int64_t, double, const T*, \
+                                        const T*, const T*, T*, T*, T*);                      \
     template void group_norm_backward<T>(int64_t, int64_t, int64_t, int64_t, const T*,        \
                                          const T*, const T*, const T*, const T*, T*, T*, T*);
 GRAPHNET_NORM(float)

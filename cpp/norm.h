@@ -9,10 +9,12 @@
 //
 // Statistics take one pass over the data: blocks of about 2k entries (in L1) give their
 // mean and centred sum of squares in float64, merged with Chan's formula, so a mean far
-// from zero costs no precision (unlike sum of squares minus squared mean). Backward takes
-// one reduction pass (sum of dout and of dout * x_hat, in float64) and one writing pass;
-// the gamma and beta gradients are those sums. Each k is reduced by one thread in a fixed
-// order, so results are bitwise the same for any number of threads.
+// from zero costs no precision (unlike sum of squares minus squared mean); the outputs of
+// a slice are written right after its statistics, while it is in cache. Backward: one
+// reduction (sum of dout and of dout * (x - mean), in float64; the gamma and beta
+// gradients are those sums) and the writing of dx, again slice by slice. Each slice is
+// reduced by one thread in a fixed order, so results are bitwise the same for any
+// number of threads.
 #pragma once
 
 #include <cstdint>
@@ -24,40 +26,38 @@ struct NormShape {
     int64_t count() const { return outer * inner; }  // entries per k (sizes checked by caller)
 };
 
-// mean[k] and the biased variance var[k] of each slice, in float64.
+// Batchnorm: out = (x - mean[k]) * gamma[k] * inv_std[k] + beta[k], inv_std = 1 / sqrt(var +
+// eps) computed in T. train: mean and var (biased) are the batch's and are written; else
+// they are read (the running averages). inv_std is written.
 template <typename T>
-void norm_moments(const NormShape& s, const T* x, double* mean, double* var);
+void channel_norm_forward(const NormShape& s, bool train, double eps, const T* x,
+                          const T* gamma, const T* beta, T* mean, T* var, T* inv_std, T* out);
 
-// out = (x - mean[k]) * scale[k] + shift[k] with scale = gamma * inv_std: batchnorm's
-// output for its per-k gamma and beta.
-template <typename T>
-void channel_norm_apply(const NormShape& s, const T* x, const T* mean, const T* scale,
-                        const T* shift, T* out);
-
-// Gradients of channel_norm_apply with scale = gamma[k] * inv_std[k]. train: mean and
-// inv_std came from this batch (so they depend on x); else they were constants.
-// dgamma[k] = sum dout * x_hat, dbeta[k] = sum dout.
+// Its gradients. train: mean and inv_std came from this batch (so they depend on x); else
+// they were constants. dgamma[k] = sum dout * x_hat, dbeta[k] = sum dout.
 template <typename T>
 void channel_norm_backward(const NormShape& s, bool train, const T* dout, const T* x,
                            const T* mean, const T* inv_std, const T* gamma, T* dx, T* dgamma,
                            T* dbeta);
 
-// Layernorm of rows (N, D): out = (x - mean[n]) * inv_std[n] * gamma[d] + beta[d].
+// Layernorm of the rows of x (N, D): out = (x - mean[n]) * inv_std[n] * gamma[d] + beta[d];
+// writes mean and inv_std (N,).
 template <typename T>
-void row_norm_apply(int64_t N, int64_t D, const T* x, const T* mean, const T* inv_std,
-                    const T* gamma, const T* beta, T* out);
+void layer_norm_forward(int64_t N, int64_t D, double eps, const T* x, const T* gamma,
+                        const T* beta, T* mean, T* inv_std, T* out);
 
 // Its gradients; dgamma and dbeta (D,) are summed over rows in fixed blocks of rows, in
 // order, whatever the number of threads.
 template <typename T>
-void row_norm_backward(int64_t N, int64_t D, const T* dout, const T* x, const T* mean,
-                       const T* inv_std, const T* gamma, T* dx, T* dgamma, T* dbeta);
+void layer_norm_backward(int64_t N, int64_t D, const T* dout, const T* x, const T* mean,
+                         const T* inv_std, const T* gamma, T* dx, T* dgamma, T* dbeta);
 
-// Groupnorm of (N, C, H, W) in G groups: group (n, g) has mean[n * G + g], inv_std likewise,
-// and channel c its gamma[c], beta[c]. planes = H * W.
+// Groupnorm of x (N, C, H, W) in G groups of C / G channels: group (n, g) has mean and
+// inv_std [n * G + g] (written), channel c its gamma[c] and beta[c]. planes = H * W.
 template <typename T>
-void group_norm_apply(int64_t N, int64_t C, int64_t planes, int64_t G, const T* x,
-                      const T* mean, const T* inv_std, const T* gamma, const T* beta, T* out);
+void group_norm_forward(int64_t N, int64_t C, int64_t planes, int64_t G, double eps,
+                        const T* x, const T* gamma, const T* beta, T* mean, T* inv_std,
+                        T* out);
 
 template <typename T>
 void group_norm_backward(int64_t N, int64_t C, int64_t planes, int64_t G, const T* dout,
