@@ -272,6 +272,18 @@ py::array py_relu_backward(const py::array& dout, py::array keep) {
     });
 }
 
+py::array py_sigmoid(const py::array& x) {
+    if (!x.dtype().is(py::dtype::of<float>())) fail("sigmoid x must be float32, got " + dtype_name(x));
+    Contig<float> xc(x);
+    py::array_t<float> out(shape_of(x));
+    const float* xp = xc.data();
+    float* op = out.mutable_data();
+    const int64_t n = xc.size();
+    py::gil_scoped_release nogil;
+    sigmoid_forward(n, xp, op);
+    return out;
+}
+
 py::array py_matmul(const py::array& a, const py::array& b, bool transpose_a, bool transpose_b) {
     require_rank(shape_of(a), 2, "matmul a", "(rows, columns)");
     require_rank(shape_of(b), 2, "matmul b", "(rows, columns)");
@@ -633,6 +645,9 @@ PYBIND11_MODULE(_C, m) {
           "(max(x, 0), x > 0) in one threaded pass; float32 or float64, any shape.");
     m.def("relu_backward", &py_relu_backward, "dout"_a, "keep"_a,
           "dout where keep (the mask relu_forward returned), else 0.");
+    m.def("sigmoid", &py_sigmoid, "x"_a,
+          "1 / (1 + exp(-x)) of a float32 array in one threaded pass (AVX2 where the CPU has\n"
+          "it and set_avx2_activations allows, within 3 units in the last place).");
     m.def("matmul", &py_matmul, "a"_a, "b"_a, py::kw_only(), "transpose_a"_a = false,
           "transpose_b"_a = false,
           "op(a) @ op(b) on graphnet's threads, op = transpose when asked (no copy is made\n"
