@@ -218,12 +218,15 @@ class Dropout(Gate):
         return x
 
     def forward(self, state, training, x):
-        if self.seed is not None or not training or not norm.native(x):
+        if self.seed is not None or not training:
             # Seeded: np.random.seed(seed)'s draws, the course's masks. Eval: the identity.
             return layers.dropout_forward(x, {"mode": "train" if training else "test",
                                               "p": self.p, "seed": self.seed})
         if "rng" not in state:
             state["rng"] = np.random.default_rng(np.random.randint(2**31))
+        if not norm.native(x):  # integers, float16: the course's function, seeded from the stream
+            return layers.dropout_forward(x, {"mode": "train", "p": self.p,
+                                              "seed": int(state["rng"].integers(2**63))})
         # Unseeded: the draws come straight from the node's own stream, in x's precision
         # (8x faster than the course's MT19937 doubles); kept where a draw is below 1 - p.
         keep = 1 - self.p

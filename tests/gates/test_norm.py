@@ -173,3 +173,29 @@ def test_mixed_dtypes_take_the_numpy_reference():
     g.backward()
     assert bn.value.dtype == np.float64  # promoted as numpy does
     assert g["x"].grad.shape == (4, 3)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_unseeded_dropout_draws_from_the_nodes_stream_in_xs_precision(dtype):
+    data = rng.standard_normal((60, 50)).astype(dtype) + 3
+
+    def run():
+        np.random.seed(3)  # seeds the node's stream when it first runs
+        g = gn.Graph(dtype=dtype)
+        x = g.input("x")
+        drop = g.dropout(x, p=0.3, name="drop")
+        g.sum(g.multiply(drop, g.const(np.arange(3000.0).reshape(60, 50))))
+        outs = [g.forward(x=data) for _ in range(2)]
+        g.backward()
+        return drop.value, x.grad, outs
+    out, dx, (first, second) = run()
+    assert out.dtype == dtype and dx.dtype == dtype
+    assert first != second  # a new mask per call
+    kept = out != 0
+    assert abs(kept.mean() - 0.7) < 0.03
+    scale = dtype(1 / 0.7)
+    np.testing.assert_array_equal(out, data * np.where(kept, scale, dtype(0)))
+    np.testing.assert_array_equal(dx, np.arange(3000.0).reshape(60, 50).astype(dtype) *
+                                  np.where(kept, scale, dtype(0)))
+    again = run()
+    np.testing.assert_array_equal(again[0], out)  # np.random.seed makes a run repeatable
