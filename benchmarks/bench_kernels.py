@@ -1,20 +1,24 @@
-"""The normalization kernels (cpp/norm.h) against the numpy reference and PyTorch.
+"""The normalization kernels (cpp/norm.h), the sigmoid and dropout gates, against the
+numpy versions they replaced and PyTorch.
 
-    python benchmarks/bench_norm.py [--rounds 15] [--threads N] [--no-steps]
+    python benchmarks/bench_kernels.py [--rounds 15] [--threads N] [--no-steps]
 
 Prints, in one run:
 (1) per kernel and shape, the median time of forward + backward (train mode, float32) of
     the numpy reference (graphnet.layers: batchnorm_forward / batchnorm_backward_alt,
     spatial_batchnorm_*, layernorm_*, spatial_groupnorm_*), the C++ kernels the gates use
     (graphnet.kernels.norm) and PyTorch CPU (F.batch_norm, F.layer_norm, F.group_norm with
-    autograd) on the same threads, and the ratios;
+    autograd) on the same threads, and the ratios; then the forward of the sigmoid gate
+    (numpy's exp(-logaddexp(0, -x)) before) and of the unseeded dropout gate (a MT19937
+    RandomState per call before), against torch.sigmoid and F.dropout;
 (2) training steps (forward, backward, adam) of graphs whose gates run either kernel: a
     VGG-style CNN ([conv3x3 - spatial batchnorm - relu] x 2 - pool, twice, then affine -
     batchnorm - relu - dropout - affine - softmax loss; batch 64, 3x32x32), and the
     FullyConnectedNet [100] x 5 with batchnorm and with layernorm (batch 200).
 The contenders take turns, one call each per round, so a slow spell of the shared machine
 hits them alike; times are medians over the rounds. The gates' numpy variant is the same
-graph with graphnet.kernels.norm.native switched off (then the gates call the reference).
+graph with graphnet.kernels.norm.native switched off (then the norm gates call the
+reference and the dropout gate its RandomState path).
 """
 import argparse
 import importlib.util
@@ -23,7 +27,7 @@ import time
 import numpy as np
 
 import graphnet as gn
-from graphnet import layers, optim
+from graphnet import gates, layers, optim
 from graphnet.kernels import _C, norm
 
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
@@ -45,7 +49,8 @@ def medians(contenders, rounds, warmup=2):
 
 
 def kernel_cases():
-    """(label, numpy fwd+bwd, C++ fwd+bwd, torch fwd+bwd or None) per kernel and shape."""
+    """(label, before, now, torch or None) per kernel and shape: calls of the numpy version
+    replaced, of what the gates run now, and of PyTorch's equivalent."""
     def arrays(shape, C):
         x = (rng.standard_normal(shape) * 2 + 1).astype(np.float32)
         return (x, rng.standard_normal(shape).astype(np.float32),
@@ -113,7 +118,37 @@ def kernel_cases():
             return F.group_norm(xt, G, gt, bt, eps=1e-5)
         cases.append((f"groupnorm G={G} {shape}", reference, native,
                       torch_case(torch_gn, x, dout, gamma, beta)))
+    sigmoid = gates.elementwise.Sigmoid()
+    for dtype in (np.float32, np.float64):
+        x = rng.standard_normal((64, 4096)).astype(dtype)
+        cases.append((f"sigmoid (64, 4096) {np.dtype(dtype).name}",
+                      lambda x=x: np.exp(-np.logaddexp(0, -x)),
+                      lambda x=x: sigmoid.forward(x),
+                      torch_forward(lambda torch, t: t.sigmoid(), x)))
+    for dtype in (np.float32, np.float64):
+        x = rng.standard_normal((64, 32, 16, 16)).astype(dtype)
+        dropout, state = gates.norm.Dropout(0.5), {"rng": np.random.default_rng(1)}
+
+        def before(x=x, state=state):
+            seed = int(state["rng"].integers(2**63))
+            layers.dropout_forward(x, {"mode": "train", "p": 0.5, "seed": seed})
+        cases.append((f"dropout (64, 32, 16, 16) {np.dtype(dtype).name}", before,
+                      lambda x=x, d=dropout, s=state: d.forward(s, True, x),
+                      torch_forward(lambda torch, t: torch.nn.functional.dropout(t, 0.5), x)))
     return cases
+
+
+def torch_forward(fn, x):
+    """A call of fn(torch, tensor of x) without autograd, or None without PyTorch."""
+    if not HAVE_TORCH:
+        return None
+    import torch
+    xt = torch.from_numpy(x)
+
+    def run():
+        with torch.no_grad():
+            fn(torch, xt)
+    return run
 
 
 def vgg_graph(batch=64):
@@ -194,10 +229,10 @@ def main():
     if HAVE_TORCH:
         import torch
         torch.set_num_threads(args.threads)
-    print(f"{args.threads} threads, float32, forward + backward, medians of {args.rounds} "
-          "rounds (ms)\n")
-    print(f"{'kernel, shape':42} {'numpy':>8} {'C++':>8} {'torch':>8} {'numpy/C++':>10} "
-          f"{'C++/torch':>10}")
+    print(f"{args.threads} threads, medians of {args.rounds} rounds (ms); norms: float32, "
+          "forward + backward; sigmoid, dropout: forward\n")
+    print(f"{'kernel, shape':42} {'before':>8} {'now':>8} {'torch':>8} {'before/now':>10} "
+          f"{'now/torch':>10}")
     for label, reference, native, torch_fn in kernel_cases():
         contenders = {"numpy": reference, "cpp": native}
         if torch_fn is not None:
@@ -208,7 +243,7 @@ def main():
               f"{t['numpy'] / t['cpp']:10.2f} {t['cpp'] / torch_ms:10.2f}")
     if args.no_steps:
         return
-    print(f"\n{'training step (adam)':42} {'numpy':>8} {'C++':>8} {'numpy/C++':>10}")
+    print(f"\n{'training step (adam)':42} {'before':>8} {'now':>8} {'before/now':>10}")
     steps = {"VGG-style CNN, batch 64": vgg_graph(),
              "FC [100]x5 batchnorm, batch 200": fc_step("batchnorm"),
              "FC [100]x5 layernorm, batch 200": fc_step("layernorm")}
