@@ -111,6 +111,7 @@ def check_all(kind, shape, dtype, seed, G=1, train=True, offset=1.0):
     return got
 
 
+@pytest.mark.slow
 @FUZZ
 @given(N=st.integers(1, 70), D=st.integers(1, 140), dtype=dtypes, train=st.booleans(),
        seed=st.integers(0, 2**16))
@@ -118,6 +119,7 @@ def test_batchnorm_fuzz(N, D, dtype, train, seed):
     check_all("batchnorm", (N, D), dtype, seed, train=train)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(N=st.integers(1, 6), C=st.integers(1, 5), H=st.integers(1, 9), W=st.integers(1, 9),
        dtype=dtypes, train=st.booleans(), seed=st.integers(0, 2**16))
@@ -125,12 +127,14 @@ def test_spatial_batchnorm_fuzz(N, C, H, W, dtype, train, seed):
     check_all("batchnorm", (N, C, H, W), dtype, seed, train=train)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(N=st.integers(0, 40), D=st.integers(1, 90), dtype=dtypes, seed=st.integers(0, 2**16))
 def test_layernorm_fuzz(N, D, dtype, seed):
     check_all("layernorm", (N, D), dtype, seed)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(N=st.integers(0, 4), groups=st.integers(1, 4), per_group=st.integers(1, 3),
        H=st.integers(1, 6), W=st.integers(1, 6), dtype=dtypes, seed=st.integers(0, 2**16))
@@ -138,6 +142,7 @@ def test_groupnorm_fuzz(N, groups, per_group, H, W, dtype, seed):
     check_all("groupnorm", (N, groups * per_group, H, W), dtype, seed, G=groups)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", [(3, 2, 50, 50), (70, 3, 20, 20), (5, 2, 1, 3000)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_slices_longer_than_a_statistics_block(shape, dtype):
@@ -295,6 +300,7 @@ def test_bad_input_is_a_value_error(call, match):
         call()
 
 
+@pytest.mark.slow
 @pytest.mark.torch
 @pytest.mark.parametrize("dtype, tol", [(np.float32, 2e-5), (np.float64, 1e-12)])
 def test_against_torch(dtype, tol):
