@@ -219,13 +219,40 @@ def with_kernels(step, use_cpp):
     return run
 
 
+def _sbn(use_cpp):
+    x = rng.standard_normal((16, 32, 16, 16)).astype(np.float32)
+    dout = rng.standard_normal(x.shape).astype(np.float32)
+    gamma, beta = np.ones(32, np.float32), np.zeros(32, np.float32)
+    if use_cpp:
+        return lambda: norm.batchnorm_backward(dout, norm.batchnorm_forward(
+            x, gamma, beta, 1e-5, 0.9, None, None, True)[1])
+    return lambda: layers.spatial_batchnorm_backward(dout, layers.spatial_batchnorm_forward(
+        x, gamma, beta, {"mode": "train"})[1])
+
+
+# What --run builds, for instruction counts that a loaded machine does not disturb.
+_RUNS = {"fc-batchnorm": lambda: fc_step("batchnorm"),
+         "fc-layernorm": lambda: fc_step("layernorm"),
+         "sbn-numpy": lambda: _sbn(False), "sbn-cpp": lambda: _sbn(True)}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--threads", type=int, default=_C.get_num_threads())
     parser.add_argument("--no-steps", action="store_true", help="only the kernels")
+    parser.add_argument("--run", choices=sorted(_RUNS),
+                        help="only build this and call it 1 + --calls times (run under "
+                        "valgrind --tool=callgrind with two --calls, the difference is "
+                        "the instructions of that many calls)")
+    parser.add_argument("--calls", type=int, default=3)
     args = parser.parse_args()
     _C.set_num_threads(args.threads)
+    if args.run:
+        fn = _RUNS[args.run]()
+        for _ in range(args.calls + 1):
+            fn()
+        return
     if HAVE_TORCH:
         import torch
         torch.set_num_threads(args.threads)
