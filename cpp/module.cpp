@@ -556,6 +556,7 @@ Shape checked_groups(const py::array& x, int64_t G) {
         fail("groupnorm: G = " + std::to_string(G) + " groups must divide the " +
              std::to_string(xs[1]) + " channels of x " + shape_str(xs));
     }
+    checked_mul(xs[0], G, "groupnorm: the number of (sample, group) pairs");  // C = 0: any G
     return xs;
 }
 

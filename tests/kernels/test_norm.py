@@ -292,6 +292,8 @@ def test_bitwise_the_same_for_any_number_of_threads():
      "divide"),
     (lambda: _C.group_norm_forward(np.ones((2, 6, 2, 2)), np.ones(6), np.ones(6), -2**63,
                                    EPS), "divide"),
+    (lambda: _C.group_norm_forward(np.ones((3, 0, 2, 2)), np.ones(0), np.ones(0), 2**62,
+                                   EPS), "64 bits"),
     (lambda: _C.group_norm_backward(np.ones((2, 6, 2, 2)), np.ones((2, 6, 2, 2)), np.ones(6),
                                     3, np.ones(6), np.ones(5)), "inv_std"),
 ])
