@@ -1,5 +1,10 @@
 #include "elementwise.h"
 
+#include <algorithm>
+#include <cmath>
+
+#include "activations_avx2.h"
+#include "recurrent.h"
 #include "threads.h"
 
 namespace graphnet {
@@ -21,6 +26,21 @@ template <typename T>
 void relu_backward(int64_t n, const T* dout, const uint8_t* keep, T* dx) {
 #pragma omp parallel for simd schedule(static) num_threads(team_size(n / kElementsPerThread))
     for (int64_t i = 0; i < n; ++i) dx[i] = dout[i] * static_cast<T>(keep[i]);
+}
+
+void sigmoid_forward(int64_t n, const float* x, float* out) {
+    const bool avx2 = avx2_activations_active();
+    const int64_t chunks = (n + kElementsPerThread - 1) / kElementsPerThread;
+#pragma omp parallel for schedule(static) num_threads(team_size(chunks))
+    for (int64_t c = 0; c < chunks; ++c) {
+        const int64_t begin = c * kElementsPerThread, end = std::min(n, begin + kElementsPerThread);
+        if (avx2) {
+            sigmoid_avx2(end - begin, x + begin, nullptr, out + begin);
+            continue;
+        }
+        // exp(-v) = inf for v << 0 gives 0, not nan
+        for (int64_t k = begin; k < end; ++k) out[k] = 1.0f / (1.0f + std::exp(-x[k]));
+    }
 }
 
 template void relu_forward<float>(int64_t, const float*, float*, bool*);

@@ -1,4 +1,4 @@
-// ReLU forward and backward on graphnet's threads: one pass each, where numpy needs two
+// ReLU forward and backward, and the float32 sigmoid, on graphnet's threads: one pass each, where numpy needs two
 // for the forward (the max, then the mask backward keeps) and makes a temporary in the
 // backward. Training a CNN runs them on every activation, so the passes add up.
 #pragma once
@@ -14,5 +14,10 @@ void relu_forward(int64_t n, const T* x, T* out, bool* keep);
 // dx = dout * keep, exactly as numpy's dout * mask (so a NaN upstream stays NaN).
 template <typename T>
 void relu_backward(int64_t n, const T* dout, const uint8_t* keep, T* dx);
+
+// out = 1 / (1 + e^-x) for float32, in one threaded pass: on AVX2 (within 3 units in the
+// last place; below 1.2e-38 it saturates at 4.5e-39) where avx2_activations_active()
+// (recurrent.h) says so, else with the C library's exp.
+void sigmoid_forward(int64_t n, const float* x, float* out);
 
 }  // namespace graphnet

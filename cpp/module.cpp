@@ -7,6 +7,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <cmath>
 #include <string>
 #include <utility>
 #include <vector>
@@ -16,6 +17,7 @@
 #include "elementwise.h"
 #include "gemm.h"
 #include "matmul.h"
+#include "norm.h"
 #include "optim.h"
 #include "pool.h"
 #include "recurrent.h"
@@ -270,6 +272,18 @@ py::array py_relu_backward(const py::array& dout, py::array keep) {
     });
 }
 
+py::array py_sigmoid(const py::array& x) {
+    if (!x.dtype().is(py::dtype::of<float>())) fail("sigmoid x must be float32, got " + dtype_name(x));
+    Contig<float> xc(x);
+    py::array_t<float> out(shape_of(x));
+    const float* xp = xc.data();
+    float* op = out.mutable_data();
+    const int64_t n = xc.size();
+    py::gil_scoped_release nogil;
+    sigmoid_forward(n, xp, op);
+    return out;
+}
+
 py::array py_matmul(const py::array& a, const py::array& b, bool transpose_a, bool transpose_b) {
     require_rank(shape_of(a), 2, "matmul a", "(rows, columns)");
     require_rank(shape_of(b), 2, "matmul b", "(rows, columns)");
@@ -421,6 +435,176 @@ py::tuple py_recurrent_backward(const std::string& cell, const py::array& dh,
     });
 }
 
+
+// ---- normalization (cpp/norm.h): batchnorm, spatial batchnorm, layernorm, groupnorm ----
+
+// A (K,) parameter or statistic of x's dtype, as a contiguous array.
+template <typename T>
+Contig<T> per_slice(const py::array& a, const py::array& x, int64_t K, const char* name) {
+    require_same_dtype(x, "x", a, name);
+    require_shape(a, Shape{K}, name);
+    return Contig<T>(a);
+}
+
+// x (N, C, ...) as (outer N, K C, inner the product of the rest): one slice per channel.
+NormShape channel_shape(const py::array& x, const char* what) {
+    const Shape s = shape_of(x);
+    if (s.size() < 2) fail(std::string(what) + " x must be (N, C, ...), got shape " + shape_str(s));
+    int64_t inner = 1;
+    for (size_t i = 2; i < s.size(); ++i) inner *= s[i];  // a numpy array's size fits
+    return NormShape{s[0], s[1], inner};
+}
+
+py::tuple py_channel_norm_forward(const py::array& x, const py::array& gamma,
+                                  const py::array& beta, double eps, const py::object& mean,
+                                  const py::object& var) {
+    const NormShape s = channel_shape(x, "batchnorm");
+    const bool train = mean.is_none() || var.is_none();
+    return dispatch_float(x, "batchnorm x", [&](auto zero) -> py::tuple {
+        using T = decltype(zero);
+        Contig<T> xc(x), gc = per_slice<T>(gamma, x, s.K, "gamma"),
+                         bc = per_slice<T>(beta, x, s.K, "beta");
+        py::array_t<T> m(s.K), v(s.K), inv(s.K), out(shape_of(x));
+        if (!train) {  // copies of the running averages: the kernel reads them there
+            m = py::array_t<T>(s.K, per_slice<T>(mean.cast<py::array>(), x, s.K,
+                                                  "running_mean").data());
+            v = py::array_t<T>(s.K, per_slice<T>(var.cast<py::array>(), x, s.K,
+                                                  "running_var").data());
+        }
+        const T *xp = xc.data(), *gp = gc.data(), *bp = bc.data();
+        T *mp = m.mutable_data(), *vp = v.mutable_data(), *ip = inv.mutable_data(),
+          *op = out.mutable_data();
+        {
+            py::gil_scoped_release nogil;
+            channel_norm_forward(s, train, eps, xp, gp, bp, mp, vp, ip, op);
+        }
+        return py::make_tuple(out, m, v, inv);
+    });
+}
+
+py::tuple py_channel_norm_backward(const py::array& dout, const py::array& x,
+                                   const py::array& gamma, const py::array& mean,
+                                   const py::array& inv_std, bool train) {
+    const NormShape s = channel_shape(x, "batchnorm");
+    require_shape(dout, shape_of(x), "batchnorm dout");
+    require_same_dtype(x, "x", dout, "dout");
+    return dispatch_float(x, "batchnorm x", [&](auto zero) -> py::tuple {
+        using T = decltype(zero);
+        Contig<T> dc(dout), xc(x), gc = per_slice<T>(gamma, x, s.K, "gamma"),
+                               mc = per_slice<T>(mean, x, s.K, "mean"),
+                               ic = per_slice<T>(inv_std, x, s.K, "inv_std");
+        py::array_t<T> dx(shape_of(x)), dgamma(s.K), dbeta(s.K);
+        const T *dp = dc.data(), *xp = xc.data(), *gp = gc.data(), *mp = mc.data(),
+                *ip = ic.data();
+        T *dxp = dx.mutable_data(), *dgp = dgamma.mutable_data(), *dbp = dbeta.mutable_data();
+        {
+            py::gil_scoped_release nogil;
+            channel_norm_backward(s, train, dp, xp, mp, ip, gp, dxp, dgp, dbp);
+        }
+        return py::make_tuple(dx, dgamma, dbeta);
+    });
+}
+
+py::tuple py_layer_norm_forward(const py::array& x, const py::array& gamma,
+                                const py::array& beta, double eps) {
+    const Shape xs = shape_of(x);
+    require_rank(xs, 2, "layernorm x", "(N, D)");
+    return dispatch_float(x, "layernorm x", [&](auto zero) -> py::tuple {
+        using T = decltype(zero);
+        Contig<T> xc(x), gc = per_slice<T>(gamma, x, xs[1], "gamma"),
+                         bc = per_slice<T>(beta, x, xs[1], "beta");
+        py::array_t<T> m(xs[0]), inv(xs[0]), out(xs);
+        const T *xp = xc.data(), *gp = gc.data(), *bp = bc.data();
+        T *mp = m.mutable_data(), *ip = inv.mutable_data(), *op = out.mutable_data();
+        {
+            py::gil_scoped_release nogil;
+            layer_norm_forward(xs[0], xs[1], eps, xp, gp, bp, mp, ip, op);
+        }
+        return py::make_tuple(out, m, inv);
+    });
+}
+
+py::tuple py_layer_norm_backward(const py::array& dout, const py::array& x,
+                                 const py::array& gamma, const py::array& mean,
+                                 const py::array& inv_std) {
+    const Shape xs = shape_of(x);
+    require_rank(xs, 2, "layernorm x", "(N, D)");
+    require_shape(dout, xs, "layernorm dout");
+    require_same_dtype(x, "x", dout, "dout");
+    return dispatch_float(x, "layernorm x", [&](auto zero) -> py::tuple {
+        using T = decltype(zero);
+        Contig<T> dc(dout), xc(x), gc = per_slice<T>(gamma, x, xs[1], "gamma"),
+                               mc = per_slice<T>(mean, x, xs[0], "mean"),
+                               ic = per_slice<T>(inv_std, x, xs[0], "inv_std");
+        py::array_t<T> dx(xs), dgamma(xs[1]), dbeta(xs[1]);
+        const T *dp = dc.data(), *xp = xc.data(), *gp = gc.data(), *mp = mc.data(),
+                *ip = ic.data();
+        T *dxp = dx.mutable_data(), *dgp = dgamma.mutable_data(), *dbp = dbeta.mutable_data();
+        {
+            py::gil_scoped_release nogil;
+            layer_norm_backward(xs[0], xs[1], dp, xp, mp, ip, gp, dxp, dgp, dbp);
+        }
+        return py::make_tuple(dx, dgamma, dbeta);
+    });
+}
+
+// x (N, C, H, W) in G groups of channels; gamma and beta (C,).
+Shape checked_groups(const py::array& x, int64_t G) {
+    const Shape xs = shape_of(x);
+    require_rank(xs, 4, "groupnorm x", "(N, C, H, W)");
+    if (G < 1 || xs[1] % G != 0) {
+        fail("groupnorm: G = " + std::to_string(G) + " groups must divide the " +
+             std::to_string(xs[1]) + " channels of x " + shape_str(xs));
+    }
+    checked_mul(xs[0], G, "groupnorm: the number of (sample, group) pairs");  // C = 0: any G
+    return xs;
+}
+
+py::tuple py_group_norm_forward(const py::array& x, const py::array& gamma,
+                                const py::array& beta, int64_t G, double eps) {
+    const Shape xs = checked_groups(x, G);
+    return dispatch_float(x, "groupnorm x", [&](auto zero) -> py::tuple {
+        using T = decltype(zero);
+        Contig<T> xc(x), gc = per_slice<T>(gamma, x, xs[1], "gamma"),
+                         bc = per_slice<T>(beta, x, xs[1], "beta");
+        py::array_t<T> m(xs[0] * G), inv(xs[0] * G), out(xs);
+        const T *xp = xc.data(), *gp = gc.data(), *bp = bc.data();
+        T *mp = m.mutable_data(), *ip = inv.mutable_data(), *op = out.mutable_data();
+        {
+            py::gil_scoped_release nogil;
+            group_norm_forward(xs[0], xs[1], xs[2] * xs[3], G, eps, xp, gp, bp, mp, ip, op);
+        }
+        return py::make_tuple(out, m, inv);
+    });
+}
+
+py::tuple py_group_norm_backward(const py::array& dout, const py::array& x,
+                                 const py::array& gamma, int64_t G, const py::array& mean,
+                                 const py::array& inv_std) {
+    const Shape xs = checked_groups(x, G);
+    require_shape(dout, xs, "groupnorm dout");
+    require_same_dtype(x, "x", dout, "dout");
+    return dispatch_float(x, "groupnorm x", [&](auto zero) -> py::tuple {
+        using T = decltype(zero);
+        const int64_t groups = xs[0] * G;
+        Contig<T> dc(dout), xc(x), gc = per_slice<T>(gamma, x, xs[1], "gamma"),
+                               mc = per_slice<T>(mean, x, groups, "mean"),
+                               ic = per_slice<T>(inv_std, x, groups, "inv_std");
+        py::array_t<T> dx(xs), dgamma(xs[1]), dbeta(xs[1]);
+        const T *dp = dc.data(), *xp = xc.data(), *gp = gc.data(), *mp = mc.data(),
+                *ip = ic.data();
+        T *dxp = dx.mutable_data(), *dgp = dgamma.mutable_data(), *dbp = dbeta.mutable_data();
+        {
+            py::gil_scoped_release nogil;
+            group_norm_backward(xs[0], xs[1], xs[2] * xs[3], G, dp, xp, mp, ip, gp, dxp, dgp,
+                                dbp);
+        }
+        return py::make_tuple(dx, dgamma, dbeta);
+    });
+}
+
+// ---- end of normalization ----
+
 }  // namespace
 }  // namespace graphnet
 
@@ -462,6 +646,9 @@ PYBIND11_MODULE(_C, m) {
           "(max(x, 0), x > 0) in one threaded pass; float32 or float64, any shape.");
     m.def("relu_backward", &py_relu_backward, "dout"_a, "keep"_a,
           "dout where keep (the mask relu_forward returned), else 0.");
+    m.def("sigmoid", &py_sigmoid, "x"_a,
+          "1 / (1 + exp(-x)) of a float32 array in one threaded pass (AVX2 where the CPU has\n"
+          "it and set_avx2_activations allows, within 3 units in the last place).");
     m.def("matmul", &py_matmul, "a"_a, "b"_a, py::kw_only(), "transpose_a"_a = false,
           "transpose_b"_a = false,
           "op(a) @ op(b) on graphnet's threads, op = transpose when asked (no copy is made\n"
@@ -485,6 +672,28 @@ PYBIND11_MODULE(_C, m) {
           "the CPU has AVX2 and FMA); False uses the C library's, to compare the two.");
     m.def("avx2_activations_active", &avx2_activations_active,
           "Whether the recurrent kernels' float32 sigmoid and tanh run on AVX2.");
+    // ---- normalization ----
+    m.def("channel_norm_forward", &py_channel_norm_forward, "x"_a, "gamma"_a, "beta"_a, "eps"_a,
+          "mean"_a = py::none(), "var"_a = py::none(),
+          "Batchnorm of x (N, C, ...) per channel (axis 1) -> (out, mean, var, inv_std), the\n"
+          "last three (C,) in x's dtype. Without mean and var: the batch's (biased variance),\n"
+          "in one float64 pass; with them (eval mode): those. out = gamma * (x - mean) * inv_std\n"
+          "+ beta, inv_std = 1 / sqrt(var + eps). Deterministic for any number of threads.");
+    m.def("channel_norm_backward", &py_channel_norm_backward, "dout"_a, "x"_a, "gamma"_a,
+          "mean"_a, "inv_std"_a, "train"_a,
+          "Gradients of channel_norm_forward -> (dx, dgamma, dbeta); train: mean and inv_std\n"
+          "were the batch's (they depend on x), else constants.");
+    m.def("layer_norm_forward", &py_layer_norm_forward, "x"_a, "gamma"_a, "beta"_a, "eps"_a,
+          "Layernorm of the rows of x (N, D) -> (out, mean (N,), inv_std (N,)).");
+    m.def("layer_norm_backward", &py_layer_norm_backward, "dout"_a, "x"_a, "gamma"_a, "mean"_a,
+          "inv_std"_a, "Gradients of layer_norm_forward -> (dx, dgamma, dbeta).");
+    m.def("group_norm_forward", &py_group_norm_forward, "x"_a, "gamma"_a, "beta"_a, "G"_a,
+          "eps"_a,
+          "Groupnorm of x (N, C, H, W) in G groups of channels, gamma and beta (C,) ->\n"
+          "(out, mean (N * G,), inv_std (N * G,)).");
+    m.def("group_norm_backward", &py_group_norm_backward, "dout"_a, "x"_a, "gamma"_a, "G"_a,
+          "mean"_a, "inv_std"_a, "Gradients of group_norm_forward -> (dx, dgamma, dbeta).");
+    // ---- end of normalization ----
     m.def("set_num_threads", &set_num_threads, "n"_a,
           "Threads the kernels use (default: OMP_NUM_THREADS, else all cores).");
     m.def("get_num_threads", &num_threads);

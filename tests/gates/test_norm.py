@@ -119,3 +119,83 @@ def test_bad_settings_and_shapes_name_the_node():
         g.layernorm(x, gamma, beta, name="c")
     with pytest.raises(gn.GraphError, match="layernorm gate 'd': eps must be a positive"):
         g.layernorm(g.input("y", shape=(None, 6)), gamma, beta, eps=0.0, name="d")
+
+
+def norm_graph(op, dtype):
+    """A graph of one norm gate (fresh running averages), with its feed."""
+    shape = {"batchnorm": (7, 5), "spatial_batchnorm": (4, 6, 3, 5), "layernorm": (3, 4, 6),
+             "spatial_groupnorm": (4, 6, 3, 5)}[op]
+    g = gn.Graph(dtype=dtype)
+    x = g.input("x", shape=(None,) + shape[1:])
+    C = shape[-1] if op == "layernorm" else shape[1]
+    local = np.random.default_rng(7)
+    gamma = g.param("gamma", local.uniform(0.5, 1.5, C))
+    beta = g.param("beta", local.standard_normal(C))
+    attrs = {"G": 3} if op == "spatial_groupnorm" else {}
+    out = g.apply(op, x, gamma, beta, name="norm", **attrs)
+    g.sum(g.multiply(out, g.const(local.standard_normal(shape[1:]))), name="loss")
+    return g, (local.standard_normal(shape) * 2 + 1).astype(dtype)
+
+
+@pytest.mark.parametrize("op", ["batchnorm", "spatial_batchnorm", "layernorm",
+                                "spatial_groupnorm"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_gates_run_the_cpp_kernels_like_the_numpy_reference(op, dtype, monkeypatch):
+    from graphnet.kernels import norm
+    tol = 2e-5 if dtype == np.float32 else 1e-12
+    results = []
+    for native in (True, False):
+        if not native:
+            monkeypatch.setattr(norm, "native", lambda *arrays: False)
+        g, x = norm_graph(op, dtype)
+        seen = []
+        for mode in ("train", "train", "eval"):
+            getattr(g, mode)()
+            g.forward(x=x)
+            g.backward()
+            seen += [g["norm"].value, g["x"].grad, g["gamma"].grad, g["beta"].grad]
+            seen += [np.asarray(g["norm"].state[k]) for k in sorted(g["norm"].state)]
+        node = g["norm"]  # the drawings summarize either kernel's cache
+        assert any("x_hat" in line for line in node.gate.summarize_cache(node.cache, "xgb"))
+        results.append(seen)
+    for ours, reference in zip(*results):
+        assert ours.dtype == reference.dtype
+        np.testing.assert_allclose(ours, reference, rtol=tol, atol=tol * 10)
+
+
+def test_mixed_dtypes_take_the_numpy_reference():
+    g = gn.Graph(dtype=np.float32)
+    x = g.input("x", shape=(None, 3))
+    bn = g.batchnorm(x, g.param("gamma", np.ones(3), dtype=np.float64),
+                     g.param("beta", np.zeros(3), dtype=np.float64), name="bn")
+    g.sum(bn)
+    g.forward(x=rng.standard_normal((4, 3)).astype(np.float32))
+    g.backward()
+    assert bn.value.dtype == np.float64  # promoted as numpy does
+    assert g["x"].grad.shape == (4, 3)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_unseeded_dropout_draws_from_the_nodes_stream_in_xs_precision(dtype):
+    data = rng.standard_normal((60, 50)).astype(dtype) + 3
+
+    def run():
+        np.random.seed(3)  # seeds the node's stream when it first runs
+        g = gn.Graph(dtype=dtype)
+        x = g.input("x")
+        drop = g.dropout(x, p=0.3, name="drop")
+        g.sum(g.multiply(drop, g.const(np.arange(3000.0).reshape(60, 50))))
+        outs = [g.forward(x=data) for _ in range(2)]
+        g.backward()
+        return drop.value, x.grad, outs
+    out, dx, (first, second) = run()
+    assert out.dtype == dtype and dx.dtype == dtype
+    assert first != second  # a new mask per call
+    kept = out != 0
+    assert abs(kept.mean() - 0.7) < 0.03
+    scale = dtype(1 / 0.7)
+    np.testing.assert_array_equal(out, data * np.where(kept, scale, dtype(0)))
+    np.testing.assert_array_equal(dx, np.arange(3000.0).reshape(60, 50).astype(dtype) *
+                                  np.where(kept, scale, dtype(0)))
+    again = run()
+    np.testing.assert_array_equal(again[0], out)  # np.random.seed makes a run repeatable

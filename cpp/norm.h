@@ -1,0 +1,67 @@
+// Batchnorm, spatial batchnorm, layernorm and groupnorm on the arrays' own layout, with
+// no transposes: every one of them normalizes the slices of an array viewed as
+// (outer, K, inner), one mean and variance per k over its outer x inner entries.
+//
+//   batchnorm (N, D)              outer N, K = D,     inner 1
+//   spatial batchnorm (N, C, H, W) outer N, K = C,     inner H * W
+//   layernorm (N, D)              outer 1, K = N,     inner D
+//   groupnorm (N, C, H, W), G      outer 1, K = N * G, inner C / G * H * W
+//
+// Statistics take one pass over the data: blocks of about 2k entries (in L1) give their
+// mean and centred sum of squares in float64, merged with Chan's formula, so a mean far
+// from zero costs no precision (unlike sum of squares minus squared mean); the outputs of
+// a slice are written right after its statistics, while it is in cache. Backward: one
+// reduction (sum of dout and of dout * (x - mean), in float64; the gamma and beta
+// gradients are those sums) and the writing of dx, again slice by slice. Each slice is
+// reduced by one thread in a fixed order, so results are bitwise the same for any
+// number of threads.
+#pragma once
+
+#include <cstdint>
+
+namespace graphnet {
+
+struct NormShape {
+    int64_t outer, K, inner;
+    int64_t count() const { return outer * inner; }  // entries per k (sizes checked by caller)
+};
+
+// Batchnorm: out = (x - mean[k]) * gamma[k] * inv_std[k] + beta[k], inv_std = 1 / sqrt(var +
+// eps) computed in T. train: mean and var (biased) are the batch's and are written; else
+// they are read (the running averages). inv_std is written.
+template <typename T>
+void channel_norm_forward(const NormShape& s, bool train, double eps, const T* x,
+                          const T* gamma, const T* beta, T* mean, T* var, T* inv_std, T* out);
+
+// Its gradients. train: mean and inv_std came from this batch (so they depend on x); else
+// they were constants. dgamma[k] = sum dout * x_hat, dbeta[k] = sum dout.
+template <typename T>
+void channel_norm_backward(const NormShape& s, bool train, const T* dout, const T* x,
+                           const T* mean, const T* inv_std, const T* gamma, T* dx, T* dgamma,
+                           T* dbeta);
+
+// Layernorm of the rows of x (N, D): out = (x - mean[n]) * inv_std[n] * gamma[d] + beta[d];
+// writes mean and inv_std (N,).
+template <typename T>
+void layer_norm_forward(int64_t N, int64_t D, double eps, const T* x, const T* gamma,
+                        const T* beta, T* mean, T* inv_std, T* out);
+
+// Its gradients; dgamma and dbeta (D,) are summed over rows in fixed blocks of rows, in
+// order, whatever the number of threads.
+template <typename T>
+void layer_norm_backward(int64_t N, int64_t D, const T* dout, const T* x, const T* mean,
+                         const T* inv_std, const T* gamma, T* dx, T* dgamma, T* dbeta);
+
+// Groupnorm of x (N, C, H, W) in G groups of C / G channels: group (n, g) has mean and
+// inv_std [n * G + g] (written), channel c its gamma[c] and beta[c]. planes = H * W.
+template <typename T>
+void group_norm_forward(int64_t N, int64_t C, int64_t planes, int64_t G, double eps,
+                        const T* x, const T* gamma, const T* beta, T* mean, T* inv_std,
+                        T* out);
+
+template <typename T>
+void group_norm_backward(int64_t N, int64_t C, int64_t planes, int64_t G, const T* dout,
+                         const T* x, const T* mean, const T* inv_std, const T* gamma, T* dx,
+                         T* dgamma, T* dbeta);
+
+}  // namespace graphnet

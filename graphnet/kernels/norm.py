@@ -1,0 +1,132 @@
+"""Batchnorm, spatial batchnorm, layernorm and groupnorm on the C++ kernels (cpp/norm.h).
+
+The gates call these; the course-named functions in ``layers`` stay the numpy reference
+the tests compare against. Each forward returns ``(out, cache)``, each backward
+``(dx, dgamma, dbeta)``. The kernels work on the arrays' own layout (no transposes): the
+statistics in one pass in float64, the backward in one reduction and one writing pass with
+the gamma and beta gradients as its sums; bitwise the same for any number of threads.
+
+They take float32 or float64 arrays whose gamma and beta share x's dtype (``native``);
+anything else goes through the numpy reference, which promotes dtypes as numpy does.
+"""
+from typing import Any, Optional, Tuple
+
+import numpy as np
+
+from . import _C
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def native(x: Any, *params: Any) -> bool:
+    """Whether the C++ kernels take these arrays as they are: x a float32 or float64
+    ndarray and every param an ndarray of its dtype."""
+    return (type(x) is np.ndarray and x.dtype in _FLOATS
+            and all(type(p) is np.ndarray and p.dtype == x.dtype for p in params))
+
+
+class NormCache:
+    """What a backward pass needs: x, its statistics in x's dtype, gamma, and whether they
+    were the batch's (train) or constants (batchnorm in eval mode). `per` says what has one
+    mean: "channel" (batchnorm), "row" (layernorm) or a number of groups (groupnorm). The
+    normalized input x_hat is not kept: it is recomputed when something reads it (the
+    drawings' cache summaries)."""
+    __slots__ = ("train", "x", "mean", "inv_std", "gamma", "per")
+
+    def __init__(self, train, x, mean, inv_std, gamma, per):
+        self.train, self.x, self.mean, self.inv_std = train, x, mean, inv_std
+        self.gamma, self.per = gamma, per
+
+    @property
+    def x_hat(self) -> np.ndarray:
+        x = self.x
+        if self.per == "channel":
+            stats = (1, -1) + (1,) * (x.ndim - 2)
+            return (x - self.mean.reshape(stats)) * self.inv_std.reshape(stats)
+        rows = x.reshape(x.shape[0] * (1 if self.per == "row" else self.per), -1)
+        return ((rows - self.mean[:, None]) * self.inv_std[:, None]).reshape(x.shape)
+
+
+def batchnorm_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float,
+                      momentum: float, running_mean: Optional[np.ndarray],
+                      running_var: Optional[np.ndarray], train: bool
+                      ) -> Tuple[np.ndarray, NormCache, np.ndarray, np.ndarray]:
+    """Batchnorm of x (N, C, ...) per channel (axis 1): (N, D) or (N, C, H, W).
+
+    Train mode normalizes with the batch's mean and biased variance and returns the running
+    averages updated as the course does (momentum * running + (1 - momentum) * batch);
+    eval mode normalizes with the running averages (zeros when None) and returns them.
+    Returns (out, cache, running_mean, running_var).
+    """
+    C = x.shape[1]
+    running_mean = _running(running_mean, C, x.dtype, "running_mean")
+    running_var = _running(running_var, C, x.dtype, "running_var")
+    if not train:
+        out, mean, _, inv_std = _C.channel_norm_forward(
+            x, gamma, beta, eps, running_mean.astype(x.dtype, copy=False),
+            running_var.astype(x.dtype, copy=False))
+        cache = NormCache(False, x, mean, inv_std, gamma, "channel")
+        return out, cache, running_mean, running_var
+    if x.size == 0:
+        raise ValueError(f"batchnorm: train mode needs a non-empty batch, got x of shape "
+                         f"{x.shape}")
+    out, mean, var, inv_std = _C.channel_norm_forward(x, gamma, beta, eps)
+    running_mean = momentum * running_mean + (1 - momentum) * mean
+    running_var = momentum * running_var + (1 - momentum) * var
+    cache = NormCache(True, x, mean, inv_std, gamma, "channel")
+    return out, cache, running_mean, running_var
+
+
+def batchnorm_backward(dout: np.ndarray, cache: NormCache
+                       ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(dx, dgamma, dbeta) of batchnorm_forward, for train or eval mode as it ran."""
+    return _C.channel_norm_backward(_like(dout, cache.x), cache.x, cache.gamma, cache.mean,
+                                    cache.inv_std, cache.train)
+
+
+def layernorm_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray,
+                      eps: float) -> Tuple[np.ndarray, NormCache]:
+    """Layernorm of the rows of x (N, D); gamma and beta (D,)."""
+    if x.shape[1] == 0:
+        raise ValueError(f"layernorm: x has shape {x.shape}; a sample needs at least one "
+                         "feature")
+    out, mean, inv_std = _C.layer_norm_forward(x, gamma, beta, eps)
+    return out, NormCache(True, x, mean, inv_std, gamma, "row")
+
+
+def layernorm_backward(dout: np.ndarray, cache: NormCache
+                       ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return _C.layer_norm_backward(_like(dout, cache.x), cache.x, cache.gamma, cache.mean,
+                                  cache.inv_std)
+
+
+def groupnorm_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, G: int,
+                      eps: float) -> Tuple[np.ndarray, NormCache]:
+    """Groupnorm of x (N, C, H, W) in G groups of channels; gamma and beta (C,) or
+    (1, C, 1, 1) (the course's shape); their gradients come back in that shape."""
+    if x.shape[2] * x.shape[3] == 0:
+        raise ValueError(f"groupnorm: x has shape {x.shape}; a group needs at least one pixel")
+    out, mean, inv_std = _C.group_norm_forward(x, gamma.reshape(-1), beta.reshape(-1), G, eps)
+    return out, NormCache(True, x, mean, inv_std, gamma, G)
+
+
+def groupnorm_backward(dout: np.ndarray, cache: NormCache
+                       ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    dx, dgamma, dbeta = _C.group_norm_backward(_like(dout, cache.x), cache.x,
+                                               cache.gamma.reshape(-1), cache.per, cache.mean,
+                                               cache.inv_std)
+    return dx, dgamma.reshape(cache.gamma.shape), dbeta.reshape(cache.gamma.shape)
+
+
+def _running(stat, C, dtype, name):
+    """A running average: zeros of x's dtype at first, else a (C,) array of any float."""
+    if stat is None:
+        return np.zeros(C, dtype=dtype)
+    if np.shape(stat) != (C,):
+        raise ValueError(f"batchnorm: {name} must have shape ({C},), got {np.shape(stat)}")
+    return stat
+
+
+def _like(dout, x):
+    """dout as an array of x's dtype (an upstream gradient may come in another one)."""
+    return np.asarray(dout, dtype=x.dtype)

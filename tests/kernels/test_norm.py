@@ -1,0 +1,332 @@
+"""The C++ normalization kernels (graphnet.kernels.norm): batchnorm (N, D), spatial
+batchnorm, layernorm, groupnorm, against a float64 reference written per slice, the numpy
+layers of the course, numerical gradients and PyTorch; hypothesis over shapes down to
+N = C = H = W = 1 and empty batches; bitwise equal for any thread count; bad input is a
+ValueError."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from graphnet import layers
+from graphnet.gradient_check import eval_numerical_gradient_array, rel_error
+from graphnet.kernels import _C, norm
+
+FUZZ = settings(max_examples=120, deadline=None)
+dtypes = st.sampled_from([np.float32, np.float64])
+EPS = 1e-5
+
+
+def slices(a, kind, G=1):
+    """a viewed as (outer, K, inner): one normalized slice per k."""
+    if kind == "batchnorm":
+        return a.reshape(a.shape[0], a.shape[1], int(np.prod(a.shape[2:])))
+    if kind == "layernorm":
+        return a.reshape(1, a.shape[0], a.shape[1])
+    return a.reshape(1, a.shape[0] * G, int(np.prod(a.shape[1:])) // G)
+
+
+def gamma_of(p, x, kind, G=1):
+    """gamma or beta broadcast to x's slices view."""
+    if kind == "batchnorm":
+        return p.reshape(1, -1, 1)
+    if kind == "layernorm":
+        return np.broadcast_to(p.reshape(1, 1, -1), (1,) + x.shape)
+    return slices(np.broadcast_to(p.reshape(1, -1, 1, 1), x.shape), kind, G)
+
+
+def reference(kind, x, gamma, beta, dout, G=1, stats=None):
+    """out, dx, dgamma, dbeta in float64, slice by slice; stats = (mean, var) per slice for
+    batchnorm's eval mode (then they are constants)."""
+    x64, d64 = slices(x.astype(np.float64), kind, G), slices(dout.astype(np.float64), kind, G)
+    g64 = gamma_of(gamma.astype(np.float64), x, kind, G)
+    b64 = gamma_of(beta.astype(np.float64), x, kind, G)
+    out, dx = np.empty_like(x64), np.empty_like(x64)
+    for k in range(x64.shape[1]):
+        s, d, g = x64[:, k], d64[:, k], (g64[:, k] if kind != "batchnorm" else g64[0, k, 0])
+        mean, var = (s.mean(), s.var()) if stats is None else (stats[0][k], stats[1][k])
+        inv = 1 / np.sqrt(var + EPS)
+        x_hat = (s - mean) * inv
+        out[:, k] = x_hat * g + (b64[:, k] if kind != "batchnorm" else b64[0, k, 0])
+        dxh = d * g
+        dx[:, k] = inv * dxh if stats is not None else inv * (
+            dxh - dxh.mean() - x_hat * (dxh * x_hat).mean())
+        if kind == "batchnorm":
+            x64[:, k] = x_hat  # kept for the gamma gradient below
+    if kind != "batchnorm":
+        x_hat = np.empty_like(x64)
+        for k in range(x64.shape[1]):
+            x_hat[:, k] = (x64[:, k] - x64[:, k].mean()) / np.sqrt(x64[:, k].var() + EPS)
+    else:
+        x_hat = x64
+    dgamma, dbeta = d64 * x_hat, d64
+    if kind == "batchnorm":
+        dgamma, dbeta = dgamma.sum(axis=(0, 2)), dbeta.sum(axis=(0, 2))
+    elif kind == "layernorm":
+        dgamma, dbeta = dgamma.sum(axis=(0, 1)), dbeta.sum(axis=(0, 1))
+    else:
+        dgamma = dgamma.reshape(x.shape).sum(axis=(0, 2, 3))
+        dbeta = dbeta.reshape(x.shape).sum(axis=(0, 2, 3))
+    return out.reshape(x.shape), dx.reshape(x.shape), dgamma, dbeta
+
+
+def run(kind, x, gamma, beta, dout, G=1, train=True, running=(None, None)):
+    if kind == "batchnorm":
+        out, cache, *_ = norm.batchnorm_forward(x, gamma, beta, EPS, 0.9, *running, train)
+        return (out, *norm.batchnorm_backward(dout, cache))
+    if kind == "layernorm":
+        out, cache = norm.layernorm_forward(x, gamma, beta, EPS)
+        return (out, *norm.layernorm_backward(dout, cache))
+    out, cache = norm.groupnorm_forward(x, gamma, beta, G, EPS)
+    return (out, *norm.groupnorm_backward(dout, cache))
+
+
+def assert_close(got, want, dtype, scale):
+    """Within rounding: ~1e-12 of `scale` in float64, ~1e-5 of it in float32."""
+    assert got.dtype == dtype and got.shape == want.shape
+    tol = (1e-11 if dtype == np.float64 else 3e-5) * scale
+    np.testing.assert_allclose(got, want, rtol=0, atol=tol)
+
+
+def check_all(kind, shape, dtype, seed, G=1, train=True, offset=1.0):
+    rng = np.random.default_rng(seed)
+    C = shape[1] if kind != "layernorm" else shape[-1]
+    x = (rng.standard_normal(shape) * 2 + offset).astype(dtype)
+    dout = rng.standard_normal(shape).astype(dtype)
+    gamma = rng.uniform(0.5, 1.5, C).astype(dtype)
+    beta = rng.standard_normal(C).astype(dtype)
+    running, stats = (None, None), None
+    if not train:
+        running = (rng.standard_normal(C).astype(dtype), rng.uniform(0.5, 2, C).astype(dtype))
+        stats = running
+    got = run(kind, x, gamma, beta, dout, G, train, running)
+    want = reference(kind, x, gamma, beta, dout, G, stats)
+    # dx is inv_std * (terms of dout's size): a tiny variance makes inv_std up to 1/sqrt(eps)
+    inv = 1 / np.sqrt(EPS) if x.size else 1
+    size = max(1, x.size)
+    scales = (1 + np.abs(beta).max(initial=0) + 10, inv * (1 + np.abs(dout).max(initial=0)),
+              size * (1 + np.abs(dout).max(initial=0)), size)
+    for g, w, s in zip(got, want, scales):
+        assert_close(g, w, dtype, s)
+    return got
+
+
+@pytest.mark.slow
+@FUZZ
+@given(N=st.integers(1, 70), D=st.integers(1, 140), dtype=dtypes, train=st.booleans(),
+       seed=st.integers(0, 2**16))
+def test_batchnorm_fuzz(N, D, dtype, train, seed):
+    check_all("batchnorm", (N, D), dtype, seed, train=train)
+
+
+@pytest.mark.slow
+@FUZZ
+@given(N=st.integers(1, 6), C=st.integers(1, 5), H=st.integers(1, 9), W=st.integers(1, 9),
+       dtype=dtypes, train=st.booleans(), seed=st.integers(0, 2**16))
+def test_spatial_batchnorm_fuzz(N, C, H, W, dtype, train, seed):
+    check_all("batchnorm", (N, C, H, W), dtype, seed, train=train)
+
+
+@pytest.mark.slow
+@FUZZ
+@given(N=st.integers(0, 40), D=st.integers(1, 90), dtype=dtypes, seed=st.integers(0, 2**16))
+def test_layernorm_fuzz(N, D, dtype, seed):
+    check_all("layernorm", (N, D), dtype, seed)
+
+
+@pytest.mark.slow
+@FUZZ
+@given(N=st.integers(0, 4), groups=st.integers(1, 4), per_group=st.integers(1, 3),
+       H=st.integers(1, 6), W=st.integers(1, 6), dtype=dtypes, seed=st.integers(0, 2**16))
+def test_groupnorm_fuzz(N, groups, per_group, H, W, dtype, seed):
+    check_all("groupnorm", (N, groups * per_group, H, W), dtype, seed, G=groups)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shape", [(3, 2, 50, 50), (70, 3, 20, 20), (5, 2, 1, 3000)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_slices_longer_than_a_statistics_block(shape, dtype):
+    check_all("batchnorm", shape, dtype, 3)
+    check_all("groupnorm", shape, dtype, 4, G=shape[1])
+    check_all("layernorm", (shape[0], int(np.prod(shape[1:]))), dtype, 5)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_course_layers_agree(dtype):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((8, 5, 3, 4)).astype(dtype)
+    dout = rng.standard_normal(x.shape).astype(dtype)
+    gamma, beta = rng.uniform(0.5, 1.5, 5).astype(dtype), rng.standard_normal(5).astype(dtype)
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    for mode in ("train", "test"):
+        bn_param = {"mode": "train"}
+        layers.spatial_batchnorm_forward(x, gamma, beta, bn_param)  # running stats
+        running = (bn_param["running_mean"], bn_param["running_var"])
+        bn_param["mode"] = mode
+        want, cache = layers.spatial_batchnorm_forward(x, gamma, beta, bn_param)
+        out, ours, rm, rv = norm.batchnorm_forward(x, gamma, beta, EPS, 0.9, *running,
+                                                   mode == "train")
+        np.testing.assert_allclose(out, want, rtol=tol, atol=tol)
+        np.testing.assert_allclose(rm, bn_param["running_mean"], rtol=tol, atol=tol)
+        np.testing.assert_allclose(rv, bn_param["running_var"], rtol=tol, atol=tol)
+        np.testing.assert_allclose(ours.x_hat, cache[0].x_hat.reshape(8, 3, 4, 5).transpose(
+            0, 3, 1, 2), rtol=tol, atol=tol)
+        for got, ref in zip(norm.batchnorm_backward(dout, ours),
+                            layers.spatial_batchnorm_backward(dout, cache)):
+            np.testing.assert_allclose(got, ref, rtol=10 * tol, atol=100 * tol)
+    x2 = x.reshape(8, -1)
+    g2, b2 = np.tile(gamma, 12), np.tile(beta, 12)
+    want, cache = layers.layernorm_forward(x2, g2, b2, {})
+    out, ours = norm.layernorm_forward(x2, g2, b2, EPS)
+    np.testing.assert_allclose(out, want, rtol=tol, atol=tol)
+    np.testing.assert_allclose(ours.x_hat, cache.x_hat, rtol=tol, atol=tol)
+    for got, ref in zip(norm.layernorm_backward(dout.reshape(8, -1), ours),
+                        layers.layernorm_backward(dout.reshape(8, -1), cache)):
+        np.testing.assert_allclose(got, ref, rtol=10 * tol, atol=100 * tol)
+    gamma4, beta4 = gamma.reshape(1, 5, 1, 1), beta.reshape(1, 5, 1, 1)
+    want, cache = layers.spatial_groupnorm_forward(x, gamma4, beta4, 5, {})
+    out, ours = norm.groupnorm_forward(x, gamma4, beta4, 5, EPS)
+    np.testing.assert_allclose(out, want, rtol=tol, atol=tol)
+    np.testing.assert_allclose(ours.x_hat, cache.x_hat, rtol=tol, atol=tol)
+    for got, ref in zip(norm.groupnorm_backward(dout, ours),
+                        layers.spatial_groupnorm_backward(dout, cache)):
+        assert got.shape == ref.shape
+        np.testing.assert_allclose(got, ref, rtol=10 * tol, atol=100 * tol)
+
+
+@pytest.mark.parametrize("kind, shape, G", [("batchnorm", (4, 6), 1),
+                                            ("batchnorm", (3, 2, 3, 4), 1),
+                                            ("layernorm", (3, 7), 1),
+                                            ("groupnorm", (2, 6, 3, 2), 3)])
+@pytest.mark.parametrize("train", [True, False])
+def test_numerical_gradients(kind, shape, G, train):
+    if kind != "batchnorm" and not train:
+        return  # layernorm and groupnorm have no eval mode
+    rng = np.random.default_rng(2)
+    C = shape[1] if kind != "layernorm" else shape[-1]
+    x = rng.standard_normal(shape) * 3 + 1
+    gamma, beta = rng.uniform(0.5, 1.5, C), rng.standard_normal(C)
+    dout = rng.standard_normal(shape)
+    running = (rng.standard_normal(C), rng.uniform(0.5, 2, C)) if not train else (None, None)
+
+    def forward(x, gamma, beta):
+        return run(kind, x, gamma, beta, dout, G, train, running)[0]
+    dx, dgamma, dbeta = run(kind, x, gamma, beta, dout, G, train, running)[1:]
+    assert rel_error(dx, eval_numerical_gradient_array(
+        lambda v: forward(v, gamma, beta), x, dout)) < 1e-7
+    assert rel_error(dgamma, eval_numerical_gradient_array(
+        lambda v: forward(x, v, beta), gamma, dout)) < 1e-7
+    assert rel_error(dbeta, eval_numerical_gradient_array(
+        lambda v: forward(x, gamma, v), beta, dout)) < 1e-7
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_mean_far_from_zero_costs_no_precision(dtype):
+    # Sum of squares minus squared mean would lose everything here in float32.
+    rng = np.random.default_rng(3)
+    x = (1e4 + rng.standard_normal((512, 3, 8, 8))).astype(dtype)
+    _, mean, var, _ = _C.channel_norm_forward(x, np.ones(3, dtype), np.zeros(3, dtype), EPS)
+    x64 = x.astype(np.float64)
+    np.testing.assert_allclose(var, x64.var(axis=(0, 2, 3)), rtol=1e-6)
+    np.testing.assert_allclose(mean, x64.mean(axis=(0, 2, 3)), rtol=1e-7)
+
+
+def test_empty_batches():
+    x = np.zeros((0, 3, 2, 2), np.float32)
+    ones, zeros = np.ones(3, np.float32), np.zeros(3, np.float32)
+    out, cache, rm, rv = norm.batchnorm_forward(x, ones, zeros, EPS, 0.9, None, None, False)
+    assert out.shape == x.shape
+    dx, dgamma, dbeta = norm.batchnorm_backward(x, cache)
+    assert dx.shape == x.shape and not dgamma.any() and not dbeta.any()
+    with pytest.raises(ValueError, match="non-empty batch"):
+        norm.batchnorm_forward(x, ones, zeros, EPS, 0.9, None, None, True)
+    with pytest.raises(ValueError, match="non-empty batch"):
+        norm.batchnorm_forward(np.zeros((2, 3, 0, 2), np.float32), ones, zeros, EPS, 0.9,
+                               None, None, True)
+    with pytest.raises(ValueError, match="at least one feature"):
+        norm.layernorm_forward(np.zeros((2, 0)), np.ones(0), np.zeros(0), EPS)
+    with pytest.raises(ValueError, match="at least one pixel"):
+        norm.groupnorm_forward(np.zeros((2, 3, 0, 2)), np.ones(3), np.zeros(3), 1, EPS)
+
+
+def test_bitwise_the_same_for_any_number_of_threads():
+    rng = np.random.default_rng(4)
+    cases = [("batchnorm", (300, 200), 1), ("batchnorm", (32, 16, 20, 20), 1),
+             ("layernorm", (300, 500), 1), ("groupnorm", (16, 12, 20, 20), 4)]
+    before = _C.get_num_threads()
+    try:
+        for kind, shape, G in cases:
+            C = shape[1] if kind != "layernorm" else shape[-1]
+            args = (rng.standard_normal(shape).astype(np.float32),
+                    rng.uniform(0.5, 1.5, C).astype(np.float32),
+                    rng.standard_normal(C).astype(np.float32),
+                    rng.standard_normal(shape).astype(np.float32))
+            results = []
+            for threads in (1, 2, 3, 7):
+                _C.set_num_threads(threads)
+                results.append(run(kind, *args, G=G))
+            for other in results[1:]:
+                for a, b in zip(results[0], other):
+                    np.testing.assert_array_equal(a, b)
+    finally:
+        _C.set_num_threads(before)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: _C.channel_norm_forward(np.ones((2, 3)), np.ones(4), np.ones(3), EPS), "gamma"),
+    (lambda: _C.channel_norm_forward(np.ones((2, 3), np.float32), np.ones(3), np.ones(3), EPS),
+     "dtype"),
+    (lambda: _C.channel_norm_forward(np.ones(3), np.ones(3), np.ones(3), EPS), r"\(N, C"),
+    (lambda: _C.channel_norm_forward(np.ones((2, 3), np.int64), np.ones(3, np.int64),
+                                     np.ones(3, np.int64), EPS), "float32 or float64"),
+    (lambda: _C.channel_norm_forward(np.ones((2, 3)), np.ones(3), np.ones(3), EPS,
+                                     np.ones(2), np.ones(3)), "running_mean"),
+    (lambda: _C.channel_norm_backward(np.ones((2, 4)), np.ones((2, 3)), np.ones(3), np.ones(3),
+                                      np.ones(3), True), "dout"),
+    (lambda: _C.layer_norm_forward(np.ones((2, 3, 4)), np.ones(4), np.ones(4), EPS), "2-D"),
+    (lambda: _C.layer_norm_backward(np.ones((2, 3)), np.ones((2, 3)), np.ones(3), np.ones(3),
+                                    np.ones(2)), "mean"),
+    (lambda: _C.group_norm_forward(np.ones((2, 6, 2, 2)), np.ones(6), np.ones(6), 4, EPS),
+     "divide"),
+    (lambda: _C.group_norm_forward(np.ones((2, 6, 2, 2)), np.ones(6), np.ones(6), 0, EPS),
+     "divide"),
+    (lambda: _C.group_norm_forward(np.ones((2, 6, 2, 2)), np.ones(6), np.ones(6), -2**63,
+                                   EPS), "divide"),
+    (lambda: _C.group_norm_forward(np.ones((3, 0, 2, 2)), np.ones(0), np.ones(0), 2**62,
+                                   EPS), "64 bits"),
+    (lambda: _C.group_norm_backward(np.ones((2, 6, 2, 2)), np.ones((2, 6, 2, 2)), np.ones(6),
+                                    3, np.ones(6), np.ones(5)), "inv_std"),
+])
+def test_bad_input_is_a_value_error(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+@pytest.mark.slow
+@pytest.mark.torch
+@pytest.mark.parametrize("dtype, tol", [(np.float32, 2e-5), (np.float64, 1e-12)])
+def test_against_torch(dtype, tol):
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    rng = np.random.default_rng(6)
+    cases = [("batchnorm", (16, 40), 1), ("batchnorm", (6, 5, 7, 3), 1),
+             ("layernorm", (9, 33), 1), ("groupnorm", (4, 6, 5, 3), 2)]
+    for kind, shape, G in cases:
+        C = shape[1] if kind != "layernorm" else shape[-1]
+        x = (rng.standard_normal(shape) * 2 + 1).astype(dtype)
+        dout = rng.standard_normal(shape).astype(dtype)
+        gamma = rng.uniform(0.5, 1.5, C).astype(dtype)
+        beta = rng.standard_normal(C).astype(dtype)
+        xt, gt, bt = (torch.tensor(a, requires_grad=True) for a in (x, gamma, beta))
+        if kind == "batchnorm":
+            out_t = F.batch_norm(xt, None, None, gt, bt, training=True, eps=EPS)
+        elif kind == "layernorm":
+            out_t = F.layer_norm(xt, (C,), gt, bt, eps=EPS)
+        else:
+            out_t = F.group_norm(xt, G, gt, bt, eps=EPS)
+        out_t.backward(torch.from_numpy(dout))
+        got = run(kind, x, gamma, beta, dout, G)
+        for ours, theirs in zip(got, (out_t, xt.grad, gt.grad, bt.grad)):
+            theirs = theirs.detach().numpy()
+            np.testing.assert_allclose(ours, theirs, rtol=tol,
+                                       atol=tol * max(1.0, np.abs(theirs).max()))
