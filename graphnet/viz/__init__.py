@@ -1,6 +1,8 @@
 """Drawing and teaching: graphviz drawings with values, gradients and gradient flow,
-step-by-step forward and backward frames and their player, comparisons of two moments,
-the notebook widget (`Widget`, needs anywidget), and export (SVG, PNG, DOT, HTML, GIF)."""
+step-by-step forward and backward frames and their player, backprop through time
+(`plot_bptt`, `unroll`), comparisons of two moments, the notebook widget (`Widget`,
+needs anywidget), and export (SVG, PNG, DOT, HTML, GIF)."""
+from .bptt import plot_bptt, step_grad_norms, unroll
 from .compare import Snapshot, diff, snapshot
 from .draw import View, draw, edge_gradients, gradient_flag
 from .export import export
@@ -12,7 +14,8 @@ from .plots import (GradFlowRecorder, grad_stats, plot_activations, plot_filters
 
 __all__ = ["draw", "export", "backward_steps", "forward_steps", "Frame", "export_html",
            "export_gif", "export_pngs", "GraphvizNotFoundError", "View", "edge_gradients",
-           "gradient_flag", "snapshot", "diff", "Snapshot", "Widget"]
+           "gradient_flag", "snapshot", "diff", "Snapshot", "Widget", "plot_bptt",
+           "step_grad_norms", "unroll"]
 
 
 def __getattr__(name):

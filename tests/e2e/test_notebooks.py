@@ -18,7 +18,7 @@ NOTEBOOK_DIR = ROOT / "notebooks"
 EXECUTED_DIR = ROOT / "build" / "executed-notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 REQUIRED = ["01_circuits_and_gates", "02_sigmoid_neuron", "03_fully_connected_nets",
-            "04_cnn_on_digits"]
+            "04_cnn_on_digits", "05_rnn_lstm_bptt", "06_attention"]
 CELL_TIMEOUT = 300  # seconds; a whole notebook takes well under a minute on 2 cores
 
 
