@@ -101,6 +101,10 @@ def gradcheck(graph: Any, feeds: Optional[Dict[str, Any]] = None, /, h: float = 
         array = node.value if node.kind == "param" else feeds[node.name]
         errors[node.name] = relative_error(analytic[node.name],
                                            numerical_gradient(objective, array, h))
+    # The differences left the graph computed at a nudged input: walk it once more, so the
+    # values and gradients a student reads next are those of the feeds that were checked.
+    graph.run(sink, feeds)
+    graph.backward(sink, grad=weights)
     return errors
 
 

@@ -100,6 +100,18 @@ def test_fan_out_of_arrays_with_broadcasting():
     assert b.grad.shape == (3,)
 
 
+
+def test_gradcheck_leaves_the_graph_as_computed_at_the_checked_feeds():
+    rng = np.random.default_rng(1)
+    g = gn.Graph()
+    x, w = g.input("x", shape=(None, 3)), g.param("w", rng.standard_normal(3))
+    h = g.tanh(g.multiply(x, w), name="h")
+    g.sum(h)
+    X = rng.standard_normal((2, 3))
+    gn.gradcheck(g, x=X)
+    np.testing.assert_array_equal(h.value, np.tanh(X * w.value))
+    np.testing.assert_allclose(w.grad, ((1 - np.tanh(X * w.value) ** 2) * X).sum(axis=0))
+
 def test_backward_starts_from_zero_every_time_and_forward_recomputes():
     g = cs231n_circuit()
     g.forward(x=-2.0, y=5.0, z=-4.0)
