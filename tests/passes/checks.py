@@ -44,11 +44,14 @@ def scaled_error(got, want, scale=0.0):
 
 
 def leaves(item):
-    """The arrays and numbers inside a cache (tuples, lists, dicts, named tuples)."""
+    """The arrays and numbers inside a cache (tuples, lists, dicts, named tuples, objects
+    with slots)."""
     if isinstance(item, dict):
         return [leaf for value in item.values() for leaf in leaves(value)]
     if isinstance(item, (tuple, list)):
         return [leaf for value in item for leaf in leaves(value)]
+    if hasattr(type(item), "__slots__"):  # a kernel's cache object (the norms' NormCache)
+        return [leaf for slot in type(item).__slots__ for leaf in leaves(getattr(item, slot))]
     return [item]
 
 
