@@ -173,8 +173,12 @@ class Executor:
             else:
                 values, caches = store.values, store.caches
                 # `done` names the failing step in the except clause below.
-                for done, (out, run, ins, fused) in enumerate(plan.loop):  # noqa: B007
-                    if fused:
+                for done, (out, run, ins, arity) in enumerate(plan.loop):  # noqa: B007
+                    if arity == 2:
+                        values[out], caches[out] = run(values[ins[0]], values[ins[1]])
+                    elif arity == 1:
+                        values[out], caches[out] = run(values[ins[0]])
+                    elif arity < 0:
                         run(store)
                     else:
                         values[out], caches[out] = run(*[values[j] for j in ins])
@@ -197,9 +201,9 @@ class Executor:
     @staticmethod
     def _forward_hooked(plan: Plan, store: ValueStore, hooks: list, progress: list) -> None:
         values, caches, total = store.values, store.caches, len(plan.steps)
-        for step, (out, run, ins, fused) in zip(plan.steps, plan.loop):
+        for step, (out, run, ins, arity) in zip(plan.steps, plan.loop):
             inputs = tuple(values[j] for j in ins)
-            if fused:
+            if arity < 0:
                 run(store)
             else:
                 values[out], caches[out] = run(*inputs)
