@@ -162,7 +162,8 @@ class Graph(GateBuilders):
         except TypeError as err:  # a hyperparameter the gate does not take
             raise GraphError(f"{op} gate {name!r}: {err}") from None
         if type(sources) is tuple:  # nodes only, no integer inputs
-            dtype, wants_grad = None, False
+            dtype: Any = None  # the one float dtype; False: the general rule decides
+            wants_grad = False
             for source in sources:
                 if source.requires_grad:
                     wants_grad = True

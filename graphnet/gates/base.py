@@ -33,7 +33,8 @@ from __future__ import annotations
 
 import keyword
 import re
-from typing import Any, Callable, ClassVar, Dict, List, Optional, Sequence, Tuple, Type, TypeVar
+from typing import (Any, Callable, ClassVar, Dict, List, Optional, Sequence, Tuple, Type, TypeVar,
+                    cast)
 
 import numpy as np
 
@@ -245,8 +246,9 @@ def broadcast_shape(*shapes: Shape) -> Shape:
     """numpy's broadcasting rule on shapes that may hold None (unknown) sizes."""
     if None in shapes:
         return None
-    ndim = max(len(s) for s in shapes)
-    padded = [(1,) * (ndim - len(s)) + tuple(s) for s in shapes]
+    given = cast(Tuple[Tuple[Optional[int], ...], ...], shapes)
+    ndim = max(len(s) for s in given)
+    padded = [(1,) * (ndim - len(s)) + tuple(s) for s in given]
     out = []
     for dims in zip(*padded):
         sizes = {d for d in dims if d != 1}
