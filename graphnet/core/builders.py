@@ -22,50 +22,54 @@ class GateBuilders:
         """A node of the gate registered as `op` (see Graph.apply)."""
         raise NotImplementedError  # Graph defines it
 
+    def _build(self, op: str, inputs: tuple, name: Optional[str],
+               attrs: Optional[dict]) -> Node:
+        raise NotImplementedError  # Graph defines it: apply with its arguments packed
+
     def add(self, a: Operand, b: Operand, name: Optional[str] = None) -> Node:
         """a + b (broadcasting). Backward distributes: both get the upstream gradient."""
-        return self.apply("add", a, b, name=name)
+        return self._build("add", (a, b), name, None)
 
     def subtract(self, a: Operand, b: Operand, name: Optional[str] = None) -> Node:
         """a - b (broadcasting)."""
-        return self.apply("subtract", a, b, name=name)
+        return self._build("subtract", (a, b), name, None)
 
     def multiply(self, a: Operand, b: Operand, name: Optional[str] = None) -> Node:
         """a * b (broadcasting). Backward swaps: a gets dout * b, b gets dout * a."""
-        return self.apply("multiply", a, b, name=name)
+        return self._build("multiply", (a, b), name, None)
 
     def divide(self, a: Operand, b: Operand, name: Optional[str] = None) -> Node:
         """a / b (broadcasting)."""
-        return self.apply("divide", a, b, name=name)
+        return self._build("divide", (a, b), name, None)
 
     def max(self, a: Operand, b: Operand, name: Optional[str] = None) -> Node:
         """Elementwise maximum of a and b. Backward routes the gradient to the larger one
         (to a on a tie)."""
-        return self.apply("max", a, b, name=name)
+        return self._build("max", (a, b), name, None)
 
     def relu(self, x: Operand, name: Optional[str] = None) -> Node:
         """max(x, 0)."""
-        return self.apply("relu", x, name=name)
+        return self._build("relu", (x,), name, None)
 
     def exp(self, x: Operand, name: Optional[str] = None) -> Node:
         """e^x."""
-        return self.apply("exp", x, name=name)
+        return self._build("exp", (x,), name, None)
 
     def log(self, x: Operand, name: Optional[str] = None) -> Node:
         """The natural logarithm of x."""
-        return self.apply("log", x, name=name)
+        return self._build("log", (x,), name, None)
 
     def sigmoid(self, x: Operand, name: Optional[str] = None) -> Node:
         """1 / (1 + e^-x), computed without overflow."""
-        return self.apply("sigmoid", x, name=name)
+        return self._build("sigmoid", (x,), name, None)
 
     def tanh(self, x: Operand, name: Optional[str] = None) -> Node:
         """tanh x."""
-        return self.apply("tanh", x, name=name)
+        return self._build("tanh", (x,), name, None)
 
     def softmax(self, x: Operand, name: Optional[str] = None) -> Node:
         """Probabilities along the last axis."""
-        return self.apply("softmax", x, name=name)
+        return self._build("softmax", (x,), name, None)
 
     def sum(self, x: Operand, axis: Axis = None, keepdims: bool = False,
             name: Optional[str] = None) -> Node:
@@ -74,7 +78,7 @@ class GateBuilders:
 
     def affine(self, x: Operand, w: Operand, b: Operand, name: Optional[str] = None) -> Node:
         """x @ w + b, x of shape (N, d1, ..., dk) flattened to (N, D); w (D, M); b (M,)."""
-        return self.apply("affine", x, w, b, name=name)
+        return self._build("affine", (x, w, b), name, None)
 
     def conv(self, x: Operand, w: Operand, b: Operand, stride: int = 1, pad: int = 0,
              name: Optional[str] = None) -> Node:
@@ -124,18 +128,18 @@ class GateBuilders:
 
     def softmax_loss(self, scores: Operand, y: Operand, name: Optional[str] = None) -> Node:
         """Mean cross-entropy of softmax(scores) (N, C) against integer labels y (N,)."""
-        return self.apply("softmax_loss", scores, y, name=name)
+        return self._build("softmax_loss", (scores, y), name, None)
 
     def svm_loss(self, scores: Operand, y: Operand, name: Optional[str] = None) -> Node:
         """Mean multiclass hinge loss (margin 1) of scores (N, C) for integer labels y (N,)."""
-        return self.apply("svm_loss", scores, y, name=name)
+        return self._build("svm_loss", (scores, y), name, None)
 
     # ----- tensor gates ----------------------------------------------------------------
 
     def matmul(self, a: Operand, b: Operand, name: Optional[str] = None) -> Node:
         """a @ b like np.matmul: matrices, stacks of matrices whose batch axes broadcast,
         and vectors. Backward: dout @ b.T and a.T @ dout. Also `a @ b` on nodes."""
-        return self.apply("matmul", a, b, name=name)
+        return self._build("matmul", (a, b), name, None)
 
     def reshape(self, x: Operand, shape: Sequence[int], name: Optional[str] = None) -> Node:
         """The same numbers in `shape` (one size may be -1: whatever is left)."""
@@ -206,7 +210,7 @@ class GateBuilders:
 
     def negate(self, x: Operand, name: Optional[str] = None) -> Node:
         """-x; also `-node`."""
-        return self.apply("negate", x, name=name)
+        return self._build("negate", (x,), name, None)
 
     def pow(self, x: Operand, exponent: float, name: Optional[str] = None) -> Node:
         """x ** exponent for a constant exponent; also `node ** 2`."""
@@ -217,16 +221,16 @@ class GateBuilders:
 
     def sqrt(self, x: Operand, name: Optional[str] = None) -> Node:
         """√x."""
-        return self.apply("sqrt", x, name=name)
+        return self._build("sqrt", (x,), name, None)
 
     def abs(self, x: Operand, name: Optional[str] = None) -> Node:
         """|x|; also `abs(node)`. Backward: sign(x) (0 at 0)."""
-        return self.apply("abs", x, name=name)
+        return self._build("abs", (x,), name, None)
 
     def min(self, a: Operand, b: Operand, name: Optional[str] = None) -> Node:
         """Elementwise minimum of a and b. Backward routes the gradient to the smaller one
         (to a on a tie)."""
-        return self.apply("min", a, b, name=name)
+        return self._build("min", (a, b), name, None)
 
     def clip(self, x: Operand, low: Optional[float] = None, high: Optional[float] = None,
              name: Optional[str] = None) -> Node:
@@ -237,7 +241,7 @@ class GateBuilders:
     def where(self, mask: Operand, a: Operand, b: Operand, name: Optional[str] = None) -> Node:
         """a where `mask` is true (nonzero), else b; all three broadcast. `mask` is an
         array (it becomes an integer const) or an integer node; it gets no gradient."""
-        return self.apply("where", _integer_mask(mask), a, b, name=name)
+        return self._build("where", (_integer_mask(mask), a, b), name, None)
 
     def leaky_relu(self, x: Operand, alpha: float = 0.01, name: Optional[str] = None) -> Node:
         """x where x > 0, alpha * x elsewhere."""
@@ -249,7 +253,7 @@ class GateBuilders:
 
     def softplus(self, x: Operand, name: Optional[str] = None) -> Node:
         """ln(1 + e^x), computed without overflow."""
-        return self.apply("softplus", x, name=name)
+        return self._build("softplus", (x,), name, None)
 
     def log_softmax(self, x: Operand, axis: int = -1, name: Optional[str] = None) -> Node:
         """log softmax(x) along `axis`, without overflow."""

@@ -99,16 +99,29 @@ class Executor:
         self.graph = graph
         self.hooks: List[Hook] = []
         self._plans: dict = {}
+        self._nodes_planned = 0  # the graph's size when the plans were made
         self.walks = 0  # forward walks that succeeded, counted
-        self.last_forward: Optional[Plan] = None
+        self._last_forward: Optional[Plan] = None
 
-    def invalidate(self) -> None:
-        self._plans.clear()
-        self.last_forward = None
+    def _drop_outdated(self) -> None:
+        """Forget the plans and the last walk once the graph has grown (nodes are only ever
+        added): checked here, once per walk, rather than by every node the graph builds."""
+        size = len(self.graph)
+        if size != self._nodes_planned:
+            self._plans.clear()
+            self._last_forward = None
+            self._nodes_planned = size
+
+    @property
+    def last_forward(self) -> Optional[Plan]:
+        """The plan of the last forward walk (None before any, or once the graph grew)."""
+        self._drop_outdated()
+        return self._last_forward
 
     def forward_behind(self, node) -> Optional[Plan]:
         """The forward plan whose walk last computed `node`'s value (None if none has since
         the graph last changed)."""
+        self._drop_outdated()
         plans = [p for p in self._plans.values()
                  if p.direction == "forward" and p.walk and node.index in p.writes]
         return max(plans, key=lambda p: p.walk, default=None)
@@ -120,6 +133,7 @@ class Executor:
         return self.graph.fuse and not any(h.every_gate for h in hooks)
 
     def forward_plan(self, targets, fuse: bool) -> Plan:
+        self._drop_outdated()
         key = ("forward", tuple(t.index for t in targets), fuse)
         plan = self._plans.get(key)
         if plan is None:
@@ -128,6 +142,7 @@ class Executor:
         return plan
 
     def backward_plan(self, target, fuse: bool) -> Plan:
+        self._drop_outdated()
         key = ("backward", target.index, fuse)
         plan = self._plans.get(key)
         if plan is None:
@@ -138,7 +153,7 @@ class Executor:
         gate = node.gate
         if not gate.stateful:
             return gate.forward
-        graph, state = self.graph, self.graph.store.states[node.index]
+        graph, state = self.graph, self.graph.store.state(node.index)
         return lambda *values: gate.forward(state, graph.training, *values)
 
     # ----- forward ----------------------------------------------------------------------
@@ -158,8 +173,12 @@ class Executor:
             else:
                 values, caches = store.values, store.caches
                 # `done` names the failing step in the except clause below.
-                for done, (out, run, ins, fused) in enumerate(plan.loop):  # noqa: B007
-                    if fused:
+                for done, (out, run, ins, arity) in enumerate(plan.loop):  # noqa: B007
+                    if arity == 2:
+                        values[out], caches[out] = run(values[ins[0]], values[ins[1]])
+                    elif arity == 1:
+                        values[out], caches[out] = run(values[ins[0]])
+                    elif arity < 0:
                         run(store)
                     else:
                         values[out], caches[out] = run(*[values[j] for j in ins])
@@ -174,7 +193,7 @@ class Executor:
             for index in plan.writes:
                 store.stale.pop(index, None)
         self.walks += 1
-        plan.walk, self.last_forward = self.walks, plan
+        plan.walk, self._last_forward = self.walks, plan
         for hook in hooks:
             if hook.end:
                 hook.end("forward", plan)
@@ -182,9 +201,9 @@ class Executor:
     @staticmethod
     def _forward_hooked(plan: Plan, store: ValueStore, hooks: list, progress: list) -> None:
         values, caches, total = store.values, store.caches, len(plan.steps)
-        for step, (out, run, ins, fused) in zip(plan.steps, plan.loop):
+        for step, (out, run, ins, arity) in zip(plan.steps, plan.loop):
             inputs = tuple(values[j] for j in ins)
-            if fused:
+            if arity < 0:
                 run(store)
             else:
                 values[out], caches[out] = run(*inputs)

@@ -3,6 +3,7 @@ added, converts and checks feeds, and hands the walks to the executor."""
 from __future__ import annotations
 
 import threading
+from operator import attrgetter
 from collections import Counter
 from collections.abc import MutableMapping
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
@@ -19,6 +20,7 @@ from .plan import Plan
 from .store import ValueStore
 
 NodeRef = Union[Node, str]
+_static_shape = attrgetter("static_shape")
 
 
 class Graph(GateBuilders):
@@ -112,25 +114,74 @@ class Graph(GateBuilders):
               **attrs: Any) -> Node:
         """A node of the gate registered as `op` on `inputs` (nodes, or numbers and arrays,
         which become consts), with the gate's hyperparameters `attrs`."""
-        gate_cls = gates.gate_class(op)
-        name = self._new_name(name, op)
+        return self._build(op, inputs, name, attrs)
+
+    def _build(self, op: str, inputs: tuple, name: Optional[str], attrs: Optional[dict]) -> Node:
+        """`apply`, called with its arguments packed (the builders call it directly).
+
+        The common case, every input a node of this graph and none an integer input, takes
+        the short way: no conversion of literals, and one float dtype or none among the
+        inputs. Anything else (literals, labels, mixed dtypes) goes through the general
+        checks below, which also name the node, the gate and the shapes on a mistake."""
+        gate_cls = gates.lookup(op) if type(op) is str else None
+        if gate_cls is None:
+            gate_cls = gates.gate_class(op)  # a GraphError naming the op
+        by_name = self._by_name
+        if name is None:
+            count = self._auto_names.get(op, 0) + 1
+            name = f"{op}_{count}"
+            while name in by_name:  # a user took that name
+                count += 1
+                name = f"{op}_{count}"
+            self._auto_names[op] = count
+        else:
+            name = self._new_name(name, op)
         arity = len(gate_cls.inputs)
         if arity and len(inputs) != arity:
             raise GraphError(f"{op} gate {name!r} takes {arity} input{'s' * (arity != 1)} "
                              f"({', '.join(gate_cls.inputs)}), got {len(inputs)}")
-        sources = self._gate_inputs(gate_cls, inputs, name)
+        sources: Any = inputs
+        if gate_cls.integer_inputs:
+            sources = None
+        else:
+            for item in inputs:
+                if type(item) is not Node or item.graph is not self:
+                    sources = None
+                    break
+        if sources is None:
+            sources = self._gate_inputs(gate_cls, inputs, name)
         try:
-            gate = gate_cls(**attrs)
-            shape = gate.shape(*[s.static_shape if type(s) is Node else s.shape
-                                 for s in sources])
+            gate = gate_cls(**attrs) if attrs else gate_cls()
+            shape = gate.shape(*map(_static_shape, sources)) if type(sources) is tuple \
+                else gate.shape(*[s.static_shape if type(s) is Node else s.shape
+                                  for s in sources])
         except gates.GateError as err:
             listed = ", ".join(f"{s.name!r} {s.static_shape}" if type(s) is Node
                                else f"a constant {s.shape}" for s in sources)
             raise GraphError(f"{op} gate {name!r}: {err} (inputs: {listed})") from None
         except TypeError as err:  # a hyperparameter the gate does not take
             raise GraphError(f"{op} gate {name!r}: {err}") from None
-        # One pass over the inputs: consts for the literals (now that the gate checked out),
-        # the float dtype of the output, and whether it needs a gradient.
+        if type(sources) is tuple:  # nodes only, no integer inputs
+            dtype: Any = None  # the one float dtype; False: the general rule decides
+            wants_grad = False
+            for source in sources:
+                if source.requires_grad:
+                    wants_grad = True
+                declared = source.declared_dtype
+                if declared is not None and declared is not dtype:
+                    if dtype is not None or declared.kind != "f":
+                        dtype = False  # several dtypes, or integers: the general rule
+                        break
+                    dtype = declared
+            if dtype is not False:
+                return self._add(name, "gate", gate, sources, shape,
+                                 self.dtype if dtype is None else dtype, wants_grad)
+        dtype, wants_grad = self._output_dtype(gate_cls, sources)
+        return self._add(name, "gate", gate, tuple(sources), shape, dtype, wants_grad)
+
+    def _output_dtype(self, gate_cls, sources: list) -> Tuple[np.dtype, bool]:
+        """Consts for the literals among `sources` (now that the gate checked out), the
+        float dtype of the output, and whether it needs a gradient."""
         integer, floats, wants_grad = gate_cls.integer_inputs, set(), False
         whole = []  # the integer dtypes of the inputs that are not labels or indices
         for position, source in enumerate(sources):
@@ -150,7 +201,7 @@ class Graph(GateBuilders):
             dtype = np.result_type(*whole)  # labels reshaped or sliced stay labels
         else:
             dtype = self.dtype
-        return self._add(name, "gate", gate, tuple(sources), shape, dtype, wants_grad)
+        return dtype, wants_grad
 
     def _gate_inputs(self, gate_cls, inputs, name) -> list:
         """Nodes stay; numbers and arrays become arrays (consts once the gate checks out):
@@ -398,7 +449,6 @@ class Graph(GateBuilders):
         self._nodes.append(node)
         self._by_name[name] = node
         self.store.grow(value)
-        self.executor.invalidate()
         self._sinks = self._integer_inputs = None
         return node
 

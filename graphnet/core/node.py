@@ -45,8 +45,8 @@ class Node:
         # a gate. The graph indexes nodes by name and walks their inputs: treat every
         # attribute here as read-only.
         self.graph, self.index, self.name, self.kind, self.gate = graph, index, name, kind, gate
-        self.inputs, self.static_shape, self.declared_dtype = tuple(inputs), shape, dtype
-        self.requires_grad = bool(requires_grad)
+        self.inputs, self.static_shape, self.declared_dtype = inputs, shape, dtype
+        self.requires_grad = requires_grad
 
     @property
     def op(self) -> str:
@@ -91,7 +91,7 @@ class Node:
     def state(self) -> dict:
         """The state a stateful gate keeps across calls: batchnorm's running averages,
         dropout's random stream (saved in checkpoints); empty for other nodes."""
-        return self.graph.store.states[self.index]
+        return self.graph.store.state(self.index)
 
     @property
     def shape(self) -> Optional[Tuple[Optional[int], ...]]:

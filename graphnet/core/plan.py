@@ -78,8 +78,10 @@ class Plan:
         self.walk = 0
         self.loop: List[Any]
         if direction == "forward":
-            self.loop = [(s.node.index, s.run, tuple(i.index for i in s.inputs), bool(s.fused))
-                         for s in steps]
+            # (node index, run, input indices, arity: the number of inputs, -1 for a fused
+            # step), so the loop calls one- and two-input gates without building a list.
+            self.loop = [(s.node.index, s.run, tuple(i.index for i in s.inputs),
+                          -1 if s.fused else len(s.inputs)) for s in steps]
         else:
             self.loop = _backward_loop(steps)
 

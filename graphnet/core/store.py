@@ -1,7 +1,8 @@
 """The value store: what the walks compute, kept apart from the nodes that describe it.
 
-One list per kind of entry, indexed by `node.index`: values, gradients, caches and the
-stateful gates' per-node states. The executor's loops read and write the lists directly.
+One list per kind of entry, indexed by `node.index`: values, gradients and caches; and
+the stateful gates' per-node states, by index. The executor's loops read and write the
+lists directly.
 An entry may be deferred: a fused step that skipped computing it (the conv's output inside
 conv -> relu -> max_pool, say) leaves a marker and a function; the first read computes
 and keeps the entry. Nothing else ever changes an entry on read.
@@ -39,7 +40,8 @@ class ValueStore:
         self.values: list = []
         self.grads: list = []
         self.caches: list = []
-        self.states: list = []
+        #: node index -> that node's state dict, made on first use (most gates have none)
+        self.states: Dict[int, dict] = {}
         self._deferred: Dict[Tuple[str, int], Tuple[Callable[[], Any], Any]] = {}
         self.edge_grads: Dict[Tuple[int, int], Any] = {}
         self.last_backward: Optional[BackwardRecord] = None
@@ -50,7 +52,14 @@ class ValueStore:
         self.values.append(value)
         self.grads.append(None)
         self.caches.append(None)
-        self.states.append({})
+
+    def state(self, index: int) -> dict:
+        """Node `index`'s state (a stateful gate's running averages, random stream, ...),
+        an empty dict until something is put in it."""
+        state = self.states.get(index)
+        if state is None:
+            state = self.states[index] = {}
+        return state
 
     # ----- reading ----------------------------------------------------------------------
 

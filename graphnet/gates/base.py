@@ -33,7 +33,8 @@ from __future__ import annotations
 
 import keyword
 import re
-from typing import Any, Callable, ClassVar, Dict, List, Optional, Sequence, Tuple, Type, TypeVar
+from typing import (Any, Callable, ClassVar, Dict, List, Optional, Sequence, Tuple, Type, TypeVar,
+                    cast)
 
 import numpy as np
 
@@ -154,6 +155,10 @@ def gate_names() -> List[str]:
     return sorted(_REGISTRY)
 
 
+#: The gate class registered as an op, or None (no checks: building a node calls it).
+lookup: Callable[[str], Optional[Type[Gate]]] = _REGISTRY.get
+
+
 def gate_class(op: str) -> Type[Gate]:
     """The gate class registered as `op`, or a GraphError naming it."""
     cls = _REGISTRY.get(op) if isinstance(op, str) else None
@@ -239,11 +244,11 @@ def dims_match(a: Optional[int], b: Optional[int]) -> bool:
 
 def broadcast_shape(*shapes: Shape) -> Shape:
     """numpy's broadcasting rule on shapes that may hold None (unknown) sizes."""
-    known_shapes = [s for s in shapes if s is not None]
-    if len(known_shapes) < len(shapes):
+    if None in shapes:
         return None
-    ndim = max(len(s) for s in known_shapes)
-    padded = [(1,) * (ndim - len(s)) + tuple(s) for s in known_shapes]
+    given = cast(Tuple[Tuple[Optional[int], ...], ...], shapes)
+    ndim = max(len(s) for s in given)
+    padded = [(1,) * (ndim - len(s)) + tuple(s) for s in given]
     out = []
     for dims in zip(*padded):
         sizes = {d for d in dims if d != 1}
