@@ -6,10 +6,12 @@ Runs, in one kernel started with nbclient (so every live update is serialized an
 as a widget message, as in a notebook), the same training with and without a live
 widget, taking turns (plain, live, plain, live, ...) so a shared machine's load affects
 both alike, and prints the median wall time of the training with and without it, the
-median of the pairs' ratios, the layouts and redraws made during the training, the share
-of the training's time the live mode itself spent (Live.overhead: the layout, the
-redraws), and the time leaving the live mode took after the training to draw the final
-state (Live.final: the cell waits for it; it is not part of the training's time):
+median of the pairs' ratios of wall time and of CPU time (the process's threads and
+its children, such as `dot`: less moved by other jobs than wall time), the layouts and
+redraws made during the training, the share of the training's time the live mode itself
+spent (Live.overhead: the layout, the redraws), and the time leaving the live mode took
+after the training to draw the final state (Live.final: the cell waits for it; it is
+not part of the training's time):
 
 (a) `graphnet train` (its defaults: the convnet on the 8x8 digits, 15 epochs, unless
     --cli-epochs) run in the kernel as graphnet.cli.main([...]), with
@@ -27,7 +29,7 @@ import nbformat
 from nbclient import NotebookClient
 
 SETUP = """
-import json, tempfile, time
+import json, resource, tempfile, time
 import numpy as np
 from graphnet import Solver, cli, viz
 from graphnet.data import load_digits
@@ -39,21 +41,26 @@ X = X.reshape(len(X), -1)
 data = dict(X_train=X[:1500], y_train=y[:1500], X_val=X[1500:], y_val=y[1500:])
 OUT = tempfile.mkdtemp()
 
-def watched(watcher, start, trained):
-    return dict(seconds=trained - start, layouts=watcher.layouts, updates=watcher.updates,
-                skipped=watcher.skipped, overhead=watcher.overhead, final=watcher.final)
+def cpu():  # CPU seconds of this process's threads and of its finished children (dot)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+def watched(watcher, start, trained, cpu_start, cpu_trained):
+    return dict(seconds=trained - start, cpu=cpu_trained - cpu_start,
+                layouts=watcher.layouts, updates=watcher.updates, skipped=watcher.skipped,
+                overhead=watcher.overhead, final=watcher.final)
 
 def cli_run(live):
     args = ["train", *{cli_epochs}, "--quiet", "--seed", "0", "--out", OUT]
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), cpu()
     if live:
         w = viz.Widget()
         with w.live() as watcher:
             cli.main(args)
-            trained = time.perf_counter()
-        return watched(watcher, start, trained)
+            trained, cpu_trained = time.perf_counter(), cpu()
+        return watched(watcher, start, trained, cpu_start, cpu_trained)
     cli.main(args)
-    return dict(seconds=time.perf_counter() - start)
+    return dict(seconds=time.perf_counter() - start, cpu=cpu() - cpu_start)
 
 def solver_run(live):
     np.random.seed(0)
@@ -61,14 +68,14 @@ def solver_run(live):
     solver = Solver(model, data, update_rule="adam", optim_config=dict(learning_rate=3e-3),
                     num_epochs={solver_epochs}, batch_size=50, verbose=False, seed=0)
     w = viz.Widget(model) if live else None
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), cpu()
     if live:
         with w.live() as watcher:
             solver.train()
-            trained = time.perf_counter()
-        return watched(watcher, start, trained)
+            trained, cpu_trained = time.perf_counter(), cpu()
+        return watched(watcher, start, trained, cpu_start, cpu_trained)
     solver.train()
-    return dict(seconds=time.perf_counter() - start)
+    return dict(seconds=time.perf_counter() - start, cpu=cpu() - cpu_start)
 """
 
 
@@ -102,11 +109,13 @@ def main():
         live = statistics.median(r["seconds"] for r in live_runs)
         ratio = statistics.median(b["seconds"] / a["seconds"]
                                   for a, b in zip(plain_runs, live_runs))
+        cpu_ratio = statistics.median(b["cpu"] / a["cpu"] for a, b in zip(plain_runs, live_runs))
         median = {key: statistics.median(r[key] for r in live_runs)
                   for key in ("layouts", "updates", "skipped", "overhead", "final")}
         print(f"{title}: plain {plain:.3f} s, live {live:.3f} s, ratio of the medians "
               f"{live / plain:.3f}, median of the pairs' ratios {ratio:.3f} (of "
-              f"{args.pairs} pairs); during the training {median['layouts']:.0f} layouts, "
+              f"{args.pairs} pairs), of their CPU time {cpu_ratio:.3f}; during the "
+              f"training {median['layouts']:.0f} layouts, "
               f"{median['updates']:.0f} redraws, {median['skipped']:.0f} skipped by the "
               f"budget, the live mode's own time {100 * median['overhead']:.1f} %; the "
               f"final drawing after it {median['final']:.3f} s")
