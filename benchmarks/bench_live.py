@@ -3,23 +3,23 @@
     python benchmarks/bench_live.py [--pairs 3] [--cli-epochs N] [--solver-epochs 20]
 
 Runs, in one kernel started with nbclient (so every live update is serialized and sent
-as a widget message, as in a notebook), the same training with and without a live
-widget, taking turns (plain, live, plain, live, ...) so a shared machine's load affects
-both alike, and prints the median wall time of the training with and without it, the
-median of the pairs' ratios of wall time and of CPU time (the process's threads and
-its children, such as `dot`: less moved by other jobs than wall time), the layouts and
-redraws made during the training, the share of the training's time the live mode itself
-spent (Live.overhead: the layout, the redraws), and the time leaving the live mode took
-after the training to draw the final state (Live.final: the cell waits for it; it is
-not part of the training's time):
+as a widget message, as in a notebook), the same training with a widget (made before the
+clock starts, both times), with and without its live mode, taking turns (plain, live,
+plain, live, ...) so a shared machine's load affects both alike, and prints the median
+wall time of the training with and without it, the median of the pairs' ratios of wall
+time and of CPU time (the process's threads and its children, such as `dot`: less moved
+by other jobs than wall time), the layouts and redraws made during the training, the
+share of the training's time the live mode itself spent (Live.overhead: the layout, the
+redraws), and the time leaving the live mode took after the training to draw the final
+state (Live.final: the cell waits for it; it is not part of the training's time):
 
 (a) `graphnet train` (its defaults: the convnet on the 8x8 digits, 15 epochs, unless
     --cli-epochs) run in the kernel as graphnet.cli.main([...]), with
     `viz.Widget().live()` following it at the default N and budget;
 (b) Solver.train() of a TwoLayerNet on the digits for --solver-epochs (a step of a few
     tens of microseconds: where a hook's fixed cost shows most), with
-    `viz.Widget(model).live()`, the widget made (and shown) before the training starts,
-    from the model not yet run, as a notebook does.
+    `viz.Widget(model).live()`, the widget made before the training starts, from the
+    model not yet run, as a notebook does.
 """
 import argparse
 import json
@@ -29,7 +29,7 @@ import nbformat
 from nbclient import NotebookClient
 
 SETUP = """
-import json, resource, tempfile, time
+import gc, json, resource, tempfile, time
 import numpy as np
 from graphnet import Solver, cli, viz
 from graphnet.data import load_digits
@@ -52,9 +52,10 @@ def watched(watcher, start, trained, cpu_start, cpu_trained):
 
 def cli_run(live):
     args = ["train", *{cli_epochs}, "--quiet", "--seed", "0", "--out", OUT]
+    w = viz.Widget()
+    gc.collect()
     start, cpu_start = time.perf_counter(), cpu()
     if live:
-        w = viz.Widget()
         with w.live() as watcher:
             cli.main(args)
             trained, cpu_trained = time.perf_counter(), cpu()
@@ -67,7 +68,8 @@ def solver_run(live):
     model = TwoLayerNet(input_dim=64, hidden_dim=100, num_classes=10, weight_scale=0.1)
     solver = Solver(model, data, update_rule="adam", optim_config=dict(learning_rate=3e-3),
                     num_epochs={solver_epochs}, batch_size=50, verbose=False, seed=0)
-    w = viz.Widget(model) if live else None
+    w = viz.Widget(model)
+    gc.collect()
     start, cpu_start = time.perf_counter(), cpu()
     if live:
         with w.live() as watcher:
