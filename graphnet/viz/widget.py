@@ -105,7 +105,7 @@ class Widget(anywidget.AnyWidget):
             return []
         return _bounded(frames + backward_steps(graph, target, seed))
 
-    def live(self, every: int = 10, budget: float = 0.03) -> Live:
+    def live(self, every: int = 10, budget: float = 0.02) -> Live:
         """A context manager that redraws the gradient flow after every `every`-th
         backward of the graph (or, for a widget made without a graph, of the first graph
         that runs a backward in this thread: `graphnet.cli.main(['train', ...])`), never
