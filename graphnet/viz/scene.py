@@ -75,8 +75,7 @@ class Scene:
 
     @property
     def svg(self):
-        """The drawing laid out by Graphviz (run on first use: the widget's live mode runs
-        it in a thread, so that training goes on meanwhile)."""
+        """The drawing laid out by Graphviz (run on first use)."""
         if self._svg is None:
             self._svg = inline_svg(self.drawing)
         return self._svg

@@ -12,8 +12,7 @@ layout. The front end (graphnet/viz/static/) ships inside the package and Graphv
 the drawing out in Python, so the widget works offline in JupyterLab 4, Notebook 7 and
 VS Code (anywidget's front end comes with its Python package).
 """
-import threading
-from typing import Any, NamedTuple, Optional, Tuple
+from typing import Any, NamedTuple, Optional
 
 import numpy as np
 
@@ -59,7 +58,6 @@ class Widget(anywidget.AnyWidget):
         self.graph = None
         self.options, self.steps = options, steps
         self._layout: Optional[_Layout] = None  # the layout shown
-        self._pending: Optional[Tuple[_Layout, threading.Thread]] = None  # one being made
         self.on_msg(self._on_message)
         if graph is not None:
             self.refresh(graph_of(graph, "Widget"))
@@ -107,37 +105,33 @@ class Widget(anywidget.AnyWidget):
             return []
         return _bounded(frames + backward_steps(graph, target, seed))
 
-    def live(self, every: int = 10, budget: float = 0.01) -> Live:
+    def live(self, every: int = 10, budget: float = 0.02) -> Live:
         """A context manager that redraws the gradient flow after every `every`-th
         backward of the graph (or, for a widget made without a graph, of the first graph
         that runs a backward in this thread: `graphnet.cli.main(['train', ...])`), never
-        spending more than `budget` (a fraction) of the training's time on it: an update
-        that would is skipped. Leaving it draws the final state."""
+        spending more than `budget` (a fraction) of the training's time on it, the first
+        layout included: the layout waits until the training has run long enough to pay
+        for it, and a redraw that would overrun is skipped. Leaving it draws the final
+        state (see graphnet/viz/live.py)."""
         return Live(self, every, budget)
 
-    @property
-    def laying_out(self) -> bool:
-        """True while a new layout is being computed in the background."""
-        return self._pending is not None
-
-    def live_update(self, iteration: int, graph: Graph, wait: bool = False) -> bool:
-        """Redraw from `graph`'s current state (Live calls this every N iterations).
-        A new layout (the first update, or the graph changed) runs Graphviz in a thread
-        and returns False until it is done, unless `wait`; True once it drew."""
+    def needs_layout(self, graph: Graph) -> bool:
+        """True if drawing `graph`'s state needs a new layout first: none yet, another
+        graph's, or one made before the graph ran (which shows the nodes its forward
+        skips)."""
         layout = self._layout
-        if layout is None or graph is not layout.picture.graph or not layout.running:
-            if self._pending is None or self._pending[0].picture.graph is not graph:
-                fresh = self._lay_out(graph, steps=False)
-                self._pending = (fresh, threading.Thread(target=lambda: fresh.scene.svg,
-                                                         daemon=True))
-                self._pending[1].start()
-            fresh, thread = self._pending
-            thread.join(None if wait else 0)
-            if thread.is_alive():
-                return False
-            self._pending = None
-            self._show(fresh)
-            layout = fresh
+        return layout is None or graph is not layout.picture.graph or not layout.running
+
+    def live_layout(self, graph: Graph) -> None:
+        """Lay `graph` out for live updates (without step frames) and show it; this
+        runs Graphviz, in the calling thread."""
+        self._show(self._lay_out(graph, steps=False))
+
+    def live_update(self, iteration: int, graph: Graph) -> None:
+        """Redraw the shown layout (needs_layout(graph) is False) from `graph`'s current
+        state, as the state after `iteration` training iterations."""
+        layout = self._layout
+        assert layout is not None and not self.needs_layout(graph), "live_layout() first"
         # What a fused chain left to compute on first read stays as it is: computing it
         # at every redraw would cost as much as the rest of the redraw.
         view = View.of(graph, compute=False)
@@ -150,7 +144,6 @@ class Widget(anywidget.AnyWidget):
         with self.hold_sync():
             self.status = f"live: iteration {iteration}" + (f", loss {loss}" if loss else "")
             self.live_state = state
-        return True
 
     # ----- the front end's requests -------------------------------------------------------
 

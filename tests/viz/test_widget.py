@@ -1,7 +1,8 @@
 """graphnet.viz.Widget without a browser: what it sends to the front end (one layout, the
 forward and backward steps as patches, tooltips with the formula, rule, statistics and
-cache), histograms on request, and the live mode's hook, its every-N and its time budget.
-The browser side is in test_widget_browser.py."""
+cache), histograms on request, and the live mode's hook, every-N, layout and final
+drawing (its budget's logic is in test_live.py). The browser side is in
+test_widget_browser.py."""
 import json
 import re
 import shutil
@@ -12,6 +13,7 @@ import pytest
 import graphnet as gn
 from graphnet import Solver, viz
 from graphnet.models import TwoLayerNet
+from graphnet.viz.live import Live
 
 pytest.importorskip("anywidget")
 pytestmark = pytest.mark.skipif(not shutil.which("dot"), reason="no Graphviz 'dot'")
@@ -79,29 +81,40 @@ def test_histograms_of_a_node_in_the_step_shown():
     assert "grad" not in sent[-1]  # the first forward step: no gradient yet
 
 
+def training_clock(graph):
+    """A clock that advances one second per backward walk of `graph` and not otherwise
+    (its hook is added before the live mode's, so it has ticked when the live mode reads
+    it): the training pays for any layout at once, and the live mode's work is free."""
+    ticks = [0.0]
+
+    def walked(direction, plan):
+        ticks[0] += direction == "backward"
+
+    graph.add_hook(end=walked)
+    return lambda: ticks[0]
+
+
 def test_live_mode_redraws_every_n_iterations_and_removes_its_hook():
     model, data = model_and_data()
     w = viz.Widget(model)  # not run yet: every node, no numbers
     drawn = []
     original = w.live_update
 
-    def recording(iteration, graph, wait=False):
-        done = original(iteration, graph, wait)
-        if done:
-            drawn.append(iteration)
-        return done
+    def recording(iteration, graph):
+        original(iteration, graph)
+        drawn.append(iteration)
 
     w.live_update = recording
     solver = Solver(model, data, num_epochs=2, batch_size=10, verbose=False, seed=0)
-    with w.live(every=3, budget=0.99) as live:
-        assert len(model.graph.executor.hooks) == 1
+    clock = training_clock(model.graph)
+    with Live(w, every=3, budget=0.5, clock=clock) as live:
+        assert len(model.graph.executor.hooks) == 2
         solver.train()
-    assert model.graph.executor.hooks == []
-    # the first as soon as Graphviz (in a thread) has laid it out, then every 3rd
-    first = drawn[0]
-    assert drawn[1:-1] == [i for i in range(first + 1, solver.iteration + 1) if i % 3 == 0]
+    assert len(model.graph.executor.hooks) == 1  # the clock's
+    # laid out again (and drawn) at the first backward, then every 3rd
+    assert drawn[:-1] == [1] + [i for i in range(2, solver.iteration + 1) if i % 3 == 0]
     assert drawn[-1] == solver.iteration  # leaving draws the final state
-    assert live.updates == len(drawn) - 1 and live.skipped == 0
+    assert live.updates == len(drawn) - 1 and live.layouts == 1 and live.skipped == 0
     assert f"iteration {solver.iteration}" in w.status
     patch = w.live_state["patch"]["nodes"]
     assert "n_reg_5f_loss" not in patch  # laid out again once the graph ran: reg=0 is skipped
@@ -110,18 +123,15 @@ def test_live_mode_redraws_every_n_iterations_and_removes_its_hook():
     assert f"grad L2 {gn._format.num(np.linalg.norm(g['W1'].grad))}" in rows
 
 
-def test_the_budget_skips_updates_that_would_slow_training():
+def test_a_training_too_short_to_pay_for_a_layout_gets_it_when_it_ends():
     model, data = model_and_data()
-    model.loss(data["X_train"][:5], data["y_train"][:5])
     w = viz.Widget(model, steps=False)
-    solver = Solver(model, data, num_epochs=3, batch_size=10, verbose=False, seed=0)
-    with w.live(every=1, budget=0.01) as live:
-        solver.train()
-    assert live.skipped > 0 and live.updates + live.skipped <= solver.iteration
-    with pytest.raises(ValueError, match="every"):
-        w.live(every=0)
-    with pytest.raises(ValueError, match="budget"):
-        w.live(budget=2)
+    solver = Solver(model, data, num_epochs=1, batch_size=10, verbose=False, seed=0)
+    with Live(w, every=1, budget=0.001, clock=training_clock(model.graph)) as live:
+        solver.train()  # 6 s on the clock: 0.006 s of budget, less than a layout
+        assert live.layouts == live.updates == 0 and "n_reg_5f_loss" in w.svg
+    assert live.overhead == 0 and live.final >= 0
+    assert w.live_state["iteration"] == solver.iteration and "n_reg_5f_loss" not in w.svg
 
 
 def test_a_widget_without_a_graph_follows_the_first_graph_that_trains():
