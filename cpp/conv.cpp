@@ -29,10 +29,18 @@ namespace {
 // Atomic: a Python thread may switch it while another runs a conv without the GIL.
 std::atomic<bool> direct_enabled{true};
 
+// A 1x1 convolution with stride 1 and no padding: its im2col matrix (C x H*W) is the
+// image itself, so each image is one plain GEMM, with no copy.
+bool is_pointwise(const ConvGeometry& g) {
+    return g.HH == 1 && g.WW == 1 && g.stride == 1 && g.pad == 0;
+}
+
 template <typename T>
 bool use_direct(const ConvGeometry& g) {
+    // A pointwise conv goes to OpenBLAS, about twice as fast as the direct kernels on the
+    // zoo's 1x1 layers (forward and dx; dw 1.2x), same-process A/B.
     return std::is_same_v<T, float> && g.stride == 1 && g.Wo >= kDirectMinRow &&
-           direct_enabled && cpu_has_avx2_fma();
+           !is_pointwise(g) && direct_enabled && cpu_has_avx2_fma();
 }
 
 // Calls into the AVX2 file: only once use_direct said yes.
@@ -171,16 +179,22 @@ void forward_images(const ConvGeometry& g, int threads, const T* x, const T* w, 
         if (use_direct<T>(g)) return direct_forward(g, threads, x, w, b, out_of, done);
     }
     const int64_t K = g.taps(), P = g.positions();
-    std::vector<T> cols(threads * K * P);  // allocated here: no exceptions inside the team
+    const bool pointwise = is_pointwise(g);
+    // allocated here: no exceptions inside the team
+    std::vector<T> cols(pointwise ? 0 : threads * K * P);
     // dynamic: on a shared machine a descheduled thread must not hold up the others.
 #pragma omp parallel for schedule(dynamic) num_threads(threads)
     for (int64_t n = 0; n < g.N; ++n) {
         const int t = omp_get_thread_num();
-        T* my_cols = cols.data() + t * K * P;
-        im2col(g, x + n * g.C * g.H * g.W, my_cols);
+        const T* image_cols = x + n * g.C * g.H * g.W;  // a pointwise conv's im2col matrix
+        if (!pointwise) {
+            T* my_cols = cols.data() + t * K * P;
+            im2col(g, image_cols, my_cols);
+            image_cols = my_cols;
+        }
         T* o = out_of(n, t);
         for (int64_t f = 0; f < g.F; ++f) std::fill(o + f * P, o + (f + 1) * P, b[f]);
-        gemm(false, false, g.F, P, K, w, K, my_cols, P, T(1), o, P);  // o += w * cols
+        gemm(false, false, g.F, P, K, w, K, image_cols, P, T(1), o, P);  // o += w * cols
         done(n, o);
     }
 }
@@ -257,7 +271,9 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
             }
         }
     }
-    std::vector<T> cols(dw && !direct ? threads * K * P : 0), dcols(gemm_dx ? threads * K * P : 0);
+    const bool pointwise = is_pointwise(g);
+    std::vector<T> cols(dw && !direct && !pointwise ? threads * K * P : 0);
+    std::vector<T> dcols(gemm_dx && !pointwise ? threads * K * P : 0);
 #pragma omp parallel for schedule(dynamic) num_threads(threads)
     for (int64_t chunk = 0; chunk < chunks; ++chunk) {
         const int t = omp_get_thread_num();
@@ -274,14 +290,19 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
             }
             if (dw && !direct) {  // dw^T (K x F) += cols (K x P) * dout_n^T (P x F): OpenBLAS
                                   // runs this orientation about 25% faster than dw += dout_n * cols^T
-                T* my_cols = cols.data() + t * K * P;
-                im2col(g, x + n * g.C * g.H * g.W, my_cols);
-                gemm(false, true, K, F, P, my_cols, P, dout_n, P, T(1), my_dw_t, F);
+                const T* image_cols = x + n * g.C * g.H * g.W;
+                if (!pointwise) {
+                    T* my_cols = cols.data() + t * K * P;
+                    im2col(g, image_cols, my_cols);
+                    image_cols = my_cols;
+                }
+                gemm(false, true, K, F, P, image_cols, P, dout_n, P, T(1), my_dw_t, F);
             }
             if (gemm_dx) {  // dcols = w^T (K x F) * dout_n (F x P), scattered onto the image
-                T* my_dcols = dcols.data() + t * K * P;
+                T* dx_n = gemm_dx + n * g.C * g.H * g.W;
+                T* my_dcols = pointwise ? dx_n : dcols.data() + t * K * P;
                 gemm(true, false, K, P, F, w, K, dout_n, P, T(0), my_dcols, P);
-                col2im(g, my_dcols, gemm_dx + n * g.C * g.H * g.W);
+                if (!pointwise) col2im(g, my_dcols, dx_n);
             }
         }
         if constexpr (std::is_same_v<T, float>) {
