@@ -2,7 +2,7 @@
 
     python benchmarks/bench_zoo.py [--models vgg,resnet] [--batches 1,16,64,256]
                                    [--dtypes float32,float64] [--rounds 3] [--threads N]
-                                   [--markdown]
+                                   [--clock wall|cpu] [--markdown]
 
 For each network of benchmarks/zoo_models.py (built through the graph API, and as a
 PyTorch module holding the same weights), each batch size and each dtype the course uses
@@ -24,7 +24,11 @@ it in (--dtypes narrows that), it measures in one run:
 
 graphnet and PyTorch run on the same number of threads and take turns in blocks of about
 --block seconds (a block of steps, never single steps: their thread teams would fight for
-the cores), --rounds turns each after a warm-up; every time printed is a median. The
+the cores), --rounds turns each after a warm-up; every time printed is a median. On a
+machine loaded by other jobs, wall-clock times mostly measure the waits for a core (worst
+with two or more threads, whose every barrier waits for the slowest); --threads 1 --clock
+cpu then measures the process's CPU time instead, which leaves those waits out (with more
+threads it would add up their CPU time, spinning included). The
 table's ratios (nan where PyTorch refuses: its BatchNorm1d does not train on a batch of
 one sample): graphnet / PyTorch step time (goal <= 0.5), graphnet step / floor (goal <=
 1.5), and inference throughput graphnet / PyTorch (goal >= 2 at batch 1, >= 1 at 256).
@@ -84,6 +88,10 @@ def step_cost(model, batch):
     return flops, moved
 
 
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+clock = time.perf_counter  # set by --clock
+
+
 def machine_rates(threads, repeats=5):
     """{"float32": flop/s, "float64": flop/s, "bandwidth": bytes/s}: medians of `repeats`."""
     try:
@@ -100,18 +108,18 @@ def machine_rates(threads, repeats=5):
         a @ b
         times = []
         for _ in range(repeats):
-            start = time.perf_counter()
+            start = clock()
             a @ b
-            times.append(time.perf_counter() - start)
+            times.append(clock() - start)
         rates[dtype] = 2 * n ** 3 / np.median(times)
     src = np.ones(32 * 2 ** 20, np.float32)
     dst = np.empty_like(src)
     np.copyto(dst, src)
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = clock()
         np.copyto(dst, src)
-        times.append(time.perf_counter() - start)
+        times.append(clock() - start)
     rates["bandwidth"] = 2 * src.nbytes / np.median(times)  # read + write
     if limits is not None:
         limits.restore_original_limits()
@@ -184,9 +192,9 @@ def medians_in_turns(runs, rounds, block_seconds, warmup=1):
     for _ in range(rounds):
         for name, run in runs.items():
             for _ in range(blocks[name]):
-                start = time.perf_counter()
+                start = clock()
                 run()
-                times[name].append(time.perf_counter() - start)
+                times[name].append(clock() - start)
     return {name: 1e3 * float(np.median(t)) for name, t in times.items()}
 
 
@@ -228,11 +236,15 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--block", type=float, default=0.2, help="seconds per turn")
     parser.add_argument("--threads", type=int, default=_C.get_num_threads())
+    parser.add_argument("--clock", choices=CLOCKS, default="wall",
+                        help="wall-clock time, or the process's CPU time (see above)")
     parser.add_argument("--markdown", action="store_true", help="print a markdown table")
     args = parser.parse_args()
     models = [BY_NAME[name] for name in args.models.split(",")]
     batches = [int(b) for b in args.batches.split(",")]
     dtypes = args.dtypes.split(",")
+    global clock
+    clock = CLOCKS[args.clock]
 
     _C.set_num_threads(args.threads)
     torch_version = "absent"
@@ -258,7 +270,8 @@ def main():
           f"{os.getloadavg()[0]:.1f} at the end")
     print(f"machine: sgemm {rates['float32'] / 1e9:.1f} GFLOP/s, dgemm "
           f"{rates['float64'] / 1e9:.1f} GFLOP/s, copy {rates['bandwidth'] / 1e9:.1f} GB/s "
-          f"(read + write); {args.rounds} rounds, blocks of ~{args.block} s\n")
+          f"(read + write); {args.rounds} rounds, blocks of ~{args.block} s; {args.clock} "
+          "clock\n")
     print_table([row(m, b, d, ms, rates) for m, b, d, ms in measured], args.markdown)
     print("\nmodels:")
     for model in models:

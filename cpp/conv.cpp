@@ -38,9 +38,11 @@ bool is_pointwise(const ConvGeometry& g) {
 template <typename T>
 bool use_direct(const ConvGeometry& g) {
     // A pointwise conv goes to OpenBLAS, about twice as fast as the direct kernels on the
-    // zoo's 1x1 layers (forward and dx; dw 1.2x), same-process A/B.
+    // zoo's 1x1 layers (forward and dx; dw 1.2x), same-process A/B. So do layers of many
+    // filters, where the GEMM's rows (the filters) are many enough for OpenBLAS's blocking
+    // to pay for the im2col copy (kDirectMaxFilters).
     return std::is_same_v<T, float> && g.stride == 1 && g.Wo >= kDirectMinRow &&
-           !is_pointwise(g) && direct_enabled && cpu_has_avx2_fma();
+           g.F < kDirectMaxFilters && !is_pointwise(g) && direct_enabled && cpu_has_avx2_fma();
 }
 
 // Calls into the AVX2 file: only once use_direct said yes.

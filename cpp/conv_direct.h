@@ -30,6 +30,12 @@ struct DirectConv {
 // vectors of 8 pixels per row to beat it (measured, README).
 constexpr int64_t kDirectMinRow = 16;
 
+// Layers of this many filters or more go to im2col + GEMM, in the forward and both
+// gradients: per pass, CPU time of one thread, batch 16, 3x3/5x5/7x7 kernels on rows of
+// 16-32 pixels, 3-128 channels, GEMM / direct was 0.66-0.93 for 48-128 filters (once 1.08:
+// the 3x3 forward from 3 channels to 64); at 32 filters 0.95-1.45 and at 16, 1.2-1.7.
+constexpr int64_t kDirectMaxFilters = 48;
+
 // Filters in the forward kernel's register tile for output rows Wo >= kDirectMinRow pixels
 // wide. The tile holds 12 accumulators: 3 filters x 4 vectors of 8 pixels for rows of 32,
 // 6 x 2 for rows of 16, 4 x 3 for rows of 24 or 40, so that tiles run past a row by as

@@ -82,3 +82,23 @@ def test_conv_paths_match_pytorch(k, stride, pad, C, H, F, dtype):
     rtol, atol = (1e-4, 1e-3) if dtype == np.float32 else (1e-10, 1e-10)
     for got, ref in ((out, expected), (dx, xt.grad), (dw, wt.grad), (db, bt.grad)):
         np.testing.assert_allclose(got, ref.detach().numpy(), rtol=rtol, atol=atol)
+
+
+@pytest.mark.skipif(not _C.direct_conv_active(), reason="no AVX2 + FMA: no direct kernels")
+@pytest.mark.parametrize("F, k, pad, direct_runs", [
+    (32, 3, 1, True),
+    (48, 3, 1, False),   # many filters: im2col + GEMM is faster (conv_direct.h)
+    (32, 1, 0, False),   # pointwise: one GEMM on the image
+    (32, 1, 1, True),
+])
+def test_which_float32_layers_take_the_direct_kernels(F, k, pad, direct_runs):
+    """Switching the direct kernels off changes the last bits exactly where they run."""
+    x, w, b = case(2, 4, 6, 16, F, k, np.float32, seed=0)
+    on, _ = run(x, w, b, 1, pad, threads=1)
+    _C.set_direct_conv(False)
+    try:
+        off, _ = run(x, w, b, 1, pad, threads=1)
+    finally:
+        _C.set_direct_conv(True)
+    same = all(np.array_equal(a, b_) for a, b_ in zip(on, off))
+    assert same != direct_runs
