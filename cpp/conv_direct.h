@@ -60,6 +60,12 @@ constexpr int64_t kDirectSlack = 32;
 void direct_conv_forward_image(const DirectConv& g, const float* xpad, const float* wpack,
                                const float* bias, float* out);
 
+// The same forward with AVX-512 vectors of 16 floats (conv_direct_avx512.cpp; call only
+// when cpu_has_avx512f()), on weights packed in tiles of direct_tile_filters_avx512(Wo).
+int64_t direct_tile_filters_avx512(int64_t Wo);
+void direct_conv_forward_image_avx512(const DirectConv& g, const float* xpad, const float* wpack,
+                                      const float* bias, float* out);
+
 // dw_t (taps x F) += the weight gradient of `images` consecutive images: their output
 // gradients dout (images x F x Ho x Wo) and their padded inputs, xpads + i * xpad_stride.
 // tap_offsets[t] is where tap t = (c*HH + kh)*WW + kw starts in a padded image:
