@@ -29,7 +29,7 @@ ConvGeometry conv_geometry(const Shape& x, const Shape& w, const Shape& b, int64
 // were switched off here (tests and benchmarks compare them with im2col + GEMM).
 void set_direct_conv(bool enabled);
 bool direct_conv_active();
-// Their forward (and stride-1 dx) in AVX-512 where the CPU has it, unless switched off here.
+// They run on AVX-512 where the CPU has it, unless switched off here.
 void set_avx512_conv(bool enabled);
 bool avx512_conv_active();
 

@@ -65,6 +65,10 @@ void direct_conv_forward_image(const DirectConv& g, const float* xpad, const flo
 int64_t direct_tile_filters_avx512(int64_t Wo);
 void direct_conv_forward_image_avx512(const DirectConv& g, const float* xpad, const float* wpack,
                                       const float* bias, float* out);
+// direct_conv_dw_images with AVX-512 (same arguments and contract).
+void direct_conv_dw_images_avx512(const DirectConv& g, const int64_t* tap_offsets,
+                                  const float* xpads, int64_t xpad_stride, const float* dout,
+                                  int64_t images, float* dw_t);
 
 // dw_t (taps x F) += the weight gradient of `images` consecutive images: their output
 // gradients dout (images x F x Ho x Wo) and their padded inputs, xpads + i * xpad_stride.

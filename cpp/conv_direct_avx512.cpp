@@ -1,8 +1,9 @@
-// The direct forward kernel of conv_direct.h with AVX-512 vectors of 16 floats, for CPUs
-// that have them (conv.cpp asks cpu_has_avx512f() first). Same packed weights and padded
-// image as the AVX2 kernel, a tile of its own: 24 accumulators (of the 32 registers) as
-// 12 filters x 2 vectors for rows of 17+ pixels, 24 x 1 for rows of 16 or fewer. Per
-// tap: 24 FMAs against 1-2 loads and 12-24 broadcasts. Like conv_direct.cpp, it includes
+// The direct kernels of conv_direct.h with AVX-512 vectors of 16 floats, for CPUs that
+// have them (conv.cpp asks cpu_has_avx512f() first). The forward: same packed weights and
+// padded image as the AVX2 kernel, a tile of its own: 24 accumulators (of the 32
+// registers) as 12 filters x 2 vectors for rows of 17+ pixels, 24 x 1 for rows of 16 or
+// fewer; per tap 24 FMAs against 1-2 loads and 12-24 broadcasts. The weight gradient: the
+// AVX2 kernel's scheme with a tile of 6 filters x 4 taps. Like conv_direct.cpp, it includes
 // no library header, so no AVX-512 copy of a shared inline function leaks out.
 #pragma GCC target("avx512f,avx2,fma")
 #include <immintrin.h>
@@ -74,7 +75,102 @@ void forward_image(const DirectConv& g, const float* xpad, const float* wpack, c
     }
 }
 
+// Weight gradient: a tile of 6 filters x 4 taps = 24 accumulators, with 6 output-gradient
+// vectors and 1 input vector: 31 of the 32 registers. Per step 10 loads for 24 FMAs.
+constexpr int kGradFilters = 6;
+constexpr int kGradTaps = 4;
+constexpr int64_t kGradWorkingSet = 24 * 1024;  // bytes: as conv_direct.cpp
+
+template <int Filters, bool Masked>
+void dw_step(__m512 (&acc)[Filters][kGradTaps], const float* const (&grad)[Filters],
+             int64_t grad_at, const float* const (&in)[kGradTaps], int64_t in_at,
+             __mmask16 mask) {
+    __m512 d[Filters];
+#pragma GCC unroll 8
+    for (int i = 0; i < Filters; ++i) {
+        const float* p = grad[i] + grad_at;
+        d[i] = Masked ? _mm512_maskz_loadu_ps(mask, p) : _mm512_loadu_ps(p);
+    }
+#pragma GCC unroll 8
+    for (int t = 0; t < kGradTaps; ++t) {
+        const float* p = in[t] + in_at;
+        __m512 x = Masked ? _mm512_maskz_loadu_ps(mask, p) : _mm512_loadu_ps(p);
+        asm("" : "+v"(x));  // one load per tap, not one per filter (see conv_direct.cpp)
+#pragma GCC unroll 8
+        for (int i = 0; i < Filters; ++i) acc[i][t] = _mm512_fmadd_ps(d[i], x, acc[i][t]);
+    }
+}
+
+template <int Filters>
+void dw_tile(const DirectConv& g, const int64_t* tap_offsets, const float* xpads,
+             int64_t xpad_stride, const float* dout, int64_t images, float* dw_t, int64_t f0,
+             int64_t t0) {
+    const int64_t taps = g.C * g.HH * g.WW, out_plane = g.Ho * g.Wo;
+    __m512 acc[Filters][kGradTaps];
+#pragma GCC unroll 8
+    for (int i = 0; i < Filters; ++i) {
+#pragma GCC unroll 8
+        for (int t = 0; t < kGradTaps; ++t) acc[i][t] = _mm512_setzero_ps();
+    }
+    const int64_t full = g.Wo / 16 * 16;
+    const __mmask16 tail = static_cast<__mmask16>((1u << (g.Wo - full)) - 1u);
+    for (int64_t image = 0; image < images; ++image) {
+        const float* in[kGradTaps];
+        for (int t = 0; t < kGradTaps; ++t) {
+            const int64_t tap = t0 + t < taps ? t0 + t : t0;  // past the end: a repeat, dropped
+            in[t] = xpads + image * xpad_stride + tap_offsets[tap];
+        }
+        const float* grad[Filters];
+        for (int i = 0; i < Filters; ++i) grad[i] = dout + (image * g.F + f0 + i) * out_plane;
+        for (int64_t oy = 0; oy < g.Ho; ++oy) {
+            const int64_t grad_at = oy * g.Wo, in_at = oy * g.Wp;
+            for (int64_t ox = 0; ox < full; ox += 16) {
+                dw_step<Filters, false>(acc, grad, grad_at + ox, in, in_at + ox, tail);
+            }
+            if (full < g.Wo) dw_step<Filters, true>(acc, grad, grad_at + full, in, in_at + full, tail);
+        }
+    }
+#pragma GCC unroll 8
+    for (int t = 0; t < kGradTaps; ++t) {
+        if (t0 + t >= taps) continue;
+#pragma GCC unroll 8
+        for (int i = 0; i < Filters; ++i) dw_t[(t0 + t) * g.F + f0 + i] += _mm512_reduce_add_ps(acc[i][t]);
+    }
+}
+
+void dw_pass(const DirectConv& g, const int64_t* tap_offsets, const float* xpads,
+             int64_t xpad_stride, const float* dout, int64_t images, float* dw_t) {
+    const int64_t taps = g.C * g.HH * g.WW;
+    for (int64_t t0 = 0; t0 < taps; t0 += kGradTaps) {
+        int64_t f0 = 0;
+        for (; f0 + kGradFilters <= g.F; f0 += kGradFilters) {
+            dw_tile<kGradFilters>(g, tap_offsets, xpads, xpad_stride, dout, images, dw_t, f0, t0);
+        }
+        static_assert(kGradFilters == 6, "one case per remainder below");
+        switch (g.F - f0) {
+            case 5: dw_tile<5>(g, tap_offsets, xpads, xpad_stride, dout, images, dw_t, f0, t0); break;
+            case 4: dw_tile<4>(g, tap_offsets, xpads, xpad_stride, dout, images, dw_t, f0, t0); break;
+            case 3: dw_tile<3>(g, tap_offsets, xpads, xpad_stride, dout, images, dw_t, f0, t0); break;
+            case 2: dw_tile<2>(g, tap_offsets, xpads, xpad_stride, dout, images, dw_t, f0, t0); break;
+            case 1: dw_tile<1>(g, tap_offsets, xpads, xpad_stride, dout, images, dw_t, f0, t0); break;
+            default: break;
+        }
+    }
+}
+
 }  // namespace
+
+void direct_conv_dw_images_avx512(const DirectConv& g, const int64_t* tap_offsets,
+                                  const float* xpads, int64_t xpad_stride, const float* dout,
+                                  int64_t images, float* dw_t) {
+    const int64_t bytes_per_image = 4 * (kGradFilters * g.Ho * g.Wo + g.C * g.Hp * g.Wp);
+    const int64_t per_pass = kGradWorkingSet / bytes_per_image > 1 ? kGradWorkingSet / bytes_per_image : 1;
+    for (int64_t first = 0; first < images; first += per_pass) {
+        const int64_t count = images - first < per_pass ? images - first : per_pass;
+        dw_pass(g, tap_offsets, xpads + first * xpad_stride, xpad_stride,
+                dout + first * g.F * g.Ho * g.Wo, count, dw_t);
+    }
+}
 
 int64_t direct_tile_filters_avx512(int64_t Wo) { return kAccumulators / tile_vectors(Wo); }
 
