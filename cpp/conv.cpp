@@ -29,60 +29,16 @@ namespace {
 // Atomic: a Python thread may switch it while another runs a conv without the GIL.
 std::atomic<bool> direct_enabled{true};
 
-template <typename T>
-bool use_direct(const ConvGeometry& g) {
-    return std::is_same_v<T, float> && g.stride == 1 && g.Wo >= kDirectMinRow &&
-           direct_enabled && cpu_has_avx2_fma();
+// A 1x1 convolution with stride 1 and no padding: its im2col matrix (C x H*W) is the
+// image itself, so each image is one plain GEMM, with no copy.
+bool is_pointwise(const ConvGeometry& g) {
+    return g.HH == 1 && g.WW == 1 && g.stride == 1 && g.pad == 0;
 }
 
-// Calls into the AVX2 file: only once use_direct said yes.
-int64_t padded_filters(int64_t F, int64_t Wo) {
-    const int64_t tile = direct_tile_filters(Wo);
-    return (F + tile - 1) / tile * tile;
-}
+// The AVX-512 forward kernel where the CPU has it (unless switched off: set_avx512_conv).
+std::atomic<bool> avx512_enabled{true};
 
-DirectConv direct_geometry(const ConvGeometry& g) {
-    return {g.C, g.F, g.HH, g.WW, g.Ho, g.Wo, g.H + 2 * g.pad, g.W + 2 * g.pad,
-            padded_filters(g.F, g.Wo)};
-}
-
-int64_t padded_floats(const DirectConv& d) { return d.C * d.Hp * d.Wp + kDirectSlack; }
-
-// Runs the direct forward kernel over the batch on `threads` threads: images of
-// in_image floats (d.C x H x W) padded by pad_h, pad_w, with packed weights wpack. Image
-// n's output goes to out_of(n, thread), and then done(n, that output) runs on the same
-// thread while the output is still in its cache.
-template <typename OutOf, typename Done>
-void direct_over_batch(const DirectConv& d, int64_t N, int threads, int64_t H, int64_t W,
-                       int64_t pad_h, int64_t pad_w, const float* in,
-                       const std::vector<float>& wpack, const float* bias, OutOf&& out_of,
-                       Done&& done) {
-    const int64_t padded = padded_floats(d), in_image = d.C * H * W;
-    std::vector<float> pads(checked_mul(threads, padded, "conv padded images"), 0.0f);
-#pragma omp parallel for schedule(dynamic) num_threads(threads)
-    for (int64_t n = 0; n < N; ++n) {
-        const int t = omp_get_thread_num();
-        float* pad = pads.data() + t * padded;
-        pad_interior(d.C, H, W, d.Hp, d.Wp, pad_h, pad_w, in + n * in_image, pad);
-        float* out = out_of(n, t);
-        direct_conv_forward_image(d, pad, wpack.data(), bias, out);
-        done(n, out);
-    }
-}
-
-template <typename OutOf, typename Done>
-void direct_forward(const ConvGeometry& g, int threads, const float* x, const float* w,
-                    const float* b, OutOf&& out_of, Done&& done) {
-    const DirectConv d = direct_geometry(g);
-    const int64_t taps = g.taps(), tile = direct_tile_filters(g.Wo);
-    std::vector<float> wpack(taps * d.filters_padded, 0.0f);
-    for (int64_t f = 0; f < g.F; ++f) {
-        for (int64_t t = 0; t < taps; ++t) {
-            wpack[direct_packed_index(tile, taps, f, t)] = w[f * taps + t];
-        }
-    }
-    direct_over_batch(d, g.N, threads, g.H, g.W, g.pad, g.pad, x, wpack, b, out_of, done);
-}
+bool use_avx512() { return avx512_enabled && cpu_has_avx512f(); }
 
 // With stride 1, dx is itself a convolution: dout padded by HH-1-pad rows and WW-1-pad
 // columns, cross-correlated with the filters turned by 180 degrees and with their filter
@@ -93,11 +49,101 @@ bool direct_dx_fits(const ConvGeometry& g) {
     return g.pad < g.HH && g.pad < g.WW && g.W >= kDirectMinRow;
 }
 
+// Which forward kernel runs a conv of F filters on rows Wo wide, and its tile of filters:
+// decided once per call, so that the weights are packed for the kernel that reads them.
+// (Calls into the AVX2 / AVX-512 files: only on a CPU with AVX2.) The AVX-512 tile
+// holds 12 or 24 filters; a conv of fewer than half that many (the input gradient of a
+// layer on 3 colour channels, say) would compute mostly padding filters, and goes to the
+// AVX2 tile of 2-6 (per pass, 3 -> 32 channels: AVX-512 at 0.5x the AVX2 kernel's speed).
+struct Kernel {
+    bool avx512;
+    int64_t tile;
+};
+
+Kernel forward_kernel(int64_t F, int64_t Wo) {
+    if (use_avx512() && 2 * F >= direct_tile_filters_avx512(Wo)) {
+        return {true, direct_tile_filters_avx512(Wo)};
+    }
+    return {false, direct_tile_filters(Wo)};
+}
+
+int64_t padded_filters(int64_t F, int64_t tile) { return (F + tile - 1) / tile * tile; }
+
+// Which passes of a conv run on the direct kernels rather than im2col + GEMM. A pointwise
+// conv goes to OpenBLAS, about twice as fast as the direct kernels on the zoo's 1x1 layers
+// (forward and dx; dw 1.2x), same-process A/B. So does each pass of a layer of many
+// filters (kDirectMaxFilters) that would run on the AVX2 kernels; the AVX-512 forward
+// kernel beats the GEMM there too, and so computes the forward and, when its own filters
+// (the layer's channels) fill its tile, dx.
+struct DirectPasses {
+    bool forward, dx, dw;
+};
+
+template <typename T>
+DirectPasses direct_passes(const ConvGeometry& g) {
+    const bool possible = std::is_same_v<T, float> && g.stride == 1 && g.Wo >= kDirectMinRow &&
+                          !is_pointwise(g) && direct_enabled && cpu_has_avx2_fma();
+    if (!possible) return {false, false, false};
+    const bool few_filters = g.F < kDirectMaxFilters;
+    return {few_filters || forward_kernel(g.F, g.Wo).avx512,
+            direct_dx_fits(g) && (few_filters || forward_kernel(g.C, g.W).avx512), few_filters};
+}
+
+DirectConv direct_geometry(const ConvGeometry& g, int64_t tile) {
+    return {g.C, g.F, g.HH, g.WW, g.Ho, g.Wo, g.H + 2 * g.pad, g.W + 2 * g.pad,
+            padded_filters(g.F, tile)};
+}
+
+int64_t padded_floats(const DirectConv& d) { return d.C * d.Hp * d.Wp + kDirectSlack; }
+
+// Runs the direct forward kernel over the batch on `threads` threads: images of
+// in_image floats (d.C x H x W) padded by pad_h, pad_w, with packed weights wpack. Image
+// n's output goes to out_of(n, thread), and then done(n, that output) runs on the same
+// thread while the output is still in its cache.
+template <typename OutOf, typename Done>
+void direct_over_batch(const DirectConv& d, bool avx512, int64_t N, int threads, int64_t H,
+                       int64_t W, int64_t pad_h, int64_t pad_w, const float* in,
+                       const std::vector<float>& wpack, const float* bias, OutOf&& out_of,
+                       Done&& done) {
+    const int64_t padded = padded_floats(d), in_image = d.C * H * W;
+    std::vector<float> pads(checked_mul(threads, padded, "conv padded images"), 0.0f);
+#pragma omp parallel for schedule(dynamic) num_threads(threads)
+    for (int64_t n = 0; n < N; ++n) {
+        const int t = omp_get_thread_num();
+        float* pad = pads.data() + t * padded;
+        pad_interior(d.C, H, W, d.Hp, d.Wp, pad_h, pad_w, in + n * in_image, pad);
+        float* out = out_of(n, t);
+        if (avx512) {
+            direct_conv_forward_image_avx512(d, pad, wpack.data(), bias, out);
+        } else {
+            direct_conv_forward_image(d, pad, wpack.data(), bias, out);
+        }
+        done(n, out);
+    }
+}
+
+template <typename OutOf, typename Done>
+void direct_forward(const ConvGeometry& g, int threads, const float* x, const float* w,
+                    const float* b, OutOf&& out_of, Done&& done) {
+    const Kernel kernel = forward_kernel(g.F, g.Wo);
+    const DirectConv d = direct_geometry(g, kernel.tile);
+    const int64_t taps = g.taps(), tile = kernel.tile;
+    std::vector<float> wpack(taps * d.filters_padded, 0.0f);
+    for (int64_t f = 0; f < g.F; ++f) {
+        for (int64_t t = 0; t < taps; ++t) {
+            wpack[direct_packed_index(tile, taps, f, t)] = w[f * taps + t];
+        }
+    }
+    direct_over_batch(d, kernel.avx512, g.N, threads, g.H, g.W, g.pad, g.pad, x, wpack, b, out_of,
+                      done);
+}
+
 void direct_input_gradient(const ConvGeometry& g, const float* dout, const float* w, float* dx) {
     const int64_t pad_h = g.HH - 1 - g.pad, pad_w = g.WW - 1 - g.pad;
+    const Kernel kernel = forward_kernel(g.C, g.W);
     const DirectConv d{g.F, g.C, g.HH, g.WW, g.H, g.W, g.Ho + 2 * pad_h, g.Wo + 2 * pad_w,
-                       padded_filters(g.C, g.W)};
-    const int64_t taps = g.F * g.HH * g.WW, tile = direct_tile_filters(g.W);
+                       padded_filters(g.C, kernel.tile)};
+    const int64_t taps = g.F * g.HH * g.WW, tile = kernel.tile;
     std::vector<float> wpack(taps * d.filters_padded, 0.0f);  // dout's channels are w's filters
     for (int64_t f = 0; f < g.F; ++f) {
         for (int64_t c = 0; c < g.C; ++c) {
@@ -112,13 +158,16 @@ void direct_input_gradient(const ConvGeometry& g, const float* dout, const float
     }
     const std::vector<float> no_bias(g.C, 0.0f);
     const int64_t image = g.C * g.H * g.W;
-    direct_over_batch(d, g.N, team_size(g.N), g.Ho, g.Wo, pad_h, pad_w, dout, wpack, no_bias.data(),
-                      [&](int64_t n, int) { return dx + n * image; }, [](int64_t, const float*) {});
+    direct_over_batch(d, kernel.avx512, g.N, team_size(g.N), g.Ho, g.Wo, pad_h, pad_w, dout, wpack,
+                      no_bias.data(), [&](int64_t n, int) { return dx + n * image; },
+                      [](int64_t, const float*) {});
 }
 
 }  // namespace
 
 void set_direct_conv(bool enabled) { direct_enabled = enabled; }
+void set_avx512_conv(bool enabled) { avx512_enabled = enabled; }
+bool avx512_conv_active() { return direct_conv_active() && use_avx512(); }
 bool direct_conv_active() { return direct_enabled && cpu_has_avx2_fma(); }
 
 ConvGeometry conv_geometry(const Shape& x, const Shape& w, const Shape& b, int64_t stride,
@@ -168,19 +217,25 @@ template <typename T, typename OutOf, typename Done>
 void forward_images(const ConvGeometry& g, int threads, const T* x, const T* w, const T* b,
                     OutOf&& out_of, Done&& done) {
     if constexpr (std::is_same_v<T, float>) {
-        if (use_direct<T>(g)) return direct_forward(g, threads, x, w, b, out_of, done);
+        if (direct_passes<T>(g).forward) return direct_forward(g, threads, x, w, b, out_of, done);
     }
     const int64_t K = g.taps(), P = g.positions();
-    std::vector<T> cols(threads * K * P);  // allocated here: no exceptions inside the team
+    const bool pointwise = is_pointwise(g);
+    // allocated here: no exceptions inside the team
+    std::vector<T> cols(pointwise ? 0 : threads * K * P);
     // dynamic: on a shared machine a descheduled thread must not hold up the others.
 #pragma omp parallel for schedule(dynamic) num_threads(threads)
     for (int64_t n = 0; n < g.N; ++n) {
         const int t = omp_get_thread_num();
-        T* my_cols = cols.data() + t * K * P;
-        im2col(g, x + n * g.C * g.H * g.W, my_cols);
+        const T* image_cols = x + n * g.C * g.H * g.W;  // a pointwise conv's im2col matrix
+        if (!pointwise) {
+            T* my_cols = cols.data() + t * K * P;
+            im2col(g, image_cols, my_cols);
+            image_cols = my_cols;
+        }
         T* o = out_of(n, t);
         for (int64_t f = 0; f < g.F; ++f) std::fill(o + f * P, o + (f + 1) * P, b[f]);
-        gemm(false, false, g.F, P, K, w, K, my_cols, P, T(1), o, P);  // o += w * cols
+        gemm(false, false, g.F, P, K, w, K, image_cols, P, T(1), o, P);  // o += w * cols
         done(n, o);
     }
 }
@@ -233,7 +288,14 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
     const int64_t chunks = std::min<int64_t>(g.N, kChunks);
     const int64_t slot = K * F + F;  // a chunk's dw, transposed (K x F), then its db (F)
     std::vector<T> partial(chunks * slot, T(0));
-    const bool direct = use_direct<T>(g);
+    const DirectPasses direct_pass = direct_passes<T>(g);
+    const bool direct = direct_pass.dw;  // of the weight gradient
+    // The AVX-512 weight gradient walks each row 16 pixels at a time; on rows whose last
+    // vector would be half empty or less (24, 40 pixels) the AVX2 kernel's 8 are as fast
+    // (per pass, batch 16, one thread: 3x3 32->32 @24 1.08x the AVX2 kernel's time, @40
+    // 0.98x, but @32 0.67x, @16 0.77x).
+    const int64_t last_vector = g.Wo % 16;
+    const bool dw_avx512 = direct && use_avx512() && (last_vector == 0 || last_vector > 8);
     T* gemm_dx = dx;  // what is left of dx for im2col + GEMM
     const int64_t chunk_images = chunks ? (g.N + chunks - 1) / chunks : 0;  // N may be 0
     DirectConv d{};  // set only on the direct path: it asks the AVX2 code for its tile
@@ -241,12 +303,12 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
     std::vector<int64_t> tap_offsets;  // where each tap's window starts in a padded image
     std::vector<float> pads;           // each thread's padded images of one chunk
     if constexpr (std::is_same_v<T, float>) {
-        if (dx && direct && direct_dx_fits(g)) {
+        if (dx && direct_pass.dx) {
             direct_input_gradient(g, dout, w, dx);
             gemm_dx = nullptr;
         }
         if (dw && direct) {
-            d = direct_geometry(g);
+            d = direct_geometry(g, direct_tile_filters(g.Wo));  // the dw kernel is AVX2
             padded = padded_floats(d);
             pads.assign(checked_mul(threads * chunk_images, padded, "conv padded images"),
                         0.0f);
@@ -257,7 +319,9 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
             }
         }
     }
-    std::vector<T> cols(dw && !direct ? threads * K * P : 0), dcols(gemm_dx ? threads * K * P : 0);
+    const bool pointwise = is_pointwise(g);
+    std::vector<T> cols(dw && !direct && !pointwise ? threads * K * P : 0);
+    std::vector<T> dcols(gemm_dx && !pointwise ? threads * K * P : 0);
 #pragma omp parallel for schedule(dynamic) num_threads(threads)
     for (int64_t chunk = 0; chunk < chunks; ++chunk) {
         const int t = omp_get_thread_num();
@@ -274,14 +338,19 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
             }
             if (dw && !direct) {  // dw^T (K x F) += cols (K x P) * dout_n^T (P x F): OpenBLAS
                                   // runs this orientation about 25% faster than dw += dout_n * cols^T
-                T* my_cols = cols.data() + t * K * P;
-                im2col(g, x + n * g.C * g.H * g.W, my_cols);
-                gemm(false, true, K, F, P, my_cols, P, dout_n, P, T(1), my_dw_t, F);
+                const T* image_cols = x + n * g.C * g.H * g.W;
+                if (!pointwise) {
+                    T* my_cols = cols.data() + t * K * P;
+                    im2col(g, image_cols, my_cols);
+                    image_cols = my_cols;
+                }
+                gemm(false, true, K, F, P, image_cols, P, dout_n, P, T(1), my_dw_t, F);
             }
             if (gemm_dx) {  // dcols = w^T (K x F) * dout_n (F x P), scattered onto the image
-                T* my_dcols = dcols.data() + t * K * P;
+                T* dx_n = gemm_dx + n * g.C * g.H * g.W;
+                T* my_dcols = pointwise ? dx_n : dcols.data() + t * K * P;
                 gemm(true, false, K, P, F, w, K, dout_n, P, T(0), my_dcols, P);
-                col2im(g, my_dcols, gemm_dx + n * g.C * g.H * g.W);
+                if (!pointwise) col2im(g, my_dcols, dx_n);
             }
         }
         if constexpr (std::is_same_v<T, float>) {
@@ -291,8 +360,9 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
                     pad_interior(g.C, g.H, g.W, d.Hp, d.Wp, g.pad, g.pad, x + n * g.C * g.H * g.W,
                                  my_pads + (n - first) * padded);
                 }
-                direct_conv_dw_images(d, tap_offsets.data(), my_pads, padded, dout + first * F * P,
-                                      last - first, my_dw_t);
+                (dw_avx512 ? direct_conv_dw_images_avx512 : direct_conv_dw_images)(
+                    d, tap_offsets.data(), my_pads, padded, dout + first * F * P, last - first,
+                    my_dw_t);
             }
         }
     }

@@ -29,6 +29,9 @@ ConvGeometry conv_geometry(const Shape& x, const Shape& w, const Shape& b, int64
 // were switched off here (tests and benchmarks compare them with im2col + GEMM).
 void set_direct_conv(bool enabled);
 bool direct_conv_active();
+// They run on AVX-512 where the CPU has it, unless switched off here.
+void set_avx512_conv(bool enabled);
+bool avx512_conv_active();
 
 // Copies an image (C planes of H x W) into the interior of xpad (C planes of Hp x Wp),
 // pad_h rows and pad_w columns in. The border is never written, so a buffer zeroed once

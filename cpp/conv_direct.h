@@ -30,6 +30,12 @@ struct DirectConv {
 // vectors of 8 pixels per row to beat it (measured, README).
 constexpr int64_t kDirectMinRow = 16;
 
+// Layers of this many filters or more go to im2col + GEMM, in the forward and both
+// gradients: per pass, CPU time of one thread, batch 16, 3x3/5x5/7x7 kernels on rows of
+// 16-32 pixels, 3-128 channels, GEMM / direct was 0.66-0.93 for 48-128 filters (once 1.08:
+// the 3x3 forward from 3 channels to 64); at 32 filters 0.95-1.45 and at 16, 1.2-1.7.
+constexpr int64_t kDirectMaxFilters = 48;
+
 // Filters in the forward kernel's register tile for output rows Wo >= kDirectMinRow pixels
 // wide. The tile holds 12 accumulators: 3 filters x 4 vectors of 8 pixels for rows of 32,
 // 6 x 2 for rows of 16, 4 x 3 for rows of 24 or 40, so that tiles run past a row by as
@@ -53,6 +59,16 @@ constexpr int64_t kDirectSlack = 32;
 // small block (1.7 KB for the CIFAR layer), not a few floats from every row of a matrix.
 void direct_conv_forward_image(const DirectConv& g, const float* xpad, const float* wpack,
                                const float* bias, float* out);
+
+// The same forward with AVX-512 vectors of 16 floats (conv_direct_avx512.cpp; call only
+// when cpu_has_avx512f()), on weights packed in tiles of direct_tile_filters_avx512(Wo).
+int64_t direct_tile_filters_avx512(int64_t Wo);
+void direct_conv_forward_image_avx512(const DirectConv& g, const float* xpad, const float* wpack,
+                                      const float* bias, float* out);
+// direct_conv_dw_images with AVX-512 (same arguments and contract).
+void direct_conv_dw_images_avx512(const DirectConv& g, const int64_t* tap_offsets,
+                                  const float* xpads, int64_t xpad_stride, const float* dout,
+                                  int64_t images, float* dw_t);
 
 // dw_t (taps x F) += the weight gradient of `images` consecutive images: their output
 // gradients dout (images x F x Ho x Wo) and their padded inputs, xpads + i * xpad_stride.

@@ -11,4 +11,10 @@ inline bool cpu_has_avx2_fma() {
     return has;
 }
 
+// AVX-512 Foundation (libgcc's check includes the OS saving the 512-bit registers).
+inline bool cpu_has_avx512f() {
+    static const bool has = __builtin_cpu_supports("avx512f") && cpu_has_avx2_fma();
+    return has;
+}
+
 }  // namespace graphnet

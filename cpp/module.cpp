@@ -702,4 +702,9 @@ PYBIND11_MODULE(_C, m) {
           "the CPU has AVX2 and FMA); False forces im2col + GEMM, to compare the two.");
     m.def("direct_conv_active", &direct_conv_active,
           "Whether float32 stride-1 convolutions run on the direct AVX2 kernels.");
+    m.def("set_avx512_conv", &set_avx512_conv, "enabled"_a,
+          "Run the direct conv kernels with AVX-512 where the CPU has it (the default);\n"
+          "False keeps them on AVX2, to compare the two.");
+    m.def("avx512_conv_active", &avx512_conv_active,
+          "Whether the direct conv kernels run on AVX-512.");
 }

@@ -92,7 +92,7 @@ def test_direct_conv_every_row_tail(W):
 @pytest.mark.parametrize("case", [
     (3, 3, 32, 32, 32, 7, 7, 3),    # the CIFAR layer
     (2, 1, 6, 20, 3, 6, 5, 0),      # kernel as tall as the image: one output row
-    (2, 4, 7, 16, 5, 1, 1, 0),      # 1x1 kernel
+    (2, 4, 7, 16, 5, 1, 1, 1),      # 1x1 kernel, padded (unpadded, it is one GEMM)
     (2, 13, 6, 16, 5, 3, 3, 1),     # 13 channels: dx, a conv with 13 outputs, has a remainder
     (1, 5, 8, 16, 9, 5, 2, 3),      # pad 3 >= kernel width 2: dx falls back to im2col + GEMM
     (2, 3, 11, 16, 8, 3, 5, 2),     # 45 taps, not a multiple of the 4-tap gradient tile

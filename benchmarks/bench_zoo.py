@@ -1,0 +1,282 @@
+"""The model zoo against PyTorch CPU and against the machine's floor (issue 15).
+
+    python benchmarks/bench_zoo.py [--models vgg,resnet] [--batches 1,16,64,256]
+                                   [--dtypes float32,float64] [--rounds 3] [--threads N]
+                                   [--clock wall|cpu] [--markdown]
+
+For each network of benchmarks/zoo_models.py (built through the graph API, and as a
+PyTorch module holding the same weights), each batch size and each dtype the course uses
+it in (--dtypes narrows that), it measures in one run:
+
+- the training step: forward, backward and the adam update, softmax loss, 3x32x32 (or
+  3072-feature) synthetic inputs; graphnet's Solver-style step (model.loss(X, y), then
+  optim.adam per param) against torch.optim.Adam's;
+- eval-mode inference (graphnet: model.loss(X), which runs the scores in eval mode;
+  PyTorch: net.eval() under torch.inference_mode());
+- the floor: the step's multiply-adds (conv and affine forward, both weight and input
+  gradients, none for the data) at the machine's sgemm (dgemm for float64) rate, plus
+  its unavoidable memory traffic at the machine's copy bandwidth: the data read once,
+  every conv/affine output written once and read once, its gradient likewise (anything
+  between two such layers counted as fused, hence free), and adam's pass over the params
+  (read w, dw, m, v; write w, m, v). The rates are a numpy matmul of two 1536x1536
+  matrices and a 128 MB array copy, on the same thread count, measured at the start and
+  the end of the run (medians).
+
+graphnet and PyTorch run on the same number of threads and take turns in blocks of about
+--block seconds (a block of steps, never single steps: their thread teams would fight for
+the cores), --rounds turns each after a warm-up; every time printed is a median. On a
+machine loaded by other jobs, wall-clock times mostly measure the waits for a core (worst
+with two or more threads, whose every barrier waits for the slowest); --threads 1 --clock
+cpu then measures the process's CPU time instead, which leaves those waits out (with more
+threads it would add up their CPU time, spinning included). The
+table's ratios (nan where PyTorch refuses: its BatchNorm1d does not train on a batch of
+one sample): graphnet / PyTorch step time (goal <= 0.5), graphnet step / floor (goal <=
+1.5), and inference throughput graphnet / PyTorch (goal >= 2 at batch 1, >= 1 at 256).
+"""
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+from graphnet import optim
+from graphnet.kernels import _C
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from zoo_models import BY_NAME, ZOO, build_graphnet, build_torch, shapes  # noqa: E402
+
+DEFAULT_BATCHES = (1, 64)
+
+
+# ----- the floor --------------------------------------------------------------------------
+
+def step_cost(model, batch):
+    """(flops, elements moved) of one training step at the floor (see the docstring)."""
+    walk, _ = shapes(model, batch)
+    flops = moved = 0
+    params = 0
+    first_weighted = True
+
+    def weighted(outputs, fan_in, out_features):
+        nonlocal flops, moved, params, first_weighted
+        forward = 2 * outputs * fan_in
+        # forward, weight gradient, input gradient (the data needs none)
+        flops += forward * (2 if first_weighted else 3)
+        first_weighted = False
+        moved += 4 * outputs
+        params += fan_in * out_features + out_features
+
+    for layer, shape in walk:
+        kind = layer[0]
+        if kind == "conv":
+            _, F, k, stride = layer
+            pad = (k - 1) // 2
+            Ho = 1 + (shape[2] + 2 * pad - k) // stride
+            Wo = 1 + (shape[3] + 2 * pad - k) // stride
+            weighted(batch * F * Ho * Wo, shape[1] * k * k, F)
+        elif kind == "res":
+            F = shape[1]
+            for _ in range(2):
+                weighted(int(np.prod(shape)), F * 9, F)
+                params += 2 * F
+        elif kind == "affine":
+            weighted(batch * layer[1], int(np.prod(shape[1:])), layer[1])
+        elif kind in ("sbn", "bn", "ln"):
+            params += 2 * shape[1]
+    moved += batch * int(np.prod(model.input_shape)) + 7 * params
+    return flops, moved
+
+
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+clock = time.perf_counter  # set by --clock
+
+
+def machine_rates(threads, repeats=5):
+    """{"float32": flop/s, "float64": flop/s, "bandwidth": bytes/s}: medians of `repeats`."""
+    try:
+        from threadpoolctl import threadpool_limits
+        limits = threadpool_limits(threads)
+    except ImportError:  # numpy's BLAS then uses its default thread count
+        limits = None
+    rng = np.random.default_rng(0)
+    rates = {}
+    n = 1536
+    for dtype in ("float32", "float64"):
+        a = rng.standard_normal((n, n)).astype(dtype)
+        b = rng.standard_normal((n, n)).astype(dtype)
+        a @ b
+        times = []
+        for _ in range(repeats):
+            start = clock()
+            a @ b
+            times.append(clock() - start)
+        rates[dtype] = 2 * n ** 3 / np.median(times)
+    src = np.ones(32 * 2 ** 20, np.float32)
+    dst = np.empty_like(src)
+    np.copyto(dst, src)
+    times = []
+    for _ in range(repeats):
+        start = clock()
+        np.copyto(dst, src)
+        times.append(clock() - start)
+    rates["bandwidth"] = 2 * src.nbytes / np.median(times)  # read + write
+    if limits is not None:
+        limits.restore_original_limits()
+    return rates
+
+
+# ----- the contenders ---------------------------------------------------------------------
+
+def data(model, batch, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((batch, *model.input_shape)).astype(dtype)
+    y = rng.integers(10, size=batch).astype(np.int64)
+    return X, y
+
+
+def contenders(model, batch, dtype):
+    """{name: function running one step (or one inference)} for graphnet and PyTorch."""
+    ours = build_graphnet(model, dtype)
+    X, y = data(model, batch, dtype)
+    configs = {name: {"learning_rate": 1e-3} for name in ours.params}
+
+    def graphnet_step():
+        _, grads = ours.loss(X, y)
+        for name in ours.params:
+            ours.params[name], configs[name] = optim.adam(ours.params[name], grads[name],
+                                                          configs[name])
+
+    def graphnet_infer():
+        ours.loss(X)
+
+    runs = {"graphnet step": graphnet_step, "graphnet infer": graphnet_infer}
+    try:
+        import torch
+    except ImportError:
+        return runs
+    net, _ = build_torch(model, ours)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+
+    def torch_step():
+        net.train()
+        opt.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(net(Xt), yt).backward()
+        opt.step()
+
+    def torch_infer():
+        net.eval()
+        with torch.inference_mode():
+            net(Xt)
+
+    runs["torch infer"] = torch_infer
+    try:
+        torch_step()
+        runs["torch step"] = torch_step
+    except ValueError:  # BatchNorm1d refuses to train on a batch of one sample
+        pass
+    return runs
+
+
+def medians_in_turns(runs, rounds, block_seconds, warmup=1):
+    """{name: median ms}: each run warmed up, then `rounds` turns, in each turn a block of
+    calls of about block_seconds per run (at least one call)."""
+    blocks = {}
+    for name, run in runs.items():
+        for _ in range(warmup):
+            start = time.perf_counter()
+            run()
+        blocks[name] = max(1, min(50, int(block_seconds / (time.perf_counter() - start))))
+    times = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            for _ in range(blocks[name]):
+                start = clock()
+                run()
+                times[name].append(clock() - start)
+    return {name: 1e3 * float(np.median(t)) for name, t in times.items()}
+
+
+# ----- the table --------------------------------------------------------------------------
+
+COLUMNS = ("model", "batch", "dtype", "graphnet step ms", "torch step ms", "ratio", "floor ms",
+           "ratio to floor", "inference graphnet/torch")
+
+
+def row(model, batch, dtype, ms, rates):
+    flops, moved = step_cost(model, batch)
+    floor = 1e3 * (flops / rates[dtype] + moved * np.dtype(dtype).itemsize / rates["bandwidth"])
+    ours, theirs = ms["graphnet step"], ms.get("torch step", float("nan"))  # nan: torch refused
+    infer = ms.get("torch infer", float("nan")) / ms["graphnet infer"]
+    return (model.name, str(batch), dtype, f"{ours:.2f}", f"{theirs:.2f}",
+            f"{ours / theirs:.2f}", f"{floor:.2f}", f"{ours / floor:.1f}", f"{infer:.2f}")
+
+
+def print_table(rows, markdown):
+    if markdown:
+        print("| " + " | ".join(COLUMNS) + " |")
+        print("|" + "|".join("---" if i < 3 else "--:" for i in range(len(COLUMNS))) + "|")
+        for r in rows:
+            print("| " + " | ".join(r) + " |")
+        return
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(COLUMNS)]
+    for r in (COLUMNS, *rows):
+        print("  ".join(v.ljust(w) if i < 3 else v.rjust(w)
+                        for i, (v, w) in enumerate(zip(r, widths))))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default=",".join(m.name for m in ZOO),
+                        help="comma-separated, of: " + ", ".join(BY_NAME))
+    parser.add_argument("--batches", default=",".join(map(str, DEFAULT_BATCHES)))
+    parser.add_argument("--dtypes", default="float32,float64",
+                        help="each model runs in those of these the course uses it in")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--block", type=float, default=0.2, help="seconds per turn")
+    parser.add_argument("--threads", type=int, default=_C.get_num_threads())
+    parser.add_argument("--clock", choices=CLOCKS, default="wall",
+                        help="wall-clock time, or the process's CPU time (see above)")
+    parser.add_argument("--markdown", action="store_true", help="print a markdown table")
+    args = parser.parse_args()
+    models = [BY_NAME[name] for name in args.models.split(",")]
+    batches = [int(b) for b in args.batches.split(",")]
+    dtypes = args.dtypes.split(",")
+    global clock
+    clock = CLOCKS[args.clock]
+
+    _C.set_num_threads(args.threads)
+    torch_version = "absent"
+    try:
+        import torch
+        torch.set_num_threads(args.threads)
+        torch_version = torch.__version__
+    except ImportError:
+        pass
+    load = os.getloadavg()[0]
+    start = machine_rates(args.threads)
+    measured = []
+    for model in models:
+        for dtype in (d for d in model.dtypes if d in dtypes):
+            for batch in batches:
+                ms = medians_in_turns(contenders(model, batch, dtype), args.rounds, args.block)
+                measured.append((model, batch, dtype, ms))
+                print(f"  measured {model.name} batch {batch} {dtype}", file=sys.stderr)
+    end = machine_rates(args.threads)
+    rates = {key: float(np.median([start[key], end[key]])) for key in start}
+    print(f"{os.cpu_count()} cores, {args.threads} thread(s) for graphnet and PyTorch; numpy "
+          f"{np.__version__}, torch {torch_version}; load average {load:.1f} at the start, "
+          f"{os.getloadavg()[0]:.1f} at the end")
+    print(f"machine: sgemm {rates['float32'] / 1e9:.1f} GFLOP/s, dgemm "
+          f"{rates['float64'] / 1e9:.1f} GFLOP/s, copy {rates['bandwidth'] / 1e9:.1f} GB/s "
+          f"(read + write); {args.rounds} rounds, blocks of ~{args.block} s; {args.clock} "
+          "clock\n")
+    print_table([row(m, b, d, ms, rates) for m, b, d, ms in measured], args.markdown)
+    print("\nmodels:")
+    for model in models:
+        print(f"  {model.name}: {model.what}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,258 @@
+"""The model zoo: networks of the kinds students build in the course's last assignment,
+each described once as a list of layers and built from that description twice, as a
+graphnet graph and as a PyTorch module holding the same weights.
+
+A description is a tuple of layers, each a tuple (kind, *arguments), followed implicitly
+by the classifier's last affine layer to `CLASSES` scores and the softmax loss:
+
+    ("conv", F, k, stride)   k x k convolution to F channels, pad (k - 1) // 2, with bias
+    ("sbn",) ("bn",) ("ln",) spatial batchnorm, batchnorm, layernorm (gamma, beta)
+    ("relu",) ("tanh",) ("sigmoid",)
+    ("pool",)                2x2 max pool, stride 2
+    ("dropout", p)           inverted dropout, p = the probability of dropping a unit
+    ("res",)                 residual block: conv3x3-sbn-relu-conv3x3-sbn, plus the block's
+                             input, then relu (the channels stay)
+    ("affine", M)            fully connected to M features (flattening images)
+
+The course's three models (TwoLayerNet, FullyConnectedNet, ThreeLayerConvNet) are built
+by their graphnet.models classes; their description says what the PyTorch twin is. Params
+are created in the order of the description on both sides, which is how the weights are
+copied across. torch is imported only by `build_torch`.
+"""
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+
+import graphnet as gn
+from graphnet.models import FullyConnectedNet, GraphClassifier, ThreeLayerConvNet, TwoLayerNet
+
+CLASSES = 10
+IMAGE = (3, 32, 32)
+FLAT = (3 * 32 * 32,)
+
+
+@dataclass(frozen=True)
+class ZooModel:
+    name: str
+    what: str                       # one line for the table's legend
+    input_shape: tuple              # one sample
+    layers: tuple                   # the description (see the module's docstring)
+    dtypes: tuple = ("float32",)    # the dtypes the course uses it in
+    course: Optional[Callable] = None  # builds the graphnet.models class instead (dtype ->)
+
+
+def _vgg_unit(F):
+    return (("conv", F, 3, 1), ("sbn",), ("relu",))
+
+
+ZOO = (
+    ZooModel("twolayer", "course TwoLayerNet 3072-100-10", FLAT,
+             (("affine", 100), ("relu",)), ("float32", "float64"),
+             course=lambda dtype: TwoLayerNet(hidden_dim=100, weight_scale=1e-2, dtype=dtype)),
+    ZooModel("fc", "course FullyConnectedNet [100]*4", FLAT,
+             (("affine", 100), ("relu",)) * 4, ("float32", "float64"),
+             course=lambda dtype: FullyConnectedNet([100] * 4, weight_scale=5e-2, dtype=dtype)),
+    ZooModel("convnet", "course ThreeLayerConvNet: conv7x7(32)-relu-pool-affine(100)-relu",
+             IMAGE, (("conv", 32, 7, 1), ("relu",), ("pool",), ("affine", 100), ("relu",)),
+             course=lambda dtype: ThreeLayerConvNet(weight_scale=1e-2, dtype=dtype)),
+    ZooModel("vgg", "[conv3x3-sbn-relu]x2(32)-pool-[conv3x3-sbn-relu]x2(64)-pool-dropout",
+             IMAGE, _vgg_unit(32) * 2 + (("pool",),) + _vgg_unit(64) * 2
+             + (("pool",), ("dropout", 0.5))),
+    ZooModel("resnet", "conv3x3(32)-sbn-relu, res(32), pool, conv3x3(64)-sbn-relu, res(64), "
+             "pool", IMAGE, _vgg_unit(32) + (("res",), ("pool",)) + _vgg_unit(64)
+             + (("res",), ("pool",))),
+    ZooModel("strided", "conv3x3(32)-sbn-relu, [conv3x3 stride 2-sbn-relu](64, 128)", IMAGE,
+             _vgg_unit(32) + (("conv", 64, 3, 2), ("sbn",), ("relu",),
+                              ("conv", 128, 3, 2), ("sbn",), ("relu",))),
+    ZooModel("conv1x1", "[conv3x3(64)-relu-conv1x1(32)-relu-pool]x2 (network in network)",
+             IMAGE, (("conv", 64, 3, 1), ("relu",), ("conv", 32, 1, 1), ("relu",),
+                     ("pool",)) * 2),
+    ZooModel("conv5x5", "conv5x5(32)-relu-pool-conv5x5(64)-relu-pool-affine(256)-relu",
+             IMAGE, (("conv", 32, 5, 1), ("relu",), ("pool",), ("conv", 64, 5, 1), ("relu",),
+                     ("pool",), ("affine", 256), ("relu",))),
+    ZooModel("fc_bn", "FullyConnectedNet [100]*5, batchnorm", FLAT,
+             (("affine", 100), ("bn",), ("relu",)) * 5, ("float32", "float64"),
+             course=lambda dtype: FullyConnectedNet([100] * 5, use_batchnorm=True,
+                                                    weight_scale=5e-2, dtype=dtype)),
+    ZooModel("fc_ln", "FullyConnectedNet [100]*5, layernorm", FLAT,
+             (("affine", 100), ("ln",), ("relu",)) * 5, ("float32", "float64"),
+             course=lambda dtype: FullyConnectedNet([100] * 5, normalization="layernorm",
+                                                    weight_scale=5e-2, dtype=dtype)),
+    ZooModel("fc_dropout", "FullyConnectedNet [512]*2, dropout 0.5", FLAT,
+             (("affine", 512), ("relu",), ("dropout", 0.5)) * 2, ("float32", "float64"),
+             course=lambda dtype: FullyConnectedNet([512] * 2, dropout=0.5, weight_scale=5e-2,
+                                                    dtype=dtype)),
+    ZooModel("mlp_tanh", "[affine(256)-tanh]x6", FLAT, (("affine", 256), ("tanh",)) * 6),
+    ZooModel("mlp_sigmoid", "[affine(256)-sigmoid]x6", FLAT,
+             (("affine", 256), ("sigmoid",)) * 6),
+)
+
+BY_NAME = {m.name: m for m in ZOO}
+
+
+def shapes(model, batch):
+    """[(layer, its input's shape)] for a batch, the final affine included, and the scores'
+    shape. (One place for the geometry the floor needs: graphnet.kernels.geometry's rule.)"""
+    shape, walk = (batch, *model.input_shape), []
+    for layer in model.layers + (("affine", CLASSES),):
+        walk.append((layer, shape))
+        kind = layer[0]
+        if kind == "conv":
+            _, F, k, stride = layer
+            pad = (k - 1) // 2
+            shape = (batch, F, 1 + (shape[2] + 2 * pad - k) // stride,
+                     1 + (shape[3] + 2 * pad - k) // stride)
+        elif kind == "pool":
+            shape = (batch, shape[1], shape[2] // 2, shape[3] // 2)
+        elif kind == "affine":
+            shape = (batch, layer[1])
+    return walk, shape
+
+
+# ----- graphnet -------------------------------------------------------------------------
+
+def build_graphnet(model, dtype, seed=0):
+    """A graphnet model of `model` (a GraphModel or a GraphClassifier: .params, .graph and
+    the course's loss(X, y=None)); weights drawn from `seed`."""
+    dtype = np.dtype(dtype)
+    if model.course is not None:
+        np.random.seed(seed)
+        return model.course(dtype)
+    rng = np.random.default_rng(seed)
+    g = gn.Graph(dtype=dtype)
+    h = g.input("x", shape=(None, *model.input_shape), requires_grad=False)
+    counts = {}
+
+    def name(kind):
+        counts[kind] = counts.get(kind, 0) + 1
+        return f"{kind}{counts[kind]}"
+
+    def weight(shape, fan_in, outputs, gain):
+        w = rng.standard_normal(shape) * np.sqrt(gain / fan_in)  # He / Xavier scale
+        return g.param(name("W"), w.astype(dtype)), g.param(name("b"), np.zeros(outputs, dtype))
+
+    def norm(kind, x, size):
+        gamma = g.param(name("gamma"), np.ones(size, dtype))
+        beta = g.param(name("beta"), np.zeros(size, dtype))
+        build = {"sbn": g.spatial_batchnorm, "bn": g.batchnorm, "ln": g.layernorm}[kind]
+        return build(x, gamma, beta, name=name(kind))
+
+    def conv(x, F, k, stride):
+        C = x.static_shape[1]
+        W, b = weight((F, C, k, k), C * k * k, F, 2.0)
+        return g.conv(x, W, b, stride=stride, pad=(k - 1) // 2, name=name("conv"))
+
+    squashing = any(layer[0] in ("tanh", "sigmoid") for layer in model.layers)
+    layers = model.layers + (("affine", CLASSES),)
+    for i, layer in enumerate(layers):
+        kind = layer[0]
+        if kind == "conv":
+            h = conv(h, *layer[1:])
+        elif kind in ("sbn", "bn", "ln"):
+            h = norm(kind, h, h.static_shape[1])
+        elif kind in ("relu", "tanh", "sigmoid"):
+            h = g.apply(kind, h, name=name(kind))
+        elif kind == "pool":
+            h = g.max_pool(h, 2, 2, 2, name=name("pool"))
+        elif kind == "dropout":
+            h = g.dropout(h, layer[1], name=name("dropout"))
+        elif kind == "res":
+            F = h.static_shape[1]
+            inner = g.relu(norm("sbn", conv(h, F, 3, 1), F), name=name("relu"))
+            inner = norm("sbn", conv(inner, F, 3, 1), F)
+            h = g.relu(g.add(inner, h, name=name("skip")), name=name("relu"))
+        elif kind == "affine":
+            D = int(np.prod(h.static_shape[1:]))
+            W, b = weight((D, layer[1]), D, layer[1], 1.0 if squashing else 2.0)
+            last = i == len(layers) - 1
+            h = g.affine(h, W, b, name="scores" if last else name("affine"))
+        else:
+            raise ValueError(f"unknown layer {layer!r}")
+    y = g.input("y", shape=(None,), dtype=np.int64)
+    g.softmax_loss(h, y, name="loss")
+    return GraphClassifier(g, x="x", scores="scores")
+
+
+# ----- PyTorch --------------------------------------------------------------------------
+
+def build_torch(model, graphnet_model):
+    """(module, dropouts): the PyTorch twin of `model` holding `graphnet_model`'s current
+    weights and batchnorm running averages, in graphnet's dtype. `dropouts` are its dropout
+    layers: each is torch's, unless given a mask (`layer.mask = tensor`), which it then
+    applies in train mode instead of drawing one (so a test can replay graphnet's masks)."""
+    import torch
+    from torch import nn
+
+    class Dropout(nn.Dropout):
+        mask = None
+
+        def forward(self, x):
+            if self.training and self.mask is not None:
+                return x * self.mask
+            return super().forward(x)
+
+    class Residual(nn.Module):
+        def __init__(self, F):
+            super().__init__()
+            self.inner = nn.Sequential(nn.Conv2d(F, F, 3, padding=1), nn.BatchNorm2d(F),
+                                       nn.ReLU(), nn.Conv2d(F, F, 3, padding=1),
+                                       nn.BatchNorm2d(F))
+
+        def forward(self, x):
+            return torch.relu(self.inner(x) + x)
+
+    walk, _ = shapes(model, 1)
+    modules, dropouts = [], []
+    for layer, shape in walk:
+        kind = layer[0]
+        if kind == "conv":
+            _, F, k, stride = layer
+            modules.append(nn.Conv2d(shape[1], F, k, stride=stride, padding=(k - 1) // 2))
+        elif kind == "sbn":
+            modules.append(nn.BatchNorm2d(shape[1], eps=1e-5, momentum=0.1))
+        elif kind == "bn":
+            modules.append(nn.BatchNorm1d(shape[1], eps=1e-5, momentum=0.1))
+        elif kind == "ln":
+            modules.append(nn.LayerNorm(shape[1], eps=1e-5))
+        elif kind in ("relu", "tanh", "sigmoid"):
+            modules.append({"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}[kind]())
+        elif kind == "pool":
+            modules.append(nn.MaxPool2d(2))
+        elif kind == "dropout":
+            dropouts.append(Dropout(layer[1]))
+            modules.append(dropouts[-1])
+        elif kind == "res":
+            modules.append(Residual(shape[1]))
+        elif kind == "affine":
+            if len(shape) > 2:
+                modules.append(nn.Flatten())
+            modules.append(nn.Linear(int(np.prod(shape[1:])), layer[1]))
+    net = nn.Sequential(*modules).to(getattr(torch, np.dtype(graphnet_model.graph.dtype).name))
+    copy_weights(graphnet_model, net)
+    return net, dropouts
+
+
+def copy_weights(graphnet_model, net):
+    """graphnet's params (in building order) into the module's (in module order): the same
+    order by construction; affine weights (D, M) become Linear's (M, D). Batchnorm running
+    averages too (graphnet's momentum 0.9 is torch's 0.1)."""
+    import torch
+
+    ours = list(graphnet_model.params.values())
+    theirs = list(net.parameters())
+    if [np.shape(w) if w.ndim != 2 else np.shape(w)[::-1] for w in ours] != \
+            [tuple(p.shape) for p in theirs]:
+        raise AssertionError("graphnet's and torch's params do not line up: "
+                             f"{[np.shape(w) for w in ours]} vs {[tuple(p.shape) for p in theirs]}")
+    with torch.no_grad():
+        for w, p in zip(ours, theirs):
+            p.copy_(torch.from_numpy(np.ascontiguousarray(w.T if w.ndim == 2 else w)))
+    norms = [n for n in graphnet_model.graph.nodes if n.op in ("batchnorm", "spatial_batchnorm")]
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for node, bn in zip(norms, bns):
+        running = node.state
+        if "running_mean" in running:
+            with torch.no_grad():
+                bn.running_mean.copy_(torch.from_numpy(np.asarray(running["running_mean"])))
+                bn.running_var.copy_(torch.from_numpy(np.asarray(running["running_var"])))

@@ -1,0 +1,79 @@
+"""Every network of the benchmark's model zoo (benchmarks/zoo_models.py) builds, runs a
+training step, and its loss and gradients equal PyTorch's for the same weights, the same
+batch and the same dropout masks (float64, a tiny batch, train mode), and so do the
+weights after one adam step and the eval-mode scores after it. This guards the kernels
+and fused paths the benchmark times: whatever makes them faster must keep these equal."""
+import importlib.util
+import pathlib
+
+import numpy as np
+import pytest
+
+from graphnet import optim
+
+torch = pytest.importorskip("torch")
+
+_PATH = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "zoo_models.py"
+_spec = importlib.util.spec_from_file_location("zoo_models", _PATH)
+zoo = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(zoo)
+
+pytestmark = [pytest.mark.torch, pytest.mark.slow]
+
+
+def graphnet_masks(model):
+    """The mask each dropout node applied in the last forward, as its gate's own backward
+    of ones gives it (mask / (1 - p)): independent of how the gate stores it."""
+    return [node.gate.backward(np.ones(node.value.shape), node.cache, (True,))[0]
+            for node in model.graph.nodes if node.op == "dropout"]
+
+
+@pytest.mark.parametrize("name", [m.name for m in zoo.ZOO])
+def test_zoo_network_matches_pytorch(name):
+    spec = zoo.BY_NAME[name]
+    ours = zoo.build_graphnet(spec, np.float64, seed=3)
+    net, dropouts = zoo.build_torch(spec, ours)
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((3, *spec.input_shape))
+    y = rng.integers(zoo.CLASSES, size=3)
+
+    loss, grads = ours.loss(X, y)
+    for layer, mask in zip(dropouts, graphnet_masks(ours), strict=True):
+        layer.mask = torch.from_numpy(mask)
+    net.train()
+    their_loss = torch.nn.functional.cross_entropy(net(torch.from_numpy(X)), torch.from_numpy(y))
+    their_loss.backward()
+    np.testing.assert_allclose(loss, their_loss.item(), rtol=1e-10)
+    theirs = list(net.parameters())
+    for (key, grad), p in zip(grads.items(), theirs, strict=True):
+        expected = p.grad.numpy()
+        np.testing.assert_allclose(grad, expected.T if grad.ndim == 2 else expected,
+                                   rtol=1e-7, atol=1e-11, err_msg=f"{name}: d{key}")
+
+    # One adam step on both sides, then the eval-mode scores (running averages) agree.
+    # Adam moves a weight by about the learning rate whatever its gradient's size, so a
+    # gradient that is zero up to rounding (a conv's bias before a batchnorm) moves it by a
+    # random +-lr: those weights are left out of the comparison.
+    configs = {key: {"learning_rate": 1e-2} for key in ours.params}
+    for key in ours.params:
+        ours.params[key], configs[key] = optim.adam(ours.params[key], grads[key], configs[key])
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    opt.step()
+    for (key, w), p in zip(ours.params.items(), theirs):
+        expected, meaningful = p.detach().numpy(), np.abs(p.grad.numpy()) > 1e-8
+        if w.ndim == 2:
+            expected, meaningful = expected.T, meaningful.T
+        np.testing.assert_allclose(w[meaningful], expected[meaningful], rtol=1e-6, atol=1e-9,
+                                   err_msg=f"{name}: {key} after adam")
+    scores = ours.loss(X)
+    net.eval()
+    with torch.no_grad():
+        expected_scores = net(torch.from_numpy(X)).numpy()
+    # torch's running variance is unbiased, the course's biased; with 3 samples the eval
+    # scores of batchnorm nets differ by that alone, so they are compared with their own
+    # running statistics copied over.
+    if any(layer[0] in ("bn", "sbn", "res") for layer in spec.layers):
+        zoo.copy_weights(ours, net)
+        with torch.no_grad():
+            expected_scores = net(torch.from_numpy(X)).numpy()
+    np.testing.assert_allclose(scores, expected_scores, rtol=1e-6, atol=1e-9)
