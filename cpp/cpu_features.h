@@ -1,11 +1,13 @@
 // What the CPU running us can do, asked once at run time: the AVX2 kernels
 // (conv_direct.cpp, skinny_gemm.cpp) are compiled for AVX2 + FMA while the rest of the
 // module stays portable x86-64, so they are only called when this says yes.
-// Include it only from portable translation units, never from the AVX2 ones.
+// Include it only from portable translation units, never from the AVX2 ones. A build
+// for another CPU compiles no x86 kernel (GRAPHNET_X86_KERNELS undefined): all say no.
 #pragma once
 
 namespace graphnet {
 
+#ifdef GRAPHNET_X86_KERNELS
 inline bool cpu_has_avx2_fma() {
     static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     return has;
@@ -16,5 +18,9 @@ inline bool cpu_has_avx512f() {
     static const bool has = __builtin_cpu_supports("avx512f") && cpu_has_avx2_fma();
     return has;
 }
+#else  // a build without the x86 kernels (CMakeLists.txt): every caller's portable path
+inline bool cpu_has_avx2_fma() { return false; }
+inline bool cpu_has_avx512f() { return false; }
+#endif
 
 }  // namespace graphnet

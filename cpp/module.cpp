@@ -707,4 +707,9 @@ PYBIND11_MODULE(_C, m) {
           "False keeps them on AVX2, to compare the two.");
     m.def("avx512_conv_active", &avx512_conv_active,
           "Whether the direct conv kernels run on AVX-512.");
+#ifdef GRAPHNET_X86_KERNELS
+    m.attr("x86_kernels_built") = true;
+#else
+    m.attr("x86_kernels_built") = false;  // another CPU, or GRAPHNET_PORTABLE: portable code only
+#endif
 }

@@ -1,0 +1,52 @@
+// A build for a CPU that is not x86 (or with GRAPHNET_PORTABLE) compiles no AVX2 or
+// AVX-512 code: cpu_features.h then says the CPU has neither, so every caller takes its
+// portable path and these entry points, which the portable code still names, are never
+// reached. They exist so that the module links; reaching one is a bug in a caller's check.
+#include <stdexcept>
+#include <string>
+
+#include "activations_avx2.h"
+#include "conv_direct.h"
+#include "skinny_gemm.h"
+
+namespace graphnet {
+namespace {
+
+[[noreturn]] void absent(const char* kernel) {
+    throw std::logic_error(std::string(kernel) +
+                           " is an x86 kernel, not built here; its caller must check "
+                           "cpu_features.h first");
+}
+
+}  // namespace
+
+int64_t direct_tile_filters(int64_t) { absent("direct_tile_filters"); }
+int64_t direct_tile_filters_avx512(int64_t) { absent("direct_tile_filters_avx512"); }
+void direct_conv_forward_image(const DirectConv&, const float*, const float*, const float*,
+                               float*) {
+    absent("direct_conv_forward_image");
+}
+void direct_conv_forward_image_avx512(const DirectConv&, const float*, const float*,
+                                      const float*, float*) {
+    absent("direct_conv_forward_image_avx512");
+}
+void direct_conv_dw_images(const DirectConv&, const int64_t*, const float*, int64_t,
+                           const float*, int64_t, float*) {
+    absent("direct_conv_dw_images");
+}
+void direct_conv_dw_images_avx512(const DirectConv&, const int64_t*, const float*, int64_t,
+                                  const float*, int64_t, float*) {
+    absent("direct_conv_dw_images_avx512");
+}
+void direct_sparse_dw_rows(int64_t, int64_t, const float*, const int32_t*, const float*,
+                           int64_t, float*) {
+    absent("direct_sparse_dw_rows");
+}
+void skinny_gemm_rows(int64_t, int64_t, int64_t, int64_t, const float*, int64_t, const float*,
+                      int64_t, float*) {
+    absent("skinny_gemm_rows");
+}
+void sigmoid_avx2(int64_t, const float*, const float*, float*) { absent("sigmoid_avx2"); }
+void tanh_avx2(int64_t, const float*, const float*, float*) { absent("tanh_avx2"); }
+
+}  // namespace graphnet
