@@ -5,30 +5,15 @@
 - visualizations/ (the gallery: index.md, its SVGs and PNGs) becomes gallery/.
 - Every docs/**/*.dot (a Graphviz diagram) becomes the SVG beside it.
 - reference/cli.md is the `--help` of every `graphnet` command, from graphnet.cli's parser.
-- Pages that other pieces of work write (PENDING) get a placeholder while they do not
-  exist yet, so that the nav and the links to them stay strict; each placeholder is
-  logged, and the placeholder disappears as soon as the real page is there.
 """
 from __future__ import annotations
 
-import logging
 import re
 from pathlib import Path
 
 from mkdocs.structure.files import File, Files
 
-log = logging.getLogger("mkdocs.hooks.pages")
 ROOT = Path(__file__).resolve().parents[2]
-
-#: Pages written with the features they document; placeholders until those land.
-PENDING = {
-    "how-to/distributed.md": "Training on several processes",
-    "how-to/sequences.md": "Sequences: recurrent nets and attention",
-    "explanation/fusion.md": "Fusion: plan rewrites, and adding a fusion pass",
-    "performance/zoo.md": "The model zoo",
-    "performance/kernels.md": "The kernels, measured",
-    "performance/overhead.md": "The scheduler's overhead",
-}
 
 ROOT_PAGES = {"CHANGELOG.md": "changelog.md", "CONTRIBUTING.md": "contributing.md"}
 
@@ -81,10 +66,4 @@ def on_files(files: Files, config) -> Files:
         if path.suffix in (".md", ".svg", ".png"):
             files.append(File.generated(config, f"gallery/{path.name}",
                                         content=path.read_bytes()))
-    for dest, title in PENDING.items():
-        if files.get_file_from_path(dest) is None:
-            log.info("placeholder for %s: the page is not written yet", dest)
-            files.append(File.generated(config, dest, content=(
-                f"# {title}\n\nThis page is written together with the feature it "
-                f"documents.\n")))
     return files

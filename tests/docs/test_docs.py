@@ -144,14 +144,11 @@ def test_readme_starts_with_the_set_up_commands_that_ci_runs():
 
 
 def test_readme_links_lead_to_files():
-    """Relative links in the README point at files of the repository, or at pages that
-    the site generates or that the docs hooks list as written with their features."""
-    pages = _load_hook("pages") if importlib.util.find_spec("mkdocs") else None
-    pending = {f"docs/{p}" for p in pages.PENDING} if pages else set()
+    """Relative links in the README point at files of the repository."""
     for target in re.findall(r"\]\(([^)#\s]+)", README.read_text(encoding="utf-8")):
         if "://" in target:
             continue
-        assert (ROOT / target).exists() or target in pending, f"README links to {target}"
+        assert (ROOT / target).exists(), f"README links to {target}"
 
 
 @pytest.mark.slow
