@@ -62,7 +62,8 @@ ZOO = (
     ZooModel("resnet", "conv3x3(32)-sbn-relu, res(32), pool, conv3x3(64)-sbn-relu, res(64), "
              "pool", IMAGE, _vgg_unit(32) + (("res",), ("pool",)) + _vgg_unit(64)
              + (("res",), ("pool",))),
-    ZooModel("strided", "conv3x3(32)-sbn-relu, conv3x3 stride 2-sbn-relu (64), conv3x3 stride 2-sbn-relu (128)", IMAGE,
+    ZooModel("strided", "conv3x3(32)-sbn-relu, conv3x3 stride 2-sbn-relu (64), "
+             "conv3x3 stride 2-sbn-relu (128)", IMAGE,
              _vgg_unit(32) + (("conv", 64, 3, 2), ("sbn",), ("relu",),
                               ("conv", 128, 3, 2), ("sbn",), ("relu",))),
     ZooModel("conv1x1", "[conv3x3(64)-relu-conv1x1(32)-relu-pool]x2 (network in network)",
