@@ -237,7 +237,7 @@ class Executor:
         grads = store.grads
         grads[:] = [None] * len(grads)  # in place: the loops below hold the list
         store.forget_deferred("grad")
-        store.edge_grads = {}
+        edges = [None] * len(plan.edge_slots)
         grads[plan.target.index] = seed
         done = 0  # the step running, for the error
         progress = [0]  # the hooked loops count their steps here
@@ -246,9 +246,9 @@ class Executor:
                 hook.start("backward", plan)
         try:
             if any(hook.backward for hook in hooks):
-                self._backward_hooked(plan, store, hooks, progress)
+                self._backward_hooked(plan, store, edges, hooks, progress)
             else:
-                values, caches, edges = store.values, store.caches, store.edge_grads
+                values, caches = store.values, store.caches
                 # `done` names the failing step in the except clause below.
                 for done, step in enumerate(plan.loop):  # noqa: B007
                     out, run, needs, targets, fused = step
@@ -275,14 +275,16 @@ class Executor:
             value = store.value(node.index)
             if value is not None:
                 grads[node.index] = np.zeros_like(value)[()]
-        store.last_backward = BackwardRecord(plan, seed, self.forward_behind(plan.target))
+        store.last_backward = BackwardRecord(plan, seed, self.forward_behind(plan.target),
+                                             edges)
         for hook in hooks:
             if hook.end:
                 hook.end("backward", plan)
 
     @staticmethod
-    def _backward_hooked(plan: Plan, store: ValueStore, hooks: list, progress: list) -> None:
-        values, caches, grads, edges = store.values, store.caches, store.grads, store.edge_grads
+    def _backward_hooked(plan: Plan, store: ValueStore, edges: list, hooks: list,
+                         progress: list) -> None:
+        values, caches, grads = store.values, store.caches, store.grads
         total = len(plan.steps)
         for number, (step, loop_step) in enumerate(zip(plan.steps, plan.loop), 1):
             progress[0] = number - 1
