@@ -162,7 +162,7 @@ class Executor:
         store = self.graph.store
         store.forget_deferred("value", plan.computes)
         store.forget_deferred("cache", plan.computes)
-        done = 0  # the step running, for the error and the stale marks
+        out = None  # the node of the step running, for the error and the stale marks
         progress = [0]  # the hooked loops count their steps here
         for hook in hooks:
             if hook.start:
@@ -172,8 +172,9 @@ class Executor:
                 self._forward_hooked(plan, store, hooks, progress)
             else:
                 values, caches = store.values, store.caches
-                # `done` names the failing step in the except clause below.
-                for done, (out, run, ins, arity) in enumerate(plan.loop):  # noqa: B007
+                # `out` names the failing step in the except clause below (no enumerate: its
+                # counter costs more per step than finding the step on a failure).
+                for out, run, ins, arity in plan.loop:
                     if arity == 2:
                         values[out], caches[out] = run(values[ins[0]], values[ins[1]])
                     elif arity == 1:
@@ -183,7 +184,7 @@ class Executor:
                     else:
                         values[out], caches[out] = run(*[values[j] for j in ins])
         except BaseException as err:
-            done = max(done, progress[0])
+            done = max(step_number(plan, out), progress[0])
             failed = plan.steps[done] if done < len(plan.steps) else None
             self._mark_stale(plan, done, failed, err)
             if isinstance(err, (ValueError, TypeError)) and failed is not None:
@@ -239,7 +240,7 @@ class Executor:
         store.forget_deferred("grad")
         edges = [None] * len(plan.edge_slots)
         grads[plan.target.index] = seed
-        done = 0  # the step running, for the error
+        out = None  # the node of the step running, for the error
         progress = [0]  # the hooked loops count their steps here
         for hook in hooks:
             if hook.start:
@@ -249,9 +250,8 @@ class Executor:
                 self._backward_hooked(plan, store, edges, hooks, progress)
             else:
                 values, caches = store.values, store.caches
-                # `done` names the failing step in the except clause below.
-                for done, step in enumerate(plan.loop):  # noqa: B007
-                    out, run, needs, targets, fused = step
+                # `out` names the failing step in the except clause below.
+                for out, run, needs, targets, fused in plan.loop:
                     sent = run(store, needs) if fused else run(grads[out], caches[out], needs)
                     for position, j, edge in targets:
                         grad = sent[position]
@@ -267,7 +267,7 @@ class Executor:
                         before = grads[j]
                         grads[j] = grad if before is None else before + grad
         except (ValueError, TypeError) as err:
-            done = max(done, progress[0])
+            done = max(step_number(plan, out), progress[0])
             if done >= len(plan.steps):
                 raise
             raise gate_failure("backward", plan.steps[done], err) from err
@@ -315,6 +315,14 @@ class Executor:
                 if reason is not None:
                     raise GraphError(f"cannot run backward through node {node.name!r}: "
                                      f"{reason}; run a forward that succeeds first")
+
+
+def step_number(plan: Plan, out: Optional[int]) -> int:
+    """The position in `plan` of the step whose loop entry writes node `out` (each step's
+    node is its own); 0 for None (the loop had not started)."""
+    if out is None:
+        return 0
+    return next(number for number, entry in enumerate(plan.loop) if entry[0] == out)
 
 
 def gate_failure(walk: str, step: Step, err: Exception) -> Exception:
