@@ -255,17 +255,21 @@ class Executor:
                     sent = run(store, needs) if fused else run(grads[out], caches[out], needs)
                     for position, j, edge in targets:
                         grad = sent[position]
-                        if grad is None:
-                            continue  # a gate that gives this input no gradient (labels)
                         # A number is the gradient of a number (a scalar circuit's common
                         # case, where comparing shapes would cost as much as the gate).
-                        if type(grad) is not _FLOAT64 and grad.shape != values[j].shape:
-                            grad = unbroadcast(grad, values[j].shape)
-                        if edge is not None:
+                        if type(grad) is not _FLOAT64:
+                            if grad is None:
+                                continue  # a gate that gives this input no gradient
+                            if grad.shape != values[j].shape:
+                                grad = unbroadcast(grad, values[j].shape)
+                        if edge is None:
+                            grads[j] = grad  # its one consumer in the plan: all it gets
+                        else:
+                            # Fan-out: a node feeding several gates gets the sum of their
+                            # gradients; each edge's own is kept for drawings.
                             edges[edge] = grad
-                        # Fan-out: a node feeding several gates gets the sum of their gradients.
-                        before = grads[j]
-                        grads[j] = grad if before is None else before + grad
+                            before = grads[j]
+                            grads[j] = grad if before is None else before + grad
         except (ValueError, TypeError) as err:
             done = max(step_number(plan, out), progress[0])
             if done >= len(plan.steps):
