@@ -162,7 +162,7 @@ class Executor:
         store = self.graph.store
         store.forget_deferred("value", plan.computes)
         store.forget_deferred("cache", plan.computes)
-        done = 0  # the step running, for the error and the stale marks
+        out = None  # the node of the step running, for the error and the stale marks
         progress = [0]  # the hooked loops count their steps here
         for hook in hooks:
             if hook.start:
@@ -172,8 +172,9 @@ class Executor:
                 self._forward_hooked(plan, store, hooks, progress)
             else:
                 values, caches = store.values, store.caches
-                # `done` names the failing step in the except clause below.
-                for done, (out, run, ins, arity) in enumerate(plan.loop):  # noqa: B007
+                # `out` names the failing step in the except clause below (no enumerate: its
+                # counter costs more per step than finding the step on a failure).
+                for out, run, ins, arity in plan.loop:
                     if arity == 2:
                         values[out], caches[out] = run(values[ins[0]], values[ins[1]])
                     elif arity == 1:
@@ -183,7 +184,7 @@ class Executor:
                     else:
                         values[out], caches[out] = run(*[values[j] for j in ins])
         except BaseException as err:
-            done = max(done, progress[0])
+            done = max(step_number(plan, out), progress[0])
             failed = plan.steps[done] if done < len(plan.steps) else None
             self._mark_stale(plan, done, failed, err)
             if isinstance(err, (ValueError, TypeError)) and failed is not None:
@@ -237,37 +238,40 @@ class Executor:
         grads = store.grads
         grads[:] = [None] * len(grads)  # in place: the loops below hold the list
         store.forget_deferred("grad")
-        store.edge_grads = {}
+        edges = [None] * len(plan.edge_slots)
         grads[plan.target.index] = seed
-        done = 0  # the step running, for the error
+        out = None  # the node of the step running, for the error
         progress = [0]  # the hooked loops count their steps here
         for hook in hooks:
             if hook.start:
                 hook.start("backward", plan)
         try:
             if any(hook.backward for hook in hooks):
-                self._backward_hooked(plan, store, hooks, progress)
+                self._backward_hooked(plan, store, edges, hooks, progress)
             else:
-                values, caches, edges = store.values, store.caches, store.edge_grads
-                # `done` names the failing step in the except clause below.
-                for done, step in enumerate(plan.loop):  # noqa: B007
-                    out, run, needs, targets, fused = step
+                values, caches = store.values, store.caches
+                # `out` names the failing step in the except clause below.
+                for out, run, needs, targets, fused in plan.loop:
                     sent = run(store, needs) if fused else run(grads[out], caches[out], needs)
                     for position, j, edge in targets:
                         grad = sent[position]
-                        if grad is None:
-                            continue  # a gate that gives this input no gradient (labels)
                         # A number is the gradient of a number (a scalar circuit's common
                         # case, where comparing shapes would cost as much as the gate).
-                        if type(grad) is not _FLOAT64 and grad.shape != values[j].shape:
-                            grad = unbroadcast(grad, values[j].shape)
-                        if edge is not None:
+                        if type(grad) is not _FLOAT64:
+                            if grad is None:
+                                continue  # a gate that gives this input no gradient
+                            if grad.shape != values[j].shape:
+                                grad = unbroadcast(grad, values[j].shape)
+                        if edge is None:
+                            grads[j] = grad  # its one consumer in the plan: all it gets
+                        else:
+                            # Fan-out: a node feeding several gates gets the sum of their
+                            # gradients; each edge's own is kept for drawings.
                             edges[edge] = grad
-                        # Fan-out: a node feeding several gates gets the sum of their gradients.
-                        before = grads[j]
-                        grads[j] = grad if before is None else before + grad
+                            before = grads[j]
+                            grads[j] = grad if before is None else before + grad
         except (ValueError, TypeError) as err:
-            done = max(done, progress[0])
+            done = max(step_number(plan, out), progress[0])
             if done >= len(plan.steps):
                 raise
             raise gate_failure("backward", plan.steps[done], err) from err
@@ -275,14 +279,16 @@ class Executor:
             value = store.value(node.index)
             if value is not None:
                 grads[node.index] = np.zeros_like(value)[()]
-        store.last_backward = BackwardRecord(plan, seed, self.forward_behind(plan.target))
+        store.last_backward = BackwardRecord(plan, seed, self.forward_behind(plan.target),
+                                             edges)
         for hook in hooks:
             if hook.end:
                 hook.end("backward", plan)
 
     @staticmethod
-    def _backward_hooked(plan: Plan, store: ValueStore, hooks: list, progress: list) -> None:
-        values, caches, grads, edges = store.values, store.caches, store.grads, store.edge_grads
+    def _backward_hooked(plan: Plan, store: ValueStore, edges: list, hooks: list,
+                         progress: list) -> None:
+        values, caches, grads = store.values, store.caches, store.grads
         total = len(plan.steps)
         for number, (step, loop_step) in enumerate(zip(plan.steps, plan.loop), 1):
             progress[0] = number - 1
@@ -313,6 +319,14 @@ class Executor:
                 if reason is not None:
                     raise GraphError(f"cannot run backward through node {node.name!r}: "
                                      f"{reason}; run a forward that succeeds first")
+
+
+def step_number(plan: Plan, out: Optional[int]) -> int:
+    """The position in `plan` of the step whose loop entry writes node `out` (each step's
+    node is its own); 0 for None (the loop had not started)."""
+    if out is None:
+        return 0
+    return next(number for number, entry in enumerate(plan.loop) if entry[0] == out)
 
 
 def gate_failure(walk: str, step: Step, err: Exception) -> Exception:

@@ -2,12 +2,15 @@
 that loses nothing, or a GraphError saying why not."""
 from __future__ import annotations
 
+import math
 from typing import Any, Optional, Tuple
 
 import numpy as np
 
 from ..errors import GraphError
 from ..kernels.geometry import element_count
+
+_FLOAT64 = np.dtype(np.float64)
 
 
 def static_shape(what: str, shape: Any) -> Optional[Tuple[Optional[int], ...]]:
@@ -44,6 +47,11 @@ def feed_dtype(node: Any, float_dtype: np.dtype, integer_use: bool) -> np.dtype:
 def convert_feed(node: Any, value: Any, dtype: np.dtype) -> Any:
     """`value` as an array of `dtype` and of the input's shape, or a GraphError: nothing is
     rounded, wrapped around or overflowed silently."""
+    # A finite number for a float64 input of any or no shape: what the checks below come
+    # to, at a tenth of their cost (a scalar circuit feeds many).
+    if (type(value) is float and dtype == _FLOAT64 and not node.static_shape
+            and math.isfinite(value)):
+        return np.float64(value)
     try:
         array = np.asarray(value)
     except (ValueError, TypeError) as err:  # ragged nested lists, say

@@ -386,7 +386,8 @@ class Graph(GateBuilders):
         arrivals = Counter(inp.index for _, _, inp in edges)
         sent = {}
         for consumer, position, inp in edges:
-            grad = self.store.edge_grads.get((consumer.index, position))
+            slot = plan.edge_slots.get((consumer.index, position))
+            grad = None if slot is None else last.edges[slot]
             if grad is None and arrivals[inp.index] == 1:  # its one consumer sent it all
                 grad = self.store.grad(inp.index) if compute else \
                     self.store.peek_grad(inp.index)

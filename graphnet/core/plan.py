@@ -76,6 +76,9 @@ class Plan:
         #: the number of the last walk that ran it (0: none since the plan was made).
         self.writes = frozenset(self.computes + [n.index for n in self.inputs])
         self.walk = 0
+        #: backward: (consumer index, input position) -> the slot of the walk's list of edge
+        #: gradients where that edge's gradient is kept (only edges into a fan-out).
+        self.edge_slots: dict = {}
         self.loop: List[Any]
         if direction == "forward":
             # (node index, run, input indices, arity: the number of inputs, -1 for a fused
@@ -83,7 +86,7 @@ class Plan:
             self.loop = [(s.node.index, s.run, tuple(i.index for i in s.inputs),
                           -1 if s.fused else len(s.inputs)) for s in steps]
         else:
-            self.loop = _backward_loop(steps)
+            self.loop = _backward_loop(steps, self.edge_slots)
 
     def __len__(self) -> int:
         return len(self.steps)
@@ -93,11 +96,12 @@ class Plan:
                 + (" ..." if len(self.steps) > 12 else "") + ">")
 
 
-def _backward_loop(steps: List[Step]) -> list:
-    """(node index, run, needs, ((position, input index, edge key or None), ...), fused) per
-    step.
-    An edge key is kept only for an input that receives gradients along several edges (its
-    fan-out): there the store records what each edge sent, for drawings."""
+def _backward_loop(steps: List[Step], edge_slots: dict) -> list:
+    """(node index, run, needs, ((position, input index, edge slot or None), ...), fused) per
+    step, and `edge_slots` filled.
+    An edge slot is given only to an input that receives gradients along several edges (its
+    fan-out): there the walk records what each edge sent, for drawings, in a list (a list
+    index costs a fraction of a dict entry keyed by a tuple)."""
     arrivals: dict = {}
     for step in steps:
         for inp, need in zip(step.inputs, step.needs):
@@ -109,8 +113,10 @@ def _backward_loop(steps: List[Step]) -> list:
         for position, (inp, need) in enumerate(zip(step.inputs, step.needs)):
             if need:
                 consumer, slot = step.edge(position)
-                fan = arrivals[inp.index] > 1
-                targets.append((position, inp.index, (consumer.index, slot) if fan else None))
+                edge = None
+                if arrivals[inp.index] > 1:
+                    edge = edge_slots[consumer.index, slot] = len(edge_slots)
+                targets.append((position, inp.index, edge))
         loop.append((step.node.index, step.run, step.needs, tuple(targets), bool(step.fused)))
     return loop
 

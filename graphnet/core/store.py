@@ -16,11 +16,14 @@ import numpy as np
 from ..errors import GraphError
 
 class BackwardRecord(NamedTuple):
-    """The last backward: its plan, its seed, and the forward plan whose walk computed the
-    values it read (None if that plan is gone: the graph changed since)."""
+    """The last backward: its plan, its seed, the forward plan whose walk computed the
+    values it read (None if that plan is gone: the graph changed since), and what it sent
+    along the edges into inputs with more than one consumer, by `plan.edge_slots` (an input
+    with one consumer received exactly its own gradient, so nothing is kept for it)."""
     plan: Any
     seed: Any
     forward: Any
+    edges: list
 
 
 #: The marker of a deferred entry in the lists.
@@ -29,9 +32,6 @@ DEFERRED = type("Deferred", (), {"__repr__": lambda self: "<deferred>"})()
 class ValueStore:
     """values, grads, caches and states of a graph's nodes, by node index.
 
-    `edge_grads` holds what the last backward sent along the edges into inputs with more
-    than one consumer, {(consumer index, input position): gradient}; an input with one
-    consumer received exactly its own gradient, so nothing is kept for it.
     `stale` names the nodes a failed forward left half-computed: a backward that reads
     them refuses until a forward succeeds.
     """
@@ -43,7 +43,6 @@ class ValueStore:
         #: node index -> that node's state dict, made on first use (most gates have none)
         self.states: Dict[int, dict] = {}
         self._deferred: Dict[Tuple[str, int], Tuple[Callable[[], Any], Any]] = {}
-        self.edge_grads: Dict[Tuple[int, int], Any] = {}
         self.last_backward: Optional[BackwardRecord] = None
         self.stale: Dict[int, str] = {}
 
@@ -148,7 +147,7 @@ class ValueStore:
         other._deferred = {key: entry for key, entry in self._deferred.items()
                            if key[0] != "grad"}
         other.grads = [None] * len(self.grads)
-        other.edge_grads, other.last_backward, other.stale = {}, None, self.stale
+        other.last_backward, other.stale = None, self.stale
         return other
 
     # ----- internals ----------------------------------------------------------------------

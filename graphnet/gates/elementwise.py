@@ -124,13 +124,15 @@ class Relu(UnaryGate):
 
     def forward(self, x):
         if type(x) is _FLOAT64:  # one number (a scalar circuit): 20x faster than the ufunc
-            passes = x > 0
+            passes = x > _ZERO  # a float64 against a float64: no conversion of the 0
             return (x if passes or x != x else _ZERO), passes  # NaN passes, as in np.maximum
         if _threaded(x):  # one C++ pass over a big activation; the same numbers as below
             return _C.relu_forward(x)
         return np.maximum(x, 0), x > 0
 
     def backward(self, dout, cache, needs):
+        if type(dout) is _FLOAT64:  # one number: the same as dout * cache, without the bool
+            return (dout if cache else dout * _ZERO,)
         if _threaded(dout) and dout.shape == cache.shape:
             return (_C.relu_backward(dout, cache),)
         return (dout * cache,)

@@ -275,6 +275,12 @@ bad("feed-nan", gn.GraphError, lambda: circuit().run("x", x=np.full((1, 3, 8, 8)
     "input 'x'", "NaN or Inf", "(1, 3, 8, 8)")
 bad("feed-inf", gn.GraphError, lambda: circuit().run("x", x=np.full((1, 3, 8, 8), -np.inf)),
     "input 'x'", "NaN or Inf")
+bad("feed-float-nan", gn.GraphError,
+    lambda: (lambda g: g.run("a", a=float("nan")))((lambda g: (g.input("a"), g)[1])(gn.Graph())),
+    "input 'a'", "NaN or Inf")
+bad("feed-float-for-a-vector", gn.GraphError,
+    lambda: (lambda g: g.run("a", a=0.5))((lambda g: (g.input("a", (None,)), g)[1])(gn.Graph())),
+    "input 'a'", "()", "(None,)")
 bad("feed-bool", gn.GraphError, lambda: circuit().run("x", x=np.zeros((1, 3, 8, 8), bool)),
     "input 'x'", "bool", "float64")
 bad("feed-complex", gn.GraphError, lambda: circuit().run("x", x=np.zeros((1, 3, 8, 8), complex)),

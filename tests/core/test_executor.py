@@ -272,3 +272,16 @@ def test_a_failing_backward_step_is_named_with_and_without_hooks():
         with g.add_hook(backward=lambda e: None) if hooked else g.add_hook(end=print):
             with pytest.raises(gn.GraphError, match="backward of node 'bad' .*no gradient"):
                 g.backward()
+
+
+def test_a_float_fed_is_the_float64_the_array_checks_make():
+    g = gn.Graph()
+    x, v = g.input("x"), g.input("v", dtype=np.float32)
+    g.add(g.tanh(x), g.sum(v))
+    for number in (0.1, -0.0, 1e300, 5e-324):
+        g.forward(x=number, v=np.zeros(2, np.float32))
+        fed = g.store.values[x.index]
+        assert type(fed) is np.float64 and fed == np.asarray(number, np.float64)[()]
+        assert np.signbit(fed) == np.signbit(number)
+    g.forward(x=0.5, v=0.25)  # a float for a float32 input: converted by the checks
+    assert type(g.store.values[v.index]) is np.float32
