@@ -11,6 +11,7 @@
 #include "cpu_features.h"
 #include "gemm.h"
 #include "matmul.h"
+#include "panel_gemm_avx512.h"
 #include "threads.h"
 
 namespace graphnet {
@@ -69,14 +70,52 @@ struct Step {
     int64_t row(int64_t n, int64_t width) const { return (n * g.T + t) * width; }
 };
 
+// The weight matrix of the per-step products, B (k x n), element (r, j) at b[r * row_stride
+// + j * column_stride], packed once for panel_gemm_avx512 when it runs here (float32 on
+// AVX-512); empty otherwise, and the products go to OpenBLAS.
+template <typename T>
+std::vector<float> packed_panels(int64_t k, int64_t n, const T* b, int64_t row_stride,
+                                 int64_t column_stride) {
+    if (!std::is_same_v<T, float> || !cpu_has_avx512f() || k == 0 || n == 0) return {};
+    const int64_t panels = blocks_of(n, kPanelColumns);
+    std::vector<float> packed(static_cast<size_t>(panels * kPanelColumns * k), 0.0f);
+    for (int64_t p = 0; p < panels; ++p) {
+        float* panel = packed.data() + p * kPanelColumns * k;
+        const int64_t j0 = p * kPanelColumns, width = std::min(kPanelColumns, n - j0);
+        for (int64_t r = 0; r < k; ++r) {
+            for (int64_t j = 0; j < width; ++j) {
+                panel[r * kPanelColumns + j] =
+                    static_cast<float>(b[r * row_stride + (j0 + j) * column_stride]);
+            }
+        }
+    }
+    return packed;
+}
+
+// C[:, c0:c1] (+)= A @ B[:, c0:c1]: from B's packed panels when there are some, else
+// OpenBLAS on B itself (row-major, leading dimension ldb).
+template <typename T>
+void step_product(int64_t m, int64_t c0, int64_t c1, int64_t k, const T* a, int64_t lda,
+                  const std::vector<float>& packed, bool trans_b, const T* b, int64_t ldb,
+                  bool accumulate, T* c, int64_t ldc) {
+    if constexpr (std::is_same_v<T, float>) {
+        if (!packed.empty()) {
+            return panel_gemm_avx512(m, c0, c1, k, a, lda, packed.data(), accumulate, c, ldc);
+        }
+    }
+    gemm(false, trans_b, static_cast<int>(m), static_cast<int>(c1 - c0), static_cast<int>(k),
+         a, static_cast<int>(lda), trans_b ? b + c0 * ldb : b + c0, static_cast<int>(ldb),
+         T(accumulate ? 1 : 0), c + c0, static_cast<int>(ldc));
+}
+
 // pre[:, t, c0:c1] += prev_h @ Wh[:, c0:c1]
 template <typename T>
-void add_recurrent_product(const Step<T>& s, const T* h0, const T* h, const T* Wh, int64_t c0,
-                           int64_t c1, T* pre) {
+void add_recurrent_product(const Step<T>& s, const T* h0, const T* h, const T* Wh,
+                           const std::vector<float>& packed_Wh, int64_t c0, int64_t c1,
+                           T* pre) {
     const RecurrentGeometry& g = s.g;
-    gemm(false, false, static_cast<int>(g.N), static_cast<int>(c1 - c0), static_cast<int>(g.H),
-         s.prev_h(h0, h), static_cast<int>(s.prev_h_ld()), Wh + c0, static_cast<int>(g.G()),
-         T(1), pre + s.t * g.G() + c0, static_cast<int>(g.T * g.G()));
+    step_product(g.N, c0, c1, g.H, s.prev_h(h0, h), s.prev_h_ld(), packed_Wh, false, Wh,
+                 g.G(), true, pre + s.t * g.G(), g.T * g.G());
 }
 
 // The gates' loops below run over rows that never overlap; `omp simd` tells the compiler
@@ -208,12 +247,13 @@ void recurrent_forward(const RecurrentGeometry& g, const T* x, const T* h0, cons
     const std::vector<T> zeros(g.H, T(0));
     const int64_t column_blocks = blocks_of(g.G(), kColumns);
     const int64_t unit_blocks = blocks_of(g.H, kUnits);
+    const std::vector<float> packed_Wh = packed_panels(g.H, g.G(), Wh, g.G(), 1);
 #pragma omp parallel num_threads(team_size(std::max(column_blocks, unit_blocks)))
     for (int64_t t = 0; t < g.T; ++t) {
         const Step<T> s{g, t};
 #pragma omp for schedule(static)
         for (int64_t j = 0; j < column_blocks; ++j) {
-            add_recurrent_product(s, h0, h, Wh, j * kColumns,
+            add_recurrent_product(s, h0, h, Wh, packed_Wh, j * kColumns,
                                   std::min(g.G(), (j + 1) * kColumns), pre);
         }  // the barrier: the gates of a unit come from four column blocks
 #pragma omp for schedule(static)
@@ -241,6 +281,7 @@ void recurrent_backward(const RecurrentGeometry& g, const T* dh, const T* x, con
     const int64_t column_blocks = blocks_of(H, kHiddenColumns);
     const int64_t unit_blocks = blocks_of(H, kUnits);
     if (g.N > 0) {
+        const std::vector<float> packed_Wh_t = packed_panels(G, H, Wh, 1, G);  // Wh^T
 #pragma omp parallel num_threads(team_size(std::max(column_blocks, unit_blocks)))
         for (int64_t t = g.T - 1; t >= 0; --t) {
             const Step<T> s{g, t};
@@ -257,9 +298,8 @@ void recurrent_backward(const RecurrentGeometry& g, const T* dh, const T* x, con
 #pragma omp for schedule(static)
             for (int64_t j = 0; j < column_blocks; ++j) {  // dh0[:, c0:c1] = da[:, t] @ Wh^T
                 const int64_t c0 = j * kHiddenColumns, c1 = std::min(H, c0 + kHiddenColumns);
-                gemm(false, true, static_cast<int>(g.N), static_cast<int>(c1 - c0),
-                     static_cast<int>(G), da.get() + t * G, static_cast<int>(g.T * G),
-                     Wh + c0 * G, static_cast<int>(G), T(0), dh0 + c0, static_cast<int>(H));
+                step_product(g.N, c0, c1, G, da.get() + t * G, g.T * G, packed_Wh_t, true, Wh,
+                             G, false, dh0, H);
             }
         }
     }
