@@ -23,7 +23,9 @@ namespace graphnet {
 namespace {
 
 // The blocks of work of one step: forward, the product with Wh in blocks of kColumns of its
-// 4H columns, then the gates in blocks of kUnits hidden units; backward, the gates, then
+// 4H columns, then the gates in blocks of at least kUnits hidden units (unit_block: one
+// block per thread, as each block's rows cost a call per gate; the gates are elementwise,
+// so the blocks do not change the result); backward, the gates, then
 // the product with Wh^T in blocks of kHiddenColumns of its H columns (narrower: there are
 // a quarter as many, and H = 128 should still give two threads work).
 constexpr int64_t kColumns = 128;
@@ -31,6 +33,8 @@ constexpr int64_t kHiddenColumns = 64;
 constexpr int64_t kUnits = 32;
 
 int64_t blocks_of(int64_t extent, int64_t size) { return (extent + size - 1) / size; }
+
+int64_t unit_block(int64_t H) { return std::max(kUnits, blocks_of(H, num_threads())); }
 
 // Scratch arrays, left uninitialised. One of 2 MB or more is aligned to 2 MB and asks the
 // kernel for huge pages (as numpy does for its arrays): da is N*T x 4H floats (26 MB at
@@ -157,10 +161,14 @@ void lstm_cell_forward(const Step<T>& s, const T* b, const T* zeros, int64_t u0,
     const int64_t H = s.g.H, units = u1 - u0;
     for (int64_t n = 0; n < s.g.N; ++n) {
         T* a = act + s.row(n, s.g.G()) + u0;
-        for (int64_t q = 0; q < 4; ++q) {  // i, f, o, g
-            activate(q < 3 ? Activation::sigmoid : Activation::tanh, units, a + q * H,
-                     b + q * H + u0, a + q * H);
+        if (units == H) {  // i, f, o side by side: one pass
+            activate(Activation::sigmoid, 3 * H, a, b, a);
+        } else {
+            for (int64_t q = 0; q < 3; ++q) {
+                activate(Activation::sigmoid, units, a + q * H, b + q * H + u0, a + q * H);
+            }
         }
+        activate(Activation::tanh, units, a + 3 * H, b + 3 * H + u0, a + 3 * H);  // g
         const int64_t at = s.row(n, H) + u0;
         const T* __restrict i = a;
         const T* __restrict f = a + H;
@@ -275,7 +283,7 @@ void recurrent_forward(const RecurrentGeometry& g, const T* x, const T* h0, cons
     if (g.N == 0) return;
     const std::vector<T> zeros(g.H, T(0));
     const int64_t column_blocks = blocks_of(g.G(), kColumns);
-    const int64_t unit_blocks = blocks_of(g.H, kUnits);
+    const int64_t units = unit_block(g.H), unit_blocks = blocks_of(g.H, units);
     const Scratch<float> packed_Wh = packed_panels(g.H, g.G(), Wh, g.G(), 1);
 #pragma omp parallel num_threads(team_size(std::max(column_blocks, unit_blocks)))
     for (int64_t t = 0; t < g.T; ++t) {
@@ -287,7 +295,7 @@ void recurrent_forward(const RecurrentGeometry& g, const T* x, const T* h0, cons
         }  // the barrier: the gates of a unit come from four column blocks
 #pragma omp for schedule(static)
         for (int64_t j = 0; j < unit_blocks; ++j) {
-            const int64_t u0 = j * kUnits, u1 = std::min(g.H, u0 + kUnits);
+            const int64_t u0 = j * units, u1 = std::min(g.H, u0 + units);
             if (lstm) {
                 lstm_cell_forward(s, b, zeros.data(), u0, u1, act, c, tanh_c, h);
             } else {
@@ -308,7 +316,7 @@ void recurrent_backward(const RecurrentGeometry& g, const T* dh, const T* x, con
     std::vector<T> dc(lstm ? g.N * H : 0, T(0)), zeros(H, T(0));
     std::fill(dh0, dh0 + g.N * H, T(0));  // the gradient reaching h[:, t - 1], then h0
     const int64_t column_blocks = blocks_of(H, kHiddenColumns);
-    const int64_t unit_blocks = blocks_of(H, kUnits);
+    const int64_t units = unit_block(H), unit_blocks = blocks_of(H, units);
     if (g.N > 0) {
         const Scratch<float> packed_Wh_t = packed_panels(G, H, Wh, 1, G);  // Wh^T
 #pragma omp parallel num_threads(team_size(std::max(column_blocks, unit_blocks)))
@@ -316,7 +324,7 @@ void recurrent_backward(const RecurrentGeometry& g, const T* dh, const T* x, con
             const Step<T> s{g, t};
 #pragma omp for schedule(static)
             for (int64_t j = 0; j < unit_blocks; ++j) {
-                const int64_t u0 = j * kUnits, u1 = std::min(H, u0 + kUnits);
+                const int64_t u0 = j * units, u1 = std::min(H, u0 + units);
                 if (lstm) {
                     lstm_cell_backward(s, dh, dh0, act, c, tanh_c, zeros.data(), u0, u1,
                                        dc.data(), da.get());
