@@ -16,7 +16,9 @@
 #include "panel_gemm_avx512.h"
 #include "threads.h"
 
-#include <sys/mman.h>
+#if __has_include(<sys/mman.h>)
+#include <sys/mman.h>  // madvise
+#endif
 
 namespace graphnet {
 
@@ -38,8 +40,9 @@ int64_t unit_block(int64_t H) { return std::max(kUnits, blocks_of(H, num_threads
 
 // Scratch arrays, left uninitialised. One of 2 MB or more is aligned to 2 MB and asks the
 // kernel for huge pages (as numpy does for its arrays): da is N*T x 4H floats (26 MB at
-// N=64, T=50, H=512), and faulting it in 4 KB pages on every call took ~15% of the
-// backward (perf: exc_page_fault).
+// N=64, T=50, H=512), and glibc returns it to the system between calls; faulted in 4 KB
+// pages on every call, the scratch took about a fifth of a small training step (N=32,
+// H=128; perf: exc_page_fault).
 struct FreeDeleter {
     void operator()(void* p) const { std::free(p); }
 };
