@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdlib>
 #include <memory>
+#include <new>
 #include <type_traits>
 #include <vector>
 
@@ -11,14 +13,21 @@
 #include "cpu_features.h"
 #include "gemm.h"
 #include "matmul.h"
+#include "panel_gemm_avx512.h"
 #include "threads.h"
+
+#if __has_include(<sys/mman.h>)
+#include <sys/mman.h>  // madvise
+#endif
 
 namespace graphnet {
 
 namespace {
 
 // The blocks of work of one step: forward, the product with Wh in blocks of kColumns of its
-// 4H columns, then the gates in blocks of kUnits hidden units; backward, the gates, then
+// 4H columns, then the gates in blocks of at least kUnits hidden units (unit_block: one
+// block per thread, as each block's rows cost a call per gate; the gates are elementwise,
+// so the blocks do not change the result); backward, the gates, then
 // the product with Wh^T in blocks of kHiddenColumns of its H columns (narrower: there are
 // a quarter as many, and H = 128 should still give two threads work).
 constexpr int64_t kColumns = 128;
@@ -26,6 +35,33 @@ constexpr int64_t kHiddenColumns = 64;
 constexpr int64_t kUnits = 32;
 
 int64_t blocks_of(int64_t extent, int64_t size) { return (extent + size - 1) / size; }
+
+int64_t unit_block(int64_t H) { return std::max(kUnits, blocks_of(H, num_threads())); }
+
+// Scratch arrays, left uninitialised. One of 2 MB or more is aligned to 2 MB and asks the
+// kernel for huge pages (as numpy does for its arrays): da is N*T x 4H floats (26 MB at
+// N=64, T=50, H=512), and glibc returns it to the system between calls; faulted in 4 KB
+// pages on every call, the scratch took about a fifth of a small training step (N=32,
+// H=128; perf: exc_page_fault).
+struct FreeDeleter {
+    void operator()(void* p) const { std::free(p); }
+};
+template <typename T>
+using Scratch = std::unique_ptr<T[], FreeDeleter>;
+
+template <typename T>
+Scratch<T> scratch(int64_t n) {
+    constexpr size_t kHugePage = size_t(2) << 20;
+    const size_t bytes = static_cast<size_t>(n) * sizeof(T);  // n elements exist elsewhere
+    const bool huge = bytes >= kHugePage;
+    const size_t rounded = huge ? (bytes + kHugePage - 1) / kHugePage * kHugePage : bytes;
+    void* p = huge ? std::aligned_alloc(kHugePage, rounded) : std::malloc(bytes ? bytes : 1);
+    if (p == nullptr) throw std::bad_alloc();
+#ifdef MADV_HUGEPAGE
+    if (huge) madvise(p, rounded, MADV_HUGEPAGE);  // a hint: without it, 4 KB pages
+#endif
+    return Scratch<T>(static_cast<T*>(p));
+}
 
 // Atomic: a Python thread may switch it while another runs a kernel without the GIL.
 std::atomic<bool> avx2_enabled{true};
@@ -69,14 +105,53 @@ struct Step {
     int64_t row(int64_t n, int64_t width) const { return (n * g.T + t) * width; }
 };
 
+// The weight matrix of the per-step products, B (k x n), element (r, j) at b[r * row_stride
+// + j * column_stride], packed once for panel_gemm_avx512 when it runs here (float32 on
+// AVX-512); null otherwise, and the products go to OpenBLAS.
+template <typename T>
+Scratch<float> packed_panels(int64_t k, int64_t n, const T* b, int64_t row_stride,
+                             int64_t column_stride) {
+    if (!std::is_same_v<T, float> || !cpu_has_avx512f() || k == 0 || n == 0) return nullptr;
+    const int64_t panels = blocks_of(n, kPanelColumns);
+    Scratch<float> packed = scratch<float>(panels * kPanelColumns * k);
+    std::fill(packed.get(), packed.get() + panels * kPanelColumns * k, 0.0f);  // the padding
+    for (int64_t p = 0; p < panels; ++p) {
+        float* panel = packed.get() + p * kPanelColumns * k;
+        const int64_t j0 = p * kPanelColumns, width = std::min(kPanelColumns, n - j0);
+        for (int64_t r = 0; r < k; ++r) {
+            for (int64_t j = 0; j < width; ++j) {
+                panel[r * kPanelColumns + j] =
+                    static_cast<float>(b[r * row_stride + (j0 + j) * column_stride]);
+            }
+        }
+    }
+    return packed;
+}
+
+// C[:, c0:c1] (+)= A @ B[:, c0:c1]: from B's packed panels when there are some, else
+// OpenBLAS on B itself (row-major, leading dimension ldb).
+template <typename T>
+void step_product(int64_t m, int64_t c0, int64_t c1, int64_t k, const T* a, int64_t lda,
+                  const Scratch<float>& packed, bool trans_b, const T* b, int64_t ldb,
+                  bool accumulate, T* c, int64_t ldc) {
+    if constexpr (std::is_same_v<T, float>) {
+        if (packed) {
+            return panel_gemm_avx512(m, c0, c1, k, a, lda, packed.get(), accumulate, c, ldc);
+        }
+    }
+    gemm(false, trans_b, static_cast<int>(m), static_cast<int>(c1 - c0), static_cast<int>(k),
+         a, static_cast<int>(lda), trans_b ? b + c0 * ldb : b + c0, static_cast<int>(ldb),
+         T(accumulate ? 1 : 0), c + c0, static_cast<int>(ldc));
+}
+
 // pre[:, t, c0:c1] += prev_h @ Wh[:, c0:c1]
 template <typename T>
-void add_recurrent_product(const Step<T>& s, const T* h0, const T* h, const T* Wh, int64_t c0,
-                           int64_t c1, T* pre) {
+void add_recurrent_product(const Step<T>& s, const T* h0, const T* h, const T* Wh,
+                           const Scratch<float>& packed_Wh, int64_t c0, int64_t c1,
+                           T* pre) {
     const RecurrentGeometry& g = s.g;
-    gemm(false, false, static_cast<int>(g.N), static_cast<int>(c1 - c0), static_cast<int>(g.H),
-         s.prev_h(h0, h), static_cast<int>(s.prev_h_ld()), Wh + c0, static_cast<int>(g.G()),
-         T(1), pre + s.t * g.G() + c0, static_cast<int>(g.T * g.G()));
+    step_product(g.N, c0, c1, g.H, s.prev_h(h0, h), s.prev_h_ld(), packed_Wh, false, Wh,
+                 g.G(), true, pre + s.t * g.G(), g.T * g.G());
 }
 
 // The gates' loops below run over rows that never overlap; `omp simd` tells the compiler
@@ -89,10 +164,14 @@ void lstm_cell_forward(const Step<T>& s, const T* b, const T* zeros, int64_t u0,
     const int64_t H = s.g.H, units = u1 - u0;
     for (int64_t n = 0; n < s.g.N; ++n) {
         T* a = act + s.row(n, s.g.G()) + u0;
-        for (int64_t q = 0; q < 4; ++q) {  // i, f, o, g
-            activate(q < 3 ? Activation::sigmoid : Activation::tanh, units, a + q * H,
-                     b + q * H + u0, a + q * H);
+        if (units == H) {  // i, f, o side by side: one pass
+            activate(Activation::sigmoid, 3 * H, a, b, a);
+        } else {
+            for (int64_t q = 0; q < 3; ++q) {
+                activate(Activation::sigmoid, units, a + q * H, b + q * H + u0, a + q * H);
+            }
         }
+        activate(Activation::tanh, units, a + 3 * H, b + 3 * H + u0, a + 3 * H);  // g
         const int64_t at = s.row(n, H) + u0;
         const T* __restrict i = a;
         const T* __restrict f = a + H;
@@ -207,18 +286,19 @@ void recurrent_forward(const RecurrentGeometry& g, const T* x, const T* h0, cons
     if (g.N == 0) return;
     const std::vector<T> zeros(g.H, T(0));
     const int64_t column_blocks = blocks_of(g.G(), kColumns);
-    const int64_t unit_blocks = blocks_of(g.H, kUnits);
+    const int64_t units = unit_block(g.H), unit_blocks = blocks_of(g.H, units);
+    const Scratch<float> packed_Wh = packed_panels(g.H, g.G(), Wh, g.G(), 1);
 #pragma omp parallel num_threads(team_size(std::max(column_blocks, unit_blocks)))
     for (int64_t t = 0; t < g.T; ++t) {
         const Step<T> s{g, t};
 #pragma omp for schedule(static)
         for (int64_t j = 0; j < column_blocks; ++j) {
-            add_recurrent_product(s, h0, h, Wh, j * kColumns,
+            add_recurrent_product(s, h0, h, Wh, packed_Wh, j * kColumns,
                                   std::min(g.G(), (j + 1) * kColumns), pre);
         }  // the barrier: the gates of a unit come from four column blocks
 #pragma omp for schedule(static)
         for (int64_t j = 0; j < unit_blocks; ++j) {
-            const int64_t u0 = j * kUnits, u1 = std::min(g.H, u0 + kUnits);
+            const int64_t u0 = j * units, u1 = std::min(g.H, u0 + units);
             if (lstm) {
                 lstm_cell_forward(s, b, zeros.data(), u0, u1, act, c, tanh_c, h);
             } else {
@@ -235,18 +315,19 @@ void recurrent_backward(const RecurrentGeometry& g, const T* dh, const T* x, con
     const bool lstm = g.cell == Cell::lstm;
     const int64_t rows = g.N * g.T, G = g.G(), H = g.H;
     // Left uninitialised: every element is written before it is read.
-    const std::unique_ptr<T[]> da(new T[rows * G]);
+    const Scratch<T> da = scratch<T>(rows * G);
     std::vector<T> dc(lstm ? g.N * H : 0, T(0)), zeros(H, T(0));
     std::fill(dh0, dh0 + g.N * H, T(0));  // the gradient reaching h[:, t - 1], then h0
     const int64_t column_blocks = blocks_of(H, kHiddenColumns);
-    const int64_t unit_blocks = blocks_of(H, kUnits);
+    const int64_t units = unit_block(H), unit_blocks = blocks_of(H, units);
     if (g.N > 0) {
+        const Scratch<float> packed_Wh_t = packed_panels(G, H, Wh, 1, G);  // Wh^T
 #pragma omp parallel num_threads(team_size(std::max(column_blocks, unit_blocks)))
         for (int64_t t = g.T - 1; t >= 0; --t) {
             const Step<T> s{g, t};
 #pragma omp for schedule(static)
             for (int64_t j = 0; j < unit_blocks; ++j) {
-                const int64_t u0 = j * kUnits, u1 = std::min(H, u0 + kUnits);
+                const int64_t u0 = j * units, u1 = std::min(H, u0 + units);
                 if (lstm) {
                     lstm_cell_backward(s, dh, dh0, act, c, tanh_c, zeros.data(), u0, u1,
                                        dc.data(), da.get());
@@ -257,16 +338,15 @@ void recurrent_backward(const RecurrentGeometry& g, const T* dh, const T* x, con
 #pragma omp for schedule(static)
             for (int64_t j = 0; j < column_blocks; ++j) {  // dh0[:, c0:c1] = da[:, t] @ Wh^T
                 const int64_t c0 = j * kHiddenColumns, c1 = std::min(H, c0 + kHiddenColumns);
-                gemm(false, true, static_cast<int>(g.N), static_cast<int>(c1 - c0),
-                     static_cast<int>(G), da.get() + t * G, static_cast<int>(g.T * G),
-                     Wh + c0 * G, static_cast<int>(G), T(0), dh0 + c0, static_cast<int>(H));
+                step_product(g.N, c0, c1, G, da.get() + t * G, g.T * G, packed_Wh_t, true, Wh,
+                             G, false, dh0, H);
             }
         }
     }
     // The weights' gradients sum over every step: one product over all N * T rows each.
     product(false, true, rows, g.D, G, da.get(), Wx, dx);
     product(true, false, g.D, G, rows, x, da.get(), dWx);
-    const std::unique_ptr<T[]> prev_h(new T[rows * H]);
+    const Scratch<T> prev_h = scratch<T>(rows * H);
     for (int64_t n = 0; n < g.N && g.T > 0; ++n) {
         std::copy(h0 + n * H, h0 + (n + 1) * H, prev_h.get() + n * g.T * H);
         std::copy(h + n * g.T * H, h + ((n + 1) * g.T - 1) * H,

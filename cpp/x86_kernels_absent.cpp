@@ -7,6 +7,7 @@
 
 #include "activations_avx2.h"
 #include "conv_direct.h"
+#include "panel_gemm_avx512.h"
 #include "skinny_gemm.h"
 
 namespace graphnet {
@@ -45,6 +46,10 @@ void direct_sparse_dw_rows(int64_t, int64_t, const float*, const int32_t*, const
 void skinny_gemm_rows(int64_t, int64_t, int64_t, int64_t, const float*, int64_t, const float*,
                       int64_t, float*) {
     absent("skinny_gemm_rows");
+}
+void panel_gemm_avx512(int64_t, int64_t, int64_t, int64_t, const float*, int64_t, const float*,
+                       bool, float*, int64_t) {
+    absent("panel_gemm_avx512");
 }
 void sigmoid_avx2(int64_t, const float*, const float*, float*) { absent("sigmoid_avx2"); }
 void tanh_avx2(int64_t, const float*, const float*, float*) { absent("tanh_avx2"); }

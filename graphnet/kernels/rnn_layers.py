@@ -275,7 +275,15 @@ def word_embedding_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
     x, W_shape, dtype = cache
     dout = _upstream("word_embedding_backward", "dout", dout, x.shape + W_shape[1:])
     dW = np.zeros(W_shape, dtype=np.result_type(dtype, dout))
-    np.add.at(dW, x.ravel(), dout.reshape(-1, W_shape[1]))
+    # Each word's rows summed by one np.add.reduceat over the rows sorted by word (stable:
+    # the same sums on every run); np.add.at, one row at a time, takes 1.5-2x as long.
+    words = x.ravel()
+    order = np.argsort(words, kind="stable")
+    sorted_words = words[order]
+    starts = np.flatnonzero(np.diff(sorted_words, prepend=-1))
+    if starts.size:
+        rows = dout.reshape(-1, W_shape[1])[order].astype(dW.dtype, copy=False)
+        dW[sorted_words[starts]] = np.add.reduceat(rows, starts, axis=0)
     return dW
 
 
@@ -297,7 +305,11 @@ def temporal_affine_forward(x: np.ndarray, w: np.ndarray,
                          f"shape {w.shape}")
     _check_shape(fn, "b", b, (w.shape[1],))
     N, T, D = x.shape
-    out = _matmul(x.reshape(N * T, D), w).reshape(N, T, -1) + b
+    out = _matmul(x.reshape(N * T, D), w).reshape(N, T, -1)
+    if out.dtype == np.result_type(out, b):
+        out += b  # in place: no second (N, T, M) array
+    else:
+        out = out + b
     return out, (x, w, b, out)
 
 
@@ -341,15 +353,17 @@ def temporal_softmax_loss(x: np.ndarray, y: np.ndarray, mask: np.ndarray,
     rows = np.arange(N * T)
     # Subtracting each row's maximum keeps exp from overflowing; softmax is unchanged.
     shifted = x_rows - (x_rows.max(axis=1, keepdims=True) if V else 0)
-    dx = np.exp(shifted)
+    shifted_label = shifted[rows, y_rows]
+    dx = np.exp(shifted, out=shifted)  # in place: one (N*T, V) array, four passes over it
     totals = dx.sum(axis=1)
-    dx /= totals[:, None]
-    log_prob_of_label = shifted[rows, y_rows] - np.log(totals)
+    log_prob_of_label = shifted_label - np.log(totals)
     # A batch of no sequences has no loss: 0 rather than 0 / 0.
     batch = max(N, 1)
     loss = -log_prob_of_label[mask_rows].sum() / batch
-    dx[rows, y_rows] -= 1
-    dx *= mask_rows[:, None] / batch
+    # dx = (softmax - one_hot(y)) * mask / batch, the scaling of each row in one pass
+    row_weight = mask_rows / batch
+    dx *= (row_weight / totals).astype(dx.dtype)[:, None]
+    dx[rows, y_rows] -= row_weight.astype(dx.dtype)
     if verbose:
         print("dx_flat: ", dx.shape)
     return float(loss), dx.reshape(N, T, V)

@@ -1,0 +1,28 @@
+// float32 C (m x n) (+)= A (m x k) * B on AVX-512, for the recurrent kernels' per-step
+// products: prev_h (N x H) times Wh (H x 4H) forward, da (N x 4H) times Wh^T backward.
+//
+// OpenBLAS packs B into its own buffer on every call; B is the same weight matrix at every
+// one of the T steps, so the kernels pack it once (pack_panels) and this multiplies from
+// the packed copy (measured: 64 x 512 x 2048 in docs/performance/kernels.md, LSTM language
+// model).
+//
+// Like skinny_gemm.h: compiled for AVX-512F, no library headers, call only when
+// cpu_has_avx512f().
+#pragma once
+
+#include <cstdint>
+
+namespace graphnet {
+
+// Columns per panel of the packed B.
+constexpr int64_t kPanelColumns = 32;
+
+// Columns [c0, c1) of C (leading dimension ldc; c0 a multiple of kPanelColumns) = or +=
+// (accumulate) A (m x k, leading dimension lda) * B, B packed by pack_panels. Each
+// element's sum runs over k in order, whatever the block of columns or rows, so splitting
+// the columns across threads does not change the result.
+void panel_gemm_avx512(int64_t m, int64_t c0, int64_t c1, int64_t k, const float* a,
+                       int64_t lda, const float* packed, bool accumulate, float* c,
+                       int64_t ldc);
+
+}  // namespace graphnet
