@@ -3,6 +3,7 @@
 Build a circuit, run it forward and backward, and look at every node's value and
 gradient; the same engine trains a CNN on CIFAR-10.
 """
+
 import importlib
 
 from ._version import __version__
@@ -20,8 +21,18 @@ from .training.solver import Solver
 
 #: Submodules that `import graphnet` leaves unloaded until first use (matplotlib,
 #: graphviz and the data loaders cost time to import); `gn.viz` loads on first access.
-_LAZY_SUBMODULES = ("data", "viz", "optim", "models", "layers", "fast_layers", "layer_utils",
-                    "gradient_check", "interop", "cs231n")
+_LAZY_SUBMODULES = (
+    "data",
+    "viz",
+    "optim",
+    "models",
+    "layers",
+    "fast_layers",
+    "layer_utils",
+    "gradient_check",
+    "interop",
+    "cs231n",
+)
 #: The converters of graphnet.interop; onnx and torch load only when one is called.
 _INTEROP = ("to_onnx", "from_onnx", "to_torch", "from_torch")
 
@@ -38,7 +49,25 @@ def __dir__():
     return sorted(set(globals()) | set(_LAZY_SUBMODULES) | set(_INTEROP))
 
 
-__all__ = ["Graph", "Node", "ParamDict", "Gate", "register_gate", "gate_names", "GateError",
-           "ShapeError", "GraphError", "UnknownNodeError", "AnomalyError", "detect_anomaly",
-           "gradcheck", "profile", "Solver", "save", "load", "CheckpointError", "models",
-           "__version__"]
+__all__ = [
+    "Graph",
+    "Node",
+    "ParamDict",
+    "Gate",
+    "register_gate",
+    "gate_names",
+    "GateError",
+    "ShapeError",
+    "GraphError",
+    "UnknownNodeError",
+    "AnomalyError",
+    "detect_anomaly",
+    "gradcheck",
+    "profile",
+    "Solver",
+    "save",
+    "load",
+    "CheckpointError",
+    "models",
+    "__version__",
+]

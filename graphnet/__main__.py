@@ -1,4 +1,5 @@
 """`python -m graphnet train ...`: the same as the `graphnet` console script."""
+
 import sys
 
 from .cli import main

@@ -3,6 +3,7 @@
 Every number shown (drawings, step frames, cache summaries, the HTML player) goes through
 `num` (4 significant digits), every array through `stats`, so they read the same everywhere.
 """
+
 import math
 
 import numpy as np
@@ -47,8 +48,7 @@ def stats(value):
     # A gradient's mean is often 0 up to rounding (2.8e-18): show it as the 0 it is.
     if abs(mean) <= 1e-12 * max(abs(low), abs(high)):
         mean = 0.0
-    return [("mean", mean), ("std", array.std()), ("min", low), ("max", high),
-            ("L2", norm(array))]
+    return [("mean", mean), ("std", array.std()), ("min", low), ("max", high), ("L2", norm(array))]
 
 
 def describe(value):
@@ -56,7 +56,8 @@ def describe(value):
     if is_scalar(value):
         return num(scalar(value))
     return f"shape {shape_text(np.shape(value))}, " + ", ".join(
-        f"{name} {num(x)}" for name, x in stats(value))
+        f"{name} {num(x)}" for name, x in stats(value)
+    )
 
 
 def shape_text(shape):

@@ -20,6 +20,7 @@ captions), the fraction of test numbers whose caption the model says word for wo
 A user's mistake (a bad argument, a damaged file, missing data, a full disk) is one line,
 `graphnet: error: ...`, never a traceback.
 """
+
 import argparse
 import contextlib
 import difflib
@@ -44,11 +45,9 @@ EXIT_OK, EXIT_ERROR, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 130, 143
 DEFAULT_OUT = os.path.join("runs", "latest")
 CHECKPOINT, FINAL_MODEL, RUN_FILE = "checkpoint.npz", "model.npz", "run.json"
 PLOT_FILE, FILTERS_FILE, GRAPH_FILE = "training.png", "filters.png", "graph.svg"
-OUTPUT_FILES = (CHECKPOINT, FINAL_MODEL, RUN_FILE, PLOT_FILE, FILTERS_FILE, GRAPH_FILE,
-                "graph.dot")
+OUTPUT_FILES = (CHECKPOINT, FINAL_MODEL, RUN_FILE, PLOT_FILE, FILTERS_FILE, GRAPH_FILE, "graph.dot")
 CAPTION_MODELS = ("rnn", "lstm")  # CaptioningRNN; they train on the number captions
-MODELS, DATA_SETS = ("convnet", "fc", "twolayer") + CAPTION_MODELS, ("digits", "cifar10",
-                                                                     "numbers")
+MODELS, DATA_SETS = ("convnet", "fc", "twolayer") + CAPTION_MODELS, ("digits", "cifar10", "numbers")
 UPDATE_RULES = ("sgd", "sgd_momentum", "rmsprop", "adam")
 
 # Settings tuned per data set (listed by `graphnet train --help`). Keys not given on the
@@ -56,15 +55,17 @@ UPDATE_RULES = ("sgd", "sgd_momentum", "rmsprop", "adam")
 DEFAULTS = {
     "digits": {
         "common": dict(epochs=15, batch_size=50, update_rule="adam", lr_decay=0.9),
-        "convnet": dict(lr=3e-3, reg=0.0, weight_scale=0.1, num_filters=32, filter_size=3,
-                        hidden_dim=100),
+        "convnet": dict(
+            lr=3e-3, reg=0.0, weight_scale=0.1, num_filters=32, filter_size=3, hidden_dim=100
+        ),
         "fc": dict(lr=3e-3, reg=0.0, weight_scale=0.1, hidden_dims=[100, 100]),
         "twolayer": dict(lr=3e-3, reg=0.0, weight_scale=0.1, hidden_dim=100),
     },
     "cifar10": {
         "common": dict(epochs=1, batch_size=50, update_rule="adam", lr_decay=0.95),
-        "convnet": dict(lr=1e-3, reg=1e-3, weight_scale=1e-3, num_filters=32, filter_size=7,
-                        hidden_dim=100),
+        "convnet": dict(
+            lr=1e-3, reg=1e-3, weight_scale=1e-3, num_filters=32, filter_size=7, hidden_dim=100
+        ),
         "fc": dict(lr=1e-3, reg=0.0, weight_scale=5e-2, hidden_dims=[100, 100]),
         "twolayer": dict(lr=1e-3, reg=0.0, weight_scale=1e-3, hidden_dim=100),
     },
@@ -80,11 +81,11 @@ DEFAULTS = {
 # on one thread, 52 s on two, on a shared 2-core machine).
 DEFAULT_THREADS = {"digits": 1, "cifar10": None, "numbers": 1}
 # Settings a resumed run must keep (changing them would not continue the same run).
-FIXED_ON_RESUME = ("model", "data", "batch_size", "update_rule", "lr", "lr_decay", "reg",
-                   "seed")
+FIXED_ON_RESUME = ("model", "data", "batch_size", "update_rule", "lr", "lr_decay", "reg", "seed")
 
 
 # =========================================================================== arguments
+
 
 def _positive_int(text):
     value = _number(text, int)
@@ -118,8 +119,9 @@ def _number(text, kind):
     try:
         return kind(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a{'n integer' if kind is int else ' number'}: "
-                                         f"{text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"not a{'n integer' if kind is int else ' number'}: {text!r}"
+        ) from None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -143,14 +145,24 @@ def _did_you_mean(parser, message):
     unknown = re.match(r"unrecognized arguments: (.*)", message)
     if unknown:
         options = {o for p in _parsers(parser) for a in p._actions for o in a.option_strings}
-        guesses = [(word.split("=")[0], match[0]) for word in unknown.group(1).split()
-                   if word.startswith("--")
-                   for match in [difflib.get_close_matches(word.split("=")[0], options, 1)]
-                   if match]
+        guesses = [
+            (word.split("=")[0], match[0])
+            for word in unknown.group(1).split()
+            if word.startswith("--")
+            for match in [difflib.get_close_matches(word.split("=")[0], options, 1)]
+            if match
+        ]
         if len(guesses) == 1:
             return f" (did you mean {guesses[0][1]}?)"
-        return (" (did you mean " + ", ".join(f"{right} for {wrong}" for wrong, right in guesses)
-                + "?)") if guesses else ""
+        return (
+            (
+                " (did you mean "
+                + ", ".join(f"{right} for {wrong}" for wrong, right in guesses)
+                + "?)"
+            )
+            if guesses
+            else ""
+        )
     choice = re.search(r"invalid choice: '([^']*)'", message)
     if choice:
         choices = {str(c) for p in _parsers(parser) for a in p._actions for c in a.choices or ()}
@@ -163,8 +175,7 @@ def _default(key):
     """A setting's default as --help shows it: one value, or one per data set and model."""
     per_data = {}
     for data, table in DEFAULTS.items():
-        by_model = {m: _show({**table["common"], **table[m]}[key]) for m in MODELS
-                    if m in table}
+        by_model = {m: _show({**table["common"], **table[m]}[key]) for m in MODELS if m in table}
         if len(set(by_model.values())) == 1:
             per_data[data] = next(iter(by_model.values()))
         else:
@@ -180,64 +191,134 @@ def _show(value):
 
 def build_parser():
     parser = _Parser(
-        prog="graphnet", description="graphnet: a computational-graph engine with explicit gates")
+        prog="graphnet", description="graphnet: a computational-graph engine with explicit gates"
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
     train = commands.add_parser(
-        "train", help="train a model (default: a small convnet on the 8x8 digits)",
+        "train",
+        help="train a model (default: a small convnet on the 8x8 digits)",
         description="Train a model with the Solver; writes checkpoints, the final model, "
-                    "a training plot and the graph drawing into --out.")
-    train.add_argument("--model", choices=MODELS, default=None,
-                       help="ThreeLayerConvNet, FullyConnectedNet, TwoLayerNet, or "
-                            "CaptioningRNN with a vanilla RNN or an LSTM (default: convnet)")
-    train.add_argument("--data", choices=DATA_SETS, default=None,
-                       help="the 8x8 digits from scikit-learn, CIFAR-10, or numbers written "
-                            "with the digits to caption in words (the rnn and lstm's; "
-                            "default: digits, numbers for rnn and lstm)")
-    train.add_argument("--data-dir", metavar="DIR", default=None,
-                       help="folder of CIFAR-10: cifar-10-batches-py or its parent (default: "
-                            "$GRAPHNET_DATA, else ~/.graphnet/data/cifar-10-batches-py)")
-    train.add_argument("--download", action="store_true",
-                       help="download CIFAR-10 into --data-dir if it is not there")
-    train.add_argument("--epochs", type=_positive_int, default=None, metavar="N",
-                       help=f"passes over the training set ({_default('epochs')})")
-    train.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
-                       help=f"images per step ({_default('batch_size')})")
-    train.add_argument("--update-rule", choices=UPDATE_RULES, default=None,
-                       help=f"the optimizer ({_default('update_rule')})")
-    train.add_argument("--lr", type=_positive_float, default=None, metavar="X",
-                       help=f"learning rate ({_default('lr')})")
-    train.add_argument("--lr-decay", type=_positive_float, default=None, metavar="X",
-                       help=f"learning-rate factor per epoch ({_default('lr_decay')})")
-    train.add_argument("--reg", type=_non_negative_float, default=None, metavar="X",
-                       help=f"L2 regularization strength ({_default('reg')})")
-    train.add_argument("--seed", type=_non_negative_int, default=None, metavar="N",
-                       help="seeds the initial weights and the minibatches (default: 0)")
-    train.add_argument("--out", metavar="DIR", default=DEFAULT_OUT,
-                       help=f"output folder (default: {DEFAULT_OUT})")
-    train.add_argument("--resume", action="store_true",
-                       help="continue the run in --out from its checkpoint, with its saved "
-                            "settings (--epochs may raise the number of epochs)")
-    train.add_argument("--threads", type=_positive_int, default=None, metavar="N",
-                       help="threads for the C++ kernels (default: 1 on the digits, "
-                            "all cores on CIFAR-10)")
-    train.add_argument("--quiet", action="store_true",
-                       help="only the final lines (default: progress as it trains)")
+        "a training plot and the graph drawing into --out.",
+    )
+    train.add_argument(
+        "--model",
+        choices=MODELS,
+        default=None,
+        help="ThreeLayerConvNet, FullyConnectedNet, TwoLayerNet, or "
+        "CaptioningRNN with a vanilla RNN or an LSTM (default: convnet)",
+    )
+    train.add_argument(
+        "--data",
+        choices=DATA_SETS,
+        default=None,
+        help="the 8x8 digits from scikit-learn, CIFAR-10, or numbers written "
+        "with the digits to caption in words (the rnn and lstm's; "
+        "default: digits, numbers for rnn and lstm)",
+    )
+    train.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        default=None,
+        help="folder of CIFAR-10: cifar-10-batches-py or its parent (default: "
+        "$GRAPHNET_DATA, else ~/.graphnet/data/cifar-10-batches-py)",
+    )
+    train.add_argument(
+        "--download",
+        action="store_true",
+        help="download CIFAR-10 into --data-dir if it is not there",
+    )
+    train.add_argument(
+        "--epochs",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help=f"passes over the training set ({_default('epochs')})",
+    )
+    train.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help=f"images per step ({_default('batch_size')})",
+    )
+    train.add_argument(
+        "--update-rule",
+        choices=UPDATE_RULES,
+        default=None,
+        help=f"the optimizer ({_default('update_rule')})",
+    )
+    train.add_argument(
+        "--lr",
+        type=_positive_float,
+        default=None,
+        metavar="X",
+        help=f"learning rate ({_default('lr')})",
+    )
+    train.add_argument(
+        "--lr-decay",
+        type=_positive_float,
+        default=None,
+        metavar="X",
+        help=f"learning-rate factor per epoch ({_default('lr_decay')})",
+    )
+    train.add_argument(
+        "--reg",
+        type=_non_negative_float,
+        default=None,
+        metavar="X",
+        help=f"L2 regularization strength ({_default('reg')})",
+    )
+    train.add_argument(
+        "--seed",
+        type=_non_negative_int,
+        default=None,
+        metavar="N",
+        help="seeds the initial weights and the minibatches (default: 0)",
+    )
+    train.add_argument(
+        "--out", metavar="DIR", default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})"
+    )
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its checkpoint, with its saved "
+        "settings (--epochs may raise the number of epochs)",
+    )
+    train.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="threads for the C++ kernels (default: 1 on the digits, all cores on CIFAR-10)",
+    )
+    train.add_argument(
+        "--quiet", action="store_true", help="only the final lines (default: progress as it trains)"
+    )
     train.set_defaults(handler=cmd_train)
 
-    render = commands.add_parser("render", help="draw the graph of a saved model",
-                                 description="Draw the graph of a model saved with "
-                                             "graphnet.save (or graphnet train).")
+    render = commands.add_parser(
+        "render",
+        help="draw the graph of a saved model",
+        description="Draw the graph of a model saved with graphnet.save (or graphnet train).",
+    )
     render.add_argument("checkpoint", help="a .npz written by graphnet.save")
-    render.add_argument("-o", "--output", default=None,
-                        help="output file: .svg, .png, .pdf, .dot or .html "
-                             "(default: the checkpoint's name with .svg)")
+    render.add_argument(
+        "-o",
+        "--output",
+        default=None,
+        help="output file: .svg, .png, .pdf, .dot or .html "
+        "(default: the checkpoint's name with .svg)",
+    )
     render.set_defaults(handler=cmd_render)
 
-    bench = commands.add_parser("bench", help="time training steps against PyTorch",
-                                description="Run benchmarks/bench_train.py from a source "
-                                            "checkout (arguments are passed on).")
+    bench = commands.add_parser(
+        "bench",
+        help="time training steps against PyTorch",
+        description="Run benchmarks/bench_train.py from a source "
+        "checkout (arguments are passed on).",
+    )
     bench.add_argument("args", nargs=argparse.REMAINDER)
     bench.set_defaults(handler=cmd_bench)
     return parser
@@ -247,6 +328,7 @@ def main(argv=None):
     """Entry point of the `graphnet` console script; returns the exit code."""
     from . import GraphError
     from .data import DataError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -286,36 +368,60 @@ class _UserError(Exception):
 
 # =========================================================================== train
 
+
 def resolve_settings(args, parser):
     """The run's settings: --resume takes them from run.json, else from the command
     line with per-data-set defaults. Returns a dict."""
     out = Path(args.out)
-    given = {key: getattr(args, key) for key in
-             ("model", "data", "epochs", "batch_size", "update_rule", "lr", "lr_decay",
-              "reg", "seed") if getattr(args, key) is not None}
+    given = {
+        key: getattr(args, key)
+        for key in (
+            "model",
+            "data",
+            "epochs",
+            "batch_size",
+            "update_rule",
+            "lr",
+            "lr_decay",
+            "reg",
+            "seed",
+        )
+        if getattr(args, key) is not None
+    }
     if args.resume:
         run_file = out / RUN_FILE
         if not (out / CHECKPOINT).is_file() or not run_file.is_file():
-            parser.error(f"--resume: no run to resume in {out} (it needs {CHECKPOINT} and "
-                         f"{RUN_FILE} written by an earlier `graphnet train --out {out}`)")
+            parser.error(
+                f"--resume: no run to resume in {out} (it needs {CHECKPOINT} and "
+                f"{RUN_FILE} written by an earlier `graphnet train --out {out}`)"
+            )
         settings = _read_run_file(run_file)
         for key in FIXED_ON_RESUME:
             if key in given and given[key] != settings.get(key):
-                parser.error(f"--resume continues the run in {out} with its saved settings; "
-                             f"it cannot change --{key.replace('_', '-')} "
-                             f"(saved: {settings.get(key)!r}, given: {given[key]!r})")
+                parser.error(
+                    f"--resume continues the run in {out} with its saved settings; "
+                    f"it cannot change --{key.replace('_', '-')} "
+                    f"(saved: {settings.get(key)!r}, given: {given[key]!r})"
+                )
         if "epochs" in given:
             settings["epochs"] = given["epochs"]
         return settings
     model = given.get("model", "convnet")
     data = given.get("data", "numbers" if model in CAPTION_MODELS else "digits")
     if (model in CAPTION_MODELS) != (data == "numbers"):
-        parser.error(f"--model {model} does not train on --data {data}: rnn and lstm caption "
-                     "the numbers, the other models classify the digits or CIFAR-10")
+        parser.error(
+            f"--model {model} does not train on --data {data}: rnn and lstm caption "
+            "the numbers, the other models classify the digits or CIFAR-10"
+        )
     if model in CAPTION_MODELS and given.get("reg"):
         parser.error(f"--reg: CaptioningRNN ({model}) has no L2 regularization")
-    settings = {"model": model, "data": data, "seed": 0,
-                **DEFAULTS[data]["common"], **DEFAULTS[data][model]}
+    settings = {
+        "model": model,
+        "data": data,
+        "seed": 0,
+        **DEFAULTS[data]["common"],
+        **DEFAULTS[data][model],
+    }
     settings.update(given)
     return settings
 
@@ -369,8 +475,10 @@ def _read_run_file(run_file):
         for key in _MODEL_SETTINGS.get(settings.get("model"), {}):
             checks[key] = ("a positive integer", lambda v: _is_count(v, 1))
         if settings.get("model") == "fc":
-            checks["hidden_dims"] = ("a list of positive integers", lambda v: isinstance(
-                v, list) and all(_is_count(h, 1) for h in v))
+            checks["hidden_dims"] = (
+                "a list of positive integers",
+                lambda v: isinstance(v, list) and all(_is_count(h, 1) for h in v),
+            )
         if settings.get("data") == "cifar10" and "data_dir" in settings:
             checks["data_dir"] = ("a folder name", lambda v: isinstance(v, str))
         for key, (what, ok) in checks.items():
@@ -381,14 +489,17 @@ def _read_run_file(run_file):
             if problem:
                 break
     if problem:
-        raise _UserError(f"--resume: {run_file} does not hold a run's settings ({problem}); "
-                         f"it was damaged or edited by hand: start a new run with another "
-                         "--out, or fix the file")
+        raise _UserError(
+            f"--resume: {run_file} does not hold a run's settings ({problem}); "
+            f"it was damaged or edited by hand: start a new run with another "
+            "--out, or fix the file"
+        )
     return settings
 
 
 def load_data(settings, args, parser):
     from . import data as datasets
+
     if settings["data"] == "numbers":
         try:
             return datasets.load_number_captions()
@@ -396,8 +507,10 @@ def load_data(settings, args, parser):
             raise _UserError(str(err)) from None
     if settings["data"] == "digits":
         if args.download or args.data_dir:
-            _warn("--data-dir and --download are for CIFAR-10 and are ignored: the digits "
-                  "ship with scikit-learn")
+            _warn(
+                "--data-dir and --download are for CIFAR-10 and are ignored: the digits "
+                "ship with scikit-learn"
+            )
         try:
             return datasets.get_digits_data()
         except ImportError as err:
@@ -405,12 +518,16 @@ def load_data(settings, args, parser):
     folder = Path(args.data_dir or settings.get("data_dir") or datasets.default_cifar10_dir())
     folder = folder.expanduser()
     if args.download:
-        print(f"downloading CIFAR-10 into {folder} (170 MB; skipped if it is already there)",
-              flush=True)
+        print(
+            f"downloading CIFAR-10 into {folder} (170 MB; skipped if it is already there)",
+            flush=True,
+        )
         folder = datasets.download_cifar10(folder)
     elif not _has_cifar(folder):
-        parser.error(f"CIFAR-10 not found in {folder}: pass --data-dir DIR (the "
-                     "cifar-10-batches-py folder or its parent) or add --download")
+        parser.error(
+            f"CIFAR-10 not found in {folder}: pass --data-dir DIR (the "
+            "cifar-10-batches-py folder or its parent) or add --download"
+        )
     settings["data_dir"] = str(folder)
     return datasets.get_CIFAR10_data(cifar10_dir=folder)
 
@@ -421,6 +538,7 @@ def _has_cifar(folder):
 
 def build_model(settings, data):
     from . import models
+
     # The course's models draw their initial weights from numpy's global generator: seed
     # it for the build, and put back whatever state the caller had.
     state = np.random.get_state()
@@ -434,27 +552,41 @@ def build_model(settings, data):
 def _build_model(models, settings, data):
     if settings["model"] in CAPTION_MODELS:
         return models.CaptioningRNN(
-            data["word_to_idx"], input_dim=data["train_features"].shape[1],
-            wordvec_dim=settings["wordvec_dim"], hidden_dim=settings["hidden_dim"],
-            cell_type=settings["model"], dtype=np.float32)
+            data["word_to_idx"],
+            input_dim=data["train_features"].shape[1],
+            wordvec_dim=settings["wordvec_dim"],
+            hidden_dim=settings["hidden_dim"],
+            cell_type=settings["model"],
+            dtype=np.float32,
+        )
     input_dim = data["X_train"].shape[1:]
-    common = dict(reg=settings["reg"], weight_scale=settings["weight_scale"],
-                  num_classes=int(max(data["y_train"].max(), data["y_val"].max())) + 1)
+    common = dict(
+        reg=settings["reg"],
+        weight_scale=settings["weight_scale"],
+        num_classes=int(max(data["y_train"].max(), data["y_val"].max())) + 1,
+    )
     if settings["model"] == "convnet":
         return models.ThreeLayerConvNet(
-            input_dim=input_dim, num_filters=settings["num_filters"],
-            filter_size=settings["filter_size"], hidden_dim=settings["hidden_dim"],
-            dtype=np.float32, **common)
+            input_dim=input_dim,
+            num_filters=settings["num_filters"],
+            filter_size=settings["filter_size"],
+            hidden_dim=settings["hidden_dim"],
+            dtype=np.float32,
+            **common,
+        )
     features = int(np.prod(input_dim))
     if settings["model"] == "fc":
-        return models.FullyConnectedNet(settings["hidden_dims"], input_dim=features,
-                                        dtype=np.float32, **common)
-    return models.TwoLayerNet(input_dim=features, hidden_dim=settings["hidden_dim"],
-                              dtype=np.float32, **common)
+        return models.FullyConnectedNet(
+            settings["hidden_dims"], input_dim=features, dtype=np.float32, **common
+        )
+    return models.TwoLayerNet(
+        input_dim=features, hidden_dim=settings["hidden_dim"], dtype=np.float32, **common
+    )
 
 
 def cmd_train(args, parser):
     from .interop.distributed import DistributedError
+
     group = _data_parallel()
     try:
         return _train_command(args, parser, group)
@@ -473,11 +605,15 @@ def _train_command(args, parser, group):
     if group is not None:
         settings = group.broadcast_object(settings, "receiving the run's settings")
         if settings["batch_size"] < group.world_size:
-            parser.error(f"--batch-size {settings['batch_size']} is smaller than the "
-                         f"{group.world_size} processes: each needs a sample of every batch")
+            parser.error(
+                f"--batch-size {settings['batch_size']} is smaller than the "
+                f"{group.world_size} processes: each needs a sample of every batch"
+            )
         if settings["model"] in CAPTION_MODELS:
-            parser.error(f"--model {settings['model']} trains in one process only: data-parallel "
-                         "training (torchrun) takes the classifiers (convnet, fc, twolayer)")
+            parser.error(
+                f"--model {settings['model']} trains in one process only: data-parallel "
+                "training (torchrun) takes the classifiers (convnet, fc, twolayer)"
+            )
     out = Path(args.out)
     if writer and out.is_dir():
         for stale in remove_stale_temporaries(out, OUTPUT_FILES):
@@ -499,13 +635,16 @@ def _data_parallel():
     None."""
     from .interop import MissingDependencyError
     from .interop.distributed import DataParallel, DistributedError, torchrun_environment
+
     if torchrun_environment() is None:
         return None
     try:
         return DataParallel()
     except MissingDependencyError as err:
-        raise _UserError(f"started by torchrun (RANK, WORLD_SIZE, LOCAL_RANK and MASTER_ADDR "
-                         f"are set), so training data-parallel, but {err}") from None
+        raise _UserError(
+            f"started by torchrun (RANK, WORLD_SIZE, LOCAL_RANK and MASTER_ADDR "
+            f"are set), so training data-parallel, but {err}"
+        ) from None
     except DistributedError as err:
         raise _UserError(str(err)) from None
 
@@ -522,29 +661,44 @@ def _quiet_unless(writer):
 
 def _checkpoint_note(out):
     if (out / CHECKPOINT).is_file():
-        return (f"the last checkpoint, {out / CHECKPOINT}, is as it was (resume with: "
-                f"graphnet train --out {out} --resume)")
+        return (
+            f"the last checkpoint, {out / CHECKPOINT}, is as it was (resume with: "
+            f"graphnet train --out {out} --resume)"
+        )
     return "no checkpoint was written"
 
 
 def _write_json(path, settings):
-    write_atomically(path, lambda tmp: Path(tmp).write_text(json.dumps(settings, indent=2)
-                                                            + "\n", encoding="utf-8"))
+    write_atomically(
+        path,
+        lambda tmp: Path(tmp).write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8"),
+    )
 
 
 def _train(args, settings, data, out, start, group):
     from . import CheckpointError, load, save
+
     writer = group is None or group.is_writer
     model = build_model(settings, data)
     captioning = settings["model"] in CAPTION_MODELS
-    run_solver, extra = ((_RunCaptioningSolver, {"record_accuracy": True}) if captioning
-                         else (_RunSolver, {}))
+    run_solver, extra = (
+        (_RunCaptioningSolver, {"record_accuracy": True}) if captioning else (_RunSolver, {})
+    )
     solver = run_solver(
-        model, data, checkpoint_file=out / CHECKPOINT, update_rule=settings["update_rule"],
-        optim_config={"learning_rate": settings["lr"]}, lr_decay=settings["lr_decay"],
-        batch_size=settings["batch_size"], num_epochs=settings["epochs"],
-        seed=settings["seed"], verbose=not args.quiet, print_every=50, distributed=group,
-        **extra)
+        model,
+        data,
+        checkpoint_file=out / CHECKPOINT,
+        update_rule=settings["update_rule"],
+        optim_config={"learning_rate": settings["lr"]},
+        lr_decay=settings["lr_decay"],
+        batch_size=settings["batch_size"],
+        num_epochs=settings["epochs"],
+        seed=settings["seed"],
+        verbose=not args.quiet,
+        print_every=50,
+        distributed=group,
+        **extra,
+    )
     if args.resume and writer:
         try:
             load(out / CHECKPOINT, into=solver)
@@ -556,22 +710,30 @@ def _train(args, settings, data, out, start, group):
         group.synchronize(solver)
     if args.resume:
         if solver.iteration >= solver.num_iterations:
-            print(f"nothing to train: the run in {out} has finished its {solver.num_epochs} "
-                  f"epoch{'s' * (solver.num_epochs != 1)} ({solver.iteration} iterations); to "
-                  f"train longer, pass --epochs with more than {solver.epoch}. Nothing was "
-                  "written.")
+            print(
+                f"nothing to train: the run in {out} has finished its {solver.num_epochs} "
+                f"epoch{'s' * (solver.num_epochs != 1)} ({solver.iteration} iterations); to "
+                f"train longer, pass --epochs with more than {solver.epoch}. Nothing was "
+                "written."
+            )
             return EXIT_OK
-        print(f"resuming {out}: epoch {solver.epoch}, iteration {solver.iteration} of "
-              f"{solver.num_iterations}", flush=True)
+        print(
+            f"resuming {out}: epoch {solver.epoch}, iteration {solver.iteration} of "
+            f"{solver.num_iterations}",
+            flush=True,
+        )
     if writer:
         out.mkdir(parents=True, exist_ok=True)
         _write_json(out / RUN_FILE, settings)
     if not args.quiet:
-        print(f"training {type(model).__name__} on {settings['data']} "
-              f"({_size(data, 'train')} train / {_size(data, 'val')} val / "
-              f"{_size(data, 'test')} test), {settings['update_rule']} lr {settings['lr']:g}, "
-              f"{settings['epochs']} epochs of {solver.iterations_per_epoch} iterations, "
-              f"batch {settings['batch_size']}, seed {settings['seed']}", flush=True)
+        print(
+            f"training {type(model).__name__} on {settings['data']} "
+            f"({_size(data, 'train')} train / {_size(data, 'val')} val / "
+            f"{_size(data, 'test')} test), {settings['update_rule']} lr {settings['lr']:g}, "
+            f"{settings['epochs']} epochs of {solver.iterations_per_epoch} iterations, "
+            f"batch {settings['batch_size']}, seed {settings['seed']}",
+            flush=True,
+        )
 
     received = []
 
@@ -588,10 +750,12 @@ def _train(args, settings, data, out, start, group):
     except KeyboardInterrupt:
         return _interrupted(out, solver, signal.SIGINT, saved=False)
     except _Diverged as diverged:
-        return _fail(f"training diverged at epoch {solver.epoch + 1}, iteration "
-                     f"{solver.iteration + 1}: {diverged}. Nothing of this epoch was saved; "
-                     f"{_checkpoint_note(out) if solver.epoch else 'no checkpoint was written'}"
-                     f". Try a smaller --lr than {settings['lr']:g} in a new run.")
+        return _fail(
+            f"training diverged at epoch {solver.epoch + 1}, iteration "
+            f"{solver.iteration + 1}: {diverged}. Nothing of this epoch was saved; "
+            f"{_checkpoint_note(out) if solver.epoch else 'no checkpoint was written'}"
+            f". Try a smaller --lr than {settings['lr']:g} in a new run."
+        )
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
@@ -639,23 +803,30 @@ def _size(data, split):
 def _print_captions(model, data, count=3):
     """A few test numbers and the captions the model says for them."""
     from .data.number_captions import decode_captions
+
     captions = data["test_captions"][:count]
-    said = model.sample(data["test_features"][data["test_image_idxs"][:count]],
-                        max_length=captions.shape[1])
-    for number, words in zip(data["test_numbers"][:count],
-                             decode_captions(said, data["idx_to_word"])):
+    said = model.sample(
+        data["test_features"][data["test_image_idxs"][:count]], max_length=captions.shape[1]
+    )
+    for number, words in zip(
+        data["test_numbers"][:count], decode_captions(said, data["idx_to_word"])
+    ):
         print(f"test image of {number}: {words.replace(' <END>', '')!r}")
 
 
 def _interrupted(out, solver, signum, saved):
     name = "SIGTERM" if signum == signal.SIGTERM else "SIGINT"
-    where = (f"epoch {solver.epoch}, iteration {solver.iteration} of {solver.num_iterations}")
+    where = f"epoch {solver.epoch}, iteration {solver.iteration} of {solver.num_iterations}"
     if saved:
-        print(f"\n{name}: stopped at {where}; checkpoint saved to {out / CHECKPOINT}",
-              file=sys.stderr)
+        print(
+            f"\n{name}: stopped at {where}; checkpoint saved to {out / CHECKPOINT}", file=sys.stderr
+        )
     else:
-        state = ("the last epoch's checkpoint is in " + str(out / CHECKPOINT)
-                 if (out / CHECKPOINT).is_file() else "no checkpoint was written yet")
+        state = (
+            "the last epoch's checkpoint is in " + str(out / CHECKPOINT)
+            if (out / CHECKPOINT).is_file()
+            else "no checkpoint was written yet"
+        )
         print(f"\n{name}: stopped at once at {where}; {state}", file=sys.stderr)
     again = "the same torchrun command with" if solver.distributed else "graphnet train"
     print(f"resume with: {again} --out {out} --resume", file=sys.stderr, flush=True)
@@ -666,6 +837,7 @@ def _limit_threads(threads):
     """--threads sets the C++ kernels' thread count (every gate of the models runs on that
     team; numpy's BLAS is not used). Returns a function that puts it back."""
     from .kernels import _C
+
     before = _C.get_num_threads()
     if threads:
         _C.set_num_threads(threads)
@@ -705,12 +877,21 @@ class _RunCaptioningSolver(_RunSolver, CaptioningSolver):
 def _write_pictures(solver, model, out, settings):
     """The training curves, and the first layer's filters for a convnet; the files written."""
     from . import viz
-    write_atomically(out / PLOT_FILE, lambda tmp: viz.plot_training(
-        solver, path=tmp, title=f"{settings['model']} on {settings['data']}"))
+
+    write_atomically(
+        out / PLOT_FILE,
+        lambda tmp: viz.plot_training(
+            solver, path=tmp, title=f"{settings['model']} on {settings['data']}"
+        ),
+    )
     written = [out / PLOT_FILE]
     if settings["model"] == "convnet":
-        write_atomically(out / FILTERS_FILE, lambda tmp: viz.plot_filters(
-            model.params["W1"], path=tmp, title="first-layer conv filters"))
+        write_atomically(
+            out / FILTERS_FILE,
+            lambda tmp: viz.plot_filters(
+                model.params["W1"], path=tmp, title="first-layer conv filters"
+            ),
+        )
         written.append(out / FILTERS_FILE)
     return written
 
@@ -725,14 +906,15 @@ def _write_graph(model, data, path):
         return None
     graph = model.graph
     if "train_captions" in data:
-        model.loss(data["train_features"][data["train_image_idxs"][:8]],
-                   data["train_captions"][:8])
+        model.loss(data["train_features"][data["train_image_idxs"][:8]], data["train_captions"][:8])
     else:
         graph.run("loss", X=data["X_train"][:8], y=data["y_train"][:8])  # the whole loss,
-        graph.backward("loss")                                          # L2 branch included
+        graph.backward("loss")  # L2 branch included
     try:
-        return write_atomically(path, lambda tmp: viz.export(
-            model.graph, tmp, format="svg", title=f"{type(model).__name__}"))
+        return write_atomically(
+            path,
+            lambda tmp: viz.export(model.graph, tmp, format="svg", title=f"{type(model).__name__}"),
+        )
     except viz.GraphvizNotFoundError:
         dot = path.with_suffix(".dot")
         write_atomically(dot, lambda tmp: viz.export(model.graph, tmp, format="dot"))
@@ -742,8 +924,10 @@ def _write_graph(model, data, path):
 
 # =========================================================================== render, bench
 
+
 def cmd_render(args, parser):
     from . import CheckpointError, Graph, load
+
     try:
         loaded = load(args.checkpoint)
     except (CheckpointError, OSError) as err:
@@ -765,8 +949,10 @@ def cmd_render(args, parser):
 def cmd_bench(args, parser):
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_train.py"
     if not script.is_file():
-        print("graphnet bench runs benchmarks/bench_train.py from a source checkout of "
-              "graphnet: clone the repository and run `python benchmarks/bench_train.py`")
+        print(
+            "graphnet bench runs benchmarks/bench_train.py from a source checkout of "
+            "graphnet: clone the repository and run `python benchmarks/bench_train.py`"
+        )
         return EXIT_ERROR
     extra = [a for a in args.args if a != "--"]
     return subprocess.call([sys.executable, str(script), *extra])

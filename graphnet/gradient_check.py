@@ -8,6 +8,7 @@ usually closes over ``x`` rather than reading its argument; every element is res
 afterwards, also when ``f`` raises. The differences are computed by the same core as
 ``graphnet.gradcheck`` (graphnet.core.gradcheck).
 """
+
 import random
 from typing import Any, Callable, List, Sequence
 
@@ -16,13 +17,19 @@ import numpy as np
 from .core.gradcheck import difference_quotients, numerical_gradient
 from .core.gradcheck import relative_error as rel_error
 
-__all__ = ["eval_numerical_gradient", "eval_numerical_gradient_array",
-           "eval_numerical_gradient_blobs", "eval_numerical_gradient_net", "grad_check_sparse",
-           "rel_error"]
+__all__ = [
+    "eval_numerical_gradient",
+    "eval_numerical_gradient_array",
+    "eval_numerical_gradient_blobs",
+    "eval_numerical_gradient_net",
+    "grad_check_sparse",
+    "rel_error",
+]
 
 
-def eval_numerical_gradient(f: Callable[[np.ndarray], Any], x: np.ndarray, verbose: bool = True,
-                            h: float = 1e-5) -> np.ndarray:
+def eval_numerical_gradient(
+    f: Callable[[np.ndarray], Any], x: np.ndarray, verbose: bool = True, h: float = 1e-5
+) -> np.ndarray:
     """Gradient of the scalar function f at x (any shape): an array of x's shape and dtype.
 
     With verbose, prints each index and its partial derivative as it is computed.
@@ -38,14 +45,18 @@ def _projected_difference(f, x, df):
         # A copy: f may return a buffer that its next call overwrites.
         out = np.array(f(a), copy=True)
         if out.shape != df.shape:
-            raise ValueError(f"eval_numerical_gradient_array: df has shape {df.shape} but f(x) "
-                             f"has shape {out.shape} (x {np.shape(x)}); pass df of f(x)'s shape")
+            raise ValueError(
+                f"eval_numerical_gradient_array: df has shape {df.shape} but f(x) "
+                f"has shape {out.shape} (x {np.shape(x)}); pass df of f(x)'s shape"
+            )
         return out
+
     return output, lambda above, below: np.sum((above - below) * df)
 
 
-def eval_numerical_gradient_array(f: Callable[[np.ndarray], Any], x: np.ndarray, df: Any,
-                                  h: float = 1e-5) -> np.ndarray:
+def eval_numerical_gradient_array(
+    f: Callable[[np.ndarray], Any], x: np.ndarray, df: Any, h: float = 1e-5
+) -> np.ndarray:
     """Gradient of sum(f(x) * df) at x: the vector-Jacobian product a backward pass returns.
 
     f maps x to an array of df's shape. Returns an array of x's shape and dtype.
@@ -54,8 +65,9 @@ def eval_numerical_gradient_array(f: Callable[[np.ndarray], Any], x: np.ndarray,
     return numerical_gradient(output, x, h, difference)
 
 
-def eval_numerical_gradient_blobs(f: Callable[..., Any], inputs: Sequence[Any], output: Any,
-                                  h: float = 1e-5) -> List[np.ndarray]:
+def eval_numerical_gradient_blobs(
+    f: Callable[..., Any], inputs: Sequence[Any], output: Any, h: float = 1e-5
+) -> List[np.ndarray]:
     """Gradients for a function on "blobs": objects with `.vals` (the values) and `.diffs`
     (for the output: the upstream gradient).
 
@@ -63,6 +75,7 @@ def eval_numerical_gradient_blobs(f: Callable[..., Any], inputs: Sequence[Any], 
     gradient of sum(output.vals * output.diffs) with respect to its vals (an array of the
     shape and dtype of its vals).
     """
+
     def compute(_):
         f(*inputs, output)
         return np.array(output.vals, copy=True)
@@ -73,15 +86,21 @@ def eval_numerical_gradient_blobs(f: Callable[..., Any], inputs: Sequence[Any], 
     return [numerical_gradient(compute, blob.vals, h, difference) for blob in inputs]
 
 
-def eval_numerical_gradient_net(net: Any, inputs: Sequence[Any], output: Any,
-                                h: float = 1e-5) -> List[np.ndarray]:
+def eval_numerical_gradient_net(
+    net: Any, inputs: Sequence[Any], output: Any, h: float = 1e-5
+) -> List[np.ndarray]:
     """eval_numerical_gradient_blobs for a net whose net.forward() reads the input blobs
     and writes the output blob."""
     return eval_numerical_gradient_blobs(lambda *blobs: net.forward(), inputs, output, h=h)
 
 
-def grad_check_sparse(f: Callable[[np.ndarray], Any], x: np.ndarray, analytic_grad: np.ndarray,
-                      num_checks: int = 10, h: float = 1e-5) -> List[float]:
+def grad_check_sparse(
+    f: Callable[[np.ndarray], Any],
+    x: np.ndarray,
+    analytic_grad: np.ndarray,
+    num_checks: int = 10,
+    h: float = 1e-5,
+) -> List[float]:
     """Check analytic_grad against centred differences of the scalar f at num_checks
     random entries of x, printing each as the course does.
 
@@ -94,6 +113,5 @@ def grad_check_sparse(f: Callable[[np.ndarray], Any], x: np.ndarray, analytic_gr
     for ix, numerical in difference_quotients(f, x, h, indices):
         analytic = analytic_grad[ix]
         errors.append(rel_error(numerical, analytic))
-        print(f"numerical: {numerical:f} analytic: {analytic:f}, relative error: "
-              f"{errors[-1]:e}")
+        print(f"numerical: {numerical:f} analytic: {analytic:f}, relative error: {errors[-1]:e}")
     return errors

@@ -2,5 +2,6 @@
 
 The functions live in graphnet.kernels.layer_utils; this module is what a notebook imports.
 """
+
 from .kernels.layer_utils import *  # noqa: F401,F403
 from .kernels.layer_utils import __all__  # noqa: F401

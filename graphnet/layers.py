@@ -2,5 +2,6 @@
 
 The functions live in graphnet.kernels.layers; this module is what a notebook imports.
 """
+
 from .kernels.layers import *  # noqa: F401,F403
 from .kernels.layers import __all__  # noqa: F401

@@ -2,5 +2,6 @@
 
 The functions live in graphnet.kernels.rnn_layers; this module is what a notebook imports.
 """
+
 from .kernels.rnn_layers import *  # noqa: F401,F403
 from .kernels.rnn_layers import __all__  # noqa: F401

@@ -1,4 +1,5 @@
 """Shared fixtures."""
+
 import pytest
 
 from graphnet.kernels import _C

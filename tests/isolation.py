@@ -1,5 +1,6 @@
 """Running a risky call in a child process, so that a crash fails one test instead of
 killing the whole suite."""
+
 import os
 import subprocess
 import sys
@@ -14,12 +15,19 @@ def run_in_child(source, timeout=120, cwd=None):
     a negative returncode.
     """
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(source)], capture_output=True,
-                          text=True, timeout=timeout, env=env, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(source)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=cwd,
+    )
 
 
 def assert_survived(result):
     """The child exited normally (status 0), whatever it printed."""
     assert result.returncode == 0, (
         f"child exited with {result.returncode}\nstdout:\n{result.stdout[-3000:]}\n"
-        f"stderr:\n{result.stderr[-3000:]}")
+        f"stderr:\n{result.stderr[-3000:]}"
+    )

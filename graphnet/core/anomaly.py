@@ -1,4 +1,5 @@
 """Anomaly mode: stop at the first NaN or Inf and say where it came from."""
+
 import contextlib
 from typing import Any, Iterator
 
@@ -35,8 +36,9 @@ def _check_value(event: ForwardEvent) -> None:
 def _check_gradients(event: BackwardEvent) -> None:
     for inp, grad in zip(event.step.inputs, event.received):
         if grad is not None:
-            _check_finite(inp, grad, f"gradient from {event.node.name!r}",
-                          f"step {event.number} of backward")
+            _check_finite(
+                inp, grad, f"gradient from {event.node.name!r}", f"step {event.number} of backward"
+            )
 
 
 def _check_finite(node: Any, array: Any, what: str, step: str) -> None:
@@ -46,4 +48,6 @@ def _check_finite(node: Any, array: Any, what: str, step: str) -> None:
     inputs = ", ".join(repr(i.name) for i in node.inputs) or "none (a source)"
     raise AnomalyError(
         f"{bad} in the {what} of node {node.name!r} (gate {node.op!r}, shape "
-        f"{np.shape(array)}) at {step}; its inputs: {inputs}", node=node.name)
+        f"{np.shape(array)}) at {step}; its inputs: {inputs}",
+        node=node.name,
+    )

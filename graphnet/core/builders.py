@@ -1,6 +1,7 @@
 """The built-in gate builders: `g.conv(x, w, b, stride=1, pad=0)` and the rest, each a
 thin, documented call of `Graph.apply(op, ...)`. A gate registered elsewhere is built with
 `g.apply(op, ...)` directly; it needs no builder here."""
+
 from __future__ import annotations
 
 from typing import Any, Optional, Sequence, Union
@@ -17,13 +18,11 @@ Axis = Union[None, int, Sequence[int]]
 class GateBuilders:
     """Mixed into Graph. Inputs may be nodes or numbers/arrays (which become consts)."""
 
-    def apply(self, op: str, *inputs: Operand, name: Optional[str] = None,
-              **attrs: Any) -> Node:
+    def apply(self, op: str, *inputs: Operand, name: Optional[str] = None, **attrs: Any) -> Node:
         """A node of the gate registered as `op` (see Graph.apply)."""
         raise NotImplementedError  # Graph defines it
 
-    def _build(self, op: str, inputs: tuple, name: Optional[str],
-               attrs: Optional[dict]) -> Node:
+    def _build(self, op: str, inputs: tuple, name: Optional[str], attrs: Optional[dict]) -> Node:
         raise NotImplementedError  # Graph defines it: apply with its arguments packed
 
     def add(self, a: Operand, b: Operand, name: Optional[str] = None) -> Node:
@@ -71,8 +70,9 @@ class GateBuilders:
         """Probabilities along the last axis."""
         return self._build("softmax", (x,), name, None)
 
-    def sum(self, x: Operand, axis: Axis = None, keepdims: bool = False,
-            name: Optional[str] = None) -> Node:
+    def sum(
+        self, x: Operand, axis: Axis = None, keepdims: bool = False, name: Optional[str] = None
+    ) -> Node:
         """Sum over `axis` (an int, a tuple of ints, or None for all axes)."""
         return self.apply("sum", x, name=name, axis=axis, keepdims=keepdims)
 
@@ -80,47 +80,90 @@ class GateBuilders:
         """x @ w + b, x of shape (N, d1, ..., dk) flattened to (N, D); w (D, M); b (M,)."""
         return self._build("affine", (x, w, b), name, None)
 
-    def conv(self, x: Operand, w: Operand, b: Operand, stride: int = 1, pad: int = 0,
-             name: Optional[str] = None) -> Node:
+    def conv(
+        self,
+        x: Operand,
+        w: Operand,
+        b: Operand,
+        stride: int = 1,
+        pad: int = 0,
+        name: Optional[str] = None,
+    ) -> Node:
         """Convolution (cross-correlation) of x (N, C, H, W) with filters w (F, C, HH, WW)
         plus b (F,): out (N, F, 1 + (H + 2 pad - HH) // stride, 1 + (W + 2 pad - WW) //
         stride). C++ kernels."""
         return self.apply("conv", x, w, b, name=name, stride=stride, pad=pad)
 
-    def max_pool(self, x: Operand, pool_height: int = 2, pool_width: int = 2, stride: int = 2,
-                 name: Optional[str] = None) -> Node:
+    def max_pool(
+        self,
+        x: Operand,
+        pool_height: int = 2,
+        pool_width: int = 2,
+        stride: int = 2,
+        name: Optional[str] = None,
+    ) -> Node:
         """The maximum of each pool_height x pool_width window of x (N, C, H, W), windows
         `stride` apart. C++ kernels."""
-        return self.apply("max_pool", x, name=name, pool_height=pool_height,
-                          pool_width=pool_width, stride=stride)
+        return self.apply(
+            "max_pool", x, name=name, pool_height=pool_height, pool_width=pool_width, stride=stride
+        )
 
-    def batchnorm(self, x: Operand, gamma: Operand, beta: Operand, eps: float = 1e-5,
-                  momentum: float = 0.9, name: Optional[str] = None) -> Node:
+    def batchnorm(
+        self,
+        x: Operand,
+        gamma: Operand,
+        beta: Operand,
+        eps: float = 1e-5,
+        momentum: float = 0.9,
+        name: Optional[str] = None,
+    ) -> Node:
         """Batch normalization of x (N, D) per feature, scaled by gamma and shifted by beta
         (D,); running averages with `momentum` for eval mode."""
         return self.apply("batchnorm", x, gamma, beta, name=name, eps=eps, momentum=momentum)
 
-    def spatial_batchnorm(self, x: Operand, gamma: Operand, beta: Operand, eps: float = 1e-5,
-                          momentum: float = 0.9, name: Optional[str] = None) -> Node:
+    def spatial_batchnorm(
+        self,
+        x: Operand,
+        gamma: Operand,
+        beta: Operand,
+        eps: float = 1e-5,
+        momentum: float = 0.9,
+        name: Optional[str] = None,
+    ) -> Node:
         """Batch normalization of images x (N, C, H, W) per channel; gamma, beta (C,)."""
-        return self.apply("spatial_batchnorm", x, gamma, beta, name=name, eps=eps,
-                          momentum=momentum)
+        return self.apply(
+            "spatial_batchnorm", x, gamma, beta, name=name, eps=eps, momentum=momentum
+        )
 
-    def layernorm(self, x: Operand, gamma: Operand, beta: Operand, eps: float = 1e-5,
-                  name: Optional[str] = None) -> Node:
+    def layernorm(
+        self,
+        x: Operand,
+        gamma: Operand,
+        beta: Operand,
+        eps: float = 1e-5,
+        name: Optional[str] = None,
+    ) -> Node:
         """Layer normalization of each sample of x (N, D) or (N, ..., D) over its last axis,
         scaled by gamma and shifted by beta (D,); the same in train and eval mode."""
         return self.apply("layernorm", x, gamma, beta, name=name, eps=eps)
 
-    def spatial_groupnorm(self, x: Operand, gamma: Operand, beta: Operand, G: int,
-                          eps: float = 1e-5, name: Optional[str] = None) -> Node:
+    def spatial_groupnorm(
+        self,
+        x: Operand,
+        gamma: Operand,
+        beta: Operand,
+        G: int,
+        eps: float = 1e-5,
+        name: Optional[str] = None,
+    ) -> Node:
         """Group normalization of images x (N, C, H, W): G groups of C // G channels, each
         normalized per sample over its channels and pixels; gamma, beta (C,) or
         (1, C, 1, 1)."""
         return self.apply("spatial_groupnorm", x, gamma, beta, name=name, G=G, eps=eps)
 
-    def dropout(self, x: Operand, p: float, seed: Optional[int] = None,
-                name: Optional[str] = None) -> Node:
+    def dropout(
+        self, x: Operand, p: float, seed: Optional[int] = None, name: Optional[str] = None
+    ) -> Node:
         """Inverted dropout: in train mode each unit is dropped with probability p (the
         2017 course's meaning) and the rest scaled by 1 / (1 - p); identity in eval mode.
         A seed fixes the mask."""
@@ -149,13 +192,13 @@ class GateBuilders:
         """The axes before `axis` kept, the rest merged: (N, C, H, W) -> (N, C*H*W)."""
         return self.apply("flatten", x, name=name, axis=axis)
 
-    def transpose(self, x: Operand, axes: Optional[Sequence[int]] = None,
-                  name: Optional[str] = None) -> Node:
+    def transpose(
+        self, x: Operand, axes: Optional[Sequence[int]] = None, name: Optional[str] = None
+    ) -> Node:
         """The axes permuted like np.transpose (reversed when `axes` is None)."""
         return self.apply("transpose", x, name=name, axes=axes)
 
-    def concat(self, inputs: Sequence[Operand], axis: int = 0,
-               name: Optional[str] = None) -> Node:
+    def concat(self, inputs: Sequence[Operand], axis: int = 0, name: Optional[str] = None) -> Node:
         """The inputs joined along `axis` like np.concatenate; the other axes must match."""
         return self.apply("concat", *inputs, name=name, axis=axis)
 
@@ -170,27 +213,31 @@ class GateBuilders:
         where = picks[0]
         indices = parts[where]
         if not isinstance(indices, Node) and np.asarray(indices).dtype == bool:
-            raise GraphError(f"indexing {_named(x)} with a boolean mask: it picks a number of "
-                             "entries known only from the data; use g.where(mask, x, 0), or "
-                             "x[np.flatnonzero(mask)] for a constant mask")
-        others = parts[:where] + parts[where + 1:]
+            raise GraphError(
+                f"indexing {_named(x)} with a boolean mask: it picks a number of "
+                "entries known only from the data; use g.where(mask, x, 0), or "
+                "x[np.flatnonzero(mask)] for a constant mask"
+            )
+        others = parts[:where] + parts[where + 1 :]
         if len(picks) == 1 and all(isinstance(p, slice) and p == slice(None) for p in others):
             return self.take(x, indices, axis=where, name=name)
         if len(picks) == 1 and parts[:where] == (Ellipsis,) and not others[1:]:
             return self.take(x, indices, axis=-1, name=name)
-        raise GraphError(f"indexing {_named(x)}: an integer array (or integer node) may be "
-                         "the one array in the key, with `:` for every other axis (x[ids], "
-                         f"x[:, ids], x[..., ids]); got {key!r}; build it from take and slice "
-                         "gates")
+        raise GraphError(
+            f"indexing {_named(x)}: an integer array (or integer node) may be "
+            "the one array in the key, with `:` for every other axis (x[ids], "
+            f"x[:, ids], x[..., ids]); got {key!r}; build it from take and slice "
+            "gates"
+        )
 
-    def take(self, x: Operand, indices: Operand, axis: int = 0,
-             name: Optional[str] = None) -> Node:
+    def take(self, x: Operand, indices: Operand, axis: int = 0, name: Optional[str] = None) -> Node:
         """np.take(x, indices, axis): the entries of x at the integer `indices` (a node, or
         an array that becomes an integer const) along `axis`; W[ids] is an embedding."""
         return self.apply("take", x, indices, name=name, axis=axis)
 
-    def mean(self, x: Operand, axis: Axis = None, keepdims: bool = False,
-             name: Optional[str] = None) -> Node:
+    def mean(
+        self, x: Operand, axis: Axis = None, keepdims: bool = False, name: Optional[str] = None
+    ) -> Node:
         """The mean over `axis` (an int, a tuple of ints, or None for all axes)."""
         return self.apply("mean", x, name=name, axis=axis, keepdims=keepdims)
 
@@ -199,12 +246,19 @@ class GateBuilders:
         a mean gate over the axes (2, 3)."""
         return self.mean(x, axis=(2, 3), name=name)
 
-    def avg_pool(self, x: Operand, pool_height: int = 2, pool_width: int = 2, stride: int = 2,
-                 name: Optional[str] = None) -> Node:
+    def avg_pool(
+        self,
+        x: Operand,
+        pool_height: int = 2,
+        pool_width: int = 2,
+        stride: int = 2,
+        name: Optional[str] = None,
+    ) -> Node:
         """The mean of each pool_height x pool_width window of x (N, C, H, W), windows
         `stride` apart."""
-        return self.apply("avg_pool", x, name=name, pool_height=pool_height,
-                          pool_width=pool_width, stride=stride)
+        return self.apply(
+            "avg_pool", x, name=name, pool_height=pool_height, pool_width=pool_width, stride=stride
+        )
 
     # ----- more elementwise gates --------------------------------------------------------
 
@@ -215,8 +269,10 @@ class GateBuilders:
     def pow(self, x: Operand, exponent: float, name: Optional[str] = None) -> Node:
         """x ** exponent for a constant exponent; also `node ** 2`."""
         if isinstance(exponent, Node):
-            raise GraphError(f"{_named(x)} ** {_named(exponent)}: the exponent must be a "
-                             "number; for x ** y with a node y build exp(y * log(x))")
+            raise GraphError(
+                f"{_named(x)} ** {_named(exponent)}: the exponent must be a "
+                "number; for x ** y with a node y build exp(y * log(x))"
+            )
         return self.apply("pow", x, name=name, exponent=exponent)
 
     def sqrt(self, x: Operand, name: Optional[str] = None) -> Node:
@@ -232,8 +288,13 @@ class GateBuilders:
         (to a on a tie)."""
         return self._build("min", (a, b), name, None)
 
-    def clip(self, x: Operand, low: Optional[float] = None, high: Optional[float] = None,
-             name: Optional[str] = None) -> Node:
+    def clip(
+        self,
+        x: Operand,
+        low: Optional[float] = None,
+        high: Optional[float] = None,
+        name: Optional[str] = None,
+    ) -> Node:
         """x limited to [low, high] (None: no limit on that side); the gradient passes
         where low <= x <= high."""
         return self.apply("clip", x, name=name, low=low, high=high)
@@ -259,8 +320,13 @@ class GateBuilders:
         """log softmax(x) along `axis`, without overflow."""
         return self.apply("log_softmax", x, name=name, axis=axis)
 
-    def cross_entropy(self, scores: Operand, y: Operand, ignore_index: Optional[int] = None,
-                      name: Optional[str] = None) -> Node:
+    def cross_entropy(
+        self,
+        scores: Operand,
+        y: Operand,
+        ignore_index: Optional[int] = None,
+        name: Optional[str] = None,
+    ) -> Node:
         """Mean cross-entropy of softmax(scores) (..., C) against integer labels y (...),
         over the positions whose label is not `ignore_index`."""
         return self.apply("cross_entropy", scores, y, name=name, ignore_index=ignore_index)
@@ -271,44 +337,76 @@ class GateBuilders:
         """W[x]: the vectors (N, T, D) of the integer words x (N, T) in W (V, D)."""
         return self.apply("word_embedding", x, W, name=name)
 
-    def rnn(self, x: Operand, h0: Operand, Wx: Operand, Wh: Operand, b: Operand,
-            name: Optional[str] = None) -> Node:
+    def rnn(
+        self,
+        x: Operand,
+        h0: Operand,
+        Wx: Operand,
+        Wh: Operand,
+        b: Operand,
+        name: Optional[str] = None,
+    ) -> Node:
         """A tanh RNN over sequences x (N, T, D) from h0 (N, H); Wx (D, H), Wh (H, H),
         b (H,). The node's value is every hidden state (N, T, H)."""
         return self.apply("rnn", x, h0, Wx, Wh, b, name=name)
 
-    def lstm(self, x: Operand, h0: Operand, Wx: Operand, Wh: Operand, b: Operand,
-             name: Optional[str] = None) -> Node:
+    def lstm(
+        self,
+        x: Operand,
+        h0: Operand,
+        Wx: Operand,
+        Wh: Operand,
+        b: Operand,
+        name: Optional[str] = None,
+    ) -> Node:
         """An LSTM over sequences x (N, T, D) from h0 (N, H) and a zero cell state;
         Wx (D, 4H), Wh (H, 4H), b (4H,), gates in the order i, f, o, g. The node's value
         is every hidden state (N, T, H)."""
         return self.apply("lstm", x, h0, Wx, Wh, b, name=name)
 
-    def rnn_step(self, x: Operand, prev_h: Operand, Wx: Operand, Wh: Operand, b: Operand,
-                 name: Optional[str] = None) -> Node:
+    def rnn_step(
+        self,
+        x: Operand,
+        prev_h: Operand,
+        Wx: Operand,
+        Wh: Operand,
+        b: Operand,
+        name: Optional[str] = None,
+    ) -> Node:
         """One tanh RNN step: tanh(x @ Wx + prev_h @ Wh + b), x (N, D) -> (N, H)."""
         return self.apply("rnn_step", x, prev_h, Wx, Wh, b, name=name)
 
-    def lstm_step(self, x: Operand, prev_h: Operand, prev_c: Operand, Wx: Operand,
-                  Wh: Operand, b: Operand, name: Optional[str] = None) -> Node:
+    def lstm_step(
+        self,
+        x: Operand,
+        prev_h: Operand,
+        prev_c: Operand,
+        Wx: Operand,
+        Wh: Operand,
+        b: Operand,
+        name: Optional[str] = None,
+    ) -> Node:
         """One LSTM step; the node's value stacks next_h and next_c, (2, N, H): take them
         as `step[0]` and `step[1]`."""
         return self.apply("lstm_step", x, prev_h, prev_c, Wx, Wh, b, name=name)
 
-    def temporal_affine(self, x: Operand, w: Operand, b: Operand,
-                        name: Optional[str] = None) -> Node:
+    def temporal_affine(
+        self, x: Operand, w: Operand, b: Operand, name: Optional[str] = None
+    ) -> Node:
         """x[n, t] @ w + b at every step: x (N, T, D), w (D, M), b (M,) -> (N, T, M)."""
         return self.apply("temporal_affine", x, w, b, name=name)
 
-    def temporal_softmax_loss(self, x: Operand, y: Operand, mask: Operand,
-                              name: Optional[str] = None) -> Node:
+    def temporal_softmax_loss(
+        self, x: Operand, y: Operand, mask: Operand, name: Optional[str] = None
+    ) -> Node:
         """Softmax cross-entropy of scores x (N, T, V) against integer words y (N, T) where
         mask (N, T) is true, summed over steps and averaged over the N sequences. A
         boolean array mask becomes an integer const."""
         return self.apply("temporal_softmax_loss", x, y, _integer_mask(mask), name=name)
 
-    def attention(self, q: Operand, k: Operand, v: Operand, mask: Operand = None,
-                  name: Optional[str] = None) -> Node:
+    def attention(
+        self, q: Operand, k: Operand, v: Operand, mask: Operand = None, name: Optional[str] = None
+    ) -> Node:
         """Scaled dot-product attention softmax(q @ kᵀ / √d) @ v over the last two axes;
         mask (broadcastable to (..., S, L), true where query s may attend to key l) builds
         a masked_attention gate."""

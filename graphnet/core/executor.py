@@ -10,6 +10,7 @@ received); `start` and `end` hooks are called with the walk's direction and plan
 each walk. Hooks see the steps as they run: a fused step is one event, whose
 `step.fused` lists its nodes. Without hooks the loops pay nothing for them.
 """
+
 from __future__ import annotations
 
 import threading
@@ -26,6 +27,7 @@ from .store import BackwardRecord, ValueStore
 class ForwardEvent(NamedTuple):
     """One forward step done: `inputs` are the values it read, `output` the value of
     `step.node`; `number` counts the steps from 1 to `total`."""
+
     step: Step
     number: int
     total: int
@@ -41,6 +43,7 @@ class ForwardEvent(NamedTuple):
 class BackwardEvent(NamedTuple):
     """One backward step done: `upstream` is d target / d step.node, `received[i]` what
     step.inputs[i] received along its edge (None where it needs no gradient)."""
+
     step: Step
     number: int
     total: int
@@ -122,8 +125,11 @@ class Executor:
         """The forward plan whose walk last computed `node`'s value (None if none has since
         the graph last changed)."""
         self._drop_outdated()
-        plans = [p for p in self._plans.values()
-                 if p.direction == "forward" and p.walk and node.index in p.writes]
+        plans = [
+            p
+            for p in self._plans.values()
+            if p.direction == "forward" and p.walk and node.index in p.writes
+        ]
         return max(plans, key=lambda p: p.walk, default=None)
 
     def active_hooks(self) -> list:
@@ -137,8 +143,9 @@ class Executor:
         key = ("forward", tuple(t.index for t in targets), fuse)
         plan = self._plans.get(key)
         if plan is None:
-            plan = self._plans[key] = forward_plan(self.graph.nodes, targets,
-                                                   self._forward_function, fuse)
+            plan = self._plans[key] = forward_plan(
+                self.graph.nodes, targets, self._forward_function, fuse
+            )
         return plan
 
     def backward_plan(self, target, fuse: bool) -> Plan:
@@ -217,13 +224,16 @@ class Executor:
     def _mark_stale(self, plan: Plan, done: int, failed: Optional[Step], err) -> None:
         """After a failed forward, the fed inputs and the steps it ran hold a mix of the
         new batch and the last one: a backward through them would mix them too."""
-        where = (f"at node {failed.node.name!r} ({failed.label})" if failed is not None
-                 else "after its last step")
+        where = (
+            f"at node {failed.node.name!r} ({failed.label})"
+            if failed is not None
+            else "after its last step"
+        )
         reason = f"the last forward failed {where}: {type(err).__name__}: {err}"
         store = self.graph.store
         for node in plan.inputs:
             store.stale[node.index] = reason
-        for step in plan.steps[:done + 1]:
+        for step in plan.steps[: done + 1]:
             for node in step.nodes:
                 store.stale[node.index] = reason
 
@@ -279,15 +289,15 @@ class Executor:
             value = store.value(node.index)
             if value is not None:
                 grads[node.index] = np.zeros_like(value)[()]
-        store.last_backward = BackwardRecord(plan, seed, self.forward_behind(plan.target),
-                                             edges)
+        store.last_backward = BackwardRecord(plan, seed, self.forward_behind(plan.target), edges)
         for hook in hooks:
             if hook.end:
                 hook.end("backward", plan)
 
     @staticmethod
-    def _backward_hooked(plan: Plan, store: ValueStore, edges: list, hooks: list,
-                         progress: list) -> None:
+    def _backward_hooked(
+        plan: Plan, store: ValueStore, edges: list, hooks: list, progress: list
+    ) -> None:
         values, caches, grads = store.values, store.caches, store.grads
         total = len(plan.steps)
         for number, (step, loop_step) in enumerate(zip(plan.steps, plan.loop), 1):
@@ -317,8 +327,10 @@ class Executor:
             for node in (step.node, *step.inputs):
                 reason = store.stale.get(node.index)
                 if reason is not None:
-                    raise GraphError(f"cannot run backward through node {node.name!r}: "
-                                     f"{reason}; run a forward that succeeds first")
+                    raise GraphError(
+                        f"cannot run backward through node {node.name!r}: "
+                        f"{reason}; run a forward that succeeds first"
+                    )
 
 
 def step_number(plan: Plan, out: Optional[int]) -> int:
@@ -335,11 +347,15 @@ def gate_failure(walk: str, step: Step, err: Exception) -> Exception:
     if isinstance(err, GraphError):
         return err
     first = step.fused[0] if step.fused else step.node
-    inputs = ", ".join(f"{i.name!r} {np.shape(i.value)} {np.asarray(i.value).dtype}"
-                       for i in first.inputs)
+    inputs = ", ".join(
+        f"{i.name!r} {np.shape(i.value)} {np.asarray(i.value).dtype}" for i in first.inputs
+    )
     if step.fused:
         names = " -> ".join(f"{n.name!r} ({n.op})" for n in step.fused)
-        return GraphError(f"{walk} of the fused chain {names} failed: {err} "
-                          f"[inputs of {first.name!r}: {inputs}]")
-    return GraphError(f"{walk} of node {step.node.name!r} (gate {step.node.op!r}) failed: "
-                      f"{err} [inputs: {inputs}]")
+        return GraphError(
+            f"{walk} of the fused chain {names} failed: {err} [inputs of {first.name!r}: {inputs}]"
+        )
+    return GraphError(
+        f"{walk} of node {step.node.name!r} (gate {step.node.op!r}) failed: "
+        f"{err} [inputs: {inputs}]"
+    )

@@ -1,5 +1,6 @@
 """What a feed may be: a value for an input, converted to the input's dtype only where
 that loses nothing, or a GraphError saying why not."""
+
 from __future__ import annotations
 
 import math
@@ -20,13 +21,17 @@ def static_shape(what: str, shape: Any) -> Optional[Tuple[Optional[int], ...]]:
     try:
         dims = tuple(shape)
     except TypeError:
-        raise GraphError(f"{what}: shape must be a tuple of sizes (None for any), got "
-                         f"{shape!r}") from None
+        raise GraphError(
+            f"{what}: shape must be a tuple of sizes (None for any), got {shape!r}"
+        ) from None
     if isinstance(shape, str) or not all(
-            d is None or (isinstance(d, (int, np.integer)) and not isinstance(d, bool)
-                          and 0 <= d <= 2 ** 62) for d in dims):
-        raise GraphError(f"{what}: shape must hold non-negative integers or None (any size), "
-                         f"got {shape!r}")
+        d is None
+        or (isinstance(d, (int, np.integer)) and not isinstance(d, bool) and 0 <= d <= 2**62)
+        for d in dims
+    ):
+        raise GraphError(
+            f"{what}: shape must hold non-negative integers or None (any size), got {shape!r}"
+        )
     shape = tuple(None if d is None else int(d) for d in dims)
     try:
         element_count([d for d in shape if d is not None], "input")
@@ -49,17 +54,25 @@ def convert_feed(node: Any, value: Any, dtype: np.dtype) -> Any:
     rounded, wrapped around or overflowed silently."""
     # A finite number for a float64 input of any or no shape: what the checks below come
     # to, at a tenth of their cost (a scalar circuit feeds many).
-    if (type(value) is float and dtype == _FLOAT64 and not node.static_shape
-            and math.isfinite(value)):
+    if (
+        type(value) is float
+        and dtype == _FLOAT64
+        and not node.static_shape
+        and math.isfinite(value)
+    ):
         return np.float64(value)
     try:
         array = np.asarray(value)
     except (ValueError, TypeError) as err:  # ragged nested lists, say
-        raise GraphError(f"feed for input {node.name!r} is not an array of numbers: {err}; "
-                         f"pass an ndarray of shape {node.static_shape}") from None
+        raise GraphError(
+            f"feed for input {node.name!r} is not an array of numbers: {err}; "
+            f"pass an ndarray of shape {node.static_shape}"
+        ) from None
     if array.dtype.kind not in "fiu":  # bool, complex, object, strings: no silent guess
-        raise GraphError(f"feed for input {node.name!r} has dtype {array.dtype}; it needs "
-                         f"real numbers, which are converted to {dtype}")
+        raise GraphError(
+            f"feed for input {node.name!r} has dtype {array.dtype}; it needs "
+            f"real numbers, which are converted to {dtype}"
+        )
     _check_shape(node, array)
     if dtype.kind in "iu":
         _check_integers(node, array, dtype)
@@ -69,20 +82,28 @@ def convert_feed(node: Any, value: Any, dtype: np.dtype) -> Any:
         converted = array.astype(dtype, copy=False)
     if converted.dtype.kind == "f" and not np.isfinite(converted).all():
         if array.dtype.kind == "f" and np.isfinite(array).all():
-            raise GraphError(f"feed for input {node.name!r} (shape {array.shape}) overflows "
-                             f"{dtype}: values up to {np.abs(array).max():g}; scale them")
+            raise GraphError(
+                f"feed for input {node.name!r} (shape {array.shape}) overflows "
+                f"{dtype}: values up to {np.abs(array).max():g}; scale them"
+            )
         bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
-        raise GraphError(f"feed for input {node.name!r} (shape {array.shape}) holds {bad} NaN "
-                         "or Inf values; clean or mask them before feeding")
+        raise GraphError(
+            f"feed for input {node.name!r} (shape {array.shape}) holds {bad} NaN "
+            "or Inf values; clean or mask them before feeding"
+        )
     return converted[()] if converted.ndim == 0 else converted
 
 
 def _check_shape(node: Any, array: np.ndarray) -> None:
     expected = node.static_shape
-    if expected is not None and (array.ndim != len(expected) or any(
-            e is not None and e != a for e, a in zip(expected, array.shape))):
-        raise GraphError(f"feed for input {node.name!r} has shape {array.shape}, expected "
-                         f"{expected} (None matches any size)")
+    if expected is not None and (
+        array.ndim != len(expected)
+        or any(e is not None and e != a for e, a in zip(expected, array.shape))
+    ):
+        raise GraphError(
+            f"feed for input {node.name!r} has shape {array.shape}, expected "
+            f"{expected} (None matches any size)"
+        )
 
 
 def _check_integers(node: Any, array: np.ndarray, dtype: np.dtype) -> None:
@@ -91,14 +112,18 @@ def _check_integers(node: Any, array: np.ndarray, dtype: np.dtype) -> None:
         return
     if array.dtype.kind == "f":
         if not np.isfinite(array).all() or not np.all(np.mod(array, 1) == 0):
-            raise GraphError(f"feed for integer input {node.name!r} ({dtype}) holds "
-                             "non-integers (values that are not whole numbers, or NaN/Inf)")
+            raise GraphError(
+                f"feed for integer input {node.name!r} ({dtype}) holds "
+                "non-integers (values that are not whole numbers, or NaN/Inf)"
+            )
     info = np.iinfo(dtype)
     low, high = array.min(), array.max()
     if low < info.min or high > info.max:
-        raise GraphError(f"feed for input {node.name!r} holds values from {low:.17g} to "
-                         f"{high:.17g}, outside the range of its dtype {dtype} "
-                         f"[{info.min}, {info.max}]; they would wrap around")
+        raise GraphError(
+            f"feed for input {node.name!r} holds values from {low:.17g} to "
+            f"{high:.17g}, outside the range of its dtype {dtype} "
+            f"[{info.min}, {info.max}]; they would wrap around"
+        )
 
 
 def _check_exact_floats(node: Any, array: np.ndarray, dtype: np.dtype) -> None:
@@ -107,6 +132,8 @@ def _check_exact_floats(node: Any, array: np.ndarray, dtype: np.dtype) -> None:
     with np.errstate(over="ignore", invalid="ignore"):
         exact = np.array_equal(array.astype(dtype).astype(array.dtype), array)
     if not exact:
-        raise GraphError(f"feed for input {node.name!r} (shape {array.shape}): integers of "
-                         f"dtype {array.dtype} too large to be exact in {dtype}; scale them "
-                         "or convert them yourself")
+        raise GraphError(
+            f"feed for input {node.name!r} (shape {array.shape}): integers of "
+            f"dtype {array.dtype} too large to be exact in {dtype}; scale them "
+            "or convert them yourself"
+        )

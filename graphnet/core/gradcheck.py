@@ -1,5 +1,6 @@
 """Numerical gradients by centred differences: the one core behind `gn.gradcheck` (a whole
 graph) and the course's checkers in `graphnet.gradient_check` (a function of an array)."""
+
 import numbers
 from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Tuple
 
@@ -8,10 +9,13 @@ import numpy as np
 from ..errors import GraphError
 
 
-def difference_quotients(f: Callable[[np.ndarray], Any], x: np.ndarray, h: float,
-                          indices: Iterable[Tuple[int, ...]],
-                          difference: Callable[[Any, Any], Any] = np.subtract
-                          ) -> Iterator[Tuple[Tuple[int, ...], Any]]:
+def difference_quotients(
+    f: Callable[[np.ndarray], Any],
+    x: np.ndarray,
+    h: float,
+    indices: Iterable[Tuple[int, ...]],
+    difference: Callable[[Any, Any], Any] = np.subtract,
+) -> Iterator[Tuple[Tuple[int, ...], Any]]:
     """Yield (ix, difference(f(x + h e_ix), f(x - h e_ix)) / (2h)) for each index ix.
 
     x is perturbed IN PLACE, one element at a time, because the function under test usually
@@ -21,8 +25,10 @@ def difference_quotients(f: Callable[[np.ndarray], Any], x: np.ndarray, h: float
     as when the course's checkers write into x.
     """
     if not (isinstance(x, np.ndarray) and x.dtype.kind == "f"):
-        raise ValueError("gradient check: x must be a float ndarray that f reads, "
-                         f"got {type(x).__name__} {getattr(x, 'dtype', '')}")
+        raise ValueError(
+            "gradient check: x must be a float ndarray that f reads, "
+            f"got {type(x).__name__} {getattr(x, 'dtype', '')}"
+        )
     if not (isinstance(h, numbers.Real) and not isinstance(h, bool) and h > 0):
         raise ValueError(f"gradient check: the step h must be a positive number, got {h!r}")
     for ix in indices:
@@ -37,10 +43,13 @@ def difference_quotients(f: Callable[[np.ndarray], Any], x: np.ndarray, h: float
         yield ix, difference(above, below) / (2 * h)
 
 
-def numerical_gradient(f: Callable[[np.ndarray], Any], x: np.ndarray, h: float,
-                       difference: Callable[[Any, Any], Any] = np.subtract,
-                       on_entry: Optional[Callable[[Tuple[int, ...], Any], None]] = None
-                       ) -> np.ndarray:
+def numerical_gradient(
+    f: Callable[[np.ndarray], Any],
+    x: np.ndarray,
+    h: float,
+    difference: Callable[[Any, Any], Any] = np.subtract,
+    on_entry: Optional[Callable[[Tuple[int, ...], Any], None]] = None,
+) -> np.ndarray:
     """The gradient of f at x by centred differences: an array of x's shape and dtype.
 
     f maps x to a scalar, or to anything `difference` reduces to one (see
@@ -54,8 +63,14 @@ def numerical_gradient(f: Callable[[np.ndarray], Any], x: np.ndarray, h: float,
     return grad
 
 
-def gradcheck(graph: Any, feeds: Optional[Dict[str, Any]] = None, /, h: float = 1e-5,
-              seed: int = 0, **named_feeds: Any) -> Dict[str, float]:
+def gradcheck(
+    graph: Any,
+    feeds: Optional[Dict[str, Any]] = None,
+    /,
+    h: float = 1e-5,
+    seed: int = 0,
+    **named_feeds: Any,
+) -> Dict[str, float]:
     """Compare the gradients of `backward()` with centred differences, in float64.
 
     Returns {name: relative error} for every param and every float input that the sink
@@ -75,15 +90,24 @@ def gradcheck(graph: Any, feeds: Optional[Dict[str, Any]] = None, /, h: float = 
         >>> max(errors.values()) < 1e-6
         True
     """
-    feeds = {name: np.array(value, dtype=np.float64) if np.asarray(value).dtype.kind == "f"
-             else np.asarray(value) for name, value in {**(feeds or {}), **named_feeds}.items()}
+    feeds = {
+        name: np.array(value, dtype=np.float64)
+        if np.asarray(value).dtype.kind == "f"
+        else np.asarray(value)
+        for name, value in {**(feeds or {}), **named_feeds}.items()
+    }
     sink = graph.single_sink("check gradients")
-    not_double = [n.name for n in graph.nodes if n.declared_dtype is not None
-                  and n.dtype.kind == "f" and n.dtype != np.float64]
+    not_double = [
+        n.name
+        for n in graph.nodes
+        if n.declared_dtype is not None and n.dtype.kind == "f" and n.dtype != np.float64
+    ]
     if not_double:
-        raise GraphError("gradcheck needs float64 throughout (float32 rounding swamps the "
-                         "differences); build with Graph(dtype=np.float64). Not float64: "
-                         + ", ".join(map(repr, not_double[:8])))
+        raise GraphError(
+            "gradcheck needs float64 throughout (float32 rounding swamps the "
+            "differences); build with Graph(dtype=np.float64). Not float64: "
+            + ", ".join(map(repr, not_double[:8]))
+        )
     out = np.asarray(graph.run(sink, feeds))
     weights = None if out.size == 1 else np.random.default_rng(seed).standard_normal(out.shape)
 
@@ -93,14 +117,21 @@ def gradcheck(graph: Any, feeds: Optional[Dict[str, Any]] = None, /, h: float = 
 
     graph.run(sink, feeds)
     graph.backward(sink, grad=weights)
-    checked = [n for n in graph.nodes if n.gate is None and n.requires_grad and n.grad is not None
-               and (n.kind == "param" or n.name in feeds)]
+    checked = [
+        n
+        for n in graph.nodes
+        if n.gate is None
+        and n.requires_grad
+        and n.grad is not None
+        and (n.kind == "param" or n.name in feeds)
+    ]
     analytic = {n.name: np.array(n.grad, dtype=np.float64) for n in checked}
     errors = {}
     for node in checked:
         array = node.value if node.kind == "param" else feeds[node.name]
-        errors[node.name] = relative_error(analytic[node.name],
-                                           numerical_gradient(objective, array, h))
+        errors[node.name] = relative_error(
+            analytic[node.name], numerical_gradient(objective, array, h)
+        )
     # The differences left the graph computed at a nudged input: walk it once more, so the
     # values and gradients a student reads next are those of the feeds that were checked.
     graph.run(sink, feeds)

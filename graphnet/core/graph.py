@@ -1,5 +1,6 @@
 """Graph: the builder users see. It names nodes, infers and checks shapes as gates are
 added, converts and checks feeds, and hands the walks to the executor."""
+
 from __future__ import annotations
 
 import threading
@@ -70,8 +71,13 @@ class Graph(GateBuilders):
 
     # ----- sources ---------------------------------------------------------------------
 
-    def input(self, name: str, shape: Optional[Sequence[Optional[int]]] = None,
-              dtype: Any = None, requires_grad: bool = True) -> Node:
+    def input(
+        self,
+        name: str,
+        shape: Optional[Sequence[Optional[int]]] = None,
+        dtype: Any = None,
+        requires_grad: bool = True,
+    ) -> Node:
         """A value fed at each `forward`. `shape` may hold None for sizes that vary (the
         batch size, say). Without a dtype the feed decides: integers stay integers where
         every gate reading the input takes integers (class labels), anything else takes
@@ -79,9 +85,11 @@ class Graph(GateBuilders):
         if dtype is not None:
             dtype = np.dtype(dtype)
             if dtype.kind not in "fiu":
-                raise GraphError(f"input {name!r}: dtype must be a float or integer type, "
-                                 f"got {dtype} (use the graph's float dtype, or np.int64 for "
-                                 "labels)")
+                raise GraphError(
+                    f"input {name!r}: dtype must be a float or integer type, "
+                    f"got {dtype} (use the graph's float dtype, or np.int64 for "
+                    "labels)"
+                )
         shape = static_shape(f"input {name!r}", shape)
         wants_grad = bool(requires_grad) and (dtype is None or dtype.kind == "f")
         return self._add(name, "input", None, (), shape, dtype, wants_grad)
@@ -100,18 +108,27 @@ class Graph(GateBuilders):
         floats take the graph's dtype unless `dtype` says otherwise."""
         array = np.asarray(value)
         if array.dtype.kind not in "fiu":
-            raise GraphError(f"const {name or ''!r}: value must be real numbers, got dtype "
-                             f"{array.dtype}; convert it (e.g. np.asarray(value, float))")
+            raise GraphError(
+                f"const {name or ''!r}: value must be real numbers, got dtype "
+                f"{array.dtype}; convert it (e.g. np.asarray(value, float))"
+            )
         if dtype is None and array.dtype.kind not in "iu":
             dtype = self.dtype
         array = array.astype(dtype if dtype is not None else array.dtype, copy=False)
-        return self._add(name or self._auto_name("const"), "const", None, (), array.shape,
-                         array.dtype, False, array[()])
+        return self._add(
+            name or self._auto_name("const"),
+            "const",
+            None,
+            (),
+            array.shape,
+            array.dtype,
+            False,
+            array[()],
+        )
 
     # ----- gates -----------------------------------------------------------------------
 
-    def apply(self, op: str, *inputs: Operand, name: Optional[str] = None,
-              **attrs: Any) -> Node:
+    def apply(self, op: str, *inputs: Operand, name: Optional[str] = None, **attrs: Any) -> Node:
         """A node of the gate registered as `op` on `inputs` (nodes, or numbers and arrays,
         which become consts), with the gate's hyperparameters `attrs`."""
         return self._build(op, inputs, name, attrs)
@@ -138,8 +155,10 @@ class Graph(GateBuilders):
             name = self._new_name(name, op)
         arity = len(gate_cls.inputs)
         if arity and len(inputs) != arity:
-            raise GraphError(f"{op} gate {name!r} takes {arity} input{'s' * (arity != 1)} "
-                             f"({', '.join(gate_cls.inputs)}), got {len(inputs)}")
+            raise GraphError(
+                f"{op} gate {name!r} takes {arity} input{'s' * (arity != 1)} "
+                f"({', '.join(gate_cls.inputs)}), got {len(inputs)}"
+            )
         sources: Any = inputs
         if gate_cls.integer_inputs:
             sources = None
@@ -152,12 +171,16 @@ class Graph(GateBuilders):
             sources = self._gate_inputs(gate_cls, inputs, name)
         try:
             gate = gate_cls(**attrs) if attrs else gate_cls()
-            shape = gate.shape(*map(_static_shape, sources)) if type(sources) is tuple \
-                else gate.shape(*[s.static_shape if type(s) is Node else s.shape
-                                  for s in sources])
+            shape = (
+                gate.shape(*map(_static_shape, sources))
+                if type(sources) is tuple
+                else gate.shape(*[s.static_shape if type(s) is Node else s.shape for s in sources])
+            )
         except gates.GateError as err:
-            listed = ", ".join(f"{s.name!r} {s.static_shape}" if type(s) is Node
-                               else f"a constant {s.shape}" for s in sources)
+            listed = ", ".join(
+                f"{s.name!r} {s.static_shape}" if type(s) is Node else f"a constant {s.shape}"
+                for s in sources
+            )
             raise GraphError(f"{op} gate {name!r}: {err} (inputs: {listed})") from None
         except TypeError as err:  # a hyperparameter the gate does not take
             raise GraphError(f"{op} gate {name!r}: {err}") from None
@@ -174,8 +197,15 @@ class Graph(GateBuilders):
                         break
                     dtype = declared
             if dtype is not False:
-                return self._add(name, "gate", gate, sources, shape,
-                                 self.dtype if dtype is None else dtype, wants_grad)
+                return self._add(
+                    name,
+                    "gate",
+                    gate,
+                    sources,
+                    shape,
+                    self.dtype if dtype is None else dtype,
+                    wants_grad,
+                )
         dtype, wants_grad = self._output_dtype(gate_cls, sources)
         return self._add(name, "gate", gate, tuple(sources), shape, dtype, wants_grad)
 
@@ -216,23 +246,29 @@ class Graph(GateBuilders):
             what = gate_cls.inputs[position] if position < len(gate_cls.inputs) else position
             if isinstance(item, Node):
                 if item.graph is not self:
-                    raise GraphError(f"{gate_cls.op} gate {name!r}: node {item.name!r} belongs "
-                                     "to another graph; build every node in one Graph")
+                    raise GraphError(
+                        f"{gate_cls.op} gate {name!r}: node {item.name!r} belongs "
+                        "to another graph; build every node in one Graph"
+                    )
                 dtype = item.declared_dtype
                 if integer and dtype is not None and dtype.kind not in "iu":
-                    raise GraphError(f"{gate_cls.op} gate {name!r}: input {what} takes "
-                                     f"integers, but node {item.name!r} has dtype {item.dtype}; "
-                                     "build it with dtype=np.int64")
+                    raise GraphError(
+                        f"{gate_cls.op} gate {name!r}: input {what} takes "
+                        f"integers, but node {item.name!r} has dtype {item.dtype}; "
+                        "build it with dtype=np.int64"
+                    )
                 sources.append(item)
             elif isinstance(item, (int, float, np.number, np.ndarray, list, tuple)):
                 declared = [i.declared_dtype for i in inputs if isinstance(i, Node)]
-                float_dtype = next((d for d in declared if d is not None and d.kind == "f"),
-                                   self.dtype)
-                sources.append(self._literal(item, integer, gate_cls.op, name, what,
-                                             float_dtype))
+                float_dtype = next(
+                    (d for d in declared if d is not None and d.kind == "f"), self.dtype
+                )
+                sources.append(self._literal(item, integer, gate_cls.op, name, what, float_dtype))
             else:
-                raise GraphError(f"{gate_cls.op} gate {name!r}: an input must be a Node or a "
-                                 f"number, got {type(item).__name__}")
+                raise GraphError(
+                    f"{gate_cls.op} gate {name!r}: an input must be a Node or a "
+                    f"number, got {type(item).__name__}"
+                )
         return sources
 
     @staticmethod
@@ -244,10 +280,13 @@ class Graph(GateBuilders):
         if not integer:
             return array.astype(float_dtype)
         whole = array.dtype.kind in "iu" or (
-            array.dtype.kind == "f" and np.isfinite(array).all() and np.all(np.mod(array, 1) == 0))
+            array.dtype.kind == "f" and np.isfinite(array).all() and np.all(np.mod(array, 1) == 0)
+        )
         if not whole:
-            raise GraphError(f"{op} gate {name!r}: input {what}: class labels must be "
-                             f"integers, got dtype {array.dtype} (shape {array.shape})")
+            raise GraphError(
+                f"{op} gate {name!r}: input {what}: class labels must be "
+                f"integers, got dtype {array.dtype} (shape {array.shape})"
+            )
         return array.astype(np.int64)
 
     # ----- running ---------------------------------------------------------------------
@@ -259,8 +298,13 @@ class Graph(GateBuilders):
         values = self.run(sinks, feeds, **named_feeds)
         return values[0] if len(sinks) == 1 else {n.name: v for n, v in zip(sinks, values)}
 
-    def run(self, nodes: Union[NodeRef, Sequence[NodeRef]], feeds: Optional[dict] = None, /,
-            **named_feeds: Any) -> Any:
+    def run(
+        self,
+        nodes: Union[NodeRef, Sequence[NodeRef]],
+        feeds: Optional[dict] = None,
+        /,
+        **named_feeds: Any,
+    ) -> Any:
         """Compute only what `nodes` (a node, a name, or a list of them) depend on and
         return their values (one value, or a list; a scalar comes back as a Python number)."""
         single = isinstance(nodes, (str, Node))
@@ -284,8 +328,9 @@ class Graph(GateBuilders):
             plan = self.executor.backward_plan(target, self.executor.fusing(hooks))
             self.executor.run_backward(plan, seed, self.store, hooks)
 
-    def backward_seed(self, node: Optional[NodeRef] = None, grad: Any = None,
-                      action: str = "backward") -> Tuple[Node, Any]:
+    def backward_seed(
+        self, node: Optional[NodeRef] = None, grad: Any = None, action: str = "backward"
+    ) -> Tuple[Node, Any]:
         """The node a backward starts from and its seed gradient, checked: 1 for a scalar,
         else `grad`, which must have the node's shape."""
         target = self.single_sink(action) if node is None else self._node(node)
@@ -297,13 +342,16 @@ class Graph(GateBuilders):
             if value.size != 1:
                 raise GraphError(
                     f"{action} from node {target.name!r} of shape {value.shape} needs an "
-                    f"upstream gradient: pass grad= an array of shape {value.shape}")
+                    f"upstream gradient: pass grad= an array of shape {value.shape}"
+                )
             seed = np.ones_like(value)
         else:
             seed = np.asarray(grad, dtype=value.dtype)
             if seed.shape != value.shape:
-                raise GraphError(f"grad for node {target.name!r} has shape {seed.shape}, the "
-                                 f"node's value has shape {value.shape}")
+                raise GraphError(
+                    f"grad for node {target.name!r} has shape {seed.shape}, the "
+                    f"node's value has shape {value.shape}"
+                )
         return target, seed[()] if seed.ndim == 0 else seed
 
     def train(self, mode: bool = True) -> Graph:
@@ -315,9 +363,14 @@ class Graph(GateBuilders):
         """Evaluation mode: batchnorm uses its running averages, dropout is the identity."""
         return self.train(False)
 
-    def add_hook(self, forward: Optional[Callable] = None, backward: Optional[Callable] = None,
-                 *, start: Optional[Callable] = None,
-                 end: Optional[Callable] = None) -> HookHandle:
+    def add_hook(
+        self,
+        forward: Optional[Callable] = None,
+        backward: Optional[Callable] = None,
+        *,
+        start: Optional[Callable] = None,
+        end: Optional[Callable] = None,
+    ) -> HookHandle:
         """Call `forward(event)` after each forward step and `backward(event)` after each
         backward step of this graph's walks (see graphnet.core.executor for the events),
         `start(direction, plan)` and `end(direction, plan)` around each walk. Returns a
@@ -326,8 +379,12 @@ class Graph(GateBuilders):
         self.executor.hooks.append(hook)
         return HookHandle(self.executor.hooks, hook)
 
-    def plan(self, nodes: Union[None, NodeRef, Sequence[NodeRef]] = None,
-             direction: str = "forward", fuse: bool = False) -> Plan:
+    def plan(
+        self,
+        nodes: Union[None, NodeRef, Sequence[NodeRef]] = None,
+        direction: str = "forward",
+        fuse: bool = False,
+    ) -> Plan:
         """The steps a walk takes: forward towards `nodes` (default: every sink), or
         backward from one node (default: the single sink), fused or gate by gate."""
         if direction == "forward":
@@ -380,17 +437,20 @@ class Graph(GateBuilders):
         if last is None:
             return {}
         plan = last.plan
-        edges = [(consumer, position, inp) for step in plan.steps for consumer in step.nodes
-                 for position, inp in enumerate(consumer.inputs)
-                 if inp.requires_grad and position not in consumer.gate.integer_inputs]
+        edges = [
+            (consumer, position, inp)
+            for step in plan.steps
+            for consumer in step.nodes
+            for position, inp in enumerate(consumer.inputs)
+            if inp.requires_grad and position not in consumer.gate.integer_inputs
+        ]
         arrivals = Counter(inp.index for _, _, inp in edges)
         sent = {}
         for consumer, position, inp in edges:
             slot = plan.edge_slots.get((consumer.index, position))
             grad = None if slot is None else last.edges[slot]
             if grad is None and arrivals[inp.index] == 1:  # its one consumer sent it all
-                grad = self.store.grad(inp.index) if compute else \
-                    self.store.peek_grad(inp.index)
+                grad = self.store.grad(inp.index) if compute else self.store.peek_grad(inp.index)
             if grad is not None:
                 sent[consumer.name, position] = grad
         return sent
@@ -414,6 +474,7 @@ class Graph(GateBuilders):
         """A graphviz.Digraph of the graph with values, gradients and gradient flow (see
         graphnet.viz.draw for the options)."""
         from ..viz import draw
+
         return draw(self, **options)
 
     def _repr_mimebundle_(self, include=None, exclude=None):
@@ -422,12 +483,14 @@ class Graph(GateBuilders):
     def to_networkx(self) -> Any:
         """A networkx.DiGraph of the graph (see graphnet.core.networkx)."""
         from .networkx import to_networkx
+
         return to_networkx(self)
 
     @classmethod
     def from_networkx(cls, digraph: Any) -> Graph:
         """Rebuild a Graph from a DiGraph in the layout `to_networkx` writes."""
         from .networkx import from_networkx
+
         return from_networkx(digraph, cls)
 
     # ----- internals -------------------------------------------------------------------
@@ -438,15 +501,16 @@ class Graph(GateBuilders):
         if not isinstance(name, str) or not name:
             raise GraphError(f"a node name must be a non-empty string, got {name!r}")
         if name in self._by_name:
-            raise GraphError(f"the graph already has a node named {name!r} "
-                             f"({self._by_name[name].op}); pick another name")
+            raise GraphError(
+                f"the graph already has a node named {name!r} "
+                f"({self._by_name[name].op}); pick another name"
+            )
         return name
 
     def _add(self, name, kind, gate, inputs, shape, dtype, requires_grad, value=None) -> Node:
         if gate is None:
             name = self._new_name(name, kind)
-        node = Node(self, len(self._nodes), name, kind, gate, inputs, shape, dtype,
-                    requires_grad)
+        node = Node(self, len(self._nodes), name, kind, gate, inputs, shape, dtype, requires_grad)
         self._nodes.append(node)
         self._by_name[name] = node
         self.store.grow(value)
@@ -469,8 +533,9 @@ class Graph(GateBuilders):
             return ref
         node = self._by_name.get(ref) if isinstance(ref, str) else None
         if node is None:
-            raise UnknownNodeError(f"the graph has no node named {ref!r}; it has: "
-                                   + name_list(self._nodes))
+            raise UnknownNodeError(
+                f"the graph has no node named {ref!r}; it has: " + name_list(self._nodes)
+            )
         return node
 
     def _nodes_of(self, refs: Union[NodeRef, Sequence[NodeRef]]) -> List[Node]:
@@ -482,24 +547,33 @@ class Graph(GateBuilders):
         """The graph's one sink, or a GraphError asking which node to `action`."""
         sinks = self.sinks
         if len(sinks) != 1:
-            raise GraphError(f"the graph has {len(sinks)} sinks ({name_list(sinks)}); "
-                             f"name the node to {action} from")
+            raise GraphError(
+                f"the graph has {len(sinks)} sinks ({name_list(sinks)}); "
+                f"name the node to {action} from"
+            )
         return sinks[0]
 
     def _feed(self, needed_inputs: List[Node], feeds: dict) -> None:
         for key in feeds:
             node = self._by_name.get(key)
             if node is None:
-                raise GraphError(f"unknown feed {key!r}: the graph's inputs are "
-                                 + name_list([n for n in self._nodes if n.kind == "input"]))
+                raise GraphError(
+                    f"unknown feed {key!r}: the graph's inputs are "
+                    + name_list([n for n in self._nodes if n.kind == "input"])
+                )
             if node.kind != "input":
-                hint = (f"assign graph.params[{key!r}] instead" if node.kind == "param"
-                        else "only inputs are fed")
+                hint = (
+                    f"assign graph.params[{key!r}] instead"
+                    if node.kind == "param"
+                    else "only inputs are fed"
+                )
                 raise GraphError(f"cannot feed {key!r}: it is a {node.op} node; {hint}")
         missing = [n for n in needed_inputs if n.name not in feeds]
         if missing:
-            raise GraphError("missing feed for input " + ", ".join(
-                f"{n.name!r} (shape {n.static_shape}, {n.dtype})" for n in missing))
+            raise GraphError(
+                "missing feed for input "
+                + ", ".join(f"{n.name!r} (shape {n.static_shape}, {n.dtype})" for n in missing)
+            )
         converted = []  # all checked before any is stored: a bad feed changes nothing
         for node in needed_inputs:
             dtype = feed_dtype(node, self.dtype, node.index in self._integer_only_inputs())
@@ -522,8 +596,7 @@ class Graph(GateBuilders):
 
 def name_list(nodes: Sequence[Node], limit: int = 12) -> str:
     names = [repr(n.name) for n in nodes]
-    return ", ".join(names[:limit]) + (f", ... ({len(names)} in all)"
-                                       if len(names) > limit else "")
+    return ", ".join(names[:limit]) + (f", ... ({len(names)} in all)" if len(names) > limit else "")
 
 
 class ParamDict(MutableMapping):
@@ -536,8 +609,9 @@ class ParamDict(MutableMapping):
     def _param(self, name: str) -> Node:
         node = self._graph._by_name.get(name) if isinstance(name, str) else None
         if node is None or node.kind != "param":
-            raise UnknownNodeError(f"no param named {name!r}; params: "
-                                   + ", ".join(map(repr, self)))
+            raise UnknownNodeError(
+                f"no param named {name!r}; params: " + ", ".join(map(repr, self))
+            )
         return node
 
     def __getitem__(self, name: str) -> np.ndarray:
@@ -564,5 +638,6 @@ class ParamDict(MutableMapping):
         return dict(self.items())
 
     def __repr__(self) -> str:
-        return "ParamDict({" + ", ".join(f"{k!r}: array{np.shape(v)}"
-                                         for k, v in self.items()) + "})"
+        return (
+            "ParamDict({" + ", ".join(f"{k!r}: array{np.shape(v)}" for k, v in self.items()) + "})"
+        )

@@ -1,4 +1,5 @@
 """Node: one vertex of a graph, a description fixed when it is built."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Optional, Tuple
@@ -8,7 +9,6 @@ import numpy as np
 if TYPE_CHECKING:
     from ..gates.base import Gate
     from .graph import Graph
-
 
 
 class Node:
@@ -25,8 +25,18 @@ class Node:
     first read.
     """
 
-    __slots__ = ("graph", "index", "name", "kind", "gate", "inputs", "static_shape",
-                 "requires_grad", "declared_dtype", "__weakref__")
+    __slots__ = (
+        "graph",
+        "index",
+        "name",
+        "kind",
+        "gate",
+        "inputs",
+        "static_shape",
+        "requires_grad",
+        "declared_dtype",
+        "__weakref__",
+    )
 
     graph: Graph
     index: int
@@ -38,9 +48,18 @@ class Node:
     requires_grad: bool
     declared_dtype: Optional[np.dtype]
 
-    def __init__(self, graph: Graph, index: int, name: str, kind: str, gate: Optional[Gate],
-                 inputs: Tuple[Node, ...], shape, dtype: Optional[np.dtype],
-                 requires_grad: bool):
+    def __init__(
+        self,
+        graph: Graph,
+        index: int,
+        name: str,
+        kind: str,
+        gate: Optional[Gate],
+        inputs: Tuple[Node, ...],
+        shape,
+        dtype: Optional[np.dtype],
+        requires_grad: bool,
+    ):
         # Plain slot stores: a __setattr__ guard would cost more than the rest of building
         # a gate. The graph indexes nodes by name and walks their inputs: treat every
         # attribute here as read-only.
@@ -103,32 +122,63 @@ class Node:
     def __repr__(self) -> str:
         parts = [repr(self.name), f"op={self.op!r}", f"shape={self.shape}"]
         store = self.graph.store
-        for label, item in (("value", store.peek_value(self.index)),
-                            ("grad", store.peek_grad(self.index))):
+        for label, item in (
+            ("value", store.peek_value(self.index)),
+            ("grad", store.peek_grad(self.index)),
+        ):
             if item is not None and np.ndim(item) == 0:
                 parts.append(f"{label}={round(float(item), 6)!r}")
         return f"Node({', '.join(parts)})"
 
     # Arithmetic on nodes builds gates in the node's graph.
-    def __add__(self, other): return self.graph.add(self, other)
-    def __radd__(self, other): return self.graph.add(other, self)
-    def __sub__(self, other): return self.graph.subtract(self, other)
-    def __rsub__(self, other): return self.graph.subtract(other, self)
-    def __mul__(self, other): return self.graph.multiply(self, other)
-    def __rmul__(self, other): return self.graph.multiply(other, self)
-    def __truediv__(self, other): return self.graph.divide(self, other)
-    def __rtruediv__(self, other): return self.graph.divide(other, self)
-    def __neg__(self): return self.graph.negate(self)
-    def __abs__(self): return self.graph.abs(self)
-    def __pow__(self, exponent): return self.graph.pow(self, exponent)
-    def __matmul__(self, other): return self.graph.matmul(self, other)
-    def __rmatmul__(self, other): return self.graph.matmul(other, self)
-    def __getitem__(self, key): return self.graph.index(self, key)
+    def __add__(self, other):
+        return self.graph.add(self, other)
+
+    def __radd__(self, other):
+        return self.graph.add(other, self)
+
+    def __sub__(self, other):
+        return self.graph.subtract(self, other)
+
+    def __rsub__(self, other):
+        return self.graph.subtract(other, self)
+
+    def __mul__(self, other):
+        return self.graph.multiply(self, other)
+
+    def __rmul__(self, other):
+        return self.graph.multiply(other, self)
+
+    def __truediv__(self, other):
+        return self.graph.divide(self, other)
+
+    def __rtruediv__(self, other):
+        return self.graph.divide(other, self)
+
+    def __neg__(self):
+        return self.graph.negate(self)
+
+    def __abs__(self):
+        return self.graph.abs(self)
+
+    def __pow__(self, exponent):
+        return self.graph.pow(self, exponent)
+
+    def __matmul__(self, other):
+        return self.graph.matmul(self, other)
+
+    def __rmatmul__(self, other):
+        return self.graph.matmul(other, self)
+
+    def __getitem__(self, key):
+        return self.graph.index(self, key)
 
     def __iter__(self):
         # Without this, __getitem__ would make a node iterable, building gates forever.
-        raise TypeError(f"node {self.name!r} is not iterable; index it (node[i]) to build a "
-                        "gate that picks part of its value")
+        raise TypeError(
+            f"node {self.name!r} is not iterable; index it (node[i]) to build a "
+            "gate that picks part of its value"
+        )
 
     # numpy hands `array @ node`, `array * node`, ... to the operators above (one gate)
     # instead of building an object array of one gate per entry.

@@ -5,6 +5,7 @@ plan lists the gates a gradient passes through, in reverse order, with which of 
 inputs need a gradient. Rewrites (graphnet/passes/) then replace runs of steps with fused
 steps. The executor runs a plan as a plain loop.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, List, NamedTuple, Optional, Tuple
@@ -36,6 +37,7 @@ class Step(NamedTuple):
     edges: (consumer, position) of the graph edge each input's gradient travels along
         (a fused step's inputs may feed different nodes of its run); None: (node, i).
     """
+
     node: Node
     inputs: Tuple[Node, ...]
     run: Callable
@@ -66,8 +68,14 @@ class Plan:
     as the executor's loop unpacks them.
     """
 
-    def __init__(self, direction: str, steps: List[Step], inputs=(), unreached=(),
-                 target: Optional[Node] = None):
+    def __init__(
+        self,
+        direction: str,
+        steps: List[Step],
+        inputs=(),
+        unreached=(),
+        target: Optional[Node] = None,
+    ):
         self.direction, self.steps, self.target = direction, steps, target
         self.inputs, self.unreached = list(inputs), list(unreached)
         self.reads = frozenset(n.index for step in steps for n in (step.node, *step.inputs))
@@ -83,8 +91,15 @@ class Plan:
         if direction == "forward":
             # (node index, run, input indices, arity: the number of inputs, -1 for a fused
             # step), so the loop calls one- and two-input gates without building a list.
-            self.loop = [(s.node.index, s.run, tuple(i.index for i in s.inputs),
-                          -1 if s.fused else len(s.inputs)) for s in steps]
+            self.loop = [
+                (
+                    s.node.index,
+                    s.run,
+                    tuple(i.index for i in s.inputs),
+                    -1 if s.fused else len(s.inputs),
+                )
+                for s in steps
+            ]
         else:
             self.loop = _backward_loop(steps, self.edge_slots)
 
@@ -92,8 +107,12 @@ class Plan:
         return len(self.steps)
 
     def __repr__(self) -> str:
-        return (f"<Plan {self.direction}: " + ", ".join(s.label for s in self.steps[:12])
-                + (" ..." if len(self.steps) > 12 else "") + ">")
+        return (
+            f"<Plan {self.direction}: "
+            + ", ".join(s.label for s in self.steps[:12])
+            + (" ..." if len(self.steps) > 12 else "")
+            + ">"
+        )
 
 
 def _backward_loop(steps: List[Step], edge_slots: dict) -> list:
@@ -133,8 +152,9 @@ def ancestors(targets) -> set:
     return seen
 
 
-def forward_plan(nodes: List[Node], targets, forward_of: Callable[[Node], Callable],
-                 fuse: bool) -> Plan:
+def forward_plan(
+    nodes: List[Node], targets, forward_of: Callable[[Node], Callable], fuse: bool
+) -> Plan:
     """The gates `targets` depend on, in the order of `nodes` (topological)."""
     needed = ancestors(targets)
     chosen = [n for n in nodes if id(n) in needed]
@@ -153,8 +173,9 @@ def backward_plan(nodes: List[Node], target: Node, fuse: bool) -> Plan:
         if node.gate is None or not node.requires_grad or id(node) not in needed:
             continue
         integer = node.gate.integer_inputs
-        needs = tuple(i.requires_grad and position not in integer
-                      for position, i in enumerate(node.inputs))
+        needs = tuple(
+            i.requires_grad and position not in integer for position, i in enumerate(node.inputs)
+        )
         steps.append(Step(node, node.inputs, node.gate.backward, needs))
     if fuse:
         for rewrite in REWRITES:

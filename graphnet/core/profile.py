@@ -1,12 +1,13 @@
 """Where a graph's time and memory go, step by step, measured through the executor's hooks.
 
-    prof = gn.profile(model.graph, {"X": X, "y": y}, target="data_loss")
-    print(prof)                  # one row per step: forward and backward ms, memory
-    prof.draw()                  # the graph, each node coloured by its step's time
+prof = gn.profile(model.graph, {"X": X, "y": y}, target="data_loss")
+print(prof)                  # one row per step: forward and backward ms, memory
+prof.draw()                  # the graph, each node coloured by its step's time
 
-    with gn.profile(model.graph) as prof:    # or record real training
-        solver.train()
+with gn.profile(model.graph) as prof:    # or record real training
+    solver.train()
 """
+
 from __future__ import annotations
 
 import time
@@ -21,6 +22,7 @@ from .executor import HookHandle
 class StepProfile:
     """One step's totals over the walks recorded: seconds and calls each way, and the
     peak bytes allocated while it ran (when memory was measured)."""
+
     label: str
     nodes: tuple
     forward_s: float = 0.0
@@ -43,6 +45,7 @@ class StepProfile:
 @dataclass
 class Profile:
     """Per-step times of a graph's walks; a context manager that records while open."""
+
     graph: Any
     memory: bool = False
     steps: Dict[str, StepProfile] = field(default_factory=dict)
@@ -101,8 +104,11 @@ class Profile:
 
     def node_ms(self) -> Dict[str, float]:
         """Node name -> forward + backward ms of the step that computes it."""
-        return {name: row.forward_ms + row.backward_ms for row in self.steps.values()
-                for name in row.nodes}
+        return {
+            name: row.forward_ms + row.backward_ms
+            for row in self.steps.values()
+            for name in row.nodes
+        }
 
     def table(self) -> str:
         """The profile as a text table, one row per step, slowest first (what print()
@@ -114,13 +120,17 @@ class Profile:
         for r in rows:
             name = r.nodes[0] if len(r.nodes) == 1 else f"{r.nodes[0]}..{r.nodes[-1]}"
             share = 100 * (r.forward_ms + r.backward_ms) / total
-            line = (f"{name[:32]:<32} {r.label[:20]:<20} {r.forward_ms:8.3f} "
-                    f"{r.backward_ms:8.3f} {share:5.1f}%")
+            line = (
+                f"{name[:32]:<32} {r.label[:20]:<20} {r.forward_ms:8.3f} "
+                f"{r.backward_ms:8.3f} {share:5.1f}%"
+            )
             if self.memory:
                 line += f" {r.peak_bytes / 1e6:8.2f}"
             lines.append(line)
-        lines.append(f"{'total':<53} {sum(r.forward_ms for r in rows):8.3f} "
-                     f"{sum(r.backward_ms for r in rows):8.3f}")
+        lines.append(
+            f"{'total':<53} {sum(r.forward_ms for r in rows):8.3f} "
+            f"{sum(r.backward_ms for r in rows):8.3f}"
+        )
         return "\n".join(lines)
 
     __str__ = table
@@ -131,11 +141,18 @@ class Profile:
     def draw(self, **options: Any) -> Any:
         """The graph drawn with each node filled by its step's time (graphnet.viz.draw)."""
         from ..viz import draw
+
         return draw(self.graph, heat=self.node_ms(), heat_unit="ms", **options)
 
 
-def profile(graph: Any, feeds: Optional[dict] = None, *, target: Any = None,
-            repeat: int = 5, memory: bool = True) -> Profile:
+def profile(
+    graph: Any,
+    feeds: Optional[dict] = None,
+    *,
+    target: Any = None,
+    repeat: int = 5,
+    memory: bool = True,
+) -> Profile:
     """Time each step of `graph`'s forward (towards `target`, default every sink) and, when
     the target is a scalar, its backward, over `repeat` runs on `feeds` (the first run
     warms up and is not counted), then measure each step's peak allocation in one more run

@@ -7,6 +7,7 @@ An entry may be deferred: a fused step that skipped computing it (the conv's out
 conv -> relu -> max_pool, say) leaves a marker and a function; the first read computes
 and keeps the entry. Nothing else ever changes an entry on read.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
@@ -15,11 +16,13 @@ import numpy as np
 
 from ..errors import GraphError
 
+
 class BackwardRecord(NamedTuple):
     """The last backward: its plan, its seed, the forward plan whose walk computed the
     values it read (None if that plan is gone: the graph changed since), and what it sent
     along the edges into inputs with more than one consumer, by `plan.edge_slots` (an input
     with one consumer received exactly its own gradient, so nothing is kept for it)."""
+
     plan: Any
     seed: Any
     forward: Any
@@ -28,6 +31,7 @@ class BackwardRecord(NamedTuple):
 
 #: The marker of a deferred entry in the lists.
 DEFERRED = type("Deferred", (), {"__repr__": lambda self: "<deferred>"})()
+
 
 class ValueStore:
     """values, grads, caches and states of a graph's nodes, by node index.
@@ -118,21 +122,28 @@ class ValueStore:
         the nodes `indices`, or all of them."""
         if not self._deferred:
             return
-        keys = ([key for key in self._deferred if key[0] == slot] if indices is None
-                else [(slot, index) for index in indices])
+        keys = (
+            [key for key in self._deferred if key[0] == slot]
+            if indices is None
+            else [(slot, index) for index in indices]
+        )
         for key in keys:
             self._deferred.pop(key, None)
 
     def set_value(self, node: Any, item: Any) -> None:
         """`node.value = item` for a source: a param's or a const's new value, checked."""
         if node.kind not in ("param", "const", "input"):
-            raise GraphError(f"node {node.name!r} ({node.op}) is computed by its gate; only "
-                             "inputs, params and consts can be assigned a value")
+            raise GraphError(
+                f"node {node.name!r} ({node.op}) is computed by its gate; only "
+                "inputs, params and consts can be assigned a value"
+            )
         array = np.asarray(item)
         current = self.values[node.index]
         if node.kind == "param" and current is not None and array.shape != np.shape(current):
-            raise GraphError(f"param {node.name!r} has shape {np.shape(current)}; cannot "
-                             f"assign an array of shape {array.shape}")
+            raise GraphError(
+                f"param {node.name!r} has shape {np.shape(current)}; cannot "
+                f"assign an array of shape {array.shape}"
+            )
         dtype = node.declared_dtype
         array = array if dtype is None else array.astype(dtype, copy=False)
         self.values[node.index] = array[()] if array.ndim == 0 else array
@@ -144,8 +155,7 @@ class ValueStore:
         other.values, other.caches, other.states = self.values, self.caches, self.states
         # Its own record of what is deferred: its backward forgets the deferred gradients
         # (of its own list), and this store's must stay readable.
-        other._deferred = {key: entry for key, entry in self._deferred.items()
-                           if key[0] != "grad"}
+        other._deferred = {key: entry for key, entry in self._deferred.items() if key[0] != "grad"}
         other.grads = [None] * len(self.grads)
         other.last_backward, other.stale = None, self.stale
         return other

@@ -1,5 +1,6 @@
 """The star exports of the course-named modules, assembled as the course's modules assemble
 theirs: each brings, besides its own names, everything of the modules it star-imports."""
+
 from types import ModuleType
 from typing import List
 

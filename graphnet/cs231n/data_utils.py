@@ -1,5 +1,6 @@
 """The course's `data_utils` module (every edition): CIFAR-10 from the official python
 batches, read by graphnet.data (a restricted unpickler: loading never runs code)."""
+
 import os
 from typing import Any, Dict, Tuple
 
@@ -21,9 +22,14 @@ def load_CIFAR10(ROOT: Any) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndar
     return cifar10.load_cifar10(ROOT)
 
 
-def get_CIFAR10_data(num_training: int = 49000, num_validation: int = 1000,
-                     num_test: int = 1000, subtract_mean: bool = True,
-                     cifar10_dir: Any = None, dtype: Any = np.float32) -> Dict[str, np.ndarray]:
+def get_CIFAR10_data(
+    num_training: int = 49000,
+    num_validation: int = 1000,
+    num_test: int = 1000,
+    subtract_mean: bool = True,
+    cifar10_dir: Any = None,
+    dtype: Any = np.float32,
+) -> Dict[str, np.ndarray]:
     """The course's preprocessed splits: {'X_train', 'y_train', 'X_val', 'y_val', 'X_test',
     'y_test'}, images channels first (N, 3, 32, 32) with the training mean image subtracted.
 
@@ -35,5 +41,6 @@ def get_CIFAR10_data(num_training: int = 49000, num_validation: int = 1000,
     """
     if cifar10_dir is None and os.path.isdir(COURSE_CIFAR10_DIR):
         cifar10_dir = COURSE_CIFAR10_DIR
-    return cifar10.get_CIFAR10_data(num_training, num_validation, num_test, subtract_mean,
-                                    cifar10_dir=cifar10_dir, dtype=dtype)
+    return cifar10.get_CIFAR10_data(
+        num_training, num_validation, num_test, subtract_mean, cifar10_dir=cifar10_dir, dtype=dtype
+    )

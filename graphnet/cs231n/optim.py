@@ -1,4 +1,5 @@
 """The course's `optim` module (every edition): sgd, sgd_momentum, rmsprop, adam, each
 `(w, dw, config) -> (next_w, config)` (graphnet.training.optim)."""
+
 from ..training.optim import *  # noqa: F401,F403
 from ..training.optim import __all__  # noqa: F401

@@ -1,4 +1,5 @@
 """Errors and the split packaging shared by every data set."""
+
 import os
 from pathlib import Path
 

@@ -1,4 +1,5 @@
 """Fetch an archive with a checksum, and unpack it without trusting its member names."""
+
 import gzip
 import hashlib
 import http.client
@@ -52,8 +53,9 @@ def _progress_bar(total, desc, enabled):
         from tqdm.auto import tqdm
     except ImportError:
         return None
-    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
-                desc=desc, file=sys.stderr)
+    return tqdm(
+        total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc, file=sys.stderr
+    )
 
 
 def download(url, dest, md5, progress=True, timeout=60):
@@ -67,11 +69,12 @@ def download(url, dest, md5, progress=True, timeout=60):
     fd, tmp_name = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
     try:
         digest = hashlib.md5()
-        with os.fdopen(fd, "wb") as out, _network(url, urllib.request.urlopen, url,
-                                                   timeout=timeout) as resp:
+        with (
+            os.fdopen(fd, "wb") as out,
+            _network(url, urllib.request.urlopen, url, timeout=timeout) as resp,
+        ):
             size = resp.headers.get("Content-Length")
-            bar = _progress_bar(int(size) if size and size.isdigit() else None, dest.name,
-                                progress)
+            bar = _progress_bar(int(size) if size and size.isdigit() else None, dest.name, progress)
             try:
                 for chunk in iter(lambda: _network(url, resp.read, _CHUNK), b""):
                     out.write(chunk)
@@ -82,8 +85,10 @@ def download(url, dest, md5, progress=True, timeout=60):
                 if bar is not None:
                     bar.close()
         if digest.hexdigest() != md5:
-            raise ChecksumError(f"{url}: MD5 is {digest.hexdigest()}, expected {md5}; "
-                                "the download is corrupted or not the expected file")
+            raise ChecksumError(
+                f"{url}: MD5 is {digest.hexdigest()}, expected {md5}; "
+                "the download is corrupted or not the expected file"
+            )
         os.replace(tmp_name, dest)
     except BaseException:
         os.unlink(tmp_name)
@@ -106,8 +111,10 @@ def _check_member(archive, member):
     if member.name.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]):
         raise DataError(f"{archive}: unsafe member path {member.name!r}")
     if not (member.isfile() or member.isdir()):
-        raise DataError(f"{archive}: member {member.name!r} is a link or special file; "
-                        "only regular files and folders are extracted")
+        raise DataError(
+            f"{archive}: member {member.name!r} is a link or special file; "
+            "only regular files and folders are extracted"
+        )
 
 
 def _check_gzip_stream(archive):
@@ -148,7 +155,8 @@ def safe_extract(archive, dest):
                 os.replace(scratch / member.name, target)
     except _ARCHIVE_ERRORS as err:
         reason = " ".join(str(err).split())  # tarfile lists one line per method it tried
-        raise DataError(f"{archive}: truncated, corrupted or not a tar archive "
-                        f"({type(err).__name__}: {reason})") from None
+        raise DataError(
+            f"{archive}: truncated, corrupted or not a tar archive ({type(err).__name__}: {reason})"
+        ) from None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -16,6 +16,7 @@ file announces is checked against the bytes left before anything is read, and th
 the number of objects and the number of arrays are bounded, so a crafted file costs at
 most a small multiple of its size.
 """
+
 import os
 import stat
 import struct
@@ -35,8 +36,12 @@ MAX_ARRAYS = 8
 MAX_LONG_BYTES = 16
 
 _RECONSTRUCT = ("numpy.core.multiarray", "_reconstruct")
-_ALLOWED_GLOBALS = {_RECONSTRUCT, ("numpy._core.multiarray", "_reconstruct"),
-                    ("numpy", "ndarray"), ("numpy", "dtype")}
+_ALLOWED_GLOBALS = {
+    _RECONSTRUCT,
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+}
 #: The dtypes an array may have: numpy's name -> the byte orders its state may give.
 _ARRAY_DTYPES = {"u1": "|", "i1": "|", **{f"{k}{n}": "<>" for k in "ui" for n in (2, 4, 8)}}
 
@@ -76,8 +81,10 @@ def load_array_pickle(path: Union[str, "os.PathLike[str]"]) -> object:
     if not stat.S_ISREG(info.st_mode):
         raise DataError(f"{path}: not a regular file (a folder, a device or a pipe)")
     if info.st_size > MAX_FILE_BYTES:
-        raise DataError(f"{path}: {info.st_size} bytes, more than any CIFAR-10 batch "
-                        f"(the limit is {MAX_FILE_BYTES})")
+        raise DataError(
+            f"{path}: {info.st_size} bytes, more than any CIFAR-10 batch "
+            f"(the limit is {MAX_FILE_BYTES})"
+        )
     try:
         with open(path, "rb") as f:
             data = f.read(MAX_FILE_BYTES + 1)
@@ -98,22 +105,27 @@ class _Reader:
     # ----- errors and raw reads ---------------------------------------------------------
 
     def fail(self, what, at=None):
-        raise DataError(f"{self.path}: corrupted or not a CIFAR-10 batch: {what} (pickle "
-                        f"byte {self.pos if at is None else at})")
+        raise DataError(
+            f"{self.path}: corrupted or not a CIFAR-10 batch: {what} (pickle "
+            f"byte {self.pos if at is None else at})"
+        )
 
     def take(self, n):
         if n < 0 or n > len(self.data) - self.pos:
-            self.fail(f"a length of {n} bytes, but {len(self.data) - self.pos} are left "
-                      "(truncated?)" if n >= 0 else f"a negative length {n}")
+            self.fail(
+                f"a length of {n} bytes, but {len(self.data) - self.pos} are left (truncated?)"
+                if n >= 0
+                else f"a negative length {n}"
+            )
         start, self.pos = self.pos, self.pos + n
-        return self.data[start:self.pos]
+        return self.data[start : self.pos]
 
     def unpack(self, fmt):
         return struct.unpack(fmt, self.take(struct.calcsize(fmt)))[0]
 
     def line(self):
         """Text up to the next newline (GLOBAL's module and name), at most 256 bytes."""
-        end = bytes(self.data[self.pos:self.pos + 257]).find(b"\n")
+        end = bytes(self.data[self.pos : self.pos + 257]).find(b"\n")
         if end < 0:
             self.fail("a GLOBAL name without its newline within 256 bytes")
         text = bytes(self.take(end + 1)[:-1])
@@ -146,7 +158,7 @@ class _Reader:
         if not self.marks:
             self.fail("an opcode that needs a MARK without one")
         start = self.marks.pop()
-        items = self.stack[start + 1:]
+        items = self.stack[start + 1 :]
         del self.stack[start:]
         return [self.plain(v) for v in items]
 
@@ -188,11 +200,16 @@ class _Reader:
         if not isinstance(func, _Global) or not isinstance(args, tuple):
             self.fail("a REDUCE that does not call a numpy global with a tuple")
         if func.key[1] == "_reconstruct":
-            if (len(args) != 3 or not isinstance(args[0], _Global)
-                    or args[0].key != ("numpy", "ndarray") or args[1] != (0,)
-                    or args[2] not in (b"b", "b")):
-                self.fail("an array reconstruction other than numpy's "
-                          "_reconstruct(ndarray, (0,), b'b')")
+            if (
+                len(args) != 3
+                or not isinstance(args[0], _Global)
+                or args[0].key != ("numpy", "ndarray")
+                or args[1] != (0,)
+                or args[2] not in (b"b", "b")
+            ):
+                self.fail(
+                    "an array reconstruction other than numpy's _reconstruct(ndarray, (0,), b'b')"
+                )
             self.arrays += 1
             if self.arrays > MAX_ARRAYS:
                 self.fail(f"more than {MAX_ARRAYS} arrays")
@@ -201,8 +218,9 @@ class _Reader:
             name = _text(args[0]) if args else None
             # (name, False, True); numpy of Python 2 days wrote the flags as 0 and 1
             if len(args) != 3 or name not in _ARRAY_DTYPES or args[1:] != (False, True):
-                self.fail(f"a dtype other than the integer types of a batch "
-                          f"(numpy.dtype{_short(args)})")
+                self.fail(
+                    f"a dtype other than the integer types of a batch (numpy.dtype{_short(args)})"
+                )
             self.push(_Pending("dtype", name))
         else:
             self.fail(f"a call of {'.'.join(func.key)}")
@@ -221,8 +239,13 @@ class _Reader:
 
     def dtype(self, name, state):
         order = _text(state[1]) if isinstance(state, tuple) and len(state) == 8 else None
-        if (order is None or len(order) != 1 or order not in _ARRAY_DTYPES[name]
-                or state[0] != 3 or state[2:] != (None,) * 3 + (-1, -1, 0)):
+        if (
+            order is None
+            or len(order) != 1
+            or order not in _ARRAY_DTYPES[name]
+            or state[0] != 3
+            or state[2:] != (None,) * 3 + (-1, -1, 0)
+        ):
             self.fail(f"the dtype {name!r} with a state numpy never writes ({_short(state)})")
         return np.dtype(order + name)
 
@@ -232,21 +255,31 @@ class _Reader:
         if len(state) == 5 and state[0] != 1:
             self.fail(f"array state version {_short(state[0])}")
         shape, dtype, fortran, raw = state[-4:]
-        if (not isinstance(shape, tuple) or not all(type(d) is int and 0 <= d for d in shape)
-                or len(shape) > 8):
+        if (
+            not isinstance(shape, tuple)
+            or not all(type(d) is int and 0 <= d for d in shape)
+            or len(shape) > 8
+        ):
             self.fail(f"an array shape {_short(shape)}")
-        if (not isinstance(dtype, np.dtype) or type(fortran) not in (bool, int)
-                or fortran not in (0, 1)):
-            self.fail("an array whose dtype was not built from an allowed name, or whose "
-                      "order flag is not a bool")
+        if (
+            not isinstance(dtype, np.dtype)
+            or type(fortran) not in (bool, int)
+            or fortran not in (0, 1)
+        ):
+            self.fail(
+                "an array whose dtype was not built from an allowed name, or whose "
+                "order flag is not a bool"
+            )
         if not isinstance(raw, bytes):
             self.fail(f"array data of type {type(raw).__name__}, not bytes")
         size = dtype.itemsize
         for d in shape:
             size *= d
         if size != len(raw):
-            self.fail(f"an array of shape {shape} and dtype {dtype} announced with "
-                      f"{len(raw)} bytes of data instead of {size}")
+            self.fail(
+                f"an array of shape {shape} and dtype {dtype} announced with "
+                f"{len(raw)} bytes of data instead of {size}"
+            )
         return np.frombuffer(raw, dtype).reshape(shape, order="F" if fortran else "C")
 
     def memo_put(self, key):
@@ -270,7 +303,8 @@ class _Reader:
         if (module, name) not in _ALLOWED_GLOBALS:
             raise UnsafePickleError(
                 f"{self.path}: refusing to load, the pickle asks for the global "
-                f"{module[:100]}.{name[:100]}; only numpy array reconstruction is allowed")
+                f"{module[:100]}.{name[:100]}; only numpy array reconstruction is allowed"
+            )
         self.push(_Global(module, name))
 
 
@@ -338,49 +372,49 @@ def _frame(reader):
 
 
 _OPCODES = {
-    0x80: lambda r: r.take(1),                                   # PROTO n
-    0x95: _frame,                                                # FRAME (protocol 4+)
-    ord("."): lambda r: _STOP,                                   # STOP
-    ord("("): _mark,                                             # MARK
-    ord("0"): lambda r: r.pop(),                                 # POP
-    ord("1"): lambda r: r.pop_mark(),                            # POP_MARK
-    ord("2"): _dup,                                              # DUP
+    0x80: lambda r: r.take(1),  # PROTO n
+    0x95: _frame,  # FRAME (protocol 4+)
+    ord("."): lambda r: _STOP,  # STOP
+    ord("("): _mark,  # MARK
+    ord("0"): lambda r: r.pop(),  # POP
+    ord("1"): lambda r: r.pop_mark(),  # POP_MARK
+    ord("2"): _dup,  # DUP
     ord("N"): lambda r: r.push(None),
-    0x88: lambda r: r.push(True),                                # NEWTRUE
-    0x89: lambda r: r.push(False),                               # NEWFALSE
-    ord("J"): lambda r: r.push(r.unpack("<i")),                  # BININT
-    ord("K"): lambda r: r.push(r.unpack("<B")),                  # BININT1
-    ord("M"): lambda r: r.push(r.unpack("<H")),                  # BININT2
-    0x8a: lambda r: _long(r, r.unpack("<B")),                    # LONG1
-    0x8b: lambda r: _long(r, r.unpack("<i")),                    # LONG4
-    ord("G"): lambda r: r.push(r.unpack(">d")),                  # BINFLOAT
-    ord("U"): lambda r: r.push(bytes(r.take(r.unpack("<B")))),   # SHORT_BINSTRING (Python 2)
-    ord("T"): lambda r: r.push(bytes(r.take(r.unpack("<i")))),   # BINSTRING (Python 2)
-    ord("C"): lambda r: r.push(bytes(r.take(r.unpack("<B")))),   # SHORT_BINBYTES
-    ord("B"): lambda r: r.push(bytes(r.take(r.unpack("<I")))),   # BINBYTES
-    0x8e: lambda r: r.push(bytes(r.take(r.unpack("<Q")))),       # BINBYTES8
-    0x8c: lambda r: r.push(r.text(r.unpack("<B"))),              # SHORT_BINUNICODE
-    ord("X"): lambda r: r.push(r.text(r.unpack("<I"))),          # BINUNICODE
-    0x8d: lambda r: r.push(r.text(r.unpack("<Q"))),              # BINUNICODE8
-    ord("}"): lambda r: r.push({}),                              # EMPTY_DICT
-    ord("]"): lambda r: r.push([]),                              # EMPTY_LIST
-    ord(")"): lambda r: r.push(()),                              # EMPTY_TUPLE
-    ord("t"): lambda r: r.push(tuple(r.pop_mark())),             # TUPLE
-    0x85: lambda r: _tuple(r, 1),                                # TUPLE1
-    0x86: lambda r: _tuple(r, 2),                                # TUPLE2
-    0x87: lambda r: _tuple(r, 3),                                # TUPLE3
-    ord("l"): lambda r: r.push(r.pop_mark()),                    # LIST
-    ord("a"): lambda r: _append(r, [r.plain(r.pop())]),          # APPEND
-    ord("e"): lambda r: _append(r, r.pop_mark()),                # APPENDS
-    ord("s"): _setitem,                                          # SETITEM
-    ord("u"): lambda r: r.set_items(_pairs(r, r.pop_mark())),    # SETITEMS
-    ord("q"): lambda r: r.memo_put(r.unpack("<B")),              # BINPUT
-    ord("r"): lambda r: r.memo_put(r.unpack("<I")),              # LONG_BINPUT
-    0x94: lambda r: r.memo_put(len(r.memo)),                     # MEMOIZE
-    ord("h"): lambda r: r.memo_get(r.unpack("<B")),              # BINGET
-    ord("j"): lambda r: r.memo_get(r.unpack("<I")),              # LONG_BINGET
-    ord("c"): lambda r: r.global_(r.line(), r.line()),           # GLOBAL
-    0x93: _stack_global,                                         # STACK_GLOBAL
-    ord("R"): lambda r: r.reduce(),                              # REDUCE
-    ord("b"): lambda r: r.build(),                               # BUILD
+    0x88: lambda r: r.push(True),  # NEWTRUE
+    0x89: lambda r: r.push(False),  # NEWFALSE
+    ord("J"): lambda r: r.push(r.unpack("<i")),  # BININT
+    ord("K"): lambda r: r.push(r.unpack("<B")),  # BININT1
+    ord("M"): lambda r: r.push(r.unpack("<H")),  # BININT2
+    0x8A: lambda r: _long(r, r.unpack("<B")),  # LONG1
+    0x8B: lambda r: _long(r, r.unpack("<i")),  # LONG4
+    ord("G"): lambda r: r.push(r.unpack(">d")),  # BINFLOAT
+    ord("U"): lambda r: r.push(bytes(r.take(r.unpack("<B")))),  # SHORT_BINSTRING (Python 2)
+    ord("T"): lambda r: r.push(bytes(r.take(r.unpack("<i")))),  # BINSTRING (Python 2)
+    ord("C"): lambda r: r.push(bytes(r.take(r.unpack("<B")))),  # SHORT_BINBYTES
+    ord("B"): lambda r: r.push(bytes(r.take(r.unpack("<I")))),  # BINBYTES
+    0x8E: lambda r: r.push(bytes(r.take(r.unpack("<Q")))),  # BINBYTES8
+    0x8C: lambda r: r.push(r.text(r.unpack("<B"))),  # SHORT_BINUNICODE
+    ord("X"): lambda r: r.push(r.text(r.unpack("<I"))),  # BINUNICODE
+    0x8D: lambda r: r.push(r.text(r.unpack("<Q"))),  # BINUNICODE8
+    ord("}"): lambda r: r.push({}),  # EMPTY_DICT
+    ord("]"): lambda r: r.push([]),  # EMPTY_LIST
+    ord(")"): lambda r: r.push(()),  # EMPTY_TUPLE
+    ord("t"): lambda r: r.push(tuple(r.pop_mark())),  # TUPLE
+    0x85: lambda r: _tuple(r, 1),  # TUPLE1
+    0x86: lambda r: _tuple(r, 2),  # TUPLE2
+    0x87: lambda r: _tuple(r, 3),  # TUPLE3
+    ord("l"): lambda r: r.push(r.pop_mark()),  # LIST
+    ord("a"): lambda r: _append(r, [r.plain(r.pop())]),  # APPEND
+    ord("e"): lambda r: _append(r, r.pop_mark()),  # APPENDS
+    ord("s"): _setitem,  # SETITEM
+    ord("u"): lambda r: r.set_items(_pairs(r, r.pop_mark())),  # SETITEMS
+    ord("q"): lambda r: r.memo_put(r.unpack("<B")),  # BINPUT
+    ord("r"): lambda r: r.memo_put(r.unpack("<I")),  # LONG_BINPUT
+    0x94: lambda r: r.memo_put(len(r.memo)),  # MEMOIZE
+    ord("h"): lambda r: r.memo_get(r.unpack("<B")),  # BINGET
+    ord("j"): lambda r: r.memo_get(r.unpack("<I")),  # LONG_BINGET
+    ord("c"): lambda r: r.global_(r.line(), r.line()),  # GLOBAL
+    0x93: _stack_global,  # STACK_GLOBAL
+    ord("R"): lambda r: r.reduce(),  # REDUCE
+    ord("b"): lambda r: r.build(),  # BUILD
 }

@@ -4,6 +4,7 @@ Each batch is a Python 2 pickle of a dict whose b'data' is a (N, 3072) uint8 arr
 a row is the 1024 red, then 1024 green, then 1024 blue values of a 32x32 image in
 row-major order — and whose b'labels' is a list of N ints in 0..9.
 """
+
 import contextlib
 import os
 from pathlib import Path
@@ -24,8 +25,10 @@ TEST_BATCH = "test_batch"
 NUM_CLASSES = 10
 _ROW_SIZE = 3 * 32 * 32
 
-_HOW_TO_GET = ("get it with `graphnet train --data cifar10 --download` "
-               "or `graphnet.data.download_cifar10(root)`")
+_HOW_TO_GET = (
+    "get it with `graphnet train --data cifar10 --download` "
+    "or `graphnet.data.download_cifar10(root)`"
+)
 
 
 def default_cifar10_dir() -> Path:
@@ -60,23 +63,32 @@ def _batch_fields(batch, path):
     for key, value in batch.items():
         name = key.decode("ascii", "replace") if isinstance(key, bytes) else key
         if name not in _REQUIRED_KEYS + _OPTIONAL_KEYS or name in fields:
-            raise DataError(f"{path}: a CIFAR-10 batch holds only the entries "
-                            f"{', '.join(_REQUIRED_KEYS + _OPTIONAL_KEYS)}; found "
-                            f"{repr(key)[:60]}")
+            raise DataError(
+                f"{path}: a CIFAR-10 batch holds only the entries "
+                f"{', '.join(_REQUIRED_KEYS + _OPTIONAL_KEYS)}; found "
+                f"{repr(key)[:60]}"
+            )
         fields[name] = value
     for name in _REQUIRED_KEYS:
         if name not in fields:
-            raise DataError(f"{path}: batch has no {name!r} entry (it has "
-                            f"{', '.join(fields) or 'nothing'})")
+            raise DataError(
+                f"{path}: batch has no {name!r} entry (it has {', '.join(fields) or 'nothing'})"
+            )
     return fields
 
 
 def _check_data(data, path):
-    if not (isinstance(data, np.ndarray) and data.dtype == np.uint8
-            and data.ndim == 2 and data.shape[1] == _ROW_SIZE):
-        raise DataError(f"{path}: 'data' must be a uint8 array of shape (N, {_ROW_SIZE}), "
-                        f"found {type(data).__name__} {getattr(data, 'dtype', '')} "
-                        f"{getattr(data, 'shape', '')}".rstrip())
+    if not (
+        isinstance(data, np.ndarray)
+        and data.dtype == np.uint8
+        and data.ndim == 2
+        and data.shape[1] == _ROW_SIZE
+    ):
+        raise DataError(
+            f"{path}: 'data' must be a uint8 array of shape (N, {_ROW_SIZE}), "
+            f"found {type(data).__name__} {getattr(data, 'dtype', '')} "
+            f"{getattr(data, 'shape', '')}".rstrip()
+        )
 
 
 def _check_labels(labels, count, path):
@@ -84,17 +96,24 @@ def _check_labels(labels, count, path):
     if isinstance(labels, list):
         odd = next((v for v in labels if type(v) is not int), None)
         if odd is not None:
-            raise DataError(f"{path}: 'labels' must be a list of ints, found an item of type "
-                            f"{type(odd).__name__}")
+            raise DataError(
+                f"{path}: 'labels' must be a list of ints, found an item of type "
+                f"{type(odd).__name__}"
+            )
     elif not (isinstance(labels, np.ndarray) and labels.dtype.kind in "iu"):
-        raise DataError(f"{path}: 'labels' must be a list of ints or an integer array, "
-                        f"found {type(labels).__name__} {getattr(labels, 'dtype', '')}")
+        raise DataError(
+            f"{path}: 'labels' must be a list of ints or an integer array, "
+            f"found {type(labels).__name__} {getattr(labels, 'dtype', '')}"
+        )
     if np.ndim(labels) != 1 or len(labels) != count:
-        raise DataError(f"{path}: 'labels' must be {count} integers (one per image), "
-                        f"found shape {np.shape(labels)}")
+        raise DataError(
+            f"{path}: 'labels' must be {count} integers (one per image), "
+            f"found shape {np.shape(labels)}"
+        )
     if count and (min(labels) < 0 or max(labels) >= NUM_CLASSES):
-        raise DataError(f"{path}: labels must lie in 0..{NUM_CLASSES - 1}, "
-                        f"found {min(labels)}..{max(labels)}")
+        raise DataError(
+            f"{path}: labels must lie in 0..{NUM_CLASSES - 1}, found {min(labels)}..{max(labels)}"
+        )
     return np.asarray(labels, dtype=np.int64)
 
 
@@ -103,10 +122,12 @@ def _check_metadata(fields, count, path):
     names = fields.get("filenames", [b""] * count)
     if not isinstance(label, (bytes, str)):
         raise DataError(f"{path}: 'batch_label' must be a string, found {type(label).__name__}")
-    if not (isinstance(names, list) and len(names) == count
-            and all(isinstance(n, (bytes, str)) for n in names)):
-        raise DataError(f"{path}: 'filenames' must be a list of {count} strings (one per "
-                        "image)")
+    if not (
+        isinstance(names, list)
+        and len(names) == count
+        and all(isinstance(n, (bytes, str)) for n in names)
+    ):
+        raise DataError(f"{path}: 'filenames' must be a list of {count} strings (one per image)")
 
 
 def _load_batch(path, dtype):
@@ -115,7 +136,8 @@ def _load_batch(path, dtype):
         raise FileNotFoundError(
             f"CIFAR-10 batch not found: {path}. Expected the 'CIFAR-10 python version' "
             f"folder {BATCH_FOLDER} holding {', '.join(TRAIN_BATCHES)} and {TEST_BATCH}; "
-            + _HOW_TO_GET)
+            + _HOW_TO_GET
+        )
     batch = load_array_pickle(path)
     if not isinstance(batch, dict):
         raise DataError(f"{path}: expected a pickled dict, found {type(batch).__name__}")
@@ -136,8 +158,9 @@ def _load_batches(folder, names, dtype):
     return np.concatenate(Xs), np.concatenate(ys)
 
 
-def load_cifar10(root: Union[str, "os.PathLike[str]"], dtype: Any = np.float64
-                 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def load_cifar10(
+    root: Union[str, "os.PathLike[str]"], dtype: Any = np.float64
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Load all of CIFAR-10 from `root` (the cifar-10-batches-py folder or its parent).
 
     Returns (X_train, y_train, X_test, y_test): X_train (50000, 32, 32, 3) and X_test
@@ -152,10 +175,14 @@ def load_cifar10(root: Union[str, "os.PathLike[str]"], dtype: Any = np.float64
     return X_train, y_train, X_test, y_test
 
 
-def get_CIFAR10_data(num_training: int = 49000, num_validation: int = 1000,
-                     num_test: int = 1000, subtract_mean: bool = True,
-                     cifar10_dir: Optional[Union[str, "os.PathLike[str]"]] = None,
-                     dtype: Any = np.float32) -> Dict[str, np.ndarray]:
+def get_CIFAR10_data(
+    num_training: int = 49000,
+    num_validation: int = 1000,
+    num_test: int = 1000,
+    subtract_mean: bool = True,
+    cifar10_dir: Optional[Union[str, "os.PathLike[str]"]] = None,
+    dtype: Any = np.float32,
+) -> Dict[str, np.ndarray]:
     """CIFAR-10 split into train / validation / test, channels first.
 
     Training images 0..num_training-1 form the training set, the next num_validation
@@ -169,28 +196,35 @@ def get_CIFAR10_data(num_training: int = 49000, num_validation: int = 1000,
         if not _batch_folder(cifar10_dir).is_dir():
             raise FileNotFoundError(
                 f"CIFAR-10 is not in {cifar10_dir} (set GRAPHNET_DATA or pass "
-                f"cifar10_dir to use another folder); " + _HOW_TO_GET)
+                f"cifar10_dir to use another folder); " + _HOW_TO_GET
+            )
     X_train, y_train, X_test, y_test = load_cifar10(cifar10_dir, dtype=dtype)
 
     if num_training + num_validation > len(X_train) or num_test > len(X_test):
         raise ValueError(
             f"asked for {num_training} training + {num_validation} validation and "
             f"{num_test} test images, but {cifar10_dir} holds {len(X_train)} training "
-            f"and {len(X_test)} test images")
+            f"and {len(X_test)} test images"
+        )
     end_val = num_training + num_validation
     channels_first = (0, 3, 1, 2)
     splits = {
         "train": (X_train[:num_training].transpose(channels_first), y_train[:num_training]),
-        "val": (X_train[num_training:end_val].transpose(channels_first),
-                y_train[num_training:end_val]),
+        "val": (
+            X_train[num_training:end_val].transpose(channels_first),
+            y_train[num_training:end_val],
+        ),
         "test": (X_test[:num_test].transpose(channels_first), y_test[:num_test]),
     }
     return package_splits(splits, subtract_mean, dtype)
 
 
-def download_cifar10(root: Optional[Union[str, "os.PathLike[str]"]] = None,
-                     url: str = CIFAR10_URL, md5: str = CIFAR10_MD5,
-                     progress: bool = True) -> Path:
+def download_cifar10(
+    root: Optional[Union[str, "os.PathLike[str]"]] = None,
+    url: str = CIFAR10_URL,
+    md5: str = CIFAR10_MD5,
+    progress: bool = True,
+) -> Path:
     """Download and unpack the CIFAR-10 python archive; return the batch folder path.
 
     root: the folder to put cifar-10-batches-py in (or that folder itself); defaults
@@ -216,17 +250,23 @@ def download_cifar10(root: Optional[Union[str, "os.PathLike[str]"]] = None,
             with contextlib.suppress(OSError):
                 made.rmdir()
         if isinstance(err, DownloadError):
-            raise DownloadError(f"{err}. Download it by hand (with a browser, or `curl -LO "
-                                f"{url}`) and unpack it into {parent}, or pass the folder "
-                                f"that holds {BATCH_FOLDER} as --data-dir (root=)",
-                                url) from None
+            raise DownloadError(
+                f"{err}. Download it by hand (with a browser, or `curl -LO "
+                f"{url}`) and unpack it into {parent}, or pass the folder "
+                f"that holds {BATCH_FOLDER} as --data-dir (root=)",
+                url,
+            ) from None
         raise
     try:
         safe_extract(archive, parent)
     except DataError as err:
-        raise DataError(f"{err}; its MD5 digest matched, so the file itself is damaged: "
-                        f"delete it and download again") from None
+        raise DataError(
+            f"{err}; its MD5 digest matched, so the file itself is damaged: "
+            f"delete it and download again"
+        ) from None
     if not _is_complete(folder):
-        raise DataError(f"{archive} unpacked, but {folder} lacks some of "
-                        f"{', '.join(TRAIN_BATCHES)}, {TEST_BATCH}")
+        raise DataError(
+            f"{archive} unpacked, but {folder} lacks some of "
+            f"{', '.join(TRAIN_BATCHES)}, {TEST_BATCH}"
+        )
     return folder

@@ -1,4 +1,5 @@
 """The 8x8 handwritten digits bundled with scikit-learn: a real data set with no download."""
+
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
@@ -17,18 +18,24 @@ def load_digits() -> Tuple[np.ndarray, np.ndarray]:
     try:
         from sklearn import datasets
     except ImportError as err:
-        raise ImportError("graphnet.data.load_digits reads the digits bundled with "
-                          "scikit-learn: pip install graphnet[digits] "
-                          "(or pip install scikit-learn)") from err
+        raise ImportError(
+            "graphnet.data.load_digits reads the digits bundled with "
+            "scikit-learn: pip install graphnet[digits] "
+            "(or pip install scikit-learn)"
+        ) from err
     bunch = datasets.load_digits()
     X = (bunch.images / _MAX_PIXEL).astype(np.float32)[:, np.newaxis]
     return X, bunch.target.astype(np.int64)
 
 
-def get_digits_data(num_validation: int = 180, num_test: int = 360,
-                    num_training: Optional[int] = None, seed: int = 0,
-                    subtract_mean: bool = True, dtype: Any = np.float32
-                    ) -> Dict[str, np.ndarray]:
+def get_digits_data(
+    num_validation: int = 180,
+    num_test: int = 360,
+    num_training: Optional[int] = None,
+    seed: int = 0,
+    subtract_mean: bool = True,
+    dtype: Any = np.float32,
+) -> Dict[str, np.ndarray]:
     """The digits shuffled with `seed` and split into train / validation / test.
 
     The same seed always gives the same, disjoint splits. num_training=None takes every
@@ -42,11 +49,12 @@ def get_digits_data(num_validation: int = 180, num_test: int = 360,
     if num_training is None:
         num_training = available
     if min(num_training, num_validation, num_test) < 0 or num_training > available:
-        raise ValueError(f"cannot split {len(X)} digits into {num_training} training, "
-                         f"{num_validation} validation and {num_test} test images")
+        raise ValueError(
+            f"cannot split {len(X)} digits into {num_training} training, "
+            f"{num_validation} validation and {num_test} test images"
+        )
     order = np.random.default_rng(seed).permutation(len(X))
     test, val, train = np.split(order, [num_test, num_test + num_validation])
     train = train[:num_training]
-    splits = {"train": (X[train], y[train]), "val": (X[val], y[val]),
-              "test": (X[test], y[test])}
+    splits = {"train": (X[train], y[train]), "val": (X[val], y[val]), "test": (X[test], y[test])}
     return package_splits(splits, subtract_mean, dtype)

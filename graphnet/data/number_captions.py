@@ -22,6 +22,7 @@ and likewise "val_" and "test_" (<UNK> is never used: it keeps COCO's indices). 
 three splits write their numbers with disjoint sets of handwritten digits, so validation
 and test measure reading unseen handwriting.
 """
+
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -30,16 +31,32 @@ from .digits import load_digits
 
 SPECIAL_TOKENS = ("<NULL>", "<START>", "<END>", "<UNK>")  # COCO's indices 0..3
 _ONES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-_TEENS = ("ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen",
-          "seventeen", "eighteen", "nineteen")
-_TENS = ("", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty",
-         "ninety")
+_TEENS = (
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+)
+_TENS = ("", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety")
 VOCABULARY = SPECIAL_TOKENS + _ONES + _TEENS + _TENS[2:] + ("hundred", "thousand")
 MAX_DIGITS = 6  # up to 999,999: the words above cover every number below a million
 _GLYPH = 8  # the digits are 8 x 8 pixels
 
-__all__ = ["MAX_DIGITS", "VOCABULARY", "caption_accuracy", "decode_captions",
-           "load_number_captions", "sample_minibatch", "spell_number"]
+__all__ = [
+    "MAX_DIGITS",
+    "VOCABULARY",
+    "caption_accuracy",
+    "decode_captions",
+    "load_number_captions",
+    "sample_minibatch",
+    "spell_number",
+]
 
 
 def _is_integer(value):
@@ -49,15 +66,13 @@ def _is_integer(value):
 def spell_number(n: int) -> str:
     """The number 0 <= n < 1,000,000 in English words, as a string: 7015 -> 'seven
     thousand fifteen' (American usage: no 'and', no hyphens)."""
-    if not (_is_integer(n) and 0 <= n < 10 ** MAX_DIGITS):
-        raise ValueError(f"spell_number: n must be an integer in [0, {10 ** MAX_DIGITS}), "
-                         f"got {n!r}")
+    if not (_is_integer(n) and 0 <= n < 10**MAX_DIGITS):
+        raise ValueError(f"spell_number: n must be an integer in [0, {10**MAX_DIGITS}), got {n!r}")
     n = int(n)
     if n == 0:
         return "zero"
     thousands, rest = divmod(n, 1000)
-    words = (_below_thousand(thousands) + ["thousand"] if thousands else []) + _below_thousand(
-        rest)
+    words = (_below_thousand(thousands) + ["thousand"] if thousands else []) + _below_thousand(rest)
     return " ".join(words)
 
 
@@ -86,7 +101,7 @@ def _draw_numbers(rng, count, max_digits):
     within a length (so short numbers are as common as long ones)."""
     lengths = rng.integers(1, max_digits + 1, size=count)
     low = np.where(lengths == 1, 0, 10 ** (lengths - 1))
-    return rng.integers(low, 10 ** lengths)
+    return rng.integers(low, 10**lengths)
 
 
 def _render(numbers, glyphs_by_digit, rng, max_digits):
@@ -97,7 +112,7 @@ def _render(numbers, glyphs_by_digit, rng, max_digits):
         digits = str(number)
         for place, digit in enumerate(digits, start=max_digits - len(digits)):
             pool = glyphs_by_digit[int(digit)]
-            images[i, 0, :, place * _GLYPH:(place + 1) * _GLYPH] = pool[rng.integers(len(pool))]
+            images[i, 0, :, place * _GLYPH : (place + 1) * _GLYPH] = pool[rng.integers(len(pool))]
     return images
 
 
@@ -105,12 +120,17 @@ def _encode(numbers, word_to_idx, length):
     captions = np.full((len(numbers), length), word_to_idx["<NULL>"], dtype=np.int32)
     for i, number in enumerate(numbers):
         tokens = ["<START>", *spell_number(int(number)).split(), "<END>"]
-        captions[i, :len(tokens)] = [word_to_idx[w] for w in tokens]
+        captions[i, : len(tokens)] = [word_to_idx[w] for w in tokens]
     return captions
 
 
-def load_number_captions(num_train: int = 5000, num_val: int = 500, num_test: int = 500,
-                         max_digits: int = 3, seed: int = 0) -> Dict[str, Any]:
+def load_number_captions(
+    num_train: int = 5000,
+    num_val: int = 500,
+    num_test: int = 500,
+    max_digits: int = 3,
+    seed: int = 0,
+) -> Dict[str, Any]:
     """Captioned images of handwritten numbers, in the layout of CS231n's COCO data.
 
     num_train, num_val, num_test: images (and captions, one each) per split; max_digits:
@@ -121,20 +141,19 @@ def load_number_captions(num_train: int = 5000, num_val: int = 500, num_test: in
     Returns the dict described in the module docstring. Needs scikit-learn (the digits
     ship inside it): pip install graphnet[digits].
     """
-    for name, value in (("num_train", num_train), ("num_val", num_val),
-                        ("num_test", num_test)):
+    for name, value in (("num_train", num_train), ("num_val", num_val), ("num_test", num_test)):
         if not (_is_integer(value) and value >= 0):
-            raise ValueError(f"load_number_captions: {name} must be an integer >= 0, "
-                             f"got {value!r}")
+            raise ValueError(f"load_number_captions: {name} must be an integer >= 0, got {value!r}")
     if not (_is_integer(max_digits) and 1 <= max_digits <= MAX_DIGITS):
-        raise ValueError(f"load_number_captions: max_digits must be an integer in "
-                         f"[1, {MAX_DIGITS}], got {max_digits!r}")
+        raise ValueError(
+            f"load_number_captions: max_digits must be an integer in "
+            f"[1, {MAX_DIGITS}], got {max_digits!r}"
+        )
     glyphs, labels = load_digits()
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(glyphs))
     n_train, n_val = int(0.7 * len(order)), int(0.1 * len(order))
-    pools = dict(zip(("train", "val", "test"),
-                     np.split(order, [n_train, n_train + n_val])))
+    pools = dict(zip(("train", "val", "test"), np.split(order, [n_train, n_train + n_val])))
 
     word_to_idx = {word: i for i, word in enumerate(VOCABULARY)}
     length = _caption_length(max_digits)
@@ -152,9 +171,12 @@ def load_number_captions(num_train: int = 5000, num_val: int = 500, num_test: in
     return data
 
 
-def sample_minibatch(data: Dict[str, Any], batch_size: int = 100, split: str = "train",
-                     rng: Optional[np.random.Generator] = None
-                     ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+def sample_minibatch(
+    data: Dict[str, Any],
+    batch_size: int = 100,
+    split: str = "train",
+    rng: Optional[np.random.Generator] = None,
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A random minibatch of a split, as the course's sample_coco_minibatch draws one.
 
     rng: a np.random.Generator; None draws from numpy's global random state, like the
@@ -164,11 +186,17 @@ def sample_minibatch(data: Dict[str, Any], batch_size: int = 100, split: str = "
     size = len(data[f"{split}_captions"])
     if size == 0:
         raise ValueError(f"sample_minibatch: the {split!r} split is empty")
-    picks = (rng.integers(size, size=batch_size) if rng is not None
-             else np.random.choice(size, batch_size))
+    picks = (
+        rng.integers(size, size=batch_size)
+        if rng is not None
+        else np.random.choice(size, batch_size)
+    )
     image_idxs = data[f"{split}_image_idxs"][picks]
-    return (data[f"{split}_captions"][picks], data[f"{split}_features"][image_idxs],
-            data[f"{split}_images"][image_idxs])
+    return (
+        data[f"{split}_captions"][picks],
+        data[f"{split}_features"][image_idxs],
+        data[f"{split}_images"][image_idxs],
+    )
 
 
 def decode_captions(captions: np.ndarray, idx_to_word: Sequence[str]) -> Union[str, List[str]]:
@@ -189,16 +217,18 @@ def decode_captions(captions: np.ndarray, idx_to_word: Sequence[str]) -> Union[s
     return decoded[0] if captions.ndim == 1 else decoded
 
 
-def caption_accuracy(sampled: np.ndarray, captions: np.ndarray,
-                     word_to_idx: Dict[str, int]) -> float:
+def caption_accuracy(
+    sampled: np.ndarray, captions: np.ndarray, word_to_idx: Dict[str, int]
+) -> float:
     """The fraction of captions said exactly right: the words of each sampled row up to
     its first <END> (or its end) equal the reference's words. <START>, <END> and <NULL>
     are not words; sampled rows may start with the first word (as CaptioningRNN.sample
     returns them) or with <START>."""
     sampled, captions = np.asarray(sampled), np.asarray(captions)
     if len(sampled) != len(captions):
-        raise ValueError(f"caption_accuracy: {len(sampled)} sampled captions for "
-                         f"{len(captions)} references")
+        raise ValueError(
+            f"caption_accuracy: {len(sampled)} sampled captions for {len(captions)} references"
+        )
     if len(captions) == 0:
         raise ValueError("caption_accuracy: no captions to score")
     markers = {word_to_idx[w] for w in ("<NULL>", "<START>")}

@@ -29,12 +29,24 @@ caches live in the graph's value store.
 Every registered gate works everywhere a built-in one does: `Graph.apply`, checkpoints,
 networkx conversion, drawings, the step player, anomaly mode and gradcheck.
 """
+
 from __future__ import annotations
 
 import keyword
 import re
-from typing import (Any, Callable, ClassVar, Dict, List, Optional, Sequence, Tuple, Type, TypeVar,
-                    cast)
+from typing import (
+    Any,
+    Callable,
+    ClassVar,
+    Dict,
+    List,
+    Optional,
+    Sequence,
+    Tuple,
+    Type,
+    TypeVar,
+    cast,
+)
 
 import numpy as np
 
@@ -132,20 +144,32 @@ def register_gate(cls: GateClass) -> GateClass:
     if not (isinstance(cls, type) and issubclass(cls, Gate)):
         raise TypeError(f"register_gate takes a subclass of graphnet.Gate, got {cls!r}")
     op = cls.op
-    if not (isinstance(op, str) and op.isidentifier() and not keyword.iskeyword(op)
-            and not op.startswith("_")) or op in _SOURCE_KINDS:
-        raise GraphError(f"gate class {cls.__qualname__}: op must be a Python identifier "
-                         f"that does not start with '_' and is not one of {_SOURCE_KINDS}, "
-                         f"got {op!r}")
+    if (
+        not (
+            isinstance(op, str)
+            and op.isidentifier()
+            and not keyword.iskeyword(op)
+            and not op.startswith("_")
+        )
+        or op in _SOURCE_KINDS
+    ):
+        raise GraphError(
+            f"gate class {cls.__qualname__}: op must be a Python identifier "
+            f"that does not start with '_' and is not one of {_SOURCE_KINDS}, "
+            f"got {op!r}"
+        )
     for method in ("forward", "backward"):
         if getattr(cls, method) is getattr(Gate, method):
-            raise GraphError(f"gate class {cls.__qualname__} ({op!r}) does not define "
-                             f"{method}()")
+            raise GraphError(f"gate class {cls.__qualname__} ({op!r}) does not define {method}()")
     known = _REGISTRY.get(op)
     if known is not None and (known.__module__, known.__qualname__) != (
-            cls.__module__, cls.__qualname__):
-        raise GraphError(f"op {op!r} is already registered by {known.__module__}."
-                         f"{known.__qualname__}; give {cls.__qualname__} another op")
+        cls.__module__,
+        cls.__qualname__,
+    ):
+        raise GraphError(
+            f"op {op!r} is already registered by {known.__module__}."
+            f"{known.__qualname__}; give {cls.__qualname__} another op"
+        )
     _REGISTRY[op] = cls
     return cls
 
@@ -163,9 +187,10 @@ def gate_class(op: str) -> Type[Gate]:
     """The gate class registered as `op`, or a GraphError naming it."""
     cls = _REGISTRY.get(op) if isinstance(op, str) else None
     if cls is None:
-        raise GraphError(f"unknown gate {op!r}: no gate is registered under that op (is the "
-                         f"module that defines it imported?); registered: "
-                         + ", ".join(gate_names()))
+        raise GraphError(
+            f"unknown gate {op!r}: no gate is registered under that op (is the "
+            f"module that defines it imported?); registered: " + ", ".join(gate_names())
+        )
     return cls
 
 
@@ -174,8 +199,7 @@ def gate_class(op: str) -> Type[Gate]:
 _PLACEHOLDER = re.compile(r"\{(\d+|[A-Za-z_]\w*)\}")
 
 
-def fill(template: str, inputs: Sequence[str], output: str,
-         attrs: Optional[dict] = None) -> str:
+def fill(template: str, inputs: Sequence[str], output: str, attrs: Optional[dict] = None) -> str:
     """A formula or rule with {0}, {1}, ... replaced by input names, {f} by the output
     name and {name} by the gate's hyperparameter `name` (pow's {exponent}); any other
     braces are left as written."""
@@ -191,6 +215,7 @@ def fill(template: str, inputs: Sequence[str], output: str,
             return match.group(0)
         value = attrs[key]
         return num(value) if is_real(value) else str(value)
+
     return _PLACEHOLDER.sub(replace, template)
 
 
@@ -238,6 +263,7 @@ def generic_summary(item: Any) -> str:
 
 # ----- shape rules shared by several gates -----------------------------------------------
 
+
 def dims_match(a: Optional[int], b: Optional[int]) -> bool:
     return a is None or b is None or a == b
 
@@ -278,18 +304,20 @@ def check_rank(shape: Shape, rank: int, layout: str, what: str) -> None:
 
 # ----- hyperparameters --------------------------------------------------------------
 
+
 def is_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
 def is_real(value: Any) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and \
-        not isinstance(value, (bool, np.bool_))
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, (bool, np.bool_)
+    )
 
 
 #: Sizes, strides and pads beyond this cannot describe an array in memory; refusing them
 #: here keeps every product the kernels form within int64.
-MAX_SIZE = 2 ** 31 - 1
+MAX_SIZE = 2**31 - 1
 
 
 def integer(what: str, value: Any, minimum: Optional[int] = None) -> int:

@@ -3,6 +3,7 @@
 Binary gates broadcast like numpy; the executor sums each gradient back down to its
 input's shape, so the rules below are written for equal shapes.
 """
+
 import math
 
 import numpy as np
@@ -28,6 +29,7 @@ class UnaryGate(Gate):
 @register_gate
 class Add(BinaryGate):
     """f = a + b. An add gate distributes: both inputs get the upstream gradient unchanged."""
+
     op = "add"
     formula = "{0} + {1}"
     rule = "an add gate distributes: each input receives the upstream gradient unchanged"
@@ -43,10 +45,10 @@ class Add(BinaryGate):
 @register_gate
 class Subtract(BinaryGate):
     """f = a - b. Like add, with the sign flipped for b."""
+
     op = "subtract"
     formula = "{0} − {1}"
-    rule = ("a subtract gate distributes like add, with the sign flipped for the second "
-            "input")
+    rule = "a subtract gate distributes like add, with the sign flipped for the second input"
     derivatives = ("1", "−1")
 
     def forward(self, a, b):
@@ -59,10 +61,10 @@ class Subtract(BinaryGate):
 @register_gate
 class Multiply(BinaryGate):
     """f = a * b. A multiply gate swaps its inputs: df/da = b and df/db = a."""
+
     op = "multiply"
     formula = "{0} × {1}"
-    rule = ("a multiply gate swaps: each input receives the upstream gradient times the "
-            "other input")
+    rule = "a multiply gate swaps: each input receives the upstream gradient times the other input"
     derivatives = ("{1}", "{0}")
 
     def forward(self, a, b):
@@ -76,6 +78,7 @@ class Multiply(BinaryGate):
 @register_gate
 class Divide(BinaryGate):
     """f = a / b. df/da = 1/b and df/db = -a/b^2."""
+
     op = "divide"
     formula = "{0} / {1}"
     rule = "a divide gate: d/d{0} = 1/{1}, d/d{1} = −{0}/{1}²"
@@ -95,10 +98,13 @@ class Divide(BinaryGate):
 class Maximum(BinaryGate):
     """f = max(a, b) elementwise. A max gate routes: the whole gradient goes to the larger
     input and the other gets zero. On a tie the first input `a` gets it, every time."""
+
     op = "max"
     formula = "max({0}, {1})"
-    rule = ("a max gate routes: the larger input receives the whole upstream gradient, the "
-            "other receives 0 (a tie goes to {0})")
+    rule = (
+        "a max gate routes: the larger input receives the whole upstream gradient, the "
+        "other receives 0 (a tie goes to {0})"
+    )
     derivatives = ("1 if {0} ≥ {1} else 0", "1 if {1} > {0} else 0")
 
     def forward(self, a, b):
@@ -117,6 +123,7 @@ class Maximum(BinaryGate):
 @register_gate
 class Relu(UnaryGate):
     """f = max(x, 0): passes the gradient where x > 0 and blocks it elsewhere (also at 0)."""
+
     op = "relu"
     formula = "max({0}, 0)"
     rule = "a relu gate passes the gradient where its input is positive and blocks it elsewhere"
@@ -145,13 +152,15 @@ _FLOAT64, _ZERO = np.float64, np.float64(0.0)
 
 
 def _threaded(array):
-    return isinstance(array, np.ndarray) and array.ndim > 0 and array.dtype in (np.float32,
-                                                                               np.float64)
+    return (
+        isinstance(array, np.ndarray) and array.ndim > 0 and array.dtype in (np.float32, np.float64)
+    )
 
 
 @register_gate
 class Exp(UnaryGate):
     """f = e^x. Its own derivative: df/dx = f."""
+
     op = "exp"
     formula = "exp({0})"
     rule = "exp is its own derivative: d{f}/d{0} = {f}"
@@ -168,6 +177,7 @@ class Exp(UnaryGate):
 @register_gate
 class Log(UnaryGate):
     """f = ln x. df/dx = 1/x."""
+
     op = "log"
     formula = "ln {0}"
     rule = "log: d{f}/d{0} = 1/{0}"
@@ -183,10 +193,12 @@ class Log(UnaryGate):
 @register_gate
 class Sigmoid(UnaryGate):
     """f = 1 / (1 + e^-x). df/dx = f (1 - f)."""
+
     op = "sigmoid"
     formula = "σ({0})"
-    rule = ("sigmoid: d{f}/d{0} = {f}·(1 − {f}), at most 0.25, so deep sigmoid stacks shrink "
-            "gradients")
+    rule = (
+        "sigmoid: d{f}/d{0} = {f}·(1 − {f}), at most 0.25, so deep sigmoid stacks shrink gradients"
+    )
     derivatives = ("{f}·(1 − {f})",)
 
     def forward(self, x):
@@ -209,6 +221,7 @@ class Sigmoid(UnaryGate):
 @register_gate
 class Tanh(UnaryGate):
     """f = tanh x. df/dx = 1 - f^2."""
+
     op = "tanh"
     formula = "tanh({0})"
     rule = "tanh: d{f}/d{0} = 1 − {f}²"

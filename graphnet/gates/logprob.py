@@ -1,5 +1,6 @@
 """Log-probabilities: log_softmax, and the cross-entropy loss on them with an ignore mask
 (labels equal to `ignore_index` count for nothing: padding in a batch of sequences)."""
+
 import numpy as np
 
 from .base import Gate, GateError, ShapeError, dims_match, integer, mask_summary, register_gate
@@ -16,11 +17,14 @@ def log_softmax(x, axis):
 class LogSoftmax(Gate):
     """f = log softmax(x) along `axis` (the last by default).
     Backward: dout − softmax·Σ dout."""
+
     op = "log_softmax"
     inputs = ("x",)
     formula = "log softmax({0})"
-    rule = ("log softmax: d{0} = dout − softmax({0})·Σ dout; each entry gives back what it "
-            "received, less its probability's share of the total")
+    rule = (
+        "log softmax: d{0} = dout − softmax({0})·Σ dout; each entry gives back what it "
+        "received, less its probability's share of the total"
+    )
     derivatives = ("dout − e^{f}·Σ dout",)
 
     def __init__(self, axis=-1):
@@ -47,17 +51,19 @@ class CrossEntropy(Gate):
     """The mean of −log softmax(scores)[y] over the counted positions: scores (..., C) with
     the classes along the last axis, integer labels y (...). Positions whose label is
     `ignore_index` are not counted (their gradient is 0); with none counted the loss is 0."""
+
     op = "cross_entropy"
     inputs = ("scores", "y")
     integer_inputs = (1,)
     formula = "cross-entropy(softmax({0}), {1})"
-    rule = ("cross-entropy: d{0} = (softmax({0}) − one-hot({1})) / n at the n counted "
-            "positions, 0 at the ignored ones; the labels get no gradient")
+    rule = (
+        "cross-entropy: d{0} = (softmax({0}) − one-hot({1})) / n at the n counted "
+        "positions, 0 at the ignored ones; the labels get no gradient"
+    )
     derivatives = ("(softmax({0}) − one-hot({1})) / n where counted", "none (labels)")
 
     def __init__(self, ignore_index=None):
-        self.ignore_index = None if ignore_index is None else integer("ignore_index",
-                                                                       ignore_index)
+        self.ignore_index = None if ignore_index is None else integer("ignore_index", ignore_index)
 
     def attrs(self):
         return {"ignore_index": self.ignore_index}
@@ -65,23 +71,31 @@ class CrossEntropy(Gate):
     def shape(self, scores, labels):
         if scores is not None and not scores:
             raise ShapeError("scores must have a class axis (..., C), got a scalar")
-        if scores is not None and labels is not None and (
-                len(labels) != len(scores) - 1
-                or not all(map(dims_match, labels, scores[:-1]))):
-            raise ShapeError(f"labels {labels} must have the shape of scores {scores} "
-                             "without its last (class) axis")
+        if (
+            scores is not None
+            and labels is not None
+            and (len(labels) != len(scores) - 1 or not all(map(dims_match, labels, scores[:-1])))
+        ):
+            raise ShapeError(
+                f"labels {labels} must have the shape of scores {scores} "
+                "without its last (class) axis"
+            )
         return ()
 
     def forward(self, scores, labels):
         labels = np.asarray(labels)
-        counted = (labels != self.ignore_index if self.ignore_index is not None
-                   else np.ones(labels.shape, dtype=bool))
+        counted = (
+            labels != self.ignore_index
+            if self.ignore_index is not None
+            else np.ones(labels.shape, dtype=bool)
+        )
         classes = np.shape(scores)[-1]
         wrong = labels[counted & ((labels < 0) | (labels >= classes))]
         if wrong.size:
-            raise GateError(f"labels {wrong[:5].tolist()} are not classes 0..{classes - 1}"
-                            + ("" if self.ignore_index is None
-                               else f" nor ignore_index {self.ignore_index}"))
+            raise GateError(
+                f"labels {wrong[:5].tolist()} are not classes 0..{classes - 1}"
+                + ("" if self.ignore_index is None else f" nor ignore_index {self.ignore_index}")
+            )
         picked = np.where(counted, labels, 0)[..., np.newaxis]
         logp = log_softmax(scores, -1)
         count = max(int(counted.sum()), 1)
@@ -97,5 +111,7 @@ class CrossEntropy(Gate):
 
     def summarize_cache(self, cache, input_names):
         logp, _, counted, _ = cache
-        return [f"saved log-probabilities {logp.shape}",
-                mask_summary(counted, f"{input_names[1]} counted")]
+        return [
+            f"saved log-probabilities {logp.shape}",
+            mask_summary(counted, f"{input_names[1]} counted"),
+        ]

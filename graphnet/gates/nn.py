@@ -1,4 +1,5 @@
 """Neural-network gates on whole arrays: affine, softmax and the two classification losses."""
+
 import math
 from typing import Callable, ClassVar
 
@@ -19,6 +20,7 @@ def matmul(a, b, transpose_a=False, transpose_b=False):
 @register_gate
 class Affine(Gate):
     """out = x @ w + b, with x of shape (N, d1, ..., dk) flattened to (N, D)."""
+
     op = "affine"
     inputs = ("x", "w", "b")
     formula = "{0}·{1} + {2}"
@@ -60,6 +62,7 @@ class Affine(Gate):
 @register_gate
 class Softmax(Gate):
     """Probabilities along the last axis. Backward: s * (dout - sum(dout * s))."""
+
     op = "softmax"
     inputs = ("x",)
     formula = "softmax({0})"
@@ -82,6 +85,7 @@ class Softmax(Gate):
 class ClassificationLoss(Gate):
     """Mean loss over a batch of scores (N, C) and integer labels (N,). The kernel returns
     the loss and d loss / d scores together, so backward only scales the saved gradient."""
+
     inputs = ("scores", "y")
     integer_inputs = (1,)
     kernel: ClassVar[Callable[..., tuple]]  # (scores, labels) -> (loss, d loss / d scores)
@@ -109,10 +113,10 @@ class ClassificationLoss(Gate):
 @register_gate
 class SoftmaxLoss(ClassificationLoss):
     """Cross-entropy of softmax(scores) against the labels."""
+
     op = "softmax_loss"
     formula = "cross-entropy(softmax({0}), {1})"
-    rule = ("softmax loss: d{0} = (softmax({0}) − one-hot({1})) / N; the labels get no "
-            "gradient")
+    rule = "softmax loss: d{0} = (softmax({0}) − one-hot({1})) / N; the labels get no gradient"
     derivatives = ("(softmax({0}) − one-hot({1})) / N", "none (labels)")
     kernel = staticmethod(layers.softmax_loss)
 
@@ -120,10 +124,15 @@ class SoftmaxLoss(ClassificationLoss):
 @register_gate
 class SvmLoss(ClassificationLoss):
     """Multiclass hinge loss with margin 1."""
+
     op = "svm_loss"
     formula = "hinge loss({0}, {1})"
-    rule = ("SVM loss: each violated margin adds +1/N to its class score and −1/N to the "
-            "correct one; the labels get no gradient")
-    derivatives = ("(count of violated margins, −1 per violation at the label) / N",
-                   "none (labels)")
+    rule = (
+        "SVM loss: each violated margin adds +1/N to its class score and −1/N to the "
+        "correct one; the labels get no gradient"
+    )
+    derivatives = (
+        "(count of violated margins, −1 per violation at the label) / N",
+        "none (labels)",
+    )
     kernel = staticmethod(layers.svm_loss)

@@ -5,24 +5,27 @@ gates, whose running averages and random stream the value store keeps per node
 (`node.state`), so checkpoints can save them and the gate itself stays free of arrays.
 Layernorm and groupnorm normalize each sample on its own and behave the same in both.
 """
+
 import numpy as np
 
 from .._format import describe, num
 from ..kernels import layers, norm
 from ..kernels.norm import NormCache
-from .base import (Gate, GateError, ShapeError, dims_match, integer, is_int, real,
-                   register_gate)
+from .base import Gate, GateError, ShapeError, dims_match, integer, is_int, real, register_gate
 
 
 @register_gate
 class BatchNorm(Gate):
     """Normalize each feature over the batch, then scale by gamma and shift by beta. Train
     mode uses the batch's statistics and updates the running averages; eval mode uses them."""
+
     op = "batchnorm"
     inputs = ("x", "gamma", "beta")
     formula = "{1}·(({0} − mean) / std) + {2}"
-    rule = ("batchnorm: with x̂ the normalized input and g = dout·{1}: d{0} = (g − mean(g) − "
-            "x̂·mean(g·x̂)) / std, d{1} = Σ dout·x̂, d{2} = Σ dout")
+    rule = (
+        "batchnorm: with x̂ the normalized input and g = dout·{1}: d{0} = (g − mean(g) − "
+        "x̂·mean(g·x̂)) / std, d{1} = Σ dout·x̂, d{2} = Σ dout"
+    )
     derivatives = ("(g − mean(g) − x̂·mean(g·x̂)) / std, g = dout·{1}", "Σ dout·x̂", "Σ dout")
     stateful = True
     channel_axis, rank, layout = 1, 2, "(N, D)"
@@ -48,15 +51,28 @@ class BatchNorm(Gate):
     def forward(self, state, training, x, gamma, beta):
         if norm.native(x, gamma, beta):  # C++, on x's own layout
             out, cache, state["running_mean"], state["running_var"] = norm.batchnorm_forward(
-                x, gamma, beta, self.eps, self.momentum, state.get("running_mean"),
-                state.get("running_var"), training)
+                x,
+                gamma,
+                beta,
+                self.eps,
+                self.momentum,
+                state.get("running_mean"),
+                state.get("running_var"),
+                training,
+            )
             return out, cache
         # Mixed or integer dtypes: the numpy reference promotes them as numpy does.
-        bn_param = {"mode": "train" if training else "test", "eps": self.eps,
-                    "momentum": self.momentum, **state}
+        bn_param = {
+            "mode": "train" if training else "test",
+            "eps": self.eps,
+            "momentum": self.momentum,
+            **state,
+        }
         out, cache = type(self).kernels[0](x, gamma, beta, bn_param)
-        state["running_mean"], state["running_var"] = (bn_param["running_mean"],
-                                                       bn_param["running_var"])
+        state["running_mean"], state["running_var"] = (
+            bn_param["running_mean"],
+            bn_param["running_var"],
+        )
         return out, cache
 
     def backward(self, dout, cache, needs):
@@ -66,14 +82,17 @@ class BatchNorm(Gate):
 
     def summarize_cache(self, cache, input_names):
         variance = 1.0 / np.square(cache.inv_std) - self.eps
-        return [f"mode {'train' if cache.train else 'eval'}",
-                f"x_hat {describe(cache.x_hat)}",
-                f"variance {describe(variance)}"]
+        return [
+            f"mode {'train' if cache.train else 'eval'}",
+            f"x_hat {describe(cache.x_hat)}",
+            f"variance {describe(variance)}",
+        ]
 
 
 @register_gate
 class SpatialBatchNorm(BatchNorm):
     """Batchnorm of images (N, C, H, W): one mean and variance per channel."""
+
     op = "spatial_batchnorm"
     rank, layout = 4, "(N, C, H, W)"
     kernels = (layers.spatial_batchnorm_forward, layers.spatial_batchnorm_backward)
@@ -94,12 +113,15 @@ def _normalization_cache(cache) -> list:
 class LayerNorm(Gate):
     """Normalize each sample over its features (the last axis), then scale by gamma and
     shift by beta per feature. The same in train and eval mode: no running averages."""
+
     op = "layernorm"
     inputs = ("x", "gamma", "beta")
     formula = "{1}·(({0} − mean) / std) + {2}, per sample"
-    rule = ("layernorm: with x̂ the input normalized per sample and g = dout·{1}: d{0} = "
-            "(g − mean(g) − x̂·mean(g·x̂)) / std, the means over each sample's features; "
-            "d{1} = Σ dout·x̂, d{2} = Σ dout over the samples")
+    rule = (
+        "layernorm: with x̂ the input normalized per sample and g = dout·{1}: d{0} = "
+        "(g − mean(g) − x̂·mean(g·x̂)) / std, the means over each sample's features; "
+        "d{1} = Σ dout·x̂, d{2} = Σ dout over the samples"
+    )
     derivatives = (_NORMALIZED + " (per sample)", "Σ dout·x̂", "Σ dout")
 
     def __init__(self, eps=1e-5):
@@ -129,8 +151,9 @@ class LayerNorm(Gate):
     def backward(self, dout, cache, needs):
         cache, shape = cache
         rows = dout.reshape(-1, shape[-1])
-        backward = (norm.layernorm_backward if isinstance(cache, NormCache)
-                    else layers.layernorm_backward)
+        backward = (
+            norm.layernorm_backward if isinstance(cache, NormCache) else layers.layernorm_backward
+        )
         dx, dgamma, dbeta = backward(rows, cache)
         return dx.reshape(shape), dgamma, dbeta
 
@@ -143,13 +166,19 @@ class SpatialGroupNorm(Gate):
     """Group normalization of images (N, C, H, W): each sample's channels are split into G
     groups, each normalized over its channels and pixels, then every channel is scaled by
     gamma and shifted by beta ((C,) or (1, C, 1, 1), as in the course)."""
+
     op = "spatial_groupnorm"
     inputs = ("x", "gamma", "beta")
     formula = "{1}·(({0} − mean) / std) + {2}, per sample and group of channels"
-    rule = ("groupnorm: like layernorm, with the means taken over each group of channels "
-            "and its pixels, per sample")
-    derivatives = (_NORMALIZED + " (per sample and group)", "Σ dout·x̂ per channel",
-                   "Σ dout per channel")
+    rule = (
+        "groupnorm: like layernorm, with the means taken over each group of channels "
+        "and its pixels, per sample"
+    )
+    derivatives = (
+        _NORMALIZED + " (per sample and group)",
+        "Σ dout·x̂ per channel",
+        "Σ dout per channel",
+    )
 
     def __init__(self, G=1, eps=1e-5):
         self.G = integer("G (the number of groups)", G, 1)
@@ -168,10 +197,15 @@ class SpatialGroupNorm(Gate):
             if param is None:
                 continue
             size = param[0] if len(param) == 1 else param[1] if len(param) == 4 else None
-            if len(param) == 4 and tuple(param[i] for i in (0, 2, 3)) != (1, 1, 1) or \
-                    size is None or not dims_match(size, channels):
-                raise ShapeError(f"{name} must be ({channels},) or (1, {channels}, 1, 1) for "
-                                 f"x {x}, got {param}")
+            if (
+                len(param) == 4
+                and tuple(param[i] for i in (0, 2, 3)) != (1, 1, 1)
+                or size is None
+                or not dims_match(size, channels)
+            ):
+                raise ShapeError(
+                    f"{name} must be ({channels},) or (1, {channels}, 1, 1) for x {x}, got {param}"
+                )
         return x
 
     def forward(self, x, gamma, beta):
@@ -196,18 +230,21 @@ class Dropout(Gate):
     one each call draws a new mask from the node's own random stream (a numpy Generator,
     itself seeded from numpy's global state when the node first runs or is built by a
     model), uniform draws in x's precision."""
+
     op = "dropout"
     inputs = ("x",)
     formula = "{0} × mask / (1 − p)"
-    rule = ("dropout passes the gradient only through the units it kept, scaled like the "
-            "forward pass")
+    rule = (
+        "dropout passes the gradient only through the units it kept, scaled like the forward pass"
+    )
     derivatives = ("mask / (1 − p)",)
     stateful = True
 
     def __init__(self, p=0.5, seed=None):
-        self.p = real("p (the probability of dropping a unit)", p, lambda v: 0 <= v < 1,
-                      "a number in [0, 1)")
-        if seed is not None and not (is_int(seed) and 0 <= seed < 2 ** 63):
+        self.p = real(
+            "p (the probability of dropping a unit)", p, lambda v: 0 <= v < 1, "a number in [0, 1)"
+        )
+        if seed is not None and not (is_int(seed) and 0 <= seed < 2**63):
             raise GateError(f"seed must be an integer in [0, 2**63) or None, got {seed!r}")
         self.seed = None if seed is None else int(seed)
 
@@ -220,13 +257,15 @@ class Dropout(Gate):
     def forward(self, state, training, x):
         if self.seed is not None or not training:
             # Seeded: np.random.seed(seed)'s draws, the course's masks. Eval: the identity.
-            return layers.dropout_forward(x, {"mode": "train" if training else "test",
-                                              "p": self.p, "seed": self.seed})
+            return layers.dropout_forward(
+                x, {"mode": "train" if training else "test", "p": self.p, "seed": self.seed}
+            )
         if "rng" not in state:
             state["rng"] = np.random.default_rng(np.random.randint(2**31))
         if not norm.native(x):  # integers, float16: the course's function, seeded from the stream
-            return layers.dropout_forward(x, {"mode": "train", "p": self.p,
-                                              "seed": int(state["rng"].integers(2**63))})
+            return layers.dropout_forward(
+                x, {"mode": "train", "p": self.p, "seed": int(state["rng"].integers(2**63))}
+            )
         # Unseeded: the draws come straight from the node's own stream, in x's precision
         # (8x faster than the course's MT19937 doubles); kept where a draw is below 1 - p.
         keep = 1 - self.p
@@ -242,6 +281,8 @@ class Dropout(Gate):
         if mask is None:
             return [f"eval mode: no mask (p = {num(param['p'])})"]
         kept = np.asarray(mask) != 0
-        return [f"mask keeps {int(kept.sum())}/{kept.size} units ({num(100 * kept.mean())}%),"
-                f" p = {num(param['p'])}",
-                f"kept units scaled by {num(1 / (1 - param['p']))}"]
+        return [
+            f"mask keeps {int(kept.sum())}/{kept.size} units ({num(100 * kept.mean())}%),"
+            f" p = {num(param['p'])}",
+            f"kept units scaled by {num(1 / (1 - param['p']))}",
+        ]

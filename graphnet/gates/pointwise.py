@@ -2,6 +2,7 @@
 max gate's pair), clipping, where, and the smooth activations (leaky relu, GELU,
 softplus). Each output entry depends on the same entry of each input, so each local rule
 is a multiplication by a local derivative, entry by entry."""
+
 import math
 
 import numpy as np
@@ -13,6 +14,7 @@ from .elementwise import Maximum, UnaryGate
 @register_gate
 class Negate(UnaryGate):
     """f = -x."""
+
     op = "negate"
     formula = "−{0}"
     rule = "a negate gate flips the sign of the upstream gradient"
@@ -28,6 +30,7 @@ class Negate(UnaryGate):
 @register_gate
 class Pow(UnaryGate):
     """f = x^p for a constant exponent p. df/dx = p x^(p-1)."""
+
     op = "pow"
     formula = "{0}^{exponent}"
     rule = "a power gate scales the upstream gradient by {exponent}·{0}^({exponent}−1)"
@@ -40,7 +43,7 @@ class Pow(UnaryGate):
         return {"exponent": self.exponent}
 
     def forward(self, x):
-        return x ** self.exponent, x
+        return x**self.exponent, x
 
     def backward(self, dout, cache, needs):
         if self.exponent == 0:  # x^0 is 1 everywhere, also at 0 where x^-1 is inf
@@ -51,6 +54,7 @@ class Pow(UnaryGate):
 @register_gate
 class Sqrt(UnaryGate):
     """f = √x. df/dx = 1 / (2√x), infinite at 0."""
+
     op = "sqrt"
     formula = "√{0}"
     rule = "sqrt: d{f}/d{0} = 1/(2·{f}), large where {0} is near 0"
@@ -67,6 +71,7 @@ class Sqrt(UnaryGate):
 @register_gate
 class Abs(UnaryGate):
     """f = |x|. df/dx = sign(x), 0 at 0."""
+
     op = "abs"
     formula = "|{0}|"
     rule = "abs passes the upstream gradient where {0} > 0, flips it where {0} < 0, 0 at 0"
@@ -83,10 +88,13 @@ class Abs(UnaryGate):
 class Minimum(Maximum):
     """f = min(a, b) elementwise: routes the gradient to the smaller input, like the max
     gate routes it to the larger; on a tie the first input `a` gets it, every time."""
+
     op = "min"
     formula = "min({0}, {1})"
-    rule = ("a min gate routes: the smaller input receives the whole upstream gradient, the "
-            "other receives 0 (a tie goes to {0})")
+    rule = (
+        "a min gate routes: the smaller input receives the whole upstream gradient, the "
+        "other receives 0 (a tie goes to {0})"
+    )
     derivatives = ("1 if {0} ≤ {1} else 0", "1 if {1} < {0} else 0")
 
     def forward(self, a, b):
@@ -102,16 +110,23 @@ class Minimum(Maximum):
 class Clip(UnaryGate):
     """f = x limited to [low, high] (either may be None: no limit on that side). The
     gradient passes where low <= x <= high (the limits included, as in PyTorch)."""
+
     op = "clip"
     formula = "clip({0}, low, high)"
-    rule = ("a clip gate passes the upstream gradient where {0} is within [low, high], "
-            "blocks it elsewhere")
+    rule = (
+        "a clip gate passes the upstream gradient where {0} is within [low, high], "
+        "blocks it elsewhere"
+    )
     derivatives = ("1 if low ≤ {0} ≤ high else 0",)
 
     def __init__(self, low=None, high=None):
         def limit(what, value):
-            return None if value is None else real(what, value, lambda v: not math.isnan(v),
-                                                   "a number or None")
+            return (
+                None
+                if value is None
+                else real(what, value, lambda v: not math.isnan(v), "a number or None")
+            )
+
         self.low, self.high = limit("low", low), limit("high", high)
         if self.low is None and self.high is None:
             raise GateError("clip needs low, high or both")
@@ -140,12 +155,15 @@ class Clip(UnaryGate):
 class Where(Gate):
     """f = a where mask is true (nonzero), b elsewhere; mask, a and b broadcast. The mask
     is an integer input (a constant array becomes a const node) and gets no gradient."""
+
     op = "where"
     inputs = ("mask", "a", "b")
     integer_inputs = (0,)
     formula = "{1} where {0} else {2}"
-    rule = ("a where gate routes by its mask: {1} receives the upstream gradient where the "
-            "mask is true, {2} where it is false")
+    rule = (
+        "a where gate routes by its mask: {1} receives the upstream gradient where the "
+        "mask is true, {2} where it is false"
+    )
     derivatives = ("none (the mask)", "1 where {0} else 0", "0 where {0} else 1")
 
     def shape(self, mask, a, b):
@@ -168,10 +186,13 @@ class Where(Gate):
 @register_gate
 class LeakyRelu(UnaryGate):
     """f = x where x > 0, alpha·x elsewhere: a relu that leaks a little gradient."""
+
     op = "leaky_relu"
     formula = "max({0}, α·{0})"
-    rule = ("a leaky relu passes the upstream gradient where {0} > 0 and scales it by α "
-            "elsewhere (also at 0)")
+    rule = (
+        "a leaky relu passes the upstream gradient where {0} > 0 and scales it by α "
+        "elsewhere (also at 0)"
+    )
     derivatives = ("1 if {0} > 0 else α",)
 
     def __init__(self, alpha=0.01):
@@ -200,10 +221,13 @@ _TANH_CUBIC = 0.044715
 class Gelu(UnaryGate):
     """f = x·Φ(x), Φ the standard normal's CDF (approximate='tanh': Φ(x) taken as
     (1 + tanh(√(2/π)(x + 0.044715x³)))/2, as GPT-2 did). df/dx = Φ(x) + x·φ(x)."""
+
     op = "gelu"
     formula = "{0}·Φ({0})"
-    rule = ("a GELU gate scales the upstream gradient by Φ({0}) + {0}·φ({0}): about 1 for "
-            "large {0}, 0 for very negative {0}")
+    rule = (
+        "a GELU gate scales the upstream gradient by Φ({0}) + {0}·φ({0}): about 1 for "
+        "large {0}, 0 for very negative {0}"
+    )
     derivatives = ("Φ({0}) + {0}·φ({0})",)
 
     def __init__(self, approximate="none"):
@@ -216,7 +240,7 @@ class Gelu(UnaryGate):
 
     def forward(self, x):
         if self.approximate == "tanh":
-            t = np.tanh(_SQRT_2_OVER_PI * (x + _TANH_CUBIC * x ** 3))
+            t = np.tanh(_SQRT_2_OVER_PI * (x + _TANH_CUBIC * x**3))
             return 0.5 * x * (1 + t), (x, t)
         cdf = 0.5 * (1 + np.asarray(_erf(x / math.sqrt(2)), dtype=np.result_type(x)))
         return x * cdf, (x, cdf)
@@ -226,7 +250,8 @@ class Gelu(UnaryGate):
         if self.approximate == "tanh":
             t = saved
             slope = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * _SQRT_2_OVER_PI * (
-                1 + 3 * _TANH_CUBIC * x * x)
+                1 + 3 * _TANH_CUBIC * x * x
+            )
         else:
             slope = saved + x * np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
         return (dout * slope,)
@@ -239,6 +264,7 @@ class Gelu(UnaryGate):
 @register_gate
 class Softplus(UnaryGate):
     """f = ln(1 + e^x), a smooth relu. df/dx = σ(x), read off the output as 1 − e^−f."""
+
     op = "softplus"
     formula = "ln(1 + e^{0})"
     rule = "softplus: d{f}/d{0} = σ({0}) = 1 − e^(−{f}), a soft version of relu's 0/1 gate"

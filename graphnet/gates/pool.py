@@ -1,5 +1,6 @@
 """Average pooling: each window's mean; backward shares each window's gradient equally
 among its entries."""
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
@@ -11,15 +12,18 @@ from .conv import MaxPool
 class AvgPool(MaxPool):
     """The mean of each pool_height x pool_width window of x (N, C, H, W), windows `stride`
     apart: max_pool's windows, hyperparameters and shape rule, averaged instead."""
+
     op = "avg_pool"
     formula = "mean over each window of {0}"
-    rule = ("average pooling distributes: each entry of a window receives the window's "
-            "upstream gradient / (pool_height·pool_width)")
+    rule = (
+        "average pooling distributes: each entry of a window receives the window's "
+        "upstream gradient / (pool_height·pool_width)"
+    )
     derivatives = ("1/(pool_height·pool_width) per window holding the entry",)
 
     def forward(self, x):
         windows = sliding_window_view(x, (self.pool_height, self.pool_width), axis=(2, 3))
-        return windows[:, :, ::self.stride, ::self.stride].mean(axis=(4, 5)), np.shape(x)
+        return windows[:, :, :: self.stride, :: self.stride].mean(axis=(4, 5)), np.shape(x)
 
     def backward(self, dout, cache, needs):
         dx = np.zeros(cache, dtype=dout.dtype)
@@ -28,7 +32,7 @@ class AvgPool(MaxPool):
         # One strided add per position in the window, each covering every window at once.
         for i in range(self.pool_height):
             for j in range(self.pool_width):
-                dx[:, :, i:i + rows:self.stride, j:j + columns:self.stride] += share
+                dx[:, :, i : i + rows : self.stride, j : j + columns : self.stride] += share
         return (dx,)
 
     def summarize_cache(self, cache, input_names):

@@ -1,4 +1,5 @@
 """Sum over axes: every summed element receives the upstream gradient (add, many times)."""
+
 import numpy as np
 
 from .base import Gate, ShapeError, integer, register_gate
@@ -7,6 +8,7 @@ from .base import Gate, ShapeError, integer, register_gate
 @register_gate
 class Sum(Gate):
     """Sum over `axis` (None: all axes), keeping the summed axes as size 1 with keepdims."""
+
     op = "sum"
     inputs = ("x",)
     formula = "Σ {0}"

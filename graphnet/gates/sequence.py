@@ -8,13 +8,21 @@ LSTM stacks its four gates in the course's order i, f, o, g: Wx (D, 4H), Wh (H, 
 b (4H,). The arithmetic is graphnet.kernels.rnn_layers'; a gate checks shapes when the
 graph is built, says what it computes, and caches what the kernel returned.
 """
+
 from typing import ClassVar, Tuple
 
 import numpy as np
 
 from ..kernels import rnn_layers
-from .base import (Gate, ShapeError, broadcast_shape, check_rank, dims_match, mask_summary,
-                   register_gate)
+from .base import (
+    Gate,
+    ShapeError,
+    broadcast_shape,
+    check_rank,
+    dims_match,
+    mask_summary,
+    register_gate,
+)
 
 
 def _match(what, size, other, expected):
@@ -31,12 +39,15 @@ def _match(what, size, other, expected):
 class WordEmbedding(Gate):
     """out[n, t] = W[x[n, t]]: the vector of each word. Backward adds each position's
     upstream gradient into the row of its word (a word used twice collects both)."""
+
     op = "word_embedding"
     inputs = ("x", "W")
     integer_inputs = (0,)
     formula = "{1}[{0}]"
-    rule = ("word embedding: each row of {1} receives the upstream gradients of every "
-            "position that looked it up, added up; the word indices get no gradient")
+    rule = (
+        "word embedding: each row of {1} receives the upstream gradients of every "
+        "position that looked it up, added up; the word indices get no gradient"
+    )
     derivatives = ("none (word indices)", "1 at each looked-up row (repeats add up)")
 
     def shape(self, x, W):
@@ -60,6 +71,7 @@ class WordEmbedding(Gate):
 class Recurrent(Gate):
     """What the RNN and LSTM gates share: the shape rule of x, h0, Wx, Wh, b with
     `blocks` stacked gate blocks of H columns (1 for the RNN, 4 for the LSTM)."""
+
     inputs: ClassVar[Tuple[str, ...]] = ("x", "h0", "Wx", "Wh", "b")
     blocks = 1
     x_rank, x_layout = 3, "(N, T, D)"
@@ -108,8 +120,9 @@ class RecurrentSequence(Recurrent):
     def summarize_cache(self, cache, input_names):
         lines = [f"saved the hidden states h_1..h_T {cache.h.shape}"]
         if cache.c is not None:
-            lines.append(f"and the cell states {cache.c.shape} and gates i, f, o, g "
-                         f"{cache.act.shape}")
+            lines.append(
+                f"and the cell states {cache.c.shape} and gates i, f, o, g {cache.act.shape}"
+            )
         return lines
 
 
@@ -117,13 +130,21 @@ class RecurrentSequence(Recurrent):
 class Rnn(RecurrentSequence):
     """A tanh RNN over whole sequences: h_t = tanh(x_t Wx + h_{t-1} Wh + b), from h_0 =
     h0; the output is every h_t (N, T, H). One C++ kernel runs all the steps."""
+
     op = "rnn"
     formula = "h_t = tanh({0}_t·{2} + h_(t−1)·{3} + {4}), h_0 = {1}"
-    rule = ("an RNN backpropagates through time: from the last step back, each h_t gets "
-            "its own upstream gradient plus what step t+1 sends back through {3}, and "
-            "passes (that × (1 − h_t²)) on to {0}_t, {2}, {3}, {4} and h_(t−1)")
-    derivatives = ("da_t·{2}ᵀ per step, da_t = dh_t·(1 − h_t²)", "da_1·{3}ᵀ",
-                   "Σ_t {0}_tᵀ·da_t", "Σ_t h_(t−1)ᵀ·da_t", "Σ_t da_t")
+    rule = (
+        "an RNN backpropagates through time: from the last step back, each h_t gets "
+        "its own upstream gradient plus what step t+1 sends back through {3}, and "
+        "passes (that × (1 − h_t²)) on to {0}_t, {2}, {3}, {4} and h_(t−1)"
+    )
+    derivatives = (
+        "da_t·{2}ᵀ per step, da_t = dh_t·(1 − h_t²)",
+        "da_1·{3}ᵀ",
+        "Σ_t {0}_tᵀ·da_t",
+        "Σ_t h_(t−1)ᵀ·da_t",
+        "Σ_t da_t",
+    )
 
     def forward(self, x, h0, Wx, Wh, b):
         return rnn_layers.rnn_forward(x, h0, Wx, Wh, b)
@@ -136,15 +157,25 @@ class Rnn(RecurrentSequence):
 class Lstm(RecurrentSequence):
     """An LSTM over whole sequences from h_0 = h0 and a zero cell state; the output is
     every h_t (N, T, H). One C++ kernel runs all the steps."""
+
     op = "lstm"
     blocks = 4
-    formula = ("i, f, o, g = σ, σ, σ, tanh({0}_t·{2} + h_(t−1)·{3} + {4}); "
-               "c_t = f·c_(t−1) + i·g; h_t = o·tanh(c_t), h_0 = {1}")
-    rule = ("an LSTM backpropagates through time along two paths: h_t's gradient goes "
-            "through the gates, and c_t's goes on to c_(t−1) multiplied only by the "
-            "forget gate f, which is how an LSTM keeps gradients from vanishing")
-    derivatives = ("da_t·{2}ᵀ per step", "da_1·{3}ᵀ", "Σ_t {0}_tᵀ·da_t",
-                   "Σ_t h_(t−1)ᵀ·da_t", "Σ_t da_t")
+    formula = (
+        "i, f, o, g = σ, σ, σ, tanh({0}_t·{2} + h_(t−1)·{3} + {4}); "
+        "c_t = f·c_(t−1) + i·g; h_t = o·tanh(c_t), h_0 = {1}"
+    )
+    rule = (
+        "an LSTM backpropagates through time along two paths: h_t's gradient goes "
+        "through the gates, and c_t's goes on to c_(t−1) multiplied only by the "
+        "forget gate f, which is how an LSTM keeps gradients from vanishing"
+    )
+    derivatives = (
+        "da_t·{2}ᵀ per step",
+        "da_1·{3}ᵀ",
+        "Σ_t {0}_tᵀ·da_t",
+        "Σ_t h_(t−1)ᵀ·da_t",
+        "Σ_t da_t",
+    )
 
     def forward(self, x, h0, Wx, Wh, b):
         return rnn_layers.lstm_forward(x, h0, Wx, Wh, b)
@@ -156,13 +187,16 @@ class Lstm(RecurrentSequence):
 @register_gate
 class RnnStep(Recurrent):
     """One step of a tanh RNN: next_h = tanh(x·Wx + prev_h·Wh + b), x (N, D)."""
+
     op = "rnn_step"
     inputs = ("x", "prev_h", "Wx", "Wh", "b")
     x_rank, x_layout = 2, "(N, D)"
     formula = "tanh({0}·{2} + {1}·{3} + {4})"
-    rule = ("an RNN step: da = dout·(1 − {f}²) (tanh's local derivative), then as an "
-            "affine: d{0} = da·{2}ᵀ, d{1} = da·{3}ᵀ, d{2} = {0}ᵀ·da, d{3} = {1}ᵀ·da, "
-            "d{4} = Σ da")
+    rule = (
+        "an RNN step: da = dout·(1 − {f}²) (tanh's local derivative), then as an "
+        "affine: d{0} = da·{2}ᵀ, d{1} = da·{3}ᵀ, d{2} = {0}ᵀ·da, d{3} = {1}ᵀ·da, "
+        "d{4} = Σ da"
+    )
     derivatives = ("da·{2}ᵀ", "da·{3}ᵀ", "{0}ᵀ·da", "{1}ᵀ·da", "Σ da")
 
     def shape(self, x, prev_h, Wx, Wh, b):
@@ -182,21 +216,29 @@ class RnnStep(Recurrent):
 class LstmStep(Recurrent):
     """One LSTM step. Its output stacks the next hidden and cell states, (2, N, H):
     `step[0]` is next_h and `step[1]` next_c."""
+
     op = "lstm_step"
     inputs = ("x", "prev_h", "prev_c", "Wx", "Wh", "b")
     blocks = 4
     x_rank, x_layout = 2, "(N, D)"
-    formula = ("i, f, o, g = σ, σ, σ, tanh({0}·{3} + {1}·{4} + {5}); "
-               "{f} = [o·tanh(c), c] with c = f·{2} + i·g")
-    rule = ("an LSTM step: the gradient of next_c is its own plus next_h's through "
-            "o·(1 − tanh²(c)); {2} receives it times f; the gates' gradients go through "
-            "σ' and tanh' to {0}, {1} and the weights as in an affine")
+    formula = (
+        "i, f, o, g = σ, σ, σ, tanh({0}·{3} + {1}·{4} + {5}); "
+        "{f} = [o·tanh(c), c] with c = f·{2} + i·g"
+    )
+    rule = (
+        "an LSTM step: the gradient of next_c is its own plus next_h's through "
+        "o·(1 − tanh²(c)); {2} receives it times f; the gates' gradients go through "
+        "σ' and tanh' to {0}, {1} and the weights as in an affine"
+    )
     derivatives = ("da·{3}ᵀ", "da·{4}ᵀ", "dc·f", "{0}ᵀ·da", "{1}ᵀ·da", "Σ da")
 
     def shape(self, x, prev_h, prev_c, Wx, Wh, b):
         N, H = self.recurrent_shape(x, prev_h, Wx, Wh, b)
-        if prev_c is not None and prev_h is not None and (
-                len(prev_c) != 2 or not all(map(dims_match, prev_c, prev_h))):
+        if (
+            prev_c is not None
+            and prev_h is not None
+            and (len(prev_c) != 2 or not all(map(dims_match, prev_c, prev_h)))
+        ):
             raise ShapeError(f"prev_c must have prev_h's shape {prev_h}, got {prev_c}")
         return (2, N, H)
 
@@ -214,11 +256,14 @@ class LstmStep(Recurrent):
 @register_gate
 class TemporalAffine(Gate):
     """out[n, t] = x[n, t]·w + b: one affine map applied at every step."""
+
     op = "temporal_affine"
     inputs = ("x", "w", "b")
     formula = "{0}_t·{1} + {2} at every step"
-    rule = ("temporal affine: an affine at every step; d{0}_t = dout_t·{1}ᵀ, and {1}, {2} "
-            "collect their gradients over all steps and sequences")
+    rule = (
+        "temporal affine: an affine at every step; d{0}_t = dout_t·{1}ᵀ, and {1}, {2} "
+        "collect their gradients over all steps and sequences"
+    )
     derivatives = ("dout·{1}ᵀ", "Σ_(n,t) {0}ᵀ·dout", "Σ_(n,t) dout")
 
     def shape(self, x, w, b):
@@ -248,12 +293,15 @@ class TemporalSoftmaxLoss(Gate):
     """Softmax cross-entropy of scores x (N, T, V) against words y (N, T) at the steps
     where mask (N, T) is nonzero, summed over the steps and averaged over the N sequences
     (the course's normalisation)."""
+
     op = "temporal_softmax_loss"
     inputs = ("x", "y", "mask")
     integer_inputs = (1, 2)
     formula = "Σ_t mask·cross-entropy(softmax({0}_t), {1}_t) / N"
-    rule = ("temporal softmax loss: d{0} = (softmax({0}) − one-hot({1})) / N where {2} "
-            "is true, 0 where it is not (padding); the words and the mask get no gradient")
+    rule = (
+        "temporal softmax loss: d{0} = (softmax({0}) − one-hot({1})) / N where {2} "
+        "is true, 0 where it is not (padding); the words and the mask get no gradient"
+    )
     derivatives = ("(softmax({0}) − one-hot({1}))·{2} / N", "none (words)", "none (mask)")
 
     def shape(self, x, y, mask):
@@ -273,20 +321,25 @@ class TemporalSoftmaxLoss(Gate):
 
     def summarize_cache(self, cache, input_names):
         dx, counted = cache
-        return [f"saved d loss / d scores {dx.shape}, computed with the loss",
-                mask_summary(counted, f"steps counted by {input_names[2]}")]
+        return [
+            f"saved d loss / d scores {dx.shape}, computed with the loss",
+            mask_summary(counted, f"steps counted by {input_names[2]}"),
+        ]
 
 
 @register_gate
 class Attention(Gate):
     """Scaled dot-product attention: softmax(q·kᵀ / √d)·v over the last two axes, q
     (..., S, d), k (..., L, d), v (..., L, dv); leading axes (batch, heads) broadcast."""
+
     op = "attention"
     inputs: ClassVar[Tuple[str, ...]] = ("q", "k", "v")
     formula = "softmax({0}·{1}ᵀ / √d)·{2}"
-    rule = ("attention: with weights A = softmax({0}·{1}ᵀ/√d): d{2} = Aᵀ·dout; dA = "
-            "dout·{2}ᵀ goes back through the softmax to the scores S, then d{0} = dS·{1}/√d "
-            "and d{1} = dSᵀ·{0}/√d")
+    rule = (
+        "attention: with weights A = softmax({0}·{1}ᵀ/√d): d{2} = Aᵀ·dout; dA = "
+        "dout·{2}ᵀ goes back through the softmax to the scores S, then d{0} = dS·{1}/√d "
+        "and d{1} = dSᵀ·{0}/√d"
+    )
     derivatives: ClassVar[Tuple[str, ...]] = ("dS·{1} / √d", "dSᵀ·{0} / √d", "Aᵀ·dout")
 
     def shape(self, q, k, v, mask=None):
@@ -302,15 +355,13 @@ class Attention(Gate):
         try:
             batch = broadcast_shape(q[:-2], k[:-2], v[:-2])
         except ShapeError:
-            raise ShapeError(f"the batch axes of q {q}, k {k} and v {v} do not "
-                             "broadcast") from None
+            raise ShapeError(f"the batch axes of q {q}, k {k} and v {v} do not broadcast") from None
         if mask is not None:
             scores = batch + (q[-2], k[-2])
             try:
                 broadcast_shape(mask, scores)
             except ShapeError:
-                raise ShapeError(f"mask {mask} does not broadcast to the scores "
-                                 f"{scores}") from None
+                raise ShapeError(f"mask {mask} does not broadcast to the scores {scores}") from None
         return batch + (q[-2], v[-1])
 
     def forward(self, q, k, v, mask=None):
@@ -327,6 +378,7 @@ class Attention(Gate):
 class MaskedAttention(Attention):
     """Attention where mask (broadcastable to (..., S, L)) is nonzero where query s may
     attend to key l; a query that may attend to no key gets a zero output."""
+
     op = "masked_attention"
     inputs = ("q", "k", "v", "mask")
     integer_inputs = (3,)

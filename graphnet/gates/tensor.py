@@ -1,12 +1,21 @@
 """Tensor gates that move or combine numbers without changing them (reshape, flatten,
 transpose, concat), the matrix product, and the mean. Their backward passes undo the move:
 the upstream gradient is reshaped, transposed or split back into the inputs' shapes."""
+
 import math
 
 import numpy as np
 
-from .base import (Gate, GateError, ShapeError, broadcast_shape, dims_match, integer, is_int,
-                   register_gate)
+from .base import (
+    Gate,
+    GateError,
+    ShapeError,
+    broadcast_shape,
+    dims_match,
+    integer,
+    is_int,
+    register_gate,
+)
 from .nn import matmul
 from .reduce import Sum
 
@@ -22,8 +31,10 @@ def batched_matmul(a, b, transpose_a=False, transpose_b=False):
         rows = matmul(as_rows(a), b, transpose_b=transpose_b)
         return rows.reshape(a.shape[:-1] + rows.shape[-1:])
     if a.dtype != b.dtype or a.dtype not in (np.float32, np.float64):
-        return np.matmul(np.swapaxes(a, -1, -2) if transpose_a else a,
-                         np.swapaxes(b, -1, -2) if transpose_b else b)
+        return np.matmul(
+            np.swapaxes(a, -1, -2) if transpose_a else a,
+            np.swapaxes(b, -1, -2) if transpose_b else b,
+        )
     batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     a = np.broadcast_to(a, batch + a.shape[-2:])
     b = np.broadcast_to(b, batch + b.shape[-2:])
@@ -45,19 +56,24 @@ def as_rows(a):
 class Matmul(Gate):
     """a @ b like np.matmul: matrices, stacks of matrices whose batch axes broadcast, and
     vectors (a 1-D a is a row, a 1-D b a column, and that axis is dropped from the output)."""
+
     op = "matmul"
     inputs = ("a", "b")
     formula = "{0} @ {1}"
-    rule = ("a matmul gate swaps like multiply, as matrices: d{0} = dout @ {1}ᵀ and "
-            "d{1} = {0}ᵀ @ dout (summed over broadcast batch axes)")
+    rule = (
+        "a matmul gate swaps like multiply, as matrices: d{0} = dout @ {1}ᵀ and "
+        "d{1} = {0}ᵀ @ dout (summed over broadcast batch axes)"
+    )
     derivatives = ("dout @ {1}ᵀ", "{0}ᵀ @ dout")
 
     def shape(self, a, b):
         if a is None or b is None:
             return None
         if not a or not b:
-            raise ShapeError(f"matmul takes arrays of rank >= 1, got a {a} and b {b} "
-                             "(scale by a scalar with multiply)")
+            raise ShapeError(
+                f"matmul takes arrays of rank >= 1, got a {a} and b {b} "
+                "(scale by a scalar with multiply)"
+            )
         a2 = (1,) + a if len(a) == 1 else a
         b2 = b + (1,) if len(b) == 1 else b
         if not dims_match(a2[-1], b2[-2]):
@@ -102,6 +118,7 @@ class Matmul(Gate):
 
 class ShapeMove(Gate):
     """A gate whose backward puts the upstream gradient back into the input's shape."""
+
     inputs = ("x",)
     keeps_integers = True
 
@@ -112,6 +129,7 @@ class ShapeMove(Gate):
 @register_gate
 class Reshape(ShapeMove):
     """The same numbers in a new shape (one size may be -1: whatever is left)."""
+
     op = "reshape"
     formula = "reshape({0})"
     rule = "reshape moves no numbers: the upstream gradient is reshaped back to {0}'s shape"
@@ -149,6 +167,7 @@ class Reshape(ShapeMove):
 class Flatten(ShapeMove):
     """Keep the axes before `axis` and merge the rest into one: (N, C, H, W) -> (N, C*H*W)
     with axis=1 (the default), a vector with axis=0."""
+
     op = "flatten"
     formula = "flatten({0})"
     rule = "flatten moves no numbers: the upstream gradient is reshaped back to {0}'s shape"
@@ -165,12 +184,12 @@ class Flatten(ShapeMove):
             return None
         if len(x) < self.axis:
             raise ShapeError(f"cannot flatten from axis {self.axis} an input of rank {len(x)}")
-        rest = x[self.axis:]
-        return x[:self.axis] + (None if None in rest else math.prod(rest),)
+        rest = x[self.axis :]
+        return x[: self.axis] + (None if None in rest else math.prod(rest),)
 
     def forward(self, x):
         shape = np.shape(x)
-        return np.reshape(x, shape[:self.axis] + (math.prod(shape[self.axis:]),)), shape
+        return np.reshape(x, shape[: self.axis] + (math.prod(shape[self.axis :]),)), shape
 
     def backward(self, dout, cache, needs):
         return (np.reshape(dout, cache),)
@@ -186,6 +205,7 @@ def normalized_axis(axis, rank, what="axis"):
 class Transpose(Gate):
     """The axes permuted: output axis i is input axis axes[i] (reversed when axes is None),
     like np.transpose."""
+
     op = "transpose"
     keeps_integers = True
     inputs = ("x",)
@@ -194,8 +214,9 @@ class Transpose(Gate):
     derivatives = ("1 (transposed back)",)
 
     def __init__(self, axes=None):
-        self.axes = None if axes is None else tuple(
-            integer(f"axes[{i}]", a) for i, a in enumerate(axes))
+        self.axes = (
+            None if axes is None else tuple(integer(f"axes[{i}]", a) for i, a in enumerate(axes))
+        )
 
     def attrs(self):
         return {"axes": self.axes}
@@ -226,11 +247,13 @@ class Transpose(Gate):
 class Concat(Gate):
     """Any number of inputs joined along `axis`; every other axis must match. Backward
     splits the upstream gradient back into the inputs' pieces."""
+
     op = "concat"
     keeps_integers = True
     inputs = ()  # variadic: one or more (and no formula: the drawings write concat(a, b, ...))
-    rule = ("concat distributes by position: each input receives its own slice of the "
-            "upstream gradient")
+    rule = (
+        "concat distributes by position: each input receives its own slice of the upstream gradient"
+    )
     derivatives = ("1 on its own slice",)
 
     def __init__(self, axis=0):
@@ -253,8 +276,10 @@ class Concat(Gate):
         for i in range(rank):
             sizes = {s[i] for s in known if s[i] is not None}
             if i != axis and len(sizes) > 1:
-                raise ShapeError(f"the inputs differ along axis {i} ({sorted(sizes)}), which "
-                                 f"concat along axis {axis} keeps")
+                raise ShapeError(
+                    f"the inputs differ along axis {i} ({sorted(sizes)}), which "
+                    f"concat along axis {axis} keeps"
+                )
             out.append(sizes.pop() if len(sizes) == 1 else None)
         if len(known) < len(shapes):
             return None
@@ -276,10 +301,13 @@ class Concat(Gate):
 class Mean(Sum):
     """The mean over `axis` (None: all axes); a sum scaled by 1/n, so backward spreads
     dout/n to every averaged element."""
+
     op = "mean"
     formula = "mean {0}"
-    rule = ("a mean distributes like a sum, scaled: every averaged element receives the "
-            "upstream gradient / n")
+    rule = (
+        "a mean distributes like a sum, scaled: every averaged element receives the "
+        "upstream gradient / n"
+    )
     derivatives = ("1/n",)
 
     def forward(self, x):

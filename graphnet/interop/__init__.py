@@ -9,10 +9,19 @@
 onnx and torch are optional (pip install "graphnet[onnx]", "graphnet[torch]"): they are
 imported when a converter is called, never by `import graphnet`.
 """
+
 from ._common import MissingDependencyError, UnsupportedOpError
 from .distributed import DataParallel, DistributedError
 from .onnx import from_onnx, to_onnx
 from .torch import from_torch, to_torch
 
-__all__ = ["to_onnx", "from_onnx", "to_torch", "from_torch", "UnsupportedOpError",
-           "MissingDependencyError", "DataParallel", "DistributedError"]
+__all__ = [
+    "to_onnx",
+    "from_onnx",
+    "to_torch",
+    "from_torch",
+    "UnsupportedOpError",
+    "MissingDependencyError",
+    "DataParallel",
+    "DistributedError",
+]

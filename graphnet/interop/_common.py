@@ -1,6 +1,7 @@
 """What the converters share: the optional imports, the part of a graph to convert, the
 error for ops with no counterpart, and what the importers build only in context (a flatten
 an affine gate does itself, a run of indexing ops that is one slice gate)."""
+
 import importlib
 import math
 
@@ -10,12 +11,21 @@ from ..errors import GraphError
 #: torch function, which is also the ATen op torch.export writes). Every direction's table
 #: starts from this one, so such a gate is one entry here.
 ONE_TO_ONE = {
-    "add": ("Add", "add"), "subtract": ("Sub", "sub"), "multiply": ("Mul", "mul"),
-    "divide": ("Div", "div"), "max": ("Max", "maximum"),
-    "relu": ("Relu", "relu"), "exp": ("Exp", "exp"), "log": ("Log", "log"),
-    "sigmoid": ("Sigmoid", "sigmoid"), "tanh": ("Tanh", "tanh"),
-    "negate": ("Neg", "neg"), "sqrt": ("Sqrt", "sqrt"), "abs": ("Abs", "abs"),
-    "min": ("Min", "minimum"), "matmul": ("MatMul", "matmul"),
+    "add": ("Add", "add"),
+    "subtract": ("Sub", "sub"),
+    "multiply": ("Mul", "mul"),
+    "divide": ("Div", "div"),
+    "max": ("Max", "maximum"),
+    "relu": ("Relu", "relu"),
+    "exp": ("Exp", "exp"),
+    "log": ("Log", "log"),
+    "sigmoid": ("Sigmoid", "sigmoid"),
+    "tanh": ("Tanh", "tanh"),
+    "negate": ("Neg", "neg"),
+    "sqrt": ("Sqrt", "sqrt"),
+    "abs": ("Abs", "abs"),
+    "min": ("Min", "minimum"),
+    "matmul": ("MatMul", "matmul"),
 }
 
 #: Which `pip install "graphnet[extra]"` brings each optional package.
@@ -43,7 +53,8 @@ def require(module: str, feature: str):
         extra = _EXTRA_OF[module.split(".")[0]]
         raise MissingDependencyError(
             f"{feature} needs the {module.split('.')[0]!r} package, which is not installed: "
-            f'pip install "graphnet[{extra}]"') from err
+            f'pip install "graphnet[{extra}]"'
+        ) from err
 
 
 def check_supported(uses, table, what: str, hint: str = ""):
@@ -54,11 +65,15 @@ def check_supported(uses, table, what: str, hint: str = ""):
         if op not in table:
             missing.setdefault(op, []).append(name)
     if missing:
-        listing = "; ".join(f"{op} (node{'s' if len(names) > 1 else ''} {_names(names)})"
-                            for op, names in sorted(missing.items()))
+        listing = "; ".join(
+            f"{op} (node{'s' if len(names) > 1 else ''} {_names(names)})"
+            for op, names in sorted(missing.items())
+        )
         raise UnsupportedOpError(
             f"{what}: {len(missing)} op{'s' if len(missing) > 1 else ''} with no counterpart: "
-            f"{listing}. Supported: {', '.join(sorted(table))}.{hint}", missing)
+            f"{listing}. Supported: {', '.join(sorted(table))}.{hint}",
+            missing,
+        )
 
 
 def unsupported(op: str, name: str, why: str) -> UnsupportedOpError:
@@ -121,8 +136,9 @@ class Deferred(Pending):
     def flattens_rows(self) -> bool:
         if self.op == "flatten":
             return self.attrs["axis"] == 1
-        return self.op == "reshape" and flattens_to_rows(self.source.static_shape,
-                                                         self.attrs["shape"])
+        return self.op == "reshape" and flattens_to_rows(
+            self.source.static_shape, self.attrs["shape"]
+        )
 
     def permutation(self, rank: int):
         """A transpose's axes, each in 0..rank-1 (None for any other gate)."""
@@ -161,13 +177,18 @@ def classes_last(graph, value, name: str, consumer: str):
             return value.source, rank
     scores = gate_input(value, consumer)
     if scores.static_shape is None:
-        raise unsupported(consumer, name, f"scores {scores.name!r} of unknown rank: graphnet "
-                          "reads the classes from axis 1 of known rank")
+        raise unsupported(
+            consumer,
+            name,
+            f"scores {scores.name!r} of unknown rank: graphnet "
+            "reads the classes from axis 1 of known rank",
+        )
     rank = len(scores.static_shape)
     if rank <= 2:
         return scores, rank
-    return build_gate(graph, "transpose", [scores], f"{name}/classes_last",
-                      axes=(0, *range(2, rank), 1)), rank
+    return build_gate(
+        graph, "transpose", [scores], f"{name}/classes_last", axes=(0, *range(2, rank), 1)
+    ), rank
 
 
 #: ONNX and torch write "to the end" of a slice as the largest int64 (backwards: the least).
@@ -178,13 +199,17 @@ def slice_bounds(start, stop, step) -> slice:
     """A Python slice from an ONNX or ATen slice's bounds, None where they mean the end."""
     step = 1 if step is None else int(step)
     ahead = step > 0
-    if start is not None and (start == 0 and ahead or (start <= -_TO_THE_END if ahead
-                                                         else start >= _TO_THE_END)):
+    if start is not None and (
+        start == 0 and ahead or (start <= -_TO_THE_END if ahead else start >= _TO_THE_END)
+    ):
         start = None
     if stop is not None and (stop >= _TO_THE_END if ahead else stop <= -_TO_THE_END):
         stop = None
-    return slice(None if start is None else int(start), None if stop is None else int(stop),
-                 None if step == 1 else step)
+    return slice(
+        None if start is None else int(start),
+        None if stop is None else int(stop),
+        None if step == 1 else step,
+    )
 
 
 class Sliced(Pending):
@@ -204,8 +229,9 @@ class Sliced(Pending):
             return value
         node = gate_input(value, f"{op} {name!r}")
         if node.static_shape is None:
-            raise unsupported(op, name, f"graphnet indexes an input of known rank, and "
-                              f"{node.name!r} has none")
+            raise unsupported(
+                op, name, f"graphnet indexes an input of known rank, and {node.name!r} has none"
+            )
         return cls(graph, node, [slice(None)] * len(node.static_shape), name)
 
     def materialize(self, consumer: str = ""):
@@ -213,8 +239,11 @@ class Sliced(Pending):
             key = list(self.parts)
             while key and key[-1] == slice(None):
                 key.pop()
-            self.node = self.source if not key else build_gate(
-                self.graph, "slice", [self.source], self.name, key=tuple(key))
+            self.node = (
+                self.source
+                if not key
+                else build_gate(self.graph, "slice", [self.source], self.name, key=tuple(key))
+            )
         return self.node
 
     @property
@@ -260,11 +289,11 @@ class Sliced(Pending):
     def unsqueezed(self, op: str, name: str, axis: int) -> "Sliced":
         outputs = [i for i, p in enumerate(self.parts) if not isinstance(p, int)]
         if not -len(outputs) - 1 <= axis <= len(outputs):
-            raise unsupported(op, name, f"axis {axis} is out of range for rank "
-                              f"{len(outputs) + 1}")
+            raise unsupported(op, name, f"axis {axis} is out of range for rank {len(outputs) + 1}")
         axis %= len(outputs) + 1
-        return self._with(name, outputs[axis] if axis < len(outputs) else len(self.parts),
-                          None, insert=True)
+        return self._with(
+            name, outputs[axis] if axis < len(outputs) else len(self.parts), None, insert=True
+        )
 
     def squeezed(self, op: str, name: str, axis: int) -> "Sliced":
         """Drops an axis of size 1: a new axis, a slice of one entry, or a source axis."""
@@ -272,8 +301,11 @@ class Sliced(Pending):
         part = self.parts[i]
         if part is None:
             return self._with(name, i, remove=True)
-        if part.step is None and part.start is not None and (
-                part.stop == part.start + 1 != 0 or (part.start == -1 and part.stop is None)):
+        if (
+            part.step is None
+            and part.start is not None
+            and (part.stop == part.start + 1 != 0 or (part.start == -1 and part.stop is None))
+        ):
             return self._with(name, i, part.start)
         if part != slice(None):
             return self._again(op, name).squeezed(op, name, axis)

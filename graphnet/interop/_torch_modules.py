@@ -1,6 +1,7 @@
 """The torch.nn modules that `to_torch` places where a gate depends on train/eval mode,
 and the functions it calls for the sequence gates.
 Imported only by the converters (this module imports torch)."""
+
 import math
 
 import torch
@@ -20,8 +21,16 @@ class BatchNorm(torch.nn.Module):
         self.eps, self.momentum = eps, momentum
 
     def forward(self, x, gamma, beta):
-        return F.batch_norm(x, self.running_mean, self.running_var, gamma, beta,
-                            self.training, 1.0 - self.momentum, self.eps)
+        return F.batch_norm(
+            x,
+            self.running_mean,
+            self.running_var,
+            gamma,
+            beta,
+            self.training,
+            1.0 - self.momentum,
+            self.eps,
+        )
 
     def extra_repr(self):
         return f"eps={self.eps}, momentum={self.momentum} (graphnet's: the share kept)"
@@ -30,6 +39,7 @@ class BatchNorm(torch.nn.Module):
 # ----- the sequence gates (graphnet.gates.sequence) as torch code ----------------------
 # The course's conventions: weights (in, out), one bias, the LSTM's gate blocks in the
 # order i, f, o, g (torch.nn.LSTM's are i, f, g, o).
+
 
 def rnn_step(x, prev_h, Wx, Wh, b):
     return torch.tanh(x @ Wx + prev_h @ Wh + b)

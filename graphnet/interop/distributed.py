@@ -28,6 +28,7 @@ DistributedError naming what they were waiting for, never a hang.
 
 `import graphnet` never imports torch: this module imports it when a DataParallel is made.
 """
+
 import atexit
 import hashlib
 import os
@@ -71,8 +72,9 @@ class DataParallel:
     `timeout` applies to each collective call then)."""
 
     def __init__(self, timeout: float = DEFAULT_TIMEOUT) -> None:
-        torch = require("torch", "data-parallel training (torchrun -m graphnet, "
-                                 "Solver(distributed=True))")
+        torch = require(
+            "torch", "data-parallel training (torchrun -m graphnet, Solver(distributed=True))"
+        )
         dist = require("torch.distributed", "data-parallel training")
         self._torch, self._dist = torch, dist
         self.owns_group = False
@@ -83,22 +85,26 @@ class DataParallel:
                     "data-parallel training needs the processes started by torchrun (e.g. "
                     "torchrun --nproc-per-node 2 -m graphnet train ...) or an initialized "
                     "torch.distributed process group; this process has neither ("
-                    f"{', '.join(missing)} not set)")
+                    f"{', '.join(missing)} not set)"
+                )
             try:
                 dist.init_process_group("gloo", timeout=timedelta(seconds=timeout))
             except (RuntimeError, ValueError) as err:
                 raise DistributedError(
                     f"cannot join the torch.distributed group at {os.environ['MASTER_ADDR']}:"
                     f"{os.environ.get('MASTER_PORT', '?')} as process {os.environ['RANK']} of "
-                    f"{os.environ['WORLD_SIZE']}: {_first_line(err)}") from None
+                    f"{os.environ['WORLD_SIZE']}: {_first_line(err)}"
+                ) from None
             self.owns_group = True
             # A group left to the interpreter's exit can abort the process (gloo's threads
             # are still running when the C++ runtime is torn down), so leave it explicitly.
             atexit.register(self.close)
         backend = dist.get_backend()
         if backend != "gloo":
-            raise DistributedError(f"graphnet's data parallelism runs on the gloo backend "
-                                   f"(CPU arrays); the process group uses {backend!r}")
+            raise DistributedError(
+                f"graphnet's data parallelism runs on the gloo backend "
+                f"(CPU arrays); the process group uses {backend!r}"
+            )
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
 
     def __repr__(self) -> str:
@@ -124,7 +130,8 @@ class DataParallel:
             raise DistributedError(
                 f"process {self.rank} of {self.world_size}: {what} failed: {_first_line(err)}."
                 " Another process has probably failed, been stopped or hung (see its "
-                "output); training cannot go on without it") from None
+                "output); training cannot go on without it"
+            ) from None
 
     def broadcast_object(self, value: Any, what: str) -> Any:
         """Process 0's `value`, on every process (pickled: the processes of one run trust
@@ -152,8 +159,9 @@ class DataParallel:
         start = self.rank * base + min(self.rank, extra)
         return start, start + base + (self.rank < extra)
 
-    def loss_and_grads(self, model: Any, X: np.ndarray, y: np.ndarray,
-                       stop: bool) -> Tuple[float, Dict[str, np.ndarray], bool]:
+    def loss_and_grads(
+        self, model: Any, X: np.ndarray, y: np.ndarray, stop: bool
+    ) -> Tuple[float, Dict[str, np.ndarray], bool]:
         """The loss and gradients of the whole minibatch (X, y), computed on this process's
         share; and whether any process asked to stop (`stop`: this one did)."""
         first, last = self.share(X.shape[0])
@@ -165,16 +173,17 @@ class DataParallel:
         buffer = np.empty(sum(p.size for p in parts) + 2)
         offset = 0
         for part in parts:
-            np.multiply(part.ravel(), weight, out=buffer[offset:offset + part.size])
+            np.multiply(part.ravel(), weight, out=buffer[offset : offset + part.size])
             offset += part.size
         buffer[-2:] = weight * float(loss), float(stop)
         self._sum(buffer, "the gradient all-reduce")
         summed, offset = [], 0
         for part in parts:
-            summed.append(buffer[offset:offset + part.size].reshape(part.shape)
-                          .astype(part.dtype))
+            summed.append(
+                buffer[offset : offset + part.size].reshape(part.shape).astype(part.dtype)
+            )
             offset += part.size
-        for (state, key, _), value in zip(states, summed[len(params):]):
+        for (state, key, _), value in zip(states, summed[len(params) :]):
             state[key] = value
         return float(buffer[-2]), dict(zip(params, summed)), bool(buffer[-1])
 
@@ -186,14 +195,16 @@ class DataParallel:
         """Give every process process 0's training state (through the checkpoint format),
         then check that all hold the same."""
         from ..training.checkpoint import load, save
+
         with tempfile.TemporaryDirectory(prefix="graphnet-dp-") as folder:
             path = os.path.join(folder, "state.npz")
             if self.rank == 0:
                 save(solver, path)
                 with open(path, "rb") as file:
                     payload = file.read()
-            payload = self.broadcast_object(payload if self.rank == 0 else None,
-                                            "sending process 0's training state")
+            payload = self.broadcast_object(
+                payload if self.rank == 0 else None, "sending process 0's training state"
+            )
             if self.rank != 0:
                 with open(path, "wb") as file:
                     file.write(payload)
@@ -210,7 +221,8 @@ class DataParallel:
                 f"{when}, process{'es' if len(differing) > 1 else ''} "
                 f"{', '.join(map(str, differing))} hold{'s' * (len(differing) == 1)} other "
                 f"params, iteration or random state than process 0 (of {self.world_size}); "
-                "the processes must run the same graphnet, model and settings")
+                "the processes must run the same graphnet, model and settings"
+            )
 
     def threads_per_process(self) -> int:
         """The C++ kernels' threads for one process: this machine's cores shared among
@@ -225,9 +237,12 @@ def _running_averages(model):
     graph = getattr(model, "graph", None)
     if graph is None:
         return []
-    return [(node.state, key, value) for node in graph.nodes
-            for key, value in sorted(node.state.items())
-            if isinstance(value, np.ndarray) and value.dtype.kind == "f"]
+    return [
+        (node.state, key, value)
+        for node in graph.nodes
+        for key, value in sorted(node.state.items())
+        if isinstance(value, np.ndarray) and value.dtype.kind == "f"
+    ]
 
 
 def _fingerprint(solver):

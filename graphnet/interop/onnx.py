@@ -10,6 +10,7 @@ identity (ONNX Dropout without training_mode). Params become initializers with t
 names, inputs keep their names, and every size the graph leaves open (None) is a symbolic
 dimension ('N' for the batch), so the file takes any batch size.
 """
+
 from __future__ import annotations
 
 import math
@@ -21,9 +22,20 @@ import numpy as np
 from .._version import __version__
 from ..core.graph import Graph
 from ..errors import GraphError
-from ._common import (ONE_TO_ONE, Deferred, Sliced, affine_input, build_gate, check_supported,
-                      classes_last, gate_input, require, selected_nodes, slice_bounds,
-                      unsupported)
+from ._common import (
+    ONE_TO_ONE,
+    Deferred,
+    Sliced,
+    affine_input,
+    build_gate,
+    check_supported,
+    classes_last,
+    gate_input,
+    require,
+    selected_nodes,
+    slice_bounds,
+    unsupported,
+)
 
 #: ReduceSum takes its axes as an input and Softmax works on one axis from opset 13 on.
 MIN_OPSET = 13
@@ -31,9 +43,15 @@ MIN_OPSET = 13
 DEFAULT_OPSET = 21
 
 
-def to_onnx(graph: Graph, path: str | os.PathLike | None = None, *, outputs: Any = None,
-            opset: int | None = None, dtype: Any = None,
-            input_shapes: dict | None = None) -> Any:
+def to_onnx(
+    graph: Graph,
+    path: str | os.PathLike | None = None,
+    *,
+    outputs: Any = None,
+    opset: int | None = None,
+    dtype: Any = None,
+    input_shapes: dict | None = None,
+) -> Any:
     """Write `graph` (the part that `outputs` depend on: node names or nodes, the graph's
     sinks by default) as an ONNX model, checked with onnx.checker, to `path` (if given);
     returns the onnx.ModelProto. `dtype` (say np.float32) converts every float tensor of
@@ -51,33 +69,52 @@ def to_onnx(graph: Graph, path: str | os.PathLike | None = None, *, outputs: Any
     onnx = require("onnx", "graphnet.to_onnx")
     opset = DEFAULT_OPSET if opset is None else int(opset)
     if opset < MIN_OPSET:
-        raise ValueError(f"to_onnx: opset {opset} is too old; graphnet writes opset "
-                         f"{MIN_OPSET} or newer (default {DEFAULT_OPSET})")
+        raise ValueError(
+            f"to_onnx: opset {opset} is too old; graphnet writes opset "
+            f"{MIN_OPSET} or newer (default {DEFAULT_OPSET})"
+        )
     targets, nodes = selected_nodes(graph, outputs)
-    check_supported(((n.op, n.name) for n in nodes if n.kind == "gate"), EXPORTERS,
-                    "to_onnx", " Pass outputs= the nodes before them to export that part "
-                    "(the scores, say).")
+    check_supported(
+        ((n.op, n.name) for n in nodes if n.kind == "gate"),
+        EXPORTERS,
+        "to_onnx",
+        " Pass outputs= the nodes before them to export that part (the scores, say).",
+    )
     if dtype is not None and np.dtype(dtype).kind != "f":
         raise ValueError(f"to_onnx: dtype must be a float type (np.float32, say), got {dtype!r}")
     writer = _Writer(onnx, None if dtype is None else np.dtype(dtype), opset)
     for node in nodes:
         if node.kind == "input":
             users = [n for n in nodes if node in n.inputs]
-            writer.inputs.append(writer.value_info(
-                node, _input_shape(node, users, input_shapes or {}), _input_dtype(node, users)))
+            writer.inputs.append(
+                writer.value_info(
+                    node, _input_shape(node, users, input_shapes or {}), _input_dtype(node, users)
+                )
+            )
         elif node.kind == "param":
             writer.initializer(node.name, node.value)
         elif node.kind == "const":  # a Constant node, so that an import makes it a const
-            writer.op("Constant", [], node.name, value=onnx.numpy_helper.from_array(
-                writer.array(node.value, node.dtype), node.name))
+            writer.op(
+                "Constant",
+                [],
+                node.name,
+                value=onnx.numpy_helper.from_array(writer.array(node.value, node.dtype), node.name),
+            )
         else:
             EXPORTERS[node.op](writer, node, [i.name for i in node.inputs])
-    graph_proto = onnx.helper.make_graph(writer.nodes, "graphnet", writer.inputs,
-                                         [writer.value_info(t) for t in targets],
-                                         writer.initializers)
-    model = onnx.helper.make_model(graph_proto, producer_name="graphnet",
-                                   producer_version=__version__,
-                                   opset_imports=[onnx.helper.make_opsetid("", opset)])
+    graph_proto = onnx.helper.make_graph(
+        writer.nodes,
+        "graphnet",
+        writer.inputs,
+        [writer.value_info(t) for t in targets],
+        writer.initializers,
+    )
+    model = onnx.helper.make_model(
+        graph_proto,
+        producer_name="graphnet",
+        producer_version=__version__,
+        opset_imports=[onnx.helper.make_opsetid("", opset)],
+    )
     model = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
     onnx.checker.check_model(model, full_check=True)
     if path is not None:
@@ -100,13 +137,15 @@ class _Writer:
         return np.asarray(value, dtype=self.dtype(dtype))
 
     def op(self, op_type, inputs, output, **attrs):
-        self.nodes.append(self.onnx.helper.make_node(op_type, list(inputs), [output],
-                                                     name=output, **attrs))
+        self.nodes.append(
+            self.onnx.helper.make_node(op_type, list(inputs), [output], name=output, **attrs)
+        )
         return output
 
     def initializer(self, name, value):
-        self.initializers.append(self.onnx.numpy_helper.from_array(
-            self.array(value, np.asarray(value).dtype), name))
+        self.initializers.append(
+            self.onnx.numpy_helper.from_array(self.array(value, np.asarray(value).dtype), name)
+        )
         return name
 
     def ints(self, name, values):
@@ -119,9 +158,12 @@ class _Writer:
     def value_info(self, node, shape=None, dtype=None):
         shape = node.static_shape if shape is None else shape
         if shape is not None:
-            shape = ["N" if i == 0 and size is None else
-                     (f"{node.name}_dim{i}" if size is None else size)
-                     for i, size in enumerate(shape)]
+            shape = [
+                "N"
+                if i == 0 and size is None
+                else (f"{node.name}_dim{i}" if size is None else size)
+                for i, size in enumerate(shape)
+            ]
         elem_type = self.onnx.helper.np_dtype_to_tensor_dtype(self.dtype(dtype or node.dtype))
         return self.onnx.helper.make_tensor_value_info(node.name, elem_type, shape)
 
@@ -131,13 +173,18 @@ def _input_shape(node, users, input_shapes):
         return tuple(input_shapes[node.name])
     if node.static_shape is not None:
         return node.static_shape
-    widths = {u.inputs[1].static_shape[0] for u in users
-              if u.op == "affine" and u.inputs[0] is node and u.inputs[1].static_shape}
+    widths = {
+        u.inputs[1].static_shape[0]
+        for u in users
+        if u.op == "affine" and u.inputs[0] is node and u.inputs[1].static_shape
+    }
     if len(widths) == 1 and all(u.op == "affine" for u in users):
         return (None, widths.pop())
-    raise GraphError(f"to_onnx: input {node.name!r} was built without a shape, and ONNX needs "
-                     f"its rank: pass input_shapes={{{node.name!r}: (None, ...)}} (None for "
-                     "sizes left open)")
+    raise GraphError(
+        f"to_onnx: input {node.name!r} was built without a shape, and ONNX needs "
+        f"its rank: pass input_shapes={{{node.name!r}: (None, ...)}} (None for "
+        "sizes left open)"
+    )
 
 
 def _input_dtype(node, users):
@@ -145,19 +192,31 @@ def _input_dtype(node, users):
     every gate reading it takes integers (class labels), else the graph's float dtype."""
     if node.dtype is not None:
         return node.dtype
-    labels = all(position in user.gate.integer_inputs for user in users
-                 for position, source in enumerate(user.inputs) if source is node)
+    labels = all(
+        position in user.gate.integer_inputs
+        for user in users
+        for position, source in enumerate(user.inputs)
+        if source is node
+    )
     return np.dtype(np.int64) if labels else node.graph.dtype
 
 
 def _same(onnx_op, **attrs):
     """A gate that is one ONNX op on the same inputs; `attrs` maps each ONNX attribute to
     a constant, or to the gate hyperparameter it takes when given as _attr('name')."""
+
     def export(writer, node, inputs):
         gate_attrs = node.gate.attrs()
-        writer.op(onnx_op, inputs, node.name, **{
-            key: gate_attrs[value.name] if isinstance(value, _attr) else value
-            for key, value in attrs.items()})
+        writer.op(
+            onnx_op,
+            inputs,
+            node.name,
+            **{
+                key: gate_attrs[value.name] if isinstance(value, _attr) else value
+                for key, value in attrs.items()
+            },
+        )
+
     return export
 
 
@@ -171,13 +230,17 @@ class _attr:
 def _rank(node, gate_node, why):
     """The rank of `node`, the input of `gate_node`; an error saying `why` ONNX needs it."""
     if node.static_shape is None:
-        raise unsupported(gate_node.op, gate_node.name, f"its input {node.name!r} has no known "
-                          f"rank, and {why}: build the inputs with a shape")
+        raise unsupported(
+            gate_node.op,
+            gate_node.name,
+            f"its input {node.name!r} has no known rank, and {why}: build the inputs with a shape",
+        )
     return len(node.static_shape)
 
 
 def _reduce(onnx_op, axes_input_since):
     """sum, mean: the axes are an attribute before opset `axes_input_since`, then an input."""
+
     def export(writer, node, inputs):
         axis, keepdims = node.gate.attrs()["axis"], int(node.gate.attrs()["keepdims"])
         attrs = {}
@@ -186,6 +249,7 @@ def _reduce(onnx_op, axes_input_since):
         elif axis is not None:
             attrs["axes"] = np.atleast_1d(axis).tolist()
         writer.op(onnx_op, inputs, node.name, keepdims=keepdims, **attrs)
+
     return export
 
 
@@ -204,8 +268,14 @@ def _export_conv(writer, node, inputs):
 def _pool(onnx_op):
     def export(writer, node, inputs):
         attrs = node.gate.attrs()
-        writer.op(onnx_op, inputs, node.name, strides=[attrs["stride"]] * 2,
-                  kernel_shape=[attrs["pool_height"], attrs["pool_width"]])
+        writer.op(
+            onnx_op,
+            inputs,
+            node.name,
+            strides=[attrs["stride"]] * 2,
+            kernel_shape=[attrs["pool_height"], attrs["pool_width"]],
+        )
+
     return export
 
 
@@ -216,31 +286,35 @@ def _export_batchnorm(writer, node, inputs):
     features = np.shape(gamma.value) if gamma.value is not None else gamma.static_shape
     for stat in ("running_mean", "running_var"):
         value = node.state.get(stat, np.zeros(features))
-        inputs.append(writer.initializer(f"{node.name}/{stat}",
-                                         np.asarray(value, dtype=node.dtype)))
+        inputs.append(
+            writer.initializer(f"{node.name}/{stat}", np.asarray(value, dtype=node.dtype))
+        )
     attrs = node.gate.attrs()
-    writer.op("BatchNormalization", inputs, node.name, epsilon=attrs["eps"],
-              momentum=attrs["momentum"])
+    writer.op(
+        "BatchNormalization", inputs, node.name, epsilon=attrs["eps"], momentum=attrs["momentum"]
+    )
 
 
 def _export_dropout(writer, node, inputs):
     """ONNX Dropout without training_mode is the identity; the ratio is kept so that the
     drawing, Netron and an import back show p."""
     ratio = np.asarray(node.gate.attrs()["p"], dtype=node.dtype)
-    writer.op("Dropout", [inputs[0], writer.initializer(f"{node.name}/ratio", ratio)],
-              node.name)
+    writer.op("Dropout", [inputs[0], writer.initializer(f"{node.name}/ratio", ratio)], node.name)
 
 
 def _needs_opset(writer, node, onnx_op, opset):
     if writer.opset < opset:
-        raise unsupported(node.op, node.name, f"ONNX has {onnx_op} from opset {opset}; "
-                          f"export with opset={opset} or newer (this export: {writer.opset})")
+        raise unsupported(
+            node.op,
+            node.name,
+            f"ONNX has {onnx_op} from opset {opset}; "
+            f"export with opset={opset} or newer (this export: {writer.opset})",
+        )
 
 
 def _export_layernorm(writer, node, inputs):
     _needs_opset(writer, node, "LayerNormalization", 17)
-    writer.op("LayerNormalization", inputs, node.name, axis=-1,
-              epsilon=node.gate.attrs()["eps"])
+    writer.op("LayerNormalization", inputs, node.name, axis=-1, epsilon=node.gate.attrs()["eps"])
 
 
 def _export_groupnorm(writer, node, inputs):
@@ -253,17 +327,23 @@ def _export_groupnorm(writer, node, inputs):
             flat = flat or writer.initializer(f"{node.name}/flat", np.asarray([-1], np.int64))
             inputs[i] = writer.op("Reshape", [inputs[i], flat], f"{node.name}/{what}")
     attrs = node.gate.attrs()
-    writer.op("GroupNormalization", inputs, node.name, num_groups=attrs["G"],
-              epsilon=attrs["eps"])
+    writer.op("GroupNormalization", inputs, node.name, num_groups=attrs["G"], epsilon=attrs["eps"])
 
 
 def _export_reshape(writer, node, inputs):
     shape = node.gate.attrs()["shape"]
     if 0 in shape and writer.opset < 14:  # ONNX reads a 0 as "keep that size" unless allowzero
-        raise unsupported("reshape", node.name, f"shape {shape}: a size 0 needs opset 14 or "
-                          "newer (Reshape's allowzero)")
-    writer.op("Reshape", [inputs[0], writer.ints(f"{node.name}/shape", shape)], node.name,
-              **({"allowzero": 1} if 0 in shape else {}))
+        raise unsupported(
+            "reshape",
+            node.name,
+            f"shape {shape}: a size 0 needs opset 14 or newer (Reshape's allowzero)",
+        )
+    writer.op(
+        "Reshape",
+        [inputs[0], writer.ints(f"{node.name}/shape", shape)],
+        node.name,
+        **({"allowzero": 1} if 0 in shape else {}),
+    )
 
 
 def _export_flatten(writer, node, inputs):
@@ -274,8 +354,9 @@ def _export_flatten(writer, node, inputs):
     if axis == 1:
         writer.op("Flatten", inputs, node.name, axis=1)
     else:
-        writer.op("Reshape", [inputs[0], writer.ints(f"{node.name}/shape", [0] * axis + [-1])],
-                  node.name)
+        writer.op(
+            "Reshape", [inputs[0], writer.ints(f"{node.name}/shape", [0] * axis + [-1])], node.name
+        )
 
 
 def _export_transpose(writer, node, inputs):
@@ -300,7 +381,7 @@ def _export_slice(writer, node, inputs):
     if Ellipsis not in key:
         key = key + (Ellipsis,)
     at = key.index(Ellipsis)
-    key = key[:at] + (slice(None),) * (rank - indexed) + key[at + 1:]
+    key = key[:at] + (slice(None),) * (rank - indexed) + key[at + 1 :]
     bounds, squeezed, unsqueezed, axis, out_axis = [], [], [], 0, 0
     for part in key:
         if part is None:
@@ -311,8 +392,9 @@ def _export_slice(writer, node, inputs):
             step = part.step or 1
             if part != slice(None):
                 start = part.start if part.start is not None else _INT64_MAX if step < 0 else 0
-                stop = part.stop if part.stop is not None else \
-                    _INT64_MIN if step < 0 else _INT64_MAX
+                stop = (
+                    part.stop if part.stop is not None else _INT64_MIN if step < 0 else _INT64_MAX
+                )
                 bounds.append((start, stop, axis, step))
             out_axis += 1
         else:
@@ -331,8 +413,11 @@ def _export_slice(writer, node, inputs):
     value = inputs[0]
     for i, (op_type, arrays) in enumerate(steps):
         out = node.name if i == len(steps) - 1 else f"{node.name}/{op_type.lower()}"
-        value = writer.op(op_type, [value, *(writer.ints(f"{out}/{what}", values)
-                                             for what, values in arrays.items())], out)
+        value = writer.op(
+            op_type,
+            [value, *(writer.ints(f"{out}/{what}", values) for what, values in arrays.items())],
+            out,
+        )
 
 
 def _export_pow(writer, node, inputs):
@@ -342,8 +427,10 @@ def _export_pow(writer, node, inputs):
 
 def _export_clip(writer, node, inputs):
     attrs = node.gate.attrs()
-    bounds = ["" if attrs[side] is None else writer.scalar(f"{node.name}/{side}", attrs[side],
-                                                           node) for side in ("low", "high")]
+    bounds = [
+        "" if attrs[side] is None else writer.scalar(f"{node.name}/{side}", attrs[side], node)
+        for side in ("low", "high")
+    ]
     writer.op("Clip", [inputs[0], *bounds], node.name)
 
 
@@ -369,8 +456,15 @@ def _export_gelu(writer, node, inputs):
 
     def op(op_type, *args):  # a float argument is a constant
         out = f"{name}/{op_type.lower()}{len(writer.nodes)}"
-        return writer.op(op_type, [writer.scalar(f"{out}/constant", a, node)
-                                   if isinstance(a, float) else a for a in args], out)
+        return writer.op(
+            op_type,
+            [
+                writer.scalar(f"{out}/constant", a, node) if isinstance(a, float) else a
+                for a in args
+            ],
+            out,
+        )
+
     if approximate == "tanh":
         inner = op("Add", x, op("Mul", _TANH_CUBIC, op("Pow", x, 3.0)))
         phi = op("Tanh", op("Mul", _SQRT_2_OVER_PI, inner))
@@ -385,20 +479,33 @@ def _export_cross_entropy(writer, node, inputs):
     graphnet gives 0."""
     rank = _rank(node.inputs[0], node, "ONNX's loss reads the classes from axis 1")
     if rank < 2:
-        raise unsupported("cross_entropy", node.name, "ONNX's SoftmaxCrossEntropyLoss needs "
-                          "a batch axis: scores (N, C, ...)")
+        raise unsupported(
+            "cross_entropy",
+            node.name,
+            "ONNX's SoftmaxCrossEntropyLoss needs a batch axis: scores (N, C, ...)",
+        )
     if rank > 2:
-        inputs[0] = writer.op("Transpose", inputs[:1], f"{node.name}/classes_first",
-                              perm=[0, rank - 1, *range(1, rank - 1)])
+        inputs[0] = writer.op(
+            "Transpose",
+            inputs[:1],
+            f"{node.name}/classes_first",
+            perm=[0, rank - 1, *range(1, rank - 1)],
+        )
     ignore = node.gate.attrs()["ignore_index"]
-    writer.op("SoftmaxCrossEntropyLoss", inputs, node.name, reduction="mean",
-              **({} if ignore is None else {"ignore_index": ignore}))
+    writer.op(
+        "SoftmaxCrossEntropyLoss",
+        inputs,
+        node.name,
+        reduction="mean",
+        **({} if ignore is None else {"ignore_index": ignore}),
+    )
 
 
 # ----- the sequence gates ---------------------------------------------------------------
 # The course's conventions: weights (in, out), one bias, the LSTM's gate blocks in the
 # order i, f, o, g. ONNX's RNN and LSTM take them transposed, with a second (recurrent)
 # bias, and the LSTM's blocks in the order i, o, f, c.
+
 
 class _Ops:
     """Writes the ONNX nodes of one gate, each named after the gate's node."""
@@ -418,16 +525,24 @@ class _Ops:
 
     def block(self, tensor, k, size, axis, suffix):
         """The k-th block of `size` entries of `tensor` along `axis`."""
-        return self("Slice", [tensor, self.ints(f"{suffix}_start", [k * size]),
-                              self.ints(f"{suffix}_end", [(k + 1) * size]),
-                              self.ints(f"{suffix}_axis", [axis])], suffix)
+        return self(
+            "Slice",
+            [
+                tensor,
+                self.ints(f"{suffix}_start", [k * size]),
+                self.ints(f"{suffix}_end", [(k + 1) * size]),
+                self.ints(f"{suffix}_axis", [axis]),
+            ],
+            suffix,
+        )
 
 
 def _hidden_size(node):
     H = node.static_shape[-1] if node.static_shape else None
     if H is None:
-        raise unsupported(node.op, node.name, "ONNX needs the hidden size: build Wh with a "
-                          "known shape")
+        raise unsupported(
+            node.op, node.name, "ONNX needs the hidden size: build Wh with a known shape"
+        )
     return H
 
 
@@ -438,35 +553,51 @@ def _onnx_recurrent_weights(ops, inputs, H, lstm):
     def onnx_order(tensor, what):  # the course's i, f, o, g -> ONNX's i, o, f, c
         if not lstm:
             return tensor
-        blocks = [ops.block(tensor, k, H, 0, f"{what}_{gate}")
-                  for k, gate in ((0, "i"), (2, "o"), (1, "f"), (3, "c"))]
+        blocks = [
+            ops.block(tensor, k, H, 0, f"{what}_{gate}")
+            for k, gate in ((0, "i"), (2, "o"), (1, "f"), (3, "c"))
+        ]
         return ops("Concat", blocks, f"{what}_iofc", axis=0)
-    W, R = (ops("Unsqueeze", [onnx_order(ops("Transpose", [w], f"{what}_T", perm=[1, 0]),
-                                         what), axis0], what)
-            for w, what in ((inputs[2], "W"), (inputs[3], "R")))
+
+    W, R = (
+        ops(
+            "Unsqueeze",
+            [onnx_order(ops("Transpose", [w], f"{what}_T", perm=[1, 0]), what), axis0],
+            what,
+        )
+        for w, what in ((inputs[2], "W"), (inputs[3], "R"))
+    )
     b = onnx_order(inputs[4], "b")
-    B = ops("Unsqueeze", [ops("Concat", [b, ops("Sub", [b, b], "no_recurrent_bias")],
-                              "biases", axis=0), axis0], "B")
+    B = ops(
+        "Unsqueeze",
+        [ops("Concat", [b, ops("Sub", [b, b], "no_recurrent_bias")], "biases", axis=0), axis0],
+        "B",
+    )
     return W, R, B
 
 
 def _recurrent(onnx_op):
     """rnn, lstm: ONNX's RNN or LSTM, time first (onnxruntime runs no other layout, and
     only in float32)."""
+
     def export(writer, node, inputs):
         ops, H = _Ops(writer, node), _hidden_size(node)
         W, R, B = _onnx_recurrent_weights(ops, inputs, H, onnx_op == "LSTM")
         x = ops("Transpose", [inputs[0]], "time_first", perm=[1, 0, 2])
         h0 = ops("Unsqueeze", [inputs[1], ops.ints("direction", [0])], "initial_h")
-        Y = ops(onnx_op, [x, W, R, B, "", h0], "Y", hidden_size=H)         # (T, 1, N, H)
+        Y = ops(onnx_op, [x, W, R, B, "", h0], "Y", hidden_size=H)  # (T, 1, N, H)
         Y = ops("Squeeze", [Y, ops.ints("direction_axis", [1])], "Y_squeezed")
         ops("Transpose", [Y], perm=[1, 0, 2])
+
     return export
 
 
 def _step_preactivation(ops, x, h, Wx, Wh, b):
-    return ops("Add", [ops("Add", [ops("MatMul", [x, Wx], "xWx"), ops("MatMul", [h, Wh], "hWh")],
-                           "sum"), b], "a")
+    return ops(
+        "Add",
+        [ops("Add", [ops("MatMul", [x, Wx], "xWx"), ops("MatMul", [h, Wh], "hWh")], "sum"), b],
+        "a",
+    )
 
 
 def _export_rnn_step(writer, node, inputs):
@@ -478,14 +609,16 @@ def _export_lstm_step(writer, node, inputs):
     ops, H = _Ops(writer, node), _hidden_size(node)
     x, prev_h, prev_c, Wx, Wh, b = inputs
     a = _step_preactivation(ops, x, prev_h, Wx, Wh, b)
-    i, f, o = (ops("Sigmoid", [ops.block(a, k, H, 1, f"a_{g}")], g)
-               for k, g in enumerate("ifo"))
+    i, f, o = (ops("Sigmoid", [ops.block(a, k, H, 1, f"a_{g}")], g) for k, g in enumerate("ifo"))
     g = ops("Tanh", [ops.block(a, 3, H, 1, "a_g")], "g")
     c = ops("Add", [ops("Mul", [f, prev_c], "f_c"), ops("Mul", [i, g], "i_g")], "next_c")
     h = ops("Mul", [o, ops("Tanh", [c], "tanh_c")], "next_h")
     axis0 = ops.ints("axis0", [0])
-    ops("Concat", [ops("Unsqueeze", [h, axis0], "h_stacked"),
-                   ops("Unsqueeze", [c, axis0], "c_stacked")], axis=0)
+    ops(
+        "Concat",
+        [ops("Unsqueeze", [h, axis0], "h_stacked"), ops("Unsqueeze", [c, axis0], "c_stacked")],
+        axis=0,
+    )
 
 
 def _export_word_embedding(writer, node, inputs):
@@ -501,14 +634,25 @@ def _export_temporal_softmax_loss(writer, node, inputs):
     """Per-step SoftmaxCrossEntropyLoss (classes moved to axis 1), masked, summed, / N."""
     ops = _Ops(writer, node)
     x, y, mask = inputs
-    per_step = ops("SoftmaxCrossEntropyLoss",
-                   [ops("Transpose", [x], "classes_first", perm=[0, 2, 1]), y], "per_step",
-                   reduction="none")
-    counted = ops("Cast", [ops("Cast", [mask], "mask_bool", to=_BOOL)], "counted",
-                  to=_tensor_type(writer, node))
+    per_step = ops(
+        "SoftmaxCrossEntropyLoss",
+        [ops("Transpose", [x], "classes_first", perm=[0, 2, 1]), y],
+        "per_step",
+        reduction="none",
+    )
+    counted = ops(
+        "Cast",
+        [ops("Cast", [mask], "mask_bool", to=_BOOL)],
+        "counted",
+        to=_tensor_type(writer, node),
+    )
     total = ops("ReduceSum", [ops("Mul", [per_step, counted], "masked")], "total", keepdims=0)
-    batch = ops("Cast", [ops("Gather", [ops("Shape", [x], "shape"), ops.ints("batch_axis", 0)],
-                             "N_int", axis=0)], "N", to=_tensor_type(writer, node))
+    batch = ops(
+        "Cast",
+        [ops("Gather", [ops("Shape", [x], "shape"), ops.ints("batch_axis", 0)], "N_int", axis=0)],
+        "N",
+        to=_tensor_type(writer, node),
+    )
     ops("Div", [total, ops("Max", [batch, ops.scalar("one", 1.0)], "at_least_1")])
 
 
@@ -520,20 +664,30 @@ def _export_attention(writer, node, inputs):
     rank = _rank(node.inputs[1], node, "ONNX's Transpose needs the rank of the keys")
     features = node.inputs[0].static_shape[-1] if node.inputs[0].static_shape else None
     if features is None:
-        raise unsupported(node.op, node.name, "ONNX needs the feature size d of the queries "
-                          "for the scale 1/√d: build q with a known last axis")
+        raise unsupported(
+            node.op,
+            node.name,
+            "ONNX needs the feature size d of the queries "
+            "for the scale 1/√d: build q with a known last axis",
+        )
     k_t = ops("Transpose", [k], "k_T", perm=[*range(rank - 2), rank - 1, rank - 2])
-    scores = ops("Mul", [ops("MatMul", [q, k_t], "q_kT"),
-                         ops.scalar("scale", 1 / math.sqrt(features) if features else 1.0)],
-                 "scores")
+    scores = ops(
+        "Mul",
+        [
+            ops("MatMul", [q, k_t], "q_kT"),
+            ops.scalar("scale", 1 / math.sqrt(features) if features else 1.0),
+        ],
+        "scores",
+    )
     if len(inputs) == 3:
         ops("MatMul", [ops("Softmax", [scores], "weights", axis=-1), v])
         return
     keep = ops("Cast", [inputs[3]], "keep", to=_BOOL)
     masked = ops("Where", [keep, scores, ops.scalar("minus_inf", -math.inf)], "masked")
     weights = ops("Softmax", [masked], "softmax", axis=-1)
-    weights = ops("Where", [ops("IsNaN", [weights], "no_key"), ops.scalar("zero", 0.0),
-                            weights], "weights")
+    weights = ops(
+        "Where", [ops("IsNaN", [weights], "no_key"), ops.scalar("zero", 0.0), weights], "weights"
+    )
     ops("MatMul", [weights, v])
 
 
@@ -549,16 +703,21 @@ EXPORTERS = {
     **{gate: _same(onnx_op) for gate, (onnx_op, _) in ONE_TO_ONE.items()},
     "softmax": _same("Softmax", axis=-1),
     "log_softmax": _same("LogSoftmax", axis=_attr("axis")),
-    "sum": _reduce("ReduceSum", 13), "mean": _reduce("ReduceMean", 18),
+    "sum": _reduce("ReduceSum", 13),
+    "mean": _reduce("ReduceMean", 18),
     "affine": _export_affine,
     "conv": _export_conv,
-    "max_pool": _pool("MaxPool"), "avg_pool": _pool("AveragePool"),
-    "batchnorm": _export_batchnorm, "spatial_batchnorm": _export_batchnorm,
-    "layernorm": _export_layernorm, "spatial_groupnorm": _export_groupnorm,
+    "max_pool": _pool("MaxPool"),
+    "avg_pool": _pool("AveragePool"),
+    "batchnorm": _export_batchnorm,
+    "spatial_batchnorm": _export_batchnorm,
+    "layernorm": _export_layernorm,
+    "spatial_groupnorm": _export_groupnorm,
     "dropout": _export_dropout,
     "softmax_loss": _same("SoftmaxCrossEntropyLoss", reduction="mean"),
     "cross_entropy": _export_cross_entropy,
-    "reshape": _export_reshape, "flatten": _export_flatten,
+    "reshape": _export_reshape,
+    "flatten": _export_flatten,
     "transpose": _export_transpose,
     "concat": _same("Concat", axis=_attr("axis")),
     "slice": _export_slice,
@@ -569,15 +728,20 @@ EXPORTERS = {
     "leaky_relu": _same("LeakyRelu", alpha=_attr("alpha")),
     "gelu": _export_gelu,
     "softplus": _same("Softplus"),
-    "rnn": _recurrent("RNN"), "lstm": _recurrent("LSTM"),
-    "rnn_step": _export_rnn_step, "lstm_step": _export_lstm_step,
-    "word_embedding": _export_word_embedding, "temporal_affine": _export_temporal_affine,
+    "rnn": _recurrent("RNN"),
+    "lstm": _recurrent("LSTM"),
+    "rnn_step": _export_rnn_step,
+    "lstm_step": _export_lstm_step,
+    "word_embedding": _export_word_embedding,
+    "temporal_affine": _export_temporal_affine,
     "temporal_softmax_loss": _export_temporal_softmax_loss,
-    "attention": _export_attention, "masked_attention": _export_attention,
+    "attention": _export_attention,
+    "masked_attention": _export_attention,
 }
 
 
 # ----- import --------------------------------------------------------------------------
+
 
 def from_onnx(path_or_model: Any) -> Graph:
     """A Graph of gates built from an ONNX model (a path or an onnx.ModelProto).
@@ -595,12 +759,21 @@ def from_onnx(path_or_model: Any) -> Graph:
         >>> g.softmax_loss(g["scores"], y, name="loss")  # add a loss, then draw and train it
     """
     onnx = require("onnx", "graphnet.from_onnx")
-    model = (path_or_model if isinstance(path_or_model, onnx.ModelProto)
-             else onnx.load(os.fspath(path_or_model)))
+    model = (
+        path_or_model
+        if isinstance(path_or_model, onnx.ModelProto)
+        else onnx.load(os.fspath(path_or_model))
+    )
     gelus, inside = _find_gelus(onnx, model)
-    check_supported(((n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}.{n.op_type}",
-                      _output(n)) for n in model.graph.node if _output(n) not in inside),
-                    IMPORTERS, "from_onnx")
+    check_supported(
+        (
+            (n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}.{n.op_type}", _output(n))
+            for n in model.graph.node
+            if _output(n) not in inside
+        ),
+        IMPORTERS,
+        "from_onnx",
+    )
     return _Reader(onnx, model, gelus, inside).build()
 
 
@@ -614,14 +787,13 @@ class _Reader:
 
     def __init__(self, onnx, model, gelus, inside):
         self.onnx = onnx
-        self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
-                          MIN_OPSET)
+        self.opset = next(
+            (o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), MIN_OPSET
+        )
         self.model, self.gelus, self.inside = model, gelus, inside
-        self.constants = {t.name: onnx.numpy_helper.to_array(t)
-                          for t in model.graph.initializer}
+        self.constants = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
         self.initializer_names = set(self.constants)
-        floats = [_elem_dtype(onnx, i) for i in model.graph.input
-                  if i.name not in self.constants]
+        floats = [_elem_dtype(onnx, i) for i in model.graph.input if i.name not in self.constants]
         floats = [d for d in floats if d.kind == "f"]
         self.graph = Graph(dtype=floats[0] if floats else np.float32)
         self.values, self.transposed = {}, {}
@@ -630,19 +802,27 @@ class _Reader:
         g = self.graph
         for info in self.model.graph.input:
             if info.name not in self.constants:
-                self.values[info.name] = g.input(info.name, shape=_shape(info),
-                                                 dtype=_elem_dtype(self.onnx, info))
+                self.values[info.name] = g.input(
+                    info.name, shape=_shape(info), dtype=_elem_dtype(self.onnx, info)
+                )
         for node in self.model.graph.node:
             if _output(node) in self.inside:
                 continue
             extra = [o for o in node.output[1:] if o and self._used(o)]
             if extra:
-                raise unsupported(node.op_type, node.output[0], f"graphnet computes only its "
-                                  f"first output, but {', '.join(extra)} is used")
+                raise unsupported(
+                    node.op_type,
+                    node.output[0],
+                    f"graphnet computes only its first output, but {', '.join(extra)} is used",
+                )
             if node.output[0] in self.gelus:
                 x, approximate = self.gelus[node.output[0]]
-                value = self.gate("gelu", node, [gate_input(self.input_value(x), "a gelu")],
-                                  approximate=approximate)
+                value = self.gate(
+                    "gelu",
+                    node,
+                    [gate_input(self.input_value(x), "a gelu")],
+                    approximate=approximate,
+                )
             else:
                 value = IMPORTERS[node.op_type](self, node)
             if value is not None:
@@ -654,7 +834,8 @@ class _Reader:
 
     def _used(self, tensor):
         return any(tensor in n.input for n in self.model.graph.node) or any(
-            tensor == o.name for o in self.model.graph.output)
+            tensor == o.name for o in self.model.graph.output
+        )
 
     # what the importers call
 
@@ -676,10 +857,14 @@ class _Reader:
             value = self.constants[name]
             if value.dtype.kind == "b":  # graphnet's masks are integers, nonzero true
                 value = value.astype(np.int64)
-            make_param = (name in self.initializer_names and value.dtype.kind == "f"
-                          and value.ndim > 0)
-            self.values[name] = (self.graph.param(name, value, dtype=value.dtype) if make_param
-                                 else self.graph.const(value, name=name, dtype=value.dtype))
+            make_param = (
+                name in self.initializer_names and value.dtype.kind == "f" and value.ndim > 0
+            )
+            self.values[name] = (
+                self.graph.param(name, value, dtype=value.dtype)
+                if make_param
+                else self.graph.const(value, name=name, dtype=value.dtype)
+            )
         return self.values[name]
 
     def input(self, node, i):
@@ -688,8 +873,9 @@ class _Reader:
     def constant(self, node, i, what):
         name = node.input[i]
         if name not in self.constants:
-            raise unsupported(node.op_type, node.output[0],
-                              f"its {what} (input {i}, {name!r}) must be a constant")
+            raise unsupported(
+                node.op_type, node.output[0], f"its {what} (input {i}, {name!r}) must be a constant"
+            )
         return self.constants[name]
 
     def ints(self, node, i, attr):
@@ -705,8 +891,7 @@ class _Reader:
 
     def sliced(self, node):
         """A run of indexing ops so far on the node's first input (see Sliced)."""
-        return Sliced.of(self.graph, self.input_value(node.input[0]), node.op_type,
-                         node.output[0])
+        return Sliced.of(self.graph, self.input_value(node.input[0]), node.op_type, node.output[0])
 
 
 def _shape(info):
@@ -731,8 +916,9 @@ def _find_gelus(onnx, model):
     for tail in model.graph.node:
         x, approximate = finder.match(tail)
         interior = set() if x is None else finder.interior(tail, x)
-        if x is not None and all(finder.read_only_by(name, interior | {_output(tail)})
-                                 for name in interior):
+        if x is not None and all(
+            finder.read_only_by(name, interior | {_output(tail)}) for name in interior
+        ):
             gelus[_output(tail)] = (x, approximate)
             inside |= interior
     return gelus, inside
@@ -746,9 +932,15 @@ class _GeluFinder:
         nodes = model.graph.node
         self.producer = {_output(n): n for n in nodes}
         self.constants = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
-        self.constants.update({_output(n): onnx.numpy_helper.to_array(a.t) for n in nodes
-                               if n.op_type == "Constant" for a in n.attribute
-                               if a.name == "value"})
+        self.constants.update(
+            {
+                _output(n): onnx.numpy_helper.to_array(a.t)
+                for n in nodes
+                if n.op_type == "Constant"
+                for a in n.attribute
+                if a.name == "value"
+            }
+        )
         self.readers = {}
         for n in nodes:
             for name in n.input:
@@ -761,10 +953,13 @@ class _GeluFinder:
         node = self.producer.get(name)
         if node is None or node.op_type != op_type or len(node.input) != 2:
             return None
-        for this, other in (node.input, reversed(node.input))[:1 + commutes]:
+        for this, other in (node.input, reversed(node.input))[: 1 + commutes]:
             constant = self.constants.get(other)
-            if constant is not None and constant.size == 1 and math.isclose(
-                    float(np.ravel(constant)[0]), value, rel_tol=1e-6):
+            if (
+                constant is not None
+                and constant.size == 1
+                and math.isclose(float(np.ravel(constant)[0]), value, rel_tol=1e-6)
+            ):
                 return this
         return None
 
@@ -772,8 +967,9 @@ class _GeluFinder:
         """(x, approximate) when `name` is erf(x/√2) or tanh(√(2/π)(x + 0.044715x³))."""
         node = self.producer.get(name)
         if node is not None and node.op_type == "Erf":
-            x = self.operand(node.input[0], "Div", _SQRT_2, commutes=False) or \
-                self.operand(node.input[0], "Mul", 1 / _SQRT_2)
+            x = self.operand(node.input[0], "Div", _SQRT_2, commutes=False) or self.operand(
+                node.input[0], "Mul", 1 / _SQRT_2
+            )
             return x, "none"
         if node is None or node.op_type != "Tanh":
             return None, None
@@ -814,8 +1010,12 @@ class _GeluFinder:
         while stack:
             for name in stack.pop().input:
                 source = self.producer.get(name)
-                if name != x and name not in interior and source is not None \
-                        and source.op_type != "Constant":
+                if (
+                    name != x
+                    and name not in interior
+                    and source is not None
+                    and source.op_type != "Constant"
+                ):
                     interior.add(name)
                     stack.append(source)
         return interior
@@ -826,11 +1026,13 @@ class _GeluFinder:
 
 def _gate(op):
     """An ONNX op that is one graphnet gate on the same inputs."""
+
     def read(r, node):
         inputs = [r.input(node, i) for i in range(len(node.input))]
         while len(inputs) > 2:  # Max, Min and Sum take any number: a chain of two-input gates
             inputs[:2] = [build_gate(r.graph, op, inputs[:2], f"{node.output[0]}/{len(inputs)}")]
         return r.gate(op, node, inputs)
+
     return read
 
 
@@ -838,6 +1040,7 @@ def _read_softmax(gate):
     """Softmax, LogSoftmax: along `axis` from opset 13 on; before, over all the axes from
     `axis` on (the same when it is the last). graphnet's softmax works along the last
     axis, its log_softmax along any."""
+
     def read(r, node):
         x = r.input(node, 0)
         axis = r.attr(node, "axis", -1 if r.opset >= 13 else 1)
@@ -845,14 +1048,20 @@ def _read_softmax(gate):
             return r.gate(gate, node, [x])
         if gate == "log_softmax" and r.opset >= 13:
             return r.gate(gate, node, [x], axis=axis)
-        raise unsupported(node.op_type, node.output[0], f"axis {axis}: graphnet's {gate} "
-                          f"works along one axis, here the last (input shape {x.static_shape})")
+        raise unsupported(
+            node.op_type,
+            node.output[0],
+            f"axis {axis}: graphnet's {gate} "
+            f"works along one axis, here the last (input shape {x.static_shape})",
+        )
+
     return read
 
 
 def _read_reduce(gate):
     """ReduceSum, ReduceMean: axes an input (ReduceSum from opset 13, ReduceMean from 18)
     or an attribute."""
+
     def read(r, node):
         x = r.input(node, 0)
         axes = r.ints(node, 1, "axes")
@@ -860,14 +1069,16 @@ def _read_reduce(gate):
             return x
         axis = None if not axes else axes[0] if len(axes) == 1 else tuple(axes)
         return r.gate(gate, node, [x], axis=axis, keepdims=bool(r.attr(node, "keepdims", 1)))
+
     return read
 
 
 def _read_global_average_pool(r, node):
     x = r.input(node, 0)
     if x.static_shape is None:
-        raise unsupported("GlobalAveragePool", node.output[0], "graphnet reads it on an input "
-                          "of known rank")
+        raise unsupported(
+            "GlobalAveragePool", node.output[0], "graphnet reads it on an input of known rank"
+        )
     return r.gate("mean", node, [x], axis=tuple(range(2, len(x.static_shape))), keepdims=True)
 
 
@@ -875,17 +1086,28 @@ def _read_gemm(r, node):
     """Gemm (alpha = beta = 1, A not transposed) is an affine gate; a transposed constant
     B (PyTorch's Linear weight, (out, in)) becomes a param holding B.T, (in, out)."""
     name = node.output[0]
-    if r.attr(node, "alpha", 1.0) != 1.0 or r.attr(node, "beta", 1.0) != 1.0 or \
-            r.attr(node, "transA", 0):
-        raise unsupported("Gemm", name, "graphnet's affine gate is x @ w + b: alpha and beta "
-                          "must be 1 and transA 0")
+    if (
+        r.attr(node, "alpha", 1.0) != 1.0
+        or r.attr(node, "beta", 1.0) != 1.0
+        or r.attr(node, "transA", 0)
+    ):
+        raise unsupported(
+            "Gemm",
+            name,
+            "graphnet's affine gate is x @ w + b: alpha and beta must be 1 and transA 0",
+        )
     if r.attr(node, "transB", 0):
         w = _transposed_param(r, node, 1, "B")
     else:
         w = r.input(node, 1)
     x = affine_input(r.input_value(node.input[0]))
-    b = r.input(node, 2) if r.has(node, 2) else r.graph.const(  # graphnet's affine adds a bias
-        np.zeros(w.static_shape[1], w.dtype), name=f"{name}/bias")
+    b = (
+        r.input(node, 2)
+        if r.has(node, 2)
+        else r.graph.const(  # graphnet's affine adds a bias
+            np.zeros(w.static_shape[1], w.dtype), name=f"{name}/bias"
+        )
+    )
     return r.gate("affine", node, [x, w, b])
 
 
@@ -900,53 +1122,91 @@ def _transposed_param(r, node, i, what):
 def _equal_pair(r, node, attr, default, what):
     values = r.attr(node, attr, default)
     if len(set(values)) != 1:
-        raise unsupported(node.op_type, node.output[0], f"{attr} {values}: graphnet's "
-                          f"{what} takes the same {attr} along every axis")
+        raise unsupported(
+            node.op_type,
+            node.output[0],
+            f"{attr} {values}: graphnet's {what} takes the same {attr} along every axis",
+        )
     return values[0]
 
 
 def _check_plain_window(r, node, what):
     """Settings graphnet's conv and pooling do not have: dilation, groups, auto_pad."""
-    if any(d != 1 for d in r.attr(node, "dilations", [1])) or r.attr(node, "group", 1) != 1 \
-            or r.attr(node, "auto_pad", "NOTSET") != "NOTSET" or r.attr(node, "ceil_mode", 0):
-        raise unsupported(node.op_type, node.output[0], f"graphnet's {what} has no dilation, "
-                          "groups, auto_pad or ceil_mode")
+    if (
+        any(d != 1 for d in r.attr(node, "dilations", [1]))
+        or r.attr(node, "group", 1) != 1
+        or r.attr(node, "auto_pad", "NOTSET") != "NOTSET"
+        or r.attr(node, "ceil_mode", 0)
+    ):
+        raise unsupported(
+            node.op_type,
+            node.output[0],
+            f"graphnet's {what} has no dilation, groups, auto_pad or ceil_mode",
+        )
 
 
 def _read_conv(r, node):
     _check_plain_window(r, node, "conv")
     x, w = r.input(node, 0), r.input(node, 1)
-    b = r.input(node, 2) if r.has(node, 2) else r.graph.const(
-        np.zeros(w.static_shape[0], w.dtype), name=f"{node.output[0]}/bias")
-    return r.gate("conv", node, [x, w, b], stride=_equal_pair(r, node, "strides", [1], "conv"),
-                  pad=_equal_pair(r, node, "pads", [0], "conv"))
+    b = (
+        r.input(node, 2)
+        if r.has(node, 2)
+        else r.graph.const(np.zeros(w.static_shape[0], w.dtype), name=f"{node.output[0]}/bias")
+    )
+    return r.gate(
+        "conv",
+        node,
+        [x, w, b],
+        stride=_equal_pair(r, node, "strides", [1], "conv"),
+        pad=_equal_pair(r, node, "pads", [0], "conv"),
+    )
 
 
 def _read_pool(gate):
     """MaxPool, AveragePool (without padding, so count_include_pad changes nothing)."""
+
     def read(r, node):
         _check_plain_window(r, node, gate)
         if any(r.attr(node, "pads", [0])):
             raise unsupported(node.op_type, node.output[0], f"graphnet's {gate} has no padding")
         height, width = r.attr(node, "kernel_shape")
-        return r.gate(gate, node, [r.input(node, 0)], pool_height=height, pool_width=width,
-                      stride=_equal_pair(r, node, "strides", [1], gate))
+        return r.gate(
+            gate,
+            node,
+            [r.input(node, 0)],
+            pool_height=height,
+            pool_width=width,
+            stride=_equal_pair(r, node, "strides", [1], gate),
+        )
+
     return read
 
 
 def _read_batchnorm(r, node):
     if r.attr(node, "training_mode", 0):
-        raise unsupported("BatchNormalization", node.output[0], "training_mode=1: graphnet "
-                          "reads inference batchnorm and switches mode with graph.train()")
+        raise unsupported(
+            "BatchNormalization",
+            node.output[0],
+            "training_mode=1: graphnet "
+            "reads inference batchnorm and switches mode with graph.train()",
+        )
     x = r.input(node, 0)
     rank = None if x.static_shape is None else len(x.static_shape)
     if rank not in (2, 4):
-        raise unsupported("BatchNormalization", node.output[0], f"input of shape "
-                          f"{x.static_shape}: graphnet has batchnorm for (N, D) and "
-                          "spatial_batchnorm for (N, C, H, W)")
-    out = r.gate("batchnorm" if rank == 2 else "spatial_batchnorm", node,
-                 [x, r.input(node, 1), r.input(node, 2)],
-                 eps=r.attr(node, "epsilon", 1e-5), momentum=r.attr(node, "momentum", 0.9))
+        raise unsupported(
+            "BatchNormalization",
+            node.output[0],
+            f"input of shape "
+            f"{x.static_shape}: graphnet has batchnorm for (N, D) and "
+            "spatial_batchnorm for (N, C, H, W)",
+        )
+    out = r.gate(
+        "batchnorm" if rank == 2 else "spatial_batchnorm",
+        node,
+        [x, r.input(node, 1), r.input(node, 2)],
+        eps=r.attr(node, "epsilon", 1e-5),
+        momentum=r.attr(node, "momentum", 0.9),
+    )
     out.state["running_mean"] = r.constant(node, 3, "mean").copy()
     out.state["running_var"] = r.constant(node, 4, "var").copy()
     return out
@@ -956,10 +1216,17 @@ def _read_layernorm(r, node):
     x = r.input(node, 0)
     last = -1 if x.static_shape is None else len(x.static_shape) - 1
     if r.attr(node, "axis", -1) not in (-1, last) or not r.has(node, 2):
-        raise unsupported("LayerNormalization", node.output[0], "graphnet's layernorm "
-                          "normalizes over the last axis, with a scale and a bias")
-    return r.gate("layernorm", node, [x, r.input(node, 1), r.input(node, 2)],
-                  eps=r.attr(node, "epsilon", 1e-5))
+        raise unsupported(
+            "LayerNormalization",
+            node.output[0],
+            "graphnet's layernorm normalizes over the last axis, with a scale and a bias",
+        )
+    return r.gate(
+        "layernorm",
+        node,
+        [x, r.input(node, 1), r.input(node, 2)],
+        eps=r.attr(node, "epsilon", 1e-5),
+    )
 
 
 def _read_groupnorm(r, node):
@@ -970,21 +1237,33 @@ def _read_groupnorm(r, node):
     scales = [r.input(node, i) for i in (1, 2)]
     if r.opset < 21:
         if channels is None:
-            raise unsupported("GroupNormalization", node.output[0], "opset < 21 scales per "
-                              "group: graphnet needs the channel count to repeat them")
-        scales = [r.graph.const(np.repeat(r.constant(node, i, what), channels // groups),
-                                name=f"{node.output[0]}/{what}")
-                  for i, what in ((1, "scale"), (2, "bias"))]
-    return r.gate("spatial_groupnorm", node, [x, *scales], G=groups,
-                  eps=r.attr(node, "epsilon", 1e-5))
+            raise unsupported(
+                "GroupNormalization",
+                node.output[0],
+                "opset < 21 scales per group: graphnet needs the channel count to repeat them",
+            )
+        scales = [
+            r.graph.const(
+                np.repeat(r.constant(node, i, what), channels // groups),
+                name=f"{node.output[0]}/{what}",
+            )
+            for i, what in ((1, "scale"), (2, "bias"))
+        ]
+    return r.gate(
+        "spatial_groupnorm", node, [x, *scales], G=groups, eps=r.attr(node, "epsilon", 1e-5)
+    )
 
 
 def _read_dropout(r, node):
     if r.has(node, 2) and r.constant(node, 2, "training_mode"):
-        raise unsupported("Dropout", node.output[0], "training_mode=True: graphnet switches "
-                          "dropout on with graph.train()")
-    ratio = float(r.constant(node, 1, "ratio")) if r.has(node, 1) else \
-        float(r.attr(node, "ratio", 0.5))
+        raise unsupported(
+            "Dropout",
+            node.output[0],
+            "training_mode=True: graphnet switches dropout on with graph.train()",
+        )
+    ratio = (
+        float(r.constant(node, 1, "ratio")) if r.has(node, 1) else float(r.attr(node, "ratio", 0.5))
+    )
     return r.gate("dropout", node, [r.input(node, 0)], p=ratio)
 
 
@@ -992,11 +1271,13 @@ def _read_softmax_cross_entropy(r, node):
     """softmax_loss where it is the course's loss ((N, C) scores, every label counted),
     else cross_entropy (classes moved to the last axis)."""
     if r.has(node, 2) or r.attr(node, "reduction", "mean") != "mean":
-        raise unsupported("SoftmaxCrossEntropyLoss", node.output[0], "graphnet's losses are "
-                          "the unweighted mean")
+        raise unsupported(
+            "SoftmaxCrossEntropyLoss", node.output[0], "graphnet's losses are the unweighted mean"
+        )
     ignore = r.attr(node, "ignore_index")
-    scores, rank = classes_last(r.graph, r.input_value(node.input[0]), node.output[0],
-                                "SoftmaxCrossEntropyLoss")
+    scores, rank = classes_last(
+        r.graph, r.input_value(node.input[0]), node.output[0], "SoftmaxCrossEntropyLoss"
+    )
     labels = r.input(node, 1)
     if rank == 2 and ignore is None:
         return r.gate("softmax_loss", node, [scores, labels])
@@ -1011,8 +1292,7 @@ def _read_flatten(r, node):
     if x.static_shape is None:
         raise unsupported("Flatten", node.output[0], f"axis {axis} of an input of unknown rank")
     axis %= len(x.static_shape) + 1
-    return _reshape(r, node, x, [_product(x.static_shape[:axis]),
-                                 _product(x.static_shape[axis:])])
+    return _reshape(r, node, x, [_product(x.static_shape[:axis]), _product(x.static_shape[axis:])])
 
 
 def _product(sizes):
@@ -1022,10 +1302,18 @@ def _product(sizes):
 def _reshape(r, node, x, sizes):
     """A reshape gate to `sizes`, one of which may be None (left open: -1)."""
     if sizes.count(None) + sizes.count(-1) > 1:
-        raise unsupported(node.op_type, node.output[0], f"to {sizes}: graphnet's reshape "
-                          "leaves at most one size open (-1)")
-    return Deferred(r.graph, "reshape", x, node.output[0],
-                    shape=tuple(-1 if size is None else size for size in sizes))
+        raise unsupported(
+            node.op_type,
+            node.output[0],
+            f"to {sizes}: graphnet's reshape leaves at most one size open (-1)",
+        )
+    return Deferred(
+        r.graph,
+        "reshape",
+        x,
+        node.output[0],
+        shape=tuple(-1 if size is None else size for size in sizes),
+    )
 
 
 def _read_reshape(r, node):
@@ -1037,8 +1325,11 @@ def _read_reshape(r, node):
         if len(shape) > 1 and shape == [0] * (len(shape) - 1) + [-1]:
             return Deferred(r.graph, "flatten", x, node.output[0], axis=len(shape) - 1)
         if x.static_shape is None:
-            raise unsupported("Reshape", node.output[0], f"to {shape}: a 0 keeps a size of "
-                              "the input, whose shape is not known")
+            raise unsupported(
+                "Reshape",
+                node.output[0],
+                f"to {shape}: a 0 keeps a size of the input, whose shape is not known",
+            )
         shape = [x.static_shape[i] if size == 0 else size for i, size in enumerate(shape)]
     return _reshape(r, node, x, shape)
 
@@ -1086,10 +1377,12 @@ def _read_pow(r, node):
 
 def _read_clip(r, node):
     """Clip's bounds: constant inputs from opset 11 on, attributes before."""
+
     def bound(i, attr):
         if r.has(node, i):
             return float(r.constant(node, i, attr))
         return None if r.opset >= 11 else r.attr(node, attr)
+
     low, high = bound(1, "min"), bound(2, "max")
     if low is None and high is None:
         return r.input_value(node.input[0])
@@ -1104,8 +1397,7 @@ def _read_cast(r, node):
     to = np.dtype(r.onnx.helper.tensor_dtype_to_np_dtype(r.attr(node, "to")))
     if to == x.dtype or (x.dtype.kind in "iu" and to.kind in "biu"):
         return x
-    raise unsupported("Cast", node.output[0], f"from {x.dtype} to {to}: graphnet has no "
-                      "cast gate")
+    raise unsupported("Cast", node.output[0], f"from {x.dtype} to {to}: graphnet has no cast gate")
 
 
 def _read_constant(r, node):
@@ -1115,9 +1407,15 @@ def _read_constant(r, node):
 def _with_attrs(gate, **defaults):
     """An ONNX op that is one gate whose hyperparameters are the op's attributes, of the
     same names (with ONNX's defaults)."""
+
     def read(r, node):
-        return r.gate(gate, node, [r.input(node, i) for i in range(len(node.input))],
-                      **{name: r.attr(node, name, default) for name, default in defaults.items()})
+        return r.gate(
+            gate,
+            node,
+            [r.input(node, i) for i in range(len(node.input))],
+            **{name: r.attr(node, name, default) for name, default in defaults.items()},
+        )
+
     return read
 
 
@@ -1125,25 +1423,34 @@ def _with_attrs(gate, **defaults):
 IMPORTERS = {
     **{onnx_op: _gate(gate) for gate, (onnx_op, _) in ONE_TO_ONE.items()},
     "Sum": _gate("add"),
-    "Softmax": _read_softmax("softmax"), "LogSoftmax": _read_softmax("log_softmax"),
-    "ReduceSum": _read_reduce("sum"), "ReduceMean": _read_reduce("mean"),
+    "Softmax": _read_softmax("softmax"),
+    "LogSoftmax": _read_softmax("log_softmax"),
+    "ReduceSum": _read_reduce("sum"),
+    "ReduceMean": _read_reduce("mean"),
     "GlobalAveragePool": _read_global_average_pool,
     "Gemm": _read_gemm,
     "Conv": _read_conv,
-    "MaxPool": _read_pool("max_pool"), "AveragePool": _read_pool("avg_pool"),
+    "MaxPool": _read_pool("max_pool"),
+    "AveragePool": _read_pool("avg_pool"),
     "BatchNormalization": _read_batchnorm,
-    "LayerNormalization": _read_layernorm, "GroupNormalization": _read_groupnorm,
+    "LayerNormalization": _read_layernorm,
+    "GroupNormalization": _read_groupnorm,
     "Dropout": _read_dropout,
     "SoftmaxCrossEntropyLoss": _read_softmax_cross_entropy,
-    "Flatten": _read_flatten, "Reshape": _read_reshape,
-    "Transpose": lambda r, node: Deferred(r.graph, "transpose", r.input(node, 0), node.output[0],
-                                          axes=r.attr(node, "perm")),
+    "Flatten": _read_flatten,
+    "Reshape": _read_reshape,
+    "Transpose": lambda r, node: Deferred(
+        r.graph, "transpose", r.input(node, 0), node.output[0], axes=r.attr(node, "perm")
+    ),
     "Concat": _with_attrs("concat", axis=None),
-    "Slice": _read_slice, "Squeeze": _read_squeeze, "Unsqueeze": _read_squeeze,
+    "Slice": _read_slice,
+    "Squeeze": _read_squeeze,
+    "Unsqueeze": _read_squeeze,
     "Gather": _read_gather,
     "Pow": _read_pow,
     "Clip": _read_clip,
-    "Where": _with_attrs("where"), "Cast": _read_cast,
+    "Where": _with_attrs("where"),
+    "Cast": _read_cast,
     "LeakyRelu": _with_attrs("leaky_relu", alpha=0.01),
     "Gelu": _with_attrs("gelu", approximate="none"),
     "Softplus": _gate("softplus"),

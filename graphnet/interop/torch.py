@@ -13,6 +13,7 @@ PyTorch code, its parameters carry the graph's param names (a dotted name such a
 ATen op of the exported program. torch's Linear keeps its weight as (out, in) and
 graphnet's affine as (in, out): the param keeps the name and holds the transpose.
 """
+
 from __future__ import annotations
 
 import keyword
@@ -23,12 +24,25 @@ from typing import Any, Optional
 import numpy as np
 
 from ..core.graph import Graph
-from ._common import (ONE_TO_ONE, Deferred, Pending, Sliced, affine_input, build_gate,
-                      check_supported, classes_last, gate_input, require, selected_nodes,
-                      slice_bounds, unsupported)
+from ._common import (
+    ONE_TO_ONE,
+    Deferred,
+    Pending,
+    Sliced,
+    affine_input,
+    build_gate,
+    check_supported,
+    classes_last,
+    gate_input,
+    require,
+    selected_nodes,
+    slice_bounds,
+    unsupported,
+)
 
 
 # ----- export --------------------------------------------------------------------------
+
 
 def to_torch(graph: Graph, *, outputs: Any = None) -> Any:
     """A torch.fx.GraphModule computing `outputs` (node names or nodes; the graph's sinks
@@ -44,8 +58,7 @@ def to_torch(graph: Graph, *, outputs: Any = None) -> Any:
     """
     torch = require("torch", "graphnet.to_torch")
     targets, nodes = selected_nodes(graph, outputs)
-    check_supported(((n.op, n.name) for n in nodes if n.kind == "gate"), TORCH_OPS,
-                    "to_torch")
+    check_supported(((n.op, n.name) for n in nodes if n.kind == "gate"), TORCH_OPS, "to_torch")
     builder = _FxBuilder(torch)
     values, input_names = {}, []
     for node in nodes:
@@ -55,8 +68,11 @@ def to_torch(graph: Graph, *, outputs: Any = None) -> Any:
         elif node.kind == "param":
             values[node] = builder.attach(node.name, torch.nn.Parameter(_tensor(torch, node)))
         elif node.kind == "const":
-            values[node] = (node.value.item() if np.ndim(node.value) == 0 and node.dtype.kind
-                            == "f" else builder.attach(node.name, _tensor(torch, node)))
+            values[node] = (
+                node.value.item()
+                if np.ndim(node.value) == 0 and node.dtype.kind == "f"
+                else builder.attach(node.name, _tensor(torch, node))
+            )
         else:
             values[node] = TORCH_OPS[node.op](builder, node, [values[i] for i in node.inputs])
     result = [values[t] for t in targets]
@@ -119,23 +135,28 @@ def _function(path, attrs=(), **constants):
     """A gate that is one torch function on the same inputs ('softmax' is torch.softmax,
     'F.gelu' torch.nn.functional.gelu), with the keyword arguments `constants` and, for
     each (keyword, hyperparameter) pair of `attrs`, the gate's hyperparameter."""
+
     def export(b, node, args):
         owner, _, name = path.rpartition(".")
         function = getattr(b.F if owner == "F" else b.torch, name)
         gate_attrs = node.gate.attrs()
-        return b.call(function, args, node.name,
-                      **constants, **{key: gate_attrs[attr] for key, attr in attrs})
+        return b.call(
+            function, args, node.name, **constants, **{key: gate_attrs[attr] for key, attr in attrs}
+        )
+
     return export
 
 
 def _reduce(name):
     """torch.sum, torch.mean (over every axis when the gate's axis is None)."""
+
     def export(b, node, args):
         attrs = node.gate.attrs()
         function = getattr(b.torch, name)
         if attrs["axis"] is None and not attrs["keepdims"]:
             return b.call(function, args, node.name)
         return b.call(function, args, node.name, dim=attrs["axis"], keepdim=attrs["keepdims"])
+
     return export
 
 
@@ -143,9 +164,13 @@ def _rank(node):
     """The rank of the node's first input, which torch's form of its gate needs."""
     shape = node.inputs[0].static_shape
     if shape is None:
-        raise unsupported(node.op, node.name, f"its input {node.inputs[0].name!r} has no "
-                          "known rank, which torch's form of the gate needs: build the inputs "
-                          "with a shape")
+        raise unsupported(
+            node.op,
+            node.name,
+            f"its input {node.inputs[0].name!r} has no "
+            "known rank, which torch's form of the gate needs: build the inputs "
+            "with a shape",
+        )
     return len(shape)
 
 
@@ -165,17 +190,26 @@ def _export_conv(b, node, args):
 def _pool(name):
     def export(b, node, args):
         attrs = node.gate.attrs()
-        return b.call(getattr(b.F, name), args, node.name, stride=attrs["stride"],
-                      kernel_size=(attrs["pool_height"], attrs["pool_width"]))
+        return b.call(
+            getattr(b.F, name),
+            args,
+            node.name,
+            stride=attrs["stride"],
+            kernel_size=(attrs["pool_height"], attrs["pool_width"]),
+        )
+
     return export
 
 
 def _export_batchnorm(b, node, args):
     from ._torch_modules import BatchNorm
+
     gamma = node.inputs[1]
     features = np.shape(gamma.value) if gamma.value is not None else gamma.static_shape
-    stats = [b.torch.tensor(np.asarray(node.state.get(key, np.zeros(features)), node.dtype))
-             for key in ("running_mean", "running_var")]
+    stats = [
+        b.torch.tensor(np.asarray(node.state.get(key, np.zeros(features)), node.dtype))
+        for key in ("running_mean", "running_var")
+    ]
     attrs = node.gate.attrs()
     module = BatchNorm(*stats, eps=attrs["eps"], momentum=attrs["momentum"])
     return b.call_module(node.name, module, args, node.name)
@@ -183,10 +217,14 @@ def _export_batchnorm(b, node, args):
 
 def _export_layernorm(b, node, args):
     x, gamma, beta = args
-    features = node.inputs[1].value.shape if node.inputs[1].value is not None else \
-        node.inputs[1].static_shape
-    return b.call(b.F.layer_norm, [x, tuple(features), gamma, beta], node.name,
-                  eps=node.gate.attrs()["eps"])
+    features = (
+        node.inputs[1].value.shape
+        if node.inputs[1].value is not None
+        else node.inputs[1].static_shape
+    )
+    return b.call(
+        b.F.layer_norm, [x, tuple(features), gamma, beta], node.name, eps=node.gate.attrs()["eps"]
+    )
 
 
 def _export_groupnorm(b, node, args):
@@ -218,8 +256,12 @@ def _export_cross_entropy(b, node, args):
     if _rank(node) > 2:
         scores = b.call(b.torch.movedim, [scores, -1, 1], f"{node.name}_classes_first")
     ignore = node.gate.attrs()["ignore_index"]
-    return b.call(b.F.cross_entropy, [scores, labels], node.name,
-                  **({} if ignore is None else {"ignore_index": ignore}))
+    return b.call(
+        b.F.cross_entropy,
+        [scores, labels],
+        node.name,
+        **({} if ignore is None else {"ignore_index": ignore}),
+    )
 
 
 def _export_transpose(b, node, args):
@@ -235,8 +277,12 @@ def _export_concat(b, node, args):
 
 def _export_slice(b, node, args):
     if any(isinstance(part, slice) and (part.step or 1) < 0 for part in node.gate.key):
-        raise unsupported("slice", node.name, f"[{node.gate.attrs()['key']}]: torch slices "
-                          "with positive steps only (torch.flip reverses an axis)")
+        raise unsupported(
+            "slice",
+            node.name,
+            f"[{node.gate.attrs()['key']}]: torch slices "
+            "with positive steps only (torch.flip reverses an axis)",
+        )
     return b.call(operator.getitem, [args[0], node.gate.key], node.name)
 
 
@@ -244,8 +290,11 @@ def _export_take(b, node, args):
     """np.take(x, indices, axis) is torch's x[:, ..., indices] (one index tensor, at axis)."""
     x, indices = args
     axis = node.gate.attrs()["axis"]
-    key = ((slice(None),) * axis + (indices,) if axis >= 0
-           else (Ellipsis, indices) + (slice(None),) * (-axis - 1))
+    key = (
+        (slice(None),) * axis + (indices,)
+        if axis >= 0
+        else (Ellipsis, indices) + (slice(None),) * (-axis - 1)
+    )
     return b.call(operator.getitem, [x, key], node.name)
 
 
@@ -257,9 +306,12 @@ def _export_where(b, node, args):
 
 def _sequence_function(name):
     """A sequence gate as one call of graphnet.interop._torch_modules' function `name`."""
+
     def export(b, node, args):
         from . import _torch_modules
+
         return b.call(getattr(_torch_modules, name), args, node.name)
+
     return export
 
 
@@ -268,12 +320,16 @@ TORCH_OPS = {
     **{gate: _function(function) for gate, (_, function) in ONE_TO_ONE.items()},
     "softmax": _function("softmax", dim=-1),
     "log_softmax": _function("log_softmax", [("dim", "axis")]),
-    "sum": _reduce("sum"), "mean": _reduce("mean"),
+    "sum": _reduce("sum"),
+    "mean": _reduce("mean"),
     "affine": _export_affine,
     "conv": _export_conv,
-    "max_pool": _pool("max_pool2d"), "avg_pool": _pool("avg_pool2d"),
-    "batchnorm": _export_batchnorm, "spatial_batchnorm": _export_batchnorm,
-    "layernorm": _export_layernorm, "spatial_groupnorm": _export_groupnorm,
+    "max_pool": _pool("max_pool2d"),
+    "avg_pool": _pool("avg_pool2d"),
+    "batchnorm": _export_batchnorm,
+    "spatial_batchnorm": _export_batchnorm,
+    "layernorm": _export_layernorm,
+    "spatial_groupnorm": _export_groupnorm,
     "dropout": _export_dropout,
     "softmax_loss": _function("F.cross_entropy"),
     "cross_entropy": _export_cross_entropy,
@@ -282,21 +338,33 @@ TORCH_OPS = {
     "flatten": _function("flatten", [("start_dim", "axis")]),
     "transpose": _export_transpose,
     "concat": _export_concat,
-    "slice": _export_slice, "take": _export_take,
+    "slice": _export_slice,
+    "take": _export_take,
     "pow": _function("pow", [("exponent", "exponent")]),
     "clip": _function("clamp", [("min", "low"), ("max", "high")]),
     "where": _export_where,
     "leaky_relu": _function("F.leaky_relu", [("negative_slope", "alpha")]),
     "gelu": _function("F.gelu", [("approximate", "approximate")]),
     "softplus": _function("F.softplus"),
-    **{gate: _sequence_function(gate) for gate in (
-        "word_embedding", "rnn", "lstm", "rnn_step", "lstm_step", "temporal_affine",
-        "temporal_softmax_loss", "attention")},
+    **{
+        gate: _sequence_function(gate)
+        for gate in (
+            "word_embedding",
+            "rnn",
+            "lstm",
+            "rnn_step",
+            "lstm_step",
+            "temporal_affine",
+            "temporal_softmax_loss",
+            "attention",
+        )
+    },
     "masked_attention": _sequence_function("attention"),
 }
 
 
 # ----- import --------------------------------------------------------------------------
+
 
 def from_torch(module: Any, example_args: Any, example_kwargs: Optional[dict] = None) -> Graph:
     """A Graph of gates built from `torch.export.export(module, example_args,
@@ -316,8 +384,9 @@ def from_torch(module: Any, example_args: Any, example_kwargs: Optional[dict] = 
         example_args = (example_args,)
     exported = torch.export.export(module, tuple(example_args), kwargs=example_kwargs)
     reader = _AtenReader(torch, exported)
-    calls = [n for n in exported.graph.nodes if n.op == "call_function"
-             and not reader.bookkeeping(n)]
+    calls = [
+        n for n in exported.graph.nodes if n.op == "call_function" and not reader.bookkeeping(n)
+    ]
     check_supported(((_op_name(n.target), n.name) for n in calls), ATEN_OPS, "from_torch")
     # A module made by to_torch knows the graph's own input names ('X', 'x:0'), which fx
     # turned into Python identifiers.
@@ -340,9 +409,13 @@ class _AtenReader:
         for spec in exported.graph_signature.input_specs:
             self.sources[spec.arg.name] = (spec.kind, spec.target)
         self.user_input, self.parameter = kinds.USER_INPUT, kinds.PARAMETER
-        float_inputs = [n.meta["val"].dtype for n in exported.graph.nodes
-                        if n.op == "placeholder" and self.sources[n.name][0] == self.user_input
-                        and n.meta["val"].dtype.is_floating_point]
+        float_inputs = [
+            n.meta["val"].dtype
+            for n in exported.graph.nodes
+            if n.op == "placeholder"
+            and self.sources[n.name][0] == self.user_input
+            and n.meta["val"].dtype.is_floating_point
+        ]
         dtype = _numpy_dtype(torch, float_inputs[0]) if float_inputs else np.float32
         self.graph, self.values = Graph(dtype=dtype), {}
 
@@ -350,18 +423,25 @@ class _AtenReader:
         """BatchNorm's counter of batches (`num_batches_tracked += 1`) and the checks
         torch.export adds before a cast: nothing reads them."""
         op = _op_name(node.target)
-        return op == "aten._assert_tensor_metadata" or op == "aten.add_" and self.sources.get(
-            node.args[0].name, (None, ""))[1].endswith("num_batches_tracked")
+        return (
+            op == "aten._assert_tensor_metadata"
+            or op == "aten.add_"
+            and self.sources.get(node.args[0].name, (None, ""))[1].endswith("num_batches_tracked")
+        )
 
     def build(self, training, input_names=None):
-        user_inputs = [n for n in self.exported.graph.nodes if n.op == "placeholder"
-                       and self.sources[n.name][0] == self.user_input]
+        user_inputs = [
+            n
+            for n in self.exported.graph.nodes
+            if n.op == "placeholder" and self.sources[n.name][0] == self.user_input
+        ]
         for node, name in zip(user_inputs, input_names or [n.name for n in user_inputs]):
             val = node.meta["val"]
             shape = (None, *val.shape[1:]) if val.dim() else ()
             dtype = _numpy_dtype(self.torch, val.dtype)  # a bool mask is fed as integers
-            self.values[node] = self.graph.input(name, shape=tuple(shape),
-                                                 dtype=np.int64 if dtype.kind == "b" else dtype)
+            self.values[node] = self.graph.input(
+                name, shape=tuple(shape), dtype=np.int64 if dtype.kind == "b" else dtype
+            )
         for node in self.exported.graph.nodes:
             if node.op == "call_function" and not self.bookkeeping(node):
                 self.values[node] = ATEN_OPS[_op_name(node.target)](self, node)
@@ -379,9 +459,11 @@ class _AtenReader:
         if arg not in self.values:
             kind, key = self.sources.get(arg.name, (None, arg.name))
             array = self.constant(arg)
-            self.values[arg] = (self.graph.param(key, array, dtype=array.dtype)
-                                if kind == self.parameter else
-                                self.graph.const(array, name=key, dtype=array.dtype))
+            self.values[arg] = (
+                self.graph.param(key, array, dtype=array.dtype)
+                if kind == self.parameter
+                else self.graph.const(array, name=key, dtype=array.dtype)
+            )
         return self.values[arg]
 
     def input(self, node, i):
@@ -394,11 +476,17 @@ class _AtenReader:
     def constant(self, arg):
         """The array of a parameter, buffer or lifted constant."""
         kind, key = self.sources.get(arg.name, (None, None))
-        tensor = (self.exported.state_dict.get(key) if key in self.exported.state_dict
-                  else self.exported.constants.get(key))
+        tensor = (
+            self.exported.state_dict.get(key)
+            if key in self.exported.state_dict
+            else self.exported.constants.get(key)
+        )
         if tensor is None:
-            raise unsupported("tensor", arg.name, "graphnet reads this argument as a constant, "
-                              "but the module computes it")
+            raise unsupported(
+                "tensor",
+                arg.name,
+                "graphnet reads this argument as a constant, but the module computes it",
+            )
         return tensor.detach().cpu().numpy().copy()
 
     def shape(self, arg):
@@ -418,8 +506,10 @@ def _numpy_dtype(torch, dtype):
 
 def _aten(op):
     """An ATen op that is one gate on the same (positional) arguments."""
+
     def read(r, node):
         return r.gate(op, node, [r.input(node, i) for i in range(len(node.args))])
+
     return read
 
 
@@ -432,6 +522,7 @@ def _read_add_sub(op):
     def read(r, node):
         _require(r.arg(node, 2, "alpha", 1) == 1, node, "alpha must be 1")
         return r.gate(op, node, [r.input(node, 0), r.input(node, 1)])
+
     return read
 
 
@@ -449,23 +540,33 @@ def _read_div(r, node):
 
 def _read_softmax(gate):
     """softmax along the last axis (graphnet's softmax); log_softmax along any."""
+
     def read(r, node):
         dim, rank = r.arg(node, 1, "dim"), len(r.shape(node.args[0]))
         if dim in (-1, rank - 1):
             return r.gate(gate, node, [r.input(node, 0)])
-        _require(gate == "log_softmax", node, f"dim {dim}: graphnet's softmax works along "
-                 "the last axis")
+        _require(
+            gate == "log_softmax", node, f"dim {dim}: graphnet's softmax works along the last axis"
+        )
         return r.gate(gate, node, [r.input(node, 0)], axis=dim)
+
     return read
 
 
 def _read_reduce(gate):
     """sum, mean: over `dim` (every axis when None or absent)."""
+
     def read(r, node):
         dims = r.arg(node, 1, "dim")
         axis = None if not dims else dims[0] if len(dims) == 1 else tuple(dims)
-        return r.gate(gate, node, [r.input(node, 0)], axis=axis,
-                      keepdims=bool(r.arg(node, 2, "keepdim", False)))
+        return r.gate(
+            gate,
+            node,
+            [r.input(node, 0)],
+            axis=axis,
+            keepdims=bool(r.arg(node, 2, "keepdim", False)),
+        )
+
     return read
 
 
@@ -473,116 +574,192 @@ def _read_linear(r, node):
     """linear(x, W, b) = x @ W.T + b: an affine gate whose w is the param W.T (same name)
     on rows (N, D) or a flatten of them; on any other x, a matmul by W.T and an add."""
     weight = node.args[1]
-    _require(weight not in r.values and r.sources.get(weight.name, (None,))[0] == r.parameter,
-             node, "graphnet reads a linear whose weight is a parameter used once")
+    _require(
+        weight not in r.values and r.sources.get(weight.name, (None,))[0] == r.parameter,
+        node,
+        "graphnet reads a linear whose weight is a parameter used once",
+    )
     key = r.sources[weight.name][1]
     array = r.constant(weight)
     w = r.values[weight] = r.graph.param(key, array.T, dtype=array.dtype)
     has_bias = r.arg(node, 2, "bias") is not None
     if len(r.shape(node.args[0])) != 2:  # torch's linear works on the last axis
-        product = build_gate(r.graph, "matmul", [r.input(node, 0), w],
-                             f"{node.name}_matmul" if has_bias else node.name)
+        product = build_gate(
+            r.graph,
+            "matmul",
+            [r.input(node, 0), w],
+            f"{node.name}_matmul" if has_bias else node.name,
+        )
         return r.gate("add", node, [product, r.input(node, 2)]) if has_bias else product
-    bias = r.input(node, 2) if has_bias else r.graph.const(
-        np.zeros(array.shape[0], array.dtype), name=f"{node.name}_bias")
+    bias = (
+        r.input(node, 2)
+        if has_bias
+        else r.graph.const(np.zeros(array.shape[0], array.dtype), name=f"{node.name}_bias")
+    )
     return r.gate("affine", node, [affine_input(r.value(node.args[0])), w, bias])
 
 
 def _read_addmm(r, node):
-    _require(r.arg(node, 3, "beta", 1) == 1 and r.arg(node, 4, "alpha", 1) == 1, node,
-             "alpha and beta must be 1")
+    _require(
+        r.arg(node, 3, "beta", 1) == 1 and r.arg(node, 4, "alpha", 1) == 1,
+        node,
+        "alpha and beta must be 1",
+    )
     _require(len(r.shape(node.args[1])) == 2, node, "graphnet's affine takes rows")
-    return r.gate("affine", node, [affine_input(r.value(node.args[1])), r.input(node, 2),
-                                   r.input(node, 0)])
+    return r.gate(
+        "affine", node, [affine_input(r.value(node.args[1])), r.input(node, 2), r.input(node, 0)]
+    )
 
 
 def _pair(r, node, i, name, default, what):
     """An int or list argument that graphnet's gate takes as one int for both axes."""
     value = r.arg(node, i, name, default)
     values = [value] if isinstance(value, int) else list(value)
-    _require(len(set(values)) == 1, node, f"{name} {value}: graphnet's {what} takes the "
-             f"same {name} along both axes")
+    _require(
+        len(set(values)) == 1,
+        node,
+        f"{name} {value}: graphnet's {what} takes the same {name} along both axes",
+    )
     return values[0]
 
 
 def _read_conv2d(r, node):
-    _require(_pair(r, node, 5, "dilation", 1, "conv") == 1 and r.arg(node, 6, "groups", 1) == 1,
-             node, "graphnet's conv has no dilation or groups")
+    _require(
+        _pair(r, node, 5, "dilation", 1, "conv") == 1 and r.arg(node, 6, "groups", 1) == 1,
+        node,
+        "graphnet's conv has no dilation or groups",
+    )
     padding = r.arg(node, 4, "padding", 0)
     _require(not isinstance(padding, str), node, f"padding={padding!r}: give the sizes")
     w = r.input(node, 1)
-    bias = r.input(node, 2) if r.arg(node, 2, "bias") is not None else r.graph.const(
-        np.zeros(w.static_shape[0], w.dtype), name=f"{node.name}_bias")
-    return r.gate("conv", node, [r.input(node, 0), w, bias],
-                  stride=_pair(r, node, 3, "stride", 1, "conv"),
-                  pad=_pair(r, node, 4, "padding", 0, "conv"))
+    bias = (
+        r.input(node, 2)
+        if r.arg(node, 2, "bias") is not None
+        else r.graph.const(np.zeros(w.static_shape[0], w.dtype), name=f"{node.name}_bias")
+    )
+    return r.gate(
+        "conv",
+        node,
+        [r.input(node, 0), w, bias],
+        stride=_pair(r, node, 3, "stride", 1, "conv"),
+        pad=_pair(r, node, 4, "padding", 0, "conv"),
+    )
 
 
 def _read_pool(gate, plain):
     """max_pool2d(x, kernel, stride, padding, dilation, ceil_mode) and avg_pool2d(x, kernel,
     stride, padding, ceil_mode, count_include_pad, divisor_override): `plain` maps the
     settings graphnet's gate lacks (position, name) to the value they must have."""
+
     def read(r, node):
         kernel = r.arg(node, 1, "kernel_size")
         height, width = (kernel, kernel) if isinstance(kernel, int) else (kernel[0], kernel[-1])
-        _require(_pair(r, node, 3, "padding", 0, gate) == 0 and all(
-            r.arg(node, i, name, value) in (value, [value] * 2)
-            for (i, name), value in plain.items()), node,
-            f"graphnet's {gate} has no padding, {', '.join(name for _, name in plain)}")
+        _require(
+            _pair(r, node, 3, "padding", 0, gate) == 0
+            and all(
+                r.arg(node, i, name, value) in (value, [value] * 2)
+                for (i, name), value in plain.items()
+            ),
+            node,
+            f"graphnet's {gate} has no padding, {', '.join(name for _, name in plain)}",
+        )
         if r.arg(node, 2, "stride", []):
             stride = _pair(r, node, 2, "stride", None, gate)
         else:  # torch's default stride is the window
-            _require(height == width, node, f"a {height}x{width} window with the default "
-                     f"stride: graphnet's {gate} takes one stride")
+            _require(
+                height == width,
+                node,
+                f"a {height}x{width} window with the default "
+                f"stride: graphnet's {gate} takes one stride",
+            )
             stride = height
-        return r.gate(gate, node, [r.input(node, 0)], pool_height=height, pool_width=width,
-                      stride=stride)
+        return r.gate(
+            gate, node, [r.input(node, 0)], pool_height=height, pool_width=width, stride=stride
+        )
+
     return read
 
 
 def _read_adaptive_avg_pool2d(r, node):
     size = r.arg(node, 1, "output_size")
-    _require(size in (1, [1, 1], (1, 1)), node, f"output size {size}: graphnet reads the "
-             "global average (output size 1) as a mean gate")
+    _require(
+        size in (1, [1, 1], (1, 1)),
+        node,
+        f"output size {size}: graphnet reads the global average (output size 1) as a mean gate",
+    )
     return r.gate("mean", node, [r.input(node, 0)], axis=(2, 3), keepdims=True)
 
 
 def _read_batch_norm(r, node):
     x, mean, var = node.args[0], node.args[3], node.args[4]
     momentum, eps = r.arg(node, 6, "momentum"), r.arg(node, 7, "eps")
-    _require(mean is not None and var is not None and momentum is not None, node,
-             "graphnet's batchnorm keeps running averages with a fixed momentum")
+    _require(
+        mean is not None and var is not None and momentum is not None,
+        node,
+        "graphnet's batchnorm keeps running averages with a fixed momentum",
+    )
     rank = len(r.shape(x))
-    _require(rank in (2, 4), node, f"input of shape {r.shape(x)}: graphnet has batchnorm "
-             "for (N, D) and spatial_batchnorm for (N, C, H, W)")
+    _require(
+        rank in (2, 4),
+        node,
+        f"input of shape {r.shape(x)}: graphnet has batchnorm "
+        "for (N, D) and spatial_batchnorm for (N, C, H, W)",
+    )
     x_node, features = r.input(node, 0), r.shape(x)[1]
-    gamma = (r.input(node, 1) if node.args[1] is not None  # affine=False: no gamma, beta
-             else r.graph.const(np.ones(features, x_node.dtype), name=f"{node.name}_gamma"))
-    beta = (r.input(node, 2) if node.args[2] is not None
-            else r.graph.const(np.zeros(features, x_node.dtype), name=f"{node.name}_beta"))
-    out = r.gate("batchnorm" if rank == 2 else "spatial_batchnorm", node,
-                 [x_node, gamma, beta], eps=eps, momentum=1.0 - momentum)
+    gamma = (
+        r.input(node, 1)
+        if node.args[1] is not None  # affine=False: no gamma, beta
+        else r.graph.const(np.ones(features, x_node.dtype), name=f"{node.name}_gamma")
+    )
+    beta = (
+        r.input(node, 2)
+        if node.args[2] is not None
+        else r.graph.const(np.zeros(features, x_node.dtype), name=f"{node.name}_beta")
+    )
+    out = r.gate(
+        "batchnorm" if rank == 2 else "spatial_batchnorm",
+        node,
+        [x_node, gamma, beta],
+        eps=eps,
+        momentum=1.0 - momentum,
+    )
     out.state["running_mean"], out.state["running_var"] = r.constant(mean), r.constant(var)
     return out
 
 
 def _read_layer_norm(r, node):
     x, shape = node.args[0], list(node.args[1])
-    _require(shape == list(r.shape(x)[-1:]) and node.args[2] is not None
-             and node.args[3] is not None, node, "graphnet's layernorm normalizes over the "
-             "last axis, with a weight and a bias")
-    return r.gate("layernorm", node, [r.input(node, 0), r.input(node, 2), r.input(node, 3)],
-                  eps=r.arg(node, 4, "eps"))
+    _require(
+        shape == list(r.shape(x)[-1:]) and node.args[2] is not None and node.args[3] is not None,
+        node,
+        "graphnet's layernorm normalizes over the last axis, with a weight and a bias",
+    )
+    return r.gate(
+        "layernorm",
+        node,
+        [r.input(node, 0), r.input(node, 2), r.input(node, 3)],
+        eps=r.arg(node, 4, "eps"),
+    )
 
 
 def _read_group_norm(r, node):
-    _require(node.args[2] is not None and node.args[3] is not None, node,
-             "graphnet's spatial_groupnorm has a weight and a bias")
-    _require(len(r.shape(node.args[0])) == 4, node, "graphnet's spatial_groupnorm takes "
-             "images (N, C, H, W)")
-    return r.gate("spatial_groupnorm", node,
-                  [r.input(node, 0), r.input(node, 2), r.input(node, 3)],
-                  G=int(r.arg(node, 1, "num_groups")), eps=r.arg(node, 4, "eps"))
+    _require(
+        node.args[2] is not None and node.args[3] is not None,
+        node,
+        "graphnet's spatial_groupnorm has a weight and a bias",
+    )
+    _require(
+        len(r.shape(node.args[0])) == 4,
+        node,
+        "graphnet's spatial_groupnorm takes images (N, C, H, W)",
+    )
+    return r.gate(
+        "spatial_groupnorm",
+        node,
+        [r.input(node, 0), r.input(node, 2), r.input(node, 3)],
+        G=int(r.arg(node, 1, "num_groups")),
+        eps=r.arg(node, 4, "eps"),
+    )
 
 
 def _read_dropout(r, node):
@@ -594,8 +771,7 @@ def _reshape(r, node, x):
     flatten of some axes), its first size left open (-1) when x's batch size is open and
     it is a multiple of the example's: x.view(x.size(0), -1) keeps any batch size."""
     shape, batch = list(r.shape(node)), (r.shape(node.args[0]) or (0,))[0]
-    if x.static_shape and x.static_shape[0] is None and shape and batch \
-            and shape[0] % batch == 0:
+    if x.static_shape and x.static_shape[0] is None and shape and batch and shape[0] % batch == 0:
         shape[0] = -1
     return Deferred(r.graph, "reshape", x, node.name, shape=tuple(shape))
 
@@ -631,19 +807,23 @@ def _read_swap(r, node):
 
 
 def _read_cat(r, node):
-    return r.gate("concat", node, [gate_input(r.value(t), f"aten.cat {node.name!r}")
-                                   for t in node.args[0]], axis=r.arg(node, 1, "dim", 0))
+    return r.gate(
+        "concat",
+        node,
+        [gate_input(r.value(t), f"aten.cat {node.name!r}") for t in node.args[0]],
+        axis=r.arg(node, 1, "dim", 0),
+    )
 
 
 def _read_slice(r, node):
-    bounds = slice_bounds(r.arg(node, 2, "start"), r.arg(node, 3, "end"),
-                          r.arg(node, 4, "step", 1))
+    bounds = slice_bounds(r.arg(node, 2, "start"), r.arg(node, 3, "end"), r.arg(node, 4, "step", 1))
     return r.sliced(node).sliced("aten.slice", node.name, r.arg(node, 1, "dim", 0), bounds)
 
 
 def _read_select(r, node):
-    return r.sliced(node).selected("aten.select", node.name, r.arg(node, 1, "dim"),
-                                   r.arg(node, 2, "index"))
+    return r.sliced(node).selected(
+        "aten.select", node.name, r.arg(node, 1, "dim"), r.arg(node, 2, "index")
+    )
 
 
 def _read_unsqueeze(r, node):
@@ -666,10 +846,14 @@ def _read_index(r, node):
     """x[:, ..., ids] with one index tensor: graphnet's take along that axis."""
     indices = r.arg(node, 1, "indices")
     picks = [i for i, index in enumerate(indices) if index is not None]
-    _require(len(picks) == 1 and picks[0] == len(indices) - 1, node, "graphnet's take picks "
-             "along one axis: one index tensor, with ':' before it")
-    return r.gate("take", node, [r.input(node, 0), gate_input(r.value(indices[-1]), node.name)],
-                  axis=picks[0])
+    _require(
+        len(picks) == 1 and picks[0] == len(indices) - 1,
+        node,
+        "graphnet's take picks along one axis: one index tensor, with ':' before it",
+    )
+    return r.gate(
+        "take", node, [r.input(node, 0), gate_input(r.value(indices[-1]), node.name)], axis=picks[0]
+    )
 
 
 def _read_index_select(r, node):
@@ -677,23 +861,29 @@ def _read_index_select(r, node):
 
 
 def _read_embedding(r, node):
-    _require(r.arg(node, 2, "padding_idx", -1) == -1 and not r.arg(
-        node, 3, "scale_grad_by_freq", False), node, "graphnet's take has no padding_idx or "
-             "scale_grad_by_freq")
+    _require(
+        r.arg(node, 2, "padding_idx", -1) == -1 and not r.arg(node, 3, "scale_grad_by_freq", False),
+        node,
+        "graphnet's take has no padding_idx or scale_grad_by_freq",
+    )
     return r.gate("take", node, [r.input(node, 0), r.input(node, 1)], axis=0)
 
 
 def _read_pow(r, node):
     exponent = r.arg(node, 1, "exponent")
-    _require(isinstance(exponent, (int, float)), node, "graphnet's pow takes a number as "
-             "the exponent")
+    _require(
+        isinstance(exponent, (int, float)), node, "graphnet's pow takes a number as the exponent"
+    )
     return r.gate("pow", node, [r.input(node, 0)], exponent=float(exponent))
 
 
 def _read_clamp(r, node):
     low, high = r.arg(node, 1, "min"), r.arg(node, 2, "max")
-    _require(all(b is None or isinstance(b, (int, float)) for b in (low, high)), node,
-             "graphnet's clip takes numbers as bounds")
+    _require(
+        all(b is None or isinstance(b, (int, float)) for b in (low, high)),
+        node,
+        "graphnet's clip takes numbers as bounds",
+    )
     if low is None and high is None:
         return r.value(node.args[0])
     return r.gate("clip", node, [r.input(node, 0)], low=low, high=high)
@@ -704,14 +894,20 @@ def _read_mask(r, node):
     mask's nonzero entries as true); a cast to the node's own type too."""
     x = r.input(node, 0)
     if _op_name(node.target) == "aten.ne":
-        _require(r.arg(node, 1, "other") == 0 and x.dtype.kind in "iu", node,
-                 "graphnet reads x != 0 on integers as a mask, and no other comparison")
+        _require(
+            r.arg(node, 1, "other") == 0 and x.dtype.kind in "iu",
+            node,
+            "graphnet reads x != 0 on integers as a mask, and no other comparison",
+        )
         return x
     to = r.arg(node, 1, "dtype")
     _require(isinstance(to, r.torch.dtype), node, "graphnet reads a cast to a dtype")
     to = _numpy_dtype(r.torch, to)
-    _require(to == x.dtype or (x.dtype.kind in "iu" and to.kind in "biu"), node,
-             f"from {x.dtype} to {to}: graphnet has no cast gate")
+    _require(
+        to == x.dtype or (x.dtype.kind in "iu" and to.kind in "biu"),
+        node,
+        f"from {x.dtype} to {to}: graphnet has no cast gate",
+    )
     return x
 
 
@@ -730,12 +926,17 @@ def _read_softplus(r, node):
 def _read_cross_entropy(r, node):
     """softmax_loss where it is the course's loss ((N, C) scores, torch's default
     ignore_index -100), else cross_entropy (classes moved to the last axis)."""
-    _require(r.arg(node, 2, "weight") is None and r.arg(node, 3, "reduction", 1) == 1
-             and r.arg(node, 5, "label_smoothing", 0.0) == 0.0, node,
-             "graphnet's losses are the unweighted mean, without label smoothing")
+    _require(
+        r.arg(node, 2, "weight") is None
+        and r.arg(node, 3, "reduction", 1) == 1
+        and r.arg(node, 5, "label_smoothing", 0.0) == 0.0,
+        node,
+        "graphnet's losses are the unweighted mean, without label smoothing",
+    )
     ignore = r.arg(node, 4, "ignore_index", -100)
-    scores, rank = classes_last(r.graph, r.value(node.args[0]), node.name,
-                                "aten.cross_entropy_loss")
+    scores, rank = classes_last(
+        r.graph, r.value(node.args[0]), node.name, "aten.cross_entropy_loss"
+    )
     if rank == 2 and ignore == -100:
         return r.gate("softmax_loss", node, [scores, r.input(node, 1)])
     return r.gate("cross_entropy", node, [scores, r.input(node, 1)], ignore_index=ignore)
@@ -760,18 +961,29 @@ class _SvmOverClasses(Pending):
 
 
 def _read_multi_margin(r, node):
-    _require(r.arg(node, 2, "p", 1) == 1 and r.arg(node, 3, "margin", 1) == 1
-             and r.arg(node, 4, "weight") is None and r.arg(node, 5, "reduction", 1) == 1, node,
-             "graphnet's svm_loss has p=1, margin 1, no weights, the mean over the batch")
+    _require(
+        r.arg(node, 2, "p", 1) == 1
+        and r.arg(node, 3, "margin", 1) == 1
+        and r.arg(node, 4, "weight") is None
+        and r.arg(node, 5, "reduction", 1) == 1,
+        node,
+        "graphnet's svm_loss has p=1, margin 1, no weights, the mean over the batch",
+    )
     return _SvmOverClasses(r, node)
 
 
 def _with_args(gate, *names):
     """An ATen op that is one gate on its first argument, whose hyperparameters are the
     op's further arguments: (position, ATen name, default, gate hyperparameter) each."""
+
     def read(r, node):
-        return r.gate(gate, node, [r.input(node, 0)], **{
-            attr: r.arg(node, i, name, default) for i, name, default, attr in names})
+        return r.gate(
+            gate,
+            node,
+            [r.input(node, 0)],
+            **{attr: r.arg(node, i, name, default) for i, name, default, attr in names},
+        )
+
     return read
 
 
@@ -783,37 +995,51 @@ def _same_node(r, node):
 ATEN_OPS = {
     **{f"aten.{function}": _aten(gate) for gate, (_, function) in ONE_TO_ONE.items()},
     # the ones whose ATen form has settings the gate lacks, or that fold a pending op
-    "aten.add": _read_add_sub("add"), "aten.sub": _read_add_sub("subtract"),
-    "aten.mul": _read_mul, "aten.div": _read_div,
-    "aten.mm": _aten("matmul"), "aten.bmm": _aten("matmul"),
-    "aten.softmax": _read_softmax("softmax"), "aten.log_softmax": _read_softmax("log_softmax"),
-    "aten.sum": _read_reduce("sum"), "aten.mean": _read_reduce("mean"),
-    "aten.linear": _read_linear, "aten.addmm": _read_addmm,
+    "aten.add": _read_add_sub("add"),
+    "aten.sub": _read_add_sub("subtract"),
+    "aten.mul": _read_mul,
+    "aten.div": _read_div,
+    "aten.mm": _aten("matmul"),
+    "aten.bmm": _aten("matmul"),
+    "aten.softmax": _read_softmax("softmax"),
+    "aten.log_softmax": _read_softmax("log_softmax"),
+    "aten.sum": _read_reduce("sum"),
+    "aten.mean": _read_reduce("mean"),
+    "aten.linear": _read_linear,
+    "aten.addmm": _read_addmm,
     "aten.conv2d": _read_conv2d,
     "aten.max_pool2d": _read_pool("max_pool", {(4, "dilation"): 1, (5, "ceil_mode"): False}),
-    "aten.avg_pool2d": _read_pool("avg_pool", {(4, "ceil_mode"): False,
-                                               (6, "divisor_override"): None}),
+    "aten.avg_pool2d": _read_pool(
+        "avg_pool", {(4, "ceil_mode"): False, (6, "divisor_override"): None}
+    ),
     "aten.adaptive_avg_pool2d": _read_adaptive_avg_pool2d,
     "aten.batch_norm": _read_batch_norm,
-    "aten.layer_norm": _read_layer_norm, "aten.group_norm": _read_group_norm,
+    "aten.layer_norm": _read_layer_norm,
+    "aten.group_norm": _read_group_norm,
     "aten.dropout": _read_dropout,
     "aten.flatten": _read_flatten,
     "aten.view": lambda r, node: _reshape(r, node, r.input(node, 0)),
     "aten.reshape": lambda r, node: _reshape(r, node, r.input(node, 0)),
     "aten.permute": lambda r, node: _transpose(r, node, r.arg(node, 1, "dims")),
-    "aten.transpose": _read_swap, "aten.movedim": _read_swap, "aten.t": _read_swap,
+    "aten.transpose": _read_swap,
+    "aten.movedim": _read_swap,
+    "aten.t": _read_swap,
     "aten.contiguous": _same_node,
     "aten.cat": _read_cat,
-    "aten.slice": _read_slice, "aten.select": _read_select,
-    "aten.unsqueeze": _read_unsqueeze, "aten.squeeze": _read_squeeze,
-    "aten.index": _read_index, "aten.index_select": _read_index_select,
+    "aten.slice": _read_slice,
+    "aten.select": _read_select,
+    "aten.unsqueeze": _read_unsqueeze,
+    "aten.squeeze": _read_squeeze,
+    "aten.index": _read_index,
+    "aten.index_select": _read_index_select,
     "aten.embedding": _read_embedding,
     "aten.pow": _read_pow,
     "aten.square": lambda r, node: r.gate("pow", node, [r.input(node, 0)], exponent=2.0),
     "aten.clamp": _read_clamp,
     "aten.where": lambda r, node: r.gate("where", node, [r.input(node, i) for i in range(3)]),
     "aten.masked_fill": _read_masked_fill,
-    "aten.to": _read_mask, "aten.ne": _read_mask,
+    "aten.to": _read_mask,
+    "aten.ne": _read_mask,
     "aten.leaky_relu": _with_args("leaky_relu", (1, "negative_slope", 0.01, "alpha")),
     "aten.gelu": _with_args("gelu", (1, "approximate", "none", "approximate")),
     "aten.softplus": _read_softplus,

@@ -11,13 +11,19 @@ transposes); they are copied to C-contiguous order inside only when needed.
 
 Bad parameters or shapes raise ValueError naming the shapes.
 """
+
 import numpy as np
 
 from . import _C
 from .geometry import INT64_MIN, int64, window_count
 
-__all__ = ["conv_forward_fast", "conv_backward_fast", "conv_relu_pool_forward_fast",
-           "max_pool_forward_fast", "max_pool_backward_fast"]
+__all__ = [
+    "conv_forward_fast",
+    "conv_backward_fast",
+    "conv_relu_pool_forward_fast",
+    "max_pool_forward_fast",
+    "max_pool_backward_fast",
+]
 
 
 def _int_param(params, key, what):
@@ -54,8 +60,12 @@ def conv_relu_pool_forward_fast(x, w, b, conv_param, pool_param):
     pool_stride = _int_param(pool_param, "stride", "pool_param")
     x, w, b = np.asarray(x), np.asarray(w), np.asarray(b)
     out, winners = _C.conv_relu_pool_forward(x, w, b, stride, pad, ph, pw, pool_stride)
-    conv_shape = (x.shape[0], w.shape[0], window_count(x.shape[2], w.shape[2], stride, pad),
-                  window_count(x.shape[3], w.shape[3], stride, pad, "width"))
+    conv_shape = (
+        x.shape[0],
+        w.shape[0],
+        window_count(x.shape[2], w.shape[2], stride, pad),
+        window_count(x.shape[3], w.shape[3], stride, pad, "width"),
+    )
     return out, (conv_shape, winners, pool_param)
 
 

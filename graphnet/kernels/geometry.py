@@ -6,12 +6,13 @@ them. So every Python caller of the rule (the course-style functions, the gates'
 rules) computes it here, and anything the kernels could not count exactly is a
 ValueError naming the number, never a negative size.
 """
+
 import operator
 from typing import Any, Optional, Sequence
 
 __all__ = ["INT64_MIN", "INT64_MAX", "int64", "window_count", "element_count"]
 
-INT64_MIN, INT64_MAX = -2**63, 2**63 - 1
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 def _show(value: int) -> str:
@@ -28,18 +29,21 @@ def int64(value: Any, name: str, minimum: int = 0) -> int:
     try:
         value = operator.index(value)
     except TypeError:
-        raise ValueError(f"{name} must be an integer, got {type(value).__name__} "
-                         f"{value!r:.60}") from None
+        raise ValueError(
+            f"{name} must be an integer, got {type(value).__name__} {value!r:.60}"
+        ) from None
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {_show(value)}")
     if value > INT64_MAX:
-        raise ValueError(f"{name} {_show(value)} does not fit in 64 bits (the largest is "
-                         f"2**63 - 1)")
+        raise ValueError(
+            f"{name} {_show(value)} does not fit in 64 bits (the largest is 2**63 - 1)"
+        )
     return value
 
 
-def window_count(size: Optional[int], kernel: Optional[int], stride: int = 1, pad: int = 0,
-                 axis: str = "height") -> Optional[int]:
+def window_count(
+    size: Optional[int], kernel: Optional[int], stride: int = 1, pad: int = 0, axis: str = "height"
+) -> Optional[int]:
     """Positions of a window along one axis: 1 + (size + 2 * pad - kernel) // stride.
 
     size: the input's extent along the axis (>= 0), kernel: the window's (>= 1), stride
@@ -55,11 +59,13 @@ def window_count(size: Optional[int], kernel: Optional[int], stride: int = 1, pa
     kernel = int64(kernel, f"window {axis}", 1)
     padded = size + 2 * pad
     if padded > INT64_MAX:
-        raise ValueError(f"the padded input {axis} {size} + 2 * pad {_show(pad)} does not fit "
-                         "in 64 bits")
+        raise ValueError(
+            f"the padded input {axis} {size} + 2 * pad {_show(pad)} does not fit in 64 bits"
+        )
     if kernel > padded:
-        raise ValueError(f"window {axis} {kernel} is larger than the (padded) input {axis} "
-                         f"{padded}")
+        raise ValueError(
+            f"window {axis} {kernel} is larger than the (padded) input {axis} {padded}"
+        )
     return 1 + (padded - kernel) // stride
 
 
@@ -75,6 +81,5 @@ def element_count(shape: Sequence[int], what: str = "array") -> int:
         count *= size
         nonzero *= size or 1
         if nonzero > INT64_MAX:
-            raise ValueError(f"the sizes of the {what} shape multiply to more than fits in "
-                             "64 bits")
+            raise ValueError(f"the sizes of the {what} shape multiply to more than fits in 64 bits")
     return count

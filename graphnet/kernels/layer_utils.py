@@ -4,20 +4,33 @@ cache is the tuple of the layer caches, and the matching backward chain.
 The convolutional sandwiches run on the C++ kernels of ``graphnet.fast_layers``, imported
 on first use so that the dense sandwiches work even where the extension lacks them.
 """
+
 from typing import Any, Dict, Tuple
 
 import numpy as np
 
-from .layers import (affine_backward, affine_forward, batchnorm_backward_alt,
-                     batchnorm_forward, relu_backward, relu_forward, spatial_batchnorm_backward,
-                     spatial_batchnorm_forward)
+from .layers import (
+    affine_backward,
+    affine_forward,
+    batchnorm_backward_alt,
+    batchnorm_forward,
+    relu_backward,
+    relu_forward,
+    spatial_batchnorm_backward,
+    spatial_batchnorm_forward,
+)
 
 __all__ = [
-    "affine_relu_forward", "affine_relu_backward",
-    "affine_bn_relu_forward", "affine_bn_relu_backward",
-    "conv_relu_forward", "conv_relu_backward",
-    "conv_bn_relu_forward", "conv_bn_relu_backward",
-    "conv_relu_pool_forward", "conv_relu_pool_backward",
+    "affine_relu_forward",
+    "affine_relu_backward",
+    "affine_bn_relu_forward",
+    "affine_bn_relu_backward",
+    "conv_relu_forward",
+    "conv_relu_backward",
+    "conv_bn_relu_forward",
+    "conv_bn_relu_backward",
+    "conv_relu_pool_forward",
+    "conv_relu_pool_backward",
 ]
 
 
@@ -25,8 +38,10 @@ def _fast_layers():
     try:
         from . import fast as fast_layers
     except ImportError as err:
-        raise ImportError("the conv sandwiches need graphnet.fast_layers (the C++ conv and "
-                          "pool kernels); rebuild graphnet with `pip install .`") from err
+        raise ImportError(
+            "the conv sandwiches need graphnet.fast_layers (the C++ conv and "
+            "pool kernels); rebuild graphnet with `pip install .`"
+        ) from err
     return fast_layers
 
 
@@ -43,8 +58,9 @@ def affine_relu_backward(dout, cache):
     return affine_backward(relu_backward(dout, relu_cache), fc_cache)
 
 
-def affine_bn_relu_forward(x: Any, w: Any, b: Any, gamma: Any, beta: Any,
-                           bn_param: Dict[str, Any]) -> Tuple[np.ndarray, tuple]:
+def affine_bn_relu_forward(
+    x: Any, w: Any, b: Any, gamma: Any, beta: Any, bn_param: Dict[str, Any]
+) -> Tuple[np.ndarray, tuple]:
     """relu(batchnorm(affine(x))). gamma, beta: (M,); bn_param as in batchnorm_forward."""
     a, fc_cache = affine_forward(x, w, b)
     return _bn_relu_forward(a, fc_cache, batchnorm_forward, gamma, beta, bn_param)
@@ -82,9 +98,15 @@ def conv_relu_backward(dout, cache):
     return _fast_layers().conv_backward_fast(relu_backward(dout, relu_cache), conv_cache)
 
 
-def conv_bn_relu_forward(x: Any, w: Any, b: Any, gamma: Any, beta: Any,
-                         conv_param: Dict[str, Any],
-                         bn_param: Dict[str, Any]) -> Tuple[np.ndarray, tuple]:
+def conv_bn_relu_forward(
+    x: Any,
+    w: Any,
+    b: Any,
+    gamma: Any,
+    beta: Any,
+    conv_param: Dict[str, Any],
+    bn_param: Dict[str, Any],
+) -> Tuple[np.ndarray, tuple]:
     """relu(spatial_batchnorm(conv(x))). gamma, beta: (F,); bn_param as in
     spatial_batchnorm_forward. Returns (N, F, H', W')."""
     a, conv_cache = _fast_layers().conv_forward_fast(x, w, b, conv_param)
@@ -93,8 +115,9 @@ def conv_bn_relu_forward(x: Any, w: Any, b: Any, gamma: Any, beta: Any,
 
 def conv_bn_relu_backward(dout: Any, cache: tuple) -> tuple:
     """dout: (N, F, H', W'). Returns dx, dw, db, dgamma (F,), dbeta (F,)."""
-    return _bn_relu_backward(dout, cache, spatial_batchnorm_backward,
-                             _fast_layers().conv_backward_fast)
+    return _bn_relu_backward(
+        dout, cache, spatial_batchnorm_backward, _fast_layers().conv_backward_fast
+    )
 
 
 def conv_relu_pool_forward(x, w, b, conv_param, pool_param):

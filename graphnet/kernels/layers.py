@@ -18,6 +18,7 @@ The ``*_naive`` convolution and pooling kernels are deliberately written as loop
 output positions: they are the reference a student reads and checks the fast C++ kernels
 (``graphnet.fast_layers``) against.
 """
+
 import collections
 import operator
 from typing import Any, Dict, Tuple
@@ -27,20 +28,32 @@ import numpy as np
 from . import geometry
 
 __all__ = [
-    "affine_forward", "affine_backward",
-    "relu_forward", "relu_backward",
-    "softmax_loss", "svm_loss",
-    "batchnorm_forward", "batchnorm_backward", "batchnorm_backward_alt",
-    "spatial_batchnorm_forward", "spatial_batchnorm_backward",
-    "layernorm_forward", "layernorm_backward",
-    "spatial_groupnorm_forward", "spatial_groupnorm_backward",
-    "dropout_forward", "dropout_backward",
-    "conv_forward_naive", "conv_backward_naive",
-    "max_pool_forward_naive", "max_pool_backward_naive",
+    "affine_forward",
+    "affine_backward",
+    "relu_forward",
+    "relu_backward",
+    "softmax_loss",
+    "svm_loss",
+    "batchnorm_forward",
+    "batchnorm_backward",
+    "batchnorm_backward_alt",
+    "spatial_batchnorm_forward",
+    "spatial_batchnorm_backward",
+    "layernorm_forward",
+    "layernorm_backward",
+    "spatial_groupnorm_forward",
+    "spatial_groupnorm_backward",
+    "dropout_forward",
+    "dropout_backward",
+    "conv_forward_naive",
+    "conv_backward_naive",
+    "max_pool_forward_naive",
+    "max_pool_backward_naive",
 ]
 
 
 # --------------------------------------------------------------------------- validation
+
 
 def _float_array(a, fn=None, name="x"):
     """``a`` as an ndarray; integers and booleans become float64 so gradients stay exact.
@@ -50,8 +63,10 @@ def _float_array(a, fn=None, name="x"):
     except (ValueError, TypeError) as err:
         raise ValueError(f"{fn or 'layers'}: {name} is not an array of numbers: {err}") from None
     if a.dtype.kind not in "biuf":
-        raise ValueError(f"{fn or 'layers'}: {name} (shape {a.shape}) has dtype {a.dtype}; it "
-                         f"must hold real numbers: convert it with {name}.astype(np.float64)")
+        raise ValueError(
+            f"{fn or 'layers'}: {name} (shape {a.shape}) has dtype {a.dtype}; it "
+            f"must hold real numbers: convert it with {name}.astype(np.float64)"
+        )
     return a if a.dtype.kind == "f" else a.astype(np.float64)
 
 
@@ -60,10 +75,12 @@ def _real_param(fn, params, key, default, low, high, low_open=False, high_open=F
     open ends given), as a ValueError saying so."""
     value = params.get(key, default)
     ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
-        value, (bool, np.bool_))
+        value, (bool, np.bool_)
+    )
     if ok:
         ok = (value > low if low_open else value >= low) and (
-            value < high if high_open else value <= high)
+            value < high if high_open else value <= high
+        )
     if not ok:
         interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
         raise ValueError(f"{fn}: {key} must be a number in {interval}, got {value!r}")
@@ -110,12 +127,15 @@ def _check_scores_and_labels(fn, x, y):
         raise ValueError(f"{fn}: labels y must be integers, got dtype {y.dtype}")
     _check_shape(fn, "y", y, (N,))
     if y.min() < 0 or y.max() >= C:
-        raise ValueError(f"{fn}: labels must lie in [0, {C}) for x of shape {x.shape}, "
-                         f"got min {y.min()} and max {y.max()}")
+        raise ValueError(
+            f"{fn}: labels must lie in [0, {C}) for x of shape {x.shape}, "
+            f"got min {y.min()} and max {y.max()}"
+        )
     return y.astype(np.intp, copy=False)
 
 
 # --------------------------------------------------------------------------- affine, relu
+
 
 def affine_forward(x, w, b):
     """out = x.reshape(N, D) @ w + b.
@@ -129,8 +149,9 @@ def affine_forward(x, w, b):
     _check_ndim(fn, "w", w, 2, "weights (D, M)")
     D = int(np.prod(x.shape[1:]))
     if w.shape[0] != D:
-        raise ValueError(f"{fn}: x of shape {x.shape} flattens to {D} features "
-                         f"but w has shape {w.shape}")
+        raise ValueError(
+            f"{fn}: x of shape {x.shape} flattens to {D} features but w has shape {w.shape}"
+        )
     _check_shape(fn, "b", b, (w.shape[1],))
     out = x.reshape(x.shape[0], D) @ w + b
     return out, (x, w, b)
@@ -162,6 +183,7 @@ def relu_backward(dout, cache):
 
 
 # --------------------------------------------------------------------------- losses
+
 
 def softmax_loss(x, y):
     """Mean cross-entropy of softmax(x) against labels.
@@ -203,10 +225,14 @@ def svm_loss(x, y):
 
 # --------------------------------------------------------------------------- batchnorm
 
+
 def _features_and_scales(fn, x, gamma, beta):
     """x (N, D) and gamma, beta (D,) as float arrays, or a ValueError naming fn and shapes."""
-    x, gamma, beta = (_float_array(x, fn, "x"), _float_array(gamma, fn, "gamma"),
-                      _float_array(beta, fn, "beta"))
+    x, gamma, beta = (
+        _float_array(x, fn, "x"),
+        _float_array(gamma, fn, "gamma"),
+        _float_array(beta, fn, "beta"),
+    )
     _check_ndim(fn, "x", x, 2, "(N, D)")
     _check_shape(fn, "gamma", gamma, x.shape[1:])
     _check_shape(fn, "beta", beta, x.shape[1:])
@@ -224,14 +250,16 @@ def _normalize(x, axis, eps):
 def _normalized_backward(dx_hat, x_hat, inv_std, axis):
     """dL/dx from dL/dx_hat for x_hat = (x - mean) * inv_std with the mean and variance over
     `axis`: inv_std * (g - mean(g) - x_hat * mean(g * x_hat)), g = dL/dx_hat."""
-    return inv_std * (dx_hat - dx_hat.mean(axis=axis, keepdims=True)
-                      - x_hat * (dx_hat * x_hat).mean(axis=axis, keepdims=True))
+    return inv_std * (
+        dx_hat
+        - dx_hat.mean(axis=axis, keepdims=True)
+        - x_hat * (dx_hat * x_hat).mean(axis=axis, keepdims=True)
+    )
 
 
 # What the backward pass needs; `train` selects between the full and the frozen-statistics
 # gradient.
-_BatchnormCache = collections.namedtuple(
-    "_BatchnormCache", "train x_hat x_centered inv_std gamma")
+_BatchnormCache = collections.namedtuple("_BatchnormCache", "train x_hat x_centered inv_std gamma")
 
 
 def _running_stat(fn, bn_param, key, D, dtype):
@@ -303,7 +331,7 @@ def batchnorm_backward(dout, cache):
     dxc = dx_hat * inv_std
     dinv_std = (dx_hat * xc).sum(axis=0)
     # inv_std = (var + eps) ** -1/2
-    dvar = -0.5 * inv_std ** 3 * dinv_std
+    dvar = -0.5 * inv_std**3 * dinv_std
     # var = mean(xc ** 2)
     dxc += (2.0 / N) * xc * dvar
     # xc = x - mean(x)
@@ -361,8 +389,9 @@ _LayernormCache = collections.namedtuple("_LayernormCache", "x_hat inv_std gamma
 _GroupnormCache = collections.namedtuple("_GroupnormCache", "x_hat inv_std gamma groups")
 
 
-def layernorm_forward(x: Any, gamma: Any, beta: Any,
-                      ln_param: Dict[str, Any]) -> Tuple[np.ndarray, Any]:
+def layernorm_forward(
+    x: Any, gamma: Any, beta: Any, ln_param: Dict[str, Any]
+) -> Tuple[np.ndarray, Any]:
     """Layer normalization: each sample normalized over its own features, then scaled by
     gamma and shifted by beta per feature.
 
@@ -387,8 +416,9 @@ def layernorm_backward(dout: Any, cache: Any) -> Tuple[np.ndarray, np.ndarray, n
     return dx, (dout * cache.x_hat).sum(axis=0), dout.sum(axis=0)
 
 
-def spatial_groupnorm_forward(x: Any, gamma: Any, beta: Any, G: int,
-                              gn_param: Dict[str, Any]) -> Tuple[np.ndarray, Any]:
+def spatial_groupnorm_forward(
+    x: Any, gamma: Any, beta: Any, G: int, gn_param: Dict[str, Any]
+) -> Tuple[np.ndarray, Any]:
     """Group normalization: each sample's C channels are split into G contiguous groups of
     C // G, each group is normalized over its channels and pixels, then every channel is
     scaled by gamma and shifted by beta.
@@ -398,8 +428,11 @@ def spatial_groupnorm_forward(x: Any, gamma: Any, beta: Any, G: int,
     statistics). Returns out (N, C, H, W).
     """
     fn = "spatial_groupnorm_forward"
-    x, gamma, beta = (_float_array(x, fn, "x"), _float_array(gamma, fn, "gamma"),
-                      _float_array(beta, fn, "beta"))
+    x, gamma, beta = (
+        _float_array(x, fn, "x"),
+        _float_array(gamma, fn, "gamma"),
+        _float_array(beta, fn, "beta"),
+    )
     _check_ndim(fn, "x", x, 4, "(N, C, H, W)")
     N, C, H, W = x.shape
     G = _int_param(fn, {"G": G}, "G", None, 1)
@@ -408,8 +441,7 @@ def spatial_groupnorm_forward(x: Any, gamma: Any, beta: Any, G: int,
     if H * W == 0:
         raise ValueError(f"{fn}: x has shape {x.shape}; a group needs at least one pixel")
     if gamma.shape not in ((C,), (1, C, 1, 1)):
-        raise ValueError(f"{fn}: gamma has shape {gamma.shape}, expected (1, {C}, 1, 1) or "
-                         f"({C},)")
+        raise ValueError(f"{fn}: gamma has shape {gamma.shape}, expected (1, {C}, 1, 1) or ({C},)")
     _check_shape(fn, "beta", beta, gamma.shape)
     eps = _real_param(fn, gn_param, "eps", 1e-5, 0, np.inf, low_open=True)
     x_hat, inv_std = _normalize(x.reshape(N, G, -1), 2, eps)
@@ -418,8 +450,7 @@ def spatial_groupnorm_forward(x: Any, gamma: Any, beta: Any, G: int,
     return out, _GroupnormCache(x_hat, inv_std, gamma, G)
 
 
-def spatial_groupnorm_backward(dout: Any,
-                               cache: Any) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+def spatial_groupnorm_backward(dout: Any, cache: Any) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """dout: (N, C, H, W). Returns dx (N, C, H, W), and dgamma, dbeta of gamma's shape."""
     dout = np.asarray(dout)
     x_hat, gamma = cache.x_hat, cache.gamma
@@ -436,14 +467,22 @@ def spatial_groupnorm_backward(dout: Any,
 
 # What p means: a description for errors, its valid interval, and the probability of
 # keeping a unit that it gives.
-_DropoutConvention = collections.namedtuple("_DropoutConvention",
-                                            "meaning interval is_valid keep_probability")
+_DropoutConvention = collections.namedtuple(
+    "_DropoutConvention", "meaning interval is_valid keep_probability"
+)
 _P_DROPS = _DropoutConvention(
     "the probability of DROPPING a unit (the 2017 edition, as in graphnet.layers and "
-    "graphnet.cs231n.v2017)", "[0, 1)", lambda p: 0 <= p < 1, lambda p: 1 - p)
+    "graphnet.cs231n.v2017)",
+    "[0, 1)",
+    lambda p: 0 <= p < 1,
+    lambda p: 1 - p,
+)
 _P_KEEPS = _DropoutConvention(
     "the probability of KEEPING a unit (the 2018+ editions, as in graphnet.cs231n)",
-    "(0, 1]", lambda p: 0 < p <= 1, lambda p: p)
+    "(0, 1]",
+    lambda p: 0 < p <= 1,
+    lambda p: p,
+)
 
 
 def _uniform(fn, shape, seed):
@@ -461,8 +500,11 @@ def _uniform(fn, shape, seed):
         raise ValueError(f"{fn}: seed must be a non-negative integer, got {seed}")
     # RandomState takes one 32-bit word (np.random.seed's case) or several, for larger seeds
     # (graphnet's dropout gate draws 63-bit ones).
-    words = seed if seed < 2**32 else [(seed >> shift) & 0xFFFFFFFF
-                                       for shift in range(0, seed.bit_length(), 32)]
+    words = (
+        seed
+        if seed < 2**32
+        else [(seed >> shift) & 0xFFFFFFFF for shift in range(0, seed.bit_length(), 32)]
+    )
     return np.random.RandomState(words).random_sample(shape)
 
 
@@ -473,10 +515,14 @@ def _dropout_forward(x, dropout_param, convention):
     if "p" not in dropout_param:
         raise ValueError(f"{fn}: dropout_param needs 'p', {convention.meaning}")
     p = dropout_param["p"]
-    if not isinstance(p, (int, float, np.integer, np.floating)) or isinstance(p, bool) \
-            or not convention.is_valid(p):  # also rejects NaN
-        raise ValueError(f"{fn}: p is {convention.meaning}; it must be in "
-                         f"{convention.interval}, got {p!r}")
+    if (
+        not isinstance(p, (int, float, np.integer, np.floating))
+        or isinstance(p, bool)
+        or not convention.is_valid(p)
+    ):  # also rejects NaN
+        raise ValueError(
+            f"{fn}: p is {convention.meaning}; it must be in {convention.interval}, got {p!r}"
+        )
     if mode == "test":
         return x, (dropout_param, None)
     # A unit is kept where its draw is below the keep probability, as in the course notes'
@@ -527,6 +573,7 @@ def dropout_backward(dout, cache):
 
 # --------------------------------------------------------------------------- conv, pool
 
+
 def _window_count(fn, axis, size, kernel, stride, pad=0):
     """Number of window positions along one axis: 1 + (size + 2 * pad - kernel) // stride,
     in the kernels' checked int64 arithmetic (graphnet.kernels.geometry)."""
@@ -538,8 +585,12 @@ def _window_count(fn, axis, size, kernel, stride, pad=0):
 
 def _window(i, j, stride, height, width):
     """Index of the window behind output position (i, j) in the last two axes."""
-    return (slice(None), slice(None),
-            slice(i * stride, i * stride + height), slice(j * stride, j * stride + width))
+    return (
+        slice(None),
+        slice(None),
+        slice(i * stride, i * stride + height),
+        slice(j * stride, j * stride + width),
+    )
 
 
 def _conv_geometry(fn, x, w, b, conv_param):
@@ -547,14 +598,20 @@ def _conv_geometry(fn, x, w, b, conv_param):
     _check_ndim(fn, "x", x, 4, "images (N, C, H, W)")
     _check_ndim(fn, "w", w, 4, "filters (F, C, HH, WW)")
     if w.shape[1] != x.shape[1]:
-        raise ValueError(f"{fn}: x of shape {x.shape} has {x.shape[1]} channels but "
-                         f"w of shape {w.shape} expects {w.shape[1]}")
+        raise ValueError(
+            f"{fn}: x of shape {x.shape} has {x.shape[1]} channels but "
+            f"w of shape {w.shape} expects {w.shape[1]}"
+        )
     _check_shape(fn, "b", b, (w.shape[0],))
     stride = _int_param(fn, conv_param, "stride", 1, 1)
     pad = _int_param(fn, conv_param, "pad", 0, 0)
     (_, _, H, W), (_, _, HH, WW) = x.shape, w.shape
-    return (stride, pad, _window_count(fn, "height", H, HH, stride, pad),
-            _window_count(fn, "width", W, WW, stride, pad))
+    return (
+        stride,
+        pad,
+        _window_count(fn, "height", H, HH, stride, pad),
+        _window_count(fn, "width", W, WW, stride, pad),
+    )
 
 
 def conv_forward_naive(x, w, b, conv_param):
@@ -591,11 +648,11 @@ def conv_backward_naive(dout, cache):
     for i in range(H_out):
         for j in range(W_out):
             window = _window(i, j, stride, HH, WW)
-            g = dout[:, :, i, j]                                         # (N, F)
-            dw += np.tensordot(g, x_pad[window], axes=([0], [0]))         # (F, C, HH, WW)
-            dx_pad[window] += np.tensordot(g, w, axes=([1], [0]))         # (N, C, HH, WW)
+            g = dout[:, :, i, j]  # (N, F)
+            dw += np.tensordot(g, x_pad[window], axes=([0], [0]))  # (F, C, HH, WW)
+            dx_pad[window] += np.tensordot(g, w, axes=([1], [0]))  # (N, C, HH, WW)
     H, W = x.shape[2:]
-    return dx_pad[:, :, pad:pad + H, pad:pad + W], dw, dout.sum(axis=(0, 2, 3))
+    return dx_pad[:, :, pad : pad + H, pad : pad + W], dw, dout.sum(axis=(0, 2, 3))
 
 
 def _pool_geometry(fn, x, pool_param):
@@ -605,8 +662,13 @@ def _pool_geometry(fn, x, pool_param):
     pw = _int_param(fn, pool_param, "pool_width", 2, 1)
     stride = _int_param(fn, pool_param, "stride", 2, 1)
     H, W = x.shape[2:]
-    return (ph, pw, stride, _window_count(fn, "height", H, ph, stride),
-            _window_count(fn, "width", W, pw, stride))
+    return (
+        ph,
+        pw,
+        stride,
+        _window_count(fn, "height", H, ph, stride),
+        _window_count(fn, "width", W, pw, stride),
+    )
 
 
 def max_pool_forward_naive(x, pool_param):
@@ -643,6 +705,6 @@ def max_pool_backward_naive(dout, cache):
         for j in range(W_out):
             window = _window(i, j, stride, ph, pw)
             first_max = x[window].reshape(N, C, ph * pw).argmax(axis=2)
-            is_max = positions == first_max[..., None]                  # (N, C, ph*pw)
+            is_max = positions == first_max[..., None]  # (N, C, ph*pw)
             dx[window] += (is_max * dout[:, :, i, j, None]).reshape(N, C, ph, pw)
     return dx

@@ -9,6 +9,7 @@ the gamma and beta gradients as its sums; bitwise the same for any number of thr
 They take float32 or float64 arrays whose gamma and beta share x's dtype (``native``);
 anything else goes through the numpy reference, which promotes dtypes as numpy does.
 """
+
 from typing import Any, Optional, Tuple
 
 import numpy as np
@@ -21,8 +22,11 @@ _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 def native(x: Any, *params: Any) -> bool:
     """Whether the C++ kernels take these arrays as they are: x a float32 or float64
     ndarray and every param an ndarray of its dtype."""
-    return (type(x) is np.ndarray and x.dtype in _FLOATS
-            and all(type(p) is np.ndarray and p.dtype == x.dtype for p in params))
+    return (
+        type(x) is np.ndarray
+        and x.dtype in _FLOATS
+        and all(type(p) is np.ndarray and p.dtype == x.dtype for p in params)
+    )
 
 
 class NormCache:
@@ -31,6 +35,7 @@ class NormCache:
     mean: "channel" (batchnorm), "row" (layernorm) or a number of groups (groupnorm). The
     normalized input x_hat is not kept: it is recomputed when something reads it (the
     drawings' cache summaries)."""
+
     __slots__ = ("train", "x", "mean", "inv_std", "gamma", "per")
 
     def __init__(self, train, x, mean, inv_std, gamma, per):
@@ -47,10 +52,16 @@ class NormCache:
         return ((rows - self.mean[:, None]) * self.inv_std[:, None]).reshape(x.shape)
 
 
-def batchnorm_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float,
-                      momentum: float, running_mean: Optional[np.ndarray],
-                      running_var: Optional[np.ndarray], train: bool
-                      ) -> Tuple[np.ndarray, NormCache, np.ndarray, np.ndarray]:
+def batchnorm_forward(
+    x: np.ndarray,
+    gamma: np.ndarray,
+    beta: np.ndarray,
+    eps: float,
+    momentum: float,
+    running_mean: Optional[np.ndarray],
+    running_var: Optional[np.ndarray],
+    train: bool,
+) -> Tuple[np.ndarray, NormCache, np.ndarray, np.ndarray]:
     """Batchnorm of x (N, C, ...) per channel (axis 1): (N, D) or (N, C, H, W).
 
     Train mode normalizes with the batch's mean and biased variance and returns the running
@@ -63,13 +74,17 @@ def batchnorm_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: f
     running_var = _running(running_var, C, x.dtype, "running_var")
     if not train:
         out, mean, _, inv_std = _C.channel_norm_forward(
-            x, gamma, beta, eps, running_mean.astype(x.dtype, copy=False),
-            running_var.astype(x.dtype, copy=False))
+            x,
+            gamma,
+            beta,
+            eps,
+            running_mean.astype(x.dtype, copy=False),
+            running_var.astype(x.dtype, copy=False),
+        )
         cache = NormCache(False, x, mean, inv_std, gamma, "channel")
         return out, cache, running_mean, running_var
     if x.size == 0:
-        raise ValueError(f"batchnorm: train mode needs a non-empty batch, got x of shape "
-                         f"{x.shape}")
+        raise ValueError(f"batchnorm: train mode needs a non-empty batch, got x of shape {x.shape}")
     out, mean, var, inv_std = _C.channel_norm_forward(x, gamma, beta, eps)
     running_mean = momentum * running_mean + (1 - momentum) * mean
     running_var = momentum * running_var + (1 - momentum) * var
@@ -77,31 +92,36 @@ def batchnorm_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: f
     return out, cache, running_mean, running_var
 
 
-def batchnorm_backward(dout: np.ndarray, cache: NormCache
-                       ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+def batchnorm_backward(
+    dout: np.ndarray, cache: NormCache
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(dx, dgamma, dbeta) of batchnorm_forward, for train or eval mode as it ran."""
-    return _C.channel_norm_backward(_like(dout, cache.x), cache.x, cache.gamma, cache.mean,
-                                    cache.inv_std, cache.train)
+    return _C.channel_norm_backward(
+        _like(dout, cache.x), cache.x, cache.gamma, cache.mean, cache.inv_std, cache.train
+    )
 
 
-def layernorm_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray,
-                      eps: float) -> Tuple[np.ndarray, NormCache]:
+def layernorm_forward(
+    x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float
+) -> Tuple[np.ndarray, NormCache]:
     """Layernorm of the rows of x (N, D); gamma and beta (D,)."""
     if x.shape[1] == 0:
-        raise ValueError(f"layernorm: x has shape {x.shape}; a sample needs at least one "
-                         "feature")
+        raise ValueError(f"layernorm: x has shape {x.shape}; a sample needs at least one feature")
     out, mean, inv_std = _C.layer_norm_forward(x, gamma, beta, eps)
     return out, NormCache(True, x, mean, inv_std, gamma, "row")
 
 
-def layernorm_backward(dout: np.ndarray, cache: NormCache
-                       ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return _C.layer_norm_backward(_like(dout, cache.x), cache.x, cache.gamma, cache.mean,
-                                  cache.inv_std)
+def layernorm_backward(
+    dout: np.ndarray, cache: NormCache
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return _C.layer_norm_backward(
+        _like(dout, cache.x), cache.x, cache.gamma, cache.mean, cache.inv_std
+    )
 
 
-def groupnorm_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, G: int,
-                      eps: float) -> Tuple[np.ndarray, NormCache]:
+def groupnorm_forward(
+    x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, G: int, eps: float
+) -> Tuple[np.ndarray, NormCache]:
     """Groupnorm of x (N, C, H, W) in G groups of channels; gamma and beta (C,) or
     (1, C, 1, 1) (the course's shape); their gradients come back in that shape."""
     if x.shape[2] * x.shape[3] == 0:
@@ -110,11 +130,12 @@ def groupnorm_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, G: int
     return out, NormCache(True, x, mean, inv_std, gamma, G)
 
 
-def groupnorm_backward(dout: np.ndarray, cache: NormCache
-                       ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    dx, dgamma, dbeta = _C.group_norm_backward(_like(dout, cache.x), cache.x,
-                                               cache.gamma.reshape(-1), cache.per, cache.mean,
-                                               cache.inv_std)
+def groupnorm_backward(
+    dout: np.ndarray, cache: NormCache
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    dx, dgamma, dbeta = _C.group_norm_backward(
+        _like(dout, cache.x), cache.x, cache.gamma.reshape(-1), cache.per, cache.mean, cache.inv_std
+    )
     return dx, dgamma.reshape(cache.gamma.shape), dbeta.reshape(cache.gamma.shape)
 
 

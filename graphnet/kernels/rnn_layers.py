@@ -18,6 +18,7 @@ wider type; float16 in float32); integer inputs are promoted to float64.
 ``attention_forward/backward`` are scaled dot-product attention, softmax(q k^T / sqrt(d))
 v over the last two axes, for the attention gate.
 """
+
 import collections
 from typing import Optional, Tuple
 
@@ -27,15 +28,27 @@ from . import _C
 from .layers import _check_ndim, _check_shape, _float_array
 
 __all__ = [
-    "rnn_step_forward", "rnn_step_backward", "rnn_forward", "rnn_backward",
-    "word_embedding_forward", "word_embedding_backward",
-    "lstm_step_forward", "lstm_step_backward", "lstm_forward", "lstm_backward",
-    "temporal_affine_forward", "temporal_affine_backward", "temporal_softmax_loss",
-    "attention_forward", "attention_backward", "hidden_state_gradients",
+    "rnn_step_forward",
+    "rnn_step_backward",
+    "rnn_forward",
+    "rnn_backward",
+    "word_embedding_forward",
+    "word_embedding_backward",
+    "lstm_step_forward",
+    "lstm_step_backward",
+    "lstm_forward",
+    "lstm_backward",
+    "temporal_affine_forward",
+    "temporal_affine_backward",
+    "temporal_softmax_loss",
+    "attention_forward",
+    "attention_backward",
+    "hidden_state_gradients",
 ]
 
 
 # --------------------------------------------------------------------------- validation
+
 
 def _recurrent_inputs(fn, x, h, Wx, Wh, b, gates, x_layout):
     """Validate and cast a recurrent layer's inputs to one float dtype.
@@ -43,16 +56,19 @@ def _recurrent_inputs(fn, x, h, Wx, Wh, b, gates, x_layout):
     x: x_layout ("(N, D)" or "(N, T, D)"); h: (N, H); Wx: (D, gates*H); Wh: (H, gates*H);
     b: (gates*H,). Returns the five arrays, all of the widest float dtype among them.
     """
-    arrays = [_float_array(a, fn, name) for a, name in
-              zip((x, h, Wx, Wh, b), ("x", "h", "Wx", "Wh", "b"))]
+    arrays = [
+        _float_array(a, fn, name) for a, name in zip((x, h, Wx, Wh, b), ("x", "h", "Wx", "Wh", "b"))
+    ]
     x, h, Wx, Wh, b = arrays
     _check_ndim(fn, "x", x, len(x_layout.split(",")), x_layout)
     _check_ndim(fn, "h", h, 2, "hidden state (N, H)")
     _check_ndim(fn, "Wx", Wx, 2, f"weights (D, {gates}H)" if gates > 1 else "weights (D, H)")
     N, H = h.shape
     if x.shape[0] != N:
-        raise ValueError(f"{fn}: x of shape {x.shape} holds {x.shape[0]} sequences but the "
-                         f"hidden state of shape {h.shape} holds {N}")
+        raise ValueError(
+            f"{fn}: x of shape {x.shape} holds {x.shape[0]} sequences but the "
+            f"hidden state of shape {h.shape} holds {N}"
+        )
     _check_shape(fn, "Wx", Wx, (x.shape[-1], gates * H))
     _check_shape(fn, "Wh", Wh, (H, gates * H))
     _check_shape(fn, "b", b, (gates * H,))
@@ -91,14 +107,14 @@ def _affine_grads(da, x, prev_h, Wx, Wh):
 _RnnStepCache = collections.namedtuple("_RnnStepCache", "x prev_h Wx Wh next_h")
 
 
-def rnn_step_forward(x: np.ndarray, prev_h: np.ndarray, Wx: np.ndarray, Wh: np.ndarray,
-                     b: np.ndarray) -> Tuple[np.ndarray, _RnnStepCache]:
+def rnn_step_forward(
+    x: np.ndarray, prev_h: np.ndarray, Wx: np.ndarray, Wh: np.ndarray, b: np.ndarray
+) -> Tuple[np.ndarray, _RnnStepCache]:
     """One step of a tanh RNN: next_h = tanh(x @ Wx + prev_h @ Wh + b).
 
     x: (N, D); prev_h: (N, H); Wx: (D, H); Wh: (H, H); b: (H,). Returns next_h (N, H).
     """
-    x, prev_h, Wx, Wh, b = _recurrent_inputs("rnn_step_forward", x, prev_h, Wx, Wh, b, 1,
-                                             "(N, D)")
+    x, prev_h, Wx, Wh, b = _recurrent_inputs("rnn_step_forward", x, prev_h, Wx, Wh, b, 1, "(N, D)")
     next_h = np.tanh(x @ Wx + prev_h @ Wh + b)
     return next_h, _RnnStepCache(x, prev_h, Wx, Wh, next_h)
 
@@ -106,7 +122,7 @@ def rnn_step_forward(x: np.ndarray, prev_h: np.ndarray, Wx: np.ndarray, Wh: np.n
 def rnn_step_backward(dnext_h: np.ndarray, cache: _RnnStepCache) -> Tuple[np.ndarray, ...]:
     """dnext_h: (N, H). Returns dx (N, D), dprev_h (N, H), dWx (D, H), dWh (H, H), db (H,)."""
     dnext_h = _upstream("rnn_step_backward", "dnext_h", dnext_h, cache.next_h.shape)
-    da = dnext_h * (1 - cache.next_h ** 2)  # tanh' = 1 - tanh^2
+    da = dnext_h * (1 - cache.next_h**2)  # tanh' = 1 - tanh^2
     return _affine_grads(da, cache.x, cache.prev_h, cache.Wx, cache.Wh)
 
 
@@ -116,8 +132,9 @@ _SequenceCache = collections.namedtuple("_SequenceCache", "cell x h0 Wx Wh h act
 
 
 def _sequence_forward(fn, cell, x, h0, Wx, Wh, b):
-    x, h0, Wx, Wh, b = _recurrent_inputs(fn, x, h0, Wx, Wh, b, 4 if cell == "lstm" else 1,
-                                         "(N, T, D)")
+    x, h0, Wx, Wh, b = _recurrent_inputs(
+        fn, x, h0, Wx, Wh, b, 4 if cell == "lstm" else 1, "(N, T, D)"
+    )
     h, act, c, tanh_c = _C.recurrent_forward(cell, x, h0, Wx, Wh, b)
     return h, _SequenceCache(cell, x, h0, Wx, Wh, h, act, c, tanh_c)
 
@@ -126,12 +143,14 @@ def _sequence_backward(fn, cell, dh, cache):
     if not isinstance(cache, _SequenceCache) or cache.cell != cell:
         raise ValueError(f"{fn}: cache must be the one {cell}_forward returned")
     dh = _upstream(fn, "dh", dh, cache.h.shape).astype(cache.h.dtype, copy=False)
-    return _C.recurrent_backward(cell, dh, cache.x, cache.h0, cache.Wx, cache.Wh, cache.h,
-                                 cache.act, cache.c, cache.tanh_c)
+    return _C.recurrent_backward(
+        cell, dh, cache.x, cache.h0, cache.Wx, cache.Wh, cache.h, cache.act, cache.c, cache.tanh_c
+    )
 
 
-def rnn_forward(x: np.ndarray, h0: np.ndarray, Wx: np.ndarray, Wh: np.ndarray,
-                b: np.ndarray) -> Tuple[np.ndarray, _SequenceCache]:
+def rnn_forward(
+    x: np.ndarray, h0: np.ndarray, Wx: np.ndarray, Wh: np.ndarray, b: np.ndarray
+) -> Tuple[np.ndarray, _SequenceCache]:
     """A tanh RNN over whole sequences.
 
     x: (N, T, D); h0: (N, H); Wx: (D, H); Wh: (H, H); b: (H,). Returns h (N, T, H), the
@@ -150,13 +169,17 @@ def rnn_backward(dh: np.ndarray, cache: _SequenceCache) -> Tuple[np.ndarray, ...
 
 # --------------------------------------------------------------------------- LSTM
 
-_LstmStepCache = collections.namedtuple("_LstmStepCache",
-                                        "x prev_h prev_c Wx Wh i f o g tanh_c")
+_LstmStepCache = collections.namedtuple("_LstmStepCache", "x prev_h prev_c Wx Wh i f o g tanh_c")
 
 
-def lstm_step_forward(x: np.ndarray, prev_h: np.ndarray, prev_c: np.ndarray, Wx: np.ndarray,
-                      Wh: np.ndarray, b: np.ndarray
-                      ) -> Tuple[np.ndarray, np.ndarray, _LstmStepCache]:
+def lstm_step_forward(
+    x: np.ndarray,
+    prev_h: np.ndarray,
+    prev_c: np.ndarray,
+    Wx: np.ndarray,
+    Wh: np.ndarray,
+    b: np.ndarray,
+) -> Tuple[np.ndarray, np.ndarray, _LstmStepCache]:
     """One LSTM step.
 
     a = x @ Wx + prev_h @ Wh + b split into four (N, H) blocks; i, f, o = sigmoid of the
@@ -168,8 +191,8 @@ def lstm_step_forward(x: np.ndarray, prev_h: np.ndarray, prev_c: np.ndarray, Wx:
     x, prev_h, Wx, Wh, b = _recurrent_inputs(fn, x, prev_h, Wx, Wh, b, 4, "(N, D)")
     prev_c = _upstream(fn, "prev_c", prev_c, prev_h.shape).astype(prev_h.dtype, copy=False)
     a = x @ Wx + prev_h @ Wh + b
-    i, f, o = np.split(_sigmoid(a[:, :3 * prev_h.shape[1]]), 3, axis=1)
-    g = np.tanh(a[:, 3 * prev_h.shape[1]:])
+    i, f, o = np.split(_sigmoid(a[:, : 3 * prev_h.shape[1]]), 3, axis=1)
+    g = np.tanh(a[:, 3 * prev_h.shape[1] :])
     next_c = f * prev_c + i * g
     tanh_c = np.tanh(next_c)
     next_h = o * tanh_c
@@ -178,14 +201,22 @@ def lstm_step_forward(x: np.ndarray, prev_h: np.ndarray, prev_c: np.ndarray, Wx:
 
 def _lstm_gate_grads(dnext_h, dnext_c, prev_c, i, f, o, g, tanh_c):
     """Through one LSTM cell: (da (N, 4H), dprev_c (N, H)) from the next h and c's grads."""
-    dc = dnext_c + dnext_h * o * (1 - tanh_c ** 2)  # next_c reaches the loss two ways
-    da = np.concatenate([dc * g * i * (1 - i), dc * prev_c * f * (1 - f),
-                         dnext_h * tanh_c * o * (1 - o), dc * i * (1 - g ** 2)], axis=1)
+    dc = dnext_c + dnext_h * o * (1 - tanh_c**2)  # next_c reaches the loss two ways
+    da = np.concatenate(
+        [
+            dc * g * i * (1 - i),
+            dc * prev_c * f * (1 - f),
+            dnext_h * tanh_c * o * (1 - o),
+            dc * i * (1 - g**2),
+        ],
+        axis=1,
+    )
     return da, dc * f
 
 
-def lstm_step_backward(dnext_h: np.ndarray, dnext_c: np.ndarray,
-                       cache: _LstmStepCache) -> Tuple[np.ndarray, ...]:
+def lstm_step_backward(
+    dnext_h: np.ndarray, dnext_c: np.ndarray, cache: _LstmStepCache
+) -> Tuple[np.ndarray, ...]:
     """dnext_h, dnext_c: (N, H).
 
     Returns dx (N, D), dprev_h (N, H), dprev_c (N, H), dWx (D, 4H), dWh (H, 4H), db (4H,).
@@ -193,14 +224,16 @@ def lstm_step_backward(dnext_h: np.ndarray, dnext_c: np.ndarray,
     fn = "lstm_step_backward"
     dnext_h = _upstream(fn, "dnext_h", dnext_h, cache.prev_h.shape)
     dnext_c = _upstream(fn, "dnext_c", dnext_c, cache.prev_h.shape)
-    da, dprev_c = _lstm_gate_grads(dnext_h, dnext_c, cache.prev_c, cache.i, cache.f,
-                                   cache.o, cache.g, cache.tanh_c)
+    da, dprev_c = _lstm_gate_grads(
+        dnext_h, dnext_c, cache.prev_c, cache.i, cache.f, cache.o, cache.g, cache.tanh_c
+    )
     dx, dprev_h, dWx, dWh, db = _affine_grads(da, cache.x, cache.prev_h, cache.Wx, cache.Wh)
     return dx, dprev_h, dprev_c, dWx, dWh, db
 
 
-def lstm_forward(x: np.ndarray, h0: np.ndarray, Wx: np.ndarray, Wh: np.ndarray,
-                 b: np.ndarray) -> Tuple[np.ndarray, _SequenceCache]:
+def lstm_forward(
+    x: np.ndarray, h0: np.ndarray, Wx: np.ndarray, Wh: np.ndarray, b: np.ndarray
+) -> Tuple[np.ndarray, _SequenceCache]:
     """An LSTM over whole sequences, starting from h0 and a zero cell state.
 
     x: (N, T, D); h0: (N, H); Wx: (D, 4H); Wh: (H, 4H); b: (4H,). Returns h (N, T, H), the
@@ -227,8 +260,9 @@ def hidden_state_gradients(dh: np.ndarray, cache: _SequenceCache) -> np.ndarray:
     replays the steps in numpy from the saved states, for plots of backprop through time.
     """
     if not isinstance(cache, _SequenceCache):
-        raise ValueError("hidden_state_gradients: cache must be the one rnn_forward or "
-                         "lstm_forward returned")
+        raise ValueError(
+            "hidden_state_gradients: cache must be the one rnn_forward or lstm_forward returned"
+        )
     dh = _upstream("hidden_state_gradients", "dh", dh, cache.h.shape)
     reached = np.empty(cache.h.shape, dtype=np.result_type(dh, cache.h))
     later = np.zeros_like(reached[:, 0])  # what h_t receives from step t + 1
@@ -240,14 +274,14 @@ def hidden_state_gradients(dh: np.ndarray, cache: _SequenceCache) -> np.ndarray:
             da = dh_t * (1 - cache.h[:, t] ** 2)
         else:
             prev_c = cache.c[:, t - 1] if t else np.zeros_like(later)
-            i, f, o, g = (cache.act[:, t, k * H:(k + 1) * H] for k in range(4))
-            da, later_c = _lstm_gate_grads(dh_t, later_c, prev_c, i, f, o, g,
-                                           cache.tanh_c[:, t])
+            i, f, o, g = (cache.act[:, t, k * H : (k + 1) * H] for k in range(4))
+            da, later_c = _lstm_gate_grads(dh_t, later_c, prev_c, i, f, o, g, cache.tanh_c[:, t])
         later = da @ cache.Wh.T
     return reached
 
 
 # --------------------------------------------------------------------------- embedding
+
 
 def word_embedding_forward(x: np.ndarray, W: np.ndarray) -> Tuple[np.ndarray, tuple]:
     """Look up word vectors: out[n, t] = W[x[n, t]].
@@ -259,13 +293,16 @@ def word_embedding_forward(x: np.ndarray, W: np.ndarray) -> Tuple[np.ndarray, tu
     _check_ndim(fn, "W", W, 2, "word vectors (V, D)")
     x = np.asarray(x)
     if x.dtype.kind not in "iu":
-        raise ValueError(f"{fn}: x must hold integer word indices, got dtype {x.dtype} "
-                         f"with shape {x.shape}")
+        raise ValueError(
+            f"{fn}: x must hold integer word indices, got dtype {x.dtype} with shape {x.shape}"
+        )
     _check_ndim(fn, "x", x, 2, "word indices (N, T)")
     V = W.shape[0]
     if x.size and (x.min() < 0 or x.max() >= V):
-        raise ValueError(f"{fn}: word indices must lie in [0, {V}) for W of shape {W.shape}, "
-                         f"got min {x.min()} and max {x.max()}")
+        raise ValueError(
+            f"{fn}: word indices must lie in [0, {V}) for W of shape {W.shape}, "
+            f"got min {x.min()} and max {x.max()}"
+        )
     return W[x], (x, W.shape, W.dtype)
 
 
@@ -289,8 +326,10 @@ def word_embedding_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
 
 # --------------------------------------------------------------------------- outputs
 
-def temporal_affine_forward(x: np.ndarray, w: np.ndarray,
-                            b: np.ndarray) -> Tuple[np.ndarray, tuple]:
+
+def temporal_affine_forward(
+    x: np.ndarray, w: np.ndarray, b: np.ndarray
+) -> Tuple[np.ndarray, tuple]:
     """The same affine map at every step: out[n, t] = x[n, t] @ w + b.
 
     x: (N, T, D); w: (D, M); b: (M,). Returns out (N, T, M); the cache is the course's
@@ -301,8 +340,9 @@ def temporal_affine_forward(x: np.ndarray, w: np.ndarray,
     _check_ndim(fn, "x", x, 3, "(N, T, D)")
     _check_ndim(fn, "w", w, 2, "weights (D, M)")
     if w.shape[0] != x.shape[2]:
-        raise ValueError(f"{fn}: x of shape {x.shape} has {x.shape[2]} features but w has "
-                         f"shape {w.shape}")
+        raise ValueError(
+            f"{fn}: x of shape {x.shape} has {x.shape[2]} features but w has shape {w.shape}"
+        )
     _check_shape(fn, "b", b, (w.shape[1],))
     N, T, D = x.shape
     out = _matmul(x.reshape(N * T, D), w).reshape(N, T, -1)
@@ -324,8 +364,9 @@ def temporal_affine_backward(dout: np.ndarray, cache: tuple) -> Tuple[np.ndarray
     return dx, dw, dout_rows.sum(axis=0)
 
 
-def temporal_softmax_loss(x: np.ndarray, y: np.ndarray, mask: np.ndarray,
-                          verbose: bool = False) -> Tuple[float, np.ndarray]:
+def temporal_softmax_loss(
+    x: np.ndarray, y: np.ndarray, mask: np.ndarray, verbose: bool = False
+) -> Tuple[float, np.ndarray]:
     """Softmax cross-entropy at every step where mask is true, summed over the steps and
     averaged over the N sequences (the course's normalisation: the loss of a batch grows
     with the caption length).
@@ -346,8 +387,10 @@ def temporal_softmax_loss(x: np.ndarray, y: np.ndarray, mask: np.ndarray,
     if mask.dtype.kind not in "biu":
         raise ValueError(f"{fn}: mask must be boolean (or 0/1 integers), got {mask.dtype}")
     if y.size and (y.min() < 0 or y.max() >= V):
-        raise ValueError(f"{fn}: labels must lie in [0, {V}) for x of shape {x.shape}, "
-                         f"got min {y.min()} and max {y.max()}")
+        raise ValueError(
+            f"{fn}: labels must lie in [0, {V}) for x of shape {x.shape}, "
+            f"got min {y.min()} and max {y.max()}"
+        )
     x_rows, y_rows = x.reshape(N * T, V), y.reshape(N * T)
     mask_rows = mask.reshape(N * T).astype(bool)
     rows = np.arange(N * T)
@@ -374,8 +417,9 @@ def temporal_softmax_loss(x: np.ndarray, y: np.ndarray, mask: np.ndarray,
 _AttentionCache = collections.namedtuple("_AttentionCache", "q k v weights scale")
 
 
-def attention_forward(q: np.ndarray, k: np.ndarray, v: np.ndarray,
-                      mask: Optional[np.ndarray] = None) -> Tuple[np.ndarray, _AttentionCache]:
+def attention_forward(
+    q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: Optional[np.ndarray] = None
+) -> Tuple[np.ndarray, _AttentionCache]:
     """Scaled dot-product attention: out = softmax(q @ k^T / sqrt(d) + masking) @ v.
 
     q: (..., S, d) queries; k: (..., L, d) keys; v: (..., L, dv) values; the leading axes
@@ -388,14 +432,18 @@ def attention_forward(q: np.ndarray, k: np.ndarray, v: np.ndarray,
     q, k, v = _float_array(q, fn, "q"), _float_array(k, fn, "k"), _float_array(v, fn, "v")
     for name, a in (("q", q), ("k", k), ("v", v)):
         if a.ndim < 2:
-            raise ValueError(f"{fn}: {name} must be at least 2-D (..., length, features), "
-                             f"got shape {a.shape}")
+            raise ValueError(
+                f"{fn}: {name} must be at least 2-D (..., length, features), got shape {a.shape}"
+            )
     if q.shape[-1] != k.shape[-1]:
-        raise ValueError(f"{fn}: queries of shape {q.shape} and keys of shape {k.shape} "
-                         "must have the same feature size")
+        raise ValueError(
+            f"{fn}: queries of shape {q.shape} and keys of shape {k.shape} "
+            "must have the same feature size"
+        )
     if k.shape[-2] != v.shape[-2]:
-        raise ValueError(f"{fn}: keys of shape {k.shape} and values of shape {v.shape} "
-                         "must have the same length")
+        raise ValueError(
+            f"{fn}: keys of shape {k.shape} and values of shape {v.shape} must have the same length"
+        )
     # In the inputs' dtype: a float64 scale would turn float32 gradients into float64.
     scale = np.result_type(q, k).type(1.0 / np.sqrt(q.shape[-1]) if q.shape[-1] else 1.0)
     scores = (q @ np.swapaxes(k, -1, -2)) * scale
@@ -406,8 +454,10 @@ def attention_forward(q: np.ndarray, k: np.ndarray, v: np.ndarray,
         try:
             keep = np.broadcast_to(mask, scores.shape)
         except ValueError:
-            raise ValueError(f"{fn}: mask of shape {mask.shape} does not broadcast to the "
-                             f"scores' shape {scores.shape}") from None
+            raise ValueError(
+                f"{fn}: mask of shape {mask.shape} does not broadcast to the "
+                f"scores' shape {scores.shape}"
+            ) from None
         scores = np.where(keep, scores, -np.inf)
     # Subtracting each row's maximum keeps exp from overflowing; a fully masked row has
     # maximum -inf and would give nan, so it is shifted by 0 instead and stays all zero.
@@ -422,8 +472,9 @@ def attention_backward(dout: np.ndarray, cache: _AttentionCache) -> Tuple[np.nda
     """dout: (..., S, dv) (the output's shape). Returns dq, dk, dv in the shapes of q, k, v
     (summed over the axes they were broadcast along)."""
     q, k, v, weights, scale = cache
-    out_shape = (np.broadcast_shapes(weights.shape[:-2], v.shape[:-2])
-                 + weights.shape[-2:-1] + v.shape[-1:])
+    out_shape = (
+        np.broadcast_shapes(weights.shape[:-2], v.shape[:-2]) + weights.shape[-2:-1] + v.shape[-1:]
+    )
     dout = _upstream("attention_backward", "dout", dout, out_shape)
     dweights = dout @ np.swapaxes(v, -1, -2)
     # softmax backward: dscores = w * (dw - sum(dw * w)); masked weights are 0 and get 0.
@@ -438,5 +489,6 @@ def _sum_to(grad, shape):
     """Sum a broadcast gradient back to the shape of the input it came from."""
     lead = grad.ndim - len(shape)
     axes = tuple(range(lead)) + tuple(
-        lead + i for i, size in enumerate(shape) if size == 1 and grad.shape[lead + i] != 1)
+        lead + i for i, size in enumerate(shape) if size == 1 and grad.shape[lead + i] != 1
+    )
     return grad.sum(axis=axes).reshape(shape) if axes else grad

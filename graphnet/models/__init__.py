@@ -1,11 +1,26 @@
 """The course's models, each built as a graph (classifiers.py, captioning.py)."""
+
 from .captioning import CaptioningRNN
-from .classifiers import (FullyConnectedNet, GraphClassifier, GraphModel,  # noqa: F401
-                          ThreeLayerConvNet, TwoLayerNet, classifier_loss)
+from .classifiers import (
+    FullyConnectedNet,
+    GraphClassifier,
+    GraphModel,  # noqa: F401
+    ThreeLayerConvNet,
+    TwoLayerNet,
+    classifier_loss,
+)
 
 #: The classes a checkpoint may name; graphnet.load rebuilds only these.
-MODELS = {cls.__name__: cls for cls in (TwoLayerNet, FullyConnectedNet, ThreeLayerConvNet,
-                                      CaptioningRNN)}
+MODELS = {
+    cls.__name__: cls for cls in (TwoLayerNet, FullyConnectedNet, ThreeLayerConvNet, CaptioningRNN)
+}
 
-__all__ = ["GraphModel", "GraphClassifier", "TwoLayerNet", "FullyConnectedNet",
-           "ThreeLayerConvNet", "CaptioningRNN", "MODELS"]
+__all__ = [
+    "GraphModel",
+    "GraphClassifier",
+    "TwoLayerNet",
+    "FullyConnectedNet",
+    "ThreeLayerConvNet",
+    "CaptioningRNN",
+    "MODELS",
+]

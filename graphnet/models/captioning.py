@@ -15,6 +15,7 @@ captions[:, 1:] (slice nodes "captions_in", "captions_out"); then
 "word_scores" (N, V), with "h0" from "features" to start from. `sample` copies the
 params into it, so it always decodes with the model's current weights.
 """
+
 from typing import Any, Dict, Mapping, Tuple
 
 import numpy as np
@@ -41,18 +42,29 @@ class CaptioningRNN(GraphModel):
 
     input_name = "features"
 
-    def __init__(self, word_to_idx: Mapping[str, int], input_dim: int = 512,
-                 wordvec_dim: int = 128, hidden_dim: int = 128, cell_type: str = "rnn",
-                 dtype: Any = np.float32) -> None:
+    def __init__(
+        self,
+        word_to_idx: Mapping[str, int],
+        input_dim: int = 512,
+        wordvec_dim: int = 128,
+        hidden_dim: int = 128,
+        cell_type: str = "rnn",
+        dtype: Any = np.float32,
+    ) -> None:
         if cell_type not in ("rnn", "lstm"):
             raise ValueError(f'Invalid cell_type "{cell_type}": it must be "rnn" or "lstm"')
         word_to_idx = {str(w): int(i) for w, i in dict(word_to_idx).items()}
         if "<NULL>" not in word_to_idx:
             raise ValueError("word_to_idx must hold '<NULL>', the padding word")
         vocab_size = len(word_to_idx)  # V, as in the course (captions are checked to fit)
-        config = dict(word_to_idx=word_to_idx, input_dim=int(input_dim),
-                      wordvec_dim=int(wordvec_dim), hidden_dim=int(hidden_dim),
-                      cell_type=cell_type, dtype=np.dtype(dtype).name)
+        config = dict(
+            word_to_idx=word_to_idx,
+            input_dim=int(input_dim),
+            wordvec_dim=int(wordvec_dim),
+            hidden_dim=int(hidden_dim),
+            cell_type=cell_type,
+            dtype=np.dtype(dtype).name,
+        )
         super().__init__(config, 0.0, dtype)
         self.cell_type = cell_type
         self.word_to_idx = word_to_idx
@@ -76,8 +88,7 @@ class CaptioningRNN(GraphModel):
 
     def _build_training_graph(self):
         g, p = self.graph, self.graph
-        features = g.input("features", shape=(None, self.config["input_dim"]),
-                           requires_grad=False)
+        features = g.input("features", shape=(None, self.config["input_dim"]), requires_grad=False)
         captions = g.input("captions", shape=(None, None), dtype=np.int64)
         mask = g.input("mask", shape=(None, None), dtype=np.int64)
         captions_in = g.index(captions, (slice(None), slice(None, -1)), name="captions_in")
@@ -93,8 +104,7 @@ class CaptioningRNN(GraphModel):
         s = Graph(dtype=self.dtype)
         p = {name: s.param(name, value) for name, value in self.params.items()}
         H = self.config["hidden_dim"]
-        features = s.input("features", shape=(None, self.config["input_dim"]),
-                           requires_grad=False)
+        features = s.input("features", shape=(None, self.config["input_dim"]), requires_grad=False)
         s.affine(features, p["W_proj"], p["b_proj"], name="h0")
         word = s.input("word", shape=(None,), dtype=np.int64)
         prev_h = s.input("prev_h", shape=(None, H), requires_grad=False)
@@ -112,8 +122,11 @@ class CaptioningRNN(GraphModel):
     # ----- the course's two methods --------------------------------------------------
 
     # The course's signature, not the classifiers' loss(X, y=None): captions are required.
-    def loss(self, features: Any,  # type: ignore[override]
-             captions: Any) -> Tuple[float, Dict[str, np.ndarray]]:
+    def loss(  # type: ignore[override]
+        self,
+        features: Any,
+        captions: Any,
+    ) -> Tuple[float, Dict[str, np.ndarray]]:
         """The course's training loss on a minibatch: features (N, D), captions (N, T + 1)
         integers (each starts with <START>; <NULL> pads). Every step t predicts word
         t + 1 from the words up to t; steps whose target is <NULL> count for nothing.
@@ -142,11 +155,9 @@ class CaptioningRNN(GraphModel):
             c = np.zeros_like(h)
             word = np.full(N, self._start, dtype=np.int64)
             captions = np.full((N, int(max_length)), self._null, dtype=np.int32)
-            outputs = ["word_scores", "next_h"] + (["next_c"] if self.cell_type == "lstm"
-                                                     else [])
+            outputs = ["word_scores", "next_h"] + (["next_c"] if self.cell_type == "lstm" else [])
             for t in range(int(max_length)):
-                feeds = dict(word=word, prev_h=h, **({"prev_c": c} if "next_c" in outputs
-                                                     else {}))
+                feeds = dict(word=word, prev_h=h, **({"prev_c": c} if "next_c" in outputs else {}))
                 scores, h, *rest = s.run(outputs, feeds)
                 c = rest[0] if rest else c
                 word = np.argmax(scores, axis=1)
@@ -162,14 +173,22 @@ class CaptioningRNN(GraphModel):
     def _check_captions(self, captions: Any, num_samples: int) -> np.ndarray:
         captions = np.asarray(captions)
         V = len(self.word_to_idx)
-        if captions.dtype.kind not in "iu" or captions.ndim != 2 or \
-                captions.shape[0] != num_samples or captions.shape[1] < 2:
-            raise GraphError(f"CaptioningRNN.loss: captions (input 'captions' of node "
-                             f"'captions_in') must be integer word indices of shape "
-                             f"({num_samples}, T + 1) with T >= 1 for the {num_samples} "
-                             f"features, got {captions.dtype} {captions.shape}")
+        if (
+            captions.dtype.kind not in "iu"
+            or captions.ndim != 2
+            or captions.shape[0] != num_samples
+            or captions.shape[1] < 2
+        ):
+            raise GraphError(
+                f"CaptioningRNN.loss: captions (input 'captions' of node "
+                f"'captions_in') must be integer word indices of shape "
+                f"({num_samples}, T + 1) with T >= 1 for the {num_samples} "
+                f"features, got {captions.dtype} {captions.shape}"
+            )
         if captions.size and (captions.min() < 0 or captions.max() >= V):
-            raise GraphError(f"CaptioningRNN.loss: captions hold word indices from "
-                             f"{captions.min()} to {captions.max()}, outside the "
-                             f"vocabulary [0, {V})")
+            raise GraphError(
+                f"CaptioningRNN.loss: captions hold word indices from "
+                f"{captions.min()} to {captions.max()}, outside the "
+                f"vocabulary [0, {V})"
+            )
         return captions.astype(np.int64)

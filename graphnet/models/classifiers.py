@@ -16,6 +16,7 @@ gammas or betas). The graph's mode is restored afterwards.
 Weights are drawn with np.random.randn (numpy's global state, as in the course, so
 np.random.seed(...) before building a model makes it repeatable).
 """
+
 import numbers
 from collections.abc import Mapping
 from typing import Any, List, Optional, Sequence
@@ -26,8 +27,14 @@ from ..errors import GraphError
 from ..core.graph import Graph, ParamDict
 from ..core.node import Node
 
-__all__ = ["GraphModel", "GraphClassifier", "TwoLayerNet", "FullyConnectedNet",
-           "ThreeLayerConvNet", "classifier_loss"]
+__all__ = [
+    "GraphModel",
+    "GraphClassifier",
+    "TwoLayerNet",
+    "FullyConnectedNet",
+    "ThreeLayerConvNet",
+    "classifier_loss",
+]
 
 
 class GraphModel:
@@ -57,8 +64,9 @@ class GraphModel:
         """Build the graph on an input of shape (N, *input_shape); input_shape None
         means any (N, d1, ..., dk) that flattens to `self._features` features."""
         g = self.graph
-        X = g.input("X", shape=None if input_shape is None else (None, *input_shape),
-                    requires_grad=False)
+        X = g.input(
+            "X", shape=None if input_shape is None else (None, *input_shape), requires_grad=False
+        )
         y = g.input("y", shape=(None,), dtype=np.int64)
         scores = self._build(X)
         if scores.name != "scores":
@@ -79,8 +87,10 @@ class GraphModel:
     def _add_reg_gates(self, data_loss):
         """loss = data_loss + reg_loss, reg_loss = (0.5 * reg) * sum over weights of sum(W*W)."""
         g = self.graph
-        squares = [g.sum(g.multiply(g[w], g[w], name=f"{w}_squared"), name=f"{w}_sum_sq")
-                   for w in self._weights]
+        squares = [
+            g.sum(g.multiply(g[w], g[w], name=f"{w}_squared"), name=f"{w}_sum_sq")
+            for w in self._weights
+        ]
         total = squares[0]
         for i, term in enumerate(squares[1:], 2):
             total = g.add(total, term, name=f"sum_sq_{i}" if i < len(squares) else "sum_sq")
@@ -105,21 +115,26 @@ class GraphModel:
             return
         name = type(self).__name__
         if not isinstance(values, Mapping):
-            raise GraphError(f"{name}.params must be assigned a dict name -> array, got "
-                             f"{type(values).__name__}")
+            raise GraphError(
+                f"{name}.params must be assigned a dict name -> array, got {type(values).__name__}"
+            )
         missing = [k for k in current if k not in values]
         unknown = [k for k in values if k not in current]
         if missing or unknown:
-            raise GraphError(f"{name}.params = ...: the dict must hold exactly the model's "
-                             f"params ({', '.join(current)}); missing: "
-                             f"{', '.join(missing) or 'none'}; not params of the model: "
-                             f"{', '.join(map(str, unknown)) or 'none'}")
+            raise GraphError(
+                f"{name}.params = ...: the dict must hold exactly the model's "
+                f"params ({', '.join(current)}); missing: "
+                f"{', '.join(missing) or 'none'}; not params of the model: "
+                f"{', '.join(map(str, unknown)) or 'none'}"
+            )
         for key, value in values.items():
             array = np.asarray(value)
             if array.shape != np.shape(current[key]) or array.dtype.kind != "f":
-                raise GraphError(f"{name}.params = ...: param {key!r} is a float array of "
-                                 f"shape {np.shape(current[key])}, got {array.dtype} "
-                                 f"{array.shape}; no param was changed")
+                raise GraphError(
+                    f"{name}.params = ...: param {key!r} is a float array of "
+                    f"shape {np.shape(current[key])}, got {array.dtype} "
+                    f"{array.shape}; no param was changed"
+                )
         for key, value in values.items():
             current[key] = value
 
@@ -144,8 +159,9 @@ class GraphModel:
         labels = None if y is None else {"y": self.check_labels(y, X.shape[0])}
         # With reg = 0 the L2 branch adds nothing: run and differentiate only the data
         # loss, so no time goes into squaring weights that are then multiplied by 0.
-        return classifier_loss(self.graph, {"X": X}, labels, "scores",
-                               "loss" if self._reg else "data_loss")
+        return classifier_loss(
+            self.graph, {"X": X}, labels, "scores", "loss" if self._reg else "data_loss"
+        )
 
     # ----- validation -------------------------------------------------------------------
 
@@ -166,28 +182,37 @@ class GraphModel:
         try:
             X = np.asarray(X)
         except (ValueError, TypeError) as err:
-            raise GraphError(f"{name}.loss: {what} (input {node!r}) is not an array of numbers: "
-                             f"{err}") from None
+            raise GraphError(
+                f"{name}.loss: {what} (input {node!r}) is not an array of numbers: {err}"
+            ) from None
         if X.dtype.kind not in "fiu":
-            raise GraphError(f"{name}.loss: {what} (input {node!r}, shape {X.shape}) has dtype "
-                             f"{X.dtype}; the model takes real numbers: convert it with "
-                             f"{what}.astype(np.{self.dtype.name})")
+            raise GraphError(
+                f"{name}.loss: {what} (input {node!r}, shape {X.shape}) has dtype "
+                f"{X.dtype}; the model takes real numbers: convert it with "
+                f"{what}.astype(np.{self.dtype.name})"
+            )
         expected = self.input_shape
         if self._features is not None:
             ok = X.ndim >= 2 and int(np.prod(X.shape[1:])) == self._features
         else:
             ok = X.shape[1:] == expected
         if not ok:
-            hint = (f"each sample must flatten to {self._features} features (input_dim)"
-                    if self._features is not None else
-                    f"each sample must have shape {expected} (input_dim)")
-            raise GraphError(f"{name}.loss: {what} (input {node!r}) of shape {X.shape} does not "
-                             f"fit the model: it takes (N, {', '.join(map(str, expected))}); "
-                             f"{hint}; reshape the data or build the model with the right "
-                             "input_dim")
+            hint = (
+                f"each sample must flatten to {self._features} features (input_dim)"
+                if self._features is not None
+                else f"each sample must have shape {expected} (input_dim)"
+            )
+            raise GraphError(
+                f"{name}.loss: {what} (input {node!r}) of shape {X.shape} does not "
+                f"fit the model: it takes (N, {', '.join(map(str, expected))}); "
+                f"{hint}; reshape the data or build the model with the right "
+                "input_dim"
+            )
         if X.shape[0] == 0:
-            raise GraphError(f"{name}.loss: {what} (input {node!r}) is an empty batch (shape "
-                             f"{X.shape}); pass at least one sample")
+            raise GraphError(
+                f"{name}.loss: {what} (input {node!r}) is an empty batch (shape "
+                f"{X.shape}); pass at least one sample"
+            )
         return X
 
     def check_labels(self, y: Any, num_samples: int, what: str = "y") -> np.ndarray:
@@ -197,24 +222,32 @@ class GraphModel:
         try:
             y = np.asarray(y)
         except (ValueError, TypeError) as err:
-            raise GraphError(f"{name}.loss: {what} (input 'y') is not an array of labels: "
-                             f"{err}") from None
+            raise GraphError(
+                f"{name}.loss: {what} (input 'y') is not an array of labels: {err}"
+            ) from None
         if y.dtype.kind not in "iu" and not (
-                y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(np.mod(y, 1) == 0)):
-            raise GraphError(f"{name}.loss: labels {what} (input 'y' of node 'data_loss', gate "
-                             f"'softmax_loss') have dtype {y.dtype}, shape {y.shape}; they must "
-                             f"be integer class indices: convert with {what}.astype(np.int64)")
+            y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(np.mod(y, 1) == 0)
+        ):
+            raise GraphError(
+                f"{name}.loss: labels {what} (input 'y' of node 'data_loss', gate "
+                f"'softmax_loss') have dtype {y.dtype}, shape {y.shape}; they must "
+                f"be integer class indices: convert with {what}.astype(np.int64)"
+            )
         if y.shape != (num_samples,):
-            raise GraphError(f"{name}.loss: labels {what} (input 'y') have shape {y.shape} but X "
-                             f"holds {num_samples} samples; pass one label per sample, shape "
-                             f"({num_samples},)")
+            raise GraphError(
+                f"{name}.loss: labels {what} (input 'y') have shape {y.shape} but X "
+                f"holds {num_samples} samples; pass one label per sample, shape "
+                f"({num_samples},)"
+            )
         low, high = y.min(), y.max()
         if low < 0 or high >= classes:
-            raise GraphError(f"{name}.loss: labels {what} (input 'y', shape {y.shape}) range "
-                             f"over [{low:g}, {high:g}] but the softmax_loss gate of node "
-                             f"'data_loss' takes classes 0..{classes - 1} (num_classes="
-                             f"{classes}); remap the labels or build the model with "
-                             f"num_classes={int(high) + 1}")
+            raise GraphError(
+                f"{name}.loss: labels {what} (input 'y', shape {y.shape}) range "
+                f"over [{low:g}, {high:g}] but the softmax_loss gate of node "
+                f"'data_loss' takes classes 0..{classes - 1} (num_classes="
+                f"{classes}); remap the labels or build the model with "
+                f"num_classes={int(high) + 1}"
+            )
         return y
 
     def __repr__(self):
@@ -252,8 +285,7 @@ class GraphClassifier:
         gn.Solver(GraphClassifier(g, x="x", scores="scores"), data).train()
     """
 
-    def __init__(self, graph: Graph, *, x: str, scores: str, y: str = "y",
-                 loss: str = "loss"):
+    def __init__(self, graph: Graph, *, x: str, scores: str, y: str = "y", loss: str = "loss"):
         for role, name in (("x", x), ("scores", scores), ("y", y), ("loss", loss)):
             if name not in graph:
                 raise GraphError(f"GraphClassifier: {role}={name!r} is not a node of the graph")
@@ -264,8 +296,7 @@ class GraphClassifier:
         """As GraphModel.loss: scores for y=None, else (loss, grads)."""
         names = self.names
         labels = None if y is None else {names["y"]: np.asarray(y)}
-        return classifier_loss(self.graph, {names["x"]: X}, labels, names["scores"],
-                               names["loss"])
+        return classifier_loss(self.graph, {names["x"]: X}, labels, names["scores"], names["loss"])
 
 
 class TwoLayerNet(GraphModel):
@@ -275,12 +306,23 @@ class TwoLayerNet(GraphModel):
     arguments; the default float64 matches the course's TwoLayerNet.
     """
 
-    def __init__(self, input_dim: int = 3 * 32 * 32, hidden_dim: int = 100,
-                 num_classes: int = 10, weight_scale: float = 1e-3, reg: float = 0.0,
-                 dtype: Any = np.float64) -> None:
-        config = dict(input_dim=int(input_dim), hidden_dim=int(hidden_dim),
-                      num_classes=int(num_classes), weight_scale=float(weight_scale),
-                      reg=float(reg), dtype=np.dtype(dtype).name)
+    def __init__(
+        self,
+        input_dim: int = 3 * 32 * 32,
+        hidden_dim: int = 100,
+        num_classes: int = 10,
+        weight_scale: float = 1e-3,
+        reg: float = 0.0,
+        dtype: Any = np.float64,
+    ) -> None:
+        config = dict(
+            input_dim=int(input_dim),
+            hidden_dim=int(hidden_dim),
+            num_classes=int(num_classes),
+            weight_scale=float(weight_scale),
+            reg=float(reg),
+            dtype=np.dtype(dtype).name,
+        )
         super().__init__(config, reg, dtype)
         self._dims = (int(input_dim), int(hidden_dim), int(num_classes))
         self._weight_scale = weight_scale
@@ -310,46 +352,87 @@ class FullyConnectedNet(GraphModel):
     numpy's global state when the model is built.
     """
 
-    def __init__(self, hidden_dims: Sequence[int], input_dim: int = 3 * 32 * 32,
-                 num_classes: int = 10, dropout: float = 0, use_batchnorm: bool = False,
-                 reg: float = 0.0, weight_scale: float = 1e-2, dtype: Any = np.float32,
-                 seed: Optional[int] = None, dropout_keep_ratio: Optional[float] = None,
-                 normalization: Optional[str] = None) -> None:
+    def __init__(
+        self,
+        hidden_dims: Sequence[int],
+        input_dim: int = 3 * 32 * 32,
+        num_classes: int = 10,
+        dropout: float = 0,
+        use_batchnorm: bool = False,
+        reg: float = 0.0,
+        weight_scale: float = 1e-2,
+        dtype: Any = np.float32,
+        seed: Optional[int] = None,
+        dropout_keep_ratio: Optional[float] = None,
+        normalization: Optional[str] = None,
+    ) -> None:
         if not (_is_number(dropout) and 0 <= dropout < 1):
             raise ValueError(
                 f"dropout={dropout!r}: in graphnet.models and graphnet.cs231n.v2017 (the 2017 "
                 "edition) dropout is the probability of DROPPING a unit, in [0, 1) (0: no "
                 "dropout). For the probability of keeping one, pass dropout_keep_ratio= or "
-                "use graphnet.cs231n's FullyConnectedNet (the 2018+ editions)")
+                "use graphnet.cs231n's FullyConnectedNet (the 2018+ editions)"
+            )
         if dropout_keep_ratio is None:
             dropout_keep_ratio = 1 - dropout
         elif dropout and not np.isclose(dropout_keep_ratio, 1 - dropout, rtol=0, atol=1e-12):
-            raise ValueError(f"dropout={dropout!r} (the probability of dropping a unit) and "
-                             f"dropout_keep_ratio={dropout_keep_ratio!r} disagree; pass one")
+            raise ValueError(
+                f"dropout={dropout!r} (the probability of dropping a unit) and "
+                f"dropout_keep_ratio={dropout_keep_ratio!r} disagree; pass one"
+            )
         if use_batchnorm:
             if normalization not in (None, "batchnorm"):
-                raise ValueError(f"use_batchnorm=True and normalization={normalization!r} "
-                                 "disagree; pass one")
+                raise ValueError(
+                    f"use_batchnorm=True and normalization={normalization!r} disagree; pass one"
+                )
             normalization = "batchnorm"
-        self._setup(hidden_dims, input_dim, num_classes, dropout_keep_ratio, normalization,
-                    reg, weight_scale, dtype, seed)
+        self._setup(
+            hidden_dims,
+            input_dim,
+            num_classes,
+            dropout_keep_ratio,
+            normalization,
+            reg,
+            weight_scale,
+            dtype,
+            seed,
+        )
 
-    def _setup(self, hidden_dims, input_dim, num_classes, dropout_keep_ratio, normalization,
-               reg, weight_scale, dtype, seed):
+    def _setup(
+        self,
+        hidden_dims,
+        input_dim,
+        num_classes,
+        dropout_keep_ratio,
+        normalization,
+        reg,
+        weight_scale,
+        dtype,
+        seed,
+    ):
         """Build the net from the arguments both editions agree on. The config records
         them in that form, which every edition's class reads the same way."""
         if not (_is_number(dropout_keep_ratio) and 0 < dropout_keep_ratio <= 1):
-            raise ValueError(f"dropout_keep_ratio={dropout_keep_ratio!r}: the probability of "
-                             "keeping a unit must be in (0, 1] (1: no dropout)")
+            raise ValueError(
+                f"dropout_keep_ratio={dropout_keep_ratio!r}: the probability of "
+                "keeping a unit must be in (0, 1] (1: no dropout)"
+            )
         if normalization not in (None, "batchnorm", "layernorm"):
-            raise ValueError(f"normalization must be None, 'batchnorm' or 'layernorm', got "
-                             f"{normalization!r}")
+            raise ValueError(
+                f"normalization must be None, 'batchnorm' or 'layernorm', got {normalization!r}"
+            )
         hidden_dims = [int(h) for h in hidden_dims]
-        config = dict(hidden_dims=hidden_dims, input_dim=int(input_dim),
-                      num_classes=int(num_classes),
-                      dropout_keep_ratio=float(dropout_keep_ratio), normalization=normalization,
-                      reg=float(reg), weight_scale=float(weight_scale),
-                      dtype=np.dtype(dtype).name, seed=None if seed is None else int(seed))
+        config = dict(
+            hidden_dims=hidden_dims,
+            input_dim=int(input_dim),
+            num_classes=int(num_classes),
+            dropout_keep_ratio=float(dropout_keep_ratio),
+            normalization=normalization,
+            reg=float(reg),
+            weight_scale=float(weight_scale),
+            dtype=np.dtype(dtype).name,
+            seed=None if seed is None else int(seed),
+        )
         super().__init__(config, reg, dtype)
         self.normalization = normalization
         self.use_dropout = dropout_keep_ratio < 1
@@ -395,24 +478,43 @@ class ThreeLayerConvNet(GraphModel):
     W3 (hidden_dim, num_classes), b3.
     """
 
-    def __init__(self, input_dim: Sequence[int] = (3, 32, 32), num_filters: int = 32,
-                 filter_size: int = 7, hidden_dim: int = 100, num_classes: int = 10,
-                 weight_scale: float = 1e-3, reg: float = 0.0, dtype: Any = np.float32) -> None:
+    def __init__(
+        self,
+        input_dim: Sequence[int] = (3, 32, 32),
+        num_filters: int = 32,
+        filter_size: int = 7,
+        hidden_dim: int = 100,
+        num_classes: int = 10,
+        weight_scale: float = 1e-3,
+        reg: float = 0.0,
+        dtype: Any = np.float32,
+    ) -> None:
         input_dim = tuple(int(d) for d in input_dim)
         if len(input_dim) != 3:
             raise ValueError(f"input_dim must be (C, H, W), got {input_dim}")
-        config = dict(input_dim=list(input_dim), num_filters=int(num_filters),
-                      filter_size=int(filter_size), hidden_dim=int(hidden_dim),
-                      num_classes=int(num_classes), weight_scale=float(weight_scale),
-                      reg=float(reg), dtype=np.dtype(dtype).name)
+        config = dict(
+            input_dim=list(input_dim),
+            num_filters=int(num_filters),
+            filter_size=int(filter_size),
+            hidden_dim=int(hidden_dim),
+            num_classes=int(num_classes),
+            weight_scale=float(weight_scale),
+            reg=float(reg),
+            dtype=np.dtype(dtype).name,
+        )
         super().__init__(config, reg, dtype)
         self._finish(input_dim)
 
     def _build(self, X):
         g, c = self.graph, self.config
         C = c["input_dim"][0]
-        F, fs, H, K, ws = (c["num_filters"], c["filter_size"], c["hidden_dim"],
-                           c["num_classes"], c["weight_scale"])
+        F, fs, H, K, ws = (
+            c["num_filters"],
+            c["filter_size"],
+            c["hidden_dim"],
+            c["num_classes"],
+            c["weight_scale"],
+        )
         W1, b1 = self._weight("W1", (F, C, fs, fs), ws), self._zeros("b1", F)
         conv = g.conv(X, W1, b1, stride=1, pad=(fs - 1) // 2, name="conv1")
         pool = g.max_pool(g.relu(conv, name="relu1"), 2, 2, 2, name="pool1")

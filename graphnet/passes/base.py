@@ -12,6 +12,7 @@ nodes' gradients.
 Adding a fusion pattern is one module in this folder, a subclass of FusionPass decorated
 with @register_pass, and its tests.
 """
+
 from collections import Counter
 from typing import Any, ClassVar, List
 
@@ -27,6 +28,7 @@ class FusionPass:
     `length`: the number of gates of the longest run it fuses. Passes apply longest first,
     so that a pass taking a part of a longer run does not split it.
     """
+
     length: ClassVar[int] = 0
 
     def fuse_forward(self, steps: List[Step]) -> List[Step]:

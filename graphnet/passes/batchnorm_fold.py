@@ -18,12 +18,14 @@ instead of the batchnorm gate's saved nothing measurable (benchmarks/bench_fusio
 fc_bn), and folding into the affine's weights needs a copy of them for the deferred
 affine, which costs more than the batchnorm.
 """
+
 import functools
 
 import numpy as np
 
 from ..core.plan import Step
 from .base import FusionPass, kept, readers, register_pass
+
 
 @register_pass
 class BatchnormFold(FusionPass):
@@ -32,12 +34,20 @@ class BatchnormFold(FusionPass):
     def fuse_forward(self, steps):
         planned = {step.node for step in steps}
         reads = readers(steps)
-        norms = {norm for norm in planned if norm.op == "spatial_batchnorm"
-                 and norm.inputs[0].op == "conv" and norm.inputs[0] in planned
-                 and reads[norm.inputs[0]] == 1}
+        norms = {
+            norm
+            for norm in planned
+            if norm.op == "spatial_batchnorm"
+            and norm.inputs[0].op == "conv"
+            and norm.inputs[0] in planned
+            and reads[norm.inputs[0]] == 1
+        }
         convs = {norm.inputs[0] for norm in norms}
-        return [_fused_step(step.node) if step.node in norms else step
-                for step in steps if step.node not in convs]
+        return [
+            _fused_step(step.node) if step.node in norms else step
+            for step in steps
+            if step.node not in convs
+        ]
 
 
 def _fused_step(norm):
@@ -55,17 +65,20 @@ def _forward(conv, norm):
         store.values[norm.index] = out
         produced = defer_conv(conv, store, out.shape)
         defer_norm_cache(norm, store, lambda: produced()[0])
+
     return run
 
 
 def run_gates(conv, norm, store):
     """The two gates one after the other (train mode: the batch's statistics)."""
-    out, store.caches[conv.index] = conv.gate.forward(
-        *(store.values[i.index] for i in conv.inputs))
+    out, store.caches[conv.index] = conv.gate.forward(*(store.values[i.index] for i in conv.inputs))
     store.values[conv.index] = out
     store.values[norm.index], store.caches[norm.index] = norm.gate.forward(
-        store.states[norm.index], norm.graph.training, out, *(
-            store.values[i.index] for i in norm.inputs[1:]))
+        store.states[norm.index],
+        norm.graph.training,
+        out,
+        *(store.values[i.index] for i in norm.inputs[1:]),
+    )
 
 
 def folded_inputs(conv, store, fold):
@@ -91,8 +104,9 @@ def defer_norm_cache(norm, store, normalizes):
     gate's (out, cache)."""
     gamma, beta = (np.array(store.values[i.index]) for i in norm.inputs[1:])
     frozen = {key: np.array(value) for key, value in store.states[norm.index].items()}
-    normalized = functools.cache(lambda: norm.gate.forward(dict(frozen), False, normalizes(),
-                                                           gamma, beta))
+    normalized = functools.cache(
+        lambda: norm.gate.forward(dict(frozen), False, normalizes(), gamma, beta)
+    )
     store.defer("cache", norm.index, lambda: normalized()[1])
     return normalized
 
@@ -106,9 +120,11 @@ def scale_and_shift(conv, norm, store):
     dtype, filters = x.dtype, w.shape[0]
     mean = state.get("running_mean", np.zeros(filters, dtype))
     var = state.get("running_var", np.zeros(filters, dtype))
-    if not (w.dtype == b.dtype == gamma.dtype == beta.dtype == dtype and w.ndim == 4
-            and b.shape == gamma.shape == beta.shape == np.shape(mean) == np.shape(var)
-            == (filters,)):
+    if not (
+        w.dtype == b.dtype == gamma.dtype == beta.dtype == dtype
+        and w.ndim == 4
+        and b.shape == gamma.shape == beta.shape == np.shape(mean) == np.shape(var) == (filters,)
+    ):
         return None
     # As the gate normalizes: statistics in x's dtype, 1 / sqrt(var + eps).
     scale = gamma / np.sqrt(var.astype(dtype, copy=False) + norm.gate.eps)

@@ -9,6 +9,7 @@ an eval forward reads the gates' exact caches. In train mode the step is the two
 train steps one after the other: the conv and batchnorm gates, then relu -> max_pool with
 the relu after the pool. The backward is those passes' own.
 """
+
 import functools
 
 from ..core.plan import Step
@@ -27,14 +28,25 @@ class ConvBatchnormReluPool(FusionPass):
 
         def chain(pool):
             relu = pool.inputs[0]
-            return (relu.op == "relu" and relu.inputs[0].op == "spatial_batchnorm"
-                    and relu.inputs[0].inputs[0].op == "conv")
+            return (
+                relu.op == "relu"
+                and relu.inputs[0].op == "spatial_batchnorm"
+                and relu.inputs[0].inputs[0].op == "conv"
+            )
 
-        pools = {pool for pool in planned if pool.op == "max_pool" and chain(pool)
-                 and all(n in planned and reads[n] == 1 for n in _inner(pool))}
+        pools = {
+            pool
+            for pool in planned
+            if pool.op == "max_pool"
+            and chain(pool)
+            and all(n in planned and reads[n] == 1 for n in _inner(pool))
+        }
         inner = {n for pool in pools for n in _inner(pool)}
-        return [_fused_step(step.node) if step.node in pools else step
-                for step in steps if step.node not in inner]
+        return [
+            _fused_step(step.node) if step.node in pools else step
+            for step in steps
+            if step.node not in inner
+        ]
 
 
 def _inner(pool):
@@ -45,23 +57,27 @@ def _inner(pool):
 
 def _fused_step(pool):
     relu, norm, conv = _inner(pool)
-    return Step(pool, conv.inputs + norm.inputs[1:], _forward(conv, norm, relu, pool), (),
-                (conv, norm, relu, pool))
+    return Step(
+        pool,
+        conv.inputs + norm.inputs[1:],
+        _forward(conv, norm, relu, pool),
+        (),
+        (conv, norm, relu, pool),
+    )
 
 
 def _forward(conv, norm, relu, pool):
     relu_then_pool = relu_pool.forward_run(relu, pool)
 
     def run(store):
-        fold = None if norm.graph.training else batchnorm_fold.scale_and_shift(conv, norm,
-                                                                                store)
+        fold = None if norm.graph.training else batchnorm_fold.scale_and_shift(conv, norm, store)
         if fold is None:
             batchnorm_fold.run_gates(conv, norm, store)
             relu_then_pool(store)
             return
         pooled, _ = fast.conv_relu_pool_forward_fast(
-            *batchnorm_fold.folded_inputs(conv, store, fold), conv.gate.attrs(),
-            pool.gate.attrs())
+            *batchnorm_fold.folded_inputs(conv, store, fold), conv.gate.attrs(), pool.gate.attrs()
+        )
         store.values[pool.index] = pooled
         shape = conv.gate.shape(*(store.values[i.index].shape for i in conv.inputs))
         produced = batchnorm_fold.defer_conv(conv, store, shape)
@@ -71,4 +87,5 @@ def _forward(conv, norm, relu, pool):
         store.defer("value", relu.index, lambda: relu_outputs()[0], shape)
         store.defer("cache", relu.index, lambda: relu_outputs()[1])
         store.defer("cache", pool.index, lambda: pool.gate.forward(relu_outputs()[0])[1])
+
     return run

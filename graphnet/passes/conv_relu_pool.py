@@ -19,6 +19,7 @@ conv's weight and bias gradients: they are summed in another order (equal to rou
 and a window the relu blocks adds nothing to them even if its upstream gradient is NaN or
 infinite (gate by gate, 0 * inf makes a NaN).
 """
+
 import functools
 
 import numpy as np
@@ -34,13 +35,17 @@ class ConvReluPool(FusionPass):
 
     def fuse_forward(self, steps):
         chains = _chains(steps)
-        return [_fused_step(step.node, _forward) if step.node in chains else step
-                for step in _without_inner_steps(steps, chains)]
+        return [
+            _fused_step(step.node, _forward) if step.node in chains else step
+            for step in _without_inner_steps(steps, chains)
+        ]
 
     def fuse_backward(self, steps):
         chains = _chains(steps)
-        return [_fused_step(step.node, _backward) if step.node in chains else step
-                for step in _without_inner_steps(steps, chains)]
+        return [
+            _fused_step(step.node, _backward) if step.node in chains else step
+            for step in _without_inner_steps(steps, chains)
+        ]
 
 
 def _chains(steps):
@@ -48,10 +53,17 @@ def _chains(steps):
     are steps there and are read by nothing else there."""
     planned = {step.node for step in steps}
     reads = readers(steps)
-    return {pool for pool in planned
-            if pool.op == "max_pool" and (relu := pool.inputs[0]).op == "relu"
-            and (conv := relu.inputs[0]).op == "conv" and relu in planned and conv in planned
-            and reads[relu] == 1 and reads[conv] == 1}
+    return {
+        pool
+        for pool in planned
+        if pool.op == "max_pool"
+        and (relu := pool.inputs[0]).op == "relu"
+        and (conv := relu.inputs[0]).op == "conv"
+        and relu in planned
+        and conv in planned
+        and reads[relu] == 1
+        and reads[conv] == 1
+    }
 
 
 def _without_inner_steps(steps, chains):
@@ -63,15 +75,22 @@ def _fused_step(pool, make_run):
     relu = pool.inputs[0]
     conv = relu.inputs[0]
     needs = tuple(i.requires_grad for i in conv.inputs)
-    return Step(pool, conv.inputs, make_run(conv, relu, pool), needs, (conv, relu, pool),
-                edges=tuple((conv, position) for position in range(len(conv.inputs))))
+    return Step(
+        pool,
+        conv.inputs,
+        make_run(conv, relu, pool),
+        needs,
+        (conv, relu, pool),
+        edges=tuple((conv, position) for position in range(len(conv.inputs))),
+    )
 
 
 def _forward(conv, relu, pool):
     def run(store):
         x, w, b = (store.values[i.index] for i in conv.inputs)
-        pooled, pool_cache = fast.conv_relu_pool_forward_fast(x, w, b, conv.gate.attrs(),
-                                                              pool.gate.attrs())
+        pooled, pool_cache = fast.conv_relu_pool_forward_fast(
+            x, w, b, conv.gate.attrs(), pool.gate.attrs()
+        )
         store.values[pool.index], store.caches[pool.index] = pooled, pool_cache
         # What is computed when read comes from copies of the inputs as they are now: the
         # optimizer updates w and b in place after the step, and a training loop may refill
@@ -84,6 +103,7 @@ def _forward(conv, relu, pool):
         store.defer("cache", conv.index, lambda: conv_outputs()[1])
         store.defer("value", relu.index, lambda: relu_outputs()[0], shape)
         store.defer("cache", relu.index, lambda: relu_outputs()[1])
+
     return run
 
 
@@ -116,4 +136,5 @@ def _backward(conv, relu, pool):
         store.defer("grad", relu.index, relu_grad)
         store.defer("grad", conv.index, conv_grad)
         return None, dw if needs[1] else None, db if needs[2] else None
+
     return run

@@ -14,6 +14,7 @@ gradient are deferred: computed by its own gate, and the pool's, when read. (The
 difference: where overlapping windows the relu blocks share a winner, the zero they send
 it may carry the other sign.)
 """
+
 import functools
 
 import numpy as np
@@ -38,20 +39,27 @@ def _fuse(steps, make_run):
     there) replaced by one fused step."""
     planned = {step.node for step in steps}
     reads = readers(steps)
-    pools = {pool for pool in planned if pool.op == "max_pool"
-             and (relu := pool.inputs[0]).op == "relu" and relu in planned
-             and reads[relu] == 1}
+    pools = {
+        pool
+        for pool in planned
+        if pool.op == "max_pool"
+        and (relu := pool.inputs[0]).op == "relu"
+        and relu in planned
+        and reads[relu] == 1
+    }
     relus = {pool.inputs[0] for pool in pools}
-    return [_fused_step(step, make_run) if step.node in pools else step
-            for step in steps if step.node not in relus]
+    return [
+        _fused_step(step, make_run) if step.node in pools else step
+        for step in steps
+        if step.node not in relus
+    ]
 
 
 def _fused_step(pool_step, make_run):
     pool = pool_step.node
     relu = pool.inputs[0]
     needs = pool_step.needs and (relu.inputs[0].requires_grad,)
-    return Step(pool, relu.inputs, make_run(relu, pool), needs, (relu, pool),
-                edges=((relu, 0),))
+    return Step(pool, relu.inputs, make_run(relu, pool), needs, (relu, pool), edges=((relu, 0),))
 
 
 def forward_run(relu, pool):
@@ -67,6 +75,7 @@ def forward_run(relu, pool):
         relu_outputs = functools.cache(lambda: relu.gate.forward(x_kept))
         store.defer("value", relu.index, lambda: relu_outputs()[0], np.shape(x))
         store.defer("cache", relu.index, lambda: relu_outputs()[1])
+
     return run
 
 
@@ -85,8 +94,9 @@ def _first_winners_where_blocked(pool, pooled, cache):
 def _first_entries(rows, columns, stride, width):
     """Each window's top-left entry in its (H, W) plane, (rows, columns) int32 (read-only:
     shared by every call with these sizes)."""
-    first = (np.arange(rows, dtype=np.int32)[:, None] * np.int32(stride * width)
-             + np.arange(columns, dtype=np.int32) * np.int32(stride))
+    first = np.arange(rows, dtype=np.int32)[:, None] * np.int32(stride * width) + np.arange(
+        columns, dtype=np.int32
+    ) * np.int32(stride)
     first.flags.writeable = False
     return first
 
@@ -97,8 +107,7 @@ def _backward(relu, pool):
         # The relu of the pooled values lets through where they are positive: the relu's
         # own backward on the pooled gradient, with that mask as its cache.
         (masked,) = relu.gate.backward(dpool, store.values[pool.index] > 0, (True,))
-        store.defer("grad", relu.index,
-                    lambda: pool.gate.backward(dpool, pool_cache, (True,))[0])
+        store.defer("grad", relu.index, lambda: pool.gate.backward(dpool, pool_cache, (True,))[0])
         return pool.gate.backward(masked, pool_cache, (True,))
-    return run
 
+    return run

@@ -9,6 +9,7 @@ exceed the file's size. The JSON document is parsed with bounds on its size, nes
 numbers. Every problem is an ArchiveError (a ValueError) whose message the caller
 prefixes with the file's name.
 """
+
 import json
 import os
 import re
@@ -38,8 +39,10 @@ def numeric_dtype(text: object, what: str) -> np.dtype:
     """The numpy dtype `text` names if it is a plain bool, integer or float type (the only
     kinds a checkpoint stores), else ArchiveError naming `what`."""
     if not isinstance(text, str) or not _NUMERIC_DTYPE.fullmatch(text):
-        raise ArchiveError(f"{what} has dtype {str(text)[:40]!r}; a checkpoint holds only "
-                           "bool, integer and float arrays")
+        raise ArchiveError(
+            f"{what} has dtype {str(text)[:40]!r}; a checkpoint holds only "
+            "bool, integer and float arrays"
+        )
     return np.dtype(text)
 
 
@@ -72,8 +75,9 @@ class Archive:
     def __init__(self, path):
         info = os.stat(path)
         if not stat.S_ISREG(info.st_mode):
-            raise ArchiveError("not a graphnet checkpoint (not a regular file: a folder, a "
-                               "device or a pipe)")
+            raise ArchiveError(
+                "not a graphnet checkpoint (not a regular file: a folder, a device or a pipe)"
+            )
         self.size = info.st_size
         self.file = open(path, "rb")
         try:
@@ -106,13 +110,17 @@ class Archive:
         if info.flag_bits & 0x1:
             raise ArchiveError(f"member {info.filename!r} is encrypted")
         if info.compress_type != zipfile.ZIP_STORED or info.compress_size != info.file_size:
-            raise ArchiveError(f"refused: member {info.filename!r} is compressed; graphnet "
-                               "writes checkpoints uncompressed and inflates nothing (a zip "
-                               "bomb would cost memory)")
+            raise ArchiveError(
+                f"refused: member {info.filename!r} is compressed; graphnet "
+                "writes checkpoints uncompressed and inflates nothing (a zip "
+                "bomb would cost memory)"
+            )
         if info.header_offset + info.file_size > self.size or info.file_size > self.budget:
-            raise ArchiveError(f"member {info.filename!r} claims {info.file_size} bytes, "
-                               "more than the file holds (truncated, or members that "
-                               "overlap)")
+            raise ArchiveError(
+                f"member {info.filename!r} claims {info.file_size} bytes, "
+                "more than the file holds (truncated, or members that "
+                "overlap)"
+            )
         self.budget -= info.file_size
         return info
 
@@ -122,13 +130,17 @@ class Archive:
         info = self._member(key)
         nbytes = dtype.itemsize * element_count(shape, f"array {key!r}")
         if not nbytes <= info.file_size <= nbytes + MAX_NPY_HEADER:
-            raise ArchiveError(f"array {key!r} is stored in {info.file_size} bytes, but the "
-                               f"document's {dtype} {tuple(shape)} needs {nbytes}")
+            raise ArchiveError(
+                f"array {key!r} is stored in {info.file_size} bytes, but the "
+                f"document's {dtype} {tuple(shape)} needs {nbytes}"
+            )
         with self.zip.open(info) as member:
             header_shape, fortran, header_dtype = _header(member, key)
             if header_dtype != dtype or header_shape != tuple(shape):
-                raise ArchiveError(f"array {key!r} is {header_dtype} {header_shape} in the "
-                                   f"archive, the document says {dtype} {tuple(shape)}")
+                raise ArchiveError(
+                    f"array {key!r} is {header_dtype} {header_shape} in the "
+                    f"archive, the document says {dtype} {tuple(shape)}"
+                )
             raw = _data(member, key, nbytes)
         return np.frombuffer(raw, dtype).reshape(shape, order="F" if fortran else "C")
 
@@ -137,17 +149,21 @@ class Archive:
         try:
             self.zip.getinfo(key + ".npy")
         except KeyError:
-            raise ArchiveError(f"not a graphnet checkpoint (an .npz archive without the "
-                               f"{key!r} entry)") from None
+            raise ArchiveError(
+                f"not a graphnet checkpoint (an .npz archive without the {key!r} entry)"
+            ) from None
         info = self._member(key)
         if info.file_size > MAX_DOCUMENT_BYTES + MAX_NPY_HEADER:
-            raise ArchiveError(f"its document is {info.file_size} bytes, more than any "
-                               f"graphnet writes ({MAX_DOCUMENT_BYTES})")
+            raise ArchiveError(
+                f"its document is {info.file_size} bytes, more than any "
+                f"graphnet writes ({MAX_DOCUMENT_BYTES})"
+            )
         with self.zip.open(info) as member:
             shape, _, dtype = _header(member, key)
             if dtype != np.uint8 or len(shape) != 1 or shape[0] > info.file_size:
-                raise ArchiveError(f"its document {key!r} is not a byte string of the "
-                                   "size its member holds")
+                raise ArchiveError(
+                    f"its document {key!r} is not a byte string of the size its member holds"
+                )
             raw = _data(member, key, shape[0])
         return parse_document(raw)
 
@@ -157,8 +173,11 @@ def _header(member, key):
     ast.literal_eval (no code runs) within MAX_NPY_HEADER bytes."""
     try:
         version = np.lib.format.read_magic(member)
-        read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                else np.lib.format.read_array_header_2_0)
+        read = (
+            np.lib.format.read_array_header_1_0
+            if version == (1, 0)
+            else np.lib.format.read_array_header_2_0
+        )
         shape, fortran, dtype = read(member, MAX_NPY_HEADER)
     except (ValueError, SyntaxError, TypeError) as err:
         raise ArchiveError(f"array {key!r} has a damaged .npy header ({err})") from None
@@ -170,8 +189,9 @@ def _header(member, key):
 def _data(member, key, nbytes):
     raw = member.read(nbytes + 1)  # one byte more: reaching the end checks the CRC
     if len(raw) != nbytes:
-        raise ArchiveError(f"array {key!r} holds {len(raw)} bytes of data, its header says "
-                           f"{nbytes}")
+        raise ArchiveError(
+            f"array {key!r} holds {len(raw)} bytes of data, its header says {nbytes}"
+        )
     return raw
 
 
@@ -194,6 +214,10 @@ def parse_document(raw: bytes) -> object:
         depth += 1
         if depth > MAX_DEPTH:
             raise ArchiveError(f"its document is nested deeper than {MAX_DEPTH} levels")
-        level = [child for value in level if isinstance(value, (dict, list))
-                 for child in (value.values() if isinstance(value, dict) else value)]
+        level = [
+            child
+            for value in level
+            if isinstance(value, (dict, list))
+            for child in (value.values() if isinstance(value, dict) else value)
+        ]
     return doc

@@ -6,6 +6,7 @@ one), is flushed to disk, and is renamed over the target; the rename itself is t
 durable. Until that rename the target keeps its previous content. A process killed
 mid-write leaves only the temporary file, which remove_stale_temporaries() clears.
 """
+
 import os
 import tempfile
 from pathlib import Path
@@ -34,8 +35,9 @@ def write_atomically(path: PathLike, write: Callable[[str], object]) -> Path:
     directory = path.parent.resolve()
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(path.name),
-                                   suffix=_MARK + path.suffix, dir=directory)
+        fd, tmp = tempfile.mkstemp(
+            prefix=_temporary_prefix(path.name), suffix=_MARK + path.suffix, dir=directory
+        )
         os.close(fd)
     except OSError as err:
         raise _naming(err, path) from None

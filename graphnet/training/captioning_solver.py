@@ -18,6 +18,7 @@ epoch, the fraction of captions that model.sample says exactly (caption_accuracy
 num_train_samples training images and on the 'val_' split, and keeps the best
 validation params, as the Solver does with its classification accuracy.
 """
+
 from collections.abc import Mapping
 from typing import Any
 import numpy as np
@@ -35,42 +36,56 @@ class CaptioningSolver(Solver):
     graphnet.Solver's; num_train_samples and num_val_samples (None: all) size the
     subsamples that record_accuracy=True samples captions for."""
 
-    def __init__(self, model: Any, data: Mapping, *, record_accuracy: bool = False,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, model: Any, data: Mapping, *, record_accuracy: bool = False, **kwargs: Any
+    ) -> None:
         if kwargs.get("distributed") not in (None, False):
             # Its minibatches are captions of images, which the data-parallel split of
             # (X, y) minibatches does not shard: refuse rather than train each process alone.
-            raise ValueError("CaptioningSolver does not train data-parallel (distributed=...); "
-                             "train the captioning models in one process")
+            raise ValueError(
+                "CaptioningSolver does not train data-parallel (distributed=...); "
+                "train the captioning models in one process"
+            )
         self.record_accuracy = bool(record_accuracy)
         super().__init__(model, data, **kwargs)
 
     def _take_data(self, model, data):
         if not isinstance(data, Mapping):
-            raise TypeError(f"data must be a dict with 'train_captions', 'train_image_idxs' "
-                            f"and 'train_features', got {type(data).__name__}")
+            raise TypeError(
+                f"data must be a dict with 'train_captions', 'train_image_idxs' "
+                f"and 'train_features', got {type(data).__name__}"
+            )
         keys = ("train_captions", "train_image_idxs", "train_features")
         missing = [k for k in keys if k not in data]
         if missing:
-            raise ValueError(f"data lacks {', '.join(missing)} (it has "
-                             f"{', '.join(map(str, data)) or 'nothing'}); the "
-                             "CaptioningSolver needs " + ", ".join(map(repr, keys)))
+            raise ValueError(
+                f"data lacks {', '.join(missing)} (it has "
+                f"{', '.join(map(str, data)) or 'nothing'}); the "
+                "CaptioningSolver needs " + ", ".join(map(repr, keys))
+            )
         captions, idxs, features = (np.asarray(data[k]) for k in keys)
         if captions.ndim != 2 or captions.dtype.kind not in "iu" or captions.shape[0] == 0:
-            raise ValueError(f"data['train_captions'] must be integer word indices (N, T + 1) "
-                             f"with N >= 1, got {captions.dtype} {captions.shape}")
+            raise ValueError(
+                f"data['train_captions'] must be integer word indices (N, T + 1) "
+                f"with N >= 1, got {captions.dtype} {captions.shape}"
+            )
         if idxs.shape != captions.shape[:1] or idxs.dtype.kind not in "iu":
-            raise ValueError(f"data['train_image_idxs'] must be one integer per caption, "
-                             f"shape ({captions.shape[0]},), got {idxs.dtype} {idxs.shape}")
+            raise ValueError(
+                f"data['train_image_idxs'] must be one integer per caption, "
+                f"shape ({captions.shape[0]},), got {idxs.dtype} {idxs.shape}"
+            )
         if features.ndim != 2 or not (0 <= idxs.min() and idxs.max() < features.shape[0]):
-            raise ValueError(f"data['train_image_idxs'] range over [{idxs.min()}, "
-                             f"{idxs.max()}] but data['train_features'] has shape "
-                             f"{features.shape}: one row of features per image")
+            raise ValueError(
+                f"data['train_image_idxs'] range over [{idxs.min()}, "
+                f"{idxs.max()}] but data['train_features'] has shape "
+                f"{features.shape}: one row of features per image"
+            )
         needed = ("val_captions", "val_image_idxs", "val_features", "word_to_idx")
         missing = [k for k in needed if k not in data] if self.record_accuracy else []
         if missing:
-            raise ValueError(f"record_accuracy=True samples the 'val_' split: data lacks "
-                             f"{', '.join(missing)}")
+            raise ValueError(
+                f"record_accuracy=True samples the 'val_' split: data lacks {', '.join(missing)}"
+            )
         self.data = data
         self.train_captions, self.train_image_idxs = captions, idxs
         self.train_features = features
@@ -88,6 +103,7 @@ class CaptioningSolver(Solver):
         """The fraction of the split's captions (a random subsample of num_samples of
         them) that model.sample says word for word, for the images they describe."""
         from ..data.number_captions import caption_accuracy
+
         captions = np.asarray(self.data[f"{split}_captions"])
         idxs = np.asarray(self.data[f"{split}_image_idxs"])
         if num_samples is not None and len(captions) > num_samples:
@@ -98,8 +114,9 @@ class CaptioningSolver(Solver):
         return caption_accuracy(sampled, captions, self.data["word_to_idx"])
 
     def _split_accuracy(self, split):
-        return self.caption_accuracy(split, self.num_train_samples if split == "train"
-                                     else self.num_val_samples)
+        return self.caption_accuracy(
+            split, self.num_train_samples if split == "train" else self.num_val_samples
+        )
 
     def _record_accuracy(self, bar):
         if self.record_accuracy:  # the course's CaptioningSolver measures none

@@ -21,6 +21,7 @@ document, every array's presence, shape, dtype and finiteness, the random states
 architecture against the target, the optimizer state) before it assigns anything, so a
 failed load leaves the target untouched; errors name the file and the field.
 """
+
 import json
 import math
 import os
@@ -53,6 +54,7 @@ class CheckpointError(GraphError):
 
 # =========================================================================== saving
 
+
 def save(obj: Any, path: Union[str, "os.PathLike[str]"]) -> str:
     """Write a checkpoint of `obj` (a graphnet model, a Solver or a Graph) to `path`.
 
@@ -79,15 +81,20 @@ def save(obj: Any, path: Union[str, "os.PathLike[str]"]) -> str:
         doc["kind"] = "model"
         doc["model"] = _describe_model(obj, arrays, path)
     else:
-        raise TypeError(f"graphnet.save saves a model (with a .graph), a Solver or a Graph, "
-                        f"not {type(obj).__name__}")
+        raise TypeError(
+            f"graphnet.save saves a model (with a .graph), a Solver or a Graph, "
+            f"not {type(obj).__name__}"
+        )
     for key, array in arrays.items():
         if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
             bad = "NaN" if np.any(np.isnan(array)) else "Inf"
-            raise CheckpointError(f"{path}: refusing to save: {key} holds {bad} values (the "
-                                  "run diverged); the file is left as it was")
-    doc["arrays"] = {key: {"shape": list(a.shape), "dtype": a.dtype.str}
-                     for key, a in arrays.items()}
+            raise CheckpointError(
+                f"{path}: refusing to save: {key} holds {bad} values (the "
+                "run diverged); the file is left as it was"
+            )
+    doc["arrays"] = {
+        key: {"shape": list(a.shape), "dtype": a.dtype.str} for key, a in arrays.items()
+    }
     text = json.dumps(doc, sort_keys=True)
     arrays[DOC_KEY] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
     write_atomically(path, lambda tmp: _write_file(tmp, arrays))
@@ -104,34 +111,46 @@ def _is_graph(obj):
 
 def _describe_model(model, arrays, path):
     from .. import models
+
     cls = type(model)
     config = getattr(model, "config", None)
     # graphnet's own models are named by their public import path, graphnet.models; a
     # course edition's class (graphnet.cs231n's FullyConnectedNet) by the model class it
     # extends, whose config it shares, so that load() rebuilds it without into=. A
     # subclass of one's own may build another graph: it keeps its own name.
-    own = next((c for c in cls.__mro__ if models.MODELS.get(c.__name__) is c), None) \
-        if cls.__module__.startswith("graphnet.") else None
+    own = (
+        next((c for c in cls.__mro__ if models.MODELS.get(c.__name__) is c), None)
+        if cls.__module__.startswith("graphnet.")
+        else None
+    )
     if own is not None:
         cls, module = own, models.__name__
     else:
         module = cls.__module__
-    return {"class": cls.__name__, "module": module,
-            "config": _jsonable(config, path, "model config") if config is not None else None,
-            "graph": _describe_graph(model.graph, arrays, path, with_consts=False)}
+    return {
+        "class": cls.__name__,
+        "module": module,
+        "config": _jsonable(config, path, "model config") if config is not None else None,
+        "graph": _describe_graph(model.graph, arrays, path, with_consts=False),
+    }
 
 
 def _describe_graph(graph, arrays, path, with_consts):
     nodes = []
     for node in graph.nodes:
         dtype = node.declared_dtype  # None: an input whose feed decides
-        entry = {"name": node.name, "kind": node.kind, "op": node.op,
-                 "inputs": [i.name for i in node.inputs],
-                 "dtype": None if dtype is None else dtype.str,
-                 "requires_grad": bool(node.requires_grad),
-                 "shape": None if node.static_shape is None else list(node.static_shape),
-                 "attrs": _jsonable(node.gate.attrs(), path, f"attrs of {node.name!r}")
-                 if node.gate else {}}
+        entry = {
+            "name": node.name,
+            "kind": node.kind,
+            "op": node.op,
+            "inputs": [i.name for i in node.inputs],
+            "dtype": None if dtype is None else dtype.str,
+            "requires_grad": bool(node.requires_grad),
+            "shape": None if node.static_shape is None else list(node.static_shape),
+            "attrs": _jsonable(node.gate.attrs(), path, f"attrs of {node.name!r}")
+            if node.gate
+            else {},
+        }
         if node.kind == "param":
             arrays[f"param/{node.name}"] = np.asarray(node.value)
         elif node.kind == "const" and with_consts:
@@ -170,18 +189,30 @@ def _describe_solver(solver, arrays, path):
         configs[name] = entry
     for name, value in solver.best_params.items():
         arrays[f"best/{name}"] = np.asarray(value)
-    settings = {key: _jsonable(getattr(solver, key, None), path, key) for key in
-                ("batch_size", "num_epochs", "lr_decay", "num_train_samples",
-                 "num_val_samples", "seed")}
-    return {"update_rule": getattr(solver, "update_rule_name", None),
-            "epoch": int(solver.epoch), "iteration": int(getattr(solver, "iteration", 0)),
-            "best_val_acc": float(solver.best_val_acc),
-            "best_params": sorted(solver.best_params),
-            "loss_history": [float(v) for v in solver.loss_history],
-            "train_acc_history": [float(v) for v in solver.train_acc_history],
-            "val_acc_history": [float(v) for v in solver.val_acc_history],
-            "optim_configs": configs, "rng": _generator_state(solver.rng, path),
-            "settings": settings}
+    settings = {
+        key: _jsonable(getattr(solver, key, None), path, key)
+        for key in (
+            "batch_size",
+            "num_epochs",
+            "lr_decay",
+            "num_train_samples",
+            "num_val_samples",
+            "seed",
+        )
+    }
+    return {
+        "update_rule": getattr(solver, "update_rule_name", None),
+        "epoch": int(solver.epoch),
+        "iteration": int(getattr(solver, "iteration", 0)),
+        "best_val_acc": float(solver.best_val_acc),
+        "best_params": sorted(solver.best_params),
+        "loss_history": [float(v) for v in solver.loss_history],
+        "train_acc_history": [float(v) for v in solver.train_acc_history],
+        "val_acc_history": [float(v) for v in solver.val_acc_history],
+        "optim_configs": configs,
+        "rng": _generator_state(solver.rng, path),
+        "settings": settings,
+    }
 
 
 def _generator_state(generator, path):
@@ -202,8 +233,10 @@ def _jsonable(value, path, what):
         return [_jsonable(v, path, what) for v in value]
     if isinstance(value, dict):
         return {str(k): _jsonable(v, path, what) for k, v in value.items()}
-    raise CheckpointError(f"{path}: cannot save {what}: {type(value).__name__} is not "
-                          "an array, a number, a string or a list/dict of them")
+    raise CheckpointError(
+        f"{path}: cannot save {what}: {type(value).__name__} is not "
+        "an array, a number, a string or a list/dict of them"
+    )
 
 
 def _from_json(value, path):
@@ -231,6 +264,7 @@ def _write_file(tmp, arrays):
 
 # =========================================================================== loading
 
+
 def load(path: Union[str, "os.PathLike[str]"], into: Any = None) -> Any:
     """Read a checkpoint written by `save`.
 
@@ -250,8 +284,9 @@ def load(path: Union[str, "os.PathLike[str]"], into: Any = None) -> Any:
         >>> gn.load("runs/checkpoint.npz", into=solver); solver.train()   # resumes exactly
     """
     path = os.fspath(path)
-    if into is not None and not (_is_solver(into) or _is_graph(into)
-                                 or _is_graph(getattr(into, "graph", None))):
+    if into is not None and not (
+        _is_solver(into) or _is_graph(into) or _is_graph(getattr(into, "graph", None))
+    ):
         raise TypeError(f"into must be a model, a Solver or a Graph, not {type(into).__name__}")
     doc, arrays = _read(path)
     try:
@@ -260,8 +295,10 @@ def load(path: Union[str, "os.PathLike[str]"], into: Any = None) -> Any:
             return _load_fresh(path, doc, arrays)
         if _is_solver(into):
             if kind != "solver":
-                raise CheckpointError(f"{path}: holds a {kind}, not a Solver's state; load it "
-                                      "with into=solver.model (or into=None)")
+                raise CheckpointError(
+                    f"{path}: holds a {kind}, not a Solver's state; load it "
+                    "with into=solver.model (or into=None)"
+                )
             apply_model = _prepare_graph(path, doc["model"]["graph"], arrays, into.model.graph)
             apply_solver = _prepare_solver(path, doc["solver"], arrays, into)
             apply_model()
@@ -272,8 +309,9 @@ def load(path: Union[str, "os.PathLike[str]"], into: Any = None) -> Any:
         _prepare_graph(path, saved, arrays, graph)()
         return into
     except (KeyError, TypeError, AttributeError, IndexError) as err:
-        raise CheckpointError(f"{path}: malformed checkpoint document "
-                              f"({type(err).__name__}: {err})") from None
+        raise CheckpointError(
+            f"{path}: malformed checkpoint document ({type(err).__name__}: {err})"
+        ) from None
 
 
 def _read(path):
@@ -283,8 +321,10 @@ def _read(path):
         with _npz.Archive(path) as archive:
             doc = archive.read_document(DOC_KEY)
             listing = _check_document(path, doc)
-            arrays = {key: archive.read_array(key, dtype, shape)
-                      for key, (dtype, shape) in listing.items()}
+            arrays = {
+                key: archive.read_array(key, dtype, shape)
+                for key, (dtype, shape) in listing.items()
+            }
     except CheckpointError:
         raise
     except _npz.ArchiveError as err:
@@ -293,15 +333,26 @@ def _read(path):
         raise CheckpointError(f"{path}: not enough memory to read it") from None
     except (FileNotFoundError, PermissionError):
         raise
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError,
-            struct.error, NotImplementedError) as err:
-        raise CheckpointError(f"{path}: truncated or corrupted checkpoint "
-                              f"({type(err).__name__}: {' '.join(str(err).split())})") from None
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        EOFError,
+        OSError,
+        ValueError,
+        struct.error,
+        NotImplementedError,
+    ) as err:
+        raise CheckpointError(
+            f"{path}: truncated or corrupted checkpoint "
+            f"({type(err).__name__}: {' '.join(str(err).split())})"
+        ) from None
     for key, array in arrays.items():
         if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
             bad = "NaN" if np.any(np.isnan(array)) else "Inf"
-            raise CheckpointError(f"{path}: array {key!r} holds {bad} values; refusing to "
-                                  "load a diverged or damaged state")
+            raise CheckpointError(
+                f"{path}: array {key!r} holds {bad} values; refusing to "
+                "load a diverged or damaged state"
+            )
     return doc, arrays
 
 
@@ -338,14 +389,18 @@ def _check_document(path, doc):
     """Format, version, kind, and the list of arrays as {key: (dtype, shape)}; then the
     sections the kind holds, so that nothing later reads a field of the wrong type."""
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a graphnet checkpoint (format "
-                              f"{_show(doc.get('format')) if isinstance(doc, dict) else None})")
+        raise CheckpointError(
+            f"{path}: not a graphnet checkpoint (format "
+            f"{_show(doc.get('format')) if isinstance(doc, dict) else None})"
+        )
     version = doc.get("version")
     if not _is_int(version) or version < 1:
         raise CheckpointError(f"{path}: bad checkpoint version {_show(version)}")
     if version > VERSION:
-        raise CheckpointError(f"{path}: checkpoint format version {version} was written by a "
-                              f"newer graphnet; this one reads up to version {VERSION}")
+        raise CheckpointError(
+            f"{path}: checkpoint format version {version} was written by a "
+            f"newer graphnet; this one reads up to version {VERSION}"
+        )
     kind = doc.get("kind")
     if kind not in ("model", "solver", "graph"):
         raise CheckpointError(f"{path}: unknown checkpoint kind {_show(kind)}")
@@ -364,25 +419,35 @@ def _check_document(path, doc):
         listing[key] = (dtype, tuple(shape))
     graph_where = "graph" if kind == "graph" else "model.graph"
     if kind == "graph":
-        _check_graph_doc(path, _get(path, doc, "graph", "document", dict, "a dict"),
-                         "graph", listing, with_consts=True)
+        _check_graph_doc(
+            path,
+            _get(path, doc, "graph", "document", dict, "a dict"),
+            "graph",
+            listing,
+            with_consts=True,
+        )
     else:
         model = _get(path, doc, "model", "document", dict, "a dict")
         _get(path, model, "class", "model", str, "a class name")
         _get(path, model, "module", "model", str, "a module name")
         _get(path, model, "config", "model", (dict, type(None)), "a dict of arguments")
-        _check_graph_doc(path, _get(path, model, "graph", "model", dict, "a dict"),
-                         graph_where, listing, with_consts=False)
+        _check_graph_doc(
+            path,
+            _get(path, model, "graph", "model", dict, "a dict"),
+            graph_where,
+            listing,
+            with_consts=False,
+        )
     if kind == "solver":
-        _check_solver_doc(path, _get(path, doc, "solver", "document", dict, "a dict"),
-                          listing)
+        _check_solver_doc(path, _get(path, doc, "solver", "document", dict, "a dict"), listing)
     return listing
 
 
 def _listed(path, listing, key, field):
     if key not in listing:
-        raise _bad(path, field, f"refers to the array {key!r}, which the document's list "
-                                "of arrays lacks")
+        raise _bad(
+            path, field, f"refers to the array {key!r}, which the document's list of arrays lacks"
+        )
 
 
 def _check_graph_doc(path, graph, where, listing, with_consts):
@@ -401,22 +466,27 @@ def _check_graph_doc(path, graph, where, listing, with_consts):
             _npz_dtype(path, dtype, f"{at}.dtype")
         _get(path, node, "requires_grad", at, bool, "true or false")
         shape = _get(path, node, "shape", at, (list, type(None)), "a shape")
-        if shape is not None and not all(d is None or (_is_int(d) and 0 <= d <= INT64_MAX)
-                                         for d in shape):
+        if shape is not None and not all(
+            d is None or (_is_int(d) and 0 <= d <= INT64_MAX) for d in shape
+        ):
             raise _bad(path, f"{at}.shape", f"not a shape: {_show(shape)}")
         for attr, value in _get(path, node, "attrs", at, dict, "a dict").items():
             # Integer attributes (stride, pad, window sizes, seeds) reach the kernels as
             # int64: one that does not fit never came from graphnet.save.
-            for number in (value if isinstance(value, list) else [value]):
+            for number in value if isinstance(value, list) else [value]:
                 if _is_int(number) and not INT64_MIN <= number <= INT64_MAX:
-                    raise _bad(path, f"{at}.attrs.{attr}", f"{_show(number)} does not fit in "
-                               "64 bits")
+                    raise _bad(
+                        path, f"{at}.attrs.{attr}", f"{_show(number)} does not fit in 64 bits"
+                    )
         if kind == "param" or (kind == "const" and with_consts):
             _listed(path, listing, f"{kind}/{name}", f"{at} ({name!r})")
         state = _get(path, node, "state", at, dict, "a dict") if "state" in node else {}
         for key, item in state.items():
-            if not isinstance(item, dict) or len(item) != 1 or not {
-                    "array", "generator", "value"} >= set(item):
+            if (
+                not isinstance(item, dict)
+                or len(item) != 1
+                or not {"array", "generator", "value"} >= set(item)
+            ):
                 raise _bad(path, f"{at}.state.{key}", "not an array, a generator or a value")
             if "array" in item:
                 _listed(path, listing, item["array"], f"{at}.state.{key}")
@@ -441,11 +511,23 @@ def _check_solver_doc(path, solver, listing):
         raise _bad(path, f"{where}.best_val_acc", f"{best} is not an accuracy in [0, 1]")
     for key in ("loss_history", "train_acc_history", "val_acc_history"):
         values = _get(path, solver, key, where, list, "a list of numbers")
-        bad = next((v for v in values if not _is_number(v) or not math.isfinite(v)
-                    or (key != "loss_history" and not 0 <= v <= 1)), None)
+        bad = next(
+            (
+                v
+                for v in values
+                if not _is_number(v)
+                or not math.isfinite(v)
+                or (key != "loss_history" and not 0 <= v <= 1)
+            ),
+            None,
+        )
         if bad is not None or any(isinstance(v, bool) for v in values):
-            raise _bad(path, f"{where}.{key}", f"holds {_show(bad)}, not a finite "
-                       + ("loss" if key == "loss_history" else "accuracy in [0, 1]"))
+            raise _bad(
+                path,
+                f"{where}.{key}",
+                f"holds {_show(bad)}, not a finite "
+                + ("loss" if key == "loss_history" else "accuracy in [0, 1]"),
+            )
     if len(solver["train_acc_history"]) != len(solver["val_acc_history"]):
         raise _bad(path, f"{where}.val_acc_history", "not as long as train_acc_history")
     for name in _get(path, solver, "best_params", where, list, "a list of param names"):
@@ -470,8 +552,11 @@ def _check_solver_doc(path, solver, listing):
 # The optimizer settings graphnet.optim reads, and the values they may take.
 _UNIT_INTERVAL = ("in [0, 1)", lambda v: 0 <= v < 1)
 _OPTIM_SETTINGS = {
-    "learning_rate": (">= 0", lambda v: v >= 0), "momentum": _UNIT_INTERVAL,
-    "decay_rate": _UNIT_INTERVAL, "beta1": _UNIT_INTERVAL, "beta2": _UNIT_INTERVAL,
+    "learning_rate": (">= 0", lambda v: v >= 0),
+    "momentum": _UNIT_INTERVAL,
+    "decay_rate": _UNIT_INTERVAL,
+    "beta1": _UNIT_INTERVAL,
+    "beta2": _UNIT_INTERVAL,
     "epsilon": ("> 0", lambda v: v > 0),
 }
 
@@ -494,13 +579,16 @@ def _load_fresh(path, doc, arrays):
         _prepare_graph(path, doc["graph"], arrays, graph)()
         return graph
     from .. import models
+
     spec = doc["model"]
     cls = models.MODELS.get(spec["class"])
     if cls is None or spec.get("module") != models.__name__:
-        raise CheckpointError(f"{path}: the checkpoint holds a {spec.get('module')}."
-                              f"{spec['class']}, which graphnet cannot rebuild by itself "
-                              f"(it rebuilds {', '.join(models.MODELS)}); build the model and "
-                              "pass it as into=")
+        raise CheckpointError(
+            f"{path}: the checkpoint holds a {spec.get('module')}."
+            f"{spec['class']}, which graphnet cannot rebuild by itself "
+            f"(it rebuilds {', '.join(models.MODELS)}); build the model and "
+            "pass it as into="
+        )
     config = spec["config"]
     if not isinstance(config, dict):
         raise CheckpointError(f"{path}: model config must be a dict, got {_show(config)}")
@@ -510,8 +598,10 @@ def _load_fresh(path, doc, arrays):
     except (TypeError, ValueError, OverflowError) as err:
         if isinstance(err, CheckpointError):
             raise
-        raise CheckpointError(f"{path}: cannot rebuild {spec['class']} from the saved "
-                              f"arguments {_show(config)}: {err}") from None
+        raise CheckpointError(
+            f"{path}: cannot rebuild {spec['class']} from the saved "
+            f"arguments {_show(config)}: {err}"
+        ) from None
     finally:
         np.random.set_state(state)
     _check_structure(path, spec["graph"], model.graph)
@@ -524,6 +614,7 @@ def _build_model(path, cls, config, arrays):
     allocates it: a config that asks for more than the file holds (hidden_dim=10**7 over
     arrays of 100 columns) fails before the first weight is drawn. graphnet's models make
     every param through GraphModel's _weight, _zeros and _ones, which this checks."""
+
     def check(name, shape):
         stored = arrays.get(f"param/{name}")
         shape = tuple(int(d) for d in shape)
@@ -531,7 +622,8 @@ def _build_model(path, cls, config, arrays):
             raise CheckpointError(
                 f"{path}: the saved model config {_show(config)} makes param {name!r} of "
                 f"shape {shape}, but the checkpoint stores "
-                + ("no such param" if stored is None else f"it with shape {stored.shape}"))
+                + ("no such param" if stored is None else f"it with shape {stored.shape}")
+            )
 
     class Checked(cls):
         def _weight(self, name, shape, weight_scale):
@@ -556,9 +648,11 @@ def _check_structure(path, saved, graph):
     theirs = [(n["name"], n["op"], n["inputs"]) for n in saved["nodes"]]
     if ours != theirs:
         diff = next(((a, b) for a, b in zip(theirs, ours) if a != b), None)
-        raise CheckpointError(f"{path}: the rebuilt model's graph differs from the saved one "
-                              f"(saved {diff[0] if diff else len(theirs)}, rebuilt "
-                              f"{diff[1] if diff else len(ours)})")
+        raise CheckpointError(
+            f"{path}: the rebuilt model's graph differs from the saved one "
+            f"(saved {diff[0] if diff else len(theirs)}, rebuilt "
+            f"{diff[1] if diff else len(ours)})"
+        )
 
 
 def _rebuild_graph(path, saved, arrays):
@@ -570,9 +664,12 @@ def _rebuild_graph(path, saved, arrays):
             if kind == "input":
                 shape = entry["shape"]
                 dtype = entry["dtype"]
-                graph.input(name, shape=None if shape is None else tuple(shape),
-                            dtype=None if dtype is None else np.dtype(dtype),
-                            requires_grad=entry["requires_grad"])
+                graph.input(
+                    name,
+                    shape=None if shape is None else tuple(shape),
+                    dtype=None if dtype is None else np.dtype(dtype),
+                    requires_grad=entry["requires_grad"],
+                )
             elif kind == "param":
                 graph.param(name, arrays[f"param/{name}"])
             elif kind == "const":
@@ -583,9 +680,11 @@ def _rebuild_graph(path, saved, arrays):
                     raise CheckpointError(
                         f"{path}: node {name!r} uses the gate {op!r}, which is not registered "
                         "in this process; import the module that defines and registers it "
-                        "(@graphnet.register_gate) before loading")
-                attrs = {k: tuple(v) if isinstance(v, list) else v
-                         for k, v in entry["attrs"].items()}
+                        "(@graphnet.register_gate) before loading"
+                    )
+                attrs = {
+                    k: tuple(v) if isinstance(v, list) else v for k, v in entry["attrs"].items()
+                }
                 graph.apply(op, *[graph[i] for i in entry["inputs"]], name=name, **attrs)
         graph.train(saved.get("training", True))
         return graph
@@ -606,18 +705,23 @@ def _prepare_graph(path, saved, arrays, graph):
             f"{path}: wrong architecture: the checkpoint's params are "
             f"{', '.join(saved_params)}; the target's are {', '.join(ours)}"
             + (f" (missing in the checkpoint: {', '.join(missing)})" if missing else "")
-            + (f" (not in the target: {', '.join(extra)})" if extra else ""))
+            + (f" (not in the target: {', '.join(extra)})" if extra else "")
+        )
     values = {}
     for name, node in ours.items():
         array = arrays[f"param/{name}"]
         if array.shape != np.shape(node.value):
-            raise CheckpointError(f"{path}: wrong architecture: param {name!r} has shape "
-                                  f"{array.shape} in the checkpoint, {np.shape(node.value)} in "
-                                  "the target")
+            raise CheckpointError(
+                f"{path}: wrong architecture: param {name!r} has shape "
+                f"{array.shape} in the checkpoint, {np.shape(node.value)} in "
+                "the target"
+            )
         if array.dtype != node.dtype:
-            raise CheckpointError(f"{path}: wrong dtype: param {name!r} is {array.dtype} in the "
-                                  f"checkpoint, {node.dtype} in the target (build the model "
-                                  f"with dtype={array.dtype.name})")
+            raise CheckpointError(
+                f"{path}: wrong dtype: param {name!r} is {array.dtype} in the "
+                f"checkpoint, {node.dtype} in the target (build the model "
+                f"with dtype={array.dtype.name})"
+            )
         values[name] = array
     states = {}
     for entry in saved["nodes"]:
@@ -625,8 +729,10 @@ def _prepare_graph(path, saved, arrays, graph):
             continue
         name = entry["name"]
         if name not in graph or graph[name].op != entry["op"]:
-            raise CheckpointError(f"{path}: wrong architecture: the checkpoint has state for "
-                                  f"a {entry['op']} node {name!r}, which the target lacks")
+            raise CheckpointError(
+                f"{path}: wrong architecture: the checkpoint has state for "
+                f"a {entry['op']} node {name!r}, which the target lacks"
+            )
         states[name] = _restore_state(path, name, entry["state"], arrays, graph[name])
     stateful = {n.name for n in graph.nodes if n.gate is not None and n.gate.stateful}
     training = bool(saved.get("training", graph.training))
@@ -639,6 +745,7 @@ def _prepare_graph(path, saved, arrays, graph):
         for name, state in states.items():
             graph[name].state.update(state)
         graph.train(training)
+
     return apply
 
 
@@ -651,12 +758,16 @@ def _restore_state(path, node_name, saved, arrays, node):
         if "array" in item:
             array = arrays[item["array"]]
             if array.dtype.kind == "f" and array.dtype != node.dtype:
-                raise CheckpointError(f"{path}: wrong dtype: state {key!r} of {node_name!r} is "
-                                      f"{array.dtype}, the node is {node.dtype}")
+                raise CheckpointError(
+                    f"{path}: wrong dtype: state {key!r} of {node_name!r} is "
+                    f"{array.dtype}, the node is {node.dtype}"
+                )
             if param_shapes and array.shape not in param_shapes:
-                raise CheckpointError(f"{path}: wrong shape: state {key!r} of {node_name!r} is "
-                                      f"{array.shape}, the node's params are "
-                                      f"{' and '.join(map(str, sorted(param_shapes)))}")
+                raise CheckpointError(
+                    f"{path}: wrong shape: state {key!r} of {node_name!r} is "
+                    f"{array.shape}, the node's params are "
+                    f"{' and '.join(map(str, sorted(param_shapes)))}"
+                )
             state[key] = array.copy()
         elif "generator" in item:
             state[key] = _make_generator(path, item["generator"], f"{key!r} of {node_name!r}")
@@ -672,10 +783,16 @@ def _restore_state(path, node_name, saved, arrays, node):
 _FLAG, _U32, _U128 = (0, 2), (0, 2**32), (0, 2**128)
 _PCG_STATE = {"state": {"state": _U128, "inc": _U128}, "has_uint32": _FLAG, "uinteger": _U32}
 _GENERATOR_STATES = {
-    "PCG64": _PCG_STATE, "PCG64DXSM": _PCG_STATE,
+    "PCG64": _PCG_STATE,
+    "PCG64DXSM": _PCG_STATE,
     "MT19937": {"state": {"key": ("<u4", 624), "pos": (0, 625)}},
-    "Philox": {"state": {"counter": ("<u8", 4), "key": ("<u8", 2)}, "buffer": ("<u8", 4),
-               "buffer_pos": (0, 5), "has_uint32": _FLAG, "uinteger": _U32},
+    "Philox": {
+        "state": {"counter": ("<u8", 4), "key": ("<u8", 2)},
+        "buffer": ("<u8", 4),
+        "buffer_pos": (0, 5),
+        "has_uint32": _FLAG,
+        "uinteger": _U32,
+    },
     "SFC64": {"state": {"state": ("<u8", 4)}, "has_uint32": _FLAG, "uinteger": _U32},
 }
 
@@ -692,9 +809,13 @@ def _generator_fields(path, saved, schema, where):
         elif isinstance(rule[0], str):
             dtype, length = rule
             items = value.get("__ndarray__") if isinstance(value, dict) else None
-            if (not isinstance(value, dict) or value.get("dtype") != dtype
-                    or not isinstance(items, list) or len(items) != length
-                    or not all(_is_int(v) and 0 <= v < 2**(8 * int(dtype[2])) for v in items)):
+            if (
+                not isinstance(value, dict)
+                or value.get("dtype") != dtype
+                or not isinstance(items, list)
+                or len(items) != length
+                or not all(_is_int(v) and 0 <= v < 2 ** (8 * int(dtype[2])) for v in items)
+            ):
                 raise _bad(path, at, f"should be {length} integers of dtype {dtype}")
             fields[key] = np.array(items, dtype=dtype)
         else:
@@ -708,10 +829,15 @@ def _generator_fields(path, saved, schema, where):
 def _make_generator(path, saved, what):
     name = saved.get("bit_generator") if isinstance(saved, dict) else None
     if name not in _BIT_GENERATORS:
-        raise CheckpointError(f"{path}: random generator {what} has unknown bit generator "
-                              f"{_show(name)}")
-    fields = _generator_fields(path, {k: v for k, v in saved.items() if k != "bit_generator"},
-                               _GENERATOR_STATES[name], f"random generator {what}")
+        raise CheckpointError(
+            f"{path}: random generator {what} has unknown bit generator {_show(name)}"
+        )
+    fields = _generator_fields(
+        path,
+        {k: v for k, v in saved.items() if k != "bit_generator"},
+        _GENERATOR_STATES[name],
+        f"random generator {what}",
+    )
     bit_generator = getattr(np.random, name)()
     try:
         bit_generator.state = {"bit_generator": name, **fields}
@@ -723,12 +849,16 @@ def _make_generator(path, saved, what):
 def _prepare_solver(path, saved, arrays, solver):
     rule = saved["update_rule"]
     if rule != getattr(solver, "update_rule_name", None):
-        raise CheckpointError(f"{path}: the checkpoint was trained with update_rule {rule!r}, "
-                              f"this Solver uses {getattr(solver, 'update_rule_name', None)!r}")
+        raise CheckpointError(
+            f"{path}: the checkpoint was trained with update_rule {rule!r}, "
+            f"this Solver uses {getattr(solver, 'update_rule_name', None)!r}"
+        )
     params = solver.model.params
     if set(saved["optim_configs"]) != set(params):
-        raise CheckpointError(f"{path}: wrong architecture: optimizer state for "
-                              f"{sorted(saved['optim_configs'])}, the model has {sorted(params)}")
+        raise CheckpointError(
+            f"{path}: wrong architecture: optimizer state for "
+            f"{sorted(saved['optim_configs'])}, the model has {sorted(params)}"
+        )
     configs = {}
     for name, entries in saved["optim_configs"].items():
         config = {}
@@ -736,13 +866,17 @@ def _prepare_solver(path, saved, arrays, solver):
             if "array" in item:
                 array = arrays[item["array"]]
                 if array.dtype.kind == "f" and array.dtype != params[name].dtype:
-                    raise CheckpointError(f"{path}: wrong dtype: optimizer state {key!r} of "
-                                          f"{name!r} is {array.dtype}, the param is "
-                                          f"{params[name].dtype}")
+                    raise CheckpointError(
+                        f"{path}: wrong dtype: optimizer state {key!r} of "
+                        f"{name!r} is {array.dtype}, the param is "
+                        f"{params[name].dtype}"
+                    )
                 if array.shape != np.shape(params[name]):
-                    raise CheckpointError(f"{path}: wrong shape: optimizer state {key!r} of "
-                                          f"{name!r} is {array.shape}, the param is "
-                                          f"{np.shape(params[name])}")
+                    raise CheckpointError(
+                        f"{path}: wrong shape: optimizer state {key!r} of "
+                        f"{name!r} is {array.shape}, the param is "
+                        f"{np.shape(params[name])}"
+                    )
                 config[key] = array.copy()
             else:
                 config[key] = _from_json(item["value"], path)
@@ -753,17 +887,23 @@ def _prepare_solver(path, saved, arrays, solver):
             raise CheckpointError(f"{path}: best params name {name!r}, not a param of the model")
         array = arrays[f"best/{name}"]
         if array.shape != params[name].shape or array.dtype != params[name].dtype:
-            raise CheckpointError(f"{path}: wrong architecture: best param {name!r} is "
-                                  f"{array.dtype} {array.shape}, the model's is "
-                                  f"{params[name].dtype} {params[name].shape}")
+            raise CheckpointError(
+                f"{path}: wrong architecture: best param {name!r} is "
+                f"{array.dtype} {array.shape}, the model's is "
+                f"{params[name].dtype} {params[name].shape}"
+            )
         best[name] = array.copy()
     rng = _make_generator(path, saved["rng"], "of the Solver")
     epoch, iteration = int(saved["epoch"]), int(saved["iteration"])
-    histories = {key: [float(v) for v in saved[key]]
-                 for key in ("loss_history", "train_acc_history", "val_acc_history")}
+    histories = {
+        key: [float(v) for v in saved[key]]
+        for key in ("loss_history", "train_acc_history", "val_acc_history")
+    }
     if iteration != len(histories["loss_history"]) or epoch < 0:
-        raise CheckpointError(f"{path}: inconsistent solver state: iteration {iteration} but "
-                              f"{len(histories['loss_history'])} losses recorded")
+        raise CheckpointError(
+            f"{path}: inconsistent solver state: iteration {iteration} but "
+            f"{len(histories['loss_history'])} losses recorded"
+        )
     best_val_acc = float(saved["best_val_acc"])
 
     def apply():
@@ -774,4 +914,5 @@ def _prepare_solver(path, saved, arrays, solver):
         solver.epoch, solver.iteration = epoch, iteration
         for key, values in histories.items():
             setattr(solver, key, values)
+
     return apply

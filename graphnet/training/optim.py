@@ -12,6 +12,7 @@ model, so it works unchanged; code that needs the previous weights must copy the
 the call. Anything else (lists, integer or read-only arrays) is copied to a new float
 array first. State arrays keep w's dtype, so float32 training stays float32.
 """
+
 import numpy as np
 
 from ..kernels import _C
@@ -31,8 +32,10 @@ def _prepare(rule, w, dw, config, **defaults):
         raise ValueError(f"{rule}: dw has shape {dw.shape} but w has shape {target.shape}")
     config = {} if config is None else config
     if not isinstance(config, dict):
-        raise TypeError(f"{rule}: config must be a dict of hyperparameters and state, got "
-                        f"{type(config).__name__}")
+        raise TypeError(
+            f"{rule}: config must be a dict of hyperparameters and state, got "
+            f"{type(config).__name__}"
+        )
     for key, value in defaults.items():
         config.setdefault(key, value)
         if isinstance(config[key], bool) or not isinstance(config[key], (int, float, np.number)):
@@ -45,8 +48,7 @@ def _state(config, key, w):
     state = config.get(key)
     if state is None:
         state = np.zeros_like(w)
-    elif not (isinstance(state, np.ndarray) and state.dtype == w.dtype
-              and state.flags.writeable):
+    elif not (isinstance(state, np.ndarray) and state.dtype == w.dtype and state.flags.writeable):
         state = np.array(state, dtype=w.dtype)
     if state.shape != w.shape:
         raise ValueError(f"config[{key!r}] has shape {state.shape} but w has shape {w.shape}")
@@ -84,11 +86,12 @@ def rmsprop(w, dw, config=None):
     w -= learning_rate * dw / (sqrt(cache) + epsilon).
     config: 'learning_rate' (1e-2), 'decay_rate' (0.99), 'epsilon' (1e-8), 'cache' (zeros).
     """
-    w, dw, config = _prepare("rmsprop", w, dw, config,
-                             learning_rate=1e-2, decay_rate=0.99, epsilon=1e-8)
+    w, dw, config = _prepare(
+        "rmsprop", w, dw, config, learning_rate=1e-2, decay_rate=0.99, epsilon=1e-8
+    )
     cache = _state(config, "cache", w)
     cache *= config["decay_rate"]
-    cache += (1 - config["decay_rate"]) * dw ** 2
+    cache += (1 - config["decay_rate"]) * dw**2
     w -= config["learning_rate"] * dw / (np.sqrt(cache) + config["epsilon"])
     return w, config
 
@@ -102,8 +105,9 @@ def adam(w, dw, config=None):
     config: 'learning_rate' (1e-3), 'beta1' (0.9), 'beta2' (0.999), 'epsilon' (1e-8),
     'm', 'v' (zeros), 't' (0).
     """
-    w, dw, config = _prepare("adam", w, dw, config, learning_rate=1e-3, beta1=0.9,
-                             beta2=0.999, epsilon=1e-8, t=0)
+    w, dw, config = _prepare(
+        "adam", w, dw, config, learning_rate=1e-3, beta1=0.9, beta2=0.999, epsilon=1e-8, t=0
+    )
     beta1, beta2 = config["beta1"], config["beta2"]
     m, v = _state(config, "m", w), _state(config, "v", w)
     config["t"] += 1
@@ -116,15 +120,18 @@ def adam(w, dw, config=None):
     m *= beta1
     m += (1 - beta1) * dw
     v *= beta2
-    v += (1 - beta2) * dw ** 2
-    m_hat = m / (1 - beta1 ** t)
-    v_hat = v / (1 - beta2 ** t)
+    v += (1 - beta2) * dw**2
+    m_hat = m / (1 - beta1**t)
+    v_hat = v / (1 - beta2**t)
     w -= lr * m_hat / (np.sqrt(v_hat) + eps)
     return w, config
 
 
 def _fusable(w, *others):
     """Can the C++ kernel update these arrays in place? (w is writeable by _prepare.)"""
-    return (w.dtype in (np.float32, np.float64) and w.flags.c_contiguous
-            and all(a.dtype == w.dtype for a in others)
-            and all(a.flags.c_contiguous and a.flags.writeable for a in others[1:]))
+    return (
+        w.dtype in (np.float32, np.float64)
+        and w.flags.c_contiguous
+        and all(a.dtype == w.dtype for a in others)
+        and all(a.flags.c_contiguous and a.flags.writeable for a in others[1:])
+    )

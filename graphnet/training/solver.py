@@ -25,6 +25,7 @@ signal handler) makes `train()` return after the current iteration, leaving a co
 state to save. `distributed=True` trains data-parallel on torch.distributed: every process
 that torchrun starts runs the same script (graphnet.interop.distributed says how).
 """
+
 import copy
 import numbers
 import sys
@@ -79,61 +80,90 @@ class Solver:
         process must call train() and check_accuracy() alike (an addition).
     """
 
-    def __init__(self, model: Any, data: Mapping, *,
-                 update_rule: Union[str, Callable] = "sgd",
-                 optim_config: Optional[Mapping] = None, lr_decay: float = 1.0,
-                 batch_size: int = 100, num_epochs: int = 10,
-                 num_train_samples: Optional[int] = 1000,
-                 num_val_samples: Optional[int] = None, checkpoint_name: Optional[str] = None,
-                 print_every: int = 10, verbose: bool = True, seed: Optional[int] = None,
-                 progress_bar: Optional[bool] = None, distributed: Any = None,
-                 **unknown: Any) -> None:
+    def __init__(
+        self,
+        model: Any,
+        data: Mapping,
+        *,
+        update_rule: Union[str, Callable] = "sgd",
+        optim_config: Optional[Mapping] = None,
+        lr_decay: float = 1.0,
+        batch_size: int = 100,
+        num_epochs: int = 10,
+        num_train_samples: Optional[int] = 1000,
+        num_val_samples: Optional[int] = None,
+        checkpoint_name: Optional[str] = None,
+        print_every: int = 10,
+        verbose: bool = True,
+        seed: Optional[int] = None,
+        progress_bar: Optional[bool] = None,
+        distributed: Any = None,
+        **unknown: Any,
+    ) -> None:
         if unknown:
             raise ValueError("Unrecognized arguments " + ", ".join(sorted(unknown)))
         settings: Dict[str, Any] = dict(
-            update_rule=update_rule, optim_config=optim_config, lr_decay=lr_decay,
-            batch_size=batch_size, num_epochs=num_epochs, num_train_samples=num_train_samples,
-            num_val_samples=num_val_samples, checkpoint_name=checkpoint_name,
-            print_every=print_every, verbose=verbose, seed=seed)
+            update_rule=update_rule,
+            optim_config=optim_config,
+            lr_decay=lr_decay,
+            batch_size=batch_size,
+            num_epochs=num_epochs,
+            num_train_samples=num_train_samples,
+            num_val_samples=num_val_samples,
+            checkpoint_name=checkpoint_name,
+            print_every=print_every,
+            verbose=verbose,
+            seed=seed,
+        )
         if not hasattr(model, "params") or not callable(getattr(model, "loss", None)):
-            raise TypeError(f"Solver needs a model with `params` and `loss(X, y=None)`, got "
-                            f"{type(model).__name__}")
+            raise TypeError(
+                f"Solver needs a model with `params` and `loss(X, y=None)`, got "
+                f"{type(model).__name__}"
+            )
         self.model = model
         self._take_data(model, data)
 
         rule = settings["update_rule"]
         if isinstance(rule, str):
             if rule.startswith("_") or rule not in optim.__all__:
-                raise ValueError(f'Invalid update_rule "{rule}"; graphnet.optim has '
-                                 + ", ".join(optim.__all__))
+                raise ValueError(
+                    f'Invalid update_rule "{rule}"; graphnet.optim has ' + ", ".join(optim.__all__)
+                )
             self.update_rule_name, self.update_rule = rule, getattr(optim, rule)
         elif callable(rule):
             self.update_rule = rule
             self.update_rule_name = getattr(rule, "__qualname__", repr(rule))
         else:
-            raise ValueError(f"update_rule must be a name in graphnet.optim or a callable, "
-                             f"got {rule!r}")
+            raise ValueError(
+                f"update_rule must be a name in graphnet.optim or a callable, got {rule!r}"
+            )
         if not isinstance(settings["optim_config"], (Mapping, type(None))):
-            raise TypeError(f"optim_config must be a dict such as {{'learning_rate': 1e-3}}, "
-                            f"got {settings['optim_config']!r}")
+            raise TypeError(
+                f"optim_config must be a dict such as {{'learning_rate': 1e-3}}, "
+                f"got {settings['optim_config']!r}"
+            )
         self.optim_config = dict(settings["optim_config"] or {})
         lr_decay = settings["lr_decay"]
         if not _is_real(lr_decay) or not lr_decay > 0:
-            raise ValueError(f"lr_decay must be a positive number (1.0: no decay), got "
-                             f"{lr_decay!r}")
+            raise ValueError(
+                f"lr_decay must be a positive number (1.0: no decay), got {lr_decay!r}"
+            )
         self.lr_decay = lr_decay
         for key in ("batch_size", "num_epochs"):
             if not _is_int(settings[key]):
                 raise ValueError(f"{key} must be an integer, got {settings[key]!r}")
         for key in ("num_train_samples", "num_val_samples"):
             if settings[key] is not None and not (_is_int(settings[key]) and settings[key] >= 0):
-                raise ValueError(f"{key} must be a non-negative integer or None, got "
-                                 f"{settings[key]!r}")
+                raise ValueError(
+                    f"{key} must be a non-negative integer or None, got {settings[key]!r}"
+                )
         self.batch_size = int(settings["batch_size"])
         self.num_epochs = int(settings["num_epochs"])
         if self.batch_size < 1 or self.num_epochs < 0:
-            raise ValueError(f"batch_size must be >= 1 and num_epochs >= 0, got "
-                             f"{self.batch_size} and {self.num_epochs}")
+            raise ValueError(
+                f"batch_size must be >= 1 and num_epochs >= 0, got "
+                f"{self.batch_size} and {self.num_epochs}"
+            )
         self.num_train_samples = settings["num_train_samples"]
         self.num_val_samples = settings["num_val_samples"]
         self.checkpoint_name = settings["checkpoint_name"]
@@ -141,14 +171,18 @@ class Solver:
         self.verbose = settings["verbose"]
         self.seed = settings["seed"]
         if progress_bar not in (None, True, False):
-            raise ValueError(f"progress_bar must be None (only on a terminal), True or False, "
-                             f"got {progress_bar!r}")
+            raise ValueError(
+                f"progress_bar must be None (only on a terminal), True or False, "
+                f"got {progress_bar!r}"
+            )
         self.progress_bar = progress_bar
         self.distributed = _data_parallel(distributed, model)
         if self.distributed is not None and self.batch_size < self.distributed.world_size:
-            raise ValueError(f"batch_size {self.batch_size} is smaller than the "
-                             f"{self.distributed.world_size} processes training it: each "
-                             "process needs at least one sample of every minibatch")
+            raise ValueError(
+                f"batch_size {self.batch_size} is smaller than the "
+                f"{self.distributed.world_size} processes training it: each "
+                "process needs at least one sample of every minibatch"
+            )
         if self.distributed is not None and not self.distributed.is_writer:
             self.verbose = False
         self._reset()
@@ -156,18 +190,24 @@ class Solver:
     def _take_data(self, model, data):
         """Check and keep the data (X_train, y_train, X_val, y_val)."""
         if not isinstance(data, Mapping):
-            raise TypeError(f"data must be a dict with 'X_train', 'y_train', 'X_val', 'y_val', "
-                            f"got {type(data).__name__}")
+            raise TypeError(
+                f"data must be a dict with 'X_train', 'y_train', 'X_val', 'y_val', "
+                f"got {type(data).__name__}"
+            )
         missing = [k for k in ("X_train", "y_train", "X_val", "y_val") if k not in data]
         if missing:
-            raise ValueError(f"data lacks {', '.join(missing)} (it has "
-                             f"{', '.join(map(str, data)) or 'nothing'}); the Solver needs "
-                             "'X_train', 'y_train', 'X_val' and 'y_val'")
+            raise ValueError(
+                f"data lacks {', '.join(missing)} (it has "
+                f"{', '.join(map(str, data)) or 'nothing'}); the Solver needs "
+                "'X_train', 'y_train', 'X_val' and 'y_val'"
+            )
         self.X_train, self.y_train = _split(model, data, "train")
         self.X_val, self.y_val = _split(model, data, "val")
         if self.X_train.shape[0] == 0:
-            raise ValueError(f"data['X_train'] is empty (shape {self.X_train.shape}); the Solver "
-                             "needs at least one training sample")
+            raise ValueError(
+                f"data['X_train'] is empty (shape {self.X_train.shape}); the Solver "
+                "needs at least one training sample"
+            )
 
     def _reset(self):
         """Fresh bookkeeping: histories, best params, optimizer state and random stream."""
@@ -195,8 +235,9 @@ class Solver:
 
     @rng.setter
     def rng(self, generator: Any) -> None:
-        if generator is not _GLOBAL_RANDOM_STATE and isinstance(generator.bit_generator,
-                                                                np.random.MT19937):
+        if generator is not _GLOBAL_RANDOM_STATE and isinstance(
+            generator.bit_generator, np.random.MT19937
+        ):
             _GLOBAL_RANDOM_STATE.bit_generator.state = generator.bit_generator.state
             generator = _GLOBAL_RANDOM_STATE
         self._rng = generator
@@ -210,7 +251,8 @@ class Solver:
             self._update(*self.model.loss(self.X_train[batch], self.y_train[batch]))
         else:  # stopping is agreed in the step, so all processes stop after the same one
             loss, grads, self._stop_agreed = self.distributed.loss_and_grads(
-                self.model, self.X_train[batch], self.y_train[batch], self._stop_requested)
+                self.model, self.X_train[batch], self.y_train[batch], self._stop_requested
+            )
             self._update(loss, grads)
 
     def _update(self, loss, grads):
@@ -218,29 +260,36 @@ class Solver:
         self.loss_history.append(float(loss))
         params = self.model.params
         for name in list(params):
-            next_w, next_config = self.update_rule(params[name], grads[name],
-                                                   self.optim_configs[name])
+            next_w, next_config = self.update_rule(
+                params[name], grads[name], self.optim_configs[name]
+            )
             params[name] = next_w
             self.optim_configs[name] = next_config
 
-    def check_accuracy(self, X: Any, y: Any, num_samples: Optional[int] = None,
-                       batch_size: int = 100) -> float:
+    def check_accuracy(
+        self, X: Any, y: Any, num_samples: Optional[int] = None, batch_size: int = 100
+    ) -> float:
         """Fraction of (a random subsample of num_samples of) X classified as y."""
         X, y = np.asarray(X), np.asarray(y)
         if X.ndim == 0 or y.shape != X.shape[:1]:
-            raise ValueError(f"check_accuracy: X of shape {X.shape} and y of shape {y.shape} "
-                             "must hold the same number of samples (y of shape (N,))")
+            raise ValueError(
+                f"check_accuracy: X of shape {X.shape} and y of shape {y.shape} "
+                "must hold the same number of samples (y of shape (N,))"
+            )
         if not _is_int(batch_size) or batch_size < 1:
-            raise ValueError(f"check_accuracy: batch_size must be a positive integer, got "
-                             f"{batch_size!r}")
+            raise ValueError(
+                f"check_accuracy: batch_size must be a positive integer, got {batch_size!r}"
+            )
         N = X.shape[0]
         if num_samples is not None and N > num_samples:
             mask = self.rng.choice(N, num_samples)
             X, y = X[mask], y[mask]
             N = num_samples
         first, last = (0, N) if self.distributed is None else self.distributed.share(N)
-        predictions = [np.argmax(self.model.loss(X[start:min(start + batch_size, last)]),
-                                 axis=1) for start in range(first, last, batch_size)]
+        predictions = [
+            np.argmax(self.model.loss(X[start : min(start + batch_size, last)]), axis=1)
+            for start in range(first, last, batch_size)
+        ]
         y_pred = np.concatenate(predictions) if predictions else np.zeros(0, dtype=int)
         correct = int(np.sum(y_pred == y[first:last]))
         if self.distributed is not None:
@@ -314,8 +363,9 @@ class Solver:
     def _split_accuracy(self, split):
         """The accuracy train() records for split 'train' or 'val'."""
         if split == "train":
-            return self.check_accuracy(self.X_train, self.y_train,
-                                       num_samples=self.num_train_samples)
+            return self.check_accuracy(
+                self.X_train, self.y_train, num_samples=self.num_train_samples
+            )
         return self.check_accuracy(self.X_val, self.y_val, num_samples=self.num_val_samples)
 
     def _record_accuracy(self, bar):
@@ -323,8 +373,11 @@ class Solver:
         self.train_acc_history.append(train_acc)
         self.val_acc_history.append(val_acc)
         if self.verbose:
-            self._print(f"(Epoch {self.epoch} / {self.num_epochs}) train acc: {train_acc:f}; "
-                        f"val_acc: {val_acc:f}", bar)
+            self._print(
+                f"(Epoch {self.epoch} / {self.num_epochs}) train acc: {train_acc:f}; "
+                f"val_acc: {val_acc:f}",
+                bar,
+            )
         if val_acc > self.best_val_acc:
             self.best_val_acc = val_acc
             self.best_params = {k: np.array(v, copy=True) for k, v in self.model.params.items()}
@@ -340,6 +393,7 @@ class Solver:
 
     def _save_checkpoint(self):
         from .checkpoint import save
+
         save(self, self.checkpoint_path(self.epoch))
 
     # ----- output -----------------------------------------------------------------------
@@ -351,11 +405,18 @@ class Solver:
         import shutil
 
         from tqdm.auto import tqdm
+
         # (a terminal that reports no size would otherwise get an invisible bar)
         columns, rows = shutil.get_terminal_size(fallback=(100, 24))
-        return tqdm(total=total, initial=self.iteration, unit="it", file=sys.stdout,
-                    ncols=columns if columns >= 40 else 100, nrows=rows if rows >= 2 else 24,
-                    leave=True)
+        return tqdm(
+            total=total,
+            initial=self.iteration,
+            unit="it",
+            file=sys.stdout,
+            ncols=columns if columns >= 40 else 100,
+            nrows=rows if rows >= 2 else 24,
+            leave=True,
+        )
 
     @staticmethod
     def _print(message, bar=None):
@@ -383,19 +444,24 @@ def _split(model, data, split):
     except (ValueError, TypeError) as err:
         raise ValueError(f"data[{kx!r}] / data[{ky!r}] are not arrays: {err}") from None
     if X.ndim == 0 or y.ndim != 1 or X.shape[0] != y.shape[0]:
-        raise ValueError(f"data[{kx!r}] has shape {X.shape} and data[{ky!r}] shape {y.shape}: "
-                         f"they must hold the same number of samples, y of shape (N,)")
+        raise ValueError(
+            f"data[{kx!r}] has shape {X.shape} and data[{ky!r}] shape {y.shape}: "
+            f"they must hold the same number of samples, y of shape (N,)"
+        )
     if X.shape[0] == 0:
         return X, y
     if X.dtype.kind == "f":
         rows = X.reshape(X.shape[0], -1)  # scanned in chunks: no full-size temporary
-        finite = np.concatenate([np.isfinite(rows[i:i + 4096]).all(axis=1)
-                                 for i in range(0, rows.shape[0], 4096)])
+        finite = np.concatenate(
+            [np.isfinite(rows[i : i + 4096]).all(axis=1) for i in range(0, rows.shape[0], 4096)]
+        )
         if not finite.all():
             bad = np.flatnonzero(~finite)
-            raise ValueError(f"data[{kx!r}] (shape {X.shape}) has NaN or Inf values in "
-                             f"{bad.size} samples (the first is sample {bad[0]}); clean or "
-                             "drop them before training")
+            raise ValueError(
+                f"data[{kx!r}] (shape {X.shape}) has NaN or Inf values in "
+                f"{bad.size} samples (the first is sample {bad[0]}); clean or "
+                "drop them before training"
+            )
     check_input = getattr(model, "check_input", None)
     check_labels = getattr(model, "check_labels", None)
     if callable(check_input):
@@ -411,15 +477,19 @@ def _data_parallel(distributed, model):
         return None
     if distributed is True:
         from ..interop.distributed import DataParallel
+
         distributed = DataParallel()
-    for method in ("share", "loss_and_grads", "count_correct", "synchronize",
-                   "check_identical"):
+    for method in ("share", "loss_and_grads", "count_correct", "synchronize", "check_identical"):
         if not callable(getattr(distributed, method, None)):
-            raise TypeError(f"distributed must be True, False, None or a "
-                            f"graphnet.interop.DataParallel, got {distributed!r}")
+            raise TypeError(
+                f"distributed must be True, False, None or a "
+                f"graphnet.interop.DataParallel, got {distributed!r}"
+            )
     if getattr(model, "graph", None) is None:
-        raise TypeError(f"distributed training needs a graphnet model (one with a .graph, "
-                        f"such as graphnet.models'), got {type(model).__name__}")
+        raise TypeError(
+            f"distributed training needs a graphnet model (one with a .graph, "
+            f"such as graphnet.models'), got {type(model).__name__}"
+        )
     return distributed
 
 

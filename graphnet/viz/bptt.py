@@ -9,6 +9,7 @@ builds the same recurrence from `rnn_step` / `lstm_step` gates with the same wei
 inputs, runs it forward and backpropagates the layer's upstream gradient through it, so
 each step node holds the gradient that reached it.
 """
+
 from collections.abc import Mapping
 
 import numpy as np
@@ -23,11 +24,13 @@ RECURRENT_OPS = ("rnn", "lstm")
 
 def _recurrent_node(node, who):
     if getattr(node, "op", None) not in RECURRENT_OPS:
-        raise TypeError(f"{who} takes an rnn or lstm node, got "
-                        f"{getattr(node, 'op', type(node).__name__)!r}")
+        raise TypeError(
+            f"{who} takes an rnn or lstm node, got {getattr(node, 'op', type(node).__name__)!r}"
+        )
     if node.grad is None:
-        raise ValueError(f"{who}: node {node.name!r} has no gradient: run forward and "
-                         "backward first")
+        raise ValueError(
+            f"{who}: node {node.name!r} has no gradient: run forward and backward first"
+        )
     return node
 
 
@@ -58,8 +61,10 @@ def plot_bptt(nodes, path=None, ax=None, title=None, vanishing=1e-6):
         items = {n.name: n for n in (nodes if isinstance(nodes, (list, tuple)) else [nodes])}
     if not items:
         raise ValueError("plot_bptt needs at least one rnn or lstm node")
-    norms = {label: np.asarray(step_grad_norms(n) if hasattr(n, "gate") else n, dtype=float)
-             for label, n in items.items()}
+    norms = {
+        label: np.asarray(step_grad_norms(n) if hasattr(n, "gate") else n, dtype=float)
+        for label, n in items.items()
+    }
     fig = _figure(7, 4) if ax is None else ax.figure
     ax = fig.subplots() if ax is None else ax
     for i, (label, values) in enumerate(norms.items()):
@@ -67,13 +72,23 @@ def plot_bptt(nodes, path=None, ax=None, title=None, vanishing=1e-6):
         shown = np.where(values > 0, values, np.nan)  # log axis: a 0 is not drawn
         ax.plot(steps, shown, "-o", ms=3, color=f"C{i % 10}", label=label)
     ax.set_yscale("log")
-    low = min((np.nanmin(np.where(v > 0, v, np.nan)) for v in norms.values()
-               if np.any(v > 0)), default=None)
+    low = min(
+        (np.nanmin(np.where(v > 0, v, np.nan)) for v in norms.values() if np.any(v > 0)),
+        default=None,
+    )
     if vanishing is not None and low is not None and low < 100 * vanishing:
-        ax.axhline(vanishing, ls="--", color="0.4", lw=1,
-                   label=f"vanishing (< {vanishing:g}, the drawings' flag)")
-    ax.set(xlabel="time step t", ylabel="||dL/dh_t||",
-           title=title or "Backprop through time: the gradient reaching each step")
+        ax.axhline(
+            vanishing,
+            ls="--",
+            color="0.4",
+            lw=1,
+            label=f"vanishing (< {vanishing:g}, the drawings' flag)",
+        )
+    ax.set(
+        xlabel="time step t",
+        ylabel="||dL/dh_t||",
+        title=title or "Backprop through time: the gradient reaching each step",
+    )
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(which="major", alpha=0.3)
     ax.legend(fontsize="small")
@@ -112,8 +127,7 @@ def unroll(source):
             c, h = g.index(step, 1, name=f"t{t}/c"), g.index(step, 0, name=f"t{t}/h")
         states.append(h)
     # Gathered after the loop (not one node per step), so each step's scope ends with h_t.
-    stacked = g.reshape(g.concat(states, axis=0, name="h_1..h_T"), (T, N, -1),
-                        name="(T, N, H)")
+    stacked = g.reshape(g.concat(states, axis=0, name="h_1..h_T"), (T, N, -1), name="(T, N, H)")
     out = g.transpose(stacked, (1, 0, 2), name=node.name)
     g.forward(x=x, h0=h0)
     g.backward(out, grad=node.grad)
@@ -125,10 +139,13 @@ def _the_recurrent_node(source):
         return source
     graph = source if isinstance(source, Graph) else getattr(source, "graph", None)
     if not isinstance(graph, Graph):
-        raise TypeError(f"unroll takes an rnn or lstm node or a graph holding one, got "
-                        f"{type(source).__name__}")
+        raise TypeError(
+            f"unroll takes an rnn or lstm node or a graph holding one, got {type(source).__name__}"
+        )
     found = [n for n in graph.nodes if n.op in RECURRENT_OPS]
     if len(found) != 1:
-        raise ValueError(f"unroll: the graph has {len(found)} rnn/lstm nodes "
-                         f"({', '.join(n.name for n in found) or 'none'}); pass the node")
+        raise ValueError(
+            f"unroll: the graph has {len(found)} rnn/lstm nodes "
+            f"({', '.join(n.name for n in found) or 'none'}); pass the node"
+        )
     return found[0]

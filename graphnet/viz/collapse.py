@@ -6,6 +6,7 @@ gates in a chain) one block, and as a last resort consecutive stretches of the
 topological order. `collapse='auto'` goes through these in that order only as far as it
 must for the drawing to fit.
 """
+
 import itertools
 import math
 from collections import defaultdict
@@ -19,14 +20,17 @@ def grouping(group_by):
         return lambda node: node.name.rsplit("/", 1)[0] if "/" in node.name else None
     if callable(group_by):
         return group_by
-    raise ValueError(f"group_by must be 'scope', None or a function node -> group name, "
-                     f"got {group_by!r}")
+    raise ValueError(
+        f"group_by must be 'scope', None or a function node -> group name, got {group_by!r}"
+    )
 
 
 def check_collapse(how):
     if isinstance(how, str) and how not in ("auto", "groups"):
-        raise ValueError(f"collapse must be 'auto', 'groups', True, False or a collection "
-                         f"of group names, got {how!r}")
+        raise ValueError(
+            f"collapse must be 'auto', 'groups', True, False or a collection "
+            f"of group names, got {how!r}"
+        )
 
 
 class Units:
@@ -144,16 +148,19 @@ class Units:
         while start < len(sequence):
             period, repeats = self._longest_run(signatures, start)
             if repeats >= self.MIN_REPEATS:
-                ops = " → ".join(op for s in signatures[start:start + period] for op in s)
+                ops = " → ".join(op for s in signatures[start : start + period] for op in s)
                 count = max(min(pieces, repeats // self.MIN_REPEATS), 1)
                 bounds = [round(i * repeats / count) for i in range(count + 1)]
                 for first, last in zip(bounds, bounds[1:]):
-                    keys = sequence[start + first * period:start + last * period]
+                    keys = sequence[start + first * period : start + last * period]
                     members = [n for k in keys for n in self.members(k)]
                     for key in keys:
                         self.blocks.pop(key, None)
-                    title = (f"{repeats} × [{ops}]" if count == 1 else
-                             f"{first + 1}–{last} of {repeats} × [{ops}]")
+                    title = (
+                        f"{repeats} × [{ops}]"
+                        if count == 1
+                        else f"{first + 1}–{last} of {repeats} × [{ops}]"
+                    )
                     self._new_block(title, members)
                 start += period * repeats
             else:
@@ -163,11 +170,11 @@ class Units:
     def _longest_run(self, signatures, start):
         best = (1, 1)
         for period in self.RUN_PERIODS:
-            pattern = signatures[start:start + period]
+            pattern = signatures[start : start + period]
             if len(pattern) < period:
                 break
             repeats = 1
-            while signatures[start + repeats * period:start + (repeats + 1) * period] == pattern:
+            while signatures[start + repeats * period : start + (repeats + 1) * period] == pattern:
                 repeats += 1
             if repeats >= self.MIN_REPEATS and period * repeats > best[0] * best[1]:
                 best = (period, repeats)
@@ -179,7 +186,7 @@ class Units:
         keys = self.visible()
         size = math.ceil(len(keys) / max(min(max_nodes, 40) // 2, 1))
         for index in range(0, len(keys), size):
-            chunk = keys[index:index + size]
+            chunk = keys[index : index + size]
             members = [n for k in chunk for n in self.members(k)]
             for key in chunk:
                 self.blocks.pop(key, None)

@@ -8,6 +8,7 @@
 norm, on a log scale: brown where it grew, teal where it shrank, white where it has no
 counterpart (diff two graphs, with and without batchnorm say: nodes match by name).
 """
+
 import dataclasses
 import math
 from typing import Any, Optional
@@ -28,6 +29,7 @@ MAX_DECADES = 6.0
 class Snapshot:
     """A graph's state at one moment: copies of its values, gradients and edge
     gradients (`view`), and the graph they belong to."""
+
     graph: Graph
     view: View
     label: str
@@ -35,6 +37,7 @@ class Snapshot:
     def draw(self, **options: Any) -> Any:
         """The graph drawn as it was when the snapshot was taken (draw()'s options)."""
         from .draw import draw
+
         return draw(self.graph, view=self.view, **options)
 
 
@@ -44,9 +47,14 @@ def snapshot(graph: Any, label: Optional[str] = None) -> Snapshot:
     graph = graph_of(graph, "snapshot")
     view = View.of(graph)
     skipped = not_run(graph)
-    copy = {part: {name: np.array(value, copy=True)[()] for name, value in items.items()
-                   if name not in skipped}
-            for part, items in (("values", view.values), ("grads", view.grads))}
+    copy = {
+        part: {
+            name: np.array(value, copy=True)[()]
+            for name, value in items.items()
+            if name not in skipped
+        }
+        for part, items in (("values", view.values), ("grads", view.grads))
+    }
     edges = {key: np.array(value, copy=True)[()] for key, value in view.edge_grads.items()}
     return Snapshot(graph, View(copy["values"], copy["grads"], edges), label or "snapshot")
 
@@ -70,20 +78,30 @@ def diff(before: Any, after: Any, *, title: Optional[str] = None, **options: Any
             continue
         change = changes[name]
         shown = max(min(change, decades), -decades)
-        grown = f"×{num(10 ** change)}" if math.isfinite(change) else (
-            "from 0" if change > 0 else "to 0")
-        cells[name] = (change_color(shown, decades),
-                       f"grad L2 {num(norm(before.view.grads[name]))} → "
-                       f"{num(norm(after.view.grads[name]))} ({grown})")
-    legend = [(None, f"fill: the change of the gradient's L2 norm,\n{before.label} → "
-                     f"{after.label}, log scale"),
-              (change_color(decades, decades), f"grew ×{num(10 ** decades)} or more"),
-              (change_color(0, decades), "unchanged"),
-              (change_color(-decades, decades), f"shrank ×{num(10 ** -decades)} or less"),
-              ("#ffffff", f"no gradient in {before.label}")]
+        grown = (
+            f"×{num(10**change)}" if math.isfinite(change) else ("from 0" if change > 0 else "to 0")
+        )
+        cells[name] = (
+            change_color(shown, decades),
+            f"grad L2 {num(norm(before.view.grads[name]))} → "
+            f"{num(norm(after.view.grads[name]))} ({grown})",
+        )
+    legend = [
+        (
+            None,
+            f"fill: the change of the gradient's L2 norm,\n{before.label} → "
+            f"{after.label}, log scale",
+        ),
+        (change_color(decades, decades), f"grew ×{num(10**decades)} or more"),
+        (change_color(0, decades), "unchanged"),
+        (change_color(-decades, decades), f"shrank ×{num(10**-decades)} or less"),
+        ("#ffffff", f"no gradient in {before.label}"),
+    ]
     picture = Picture(after.graph, after.view, overlay=Overlay(cells, legend), **options)
-    drawing = picture.dot(picture.state(after.view), title=title or (
-        f"how each gradient changed: {before.label} → {after.label}"))
+    drawing = picture.dot(
+        picture.state(after.view),
+        title=title or (f"how each gradient changed: {before.label} → {after.label}"),
+    )
     drawing.changes = changes
     return drawing
 
@@ -98,6 +116,4 @@ def log_ratio(before: float, after: float) -> float:
 
 
 def _as_snapshot(item, label):
-    return item if isinstance(item, Snapshot) else snapshot(graph_of(item, "diff"),
-                                                                    label)
-
+    return item if isinstance(item, Snapshot) else snapshot(graph_of(item, "diff"), label)

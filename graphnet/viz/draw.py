@@ -13,6 +13,7 @@ Large graphs stay readable: named scopes ('layer1/fc') become clusters, the main
 straight in the rank direction, and scopes, then runs of repeated blocks, collapse into
 one node each until the drawing fits in about 4000 pixels (or `max_nodes` units).
 """
+
 import dataclasses
 import html
 import itertools
@@ -28,8 +29,24 @@ from ..gates.base import fill, formula_of, rule_of
 from .collapse import Units, grouping
 from .measure import Measures, Summary
 from .render import Drawing
-from .scale import (ACTIVE_FILL, ANOMALY, BORDER, FLAG_COLORS, FONT, GRAD, HEAT_HIGH, HEAT_LOW,
-                    MUTED, PENDING, ROLE_NAMES, STYLES, TEXT, VALUE, GradientScale, mix)
+from .scale import (
+    ACTIVE_FILL,
+    ANOMALY,
+    BORDER,
+    FLAG_COLORS,
+    FONT,
+    GRAD,
+    HEAT_HIGH,
+    HEAT_LOW,
+    MUTED,
+    PENDING,
+    ROLE_NAMES,
+    STYLES,
+    TEXT,
+    VALUE,
+    GradientScale,
+    mix,
+)
 
 #: The long side a default drawing aims to stay within, in points (PNG pixels are 4/3 of
 #: a point: Graphviz renders bitmaps at 96 dpi), so a PNG stays under about 4000 px.
@@ -54,8 +71,9 @@ def graph_of(source: Any, who: str) -> Graph:
     """The Graph of `source`: a Graph, or a model with `.graph`; else a TypeError."""
     graph = source if isinstance(source, Graph) else getattr(source, "graph", None)
     if not isinstance(graph, Graph):
-        raise TypeError(f"{who} takes a graphnet Graph or a model with .graph, got "
-                        f"{type(source).__name__}")
+        raise TypeError(
+            f"{who} takes a graphnet Graph or a model with .graph, got {type(source).__name__}"
+        )
     return graph
 
 
@@ -67,8 +85,11 @@ def not_run(graph: Graph) -> set:
     at all."""
     walk, store = graph.shown_walk(), graph.store
     if walk is not None and not store.stale:
-        missing = {n.name for n in graph.nodes
-                   if n.kind in ("gate", "input") and n.index not in walk.writes}
+        missing = {
+            n.name
+            for n in graph.nodes
+            if n.kind in ("gate", "input") and n.index not in walk.writes
+        }
     else:  # no walk finished (one stopped at a NaN, say): what it computed has values
         gates = [n for n in graph.nodes if n.gate is not None]
         if all(store.values[n.index] is None for n in gates):
@@ -79,8 +100,11 @@ def not_run(graph: Graph) -> set:
         for inp in node.inputs:
             consumers[inp.name].append(node.name)
     for node in graph.nodes:
-        if node.gate is None and consumers[node.name] and \
-                all(c in missing for c in consumers[node.name]):
+        if (
+            node.gate is None
+            and consumers[node.name]
+            and all(c in missing for c in consumers[node.name])
+        ):
             missing.add(node.name)
     return missing
 
@@ -90,6 +114,7 @@ class View:
     """What a drawing shows: values, gradients and edge gradients by node name. A graph's
     view is its current state; a step frame's view is the state part-way through a walk,
     with the active node and edges highlighted and the unknowns shown as '?'."""
+
     values: dict
     grads: dict
     edge_grads: dict
@@ -106,8 +131,7 @@ class View:
         """The graph's current state; compute=False leaves out what a fused step left to
         compute on first read instead of computing it (the live mode's redraws)."""
         store = graph.store
-        value, grad = (store.value, store.grad) if compute else (store.peek_value,
-                                                                 store.peek_grad)
+        value, grad = (store.value, store.grad) if compute else (store.peek_value, store.peek_grad)
         values = {n.name: v for n in graph.nodes if (v := value(n.index)) is not None}
         grads = {n.name: g for n in graph.nodes if (g := grad(n.index)) is not None}
         return cls(values=values, grads=grads, edge_grads=graph.edge_gradients(compute))
@@ -117,6 +141,7 @@ class View:
 class Row:
     """One line of a node's label. `slot` names what it shows ('value', 'grad', ...), so
     that the rows of one node in several states line up (the step player's frames)."""
+
     slot: str
     text: str
     color: str = TEXT
@@ -124,12 +149,27 @@ class Row:
     bold: bool = False
 
 
-def draw(graph: Any, *, values: bool = True, grads: bool = True, show_cache: bool = False,
-         detail: str = "compact", show_not_run: bool = False, group_by: Any = "scope",
-         collapse: Any = "auto", max_nodes: int = 120, vanishing: float = 1e-6,
-         exploding: float = 1e3, legend: bool = True, rankdir: Optional[str] = None,
-         title: Optional[str] = None, view: Optional["View"] = None,
-         heat: Optional[dict] = None, heat_unit: str = "", anomaly: Any = "auto") -> Any:
+def draw(
+    graph: Any,
+    *,
+    values: bool = True,
+    grads: bool = True,
+    show_cache: bool = False,
+    detail: str = "compact",
+    show_not_run: bool = False,
+    group_by: Any = "scope",
+    collapse: Any = "auto",
+    max_nodes: int = 120,
+    vanishing: float = 1e-6,
+    exploding: float = 1e3,
+    legend: bool = True,
+    rankdir: Optional[str] = None,
+    title: Optional[str] = None,
+    view: Optional["View"] = None,
+    heat: Optional[dict] = None,
+    heat_unit: str = "",
+    anomaly: Any = "auto",
+) -> Any:
     """A graphviz.Digraph of `graph` (see the module docstring for what it shows).
 
     values, grads: show node values and gradients (and gradients on edges).
@@ -156,11 +196,23 @@ def draw(graph: Any, *, values: bool = True, grads: bool = True, show_cache: boo
 
     The result has `.flags`, {node name: 'vanishing' | 'exploding' | 'NaN' | 'Inf'}.
     """
-    picture = Picture(graph, view, values=values, grads=grads, show_cache=show_cache,
-                      detail=detail, show_not_run=show_not_run, group_by=group_by,
-                      collapse=collapse, max_nodes=max_nodes, vanishing=vanishing,
-                      exploding=exploding, rankdir=rankdir, anomaly=anomaly,
-                      overlay=heat_overlay(heat, heat_unit))
+    picture = Picture(
+        graph,
+        view,
+        values=values,
+        grads=grads,
+        show_cache=show_cache,
+        detail=detail,
+        show_not_run=show_not_run,
+        group_by=group_by,
+        collapse=collapse,
+        max_nodes=max_nodes,
+        vanishing=vanishing,
+        exploding=exploding,
+        rankdir=rankdir,
+        anomaly=anomaly,
+        overlay=heat_overlay(heat, heat_unit),
+    )
     return picture.dot(picture.state(picture.view), legend=legend, title=title)
 
 
@@ -169,9 +221,16 @@ def heat_overlay(heat, unit):
     if not heat:
         return None
     top = max(heat.values(), default=0.0)
-    return Overlay({name: (mix(HEAT_LOW, HEAT_HIGH, amount / top if top > 0 else 0.0),
-                           f"{num(amount)} {unit}".strip()) for name, amount in heat.items()},
-                   [(None, f"fill: {unit or 'amount'} per node, darker = more")])
+    return Overlay(
+        {
+            name: (
+                mix(HEAT_LOW, HEAT_HIGH, amount / top if top > 0 else 0.0),
+                f"{num(amount)} {unit}".strip(),
+            )
+            for name, amount in heat.items()
+        },
+        [(None, f"fill: {unit or 'amount'} per node, darker = more")],
+    )
 
 
 @dataclasses.dataclass
@@ -179,6 +238,7 @@ class Overlay:
     """Fills and a label row per node that replace the role fills (a profile's times,
     a comparison's gradient change), and the legend lines that explain them: (fill or
     None, text) pairs."""
+
     cells: dict
     legend: list
 
@@ -186,6 +246,7 @@ class Overlay:
 @dataclasses.dataclass
 class State:
     """A view, with what the drawing derives from it: flags, the edge scale, the anomaly."""
+
     view: View
     measure: Measures
     flags: dict
@@ -198,11 +259,12 @@ class State:
 @dataclasses.dataclass
 class Edge:
     """A drawn edge: one graph edge, or several merged where a collapsed block is an end."""
-    tail: str      # unit keys
+
+    tail: str  # unit keys
     head: str
     carried: list  # (consumer name, input position) of the graph edges drawn as this one
-    main: bool     # the tail is a gate or an input: the path data flows along
-    index: int     # its place in Picture.edges
+    main: bool  # the tail is a gate or an input: the path data flows along
+    index: int  # its place in Picture.edges
 
     def value(self, view, measure):
         """What the edge shows, as a number: the one scalar gradient sent along it, or the
@@ -213,7 +275,7 @@ class Edge:
             return None
         if len(sent) == 1 and known[0].scalar:
             return known[0].value
-        return math.sqrt(sum(m.size ** 2 for m in known))
+        return math.sqrt(sum(m.size**2 for m in known))
 
     def signed(self, view):
         sent = [view.edge_grads.get(c) for c in self.carried]
@@ -226,23 +288,47 @@ class Picture:
     derives what one state adds, and `dot(state)` writes the Digraph. The step player
     draws many states on one layout from one Picture."""
 
-    def __init__(self, graph, view=None, *, values=True, grads=True, show_cache=False,
-                 detail="compact", show_not_run=False, group_by="scope", collapse="auto",
-                 max_nodes=120, vanishing=1e-6, exploding=1e3, rankdir=None,
-                 anomaly="auto", overlay=None):
+    def __init__(
+        self,
+        graph,
+        view=None,
+        *,
+        values=True,
+        grads=True,
+        show_cache=False,
+        detail="compact",
+        show_not_run=False,
+        group_by="scope",
+        collapse="auto",
+        max_nodes=120,
+        vanishing=1e-6,
+        exploding=1e3,
+        rankdir=None,
+        anomaly="auto",
+        overlay=None,
+    ):
         if not isinstance(graph, Graph):
-            raise TypeError(f"draw() takes a graphnet Graph, got {type(graph).__name__}; for "
-                            "a model pass model.graph")
+            raise TypeError(
+                f"draw() takes a graphnet Graph, got {type(graph).__name__}; for "
+                "a model pass model.graph"
+            )
         if detail not in DETAILS:
             raise ValueError(f"detail must be 'compact' or 'full', got {detail!r}")
         self.graph = graph
-        self.options = dict(values=values, grads=grads, show_cache=show_cache, detail=detail,
-                            vanishing=vanishing, exploding=exploding)
+        self.options = dict(
+            values=values,
+            grads=grads,
+            show_cache=show_cache,
+            detail=detail,
+            vanishing=vanishing,
+            exploding=exploding,
+        )
         self.anomaly_option = anomaly
         self.overlay = overlay
         self.view = view = View.of(graph) if view is None else view
-        self.rankdir = rankdir or ("LR" if all(is_scalar(v) for v in view.values.values())
-                                   else "TB")
+        self.rankdir = rankdir or (
+            "LR" if all(is_scalar(v) for v in view.values.values()) else "TB"
+        )
         # The arrow points the way the gradient flows: against the edge, to the input.
         self.arrow = {"LR": "←", "RL": "→", "TB": "↑", "BT": "↓"}[self.rankdir]
         self.hidden = set()
@@ -266,18 +352,31 @@ class Picture:
     def state(self, view):
         measure, flags = Measures(), {}
         if self.options["grads"]:
-            flags = {name: flag for name, grad in view.grads.items()
-                     if name not in self.hidden and (flag := measure(grad).flag(
-                         self.options["vanishing"], self.options["exploding"]))}
-        edge_values = [e.value(view, measure) if self.options["grads"] else None
-                       for e in self.edges]
+            flags = {
+                name: flag
+                for name, grad in view.grads.items()
+                if name not in self.hidden
+                and (
+                    flag := measure(grad).flag(self.options["vanishing"], self.options["exploding"])
+                )
+            }
+        edge_values = [
+            e.value(view, measure) if self.options["grads"] else None for e in self.edges
+        ]
         drawn = [v for v in edge_values if v is not None]
         signed = all(e.signed(view) for e, v in zip(self.edges, edge_values) if v is not None)
         if view.scale_grads is not None:
             signed = signed and all(is_scalar(g) for g in view.scale_grads)
             drawn = [measure(g).value if signed else measure(g).size for g in view.scale_grads]
-        return State(view, measure, flags, edge_values, GradientScale(drawn, signed),
-                     bool(drawn), self._anomaly(view, measure))
+        return State(
+            view,
+            measure,
+            flags,
+            edge_values,
+            GradientScale(drawn, signed),
+            bool(drawn),
+            self._anomaly(view, measure),
+        )
 
     def _anomaly(self, view, measure):
         option = self.anomaly_option
@@ -308,11 +407,19 @@ class Picture:
     def dot(self, state, *, legend=True, title=None, rows=None):
         """The Digraph of `state`; `rows` ({unit key: rows}) replaces the labels' rows
         (the step player lays out the widest text each row takes over its frames)."""
-        dot = Drawing(name="graphnet", graph_attr=dict(
-            rankdir=self.rankdir, fontname=FONT, nodesep="0.3", ranksep="0.4",
-            newrank="true", outputorder="edgesfirst"),
+        dot = Drawing(
+            name="graphnet",
+            graph_attr=dict(
+                rankdir=self.rankdir,
+                fontname=FONT,
+                nodesep="0.3",
+                ranksep="0.4",
+                newrank="true",
+                outputorder="edgesfirst",
+            ),
             node_attr=dict(fontname=FONT, fontsize="12", margin="0.12,0.05", color=BORDER),
-            edge_attr=dict(fontname=FONT, fontsize="11", arrowsize="0.7", fontcolor=TEXT))
+            edge_attr=dict(fontname=FONT, fontsize="11", arrowsize="0.7", fontcolor=TEXT),
+        )
         if title:
             dot.attr(label=_title_label(title), labelloc="t", labeljust="l", fontsize="14")
         clusters = defaultdict(list)  # group path -> node statements' (key, attrs)
@@ -345,8 +452,15 @@ class Picture:
                     dot.edge(dot_id(key), "legend", style="invis")
             with dot.subgraph(name="legend") as box:
                 box.attr(rank="sink")
-                box.node("legend", id="legend", shape="box", style="rounded",
-                         color="#bbbbbb", fontsize="11", label=self.legend(state))
+                box.node(
+                    "legend",
+                    id="legend",
+                    shape="box",
+                    style="rounded",
+                    color="#bbbbbb",
+                    fontsize="11",
+                    label=self.legend(state),
+                )
         dot.flags = state.flags
         return dot
 
@@ -361,11 +475,20 @@ class Picture:
             if node.gate is None or units.unit[node.name] != node.name:
                 continue
             group = units.group_of(node)
-            sources = [i for i in node.inputs if i.kind in ("param", "const")
-                       and units.unit.get(i.name) == i.name and units.group_of(i) == group]
-            feeds = [units.unit[i.name] for i in node.inputs
-                     if i.name in units.unit and (i.kind == "input" or i.gate is not None)
-                     and (units.unit[i.name] in units.blocks or units.group_of(i) != group)]
+            sources = [
+                i
+                for i in node.inputs
+                if i.kind in ("param", "const")
+                and units.unit.get(i.name) == i.name
+                and units.group_of(i) == group
+            ]
+            feeds = [
+                units.unit[i.name]
+                for i in node.inputs
+                if i.name in units.unit
+                and (i.kind == "input" or i.gate is not None)
+                and (units.unit[i.name] in units.blocks or units.group_of(i) != group)
+            ]
             pairs += [(feed, source.name) for feed in feeds for source in sources]
         return pairs
 
@@ -386,16 +509,20 @@ class Picture:
         if key in self.units.blocks:
             return self._block_rows(key, state)
         node, view, options = self.units.by_name[key], state.view, self.options
-        rows = [Row("name", node.name, size=13, bold=True),
-                Row("op", f"{gate_text(node)} · {shape_text(node.shape)}", MUTED, 11)]
+        rows = [
+            Row("name", node.name, size=13, bold=True),
+            Row("op", f"{gate_text(node)} · {shape_text(node.shape)}", MUTED, 11),
+        ]
         if node.name in self.not_run:
             return rows + [Row("status", "not run in the last forward", MUTED, 11)]
         if options["values"]:
-            rows += self._quantity_rows("value", view.values.get(node.name), VALUE, state,
-                                        node.shape == ())
+            rows += self._quantity_rows(
+                "value", view.values.get(node.name), VALUE, state, node.shape == ()
+            )
         if options["grads"] and (node.requires_grad or node.name in view.grads):
-            rows += self._quantity_rows("grad", view.grads.get(node.name), GRAD, state,
-                                        node.shape == ())
+            rows += self._quantity_rows(
+                "grad", view.grads.get(node.name), GRAD, state, node.shape == ()
+            )
         if options["show_cache"] and node.gate is not None and node.value is not None:
             lines = node.gate.summarize_cache(node.cache, [i.name for i in node.inputs])
             rows += [Row(f"cache{i}", line, "#555599", 10) for i, line in enumerate(lines)]
@@ -416,28 +543,48 @@ class Picture:
         view, output = state.view, members[-1]
         ops = Counter(n.op for n in members if n.gate is not None)
         sources = Counter(n.kind for n in members if n.gate is None)
-        rows = [Row("name", title, size=13, bold=True),
-                Row("op", f"{len(members)} nodes: " + ", ".join(
-                    f"{count} {op}" for op, count in itertools.chain(ops.items(),
-                                                                     sources.items())),
-                    MUTED, 11),
-                Row("range", f"{members[0].name} … {output.name} · "
-                             f"{shape_text(output.shape)}", MUTED, 11)]
+        rows = [
+            Row("name", title, size=13, bold=True),
+            Row(
+                "op",
+                f"{len(members)} nodes: "
+                + ", ".join(
+                    f"{count} {op}" for op, count in itertools.chain(ops.items(), sources.items())
+                ),
+                MUTED,
+                11,
+            ),
+            Row(
+                "range",
+                f"{members[0].name} … {output.name} · {shape_text(output.shape)}",
+                MUTED,
+                11,
+            ),
+        ]
         if self.options["values"]:
-            rows += self._quantity_rows("value", view.values.get(output.name), VALUE, state,
-                                        output.shape == ())
+            rows += self._quantity_rows(
+                "value", view.values.get(output.name), VALUE, state, output.shape == ()
+            )
         grads = [view.grads[n.name] for n in members if n.name in view.grads]
         if self.options["grads"] and (grads or "grad" in view.pending):
-            rows += self._quantity_rows("grad", view.grads.get(output.name), GRAD, state,
-                                        output.shape == ())
+            rows += self._quantity_rows(
+                "grad", view.grads.get(output.name), GRAD, state, output.shape == ()
+            )
             sizes = [state.measure(g).size for g in grads]
             inside = f"{num(min(sizes))} … {num(max(sizes))}" if sizes else "?"
             rows.append(Row("inside", f"grad L2 inside: {inside}", GRAD, 11))
         flagged = Counter(state.flags[n.name] for n in members if n.name in state.flags)
         if flagged:
             worst = flagged.most_common(1)[0][0]
-            rows.append(Row("flag", "⚠ " + ", ".join(f"{c} {f}" for f, c in flagged.items()),
-                            FLAG_COLORS[worst], 11, True))
+            rows.append(
+                Row(
+                    "flag",
+                    "⚠ " + ", ".join(f"{c} {f}" for f, c in flagged.items()),
+                    FLAG_COLORS[worst],
+                    11,
+                    True,
+                )
+            )
         return rows
 
     def _quantity_rows(self, what, value, color, state, scalar_shape):
@@ -455,10 +602,14 @@ class Picture:
         if self.options["detail"] == "compact":
             return [Row(what, f"{what} L2 {num(summary.size)}", color, 12, True)]
         numbers = dict(summary.stats)
-        return [Row(what, f"{what} mean {num(numbers['mean'])}  std {num(numbers['std'])}",
-                    color),
-                Row(what + "2", f"min {num(numbers['min'])}  max {num(numbers['max'])}  "
-                                f"L2 {num(numbers['L2'])}", color)]
+        return [
+            Row(what, f"{what} mean {num(numbers['mean'])}  std {num(numbers['std'])}", color),
+            Row(
+                what + "2",
+                f"min {num(numbers['min'])}  max {num(numbers['max'])}  L2 {num(numbers['L2'])}",
+                color,
+            ),
+        ]
 
     def node_attrs(self, key, state):
         role = self.role(key)
@@ -471,8 +622,7 @@ class Picture:
             attrs["fillcolor"] = self.overlay.cells[members[-1].name][0]
         flagged = [state.flags[n] for n in names if n in state.flags]
         if flagged:
-            attrs.update(color=FLAG_COLORS[Counter(flagged).most_common(1)[0][0]],
-                         penwidth="3")
+            attrs.update(color=FLAG_COLORS[Counter(flagged).most_common(1)[0][0]], penwidth="3")
         origin, path = state.anomaly
         if names & path:
             attrs.update(color=ANOMALY, penwidth="4" if origin in names else "2.5")
@@ -480,8 +630,11 @@ class Picture:
             attrs.update(fillcolor=ACTIVE_FILL, penwidth=attrs.get("penwidth", "2"))
         if key in self.units.blocks:
             title = self.units.blocks[key][0]
-            attrs["tooltip"] = f"{title}: " + ", ".join(n.name for n in members[:20]) + (
-                " …" if len(members) > 20 else "")
+            attrs["tooltip"] = (
+                f"{title}: "
+                + ", ".join(n.name for n in members[:20])
+                + (" …" if len(members) > 20 else "")
+            )
         else:
             attrs["tooltip"] = tooltip(members[0], state.view, state.measure)
         return attrs
@@ -501,8 +654,11 @@ class Picture:
                 tail = units.unit[inp.name]
                 if tail == head:
                     continue
-                key = (tail, head) if tail in units.blocks or head in units.blocks \
+                key = (
+                    (tail, head)
+                    if tail in units.blocks or head in units.blocks
                     else (tail, head, position)
+                )
                 edge = merged.get(key)
                 if edge is None:
                     main = tail in units.blocks or inp.kind == "input" or inp.gate is not None
@@ -529,8 +685,12 @@ class Picture:
         else:
             # decorate: a line from the label to its edge, so no label is pinned on the
             # wrong one where edges meet.
-            attrs.update(color=state.scale.color(value), penwidth=str(state.scale.width(value)),
-                         label=self.edge_label(edge, state), decorate="true")
+            attrs.update(
+                color=state.scale.color(value),
+                penwidth=str(state.scale.width(value)),
+                label=self.edge_label(edge, state),
+                decorate="true",
+            )
         heads = {c for c, _ in edge.carried}
         origin, path = state.anomaly
         tails = {n.name for n in self.units.members(edge.tail)}
@@ -544,12 +704,15 @@ class Picture:
 
     def legend(self, state):
         """One table node explaining every channel the drawing uses."""
+
         def row(text):
             return f'<TR><TD COLSPAN="2" ALIGN="LEFT" BALIGN="LEFT">{text}</TD></TR>'
 
         def swatch(fill, text, border=BORDER, width=2):
-            return (f'<TR><TD BGCOLOR="{fill}" BORDER="{width}" COLOR="{border}" WIDTH="34">'
-                    f' </TD><TD ALIGN="LEFT">{text}</TD></TR>')
+            return (
+                f'<TR><TD BGCOLOR="{fill}" BORDER="{width}" COLOR="{border}" WIDTH="34">'
+                f' </TD><TD ALIGN="LEFT">{text}</TD></TR>'
+            )
 
         rows = ['<TR><TD COLSPAN="2"><B>legend</B></TD></TR>']
         roles = {self.role(key) for key in self.units.visible()}
@@ -564,42 +727,63 @@ class Picture:
         if self.options["grads"]:
             rows.append(row(f'<FONT COLOR="{GRAD}">grad</FONT>: d loss / d node (backward)'))
         if not all(is_scalar(v) for v in state.view.values.values()):
-            rows.append(row("L2: a tensor's norm, √(sum of squares);<BR/>"
-                            "its statistics are in the tooltip"))
+            rows.append(
+                row("L2: a tensor's norm, √(sum of squares);<BR/>its statistics are in the tooltip")
+            )
         scale = state.scale
         if state.flowing:
-            rows.append(row(f"edge {self.arrow}: the gradient sent back along it;<BR/>"
-                            "width: its size, on a log scale"
-                            + ("<BR/>colour: its sign" if scale.signed else "")))
+            rows.append(
+                row(
+                    f"edge {self.arrow}: the gradient sent back along it;<BR/>"
+                    "width: its size, on a log scale"
+                    + ("<BR/>colour: its sign" if scale.signed else "")
+                )
+            )
             samples = scale.samples()
             if scale.signed:  # both ends of the scale, for each sign
                 ends = [samples[0], samples[-1]] if len(samples) > 1 else samples
                 samples = [-m for m in reversed(ends)] + ends
             for sample in samples:
                 height = max(round(scale.width(sample)), 1)
-                rows.append(f'<TR><TD FIXEDSIZE="TRUE" WIDTH="34" HEIGHT="{height}" '
-                            f'CELLPADDING="0" BGCOLOR="{scale.color(sample)}"></TD>'
-                            f'<TD ALIGN="LEFT">{"" if scale.signed else "L2 "}{num(sample)}'
-                            f'</TD></TR>')
+                rows.append(
+                    f'<TR><TD FIXEDSIZE="TRUE" WIDTH="34" HEIGHT="{height}" '
+                    f'CELLPADDING="0" BGCOLOR="{scale.color(sample)}"></TD>'
+                    f'<TD ALIGN="LEFT">{"" if scale.signed else "L2 "}{num(sample)}'
+                    f"</TD></TR>"
+                )
         if self.options["grads"]:
             flagged = f" ({len(state.flags)} flagged)" if state.flags else ""
             vanishing, exploding = self.options["vanishing"], self.options["exploding"]
             rows.append(row(f"border: a warning on the gradient{flagged}"))
-            rows.append(swatch("#ffffff", f"vanishing: L2 &lt; {num(vanishing)}",
-                               FLAG_COLORS["vanishing"], 3))
-            rows.append(swatch("#ffffff", f"exploding: L2 &gt; {num(exploding)}",
-                               FLAG_COLORS["exploding"], 3))
+            rows.append(
+                swatch(
+                    "#ffffff", f"vanishing: L2 &lt; {num(vanishing)}", FLAG_COLORS["vanishing"], 3
+                )
+            )
+            rows.append(
+                swatch(
+                    "#ffffff", f"exploding: L2 &gt; {num(exploding)}", FLAG_COLORS["exploding"], 3
+                )
+            )
         origin, _ = state.anomaly
         if origin is not None:
-            rows.append(swatch("#ffffff", "the first NaN/Inf and its<BR/>path to the loss",
-                               ANOMALY, 4))
+            rows.append(
+                swatch("#ffffff", "the first NaN/Inf and its<BR/>path to the loss", ANOMALY, 4)
+            )
         if state.view.active is not None:
             rows.append(swatch(ACTIVE_FILL, "the gate of this step", width=1))
         if self.hidden:
-            rows.append(row(f"{len(self.hidden)} nodes the last forward did not run<BR/>"
-                            "are not drawn (show_not_run=True)"))
-        return ('<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="2" CELLPADDING="2">'
-                + "".join(rows) + "</TABLE>>")
+            rows.append(
+                row(
+                    f"{len(self.hidden)} nodes the last forward did not run<BR/>"
+                    "are not drawn (show_not_run=True)"
+                )
+            )
+        return (
+            '<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="2" CELLPADDING="2">'
+            + "".join(rows)
+            + "</TABLE>>"
+        )
 
     # ----- size -------------------------------------------------------------------------
 
@@ -616,8 +800,9 @@ class Picture:
             head = units.unit[node.name]
             tails = [i for i in node.inputs if i.name in units.unit]
             inputs[head].update(units.unit[i.name] for i in tails if units.unit[i.name] != head)
-            node_rank[node.name] = max((node_rank[i.name] + (units.unit[i.name] != head)
-                                        for i in tails), default=0)
+            node_rank[node.name] = max(
+                (node_rank[i.name] + (units.unit[i.name] != head) for i in tails), default=0
+            )
             rank[head] = max(rank[head], node_rank[node.name])
         consumers = defaultdict(list)
         for key in keys:
@@ -653,12 +838,14 @@ def first_nonfinite(nodes, view, measure):
     """The node where NaN/Inf started: the first (topologically) whose value is not
     finite while its inputs' are; else, the backward having met it, the last whose
     gradient is not finite (the backward walks in reverse); None if all is finite."""
+
     def bad(array):
         return array is not None and (measure(array).nan or measure(array).inf)
 
     for node in nodes:
-        if bad(view.values.get(node.name)) and not any(bad(view.values.get(i.name))
-                                                       for i in node.inputs):
+        if bad(view.values.get(node.name)) and not any(
+            bad(view.values.get(i.name)) for i in node.inputs
+        ):
             return node.name
     for node in reversed(nodes):
         if bad(view.grads.get(node.name)):
@@ -679,16 +866,20 @@ def node_help(node):
     if node.gate is None:
         return {}
     gate_cls, names, attrs = type(node.gate), [i.name for i in node.inputs], node.gate.attrs()
-    return {"formula": f"{node.name} = " + fill(formula_of(gate_cls, len(names)), names,
-                                                 node.name, attrs),
-            "rule": fill(rule_of(gate_cls), names, node.name, attrs)}
+    return {
+        "formula": f"{node.name} = "
+        + fill(formula_of(gate_cls, len(names)), names, node.name, attrs),
+        "rule": fill(rule_of(gate_cls), names, node.name, attrs),
+    }
 
 
 def tooltip(node, view, measure):
     """The node in full: gate, formula, local rule, shape, dtype, its value's and
     gradient's statistics, and what its gate saved for backward."""
-    parts = [f"{node.name}: {gate_text(node)}, shape {shape_text(node.shape)}"
-             + (f", {node.dtype}" if node.dtype is not None else "")]
+    parts = [
+        f"{node.name}: {gate_text(node)}, shape {shape_text(node.shape)}"
+        + (f", {node.dtype}" if node.dtype is not None else "")
+    ]
     parts += [f"{key}: {text}" for key, text in node_help(node).items()]
     for what, store in (("value", view.values), ("grad", view.grads)):
         if node.name in store:
@@ -704,13 +895,20 @@ def tooltip(node, view, measure):
 def _emit_clusters(parent, clusters, prefix):
     """Nested clusters for groups 'a', 'a/b', ...: each path becomes a cluster in its
     parent's cluster, so scopes read as boxes inside boxes."""
-    children = sorted({path[len(prefix):].split("/")[0] for path in clusters
-                       if path.startswith(prefix)})
+    children = sorted(
+        {path[len(prefix) :].split("/")[0] for path in clusters if path.startswith(prefix)}
+    )
     for child in children:
         path = prefix + child
         with parent.subgraph(name="cluster_" + dot_id(path)) as cluster:
-            cluster.attr(label=child, labeljust="l", style="rounded,dashed", color="#aaaaaa",
-                         fontcolor="#444444", fontsize="13")
+            cluster.attr(
+                label=child,
+                labeljust="l",
+                style="rounded,dashed",
+                color="#aaaaaa",
+                fontcolor="#444444",
+                fontsize="13",
+            )
             for key, attrs in clusters.get(path, []):
                 cluster.node(key, **attrs)
             _emit_clusters(cluster, clusters, path + "/")
@@ -729,10 +927,14 @@ def table(rows):
         text = _escape(row.text)
         if row.bold:
             text = f"<B>{text}</B>"
-        cells.append(f'<TR><TD><FONT POINT-SIZE="{row.size}" COLOR="{row.color}">{text}'
-                     f'</FONT></TD></TR>')
-    return ('<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="1">'
-            + "".join(cells) + "</TABLE>>")
+        cells.append(
+            f'<TR><TD><FONT POINT-SIZE="{row.size}" COLOR="{row.color}">{text}</FONT></TD></TR>'
+        )
+    return (
+        '<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="1">'
+        + "".join(cells)
+        + "</TABLE>>"
+    )
 
 
 def _escape(text):

@@ -1,4 +1,5 @@
 """export(graph or drawing, path): SVG, PNG, PDF, DOT or a self-contained HTML page."""
+
 import os
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -10,8 +11,9 @@ from .render import inline_svg, to_bytes
 FORMATS = ("svg", "png", "pdf", "dot", "gv", "html")
 
 
-def export(drawing: Any, path: Union[str, "os.PathLike[str]"], format: Optional[str] = None,
-           **options: Any) -> Path:
+def export(
+    drawing: Any, path: Union[str, "os.PathLike[str]"], format: Optional[str] = None, **options: Any
+) -> Path:
     """Write `drawing` (a Graph, a step Frame, or a graphviz.Digraph such as draw()
     returns) to `path`. The format comes from `format` or else the path's suffix: svg,
     png, pdf, dot/gv (the DOT source; needs no Graphviz program) or html (the SVG
@@ -22,8 +24,11 @@ def export(drawing: Any, path: Union[str, "os.PathLike[str]"], format: Optional[
     if fmt == "htm":
         fmt = "html"
     if fmt not in FORMATS:
-        raise ValueError(f"unknown export format {fmt!r} for {str(path)!r}: use one of "
-                         + ", ".join(FORMATS) + " (or a path ending in one)")
+        raise ValueError(
+            f"unknown export format {fmt!r} for {str(path)!r}: use one of "
+            + ", ".join(FORMATS)
+            + " (or a path ending in one)"
+        )
     if hasattr(drawing, "draw"):  # a step Frame
         drawing = drawing.draw(**options)
     elif not hasattr(drawing, "source"):  # a Graph

@@ -19,6 +19,7 @@ Leaving the live mode draws the final state, after the training: that drawing (a
 too, if the training was too short to afford one) is not part of the training's time,
 but the cell waits for it; `Live.final` is how long it took.
 """
+
 import time
 from typing import Any, Callable, Optional
 
@@ -46,14 +47,18 @@ class Live:
     `spent` (seconds of live work during training), `overhead` (spent as a fraction of
     the training's time) and `final` (seconds stop() took to draw the final state)."""
 
-    def __init__(self, widget: Any, every: int, budget: float,
-                 clock: Callable[[], float] = time.perf_counter):
+    def __init__(
+        self, widget: Any, every: int, budget: float, clock: Callable[[], float] = time.perf_counter
+    ):
         if int(every) < 1:
-            raise ValueError(f"live(every=...) must be a positive number of iterations, "
-                             f"got {every!r}")
+            raise ValueError(
+                f"live(every=...) must be a positive number of iterations, got {every!r}"
+            )
         if not 0 < budget < 1:
-            raise ValueError(f"live(budget=...) is a fraction of the training time, between "
-                             f"0 and 1, got {budget!r}")
+            raise ValueError(
+                f"live(budget=...) is a fraction of the training time, between "
+                f"0 and 1, got {budget!r}"
+            )
         self.widget, self.every, self.budget = widget, int(every), float(budget)
         self.iterations = self.layouts = self.updates = self.skipped = 0
         self.spent = self.final = 0.0

@@ -6,6 +6,7 @@ statistics for its tooltip; the widget's live mode does so every few training st
 converted to float64 and summed once (the norm in float64: a float32 tensor of large
 values would overflow to inf).
 """
+
 import math
 
 import numpy as np
@@ -23,8 +24,13 @@ class Summary:
             self.value = float(array.reshape(()))
             self.nan, self.inf, self.empty = math.isnan(self.value), math.isinf(self.value), False
             self.size = abs(self.value)
-            self.stats = [("mean", self.value), ("std", 0.0), ("min", self.value),
-                          ("max", self.value), ("L2", self.size)]
+            self.stats = [
+                ("mean", self.value),
+                ("std", 0.0),
+                ("min", self.value),
+                ("max", self.value),
+                ("L2", self.size),
+            ]
             return
         values = array.astype(np.float64, copy=False).ravel()
         self.empty = values.size == 0
@@ -39,8 +45,13 @@ class Summary:
         # A gradient's mean is often 0 up to rounding (2.8e-18): show it as the 0 it is.
         if abs(mean) <= 1e-12 * max(abs(low), abs(high)):
             mean = 0.0
-        self.stats = [("mean", mean), ("std", values.std()), ("min", low), ("max", high),
-                      ("L2", self.size)]
+        self.stats = [
+            ("mean", mean),
+            ("std", values.std()),
+            ("min", low),
+            ("max", high),
+            ("L2", self.size),
+        ]
 
     def flag(self, vanishing, exploding):
         """'NaN', 'Inf', 'vanishing', 'exploding' or None (see draw.gradient_flag)."""
@@ -59,7 +70,8 @@ class Summary:
         if self.scalar:
             return num(self.value)
         return f"shape {shape_text(self.shape)}, " + ", ".join(
-            f"{name} {num(x)}" for name, x in self.stats)
+            f"{name} {num(x)}" for name, x in self.stats
+        )
 
 
 class Measures:

@@ -6,6 +6,7 @@ no GUI: safe under the Agg backend, on a server, in a training loop), returns it
 given `path=`, also saves it there (PNG, SVG, PDF by the file's extension). In Jupyter a
 returned figure is drawn when it is the cell's last expression (or use `display(fig)`).
 """
+
 from collections import namedtuple
 from collections.abc import Mapping
 import math
@@ -15,14 +16,24 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-__all__ = ["plot_training", "plot_grad_flow", "plot_grad_flow_history", "GradFlowRecorder",
-           "GradStats", "grad_stats", "visualize_grid", "plot_filters", "plot_activations"]
+__all__ = [
+    "plot_training",
+    "plot_grad_flow",
+    "plot_grad_flow_history",
+    "GradFlowRecorder",
+    "GradStats",
+    "grad_stats",
+    "visualize_grid",
+    "plot_filters",
+    "plot_activations",
+]
 
 #: mean and max of |gradient| over one array
 GradStats = namedtuple("GradStats", ["mean", "max"])
 
 
 # ----- helpers ---------------------------------------------------------------------------
+
 
 def _figure(width, height):
     fig = Figure(figsize=(width, height), layout="constrained")
@@ -60,6 +71,7 @@ def _running_mean(values, window):
 
 # ----- loss and accuracy -----------------------------------------------------------------
 
+
 def plot_training(solver, path=None, smooth=True, title=None):
     """The two-panel training plot: loss per iteration (top) and train / validation
     accuracy per epoch (bottom).
@@ -74,11 +86,14 @@ def plot_training(solver, path=None, smooth=True, title=None):
     axes; 'train' and 'val' accuracy on the bottom axes (labelled '<run>: train' and
     '<run>: val' when comparing runs, with a legend of run colours and line styles).
     """
-    runs = {"": solver} if _is_run(solver) else (dict(solver) if isinstance(solver, Mapping)
-                                                 else {})
+    runs = (
+        {"": solver} if _is_run(solver) else (dict(solver) if isinstance(solver, Mapping) else {})
+    )
     if not runs or not all(_is_run(r) for r in runs.values()):
-        raise TypeError("plot_training needs an object with loss_history, train_acc_history "
-                        "and val_acc_history (a Solver), or a dict {label: solver}")
+        raise TypeError(
+            "plot_training needs an object with loss_history, train_acc_history "
+            "and val_acc_history (a Solver), or a dict {label: solver}"
+        )
     fig = _figure(8, 6)
     loss_ax, acc_ax = fig.subplots(2, 1)
     colors = [f"C{i % 10}" for i in range(len(runs))]
@@ -88,17 +103,38 @@ def plot_training(solver, path=None, smooth=True, title=None):
         loss = _history(run, "loss_history")
         smoothed = smooth and len(loss) > 0
         raw_label = "loss" if single else (f"_{label}" if smoothed else label)
-        loss_ax.plot(np.arange(len(loss)), loss, "o", ms=2.5, color=color,
-                     alpha=0.35 if smooth else 0.8, label=raw_label)
+        loss_ax.plot(
+            np.arange(len(loss)),
+            loss,
+            "o",
+            ms=2.5,
+            color=color,
+            alpha=0.35 if smooth else 0.8,
+            label=raw_label,
+        )
         if smoothed:
             window = max(2, len(loss) // 20)
-            loss_ax.plot(np.arange(len(loss)), _running_mean(loss, window), "-", color=color,
-                         lw=1.8, label=f"running mean ({window} it.)" if single else label)
-        for key, style, name in (("train_acc_history", "-o", "train"),
-                                 ("val_acc_history", "--s", "val")):
+            loss_ax.plot(
+                np.arange(len(loss)),
+                _running_mean(loss, window),
+                "-",
+                color=color,
+                lw=1.8,
+                label=f"running mean ({window} it.)" if single else label,
+            )
+        for key, style, name in (
+            ("train_acc_history", "-o", "train"),
+            ("val_acc_history", "--s", "val"),
+        ):
             acc = _history(run, key)
-            acc_ax.plot(np.arange(len(acc)), acc, style, ms=4, color=color if not single
-                        else ("C0" if name == "train" else "C1"), label=f"{prefix}{name}")
+            acc_ax.plot(
+                np.arange(len(acc)),
+                acc,
+                style,
+                ms=4,
+                color=color if not single else ("C0" if name == "train" else "C1"),
+                label=f"{prefix}{name}",
+            )
     loss_ax.set(title="Training loss", xlabel="iteration", ylabel="loss")
     acc_ax.set(title="Classification accuracy", xlabel="epoch", ylabel="accuracy")
     acc_ax.xaxis.get_major_locator().set_params(integer=True)
@@ -109,16 +145,20 @@ def plot_training(solver, path=None, smooth=True, title=None):
         acc_ax.legend(fontsize="small", loc="best")
     else:  # one entry per run (its colour) and one per line style, not runs x styles
         handles = [Line2D([], [], color=c, lw=2, label=label) for label, c in zip(runs, colors)]
-        handles += [Line2D([], [], color="0.4", ls="-", marker="o", ms=4, label="train"),
-                    Line2D([], [], color="0.4", ls="--", marker="s", ms=4, label="val")]
-        acc_ax.legend(handles=handles, fontsize="small", loc="center left",
-                      bbox_to_anchor=(1.01, 0.5))
+        handles += [
+            Line2D([], [], color="0.4", ls="-", marker="o", ms=4, label="train"),
+            Line2D([], [], color="0.4", ls="--", marker="s", ms=4, label="val"),
+        ]
+        acc_ax.legend(
+            handles=handles, fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5)
+        )
     if title:
         fig.suptitle(title)
     return _finish(fig, path)
 
 
 # ----- gradient flow ---------------------------------------------------------------------
+
 
 def grad_stats(source, names=None):
     """{name: GradStats(mean |grad|, max |grad|)} in layer order.
@@ -129,8 +169,10 @@ def grad_stats(source, names=None):
     order; by default every param (or every dict entry) that has a gradient.
     """
     grads = _named_grads(source, names)
-    return {name: GradStats(float(np.mean(np.abs(g))), float(np.max(np.abs(g))))
-            for name, g in grads.items()}
+    return {
+        name: GradStats(float(np.mean(np.abs(g))), float(np.max(np.abs(g))))
+        for name, g in grads.items()
+    }
 
 
 def _as_graph(source):
@@ -156,8 +198,10 @@ def _named_grads(source, names):
         return out
     graph = _as_graph(source)
     if graph is None:
-        raise TypeError("expected a Graph, a model with .graph, a Solver, or a dict "
-                        f"{{name: gradient}}; got {type(source).__name__}")
+        raise TypeError(
+            "expected a Graph, a model with .graph, a Solver, or a dict "
+            f"{{name: gradient}}; got {type(source).__name__}"
+        )
     wanted = list(graph.params) if names is None else list(names)
     out = {}
     for name in wanted:
@@ -195,12 +239,16 @@ def plot_grad_flow(graph_or_named_grads, path=None, names=None, ax=None, title=N
     ax.bar(x, means, width=0.5, color="C0", label="mean |grad|")
     ax.set_yscale("log")
     for i in np.flatnonzero(maxes == 0):  # nothing to draw on a log axis: say so
-        ax.text(i, 0.02, "0", transform=ax.get_xaxis_transform(), ha="center", va="bottom",
-                color="C3")
-    ax.set_xticks(x, labels, rotation=45 if len(labels) > 6 else 0, ha="right"
-                  if len(labels) > 6 else "center")
-    ax.set(xlabel="layer (first on the left)", ylabel="|gradient|",
-           title=title or "Gradient flow")
+        ax.text(
+            i, 0.02, "0", transform=ax.get_xaxis_transform(), ha="center", va="bottom", color="C3"
+        )
+    ax.set_xticks(
+        x,
+        labels,
+        rotation=45 if len(labels) > 6 else 0,
+        ha="right" if len(labels) > 6 else "center",
+    )
+    ax.set(xlabel="layer (first on the left)", ylabel="|gradient|", title=title or "Gradient flow")
     ax.grid(axis="y", which="major", alpha=0.3)
     ax.legend(fontsize="small")
     return _finish(fig, path)
@@ -245,8 +293,10 @@ class GradFlowRecorder:
             raise RuntimeError("this recorder is already watching a model; unwatch() first")
         graph = _as_graph(model)
         if graph is None:
-            raise TypeError(f"watch() takes a Graph, a model with .graph or a Solver, got "
-                            f"{type(model).__name__}")
+            raise TypeError(
+                f"watch() takes a Graph, a model with .graph or a Solver, got "
+                f"{type(model).__name__}"
+            )
         self._graph, self._handle = graph, graph.add_hook(end=self._after_walk)
         return self
 
@@ -325,16 +375,25 @@ def plot_grad_flow_history(history, path=None, stat="mean", kind="heatmap", titl
         ax.set_yscale("log")
         ax.set(xlabel="iteration", ylabel=label)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="small", ncol=max(1, math.ceil(len(names) / 12)),
-                  loc="center left", bbox_to_anchor=(1.01, 0.5))
+        ax.legend(
+            fontsize="small",
+            ncol=max(1, math.ceil(len(names) / 12)),
+            loc="center left",
+            bbox_to_anchor=(1.01, 0.5),
+        )
     else:
         fig = _figure(8, min(9.0, max(2.5, 0.28 * len(names) + 1.5)))
         ax = fig.subplots()
         with np.errstate(divide="ignore"):
             logs = np.log10(matrix)
         logs[~np.isfinite(logs)] = np.nan
-        image = ax.imshow(logs, aspect="auto", interpolation="nearest", cmap="magma",
-                          extent=_heatmap_extent(iterations, len(names)))
+        image = ax.imshow(
+            logs,
+            aspect="auto",
+            interpolation="nearest",
+            cmap="magma",
+            extent=_heatmap_extent(iterations, len(names)),
+        )
         ax.set_yticks(np.arange(len(names)), names)
         ax.set(xlabel="iteration", ylabel="layer (first at the top)")
         fig.colorbar(image, ax=ax, label=f"log10 {label}")
@@ -352,11 +411,13 @@ def _heatmap_extent(iterations, rows):
 
 def _layer_colors(n):
     from matplotlib import colormaps
+
     cmap = colormaps["viridis"]
     return [cmap(t) for t in np.linspace(0, 0.9, n)] if n > 1 else ["C0"]
 
 
 # ----- images and filters ----------------------------------------------------------------
+
 
 def visualize_grid(Xs, ubound=255.0, padding=1):
     """Tile N images into one square-ish grid image.
@@ -372,8 +433,10 @@ def visualize_grid(Xs, ubound=255.0, padding=1):
     if squeeze:
         Xs = Xs[..., np.newaxis]
     if Xs.ndim != 4 or len(Xs) == 0:
-        raise ValueError(f"visualize_grid needs images (N, H, W, C) or (N, H, W) with N > 0, "
-                         f"got shape {Xs.shape}")
+        raise ValueError(
+            f"visualize_grid needs images (N, H, W, C) or (N, H, W) with N > 0, "
+            f"got shape {Xs.shape}"
+        )
     if padding < 0:
         raise ValueError(f"padding must be >= 0, got {padding}")
     N, H, W, C = Xs.shape
@@ -382,10 +445,13 @@ def visualize_grid(Xs, ubound=255.0, padding=1):
     for k, image in enumerate(Xs):
         row, col = divmod(k, G)
         low, high = image.min(), image.max()
-        tile = (np.clip(ubound * ((image - low) / (high - low)), 0, ubound) if high > low
-                else np.full_like(image, ubound / 2))
+        tile = (
+            np.clip(ubound * ((image - low) / (high - low)), 0, ubound)
+            if high > low
+            else np.full_like(image, ubound / 2)
+        )
         y, x = row * (H + padding), col * (W + padding)
-        grid[y:y + H, x:x + W] = tile
+        grid[y : y + H, x : x + W] = tile
     return grid[..., 0] if squeeze else grid
 
 
@@ -418,20 +484,22 @@ def plot_filters(w, path=None, title=None, padding=1):
     rgba = np.zeros(grid.shape[:2] + (4,))
     rgba[..., :3] = grid if grid.shape[-1] == 3 else grid[..., :1]
     rgba[..., 3] = occupied
-    rgba = rgba[:np.flatnonzero(occupied.any(axis=1))[-1] + 1]  # drop empty rows of tiles
+    rgba = rgba[: np.flatnonzero(occupied.any(axis=1))[-1] + 1]  # drop empty rows of tiles
     tiles = math.ceil(math.sqrt(len(images)))
     side = min(8.0, max(3.2, 0.45 * tiles * max(HH, WW) / 3))
     fig = _figure(side, side * rgba.shape[0] / rgba.shape[1] + 0.5)
     ax = fig.subplots()
     ax.imshow(rgba, interpolation="nearest")
     ax.axis("off")
-    what = f"{F} filters of {C} x {HH} x {WW}" + ("\n(one tile per channel)" if C not in (1, 3)
-                                                   else "")
+    what = f"{F} filters of {C} x {HH} x {WW}" + (
+        "\n(one tile per channel)" if C not in (1, 3) else ""
+    )
     ax.set_title(title or f"Conv filters\n{what}", fontsize="medium")
     return _finish(fig, path)
 
 
 # ----- activation and gradient maps ------------------------------------------------------
+
 
 def _maps(array, index):
     """(channels, H, W) maps of one example of a node's value or gradient."""
@@ -446,7 +514,7 @@ def _maps(array, index):
     flat = one.reshape(-1)  # a vector: fold into a near-square map, padded with NaN
     side = math.ceil(math.sqrt(flat.size))
     folded = np.full(side * side, np.nan)
-    folded[:flat.size] = flat
+    folded[: flat.size] = flat
     return folded.reshape(1, side, side)
 
 
@@ -459,12 +527,15 @@ def _mosaic(maps, max_channels, padding=1):
     out = np.full((rows * (H + padding) - padding, cols * (W + padding) - padding), np.nan)
     for k, m in enumerate(maps):
         r, c = divmod(k, cols)
-        out[r * (H + padding):r * (H + padding) + H, c * (W + padding):c * (W + padding) + W] = m
+        out[
+            r * (H + padding) : r * (H + padding) + H, c * (W + padding) : c * (W + padding) + W
+        ] = m
     return out, rows, cols
 
 
-def plot_activations(graph, node_name, feeds=None, index=0, path=None, max_channels=16,
-                     backward=True, loss=None):
+def plot_activations(
+    graph, node_name, feeds=None, index=0, path=None, max_channels=16, backward=True, loss=None
+):
     """Per-channel maps of one layer's activations (node.value) and their gradients
     (node.grad) for example `index` of the batch.
 
@@ -505,15 +576,23 @@ def plot_activations(graph, node_name, feeds=None, index=0, path=None, max_chann
         if signed:  # a diverging palette, white at 0
             limit = np.abs(finite).max() if finite.size else 1.0
             limit = limit if limit > 0 else 1.0
-            image = ax.imshow(mosaic, cmap="RdBu_r", vmin=-limit, vmax=limit,
-                              interpolation="nearest")
+            image = ax.imshow(
+                mosaic, cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest"
+            )
         else:
             image = ax.imshow(mosaic, cmap="viridis", interpolation="nearest")
-        ax.set_title(f"{node.name} ({node.op}): activations" if kind == "value"
-                     else f"d loss / d {node.name}", fontsize="medium")
+        ax.set_title(
+            f"{node.name} ({node.op}): activations"
+            if kind == "value"
+            else f"d loss / d {node.name}",
+            fontsize="medium",
+        )
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.set_xlabel(f"{shown} of {len(maps)} channel(s), example {index}" if len(maps) > 1
-                      else f"example {index}")
+        ax.set_xlabel(
+            f"{shown} of {len(maps)} channel(s), example {index}"
+            if len(maps) > 1
+            else f"example {index}"
+        )
         fig.colorbar(image, ax=ax, shrink=0.8)
     return _finish(fig, path)

@@ -5,6 +5,7 @@ needs the `dot` program, which pip cannot install. Every path to an image (Jupyt
 inline display, `pipe`, `render`, `export`) goes through `Drawing`, so a missing `dot`
 always gives the same message saying how to get it, and the DOT source stays usable.
 """
+
 import contextlib
 import re
 
@@ -18,7 +19,8 @@ INSTALL_HINT = (
     "  macOS:          brew install graphviz\n"
     "  conda:          conda install -c conda-forge graphviz\n"
     "  Windows:        winget install graphviz (or https://graphviz.org/download/)\n"
-    "The DOT source works without it: drawing.source, or export(drawing, 'graph.dot').")
+    "The DOT source works without it: drawing.source, or export(drawing, 'graph.dot')."
+)
 
 
 class GraphvizNotFoundError(RuntimeError):

@@ -11,18 +11,18 @@ PRGn and BrBG maps, which stay apart for the common forms of colour blindness):
   positive (tensor edges carry a norm, which has no sign: grey); edge width: its size;
 - in a comparison (`diff`) the fill holds the change of a node's gradient norm instead.
 """
+
 import math
 
 from .._format import is_scalar, magnitude, scalar
 
 FONT = "Helvetica,Arial,sans-serif"
-VALUE = "#0072B2"       # Okabe-Ito blue
-GRAD = "#D55E00"        # Okabe-Ito vermillion
+VALUE = "#0072B2"  # Okabe-Ito blue
+GRAD = "#D55E00"  # Okabe-Ito vermillion
 TEXT, MUTED, PENDING = "#222222", "#666666", "#9a9a9a"
 BORDER = "#555555"
 ACTIVE_FILL = "#F0E442"  # Okabe-Ito yellow
-FLAG_COLORS = {"vanishing": "#E69F00", "exploding": "#CC79A7", "NaN": "#000000",
-               "Inf": "#000000"}
+FLAG_COLORS = {"vanishing": "#E69F00", "exploding": "#CC79A7", "NaN": "#000000", "Inf": "#000000"}
 ANOMALY = FLAG_COLORS["NaN"]
 HEAT_LOW, HEAT_HIGH = "#f7f7f7", "#fdae61"
 #: BrBG, light half only so that text on it stays readable: teal shrank, brown grew.
@@ -33,22 +33,27 @@ SHRANK, GREW, SAME = "#5ab4ac", "#d8b365", "#f5f5f5"
 STYLES = {
     "input": dict(shape="box", style="filled,diagonals", fillcolor="#d6e6f4"),
     "param": dict(shape="box", style="filled", fillcolor="#f1e6cf"),
-    "const": dict(shape="ellipse", style="filled,dashed", fillcolor="#eeeeee",
-                  margin="0.02,0.02"),
+    "const": dict(shape="ellipse", style="filled,dashed", fillcolor="#eeeeee", margin="0.02,0.02"),
     "gate": dict(shape="box", style="rounded,filled", fillcolor="#ffffff"),
     "loss": dict(shape="box", style="rounded,filled", fillcolor="#f6d5e5"),
     "block": dict(shape="box3d", style="filled", fillcolor="#e4ddf0"),
     "not_run": dict(shape="box", style="rounded,dashed", fillcolor="#ffffff"),
 }
-ROLE_NAMES = {"input": "input", "param": "parameter", "const": "constant",
-              "gate": "gate", "loss": "loss / output", "block": "collapsed block",
-              "not_run": "not run in the last forward"}
+ROLE_NAMES = {
+    "input": "input",
+    "param": "parameter",
+    "const": "constant",
+    "gate": "gate",
+    "loss": "loss / output",
+    "block": "collapsed block",
+    "not_run": "not run in the last forward",
+}
 
 
 def mix(light, dark, t):
     """The colour a fraction t of the way from `light` to `dark` (hex strings)."""
-    a = [int(light[i:i + 2], 16) for i in (1, 3, 5)]
-    b = [int(dark[i:i + 2], 16) for i in (1, 3, 5)]
+    a = [int(light[i : i + 2], 16) for i in (1, 3, 5)]
+    b = [int(dark[i : i + 2], 16) for i in (1, 3, 5)]
     return "#" + "".join(f"{round(x + (y - x) * t):02x}" for x, y in zip(a, b))
 
 
@@ -111,5 +116,5 @@ class GradientScale:
         """Magnitudes for the legend: the smallest and largest gradient drawn, and the
         middle between them when they differ."""
         if self.high == self.smallest:
-            return [10 ** self.high]
-        return [10 ** x for x in (self.smallest, (self.smallest + self.high) / 2, self.high)]
+            return [10**self.high]
+        return [10**x for x in (self.smallest, (self.smallest + self.high) / 2, self.high)]

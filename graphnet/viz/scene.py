@@ -7,6 +7,7 @@ borders, edge colours and widths, tooltips) that the browser applies to that one
 So the picture never moves between frames: the same nodes sit in the same places, only
 what they show changes. The patches are sent as differences from the previous state.
 """
+
 import dataclasses
 import re
 from typing import Any
@@ -62,8 +63,10 @@ class Scene:
                 # room for a warning a later update may raise
                 widest["flag"] = (_WIDEST_FLAG, Row("flag", _WIDEST_FLAG, size=11, bold=True))
             self.slots[node] = sorted(widest, key=_slot_rank)
-            layout[key] = [dataclasses.replace(widest[slot][1], text=widest[slot][0])
-                           for slot in self.slots[node]]
+            layout[key] = [
+                dataclasses.replace(widest[slot][1], text=widest[slot][0])
+                for slot in self.slots[node]
+            ]
         for index in range(len(picture.edges)):
             labels = [p["edges"][f"e{index}"]["label"] for p in patches]
             if reserve:
@@ -89,14 +92,21 @@ class Scene:
         picture, nodes, edges = self.picture, {}, {}
         for key in self.keys:
             attrs = picture.node_attrs(key, state)
-            nodes[dot_id(key)] = dict(rows=picture.node_rows(key, state),
-                                      fill=attrs["fillcolor"], stroke=attrs.get("color"),
-                                      pen=attrs.get("penwidth", "1"), tip=attrs["tooltip"])
+            nodes[dot_id(key)] = dict(
+                rows=picture.node_rows(key, state),
+                fill=attrs["fillcolor"],
+                stroke=attrs.get("color"),
+                pen=attrs.get("penwidth", "1"),
+                tip=attrs["tooltip"],
+            )
         for index, edge in enumerate(picture.edges):
             attrs = picture.edge_attrs(edge, state)
-            edges[f"e{index}"] = dict(label=picture.edge_label(edge, state) or "",
-                                      color=attrs["color"], pen=attrs["penwidth"],
-                                      bold=attrs.get("style") == "bold")
+            edges[f"e{index}"] = dict(
+                label=picture.edge_label(edge, state) or "",
+                color=attrs["color"],
+                pen=attrs["penwidth"],
+                bold=attrs.get("style") == "bold",
+            )
         return {"nodes": nodes, "edges": edges}
 
     def encode(self, state):
@@ -108,8 +118,10 @@ class Scene:
         nodes = {}
         for node, item in patch["nodes"].items():
             rows = {row.slot: [row.text, row.color, int(row.bold)] for row in item["rows"]}
-            nodes[node] = {**item, "rows": [rows.get(slot, ["", None, 0])
-                                            for slot in self.slots[node]]}
+            nodes[node] = {
+                **item,
+                "rows": [rows.get(slot, ["", None, 0]) for slot in self.slots[node]],
+            }
         return {"nodes": nodes, "edges": patch["edges"]}
 
 
@@ -134,9 +146,21 @@ def _differences(patches):
         if before is None:
             out.append(patch)
         else:
-            out.append({part: {key: changed for key, item in patch[part].items()
-                               if (changed := {field: value for field, value in item.items()
-                                               if before[part][key].get(field) != value})}
-                        for part in ("nodes", "edges")})
+            out.append(
+                {
+                    part: {
+                        key: changed
+                        for key, item in patch[part].items()
+                        if (
+                            changed := {
+                                field: value
+                                for field, value in item.items()
+                                if before[part][key].get(field) != value
+                            }
+                        )
+                    }
+                    for part in ("nodes", "edges")
+                }
+            )
         before = patch
     return out

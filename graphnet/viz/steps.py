@@ -8,6 +8,7 @@ from an earlier step (fan-out). The last frame's gradients are those of
 `graph.backward()`. forward_steps does the same for the forward walk's plan, with the
 values of the last forward filling in.
 """
+
 import dataclasses
 import os
 from pathlib import Path
@@ -29,8 +30,12 @@ def _symbol(name):
 
 
 def _fill(template, node):
-    return fill(template, [_symbol(i.name) for i in node.inputs], _symbol(node.name),
-                node.gate.attrs() if node.gate is not None else None)
+    return fill(
+        template,
+        [_symbol(i.name) for i in node.inputs],
+        _symbol(node.name),
+        node.gate.attrs() if node.gate is not None else None,
+    )
 
 
 @dataclasses.dataclass
@@ -40,6 +45,7 @@ class Frame:
     ({(consumer name, input position): gradient sent along that edge}). `received` holds
     what each input of the active gate got at this step. `draw()` draws the graph in
     that state with the active node and its edges highlighted."""
+
     step: int
     total: int
     direction: str
@@ -56,10 +62,15 @@ class Frame:
         """The graph's state at this step, as draw(view=...) takes it: the values and
         gradients so far, the active gate and its edges highlighted."""
         active_edges = frozenset((self.node.name, i) for i in range(len(self.node.inputs)))
-        return View(values=self.values, grads=self.grads, edge_grads=self.edge_grads,
-                    active=self.node.name, active_edges=active_edges,
-                    pending=frozenset({"value" if self.direction == "forward" else "grad"}),
-                    scale_grads=self.scale_grads)
+        return View(
+            values=self.values,
+            grads=self.grads,
+            edge_grads=self.edge_grads,
+            active=self.node.name,
+            active_edges=active_edges,
+            pending=frozenset({"value" if self.direction == "forward" else "grad"}),
+            scale_grads=self.scale_grads,
+        )
 
     def draw(self, **options: Any) -> Any:
         """draw() of the graph in this frame's state; the title defaults to the text."""
@@ -78,27 +89,35 @@ def forward_steps(graph: Any, node: Any = None) -> List[Frame]:
     steps = graph.plan(node, "forward").steps
     _require_forward([step.node for step in steps])
     gate_names = {step.node.name for step in steps}
-    values = {n.name: n.value for n in graph.nodes
-              if n.value is not None and n.gate is None}
+    values = {n.name: n.value for n in graph.nodes if n.value is not None and n.gate is None}
     frames = []
     for index, step in enumerate(steps, 1):
         gate_node, inputs = step.node, step.inputs
         values = {**values, gate_node.name: gate_node.value}
         gate_cls = type(gate_node.gate)
         formula = formula_of(gate_cls, len(inputs))
-        lines = [f"Step {index} of {len(steps)} (forward): {gate_node.name} = "
-                 f"{_fill(formula, gate_node)}"]
+        lines = [
+            f"Step {index} of {len(steps)} (forward): {gate_node.name} = "
+            f"{_fill(formula, gate_node)}"
+        ]
         if all(is_scalar(i.value) for i in inputs) and is_scalar(gate_node.value):
-            numbers = fill(formula, [_factor(i.value) for i in inputs], gate_node.name,
-                           gate_node.gate.attrs())
+            numbers = fill(
+                formula, [_factor(i.value) for i in inputs], gate_node.name, gate_node.gate.attrs()
+            )
             lines.append(f"  = {numbers} = {num(scalar(gate_node.value))}")
         else:
             lines.append(f"  {gate_node.name}: {describe(gate_node.value)}")
         remaining = len(gate_names) - index
-        lines.append(f"{remaining} gate{'s' if remaining != 1 else ''} left to compute"
-                     if remaining else "forward pass done: every value is known")
-        frames.append(Frame(index, len(steps), "forward", gate_node, "\n".join(lines),
-                            values, {}, {}, {}, graph))
+        lines.append(
+            f"{remaining} gate{'s' if remaining != 1 else ''} left to compute"
+            if remaining
+            else "forward pass done: every value is known"
+        )
+        frames.append(
+            Frame(
+                index, len(steps), "forward", gate_node, "\n".join(lines), values, {}, {}, {}, graph
+            )
+        )
     return frames
 
 
@@ -124,17 +143,31 @@ def backward_steps(graph: Any, node: Any = None, grad: Any = None) -> List[Frame
             before = grads.get(inp.name)
             grads[inp.name] = gradient if before is None else before + gradient
             arrivals.append((inp, gradient, before))
-        text = _backward_text(event.number, event.total, target, event.node, event.upstream,
-                              arrivals, grads)
-        frames.append(Frame(event.number, event.total, "backward", event.node, text, values,
-                            grads, edge_grads, received, graph))
+        text = _backward_text(
+            event.number, event.total, target, event.node, event.upstream, arrivals, grads
+        )
+        frames.append(
+            Frame(
+                event.number,
+                event.total,
+                "backward",
+                event.node,
+                text,
+                values,
+                grads,
+                edge_grads,
+                received,
+                graph,
+            )
+        )
         state["grads"], state["edges"] = grads, edge_grads
 
     graph.executor.run_backward(plan, seed, graph.store.scratch(), [Hook(backward=record)])
     if frames:
         # Nodes the target does not depend on get zeros from backward(); so does the frame.
-        frames[-1].grads.update({n.name: np.zeros_like(n.value)[()] for n in plan.unreached
-                                 if n.value is not None})
+        frames[-1].grads.update(
+            {n.name: np.zeros_like(n.value)[()] for n in plan.unreached if n.value is not None}
+        )
         for frame in frames:
             frame.scale_grads = list(frames[-1].edge_grads.values())
     return frames
@@ -149,15 +182,19 @@ def _factor(x):
 def _require_forward(nodes):
     missing = [n.name for n in nodes if n.value is None]
     if missing:
-        raise GraphError(f"node {missing[0]!r} has no value yet: call forward() before "
-                         "stepping through the graph")
+        raise GraphError(
+            f"node {missing[0]!r} has no value yet: call forward() before "
+            "stepping through the graph"
+        )
 
 
 def _backward_text(index, total, target, node, upstream, arrivals, grads):
     gate_cls = type(node.gate)
     out, here = _symbol(target.name), _symbol(node.name)
-    lines = [f"Step {index} of {total} (backward): gate {node.name} = "
-             f"{_fill(formula_of(gate_cls, len(node.inputs)), node)}"]
+    lines = [
+        f"Step {index} of {total} (backward): gate {node.name} = "
+        f"{_fill(formula_of(gate_cls, len(node.inputs)), node)}"
+    ]
     scalars = is_scalar(upstream) and all(is_scalar(g) for _, g, _ in arrivals)
     seed = " (the seed: backward starts here)" if index == 1 else ""
     lines.append(f"Upstream gradient d{out}/d{here} = {describe(upstream)}{seed}")
@@ -170,21 +207,27 @@ def _backward_text(index, total, target, node, upstream, arrivals, grads):
             # For scalars, local = received / upstream exactly (unless upstream is 0).
             local = scalar(gradient) / scalar(upstream) if scalar(upstream) else None
             numbers = f" = {_factor(upstream)} × {_factor(local)}" if local is not None else ""
-            lines.append(f"  d{out}/d{_symbol(inp.name)} = d{out}/d{here} × {formula}"
-                         f"{numbers} = {num(scalar(gradient))}")
+            lines.append(
+                f"  d{out}/d{_symbol(inp.name)} = d{out}/d{here} × {formula}"
+                f"{numbers} = {num(scalar(gradient))}"
+            )
         else:
             lines.append(f"  d{out}/d{_symbol(inp.name)}: {describe(gradient)}")
     for inp, gradient, before in arrivals:
         if before is None:
             continue
         if scalars:
-            lines.append(f"Fan-out: {inp.name} already had {num(scalar(before))}, so it now "
-                         f"has {_factor(before)} + {_factor(gradient)} = "
-                         f"{num(scalar(before + gradient))}")
+            lines.append(
+                f"Fan-out: {inp.name} already had {num(scalar(before))}, so it now "
+                f"has {_factor(before)} + {_factor(gradient)} = "
+                f"{num(scalar(before + gradient))}"
+            )
         else:
-            lines.append(f"Fan-out: {inp.name} already had a gradient (L2 "
-                         f"{num(norm(before))}); adding this one (L2 {num(norm(gradient))}) "
-                         f"gives {describe(before + gradient)}")
+            lines.append(
+                f"Fan-out: {inp.name} already had a gradient (L2 "
+                f"{num(norm(before))}); adding this one (L2 {num(norm(gradient))}) "
+                f"gives {describe(before + gradient)}"
+            )
     return "\n".join(lines)
 
 
@@ -192,12 +235,16 @@ def _png_images(frames, **options):
     from io import BytesIO
 
     from PIL import Image
-    return [Image.open(BytesIO(to_bytes(frame.draw(**options), "png"))).convert("RGB")
-            for frame in frames]
+
+    return [
+        Image.open(BytesIO(to_bytes(frame.draw(**options), "png"))).convert("RGB")
+        for frame in frames
+    ]
 
 
-def export_pngs(frames: Sequence[Frame], folder: Union[str, "os.PathLike[str]"],
-                **options: Any) -> List[Path]:
+def export_pngs(
+    frames: Sequence[Frame], folder: Union[str, "os.PathLike[str]"], **options: Any
+) -> List[Path]:
     """Write frame i as folder/step_001.png, ...; returns the paths. `options` go to draw()."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -208,11 +255,16 @@ def export_pngs(frames: Sequence[Frame], folder: Union[str, "os.PathLike[str]"],
     return paths
 
 
-def export_gif(frames: Sequence[Frame], path: Union[str, "os.PathLike[str]"],
-               seconds: float = 1.5, **options: Any) -> Path:
+def export_gif(
+    frames: Sequence[Frame],
+    path: Union[str, "os.PathLike[str]"],
+    seconds: float = 1.5,
+    **options: Any,
+) -> Path:
     """An animated GIF of the frames, `seconds` per frame, looping. Frames differ in size
     as labels fill in, so each is centred on a white canvas of the largest size."""
     from PIL import Image
+
     images = _png_images(frames, **options)
     if not images:
         raise ValueError("export_gif needs at least one frame")
@@ -224,6 +276,7 @@ def export_gif(frames: Sequence[Frame], path: Union[str, "os.PathLike[str]"],
         canvas.paste(image, ((width - image.width) // 2, (height - image.height) // 2))
         canvases.append(canvas)
     path = Path(path)
-    canvases[0].save(path, save_all=True, append_images=canvases[1:],
-                     duration=int(seconds * 1000), loop=0)
+    canvases[0].save(
+        path, save_all=True, append_images=canvases[1:], duration=int(seconds * 1000), loop=0
+    )
     return path

@@ -12,6 +12,7 @@ layout. The front end (graphnet/viz/static/) ships inside the package and Graphv
 the drawing out in Python, so the widget works offline in JupyterLab 4, Notebook 7 and
 VS Code (anywidget's front end comes with its Python package).
 """
+
 from typing import Any, NamedTuple, Optional
 
 import numpy as np
@@ -27,8 +28,10 @@ try:
     import anywidget
     import traitlets
 except ImportError as error:  # the widget extra is optional; drawings do not need it
-    raise ImportError("graphnet.viz.Widget needs anywidget: pip install 'graphnet[widget]' "
-                      "(or pip install anywidget)") from error
+    raise ImportError(
+        "graphnet.viz.Widget needs anywidget: pip install 'graphnet[widget]' "
+        "(or pip install anywidget)"
+    ) from error
 
 #: Step frames beyond this many are left out (a 10,000-gate chain): the slider would be
 #: too fine to use, and every frame is a patch the browser keeps.
@@ -77,10 +80,15 @@ class Widget(anywidget.AnyWidget):
         scene = Scene(picture, [picture.state(view) for view in views], reserve=True)
         # A layout made before the graph ran shows every node; once it runs, the nodes
         # its forward skips are left out, so a live update lays it out again.
-        running = bool(views[-1].values.keys() - {n.name for n in graph.nodes
-                                                   if n.gate is None})
-        return _Layout(scene, picture, views, [f.text for f in frames] + [_state_text(graph)],
-                       [scene.unit_id(f.node.name) for f in frames] + [""], running)
+        running = bool(views[-1].values.keys() - {n.name for n in graph.nodes if n.gate is None})
+        return _Layout(
+            scene,
+            picture,
+            views,
+            [f.text for f in frames] + [_state_text(graph)],
+            [scene.unit_id(f.node.name) for f in frames] + [""],
+            running,
+        )
 
     def _show(self, layout):
         self._layout = layout
@@ -169,6 +177,7 @@ class Widget(anywidget.AnyWidget):
 class _Layout(NamedTuple):
     """A layout the widget shows: the scene, its picture, the state of each step (the
     graph's own last), their texts and their active units."""
+
     scene: Scene
     picture: Picture
     views: list
@@ -181,10 +190,15 @@ def histogram(array: Any) -> dict:
     """Counts of `array`'s finite entries in HISTOGRAM_BINS bins, with its statistics."""
     values = np.asarray(array, dtype=np.float64).ravel()
     finite = values[np.isfinite(values)]
-    counts, edges = (np.histogram(finite, bins=HISTOGRAM_BINS) if finite.size
-                     else (np.zeros(0), np.zeros(0)))
-    return {"counts": [int(c) for c in counts], "edges": [float(e) for e in edges],
-            "summary": describe(array), "nonfinite": int(values.size - finite.size)}
+    counts, edges = (
+        np.histogram(finite, bins=HISTOGRAM_BINS) if finite.size else (np.zeros(0), np.zeros(0))
+    )
+    return {
+        "counts": [int(c) for c in counts],
+        "edges": [float(e) for e in edges],
+        "summary": describe(array),
+        "nonfinite": int(values.size - finite.size),
+    }
 
 
 def _bounded(frames):
@@ -200,7 +214,12 @@ def _loss(graph):
 def _state_text(graph):
     last = graph.store.last_backward
     if last is not None:
-        return (f"after the last forward and backward (from {last.plan.target.name!r}): "
-                "every value and gradient")
-    return "after the last forward" if any(n.value is not None for n in graph.nodes
-                                           if n.gate is not None) else "not run yet"
+        return (
+            f"after the last forward and backward (from {last.plan.target.name!r}): "
+            "every value and gradient"
+        )
+    return (
+        "after the last forward"
+        if any(n.value is not None for n in graph.nodes if n.gate is not None)
+        else "not run yet"
+    )

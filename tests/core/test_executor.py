@@ -1,6 +1,7 @@
 """The executor and its value store: hooks see every step, nodes describe and the store
 holds, reading changes nothing, a failed forward cannot feed a backward, threads, and the
 profile built on the hooks."""
+
 import threading
 
 import numpy as np
@@ -32,20 +33,28 @@ def small_cnn(seed=0):
 
 # ----- hooks -----------------------------------------------------------------------------
 
+
 def test_hooks_see_each_step_with_its_inputs_output_and_gradients():
     g = circuit()
     forward, backward, walks = [], [], []
-    handle = g.add_hook(forward=forward.append, backward=backward.append,
-                        start=lambda d, plan: walks.append(("start", d, len(plan))),
-                        end=lambda d, plan: walks.append(("end", d, len(plan))))
+    handle = g.add_hook(
+        forward=forward.append,
+        backward=backward.append,
+        start=lambda d, plan: walks.append(("start", d, len(plan))),
+        end=lambda d, plan: walks.append(("end", d, len(plan))),
+    )
     g.forward(x=1.0, y=2.0, z=-4.0)
     g.backward()
     assert [e.node.name for e in forward] == ["q", "multiply_1", "f"]
     assert [(e.number, e.total) for e in forward] == [(1, 3), (2, 3), (3, 3)]
     assert forward[0].inputs == (1.0, 2.0) and forward[0].output == 3.0
     assert forward[2].output == 3.0 * -12.0
-    assert walks == [("start", "forward", 3), ("end", "forward", 3),
-                     ("start", "backward", 3), ("end", "backward", 3)]
+    assert walks == [
+        ("start", "forward", 3),
+        ("end", "forward", 3),
+        ("start", "backward", 3),
+        ("end", "backward", 3),
+    ]
     f, mul, q = backward
     assert f.node.name == "f" and f.upstream == 1.0 and f.received == (-12.0, 3.0)
     assert mul.received == (3.0 * -4.0, 3.0 * 3.0)  # q * z: d/dq = z * upstream
@@ -85,6 +94,7 @@ def test_edge_gradients_come_from_the_walk_itself():
 
 
 # ----- nodes describe, the store holds -------------------------------------------------
+
 
 def test_requires_grad_is_right_when_a_node_is_built():
     g = gn.Graph()
@@ -136,10 +146,18 @@ def test_an_input_without_dtype_takes_it_from_the_feed():
     assert x.dtype == np.float64
 
 
-@pytest.mark.parametrize("dtype, feed", [
-    (np.int32, 2 ** 40), (np.uint8, 300), (np.uint8, -1), (np.int64, 2.0 ** 70),
-    (np.int16, 1.5), (np.int32, np.nan), (np.int8, [1, 2, 128]),
-])
+@pytest.mark.parametrize(
+    "dtype, feed",
+    [
+        (np.int32, 2**40),
+        (np.uint8, 300),
+        (np.uint8, -1),
+        (np.int64, 2.0**70),
+        (np.int16, 1.5),
+        (np.int32, np.nan),
+        (np.int8, [1, 2, 128]),
+    ],
+)
 def test_integer_feeds_that_do_not_fit_are_refused(dtype, feed):
     g = gn.Graph()
     g.input("n", dtype=dtype)
@@ -152,11 +170,12 @@ def test_integer_feeds_that_fit_are_kept_exactly():
     g.input("n", dtype=np.uint8)
     g.input("m", dtype=np.int64)
     assert g.run("n", n=255) == 255
-    assert g.run("m", m=2 ** 62) == 2 ** 62
+    assert g.run("m", m=2**62) == 2**62
     assert g.run("m", m=4.0) == 4
 
 
 # ----- failures and threads -----------------------------------------------------------
+
 
 def test_backward_refuses_to_mix_a_failed_batch_with_the_last_gradient():
     @gn.register_gate
@@ -216,6 +235,7 @@ def test_threads_sharing_a_model_get_correct_results():
 
 
 # ----- profile ----------------------------------------------------------------------------
+
 
 def test_profile_reports_every_step_both_ways_and_draws_by_time():
     g, feeds = small_cnn()

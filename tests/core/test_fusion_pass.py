@@ -1,6 +1,7 @@
 """conv -> relu -> max_pool chains run as fused steps (graphnet/passes/conv_relu_pool.py).
 Every node's value and gradient must read as when the gates run one by one, the fused steps must
 really be taken where they apply, and never where they do not."""
+
 import numpy as np
 import pytest
 
@@ -65,8 +66,11 @@ def scaled_error(got, want):
 
 def deferred(node):
     """Which of the node's value, gradient and cache a fused step left for later."""
-    return {what for what in ("value", "grad", "cache")
-            if node.graph.store.is_deferred(what, node.index)}
+    return {
+        what
+        for what in ("value", "grad", "cache")
+        if node.graph.store.is_deferred(what, node.index)
+    }
 
 
 def assert_reads_as_gate_by_gate(g, feeds, tol):
@@ -131,9 +135,14 @@ def test_a_chain_below_another_gives_its_input_a_gradient():
 def test_a_chain_whose_inner_node_feeds_another_gate_is_not_fused(extra):
     g, feeds = chain_net(np.float64, CHAINS[1])
     tapped = g["relu1"] if extra == "relu feeds a sum" else g["conv1"]
-    tap_loss = g.softmax_loss(g.affine(g.sum(tapped, axis=(2, 3)),
-                                       g.param("W_tap", np.ones((4, 5))),
-                                       g.param("b_tap", np.zeros(5))), g["y"])
+    tap_loss = g.softmax_loss(
+        g.affine(
+            g.sum(tapped, axis=(2, 3)),
+            g.param("W_tap", np.ones((4, 5))),
+            g.param("b_tap", np.zeros(5)),
+        ),
+        g["y"],
+    )
     g.add(g["loss"], tap_loss, name="total")
     g.forward(**feeds)
     g.backward()
@@ -206,15 +215,19 @@ def test_a_backward_from_inside_a_fused_chain(start):
         assert g[name].grad.tobytes() == grad.tobytes(), name
 
 
-@pytest.mark.parametrize("x_shape, words", [
-    ((2, 2, 8, 8), ["channels differ", "(2, 2, 8, 8)", "(4, 3, 3, 3)"]),
-    ((2, 3, 1, 1), ["max_pool window 2x2", "larger than the input 1x1", "(2, 3, 1, 1)"]),
-])
+@pytest.mark.parametrize(
+    "x_shape, words",
+    [
+        ((2, 2, 8, 8), ["channels differ", "(2, 2, 8, 8)", "(4, 3, 3, 3)"]),
+        ((2, 3, 1, 1), ["max_pool window 2x2", "larger than the input 1x1", "(2, 3, 1, 1)"]),
+    ],
+)
 def test_a_fused_chain_that_fails_names_its_nodes_and_shapes(x_shape, words):
     g = gn.Graph(np.float32)
     x = g.input("x", requires_grad=False)  # no static shape: the kernels find the mistake
-    conv = g.conv(x, g.param("w", np.ones((4, 3, 3, 3))), g.param("b", np.zeros(4)), pad=1,
-                  name="conv1")
+    conv = g.conv(
+        x, g.param("w", np.ones((4, 3, 3, 3))), g.param("b", np.zeros(4)), pad=1, name="conv1"
+    )
     g.sum(g.max_pool(g.relu(conv, name="relu1"), 2, 2, 2, name="pool1"))
     with pytest.raises(gn.GraphError) as err:
         g.forward(x=np.ones(x_shape, np.float32))
@@ -255,8 +268,10 @@ def test_a_fused_convnet_against_torch(dtype):
     g, feeds = chain_net(dtype, CHAINS[0], hidden=4)
     loss = g.forward(**feeds)
     g.backward()
-    t = {name: torch.tensor(g[name].value, requires_grad=True)
-         for name in ("w1", "b1", "w2", "b2", "W_out", "b_out")}
+    t = {
+        name: torch.tensor(g[name].value, requires_grad=True)
+        for name in ("w1", "b1", "w2", "b2", "W_out", "b_out")
+    }
     h = F.max_pool2d(F.relu(F.conv2d(torch.tensor(feeds["x"]), t["w1"], t["b1"], padding=3)), 2)
     h = F.max_pool2d(F.relu(F.conv2d(h, t["w2"], t["b2"], padding=1)), 2, stride=1)
     scores = h.reshape(len(h), -1) @ t["W_out"] + t["b_out"]

@@ -1,4 +1,5 @@
 """The graph core: circuits, the scheduler's walks, fan-out, shapes and every error."""
+
 import sys
 
 import networkx as nx
@@ -100,7 +101,6 @@ def test_fan_out_of_arrays_with_broadcasting():
     assert b.grad.shape == (3,)
 
 
-
 def test_gradcheck_leaves_the_graph_as_computed_at_the_checked_feeds():
     rng = np.random.default_rng(1)
     g = gn.Graph()
@@ -111,6 +111,7 @@ def test_gradcheck_leaves_the_graph_as_computed_at_the_checked_feeds():
     gn.gradcheck(g, x=X)
     np.testing.assert_array_equal(h.value, np.tanh(X * w.value))
     np.testing.assert_allclose(w.grad, ((1 - np.tanh(X * w.value) ** 2) * X).sum(axis=0))
+
 
 def test_backward_starts_from_zero_every_time_and_forward_recomputes():
     g = cs231n_circuit()
@@ -293,8 +294,12 @@ def test_feed_errors():
     h.tanh(h.input("x", shape=(None, 3)))
     with pytest.raises(gn.GraphError, match=r"input 'x' has shape \(2, 4\), expected \(None, 3\)"):
         h.forward(x=np.zeros((2, 4)))
-    for bad in (np.array([["abc"] * 3]), np.ones((1, 3), bool), np.ones((1, 3), complex),
-                np.array([[1.0, None, 2.0]], dtype=object)):
+    for bad in (
+        np.array([["abc"] * 3]),
+        np.ones((1, 3), bool),
+        np.ones((1, 3), complex),
+        np.array([[1.0, None, 2.0]], dtype=object),
+    ):
         with pytest.raises(gn.GraphError, match=f"input 'x' has dtype {bad.dtype}; it needs real"):
             h.forward(x=bad)
     with pytest.raises(gn.GraphError, match=r"input 'x' \(shape \(2, 3\)\) holds 2 NaN or Inf"):
@@ -376,13 +381,15 @@ def test_anomaly_mode_names_the_first_bad_node():
         h = gn.Graph()
         h.divide(1.0, h.input("x"), name="inv")
         assert h.forward(x=1e-200) == pytest.approx(1e200)  # a finite value ...
-        with pytest.raises(gn.AnomalyError,
-                           match=r"Inf in the gradient from 'inv' of node 'x'.*step 1 of backward"):
+        with pytest.raises(
+            gn.AnomalyError, match=r"Inf in the gradient from 'inv' of node 'x'.*step 1 of backward"
+        ):
             h.backward()  # ... whose gradient -1/x^2 overflows
 
 
-pytestmark = pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning",
-                                        "ignore:divide by zero:RuntimeWarning")
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:invalid value:RuntimeWarning", "ignore:divide by zero:RuntimeWarning"
+)
 
 
 def test_a_kernel_error_names_the_node_the_gate_and_the_input_shapes():
@@ -392,6 +399,11 @@ def test_a_kernel_error_names_the_node_the_gate_and_the_input_shapes():
     with pytest.raises(gn.GraphError) as err:
         g.forward(scores=np.zeros((3, 4)), y=[0, 1, 7])
     message = str(err.value)
-    for part in ("forward of node 'loss'", "gate 'softmax_loss'", "[0, 4)", "'scores' (3, 4)",
-                 "'y' (3,) int64"):
+    for part in (
+        "forward of node 'loss'",
+        "gate 'softmax_loss'",
+        "[0, 4)",
+        "'scores' (3, 4)",
+        "'y' (3,) int64",
+    ):
         assert part in message

@@ -1,6 +1,7 @@
 """The package's layers import only the ones below them: no cycles, the core never loads
 the drawings, and `import graphnet` stays light (drawing, data and model modules load on
 first use)."""
+
 import ast
 import pathlib
 import subprocess
@@ -23,7 +24,7 @@ def _resolve(module, level, current, is_package):
         return module
     base = current.split(".")
     base = base if is_package else base[:-1]
-    base = base[:len(base) - (level - 1)]
+    base = base[: len(base) - (level - 1)]
     return ".".join(base + ([module] if module else []))
 
 
@@ -45,8 +46,12 @@ def module_level_imports():
                 if target.startswith("graphnet"):
                     found.add(target)
                     found |= {f"{target}.{a.name}" for a in node.names}
-        known = {m for m in found if (PACKAGE.parent / m.replace(".", "/")).with_suffix(".py")
-                 .exists() or (PACKAGE.parent / m.replace(".", "/") / "__init__.py").exists()}
+        known = {
+            m
+            for m in found
+            if (PACKAGE.parent / m.replace(".", "/")).with_suffix(".py").exists()
+            or (PACKAGE.parent / m.replace(".", "/") / "__init__.py").exists()
+        }
         graph[name] = known - {name}
     return graph
 
@@ -59,15 +64,17 @@ def _is_within(module, package):
 def test_no_import_cycle_between_modules():
     graph = module_level_imports()
     # a package's __init__ importing its own submodules is how packages are built
-    edges = {m: {t for t in targets if not (m.count(".") < t.count(".") and _is_within(t, m))}
-             for m, targets in graph.items()}
+    edges = {
+        m: {t for t in targets if not (m.count(".") < t.count(".") and _is_within(t, m))}
+        for m, targets in graph.items()
+    }
     state = {}
 
     def visit(module, path):
         state[module] = "open"
         for target in sorted(edges.get(module, ())):
             if state.get(target) == "open":
-                cycle = path[path.index(target):] + [target]
+                cycle = path[path.index(target) :] + [target]
                 raise AssertionError("import cycle: " + " -> ".join(cycle))
             if target not in state:
                 visit(target, path + [target])
@@ -80,11 +87,18 @@ def test_no_import_cycle_between_modules():
 
 @pytest.mark.slow
 def test_lower_layers_do_not_import_upper_ones():
-    order = ["graphnet.kernels", "graphnet.gates", "graphnet.core", "graphnet.passes",
-             "graphnet.models", "graphnet.training", "graphnet.viz"]
+    order = [
+        "graphnet.kernels",
+        "graphnet.gates",
+        "graphnet.core",
+        "graphnet.passes",
+        "graphnet.models",
+        "graphnet.training",
+        "graphnet.viz",
+    ]
     graph = module_level_imports()
     for rank, layer in enumerate(order):
-        above = order[rank + 1:]
+        above = order[rank + 1 :]
         for module, targets in graph.items():
             if _is_within(module, layer):
                 wrong = [t for t in targets if any(_is_within(t, a) for a in above)]
@@ -92,17 +106,29 @@ def test_lower_layers_do_not_import_upper_ones():
 
 
 def test_import_graphnet_loads_no_drawing_data_or_model_code():
-    script = ("import sys, graphnet; print(sorted(m for m in ('matplotlib', 'graphviz', "
-              "'networkx', 'tqdm', 'graphnet.viz', 'graphnet.data', 'graphnet.models') "
-              "if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         check=True, timeout=60).stdout.strip()
+    script = (
+        "import sys, graphnet; print(sorted(m for m in ('matplotlib', 'graphviz', "
+        "'networkx', 'tqdm', 'graphnet.viz', 'graphnet.data', 'graphnet.models') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.strip()
     assert out == "[]"
 
 
 def test_subpackages_are_attributes_of_graphnet():
-    for name in ("data", "viz", "optim", "models", "layers", "fast_layers", "gradient_check",
-                 "cs231n", "interop"):
+    for name in (
+        "data",
+        "viz",
+        "optim",
+        "models",
+        "layers",
+        "fast_layers",
+        "gradient_check",
+        "cs231n",
+        "interop",
+    ):
         module = getattr(gn, name)
         assert module.__name__ == f"graphnet.{name}"
     assert callable(gn.viz.draw) and callable(gn.data.load_digits)

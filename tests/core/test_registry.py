@@ -1,6 +1,7 @@
 """A gate defined outside the package works everywhere a built-in one does: built with
 Graph.apply, checked with gradcheck, drawn, stepped through, watched by anomaly mode,
 converted to networkx and back, saved and loaded."""
+
 import json
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from graphnet import viz
 @gn.register_gate
 class Cube(gn.Gate):
     """f = x³."""
+
     op = "cube"
     inputs = ("x",)
     formula = "{0}³"
@@ -26,10 +28,10 @@ class Cube(gn.Gate):
         return x
 
     def forward(self, x):
-        return x ** 3, x
+        return x**3, x
 
     def backward(self, dout, cache, needs):
-        return (3 * cache ** 2 * dout,)
+        return (3 * cache**2 * dout,)
 
     def summarize_cache(self, cache, input_names):
         return [f"saved {input_names[0]} for 3·{input_names[0]}²"]
@@ -38,6 +40,7 @@ class Cube(gn.Gate):
 @gn.register_gate
 class ScaledSoftplus(gn.Gate):
     """f = ln(1 + e^(beta x)) / beta, with a hyperparameter."""
+
     op = "scaled_softplus"
     inputs = ("x",)
 
@@ -114,8 +117,11 @@ def test_drawing_steps_and_anomaly_mode():
     assert "f = ln(1 + e^(beta x)) / beta" in softplus  # a gate without a rule: its docstring
     forward = [f.text for f in viz.forward_steps(g)]
     assert any("c = xw³" in text for text in forward)
-    with gn.detect_anomaly(), np.errstate(over="ignore"), \
-            pytest.raises(gn.AnomalyError, match="node 'c' \\(gate 'cube'"):
+    with (
+        gn.detect_anomaly(),
+        np.errstate(over="ignore"),
+        pytest.raises(gn.AnomalyError, match="node 'c' \\(gate 'cube'"),
+    ):
         g.forward(x=np.array([1e200, 0.0, 0.0]))
 
 
@@ -145,28 +151,35 @@ def test_loading_where_the_gate_is_not_registered_names_it(tmp_path):
         except gn.CheckpointError as err:
             print(json.dumps(str(err)))
     """)
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         check=True, timeout=120).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
+    ).stdout
     message = json.loads(out)
     assert "'cube'" in message and "not registered" in message and "register_gate" in message
 
 
 def test_registration_rules():
     with pytest.raises(gn.GraphError, match="already registered by"):
+
         @gn.register_gate
         class AnotherCube(Cube):
             pass
+
     with pytest.raises(gn.GraphError, match="op must be a Python identifier"):
+
         @gn.register_gate
         class Input(Cube):
             op = "input"
+
     with pytest.raises(gn.GraphError, match="does not define backward"):
+
         @gn.register_gate
         class NoBackward(gn.Gate):
             op = "no_backward"
 
             def forward(self, x):
                 return x, None
+
     with pytest.raises(TypeError, match="subclass of graphnet.Gate"):
         gn.register_gate(object)
     # a notebook cell run twice registers the same class again: allowed

@@ -1,6 +1,7 @@
 """Reliability (issue 7): anomaly mode on a model, hypothesis fuzzing of the Graph builder,
 interrupting training inside a checkpoint write, determinism across thread counts, and
 graphs of 100,000 nodes."""
+
 import json
 import os
 import signal
@@ -27,6 +28,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 
 # =========================================================================== anomaly mode
 
+
 def small_fc():
     np.random.seed(0)
     return FullyConnectedNet([5], input_dim=12, num_classes=3, dtype=np.float64)
@@ -42,8 +44,13 @@ def test_anomaly_mode_names_the_node_of_a_model_whose_weights_overflow_forward()
         with pytest.raises(gn.AnomalyError) as err:
             model.loss(X, y)
     message = str(err.value)
-    for part in ("Inf in the value of node 'affine1'", "gate 'affine'", "shape (4, 5)",
-                 "step 1 of forward", "'X', 'W1', 'b1'"):
+    for part in (
+        "Inf in the value of node 'affine1'",
+        "gate 'affine'",
+        "shape (4, 5)",
+        "step 1 of forward",
+        "'X', 'W1', 'b1'",
+    ):
         assert part in message, message
     assert model.graph.training  # the mode is restored after the error
 
@@ -64,8 +71,12 @@ def test_anomaly_mode_names_the_param_whose_gradient_overflows_in_backward():
         with pytest.raises(gn.AnomalyError) as err:
             model.loss(X, y)
     message = str(err.value)
-    for part in ("Inf in the gradient from 'affine1' of node 'W1'", "gate 'param'",
-                 "shape (12, 5)", "of backward"):
+    for part in (
+        "Inf in the gradient from 'affine1' of node 'W1'",
+        "gate 'param'",
+        "shape (12, 5)",
+        "of backward",
+    ):
         assert part in message, message
 
 
@@ -75,9 +86,12 @@ def test_anomaly_mode_names_a_nan_param():
     W2[0, 0] = np.nan
     model.params["W2"] = W2  # params accept NaN (a diverged run stays inspectable) ...
     with gn.detect_anomaly():  # ... and anomaly mode says where it first shows
-        with pytest.raises(gn.AnomalyError, match=r"NaN in the value of node 'scores' "
-                                                   r"\(gate 'affine', shape \(2, 3\)\) "
-                                                   r"at step 3 of forward"):
+        with pytest.raises(
+            gn.AnomalyError,
+            match=r"NaN in the value of node 'scores' "
+            r"\(gate 'affine', shape \(2, 3\)\) "
+            r"at step 3 of forward",
+        ):
             model.loss(np.ones((2, 12)))
 
 
@@ -107,10 +121,15 @@ def _apply(g, op, a, b):
 
 
 @GRAPH_FUZZ
-@given(shapes=st.lists(st.sampled_from([(), (3,), (2, 3)]), min_size=1, max_size=3),
-       ops=st.lists(st.tuples(st.sampled_from(UNARY + BINARY), st.integers(0, 100),
-                              st.integers(0, 100)), min_size=1, max_size=8),
-       seed=st.integers(0, 2**16))
+@given(
+    shapes=st.lists(st.sampled_from([(), (3,), (2, 3)]), min_size=1, max_size=3),
+    ops=st.lists(
+        st.tuples(st.sampled_from(UNARY + BINARY), st.integers(0, 100), st.integers(0, 100)),
+        min_size=1,
+        max_size=8,
+    ),
+    seed=st.integers(0, 2**16),
+)
 @pytest.mark.slow
 def test_random_graphs_of_elementwise_gates_match_numerical_gradients(shapes, ops, seed):
     g = gn.Graph()
@@ -132,9 +151,18 @@ def test_random_graphs_of_elementwise_gates_match_numerical_gradients(shapes, op
     errors = gn.gradcheck(g, feeds)
     assert errors, "no input reached the output"
     # max and relu have kinks; a value within h of one is (rarely) a legitimate mismatch
-    near_kink = any(op in ("max", "relu") for op, _, _ in ops) and min(
-        (np.min(np.abs(np.asarray(n.value))) for n in g.nodes if n.value is not None
-         and np.size(n.value)), default=1) < 1e-4
+    near_kink = (
+        any(op in ("max", "relu") for op, _, _ in ops)
+        and min(
+            (
+                np.min(np.abs(np.asarray(n.value)))
+                for n in g.nodes
+                if n.value is not None and np.size(n.value)
+            ),
+            default=1,
+        )
+        < 1e-4
+    )
     if not near_kink:
         for name, error in errors.items():
             # Terms that cancel exactly (e^t - e^t, or -x + max(c, x) where x wins) give a
@@ -145,10 +173,28 @@ def test_random_graphs_of_elementwise_gates_match_numerical_gradients(shapes, op
 
 
 @GRAPH_FUZZ
-@given(ops=st.lists(st.sampled_from(["add", "multiply", "conv", "max_pool", "affine", "relu",
-                                     "batchnorm", "sum", "softmax", "dropout"]),
-                    min_size=1, max_size=5),
-       shape=st.lists(st.integers(0, 5), min_size=1, max_size=4), seed=st.integers(0, 99))
+@given(
+    ops=st.lists(
+        st.sampled_from(
+            [
+                "add",
+                "multiply",
+                "conv",
+                "max_pool",
+                "affine",
+                "relu",
+                "batchnorm",
+                "sum",
+                "softmax",
+                "dropout",
+            ]
+        ),
+        min_size=1,
+        max_size=5,
+    ),
+    shape=st.lists(st.integers(0, 5), min_size=1, max_size=4),
+    seed=st.integers(0, 99),
+)
 def test_random_gate_stacks_on_random_shapes_fail_only_with_graph_errors(ops, shape, seed):
     """Any shape into any stack of gates: either it builds and runs forward and backward,
     or it raises GraphError (at build or run time) - never another exception or a crash."""
@@ -163,16 +209,27 @@ def test_random_gate_stacks_on_random_shapes_fail_only_with_graph_errors(ops, sh
                 h = g.multiply(h, 0.5)
             elif op == "conv":
                 channels = shape[1] if len(shape) > 1 else 1
-                h = g.conv(h, g.param(f"w{k}", np.ones((2, channels, 2, 2))),
-                           g.param(f"b{k}", np.zeros(2)), stride=1, pad=1)
+                h = g.conv(
+                    h,
+                    g.param(f"w{k}", np.ones((2, channels, 2, 2))),
+                    g.param(f"b{k}", np.zeros(2)),
+                    stride=1,
+                    pad=1,
+                )
             elif op == "max_pool":
                 h = g.max_pool(h, 2, 2, 1)
             elif op == "affine":
-                h = g.affine(h, g.param(f"w{k}", np.ones((int(np.prod(shape[1:])) or 1, 3))),
-                             g.param(f"b{k}", np.zeros(3)))
+                h = g.affine(
+                    h,
+                    g.param(f"w{k}", np.ones((int(np.prod(shape[1:])) or 1, 3))),
+                    g.param(f"b{k}", np.zeros(3)),
+                )
             elif op == "batchnorm":
-                h = g.batchnorm(h, g.param(f"g{k}", np.ones(shape[-1:])),
-                                g.param(f"be{k}", np.zeros(shape[-1:])))
+                h = g.batchnorm(
+                    h,
+                    g.param(f"g{k}", np.ones(shape[-1:])),
+                    g.param(f"be{k}", np.zeros(shape[-1:])),
+                )
             elif op == "sum":
                 h = g.sum(h)
             else:
@@ -228,21 +285,32 @@ def _final_state(path):
 def uninterrupted(tmp_path_factory):
     pytest.importorskip("sklearn")
     out = tmp_path_factory.mktemp("straight")
-    result = subprocess.run([sys.executable, "-m", "graphnet", *CLI_ARGS, "--out", str(out)],
-                            capture_output=True, text=True, timeout=180, env=_env())
+    result = subprocess.run(
+        [sys.executable, "-m", "graphnet", *CLI_ARGS, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=_env(),
+    )
     assert result.returncode == 0, result.stderr
     return _final_state(out / "checkpoint.npz")
 
 
-@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130),
-                                       (signal.SIGKILL, -9)])
+@pytest.mark.parametrize(
+    "sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130), (signal.SIGKILL, -9)]
+)
 @pytest.mark.slow
 def test_a_signal_during_a_checkpoint_write_leaves_a_loadable_checkpoint_and_resume_is_exact(
-        tmp_path, uninterrupted, sig, code):
+    tmp_path, uninterrupted, sig, code
+):
     out, marker = tmp_path / "run", tmp_path / "inside-save"
-    proc = subprocess.Popen([sys.executable, "-c", SLOW_SAVE, *CLI_ARGS, "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=_env(MARKER=str(marker)))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLOW_SAVE, *CLI_ARGS, "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(MARKER=str(marker)),
+    )
     try:
         deadline = time.monotonic() + 120
         while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -261,9 +329,24 @@ def test_a_signal_during_a_checkpoint_write_leaves_a_loadable_checkpoint_and_res
     state, _, _ = _final_state(out / "checkpoint.npz")
     assert state["epoch"] == (1 if sig == signal.SIGKILL else 2)
     assert type(gn.load(out / "checkpoint.npz")).__name__ == "FullyConnectedNet"
-    resumed = subprocess.run([sys.executable, "-m", "graphnet", "train", "--out", str(out),
-                              "--resume", "--threads", "1", "--quiet"],
-                             capture_output=True, text=True, timeout=180, env=_env())
+    resumed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "graphnet",
+            "train",
+            "--out",
+            str(out),
+            "--resume",
+            "--threads",
+            "1",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=_env(),
+    )
     assert resumed.returncode == 0, resumed.stderr
     state, params, optim = _final_state(out / "checkpoint.npz")
     straight_state, straight_params, straight_optim = uninterrupted
@@ -278,6 +361,7 @@ def test_a_signal_during_a_checkpoint_write_leaves_a_loadable_checkpoint_and_res
 
 # =========================================================================== determinism
 
+
 def _blob_data(shape, n=200, classes=10):
     rng = np.random.default_rng(0)
     X = rng.standard_normal((n, *shape)).astype(np.float32)
@@ -288,15 +372,37 @@ def _blob_data(shape, n=200, classes=10):
 def _train_bytes(kind):
     np.random.seed(0)
     if kind == "convnet":
-        model = ThreeLayerConvNet(input_dim=(3, 16, 16), num_filters=16, filter_size=5,
-                                  hidden_dim=256, num_classes=10, weight_scale=1e-2, reg=1e-3)
+        model = ThreeLayerConvNet(
+            input_dim=(3, 16, 16),
+            num_filters=16,
+            filter_size=5,
+            hidden_dim=256,
+            num_classes=10,
+            weight_scale=1e-2,
+            reg=1e-3,
+        )
         data = _blob_data((3, 16, 16))
     else:
-        model = FullyConnectedNet([256, 256], input_dim=3 * 16 * 16, num_classes=10,
-                                  use_batchnorm=True, dropout=0.3, weight_scale=5e-2, reg=1e-3)
+        model = FullyConnectedNet(
+            [256, 256],
+            input_dim=3 * 16 * 16,
+            num_classes=10,
+            use_batchnorm=True,
+            dropout=0.3,
+            weight_scale=5e-2,
+            reg=1e-3,
+        )
         data = _blob_data((3 * 16 * 16,))
-    solver = Solver(model, data, update_rule="adam", optim_config={"learning_rate": 1e-3},
-                    batch_size=50, num_epochs=3, verbose=False, seed=3)
+    solver = Solver(
+        model,
+        data,
+        update_rule="adam",
+        optim_config={"learning_rate": 1e-3},
+        batch_size=50,
+        num_epochs=3,
+        verbose=False,
+        seed=3,
+    )
     solver.train()
     return {k: np.array(v).tobytes() for k, v in model.params.items()}, solver.loss_history
 
@@ -304,6 +410,7 @@ def _train_bytes(kind):
 def _kernel_blas():
     """The file of the OpenBLAS the C++ kernels link (scipy-openblas32), not numpy's."""
     import scipy_openblas32
+
     return os.path.realpath(scipy_openblas32.get_lib_dir())
 
 
@@ -315,6 +422,7 @@ def _blas_libraries(threadpoolctl):
 
 def _digest(params):
     import hashlib
+
     h = hashlib.sha256()
     for name in sorted(params):
         h.update(name.encode() + params[name])
@@ -333,8 +441,7 @@ def test_same_seed_is_bitwise_identical_for_any_thread_count(kind):
     results = {}
     try:
         for blas in (1, 2):
-            with threadpoolctl.threadpool_limits(
-                    limits={i["filepath"]: blas for i in numpy_blas}):
+            with threadpoolctl.threadpool_limits(limits={i["filepath"]: blas for i in numpy_blas}):
                 for kernel in (1, 2):
                     _C.set_num_threads(kernel)
                     results[blas, kernel] = _train_bytes(kind)
@@ -362,9 +469,13 @@ def test_thread_environment_variables_do_not_change_a_run():
     """) % os.path.dirname(__file__)
     expected = {k: _digest(_train_bytes(k)[0]) for k in ("convnet", "fc")}
     for threads in ("1", "2"):
-        result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                                timeout=120, env={**os.environ, "OMP_NUM_THREADS": threads,
-                                                  "OPENBLAS_NUM_THREADS": threads})
+        result = subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads},
+        )
         assert result.returncode == 0, result.stderr
         got = json.loads(result.stdout.strip().splitlines()[-1])
         assert got.pop("pinned") == [1]
@@ -387,6 +498,7 @@ def test_matmul_is_bitwise_when_the_kernels_openblas_gets_more_threads():
 
 
 # =========================================================================== scale
+
 
 def _chain_of_blocks(blocks):
     """4 nodes per block (tanh, a const, multiply, add) on a vector input: a residual
@@ -414,39 +526,52 @@ def _build_run_peak(blocks):
 
 @pytest.mark.slow
 def test_a_graph_of_100000_nodes_builds_runs_and_draws_in_linear_memory():
-    small_graph, _, small_peak = _build_run_peak(6250)    # 25,001 nodes
+    small_graph, _, small_peak = _build_run_peak(6250)  # 25,001 nodes
     del small_graph
-    g, value, peak = _build_run_peak(25000)               # 100,001 nodes
+    g, value, peak = _build_run_peak(25000)  # 100,001 nodes
     assert len(g) == 100001
     assert np.isfinite(value).all() and np.isfinite(g["x"].grad).all()
-    assert peak / small_peak < 6, (small_peak, peak)      # ~4 when memory is linear
-    drawing = viz.draw(g)                                 # collapse='auto' past 120 nodes
-    node_lines = [line for line in drawing.source.splitlines() if "label=" in line
-                  and "->" not in line]
+    assert peak / small_peak < 6, (small_peak, peak)  # ~4 when memory is linear
+    drawing = viz.draw(g)  # collapse='auto' past 120 nodes
+    node_lines = [
+        line for line in drawing.source.splitlines() if "label=" in line and "->" not in line
+    ]
     assert len(node_lines) < 60, len(node_lines)
     assert len(drawing.source) < 50_000
 
 
 # =========================================================================== memory layouts
 
+
 @settings(max_examples=50, deadline=None)
-@given(N=st.integers(1, 3), C=st.integers(1, 3), H=st.integers(3, 7), W=st.integers(3, 7),
-       layout=st.sampled_from(["sliced", "transposed", "fortran", "negative"]),
-       dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**16))
+@given(
+    N=st.integers(1, 3),
+    C=st.integers(1, 3),
+    H=st.integers(3, 7),
+    W=st.integers(3, 7),
+    layout=st.sampled_from(["sliced", "transposed", "fortran", "negative"]),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 2**16),
+)
 @pytest.mark.slow
-def test_kernels_on_non_contiguous_views_match_contiguous_copies(N, C, H, W, layout, dtype,
-                                                                  seed):
+def test_kernels_on_non_contiguous_views_match_contiguous_copies(N, C, H, W, layout, dtype, seed):
     """tests/kernels/test_fuzz.py fuzzes shapes, strides (the conv/pool step), pads and
     dtypes on contiguous arrays; here the arrays are views with odd memory strides."""
-    from graphnet.fast_layers import (conv_backward_fast, conv_forward_fast,
-                                      max_pool_backward_fast, max_pool_forward_fast)
+    from graphnet.fast_layers import (
+        conv_backward_fast,
+        conv_forward_fast,
+        max_pool_backward_fast,
+        max_pool_forward_fast,
+    )
+
     rng = np.random.default_rng(seed)
     base = rng.standard_normal((N, C, H, W) if layout != "sliced" else (N, C, 2 * H, W + 3))
-    x = {"sliced": lambda a: a[:, :, ::2, 1:W + 1],
-         "transposed": lambda a: np.ascontiguousarray(
-             a.transpose(0, 1, 3, 2)).transpose(0, 1, 3, 2),
-         "fortran": np.asfortranarray,
-         "negative": lambda a: a[:, :, ::-1, ::-1]}[layout](base.astype(dtype))
+    x = {
+        "sliced": lambda a: a[:, :, ::2, 1 : W + 1],
+        "transposed": lambda a: np.ascontiguousarray(a.transpose(0, 1, 3, 2)).transpose(0, 1, 3, 2),
+        "fortran": np.asfortranarray,
+        "negative": lambda a: a[:, :, ::-1, ::-1],
+    }[layout](base.astype(dtype))
     assert x.shape == (N, C, H, W)
     w = rng.standard_normal((2, C, 3, 3)).astype(dtype)[..., ::-1]
     b = np.zeros(2, dtype)
@@ -456,12 +581,15 @@ def test_kernels_on_non_contiguous_views_match_contiguous_copies(N, C, H, W, lay
     np.testing.assert_array_equal(out, ref)
     dout = rng.standard_normal(out.shape).astype(dtype)
     dout = dout.transpose(0, 1, 3, 2).copy().transpose(0, 1, 3, 2)
-    for got, want in zip(conv_backward_fast(dout, cache),
-                         conv_backward_fast(np.ascontiguousarray(dout), ref_cache)):
+    for got, want in zip(
+        conv_backward_fast(dout, cache), conv_backward_fast(np.ascontiguousarray(dout), ref_cache)
+    ):
         np.testing.assert_array_equal(got, want)
     pp = {"pool_height": 2, "pool_width": 2, "stride": 1}
     pooled, pcache = max_pool_forward_fast(x, pp)
     ref_pooled, ref_pcache = max_pool_forward_fast(np.ascontiguousarray(x), pp)
     np.testing.assert_array_equal(pooled, ref_pooled)
-    np.testing.assert_array_equal(max_pool_backward_fast(np.ones_like(pooled), pcache),
-                                  max_pool_backward_fast(np.ones_like(pooled), ref_pcache))
+    np.testing.assert_array_equal(
+        max_pool_backward_fast(np.ones_like(pooled), pcache),
+        max_pool_backward_fast(np.ones_like(pooled), ref_pcache),
+    )

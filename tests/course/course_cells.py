@@ -14,6 +14,7 @@ notebook draws random numbers unseeded, the cell seeds numpy with 231, as the ot
 
 Cells that need CIFAR-10 (training runs) or time a run are not here.
 """
+
 import collections
 import math
 
@@ -23,53 +24,89 @@ import numpy as np
 COURSE_PACKAGE = "cs231n"
 
 #: The package that runs an edition's notebooks: cs231n -> this.
-PACKAGES = {2017: "graphnet.cs231n.v2017",
-            **{year: "graphnet.cs231n" for year in range(2018, 2025)}}
+PACKAGES = {
+    2017: "graphnet.cs231n.v2017",
+    **{year: "graphnet.cs231n" for year in range(2018, 2025)},
+}
 
 #: The import lines of each notebook, by edition (every cell's, from the published starter
 #: notebooks; the 2021+ FullyConnectedNets no longer imports the sandwich layers).
-_SETUP = ["from cs231n.classifiers.fc_net import *",
-          "from cs231n.data_utils import get_CIFAR10_data",
-          "from cs231n.gradient_check import eval_numerical_gradient, "
-          "eval_numerical_gradient_array",
-          "from cs231n.solver import Solver"]
-_OPTIM = ["from cs231n.optim import sgd_momentum", "from cs231n.optim import rmsprop",
-          "from cs231n.optim import adam"]
+_SETUP = [
+    "from cs231n.classifiers.fc_net import *",
+    "from cs231n.data_utils import get_CIFAR10_data",
+    "from cs231n.gradient_check import eval_numerical_gradient, eval_numerical_gradient_array",
+    "from cs231n.solver import Solver",
+]
+_OPTIM = [
+    "from cs231n.optim import sgd_momentum",
+    "from cs231n.optim import rmsprop",
+    "from cs231n.optim import adam",
+]
 IMPORT_LINES = {
-    **{("FullyConnectedNets", year): _SETUP + _OPTIM
-       + ["from cs231n.layer_utils import affine_relu_forward, affine_relu_backward"]
-       for year in range(2017, 2021)},
+    **{
+        ("FullyConnectedNets", year): _SETUP
+        + _OPTIM
+        + ["from cs231n.layer_utils import affine_relu_forward, affine_relu_backward"]
+        for year in range(2017, 2021)
+    },
     **{("FullyConnectedNets", year): _SETUP + _OPTIM for year in range(2021, 2025)},
-    **{(notebook, year): _SETUP for notebook in ("BatchNormalization", "Dropout")
-       for year in range(2017, 2025)},
-    **{("ConvolutionalNetworks", year): [
-        "from cs231n.classifiers.cnn import *",
-        "from cs231n.data_utils import get_CIFAR10_data",
-        "from cs231n.gradient_check import eval_numerical_gradient_array, "
-        "eval_numerical_gradient",
-        "from cs231n.layers import *",
-        "from cs231n.fast_layers import *",
-        "from cs231n.solver import Solver",
-        "from cs231n.fast_layers import conv_forward_fast, conv_backward_fast",
-        "from cs231n.fast_layers import max_pool_forward_fast, max_pool_backward_fast",
-        "from cs231n.layer_utils import conv_relu_pool_forward, conv_relu_pool_backward",
-        "from cs231n.layer_utils import conv_relu_forward, conv_relu_backward",
-        "from cs231n.vis_utils import visualize_grid"] for year in range(2017, 2025)},
+    **{
+        (notebook, year): _SETUP
+        for notebook in ("BatchNormalization", "Dropout")
+        for year in range(2017, 2025)
+    },
+    **{
+        ("ConvolutionalNetworks", year): [
+            "from cs231n.classifiers.cnn import *",
+            "from cs231n.data_utils import get_CIFAR10_data",
+            "from cs231n.gradient_check import eval_numerical_gradient_array, "
+            "eval_numerical_gradient",
+            "from cs231n.layers import *",
+            "from cs231n.fast_layers import *",
+            "from cs231n.solver import Solver",
+            "from cs231n.fast_layers import conv_forward_fast, conv_backward_fast",
+            "from cs231n.fast_layers import max_pool_forward_fast, max_pool_backward_fast",
+            "from cs231n.layer_utils import conv_relu_pool_forward, conv_relu_pool_backward",
+            "from cs231n.layer_utils import conv_relu_forward, conv_relu_backward",
+            "from cs231n.vis_utils import visualize_grid",
+        ]
+        for year in range(2017, 2025)
+    },
 }
 
 #: The course names each notebook's cells use without importing them by name: what its
 #: star imports must bring.
 STAR_NAMES = {
-    "FullyConnectedNets": ["affine_forward", "affine_backward", "relu_forward", "relu_backward",
-                           "svm_loss", "softmax_loss", "TwoLayerNet", "FullyConnectedNet"],
-    "BatchNormalization": ["batchnorm_forward", "batchnorm_backward", "batchnorm_backward_alt",
-                           "layernorm_forward", "layernorm_backward", "FullyConnectedNet"],
+    "FullyConnectedNets": [
+        "affine_forward",
+        "affine_backward",
+        "relu_forward",
+        "relu_backward",
+        "svm_loss",
+        "softmax_loss",
+        "TwoLayerNet",
+        "FullyConnectedNet",
+    ],
+    "BatchNormalization": [
+        "batchnorm_forward",
+        "batchnorm_backward",
+        "batchnorm_backward_alt",
+        "layernorm_forward",
+        "layernorm_backward",
+        "FullyConnectedNet",
+    ],
     "Dropout": ["dropout_forward", "dropout_backward", "FullyConnectedNet"],
-    "ConvolutionalNetworks": ["conv_forward_naive", "conv_backward_naive",
-                              "max_pool_forward_naive", "max_pool_backward_naive",
-                              "ThreeLayerConvNet", "spatial_batchnorm_forward",
-                              "spatial_batchnorm_backward", "spatial_groupnorm_forward",
-                              "spatial_groupnorm_backward"],
+    "ConvolutionalNetworks": [
+        "conv_forward_naive",
+        "conv_backward_naive",
+        "max_pool_forward_naive",
+        "max_pool_backward_naive",
+        "ThreeLayerConvNet",
+        "spatial_batchnorm_forward",
+        "spatial_batchnorm_backward",
+        "spatial_groupnorm_forward",
+        "spatial_groupnorm_backward",
+    ],
 }
 
 
@@ -90,9 +127,11 @@ def cell(notebook, title, editions, by_edition=False):
     """Register a cell of `notebook` as it stands in the given editions (years). A cell
     runs once per package; by_edition: once per group of editions (EDITION_GROUPS), for a
     cell whose code changed between editions that share a package."""
+
     def register(run):
         CELLS.append(Cell(notebook, title, tuple(editions), run, by_edition))
         return run
+
     return register
 
 
@@ -127,6 +166,7 @@ def gradient_cell(notebook, title, editions, forward, backward, shapes, params, 
     """Register the check cell of a layer with weights: x, w, b, dout drawn with the given
     shapes; dx, dw, db of backward against the numerical gradients of forward(x, w, b,
     *params), each stated to be around `stated`."""
+
     def run(nb, edition):
         x, w, b, dout = _seeded_randn(*shapes)
         num = nb["eval_numerical_gradient_array"]
@@ -135,18 +175,22 @@ def gradient_cell(notebook, title, editions, forward, backward, shapes, params, 
         db_num = num(lambda b: nb[forward](x, w, b, *params)[0], b, dout)
         out, cache = nb[forward](x, w, b, *params)
         dx, dw, db = nb[backward](dout, cache)
-        return {"dx": around(rel_error(dx_num, dx), stated),
-                "dw": around(rel_error(dw_num, dw), stated),
-                "db": around(rel_error(db_num, db), stated)}
+        return {
+            "dx": around(rel_error(dx_num, dx), stated),
+            "dw": around(rel_error(dw_num, dw), stated),
+            "db": around(rel_error(db_num, db), stated),
+        }
+
     cell(notebook, title, editions)(run)
 
 
 ALL = range(2017, 2025)
-LATER = range(2018, 2025)      # keep probability, normalization=, layernorm, groupnorm
+LATER = range(2018, 2025)  # keep probability, normalization=, layernorm, groupnorm
 WITH_LAYERS = range(2017, 2021)  # FullyConnectedNets still tests the layers and TwoLayerNet
 
 
 # --------------------------------------------------------------------- FullyConnectedNets
+
 
 @cell("FullyConnectedNets", "affine_forward", WITH_LAYERS)
 def affine_forward_cell(nb, edition):
@@ -157,22 +201,35 @@ def affine_forward_cell(nb, edition):
     w = np.linspace(-0.2, 0.3, num=weight_size).reshape(np.prod(input_shape), output_dim)
     b = np.linspace(-0.3, 0.1, num=output_dim)
     out, _ = nb["affine_forward"](x, w, b)
-    correct_out = np.array([[1.49834967, 1.70660132, 1.91485297],
-                            [3.25553199, 3.5141327, 3.77273342]])
+    correct_out = np.array(
+        [[1.49834967, 1.70660132, 1.91485297], [3.25553199, 3.5141327, 3.77273342]]
+    )
     return {"difference": around(rel_error(out, correct_out), 1e-9)}
 
 
-gradient_cell("FullyConnectedNets", "affine_backward", WITH_LAYERS, "affine_forward",
-              "affine_backward", ((10, 2, 3), (6, 5), (5,), (10, 5)), (), 1e-10)
+gradient_cell(
+    "FullyConnectedNets",
+    "affine_backward",
+    WITH_LAYERS,
+    "affine_forward",
+    "affine_backward",
+    ((10, 2, 3), (6, 5), (5,), (10, 5)),
+    (),
+    1e-10,
+)
 
 
 @cell("FullyConnectedNets", "relu_forward", WITH_LAYERS)
 def relu_forward_cell(nb, edition):
     x = np.linspace(-0.5, 0.5, num=12).reshape(3, 4)
     out, _ = nb["relu_forward"](x)
-    correct_out = np.array([[0., 0., 0., 0.],
-                            [0., 0., 0.04545455, 0.13636364],
-                            [0.22727273, 0.31818182, 0.40909091, 0.5]])
+    correct_out = np.array(
+        [
+            [0.0, 0.0, 0.0, 0.0],
+            [0.0, 0.0, 0.04545455, 0.13636364],
+            [0.22727273, 0.31818182, 0.40909091, 0.5],
+        ]
+    )
     return {"difference": around(rel_error(out, correct_out), 5e-8 if edition == 2017 else 1e-8)}
 
 
@@ -188,8 +245,16 @@ def relu_backward_cell(nb, edition):
     return {"dx": around(rel_error(dx_num, dx), 3e-12 if edition == 2017 else 1e-12)}
 
 
-gradient_cell("FullyConnectedNets", "affine_relu sandwich", WITH_LAYERS, "affine_relu_forward",
-              "affine_relu_backward", ((2, 3, 4), (12, 10), (10,), (2, 10)), (), 1e-10)
+gradient_cell(
+    "FullyConnectedNets",
+    "affine_relu sandwich",
+    WITH_LAYERS,
+    "affine_relu_forward",
+    "affine_relu_backward",
+    ((2, 3, 4), (12, 10), (10,), (2, 10)),
+    (),
+    1e-10,
+)
 
 
 @cell("FullyConnectedNets", "svm_loss and softmax_loss", WITH_LAYERS)
@@ -217,23 +282,50 @@ def two_layer_net_cell(nb, edition):
     y = np.random.randint(C, size=N)
     std = 1e-3
     model = nb["TwoLayerNet"](input_dim=D, hidden_dim=H, num_classes=C, weight_scale=std)
-    checks = {"|W1.std - std|": Check(abs(model.params['W1'].std() - std), std / 10, std / 10),
-              "|W2.std - std|": Check(abs(model.params['W2'].std() - std), std / 10, std / 10),
-              "max |b1|, |b2|": Check(max(abs(model.params['b1']).max(),
-                                          abs(model.params['b2']).max()), 0, 0)}
-    model.params['W1'] = np.linspace(-0.7, 0.3, num=D * H).reshape(D, H)
-    model.params['b1'] = np.linspace(-0.1, 0.9, num=H)
-    model.params['W2'] = np.linspace(-0.3, 0.4, num=H * C).reshape(H, C)
-    model.params['b2'] = np.linspace(-0.9, 0.1, num=C)
+    checks = {
+        "|W1.std - std|": Check(abs(model.params["W1"].std() - std), std / 10, std / 10),
+        "|W2.std - std|": Check(abs(model.params["W2"].std() - std), std / 10, std / 10),
+        "max |b1|, |b2|": Check(
+            max(abs(model.params["b1"]).max(), abs(model.params["b2"]).max()), 0, 0
+        ),
+    }
+    model.params["W1"] = np.linspace(-0.7, 0.3, num=D * H).reshape(D, H)
+    model.params["b1"] = np.linspace(-0.1, 0.9, num=H)
+    model.params["W2"] = np.linspace(-0.3, 0.4, num=H * C).reshape(H, C)
+    model.params["b2"] = np.linspace(-0.9, 0.1, num=C)
     X = np.linspace(-5.5, 4.5, num=N * D).reshape(D, N).T
     scores = model.loss(X)
     correct_scores = np.asarray(
-        [[11.53165108, 12.2917344, 13.05181771, 13.81190102, 14.57198434, 15.33206765,
-          16.09215096],
-         [12.05769098, 12.74614105, 13.43459113, 14.1230412, 14.81149128, 15.49994135,
-          16.18839143],
-         [12.58373087, 13.20054771, 13.81736455, 14.43418138, 15.05099822, 15.66781506,
-          16.2846319]])
+        [
+            [
+                11.53165108,
+                12.2917344,
+                13.05181771,
+                13.81190102,
+                14.57198434,
+                15.33206765,
+                16.09215096,
+            ],
+            [
+                12.05769098,
+                12.74614105,
+                13.43459113,
+                14.1230412,
+                14.81149128,
+                15.49994135,
+                16.18839143,
+            ],
+            [
+                12.58373087,
+                13.20054771,
+                13.81736455,
+                14.43418138,
+                15.05099822,
+                15.66781506,
+                16.2846319,
+            ],
+        ]
+    )
     checks["scores: sum |difference|"] = Check(np.abs(scores - correct_scores).sum(), 1e-6, 1e-6)
     y = np.asarray([0, 5, 1])
     loss, grads = model.loss(X, y)
@@ -259,8 +351,9 @@ def _fc_net_gradients(nb, checks, label, judge, **kwargs):
     N, D, H1, H2, C = 2, 15, 20, 30, 10
     X = np.random.randn(N, D)
     y = np.random.randint(C, size=(N,))
-    model = nb["FullyConnectedNet"]([H1, H2], input_dim=D, num_classes=C, weight_scale=5e-2,
-                                    dtype=np.float64, **kwargs)
+    model = nb["FullyConnectedNet"](
+        [H1, H2], input_dim=D, num_classes=C, weight_scale=5e-2, dtype=np.float64, **kwargs
+    )
     loss, grads = model.loss(X, y)
     for name in sorted(grads):
         f = lambda _: model.loss(X, y)[0]  # noqa: E731
@@ -279,6 +372,7 @@ def fc_net_cell(nb, edition):
         def judge(name, analytic, numeric, reg=reg):
             stated = 1e-5 if name == "W2" and reg == 0 else 1e-6 if edition == 2017 else 1e-7
             return around(rel_error(numeric, analytic), stated)
+
         loss = _fc_net_gradients(nb, checks, f"reg {reg}", judge, reg=reg)
         if reg == 0:
             checks["initial loss, reg 0 (log 10 = 2.30)"] = about(loss, 2.3, 0.1)
@@ -293,37 +387,66 @@ def _grid(start, stop):
 #: Each update rule's check cell: its config (state arrays given as _grid ranges), the error
 #: its notebook states, and the arrays it expects (next_w and the updated state).
 _UPDATE_CELLS = {
-    "sgd_momentum": ({"learning_rate": 1e-3, "velocity": (0.6, 0.9)}, 1e-8, {
-        "next_w": [[0.1406, 0.20738947, 0.27417895, 0.34096842, 0.40775789],
-                   [0.47454737, 0.54133684, 0.60812632, 0.67491579, 0.74170526],
-                   [0.80849474, 0.87528421, 0.94207368, 1.00886316, 1.07565263],
-                   [1.14244211, 1.20923158, 1.27602105, 1.34281053, 1.4096]],
-        "velocity": [[0.5406, 0.55475789, 0.56891579, 0.58307368, 0.59723158],
-                     [0.61138947, 0.62554737, 0.63970526, 0.65386316, 0.66802105],
-                     [0.68217895, 0.69633684, 0.71049474, 0.72465263, 0.73881053],
-                     [0.75296842, 0.76712632, 0.78128421, 0.79544211, 0.8096]]}),
-    "rmsprop": ({"learning_rate": 1e-2, "cache": (0.6, 0.9)}, 1e-7, {
-        "next_w": [[-0.39223849, -0.34037513, -0.28849239, -0.23659121, -0.18467247],
-                   [-0.132737, -0.08078555, -0.02881884, 0.02316247, 0.07515774],
-                   [0.12716641, 0.17918792, 0.23122175, 0.28326742, 0.33532447],
-                   [0.38739248, 0.43947102, 0.49155973, 0.54365823, 0.59576619]],
-        "cache": [[0.5976, 0.6126277, 0.6277108, 0.64284931, 0.65804321],
-                  [0.67329252, 0.68859723, 0.70395734, 0.71937285, 0.73484377],
-                  [0.75037008, 0.7659518, 0.78158892, 0.79728144, 0.81302936],
-                  [0.82883269, 0.84469141, 0.86060554, 0.87657507, 0.8926]]}),
-    "adam": ({"learning_rate": 1e-2, "m": (0.6, 0.9), "v": (0.7, 0.5), "t": 5}, 1e-7, {
-        "next_w": [[-0.40094747, -0.34836187, -0.29577703, -0.24319299, -0.19060977],
-                   [-0.1380274, -0.08544591, -0.03286534, 0.01971428, 0.0722929],
-                   [0.1248705, 0.17744702, 0.23002243, 0.28259667, 0.33516969],
-                   [0.38774145, 0.44031188, 0.49288093, 0.54544852, 0.59801459]],
-        "v": [[0.69966, 0.68908382, 0.67851319, 0.66794809, 0.65738853],
-              [0.64683452, 0.63628604, 0.6257431, 0.61520571, 0.60467385],
-              [0.59414753, 0.58362676, 0.57311152, 0.56260183, 0.55209767],
-              [0.54159906, 0.53110598, 0.52061845, 0.51013645, 0.49966]],
-        "m": [[0.48, 0.49947368, 0.51894737, 0.53842105, 0.55789474],
-              [0.57736842, 0.59684211, 0.61631579, 0.63578947, 0.65526316],
-              [0.67473684, 0.69421053, 0.71368421, 0.73315789, 0.75263158],
-              [0.77210526, 0.79157895, 0.81105263, 0.83052632, 0.85]]}),
+    "sgd_momentum": (
+        {"learning_rate": 1e-3, "velocity": (0.6, 0.9)},
+        1e-8,
+        {
+            "next_w": [
+                [0.1406, 0.20738947, 0.27417895, 0.34096842, 0.40775789],
+                [0.47454737, 0.54133684, 0.60812632, 0.67491579, 0.74170526],
+                [0.80849474, 0.87528421, 0.94207368, 1.00886316, 1.07565263],
+                [1.14244211, 1.20923158, 1.27602105, 1.34281053, 1.4096],
+            ],
+            "velocity": [
+                [0.5406, 0.55475789, 0.56891579, 0.58307368, 0.59723158],
+                [0.61138947, 0.62554737, 0.63970526, 0.65386316, 0.66802105],
+                [0.68217895, 0.69633684, 0.71049474, 0.72465263, 0.73881053],
+                [0.75296842, 0.76712632, 0.78128421, 0.79544211, 0.8096],
+            ],
+        },
+    ),
+    "rmsprop": (
+        {"learning_rate": 1e-2, "cache": (0.6, 0.9)},
+        1e-7,
+        {
+            "next_w": [
+                [-0.39223849, -0.34037513, -0.28849239, -0.23659121, -0.18467247],
+                [-0.132737, -0.08078555, -0.02881884, 0.02316247, 0.07515774],
+                [0.12716641, 0.17918792, 0.23122175, 0.28326742, 0.33532447],
+                [0.38739248, 0.43947102, 0.49155973, 0.54365823, 0.59576619],
+            ],
+            "cache": [
+                [0.5976, 0.6126277, 0.6277108, 0.64284931, 0.65804321],
+                [0.67329252, 0.68859723, 0.70395734, 0.71937285, 0.73484377],
+                [0.75037008, 0.7659518, 0.78158892, 0.79728144, 0.81302936],
+                [0.82883269, 0.84469141, 0.86060554, 0.87657507, 0.8926],
+            ],
+        },
+    ),
+    "adam": (
+        {"learning_rate": 1e-2, "m": (0.6, 0.9), "v": (0.7, 0.5), "t": 5},
+        1e-7,
+        {
+            "next_w": [
+                [-0.40094747, -0.34836187, -0.29577703, -0.24319299, -0.19060977],
+                [-0.1380274, -0.08544591, -0.03286534, 0.01971428, 0.0722929],
+                [0.1248705, 0.17744702, 0.23002243, 0.28259667, 0.33516969],
+                [0.38774145, 0.44031188, 0.49288093, 0.54544852, 0.59801459],
+            ],
+            "v": [
+                [0.69966, 0.68908382, 0.67851319, 0.66794809, 0.65738853],
+                [0.64683452, 0.63628604, 0.6257431, 0.61520571, 0.60467385],
+                [0.59414753, 0.58362676, 0.57311152, 0.56260183, 0.55209767],
+                [0.54159906, 0.53110598, 0.52061845, 0.51013645, 0.49966],
+            ],
+            "m": [
+                [0.48, 0.49947368, 0.51894737, 0.53842105, 0.55789474],
+                [0.57736842, 0.59684211, 0.61631579, 0.63578947, 0.65526316],
+                [0.67473684, 0.69421053, 0.71368421, 0.73315789, 0.75263158],
+                [0.77210526, 0.79157895, 0.81105263, 0.83052632, 0.85],
+            ],
+        },
+    ),
 }
 
 
@@ -334,12 +457,18 @@ def _update_cell(rule):
 
     def run(nb, edition):
         w, dw = _grid(-0.4, 0.6), _grid(-0.6, 0.4)
-        state = {key: _grid(*value) if isinstance(value, tuple) else value
-                 for key, value in config.items()}
+        state = {
+            key: _grid(*value) if isinstance(value, tuple) else value
+            for key, value in config.items()
+        }
         next_w, _ = nb[rule](w, dw, config=state)
-        return {key: around(rel_error(np.asarray(value),
-                                      next_w if key == "next_w" else state[key]), stated)
-                for key, value in expected.items()}
+        return {
+            key: around(
+                rel_error(np.asarray(value), next_w if key == "next_w" else state[key]), stated
+            )
+            for key, value in expected.items()
+        }
+
     return run
 
 
@@ -348,6 +477,7 @@ for _rule in _UPDATE_CELLS:
 
 
 # --------------------------------------------------------------------- BatchNormalization
+
 
 def _two_layer_activations(N, D1, D2, D3):
     X = np.random.randn(N, D1)
@@ -358,9 +488,11 @@ def _two_layer_activations(N, D1, D2, D3):
 
 def _moments(checks, label, out, axis, mean, std, limit):
     checks[f"{label}: max |mean - {mean}|"] = Check(
-        np.max(np.abs(out.mean(axis=axis) - mean)), "close", limit)
+        np.max(np.abs(out.mean(axis=axis) - mean)), "close", limit
+    )
     checks[f"{label}: max |std - {std}|"] = Check(
-        np.max(np.abs(out.std(axis=axis) - std)), "close", limit)
+        np.max(np.abs(out.std(axis=axis) - std)), "close", limit
+    )
 
 
 @cell("BatchNormalization", "batchnorm_forward, train mode", ALL)
@@ -417,17 +549,20 @@ def _norm_gradients(nb, forward, backward, x, gamma, beta, dout, param, stated, 
     db_num = num(fb, beta.copy(), dout)
     _, cache = nb[forward](x, gamma, beta, *extra, param)
     dx, dgamma, dbeta = nb[backward](dout, cache)
-    return {"dx": at_most(rel_error(dx_num, dx), stated),
-            "dgamma": at_most(rel_error(da_num, dgamma), stated),
-            "dbeta": at_most(rel_error(db_num, dbeta), stated)}
+    return {
+        "dx": at_most(rel_error(dx_num, dx), stated),
+        "dgamma": at_most(rel_error(da_num, dgamma), stated),
+        "dbeta": at_most(rel_error(db_num, dbeta), stated),
+    }
 
 
 @cell("BatchNormalization", "batchnorm_backward", ALL)
 def batchnorm_backward_cell(nb, edition):
     x, gamma, beta, dout = _normalization_inputs((4, 5), (5,))
     # "You should expect to see relative errors between 1e-13 and 1e-8"
-    return _norm_gradients(nb, "batchnorm_forward", "batchnorm_backward", x, gamma, beta, dout,
-                           {"mode": "train"}, 1e-8)
+    return _norm_gradients(
+        nb, "batchnorm_forward", "batchnorm_backward", x, gamma, beta, dout, {"mode": "train"}, 1e-8
+    )
 
 
 @cell("BatchNormalization", "batchnorm_backward_alt against batchnorm_backward", ALL)
@@ -437,8 +572,10 @@ def batchnorm_alt_cell(nb, edition):
     first = nb["batchnorm_backward"](dout, cache)
     second = nb["batchnorm_backward_alt"](dout, cache)
     # "Your two implementations should compute nearly identical results"
-    return {f"{name} difference": Check(rel_error(a, b), "nearly identical", 1e-8)
-            for name, a, b in zip(("dx", "dgamma", "dbeta"), first, second)}
+    return {
+        f"{name} difference": Check(rel_error(a, b), "nearly identical", 1e-8)
+        for name, a, b in zip(("dx", "dgamma", "dbeta"), first, second)
+    }
 
 
 def _batchnorm_net_judge(name, analytic, numeric):
@@ -467,8 +604,9 @@ def layernorm_forward_cell(nb, edition):
     checks = {}
     out, _ = nb["layernorm_forward"](a, np.ones(3), np.zeros(3), {"mode": "train"})
     _moments(checks, "gamma 1, beta 0", out, 1, 0, 1, 1e-6)
-    out, _ = nb["layernorm_forward"](a, np.asarray([3.0, 3.0, 3.0]),
-                                     np.asarray([5.0, 5.0, 5.0]), {"mode": "train"})
+    out, _ = nb["layernorm_forward"](
+        a, np.asarray([3.0, 3.0, 3.0]), np.asarray([5.0, 5.0, 5.0]), {"mode": "train"}
+    )
     _moments(checks, "gamma 3, beta 5", out, 1, 5, 3, 1e-6)
     return checks
 
@@ -477,8 +615,9 @@ def layernorm_forward_cell(nb, edition):
 def layernorm_backward_cell(nb, edition):
     x, gamma, beta, dout = _normalization_inputs((4, 5), (5,))
     # "You should expect to see relative errors between 1e-12 and 1e-8"
-    return _norm_gradients(nb, "layernorm_forward", "layernorm_backward", x, gamma, beta, dout,
-                           {}, 1e-8)
+    return _norm_gradients(
+        nb, "layernorm_forward", "layernorm_backward", x, gamma, beta, dout, {}, 1e-8
+    )
 
 
 # --------------------------------------------------------------------- Dropout
@@ -498,11 +637,12 @@ def dropout_forward_cell(nb, edition):
         out, _ = nb["dropout_forward"](x, {"mode": "train", "p": p})
         out_test, _ = nb["dropout_forward"](x, {"mode": "test", "p": p})
         checks[f"p {p}: |train mean / input mean - 1|"] = Check(
-            abs(out.mean() / x.mean() - 1), "close", 0.01)
+            abs(out.mean() / x.mean() - 1), "close", 0.01
+        )
         checks[f"p {p}: |fraction zeroed - {zeroed(p):.2f}|"] = Check(
-            abs((out == 0).mean() - zeroed(p)), "close", 0.01)
-        checks[f"p {p}: test output differs from input"] = Check(
-            np.abs(out_test - x).max(), 0, 0)
+            abs((out == 0).mean() - zeroed(p)), "close", 0.01
+        )
+        checks[f"p {p}: test output differs from input"] = Check(np.abs(out_test - x).max(), 0, 0)
     return checks
 
 
@@ -516,9 +656,12 @@ def dropout_backward_cell(nb, edition):
     out, cache = nb["dropout_forward"](x, dropout_param)
     dx = nb["dropout_backward"](dout, cache)
     dx_num = nb["eval_numerical_gradient_array"](
-        lambda xx: nb["dropout_forward"](xx, dropout_param)[0], x, dout)
-    return {"dx": around(rel_error(dx, dx_num), 1e-10),
-            "fraction zeroed": about((out == 0).mean(), 0.8, 0.15)}
+        lambda xx: nb["dropout_forward"](xx, dropout_param)[0], x, dout
+    )
+    return {
+        "dx": around(rel_error(dx, dx_num), 1e-10),
+        "fraction zeroed": about((out == 0).mean(), 0.8, 0.15),
+    }
 
 
 @cell("Dropout", "FullyConnectedNet with dropout: gradients", ALL, by_edition=True)
@@ -531,16 +674,19 @@ def dropout_net_cell(nb, edition):
     checks = {}
     for run in runs:
         no_dropout = next(iter(run.values())) in (0, 1)
+
         # "Relative errors should be around e-6 or less; it's fine if for dropout=1 you have
         # W2 error be on the order of e-5"
         def judge(name, analytic, numeric, free=no_dropout):
             return around(rel_error(numeric, analytic), 1e-5 if free and name == "W2" else 1e-6)
+
         label = ", ".join(f"{k}={v}" for k, v in run.items())
         _fc_net_gradients(nb, checks, label, judge, seed=123, **run)
     return checks
 
 
 # --------------------------------------------------------------------- ConvolutionalNetworks
+
 
 @cell("ConvolutionalNetworks", "conv_forward_naive", ALL)
 def conv_forward_cell(nb, edition):
@@ -549,12 +695,20 @@ def conv_forward_cell(nb, edition):
     w = np.linspace(-0.2, 0.3, num=np.prod(w_shape)).reshape(w_shape)
     b = np.linspace(-0.1, 0.2, num=3)
     out, _ = nb["conv_forward_naive"](x, w, b, {"stride": 2, "pad": 1})
-    correct_out = np.array([[[[-0.08759809, -0.10987781], [-0.18387192, -0.2109216]],
-                             [[0.21027089, 0.21661097], [0.22847626, 0.23004637]],
-                             [[0.50813986, 0.54309974], [0.64082444, 0.67101435]]],
-                            [[[-0.98053589, -1.03143541], [-1.19128892, -1.24695841]],
-                             [[0.69108355, 0.66880383], [0.59480972, 0.56776003]],
-                             [[2.36270298, 2.36904306], [2.38090835, 2.38247847]]]])
+    correct_out = np.array(
+        [
+            [
+                [[-0.08759809, -0.10987781], [-0.18387192, -0.2109216]],
+                [[0.21027089, 0.21661097], [0.22847626, 0.23004637]],
+                [[0.50813986, 0.54309974], [0.64082444, 0.67101435]],
+            ],
+            [
+                [[-0.98053589, -1.03143541], [-1.19128892, -1.24695841]],
+                [[0.69108355, 0.66880383], [0.59480972, 0.56776003]],
+                [[2.36270298, 2.36904306], [2.38090835, 2.38247847]],
+            ],
+        ]
+    )
     return {"difference": around(rel_error(out, correct_out), 2e-8 if edition == 2017 else 1e-8)}
 
 
@@ -562,9 +716,16 @@ _CONV_PARAM = {"stride": 1, "pad": 1}
 _POOL_PARAM = {"pool_height": 2, "pool_width": 2, "stride": 2}
 
 
-gradient_cell("ConvolutionalNetworks", "conv_backward_naive", ALL, "conv_forward_naive",
-              "conv_backward_naive", ((4, 3, 5, 5), (2, 3, 3, 3), (2,), (4, 2, 5, 5)),
-              (_CONV_PARAM,), 1e-8)
+gradient_cell(
+    "ConvolutionalNetworks",
+    "conv_backward_naive",
+    ALL,
+    "conv_forward_naive",
+    "conv_backward_naive",
+    ((4, 3, 5, 5), (2, 3, 3, 3), (2,), (4, 2, 5, 5)),
+    (_CONV_PARAM,),
+    1e-8,
+)
 
 
 @cell("ConvolutionalNetworks", "max_pool_forward_naive", ALL)
@@ -572,12 +733,20 @@ def pool_forward_cell(nb, edition):
     x_shape = (2, 3, 4, 4)
     x = np.linspace(-0.3, 0.4, num=np.prod(x_shape)).reshape(x_shape)
     out, _ = nb["max_pool_forward_naive"](x, {"pool_width": 2, "pool_height": 2, "stride": 2})
-    correct_out = np.array([[[[-0.26315789, -0.24842105], [-0.20421053, -0.18947368]],
-                             [[-0.14526316, -0.13052632], [-0.08631579, -0.07157895]],
-                             [[-0.02736842, -0.01263158], [0.03157895, 0.04631579]]],
-                            [[[0.09052632, 0.10526316], [0.14947368, 0.16421053]],
-                             [[0.20842105, 0.22315789], [0.26736842, 0.28210526]],
-                             [[0.32631579, 0.34105263], [0.38526316, 0.4]]]])
+    correct_out = np.array(
+        [
+            [
+                [[-0.26315789, -0.24842105], [-0.20421053, -0.18947368]],
+                [[-0.14526316, -0.13052632], [-0.08631579, -0.07157895]],
+                [[-0.02736842, -0.01263158], [0.03157895, 0.04631579]],
+            ],
+            [
+                [[0.09052632, 0.10526316], [0.14947368, 0.16421053]],
+                [[0.20842105, 0.22315789], [0.26736842, 0.28210526]],
+                [[0.32631579, 0.34105263], [0.38526316, 0.4]],
+            ],
+        ]
+    )
     return {"difference": around(rel_error(out, correct_out), 1e-8)}
 
 
@@ -588,7 +757,8 @@ def pool_backward_cell(nb, edition):
     dout = np.random.randn(3, 2, 4, 4)
     pool_param = {"pool_height": 2, "pool_width": 2, "stride": 2}
     dx_num = nb["eval_numerical_gradient_array"](
-        lambda x: nb["max_pool_forward_naive"](x, pool_param)[0], x, dout)
+        lambda x: nb["max_pool_forward_naive"](x, pool_param)[0], x, dout
+    )
     out, cache = nb["max_pool_forward_naive"](x, pool_param)
     dx = nb["max_pool_backward_naive"](dout, cache)
     return {"dx": around(rel_error(dx, dx_num), 1e-12)}
@@ -604,13 +774,16 @@ def fast_conv_cell(nb, edition):
     fast = nb["conv_backward_fast"](dout, cache_fast)
     # "Rel errors should be around e-9 or less"
     checks = {"out difference": around(rel_error(out_naive, out_fast), 1e-9)}
-    checks.update({f"{name} difference": around(rel_error(a, b), 1e-9)
-                   for name, a, b in zip(("dx", "dw", "db"), naive, fast)})
+    checks.update(
+        {
+            f"{name} difference": around(rel_error(a, b), 1e-9)
+            for name, a, b in zip(("dx", "dw", "db"), naive, fast)
+        }
+    )
     return checks
 
 
-@cell("ConvolutionalNetworks", "max_pool_forward_fast / max_pool_backward_fast against naive",
-      ALL)
+@cell("ConvolutionalNetworks", "max_pool_forward_fast / max_pool_backward_fast against naive", ALL)
 def fast_pool_cell(nb, edition):
     np.random.seed(231)
     x = np.random.randn(100, 3, 32, 32)
@@ -621,16 +794,32 @@ def fast_pool_cell(nb, edition):
     dx_naive = nb["max_pool_backward_naive"](dout, cache_naive)
     dx_fast = nb["max_pool_backward_fast"](dout, cache_fast)
     # "Relative errors should be close to 0.0"
-    return {"out difference": Check(rel_error(out_naive, out_fast), 0.0, 0.0),
-            "dx difference": Check(rel_error(dx_naive, dx_fast), 0.0, 0.0)}
+    return {
+        "out difference": Check(rel_error(out_naive, out_fast), 0.0, 0.0),
+        "dx difference": Check(rel_error(dx_naive, dx_fast), 0.0, 0.0),
+    }
 
 
-gradient_cell("ConvolutionalNetworks", "conv_relu_pool sandwich", ALL, "conv_relu_pool_forward",
-              "conv_relu_pool_backward", ((2, 3, 16, 16), (3, 3, 3, 3), (3,), (2, 3, 8, 8)),
-              (_CONV_PARAM, _POOL_PARAM), 1e-8)
-gradient_cell("ConvolutionalNetworks", "conv_relu sandwich", ALL, "conv_relu_forward",
-              "conv_relu_backward", ((2, 3, 8, 8), (3, 3, 3, 3), (3,), (2, 3, 8, 8)),
-              (_CONV_PARAM,), 1e-8)
+gradient_cell(
+    "ConvolutionalNetworks",
+    "conv_relu_pool sandwich",
+    ALL,
+    "conv_relu_pool_forward",
+    "conv_relu_pool_backward",
+    ((2, 3, 16, 16), (3, 3, 3, 3), (3,), (2, 3, 8, 8)),
+    (_CONV_PARAM, _POOL_PARAM),
+    1e-8,
+)
+gradient_cell(
+    "ConvolutionalNetworks",
+    "conv_relu sandwich",
+    ALL,
+    "conv_relu_forward",
+    "conv_relu_backward",
+    ((2, 3, 8, 8), (3, 3, 3, 3), (3,), (2, 3, 8, 8)),
+    (_CONV_PARAM,),
+    1e-8,
+)
 
 
 @cell("ConvolutionalNetworks", "ThreeLayerConvNet: initial loss", ALL)
@@ -645,8 +834,10 @@ def convnet_loss_cell(nb, edition):
     loss_reg, grads = model.loss(X, y)
     # "we expect the loss for random weights (and no regularization) to be about log(C)...
     # When we add regularization the loss should go up slightly."
-    return {"loss (log 10 = 2.30)": about(loss, math.log(10), 0.01),
-            "loss with reg 0.5 - loss": Check(loss_reg - loss, "up slightly", 1.0, 1e-3)}
+    return {
+        "loss (log 10 = 2.30)": about(loss, math.log(10), 0.01),
+        "loss with reg 0.5 - loss": Check(loss_reg - loss, "up slightly", 1.0, 1e-3),
+    }
 
 
 @cell("ConvolutionalNetworks", "ThreeLayerConvNet: gradients", ALL)
@@ -655,14 +846,16 @@ def convnet_gradients_cell(nb, edition):
     np.random.seed(231)
     X = np.random.randn(num_inputs, *input_dim)
     y = np.random.randint(num_classes, size=num_inputs)
-    model = nb["ThreeLayerConvNet"](num_filters=3, filter_size=3, input_dim=input_dim,
-                                    hidden_dim=7, dtype=np.float64)
+    model = nb["ThreeLayerConvNet"](
+        num_filters=3, filter_size=3, input_dim=input_dim, hidden_dim=7, dtype=np.float64
+    )
     loss, grads = model.loss(X, y)
     checks = {}
     for param_name in sorted(grads):
         f = lambda _: model.loss(X, y)[0]  # noqa: E731
-        param_grad_num = nb["eval_numerical_gradient"](f, model.params[param_name],
-                                                       verbose=False, h=1e-6)
+        param_grad_num = nb["eval_numerical_gradient"](
+            f, model.params[param_name], verbose=False, h=1e-6
+        )
         # "correct implementations may have relative errors up to the order of e-2"
         checks[param_name] = around(rel_error(param_grad_num, grads[param_name]), 1e-2)
     return checks
@@ -706,8 +899,17 @@ def spatial_batchnorm_backward_cell(nb, edition):
     # the checker perturbs in place: the same numbers as _norm_gradients's.)
     x, gamma, beta, dout = _normalization_inputs((2, 3, 4, 5), (3,))
     # "You should expect errors of magnitudes between 1e-12~1e-06"
-    return _norm_gradients(nb, "spatial_batchnorm_forward", "spatial_batchnorm_backward", x,
-                           gamma, beta, dout, {"mode": "train"}, 1e-6)
+    return _norm_gradients(
+        nb,
+        "spatial_batchnorm_forward",
+        "spatial_batchnorm_backward",
+        x,
+        gamma,
+        beta,
+        dout,
+        {"mode": "train"},
+        1e-6,
+    )
 
 
 @cell("ConvolutionalNetworks", "spatial_groupnorm_forward", LATER)
@@ -728,8 +930,18 @@ def groupnorm_backward_cell(nb, edition):
     G = 2
     x, gamma, beta, dout = _normalization_inputs((2, 6, 4, 5), (1, 6, 1, 1))
     # "You should expect errors of magnitudes between 1e-12~1e-07"
-    return _norm_gradients(nb, "spatial_groupnorm_forward", "spatial_groupnorm_backward", x,
-                           gamma, beta, dout, {}, 1e-7, G)
+    return _norm_gradients(
+        nb,
+        "spatial_groupnorm_forward",
+        "spatial_groupnorm_backward",
+        x,
+        gamma,
+        beta,
+        dout,
+        {},
+        1e-7,
+        G,
+    )
 
 
 # --------------------------------------------------------------------- the table
@@ -744,9 +956,14 @@ def cell_runs():
     """(cell, editions, package) for every cell: once for each package its editions use,
     or, by_edition, for each group of editions it stands in."""
     for c in CELLS:
-        groups = EDITION_GROUPS if c.by_edition else [
-            [e for e in c.editions if PACKAGES[e] == package]
-            for package in dict.fromkeys(PACKAGES[e] for e in c.editions)]
+        groups = (
+            EDITION_GROUPS
+            if c.by_edition
+            else [
+                [e for e in c.editions if PACKAGES[e] == package]
+                for package in dict.fromkeys(PACKAGES[e] for e in c.editions)
+            ]
+        )
         for group in groups:
             editions = [e for e in group if e in c.editions]
             if editions:
@@ -769,10 +986,12 @@ def _format(value, digits=1):
 
 def _closest_to_its_limit(checks):
     """The check nearest to (or furthest beyond) what its statement allows."""
+
     def used(check):
         if check.limit > 0 and check.low == -math.inf:
             return check.value / check.limit
         return -math.inf  # an interval or an exact value: shown only if nothing else is
+
     return max(checks.items(), key=lambda item: used(item[1]))
 
 
@@ -784,25 +1003,34 @@ def summary():
         quantity, check = _closest_to_its_limit(run_cell(c, editions))
         row = rows.setdefault((c.notebook, c.title), {"editions": []})
         row["editions"] += editions
-        row[package] = (f"{_format(check.value)} ({_format(quantity)}; stated "
-                        f"{_format(check.stated, digits=0)})")
+        row[package] = (
+            f"{_format(check.value)} ({_format(quantity)}; stated "
+            f"{_format(check.stated, digits=0)})"
+        )
     return rows
 
 
 if __name__ == "__main__":
     import sys
+
     if "--all" in sys.argv:
         print("| notebook | cell | editions | package | quantity | graphnet | stated |")
         print("|---|---|---|---|---|---|---|")
         for c, editions, package in cell_runs():
             for quantity, check in run_cell(c, editions).items():
-                print(f"| {c.notebook} | {c.title} | {span(editions)} | {package} "
-                      f"| {_format(quantity)} | {_format(check.value)} "
-                      f"| {_format(check.stated, digits=0)} |")
+                print(
+                    f"| {c.notebook} | {c.title} | {span(editions)} | {package} "
+                    f"| {_format(quantity)} | {_format(check.value)} "
+                    f"| {_format(check.stated, digits=0)} |"
+                )
     else:
-        print("| notebook: check cell | editions | graphnet.cs231n.v2017 (2017) "
-              "| graphnet.cs231n (2018-2024) |")
+        print(
+            "| notebook: check cell | editions | graphnet.cs231n.v2017 (2017) "
+            "| graphnet.cs231n (2018-2024) |"
+        )
         print("|---|---|---|---|")
         for (notebook, title), row in summary().items():
-            print(f"| {notebook}: {title} | {span(sorted(row['editions']))} "
-                  f"| {row.get('graphnet.cs231n.v2017', '')} | {row.get('graphnet.cs231n', '')} |")
+            print(
+                f"| {notebook}: {title} | {span(sorted(row['editions']))} "
+                f"| {row.get('graphnet.cs231n.v2017', '')} | {row.get('graphnet.cs231n', '')} |"
+            )

@@ -1,6 +1,7 @@
 """The check cells of the course's assignment 2 notebooks, every edition 2017-2024
 (tests/cs231n/course_cells.py), run on graphnet's packages with the notebooks' own import
 lines: every number a cell prints is within what its notebook states."""
+
 import numpy as np
 import pytest
 
@@ -10,19 +11,33 @@ pytestmark = pytest.mark.usefixtures("one_kernel_thread")
 
 RUNS = list(cc.cell_runs())
 # Thousands of model evaluations each: seconds, not milliseconds.
-SLOW = {"FullyConnectedNet: initial loss and gradients",
-        "FullyConnectedNet with batchnorm: gradients", "FullyConnectedNet with dropout: gradients"}
+SLOW = {
+    "FullyConnectedNet: initial loss and gradients",
+    "FullyConnectedNet with batchnorm: gradients",
+    "FullyConnectedNet with dropout: gradients",
+}
 
 
 @pytest.mark.parametrize(
-    "c, editions", [pytest.param(c, editions, marks=[pytest.mark.slow] if c.title in SLOW else [],
-                                 id=f"{c.notebook}: {c.title} ({cc.span(editions)})")
-                    for c, editions, _ in RUNS])
+    "c, editions",
+    [
+        pytest.param(
+            c,
+            editions,
+            marks=[pytest.mark.slow] if c.title in SLOW else [],
+            id=f"{c.notebook}: {c.title} ({cc.span(editions)})",
+        )
+        for c, editions, _ in RUNS
+    ],
+)
 def test_check_cell(c, editions):
     checks = cc.run_cell(c, editions)
     assert checks
-    outside = {quantity: check for quantity, check in checks.items()
-               if not check.low <= check.value <= check.limit}
+    outside = {
+        quantity: check
+        for quantity, check in checks.items()
+        if not check.low <= check.value <= check.limit
+    }
     assert not outside, outside
 
 
@@ -30,11 +45,18 @@ def test_every_cell_runs_on_both_packages():
     packages = {}
     for c, _, package in RUNS:
         packages.setdefault((c.notebook, c.title), set()).add(package)
-    newer_only = {"layernorm_forward", "layernorm_backward", "spatial_groupnorm_forward",
-                  "spatial_groupnorm_backward"}
+    newer_only = {
+        "layernorm_forward",
+        "layernorm_backward",
+        "spatial_groupnorm_forward",
+        "spatial_groupnorm_backward",
+    }
     for (notebook, title), used in packages.items():
-        expected = ({"graphnet.cs231n"} if title in newer_only
-                    else {"graphnet.cs231n", "graphnet.cs231n.v2017"})
+        expected = (
+            {"graphnet.cs231n"}
+            if title in newer_only
+            else {"graphnet.cs231n", "graphnet.cs231n.v2017"}
+        )
         assert used == expected, (notebook, title)
 
 
@@ -67,15 +89,30 @@ def test_star_imports_bring_what_the_courses_bring(package):
     """The course's fc_net and cnn star-import layers and layer_utils, whose star import
     brings layers and fast_layers: one `import *` gives every layer function."""
     import importlib
-    modules = {name: importlib.import_module(f"{package}.{name}")
-               for name in ("layers", "fast_layers", "layer_utils", "classifiers.fc_net",
-                            "classifiers.cnn")}
-    layer_names = (set(modules["layers"].__all__) | set(modules["fast_layers"].__all__)
-                   | set(modules["layer_utils"].__all__))
+
+    modules = {
+        name: importlib.import_module(f"{package}.{name}")
+        for name in (
+            "layers",
+            "fast_layers",
+            "layer_utils",
+            "classifiers.fc_net",
+            "classifiers.cnn",
+        )
+    }
+    layer_names = (
+        set(modules["layers"].__all__)
+        | set(modules["fast_layers"].__all__)
+        | set(modules["layer_utils"].__all__)
+    )
     for classifiers in ("classifiers.fc_net", "classifiers.cnn"):
         namespace = {}
         exec(f"from {package}.{classifiers} import *", namespace)
         assert layer_names <= set(namespace)
         assert namespace["dropout_forward"] is modules["layers"].dropout_forward
-    assert {"conv_bn_relu_forward", "conv_bn_relu_backward", "affine_relu_forward",
-            "conv_relu_pool_forward"} <= set(modules["layer_utils"].__all__)
+    assert {
+        "conv_bn_relu_forward",
+        "conv_bn_relu_backward",
+        "affine_relu_forward",
+        "conv_relu_pool_forward",
+    } <= set(modules["layer_utils"].__all__)

@@ -2,6 +2,7 @@
 them, the layers the later editions added (layernorm, spatial groupnorm) against PyTorch and
 numerical gradients, and the course names graphnet adds (conv_bn_relu, the fast layers'
 variants, data_utils, vis_utils)."""
+
 import pickle
 
 import numpy as np
@@ -31,11 +32,13 @@ def assert_numerical_gradients(forward, backward, inputs, dout):
     grads = backward(dout, cache)
     for index, grad in enumerate(grads):
         assert grad.shape == inputs[index].shape
-        np.testing.assert_allclose(grad, numeric(forward, inputs, dout, index),
-                                   rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(
+            grad, numeric(forward, inputs, dout, index), rtol=1e-6, atol=1e-9
+        )
 
 
 # ------------------------------------------------------------------ dropout's p
+
 
 @pytest.mark.parametrize("p", [0.2, 0.5, 0.9])
 def test_seeded_dropout_gives_the_courses_mask_and_leaves_numpy_alone(p):
@@ -92,17 +95,26 @@ def test_a_large_seed_is_accepted_and_repeatable():
 
 # ------------------------------------------------------------------ layernorm
 
+
 def layernorm_inputs(seed, N=6, D=7, dtype=np.float64):
     r = rng(seed)
-    return (tuple(a.astype(dtype) for a in (3 * r.standard_normal((N, D)) + 2,
-                                            r.standard_normal(D), r.standard_normal(D))),
-            r.standard_normal((N, D)).astype(dtype))
+    return (
+        tuple(
+            a.astype(dtype)
+            for a in (3 * r.standard_normal((N, D)) + 2, r.standard_normal(D), r.standard_normal(D))
+        ),
+        r.standard_normal((N, D)).astype(dtype),
+    )
 
 
 def test_layernorm_numerical_gradients():
     inputs, dout = layernorm_inputs(3)
-    assert_numerical_gradients(lambda x, g, b: layers.layernorm_forward(x, g, b, {}),
-                               layers.layernorm_backward, inputs, dout)
+    assert_numerical_gradients(
+        lambda x, g, b: layers.layernorm_forward(x, g, b, {}),
+        layers.layernorm_backward,
+        inputs,
+        dout,
+    )
 
 
 def test_layernorm_is_the_same_in_train_and_test_mode_and_keeps_no_state():
@@ -134,8 +146,11 @@ def test_layernorm_matches_torch(dtype, tol):
 
 def test_layernorm_errors_name_the_function_and_shapes():
     (x, gamma, beta), _ = layernorm_inputs(6)
-    with pytest.raises(ValueError, match=r"layernorm_forward: gamma has shape \(3,\), "
-                                         r"expected \(7,\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"layernorm_forward: gamma has shape \(3,\), "
+        r"expected \(7,\)",
+    ):
         layers.layernorm_forward(x, gamma[:3], beta, {})
     with pytest.raises(ValueError, match=r"layernorm_forward: x must be 2-D"):
         layers.layernorm_forward(x[0], gamma, beta, {})
@@ -157,28 +172,40 @@ def test_layernorm_of_an_empty_batch():
 
 # ------------------------------------------------------------------ spatial groupnorm
 
+
 def groupnorm_inputs(seed, N=2, C=6, H=4, W=5, gamma_shape=None, dtype=np.float64):
     r = rng(seed)
     shape = gamma_shape or (1, C, 1, 1)
-    return (tuple(a.astype(dtype) for a in (5 * r.standard_normal((N, C, H, W)) + 12,
-                                            r.standard_normal(shape),
-                                            r.standard_normal(shape))),
-            r.standard_normal((N, C, H, W)).astype(dtype))
+    return (
+        tuple(
+            a.astype(dtype)
+            for a in (
+                5 * r.standard_normal((N, C, H, W)) + 12,
+                r.standard_normal(shape),
+                r.standard_normal(shape),
+            )
+        ),
+        r.standard_normal((N, C, H, W)).astype(dtype),
+    )
 
 
 @pytest.mark.parametrize("G", [1, 2, 3, 6])
 @pytest.mark.parametrize("gamma_shape", [(1, 6, 1, 1), (6,)])
 def test_groupnorm_numerical_gradients(G, gamma_shape):
     inputs, dout = groupnorm_inputs(7, gamma_shape=gamma_shape)
-    assert_numerical_gradients(lambda x, g, b: layers.spatial_groupnorm_forward(x, g, b, G, {}),
-                               layers.spatial_groupnorm_backward, inputs, dout)
+    assert_numerical_gradients(
+        lambda x, g, b: layers.spatial_groupnorm_forward(x, g, b, G, {}),
+        layers.spatial_groupnorm_backward,
+        inputs,
+        dout,
+    )
 
 
 def test_groupnorm_normalizes_each_group_of_each_sample():
     (x, _, _), _ = groupnorm_inputs(8)
     ones, zeros = np.ones((1, 6, 1, 1)), np.zeros((1, 6, 1, 1))
     out, _ = layers.spatial_groupnorm_forward(x, ones, zeros, 3, {})
-    groups = out.reshape(2, 3, -1)   # channels 0-1, 2-3, 4-5 of each sample
+    groups = out.reshape(2, 3, -1)  # channels 0-1, 2-3, 4-5 of each sample
     np.testing.assert_allclose(groups.mean(axis=2), 0, atol=1e-12)
     np.testing.assert_allclose(groups.std(axis=2), 1, atol=1e-6)
 
@@ -207,8 +234,11 @@ def test_groupnorm_errors_name_the_function_and_shapes():
         forward(x, gamma, beta, 0, {})
     with pytest.raises(ValueError, match=r"G must be an integer"):
         forward(x, gamma, beta, 2.0, {})
-    with pytest.raises(ValueError, match=r"gamma has shape \(1, 5, 1, 1\), expected "
-                                         r"\(1, 6, 1, 1\) or \(6,\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"gamma has shape \(1, 5, 1, 1\), expected "
+        r"\(1, 6, 1, 1\) or \(6,\)",
+    ):
         forward(x, gamma[:, :5], beta, 2, {})
     with pytest.raises(ValueError, match=r"beta has shape \(6,\), expected \(1, 6, 1, 1\)"):
         forward(x, gamma, beta.ravel(), 2, {})
@@ -219,6 +249,7 @@ def test_groupnorm_errors_name_the_function_and_shapes():
 
 
 # ------------------------------------------------------------------ layer_utils, fast_layers
+
 
 def test_conv_bn_relu_sandwich_numerically():
     r = rng(11)
@@ -234,8 +265,12 @@ def test_conv_bn_relu_sandwich_numerically():
         assert rel_error(grad, numeric(forward, args, dout, index)) < 1e-7
     # b is cancelled by the batch mean: its gradient is zero up to rounding
     np.testing.assert_allclose(db, 0, atol=1e-12)
-    naive = np.maximum(0, layers.spatial_batchnorm_forward(
-        layers.conv_forward_naive(x, w, b, conv_param)[0], gamma, beta, {"mode": "train"})[0])
+    naive = np.maximum(
+        0,
+        layers.spatial_batchnorm_forward(
+            layers.conv_forward_naive(x, w, b, conv_param)[0], gamma, beta, {"mode": "train"}
+        )[0],
+    )
     np.testing.assert_allclose(out, naive, rtol=1e-10, atol=1e-12)
 
 
@@ -245,25 +280,35 @@ def test_the_courses_fast_layer_variants_share_one_cache():
     conv_param = {"stride": 1, "pad": 1}
     out, cache = fast_layers.conv_forward_strides(x, w, b, conv_param)
     dout = r.standard_normal(out.shape)
-    for backward in (fast_layers.conv_backward_im2col, fast_layers.conv_backward_strides,
-                     fast_layers.conv_backward_fast):
-        for ours, reference in zip(backward(dout, cache),
-                                   layers.conv_backward_naive(dout, layers.conv_forward_naive(
-                                       x, w, b, conv_param)[1])):
+    for backward in (
+        fast_layers.conv_backward_im2col,
+        fast_layers.conv_backward_strides,
+        fast_layers.conv_backward_fast,
+    ):
+        for ours, reference in zip(
+            backward(dout, cache),
+            layers.conv_backward_naive(dout, layers.conv_forward_naive(x, w, b, conv_param)[1]),
+        ):
             np.testing.assert_allclose(ours, reference, rtol=1e-10, atol=1e-12)
     pool_param = {"pool_height": 2, "pool_width": 2, "stride": 2}
     pooled, pool_cache = fast_layers.max_pool_forward_reshape(x, pool_param)
     np.testing.assert_array_equal(pooled, fast_layers.max_pool_forward_im2col(x, pool_param)[0])
     dpool = r.standard_normal(pooled.shape)
-    np.testing.assert_array_equal(fast_layers.max_pool_backward_im2col(dpool, pool_cache),
-                                  fast_layers.max_pool_backward_reshape(dpool, pool_cache))
+    np.testing.assert_array_equal(
+        fast_layers.max_pool_backward_im2col(dpool, pool_cache),
+        fast_layers.max_pool_backward_reshape(dpool, pool_cache),
+    )
 
 
 # ------------------------------------------------------------------ FullyConnectedNet
 
+
 def test_later_editions_fully_connected_net_takes_the_keep_probability():
-    for kwargs in ({"dropout": 0.25}, {"dropout_keep_ratio": 0.25}, {"dropout_keep_ratio": 0.25,
-                                                                      "dropout": 0.25}):
+    for kwargs in (
+        {"dropout": 0.25},
+        {"dropout_keep_ratio": 0.25},
+        {"dropout_keep_ratio": 0.25, "dropout": 0.25},
+    ):
         model = FullyConnectedNet([5, 4], input_dim=3, **kwargs)
         assert model.use_dropout and model.graph["dropout2"].gate.p == pytest.approx(0.75)
     model = FullyConnectedNet([5], input_dim=3, normalization="batchnorm")
@@ -288,16 +333,18 @@ def test_each_edition_refuses_the_others_arguments_with_a_pointer():
     with pytest.raises(ValueError, match="disagree"):
         fc_net_2017.FullyConnectedNet([5], input_dim=3, dropout=0.5, dropout_keep_ratio=0.75)
     with pytest.raises(ValueError, match="disagree"):
-        fc_net_2017.FullyConnectedNet([5], input_dim=3, use_batchnorm=True,
-                                      normalization="layernorm")
+        fc_net_2017.FullyConnectedNet(
+            [5], input_dim=3, use_batchnorm=True, normalization="layernorm"
+        )
 
 
 def test_the_config_reads_alike_in_both_editions():
     np.random.seed(0)
     later = FullyConnectedNet([5], input_dim=3, dropout=0.75, normalization="batchnorm", seed=1)
     np.random.seed(0)
-    first = fc_net_2017.FullyConnectedNet([5], input_dim=3, dropout=0.25, use_batchnorm=True,
-                                          seed=1)
+    first = fc_net_2017.FullyConnectedNet(
+        [5], input_dim=3, dropout=0.25, use_batchnorm=True, seed=1
+    )
     assert later.config == first.config
     assert fc_net_2017.FullyConnectedNet is models.FullyConnectedNet
     for cls in (models.FullyConnectedNet, FullyConnectedNet):
@@ -309,13 +356,16 @@ def test_the_config_reads_alike_in_both_editions():
 
 # ------------------------------------------------------------------ data_utils, vis_utils
 
+
 def test_get_cifar10_data_reads_the_courses_dataset_folder(tmp_path, monkeypatch):
     folder = tmp_path / data_utils.COURSE_CIFAR10_DIR
     folder.mkdir(parents=True)
     for index, name in enumerate([f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]):
         r = rng(index)
-        batch = {"data": r.integers(0, 255, size=(20, 3072), dtype=np.uint8),
-                 "labels": [int(label) for label in r.integers(0, 10, size=20)]}
+        batch = {
+            "data": r.integers(0, 255, size=(20, 3072), dtype=np.uint8),
+            "labels": [int(label) for label in r.integers(0, 10, size=20)],
+        }
         (folder / name).write_bytes(pickle.dumps(batch, protocol=4))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("GRAPHNET_DATA", str(tmp_path / "elsewhere"))
@@ -325,8 +375,12 @@ def test_get_cifar10_data_reads_the_courses_dataset_folder(tmp_path, monkeypatch
     X_train, y_train, X_test, y_test = data_utils.load_CIFAR10(folder)
     assert X_train.shape == (100, 32, 32, 3) and X_train.dtype == np.float64
     assert X_test.shape == (20, 32, 32, 3) and y_test.shape == (20,)
-    np.testing.assert_allclose(data["X_train"], (X_train[:60] - X_train[:60].mean(axis=0))
-                               .transpose(0, 3, 1, 2), rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(
+        data["X_train"],
+        (X_train[:60] - X_train[:60].mean(axis=0)).transpose(0, 3, 1, 2),
+        rtol=1e-5,
+        atol=1e-3,
+    )
 
 
 def test_visualize_grid_tiles_filters():

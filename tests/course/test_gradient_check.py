@@ -1,18 +1,24 @@
 """graphnet.gradient_check: the course's numerical gradient checkers."""
+
 import random
 
 import numpy as np
 import pytest
 
-from graphnet.gradient_check import (eval_numerical_gradient, eval_numerical_gradient_array,
-                                     eval_numerical_gradient_blobs, eval_numerical_gradient_net,
-                                     grad_check_sparse, rel_error)
+from graphnet.gradient_check import (
+    eval_numerical_gradient,
+    eval_numerical_gradient_array,
+    eval_numerical_gradient_blobs,
+    eval_numerical_gradient_net,
+    grad_check_sparse,
+    rel_error,
+)
 
 
 def test_numerical_gradient_of_a_quadratic():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((3, 4))
-    grad = eval_numerical_gradient(lambda a: np.sum(a ** 2 + 3 * a), x, verbose=False)
+    grad = eval_numerical_gradient(lambda a: np.sum(a**2 + 3 * a), x, verbose=False)
     assert grad.shape == x.shape
     np.testing.assert_allclose(grad, 2 * x + 3, rtol=1e-8, atol=1e-8)
 
@@ -97,6 +103,7 @@ def test_rel_error():
 
 # ------------------------------------------------------------- the course's arithmetic
 
+
 def course_eval_numerical_gradient_array(f, x, df, h=1e-5):
     """The course's checker, as its gradient_check.py writes it: the reference."""
     grad = np.zeros_like(x)
@@ -138,7 +145,7 @@ def test_subtracting_outputs_first_keeps_the_courses_precision():
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_gradient_dtype_follows_x(dtype):
     x = np.linspace(-1, 1, 6).astype(dtype)
-    grad = eval_numerical_gradient(lambda a: float(np.sum(a ** 2)), x, verbose=False, h=1e-2)
+    grad = eval_numerical_gradient(lambda a: float(np.sum(a**2)), x, verbose=False, h=1e-2)
     assert grad.dtype == dtype
     np.testing.assert_allclose(grad, 2 * x, rtol=1e-3, atol=1e-4)
 
@@ -155,7 +162,7 @@ def test_blobs_gradients_of_a_product():
     out = Blob(np.zeros((3, 2)), rng.standard_normal((3, 2)))
 
     def f(x, w, out):
-        out.vals[...] = x.vals @ w.vals   # writes into the output blob, as the course's nets do
+        out.vals[...] = x.vals @ w.vals  # writes into the output blob, as the course's nets do
 
     dx, dw = eval_numerical_gradient_blobs(f, (x, w), out)
     np.testing.assert_allclose(dx, out.diffs @ w.vals.T, rtol=1e-8, atol=1e-10)
@@ -183,17 +190,17 @@ def test_grad_check_sparse_prints_the_courses_lines_and_repeats_with_random_seed
     rng = np.random.default_rng(8)
     x = rng.standard_normal((6, 7))
     before = x.copy()
-    f = lambda a: float(np.sum(a ** 3))  # noqa: E731
+    f = lambda a: float(np.sum(a**3))  # noqa: E731
     random.seed(0)
-    errors = grad_check_sparse(f, x, 3 * x ** 2, num_checks=5)
+    errors = grad_check_sparse(f, x, 3 * x**2, num_checks=5)
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(errors) == len(lines) == 5 and max(errors) < 1e-8
     assert all(line.startswith("numerical: ") and ", relative error: " in line for line in lines)
     random.seed(0)
-    grad_check_sparse(f, x, 3 * x ** 2, num_checks=5)
+    grad_check_sparse(f, x, 3 * x**2, num_checks=5)
     assert capsys.readouterr().out.strip().splitlines() == lines
     assert np.array_equal(x, before)
-    wrong = grad_check_sparse(f, x, 3 * x ** 2 + 1, num_checks=3)
+    wrong = grad_check_sparse(f, x, 3 * x**2 + 1, num_checks=3)
     assert min(wrong) > 1e-3
 
 
@@ -201,8 +208,14 @@ def test_every_module_exports_the_same_checkers():
     import graphnet.cs231n.gradient_check as latest
     import graphnet.cs231n.v2017.gradient_check as first
     import graphnet.gradient_check as top
+
     for name in top.__all__:
         assert getattr(latest, name) is getattr(first, name) is getattr(top, name)
-    assert set(top.__all__) >= {"eval_numerical_gradient", "eval_numerical_gradient_array",
-                                "eval_numerical_gradient_blobs", "eval_numerical_gradient_net",
-                                "grad_check_sparse", "rel_error"}
+    assert set(top.__all__) >= {
+        "eval_numerical_gradient",
+        "eval_numerical_gradient_array",
+        "eval_numerical_gradient_blobs",
+        "eval_numerical_gradient_net",
+        "grad_check_sparse",
+        "rel_error",
+    }

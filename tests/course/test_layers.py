@@ -1,13 +1,17 @@
 """graphnet.layers and graphnet.layer_utils against numerical gradients, hand-computed
 values, independent numpy/scipy formulations written here, and PyTorch when installed."""
+
 import numpy as np
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
 from graphnet import layer_utils as LU
 from graphnet import layers as L
-from graphnet.gradient_check import (eval_numerical_gradient,
-                                     eval_numerical_gradient_array, rel_error)
+from graphnet.gradient_check import (
+    eval_numerical_gradient,
+    eval_numerical_gradient_array,
+    rel_error,
+)
 
 
 def rng(seed=0):
@@ -16,8 +20,9 @@ def rng(seed=0):
 
 def numeric_grads(forward, args, dout, wrt, h=1e-5):
     """Numerical gradients of sum(forward(*args)[0] * dout) with respect to args[i], i in wrt."""
-    return [eval_numerical_gradient_array(lambda _: forward(*args)[0], args[i], dout, h=h)
-            for i in wrt]
+    return [
+        eval_numerical_gradient_array(lambda _: forward(*args)[0], args[i], dout, h=h) for i in wrt
+    ]
 
 
 def assert_grads(analytic, numeric, tol=1e-7):
@@ -27,6 +32,7 @@ def assert_grads(analytic, numeric, tol=1e-7):
 
 
 # Independent references: sliding windows + einsum, no loops shared with the library.
+
 
 def conv_reference(x, w, b, stride, pad):
     xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
@@ -42,13 +48,18 @@ def pool_reference(x, ph, pw, stride):
 
 # ------------------------------------------------------------------ affine and relu
 
+
 def test_affine_forward_flattens_each_sample():
     x = rng().standard_normal((2, 4, 5, 6))
     w = rng(1).standard_normal((120, 3))
     b = rng(2).standard_normal(3)
     out, _ = L.affine_forward(x, w, b)
-    expected = np.array([[sum(x[n].ravel()[d] * w[d, m] for d in range(120)) + b[m]
-                          for m in range(3)] for n in range(2)])
+    expected = np.array(
+        [
+            [sum(x[n].ravel()[d] * w[d, m] for d in range(120)) + b[m] for m in range(3)]
+            for n in range(2)
+        ]
+    )
     np.testing.assert_allclose(out, expected, rtol=1e-12)
 
 
@@ -91,8 +102,7 @@ def test_relu_forward_and_backward():
     x[np.abs(x) < 0.1] = 0.5
     dout = rng(5).standard_normal((5, 6))
     _, cache = L.relu_forward(x)
-    assert_grads([L.relu_backward(dout, cache)],
-                 numeric_grads(L.relu_forward, (x,), dout, (0,)))
+    assert_grads([L.relu_backward(dout, cache)], numeric_grads(L.relu_forward, (x,), dout, (0,)))
 
 
 # ------------------------------------------------------------------ losses
@@ -159,9 +169,11 @@ def test_losses_match_torch():
     F = torch.nn.functional
     x, y = loss_inputs(seed=7, N=16, C=5)
     x *= 500
-    for ours, theirs, scale in [(L.softmax_loss, F.cross_entropy, 1),
-                                # torch averages the hinge terms over classes too
-                                (L.svm_loss, F.multi_margin_loss, x.shape[1])]:
+    for ours, theirs, scale in [
+        (L.softmax_loss, F.cross_entropy, 1),
+        # torch averages the hinge terms over classes too
+        (L.svm_loss, F.multi_margin_loss, x.shape[1]),
+    ]:
         tx = torch.tensor(x, requires_grad=True)
         t_loss = theirs(tx, torch.tensor(y)) * scale
         t_loss.backward()
@@ -171,6 +183,7 @@ def test_losses_match_torch():
 
 
 # ------------------------------------------------------------------ batchnorm
+
 
 def bn_inputs(seed=8, N=4, D=5):
     r = rng(seed)
@@ -191,8 +204,9 @@ def test_batchnorm_backward_numerically(mode):
     bn_param = {"mode": mode, "running_mean": np.full(5, 11.0), "running_var": np.full(5, 20.0)}
     dout = rng(9).standard_normal(x.shape)
     _, cache = L.batchnorm_forward(x, gamma, beta, dict(bn_param))
-    numeric = numeric_grads(lambda *a: L.batchnorm_forward(*a, dict(bn_param)),
-                            (x, gamma, beta), dout, (0, 1, 2))
+    numeric = numeric_grads(
+        lambda *a: L.batchnorm_forward(*a, dict(bn_param)), (x, gamma, beta), dout, (0, 1, 2)
+    )
     assert_grads(L.batchnorm_backward(dout, cache), numeric)
     assert_grads(L.batchnorm_backward_alt(dout, cache), numeric)
 
@@ -221,8 +235,13 @@ def test_batchnorm_running_statistics_after_three_steps():
 
 def test_batchnorm_custom_momentum_and_eps():
     x, gamma, beta = bn_inputs()
-    bn_param = {"mode": "train", "momentum": 0.5, "eps": 1e-3,
-                "running_mean": np.ones(5), "running_var": np.ones(5)}
+    bn_param = {
+        "mode": "train",
+        "momentum": 0.5,
+        "eps": 1e-3,
+        "running_mean": np.ones(5),
+        "running_var": np.ones(5),
+    }
     out, _ = L.batchnorm_forward(x, gamma, beta, bn_param)
     np.testing.assert_allclose(bn_param["running_mean"], 0.5 + 0.5 * x.mean(axis=0))
     expected = gamma * (x - x.mean(axis=0)) / np.sqrt(x.var(axis=0) + 1e-3) + beta
@@ -234,8 +253,7 @@ def test_batchnorm_test_mode_uses_running_statistics():
     mean, var = np.arange(5.0), np.arange(1.0, 6.0)
     bn_param = {"mode": "test", "running_mean": mean.copy(), "running_var": var.copy()}
     out, _ = L.batchnorm_forward(x, gamma, beta, bn_param)
-    np.testing.assert_allclose(out, gamma * (x - mean) / np.sqrt(var + 1e-5) + beta,
-                               rtol=1e-12)
+    np.testing.assert_allclose(out, gamma * (x - mean) / np.sqrt(var + 1e-5) + beta, rtol=1e-12)
     np.testing.assert_array_equal(bn_param["running_mean"], mean)  # untouched
     np.testing.assert_array_equal(bn_param["running_var"], var)
 
@@ -250,8 +268,9 @@ def test_batchnorm_creates_running_stats_in_x_dtype():
 
 def test_batchnorm_errors():
     x = np.ones((4, 5))
-    with pytest.raises(ValueError,
-                       match=r"batchnorm_forward: gamma has shape \(4,\), expected \(5,\)"):
+    with pytest.raises(
+        ValueError, match=r"batchnorm_forward: gamma has shape \(4,\), expected \(5,\)"
+    ):
         L.batchnorm_forward(x, np.ones(4), np.ones(5), {"mode": "train"})
     with pytest.raises(ValueError, match=r"batchnorm_forward: mode must be 'train' or 'test'"):
         L.batchnorm_forward(x, np.ones(5), np.ones(5), {"mode": "eval"})
@@ -268,8 +287,9 @@ def test_batchnorm_matches_torch():
     dout = rng(16).standard_normal(x.shape)
     tx, tg, tb = (torch.tensor(a, requires_grad=True) for a in (x, gamma, beta))
     t_mean, t_var = torch.zeros(6, dtype=torch.float64), torch.zeros(6, dtype=torch.float64)
-    t_out = torch.nn.functional.batch_norm(tx, t_mean, t_var, tg, tb, training=True,
-                                           momentum=0.1, eps=1e-5)  # torch's momentum = 1 - ours
+    t_out = torch.nn.functional.batch_norm(
+        tx, t_mean, t_var, tg, tb, training=True, momentum=0.1, eps=1e-5
+    )  # torch's momentum = 1 - ours
     t_out.backward(torch.tensor(dout))
     bn_param = {"mode": "train"}
     out, cache = L.batchnorm_forward(x, gamma, beta, bn_param)
@@ -282,6 +302,7 @@ def test_batchnorm_matches_torch():
 
 
 # ------------------------------------------------------------------ spatial batchnorm
+
 
 def spatial_inputs(seed=17):
     r = rng(seed)
@@ -302,8 +323,12 @@ def test_spatial_batchnorm_backward_numerically():
     x, gamma, beta = spatial_inputs(seed=18)
     dout = rng(19).standard_normal(x.shape)
     _, cache = L.spatial_batchnorm_forward(x, gamma, beta, {"mode": "train"})
-    numeric = numeric_grads(lambda *a: L.spatial_batchnorm_forward(*a, {"mode": "train"}),
-                            (x, gamma, beta), dout, (0, 1, 2))
+    numeric = numeric_grads(
+        lambda *a: L.spatial_batchnorm_forward(*a, {"mode": "train"}),
+        (x, gamma, beta),
+        dout,
+        (0, 1, 2),
+    )
     # dx sums to zero over each channel's 40 entries, so some entries are tiny and carry
     # a rounding error near 1e-7 relative; the course reports the same order here.
     assert_grads(L.spatial_batchnorm_backward(dout, cache), numeric, tol=1e-6)
@@ -317,8 +342,9 @@ def test_spatial_batchnorm_matches_torch_in_both_modes():
     for training in (True, False):
         bn_param = dict(running, mode="train" if training else "test")
         t_args = [torch.tensor(bn_param[k]) for k in ("running_mean", "running_var")]
-        t_out = torch.nn.functional.batch_norm(torch.tensor(x), *t_args, torch.tensor(gamma),
-                                               torch.tensor(beta), training=training)
+        t_out = torch.nn.functional.batch_norm(
+            torch.tensor(x), *t_args, torch.tensor(gamma), torch.tensor(beta), training=training
+        )
         out, _ = L.spatial_batchnorm_forward(x, gamma, beta, bn_param)
         np.testing.assert_allclose(out, t_out.numpy(), rtol=1e-10, atol=1e-12)
 
@@ -329,6 +355,7 @@ def test_spatial_batchnorm_rank_error():
 
 
 # ------------------------------------------------------------------ dropout
+
 
 @pytest.mark.parametrize("p", [0.25, 0.4, 0.7])
 def test_dropout_drops_a_fraction_p_and_preserves_the_mean(p):
@@ -383,8 +410,11 @@ def test_dropout_backward_uses_the_mask():
 
 @pytest.mark.parametrize("p", [1, 1.0, -0.1, 1.5, float("nan")])
 def test_dropout_rejects_p_outside_0_1(p):
-    with pytest.raises(ValueError, match=r"dropout_forward: p is the probability of DROPPING a "
-                                         r"unit \(the 2017 edition.*must be in \[0, 1\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"dropout_forward: p is the probability of DROPPING a "
+        r"unit \(the 2017 edition.*must be in \[0, 1\)",
+    ):
         L.dropout_forward(np.ones(3), {"mode": "train", "p": p})
 
 
@@ -398,16 +428,24 @@ def test_dropout_parameter_errors():
 # ------------------------------------------------------------------ naive convolution
 
 # (N, C, H, W, F, HH, WW, stride, pad): square, uneven, strides that do not tile the input
-CONV_CASES = [(2, 3, 5, 5, 4, 3, 3, 1, 0), (2, 3, 4, 4, 3, 4, 4, 2, 1),
-              (3, 2, 7, 6, 2, 3, 2, 2, 1), (1, 2, 6, 7, 3, 4, 3, 2, 0),
-              (2, 1, 5, 4, 2, 1, 1, 3, 2)]
+CONV_CASES = [
+    (2, 3, 5, 5, 4, 3, 3, 1, 0),
+    (2, 3, 4, 4, 3, 4, 4, 2, 1),
+    (3, 2, 7, 6, 2, 3, 2, 2, 1),
+    (1, 2, 6, 7, 3, 4, 3, 2, 0),
+    (2, 1, 5, 4, 2, 1, 1, 3, 2),
+]
 
 
 def conv_inputs(case, seed=25):
     N, C, H, W, F, HH, WW, stride, pad = case
     r = rng(seed)
-    return (r.standard_normal((N, C, H, W)), r.standard_normal((F, C, HH, WW)),
-            r.standard_normal(F), {"stride": stride, "pad": pad})
+    return (
+        r.standard_normal((N, C, H, W)),
+        r.standard_normal((F, C, HH, WW)),
+        r.standard_normal(F),
+        {"stride": stride, "pad": pad},
+    )
 
 
 @pytest.mark.parametrize("case", CONV_CASES)
@@ -425,9 +463,16 @@ def test_conv_forward_matches_scipy_correlate():
     signal = pytest.importorskip("scipy.signal")
     x, w, b, param = conv_inputs(CONV_CASES[0], seed=26)
     out, _ = L.conv_forward_naive(x, w, b, param)
-    expected = np.array([[sum(signal.correlate(x[n, c], w[f, c], mode="valid")
-                              for c in range(x.shape[1])) + b[f]
-                          for f in range(w.shape[0])] for n in range(x.shape[0])])
+    expected = np.array(
+        [
+            [
+                sum(signal.correlate(x[n, c], w[f, c], mode="valid") for c in range(x.shape[1]))
+                + b[f]
+                for f in range(w.shape[0])
+            ]
+            for n in range(x.shape[0])
+        ]
+    )
     np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
 
 
@@ -440,8 +485,9 @@ def test_conv_backward_numerically(case):
     # The convolution is linear in each argument, so the centered difference has no
     # truncation error at any h; a larger h shrinks the rounding error, which otherwise
     # dominates the relative error of gradient entries that happen to be near zero.
-    numeric = numeric_grads(lambda *a: L.conv_forward_naive(*a, param), (x, w, b), dout,
-                            (0, 1, 2), h=1e-3)
+    numeric = numeric_grads(
+        lambda *a: L.conv_forward_naive(*a, param), (x, w, b), dout, (0, 1, 2), h=1e-3
+    )
     assert_grads(L.conv_backward_naive(dout, cache), numeric)
 
 
@@ -466,10 +512,14 @@ def test_conv_errors():
         ((x, w, b, {"stride": 0, "pad": 0}), r"conv_forward_naive: stride must be >= 1, got 0"),
         ((x, w, b, {"stride": 1, "pad": -1}), r"conv_forward_naive: pad must be >= 0, got -1"),
         ((x, w, b, {"stride": 1.5, "pad": 0}), r"stride must be an integer"),
-        ((x, np.ones((4, 3, 8, 3)), b, {"stride": 1, "pad": 1}),
-         r"window height 8 is larger than the \(padded\) input height 7"),
-        ((x, np.ones((4, 2, 3, 3)), b, {}),
-         r"x of shape \(2, 3, 5, 5\) has 3 channels but w of shape \(4, 2, 3, 3\) expects 2"),
+        (
+            (x, np.ones((4, 3, 8, 3)), b, {"stride": 1, "pad": 1}),
+            r"window height 8 is larger than the \(padded\) input height 7",
+        ),
+        (
+            (x, np.ones((4, 2, 3, 3)), b, {}),
+            r"x of shape \(2, 3, 5, 5\) has 3 channels but w of shape \(4, 2, 3, 3\) expects 2",
+        ),
         ((x[0], w, b, {}), r"conv_forward_naive: x must be 4-D images \(N, C, H, W\)"),
         ((x, w, np.ones(3), {}), r"conv_forward_naive: b has shape \(3,\), expected \(4,\)"),
     ]
@@ -484,8 +534,12 @@ def test_conv_errors():
 # ------------------------------------------------------------------ naive max pooling
 
 # (N, C, H, W, pool_height, pool_width, stride): tiling, overlapping, uneven
-POOL_CASES = [(2, 3, 4, 4, 2, 2, 2), (2, 2, 5, 6, 3, 2, 1), (1, 3, 7, 8, 2, 3, 2),
-              (2, 1, 5, 5, 3, 3, 2)]
+POOL_CASES = [
+    (2, 3, 4, 4, 2, 2, 2),
+    (2, 2, 5, 6, 3, 2, 1),
+    (1, 3, 7, 8, 2, 3, 2),
+    (2, 1, 5, 5, 3, 3, 2),
+]
 
 
 def pool_inputs(case, seed=31):
@@ -520,16 +574,15 @@ def test_pool_matches_torch(case):
     dout = rng(35).standard_normal(out.shape)
     tx = torch.tensor(x, requires_grad=True)
     t_out = torch.nn.functional.max_pool2d(
-        tx, (param["pool_height"], param["pool_width"]), stride=param["stride"])
+        tx, (param["pool_height"], param["pool_width"]), stride=param["stride"]
+    )
     t_out.backward(torch.tensor(dout))
     np.testing.assert_array_equal(out, t_out.detach().numpy())
-    np.testing.assert_allclose(L.max_pool_backward_naive(dout, cache), tx.grad.numpy(),
-                               rtol=1e-14)
+    np.testing.assert_allclose(L.max_pool_backward_naive(dout, cache), tx.grad.numpy(), rtol=1e-14)
 
 
 def test_pool_ties_send_the_gradient_to_the_first_maximum():
-    x = np.array([[1.0, 3.0, 5.0, 5.0],
-                  [3.0, 0.0, 5.0, 5.0]])[None, None]
+    x = np.array([[1.0, 3.0, 5.0, 5.0], [3.0, 0.0, 5.0, 5.0]])[None, None]
     _, cache = L.max_pool_forward_naive(x, {"pool_height": 2, "pool_width": 2, "stride": 2})
     dx = L.max_pool_backward_naive(np.array([[[[10.0, 20.0]]]]), cache)
     np.testing.assert_array_equal(dx[0, 0], [[0, 10, 20, 0], [0, 0, 0, 0]])
@@ -545,10 +598,14 @@ def test_overlapping_pool_windows_add_their_gradients():
 def test_pool_errors():
     x = np.ones((1, 1, 3, 4))
     for param, message in [
-        ({"pool_height": 4, "pool_width": 2, "stride": 1},
-         r"window height 4 is larger than the \(padded\) input height 3"),
-        ({"pool_height": 2, "pool_width": 2, "stride": 0},
-         r"max_pool_forward_naive: stride must be >= 1, got 0"),
+        (
+            {"pool_height": 4, "pool_width": 2, "stride": 1},
+            r"window height 4 is larger than the \(padded\) input height 3",
+        ),
+        (
+            {"pool_height": 2, "pool_width": 2, "stride": 0},
+            r"max_pool_forward_naive: stride must be >= 1, got 0",
+        ),
         ({"pool_height": 0, "pool_width": 2, "stride": 1}, r"pool_height must be >= 1"),
     ]:
         with pytest.raises(ValueError, match=message):
@@ -558,6 +615,7 @@ def test_pool_errors():
 
 
 # ------------------------------------------------------------------ float32 stays float32
+
 
 def _affine(a):
     out, cache = L.affine_forward(a["x4"], a["w"], a["b"])
@@ -576,8 +634,13 @@ def _losses(a):
 def _batchnorm(a):
     bn_param = {"mode": "train"}
     out, cache = L.batchnorm_forward(a["x2"], a["g"], a["be"], bn_param)
-    return (out, *L.batchnorm_backward(a["x2"], cache), *L.batchnorm_backward_alt(a["x2"], cache),
-            bn_param["running_mean"], bn_param["running_var"])
+    return (
+        out,
+        *L.batchnorm_backward(a["x2"], cache),
+        *L.batchnorm_backward_alt(a["x2"], cache),
+        bn_param["running_mean"],
+        bn_param["running_var"],
+    )
 
 
 def _spatial_batchnorm(a):
@@ -600,24 +663,35 @@ def _pool(a):
     return out, L.max_pool_backward_naive(out, cache)
 
 
-@pytest.mark.parametrize("run", [_affine, _relu, _losses, _batchnorm, _spatial_batchnorm,
-                                 _dropout, _conv, _pool])
+@pytest.mark.parametrize(
+    "run", [_affine, _relu, _losses, _batchnorm, _spatial_batchnorm, _dropout, _conv, _pool]
+)
 def test_float32_in_float32_out(run):
     r = rng(36)
-    arrays = {"x4": r.standard_normal((2, 3, 4, 4)), "w": r.standard_normal((48, 5)),
-              "b": r.standard_normal(5), "dout2": r.standard_normal((2, 5)),
-              "x2": r.standard_normal((6, 5)), "g": r.standard_normal(5),
-              "be": r.standard_normal(5), "g3": r.standard_normal(3), "be3": r.standard_normal(3),
-              "wc": r.standard_normal((2, 3, 3, 3)), "bc": r.standard_normal(2)}
+    arrays = {
+        "x4": r.standard_normal((2, 3, 4, 4)),
+        "w": r.standard_normal((48, 5)),
+        "b": r.standard_normal(5),
+        "dout2": r.standard_normal((2, 5)),
+        "x2": r.standard_normal((6, 5)),
+        "g": r.standard_normal(5),
+        "be": r.standard_normal(5),
+        "g3": r.standard_normal(3),
+        "be3": r.standard_normal(3),
+        "wc": r.standard_normal((2, 3, 3, 3)),
+        "bc": r.standard_normal(2),
+    }
     results64 = run(dict(arrays, y=np.array([0, 1, 2, 3, 4, 0])))
-    results32 = run(dict({k: v.astype(np.float32) for k, v in arrays.items()},
-                         y=np.array([0, 1, 2, 3, 4, 0])))
+    results32 = run(
+        dict({k: v.astype(np.float32) for k, v in arrays.items()}, y=np.array([0, 1, 2, 3, 4, 0]))
+    )
     for r64, r32 in zip(results64, results32):
         assert r32.dtype == np.float32
         np.testing.assert_allclose(r32, r64, rtol=2e-4, atol=2e-5)
 
 
 # ------------------------------------------------------------------ layer_utils
+
 
 def test_affine_relu_sandwich():
     r = rng(37)
@@ -647,8 +721,12 @@ def test_affine_bn_relu_sandwich():
 
 def conv_sandwich_inputs(seed):
     r = rng(seed)
-    return (r.standard_normal((2, 3, 6, 6)), r.standard_normal((4, 3, 3, 3)),
-            r.standard_normal(4), {"stride": 1, "pad": 1})
+    return (
+        r.standard_normal((2, 3, 6, 6)),
+        r.standard_normal((4, 3, 3, 3)),
+        r.standard_normal(4),
+        {"stride": 1, "pad": 1},
+    )
 
 
 def test_conv_relu_sandwich():
@@ -658,8 +736,9 @@ def test_conv_relu_sandwich():
     naive = np.maximum(0, L.conv_forward_naive(x, w, b, conv_param)[0])
     np.testing.assert_allclose(out, naive, rtol=1e-10, atol=1e-12)
     dout = rng(40).standard_normal(out.shape)
-    numeric = numeric_grads(lambda *a: LU.conv_relu_forward(*a, conv_param), (x, w, b),
-                            dout, (0, 1, 2))
+    numeric = numeric_grads(
+        lambda *a: LU.conv_relu_forward(*a, conv_param), (x, w, b), dout, (0, 1, 2)
+    )
     assert_grads(LU.conv_relu_backward(dout, cache), numeric, tol=1e-6)
 
 
@@ -670,9 +749,11 @@ def test_conv_relu_pool_sandwich():
     pool_param = {"pool_height": 2, "pool_width": 2, "stride": 2}
     out, cache = LU.conv_relu_pool_forward(x, w, b, conv_param, pool_param)
     relu = np.maximum(0, L.conv_forward_naive(x, w, b, conv_param)[0])
-    np.testing.assert_allclose(out, L.max_pool_forward_naive(relu, pool_param)[0],
-                               rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(
+        out, L.max_pool_forward_naive(relu, pool_param)[0], rtol=1e-10, atol=1e-12
+    )
     dout = rng(42).standard_normal(out.shape)
-    numeric = numeric_grads(lambda *a: LU.conv_relu_pool_forward(*a, conv_param, pool_param),
-                            (x, w, b), dout, (0, 1, 2))
+    numeric = numeric_grads(
+        lambda *a: LU.conv_relu_pool_forward(*a, conv_param, pool_param), (x, w, b), dout, (0, 1, 2)
+    )
     assert_grads(LU.conv_relu_pool_backward(dout, cache), numeric, tol=1e-6)

@@ -1,6 +1,7 @@
 """The documentation: the gate reference covers every registered gate, every Python
 example in the README runs, the README stays short and undated, and the site builds
 strictly (`mkdocs build --strict`, when the docs extra is installed)."""
+
 import importlib.util
 import os
 import pathlib
@@ -20,8 +21,9 @@ NORUN = "<!-- norun -->"  # put on the line before a ```python block that is not
 
 
 def _load_hook(name):
-    spec = importlib.util.spec_from_file_location(f"docs_hook_{name}",
-                                                  ROOT / "docs" / "hooks" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(
+        f"docs_hook_{name}", ROOT / "docs" / "hooks" / f"{name}.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -36,9 +38,11 @@ def gate_hook():
 @pytest.fixture
 def registered_cube():
     """A gate registered the way a user would, removed from the registry afterwards."""
+
     @gn.register_gate
     class DocsTestCube(gn.Gate):
         """f = x³, a gate the docs test registers."""
+
         op = "docs_test_cube"
         inputs = ("x",)
         formula = "{0}³"
@@ -49,10 +53,11 @@ def registered_cube():
             return x
 
         def forward(self, x):
-            return x ** 3, x
+            return x**3, x
 
         def backward(self, dout, cache, needs):
-            return (3 * cache ** 2 * dout,)
+            return (3 * cache**2 * dout,)
+
     yield DocsTestCube
     del gates_base._REGISTRY["docs_test_cube"]
 
@@ -76,8 +81,11 @@ def test_every_built_in_gate_example_runs_and_is_drawn(gate_hook):
     stops running (a builder's signature changed) fails here, not silently on the site."""
     pytest.importorskip("graphviz")
     _, svgs = gate_hook.reference_markdown(drawings=True)
-    built_in = [op for op in gn.gate_names()  # other tests may have registered their own
-                if gates_base.gate_class(op).__module__.startswith("graphnet.")]
+    built_in = [
+        op
+        for op in gn.gate_names()  # other tests may have registered their own
+        if gates_base.gate_class(op).__module__.startswith("graphnet.")
+    ]
     assert len(built_in) >= 40
     for op in built_in:
         graph, ran = gate_hook.run_example(op)
@@ -137,7 +145,7 @@ def test_readme_is_short_and_undated():
 
 def test_readme_starts_with_the_set_up_commands_that_ci_runs():
     lines = README.read_text(encoding="utf-8").splitlines()
-    commands = lines[lines.index("```bash") + 1:lines.index("```bash") + 3]
+    commands = lines[lines.index("```bash") + 1 : lines.index("```bash") + 3]
     assert commands[0].startswith('pip install ".[digits]" && graphnet train')
     assert commands[1].startswith("bash .ci/run")
     assert lines.index("```bash") <= 3
@@ -159,9 +167,14 @@ def test_the_site_builds_strictly(tmp_path):
     pytest.importorskip("mkdocs")
     pytest.importorskip("mkdocstrings")
     env = dict(os.environ, NO_MKDOCS_2_WARNING="1")
-    result = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict",
-                             "--site-dir", str(tmp_path / "site")], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     site = tmp_path / "site"
     gates = (site / "reference" / "gates" / "index.html").read_text(encoding="utf-8")

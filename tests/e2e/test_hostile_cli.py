@@ -1,6 +1,7 @@
 """`graphnet` as a careless user or a broken machine drives it: mistyped options, damaged
 run folders, a full disk, a run that diverges, files killed mid-write. Every failure is
 one `graphnet: error:` line with no traceback, and nothing the user had is lost."""
+
 import contextlib
 import errno
 import json
@@ -28,8 +29,13 @@ def run_main(capsys, *args):
 
 def run_cli(*args, timeout=120):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "graphnet", *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "graphnet", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
 
 
 def assert_one_error_line(err, *fragments):
@@ -57,13 +63,17 @@ def restore(files, out):
 
 # ---- arguments ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("args, suggestion", [
-    (["train", "--epcohs", "3"], "did you mean --epochs?"),
-    (["train", "--bach-size=3", "--lr", "0.1"], "did you mean --batch-size?"),
-    (["trian"], "did you mean 'train'?"),
-    (["train", "--model", "convent"], "did you mean 'convnet'?"),
-    (["train", "--update-rule", "adma"], "did you mean 'adam'?"),
-])
+
+@pytest.mark.parametrize(
+    "args, suggestion",
+    [
+        (["train", "--epcohs", "3"], "did you mean --epochs?"),
+        (["train", "--bach-size=3", "--lr", "0.1"], "did you mean --batch-size?"),
+        (["trian"], "did you mean 'train'?"),
+        (["train", "--model", "convent"], "did you mean 'convnet'?"),
+        (["train", "--update-rule", "adma"], "did you mean 'adam'?"),
+    ],
+)
 def test_a_mistyped_option_suggests_the_right_one(capsys, args, suggestion):
     with pytest.raises(SystemExit) as info:
         cli.main(args)
@@ -82,14 +92,16 @@ def test_train_help_shows_every_default():
 
 @pytest.mark.slow
 def test_data_dir_with_the_digits_is_a_warning(tmp_path, capsys):
-    code, out, err = run_main(capsys, *QUICK, "--out", tmp_path / "run", "--data-dir",
-                              tmp_path / "cifar")
+    code, out, err = run_main(
+        capsys, *QUICK, "--out", tmp_path / "run", "--data-dir", tmp_path / "cifar"
+    )
     assert code == 0 and "test accuracy" in out
     assert err.startswith("graphnet: warning: --data-dir and --download are for CIFAR-10")
     assert not (tmp_path / "cifar").exists()
 
 
 # ---- resuming --------------------------------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_a_resume_with_nothing_left_to_train_writes_nothing(tmp_path, capsys, finished_run):
@@ -102,14 +114,17 @@ def test_a_resume_with_nothing_left_to_train_writes_nothing(tmp_path, capsys, fi
     assert {p.name: p.read_bytes() for p in out.iterdir()} == finished_run
 
 
-@pytest.mark.parametrize("content, message", [
-    ("[]", "does not hold a run's settings (it holds list)"),
-    ("null", "(it holds null)"),
-    ("{}", "it lacks 'model'"),
-    ('{"model": "twolayer", "data": "digits"}', "it lacks 'update_rule'"),
-    ("{not json", "cannot read"),
-    ("[" * 100_000, "cannot read"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("[]", "does not hold a run's settings (it holds list)"),
+        ("null", "(it holds null)"),
+        ("{}", "it lacks 'model'"),
+        ('{"model": "twolayer", "data": "digits"}', "it lacks 'update_rule'"),
+        ("{not json", "cannot read"),
+        ("[" * 100_000, "cannot read"),
+    ],
+)
 def test_a_damaged_run_json_is_one_line(tmp_path, capsys, finished_run, content, message):
     out = restore(finished_run, tmp_path / "run")
     (out / "run.json").write_text(content)
@@ -120,8 +135,13 @@ def test_a_damaged_run_json_is_one_line(tmp_path, capsys, finished_run, content,
 
 def test_run_json_values_of_the_wrong_kind(tmp_path, capsys, finished_run):
     settings = json.loads(finished_run["run.json"])
-    for key, value in [("epochs", -3), ("lr", "fast"), ("hidden_dim", 0), ("seed", 1.5),
-                       ("model", "resnet")]:
+    for key, value in [
+        ("epochs", -3),
+        ("lr", "fast"),
+        ("hidden_dim", 0),
+        ("seed", 1.5),
+        ("model", "resnet"),
+    ]:
         out = restore(finished_run, tmp_path / f"run-{key}")
         (out / "run.json").write_text(json.dumps({**settings, key: value}))
         code, _, err = run_main(capsys, "train", "--out", out, "--resume", "--epochs", "2")
@@ -140,12 +160,16 @@ def test_resume_against_a_checkpoint_of_another_model(tmp_path, capsys, finished
 
 # ---- render ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("make, message", [
-    (lambda p: p.write_text("my notes\n"), "not a graphnet checkpoint (a text file)"),
-    (lambda p: p.write_bytes(b""), "not a graphnet checkpoint (an empty file)"),
-    (lambda p: p.mkdir(), "not a regular file"),
-    (lambda p: None, "No such file"),
-])
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p.write_text("my notes\n"), "not a graphnet checkpoint (a text file)"),
+        (lambda p: p.write_bytes(b""), "not a graphnet checkpoint (an empty file)"),
+        (lambda p: p.mkdir(), "not a regular file"),
+        (lambda p: None, "No such file"),
+    ],
+)
 def test_render_of_something_that_is_not_a_checkpoint(tmp_path, capsys, make, message):
     target = tmp_path / "notes.txt"
     make(target)
@@ -156,14 +180,24 @@ def test_render_of_something_that_is_not_a_checkpoint(tmp_path, capsys, make, me
 
 # ---- downloads --------------------------------------------------------------------------------
 
+
 def test_a_failed_download_names_the_url_and_creates_no_folder(tmp_path, capsys, monkeypatch):
     from graphnet import data
+
     url = "http://127.0.0.1:9/cifar-10-python.tar.gz"  # nothing listens on the discard port
     real = data.download_cifar10
-    monkeypatch.setattr(data, "download_cifar10", lambda root: real(root, url=url,
-                                                                    progress=False))
-    code, _, err = run_main(capsys, "train", "--data", "cifar10", "--download", "--data-dir",
-                            tmp_path / "data" / "cifar", "--out", tmp_path / "run")
+    monkeypatch.setattr(data, "download_cifar10", lambda root: real(root, url=url, progress=False))
+    code, _, err = run_main(
+        capsys,
+        "train",
+        "--data",
+        "cifar10",
+        "--download",
+        "--data-dir",
+        tmp_path / "data" / "cifar",
+        "--out",
+        tmp_path / "run",
+    )
     assert code == 1
     assert_one_error_line(err, f"cannot download {url}", "by hand")
     assert os.listdir(tmp_path) == []
@@ -171,23 +205,27 @@ def test_a_failed_download_names_the_url_and_creates_no_folder(tmp_path, capsys,
 
 # ---- diverging runs ------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_a_run_that_diverges_at_once_stops_with_an_error(tmp_path):
     """--lr 1e30 (once: exit 0, an accuracy, and a checkpoint --resume refused)."""
     result = run_cli(*QUICK, "--lr", "1e30", "--out", tmp_path / "run")
     assert result.returncode == 1
-    assert_one_error_line(result.stderr, "training diverged at epoch 1", "smaller --lr",
-                          "no checkpoint was written")
+    assert_one_error_line(
+        result.stderr, "training diverged at epoch 1", "smaller --lr", "no checkpoint was written"
+    )
     assert "test accuracy" not in result.stdout
     assert not (tmp_path / "run" / "checkpoint.npz").exists()
 
 
 @pytest.mark.slow
 def test_divergence_after_a_good_epoch_keeps_its_checkpoint_and_resume_works(
-        tmp_path, capsys, monkeypatch):
+    tmp_path, capsys, monkeypatch
+):
     """The loss turns NaN in epoch 2: the run stops with exit 1, the checkpoint of epoch 1
     is kept as it was, and --resume (with the fault gone) continues from it."""
     from graphnet.models import TwoLayerNet
+
     out = tmp_path / "run"
     real_loss, calls = TwoLayerNet.loss, []
 
@@ -202,8 +240,11 @@ def test_divergence_after_a_good_epoch_keeps_its_checkpoint_and_resume_works(
     monkeypatch.setattr(TwoLayerNet, "loss", loss_turning_nan)
     code, stdout, err = run_main(capsys, *QUICK, "--epochs", "3", "--out", out)
     assert code == 1 and "test accuracy" not in stdout
-    assert_one_error_line(err, "training diverged at epoch 2, iteration 31: the loss is nan",
-                          "checkpoint.npz, is as it was")
+    assert_one_error_line(
+        err,
+        "training diverged at epoch 2, iteration 31: the loss is nan",
+        "checkpoint.npz, is as it was",
+    )
     kept = (out / "checkpoint.npz").read_bytes()
     monkeypatch.undo()
     with np.load(out / "checkpoint.npz") as archive:
@@ -216,14 +257,26 @@ def test_divergence_after_a_good_epoch_keeps_its_checkpoint_and_resume_works(
 
 # ---- files: atomic, stale temporaries, the closing line ------------------------------------
 
+
 @pytest.mark.slow
 def test_the_closing_line_lists_every_file_written(tmp_path, capsys):
     out = tmp_path / "run"
-    code, stdout, _ = run_main(capsys, "train", "--model", "convnet", "--epochs", "1",
-                               "--quiet", "--threads", "1", "--out", out)
+    code, stdout, _ = run_main(
+        capsys,
+        "train",
+        "--model",
+        "convnet",
+        "--epochs",
+        "1",
+        "--quiet",
+        "--threads",
+        "1",
+        "--out",
+        out,
+    )
     assert code == 0
     wrote = next(line for line in stdout.splitlines() if line.startswith("wrote "))
-    listed = {os.path.basename(p) for p in wrote[len("wrote "):].split(", ")}
+    listed = {os.path.basename(p) for p in wrote[len("wrote ") :].split(", ")}
     assert listed == set(os.listdir(out))
     assert {"model.npz", "checkpoint.npz", "run.json", "training.png", "filters.png"} <= listed
 
@@ -243,9 +296,11 @@ def test_temporary_files_of_a_killed_write_are_removed_at_the_next_start(tmp_pat
     assert (out / ".my-notes.tmp").exists()
 
 
-def test_a_failed_picture_write_keeps_the_previous_picture(tmp_path, capsys, finished_run,
-                                                           monkeypatch):
+def test_a_failed_picture_write_keeps_the_previous_picture(
+    tmp_path, capsys, finished_run, monkeypatch
+):
     from graphnet import viz
+
     out = restore(finished_run, tmp_path / "run")
 
     def broken_plot(solver, path, **kwargs):
@@ -267,8 +322,13 @@ def small_disk(folder, size):
     one (root in a container that allows it); else None."""
     folder.mkdir()
     try:
-        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
-                                  str(folder)], capture_output=True).returncode == 0
+        mounted = (
+            subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                capture_output=True,
+            ).returncode
+            == 0
+        )
     except OSError:
         mounted = False
     try:
@@ -279,20 +339,28 @@ def small_disk(folder, size):
 
 
 def test_a_full_disk_is_one_line_and_the_previous_checkpoint_stays_loadable(
-        tmp_path, capsys, finished_run, monkeypatch):
+    tmp_path, capsys, finished_run, monkeypatch
+):
     """In a tmpfs just larger than the run folder where the machine allows mounting one;
     elsewhere ENOSPC is simulated at the checkpoint write."""
     size = sum(len(c) for c in finished_run.values()) + 64 * 1024
     with small_disk(tmp_path / "disk", size) as disk:
         if disk is None:
+
             def full(file, arrays):
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
             monkeypatch.setattr(checkpoint, "_write_npz", full)
         out = restore(finished_run, (disk or tmp_path) / "run")
         code, _, err = run_main(capsys, "train", "--out", out, "--resume", "--epochs", "3")
         assert code == 1
-        assert_one_error_line(err, "cannot write", "checkpoint.npz: No space left on device",
-                              "the last checkpoint", "is as it was")
+        assert_one_error_line(
+            err,
+            "cannot write",
+            "checkpoint.npz: No space left on device",
+            "the last checkpoint",
+            "is as it was",
+        )
         assert (out / "checkpoint.npz").read_bytes() == finished_run["checkpoint.npz"]
         monkeypatch.undo()
         assert type(load(out / "checkpoint.npz")).__name__ == "TwoLayerNet"

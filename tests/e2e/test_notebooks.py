@@ -6,6 +6,7 @@ executed notebook is kept in build/executed-notebooks/ under its content hash: t
 site renders the tutorials from these copies (docs/hooks/notebooks.py, which names them
 the same way).
 """
+
 import hashlib
 import pathlib
 import time
@@ -17,8 +18,14 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 NOTEBOOK_DIR = ROOT / "notebooks"
 EXECUTED_DIR = ROOT / "build" / "executed-notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
-REQUIRED = ["01_circuits_and_gates", "02_sigmoid_neuron", "03_fully_connected_nets",
-            "04_cnn_on_digits", "05_rnn_lstm_bptt", "06_attention"]
+REQUIRED = [
+    "01_circuits_and_gates",
+    "02_sigmoid_neuron",
+    "03_fully_connected_nets",
+    "04_cnn_on_digits",
+    "05_rnn_lstm_bptt",
+    "06_attention",
+]
 CELL_TIMEOUT = 300  # seconds; a whole notebook takes well under a minute on 2 cores
 
 
@@ -57,13 +64,18 @@ def test_notebook_runs_top_to_bottom(path):
     nbclient = pytest.importorskip("nbclient")
     pytest.importorskip("ipykernel")
     nb = nbformat.read(path, as_version=4)
-    client = nbclient.NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3",
-                                     resources={"metadata": {"path": str(NOTEBOOK_DIR)}})
+    client = nbclient.NotebookClient(
+        nb,
+        timeout=CELL_TIMEOUT,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(NOTEBOOK_DIR)}},
+    )
     start = time.perf_counter()
     client.execute()  # raises CellExecutionError with the failing cell's traceback
     elapsed = time.perf_counter() - start
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
-              if o.output_type == "error"]
+    errors = [
+        o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"
+    ]
     assert not errors
     print(f"{path.name}: {elapsed:.1f} s")
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]

@@ -1,5 +1,6 @@
 """Every gate's values and gradients against numpy, numerical gradients (float64) and,
 where it is installed, PyTorch."""
+
 import numpy as np
 import pytest
 
@@ -23,41 +24,86 @@ def labels(n, classes):
 
 # name -> (builder(g, *nodes), inputs, numpy reference, torch reference)
 CASES = {
-    "add": (lambda g, a, b: g.add(a, b), [normal((3, 4)), normal((4,))],
-            lambda a, b: a + b, lambda t, a, b: a + b),
-    "subtract": (lambda g, a, b: g.subtract(a, b), [normal((3, 1)), normal((3, 4))],
-                 lambda a, b: a - b, lambda t, a, b: a - b),
-    "multiply": (lambda g, a, b: g.multiply(a, b), [normal((2, 3)), normal((2, 3))],
-                 lambda a, b: a * b, lambda t, a, b: a * b),
-    "divide": (lambda g, a, b: g.divide(a, b), [normal((2, 3)), positive((2, 3))],
-               lambda a, b: a / b, lambda t, a, b: a / b),
-    "max": (lambda g, a, b: g.max(a, b), [normal((4, 5)), normal((4, 5))],
-            np.maximum, lambda t, a, b: t.maximum(a, b)),
-    "relu": (lambda g, x: g.relu(x), [normal((3, 5))],
-             lambda x: np.maximum(x, 0), lambda t, x: t.relu(x)),
+    "add": (
+        lambda g, a, b: g.add(a, b),
+        [normal((3, 4)), normal((4,))],
+        lambda a, b: a + b,
+        lambda t, a, b: a + b,
+    ),
+    "subtract": (
+        lambda g, a, b: g.subtract(a, b),
+        [normal((3, 1)), normal((3, 4))],
+        lambda a, b: a - b,
+        lambda t, a, b: a - b,
+    ),
+    "multiply": (
+        lambda g, a, b: g.multiply(a, b),
+        [normal((2, 3)), normal((2, 3))],
+        lambda a, b: a * b,
+        lambda t, a, b: a * b,
+    ),
+    "divide": (
+        lambda g, a, b: g.divide(a, b),
+        [normal((2, 3)), positive((2, 3))],
+        lambda a, b: a / b,
+        lambda t, a, b: a / b,
+    ),
+    "max": (
+        lambda g, a, b: g.max(a, b),
+        [normal((4, 5)), normal((4, 5))],
+        np.maximum,
+        lambda t, a, b: t.maximum(a, b),
+    ),
+    "relu": (
+        lambda g, x: g.relu(x),
+        [normal((3, 5))],
+        lambda x: np.maximum(x, 0),
+        lambda t, x: t.relu(x),
+    ),
     "exp": (lambda g, x: g.exp(x), [normal((3, 2))], np.exp, lambda t, x: t.exp(x)),
     "log": (lambda g, x: g.log(x), [positive((3, 2))], np.log, lambda t, x: t.log(x)),
-    "sigmoid": (lambda g, x: g.sigmoid(x), [normal((3, 2)) * 4],
-                lambda x: 1 / (1 + np.exp(-x)), lambda t, x: t.sigmoid(x)),
+    "sigmoid": (
+        lambda g, x: g.sigmoid(x),
+        [normal((3, 2)) * 4],
+        lambda x: 1 / (1 + np.exp(-x)),
+        lambda t, x: t.sigmoid(x),
+    ),
     "tanh": (lambda g, x: g.tanh(x), [normal((3, 2))], np.tanh, lambda t, x: t.tanh(x)),
     "sum": (lambda g, x: g.sum(x), [normal((3, 4))], np.sum, lambda t, x: x.sum()),
-    "sum_axis": (lambda g, x: g.sum(x, axis=1), [normal((3, 4, 2))],
-                 lambda x: x.sum(axis=1), lambda t, x: x.sum(dim=1)),
-    "sum_keepdims": (lambda g, x: g.sum(x, axis=(0, 2), keepdims=True), [normal((3, 4, 2))],
-                     lambda x: x.sum(axis=(0, 2), keepdims=True),
-                     lambda t, x: x.sum(dim=(0, 2), keepdim=True)),
-    "affine": (lambda g, x, w, b: g.affine(x, w, b), [normal((4, 2, 3)), normal((6, 5)), normal(5)],
-               lambda x, w, b: x.reshape(4, -1) @ w + b,
-               lambda t, x, w, b: x.reshape(4, -1) @ w + b),
-    "softmax": (lambda g, x: g.softmax(x), [normal((4, 5))],
-                lambda x: np.exp(x) / np.exp(x).sum(axis=1, keepdims=True),
-                lambda t, x: t.softmax(x, dim=1)),
+    "sum_axis": (
+        lambda g, x: g.sum(x, axis=1),
+        [normal((3, 4, 2))],
+        lambda x: x.sum(axis=1),
+        lambda t, x: x.sum(dim=1),
+    ),
+    "sum_keepdims": (
+        lambda g, x: g.sum(x, axis=(0, 2), keepdims=True),
+        [normal((3, 4, 2))],
+        lambda x: x.sum(axis=(0, 2), keepdims=True),
+        lambda t, x: x.sum(dim=(0, 2), keepdim=True),
+    ),
+    "affine": (
+        lambda g, x, w, b: g.affine(x, w, b),
+        [normal((4, 2, 3)), normal((6, 5)), normal(5)],
+        lambda x, w, b: x.reshape(4, -1) @ w + b,
+        lambda t, x, w, b: x.reshape(4, -1) @ w + b,
+    ),
+    "softmax": (
+        lambda g, x: g.softmax(x),
+        [normal((4, 5))],
+        lambda x: np.exp(x) / np.exp(x).sum(axis=1, keepdims=True),
+        lambda t, x: t.softmax(x, dim=1),
+    ),
 }
 LOSSES = {
-    "softmax_loss": (lambda g, s, y: g.softmax_loss(s, y),
-                     lambda t, s, y: t.nn.functional.cross_entropy(s, y)),
-    "svm_loss": (lambda g, s, y: g.svm_loss(s, y),
-                 lambda t, s, y: t.nn.functional.multi_margin_loss(s, y) * s.shape[1]),
+    "softmax_loss": (
+        lambda g, s, y: g.softmax_loss(s, y),
+        lambda t, s, y: t.nn.functional.cross_entropy(s, y),
+    ),
+    "svm_loss": (
+        lambda g, s, y: g.svm_loss(s, y),
+        lambda t, s, y: t.nn.functional.multi_margin_loss(s, y) * s.shape[1],
+    ),
 }
 
 
@@ -140,6 +186,7 @@ def test_a_wrong_gate_is_caught_by_gradcheck():
     @gn.register_gate
     class ForgetsToSwap(Multiply):
         """The classic mistake: d(a*b)/da taken as a instead of b."""
+
         op = "multiply_that_forgets_to_swap"
 
         def backward(self, dout, cache, needs):
@@ -173,6 +220,7 @@ def test_affine_takes_an_empty_batch():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_relu_kernel_gives_numpys_numbers(dtype):
     from graphnet.kernels import _C
+
     x = np.array([[-1.5, 0.0, -0.0, 2.0], [np.nan, np.inf, -np.inf, 1e-30]], dtype)
     out, keep = _C.relu_forward(x)
     np.testing.assert_array_equal(out, np.maximum(x, 0))
@@ -184,8 +232,22 @@ def test_relu_kernel_gives_numpys_numbers(dtype):
         _C.relu_backward(dout[:, :2], keep)
 
 
-SPECIAL_NUMBERS = [-3.0, -0.0, 0.0, 5e-324, 1e-300, 0.3, 2.5, 20.0, -20.0, 1e308, np.inf,
-                   -np.inf, np.nan, -np.nan]
+SPECIAL_NUMBERS = [
+    -3.0,
+    -0.0,
+    0.0,
+    5e-324,
+    1e-300,
+    0.3,
+    2.5,
+    20.0,
+    -20.0,
+    1e308,
+    np.inf,
+    -np.inf,
+    np.nan,
+    -np.nan,
+]
 
 
 def test_scalar_fast_paths_give_the_ufuncs_numbers():

@@ -1,5 +1,6 @@
 """The network gates (conv, max pool, batchnorm, spatial batchnorm, dropout) in a graph:
 numerical gradients in float64, the course's layer functions, train/eval mode."""
+
 import re
 
 import numpy as np
@@ -26,8 +27,9 @@ def test_conv_gate_gradients_and_shape(stride, pad):
     g, out = conv_graph(stride=stride, pad=pad)
     x = rng.standard_normal((2, 2, 7, 6))
     value = g.run(out, x=x)
-    expected, _ = layers.conv_forward_naive(x, g["w"].value, g["b"].value,
-                                            {"stride": stride, "pad": pad})
+    expected, _ = layers.conv_forward_naive(
+        x, g["w"].value, g["b"].value, {"stride": stride, "pad": pad}
+    )
     np.testing.assert_allclose(value, expected, rtol=1e-10, atol=1e-12)
     assert out.static_shape[1:] == expected.shape[1:] and out.static_shape[0] is None
     g.sum(g.multiply(out, g.const(rng.standard_normal(expected.shape))))
@@ -53,8 +55,9 @@ def test_max_pool_gate_gradients_with_overlapping_windows():
     g.sum(g.multiply(pooled, g.const(rng.standard_normal((2, 3, 3, 3)))))
     data = rng.permutation(2 * 3 * 7 * 7).reshape(2, 3, 7, 7) / 10.0  # no ties
     assert gn.gradcheck(g, x=data)["x"] < 1e-7
-    expected, _ = layers.max_pool_forward_naive(data, {"pool_height": 3, "pool_width": 2,
-                                                       "stride": 2})
+    expected, _ = layers.max_pool_forward_naive(
+        data, {"pool_height": 3, "pool_width": 2, "stride": 2}
+    )
     np.testing.assert_array_equal(pooled.value, expected)
 
 
@@ -82,8 +85,9 @@ def test_batchnorm_gate_train_and_eval(spatial):
 
     g2 = gn.Graph()
     x2 = g2.input("x")
-    bn2 = getattr(g2, builder)(x2, g2.param("gamma", np.ones(3)), g2.param("beta", np.zeros(3)),
-                               momentum=0.8)
+    bn2 = getattr(g2, builder)(
+        x2, g2.param("gamma", np.ones(3)), g2.param("beta", np.zeros(3)), momentum=0.8
+    )
     mean, var = np.zeros(3), np.zeros(3)
     axes = (0, 2, 3) if spatial else (0,)
     for batch in batches:
@@ -172,12 +176,18 @@ def test_small_cnn_against_torch(dtype):
     F = torch.nn.functional
     g = gn.Graph(dtype=dtype)
     x, y = g.input("x", shape=(None, 3, 8, 8)), g.input("y", dtype=np.int64)
-    params = {"w": rng.standard_normal((4, 3, 3, 3)) * 0.3, "b": rng.standard_normal(4),
-              "gamma": rng.uniform(0.5, 1.5, 4), "beta": rng.standard_normal(4),
-              "W2": rng.standard_normal((64, 5)) * 0.1, "b2": np.zeros(5)}
+    params = {
+        "w": rng.standard_normal((4, 3, 3, 3)) * 0.3,
+        "b": rng.standard_normal(4),
+        "gamma": rng.uniform(0.5, 1.5, 4),
+        "beta": rng.standard_normal(4),
+        "W2": rng.standard_normal((64, 5)) * 0.1,
+        "b2": np.zeros(5),
+    }
     p = {k: g.param(k, v.astype(dtype)) for k, v in params.items()}
-    h = g.relu(g.spatial_batchnorm(g.conv(x, p["w"], p["b"], stride=1, pad=1), p["gamma"],
-                                   p["beta"]))
+    h = g.relu(
+        g.spatial_batchnorm(g.conv(x, p["w"], p["b"], stride=1, pad=1), p["gamma"], p["beta"])
+    )
     scores = g.affine(g.max_pool(h, 2, 2, 2), p["W2"], p["b2"])
     g.softmax_loss(scores, y)
     data, labels = rng.standard_normal((6, 3, 8, 8)).astype(dtype), rng.integers(0, 5, 6)
@@ -186,8 +196,17 @@ def test_small_cnn_against_torch(dtype):
 
     t = {k: torch.tensor(v.astype(dtype), requires_grad=True) for k, v in params.items()}
     tx = torch.tensor(data, requires_grad=True)
-    th = F.relu(F.batch_norm(F.conv2d(tx, t["w"], t["b"], padding=1), None, None,
-                             t["gamma"], t["beta"], training=True, eps=1e-5))
+    th = F.relu(
+        F.batch_norm(
+            F.conv2d(tx, t["w"], t["b"], padding=1),
+            None,
+            None,
+            t["gamma"],
+            t["beta"],
+            training=True,
+            eps=1e-5,
+        )
+    )
     tscores = F.max_pool2d(th, 2).reshape(6, -1) @ t["W2"] + t["b2"]
     tloss = F.cross_entropy(tscores, torch.tensor(labels))
     tloss.backward()
@@ -199,19 +218,27 @@ def test_small_cnn_against_torch(dtype):
         np.testing.assert_allclose(g[k].grad, t[k].grad.numpy(), rtol=tol, atol=tol)
 
 
-@pytest.mark.parametrize("builder, kwargs, words", [
-    ("conv", dict(pad=2**63 - 1), "pad"), ("conv", dict(pad=2**40), "pad"),
-    ("conv", dict(stride=10**30), "stride"), ("conv", dict(stride=-2**63), "stride"),
-    ("max_pool", dict(pool_height=2**62), "pool_height"),
-    ("max_pool", dict(stride=2**64), "stride"),
-])
+@pytest.mark.parametrize(
+    "builder, kwargs, words",
+    [
+        ("conv", dict(pad=2**63 - 1), "pad"),
+        ("conv", dict(pad=2**40), "pad"),
+        ("conv", dict(stride=10**30), "stride"),
+        ("conv", dict(stride=-(2**63)), "stride"),
+        ("max_pool", dict(pool_height=2**62), "pool_height"),
+        ("max_pool", dict(stride=2**64), "stride"),
+    ],
+)
 def test_absurd_integers_are_refused_when_the_gate_is_built(builder, kwargs, words):
     """Sizes, strides and pads the kernels could not count in int64 never reach them: the
     builder refuses them, naming the setting, and no message shows a negative size."""
     g = gn.Graph()
     x = g.input("x", shape=(None, 3, 8, 8))
-    args = (x, g.param("w", np.ones((2, 3, 3, 3))), g.param("b", np.zeros(2))) \
-        if builder == "conv" else (x,)
+    args = (
+        (x, g.param("w", np.ones((2, 3, 3, 3))), g.param("b", np.zeros(2)))
+        if builder == "conv"
+        else (x,)
+    )
     with pytest.raises(gn.GraphError, match=f"{builder} gate 'g': {words}") as error:
         getattr(g, builder)(*args, name="g", **kwargs)
     if all(value >= 0 for value in kwargs.values()):

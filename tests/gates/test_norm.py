@@ -1,6 +1,7 @@
 """The layernorm and spatial groupnorm gates: numerical gradients in float64, the course's
 array functions, PyTorch, train and eval mode alike, and every place a gate shows up
 (drawing, steps, checkpoints)."""
+
 import numpy as np
 import pytest
 
@@ -14,8 +15,12 @@ def layernorm_graph(shape, dtype=np.float64):
     g = gn.Graph(dtype=dtype)
     x = g.input("x", shape=(None,) + shape[1:])
     D = shape[-1]
-    out = g.layernorm(x, g.param("gamma", rng.uniform(0.5, 1.5, D)),
-                      g.param("beta", rng.standard_normal(D)), name="ln")
+    out = g.layernorm(
+        x,
+        g.param("gamma", rng.uniform(0.5, 1.5, D)),
+        g.param("beta", rng.standard_normal(D)),
+        name="ln",
+    )
     g.sum(g.multiply(out, g.const(rng.standard_normal(shape[1:]))), name="loss")
     return g
 
@@ -23,8 +28,13 @@ def layernorm_graph(shape, dtype=np.float64):
 def groupnorm_graph(C, G, gamma_shape, dtype=np.float64):
     g = gn.Graph(dtype=dtype)
     x = g.input("x", shape=(None, C, 5, 4))
-    out = g.spatial_groupnorm(x, g.param("gamma", rng.uniform(0.5, 1.5, gamma_shape)),
-                              g.param("beta", rng.standard_normal(gamma_shape)), G, name="gn")
+    out = g.spatial_groupnorm(
+        x,
+        g.param("gamma", rng.uniform(0.5, 1.5, gamma_shape)),
+        g.param("beta", rng.standard_normal(gamma_shape)),
+        G,
+        name="gn",
+    )
     # out feeds two gates: fan-out; random weights, so no gradient cancels to about 0
     first = g.multiply(out, g.const(rng.standard_normal((C, 5, 4))))
     second = g.multiply(out, g.const(rng.standard_normal((C, 5, 4))))
@@ -39,16 +49,16 @@ def test_layernorm_gradients_and_the_course_function(shape):
     errors = gn.gradcheck(g, x=x)
     assert set(errors) == {"x", "gamma", "beta"} and max(errors.values()) < 1e-7
     g.forward(x=x)
-    want, _ = layers.layernorm_forward(x.reshape(-1, shape[-1]), g["gamma"].value,
-                                       g["beta"].value, {})
+    want, _ = layers.layernorm_forward(
+        x.reshape(-1, shape[-1]), g["gamma"].value, g["beta"].value, {}
+    )
     np.testing.assert_allclose(g["ln"].value, want.reshape(shape), rtol=1e-12, atol=1e-12)
     train = g["ln"].value.copy()
     g.eval().forward(x=x)
     np.testing.assert_array_equal(g["ln"].value, train)  # no batch statistics: same in eval
 
 
-@pytest.mark.parametrize("C, G, gamma_shape", [(6, 3, (6,)), (4, 1, (1, 4, 1, 1)),
-                                               (4, 4, (4,))])
+@pytest.mark.parametrize("C, G, gamma_shape", [(6, 3, (6,)), (4, 1, (1, 4, 1, 1)), (4, 4, (4,))])
 @pytest.mark.slow
 def test_groupnorm_gradients_and_the_course_function(C, G, gamma_shape):
     g = groupnorm_graph(C, G, gamma_shape)
@@ -71,10 +81,15 @@ def test_both_against_torch(dtype, tol):
     x = rng.standard_normal((3, 6, 5, 4)).astype(dtype)
     dout = rng.standard_normal(x.shape).astype(dtype)
     for build, reference in (
-            (lambda g, x, w, b: g.spatial_groupnorm(x, w, b, 3, name="out"),
-             lambda x, w, b: F.group_norm(x, 3, w, b, eps=1e-5)),
-            (lambda g, x, w, b: g.layernorm(x, w, b, name="out"),
-             lambda x, w, b: F.layer_norm(x, (4,), w[:4], b[:4], eps=1e-5))):
+        (
+            lambda g, x, w, b: g.spatial_groupnorm(x, w, b, 3, name="out"),
+            lambda x, w, b: F.group_norm(x, 3, w, b, eps=1e-5),
+        ),
+        (
+            lambda g, x, w, b: g.layernorm(x, w, b, name="out"),
+            lambda x, w, b: F.layer_norm(x, (4,), w[:4], b[:4], eps=1e-5),
+        ),
+    ):
         g = gn.Graph(dtype=dtype)
         w = rng.uniform(0.5, 1.5, 6).astype(dtype)
         b = rng.standard_normal(6).astype(dtype)
@@ -89,8 +104,7 @@ def test_both_against_torch(dtype, tol):
         np.testing.assert_allclose(got, want.detach().numpy(), rtol=tol, atol=tol)
         np.testing.assert_allclose(g["x"].grad, tx.grad.numpy(), rtol=tol * 10, atol=tol * 10)
         n = len(params[0])
-        np.testing.assert_allclose(g["w"].grad, tw.grad.numpy()[:n], rtol=tol * 10,
-                                   atol=tol * 10)
+        np.testing.assert_allclose(g["w"].grad, tw.grad.numpy()[:n], rtol=tol * 10, atol=tol * 10)
 
 
 def test_drawn_stepped_saved_and_loaded(tmp_path):
@@ -110,8 +124,9 @@ def test_bad_settings_and_shapes_name_the_node():
     g = gn.Graph()
     x = g.input("x", shape=(None, 6, 4, 4))
     gamma, beta = g.param("gamma", np.ones(6)), g.param("beta", np.zeros(6))
-    with pytest.raises(gn.GraphError, match="spatial_groupnorm gate 'a': G=4 groups do not "
-                                            "divide the 6 channels"):
+    with pytest.raises(
+        gn.GraphError, match="spatial_groupnorm gate 'a': G=4 groups do not divide the 6 channels"
+    ):
         g.spatial_groupnorm(x, gamma, beta, 4, name="a")
     with pytest.raises(gn.GraphError, match="'b': G .*must be >= 1"):
         g.spatial_groupnorm(x, gamma, beta, 0, name="b")
@@ -123,8 +138,12 @@ def test_bad_settings_and_shapes_name_the_node():
 
 def norm_graph(op, dtype):
     """A graph of one norm gate (fresh running averages), with its feed."""
-    shape = {"batchnorm": (7, 5), "spatial_batchnorm": (4, 6, 3, 5), "layernorm": (3, 4, 6),
-             "spatial_groupnorm": (4, 6, 3, 5)}[op]
+    shape = {
+        "batchnorm": (7, 5),
+        "spatial_batchnorm": (4, 6, 3, 5),
+        "layernorm": (3, 4, 6),
+        "spatial_groupnorm": (4, 6, 3, 5),
+    }[op]
     g = gn.Graph(dtype=dtype)
     x = g.input("x", shape=(None,) + shape[1:])
     C = shape[-1] if op == "layernorm" else shape[1]
@@ -137,11 +156,11 @@ def norm_graph(op, dtype):
     return g, (local.standard_normal(shape) * 2 + 1).astype(dtype)
 
 
-@pytest.mark.parametrize("op", ["batchnorm", "spatial_batchnorm", "layernorm",
-                                "spatial_groupnorm"])
+@pytest.mark.parametrize("op", ["batchnorm", "spatial_batchnorm", "layernorm", "spatial_groupnorm"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_the_gates_run_the_cpp_kernels_like_the_numpy_reference(op, dtype, monkeypatch):
     from graphnet.kernels import norm
+
     tol = 2e-5 if dtype == np.float32 else 1e-12
     results = []
     for native in (True, False):
@@ -166,8 +185,12 @@ def test_the_gates_run_the_cpp_kernels_like_the_numpy_reference(op, dtype, monke
 def test_mixed_dtypes_take_the_numpy_reference():
     g = gn.Graph(dtype=np.float32)
     x = g.input("x", shape=(None, 3))
-    bn = g.batchnorm(x, g.param("gamma", np.ones(3), dtype=np.float64),
-                     g.param("beta", np.zeros(3), dtype=np.float64), name="bn")
+    bn = g.batchnorm(
+        x,
+        g.param("gamma", np.ones(3), dtype=np.float64),
+        g.param("beta", np.zeros(3), dtype=np.float64),
+        name="bn",
+    )
     g.sum(bn)
     g.forward(x=rng.standard_normal((4, 3)).astype(np.float32))
     g.backward()
@@ -188,6 +211,7 @@ def test_unseeded_dropout_draws_from_the_nodes_stream_in_xs_precision(dtype):
         outs = [g.forward(x=data) for _ in range(2)]
         g.backward()
         return drop.value, x.grad, outs
+
     out, dx, (first, second) = run()
     assert out.dtype == dtype and dx.dtype == dtype
     assert first != second  # a new mask per call
@@ -195,7 +219,8 @@ def test_unseeded_dropout_draws_from_the_nodes_stream_in_xs_precision(dtype):
     assert abs(kept.mean() - 0.7) < 0.03
     scale = dtype(1 / 0.7)
     np.testing.assert_array_equal(out, data * np.where(kept, scale, dtype(0)))
-    np.testing.assert_array_equal(dx, np.arange(3000.0).reshape(60, 50).astype(dtype) *
-                                  np.where(kept, scale, dtype(0)))
+    np.testing.assert_array_equal(
+        dx, np.arange(3000.0).reshape(60, 50).astype(dtype) * np.where(kept, scale, dtype(0))
+    )
     again = run()
     np.testing.assert_array_equal(again[0], out)  # np.random.seed makes a run repeatable

@@ -3,6 +3,7 @@ temporal_softmax_loss, attention): values and gradients against the course's fun
 (graphnet.kernels.rnn_layers), numerical gradients in float64, float32, the per-step
 gradients of the hidden states against an unrolled graph of step gates, a graph of them
 all through checkpoints, networkx, the drawing and the step player, and the errors."""
+
 import shutil
 
 import numpy as np
@@ -16,8 +17,17 @@ from graphnet.kernels import rnn_layers as course
 rng = np.random.default_rng(1606)
 N, T, D, H, V = 2, 4, 3, 5, 6
 
-SEQUENCE_OPS = {"word_embedding", "rnn", "lstm", "rnn_step", "lstm_step", "temporal_affine",
-                "temporal_softmax_loss", "attention", "masked_attention"}
+SEQUENCE_OPS = {
+    "word_embedding",
+    "rnn",
+    "lstm",
+    "rnn_step",
+    "lstm_step",
+    "temporal_affine",
+    "temporal_softmax_loss",
+    "attention",
+    "masked_attention",
+}
 
 
 def normal(*shape, scale=1.0):
@@ -35,38 +45,80 @@ def course_attention(mask):
 
 # name -> (build(g, *float input nodes), float input arrays, the course's function of them)
 CASES = {
-    "word_embedding": (lambda g, W: g.word_embedding(WORDS, W), [normal(V, D)],
-                       lambda W: course.word_embedding_forward(WORDS, W)[0]),
-    "rnn": (lambda g, *a: g.rnn(*a),
-            [normal(N, T, D), normal(N, H), normal(D, H, scale=0.5), normal(H, H, scale=0.5),
-             normal(H)], lambda *a: course.rnn_forward(*a)[0]),
-    "lstm": (lambda g, *a: g.lstm(*a),
-             [normal(N, T, D), normal(N, H), normal(D, 4 * H, scale=0.5),
-              normal(H, 4 * H, scale=0.5), normal(4 * H)], lambda *a: course.lstm_forward(*a)[0]),
-    "rnn_step": (lambda g, *a: g.rnn_step(*a),
-                 [normal(N, D), normal(N, H), normal(D, H), normal(H, H), normal(H)],
-                 lambda *a: course.rnn_step_forward(*a)[0]),
-    "lstm_step": (lambda g, *a: g.lstm_step(*a),
-                  [normal(N, D), normal(N, H), normal(N, H), normal(D, 4 * H, scale=0.5),
-                   normal(H, 4 * H, scale=0.5), normal(4 * H)],
-                  lambda *a: np.stack(course.lstm_step_forward(*a)[:2])),
-    "temporal_affine": (lambda g, *a: g.temporal_affine(*a),
-                        [normal(N, T, D), normal(D, V), normal(V)],
-                        lambda *a: course.temporal_affine_forward(*a)[0]),
-    "temporal_softmax_loss": (lambda g, x: g.temporal_softmax_loss(x, WORDS, MASK),
-                              [normal(N, T, V)],
-                              lambda x: course.temporal_softmax_loss(x, WORDS, MASK)[0]),
+    "word_embedding": (
+        lambda g, W: g.word_embedding(WORDS, W),
+        [normal(V, D)],
+        lambda W: course.word_embedding_forward(WORDS, W)[0],
+    ),
+    "rnn": (
+        lambda g, *a: g.rnn(*a),
+        [
+            normal(N, T, D),
+            normal(N, H),
+            normal(D, H, scale=0.5),
+            normal(H, H, scale=0.5),
+            normal(H),
+        ],
+        lambda *a: course.rnn_forward(*a)[0],
+    ),
+    "lstm": (
+        lambda g, *a: g.lstm(*a),
+        [
+            normal(N, T, D),
+            normal(N, H),
+            normal(D, 4 * H, scale=0.5),
+            normal(H, 4 * H, scale=0.5),
+            normal(4 * H),
+        ],
+        lambda *a: course.lstm_forward(*a)[0],
+    ),
+    "rnn_step": (
+        lambda g, *a: g.rnn_step(*a),
+        [normal(N, D), normal(N, H), normal(D, H), normal(H, H), normal(H)],
+        lambda *a: course.rnn_step_forward(*a)[0],
+    ),
+    "lstm_step": (
+        lambda g, *a: g.lstm_step(*a),
+        [
+            normal(N, D),
+            normal(N, H),
+            normal(N, H),
+            normal(D, 4 * H, scale=0.5),
+            normal(H, 4 * H, scale=0.5),
+            normal(4 * H),
+        ],
+        lambda *a: np.stack(course.lstm_step_forward(*a)[:2]),
+    ),
+    "temporal_affine": (
+        lambda g, *a: g.temporal_affine(*a),
+        [normal(N, T, D), normal(D, V), normal(V)],
+        lambda *a: course.temporal_affine_forward(*a)[0],
+    ),
+    "temporal_softmax_loss": (
+        lambda g, x: g.temporal_softmax_loss(x, WORDS, MASK),
+        [normal(N, T, V)],
+        lambda x: course.temporal_softmax_loss(x, WORDS, MASK)[0],
+    ),
     "temporal_softmax_loss, a boolean mask": (
-        lambda g, x: g.temporal_softmax_loss(x, WORDS, MASK == 1), [normal(N, T, V)],
-        lambda x: course.temporal_softmax_loss(x, WORDS, MASK)[0]),
-    "attention": (lambda g, *a: g.attention(*a),
-                  [normal(N, T, D), normal(N, 3, D), normal(N, 3, H)], course_attention(None)),
-    "attention, heads broadcast": (lambda g, *a: g.attention(*a),
-                                   [normal(N, 2, T, D), normal(1, 2, 3, D), normal(3, H)],
-                                   course_attention(None)),
-    "masked_attention, causal": (lambda g, *a: g.attention(*a, mask=CAUSAL),
-                                 [normal(N, T, D), normal(N, T, D), normal(N, T, H)],
-                                 course_attention(CAUSAL)),
+        lambda g, x: g.temporal_softmax_loss(x, WORDS, MASK == 1),
+        [normal(N, T, V)],
+        lambda x: course.temporal_softmax_loss(x, WORDS, MASK)[0],
+    ),
+    "attention": (
+        lambda g, *a: g.attention(*a),
+        [normal(N, T, D), normal(N, 3, D), normal(N, 3, H)],
+        course_attention(None),
+    ),
+    "attention, heads broadcast": (
+        lambda g, *a: g.attention(*a),
+        [normal(N, 2, T, D), normal(1, 2, 3, D), normal(3, H)],
+        course_attention(None),
+    ),
+    "masked_attention, causal": (
+        lambda g, *a: g.attention(*a, mask=CAUSAL),
+        [normal(N, T, D), normal(N, T, D), normal(N, T, H)],
+        course_attention(CAUSAL),
+    ),
 }
 
 
@@ -145,8 +197,9 @@ def unrolled(cell, x, h0, Wx, Wh, b):
     """The same recurrence as one step gate per time step; returns the graph, the node
     whose value is every hidden state (N, T, H) and the step nodes."""
     g = gn.Graph()
-    xs, h, Wxn, Whn, bn = (g.param(n, a) for n, a in
-                           zip(("x", "h0", "Wx", "Wh", "b"), (x, h0, Wx, Wh, b)))
+    xs, h, Wxn, Whn, bn = (
+        g.param(n, a) for n, a in zip(("x", "h0", "Wx", "Wh", "b"), (x, h0, Wx, Wh, b))
+    )
     c = g.const(np.zeros_like(h0), name="c0")
     steps, hs = [], []
     for t in range(x.shape[1]):
@@ -177,13 +230,17 @@ def test_hidden_state_grads_are_dL_dh_t_of_the_unrolled_steps(cell):
         reached = step.grad if cell == "rnn" else step.grad[0]
         np.testing.assert_allclose(per_step[:, t], reached, rtol=1e-10, atol=1e-12)
     for position, key in enumerate(("x", "h0", "Wx", "Wh", "b")):
-        np.testing.assert_allclose(steps_graph[key].grad, g[f"in{position}"].grad,
-                                   rtol=1e-10, atol=1e-12)
-    assert out.gate.summarize_cache(out.cache, ["x"])[0] == \
-        f"saved the hidden states h_1..h_T {(N, T, H)}"
+        np.testing.assert_allclose(
+            steps_graph[key].grad, g[f"in{position}"].grad, rtol=1e-10, atol=1e-12
+        )
+    assert (
+        out.gate.summarize_cache(out.cache, ["x"])[0]
+        == f"saved the hidden states h_1..h_T {(N, T, H)}"
+    )
 
 
 # ----- one graph with every sequence gate -----------------------------------------------
+
 
 def every_sequence_gate_graph(dtype=np.float64):
     """A small captioner that uses each of the sequence gates."""
@@ -195,20 +252,22 @@ def every_sequence_gate_graph(dtype=np.float64):
 
     def param(name, *shape):
         return g.param(name, rng.standard_normal(shape) * 0.5)
-    x = g.word_embedding(words, param("W_embed", V, D), name="embed")          # (N, T, D)
+
+    x = g.word_embedding(words, param("W_embed", V, D), name="embed")  # (N, T, D)
     h_rnn = g.rnn(x, features, param("Wx", D, H), param("Wh", H, H), param("b", H), name="rnn")
-    h_lstm = g.lstm(x, features, param("Wx4", D, 4 * H), param("Wh4", H, 4 * H),
-                    param("b4", 4 * H), name="lstm")
+    h_lstm = g.lstm(
+        x, features, param("Wx4", D, 4 * H), param("Wh4", H, 4 * H), param("b4", 4 * H), name="lstm"
+    )
     attended = g.attention(h_rnn, h_lstm, h_lstm, name="attend")
     causal = g.attention(h_lstm, h_lstm, h_rnn, mask=CAUSAL, name="causal")
     first = g.rnn_step(x[:, 0], features, g["Wx"], g["Wh"], g["b"], name="step")
     state = g.lstm_step(x[:, 0], first, features, g["Wx4"], g["Wh4"], g["b4"], name="lstm_step")
     hidden = attended + causal + g.reshape(state[0] + state[1], (-1, 1, H), name="bias")
-    scores = g.temporal_affine(hidden, param("W_vocab", H, V), param("b_vocab", V),
-                               name="scores")
+    scores = g.temporal_affine(hidden, param("W_vocab", H, V), param("b_vocab", V), name="scores")
     g.temporal_softmax_loss(scores, targets, mask, name="loss")
-    feeds = dict(words=WORDS, targets=WORDS[:, ::-1].copy(), mask=MASK,
-                 features=rng.standard_normal((N, H)))
+    feeds = dict(
+        words=WORDS, targets=WORDS[:, ::-1].copy(), mask=MASK, features=rng.standard_normal((N, H))
+    )
     return g, feeds
 
 
@@ -240,8 +299,11 @@ def test_round_trips_keep_every_sequence_gate(route, tmp_path):
         rebuilt = gn.Graph.from_networkx(g.to_networkx())
 
     def described(graph):
-        return {n.name: (n.op, [i.name for i in n.inputs], n.gate.attrs() if n.gate else None)
-                for n in graph.nodes}
+        return {
+            n.name: (n.op, [i.name for i in n.inputs], n.gate.attrs() if n.gate else None)
+            for n in graph.nodes
+        }
+
     assert described(rebuilt) == described(g)
     loss_again, grads_again = forward_and_grads(rebuilt, feeds)
     assert loss_again == loss
@@ -258,8 +320,9 @@ def test_step_player_text_gives_each_sequence_gates_rule_and_formula():
     for node in g.nodes:
         if node.gate is None or node.op not in SEQUENCE_OPS:
             continue
-        rule = fill(rule_of(type(node.gate)), [i.name for i in node.inputs], node.name,
-                    node.gate.attrs())
+        rule = fill(
+            rule_of(type(node.gate)), [i.name for i in node.inputs], node.name, node.gate.attrs()
+        )
         assert f"Local rule: {rule}" in frames[node.name].text, node.name
         assert f"{node.name} = " in forward[node.name].text
         seen.add(node.op)
@@ -269,6 +332,7 @@ def test_step_player_text_gives_each_sequence_gates_rule_and_formula():
 @pytest.mark.skipif(not shutil.which("dot"), reason="the Graphviz 'dot' program is not installed")
 def test_drawing_shows_each_sequence_gate_and_its_cache():
     import html
+
     g, feeds = every_sequence_gate_graph()
     g.forward(feeds)
     g.backward()
@@ -283,10 +347,15 @@ def test_drawing_shows_each_sequence_gate_and_its_cache():
 
 # ----- errors -----------------------------------------------------------------------------
 
+
 def recurrent_inputs(g, D_=D, H_=H, blocks=1, N_=N):
-    return (g.input("x", shape=(N_, T, D_)), g.input("h0", shape=(N, H)),
-            g.param("Wx", np.zeros((D, blocks * H_))), g.param("Wh", np.zeros((H_, blocks * H_))),
-            g.param("b", np.zeros(blocks * H_)))
+    return (
+        g.input("x", shape=(N_, T, D_)),
+        g.input("h0", shape=(N, H)),
+        g.param("Wx", np.zeros((D, blocks * H_))),
+        g.param("Wh", np.zeros((H_, blocks * H_))),
+        g.param("b", np.zeros(blocks * H_)),
+    )
 
 
 BAD = [
@@ -294,20 +363,49 @@ BAD = [
     (lambda g: g.rnn(*recurrent_inputs(g, N_=N + 1)), "x (3, 4, 3) must have N"),
     (lambda g: g.lstm(*recurrent_inputs(g)), "Wx (3, 5) must have 4H columns = 20"),
     (lambda g: g.rnn(*recurrent_inputs(g, H_=H + 1)), "Wx (3, 6) must have H columns = 5, got 6"),
-    (lambda g: g.rnn(*recurrent_inputs(g)[:3], g.param("Wh5x6", np.zeros((H, H + 1))),
-                     g.param("b5", np.zeros(H))), "Wh (5, 6) must have shape (H, H) = (5, 5)"),
-    (lambda g: g.word_embedding(g.input("w", shape=(N,), dtype=np.int64),
-                                g.param("W", np.zeros((V, D)))),
-     "x must be word indices (N, T), got (2,)"),
-    (lambda g: g.temporal_affine(g.input("x", shape=(N, T, D)), g.param("w", np.zeros((D + 1, V))),
-                                 g.param("b", np.zeros(V))), "w (4, 6) must have D rows"),
-    (lambda g: g.temporal_softmax_loss(g.input("x", shape=(N, T, V)), WORDS[:, :2], MASK),
-     "y (2, 2) must have the shape (N, T) of x"),
-    (lambda g: g.attention(g.input("q", shape=(N, T, D)), g.input("k", shape=(N, 3, D + 1)),
-                           g.input("v", shape=(N, 3, H))), "k (2, 3, 4) must have the features"),
-    (lambda g: g.attention(g.input("q", shape=(N, T, D)), g.input("k", shape=(N, 3, D)),
-                           g.input("v", shape=(N, 3, H)), mask=CAUSAL),
-     "mask (4, 4) does not broadcast to the scores (2, 4, 3)"),
+    (
+        lambda g: g.rnn(
+            *recurrent_inputs(g)[:3],
+            g.param("Wh5x6", np.zeros((H, H + 1))),
+            g.param("b5", np.zeros(H)),
+        ),
+        "Wh (5, 6) must have shape (H, H) = (5, 5)",
+    ),
+    (
+        lambda g: g.word_embedding(
+            g.input("w", shape=(N,), dtype=np.int64), g.param("W", np.zeros((V, D)))
+        ),
+        "x must be word indices (N, T), got (2,)",
+    ),
+    (
+        lambda g: g.temporal_affine(
+            g.input("x", shape=(N, T, D)),
+            g.param("w", np.zeros((D + 1, V))),
+            g.param("b", np.zeros(V)),
+        ),
+        "w (4, 6) must have D rows",
+    ),
+    (
+        lambda g: g.temporal_softmax_loss(g.input("x", shape=(N, T, V)), WORDS[:, :2], MASK),
+        "y (2, 2) must have the shape (N, T) of x",
+    ),
+    (
+        lambda g: g.attention(
+            g.input("q", shape=(N, T, D)),
+            g.input("k", shape=(N, 3, D + 1)),
+            g.input("v", shape=(N, 3, H)),
+        ),
+        "k (2, 3, 4) must have the features",
+    ),
+    (
+        lambda g: g.attention(
+            g.input("q", shape=(N, T, D)),
+            g.input("k", shape=(N, 3, D)),
+            g.input("v", shape=(N, 3, H)),
+            mask=CAUSAL,
+        ),
+        "mask (4, 4) does not broadcast to the scores (2, 4, 3)",
+    ),
 ]
 
 

@@ -2,6 +2,7 @@
 mapped (PyTorch keeps (out, in) matrices, two biases, and the LSTM's gates in the order
 i, f, g, o where the course has i, f, o, g), F.embedding, F.linear, F.cross_entropy and
 F.scaled_dot_product_attention; values and gradients, float64 and float32."""
+
 import numpy as np
 import pytest
 
@@ -44,8 +45,9 @@ def check(value, grads, expected, tensors, dtype, mapped=None):
     np.testing.assert_allclose(value, expected.detach().numpy(), **TOLERANCE[dtype])
     for name, tensor in tensors.items():
         grad = tensor.grad.numpy()
-        np.testing.assert_allclose(grads[name], mapped.get(name, lambda a: a)(grad),
-                                   **TOLERANCE[dtype], err_msg=name)
+        np.testing.assert_allclose(
+            grads[name], mapped.get(name, lambda a: a)(grad), **TOLERANCE[dtype], err_msg=name
+        )
 
 
 @pytest.mark.slow
@@ -53,10 +55,13 @@ def check(value, grads, expected, tensors, dtype, mapped=None):
 @pytest.mark.parametrize("cell", ["rnn", "lstm"])
 def test_rnn_and_lstm_against_torch_modules_with_the_weights_mapped(cell, dtype):
     blocks = 4 if cell == "lstm" else 1
-    arrays = dict(x=rng.standard_normal((N, T, D)), h0=rng.standard_normal((N, H)),
-                  Wx=rng.standard_normal((D, blocks * H)) * 0.4,
-                  Wh=rng.standard_normal((H, blocks * H)) * 0.4,
-                  b=rng.standard_normal(blocks * H))
+    arrays = dict(
+        x=rng.standard_normal((N, T, D)),
+        h0=rng.standard_normal((N, H)),
+        Wx=rng.standard_normal((D, blocks * H)) * 0.4,
+        Wh=rng.standard_normal((H, blocks * H)) * 0.4,
+        b=rng.standard_normal(blocks * H),
+    )
     upstream = rng.standard_normal((N, T, H))
     value, grads = graph_and_grads(lambda g, *a: getattr(g, cell)(*a), arrays, dtype, upstream)
 
@@ -77,10 +82,13 @@ def test_rnn_and_lstm_against_torch_modules_with_the_weights_mapped(cell, dtype)
 
     np.testing.assert_allclose(value, out.detach().numpy(), **TOLERANCE[dtype])
     back = course_to_torch_blocks if cell == "lstm" else (lambda W: W)  # the swap undoes itself
-    expected = dict(x=x.grad.numpy(), h0=h0.grad.numpy()[0],
-                    Wx=back(module.weight_ih_l0.grad.numpy().T),
-                    Wh=back(module.weight_hh_l0.grad.numpy().T),
-                    b=back(module.bias_ih_l0.grad.numpy()))
+    expected = dict(
+        x=x.grad.numpy(),
+        h0=h0.grad.numpy()[0],
+        Wx=back(module.weight_ih_l0.grad.numpy().T),
+        Wh=back(module.weight_hh_l0.grad.numpy().T),
+        b=back(module.bias_ih_l0.grad.numpy()),
+    )
     for name, grad in expected.items():
         np.testing.assert_allclose(grads[name], grad, **TOLERANCE[dtype], err_msg=name)
 
@@ -88,9 +96,14 @@ def test_rnn_and_lstm_against_torch_modules_with_the_weights_mapped(cell, dtype)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_step_gates_against_torch_cells(dtype):
     tdtype = torch.float64 if dtype == np.float64 else torch.float32
-    arrays = dict(x=rng.standard_normal((N, D)), h=rng.standard_normal((N, H)),
-                  c=rng.standard_normal((N, H)), Wx=rng.standard_normal((D, 4 * H)) * 0.4,
-                  Wh=rng.standard_normal((H, 4 * H)) * 0.4, b=rng.standard_normal(4 * H))
+    arrays = dict(
+        x=rng.standard_normal((N, D)),
+        h=rng.standard_normal((N, H)),
+        c=rng.standard_normal((N, H)),
+        Wx=rng.standard_normal((D, 4 * H)) * 0.4,
+        Wh=rng.standard_normal((H, 4 * H)) * 0.4,
+        b=rng.standard_normal(4 * H),
+    )
     upstream = rng.standard_normal((2, N, H))
     value, grads = graph_and_grads(lambda g, *a: g.lstm_step(*a), arrays, dtype, upstream)
     cell = torch.nn.LSTMCell(D, H).to(tdtype)
@@ -104,10 +117,14 @@ def test_step_gates_against_torch_cells(dtype):
     torch.stack([h, c]).backward(torch.tensor(upstream.astype(dtype)))
     check(value, grads, torch.stack([h, c]), t, dtype)
 
-    rnn_arrays = dict(x=arrays["x"], h=arrays["h"], Wx=arrays["Wx"][:, :H],
-                      Wh=arrays["Wh"][:, :H], b=arrays["b"][:H])
-    value, grads = graph_and_grads(lambda g, *a: g.rnn_step(*a), rnn_arrays, dtype,
-                                   upstream[0])
+    rnn_arrays = dict(
+        x=arrays["x"],
+        h=arrays["h"],
+        Wx=arrays["Wx"][:, :H],
+        Wh=arrays["Wh"][:, :H],
+        b=arrays["b"][:H],
+    )
+    value, grads = graph_and_grads(lambda g, *a: g.rnn_step(*a), rnn_arrays, dtype, upstream[0])
     t = torch_tensors(rnn_arrays, dtype)
     out = torch.tanh(t["x"] @ t["Wx"] + t["h"] @ t["Wh"] + t["b"])
     out.backward(torch.tensor(upstream[0].astype(dtype)))
@@ -118,17 +135,20 @@ def test_step_gates_against_torch_cells(dtype):
 def test_embedding_affine_and_loss_against_torch(dtype):
     words = rng.integers(0, V, (N, T))
     mask = rng.random((N, T)) < 0.7
-    arrays = dict(W_embed=rng.standard_normal((V, D)), w=rng.standard_normal((D, V)),
-                  b=rng.standard_normal(V))
+    arrays = dict(
+        W_embed=rng.standard_normal((V, D)), w=rng.standard_normal((D, V)), b=rng.standard_normal(V)
+    )
 
     def make(g, W_embed, w, b):
         scores = g.temporal_affine(g.word_embedding(words, W_embed), w, b)
         return g.temporal_softmax_loss(scores, words, mask)
+
     value, grads = graph_and_grads(make, arrays, dtype, None)
     t = torch_tensors(arrays, dtype)
     scores = F.linear(F.embedding(torch.tensor(words), t["W_embed"]), t["w"].T, t["b"])
-    per_step = F.cross_entropy(scores.reshape(N * T, V), torch.tensor(words).reshape(-1),
-                               reduction="none")
+    per_step = F.cross_entropy(
+        scores.reshape(N * T, V), torch.tensor(words).reshape(-1), reduction="none"
+    )
     loss = (per_step * torch.tensor(mask.reshape(-1))).sum() / N
     loss.backward()
     check(value, grads, loss, t, dtype)
@@ -137,17 +157,22 @@ def test_embedding_affine_and_loss_against_torch(dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("masked", [False, True])
 def test_attention_against_scaled_dot_product_attention(masked, dtype):
-    arrays = dict(q=rng.standard_normal((N, 2, T, D)), k=rng.standard_normal((N, 2, 4, D)),
-                  v=rng.standard_normal((N, 2, 4, H)))
+    arrays = dict(
+        q=rng.standard_normal((N, 2, T, D)),
+        k=rng.standard_normal((N, 2, 4, D)),
+        v=rng.standard_normal((N, 2, 4, H)),
+    )
     mask = rng.random((T, 4)) < 0.6 if masked else None
     if masked:
         mask[:, 0] = True  # torch gives nan for a query that may attend to nothing
     upstream = rng.standard_normal((N, 2, T, H))
-    value, grads = graph_and_grads(lambda g, q, k, v: g.attention(q, k, v, mask=mask),
-                                   arrays, dtype, upstream)
+    value, grads = graph_and_grads(
+        lambda g, q, k, v: g.attention(q, k, v, mask=mask), arrays, dtype, upstream
+    )
     t = torch_tensors(arrays, dtype)
     out = F.scaled_dot_product_attention(
-        t["q"], t["k"], t["v"], attn_mask=None if mask is None else torch.tensor(mask))
+        t["q"], t["k"], t["v"], attn_mask=None if mask is None else torch.tensor(mask)
+    )
     out.backward(torch.tensor(upstream.astype(dtype)))
     check(value, grads, out, t, dtype)
 
@@ -157,6 +182,7 @@ def test_to_torch_writes_every_sequence_gate_as_torch_code_with_the_same_numbers
     """graphnet.to_torch of each case of test_sequence.py: the module's output and its
     autograd gradients are the graph's."""
     from .test_sequence import CASES, build
+
     for name in CASES:
         g, out, feeds = build(name)
         value = g.run(out, feeds)
@@ -165,11 +191,13 @@ def test_to_torch_writes_every_sequence_gate_as_torch_code_with_the_same_numbers
         module = gn.to_torch(g)
         tensors = [torch.tensor(feeds[n], requires_grad=True) for n in module.input_names]
         result = module(*tensors)
-        np.testing.assert_allclose(result.detach().numpy(), value, rtol=1e-10, atol=1e-12,
-                                   err_msg=name)
+        np.testing.assert_allclose(
+            result.detach().numpy(), value, rtol=1e-10, atol=1e-12, err_msg=name
+        )
         result.backward(torch.tensor(upstream))
         for key, tensor in zip(module.input_names, tensors):
-            np.testing.assert_allclose(tensor.grad.numpy(), g[key].grad, rtol=1e-9,
-                                       atol=1e-12, err_msg=f"{name}: {key}")
+            np.testing.assert_allclose(
+                tensor.grad.numpy(), g[key].grad, rtol=1e-9, atol=1e-12, err_msg=f"{name}: {key}"
+            )
     # The last case, as PyTorch code: one call of graphnet.interop._torch_modules.attention.
     assert "graphnet_interop__torch_modules_attention(in0, in1, in2, const_1)" in module.code

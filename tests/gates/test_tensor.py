@@ -2,6 +2,7 @@
 values against numpy and naive loops, gradients against numerical gradients in float64
 (through the graph with gn.gradcheck, and gate by gate with the course's
 eval_numerical_gradient_array), float32, fan-out, broadcasting, and the errors."""
+
 import math
 
 import numpy as np
@@ -36,7 +37,7 @@ def avg_pool_loops(x, height, width, stride):
     out = np.zeros((n, c, 1 + (h - height) // stride, 1 + (w - width) // stride))
     for i in range(out.shape[2]):
         for j in range(out.shape[3]):
-            window = x[:, :, i * stride:i * stride + height, j * stride:j * stride + width]
+            window = x[:, :, i * stride : i * stride + height, j * stride : j * stride + width]
             out[:, :, i, j] = window.sum(axis=(2, 3)) / (height * width)
     return out
 
@@ -54,8 +55,11 @@ def cross_entropy_loops(scores, labels, ignore):
 # name -> (build(g, *input nodes), input arrays, numpy or naive reference)
 CASES = {
     "matmul": (lambda g, a, b: a @ b, [normal(3, 4), normal(4, 5)], np.matmul),
-    "matmul batch axes broadcast": (lambda g, a, b: a @ b, [normal(2, 1, 3, 4), normal(5, 4, 2)],
-                                    np.matmul),
+    "matmul batch axes broadcast": (
+        lambda g, a, b: a @ b,
+        [normal(2, 1, 3, 4), normal(5, 4, 2)],
+        np.matmul,
+    ),
     "matmul stack @ matrix": (lambda g, a, b: a @ b, [normal(2, 3, 4), normal(4, 5)], np.matmul),
     "matmul matrix @ stack": (lambda g, a, b: a @ b, [normal(3, 4), normal(2, 4, 5)], np.matmul),
     "matmul vector @ matrix": (lambda g, a, b: a @ b, [normal(4), normal(4, 5)], np.matmul),
@@ -63,73 +67,134 @@ CASES = {
     "matmul vector @ vector": (lambda g, a, b: a @ b, [normal(4), normal(4)], np.matmul),
     "matmul vector @ stack": (lambda g, a, b: a @ b, [normal(4), normal(2, 4, 5)], np.matmul),
     "matmul stack @ vector": (lambda g, a, b: a @ b, [normal(2, 3, 4), normal(4)], np.matmul),
-    "matmul fan-out (x @ x.T)": (lambda g, x: x @ g.transpose(x), [normal(3, 4)],
-                                 lambda x: x @ x.T),
-    "reshape": (lambda g, x: g.reshape(x, (4, -1)), [normal(2, 3, 4)],
-                lambda x: x.reshape(4, -1)),
+    "matmul fan-out (x @ x.T)": (
+        lambda g, x: x @ g.transpose(x),
+        [normal(3, 4)],
+        lambda x: x @ x.T,
+    ),
+    "reshape": (lambda g, x: g.reshape(x, (4, -1)), [normal(2, 3, 4)], lambda x: x.reshape(4, -1)),
     "flatten": (lambda g, x: g.flatten(x), [normal(2, 3, 4)], lambda x: x.reshape(2, 12)),
     "flatten axis 0": (lambda g, x: g.flatten(x, axis=0), [normal(2, 3)], np.ravel),
-    "transpose": (lambda g, x: g.transpose(x, (1, -1, 0)), [normal(2, 3, 4)],
-                  lambda x: x.transpose(1, 2, 0)),
+    "transpose": (
+        lambda g, x: g.transpose(x, (1, -1, 0)),
+        [normal(2, 3, 4)],
+        lambda x: x.transpose(1, 2, 0),
+    ),
     "transpose reversed": (lambda g, x: g.transpose(x), [normal(2, 3, 4)], np.transpose),
-    "concat": (lambda g, a, b, c: g.concat([a, b, c], axis=1),
-               [normal(2, 1, 3), normal(2, 4, 3), normal(2, 2, 3)],
-               lambda a, b, c: np.concatenate([a, b, c], axis=1)),
-    "concat fan-out": (lambda g, a, b: g.concat([a, b, a], axis=-1), [normal(2, 3), normal(2, 1)],
-                       lambda a, b: np.concatenate([a, b, a], axis=-1)),
+    "concat": (
+        lambda g, a, b, c: g.concat([a, b, c], axis=1),
+        [normal(2, 1, 3), normal(2, 4, 3), normal(2, 2, 3)],
+        lambda a, b, c: np.concatenate([a, b, c], axis=1),
+    ),
+    "concat fan-out": (
+        lambda g, a, b: g.concat([a, b, a], axis=-1),
+        [normal(2, 3), normal(2, 1)],
+        lambda a, b: np.concatenate([a, b, a], axis=-1),
+    ),
     "slice": (lambda g, x: x[:, 2:5], [normal(3, 6)], lambda x: x[:, 2:5]),
     "slice int": (lambda g, x: x[1], [normal(3, 6)], lambda x: x[1]),
-    "slice ... None -1": (lambda g, x: x[..., None, -1], [normal(2, 3, 4)],
-                          lambda x: x[..., None, -1]),
+    "slice ... None -1": (
+        lambda g, x: x[..., None, -1],
+        [normal(2, 3, 4)],
+        lambda x: x[..., None, -1],
+    ),
     "slice negative step": (lambda g, x: x[::-2, 1], [normal(5, 3)], lambda x: x[::-2, 1]),
     "take (embedding)": (lambda g, w: w[IDS], [normal(5, 4)], lambda w: w[IDS]),
     "take axis 1": (lambda g, x: x[:, IDS], [normal(2, 5, 3)], lambda x: x[:, IDS]),
     "take last axis": (lambda g, x: x[..., IDS[0]], [normal(2, 3, 5)], lambda x: x[..., IDS[0]]),
     "mean": (lambda g, x: g.mean(x), [normal(3, 4)], np.mean),
-    "mean axis keepdims": (lambda g, x: g.mean(x, axis=(0, 2), keepdims=True), [normal(3, 4, 2)],
-                           lambda x: x.mean(axis=(0, 2), keepdims=True)),
-    "global_avg_pool": (lambda g, x: g.global_avg_pool(x), [normal(2, 3, 4, 5)],
-                        lambda x: x.mean(axis=(2, 3))),
+    "mean axis keepdims": (
+        lambda g, x: g.mean(x, axis=(0, 2), keepdims=True),
+        [normal(3, 4, 2)],
+        lambda x: x.mean(axis=(0, 2), keepdims=True),
+    ),
+    "global_avg_pool": (
+        lambda g, x: g.global_avg_pool(x),
+        [normal(2, 3, 4, 5)],
+        lambda x: x.mean(axis=(2, 3)),
+    ),
     "negate": (lambda g, x: -x, [normal(3, 2)], np.negative),
-    "pow 2": (lambda g, x: x ** 2, [normal(3, 2)], np.square),
-    "pow 3": (lambda g, x: g.pow(x, 3), [normal(3, 2)], lambda x: x ** 3),
-    "pow -1.5": (lambda g, x: x ** -1.5, [positive(3, 2)], lambda x: x ** -1.5),
-    "pow 0": (lambda g, x: x ** 0, [normal(3, 2)], np.ones_like),
+    "pow 2": (lambda g, x: x**2, [normal(3, 2)], np.square),
+    "pow 3": (lambda g, x: g.pow(x, 3), [normal(3, 2)], lambda x: x**3),
+    "pow -1.5": (lambda g, x: x**-1.5, [positive(3, 2)], lambda x: x**-1.5),
+    "pow 0": (lambda g, x: x**0, [normal(3, 2)], np.ones_like),
     "sqrt": (lambda g, x: g.sqrt(x), [positive(3, 2)], np.sqrt),
     "abs": (lambda g, x: abs(x), [normal(3, 4)], np.abs),
     "min": (lambda g, a, b: g.min(a, b), [normal(3, 4), normal(4)], np.minimum),
     "clip": (lambda g, x: g.clip(x, -0.5, 0.7), [normal(4, 5)], lambda x: np.clip(x, -0.5, 0.7)),
-    "clip low only": (lambda g, x: g.clip(x, low=0.2), [normal(4, 5)],
-                      lambda x: np.maximum(x, 0.2)),
-    "where": (lambda g, a, b: g.where(MASK, a, b), [normal(3, 4), normal(4)],
-              lambda a, b: np.where(MASK, a, b)),
-    "where, a constant": (lambda g, a: g.where(MASK, a, -5.0), [normal(3, 4)],
-                          lambda a: np.where(MASK, a, -5.0)),
-    "leaky_relu": (lambda g, x: g.leaky_relu(x), [normal(3, 4)],
-                   lambda x: np.where(x > 0, x, 0.01 * x)),
-    "leaky_relu alpha": (lambda g, x: g.leaky_relu(x, alpha=0.2), [normal(3, 4)],
-                         lambda x: np.where(x > 0, x, 0.2 * x)),
+    "clip low only": (
+        lambda g, x: g.clip(x, low=0.2),
+        [normal(4, 5)],
+        lambda x: np.maximum(x, 0.2),
+    ),
+    "where": (
+        lambda g, a, b: g.where(MASK, a, b),
+        [normal(3, 4), normal(4)],
+        lambda a, b: np.where(MASK, a, b),
+    ),
+    "where, a constant": (
+        lambda g, a: g.where(MASK, a, -5.0),
+        [normal(3, 4)],
+        lambda a: np.where(MASK, a, -5.0),
+    ),
+    "leaky_relu": (
+        lambda g, x: g.leaky_relu(x),
+        [normal(3, 4)],
+        lambda x: np.where(x > 0, x, 0.01 * x),
+    ),
+    "leaky_relu alpha": (
+        lambda g, x: g.leaky_relu(x, alpha=0.2),
+        [normal(3, 4)],
+        lambda x: np.where(x > 0, x, 0.2 * x),
+    ),
     # Slopes well away from 0 (at GELU's minimum near -0.75, and far left, a tiny slope
     # drowns in the numerical gradient's rounding).
-    "gelu": (lambda g, x: g.gelu(x), [np.linspace(-2.5, 3, 12).reshape(3, 4)],
-             lambda x: x * (1 + erf(x / 2 ** 0.5)) / 2),
-    "gelu tanh": (lambda g, x: g.gelu(x, approximate="tanh"), [np.linspace(-2.5, 3, 12)],
-                  lambda x: x * (1 + np.tanh((2 / np.pi) ** 0.5 * (x + 0.044715 * x ** 3))) / 2),
+    "gelu": (
+        lambda g, x: g.gelu(x),
+        [np.linspace(-2.5, 3, 12).reshape(3, 4)],
+        lambda x: x * (1 + erf(x / 2**0.5)) / 2,
+    ),
+    "gelu tanh": (
+        lambda g, x: g.gelu(x, approximate="tanh"),
+        [np.linspace(-2.5, 3, 12)],
+        lambda x: x * (1 + np.tanh((2 / np.pi) ** 0.5 * (x + 0.044715 * x**3))) / 2,
+    ),
     "softplus": (lambda g, x: g.softplus(x), [normal(3, 4) * 2], lambda x: np.log1p(np.exp(x))),
-    "log_softmax": (lambda g, x: g.log_softmax(x), [normal(3, 4)],
-                    lambda x: x - np.log(np.exp(x).sum(axis=-1, keepdims=True))),
-    "log_softmax axis 0": (lambda g, x: g.log_softmax(x, axis=0), [normal(3, 4)],
-                           lambda x: x - np.log(np.exp(x).sum(axis=0, keepdims=True))),
-    "avg_pool": (lambda g, x: g.avg_pool(x), [normal(2, 3, 6, 4)],
-                 lambda x: avg_pool_loops(x, 2, 2, 2)),
-    "avg_pool overlapping": (lambda g, x: g.avg_pool(x, 3, 2, stride=1), [normal(2, 2, 5, 4)],
-                             lambda x: avg_pool_loops(x, 3, 2, 1)),
-    "avg_pool stride 2, ragged": (lambda g, x: g.avg_pool(x, 3, 3, stride=2), [normal(1, 2, 8, 7)],
-                                  lambda x: avg_pool_loops(x, 3, 3, 2)),
-    "cross_entropy": (lambda g, s: g.cross_entropy(s, LABELS[0, :2]), [normal(2, 5)],
-                      lambda s: cross_entropy_loops(s, LABELS[0, :2], None)),
-    "cross_entropy ignore": (lambda g, s: g.cross_entropy(s, LABELS, ignore_index=-1),
-                             [normal(2, 3, 5)], lambda s: cross_entropy_loops(s, LABELS, -1)),
+    "log_softmax": (
+        lambda g, x: g.log_softmax(x),
+        [normal(3, 4)],
+        lambda x: x - np.log(np.exp(x).sum(axis=-1, keepdims=True)),
+    ),
+    "log_softmax axis 0": (
+        lambda g, x: g.log_softmax(x, axis=0),
+        [normal(3, 4)],
+        lambda x: x - np.log(np.exp(x).sum(axis=0, keepdims=True)),
+    ),
+    "avg_pool": (
+        lambda g, x: g.avg_pool(x),
+        [normal(2, 3, 6, 4)],
+        lambda x: avg_pool_loops(x, 2, 2, 2),
+    ),
+    "avg_pool overlapping": (
+        lambda g, x: g.avg_pool(x, 3, 2, stride=1),
+        [normal(2, 2, 5, 4)],
+        lambda x: avg_pool_loops(x, 3, 2, 1),
+    ),
+    "avg_pool stride 2, ragged": (
+        lambda g, x: g.avg_pool(x, 3, 3, stride=2),
+        [normal(1, 2, 8, 7)],
+        lambda x: avg_pool_loops(x, 3, 3, 2),
+    ),
+    "cross_entropy": (
+        lambda g, s: g.cross_entropy(s, LABELS[0, :2]),
+        [normal(2, 5)],
+        lambda s: cross_entropy_loops(s, LABELS[0, :2], None),
+    ),
+    "cross_entropy ignore": (
+        lambda g, s: g.cross_entropy(s, LABELS, ignore_index=-1),
+        [normal(2, 3, 5)],
+        lambda s: cross_entropy_loops(s, LABELS, -1),
+    ),
 }
 
 
@@ -154,7 +219,7 @@ def test_value_against_numpy_and_gradient_against_numerical(name):
 
 def one_input_forward(gate, values, position):
     """The gate's output as a function of its input `position`, the others held fixed."""
-    return lambda x: gate.forward(*values[:position], x, *values[position + 1:])[0]
+    return lambda x: gate.forward(*values[:position], x, *values[position + 1 :])[0]
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -164,8 +229,10 @@ def test_each_gates_backward_against_eval_numerical_gradient_array(name):
     g, out, feeds = build(name)
     g.run(out, feeds)
     for node in [n for n in g.nodes if n.gate is not None]:
-        values = [np.array(i.value, dtype=np.float64) if i.dtype.kind == "f" else i.value
-                  for i in node.inputs]
+        values = [
+            np.array(i.value, dtype=np.float64) if i.dtype.kind == "f" else i.value
+            for i in node.inputs
+        ]
         dout = normal(*np.shape(node.value))
         _, cache = node.gate.forward(*values)
         needs = [i.dtype.kind == "f" for i in node.inputs]
@@ -292,6 +359,7 @@ def test_take_with_an_integer_input_and_a_fed_index_batch():
 def test_matmul_uses_one_product_for_rows_times_a_matrix(monkeypatch):
     """x @ W with x a stack: one call of the C++ product forward and per gradient."""
     from graphnet.gates import tensor
+
     calls = []
     real = tensor.matmul
     monkeypatch.setattr(tensor, "matmul", lambda *a, **k: calls.append(1) or real(*a, **k))
@@ -322,13 +390,15 @@ BAD_SHAPES = [
     (lambda g, x: g.take(x, [0], axis=2, name="tk"), [(2, 3)], "axis 2 is out of range"),
     (lambda g, x: g.mean(x, axis=3, name="mn"), [(2, 3)], "axis 3 is out of range"),
     (lambda g, a, b: g.min(a, b, name="mi"), [(2, 3), (4,)], "do not broadcast"),
-    (lambda g, a, b: g.where(np.ones((5, 1)), a, b, name="wh"), [(2, 3), (3,)],
-     "do not broadcast"),
+    (lambda g, a, b: g.where(np.ones((5, 1)), a, b, name="wh"), [(2, 3), (3,)], "do not broadcast"),
     (lambda g, x: g.log_softmax(x, axis=2, name="ls"), [(2, 3)], "axis 2 is out of range"),
     (lambda g, x: g.avg_pool(x, 4, 4, name="ap"), [(2, 3, 3, 3)], "larger than"),
     (lambda g, x: g.avg_pool(x, name="ap"), [(2, 3, 4)], "(N, C, H, W)"),
-    (lambda g, s: g.cross_entropy(s, np.zeros(3, dtype=int), name="ce"), [(2, 5)],
-     "without its last"),
+    (
+        lambda g, s: g.cross_entropy(s, np.zeros(3, dtype=int), name="ce"),
+        [(2, 5)],
+        "without its last",
+    ),
 ]
 
 
@@ -366,12 +436,21 @@ def test_bad_hyperparameters(op, attrs, message):
     assert f"{op} gate 'bad'" in str(caught.value) and message in str(caught.value)
 
 
-@pytest.mark.parametrize("make,feed,message", [
-    (lambda g, x: g.take(g.param("W", normal(5, 2)), x, name="emb"), np.array([1, 5]),
-     "indices [5] are out of range for axis 0 of size 5"),
-    (lambda g, x: g.cross_entropy(g.param("s", normal(2, 3)), x, name="ce"), np.array([1, 3]),
-     "labels [3] are not classes 0..2"),
-])
+@pytest.mark.parametrize(
+    "make,feed,message",
+    [
+        (
+            lambda g, x: g.take(g.param("W", normal(5, 2)), x, name="emb"),
+            np.array([1, 5]),
+            "indices [5] are out of range for axis 0 of size 5",
+        ),
+        (
+            lambda g, x: g.cross_entropy(g.param("s", normal(2, 3)), x, name="ce"),
+            np.array([1, 3]),
+            "labels [3] are not classes 0..2",
+        ),
+    ],
+)
 def test_bad_integers_at_run_time_name_the_node(make, feed, message):
     g = gn.Graph()
     make(g, g.input("x", dtype=np.int64))
@@ -399,7 +478,7 @@ def test_indexing_errors_and_nodes_are_not_iterable():
     with pytest.raises(TypeError, match="not iterable"):
         list(x)
     with pytest.raises(gn.GraphError, match="exponent must be a number"):
-        x ** x
+        x**x
 
 
 def test_gates_that_move_numbers_keep_labels_integers():

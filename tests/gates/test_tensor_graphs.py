@@ -1,6 +1,7 @@
 """Graphs built from the tensor gates: a layer norm and a scaled dot-product attention head
 against numpy (and PyTorch); a graph using every new gate through checkpoints, networkx,
 the drawing and the step player."""
+
 import math
 import shutil
 
@@ -13,15 +14,35 @@ from graphnet.gates.base import fill, rule_of
 
 rng = np.random.default_rng(1616)
 
-TENSOR_OPS = {"matmul", "reshape", "flatten", "transpose", "concat", "slice", "take", "mean",
-              "negate", "pow", "sqrt", "abs", "min", "clip", "where", "leaky_relu", "gelu",
-              "softplus", "log_softmax", "avg_pool", "cross_entropy"}
+TENSOR_OPS = {
+    "matmul",
+    "reshape",
+    "flatten",
+    "transpose",
+    "concat",
+    "slice",
+    "take",
+    "mean",
+    "negate",
+    "pow",
+    "sqrt",
+    "abs",
+    "min",
+    "clip",
+    "where",
+    "leaky_relu",
+    "gelu",
+    "softplus",
+    "log_softmax",
+    "avg_pool",
+    "cross_entropy",
+}
 
 
 def layer_norm(g, x, gamma, beta, eps=1e-5):
     """Normalise each row of x over its last axis, then scale and shift: seven gates."""
     centred = x - g.mean(x, axis=-1, keepdims=True)
-    variance = g.mean(centred ** 2, axis=-1, keepdims=True)
+    variance = g.mean(centred**2, axis=-1, keepdims=True)
     return centred / g.sqrt(variance + eps) * gamma + beta
 
 
@@ -53,8 +74,9 @@ def numpy_attention(x, wq, wk, wv, causal):
 def layer_norm_graph():
     g = gn.Graph()
     x = g.input("x", shape=(None, 3, 6))
-    out = layer_norm(g, x, g.param("gamma", rng.uniform(0.5, 2, 6)),
-                     g.param("beta", rng.standard_normal(6)))
+    out = layer_norm(
+        g, x, g.param("gamma", rng.uniform(0.5, 2, 6)), g.param("beta", rng.standard_normal(6))
+    )
     return g, out, rng.standard_normal((2, 3, 6)) * 3 + 1
 
 
@@ -68,8 +90,9 @@ def attention_graph(causal):
 def test_layer_norm_from_gates():
     g, out, x = layer_norm_graph()
     value = g.run(out, x=x)
-    np.testing.assert_allclose(value, numpy_layer_norm(x, g["gamma"].value, g["beta"].value),
-                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        value, numpy_layer_norm(x, g["gamma"].value, g["beta"].value), rtol=1e-12, atol=1e-12
+    )
     errors = gn.gradcheck(g, x=x)
     assert set(errors) == {"x", "gamma", "beta"} and max(errors.values()) < 1e-7, errors
 
@@ -79,8 +102,7 @@ def test_attention_head_from_gates(causal):
     g, out, x = attention_graph(causal)
     value = g.run(out, x=x)
     params = [g[name].value for name in ("wq", "wk", "wv")]
-    np.testing.assert_allclose(value, numpy_attention(x, *params, causal), rtol=1e-12,
-                               atol=1e-12)
+    np.testing.assert_allclose(value, numpy_attention(x, *params, causal), rtol=1e-12, atol=1e-12)
     errors = gn.gradcheck(g, x=x)
     assert set(errors) == {"x", "wq", "wk", "wv"} and max(errors.values()) < 1e-7, errors
 
@@ -92,8 +114,9 @@ def test_layer_norm_and_attention_against_torch():
     upstream = rng.standard_normal((2, 3, 6))
     g.run(out, x=x)
     g.backward(out, grad=upstream)
-    tx, gamma, beta = (torch.tensor(a, requires_grad=True)
-                       for a in (x, g["gamma"].value, g["beta"].value))
+    tx, gamma, beta = (
+        torch.tensor(a, requires_grad=True) for a in (x, g["gamma"].value, g["beta"].value)
+    )
     expected = torch.nn.functional.layer_norm(tx, (6,), gamma, beta, eps=1e-5)
     expected.backward(torch.tensor(upstream))
     np.testing.assert_allclose(out.value, expected.detach().numpy(), rtol=1e-10, atol=1e-12)
@@ -107,7 +130,8 @@ def test_layer_norm_and_attention_against_torch():
     tx = torch.tensor(x, requires_grad=True)
     tw = [torch.tensor(g[name].value, requires_grad=True) for name in ("wq", "wk", "wv")]
     expected = torch.nn.functional.scaled_dot_product_attention(
-        tx @ tw[0], tx @ tw[1], tx @ tw[2], is_causal=True)
+        tx @ tw[0], tx @ tw[1], tx @ tw[2], is_causal=True
+    )
     expected.backward(torch.tensor(upstream))
     np.testing.assert_allclose(out.value, expected.detach().numpy(), rtol=1e-10, atol=1e-12)
     for name, tensor in zip(("x", "wq", "wk", "wv"), [tx] + tw):
@@ -121,20 +145,31 @@ def every_gate_graph():
     x = g.input("x", shape=(None, 2, 4, 4))
     ids, labels = g.input("ids", dtype=np.int64), g.input("labels", dtype=np.int64)
     words = g.param("words", rng.standard_normal((6, 8)))
-    pooled = g.flatten(g.avg_pool(x, name="pool"), name="flat")                  # (N, 8)
+    pooled = g.flatten(g.avg_pool(x, name="pool"), name="flat")  # (N, 8)
     features = g.concat([pooled, g.take(words, ids, name="embed")], axis=1, name="cat")
     grid = g.transpose(g.reshape(features, (-1, 4, 4), name="grid"), (0, 2, 1), name="tr")
     mixed = g.matmul(grid, g.param("M", rng.standard_normal((4, 3))), name="mm")  # (N, 4, 3)
-    rows = g.mean(mixed[:, 1:3], axis=1, name="rows")                            # (N, 3)
-    smooth = g.concat([g.gelu(rows, name="gelu"), g.softplus(rows, name="softplus"),
-                       g.leaky_relu(rows, 0.1, name="leaky")], axis=1, name="acts")  # (N, 9)
+    rows = g.mean(mixed[:, 1:3], axis=1, name="rows")  # (N, 3)
+    smooth = g.concat(
+        [
+            g.gelu(rows, name="gelu"),
+            g.softplus(rows, name="softplus"),
+            g.leaky_relu(rows, 0.1, name="leaky"),
+        ],
+        axis=1,
+        name="acts",
+    )  # (N, 9)
     bounded = g.clip(g.min(smooth, abs(-smooth) ** 1.5, name="min"), -2, 2, name="clip")
     kept = g.where(np.arange(9) % 4 != 0, bounded, g.sqrt(g.abs(smooth) + 1.0), name="where")
     scores = g.concat([kept[:, :3], g.global_avg_pool(x, name="gap")], axis=1, name="scores")
-    g.add(g.cross_entropy(scores, labels, ignore_index=-1, name="loss"),
-          g.mean(g.log_softmax(kept, name="logp")), name="total")
-    feeds = dict(x=rng.standard_normal((3, 2, 4, 4)), ids=np.array([5, 0, 5]),
-                 labels=np.array([4, -1, 1]))
+    g.add(
+        g.cross_entropy(scores, labels, ignore_index=-1, name="loss"),
+        g.mean(g.log_softmax(kept, name="logp")),
+        name="total",
+    )
+    feeds = dict(
+        x=rng.standard_normal((3, 2, 4, 4)), ids=np.array([5, 0, 5]), labels=np.array([4, -1, 1])
+    )
     return g, feeds
 
 
@@ -163,9 +198,13 @@ def test_round_trips_keep_every_gate_and_its_hyperparameters(route, tmp_path):
         rebuilt = gn.load(tmp_path / "tensor.npz")
     else:
         rebuilt = gn.Graph.from_networkx(g.to_networkx())
+
     def described(graph):
-        return {n.name: (n.op, [i.name for i in n.inputs], n.gate.attrs() if n.gate else None)
-                for n in graph.nodes}
+        return {
+            n.name: (n.op, [i.name for i in n.inputs], n.gate.attrs() if n.gate else None)
+            for n in graph.nodes
+        }
+
     assert described(rebuilt) == described(g)
     loss_again, grads_again = forward_and_grads(rebuilt, feeds)
     assert loss_again == loss
@@ -194,6 +233,7 @@ def test_step_player_text_gives_each_gates_rule_and_formula():
 @pytest.mark.skipif(not shutil.which("dot"), reason="the Graphviz 'dot' program is not installed")
 def test_drawing_shows_each_gate_its_hyperparameters_and_its_cache():
     import html
+
     g, feeds = every_gate_graph()
     g.forward(feeds)
     g.backward()

@@ -2,6 +2,7 @@
 numpy, the shape inferred at build time (with unknown sizes) against the value's, and the
 gradients by the adjoint identity: for a gate linear in an input v, <f(v'), dout> must
 equal <v', dv> for any v' (f computed by numpy), which pins down every entry of dv."""
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -19,16 +20,18 @@ def declared(shape, hide):
 
 
 def agrees(static, shape):
-    return static is None or (len(static) == len(shape) and all(
-        s is None or s == n for s, n in zip(static, shape)))
+    return static is None or (
+        len(static) == len(shape) and all(s is None or s == n for s, n in zip(static, shape))
+    )
 
 
 def run(build, arrays, hides):
     """Build on inputs of partly unknown shapes, run, and backward a random dout; returns
     (value, static shape, input gradients, dout)."""
     g = gn.Graph()
-    nodes = [g.input(f"in{i}", shape=declared(a.shape, h))
-             for i, (a, h) in enumerate(zip(arrays, hides))]
+    nodes = [
+        g.input(f"in{i}", shape=declared(a.shape, h)) for i, (a, h) in enumerate(zip(arrays, hides))
+    ]
     out = build(g, *nodes)
     value = np.asarray(g.run(out, {f"in{i}": a for i, a in enumerate(arrays)}))
     dout = np.random.default_rng(0).standard_normal(value.shape)
@@ -38,15 +41,16 @@ def run(build, arrays, hides):
 
 def assert_adjoint(linear_map, grad, dout, shape):
     probe = np.random.default_rng(1).standard_normal(shape)
-    np.testing.assert_allclose(np.sum(linear_map(probe) * dout), np.sum(probe * grad),
-                               rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(
+        np.sum(linear_map(probe) * dout), np.sum(probe * grad), rtol=1e-9, atol=1e-9
+    )
 
 
 @st.composite
 def matmul_operands(draw):
     batch = draw(st.lists(st.integers(1, 3), max_size=3))
-    a_batch = [draw(st.sampled_from([1, n])) for n in batch][draw(st.integers(0, len(batch))):]
-    b_batch = [draw(st.sampled_from([1, n])) for n in batch][draw(st.integers(0, len(batch))):]
+    a_batch = [draw(st.sampled_from([1, n])) for n in batch][draw(st.integers(0, len(batch))) :]
+    b_batch = [draw(st.sampled_from([1, n])) for n in batch][draw(st.integers(0, len(batch))) :]
     m, k, n = draw(st.integers(0, 4)), draw(st.integers(0, 4)), draw(st.integers(0, 4))
     a_shape = (k,) if draw(st.booleans()) else tuple(a_batch) + (m, k)
     b_shape = (k,) if draw(st.booleans()) else tuple(b_batch) + (k, n)
@@ -94,10 +98,15 @@ def test_reshape(shapes, data):
 
 
 @SETTINGS
-@given(dims.flatmap(lambda shape: st.tuples(
-    st.just(tuple(shape)),
-    st.one_of(st.none(), st.permutations(range(len(shape))).map(tuple)),
-    st.lists(st.booleans(), min_size=len(shape), max_size=len(shape)))))
+@given(
+    dims.flatmap(
+        lambda shape: st.tuples(
+            st.just(tuple(shape)),
+            st.one_of(st.none(), st.permutations(range(len(shape))).map(tuple)),
+            st.lists(st.booleans(), min_size=len(shape), max_size=len(shape)),
+        )
+    )
+)
 @pytest.mark.slow
 def test_transpose(case):
     shape, axes, hide = case
@@ -114,8 +123,7 @@ def concats(draw):
     shape = draw(st.lists(st.integers(0, 3), min_size=rank, max_size=rank))
     axis = draw(st.integers(-rank, rank - 1))
     sizes = draw(st.lists(st.integers(0, 3), min_size=1, max_size=4))
-    shapes = [tuple(n if i != axis % rank else size for i, n in enumerate(shape))
-              for size in sizes]
+    shapes = [tuple(n if i != axis % rank else size for i, n in enumerate(shape)) for size in sizes]
     hides = [draw(st.lists(st.booleans(), min_size=rank, max_size=rank)) for _ in shapes]
     return shapes, axis, hides
 
@@ -131,9 +139,12 @@ def test_concat(case):
     np.testing.assert_array_equal(value, np.concatenate(arrays, axis=axis))
     assert agrees(static, value.shape)
     for i, (array, grad) in enumerate(zip(arrays, grads)):
+
         def place(v, i=i):
-            return np.concatenate([v if j == i else np.zeros_like(a)
-                                   for j, a in enumerate(arrays)], axis=axis)
+            return np.concatenate(
+                [v if j == i else np.zeros_like(a) for j, a in enumerate(arrays)], axis=axis
+            )
+
         assert_adjoint(place, grad, dout, array.shape)
 
 
@@ -145,16 +156,23 @@ def keys(draw):
     shape = tuple(draw(st.lists(st.integers(1, 5), min_size=1, max_size=3)))
     key = []
     for axis, size in enumerate(shape):
-        kind = draw(st.sampled_from(["int", "slice", "slice", "array"] if axis == 0 or all(
-            k == slice(None) for k in key) else ["int", "slice"]))
+        kind = draw(
+            st.sampled_from(
+                ["int", "slice", "slice", "array"]
+                if axis == 0 or all(k == slice(None) for k in key)
+                else ["int", "slice"]
+            )
+        )
         if kind == "int":
             key.append(draw(st.integers(-size, size - 1)))
         elif kind == "slice":
-            key.append(slice(draw(bounds), draw(bounds),
-                             draw(st.sampled_from([None, 1, 2, -1, -3]))))
+            key.append(
+                slice(draw(bounds), draw(bounds), draw(st.sampled_from([None, 1, 2, -1, -3])))
+            )
         else:
-            key.append(np.array(draw(st.lists(st.integers(-size, size - 1), max_size=4)),
-                                dtype=np.int64))
+            key.append(
+                np.array(draw(st.lists(st.integers(-size, size - 1), max_size=4)), dtype=np.int64)
+            )
             break  # an array takes the one axis: the rest of the key stays `:`
     if draw(st.booleans()) and not any(isinstance(k, np.ndarray) for k in key):
         key.insert(draw(st.integers(0, len(key))), draw(st.sampled_from([None, Ellipsis])))
@@ -178,8 +196,9 @@ def test_indexing(case):
 def means(draw):
     shape = tuple(draw(st.lists(st.integers(1, 4), max_size=4)))
     rank = len(shape)
-    axes = draw(st.one_of(st.none(), st.sets(st.integers(0, rank - 1), min_size=1)
-                          if rank else st.none()))
+    axes = draw(
+        st.one_of(st.none(), st.sets(st.integers(0, rank - 1), min_size=1) if rank else st.none())
+    )
     if axes is not None:
         axes = tuple(a - rank if draw(st.booleans()) else a for a in axes)
         axes = axes[0] if len(axes) == 1 and draw(st.booleans()) else axes
@@ -193,8 +212,9 @@ def means(draw):
 def test_mean(case):
     shape, axis, keepdims, hide = case
     x = np.random.default_rng(7).standard_normal(shape)
-    value, static, (dx,), dout = run(lambda g, v: g.mean(v, axis=axis, keepdims=keepdims),
-                                     [x], [hide])
+    value, static, (dx,), dout = run(
+        lambda g, v: g.mean(v, axis=axis, keepdims=keepdims), [x], [hide]
+    )
     np.testing.assert_allclose(value, np.mean(x, axis=axis, keepdims=keepdims), rtol=1e-12)
     assert agrees(static, value.shape)
     assert_adjoint(lambda v: np.mean(v, axis=axis, keepdims=keepdims), dx, dout, shape)

@@ -1,5 +1,6 @@
 """The tensor gates against PyTorch, float64 and float32: values and the gradients of a
 random upstream gradient."""
+
 import numpy as np
 import pytest
 
@@ -15,27 +16,47 @@ LABELS = np.array([[1, 4, 0, 2], [3, 0, 0, 4]])
 # name -> (build(g, *nodes), input arrays, torch function of the input tensors)
 CASES = {
     "matmul": (lambda g, a, b: a @ b, [(3, 4), (4, 5)], lambda a, b: a @ b),
-    "matmul batched, broadcast": (lambda g, a, b: a @ b, [(2, 1, 3, 4), (5, 4, 2)],
-                                  lambda a, b: a @ b),
+    "matmul batched, broadcast": (
+        lambda g, a, b: a @ b,
+        [(2, 1, 3, 4), (5, 4, 2)],
+        lambda a, b: a @ b,
+    ),
     "matmul stack @ matrix": (lambda g, a, b: a @ b, [(2, 3, 4), (4, 5)], lambda a, b: a @ b),
     "matmul vector @ stack": (lambda g, a, b: a @ b, [(4,), (2, 4, 5)], lambda a, b: a @ b),
     "gelu": (lambda g, x: g.gelu(x), [(4, 6)], F.gelu),
-    "gelu tanh": (lambda g, x: g.gelu(x, approximate="tanh"), [(4, 6)],
-                  lambda x: F.gelu(x, approximate="tanh")),
+    "gelu tanh": (
+        lambda g, x: g.gelu(x, approximate="tanh"),
+        [(4, 6)],
+        lambda x: F.gelu(x, approximate="tanh"),
+    ),
     "softplus": (lambda g, x: g.softplus(x), [(4, 6)], F.softplus),
     "log_softmax": (lambda g, x: g.log_softmax(x), [(4, 6)], lambda x: F.log_softmax(x, dim=-1)),
-    "log_softmax axis 1": (lambda g, x: g.log_softmax(x, axis=1), [(2, 3, 4)],
-                           lambda x: F.log_softmax(x, dim=1)),
+    "log_softmax axis 1": (
+        lambda g, x: g.log_softmax(x, axis=1),
+        [(2, 3, 4)],
+        lambda x: F.log_softmax(x, dim=1),
+    ),
     "avg_pool": (lambda g, x: g.avg_pool(x), [(2, 3, 8, 6)], lambda x: F.avg_pool2d(x, 2)),
-    "avg_pool 3x2 stride 1": (lambda g, x: g.avg_pool(x, 3, 2, stride=1), [(2, 3, 7, 5)],
-                              lambda x: F.avg_pool2d(x, (3, 2), stride=1)),
-    "global_avg_pool": (lambda g, x: g.global_avg_pool(x), [(2, 3, 5, 4)],
-                        lambda x: F.adaptive_avg_pool2d(x, 1)[:, :, 0, 0]),
-    "cross_entropy": (lambda g, s: g.cross_entropy(s, LABELS[0]), [(4, 5)],
-                      lambda s: F.cross_entropy(s, torch.tensor(LABELS[0]))),
+    "avg_pool 3x2 stride 1": (
+        lambda g, x: g.avg_pool(x, 3, 2, stride=1),
+        [(2, 3, 7, 5)],
+        lambda x: F.avg_pool2d(x, (3, 2), stride=1),
+    ),
+    "global_avg_pool": (
+        lambda g, x: g.global_avg_pool(x),
+        [(2, 3, 5, 4)],
+        lambda x: F.adaptive_avg_pool2d(x, 1)[:, :, 0, 0],
+    ),
+    "cross_entropy": (
+        lambda g, s: g.cross_entropy(s, LABELS[0]),
+        [(4, 5)],
+        lambda s: F.cross_entropy(s, torch.tensor(LABELS[0])),
+    ),
     "cross_entropy ignore_index": (
-        lambda g, s: g.cross_entropy(s, LABELS, ignore_index=0), [(2, 4, 5)],
-        lambda s: F.cross_entropy(s.permute(0, 2, 1), torch.tensor(LABELS), ignore_index=0)),
+        lambda g, s: g.cross_entropy(s, LABELS, ignore_index=0),
+        [(2, 4, 5)],
+        lambda s: F.cross_entropy(s.permute(0, 2, 1), torch.tensor(LABELS), ignore_index=0),
+    ),
     "leaky_relu": (lambda g, x: g.leaky_relu(x, 0.2), [(4, 6)], lambda x: F.leaky_relu(x, 0.2)),
 }
 

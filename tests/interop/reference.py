@@ -1,5 +1,6 @@
 """Forward and backward of a graph, and of a torch module, on the same feeds and the same
 upstream gradient, as dicts the tests compare."""
+
 import numpy as np
 
 
@@ -16,8 +17,11 @@ def graphnet_run(graph, feeds, output=None):
     output = output or graph.sinks[0].name
     value = graph.run(output, feeds)
     graph.backward(output, upstream_for(value))
-    sources = [n for n in graph.nodes if n.kind in ("param", "input") and n.dtype.kind == "f"
-               and n.grad is not None]
+    sources = [
+        n
+        for n in graph.nodes
+        if n.kind in ("param", "input") and n.dtype.kind == "f" and n.grad is not None
+    ]
     return np.asarray(value), {n.name: np.asarray(n.grad) for n in sources}
 
 
@@ -25,8 +29,11 @@ def torch_run(module, feeds, input_names):
     """The same for a torch module called on the feeds in `input_names` order: the
     gradients of its named parameters and of the float inputs."""
     import torch
-    tensors = {k: torch.tensor(np.asarray(v), requires_grad=np.asarray(v).dtype.kind == "f")
-               for k, v in feeds.items()}
+
+    tensors = {
+        k: torch.tensor(np.asarray(v), requires_grad=np.asarray(v).dtype.kind == "f")
+        for k, v in feeds.items()
+    }
     module.zero_grad()
     out = module(*[tensors[name] for name in input_names])
     upstream = upstream_for(out.detach().numpy())
@@ -45,5 +52,10 @@ def assert_runs_equal(got, expected, rtol, atol=0.0, transposed=()):
     assert set(ref_grads) <= set(grads), (sorted(grads), sorted(ref_grads))
     for name, ref_grad in ref_grads.items():
         grad = grads[name]
-        np.testing.assert_allclose(grad.T if name in transposed else grad, ref_grad,
-                                   rtol=rtol, atol=atol, err_msg=f"gradient of {name}")
+        np.testing.assert_allclose(
+            grad.T if name in transposed else grad,
+            ref_grad,
+            rtol=rtol,
+            atol=atol,
+            err_msg=f"gradient of {name}",
+        )

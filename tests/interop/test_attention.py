@@ -1,5 +1,6 @@
 """A small attention block (q, k, v projections with matmul, a transpose, softmax, a
 matmul) through ONNX and PyTorch and back: built in graphnet, and built in PyTorch."""
+
 import math
 
 import numpy as np
@@ -16,20 +17,37 @@ torch = pytest.importorskip("torch")
 nn, F = torch.nn, torch.nn.functional
 pytestmark = [pytest.mark.onnx, pytest.mark.torch]
 
-ATTENTION_GATES = ["matmul", "matmul", "matmul", "transpose", "matmul", "multiply", "softmax",
-                   "matmul"]
+ATTENTION_GATES = [
+    "matmul",
+    "matmul",
+    "matmul",
+    "transpose",
+    "matmul",
+    "multiply",
+    "softmax",
+    "matmul",
+]
 
 
 def test_attention_block_to_onnx_runs_in_onnxruntime_and_comes_back():
     graph, feeds = attention_graph(np.float32)
     model = gn.to_onnx(graph)
     assert [n.op_type for n in model.graph.node if n.op_type != "Constant"] == [
-        "MatMul", "MatMul", "MatMul", "Transpose", "MatMul", "Mul", "Softmax", "MatMul"]
+        "MatMul",
+        "MatMul",
+        "MatMul",
+        "Transpose",
+        "MatMul",
+        "Mul",
+        "Softmax",
+        "MatMul",
+    ]
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     for batch in (3, 1):
         x = np.random.default_rng(batch).normal(size=(batch, TOKENS, WIDTH)).astype(np.float32)
-        np.testing.assert_allclose(session.run(None, {"x": x})[0], graph.forward(x=x),
-                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            session.run(None, {"x": x})[0], graph.forward(x=x), rtol=1e-5, atol=1e-6
+        )
     graph, feeds = attention_graph(np.float64)
     back = gn.from_onnx(gn.to_onnx(graph))
     assert gate_ops(back) == ATTENTION_GATES and list(back.params) == ["Wq", "Wk", "Wv"]
@@ -42,8 +60,9 @@ def test_attention_block_to_torch_matches_and_comes_back():
     module = gn.to_torch(graph)
     assert "torch.matmul" in module.code and "torch.permute" in module.code
     expected = graphnet_run(graph, feeds)
-    assert_runs_equal(torch_run(module, feeds, module.input_names), expected, rtol=1e-10,
-                      atol=1e-12)
+    assert_runs_equal(
+        torch_run(module, feeds, module.input_names), expected, rtol=1e-10, atol=1e-12
+    )
     back = gn.from_torch(module, (torch.tensor(feeds["x"]),))
     assert gate_ops(back) == ATTENTION_GATES and list(back.params) == ["Wq", "Wk", "Wv"]
     assert_runs_equal(graphnet_run(back, feeds), expected, rtol=1e-13)
@@ -77,11 +96,17 @@ def test_pytorch_attention_through_from_torch_and_back():
     graph = gn.from_torch(module, (torch.tensor(feeds["x"]),))
     assert gate_ops(graph).count("matmul") == 5 and "transpose" in gate_ops(graph)
     assert set(graph.params) == {name for name, _ in module.named_parameters()}
-    assert_runs_equal(graphnet_run(graph, feeds), expected, rtol=1e-10, atol=1e-12,
-                      transposed=LINEAR_WEIGHTS)
+    assert_runs_equal(
+        graphnet_run(graph, feeds), expected, rtol=1e-10, atol=1e-12, transposed=LINEAR_WEIGHTS
+    )
     again = gn.to_torch(graph)
-    assert_runs_equal(torch_run(again, feeds, again.input_names), expected, rtol=1e-10,
-                      atol=1e-12, transposed=LINEAR_WEIGHTS)
+    assert_runs_equal(
+        torch_run(again, feeds, again.input_names),
+        expected,
+        rtol=1e-10,
+        atol=1e-12,
+        transposed=LINEAR_WEIGHTS,
+    )
 
 
 @pytest.mark.slow
@@ -90,13 +115,19 @@ def test_pytorch_attention_through_torch_onnx_export_and_from_onnx(tmp_path):
     module, feeds = torch_attention()
     module = module.float()
     path = tmp_path / "attention.onnx"
-    torch.onnx.export(module, (torch.tensor(feeds["x"], dtype=torch.float32),), path,
-                      input_names=["x"], output_names=["attended"],
-                      dynamic_shapes={"x": {0: torch.export.Dim("N")}})
+    torch.onnx.export(
+        module,
+        (torch.tensor(feeds["x"], dtype=torch.float32),),
+        path,
+        input_names=["x"],
+        output_names=["attended"],
+        dynamic_shapes={"x": {0: torch.export.Dim("N")}},
+    )
     graph = gn.from_onnx(path)
     x = np.random.default_rng(5).normal(size=(5, TOKENS, WIDTH)).astype(np.float32)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    np.testing.assert_allclose(graph.forward(x=x), session.run(None, {"x": x})[0], rtol=1e-5,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        graph.forward(x=x), session.run(None, {"x": x})[0], rtol=1e-5, atol=1e-6
+    )
     graph.backward("attended", np.ones_like(x))
     assert all(np.isfinite(g).all() for g in graph.grads.values())

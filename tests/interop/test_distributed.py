@@ -2,6 +2,7 @@
 by torchrun (on one node, or on two 'nodes' in folders of their own), or by hand with the
 variables torchrun sets, end where one process ends with the same seed and global batch,
 up to the order of the float sums."""
+
 import json
 import os
 import re
@@ -15,8 +16,17 @@ import time
 import numpy as np
 import pytest
 
-TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
-                      "MASTER_PORT", "GROUP_RANK", "ROLE_RANK", "TORCHELASTIC_RUN_ID")
+TORCHRUN_VARIABLES = (
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_RANK",
+    "LOCAL_WORLD_SIZE",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "GROUP_RANK",
+    "ROLE_RANK",
+    "TORCHELASTIC_RUN_ID",
+)
 TIMEOUT = 240  # seconds for one run; a hang fails the test instead of the suite
 # The parameters of 2 and of 1 process differ only by the order of float32 sums; adam
 # divides each step by the root of the gradient's running square, so an element whose
@@ -42,33 +52,64 @@ def _train_command(*args):
 
 
 def _one_process(out, *args):
-    return subprocess.run([sys.executable, *_train_command("--quiet", "--out", str(out), *args)],
-                          capture_output=True, text=True, timeout=TIMEOUT, env=_environment())
+    return subprocess.run(
+        [sys.executable, *_train_command("--quiet", "--out", str(out), *args)],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env=_environment(),
+    )
 
 
 def _torchrun_command(*args, nproc=2):
-    return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
-            "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), *args]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        str(nproc),
+        "--master-addr",
+        "127.0.0.1",
+        "--master-port",
+        str(_free_port()),
+        *args,
+    ]
 
 
 def _torchrun(out, *args, nproc=2):
-    return subprocess.run(_torchrun_command(*_train_command("--quiet", "--out", str(out), *args),
-                                            nproc=nproc),
-                          capture_output=True, text=True, timeout=TIMEOUT, env=_environment())
+    return subprocess.run(
+        _torchrun_command(*_train_command("--quiet", "--out", str(out), *args), nproc=nproc),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env=_environment(),
+    )
 
 
 def _by_hand(rank, world_size, port, cwd, *args):
     """One process of a group started without torchrun: its variables set by hand."""
-    env = _environment(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
-                       LOCAL_WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1",
-                       MASTER_PORT=str(port))
-    return subprocess.Popen([sys.executable, *_train_command(*args)], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = _environment(
+        RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+        LOCAL_RANK=str(rank),
+        LOCAL_WORLD_SIZE=str(world_size),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
+    return subprocess.Popen(
+        [sys.executable, *_train_command(*args)],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _ok(result):
-    assert result.returncode == 0, (f"stdout:\n{result.stdout[-3000:]}\n"
-                                    f"stderr:\n{result.stderr[-3000:]}")
+    assert result.returncode == 0, (
+        f"stdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-3000:]}"
+    )
     return result
 
 
@@ -87,8 +128,9 @@ def _assert_same_run(out_a, out_b):
     assert sorted(arrays_a) == sorted(arrays_b)
     for key in arrays_a:
         scale = float(np.abs(arrays_a[key]).max(initial=0))
-        np.testing.assert_allclose(arrays_a[key], arrays_b[key], rtol=RTOL,
-                                   atol=ATOL_OF_MAX * scale, err_msg=key)
+        np.testing.assert_allclose(
+            arrays_a[key], arrays_b[key], rtol=RTOL, atol=ATOL_OF_MAX * scale, err_msg=key
+        )
     for key in ("epoch", "iteration", "rng"):
         assert solver_a[key] == solver_b[key], key
     np.testing.assert_allclose(solver_a["loss_history"], solver_b["loss_history"], rtol=RTOL)
@@ -103,8 +145,7 @@ def torch_distributed():
 
 def two_processes(test):
     """Marks of a test that starts processes with PyTorch: torch, slow."""
-    return pytest.mark.torch(pytest.mark.slow(pytest.mark.usefixtures("torch_distributed")(
-        test)))
+    return pytest.mark.torch(pytest.mark.slow(pytest.mark.usefixtures("torch_distributed")(test)))
 
 
 @two_processes
@@ -124,12 +165,32 @@ def _run_on_two_nodes(tmp_path, *args):
     its own (the same relative --out names two folders); their (returncode, stdout,
     stderr)."""
     port = _free_port()
-    nodes = [subprocess.Popen(
-        [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank",
-         str(node), "--nproc-per-node", "1", "--master-addr", "127.0.0.1", "--master-port",
-         str(port), *_train_command("--quiet", *args)],
-        cwd=tmp_path / f"host{node}", env=_environment(), stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True) for node in range(2)]
+    nodes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nnodes",
+                "2",
+                "--node-rank",
+                str(node),
+                "--nproc-per-node",
+                "1",
+                "--master-addr",
+                "127.0.0.1",
+                "--master-port",
+                str(port),
+                *_train_command("--quiet", *args),
+            ],
+            cwd=tmp_path / f"host{node}",
+            env=_environment(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for node in range(2)
+    ]
     outputs = [node.communicate(timeout=TIMEOUT) for node in nodes]
     return [(node.returncode, *output) for node, output in zip(nodes, outputs)]
 
@@ -150,8 +211,11 @@ def test_process_0_alone_writes_and_alone_needs_the_checkpoint_to_resume(tmp_pat
         assert code == 0, err
     assert "resuming" in results[0][1] and results[1][1] == ""
     assert list((tmp_path / "host1").iterdir()) == []
-    _ok(_one_process(tmp_path / "one", "--model", "fc", "--batch-size", "40", "--seed", "1",
-                     "--epochs", "2"))
+    _ok(
+        _one_process(
+            tmp_path / "one", "--model", "fc", "--batch-size", "40", "--seed", "1", "--epochs", "2"
+        )
+    )
     _assert_same_run(tmp_path / "one", tmp_path / "host0" / "run")
 
 
@@ -161,7 +225,11 @@ def test_ctrl_c_stops_every_process_after_the_same_step_and_resume_continues(tmp
     out = tmp_path / "two"
     run = subprocess.Popen(
         _torchrun_command("-m", "graphnet", "train", "--out", str(out), *args),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_environment())
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_environment(),
+    )
     for line in run.stdout:  # the first iteration's line: training is under way
         if line.startswith("(Iteration 1 /"):
             break
@@ -199,14 +267,18 @@ def test_a_process_that_dies_ends_the_others_with_a_clear_error(tmp_path):
     assert time.monotonic() - start < 30
     assert procs[0].returncode == 1
     last = stderr.strip().splitlines()[-1]
-    assert re.match(r"graphnet: error: process 0 of 2: the (gradient all-reduce|accuracy "
-                    r"count) failed: .*Another process has probably failed", last), stderr
+    assert re.match(
+        r"graphnet: error: process 0 of 2: the (gradient all-reduce|accuracy "
+        r"count) failed: .*Another process has probably failed",
+        last,
+    ), stderr
 
 
 @two_processes
 def test_a_process_that_hangs_ends_the_others_after_the_timeout(tmp_path):
     script = tmp_path / "hang.py"
-    script.write_text(textwrap.dedent("""
+    script.write_text(
+        textwrap.dedent("""
         import sys, time
         from graphnet.interop import DataParallel, DistributedError
         group = DataParallel(timeout=3)
@@ -218,13 +290,21 @@ def test_a_process_that_hangs_ends_the_others_after_the_timeout(tmp_path):
         except DistributedError as err:
             print(f"after {time.monotonic() - start:.0f} s: {err}", flush=True)
             sys.exit(1)
-    """))
-    result = subprocess.run(_torchrun_command(str(script)), capture_output=True, text=True,
-                            timeout=TIMEOUT, env=_environment())
+    """)
+    )
+    result = subprocess.run(
+        _torchrun_command(str(script)),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env=_environment(),
+    )
     assert result.returncode != 0
-    assert re.search(r"after [345] s: process 0 of 2: the accuracy count failed: Timed out .*"
-                     "Another process has probably failed, been stopped or hung",
-                     result.stdout), result.stdout + result.stderr
+    assert re.search(
+        r"after [345] s: process 0 of 2: the accuracy count failed: Timed out .*"
+        "Another process has probably failed, been stopped or hung",
+        result.stdout,
+    ), result.stdout + result.stderr
 
 
 @two_processes
@@ -233,7 +313,8 @@ def test_solver_from_python_and_batchnorm_running_averages(tmp_path):
     normalizes by its own shard's statistics; the running mean after a step is the whole
     batch's, the running variance the shards' variances averaged by shard size."""
     script = tmp_path / "train.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import numpy as np
         import graphnet as gn
         from graphnet.models import FullyConnectedNet
@@ -251,15 +332,25 @@ def test_solver_from_python_and_batchnorm_running_averages(tmp_path):
             np.savez({str(tmp_path / "bn.npz")!r}, mean=bn.state["running_mean"],
                      var=bn.state["running_var"], momentum=bn.gate.momentum,
                      loss=solver.loss_history[0])
-    """))
-    _ok(subprocess.run(_torchrun_command(str(script)), capture_output=True, text=True,
-                       timeout=TIMEOUT, env=_environment()))
+    """)
+    )
+    _ok(
+        subprocess.run(
+            _torchrun_command(str(script)),
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            env=_environment(),
+        )
+    )
     from graphnet.models import FullyConnectedNet
+
     rng = np.random.default_rng(0)
     X = rng.normal(size=(21, 6))
     np.random.seed(0)
-    model = FullyConnectedNet([4], input_dim=6, num_classes=3, normalization="batchnorm",
-                              dtype=np.float64)
+    model = FullyConnectedNet(
+        [4], input_dim=6, num_classes=3, normalization="batchnorm", dtype=np.float64
+    )
     batch = np.random.default_rng(0).choice(21, 21)  # the Solver's first minibatch
     hidden = X[batch] @ model.params["W1"] + model.params["b1"]
     shards = (hidden[:11], hidden[11:])  # process 0 takes the extra sample
@@ -278,28 +369,41 @@ def test_without_torch_torchrun_is_a_clear_error():
         from graphnet.cli import main
         sys.exit(main(["train", "--quiet", "--epochs", "1"]))
     """)
-    env = _environment(RANK="0", WORLD_SIZE="2", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
-                       MASTER_PORT=str(_free_port()))
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=TIMEOUT, env=env)
+    env = _environment(
+        RANK="0",
+        WORLD_SIZE="2",
+        LOCAL_RANK="0",
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(_free_port()),
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT, env=env
+    )
     assert result.returncode == 1
     assert result.stderr.strip() == (
         "graphnet: error: started by torchrun (RANK, WORLD_SIZE, LOCAL_RANK and MASTER_ADDR "
         "are set), so training data-parallel, but data-parallel training (torchrun -m "
         "graphnet, Solver(distributed=True)) needs the 'torch' package, which is not "
-        'installed: pip install "graphnet[torch]"')
+        'installed: pip install "graphnet[torch]"'
+    )
 
 
 def _tiny_model_and_data():
     from graphnet.models import TwoLayerNet
+
     rng = np.random.default_rng(0)
-    data = {"X_train": rng.normal(size=(8, 4)), "y_train": rng.integers(0, 2, 8),
-            "X_val": rng.normal(size=(2, 4)), "y_val": rng.integers(0, 2, 2)}
+    data = {
+        "X_train": rng.normal(size=(8, 4)),
+        "y_train": rng.integers(0, 2, 8),
+        "X_val": rng.normal(size=(2, 4)),
+        "y_val": rng.integers(0, 2, 2),
+    }
     return TwoLayerNet(input_dim=4, hidden_dim=3, num_classes=2), data
 
 
 def _quiet_solver(model, data, **kwargs):
     import graphnet as gn
+
     return gn.Solver(model, data, verbose=False, **kwargs)
 
 
@@ -307,19 +411,24 @@ def _quiet_solver(model, data, **kwargs):
 def test_solver_distributed_outside_torchrun_is_a_clear_error(monkeypatch):
     pytest.importorskip("torch.distributed")
     from graphnet.interop import DistributedError
+
     for name in TORCHRUN_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     model, data = _tiny_model_and_data()
-    with pytest.raises(DistributedError, match="needs the processes started by torchrun .*"
-                                               r"\(RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR "
-                                               "not set"):
+    with pytest.raises(
+        DistributedError,
+        match="needs the processes started by torchrun .*"
+        r"\(RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR "
+        "not set",
+    ):
         _quiet_solver(model, data, distributed=True)
 
 
 def test_solver_distributed_takes_true_false_none_or_a_data_parallel():
     model, data = _tiny_model_and_data()
     assert _quiet_solver(model, data, distributed=False).distributed is None
-    with pytest.raises(TypeError, match="distributed must be True, False, None or a "
-                                        "graphnet.interop.DataParallel, got 'yes'"):
+    with pytest.raises(
+        TypeError,
+        match="distributed must be True, False, None or a graphnet.interop.DataParallel, got 'yes'",
+    ):
         _quiet_solver(model, data, distributed="yes")
-

@@ -1,6 +1,7 @@
 """The student's path: a small CNN made in PyTorch, exported with torch.onnx.export (its
 default exporter), imported, given a loss gate, drawn, and trained further with the
 Solver; and the ops that exporter writes for gelu, pooling, views and slices."""
+
 import numpy as np
 import pytest
 
@@ -24,32 +25,46 @@ def three_class_images(count, rng):
     X = rng.normal(scale=0.5, size=(count, 3, 8, 8)).astype(np.float32)
     for i, label in enumerate(y):
         row, col = divmod(int(label), 2)
-        X[i, :, 4 * row:4 * row + 4, 4 * col:4 * col + 4] += 1.0
+        X[i, :, 4 * row : 4 * row + 4, 4 * col : 4 * col + 4] += 1.0
     return X, y
 
 
 def test_pytorch_cnn_through_onnx_is_drawn_and_trained_with_the_solver(tmp_path):
     torch.manual_seed(0)
-    cnn = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
-                        nn.MaxPool2d(2), nn.Flatten(), nn.Linear(64, 16), nn.ReLU(),
-                        nn.Dropout(0.2), nn.Linear(16, 3))
+    cnn = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(64, 16),
+        nn.ReLU(),
+        nn.Dropout(0.2),
+        nn.Linear(16, 3),
+    )
     rng = np.random.default_rng(0)
     X, y = three_class_images(120, rng)
     with torch.no_grad():
         cnn(torch.tensor(X))  # train mode: batchnorm's running averages move
     cnn.eval()
     path = tmp_path / "cnn.onnx"
-    torch.onnx.export(cnn, (torch.tensor(X[:2]),), path, input_names=["x"],
-                      output_names=["scores"],
-                      dynamic_shapes={"input": {0: torch.export.Dim("N")}})
+    torch.onnx.export(
+        cnn,
+        (torch.tensor(X[:2]),),
+        path,
+        input_names=["x"],
+        output_names=["scores"],
+        dynamic_shapes={"input": {0: torch.export.Dim("N")}},
+    )
 
     g = gn.from_onnx(path)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (expected,) = session.run(None, {"x": X[:10]})
     np.testing.assert_allclose(g.forward(x=X[:10]), expected, rtol=1e-5, atol=1e-5)
     with torch.no_grad():
-        np.testing.assert_allclose(g.forward(x=X[:10]), cnn(torch.tensor(X[:10])).numpy(),
-                                   rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            g.forward(x=X[:10]), cnn(torch.tensor(X[:10])).numpy(), rtol=1e-5, atol=1e-5
+        )
 
     labels = g.input("y", shape=(None,), dtype=np.int64)
     g.softmax_loss(g["scores"], labels, name="loss")
@@ -61,8 +76,16 @@ def test_pytorch_cnn_through_onnx_is_drawn_and_trained_with_the_solver(tmp_path)
 
     model = GraphClassifier(g, x="x", scores="scores")
     data = {"X_train": X[:100], "y_train": y[:100], "X_val": X[100:], "y_val": y[100:]}
-    solver = gn.Solver(model, data, update_rule="adam", optim_config={"learning_rate": 5e-3},
-                       batch_size=20, num_epochs=6, verbose=False, seed=0)
+    solver = gn.Solver(
+        model,
+        data,
+        update_rule="adam",
+        optim_config={"learning_rate": 5e-3},
+        batch_size=20,
+        num_epochs=6,
+        verbose=False,
+        seed=0,
+    )
     solver.train()
     history = solver.loss_history
     assert np.mean(history[-5:]) < 0.7 * np.mean(history[:5])
@@ -77,10 +100,12 @@ class GeluHead(nn.Module):
         self.fc = nn.Linear(4 * 4 * 4 + 4 + 4, 5)
 
     def forward(self, x):
-        h = F.gelu(self.conv(x))                                           # (N, 4, 8, 8)
-        small = F.avg_pool2d(h, 2)                                         # (N, 4, 4, 4)
-        pooled = torch.cat([small.view(small.size(0), -1), h.mean((2, 3)),
-                            F.adaptive_avg_pool2d(h, 1).flatten(1)], dim=1)
+        h = F.gelu(self.conv(x))  # (N, 4, 8, 8)
+        small = F.avg_pool2d(h, 2)  # (N, 4, 4, 4)
+        pooled = torch.cat(
+            [small.view(small.size(0), -1), h.mean((2, 3)), F.adaptive_avg_pool2d(h, 1).flatten(1)],
+            dim=1,
+        )
         scores = self.fc(F.gelu(pooled, approximate="tanh"))
         return F.log_softmax(F.leaky_relu(scores[:, 1:], 0.2), dim=-1)
 
@@ -92,17 +117,26 @@ def test_pytorch_gelu_pooling_and_views_through_onnx(opset, tmp_path):
     torch.manual_seed(0)
     module = GeluHead().eval()
     path = tmp_path / "head.onnx"
-    torch.onnx.export(module, (torch.randn(2, 3, 8, 8),), path, input_names=["x"],
-                      output_names=["logp"], opset_version=opset,
-                      dynamic_shapes={"x": {0: torch.export.Dim("N")}})
+    torch.onnx.export(
+        module,
+        (torch.randn(2, 3, 8, 8),),
+        path,
+        input_names=["x"],
+        output_names=["logp"],
+        opset_version=opset,
+        dynamic_shapes={"x": {0: torch.export.Dim("N")}},
+    )
     graph = gn.from_onnx(path)
     assert gate_ops(graph).count("gelu") == 2
-    assert {"avg_pool", "mean", "reshape", "concat", "slice", "leaky_relu",
-            "log_softmax"} <= set(gate_ops(graph))
+    assert {"avg_pool", "mean", "reshape", "concat", "slice", "leaky_relu", "log_softmax"} <= set(
+        gate_ops(graph)
+    )
     X = np.random.default_rng(opset).normal(size=(5, 3, 8, 8)).astype(np.float32)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    np.testing.assert_allclose(graph.forward(x=X), session.run(None, {"x": X})[0], rtol=1e-5,
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        graph.forward(x=X), session.run(None, {"x": X})[0], rtol=1e-5, atol=1e-5
+    )
     with torch.no_grad():
-        np.testing.assert_allclose(graph.forward(x=X), module(torch.tensor(X)).numpy(),
-                                   rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            graph.forward(x=X), module(torch.tensor(X)).numpy(), rtol=1e-5, atol=1e-5
+        )

@@ -1,13 +1,13 @@
 """ONNX out and in: every gate against onnxruntime, the import back, hand-made ONNX models
 of every op the importer reads, the course models, and the errors."""
+
 import numpy as np
 import pytest
 
 import graphnet as gn
 from graphnet.interop import UnsupportedOpError
 
-from .cases import (CASES, build, builtin_gates, course_models, gate_ops,
-                    graph_with_a_custom_gate)
+from .cases import CASES, build, builtin_gates, course_models, gate_ops, graph_with_a_custom_gate
 from .reference import assert_runs_equal, graphnet_run, torch_run
 
 onnx = pytest.importorskip("onnx")
@@ -19,8 +19,7 @@ ONNX_CASES = [case for case in CASES if case != "svm_loss"]  # svm_loss has no O
 
 
 def run_onnxruntime(model, feeds):
-    session = ort.InferenceSession(model.SerializeToString(),
-                                   providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     return session.run(None, feeds)
 
 
@@ -46,10 +45,23 @@ def test_import_builds_the_same_gates_equal_forward_and_backward(case):
 
 
 @pytest.mark.torch
-@pytest.mark.parametrize("case", ["conv_stride2", "spatial_batchnorm", "affine_flattening",
-                                  "softmax_loss", "max", "matmul_batched", "slice_int_none_step",
-                                  "take_axis", "where", "gelu", "cross_entropy_sequence",
-                                  "avg_pool_overlapping"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "conv_stride2",
+        "spatial_batchnorm",
+        "affine_flattening",
+        "softmax_loss",
+        "max",
+        "matmul_batched",
+        "slice_int_none_step",
+        "take_axis",
+        "where",
+        "gelu",
+        "cross_entropy_sequence",
+        "avg_pool_overlapping",
+    ],
+)
 @pytest.mark.slow
 def test_imported_graph_backward_matches_pytorch(case):
     torch = pytest.importorskip("torch")
@@ -96,6 +108,7 @@ def test_outputs_selects_the_part_to_export_and_several_outputs():
 
 # ----- import of ONNX models made by hand: every op and setting the importer reads -------
 
+
 def tensor(name, array):
     return onnx.numpy_helper.from_array(np.asarray(array), name)
 
@@ -129,18 +142,40 @@ def test_import_of_flatten_reshape_gemm_matmul_and_nary_ops_matches_onnxruntime(
         helper.make_node("Softmax", ["sig"], ["probs"], axis=-1),
         helper.make_node("ReduceSum", ["probs", "axis1"], ["total"], keepdims=0),
     ]
-    initializers = [tensor("W_out_in", f32(4, 18)), tensor("c", f32(4)),
-                    tensor("rows", np.array([-1, 18], np.int64)), tensor("W2", f32(18, 4)),
-                    tensor("axis1", np.array([1], np.int64))]
-    model = make_model(nodes, [float_info("x", ["N", 2, 3, 3])],
-                       [float_info("total", ["N"])], initializers, opset=17)
+    initializers = [
+        tensor("W_out_in", f32(4, 18)),
+        tensor("c", f32(4)),
+        tensor("rows", np.array([-1, 18], np.int64)),
+        tensor("W2", f32(18, 4)),
+        tensor("axis1", np.array([1], np.int64)),
+    ]
+    model = make_model(
+        nodes,
+        [float_info("x", ["N", 2, 3, 3])],
+        [float_info("total", ["N"])],
+        initializers,
+        opset=17,
+    )
     graph = gn.from_onnx(model)
-    assert gate_ops(graph) == ["affine", "reshape", "matmul", "multiply", "add", "add", "max",
-                               "max", "subtract", "sigmoid", "softmax", "sum"]
+    assert gate_ops(graph) == [
+        "affine",
+        "reshape",
+        "matmul",
+        "multiply",
+        "add",
+        "add",
+        "max",
+        "max",
+        "subtract",
+        "sigmoid",
+        "softmax",
+        "sum",
+    ]
     # Gemm's transposed B becomes a param holding B.T under B's name; the Flatten before it
     # is the affine gate's own; the Reshape before the MatMul is a reshape gate
-    np.testing.assert_array_equal(graph.params["W_out_in"],
-                                  onnx.numpy_helper.to_array(initializers[0]).T)
+    np.testing.assert_array_equal(
+        graph.params["W_out_in"], onnx.numpy_helper.to_array(initializers[0]).T
+    )
     assert graph["half"].op == "const" and "rows" not in graph
     X = f32(5, 2, 3, 3)
     (expected,) = run_onnxruntime(model, {"x": X})
@@ -155,10 +190,16 @@ def test_import_of_opset_11_attributes_and_conv_pool_batchnorm_dropout():
     rng = np.random.default_rng(1)
     f32 = lambda *shape: rng.normal(size=shape).astype(np.float32)  # noqa: E731
     nodes = [
-        helper.make_node("Conv", ["x", "w"], ["conv"], kernel_shape=[3, 3], pads=[1, 1, 1, 1],
-                         strides=[2, 2]),
-        helper.make_node("BatchNormalization", ["conv", "scale", "bias", "mean", "var"],
-                         ["bn"], epsilon=1e-3, momentum=0.8),
+        helper.make_node(
+            "Conv", ["x", "w"], ["conv"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[2, 2]
+        ),
+        helper.make_node(
+            "BatchNormalization",
+            ["conv", "scale", "bias", "mean", "var"],
+            ["bn"],
+            epsilon=1e-3,
+            momentum=0.8,
+        ),
         helper.make_node("Relu", ["bn"], ["relu"]),
         helper.make_node("MaxPool", ["relu"], ["pool"], kernel_shape=[2, 2], strides=[1, 1]),
         helper.make_node("Dropout", ["pool"], ["drop"], ratio=0.25),
@@ -169,15 +210,35 @@ def test_import_of_opset_11_attributes_and_conv_pool_batchnorm_dropout():
         helper.make_node("ReduceSum", ["logp"], ["total"], axes=[1], keepdims=1),
         helper.make_node("Exp", ["total"], ["out"]),
     ]
-    initializers = [tensor("w", f32(3, 2, 3, 3)), tensor("scale", f32(3)), tensor("bias", f32(3)),
-                    tensor("mean", f32(3)),
-                    tensor("var", rng.uniform(0.5, 2, 3).astype(np.float32)),
-                    tensor("W", f32(12, 4)), tensor("b", f32(4))]
-    model = make_model(nodes, [float_info("x", ["N", 2, 5, 5])], [float_info("out", ["N", 1])],
-                       initializers, opset=11)
+    initializers = [
+        tensor("w", f32(3, 2, 3, 3)),
+        tensor("scale", f32(3)),
+        tensor("bias", f32(3)),
+        tensor("mean", f32(3)),
+        tensor("var", rng.uniform(0.5, 2, 3).astype(np.float32)),
+        tensor("W", f32(12, 4)),
+        tensor("b", f32(4)),
+    ]
+    model = make_model(
+        nodes,
+        [float_info("x", ["N", 2, 5, 5])],
+        [float_info("out", ["N", 1])],
+        initializers,
+        opset=11,
+    )
     graph = gn.from_onnx(model)
-    assert gate_ops(graph) == ["conv", "spatial_batchnorm", "relu", "max_pool", "dropout",
-                               "affine", "softmax", "log", "sum", "exp"]
+    assert gate_ops(graph) == [
+        "conv",
+        "spatial_batchnorm",
+        "relu",
+        "max_pool",
+        "dropout",
+        "affine",
+        "softmax",
+        "log",
+        "sum",
+        "exp",
+    ]
     assert graph["conv"].gate.attrs() == {"stride": 2, "pad": 1}
     assert graph["bn"].gate.attrs() == {"eps": pytest.approx(1e-3), "momentum": pytest.approx(0.8)}
     assert graph["drop"].gate.attrs()["p"] == 0.25
@@ -187,10 +248,12 @@ def test_import_of_opset_11_attributes_and_conv_pool_batchnorm_dropout():
 
 
 def test_import_lists_every_unsupported_op_at_once():
-    nodes = [helper.make_node("Cos", ["x"], ["cos"]),
-             helper.make_node("Sin", ["cos"], ["s1"]),
-             helper.make_node("Sin", ["s1"], ["s2"]),
-             helper.make_node("Relu", ["s2"], ["out"])]
+    nodes = [
+        helper.make_node("Cos", ["x"], ["cos"]),
+        helper.make_node("Sin", ["cos"], ["s1"]),
+        helper.make_node("Sin", ["s1"], ["s2"]),
+        helper.make_node("Relu", ["s2"], ["out"]),
+    ]
     model = make_model(nodes, [float_info("x", [2, 3])], [float_info("out", [2, 3])], [], 17)
     with pytest.raises(UnsupportedOpError) as err:
         gn.from_onnx(model)
@@ -203,14 +266,20 @@ def test_import_lists_every_unsupported_op_at_once():
 def test_import_names_the_node_and_setting_graphnet_lacks():
     nodes = [helper.make_node("Conv", ["x", "w"], ["grouped"], group=2)]
     initializers = [tensor("w", np.ones((4, 1, 3, 3), np.float32))]
-    model = make_model(nodes, [float_info("x", [1, 2, 5, 5])],
-                       [float_info("grouped", [1, 4, 3, 3])], initializers, 17)
+    model = make_model(
+        nodes,
+        [float_info("x", [1, 2, 5, 5])],
+        [float_info("grouped", [1, 4, 3, 3])],
+        initializers,
+        17,
+    )
     with pytest.raises(UnsupportedOpError, match=r"Conv node 'grouped'.*groups"):
         gn.from_onnx(model)
 
 
 def test_every_builtin_gate_but_svm_loss_has_an_onnx_form():
     from graphnet.interop.onnx import EXPORTERS
+
     assert builtin_gates() - set(EXPORTERS) == {"svm_loss"}
 
 
@@ -230,6 +299,7 @@ def test_export_lists_every_gate_with_no_onnx_form():
 
 
 # ----- the course models ----------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", ["TwoLayerNet", "FullyConnectedNet", "ThreeLayerConvNet"])
 def test_course_model_scores_in_onnxruntime_and_back(name, tmp_path):
@@ -257,8 +327,12 @@ def test_course_model_loss_graph_round_trips(name):
     assert gate_ops(back) == gate_ops(model.graph)
     # The import builds params where gates first take them, so a gradient with two parts
     # (W's, from its layer and the L2 term) may add them in the other order: float32 noise.
-    assert_runs_equal(graphnet_run(back, feeds, "loss"), graphnet_run(model.graph, feeds, "loss"),
-                      rtol=1e-5, atol=1e-7)
+    assert_runs_equal(
+        graphnet_run(back, feeds, "loss"),
+        graphnet_run(model.graph, feeds, "loss"),
+        rtol=1e-5,
+        atol=1e-7,
+    )
 
 
 def test_an_input_without_a_shape_needs_input_shapes_unless_an_affine_tells_its_rank():
@@ -273,8 +347,9 @@ def test_an_input_without_a_shape_needs_input_shapes_unless_an_affine_tells_its_
     assert [d.dim_param or d.dim_value for d in dims] == ["N", 3]
 
 
-@pytest.mark.parametrize("case", ["conv", "affine_flattening", "spatial_batchnorm", "max_pool",
-                                  "softmax", "sum_axis"])
+@pytest.mark.parametrize(
+    "case", ["conv", "affine_flattening", "spatial_batchnorm", "max_pool", "softmax", "sum_axis"]
+)
 def test_an_empty_batch_runs_in_onnxruntime(case):
     graph, feeds = build(case, np.float32)
     empty = {name: value[:0] for name, value in feeds.items()}
@@ -287,9 +362,13 @@ def test_groupnorm_with_the_courses_scale_shape_and_its_opset():
     per-channel scales from opset 21; an older opset is an error naming the gate."""
     rng = np.random.default_rng(3)
     g = gn.Graph(dtype=np.float32)
-    g.spatial_groupnorm(g.input("x", shape=(None, 4, 3, 3)),
-                        g.param("gamma", rng.uniform(0.5, 1.5, (1, 4, 1, 1))),
-                        g.param("beta", rng.normal(size=(1, 4, 1, 1))), 2, name="out")
+    g.spatial_groupnorm(
+        g.input("x", shape=(None, 4, 3, 3)),
+        g.param("gamma", rng.uniform(0.5, 1.5, (1, 4, 1, 1))),
+        g.param("beta", rng.normal(size=(1, 4, 1, 1))),
+        2,
+        name="out",
+    )
     x = rng.normal(size=(2, 4, 3, 3)).astype(np.float32)
     want = g.forward(x=x)
     (got,) = run_onnxruntime(gn.to_onnx(g), {"x": x})
@@ -300,10 +379,23 @@ def test_groupnorm_with_the_courses_scale_shape_and_its_opset():
 
 # ----- the tensor gates -----------------------------------------------------------------
 
+
 @pytest.mark.parametrize("opset", [13, 17, 18, 20])
-@pytest.mark.parametrize("case", ["gelu", "gelu_tanh", "mean_axes_keepdims", "mean_all",
-                                  "slice_int_none_step", "flatten_axis2", "clip_high",
-                                  "cross_entropy_sequence", "where", "log_softmax_axis1"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "gelu",
+        "gelu_tanh",
+        "mean_axes_keepdims",
+        "mean_all",
+        "slice_int_none_step",
+        "flatten_axis2",
+        "clip_high",
+        "cross_entropy_sequence",
+        "where",
+        "log_softmax_axis1",
+    ],
+)
 @pytest.mark.slow
 def test_tensor_gates_at_every_opset_run_in_onnxruntime_and_come_back(case, opset):
     """Gelu is an op from opset 20 (before, the ops torch.onnx.export writes for it, read
@@ -331,8 +423,9 @@ def test_a_slice_backwards_runs_in_onnxruntime():
 
 def test_export_names_the_forms_onnx_lacks():
     g = gn.Graph()
-    g.cross_entropy(g.input("scores", shape=(5,)), g.input("y", shape=(), dtype=np.int64),
-                    name="single")
+    g.cross_entropy(
+        g.input("scores", shape=(5,)), g.input("y", shape=(), dtype=np.int64), name="single"
+    )
     with pytest.raises(UnsupportedOpError, match=r"cross_entropy node 'single'.*batch axis"):
         gn.to_onnx(g)
     g = gn.Graph()
@@ -343,8 +436,18 @@ def test_export_names_the_forms_onnx_lacks():
     assert run_onnxruntime(gn.to_onnx(g, opset=14), {"x": empty})[0].shape == (0, 3)
 
 
-@pytest.mark.parametrize("case", ["matmul_batched", "reshape", "slice_int_none_step",
-                                  "take_rows", "avg_pool", "gelu", "where_constant_mask"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "matmul_batched",
+        "reshape",
+        "slice_int_none_step",
+        "take_rows",
+        "avg_pool",
+        "gelu",
+        "where_constant_mask",
+    ],
+)
 def test_an_empty_batch_of_a_tensor_gate_runs_in_onnxruntime(case):
     """(onnxruntime's SoftmaxCrossEntropyLoss fails on an empty batch: not the losses.)"""
     graph, feeds = build(case, np.float32)
@@ -364,22 +467,21 @@ def test_import_of_hand_made_tensor_ops_matches_onnxruntime():
     ints = lambda name, *values: tensor(name, np.array(values, np.int64))  # noqa: E731
     scalar = lambda name, value: tensor(name, np.float32(value))  # noqa: E731
     nodes = [
-        helper.make_node("Conv", ["x", "w"], ["conv"], kernel_shape=[1, 1]),      # (N, 3, 4, 4)
+        helper.make_node("Conv", ["x", "w"], ["conv"], kernel_shape=[1, 1]),  # (N, 3, 4, 4)
         helper.make_node("Div", ["conv", "sqrt2"], ["scaled"]),
         helper.make_node("Erf", ["scaled"], ["erf"]),
         helper.make_node("Add", ["erf", "one"], ["one_plus"]),
         helper.make_node("Mul", ["conv", "one_plus"], ["twice"]),
         helper.make_node("Mul", ["twice", "half"], ["gelu"]),
-        helper.make_node("SoftmaxCrossEntropyLoss", ["gelu", "labels"], ["loss"],
-                         ignore_index=1),
+        helper.make_node("SoftmaxCrossEntropyLoss", ["gelu", "labels"], ["loss"], ignore_index=1),
         helper.make_node("Slice", ["gelu", "starts", "ends", "axes", "steps"], ["sliced"]),
-        helper.make_node("Gather", ["sliced", "index"], ["picked"], axis=1),      # (N, 2, 4)
-        helper.make_node("Unsqueeze", ["picked", "axis_minus1"], ["column"]),     # (N, 2, 4, 1)
-        helper.make_node("Squeeze", ["column", "axis_minus1"], ["row"]),          # (N, 2, 4)
-        helper.make_node("Reshape", ["row", "keep_first"], ["kept"]),             # (N, 8)
-        helper.make_node("Flatten", ["gelu"], ["all"], axis=0),                   # (1, N*48)
-        helper.make_node("Flatten", ["gelu"], ["matrix"], axis=2),                # (N*3, 16)
-        helper.make_node("GlobalAveragePool", ["gelu"], ["pooled"]),              # (N, 3, 1, 1)
+        helper.make_node("Gather", ["sliced", "index"], ["picked"], axis=1),  # (N, 2, 4)
+        helper.make_node("Unsqueeze", ["picked", "axis_minus1"], ["column"]),  # (N, 2, 4, 1)
+        helper.make_node("Squeeze", ["column", "axis_minus1"], ["row"]),  # (N, 2, 4)
+        helper.make_node("Reshape", ["row", "keep_first"], ["kept"]),  # (N, 8)
+        helper.make_node("Flatten", ["gelu"], ["all"], axis=0),  # (1, N*48)
+        helper.make_node("Flatten", ["gelu"], ["matrix"], axis=2),  # (N*3, 16)
+        helper.make_node("GlobalAveragePool", ["gelu"], ["pooled"]),  # (N, 3, 1, 1)
         helper.make_node("Clip", ["kept", "low", ""], ["clipped"]),
         helper.make_node("Cast", ["mask"], ["condition"], to=onnx.TensorProto.BOOL),
         helper.make_node("Where", ["condition", "clipped", "half"], ["chosen"]),
@@ -389,14 +491,25 @@ def test_import_of_hand_made_tensor_ops_matches_onnxruntime():
         helper.make_node("ReduceMean", ["pooled"], ["s4"], keepdims=0),
         helper.make_node("Sum", ["s1", "s2", "s3", "s4", "loss"], ["out"]),
     ]
-    initializers = [tensor("w", f32(3, 2, 1, 1)), scalar("sqrt2", np.sqrt(2)),
-                    scalar("one", 1.0), scalar("half", 0.5),
-                    ints("starts", 3, 1), ints("ends", -big, big), ints("axes", 2, -1),
-                    ints("steps", -1, 2), tensor("index", np.int64(-1)),
-                    ints("axis_minus1", -1), ints("keep_first", 0, -1), scalar("low", -0.1)]
-    inputs = [float_info("x", ["N", 2, 4, 4]),
-              helper.make_tensor_value_info("labels", onnx.TensorProto.INT64, ["N", 4, 4]),
-              helper.make_tensor_value_info("mask", onnx.TensorProto.INT64, [8])]
+    initializers = [
+        tensor("w", f32(3, 2, 1, 1)),
+        scalar("sqrt2", np.sqrt(2)),
+        scalar("one", 1.0),
+        scalar("half", 0.5),
+        ints("starts", 3, 1),
+        ints("ends", -big, big),
+        ints("axes", 2, -1),
+        ints("steps", -1, 2),
+        tensor("index", np.int64(-1)),
+        ints("axis_minus1", -1),
+        ints("keep_first", 0, -1),
+        scalar("low", -0.1),
+    ]
+    inputs = [
+        float_info("x", ["N", 2, 4, 4]),
+        helper.make_tensor_value_info("labels", onnx.TensorProto.INT64, ["N", 4, 4]),
+        helper.make_tensor_value_info("mask", onnx.TensorProto.INT64, [8]),
+    ]
     model = make_model(nodes, inputs, [float_info("out", [])], initializers, opset=17)
     graph = gn.from_onnx(model)
     ops = gate_ops(graph)
@@ -406,8 +519,11 @@ def test_import_of_hand_made_tensor_ops_matches_onnxruntime():
     assert graph["all"].gate.attrs()["shape"] == (1, -1)
     assert graph["matrix"].gate.attrs()["shape"] == (-1, 16)
     assert graph["loss"].inputs[0].op == "transpose"  # the classes moved to the last axis
-    feeds = {"x": f32(3, 2, 4, 4), "labels": rng.integers(0, 3, (3, 4, 4)),
-             "mask": rng.integers(0, 3, 8)}
+    feeds = {
+        "x": f32(3, 2, 4, 4),
+        "labels": rng.integers(0, 3, (3, 4, 4)),
+        "mask": rng.integers(0, 3, 8),
+    }
     (expected,) = run_onnxruntime(model, feeds)
     np.testing.assert_allclose(graph.forward(feeds), expected, rtol=1e-5)
 
@@ -416,39 +532,60 @@ def test_a_flatten_and_a_slice_read_by_several_gates_are_built_once():
     """The Flatten feeds a Gemm (which flattens its input itself) and a Relu (which gets a
     flatten gate); the Slice feeds two gates (one slice gate)."""
     rng = np.random.default_rng(4)
-    nodes = [helper.make_node("Flatten", ["x"], ["flat"]),
-             helper.make_node("Gemm", ["flat", "W", "b"], ["scores"]),
-             helper.make_node("Relu", ["flat"], ["positive"]),
-             helper.make_node("Slice", ["positive", "start", "end", "axis"], ["first"]),
-             helper.make_node("Mul", ["first", "first"], ["square"]),
-             helper.make_node("MatMul", ["first", "W"], ["again"]),
-             helper.make_node("Add", ["again", "scores"], ["sum"]),
-             helper.make_node("ReduceSum", ["square"], ["total"], keepdims=0),
-             helper.make_node("Add", ["sum", "total"], ["out"])]
-    initializers = [tensor("W", rng.normal(size=(6, 2)).astype(np.float32)),
-                    tensor("b", rng.normal(size=2).astype(np.float32)),
-                    tensor("start", np.array([0], np.int64)),
-                    tensor("end", np.array([6], np.int64)), tensor("axis", np.array([1]))]
-    model = make_model(nodes, [float_info("x", ["N", 2, 3])], [float_info("out", ["N", 2])],
-                       initializers, 17)
+    nodes = [
+        helper.make_node("Flatten", ["x"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "W", "b"], ["scores"]),
+        helper.make_node("Relu", ["flat"], ["positive"]),
+        helper.make_node("Slice", ["positive", "start", "end", "axis"], ["first"]),
+        helper.make_node("Mul", ["first", "first"], ["square"]),
+        helper.make_node("MatMul", ["first", "W"], ["again"]),
+        helper.make_node("Add", ["again", "scores"], ["sum"]),
+        helper.make_node("ReduceSum", ["square"], ["total"], keepdims=0),
+        helper.make_node("Add", ["sum", "total"], ["out"]),
+    ]
+    initializers = [
+        tensor("W", rng.normal(size=(6, 2)).astype(np.float32)),
+        tensor("b", rng.normal(size=2).astype(np.float32)),
+        tensor("start", np.array([0], np.int64)),
+        tensor("end", np.array([6], np.int64)),
+        tensor("axis", np.array([1])),
+    ]
+    model = make_model(
+        nodes, [float_info("x", ["N", 2, 3])], [float_info("out", ["N", 2])], initializers, 17
+    )
     graph = gn.from_onnx(model)
-    assert gate_ops(graph) == ["affine", "flatten", "relu", "slice", "multiply", "matmul", "add",
-                               "sum", "add"]
+    assert gate_ops(graph) == [
+        "affine",
+        "flatten",
+        "relu",
+        "slice",
+        "multiply",
+        "matmul",
+        "add",
+        "sum",
+        "add",
+    ]
     assert graph["scores"].inputs[0] is graph["x"]
     X = rng.normal(size=(4, 2, 3)).astype(np.float32)
-    np.testing.assert_allclose(graph.forward(x=X), run_onnxruntime(model, {"x": X})[0],
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        graph.forward(x=X), run_onnxruntime(model, {"x": X})[0], rtol=1e-5, atol=1e-6
+    )
 
 
 def test_a_gelu_whose_inner_values_are_read_elsewhere_stays_ops():
-    nodes = [helper.make_node("Div", ["x", "sqrt2"], ["scaled"]),
-             helper.make_node("Erf", ["scaled"], ["erf"]),
-             helper.make_node("Add", ["erf", "one"], ["one_plus"]),
-             helper.make_node("Mul", ["half", "one_plus"], ["halved"]),
-             helper.make_node("Mul", ["x", "halved"], ["gelu"]),
-             helper.make_node("Add", ["gelu", "erf"], ["out"])]
-    initializers = [tensor("sqrt2", np.float32(np.sqrt(2))), tensor("one", np.float32(1)),
-                    tensor("half", np.float32(0.5))]
+    nodes = [
+        helper.make_node("Div", ["x", "sqrt2"], ["scaled"]),
+        helper.make_node("Erf", ["scaled"], ["erf"]),
+        helper.make_node("Add", ["erf", "one"], ["one_plus"]),
+        helper.make_node("Mul", ["half", "one_plus"], ["halved"]),
+        helper.make_node("Mul", ["x", "halved"], ["gelu"]),
+        helper.make_node("Add", ["gelu", "erf"], ["out"]),
+    ]
+    initializers = [
+        tensor("sqrt2", np.float32(np.sqrt(2))),
+        tensor("one", np.float32(1)),
+        tensor("half", np.float32(0.5)),
+    ]
     model = make_model(nodes, [float_info("x", [2])], [float_info("out", [2])], initializers, 17)
     with pytest.raises(UnsupportedOpError) as err:
         gn.from_onnx(model)
@@ -457,19 +594,39 @@ def test_a_gelu_whose_inner_values_are_read_elsewhere_stays_ops():
 
 def test_import_names_the_tensor_op_settings_graphnet_lacks():
     def single(node, shape=(2, 3), out_type=onnx.TensorProto.FLOAT, extra_inputs=()):
-        return make_model([node], [float_info("x", list(shape)), *extra_inputs],
-                          [helper.make_tensor_value_info("y", out_type, ["a", "b"])], [], 17)
+        return make_model(
+            [node],
+            [float_info("x", list(shape)), *extra_inputs],
+            [helper.make_tensor_value_info("y", out_type, ["a", "b"])],
+            [],
+            17,
+        )
+
     with pytest.raises(UnsupportedOpError, match=r"Pow node 'y'.*exponent.*constant"):
         gn.from_onnx(single(helper.make_node("Pow", ["x", "x"], ["y"])))
     with pytest.raises(UnsupportedOpError, match=r"Cast node 'y'.*no cast gate"):
-        gn.from_onnx(single(helper.make_node("Cast", ["x"], ["y"], to=onnx.TensorProto.INT64),
-                            out_type=onnx.TensorProto.INT64))
+        gn.from_onnx(
+            single(
+                helper.make_node("Cast", ["x"], ["y"], to=onnx.TensorProto.INT64),
+                out_type=onnx.TensorProto.INT64,
+            )
+        )
     shape = helper.make_tensor_value_info("shape", onnx.TensorProto.INT64, [2])
     with pytest.raises(UnsupportedOpError, match=r"Reshape node 'y'.*shape.*constant"):
-        gn.from_onnx(single(helper.make_node("Reshape", ["x", "shape"], ["y"]),
-                            extra_inputs=[shape]))
+        gn.from_onnx(
+            single(helper.make_node("Reshape", ["x", "shape"], ["y"]), extra_inputs=[shape])
+        )
     with pytest.raises(UnsupportedOpError, match=r"AveragePool node 'y'.*padding"):
-        gn.from_onnx(make_model([helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[2, 2],
-                                                  pads=[1, 1, 1, 1])],
-                                [float_info("x", [1, 1, 4, 4])], [float_info("y", [1, 1, 5, 5])],
-                                [], 17))
+        gn.from_onnx(
+            make_model(
+                [
+                    helper.make_node(
+                        "AveragePool", ["x"], ["y"], kernel_shape=[2, 2], pads=[1, 1, 1, 1]
+                    )
+                ],
+                [float_info("x", [1, 1, 4, 4])],
+                [float_info("y", [1, 1, 5, 5])],
+                [],
+                17,
+            )
+        )

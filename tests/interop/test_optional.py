@@ -1,5 +1,6 @@
 """onnx and torch stay optional: `import graphnet` loads neither, the converters are
 reachable from `graphnet` without loading them, and a missing one names its extra."""
+
 import subprocess
 import sys
 import textwrap
@@ -8,8 +9,9 @@ import pytest
 
 
 def run_python(code):
-    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -43,7 +45,9 @@ def test_a_missing_package_is_an_error_naming_the_extra():
     """)
     lines = out.strip().splitlines()
     assert len(lines) == 4
-    assert lines[0] == ("graphnet.to_onnx needs the 'onnx' package, which is not installed: "
-                        'pip install "graphnet[onnx]"')
+    assert lines[0] == (
+        "graphnet.to_onnx needs the 'onnx' package, which is not installed: "
+        'pip install "graphnet[onnx]"'
+    )
     assert 'pip install "graphnet[onnx]"' in lines[1]
     assert all('pip install "graphnet[torch]"' in line for line in lines[2:])

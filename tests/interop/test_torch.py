@@ -1,14 +1,14 @@
 """PyTorch out and in: every gate against torch's autograd, train and eval mode, the
 round trips graphnet -> torch -> graphnet and torch -> graphnet -> torch, the course
 models, and the errors."""
+
 import numpy as np
 import pytest
 
 import graphnet as gn
 from graphnet.interop import UnsupportedOpError
 
-from .cases import (CASES, build, builtin_gates, course_models, gate_ops,
-                    graph_with_a_custom_gate)
+from .cases import CASES, build, builtin_gates, course_models, gate_ops, graph_with_a_custom_gate
 from .reference import assert_runs_equal, graphnet_run, torch_run
 
 torch = pytest.importorskip("torch")
@@ -26,8 +26,12 @@ def test_module_matches_the_graph_forward_and_backward(case, mode):
         graph.eval()
     module = gn.to_torch(graph)
     assert module.training == graph.training
-    assert_runs_equal(torch_run(module, feeds, module.input_names), graphnet_run(graph, feeds),
-                      rtol=1e-10, atol=1e-12)
+    assert_runs_equal(
+        torch_run(module, feeds, module.input_names),
+        graphnet_run(graph, feeds),
+        rtol=1e-10,
+        atol=1e-12,
+    )
 
 
 @pytest.mark.slow
@@ -96,12 +100,14 @@ def test_several_outputs_come_back_as_a_tuple_in_order():
 
 def test_every_builtin_gate_has_a_torch_form_and_a_gate_of_ones_own_is_named():
     from graphnet.interop.torch import TORCH_OPS
+
     assert builtin_gates() <= set(TORCH_OPS)
     with pytest.raises(UnsupportedOpError, match=r"interop_test_cube \(nodes 'c1', 'c2'\)"):
         gn.to_torch(graph_with_a_custom_gate())
 
 
 # ----- torch -> graphnet -> torch ------------------------------------------------------
+
 
 class SmallCNN(nn.Module):
     def __init__(self):
@@ -144,14 +150,30 @@ def test_torch_to_graph_to_torch_gives_equal_outputs_and_gradients():
     graph = gn.from_torch(module, example)
     assert not graph.training
     assert set(graph.params) == {name for name, _ in module.named_parameters()}
-    assert {"conv", "spatial_batchnorm", "relu", "max_pool", "affine", "batchnorm", "tanh",
-            "dropout", "softmax_loss", "svm_loss"} <= set(gate_ops(graph))
-    assert_runs_equal(graphnet_run(graph, feeds), expected, rtol=1e-10, atol=1e-12,
-                      transposed=LINEAR_WEIGHTS)
+    assert {
+        "conv",
+        "spatial_batchnorm",
+        "relu",
+        "max_pool",
+        "affine",
+        "batchnorm",
+        "tanh",
+        "dropout",
+        "softmax_loss",
+        "svm_loss",
+    } <= set(gate_ops(graph))
+    assert_runs_equal(
+        graphnet_run(graph, feeds), expected, rtol=1e-10, atol=1e-12, transposed=LINEAR_WEIGHTS
+    )
 
     again = gn.to_torch(graph)
-    assert_runs_equal(torch_run(again, feeds, again.input_names), expected, rtol=1e-10,
-                      atol=1e-12, transposed=LINEAR_WEIGHTS)
+    assert_runs_equal(
+        torch_run(again, feeds, again.input_names),
+        expected,
+        rtol=1e-10,
+        atol=1e-12,
+        transposed=LINEAR_WEIGHTS,
+    )
     assert not again.training
 
 
@@ -169,13 +191,15 @@ def test_from_torch_in_train_mode_takes_batch_statistics():
 
 def test_svm_loss_keeps_one_gate_through_torch_and_reads_alone_as_svm_over_classes():
     graph, feeds = build("svm_loss", np.float64)
-    back = gn.from_torch(gn.to_torch(graph), [torch.tensor(feeds["scores"]),
-                                              torch.tensor(feeds["y"])])
+    back = gn.from_torch(
+        gn.to_torch(graph), [torch.tensor(feeds["scores"]), torch.tensor(feeds["y"])]
+    )
     assert gate_ops(back) == ["svm_loss"]
 
     class Margin(nn.Module):
         def forward(self, scores, y):
             return F.multi_margin_loss(scores, y)
+
     alone = gn.from_torch(Margin(), [torch.tensor(feeds["scores"]), torch.tensor(feeds["y"])])
     assert gate_ops(alone) == ["svm_loss", "multiply"]
     assert alone.forward(feeds) == pytest.approx(graph.forward(feeds) / 5, rel=1e-12)
@@ -185,6 +209,7 @@ def test_from_torch_lists_every_unsupported_op_at_once():
     class Odd(nn.Module):
         def forward(self, x):
             return torch.cos(x).sin().sin().relu()
+
     with pytest.raises(UnsupportedOpError) as err:
         gn.from_torch(Odd(), (torch.ones(2, 3),))
     assert set(err.value.ops) == {"aten.cos", "aten.sin"}
@@ -203,6 +228,7 @@ def test_a_flatten_read_by_anything_but_an_affine_is_a_flatten_gate():
     class FlatThenRelu(nn.Module):
         def forward(self, x):
             return x.flatten(1).relu()
+
     graph = gn.from_torch(FlatThenRelu(), (torch.ones(2, 3, 4),))
     assert gate_ops(graph) == ["flatten", "relu"]
     X = np.random.default_rng(0).normal(size=(5, 3, 4)).astype(np.float32)
@@ -210,6 +236,7 @@ def test_a_flatten_read_by_anything_but_an_affine_is_a_flatten_gate():
 
 
 # ----- the course models ----------------------------------------------------------------
+
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["TwoLayerNet", "FullyConnectedNet", "ThreeLayerConvNet"])
@@ -221,27 +248,46 @@ def test_course_model_loss_and_grads_in_torch(name):
     module = gn.to_torch(model.graph, outputs="loss")
     assert set(dict(module.named_parameters())) == set(model.params)
     tolerance = dict(rtol=1e-5, atol=1e-6) if model.dtype == np.float32 else dict(rtol=1e-10)
-    assert_runs_equal(torch_run(module, feeds, module.input_names),
-                      graphnet_run(model.graph, feeds, "loss"), **tolerance)
+    assert_runs_equal(
+        torch_run(module, feeds, module.input_names),
+        graphnet_run(model.graph, feeds, "loss"),
+        **tolerance,
+    )
     back = gn.from_torch(module, [torch.tensor(feeds[n]) for n in module.input_names])
-    assert_runs_equal(graphnet_run(back, feeds), graphnet_run(model.graph, feeds, "loss"),
-                      **tolerance)
+    assert_runs_equal(
+        graphnet_run(back, feeds), graphnet_run(model.graph, feeds, "loss"), **tolerance
+    )
 
 
 def test_input_names_that_are_not_identifiers_stay_distinct_and_come_back():
     g = gn.Graph()
     g.add(g.input("x:0", shape=(2,)), g.input("x_0", shape=(2,)), name="out")
     module = gn.to_torch(g)
-    assert module(torch.ones(2, dtype=torch.float64), 2 * torch.ones(2, dtype=torch.float64)
-                  ).tolist() == [3.0, 3.0]
+    assert module(
+        torch.ones(2, dtype=torch.float64), 2 * torch.ones(2, dtype=torch.float64)
+    ).tolist() == [3.0, 3.0]
     back = gn.from_torch(module, (torch.ones(2), torch.ones(2)))
     assert [n.name for n in back.nodes if n.kind == "input"] == ["x:0", "x_0"]
 
 
-@pytest.mark.parametrize("case", ["conv", "affine_flattening", "spatial_batchnorm", "max_pool",
-                                  "softmax", "sum_axis", "matmul_batched", "reshape",
-                                  "slice_int_none_step", "take_rows", "avg_pool", "gelu",
-                                  "cross_entropy_sequence"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "conv",
+        "affine_flattening",
+        "spatial_batchnorm",
+        "max_pool",
+        "softmax",
+        "sum_axis",
+        "matmul_batched",
+        "reshape",
+        "slice_int_none_step",
+        "take_rows",
+        "avg_pool",
+        "gelu",
+        "cross_entropy_sequence",
+    ],
+)
 def test_an_empty_batch_runs_in_the_module(case):
     graph, feeds = build(case, np.float64)
     empty = {name: value[:0] for name, value in feeds.items()}
@@ -252,6 +298,7 @@ def test_an_empty_batch_runs_in_the_module(case):
 
 # ----- the tensor gates' ATen forms ------------------------------------------------------
 
+
 class PoolAndGelu(nn.Module):
     """A CNN head of the kind students write: gelu, mean pooling, flatten and view."""
 
@@ -261,7 +308,7 @@ class PoolAndGelu(nn.Module):
         self.fc = nn.Linear(4 * 4 * 4 + 2 * 4, 5)
 
     def forward(self, x, y):
-        h = F.gelu(self.conv(x))                                      # (N, 4, 4, 4)
+        h = F.gelu(self.conv(x))  # (N, 4, 4, 4)
         pooled = torch.cat([h.mean((2, 3)), F.adaptive_avg_pool2d(h, 1).flatten(1)], dim=1)
         features = torch.cat([h.view(h.size(0), -1), pooled], dim=1)  # (N, 72)
         scores = self.fc(F.gelu(features, approximate="tanh"))
@@ -279,17 +326,34 @@ def test_pytorch_model_with_flatten_view_mean_pooling_and_gelu_through_from_torc
     module = PoolAndGelu().double()
     feeds = pool_and_gelu_feeds(2)
     graph = gn.from_torch(module, (torch.tensor(feeds["x"]), torch.tensor(feeds["y"])))
-    assert {"conv", "gelu", "mean", "flatten", "reshape", "concat", "affine",
-            "softmax_loss"} <= set(gate_ops(graph))
+    assert {
+        "conv",
+        "gelu",
+        "mean",
+        "flatten",
+        "reshape",
+        "concat",
+        "affine",
+        "softmax_loss",
+    } <= set(gate_ops(graph))
     assert graph["view"].gate.attrs()["shape"] == (-1, 64)  # x.view(x.size(0), -1)
     for batch in (2, 7):  # the batch size the example had, and another
         feeds = pool_and_gelu_feeds(batch, seed=batch)
-        assert_runs_equal(graphnet_run(graph, feeds), torch_run(module, feeds, ["x", "y"]),
-                          rtol=1e-10, atol=1e-12, transposed=("fc.weight",))
+        assert_runs_equal(
+            graphnet_run(graph, feeds),
+            torch_run(module, feeds, ["x", "y"]),
+            rtol=1e-10,
+            atol=1e-12,
+            transposed=("fc.weight",),
+        )
     again = gn.to_torch(graph)
-    assert_runs_equal(torch_run(again, feeds, again.input_names),
-                      torch_run(module, feeds, ["x", "y"]), rtol=1e-10, atol=1e-12,
-                      transposed=("fc.weight",))
+    assert_runs_equal(
+        torch_run(again, feeds, again.input_names),
+        torch_run(module, feeds, ["x", "y"]),
+        rtol=1e-10,
+        atol=1e-12,
+        transposed=("fc.weight",),
+    )
 
 
 class TokenOps(nn.Module):
@@ -302,11 +366,11 @@ class TokenOps(nn.Module):
         self.register_buffer("picks", torch.tensor([3, 0, 3]))
 
     def forward(self, ids, mask, x):
-        tokens = self.proj(self.embed(ids))                           # (N, T, 4)
-        t = tokens.transpose(1, 2).contiguous()                       # (N, 4, T)
+        tokens = self.proj(self.embed(ids))  # (N, T, 4)
+        t = tokens.transpose(1, 2).contiguous()  # (N, 4, T)
         mixed = torch.bmm(tokens, t) + torch.mm(x, x.t()).sum() - tokens[:, 0].sum()
-        kept = mixed.sum(-1).masked_fill(mask.bool(), 0.0)            # (N, T)
-        columns = torch.index_select(tokens, 2, self.picks)           # (N, T, 3)
+        kept = mixed.sum(-1).masked_fill(mask.bool(), 0.0)  # (N, T)
+        columns = torch.index_select(tokens, 2, self.picks)  # (N, T, 3)
         squeezed = columns[:, :1].squeeze(1) + columns[:, -1, None].squeeze()  # (N, 3)
         bounded = torch.clamp(squeezed, min=-0.5).square() + F.leaky_relu(squeezed, 0.2)
         return kept.sum() + bounded.pow(3).sum() + torch.where(mask != 0, kept, 1.0).sum()
@@ -317,31 +381,43 @@ def test_embedding_index_select_masks_and_squeezes_read_as_gates():
     torch.manual_seed(1)
     module = TokenOps().double()
     rng = np.random.default_rng(1)
-    feeds = {"ids": rng.integers(0, 7, (3, 5)), "mask": rng.integers(0, 2, (3, 5)),
-             "x": rng.normal(size=(2, 4))}
+    feeds = {
+        "ids": rng.integers(0, 7, (3, 5)),
+        "mask": rng.integers(0, 2, (3, 5)),
+        "x": rng.normal(size=(2, 4)),
+    }
     example = [torch.tensor(feeds[name]) for name in ("ids", "mask", "x")]
     graph = gn.from_torch(module, example)
-    assert {"take", "matmul", "transpose", "where", "slice", "clip", "pow",
-            "leaky_relu"} <= set(gate_ops(graph))
+    assert {"take", "matmul", "transpose", "where", "slice", "clip", "pow", "leaky_relu"} <= set(
+        gate_ops(graph)
+    )
     # mask.bool() and mask != 0 are the integer mask itself, which the where gates read
     assert graph["masked_fill"].inputs[0] is graph["mask"] is graph["where"].inputs[0]
-    assert_runs_equal(graphnet_run(graph, feeds), torch_run(module, feeds, ["ids", "mask", "x"]),
-                      rtol=1e-10, atol=1e-12, transposed=("proj.weight",))
+    assert_runs_equal(
+        graphnet_run(graph, feeds),
+        torch_run(module, feeds, ["ids", "mask", "x"]),
+        rtol=1e-10,
+        atol=1e-12,
+        transposed=("proj.weight",),
+    )
 
 
 def test_a_run_of_indexing_ops_is_one_slice_gate_until_it_indexes_an_axis_twice():
     """torch.export writes x[:, 1:3, None, 2] as slice, unsqueeze, select: one gate. The
     second term slices the last axis by ::2, then 0:1 along axis 1 (the same gate), then
     picks 1 along the sliced axis: a second gate."""
+
     class Index(nn.Module):
         def forward(self, x):
             return x[:, 1:3, None, 2].sum() * x[..., ::2][:, 0:1, 1].sum()
+
     graph = gn.from_torch(Index(), (torch.ones(2, 3, 4),))
     slices = [n.gate.attrs()["key"] for n in graph.nodes if n.op == "slice"]
     assert sorted(slices) == [":, 1:3, None, 2", ":, :, 1", ":, :1, ::2"]
     X = np.random.default_rng(0).normal(size=(5, 3, 4)).astype(np.float32)
-    np.testing.assert_allclose(graph.forward(x=X), X[:, 1:3, None, 2].sum()
-                               * X[..., ::2][:, 0:1, 1].sum(), rtol=1e-6)
+    np.testing.assert_allclose(
+        graph.forward(x=X), X[:, 1:3, None, 2].sum() * X[..., ::2][:, 0:1, 1].sum(), rtol=1e-6
+    )
 
 
 def test_cross_entropy_with_every_label_ignored_is_0_in_graphnet_and_nan_in_torch():
@@ -359,15 +435,19 @@ def test_forms_torch_lacks_are_named():
         gn.to_torch(g)
     g = gn.Graph()
     g.transpose(g.input("x"), name="reversed")  # no shape: torch.permute needs the rank
-    with pytest.raises(UnsupportedOpError, match=r"transpose node 'reversed'.*'x' has no known "
-                       "rank"):
+    with pytest.raises(
+        UnsupportedOpError,
+        match=r"transpose node 'reversed'.*'x' has no known "
+        "rank",
+    ):
         gn.to_torch(g)
 
 
 def test_aten_settings_the_tensor_gates_lack_are_named():
     class TensorPower(nn.Module):
         def forward(self, x):
-            return x ** x
+            return x**x
+
     with pytest.raises(UnsupportedOpError, match=r"aten.pow node 'pow_1'.*a number"):
         gn.from_torch(TensorPower(), (torch.ones(2, 3),))
     with pytest.raises(UnsupportedOpError, match=r"aten.avg_pool2d node 'avg_pool2d'.*padding"):
@@ -378,6 +458,7 @@ def test_aten_settings_the_tensor_gates_lack_are_named():
     class FloatToInt(nn.Module):
         def forward(self, x):
             return x.long()
+
     with pytest.raises(UnsupportedOpError, match=r"aten.to node .*no cast gate"):
         gn.from_torch(FloatToInt(), (torch.ones(2, 3),))
 
@@ -386,9 +467,11 @@ def test_a_bool_mask_input_becomes_an_integer_input():
     class Masked(nn.Module):
         def forward(self, x, keep):
             return torch.where(keep, x, 0.0)
+
     keep = np.array([[True, False, True], [False, False, True]])
     graph = gn.from_torch(Masked(), (torch.ones(2, 3), torch.tensor(keep)))
     assert graph["keep"].dtype == np.int64 and gate_ops(graph) == ["where"]
     x = np.arange(6, dtype=np.float32).reshape(2, 3)
-    np.testing.assert_array_equal(graph.forward(x=x, keep=keep.astype(np.int64)),
-                                  np.where(keep, x, 0))
+    np.testing.assert_array_equal(
+        graph.forward(x=x, keep=keep.astype(np.int64)), np.where(keep, x, 0)
+    )

@@ -3,6 +3,7 @@ under the affine forward. Each is checked against float64 references (the naive 
 numpy's product), against the im2col + GEMM path it replaces, on every register-tile
 remainder (filters, row tails, row tiles, column tails, inner blocks), and for bitwise
 thread-count independence."""
+
 import contextlib
 import re
 
@@ -12,8 +13,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from graphnet.kernels import _C
-from .test_fast_layers import (assert_within_rounding, conv_backward_ref, conv_error_bounds,
-                              conv_forward_ref)
+from .test_fast_layers import (
+    assert_within_rounding,
+    conv_backward_ref,
+    conv_error_bounds,
+    conv_forward_ref,
+)
 
 
 def cpu_has_avx2_and_fma():
@@ -91,15 +96,18 @@ def test_direct_conv_every_row_tail(W):
     check_direct_conv(2, 3, 4, W, 7, 3, 3, 1)
 
 
-@pytest.mark.parametrize("case", [
-    (3, 3, 32, 32, 32, 7, 7, 3),    # the CIFAR layer
-    (2, 1, 6, 20, 3, 6, 5, 0),      # kernel as tall as the image: one output row
-    (2, 4, 7, 16, 5, 1, 1, 1),      # 1x1 kernel, padded (unpadded, it is one GEMM)
-    (2, 13, 6, 16, 5, 3, 3, 1),     # 13 channels: dx, a conv with 13 outputs, has a remainder
-    (1, 5, 8, 16, 9, 5, 2, 3),      # pad 3 >= kernel width 2: dx falls back to im2col + GEMM
-    (2, 3, 11, 16, 8, 3, 5, 2),     # 45 taps, not a multiple of the 4-tap gradient tile
-    (2, 3, 9, 15, 7, 3, 3, 1),      # rows of 15 < 16: everything on im2col + GEMM
-])
+@pytest.mark.parametrize(
+    "case",
+    [
+        (3, 3, 32, 32, 32, 7, 7, 3),  # the CIFAR layer
+        (2, 1, 6, 20, 3, 6, 5, 0),  # kernel as tall as the image: one output row
+        (2, 4, 7, 16, 5, 1, 1, 1),  # 1x1 kernel, padded (unpadded, it is one GEMM)
+        (2, 13, 6, 16, 5, 3, 3, 1),  # 13 channels: dx, a conv with 13 outputs, has a remainder
+        (1, 5, 8, 16, 9, 5, 2, 3),  # pad 3 >= kernel width 2: dx falls back to im2col + GEMM
+        (2, 3, 11, 16, 8, 3, 5, 2),  # 45 taps, not a multiple of the 4-tap gradient tile
+        (2, 3, 9, 15, 7, 3, 3, 1),  # rows of 15 < 16: everything on im2col + GEMM
+    ],
+)
 @pytest.mark.slow
 def test_direct_conv_shapes(case):
     check_direct_conv(*case)
@@ -108,6 +116,7 @@ def test_direct_conv_shapes(case):
 def test_rows_narrower_than_two_vectors_take_im2col_and_gemm():
     """Below 16 output pixels a row the direct tile would spend a broadcast per FMA and
     lose (README), so the switch changes nothing there; at 16 and above it does."""
+
     def all_results(x, w, b, dout, pad):
         return (_C.conv_forward(x, w, b, 1, pad),) + _C.conv_backward(dout, x, w, 1, pad)
 
@@ -121,9 +130,17 @@ def test_rows_narrower_than_two_vectors_take_im2col_and_gemm():
 
 
 @settings(max_examples=120, deadline=None)
-@given(N=st.integers(1, 3), C=st.integers(1, 4), H=st.integers(1, 12), W=st.integers(10, 50),
-       F=st.integers(1, 14), HH=st.integers(1, 7), WW=st.integers(1, 7), pad=st.integers(0, 4),
-       seed=st.integers(0, 2**16))
+@given(
+    N=st.integers(1, 3),
+    C=st.integers(1, 4),
+    H=st.integers(1, 12),
+    W=st.integers(10, 50),
+    F=st.integers(1, 14),
+    HH=st.integers(1, 7),
+    WW=st.integers(1, 7),
+    pad=st.integers(0, 4),
+    seed=st.integers(0, 2**16),
+)
 @pytest.mark.slow
 def test_direct_conv_fuzz(N, C, H, W, F, HH, WW, pad, seed):
     if HH > H + 2 * pad or WW > W + 2 * pad:
@@ -160,8 +177,10 @@ def test_direct_conv_is_bitwise_equal_on_any_thread_count():
 
 def skinny(m, n, k, seed=0):
     rng = np.random.default_rng(seed)
-    return (rng.standard_normal((m, k)).astype(np.float32),
-            rng.standard_normal((k, n)).astype(np.float32))
+    return (
+        rng.standard_normal((m, k)).astype(np.float32),
+        rng.standard_normal((k, n)).astype(np.float32),
+    )
 
 
 # n >= 24 and k >= 8 * max(m, n) select it. Rows 1..9 cover the 4-row tile's remainders,
@@ -172,15 +191,17 @@ def skinny(m, n, k, seed=0):
 def test_skinny_matmul_every_tile_remainder(m, n):
     k = 8 * max(m, n) + 3
     a, b = skinny(m, n, k, seed=m * 100 + n)
-    np.testing.assert_allclose(_C.matmul(a, b), a.astype(np.float64) @ b, rtol=1e-5,
-                               atol=1e-5 * np.sqrt(k))
+    np.testing.assert_allclose(
+        _C.matmul(a, b), a.astype(np.float64) @ b, rtol=1e-5, atol=1e-5 * np.sqrt(k)
+    )
 
 
 @pytest.mark.parametrize("k", [255, 256, 257, 511, 8192])
 def test_skinny_matmul_block_edges(k):
     a, b = skinny(5, 30, k)
-    np.testing.assert_allclose(_C.matmul(a, b), a.astype(np.float64) @ b, rtol=1e-5,
-                               atol=1e-5 * np.sqrt(k))
+    np.testing.assert_allclose(
+        _C.matmul(a, b), a.astype(np.float64) @ b, rtol=1e-5, atol=1e-5 * np.sqrt(k)
+    )
 
 
 def test_skinny_matmul_is_bitwise_equal_on_any_thread_count_and_takes_views():

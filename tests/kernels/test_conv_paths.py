@@ -5,29 +5,39 @@ GEMM), in float32 and float64. Random shapes
 around those, with rows wide enough to reach every path, are checked against the naive
 loops in float64 (within rounding of each result's terms) and against PyTorch, and each
 result is bitwise the same on one thread as on two."""
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from graphnet.kernels import _C
-from .test_fast_layers import (assert_within_rounding, conv_backward_ref, conv_error_bounds,
-                              conv_forward_ref)
+from .test_fast_layers import (
+    assert_within_rounding,
+    conv_backward_ref,
+    conv_error_bounds,
+    conv_forward_ref,
+)
 
 TOL = {np.float64: 1e-9, np.float32: 1e-5}
 
 
 def student_layer():
     """(kernel, stride, pad) as students write them: 'same' padding or none."""
-    return st.sampled_from([1, 3, 5]).flatmap(lambda k: st.tuples(
-        st.just(k), st.sampled_from([1, 2]), st.sampled_from(sorted({0, (k - 1) // 2}))))
+    return st.sampled_from([1, 3, 5]).flatmap(
+        lambda k: st.tuples(
+            st.just(k), st.sampled_from([1, 2]), st.sampled_from(sorted({0, (k - 1) // 2}))
+        )
+    )
 
 
 def case(N, C, H, W, F, k, dtype, seed):
     rng = np.random.default_rng(seed)
-    return (rng.standard_normal((N, C, H, W)).astype(dtype),
-            rng.standard_normal((F, C, k, k)).astype(dtype),
-            rng.standard_normal(F).astype(dtype))
+    return (
+        rng.standard_normal((N, C, H, W)).astype(dtype),
+        rng.standard_normal((F, C, k, k)).astype(dtype),
+        rng.standard_normal(F).astype(dtype),
+    )
 
 
 def run(x, w, b, stride, pad, threads, avx512=True):
@@ -44,10 +54,17 @@ def run(x, w, b, stride, pad, threads, avx512=True):
 
 
 @settings(max_examples=80, deadline=None)
-@given(N=st.integers(1, 3), C=st.integers(1, 9), H=st.integers(1, 5), W=st.integers(1, 36),
-       F=st.sampled_from([1, 2, 5, 6, 7, 11, 12, 13, 25, 48, 50]), layer=student_layer(),
-       dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**16),
-       avx512=st.booleans())
+@given(
+    N=st.integers(1, 3),
+    C=st.integers(1, 9),
+    H=st.integers(1, 5),
+    W=st.integers(1, 36),
+    F=st.sampled_from([1, 2, 5, 6, 7, 11, 12, 13, 25, 48, 50]),
+    layer=student_layer(),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 2**16),
+    avx512=st.booleans(),
+)
 def test_conv_paths_match_naive_and_any_thread_count(N, C, H, W, F, layer, dtype, seed, avx512):
     """avx512=False: the AVX2 forward kernel on a CPU that also has AVX-512."""
     k, stride, pad = layer
@@ -57,7 +74,8 @@ def test_conv_paths_match_naive_and_any_thread_count(N, C, H, W, F, layer, dtype
     results, dout = run(x, w, b, stride, pad, threads=2, avx512=avx512)
     bounds = conv_error_bounds(dout, x, w, b, stride, pad)
     refs = (conv_forward_ref(x, w, b, stride, pad),) + tuple(
-        conv_backward_ref(dout, x, w, stride, pad))
+        conv_backward_ref(dout, x, w, stride, pad)
+    )
     for got, ref, bound in zip(results, refs, bounds):
         assert got.dtype == dtype
         assert_within_rounding(got, ref, bound, TOL[dtype])
@@ -68,15 +86,18 @@ def test_conv_paths_match_naive_and_any_thread_count(N, C, H, W, F, layer, dtype
 
 @pytest.mark.torch
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("k, stride, pad, C, H, F", [
-    (1, 1, 0, 64, 32, 32),   # network in network: a GEMM per image
-    (1, 1, 0, 32, 16, 64),
-    (1, 2, 0, 16, 16, 32),   # a residual net's downsampling shortcut (im2col)
-    (3, 1, 1, 32, 32, 32),   # VGG
-    (3, 2, 1, 32, 32, 64),   # strided instead of pooling
-    (5, 1, 2, 16, 16, 32),   # LeNet-style
-    (5, 2, 2, 3, 32, 16),
-])
+@pytest.mark.parametrize(
+    "k, stride, pad, C, H, F",
+    [
+        (1, 1, 0, 64, 32, 32),  # network in network: a GEMM per image
+        (1, 1, 0, 32, 16, 64),
+        (1, 2, 0, 16, 16, 32),  # a residual net's downsampling shortcut (im2col)
+        (3, 1, 1, 32, 32, 32),  # VGG
+        (3, 2, 1, 32, 32, 64),  # strided instead of pooling
+        (5, 1, 2, 16, 16, 32),  # LeNet-style
+        (5, 2, 2, 3, 32, 16),
+    ],
+)
 def test_conv_paths_match_pytorch(k, stride, pad, C, H, F, dtype):
     torch = pytest.importorskip("torch")
     x, w, b = case(4, C, H, H, F, k, dtype, seed=k + stride)
@@ -90,12 +111,15 @@ def test_conv_paths_match_pytorch(k, stride, pad, C, H, F, dtype):
 
 
 @pytest.mark.skipif(not _C.direct_conv_active(), reason="no AVX2 + FMA: no direct kernels")
-@pytest.mark.parametrize("F, k, pad, direct_runs", [
-    (32, 3, 1, True),
-    (48, 3, 1, "avx512"),  # many filters: im2col + GEMM beats the AVX2 kernels (conv_direct.h)
-    (32, 1, 0, False),     # pointwise: one GEMM on the image
-    (32, 1, 1, True),
-])
+@pytest.mark.parametrize(
+    "F, k, pad, direct_runs",
+    [
+        (32, 3, 1, True),
+        (48, 3, 1, "avx512"),  # many filters: im2col + GEMM beats the AVX2 kernels (conv_direct.h)
+        (32, 1, 0, False),  # pointwise: one GEMM on the image
+        (32, 1, 1, True),
+    ],
+)
 def test_which_float32_layers_take_the_direct_kernels(F, k, pad, direct_runs):
     """Switching the direct kernels off changes the last bits exactly where they run."""
     if direct_runs == "avx512":

@@ -1,6 +1,7 @@
 """graphnet.fast_layers (C++ conv and max pool) against independent references: the
 naive loops of graphnet.layers and max-pool loops written here, numerical gradients, and
 PyTorch when it is installed."""
+
 import threading
 
 import numpy as np
@@ -8,8 +9,12 @@ import pytest
 
 from graphnet import layers
 from graphnet.kernels import _C
-from graphnet.fast_layers import (conv_backward_fast, conv_forward_fast,
-                                  max_pool_backward_fast, max_pool_forward_fast)
+from graphnet.fast_layers import (
+    conv_backward_fast,
+    conv_forward_fast,
+    max_pool_backward_fast,
+    max_pool_forward_fast,
+)
 
 # ---- independent references: plain loops ------------------------------------------
 
@@ -42,7 +47,7 @@ def max_pool_forward_ref(x, ph, pw, stride):
     N, C, H, W = x.shape
     out = np.zeros((N, C, 1 + (H - ph) // stride, 1 + (W - pw) // stride), x.dtype)
     for n, c, i, j in np.ndindex(*out.shape):
-        win = x[n, c, i * stride:i * stride + ph, j * stride:j * stride + pw]
+        win = x[n, c, i * stride : i * stride + ph, j * stride : j * stride + pw]
         out[n, c, i, j] = win[pool_winner(win)]
     return out
 
@@ -50,7 +55,7 @@ def max_pool_forward_ref(x, ph, pw, stride):
 def max_pool_backward_ref(dout, x, ph, pw, stride):
     dx = np.zeros(x.shape)
     for n, c, i, j in np.ndindex(*dout.shape):
-        a, b = pool_winner(x[n, c, i * stride:i * stride + ph, j * stride:j * stride + pw])
+        a, b = pool_winner(x[n, c, i * stride : i * stride + ph, j * stride : j * stride + pw])
         dx[n, c, i * stride + a, j * stride + b] += dout[n, c, i, j]
     return dx
 
@@ -62,7 +67,8 @@ def conv_error_bounds(dout, x, w, b, stride, pad):
     error would flag float32's honest rounding there)."""
     x, w, b, dout = (np.abs(np.asarray(a, np.float64)) for a in (x, w, b, dout))
     return (conv_forward_ref(x, w, b, stride, pad),) + tuple(
-        conv_backward_ref(dout, x, w, stride, pad))
+        conv_backward_ref(dout, x, w, stride, pad)
+    )
 
 
 def assert_within_rounding(got, ref, bound, tol):
@@ -178,7 +184,7 @@ def test_conv_backward_skips_unneeded_gradients():
 def test_conv_non_contiguous_inputs():
     x, w, b, cp = make_conv(CONV_CASES[1], np.float64)
     x_nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
-    x_view = x_nhwc.transpose(0, 3, 1, 2)                 # NCHW view with NHWC strides
+    x_view = x_nhwc.transpose(0, 3, 1, 2)  # NCHW view with NHWC strides
     w_f = np.asfortranarray(w)
     b_strided = np.repeat(b, 2)[::2]
     big = np.zeros((x.shape[0], x.shape[1], x.shape[2] * 2, x.shape[3]))
@@ -254,17 +260,24 @@ def test_max_pool_backward_numerical(case):
 
 def test_max_pool_ties_first_in_row_major_order_wins():
     pp = {"pool_height": 2, "pool_width": 2, "stride": 2}
-    x = np.array([[[[1.0, 3.0, 5.0, 5.0],
+    x = np.array(
+        [
+            [
+                [
+                    [1.0, 3.0, 5.0, 5.0],
                     [3.0, 2.0, 5.0, 5.0],
                     [0.0, 0.0, -1.0, -2.0],
-                    [0.0, 0.0, -2.0, -1.0]]]])
+                    [0.0, 0.0, -2.0, -1.0],
+                ]
+            ]
+        ]
+    )
     out, cache = max_pool_forward_fast(x, pp)
     np.testing.assert_array_equal(out, [[[[3.0, 5.0], [0.0, -1.0]]]])
     dx = max_pool_backward_fast(np.array([[[[10.0, 20.0], [30.0, 40.0]]]]), cache)
-    np.testing.assert_array_equal(dx, [[[[0, 10, 20, 0],
-                                         [0, 0, 0, 0],
-                                         [30, 0, 40, 0],
-                                         [0, 0, 0, 0]]]])
+    np.testing.assert_array_equal(
+        dx, [[[[0, 10, 20, 0], [0, 0, 0, 0], [30, 0, 40, 0], [0, 0, 0, 0]]]]
+    )
 
 
 def test_max_pool_ties_with_overlapping_windows_are_consistent():
@@ -292,8 +305,10 @@ def test_max_pool_non_contiguous_inputs():
     out, cache = max_pool_forward_fast(view, pp)
     np.testing.assert_array_equal(out, max_pool_forward_ref(x, 3, 3, 2))
     dout = np.random.default_rng(0).standard_normal(out.shape[::-1]).T
-    assert rel_error(max_pool_backward_fast(dout, cache),
-                     max_pool_backward_ref(dout, x, 3, 3, 2)) < 1e-12
+    assert (
+        rel_error(max_pool_backward_fast(dout, cache), max_pool_backward_ref(dout, x, 3, 3, 2))
+        < 1e-12
+    )
 
 
 @pytest.mark.slow
@@ -330,8 +345,13 @@ BAD_CONV = [
     (X, W, np.zeros((4, 1)), {"stride": 1, "pad": 1}, "b must have shape"),
     (X, W.astype(np.float32), B, {"stride": 1, "pad": 1}, "dtype"),
     (X.astype(np.float32), W, B, {"stride": 1, "pad": 1}, "dtype"),
-    (X.astype(np.int64), W.astype(np.int64), B.astype(np.int64), {"stride": 1, "pad": 1},
-     "float32 or float64"),
+    (
+        X.astype(np.int64),
+        W.astype(np.int64),
+        B.astype(np.int64),
+        {"stride": 1, "pad": 1},
+        "float32 or float64",
+    ),
     (X, W, B, {"stride": 1.5, "pad": 1}, "integer"),
     (X, W, B, {"pad": 1}, "stride"),
 ]
@@ -348,8 +368,9 @@ def test_conv_bad_parameters_raise_value_error_with_shapes(x, w, b, cp, words):
 
 def test_conv_backward_bad_dout():
     out, cache = conv_forward_fast(X, W, B, {"stride": 1, "pad": 1})
-    with pytest.raises(ValueError,
-                       match=r"dout must have shape \(2, 4, 8, 8\), got \(2, 4, 8, 7\)"):
+    with pytest.raises(
+        ValueError, match=r"dout must have shape \(2, 4, 8, 8\), got \(2, 4, 8, 7\)"
+    ):
         conv_backward_fast(out[..., :7], cache)
     with pytest.raises(ValueError, match="dtype"):
         conv_backward_fast(out.astype(np.float32), cache)
@@ -454,8 +475,9 @@ def test_max_pool_2x2_stride_2_kernel_with_ties_and_nans(dtype, shape):
     out, cache = max_pool_forward_fast(x, pp)
     np.testing.assert_array_equal(out, max_pool_forward_ref(x, 2, 2, 2))
     dout = rng.standard_normal(out.shape).astype(dtype)
-    np.testing.assert_array_equal(max_pool_backward_fast(dout, cache),
-                                  max_pool_backward_ref(dout, x, 2, 2, 2))
+    np.testing.assert_array_equal(
+        max_pool_backward_fast(dout, cache), max_pool_backward_ref(dout, x, 2, 2, 2)
+    )
 
 
 @pytest.mark.slow
@@ -472,6 +494,9 @@ def test_max_pool_backward_block_writer_and_scatter(pp, shape):
     params = {"pool_height": ph, "pool_width": pw, "stride": stride}
     out, cache = max_pool_forward_fast(x, params)
     dout = rng.standard_normal(out.shape).astype(np.float32)
-    np.testing.assert_allclose(max_pool_backward_fast(dout, cache),
-                               max_pool_backward_ref(dout, x, ph, pw, stride), rtol=1e-5,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        max_pool_backward_fast(dout, cache),
+        max_pool_backward_ref(dout, x, ph, pw, stride),
+        rtol=1e-5,
+        atol=1e-6,
+    )

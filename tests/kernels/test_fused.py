@@ -3,13 +3,20 @@ max_pool_forward(relu_first=True), conv_relu_pool_forward and conv_pooled_backwa
 The forwards must equal the separate kernels bit for bit; the backward is checked against
 the naive float64 loops, on the direct (AVX2) and the portable paths, and for thread-count
 independence."""
+
 import numpy as np
 import pytest
 
 from graphnet.kernels import _C
 from .test_avx2 import direct_conv, kernel_threads
-from .test_fast_layers import (CONV_CASES, POOL_CASES, assert_within_rounding, conv_backward_ref,
-                              conv_error_bounds, make_conv)
+from .test_fast_layers import (
+    CONV_CASES,
+    POOL_CASES,
+    assert_within_rounding,
+    conv_backward_ref,
+    conv_error_bounds,
+    make_conv,
+)
 
 # (N, C, H, W, F, HH, WW, stride, pad, pool_height, pool_width, pool_stride): the CIFAR
 # layer (direct path, 7x7), stride 2, overlapping pool windows that share winners, pool
@@ -139,21 +146,32 @@ def test_pooled_backward_refuses_winners_outside_the_conv_output():
             _C.conv_pooled_backward(np.ones_like(pooled), pooled, hostile, x, w, *conv)
 
 
-@pytest.mark.parametrize("change, words", [
-    (lambda a: {**a, "winners": a["winners"].astype(np.int64)}, ["int32", "int64"]),
-    (lambda a: {**a, "dpool": a["dpool"][:, :, :1]}, ["dpool", "(3, 5, 1, 3)", "(3, 5, 2, 3)"]),
-    (lambda a: {**a, "pooled": a["pooled"].astype(np.float64)}, ["pooled", "float64", "float32"]),
-    (lambda a: {**a, "winners": a["winners"][:, :4]}, ["winners", "(3, 4, 2, 3)", "(3, 5, 5, 6)"]),
-    (lambda a: {**a, "w": a["w"][:, :1]}, ["channels", "C=2", "C=1"]),
-])
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        (lambda a: {**a, "winners": a["winners"].astype(np.int64)}, ["int32", "int64"]),
+        (lambda a: {**a, "dpool": a["dpool"][:, :, :1]}, ["dpool", "(3, 5, 1, 3)", "(3, 5, 2, 3)"]),
+        (
+            lambda a: {**a, "pooled": a["pooled"].astype(np.float64)},
+            ["pooled", "float64", "float32"],
+        ),
+        (
+            lambda a: {**a, "winners": a["winners"][:, :4]},
+            ["winners", "(3, 4, 2, 3)", "(3, 5, 5, 6)"],
+        ),
+        (lambda a: {**a, "w": a["w"][:, :1]}, ["channels", "C=2", "C=1"]),
+    ],
+)
 def test_pooled_backward_bad_arguments_name_the_shapes(change, words):
     x, w, b, conv, pool = fused_case(FUSED_CASES[1], np.float32)
     _, pooled, winners = chain_forward(x, w, b, conv, pool)
-    args = change({"dpool": np.ones_like(pooled), "pooled": pooled, "winners": winners, "x": x,
-                   "w": w})
+    args = change(
+        {"dpool": np.ones_like(pooled), "pooled": pooled, "winners": winners, "x": x, "w": w}
+    )
     with pytest.raises(ValueError) as err:
-        _C.conv_pooled_backward(args["dpool"], args["pooled"], args["winners"], args["x"],
-                                args["w"], *conv)
+        _C.conv_pooled_backward(
+            args["dpool"], args["pooled"], args["winners"], args["x"], args["w"], *conv
+        )
     for word in words:
         assert word in str(err.value)
 

@@ -1,17 +1,28 @@
 """Hypothesis fuzzing of the C++ conv and max-pool kernels: random shapes, strides,
 pads and dtypes must never crash; each call either matches the naive reference or
 raises ValueError, exactly when the parameters are invalid."""
+
 import numpy as np
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from graphnet.kernels import _C
-from graphnet.fast_layers import (conv_backward_fast, conv_forward_fast,
-                                  max_pool_backward_fast, max_pool_forward_fast)
-from .test_fast_layers import (assert_within_rounding, conv_backward_ref, conv_error_bounds,
-                              conv_forward_ref, max_pool_backward_ref, max_pool_forward_ref,
-                              rel_error)
+from graphnet.fast_layers import (
+    conv_backward_fast,
+    conv_forward_fast,
+    max_pool_backward_fast,
+    max_pool_forward_fast,
+)
+from .test_fast_layers import (
+    assert_within_rounding,
+    conv_backward_ref,
+    conv_error_bounds,
+    conv_forward_ref,
+    max_pool_backward_ref,
+    max_pool_forward_ref,
+    rel_error,
+)
 
 FUZZ = settings(max_examples=150, deadline=None)
 TOL = {np.float64: 1e-9, np.float32: 1e-5}
@@ -19,10 +30,19 @@ dtypes = st.sampled_from([np.float32, np.float64])
 
 
 @FUZZ
-@given(N=st.integers(0, 3), C=st.integers(1, 3), H=st.integers(1, 8), W=st.integers(1, 8),
-       F=st.integers(1, 3), HH=st.integers(1, 6), WW=st.integers(1, 6),
-       stride=st.integers(-1, 4), pad=st.integers(-1, 3), dtype=dtypes,
-       seed=st.integers(0, 2**16))
+@given(
+    N=st.integers(0, 3),
+    C=st.integers(1, 3),
+    H=st.integers(1, 8),
+    W=st.integers(1, 8),
+    F=st.integers(1, 3),
+    HH=st.integers(1, 6),
+    WW=st.integers(1, 6),
+    stride=st.integers(-1, 4),
+    pad=st.integers(-1, 3),
+    dtype=dtypes,
+    seed=st.integers(0, 2**16),
+)
 # Found by CI: the results cancel to about 0.002 from terms near 1, where float32 rounding
 # is a large relative error but well within rounding of the terms' sum.
 @pytest.mark.slow
@@ -50,9 +70,18 @@ def test_conv_fuzz(N, C, H, W, F, HH, WW, stride, pad, dtype, seed):
 
 
 @FUZZ
-@given(N=st.integers(0, 3), C=st.integers(1, 3), H=st.integers(1, 9), W=st.integers(1, 9),
-       ph=st.integers(-1, 5), pw=st.integers(-1, 5), stride=st.integers(-1, 4), dtype=dtypes,
-       ties=st.booleans(), seed=st.integers(0, 2**16))
+@given(
+    N=st.integers(0, 3),
+    C=st.integers(1, 3),
+    H=st.integers(1, 9),
+    W=st.integers(1, 9),
+    ph=st.integers(-1, 5),
+    pw=st.integers(-1, 5),
+    stride=st.integers(-1, 4),
+    dtype=dtypes,
+    ties=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
 @pytest.mark.slow
 def test_max_pool_fuzz(N, C, H, W, ph, pw, stride, dtype, ties, seed):
     rng = np.random.default_rng(seed)
@@ -75,15 +104,19 @@ def test_max_pool_fuzz(N, C, H, W, ph, pw, stride, dtype, ties, seed):
 
 
 @FUZZ
-@given(x_shape=st.lists(st.integers(0, 4), min_size=1, max_size=5),
-       w_shape=st.lists(st.integers(0, 4), min_size=1, max_size=5),
-       b_shape=st.lists(st.integers(0, 4), min_size=0, max_size=2),
-       stride=st.integers(-2, 3), pad=st.integers(-2, 3),
-       x_dtype=st.sampled_from(["float32", "float64", "int32"]),
-       w_dtype=st.sampled_from(["float32", "float64"]))
+@given(
+    x_shape=st.lists(st.integers(0, 4), min_size=1, max_size=5),
+    w_shape=st.lists(st.integers(0, 4), min_size=1, max_size=5),
+    b_shape=st.lists(st.integers(0, 4), min_size=0, max_size=2),
+    stride=st.integers(-2, 3),
+    pad=st.integers(-2, 3),
+    x_dtype=st.sampled_from(["float32", "float64", "int32"]),
+    w_dtype=st.sampled_from(["float32", "float64"]),
+)
 @pytest.mark.slow
-def test_conv_arbitrary_arrays_never_crash(x_shape, w_shape, b_shape, stride, pad, x_dtype,
-                                           w_dtype):
+def test_conv_arbitrary_arrays_never_crash(
+    x_shape, w_shape, b_shape, stride, pad, x_dtype, w_dtype
+):
     x, w, b = np.ones(x_shape, x_dtype), np.ones(w_shape, w_dtype), np.ones(b_shape, w_dtype)
     try:
         out, cache = conv_forward_fast(x, w, b, {"stride": stride, "pad": pad})
@@ -95,18 +128,46 @@ def test_conv_arbitrary_arrays_never_crash(x_shape, w_shape, b_shape, stride, pa
 
 
 @FUZZ
-@given(N=st.integers(0, 3), C=st.integers(1, 3), H=st.integers(1, 12), W=st.integers(1, 20),
-       F=st.integers(1, 4), HH=st.integers(1, 9), WW=st.integers(1, 10),
-       stride=st.integers(1, 3), pad=st.integers(0, 4), ph=st.integers(1, 3),
-       pw=st.integers(1, 3), pool_stride=st.integers(1, 3), dtype=dtypes,
-       ties=st.booleans(), seed=st.integers(0, 2**16))
+@given(
+    N=st.integers(0, 3),
+    C=st.integers(1, 3),
+    H=st.integers(1, 12),
+    W=st.integers(1, 20),
+    F=st.integers(1, 4),
+    HH=st.integers(1, 9),
+    WW=st.integers(1, 10),
+    stride=st.integers(1, 3),
+    pad=st.integers(0, 4),
+    ph=st.integers(1, 3),
+    pw=st.integers(1, 3),
+    pool_stride=st.integers(1, 3),
+    dtype=dtypes,
+    ties=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
 # Found by CI: windows sharing a winner whose gradients cancel (the bound then summed them
 # before taking the absolute value, and was too tight).
-@example(N=2, C=2, H=1, W=2, F=4, HH=2, WW=3, stride=1, pad=4, ph=2, pw=3, pool_stride=1,
-         dtype=np.float32, ties=False, seed=255)
+@example(
+    N=2,
+    C=2,
+    H=1,
+    W=2,
+    F=4,
+    HH=2,
+    WW=3,
+    stride=1,
+    pad=4,
+    ph=2,
+    pw=3,
+    pool_stride=1,
+    dtype=np.float32,
+    ties=False,
+    seed=255,
+)
 @pytest.mark.slow
-def test_fused_conv_relu_pool_fuzz(N, C, H, W, F, HH, WW, stride, pad, ph, pw, pool_stride,
-                                   dtype, ties, seed):
+def test_fused_conv_relu_pool_fuzz(
+    N, C, H, W, F, HH, WW, stride, pad, ph, pw, pool_stride, dtype, ties, seed
+):
     """The fused kernels against the chain they replace (forward, bit for bit) and the naive
     loops (the weight gradient), on valid geometries; ties make many windows hold several
     maxima and many relus block."""

@@ -7,6 +7,7 @@ limits (int64 sizes, 32-bit BLAS, int32 pool indices). .ci/sanitize runs this fi
 AddressSanitizer and UndefinedBehaviorSanitizer, where a wrapped size that sent a kernel
 out of bounds, or a signed overflow anywhere in the arithmetic, aborts the run.
 """
+
 import re
 
 import numpy as np
@@ -26,11 +27,31 @@ INT32_MAX = 2**31 - 1
 FUZZ = settings(max_examples=300, deadline=None)
 # Values where arithmetic wraps: the ends of int64, powers of two, and pads just below
 # INT64_MAX, for which size + 2 * pad wraps around to a small positive size.
-EXTREMES = sorted({INT64_MIN, INT64_MIN + 1, -2**62, -2**31, -1, 0, 1, 2, 3, 2**31 - 1,
-                   2**31, 2**32, 2**32 + 1, 2**61, 2**62 - 1, 2**62, 2**62 + 1,
-                   *(INT64_MAX - k for k in range(9))})
-any_int64 = st.one_of(st.sampled_from(EXTREMES), st.integers(INT64_MIN, INT64_MAX),
-                      st.integers(-3, 40))
+EXTREMES = sorted(
+    {
+        INT64_MIN,
+        INT64_MIN + 1,
+        -(2**62),
+        -(2**31),
+        -1,
+        0,
+        1,
+        2,
+        3,
+        2**31 - 1,
+        2**31,
+        2**32,
+        2**32 + 1,
+        2**61,
+        2**62 - 1,
+        2**62,
+        2**62 + 1,
+        *(INT64_MAX - k for k in range(9)),
+    }
+)
+any_int64 = st.one_of(
+    st.sampled_from(EXTREMES), st.integers(INT64_MIN, INT64_MAX), st.integers(-3, 40)
+)
 # Strides and pads that keep the output small although both are huge: the interesting
 # case for the arithmetic inside the kernels (a huge pad, one or two windows). The padded
 # image, C x (H + 2 pad) x (W + 2 pad), must fit in int64, so pads stay below 2^30.
@@ -47,8 +68,12 @@ def no_negative_number(message):
 # ---- the Python rule -------------------------------------------------------------------
 
 
-@given(size=st.integers(0, 50), kernel=st.integers(1, 50), stride=st.integers(1, 9),
-       pad=st.integers(0, 20))
+@given(
+    size=st.integers(0, 50),
+    kernel=st.integers(1, 50),
+    stride=st.integers(1, 9),
+    pad=st.integers(0, 20),
+)
 def test_window_count_is_the_course_formula(size, kernel, stride, pad):
     if kernel > size + 2 * pad:
         with pytest.raises(ValueError, match="larger than the"):
@@ -57,20 +82,26 @@ def test_window_count_is_the_course_formula(size, kernel, stride, pad):
         assert window_count(size, kernel, stride, pad) == 1 + (size + 2 * pad - kernel) // stride
 
 
-@pytest.mark.parametrize("args, message", [
-    ((5, 3, 1, INT64_MAX), r"padded input height 5 \+ 2 \* pad 9223372036854775807 does not fit"),
-    ((5, 3, 1, 2**62), "does not fit in 64 bits"),
-    ((2**63, 3, 1, 0), "input height 9223372036854775808 does not fit in 64 bits"),
-    ((5, 2**64, 1, 0), "window height 18446744073709551616 does not fit"),
-    ((5, 3, 10**30, 0), "stride 1000000000000000000000000000000 does not fit"),
-    ((5, 3, 1, 10**5000), "pad a 16610-bit number does not fit"),
-    ((5, 3, 0, 0), "stride must be >= 1, got 0"),
-    ((5, 0, 1, 0), "window height must be >= 1, got 0"),
-    ((5, 3, 1, -1), "pad must be >= 0, got -1"),
-    ((5, 3, 1.0, 0), "stride must be an integer"),
-    ((5, 3, True, 0), "stride must be an integer"),
-    ((5, 9, 1, 1), r"window height 9 is larger than the \(padded\) input height 7"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            (5, 3, 1, INT64_MAX),
+            r"padded input height 5 \+ 2 \* pad 9223372036854775807 does not fit",
+        ),
+        ((5, 3, 1, 2**62), "does not fit in 64 bits"),
+        ((2**63, 3, 1, 0), "input height 9223372036854775808 does not fit in 64 bits"),
+        ((5, 2**64, 1, 0), "window height 18446744073709551616 does not fit"),
+        ((5, 3, 10**30, 0), "stride 1000000000000000000000000000000 does not fit"),
+        ((5, 3, 1, 10**5000), "pad a 16610-bit number does not fit"),
+        ((5, 3, 0, 0), "stride must be >= 1, got 0"),
+        ((5, 0, 1, 0), "window height must be >= 1, got 0"),
+        ((5, 3, 1, -1), "pad must be >= 0, got -1"),
+        ((5, 3, 1.0, 0), "stride must be an integer"),
+        ((5, 3, True, 0), "stride must be an integer"),
+        ((5, 9, 1, 1), r"window height 9 is larger than the \(padded\) input height 7"),
+    ],
+)
 def test_window_count_refuses(args, message):
     with pytest.raises(ValueError, match=message) as info:
         window_count(*args)
@@ -95,19 +126,27 @@ def test_element_count_follows_numpy():
         element_count((2**64,))
 
 
-@pytest.mark.parametrize("param", [{"stride": 2**63, "pad": 0}, {"stride": 1, "pad": 2**64},
-                                   {"stride": 1, "pad": -2**63 - 1},
-                                   {"stride": 10**30, "pad": 10**30}])
+@pytest.mark.parametrize(
+    "param",
+    [
+        {"stride": 2**63, "pad": 0},
+        {"stride": 1, "pad": 2**64},
+        {"stride": 1, "pad": -(2**63) - 1},
+        {"stride": 10**30, "pad": 10**30},
+    ],
+)
 def test_fast_layers_refuse_numbers_beyond_int64_with_value_error(param):
     x, w, b = np.ones((1, 1, 4, 4)), np.ones((1, 1, 3, 3)), np.ones(1)
     with pytest.raises(ValueError, match="does not fit in 64 bits|must be >= "):
         conv_forward_fast(x, w, b, param)
     with pytest.raises(ValueError, match="does not fit in 64 bits|must be >= "):
-        max_pool_forward_fast(x, {"pool_height": param["pad"], "pool_width": 2,
-                                  "stride": param["stride"]})
+        max_pool_forward_fast(
+            x, {"pool_height": param["pad"], "pool_width": 2, "stride": param["stride"]}
+        )
     with pytest.raises(ValueError, match="does not fit in 64 bits|must be >= "):
-        fast.conv_relu_pool_forward_fast(x, w, b, param, {"pool_height": 1, "pool_width": 1,
-                                                          "stride": 1})
+        fast.conv_relu_pool_forward_fast(
+            x, w, b, param, {"pool_height": 1, "pool_width": 1, "stride": 1}
+        )
 
 
 # ---- the C++ kernels: exact references -------------------------------------------------
@@ -165,16 +204,24 @@ def small_enough(x_shape, w_shape, Ho, Wo):
     return N * F * Ho * Wo <= MAX_OUTPUT and C * HH * WW * Ho * Wo <= MAX_COLUMNS
 
 
-shapes = dict(N=st.integers(0, 2), C=st.integers(1, 2), H=st.integers(0, 6),
-              W=st.integers(0, 6), F=st.integers(1, 2), HH=st.integers(1, 4),
-              WW=st.integers(1, 4))
+shapes = dict(
+    N=st.integers(0, 2),
+    C=st.integers(1, 2),
+    H=st.integers(0, 6),
+    W=st.integers(0, 6),
+    F=st.integers(1, 2),
+    HH=st.integers(1, 4),
+    WW=st.integers(1, 4),
+)
 
 
 def conv_arrays(N, C, H, W, F, HH, WW, dtype, seed):
     rng = np.random.default_rng(seed)
-    return (rng.standard_normal((N, C, H, W)).astype(dtype),
-            rng.standard_normal((F, C, HH, WW)).astype(dtype),
-            rng.standard_normal(F).astype(dtype))
+    return (
+        rng.standard_normal((N, C, H, W)).astype(dtype),
+        rng.standard_normal((F, C, HH, WW)).astype(dtype),
+        rng.standard_normal(F).astype(dtype),
+    )
 
 
 def check_conv(x, w, b, stride, pad):
@@ -206,22 +253,30 @@ def check_conv(x, w, b, stride, pad):
         for c, kh, kw in np.ndindex(*w.shape[1:]):
             tap = np.zeros((1, *w.shape[1:]))
             tap[0, c, kh, kw] = 1
-            expected[c, kh, kw] = conv_exact(np.float64(x), tap, np.zeros(1), stride, pad,
-                                             Ho, Wo).sum()
-        np.testing.assert_allclose(dw, np.broadcast_to(expected, dw.shape), rtol=1e-4,
-                                   atol=1e-4)
+            expected[c, kh, kw] = conv_exact(
+                np.float64(x), tap, np.zeros(1), stride, pad, Ho, Wo
+            ).sum()
+        np.testing.assert_allclose(dw, np.broadcast_to(expected, dw.shape), rtol=1e-4, atol=1e-4)
     return "computed"
 
 
 @FUZZ
-@given(**shapes, stride=any_int64, pad=any_int64,
-       dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**16))
-@example(N=1, C=1, H=5, W=5, F=1, HH=3, WW=3, stride=1, pad=INT64_MAX, dtype=np.float32,
-         seed=0)  # 5 + 2 * pad wrapped to 3: a 1x1 output, silently 0, before the checks
-@example(N=2, C=1, H=40, W=40, F=1, HH=3, WW=3, stride=1, pad=INT64_MAX - 18,
-         dtype=np.float32, seed=0)
-@example(N=1, C=1, H=5, W=5, F=1, HH=1, WW=1, stride=INT64_MAX - 1, pad=2**61,
-         dtype=np.float64, seed=0)  # ceil((pad - kw) / stride) once overflowed in im2col
+@given(
+    **shapes,
+    stride=any_int64,
+    pad=any_int64,
+    dtype=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 2**16),
+)
+@example(
+    N=1, C=1, H=5, W=5, F=1, HH=3, WW=3, stride=1, pad=INT64_MAX, dtype=np.float32, seed=0
+)  # 5 + 2 * pad wrapped to 3: a 1x1 output, silently 0, before the checks
+@example(
+    N=2, C=1, H=40, W=40, F=1, HH=3, WW=3, stride=1, pad=INT64_MAX - 18, dtype=np.float32, seed=0
+)
+@example(
+    N=1, C=1, H=5, W=5, F=1, HH=1, WW=1, stride=INT64_MAX - 1, pad=2**61, dtype=np.float64, seed=0
+)  # ceil((pad - kw) / stride) once overflowed in im2col
 @pytest.mark.slow
 def test_conv_over_the_int64_range(N, C, H, W, F, HH, WW, stride, pad, dtype, seed):
     event(check_conv(*conv_arrays(N, C, H, W, F, HH, WW, dtype, seed), stride, pad))
@@ -231,16 +286,25 @@ def test_conv_over_the_int64_range(N, C, H, W, F, HH, WW, stride, pad, dtype, se
 @FUZZ
 @given(**shapes, stride=huge_stride, pad=huge_pad, seed=st.integers(0, 2**16))
 def test_conv_with_a_huge_pad_and_stride_computes_the_few_windows_exactly(
-        N, C, H, W, F, HH, WW, stride, pad, seed):
+    N, C, H, W, F, HH, WW, stride, pad, seed
+):
     event(check_conv(*conv_arrays(N, C, H, W, F, HH, WW, np.float64, seed), stride, pad))
 
 
 @FUZZ
-@given(**shapes, stride=any_int64, pad=any_int64, ph=any_int64, pw=any_int64,
-       pool_stride=any_int64, seed=st.integers(0, 2**16))
+@given(
+    **shapes,
+    stride=any_int64,
+    pad=any_int64,
+    ph=any_int64,
+    pw=any_int64,
+    pool_stride=any_int64,
+    seed=st.integers(0, 2**16),
+)
 @pytest.mark.slow
-def test_fused_conv_relu_pool_over_the_int64_range(N, C, H, W, F, HH, WW, stride, pad, ph,
-                                                   pw, pool_stride, seed):
+def test_fused_conv_relu_pool_over_the_int64_range(
+    N, C, H, W, F, HH, WW, stride, pad, ph, pw, pool_stride, seed
+):
     x, w, b = conv_arrays(N, C, H, W, F, HH, WW, np.float32, seed)
     outcome, detail = conv_outcome(x.shape, w.shape, stride, pad)
     pool_ok = outcome == "ok" and pool_stride >= 1 and 1 <= ph <= detail[0] and 1 <= pw <= detail[1]
@@ -252,16 +316,25 @@ def test_fused_conv_relu_pool_over_the_int64_range(N, C, H, W, F, HH, WW, stride
         return
     conv = _C.conv_forward(x, w, b, stride, pad)
     pooled, winners = _C.conv_relu_pool_forward(x, w, b, stride, pad, ph, pw, pool_stride)
-    np.testing.assert_array_equal(pooled, max_pool_forward_ref(np.maximum(conv, 0), ph, pw,
-                                                               pool_stride))
+    np.testing.assert_array_equal(
+        pooled, max_pool_forward_ref(np.maximum(conv, 0), ph, pw, pool_stride)
+    )
     dw, db = _C.conv_pooled_backward(np.ones_like(pooled), pooled, winners, x, w, stride, pad)
     assert dw.shape == w.shape and db.shape == b.shape
     np.testing.assert_allclose(db, (pooled > 0).sum(axis=(0, 2, 3)), rtol=1e-6)
 
 
 @FUZZ
-@given(N=st.integers(0, 2), C=st.integers(1, 2), H=st.integers(0, 7), W=st.integers(0, 7),
-       ph=any_int64, pw=any_int64, stride=any_int64, seed=st.integers(0, 2**16))
+@given(
+    N=st.integers(0, 2),
+    C=st.integers(1, 2),
+    H=st.integers(0, 7),
+    W=st.integers(0, 7),
+    ph=any_int64,
+    pw=any_int64,
+    stride=any_int64,
+    seed=st.integers(0, 2**16),
+)
 @pytest.mark.slow
 def test_max_pool_forward_over_the_int64_range(N, C, H, W, ph, pw, stride, seed):
     x = np.random.default_rng(seed).standard_normal((N, C, H, W))
@@ -274,21 +347,28 @@ def test_max_pool_forward_over_the_int64_range(N, C, H, W, ph, pw, stride, seed)
     out, winners = _C.max_pool_forward(x, ph, pw, stride)
     np.testing.assert_array_equal(out, max_pool_forward_ref(x, ph, pw, stride))
     dx = _C.max_pool_backward(np.ones_like(out), winners, H, W)
-    np.testing.assert_array_equal(dx, max_pool_backward_ref(np.ones_like(out), x, ph, pw,
-                                                            stride))
+    np.testing.assert_array_equal(dx, max_pool_backward_ref(np.ones_like(out), x, ph, pw, stride))
 
 
 @FUZZ
-@given(planes=st.tuples(st.integers(0, 2), st.integers(1, 2)), Ho=st.integers(1, 4),
-       Wo=st.integers(1, 4), H=any_int64, W=any_int64,
-       winners=st.lists(st.sampled_from([INT32_MAX, -2**31, -1, 0, 1, 5, 17]) |
-                         st.integers(-2**31, INT32_MAX), min_size=32, max_size=32))
+@given(
+    planes=st.tuples(st.integers(0, 2), st.integers(1, 2)),
+    Ho=st.integers(1, 4),
+    Wo=st.integers(1, 4),
+    H=any_int64,
+    W=any_int64,
+    winners=st.lists(
+        st.sampled_from([INT32_MAX, -(2**31), -1, 0, 1, 5, 17]) | st.integers(-(2**31), INT32_MAX),
+        min_size=32,
+        max_size=32,
+    ),
+)
 @pytest.mark.slow
 def test_max_pool_backward_with_any_input_size_and_any_winners(planes, Ho, Wo, H, W, winners):
     """max_pool_backward takes the input's size and the winners from its caller: neither may
     send it out of bounds."""
     N, C = planes
-    win = np.array(winners[:N * C * Ho * Wo] or [0], np.int32)
+    win = np.array(winners[: N * C * Ho * Wo] or [0], np.int32)
     win = np.resize(win, (N, C, Ho, Wo))
     dout = np.ones(win.shape)
     fits = H >= 1 and W >= 1 and Ho <= H and Wo <= W and H * W <= INT32_MAX

@@ -1,4 +1,5 @@
 """graphnet._C.matmul, the product under the affine gate, against numpy."""
+
 import numpy as np
 import pytest
 
@@ -8,8 +9,9 @@ from graphnet.kernels import _C
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 1e-5)])
 @pytest.mark.parametrize("transpose_a", [False, True])
 @pytest.mark.parametrize("transpose_b", [False, True])
-@pytest.mark.parametrize("m,n,k", [(50, 100, 8192 // 16), (1, 1, 1), (300, 7, 33), (5, 200, 3),
-                                   (0, 4, 3), (4, 3, 0)])
+@pytest.mark.parametrize(
+    "m,n,k", [(50, 100, 8192 // 16), (1, 1, 1), (300, 7, 33), (5, 200, 3), (0, 4, 3), (4, 3, 0)]
+)
 def test_matmul_matches_numpy(dtype, tol, transpose_a, transpose_b, m, n, k):
     rng = np.random.default_rng(m * 1000 + n * 10 + k)
     a = rng.standard_normal((k, m) if transpose_a else (m, k)).astype(dtype)
@@ -22,7 +24,7 @@ def test_matmul_matches_numpy(dtype, tol, transpose_a, transpose_b, m, n, k):
 
 def test_matmul_takes_views_and_is_bitwise_equal_on_any_thread_count():
     rng = np.random.default_rng(0)
-    a = rng.standard_normal((64, 300)).astype(np.float32)[:, ::2]   # not contiguous
+    a = rng.standard_normal((64, 300)).astype(np.float32)[:, ::2]  # not contiguous
     b = np.asfortranarray(rng.standard_normal((150, 90)).astype(np.float32))
     before = _C.get_num_threads()
     try:
@@ -37,12 +39,15 @@ def test_matmul_takes_views_and_is_bitwise_equal_on_any_thread_count():
         np.testing.assert_array_equal(results[0], other)
 
 
-@pytest.mark.parametrize("a,b,kwargs,words", [
-    (np.ones((2, 3)), np.ones((4, 5)), {}, r"op\(a\) is 2 x 3 but op\(b\) is 4 x 5"),
-    (np.ones((2, 3)), np.ones((3,)), {}, r"matmul b must be 2-D"),
-    (np.ones((2, 3), np.float32), np.ones((3, 2)), {}, "has dtype float64 but a has float32"),
-    (np.ones((2, 3), int), np.ones((3, 2), int), {}, "must be float32 or float64"),
-])
+@pytest.mark.parametrize(
+    "a,b,kwargs,words",
+    [
+        (np.ones((2, 3)), np.ones((4, 5)), {}, r"op\(a\) is 2 x 3 but op\(b\) is 4 x 5"),
+        (np.ones((2, 3)), np.ones((3,)), {}, r"matmul b must be 2-D"),
+        (np.ones((2, 3), np.float32), np.ones((3, 2)), {}, "has dtype float64 but a has float32"),
+        (np.ones((2, 3), int), np.ones((3, 2), int), {}, "must be float32 or float64"),
+    ],
+)
 def test_matmul_errors_name_the_shapes(a, b, kwargs, words):
     with pytest.raises(ValueError, match=words):
         _C.matmul(a, b, **kwargs)

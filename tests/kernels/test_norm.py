@@ -3,6 +3,7 @@ batchnorm, layernorm, groupnorm, against a float64 reference written per slice, 
 layers of the course, numerical gradients and PyTorch; hypothesis over shapes down to
 N = C = H = W = 1 and empty batches; bitwise equal for any thread count; bad input is a
 ValueError."""
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -49,8 +50,11 @@ def reference(kind, x, gamma, beta, dout, G=1, stats=None):
         x_hat = (s - mean) * inv
         out[:, k] = x_hat * g + (b64[:, k] if kind != "batchnorm" else b64[0, k, 0])
         dxh = d * g
-        dx[:, k] = inv * dxh if stats is not None else inv * (
-            dxh - dxh.mean() - x_hat * (dxh * x_hat).mean())
+        dx[:, k] = (
+            inv * dxh
+            if stats is not None
+            else inv * (dxh - dxh.mean() - x_hat * (dxh * x_hat).mean())
+        )
         if kind == "batchnorm":
             x64[:, k] = x_hat  # kept for the gamma gradient below
     if kind != "batchnorm":
@@ -104,8 +108,12 @@ def check_all(kind, shape, dtype, seed, G=1, train=True, offset=1.0):
     # dx is inv_std * (terms of dout's size): a tiny variance makes inv_std up to 1/sqrt(eps)
     inv = 1 / np.sqrt(EPS) if x.size else 1
     size = max(1, x.size)
-    scales = (1 + np.abs(beta).max(initial=0) + 10, inv * (1 + np.abs(dout).max(initial=0)),
-              size * (1 + np.abs(dout).max(initial=0)), size)
+    scales = (
+        1 + np.abs(beta).max(initial=0) + 10,
+        inv * (1 + np.abs(dout).max(initial=0)),
+        size * (1 + np.abs(dout).max(initial=0)),
+        size,
+    )
     for g, w, s in zip(got, want, scales):
         assert_close(g, w, dtype, s)
     return got
@@ -113,16 +121,28 @@ def check_all(kind, shape, dtype, seed, G=1, train=True, offset=1.0):
 
 @pytest.mark.slow
 @FUZZ
-@given(N=st.integers(1, 70), D=st.integers(1, 140), dtype=dtypes, train=st.booleans(),
-       seed=st.integers(0, 2**16))
+@given(
+    N=st.integers(1, 70),
+    D=st.integers(1, 140),
+    dtype=dtypes,
+    train=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
 def test_batchnorm_fuzz(N, D, dtype, train, seed):
     check_all("batchnorm", (N, D), dtype, seed, train=train)
 
 
 @pytest.mark.slow
 @FUZZ
-@given(N=st.integers(1, 6), C=st.integers(1, 5), H=st.integers(1, 9), W=st.integers(1, 9),
-       dtype=dtypes, train=st.booleans(), seed=st.integers(0, 2**16))
+@given(
+    N=st.integers(1, 6),
+    C=st.integers(1, 5),
+    H=st.integers(1, 9),
+    W=st.integers(1, 9),
+    dtype=dtypes,
+    train=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
 def test_spatial_batchnorm_fuzz(N, C, H, W, dtype, train, seed):
     check_all("batchnorm", (N, C, H, W), dtype, seed, train=train)
 
@@ -136,8 +156,15 @@ def test_layernorm_fuzz(N, D, dtype, seed):
 
 @pytest.mark.slow
 @FUZZ
-@given(N=st.integers(0, 4), groups=st.integers(1, 4), per_group=st.integers(1, 3),
-       H=st.integers(1, 6), W=st.integers(1, 6), dtype=dtypes, seed=st.integers(0, 2**16))
+@given(
+    N=st.integers(0, 4),
+    groups=st.integers(1, 4),
+    per_group=st.integers(1, 3),
+    H=st.integers(1, 6),
+    W=st.integers(1, 6),
+    dtype=dtypes,
+    seed=st.integers(0, 2**16),
+)
 def test_groupnorm_fuzz(N, groups, per_group, H, W, dtype, seed):
     check_all("groupnorm", (N, groups * per_group, H, W), dtype, seed, G=groups)
 
@@ -164,15 +191,18 @@ def test_the_course_layers_agree(dtype):
         running = (bn_param["running_mean"], bn_param["running_var"])
         bn_param["mode"] = mode
         want, cache = layers.spatial_batchnorm_forward(x, gamma, beta, bn_param)
-        out, ours, rm, rv = norm.batchnorm_forward(x, gamma, beta, EPS, 0.9, *running,
-                                                   mode == "train")
+        out, ours, rm, rv = norm.batchnorm_forward(
+            x, gamma, beta, EPS, 0.9, *running, mode == "train"
+        )
         np.testing.assert_allclose(out, want, rtol=tol, atol=tol)
         np.testing.assert_allclose(rm, bn_param["running_mean"], rtol=tol, atol=tol)
         np.testing.assert_allclose(rv, bn_param["running_var"], rtol=tol, atol=tol)
-        np.testing.assert_allclose(ours.x_hat, cache[0].x_hat.reshape(8, 3, 4, 5).transpose(
-            0, 3, 1, 2), rtol=tol, atol=tol)
-        for got, ref in zip(norm.batchnorm_backward(dout, ours),
-                            layers.spatial_batchnorm_backward(dout, cache)):
+        np.testing.assert_allclose(
+            ours.x_hat, cache[0].x_hat.reshape(8, 3, 4, 5).transpose(0, 3, 1, 2), rtol=tol, atol=tol
+        )
+        for got, ref in zip(
+            norm.batchnorm_backward(dout, ours), layers.spatial_batchnorm_backward(dout, cache)
+        ):
             np.testing.assert_allclose(got, ref, rtol=10 * tol, atol=100 * tol)
     x2 = x.reshape(8, -1)
     g2, b2 = np.tile(gamma, 12), np.tile(beta, 12)
@@ -180,24 +210,32 @@ def test_the_course_layers_agree(dtype):
     out, ours = norm.layernorm_forward(x2, g2, b2, EPS)
     np.testing.assert_allclose(out, want, rtol=tol, atol=tol)
     np.testing.assert_allclose(ours.x_hat, cache.x_hat, rtol=tol, atol=tol)
-    for got, ref in zip(norm.layernorm_backward(dout.reshape(8, -1), ours),
-                        layers.layernorm_backward(dout.reshape(8, -1), cache)):
+    for got, ref in zip(
+        norm.layernorm_backward(dout.reshape(8, -1), ours),
+        layers.layernorm_backward(dout.reshape(8, -1), cache),
+    ):
         np.testing.assert_allclose(got, ref, rtol=10 * tol, atol=100 * tol)
     gamma4, beta4 = gamma.reshape(1, 5, 1, 1), beta.reshape(1, 5, 1, 1)
     want, cache = layers.spatial_groupnorm_forward(x, gamma4, beta4, 5, {})
     out, ours = norm.groupnorm_forward(x, gamma4, beta4, 5, EPS)
     np.testing.assert_allclose(out, want, rtol=tol, atol=tol)
     np.testing.assert_allclose(ours.x_hat, cache.x_hat, rtol=tol, atol=tol)
-    for got, ref in zip(norm.groupnorm_backward(dout, ours),
-                        layers.spatial_groupnorm_backward(dout, cache)):
+    for got, ref in zip(
+        norm.groupnorm_backward(dout, ours), layers.spatial_groupnorm_backward(dout, cache)
+    ):
         assert got.shape == ref.shape
         np.testing.assert_allclose(got, ref, rtol=10 * tol, atol=100 * tol)
 
 
-@pytest.mark.parametrize("kind, shape, G", [("batchnorm", (4, 6), 1),
-                                            ("batchnorm", (3, 2, 3, 4), 1),
-                                            ("layernorm", (3, 7), 1),
-                                            ("groupnorm", (2, 6, 3, 2), 3)])
+@pytest.mark.parametrize(
+    "kind, shape, G",
+    [
+        ("batchnorm", (4, 6), 1),
+        ("batchnorm", (3, 2, 3, 4), 1),
+        ("layernorm", (3, 7), 1),
+        ("groupnorm", (2, 6, 3, 2), 3),
+    ],
+)
 @pytest.mark.parametrize("train", [True, False])
 def test_numerical_gradients(kind, shape, G, train):
     if kind != "batchnorm" and not train:
@@ -211,13 +249,20 @@ def test_numerical_gradients(kind, shape, G, train):
 
     def forward(x, gamma, beta):
         return run(kind, x, gamma, beta, dout, G, train, running)[0]
+
     dx, dgamma, dbeta = run(kind, x, gamma, beta, dout, G, train, running)[1:]
-    assert rel_error(dx, eval_numerical_gradient_array(
-        lambda v: forward(v, gamma, beta), x, dout)) < 1e-7
-    assert rel_error(dgamma, eval_numerical_gradient_array(
-        lambda v: forward(x, v, beta), gamma, dout)) < 1e-7
-    assert rel_error(dbeta, eval_numerical_gradient_array(
-        lambda v: forward(x, gamma, v), beta, dout)) < 1e-7
+    assert (
+        rel_error(dx, eval_numerical_gradient_array(lambda v: forward(v, gamma, beta), x, dout))
+        < 1e-7
+    )
+    assert (
+        rel_error(dgamma, eval_numerical_gradient_array(lambda v: forward(x, v, beta), gamma, dout))
+        < 1e-7
+    )
+    assert (
+        rel_error(dbeta, eval_numerical_gradient_array(lambda v: forward(x, gamma, v), beta, dout))
+        < 1e-7
+    )
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -241,8 +286,9 @@ def test_empty_batches():
     with pytest.raises(ValueError, match="non-empty batch"):
         norm.batchnorm_forward(x, ones, zeros, EPS, 0.9, None, None, True)
     with pytest.raises(ValueError, match="non-empty batch"):
-        norm.batchnorm_forward(np.zeros((2, 3, 0, 2), np.float32), ones, zeros, EPS, 0.9,
-                               None, None, True)
+        norm.batchnorm_forward(
+            np.zeros((2, 3, 0, 2), np.float32), ones, zeros, EPS, 0.9, None, None, True
+        )
     with pytest.raises(ValueError, match="at least one feature"):
         norm.layernorm_forward(np.zeros((2, 0)), np.ones(0), np.zeros(0), EPS)
     with pytest.raises(ValueError, match="at least one pixel"):
@@ -251,16 +297,22 @@ def test_empty_batches():
 
 def test_bitwise_the_same_for_any_number_of_threads():
     rng = np.random.default_rng(4)
-    cases = [("batchnorm", (300, 200), 1), ("batchnorm", (32, 16, 20, 20), 1),
-             ("layernorm", (300, 500), 1), ("groupnorm", (16, 12, 20, 20), 4)]
+    cases = [
+        ("batchnorm", (300, 200), 1),
+        ("batchnorm", (32, 16, 20, 20), 1),
+        ("layernorm", (300, 500), 1),
+        ("groupnorm", (16, 12, 20, 20), 4),
+    ]
     before = _C.get_num_threads()
     try:
         for kind, shape, G in cases:
             C = shape[1] if kind != "layernorm" else shape[-1]
-            args = (rng.standard_normal(shape).astype(np.float32),
-                    rng.uniform(0.5, 1.5, C).astype(np.float32),
-                    rng.standard_normal(C).astype(np.float32),
-                    rng.standard_normal(shape).astype(np.float32))
+            args = (
+                rng.standard_normal(shape).astype(np.float32),
+                rng.uniform(0.5, 1.5, C).astype(np.float32),
+                rng.standard_normal(C).astype(np.float32),
+                rng.standard_normal(shape).astype(np.float32),
+            )
             results = []
             for threads in (1, 2, 3, 7):
                 _C.set_num_threads(threads)
@@ -272,31 +324,70 @@ def test_bitwise_the_same_for_any_number_of_threads():
         _C.set_num_threads(before)
 
 
-@pytest.mark.parametrize("call, match", [
-    (lambda: _C.channel_norm_forward(np.ones((2, 3)), np.ones(4), np.ones(3), EPS), "gamma"),
-    (lambda: _C.channel_norm_forward(np.ones((2, 3), np.float32), np.ones(3), np.ones(3), EPS),
-     "dtype"),
-    (lambda: _C.channel_norm_forward(np.ones(3), np.ones(3), np.ones(3), EPS), r"\(N, C"),
-    (lambda: _C.channel_norm_forward(np.ones((2, 3), np.int64), np.ones(3, np.int64),
-                                     np.ones(3, np.int64), EPS), "float32 or float64"),
-    (lambda: _C.channel_norm_forward(np.ones((2, 3)), np.ones(3), np.ones(3), EPS,
-                                     np.ones(2), np.ones(3)), "running_mean"),
-    (lambda: _C.channel_norm_backward(np.ones((2, 4)), np.ones((2, 3)), np.ones(3), np.ones(3),
-                                      np.ones(3), True), "dout"),
-    (lambda: _C.layer_norm_forward(np.ones((2, 3, 4)), np.ones(4), np.ones(4), EPS), "2-D"),
-    (lambda: _C.layer_norm_backward(np.ones((2, 3)), np.ones((2, 3)), np.ones(3), np.ones(3),
-                                    np.ones(2)), "mean"),
-    (lambda: _C.group_norm_forward(np.ones((2, 6, 2, 2)), np.ones(6), np.ones(6), 4, EPS),
-     "divide"),
-    (lambda: _C.group_norm_forward(np.ones((2, 6, 2, 2)), np.ones(6), np.ones(6), 0, EPS),
-     "divide"),
-    (lambda: _C.group_norm_forward(np.ones((2, 6, 2, 2)), np.ones(6), np.ones(6), -2**63,
-                                   EPS), "divide"),
-    (lambda: _C.group_norm_forward(np.ones((3, 0, 2, 2)), np.ones(0), np.ones(0), 2**62,
-                                   EPS), "64 bits"),
-    (lambda: _C.group_norm_backward(np.ones((2, 6, 2, 2)), np.ones((2, 6, 2, 2)), np.ones(6),
-                                    3, np.ones(6), np.ones(5)), "inv_std"),
-])
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: _C.channel_norm_forward(np.ones((2, 3)), np.ones(4), np.ones(3), EPS), "gamma"),
+        (
+            lambda: _C.channel_norm_forward(
+                np.ones((2, 3), np.float32), np.ones(3), np.ones(3), EPS
+            ),
+            "dtype",
+        ),
+        (lambda: _C.channel_norm_forward(np.ones(3), np.ones(3), np.ones(3), EPS), r"\(N, C"),
+        (
+            lambda: _C.channel_norm_forward(
+                np.ones((2, 3), np.int64), np.ones(3, np.int64), np.ones(3, np.int64), EPS
+            ),
+            "float32 or float64",
+        ),
+        (
+            lambda: _C.channel_norm_forward(
+                np.ones((2, 3)), np.ones(3), np.ones(3), EPS, np.ones(2), np.ones(3)
+            ),
+            "running_mean",
+        ),
+        (
+            lambda: _C.channel_norm_backward(
+                np.ones((2, 4)), np.ones((2, 3)), np.ones(3), np.ones(3), np.ones(3), True
+            ),
+            "dout",
+        ),
+        (lambda: _C.layer_norm_forward(np.ones((2, 3, 4)), np.ones(4), np.ones(4), EPS), "2-D"),
+        (
+            lambda: _C.layer_norm_backward(
+                np.ones((2, 3)), np.ones((2, 3)), np.ones(3), np.ones(3), np.ones(2)
+            ),
+            "mean",
+        ),
+        (
+            lambda: _C.group_norm_forward(np.ones((2, 6, 2, 2)), np.ones(6), np.ones(6), 4, EPS),
+            "divide",
+        ),
+        (
+            lambda: _C.group_norm_forward(np.ones((2, 6, 2, 2)), np.ones(6), np.ones(6), 0, EPS),
+            "divide",
+        ),
+        (
+            lambda: _C.group_norm_forward(
+                np.ones((2, 6, 2, 2)), np.ones(6), np.ones(6), -(2**63), EPS
+            ),
+            "divide",
+        ),
+        (
+            lambda: _C.group_norm_forward(
+                np.ones((3, 0, 2, 2)), np.ones(0), np.ones(0), 2**62, EPS
+            ),
+            "64 bits",
+        ),
+        (
+            lambda: _C.group_norm_backward(
+                np.ones((2, 6, 2, 2)), np.ones((2, 6, 2, 2)), np.ones(6), 3, np.ones(6), np.ones(5)
+            ),
+            "inv_std",
+        ),
+    ],
+)
 def test_bad_input_is_a_value_error(call, match):
     with pytest.raises(ValueError, match=match):
         call()
@@ -309,8 +400,12 @@ def test_against_torch(dtype, tol):
     torch = pytest.importorskip("torch")
     F = torch.nn.functional
     rng = np.random.default_rng(6)
-    cases = [("batchnorm", (16, 40), 1), ("batchnorm", (6, 5, 7, 3), 1),
-             ("layernorm", (9, 33), 1), ("groupnorm", (4, 6, 5, 3), 2)]
+    cases = [
+        ("batchnorm", (16, 40), 1),
+        ("batchnorm", (6, 5, 7, 3), 1),
+        ("layernorm", (9, 33), 1),
+        ("groupnorm", (4, 6, 5, 3), 2),
+    ]
     for kind, shape, G in cases:
         C = shape[1] if kind != "layernorm" else shape[-1]
         x = (rng.standard_normal(shape) * 2 + 1).astype(dtype)
@@ -328,5 +423,6 @@ def test_against_torch(dtype, tol):
         got = run(kind, x, gamma, beta, dout, G)
         for ours, theirs in zip(got, (out_t, xt.grad, gt.grad, bt.grad)):
             theirs = theirs.detach().numpy()
-            np.testing.assert_allclose(ours, theirs, rtol=tol,
-                                       atol=tol * max(1.0, np.abs(theirs).max()))
+            np.testing.assert_allclose(
+                ours, theirs, rtol=tol, atol=tol * max(1.0, np.abs(theirs).max())
+            )

@@ -1,4 +1,5 @@
 """The C++ Adam step gives the same numbers, bit for bit, as the numpy formulas."""
+
 import numpy as np
 import pytest
 
@@ -7,8 +8,8 @@ from graphnet import optim
 
 def numpy_adam(w, dw, m, v, t, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8):
     m = beta1 * m + (1 - beta1) * dw
-    v = beta2 * v + (1 - beta2) * dw ** 2
-    m_hat, v_hat = m / (1 - beta1 ** t), v / (1 - beta2 ** t)
+    v = beta2 * v + (1 - beta2) * dw**2
+    m_hat, v_hat = m / (1 - beta1**t), v / (1 - beta2**t)
     return w - lr * m_hat / (np.sqrt(v_hat) + eps), m, v
 
 

@@ -2,6 +2,7 @@
 the same bits on any number of threads, the AVX2 sigmoid and tanh against float64 and
 against the C library's, sizes that leave ragged blocks of work, and bad arguments refused
 with ValueError (never a crash)."""
+
 import contextlib
 
 import numpy as np
@@ -27,9 +28,13 @@ def case(cell, N=5, T=9, D=3, H=70, dtype=np.float64, seed=0):
     """H = 70 leaves a ragged last block of units (32, 32, 6) and of columns."""
     rng = np.random.default_rng(seed)
     G = 4 * H if cell == "lstm" else H
-    args = [rng.standard_normal((N, T, D)), rng.standard_normal((N, H)),
-            rng.standard_normal((D, G)) / np.sqrt(D), rng.standard_normal((H, G)) / np.sqrt(H),
-            rng.standard_normal(G)]
+    args = [
+        rng.standard_normal((N, T, D)),
+        rng.standard_normal((N, H)),
+        rng.standard_normal((D, G)) / np.sqrt(D),
+        rng.standard_normal((H, G)) / np.sqrt(H),
+        rng.standard_normal(G),
+    ]
     return [a.astype(dtype) for a in args], rng.standard_normal((N, T, H)).astype(dtype)
 
 
@@ -76,10 +81,12 @@ def step_loop(cell, x, h0, Wx, Wh, b, dh):
     for t in reversed(range(T)):
         if cell == "lstm":
             dx[:, t], dprev_h, dprev_c, dWx_t, dWh_t, db_t = R.lstm_step_backward(
-                dh[:, t] + dprev_h, dprev_c, steps[t])
+                dh[:, t] + dprev_h, dprev_c, steps[t]
+            )
         else:
-            dx[:, t], dprev_h, dWx_t, dWh_t, db_t = R.rnn_step_backward(dh[:, t] + dprev_h,
-                                                                        steps[t])
+            dx[:, t], dprev_h, dWx_t, dWh_t, db_t = R.rnn_step_backward(
+                dh[:, t] + dprev_h, steps[t]
+            )
         dWx, dWh, db = dWx + dWx_t, dWh + dWh_t, db + db_t
     return h, dx, dprev_h, dWx, dWh, db
 
@@ -100,16 +107,21 @@ def activations(v):
     width = 8
     rows = -(-v.size // width)
     x = np.zeros(rows * width, np.float32)
-    x[:v.size] = v
+    x[: v.size] = v
     x = x.reshape(rows, 1, width)
     outputs = []
     for cell, gates in (("rnn", 1), ("lstm", 4)):
         Wx = np.zeros((width, gates * width), np.float32)
         Wx[:, :width] = np.eye(width)
-        h, act, _, _ = _C.recurrent_forward(cell, x, np.zeros((rows, width), np.float32), Wx,
-                                            np.zeros((width, gates * width), np.float32),
-                                            np.zeros(gates * width, np.float32))
-        outputs.append((h if cell == "rnn" else act[..., :width]).ravel()[:v.size])
+        h, act, _, _ = _C.recurrent_forward(
+            cell,
+            x,
+            np.zeros((rows, width), np.float32),
+            Wx,
+            np.zeros((width, gates * width), np.float32),
+            np.zeros(gates * width, np.float32),
+        )
+        outputs.append((h if cell == "rnn" else act[..., :width]).ravel()[: v.size])
     return outputs
 
 
@@ -119,8 +131,14 @@ def ulps(got, exact):
 
 @pytest.mark.parametrize("avx2", [True, False])
 def test_float32_sigmoid_and_tanh_within_two_ulps(avx2):
-    v = np.concatenate([np.linspace(-80, 80, 160001), np.linspace(-1e-3, 1e-3, 2001),
-                        np.geomspace(1e-30, 1, 301), -np.geomspace(1e-30, 1, 301)])
+    v = np.concatenate(
+        [
+            np.linspace(-80, 80, 160001),
+            np.linspace(-1e-3, 1e-3, 2001),
+            np.geomspace(1e-30, 1, 301),
+            -np.geomspace(1e-30, 1, 301),
+        ]
+    )
     v = v.astype(np.float32)
     exact = v.astype(np.float64)
     with avx2_activations(avx2):
@@ -155,20 +173,34 @@ def test_avx2_and_c_library_activations_agree_on_a_sequence(cell):
 
 # ------------------------------------------------------------------ bad arguments
 
+
 def lstm_arguments(N=2, T=3, D=4, H=5):
-    return {"cell": "lstm", **{name: np.zeros(shape) for name, shape in (
-        ("x", (N, T, D)), ("h0", (N, H)), ("Wx", (D, 4 * H)), ("Wh", (H, 4 * H)),
-        ("b", (4 * H,)))}}
+    return {
+        "cell": "lstm",
+        **{
+            name: np.zeros(shape)
+            for name, shape in (
+                ("x", (N, T, D)),
+                ("h0", (N, H)),
+                ("Wx", (D, 4 * H)),
+                ("Wh", (H, 4 * H)),
+                ("b", (4 * H,)),
+            )
+        },
+    }
 
 
-@pytest.mark.parametrize("name, value, message", [
-    ("cell", "gru", "cell must be 'rnn' or 'lstm'"),
-    ("Wx", np.zeros((4, 5)), r"Wx \(4, 5\).* do not fit together"),
-    ("h0", np.zeros((3, 5)), r"h0 \(3, 5\).* do not fit together"),
-    ("x", np.zeros((2, 4)), "x must be 3-D"),
-    ("b", np.zeros(20, np.float32), "b has dtype float32"),
-    ("h0", np.zeros((2, 5), np.int64), "h0 has dtype int64"),
-])
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        ("cell", "gru", "cell must be 'rnn' or 'lstm'"),
+        ("Wx", np.zeros((4, 5)), r"Wx \(4, 5\).* do not fit together"),
+        ("h0", np.zeros((3, 5)), r"h0 \(3, 5\).* do not fit together"),
+        ("x", np.zeros((2, 4)), "x must be 3-D"),
+        ("b", np.zeros(20, np.float32), "b has dtype float32"),
+        ("h0", np.zeros((2, 5), np.int64), "h0 has dtype int64"),
+    ],
+)
 def test_forward_refuses_bad_arguments(name, value, message):
     arguments = lstm_arguments()
     arguments[name] = value
@@ -177,8 +209,10 @@ def test_forward_refuses_bad_arguments(name, value, message):
 
 
 def test_forward_refuses_half_precision():
-    arguments = {name: value.astype(np.float16) if name != "cell" else value
-                 for name, value in lstm_arguments().items()}
+    arguments = {
+        name: value.astype(np.float16) if name != "cell" else value
+        for name, value in lstm_arguments().items()
+    }
     with pytest.raises(ValueError, match="must be float32 or float64"):
         _C.recurrent_forward(*arguments.values())
 
@@ -186,13 +220,24 @@ def test_forward_refuses_half_precision():
 def test_forward_refuses_sizes_beyond_the_32_bit_blas():
     x = np.broadcast_to(np.float32(0), (1 << 16, 1 << 16, 1))
     with pytest.raises(ValueError, match="too large"):
-        _C.recurrent_forward("rnn", x, np.zeros((1 << 16, 1), np.float32),
-                             np.zeros((1, 1), np.float32), np.zeros((1, 1), np.float32),
-                             np.zeros(1, np.float32))
+        _C.recurrent_forward(
+            "rnn",
+            x,
+            np.zeros((1 << 16, 1), np.float32),
+            np.zeros((1, 1), np.float32),
+            np.zeros((1, 1), np.float32),
+            np.zeros(1, np.float32),
+        )
     # no sequences, so h0 holds nothing whatever H says; 4 H columns are still too many
     with pytest.raises(ValueError, match="too large"):
-        _C.recurrent_forward("lstm", np.zeros((0, 1, 1)), np.zeros((0, 1 << 40)),
-                             np.zeros((1, 0)), np.zeros((1 << 40, 0)), np.zeros(0))
+        _C.recurrent_forward(
+            "lstm",
+            np.zeros((0, 1, 1)),
+            np.zeros((0, 1 << 40)),
+            np.zeros((1, 0)),
+            np.zeros((1 << 40, 0)),
+            np.zeros(0),
+        )
 
 
 def test_backward_refuses_a_tampered_cache():
@@ -206,25 +251,31 @@ def test_backward_refuses_a_tampered_cache():
     with pytest.raises(ValueError, match="dh must have shape"):
         _C.recurrent_backward("lstm", dh[:1], x, h0, Wx, Wh, h, act, c, tanh_c)
     with pytest.raises(ValueError, match="saved state"):
-        _C.recurrent_backward("lstm", dh, x, h0, Wx, Wh, h, act.astype(np.float32), c,
-                              tanh_c)
-    _, cache = R.rnn_forward(np.zeros((2, 3, 4)), np.zeros((2, 5)), np.zeros((4, 5)),
-                             np.zeros((5, 5)), np.zeros(5))
+        _C.recurrent_backward("lstm", dh, x, h0, Wx, Wh, h, act.astype(np.float32), c, tanh_c)
+    _, cache = R.rnn_forward(
+        np.zeros((2, 3, 4)), np.zeros((2, 5)), np.zeros((4, 5)), np.zeros((5, 5)), np.zeros(5)
+    )
     with pytest.raises(ValueError, match="lstm_backward: cache must be the one lstm_forward"):
         R.lstm_backward(np.zeros((2, 3, 5)), cache)
 
 
 @settings(max_examples=120, deadline=None)
-@given(cell=st.sampled_from(["rnn", "lstm"]), N=st.integers(0, 3), T=st.integers(0, 4),
-       D=st.integers(0, 3), H=st.integers(0, 40), dtype=st.sampled_from([np.float32, np.float64]),
-       wrong=st.sampled_from([None, "h0", "Wx", "Wh", "b", "dh"]), seed=st.integers(0, 2**16))
+@given(
+    cell=st.sampled_from(["rnn", "lstm"]),
+    N=st.integers(0, 3),
+    T=st.integers(0, 4),
+    D=st.integers(0, 3),
+    H=st.integers(0, 40),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    wrong=st.sampled_from([None, "h0", "Wx", "Wh", "b", "dh"]),
+    seed=st.integers(0, 2**16),
+)
 def test_fuzz_matches_the_step_loop_or_raises(cell, N, T, D, H, dtype, wrong, seed):
     """Random sizes, empty ones included: the kernels match the numpy steps, or a shape
     off by one is refused with ValueError."""
     rng = np.random.default_rng(seed)
     G = 4 * H if cell == "lstm" else H
-    shapes = {"x": (N, T, D), "h0": (N, H), "Wx": (D, G), "Wh": (H, G), "b": (G,),
-              "dh": (N, T, H)}
+    shapes = {"x": (N, T, D), "h0": (N, H), "Wx": (D, G), "Wh": (H, G), "b": (G,), "dh": (N, T, H)}
     if wrong:
         shapes[wrong] = shapes[wrong][:-1] + (shapes[wrong][-1] + 1,)
     arrays = {name: rng.standard_normal(shape).astype(dtype) for name, shape in shapes.items()}

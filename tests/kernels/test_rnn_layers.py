@@ -3,12 +3,16 @@ gradients in float64, sums written out by hand, and PyTorch's RNN, LSTM and
 scaled_dot_product_attention. The whole-sequence kernels against loops of the step
 functions: tests/kernels/test_recurrent_kernels.py; the course's own check values:
 tests/course/test_rnn_check_values.py."""
+
 import numpy as np
 import pytest
 
 from graphnet import rnn_layers as R
-from graphnet.gradient_check import (eval_numerical_gradient,
-                                     eval_numerical_gradient_array, rel_error)
+from graphnet.gradient_check import (
+    eval_numerical_gradient,
+    eval_numerical_gradient_array,
+    rel_error,
+)
 
 pytestmark = pytest.mark.usefixtures("one_kernel_thread")
 
@@ -27,11 +31,17 @@ def assert_numeric_grads(forward, args, dout, grads, wrt, tol=1e-6):
 
 def recurrent_args(r, N, T, D, H, gates):
     x = r.standard_normal((N, T, D)) if T is not None else r.standard_normal((N, D))
-    return [x, r.standard_normal((N, H)), 0.5 * r.standard_normal((D, gates * H)),
-            0.5 * r.standard_normal((H, gates * H)), r.standard_normal(gates * H)]
+    return [
+        x,
+        r.standard_normal((N, H)),
+        0.5 * r.standard_normal((D, gates * H)),
+        0.5 * r.standard_normal((H, gates * H)),
+        r.standard_normal(gates * H),
+    ]
 
 
 # ------------------------------------------------------------------ numerical gradients
+
 
 def test_rnn_step_backward_numerically():
     r = rng(1)
@@ -65,8 +75,7 @@ def test_lstm_step_backward_numerically():
         h, c, _ = R.lstm_step_forward(*a)
         return np.concatenate([h, c], axis=1), None
 
-    assert_numeric_grads(both, args, np.concatenate([dnext_h, dnext_c], axis=1), grads,
-                         range(6))
+    assert_numeric_grads(both, args, np.concatenate([dnext_h, dnext_c], axis=1), grads, range(6))
 
 
 def test_word_embedding_backward_adds_repeated_words():
@@ -76,8 +85,7 @@ def test_word_embedding_backward_adds_repeated_words():
     out, cache = R.word_embedding_forward(x, W)
     dout = r.standard_normal(out.shape)
     dW = R.word_embedding_backward(dout, cache)
-    numeric = eval_numerical_gradient_array(lambda _: R.word_embedding_forward(x, W)[0], W,
-                                            dout)
+    numeric = eval_numerical_gradient_array(lambda _: R.word_embedding_forward(x, W)[0], W, dout)
     assert rel_error(dW, numeric) < 1e-9
     assert not dW[2].any() and not dW[4].any()
     np.testing.assert_allclose(dW[3], dout[0, 1] + dout[0, 2] + dout[1, 0])
@@ -88,8 +96,9 @@ def test_temporal_affine_backward_numerically():
     args = [r.standard_normal((2, 3, 4)), r.standard_normal((4, 5)), r.standard_normal(5)]
     out, cache = R.temporal_affine_forward(*args)
     dout = r.standard_normal(out.shape)
-    assert_numeric_grads(R.temporal_affine_forward, args, dout,
-                         R.temporal_affine_backward(dout, cache), range(3))
+    assert_numeric_grads(
+        R.temporal_affine_forward, args, dout, R.temporal_affine_backward(dout, cache), range(3)
+    )
 
 
 def test_temporal_softmax_loss_numerically_and_by_hand():
@@ -98,24 +107,36 @@ def test_temporal_softmax_loss_numerically_and_by_hand():
     y = r.integers(6, size=(4, 5))
     mask = r.random((4, 5)) > 0.4
     loss, dx = R.temporal_softmax_loss(x, y, mask)
-    numeric = eval_numerical_gradient(lambda _: R.temporal_softmax_loss(x, y, mask)[0], x,
-                                      verbose=False)
+    numeric = eval_numerical_gradient(
+        lambda _: R.temporal_softmax_loss(x, y, mask)[0], x, verbose=False
+    )
     assert rel_error(dx, numeric) < 1e-7
-    by_hand = sum(-np.log(np.exp(x[n, t, y[n, t]]) / np.exp(x[n, t]).sum())
-                  for n in range(4) for t in range(5) if mask[n, t]) / 4
+    by_hand = (
+        sum(
+            -np.log(np.exp(x[n, t, y[n, t]]) / np.exp(x[n, t]).sum())
+            for n in range(4)
+            for t in range(5)
+            if mask[n, t]
+        )
+        / 4
+    )
     assert loss == pytest.approx(by_hand, rel=1e-12)
     assert not dx[~mask].any()
 
 
 def test_temporal_softmax_loss_verbose_prints_shapes(capsys):
-    R.temporal_softmax_loss(np.zeros((2, 3, 4)), np.zeros((2, 3), int), np.ones((2, 3), bool),
-                            verbose=True)
+    R.temporal_softmax_loss(
+        np.zeros((2, 3, 4)), np.zeros((2, 3), int), np.ones((2, 3), bool), verbose=True
+    )
     assert "(6, 4)" in capsys.readouterr().out
 
 
 def attention_args(r, lead=(2, 3), S=4, L=5, d=6, dv=3):
-    return (r.standard_normal(lead + (S, d)), r.standard_normal(lead + (L, d)),
-            r.standard_normal(lead + (L, dv)))
+    return (
+        r.standard_normal(lead + (S, d)),
+        r.standard_normal(lead + (L, d)),
+        r.standard_normal(lead + (L, dv)),
+    )
 
 
 @pytest.mark.parametrize("masked", [False, True])
@@ -125,8 +146,13 @@ def test_attention_backward_numerically(masked):
     mask = r.random((4, 5)) > 0.3 if masked else None
     out, cache = R.attention_forward(q, k, v, mask)
     dout = r.standard_normal(out.shape)
-    assert_numeric_grads(lambda *a: R.attention_forward(*a, mask), [q, k, v], dout,
-                         R.attention_backward(dout, cache), range(3))
+    assert_numeric_grads(
+        lambda *a: R.attention_forward(*a, mask),
+        [q, k, v],
+        dout,
+        R.attention_backward(dout, cache),
+        range(3),
+    )
 
 
 def test_attention_sums_broadcast_gradients():
@@ -137,8 +163,9 @@ def test_attention_sums_broadcast_gradients():
     out, cache = R.attention_forward(q, k, v)
     assert out.shape == (2, 3, 4, 3)
     dout = r.standard_normal(out.shape)
-    assert_numeric_grads(R.attention_forward, [q, k, v], dout,
-                         R.attention_backward(dout, cache), range(3))
+    assert_numeric_grads(
+        R.attention_forward, [q, k, v], dout, R.attention_backward(dout, cache), range(3)
+    )
 
 
 def test_attention_weights_rows_sum_to_one_and_respect_the_mask():
@@ -155,6 +182,7 @@ def test_attention_weights_rows_sum_to_one_and_respect_the_mask():
 
 
 # ------------------------------------------------------------------ dtypes and edge cases
+
 
 @pytest.mark.parametrize("cell,gates", [("rnn", 1), ("lstm", 4)])
 def test_float32_in_float32_out_close_to_float64(cell, gates):
@@ -192,54 +220,112 @@ def test_empty_batches_and_sequences(cell, gates, N, T):
 
 
 def test_empty_caption_batch_has_zero_loss():
-    loss, dx = R.temporal_softmax_loss(np.zeros((0, 3, 4)), np.zeros((0, 3), int),
-                                       np.zeros((0, 3), bool))
+    loss, dx = R.temporal_softmax_loss(
+        np.zeros((0, 3, 4)), np.zeros((0, 3), int), np.zeros((0, 3), bool)
+    )
     assert loss == 0.0 and dx.shape == (0, 3, 4)
 
 
 # ------------------------------------------------------------------ bad input
 
-@pytest.mark.parametrize("call, message", [
-    (lambda: R.rnn_forward(np.zeros((2, 3, 4)), np.zeros((3, 5)), np.zeros((4, 5)),
-                           np.zeros((5, 5)), np.zeros(5)), r"rnn_forward: x of shape \(2, 3, 4\)"),
-    (lambda: R.rnn_forward(np.zeros((2, 4)), np.zeros((2, 5)), np.zeros((4, 5)),
-                           np.zeros((5, 5)), np.zeros(5)), r"x must be 3-D \(N, T, D\)"),
-    (lambda: R.lstm_forward(np.zeros((2, 3, 4)), np.zeros((2, 5)), np.zeros((4, 5)),
-                            np.zeros((5, 20)), np.zeros(20)),
-     r"Wx has shape \(4, 5\), expected \(4, 20\)"),
-    (lambda: R.lstm_step_forward(np.zeros((2, 4)), np.zeros((2, 5)), np.zeros((3, 5)),
-                                 np.zeros((4, 20)), np.zeros((5, 20)), np.zeros(20)),
-     r"lstm_step_forward: prev_c has shape \(3, 5\)"),
-    (lambda: R.word_embedding_forward(np.array([[0, 5]]), np.zeros((5, 2))),
-     r"word indices must lie in \[0, 5\)"),
-    (lambda: R.word_embedding_forward(np.array([[0.0, 1.0]]), np.zeros((5, 2))),
-     "integer word indices"),
-    (lambda: R.temporal_softmax_loss(np.zeros((2, 3, 4)), np.zeros((2, 3), int),
-                                     np.zeros((3, 2), bool)), r"mask has shape \(3, 2\)"),
-    (lambda: R.temporal_softmax_loss(np.zeros((2, 3, 4)), np.full((2, 3), 4),
-                                     np.ones((2, 3), bool)), r"labels must lie in \[0, 4\)"),
-    (lambda: R.temporal_affine_forward(np.zeros((2, 3, 4)), np.zeros((5, 6)), np.zeros(6)),
-     "has 4 features"),
-    (lambda: R.attention_forward(np.zeros((3, 4)), np.zeros((5, 3)), np.zeros((5, 2))),
-     "same feature size"),
-    (lambda: R.attention_forward(np.zeros((3, 4)), np.zeros((5, 4)), np.zeros((5, 2)),
-                                 np.ones((3, 4), bool)), r"mask of shape \(3, 4\)"),
-    (lambda: R.attention_forward(np.zeros((3, 4)), np.zeros((5, 4)), np.zeros((5, 2)),
-                                 np.ones((3, 5))), "mask must be boolean"),
-])
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (
+            lambda: R.rnn_forward(
+                np.zeros((2, 3, 4)),
+                np.zeros((3, 5)),
+                np.zeros((4, 5)),
+                np.zeros((5, 5)),
+                np.zeros(5),
+            ),
+            r"rnn_forward: x of shape \(2, 3, 4\)",
+        ),
+        (
+            lambda: R.rnn_forward(
+                np.zeros((2, 4)), np.zeros((2, 5)), np.zeros((4, 5)), np.zeros((5, 5)), np.zeros(5)
+            ),
+            r"x must be 3-D \(N, T, D\)",
+        ),
+        (
+            lambda: R.lstm_forward(
+                np.zeros((2, 3, 4)),
+                np.zeros((2, 5)),
+                np.zeros((4, 5)),
+                np.zeros((5, 20)),
+                np.zeros(20),
+            ),
+            r"Wx has shape \(4, 5\), expected \(4, 20\)",
+        ),
+        (
+            lambda: R.lstm_step_forward(
+                np.zeros((2, 4)),
+                np.zeros((2, 5)),
+                np.zeros((3, 5)),
+                np.zeros((4, 20)),
+                np.zeros((5, 20)),
+                np.zeros(20),
+            ),
+            r"lstm_step_forward: prev_c has shape \(3, 5\)",
+        ),
+        (
+            lambda: R.word_embedding_forward(np.array([[0, 5]]), np.zeros((5, 2))),
+            r"word indices must lie in \[0, 5\)",
+        ),
+        (
+            lambda: R.word_embedding_forward(np.array([[0.0, 1.0]]), np.zeros((5, 2))),
+            "integer word indices",
+        ),
+        (
+            lambda: R.temporal_softmax_loss(
+                np.zeros((2, 3, 4)), np.zeros((2, 3), int), np.zeros((3, 2), bool)
+            ),
+            r"mask has shape \(3, 2\)",
+        ),
+        (
+            lambda: R.temporal_softmax_loss(
+                np.zeros((2, 3, 4)), np.full((2, 3), 4), np.ones((2, 3), bool)
+            ),
+            r"labels must lie in \[0, 4\)",
+        ),
+        (
+            lambda: R.temporal_affine_forward(np.zeros((2, 3, 4)), np.zeros((5, 6)), np.zeros(6)),
+            "has 4 features",
+        ),
+        (
+            lambda: R.attention_forward(np.zeros((3, 4)), np.zeros((5, 3)), np.zeros((5, 2))),
+            "same feature size",
+        ),
+        (
+            lambda: R.attention_forward(
+                np.zeros((3, 4)), np.zeros((5, 4)), np.zeros((5, 2)), np.ones((3, 4), bool)
+            ),
+            r"mask of shape \(3, 4\)",
+        ),
+        (
+            lambda: R.attention_forward(
+                np.zeros((3, 4)), np.zeros((5, 4)), np.zeros((5, 2)), np.ones((3, 5))
+            ),
+            "mask must be boolean",
+        ),
+    ],
+)
 def test_bad_input_names_the_function_and_shapes(call, message):
     with pytest.raises(ValueError, match=message):
         call()
 
 
 def test_bad_upstream_gradient_shape():
-    _, cache = R.lstm_forward(np.zeros((2, 3, 4)), np.zeros((2, 5)), np.zeros((4, 20)),
-                              np.zeros((5, 20)), np.zeros(20))
+    _, cache = R.lstm_forward(
+        np.zeros((2, 3, 4)), np.zeros((2, 5)), np.zeros((4, 20)), np.zeros((5, 20)), np.zeros(20)
+    )
     with pytest.raises(ValueError, match=r"lstm_backward: dh has shape \(2, 5\)"):
         R.lstm_backward(np.zeros((2, 5)), cache)
 
 
 # ------------------------------------------------------------------ PyTorch
+
 
 def lstm_to_torch_order(w):
     """Our gate blocks (i, f, o, g) along the last axis -> PyTorch's (i, f, g, o)."""
@@ -311,7 +397,8 @@ def test_attention_matches_torch(masked):
     dq, dk, dv = R.attention_backward(dout, cache)
     tq, tk, tv = (torch.from_numpy(a).requires_grad_() for a in (q, k, v))
     t_out = F.scaled_dot_product_attention(
-        tq, tk, tv, attn_mask=None if mask is None else torch.from_numpy(mask))
+        tq, tk, tv, attn_mask=None if mask is None else torch.from_numpy(mask)
+    )
     t_out.backward(torch.from_numpy(dout))
     np.testing.assert_allclose(out, t_out.detach().numpy(), rtol=1e-10, atol=1e-12)
     for mine, theirs in zip((dq, dk, dv), (tq, tk, tv)):
@@ -333,13 +420,11 @@ def test_embedding_and_loss_match_torch():
     t_out = F.embedding(torch.from_numpy(words), tW)
     t_out.backward(torch.from_numpy(dout))
     np.testing.assert_allclose(out, t_out.detach().numpy())
-    np.testing.assert_allclose(R.word_embedding_backward(dout, cache), tW.grad.numpy(),
-                               rtol=1e-12)
+    np.testing.assert_allclose(R.word_embedding_backward(dout, cache), tW.grad.numpy(), rtol=1e-12)
 
     loss, dx = R.temporal_softmax_loss(scores, words, mask)
     ts = torch.from_numpy(scores).requires_grad_()
-    per_step = F.cross_entropy(ts.reshape(12, 7), torch.from_numpy(words.ravel()),
-                               reduction="none")
+    per_step = F.cross_entropy(ts.reshape(12, 7), torch.from_numpy(words.ravel()), reduction="none")
     t_loss = (per_step * torch.from_numpy(mask.ravel())).sum() / 3
     t_loss.backward()
     assert loss == pytest.approx(t_loss.item(), rel=1e-12)

@@ -2,6 +2,7 @@
 exact value on AVX2 and on the C library's exp (below 1.2e-38, where AVX2's e^x
 saturates, within 2.4e-38 of it), never nan for a number, NaN passing through, any shape
 (empty too), the same for any number of threads."""
+
 import numpy as np
 import pytest
 
@@ -16,8 +17,12 @@ def exact(x):
 @pytest.mark.parametrize("avx2", [True, False])
 def test_sigmoid_within_a_few_ulp(avx2):
     rng = np.random.default_rng(0)
-    x = np.concatenate([rng.standard_normal(100_003) * 8, [0, -0.0, 1e-30, -87, -88, -104,
-                        -200, 17, 88, 200, np.inf, -np.inf]]).astype(np.float32)
+    x = np.concatenate(
+        [
+            rng.standard_normal(100_003) * 8,
+            [0, -0.0, 1e-30, -87, -88, -104, -200, 17, 88, 200, np.inf, -np.inf],
+        ]
+    ).astype(np.float32)
     before = _C.avx2_activations_active()
     _C.set_avx2_activations(avx2)
     try:

@@ -1,5 +1,6 @@
 """What the tests of every fusion pass check: two graphs built alike, one run gate by gate
 and one fused, read the same at every node."""
+
 import numpy as np
 
 import graphnet as gn
@@ -26,14 +27,20 @@ def only_pass(monkeypatch, cls):
 
 def fused_labels(g, direction="forward"):
     """The labels of the fused steps of the plan from the single sink."""
-    return [step.label for step in g.plan(g.single_sink("plan"), direction, fuse=True).steps
-            if step.fused]
+    return [
+        step.label
+        for step in g.plan(g.single_sink("plan"), direction, fuse=True).steps
+        if step.fused
+    ]
 
 
 def deferred(node):
     """Which of the node's value, gradient and cache a fused step left for later."""
-    return {what for what in ("value", "grad", "cache")
-            if node.graph.store.is_deferred(what, node.index)}
+    return {
+        what
+        for what in ("value", "grad", "cache")
+        if node.graph.store.is_deferred(what, node.index)
+    }
 
 
 def scaled_error(got, want, scale=0.0):
@@ -72,8 +79,10 @@ def assert_same_everywhere(plain, fused, value_tol=0.0, grad_tol=0.0, caches=Tru
     """Every node's value, gradient, cache and state (running averages) alike; gradients to
     `grad_tol` of the largest gradient in the graph (a bias's or a beta's gradient is a
     sum of terms that may cancel: its rounding is that of the terms)."""
-    scale = max((float(np.max(np.abs(n.grad), initial=0)) for n in plain.nodes
-                 if n.grad is not None), default=0.0)
+    scale = max(
+        (float(np.max(np.abs(n.grad), initial=0)) for n in plain.nodes if n.grad is not None),
+        default=0.0,
+    )
     for node in plain.nodes:
         other = fused[node.name]
         assert same(other.value, node.value, value_tol), f"value of {node.name}"
@@ -82,8 +91,9 @@ def assert_same_everywhere(plain, fused, value_tol=0.0, grad_tol=0.0, caches=Tru
             got, want = leaves(other.cache), leaves(node.cache)
             assert len(got) == len(want), f"cache of {node.name}"
             for a, b in zip(got, want):
-                assert same(a, b, value_tol) if isinstance(b, np.ndarray) else a == b, \
+                assert same(a, b, value_tol) if isinstance(b, np.ndarray) else a == b, (
                     f"cache of {node.name}"
+                )
         for key, item in node.state.items():
             if isinstance(item, np.ndarray):
                 assert same(other.state[key], item, value_tol), f"{key} of {node.name}"

@@ -1,6 +1,7 @@
 """conv -> spatial batchnorm as one forward step, the batchnorm folded into the conv in eval
 mode (graphnet/passes/batchnorm_fold.py): train mode reads as gate by gate bit for bit,
 eval mode to rounding, the running averages move once per train step."""
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -16,30 +17,46 @@ pytestmark = pytest.mark.usefixtures("one_kernel_thread")
 TOL = {np.float32: 2e-5, np.float64: 1e-12}
 
 
-def network(kind="conv", stride=1, pad=1, size=(3, 2, 7, 6), features=4, relu=True,
-            mean=0.0):
+def network(kind="conv", stride=1, pad=1, size=(3, 2, 7, 6), features=4, relu=True, mean=0.0):
     """x -> conv -> spatial batchnorm | x -> affine -> batchnorm, [-> relu] -> affine ->
     softmax loss; `mean` shifts the conv's or affine's output (its bias)."""
+
     def build(g, rng):
         x = g.input("x", requires_grad=kind == "affine")
         if kind == "conv":
             w = g.param("w", rng.standard_normal((features, size[1], 3, 3)) * 0.4)
-            h = g.conv(x, w, g.param("b", rng.standard_normal(features) + mean), stride=stride,
-                       pad=pad, name="layer")
+            h = g.conv(
+                x,
+                w,
+                g.param("b", rng.standard_normal(features) + mean),
+                stride=stride,
+                pad=pad,
+                name="layer",
+            )
             norm = g.spatial_batchnorm
         else:
             w = g.param("w", rng.standard_normal((int(np.prod(size[1:])), features)) * 0.3)
             h = g.affine(x, w, g.param("b", rng.standard_normal(features) + mean), name="layer")
             norm = g.batchnorm
-        h = norm(h, g.param("gamma", rng.uniform(0.5, 2, features)),
-                 g.param("beta", rng.standard_normal(features)), momentum=0.7, name="norm")
+        h = norm(
+            h,
+            g.param("gamma", rng.uniform(0.5, 2, features)),
+            g.param("beta", rng.standard_normal(features)),
+            momentum=0.7,
+            name="norm",
+        )
         if relu:
             h = g.relu(h, name="relu")
         width = int(np.prod(g.run(h, x=rng.standard_normal(size)).shape[1:]))
-        scores = g.affine(h, g.param("w_out", rng.standard_normal((width, 3)) * 0.3),
-                          g.param("b_out", np.zeros(3)), name="scores")
+        scores = g.affine(
+            h,
+            g.param("w_out", rng.standard_normal((width, 3)) * 0.3),
+            g.param("b_out", np.zeros(3)),
+            name="scores",
+        )
         g.softmax_loss(scores, g.input("y", dtype=np.int64), name="loss")
         return {"x": rng.standard_normal(size).astype(g.dtype), "y": rng.integers(0, 3, size[0])}
+
     return build
 
 
@@ -81,9 +98,17 @@ def test_affine_batchnorm_is_not_fused(relu):
 
 
 @settings(max_examples=20, deadline=None)
-@given(st.integers(2, 4), st.integers(1, 3), st.integers(3, 8), st.integers(3, 8),
-       st.integers(1, 5), st.integers(1, 2), st.integers(0, 2),
-       st.sampled_from([np.float32, np.float64]), st.floats(-5, 5))
+@given(
+    st.integers(2, 4),
+    st.integers(1, 3),
+    st.integers(3, 8),
+    st.integers(3, 8),
+    st.integers(1, 5),
+    st.integers(1, 2),
+    st.integers(0, 2),
+    st.sampled_from([np.float32, np.float64]),
+    st.floats(-5, 5),
+)
 def test_random_shapes(N, C, H, W, features, stride, pad, dtype, mean):
     assert_folds(network("conv", stride, pad, (N, C, H, W), features, mean=mean), dtype)
 
@@ -104,6 +129,7 @@ def test_a_conv_read_by_another_gate_is_not_fused():
         feeds = network("conv")(g, rng)
         g.add(g["loss"], g.sum(g["layer"]), name="total")
         return feeds
+
     plain, fused, feeds = twins(build, np.float64)
     assert fused_labels(fused) == []
     for g in (plain, fused):
@@ -121,9 +147,13 @@ def test_what_is_left_for_later_survives_in_place_updates():
         walk(g, feeds)
         g.eval()
         g.forward(**feeds)
-    want = {name: (np.array(plain[name].value),
-                   [np.array(a) for a in leaves(plain[name].cache) if isinstance(a, np.ndarray)])
-            for name in ("layer", "norm")}
+    want = {
+        name: (
+            np.array(plain[name].value),
+            [np.array(a) for a in leaves(plain[name].cache) if isinstance(a, np.ndarray)],
+        )
+        for name in ("layer", "norm")
+    }
     for name in ("w", "b", "gamma", "beta"):
         fused[name].value += 1
     feeds["x"][...] = 0
@@ -137,10 +167,12 @@ def test_what_is_left_for_later_survives_in_place_updates():
 def test_a_failing_folded_step_names_its_nodes_and_shapes():
     g = gn.Graph(np.float32)
     x = g.input("x", requires_grad=False)  # no static shape: the kernels find the mistake
-    conv = g.conv(x, g.param("w", np.ones((4, 3, 3, 3))), g.param("b", np.zeros(4)),
-                  name="conv1")
-    g.sum(g.spatial_batchnorm(conv, g.param("gamma", np.ones(4)), g.param("beta", np.zeros(4)),
-                              name="sbn1"))
+    conv = g.conv(x, g.param("w", np.ones((4, 3, 3, 3))), g.param("b", np.zeros(4)), name="conv1")
+    g.sum(
+        g.spatial_batchnorm(
+            conv, g.param("gamma", np.ones(4)), g.param("beta", np.zeros(4)), name="sbn1"
+        )
+    )
     g.eval()
     with pytest.raises(gn.GraphError) as err:
         g.forward(x=np.ones((2, 2, 8, 8), np.float32))

@@ -1,5 +1,6 @@
 """conv -> spatial batchnorm -> relu -> max_pool as one forward step, folded into the
 conv-relu-pool kernel in eval mode (graphnet/passes/conv_batchnorm_relu_pool.py)."""
+
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings
@@ -20,22 +21,33 @@ CHAIN = "conv+spatial_batchnorm+relu+max_pool"
 def network(stride=1, pad=1, pool=(2, 2, 2), size=(3, 2, 9, 8), filters=4, tap=False):
     """x -> conv -> spatial batchnorm -> relu -> max_pool -> affine -> softmax loss; `tap`:
     the batchnorm also feeds a sum added to the loss."""
+
     def build(g, rng):
         x = g.input("x", requires_grad=False)
         w = g.param("w", rng.standard_normal((filters, size[1], 3, 3)) * 0.4)
-        h = g.conv(x, w, g.param("b", rng.standard_normal(filters)), stride=stride, pad=pad,
-                   name="conv")
-        h = g.spatial_batchnorm(h, g.param("gamma", rng.uniform(0.5, 2, filters)),
-                                g.param("beta", rng.standard_normal(filters)), momentum=0.6,
-                                name="sbn")
+        h = g.conv(
+            x, w, g.param("b", rng.standard_normal(filters)), stride=stride, pad=pad, name="conv"
+        )
+        h = g.spatial_batchnorm(
+            h,
+            g.param("gamma", rng.uniform(0.5, 2, filters)),
+            g.param("beta", rng.standard_normal(filters)),
+            momentum=0.6,
+            name="sbn",
+        )
         pooled = g.max_pool(g.relu(h, name="relu"), *pool, name="pool")
         width = int(np.prod(g.run(pooled, x=rng.standard_normal(size)).shape[1:]))
-        scores = g.affine(pooled, g.param("w_out", rng.standard_normal((width, 3)) * 0.3),
-                          g.param("b_out", np.zeros(3)), name="scores")
+        scores = g.affine(
+            pooled,
+            g.param("w_out", rng.standard_normal((width, 3)) * 0.3),
+            g.param("b_out", np.zeros(3)),
+            name="scores",
+        )
         loss = g.softmax_loss(scores, g.input("y", dtype=np.int64), name="loss")
         if tap:
             g.add(loss, g.sum(h * g.const(0.1)), name="total")
         return {"x": rng.standard_normal(size).astype(g.dtype), "y": rng.integers(0, 3, size[0])}
+
     return build
 
 
@@ -64,8 +76,10 @@ def assert_folds(build, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("stride, pad, pool", [(1, 1, (2, 2, 2)), (2, 1, (2, 2, 2)),
-                                               (1, 0, (3, 3, 2)), (1, 1, (2, 2, 1))])
+@pytest.mark.parametrize(
+    "stride, pad, pool",
+    [(1, 1, (2, 2, 2)), (2, 1, (2, 2, 2)), (1, 0, (3, 3, 2)), (1, 1, (2, 2, 1))],
+)
 def test_alone(monkeypatch, stride, pad, pool, dtype):
     only_pass(monkeypatch, ConvBatchnormReluPool)
     assert_folds(network(stride, pad, pool), dtype)
@@ -80,9 +94,18 @@ def test_with_every_pass(dtype):
 
 
 @settings(max_examples=15, deadline=None)
-@given(st.integers(2, 4), st.integers(1, 3), st.integers(4, 9), st.integers(4, 9),
-       st.integers(1, 5), st.integers(1, 2), st.integers(0, 2), st.integers(1, 3),
-       st.integers(1, 2), st.sampled_from([np.float32, np.float64]))
+@given(
+    st.integers(2, 4),
+    st.integers(1, 3),
+    st.integers(4, 9),
+    st.integers(4, 9),
+    st.integers(1, 5),
+    st.integers(1, 2),
+    st.integers(0, 2),
+    st.integers(1, 3),
+    st.integers(1, 2),
+    st.sampled_from([np.float32, np.float64]),
+)
 def test_random_shapes(N, C, H, W, filters, stride, pad, window, pool_stride, dtype):
     assume(min(H, W) + 2 * pad - 3 >= stride * (window - 1))  # the conv's output fits a window
     build = network(stride, pad, (window, window, pool_stride), (N, C, H, W), filters)
@@ -108,8 +131,9 @@ def test_drawings_steps_and_gradcheck_in_eval_mode():
     frames = viz.backward_steps(fused)
     assert [f.node.name for f in frames] == [f.node.name for f in viz.backward_steps(plain)]
     assert {"conv", "sbn", "relu", "pool"} <= {f.node.name for f in frames}
-    assert [f.node.name for f in viz.forward_steps(fused)] == \
-        [f.node.name for f in viz.forward_steps(plain)]
+    assert [f.node.name for f in viz.forward_steps(fused)] == [
+        f.node.name for f in viz.forward_steps(plain)
+    ]
     assert "sbn" in fused.render(show_cache=True).source
     assert_same_everywhere(plain, fused, 1e-12, 1e-12)
     errors = gn.gradcheck(fused, **feeds)
@@ -119,13 +143,20 @@ def test_drawings_steps_and_gradcheck_in_eval_mode():
 @pytest.mark.parametrize("chain", [(), ("relu",), ("spatial_batchnorm", "relu")])
 def test_a_pool_of_a_shorter_run_is_left_to_the_other_passes(chain):
     """max_pool of an input, of relu(input), of relu(spatial_batchnorm(input))."""
+
     def build(g, rng):
         h = g.input("x")
         for op in chain:
-            h = g.relu(h) if op == "relu" else g.spatial_batchnorm(
-                h, g.param("gamma", np.ones(2)), g.param("beta", np.zeros(2)))
+            h = (
+                g.relu(h)
+                if op == "relu"
+                else g.spatial_batchnorm(
+                    h, g.param("gamma", np.ones(2)), g.param("beta", np.zeros(2))
+                )
+            )
         g.sum(g.max_pool(h, name="pool"))
         return {"x": rng.standard_normal((2, 2, 4, 4))}
+
     plain, fused, feeds = twins(build, np.float64)
     assert fused_labels(fused) == (["relu+max_pool"] if chain else [])
     for g in (plain, fused):

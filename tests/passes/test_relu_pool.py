@@ -1,5 +1,6 @@
 """relu -> max_pool as one fused step, the relu after the pool (graphnet/passes/relu_pool.py):
 every node reads as gate by gate, where it applies and only there."""
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -19,12 +20,14 @@ pytestmark = pytest.mark.usefixtures("one_kernel_thread")
 def relu_pool_alone(monkeypatch):
     only_pass(monkeypatch, ReluPool)
 
+
 # (pool_height, pool_width, stride): the usual, overlapping windows, stride 1, oblong.
 POOLS = [(2, 2, 2), (3, 3, 2), (2, 2, 1), (2, 3, 2)]
 
 
-def network(source="sbn", pool=(2, 2, 2), conv_stride=1, pad=1, shift=0.0, size=(2, 3, 9, 8),
-            filters=4):
+def network(
+    source="sbn", pool=(2, 2, 2), conv_stride=1, pad=1, shift=0.0, size=(2, 3, 9, 8), filters=4
+):
     """x -> [conv -> spatial batchnorm | conv + conv(conv) | nothing] -> relu -> max_pool ->
     affine -> softmax loss; `shift` moves the relu's input (negative: windows it blocks)."""
     N, C, H, W = size
@@ -35,9 +38,12 @@ def network(source="sbn", pool=(2, 2, 2), conv_stride=1, pad=1, shift=0.0, size=
         if source != "input":
             h = _conv(g, x, "conv", C, filters, conv_stride, pad, rng)
             if source == "sbn":
-                h = g.spatial_batchnorm(h, g.param("gamma", rng.uniform(0.5, 2, filters)),
-                                        g.param("beta", rng.standard_normal(filters) + shift),
-                                        name="sbn")
+                h = g.spatial_batchnorm(
+                    h,
+                    g.param("gamma", rng.uniform(0.5, 2, filters)),
+                    g.param("beta", rng.standard_normal(filters) + shift),
+                    name="sbn",
+                )
             else:  # a skip add, as in a residual block
                 h = g.add(h, _conv(g, h, "conv_b", filters, filters, 1, 1, rng), name="skip")
         pooled = g.max_pool(g.relu(h, name="relu"), *pool, name="pool")
@@ -47,6 +53,7 @@ def network(source="sbn", pool=(2, 2, 2), conv_stride=1, pad=1, shift=0.0, size=
         g.softmax_loss(scores, g.input("y", dtype=np.int64), name="loss")
         x_value = rng.standard_normal(size) + (shift if source == "input" else 0)
         return {"x": x_value.astype(g.dtype), "y": rng.integers(0, 3, N)}
+
     return build
 
 
@@ -92,9 +99,18 @@ def test_windows_the_relu_blocks_keep_their_first_winner(pool):
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.integers(1, 3), st.integers(1, 3), st.integers(3, 9), st.integers(3, 9),
-       st.integers(1, 3), st.integers(1, 3), st.integers(1, 3), st.sampled_from(["sbn", "input"]),
-       st.sampled_from([np.float32, np.float64]), st.floats(-1, 0.5))
+@given(
+    st.integers(1, 3),
+    st.integers(1, 3),
+    st.integers(3, 9),
+    st.integers(3, 9),
+    st.integers(1, 3),
+    st.integers(1, 3),
+    st.integers(1, 3),
+    st.sampled_from(["sbn", "input"]),
+    st.sampled_from([np.float32, np.float64]),
+    st.floats(-1, 0.5),
+)
 def test_random_shapes(N, C, H, W, ph, pw, stride, source, dtype, shift):
     ph, pw = min(ph, H), min(pw, W)
     build = network(source, (ph, pw, stride), size=(N, C, H, W), pad=1, shift=shift, filters=3)
@@ -107,6 +123,7 @@ def test_a_relu_read_by_another_gate_is_not_fused():
         tap = g.sum(g["relu"] * g.const(0.5), name="tap")
         g.add(g["loss"], tap, name="total")
         return feeds
+
     plain, fused, feeds = twins(build, np.float64)
     assert fused_labels(fused) == fused_labels(fused, "backward") == []
     for g in (plain, fused):
@@ -117,16 +134,19 @@ def test_a_relu_read_by_another_gate_is_not_fused():
 def test_a_relu_read_by_another_gate_outside_the_gradient_is_fused_backward_only():
     """A second reader of the relu that the loss does not depend on: the forward of the
     loss alone fuses; a forward of both does not, and the backward still does."""
+
     def build(g, rng):
         feeds = network("sbn")(g, rng)
         g.sum(g["relu"], name="tap")
         return feeds
+
     plain, fused, feeds = twins(build, np.float64)
     for g in (plain, fused):
         g.run(["loss", "tap"], **feeds)
         g.backward("loss")
-    assert [s.label for s in fused.plan(fused["loss"], "backward", fuse=True).steps
-            if s.fused] == ["relu+max_pool"]
+    assert [s.label for s in fused.plan(fused["loss"], "backward", fuse=True).steps if s.fused] == [
+        "relu+max_pool"
+    ]
     assert deferred(fused["relu"]) == {"grad"}
     assert_same_everywhere(plain, fused)
 
@@ -171,8 +191,9 @@ def test_drawings_and_steps_see_every_node():
     frames = viz.backward_steps(fused)
     assert [f.node.name for f in frames] == [f.node.name for f in viz.backward_steps(plain)]
     assert {"relu", "pool", "sbn", "conv"} <= {f.node.name for f in frames}
-    assert [f.node.name for f in viz.forward_steps(fused)] == \
-        [f.node.name for f in viz.forward_steps(plain)]
+    assert [f.node.name for f in viz.forward_steps(fused)] == [
+        f.node.name for f in viz.forward_steps(plain)
+    ]
     assert "relu" in fused.render().source
     assert_same_everywhere(plain, fused)
 

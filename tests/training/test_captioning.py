@@ -2,6 +2,7 @@
 CaptioningSolver: the course's deterministic loss check values, gradient checks in
 float64, the graph it is built as, checkpoints, errors, and overfitting 50 number
 captions until it says them back."""
+
 import numpy as np
 import pytest
 
@@ -12,19 +13,23 @@ from graphnet.data import load_number_captions
 from graphnet.data.number_captions import decode_captions
 from graphnet.gradient_check import eval_numerical_gradient, rel_error
 
-SMALL_WORDS = {'<NULL>': 0, 'cat': 2, 'dog': 3}
+SMALL_WORDS = {"<NULL>": 0, "cat": 2, "dog": 3}
 
 
-@pytest.mark.parametrize("cell_type, feature_range, expected_loss", [
-    ("rnn", (-1.5, 0.3), 9.83235591003),    # RNN_Captioning.ipynb
-    ("lstm", (-0.5, 1.7), 9.82445935443),   # LSTM_Captioning.ipynb
-])
+@pytest.mark.parametrize(
+    "cell_type, feature_range, expected_loss",
+    [
+        ("rnn", (-1.5, 0.3), 9.83235591003),  # RNN_Captioning.ipynb
+        ("lstm", (-0.5, 1.7), 9.82445935443),  # LSTM_Captioning.ipynb
+    ],
+)
 def test_the_course_loss_check_values(cell_type, feature_range, expected_loss):
     """The notebooks' cell, as written there: every param linspace(-1.4, 1.3)."""
     N, D, W, H = 10, 20, 30, 40
     V, T = len(SMALL_WORDS), 13
-    model = CaptioningRNN(SMALL_WORDS, input_dim=D, wordvec_dim=W, hidden_dim=H,
-                          cell_type=cell_type, dtype=np.float64)
+    model = CaptioningRNN(
+        SMALL_WORDS, input_dim=D, wordvec_dim=W, hidden_dim=H, cell_type=cell_type, dtype=np.float64
+    )
     for k, v in model.params.items():
         model.params[k] = np.linspace(-1.4, 1.3, num=v.size).reshape(*v.shape)
     features = np.linspace(*feature_range, num=(N * D)).reshape(N, D)
@@ -42,12 +47,19 @@ def test_gradient_check_of_the_model_as_the_notebook_does_it(cell_type):
     V = len(SMALL_WORDS)
     captions = np.random.randint(V, size=(batch_size, timesteps))
     features = np.random.randn(batch_size, input_dim)
-    model = CaptioningRNN(SMALL_WORDS, input_dim=input_dim, wordvec_dim=wordvec_dim,
-                          hidden_dim=hidden_dim, cell_type=cell_type, dtype=np.float64)
+    model = CaptioningRNN(
+        SMALL_WORDS,
+        input_dim=input_dim,
+        wordvec_dim=wordvec_dim,
+        hidden_dim=hidden_dim,
+        cell_type=cell_type,
+        dtype=np.float64,
+    )
     loss, grads = model.loss(features, captions)
     for name in sorted(model.params):
-        numeric = eval_numerical_gradient(lambda _: model.loss(features, captions)[0],
-                                          model.params[name], verbose=False, h=1e-5)
+        numeric = eval_numerical_gradient(
+            lambda _: model.loss(features, captions)[0], model.params[name], verbose=False, h=1e-5
+        )
         # The notebook's rel_error divides by |a| + |b| entry by entry: entries of ~1e-5
         # (which keep five digits in centred differences of a loss of ~2) make it ~1e-5
         # for a right gradient. Each entry within 1e-9 of the numerical one, or 1e-6 of
@@ -57,12 +69,19 @@ def test_gradient_check_of_the_model_as_the_notebook_does_it(cell_type):
 
 
 def test_the_model_is_a_graph_of_sequence_gates_with_per_step_gradients():
-    model = CaptioningRNN(SMALL_WORDS, input_dim=4, wordvec_dim=5, hidden_dim=6,
-                          cell_type="lstm", dtype=np.float64)
+    model = CaptioningRNN(
+        SMALL_WORDS, input_dim=4, wordvec_dim=5, hidden_dim=6, cell_type="lstm", dtype=np.float64
+    )
     g = model.graph
     assert [n.op for n in g.nodes if n.gate is not None] == [
-        "slice", "slice", "affine", "word_embedding", "lstm", "temporal_affine",
-        "temporal_softmax_loss"]
+        "slice",
+        "slice",
+        "affine",
+        "word_embedding",
+        "lstm",
+        "temporal_affine",
+        "temporal_softmax_loss",
+    ]
     captions = np.array([[1, 2, 0, 0], [2, 1, 1, 0]])
     model.loss(np.ones((2, 4)), captions)
     h = g["h"]
@@ -80,8 +99,7 @@ def test_float32_by_default_and_the_same_numbers_as_float64():
     np.random.seed(0)
     model32 = CaptioningRNN(SMALL_WORDS, input_dim=4, wordvec_dim=5, hidden_dim=6)
     np.random.seed(0)
-    model64 = CaptioningRNN(SMALL_WORDS, input_dim=4, wordvec_dim=5, hidden_dim=6,
-                            dtype=np.float64)
+    model64 = CaptioningRNN(SMALL_WORDS, input_dim=4, wordvec_dim=5, hidden_dim=6, dtype=np.float64)
     features, captions = np.random.randn(3, 4), np.random.randint(3, size=(3, 5))
     loss32, grads32 = model32.loss(features, captions)
     loss64, grads64 = model64.loss(features, captions)
@@ -93,10 +111,12 @@ def test_float32_by_default_and_the_same_numbers_as_float64():
 
 def test_sample_is_greedy_decoding_with_the_course_step_functions():
     from graphnet.rnn_layers import lstm_step_forward
+
     np.random.seed(3)
-    words = {'<NULL>': 0, '<START>': 1, '<END>': 2, 'a': 3, 'b': 4}
-    model = CaptioningRNN(words, input_dim=4, wordvec_dim=5, hidden_dim=6, cell_type="lstm",
-                          dtype=np.float64)
+    words = {"<NULL>": 0, "<START>": 1, "<END>": 2, "a": 3, "b": 4}
+    model = CaptioningRNN(
+        words, input_dim=4, wordvec_dim=5, hidden_dim=6, cell_type="lstm", dtype=np.float64
+    )
     for k, v in model.params.items():  # big enough weights that the words vary
         model.params[k] = np.random.randn(*v.shape)
     features = np.random.randn(3, 4)
@@ -114,8 +134,7 @@ def test_sample_is_greedy_decoding_with_the_course_step_functions():
 
 def test_checkpoint_rebuilds_the_model(tmp_path):
     np.random.seed(1)
-    model = CaptioningRNN(SMALL_WORDS, input_dim=4, wordvec_dim=5, hidden_dim=6,
-                          cell_type="lstm")
+    model = CaptioningRNN(SMALL_WORDS, input_dim=4, wordvec_dim=5, hidden_dim=6, cell_type="lstm")
     gn.save(model, tmp_path / "captioner.npz")
     loaded = gn.load(tmp_path / "captioner.npz")
     assert type(loaded) is CaptioningRNN and loaded.cell_type == "lstm"
@@ -145,11 +164,23 @@ def test_bad_input_names_the_input_and_the_shapes():
 def test_overfits_50_number_captions_and_says_them_back(cell_type):
     np.random.seed(231)
     data = load_number_captions(num_train=50, num_val=0, num_test=0)
-    model = CaptioningRNN(data["word_to_idx"], input_dim=data["train_features"].shape[1],
-                          wordvec_dim=64, hidden_dim=128, cell_type=cell_type)
-    solver = CaptioningSolver(model, data, update_rule="adam", num_epochs=100, batch_size=25,
-                              optim_config={"learning_rate": 1e-2}, lr_decay=0.95,
-                              verbose=False)
+    model = CaptioningRNN(
+        data["word_to_idx"],
+        input_dim=data["train_features"].shape[1],
+        wordvec_dim=64,
+        hidden_dim=128,
+        cell_type=cell_type,
+    )
+    solver = CaptioningSolver(
+        model,
+        data,
+        update_rule="adam",
+        num_epochs=100,
+        batch_size=25,
+        optim_config={"learning_rate": 1e-2},
+        lr_decay=0.95,
+        verbose=False,
+    )
     solver.train()
     assert len(solver.loss_history) == 200
     loss, _ = model.loss(data["train_features"], data["train_captions"])
@@ -166,9 +197,17 @@ def test_solver_checkpoints_and_resumes_exactly(tmp_path):
     data = load_number_captions(num_train=20, num_val=0, num_test=0)
 
     def solver_for(model, **kwargs):
-        return CaptioningSolver(model, data, update_rule="adam", batch_size=5,
-                                optim_config={"learning_rate": 1e-2}, verbose=False, seed=4,
-                                **kwargs)
+        return CaptioningSolver(
+            model,
+            data,
+            update_rule="adam",
+            batch_size=5,
+            optim_config={"learning_rate": 1e-2},
+            verbose=False,
+            seed=4,
+            **kwargs,
+        )
+
     np.random.seed(0)
     model = CaptioningRNN(data["word_to_idx"], input_dim=192, wordvec_dim=8, hidden_dim=8)
     whole = solver_for(model, num_epochs=2)
@@ -179,8 +218,9 @@ def test_solver_checkpoints_and_resumes_exactly(tmp_path):
     first = solver_for(model, num_epochs=1, checkpoint_name=str(tmp_path / "cap"))
     first.train()
     np.random.seed(5)
-    resumed = solver_for(CaptioningRNN(data["word_to_idx"], input_dim=192, wordvec_dim=8,
-                                       hidden_dim=8), num_epochs=2)
+    resumed = solver_for(
+        CaptioningRNN(data["word_to_idx"], input_dim=192, wordvec_dim=8, hidden_dim=8), num_epochs=2
+    )
     gn.load(first.checkpoint_path(1), into=resumed)
     resumed.train()
     assert resumed.loss_history == whole.loss_history
@@ -192,16 +232,26 @@ def test_record_accuracy_samples_captions_each_epoch_and_keeps_the_best():
     data = load_number_captions(num_train=30, num_val=10, num_test=0)
     np.random.seed(0)
     model = CaptioningRNN(data["word_to_idx"], input_dim=192, wordvec_dim=8, hidden_dim=8)
-    solver = CaptioningSolver(model, data, update_rule="adam", batch_size=10, num_epochs=2,
-                              optim_config={"learning_rate": 1e-2}, verbose=False, seed=1,
-                              record_accuracy=True, num_train_samples=20)
+    solver = CaptioningSolver(
+        model,
+        data,
+        update_rule="adam",
+        batch_size=10,
+        num_epochs=2,
+        optim_config={"learning_rate": 1e-2},
+        verbose=False,
+        seed=1,
+        record_accuracy=True,
+        num_train_samples=20,
+    )
     solver.train()
     assert len(solver.train_acc_history) == len(solver.val_acc_history) == 3
     assert all(0 <= a <= 1 for a in solver.train_acc_history + solver.val_acc_history)
     assert solver.best_val_acc == max(solver.val_acc_history)
     with pytest.raises(ValueError, match="lacks val_captions"):
-        CaptioningSolver(model, {k: v for k, v in data.items() if not k.startswith("val_")},
-                         record_accuracy=True)
+        CaptioningSolver(
+            model, {k: v for k, v in data.items() if not k.startswith("val_")}, record_accuracy=True
+        )
 
 
 def test_data_parallel_captioning_is_refused_not_trained_apart():

@@ -1,4 +1,5 @@
 """graphnet.save / graphnet.load: safe, atomic, all-or-nothing checkpoints and exact resume."""
+
 import io
 import json
 import os
@@ -21,9 +22,11 @@ pytestmark = pytest.mark.usefixtures("one_kernel_thread")
 def blobs(n_train=60, n_val=30, dim=8, classes=3, seed=0):
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((classes, dim)) * 3
+
     def split(n):
         y = rng.integers(classes, size=n)
         return (centres[y] + rng.standard_normal((n, dim))).astype(np.float32), y
+
     (X_train, y_train), (X_val, y_val) = split(n_train), split(n_val)
     return dict(X_train=X_train, y_train=y_train, X_val=X_val, y_val=y_val)
 
@@ -37,9 +40,19 @@ def fc_model(seed=0, **kwargs):
 
 def trained_solver(tmp_path=None, epochs=2, **kwargs):
     model = fc_model()
-    solver = Solver(model, blobs(), update_rule="adam", optim_config={"learning_rate": 5e-3},
-                    lr_decay=0.9, num_epochs=epochs, batch_size=10, num_train_samples=25,
-                    verbose=False, seed=11, **kwargs)
+    solver = Solver(
+        model,
+        blobs(),
+        update_rule="adam",
+        optim_config={"learning_rate": 5e-3},
+        lr_decay=0.9,
+        num_epochs=epochs,
+        batch_size=10,
+        num_train_samples=25,
+        verbose=False,
+        seed=11,
+        **kwargs,
+    )
     solver.train()
     return model, solver
 
@@ -50,8 +63,9 @@ def snapshot(model):
     states = {}
     for node in model.graph.nodes:
         for key, value in node.state.items():
-            states[node.name, key] = (value.copy() if isinstance(value, np.ndarray)
-                                      else value.bit_generator.state)
+            states[node.name, key] = (
+                value.copy() if isinstance(value, np.ndarray) else value.bit_generator.state
+            )
     return params, states
 
 
@@ -79,6 +93,7 @@ def assert_refused_untouched(path, match):
 
 # --------------------------------------------------------------------------- round trips
 
+
 def test_model_round_trip_rebuilds_the_model(tmp_path):
     model, _ = trained_solver()
     path = save(model, tmp_path / "model.npz")
@@ -95,11 +110,15 @@ def test_model_round_trip_rebuilds_the_model(tmp_path):
     np.testing.assert_array_equal(restored.loss(X, y)[1]["W1"], model.loss(X, y)[1]["W1"])
 
 
-@pytest.mark.parametrize("make", [
-    lambda: TwoLayerNet(input_dim=5, hidden_dim=4, num_classes=3, reg=0.5),
-    lambda: ThreeLayerConvNet(input_dim=(1, 6, 6), num_filters=2, filter_size=3,
-                              hidden_dim=4, dtype=np.float64),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: TwoLayerNet(input_dim=5, hidden_dim=4, num_classes=3, reg=0.5),
+        lambda: ThreeLayerConvNet(
+            input_dim=(1, 6, 6), num_filters=2, filter_size=3, hidden_dim=4, dtype=np.float64
+        ),
+    ],
+)
 def test_other_models_round_trip(tmp_path, make):
     model = make()
     restored = load(save(model, tmp_path / "m.npz"))
@@ -132,12 +151,19 @@ def test_solver_round_trip(tmp_path):
     model, solver = trained_solver()
     save(solver, tmp_path / "s.npz")
     fresh_model = fc_model(seed=5)
-    fresh = Solver(fresh_model, blobs(), update_rule="adam", num_epochs=2, batch_size=10,
-                   verbose=False, seed=0)
+    fresh = Solver(
+        fresh_model, blobs(), update_rule="adam", num_epochs=2, batch_size=10, verbose=False, seed=0
+    )
     load(tmp_path / "s.npz", into=fresh)
     assert_same(snapshot(model), snapshot(fresh_model))
-    for attr in ("epoch", "iteration", "best_val_acc", "loss_history", "train_acc_history",
-                 "val_acc_history"):
+    for attr in (
+        "epoch",
+        "iteration",
+        "best_val_acc",
+        "loss_history",
+        "train_acc_history",
+        "val_acc_history",
+    ):
         assert getattr(fresh, attr) == getattr(solver, attr), attr
     assert fresh.rng.bit_generator.state == solver.rng.bit_generator.state
     for name, config in solver.optim_configs.items():
@@ -167,12 +193,22 @@ def test_file_is_plain_npz_with_a_json_document(tmp_path):
 
 # --------------------------------------------------------------------------- resume
 
+
 def fresh_solver(epochs, seed=11, **kwargs):
     model = fc_model(seed=123)  # other initial weights: the checkpoint must replace them
-    return model, Solver(model, blobs(), update_rule="adam",
-                         optim_config={"learning_rate": 5e-3}, lr_decay=0.9,
-                         num_epochs=epochs, batch_size=10, num_train_samples=25,
-                         verbose=False, seed=seed, **kwargs)
+    return model, Solver(
+        model,
+        blobs(),
+        update_rule="adam",
+        optim_config={"learning_rate": 5e-3},
+        lr_decay=0.9,
+        num_epochs=epochs,
+        batch_size=10,
+        num_train_samples=25,
+        verbose=False,
+        seed=seed,
+        **kwargs,
+    )
 
 
 def test_resume_at_an_epoch_boundary_is_bitwise_identical(tmp_path):
@@ -192,9 +228,18 @@ def test_resume_mid_epoch_is_bitwise_identical(tmp_path):
     straight_model, straight = trained_solver(epochs=3)
     # the same run (same initial weights and seed), stopped in the middle of epoch 2
     model = fc_model(seed=0)
-    solver = Solver(model, blobs(), update_rule="adam", optim_config={"learning_rate": 5e-3},
-                    lr_decay=0.9, num_epochs=3, batch_size=10, num_train_samples=25,
-                    verbose=False, seed=11)
+    solver = Solver(
+        model,
+        blobs(),
+        update_rule="adam",
+        optim_config={"learning_rate": 5e-3},
+        lr_decay=0.9,
+        num_epochs=3,
+        batch_size=10,
+        num_train_samples=25,
+        verbose=False,
+        seed=11,
+    )
     original = model.loss
 
     def stop_after_step_8(X, y=None):
@@ -215,6 +260,7 @@ def test_resume_mid_epoch_is_bitwise_identical(tmp_path):
 
 
 # --------------------------------------------------------------------------- atomic write
+
 
 def test_crash_mid_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     model, _ = trained_solver(epochs=1)
@@ -254,6 +300,7 @@ def test_interrupt_mid_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch
 
 
 # --------------------------------------------------------------------------- refusing to load
+
 
 def test_truncated_file_leaves_the_model_untouched(tmp_path):
     model, _ = trained_solver(epochs=1)
@@ -308,10 +355,13 @@ def test_array_header_claiming_more_than_the_member_holds(tmp_path):
     save(model, tmp_path / "good.npz")
     lying = io.BytesIO()
     np.lib.format.write_array_header_2_0(
-        lying, {"descr": "<f4", "fortran_order": False, "shape": (10**11, 16)})
+        lying, {"descr": "<f4", "fortran_order": False, "shape": (10**11, 16)}
+    )
     lying.write(b"\0" * 64)
-    with zipfile.ZipFile(tmp_path / "good.npz") as good, \
-            zipfile.ZipFile(tmp_path / "lying.npz", "w") as out:
+    with (
+        zipfile.ZipFile(tmp_path / "good.npz") as good,
+        zipfile.ZipFile(tmp_path / "lying.npz", "w") as out,
+    ):
         for name in good.namelist():
             out.writestr(name, lying.getvalue() if name == "param/W1.npy" else good.read(name))
     assert_refused_untouched(tmp_path / "lying.npz", "lying.npz")
@@ -321,11 +371,13 @@ def test_wrong_architecture_leaves_the_model_untouched(tmp_path):
     model, solver = trained_solver(epochs=1)
     save(model, tmp_path / "m.npz")
     save(solver, tmp_path / "s.npz")
-    wider = FullyConnectedNet([16, 13], input_dim=8, num_classes=3, use_batchnorm=True,
-                              dropout=0.2)
+    wider = FullyConnectedNet([16, 13], input_dim=8, num_classes=3, use_batchnorm=True, dropout=0.2)
     before = snapshot(wider)
-    with pytest.raises(CheckpointError, match=r"wrong architecture.*'W2'.*\(12, 3\)|"
-                                              r"wrong architecture.*W2"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"wrong architecture.*'W2'.*\(12, 3\)|"
+        r"wrong architecture.*W2",
+    ):
         load(tmp_path / "m.npz", into=wider)
     assert_same(snapshot(wider), before)
     no_bn = fc_model(use_batchnorm=False)
@@ -367,8 +419,7 @@ def rewrite(path, change):
 
 def test_non_finite_values_are_refused(tmp_path):
     save(fc_model(), tmp_path / "m.npz")
-    rewrite(tmp_path / "m.npz",
-            lambda arrays, doc: arrays["param/W2"].fill(np.nan))
+    rewrite(tmp_path / "m.npz", lambda arrays, doc: arrays["param/W2"].fill(np.nan))
     assert_refused_untouched(tmp_path / "m.npz", "param/W2.*NaN")
 
 
@@ -468,9 +519,11 @@ def test_a_course_edition_model_loads_without_into(tmp_path):
     """graphnet.cs231n's FullyConnectedNet (the 2018+ arguments) shares its config with
     graphnet.models': a checkpoint of it rebuilds as that, with the same scores."""
     from graphnet.cs231n.classifiers.fc_net import FullyConnectedNet as LaterEdition
+
     np.random.seed(4)
-    model = LaterEdition([6], input_dim=5, num_classes=3, dropout=0.75,
-                         normalization="layernorm", seed=2)
+    model = LaterEdition(
+        [6], input_dim=5, num_classes=3, dropout=0.75, normalization="layernorm", seed=2
+    )
     loaded = load(save(model, tmp_path / "later.npz"))
     X = np.random.randn(3, 5)
     np.testing.assert_array_equal(loaded.loss(X), model.loss(X))

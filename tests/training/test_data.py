@@ -1,5 +1,6 @@
 """Tests for graphnet.data: CIFAR-10 on small fake batches, downloads from local file://
 URLs, and scikit-learn's bundled digits. Nothing here touches the network."""
+
 import builtins
 import hashlib
 import io
@@ -27,6 +28,7 @@ class _Py2Pickler(pickle._Pickler):
     Python 3 pickles bytes under protocol 2 through a call to _codecs.encode; the real
     files contain no such call, so the fakes must not either.
     """
+
     dispatch = dict(pickle._Pickler.dispatch)
 
     def save_py2_str(self, obj):
@@ -50,8 +52,12 @@ def fake_batch(index, n=PER_BATCH, row_size=3072):
     rng = np.random.default_rng(index)
     pixels = rng.integers(0, 255, size=(n, row_size), dtype=np.uint8)
     labels = [(i + index) % 10 for i in range(n)]
-    return {b"batch_label": b"fake batch %d" % index, b"labels": labels,
-            b"data": pixels, b"filenames": [b"img_%d.png" % i for i in range(n)]}
+    return {
+        b"batch_label": b"fake batch %d" % index,
+        b"labels": labels,
+        b"data": pixels,
+        b"filenames": [b"img_%d.png" % i for i in range(n)],
+    }
 
 
 def fake_cifar_folder(parent):
@@ -74,6 +80,7 @@ def cifar_dir(tmp_path):
 
 # ---------------------------------------------------------------- load_cifar10
 
+
 def test_load_cifar10_shapes_dtypes_and_labels(cifar_dir):
     X_train, y_train, X_test, y_test = data.load_cifar10(cifar_dir)
     assert X_train.shape == (5 * PER_BATCH, 32, 32, 3)
@@ -93,31 +100,39 @@ def test_load_cifar10_accepts_the_parent_folder(cifar_dir):
 def test_channel_order_channels_last_then_first(cifar_dir):
     X_train = data.load_cifar10(cifar_dir)[0]
     assert list(zip(*np.nonzero(X_train == 255))) == [
-        (PLANT_IMAGE, PLANT_ROW, PLANT_COL, PLANT_CHANNEL)]
+        (PLANT_IMAGE, PLANT_ROW, PLANT_COL, PLANT_CHANNEL)
+    ]
 
-    d = data.get_CIFAR10_data(num_training=90, num_validation=10, num_test=5,
-                              subtract_mean=False, cifar10_dir=cifar_dir)
+    d = data.get_CIFAR10_data(
+        num_training=90, num_validation=10, num_test=5, subtract_mean=False, cifar10_dir=cifar_dir
+    )
     assert list(zip(*np.nonzero(d["X_train"] == 255))) == [
-        (PLANT_IMAGE, PLANT_CHANNEL, PLANT_ROW, PLANT_COL)]
+        (PLANT_IMAGE, PLANT_CHANNEL, PLANT_ROW, PLANT_COL)
+    ]
 
 
 def test_reads_numpy2_module_name(cifar_dir):
     (cifar_dir / "test_batch").write_bytes(
-        py2_pickle(fake_batch(5), numpy_module=b"numpy._core.multiarray"))
+        py2_pickle(fake_batch(5), numpy_module=b"numpy._core.multiarray")
+    )
     assert data.load_cifar10(cifar_dir)[2].shape == (PER_BATCH, 32, 32, 3)
 
 
 # ---------------------------------------------------------------- get_CIFAR10_data
 
+
 def test_get_cifar10_data_splits(cifar_dir):
     X_train, y_train, X_test, y_test = data.load_cifar10(cifar_dir)
-    d = data.get_CIFAR10_data(num_training=70, num_validation=20, num_test=15,
-                              subtract_mean=False, cifar10_dir=cifar_dir)
+    d = data.get_CIFAR10_data(
+        num_training=70, num_validation=20, num_test=15, subtract_mean=False, cifar10_dir=cifar_dir
+    )
     assert sorted(d) == ["X_test", "X_train", "X_val", "y_test", "y_train", "y_val"]
     to_nchw = (0, 3, 1, 2)
-    for split, X, y in [("train", X_train[:70], y_train[:70]),
-                        ("val", X_train[70:90], y_train[70:90]),
-                        ("test", X_test[:15], y_test[:15])]:
+    for split, X, y in [
+        ("train", X_train[:70], y_train[:70]),
+        ("val", X_train[70:90], y_train[70:90]),
+        ("test", X_test[:15], y_test[:15]),
+    ]:
         assert d[f"X_{split}"].dtype == np.float32
         assert d[f"X_{split}"].flags.c_contiguous
         np.testing.assert_array_equal(d[f"X_{split}"], X.transpose(to_nchw))
@@ -125,10 +140,17 @@ def test_get_cifar10_data_splits(cifar_dir):
 
 
 def test_get_cifar10_data_subtracts_the_training_mean(cifar_dir):
-    raw = data.get_CIFAR10_data(num_training=70, num_validation=20, num_test=15,
-                                subtract_mean=False, cifar10_dir=cifar_dir, dtype=np.float64)
-    d = data.get_CIFAR10_data(num_training=70, num_validation=20, num_test=15,
-                              cifar10_dir=cifar_dir, dtype=np.float64)
+    raw = data.get_CIFAR10_data(
+        num_training=70,
+        num_validation=20,
+        num_test=15,
+        subtract_mean=False,
+        cifar10_dir=cifar_dir,
+        dtype=np.float64,
+    )
+    d = data.get_CIFAR10_data(
+        num_training=70, num_validation=20, num_test=15, cifar10_dir=cifar_dir, dtype=np.float64
+    )
     mean_image = raw["X_train"].mean(axis=0)
     np.testing.assert_allclose(d["X_train"].mean(axis=0), 0, atol=1e-9)
     for split in ("train", "val", "test"):
@@ -149,6 +171,7 @@ def test_default_dir_missing_says_how_to_download(tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------- broken files
 
+
 def test_missing_batch_is_named(cifar_dir):
     (cifar_dir / "data_batch_3").unlink()
     with pytest.raises(FileNotFoundError, match="data_batch_3") as info:
@@ -163,12 +186,15 @@ def test_truncated_batch(cifar_dir):
         data.load_cifar10(cifar_dir)
 
 
-@pytest.mark.parametrize("field, value, message", [
-    (b"data", np.zeros((PER_BATCH, 3071), np.uint8), r"shape \(N, 3072\)"),
-    (b"data", np.zeros((PER_BATCH, 3072), np.int16), "uint8"),
-    (b"labels", list(range(PER_BATCH - 1)), "one per image"),
-    (b"labels", [10] * PER_BATCH, r"0\.\.9"),
-])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        (b"data", np.zeros((PER_BATCH, 3071), np.uint8), r"shape \(N, 3072\)"),
+        (b"data", np.zeros((PER_BATCH, 3072), np.int16), "uint8"),
+        (b"labels", list(range(PER_BATCH - 1)), "one per image"),
+        (b"labels", [10] * PER_BATCH, r"0\.\.9"),
+    ],
+)
 def test_malformed_batch(cifar_dir, field, value, message):
     batch = fake_batch(0)
     batch[field] = value
@@ -192,10 +218,13 @@ class _WritesMarker:
         return self.call
 
 
-@pytest.mark.parametrize("make_call, global_name", [
-    (lambda marker: (builtins.open, (str(marker), "w")), "open"),
-    (lambda marker: (os.system, (f"touch '{marker}'",)), "system"),
-])
+@pytest.mark.parametrize(
+    "make_call, global_name",
+    [
+        (lambda marker: (builtins.open, (str(marker), "w")), "open"),
+        (lambda marker: (os.system, (f"touch '{marker}'",)), "system"),
+    ],
+)
 def test_malicious_pickle_is_rejected(cifar_dir, tmp_path, make_call, global_name):
     marker = tmp_path / "pwned"
     batch = fake_batch(4)
@@ -209,6 +238,7 @@ def test_malicious_pickle_is_rejected(cifar_dir, tmp_path, make_call, global_nam
 
 
 # ---------------------------------------------------------------- download_cifar10
+
 
 def _tar_gz(path, files):
     """files: {member name: bytes, or a TarInfo for non-regular members}."""
@@ -225,16 +255,16 @@ def _tar_gz(path, files):
 
 @pytest.fixture
 def fake_archive(tmp_path, cifar_dir):
-    files = {f"cifar-10-batches-py/{name}": (cifar_dir / name).read_bytes()
-             for name in BATCH_NAMES}
+    files = {f"cifar-10-batches-py/{name}": (cifar_dir / name).read_bytes() for name in BATCH_NAMES}
     return _tar_gz(tmp_path / "cifar-10-python.tar.gz", files)
 
 
 @pytest.mark.parametrize("progress", [False, True])
 def test_download_from_local_url(tmp_path, fake_archive, cifar_dir, progress):
     archive, md5 = fake_archive
-    folder = data.download_cifar10(tmp_path / "dl", url=archive.as_uri(), md5=md5,
-                                   progress=progress)
+    folder = data.download_cifar10(
+        tmp_path / "dl", url=archive.as_uri(), md5=md5, progress=progress
+    )
     assert folder == tmp_path / "dl" / "cifar-10-batches-py"
     for got, want in zip(data.load_cifar10(folder), data.load_cifar10(cifar_dir)):
         np.testing.assert_array_equal(got, want)
@@ -262,15 +292,24 @@ def _link(name, target, kind):
 UNSAFE_PATH, LINK = "unsafe member path", "is a link or special file"
 
 
-@pytest.mark.parametrize("name, content, message", [
-    ("../escaped", b"x", UNSAFE_PATH),
-    ("cifar-10-batches-py/../../escaped", b"x", UNSAFE_PATH),
-    ("/tmp/graphnet-escaped", b"x", UNSAFE_PATH),
-    ("cifar-10-batches-py/test_batch",
-     _link("cifar-10-batches-py/test_batch", "/etc/passwd", tarfile.SYMTYPE), LINK),
-    ("cifar-10-batches-py/test_batch",
-     _link("cifar-10-batches-py/test_batch", "/etc/passwd", tarfile.LNKTYPE), LINK),
-])
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("../escaped", b"x", UNSAFE_PATH),
+        ("cifar-10-batches-py/../../escaped", b"x", UNSAFE_PATH),
+        ("/tmp/graphnet-escaped", b"x", UNSAFE_PATH),
+        (
+            "cifar-10-batches-py/test_batch",
+            _link("cifar-10-batches-py/test_batch", "/etc/passwd", tarfile.SYMTYPE),
+            LINK,
+        ),
+        (
+            "cifar-10-batches-py/test_batch",
+            _link("cifar-10-batches-py/test_batch", "/etc/passwd", tarfile.LNKTYPE),
+            LINK,
+        ),
+    ],
+)
 def test_download_refuses_unsafe_archive_members(tmp_path, name, content, message):
     archive, md5 = _tar_gz(tmp_path / "evil.tar.gz", {name: content})
     target = tmp_path / "a" / "dl"
@@ -284,6 +323,7 @@ def test_download_refuses_unsafe_archive_members(tmp_path, name, content, messag
 
 
 # ---------------------------------------------------------------- digits
+
 
 @pytest.fixture
 def sklearn():

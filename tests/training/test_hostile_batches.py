@@ -1,6 +1,7 @@
 """Crafted CIFAR-10 batch files and archives, as an attacker or a broken download makes
 them. Each must be a DataError naming the file, and the process reading it must survive:
 every crafted batch is read in a child process, so that a crash fails its test."""
+
 import hashlib
 import io
 import json
@@ -27,6 +28,7 @@ def cifar_dir(tmp_path):
 
 # ---- a small pickle assembler: the opcodes a Python 2 batch is made of -----------------
 
+
 def string(raw):
     if len(raw) < 256:
         return P.SHORT_BINSTRING + bytes([len(raw)]) + raw
@@ -44,8 +46,7 @@ def seq(*items, close=P.TUPLE):
 def dtype(name=b"u1", args=(P.NEWFALSE, P.NEWTRUE), state=None):
     if state is None:
         state = seq(integer(3), string(b"|"), P.NONE * 3, integer(-1), integer(-1), integer(0))
-    return (P.GLOBAL + b"numpy\ndtype\n" + seq(string(name), *args) + P.REDUCE + state
-            + P.BUILD)
+    return P.GLOBAL + b"numpy\ndtype\n" + seq(string(name), *args) + P.REDUCE + state + P.BUILD
 
 
 def array(shape, dt=None, raw=None, reconstruct_args=None, fortran=P.NEWFALSE):
@@ -55,8 +56,14 @@ def array(shape, dt=None, raw=None, reconstruct_args=None, fortran=P.NEWFALSE):
     if reconstruct_args is None:
         reconstruct_args = seq(P.GLOBAL + b"numpy\nndarray\n", seq(integer(0)), string(b"b"))
     shape_ops = seq(*(integer(d) for d in shape))
-    return (P.GLOBAL + b"numpy.core.multiarray\n_reconstruct\n" + reconstruct_args + P.REDUCE
-            + seq(integer(1), shape_ops, dt, fortran, raw) + P.BUILD)
+    return (
+        P.GLOBAL
+        + b"numpy.core.multiarray\n_reconstruct\n"
+        + reconstruct_args
+        + P.REDUCE
+        + seq(integer(1), shape_ops, dt, fortran, raw)
+        + P.BUILD
+    )
 
 
 def labels(values=None):
@@ -67,9 +74,13 @@ def labels(values=None):
 def batch(data_ops=None, labels_ops=None, extra=b""):
     data_ops = array((N, 3072)) if data_ops is None else data_ops
     labels_ops = labels() if labels_ops is None else labels_ops
-    return (P.PROTO + b"\x02" + P.EMPTY_DICT
-            + seq(string(b"data"), data_ops, string(b"labels"), labels_ops, extra,
-                  close=P.SETITEMS) + P.STOP)
+    return (
+        P.PROTO
+        + b"\x02"
+        + P.EMPTY_DICT
+        + seq(string(b"data"), data_ops, string(b"labels"), labels_ops, extra, close=P.SETITEMS)
+        + P.STOP
+    )
 
 
 def read_in_child(folder):
@@ -95,47 +106,87 @@ def test_the_assembler_writes_a_batch_the_reader_accepts(cifar_dir):
 
 
 OBJECT_STATE = seq(integer(3), string(b"|"), P.NONE * 3, integer(8), integer(8), integer(1))
-HASOBJECT_STATE = seq(integer(3), string(b"<"), P.NONE * 3, integer(-1), integer(-1),
-                      integer(0x3f))
+HASOBJECT_STATE = seq(integer(3), string(b"<"), P.NONE * 3, integer(-1), integer(-1), integer(0x3F))
 
 CRAFTED = {
     # numpy's dtype state from the file: an object dtype over bytes, whose "pointers"
     # numpy followed (SIGSEGV with the unpickler that allowed numpy.dtype)
-    "object dtype over bytes": batch(array((N, 2), dt=dtype(b"O8", state=OBJECT_STATE),
-                                           raw=string(b"A" * 8 * N * 2))),
+    "object dtype over bytes": batch(
+        array((N, 2), dt=dtype(b"O8", state=OBJECT_STATE), raw=string(b"A" * 8 * N * 2))
+    ),
     "plain object dtype": batch(array((N, 3072), dt=dtype(b"O"))),
-    "integer dtype flagged as holding objects": batch(array(
-        (N, 3072), dt=dtype(b"u8", state=HASOBJECT_STATE), raw=string(bytes(8 * N * 3072)))),
+    "integer dtype flagged as holding objects": batch(
+        array((N, 3072), dt=dtype(b"u8", state=HASOBJECT_STATE), raw=string(bytes(8 * N * 3072)))
+    ),
     "void dtype": batch(array((N, 3072), dt=dtype(b"V1"))),
     "float dtype": batch(array((N, 384), dt=dtype(b"f8", state=HASOBJECT_STATE))),
-    "dtype with fields in its state": batch(array((N, 3072), dt=dtype(
-        state=seq(integer(3), string(b"|"), seq(string(b"a")), P.NONE * 2, integer(-1),
-                  integer(-1), integer(0))))),
-    "dtype state of an unknown version": batch(array((N, 3072), dt=dtype(
-        state=seq(integer(4), string(b"|"), P.NONE * 3, integer(-1), integer(-1),
-                  integer(0))))),
+    "dtype with fields in its state": batch(
+        array(
+            (N, 3072),
+            dt=dtype(
+                state=seq(
+                    integer(3),
+                    string(b"|"),
+                    seq(string(b"a")),
+                    P.NONE * 2,
+                    integer(-1),
+                    integer(-1),
+                    integer(0),
+                )
+            ),
+        )
+    ),
+    "dtype state of an unknown version": batch(
+        array(
+            (N, 3072),
+            dt=dtype(
+                state=seq(
+                    integer(4), string(b"|"), P.NONE * 3, integer(-1), integer(-1), integer(0)
+                )
+            ),
+        )
+    ),
     "dtype made with other arguments": batch(array((N, 3072), dt=dtype(args=(integer(7),)))),
     "data shorter than its shape": batch(array((N, 3072), raw=string(bytes(100)))),
     "negative size in a shape": batch(array((-1, 3072), raw=string(b""))),
     "shape of 2**62 rows over 8 bytes": batch(array((2**30, 2**30, 4), raw=string(bytes(8)))),
-    "object-array state (a list of values)": batch(array(
-        (N, 3072), raw=seq(integer(1), close=P.LIST))),
-    "reconstruct with other arguments": batch(array((N, 3072), reconstruct_args=seq(
-        P.GLOBAL + b"numpy\nndarray\n", seq(integer(5)), string(b"b")))),
+    "object-array state (a list of values)": batch(
+        array((N, 3072), raw=seq(integer(1), close=P.LIST))
+    ),
+    "reconstruct with other arguments": batch(
+        array(
+            (N, 3072),
+            reconstruct_args=seq(P.GLOBAL + b"numpy\nndarray\n", seq(integer(5)), string(b"b")),
+        )
+    ),
     "array used before it is built": batch(
-        data_ops=P.GLOBAL + b"numpy.core.multiarray\n_reconstruct\n"
-        + seq(P.GLOBAL + b"numpy\nndarray\n", seq(integer(0)), string(b"b")) + P.REDUCE
-        + P.BINPUT + b"\x00" + P.EMPTY_LIST + P.MARK + P.BINGET + b"\x00" + P.APPENDS),
+        data_ops=P.GLOBAL
+        + b"numpy.core.multiarray\n_reconstruct\n"
+        + seq(P.GLOBAL + b"numpy\nndarray\n", seq(integer(0)), string(b"b"))
+        + P.REDUCE
+        + P.BINPUT
+        + b"\x00"
+        + P.EMPTY_LIST
+        + P.MARK
+        + P.BINGET
+        + b"\x00"
+        + P.APPENDS
+    ),
     "BINSTRING announcing 2**31 - 1 bytes": batch(
-        array((N, 3072), raw=P.BINSTRING + struct.pack("<i", 2**31 - 1) + b"xx")),
+        array((N, 3072), raw=P.BINSTRING + struct.pack("<i", 2**31 - 1) + b"xx")
+    ),
     "BINSTRING with a negative length": batch(
-        array((N, 3072), raw=P.BINSTRING + struct.pack("<i", -5))),
+        array((N, 3072), raw=P.BINSTRING + struct.pack("<i", -5))
+    ),
     "BINBYTES8 announcing 2**62 bytes": batch(
-        array((N, 3072), raw=P.BINBYTES8 + struct.pack("<Q", 2**62))),
+        array((N, 3072), raw=P.BINBYTES8 + struct.pack("<Q", 2**62))
+    ),
     "BINUNICODE8 announcing 2**62 bytes": batch(
-        extra=string(b"batch_label") + P.BINUNICODE8 + struct.pack("<Q", 2**62)),
+        extra=string(b"batch_label") + P.BINUNICODE8 + struct.pack("<Q", 2**62)
+    ),
     "LONG4 announcing a 2**31 - 1 byte integer": batch(
-        labels_ops=seq(P.LONG4 + struct.pack("<i", 2**31 - 1) + b"\x01", close=P.LIST)),
+        labels_ops=seq(P.LONG4 + struct.pack("<i", 2**31 - 1) + b"\x01", close=P.LIST)
+    ),
     "FRAME announcing 2**62 bytes": P.PROTO + b"\x04" + P.FRAME + struct.pack("<Q", 2**62),
     "an opcode no batch holds (INST)": batch(extra=b"ibuiltins\neval\n"),
     "a global without its newline": P.PROTO + b"\x02" + P.GLOBAL + b"x" * 5000,
@@ -143,17 +194,23 @@ CRAFTED = {
     "memo read before it is written": P.PROTO + b"\x02" + b"h\x07" + P.STOP,
     "a list 200,000 levels deep": P.PROTO + b"\x02" + P.EMPTY_LIST * 200_001 + P.STOP,
     "a tuple as a dict key": batch(extra=seq(integer(1)) + string(b"x")),
-    "ragged labels": batch(labels_ops=seq(seq(integer(1), close=P.LIST), integer(2),
-                                          integer(3), integer(4), close=P.LIST)),
-    "labels holding a bool": batch(labels_ops=seq(P.NEWTRUE, *(integer(1),) * 3,
-                                                  close=P.LIST)),
-    "a label of 2**70": batch(labels_ops=seq(P.LONG1 + b"\x09" + (2**70).to_bytes(9, "little"),
-                                             *(integer(1),) * 3, close=P.LIST)),
+    "ragged labels": batch(
+        labels_ops=seq(
+            seq(integer(1), close=P.LIST), integer(2), integer(3), integer(4), close=P.LIST
+        )
+    ),
+    "labels holding a bool": batch(labels_ops=seq(P.NEWTRUE, *(integer(1),) * 3, close=P.LIST)),
+    "a label of 2**70": batch(
+        labels_ops=seq(
+            P.LONG1 + b"\x09" + (2**70).to_bytes(9, "little"), *(integer(1),) * 3, close=P.LIST
+        )
+    ),
     "labels as a 2-D integer array": batch(labels_ops=array((2, 2), dt=dtype(b"i1"))),
     "an entry the format lacks": batch(extra=string(b"evil") + integer(1)),
     "int8 pixels": batch(array((N, 3072), dt=dtype(b"i1"))),
-    "file names that are not strings": batch(extra=string(b"filenames")
-                                             + seq(*(integer(1),) * N, close=P.LIST)),
+    "file names that are not strings": batch(
+        extra=string(b"filenames") + seq(*(integer(1),) * N, close=P.LIST)
+    ),
     "an empty file": b"",
     "a text file": b"These are my notes about CIFAR-10.\n",
     "truncated in the middle of the pixels": batch()[:2000],
@@ -169,17 +226,23 @@ def test_crafted_batch_is_a_data_error_and_the_process_survives(cifar_dir, name)
     assert "data_batch_3" in outcome["message"]
 
 
-@pytest.mark.parametrize("global_ops, name", [
-    (P.GLOBAL + b"builtins\neval\n", "builtins.eval"),
-    (P.SHORT_BINUNICODE + b"\x02os" + P.SHORT_BINUNICODE + b"\x06system" + P.STACK_GLOBAL,
-     "os.system"),
-    (P.GLOBAL + b"numpy.core.numeric\n_frombuffer\n", "_frombuffer"),  # protocol-5 arrays
-    (P.GLOBAL + b"numpy\nload\n", "numpy.load"),
-])
+@pytest.mark.parametrize(
+    "global_ops, name",
+    [
+        (P.GLOBAL + b"builtins\neval\n", "builtins.eval"),
+        (
+            P.SHORT_BINUNICODE + b"\x02os" + P.SHORT_BINUNICODE + b"\x06system" + P.STACK_GLOBAL,
+            "os.system",
+        ),
+        (P.GLOBAL + b"numpy.core.numeric\n_frombuffer\n", "_frombuffer"),  # protocol-5 arrays
+        (P.GLOBAL + b"numpy\nload\n", "numpy.load"),
+    ],
+)
 @pytest.mark.slow
 def test_a_global_outside_numpys_array_rebuild_is_refused_by_name(cifar_dir, global_ops, name):
-    (cifar_dir / "test_batch").write_bytes(batch(extra=string(b"batch_label") + global_ops
-                                                 + seq(string(b"x")) + P.REDUCE))
+    (cifar_dir / "test_batch").write_bytes(
+        batch(extra=string(b"batch_label") + global_ops + seq(string(b"x")) + P.REDUCE)
+    )
     outcome = read_in_child(cifar_dir)
     assert outcome["error"] == "UnsafePickleError", outcome
     assert name in outcome["message"] and "test_batch" in outcome["message"]
@@ -206,6 +269,7 @@ def test_the_official_python2_form_still_loads(cifar_dir):
 
 # ---- archives whose checksum matches but whose bytes are damaged -------------------------
 
+
 def archive_bytes(cifar_dir):
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
@@ -219,10 +283,10 @@ def archive_bytes(cifar_dir):
 
 def damaged(kind, raw):
     if kind == "truncated":  # a partial download
-        return raw[:len(raw) // 2]
+        return raw[: len(raw) // 2]
     if kind == "flipped byte":
         middle = len(raw) // 2
-        return raw[:middle] + bytes([raw[middle] ^ 0xFF]) + raw[middle + 1:]
+        return raw[:middle] + bytes([raw[middle] ^ 0xFF]) + raw[middle + 1 :]
     return b"<html>Service unavailable</html>"  # an error page saved as the archive
 
 
@@ -234,15 +298,21 @@ def test_damaged_archive_with_a_matching_checksum_is_a_data_error(tmp_path, cifa
     source.write_bytes(raw)
     target = tmp_path / "data"
     with pytest.raises(data.DataError, match="cifar-10-python.tar.gz.*delete it") as info:
-        data.download_cifar10(target, url=source.as_uri(), md5=hashlib.md5(raw).hexdigest(),
-                              progress=False)
+        data.download_cifar10(
+            target, url=source.as_uri(), md5=hashlib.md5(raw).hexdigest(), progress=False
+        )
     assert not isinstance(info.value, (EOFError, OSError))
     assert not (target / "cifar-10-batches-py").exists()
 
 
-@pytest.mark.parametrize("url", ["http://127.0.0.1:9/cifar-10-python.tar.gz",
-                                 "file:///nonexistent/cifar-10-python.tar.gz",
-                                 "nonsense://cifar"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:9/cifar-10-python.tar.gz",
+        "file:///nonexistent/cifar-10-python.tar.gz",
+        "nonsense://cifar",
+    ],
+)
 def test_failed_download_names_the_url_says_what_to_do_and_creates_nothing(tmp_path, url):
     target = tmp_path / "new" / "data"
     with pytest.raises(data.DownloadError) as info:

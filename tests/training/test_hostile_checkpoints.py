@@ -1,6 +1,7 @@
 """Crafted and damaged checkpoints. Each is a CheckpointError naming the file and the field
 (or member) at fault, raised before anything is assigned, without reading more than the
 file justifies; the ones that once crashed the interpreter are loaded in a child process."""
+
 import json
 import math
 import os
@@ -66,92 +67,179 @@ MT_KEY = {"__ndarray__": list(range(624)), "dtype": "<u4"}
 SOLVER_ATTACKS = [
     ("NaN in an optimizer state", lambda a, d: a["optim/W1/m"].fill(np.nan), "optim/W1/m.*NaN"),
     ("Inf in a best param", lambda a, d: a["best/b2"].fill(np.inf), "best/b2.*Inf"),
-    ("NaN in batchnorm's running mean",
-     lambda a, d: a["state/batchnorm1/running_mean"].fill(np.nan), "running_mean.*NaN"),
-    ("optimizer state of the wrong shape",
-     lambda a, d: a.__setitem__("optim/W2/v", np.zeros((3, 3), np.float32))
-     or d["arrays"].__setitem__("optim/W2/v", {"shape": [3, 3], "dtype": "<f4"}),
-     r"optimizer state 'v' of 'W2' is \(3, 3\)"),
-    ("batchnorm state of the wrong shape",
-     lambda a, d: a.__setitem__("state/batchnorm2/running_var", np.ones(5, np.float32))
-     or d["arrays"].__setitem__("state/batchnorm2/running_var", {"shape": [5], "dtype": "<f4"}),
-     r"state 'running_var' of 'batchnorm2' is \(5,\)"),
-    ("NaN learning rate",
-     lambda a, d: set_path(d, "solver.optim_configs.W1.learning_rate.value", math.nan),
-     r"optim_configs\['W1'\]\.learning_rate: nan"),
-    ("negative learning rate",
-     lambda a, d: set_path(d, "solver.optim_configs.b1.learning_rate.value", -0.1),
-     r"optim_configs\['b1'\]\.learning_rate: -0.1 is not a finite number >= 0"),
-    ("negative adam step count",
-     lambda a, d: set_path(d, "solver.optim_configs.W3.t.value", -4), r"\.t: -4 is not a step"),
-    ("fractional adam step count",
-     lambda a, d: set_path(d, "solver.optim_configs.W3.t.value", 2.5), r"\.t: 2.5"),
-    ("beta1 of 1.5", lambda a, d: set_path(d, "solver.optim_configs.W1.beta1.value", 1.5),
-     r"beta1: 1.5 is not a finite number in \[0, 1\)"),
-    ("NaN best accuracy", lambda a, d: set_path(d, "solver.best_val_acc", math.nan),
-     "best_val_acc: nan"),
-    ("best accuracy of 2", lambda a, d: set_path(d, "solver.best_val_acc", 2.0),
-     "best_val_acc: 2.0"),
-    ("NaN in the loss history",
-     lambda a, d: d["solver"]["loss_history"].__setitem__(2, math.nan), "loss_history: holds nan"),
+    (
+        "NaN in batchnorm's running mean",
+        lambda a, d: a["state/batchnorm1/running_mean"].fill(np.nan),
+        "running_mean.*NaN",
+    ),
+    (
+        "optimizer state of the wrong shape",
+        lambda a, d: (
+            a.__setitem__("optim/W2/v", np.zeros((3, 3), np.float32))
+            or d["arrays"].__setitem__("optim/W2/v", {"shape": [3, 3], "dtype": "<f4"})
+        ),
+        r"optimizer state 'v' of 'W2' is \(3, 3\)",
+    ),
+    (
+        "batchnorm state of the wrong shape",
+        lambda a, d: (
+            a.__setitem__("state/batchnorm2/running_var", np.ones(5, np.float32))
+            or d["arrays"].__setitem__(
+                "state/batchnorm2/running_var", {"shape": [5], "dtype": "<f4"}
+            )
+        ),
+        r"state 'running_var' of 'batchnorm2' is \(5,\)",
+    ),
+    (
+        "NaN learning rate",
+        lambda a, d: set_path(d, "solver.optim_configs.W1.learning_rate.value", math.nan),
+        r"optim_configs\['W1'\]\.learning_rate: nan",
+    ),
+    (
+        "negative learning rate",
+        lambda a, d: set_path(d, "solver.optim_configs.b1.learning_rate.value", -0.1),
+        r"optim_configs\['b1'\]\.learning_rate: -0.1 is not a finite number >= 0",
+    ),
+    (
+        "negative adam step count",
+        lambda a, d: set_path(d, "solver.optim_configs.W3.t.value", -4),
+        r"\.t: -4 is not a step",
+    ),
+    (
+        "fractional adam step count",
+        lambda a, d: set_path(d, "solver.optim_configs.W3.t.value", 2.5),
+        r"\.t: 2.5",
+    ),
+    (
+        "beta1 of 1.5",
+        lambda a, d: set_path(d, "solver.optim_configs.W1.beta1.value", 1.5),
+        r"beta1: 1.5 is not a finite number in \[0, 1\)",
+    ),
+    (
+        "NaN best accuracy",
+        lambda a, d: set_path(d, "solver.best_val_acc", math.nan),
+        "best_val_acc: nan",
+    ),
+    (
+        "best accuracy of 2",
+        lambda a, d: set_path(d, "solver.best_val_acc", 2.0),
+        "best_val_acc: 2.0",
+    ),
+    (
+        "NaN in the loss history",
+        lambda a, d: d["solver"]["loss_history"].__setitem__(2, math.nan),
+        "loss_history: holds nan",
+    ),
     ("negative epoch", lambda a, d: set_path(d, "solver.epoch", -1), "solver.epoch: -1"),
     ("epoch that is a string", lambda a, d: set_path(d, "solver.epoch", "3"), "solver.epoch"),
-    ("iteration that disagrees with the history",
-     lambda a, d: set_path(d, "solver.iteration", 999), "iteration 999"),
-    ("unknown bit generator", lambda a, d: set_path(d, "solver.rng.bit_generator", "Evil"),
-     "unknown bit generator 'Evil'"),
-    ("random state with a missing field",
-     lambda a, d: d["solver"]["rng"].pop("uinteger"), r"random generator of the Solver"),
-    ("PCG64 state of 2**128",
-     lambda a, d: set_path(d, "solver.rng.state.state", 2**128), r"state\.state"),
-    ("MT19937 key of the wrong length",
-     lambda a, d: set_path(d, "solver.rng", {"bit_generator": "MT19937", "state": {
-         "key": {"__ndarray__": [1, 2, 3], "dtype": "<u4"}, "pos": 0}}), r"state\.key"),
-    ("a dropout stream with has_uint32 = 7",
-     lambda a, d: set_path(node(d, "dropout1"), "state.rng.generator.has_uint32", 7),
-     "has_uint32: 7"),
-    ("a state array the list lacks",
-     lambda a, d: d["arrays"].pop("state/batchnorm1/running_var"),
-     "refers to the array 'state/batchnorm1/running_var'"),
-    ("a listed array missing from the archive",
-     lambda a, d: a.pop("best/W1"), "missing array 'best/W1'"),
-    ("an array stored as float64 where the document says float32",
-     lambda a, d: a.__setitem__("param/b1", a["param/b1"].astype(np.float64)),
-     "param/b1"),
-    ("an object-dtype array in the list", lambda a, d: set_path(d, "arrays.param/b1.dtype", "|O"),
-     r"arrays\['param/b1'\].*bool, integer and float"),
-    ("a 2**62 x 2**62 array in the list",
-     lambda a, d: set_path(d, "arrays.param/b1.shape", [2**62, 2**62]),
-     "param/b1.*64 bits"),
-    ("a node attribute of 10**30",
-     lambda a, d: set_path(node(d, "batchnorm1"), "attrs.eps", 10**30), r"attrs\.eps"),
+    (
+        "iteration that disagrees with the history",
+        lambda a, d: set_path(d, "solver.iteration", 999),
+        "iteration 999",
+    ),
+    (
+        "unknown bit generator",
+        lambda a, d: set_path(d, "solver.rng.bit_generator", "Evil"),
+        "unknown bit generator 'Evil'",
+    ),
+    (
+        "random state with a missing field",
+        lambda a, d: d["solver"]["rng"].pop("uinteger"),
+        r"random generator of the Solver",
+    ),
+    (
+        "PCG64 state of 2**128",
+        lambda a, d: set_path(d, "solver.rng.state.state", 2**128),
+        r"state\.state",
+    ),
+    (
+        "MT19937 key of the wrong length",
+        lambda a, d: set_path(
+            d,
+            "solver.rng",
+            {
+                "bit_generator": "MT19937",
+                "state": {"key": {"__ndarray__": [1, 2, 3], "dtype": "<u4"}, "pos": 0},
+            },
+        ),
+        r"state\.key",
+    ),
+    (
+        "a dropout stream with has_uint32 = 7",
+        lambda a, d: set_path(node(d, "dropout1"), "state.rng.generator.has_uint32", 7),
+        "has_uint32: 7",
+    ),
+    (
+        "a state array the list lacks",
+        lambda a, d: d["arrays"].pop("state/batchnorm1/running_var"),
+        "refers to the array 'state/batchnorm1/running_var'",
+    ),
+    (
+        "a listed array missing from the archive",
+        lambda a, d: a.pop("best/W1"),
+        "missing array 'best/W1'",
+    ),
+    (
+        "an array stored as float64 where the document says float32",
+        lambda a, d: a.__setitem__("param/b1", a["param/b1"].astype(np.float64)),
+        "param/b1",
+    ),
+    (
+        "an object-dtype array in the list",
+        lambda a, d: set_path(d, "arrays.param/b1.dtype", "|O"),
+        r"arrays\['param/b1'\].*bool, integer and float",
+    ),
+    (
+        "a 2**62 x 2**62 array in the list",
+        lambda a, d: set_path(d, "arrays.param/b1.shape", [2**62, 2**62]),
+        "param/b1.*64 bits",
+    ),
+    (
+        "a node attribute of 10**30",
+        lambda a, d: set_path(node(d, "batchnorm1"), "attrs.eps", 10**30),
+        r"attrs\.eps",
+    ),
     ("the list of arrays missing", lambda a, d: d.pop("arrays"), r"document\.arrays: missing"),
-    ("the kind of document unknown", lambda a, d: set_path(d, "kind", ["solver"]),
-     "unknown checkpoint kind"),
+    (
+        "the kind of document unknown",
+        lambda a, d: set_path(d, "kind", ["solver"]),
+        "unknown checkpoint kind",
+    ),
 ]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("what, change, match", SOLVER_ATTACKS, ids=[a[0] for a in SOLVER_ATTACKS])
 def test_solver_checkpoint_attack_is_refused_by_field_before_anything_is_assigned(
-        tmp_path, solver_file, what, change, match):
+    tmp_path, solver_file, what, change, match
+):
     path = tmp_path / "s.npz"
     path.write_bytes(solver_file)
     rewrite(path, change)
     assert_solver_refused(path, match)
 
 
-@pytest.mark.parametrize("state", [
-    {"bit_generator": "MT19937", "state": {"key": MT_KEY, "pos": 10**9}},
-    {"bit_generator": "MT19937", "state": {"key": MT_KEY, "pos": -5}},
-    {"bit_generator": "Philox", "state": {"counter": {"__ndarray__": [0] * 4, "dtype": "<u8"},
-                                          "key": {"__ndarray__": [0] * 2, "dtype": "<u8"}},
-     "buffer": {"__ndarray__": [0] * 4, "dtype": "<u8"}, "buffer_pos": 10**9,
-     "has_uint32": 0, "uinteger": 0},
-], ids=["MT19937 pos 10**9", "MT19937 pos -5", "Philox buffer_pos 10**9"])
+@pytest.mark.parametrize(
+    "state",
+    [
+        {"bit_generator": "MT19937", "state": {"key": MT_KEY, "pos": 10**9}},
+        {"bit_generator": "MT19937", "state": {"key": MT_KEY, "pos": -5}},
+        {
+            "bit_generator": "Philox",
+            "state": {
+                "counter": {"__ndarray__": [0] * 4, "dtype": "<u8"},
+                "key": {"__ndarray__": [0] * 2, "dtype": "<u8"},
+            },
+            "buffer": {"__ndarray__": [0] * 4, "dtype": "<u8"},
+            "buffer_pos": 10**9,
+            "has_uint32": 0,
+            "uinteger": 0,
+        },
+    ],
+    ids=["MT19937 pos 10**9", "MT19937 pos -5", "Philox buffer_pos 10**9"],
+)
 @pytest.mark.slow
-def test_random_state_that_numpy_would_read_out_of_bounds_is_refused(tmp_path, solver_file,
-                                                                      state):
+def test_random_state_that_numpy_would_read_out_of_bounds_is_refused(tmp_path, solver_file, state):
     """numpy takes these states and then reads its key at `pos` (a SIGSEGV for 10**9): the
     load runs in a child process, which must survive and report the field."""
     path = tmp_path / "s.npz"
@@ -179,6 +267,7 @@ def test_random_state_that_numpy_would_read_out_of_bounds_is_refused(tmp_path, s
 
 # ---- the container: zip directory, members, document ---------------------------------------
 
+
 @pytest.fixture
 def model_file(tmp_path):
     path = tmp_path / "m.npz"
@@ -188,6 +277,7 @@ def model_file(tmp_path):
 
 def small_graph():
     import graphnet as gn
+
     g = gn.Graph()
     x = g.input("x", shape=(None, 3))
     g.affine(x, g.param("w", np.arange(6.0).reshape(3, 2)), g.param("b", np.ones(2)), name="a")
@@ -204,7 +294,7 @@ def test_every_flipped_byte_of_the_zip_directory_is_refused_or_harmless(tmp_path
     start = raw.index(b"PK\x01\x02")  # the first central directory entry
     refused = 0
     for offset in range(start, len(raw)):
-        path.write_bytes(raw[:offset] + bytes([raw[offset] ^ 0xFF]) + raw[offset + 1:])
+        path.write_bytes(raw[:offset] + bytes([raw[offset] ^ 0xFF]) + raw[offset + 1 :])
         try:
             graph = load(path)
         except CheckpointError as err:
@@ -216,13 +306,16 @@ def test_every_flipped_byte_of_the_zip_directory_is_refused_or_harmless(tmp_path
     assert refused > (len(raw) - start) // 3
 
 
-@pytest.mark.parametrize("text, match", [
-    (b"notes about my run\n", r"not a graphnet checkpoint \(a text file\)"),
-    (b"", r"not a graphnet checkpoint \(an empty file\)"),
-    (b"\x80\x04\x95", "not a graphnet checkpoint .*pickle"),
-    (b"\x93NUMPY\x01\x00", "single .npy array"),
-    (b"PK\x03\x04" + b"\0" * 100, "truncated or corrupted"),
-])
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        (b"notes about my run\n", r"not a graphnet checkpoint \(a text file\)"),
+        (b"", r"not a graphnet checkpoint \(an empty file\)"),
+        (b"\x80\x04\x95", "not a graphnet checkpoint .*pickle"),
+        (b"\x93NUMPY\x01\x00", "single .npy array"),
+        (b"PK\x03\x04" + b"\0" * 100, "truncated or corrupted"),
+    ],
+)
 def test_files_that_are_not_checkpoints(tmp_path, text, match):
     path = tmp_path / "notes.npz"
     path.write_bytes(text)
@@ -236,19 +329,24 @@ def test_a_device_or_a_folder_is_not_a_checkpoint(tmp_path):
             load(path)
 
 
-@pytest.mark.parametrize("document, match", [
-    (b"[" * 100_000 + b"]" * 100_000, "nested deeper than 64"),
-    (b"[" * 200 + b"]" * 200, "nested deeper than 64"),
-    (b'{"format": "graphnet-checkpoint", "version": 1' + b"0" * 5000 + b"}", "5001 digits"),
-    (b'{"format": "graphnet-checkpoint", "version": ' + b"1" * 5000 + b"}", "5000 digits"),
-    (b"[]", r"not a graphnet checkpoint \(format None\)"),
-    (b"null", "not a graphnet checkpoint"),
-    (b'"graphnet-checkpoint"', "not a graphnet checkpoint"),
-    (b'{"format": "graphnet-checkpoint", "version": 1, "kind": "model"}',
-     r"document\.arrays: missing"),
-    (b'{"format": "graphnet-checkpoint", "version": true, "kind": "model"}', "version True"),
-    (b"\xff\xfe{}", "corrupted checkpoint document"),
-])
+@pytest.mark.parametrize(
+    "document, match",
+    [
+        (b"[" * 100_000 + b"]" * 100_000, "nested deeper than 64"),
+        (b"[" * 200 + b"]" * 200, "nested deeper than 64"),
+        (b'{"format": "graphnet-checkpoint", "version": 1' + b"0" * 5000 + b"}", "5001 digits"),
+        (b'{"format": "graphnet-checkpoint", "version": ' + b"1" * 5000 + b"}", "5000 digits"),
+        (b"[]", r"not a graphnet checkpoint \(format None\)"),
+        (b"null", "not a graphnet checkpoint"),
+        (b'"graphnet-checkpoint"', "not a graphnet checkpoint"),
+        (
+            b'{"format": "graphnet-checkpoint", "version": 1, "kind": "model"}',
+            r"document\.arrays: missing",
+        ),
+        (b'{"format": "graphnet-checkpoint", "version": true, "kind": "model"}', "version True"),
+        (b"\xff\xfe{}", "corrupted checkpoint document"),
+    ],
+)
 def test_hostile_documents(tmp_path, document, match):
     path = tmp_path / "doc.npz"
     np.savez(path, **{checkpoint.DOC_KEY: np.frombuffer(document, np.uint8)})
@@ -282,9 +380,13 @@ def test_300_deflated_members_listed_in_the_document_are_refused_before_inflatin
     """The attack the per-member ratio let through: 300 listed members of 1 MB of zeros
     each, deflated to a few hundred KB in all."""
     arrays = {f"param/P{i}": np.zeros(1 << 18, np.float32) for i in range(300)}
-    doc = {"format": checkpoint.FORMAT, "version": 1, "kind": "graph",
-           "arrays": {k: {"shape": [1 << 18], "dtype": "<f4"} for k in arrays},
-           "graph": {"dtype": "<f4", "training": True, "nodes": []}}
+    doc = {
+        "format": checkpoint.FORMAT,
+        "version": 1,
+        "kind": "graph",
+        "arrays": {k: {"shape": [1 << 18], "dtype": "<f4"} for k in arrays},
+        "graph": {"dtype": "<f4", "training": True, "nodes": []},
+    }
     arrays[checkpoint.DOC_KEY] = np.frombuffer(json.dumps(doc).encode(), np.uint8)
     np.savez_compressed(tmp_path / "bomb.npz", **arrays)
     assert os.path.getsize(tmp_path / "bomb.npz") < 500_000
@@ -309,6 +411,7 @@ def test_memory_error_while_reading_is_the_loaders_error(model_file, monkeypatch
 
 # ---- the model configuration -----------------------------------------------------------------
 
+
 def test_a_config_asking_for_more_than_the_file_holds_fails_before_allocating(tmp_path):
     """hidden_dim=10**7 over stored arrays of 10 columns: refused when the first param's
     shape is known, before its 640 MB of weights are drawn."""
@@ -325,13 +428,23 @@ def test_a_config_asking_for_more_than_the_file_holds_fails_before_allocating(tm
     assert peak < 20 << 20
 
 
-@pytest.mark.parametrize("key, value", [("input_dim", [1, 10**10, 10**10]),
-                                        ("num_filters", 10**30), ("filter_size", -3),
-                                        ("hidden_dim", "many")])
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("input_dim", [1, 10**10, 10**10]),
+        ("num_filters", 10**30),
+        ("filter_size", -3),
+        ("hidden_dim", "many"),
+    ],
+)
 def test_absurd_convnet_configs_are_refused(tmp_path, key, value):
     np.random.seed(0)
-    save(ThreeLayerConvNet(input_dim=(1, 8, 8), num_filters=4, filter_size=3, hidden_dim=5,
-                           num_classes=3), tmp_path / "m.npz")
+    save(
+        ThreeLayerConvNet(
+            input_dim=(1, 8, 8), num_filters=4, filter_size=3, hidden_dim=5, num_classes=3
+        ),
+        tmp_path / "m.npz",
+    )
     rewrite(tmp_path / "m.npz", lambda a, d: set_path(d, f"model.config.{key}", value))
     with pytest.raises(CheckpointError, match="m.npz"):
         load(tmp_path / "m.npz")
@@ -339,6 +452,7 @@ def test_absurd_convnet_configs_are_refused(tmp_path, key, value):
 
 def test_a_graph_checkpoint_with_a_conv_stride_of_10_to_the_30(tmp_path):
     import graphnet as gn
+
     g = gn.Graph()
     x = g.input("x", shape=(None, 1, 5, 5))
     w = g.param("w", np.ones((1, 1, 3, 3)))

@@ -4,6 +4,7 @@ Gradients are compared with centred differences in float64 (model.loss's grads a
 graphnet.gradient_check, and the whole graph with graphnet.gradcheck); the forward pass
 against a plain numpy reference; and training must overfit a tiny set.
 """
+
 import numpy as np
 import pytest
 
@@ -43,6 +44,7 @@ def numpy_softmax_loss(scores, y):
 
 # --------------------------------------------------------------------------- TwoLayerNet
 
+
 def test_two_layer_net_matches_numpy_reference_and_reg_setter():
     rng = np.random.default_rng(0)
     N, D, H, C = 3, 5, 50, 7
@@ -61,7 +63,7 @@ def test_two_layer_net_matches_numpy_reference_and_reg_setter():
     np.testing.assert_allclose(loss, numpy_softmax_loss(expected, y), rtol=1e-12)
     model.reg = 1.0  # the course's notebook sets reg on a built model
     loss, _ = model.loss(X, y)
-    reference = numpy_softmax_loss(expected, y) + 0.5 * ((W1 ** 2).sum() + (W2 ** 2).sum())
+    reference = numpy_softmax_loss(expected, y) + 0.5 * ((W1**2).sum() + (W2**2).sum())
     np.testing.assert_allclose(loss, reference, rtol=1e-12)
 
 
@@ -85,21 +87,26 @@ def test_two_layer_net_gradients(reg):
 
 # --------------------------------------------------------------------------- FullyConnectedNet
 
-@pytest.mark.parametrize("kwargs", [
-    dict(reg=0.0),
-    dict(reg=3.14),
-    dict(reg=0.5, use_batchnorm=True),
-    dict(reg=0.5, dropout=0.3, seed=123),
-    dict(reg=0.1, use_batchnorm=True, dropout=0.25, seed=7),
-    dict(reg=0.5, normalization="layernorm"),
-    dict(reg=0.2, normalization="layernorm", dropout=0.25, seed=3),
-])
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(reg=0.0),
+        dict(reg=3.14),
+        dict(reg=0.5, use_batchnorm=True),
+        dict(reg=0.5, dropout=0.3, seed=123),
+        dict(reg=0.1, use_batchnorm=True, dropout=0.25, seed=7),
+        dict(reg=0.5, normalization="layernorm"),
+        dict(reg=0.2, normalization="layernorm", dropout=0.25, seed=3),
+    ],
+)
 @pytest.mark.slow
 def test_fully_connected_net_gradients(kwargs):
     np.random.seed(231)
     N, D, C = 4, 9, 5
-    model = FullyConnectedNet([7, 6], input_dim=D, num_classes=C, weight_scale=0.3,
-                              dtype=np.float64, **kwargs)
+    model = FullyConnectedNet(
+        [7, 6], input_dim=D, num_classes=C, weight_scale=0.3, dtype=np.float64, **kwargs
+    )
     X, y = np.random.randn(N, D), np.random.randint(C, size=N)
     assert_grads_match(model, X, y, tol=1e-5)
     errors = gn.gradcheck(model.graph, X=X, y=y)
@@ -111,10 +118,21 @@ def test_fully_connected_net_gradients(kwargs):
 
 def test_fully_connected_net_layout_and_init():
     np.random.seed(0)
-    model = FullyConnectedNet([20, 30], input_dim=15, num_classes=4, use_batchnorm=True,
-                              weight_scale=0.05)
-    assert list(model.params) == ["W1", "b1", "gamma1", "beta1", "W2", "b2", "gamma2",
-                                  "beta2", "W3", "b3"]
+    model = FullyConnectedNet(
+        [20, 30], input_dim=15, num_classes=4, use_batchnorm=True, weight_scale=0.05
+    )
+    assert list(model.params) == [
+        "W1",
+        "b1",
+        "gamma1",
+        "beta1",
+        "W2",
+        "b2",
+        "gamma2",
+        "beta2",
+        "W3",
+        "b3",
+    ]
     shapes = {k: v.shape for k, v in model.params.items()}
     assert shapes["W1"] == (15, 20) and shapes["W2"] == (20, 30) and shapes["W3"] == (30, 4)
     assert shapes["gamma2"] == (30,) and shapes["b3"] == (4,)
@@ -126,14 +144,15 @@ def test_fully_connected_net_layout_and_init():
 
 
 def test_fully_connected_net_newer_course_spelling():
-    model = FullyConnectedNet([5], input_dim=3, dropout_keep_ratio=0.75,
-                              normalization="batchnorm")
+    model = FullyConnectedNet([5], input_dim=3, dropout_keep_ratio=0.75, normalization="batchnorm")
     assert model.use_batchnorm and model.use_dropout
     assert model.graph["dropout1"].op == "dropout"
     assert model.graph["dropout1"].gate.p == pytest.approx(0.25)
     layered = FullyConnectedNet([5, 4], input_dim=3, normalization="layernorm")
-    assert [n.op for n in layered.graph.nodes if n.name.startswith("layernorm")] == \
-        ["layernorm", "layernorm"]
+    assert [n.op for n in layered.graph.nodes if n.name.startswith("layernorm")] == [
+        "layernorm",
+        "layernorm",
+    ]
     assert not layered.use_batchnorm and set(layered.params) >= {"gamma1", "beta2"}
     with pytest.raises(ValueError, match="dropout"):
         FullyConnectedNet([5], input_dim=3, dropout=1.0)
@@ -141,8 +160,9 @@ def test_fully_connected_net_newer_course_spelling():
 
 def test_scores_in_eval_mode_and_mode_restored():
     np.random.seed(3)
-    model = FullyConnectedNet([8], input_dim=4, num_classes=3, dropout=0.5,
-                              use_batchnorm=True, weight_scale=0.5)
+    model = FullyConnectedNet(
+        [8], input_dim=4, num_classes=3, dropout=0.5, use_batchnorm=True, weight_scale=0.5
+    )
     X, y = np.random.randn(16, 4).astype(np.float32), np.random.randint(3, size=16)
     model.loss(X, y)  # train mode: updates the running averages
     assert model.graph.training
@@ -171,13 +191,21 @@ def test_unseeded_dropout_stream_exists_before_training():
 
 # --------------------------------------------------------------------------- ThreeLayerConvNet
 
+
 @pytest.mark.slow
 @pytest.mark.parametrize("reg", [0.0, 0.5])
 def test_three_layer_convnet_gradients(reg):
     np.random.seed(0)
-    model = ThreeLayerConvNet(input_dim=(2, 6, 6), num_filters=3, filter_size=3,
-                              hidden_dim=7, num_classes=4, weight_scale=0.3, reg=reg,
-                              dtype=np.float64)
+    model = ThreeLayerConvNet(
+        input_dim=(2, 6, 6),
+        num_filters=3,
+        filter_size=3,
+        hidden_dim=7,
+        num_classes=4,
+        weight_scale=0.3,
+        reg=reg,
+        dtype=np.float64,
+    )
     X, y = np.random.randn(3, 2, 6, 6), np.random.randint(4, size=3)
     assert_grads_match(model, X, y, tol=1e-5)
     assert max(gn.gradcheck(model.graph, X=X, y=y).values()) < 1e-5
@@ -185,11 +213,18 @@ def test_three_layer_convnet_gradients(reg):
 
 def test_three_layer_convnet_shapes_dtype_and_no_data_gradient():
     np.random.seed(0)
-    model = ThreeLayerConvNet(input_dim=(3, 16, 16), num_filters=8, filter_size=5,
-                              hidden_dim=20, num_classes=10)
+    model = ThreeLayerConvNet(
+        input_dim=(3, 16, 16), num_filters=8, filter_size=5, hidden_dim=20, num_classes=10
+    )
     shapes = {k: v.shape for k, v in model.params.items()}
-    assert shapes == {"W1": (8, 3, 5, 5), "b1": (8,), "W2": (8 * 8 * 8, 20), "b2": (20,),
-                      "W3": (20, 10), "b3": (10,)}
+    assert shapes == {
+        "W1": (8, 3, 5, 5),
+        "b1": (8,),
+        "W2": (8 * 8 * 8, 20),
+        "b2": (20,),
+        "W3": (20, 10),
+        "b3": (10,),
+    }
     X = np.random.randn(4, 3, 16, 16).astype(np.float32)
     scores = model.loss(X)
     assert scores.shape == (4, 10) and scores.dtype == np.float32
@@ -208,8 +243,7 @@ def test_fully_connected_net_takes_images_and_checks_their_size():
 
 
 def test_params_is_the_graph_paramdict():
-    model = ThreeLayerConvNet(input_dim=(1, 8, 8), num_filters=2, filter_size=3,
-                              hidden_dim=5)
+    model = ThreeLayerConvNet(input_dim=(1, 8, 8), num_filters=2, filter_size=3, hidden_dim=5)
     assert model.params is model.graph.params
     model.params["b3"] = np.full(10, 2.0)
     np.testing.assert_array_equal(model.graph["b3"].value, np.full(10, 2.0, np.float32))
@@ -218,8 +252,9 @@ def test_params_is_the_graph_paramdict():
 
 def test_reg_term_is_in_the_graph():
     np.random.seed(0)
-    model = ThreeLayerConvNet(input_dim=(1, 4, 4), num_filters=2, filter_size=3,
-                              hidden_dim=3, reg=0.25, dtype=np.float64)
+    model = ThreeLayerConvNet(
+        input_dim=(1, 4, 4), num_filters=2, filter_size=3, hidden_dim=3, reg=0.25, dtype=np.float64
+    )
     X, y = np.random.randn(2, 1, 4, 4), np.array([1, 2])
     loss, _ = model.loss(X, y)
     g, p = model.graph, model.params
@@ -231,10 +266,12 @@ def test_reg_term_is_in_the_graph():
 
 # --------------------------------------------------------------------------- overfitting
 
+
 @pytest.fixture(scope="module")
 def small_digits():
     pytest.importorskip("sklearn")
     from graphnet.data import get_digits_data
+
     data = get_digits_data(num_training=50, num_validation=50, num_test=0)
     return {k: v for k, v in data.items() if "test" not in k}
 
@@ -242,9 +279,16 @@ def small_digits():
 def test_fully_connected_net_overfits_50_samples(small_digits):
     np.random.seed(0)
     model = FullyConnectedNet([50, 50], input_dim=64, weight_scale=0.1)
-    solver = Solver(model, small_digits, update_rule="adam",
-                    optim_config={"learning_rate": 1e-2}, num_epochs=30, batch_size=25,
-                    verbose=False, seed=0)
+    solver = Solver(
+        model,
+        small_digits,
+        update_rule="adam",
+        optim_config={"learning_rate": 1e-2},
+        num_epochs=30,
+        batch_size=25,
+        verbose=False,
+        seed=0,
+    )
     solver.train()
     # (the final params are the best on validation; the last epoch's are the overfit ones)
     assert solver.train_acc_history[-1] == 1.0
@@ -252,11 +296,19 @@ def test_fully_connected_net_overfits_50_samples(small_digits):
 
 def test_three_layer_convnet_overfits_50_samples(small_digits):
     np.random.seed(0)
-    model = ThreeLayerConvNet(input_dim=(1, 8, 8), num_filters=8, filter_size=3,
-                              hidden_dim=50, weight_scale=0.1)
-    solver = Solver(model, small_digits, update_rule="adam",
-                    optim_config={"learning_rate": 1e-2}, num_epochs=30, batch_size=25,
-                    verbose=False, seed=0)
+    model = ThreeLayerConvNet(
+        input_dim=(1, 8, 8), num_filters=8, filter_size=3, hidden_dim=50, weight_scale=0.1
+    )
+    solver = Solver(
+        model,
+        small_digits,
+        update_rule="adam",
+        optim_config={"learning_rate": 1e-2},
+        num_epochs=30,
+        batch_size=25,
+        verbose=False,
+        seed=0,
+    )
     solver.train()
     # (the final params are the best on validation; the last epoch's are the overfit ones)
     assert solver.train_acc_history[-1] == 1.0

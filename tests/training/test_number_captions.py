@@ -1,20 +1,35 @@
 """graphnet.data.number_captions: handwritten numbers captioned in English words, in the
 layout of the course's COCO captioning data."""
+
 import numpy as np
 import pytest
 
 from graphnet.data import load_digits
-from graphnet.data.number_captions import (MAX_DIGITS, VOCABULARY, caption_accuracy,
-                                           decode_captions, load_number_captions,
-                                           sample_minibatch, spell_number)
+from graphnet.data.number_captions import (
+    MAX_DIGITS,
+    VOCABULARY,
+    caption_accuracy,
+    decode_captions,
+    load_number_captions,
+    sample_minibatch,
+    spell_number,
+)
 
 pytest.importorskip("sklearn")
 
-WORD_VALUES = {w: i for i, w in enumerate(
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-    "fifteen sixteen seventeen eighteen nineteen".split())}
-WORD_VALUES.update({w: 10 * (i + 2) for i, w in enumerate(
-    "twenty thirty forty fifty sixty seventy eighty ninety".split())})
+WORD_VALUES = {
+    w: i
+    for i, w in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+        "fifteen sixteen seventeen eighteen nineteen".split()
+    )
+}
+WORD_VALUES.update(
+    {
+        w: 10 * (i + 2)
+        for i, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split())
+    }
+)
 
 
 def read_number(text):
@@ -36,24 +51,35 @@ def data():
 
 
 def test_spell_number_examples():
-    assert [spell_number(n) for n in (0, 7, 13, 40, 42, 105, 110, 342, 1000, 7015, 20020,
-                                      999999)] == [
-        "zero", "seven", "thirteen", "forty", "forty two", "one hundred five",
-        "one hundred ten", "three hundred forty two", "one thousand",
-        "seven thousand fifteen", "twenty thousand twenty",
-        "nine hundred ninety nine thousand nine hundred ninety nine"]
+    assert [
+        spell_number(n) for n in (0, 7, 13, 40, 42, 105, 110, 342, 1000, 7015, 20020, 999999)
+    ] == [
+        "zero",
+        "seven",
+        "thirteen",
+        "forty",
+        "forty two",
+        "one hundred five",
+        "one hundred ten",
+        "three hundred forty two",
+        "one thousand",
+        "seven thousand fifteen",
+        "twenty thousand twenty",
+        "nine hundred ninety nine thousand nine hundred ninety nine",
+    ]
 
 
 def test_spell_number_reads_back_for_every_number_below_a_million():
-    numbers = np.concatenate([np.arange(20_000),
-                              np.random.default_rng(0).integers(20_000, 1_000_000, 10_000)])
+    numbers = np.concatenate(
+        [np.arange(20_000), np.random.default_rng(0).integers(20_000, 1_000_000, 10_000)]
+    )
     for n in numbers:
         text = spell_number(n)
         assert read_number(text) == n, text
         assert set(text.split()) <= set(VOCABULARY)
 
 
-@pytest.mark.parametrize("bad", [-1, 10 ** MAX_DIGITS, 3.0, "7", True])
+@pytest.mark.parametrize("bad", [-1, 10**MAX_DIGITS, 3.0, "7", True])
 def test_spell_number_refuses(bad):
     with pytest.raises(ValueError, match="spell_number"):
         spell_number(bad)
@@ -71,8 +97,9 @@ def test_layout_of_the_course_coco_data(data):
         assert data[f"{split}_features"].shape == (count, 4 * 64)
         assert data[f"{split}_features"].dtype == np.float32
         assert data[f"{split}_images"].shape == (count, 1, 8, 32)
-        np.testing.assert_array_equal(data[f"{split}_features"],
-                                      data[f"{split}_images"].reshape(count, -1))
+        np.testing.assert_array_equal(
+            data[f"{split}_features"], data[f"{split}_images"].reshape(count, -1)
+        )
         assert 0 <= data[f"{split}_features"].min() and data[f"{split}_features"].max() <= 1
 
 
@@ -82,11 +109,10 @@ def test_captions_spell_the_numbers(data):
         captions = data[f"{split}_captions"]
         numbers = data[f"{split}_numbers"][data[f"{split}_image_idxs"]]
         assert (captions[:, 0] == word_to_idx["<START>"]).all()
-        for row, number, text in zip(captions, numbers,
-                                     decode_captions(captions, idx_to_word)):
+        for row, number, text in zip(captions, numbers, decode_captions(captions, idx_to_word)):
             assert text == f"<START> {spell_number(int(number))} <END>"
             end = list(row).index(word_to_idx["<END>"])
-            assert (row[end + 1:] == word_to_idx["<NULL>"]).all()
+            assert (row[end + 1 :] == word_to_idx["<NULL>"]).all()
             assert word_to_idx["<UNK>"] not in row
 
 
@@ -96,8 +122,7 @@ def glyph_indices(images, max_digits):
     glyphs = load_digits()[0][:, 0]
     by_bytes = {g.tobytes(): i for i, g in enumerate(glyphs)}
     places = images[:, 0].reshape(len(images), 8, max_digits, 8).transpose(0, 2, 1, 3)
-    return np.array([[by_bytes[p.tobytes()] if p.any() else -1 for p in image]
-                     for image in places])
+    return np.array([[by_bytes[p.tobytes()] if p.any() else -1 for p in image] for image in places])
 
 
 def test_images_show_the_digits_in_handwriting_no_other_split_uses(data):
@@ -107,11 +132,12 @@ def test_images_show_the_digits_in_handwriting_no_other_split_uses(data):
         indices = glyph_indices(data[f"{split}_images"], 4)
         for places, number in zip(indices, data[f"{split}_numbers"]):
             digits = str(number)
-            assert (places[:4 - len(digits)] == -1).all()  # right-aligned
-            assert [labels[i] for i in places[4 - len(digits):]] == [int(d) for d in digits]
+            assert (places[: 4 - len(digits)] == -1).all()  # right-aligned
+            assert [labels[i] for i in places[4 - len(digits) :]] == [int(d) for d in digits]
         used[split] = set(indices[indices >= 0].ravel())
-    assert not (used["train"] & used["val"] or used["train"] & used["test"]
-                or used["val"] & used["test"])
+    assert not (
+        used["train"] & used["val"] or used["train"] & used["test"] or used["val"] & used["test"]
+    )
 
 
 def test_the_same_seed_gives_the_same_data_and_lengths_are_balanced():
@@ -153,23 +179,34 @@ def test_decode_captions_keeps_start_and_end_and_stops_at_end():
 
 def test_caption_accuracy_counts_exact_sayings():
     w = {word: i for i, word in enumerate(VOCABULARY)}
-    reference = np.array([[w["<START>"], w["forty"], w["two"], w["<END>"], w["<NULL>"]],
-                          [w["<START>"], w["six"], w["<END>"], w["<NULL>"], w["<NULL>"]]])
-    sampled = np.array([[w["forty"], w["two"], w["<END>"], w["six"], w["six"]],  # right
-                        [w["six"], w["six"], w["<END>"], w["<NULL>"], w["<NULL>"]]])  # wrong
+    reference = np.array(
+        [
+            [w["<START>"], w["forty"], w["two"], w["<END>"], w["<NULL>"]],
+            [w["<START>"], w["six"], w["<END>"], w["<NULL>"], w["<NULL>"]],
+        ]
+    )
+    sampled = np.array(
+        [
+            [w["forty"], w["two"], w["<END>"], w["six"], w["six"]],  # right
+            [w["six"], w["six"], w["<END>"], w["<NULL>"], w["<NULL>"]],
+        ]
+    )  # wrong
     assert caption_accuracy(sampled, reference, w) == 0.5
     assert caption_accuracy(reference, reference, w) == 1.0
     with pytest.raises(ValueError, match="2 references"):
         caption_accuracy(sampled[:1], reference, w)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"max_digits": 0}, "max_digits must be an integer in"),
-    ({"max_digits": 7}, "max_digits must be an integer in"),
-    ({"num_train": -1}, "num_train must be an integer >= 0"),
-    ({"num_val": 2.5}, "num_val must be an integer >= 0"),
-    ({"num_test": True}, "num_test must be an integer >= 0"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"max_digits": 0}, "max_digits must be an integer in"),
+        ({"max_digits": 7}, "max_digits must be an integer in"),
+        ({"num_train": -1}, "num_train must be an integer >= 0"),
+        ({"num_val": 2.5}, "num_val must be an integer >= 0"),
+        ({"num_test": True}, "num_test must be an integer >= 0"),
+    ],
+)
 def test_load_refuses_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         load_number_captions(**kwargs)

@@ -10,6 +10,7 @@ RULES = [optim.sgd, optim.sgd_momentum, optim.rmsprop, optim.adam]
 # Out-of-place references written straight from the formulas; each returns next_w and
 # the new state without touching its inputs.
 
+
 def ref_sgd(w, dw, lr=1e-2):
     return w - lr * dw, {}
 
@@ -20,26 +21,29 @@ def ref_momentum(w, dw, lr=1e-2, mu=0.9, velocity=None):
 
 
 def ref_rmsprop(w, dw, lr=1e-2, decay=0.99, eps=1e-8, cache=None):
-    c = decay * (np.zeros_like(w) if cache is None else cache) + (1 - decay) * dw ** 2
+    c = decay * (np.zeros_like(w) if cache is None else cache) + (1 - decay) * dw**2
     return w - lr * dw / (np.sqrt(c) + eps), {"cache": c}
 
 
 def ref_adam(w, dw, lr=1e-3, b1=0.9, b2=0.999, eps=1e-8, m=None, v=None, t=0):
     t = t + 1
     m = b1 * (np.zeros_like(w) if m is None else m) + (1 - b1) * dw
-    v = b2 * (np.zeros_like(w) if v is None else v) + (1 - b2) * dw ** 2
-    w_next = w - lr * (m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + eps)
+    v = b2 * (np.zeros_like(w) if v is None else v) + (1 - b2) * dw**2
+    w_next = w - lr * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps)
     return w_next, {"m": m, "v": v, "t": t}
 
 
 def course_arrays(n=4, d=5):
     """The small linspace test case of the course notebooks."""
+
     def lin(lo, hi):
         return np.linspace(lo, hi, num=n * d).reshape(n, d)
+
     return lin, lin(-0.4, 0.6), lin(-0.6, 0.4)
 
 
 # ----------------------------------------------------------------- values by hand
+
 
 def test_sgd_by_hand():
     w = np.array([1.0, -2.0])
@@ -80,6 +84,7 @@ def test_adam_by_hand_two_steps():
 
 # ----------------------------------------------------------------- the course's cases
 
+
 def test_momentum_course_case():
     lin, w, dw = course_arrays()
     v = lin(0.6, 0.9)
@@ -109,19 +114,23 @@ def test_adam_course_case_increments_t_before_use():
     assert rel_error(config["m"], expected["m"]) < 1e-14
     assert rel_error(config["v"], expected["v"]) < 1e-14
     # using the old t = 5 would have given a visibly different step
-    m_hat, v_hat = expected["m"] / (1 - 0.9 ** 5), expected["v"] / (1 - 0.999 ** 5)
+    m_hat, v_hat = expected["m"] / (1 - 0.9**5), expected["v"] / (1 - 0.999**5)
     stale_w = w - 1e-2 * m_hat / np.sqrt(v_hat)
     assert rel_error(next_w, stale_w) > 1e-6
 
 
 # ----------------------------------------------------------------- defaults, contract
 
-@pytest.mark.parametrize("rule, defaults", [
-    (optim.sgd, {"learning_rate": 1e-2}),
-    (optim.sgd_momentum, {"learning_rate": 1e-2, "momentum": 0.9}),
-    (optim.rmsprop, {"learning_rate": 1e-2, "decay_rate": 0.99, "epsilon": 1e-8}),
-    (optim.adam, {"learning_rate": 1e-3, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8}),
-])
+
+@pytest.mark.parametrize(
+    "rule, defaults",
+    [
+        (optim.sgd, {"learning_rate": 1e-2}),
+        (optim.sgd_momentum, {"learning_rate": 1e-2, "momentum": 0.9}),
+        (optim.rmsprop, {"learning_rate": 1e-2, "decay_rate": 0.99, "epsilon": 1e-8}),
+        (optim.adam, {"learning_rate": 1e-3, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8}),
+    ],
+)
 def test_defaults_are_filled_in(rule, defaults):
     _, config = rule(np.ones(3), np.ones(3))
     for key, value in defaults.items():
@@ -131,10 +140,12 @@ def test_defaults_are_filled_in(rule, defaults):
     assert returned is config and config["learning_rate"] == 0.5
 
 
-REFERENCES = {optim.sgd: (ref_sgd, {}),
-              optim.sgd_momentum: (ref_momentum, {"velocity": "velocity"}),
-              optim.rmsprop: (ref_rmsprop, {"cache": "cache"}),
-              optim.adam: (ref_adam, {"m": "m", "v": "v", "t": "t"})}
+REFERENCES = {
+    optim.sgd: (ref_sgd, {}),
+    optim.sgd_momentum: (ref_momentum, {"velocity": "velocity"}),
+    optim.rmsprop: (ref_rmsprop, {"cache": "cache"}),
+    optim.adam: (ref_adam, {"m": "m", "v": "v", "t": "t"}),
+}
 
 
 @pytest.mark.parametrize("rule", RULES)

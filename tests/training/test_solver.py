@@ -1,6 +1,7 @@
 """graphnet.Solver: the course's training loop (its sampling, its printed lines, its
 `model.params = best_params`), and graphnet's additions (a seeded stream of its own,
 resuming, a progress bar on a terminal)."""
+
 import builtins
 
 import numpy as np
@@ -19,9 +20,11 @@ def blobs(n_train=60, n_val=30, dim=8, classes=3, seed=0, dtype=np.float32):
     """Separable Gaussian blobs: a problem a small net learns in a few steps."""
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((classes, dim)) * 3
+
     def split(n):
         y = rng.integers(classes, size=n)
         return (centres[y] + rng.standard_normal((n, dim))).astype(dtype), y
+
     (X_train, y_train), (X_val, y_val) = split(n_train), split(n_val)
     return dict(X_train=X_train, y_train=y_train, X_val=X_val, y_val=y_val)
 
@@ -46,8 +49,16 @@ def test_invalid_update_rule_rejected():
 def test_histories_lengths_and_best_params_restored():
     data = blobs()
     model = make_model()
-    solver = Solver(model, data, update_rule="adam", optim_config={"learning_rate": 1e-2},
-                    num_epochs=4, batch_size=20, verbose=False, seed=0)
+    solver = Solver(
+        model,
+        data,
+        update_rule="adam",
+        optim_config={"learning_rate": 1e-2},
+        num_epochs=4,
+        batch_size=20,
+        verbose=False,
+        seed=0,
+    )
     solver.train()
     per_epoch = 60 // 20
     assert solver.iterations_per_epoch == per_epoch
@@ -65,8 +76,16 @@ def test_histories_lengths_and_best_params_restored():
 def test_best_params_are_a_snapshot_not_the_live_arrays():
     data = blobs()
     model = make_model()
-    solver = Solver(model, data, update_rule="sgd", optim_config={"learning_rate": 0.5},
-                    num_epochs=3, batch_size=20, verbose=False, seed=1)
+    solver = Solver(
+        model,
+        data,
+        update_rule="sgd",
+        optim_config={"learning_rate": 0.5},
+        num_epochs=3,
+        batch_size=20,
+        verbose=False,
+        seed=1,
+    )
     solver.train()
     for name, value in solver.best_params.items():
         assert not np.shares_memory(value, model.params[name])
@@ -75,14 +94,23 @@ def test_best_params_are_a_snapshot_not_the_live_arrays():
 def test_per_parameter_optimizer_state_and_lr_decay():
     config = {"learning_rate": 1e-2}
     model = make_model()
-    solver = Solver(model, blobs(), update_rule="adam", optim_config=config, lr_decay=0.5,
-                    num_epochs=3, batch_size=20, verbose=False, seed=0)
+    solver = Solver(
+        model,
+        blobs(),
+        update_rule="adam",
+        optim_config=config,
+        lr_decay=0.5,
+        num_epochs=3,
+        batch_size=20,
+        verbose=False,
+        seed=0,
+    )
     assert all(c is not config and c == config for c in solver.optim_configs.values())
     solver.train()
     assert config == {"learning_rate": 1e-2}  # the caller's dict is left alone
     assert len({id(c) for c in solver.optim_configs.values()}) == len(model.params)
     for name, c in solver.optim_configs.items():
-        assert c["learning_rate"] == pytest.approx(1e-2 * 0.5 ** 3)
+        assert c["learning_rate"] == pytest.approx(1e-2 * 0.5**3)
         assert c["t"] == solver.iteration
         assert c["m"].shape == model.params[name].shape
         assert c["m"].dtype == np.float32  # float32 training stays float32
@@ -96,8 +124,9 @@ def test_callable_update_rule():
         calls.append(w.shape)
         return optim.sgd(w, dw, config)
 
-    solver = Solver(make_model(), blobs(), update_rule=rule, num_epochs=1, batch_size=30,
-                    verbose=False)
+    solver = Solver(
+        make_model(), blobs(), update_rule=rule, num_epochs=1, batch_size=30, verbose=False
+    )
     solver.train()
     assert len(calls) == 2 * 4  # 2 iterations x 4 params (W1, b1, W2, b2)
     assert solver.update_rule is rule
@@ -109,8 +138,16 @@ def test_same_seed_same_run_and_numpy_global_state_untouched():
     for _ in range(2):
         model = make_model(seed=3, dropout=0.3)
         state = np.random.get_state()
-        solver = Solver(model, data, update_rule="rmsprop", num_epochs=2, batch_size=10,
-                        num_train_samples=20, verbose=False, seed=7)
+        solver = Solver(
+            model,
+            data,
+            update_rule="rmsprop",
+            num_epochs=2,
+            batch_size=10,
+            num_train_samples=20,
+            verbose=False,
+            seed=7,
+        )
         solver.train()
         after = np.random.get_state()
         assert after[0] == state[0] and np.array_equal(after[1], state[1]) and after[2] == state[2]
@@ -118,8 +155,15 @@ def test_same_seed_same_run_and_numpy_global_state_untouched():
     assert runs[0][0] == runs[1][0] and runs[0][1] == runs[1][1]
     for name in runs[0][2]:
         np.testing.assert_array_equal(runs[0][2][name], runs[1][2][name])
-    other = Solver(make_model(seed=3, dropout=0.3), data, update_rule="rmsprop",
-                   num_epochs=2, batch_size=10, verbose=False, seed=8)
+    other = Solver(
+        make_model(seed=3, dropout=0.3),
+        data,
+        update_rule="rmsprop",
+        num_epochs=2,
+        batch_size=10,
+        verbose=False,
+        seed=8,
+    )
     other.train()
     assert other.loss_history != runs[0][0]
 
@@ -168,8 +212,7 @@ def test_request_stop_returns_after_the_current_iteration():
 
 
 def test_plain_prints_when_not_a_terminal(capsys):
-    solver = Solver(make_model(), blobs(), num_epochs=2, batch_size=20, print_every=2,
-                    seed=0)
+    solver = Solver(make_model(), blobs(), num_epochs=2, batch_size=20, print_every=2, seed=0)
     solver.train()
     out = capsys.readouterr().out
     assert "(Iteration 1 / 6) loss:" in out and "(Iteration 3 / 6) loss:" in out
@@ -179,27 +222,33 @@ def test_plain_prints_when_not_a_terminal(capsys):
 
 def test_progress_bar_in_a_terminal(monkeypatch, capsys):
     import graphnet.training.solver as solver_module
+
     monkeypatch.setattr(solver_module, "_stdout_is_a_terminal", lambda: True)
     solver = Solver(make_model(), blobs(), num_epochs=1, batch_size=20, seed=0)
     solver.train()
     out = capsys.readouterr().out
     assert "(Epoch 1 / 1) train acc:" in out and "3/3" in out
     assert "(Iteration" not in out
-    Solver(make_model(), blobs(), num_epochs=1, batch_size=20, seed=0,
-           progress_bar=False).train()
+    Solver(make_model(), blobs(), num_epochs=1, batch_size=20, seed=0, progress_bar=False).train()
     assert "(Iteration 1 / 3) loss:" in capsys.readouterr().out
 
 
 def test_a_notebook_gets_the_courses_lines(monkeypatch, capsys):
     class ZMQInteractiveShell:  # what get_ipython() returns in a Jupyter kernel
         pass
+
     monkeypatch.setattr(builtins, "get_ipython", ZMQInteractiveShell, raising=False)
     solver = Solver(make_model(), blobs(), num_epochs=2, batch_size=20, print_every=2, seed=0)
     solver.train()
     lines = capsys.readouterr().out.splitlines()
     assert [line.split(")")[0] for line in lines] == [
-        "(Iteration 1 / 6", "(Epoch 0 / 2", "(Iteration 3 / 6", "(Epoch 1 / 2",
-        "(Iteration 5 / 6", "(Epoch 2 / 2"]
+        "(Iteration 1 / 6",
+        "(Epoch 0 / 2",
+        "(Iteration 3 / 6",
+        "(Epoch 1 / 2",
+        "(Iteration 5 / 6",
+        "(Epoch 2 / 2",
+    ]
     assert lines[0].startswith("(Iteration 1 / 6) loss: ")
     assert lines[1].startswith("(Epoch 0 / 2) train acc: ") and "; val_acc: " in lines[1]
 
@@ -213,6 +262,7 @@ def test_a_progress_bar_when_asked_for(capsys):
 
 
 # ----- the course's sampling: numpy's global random state --------------------------------
+
 
 def course_draws(num_train, batch_size, num_epochs, num_train_samples):
     """The minibatches the course's Solver draws after np.random.seed, in order, with the
@@ -240,8 +290,7 @@ def test_without_a_seed_the_minibatches_are_the_courses_draws():
 
     model.loss = spy
     np.random.seed(231)
-    Solver(model, data, num_epochs=3, batch_size=16, num_train_samples=25,
-           verbose=False).train()
+    Solver(model, data, num_epochs=3, batch_size=16, num_train_samples=25, verbose=False).train()
     np.random.seed(231)
     expected = course_draws(60, 16, 3, 25)
     assert len(seen) == len(expected) == 9
@@ -254,8 +303,15 @@ def test_np_random_seed_repeats_a_run_without_a_seed():
     for _ in range(2):
         np.random.seed(5)
         model = FullyConnectedNet([16], input_dim=8, num_classes=3, weight_scale=0.1)
-        solver = Solver(model, blobs(), update_rule="adam", num_epochs=2, batch_size=10,
-                        num_train_samples=20, verbose=False)
+        solver = Solver(
+            model,
+            blobs(),
+            update_rule="adam",
+            num_epochs=2,
+            batch_size=10,
+            num_train_samples=20,
+            verbose=False,
+        )
         solver.train()
         runs.append((solver.loss_history, solver.train_acc_history, model.params["W1"].copy()))
     assert runs[0][:2] == runs[1][:2]
@@ -265,8 +321,15 @@ def test_np_random_seed_repeats_a_run_without_a_seed():
 def test_an_unseeded_run_resumes_exactly_from_a_checkpoint(tmp_path):
     def run(epochs, stop_after=None):
         model = make_model(seed=4)  # seeds numpy's global state, then draws the weights
-        solver = Solver(model, blobs(), update_rule="adam", num_epochs=epochs, batch_size=10,
-                        num_train_samples=25, verbose=False)
+        solver = Solver(
+            model,
+            blobs(),
+            update_rule="adam",
+            num_epochs=epochs,
+            batch_size=10,
+            num_train_samples=25,
+            verbose=False,
+        )
         if stop_after is not None:
             original = model.loss
 
@@ -274,6 +337,7 @@ def test_an_unseeded_run_resumes_exactly_from_a_checkpoint(tmp_path):
                 if y is not None and len(solver.loss_history) == stop_after - 1:
                     solver.request_stop()
                 return original(X, y)
+
             model.loss = loss
         solver.train()
         return model, solver
@@ -284,8 +348,15 @@ def test_an_unseeded_run_resumes_exactly_from_a_checkpoint(tmp_path):
     save(stopped, tmp_path / "mid.npz")
     np.random.seed(99)  # whatever numpy's state is now, the checkpoint holds the run's
     resumed_model = make_model(seed=123)
-    resumed = Solver(resumed_model, blobs(), update_rule="adam", num_epochs=3, batch_size=10,
-                     num_train_samples=25, verbose=False)
+    resumed = Solver(
+        resumed_model,
+        blobs(),
+        update_rule="adam",
+        num_epochs=3,
+        batch_size=10,
+        num_train_samples=25,
+        verbose=False,
+    )
     load(tmp_path / "mid.npz", into=resumed)
     resumed.train()
     assert resumed.loss_history == straight.loss_history
@@ -296,10 +367,12 @@ def test_an_unseeded_run_resumes_exactly_from_a_checkpoint(tmp_path):
 
 # ----- model.params, as the course's Solver and notebooks use it -------------------------
 
+
 def test_model_params_assignment_as_the_courses_solver_ends_train():
     model = make_model()
-    new = {name: np.full(value.shape, 0.5, dtype=np.float64)
-           for name, value in model.params.items()}
+    new = {
+        name: np.full(value.shape, 0.5, dtype=np.float64) for name, value in model.params.items()
+    }
     model.params = new
     for value in model.params.values():
         np.testing.assert_array_equal(value, 0.5)
@@ -314,8 +387,11 @@ def test_model_params_assignment_checks_everything_before_changing_anything():
     before = {name: value.copy() for name, value in model.params.items()}
     good = {name: np.zeros_like(value) for name, value in before.items()}
     bad_shape = {**good, "W2": np.zeros((3, 3))}
-    with pytest.raises(GraphError, match=r"param 'W2' is a float array of shape \(16, 3\), "
-                                         r"got float64 \(3, 3\); no param was changed"):
+    with pytest.raises(
+        GraphError,
+        match=r"param 'W2' is a float array of shape \(16, 3\), "
+        r"got float64 \(3, 3\); no param was changed",
+    ):
         model.params = bad_shape
     with pytest.raises(GraphError, match="missing: b2; not params of the model: W9"):
         model.params = {**{k: v for k, v in good.items() if k != "b2"}, "W9": np.zeros(2)}
@@ -343,9 +419,18 @@ def test_model_params_behaves_as_a_dict():
 
 def test_checkpoint_each_epoch(tmp_path):
     from graphnet.training.checkpoint import load
+
     model = make_model()
-    solver = Solver(model, blobs(), update_rule="adam", num_epochs=2, batch_size=20,
-                    checkpoint_name=str(tmp_path / "run"), verbose=False, seed=0)
+    solver = Solver(
+        model,
+        blobs(),
+        update_rule="adam",
+        num_epochs=2,
+        batch_size=20,
+        checkpoint_name=str(tmp_path / "run"),
+        verbose=False,
+        seed=0,
+    )
     solver.train()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run_epoch_1.npz", "run_epoch_2.npz"]
     restored = load(tmp_path / "run_epoch_2.npz")

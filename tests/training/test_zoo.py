@@ -3,6 +3,7 @@ training step, and its loss and gradients equal PyTorch's for the same weights, 
 batch and the same dropout masks (float64, a tiny batch, train mode), and so do the
 weights after one adam step and the eval-mode scores after it. This guards the kernels
 and fused paths the benchmark times: whatever makes them faster must keep these equal."""
+
 import importlib.util
 import pathlib
 
@@ -24,8 +25,11 @@ pytestmark = [pytest.mark.torch, pytest.mark.slow]
 def graphnet_masks(model):
     """The mask each dropout node applied in the last forward, as its gate's own backward
     of ones gives it (mask / (1 - p)): independent of how the gate stores it."""
-    return [node.gate.backward(np.ones(node.value.shape), node.cache, (True,))[0]
-            for node in model.graph.nodes if node.op == "dropout"]
+    return [
+        node.gate.backward(np.ones(node.value.shape), node.cache, (True,))[0]
+        for node in model.graph.nodes
+        if node.op == "dropout"
+    ]
 
 
 @pytest.mark.parametrize("name", [m.name for m in zoo.ZOO])
@@ -47,8 +51,13 @@ def test_zoo_network_matches_pytorch(name):
     theirs = list(net.parameters())
     for (key, grad), p in zip(grads.items(), theirs, strict=True):
         expected = p.grad.numpy()
-        np.testing.assert_allclose(grad, expected.T if grad.ndim == 2 else expected,
-                                   rtol=1e-7, atol=1e-11, err_msg=f"{name}: d{key}")
+        np.testing.assert_allclose(
+            grad,
+            expected.T if grad.ndim == 2 else expected,
+            rtol=1e-7,
+            atol=1e-11,
+            err_msg=f"{name}: d{key}",
+        )
 
     # One adam step on both sides, then the eval-mode scores (running averages) agree.
     # Adam moves a weight by about the learning rate whatever its gradient's size, so a
@@ -63,8 +72,13 @@ def test_zoo_network_matches_pytorch(name):
         expected, meaningful = p.detach().numpy(), np.abs(p.grad.numpy()) > 1e-8
         if w.ndim == 2:
             expected, meaningful = expected.T, meaningful.T
-        np.testing.assert_allclose(w[meaningful], expected[meaningful], rtol=1e-6, atol=1e-9,
-                                   err_msg=f"{name}: {key} after adam")
+        np.testing.assert_allclose(
+            w[meaningful],
+            expected[meaningful],
+            rtol=1e-6,
+            atol=1e-9,
+            err_msg=f"{name}: {key} after adam",
+        )
     scores = ours.loss(X)
     net.eval()
     with torch.no_grad():

@@ -1,5 +1,6 @@
 """What the browser tests share: one headless Chromium per module, and screenshots kept
 in GRAPHNET_SCREENSHOTS=folder when it is set, to look at."""
+
 import os
 from pathlib import Path
 

@@ -2,6 +2,7 @@
 unrolled by hand from rnn_step / lstm_step gates, viz.unroll (same values and gradients
 as the whole-sequence gate), its drawing (flags on the vanishing steps, the PNG size of a
 long sequence) and the step player through a short unrolled RNN."""
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -19,14 +20,19 @@ def recurrent(cell, T, seed=0, scale=0.5, forget_bias=0.0):
     blocks = 1 if cell == "rnn" else 4
     b = np.zeros(blocks * H)
     if cell == "lstm":
-        b[H:2 * H] = forget_bias  # the course's order i, f, o, g
-    arrays = (rng.standard_normal((N, T, D)), rng.standard_normal((N, H)),
-              rng.standard_normal((D, blocks * H)) * scale,
-              rng.standard_normal((H, blocks * H)) * scale, b)
+        b[H : 2 * H] = forget_bias  # the course's order i, f, o, g
+    arrays = (
+        rng.standard_normal((N, T, D)),
+        rng.standard_normal((N, H)),
+        rng.standard_normal((D, blocks * H)) * scale,
+        rng.standard_normal((H, blocks * H)) * scale,
+        b,
+    )
     g = gn.Graph()
     x, h0 = g.input("x", shape=(N, T, D)), g.input("h0", shape=(N, H))
-    layer = getattr(g, cell)(x, h0, *(g.param(n, a) for n, a in
-                                      zip(("Wx", "Wh", "b"), arrays[2:])), name=cell)
+    layer = getattr(g, cell)(
+        x, h0, *(g.param(n, a) for n, a in zip(("Wx", "Wh", "b"), arrays[2:])), name=cell
+    )
     g.sum(layer[:, -1], name="loss")
     g.forward(x=arrays[0], h0=arrays[1])
     g.backward()
@@ -37,8 +43,9 @@ def by_hand(cell, x, h0, Wx, Wh, b, upstream):
     """The same recurrence unrolled in a plain loop of step gates, backpropagated from
     `upstream`; returns dL/dh_t of each step, (T, N, H)."""
     g = gn.Graph()
-    xs, h, Wxn, Whn, bn = (g.param(n, a) for n, a in
-                           zip(("x", "h0", "Wx", "Wh", "b"), (x, h0, Wx, Wh, b)))
+    xs, h, Wxn, Whn, bn = (
+        g.param(n, a) for n, a in zip(("x", "h0", "Wx", "Wh", "b"), (x, h0, Wx, Wh, b))
+    )
     c = g.const(np.zeros_like(h0), name="c0")
     hs = []
     for t in range(x.shape[1]):
@@ -72,8 +79,9 @@ def test_unroll_computes_what_the_layer_does(cell):
     np.testing.assert_allclose(u[cell].value, layer.value, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(u[cell].grad, layer.grad)
     for name, position in (("x", 0), ("h0", 1), ("Wx", 2), ("Wh", 3), ("b", 4)):
-        np.testing.assert_allclose(u[name].grad, layer.inputs[position].grad,
-                                   rtol=1e-10, atol=1e-14)
+        np.testing.assert_allclose(
+            u[name].grad, layer.inputs[position].grad, rtol=1e-10, atol=1e-14
+        )
     reached = by_hand(cell, *arrays, layer.grad)
     for t in range(6):
         np.testing.assert_allclose(u[f"t{t + 1}/h"].grad, reached[t], rtol=1e-10, atol=1e-14)
@@ -102,8 +110,9 @@ def test_plot_bptt_draws_one_line_per_layer_and_writes_a_png(tmp_path):
     with Image.open(path) as image:
         assert image.format == "PNG" and image.size == (700, 400)
         assert len(image.convert("RGB").getcolors(1 << 16)) > 10
-    assert [line.get_label() for line in viz.plot_bptt([rnn], vanishing=None).axes[0]
-            .get_lines()] == ["rnn"]
+    assert [
+        line.get_label() for line in viz.plot_bptt([rnn], vanishing=None).axes[0].get_lines()
+    ] == ["rnn"]
 
 
 def test_unroll_and_plot_bptt_refuse_what_they_cannot_use():
@@ -115,8 +124,11 @@ def test_unroll_and_plot_bptt_refuse_what_they_cannot_use():
     with pytest.raises(TypeError, match="rnn or lstm node, got 'tanh'"):
         viz.step_grad_norms(g["y"])
     g2 = gn.Graph()
-    layer = g2.rnn(g2.input("x"), g2.input("h0"), *(g2.param(n, np.zeros(s)) for n, s in
-                   (("Wx", (D, H)), ("Wh", (H, H)), ("b", H))))
+    layer = g2.rnn(
+        g2.input("x"),
+        g2.input("h0"),
+        *(g2.param(n, np.zeros(s)) for n, s in (("Wx", (D, H)), ("Wh", (H, H)), ("b", H))),
+    )
     g2.forward(x=np.zeros((N, 3, D)), h0=np.zeros((N, H)))  # no backward
     with pytest.raises(ValueError, match="no gradient"):
         viz.unroll(layer)
@@ -149,8 +161,11 @@ def test_the_step_player_through_a_short_unrolled_rnn(tmp_path):
     frames = viz.backward_steps(u, "rnn", grad=rnn.grad)
     steps = [f.text for f in frames]
     assert len(frames) == len([n for n in u.nodes if n.gate is not None])
-    assert any(text.startswith("Step 4 of 9 (backward): gate t3/h = tanh((t3/x)·Wx")
-               and "an RNN step" in text for text in steps)
+    assert any(
+        text.startswith("Step 4 of 9 (backward): gate t3/h = tanh((t3/x)·Wx")
+        and "an RNN step" in text
+        for text in steps
+    )
     np.testing.assert_allclose(frames[-1].grads["t1/h"], u["t1/h"].grad)
     page = viz.export_html(frames, tmp_path / "player.html").read_text(encoding="utf-8")
     assert page.count("<svg") >= 1 and "t2/h" in page

@@ -1,6 +1,7 @@
 """viz.snapshot and viz.diff: a snapshot keeps its moment, diff colours each node by the
 log ratio of its gradient norms (checked against numpy), in the right direction, and
 matches the nodes of two different graphs by name."""
+
 import math
 
 import numpy as np
@@ -15,15 +16,19 @@ def net(batchnorm=False, seed=0):
     rng = np.random.default_rng(seed)
     g = gn.Graph()
     x = g.input("x", shape=(None, 5))
-    h = g.affine(x, g.param("W1", rng.standard_normal((5, 6))), g.param("b1", np.zeros(6)),
-                 name="fc1")
+    h = g.affine(
+        x, g.param("W1", rng.standard_normal((5, 6))), g.param("b1", np.zeros(6)), name="fc1"
+    )
     if batchnorm:
-        h = g.batchnorm(h, g.param("gamma", np.ones(6)), g.param("beta", np.zeros(6)),
-                        name="bn")
+        h = g.batchnorm(h, g.param("gamma", np.ones(6)), g.param("beta", np.zeros(6)), name="bn")
     h = g.relu(h, name="relu")
-    g.softmax_loss(g.affine(h, g.param("W2", rng.standard_normal((6, 3))),
-                            g.param("b2", np.zeros(3)), name="fc2"),
-                   np.array([0, 1, 2, 1]), name="loss")
+    g.softmax_loss(
+        g.affine(
+            h, g.param("W2", rng.standard_normal((6, 3))), g.param("b2", np.zeros(3)), name="fc2"
+        ),
+        np.array([0, 1, 2, 1]),
+        name="loss",
+    )
     g.forward(x=rng.standard_normal((4, 5)))
     g.backward()
     return g
@@ -31,8 +36,10 @@ def net(batchnorm=False, seed=0):
 
 def fill(drawing, name):
     import re
-    line = next(row for row in drawing.source.splitlines()
-                if re.search(rf"<B>{re.escape(name)}</B>", row))
+
+    line = next(
+        row for row in drawing.source.splitlines() if re.search(rf"<B>{re.escape(name)}</B>", row)
+    )
     return re.search(r'fillcolor="(#\w+)"', line).group(1)
 
 
@@ -56,17 +63,18 @@ def test_diff_colours_each_node_by_the_log_ratio_of_its_gradient_norms():
     g.backward()
     drawing = viz.diff(before, g)
     for name in ("W1", "fc1", "relu", "W2", "fc2"):
-        expected = math.log10(np.linalg.norm(g[name].grad)
-                              / np.linalg.norm(before.view.grads[name]))
+        expected = math.log10(
+            np.linalg.norm(g[name].grad) / np.linalg.norm(before.view.grads[name])
+        )
         assert drawing.changes[name] == pytest.approx(expected, rel=1e-9)
     grew = [n for n, c in drawing.changes.items() if c > 0.3]
     shrank = [n for n, c in drawing.changes.items() if c < -0.3]
     assert "W1" in grew and shrank, drawing.changes
 
     def leans(colour, towards):
-        rgb = [int(colour[i:i + 2], 16) for i in (1, 3, 5)]
-        same = [int(SAME[i:i + 2], 16) for i in (1, 3, 5)]
-        end = [int(towards[i:i + 2], 16) for i in (1, 3, 5)]
+        rgb = [int(colour[i : i + 2], 16) for i in (1, 3, 5)]
+        same = [int(SAME[i : i + 2], 16) for i in (1, 3, 5)]
+        end = [int(towards[i : i + 2], 16) for i in (1, 3, 5)]
         return sum((a - b) * (c - b) for a, b, c in zip(rgb, same, end)) > 0
 
     for name in grew:

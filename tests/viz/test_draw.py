@@ -2,6 +2,7 @@
 the DOT source), the log scale, one meaning per colour, styles, flags, what the last
 forward did not run, anomalies, clusters and collapsing, the size of big drawings, and the
 files."""
+
 import html
 import io
 import re
@@ -15,8 +16,9 @@ import graphnet as gn
 from graphnet import viz
 from graphnet.viz import scale
 
-needs_dot = pytest.mark.skipif(not __import__("shutil").which("dot"),
-                               reason="the Graphviz 'dot' program is not installed")
+needs_dot = pytest.mark.skipif(
+    not __import__("shutil").which("dot"), reason="the Graphviz 'dot' program is not installed"
+)
 
 
 # ----- reading a drawing back ----------------------------------------------------------
@@ -40,14 +42,18 @@ def node_rows(drawing):
 
 def node_attrs(drawing):
     """{node name: attribute text after the label}"""
-    return {_text(re.findall(r"<TR>(.*?)</TR>", label)[0]): rest
-            for _, label, rest in NODE.findall(drawing.source)}
+    return {
+        _text(re.findall(r"<TR>(.*?)</TR>", label)[0]): rest
+        for _, label, rest in NODE.findall(drawing.source)
+    }
 
 
 def ids(drawing):
     """{dot id: node name}"""
-    return {key: _text(re.findall(r"<TR>(.*?)</TR>", label)[0])
-            for key, label, _ in NODE.findall(drawing.source)}
+    return {
+        key: _text(re.findall(r"<TR>(.*?)</TR>", label)[0])
+        for key, label, _ in NODE.findall(drawing.source)
+    }
 
 
 def edges(drawing):
@@ -57,18 +63,29 @@ def edges(drawing):
         if tail not in names or head not in names or "style=invis" in attrs:
             continue
         label = re.search(r'label="([^"]*)"', attrs)
-        out.append((names[tail], names[head], label.group(1) if label else None,
-                    float(re.search(r"penwidth=([\d.]+)", attrs).group(1)),
-                    re.search(r'color="(#\w+)"', attrs).group(1)))
+        out.append(
+            (
+                names[tail],
+                names[head],
+                label.group(1) if label else None,
+                float(re.search(r"penwidth=([\d.]+)", attrs).group(1)),
+                re.search(r'color="(#\w+)"', attrs).group(1),
+            )
+        )
     return out
 
 
 def tooltips(drawing):
     """{node name: tooltip text}"""
-    found = re.finditer(r'(n_\S+) \[label=<(<TABLE.*?</TABLE>)>[^\n]*?tooltip="((?:[^"\\]|\\.)*)"',
-                        drawing.source, re.S)
-    return {_text(re.findall(r"<TR>(.*?)</TR>", label)[0]): html.unescape(tip)
-            for _, label, tip in (m.groups() for m in found)}
+    found = re.finditer(
+        r'(n_\S+) \[label=<(<TABLE.*?</TABLE>)>[^\n]*?tooltip="((?:[^"\\]|\\.)*)"',
+        drawing.source,
+        re.S,
+    )
+    return {
+        _text(re.findall(r"<TR>(.*?)</TR>", label)[0]): html.unescape(tip)
+        for _, label, tip in (m.groups() for m in found)
+    }
 
 
 def pieces(rows, ops):
@@ -91,6 +108,7 @@ def edge_number(label):
 
 
 # ----- graphs --------------------------------------------------------------------------
+
 
 def circuit():
     g = gn.Graph()
@@ -132,6 +150,7 @@ def sigmoid_stack(layers=20, width=16, seed=0):
 
 # ----- labels --------------------------------------------------------------------------
 
+
 def test_scalar_circuit_labels_show_gate_name_shape_value_and_gradient():
     g = circuit()
     drawing = viz.draw(g)
@@ -164,10 +183,10 @@ def test_edges_carry_the_gradient_each_consumer_sent_not_the_total():
     g.forward(x=3.0, y=-2.0)
     g.backward()
     found = {(t, h): edge_number(label) for t, h, label, _, _ in edges(viz.draw(g))}
-    assert found[("x", "xy")] == -2.0   # d(xy)/dx = y
-    assert found[("x", "f")] == 1.0     # the add gate passes 1 straight through
+    assert found[("x", "xy")] == -2.0  # d(xy)/dx = y
+    assert found[("x", "f")] == 1.0  # the add gate passes 1 straight through
     assert found[("y", "xy")] == 3.0
-    assert g["x"].grad == -1.0          # the node shows the sum
+    assert g["x"].grad == -1.0  # the node shows the sum
     assert number(" ".join(node_rows(viz.draw(g))["x"]), "grad") == -1.0
 
 
@@ -185,12 +204,18 @@ def test_tensor_labels_are_compact_with_the_full_statistics_in_tooltip_and_detai
         text = " | ".join(node_rows(full)[name])
         value_rows, grad_rows = text.split("grad")[0], text.split("grad", 1)[1]
         tip = tips[name]
-        for array, part, what in ((node.value, value_rows, "value"),
-                                  (node.grad, grad_rows, "grad")):
+        for array, part, what in (
+            (node.value, value_rows, "value"),
+            (node.grad, grad_rows, "grad"),
+        ):
             tipped = re.search(f"\n{what}: (.*)", tip).group(1)
-            for key, expected in (("mean", array.mean()), ("std", array.std()),
-                                  ("min", array.min()), ("max", array.max()),
-                                  ("L2", np.linalg.norm(array))):
+            for key, expected in (
+                ("mean", array.mean()),
+                ("std", array.std()),
+                ("min", array.min()),
+                ("max", array.max()),
+                ("L2", np.linalg.norm(array)),
+            ):
                 assert number(part, key) == pytest.approx(expected, rel=1e-3, abs=1e-12)
                 assert number(tipped, key) == pytest.approx(expected, rel=1e-3, abs=1e-12)
     assert "formula: layer1/fc = " in tips["layer1/fc"] and "rule: " in tips["layer1/fc"]
@@ -203,7 +228,8 @@ def test_tensor_edges_show_the_norm_of_the_gradient_sent():
     found = {(t, h): label for t, h, label, _, _ in edges(viz.draw(g))}
     w_grad = g["layer1/W"].grad  # W1 has a single consumer: the edge carries all of it
     assert edge_number(found[("layer1/W", "layer1/fc")]) == pytest.approx(
-        np.linalg.norm(w_grad), rel=1e-3)
+        np.linalg.norm(w_grad), rel=1e-3
+    )
     assert "L2" in found[("layer1/W", "layer1/fc")]
     assert found[("y", "loss")] is None  # labels get no gradient
 
@@ -213,12 +239,14 @@ def test_edge_widths_grow_with_the_gradient_and_share_one_log_scale():
     xs = [g.input(f"x{i}") for i in range(4)]
     total = xs[0]
     for i, x in enumerate(xs[1:], 1):
-        total = g.add(total, g.multiply(x, 10.0 ** i, name=f"scaled{i}"), name=f"sum{i}")
+        total = g.add(total, g.multiply(x, 10.0**i, name=f"scaled{i}"), name=f"sum{i}")
     g.forward(**{f"x{i}": 1.0 for i in range(4)})
     g.backward()
-    weighted = sorted((abs(edge_number(label)), width)
-                      for t, h, label, width, _ in edges(viz.draw(g))
-                      if label and t.startswith("x"))
+    weighted = sorted(
+        (abs(edge_number(label)), width)
+        for t, h, label, width, _ in edges(viz.draw(g))
+        if label and t.startswith("x")
+    )
     widths = [w for _, w in weighted]
     assert widths == sorted(widths) and widths[0] < widths[-1]
     assert [m for m, _ in weighted] == [1, 10, 100, 1000]
@@ -228,21 +256,28 @@ def test_edge_colour_means_only_the_sign_and_never_the_gradient_colour():
     found = {(t, h): colour for t, h, _, _, colour in edges(viz.draw(circuit()))}
 
     def rgb(colour):
-        return [int(colour[i:i + 2], 16) for i in (1, 3, 5)]
+        return [int(colour[i : i + 2], 16) for i in (1, 3, 5)]
 
-    red, green, blue = rgb(found[("z", "f")])   # +3: green (PRGn)
+    red, green, blue = rgb(found[("z", "f")])  # +3: green (PRGn)
     assert green > red and green > blue
-    red, green, blue = rgb(found[("q", "f")])   # -4: purple
+    red, green, blue = rgb(found[("q", "f")])  # -4: purple
     assert red > green and blue > green
     tensor = {colour for *_, colour in edges(viz.draw(mlp(np.random.default_rng(0))))}
     assert all(len(set(rgb(c))) == 1 for c in tensor)  # norms have no sign: greys
     every_edge_colour = {c for *_, c in edges(viz.draw(circuit()))} | tensor
-    assert not every_edge_colour & {scale.VALUE.lower(), scale.GRAD.lower(), scale.VALUE,
-                                    scale.GRAD}
+    assert not every_edge_colour & {
+        scale.VALUE.lower(),
+        scale.GRAD.lower(),
+        scale.VALUE,
+        scale.GRAD,
+    }
     # one meaning per colour: text, sign, warnings and the active step never share one
-    channels = [{scale.VALUE, scale.GRAD}, {scale.GradientScale.NEGATIVE,
-                scale.GradientScale.POSITIVE}, {scale.FLAG_COLORS["vanishing"],
-                scale.FLAG_COLORS["exploding"]}, {scale.ACTIVE_FILL}]
+    channels = [
+        {scale.VALUE, scale.GRAD},
+        {scale.GradientScale.NEGATIVE, scale.GradientScale.POSITIVE},
+        {scale.FLAG_COLORS["vanishing"], scale.FLAG_COLORS["exploding"]},
+        {scale.ACTIVE_FILL},
+    ]
     assert len(set().union(*channels)) == sum(map(len, channels))
 
 
@@ -250,8 +285,19 @@ def test_legend_is_present_and_explains_the_scale():
     drawing = viz.draw(circuit())
     assert re.search(r"^\s*legend \[", drawing.source, re.M)
     legend = _text(re.search(r"legend \[label=<(<TABLE.*?</TABLE>)>", drawing.source).group(1))
-    for words in ("input", "gate", "loss / output", "value", "grad", "log scale",
-                  "its sign", "vanishing", "exploding", "-4", "3"):
+    for words in (
+        "input",
+        "gate",
+        "loss / output",
+        "value",
+        "grad",
+        "log scale",
+        "its sign",
+        "vanishing",
+        "exploding",
+        "-4",
+        "3",
+    ):
         assert words in legend
     assert "legend" not in viz.draw(circuit(), legend=False).source
 
@@ -267,9 +313,11 @@ def test_each_role_has_its_own_style():
     attrs = node_attrs(viz.draw(g))
 
     def style(name):
-        return (re.search(r"shape=(\w+)", attrs[name]).group(1),
-                re.search(r'fillcolor="(#\w+)"', attrs[name]).group(1),
-                re.search(r'style="?([\w,]+)', attrs[name]).group(1))
+        return (
+            re.search(r"shape=(\w+)", attrs[name]).group(1),
+            re.search(r'fillcolor="(#\w+)"', attrs[name]).group(1),
+            re.search(r'style="?([\w,]+)', attrs[name]).group(1),
+        )
 
     styles = [style(n) for n in ("x", "W", "labels", "relu", "loss")]
     assert len(set(styles)) == 5
@@ -277,6 +325,7 @@ def test_each_role_has_its_own_style():
 
 
 # ----- flags ---------------------------------------------------------------------------
+
 
 def test_a_deep_sigmoid_stack_flags_its_early_layers_as_vanishing():
     g = sigmoid_stack()
@@ -303,14 +352,15 @@ def test_thresholds_are_configurable_and_exploding_nan_inf_are_flagged():
     g.multiply(g.log(x, name="log"), 0.0, name="h")  # h = -inf * 0 = NaN at x = 0
     with np.errstate(divide="ignore", invalid="ignore"):
         g.forward(x=0.0)
-        g.backward("f")   # d ln x / dx = 1/0
+        g.backward("f")  # d ln x / dx = 1/0
         assert viz.draw(g).flags["x"] == "Inf"
-        g.backward("h")   # dh/dx = 0 * 1/0
+        g.backward("h")  # dh/dx = 0 * 1/0
         assert viz.draw(g).flags["x"] == "NaN"
     assert viz.gradient_flag(0.0) is None  # a gradient blocked on purpose is not a warning
 
 
 # ----- scopes, clusters and collapsing -------------------------------------------------
+
 
 def test_scopes_become_nested_clusters_and_group_by_is_configurable():
     g = gn.Graph()
@@ -319,7 +369,7 @@ def test_scopes_become_nested_clusters_and_group_by_is_configurable():
     g.sigmoid(h, name="net/out")
     g.forward(x=0.5)
     source = viz.draw(g).source
-    assert "subgraph cluster_n_net" in source and 'label=net' in source
+    assert "subgraph cluster_n_net" in source and "label=net" in source
     assert "subgraph cluster_n_net_2f_layer1" in source and "label=layer1" in source
     assert "cluster_n_" not in viz.draw(g, group_by=None).source
     by_op = viz.draw(g, group_by=lambda node: node.op if node.gate else None).source
@@ -385,6 +435,7 @@ def test_a_10000_node_chain_draws_as_a_few_nodes_within_4000_px():
     assert len(rows) < 20
     assert pieces(rows, "tanh") == 10_000
     from PIL import Image
+
     with Image.open(io.BytesIO(drawing.pipe(format="png"))) as image:
         assert max(image.size) <= 4000
 
@@ -394,8 +445,13 @@ def test_repeated_unscoped_layers_collapse_into_runs():
     g = gn.Graph()
     h = g.input("x", shape=(None, 4))
     for _ in range(60):
-        h = g.tanh(g.affine(h, g.param(f"W{_}", rng.standard_normal((4, 4)) * 0.5),
-                            g.param(f"b{_}", np.zeros(4))))
+        h = g.tanh(
+            g.affine(
+                h,
+                g.param(f"W{_}", rng.standard_normal((4, 4)) * 0.5),
+                g.param(f"b{_}", np.zeros(4)),
+            )
+        )
     g.sum(h, name="loss")
     g.forward(x=rng.standard_normal((2, 4)))
     g.backward()
@@ -406,6 +462,7 @@ def test_repeated_unscoped_layers_collapse_into_runs():
 
 
 # ----- the cache -----------------------------------------------------------------------
+
 
 def test_show_cache_summarizes_what_gates_saved():
     rng = np.random.default_rng(0)
@@ -422,7 +479,8 @@ def test_show_cache_summarizes_what_gates_saved():
     bn_text = " ".join(rows["bn"])
     assert "x_hat" in bn_text and "variance" in bn_text and "mode train" in bn_text
     assert number(bn_text.split("variance")[1], "mean") == pytest.approx(
-        xv.var(axis=0).mean(), rel=1e-3)
+        xv.var(axis=0).mean(), rel=1e-3
+    )
     mask = g["drop"].cache[1] != 0
     assert f"mask keeps {mask.sum()}/48 units" in " ".join(rows["drop"])
     assert f"mask drop > 0: {(g['drop'].value > 0).sum()}/48 true" in " ".join(rows["relu"])
@@ -432,9 +490,11 @@ def test_show_cache_summarizes_what_gates_saved():
 
 # ----- rendering and export ------------------------------------------------------------
 
+
 @needs_dot
 def test_export_svg_png_dot_html(tmp_path):
     from PIL import Image
+
     g = circuit()
     svg = viz.export(g, tmp_path / "c.svg")
     assert ET.parse(svg).getroot().tag.endswith("svg")
@@ -470,9 +530,11 @@ def test_missing_dot_gives_one_clear_error_and_the_source_still_works(tmp_path, 
     drawing = viz.draw(g)
     assert "digraph" in drawing.source
     viz.export(g, tmp_path / "c.dot")  # DOT needs no Graphviz program
-    for attempt in (lambda: viz.export(g, tmp_path / "c.svg"),
-                    lambda: drawing.pipe(format="png"),
-                    lambda: g._repr_mimebundle_()):
+    for attempt in (
+        lambda: viz.export(g, tmp_path / "c.svg"),
+        lambda: drawing.pipe(format="png"),
+        lambda: g._repr_mimebundle_(),
+    ):
         with pytest.raises(viz.GraphvizNotFoundError) as error:
             attempt()
         message = str(error.value)
@@ -482,8 +544,10 @@ def test_missing_dot_gives_one_clear_error_and_the_source_still_works(tmp_path, 
 
 # ----- what the last forward did not run -----------------------------------------------
 
+
 def two_layer_net(reg):
     from graphnet.models import TwoLayerNet
+
     np.random.seed(0)
     model = TwoLayerNet(input_dim=6, hidden_dim=5, num_classes=3, reg=reg)
     X, y = np.random.randn(4, 6), np.array([0, 1, 2, 1])
@@ -496,14 +560,24 @@ def test_a_branch_the_last_forward_did_not_run_is_left_out_and_the_loss_shows_it
     g = model.graph
     drawing = viz.draw(g)
     rows = node_rows(drawing)
-    skipped = {"loss", "reg_loss", "half_reg", "sum_sq", "W1_squared", "W1_sum_sq",
-               "W2_squared", "W2_sum_sq"}
+    skipped = {
+        "loss",
+        "reg_loss",
+        "half_reg",
+        "sum_sq",
+        "W1_squared",
+        "W1_sum_sq",
+        "W2_squared",
+        "W2_sum_sq",
+    }
     assert not skipped & rows.keys()
-    assert number(" ".join(rows["data_loss"]), "value") == pytest.approx(g["data_loss"].value,
-                                                                          rel=1e-3)
+    assert number(" ".join(rows["data_loss"]), "value") == pytest.approx(
+        g["data_loss"].value, rel=1e-3
+    )
     assert number(" ".join(rows["data_loss"]), "grad") == 1.0
-    legend = _text(re.search(r"legend \[.*?label=<(<TABLE.*?</TABLE>)>", drawing.source,
-                             re.S).group(1))
+    legend = _text(
+        re.search(r"legend \[.*?label=<(<TABLE.*?</TABLE>)>", drawing.source, re.S).group(1)
+    )
     assert f"{len(skipped)} nodes the last forward did not run" in legend
     shown = node_rows(viz.draw(g, show_not_run=True))
     assert skipped <= shown.keys()
@@ -524,6 +598,7 @@ def test_with_reg_every_node_runs_and_a_graph_never_run_is_drawn_whole():
 
 # ----- anomalies -----------------------------------------------------------------------
 
+
 def nan_graph():
     g = gn.Graph()
     x = g.input("x")
@@ -534,8 +609,11 @@ def nan_graph():
 
 def test_the_first_nan_and_its_path_to_the_loss_are_highlighted():
     g = nan_graph()
-    with pytest.raises(gn.AnomalyError) as error, gn.detect_anomaly(), \
-            np.errstate(invalid="ignore"):
+    with (
+        pytest.raises(gn.AnomalyError) as error,
+        gn.detect_anomaly(),
+        np.errstate(invalid="ignore"),
+    ):
         g.forward(x=2.0)
     assert error.value.node == "ln"
     for drawing in (viz.draw(g), viz.draw(g, anomaly=error.value)):
@@ -543,9 +621,9 @@ def test_the_first_nan_and_its_path_to_the_loss_are_highlighted():
         anomaly = f'color="{scale.ANOMALY}"'
         assert anomaly in attrs["ln"] and "penwidth=4" in attrs["ln"]
         assert "⚠ the first NaN/Inf" in node_rows(drawing)["ln"]
-        for name in ("e", "loss"):   # downstream of it, on the way to the loss
+        for name in ("e", "loss"):  # downstream of it, on the way to the loss
             assert anomaly in attrs[name]
-        for name in ("x", "negated"):   # upstream: not on the path
+        for name in ("x", "negated"):  # upstream: not on the path
             assert anomaly not in attrs[name]
         assert "side" not in attrs  # the forward stopped before it: not run
         on_path = {(t, h) for t, h, _, _, colour in edges(drawing) if colour == scale.ANOMALY}

@@ -2,6 +2,7 @@
 widget whose layouts and redraws take the time the test says: when the first layout
 starts, which redraws run and which are skipped, what leaving it draws, and that what it
 spends stays within its budget of the training's time. No timings are measured."""
+
 from types import SimpleNamespace
 
 import pytest
@@ -100,8 +101,7 @@ def test_a_training_too_short_for_a_layout_costs_it_nothing_and_gets_it_at_the_e
 
 
 def test_redraws_every_n_iterations_while_the_budget_allows_them():
-    live, widget, graph, clock = watched(nodes=5, layout=0.01, redraw=0.001, every=7,
-                                         budget=0.5)
+    live, widget, graph, clock = watched(nodes=5, layout=0.01, redraw=0.001, every=7, budget=0.5)
     train(live, graph, clock, 50, 0.011)
     first = widget.log[1]  # drawn right after the layout, then every 7th
     assert widget.log == ["layout", first] + [i for i in range(first + 1, 51) if i % 7 == 0]
@@ -111,8 +111,7 @@ def test_redraws_every_n_iterations_while_the_budget_allows_them():
 
 
 def test_redraws_that_would_overrun_the_budget_are_skipped():
-    live, widget, graph, clock = watched(nodes=5, layout=0.01, redraw=0.01, every=1,
-                                         budget=0.1)
+    live, widget, graph, clock = watched(nodes=5, layout=0.01, redraw=0.01, every=1, budget=0.1)
     train(live, graph, clock, 1000, 0.01)
     first = widget.log[1]  # after it, every iteration either redraws or skips
     assert live.skipped > 0 and live.updates + live.skipped == 1000 - first + 1
@@ -121,8 +120,7 @@ def test_redraws_that_would_overrun_the_budget_are_skipped():
 
 
 def test_a_layout_slower_than_expected_is_paid_back_before_anything_else_runs():
-    live, widget, graph, clock = watched(nodes=20, layout=1.0, redraw=0.001, every=1,
-                                         budget=0.1)
+    live, widget, graph, clock = watched(nodes=20, layout=1.0, redraw=0.001, every=1, budget=0.1)
     train(live, graph, clock, 1, 0.0)  # a first iteration takes no time: nothing affordable
     assert widget.log == []
     clock.now += 1.01 * expected_layout_seconds(20) / 0.1  # now it is

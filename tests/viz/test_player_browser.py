@@ -6,6 +6,7 @@ and pan with the mouse; nothing loaded but the file itself.
 Skipped where Playwright or Chromium is missing; CI installs both. With
 GRAPHNET_SCREENSHOTS=folder the screenshots are kept there, to look at.
 """
+
 import os
 import shutil
 
@@ -29,8 +30,7 @@ WINDOW = {"width": 1024, "height": 768}
 def sigmoid_neuron():
     g = gn.Graph()
     w0, x0, w1, x1, w2 = (g.input(n) for n in ("w0", "x0", "w1", "x1", "w2"))
-    products = g.add(g.multiply(w0, x0, name="w0x0"), g.multiply(w1, x1, name="w1x1"),
-                     name="sum")
+    products = g.add(g.multiply(w0, x0, name="w0x0"), g.multiply(w1, x1, name="w1x1"), name="sum")
     dot = g.add(products, w2, name="dot")
     g.sigmoid(dot, name="f")
     g.forward(w0=2.0, x0=-1.0, w1=-3.0, x1=-2.0, w2=-3.0)
@@ -43,8 +43,15 @@ def deep_mlp(layers=6):
     g = gn.Graph()
     h = g.input("x", shape=(None, 4))
     for i in range(1, layers + 1):
-        h = g.relu(g.affine(h, g.param(f"l{i}/W", rng.standard_normal((4, 4))),
-                            g.param(f"l{i}/b", np.zeros(4)), name=f"l{i}/fc"), name=f"l{i}/relu")
+        h = g.relu(
+            g.affine(
+                h,
+                g.param(f"l{i}/W", rng.standard_normal((4, 4))),
+                g.param(f"l{i}/b", np.zeros(4)),
+                name=f"l{i}/fc",
+            ),
+            name=f"l{i}/relu",
+        )
     g.softmax_loss(h, np.array([0, 1, 2]), name="loss")
     g.forward(x=rng.standard_normal((3, 4)))
     return g
@@ -84,8 +91,9 @@ def test_player_steps_with_buttons_keys_and_play_on_one_layout(browser, tmp_path
     g = sigmoid_neuron()
     frames = viz.backward_steps(g)
     count = len(frames)
-    page, requests, errors = open_player(browser, viz.export_html(
-        frames, tmp_path / "steps.html", interval=0.15))
+    page, requests, errors = open_player(
+        browser, viz.export_html(frames, tmp_path / "steps.html", interval=0.15)
+    )
     counter = page.locator("#counter")
     assert counter.inner_text() == f"Step 1 / {count}"
     first = state(page)
@@ -103,8 +111,9 @@ def test_player_steps_with_buttons_keys_and_play_on_one_layout(browser, tmp_path
     assert all(s["box"] == first["box"] and s["nodes"] == first["nodes"] for s in seen)
     assert [s["active"] for s in seen] == [f"n_{f.node.name}" for f in frames]
     # the gradient fills in: the first input's row reads '?' at step 1, its number at the end
-    rows = page.evaluate("() => [...document.querySelectorAll('#n_w0 text')]"
-                         ".map(t => t.textContent)")
+    rows = page.evaluate(
+        "() => [...document.querySelectorAll('#n_w0 text')].map(t => t.textContent)"
+    )
     assert "grad -0.1966" in rows
     keep(page, "player_sigmoid_last.png")
 
@@ -112,8 +121,9 @@ def test_player_steps_with_buttons_keys_and_play_on_one_layout(browser, tmp_path
     assert counter.inner_text() == f"Step {count - 1} / {count}"
     page.keyboard.press("Home")
     assert counter.inner_text() == f"Step 1 / {count}"
-    assert "grad ?" in page.evaluate("() => [...document.querySelectorAll('#n_w0 text')]"
-                                     ".map(t => t.textContent)")
+    assert "grad ?" in page.evaluate(
+        "() => [...document.querySelectorAll('#n_w0 text')].map(t => t.textContent)"
+    )
     page.keyboard.press("ArrowRight")
     page.keyboard.press("ArrowRight")
     assert counter.inner_text() == f"Step 3 / {count}"
@@ -128,7 +138,8 @@ def test_player_steps_with_buttons_keys_and_play_on_one_layout(browser, tmp_path
     assert page.locator("#play").inner_text() == "Pause"
     page.wait_for_function(
         f"document.getElementById('counter').textContent === 'Step {count} / {count}'",
-        timeout=10_000)
+        timeout=10_000,
+    )
     assert page.locator("#play").inner_text() == "Play"  # stopped at the end
     assert errors == []
     # Only the file itself was loaded: the player is self-contained.
@@ -137,7 +148,8 @@ def test_player_steps_with_buttons_keys_and_play_on_one_layout(browser, tmp_path
 
 @pytest.mark.slow
 def test_the_active_gate_is_brought_into_view_on_a_drawing_larger_than_the_window(
-        browser, tmp_path):
+    browser, tmp_path
+):
     g = deep_mlp()
     frames = viz.backward_steps(g)
     page, _, errors = open_player(browser, viz.export_html(frames, tmp_path / "deep.html"))
@@ -156,8 +168,9 @@ def test_the_active_gate_is_brought_into_view_on_a_drawing_larger_than_the_windo
 @pytest.mark.slow
 def test_the_wheel_zooms_dragging_pans_and_0_fits(browser, tmp_path):
     g = sigmoid_neuron()
-    page, _, _ = open_player(browser, viz.export_html(viz.backward_steps(g),
-                                                      tmp_path / "zoom.html"))
+    page, _, _ = open_player(
+        browser, viz.export_html(viz.backward_steps(g), tmp_path / "zoom.html")
+    )
 
     def view_box():
         return [float(v) for v in page.locator("#stage svg").get_attribute("viewBox").split()]

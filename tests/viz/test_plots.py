@@ -1,4 +1,5 @@
 """The matplotlib training pictures: what each figure holds, and that it saves a real PNG."""
+
 import importlib.util
 import pathlib
 from types import SimpleNamespace
@@ -13,8 +14,8 @@ import graphnet as gn
 
 # Import the module file directly, so these tests do not depend on graphnet/viz/__init__.py.
 _spec = importlib.util.spec_from_file_location(
-    "graphnet_viz_plots",
-    pathlib.Path(gn.__file__).parent / "viz" / "plots.py")
+    "graphnet_viz_plots", pathlib.Path(gn.__file__).parent / "viz" / "plots.py"
+)
 plots = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(plots)
 
@@ -32,8 +33,9 @@ def fake_solver(iterations=120, epochs=4, seed=0):
     rng = np.random.default_rng(seed)
     loss = 2.3 * np.exp(-np.arange(iterations) / 40) + 0.1 * rng.random(iterations)
     train = np.linspace(0.1, 0.9, epochs + 1)
-    return SimpleNamespace(loss_history=list(loss), train_acc_history=list(train),
-                           val_acc_history=list(train - 0.1))
+    return SimpleNamespace(
+        loss_history=list(loss), train_acc_history=list(train), val_acc_history=list(train - 0.1)
+    )
 
 
 def sigmoid_stack(depth=6, width=20, seed=0):
@@ -65,6 +67,7 @@ def conv_graph(seed=0):
 
 # ----- plot_training ---------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_plot_training_two_panels_and_png(tmp_path):
     solver = fake_solver()
@@ -82,8 +85,11 @@ def test_plot_training_two_panels_and_png(tmp_path):
 
 
 def test_plot_training_without_smoothing_and_from_a_dict():
-    history = {"loss_history": [3.0, 2.0, 1.0], "train_acc_history": [0.1, 0.5],
-               "val_acc_history": [0.1, 0.4]}
+    history = {
+        "loss_history": [3.0, 2.0, 1.0],
+        "train_acc_history": [0.1, 0.5],
+        "val_acc_history": [0.1, 0.4],
+    }
     fig = plots.plot_training(history, smooth=False)
     assert len(fig.axes[0].lines) == 1 and len(fig.axes[1].lines) == 2
 
@@ -111,6 +117,7 @@ def test_running_mean_is_centred_and_keeps_length():
 
 
 # ----- gradient flow ---------------------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_grad_flow_shows_vanishing_gradients_in_a_deep_sigmoid_stack(tmp_path):
@@ -194,9 +201,10 @@ def test_recorder_and_grad_flow_history(tmp_path):
     np.testing.assert_allclose(np.asarray(data)[0], expected)
     assert_png(tmp_path / "heat.png")
 
-    fig = plots.plot_grad_flow_history(recorder, kind="lines", stat="max",
-                                       path=tmp_path / "lines.png")
-    ax, = fig.axes
+    fig = plots.plot_grad_flow_history(
+        recorder, kind="lines", stat="max", path=tmp_path / "lines.png"
+    )
+    (ax,) = fig.axes
     assert len(ax.lines) == len(g.params) and ax.get_yscale() == "log"
     assert ax.lines[0].get_label() == "W1"
     assert_png(tmp_path / "lines.png")
@@ -233,6 +241,7 @@ def test_recorder_watches_the_backward_walks_of_a_graph():
 
 # ----- visualize_grid and plot_filters ---------------------------------------------------
 
+
 @pytest.mark.parametrize("n, padding, grid", [(1, 1, 1), (4, 1, 2), (5, 2, 3), (10, 0, 4)])
 def test_visualize_grid_shape_and_bounds(n, padding, grid):
     rng = np.random.default_rng(n)
@@ -244,7 +253,7 @@ def test_visualize_grid_shape_and_bounds(n, padding, grid):
     assert first.min() == 0.0 and first.max() == 255.0
     np.testing.assert_allclose(first, 255 * (Xs[0] - Xs[0].min()) / np.ptp(Xs[0]))
     if padding and grid > 1:
-        assert np.all(out[5:5 + padding] == 0)
+        assert np.all(out[5 : 5 + padding] == 0)
 
 
 def test_visualize_grid_grayscale_and_constant_images():
@@ -260,7 +269,7 @@ def test_visualize_grid_grayscale_and_constant_images():
 def test_plot_filters(tmp_path, channels, mode):
     w = np.random.default_rng(0).standard_normal((7, channels, 3, 3))
     fig = plots.plot_filters(w, path=tmp_path / "filters.png")
-    ax, = fig.axes
+    (ax,) = fig.axes
     image = ax.images[0].get_array()
     tiles = 7 * channels if mode == "per-channel" else 7
     side = int(np.ceil(np.sqrt(tiles)))
@@ -269,8 +278,9 @@ def test_plot_filters(tmp_path, channels, mode):
     if mode != "rgb":  # grayscale: the three channels agree
         assert np.all(rgb[..., 0] == rgb[..., 1]) and np.all(rgb[..., 1] == rgb[..., 2])
     else:
-        np.testing.assert_allclose(rgb[:3, :3], plots.visualize_grid(
-            w.transpose(0, 2, 3, 1), ubound=1.0)[:3, :3])
+        np.testing.assert_allclose(
+            rgb[:3, :3], plots.visualize_grid(w.transpose(0, 2, 3, 1), ubound=1.0)[:3, :3]
+        )
     assert np.asarray(image[..., 3]).sum() == tiles * 9  # opaque tiles, clear padding
     assert_png(tmp_path / "filters.png", min_size=(200, 150))
 
@@ -283,6 +293,7 @@ def test_plot_filters_takes_a_models_first_layer_and_rejects_other_shapes():
 
 
 # ----- activation maps -------------------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_plot_activations_runs_forward_and_backward(tmp_path):
@@ -328,6 +339,14 @@ def test_plot_activations_needs_values():
 
 def test_the_plots_are_exported_from_graphnet_viz():
     viz = pytest.importorskip("graphnet.viz")
-    for name in ["plot_training", "plot_grad_flow", "plot_grad_flow_history", "GradFlowRecorder",
-                 "visualize_grid", "plot_filters", "plot_activations", "grad_stats"]:
+    for name in [
+        "plot_training",
+        "plot_grad_flow",
+        "plot_grad_flow_history",
+        "GradFlowRecorder",
+        "visualize_grid",
+        "plot_filters",
+        "plot_activations",
+        "grad_stats",
+    ]:
         assert callable(getattr(viz, name)), name

@@ -1,5 +1,6 @@
 """Step-by-step frames: one per scheduler step, the chain rule spelled out, the fan-out
 sums, the last frame equal to backward(), and the HTML / GIF / PNG exports."""
+
 import json
 import re
 import shutil
@@ -12,8 +13,9 @@ from graphnet._format import num
 from graphnet import viz
 from graphnet.viz.scale import ACTIVE_FILL
 
-needs_dot = pytest.mark.skipif(not shutil.which("dot"),
-                               reason="the Graphviz 'dot' program is not installed")
+needs_dot = pytest.mark.skipif(
+    not shutil.which("dot"), reason="the Graphviz 'dot' program is not installed"
+)
 
 
 def circuit():
@@ -38,11 +40,16 @@ def mlp():
     rng = np.random.default_rng(0)
     g = gn.Graph()
     x = g.input("x", shape=(None, 5))
-    h = g.relu(g.affine(x, g.param("W1", rng.standard_normal((5, 6))),
-                        g.param("b1", np.zeros(6)), name="fc1"), name="relu")
+    h = g.relu(
+        g.affine(
+            x, g.param("W1", rng.standard_normal((5, 6))), g.param("b1", np.zeros(6)), name="fc1"
+        ),
+        name="relu",
+    )
     h = g.batchnorm(h, g.param("gamma", np.ones(6)), g.param("beta", np.zeros(6)), name="bn")
-    scores = g.affine(h, g.param("W2", rng.standard_normal((6, 3))), g.param("b2", np.zeros(3)),
-                      name="fc2")
+    scores = g.affine(
+        h, g.param("W2", rng.standard_normal((6, 3))), g.param("b2", np.zeros(3)), name="fc2"
+    )
     g.softmax_loss(scores, np.array([0, 2, 1, 1]), name="loss")
     g.forward(x=rng.standard_normal((4, 5)))
     return g
@@ -107,16 +114,20 @@ def test_tensor_frames_describe_shapes_and_norms_and_name_the_rule():
     assert "affine: dbn = dout·W2ᵀ, dW2 = bnᵀ·dout" in texts["fc2"]
     assert "batchnorm" in texts["bn"] and "relu gate passes" in texts["relu"]
     norm = np.linalg.norm(frames[-1].grads["W1"])
-    assert re.search(r"dloss/dW1: shape \(5, 6\), .*L2 " + re.escape(num(norm)),
-                     texts["fc1"])
+    assert re.search(r"dloss/dW1: shape \(5, 6\), .*L2 " + re.escape(num(norm)), texts["fc1"])
 
 
 def test_backward_steps_from_a_node_with_a_seed_and_the_errors():
     g = circuit()
     frames = viz.backward_steps(g, node="q", grad=2.0)
     g.backward("q", grad=2.0)  # nodes q does not depend on get zeros
-    assert len(frames) == 1 and frames[0].grads == {"q": 2.0, "x": 2.0, "y": 2.0, "z": 0.0,
-                                                    "f": 0.0}
+    assert len(frames) == 1 and frames[0].grads == {
+        "q": 2.0,
+        "x": 2.0,
+        "y": 2.0,
+        "z": 0.0,
+        "f": 0.0,
+    }
     assert frames[0].grads == {n.name: n.grad for n in g.nodes}
     with pytest.raises(gn.GraphError, match="call forward"):
         g2 = gn.Graph()
@@ -178,6 +189,7 @@ def test_html_player_is_self_contained(tmp_path):
 @needs_dot
 def test_gif_and_png_sequences(tmp_path):
     from PIL import Image
+
     frames = viz.backward_steps(circuit()) + viz.forward_steps(circuit())
     gif = viz.export_gif(frames, tmp_path / "steps.gif", seconds=0.5)
     with Image.open(gif) as image:

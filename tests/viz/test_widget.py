@@ -3,6 +3,7 @@ forward and backward steps as patches, tooltips with the formula, rule, statisti
 cache), histograms on request, and the live mode's hook, every-N, layout and final
 drawing (its budget's logic is in test_live.py). The browser side is in
 test_widget_browser.py."""
+
 import json
 import re
 import shutil
@@ -58,8 +59,14 @@ def test_the_widget_sends_one_layout_and_the_forward_and_backward_steps():
     json.dumps([w.frames, w.texts])  # all of it goes to the browser as JSON
     last = final_nodes(w)
     tip = last["n_affine1"]["tip"]
-    for part in ("affine", "formula: affine1 = ", "rule: ", "value: shape (5, 6), mean",
-                 "grad: shape (5, 6), mean", "cache: "):
+    for part in (
+        "affine",
+        "formula: affine1 = ",
+        "rule: ",
+        "value: shape (5, 6), mean",
+        "grad: shape (5, 6), mean",
+        "cache: ",
+    ):
         assert part in tip
     rows = [r[0] for r in last["n_affine1"]["rows"]]
     assert f"value L2 {gn._format.num(np.linalg.norm(g['affine1'].value))}" in rows
@@ -149,10 +156,24 @@ def test_a_widget_without_a_graph_follows_the_first_graph_that_trains():
 @pytest.mark.slow
 def test_live_mode_watches_graphnet_train_run_in_the_kernel(tmp_path):
     from graphnet import cli
+
     w = viz.Widget()
     with w.live(every=20, budget=0.99):
-        assert cli.main(["train", "--model", "twolayer", "--epochs", "1", "--quiet",
-                         "--out", str(tmp_path / "run")]) == 0
+        assert (
+            cli.main(
+                [
+                    "train",
+                    "--model",
+                    "twolayer",
+                    "--epochs",
+                    "1",
+                    "--quiet",
+                    "--out",
+                    str(tmp_path / "run"),
+                ]
+            )
+            == 0
+        )
     assert w.graph is not None and w.live_state["iteration"] > 20
     assert "n_W1" in w.svg
 
@@ -160,8 +181,7 @@ def test_live_mode_watches_graphnet_train_run_in_the_kernel(tmp_path):
 def test_the_widget_marks_the_first_nan_and_its_path_to_the_loss():
     g = gn.Graph()
     x = g.input("x")
-    g.add(g.exp(g.log(g.multiply(x, -1.0, name="negated"), name="ln"), name="e"), x,
-          name="loss")
+    g.add(g.exp(g.log(g.multiply(x, -1.0, name="negated"), name="ln"), name="e"), x, name="loss")
     with pytest.raises(gn.AnomalyError), gn.detect_anomaly(), np.errstate(invalid="ignore"):
         g.forward(x=2.0)
     w = viz.Widget(g)

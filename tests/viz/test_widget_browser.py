@@ -6,6 +6,7 @@ live mode updates while a short training runs.
 The server runs on 127.0.0.1 with a token, in a temporary folder, and is stopped at the
 end. With GRAPHNET_SCREENSHOTS=folder the screenshots are kept there, to look at.
 """
+
 import json
 import os
 import secrets
@@ -25,7 +26,8 @@ pytest.importorskip("anywidget")
 pytest.importorskip("jupyterlab")
 nbformat = pytest.importorskip("nbformat")
 pytestmark = [
-    pytest.mark.browser, pytest.mark.slow,
+    pytest.mark.browser,
+    pytest.mark.slow,
     pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no Chromium at {CHROMIUM}"),
     pytest.mark.skipif(not shutil.which("dot"), reason="the Graphviz 'dot' program is missing"),
 ]
@@ -63,25 +65,44 @@ def server(tmp_path_factory):
     root.mkdir()
     notebook = nbformat.v4.new_notebook()
     notebook.cells = [nbformat.v4.new_code_cell(SETUP), nbformat.v4.new_code_cell(TRAIN)]
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                       "language": "python"}
+    notebook.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     nbformat.write(notebook, root / "widget.ipynb")
     nbformat.write(notebook, root / "classic.ipynb")
     # no news, no update checks: nothing but the page itself to look at
     settings = home / "settings" / "@jupyterlab" / "apputils-extension"
     settings.mkdir(parents=True)
     (settings / "notification.jupyterlab-settings").write_text(
-        json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+        json.dumps({"fetchNews": "false", "checkForUpdates": False})
+    )
     port, token = free_port(), secrets.token_hex(16)
-    env = dict(os.environ, JUPYTERLAB_SETTINGS_DIR=str(home / "settings"),
-               JUPYTERLAB_WORKSPACES_DIR=str(home / "workspaces"),
-               JUPYTER_RUNTIME_DIR=str(home / "runtime"))
+    env = dict(
+        os.environ,
+        JUPYTERLAB_SETTINGS_DIR=str(home / "settings"),
+        JUPYTERLAB_WORKSPACES_DIR=str(home / "workspaces"),
+        JUPYTER_RUNTIME_DIR=str(home / "runtime"),
+    )
     log = open(home / "server.log", "w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root",
-         "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
-         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}"],
-        env=env, stdout=log, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "jupyter",
+            "lab",
+            "--no-browser",
+            "--allow-root",
+            "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.port={port}",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={root}",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
@@ -91,8 +112,10 @@ def server(tmp_path_factory):
                 break
             except OSError as error:
                 if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError("the Jupyter server did not start: "
-                                       + (home / "server.log").read_text()[-2000:]) from error
+                    raise RuntimeError(
+                        "the Jupyter server did not start: "
+                        + (home / "server.log").read_text()[-2000:]
+                    ) from error
                 time.sleep(0.5)
         yield base, token
     finally:
@@ -128,10 +151,21 @@ def test_the_widget_in_jupyterlab(server, browser):
     page.wait_for_selector(".gn-widget .gn-stage svg g.node", timeout=90_000)
 
     # the nodes: the model's, without the L2 branch its reg=0 forward skipped
-    ids = set(page.evaluate("() => [...document.querySelectorAll('.gn-stage g.node')]"
-                            ".map(g => g.id)"))
-    assert {"n_X", "n_y", "n_W1", "n_b1", "n_affine1", "n_relu1", "n_W2", "n_b2",
-            "n_scores", "n_data_5f_loss"} <= ids
+    ids = set(
+        page.evaluate("() => [...document.querySelectorAll('.gn-stage g.node')].map(g => g.id)")
+    )
+    assert {
+        "n_X",
+        "n_y",
+        "n_W1",
+        "n_b1",
+        "n_affine1",
+        "n_relu1",
+        "n_W2",
+        "n_b2",
+        "n_scores",
+        "n_data_5f_loss",
+    } <= ids
     assert "n_reg_5f_loss" not in ids
     keep(page, "widget_jupyterlab.png")
 
@@ -140,8 +174,14 @@ def test_the_widget_in_jupyterlab(server, browser):
     tooltip = page.locator(".gn-tooltip")
     tooltip.wait_for(state="visible")
     text = tooltip.inner_text()
-    for part in ("affine1: affine", "formula: affine1 = ", "rule: ", "value: shape (20, 32)",
-                 "grad: shape (20, 32)", "cache: "):
+    for part in (
+        "affine1: affine",
+        "formula: affine1 = ",
+        "rule: ",
+        "value: shape (20, 32)",
+        "grad: shape (20, 32)",
+        "cache: ",
+    ):
         assert part in text, text
     keep(page, "widget_tooltip.png")
 
@@ -164,8 +204,9 @@ def test_the_widget_in_jupyterlab(server, browser):
     page.wait_for_function("document.querySelector('.gn-stage').dataset.step === '2'")
     second = stage(page)
     assert second["active"] not in ("", "n_affine1") and second["fill"] == "#F0E442"
-    assert page.locator("#n_affine1 path, #n_affine1 polygon").first.get_attribute(
-        "fill") != "#F0E442"
+    assert (
+        page.locator("#n_affine1 path, #n_affine1 polygon").first.get_attribute("fill") != "#F0E442"
+    )
     assert "Step 2 of" in page.locator(".gn-text").inner_text()
     keep(page, "widget_step2.png")
 
@@ -199,8 +240,11 @@ def test_the_widget_in_notebook_7(server, browser):
     page.on("pageerror", lambda e: errors.append(str(e.stack)))
     page.goto(f"{base}/notebooks/classic.ipynb?token={token}")
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=90_000)
-    page.wait_for_function("!!document.querySelector('.jp-Notebook-ExecutionIndicator') ||"
-                           "document.body.innerText.includes('Idle')", timeout=90_000)
+    page.wait_for_function(
+        "!!document.querySelector('.jp-Notebook-ExecutionIndicator') ||"
+        "document.body.innerText.includes('Idle')",
+        timeout=90_000,
+    )
     time.sleep(2)  # the kernel connects
     run_cells(page, 1)
     page.wait_for_selector(".gn-widget .gn-stage svg g.node", timeout=90_000)

@@ -1,5 +1,6 @@
 """The course's `layer_utils` module, 2017 edition: the sandwiches and fast layers of
 graphnet.cs231n.layer_utils, with the 2017 edition's layers (its star import brings them)."""
+
 from .. import layer_utils as _editions_alike
 from .._exports import star_names
 from ..layer_utils import *  # noqa: F401,F403
