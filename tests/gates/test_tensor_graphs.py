@@ -12,6 +12,8 @@ import graphnet as gn
 from graphnet import viz
 from graphnet.gates.base import fill, rule_of
 
+from .round_trips import assert_round_trip_keeps_the_graph
+
 rng = np.random.default_rng(1616)
 
 TENSOR_OPS = {
@@ -192,24 +194,7 @@ def forward_and_grads(g, feeds):
 @pytest.mark.parametrize("route", ["checkpoint", "networkx"])
 def test_round_trips_keep_every_gate_and_its_hyperparameters(route, tmp_path):
     g, feeds = every_gate_graph()
-    loss, grads = forward_and_grads(g, feeds)
-    if route == "checkpoint":
-        gn.save(g, tmp_path / "tensor.npz")
-        rebuilt = gn.load(tmp_path / "tensor.npz")
-    else:
-        rebuilt = gn.Graph.from_networkx(g.to_networkx())
-
-    def described(graph):
-        return {
-            n.name: (n.op, [i.name for i in n.inputs], n.gate.attrs() if n.gate else None)
-            for n in graph.nodes
-        }
-
-    assert described(rebuilt) == described(g)
-    loss_again, grads_again = forward_and_grads(rebuilt, feeds)
-    assert loss_again == loss
-    for name, grad in grads.items():
-        np.testing.assert_array_equal(grads_again[name], grad)
+    assert_round_trip_keeps_the_graph(g, feeds, forward_and_grads, route, tmp_path / "tensor.npz")
 
 
 def test_step_player_text_gives_each_gates_rule_and_formula():
