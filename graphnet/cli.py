@@ -881,7 +881,14 @@ def _write_pictures(solver, model, out, settings):
     write_atomically(
         out / PLOT_FILE,
         lambda tmp: viz.plot_training(
-            solver, path=tmp, title=f"{settings['model']} on {settings['data']}"
+            solver,
+            path=tmp,
+            title=f"{settings['model']} on {settings['data']}",
+            accuracy=(
+                "Caption accuracy (whole caption right)"
+                if settings["model"] in CAPTION_MODELS
+                else "Classification accuracy"
+            ),
         ),
     )
     written = [out / PLOT_FILE]

@@ -72,7 +72,7 @@ def _running_mean(values, window):
 # ----- loss and accuracy -----------------------------------------------------------------
 
 
-def plot_training(solver, path=None, smooth=True, title=None):
+def plot_training(solver, path=None, smooth=True, title=None, accuracy="Classification accuracy"):
     """The two-panel training plot: loss per iteration (top) and train / validation
     accuracy per epoch (bottom).
 
@@ -136,7 +136,7 @@ def plot_training(solver, path=None, smooth=True, title=None):
                 label=f"{prefix}{name}",
             )
     loss_ax.set(title="Training loss", xlabel="iteration", ylabel="loss")
-    acc_ax.set(title="Classification accuracy", xlabel="epoch", ylabel="accuracy")
+    acc_ax.set(title=accuracy, xlabel="epoch", ylabel="accuracy")
     acc_ax.xaxis.get_major_locator().set_params(integer=True)
     for ax in (loss_ax, acc_ax):
         ax.grid(alpha=0.3)

@@ -92,6 +92,13 @@ def test_plot_training_without_smoothing_and_from_a_dict():
     }
     fig = plots.plot_training(history, smooth=False)
     assert len(fig.axes[0].lines) == 1 and len(fig.axes[1].lines) == 2
+    assert fig.axes[1].get_title() == "Classification accuracy"
+
+
+def test_plot_training_names_what_the_accuracy_counts():
+    history = {"loss_history": [2.0, 1.0], "train_acc_history": [0.2], "val_acc_history": [0.1]}
+    fig = plots.plot_training(history, accuracy="Caption accuracy (whole caption right)")
+    assert fig.axes[1].get_title() == "Caption accuracy (whole caption right)"
 
 
 def test_plot_training_compares_several_runs_in_one_plot():
