@@ -17,6 +17,7 @@ struct Lanes<float> {
     static constexpr int64_t kWidth = 16;
     static Vec zero() { return _mm512_setzero_ps(); }
     static Vec broadcast(const float* p) { return _mm512_set1_ps(*p); }
+    static Vec load(const float* p) { return _mm512_loadu_ps(p); }
     static Vec load(const float* p, __mmask16 lanes) { return _mm512_maskz_loadu_ps(lanes, p); }
     static void store(float* p, __mmask16 lanes, Vec v) { _mm512_mask_storeu_ps(p, lanes, v); }
     static Vec fma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
@@ -28,6 +29,7 @@ struct Lanes<double> {
     static constexpr int64_t kWidth = 8;
     static Vec zero() { return _mm512_setzero_pd(); }
     static Vec broadcast(const double* p) { return _mm512_set1_pd(*p); }
+    static Vec load(const double* p) { return _mm512_loadu_pd(p); }
     static Vec load(const double* p, __mmask16 lanes) {
         return _mm512_maskz_loadu_pd(static_cast<__mmask8>(lanes), p);
     }
@@ -52,7 +54,7 @@ struct Block {
 
 // Rows [0, Rows) of A (a at the block's first row and inner index) times Vectors
 // vectors of B's panel (b at its first inner index and column), into c.
-template <typename T, int Rows, int Vectors>
+template <typename T, int Rows, int Vectors, bool Masked>
 void tile(const Block& blk, const T* a, const T* b, const __mmask16 (&lanes)[kVectors],
           T* c) {
     using L = Lanes<T>;
@@ -68,13 +70,15 @@ void tile(const Block& blk, const T* a, const T* b, const __mmask16 (&lanes)[kVe
     // Locals, not blk's fields: the compiler cannot tell that the stores to c leave blk
     // alone, and would reload them at every inner index.
     const int64_t lda = blk.lda, ldb = blk.ldb, depth = blk.depth;
-    __mmask16 mask[Vectors];
-#pragma GCC unroll 3
-    for (int v = 0; v < Vectors; ++v) mask[v] = lanes[v];
+    // Only a panel's last vector can run past column n: the others load unmasked, and
+    // the one mask stays in a register.
+    const __mmask16 last = lanes[Vectors - 1];
     for (int64_t kk = 0; kk < depth; ++kk, ++a, b += ldb) {
         typename L::Vec bv[Vectors];
 #pragma GCC unroll 3
-        for (int v = 0; v < Vectors; ++v) bv[v] = L::load(b + v * L::kWidth, mask[v]);
+        for (int v = 0; v < Vectors - 1; ++v) bv[v] = L::load(b + v * L::kWidth);
+        bv[Vectors - 1] = Masked ? L::load(b + (Vectors - 1) * L::kWidth, last)
+                                 : L::load(b + (Vectors - 1) * L::kWidth);
 #pragma GCC unroll 8
         for (int r = 0; r < Rows; ++r) {
             const typename L::Vec av = L::broadcast(a + r * lda);
@@ -92,11 +96,12 @@ void tile(const Block& blk, const T* a, const T* b, const __mmask16 (&lanes)[kVe
 template <typename T>
 using Tile = void (*)(const Block&, const T*, const T*, const __mmask16 (&)[kVectors], T*);
 
-template <typename T, int Vectors>
+template <typename T, int Vectors, bool Masked>
 constexpr Tile<T> kTilesOf[kRows + 1] = {
-    nullptr,                  tile<T, 1, Vectors>, tile<T, 2, Vectors>, tile<T, 3, Vectors>,
-    tile<T, 4, Vectors>,      tile<T, 5, Vectors>, tile<T, 6, Vectors>, tile<T, 7, Vectors>,
-    tile<T, 8, Vectors>};
+    nullptr,
+    tile<T, 1, Vectors, Masked>, tile<T, 2, Vectors, Masked>, tile<T, 3, Vectors, Masked>,
+    tile<T, 4, Vectors, Masked>, tile<T, 5, Vectors, Masked>, tile<T, 6, Vectors, Masked>,
+    tile<T, 7, Vectors, Masked>, tile<T, 8, Vectors, Masked>};
 
 __mmask16 first_lanes(int64_t valid, int64_t width) {
     return valid >= width ? __mmask16((1u << width) - 1)
@@ -115,8 +120,11 @@ void rows(int64_t row_begin, int64_t row_end, int64_t n, int64_t k, const T* a,
                                                first_lanes(left - width, width),
                                                first_lanes(left - 2 * width, width)};
             const int vectors = left > 2 * width ? 3 : left > width ? 2 : 1;
-            const Tile<T>* tiles = vectors == 3 ? kTilesOf<T, 3>
-                                   : vectors == 2 ? kTilesOf<T, 2> : kTilesOf<T, 1>;
+            const bool masked = left < vectors * width;
+            const Tile<T>* tiles =
+                vectors == 3 ? (masked ? kTilesOf<T, 3, true> : kTilesOf<T, 3, false>)
+                : vectors == 2 ? (masked ? kTilesOf<T, 2, true> : kTilesOf<T, 2, false>)
+                               : (masked ? kTilesOf<T, 1, true> : kTilesOf<T, 1, false>);
             for (int64_t i = row_begin; i < row_end; i += kRows) {
                 const int64_t count = row_end - i < kRows ? row_end - i : kRows;
                 tiles[count](blk, a + i * lda + k0, b + k0 * ldb + j, lanes,
