@@ -13,10 +13,11 @@
     numpy's float32 2048 x 2048 matmul rate measured in this run. Conv GFLOP/s counts
     useful flops only: 2*N*F*C*HH*WW*H'*W' for each of forward, dx and dw (padding
     zeros included, as every conv benchmark does; db is ignored).
-(c) The affine gate's forward product (50 x 8192) @ (8192 x 100), float32: the skinny
-    AVX2 kernel against OpenBLAS and PyTorch. OpenBLAS's time on this shape depends on
-    what ran before it in the process (3.7 ms first thing in a fresh process, 1.5 ms
-    after the conv's GEMMs above, 4.1 ms inside the training step).
+(c) The affine gate's forward product (50 x 8192) @ (8192 x 100), float32: the AVX-512
+    kernel (where the CPU has it) and the skinny AVX2 kernel against OpenBLAS and
+    PyTorch. OpenBLAS's time on this shape depends on what ran before it in the process
+    (3.7 ms first thing in a fresh process, 1.5 ms after the conv's GEMMs above, 4.1 ms
+    inside the training step).
 (d) Other float32 stride-1 layer shapes (deeper, narrower), direct against im2col + GEMM
     for forward, dw and dx: where the direct kernels win and where they are not used.
 (e) The CIFAR layer as the chain conv -> relu -> 2x2 max pool, first layer of a net
@@ -241,19 +242,28 @@ def bench_cifar(repeats):
 
 def bench_affine(repeats):
     """The affine gate's forward product in the CIFAR net, (50 x 8192) @ (8192 x 100):
-    graphnet._C.matmul (the skinny AVX2 kernel), the same product through OpenBLAS (asked
-    for as x @ (W^T)^T, which the skinny kernel does not take), and PyTorch."""
+    graphnet._C.matmul (the AVX-512 kernel where the CPU has it, then with it switched off:
+    the skinny AVX2 kernel), the same product through OpenBLAS (asked for as x @ (W^T)^T,
+    which neither kernel takes), and PyTorch."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((50, 8192), dtype=np.float32)
     w = rng.standard_normal((8192, 100), dtype=np.float32)
     w_t = np.ascontiguousarray(w.T)
-    ours = median_time(lambda: _C.matmul(x, w), repeats)
+    avx512 = median_time(lambda: _C.matmul(x, w), repeats) if _C.avx512_matmul_active() else None
+    _C.set_avx512_matmul(False)
+    try:
+        ours = median_time(lambda: _C.matmul(x, w), repeats)
+    finally:
+        _C.set_avx512_matmul(True)
     blas = median_time(lambda: _C.matmul(x, w_t, transpose_b=True), repeats)
     theirs = None
     if torch is not None:
         xt, wt = torch.from_numpy(x), torch.from_numpy(w)
         theirs = median_time(lambda: xt @ wt, repeats)
     gflops = 2 * 50 * 8192 * 100 / 1e9
+    if avx512 is not None:
+        row("(c) affine x @ W [AVX-512]", avx512, torch_t=theirs,
+            extra=f"{gflops / avx512:.1f} GFLOP/s")
     row("(c) affine x @ W [skinny]", ours, torch_t=theirs, extra=f"{gflops / ours:.1f} GFLOP/s")
     row("(c) affine x @ W [OpenBLAS]", blas, torch_t=theirs, extra=f"{gflops / blas:.1f} GFLOP/s")
 

@@ -17,4 +17,10 @@ template <typename T>
 void matmul(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* a,
             const T* b, T* c);
 
+// A batch times a narrow weight matrix over a long inner dimension runs on the AVX-512
+// kernel (gemm_avx512.h) where the CPU has it, unless switched off here (tests compare it
+// with the OpenBLAS and AVX2 paths).
+void set_avx512_matmul(bool enabled);
+bool avx512_matmul_active();
+
 }  // namespace graphnet

@@ -707,6 +707,11 @@ PYBIND11_MODULE(_C, m) {
           "False keeps them on AVX2, to compare the two.");
     m.def("avx512_conv_active", &avx512_conv_active,
           "Whether the direct conv kernels run on AVX-512.");
+    m.def("set_avx512_matmul", &set_avx512_matmul, "enabled"_a,
+          "Run matmul's batch-times-narrow-weights products on the AVX-512 kernel where the\n"
+          "CPU has it (the default); False keeps them on OpenBLAS and the AVX2 kernel.");
+    m.def("avx512_matmul_active", &avx512_matmul_active,
+          "Whether matmul's batch-times-narrow-weights products run on AVX-512.");
 #ifdef GRAPHNET_X86_KERNELS
     m.attr("x86_kernels_built") = true;
 #else

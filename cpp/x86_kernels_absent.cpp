@@ -7,6 +7,7 @@
 
 #include "activations_avx2.h"
 #include "conv_direct.h"
+#include "gemm_avx512.h"
 #include "panel_gemm_avx512.h"
 #include "skinny_gemm.h"
 
@@ -46,6 +47,14 @@ void direct_sparse_dw_rows(int64_t, int64_t, const float*, const int32_t*, const
 void skinny_gemm_rows(int64_t, int64_t, int64_t, int64_t, const float*, int64_t, const float*,
                       int64_t, float*) {
     absent("skinny_gemm_rows");
+}
+void gemm_rows_avx512(int64_t, int64_t, int64_t, int64_t, const float*, int64_t, const float*,
+                      int64_t, float*, int64_t) {
+    absent("gemm_rows_avx512");
+}
+void gemm_rows_avx512(int64_t, int64_t, int64_t, int64_t, const double*, int64_t,
+                      const double*, int64_t, double*, int64_t) {
+    absent("gemm_rows_avx512");
 }
 void panel_gemm_avx512(int64_t, int64_t, int64_t, int64_t, const float*, int64_t, const float*,
                        bool, float*, int64_t) {

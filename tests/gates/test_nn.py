@@ -249,3 +249,63 @@ def test_shapes_whose_sizes_multiply_past_int64_are_refused():
     g = gn.Graph()
     with pytest.raises(gn.GraphError, match="input 'x'.*multiply to more than fits in 64"):
         g.input("x", shape=(None, 2**40, 2**40))
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("batch", [1, 13])
+def test_affine_fan_out_on_the_avx512_product_against_torch(dtype, batch):
+    """288 features (odd, past the 256 inner indices that select the AVX-512 product on a
+    CPU that has it) to 37 hidden units, whose relu fans out to two affines; training
+    gradients and eval-mode scores against PyTorch, 1 and 2 threads bitwise equal."""
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    from graphnet.kernels import _C
+
+    g = gn.Graph(dtype=dtype)
+    x, y = g.input("x", shape=(None, 4, 8, 9)), g.input("y", dtype=np.int64)
+    params = {
+        "W1": rng.standard_normal((288, 37)) * 0.1,
+        "b1": rng.standard_normal(37),
+        "W2": rng.standard_normal((37, 10)) * 0.3,
+        "b2": rng.standard_normal(10),
+        "W3": rng.standard_normal((37, 10)) * 0.3,
+        "b3": np.zeros(10),
+    }
+    p = {k: g.param(k, v.astype(dtype)) for k, v in params.items()}
+    h = g.relu(g.affine(x, p["W1"], p["b1"]))
+    scores = g.add(g.affine(h, p["W2"], p["b2"]), g.affine(h, p["W3"], p["b3"]), name="scores")
+    g.softmax_loss(scores, y)
+    data, labels = rng.standard_normal((batch, 4, 8, 9)).astype(dtype), rng.integers(0, 10, batch)
+
+    def run(threads):
+        before = _C.get_num_threads()
+        _C.set_num_threads(threads)
+        try:
+            loss = g.train().forward(x=data, y=labels)
+            g.backward()
+            grads = {k: g[k].grad.copy() for k in [*params, "x"]}
+            return loss, grads, g.eval().run("scores", {"x": data})
+        finally:
+            _C.set_num_threads(before)
+
+    loss, grads, eval_scores = run(1)
+    loss2, grads2, eval_scores2 = run(2)
+    assert loss == loss2
+    np.testing.assert_array_equal(eval_scores, eval_scores2)
+    for k in grads:
+        np.testing.assert_array_equal(grads[k], grads2[k])
+
+    t = {k: torch.tensor(v.astype(dtype), requires_grad=True) for k, v in params.items()}
+    tx = torch.tensor(data, requires_grad=True)
+    th = F.relu(tx.reshape(batch, -1) @ t["W1"] + t["b1"])
+    tscores = (th @ t["W2"] + t["b2"]) + (th @ t["W3"] + t["b3"])
+    tloss = F.cross_entropy(tscores, torch.tensor(labels))
+    tloss.backward()
+    tol = 2e-4 if dtype == np.float32 else 1e-9
+    assert loss == pytest.approx(tloss.item(), rel=tol)
+    np.testing.assert_allclose(eval_scores, tscores.detach().numpy(), rtol=tol, atol=tol)
+    np.testing.assert_allclose(grads["x"], tx.grad.numpy(), rtol=tol, atol=tol)
+    for k in params:
+        assert grads[k].dtype == dtype
+        np.testing.assert_allclose(grads[k], t[k].grad.numpy(), rtol=tol, atol=tol)

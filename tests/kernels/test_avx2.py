@@ -175,6 +175,15 @@ def test_direct_conv_is_bitwise_equal_on_any_thread_count():
 # ---- the skinny matrix multiply -----------------------------------------------------
 
 
+@pytest.fixture
+def no_avx512_matmul():
+    """On a CPU with AVX-512 the products below run on gemm_avx512 (test_matmul.py checks
+    it); the skinny kernel serves the CPUs with AVX2 only, so switch the AVX-512 one off."""
+    _C.set_avx512_matmul(False)
+    yield
+    _C.set_avx512_matmul(True)
+
+
 def skinny(m, n, k, seed=0):
     rng = np.random.default_rng(seed)
     return (
@@ -188,7 +197,7 @@ def skinny(m, n, k, seed=0):
 @pytest.mark.slow
 @pytest.mark.parametrize("m", [1, 2, 3, 4, 5, 9, 50])
 @pytest.mark.parametrize("n", [24, 25, 31, 32, 33, 40, 41, 47, 48, 49, 100])
-def test_skinny_matmul_every_tile_remainder(m, n):
+def test_skinny_matmul_every_tile_remainder(m, n, no_avx512_matmul):
     k = 8 * max(m, n) + 3
     a, b = skinny(m, n, k, seed=m * 100 + n)
     np.testing.assert_allclose(
@@ -197,14 +206,14 @@ def test_skinny_matmul_every_tile_remainder(m, n):
 
 
 @pytest.mark.parametrize("k", [255, 256, 257, 511, 8192])
-def test_skinny_matmul_block_edges(k):
+def test_skinny_matmul_block_edges(k, no_avx512_matmul):
     a, b = skinny(5, 30, k)
     np.testing.assert_allclose(
         _C.matmul(a, b), a.astype(np.float64) @ b, rtol=1e-5, atol=1e-5 * np.sqrt(k)
     )
 
 
-def test_skinny_matmul_is_bitwise_equal_on_any_thread_count_and_takes_views():
+def test_skinny_matmul_is_bitwise_equal_on_any_thread_count_and_takes_views(no_avx512_matmul):
     a, b = skinny(50, 100, 4096)
     a_strided = np.zeros((50, 2 * 4096), np.float32)[:, ::2]  # the same numbers, as views
     a_strided[...] = a

@@ -1,7 +1,11 @@
 """graphnet._C.matmul, the product under the affine gate, against numpy."""
 
+import contextlib
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from graphnet.kernels import _C
 
@@ -51,3 +55,86 @@ def test_matmul_takes_views_and_is_bitwise_equal_on_any_thread_count():
 def test_matmul_errors_name_the_shapes(a, b, kwargs, words):
     with pytest.raises(ValueError, match=words):
         _C.matmul(a, b, **kwargs)
+
+
+# ---- the AVX-512 kernel (gemm_avx512.h): a batch times at most 256 columns, k >= 256 ----
+
+
+def avx512_cpu():
+    with open("/proc/cpuinfo") as info:
+        return " avx512f" in info.read() and _C.x86_kernels_built
+
+
+@contextlib.contextmanager
+def avx512_matmul(enabled):
+    _C.set_avx512_matmul(enabled)
+    try:
+        yield
+    finally:
+        _C.set_avx512_matmul(True)
+
+
+def test_the_avx512_kernel_runs_on_this_cpu():
+    """Otherwise the tests below would only exercise OpenBLAS and the AVX2 kernel."""
+    assert _C.avx512_matmul_active() == avx512_cpu()
+    with avx512_matmul(False):
+        assert not _C.avx512_matmul_active()
+
+
+def assert_product(out, a, b, dtype):
+    """Within the rounding of a k-term sum: |error| <= k * eps * sum |a_ik b_kj|."""
+    k = a.shape[1]
+    exact = a.astype(np.float64) @ b.astype(np.float64)
+    bound = 2 * k * np.finfo(dtype).eps * (np.abs(a).astype(np.float64) @ np.abs(b))
+    assert out.dtype == dtype and out.shape == exact.shape
+    assert np.all(np.abs(out - exact) <= bound + np.finfo(dtype).tiny)
+
+
+# Rows 1..9 and 17 cover the 8-row tile's remainders; columns the 16-float / 8-double
+# vectors' and the 3-vector panel's edges; k the 128-deep blocks' edges.
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m", [1, 2, 7, 8, 9, 17])
+@pytest.mark.parametrize("n", [1, 7, 8, 9, 15, 16, 17, 24, 25, 33, 47, 48, 49, 100, 256])
+def test_avx512_matmul_every_tile_remainder(dtype, m, n):
+    rng = np.random.default_rng(m * 1000 + n)
+    a = rng.standard_normal((m, 257)).astype(dtype)
+    b = rng.standard_normal((257, n)).astype(dtype)
+    out = _C.matmul(a, b)
+    assert_product(out, a, b, dtype)
+    with avx512_matmul(False):  # OpenBLAS / AVX2: the same numbers within rounding
+        np.testing.assert_allclose(out, _C.matmul(a, b), rtol=1e-4, atol=1e-4)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    m=st.integers(0, 40),
+    n=st.integers(1, 256),
+    k=st.integers(256, 700),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 2**16),
+)
+def test_avx512_matmul_random_shapes_and_views(m, n, k, dtype, seed):
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((m, 2 * k)).astype(dtype)[:, ::2]  # a view, not contiguous
+    b = np.asfortranarray(rng.standard_normal((k, n)).astype(dtype))
+    out = _C.matmul(a, b)
+    assert_product(out, a, b, dtype)
+    np.testing.assert_array_equal(out, _C.matmul(np.ascontiguousarray(a), np.ascontiguousarray(b)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_avx512_matmul_is_bitwise_equal_on_any_thread_count(dtype):
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((61, 3072)).astype(dtype)
+    b = rng.standard_normal((3072, 100)).astype(dtype)
+    before = _C.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2, 3, 7):
+            _C.set_num_threads(threads)
+            results.append(_C.matmul(a, b))
+    finally:
+        _C.set_num_threads(before)
+    assert_product(results[0], a, b, dtype)
+    for other in results[1:]:
+        np.testing.assert_array_equal(results[0], other)

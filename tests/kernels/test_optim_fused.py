@@ -44,3 +44,23 @@ def test_arrays_the_kernel_cannot_take_go_through_numpy():
     w32, dw64 = np.ones(3, np.float32), np.full(3, 0.5)  # mixed dtypes
     next_w, _ = optim.adam(w32, dw64, {})
     assert next_w.dtype == np.float32
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_subnormal_moments_are_flushed_to_zero(dtype):
+    # A network that fits its batch: gradients of 1e-30 whose squares underflow, and a first
+    # moment with no more gradient decaying in the subnormals (0.9 times the smallest one
+    # rounds back to it, so in numpy it stays there, and each step pays x86's slow path).
+    tiny = np.finfo(dtype).tiny
+    smallest = np.nextafter(dtype(0), dtype(1))
+    w = np.linspace(-1, 1, 40000).astype(dtype)
+    dw = np.where(np.arange(w.size) % 2 == 0, 0, 1e-30).astype(dtype)
+    m = np.where(np.arange(w.size) % 2 == 0, 3 * smallest, tiny).astype(dtype)
+    v = np.full_like(w, 1e-6)
+    config = {"learning_rate": 1e-3, "m": m.copy(), "v": v.copy(), "t": 500}
+    ref_w, ref_m, ref_v = numpy_adam(w.copy(), dw, m, v, 501)
+    next_w, config = optim.adam(w, dw, config)
+    for ours, ref in ((next_w, ref_w), (config["m"], ref_m), (config["v"], ref_v)):
+        assert not np.any((ours != 0) & (np.abs(ours) < tiny))  # nothing subnormal
+        np.testing.assert_allclose(ours, ref, rtol=0, atol=tiny)  # the rest unchanged
+    np.testing.assert_array_equal(next_w, ref_w)
