@@ -20,6 +20,7 @@ import keyword
 import math
 import operator
 import re
+import warnings
 from typing import Any, Optional
 
 import numpy as np
@@ -385,7 +386,9 @@ def from_torch(module: Any, example_args: Any, example_kwargs: Optional[dict] = 
     torch = require("torch", "graphnet.from_torch")
     if isinstance(example_args, torch.Tensor):
         example_args = (example_args,)
-    exported = torch.export.export(module, tuple(example_args), kwargs=example_kwargs)
+    with warnings.catch_warnings():  # torch's note on nn.RNN/LSTM's own weight list
+        warnings.filterwarnings("ignore", "The tensor attributes .*_flat_weights", UserWarning)
+        exported = torch.export.export(module, tuple(example_args), kwargs=example_kwargs)
     reader = _AtenReader(torch, exported)
     calls = [
         n
@@ -475,6 +478,8 @@ class _AtenReader:
         if arg not in self.values:
             kind, key = self.sources.get(arg.name, (None, arg.name))
             array = self.constant(arg)
+            if array.dtype.kind == "b":  # graphnet's masks are integers, nonzero true
+                array = array.astype(np.int64)
             self.values[arg] = (
                 self.graph.param(key, array, dtype=array.dtype)
                 if kind == self.parameter
@@ -1089,7 +1094,7 @@ def _read_recurrent(gate):
                 "is one layer in one direction (stack the gates for more)"
             )
         hx = list(hx) if isinstance(hx, (list, tuple)) else [hx]
-        if len(hx) > 1 and not isinstance(r.value(hx[1]), Zeros):
+        if len(hx) > 1 and not isinstance(r.values.get(hx[1]), Zeros):
             raise layer.refuse(
                 f"its initial cell state {hx[1].name!r} is not zeros: graphnet's lstm gate "
                 "starts the cell state at zero"
@@ -1102,11 +1107,13 @@ def _read_recurrent(gate):
             return Weight(gate_input(r.value(arg), f"{op} {name!r}"), arg.name)
 
         biases = [
-            weight(arg) for arg in params[2:4] if has_biases and not isinstance(r.value(arg), Zeros)
+            weight(arg)
+            for arg in params[2:4]
+            if has_biases and not isinstance(r.values.get(arg), Zeros)
         ]
         b = layer.bias(biases, H, r.graph.dtype)
         h0 = None
-        if not isinstance(r.value(hx[0]), Zeros):
+        if not isinstance(r.values.get(hx[0]), Zeros):
             h0 = Sliced.of(r.graph, r.value(hx[0]), op, f"{name}_h0")
             h0 = h0.selected(op, f"{name}_h0", 0, 0).materialize()
         out = layer.build(

@@ -209,3 +209,260 @@ def test_recurrent_settings_the_gates_lack_are_refused_by_name(
         )
     with pytest.raises(UnsupportedOpError, match=f"{op_type} node 'Y'.*{match}"):
         gn.from_onnx(model)
+
+
+# ----- CaptioningRNN's training graph ---------------------------------------------------
+
+
+def captioning(cell_type):
+    from graphnet.models import CaptioningRNN
+
+    np.random.seed(0)
+    words = {"<NULL>": 0, "<START>": 1, "<END>": 2, "a": 3, "b": 4}
+    model = CaptioningRNN(
+        words, input_dim=6, wordvec_dim=5, hidden_dim=4, cell_type=cell_type, dtype=np.float64
+    )
+    captions = np.array([[1, 3, 4, 2, 0], [1, 4, 2, 0, 0], [1, 3, 3, 3, 2]])
+    feeds = dict(
+        features=np.random.randn(3, 6),
+        captions=captions,
+        mask=(captions[:, 1:] != 0).astype(np.int64),
+    )
+    return model, feeds
+
+
+@pytest.mark.parametrize("cell_type", ["rnn", "lstm"])
+@pytest.mark.parametrize(
+    "way",
+    [pytest.param("onnx", marks=pytest.mark.onnx), pytest.param("torch", marks=pytest.mark.torch)],
+)
+def test_captioning_loss_graph_round_trips_with_its_loss_and_gradients(cell_type, way):
+    model, feeds = captioning(cell_type)
+    if way == "onnx":
+        pytest.importorskip("onnx")
+        back = gn.from_onnx(gn.to_onnx(model.graph))
+    else:
+        torch = pytest.importorskip("torch")
+        module = gn.to_torch(model.graph)
+        back = gn.from_torch(module, tuple(torch.tensor(feeds[n]) for n in module.input_names))
+    ops = [n.op for n in back.nodes]
+    for op in ("word_embedding", cell_type, "temporal_softmax_loss"):
+        assert ops.count(op) == 1, op
+    loss, grads = model.loss(feeds["features"], feeds["captions"])
+    value, back_grads = graphnet_run(back, feeds, "loss" if way == "onnx" else None)
+    assert value == pytest.approx(loss, rel=1e-12)
+    for name, grad in grads.items():
+        np.testing.assert_allclose(back_grads[name], grad, rtol=1e-10, atol=1e-13, err_msg=name)
+
+
+# ----- torch modules through from_torch -------------------------------------------------
+
+
+def torch_reference(module, feeds, names):
+    """torch's output and gradients (float64), the parameters' in graphnet's layout: an
+    RNN/LSTM weight transposed with its blocks in the course's order, its one bias the
+    gradient of bias_ih (bias_hh's is the same), a Linear weight transposed."""
+    from .reference import torch_run
+
+    value, grads = torch_run(module, feeds, names)
+    blocks = {"LSTM": "ifgo", "RNN": None}
+    kinds = {name: type(m).__name__ for name, m in module.named_modules()}
+    expected = {}
+    for name, grad in grads.items():
+        owner, _, leaf = name.rpartition(".")
+        order = blocks.get(kinds.get(owner), None)
+        if leaf.startswith("bias_hh"):
+            np.testing.assert_allclose(grad, grads[name.replace("bias_hh", "bias_ih")])
+            continue
+        if leaf.startswith("weight_") and kinds.get(owner) in blocks:
+            grad = grad.T
+        elif kinds.get(owner) == "Linear" and leaf == "weight":
+            grad = grad.T
+        expected[name] = course_blocks(grad, order) if order else grad
+    return value, expected
+
+
+def char_lstm(torch, batch_first, returns="scores"):
+    """An embedding, an LSTM from zeros and a Linear: a character-level language model."""
+
+    class CharLSTM(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = torch.nn.Embedding(V, D)
+            self.lstm = torch.nn.LSTM(D, H, batch_first=batch_first)
+            self.head = torch.nn.Linear(H, V)
+
+        def forward(self, ids):
+            out, (h, c) = self.lstm(self.embed(ids))
+            if returns == "h_n":
+                return h
+            if returns == "c_n":
+                return c
+            return self.head(out)
+
+    return CharLSTM().double()
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_a_torch_char_lstm_imports_with_torchs_values_and_gradients(batch_first):
+    torch = pytest.importorskip("torch")
+    module = char_lstm(torch, batch_first)
+    ids = rng.integers(0, V, (N, T) if batch_first else (T, N))
+    g = gn.from_torch(module, (torch.tensor(ids),))
+    ops = [n.op for n in g.nodes]
+    assert ops.count("lstm") == 1
+    assert ops.count("word_embedding") == 1
+    expected = torch_reference(module, {"ids": ids}, ["ids"])
+    assert_runs_equal(graphnet_run(g, {"ids": ids}), expected, rtol=1e-10, atol=1e-12)
+    if batch_first:  # the zero initial state follows the batch size
+        more = rng.integers(0, V, (N + 2, T))
+        assert_runs_equal(
+            graphnet_run(g, {"ids": more}),
+            torch_reference(module, {"ids": more}, ["ids"]),
+            rtol=1e-10,
+            atol=1e-12,
+        )
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("cell", ["RNN", "LSTM"])
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_torch_rnn_and_lstm_with_an_initial_state_and_h_n(cell, batch_first):
+    torch = pytest.importorskip("torch")
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.cell = getattr(torch.nn, cell)(D, H, batch_first=batch_first)
+
+        def forward(self, x, h0):
+            state = (h0, torch.zeros_like(h0)) if cell == "LSTM" else h0
+            out, h_n = self.cell(x, state)
+            h_n = h_n[0] if cell == "LSTM" else h_n
+            return out.sum(1 if batch_first else 0) + 2 * h_n[0]
+
+    module = Model().double()
+    feeds = dict(
+        x=rng.normal(size=(N, T, D) if batch_first else (T, N, D)), h0=rng.normal(size=(1, N, H))
+    )
+    g = gn.from_torch(module, tuple(torch.tensor(v) for v in feeds.values()))
+    assert [n.op for n in g.nodes].count(cell.lower()) == 1
+    expected = torch_reference(module, feeds, list(feeds))
+    assert_runs_equal(graphnet_run(g, feeds), expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("mask", ["none", "bool", "causal"])
+def test_scaled_dot_product_attention_imports_as_the_attention_gate(mask):
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    allowed = rng.random((T, T + 1)) < 0.6
+    allowed[:, 0] = True  # torch gives NaN where a query may attend to no key, graphnet 0
+
+    class Attend(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("allowed", torch.tensor(allowed))
+
+        def forward(self, q, k, v):
+            if mask == "bool":
+                return F.scaled_dot_product_attention(q, k, v, attn_mask=self.allowed)
+            return F.scaled_dot_product_attention(q, k, v, is_causal=mask == "causal")
+
+    keys = T if mask == "causal" else T + 1
+    feeds = dict(
+        q=rng.normal(size=(N, 2, T, D)),
+        k=rng.normal(size=(N, 2, keys, D)),
+        v=rng.normal(size=(N, 2, keys, H)),
+    )
+    g = gn.from_torch(Attend(), tuple(torch.tensor(v) for v in feeds.values()))
+    assert [n.op for n in g.nodes if n.kind == "gate"] == [
+        "attention" if mask == "none" else "masked_attention"
+    ]
+    expected = torch_reference(Attend(), feeds, list(feeds))
+    assert_runs_equal(graphnet_run(g, feeds), expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.torch
+def test_torch_embedding_of_any_ids_is_a_take():
+    torch = pytest.importorskip("torch")
+    module = torch.nn.Embedding(V, D).double()
+    ids = rng.integers(0, V, (N, T, 2))
+    g = gn.from_torch(module, (torch.tensor(ids),))
+    assert [n.op for n in g.nodes if n.kind == "gate"] == ["take"]
+    feeds = {"input": ids}
+    assert_runs_equal(graphnet_run(g, feeds), torch_reference(module, feeds, ["input"]), rtol=1e-12)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda t: t.nn.LSTM(D, H, num_layers=2), "aten.lstm node 'lstm'.*num_layers=2"),
+        (
+            lambda t: t.nn.LSTM(D, H, bidirectional=True),
+            "aten.lstm node 'lstm'.*bidirectional=True",
+        ),
+        (lambda t: t.nn.RNN(D, H, num_layers=3), "aten.rnn_tanh node 'rnn_tanh'.*num_layers=3"),
+        (lambda t: t.nn.RNN(D, H, nonlinearity="relu"), "aten.rnn_relu"),
+        (lambda t: t.nn.GRU(D, H), "aten.gru"),
+    ],
+)
+def test_torch_recurrent_settings_the_gates_lack_are_refused_by_name(make, match):
+    torch = pytest.importorskip("torch")
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = make(torch)
+
+        def forward(self, x):
+            return self.layer(x)[0]
+
+    with pytest.raises(UnsupportedOpError, match=match):
+        gn.from_torch(Model(), (torch.randn(T, N, D),))
+
+
+@pytest.mark.torch
+def test_torch_lstm_cell_state_given_or_read_is_refused_by_name():
+    torch = pytest.importorskip("torch")
+    with pytest.raises(UnsupportedOpError, match="aten.lstm node 'lstm'.*c_n"):
+        gn.from_torch(char_lstm(torch, True, returns="c_n"), (torch.randint(0, V, (N, T)),))
+    lstm = torch.nn.LSTM(D, H)
+
+    class Given(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm = lstm
+
+        def forward(self, x, h0, c0):
+            return self.lstm(x, (h0, c0))[0]
+
+    with pytest.raises(UnsupportedOpError, match="initial cell state 'c0' is not zeros"):
+        gn.from_torch(Given(), (torch.randn(T, N, D), torch.randn(1, N, H), torch.randn(1, N, H)))
+    h_n = gn.from_torch(
+        char_lstm(torch, True, returns="h_n").eval(), (torch.randint(0, V, (N, T)),)
+    )
+    assert [n.op for n in h_n.nodes].count("lstm") == 1
+
+
+@pytest.mark.torch
+def test_attention_settings_the_gate_lacks_are_refused_by_name():
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    q = torch.randn(N, T, D)
+    for kwargs, match in (
+        (dict(attn_mask=torch.zeros(T, T)), "torch.float32 attn_mask"),
+        (dict(scale=0.3), "scale=0.3"),
+        (dict(dropout_p=0.1), "dropout_p=0.1"),
+    ):
+
+        class Attend(torch.nn.Module):
+            def forward(self, q, kwargs=kwargs):
+                return F.scaled_dot_product_attention(q, q, q, **kwargs)
+
+        with pytest.raises(
+            UnsupportedOpError, match=f"aten.scaled_dot_product_attention node .*{match}"
+        ):
+            gn.from_torch(Attend(), (q,))
