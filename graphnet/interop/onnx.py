@@ -37,7 +37,7 @@ from ._common import (
     slice_bounds,
     unsupported,
 )
-from ._recurrent import RecurrentLayer, Unavailable, Weight, block_order
+from ._recurrent import RecurrentLayer, Unavailable, Weight, Zeros, block_order
 
 #: ReduceSum takes its axes as an input and Softmax works on one axis from opset 13 on.
 MIN_OPSET = 13
@@ -771,7 +771,7 @@ def from_onnx(path_or_model: Any) -> Graph:
         (
             (n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}.{n.op_type}", _output(n))
             for n in model.graph.node
-            if _output(n) not in inside
+            if _output(n) not in inside and _output(n) not in patterns
         ),
         IMPORTERS,
         "from_onnx",
@@ -869,6 +869,12 @@ class _Reader:
             )
         return self.values[name]
 
+    def zeros(self, name) -> bool:
+        """True when tensor `name` is all zeros: a constant, or zeros of a computed shape."""
+        if isinstance(self.values.get(name), Zeros):
+            return True
+        return name in self.constants and name not in self.values and not self.constants[name].any()
+
     def input(self, node, i):
         return gate_input(self.input_value(node.input[i]), f"{node.op_type} {node.output[0]!r}")
 
@@ -918,7 +924,12 @@ def _find_patterns(onnx, model):
     finder = _PatternFinder(onnx, model)
     patterns, inside = {}, set()
     for tail in model.graph.node:
-        found = finder.gelu(tail) or finder.temporal_loss(tail) or finder.masked_attention(tail)
+        found = (
+            finder.gelu(tail)
+            or finder.temporal_loss(tail)
+            or finder.masked_attention(tail)
+            or finder.zeros(tail)
+        )
         if found is None:
             continue
         interior = finder.interior(tail, set(found[1]))
@@ -926,6 +937,10 @@ def _find_patterns(onnx, model):
             patterns[_output(tail)] = found
             inside |= interior
     return patterns, inside
+
+
+#: The ops that compute a shape from a tensor's sizes.
+_SHAPE_OPS = {"Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Slice", "Cast", "Constant"}
 
 
 class _PatternFinder:
@@ -1076,6 +1091,27 @@ class _PatternFinder:
                 build = lambda r, node, inputs: r.gate("temporal_softmax_loss", node, inputs)  # noqa: E731
                 return build, [scores.input[0], per_step.input[1], flag.input[0]]
         return None
+
+    def zeros(self, tail):
+        """Expand(zeros, shape) with the shape computed from the sizes of a tensor x (as
+        torch.onnx.export's TorchScript exporter writes an RNN's initial state): zeros
+        (read by a recurrent layer as no initial state), the ops on x's shape skipped."""
+        if tail.op_type != "Expand" or len(tail.input) != 2:
+            return None
+        value = self.constants.get(tail.input[0])
+        if value is None or value.any():
+            return None
+        sources, stack = set(), [tail.input[1]]
+        while stack:
+            node = self.producer.get(stack.pop())
+            if node is None or node.op_type not in _SHAPE_OPS:
+                return None
+            if node.op_type == "Shape":
+                sources.add(node.input[0])
+            else:
+                stack.extend(name for name in node.input if name not in self.constants)
+        build = lambda r, node, inputs: Zeros(node.op_type, node.output[0])  # noqa: E731
+        return build, sorted(sources)
 
     def masked_attention(self, tail):
         """MatMul(Where(IsNaN(w), 0, w), v) with w = Softmax(Where(Cast(mask, bool),
@@ -1535,7 +1571,7 @@ def _read_recurrent(gate):
                 raise layer.refuse(
                     f"input {what} {node.input[i]!r}: graphnet's {gate} gate has none"
                 )
-        if r.has(node, 6) and np.any(r.constant(node, 6, "initial_c")):
+        if r.has(node, 6) and not r.zeros(node.input[6]):
             raise layer.refuse(
                 f"initial_c {node.input[6]!r} is not zero: graphnet's lstm gate starts the "
                 "cell state at zero"
@@ -1569,7 +1605,7 @@ def _read_recurrent(gate):
             ]
         b = layer.bias(biases, H, r.graph.dtype)
         h0 = None
-        if r.has(node, 5):
+        if r.has(node, 5) and not r.zeros(node.input[5]):
             h0 = first(5, "initial_h")
             h0 = h0.value if not h0.constant else r.graph.param(h0.name, h0.value)
         out = layer.build(

@@ -4,6 +4,8 @@ hand (checked against onnxruntime); torch's nn.LSTM, nn.RNN, nn.Embedding and
 F.scaled_dot_product_attention through from_torch (checked against torch's autograd);
 and the settings graphnet's gates cannot express, refused with the node and the setting."""
 
+import io
+
 import numpy as np
 import pytest
 
@@ -466,3 +468,36 @@ def test_attention_settings_the_gate_lacks_are_refused_by_name():
             UnsupportedOpError, match=f"aten.scaled_dot_product_attention node .*{match}"
         ):
             gn.from_torch(Attend(), (q,))
+
+
+@pytest.mark.onnx
+@pytest.mark.torch
+@pytest.mark.slow
+@pytest.mark.parametrize("cell", ["LSTM", "RNN"])
+@pytest.mark.parametrize("dynamo", [True, False], ids=["torch.export", "TorchScript"])
+def test_torch_onnx_export_of_a_recurrent_layer_imports_with_torchs_values(cell, dynamo):
+    """An ONNX file from another tool: torch.onnx.export's default exporter and its older
+    TorchScript one (which computes the zero initial state from the input's shape)."""
+    torch = pytest.importorskip("torch")
+    onnx, _ = _onnx()
+    if dynamo:
+        pytest.importorskip("onnxscript")  # what torch.onnx.export's default exporter runs on
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = getattr(torch.nn, cell)(D, H, batch_first=True)
+
+        def forward(self, x):
+            return self.layer(x)[0]
+
+    module = Model().eval()
+    x = torch.randn(N, T, D)
+    buffer = io.BytesIO()
+    torch.onnx.export(module, (x,), buffer, dynamo=dynamo, input_names=["x"], output_names=["y"])
+    g = gn.from_onnx(onnx.load_from_string(buffer.getvalue()))
+    # the default exporter writes an ONNX LSTM, and nn.RNN unrolled into MatMul, Add, Tanh
+    unrolled = dynamo and cell == "RNN"
+    assert [n.op for n in g.nodes].count(cell.lower()) == (0 if unrolled else 1)
+    expected = module(x).detach().numpy()
+    np.testing.assert_allclose(g.run("y", {"x": x.numpy()}), expected, rtol=1e-5, atol=1e-6)
