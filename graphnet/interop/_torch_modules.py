@@ -72,6 +72,8 @@ def _torch_weights(Wx, Wh, b, blocks):
 
 def rnn(x, h0, Wx, Wh, b):
     """Every hidden state (N, T, H) of a tanh RNN over x (N, T, D) from h0 (torch's RNN)."""
+    if x.shape[1] == 0:  # torch's RNN takes at least one step
+        return x.new_zeros(x.shape[0], 0, h0.shape[1])
     out, _ = torch.rnn_tanh(
         x, h0[None], _torch_weights(Wx, Wh, b, 1), True, 1, 0.0, False, False, True
     )
@@ -81,6 +83,8 @@ def rnn(x, h0, Wx, Wh, b):
 def lstm(x, h0, Wx, Wh, b):
     """Every hidden state (N, T, H) of an LSTM over x (N, T, D) from h0 and c = 0
     (torch's LSTM)."""
+    if x.shape[1] == 0:
+        return x.new_zeros(x.shape[0], 0, h0.shape[1])
     state = [h0[None], torch.zeros_like(h0[None])]
     out, _, _ = torch.lstm(x, state, _torch_weights(Wx, Wh, b, 4), True, 1, 0.0, False, False, True)
     return out

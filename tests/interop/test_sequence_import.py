@@ -501,3 +501,23 @@ def test_torch_onnx_export_of_a_recurrent_layer_imports_with_torchs_values(cell,
     assert [n.op for n in g.nodes].count(cell.lower()) == (0 if unrolled else 1)
     expected = module(x).detach().numpy()
     np.testing.assert_allclose(g.run("y", {"x": x.numpy()}), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+def test_to_torch_of_an_empty_sequence_gives_no_hidden_states(cell):
+    torch = pytest.importorskip("torch")
+    g2 = gn.Graph()
+    blocks = 4 if cell == "lstm" else 1
+    x, h0 = g2.input("x", shape=(None, None, 3)), g2.input("h0", shape=(None, 5))
+    weights = [
+        g2.param(n, np.ones(s))
+        for n, s in (("Wx", (3, blocks * 5)), ("Wh", (5, blocks * 5)), ("b", (blocks * 5,)))
+    ]
+    getattr(g2, cell)(x, h0, *weights, name="out")
+    module = gn.to_torch(g2)
+    result = module(
+        torch.zeros(2, 0, 3, dtype=torch.float64), torch.ones(2, 5, dtype=torch.float64)
+    )
+    assert result.shape == (2, 0, 5)
+    assert g2.run("out", x=np.zeros((2, 0, 3)), h0=np.ones((2, 5))).shape == (2, 0, 5)
