@@ -123,9 +123,9 @@ def onnxruntime_outputs(model, x):
 
 @pytest.mark.onnx
 def test_hand_made_lstm_with_an_initial_state_matches_onnxruntime_and_the_gate():
-    arrays = onnx_weights(4, initial_h=True)
+    arrays = dict(onnx_weights(4, initial_h=True), initial_c=np.zeros((1, N, H)))
     model = recurrent_model(
-        "LSTM", ["x", "W", "R", "B", "", "initial_h"], arrays, outputs=("Y", "Y_h")
+        "LSTM", ["x", "W", "R", "B", "", "initial_h", "initial_c"], arrays, outputs=("Y", "Y_h")
     )
     x = rng.normal(size=(T, N, D)).astype(np.float32)
     Y, Y_h = onnxruntime_outputs(model, x)
