@@ -66,13 +66,8 @@ class RecurrentLayer:
     'torch')."""
 
     def __init__(self, graph, source_op: str, name: str, op: str, order: str):
-        self.graph, self.source_op, self.name, self.op, self.order = (
-            graph,
-            source_op,
-            name,
-            op,
-            order,
-        )
+        self.graph, self.source_op, self.name = graph, source_op, name
+        self.op, self.order = op, order
         self.blocks = 4 if op == "lstm" else 1
 
     def refuse(self, why: str):

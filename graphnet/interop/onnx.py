@@ -1584,9 +1584,9 @@ def _read_recurrent(gate):
             )
 
         def first(i, what):  # input i without its axis of directions (of size 1)
-            if node.input[i] in r.constants and node.input[i] not in r.values:
-                return Weight(r.constants[node.input[i]][0], node.input[i])
             axis = 1 if layout and what == "initial_h" else 0
+            if node.input[i] in r.constants and node.input[i] not in r.values:
+                return Weight(np.take(r.constants[node.input[i]], 0, axis=axis), node.input[i])
             value = Sliced.of(r.graph, r.input_value(node.input[i]), op, f"{name}/{what}")
             return Weight(value.selected(op, f"{name}/{what}", axis, 0).materialize(), what)
 

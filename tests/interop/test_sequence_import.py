@@ -155,16 +155,20 @@ def test_hand_made_lstm_with_an_initial_state_matches_onnxruntime_and_the_gate()
 
 @pytest.mark.onnx
 @pytest.mark.parametrize("layout", [0, 1])
-def test_hand_made_rnn_without_a_bias_matches_onnxruntime(layout):
-    arrays = onnx_weights(1, bias=False)
-    model = recurrent_model("RNN", ["x", "W", "R"], arrays, outputs=("Y", "Y_h"), layout=layout)
+def test_hand_made_rnn_without_a_bias_with_an_initial_state_matches_onnxruntime(layout):
+    arrays = onnx_weights(1, bias=False, initial_h=True)
+    inputs = ["x", "W", "R", "", "", "initial_h"]
+    batch_first = dict(arrays, initial_h=arrays["initial_h"].transpose(1, 0, 2))
+    model = recurrent_model(
+        "RNN", inputs, batch_first if layout else arrays, outputs=("Y", "Y_h"), layout=layout
+    )
     x = rng.normal(size=(N, T, D) if layout else (T, N, D)).astype(np.float32)
     g = gn.from_onnx(model)
     assert [n.op for n in g.nodes].count("rnn") == 1
     if layout == 0:
         Y, Y_h = onnxruntime_outputs(model, x)
     else:  # onnxruntime runs layout 0 only: the same weights on the transposed input
-        time_first = recurrent_model("RNN", ["x", "W", "R"], arrays, outputs=("Y", "Y_h"))
+        time_first = recurrent_model("RNN", inputs, arrays, outputs=("Y", "Y_h"))
         Y, Y_h = onnxruntime_outputs(time_first, x.transpose(1, 0, 2))
         Y, Y_h = Y.transpose(2, 0, 1, 3), Y_h.transpose(1, 0, 2)
     np.testing.assert_allclose(g.run("Y", {"x": x}), Y, rtol=1e-5, atol=1e-6)
