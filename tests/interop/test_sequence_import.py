@@ -41,6 +41,7 @@ def assert_same_sequence_gate(back, graph):
 
 
 @pytest.mark.onnx
+@pytest.mark.slow
 @pytest.mark.parametrize("name", CASES)
 def test_graph_to_onnx_to_graph_gives_the_same_values_and_gradients(name):
     pytest.importorskip("onnx")
@@ -56,6 +57,7 @@ def test_graph_to_onnx_to_graph_gives_the_same_values_and_gradients(name):
 
 
 @pytest.mark.torch
+@pytest.mark.slow
 @pytest.mark.parametrize("name", CASES)
 def test_graph_to_torch_to_graph_gives_the_same_values_and_gradients(name):
     torch = pytest.importorskip("torch")
@@ -333,14 +335,14 @@ def test_a_torch_char_lstm_imports_with_torchs_values_and_gradients(batch_first)
 
 @pytest.mark.torch
 @pytest.mark.parametrize("cell", ["RNN", "LSTM"])
-@pytest.mark.parametrize("batch_first", [True, False])
-def test_torch_rnn_and_lstm_with_an_initial_state_and_h_n(cell, batch_first):
+@pytest.mark.parametrize("batch_first, bias", [(True, True), (False, True), (True, False)])
+def test_torch_rnn_and_lstm_with_an_initial_state_and_h_n(cell, batch_first, bias):
     torch = pytest.importorskip("torch")
 
     class Model(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.cell = getattr(torch.nn, cell)(D, H, batch_first=batch_first)
+            self.cell = getattr(torch.nn, cell)(D, H, batch_first=batch_first, bias=bias)
 
         def forward(self, x, h0):
             state = (h0, torch.zeros_like(h0)) if cell == "LSTM" else h0
