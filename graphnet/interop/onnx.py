@@ -37,7 +37,7 @@ from ._common import (
     slice_bounds,
     unsupported,
 )
-from ._recurrent import RecurrentLayer, Unavailable, Weight, Zeros, block_order
+from ._recurrent import RecurrentLayer, Weight, Zeros, block_order
 
 #: ReduceSum takes its axes as an input and Softmax works on one axis from opset 13 on.
 MIN_OPSET = 13
@@ -811,7 +811,7 @@ class _Reader:
             if _output(node) in self.inside:
                 continue
             if node.op_type not in _SEVERAL_OUTPUTS:
-                extra = [o for o in node.output[1:] if o and self._used(o)]
+                extra = [o for o in node.output[1:] if o and self.used(o)]
                 if extra:
                     raise unsupported(
                         node.op_type,
@@ -834,7 +834,7 @@ class _Reader:
         g.eval()
         return g
 
-    def _used(self, tensor):
+    def used(self, tensor):
         return any(tensor in n.input for n in self.model.graph.node) or any(
             tensor == o.name for o in self.model.graph.output
         )
@@ -1545,9 +1545,9 @@ _ACTIVATIONS = {"RNN": ["tanh"], "LSTM": ["sigmoid", "tanh", "tanh"]}
 
 def _read_recurrent(gate):
     """RNN, LSTM: forward, one direction, the default activations, no clip, peepholes or
-    sequence_lens, the LSTM's initial_c zero (graphnet's lstm gate starts the cell state
-    at zero); layout 0 (time first) or 1 (batch first). Outputs Y, Y_h (Y_c: an error
-    when something reads it)."""
+    sequence_lens; layout 0 (time first) or 1 (batch first). Outputs Y, Y_h, Y_c. An
+    LSTM with an initial_c other than zeros, or whose Y_c is read, becomes lstm_step
+    gates over its (known) steps; any other layer one rnn or lstm gate."""
 
     def read(r, node):
         op, name = node.op_type, node.output[0]
@@ -1571,11 +1571,6 @@ def _read_recurrent(gate):
                 raise layer.refuse(
                     f"input {what} {node.input[i]!r}: graphnet's {gate} gate has none"
                 )
-        if r.has(node, 6) and not r.zeros(node.input[6]):
-            raise layer.refuse(
-                f"initial_c {node.input[6]!r} is not zero: graphnet's lstm gate starts the "
-                "cell state at zero"
-            )
         layout, H = r.attr(node, "layout", 0), r.attr(node, "hidden_size")
         if layout not in (0, 1) or H is None:
             raise layer.refuse(
@@ -1584,7 +1579,7 @@ def _read_recurrent(gate):
             )
 
         def first(i, what):  # input i without its axis of directions (of size 1)
-            axis = 1 if layout and what == "initial_h" else 0
+            axis = 1 if layout and what.startswith("initial") else 0
             if node.input[i] in r.constants and node.input[i] not in r.values:
                 return Weight(np.take(r.constants[node.input[i]], 0, axis=axis), node.input[i])
             value = Sliced.of(r.graph, r.input_value(node.input[i]), op, f"{name}/{what}")
@@ -1604,19 +1599,32 @@ def _read_recurrent(gate):
                 for half, what in ((slice(0, kH), "Wb"), (slice(kH, 2 * kH), "Rb"))
             ]
         b = layer.bias(biases, H, r.graph.dtype)
-        h0 = None
-        if r.has(node, 5) and not r.zeros(node.input[5]):
-            h0 = first(5, "initial_h")
-            h0 = h0.value if not h0.constant else r.graph.param(h0.name, h0.value)
+
+        def state(i, what):  # initial_h, initial_c: None when absent or zeros
+            if not r.has(node, i) or r.zeros(node.input[i]):
+                return None
+            weight = first(i, what)
+            return r.graph.param(weight.name, weight.value) if weight.constant else weight.value
+
+        h0, cell = state(5, "initial_h"), state(6, "initial_c")
+        if cell is None and len(node.output) > 2 and node.output[2] and r.used(node.output[2]):
+            cell = True  # Y_c is read
         out = layer.build(
-            r.input(node, 0), h0, Wx, Wh, b, time_first=layout == 0, out_name=f"{name}/hidden"
+            r.input(node, 0),
+            h0,
+            Wx,
+            Wh,
+            b,
+            time_first=layout == 0,
+            out_name=f"{name}/hidden",
+            cell=cell,
         )
         # Y (T, 1, N, H) and Y_h (1, N, H), or with layout 1 (N, T, 1, H) and (N, 1, H)
-        Y = Sliced.of(r.graph, out, op, name).unsqueezed(op, name, 2 if layout else 1)
+        Y = layer.with_new_axis(out, 2 if layout else 1, name)
         Y_h = layer.last_state(out, layout, layout, node.output[1] if len(node.output) > 1 else "")
-        Y_c = Unavailable(
-            op, name, "its last cell state Y_c is not an output of graphnet's lstm gate"
-        )
+        Y_c = None  # read only when layer.last_cell is not None
+        if layer.last_cell is not None:
+            Y_c = layer.with_new_axis(layer.last_cell, layout, node.output[2])
         return (Y, Y_h, Y_c)[: len(node.output)]
 
     return read

@@ -42,7 +42,7 @@ from ._common import (
     slice_bounds,
     unsupported,
 )
-from ._recurrent import RecurrentLayer, Unavailable, Weight, Zeros
+from ._recurrent import RecurrentLayer, Weight, Zeros
 
 
 # ----- export --------------------------------------------------------------------------
@@ -1077,10 +1077,10 @@ def _read_multi_margin(r, node):
 
 
 def _read_recurrent(gate):
-    """aten.lstm, aten.rnn_tanh (nn.LSTM, nn.RNN): one layer, one direction; hx a tensor
-    of zeros (nn.LSTM's default) or the module's input h0 of shape (1, N, H) and, for
-    the LSTM, a cell state of zeros (graphnet's lstm gate starts it at zero). Outputs:
-    every hidden state, h_n (c_n: an error when something reads it)."""
+    """aten.lstm, aten.rnn_tanh (nn.LSTM, nn.RNN): one layer, one direction; hx tensors
+    of zeros (nn.LSTM's default) or of shape (1, N, H). Outputs: every hidden state, h_n,
+    c_n. An LSTM with a cell state other than zeros, or whose c_n is read, becomes
+    lstm_step gates over the example's steps; any other layer one rnn or lstm gate."""
 
     def read(r, node):
         op, name = _op_name(node.target), node.name
@@ -1094,11 +1094,12 @@ def _read_recurrent(gate):
                 "is one layer in one direction (stack the gates for more)"
             )
         hx = list(hx) if isinstance(hx, (list, tuple)) else [hx]
+        cell = None
         if len(hx) > 1 and not isinstance(r.values.get(hx[1]), Zeros):
-            raise layer.refuse(
-                f"its initial cell state {hx[1].name!r} is not zeros: graphnet's lstm gate "
-                "starts the cell state at zero"
-            )
+            cell = Sliced.of(r.graph, r.value(hx[1]), op, f"{name}_c0")
+            cell = cell.selected(op, f"{name}_c0", 0, 0).materialize()
+        elif any(user.args[1:] == (2,) and user.users for user in node.users):
+            cell = True  # c_n is read
         H = r.shape(params[1])[1]
 
         def weight(arg):  # a parameter only this op uses: its array, made a param
@@ -1124,11 +1125,13 @@ def _read_recurrent(gate):
             b,
             time_first=not batch_first,
             out_name=name,
+            cell=cell,
+            steps=r.shape(node.args[0])[1 if batch_first else 0],
         )
         h_n = layer.last_state(out, 1 if batch_first else 0, 0, f"{name}_h_n")
-        c_n = Unavailable(
-            op, name, "its last cell state c_n is not an output of graphnet's lstm gate"
-        )
+        c_n = None  # read only when layer.last_cell is not None
+        if layer.last_cell is not None:
+            c_n = layer.with_new_axis(layer.last_cell, 0, f"{name}_c_n")
         return (out, h_n, c_n)[: len(hx) + 1]
 
     return read

@@ -156,6 +156,59 @@ def test_hand_made_lstm_with_an_initial_state_matches_onnxruntime_and_the_gate()
 
 
 @pytest.mark.onnx
+@pytest.mark.torch
+@pytest.mark.parametrize("layout", [0, 1])
+def test_hand_made_lstm_with_a_cell_state_becomes_steps_with_torchs_gradients(layout):
+    """initial_c not zero and Y_c read: lstm_step gates, one per step."""
+    torch = pytest.importorskip("torch")
+    arrays = dict(onnx_weights(4, initial_h=True), initial_c=rng.normal(size=(1, N, H)))
+    batch_first = {
+        k: v.transpose(1, 0, 2) if k.startswith("initial") else v for k, v in arrays.items()
+    }
+    inputs = ["x", "W", "R", "B", "", "initial_h", "initial_c"]
+    outputs = ("Y", "Y_h", "Y_c")
+    model = recurrent_model(
+        "LSTM", inputs, batch_first if layout else arrays, outputs, layout=layout
+    )
+    g = gn.from_onnx(model)
+    assert [n.op for n in g.nodes].count("lstm_step") == T
+    x = rng.normal(size=(T, N, D)).astype(np.float32)
+    expected = onnxruntime_outputs(recurrent_model("LSTM", inputs, arrays, outputs), x)
+    x_fed = x.transpose(1, 0, 2) if layout else x
+    for name, value in zip(outputs, expected):
+        if layout:  # onnxruntime's layout 0: (T, 1, N, H), (1, N, H)
+            value = value.transpose(2, 0, 1, 3) if name == "Y" else value.transpose(1, 0, 2)
+        np.testing.assert_allclose(g.run(name, {"x": x_fed}), value, rtol=1e-5, atol=1e-6)
+
+    # gradients of the sum of Y_c against torch's LSTM on the weights mapped
+    module = torch.nn.LSTM(D, H)
+    W, R, B = (arrays[k][0].astype(np.float32) for k in ("W", "R", "B"))
+    to_torch = lambda a: np.concatenate([dict(zip("iofg", np.split(a, 4)))[k] for k in "ifgo"])  # noqa: E731
+    with torch.no_grad():
+        for p, value in zip(module.parameters(), (W, R, B[: 4 * H], B[4 * H :])):
+            p.copy_(torch.tensor(to_torch(value)))
+    t = {
+        k: torch.tensor(v.astype(np.float32), requires_grad=True)
+        for k, v in (("x", x), ("h", arrays["initial_h"]), ("c", arrays["initial_c"]))
+    }
+    module(t["x"], (t["h"], t["c"]))[1][1].sum().backward()
+    g.run("Y_c", {"x": x_fed})
+    g.backward("Y_c", np.ones((N, 1, H) if layout else (1, N, H), np.float32))
+    np.testing.assert_allclose(
+        g["x"].grad,
+        t["x"].grad.numpy().transpose(1, 0, 2) if layout else t["x"].grad.numpy(),
+        rtol=1e-4,
+        atol=1e-5,
+    )
+    for name, key in (("initial_h", "h"), ("initial_c", "c")):
+        grad = t[key].grad.numpy()
+        np.testing.assert_allclose(g[name].grad, grad[0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        g["W"].grad, course_blocks(module.weight_ih_l0.grad.numpy().T, "ifgo"), rtol=1e-4, atol=1e-5
+    )
+
+
+@pytest.mark.onnx
 @pytest.mark.parametrize("layout", [0, 1])
 def test_hand_made_rnn_without_a_bias_with_an_initial_state_matches_onnxruntime(layout):
     arrays = onnx_weights(1, bias=False, initial_h=True)
@@ -195,8 +248,7 @@ def test_hand_made_rnn_without_a_bias_with_an_initial_state_matches_onnxruntime(
         ("LSTM", "x W R B", dict(input_forget=1), {}, ("Y",), "input_forget=1"),
         ("LSTM", "x W R B    P", {}, {"P": (1, 3 * H)}, ("Y",), "P \\(peepholes\\)"),
         ("RNN", "x W R B seq", {}, {"seq": None}, ("Y",), "sequence_lens"),
-        ("LSTM", "x W R B  h c", {}, {"h": (1, N, H), "c": (1, N, H)}, ("Y",), "initial_c 'c'"),
-        ("LSTM", "x W R B", {}, {}, ("Y", "Y_h", "Y_c"), "Y_c"),
+        ("LSTM", "x W R B  h c", {}, {"h": (1, N, H), "c": (1, N, H)}, ("Y",), "unknown number"),
     ],
 )
 def test_recurrent_settings_the_gates_lack_are_refused_by_name(
@@ -210,11 +262,8 @@ def test_recurrent_settings_the_gates_lack_are_refused_by_name(
     for key, shape in extra.items():
         arrays[key] = np.full(N, T, np.int32) if shape is None else rng.normal(size=shape) + 1.0
     model = recurrent_model(op_type, inputs.split(" "), arrays, outputs, **attrs)
-    if outputs[-1] == "Y_c":  # read Y_c: an Identity of it is an output
-        model.graph.node.append(onnx.helper.make_node("Identity", ["Y_c"], ["c_out"]))
-        model.graph.output.append(
-            onnx.helper.make_tensor_value_info("c_out", onnx.TensorProto.FLOAT, [1, N, H])
-        )
+    if match == "unknown number":  # a cell state given, on x of unknown length
+        model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "T"
     with pytest.raises(UnsupportedOpError, match=f"{op_type} node 'Y'.*{match}"):
         gn.from_onnx(model)
 
@@ -433,25 +482,42 @@ def test_torch_recurrent_settings_the_gates_lack_are_refused_by_name(make, match
 
 
 @pytest.mark.torch
-def test_torch_lstm_cell_state_given_or_read_is_refused_by_name():
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_torch_lstm_with_a_cell_state_given_and_c_n_read_becomes_steps(batch_first):
     torch = pytest.importorskip("torch")
-    with pytest.raises(UnsupportedOpError, match="aten.lstm node 'lstm'.*c_n"):
-        gn.from_torch(char_lstm(torch, True, returns="c_n"), (torch.randint(0, V, (N, T)),))
-    lstm = torch.nn.LSTM(D, H)
 
     class Given(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.lstm = lstm
+            self.lstm = torch.nn.LSTM(D, H, batch_first=batch_first)
 
         def forward(self, x, h0, c0):
-            return self.lstm(x, (h0, c0))[0]
+            out, (h, c) = self.lstm(x, (h0, c0))
+            return out.sum(1 if batch_first else 0) + 3 * c[0] - h[0]
 
-    with pytest.raises(UnsupportedOpError, match="initial cell state 'c0' is not zeros"):
-        gn.from_torch(Given(), (torch.randn(T, N, D), torch.randn(1, N, H), torch.randn(1, N, H)))
-    h_n = gn.from_torch(
-        char_lstm(torch, True, returns="h_n").eval(), (torch.randint(0, V, (N, T)),)
+    module = Given().double()
+    feeds = dict(
+        x=rng.normal(size=(N, T, D) if batch_first else (T, N, D)),
+        h0=rng.normal(size=(1, N, H)),
+        c0=rng.normal(size=(1, N, H)),
     )
+    g = gn.from_torch(module, tuple(torch.tensor(v) for v in feeds.values()))
+    assert [n.op for n in g.nodes].count("lstm_step") == T
+    assert_runs_equal(
+        graphnet_run(g, feeds), torch_reference(module, feeds, list(feeds)), rtol=1e-10, atol=1e-12
+    )
+    # c_n read from nn.LSTM's default zero state
+    reads_c = char_lstm(torch, True, returns="c_n")
+    ids = rng.integers(0, V, (N, T))
+    g = gn.from_torch(reads_c, (torch.tensor(ids),))
+    assert [n.op for n in g.nodes].count("lstm_step") == T
+    assert_runs_equal(
+        graphnet_run(g, {"ids": ids}),
+        torch_reference(reads_c, {"ids": ids}, ["ids"]),
+        rtol=1e-10,
+        atol=1e-12,
+    )
+    h_n = gn.from_torch(char_lstm(torch, True, returns="h_n"), (torch.tensor(ids),))
     assert [n.op for n in h_n.nodes].count("lstm") == 1
 
 
