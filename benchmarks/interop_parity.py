@@ -10,6 +10,10 @@ max(|b|, 1), over the output and every gradient) of
 Then the same for the course models' scores and loss (float32 for ThreeLayerConvNet and
 FullyConnectedNet, float64 for TwoLayerNet, their default dtypes), and for an attention
 block built from matmul, transpose and softmax gates (float64; onnxruntime float32).
+Then the sequence gates (every case of tests/gates/test_sequence.py and CaptioningRNN's
+loss graph, float64) through both round trips, and torch modules (nn.LSTM, nn.RNN,
+nn.Embedding, F.scaled_dot_product_attention; float64) read by gn.from_torch against
+torch's own output and gradients.
 """
 import os
 import sys
@@ -18,11 +22,13 @@ import numpy as np
 import onnxruntime
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]  # the tests' own imports: gates.test_sequence
 
 import graphnet as gn  # noqa: E402
 from tests.interop.cases import CASES, attention_graph, build, course_models  # noqa: E402
 from tests.interop.reference import graphnet_run, torch_run  # noqa: E402
+from tests.interop import test_sequence_import as sequence  # noqa: E402
 
 
 def error(got, expected):
@@ -93,6 +99,51 @@ def main():
     via_onnx, via_torch = round_trip_errors(graph, feeds)
     print(f"| attention block (float64) | {fmt(onnxruntime_error(graph, feeds))} | "
           f"{fmt(torch_error(graph, feeds))} | {fmt(via_onnx)} | {fmt(via_torch)} |")
+
+    print()
+    print("| sequence case (float64) | ONNX round trip | torch round trip |")
+    print("|---|---|---|")
+    for case in sequence.CASES:
+        graph, out, feeds = sequence.build(case)
+        via_onnx, via_torch = round_trip_errors(graph, feeds, out.name)
+        print(f"| {case} | {fmt(via_onnx)} | {fmt(via_torch)} |")
+    for cell in ("rnn", "lstm"):
+        model, feeds = sequence.captioning(cell)
+        via_onnx, via_torch = round_trip_errors(model.graph, feeds, "loss")
+        print(f"| CaptioningRNN loss, {cell} | {fmt(via_onnx)} | {fmt(via_torch)} |")
+    print()
+    print("| torch module (float64) | gn.from_torch against torch |")
+    print("|---|---|")
+    for name, module, feeds in torch_modules():
+        graph = gn.from_torch(module, [torch.tensor(v) for v in feeds.values()])
+        expected = sequence.torch_reference(module, feeds, list(feeds))
+        print(f"| {name} | {fmt(error(graphnet_run(graph, feeds), expected))} |")
+
+
+def torch_modules():
+    """(name, module, feeds): a character-level LSTM language model (embedding, LSTM,
+    linear) both layouts, and scaled dot-product attention with and without a mask."""
+    rng = np.random.default_rng(4)
+    torch.manual_seed(4)  # the modules' initial weights
+    N, T, V = sequence.N, sequence.T, sequence.V
+    for batch_first in (True, False):
+        ids = rng.integers(0, V, (N, T) if batch_first else (T, N))
+        yield (f"Embedding, LSTM, Linear (batch_first={batch_first})",
+               sequence.char_lstm(torch, batch_first), {"ids": ids})
+    q, k, v = (rng.normal(size=(N, 2, T, sequence.D)) for _ in range(3))
+
+    class Attend(torch.nn.Module):
+        def __init__(self, causal):
+            super().__init__()
+            self.causal = causal
+
+        def forward(self, q, k, v):
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v,
+                                                                    is_causal=self.causal)
+
+    for causal in (False, True):
+        yield (f"scaled_dot_product_attention (is_causal={causal})", Attend(causal),
+               {"q": q, "k": k, "v": v})
 
 
 if __name__ == "__main__":

@@ -318,3 +318,20 @@ class Sliced(Pending):
 def build_gate(graph, op: str, inputs, name: str, **attrs):
     """The one place the importers build a gate: the registry's, by op name."""
     return graph.apply(op, *inputs, name=name, **attrs)
+
+
+def masked_attention(graph, op: str, name: str, inputs, scale: float):
+    """graphnet's masked_attention gate on q, k, v, mask from a source op `op` named
+    `name` that scales the scores by `scale`: the gate's own 1/√d, or q multiplied by
+    scale·√d first."""
+    q = inputs[0]
+    d = None if q.static_shape is None else q.static_shape[-1]
+    if d is None:
+        raise unsupported(
+            op,
+            name,
+            "masked attention on queries of unknown size d: graphnet's gate scales by 1/√d",
+        )
+    if not math.isclose(scale * math.sqrt(d), 1.0, rel_tol=1e-6):
+        q = build_gate(graph, "multiply", [q, scale * math.sqrt(d)], f"{name}/scale")
+    return build_gate(graph, "masked_attention", [q, *inputs[1:]], name)

@@ -7,6 +7,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ._recurrent import block_order
+
 
 class BatchNorm(torch.nn.Module):
     """graphnet's batchnorm and spatial_batchnorm: F.batch_norm with the node's running
@@ -56,22 +58,36 @@ def lstm_step(x, prev_h, prev_c, Wx, Wh, b):
     return torch.stack(_lstm_cell(x, prev_h, prev_c, Wx, Wh, b))
 
 
-def _every_step(x, h0, step):
-    states, state = [], (h0, torch.zeros_like(h0))
-    for t in range(x.shape[1]):
-        state = step(x[:, t], *state)
-        states.append(state[0])
-    return torch.stack(states, dim=1) if states else x.new_zeros(x.shape[0], 0, h0.shape[1])
+def _torch_weights(Wx, Wh, b, blocks):
+    """torch's (w_ih, w_hh, b_ih, b_hh) from the course's Wx, Wh, b: (out, in) matrices,
+    the LSTM's blocks in torch's order, and no recurrent bias."""
+    if blocks > 1:
+        H = Wh.shape[0]
+        order = block_order("course", "torch")
+        Wx, Wh, b = (
+            torch.cat([w[..., k * H : (k + 1) * H] for k in order], dim=-1) for w in (Wx, Wh, b)
+        )
+    return [Wx.t(), Wh.t(), b, torch.zeros_like(b)]
 
 
 def rnn(x, h0, Wx, Wh, b):
-    """Every hidden state (N, T, H) of a tanh RNN over x (N, T, D) from h0."""
-    return _every_step(x, h0, lambda x_t, h, c: (rnn_step(x_t, h, Wx, Wh, b), c))
+    """Every hidden state (N, T, H) of a tanh RNN over x (N, T, D) from h0 (torch's RNN)."""
+    if x.shape[1] == 0:  # torch's RNN takes at least one step
+        return x.new_zeros(x.shape[0], 0, h0.shape[1])
+    out, _ = torch.rnn_tanh(
+        x, h0[None], _torch_weights(Wx, Wh, b, 1), True, 1, 0.0, False, False, True
+    )
+    return out
 
 
 def lstm(x, h0, Wx, Wh, b):
-    """Every hidden state (N, T, H) of an LSTM over x (N, T, D) from h0 and c = 0."""
-    return _every_step(x, h0, lambda x_t, h, c: _lstm_cell(x_t, h, c, Wx, Wh, b))
+    """Every hidden state (N, T, H) of an LSTM over x (N, T, D) from h0 and c = 0
+    (torch's LSTM)."""
+    if x.shape[1] == 0:
+        return x.new_zeros(x.shape[0], 0, h0.shape[1])
+    state = [h0[None], torch.zeros_like(h0[None])]
+    out, _, _ = torch.lstm(x, state, _torch_weights(Wx, Wh, b, 4), True, 1, 0.0, False, False, True)
+    return out
 
 
 def word_embedding(x, W):

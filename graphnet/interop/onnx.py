@@ -31,11 +31,13 @@ from ._common import (
     check_supported,
     classes_last,
     gate_input,
+    masked_attention,
     require,
     selected_nodes,
     slice_bounds,
     unsupported,
 )
+from ._recurrent import RecurrentLayer, Weight, Zeros, block_order
 
 #: ReduceSum takes its axes as an input and Softmax works on one axis from opset 13 on.
 MIN_OPSET = 13
@@ -555,7 +557,7 @@ def _onnx_recurrent_weights(ops, inputs, H, lstm):
             return tensor
         blocks = [
             ops.block(tensor, k, H, 0, f"{what}_{gate}")
-            for k, gate in ((0, "i"), (2, "o"), (1, "f"), (3, "c"))
+            for k, gate in zip(block_order("course", "onnx"), "iofc")
         ]
         return ops("Concat", blocks, f"{what}_iofc", axis=0)
 
@@ -764,17 +766,17 @@ def from_onnx(path_or_model: Any) -> Graph:
         if isinstance(path_or_model, onnx.ModelProto)
         else onnx.load(os.fspath(path_or_model))
     )
-    gelus, inside = _find_gelus(onnx, model)
+    patterns, inside = _find_patterns(onnx, model)
     check_supported(
         (
             (n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}.{n.op_type}", _output(n))
             for n in model.graph.node
-            if _output(n) not in inside
+            if _output(n) not in inside and _output(n) not in patterns
         ),
         IMPORTERS,
         "from_onnx",
     )
-    return _Reader(onnx, model, gelus, inside).build()
+    return _Reader(onnx, model, patterns, inside).build()
 
 
 def _output(node):
@@ -785,12 +787,12 @@ class _Reader:
     """Builds the graph: `values` maps each ONNX tensor name to the node (or Pending) that
     holds it; initializers and Constant outputs become nodes when a gate takes them."""
 
-    def __init__(self, onnx, model, gelus, inside):
+    def __init__(self, onnx, model, patterns, inside):
         self.onnx = onnx
         self.opset = next(
             (o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), MIN_OPSET
         )
-        self.model, self.gelus, self.inside = model, gelus, inside
+        self.model, self.patterns, self.inside = model, patterns, inside
         self.constants = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
         self.initializer_names = set(self.constants)
         floats = [_elem_dtype(onnx, i) for i in model.graph.input if i.name not in self.constants]
@@ -808,31 +810,31 @@ class _Reader:
         for node in self.model.graph.node:
             if _output(node) in self.inside:
                 continue
-            extra = [o for o in node.output[1:] if o and self._used(o)]
-            if extra:
-                raise unsupported(
-                    node.op_type,
-                    node.output[0],
-                    f"graphnet computes only its first output, but {', '.join(extra)} is used",
-                )
-            if node.output[0] in self.gelus:
-                x, approximate = self.gelus[node.output[0]]
-                value = self.gate(
-                    "gelu",
-                    node,
-                    [gate_input(self.input_value(x), "a gelu")],
-                    approximate=approximate,
+            if node.op_type not in _SEVERAL_OUTPUTS:
+                extra = [o for o in node.output[1:] if o and self.used(o)]
+                if extra:
+                    raise unsupported(
+                        node.op_type,
+                        node.output[0],
+                        f"graphnet computes only its first output, but {', '.join(extra)} is used",
+                    )
+            if node.output[0] in self.patterns:
+                build, inputs = self.patterns[node.output[0]]
+                value = build(
+                    self, node, [gate_input(self.input_value(x), node.op_type) for x in inputs]
                 )
             else:
                 value = IMPORTERS[node.op_type](self, node)
-            if value is not None:
+            if isinstance(value, tuple):  # one value for each of the node's outputs
+                self.values.update((out, v) for out, v in zip(node.output, value) if out)
+            elif value is not None:
                 self.values[node.output[0]] = value
         for out in self.model.graph.output:
             gate_input(self.input_value(out.name), "the model's output")
         g.eval()
         return g
 
-    def _used(self, tensor):
+    def used(self, tensor):
         return any(tensor in n.input for n in self.model.graph.node) or any(
             tensor == o.name for o in self.model.graph.output
         )
@@ -866,6 +868,12 @@ class _Reader:
                 else self.graph.const(value, name=name, dtype=value.dtype)
             )
         return self.values[name]
+
+    def zeros(self, name) -> bool:
+        """True when tensor `name` is all zeros: a constant, or zeros of a computed shape."""
+        if isinstance(self.values.get(name), Zeros):
+            return True
+        return name in self.constants and name not in self.values and not self.constants[name].any()
 
     def input(self, node, i):
         return gate_input(self.input_value(node.input[i]), f"{node.op_type} {node.output[0]!r}")
@@ -907,28 +915,41 @@ def _elem_dtype(onnx, info):
     return np.dtype(np.int64) if dtype.kind == "b" else dtype
 
 
-def _find_gelus(onnx, model):
-    """The GELUs written in ONNX ops before opset 20 had Gelu (as torch.onnx.export and
-    to_onnx write them): ({output: (x, approximate)}, the outputs of the nodes inside
-    them), leaving alone a GELU whose inner values something else reads."""
-    finder = _GeluFinder(onnx, model)
-    gelus, inside = {}, set()
+def _find_patterns(onnx, model):
+    """Runs of ONNX ops that are one gate: the GELUs written in ops before opset 20 had
+    Gelu (as torch.onnx.export and to_onnx write them), the temporal softmax loss and the
+    masked attention as to_onnx writes them. Returns ({output of the run's last node:
+    (build(reader, node, input nodes), input tensor names)}, the outputs of the nodes
+    inside the runs), leaving alone a run whose inner values something else reads."""
+    finder = _PatternFinder(onnx, model)
+    patterns, inside = {}, set()
     for tail in model.graph.node:
-        x, approximate = finder.match(tail)
-        interior = set() if x is None else finder.interior(tail, x)
-        if x is not None and all(
-            finder.read_only_by(name, interior | {_output(tail)}) for name in interior
-        ):
-            gelus[_output(tail)] = (x, approximate)
+        found = (
+            finder.gelu(tail)
+            or finder.temporal_loss(tail)
+            or finder.masked_attention(tail)
+            or finder.zeros(tail)
+        )
+        if found is None:
+            continue
+        interior = finder.interior(tail, set(found[1]))
+        if all(finder.read_only_by(name, interior | {_output(tail)}) for name in interior):
+            patterns[_output(tail)] = found
             inside |= interior
-    return gelus, inside
+    return patterns, inside
 
 
-class _GeluFinder:
-    """Matches x·½(1 + erf(x/√2)) and x·½(1 + tanh(√(2/π)(x + 0.044715x³))), the product
-    taken in either order, in a model's nodes."""
+#: The ops that compute a shape from a tensor's sizes.
+_SHAPE_OPS = {"Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Slice", "Cast", "Constant"}
+
+
+class _PatternFinder:
+    """Matches the runs of ops of _find_patterns in a model's nodes: GELU as
+    x·½(1 + erf(x/√2)) and x·½(1 + tanh(√(2/π)(x + 0.044715x³))), the product taken in
+    either order; the others as to_onnx writes them."""
 
     def __init__(self, onnx, model):
+        self.onnx = onnx
         nodes = model.graph.node
         self.producer = {_output(n): n for n in nodes}
         self.constants = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
@@ -1004,14 +1025,15 @@ class _GeluFinder:
             return self.product(*inner.input)
         return None, None
 
-    def interior(self, tail, x):
-        """The outputs of the nodes between x and `tail` (Constant nodes left out)."""
+    def interior(self, tail, inputs):
+        """The outputs of the nodes between the tensors `inputs` and `tail` (Constant
+        nodes left out)."""
         interior, stack = set(), [tail]
         while stack:
             for name in stack.pop().input:
                 source = self.producer.get(name)
                 if (
-                    name != x
+                    name not in inputs
                     and name not in interior
                     and source is not None
                     and source.op_type != "Constant"
@@ -1019,6 +1041,110 @@ class _GeluFinder:
                     interior.add(name)
                     stack.append(source)
         return interior
+
+    def gelu(self, tail):
+        x, approximate = self.match(tail)
+        if x is None:
+            return None
+        return (lambda r, node, inputs: r.gate("gelu", node, inputs, approximate=approximate)), [x]
+
+    def node(self, name, op_type, **attrs):
+        """The node computing `name` if it is an `op_type` with these attributes."""
+        node = self.producer.get(name)
+        if node is None or node.op_type != op_type:
+            return None
+        values = {
+            a.name: self.onnx.helper.get_attribute_value(a)
+            for a in node.attribute
+            if a.name in attrs
+        }
+        return node if all(values.get(k) == v for k, v in attrs.items()) else None
+
+    def scalar(self, name):
+        constant = self.constants.get(name)
+        return None if constant is None or constant.size != 1 else float(np.ravel(constant)[0])
+
+    def temporal_loss(self, tail):
+        """Div(ReduceSum(Mul(SoftmaxCrossEntropyLoss(Transpose(x, (0, 2, 1)), y, 'none'),
+        Cast(Cast(mask, bool), float))), Max(Cast(Gather(Shape(x), 0)), 1)): graphnet's
+        temporal_softmax_loss(x, y, mask)."""
+        if tail.op_type != "Div":
+            return None
+        total, denominator = tail.input
+        batch = self.node(self.operand(denominator, "Max", 1.0), "Cast")
+        gather = batch and self.node(batch.input[0], "Gather", axis=0)
+        shape = gather and self.scalar(gather.input[1]) == 0 and self.node(gather.input[0], "Shape")
+        summed = self.node(total, "ReduceSum", keepdims=0)
+        product = shape and summed and len(summed.input) == 1 and self.node(summed.input[0], "Mul")
+        if not product:
+            return None
+        for per_step_name, counted_name in (product.input, reversed(product.input)):
+            per_step = self.node(per_step_name, "SoftmaxCrossEntropyLoss", reduction=b"none")
+            counted = self.node(counted_name, "Cast")
+            flag = counted and self.node(counted.input[0], "Cast", to=_BOOL)
+            scores = (
+                per_step
+                and len(per_step.input) == 2
+                and self.node(per_step.input[0], "Transpose", perm=[0, 2, 1])
+            )
+            if flag and scores and scores.input[0] == shape.input[0]:
+                build = lambda r, node, inputs: r.gate("temporal_softmax_loss", node, inputs)  # noqa: E731
+                return build, [scores.input[0], per_step.input[1], flag.input[0]]
+        return None
+
+    def zeros(self, tail):
+        """Expand(zeros, shape) with the shape computed from the sizes of a tensor x (as
+        torch.onnx.export's TorchScript exporter writes an RNN's initial state): zeros
+        (read by a recurrent layer as no initial state), the ops on x's shape skipped."""
+        if tail.op_type != "Expand" or len(tail.input) != 2:
+            return None
+        value = self.constants.get(tail.input[0])
+        if value is None or value.any():
+            return None
+        sources, stack = set(), [tail.input[1]]
+        while stack:
+            node = self.producer.get(stack.pop())
+            if node is None or node.op_type not in _SHAPE_OPS:
+                return None
+            if node.op_type == "Shape":
+                sources.add(node.input[0])
+            else:
+                stack.extend(name for name in node.input if name not in self.constants)
+        build = lambda r, node, inputs: Zeros(node.op_type, node.output[0])  # noqa: E731
+        return build, sorted(sources)
+
+    def masked_attention(self, tail):
+        """MatMul(Where(IsNaN(w), 0, w), v) with w = Softmax(Where(Cast(mask, bool),
+        MatMul(q, Transpose(k)) · scale, -inf)): graphnet's masked_attention(q, k, v,
+        mask)."""
+        if tail.op_type != "MatMul":
+            return None
+        cleaned = self.node(tail.input[0], "Where")
+        no_key = cleaned and self.node(cleaned.input[0], "IsNaN")
+        if (
+            not no_key
+            or self.scalar(cleaned.input[1]) != 0.0
+            or cleaned.input[2] != no_key.input[0]
+        ):
+            return None
+        softmax = self.node(no_key.input[0], "Softmax", axis=-1)
+        masked = softmax and self.node(softmax.input[0], "Where")
+        keep = masked and self.node(masked.input[0], "Cast", to=_BOOL)
+        if not keep or self.scalar(masked.input[2]) != -math.inf:
+            return None
+        scores = self.node(masked.input[1], "Mul")
+        for product_name, scale_name in (scores.input, reversed(scores.input)) if scores else ():
+            product, scale = self.node(product_name, "MatMul"), self.scalar(scale_name)
+            k_t = product and self.node(product.input[1], "Transpose")
+            if scale is not None and k_t:
+                perm = self.onnx.helper.get_attribute_value(k_t.attribute[0])
+                if len(perm) >= 2 and list(perm[-2:]) == [len(perm) - 1, len(perm) - 2]:
+
+                    def build(r, node, inputs, scale=scale):
+                        return masked_attention(r.graph, "MatMul", node.output[0], inputs, scale)
+
+                    return build, [product.input[0], k_t.input[0], tail.input[1], keep.input[0]]
+        return None
 
     def read_only_by(self, name, outputs):
         return name not in self.outputs and self.readers.get(name, set()) <= outputs
@@ -1359,13 +1485,20 @@ def _read_squeeze(r, node):
 
 
 def _read_gather(r, node):
-    """One constant index: x[..., i] (a slice gate, folding with its neighbours); else
-    graphnet's take."""
+    """One constant index: x[..., i] (a slice gate, folding with its neighbours); rows of
+    a matrix picked by word ids (N, T): graphnet's word_embedding; else its take."""
     axis = r.attr(node, "axis", 0)
     index = r.constants.get(node.input[1])
     if index is not None and index.ndim == 0:
         return r.sliced(node).selected("Gather", node.output[0], axis, int(index))
-    return r.gate("take", node, [r.input(node, 0), r.input(node, 1)], axis=axis)
+    data, ids = r.input(node, 0), r.input(node, 1)
+    if axis == 0 and _has_rank(data, 2) and _has_rank(ids, 2) and ids.dtype.kind in "iu":
+        return r.gate("word_embedding", node, [ids, data])
+    return r.gate("take", node, [data, ids], axis=axis)
+
+
+def _has_rank(node, rank):
+    return node.static_shape is not None and len(node.static_shape) == rank
 
 
 def _read_pow(r, node):
@@ -1402,6 +1535,99 @@ def _read_cast(r, node):
 
 def _read_constant(r, node):
     r.constants[node.output[0]] = r.onnx.numpy_helper.to_array(r.attr(node, "value"))
+
+
+#: ONNX ops whose importers return a value for each output (a tuple).
+_SEVERAL_OUTPUTS = {"RNN", "LSTM"}
+#: What graphnet's rnn and lstm gates compute: ONNX's default activations.
+_ACTIVATIONS = {"RNN": ["tanh"], "LSTM": ["sigmoid", "tanh", "tanh"]}
+
+
+def _read_recurrent(gate):
+    """RNN, LSTM: forward, one direction, the default activations, no clip, peepholes or
+    sequence_lens; layout 0 (time first) or 1 (batch first). Outputs Y, Y_h, Y_c. An
+    LSTM with an initial_c other than zeros, or whose Y_c is read, becomes lstm_step
+    gates over its (known) steps; any other layer one rnn or lstm gate."""
+
+    def read(r, node):
+        op, name = node.op_type, node.output[0]
+        layer = RecurrentLayer(r.graph, op, name, gate, "onnx")
+        direction = r.attr(node, "direction", "forward")
+        if direction != "forward":
+            raise layer.refuse(f"direction={direction!r}: graphnet's {gate} gate runs forward")
+        activations = r.attr(node, "activations")
+        if activations is not None:
+            activations = [a.decode() for a in activations]
+        if activations is not None and [a.lower() for a in activations] != _ACTIVATIONS[op]:
+            raise layer.refuse(
+                f"activations={activations}: graphnet's {gate} gate uses "
+                f"{', '.join(_ACTIVATIONS[op])}"
+            )
+        for attr in ("clip", "activation_alpha", "activation_beta", "input_forget"):
+            if r.attr(node, attr):
+                raise layer.refuse(f"{attr}={r.attr(node, attr)}: graphnet's {gate} gate has none")
+        for i, what in ((4, "sequence_lens"), (7, "P (peepholes)")):
+            if r.has(node, i):
+                raise layer.refuse(
+                    f"input {what} {node.input[i]!r}: graphnet's {gate} gate has none"
+                )
+        layout, H = r.attr(node, "layout", 0), r.attr(node, "hidden_size")
+        if layout not in (0, 1) or H is None:
+            raise layer.refuse(
+                f"layout={layout}, hidden_size={H}: graphnet reads layout 0 or 1 "
+                "with hidden_size given"
+            )
+
+        def first(i, what):  # input i without its axis of directions (of size 1)
+            axis = 1 if layout and what.startswith("initial") else 0
+            if node.input[i] in r.constants and node.input[i] not in r.values:
+                return Weight(np.take(r.constants[node.input[i]], 0, axis=axis), node.input[i])
+            value = Sliced.of(r.graph, r.input_value(node.input[i]), op, f"{name}/{what}")
+            return Weight(value.selected(op, f"{name}/{what}", axis, 0).materialize(), what)
+
+        Wx = layer.matrix(first(1, "W"), H, "Wx")
+        Wh = layer.matrix(first(2, "R"), H, "Wh")
+        biases = []
+        if r.has(node, 3):
+            B, kH = first(3, "B"), layer.blocks * H
+            biases = [
+                Weight(B.value[half], B.name)
+                if B.constant
+                else Weight(
+                    build_gate(r.graph, "slice", [B.value], f"{name}/{what}", key=(half,)), what
+                )
+                for half, what in ((slice(0, kH), "Wb"), (slice(kH, 2 * kH), "Rb"))
+            ]
+        b = layer.bias(biases, H, r.graph.dtype)
+
+        def state(i, what):  # initial_h, initial_c: None when absent or zeros
+            if not r.has(node, i) or r.zeros(node.input[i]):
+                return None
+            weight = first(i, what)
+            return r.graph.param(weight.name, weight.value) if weight.constant else weight.value
+
+        h0, cell = state(5, "initial_h"), state(6, "initial_c")
+        if cell is None and len(node.output) > 2 and node.output[2] and r.used(node.output[2]):
+            cell = True  # Y_c is read
+        out = layer.build(
+            r.input(node, 0),
+            h0,
+            Wx,
+            Wh,
+            b,
+            time_first=layout == 0,
+            out_name=f"{name}/hidden",
+            cell=cell,
+        )
+        # Y (T, 1, N, H) and Y_h (1, N, H), or with layout 1 (N, T, 1, H) and (N, 1, H)
+        Y = layer.with_new_axis(out, 2 if layout else 1, name)
+        Y_h = layer.last_state(out, layout, layout, node.output[1] if len(node.output) > 1 else "")
+        Y_c = None  # read only when layer.last_cell is not None
+        if layer.last_cell is not None:
+            Y_c = layer.with_new_axis(layer.last_cell, layout, node.output[2])
+        return (Y, Y_h, Y_c)[: len(node.output)]
+
+    return read
 
 
 def _with_attrs(gate, **defaults):
@@ -1454,6 +1680,8 @@ IMPORTERS = {
     "LeakyRelu": _with_attrs("leaky_relu", alpha=0.01),
     "Gelu": _with_attrs("gelu", approximate="none"),
     "Softplus": _gate("softplus"),
+    "RNN": _read_recurrent("rnn"),
+    "LSTM": _read_recurrent("lstm"),
     "Identity": lambda r, node: r.input_value(node.input[0]),
     "Constant": _read_constant,
 }

@@ -17,8 +17,10 @@ graphnet's affine as (in, out): the param keeps the name and holds the transpose
 from __future__ import annotations
 
 import keyword
+import math
 import operator
 import re
+import warnings
 from typing import Any, Optional
 
 import numpy as np
@@ -34,11 +36,13 @@ from ._common import (
     check_supported,
     classes_last,
     gate_input,
+    masked_attention,
     require,
     selected_nodes,
     slice_bounds,
     unsupported,
 )
+from ._recurrent import RecurrentLayer, Weight, Zeros
 
 
 # ----- export --------------------------------------------------------------------------
@@ -382,10 +386,14 @@ def from_torch(module: Any, example_args: Any, example_kwargs: Optional[dict] = 
     torch = require("torch", "graphnet.from_torch")
     if isinstance(example_args, torch.Tensor):
         example_args = (example_args,)
-    exported = torch.export.export(module, tuple(example_args), kwargs=example_kwargs)
+    with warnings.catch_warnings():  # torch's note on nn.RNN/LSTM's own weight list
+        warnings.filterwarnings("ignore", "The tensor attributes .*_flat_weights", UserWarning)
+        exported = torch.export.export(module, tuple(example_args), kwargs=example_kwargs)
     reader = _AtenReader(torch, exported)
     calls = [
-        n for n in exported.graph.nodes if n.op == "call_function" and not reader.bookkeeping(n)
+        n
+        for n in exported.graph.nodes
+        if n.op == "call_function" and not reader.bookkeeping(n) and n not in reader.inside
     ]
     check_supported(((_op_name(n.target), n.name) for n in calls), ATEN_OPS, "from_torch")
     # A module made by to_torch knows the graph's own input names ('X', 'x:0'), which fx
@@ -418,6 +426,7 @@ class _AtenReader:
         ]
         dtype = _numpy_dtype(torch, float_inputs[0]) if float_inputs else np.float32
         self.graph, self.values = Graph(dtype=dtype), {}
+        self.patterns, self.inside = _find_patterns(torch, exported.graph)
 
     def bookkeeping(self, node):
         """BatchNorm's counter of batches (`num_batches_tracked += 1`) and the checks
@@ -443,7 +452,17 @@ class _AtenReader:
                 name, shape=tuple(shape), dtype=np.int64 if dtype.kind == "b" else dtype
             )
         for node in self.exported.graph.nodes:
-            if node.op == "call_function" and not self.bookkeeping(node):
+            if node in self.patterns:
+                build, inputs = self.patterns[node]
+                op = f"{_op_name(node.target)} {node.name!r}"
+                self.values[node] = build(
+                    self, node, [gate_input(self.value(i), op) for i in inputs]
+                )
+            elif (
+                node.op == "call_function"
+                and not self.bookkeeping(node)
+                and node not in self.inside
+            ):
                 self.values[node] = ATEN_OPS[_op_name(node.target)](self, node)
             elif node.op == "output":
                 for out in node.args[0]:
@@ -459,6 +478,8 @@ class _AtenReader:
         if arg not in self.values:
             kind, key = self.sources.get(arg.name, (None, arg.name))
             array = self.constant(arg)
+            if array.dtype.kind == "b":  # graphnet's masks are integers, nonzero true
+                array = array.astype(np.int64)
             self.values[arg] = (
                 self.graph.param(key, array, dtype=array.dtype)
                 if kind == self.parameter
@@ -498,6 +519,85 @@ class _AtenReader:
 
     def gate(self, op, node, inputs, **attrs):
         return build_gate(self.graph, op, inputs, node.name, **attrs)
+
+
+def _find_patterns(torch, graph):
+    """Runs of ATen ops that are one gate, as to_torch writes the temporal softmax loss
+    and masked attention: ({the run's last fx node: (build(reader, node, input nodes),
+    input fx nodes)}, the fx nodes inside the runs), leaving alone a run whose inner
+    values something else reads."""
+    patterns, inside = {}, set()
+    for tail in graph.nodes:
+        found = _temporal_loss(torch, tail) or _masked_attention(torch, tail)
+        if found is None:
+            continue
+        interior, stack = set(), [tail]
+        while stack:
+            for arg in stack.pop().all_input_nodes:
+                if arg not in found[1] and arg not in interior and arg.op == "call_function":
+                    interior.add(arg)
+                    stack.append(arg)
+        if all(set(n.users) <= interior | {tail} for n in interior):
+            patterns[tail] = found
+            inside |= interior
+    return patterns, inside
+
+
+def _call(torch, arg, op, *args):
+    """`arg` if it is an fx call of ATen `op` whose first arguments after the tensor are
+    `args` (None: any), else None."""
+    if not isinstance(arg, torch.fx.Node) or arg.op != "call_function":
+        return None
+    if _op_name(arg.target) != op or arg.kwargs or len(arg.args) < len(args) + 1:
+        return None
+    return arg if all(a is None or a == b for a, b in zip(args, arg.args[1:])) else None
+
+
+def _temporal_loss(torch, tail):
+    """div(sum(mul(cross_entropy_loss(flatten(x, 0, 1), flatten(y), None, 0),
+    ne(flatten(mask), 0))), N): graphnet's temporal_softmax_loss(x, y, mask)."""
+    total = _call(torch, tail, "aten.div") and _call(torch, tail.args[0], "aten.sum")
+    product = total and len(total.args) == 1 and _call(torch, total.args[0], "aten.mul")
+    for loss, counted in (product.args, reversed(product.args)) if product else ():
+        loss = _call(torch, loss, "aten.cross_entropy_loss", None, None, 0)
+        counted = _call(torch, counted, "aten.ne", 0)
+        if not loss or not counted or len(loss.args) != 4:
+            continue
+        flat = [
+            _call(torch, loss.args[0], "aten.flatten", 0, 1),
+            _call(torch, loss.args[1], "aten.flatten"),
+            _call(torch, counted.args[0], "aten.flatten"),
+        ]
+        if not all(f and len(f.args) <= 3 for f in flat):
+            continue
+        x, y, mask = (f.args[0] for f in flat)
+        shape = tuple(x.meta["val"].shape)
+        if len(shape) == 3 and tail.args[1] == max(shape[0], 1):
+            build = lambda r, node, inputs: r.gate("temporal_softmax_loss", node, inputs)  # noqa: E731
+            return build, [x, y, mask]
+    return None
+
+
+def _masked_attention(torch, tail):
+    """matmul(nan_to_num(softmax(masked_fill(mul(matmul(q, transpose(k, -2, -1)), scale),
+    eq(mask, 0), -inf), -1), 0.0), v): graphnet's masked_attention(q, k, v, mask)."""
+    weights = _call(torch, tail, "aten.matmul") and _call(
+        torch, tail.args[0], "aten.nan_to_num", 0.0
+    )
+    softmax = weights and _call(torch, weights.args[0], "aten.softmax", -1)
+    masked = softmax and _call(torch, softmax.args[0], "aten.masked_fill", None, -math.inf)
+    unmasked = masked and _call(torch, masked.args[1], "aten.eq", 0)
+    scores = unmasked and _call(torch, masked.args[0], "aten.mul")
+    product = scores and _call(torch, scores.args[0], "aten.matmul")
+    k_t = product and _call(torch, product.args[1], "aten.transpose", -2, -1)
+    if not k_t or not isinstance(scores.args[1], float):
+        return None
+    scale = scores.args[1]
+
+    def build(r, node, inputs):
+        return masked_attention(r.graph, "aten.matmul", node.name, inputs, scale)
+
+    return build, [product.args[0], k_t.args[0], tail.args[1], unmasked.args[0]]
 
 
 def _numpy_dtype(torch, dtype):
@@ -861,12 +961,16 @@ def _read_index_select(r, node):
 
 
 def _read_embedding(r, node):
+    """graphnet's word_embedding for ids (N, T), its take along axis 0 for any others."""
     _require(
         r.arg(node, 2, "padding_idx", -1) == -1 and not r.arg(node, 3, "scale_grad_by_freq", False),
         node,
         "graphnet's take has no padding_idx or scale_grad_by_freq",
     )
-    return r.gate("take", node, [r.input(node, 0), r.input(node, 1)], axis=0)
+    W, ids = r.input(node, 0), r.input(node, 1)
+    if len(r.shape(node.args[1])) == 2 and len(r.shape(node.args[0])) == 2:
+        return r.gate("word_embedding", node, [ids, W])
+    return r.gate("take", node, [W, ids], axis=0)
 
 
 def _read_pow(r, node):
@@ -972,6 +1076,145 @@ def _read_multi_margin(r, node):
     return _SvmOverClasses(r, node)
 
 
+def _read_recurrent(gate):
+    """aten.lstm, aten.rnn_tanh (nn.LSTM, nn.RNN): one layer, one direction; hx tensors
+    of zeros (nn.LSTM's default) or of shape (1, N, H). Outputs: every hidden state, h_n,
+    c_n. An LSTM with a cell state other than zeros, or whose c_n is read, becomes
+    lstm_step gates over the example's steps; any other layer one rnn or lstm gate."""
+
+    def read(r, node):
+        op, name = _op_name(node.target), node.name
+        layer = RecurrentLayer(r.graph, op, name, gate, "torch")
+        x, hx, params, has_biases, layers, _, _, bidirectional, batch_first = node.args
+        if node.target._overloadname != "input":
+            raise layer.refuse("graphnet reads it on a tensor, not a packed sequence")
+        if layers != 1 or bidirectional:
+            raise layer.refuse(
+                f"num_layers={layers}, bidirectional={bidirectional}: graphnet's {gate} gate "
+                "is one layer in one direction (stack the gates for more)"
+            )
+        hx = list(hx) if isinstance(hx, (list, tuple)) else [hx]
+        cell = None
+        if len(hx) > 1 and not isinstance(r.values.get(hx[1]), Zeros):
+            cell = Sliced.of(r.graph, r.value(hx[1]), op, f"{name}_c0")
+            cell = cell.selected(op, f"{name}_c0", 0, 0).materialize()
+        elif any(user.args[1:] == (2,) and user.users for user in node.users):
+            cell = True  # c_n is read
+        H = r.shape(params[1])[1]
+
+        def weight(arg):  # a parameter only this op uses: its array, made a param
+            if arg not in r.values and r.sources.get(arg.name, (None,))[0] == r.parameter:
+                return Weight(r.constant(arg), r.sources[arg.name][1])
+            return Weight(gate_input(r.value(arg), f"{op} {name!r}"), arg.name)
+
+        biases = [
+            weight(arg)
+            for arg in params[2:4]
+            if has_biases and not isinstance(r.values.get(arg), Zeros)
+        ]
+        b = layer.bias(biases, H, r.graph.dtype)
+        h0 = None
+        if not isinstance(r.values.get(hx[0]), Zeros):
+            h0 = Sliced.of(r.graph, r.value(hx[0]), op, f"{name}_h0")
+            h0 = h0.selected(op, f"{name}_h0", 0, 0).materialize()
+        out = layer.build(
+            r.input(node, 0),
+            h0,
+            layer.matrix(weight(params[0]), H, "Wx"),
+            layer.matrix(weight(params[1]), H, "Wh"),
+            b,
+            time_first=not batch_first,
+            out_name=name,
+            cell=cell,
+            steps=r.shape(node.args[0])[1 if batch_first else 0],
+        )
+        h_n = layer.last_state(out, 1 if batch_first else 0, 0, f"{name}_h_n")
+        c_n = None  # read only when layer.last_cell is not None
+        if layer.last_cell is not None:
+            c_n = layer.with_new_axis(layer.last_cell, 0, f"{name}_c_n")
+        return (out, h_n, c_n)[: len(hx) + 1]
+
+    return read
+
+
+def _read_getitem(r, node):
+    """One output of an op with several (a recurrent layer's, a chunk's)."""
+    outputs, i = r.value(node.args[0]), node.args[1]
+    _require(isinstance(outputs, tuple), node, "graphnet reads getitem of an op's outputs only")
+    return outputs[i]
+
+
+def _read_chunk(r, node):
+    """chunk(x, n, dim): n slices of equal size (the last one smaller) along dim."""
+    dim = r.arg(node, 2, "dim", 0)
+    size = r.shape(node.args[0])[dim]
+    step = -(-size // r.arg(node, 1, "chunks"))
+    return tuple(
+        r.sliced(node).sliced("aten.chunk", f"{node.name}_{k}", dim, slice(start, start + step))
+        for k, start in enumerate(range(0, size, step))
+    )
+
+
+def _read_stack(r, node):
+    """stack(tensors, dim): each with a new axis, concatenated along it."""
+    dim = r.arg(node, 1, "dim", 0)
+    parts = [
+        Sliced.of(r.graph, r.value(t), "aten.stack", f"{node.name}_{k}")
+        for k, t in enumerate(node.args[0])
+    ]
+    dim %= parts[0].rank + 1
+    return r.gate(
+        "concat",
+        node,
+        [
+            p.unsqueezed("aten.stack", f"{node.name}_{k}", dim).materialize()
+            for k, p in enumerate(parts)
+        ],
+        axis=dim,
+    )
+
+
+def _read_attention(r, node):
+    """scaled_dot_product_attention with the default scale 1/√d, no dropout, a boolean
+    mask (true where a query may attend) or is_causal. Where no key is allowed torch
+    gives NaN and graphnet 0."""
+    q = r.input(node, 0)
+    mask, dropout, causal = (
+        r.arg(node, i, n, d)
+        for i, n, d in ((3, "attn_mask", None), (4, "dropout_p", 0.0), (5, "is_causal", False))
+    )
+    features = r.shape(node.args[0])[-1]
+    scale = node.kwargs.get("scale")
+    _require(
+        dropout == 0.0
+        and not node.kwargs.get("enable_gqa", False)
+        and (scale is None or np.isclose(scale, 1 / np.sqrt(features), rtol=1e-12)),
+        node,
+        f"dropout_p={dropout}, scale={scale}: graphnet's attention gate scales by 1/√d "
+        "and has no dropout or grouped queries",
+    )
+    inputs = [q, r.input(node, 1), r.input(node, 2)]
+    if mask is not None:
+        _require(
+            mask.meta["val"].dtype == r.torch.bool,
+            node,
+            f"a {mask.meta['val'].dtype} attn_mask: graphnet's masked_attention takes a "
+            "boolean mask (true where a query may attend), not one added to the scores",
+        )
+        _require(not causal, node, "both attn_mask and is_causal")
+        inputs.append(r.input(node, 3))
+    elif causal:
+        queries, keys = r.shape(node.args[0])[-2], r.shape(node.args[1])[-2]
+        inputs.append(
+            r.graph.const(np.tril(np.ones((queries, keys), np.int64)), name=f"{node.name}_causal")
+        )
+    return r.gate("masked_attention" if len(inputs) == 4 else "attention", node, inputs)
+
+
+def _read_zeros(r, node):
+    return Zeros(_op_name(node.target), node.name)
+
+
 def _with_args(gate, *names):
     """An ATen op that is one gate on its first argument, whose hyperparameters are the
     op's further arguments: (position, ATen name, default, gate hyperparameter) each."""
@@ -1033,6 +1276,15 @@ ATEN_OPS = {
     "aten.index": _read_index,
     "aten.index_select": _read_index_select,
     "aten.embedding": _read_embedding,
+    "aten.lstm": _read_recurrent("lstm"),
+    "aten.rnn_tanh": _read_recurrent("rnn"),
+    "getitem": _read_getitem,
+    "aten.chunk": _read_chunk,
+    "aten.stack": _read_stack,
+    "aten.zeros": _read_zeros,
+    "aten.zeros_like": _read_zeros,
+    "aten.new_zeros": _read_zeros,
+    "aten.scaled_dot_product_attention": _read_attention,
     "aten.pow": _read_pow,
     "aten.square": lambda r, node: r.gate("pow", node, [r.input(node, 0)], exponent=2.0),
     "aten.clamp": _read_clamp,
