@@ -167,15 +167,16 @@ class Executor:
 
     def run_forward(self, plan: Plan, hooks: list) -> None:
         store = self.graph.store
-        store.forget_deferred("value", plan.computes)
-        store.forget_deferred("cache", plan.computes)
+        if store.has_deferred():
+            store.forget_deferred("value", plan.computes)
+            store.forget_deferred("cache", plan.computes)
         out = None  # the node of the step running, for the error and the stale marks
         progress = [0]  # the hooked loops count their steps here
         for hook in hooks:
             if hook.start:
                 hook.start("forward", plan)
         try:
-            if any(hook.forward for hook in hooks):
+            if hooks and any(hook.forward for hook in hooks):
                 self._forward_hooked(plan, store, hooks, progress)
             else:
                 values, caches = store.values, store.caches
