@@ -136,11 +136,11 @@ class Executor:
         return self.hooks + thread_hooks() if getattr(_thread, "hooks", None) else self.hooks
 
     def fusing(self, hooks: list) -> bool:
-        return self.graph.fuse and not any(h.every_gate for h in hooks)
+        return self.graph.fuse and not (hooks and any(h.every_gate for h in hooks))
 
     def forward_plan(self, targets, fuse: bool) -> Plan:
         self._drop_outdated()
-        key = ("forward", tuple(t.index for t in targets), fuse)
+        key = ("forward", tuple([t.index for t in targets]), fuse)
         plan = self._plans.get(key)
         if plan is None:
             plan = self._plans[key] = forward_plan(
