@@ -33,4 +33,17 @@ inline void gemm(bool trans_a, bool trans_b, int m, int n, int k, const double* 
                       c, ldc);
 }
 
+// Row-major y = op(A) * x, A stored rows x cols (op(A) is cols x rows when transposed).
+inline void gemv(bool trans, int rows, int cols, const float* a, int lda, const float* x,
+                 float* y) {
+    scipy_cblas_sgemv(CblasRowMajor, trans ? CblasTrans : CblasNoTrans, rows, cols, 1.0f, a,
+                      lda, x, 1, 0.0f, y, 1);
+}
+
+inline void gemv(bool trans, int rows, int cols, const double* a, int lda, const double* x,
+                 double* y) {
+    scipy_cblas_dgemv(CblasRowMajor, trans ? CblasTrans : CblasNoTrans, rows, cols, 1.0, a,
+                      lda, x, 1, 0.0, y, 1);
+}
+
 }  // namespace graphnet

@@ -136,11 +136,11 @@ class Executor:
         return self.hooks + thread_hooks() if getattr(_thread, "hooks", None) else self.hooks
 
     def fusing(self, hooks: list) -> bool:
-        return self.graph.fuse and not any(h.every_gate for h in hooks)
+        return self.graph.fuse and not (hooks and any(h.every_gate for h in hooks))
 
     def forward_plan(self, targets, fuse: bool) -> Plan:
         self._drop_outdated()
-        key = ("forward", tuple(t.index for t in targets), fuse)
+        key = ("forward", tuple([t.index for t in targets]), fuse)
         plan = self._plans.get(key)
         if plan is None:
             plan = self._plans[key] = forward_plan(
@@ -167,15 +167,16 @@ class Executor:
 
     def run_forward(self, plan: Plan, hooks: list) -> None:
         store = self.graph.store
-        store.forget_deferred("value", plan.computes)
-        store.forget_deferred("cache", plan.computes)
+        if store.has_deferred():
+            store.forget_deferred("value", plan.computes)
+            store.forget_deferred("cache", plan.computes)
         out = None  # the node of the step running, for the error and the stale marks
         progress = [0]  # the hooked loops count their steps here
         for hook in hooks:
             if hook.start:
                 hook.start("forward", plan)
         try:
-            if any(hook.forward for hook in hooks):
+            if hooks and any(hook.forward for hook in hooks):
                 self._forward_hooked(plan, store, hooks, progress)
             else:
                 values, caches = store.values, store.caches

@@ -61,6 +61,17 @@ def convert_feed(node: Any, value: Any, dtype: np.dtype) -> Any:
         and math.isfinite(value)
     ):
         return np.float64(value)
+    # An array already of the input's float dtype (a model's batch): only its shape and
+    # its finiteness to check.
+    if (
+        type(value) is np.ndarray
+        and value.dtype == dtype
+        and value.ndim
+        and dtype.kind == "f"
+        and np.isfinite(value).all()
+    ):
+        _check_shape(node, value)
+        return value
     try:
         array = np.asarray(value)
     except (ValueError, TypeError) as err:  # ragged nested lists, say

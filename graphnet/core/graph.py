@@ -309,13 +309,21 @@ class Graph(GateBuilders):
         return their values (one value, or a list; a scalar comes back as a Python number)."""
         single = isinstance(nodes, (str, Node))
         targets = self._nodes_of(nodes)
+        if named_feeds or type(feeds) is not dict:
+            feeds = {**(feeds or {}), **named_feeds}
         with self.lock:
-            hooks = self.executor.active_hooks()
-            plan = self.executor.forward_plan(targets, self.executor.fusing(hooks))
-            self._feed(plan.inputs, {**(feeds or {}), **named_feeds})
-            self.executor.run_forward(plan, hooks)
+            executor = self.executor
+            hooks = executor.active_hooks()
+            plan = executor.forward_plan(targets, executor.fusing(hooks))
+            self._feed(plan, feeds)
+            executor.run_forward(plan, hooks)
             values = [self.store.value(t.index) for t in targets]
-        values = [v.item() if np.ndim(v) == 0 else v for v in values]
+        # An array of one or more dimensions comes back as it is (checked first: the common
+        # case, and np.ndim costs more than the attribute); a scalar as a Python number.
+        values = [
+            v if type(v) is np.ndarray and v.ndim else v.item() if np.ndim(v) == 0 else v
+            for v in values
+        ]
         return values[0] if single else values
 
     def backward(self, node: Optional[NodeRef] = None, grad: Any = None) -> None:
@@ -553,7 +561,28 @@ class Graph(GateBuilders):
             )
         return sinks[0]
 
-    def _feed(self, needed_inputs: List[Node], feeds: dict) -> None:
+    def _feed(self, plan: Plan, feeds: dict) -> None:
+        """Check and store the feeds of the inputs `plan` needs (none stored if one fails)."""
+        table = plan.feed_table
+        if table is None or table[0] != self.dtype:
+            integer = self._integer_only_inputs()
+            table = plan.feed_table = (
+                self.dtype,
+                {n.name: (n, feed_dtype(n, self.dtype, n.index in integer)) for n in plan.inputs},
+            )
+        wanted = table[1]
+        if feeds.keys() != wanted.keys():  # a feed the plan does not read, or one missing
+            self._check_feed_names(plan.inputs, feeds)
+        converted = [  # all checked before any is stored: a bad feed changes nothing
+            (node.index, convert_feed(node, feeds[name], dtype))
+            for name, (node, dtype) in wanted.items()
+        ]
+        values = self.store.values
+        for index, value in converted:
+            values[index] = value
+
+    def _check_feed_names(self, needed_inputs: List[Node], feeds: dict) -> None:
+        """A GraphError for a feed that names no input, or for a needed input not fed."""
         for key in feeds:
             node = self._by_name.get(key)
             if node is None:
@@ -574,12 +603,6 @@ class Graph(GateBuilders):
                 "missing feed for input "
                 + ", ".join(f"{n.name!r} (shape {n.static_shape}, {n.dtype})" for n in missing)
             )
-        converted = []  # all checked before any is stored: a bad feed changes nothing
-        for node in needed_inputs:
-            dtype = feed_dtype(node, self.dtype, node.index in self._integer_only_inputs())
-            converted.append((node.index, convert_feed(node, feeds[node.name], dtype)))
-        for index, value in converted:
-            self.store.values[index] = value
 
     def _integer_only_inputs(self) -> set:
         """Indices of the inputs without a dtype that every consumer reads as integers."""

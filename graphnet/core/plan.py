@@ -84,6 +84,9 @@ class Plan:
         #: the number of the last walk that ran it (0: none since the plan was made).
         self.writes = frozenset(self.computes + [n.index for n in self.inputs])
         self.walk = 0
+        #: forward: (graph dtype, {input name: (node, the dtype its feed takes)}), worked out
+        #: by the graph on the first walk (it knows which inputs hold labels).
+        self.feed_table: Optional[tuple] = None
         #: backward: (consumer index, input position) -> the slot of the walk's list of edge
         #: gradients where that edge's gradient is kept (only edges into a fan-out).
         self.edge_slots: dict = {}

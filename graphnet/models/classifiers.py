@@ -17,6 +17,7 @@ Weights are drawn with np.random.randn (numpy's global state, as in the course, 
 np.random.seed(...) before building a model makes it repeatable).
 """
 
+import math
 import numbers
 from collections.abc import Mapping
 from typing import Any, List, Optional, Sequence
@@ -191,12 +192,12 @@ class GraphModel:
                 f"{X.dtype}; the model takes real numbers: convert it with "
                 f"{what}.astype(np.{self.dtype.name})"
             )
-        expected = self.input_shape
         if self._features is not None:
-            ok = X.ndim >= 2 and int(np.prod(X.shape[1:])) == self._features
+            ok = X.ndim >= 2 and math.prod(X.shape[1:]) == self._features
         else:
-            ok = X.shape[1:] == expected
+            ok = X.shape[1:] == self.input_shape
         if not ok:
+            expected = self.input_shape
             hint = (
                 f"each sample must flatten to {self._features} features (input_dim)"
                 if self._features is not None

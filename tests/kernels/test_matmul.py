@@ -138,3 +138,27 @@ def test_avx512_matmul_is_bitwise_equal_on_any_thread_count(dtype):
     assert_product(results[0], a, b, dtype)
     for other in results[1:]:
         np.testing.assert_array_equal(results[0], other)
+
+
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 1e-5)])
+@pytest.mark.parametrize("transpose_a", [False, True])
+@pytest.mark.parametrize("transpose_b", [False, True])
+@pytest.mark.parametrize("n,k", [(100, 3072), (1, 7), (513, 2), (24, 4096)])
+def test_one_row_takes_the_vector_path(dtype, tol, transpose_a, transpose_b, n, k):
+    """m = 1 (one sample through an affine layer) runs BLAS's gemv: the same product, and
+    the same bits on any thread count."""
+    rng = np.random.default_rng(n + k)
+    a = rng.standard_normal((k, 1) if transpose_a else (1, k)).astype(dtype)
+    b = rng.standard_normal((n, k) if transpose_b else (k, n)).astype(dtype)
+    expected = (a.T if transpose_a else a).astype(np.float64) @ (b.T if transpose_b else b)
+    before = _C.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2):
+            _C.set_num_threads(threads)
+            results.append(_C.matmul(a, b, transpose_a=transpose_a, transpose_b=transpose_b))
+    finally:
+        _C.set_num_threads(before)
+    assert results[0].dtype == dtype and results[0].shape == (1, n)
+    np.testing.assert_allclose(results[0], expected, rtol=tol, atol=tol * max(1, k))
+    np.testing.assert_array_equal(results[0], results[1])

@@ -1,0 +1,96 @@
+"""What one eval-mode inference call costs around its gates, per zoo network (batch 1).
+
+    python benchmarks/bench_call.py [--models twolayer,fc] [--dtype float32] [--rounds 7]
+
+For each network of benchmarks/zoo_models.py, on one thread, in CPU time (medians of
+--rounds turns, the three measured in turns within each):
+
+- graphnet: `model.loss(X)` (eval mode: the input checks, the feed, the plan, the walk,
+  the result);
+- gates alone: the same forward plan's steps called in a bare loop on the values of the
+  last walk (what the gates and their kernels cost, without anything around them);
+- PyTorch: `net.eval()` and `net(X)` under `torch.inference_mode()`, same weights.
+
+The call's own cost is graphnet minus gates alone. The ratio is PyTorch / graphnet time
+(throughput graphnet / PyTorch; issue 15's goal at batch 1 is >= 2), and what it would be
+if the call cost nothing around its gates.
+"""
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+from graphnet.kernels import _C
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_zoo import data  # noqa: E402
+from zoo_models import BY_NAME, ZOO, build_graphnet, build_torch  # noqa: E402
+
+
+def per_call_us(run, calls):
+    start = time.process_time()
+    for _ in range(calls):
+        run()
+    return (time.process_time() - start) / calls * 1e6
+
+
+def measure(model, dtype, rounds):
+    import torch
+
+    ours = build_graphnet(model, dtype)
+    X, _ = data(model, 1, dtype)
+    net, _ = build_torch(model, ours)
+    Xt = torch.from_numpy(X)
+    graph = ours.graph
+    ours.loss(X)
+    plan, store = graph.executor.last_forward, graph.store
+    values = store.values
+
+    def gates_alone():
+        graph.training = False  # as the call runs them
+        for _, run, inputs, arity in plan.loop:
+            if arity < 0:  # a fused step reads and writes the store itself
+                run(store)
+            else:
+                run(*[values[j] for j in inputs])
+        graph.training = True
+
+    def torch_infer():
+        net.eval()
+        with torch.inference_mode():
+            net(Xt)
+
+    runs = {"graphnet": lambda: ours.loss(X), "gates": gates_alone, "torch": torch_infer}
+    calls = max(20, int(0.05 / (per_call_us(runs["graphnet"], 5) * 1e-6)))
+    times = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            times[name].append(per_call_us(run, calls))
+    return len(plan.steps), {name: float(np.median(t)) for name, t in times.items()}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join(m.name for m in ZOO))
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--rounds", type=int, default=7)
+    args = parser.parse_args()
+    import torch
+
+    _C.set_num_threads(1)
+    torch.set_num_threads(1)
+    print(f"batch 1, {args.dtype}, one thread, CPU time, medians of {args.rounds} rounds (us)")
+    print(f"{'model':12s} {'steps':>5s} {'graphnet':>9s} {'gates':>9s} {'call':>6s} "
+          f"{'torch':>9s} {'torch/graphnet':>15s} {'torch/gates':>12s}")
+    for name in args.models.split(","):
+        steps, us = measure(BY_NAME[name], args.dtype, args.rounds)
+        print(f"{name:12s} {steps:5d} {us['graphnet']:9.1f} {us['gates']:9.1f} "
+              f"{us['graphnet'] - us['gates']:6.1f} {us['torch']:9.1f} "
+              f"{us['torch'] / us['graphnet']:15.2f} {us['torch'] / us['gates']:12.2f}",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
