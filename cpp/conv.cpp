@@ -12,10 +12,12 @@
 
 #include <algorithm>
 #include <atomic>
+#include <optional>
 #include <type_traits>
 #include <vector>
 
 #include "conv_direct.h"
+#include "conv_phases.h"
 #include "pool.h"
 #include "cpu_features.h"
 #include "gemm.h"
@@ -87,6 +89,14 @@ DirectPasses direct_passes(const ConvGeometry& g) {
     const bool few_filters = g.F < kDirectMaxFilters;
     return {few_filters || forward_kernel(g.F, g.Wo).avx512,
             direct_dx_fits(g) && (few_filters || forward_kernel(g.C, g.W).avx512), few_filters};
+}
+
+// Strided float32 convs (2 <= stride <= kPhaseMaxStride) run on the phase-plane tap kernels
+// (conv_phases.h), all three passes, instead of im2col + GEMM.
+template <typename T>
+bool phase_conv(const ConvGeometry& g) {
+    return std::is_same_v<T, float> && g.stride >= 2 && g.stride <= kPhaseMaxStride &&
+           direct_enabled && cpu_has_avx2_fma();
 }
 
 DirectConv direct_geometry(const ConvGeometry& g, int64_t tile) {
@@ -218,6 +228,7 @@ void forward_images(const ConvGeometry& g, int threads, const T* x, const T* w, 
                     OutOf&& out_of, Done&& done) {
     if constexpr (std::is_same_v<T, float>) {
         if (direct_passes<T>(g).forward) return direct_forward(g, threads, x, w, b, out_of, done);
+        if (phase_conv<T>(g)) return phase_forward(g, use_avx512(), threads, x, w, b, out_of, done);
     }
     const int64_t K = g.taps(), P = g.positions();
     const bool pointwise = is_pointwise(g);
@@ -289,7 +300,8 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
     const int64_t slot = K * F + F;  // a chunk's dw, transposed (K x F), then its db (F)
     std::vector<T> partial(chunks * slot, T(0));
     const DirectPasses direct_pass = direct_passes<T>(g);
-    const bool direct = direct_pass.dw;  // of the weight gradient
+    const bool phase = phase_conv<T>(g);
+    const bool direct = direct_pass.dw || phase;  // of the weight gradient
     // The AVX-512 weight gradient walks each row 16 pixels at a time; on rows whose last
     // vector would be half empty or less (24, 40 pixels) the AVX2 kernel's 8 are as fast
     // (per pass, batch 16, one thread: 3x3 32->32 @24 1.08x the AVX2 kernel's time, @40
@@ -302,12 +314,20 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
     int64_t padded = 0;
     std::vector<int64_t> tap_offsets;  // where each tap's window starts in a padded image
     std::vector<float> pads;           // each thread's padded images of one chunk
+    std::optional<PhaseWeightGradient> phase_dw;
     if constexpr (std::is_same_v<T, float>) {
-        if (dx && direct_pass.dx) {
-            direct_input_gradient(g, dout, w, dx);
+        if (dx && (direct_pass.dx || phase)) {
+            if (phase) {
+                phase_input_gradient(g, use_avx512(), dout, w, dx);
+            } else {
+                direct_input_gradient(g, dout, w, dx);
+            }
             gemm_dx = nullptr;
         }
-        if (dw && direct) {
+        if (dw && phase) {
+            phase_dw.emplace(g, use_avx512());
+            pads.assign(checked_mul(threads, phase_dw->scratch_floats(), "conv phase dw"), 0.0f);
+        } else if (dw && direct) {
             d = direct_geometry(g, direct_tile_filters(g.Wo));  // the dw kernel is AVX2
             padded = padded_floats(d);
             pads.assign(checked_mul(threads * chunk_images, padded, "conv padded images"),
@@ -354,7 +374,10 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
             }
         }
         if constexpr (std::is_same_v<T, float>) {
-            if (dw && direct) {  // the chunk's images together: one horizontal sum per tile
+            if (dw && phase) {
+                phase_dw->images(x + first * g.C * g.H * g.W, dout + first * F * P, last - first,
+                                 my_dw_t, pads.data() + t * phase_dw->scratch_floats());
+            } else if (dw && direct) {  // the chunk's images together: one horizontal sum per tile
                 float* my_pads = pads.data() + t * chunk_images * padded;
                 for (int64_t n = first; n < last; ++n) {
                     pad_interior(g.C, g.H, g.W, d.Hp, d.Wp, g.pad, g.pad, x + n * g.C * g.H * g.W,

@@ -1,0 +1,240 @@
+// The phase-plane convolution of conv_phases.h: the layouts (planes, packed weights,
+// offsets, transposes) here in portable C++, the arithmetic in conv_taps_*.cpp.
+#include "conv_phases.h"
+
+#include <algorithm>
+
+#include "conv_taps.h"
+
+namespace graphnet {
+
+namespace {
+
+// Channels per pass of a transpose between (F x positions) and (positions x F): a pass
+// touches one line of each of its channels' planes, which must stay in L1 together (all
+// 64-128 of them at once, planes 1 KB apart, fall into a few cache sets and evict each
+// other: the unblocked transpose of the zoo's 16x16 layer took a third of its forward).
+constexpr int64_t kTransposeBlock = 16;
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+
+// First i >= 0 with s*i + phase - pad >= 0, and the end of the i with s*i + phase - pad < size:
+// the rows (or columns) of a phase plane that hold real pixels.
+int64_t first_real(int64_t s, int64_t phase, int64_t pad) {
+    return phase >= pad ? 0 : ceil_div(pad - phase, s);
+}
+int64_t end_real(int64_t s, int64_t phase, int64_t pad, int64_t size) {
+    return std::max(first_real(s, phase, pad), ceil_div(size + pad - phase, s));
+}
+
+void forward_taps(bool avx512, const TapConv& t, const int64_t* offsets, const float* in,
+                  const float* wpack, const float* bias, float* out_t) {
+    (avx512 ? tap_conv_forward_avx512 : tap_conv_forward_avx2)(t, offsets, in, wpack, bias, out_t);
+}
+
+// Where tap (c, kh, kw) of a stride-s filter starts in the phase planes of an image.
+std::vector<int64_t> phase_offsets(const ConvGeometry& g, int64_t Hs, int64_t Ws) {
+    const int64_t s = g.stride;
+    std::vector<int64_t> offsets;
+    offsets.reserve(g.taps());
+    for (int64_t c = 0; c < g.C; ++c) {
+        for (int64_t kh = 0; kh < g.HH; ++kh) {
+            for (int64_t kw = 0; kw < g.WW; ++kw) {
+                const int64_t plane = ((kh % s) * s + kw % s) * g.C + c;
+                offsets.push_back((plane * Hs + kh / s) * Ws + kw / s);
+            }
+        }
+    }
+    return offsets;
+}
+
+}  // namespace
+
+void split_phases(const ConvGeometry& g, int64_t Hs, int64_t Ws, const float* x, float* planes) {
+    const int64_t s = g.stride, p = g.pad;
+    for (int64_t a = 0; a < s; ++a) {
+        const int64_t i0 = first_real(s, a, p), i1 = end_real(s, a, p, g.H);
+        for (int64_t b = 0; b < s; ++b) {
+            const int64_t j0 = first_real(s, b, p), j1 = end_real(s, b, p, g.W);
+            for (int64_t c = 0; c < g.C; ++c) {
+                float* plane = planes + ((a * s + b) * g.C + c) * Hs * Ws;
+                const float* image = x + c * g.H * g.W;
+                for (int64_t i = i0; i < i1; ++i) {
+                    const float* src = image + (s * i + a - p) * g.W + (s * j0 + b - p);
+                    float* dst = plane + i * Ws + j0;
+                    if (s == 2) {  // a constant stride, which the compiler vectorises
+                        for (int64_t j = 0; j < j1 - j0; ++j) dst[j] = src[2 * j];
+                    } else {
+                        for (int64_t j = 0; j < j1 - j0; ++j) dst[j] = src[j * s];
+                    }
+                }
+            }
+        }
+    }
+}
+
+#ifdef PHASE_TIMING
+}
+#include <ctime>
+double phase_kernel_time = 0;
+double phase_now() { timespec ts; clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts); return ts.tv_sec + 1e-9 * ts.tv_nsec; }
+namespace graphnet {
+#endif
+PhaseForward::PhaseForward(const ConvGeometry& g, bool avx512, const float* w, const float* b)
+    : g_(g),
+      avx512_(avx512),
+      s_(g.stride),
+      Hs_(ceil_div(g.H + 2 * g.pad, g.stride)),
+      Ws_(ceil_div(g.W + 2 * g.pad, g.stride)),
+      F_padded_(round_up(g.F, tap_conv_lanes(avx512))),
+      rows_(round_up(g.Ho * Ws_, kTapRows)),
+      offsets_(phase_offsets(g, Hs_, Ws_)),
+      wpack_(g.taps() * F_padded_, 0.0f),
+      bias_(F_padded_, 0.0f) {
+    const int64_t taps = g.taps();
+    for (int64_t f = 0; f < g.F; ++f) {
+        for (int64_t t = 0; t < taps; ++t) wpack_[t * F_padded_ + f] = w[f * taps + t];
+        bias_[f] = b[f];
+    }
+}
+
+int64_t PhaseForward::scratch_floats() const {
+    // the planes, the reads of the last tile past them, the wide output (transposed)
+    const int64_t planes = checked_mul(s_ * s_ * g_.C, Hs_ * Ws_, "conv phase planes");
+    return planes + g_.WW + kTapRows + checked_mul(rows_, F_padded_, "conv phase output");
+}
+
+void PhaseForward::image(const float* x, float* out, float* scratch) const {
+    const int64_t planes = s_ * s_ * g_.C * Hs_ * Ws_;
+    float* out_t = scratch + planes + g_.WW + kTapRows;
+    split_phases(g_, Hs_, Ws_, x, scratch);
+    const TapConv t{g_.taps(), g_.F, F_padded_, g_.Ho * Ws_,
+                    tap_conv_block(F_padded_, s_ * s_ * Hs_ * Ws_ / (g_.HH * g_.WW))};
+#ifdef PHASE_TIMING
+    double t0 = phase_now();
+#endif
+    forward_taps(avx512_, t, offsets_.data(), scratch, wpack_.data(), bias_.data(), out_t);
+#ifdef PHASE_TIMING
+    double t1 = phase_now(); phase_kernel_time += t1 - t0;
+#endif
+    const int64_t P = g_.positions();
+    for (int64_t f0 = 0; f0 < g_.F; f0 += kTransposeBlock) {
+        const int64_t f1 = std::min(g_.F, f0 + kTransposeBlock);
+        for (int64_t oy = 0; oy < g_.Ho; ++oy) {
+            for (int64_t ox = 0; ox < g_.Wo; ++ox) {
+                const float* src = out_t + (oy * Ws_ + ox) * F_padded_;
+                float* dst = out + oy * g_.Wo + ox;
+                for (int64_t f = f0; f < f1; ++f) dst[f * P] = src[f];
+            }
+        }
+    }
+}
+
+PhaseWeightGradient::PhaseWeightGradient(const ConvGeometry& g, bool avx512)
+    : g_(g),
+      avx512_(avx512),
+      s_(g.stride),
+      Hs_(ceil_div(g.H + 2 * g.pad, g.stride)),
+      Ws_(ceil_div(g.W + 2 * g.pad, g.stride)),
+      F_padded_(round_up(g.F, tap_conv_lanes(avx512))),
+      planes_floats_(s_ * s_ * g.C * Hs_ * Ws_),
+      offsets_(phase_offsets(g, Hs_, Ws_)) {}
+
+int64_t PhaseWeightGradient::scratch_floats() const {
+    return checked_add(planes_floats_, checked_mul(g_.positions(), F_padded_, "conv phase dw"),
+                       "conv phase dw");
+}
+
+void PhaseWeightGradient::images(const float* x, const float* dout, int64_t count, float* dw_t,
+                                 float* scratch) const {
+    const int64_t P = g_.positions();
+    float* dout_t = scratch + planes_floats_;  // its padding columns stay zero
+    const TapConv t{g_.taps(), g_.F, F_padded_, g_.Ho * Ws_, g_.taps()};
+    for (int64_t n = 0; n < count; ++n) {
+        split_phases(g_, Hs_, Ws_, x + n * g_.C * g_.H * g_.W, scratch);
+        const float* d = dout + n * g_.F * P;
+        for (int64_t f0 = 0; f0 < g_.F; f0 += kTransposeBlock) {
+            const int64_t f1 = std::min(g_.F, f0 + kTransposeBlock);
+            for (int64_t q = 0; q < P; ++q) {
+                for (int64_t f = f0; f < f1; ++f) dout_t[q * F_padded_ + f] = d[f * P + q];
+            }
+        }
+        (avx512_ ? tap_conv_dw_avx512 : tap_conv_dw_avx2)(t, g_.Ho, g_.Wo, Ws_, offsets_.data(),
+                                                          scratch, dout_t, dw_t);
+    }
+}
+
+void phase_input_gradient(const ConvGeometry& g, bool avx512, const float* dout, const float* w,
+                          float* dx) {
+    const int64_t s = g.stride, C = g.C, F = g.F;
+    const int64_t Hs = ceil_div(g.H + 2 * g.pad, s), Ws = ceil_div(g.W + 2 * g.pad, s);
+    // dout padded by top rows and left columns, one fewer than the most taps a phase has
+    const int64_t top = ceil_div(g.HH, s) - 1, left = ceil_div(g.WW, s) - 1;
+    const int64_t Hd = Hs + top, Wd = Ws + left;
+    const int64_t C_padded = round_up(C, tap_conv_lanes(avx512));
+    struct Phase {
+        int64_t a, b, i0, i1, j0, j1;
+        std::vector<int64_t> offsets;
+        std::vector<float> wpack;  // taps (f, m, n) x C_padded
+    };
+    std::vector<Phase> phases;
+    int64_t widest = 0;  // rows of the largest phase's wide output
+    for (int64_t a = 0; a < s; ++a) {
+        for (int64_t b = 0; b < s; ++b) {
+            Phase ph{a, b, first_real(s, a, g.pad), end_real(s, a, g.pad, g.H),
+                     first_real(s, b, g.pad), end_real(s, b, g.pad, g.W), {}, {}};
+            const int64_t M = a < g.HH ? ceil_div(g.HH - a, s) : 0;
+            const int64_t Nw = b < g.WW ? ceil_div(g.WW - b, s) : 0;
+            for (int64_t f = 0; f < F; ++f) {
+                for (int64_t m = 0; m < M; ++m) {
+                    for (int64_t n = 0; n < Nw; ++n) {
+                        ph.offsets.push_back((f * Hd + top - m) * Wd + left - n);
+                        const int64_t tap = (f * M + m) * Nw + n;
+                        ph.wpack.resize((tap + 1) * C_padded, 0.0f);
+                        for (int64_t c = 0; c < C; ++c) {
+                            ph.wpack[tap * C_padded + c] =
+                                w[((f * C + c) * g.HH + s * m + a) * g.WW + s * n + b];
+                        }
+                    }
+                }
+            }
+            widest = std::max(widest, round_up((ph.i1 - ph.i0) * Wd, kTapRows));
+            phases.push_back(std::move(ph));
+        }
+    }
+    const int64_t padded = checked_mul(F, Hd * Wd, "conv phase dout") + g.WW + kTapRows;
+    const int64_t scratch = checked_add(padded, checked_mul(widest, C_padded, "conv phase dx"),
+                                        "conv phase dx");
+    const int threads = team_size(g.N);
+    std::vector<float> scratches(checked_mul(threads, scratch, "conv phase dx"), 0.0f);
+    const std::vector<float> no_bias(C_padded, 0.0f);
+    const int64_t image = C * g.H * g.W;
+#pragma omp parallel for schedule(dynamic) num_threads(threads)
+    for (int64_t n = 0; n < g.N; ++n) {
+        float* doutp = scratches.data() + omp_get_thread_num() * scratch;
+        float* out_t = doutp + padded;
+        pad_interior(F, g.Ho, g.Wo, Hd, Wd, top, left, dout + n * F * g.Ho * g.Wo, doutp);
+        float* dx_n = dx + n * image;
+        for (const Phase& ph : phases) {
+            const int64_t taps = static_cast<int64_t>(ph.offsets.size());
+            if (taps > 0) {
+                const TapConv t{taps, C, C_padded, (ph.i1 - ph.i0) * Wd,
+                                tap_conv_block(C_padded, Hd * Wd * F / taps)};
+                forward_taps(avx512, t, ph.offsets.data(), doutp + ph.i0 * Wd, ph.wpack.data(),
+                             no_bias.data(), out_t);
+            }
+            for (int64_t i = ph.i0; i < ph.i1; ++i) {
+                float* row = dx_n + (s * i + ph.a - g.pad) * g.W + (s * ph.j0 + ph.b - g.pad);
+                for (int64_t j = ph.j0; j < ph.j1; ++j) {
+                    const float* src = out_t + ((i - ph.i0) * Wd + j) * C_padded;
+                    for (int64_t c = 0; c < C; ++c) {
+                        row[c * g.H * g.W + (j - ph.j0) * s] = taps > 0 ? src[c] : 0.0f;
+                    }
+                }
+            }
+        }
+    }
+}
+
+}  // namespace graphnet
