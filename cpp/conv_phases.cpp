@@ -14,7 +14,7 @@ namespace {
 // touches one line of each of its channels' planes, which must stay in L1 together (all
 // 64-128 of them at once, planes 1 KB apart, fall into a few cache sets and evict each
 // other: the unblocked transpose of the zoo's 16x16 layer took a third of its forward).
-constexpr int64_t kTransposeBlock = 16;
+constexpr int64_t kTransposeBlock = 8;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
@@ -74,13 +74,6 @@ void split_phases(const ConvGeometry& g, int64_t Hs, int64_t Ws, const float* x,
     }
 }
 
-#ifdef PHASE_TIMING
-}
-#include <ctime>
-double phase_kernel_time = 0;
-double phase_now() { timespec ts; clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts); return ts.tv_sec + 1e-9 * ts.tv_nsec; }
-namespace graphnet {
-#endif
 PhaseForward::PhaseForward(const ConvGeometry& g, bool avx512, const float* w, const float* b)
     : g_(g),
       avx512_(avx512),
@@ -111,13 +104,7 @@ void PhaseForward::image(const float* x, float* out, float* scratch) const {
     split_phases(g_, Hs_, Ws_, x, scratch);
     const TapConv t{g_.taps(), g_.F, F_padded_, g_.Ho * Ws_,
                     tap_conv_block(F_padded_, s_ * s_ * Hs_ * Ws_ / (g_.HH * g_.WW))};
-#ifdef PHASE_TIMING
-    double t0 = phase_now();
-#endif
     forward_taps(avx512_, t, offsets_.data(), scratch, wpack_.data(), bias_.data(), out_t);
-#ifdef PHASE_TIMING
-    double t1 = phase_now(); phase_kernel_time += t1 - t0;
-#endif
     const int64_t P = g_.positions();
     for (int64_t f0 = 0; f0 < g_.F; f0 += kTransposeBlock) {
         const int64_t f1 = std::min(g_.F, f0 + kTransposeBlock);
@@ -224,12 +211,14 @@ void phase_input_gradient(const ConvGeometry& g, bool avx512, const float* dout,
                 forward_taps(avx512, t, ph.offsets.data(), doutp + ph.i0 * Wd, ph.wpack.data(),
                              no_bias.data(), out_t);
             }
-            for (int64_t i = ph.i0; i < ph.i1; ++i) {
-                float* row = dx_n + (s * i + ph.a - g.pad) * g.W + (s * ph.j0 + ph.b - g.pad);
-                for (int64_t j = ph.j0; j < ph.j1; ++j) {
-                    const float* src = out_t + ((i - ph.i0) * Wd + j) * C_padded;
-                    for (int64_t c = 0; c < C; ++c) {
-                        row[c * g.H * g.W + (j - ph.j0) * s] = taps > 0 ? src[c] : 0.0f;
+            for (int64_t c0 = 0; c0 < C; c0 += kTransposeBlock) {
+                const int64_t c1 = std::min(C, c0 + kTransposeBlock);
+                for (int64_t i = ph.i0; i < ph.i1; ++i) {
+                    float* row = dx_n + (s * i + ph.a - g.pad) * g.W + (s * ph.j0 + ph.b - g.pad);
+                    for (int64_t j = ph.j0; j < ph.j1; ++j) {
+                        const float* src = out_t + ((i - ph.i0) * Wd + j) * C_padded;
+                        float* dst = row + (j - ph.j0) * s;
+                        for (int64_t c = c0; c < c1; ++c) dst[c * g.H * g.W] = taps > 0 ? src[c] : 0.0f;
                     }
                 }
             }
