@@ -28,11 +28,6 @@ int64_t end_real(int64_t s, int64_t phase, int64_t pad, int64_t size) {
     return std::max(first_real(s, phase, pad), ceil_div(size + pad - phase, s));
 }
 
-void forward_taps(bool avx512, const TapConv& t, const int64_t* offsets, const float* in,
-                  const float* wpack, const float* bias, float* out_t) {
-    (avx512 ? tap_conv_forward_avx512 : tap_conv_forward_avx2)(t, offsets, in, wpack, bias, out_t);
-}
-
 // Where tap (c, kh, kw) of a stride-s filter starts in the phase planes of an image.
 std::vector<int64_t> phase_offsets(const ConvGeometry& g, int64_t Hs, int64_t Ws) {
     const int64_t s = g.stride;
@@ -52,35 +47,39 @@ std::vector<int64_t> phase_offsets(const ConvGeometry& g, int64_t Hs, int64_t Ws
 }  // namespace
 
 void split_phases(const ConvGeometry& g, int64_t Hs, int64_t Ws, const float* x, float* planes) {
-    const int64_t s = g.stride, p = g.pad;
-    for (int64_t a = 0; a < s; ++a) {
-        const int64_t i0 = first_real(s, a, p), i1 = end_real(s, a, p, g.H);
-        for (int64_t b = 0; b < s; ++b) {
-            const int64_t j0 = first_real(s, b, p), j1 = end_real(s, b, p, g.W);
-            for (int64_t c = 0; c < g.C; ++c) {
-                float* plane = planes + ((a * s + b) * g.C + c) * Hs * Ws;
-                const float* image = x + c * g.H * g.W;
-                for (int64_t i = i0; i < i1; ++i) {
-                    const float* src = image + (s * i + a - p) * g.W + (s * j0 + b - p);
-                    float* dst = plane + i * Ws + j0;
-                    if (s == 2) {  // a constant stride, which the compiler vectorises
-                        for (int64_t j = 0; j < j1 - j0; ++j) dst[j] = src[2 * j];
-                    } else {
-                        for (int64_t j = 0; j < j1 - j0; ++j) dst[j] = src[j * s];
-                    }
+    // Row by row of the image: input row h is row (h + pad) / s of the planes of phase
+    // a = (h + pad) % s, and its pixel w goes to phase b = (w + pad) % s, column (w + pad) / s.
+    const int64_t s = g.stride, p = g.pad, W = g.W;
+    for (int64_t c = 0; c < g.C; ++c) {
+        for (int64_t h = 0; h < g.H; ++h) {
+            const float* src = x + (c * g.H + h) * W;
+            const int64_t a = (h + p) % s, i = (h + p) / s;
+            float* row[kPhaseMaxStride];  // row i of planes (a, b) for each b, at column 0
+            for (int64_t b = 0; b < s; ++b) row[b] = planes + ((a * s + b) * g.C + c) * Hs * Ws + i * Ws;
+            // pixel w = s*k + r goes to phase (r + p) % s, column k + (r + p) / s
+            if (s == 2 && W % 2 == 0) {  // constant strides: the compiler vectorises this
+                float* even = row[p % 2] + p / 2;
+                float* odd = row[(p + 1) % 2] + (p + 1) / 2;
+                for (int64_t k = 0; k < W / 2; ++k) {
+                    even[k] = src[2 * k];
+                    odd[k] = src[2 * k + 1];
+                }
+            } else {
+                for (int64_t r = 0; r < s && r < W; ++r) {
+                    float* dst = row[(r + p) % s] + (r + p) / s;
+                    for (int64_t k = 0; s * k + r < W; ++k) dst[k] = src[s * k + r];
                 }
             }
         }
     }
 }
 
-PhaseForward::PhaseForward(const ConvGeometry& g, bool avx512, const float* w, const float* b)
+PhaseForward::PhaseForward(const ConvGeometry& g, const float* w, const float* b)
     : g_(g),
-      avx512_(avx512),
       s_(g.stride),
       Hs_(ceil_div(g.H + 2 * g.pad, g.stride)),
       Ws_(ceil_div(g.W + 2 * g.pad, g.stride)),
-      F_padded_(round_up(g.F, tap_conv_lanes(avx512))),
+      F_padded_(round_up(g.F, kTapLanes)),
       rows_(round_up(g.Ho * Ws_, kTapRows)),
       offsets_(phase_offsets(g, Hs_, Ws_)),
       wpack_(g.taps() * F_padded_, 0.0f),
@@ -104,7 +103,7 @@ void PhaseForward::image(const float* x, float* out, float* scratch) const {
     split_phases(g_, Hs_, Ws_, x, scratch);
     const TapConv t{g_.taps(), g_.F, F_padded_, g_.Ho * Ws_,
                     tap_conv_block(F_padded_, s_ * s_ * Hs_ * Ws_ / (g_.HH * g_.WW))};
-    forward_taps(avx512_, t, offsets_.data(), scratch, wpack_.data(), bias_.data(), out_t);
+    tap_conv_forward_avx512(t, offsets_.data(), scratch, wpack_.data(), bias_.data(), out_t);
     const int64_t P = g_.positions();
     for (int64_t f0 = 0; f0 < g_.F; f0 += kTransposeBlock) {
         const int64_t f1 = std::min(g_.F, f0 + kTransposeBlock);
@@ -118,13 +117,12 @@ void PhaseForward::image(const float* x, float* out, float* scratch) const {
     }
 }
 
-PhaseWeightGradient::PhaseWeightGradient(const ConvGeometry& g, bool avx512)
+PhaseWeightGradient::PhaseWeightGradient(const ConvGeometry& g)
     : g_(g),
-      avx512_(avx512),
       s_(g.stride),
       Hs_(ceil_div(g.H + 2 * g.pad, g.stride)),
       Ws_(ceil_div(g.W + 2 * g.pad, g.stride)),
-      F_padded_(round_up(g.F, tap_conv_lanes(avx512))),
+      F_padded_(round_up(g.F, kTapLanes)),
       planes_floats_(s_ * s_ * g.C * Hs_ * Ws_),
       offsets_(phase_offsets(g, Hs_, Ws_)) {}
 
@@ -147,19 +145,17 @@ void PhaseWeightGradient::images(const float* x, const float* dout, int64_t coun
                 for (int64_t f = f0; f < f1; ++f) dout_t[q * F_padded_ + f] = d[f * P + q];
             }
         }
-        (avx512_ ? tap_conv_dw_avx512 : tap_conv_dw_avx2)(t, g_.Ho, g_.Wo, Ws_, offsets_.data(),
-                                                          scratch, dout_t, dw_t);
+        tap_conv_dw_avx512(t, g_.Ho, g_.Wo, Ws_, offsets_.data(), scratch, dout_t, dw_t);
     }
 }
 
-void phase_input_gradient(const ConvGeometry& g, bool avx512, const float* dout, const float* w,
-                          float* dx) {
+void phase_input_gradient(const ConvGeometry& g, const float* dout, const float* w, float* dx) {
     const int64_t s = g.stride, C = g.C, F = g.F;
     const int64_t Hs = ceil_div(g.H + 2 * g.pad, s), Ws = ceil_div(g.W + 2 * g.pad, s);
     // dout padded by top rows and left columns, one fewer than the most taps a phase has
     const int64_t top = ceil_div(g.HH, s) - 1, left = ceil_div(g.WW, s) - 1;
     const int64_t Hd = Hs + top, Wd = Ws + left;
-    const int64_t C_padded = round_up(C, tap_conv_lanes(avx512));
+    const int64_t C_padded = round_up(C, kTapLanes);
     struct Phase {
         int64_t a, b, i0, i1, j0, j1;
         std::vector<int64_t> offsets;
@@ -208,7 +204,7 @@ void phase_input_gradient(const ConvGeometry& g, bool avx512, const float* dout,
             if (taps > 0) {
                 const TapConv t{taps, C, C_padded, (ph.i1 - ph.i0) * Wd,
                                 tap_conv_block(C_padded, Hd * Wd * F / taps)};
-                forward_taps(avx512, t, ph.offsets.data(), doutp + ph.i0 * Wd, ph.wpack.data(),
+                tap_conv_forward_avx512(t, ph.offsets.data(), doutp + ph.i0 * Wd, ph.wpack.data(),
                              no_bias.data(), out_t);
             }
             for (int64_t c0 = 0; c0 < C; c0 += kTransposeBlock) {

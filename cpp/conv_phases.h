@@ -1,5 +1,6 @@
-// Strided float32 convolution as stride-1 sums over phase planes, on the tap kernels of
-// conv_taps.h (AVX-512 or AVX2).
+// Strided float32 convolution as stride-1 sums over phase planes, on the AVX-512 tap
+// kernels of conv_taps.h (call only when cpu_has_avx512f()). With stride 1 the one phase
+// plane is the padded image: conv.cpp runs some stride-1 weight gradients here too.
 //
 // With stride s, output (oy, ox) reads padded input pixel (s*oy + kh, s*ox + kw). Split
 // the padded image into s*s phase planes, plane (a, b) holding the pixels (s*i + a,
@@ -28,7 +29,7 @@ constexpr int64_t kPhaseMaxStride = 4;
 // The forward of one layer: its weights packed once, then image by image.
 class PhaseForward {
   public:
-    PhaseForward(const ConvGeometry& g, bool avx512, const float* w, const float* b);
+    PhaseForward(const ConvGeometry& g, const float* w, const float* b);
     int64_t scratch_floats() const;  // per thread
     // out (F x Ho x Wo) of image x (C x H x W); scratch is this thread's, zeroed by the
     // caller once (the planes' borders are never written).
@@ -36,7 +37,6 @@ class PhaseForward {
 
   private:
     ConvGeometry g_;
-    bool avx512_;
     int64_t s_, Hs_, Ws_, F_padded_, rows_;  // rows_: wide-grid positions, rounded up
     std::vector<int64_t> offsets_;
     std::vector<float> wpack_, bias_;
@@ -48,28 +48,26 @@ void split_phases(const ConvGeometry& g, int64_t Hs, int64_t Ws, const float* x,
 // dw_t (taps x F, the transposed weight gradient) += that of `images` consecutive images.
 class PhaseWeightGradient {
   public:
-    PhaseWeightGradient(const ConvGeometry& g, bool avx512);
+    explicit PhaseWeightGradient(const ConvGeometry& g);
     int64_t scratch_floats() const;  // per thread, zeroed by the caller once
     void images(const float* x, const float* dout, int64_t count, float* dw_t,
                 float* scratch) const;
 
   private:
     ConvGeometry g_;
-    bool avx512_;
     int64_t s_, Hs_, Ws_, F_padded_, planes_floats_;
     std::vector<int64_t> offsets_;
 };
 
 // dx (N x C x H x W) of the whole batch, on team_size(N) threads.
-void phase_input_gradient(const ConvGeometry& g, bool avx512, const float* dout, const float* w,
-                          float* dx);
+void phase_input_gradient(const ConvGeometry& g, const float* dout, const float* w, float* dx);
 
 // The forward over the batch on `threads` threads, with conv.cpp's forward_images contract:
 // image n's output goes to out_of(n, thread), then done(n, that output) runs.
 template <typename OutOf, typename Done>
-void phase_forward(const ConvGeometry& g, bool avx512, int threads, const float* x,
-                   const float* w, const float* b, OutOf&& out_of, Done&& done) {
-    const PhaseForward layer(g, avx512, w, b);
+void phase_forward(const ConvGeometry& g, int threads, const float* x, const float* w,
+                   const float* b, OutOf&& out_of, Done&& done) {
+    const PhaseForward layer(g, w, b);
     const int64_t scratch = layer.scratch_floats();
     std::vector<float> scratches(checked_mul(threads, scratch, "conv phase planes"), 0.0f);
 #pragma omp parallel for schedule(dynamic) num_threads(threads)

@@ -8,9 +8,12 @@
 // times 6-24 positions keeps every lane busy, where the row-wise direct kernels
 // (conv_direct.h) would pad each 8-pixel row to 16 lanes.
 //
-// conv_taps_avx512.cpp and conv_taps_avx2.cpp are compiled for their instruction sets:
-// call them only when cpu_features.h says the CPU has it. Like conv_direct.h, this header
-// includes no library header, so no AVX-compiled copy of a shared inline function leaks.
+// conv_taps_avx512.cpp is compiled for AVX-512: call it only when cpu_has_avx512f(). An
+// AVX2 build of the same loops (2 x 6 and 1 x 12 tiles of 8 lanes) ran no faster than
+// im2col + OpenBLAS's AVX2 GEMM (OPENBLAS_CORETYPE=Haswell; batch 64, one thread, stride 2
+// 32->64 @32: forward 8.5 against 7.9 ms, backward 16.7 / 17.1; 64->128 @16: 7.8 / 7.4,
+// 17.0 / 15.2), so CPUs without AVX-512 keep im2col. Like conv_direct.h, this header
+// includes no library header, so no AVX-512 copy of a shared inline function leaks.
 #pragma once
 
 #include <cstdint>
@@ -20,14 +23,14 @@ namespace graphnet {
 struct TapConv {
     int64_t taps;      // terms of each output
     int64_t F;         // output channels
-    int64_t F_padded;  // F rounded up to tap_conv_lanes(): the row length of wpack, out_t, dout_t
+    int64_t F_padded;  // F rounded up to kTapLanes: the row length of wpack, out_t, dout_t
     int64_t Q;         // output positions computed per image (a wide grid, see below)
     int64_t block;     // taps per pass of the forward over all positions (>= 1)
 };
 
 
-// Floats per vector: 16 with AVX-512, 8 with AVX2.
-constexpr int64_t tap_conv_lanes(bool avx512) { return avx512 ? 16 : 8; }
+// Floats per vector.
+constexpr int64_t kTapLanes = 16;
 
 // Positions per forward tile divide this: out_t needs Q rounded up to it rows, and the
 // input that many readable floats past its last tap's last position.
@@ -47,8 +50,6 @@ inline int64_t tap_conv_block(int64_t F_padded, int64_t input_per_tap) {
 // for q < Q rounded up to kTapRows (bias and wpack padded with zeros to F_padded).
 void tap_conv_forward_avx512(const TapConv& g, const int64_t* offsets, const float* in,
                              const float* wpack, const float* bias, float* out_t);
-void tap_conv_forward_avx2(const TapConv& g, const int64_t* offsets, const float* in,
-                           const float* wpack, const float* bias, float* out_t);
 
 // dw_t[t * F + f] += sum over r < rows, x < cols of
 //   in[offsets[t] + r * row + x] * dout_t[(r * cols + x) * F_padded + f],
@@ -57,7 +58,5 @@ void tap_conv_forward_avx2(const TapConv& g, const int64_t* offsets, const float
 void tap_conv_dw_avx512(const TapConv& g, int64_t rows, int64_t cols, int64_t row,
                         const int64_t* offsets, const float* in, const float* dout_t,
                         float* dw_t);
-void tap_conv_dw_avx2(const TapConv& g, int64_t rows, int64_t cols, int64_t row,
-                      const int64_t* offsets, const float* in, const float* dout_t, float* dw_t);
 
 }  // namespace graphnet

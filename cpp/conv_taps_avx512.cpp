@@ -1,9 +1,12 @@
-// conv_taps.h with AVX-512 (call only when cpu_has_avx512f()): 24 accumulators of the 32
-// registers, as 4 vectors of filters x 6 positions (2 x 12, 1 x 24 for what is left).
+// The tap kernels of conv_taps.h with AVX-512 (call only when cpu_has_avx512f()): 24
+// accumulators of the 32 registers, as 4 vectors of filters x 6 positions (2 x 12, 1 x 24
+// for what is left). Every loop over a tile is unrolled with constant indices, so the
+// accumulators stay in registers. Like conv_direct_avx512.cpp, it includes no library
+// header, so no AVX-512 copy of a shared inline function leaks out.
 #pragma GCC target("avx512f,avx2,fma")
 #include <immintrin.h>
 
-#include "conv_taps_kernels.h"
+#include "conv_taps.h"
 
 namespace graphnet {
 namespace {
@@ -17,6 +20,154 @@ struct Lanes512 {
     static V zero() { return _mm512_setzero_ps(); }
     static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
 };
+static_assert(Lanes512::N == kTapLanes, "F_padded is whole vectors");
+
+// Forward tile: Vf vectors of filters from f0 times Pos positions from q0, taps t0 .. t1-1.
+// Per tap Vf weight loads and Pos broadcasts (folded into the FMAs) feed Vf * Pos FMAs.
+// The first block of taps starts from the bias, the others from what out_t holds.
+template <class L, int Vf, int Pos>
+void tap_forward_tile(const TapConv& g, const int64_t* offsets, const float* in,
+                      const float* wpack, const float* bias, float* out_t, int64_t f0,
+                      int64_t q0, int64_t t0, int64_t t1) {
+    using V = typename L::V;
+    const int64_t stride = g.F_padded;  // a local: a register
+    V acc[Pos][Vf];
+#pragma GCC unroll 32
+    for (int j = 0; j < Pos; ++j) {
+#pragma GCC unroll 8
+        for (int v = 0; v < Vf; ++v) {
+            acc[j][v] = L::load(t0 == 0 ? bias + f0 + v * L::N
+                                        : out_t + (q0 + j) * stride + f0 + v * L::N);
+        }
+    }
+    const float* w = wpack + t0 * stride + f0;
+    const float* base = in + q0;
+    for (int64_t t = t0; t < t1; ++t, w += stride) {
+        V wv[Vf];
+#pragma GCC unroll 8
+        for (int v = 0; v < Vf; ++v) wv[v] = L::load(w + v * L::N);
+        const float* p = base + offsets[t];
+#pragma GCC unroll 32
+        for (int j = 0; j < Pos; ++j) {
+            const V x = L::broadcast(p + j);
+#pragma GCC unroll 8
+            for (int v = 0; v < Vf; ++v) acc[j][v] = L::fma(wv[v], x, acc[j][v]);
+        }
+    }
+#pragma GCC unroll 32
+    for (int j = 0; j < Pos; ++j) {
+#pragma GCC unroll 8
+        for (int v = 0; v < Vf; ++v) L::store(out_t + (q0 + j) * stride + f0 + v * L::N, acc[j][v]);
+    }
+}
+
+template <class L, int Vf, int Pos>
+void tap_forward_block(const TapConv& g, const int64_t* offsets, const float* in,
+                       const float* wpack, const float* bias, float* out_t, int64_t f0,
+                       int64_t t0, int64_t t1) {
+    static_assert(kTapRows % Pos == 0, "out_t holds Q rounded up to kTapRows rows");
+    for (int64_t q0 = 0; q0 < g.Q; q0 += Pos) {
+        tap_forward_tile<L, Vf, Pos>(g, offsets, in, wpack, bias, out_t, f0, q0, t0, t1);
+    }
+}
+
+// Blocks of g.block taps, whose weights and input stay in L1 while every tile of positions
+// passes over them (all taps at once would stream the weights from L2 for every tile);
+// within a block, Wide vectors of filters while they last, then 2, then 1 (F_padded is
+// whole vectors), each with as many positions as fill the accumulators.
+template <class L, int Wide, int Accumulators>
+void tap_forward(const TapConv& g, const int64_t* offsets, const float* in, const float* wpack,
+                 const float* bias, float* out_t) {
+    const int64_t vectors = g.F_padded / L::N;
+    for (int64_t t0 = 0; t0 < g.taps; t0 += g.block) {
+        const int64_t t1 = g.taps - t0 < g.block ? g.taps : t0 + g.block;
+        int64_t v0 = 0;
+        for (; v0 + Wide <= vectors; v0 += Wide) {
+            tap_forward_block<L, Wide, Accumulators / Wide>(g, offsets, in, wpack, bias, out_t,
+                                                            v0 * L::N, t0, t1);
+        }
+        if constexpr (Wide > 2) {
+            for (; v0 + 2 <= vectors; v0 += 2) {
+                tap_forward_block<L, 2, Accumulators / 2>(g, offsets, in, wpack, bias, out_t,
+                                                          v0 * L::N, t0, t1);
+            }
+        }
+        for (; v0 < vectors; ++v0) {
+            tap_forward_block<L, 1, Accumulators>(g, offsets, in, wpack, bias, out_t, v0 * L::N,
+                                                  t0, t1);
+        }
+    }
+}
+
+// Weight-gradient tile: kTapGroup taps from t0 (past the last tap: repeats, dropped) times
+// Vf vectors of filters from f0. Per position Vf loads of dout_t and kTapGroup broadcasts
+// of the input feed Vf * kTapGroup FMAs; the sums run along the positions, per lane, so
+// no horizontal sum is needed.
+constexpr int kTapGroup = 6;
+
+template <class L, int Vf>
+void tap_dw_tile(const TapConv& g, int64_t rows, int64_t cols, int64_t row,
+                 const int64_t* offsets, const float* in, const float* dout_t, float* dw_t,
+                 int64_t f0, int64_t t0) {
+    using V = typename L::V;
+    V acc[kTapGroup][Vf];
+    const float* p[kTapGroup];
+#pragma GCC unroll 8
+    for (int i = 0; i < kTapGroup; ++i) {
+        p[i] = in + offsets[t0 + i < g.taps ? t0 + i : t0];
+#pragma GCC unroll 8
+        for (int v = 0; v < Vf; ++v) acc[i][v] = L::zero();
+    }
+    const int64_t stride = g.F_padded;
+    const float* d = dout_t + f0;
+    for (int64_t r = 0; r < rows; ++r) {
+        const int64_t first = r * row;
+        for (int64_t x = first; x < first + cols; ++x, d += stride) {
+            V dv[Vf];
+#pragma GCC unroll 8
+            for (int v = 0; v < Vf; ++v) dv[v] = L::load(d + v * L::N);
+#pragma GCC unroll 8
+            for (int i = 0; i < kTapGroup; ++i) {
+                const V xb = L::broadcast(p[i] + x);
+#pragma GCC unroll 8
+                for (int v = 0; v < Vf; ++v) acc[i][v] = L::fma(xb, dv[v], acc[i][v]);
+            }
+        }
+    }
+    float lanes[L::N];
+#pragma GCC unroll 8
+    for (int i = 0; i < kTapGroup; ++i) {
+        if (t0 + i >= g.taps) break;
+        float* out = dw_t + (t0 + i) * g.F;
+#pragma GCC unroll 8
+        for (int v = 0; v < Vf; ++v) {
+            L::store(lanes, acc[i][v]);
+            const int64_t f = f0 + v * L::N;
+            const int64_t valid = g.F - f < L::N ? g.F - f : L::N;
+            for (int64_t k = 0; k < valid; ++k) out[f + k] += lanes[k];
+        }
+    }
+}
+
+template <class L, int Wide>
+void tap_dw(const TapConv& g, int64_t rows, int64_t cols, int64_t row, const int64_t* offsets,
+            const float* in, const float* dout_t, float* dw_t) {
+    const int64_t vectors = g.F_padded / L::N;
+    for (int64_t t0 = 0; t0 < g.taps; t0 += kTapGroup) {
+        int64_t v0 = 0;
+        for (; v0 + Wide <= vectors; v0 += Wide) {
+            tap_dw_tile<L, Wide>(g, rows, cols, row, offsets, in, dout_t, dw_t, v0 * L::N, t0);
+        }
+        if constexpr (Wide > 2) {
+            for (; v0 + 2 <= vectors; v0 += 2) {
+                tap_dw_tile<L, 2>(g, rows, cols, row, offsets, in, dout_t, dw_t, v0 * L::N, t0);
+            }
+        }
+        for (; v0 < vectors; ++v0) {
+            tap_dw_tile<L, 1>(g, rows, cols, row, offsets, in, dout_t, dw_t, v0 * L::N, t0);
+        }
+    }
+}
 
 }  // namespace
 

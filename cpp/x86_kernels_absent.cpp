@@ -65,17 +65,9 @@ void tap_conv_forward_avx512(const TapConv&, const int64_t*, const float*, const
                              const float*, float*) {
     absent("tap_conv_forward_avx512");
 }
-void tap_conv_forward_avx2(const TapConv&, const int64_t*, const float*, const float*,
-                           const float*, float*) {
-    absent("tap_conv_forward_avx2");
-}
 void tap_conv_dw_avx512(const TapConv&, int64_t, int64_t, int64_t, const int64_t*, const float*,
                         const float*, float*) {
     absent("tap_conv_dw_avx512");
-}
-void tap_conv_dw_avx2(const TapConv&, int64_t, int64_t, int64_t, const int64_t*, const float*,
-                      const float*, float*) {
-    absent("tap_conv_dw_avx2");
 }
 void sigmoid_avx2(int64_t, const float*, const float*, float*) { absent("sigmoid_avx2"); }
 void tanh_avx2(int64_t, const float*, const float*, float*) { absent("tanh_avx2"); }

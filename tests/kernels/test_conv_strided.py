@@ -1,5 +1,6 @@
-"""The strided float32 conv path (cpp/conv_phases.cpp on the tap kernels of cpp/conv_taps.h):
-strides 2-4, any kernel and pad, AVX-512 or AVX2. Random shapes (odd sizes, even and odd
+"""The float32 conv path on the AVX-512 tap kernels (cpp/conv_phases.cpp, cpp/conv_taps.h):
+strides 2-4, any kernel and pad, and the weight gradient of stride-1 layers of many
+filters; on a CPU without AVX-512 (or with it switched off) im2col + GEMM. Random shapes (odd sizes, even and odd
 kernels, pads 0-2, empty and one-image batches) against the naive loops in float64, within
 rounding of each result's terms; each result bitwise the same on one thread as on two;
 the gradients against central differences of the float64 loops; PyTorch on the zoo's
@@ -51,7 +52,7 @@ def check_against_naive(x, w, b, stride, pad, avx512):
 )
 def test_strided_conv_matches_naive_and_any_thread_count(N, C, H, W, F, k, stride, pad, seed,
                                                          avx512):
-    """avx512=False: the AVX2 tap kernels on a CPU that also has AVX-512."""
+    """avx512=False: what a CPU without AVX-512 runs (im2col + GEMM)."""
     if k > H + 2 * pad or k > W + 2 * pad:
         return  # the kernel does not fit: the fuzz tests check that error
     x, w, b = case(N, C, H, W, F, k, np.float32, seed)
@@ -67,9 +68,12 @@ def test_strided_conv_matches_naive_and_any_thread_count(N, C, H, W, F, k, strid
         (1, 16, 16, 32, 1, 2, 0),  # a residual shortcut: one phase of four has taps
         (2, 3, 31, 25, 3, 2, 1),  # the course's timing case, odd sizes
         (1, 5, 17, 7, 5, 3, 2),
+        (2, 8, 10, 50, 3, 1, 1),  # stride 1, many filters: the tap kernel's dw
+        (2, 4, 9, 64, 5, 1, 2),
+        (1, 3, 6, 48, 3, 1, 0),
     ],
 )
-def test_strided_layers_match_naive(N, C, H, F, k, stride, pad, avx512):
+def test_tap_layers_match_naive(N, C, H, F, k, stride, pad, avx512):
     x, w, b = case(N, C, H, H, F, k, np.float32, seed=N + C + k)
     check_against_naive(x, w, b, stride, pad, avx512)
 
@@ -88,7 +92,7 @@ def test_strided_gradients_match_numerical_gradients(stride, pad):
     np.testing.assert_allclose(dw, num_dw, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.skipif(not _C.direct_conv_active(), reason="no AVX2 + FMA: no tap kernels")
+@pytest.mark.skipif(not _C.avx512_conv_active(), reason="no AVX-512: no tap kernels")
 def test_strided_float32_convs_take_the_tap_kernels():
     """Switching them off (im2col + GEMM instead) changes the last bits of every result."""
     x, w, b = case(2, 8, 12, 12, 16, 3, np.float32, seed=0)
