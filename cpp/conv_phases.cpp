@@ -10,12 +10,6 @@ namespace graphnet {
 
 namespace {
 
-// Channels per pass of a transpose between (F x positions) and (positions x F): a pass
-// touches one line of each of its channels' planes, which must stay in L1 together (all
-// 64-128 of them at once, planes 1 KB apart, fall into a few cache sets and evict each
-// other: the unblocked transpose of the zoo's 16x16 layer took a third of its forward).
-constexpr int64_t kTransposeBlock = 8;
-
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 
@@ -104,16 +98,9 @@ void PhaseForward::image(const float* x, float* out, float* scratch) const {
     const TapConv t{g_.taps(), g_.F, F_padded_, g_.Ho * Ws_,
                     tap_conv_block(F_padded_, s_ * s_ * Hs_ * Ws_ / (g_.HH * g_.WW))};
     tap_conv_forward_avx512(t, offsets_.data(), scratch, wpack_.data(), bias_.data(), out_t);
-    const int64_t P = g_.positions();
-    for (int64_t f0 = 0; f0 < g_.F; f0 += kTransposeBlock) {
-        const int64_t f1 = std::min(g_.F, f0 + kTransposeBlock);
-        for (int64_t oy = 0; oy < g_.Ho; ++oy) {
-            for (int64_t ox = 0; ox < g_.Wo; ++ox) {
-                const float* src = out_t + (oy * Ws_ + ox) * F_padded_;
-                float* dst = out + oy * g_.Wo + ox;
-                for (int64_t f = f0; f < f1; ++f) dst[f * P] = src[f];
-            }
-        }
+    for (int64_t oy = 0; oy < g_.Ho; ++oy) {
+        tap_transpose_avx512(g_.Wo, g_.F, out_t + oy * Ws_ * F_padded_, F_padded_,
+                             out + oy * g_.Wo, g_.positions());
     }
 }
 
@@ -138,13 +125,7 @@ void PhaseWeightGradient::images(const float* x, const float* dout, int64_t coun
     const TapConv t{g_.taps(), g_.F, F_padded_, g_.Ho * Ws_, g_.taps()};
     for (int64_t n = 0; n < count; ++n) {
         split_phases(g_, Hs_, Ws_, x + n * g_.C * g_.H * g_.W, scratch);
-        const float* d = dout + n * g_.F * P;
-        for (int64_t f0 = 0; f0 < g_.F; f0 += kTransposeBlock) {
-            const int64_t f1 = std::min(g_.F, f0 + kTransposeBlock);
-            for (int64_t q = 0; q < P; ++q) {
-                for (int64_t f = f0; f < f1; ++f) dout_t[q * F_padded_ + f] = d[f * P + q];
-            }
-        }
+        tap_transpose_avx512(g_.F, P, dout + n * g_.F * P, P, dout_t, F_padded_);
         tap_conv_dw_avx512(t, g_.Ho, g_.Wo, Ws_, offsets_.data(), scratch, dout_t, dw_t);
     }
 }
@@ -187,8 +168,11 @@ void phase_input_gradient(const ConvGeometry& g, const float* dout, const float*
         }
     }
     const int64_t padded = checked_mul(F, Hd * Wd, "conv phase dout") + g.WW + kTapRows;
-    const int64_t scratch = checked_add(padded, checked_mul(widest, C_padded, "conv phase dx"),
-                                        "conv phase dx");
+    // per thread: the padded dout, a phase's wide output (positions x channels), and the
+    // same transposed (channels x positions)
+    const int64_t wide_floats = checked_mul(widest, C_padded, "conv phase dx");
+    const int64_t scratch = checked_add(checked_add(padded, wide_floats, "conv phase dx"),
+                                        wide_floats, "conv phase dx");
     const int threads = team_size(g.N);
     std::vector<float> scratches(checked_mul(threads, scratch, "conv phase dx"), 0.0f);
     const std::vector<float> no_bias(C_padded, 0.0f);
@@ -197,24 +181,26 @@ void phase_input_gradient(const ConvGeometry& g, const float* dout, const float*
     for (int64_t n = 0; n < g.N; ++n) {
         float* doutp = scratches.data() + omp_get_thread_num() * scratch;
         float* out_t = doutp + padded;
+        float* planes = out_t + wide_floats;
         pad_interior(F, g.Ho, g.Wo, Hd, Wd, top, left, dout + n * F * g.Ho * g.Wo, doutp);
         float* dx_n = dx + n * image;
         for (const Phase& ph : phases) {
             const int64_t taps = static_cast<int64_t>(ph.offsets.size());
+            const int64_t wide = (ph.i1 - ph.i0) * Wd;  // the phase's positions, wide grid
             if (taps > 0) {
-                const TapConv t{taps, C, C_padded, (ph.i1 - ph.i0) * Wd,
+                const TapConv t{taps, C, C_padded, wide,
                                 tap_conv_block(C_padded, Hd * Wd * F / taps)};
-                tap_conv_forward_avx512(t, ph.offsets.data(), doutp + ph.i0 * Wd, ph.wpack.data(),
-                             no_bias.data(), out_t);
+                tap_conv_forward_avx512(t, ph.offsets.data(), doutp + ph.i0 * Wd,
+                                        ph.wpack.data(), no_bias.data(), out_t);
+                tap_transpose_avx512(wide, C, out_t, C_padded, planes, wide);
             }
-            for (int64_t c0 = 0; c0 < C; c0 += kTransposeBlock) {
-                const int64_t c1 = std::min(C, c0 + kTransposeBlock);
+            for (int64_t c = 0; c < C; ++c) {
                 for (int64_t i = ph.i0; i < ph.i1; ++i) {
-                    float* row = dx_n + (s * i + ph.a - g.pad) * g.W + (s * ph.j0 + ph.b - g.pad);
-                    for (int64_t j = ph.j0; j < ph.j1; ++j) {
-                        const float* src = out_t + ((i - ph.i0) * Wd + j) * C_padded;
-                        float* dst = row + (j - ph.j0) * s;
-                        for (int64_t c = c0; c < c1; ++c) dst[c * g.H * g.W] = taps > 0 ? src[c] : 0.0f;
+                    float* row = dx_n + (c * g.H + s * i + ph.a - g.pad) * g.W +
+                                 (s * ph.j0 + ph.b - g.pad);
+                    const float* src = planes + c * wide + (i - ph.i0) * Wd + ph.j0;
+                    for (int64_t j = 0; j < ph.j1 - ph.j0; ++j) {
+                        row[j * s] = taps > 0 ? src[j] : 0.0f;  // no taps: this phase of dx is 0
                     }
                 }
             }

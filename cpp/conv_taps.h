@@ -59,4 +59,10 @@ void tap_conv_dw_avx512(const TapConv& g, int64_t rows, int64_t cols, int64_t ro
                         const int64_t* offsets, const float* in, const float* dout_t,
                         float* dw_t);
 
+// dst[c * dst_stride + r] = src[r * src_stride + c] for r < rows, c < cols: the layouts
+// between the kernels (positions x channels) and the arrays (channels x positions), in
+// 16 x 16 blocks held in registers.
+void tap_transpose_avx512(int64_t rows, int64_t cols, const float* src, int64_t src_stride,
+                          float* dst, int64_t dst_stride);
+
 }  // namespace graphnet

@@ -169,7 +169,69 @@ void tap_dw(const TapConv& g, int64_t rows, int64_t cols, int64_t row, const int
     }
 }
 
+// Transposes the 16 x 16 block in r: afterwards r[k] holds what was column k. Pairs, then
+// pairs of pairs, then 128-bit quarters twice: 64 shuffles. (GCC 12's headers build these
+// shuffles on a deliberately undefined vector, which -Wmaybe-uninitialized flags.)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+void transpose16(__m512 (&r)[16]) {
+    __m512 t[16], u[16], v[16];
+#pragma GCC unroll 8
+    for (int k = 0; k < 8; ++k) {
+        t[2 * k] = _mm512_unpacklo_ps(r[2 * k], r[2 * k + 1]);
+        t[2 * k + 1] = _mm512_unpackhi_ps(r[2 * k], r[2 * k + 1]);
+    }
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k) {
+        const __m512d a = _mm512_castps_pd(t[4 * k]), b = _mm512_castps_pd(t[4 * k + 2]);
+        const __m512d c = _mm512_castps_pd(t[4 * k + 1]), d = _mm512_castps_pd(t[4 * k + 3]);
+        u[4 * k] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+        u[4 * k + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+        u[4 * k + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(c, d));
+        u[4 * k + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(c, d));
+    }
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; ++h) {
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; ++i) {
+            v[8 * h + i] = _mm512_shuffle_f32x4(u[8 * h + i], u[8 * h + i + 4], 0x88);
+            v[8 * h + i + 4] = _mm512_shuffle_f32x4(u[8 * h + i], u[8 * h + i + 4], 0xdd);
+        }
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; ++i) {
+        r[i] = _mm512_shuffle_f32x4(v[i], v[i + 8], 0x88);
+        r[i + 8] = _mm512_shuffle_f32x4(v[i], v[i + 8], 0xdd);
+    }
+}
+#pragma GCC diagnostic pop
+
+__mmask16 first_lanes(int64_t n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1u); }
+
 }  // namespace
+
+void tap_transpose_avx512(int64_t rows, int64_t cols, const float* src, int64_t src_stride,
+                          float* dst, int64_t dst_stride) {
+    for (int64_t r0 = 0; r0 < rows; r0 += 16) {
+        const int64_t nr = rows - r0 < 16 ? rows - r0 : 16;
+        const __mmask16 store = first_lanes(nr);
+        for (int64_t c0 = 0; c0 < cols; c0 += 16) {
+            const int64_t nc = cols - c0 < 16 ? cols - c0 : 16;
+            const __mmask16 load = first_lanes(nc);
+            __m512 r[16];
+#pragma GCC unroll 16
+            for (int i = 0; i < 16; ++i) {
+                r[i] = i < nr ? _mm512_maskz_loadu_ps(load, src + (r0 + i) * src_stride + c0)
+                              : _mm512_setzero_ps();
+            }
+            transpose16(r);
+#pragma GCC unroll 16
+            for (int k = 0; k < 16; ++k) {
+                if (k < nc) _mm512_mask_storeu_ps(dst + (c0 + k) * dst_stride + r0, store, r[k]);
+            }
+        }
+    }
+}
 
 void tap_conv_forward_avx512(const TapConv& g, const int64_t* offsets, const float* in,
                              const float* wpack, const float* bias, float* out_t) {
