@@ -78,11 +78,10 @@ PhaseForward::PhaseForward(const ConvGeometry& g, const float* w, const float* b
       offsets_(phase_offsets(g, Hs_, Ws_)),
       wpack_(g.taps() * F_padded_, 0.0f),
       bias_(F_padded_, 0.0f) {
-    const int64_t taps = g.taps();
-    for (int64_t f = 0; f < g.F; ++f) {
-        for (int64_t t = 0; t < taps; ++t) wpack_[t * F_padded_ + f] = w[f * taps + t];
-        bias_[f] = b[f];
-    }
+    const int64_t taps = g.taps();  // w is F x taps, wpack taps x F_padded
+    // (a scalar loop writing one float per tap row took as long as a small batch's forward)
+    tap_transpose_avx512(g.F, taps, w, taps, wpack_.data(), F_padded_);
+    std::copy(b, b + g.F, bias_.begin());
 }
 
 int64_t PhaseForward::scratch_floats() const {
@@ -110,7 +109,7 @@ PhaseWeightGradient::PhaseWeightGradient(const ConvGeometry& g)
       Hs_(ceil_div(g.H + 2 * g.pad, g.stride)),
       Ws_(ceil_div(g.W + 2 * g.pad, g.stride)),
       F_padded_(round_up(g.F, kTapLanes)),
-      planes_floats_(s_ * s_ * g.C * Hs_ * Ws_),
+      planes_floats_(checked_mul(s_ * s_ * g.C, Hs_ * Ws_, "conv phase planes")),
       offsets_(phase_offsets(g, Hs_, Ws_)) {}
 
 int64_t PhaseWeightGradient::scratch_floats() const {
@@ -142,6 +141,15 @@ void phase_input_gradient(const ConvGeometry& g, const float* dout, const float*
         std::vector<int64_t> offsets;
         std::vector<float> wpack;  // taps (f, m, n) x C_padded
     };
+    // w as (F, HH*WW, C_padded): for each filter and tap a row of channels, which is what
+    // a phase's packed weights hold (gathering them float by float from w cost as much
+    // as a small batch's dx)
+    const int64_t kernel = g.HH * g.WW;
+    std::vector<float> rows(checked_mul(F * kernel, C_padded, "conv phase weights"), 0.0f);
+    for (int64_t f = 0; f < F; ++f) {
+        tap_transpose_avx512(C, kernel, w + f * C * kernel, kernel, rows.data() + f * kernel * C_padded,
+                             C_padded);
+    }
     std::vector<Phase> phases;
     int64_t widest = 0;  // rows of the largest phase's wide output
     for (int64_t a = 0; a < s; ++a) {
@@ -150,16 +158,14 @@ void phase_input_gradient(const ConvGeometry& g, const float* dout, const float*
                      first_real(s, b, g.pad), end_real(s, b, g.pad, g.W), {}, {}};
             const int64_t M = a < g.HH ? ceil_div(g.HH - a, s) : 0;
             const int64_t Nw = b < g.WW ? ceil_div(g.WW - b, s) : 0;
+            ph.wpack.resize(F * M * Nw * C_padded);
             for (int64_t f = 0; f < F; ++f) {
                 for (int64_t m = 0; m < M; ++m) {
                     for (int64_t n = 0; n < Nw; ++n) {
                         ph.offsets.push_back((f * Hd + top - m) * Wd + left - n);
-                        const int64_t tap = (f * M + m) * Nw + n;
-                        ph.wpack.resize((tap + 1) * C_padded, 0.0f);
-                        for (int64_t c = 0; c < C; ++c) {
-                            ph.wpack[tap * C_padded + c] =
-                                w[((f * C + c) * g.HH + s * m + a) * g.WW + s * n + b];
-                        }
+                        const float* row = rows.data() + (f * kernel + (s * m + a) * g.WW + s * n + b) * C_padded;
+                        std::copy(row, row + C_padded,
+                                  ph.wpack.begin() + ((f * M + m) * Nw + n) * C_padded);
                     }
                 }
             }
