@@ -373,55 +373,61 @@ def cpu_time(fn, repeats):
     return float(np.median(times))
 
 
+def zoo_layer_times(rng, batch, repeats, C, H, F, K, stride, need_dx):
+    """{path: (forward ms, backward ms)} of one zoo layer, the paths taking turns."""
+    pad = (K - 1) // 2
+    x = rng.standard_normal((batch, C, H, H), dtype=np.float32)
+    w = rng.standard_normal((F, C, K, K), dtype=np.float32)
+    b = np.zeros(F, np.float32)
+    dout = rng.standard_normal(_C.conv_forward(x, w, b, stride, pad).shape, dtype=np.float32)
+
+    def ours_fwd():
+        _C.conv_forward(x, w, b, stride, pad)
+
+    def ours_bwd():
+        _C.conv_backward(dout, x, w, stride, pad, need_dx=need_dx)
+
+    timed = {"ours": (ours_fwd, ours_bwd), "im2col": (ours_fwd, ours_bwd)}
+    if torch is not None:
+        xt = torch.from_numpy(x).requires_grad_(need_dx)
+        wt, bt = torch.from_numpy(w).requires_grad_(), torch.from_numpy(b).requires_grad_()
+
+        def torch_fwd():
+            with torch.no_grad():
+                tF.conv2d(xt, wt, bt, stride=stride, padding=pad)
+
+        def torch_both():
+            tF.conv2d(xt, wt, bt, stride=stride, padding=pad).backward(torch.from_numpy(dout))
+
+        timed["torch"] = (torch_fwd, torch_both)
+    results = {key: ([], []) for key in timed}
+    for _ in range(repeats):
+        for key, (fwd, bwd) in timed.items():
+            _C.set_direct_conv(key != "im2col")
+            try:
+                results[key][0].append(cpu_time(fwd, 3))
+                results[key][1].append(cpu_time(bwd, 3))
+            finally:
+                _C.set_direct_conv(True)
+    med = {key: [1e3 * float(np.median(v)) for v in pair] for key, pair in results.items()}
+    if "torch" in med:
+        med["torch"][1] -= med["torch"][0]  # its backward: forward + backward less the forward
+    else:
+        med["torch"] = [float("nan")] * 2
+    return med
+
+
 def bench_zoo_layers(batch, repeats):
     """(f): the zoo's strided and 5x5 layers against im2col + GEMM and PyTorch, CPU time."""
-    print(f"\n(f) zoo conv layers, float32, batch {batch}, CPU ms (medians of {repeats} rounds;"
-          " backward = dw, db and dx where needed)")
-    print(f"{'layer':<28}{'forward: ours / im2col / torch':>34}{'backward: ours / im2col / torch':>36}")
+    print(f"\n(f) zoo conv layers, float32, batch {batch}, CPU ms (medians of {repeats} "
+          "rounds; backward = dw, db and dx where needed)")
+    print(f"{'layer':<28}{'forward: ours / im2col / torch':>34}"
+          f"{'backward: ours / im2col / torch':>36}")
     rng = np.random.default_rng(0)
     for name, C, H, F, K, stride, need_dx in ZOO_LAYERS:
-        pad = (K - 1) // 2
-        x = rng.standard_normal((batch, C, H, H), dtype=np.float32)
-        w = rng.standard_normal((F, C, K, K), dtype=np.float32)
-        b = np.zeros(F, np.float32)
-        dout = rng.standard_normal(_C.conv_forward(x, w, b, stride, pad).shape, dtype=np.float32)
-
-        def ours_fwd():
-            _C.conv_forward(x, w, b, stride, pad)
-
-        def ours_bwd():
-            _C.conv_backward(dout, x, w, stride, pad, need_dx=need_dx)
-
-        timed = {"ours": (ours_fwd, ours_bwd)}
-        if torch is not None:
-            xt = torch.from_numpy(x).requires_grad_(need_dx)
-            wt, bt = torch.from_numpy(w).requires_grad_(), torch.from_numpy(b).requires_grad_()
-            dt = torch.from_numpy(dout)
-
-            def torch_fwd():
-                with torch.no_grad():
-                    tF.conv2d(xt, wt, bt, stride=stride, padding=pad)
-
-            def torch_both():
-                tF.conv2d(xt, wt, bt, stride=stride, padding=pad).backward(dt)
-
-            timed["torch"] = (torch_fwd, torch_both)
-        results = {key: ([], []) for key in ("ours", "im2col", "torch")}
-        for _ in range(repeats):
-            for key in ("ours", "im2col", "torch"):
-                if key == "torch" and torch is None:
-                    continue
-                _C.set_direct_conv(key != "im2col")
-                try:
-                    fwd, bwd = timed["ours" if key == "im2col" else key]
-                    results[key][0].append(cpu_time(fwd, 3))
-                    results[key][1].append(cpu_time(bwd, 3))
-                finally:
-                    _C.set_direct_conv(True)
-        med = {key: [1e3 * float(np.median(v)) if v else float("nan") for v in pair]
-               for key, pair in results.items()}
-        med["torch"][1] -= med["torch"][0]  # its backward: forward + backward less the forward
-        cells = ["{:>9.2f} / {:>6.2f} / {:>6.2f}".format(*(med[k][i] for k in ("ours", "im2col", "torch")))
+        med = zoo_layer_times(rng, batch, repeats, C, H, F, K, stride, need_dx)
+        cells = ["{:>9.2f} / {:>6.2f} / {:>6.2f}".format(*(med[k][i] for k in
+                                                           ("ours", "im2col", "torch")))
                  for i in (0, 1)]
         print(f"{name:<28}{cells[0]:>34}{cells[1]:>36}")
 

@@ -1,10 +1,10 @@
 """The float32 conv path on the AVX-512 tap kernels (cpp/conv_phases.cpp, cpp/conv_taps.h):
 strides 2-4, any kernel and pad, and the weight gradient of stride-1 layers of many
-filters; on a CPU without AVX-512 (or with it switched off) im2col + GEMM. Random shapes (odd sizes, even and odd
-kernels, pads 0-2, empty and one-image batches) against the naive loops in float64, within
-rounding of each result's terms; each result bitwise the same on one thread as on two;
-the gradients against central differences of the float64 loops; PyTorch on the zoo's
-layers."""
+filters; on a CPU without AVX-512 (or with it switched off) im2col + GEMM. Random shapes
+(odd sizes, even and odd kernels, pads 0-2, empty and one-image batches) against the naive
+loops in float64, within rounding of each result's terms; each result bitwise the same on
+one thread as on two; the gradients against central differences of the float64 loops;
+PyTorch on the zoo's layers."""
 
 import numpy as np
 import pytest
@@ -50,8 +50,9 @@ def check_against_naive(x, w, b, stride, pad, avx512):
     seed=st.integers(0, 2**16),
     avx512=st.booleans(),
 )
-def test_strided_conv_matches_naive_and_any_thread_count(N, C, H, W, F, k, stride, pad, seed,
-                                                         avx512):
+def test_strided_conv_matches_naive_and_any_thread_count(
+    N, C, H, W, F, k, stride, pad, seed, avx512
+):
     """avx512=False: what a CPU without AVX-512 runs (im2col + GEMM)."""
     if k > H + 2 * pad or k > W + 2 * pad:
         return  # the kernel does not fit: the fuzz tests check that error
