@@ -106,8 +106,9 @@ bool phase_conv(const ConvGeometry& g) {
 // The weight gradient of a stride-1 layer that the direct kernels leave to im2col + GEMM
 // (many filters, short rows) runs on the AVX-512 tap kernel too (conv_phases.h with one
 // phase): per pass, batch 64, one thread, CPU time, 3x3 64->64 @16 7.8 ms against the
-// GEMM's 11.4, 3x3 64->128 @8 3.4 / 6.2, 5x5 32->64 @16 9.6 / 15.3. The AVX2 tap kernel
-// only matches the GEMM there (12.4 / 11.4, 6.5 / 6.2, 17.8 / 15.3): not used.
+// GEMM's 11.4, 3x3 64->128 @8 3.4 / 6.2, 3x3 32->32 @8 0.54 / 1.84, 5x5 32->64 @16
+// 9.6 / 15.3. The AVX2 tap kernel only matches the GEMM there (12.4 / 11.4, 6.5 / 6.2,
+// 17.8 / 15.3): not used.
 template <typename T>
 bool tap_weight_gradient(const ConvGeometry& g, const DirectPasses& direct) {
     return std::is_same_v<T, float> && g.stride == 1 && !is_pointwise(g) && !direct.dw &&

@@ -175,38 +175,56 @@ void phase_input_gradient(const ConvGeometry& g, const float* dout, const float*
     }
     const int64_t padded = checked_mul(F, Hd * Wd, "conv phase dout") + g.WW + kTapRows;
     // per thread: the padded dout, a phase's wide output (positions x channels), and the
-    // same transposed (channels x positions)
+    // s phases of one row phase a transposed (channels x positions), merged into dx rows
     const int64_t wide_floats = checked_mul(widest, C_padded, "conv phase dx");
-    const int64_t scratch = checked_add(checked_add(padded, wide_floats, "conv phase dx"),
-                                        wide_floats, "conv phase dx");
+    const int64_t scratch = checked_add(
+        padded, checked_mul(s + 1, wide_floats, "conv phase dx"), "conv phase dx");
     const int threads = team_size(g.N);
     std::vector<float> scratches(checked_mul(threads, scratch, "conv phase dx"), 0.0f);
     const std::vector<float> no_bias(C_padded, 0.0f);
-    const int64_t image = C * g.H * g.W;
+    const int64_t image = C * g.H * g.W, p = g.pad, W = g.W;
 #pragma omp parallel for schedule(dynamic) num_threads(threads)
     for (int64_t n = 0; n < g.N; ++n) {
         float* doutp = scratches.data() + omp_get_thread_num() * scratch;
         float* out_t = doutp + padded;
-        float* planes = out_t + wide_floats;
+        float* planes = out_t + wide_floats;  // phase b at planes + b * wide_floats
         pad_interior(F, g.Ho, g.Wo, Hd, Wd, top, left, dout + n * F * g.Ho * g.Wo, doutp);
         float* dx_n = dx + n * image;
-        for (const Phase& ph : phases) {
-            const int64_t taps = static_cast<int64_t>(ph.offsets.size());
-            const int64_t wide = (ph.i1 - ph.i0) * Wd;  // the phase's positions, wide grid
-            if (taps > 0) {
+        for (int64_t a = 0; a < s; ++a) {
+            const int64_t i0 = phases[a * s].i0, i1 = phases[a * s].i1;
+            const int64_t wide = (i1 - i0) * Wd;  // each phase's positions, on the wide grid
+            for (int64_t b = 0; b < s; ++b) {
+                const Phase& ph = phases[a * s + b];
+                const int64_t taps = static_cast<int64_t>(ph.offsets.size());
+                float* plane = planes + b * wide_floats;
+                if (taps == 0) {  // no tap of the filters reaches this phase: its dx is 0
+                    std::fill(plane, plane + C * wide, 0.0f);
+                    continue;
+                }
                 const TapConv t{taps, C, C_padded, wide,
                                 tap_conv_block(C_padded, Hd * Wd * F / taps)};
-                tap_conv_forward_avx512(t, ph.offsets.data(), doutp + ph.i0 * Wd,
-                                        ph.wpack.data(), no_bias.data(), out_t);
-                tap_transpose_avx512(wide, C, out_t, C_padded, planes, wide);
+                tap_conv_forward_avx512(t, ph.offsets.data(), doutp + i0 * Wd, ph.wpack.data(),
+                                        no_bias.data(), out_t);
+                tap_transpose_avx512(wide, C, out_t, C_padded, plane, wide);
             }
+            // dx row h = s*i + a - pad: its pixel w = s*k + r comes from phase
+            // b = (r + pad) % s, column k + (r + pad) / s (split_phases the other way)
             for (int64_t c = 0; c < C; ++c) {
-                for (int64_t i = ph.i0; i < ph.i1; ++i) {
-                    float* row = dx_n + (c * g.H + s * i + ph.a - g.pad) * g.W +
-                                 (s * ph.j0 + ph.b - g.pad);
-                    const float* src = planes + c * wide + (i - ph.i0) * Wd + ph.j0;
-                    for (int64_t j = 0; j < ph.j1 - ph.j0; ++j) {
-                        row[j * s] = taps > 0 ? src[j] : 0.0f;  // no taps: this phase of dx is 0
+                for (int64_t i = i0; i < i1; ++i) {
+                    float* row = dx_n + (c * g.H + s * i + a - p) * W;
+                    const float* at = planes + c * wide + (i - i0) * Wd;
+                    if (s == 2 && W % 2 == 0) {  // constant strides: vectorised
+                        const float* even = at + (p % 2) * wide_floats + p / 2;
+                        const float* odd = at + ((p + 1) % 2) * wide_floats + (p + 1) / 2;
+                        for (int64_t k = 0; k < W / 2; ++k) {
+                            row[2 * k] = even[k];
+                            row[2 * k + 1] = odd[k];
+                        }
+                    } else {
+                        for (int64_t r = 0; r < s && r < W; ++r) {
+                            const float* src = at + ((r + p) % s) * wide_floats + (r + p) / s;
+                            for (int64_t k = 0; s * k + r < W; ++k) row[s * k + r] = src[k];
+                        }
                     }
                 }
             }
