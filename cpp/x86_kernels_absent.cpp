@@ -69,6 +69,9 @@ void tap_conv_dw_avx512(const TapConv&, int64_t, int64_t, int64_t, const int64_t
                         const float*, float*) {
     absent("tap_conv_dw_avx512");
 }
+void tap_transpose_avx512(int64_t, int64_t, const float*, int64_t, float*, int64_t) {
+    absent("tap_transpose_avx512");
+}
 void sigmoid_avx2(int64_t, const float*, const float*, float*) { absent("sigmoid_avx2"); }
 void tanh_avx2(int64_t, const float*, const float*, float*) { absent("tanh_avx2"); }
 
