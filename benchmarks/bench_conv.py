@@ -24,6 +24,12 @@
     (no dx): the fused kernels (graphnet/passes/conv_relu_pool.py's steps) against the three kernels one
     by one and against PyTorch's conv2d -> relu -> max_pool2d, forward, and forward +
     the weight and bias gradients from a gradient on the pooled output.
+(f) The model zoo's strided and 5x5 conv layers (benchmarks/zoo_models.py), float32,
+    batch --zoo-batch: forward, and backward (dw, db, and dx where the layer is not the
+    first), in CPU time of the process (time.process_time, so waits for a core on a
+    loaded machine do not count: run it with OMP_NUM_THREADS=1), graphnet's default path
+    against im2col + GEMM (set_direct_conv(False)) and PyTorch's conv2d with autograd,
+    taking turns for --repeats rounds. `--zoo-only` runs this section alone.
 
 All times are medians of --repeats runs after a warm-up. PyTorch runs with as many
 threads as graphnet (graphnet._C.get_num_threads(), set by OMP_NUM_THREADS); its
@@ -348,11 +354,91 @@ def bench_chain(repeats):
         torch_t=t_training)
 
 
+# The zoo's layers: (name, C, H=W, F, kernel, stride, needs dx). Pad (kernel - 1) // 2.
+ZOO_LAYERS = [
+    ("strided 3x3/2 32->64 @32", 32, 32, 64, 3, 2, True),
+    ("strided 3x3/2 64->128 @16", 64, 16, 128, 3, 2, True),
+    ("conv5x5 3->32 @32 (first)", 3, 32, 32, 5, 1, False),
+    ("conv5x5 32->64 @16", 32, 16, 64, 5, 1, True),
+]
+
+
+def cpu_time(fn, repeats):
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.process_time()
+        fn()
+        times.append(time.process_time() - start)
+    return float(np.median(times))
+
+
+def zoo_layer_times(rng, batch, repeats, C, H, F, K, stride, need_dx):
+    """{path: (forward ms, backward ms)} of one zoo layer, the paths taking turns."""
+    pad = (K - 1) // 2
+    x = rng.standard_normal((batch, C, H, H), dtype=np.float32)
+    w = rng.standard_normal((F, C, K, K), dtype=np.float32)
+    b = np.zeros(F, np.float32)
+    dout = rng.standard_normal(_C.conv_forward(x, w, b, stride, pad).shape, dtype=np.float32)
+
+    def ours_fwd():
+        _C.conv_forward(x, w, b, stride, pad)
+
+    def ours_bwd():
+        _C.conv_backward(dout, x, w, stride, pad, need_dx=need_dx)
+
+    timed = {"ours": (ours_fwd, ours_bwd), "im2col": (ours_fwd, ours_bwd)}
+    if torch is not None:
+        xt = torch.from_numpy(x).requires_grad_(need_dx)
+        wt, bt = torch.from_numpy(w).requires_grad_(), torch.from_numpy(b).requires_grad_()
+
+        def torch_fwd():
+            with torch.no_grad():
+                tF.conv2d(xt, wt, bt, stride=stride, padding=pad)
+
+        def torch_both():
+            tF.conv2d(xt, wt, bt, stride=stride, padding=pad).backward(torch.from_numpy(dout))
+
+        timed["torch"] = (torch_fwd, torch_both)
+    results = {key: ([], []) for key in timed}
+    for _ in range(repeats):
+        for key, (fwd, bwd) in timed.items():
+            _C.set_direct_conv(key != "im2col")
+            try:
+                results[key][0].append(cpu_time(fwd, 3))
+                results[key][1].append(cpu_time(bwd, 3))
+            finally:
+                _C.set_direct_conv(True)
+    med = {key: [1e3 * float(np.median(v)) for v in pair] for key, pair in results.items()}
+    if "torch" in med:
+        med["torch"][1] -= med["torch"][0]  # its backward: forward + backward less the forward
+    else:
+        med["torch"] = [float("nan")] * 2
+    return med
+
+
+def bench_zoo_layers(batch, repeats):
+    """(f): the zoo's strided and 5x5 layers against im2col + GEMM and PyTorch, CPU time."""
+    print(f"\n(f) zoo conv layers, float32, batch {batch}, CPU ms (medians of {repeats} "
+          "rounds; backward = dw, db and dx where needed)")
+    print(f"{'layer':<28}{'forward: ours / im2col / torch':>34}"
+          f"{'backward: ours / im2col / torch':>36}")
+    rng = np.random.default_rng(0)
+    for name, C, H, F, K, stride, need_dx in ZOO_LAYERS:
+        med = zoo_layer_times(rng, batch, repeats, C, H, F, K, stride, need_dx)
+        cells = ["{:>9.2f} / {:>6.2f} / {:>6.2f}".format(*(med[k][i] for k in
+                                                           ("ours", "im2col", "torch")))
+                 for i in (0, 1)]
+        print(f"{name:<28}{cells[0]:>34}{cells[1]:>36}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=21)
     parser.add_argument("--naive-slice", type=int, default=10,
                         help="images the naive loops run on before scaling (default 10)")
+    parser.add_argument("--zoo-batch", type=int, default=64)
+    parser.add_argument("--zoo-only", action="store_true", help="run section (f) alone")
     args = parser.parse_args()
     threads = _C.get_num_threads()
     if torch is not None:
@@ -360,6 +446,9 @@ def main():
     print(f"graphnet threads: {threads}; torch: "
           f"{torch.__version__ if torch is not None else 'not installed'}; "
           f"medians of {args.repeats} runs\n")
+    if args.zoo_only:
+        bench_zoo_layers(args.zoo_batch, args.repeats)
+        return
     bench_course(args.repeats, args.naive_slice)
     ceiling = bench_cifar(args.repeats)
     bench_affine(args.repeats)
@@ -369,6 +458,7 @@ def main():
     print(f"ceiling: numpy float32 2048x2048 matmul = {ceiling:.1f} GFLOP/s")
     if _C.direct_conv_active():
         bench_layers(max(5, args.repeats // 3))
+    bench_zoo_layers(args.zoo_batch, max(3, args.repeats // 7))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 // Convolution one image at a time: float32 with stride 1 on an AVX2 CPU goes through the
-// direct kernels of conv_direct.h (dx too, as a convolution of dout); everything else
-// (float64, strides above 1, a pad as wide as the kernel, older CPUs) through im2col + GEMM.
+// direct kernels of conv_direct.h (dx too, as a convolution of dout); float32 with
+// stride 2-4 through the phase-plane tap kernels of conv_phases.h (all three passes,
+// and with AVX-512 the weight gradient of stride-1 layers the direct kernels leave);
+// everything else (float64, a pad as wide as the kernel, older CPUs) through im2col + GEMM.
 //
 // Images are independent, so the batch is shared out across the threads and each thread
 // keeps a private buffer: the im2col matrix (taps x positions) or the padded image.
@@ -12,10 +14,12 @@
 
 #include <algorithm>
 #include <atomic>
+#include <optional>
 #include <type_traits>
 #include <vector>
 
 #include "conv_direct.h"
+#include "conv_phases.h"
 #include "pool.h"
 #include "cpu_features.h"
 #include "gemm.h"
@@ -87,6 +91,28 @@ DirectPasses direct_passes(const ConvGeometry& g) {
     const bool few_filters = g.F < kDirectMaxFilters;
     return {few_filters || forward_kernel(g.F, g.Wo).avx512,
             direct_dx_fits(g) && (few_filters || forward_kernel(g.C, g.W).avx512), few_filters};
+}
+
+// Strided float32 convs (2 <= stride <= kPhaseMaxStride) run on the AVX-512 phase-plane
+// tap kernels (conv_phases.h), all three passes, instead of im2col + GEMM (per pass,
+// batch 64, one thread, CPU time: the zoo's stride-2 3x3 32->64 @32 forward 4.9 ms
+// against 6.4, backward 10.5 / 14.1; 64->128 @16 5.5 / 6.0, 10.2 / 11.8).
+template <typename T>
+bool phase_conv(const ConvGeometry& g) {
+    return std::is_same_v<T, float> && g.stride >= 2 && g.stride <= kPhaseMaxStride &&
+           direct_enabled && use_avx512();
+}
+
+// The weight gradient of a stride-1 layer that the direct kernels leave to im2col + GEMM
+// (many filters, short rows) runs on the AVX-512 tap kernel too (conv_phases.h with one
+// phase): per pass, batch 64, one thread, CPU time, 3x3 64->64 @16 7.8 ms against the
+// GEMM's 11.4, 3x3 64->128 @8 3.4 / 6.2, 3x3 32->32 @8 0.54 / 1.84, 5x5 32->64 @16
+// 9.6 / 15.3. The AVX2 tap kernel only matches the GEMM there (12.4 / 11.4, 6.5 / 6.2,
+// 17.8 / 15.3): not used.
+template <typename T>
+bool tap_weight_gradient(const ConvGeometry& g, const DirectPasses& direct) {
+    return std::is_same_v<T, float> && g.stride == 1 && !is_pointwise(g) && !direct.dw &&
+           direct_enabled && use_avx512();
 }
 
 DirectConv direct_geometry(const ConvGeometry& g, int64_t tile) {
@@ -218,6 +244,7 @@ void forward_images(const ConvGeometry& g, int threads, const T* x, const T* w, 
                     OutOf&& out_of, Done&& done) {
     if constexpr (std::is_same_v<T, float>) {
         if (direct_passes<T>(g).forward) return direct_forward(g, threads, x, w, b, out_of, done);
+        if (phase_conv<T>(g)) return phase_forward(g, threads, x, w, b, out_of, done);
     }
     const int64_t K = g.taps(), P = g.positions();
     const bool pointwise = is_pointwise(g);
@@ -289,7 +316,9 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
     const int64_t slot = K * F + F;  // a chunk's dw, transposed (K x F), then its db (F)
     std::vector<T> partial(chunks * slot, T(0));
     const DirectPasses direct_pass = direct_passes<T>(g);
-    const bool direct = direct_pass.dw;  // of the weight gradient
+    const bool phase = phase_conv<T>(g);
+    const bool tap_dw = phase || tap_weight_gradient<T>(g, direct_pass);
+    const bool direct = direct_pass.dw || tap_dw;  // of the weight gradient
     // The AVX-512 weight gradient walks each row 16 pixels at a time; on rows whose last
     // vector would be half empty or less (24, 40 pixels) the AVX2 kernel's 8 are as fast
     // (per pass, batch 16, one thread: 3x3 32->32 @24 1.08x the AVX2 kernel's time, @40
@@ -302,12 +331,20 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
     int64_t padded = 0;
     std::vector<int64_t> tap_offsets;  // where each tap's window starts in a padded image
     std::vector<float> pads;           // each thread's padded images of one chunk
+    std::optional<PhaseWeightGradient> phase_dw;
     if constexpr (std::is_same_v<T, float>) {
-        if (dx && direct_pass.dx) {
-            direct_input_gradient(g, dout, w, dx);
+        if (dx && (direct_pass.dx || phase)) {
+            if (phase) {
+                phase_input_gradient(g, dout, w, dx);
+            } else {
+                direct_input_gradient(g, dout, w, dx);
+            }
             gemm_dx = nullptr;
         }
-        if (dw && direct) {
+        if (dw && tap_dw) {
+            phase_dw.emplace(g);
+            pads.assign(checked_mul(threads, phase_dw->scratch_floats(), "conv phase dw"), 0.0f);
+        } else if (dw && direct) {
             d = direct_geometry(g, direct_tile_filters(g.Wo));  // the dw kernel is AVX2
             padded = padded_floats(d);
             pads.assign(checked_mul(threads * chunk_images, padded, "conv padded images"),
@@ -354,7 +391,10 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
             }
         }
         if constexpr (std::is_same_v<T, float>) {
-            if (dw && direct) {  // the chunk's images together: one horizontal sum per tile
+            if (dw && tap_dw) {
+                phase_dw->images(x + first * g.C * g.H * g.W, dout + first * F * P, last - first,
+                                 my_dw_t, pads.data() + t * phase_dw->scratch_floats());
+            } else if (dw && direct) {  // the chunk's images together: one horizontal sum per tile
                 float* my_pads = pads.data() + t * chunk_images * padded;
                 for (int64_t n = first; n < last; ++n) {
                     pad_interior(g.C, g.H, g.W, d.Hp, d.Wp, g.pad, g.pad, x + n * g.C * g.H * g.W,

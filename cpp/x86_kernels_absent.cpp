@@ -7,6 +7,7 @@
 
 #include "activations_avx2.h"
 #include "conv_direct.h"
+#include "conv_taps.h"
 #include "gemm_avx512.h"
 #include "panel_gemm_avx512.h"
 #include "skinny_gemm.h"
@@ -59,6 +60,17 @@ void gemm_rows_avx512(int64_t, int64_t, int64_t, int64_t, const double*, int64_t
 void panel_gemm_avx512(int64_t, int64_t, int64_t, int64_t, const float*, int64_t, const float*,
                        bool, float*, int64_t) {
     absent("panel_gemm_avx512");
+}
+void tap_conv_forward_avx512(const TapConv&, const int64_t*, const float*, const float*,
+                             const float*, float*) {
+    absent("tap_conv_forward_avx512");
+}
+void tap_conv_dw_avx512(const TapConv&, int64_t, int64_t, int64_t, const int64_t*, const float*,
+                        const float*, float*) {
+    absent("tap_conv_dw_avx512");
+}
+void tap_transpose_avx512(int64_t, int64_t, const float*, int64_t, float*, int64_t) {
+    absent("tap_transpose_avx512");
 }
 void sigmoid_avx2(int64_t, const float*, const float*, float*) { absent("sigmoid_avx2"); }
 void tanh_avx2(int64_t, const float*, const float*, float*) { absent("tanh_avx2"); }

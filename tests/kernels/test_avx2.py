@@ -125,7 +125,10 @@ def test_rows_narrower_than_two_vectors_take_im2col_and_gemm():
         on = all_results(x, w, b, dout, 1)
         with direct_conv(False):
             off = all_results(x, w, b, dout, 1)
-        same = all(np.array_equal(a, b_) for a, b_ in zip(on, off))
+        pairs = list(zip(on, off))
+        if not direct_runs and _C.avx512_conv_active():
+            del pairs[2]  # dw: on the AVX-512 tap kernel there (test_conv_strided.py)
+        same = all(np.array_equal(a, b_) for a, b_ in pairs)
         assert same != (direct_runs and _C.direct_conv_active())  # none in a portable build
 
 

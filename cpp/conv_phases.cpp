@@ -1,0 +1,235 @@
+// The phase-plane convolution of conv_phases.h: the layouts (planes, packed weights,
+// offsets, transposes) here in portable C++, the arithmetic in conv_taps_*.cpp.
+#include "conv_phases.h"
+
+#include <algorithm>
+
+#include "conv_taps.h"
+
+namespace graphnet {
+
+namespace {
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+
+// First i >= 0 with s*i + phase - pad >= 0, and the end of the i with s*i + phase - pad < size:
+// the rows (or columns) of a phase plane that hold real pixels.
+int64_t first_real(int64_t s, int64_t phase, int64_t pad) {
+    return phase >= pad ? 0 : ceil_div(pad - phase, s);
+}
+int64_t end_real(int64_t s, int64_t phase, int64_t pad, int64_t size) {
+    return std::max(first_real(s, phase, pad), ceil_div(size + pad - phase, s));
+}
+
+// Where tap (c, kh, kw) of a stride-s filter starts in the phase planes of an image.
+std::vector<int64_t> phase_offsets(const ConvGeometry& g, int64_t Hs, int64_t Ws) {
+    const int64_t s = g.stride;
+    std::vector<int64_t> offsets;
+    offsets.reserve(g.taps());
+    for (int64_t c = 0; c < g.C; ++c) {
+        for (int64_t kh = 0; kh < g.HH; ++kh) {
+            for (int64_t kw = 0; kw < g.WW; ++kw) {
+                const int64_t plane = ((kh % s) * s + kw % s) * g.C + c;
+                offsets.push_back((plane * Hs + kh / s) * Ws + kw / s);
+            }
+        }
+    }
+    return offsets;
+}
+
+}  // namespace
+
+void split_phases(const ConvGeometry& g, int64_t Hs, int64_t Ws, const float* x, float* planes) {
+    // Row by row of the image: input row h is row (h + pad) / s of the planes of phase
+    // a = (h + pad) % s, and its pixel w goes to phase b = (w + pad) % s, column (w + pad) / s.
+    const int64_t s = g.stride, p = g.pad, W = g.W;
+    for (int64_t c = 0; c < g.C; ++c) {
+        for (int64_t h = 0; h < g.H; ++h) {
+            const float* src = x + (c * g.H + h) * W;
+            const int64_t a = (h + p) % s, i = (h + p) / s;
+            float* row[kPhaseMaxStride];  // row i of planes (a, b) for each b, at column 0
+            for (int64_t b = 0; b < s; ++b) row[b] = planes + ((a * s + b) * g.C + c) * Hs * Ws + i * Ws;
+            // pixel w = s*k + r goes to phase (r + p) % s, column k + (r + p) / s
+            if (s == 2 && W % 2 == 0) {  // constant strides: the compiler vectorises this
+                float* even = row[p % 2] + p / 2;
+                float* odd = row[(p + 1) % 2] + (p + 1) / 2;
+                for (int64_t k = 0; k < W / 2; ++k) {
+                    even[k] = src[2 * k];
+                    odd[k] = src[2 * k + 1];
+                }
+            } else {
+                for (int64_t r = 0; r < s && r < W; ++r) {
+                    float* dst = row[(r + p) % s] + (r + p) / s;
+                    for (int64_t k = 0; s * k + r < W; ++k) dst[k] = src[s * k + r];
+                }
+            }
+        }
+    }
+}
+
+PhaseForward::PhaseForward(const ConvGeometry& g, const float* w, const float* b)
+    : g_(g),
+      s_(g.stride),
+      Hs_(ceil_div(g.H + 2 * g.pad, g.stride)),
+      Ws_(ceil_div(g.W + 2 * g.pad, g.stride)),
+      F_padded_(round_up(g.F, kTapLanes)),
+      rows_(round_up(g.Ho * Ws_, kTapRows)),
+      offsets_(phase_offsets(g, Hs_, Ws_)),
+      wpack_(g.taps() * F_padded_, 0.0f),
+      bias_(F_padded_, 0.0f) {
+    const int64_t taps = g.taps();  // w is F x taps, wpack taps x F_padded
+    // (a scalar loop writing one float per tap row took as long as a small batch's forward)
+    tap_transpose_avx512(g.F, taps, w, taps, wpack_.data(), F_padded_);
+    std::copy(b, b + g.F, bias_.begin());
+}
+
+int64_t PhaseForward::scratch_floats() const {
+    // the planes, the reads of the last tile past them, the wide output (transposed)
+    const int64_t planes = checked_mul(s_ * s_ * g_.C, Hs_ * Ws_, "conv phase planes");
+    return planes + g_.WW + kTapRows + checked_mul(rows_, F_padded_, "conv phase output");
+}
+
+void PhaseForward::image(const float* x, float* out, float* scratch) const {
+    const int64_t planes = s_ * s_ * g_.C * Hs_ * Ws_;
+    float* out_t = scratch + planes + g_.WW + kTapRows;
+    split_phases(g_, Hs_, Ws_, x, scratch);
+    const TapConv t{g_.taps(), g_.F, F_padded_, g_.Ho * Ws_,
+                    tap_conv_block(F_padded_, s_ * s_ * Hs_ * Ws_ / (g_.HH * g_.WW))};
+    tap_conv_forward_avx512(t, offsets_.data(), scratch, wpack_.data(), bias_.data(), out_t);
+    for (int64_t oy = 0; oy < g_.Ho; ++oy) {
+        tap_transpose_avx512(g_.Wo, g_.F, out_t + oy * Ws_ * F_padded_, F_padded_,
+                             out + oy * g_.Wo, g_.positions());
+    }
+}
+
+PhaseWeightGradient::PhaseWeightGradient(const ConvGeometry& g)
+    : g_(g),
+      s_(g.stride),
+      Hs_(ceil_div(g.H + 2 * g.pad, g.stride)),
+      Ws_(ceil_div(g.W + 2 * g.pad, g.stride)),
+      F_padded_(round_up(g.F, kTapLanes)),
+      planes_floats_(checked_mul(s_ * s_ * g.C, Hs_ * Ws_, "conv phase planes")),
+      offsets_(phase_offsets(g, Hs_, Ws_)) {}
+
+int64_t PhaseWeightGradient::scratch_floats() const {
+    return checked_add(planes_floats_, checked_mul(g_.positions(), F_padded_, "conv phase dw"),
+                       "conv phase dw");
+}
+
+void PhaseWeightGradient::images(const float* x, const float* dout, int64_t count, float* dw_t,
+                                 float* scratch) const {
+    const int64_t P = g_.positions();
+    float* dout_t = scratch + planes_floats_;  // its padding columns stay zero
+    const TapConv t{g_.taps(), g_.F, F_padded_, g_.Ho * Ws_, g_.taps()};
+    for (int64_t n = 0; n < count; ++n) {
+        split_phases(g_, Hs_, Ws_, x + n * g_.C * g_.H * g_.W, scratch);
+        tap_transpose_avx512(g_.F, P, dout + n * g_.F * P, P, dout_t, F_padded_);
+        tap_conv_dw_avx512(t, g_.Ho, g_.Wo, Ws_, offsets_.data(), scratch, dout_t, dw_t);
+    }
+}
+
+void phase_input_gradient(const ConvGeometry& g, const float* dout, const float* w, float* dx) {
+    const int64_t s = g.stride, C = g.C, F = g.F;
+    const int64_t Hs = ceil_div(g.H + 2 * g.pad, s), Ws = ceil_div(g.W + 2 * g.pad, s);
+    // dout padded by top rows and left columns, one fewer than the most taps a phase has
+    const int64_t top = ceil_div(g.HH, s) - 1, left = ceil_div(g.WW, s) - 1;
+    const int64_t Hd = Hs + top, Wd = Ws + left;
+    const int64_t C_padded = round_up(C, kTapLanes);
+    struct Phase {
+        int64_t a, b, i0, i1, j0, j1;
+        std::vector<int64_t> offsets;
+        std::vector<float> wpack;  // taps (f, m, n) x C_padded
+    };
+    // w as (F, HH*WW, C_padded): for each filter and tap a row of channels, which is what
+    // a phase's packed weights hold (gathering them float by float from w cost as much
+    // as a small batch's dx)
+    const int64_t kernel = g.HH * g.WW;
+    std::vector<float> rows(checked_mul(F * kernel, C_padded, "conv phase weights"), 0.0f);
+    for (int64_t f = 0; f < F; ++f) {
+        tap_transpose_avx512(C, kernel, w + f * C * kernel, kernel, rows.data() + f * kernel * C_padded,
+                             C_padded);
+    }
+    std::vector<Phase> phases;
+    int64_t widest = 0;  // rows of the largest phase's wide output
+    for (int64_t a = 0; a < s; ++a) {
+        for (int64_t b = 0; b < s; ++b) {
+            Phase ph{a, b, first_real(s, a, g.pad), end_real(s, a, g.pad, g.H),
+                     first_real(s, b, g.pad), end_real(s, b, g.pad, g.W), {}, {}};
+            const int64_t M = a < g.HH ? ceil_div(g.HH - a, s) : 0;
+            const int64_t Nw = b < g.WW ? ceil_div(g.WW - b, s) : 0;
+            ph.wpack.resize(F * M * Nw * C_padded);
+            for (int64_t f = 0; f < F; ++f) {
+                for (int64_t m = 0; m < M; ++m) {
+                    for (int64_t n = 0; n < Nw; ++n) {
+                        ph.offsets.push_back((f * Hd + top - m) * Wd + left - n);
+                        const float* row = rows.data() + (f * kernel + (s * m + a) * g.WW + s * n + b) * C_padded;
+                        std::copy(row, row + C_padded,
+                                  ph.wpack.begin() + ((f * M + m) * Nw + n) * C_padded);
+                    }
+                }
+            }
+            widest = std::max(widest, round_up((ph.i1 - ph.i0) * Wd, kTapRows));
+            phases.push_back(std::move(ph));
+        }
+    }
+    const int64_t padded = checked_mul(F, Hd * Wd, "conv phase dout") + g.WW + kTapRows;
+    // per thread: the padded dout, a phase's wide output (positions x channels), and the
+    // s phases of one row phase a transposed (channels x positions), merged into dx rows
+    const int64_t wide_floats = checked_mul(widest, C_padded, "conv phase dx");
+    const int64_t scratch = checked_add(
+        padded, checked_mul(s + 1, wide_floats, "conv phase dx"), "conv phase dx");
+    const int threads = team_size(g.N);
+    std::vector<float> scratches(checked_mul(threads, scratch, "conv phase dx"), 0.0f);
+    const std::vector<float> no_bias(C_padded, 0.0f);
+    const int64_t image = C * g.H * g.W, p = g.pad, W = g.W;
+#pragma omp parallel for schedule(dynamic) num_threads(threads)
+    for (int64_t n = 0; n < g.N; ++n) {
+        float* doutp = scratches.data() + omp_get_thread_num() * scratch;
+        float* out_t = doutp + padded;
+        float* planes = out_t + wide_floats;  // phase b at planes + b * wide_floats
+        pad_interior(F, g.Ho, g.Wo, Hd, Wd, top, left, dout + n * F * g.Ho * g.Wo, doutp);
+        float* dx_n = dx + n * image;
+        for (int64_t a = 0; a < s; ++a) {
+            const int64_t i0 = phases[a * s].i0, i1 = phases[a * s].i1;
+            const int64_t wide = (i1 - i0) * Wd;  // each phase's positions, on the wide grid
+            for (int64_t b = 0; b < s; ++b) {
+                const Phase& ph = phases[a * s + b];
+                const int64_t taps = static_cast<int64_t>(ph.offsets.size());
+                float* plane = planes + b * wide_floats;
+                if (taps == 0) {  // no tap of the filters reaches this phase: its dx is 0
+                    std::fill(plane, plane + C * wide, 0.0f);
+                    continue;
+                }
+                const TapConv t{taps, C, C_padded, wide,
+                                tap_conv_block(C_padded, Hd * Wd * F / taps)};
+                tap_conv_forward_avx512(t, ph.offsets.data(), doutp + i0 * Wd, ph.wpack.data(),
+                                        no_bias.data(), out_t);
+                tap_transpose_avx512(wide, C, out_t, C_padded, plane, wide);
+            }
+            // dx row h = s*i + a - pad: its pixel w = s*k + r comes from phase
+            // b = (r + pad) % s, column k + (r + pad) / s (split_phases the other way)
+            for (int64_t c = 0; c < C; ++c) {
+                for (int64_t i = i0; i < i1; ++i) {
+                    float* row = dx_n + (c * g.H + s * i + a - p) * W;
+                    const float* at = planes + c * wide + (i - i0) * Wd;
+                    if (s == 2 && W % 2 == 0) {  // constant strides: vectorised
+                        const float* even = at + (p % 2) * wide_floats + p / 2;
+                        const float* odd = at + ((p + 1) % 2) * wide_floats + (p + 1) / 2;
+                        for (int64_t k = 0; k < W / 2; ++k) {
+                            row[2 * k] = even[k];
+                            row[2 * k + 1] = odd[k];
+                        }
+                    } else {
+                        for (int64_t r = 0; r < s && r < W; ++r) {
+                            const float* src = at + ((r + p) % s) * wide_floats + (r + p) / s;
+                            for (int64_t k = 0; s * k + r < W; ++k) row[s * k + r] = src[k];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+}  // namespace graphnet

@@ -1,0 +1,82 @@
+// Strided float32 convolution as stride-1 sums over phase planes, on the AVX-512 tap
+// kernels of conv_taps.h (call only when cpu_has_avx512f()). With stride 1 the one phase
+// plane is the padded image: conv.cpp runs some stride-1 weight gradients here too.
+//
+// With stride s, output (oy, ox) reads padded input pixel (s*oy + kh, s*ox + kw). Split
+// the padded image into s*s phase planes, plane (a, b) holding the pixels (s*i + a,
+// s*j + b): tap (kh, kw) then reads plane (kh % s, kw % s) at (oy + kh / s, ox + kw / s),
+// a stride-1 window, so every tap is one offset into the planes and the output a plain
+// sum of shifted planes, computed on a grid as wide as a plane (the columns past Wo are
+// computed and dropped). The input gradient splits the same way, by the phase of the
+// input pixel: phase (a, b) of dx is a stride-1 correlation of the (padded) output
+// gradient with the taps (s*m + a, s*n + b) of the filters turned around. The weight
+// gradient sums input taps times output gradients over the real positions only.
+#pragma once
+
+#include <omp.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "conv.h"
+#include "threads.h"
+
+namespace graphnet {
+
+// Strides this path takes: s*s planes per image, so larger strides stay with im2col.
+constexpr int64_t kPhaseMaxStride = 4;
+
+// The forward of one layer: its weights packed once, then image by image.
+class PhaseForward {
+  public:
+    PhaseForward(const ConvGeometry& g, const float* w, const float* b);
+    int64_t scratch_floats() const;  // per thread
+    // out (F x Ho x Wo) of image x (C x H x W); scratch is this thread's, zeroed by the
+    // caller once (the planes' borders are never written).
+    void image(const float* x, float* out, float* scratch) const;
+
+  private:
+    ConvGeometry g_;
+    int64_t s_, Hs_, Ws_, F_padded_, rows_;  // rows_: wide-grid positions, rounded up
+    std::vector<int64_t> offsets_;
+    std::vector<float> wpack_, bias_;
+};
+
+// Splits image x into its phase planes (the planes' floats first in `planes`).
+void split_phases(const ConvGeometry& g, int64_t Hs, int64_t Ws, const float* x, float* planes);
+
+// dw_t (taps x F, the transposed weight gradient) += that of `images` consecutive images.
+class PhaseWeightGradient {
+  public:
+    explicit PhaseWeightGradient(const ConvGeometry& g);
+    int64_t scratch_floats() const;  // per thread, zeroed by the caller once
+    void images(const float* x, const float* dout, int64_t count, float* dw_t,
+                float* scratch) const;
+
+  private:
+    ConvGeometry g_;
+    int64_t s_, Hs_, Ws_, F_padded_, planes_floats_;
+    std::vector<int64_t> offsets_;
+};
+
+// dx (N x C x H x W) of the whole batch, on team_size(N) threads.
+void phase_input_gradient(const ConvGeometry& g, const float* dout, const float* w, float* dx);
+
+// The forward over the batch on `threads` threads, with conv.cpp's forward_images contract:
+// image n's output goes to out_of(n, thread), then done(n, that output) runs.
+template <typename OutOf, typename Done>
+void phase_forward(const ConvGeometry& g, int threads, const float* x, const float* w,
+                   const float* b, OutOf&& out_of, Done&& done) {
+    const PhaseForward layer(g, w, b);
+    const int64_t scratch = layer.scratch_floats();
+    std::vector<float> scratches(checked_mul(threads, scratch, "conv phase planes"), 0.0f);
+#pragma omp parallel for schedule(dynamic) num_threads(threads)
+    for (int64_t n = 0; n < g.N; ++n) {
+        const int t = omp_get_thread_num();
+        float* out = out_of(n, t);
+        layer.image(x + n * g.C * g.H * g.W, out, scratches.data() + t * scratch);
+        done(n, out);
+    }
+}
+
+}  // namespace graphnet

@@ -1,0 +1,68 @@
+// Tap kernels: a convolution written as a list of taps, each an offset into a flat input
+// buffer, with the output channels along the vector lanes. conv_phases.cpp turns a
+// strided convolution (and its input gradient) into such stride-1 sums over phase planes;
+// the kernels only see offsets, so any stride and kernel size reach the same loops.
+//
+// Channels, not pixels, fill the lanes: a strided layer's output rows are short (8 or 16
+// pixels in the zoo) but its channels many (64, 128), so a tile of 2-4 vectors of filters
+// times 6-24 positions keeps every lane busy, where the row-wise direct kernels
+// (conv_direct.h) would pad each 8-pixel row to 16 lanes.
+//
+// conv_taps_avx512.cpp is compiled for AVX-512: call it only when cpu_has_avx512f(). An
+// AVX2 build of the same loops (2 x 6 and 1 x 12 tiles of 8 lanes) ran no faster than
+// im2col + OpenBLAS's AVX2 GEMM (OPENBLAS_CORETYPE=Haswell; batch 64, one thread, stride 2
+// 32->64 @32: forward 8.5 against 7.9 ms, backward 16.7 / 17.1; 64->128 @16: 7.8 / 7.4,
+// 17.0 / 15.2), so CPUs without AVX-512 keep im2col. Like conv_direct.h, this header
+// includes no library header, so no AVX-512 copy of a shared inline function leaks.
+#pragma once
+
+#include <cstdint>
+
+namespace graphnet {
+
+struct TapConv {
+    int64_t taps;      // terms of each output
+    int64_t F;         // output channels
+    int64_t F_padded;  // F rounded up to kTapLanes: the row length of wpack, out_t, dout_t
+    int64_t Q;         // output positions computed per image (a wide grid, see below)
+    int64_t block;     // taps per pass of the forward over all positions (>= 1)
+};
+
+
+// Floats per vector.
+constexpr int64_t kTapLanes = 16;
+
+// Positions per forward tile divide this: out_t needs Q rounded up to it rows, and the
+// input that many readable floats past its last tap's last position.
+constexpr int64_t kTapRows = 24;
+
+// The floats a forward block may keep in L1 (of 32-48 KB).
+constexpr int64_t kTapL1Floats = 6 * 1024;
+
+// Taps per forward block: as many as keep a block's weights (taps x F_padded) and the
+// input they read (about input_per_tap floats each) in L1 together.
+inline int64_t tap_conv_block(int64_t F_padded, int64_t input_per_tap) {
+    const int64_t floats = kTapL1Floats / (F_padded + input_per_tap);
+    return floats > 1 ? floats : 1;
+}
+
+// out_t[q * F_padded + f] = bias[f] + sum_t wpack[t * F_padded + f] * in[offsets[t] + q]
+// for q < Q rounded up to kTapRows (bias and wpack padded with zeros to F_padded).
+void tap_conv_forward_avx512(const TapConv& g, const int64_t* offsets, const float* in,
+                             const float* wpack, const float* bias, float* out_t);
+
+// dw_t[t * F + f] += sum over r < rows, x < cols of
+//   in[offsets[t] + r * row + x] * dout_t[(r * cols + x) * F_padded + f],
+// the weight gradient of one image: positions r * row + x of the wide grid, only the
+// real ones (x < cols), so nothing outside the convolution's windows is read.
+void tap_conv_dw_avx512(const TapConv& g, int64_t rows, int64_t cols, int64_t row,
+                        const int64_t* offsets, const float* in, const float* dout_t,
+                        float* dw_t);
+
+// dst[c * dst_stride + r] = src[r * src_stride + c] for r < rows, c < cols: the layouts
+// between the kernels (positions x channels) and the arrays (channels x positions), in
+// 16 x 16 blocks held in registers.
+void tap_transpose_avx512(int64_t rows, int64_t cols, const float* src, int64_t src_stride,
+                          float* dst, int64_t dst_stride);
+
+}  // namespace graphnet

@@ -1,0 +1,247 @@
+// The tap kernels of conv_taps.h with AVX-512 (call only when cpu_has_avx512f()): 24
+// accumulators of the 32 registers, as 4 vectors of filters x 6 positions (2 x 12, 1 x 24
+// for what is left). Every loop over a tile is unrolled with constant indices, so the
+// accumulators stay in registers. Like conv_direct_avx512.cpp, it includes no library
+// header, so no AVX-512 copy of a shared inline function leaks out.
+#pragma GCC target("avx512f,avx2,fma")
+#include <immintrin.h>
+
+#include "conv_taps.h"
+
+namespace graphnet {
+namespace {
+
+struct Lanes512 {
+    using V = __m512;
+    static constexpr int N = 16;
+    static V load(const float* p) { return _mm512_loadu_ps(p); }
+    static V broadcast(const float* p) { return _mm512_set1_ps(*p); }
+    static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+    static V zero() { return _mm512_setzero_ps(); }
+    static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
+};
+static_assert(Lanes512::N == kTapLanes, "F_padded is whole vectors");
+
+// Forward tile: Vf vectors of filters from f0 times Pos positions from q0, taps t0 .. t1-1.
+// Per tap Vf weight loads and Pos broadcasts (folded into the FMAs) feed Vf * Pos FMAs.
+// The first block of taps starts from the bias, the others from what out_t holds.
+template <class L, int Vf, int Pos>
+void tap_forward_tile(const TapConv& g, const int64_t* offsets, const float* in,
+                      const float* wpack, const float* bias, float* out_t, int64_t f0,
+                      int64_t q0, int64_t t0, int64_t t1) {
+    using V = typename L::V;
+    const int64_t stride = g.F_padded;  // a local: a register
+    V acc[Pos][Vf];
+#pragma GCC unroll 32
+    for (int j = 0; j < Pos; ++j) {
+#pragma GCC unroll 8
+        for (int v = 0; v < Vf; ++v) {
+            acc[j][v] = L::load(t0 == 0 ? bias + f0 + v * L::N
+                                        : out_t + (q0 + j) * stride + f0 + v * L::N);
+        }
+    }
+    const float* w = wpack + t0 * stride + f0;
+    const float* base = in + q0;
+    for (int64_t t = t0; t < t1; ++t, w += stride) {
+        V wv[Vf];
+#pragma GCC unroll 8
+        for (int v = 0; v < Vf; ++v) wv[v] = L::load(w + v * L::N);
+        const float* p = base + offsets[t];
+#pragma GCC unroll 32
+        for (int j = 0; j < Pos; ++j) {
+            const V x = L::broadcast(p + j);
+#pragma GCC unroll 8
+            for (int v = 0; v < Vf; ++v) acc[j][v] = L::fma(wv[v], x, acc[j][v]);
+        }
+    }
+#pragma GCC unroll 32
+    for (int j = 0; j < Pos; ++j) {
+#pragma GCC unroll 8
+        for (int v = 0; v < Vf; ++v) L::store(out_t + (q0 + j) * stride + f0 + v * L::N, acc[j][v]);
+    }
+}
+
+template <class L, int Vf, int Pos>
+void tap_forward_block(const TapConv& g, const int64_t* offsets, const float* in,
+                       const float* wpack, const float* bias, float* out_t, int64_t f0,
+                       int64_t t0, int64_t t1) {
+    static_assert(kTapRows % Pos == 0, "out_t holds Q rounded up to kTapRows rows");
+    for (int64_t q0 = 0; q0 < g.Q; q0 += Pos) {
+        tap_forward_tile<L, Vf, Pos>(g, offsets, in, wpack, bias, out_t, f0, q0, t0, t1);
+    }
+}
+
+// Blocks of g.block taps, whose weights and input stay in L1 while every tile of positions
+// passes over them (all taps at once would stream the weights from L2 for every tile);
+// within a block, Wide vectors of filters while they last, then 2, then 1 (F_padded is
+// whole vectors), each with as many positions as fill the accumulators.
+template <class L, int Wide, int Accumulators>
+void tap_forward(const TapConv& g, const int64_t* offsets, const float* in, const float* wpack,
+                 const float* bias, float* out_t) {
+    const int64_t vectors = g.F_padded / L::N;
+    for (int64_t t0 = 0; t0 < g.taps; t0 += g.block) {
+        const int64_t t1 = g.taps - t0 < g.block ? g.taps : t0 + g.block;
+        int64_t v0 = 0;
+        for (; v0 + Wide <= vectors; v0 += Wide) {
+            tap_forward_block<L, Wide, Accumulators / Wide>(g, offsets, in, wpack, bias, out_t,
+                                                            v0 * L::N, t0, t1);
+        }
+        if constexpr (Wide > 2) {
+            for (; v0 + 2 <= vectors; v0 += 2) {
+                tap_forward_block<L, 2, Accumulators / 2>(g, offsets, in, wpack, bias, out_t,
+                                                          v0 * L::N, t0, t1);
+            }
+        }
+        for (; v0 < vectors; ++v0) {
+            tap_forward_block<L, 1, Accumulators>(g, offsets, in, wpack, bias, out_t, v0 * L::N,
+                                                  t0, t1);
+        }
+    }
+}
+
+// Weight-gradient tile: kTapGroup taps from t0 (past the last tap: repeats, dropped) times
+// Vf vectors of filters from f0. Per position Vf loads of dout_t and kTapGroup broadcasts
+// of the input feed Vf * kTapGroup FMAs; the sums run along the positions, per lane, so
+// no horizontal sum is needed.
+constexpr int kTapGroup = 6;
+
+template <class L, int Vf>
+void tap_dw_tile(const TapConv& g, int64_t rows, int64_t cols, int64_t row,
+                 const int64_t* offsets, const float* in, const float* dout_t, float* dw_t,
+                 int64_t f0, int64_t t0) {
+    using V = typename L::V;
+    V acc[kTapGroup][Vf];
+    const float* p[kTapGroup];
+#pragma GCC unroll 8
+    for (int i = 0; i < kTapGroup; ++i) {
+        p[i] = in + offsets[t0 + i < g.taps ? t0 + i : t0];
+#pragma GCC unroll 8
+        for (int v = 0; v < Vf; ++v) acc[i][v] = L::zero();
+    }
+    const int64_t stride = g.F_padded;
+    const float* d = dout_t + f0;
+    for (int64_t r = 0; r < rows; ++r) {
+        const int64_t first = r * row;
+        for (int64_t x = first; x < first + cols; ++x, d += stride) {
+            V dv[Vf];
+#pragma GCC unroll 8
+            for (int v = 0; v < Vf; ++v) dv[v] = L::load(d + v * L::N);
+#pragma GCC unroll 8
+            for (int i = 0; i < kTapGroup; ++i) {
+                const V xb = L::broadcast(p[i] + x);
+#pragma GCC unroll 8
+                for (int v = 0; v < Vf; ++v) acc[i][v] = L::fma(xb, dv[v], acc[i][v]);
+            }
+        }
+    }
+    float lanes[L::N];
+#pragma GCC unroll 8
+    for (int i = 0; i < kTapGroup; ++i) {
+        if (t0 + i >= g.taps) break;
+        float* out = dw_t + (t0 + i) * g.F;
+#pragma GCC unroll 8
+        for (int v = 0; v < Vf; ++v) {
+            L::store(lanes, acc[i][v]);
+            const int64_t f = f0 + v * L::N;
+            const int64_t valid = g.F - f < L::N ? g.F - f : L::N;
+            for (int64_t k = 0; k < valid; ++k) out[f + k] += lanes[k];
+        }
+    }
+}
+
+template <class L, int Wide>
+void tap_dw(const TapConv& g, int64_t rows, int64_t cols, int64_t row, const int64_t* offsets,
+            const float* in, const float* dout_t, float* dw_t) {
+    const int64_t vectors = g.F_padded / L::N;
+    for (int64_t t0 = 0; t0 < g.taps; t0 += kTapGroup) {
+        int64_t v0 = 0;
+        for (; v0 + Wide <= vectors; v0 += Wide) {
+            tap_dw_tile<L, Wide>(g, rows, cols, row, offsets, in, dout_t, dw_t, v0 * L::N, t0);
+        }
+        if constexpr (Wide > 2) {
+            for (; v0 + 2 <= vectors; v0 += 2) {
+                tap_dw_tile<L, 2>(g, rows, cols, row, offsets, in, dout_t, dw_t, v0 * L::N, t0);
+            }
+        }
+        for (; v0 < vectors; ++v0) {
+            tap_dw_tile<L, 1>(g, rows, cols, row, offsets, in, dout_t, dw_t, v0 * L::N, t0);
+        }
+    }
+}
+
+// Transposes the 16 x 16 block in r: afterwards r[k] holds what was column k. Pairs, then
+// pairs of pairs, then 128-bit quarters twice: 64 shuffles. (GCC 12's headers build these
+// shuffles on a deliberately undefined vector, which -Wmaybe-uninitialized flags.)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+void transpose16(__m512 (&r)[16]) {
+    __m512 t[16], u[16], v[16];
+#pragma GCC unroll 8
+    for (int k = 0; k < 8; ++k) {
+        t[2 * k] = _mm512_unpacklo_ps(r[2 * k], r[2 * k + 1]);
+        t[2 * k + 1] = _mm512_unpackhi_ps(r[2 * k], r[2 * k + 1]);
+    }
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k) {
+        const __m512d a = _mm512_castps_pd(t[4 * k]), b = _mm512_castps_pd(t[4 * k + 2]);
+        const __m512d c = _mm512_castps_pd(t[4 * k + 1]), d = _mm512_castps_pd(t[4 * k + 3]);
+        u[4 * k] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+        u[4 * k + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+        u[4 * k + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(c, d));
+        u[4 * k + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(c, d));
+    }
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; ++h) {
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; ++i) {
+            v[8 * h + i] = _mm512_shuffle_f32x4(u[8 * h + i], u[8 * h + i + 4], 0x88);
+            v[8 * h + i + 4] = _mm512_shuffle_f32x4(u[8 * h + i], u[8 * h + i + 4], 0xdd);
+        }
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; ++i) {
+        r[i] = _mm512_shuffle_f32x4(v[i], v[i + 8], 0x88);
+        r[i + 8] = _mm512_shuffle_f32x4(v[i], v[i + 8], 0xdd);
+    }
+}
+#pragma GCC diagnostic pop
+
+__mmask16 first_lanes(int64_t n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1u); }
+
+}  // namespace
+
+void tap_transpose_avx512(int64_t rows, int64_t cols, const float* src, int64_t src_stride,
+                          float* dst, int64_t dst_stride) {
+    for (int64_t r0 = 0; r0 < rows; r0 += 16) {
+        const int64_t nr = rows - r0 < 16 ? rows - r0 : 16;
+        const __mmask16 store = first_lanes(nr);
+        for (int64_t c0 = 0; c0 < cols; c0 += 16) {
+            const int64_t nc = cols - c0 < 16 ? cols - c0 : 16;
+            const __mmask16 load = first_lanes(nc);
+            __m512 r[16];
+#pragma GCC unroll 16
+            for (int i = 0; i < 16; ++i) {
+                r[i] = i < nr ? _mm512_maskz_loadu_ps(load, src + (r0 + i) * src_stride + c0)
+                              : _mm512_setzero_ps();
+            }
+            transpose16(r);
+#pragma GCC unroll 16
+            for (int k = 0; k < 16; ++k) {
+                if (k < nc) _mm512_mask_storeu_ps(dst + (c0 + k) * dst_stride + r0, store, r[k]);
+            }
+        }
+    }
+}
+
+void tap_conv_forward_avx512(const TapConv& g, const int64_t* offsets, const float* in,
+                             const float* wpack, const float* bias, float* out_t) {
+    tap_forward<Lanes512, 4, 24>(g, offsets, in, wpack, bias, out_t);
+}
+
+void tap_conv_dw_avx512(const TapConv& g, int64_t rows, int64_t cols, int64_t row,
+                        const int64_t* offsets, const float* in, const float* dout_t,
+                        float* dw_t) {
+    tap_dw<Lanes512, 4>(g, rows, cols, row, offsets, in, dout_t, dw_t);
+}
+
+}  // namespace graphnet

@@ -1,0 +1,122 @@
+"""The float32 conv path on the AVX-512 tap kernels (cpp/conv_phases.cpp, cpp/conv_taps.h):
+strides 2-4, any kernel and pad, and the weight gradient of stride-1 layers of many
+filters; on a CPU without AVX-512 (or with it switched off) im2col + GEMM. Random shapes
+(odd sizes, even and odd kernels, pads 0-2, empty and one-image batches) against the naive
+loops in float64, within rounding of each result's terms; each result bitwise the same on
+one thread as on two; the gradients against central differences of the float64 loops;
+PyTorch on the zoo's layers."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from graphnet.kernels import _C
+from .test_conv_paths import case, run
+from .test_fast_layers import (
+    assert_within_rounding,
+    conv_backward_ref,
+    conv_error_bounds,
+    conv_forward_ref,
+    numerical_grad,
+)
+
+
+def check_against_naive(x, w, b, stride, pad, avx512):
+    results, dout = run(x, w, b, stride, pad, threads=2, avx512=avx512)
+    bounds = conv_error_bounds(dout, x, w, b, stride, pad)
+    refs = (conv_forward_ref(x, w, b, stride, pad),) + tuple(
+        conv_backward_ref(dout, x, w, stride, pad)
+    )
+    for got, ref, bound in zip(results, refs, bounds):
+        assert got.dtype == np.float32
+        assert_within_rounding(got, ref, bound, 1e-5)
+    one_thread, _ = run(x, w, b, stride, pad, threads=1, avx512=avx512)
+    for got, again in zip(results, one_thread):
+        np.testing.assert_array_equal(got, again)
+
+
+@pytest.mark.slow
+@settings(max_examples=120, deadline=None)
+@given(
+    N=st.integers(0, 3),
+    C=st.integers(1, 9),
+    H=st.integers(1, 19),
+    W=st.integers(1, 19),
+    F=st.sampled_from([1, 3, 8, 15, 16, 17, 33, 64]),
+    k=st.integers(1, 5),
+    stride=st.sampled_from([2, 3, 4]),
+    pad=st.integers(0, 2),
+    seed=st.integers(0, 2**16),
+    avx512=st.booleans(),
+)
+def test_strided_conv_matches_naive_and_any_thread_count(
+    N, C, H, W, F, k, stride, pad, seed, avx512
+):
+    """avx512=False: what a CPU without AVX-512 runs (im2col + GEMM)."""
+    if k > H + 2 * pad or k > W + 2 * pad:
+        return  # the kernel does not fit: the fuzz tests check that error
+    x, w, b = case(N, C, H, W, F, k, np.float32, seed)
+    check_against_naive(x, w, b, stride, pad, avx512)
+
+
+@pytest.mark.parametrize("avx512", [True, False])
+@pytest.mark.parametrize(
+    "N, C, H, F, k, stride, pad",
+    [
+        (2, 32, 32, 64, 3, 2, 1),  # the zoo's strided layers
+        (2, 64, 16, 128, 3, 2, 1),
+        (1, 16, 16, 32, 1, 2, 0),  # a residual shortcut: one phase of four has taps
+        (2, 3, 31, 25, 3, 2, 1),  # the course's timing case, odd sizes
+        (1, 5, 17, 7, 5, 3, 2),
+        (2, 8, 10, 50, 3, 1, 1),  # stride 1, many filters: the tap kernel's dw
+        (2, 4, 9, 64, 5, 1, 2),
+        (1, 3, 6, 48, 3, 1, 0),
+    ],
+)
+def test_tap_layers_match_naive(N, C, H, F, k, stride, pad, avx512):
+    x, w, b = case(N, C, H, H, F, k, np.float32, seed=N + C + k)
+    check_against_naive(x, w, b, stride, pad, avx512)
+
+
+@pytest.mark.parametrize("stride, pad", [(2, 1), (3, 0)])
+def test_strided_gradients_match_numerical_gradients(stride, pad):
+    """dx and dw of the float32 kernels against central differences of the float64 loops."""
+    x, w, b = case(2, 3, 7, 8, 5, 3, np.float32, seed=stride)
+    out = _C.conv_forward(x, w, b, stride, pad)
+    dout = np.random.default_rng(2).standard_normal(out.shape).astype(np.float32)
+    dx, dw, _ = _C.conv_backward(dout, x, w, stride, pad)
+    x64, w64, b64, dout64 = (a.astype(np.float64) for a in (x, w, b, dout))
+    num_dx = numerical_grad(lambda: conv_forward_ref(x64, w64, b64, stride, pad), x64, dout64)
+    num_dw = numerical_grad(lambda: conv_forward_ref(x64, w64, b64, stride, pad), w64, dout64)
+    np.testing.assert_allclose(dx, num_dx, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(dw, num_dw, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(not _C.avx512_conv_active(), reason="no AVX-512: no tap kernels")
+def test_strided_float32_convs_take_the_tap_kernels():
+    """Switching them off (im2col + GEMM instead) changes the last bits of every result."""
+    x, w, b = case(2, 8, 12, 12, 16, 3, np.float32, seed=0)
+    on, _ = run(x, w, b, 2, 1, threads=1)
+    _C.set_direct_conv(False)
+    try:
+        off, _ = run(x, w, b, 2, 1, threads=1)
+    finally:
+        _C.set_direct_conv(True)
+    assert all(not np.array_equal(a, b_) for a, b_ in zip(on[:3], off[:3]))
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize(
+    "C, H, F, k, stride, pad",
+    [(32, 32, 64, 3, 2, 1), (64, 16, 128, 3, 2, 1), (3, 32, 16, 5, 2, 2), (8, 15, 12, 3, 3, 1)],
+)
+def test_strided_conv_matches_pytorch(C, H, F, k, stride, pad):
+    torch = pytest.importorskip("torch")
+    x, w, b = case(2, C, H, H, F, k, np.float32, seed=k + stride)
+    (out, dx, dw, db), dout = run(x, w, b, stride, pad, threads=2)
+    xt, wt, bt = (torch.from_numpy(a).requires_grad_() for a in (x, w, b))
+    expected = torch.nn.functional.conv2d(xt, wt, bt, stride=stride, padding=pad)
+    expected.backward(torch.from_numpy(dout))
+    for got, ref in ((out, expected), (dx, xt.grad), (dw, wt.grad), (db, bt.grad)):
+        np.testing.assert_allclose(got, ref.detach().numpy(), rtol=1e-4, atol=1e-3)
