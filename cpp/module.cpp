@@ -164,8 +164,11 @@ py::tuple py_conv_pooled_backward(const py::array& dpool, const py::array& poole
     require_same_dtype(x, "x", w, "w");
     require_same_dtype(x, "x", dpool, "dpool");
     require_same_dtype(x, "x", pooled, "pooled");
-    if (g.C * (g.H + 2 * g.pad) * (g.W + 2 * g.pad) > INT32_MAX) {
-        fail("conv_pooled: the padded image of x " + shape_str(shape_of(x)) + " is too large");
+    // The kernel indexes a padded image with int32 winners; an empty batch has none.
+    const std::string padded = "conv_pooled: the padded image of x " + shape_str(shape_of(x));
+    if (g.N > 0 && checked_mul(checked_mul(g.C, padded_size(g.H, g.pad, padded), padded),
+                               padded_size(g.W, g.pad, padded), padded) > INT32_MAX) {
+        fail(padded + " is too large");
     }
     Contig<int32_t> wc(winners);
     return dispatch_float(x, "conv x", [&](auto zero) -> py::tuple {

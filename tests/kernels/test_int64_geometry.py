@@ -441,3 +441,17 @@ def test_an_empty_batch_of_huge_images_allocates_nothing_per_thread():
         assert peak_mb() - before < 200, peak_mb() - before
     """)
     assert_survived(result)
+
+
+def test_fused_conv_backward_of_an_empty_batch_with_a_huge_pad():
+    """The forward takes it (nothing to convolve), so the backward must too: the padded
+    image's int32 limit concerns images that exist."""
+    x, w, b = (
+        np.zeros((0, 1, 0, 0), np.float32),
+        np.ones((1, 1, 1, 1), np.float32),
+        np.zeros(1, np.float32),
+    )
+    stride, pad = 2147483647, 23171
+    pooled, winners = _C.conv_relu_pool_forward(x, w, b, stride, pad, 1, 1, 1)
+    dw, db = _C.conv_pooled_backward(np.ones_like(pooled), pooled, winners, x, w, stride, pad)
+    assert pooled.shape[0] == 0 and not dw.any() and not db.any()
