@@ -1,0 +1,27 @@
+// The float32 AVX2 + FMA parts of pointwise.h's kernels. Compiled for AVX2, no library
+// headers; call only when cpu_has_avx2_fma() (pointwise.cpp checks
+// avx2_activations_active()).
+#pragma once
+
+#include <cstdint>
+
+#include "pointwise.h"
+
+namespace graphnet {
+
+// forward: gelu, gelu_tanh, softplus, exp; backward: gelu, gelu_tanh, softplus (the others
+// are plain arithmetic that the compiler vectorises in pointwise.cpp).
+void pointwise_forward_avx2(Pointwise op, int64_t n, const float* x, float alpha, float* out);
+void pointwise_backward_avx2(Pointwise op, int64_t n, const float* dout, const float* saved,
+                             float alpha, float* dx);
+void erf_avx2(int64_t n, const float* x, float* out);
+
+// out[k] = e^(x[k] - shift) (out may be null: only the sum), returns the sum of those,
+// added in a fixed order.
+float exp_shifted_sum_avx2(int64_t n, const float* x, float shift, float* out);
+
+// dx[k] = dout[k] - e^out[k] * total (the log softmax backward of a row).
+void log_softmax_row_backward_avx2(int64_t n, const float* dout, const float* out, float total,
+                                   float* dx);
+
+}  // namespace graphnet
