@@ -186,17 +186,23 @@ void for_rows(int64_t rows, int64_t cols, F f) {
     }
 }
 
-// The row's maximum, NaN if it holds one (as np.max).
+// The row's maximum, NaN if it holds one (as np.max). The loop is a plain max the compiler
+// vectorises; x * 0 summed is NaN only if some entry is NaN or infinite, and only then is
+// the row searched for a NaN.
 template <typename T>
 T row_max(int64_t n, const T* x) {
-    T m = -std::numeric_limits<T>::infinity();
-    bool nan = false;
-#pragma omp simd reduction(max : m) reduction(| : nan)
+    T m = -std::numeric_limits<T>::infinity(), probe = 0;
+#pragma omp simd reduction(max : m) reduction(+ : probe)
     for (int64_t k = 0; k < n; ++k) {
-        m = std::max(m, x[k]);
-        nan |= x[k] != x[k];
+        m = x[k] > m ? x[k] : m;
+        probe += x[k] * T(0);
     }
-    return nan ? std::numeric_limits<T>::quiet_NaN() : m;
+    if (probe != probe) {
+        for (int64_t k = 0; k < n; ++k) {
+            if (x[k] != x[k]) return x[k];
+        }
+    }
+    return m;
 }
 
 // out = e^(x - shift), returns its sum.
@@ -228,9 +234,10 @@ void softmax_rows_forward(int64_t rows, int64_t cols, const T* x, T* out, bool l
             const T log_sum = std::log(sum);
 #pragma omp simd
             for (int64_t k = 0; k < cols; ++k) o[k] = (row[k] - shift) - log_sum;
-        } else {
+        } else {  // times the reciprocal: a division per entry would cost more than the exps
+            const T scale = T(1) / sum;
 #pragma omp simd
-            for (int64_t k = 0; k < cols; ++k) o[k] /= sum;
+            for (int64_t k = 0; k < cols; ++k) o[k] *= scale;
         }
     });
 }
