@@ -1,5 +1,6 @@
 // Eight-lane float32 math for the AVX2 + FMA translation units (activations_avx2.cpp,
-// pointwise_avx2.cpp): exp, sigmoid, tanh, erf / erfc, log1p. Only files compiled for
+// pointwise_avx2.cpp): exp, sigmoid, tanh, erf / erfc, log1p; and four-lane float64 exp,
+// sigmoid and tanh. Only files compiled for
 // AVX2 include this; everything is internal to each. NaN passes through every function.
 //
 // The polynomial coefficients below were fitted (least squares, reweighted to minimax) in
@@ -8,6 +9,8 @@
 #pragma once
 
 #include <immintrin.h>
+
+#include <cstdint>
 
 namespace graphnet {
 namespace {
@@ -191,6 +194,71 @@ inline __m256 log1p_unit8(__m256 e) {
                                           _mm256_add_ps(z, z));
     const __m256 k_ln2 = _mm256_and_ps(big, _mm256_set1_ps(0.693147181f));
     return _mm256_add_ps(k_ln2, _mm256_add_ps(series, _mm256_div_ps(c, m)));
+}
+
+// ---- four-lane float64 ----
+
+// Lanes 0 .. valid-1 of four 64-bit lanes set.
+inline __m256i first_lanes_pd(int64_t valid) {
+    const int64_t clipped = valid < 0 ? 0 : (valid > 4 ? 4 : valid);
+    return _mm256_cmpgt_epi64(_mm256_set1_epi64x(clipped), _mm256_setr_epi64x(0, 1, 2, 3));
+}
+
+// 2^k for integral doubles k in [-1022, 1023], built in the exponent bits (0x1.8p52 added
+// puts k's two's complement in the low bits).
+inline __m256d pow2_4d(__m256d k) {
+    const __m256d magic = _mm256_set1_pd(6755399441055744.0);
+    const __m256i bits = _mm256_sub_epi64(_mm256_castpd_si256(_mm256_add_pd(k, magic)),
+                                          _mm256_castpd_si256(magic));
+    return _mm256_castsi256_pd(
+        _mm256_slli_epi64(_mm256_add_epi64(bits, _mm256_set1_epi64x(1023)), 52));
+}
+
+// e^x in float64 over the whole range (subnormals, 0 below about -745.1, inf above about
+// 709.78; NaN passes): x = n ln2 + r, |r| <= ln2 / 2, ln2 in two parts (n ln2_high exact),
+// e^r by its Taylor series to r^13 (the next term is below 5e-18 relative), 2^n in two
+// normal factors.
+inline __m256d exp4d(__m256d x) {
+    const __m256d clamped =
+        _mm256_min_pd(_mm256_set1_pd(710.0), _mm256_max_pd(_mm256_set1_pd(-746.0), x));
+    const __m256d n = _mm256_round_pd(_mm256_mul_pd(clamped, _mm256_set1_pd(1.4426950408889634)),
+                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256d r = _mm256_fnmadd_pd(n, _mm256_set1_pd(0.6931471803691238), clamped);
+    r = _mm256_fnmadd_pd(n, _mm256_set1_pd(1.9082149292705877e-10), r);
+    static constexpr double kTaylor[] = {
+        1.0 / 6227020800, 1.0 / 479001600, 1.0 / 39916800, 1.0 / 3628800, 1.0 / 362880,
+        1.0 / 40320,      1.0 / 5040,      1.0 / 720,      1.0 / 120,     1.0 / 24,
+        1.0 / 6,          0.5,             1.0,            1.0};
+    __m256d p = _mm256_set1_pd(kTaylor[0]);
+    for (size_t i = 1; i < sizeof kTaylor / sizeof kTaylor[0]; ++i) {
+        p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(kTaylor[i]));
+    }
+    const __m256d half = _mm256_round_pd(_mm256_mul_pd(n, _mm256_set1_pd(0.5)),
+                                         _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    __m256d out = _mm256_mul_pd(_mm256_mul_pd(p, pow2_4d(half)), pow2_4d(_mm256_sub_pd(n, half)));
+    out = _mm256_blendv_pd(out, _mm256_setzero_pd(),
+                           _mm256_cmp_pd(x, _mm256_set1_pd(-746.0), _CMP_LT_OQ));
+    return _mm256_blendv_pd(out, _mm256_set1_pd(__builtin_inf()),
+                            _mm256_cmp_pd(x, _mm256_set1_pd(710.0), _CMP_GT_OQ));
+}
+
+// 1 / (1 + e^-v) over the whole range, as sigmoid_full8.
+inline __m256d sigmoid4d(__m256d v) {
+    const __m256d one = _mm256_set1_pd(1.0);
+    const __m256d e = exp4d(_mm256_or_pd(v, _mm256_set1_pd(-0.0)));  // e^-|v|
+    const __m256d top =
+        _mm256_blendv_pd(e, one, _mm256_cmp_pd(v, _mm256_setzero_pd(), _CMP_GE_OQ));
+    return _mm256_div_pd(top, _mm256_add_pd(one, e));
+}
+
+// tanh v = sign(v) (1 - 2 / (e^2|v| + 1)): within a few 1e-16 absolute (not relative for
+// tiny v, which is all gelu_tanh's 1 + tanh needs).
+inline __m256d tanh4d(__m256d v) {
+    const __m256d sign = _mm256_set1_pd(-0.0), one = _mm256_set1_pd(1.0);
+    const __m256d a = _mm256_andnot_pd(sign, v);
+    const __m256d e = exp4d(_mm256_add_pd(a, a));
+    const __m256d t = _mm256_sub_pd(one, _mm256_div_pd(_mm256_set1_pd(2.0), _mm256_add_pd(e, one)));
+    return _mm256_or_pd(t, _mm256_and_pd(sign, v));
 }
 
 }  // namespace

@@ -612,13 +612,12 @@ Pointwise pointwise_op(const std::string& op) {
     static const std::pair<const char*, Pointwise> ops[] = {
         {"gelu", Pointwise::gelu},         {"gelu_tanh", Pointwise::gelu_tanh},
         {"leaky_relu", Pointwise::leaky_relu}, {"softplus", Pointwise::softplus},
-        {"exp", Pointwise::exp},           {"sigmoid", Pointwise::sigmoid},
-        {"tanh", Pointwise::tanh}};
+        {"sigmoid", Pointwise::sigmoid},   {"tanh", Pointwise::tanh}};
     for (const auto& [name, value] : ops) {
         if (op == name) return value;
     }
     fail("unknown pointwise op '" + op +
-         "' (gelu, gelu_tanh, leaky_relu, softplus, exp, sigmoid, tanh)");
+         "' (gelu, gelu_tanh, leaky_relu, softplus, sigmoid, tanh)");
 }
 
 py::array py_pointwise_forward(const std::string& op, const py::array& x, double alpha) {
@@ -836,12 +835,12 @@ PYBIND11_MODULE(_C, m) {
     // ---- pointwise ----
     m.def("pointwise_forward", &py_pointwise_forward, "op"_a, "x"_a, "alpha"_a = 0.0,
           "One elementwise gate's forward in one threaded pass, float32 or float64, any shape:\n"
-          "op gelu, gelu_tanh, leaky_relu (alpha), softplus, exp or sigmoid (float32 gelu,\n"
-          "gelu_tanh, softplus and exp on AVX2 where avx2_activations_active()).");
+          "op gelu, gelu_tanh, leaky_relu (alpha), softplus or sigmoid (the transcendental\n"
+          "ones on AVX2 where avx2_activations_active(), see cpp/pointwise_avx2.h).");
     m.def("pointwise_backward", &py_pointwise_backward, "op"_a, "dout"_a, "saved"_a,
           "alpha"_a = 0.0,
           "dout * f'(x) of pointwise_forward's op (also tanh); saved is x for gelu,\n"
-          "gelu_tanh, leaky_relu and softplus, the forward's output for exp, sigmoid, tanh.");
+          "gelu_tanh, leaky_relu and softplus, the forward's output for sigmoid and tanh.");
     m.def("erf", &py_erf, "x"_a,
           "The error function of a float32 or float64 array (float32 on AVX2 within 2 units\n"
           "in the last place of the exact value; else the C library's).");

@@ -23,17 +23,21 @@ void for_chunks(int64_t n, F f) {
     for (int64_t c = 0; c < chunks; ++c) f(c * kChunk, std::min(n, (c + 1) * kChunk));
 }
 
-// The float32 AVX2 path, where the CPU has it and the recurrent kernels' switch allows.
+// The AVX2 path (pointwise_avx2.h lists its ops), where the CPU has it and the recurrent
+// kernels' switch allows.
 template <typename T>
-bool avx2_float(Pointwise op, bool backward) {
-    if (!std::is_same<T, float>::value || !avx2_activations_active()) return false;
+bool avx2_path(Pointwise op, bool backward) {
+    if (!avx2_activations_active()) return false;
+    const bool single = std::is_same<T, float>::value;
     switch (op) {
         case Pointwise::gelu:
-        case Pointwise::gelu_tanh:
+            return single;
         case Pointwise::softplus:
+            return single || backward;
+        case Pointwise::gelu_tanh:
             return true;
-        case Pointwise::exp:
-            return !backward;
+        case Pointwise::sigmoid:
+            return !single && !backward;
         default:
             return false;
     }
@@ -80,9 +84,6 @@ void forward_portable(Pointwise op, int64_t n, const T* x, T alpha, T* out) {
                 out[k] = (x[k] > 0 ? x[k] : T(0)) + std::log1p(std::exp(-std::abs(x[k])));
             }
             return;
-        case Pointwise::exp:
-            for (int64_t k = 0; k < n; ++k) out[k] = std::exp(x[k]);
-            return;
         case Pointwise::sigmoid:
             for (int64_t k = 0; k < n; ++k) out[k] = sigmoid(x[k]);
             return;
@@ -115,10 +116,6 @@ void backward_portable(Pointwise op, int64_t n, const T* dout, const T* s, T alp
         case Pointwise::softplus:
             for (int64_t k = 0; k < n; ++k) dx[k] = dout[k] * sigmoid(s[k]);
             return;
-        case Pointwise::exp:
-#pragma omp simd
-            for (int64_t k = 0; k < n; ++k) dx[k] = dout[k] * s[k];
-            return;
         case Pointwise::sigmoid:
 #pragma omp simd
             for (int64_t k = 0; k < n; ++k) dx[k] = dout[k] * s[k] * (1 - s[k]);
@@ -139,24 +136,20 @@ bool pointwise_saves_input(Pointwise op) {
 
 template <typename T>
 void pointwise_forward(Pointwise op, int64_t n, const T* x, T alpha, T* out) {
-    const bool avx2 = avx2_float<T>(op, false);
+    const bool avx2 = avx2_path<T>(op, false);
     for_chunks(n, [&](int64_t begin, int64_t end) {
-        if constexpr (std::is_same<T, float>::value) {
-            if (avx2) return pointwise_forward_avx2(op, end - begin, x + begin, alpha, out + begin);
-        }
+        if (avx2) return pointwise_forward_avx2(op, end - begin, x + begin, alpha, out + begin);
         forward_portable(op, end - begin, x + begin, alpha, out + begin);
     });
 }
 
 template <typename T>
 void pointwise_backward(Pointwise op, int64_t n, const T* dout, const T* saved, T alpha, T* dx) {
-    const bool avx2 = avx2_float<T>(op, true);
+    const bool avx2 = avx2_path<T>(op, true);
     for_chunks(n, [&](int64_t begin, int64_t end) {
-        if constexpr (std::is_same<T, float>::value) {
-            if (avx2) {
-                return pointwise_backward_avx2(op, end - begin, dout + begin, saved + begin, alpha,
-                                               dx + begin);
-            }
+        if (avx2) {
+            return pointwise_backward_avx2(op, end - begin, dout + begin, saved + begin, alpha,
+                                           dx + begin);
         }
         backward_portable(op, end - begin, dout + begin, saved + begin, alpha, dx + begin);
     });
@@ -208,9 +201,7 @@ T row_max(int64_t n, const T* x) {
 // out = e^(x - shift), returns its sum.
 template <typename T>
 T exp_shifted_sum(int64_t n, const T* x, T shift, T* out, bool avx2) {
-    if constexpr (std::is_same<T, float>::value) {
-        if (avx2) return exp_shifted_sum_avx2(n, x, shift, out);
-    }
+    if (avx2) return exp_shifted_sum_avx2(n, x, shift, out);
     T sum = 0;
     for (int64_t k = 0; k < n; ++k) {
         const T e = std::exp(x[k] - shift);
@@ -224,7 +215,7 @@ T exp_shifted_sum(int64_t n, const T* x, T shift, T* out, bool avx2) {
 
 template <typename T>
 void softmax_rows_forward(int64_t rows, int64_t cols, const T* x, T* out, bool log) {
-    const bool avx2 = std::is_same<T, float>::value && avx2_activations_active();
+    const bool avx2 = avx2_activations_active();
     for_rows(rows, cols, [&](int64_t r) {
         const T* row = x + r * cols;
         T* o = out + r * cols;
@@ -245,7 +236,7 @@ void softmax_rows_forward(int64_t rows, int64_t cols, const T* x, T* out, bool l
 template <typename T>
 void softmax_rows_backward(int64_t rows, int64_t cols, const T* dout, const T* out, T* dx,
                            bool log) {
-    const bool avx2 = std::is_same<T, float>::value && avx2_activations_active();
+    const bool avx2 = avx2_activations_active();
     for_rows(rows, cols, [&](int64_t r) {
         const T *d = dout + r * cols, *o = out + r * cols;
         T* g = dx + r * cols;
@@ -253,9 +244,7 @@ void softmax_rows_backward(int64_t rows, int64_t cols, const T* dout, const T* o
         if (log) {
 #pragma omp simd reduction(+ : total)
             for (int64_t k = 0; k < cols; ++k) total += d[k];
-            if constexpr (std::is_same<T, float>::value) {
-                if (avx2) return log_softmax_row_backward_avx2(cols, d, o, total, g);
-            }
+            if (avx2) return log_softmax_row_backward_avx2(cols, d, o, total, g);
             for (int64_t k = 0; k < cols; ++k) g[k] = d[k] - std::exp(o[k]) * total;
         } else {
 #pragma omp simd reduction(+ : total)

@@ -1,8 +1,8 @@
 // The general elementwise gates' kernels (graphnet/gates/pointwise.py and elementwise.py):
 // one threaded pass each way, float32 or float64, where numpy needs several passes and
 // temporaries (and has no erf at all). On AVX2 (avx2_activations_active(), recurrent.h)
-// the float32 transcendental ones run eight lanes at a time (pointwise_avx2.cpp, errors
-// in avx2_math.h); elsewhere, and for float64, the C library's functions.
+// the transcendental ones run eight float32 or four float64 lanes at a time (the list in
+// pointwise_avx2.h, the errors in avx2_math.h); elsewhere the C library's functions.
 //
 // Every output entry depends on its own input entries only, so any thread count gives the
 // same bits.
@@ -17,13 +17,12 @@ enum class Pointwise : int {
     gelu_tanh,   // x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) / 2
     leaky_relu,  // x if x > 0 else alpha x
     softplus,    // ln(1 + e^x)
-    exp,         // e^x
     sigmoid,     // 1 / (1 + e^-x)
     tanh,        // tanh x (backward only)
 };
 
 // What backward reads as `saved`: x for gelu, gelu_tanh, leaky_relu and softplus; the
-// forward's output for exp, sigmoid and tanh.
+// forward's output for sigmoid and tanh.
 bool pointwise_saves_input(Pointwise op);
 
 template <typename T>

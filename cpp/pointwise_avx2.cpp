@@ -41,7 +41,104 @@ inline __m256 gelu_tanh_arg8(__m256 x) {
                          _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(kTanhCubic), x2), x, x));
 }
 
+template <typename F>
+void map1(int64_t n, const double* x, double* out, F f) {
+    int64_t k = 0;
+    for (; k + 4 <= n; k += 4) _mm256_storeu_pd(out + k, f(_mm256_loadu_pd(x + k)));
+    if (k < n) {
+        const __m256i lanes = first_lanes_pd(n - k);
+        _mm256_maskstore_pd(out + k, lanes, f(_mm256_maskload_pd(x + k, lanes)));
+    }
+}
+
+template <typename F>
+void map2(int64_t n, const double* a, const double* b, double* out, F f) {
+    int64_t k = 0;
+    for (; k + 4 <= n; k += 4) {
+        _mm256_storeu_pd(out + k, f(_mm256_loadu_pd(a + k), _mm256_loadu_pd(b + k)));
+    }
+    if (k < n) {
+        const __m256i lanes = first_lanes_pd(n - k);
+        _mm256_maskstore_pd(out + k, lanes,
+                            f(_mm256_maskload_pd(a + k, lanes), _mm256_maskload_pd(b + k, lanes)));
+    }
+}
+
+constexpr double kSqrt2OverPiD = 0.79788456080286535588, kTanhCubicD = 0.044715;
+
+inline __m256d gelu_tanh_arg4d(__m256d x) {
+    const __m256d x2 = _mm256_mul_pd(x, x);
+    return _mm256_mul_pd(_mm256_set1_pd(kSqrt2OverPiD),
+                         _mm256_fmadd_pd(_mm256_mul_pd(_mm256_set1_pd(kTanhCubicD), x2), x, x));
+}
+
 }  // namespace
+
+void pointwise_forward_avx2(Pointwise op, int64_t n, const double* x, double, double* out) {
+    const __m256d half = _mm256_set1_pd(0.5);
+    switch (op) {
+        case Pointwise::gelu_tanh:
+            return map1(n, x, out, [&](__m256d v) {
+                const __m256d h = _mm256_mul_pd(half, v);
+                return _mm256_fmadd_pd(h, tanh4d(gelu_tanh_arg4d(v)), h);
+            });
+        case Pointwise::sigmoid:
+            return map1(n, x, out, sigmoid4d);
+        default:
+            return;  // not an AVX2 op (pointwise_avx2.h)
+    }
+}
+
+void pointwise_backward_avx2(Pointwise op, int64_t n, const double* dout, const double* saved,
+                             double, double* dx) {
+    const __m256d half = _mm256_set1_pd(0.5), one = _mm256_set1_pd(1.0);
+    switch (op) {
+        case Pointwise::gelu_tanh:
+            return map2(n, dout, saved, dx, [&](__m256d d, __m256d x) {
+                const __m256d t = tanh4d(gelu_tanh_arg4d(x));
+                const __m256d inner = _mm256_fmadd_pd(
+                    _mm256_set1_pd(3 * kTanhCubicD * kSqrt2OverPiD), _mm256_mul_pd(x, x),
+                    _mm256_set1_pd(kSqrt2OverPiD));
+                const __m256d sech2 = _mm256_fnmadd_pd(t, t, one);
+                const __m256d slope = _mm256_mul_pd(
+                    half, _mm256_fmadd_pd(_mm256_mul_pd(x, sech2), inner, _mm256_add_pd(one, t)));
+                return _mm256_mul_pd(d, slope);
+            });
+        case Pointwise::softplus:
+            return map2(n, dout, saved, dx, [](__m256d d, __m256d x) {
+                return _mm256_mul_pd(d, sigmoid4d(x));
+            });
+        default:
+            return;  // not an AVX2 op (pointwise_avx2.h)
+    }
+}
+
+double exp_shifted_sum_avx2(int64_t n, const double* x, double shift, double* out) {
+    const __m256d s = _mm256_set1_pd(shift);
+    __m256d sum = _mm256_setzero_pd();
+    int64_t k = 0;
+    for (; k + 4 <= n; k += 4) {
+        const __m256d e = exp4d(_mm256_sub_pd(_mm256_loadu_pd(x + k), s));
+        if (out) _mm256_storeu_pd(out + k, e);
+        sum = _mm256_add_pd(sum, e);
+    }
+    if (k < n) {
+        const __m256i lanes = first_lanes_pd(n - k);
+        const __m256d e = _mm256_and_pd(exp4d(_mm256_sub_pd(_mm256_maskload_pd(x + k, lanes), s)),
+                                        _mm256_castsi256_pd(lanes));
+        if (out) _mm256_maskstore_pd(out + k, lanes, e);
+        sum = _mm256_add_pd(sum, e);
+    }
+    const __m128d two = _mm_add_pd(_mm256_castpd256_pd128(sum), _mm256_extractf128_pd(sum, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(two, _mm_unpackhi_pd(two, two)));
+}
+
+void log_softmax_row_backward_avx2(int64_t n, const double* dout, const double* out,
+                                   double total, double* dx) {
+    const __m256d t = _mm256_set1_pd(total);
+    map2(n, dout, out, dx,
+         [&](__m256d d, __m256d o) { return _mm256_fnmadd_pd(exp4d(o), t, d); });
+}
 
 void pointwise_forward_avx2(Pointwise op, int64_t n, const float* x, float, float* out) {
     const __m256 half = _mm256_set1_ps(0.5f);
@@ -61,8 +158,6 @@ void pointwise_forward_avx2(Pointwise op, int64_t n, const float* x, float, floa
                 const __m256 e = exp_full8(_mm256_or_ps(v, _mm256_set1_ps(-0.0f)));
                 return _mm256_add_ps(_mm256_max_ps(_mm256_setzero_ps(), v), log1p_unit8(e));
             });
-        case Pointwise::exp:
-            return map1(n, x, out, exp_full8);
         default:
             return;  // not an AVX2 op (pointwise_avx2.h)
     }

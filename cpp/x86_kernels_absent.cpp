@@ -60,7 +60,19 @@ void pointwise_forward_avx2(Pointwise, int64_t, const float*, float, float*) {
 void pointwise_backward_avx2(Pointwise, int64_t, const float*, const float*, float, float*) {
     absent("pointwise_backward_avx2");
 }
+void pointwise_forward_avx2(Pointwise, int64_t, const double*, double, double*) {
+    absent("pointwise_forward_avx2");
+}
+void pointwise_backward_avx2(Pointwise, int64_t, const double*, const double*, double, double*) {
+    absent("pointwise_backward_avx2");
+}
 void erf_avx2(int64_t, const float*, float*) { absent("erf_avx2"); }
+double exp_shifted_sum_avx2(int64_t, const double*, double, double*) {
+    absent("exp_shifted_sum_avx2");
+}
+void log_softmax_row_backward_avx2(int64_t, const double*, const double*, double, double*) {
+    absent("log_softmax_row_backward_avx2");
+}
 float exp_shifted_sum_avx2(int64_t, const float*, float, float*) {
     absent("exp_shifted_sum_avx2");
 }

@@ -180,7 +180,7 @@ class Exp(UnaryGate):
     derivatives = ("{f}",)
 
     def forward(self, x):
-        out = _C.pointwise_forward("exp", x) if threaded_array(x) else np.exp(x)
+        out = np.exp(x)  # numpy's is vectorised (AVX-512 where the CPU has it)
         return out, out
 
     def backward(self, dout, cache, needs):
