@@ -11,6 +11,9 @@ forward + backward of the same operation on one thread (graphnet._C.set_num_thre
 torch.set_num_threads(1)). Time is the process's CPU time (the machine is shared: waits for
 a core are left out); the two take turns, `--repeat` steps each, `--rounds` times; the
 medians are printed with their ratio graphnet / PyTorch (goal: <= 1.2 for every gate).
+The first row, identity, is the sum alone: what every row pays for feeding x and for the
+sum's forward and backward (graphnet's backward of a sum writes its gradient out, PyTorch's
+expands a view), so a gate's own cost is its row less that one.
 """
 import argparse
 import math
@@ -40,6 +43,8 @@ def cases(torch):
         return g.attention(q, q, q)
 
     return {
+        # the harness alone: feeding x, the sum and its backward (a fixed cost every row pays)
+        "identity": (lambda g, x: x, lambda t: t),
         "relu": (lambda g, x: g.relu(x), F.relu),
         "leaky_relu": (lambda g, x: g.leaky_relu(x, alpha=0.1), lambda t: F.leaky_relu(t, 0.1)),
         "gelu": (lambda g, x: g.gelu(x), F.gelu),
