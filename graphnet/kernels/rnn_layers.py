@@ -481,15 +481,8 @@ def attention_backward(dout: np.ndarray, cache: _AttentionCache) -> Tuple[np.nda
     dout = _upstream("attention_backward", "dout", dout, out_shape)
     dweights = dout @ np.swapaxes(v, -1, -2)
     # softmax backward: dscores = w * (dw - sum(dw * w)); masked weights are 0 and get 0.
-    if (
-        dweights.dtype == weights.dtype
-        and dweights.shape == weights.shape
-        and weights.dtype
-        in (
-            np.float32,
-            np.float64,
-        )
-    ):
+    same = dweights.dtype == weights.dtype and dweights.shape == weights.shape
+    if same and weights.dtype in (np.float32, np.float64):  # C++ rows: one pass
         dscores = _C.softmax_backward(dweights, weights)
         dscores *= scale
     else:
