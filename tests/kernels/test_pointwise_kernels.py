@@ -157,6 +157,7 @@ def test_nan_and_inf_pass_through_like_numpy(op, path):
     np.testing.assert_allclose(dx, slope.astype(np.float32), rtol=1e-6, atol=1e-38)
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None)
 @given(
     shape=st.lists(st.integers(0, 40), min_size=1, max_size=3),
@@ -284,6 +285,7 @@ def avg_unpool_naive(dout, H, W, ph, pw, stride):
     return dx
 
 
+@pytest.mark.slow
 @settings(max_examples=80, deadline=None)
 @given(
     N=st.integers(0, 3),
