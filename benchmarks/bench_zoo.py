@@ -82,7 +82,7 @@ def step_cost(model, batch):
                 params += 2 * F
         elif kind == "affine":
             weighted(batch * layer[1], int(np.prod(shape[1:])), layer[1])
-        elif kind in ("sbn", "bn", "ln"):
+        elif kind in ("sbn", "bn", "ln", "gn"):
             params += 2 * shape[1]
     moved += batch * int(np.prod(model.input_shape)) + 7 * params
     return flops, moved

@@ -13,6 +13,10 @@ by the classifier's last affine layer to `CLASSES` scores and the softmax loss:
     ("res",)                 residual block: conv3x3-sbn-relu-conv3x3-sbn, plus the block's
                              input, then relu (the channels stay)
     ("affine", M)            fully connected to M features (flattening images)
+    ("gn", G)                spatial groupnorm in G groups of channels (gamma, beta)
+    ("gelu",) ("leaky", a)   GELU (erf form), leaky relu with slope a below 0
+    ("avgpool",)             2x2 average pool, stride 2
+    ("gmean",)               global average pooling: each channel's mean over its pixels
 
 The course's three models (TwoLayerNet, FullyConnectedNet, ThreeLayerConvNet) are built
 by their graphnet.models classes; their description says what the PyTorch twin is. Params
@@ -87,6 +91,12 @@ ZOO = (
     ZooModel("mlp_tanh", "[affine(256)-tanh]x6", FLAT, (("affine", 256), ("tanh",)) * 6),
     ZooModel("mlp_sigmoid", "[affine(256)-sigmoid]x6", FLAT,
              (("affine", 256), ("sigmoid",)) * 6),
+    # Not a course shape: the general gates (groupnorm, GELU, average pooling, leaky relu,
+    # the global mean) a student reaches for in a network of their own.
+    ZooModel("modern", "conv3x3(32)-gn(8)-gelu-avgpool, conv3x3 stride 2 (64)-leaky(0.1), "
+             "global mean", IMAGE,
+             (("conv", 32, 3, 1), ("gn", 8), ("gelu",), ("avgpool",), ("conv", 64, 3, 2),
+              ("leaky", 0.1), ("gmean",))),
 )
 
 BY_NAME = {m.name: m for m in ZOO}
@@ -104,8 +114,10 @@ def shapes(model, batch):
             pad = (k - 1) // 2
             shape = (batch, F, 1 + (shape[2] + 2 * pad - k) // stride,
                      1 + (shape[3] + 2 * pad - k) // stride)
-        elif kind == "pool":
+        elif kind in ("pool", "avgpool"):
             shape = (batch, shape[1], shape[2] // 2, shape[3] // 2)
+        elif kind == "gmean":
+            shape = (batch, shape[1])
         elif kind == "affine":
             shape = (batch, layer[1])
     return walk, shape
@@ -133,11 +145,12 @@ def build_graphnet(model, dtype, seed=0):
         w = rng.standard_normal(shape) * np.sqrt(gain / fan_in)  # He / Xavier scale
         return g.param(name("W"), w.astype(dtype)), g.param(name("b"), np.zeros(outputs, dtype))
 
-    def norm(kind, x, size):
+    def norm(kind, x, size, *groups):
         gamma = g.param(name("gamma"), np.ones(size, dtype))
         beta = g.param(name("beta"), np.zeros(size, dtype))
-        build = {"sbn": g.spatial_batchnorm, "bn": g.batchnorm, "ln": g.layernorm}[kind]
-        return build(x, gamma, beta, name=name(kind))
+        build = {"sbn": g.spatial_batchnorm, "bn": g.batchnorm, "ln": g.layernorm,
+                 "gn": g.spatial_groupnorm}[kind]
+        return build(x, gamma, beta, *groups, name=name(kind))
 
     def conv(x, F, k, stride):
         C = x.static_shape[1]
@@ -150,10 +163,16 @@ def build_graphnet(model, dtype, seed=0):
         kind = layer[0]
         if kind == "conv":
             h = conv(h, *layer[1:])
-        elif kind in ("sbn", "bn", "ln"):
-            h = norm(kind, h, h.static_shape[1])
-        elif kind in ("relu", "tanh", "sigmoid"):
+        elif kind in ("sbn", "bn", "ln", "gn"):
+            h = norm(kind, h, h.static_shape[1], *layer[1:])
+        elif kind in ("relu", "tanh", "sigmoid", "gelu"):
             h = g.apply(kind, h, name=name(kind))
+        elif kind == "leaky":
+            h = g.leaky_relu(h, layer[1], name=name("leaky"))
+        elif kind == "avgpool":
+            h = g.avg_pool(h, 2, 2, 2, name=name("avgpool"))
+        elif kind == "gmean":
+            h = g.mean(h, axis=(2, 3), name=name("gmean"))
         elif kind == "pool":
             h = g.max_pool(h, 2, 2, 2, name=name("pool"))
         elif kind == "dropout":
@@ -203,6 +222,10 @@ def build_torch(model, graphnet_model):
         def forward(self, x):
             return torch.relu(self.inner(x) + x)
 
+    class GlobalMean(nn.Module):
+        def forward(self, x):
+            return x.mean((2, 3))
+
     walk, _ = shapes(model, 1)
     modules, dropouts = [], []
     for layer, shape in walk:
@@ -216,8 +239,17 @@ def build_torch(model, graphnet_model):
             modules.append(nn.BatchNorm1d(shape[1], eps=1e-5, momentum=0.1))
         elif kind == "ln":
             modules.append(nn.LayerNorm(shape[1], eps=1e-5))
-        elif kind in ("relu", "tanh", "sigmoid"):
-            modules.append({"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}[kind]())
+        elif kind == "gn":
+            modules.append(nn.GroupNorm(layer[1], shape[1], eps=1e-5))
+        elif kind in ("relu", "tanh", "sigmoid", "gelu"):
+            modules.append({"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid,
+                            "gelu": nn.GELU}[kind]())
+        elif kind == "leaky":
+            modules.append(nn.LeakyReLU(layer[1]))
+        elif kind == "avgpool":
+            modules.append(nn.AvgPool2d(2))
+        elif kind == "gmean":
+            modules.append(GlobalMean())
         elif kind == "pool":
             modules.append(nn.MaxPool2d(2))
         elif kind == "dropout":

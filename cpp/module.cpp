@@ -19,6 +19,7 @@
 #include "matmul.h"
 #include "norm.h"
 #include "optim.h"
+#include "pointwise.h"
 #include "pool.h"
 #include "recurrent.h"
 #include "threads.h"
@@ -608,6 +609,143 @@ py::tuple py_group_norm_backward(const py::array& dout, const py::array& x,
 
 // ---- end of normalization ----
 
+// ---- pointwise ----
+
+Pointwise pointwise_op(const std::string& op) {
+    static const std::pair<const char*, Pointwise> ops[] = {
+        {"gelu", Pointwise::gelu},         {"gelu_tanh", Pointwise::gelu_tanh},
+        {"leaky_relu", Pointwise::leaky_relu}, {"softplus", Pointwise::softplus},
+        {"sigmoid", Pointwise::sigmoid},   {"tanh", Pointwise::tanh}};
+    for (const auto& [name, value] : ops) {
+        if (op == name) return value;
+    }
+    fail("unknown pointwise op '" + op +
+         "' (gelu, gelu_tanh, leaky_relu, softplus, sigmoid, tanh)");
+}
+
+py::array py_pointwise_forward(const std::string& op, const py::array& x, double alpha) {
+    const Pointwise which = pointwise_op(op);
+    if (which == Pointwise::tanh) fail("pointwise_forward has no tanh (numpy's is as fast)");
+    return dispatch_float(x, "pointwise x", [&](auto zero) -> py::array {
+        using T = decltype(zero);
+        Contig<T> xc(x);
+        py::array_t<T> out(shape_of(x));
+        const T* xp = xc.data();
+        T* op_ = out.mutable_data();
+        const int64_t n = xc.size();
+        py::gil_scoped_release nogil;
+        pointwise_forward(which, n, xp, static_cast<T>(alpha), op_);
+        return out;
+    });
+}
+
+py::array py_pointwise_backward(const std::string& op, const py::array& dout,
+                                const py::array& saved, double alpha) {
+    const Pointwise which = pointwise_op(op);
+    require_shape(dout, shape_of(saved), "pointwise dout");
+    require_same_dtype(saved, "saved", dout, "dout");
+    return dispatch_float(dout, "pointwise dout", [&](auto zero) -> py::array {
+        using T = decltype(zero);
+        Contig<T> dc(dout), sc(saved);
+        py::array_t<T> dx(shape_of(dout));
+        const T *dp = dc.data(), *sp = sc.data();
+        T* dxp = dx.mutable_data();
+        const int64_t n = dc.size();
+        py::gil_scoped_release nogil;
+        pointwise_backward(which, n, dp, sp, static_cast<T>(alpha), dxp);
+        return dx;
+    });
+}
+
+py::array py_erf(const py::array& x) {
+    return dispatch_float(x, "erf x", [&](auto zero) -> py::array {
+        using T = decltype(zero);
+        Contig<T> xc(x);
+        py::array_t<T> out(shape_of(x));
+        const T* xp = xc.data();
+        T* op = out.mutable_data();
+        const int64_t n = xc.size();
+        py::gil_scoped_release nogil;
+        erf_forward(n, xp, op);
+        return out;
+    });
+}
+
+// (rows, cols) of an array seen as rows along its last axis.
+std::pair<int64_t, int64_t> rows_of(const py::array& a, const char* what) {
+    if (a.ndim() < 1) fail(std::string(what) + " must have at least one axis, got a scalar");
+    const int64_t cols = a.shape(a.ndim() - 1);
+    int64_t rows = 1;
+    for (py::ssize_t i = 0; i + 1 < a.ndim(); ++i) rows *= a.shape(i);
+    return {rows, cols};
+}
+
+py::array py_softmax_forward(const py::array& x, bool log) {
+    const auto [rows, cols] = rows_of(x, "softmax x");
+    return dispatch_float(x, "softmax x", [&](auto zero) -> py::array {
+        using T = decltype(zero);
+        Contig<T> xc(x);
+        py::array_t<T> out(shape_of(x));
+        const T* xp = xc.data();
+        T* op = out.mutable_data();
+        py::gil_scoped_release nogil;
+        softmax_rows_forward(rows, cols, xp, op, log);
+        return out;
+    });
+}
+
+py::array py_softmax_backward(const py::array& dout, const py::array& out, bool log) {
+    require_shape(dout, shape_of(out), "softmax dout");
+    require_same_dtype(out, "out", dout, "dout");
+    const auto [rows, cols] = rows_of(out, "softmax out");
+    return dispatch_float(dout, "softmax dout", [&](auto zero) -> py::array {
+        using T = decltype(zero);
+        Contig<T> dc(dout), oc(out);
+        py::array_t<T> dx(shape_of(dout));
+        const T *dp = dc.data(), *op = oc.data();
+        T* dxp = dx.mutable_data();
+        py::gil_scoped_release nogil;
+        softmax_rows_backward(rows, cols, dp, op, dxp, log);
+        return dx;
+    });
+}
+
+py::array py_avg_pool_forward(const py::array& x, int64_t pool_height, int64_t pool_width,
+                              int64_t stride) {
+    const PoolGeometry g = pool_geometry(shape_of(x), pool_height, pool_width, stride, "avg_pool");
+    return dispatch_float(x, "avg_pool x", [&](auto zero) -> py::array {
+        using T = decltype(zero);
+        Contig<T> xc(x);
+        py::array_t<T> out(g.out_shape());
+        const T* xp = xc.data();
+        T* op = out.mutable_data();
+        py::gil_scoped_release nogil;
+        avg_pool_forward(g, xp, op);
+        return out;
+    });
+}
+
+py::array py_avg_pool_backward(const py::array& dout, int64_t H, int64_t W, int64_t pool_height,
+                               int64_t pool_width, int64_t stride) {
+    const Shape ds = shape_of(dout);
+    require_rank(ds, 4, "avg_pool dout", "(N, C, Ho, Wo)");
+    const PoolGeometry g =
+        pool_geometry({ds[0], ds[1], H, W}, pool_height, pool_width, stride, "avg_pool");
+    require_shape(dout, g.out_shape(), "avg_pool dout");
+    return dispatch_float(dout, "avg_pool dout", [&](auto zero) -> py::array {
+        using T = decltype(zero);
+        Contig<T> dc(dout);
+        py::array_t<T> dx(Shape{g.N, g.C, g.H, g.W});
+        const T* dp = dc.data();
+        T* dxp = dx.mutable_data();
+        py::gil_scoped_release nogil;
+        avg_pool_backward(g, dp, dxp);
+        return dx;
+    });
+}
+
+// ---- end of pointwise ----
+
 }  // namespace
 }  // namespace graphnet
 
@@ -697,6 +835,29 @@ PYBIND11_MODULE(_C, m) {
     m.def("group_norm_backward", &py_group_norm_backward, "dout"_a, "x"_a, "gamma"_a, "G"_a,
           "mean"_a, "inv_std"_a, "Gradients of group_norm_forward -> (dx, dgamma, dbeta).");
     // ---- end of normalization ----
+    // ---- pointwise ----
+    m.def("pointwise_forward", &py_pointwise_forward, "op"_a, "x"_a, "alpha"_a = 0.0,
+          "One elementwise gate's forward in one threaded pass, float32 or float64, any shape:\n"
+          "op gelu, gelu_tanh, leaky_relu (alpha), softplus or sigmoid (the transcendental\n"
+          "ones on AVX2 where avx2_activations_active(), see cpp/pointwise_avx2.h).");
+    m.def("pointwise_backward", &py_pointwise_backward, "op"_a, "dout"_a, "saved"_a,
+          "alpha"_a = 0.0,
+          "dout * f'(x) of pointwise_forward's op (also tanh); saved is x for gelu,\n"
+          "gelu_tanh, leaky_relu and softplus, the forward's output for sigmoid and tanh.");
+    m.def("erf", &py_erf, "x"_a,
+          "The error function of a float32 or float64 array (float32 on AVX2 within 2 units\n"
+          "in the last place of the exact value; else the C library's).");
+    m.def("softmax_forward", &py_softmax_forward, "x"_a, py::kw_only(), "log"_a = false,
+          "Softmax (log=True: log softmax) along the last axis, shifted by each row's max.");
+    m.def("softmax_backward", &py_softmax_backward, "dout"_a, "out"_a, py::kw_only(),
+          "log"_a = false, "Gradient of softmax_forward from its output.");
+    m.def("avg_pool_forward", &py_avg_pool_forward, "x"_a, "pool_height"_a, "pool_width"_a,
+          "stride"_a, "Average pooling of x (N, C, H, W), max_pool_forward's windows.");
+    m.def("avg_pool_backward", &py_avg_pool_backward, "dout"_a, "H"_a, "W"_a, "pool_height"_a,
+          "pool_width"_a, "stride"_a,
+          "Gradient of avg_pool_forward -> dx (N, C, H, W): each window's gradient / its\n"
+          "size to each of its entries; overlapping windows add up.");
+    // ---- end of pointwise ----
     m.def("set_num_threads", &set_num_threads, "n"_a,
           "Threads the kernels use (default: OMP_NUM_THREADS, else all cores).");
     m.def("get_num_threads", &num_threads);

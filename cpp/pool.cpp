@@ -9,23 +9,24 @@
 namespace graphnet {
 
 PoolGeometry pool_geometry(const Shape& x, int64_t pool_height, int64_t pool_width,
-                           int64_t stride) {
-    require_rank(x, 4, "max_pool x", "(N, C, H, W)");
+                           int64_t stride, const char* op) {
+    const std::string name(op);
+    require_rank(x, 4, (name + " x").c_str(), "(N, C, H, W)");
     const std::string where = " for x " + shape_str(x);
     if (pool_height < 1 || pool_width < 1) {
-        fail("max_pool window must be at least 1x1, got " + std::to_string(pool_height) + "x" +
+        fail(name + " window must be at least 1x1, got " + std::to_string(pool_height) + "x" +
              std::to_string(pool_width) + where);
     }
-    if (stride < 1) fail("max_pool stride must be >= 1, got " + std::to_string(stride) + where);
+    if (stride < 1) fail(name + " stride must be >= 1, got " + std::to_string(stride) + where);
     PoolGeometry g{x[0], x[1], x[2], x[3], pool_height, pool_width, stride, 0, 0};
     g.Ho = out_size(g.H, pool_height, stride);
     g.Wo = out_size(g.W, pool_width, stride);
     if (g.Ho < 1 || g.Wo < 1) {
-        fail("max_pool window " + std::to_string(pool_height) + "x" + std::to_string(pool_width) +
+        fail(name + " window " + std::to_string(pool_height) + "x" + std::to_string(pool_width) +
              " is larger than the input " + std::to_string(g.H) + "x" + std::to_string(g.W) + where);
     }
-    if (checked_mul(g.H, g.W, "max_pool input plane") > INT32_MAX) {
-        fail("max_pool input plane is too large for int32 winners" + where);
+    if (checked_mul(g.H, g.W, name + " input plane") > INT32_MAX) {
+        fail(name + " input plane is too large for int32 indices" + where);
     }
     return g;
 }
@@ -245,6 +246,72 @@ bool max_pool_backward(int64_t planes, int64_t H, int64_t W, int64_t Ho, int64_t
     return !out_of_plane;
 }
 
+// Average pooling, one plane per thread at a time (one thread owns a whole plane, so
+// overlapping windows add without races, in the same order for any thread count). Within a
+// plane the window's offsets are the outer loops and the output row the inner one, so a
+// stride-1 row is a contiguous, vectorised add.
+template <typename T>
+void avg_pool_forward(const PoolGeometry& g, const T* x, T* out) {
+    const int64_t in_plane = g.H * g.W, out_plane = g.Ho * g.Wo;
+    const T count = static_cast<T>(g.pool_height * g.pool_width);
+#pragma omp parallel for schedule(static) num_threads(team_size(g.N * g.C))
+    for (int64_t pl = 0; pl < g.N * g.C; ++pl) {
+        const T* src = x + pl * in_plane;
+        for (int64_t oh = 0; oh < g.Ho; ++oh) {
+            T* dst = out + pl * out_plane + oh * g.Wo;
+            std::fill(dst, dst + g.Wo, T(0));
+            for (int64_t i = 0; i < g.pool_height; ++i) {
+                const T* row = src + (oh * g.stride + i) * g.W;
+                for (int64_t j = 0; j < g.pool_width; ++j) {
+                    for (int64_t ow = 0; ow < g.Wo; ++ow) dst[ow] += row[ow * g.stride + j];
+                }
+            }
+            for (int64_t ow = 0; ow < g.Wo; ++ow) dst[ow] /= count;
+        }
+    }
+}
+
+template <typename T>
+void avg_pool_backward(const PoolGeometry& g, const T* dout, T* dx) {
+    const int64_t in_plane = g.H * g.W, out_plane = g.Ho * g.Wo;
+    const T count = static_cast<T>(g.pool_height * g.pool_width);
+    const bool tiles = g.stride == g.pool_height && g.stride == g.pool_width;
+#pragma omp parallel for schedule(static) num_threads(team_size(g.N * g.C))
+    for (int64_t pl = 0; pl < g.N * g.C; ++pl) {
+        T* dst = dx + pl * in_plane;
+        const T* grad = dout + pl * out_plane;
+        if (tiles) {  // the windows tile the plane: every entry written once, no zeroing
+            for (int64_t oh = 0; oh < g.Ho; ++oh) {
+                for (int64_t i = 0; i < g.pool_height; ++i) {
+                    T* row = dst + (oh * g.stride + i) * g.W;
+                    for (int64_t ow = 0; ow < g.Wo; ++ow) {
+                        const T share = grad[oh * g.Wo + ow] / count;
+                        for (int64_t j = 0; j < g.pool_width; ++j) row[ow * g.stride + j] = share;
+                    }
+                    std::fill(row + g.Wo * g.stride, row + g.W, T(0));  // columns no window covers
+                }
+            }
+            std::fill(dst + g.Ho * g.stride * g.W, dst + in_plane, T(0));  // rows no window covers
+            continue;
+        }
+        std::fill(dst, dst + in_plane, T(0));
+        for (int64_t oh = 0; oh < g.Ho; ++oh) {
+            for (int64_t i = 0; i < g.pool_height; ++i) {
+                T* row = dst + (oh * g.stride + i) * g.W;
+                for (int64_t j = 0; j < g.pool_width; ++j) {
+                    for (int64_t ow = 0; ow < g.Wo; ++ow) {
+                        row[ow * g.stride + j] += grad[oh * g.Wo + ow] / count;
+                    }
+                }
+            }
+        }
+    }
+}
+
+template void avg_pool_forward<float>(const PoolGeometry&, const float*, float*);
+template void avg_pool_forward<double>(const PoolGeometry&, const double*, double*);
+template void avg_pool_backward<float>(const PoolGeometry&, const float*, float*);
+template void avg_pool_backward<double>(const PoolGeometry&, const double*, double*);
 template void max_pool_forward<float>(const PoolGeometry&, const float*, float*, int32_t*, bool,
                                       bool);
 template void max_pool_forward<double>(const PoolGeometry&, const double*, double*, int32_t*, bool,

@@ -1,4 +1,4 @@
-// Max pooling without padding: x (N, C, H, W) -> out (N, C, Ho, Wo) with
+// Max (and average) pooling without padding: x (N, C, H, W) -> out (N, C, Ho, Wo) with
 // Ho = 1 + (H - pool_height) // stride, Wo likewise. Windows may overlap.
 //
 // Tie rule: within a window the FIRST maximum in row-major order wins (strict >), and
@@ -20,8 +20,9 @@ struct PoolGeometry {
     Shape out_shape() const { return {N, C, Ho, Wo}; }
 };
 
+// op names the pooling in the error messages.
 PoolGeometry pool_geometry(const Shape& x, int64_t pool_height, int64_t pool_width,
-                           int64_t stride);
+                           int64_t stride, const char* op = "max_pool");
 
 // Writes out and, for every output, the index of its window's winner within the
 // (H, W) plane. Backward only needs those indices, so x can be freed after forward.
@@ -40,5 +41,12 @@ void check_winners(const int32_t* winners, int64_t count, int64_t H, int64_t W);
 template <typename T>
 bool max_pool_backward(int64_t planes, int64_t H, int64_t W, int64_t Ho, int64_t Wo,
                        const T* dout, const int32_t* winners, T* dx);
+
+// Average pooling (the same windows): out = each window's mean (its sum / its size), and
+// dx = each window's gradient / its size added to each of its entries.
+template <typename T>
+void avg_pool_forward(const PoolGeometry& g, const T* x, T* out);
+template <typename T>
+void avg_pool_backward(const PoolGeometry& g, const T* dout, T* dx);
 
 }  // namespace graphnet

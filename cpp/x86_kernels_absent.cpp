@@ -10,6 +10,7 @@
 #include "conv_taps.h"
 #include "gemm_avx512.h"
 #include "panel_gemm_avx512.h"
+#include "pointwise_avx2.h"
 #include "skinny_gemm.h"
 
 namespace graphnet {
@@ -74,5 +75,30 @@ void tap_transpose_avx512(int64_t, int64_t, const float*, int64_t, float*, int64
 }
 void sigmoid_avx2(int64_t, const float*, const float*, float*) { absent("sigmoid_avx2"); }
 void tanh_avx2(int64_t, const float*, const float*, float*) { absent("tanh_avx2"); }
+void pointwise_forward_avx2(Pointwise, int64_t, const float*, float, float*) {
+    absent("pointwise_forward_avx2");
+}
+void pointwise_backward_avx2(Pointwise, int64_t, const float*, const float*, float, float*) {
+    absent("pointwise_backward_avx2");
+}
+void pointwise_forward_avx2(Pointwise, int64_t, const double*, double, double*) {
+    absent("pointwise_forward_avx2");
+}
+void pointwise_backward_avx2(Pointwise, int64_t, const double*, const double*, double, double*) {
+    absent("pointwise_backward_avx2");
+}
+void erf_avx2(int64_t, const float*, float*) { absent("erf_avx2"); }
+double exp_shifted_sum_avx2(int64_t, const double*, double, double*) {
+    absent("exp_shifted_sum_avx2");
+}
+void log_softmax_row_backward_avx2(int64_t, const double*, const double*, double, double*) {
+    absent("log_softmax_row_backward_avx2");
+}
+float exp_shifted_sum_avx2(int64_t, const float*, float, float*) {
+    absent("exp_shifted_sum_avx2");
+}
+void log_softmax_row_backward_avx2(int64_t, const float*, const float*, float, float*) {
+    absent("log_softmax_row_backward_avx2");
+}
 
 }  // namespace graphnet

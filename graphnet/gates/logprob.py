@@ -3,12 +3,21 @@
 
 import numpy as np
 
+from ..kernels import _C
 from .base import Gate, GateError, ShapeError, dims_match, integer, mask_summary, register_gate
+from .elementwise import threaded_array, threaded_pair
 from .tensor import normalized_axis
+
+
+def _last_axis(x, axis):
+    """Whether the C++ rows kernel takes x along `axis`: its last."""
+    return threaded_array(x) and axis in (-1, x.ndim - 1)
 
 
 def log_softmax(x, axis):
     """x − log Σ e^x along `axis`, shifted by the maximum so that nothing overflows."""
+    if _last_axis(x, axis):  # C++: each row in one pass after its maximum
+        return _C.softmax_forward(x, log=True)
     shifted = x - np.max(x, axis=axis, keepdims=True)
     return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
 
@@ -43,6 +52,8 @@ class LogSoftmax(Gate):
         return out, out
 
     def backward(self, dout, cache, needs):
+        if _last_axis(cache, self.axis) and threaded_pair(dout, cache):
+            return (_C.softmax_backward(dout, cache, log=True),)
         return (dout - np.exp(cache) * np.sum(dout, axis=self.axis, keepdims=True),)
 
 

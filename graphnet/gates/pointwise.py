@@ -8,7 +8,8 @@ import math
 import numpy as np
 
 from .base import Gate, GateError, broadcast_shape, mask_summary, real, register_gate
-from .elementwise import Maximum, UnaryGate
+from ..kernels import _C
+from .elementwise import Maximum, UnaryGate, threaded_array, threaded_pair
 
 
 @register_gate
@@ -43,6 +44,8 @@ class Pow(UnaryGate):
         return {"exponent": self.exponent}
 
     def forward(self, x):
+        if self.exponent == 3:  # numpy's power takes the slow general path for 3: 18x
+            return x * x * x, x
         return x**self.exponent, x
 
     def backward(self, dout, cache, needs):
@@ -202,17 +205,20 @@ class LeakyRelu(UnaryGate):
         return {"alpha": self.alpha}
 
     def forward(self, x):
-        positive = x > 0
-        return np.where(positive, x, self.alpha * x), positive
+        if threaded_array(x):  # one C++ pass
+            return _C.pointwise_forward("leaky_relu", x, self.alpha), x
+        return np.where(x > 0, x, self.alpha * x), x
 
     def backward(self, dout, cache, needs):
-        return (np.where(cache, dout, self.alpha * dout),)
+        if threaded_pair(dout, cache):
+            return (_C.pointwise_backward("leaky_relu", dout, cache, self.alpha),)
+        return (np.where(cache > 0, dout, self.alpha * dout),)
 
     def summarize_cache(self, cache, input_names):
-        return [mask_summary(cache, f"mask {input_names[0]} > 0")]
+        return [f"saved {input_names[0]} {np.shape(cache)}"]
 
 
-_erf = np.frompyfunc(math.erf, 1, 1)  # numpy has no erf; the C library's, entry by entry
+_erf = np.frompyfunc(math.erf, 1, 1)  # numpy has no erf: for what the C++ kernel does not take
 _SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
 _TANH_CUBIC = 0.044715
 
@@ -220,7 +226,8 @@ _TANH_CUBIC = 0.044715
 @register_gate
 class Gelu(UnaryGate):
     """f = x·Φ(x), Φ the standard normal's CDF (approximate='tanh': Φ(x) taken as
-    (1 + tanh(√(2/π)(x + 0.044715x³)))/2, as GPT-2 did). df/dx = Φ(x) + x·φ(x)."""
+    (1 + tanh(√(2/π)(x + 0.044715x³)))/2, as GPT-2 did). df/dx = Φ(x) + x·φ(x).
+    Backward recomputes Φ from the saved x, as PyTorch does: cheaper than storing it."""
 
     op = "gelu"
     formula = "{0}·Φ({0})"
@@ -238,41 +245,62 @@ class Gelu(UnaryGate):
     def attrs(self):
         return {"approximate": self.approximate}
 
+    @property
+    def _kernel(self):
+        return "gelu_tanh" if self.approximate == "tanh" else "gelu"
+
     def forward(self, x):
+        if threaded_array(x):  # C++: Φ by a vectorised erfc, one pass
+            return _C.pointwise_forward(self._kernel, x), x
         if self.approximate == "tanh":
-            t = np.tanh(_SQRT_2_OVER_PI * (x + _TANH_CUBIC * x**3))
-            return 0.5 * x * (1 + t), (x, t)
-        cdf = 0.5 * (1 + np.asarray(_erf(x / math.sqrt(2)), dtype=np.result_type(x)))
-        return x * cdf, (x, cdf)
+            return 0.5 * x * (1 + self._tanh(x)), x
+        return x * self._cdf(x), x
 
     def backward(self, dout, cache, needs):
-        x, saved = cache
+        x = cache
+        if threaded_pair(dout, x):
+            return (_C.pointwise_backward(self._kernel, dout, x),)
         if self.approximate == "tanh":
-            t = saved
+            t = self._tanh(x)
             slope = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * _SQRT_2_OVER_PI * (
                 1 + 3 * _TANH_CUBIC * x * x
             )
         else:
-            slope = saved + x * np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+            slope = self._cdf(x) + x * np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
         return (dout * slope,)
 
+    @staticmethod
+    def _cdf(x):
+        return 0.5 * (1 + np.asarray(_erf(x / math.sqrt(2)), dtype=np.result_type(x)))
+
+    @staticmethod
+    def _tanh(x):
+        return np.tanh(_SQRT_2_OVER_PI * (x + _TANH_CUBIC * x**3))
+
     def summarize_cache(self, cache, input_names):
-        what = "tanh(…)" if self.approximate == "tanh" else "Φ"
-        return [f"saved {input_names[0]} and {what} {np.shape(cache[0])}"]
+        return [f"saved {input_names[0]} {np.shape(cache)}"]
 
 
 @register_gate
 class Softplus(UnaryGate):
-    """f = ln(1 + e^x), a smooth relu. df/dx = σ(x), read off the output as 1 − e^−f."""
+    """f = ln(1 + e^x), a smooth relu. df/dx = σ(x), from the saved x."""
 
     op = "softplus"
     formula = "ln(1 + e^{0})"
-    rule = "softplus: d{f}/d{0} = σ({0}) = 1 − e^(−{f}), a soft version of relu's 0/1 gate"
+    rule = "softplus: d{f}/d{0} = σ({0}), a soft version of relu's 0/1 gate"
     derivatives = ("σ({0})",)
 
     def forward(self, x):
-        out = np.logaddexp(0, x)  # never overflows
-        return out, out
+        if threaded_array(x):
+            return _C.pointwise_forward("softplus", x), x
+        return np.logaddexp(0, x), x  # never overflows
 
     def backward(self, dout, cache, needs):
-        return (dout * -np.expm1(-cache),)  # 1 − e^−f without the rounding of 1 − (≈1)
+        x = cache
+        if threaded_pair(dout, x):
+            return (_C.pointwise_backward("softplus", dout, x),)
+        e = np.exp(-np.abs(x))  # σ(x) without overflow, as the sigmoid gate computes it
+        return (dout * np.where(x >= 0, e.dtype.type(1), e) / (1 + e),)
+
+    def summarize_cache(self, cache, input_names):
+        return [f"saved {input_names[0]} {np.shape(cache)}"]

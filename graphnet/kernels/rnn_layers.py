@@ -459,6 +459,9 @@ def attention_forward(
                 f"scores' shape {scores.shape}"
             ) from None
         scores = np.where(keep, scores, -np.inf)
+    if mask is None and scores.dtype in (np.float32, np.float64):  # C++ rows: one pass
+        weights = _C.softmax_forward(scores)
+        return weights @ v, _AttentionCache(q, k, v, weights, scale)
     # Subtracting each row's maximum keeps exp from overflowing; a fully masked row has
     # maximum -inf and would give nan, so it is shifted by 0 instead and stays all zero.
     row_max = scores.max(axis=-1, keepdims=True) if scores.shape[-1] else 0
@@ -478,7 +481,12 @@ def attention_backward(dout: np.ndarray, cache: _AttentionCache) -> Tuple[np.nda
     dout = _upstream("attention_backward", "dout", dout, out_shape)
     dweights = dout @ np.swapaxes(v, -1, -2)
     # softmax backward: dscores = w * (dw - sum(dw * w)); masked weights are 0 and get 0.
-    dscores = weights * (dweights - (dweights * weights).sum(axis=-1, keepdims=True)) * scale
+    same = dweights.dtype == weights.dtype and dweights.shape == weights.shape
+    if same and weights.dtype in (np.float32, np.float64):  # C++ rows: one pass
+        dscores = _C.softmax_backward(dweights, weights)
+        dscores *= scale
+    else:
+        dscores = weights * (dweights - (dweights * weights).sum(axis=-1, keepdims=True)) * scale
     dq = dscores @ k
     dk = np.swapaxes(dscores, -1, -2) @ q
     dv = np.swapaxes(weights, -1, -2) @ dout

@@ -58,6 +58,34 @@ CASES = {
         lambda s: F.cross_entropy(s.permute(0, 2, 1), torch.tensor(LABELS), ignore_index=0),
     ),
     "leaky_relu": (lambda g, x: g.leaky_relu(x, 0.2), [(4, 6)], lambda x: F.leaky_relu(x, 0.2)),
+    # The C++ kernels (cpp/pointwise.cpp) over several threads' chunks and AVX2 tails.
+    "gelu, 3 chunks": (lambda g, x: g.gelu(x), [(3, 70_001)], F.gelu),
+    "gelu tanh, 3 chunks": (
+        lambda g, x: g.gelu(x, approximate="tanh"),
+        [(3, 70_001)],
+        lambda x: F.gelu(x, approximate="tanh"),
+    ),
+    "softplus, 3 chunks": (lambda g, x: g.softplus(x), [(3, 70_001)], F.softplus),
+    "leaky_relu, 3 chunks": (
+        lambda g, x: g.leaky_relu(x, 0.1),
+        [(3, 70_001)],
+        lambda x: F.leaky_relu(x, 0.1),
+    ),
+    "exp": (lambda g, x: g.exp(x), [(5, 13)], torch.exp),
+    "sigmoid": (lambda g, x: g.sigmoid(x), [(5, 13)], torch.sigmoid),
+    "tanh": (lambda g, x: g.tanh(x), [(5, 13)], torch.tanh),
+    "pow 3": (lambda g, x: x**3, [(5, 13)], lambda x: x**3),
+    "softmax": (lambda g, x: g.softmax(x), [(3, 5, 37)], lambda x: F.softmax(x, dim=-1)),
+    "avg_pool 3x3 stride 2": (
+        lambda g, x: g.avg_pool(x, 3, 3, stride=2),
+        [(2, 3, 9, 8)],
+        lambda x: F.avg_pool2d(x, 3, stride=2),
+    ),
+    "attention": (
+        lambda g, q, k, v: g.attention(q, k, v),
+        [(2, 3, 5, 4), (2, 3, 6, 4), (2, 3, 6, 7)],
+        F.scaled_dot_product_attention,
+    ),
 }
 
 

@@ -1,0 +1,273 @@
+#include "pointwise.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <type_traits>
+
+#include "pointwise_avx2.h"
+#include "recurrent.h"
+#include "threads.h"
+
+namespace graphnet {
+namespace {
+
+// Below this many elements a second thread costs more to wake than it saves.
+constexpr int64_t kChunk = 1 << 16;
+
+// f(begin, end) over [0, n) in chunks of kChunk, on the kernels' threads.
+template <typename F>
+void for_chunks(int64_t n, F f) {
+    const int64_t chunks = (n + kChunk - 1) / kChunk;
+#pragma omp parallel for schedule(static) num_threads(team_size(chunks))
+    for (int64_t c = 0; c < chunks; ++c) f(c * kChunk, std::min(n, (c + 1) * kChunk));
+}
+
+// The AVX2 path (pointwise_avx2.h lists its ops), where the CPU has it and the recurrent
+// kernels' switch allows.
+template <typename T>
+bool avx2_path(Pointwise op, bool backward) {
+    if (!avx2_activations_active()) return false;
+    const bool single = std::is_same<T, float>::value;
+    switch (op) {
+        case Pointwise::gelu:
+            return single;
+        case Pointwise::softplus:
+            return single || backward;
+        case Pointwise::gelu_tanh:
+            return true;
+        case Pointwise::sigmoid:
+            return !single && !backward;
+        default:
+            return false;
+    }
+}
+
+constexpr double kSqrt2OverPi = 0.79788456080286535588, kTanhCubic = 0.044715;
+constexpr double kInvSqrt2 = 0.70710678118654752440, kInvSqrt2Pi = 0.39894228040143267794;
+
+// Phi(x) = erfc(-x / sqrt 2) / 2: no cancellation in the left tail, unlike 1 + erf. In
+// double also for float32: a rounded x / sqrt 2 or x^2 would be off by x^2 2^-24 relative
+// far in the tail (190 units in the last place at x = -12.9).
+inline double normal_cdf(double x) { return 0.5 * std::erfc(-x * kInvSqrt2); }
+
+inline double normal_pdf(double x) { return std::exp(-0.5 * x * x) * kInvSqrt2Pi; }
+
+template <typename T>
+inline T gelu_tanh_arg(T x) {
+    return T(kSqrt2OverPi) * (x + T(kTanhCubic) * x * x * x);
+}
+
+template <typename T>
+inline T sigmoid(T x) {
+    const T e = std::exp(-std::abs(x));  // never overflows
+    return (x >= 0 ? T(1) : e) / (1 + e);
+}
+
+template <typename T>
+void forward_portable(Pointwise op, int64_t n, const T* x, T alpha, T* out) {
+    switch (op) {
+        case Pointwise::gelu:
+            for (int64_t k = 0; k < n; ++k) out[k] = static_cast<T>(x[k] * normal_cdf(x[k]));
+            return;
+        case Pointwise::gelu_tanh:
+            for (int64_t k = 0; k < n; ++k) {
+                out[k] = T(0.5) * x[k] * (1 + std::tanh(gelu_tanh_arg(x[k])));
+            }
+            return;
+        case Pointwise::leaky_relu:
+#pragma omp simd
+            for (int64_t k = 0; k < n; ++k) out[k] = x[k] * (x[k] > 0 ? T(1) : alpha);  // no jumps
+            return;
+        case Pointwise::softplus:  // max(x, 0) + ln(1 + e^-|x|), as np.logaddexp(0, x)
+            for (int64_t k = 0; k < n; ++k) {
+                out[k] = (x[k] > 0 ? x[k] : T(0)) + std::log1p(std::exp(-std::abs(x[k])));
+            }
+            return;
+        case Pointwise::sigmoid:
+            for (int64_t k = 0; k < n; ++k) out[k] = sigmoid(x[k]);
+            return;
+        case Pointwise::tanh:
+            for (int64_t k = 0; k < n; ++k) out[k] = std::tanh(x[k]);
+            return;
+    }
+}
+
+template <typename T>
+void backward_portable(Pointwise op, int64_t n, const T* dout, const T* s, T alpha, T* dx) {
+    switch (op) {
+        case Pointwise::gelu:
+            for (int64_t k = 0; k < n; ++k) {
+                const double x = s[k];
+                dx[k] = dout[k] * static_cast<T>(normal_cdf(x) + x * normal_pdf(x));
+            }
+            return;
+        case Pointwise::gelu_tanh:
+            for (int64_t k = 0; k < n; ++k) {
+                const T x = s[k], t = std::tanh(gelu_tanh_arg(x));
+                dx[k] = dout[k] * (T(0.5) * (1 + t) + T(0.5) * x * (1 - t * t) * T(kSqrt2OverPi) *
+                                                          (1 + 3 * T(kTanhCubic) * x * x));
+            }
+            return;
+        case Pointwise::leaky_relu:
+#pragma omp simd
+            for (int64_t k = 0; k < n; ++k) dx[k] = dout[k] * (s[k] > 0 ? T(1) : alpha);
+            return;
+        case Pointwise::softplus:
+            for (int64_t k = 0; k < n; ++k) dx[k] = dout[k] * sigmoid(s[k]);
+            return;
+        case Pointwise::sigmoid:
+#pragma omp simd
+            for (int64_t k = 0; k < n; ++k) dx[k] = dout[k] * s[k] * (1 - s[k]);
+            return;
+        case Pointwise::tanh:
+#pragma omp simd
+            for (int64_t k = 0; k < n; ++k) dx[k] = dout[k] * (1 - s[k] * s[k]);
+            return;
+    }
+}
+
+}  // namespace
+
+bool pointwise_saves_input(Pointwise op) {
+    return op == Pointwise::gelu || op == Pointwise::gelu_tanh || op == Pointwise::leaky_relu ||
+           op == Pointwise::softplus;
+}
+
+template <typename T>
+void pointwise_forward(Pointwise op, int64_t n, const T* x, T alpha, T* out) {
+    const bool avx2 = avx2_path<T>(op, false);
+    for_chunks(n, [&](int64_t begin, int64_t end) {
+        if (avx2) return pointwise_forward_avx2(op, end - begin, x + begin, alpha, out + begin);
+        forward_portable(op, end - begin, x + begin, alpha, out + begin);
+    });
+}
+
+template <typename T>
+void pointwise_backward(Pointwise op, int64_t n, const T* dout, const T* saved, T alpha, T* dx) {
+    const bool avx2 = avx2_path<T>(op, true);
+    for_chunks(n, [&](int64_t begin, int64_t end) {
+        if (avx2) {
+            return pointwise_backward_avx2(op, end - begin, dout + begin, saved + begin, alpha,
+                                           dx + begin);
+        }
+        backward_portable(op, end - begin, dout + begin, saved + begin, alpha, dx + begin);
+    });
+}
+
+template <typename T>
+void erf_forward(int64_t n, const T* x, T* out) {
+    const bool avx2 = std::is_same<T, float>::value && avx2_activations_active();
+    for_chunks(n, [&](int64_t begin, int64_t end) {
+        if constexpr (std::is_same<T, float>::value) {
+            if (avx2) return erf_avx2(end - begin, x + begin, out + begin);
+        }
+        for (int64_t k = begin; k < end; ++k) out[k] = std::erf(x[k]);
+    });
+}
+
+namespace {
+
+// The rows [begin, end) of a softmax, each on one thread: the same bits for any count.
+template <typename F>
+void for_rows(int64_t rows, int64_t cols, F f) {
+    const int64_t per_chunk = std::max<int64_t>(1, kChunk / std::max<int64_t>(cols, 1));
+    const int64_t chunks = (rows + per_chunk - 1) / per_chunk;
+#pragma omp parallel for schedule(static) num_threads(team_size(chunks))
+    for (int64_t c = 0; c < chunks; ++c) {
+        for (int64_t r = c * per_chunk; r < std::min(rows, (c + 1) * per_chunk); ++r) f(r);
+    }
+}
+
+// The row's maximum, NaN if it holds one (as np.max). The loop is a plain max the compiler
+// vectorises; x * 0 summed is NaN only if some entry is NaN or infinite, and only then is
+// the row searched for a NaN.
+template <typename T>
+T row_max(int64_t n, const T* x) {
+    T m = -std::numeric_limits<T>::infinity(), probe = 0;
+#pragma omp simd reduction(max : m) reduction(+ : probe)
+    for (int64_t k = 0; k < n; ++k) {
+        m = x[k] > m ? x[k] : m;
+        probe += x[k] * T(0);
+    }
+    if (probe != probe) {
+        for (int64_t k = 0; k < n; ++k) {
+            if (x[k] != x[k]) return x[k];
+        }
+    }
+    return m;
+}
+
+// out = e^(x - shift), returns its sum.
+template <typename T>
+T exp_shifted_sum(int64_t n, const T* x, T shift, T* out, bool avx2) {
+    if (avx2) return exp_shifted_sum_avx2(n, x, shift, out);
+    T sum = 0;
+    for (int64_t k = 0; k < n; ++k) {
+        const T e = std::exp(x[k] - shift);
+        if (out) out[k] = e;
+        sum += e;
+    }
+    return sum;
+}
+
+}  // namespace
+
+template <typename T>
+void softmax_rows_forward(int64_t rows, int64_t cols, const T* x, T* out, bool log) {
+    const bool avx2 = avx2_activations_active();
+    for_rows(rows, cols, [&](int64_t r) {
+        const T* row = x + r * cols;
+        T* o = out + r * cols;
+        const T shift = row_max(cols, row);
+        const T sum = exp_shifted_sum(cols, row, shift, log ? nullptr : o, avx2);
+        if (log) {
+            const T log_sum = std::log(sum);
+#pragma omp simd
+            for (int64_t k = 0; k < cols; ++k) o[k] = (row[k] - shift) - log_sum;
+        } else {  // times the reciprocal: a division per entry would cost more than the exps
+            const T scale = T(1) / sum;
+#pragma omp simd
+            for (int64_t k = 0; k < cols; ++k) o[k] *= scale;
+        }
+    });
+}
+
+template <typename T>
+void softmax_rows_backward(int64_t rows, int64_t cols, const T* dout, const T* out, T* dx,
+                           bool log) {
+    const bool avx2 = avx2_activations_active();
+    for_rows(rows, cols, [&](int64_t r) {
+        const T *d = dout + r * cols, *o = out + r * cols;
+        T* g = dx + r * cols;
+        T total = 0;  // log: sum(dout); else sum(dout s)
+        if (log) {
+#pragma omp simd reduction(+ : total)
+            for (int64_t k = 0; k < cols; ++k) total += d[k];
+            if (avx2) return log_softmax_row_backward_avx2(cols, d, o, total, g);
+            for (int64_t k = 0; k < cols; ++k) g[k] = d[k] - std::exp(o[k]) * total;
+        } else {
+#pragma omp simd reduction(+ : total)
+            for (int64_t k = 0; k < cols; ++k) total += d[k] * o[k];
+#pragma omp simd
+            for (int64_t k = 0; k < cols; ++k) g[k] = o[k] * (d[k] - total);
+        }
+    });
+}
+
+template void pointwise_forward<float>(Pointwise, int64_t, const float*, float, float*);
+template void pointwise_forward<double>(Pointwise, int64_t, const double*, double, double*);
+template void pointwise_backward<float>(Pointwise, int64_t, const float*, const float*, float,
+                                        float*);
+template void pointwise_backward<double>(Pointwise, int64_t, const double*, const double*, double,
+                                         double*);
+template void erf_forward<float>(int64_t, const float*, float*);
+template void erf_forward<double>(int64_t, const double*, double*);
+template void softmax_rows_forward<float>(int64_t, int64_t, const float*, float*, bool);
+template void softmax_rows_forward<double>(int64_t, int64_t, const double*, double*, bool);
+template void softmax_rows_backward<float>(int64_t, int64_t, const float*, const float*, float*,
+                                           bool);
+template void softmax_rows_backward<double>(int64_t, int64_t, const double*, const double*,
+                                            double*, bool);
+
+}  // namespace graphnet

@@ -1,0 +1,49 @@
+// The general elementwise gates' kernels (graphnet/gates/pointwise.py and elementwise.py):
+// one threaded pass each way, float32 or float64, where numpy needs several passes and
+// temporaries (and has no erf at all). On AVX2 (avx2_activations_active(), recurrent.h)
+// the transcendental ones run eight float32 or four float64 lanes at a time (the list in
+// pointwise_avx2.h, the errors in avx2_math.h); elsewhere the C library's functions.
+//
+// Every output entry depends on its own input entries only, so any thread count gives the
+// same bits.
+#pragma once
+
+#include <cstdint>
+
+namespace graphnet {
+
+enum class Pointwise : int {
+    gelu,        // x Phi(x), Phi the standard normal CDF
+    gelu_tanh,   // x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) / 2
+    leaky_relu,  // x if x > 0 else alpha x
+    softplus,    // ln(1 + e^x)
+    sigmoid,     // 1 / (1 + e^-x)
+    tanh,        // tanh x (backward only)
+};
+
+// What backward reads as `saved`: x for gelu, gelu_tanh, leaky_relu and softplus; the
+// forward's output for sigmoid and tanh.
+bool pointwise_saves_input(Pointwise op);
+
+template <typename T>
+void pointwise_forward(Pointwise op, int64_t n, const T* x, T alpha, T* out);
+
+// dx = dout * f'(x), f' from `saved` (see pointwise_saves_input).
+template <typename T>
+void pointwise_backward(Pointwise op, int64_t n, const T* dout, const T* saved, T alpha, T* dx);
+
+// erf, float32 on AVX2 (within 2 units in the last place, see the tests) or the C library's.
+template <typename T>
+void erf_forward(int64_t n, const T* x, T* out);
+
+// Softmax (log=false) or log softmax (log=true) of each row of x (rows x cols), shifted by
+// the row's maximum as numpy's formula is (a NaN anywhere in a row makes the row NaN).
+template <typename T>
+void softmax_rows_forward(int64_t rows, int64_t cols, const T* x, T* out, bool log);
+
+// softmax: dx = s (dout - sum(dout s)); log softmax: dx = dout - e^out sum(dout), per row.
+template <typename T>
+void softmax_rows_backward(int64_t rows, int64_t cols, const T* dout, const T* out, T* dx,
+                           bool log);
+
+}  // namespace graphnet
