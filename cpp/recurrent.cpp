@@ -262,13 +262,14 @@ RecurrentGeometry recurrent_geometry(Cell cell, const Shape& x, const Shape& h0,
                               shape_str(h0) + ", Wx " + shape_str(Wx) + ", Wh " +
                               shape_str(Wh) + ", b " + shape_str(b);
     // BLAS takes 32-bit sizes: the N * T rows of the whole-sequence products, the G
-    // columns, and the stride T * G between one sequence's rows in the per-step products.
-    // Checked first, so that G and the products below cannot overflow (H may be anything
-    // when N = 0).
+    // columns, the stride T * G between one sequence's rows in the per-step products, and
+    // the D + H rows of the weights' gradient. Checked first, so that G and the products
+    // below cannot overflow (H may be anything when N = 0).
     const int64_t G = checked_mul(g.gates(), g.H, sizes);
     for (int64_t extent : {checked_mul(g.N, g.T, sizes), checked_mul(g.T, G, sizes), g.D, G}) {
         require_blas_size(extent, sizes);
     }
+    require_blas_size(g.D + g.H, sizes);  // D and H (<= G) are below 2^31 now
     if (h0[0] != g.N || Wx != Shape{g.D, G} || Wh != Shape{g.H, G} || b != Shape{G}) {
         fail(sizes + " do not fit together: expected h0 (N, H), Wx (D, " +
              (cell == Cell::lstm ? "4H), Wh (H, 4H), b (4H,)" : "H), Wh (H, H), b (H,)"));
@@ -343,16 +344,26 @@ void recurrent_backward(const RecurrentGeometry& g, const T* dh, const T* x, con
             }
         }
     }
-    // The weights' gradients sum over every step: one product over all N * T rows each.
+    // The weights' gradients sum over every step: one product over all N * T rows. dWx
+    // and dWh are one product, [x | prev_h]^T da, so that BLAS packs da once (the two
+    // products apart took 2.06 ms instead of 1.75 at N = 32, T = 50, D = 32, H = 128,
+    // and 14.4 instead of 13.0 at N = 64, D = 64, H = 256; one thread).
     product(false, true, rows, g.D, G, da.get(), Wx, dx);
-    product(true, false, g.D, G, rows, x, da.get(), dWx);
-    const Scratch<T> prev_h = scratch<T>(rows * H);
-    for (int64_t n = 0; n < g.N && g.T > 0; ++n) {
-        std::copy(h0 + n * H, h0 + (n + 1) * H, prev_h.get() + n * g.T * H);
-        std::copy(h + n * g.T * H, h + ((n + 1) * g.T - 1) * H,
-                  prev_h.get() + (n * g.T + 1) * H);
+    const int64_t K = g.D + H;  // the columns of [x | prev_h]
+    const Scratch<T> inputs = scratch<T>(rows * K);
+    for (int64_t n = 0; n < g.N; ++n) {
+        for (int64_t t = 0; t < g.T; ++t) {
+            const Step<T> s{g, t};
+            T* row = inputs.get() + (n * g.T + t) * K;
+            const T* prev = s.prev_h(h0, h) + n * s.prev_h_ld();
+            std::copy(x + s.row(n, g.D), x + s.row(n, g.D) + g.D, row);
+            std::copy(prev, prev + H, row + g.D);
+        }
     }
-    product(true, false, H, G, rows, prev_h.get(), da.get(), dWh);
+    const Scratch<T> dW = scratch<T>(K * G);
+    product(true, false, K, G, rows, inputs.get(), da.get(), dW.get());
+    std::copy(dW.get(), dW.get() + g.D * G, dWx);
+    std::copy(dW.get() + g.D * G, dW.get() + K * G, dWh);
     std::fill(db, db + G, T(0));
     for (int64_t r = 0; r < rows; ++r) {
         const T* d = da.get() + r * G;

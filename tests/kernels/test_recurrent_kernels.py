@@ -239,6 +239,17 @@ def test_forward_refuses_sizes_beyond_the_32_bit_blas():
             np.zeros((1 << 40, 0)),
             np.zeros(0),
         )
+    # D and H each fit, D + H (the rows of the weights' gradient [x | prev_h]^T da) not
+    D, H = (1 << 31) - 1, 1
+    with pytest.raises(ValueError, match="too large"):
+        _C.recurrent_forward(
+            "rnn",
+            np.zeros((0, 1, D), np.float32),
+            np.zeros((0, H), np.float32),
+            np.broadcast_to(np.float32(0), (D, H)),
+            np.zeros((H, H), np.float32),
+            np.zeros(H, np.float32),
+        )
 
 
 def test_backward_refuses_a_tampered_cache():
