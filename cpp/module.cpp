@@ -21,6 +21,7 @@
 #include "optim.h"
 #include "pool.h"
 #include "recurrent.h"
+#include "softmax_loss.h"
 #include "threads.h"
 
 namespace py = pybind11;
@@ -282,6 +283,32 @@ py::array py_sigmoid(const py::array& x) {
     py::gil_scoped_release nogil;
     sigmoid_forward(n, xp, op);
     return out;
+}
+
+py::tuple py_softmax_loss(const py::array& x, const py::array& labels, const py::array& weight) {
+    const Shape xs = shape_of(x);
+    require_rank(xs, 2, "softmax loss x", "(rows, V)");
+    require_shape(labels, Shape{xs[0]}, "softmax loss labels");
+    require_shape(weight, Shape{xs[0]}, "softmax loss row weights");
+    require_same_dtype(x, "x", weight, "weight");
+    if (!labels.dtype().is(py::dtype::of<int64_t>())) {
+        fail("softmax loss labels must be int64, got " + dtype_name(labels));
+    }
+    Contig<int64_t> yc(labels);
+    return dispatch_float(x, "softmax loss x", [&](auto zero) -> py::tuple {
+        using T = decltype(zero);
+        Contig<T> xc(x), wc(weight);
+        py::array_t<T> dx(xs);
+        const T *xp = xc.data(), *wp = wc.data();
+        const int64_t* yp = yc.data();
+        T* dxp = dx.mutable_data();
+        double loss;
+        {
+            py::gil_scoped_release nogil;
+            loss = softmax_loss_rows(xs[0], xs[1], xp, yp, wp, dxp);
+        }
+        return py::make_tuple(loss, dx);
+    });
 }
 
 py::array py_matmul(const py::array& a, const py::array& b, bool transpose_a, bool transpose_b) {
@@ -649,6 +676,10 @@ PYBIND11_MODULE(_C, m) {
     m.def("sigmoid", &py_sigmoid, "x"_a,
           "1 / (1 + exp(-x)) of a float32 array in one threaded pass (AVX2 where the CPU has\n"
           "it and set_avx2_activations allows, within 3 units in the last place).");
+    m.def("softmax_loss", &py_softmax_loss, "x"_a, "labels"_a, "weight"_a,
+          "Softmax cross-entropy of each row of x (rows, V) against its int64 label, times\n"
+          "its weight: (the weighted sum of the rows' losses, dx (rows, V)); x and weight\n"
+          "of one float dtype. Labels outside [0, V) raise ValueError.");
     m.def("matmul", &py_matmul, "a"_a, "b"_a, py::kw_only(), "transpose_a"_a = false,
           "transpose_b"_a = false,
           "op(a) @ op(b) on graphnet's threads, op = transpose when asked (no copy is made\n"

@@ -62,5 +62,7 @@ void panel_gemm_avx512(int64_t, int64_t, int64_t, int64_t, const float*, int64_t
 }
 void sigmoid_avx2(int64_t, const float*, const float*, float*) { absent("sigmoid_avx2"); }
 void tanh_avx2(int64_t, const float*, const float*, float*) { absent("tanh_avx2"); }
+float exp_sum_avx2(int64_t, const float*, float, float*) { absent("exp_sum_avx2"); }
+float max_avx2(int64_t, const float*) { absent("max_avx2"); }
 
 }  // namespace graphnet
