@@ -63,6 +63,30 @@ Scratch<T> scratch(int64_t n) {
     return Scratch<T>(static_cast<T*>(p));
 }
 
+// The backward's two large scratch arrays (da, N*T x 4H, and [x | prev_h], N*T x (D + H)),
+// kept from one call to the next on the calling thread: a training step calls the
+// kernel again with the same sizes, and fresh huge pages are zeroed by the kernel on
+// every call (26 MB of da at N = 64, T = 50, H = 512). Grown when too small, never
+// shrunk; per thread, so that two Python threads may run the kernel at once.
+enum class Kept { gates_gradient, inputs, count };
+
+template <typename T>
+T* kept_scratch(Kept which, int64_t n) {
+    struct Slot {
+        Scratch<unsigned char> memory;
+        size_t bytes = 0;
+    };
+    thread_local Slot slots[static_cast<int>(Kept::count)];
+    Slot& slot = slots[static_cast<int>(which)];
+    const size_t bytes = static_cast<size_t>(n) * sizeof(T);  // n elements exist elsewhere
+    if (bytes > slot.bytes || !slot.memory) {
+        slot.memory.reset();  // before the new one: not both at once
+        slot.memory = scratch<unsigned char>(static_cast<int64_t>(bytes));
+        slot.bytes = bytes;
+    }
+    return reinterpret_cast<T*>(slot.memory.get());
+}
+
 // Atomic: a Python thread may switch it while another runs a kernel without the GIL.
 std::atomic<bool> avx2_enabled{true};
 
@@ -334,7 +358,7 @@ void recurrent_backward(const RecurrentGeometry& g, const T* dh, const T* x, con
     const bool lstm = g.cell == Cell::lstm;
     const int64_t rows = g.N * g.T, G = g.G(), H = g.H;
     // Left uninitialised: every element is written before it is read.
-    const Scratch<T> da = scratch<T>(rows * G);
+    T* const da = kept_scratch<T>(Kept::gates_gradient, rows * G);
     std::vector<T> dc(lstm ? g.N * H : 0, T(0)), zeros(H, T(0));
     std::fill(dh0, dh0 + g.N * H, T(0));  // the gradient reaching h[:, t - 1], then h0
     const int64_t column_blocks = blocks_of(H, kHiddenColumns);
@@ -349,15 +373,15 @@ void recurrent_backward(const RecurrentGeometry& g, const T* dh, const T* x, con
                 const int64_t u0 = j * units, u1 = std::min(H, u0 + units);
                 if (lstm) {
                     lstm_cell_backward(s, dh, dh0, act, c, tanh_c, zeros.data(), u0, u1,
-                                       dc.data(), da.get());
+                                       dc.data(), da);
                 } else {
-                    rnn_cell_backward(s, dh, dh0, h, u0, u1, da.get());
+                    rnn_cell_backward(s, dh, dh0, h, u0, u1, da);
                 }
             }  // the barrier: every unit's da[:, t] is needed below
 #pragma omp for schedule(static)
             for (int64_t j = 0; j < column_blocks; ++j) {  // dh0[:, c0:c1] = da[:, t] @ Wh^T
                 const int64_t c0 = j * kHiddenColumns, c1 = std::min(H, c0 + kHiddenColumns);
-                step_product(g.N, c0, c1, G, da.get() + t * G, g.T * G, packed_Wh_t, true, Wh,
+                step_product(g.N, c0, c1, G, da + t * G, g.T * G, packed_Wh_t, true, Wh,
                              G, false, dh0, H);
             }
         }
@@ -366,25 +390,25 @@ void recurrent_backward(const RecurrentGeometry& g, const T* dh, const T* x, con
     // and dWh are one product, [x | prev_h]^T da, so that BLAS packs da once (the two
     // products apart took 2.06 ms instead of 1.75 at N = 32, T = 50, D = 32, H = 128,
     // and 14.4 instead of 13.0 at N = 64, D = 64, H = 256; one thread).
-    product(false, true, rows, g.D, G, da.get(), Wx, dx);
+    product(false, true, rows, g.D, G, da, Wx, dx);
     const int64_t K = g.D + H;  // the columns of [x | prev_h]
-    const Scratch<T> inputs = scratch<T>(rows * K);
+    T* const inputs = kept_scratch<T>(Kept::inputs, rows * K);
     for (int64_t n = 0; n < g.N; ++n) {
         for (int64_t t = 0; t < g.T; ++t) {
             const Step<T> s{g, t};
-            T* row = inputs.get() + (n * g.T + t) * K;
+            T* row = inputs + (n * g.T + t) * K;
             const T* prev = s.prev_h(h0, h) + n * s.prev_h_ld();
             std::copy(x + s.row(n, g.D), x + s.row(n, g.D) + g.D, row);
             std::copy(prev, prev + H, row + g.D);
         }
     }
     const Scratch<T> dW = scratch<T>(K * G);
-    weight_gradient(K, G, rows, inputs.get(), da.get(), dW.get());
+    weight_gradient(K, G, rows, inputs, da, dW.get());
     std::copy(dW.get(), dW.get() + g.D * G, dWx);
     std::copy(dW.get() + g.D * G, dW.get() + K * G, dWh);
     std::fill(db, db + G, T(0));
     for (int64_t r = 0; r < rows; ++r) {
-        const T* d = da.get() + r * G;
+        const T* d = da + r * G;
         for (int64_t k = 0; k < G; ++k) db[k] += d[k];
     }
 }

@@ -4,6 +4,7 @@ against the C library's, sizes that leave ragged blocks of work, and bad argumen
 with ValueError (never a crash)."""
 
 import contextlib
+import threading
 
 import numpy as np
 import pytest
@@ -60,6 +61,29 @@ def test_same_bits_on_any_number_of_threads(cell, dtype):
         with kernel_threads(threads):
             for mine, reference in zip(run(cell, args, dh), one):
                 np.testing.assert_array_equal(mine, reference)
+
+
+def test_python_threads_running_the_backward_at_once_keep_their_own_scratch():
+    """The backward keeps its scratch arrays per calling thread from one call to the
+    next: calls of two sizes from two Python threads at once give each its own answer."""
+    cases = [case("lstm", N=N, H=H, dtype=np.float32, seed=N) for N, H in ((6, 40), (9, 90))]
+    expected = [run("lstm", args, dh) for args, dh in cases]
+    results = [[] for _ in cases]
+
+    def work(i):
+        for _ in range(20):
+            results[i].append(run("lstm", *cases[i]))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(cases))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for got, reference in zip(results, expected):
+        assert len(got) == 20
+        for outputs in got:
+            for mine, theirs in zip(outputs, reference):
+                np.testing.assert_array_equal(mine, theirs)
 
 
 def step_loop(cell, x, h0, Wx, Wh, b, dh):
