@@ -86,6 +86,24 @@ def test_python_threads_running_the_backward_at_once_keep_their_own_scratch():
                 np.testing.assert_array_equal(mine, theirs)
 
 
+def test_saved_states_stay_while_later_calls_reuse_freed_ones():
+    """The forward's outputs come from a pool of freed blocks of the same size: a cache
+    still held is never handed out again, whatever runs in between."""
+    args, dh = case("lstm", dtype=np.float32)
+    other_args, _ = case("lstm", dtype=np.float32, seed=1)
+    h, cache = R.lstm_forward(*args)
+    kept = [np.array(a, copy=True) for a in (h, cache.act, cache.c, cache.tanh_c)]
+    expected = R.lstm_backward(dh, cache)
+    for _ in range(20):  # blocks freed and taken again, of the very same sizes
+        other_h, other_cache = R.lstm_forward(*other_args)
+        R.lstm_backward(dh, other_cache)
+        del other_h, other_cache
+    for saved, now in zip(kept, (h, cache.act, cache.c, cache.tanh_c)):
+        np.testing.assert_array_equal(saved, now)
+    for mine, theirs in zip(R.lstm_backward(dh, cache), expected):
+        np.testing.assert_array_equal(mine, theirs)
+
+
 def step_loop(cell, x, h0, Wx, Wh, b, dh):
     """The course's way, in float64: the step functions over t, then back over t.
     Returns h, dx, dh0, dWx, dWh, db."""
