@@ -9,12 +9,14 @@ PyTorch module holding the same weights), each batch size and each dtype the cou
 it in (--dtypes narrows that), it measures in one run:
 
 - the training step: forward, backward and the adam update, softmax loss, 3x32x32 (or
-  3072-feature) synthetic inputs; graphnet's Solver-style step (model.loss(X, y), then
-  optim.adam per param) against torch.optim.Adam's;
+  3072-feature) synthetic inputs (the language models: random words, the temporal softmax
+  loss of the next word at every step); graphnet's Solver-style step (model.loss(X, y),
+  then optim.adam per param) against torch.optim.Adam's;
 - eval-mode inference (graphnet: model.loss(X), which runs the scores in eval mode;
   PyTorch: net.eval() under torch.inference_mode());
 - the floor: the step's multiply-adds (conv and affine forward, both weight and input
-  gradients, none for the data) at the machine's sgemm (dgemm for float64) rate, plus
+  gradients, none for the data; an LSTM's as an affine map of [x_t | h_(t-1)] to its 4H
+  gates at every step) at the machine's sgemm (dgemm for float64) rate, plus
   its unavoidable memory traffic at the machine's copy bandwidth: the data read once,
   every conv/affine output written once and read once, its gradient likewise (anything
   between two such layers counted as fused, hence free), and adam's pass over the params
@@ -44,7 +46,8 @@ from graphnet import optim
 from graphnet.kernels import _C
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from zoo_models import BY_NAME, ZOO, build_graphnet, build_torch, shapes  # noqa: E402
+from zoo_models import (BY_NAME, ZOO, batch_of, build_graphnet, build_torch, shapes,  # noqa: E402
+                        torch_loss)
 
 DEFAULT_BATCHES = (1, 64)
 
@@ -69,7 +72,15 @@ def step_cost(model, batch):
 
     for layer, shape in walk:
         kind = layer[0]
-        if kind == "conv":
+        if kind == "embed":  # a lookup: no flops, its gradient (scattered rows) is counted
+            first_weighted = False  # the layer after it needs its input gradient
+            params += model.classes * layer[1]
+        elif kind == "lstm":  # per step [x_t | h_(t-1)] (D + H) times the 4H gate columns
+            H = layer[1]
+            weighted(batch * shape[1] * 4 * H, shape[2] + H, 4 * H)
+        elif kind == "temporal_affine":
+            weighted(batch * shape[1] * layer[1], shape[2], layer[1])
+        elif kind == "conv":
             _, F, k, stride = layer
             pad = (k - 1) // 2
             Ho = 1 + (shape[2] + 2 * pad - k) // stride
@@ -128,17 +139,10 @@ def machine_rates(threads, repeats=5):
 
 # ----- the contenders ---------------------------------------------------------------------
 
-def data(model, batch, dtype, seed=0):
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((batch, *model.input_shape)).astype(dtype)
-    y = rng.integers(10, size=batch).astype(np.int64)
-    return X, y
-
-
 def contenders(model, batch, dtype):
     """{name: function running one step (or one inference)} for graphnet and PyTorch."""
     ours = build_graphnet(model, dtype)
-    X, y = data(model, batch, dtype)
+    X, y = batch_of(model, batch, dtype, np.random.default_rng(0))
     configs = {name: {"learning_rate": 1e-3} for name in ours.params}
 
     def graphnet_step():
@@ -162,7 +166,7 @@ def contenders(model, batch, dtype):
     def torch_step():
         net.train()
         opt.zero_grad(set_to_none=True)
-        torch.nn.functional.cross_entropy(net(Xt), yt).backward()
+        torch_loss(model, net(Xt), yt).backward()
         opt.step()
 
     def torch_infer():

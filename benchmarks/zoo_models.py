@@ -18,6 +18,14 @@ by the classifier's last affine layer to `CLASSES` scores and the softmax loss:
     ("avgpool",)             2x2 average pool, stride 2
     ("gmean",)               global average pooling: each channel's mean over its pixels
 
+A language model's description starts with ("embed", D), word vectors of D features for
+its `classes` words, its input (T,) is T words and its classifier is the same affine map
+at every step to scores over the words, each predicting the next word:
+
+    ("embed", D)             word embedding (classes x D)
+    ("lstm", H)              an LSTM over the T steps from a zero state (PyTorch: nn.LSTM,
+                             its gates reordered and its second bias held at zero)
+
 The course's three models (TwoLayerNet, FullyConnectedNet, ThreeLayerConvNet) are built
 by their graphnet.models classes; their description says what the PyTorch twin is. Params
 are created in the order of the description on both sides, which is how the weights are
@@ -30,6 +38,7 @@ import numpy as np
 
 import graphnet as gn
 from graphnet.models import FullyConnectedNet, GraphClassifier, ThreeLayerConvNet, TwoLayerNet
+from graphnet.models.classifiers import classifier_loss
 
 CLASSES = 10
 IMAGE = (3, 32, 32)
@@ -44,6 +53,12 @@ class ZooModel:
     layers: tuple                   # the description (see the module's docstring)
     dtypes: tuple = ("float32",)    # the dtypes the course uses it in
     course: Optional[Callable] = None  # builds the graphnet.models class instead (dtype ->)
+    classes: int = CLASSES          # the scores per sample (per step: the words)
+
+    @property
+    def sequence(self):
+        """A language model: words in, next-word scores at every step out."""
+        return self.layers[0][0] == "embed"
 
 
 def _vgg_unit(F):
@@ -97,6 +112,10 @@ ZOO = (
              "global mean", IMAGE,
              (("conv", 32, 3, 1), ("gn", 8), ("gelu",), ("avgpool",), ("conv", 64, 3, 2),
               ("leaky", 0.1), ("gmean",))),
+    ZooModel("lstm_lm", "character LSTM language model: embed(65 x 32)-lstm(128)-"
+             "temporal affine(65), T = 50", (50,), (("embed", 32), ("lstm", 128)), classes=65),
+    ZooModel("lstm_lm256", "character LSTM language model: embed(65 x 64)-lstm(256)-"
+             "temporal affine(65), T = 50", (50,), (("embed", 64), ("lstm", 256)), classes=65),
 )
 
 BY_NAME = {m.name: m for m in ZOO}
@@ -106,10 +125,13 @@ def shapes(model, batch):
     """[(layer, its input's shape)] for a batch, the final affine included, and the scores'
     shape. (One place for the geometry the floor needs: graphnet.kernels.geometry's rule.)"""
     shape, walk = (batch, *model.input_shape), []
-    for layer in model.layers + (("affine", CLASSES),):
+    last = ("temporal_affine" if model.sequence else "affine", model.classes)
+    for layer in model.layers + (last,):
         walk.append((layer, shape))
         kind = layer[0]
-        if kind == "conv":
+        if kind in ("embed", "lstm", "temporal_affine"):
+            shape = (batch, shape[1], layer[1])
+        elif kind == "conv":
             _, F, k, stride = layer
             pad = (k - 1) // 2
             shape = (batch, F, 1 + (shape[2] + 2 * pad - k) // stride,
@@ -123,16 +145,65 @@ def shapes(model, batch):
     return walk, shape
 
 
+def batch_of(model, batch, dtype, rng):
+    """(X, y), a synthetic batch: standard normal samples and class labels, or for a
+    language model `batch` sequences of random words, y each X's next words."""
+    if model.sequence:
+        words = rng.integers(model.classes, size=(batch, model.input_shape[0] + 1))
+        return words[:, :-1], words[:, 1:]
+    X = rng.standard_normal((batch, *model.input_shape)).astype(dtype)
+    return X, rng.integers(model.classes, size=batch).astype(np.int64)
+
+
 # ----- graphnet -------------------------------------------------------------------------
 
+class LanguageModel:
+    """A language-model graph as a model the Solver could train: `params` and the course's
+    loss(X, y=None) on words X (N, T) and their next words y (N, T) (classifier_loss's
+    contract: scores (N, T, V) for y=None, else (loss, grads)). It feeds the LSTM's zero
+    initial state and a mask counting every step."""
+
+    def __init__(self, graph, hidden):
+        self.graph, self.params, self.hidden = graph, graph.params, hidden
+
+    def loss(self, X, y=None):
+        X = np.asarray(X)
+        inputs = {"x": X, "h0": np.zeros((X.shape[0], self.hidden), self.graph.dtype)}
+        labels = None if y is None else {"y": np.asarray(y), "mask": np.ones(X.shape, np.int64)}
+        return classifier_loss(self.graph, inputs, labels, "scores", "loss")
+
+
+def build_language_model(model, dtype, rng):
+    (_, D), (_, H) = model.layers
+    V, T = model.classes, model.input_shape[0]
+    g = gn.Graph(dtype=dtype)
+    x = g.input("x", shape=(None, T), dtype=np.int64)
+    h0 = g.input("h0", shape=(None, H), requires_grad=False)
+
+    def param(name, shape, scale):
+        return g.param(name, (rng.standard_normal(shape) * scale).astype(dtype))
+
+    words = g.word_embedding(x, param("W_embed", (V, D), 1.0), name="words")
+    h = g.lstm(words, h0, param("Wx", (D, 4 * H), 1 / np.sqrt(D)),
+               param("Wh", (H, 4 * H), 1 / np.sqrt(H)), param("b", (4 * H,), 0.0), name="h")
+    scores = g.temporal_affine(h, param("W_vocab", (H, V), 1 / np.sqrt(H)),
+                               param("b_vocab", (V,), 0.0), name="scores")
+    y = g.input("y", shape=(None, T), dtype=np.int64)
+    mask = g.input("mask", shape=(None, T), dtype=np.int64)
+    g.temporal_softmax_loss(scores, y, mask, name="loss")
+    return LanguageModel(g, H)
+
+
 def build_graphnet(model, dtype, seed=0):
-    """A graphnet model of `model` (a GraphModel or a GraphClassifier: .params, .graph and
-    the course's loss(X, y=None)); weights drawn from `seed`."""
+    """A graphnet model of `model` (a GraphModel, a GraphClassifier or a LanguageModel:
+    .params, .graph and the course's loss(X, y=None)); weights drawn from `seed`."""
     dtype = np.dtype(dtype)
     if model.course is not None:
         np.random.seed(seed)
         return model.course(dtype)
     rng = np.random.default_rng(seed)
+    if model.sequence:
+        return build_language_model(model, dtype, rng)
     g = gn.Graph(dtype=dtype)
     h = g.input("x", shape=(None, *model.input_shape), requires_grad=False)
     counts = {}
@@ -158,7 +229,7 @@ def build_graphnet(model, dtype, seed=0):
         return g.conv(x, W, b, stride=stride, pad=(k - 1) // 2, name=name("conv"))
 
     squashing = any(layer[0] in ("tanh", "sigmoid") for layer in model.layers)
-    layers = model.layers + (("affine", CLASSES),)
+    layers = model.layers + (("affine", model.classes),)
     for i, layer in enumerate(layers):
         kind = layer[0]
         if kind == "conv":
@@ -226,6 +297,23 @@ def build_torch(model, graphnet_model):
         def forward(self, x):
             return x.mean((2, 3))
 
+    class LanguageModelNet(nn.Module):
+        def __init__(self, V, D, H):
+            super().__init__()
+            self.embed, self.lstm = nn.Embedding(V, D), nn.LSTM(D, H, batch_first=True)
+            self.vocab = nn.Linear(H, V)
+            nn.init.zeros_(self.lstm.bias_hh_l0)  # graphnet's LSTM has one bias
+            self.lstm.bias_hh_l0.requires_grad_(False)
+
+        def forward(self, x):
+            return self.vocab(self.lstm(self.embed(x))[0])
+
+    dtype = getattr(torch, np.dtype(graphnet_model.graph.dtype).name)
+    if model.sequence:
+        (_, D), (_, H) = model.layers
+        net = LanguageModelNet(model.classes, D, H).to(dtype)
+        copy_weights(model, graphnet_model, net)
+        return net, []
     walk, _ = shapes(model, 1)
     modules, dropouts = [], []
     for layer, shape in walk:
@@ -261,26 +349,80 @@ def build_torch(model, graphnet_model):
             if len(shape) > 2:
                 modules.append(nn.Flatten())
             modules.append(nn.Linear(int(np.prod(shape[1:])), layer[1]))
-    net = nn.Sequential(*modules).to(getattr(torch, np.dtype(graphnet_model.graph.dtype).name))
-    copy_weights(graphnet_model, net)
+    net = nn.Sequential(*modules).to(dtype)
+    copy_weights(model, graphnet_model, net)
     return net, dropouts
 
 
-def copy_weights(graphnet_model, net):
-    """graphnet's params (in building order) into the module's (in module order): the same
-    order by construction; affine weights (D, M) become Linear's (M, D). Batchnorm running
-    averages too (graphnet's momentum 0.9 is torch's 0.1)."""
+def torch_loss(model, scores, y):
+    """PyTorch's loss of the scores against the labels y, as graphnet's loss node computes
+    it: the softmax loss averaged over the batch, for a language model summed over the
+    steps and averaged over the sequences (the course's temporal softmax loss)."""
+    from torch.nn.functional import cross_entropy
+
+    if model.sequence:
+        return cross_entropy(scores.reshape(-1, model.classes), y.reshape(-1),
+                             reduction="sum") / y.shape[0]
+    return cross_entropy(scores, y)
+
+
+def _swap_o_g(W):
+    """The LSTM's gate blocks (last axis) from the course's order i, f, o, g to PyTorch's
+    i, f, g, o, and back (the same swap)."""
+    i, f, a, b = np.split(W, 4, axis=-1)
+    return np.concatenate([i, f, b, a], axis=-1)
+
+
+def _transposed(w):
+    return w.T if w.ndim == 2 else w
+
+
+def _param_pairs(model, net):
+    """[(torch parameter, its value as graphnet's param, graphnet's param as its value)] in
+    graphnet's params' order: affine weights (D, M) are Linear's (M, D); an LSTM's Wx (D,
+    4H) is weight_ih's (4H, D) with its gate blocks reordered, likewise Wh and b."""
+    if not model.sequence:
+        return [(p, _transposed, _transposed) for p in net.parameters()]
+    lstm = net.lstm
+
+    def gates_of_torch(w):
+        return _swap_o_g(_transposed(w))
+
+    def gates_of_graphnet(w):
+        return _transposed(_swap_o_g(w))
+
+    def same(w):
+        return w
+
+    gates = (gates_of_torch, gates_of_graphnet)
+    return [(net.embed.weight, same, same), (lstm.weight_ih_l0, *gates),
+            (lstm.weight_hh_l0, *gates), (lstm.bias_ih_l0, *gates),
+            (net.vocab.weight, _transposed, _transposed), (net.vocab.bias, same, same)]
+
+
+def graphnet_view(model, net, grads=False):
+    """The module's parameters (grads=True: their gradients) as graphnet's params: numpy
+    arrays in graphnet's order and layout."""
+    return [as_graphnet((p.grad if grads else p).detach().numpy())
+            for p, as_graphnet, _ in _param_pairs(model, net)]
+
+
+def copy_weights(model, graphnet_model, net):
+    """graphnet's params (in building order) into the module's parameters (_param_pairs
+    says which and in what layout). Batchnorm running averages too (graphnet's momentum
+    0.9 is torch's 0.1)."""
     import torch
 
     ours = list(graphnet_model.params.values())
-    theirs = list(net.parameters())
-    if [np.shape(w) if w.ndim != 2 else np.shape(w)[::-1] for w in ours] != \
-            [tuple(p.shape) for p in theirs]:
+    pairs = _param_pairs(model, net)
+    if [np.shape(to_torch(w)) for w, (_, _, to_torch) in zip(ours, pairs)] != \
+            [tuple(p.shape) for p, _, _ in pairs] or len(ours) != len(pairs):
         raise AssertionError("graphnet's and torch's params do not line up: "
-                             f"{[np.shape(w) for w in ours]} vs {[tuple(p.shape) for p in theirs]}")
+                             f"{[np.shape(w) for w in ours]} vs "
+                             f"{[tuple(p.shape) for p, _, _ in pairs]}")
     with torch.no_grad():
-        for w, p in zip(ours, theirs):
-            p.copy_(torch.from_numpy(np.ascontiguousarray(w.T if w.ndim == 2 else w)))
+        for w, (p, _, to_torch) in zip(ours, pairs):
+            p.copy_(torch.from_numpy(np.ascontiguousarray(to_torch(w))))
     norms = [n for n in graphnet_model.graph.nodes if n.op in ("batchnorm", "spatial_batchnorm")]
     bns = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     for node, bn in zip(norms, bns):

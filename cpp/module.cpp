@@ -8,6 +8,9 @@
 #include <pybind11/pybind11.h>
 
 #include <cmath>
+#include <cstdlib>
+#include <iterator>
+#include <new>
 #include <string>
 #include <utility>
 #include <vector>
@@ -22,6 +25,7 @@
 #include "pointwise.h"
 #include "pool.h"
 #include "recurrent.h"
+#include "softmax_loss.h"
 #include "threads.h"
 
 namespace py = pybind11;
@@ -288,6 +292,32 @@ py::array py_sigmoid(const py::array& x) {
     return out;
 }
 
+py::tuple py_softmax_loss(const py::array& x, const py::array& labels, const py::array& weight) {
+    const Shape xs = shape_of(x);
+    require_rank(xs, 2, "softmax loss x", "(rows, V)");
+    require_shape(labels, Shape{xs[0]}, "softmax loss labels");
+    require_shape(weight, Shape{xs[0]}, "softmax loss row weights");
+    require_same_dtype(x, "x", weight, "weight");
+    if (!labels.dtype().is(py::dtype::of<int64_t>())) {
+        fail("softmax loss labels must be int64, got " + dtype_name(labels));
+    }
+    Contig<int64_t> yc(labels);
+    return dispatch_float(x, "softmax loss x", [&](auto zero) -> py::tuple {
+        using T = decltype(zero);
+        Contig<T> xc(x), wc(weight);
+        py::array_t<T> dx(xs);
+        const T *xp = xc.data(), *wp = wc.data();
+        const int64_t* yp = yc.data();
+        T* dxp = dx.mutable_data();
+        double loss;
+        {
+            py::gil_scoped_release nogil;
+            loss = softmax_loss_rows(xs[0], xs[1], xp, yp, wp, dxp);
+        }
+        return py::make_tuple(loss, dx);
+    });
+}
+
 py::array py_matmul(const py::array& a, const py::array& b, bool transpose_a, bool transpose_b) {
     require_rank(shape_of(a), 2, "matmul a", "(rows, columns)");
     require_rank(shape_of(b), 2, "matmul b", "(rows, columns)");
@@ -366,6 +396,65 @@ RecurrentGeometry checked_recurrent(const std::string& cell, const py::array& x,
     return g;
 }
 
+// The recurrent forward's outputs (the states saved for the backward) from a pool of
+// freed blocks: a training step frees them after its backward and the next forward asks
+// for the same sizes again. Fresh memory costs a page fault per 4 KB page at first touch
+// (the LSTM's gates alone, N*T x 4H floats, are 800 faults at N = 32, T = 50, H = 128,
+// and 1664 faults a training step were most of them). Blocks are kept by exact size,
+// at most kPooledBlocks of them (the oldest freed first), touched under the GIL only:
+// taken while the arrays are made, given back by their capsule's destructor.
+class BlockPool {
+  public:
+    void* take(size_t bytes) {
+        for (auto it = blocks_.rbegin(); it != blocks_.rend(); ++it) {
+            if (it->first == bytes) {
+                void* p = it->second;
+                blocks_.erase(std::next(it).base());
+                return p;
+            }
+        }
+        void* p = std::aligned_alloc(kAlign, (bytes + kAlign - 1) / kAlign * kAlign + kAlign);
+        if (p == nullptr) throw std::bad_alloc();
+        return p;
+    }
+    void give(void* p, size_t bytes) {
+        if (blocks_.size() == kPooledBlocks) {
+            std::free(blocks_.front().second);
+            blocks_.erase(blocks_.begin());
+        }
+        blocks_.emplace_back(bytes, p);
+    }
+
+  private:
+    static constexpr size_t kAlign = 64, kPooledBlocks = 8;
+    std::vector<std::pair<size_t, void*>> blocks_;
+};
+
+BlockPool& recurrent_pool() {
+    static BlockPool* pool = new BlockPool();  // never destroyed: capsules may outlive exit
+    return *pool;
+}
+
+// A C-contiguous array of `shape` on a block from recurrent_pool().
+template <typename T>
+py::array_t<T> pooled_array(const Shape& shape) {
+    int64_t n = 1;
+    for (int64_t extent : shape) n = checked_mul(n, extent, "recurrent output");
+    const size_t bytes = static_cast<size_t>(checked_mul(n, int64_t(sizeof(T)),
+                                                         "recurrent output"));
+    struct Block {
+        void* p;
+        size_t bytes;
+    };
+    Block* block = new Block{recurrent_pool().take(bytes), bytes};
+    py::capsule owner(block, [](void* b) {
+        Block* done = static_cast<Block*>(b);
+        recurrent_pool().give(done->p, done->bytes);
+        delete done;
+    });
+    return py::array_t<T>(shape, static_cast<T*>(block->p), owner);
+}
+
 py::tuple py_recurrent_forward(const std::string& cell, const py::array& x, const py::array& h0,
                                const py::array& Wx, const py::array& Wh, const py::array& b) {
     const RecurrentGeometry g = checked_recurrent(cell, x, h0, Wx, Wh, shape_of(b));
@@ -374,12 +463,12 @@ py::tuple py_recurrent_forward(const std::string& cell, const py::array& x, cons
         using T = decltype(zero);
         Contig<T> xc(x), h0c(h0), wxc(Wx), whc(Wh), bc(b);
         const Shape states{g.N, g.T, g.H};
-        py::array_t<T> h(states);
+        py::array_t<T> h = pooled_array<T>(states);
         py::object act = py::none(), c = py::none(), tanh_c = py::none();
         T *actp = nullptr, *cp = nullptr, *tcp = nullptr;
         if (g.cell == Cell::lstm) {
-            auto a = py::array_t<T>(Shape{g.N, g.T, g.G()}), cs = py::array_t<T>(states),
-                 ts = py::array_t<T>(states);
+            auto a = pooled_array<T>(Shape{g.N, g.T, g.G()}), cs = pooled_array<T>(states),
+                 ts = pooled_array<T>(states);
             actp = a.mutable_data(), cp = cs.mutable_data(), tcp = ts.mutable_data();
             act = a, c = cs, tanh_c = ts;
         }
@@ -790,6 +879,10 @@ PYBIND11_MODULE(_C, m) {
     m.def("sigmoid", &py_sigmoid, "x"_a,
           "1 / (1 + exp(-x)) of a float32 array in one threaded pass (AVX2 where the CPU has\n"
           "it and set_avx2_activations allows, within 3 units in the last place).");
+    m.def("softmax_loss", &py_softmax_loss, "x"_a, "labels"_a, "weight"_a,
+          "Softmax cross-entropy of each row of x (rows, V) against its int64 label, times\n"
+          "its weight: (the weighted sum of the rows' losses, dx (rows, V)); x and weight\n"
+          "of one float dtype. Labels outside [0, V) raise ValueError.");
     m.def("matmul", &py_matmul, "a"_a, "b"_a, py::kw_only(), "transpose_a"_a = false,
           "transpose_b"_a = false,
           "op(a) @ op(b) on graphnet's threads, op = transpose when asked (no copy is made\n"

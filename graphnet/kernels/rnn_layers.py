@@ -391,22 +391,16 @@ def temporal_softmax_loss(
             f"{fn}: labels must lie in [0, {V}) for x of shape {x.shape}, "
             f"got min {y.min()} and max {y.max()}"
         )
-    x_rows, y_rows = x.reshape(N * T, V), y.reshape(N * T)
-    mask_rows = mask.reshape(N * T).astype(bool)
-    rows = np.arange(N * T)
-    # Subtracting each row's maximum keeps exp from overflowing; softmax is unchanged.
-    shifted = x_rows - (x_rows.max(axis=1, keepdims=True) if V else 0)
-    shifted_label = shifted[rows, y_rows]
-    dx = np.exp(shifted, out=shifted)  # in place: one (N*T, V) array, four passes over it
-    totals = dx.sum(axis=1)
-    log_prob_of_label = shifted_label - np.log(totals)
-    # A batch of no sequences has no loss: 0 rather than 0 / 0.
-    batch = max(N, 1)
-    loss = -log_prob_of_label[mask_rows].sum() / batch
-    # dx = (softmax - one_hot(y)) * mask / batch, the scaling of each row in one pass
-    row_weight = mask_rows / batch
-    dx *= (row_weight / totals).astype(dx.dtype)[:, None]
-    dx[rows, y_rows] -= row_weight.astype(dx.dtype)
+    # Each step's loss -log softmax(x)[y] weighs mask / N (a batch of no sequences has no
+    # loss: 0 rather than 0 / 0); dx = (softmax - one_hot(y)) * mask / N. One C++ pass
+    # over each row (cpp/softmax_loss.h), which subtracts the row's maximum first so that
+    # exp cannot overflow.
+    if x.dtype not in (np.float32, np.float64):
+        x = x.astype(np.float32)  # float16
+    row_weight = (mask.reshape(N * T).astype(bool) / max(N, 1)).astype(x.dtype)
+    loss, dx = _C.softmax_loss(
+        x.reshape(N * T, V), y.reshape(N * T).astype(np.int64, copy=False), row_weight
+    )
     if verbose:
         print("dx_flat: ", dx.shape)
     return float(loss), dx.reshape(N, T, V)

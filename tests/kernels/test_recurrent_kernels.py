@@ -4,6 +4,7 @@ against the C library's, sizes that leave ragged blocks of work, and bad argumen
 with ValueError (never a crash)."""
 
 import contextlib
+import threading
 
 import numpy as np
 import pytest
@@ -60,6 +61,47 @@ def test_same_bits_on_any_number_of_threads(cell, dtype):
         with kernel_threads(threads):
             for mine, reference in zip(run(cell, args, dh), one):
                 np.testing.assert_array_equal(mine, reference)
+
+
+def test_python_threads_running_the_backward_at_once_keep_their_own_scratch():
+    """The backward keeps its scratch arrays per calling thread from one call to the
+    next: calls of two sizes from two Python threads at once give each its own answer."""
+    cases = [case("lstm", N=N, H=H, dtype=np.float32, seed=N) for N, H in ((6, 40), (9, 90))]
+    expected = [run("lstm", args, dh) for args, dh in cases]
+    results = [[] for _ in cases]
+
+    def work(i):
+        for _ in range(20):
+            results[i].append(run("lstm", *cases[i]))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(cases))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for got, reference in zip(results, expected):
+        assert len(got) == 20
+        for outputs in got:
+            for mine, theirs in zip(outputs, reference):
+                np.testing.assert_array_equal(mine, theirs)
+
+
+def test_saved_states_stay_while_later_calls_reuse_freed_ones():
+    """The forward's outputs come from a pool of freed blocks of the same size: a cache
+    still held is never handed out again, whatever runs in between."""
+    args, dh = case("lstm", dtype=np.float32)
+    other_args, _ = case("lstm", dtype=np.float32, seed=1)
+    h, cache = R.lstm_forward(*args)
+    kept = [np.array(a, copy=True) for a in (h, cache.act, cache.c, cache.tanh_c)]
+    expected = R.lstm_backward(dh, cache)
+    for _ in range(20):  # blocks freed and taken again, of the very same sizes
+        other_h, other_cache = R.lstm_forward(*other_args)
+        R.lstm_backward(dh, other_cache)
+        del other_h, other_cache
+    for saved, now in zip(kept, (h, cache.act, cache.c, cache.tanh_c)):
+        np.testing.assert_array_equal(saved, now)
+    for mine, theirs in zip(R.lstm_backward(dh, cache), expected):
+        np.testing.assert_array_equal(mine, theirs)
 
 
 def step_loop(cell, x, h0, Wx, Wh, b, dh):
@@ -238,6 +280,17 @@ def test_forward_refuses_sizes_beyond_the_32_bit_blas():
             np.zeros((1, 0)),
             np.zeros((1 << 40, 0)),
             np.zeros(0),
+        )
+    # D and H each fit, D + H (the rows of the weights' gradient [x | prev_h]^T da) not
+    D, H = (1 << 31) - 1, 1
+    with pytest.raises(ValueError, match="too large"):
+        _C.recurrent_forward(
+            "rnn",
+            np.zeros((0, 1, D), np.float32),
+            np.zeros((0, H), np.float32),
+            np.broadcast_to(np.float32(0), (D, H)),
+            np.zeros((H, H), np.float32),
+            np.zeros(H, np.float32),
         )
 
 

@@ -37,27 +37,18 @@ def test_zoo_network_matches_pytorch(name):
     spec = zoo.BY_NAME[name]
     ours = zoo.build_graphnet(spec, np.float64, seed=3)
     net, dropouts = zoo.build_torch(spec, ours)
-    rng = np.random.default_rng(4)
-    X = rng.standard_normal((3, *spec.input_shape))
-    y = rng.integers(zoo.CLASSES, size=3)
+    X, y = zoo.batch_of(spec, 3, np.float64, np.random.default_rng(4))
 
     loss, grads = ours.loss(X, y)
     for layer, mask in zip(dropouts, graphnet_masks(ours), strict=True):
         layer.mask = torch.from_numpy(mask)
     net.train()
-    their_loss = torch.nn.functional.cross_entropy(net(torch.from_numpy(X)), torch.from_numpy(y))
+    their_loss = zoo.torch_loss(spec, net(torch.from_numpy(X)), torch.from_numpy(y))
     their_loss.backward()
     np.testing.assert_allclose(loss, their_loss.item(), rtol=1e-10)
-    theirs = list(net.parameters())
-    for (key, grad), p in zip(grads.items(), theirs, strict=True):
-        expected = p.grad.numpy()
-        np.testing.assert_allclose(
-            grad,
-            expected.T if grad.ndim == 2 else expected,
-            rtol=1e-7,
-            atol=1e-11,
-            err_msg=f"{name}: d{key}",
-        )
+    their_grads = zoo.graphnet_view(spec, net, grads=True)
+    for (key, grad), expected in zip(grads.items(), their_grads, strict=True):
+        np.testing.assert_allclose(grad, expected, rtol=1e-7, atol=1e-11, err_msg=f"{name}: d{key}")
 
     # One adam step on both sides, then the eval-mode scores (running averages) agree.
     # Adam moves a weight by about the learning rate whatever its gradient's size, so a
@@ -68,10 +59,9 @@ def test_zoo_network_matches_pytorch(name):
         ours.params[key], configs[key] = optim.adam(ours.params[key], grads[key], configs[key])
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
     opt.step()
-    for (key, w), p in zip(ours.params.items(), theirs):
-        expected, meaningful = p.detach().numpy(), np.abs(p.grad.numpy()) > 1e-8
-        if w.ndim == 2:
-            expected, meaningful = expected.T, meaningful.T
+    their_weights = zoo.graphnet_view(spec, net)
+    for (key, w), expected, grad in zip(ours.params.items(), their_weights, their_grads):
+        meaningful = np.abs(grad) > 1e-8
         np.testing.assert_allclose(
             w[meaningful],
             expected[meaningful],
@@ -87,7 +77,7 @@ def test_zoo_network_matches_pytorch(name):
     # scores of batchnorm nets differ by that alone, so they are compared with their own
     # running statistics copied over.
     if any(layer[0] in ("bn", "sbn", "res") for layer in spec.layers):
-        zoo.copy_weights(ours, net)
+        zoo.copy_weights(spec, ours, net)
         with torch.no_grad():
             expected_scores = net(torch.from_numpy(X)).numpy()
     np.testing.assert_allclose(scores, expected_scores, rtol=1e-6, atol=1e-9)

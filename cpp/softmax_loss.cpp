@@ -1,0 +1,87 @@
+#include "softmax_loss.h"
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "activations_avx2.h"
+#include "recurrent.h"
+#include "threads.h"
+
+namespace graphnet {
+
+namespace {
+
+// Rows per block of work: about 64k scores, below which a second thread costs more to
+// wake than it saves.
+int64_t rows_per_block(int64_t V) {
+    return std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(V, 1));
+}
+
+template <typename T>
+T row_max(int64_t V, const T* x, bool avx2) {
+    if constexpr (std::is_same_v<T, float>) {
+        if (avx2) return max_avx2(V, x);
+    }
+    return *std::max_element(x, x + V);
+}
+
+// dx[k] = e^(x[k] - shift) for k < V; returns their sum.
+template <typename T>
+T exp_sum(int64_t V, const T* x, T shift, T* dx, bool avx2) {
+    if constexpr (std::is_same_v<T, float>) {
+        if (avx2) return exp_sum_avx2(V, x, shift, dx);
+    }
+    T total = 0;
+    for (int64_t k = 0; k < V; ++k) total += dx[k] = std::exp(x[k] - shift);
+    return total;
+}
+
+}  // namespace
+
+template <typename T>
+double softmax_loss_rows(int64_t rows, int64_t V, const T* x, const int64_t* label,
+                         const T* weight, T* dx) {
+    for (int64_t r = 0; r < rows; ++r) {
+        if (label[r] < 0 || label[r] >= V) {
+            throw std::invalid_argument("softmax loss: label " + std::to_string(label[r]) +
+                                        " of row " + std::to_string(r) + " is not in [0, " +
+                                        std::to_string(V) + ")");
+        }
+    }
+    if (V == 0) return 0.0;  // and then there are no rows: a label would not fit
+    std::vector<double> row_loss(rows);
+    const bool avx2 = avx2_activations_active();
+    const int64_t block = rows_per_block(V), blocks = (rows + block - 1) / block;
+#pragma omp parallel for schedule(static) num_threads(team_size(blocks))
+    for (int64_t b = 0; b < blocks; ++b) {
+        for (int64_t r = b * block; r < std::min(rows, (b + 1) * block); ++r) {
+            const T* s = x + r * V;
+            T* d = dx + r * V;
+            // Less the row's maximum, exp cannot overflow (a NaN in the row: p is NaN).
+            const T shift = row_max(V, s, avx2);
+            const T total = exp_sum(V, s, shift, d, avx2);
+            const T scale = weight[r] / total;
+#pragma omp simd
+            for (int64_t k = 0; k < V; ++k) d[k] *= scale;
+            d[label[r]] -= weight[r];
+            // A row of weight 0 (masked) adds nothing, whatever its scores (inf, nan).
+            row_loss[r] = weight[r] == T(0) ? 0.0
+                                            : double(weight[r]) * (std::log(double(total)) -
+                                                                   double(s[label[r]] - shift));
+        }
+    }
+    double loss = 0.0;
+    for (double l : row_loss) loss += l;
+    return loss;
+}
+
+template double softmax_loss_rows<float>(int64_t, int64_t, const float*, const int64_t*,
+                                         const float*, float*);
+template double softmax_loss_rows<double>(int64_t, int64_t, const double*, const int64_t*,
+                                          const double*, double*);
+
+}  // namespace graphnet

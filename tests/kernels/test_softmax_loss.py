@@ -1,0 +1,108 @@
+"""The C++ softmax loss over rows behind temporal_softmax_loss (cpp/softmax_loss.h): against
+a float64 numpy reference on random shapes (ragged AVX2 tails, one class, masked rows, an
+empty batch), the AVX2 exp against the C library's, the same bits on any number of
+threads, NaN and inf scores, and bad labels refused with ValueError (never a crash)."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from graphnet import rnn_layers as R
+from graphnet.kernels import _C
+from .test_avx2 import kernel_threads
+from .test_recurrent_kernels import avx2_activations
+
+
+def reference(x, labels, weight):
+    """The weighted loss and its gradient, in float64 numpy, the textbook way."""
+    x = x.astype(np.float64)
+    p = np.exp(x - x.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    rows = np.arange(len(x))
+    loss = -(weight * np.log(p[rows, labels])).sum()
+    dx = p * weight[:, None]
+    dx[rows, labels] -= weight
+    return loss, dx
+
+
+TOLERANCE = {np.float64: dict(rtol=1e-12, atol=1e-15), np.float32: dict(rtol=2e-5, atol=1e-7)}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=st.integers(0, 40),
+    V=st.integers(1, 40),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    avx2=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_matches_the_float64_reference(rows, V, dtype, avx2, seed):
+    rng = np.random.default_rng(seed)
+    x = (3 * rng.standard_normal((rows, V))).astype(dtype)
+    labels = rng.integers(V, size=rows)
+    weight = (rng.random(rows) * (rng.random(rows) < 0.8)).astype(dtype)  # some masked
+    with avx2_activations(avx2):
+        loss, dx = _C.softmax_loss(x, labels, weight)
+    expected_loss, expected_dx = reference(x, labels, weight.astype(np.float64))
+    assert dx.dtype == dtype and dx.shape == x.shape
+    np.testing.assert_allclose(loss, expected_loss, **TOLERANCE[dtype])
+    np.testing.assert_allclose(dx, expected_dx, **TOLERANCE[dtype])
+
+
+def test_temporal_softmax_loss_in_float16_computes_in_float32():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 3, 5))
+    y, mask = rng.integers(5, size=(2, 3)), np.ones((2, 3), bool)
+    loss, dx = R.temporal_softmax_loss(x.astype(np.float16), y, mask)
+    expected_loss, expected_dx = R.temporal_softmax_loss(
+        x.astype(np.float16).astype(np.float32), y, mask
+    )
+    assert dx.dtype == np.float32
+    assert loss == expected_loss and np.array_equal(dx, expected_dx)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_same_bits_on_any_number_of_threads(dtype):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((700, 1000)).astype(dtype)  # 11 blocks of 64 rows
+    labels, weight = rng.integers(1000, size=700), np.full(700, 0.01, dtype)
+    results = []
+    for threads in (1, 2):
+        with kernel_threads(threads):
+            results.append(_C.softmax_loss(x, labels, weight))
+    assert results[0][0] == results[1][0]
+    assert np.array_equal(results[0][1], results[1][1])
+
+
+def test_nan_scores_give_nan_and_masked_rows_add_nothing():
+    x = np.array([[0.0, np.nan, 1.0], [np.inf, 0.0, 1.0], [0.0, 1.0, 2.0]], np.float32)
+    labels = np.array([0, 1, 2])
+    loss, dx = _C.softmax_loss(x, labels, np.array([1, 0, 1], np.float32))
+    assert np.isnan(loss) and np.isnan(dx[0]).all()
+    loss, dx = _C.softmax_loss(x[1:], labels[1:], np.array([0, 1], np.float32))
+    expected_loss, expected_dx = reference(x[2:], labels[2:], np.ones(1))
+    np.testing.assert_allclose(loss, expected_loss, rtol=1e-6)
+    np.testing.assert_allclose(dx[1:], expected_dx, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ((np.zeros((2, 3)), np.array([0, 3]), np.ones(2)), r"label 3 of row 1 is not in \[0, 3\)"),
+        ((np.zeros((2, 3)), np.array([-1, 0]), np.ones(2)), r"label -1 of row 0"),
+        ((np.zeros((2, 0)), np.array([0, 0]), np.ones(2)), r"not in \[0, 0\)"),
+        ((np.zeros((2, 3)), np.array([0, 0], np.int32), np.ones(2)), "must be int64"),
+        ((np.zeros((2, 3)), np.array([0, 0]), np.ones(3)), "row weights"),
+        ((np.zeros((2, 3)), np.array([0, 0]), np.ones(2, np.float32)), "dtype"),
+        ((np.zeros(3), np.array([0]), np.ones(1)), "2-D"),
+    ],
+)
+def test_bad_arguments_are_refused(args, message):
+    with pytest.raises(ValueError, match=message):
+        _C.softmax_loss(*args)
+
+
+def test_no_rows_no_loss():
+    loss, dx = _C.softmax_loss(np.zeros((0, 0)), np.zeros(0, np.int64), np.zeros(0))
+    assert loss == 0.0 and dx.shape == (0, 0)
