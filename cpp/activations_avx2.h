@@ -16,11 +16,4 @@ namespace graphnet {
 void sigmoid_avx2(int64_t n, const float* x, const float* bias, float* out);
 void tanh_avx2(int64_t n, const float* x, const float* bias, float* out);
 
-// out[k] = e^(x[k] - shift) for k < n (below 1.2e-38 it saturates there); returns their
-// sum, in a fixed order for a given n.
-float exp_sum_avx2(int64_t n, const float* x, float shift, float* out);
-
-// The largest of x[0..n) (n >= 1); with a NaN among them, any of them.
-float max_avx2(int64_t n, const float* x);
-
 }  // namespace graphnet

@@ -6,6 +6,7 @@
 #include <type_traits>
 
 #include "pointwise_avx2.h"
+#include "softmax_rows.h"
 #include "recurrent.h"
 #include "threads.h"
 
@@ -182,35 +183,6 @@ void for_rows(int64_t rows, int64_t cols, F f) {
 // The row's maximum, NaN if it holds one (as np.max). The loop is a plain max the compiler
 // vectorises; x * 0 summed is NaN only if some entry is NaN or infinite, and only then is
 // the row searched for a NaN.
-template <typename T>
-T row_max(int64_t n, const T* x) {
-    T m = -std::numeric_limits<T>::infinity(), probe = 0;
-#pragma omp simd reduction(max : m) reduction(+ : probe)
-    for (int64_t k = 0; k < n; ++k) {
-        m = x[k] > m ? x[k] : m;
-        probe += x[k] * T(0);
-    }
-    if (probe != probe) {
-        for (int64_t k = 0; k < n; ++k) {
-            if (x[k] != x[k]) return x[k];
-        }
-    }
-    return m;
-}
-
-// out = e^(x - shift), returns its sum.
-template <typename T>
-T exp_shifted_sum(int64_t n, const T* x, T shift, T* out, bool avx2) {
-    if (avx2) return exp_shifted_sum_avx2(n, x, shift, out);
-    T sum = 0;
-    for (int64_t k = 0; k < n; ++k) {
-        const T e = std::exp(x[k] - shift);
-        if (out) out[k] = e;
-        sum += e;
-    }
-    return sum;
-}
-
 }  // namespace
 
 template <typename T>

@@ -7,8 +7,8 @@
 #include <type_traits>
 #include <vector>
 
-#include "activations_avx2.h"
 #include "recurrent.h"
+#include "softmax_rows.h"
 #include "threads.h"
 
 namespace graphnet {
@@ -19,25 +19,6 @@ namespace {
 // wake than it saves.
 int64_t rows_per_block(int64_t V) {
     return std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(V, 1));
-}
-
-template <typename T>
-T row_max(int64_t V, const T* x, bool avx2) {
-    if constexpr (std::is_same_v<T, float>) {
-        if (avx2) return max_avx2(V, x);
-    }
-    return *std::max_element(x, x + V);
-}
-
-// dx[k] = e^(x[k] - shift) for k < V; returns their sum.
-template <typename T>
-T exp_sum(int64_t V, const T* x, T shift, T* dx, bool avx2) {
-    if constexpr (std::is_same_v<T, float>) {
-        if (avx2) return exp_sum_avx2(V, x, shift, dx);
-    }
-    T total = 0;
-    for (int64_t k = 0; k < V; ++k) total += dx[k] = std::exp(x[k] - shift);
-    return total;
 }
 
 }  // namespace
@@ -62,8 +43,8 @@ double softmax_loss_rows(int64_t rows, int64_t V, const T* x, const int64_t* lab
             const T* s = x + r * V;
             T* d = dx + r * V;
             // Less the row's maximum, exp cannot overflow (a NaN in the row: p is NaN).
-            const T shift = row_max(V, s, avx2);
-            const T total = exp_sum(V, s, shift, d, avx2);
+            const T shift = row_max(V, s);
+            const T total = exp_shifted_sum(V, s, shift, d, avx2);
             const T scale = weight[r] / total;
 #pragma omp simd
             for (int64_t k = 0; k < V; ++k) d[k] *= scale;

@@ -100,7 +100,5 @@ float exp_shifted_sum_avx2(int64_t, const float*, float, float*) {
 void log_softmax_row_backward_avx2(int64_t, const float*, const float*, float, float*) {
     absent("log_softmax_row_backward_avx2");
 }
-float exp_sum_avx2(int64_t, const float*, float, float*) { absent("exp_sum_avx2"); }
-float max_avx2(int64_t, const float*) { absent("max_avx2"); }
 
 }  // namespace graphnet
