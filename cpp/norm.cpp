@@ -19,6 +19,19 @@ constexpr int64_t kColumns = 64, kRows = 32;
 // Rows per block of layernorm's gamma and beta gradients (fixed: the summation order).
 constexpr int64_t kRowBlock = 32;
 
+// A relu on a normalized entry y, as the relu gate takes it (a NaN passes, as in np.maximum).
+template <bool relu, typename T>
+T relu_if(T y) {
+    return (!relu || y > T(0) || y != y) ? y : T(0);
+}
+
+// The gradient reaching y through that relu: dout times whether y > 0, a product as in
+// the relu gate (so a NaN or infinite dout where the relu blocks still gives a NaN).
+template <typename T>
+T through_relu(T dout, T y) {
+    return dout * static_cast<T>(y > T(0));
+}
+
 int team_for(int64_t pieces, int64_t entries) {
     return team_size(std::min(pieces, std::max<int64_t>(1, entries / kEntriesPerThread)));
 }
@@ -122,9 +135,10 @@ void column_moments(int64_t N, int64_t K, int64_t j0, int64_t width, const T* x,
 
 }  // namespace
 
-template <typename T>
-void channel_norm_forward(const NormShape& s, bool train, double eps, const T* x,
-                          const T* gamma, const T* beta, T* mean, T* var, T* inv_std, T* out) {
+// channel_norm_forward with the relu known at compile time (no test of it inside the loops).
+template <bool relu, typename T>
+void channel_forward(const NormShape& s, bool train, double eps, const T* x, const T* gamma,
+                     const T* beta, T* mean, T* var, T* inv_std, T* out) {
     // The statistics of one k (or of a block of columns), then its outputs while its
     // entries are still in cache.
     const auto finish = [&](int64_t k, double m, double v) {
@@ -148,7 +162,9 @@ void channel_norm_forward(const NormShape& s, bool train, double eps, const T* x
                 const T* row = x + n * s.K + j0;
                 T* o = out + n * s.K + j0;
 #pragma omp simd
-                for (int64_t j = 0; j < width; ++j) o[j] = (row[j] - mb[j]) * scale[j] + bb[j];
+                for (int64_t j = 0; j < width; ++j) {
+                    o[j] = relu_if<relu>((row[j] - mb[j]) * scale[j] + bb[j]);
+                }
             }
         }
         return;
@@ -167,9 +183,16 @@ void channel_norm_forward(const NormShape& s, bool train, double eps, const T* x
             const T* p = x + o * stride + k * s.inner;
             T* q = out + o * stride + k * s.inner;
 #pragma omp simd
-            for (int64_t i = 0; i < s.inner; ++i) q[i] = (p[i] - m) * a + b;
+            for (int64_t i = 0; i < s.inner; ++i) q[i] = relu_if<relu>((p[i] - m) * a + b);
         }
     }
+}
+
+template <typename T>
+void channel_norm_forward(const NormShape& s, bool train, bool relu, double eps, const T* x,
+                          const T* gamma, const T* beta, T* mean, T* var, T* inv_std, T* out) {
+    (relu ? channel_forward<true, T> : channel_forward<false, T>)(s, train, eps, x, gamma, beta,
+                                                                  mean, var, inv_std, out);
 }
 
 // The gradients of one k from its sums: dbeta = sum dout, dgamma = sum dout * x_hat, and
@@ -188,10 +211,11 @@ struct ChannelGrad {
     }
 };
 
-template <typename T>
-void channel_norm_backward(const NormShape& s, bool train, const T* dout, const T* x,
-                           const T* mean, const T* inv_std, const T* gamma, T* dx, T* dgamma,
-                           T* dbeta) {
+// channel_norm_backward with the relu known at compile time (no test of it inside the loops).
+template <bool relu, typename T>
+void channel_backward(const NormShape& s, bool train, const T* dout, const T* x, const T* mean,
+                      const T* inv_std, const T* gamma, const T* beta, T* dx, T* dgamma,
+                      T* dbeta) {
     // Per k (or block of columns): sum dout and sum dout * (x - mean) in float64, then dx
     // while the entries are still in cache.
     const double count = static_cast<double>(s.count());
@@ -201,13 +225,21 @@ void channel_norm_backward(const NormShape& s, bool train, const T* dout, const 
         for (int64_t b = 0; b < blocks; ++b) {
             const int64_t j0 = b * kColumns, width = std::min(kColumns, s.K - j0);
             const T* m = mean + j0;
+            // With a relu: its output's scale and shift, to tell where it passed dout.
+            T scale[kColumns], shift[kColumns];
+            for (int64_t j = 0; j < width; ++j) {
+                scale[j] = relu ? gamma[j0 + j] * inv_std[j0 + j] : T(0);
+                shift[j] = relu ? beta[j0 + j] : T(0);
+            }
             double sd[kColumns] = {}, sdx[kColumns] = {};
             for (int64_t n = 0; n < s.outer; ++n) {
                 const T *g = dout + n * s.K + j0, *p = x + n * s.K + j0;
 #pragma omp simd
                 for (int64_t j = 0; j < width; ++j) {
-                    sd[j] += g[j];
-                    sdx[j] += static_cast<double>(g[j]) * static_cast<double>(p[j] - m[j]);
+                    const T y = (p[j] - m[j]) * scale[j] + shift[j];
+                    const T gj = relu ? through_relu(g[j], y) : g[j];
+                    sd[j] += gj;
+                    sdx[j] += static_cast<double>(gj) * static_cast<double>(p[j] - m[j]);
                 }
             }
             T c1[kColumns], c2[kColumns], c3[kColumns];
@@ -222,7 +254,9 @@ void channel_norm_backward(const NormShape& s, bool train, const T* dout, const 
                 T* d = dx + n * s.K + j0;
 #pragma omp simd
                 for (int64_t j = 0; j < width; ++j) {
-                    d[j] = c1[j] * g[j] + (c2[j] * (p[j] - m[j]) + c3[j]);
+                    const T y = (p[j] - m[j]) * scale[j] + shift[j];
+                    const T gj = relu ? through_relu(g[j], y) : g[j];
+                    d[j] = c1[j] * gj + (c2[j] * (p[j] - m[j]) + c3[j]);
                 }
             }
         }
@@ -233,12 +267,14 @@ void channel_norm_backward(const NormShape& s, bool train, const T* dout, const 
     for (int64_t k = 0; k < s.K; ++k) {
         double sd = 0, sdx = 0;
         const T m = mean[k];
+        const T a = relu ? gamma[k] * inv_std[k] : T(0), b = relu ? beta[k] : T(0);
         for (int64_t o = 0; o < s.outer; ++o) {
             const T *g = dout + o * stride + k * s.inner, *p = x + o * stride + k * s.inner;
 #pragma omp simd reduction(+ : sd, sdx)
             for (int64_t i = 0; i < s.inner; ++i) {
-                sd += g[i];
-                sdx += static_cast<double>(g[i]) * static_cast<double>(p[i] - m);
+                const T gi = relu ? through_relu(g[i], (p[i] - m) * a + b) : g[i];
+                sd += gi;
+                sdx += static_cast<double>(gi) * static_cast<double>(p[i] - m);
             }
         }
         const ChannelGrad<T> cg(train, count, gamma[k], inv_std[k], sd, sdx, dgamma[k],
@@ -247,9 +283,20 @@ void channel_norm_backward(const NormShape& s, bool train, const T* dout, const 
             const T *g = dout + o * stride + k * s.inner, *p = x + o * stride + k * s.inner;
             T* d = dx + o * stride + k * s.inner;
 #pragma omp simd
-            for (int64_t i = 0; i < s.inner; ++i) d[i] = cg.c1 * g[i] + (cg.c2 * (p[i] - m) + cg.c3);
+            for (int64_t i = 0; i < s.inner; ++i) {
+                const T gi = relu ? through_relu(g[i], (p[i] - m) * a + b) : g[i];
+                d[i] = cg.c1 * gi + (cg.c2 * (p[i] - m) + cg.c3);
+            }
         }
     }
+}
+
+template <typename T>
+void channel_norm_backward(const NormShape& s, bool train, bool relu, const T* dout,
+                           const T* x, const T* mean, const T* inv_std, const T* gamma,
+                           const T* beta, T* dx, T* dgamma, T* dbeta) {
+    (relu ? channel_backward<true, T> : channel_backward<false, T>)(
+        s, train, dout, x, mean, inv_std, gamma, beta, dx, dgamma, dbeta);
 }
 
 // mean[k] and inv_std[k] = 1 / sqrt(var + eps) of slice k from its moments, in T.
@@ -261,9 +308,10 @@ void slice_statistics(const NormShape& s, const T* x, int64_t k, double eps, T* 
     inv_std[k] = T(1) / std::sqrt(static_cast<T>(m.var()) + static_cast<T>(eps));
 }
 
-template <typename T>
-void layer_norm_forward(int64_t N, int64_t D, double eps, const T* x, const T* gamma,
-                        const T* beta, T* mean, T* inv_std, T* out) {
+// layer_norm_forward with the relu known at compile time (no test of it inside the loops).
+template <bool relu, typename T>
+void rows_forward(int64_t N, int64_t D, double eps, const T* x, const T* gamma, const T* beta,
+                  T* mean, T* inv_std, T* out) {
 #pragma omp parallel for schedule(static) num_threads(team_for(N, N * D))
     for (int64_t n = 0; n < N; ++n) {
         slice_statistics(NormShape{1, N, D}, x, n, eps, mean, inv_std);
@@ -271,13 +319,22 @@ void layer_norm_forward(int64_t N, int64_t D, double eps, const T* x, const T* g
         const T* p = x + n * D;
         T* o = out + n * D;
 #pragma omp simd
-        for (int64_t d = 0; d < D; ++d) o[d] = (p[d] - m) * inv * gamma[d] + beta[d];
+        for (int64_t d = 0; d < D; ++d) o[d] = relu_if<relu>((p[d] - m) * inv * gamma[d] + beta[d]);
     }
 }
 
 template <typename T>
-void layer_norm_backward(int64_t N, int64_t D, const T* dout, const T* x, const T* mean,
-                       const T* inv_std, const T* gamma, T* dx, T* dgamma, T* dbeta) {
+void layer_norm_forward(int64_t N, int64_t D, bool relu, double eps, const T* x,
+                        const T* gamma, const T* beta, T* mean, T* inv_std, T* out) {
+    (relu ? rows_forward<true, T> : rows_forward<false, T>)(N, D, eps, x, gamma, beta, mean,
+                                                            inv_std, out);
+}
+
+// layer_norm_backward with the relu known at compile time (no test of it inside the loops).
+template <bool relu, typename T>
+void rows_backward(int64_t N, int64_t D, const T* dout, const T* x, const T* mean,
+                   const T* inv_std, const T* gamma, const T* beta, T* dx, T* dgamma,
+                   T* dbeta) {
     // Each block of rows sums its own share of dgamma and dbeta; the blocks are added in order.
     const int64_t blocks = (N + kRowBlock - 1) / kRowBlock;
     std::vector<double> part_g(static_cast<size_t>(blocks * D), 0.0), part_b(part_g);
@@ -293,7 +350,9 @@ void layer_norm_backward(int64_t N, int64_t D, const T* dout, const T* x, const 
             double s1 = 0, s2 = 0;
 #pragma omp simd reduction(+ : s1, s2)
             for (int64_t j = 0; j < D; ++j) {
-                const double gg = static_cast<double>(g[j]) * static_cast<double>(gamma[j]);
+                const T gj = relu ? through_relu(g[j], (p[j] - m) * inv * gamma[j] + beta[j])
+                                  : g[j];
+                const double gg = static_cast<double>(gj) * static_cast<double>(gamma[j]);
                 s1 += gg;
                 s2 += gg * static_cast<double>(p[j] - m);
             }
@@ -301,9 +360,11 @@ void layer_norm_backward(int64_t N, int64_t D, const T* dout, const T* x, const 
 #pragma omp simd
             for (int64_t j = 0; j < D; ++j) {
                 const T centred = p[j] - m;
-                d[j] = inv * (g[j] * gamma[j] + (c2 * centred + c3));
-                pg[j] += static_cast<double>(g[j]) * static_cast<double>(centred * inv);
-                pb[j] += g[j];
+                const T gj = relu ? through_relu(g[j], centred * inv * gamma[j] + beta[j])
+                                  : g[j];
+                d[j] = inv * (gj * gamma[j] + (c2 * centred + c3));
+                pg[j] += static_cast<double>(gj) * static_cast<double>(centred * inv);
+                pb[j] += gj;
             }
         }
     }
@@ -317,6 +378,14 @@ void layer_norm_backward(int64_t N, int64_t D, const T* dout, const T* x, const 
         dgamma[j] = static_cast<T>(sg);
         dbeta[j] = static_cast<T>(sb);
     }
+}
+
+template <typename T>
+void layer_norm_backward(int64_t N, int64_t D, bool relu, const T* dout, const T* x,
+                         const T* mean, const T* inv_std, const T* gamma, const T* beta,
+                         T* dx, T* dgamma, T* dbeta) {
+    (relu ? rows_backward<true, T> : rows_backward<false, T>)(N, D, dout, x, mean, inv_std, gamma,
+                                                              beta, dx, dgamma, dbeta);
 }
 
 template <typename T>
@@ -386,14 +455,15 @@ void group_norm_backward(int64_t N, int64_t C, int64_t planes, int64_t G, const 
 }
 
 #define GRAPHNET_NORM(T)                                                                      \
-    template void channel_norm_forward<T>(const NormShape&, bool, double, const T*, const T*, \
-                                          const T*, T*, T*, T*, T*);                          \
-    template void channel_norm_backward<T>(const NormShape&, bool, const T*, const T*,        \
-                                           const T*, const T*, const T*, T*, T*, T*);         \
-    template void layer_norm_forward<T>(int64_t, int64_t, double, const T*, const T*,         \
+    template void channel_norm_forward<T>(const NormShape&, bool, bool, double, const T*,     \
+                                          const T*, const T*, T*, T*, T*, T*);                \
+    template void channel_norm_backward<T>(const NormShape&, bool, bool, const T*, const T*,  \
+                                           const T*, const T*, const T*, const T*, T*, T*,    \
+                                           T*);                                               \
+    template void layer_norm_forward<T>(int64_t, int64_t, bool, double, const T*, const T*,   \
                                         const T*, T*, T*, T*);                                \
-    template void layer_norm_backward<T>(int64_t, int64_t, const T*, const T*, const T*,        \
-                                       const T*, const T*, T*, T*, T*);                       \
+    template void layer_norm_backward<T>(int64_t, int64_t, bool, const T*, const T*,          \
+                                         const T*, const T*, const T*, const T*, T*, T*, T*); \
     template void group_norm_forward<T>(int64_t, int64_t, int64_t, int64_t, double, const T*, \
                                         const T*, const T*, T*, T*, T*);                      \
     template void group_norm_backward<T>(int64_t, int64_t, int64_t, int64_t, const T*,        \

@@ -52,10 +52,12 @@ class BatchnormFold(FusionPass):
 
 def _fused_step(norm):
     conv = norm.inputs[0]
-    return Step(norm, conv.inputs + norm.inputs[1:], _forward(conv, norm), (), (conv, norm))
+    return Step(norm, conv.inputs + norm.inputs[1:], forward_run(conv, norm), (), (conv, norm))
 
 
-def _forward(conv, norm):
+def forward_run(conv, norm):
+    """The fused step's run(store)."""
+
     def run(store):
         fold = None if norm.graph.training else scale_and_shift(conv, norm, store)
         if fold is None:
