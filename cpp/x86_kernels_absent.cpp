@@ -7,6 +7,7 @@
 
 #include "activations_avx2.h"
 #include "conv_direct.h"
+#include "norm_avx2.h"
 #include "panel_gemm_avx512.h"
 #include "skinny_gemm.h"
 
@@ -53,5 +54,55 @@ void panel_gemm_avx512(int64_t, int64_t, int64_t, int64_t, const float*, int64_t
 }
 void sigmoid_avx2(int64_t, const float*, const float*, float*) { absent("sigmoid_avx2"); }
 void tanh_avx2(int64_t, const float*, const float*, float*) { absent("tanh_avx2"); }
+
+template <typename T>
+void channel_norm_forward_avx2(const NormShape&, bool, bool, double, const T*, const T*,
+                               const T*, T*, T*, T*, T*) {
+    absent("channel_norm_forward_avx2");
+}
+template <typename T>
+void channel_norm_backward_avx2(const NormShape&, bool, bool, const T*, const T*, const T*,
+                                const T*, const T*, const T*, T*, T*, T*) {
+    absent("channel_norm_backward_avx2");
+}
+template <typename T>
+void layer_norm_forward_avx2(int64_t, int64_t, bool, double, const T*, const T*, const T*, T*,
+                             T*, T*) {
+    absent("layer_norm_forward_avx2");
+}
+template <typename T>
+void layer_norm_backward_avx2(int64_t, int64_t, bool, const T*, const T*, const T*, const T*,
+                              const T*, const T*, T*, T*, T*, double*, double*) {
+    absent("layer_norm_backward_avx2");
+}
+template <typename T>
+void group_norm_forward_avx2(int64_t, int64_t, int64_t, int64_t, double, const T*, const T*,
+                             const T*, T*, T*, T*) {
+    absent("group_norm_forward_avx2");
+}
+template <typename T>
+void group_norm_backward_avx2(int64_t, int64_t, int64_t, int64_t, const T*, const T*, const T*,
+                              const T*, const T*, T*, T*, T*, double*, double*) {
+    absent("group_norm_backward_avx2");
+}
+#define GRAPHNET_NORM_ABSENT(T)                                                                \
+    template void channel_norm_forward_avx2<T>(const NormShape&, bool, bool, double, const T*, \
+                                               const T*, const T*, T*, T*, T*, T*);            \
+    template void channel_norm_backward_avx2<T>(const NormShape&, bool, bool, const T*,        \
+                                                const T*, const T*, const T*, const T*,        \
+                                                const T*, T*, T*, T*);                         \
+    template void layer_norm_forward_avx2<T>(int64_t, int64_t, bool, double, const T*,         \
+                                             const T*, const T*, T*, T*, T*);                  \
+    template void layer_norm_backward_avx2<T>(int64_t, int64_t, bool, const T*, const T*,      \
+                                              const T*, const T*, const T*, const T*, T*, T*,  \
+                                              T*, double*, double*);                           \
+    template void group_norm_forward_avx2<T>(int64_t, int64_t, int64_t, int64_t, double,       \
+                                             const T*, const T*, const T*, T*, T*, T*);        \
+    template void group_norm_backward_avx2<T>(int64_t, int64_t, int64_t, int64_t, const T*,    \
+                                              const T*, const T*, const T*, const T*, T*, T*,  \
+                                              T*, double*, double*);
+GRAPHNET_NORM_ABSENT(float)
+GRAPHNET_NORM_ABSENT(double)
+#undef GRAPHNET_NORM_ABSENT
 
 }  // namespace graphnet
