@@ -32,7 +32,7 @@ class BatchnormFold(FusionPass):
     length = 2
 
     def fuse_forward(self, steps):
-        planned = {step.node for step in steps}
+        planned = {step.node for step in steps if not step.fused}
         reads = readers(steps)
         norms = {
             norm

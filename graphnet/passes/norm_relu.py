@@ -18,8 +18,10 @@ forward (kernels.norm.ReluNormCache) says where its relu passed.
 
 conv -> spatial batchnorm -> relu is one forward step too (ConvBatchnormRelu), so that
 batchnorm_fold.py does not take its first two: in eval mode it is that fold followed by
-the relu gate, in train mode the conv gate followed by the fused norm -> relu. Groupnorm
--> relu is not fused (no network of the zoo has it).
+the relu gate, in train mode the conv gate followed by the fused norm -> relu. A relu that
+a max pool reads is left to the pool's passes (conv_batchnorm_relu_pool.py, relu_pool.py),
+which run it on the pooled values only. Groupnorm -> relu is not fused (no network of the
+zoo has it).
 """
 
 import numpy as np
@@ -143,10 +145,12 @@ class ConvBatchnormRelu(FusionPass):
     def fuse_forward(self, steps):
         plain = {step.node for step in steps if not step.fused}
         reads = readers(steps)
+        pooled = {step.node.inputs[0] for step in steps if step.node.op == "max_pool"}
         relus = {
             relu
             for relu in plain
             if relu.op == "relu"
+            and relu not in pooled
             and (norm := relu.inputs[0]).op == "spatial_batchnorm"
             and (conv := norm.inputs[0]).op == "conv"
             and {norm, conv} <= plain

@@ -9,7 +9,9 @@ from hypothesis import strategies as st
 
 import graphnet as gn
 from graphnet import viz
+from graphnet.core import plan
 from graphnet.passes import norm_relu
+from graphnet.passes.conv_batchnorm_relu_pool import ConvBatchnormReluPool
 from graphnet.passes.norm_relu import ConvBatchnormRelu, NormRelu
 
 from .checks import assert_same_everywhere, deferred, fused_labels, only_pass, twins, walk
@@ -244,4 +246,25 @@ def test_float16_and_small_activations_run_the_gates(monkeypatch, dtype, smalles
     for g in (plain, fused):
         walk(g, feeds)
     assert deferred(fused["norm"]) == deferred(fused["relu"]) == set()
+    assert_same_everywhere(plain, fused)
+
+
+def test_a_pooled_chain_without_conv_batchnorm_relu_pool_is_fold_and_relu_pool(monkeypatch):
+    """conv -> spatial batchnorm -> relu -> max_pool with every pass but the one for the
+    whole chain: batchnorm_fold's and relu_pool's steps, not this module's."""
+    others = [r for r in plan.REWRITES if not isinstance(r, ConvBatchnormReluPool)]
+    monkeypatch.setattr(plan, "REWRITES", others)
+
+    def build(g, rng):
+        x = g.input("x", requires_grad=False)
+        w = g.param("w", rng.standard_normal((4, 2, 3, 3)) * 0.4)
+        h = g.conv(x, w, g.param("b", np.zeros(4)), stride=1, pad=1, name="conv")
+        h = g.spatial_batchnorm(h, g.param("gamma", np.ones(4)), g.param("beta", np.zeros(4)))
+        g.sum(g.max_pool(g.relu(h), name="pool"))
+        return {"x": rng.standard_normal((2, 2, 6, 6))}
+
+    plain, fused, feeds = twins(build, np.float64)
+    assert fused_labels(fused) == ["conv+spatial_batchnorm", "relu+max_pool"]
+    for g in (plain, fused):
+        walk(g, feeds)
     assert_same_everywhere(plain, fused)
