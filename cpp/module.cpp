@@ -550,7 +550,7 @@ NormShape channel_shape(const py::array& x, const char* what) {
 
 py::tuple py_channel_norm_forward(const py::array& x, const py::array& gamma,
                                   const py::array& beta, double eps, const py::object& mean,
-                                  const py::object& var) {
+                                  const py::object& var, bool relu) {
     const NormShape s = channel_shape(x, "batchnorm");
     const bool train = mean.is_none() || var.is_none();
     return dispatch_float(x, "batchnorm x", [&](auto zero) -> py::tuple {
@@ -569,15 +569,17 @@ py::tuple py_channel_norm_forward(const py::array& x, const py::array& gamma,
           *op = out.mutable_data();
         {
             py::gil_scoped_release nogil;
-            channel_norm_forward(s, train, eps, xp, gp, bp, mp, vp, ip, op);
+            channel_norm_forward(s, train, relu, eps, xp, gp, bp, mp, vp, ip, op);
         }
         return py::make_tuple(out, m, v, inv);
     });
 }
 
+// With a relu (beta given): dout is the gradient of the relu's output.
 py::tuple py_channel_norm_backward(const py::array& dout, const py::array& x,
                                    const py::array& gamma, const py::array& mean,
-                                   const py::array& inv_std, bool train) {
+                                   const py::array& inv_std, bool train,
+                                   const py::object& beta) {
     const NormShape s = channel_shape(x, "batchnorm");
     require_shape(dout, shape_of(x), "batchnorm dout");
     require_same_dtype(x, "x", dout, "dout");
@@ -586,20 +588,22 @@ py::tuple py_channel_norm_backward(const py::array& dout, const py::array& x,
         Contig<T> dc(dout), xc(x), gc = per_slice<T>(gamma, x, s.K, "gamma"),
                                mc = per_slice<T>(mean, x, s.K, "mean"),
                                ic = per_slice<T>(inv_std, x, s.K, "inv_std");
+        const bool relu = !beta.is_none();
+        Contig<T> bc = relu ? per_slice<T>(beta.cast<py::array>(), x, s.K, "beta") : gc;
         py::array_t<T> dx(shape_of(x)), dgamma(s.K), dbeta(s.K);
         const T *dp = dc.data(), *xp = xc.data(), *gp = gc.data(), *mp = mc.data(),
-                *ip = ic.data();
+                *ip = ic.data(), *bp = bc.data();
         T *dxp = dx.mutable_data(), *dgp = dgamma.mutable_data(), *dbp = dbeta.mutable_data();
         {
             py::gil_scoped_release nogil;
-            channel_norm_backward(s, train, dp, xp, mp, ip, gp, dxp, dgp, dbp);
+            channel_norm_backward(s, train, relu, dp, xp, mp, ip, gp, bp, dxp, dgp, dbp);
         }
         return py::make_tuple(dx, dgamma, dbeta);
     });
 }
 
 py::tuple py_layer_norm_forward(const py::array& x, const py::array& gamma,
-                                const py::array& beta, double eps) {
+                                const py::array& beta, double eps, bool relu) {
     const Shape xs = shape_of(x);
     require_rank(xs, 2, "layernorm x", "(N, D)");
     return dispatch_float(x, "layernorm x", [&](auto zero) -> py::tuple {
@@ -611,7 +615,7 @@ py::tuple py_layer_norm_forward(const py::array& x, const py::array& gamma,
         T *mp = m.mutable_data(), *ip = inv.mutable_data(), *op = out.mutable_data();
         {
             py::gil_scoped_release nogil;
-            layer_norm_forward(xs[0], xs[1], eps, xp, gp, bp, mp, ip, op);
+            layer_norm_forward(xs[0], xs[1], relu, eps, xp, gp, bp, mp, ip, op);
         }
         return py::make_tuple(out, m, inv);
     });
@@ -619,7 +623,7 @@ py::tuple py_layer_norm_forward(const py::array& x, const py::array& gamma,
 
 py::tuple py_layer_norm_backward(const py::array& dout, const py::array& x,
                                  const py::array& gamma, const py::array& mean,
-                                 const py::array& inv_std) {
+                                 const py::array& inv_std, const py::object& beta) {
     const Shape xs = shape_of(x);
     require_rank(xs, 2, "layernorm x", "(N, D)");
     require_shape(dout, xs, "layernorm dout");
@@ -629,13 +633,15 @@ py::tuple py_layer_norm_backward(const py::array& dout, const py::array& x,
         Contig<T> dc(dout), xc(x), gc = per_slice<T>(gamma, x, xs[1], "gamma"),
                                mc = per_slice<T>(mean, x, xs[0], "mean"),
                                ic = per_slice<T>(inv_std, x, xs[0], "inv_std");
+        const bool relu = !beta.is_none();
+        Contig<T> bc = relu ? per_slice<T>(beta.cast<py::array>(), x, xs[1], "beta") : gc;
         py::array_t<T> dx(xs), dgamma(xs[1]), dbeta(xs[1]);
         const T *dp = dc.data(), *xp = xc.data(), *gp = gc.data(), *mp = mc.data(),
-                *ip = ic.data();
+                *ip = ic.data(), *bp = bc.data();
         T *dxp = dx.mutable_data(), *dgp = dgamma.mutable_data(), *dbp = dbeta.mutable_data();
         {
             py::gil_scoped_release nogil;
-            layer_norm_backward(xs[0], xs[1], dp, xp, mp, ip, gp, dxp, dgp, dbp);
+            layer_norm_backward(xs[0], xs[1], relu, dp, xp, mp, ip, gp, bp, dxp, dgp, dbp);
         }
         return py::make_tuple(dx, dgamma, dbeta);
     });
@@ -908,19 +914,25 @@ PYBIND11_MODULE(_C, m) {
           "Whether the recurrent kernels' float32 sigmoid and tanh run on AVX2.");
     // ---- normalization ----
     m.def("channel_norm_forward", &py_channel_norm_forward, "x"_a, "gamma"_a, "beta"_a, "eps"_a,
-          "mean"_a = py::none(), "var"_a = py::none(),
+          "mean"_a = py::none(), "var"_a = py::none(), "relu"_a = false,
           "Batchnorm of x (N, C, ...) per channel (axis 1) -> (out, mean, var, inv_std), the\n"
           "last three (C,) in x's dtype. Without mean and var: the batch's (biased variance),\n"
           "in one float64 pass; with them (eval mode): those. out = gamma * (x - mean) * inv_std\n"
-          "+ beta, inv_std = 1 / sqrt(var + eps). Deterministic for any number of threads.");
+          "+ beta, inv_std = 1 / sqrt(var + eps); relu: its relu. Deterministic for any number\n"
+          "of threads.");
     m.def("channel_norm_backward", &py_channel_norm_backward, "dout"_a, "x"_a, "gamma"_a,
-          "mean"_a, "inv_std"_a, "train"_a,
+          "mean"_a, "inv_std"_a, "train"_a, "beta"_a = py::none(),
           "Gradients of channel_norm_forward -> (dx, dgamma, dbeta); train: mean and inv_std\n"
-          "were the batch's (they depend on x), else constants.");
+          "were the batch's (they depend on x), else constants. With beta: of the forward with\n"
+          "relu, dout being the relu output's gradient.");
     m.def("layer_norm_forward", &py_layer_norm_forward, "x"_a, "gamma"_a, "beta"_a, "eps"_a,
-          "Layernorm of the rows of x (N, D) -> (out, mean (N,), inv_std (N,)).");
+          "relu"_a = false,
+          "Layernorm of the rows of x (N, D) -> (out, mean (N,), inv_std (N,)); relu: out is\n"
+          "the relu of the normalized rows.");
     m.def("layer_norm_backward", &py_layer_norm_backward, "dout"_a, "x"_a, "gamma"_a, "mean"_a,
-          "inv_std"_a, "Gradients of layer_norm_forward -> (dx, dgamma, dbeta).");
+          "inv_std"_a, "beta"_a = py::none(),
+          "Gradients of layer_norm_forward -> (dx, dgamma, dbeta); with beta: of the forward\n"
+          "with relu, dout being the relu output's gradient.");
     m.def("group_norm_forward", &py_group_norm_forward, "x"_a, "gamma"_a, "beta"_a, "G"_a,
           "eps"_a,
           "Groupnorm of x (N, C, H, W) in G groups of channels, gamma and beta (C,) ->\n"

@@ -28,29 +28,34 @@ struct NormShape {
 
 // Batchnorm: out = (x - mean[k]) * gamma[k] * inv_std[k] + beta[k], inv_std = 1 / sqrt(var +
 // eps) computed in T. train: mean and var (biased) are the batch's and are written; else
-// they are read (the running averages). inv_std is written.
+// they are read (the running averages). inv_std is written. relu: out is the relu of that
+// (a norm -> relu chain in one pass, passes/norm_relu.py).
 template <typename T>
-void channel_norm_forward(const NormShape& s, bool train, double eps, const T* x,
+void channel_norm_forward(const NormShape& s, bool train, bool relu, double eps, const T* x,
                           const T* gamma, const T* beta, T* mean, T* var, T* inv_std, T* out);
 
 // Its gradients. train: mean and inv_std came from this batch (so they depend on x); else
-// they were constants. dgamma[k] = sum dout * x_hat, dbeta[k] = sum dout.
+// they were constants. dgamma[k] = sum dout * x_hat, dbeta[k] = sum dout. relu: dout is the
+// gradient of the forward's relu output; it passes where the normalized entry, recomputed
+// from x, mean, inv_std, gamma and beta exactly as the forward did, is positive (beta is
+// read only then and may be null otherwise).
 template <typename T>
-void channel_norm_backward(const NormShape& s, bool train, const T* dout, const T* x,
-                           const T* mean, const T* inv_std, const T* gamma, T* dx, T* dgamma,
-                           T* dbeta);
+void channel_norm_backward(const NormShape& s, bool train, bool relu, const T* dout,
+                           const T* x, const T* mean, const T* inv_std, const T* gamma,
+                           const T* beta, T* dx, T* dgamma, T* dbeta);
 
 // Layernorm of the rows of x (N, D): out = (x - mean[n]) * inv_std[n] * gamma[d] + beta[d];
-// writes mean and inv_std (N,).
+// writes mean and inv_std (N,). relu: as in channel_norm_forward.
 template <typename T>
-void layer_norm_forward(int64_t N, int64_t D, double eps, const T* x, const T* gamma,
-                        const T* beta, T* mean, T* inv_std, T* out);
+void layer_norm_forward(int64_t N, int64_t D, bool relu, double eps, const T* x,
+                        const T* gamma, const T* beta, T* mean, T* inv_std, T* out);
 
 // Its gradients; dgamma and dbeta (D,) are summed over rows in fixed blocks of rows, in
-// order, whatever the number of threads.
+// order, whatever the number of threads. relu: as in channel_norm_backward.
 template <typename T>
-void layer_norm_backward(int64_t N, int64_t D, const T* dout, const T* x, const T* mean,
-                         const T* inv_std, const T* gamma, T* dx, T* dgamma, T* dbeta);
+void layer_norm_backward(int64_t N, int64_t D, bool relu, const T* dout, const T* x,
+                         const T* mean, const T* inv_std, const T* gamma, const T* beta,
+                         T* dx, T* dgamma, T* dbeta);
 
 // Groupnorm of x (N, C, H, W) in G groups of C / G channels: group (n, g) has mean and
 // inv_std [n * G + g] (written), channel c its gamma[c] and beta[c]. planes = H * W.

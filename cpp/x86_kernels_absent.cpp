@@ -9,6 +9,7 @@
 #include "conv_direct.h"
 #include "conv_taps.h"
 #include "gemm_avx512.h"
+#include "norm_avx2.h"
 #include "panel_gemm_avx512.h"
 #include "pointwise_avx2.h"
 #include "skinny_gemm.h"
@@ -100,5 +101,55 @@ float exp_shifted_sum_avx2(int64_t, const float*, float, float*) {
 void log_softmax_row_backward_avx2(int64_t, const float*, const float*, float, float*) {
     absent("log_softmax_row_backward_avx2");
 }
+
+template <typename T>
+void channel_norm_forward_avx2(const NormShape&, bool, bool, double, const T*, const T*,
+                               const T*, T*, T*, T*, T*) {
+    absent("channel_norm_forward_avx2");
+}
+template <typename T>
+void channel_norm_backward_avx2(const NormShape&, bool, bool, const T*, const T*, const T*,
+                                const T*, const T*, const T*, T*, T*, T*) {
+    absent("channel_norm_backward_avx2");
+}
+template <typename T>
+void layer_norm_forward_avx2(int64_t, int64_t, bool, double, const T*, const T*, const T*, T*,
+                             T*, T*) {
+    absent("layer_norm_forward_avx2");
+}
+template <typename T>
+void layer_norm_backward_avx2(int64_t, int64_t, bool, const T*, const T*, const T*, const T*,
+                              const T*, const T*, T*, T*, T*, double*, double*) {
+    absent("layer_norm_backward_avx2");
+}
+template <typename T>
+void group_norm_forward_avx2(int64_t, int64_t, int64_t, int64_t, double, const T*, const T*,
+                             const T*, T*, T*, T*) {
+    absent("group_norm_forward_avx2");
+}
+template <typename T>
+void group_norm_backward_avx2(int64_t, int64_t, int64_t, int64_t, const T*, const T*, const T*,
+                              const T*, const T*, T*, T*, T*, double*, double*) {
+    absent("group_norm_backward_avx2");
+}
+#define GRAPHNET_NORM_ABSENT(T)                                                                \
+    template void channel_norm_forward_avx2<T>(const NormShape&, bool, bool, double, const T*, \
+                                               const T*, const T*, T*, T*, T*, T*);            \
+    template void channel_norm_backward_avx2<T>(const NormShape&, bool, bool, const T*,        \
+                                                const T*, const T*, const T*, const T*,        \
+                                                const T*, T*, T*, T*);                         \
+    template void layer_norm_forward_avx2<T>(int64_t, int64_t, bool, double, const T*,         \
+                                             const T*, const T*, T*, T*, T*);                  \
+    template void layer_norm_backward_avx2<T>(int64_t, int64_t, bool, const T*, const T*,      \
+                                              const T*, const T*, const T*, const T*, T*, T*,  \
+                                              T*, double*, double*);                           \
+    template void group_norm_forward_avx2<T>(int64_t, int64_t, int64_t, int64_t, double,       \
+                                             const T*, const T*, const T*, T*, T*, T*);        \
+    template void group_norm_backward_avx2<T>(int64_t, int64_t, int64_t, int64_t, const T*,    \
+                                              const T*, const T*, const T*, const T*, T*, T*,  \
+                                              T*, double*, double*);
+GRAPHNET_NORM_ABSENT(float)
+GRAPHNET_NORM_ABSENT(double)
+#undef GRAPHNET_NORM_ABSENT
 
 }  // namespace graphnet

@@ -48,7 +48,9 @@ class BatchNorm(Gate):
                 raise ShapeError(f"{name} must be ({features},) for x {x}, got {param}")
         return x
 
-    def forward(self, state, training, x, gamma, beta):
+    def forward(self, state, training, x, gamma, beta, relu=False):
+        """relu: return the relu of the output instead (a fused batchnorm -> relu step,
+        passes/norm_relu.py; for the arrays `norm.native` takes only)."""
         if norm.native(x, gamma, beta):  # C++, on x's own layout
             out, cache, state["running_mean"], state["running_var"] = norm.batchnorm_forward(
                 x,
@@ -59,6 +61,7 @@ class BatchNorm(Gate):
                 state.get("running_mean"),
                 state.get("running_var"),
                 training,
+                relu,
             )
             return out, cache
         # Mixed or integer dtypes: the numpy reference promotes them as numpy does.
@@ -75,9 +78,10 @@ class BatchNorm(Gate):
         )
         return out, cache
 
-    def backward(self, dout, cache, needs):
+    def backward(self, dout, cache, needs, relu=False):
+        """relu: dout is the gradient of the relu of the output (a forward with relu)."""
         if isinstance(cache, NormCache):
-            return norm.batchnorm_backward(dout, cache)
+            return norm.batchnorm_backward(dout, cache, relu)
         return type(self).kernels[1](dout, cache)
 
     def summarize_cache(self, cache, input_names):
@@ -139,22 +143,24 @@ class LayerNorm(Gate):
                 raise ShapeError(f"{name} must be ({features},) for x {x}, got {param}")
         return x
 
-    def forward(self, x, gamma, beta):
+    def forward(self, x, gamma, beta, relu=False):
+        """relu: as in BatchNorm.forward."""
         # Leading axes are samples alike: (N, T, D) normalizes each of the N * T vectors.
         rows = x.reshape(-1, x.shape[-1])
         if norm.native(x, gamma, beta):
-            out, cache = norm.layernorm_forward(rows, gamma, beta, self.eps)
+            out, cache = norm.layernorm_forward(rows, gamma, beta, self.eps, relu)
         else:
             out, cache = layers.layernorm_forward(rows, gamma, beta, {"eps": self.eps})
         return out.reshape(x.shape), (cache, x.shape)
 
-    def backward(self, dout, cache, needs):
+    def backward(self, dout, cache, needs, relu=False):
+        """relu: dout is the gradient of the relu of the output (a forward with relu)."""
         cache, shape = cache
         rows = dout.reshape(-1, shape[-1])
-        backward = (
-            norm.layernorm_backward if isinstance(cache, NormCache) else layers.layernorm_backward
-        )
-        dx, dgamma, dbeta = backward(rows, cache)
+        if isinstance(cache, NormCache):
+            dx, dgamma, dbeta = norm.layernorm_backward(rows, cache, relu)
+        else:
+            dx, dgamma, dbeta = layers.layernorm_backward(rows, cache)
         return dx.reshape(shape), dgamma, dbeta
 
     def summarize_cache(self, cache, input_names):

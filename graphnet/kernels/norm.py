@@ -34,13 +34,14 @@ class NormCache:
     were the batch's (train) or constants (batchnorm in eval mode). `per` says what has one
     mean: "channel" (batchnorm), "row" (layernorm) or a number of groups (groupnorm). The
     normalized input x_hat is not kept: it is recomputed when something reads it (the
-    drawings' cache summaries)."""
+    drawings' cache summaries). beta is kept for a backward through a relu (ReluNormCache).
+    """
 
-    __slots__ = ("train", "x", "mean", "inv_std", "gamma", "per")
+    __slots__ = ("train", "x", "mean", "inv_std", "gamma", "beta", "per")
 
-    def __init__(self, train, x, mean, inv_std, gamma, per):
+    def __init__(self, train, x, mean, inv_std, gamma, beta, per):
         self.train, self.x, self.mean, self.inv_std = train, x, mean, inv_std
-        self.gamma, self.per = gamma, per
+        self.gamma, self.beta, self.per = gamma, beta, per
 
     @property
     def x_hat(self) -> np.ndarray:
@@ -52,6 +53,19 @@ class NormCache:
         return ((rows - self.mean[:, None]) * self.inv_std[:, None]).reshape(x.shape)
 
 
+class ReluNormCache(NormCache):
+    """The same cache, of a forward that also wrote the relu of its output (a fused norm ->
+    relu step, passes/norm_relu.py): a backward with ``relu=True`` takes it, and tells
+    where the relu passed the gradient by recomputing the normalized entries from x, the
+    statistics, gamma and beta, exactly as the forward did."""
+
+    __slots__ = ()
+
+
+def _cache(relu):
+    return ReluNormCache if relu else NormCache
+
+
 def batchnorm_forward(
     x: np.ndarray,
     gamma: np.ndarray,
@@ -61,13 +75,15 @@ def batchnorm_forward(
     running_mean: Optional[np.ndarray],
     running_var: Optional[np.ndarray],
     train: bool,
+    relu: bool = False,
 ) -> Tuple[np.ndarray, NormCache, np.ndarray, np.ndarray]:
     """Batchnorm of x (N, C, ...) per channel (axis 1): (N, D) or (N, C, H, W).
 
     Train mode normalizes with the batch's mean and biased variance and returns the running
     averages updated as the course does (momentum * running + (1 - momentum) * batch);
     eval mode normalizes with the running averages (zeros when None) and returns them.
-    Returns (out, cache, running_mean, running_var).
+    relu: out is the relu of the normalized x. Returns (out, cache, running_mean,
+    running_var).
     """
     C = x.shape[1]
     running_mean = _running(running_mean, C, x.dtype, "running_mean")
@@ -80,42 +96,56 @@ def batchnorm_forward(
             eps,
             running_mean.astype(x.dtype, copy=False),
             running_var.astype(x.dtype, copy=False),
+            relu,
         )
-        cache = NormCache(False, x, mean, inv_std, gamma, "channel")
+        cache = _cache(relu)(False, x, mean, inv_std, gamma, beta, "channel")
         return out, cache, running_mean, running_var
     if x.size == 0:
         raise ValueError(f"batchnorm: train mode needs a non-empty batch, got x of shape {x.shape}")
-    out, mean, var, inv_std = _C.channel_norm_forward(x, gamma, beta, eps)
+    out, mean, var, inv_std = _C.channel_norm_forward(x, gamma, beta, eps, relu=relu)
     running_mean = momentum * running_mean + (1 - momentum) * mean
     running_var = momentum * running_var + (1 - momentum) * var
-    cache = NormCache(True, x, mean, inv_std, gamma, "channel")
+    cache = _cache(relu)(True, x, mean, inv_std, gamma, beta, "channel")
     return out, cache, running_mean, running_var
 
 
 def batchnorm_backward(
-    dout: np.ndarray, cache: NormCache
+    dout: np.ndarray, cache: NormCache, relu: bool = False
 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(dx, dgamma, dbeta) of batchnorm_forward, for train or eval mode as it ran."""
+    """(dx, dgamma, dbeta) of batchnorm_forward, for train or eval mode as it ran. relu
+    (the forward's too): dout is the gradient of the relu's output."""
     return _C.channel_norm_backward(
-        _like(dout, cache.x), cache.x, cache.gamma, cache.mean, cache.inv_std, cache.train
+        _like(dout, cache.x),
+        cache.x,
+        cache.gamma,
+        cache.mean,
+        cache.inv_std,
+        cache.train,
+        _relu_beta(cache, relu),
     )
 
 
 def layernorm_forward(
-    x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float
+    x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float, relu: bool = False
 ) -> Tuple[np.ndarray, NormCache]:
-    """Layernorm of the rows of x (N, D); gamma and beta (D,)."""
+    """Layernorm of the rows of x (N, D); gamma and beta (D,). relu: out is its relu."""
     if x.shape[1] == 0:
         raise ValueError(f"layernorm: x has shape {x.shape}; a sample needs at least one feature")
-    out, mean, inv_std = _C.layer_norm_forward(x, gamma, beta, eps)
-    return out, NormCache(True, x, mean, inv_std, gamma, "row")
+    out, mean, inv_std = _C.layer_norm_forward(x, gamma, beta, eps, relu)
+    return out, _cache(relu)(True, x, mean, inv_std, gamma, beta, "row")
 
 
 def layernorm_backward(
-    dout: np.ndarray, cache: NormCache
+    dout: np.ndarray, cache: NormCache, relu: bool = False
 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """relu (the forward's too): dout is the gradient of the relu's output."""
     return _C.layer_norm_backward(
-        _like(dout, cache.x), cache.x, cache.gamma, cache.mean, cache.inv_std
+        _like(dout, cache.x),
+        cache.x,
+        cache.gamma,
+        cache.mean,
+        cache.inv_std,
+        _relu_beta(cache, relu),
     )
 
 
@@ -127,7 +157,7 @@ def groupnorm_forward(
     if x.shape[2] * x.shape[3] == 0:
         raise ValueError(f"groupnorm: x has shape {x.shape}; a group needs at least one pixel")
     out, mean, inv_std = _C.group_norm_forward(x, gamma.reshape(-1), beta.reshape(-1), G, eps)
-    return out, NormCache(True, x, mean, inv_std, gamma, G)
+    return out, NormCache(True, x, mean, inv_std, gamma, beta, G)
 
 
 def groupnorm_backward(
@@ -137,6 +167,13 @@ def groupnorm_backward(
         _like(dout, cache.x), cache.x, cache.gamma.reshape(-1), cache.per, cache.mean, cache.inv_std
     )
     return dx, dgamma.reshape(cache.gamma.shape), dbeta.reshape(cache.gamma.shape)
+
+
+def _relu_beta(cache, relu):
+    """beta for a backward through the forward's relu, None for one without."""
+    if relu and not isinstance(cache, ReluNormCache):
+        raise ValueError("a backward through a relu needs the cache of a forward with relu")
+    return cache.beta if relu else None
 
 
 def _running(stat, C, dtype, name):

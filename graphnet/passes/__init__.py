@@ -1,5 +1,11 @@
 """Plan rewrites: each pass replaces runs of steps with fused steps (see base.py).
 Importing this package registers the built-in passes."""
 
-from . import batchnorm_fold, conv_batchnorm_relu_pool, conv_relu_pool, relu_pool  # noqa: F401
+from . import (  # noqa: F401
+    batchnorm_fold,
+    conv_batchnorm_relu_pool,
+    conv_relu_pool,
+    norm_relu,
+    relu_pool,
+)
 from .base import FusionPass, register_pass  # noqa: F401

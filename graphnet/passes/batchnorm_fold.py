@@ -32,7 +32,7 @@ class BatchnormFold(FusionPass):
     length = 2
 
     def fuse_forward(self, steps):
-        planned = {step.node for step in steps}
+        planned = {step.node for step in steps if not step.fused}
         reads = readers(steps)
         norms = {
             norm
@@ -52,10 +52,12 @@ class BatchnormFold(FusionPass):
 
 def _fused_step(norm):
     conv = norm.inputs[0]
-    return Step(norm, conv.inputs + norm.inputs[1:], _forward(conv, norm), (), (conv, norm))
+    return Step(norm, conv.inputs + norm.inputs[1:], forward_run(conv, norm), (), (conv, norm))
 
 
-def _forward(conv, norm):
+def forward_run(conv, norm):
+    """The fused step's run(store)."""
+
     def run(store):
         fold = None if norm.graph.training else scale_and_shift(conv, norm, store)
         if fold is None:

@@ -23,7 +23,7 @@ class ConvBatchnormReluPool(FusionPass):
     length = 4
 
     def fuse_forward(self, steps):
-        planned = {step.node for step in steps}
+        planned = {step.node for step in steps if not step.fused}
         reads = readers(steps)
 
         def chain(pool):

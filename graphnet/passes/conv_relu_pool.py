@@ -51,7 +51,7 @@ class ConvReluPool(FusionPass):
 def _chains(steps):
     """The pools of the conv -> relu -> max_pool chains among `steps` whose conv and relu
     are steps there and are read by nothing else there."""
-    planned = {step.node for step in steps}
+    planned = {step.node for step in steps if not step.fused}
     reads = readers(steps)
     return {
         pool

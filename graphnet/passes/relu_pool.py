@@ -35,9 +35,9 @@ class ReluPool(FusionPass):
 
 
 def _fuse(steps, make_run):
-    """`steps` with each relu -> max_pool run (the relu a step there, read by nothing else
-    there) replaced by one fused step."""
-    planned = {step.node for step in steps}
+    """`steps` with each relu -> max_pool run (the relu a single-gate step there, read by
+    nothing else there) replaced by one fused step."""
+    planned = {step.node for step in steps if not step.fused}
     reads = readers(steps)
     pools = {
         pool

@@ -58,7 +58,8 @@ def leaves(item):
     if isinstance(item, (tuple, list)):
         return [leaf for value in item for leaf in leaves(value)]
     if hasattr(type(item), "__slots__"):  # a kernel's cache object (the norms' NormCache)
-        return [leaf for slot in type(item).__slots__ for leaf in leaves(getattr(item, slot))]
+        slots = [slot for cls in type(item).__mro__ for slot in getattr(cls, "__slots__", ())]
+        return [leaf for slot in slots for leaf in leaves(getattr(item, slot))]
     return [item]
 
 

@@ -10,9 +10,26 @@ from hypothesis import strategies as st
 import graphnet as gn
 from graphnet import viz
 
-from .checks import assert_same_everywhere, deferred, fused_labels, leaves, twins, walk
+from graphnet.passes.batchnorm_fold import BatchnormFold
+
+from .checks import (
+    assert_same_everywhere,
+    deferred,
+    fused_labels,
+    leaves,
+    only_pass,
+    twins,
+    walk,
+)
 
 pytestmark = pytest.mark.usefixtures("one_kernel_thread")
+
+
+@pytest.fixture(autouse=True)
+def batchnorm_fold_alone(monkeypatch):
+    """(A conv -> spatial batchnorm -> relu is norm_relu.py's, which folds the same way.)"""
+    only_pass(monkeypatch, BatchnormFold)
+
 
 TOL = {np.float32: 2e-5, np.float64: 1e-12}
 

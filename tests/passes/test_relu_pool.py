@@ -203,4 +203,7 @@ def test_gradcheck_through_a_fused_graph():
     errors = gn.gradcheck(fused, **feeds)
     assert fused_labels(fused, "backward") == ["relu+max_pool"]
     assert errors == gn.gradcheck(plain, **feeds)
-    assert max(errors.values()) < 1e-5, errors
+    # The conv's bias feeds a batchnorm, which subtracts it again: its gradient is zero up
+    # to rounding, and its relative error is rounding over rounding.
+    assert np.abs(fused["b_conv"].grad).max() < 1e-12
+    assert max(error for name, error in errors.items() if name != "b_conv") < 1e-5, errors

@@ -1,0 +1,526 @@
+// The loops of the norm kernels (norm.h), compiled twice: for any x86-64 (or other) CPU in
+// norm.cpp, and for AVX2 in norm_avx2.cpp, where the compiler vectorises them 8 floats or 4
+// doubles wide (forward + backward 1.25x to 1.6x faster, docs/performance/kernels.md; small
+// planes stay on the portable copy, norm.cpp). Each file gets its
+// own copy (an anonymous namespace), and this header includes no library header, so
+// nothing compiled for AVX2 can be shared with the portable code. Both copies sum in an
+// order fixed by the shapes alone, so either is bitwise the same for any thread count
+// (the two copies may differ from each other in the last bits: their float64 sums group
+// the lanes differently).
+#pragma once
+
+#include <cstdint>
+
+#include "norm.h"
+
+namespace graphnet {
+
+int num_threads();  // threads.h
+
+namespace {
+
+
+// Below this many entries a second thread costs more to wake than it saves.
+constexpr int64_t kEntriesPerThread = 1 << 15;
+// Entries per statistics block: small enough to stay in L1 between its two passes.
+constexpr int64_t kBlock = 2048;
+// Columns per block of the batchnorm (N, D) layout, rows per statistics block there.
+constexpr int64_t kColumns = 64, kRows = 32;
+// Rows per block of layernorm's gamma and beta gradients (fixed: the summation order).
+constexpr int64_t kRowBlock = 32;
+// Statistics segments shorter than this are summed by a plain loop (add_block).
+constexpr int64_t kShortSegment = 32;
+
+// The blocks of rows of layernorm's backward: it needs 2 * row_blocks(N) * D doubles.
+constexpr int64_t row_blocks(int64_t N) { return (N + kRowBlock - 1) / kRowBlock; }
+
+template <typename I>
+constexpr I lesser(I a, I b) {
+    return b < a ? b : a;
+}
+template <typename I>
+constexpr I greater(I a, I b) {
+    return a < b ? b : a;
+}
+inline float root(float v) { return __builtin_sqrtf(v); }
+inline double root(double v) { return __builtin_sqrt(v); }
+
+// A relu on a normalized entry y, as the relu gate takes it (a NaN passes, as in np.maximum).
+template <bool relu, typename T>
+T relu_if(T y) {
+    return (!relu || y > T(0) || y != y) ? y : T(0);
+}
+
+// The gradient reaching y through that relu: dout times whether y > 0, a product as in
+// the relu gate (so a NaN or infinite dout where the relu blocks still gives a NaN).
+template <typename T>
+T through_relu(T dout, T y) {
+    return dout * static_cast<T>(y > T(0));
+}
+
+int team_for(int64_t pieces, int64_t entries) {
+    const int64_t wanted = lesser(pieces, greater<int64_t>(1, entries / kEntriesPerThread));
+    return static_cast<int>(greater<int64_t>(1, lesser<int64_t>(num_threads(), wanted)));
+}
+
+// Count, mean and centred sum of squares of the entries seen so far, merged block by
+// block (Chan, Golub and LeVeque's pairwise update).
+struct Moments {
+    double n = 0, mean = 0, m2 = 0;
+    void merge(double nb, double mean_b, double m2_b) {
+        const double total = n + nb, delta = mean_b - mean;
+        mean += delta * (nb / total);
+        m2 += m2_b + delta * delta * (n * nb / total);
+        n = total;
+    }
+    double var() const { return n > 0 ? m2 / n : __builtin_nan(""); }
+    double mean_or_nan() const { return n > 0 ? mean : __builtin_nan(""); }
+};
+
+// Sums in float64 over p[0 .. len), into eight interleaved partial sums `lane` (added in
+// a fixed order by fold): of p[i], and of (p[i] - m)^2. No reassociation is needed to
+// vectorise that (a plain reduction loop stayed scalar in the groupnorm and layernorm
+// paths, one dependent add per entry), and the order is the source's on any CPU.
+template <typename T>
+void sum_into(const T* p, int64_t len, double* lane) {
+    int64_t i = 0;
+    for (; i + 8 <= len; i += 8) {
+        for (int l = 0; l < 8; ++l) lane[l] += p[i + l];
+    }
+    for (int l = 0; i + l < len; ++l) lane[l] += p[i + l];
+}
+
+template <typename T>
+void squares_into(const T* p, int64_t len, double m, double* lane) {
+    int64_t i = 0;
+    for (; i + 8 <= len; i += 8) {
+        for (int l = 0; l < 8; ++l) {
+            const double d = p[i + l] - m;
+            lane[l] += d * d;
+        }
+    }
+    for (int l = 0; i + l < len; ++l) {
+        const double d = p[i + l] - m;
+        lane[l] += d * d;
+    }
+}
+
+inline double fold(const double* lane) {
+    const double low = (lane[0] + lane[4]) + (lane[1] + lane[5]);
+    return low + ((lane[2] + lane[6]) + (lane[3] + lane[7]));
+}
+
+// Adds `segs` segments of `len` entries, `stride` apart, as one block: its mean first, then
+// the squares around that mean, both in float64.
+// Segments shorter than kShortSegment (planes of 3x3 to 5x5) take a plain reduction loop
+// per segment, whose ends cost less there (3x3 planes: 1.5x faster than the lanes).
+template <typename T>
+void add_block(const T* x, int64_t segs, int64_t stride, int64_t len, Moments& acc) {
+    const double nb = static_cast<double>(segs * len);
+    if (len < kShortSegment) {
+        double sum = 0, m2 = 0;
+        for (int64_t s = 0; s < segs; ++s) {
+            const T* p = x + s * stride;
+#pragma omp simd reduction(+ : sum)
+            for (int64_t i = 0; i < len; ++i) sum += p[i];
+        }
+        const double m = sum / nb;
+        for (int64_t s = 0; s < segs; ++s) {
+            const T* p = x + s * stride;
+#pragma omp simd reduction(+ : m2)
+            for (int64_t i = 0; i < len; ++i) {
+                const double d = p[i] - m;
+                m2 += d * d;
+            }
+        }
+        acc.merge(nb, m, m2);
+        return;
+    }
+    double sums[8] = {}, squares[8] = {};
+    for (int64_t s = 0; s < segs; ++s) sum_into(x + s * stride, len, sums);
+    const double m = fold(sums) / nb;
+    for (int64_t s = 0; s < segs; ++s) squares_into(x + s * stride, len, m, squares);
+    acc.merge(nb, m, fold(squares));
+}
+
+// The moments of slice k: `outer` segments of `inner` entries, K * inner apart.
+template <typename T>
+Moments slice_moments(const NormShape& s, const T* x, int64_t k) {
+    Moments acc;
+    const T* base = x + k * s.inner;
+    const int64_t stride = s.K * s.inner;
+    if (s.inner == 0) return acc;
+    if (s.inner >= kBlock) {
+        for (int64_t o = 0; o < s.outer; ++o) {
+            for (int64_t i = 0; i < s.inner; i += kBlock) {
+                add_block(base + o * stride + i, 1, stride, lesser(kBlock, s.inner - i), acc);
+            }
+        }
+    } else {
+        const int64_t segs = kBlock / s.inner;
+        for (int64_t o = 0; o < s.outer; o += segs) {
+            add_block(base + o * stride, lesser(segs, s.outer - o), stride, s.inner, acc);
+        }
+    }
+    return acc;
+}
+
+// The moments of columns [j0, j0 + width) of an (N, K) array, rows in blocks of kRows.
+template <typename T>
+void column_moments(int64_t N, int64_t K, int64_t j0, int64_t width, const T* x,
+                    double* mean, double* var) {
+    double m[kColumns] = {}, m2[kColumns] = {}, sum[kColumns], sq[kColumns];
+    double n = 0;
+    for (int64_t r0 = 0; r0 < N; r0 += kRows) {
+        const int64_t rows = lesser(kRows, N - r0);
+        for (int64_t j = 0; j < width; ++j) sum[j] = 0;
+        for (int64_t r = r0; r < r0 + rows; ++r) {
+            const T* row = x + r * K + j0;
+#pragma omp simd
+            for (int64_t j = 0; j < width; ++j) sum[j] += row[j];
+        }
+        const double nb = static_cast<double>(rows), total = n + nb;
+        for (int64_t j = 0; j < width; ++j) sum[j] /= nb;  // now the block's means
+        for (int64_t j = 0; j < width; ++j) sq[j] = 0;
+        for (int64_t r = r0; r < r0 + rows; ++r) {
+            const T* row = x + r * K + j0;
+#pragma omp simd
+            for (int64_t j = 0; j < width; ++j) {
+                const double d = row[j] - sum[j];
+                sq[j] += d * d;
+            }
+        }
+        for (int64_t j = 0; j < width; ++j) {
+            const double delta = sum[j] - m[j];
+            m[j] += delta * (nb / total);
+            m2[j] += sq[j] + delta * delta * (n * nb / total);
+        }
+        n = total;
+    }
+    for (int64_t j = 0; j < width; ++j) {
+        mean[j] = n > 0 ? m[j] : __builtin_nan("");
+        var[j] = n > 0 ? m2[j] / n : __builtin_nan("");
+    }
+}
+
+// channel_norm_forward with the relu known at compile time (no test of it inside the loops).
+template <bool relu, typename T>
+void channel_forward(const NormShape& s, bool train, double eps, const T* x, const T* gamma,
+                     const T* beta, T* mean, T* var, T* inv_std, T* out) {
+    // The statistics of one k (or of a block of columns), then its outputs while its
+    // entries are still in cache.
+    const auto finish = [&](int64_t k, double m, double v) {
+        if (train) mean[k] = static_cast<T>(m), var[k] = static_cast<T>(v);
+        inv_std[k] = T(1) / root(var[k] + static_cast<T>(eps));
+    };
+    if (s.inner == 1) {
+        const int64_t blocks = (s.K + kColumns - 1) / kColumns;
+#pragma omp parallel for schedule(static) num_threads(team_for(blocks, s.outer * s.K))
+        for (int64_t b = 0; b < blocks; ++b) {
+            const int64_t j0 = b * kColumns, width = lesser(kColumns, s.K - j0);
+            double m[kColumns] = {}, v[kColumns] = {};
+            if (train) column_moments(s.outer, s.K, j0, width, x, m, v);
+            T scale[kColumns];
+            for (int64_t j = 0; j < width; ++j) {
+                finish(j0 + j, m[j], v[j]);
+                scale[j] = gamma[j0 + j] * inv_std[j0 + j];
+            }
+            const T *mb = mean + j0, *bb = beta + j0;
+            for (int64_t n = 0; n < s.outer; ++n) {
+                const T* row = x + n * s.K + j0;
+                T* o = out + n * s.K + j0;
+#pragma omp simd
+                for (int64_t j = 0; j < width; ++j) {
+                    o[j] = relu_if<relu>((row[j] - mb[j]) * scale[j] + bb[j]);
+                }
+            }
+        }
+        return;
+    }
+    const int64_t stride = s.K * s.inner;
+#pragma omp parallel for schedule(static) num_threads(team_for(s.K, s.K * (s.outer * s.inner)))
+    for (int64_t k = 0; k < s.K; ++k) {
+        if (train) {
+            const Moments mk = slice_moments(s, x, k);
+            finish(k, mk.mean_or_nan(), mk.var());
+        } else {
+            finish(k, 0, 0);
+        }
+        const T m = mean[k], a = gamma[k] * inv_std[k], b = beta[k];
+        for (int64_t o = 0; o < s.outer; ++o) {
+            const T* p = x + o * stride + k * s.inner;
+            T* q = out + o * stride + k * s.inner;
+#pragma omp simd
+            for (int64_t i = 0; i < s.inner; ++i) q[i] = relu_if<relu>((p[i] - m) * a + b);
+        }
+    }
+}
+
+template <typename T>
+void channel_norm_forward_loops(const NormShape& s, bool train, bool relu, double eps,
+                                const T* x, const T* gamma, const T* beta, T* mean, T* var,
+                                T* inv_std, T* out) {
+    (relu ? channel_forward<true, T> : channel_forward<false, T>)(s, train, eps, x, gamma, beta,
+                                                                  mean, var, inv_std, out);
+}
+
+// The gradients of one k from its sums: dbeta = sum dout, dgamma = sum dout * x_hat, and
+// dx = c1 * dout + c2 * (x - mean) + c3 (in eval mode only c1 is not zero).
+template <typename T>
+struct ChannelGrad {
+    T c1, c2, c3;
+    ChannelGrad(bool train, double count, T gamma, T inv_std, double sum_d, double sum_dx,
+                T& dgamma, T& dbeta) {
+        const double inv = inv_std, a = static_cast<double>(gamma) * inv;
+        dbeta = static_cast<T>(sum_d);
+        dgamma = static_cast<T>(sum_dx * inv);
+        c1 = static_cast<T>(a);
+        c2 = train ? static_cast<T>(-a * inv * inv * sum_dx / count) : T(0);
+        c3 = train ? static_cast<T>(-a * sum_d / count) : T(0);
+    }
+};
+
+// channel_norm_backward with the relu known at compile time (no test of it inside the loops).
+template <bool relu, typename T>
+void channel_backward(const NormShape& s, bool train, const T* dout, const T* x, const T* mean,
+                      const T* inv_std, const T* gamma, const T* beta, T* dx, T* dgamma,
+                      T* dbeta) {
+    // Per k (or block of columns): sum dout and sum dout * (x - mean) in float64, then dx
+    // while the entries are still in cache.
+    const double count = static_cast<double>((s.outer * s.inner));
+    if (s.inner == 1) {
+        const int64_t blocks = (s.K + kColumns - 1) / kColumns;
+#pragma omp parallel for schedule(static) num_threads(team_for(blocks, s.outer * s.K))
+        for (int64_t b = 0; b < blocks; ++b) {
+            const int64_t j0 = b * kColumns, width = lesser(kColumns, s.K - j0);
+            const T* m = mean + j0;
+            // With a relu: its output's scale and shift, to tell where it passed dout.
+            T scale[kColumns], shift[kColumns];
+            for (int64_t j = 0; j < width; ++j) {
+                scale[j] = relu ? gamma[j0 + j] * inv_std[j0 + j] : T(0);
+                shift[j] = relu ? beta[j0 + j] : T(0);
+            }
+            double sd[kColumns] = {}, sdx[kColumns] = {};
+            for (int64_t n = 0; n < s.outer; ++n) {
+                const T *g = dout + n * s.K + j0, *p = x + n * s.K + j0;
+#pragma omp simd
+                for (int64_t j = 0; j < width; ++j) {
+                    const T y = (p[j] - m[j]) * scale[j] + shift[j];
+                    const T gj = relu ? through_relu(g[j], y) : g[j];
+                    sd[j] += gj;
+                    sdx[j] += static_cast<double>(gj) * static_cast<double>(p[j] - m[j]);
+                }
+            }
+            T c1[kColumns], c2[kColumns], c3[kColumns];
+            for (int64_t j = 0; j < width; ++j) {
+                const int64_t k = j0 + j;
+                const ChannelGrad<T> cg(train, count, gamma[k], inv_std[k], sd[j], sdx[j],
+                                        dgamma[k], dbeta[k]);
+                c1[j] = cg.c1, c2[j] = cg.c2, c3[j] = cg.c3;
+            }
+            for (int64_t n = 0; n < s.outer; ++n) {
+                const T *g = dout + n * s.K + j0, *p = x + n * s.K + j0;
+                T* d = dx + n * s.K + j0;
+#pragma omp simd
+                for (int64_t j = 0; j < width; ++j) {
+                    const T y = (p[j] - m[j]) * scale[j] + shift[j];
+                    const T gj = relu ? through_relu(g[j], y) : g[j];
+                    d[j] = c1[j] * gj + (c2[j] * (p[j] - m[j]) + c3[j]);
+                }
+            }
+        }
+        return;
+    }
+    const int64_t stride = s.K * s.inner;
+#pragma omp parallel for schedule(static) num_threads(team_for(s.K, s.K * (s.outer * s.inner)))
+    for (int64_t k = 0; k < s.K; ++k) {
+        double sd = 0, sdx = 0;
+        const T m = mean[k];
+        const T a = relu ? gamma[k] * inv_std[k] : T(0), b = relu ? beta[k] : T(0);
+        for (int64_t o = 0; o < s.outer; ++o) {
+            const T *g = dout + o * stride + k * s.inner, *p = x + o * stride + k * s.inner;
+#pragma omp simd reduction(+ : sd, sdx)
+            for (int64_t i = 0; i < s.inner; ++i) {
+                const T gi = relu ? through_relu(g[i], (p[i] - m) * a + b) : g[i];
+                sd += gi;
+                sdx += static_cast<double>(gi) * static_cast<double>(p[i] - m);
+            }
+        }
+        const ChannelGrad<T> cg(train, count, gamma[k], inv_std[k], sd, sdx, dgamma[k],
+                                dbeta[k]);
+        for (int64_t o = 0; o < s.outer; ++o) {
+            const T *g = dout + o * stride + k * s.inner, *p = x + o * stride + k * s.inner;
+            T* d = dx + o * stride + k * s.inner;
+#pragma omp simd
+            for (int64_t i = 0; i < s.inner; ++i) {
+                const T gi = relu ? through_relu(g[i], (p[i] - m) * a + b) : g[i];
+                d[i] = cg.c1 * gi + (cg.c2 * (p[i] - m) + cg.c3);
+            }
+        }
+    }
+}
+
+template <typename T>
+void channel_norm_backward_loops(const NormShape& s, bool train, bool relu, const T* dout,
+                                 const T* x, const T* mean, const T* inv_std, const T* gamma,
+                                 const T* beta, T* dx, T* dgamma, T* dbeta) {
+    (relu ? channel_backward<true, T> : channel_backward<false, T>)(
+        s, train, dout, x, mean, inv_std, gamma, beta, dx, dgamma, dbeta);
+}
+
+// mean[k] and inv_std[k] = 1 / sqrt(var + eps) of slice k from its moments, in T.
+template <typename T>
+void slice_statistics(const NormShape& s, const T* x, int64_t k, double eps, T* mean,
+                      T* inv_std) {
+    const Moments m = slice_moments(s, x, k);
+    mean[k] = static_cast<T>(m.mean_or_nan());
+    inv_std[k] = T(1) / root(static_cast<T>(m.var()) + static_cast<T>(eps));
+}
+
+// layer_norm_forward with the relu known at compile time (no test of it inside the loops).
+template <bool relu, typename T>
+void rows_forward(int64_t N, int64_t D, double eps, const T* x, const T* gamma, const T* beta,
+                  T* mean, T* inv_std, T* out) {
+#pragma omp parallel for schedule(static) num_threads(team_for(N, N * D))
+    for (int64_t n = 0; n < N; ++n) {
+        slice_statistics(NormShape{1, N, D}, x, n, eps, mean, inv_std);
+        const T m = mean[n], inv = inv_std[n];
+        const T* p = x + n * D;
+        T* o = out + n * D;
+#pragma omp simd
+        for (int64_t d = 0; d < D; ++d) o[d] = relu_if<relu>((p[d] - m) * inv * gamma[d] + beta[d]);
+    }
+}
+
+template <typename T>
+void layer_norm_forward_loops(int64_t N, int64_t D, bool relu, double eps, const T* x,
+                              const T* gamma, const T* beta, T* mean, T* inv_std, T* out) {
+    (relu ? rows_forward<true, T> : rows_forward<false, T>)(N, D, eps, x, gamma, beta, mean,
+                                                            inv_std, out);
+}
+
+// layer_norm_backward with the relu known at compile time (no test of it inside the loops).
+template <bool relu, typename T>
+void rows_backward(int64_t N, int64_t D, const T* dout, const T* x, const T* mean,
+                   const T* inv_std, const T* gamma, const T* beta, T* dx, T* dgamma,
+                   T* dbeta, double* part_g, double* part_b) {
+    // Each block of rows sums its own share of dgamma and dbeta; the blocks are added in order.
+    const int64_t blocks = row_blocks(N);
+    const double count = static_cast<double>(D);
+#pragma omp parallel for schedule(static) num_threads(team_for(blocks, N * D))
+    for (int64_t b = 0; b < blocks; ++b) {
+        double* pg = part_g + b * D;
+        double* pb = part_b + b * D;
+        for (int64_t n = b * kRowBlock; n < lesser(N, (b + 1) * kRowBlock); ++n) {
+            const T *g = dout + n * D, *p = x + n * D;
+            T* d = dx + n * D;
+            const T m = mean[n], inv = inv_std[n];
+            double s1 = 0, s2 = 0;
+#pragma omp simd reduction(+ : s1, s2)
+            for (int64_t j = 0; j < D; ++j) {
+                const T gj = relu ? through_relu(g[j], (p[j] - m) * inv * gamma[j] + beta[j])
+                                  : g[j];
+                const double gg = static_cast<double>(gj) * static_cast<double>(gamma[j]);
+                s1 += gg;
+                s2 += gg * static_cast<double>(p[j] - m);
+            }
+            const T c2 = static_cast<T>(-inv * inv * s2 / count), c3 = static_cast<T>(-s1 / count);
+#pragma omp simd
+            for (int64_t j = 0; j < D; ++j) {
+                const T centred = p[j] - m;
+                const T gj = relu ? through_relu(g[j], centred * inv * gamma[j] + beta[j])
+                                  : g[j];
+                d[j] = inv * (gj * gamma[j] + (c2 * centred + c3));
+                pg[j] += static_cast<double>(gj) * static_cast<double>(centred * inv);
+                pb[j] += gj;
+            }
+        }
+    }
+#pragma omp parallel for schedule(static) num_threads(team_for(D, blocks * D))
+    for (int64_t j = 0; j < D; ++j) {
+        double sg = 0, sb = 0;
+        for (int64_t b = 0; b < blocks; ++b) {
+            sg += part_g[b * D + j];
+            sb += part_b[b * D + j];
+        }
+        dgamma[j] = static_cast<T>(sg);
+        dbeta[j] = static_cast<T>(sb);
+    }
+}
+
+template <typename T>
+void layer_norm_backward_loops(int64_t N, int64_t D, bool relu, const T* dout, const T* x,
+                               const T* mean, const T* inv_std, const T* gamma, const T* beta,
+                               T* dx, T* dgamma, T* dbeta, double* part_g, double* part_b) {
+    (relu ? rows_backward<true, T> : rows_backward<false, T>)(
+        N, D, dout, x, mean, inv_std, gamma, beta, dx, dgamma, dbeta, part_g, part_b);
+}
+
+template <typename T>
+void group_norm_forward_loops(int64_t N, int64_t C, int64_t planes, int64_t G, double eps,
+                              const T* x, const T* gamma, const T* beta, T* mean, T* inv_std,
+                              T* out) {
+    const int64_t per_group = C / G, groups = N * G;
+#pragma omp parallel for schedule(static) num_threads(team_for(groups, N * C * planes))
+    for (int64_t ng = 0; ng < groups; ++ng) {
+        slice_statistics(NormShape{1, groups, per_group * planes}, x, ng, eps, mean, inv_std);
+        const T m = mean[ng], inv = inv_std[ng];
+        const int64_t c0 = ng % G * per_group, first = ng / G * C + c0;
+        for (int64_t c = 0; c < per_group; ++c) {
+            const T a = inv * gamma[c0 + c], b = beta[c0 + c];
+            const T* p = x + (first + c) * planes;
+            T* o = out + (first + c) * planes;
+#pragma omp simd
+            for (int64_t i = 0; i < planes; ++i) o[i] = (p[i] - m) * a + b;
+        }
+    }
+}
+
+template <typename T>
+void group_norm_backward_loops(int64_t N, int64_t C, int64_t planes, int64_t G,
+                               const T* dout, const T* x, const T* mean, const T* inv_std,
+                               const T* gamma, T* dx, T* dgamma, T* dbeta, double* plane_d,
+                               double* plane_dx) {
+    const int64_t per_group = C / G, groups = N * G;
+    // Per (n, c) plane: sum dout and sum dout * (x - mean); each plane is one thread's.
+    const double count = static_cast<double>(per_group * planes);
+#pragma omp parallel for schedule(static) num_threads(team_for(groups, N * C * planes))
+    for (int64_t ng = 0; ng < groups; ++ng) {
+        const T m = mean[ng], inv = inv_std[ng];
+        const int64_t c0 = ng % G * per_group, first = ng / G * C + c0;
+        double s1 = 0, s2 = 0;
+        for (int64_t c = 0; c < per_group; ++c) {
+            const T *g = dout + (first + c) * planes, *p = x + (first + c) * planes;
+            double sd = 0, sdx = 0;
+#pragma omp simd reduction(+ : sd, sdx)
+            for (int64_t i = 0; i < planes; ++i) {
+                sd += g[i];
+                sdx += static_cast<double>(g[i]) * static_cast<double>(p[i] - m);
+            }
+            plane_d[first + c] = sd;
+            plane_dx[first + c] = sdx;
+            s1 += static_cast<double>(gamma[c0 + c]) * sd;
+            s2 += static_cast<double>(gamma[c0 + c]) * sdx;
+        }
+        const T c2 = static_cast<T>(-inv * inv * s2 / count), c3 = static_cast<T>(-s1 / count);
+        for (int64_t c = 0; c < per_group; ++c) {
+            const T gam = gamma[c0 + c];
+            const T *g = dout + (first + c) * planes, *p = x + (first + c) * planes;
+            T* d = dx + (first + c) * planes;
+#pragma omp simd
+            for (int64_t i = 0; i < planes; ++i) d[i] = inv * (g[i] * gam + (c2 * (p[i] - m) + c3));
+        }
+    }
+    for (int64_t c = 0; c < C; ++c) {
+        double sg = 0, sb = 0;
+        for (int64_t n = 0; n < N; ++n) {
+            sg += plane_dx[n * C + c] * static_cast<double>(inv_std[n * G + c / per_group]);
+            sb += plane_d[n * C + c];
+        }
+        dgamma[c] = static_cast<T>(sg);
+        dbeta[c] = static_cast<T>(sb);
+    }
+}
+
+}  // namespace
+}  // namespace graphnet
