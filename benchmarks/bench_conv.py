@@ -31,6 +31,15 @@
     against im2col + GEMM (set_direct_conv(False)) and PyTorch's conv2d with autograd,
     taking turns for --repeats rounds. `--zoo-only` runs this section alone.
 
+    python benchmarks/bench_conv.py --passes [--batches 16,64] [--fma-peak 244]
+
+(g) Per pass (forward; dx; dw + db) of the zoo's float32 stride-1 layers
+    (benchmarks/zoo_models.py: vgg, resnet, convnet, conv1x1) on one thread, CPU time,
+    graphnet and PyTorch (conv2d; aten.convolution_backward asked for that one gradient)
+    interleaved, medians; GFLOP/s and the share of the FMA peak, as measured by
+    benchmarks/fma_peak.cpp (--fma-peak, GFLOP/s of one core, AVX-512 where the conv
+    kernels use it). Prints only this table.
+
 All times are medians of --repeats runs after a warm-up. PyTorch runs with as many
 threads as graphnet (graphnet._C.get_num_threads(), set by OMP_NUM_THREADS); its
 columns are skipped if torch is not installed.
@@ -432,6 +441,74 @@ def bench_zoo_layers(batch, repeats):
         print(f"{name:<28}{cells[0]:>34}{cells[1]:>36}")
 
 
+STRIDE1_LAYERS = [  # C, H (= W), F, kernel, pad, needs dx: the zoo's stride-1 convs
+    (3, 32, 32, 3, 1, False), (32, 32, 32, 3, 1, True), (32, 16, 64, 3, 1, True),
+    (64, 16, 64, 3, 1, True), (3, 32, 32, 7, 3, False), (3, 32, 64, 3, 1, False),
+    (64, 32, 32, 1, 0, True), (32, 16, 64, 3, 1, True), (64, 16, 32, 1, 0, True)]
+
+
+def cpu_medians(fns, repeats):
+    """Medians of the process CPU time of each function, called in turns."""
+    for fn in fns:
+        fn()
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, t in zip(fns, times):
+            start = time.process_time()
+            fn()
+            t.append(time.process_time() - start)
+    return [float(np.median(t)) for t in times]
+
+
+def bench_passes(batches, repeats, fma_peak):
+    """(g): each pass of the zoo's stride-1 layers against PyTorch, one thread, CPU time."""
+    _C.set_num_threads(1)
+    if torch is not None:
+        torch.set_num_threads(1)
+    print(f"(g) float32 stride-1 zoo layers per pass, one thread, CPU time, medians of {repeats}; "
+          f"ms graphnet / torch, GFLOP/s and % of {fma_peak:.0f} GFLOP/s FMA peak")
+    print(f"{'N, C, H=W, F, k':<24}{'pass':<9}{'graphnet':>10}{'torch':>10}{'ratio':>7}"
+          f"{'GFLOP/s':>9}{'% peak':>8}")
+    rng = np.random.default_rng(0)
+    totals = {}
+    for N in batches:
+        for C, H, F, K, pad, needs_dx in STRIDE1_LAYERS:
+            x = rng.standard_normal((N, C, H, H), dtype=np.float32)
+            w = (rng.standard_normal((F, C, K, K)) / np.sqrt(C * K * K)).astype(np.float32)
+            b = np.zeros(F, np.float32)
+            dout = rng.standard_normal((N, F, H, H), dtype=np.float32)
+            flops = 2 * N * F * C * K * K * H * H
+            ours = {"forward": lambda: _C.conv_forward(x, w, b, 1, pad),
+                    "dx": lambda: _C.conv_backward(dout, x, w, 1, pad, need_dw=False),
+                    "dw": lambda: _C.conv_backward(dout, x, w, 1, pad, need_dx=False)}
+            theirs = {}
+            if torch is not None:
+                xt, wt, gt = (torch.from_numpy(v) for v in (x, w, dout))
+                bt = torch.from_numpy(b)
+
+                def backward(mask):
+                    return torch.ops.aten.convolution_backward(
+                        gt, xt, wt, [F], [1, 1], [pad, pad], [1, 1], False, [0, 0], 1, mask)
+                theirs = {"forward": lambda: tF.conv2d(xt, wt, bt, padding=pad),
+                          "dx": lambda: backward([True, False, True]),
+                          "dw": lambda: backward([False, True, True])}
+            for name in ("forward", "dx", "dw"):
+                if name == "dx" and not needs_dx:
+                    continue
+                fns = [ours[name]] + ([theirs[name]] if theirs else [])
+                times = cpu_medians(fns, repeats)
+                mine, other = times[0], times[1] if theirs else float("nan")
+                totals.setdefault(N, [0.0, 0.0])
+                totals[N][0] += mine
+                totals[N][1] += other
+                rate = flops / mine / 1e9
+                print(f"{str((N, C, H, F, K)):<24}{name:<9}{1e3 * mine:>10.3f}{1e3 * other:>10.3f}"
+                      f"{mine / other:>7.2f}{rate:>9.1f}{100 * rate / fma_peak:>8.0f}")
+    for N, (mine, other) in totals.items():
+        print(f"batch {N}: all passes {1e3 * mine:.2f} ms, torch {1e3 * other:.2f} ms, "
+              f"ratio {mine / other:.2f}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=21)
@@ -439,7 +516,16 @@ def main():
                         help="images the naive loops run on before scaling (default 10)")
     parser.add_argument("--zoo-batch", type=int, default=64)
     parser.add_argument("--zoo-only", action="store_true", help="run section (f) alone")
+    parser.add_argument("--passes", action="store_true",
+                        help="only (g): per-pass times of the zoo's layers, one thread")
+    parser.add_argument("--batches", default="16,64", help="batch sizes for --passes")
+    parser.add_argument("--fma-peak", type=float, default=244.0,
+                        help="one core's FMA peak, GFLOP/s (benchmarks/fma_peak.cpp)")
     args = parser.parse_args()
+    if args.passes:
+        bench_passes([int(b) for b in args.batches.split(",")], max(5, args.repeats // 2),
+                     args.fma_peak)
+        return
     threads = _C.get_num_threads()
     if torch is not None:
         torch.set_num_threads(threads)

@@ -73,6 +73,20 @@ Kernel forward_kernel(int64_t F, int64_t Wo) {
 
 int64_t padded_filters(int64_t F, int64_t tile) { return (F + tile - 1) / tile * tile; }
 
+// Whether the weight gradient runs on an AVX-512 kernel (conv_direct.h). On 16+ channels
+// its kernel with vectors along the filters beats the GEMM for any number of filters and
+// any row (per pass, batch 16, one thread: 32 -> 64 and 64 -> 64 channels 3x3 on rows of
+// 16, 0.7x its time). On fewer, its kernel walks each row 16 pixels at a time; on rows
+// whose last vector would be half empty or less (24, 40 pixels) the AVX2 kernel's 8 are
+// as fast (3x3 32->32 @24 1.08x the AVX2 kernel's time, @40 0.98x, but @32 0.67x, @16
+// 0.77x), and on many filters both lose to the GEMM; elsewhere it beats the GEMM on many
+// filters too (3 -> 64 channels 3x3 on rows of 32: 0.6x).
+bool dw_avx512(const ConvGeometry& g) {
+    const int64_t last_vector = g.Wo % 16;
+    return use_avx512() && (g.C >= kDirectDwFilterVectorMinChannels || last_vector == 0 ||
+                            last_vector > 8);
+}
+
 // Which passes of a conv run on the direct kernels rather than im2col + GEMM. A pointwise
 // conv goes to OpenBLAS, about twice as fast as the direct kernels on the zoo's 1x1 layers
 // (forward and dx; dw 1.2x), same-process A/B. So does each pass of a layer of many
@@ -90,7 +104,8 @@ DirectPasses direct_passes(const ConvGeometry& g) {
     if (!possible) return {false, false, false};
     const bool few_filters = g.F < kDirectMaxFilters;
     return {few_filters || forward_kernel(g.F, g.Wo).avx512,
-            direct_dx_fits(g) && (few_filters || forward_kernel(g.C, g.W).avx512), few_filters};
+            direct_dx_fits(g) && (few_filters || forward_kernel(g.C, g.W).avx512),
+            few_filters || dw_avx512(g)};
 }
 
 // Strided float32 convs (2 <= stride <= kPhaseMaxStride) run on the AVX-512 phase-plane
@@ -313,18 +328,16 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
     // cores), and idle threads can still take chunks dynamically.
     constexpr int64_t kChunks = 16;
     const int64_t chunks = std::min<int64_t>(g.N, kChunks);
-    const int64_t slot = K * F + F;  // a chunk's dw, transposed (K x F), then its db (F)
+    const int64_t dw_floats = dw ? K * F : 0;  // none when only dx is asked for
+    const int64_t slot = dw_floats + F;  // a chunk's dw, transposed (K x F), then its db (F)
     std::vector<T> partial(chunks * slot, T(0));
     const DirectPasses direct_pass = direct_passes<T>(g);
     const bool phase = phase_conv<T>(g);
     const bool tap_dw = phase || tap_weight_gradient<T>(g, direct_pass);
     const bool direct = direct_pass.dw || tap_dw;  // of the weight gradient
-    // The AVX-512 weight gradient walks each row 16 pixels at a time; on rows whose last
-    // vector would be half empty or less (24, 40 pixels) the AVX2 kernel's 8 are as fast
-    // (per pass, batch 16, one thread: 3x3 32->32 @24 1.08x the AVX2 kernel's time, @40
-    // 0.98x, but @32 0.67x, @16 0.77x).
-    const int64_t last_vector = g.Wo % 16;
-    const bool dw_avx512 = direct && use_avx512() && (last_vector == 0 || last_vector > 8);
+    const bool dw_on_avx512 = direct_pass.dw && dw_avx512(g);
+    // That kernel, on 16+ channels, also sums db while it reads dout.
+    const bool db_in_dw = dw && dw_on_avx512 && g.C >= kDirectDwFilterVectorMinChannels;
     T* gemm_dx = dx;  // what is left of dx for im2col + GEMM
     const int64_t chunk_images = chunks ? (g.N + chunks - 1) / chunks : 0;  // N may be 0
     DirectConv d{};  // set only on the direct path: it asks the AVX2 code for its tile
@@ -332,6 +345,8 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
     std::vector<int64_t> tap_offsets;  // where each tap's window starts in a padded image
     std::vector<float> pads;           // each thread's padded images of one chunk
     std::optional<PhaseWeightGradient> phase_dw;
+    int64_t scratch = 0;
+    std::vector<float> scratches;      // each thread's scratch of the AVX-512 dw kernel
     if constexpr (std::is_same_v<T, float>) {
         if (dx && (direct_pass.dx || phase)) {
             if (phase) {
@@ -349,6 +364,10 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
             padded = padded_floats(d);
             pads.assign(checked_mul(threads * chunk_images, padded, "conv padded images"),
                         0.0f);
+            if (dw_on_avx512) {
+                scratch = direct_dw_scratch_avx512(d);
+                scratches.resize(checked_mul(threads, scratch, "conv dw scratch"));
+            }
             for (int64_t c = 0; c < g.C; ++c) {
                 for (int64_t kh = 0; kh < g.HH; ++kh) {
                     for (int64_t kw = 0; kw < g.WW; ++kw) tap_offsets.push_back((c * d.Hp + kh) * d.Wp + kw);
@@ -363,11 +382,11 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
     for (int64_t chunk = 0; chunk < chunks; ++chunk) {
         const int t = omp_get_thread_num();
         T* my_dw_t = partial.data() + chunk * slot;
-        T* my_db = my_dw_t + K * F;
+        T* my_db = my_dw_t + dw_floats;
         const int64_t first = chunk * g.N / chunks, last = (chunk + 1) * g.N / chunks;
         for (int64_t n = first; n < last; ++n) {
             const T* dout_n = dout + n * F * P;
-            for (int64_t f = 0; f < F; ++f) {
+            for (int64_t f = 0; f < F && !db_in_dw; ++f) {
                 T sum = 0;
 #pragma omp simd reduction(+ : sum)
                 for (int64_t p = 0; p < P; ++p) sum += dout_n[f * P + p];
@@ -400,23 +419,33 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
                     pad_interior(g.C, g.H, g.W, d.Hp, d.Wp, g.pad, g.pad, x + n * g.C * g.H * g.W,
                                  my_pads + (n - first) * padded);
                 }
-                (dw_avx512 ? direct_conv_dw_images_avx512 : direct_conv_dw_images)(
-                    d, tap_offsets.data(), my_pads, padded, dout + first * F * P, last - first,
-                    my_dw_t);
+                const float* my_dout = dout + first * F * P;
+                if (dw_on_avx512) {
+                    direct_conv_dw_images_avx512(d, tap_offsets.data(), my_pads, padded, my_dout,
+                                                 last - first, my_dw_t, my_db,
+                                                 scratches.data() + t * scratch);
+                } else {
+                    direct_conv_dw_images(d, tap_offsets.data(), my_pads, padded, my_dout,
+                                          last - first, my_dw_t);
+                }
             }
         }
     }
-    if (dw) std::fill(dw, dw + F * K, T(0));
-    std::fill(db, db + F, T(0));
-    for (int64_t c = 0; c < chunks; ++c) {
+    // The chunks' slots are added up in chunk order into the first, in place (contiguous
+    // and vectorised), and then transposed once: transposing every slot into dw, with
+    // writes K floats apart, took 9% of a 64 -> 64 weight gradient at batch 16.
+    T* total = partial.data();
+    for (int64_t c = 1; c < chunks; ++c) {
         const T* part = partial.data() + c * slot;
-        if (dw) {
-            for (int64_t k = 0; k < K; ++k) {
-                for (int64_t f = 0; f < F; ++f) dw[f * K + k] += part[k * F + f];
-            }
-        }
-        for (int64_t f = 0; f < F; ++f) db[f] += part[K * F + f];
+#pragma omp simd
+        for (int64_t i = 0; i < slot; ++i) total[i] += part[i];
     }
+    if (dw) {
+        for (int64_t f = 0; f < F; ++f) {
+            for (int64_t k = 0; k < K; ++k) dw[f * K + k] = total[k * F + f];
+        }
+    }
+    std::copy(total + dw_floats, total + slot, db);
 }
 
 template void conv_forward<float>(const ConvGeometry&, const float*, const float*, const float*, float*);

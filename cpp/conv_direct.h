@@ -65,10 +65,19 @@ void direct_conv_forward_image(const DirectConv& g, const float* xpad, const flo
 int64_t direct_tile_filters_avx512(int64_t Wo);
 void direct_conv_forward_image_avx512(const DirectConv& g, const float* xpad, const float* wpack,
                                       const float* bias, float* out);
-// direct_conv_dw_images with AVX-512 (same arguments and contract).
+// direct_conv_dw_images with AVX-512 (same arguments and contract), plus scratch: room
+// for direct_dw_scratch_avx512(g) floats, where it packs the output gradients, and db
+// (F): on kDirectDwFilterVectorMinChannels channels or more it adds the images' output
+// gradient sums there too (on fewer, db is not touched). Layers on
+// this many channels or more take its kernel with vectors along the filters, which works
+// for any row width and number of filters; layers on fewer, its kernel with vectors along
+// a row's pixels (per pass, batch 16, one thread: 3 -> 32 channels 3x3 at 0.5-0.7x the
+// time of the filter-vector kernel, 32 -> 32 at 1.1x).
+constexpr int64_t kDirectDwFilterVectorMinChannels = 16;
+int64_t direct_dw_scratch_avx512(const DirectConv& g);
 void direct_conv_dw_images_avx512(const DirectConv& g, const int64_t* tap_offsets,
                                   const float* xpads, int64_t xpad_stride, const float* dout,
-                                  int64_t images, float* dw_t);
+                                  int64_t images, float* dw_t, float* db, float* scratch);
 
 // dw_t (taps x F) += the weight gradient of `images` consecutive images: their output
 // gradients dout (images x F x Ho x Wo) and their padded inputs, xpads + i * xpad_stride.

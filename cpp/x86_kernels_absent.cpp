@@ -39,8 +39,9 @@ void direct_conv_dw_images(const DirectConv&, const int64_t*, const float*, int6
                            const float*, int64_t, float*) {
     absent("direct_conv_dw_images");
 }
+int64_t direct_dw_scratch_avx512(const DirectConv&) { absent("direct_dw_scratch_avx512"); }
 void direct_conv_dw_images_avx512(const DirectConv&, const int64_t*, const float*, int64_t,
-                                  const float*, int64_t, float*) {
+                                  const float*, int64_t, float*, float*, float*) {
     absent("direct_conv_dw_images_avx512");
 }
 void direct_sparse_dw_rows(int64_t, int64_t, const float*, const int32_t*, const float*,

@@ -93,6 +93,7 @@ def test_conv_paths_match_naive_and_any_thread_count(N, C, H, W, F, layer, dtype
         (1, 1, 0, 32, 16, 64),
         (1, 2, 0, 16, 16, 32),  # a residual net's downsampling shortcut (im2col)
         (3, 1, 1, 32, 32, 32),  # VGG
+        (3, 1, 1, 64, 16, 64),  # VGG, deeper: the dw kernel with vectors along the filters
         (3, 2, 1, 32, 32, 64),  # strided instead of pooling
         (5, 1, 2, 16, 16, 32),  # LeNet-style
         (5, 2, 2, 3, 32, 16),
@@ -134,3 +135,31 @@ def test_which_float32_layers_take_the_direct_kernels(F, k, pad, direct_runs):
         _C.set_direct_conv(True)
     same = all(np.array_equal(a, b_) for a, b_ in zip(on, off))
     assert same != direct_runs
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    N=st.integers(0, 3),
+    C=st.integers(16, 19),
+    H=st.integers(1, 4),
+    W=st.integers(16, 37),
+    F=st.sampled_from([1, 15, 16, 17, 33, 48, 64, 65]),
+    k=st.sampled_from([1, 3, 5]),
+    pad=st.integers(0, 3),
+    seed=st.integers(0, 2**16),
+)
+def test_weight_gradient_on_many_channels(N, C, H, W, F, k, pad, seed):
+    """Layers on 16+ channels: in float32 with stride 1 on an AVX-512 CPU, the weight
+    gradient with vectors along the filters (any count, lanes past F dropped), for every
+    row width, padding and batch size, empty included."""
+    if k > H + 2 * pad or (k == 1 and pad == 0):
+        return  # does not fit, or a pointwise GEMM
+    x, w, b = case(N, C, H, W, F, k, np.float32, seed)
+    results, dout = run(x, w, b, 1, pad, threads=2)
+    bounds = conv_error_bounds(dout, x, w, b, 1, pad)
+    refs = (conv_forward_ref(x, w, b, 1, pad),) + tuple(conv_backward_ref(dout, x, w, 1, pad))
+    for got, ref, bound in zip(results, refs, bounds):
+        assert_within_rounding(got, ref, bound, TOL[np.float32])
+    one_thread, _ = run(x, w, b, 1, pad, threads=1)
+    for got, again in zip(results, one_thread):
+        np.testing.assert_array_equal(got, again)
