@@ -1,6 +1,6 @@
 // Eight-lane float32 math for the AVX2 + FMA translation units (activations_avx2.cpp,
 // pointwise_avx2.cpp): exp, sigmoid, tanh, erf / erfc, log1p; and four-lane float64 exp,
-// sigmoid and tanh. Only files compiled for
+// sigmoid, tanh and log1p on [0, 1]. Only files compiled for
 // AVX2 include this; everything is internal to each. NaN passes through every function.
 //
 // The polynomial coefficients below were fitted (least squares, reweighted to minimax) in
@@ -249,6 +249,29 @@ inline __m256d sigmoid4d(__m256d v) {
     const __m256d top =
         _mm256_blendv_pd(e, one, _mm256_cmp_pd(v, _mm256_setzero_pd(), _CMP_GE_OQ));
     return _mm256_div_pd(top, _mm256_add_pd(one, e));
+}
+
+// ln(1 + e) for 0 <= e <= 1 (or NaN), as log1p_unit8: 1 + e = m + c exactly, m scaled into
+// [sqrt(1/2), sqrt 2] by k = 0 or 1, ln m = 2 atanh z, z = (m - 1) / (m + 1) (exact
+// numerator, |z| <= 0.172), its series to z^21 (the rest is below 1e-18 relative), plus
+// c / m and k ln2 (in two parts, the low one added to the small terms first).
+inline __m256d log1p_unit4d(__m256d e) {
+    const __m256d one = _mm256_set1_pd(1.0);
+    __m256d m = _mm256_add_pd(one, e);
+    __m256d c = _mm256_sub_pd(e, _mm256_sub_pd(m, one));
+    const __m256d big = _mm256_cmp_pd(m, _mm256_set1_pd(1.4142135623730951), _CMP_GT_OQ);
+    const __m256d scale = _mm256_blendv_pd(one, _mm256_set1_pd(0.5), big);
+    m = _mm256_mul_pd(m, scale);  // exact: a power of 2
+    c = _mm256_mul_pd(c, scale);
+    const __m256d z = _mm256_div_pd(_mm256_sub_pd(m, one), _mm256_add_pd(m, one));
+    const __m256d s = _mm256_mul_pd(z, z);
+    __m256d p = _mm256_set1_pd(2.0 / 21);
+    for (int j = 19; j >= 3; j -= 2) p = _mm256_fmadd_pd(p, s, _mm256_set1_pd(2.0 / j));
+    const __m256d small = _mm256_add_pd(
+        _mm256_fmadd_pd(_mm256_mul_pd(z, s), p, _mm256_div_pd(c, m)),
+        _mm256_and_pd(big, _mm256_set1_pd(2.3190468138462996e-17)));  // ln2 - its high part
+    return _mm256_add_pd(_mm256_and_pd(big, _mm256_set1_pd(0.69314718055994529)),
+                         _mm256_add_pd(_mm256_add_pd(z, z), small));
 }
 
 // tanh v = sign(v) (1 - 2 / (e^2|v| + 1)): within a few 1e-16 absolute (not relative for

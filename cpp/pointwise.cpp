@@ -34,7 +34,7 @@ bool avx2_path(Pointwise op, bool backward) {
         case Pointwise::gelu:
             return single;
         case Pointwise::softplus:
-            return single || backward;
+            return true;
         case Pointwise::gelu_tanh:
             return true;
         case Pointwise::sigmoid:

@@ -82,6 +82,11 @@ void pointwise_forward_avx2(Pointwise op, int64_t n, const double* x, double, do
                 const __m256d h = _mm256_mul_pd(half, v);
                 return _mm256_fmadd_pd(h, tanh4d(gelu_tanh_arg4d(v)), h);
             });
+        case Pointwise::softplus:  // max(x, 0) + ln(1 + e^-|x|): never overflows
+            return map1(n, x, out, [](__m256d v) {
+                const __m256d e = exp4d(_mm256_or_pd(v, _mm256_set1_pd(-0.0)));
+                return _mm256_add_pd(_mm256_max_pd(_mm256_setzero_pd(), v), log1p_unit4d(e));
+            });
         case Pointwise::sigmoid:
             return map1(n, x, out, sigmoid4d);
         default:
