@@ -16,4 +16,9 @@ namespace graphnet {
 void sigmoid_avx2(int64_t n, const float* x, const float* bias, float* out);
 void tanh_avx2(int64_t n, const float* x, const float* bias, float* out);
 
+// relu_forward (elementwise.h) for float64, four lanes at a time: GCC vectorises the
+// portable loop for float32 but not for float64 on SSE2 (a byte of keep per two-lane
+// vector has no vector type there), which left it 7x slower than np.maximum.
+void relu_forward_avx2(int64_t n, const double* x, double* out, bool* keep);
+
 }  // namespace graphnet

@@ -1,6 +1,6 @@
 // Eight-lane float32 math for the AVX2 + FMA translation units (activations_avx2.cpp,
 // pointwise_avx2.cpp): exp, sigmoid, tanh, erf / erfc, log1p; and four-lane float64 exp,
-// sigmoid and tanh. Only files compiled for
+// sigmoid, tanh, log1p on [0, 1] and the normal CDF. Only files compiled for
 // AVX2 include this; everything is internal to each. NaN passes through every function.
 //
 // The polynomial coefficients below were fitted (least squares, reweighted to minimax) in
@@ -214,17 +214,19 @@ inline __m256d pow2_4d(__m256d k) {
         _mm256_slli_epi64(_mm256_add_epi64(bits, _mm256_set1_epi64x(1023)), 52));
 }
 
-// e^x in float64 over the whole range (subnormals, 0 below about -745.1, inf above about
-// 709.78; NaN passes): x = n ln2 + r, |r| <= ln2 / 2, ln2 in two parts (n ln2_high exact),
-// e^r by its Taylor series to r^13 (the next term is below 5e-18 relative), 2^n in two
-// normal factors.
-inline __m256d exp4d(__m256d x) {
+// e^(a + b) in float64 over the whole range (subnormals, 0 below about -745.1, inf above
+// about 709.78; NaN passes), for b small against a (as exp_sum8): a + b = n ln2 + r,
+// |r| <= ln2 / 2, r reduced from a alone (ln2 in two parts, n ln2_high exact) with b added
+// after, e^r by its Taylor series to r^13 (the next term is below 5e-18 relative), 2^n in
+// two normal factors.
+inline __m256d exp_sum4d(__m256d a, __m256d b) {
+    const __m256d x = _mm256_add_pd(a, b);
     const __m256d clamped =
         _mm256_min_pd(_mm256_set1_pd(710.0), _mm256_max_pd(_mm256_set1_pd(-746.0), x));
     const __m256d n = _mm256_round_pd(_mm256_mul_pd(clamped, _mm256_set1_pd(1.4426950408889634)),
                                       _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256d r = _mm256_fnmadd_pd(n, _mm256_set1_pd(0.6931471803691238), clamped);
-    r = _mm256_fnmadd_pd(n, _mm256_set1_pd(1.9082149292705877e-10), r);
+    __m256d r = _mm256_fnmadd_pd(n, _mm256_set1_pd(0.6931471803691238), a);
+    r = _mm256_add_pd(_mm256_fnmadd_pd(n, _mm256_set1_pd(1.9082149292705877e-10), r), b);
     static constexpr double kTaylor[] = {
         1.0 / 6227020800, 1.0 / 479001600, 1.0 / 39916800, 1.0 / 3628800, 1.0 / 362880,
         1.0 / 40320,      1.0 / 5040,      1.0 / 720,      1.0 / 120,     1.0 / 24,
@@ -236,10 +238,56 @@ inline __m256d exp4d(__m256d x) {
     const __m256d half = _mm256_round_pd(_mm256_mul_pd(n, _mm256_set1_pd(0.5)),
                                          _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
     __m256d out = _mm256_mul_pd(_mm256_mul_pd(p, pow2_4d(half)), pow2_4d(_mm256_sub_pd(n, half)));
+    // Outside the clamp r is meaningless: the limits instead.
     out = _mm256_blendv_pd(out, _mm256_setzero_pd(),
                            _mm256_cmp_pd(x, _mm256_set1_pd(-746.0), _CMP_LT_OQ));
     return _mm256_blendv_pd(out, _mm256_set1_pd(__builtin_inf()),
                             _mm256_cmp_pd(x, _mm256_set1_pd(710.0), _CMP_GT_OQ));
+}
+
+inline __m256d exp4d(__m256d x) { return exp_sum4d(x, _mm256_setzero_pd()); }
+
+// erfc(t) e^(t^2) for 0 <= t <= 27.5 (past which e^(-t^2) is 0 in float64) as v G(v),
+// v = 1 / (1 + t/2), G a polynomial of degree 28 in u = 2.145 v - 1.145 (v's range mapped to
+// [-1, 1]): the Chebyshev interpolant of G in 40-digit arithmetic (the next coefficient is
+// 2e-19), converted to powers of u and rounded to float64. About 5 units in the last place
+// at most (against mpmath; near t = 0.01 v's two roundings are amplified 2.3x).
+inline __m256d erfc_scaled4d(__m256d t) {
+    static constexpr double kG[] = {
+        2.6061420915914856e-11,  -7.392029820281197e-11,  -1.2161417962052367e-10,
+        6.442803656230665e-10,   -3.535609689434493e-10,  -1.8765285518634955e-09,
+        4.2409677286979835e-09,  -1.98837968400502e-09,   -1.0273096809956913e-08,
+        3.0953839946353727e-08,  -2.875407626642582e-08,  -6.844013285050581e-08,
+        2.7621482580782537e-07,  -2.783412694936699e-07,  -7.03824274583298e-07,
+        2.7375459637880443e-06,  -1.8084644202632788e-06, -1.0681056442051968e-05,
+        2.820317366663673e-05,   1.4272028837556166e-05,  -0.00018708416377967332,
+        0.00014593868976706519,  0.0011163836258708528,   -0.001813698029325714,
+        -0.008867830708847075,   0.01228532466583273,     0.12438548734918603,
+        0.3381708758159431,      0.5347326614946255};
+    const __m256d one = _mm256_set1_pd(1.0);
+    t = _mm256_min_pd(_mm256_set1_pd(27.5), t);
+    const __m256d v = _mm256_div_pd(one, _mm256_fmadd_pd(_mm256_set1_pd(0.5), t, one));
+    const __m256d u =
+        _mm256_fmadd_pd(_mm256_set1_pd(2.1454545454545455), v, _mm256_set1_pd(-1.1454545454545455));
+    __m256d p = _mm256_set1_pd(kG[0]);
+    for (size_t i = 1; i < sizeof kG / sizeof kG[0]; ++i) p = _mm256_fmadd_pd(p, u, _mm256_set1_pd(kG[i]));
+    return _mm256_mul_pd(v, p);
+}
+
+// Phi(x) = erfc(-x / sqrt 2) / 2 in float64, as normal_cdf8: relative to itself also in
+// the left tail, x^2 / 2 carried exactly as hi + lo into e^(-x^2/2) (returned in gauss).
+inline __m256d normal_cdf4d(__m256d x, __m256d& gauss) {
+    const __m256d half = _mm256_set1_pd(0.5), zero = _mm256_setzero_pd();
+    const __m256d hi = _mm256_mul_pd(x, x);
+    __m256d lo = _mm256_fmsub_pd(x, x, hi);
+    lo = _mm256_and_pd(lo, _mm256_cmp_pd(lo, lo, _CMP_ORD_Q));  // 0, not NaN, where x^2 = inf
+    gauss = exp_sum4d(_mm256_mul_pd(half, _mm256_sub_pd(zero, hi)),
+                      _mm256_mul_pd(half, _mm256_sub_pd(zero, lo)));
+    const __m256d t =
+        _mm256_andnot_pd(_mm256_set1_pd(-0.0), _mm256_mul_pd(x, _mm256_set1_pd(0.70710678118654752)));
+    const __m256d half_erfc = _mm256_mul_pd(_mm256_mul_pd(half, erfc_scaled4d(t)), gauss);
+    return _mm256_blendv_pd(_mm256_sub_pd(_mm256_set1_pd(1.0), half_erfc), half_erfc,
+                            _mm256_cmp_pd(x, zero, _CMP_LT_OQ));
 }
 
 // 1 / (1 + e^-v) over the whole range, as sigmoid_full8.
@@ -249,6 +297,29 @@ inline __m256d sigmoid4d(__m256d v) {
     const __m256d top =
         _mm256_blendv_pd(e, one, _mm256_cmp_pd(v, _mm256_setzero_pd(), _CMP_GE_OQ));
     return _mm256_div_pd(top, _mm256_add_pd(one, e));
+}
+
+// ln(1 + e) for 0 <= e <= 1 (or NaN), as log1p_unit8: 1 + e = m + c exactly, m scaled into
+// [sqrt(1/2), sqrt 2] by k = 0 or 1, ln m = 2 atanh z, z = (m - 1) / (m + 1) (exact
+// numerator, |z| <= 0.172), its series to z^21 (the rest is below 1e-18 relative), plus
+// c / m and k ln2 (in two parts, the low one added to the small terms first).
+inline __m256d log1p_unit4d(__m256d e) {
+    const __m256d one = _mm256_set1_pd(1.0);
+    __m256d m = _mm256_add_pd(one, e);
+    __m256d c = _mm256_sub_pd(e, _mm256_sub_pd(m, one));
+    const __m256d big = _mm256_cmp_pd(m, _mm256_set1_pd(1.4142135623730951), _CMP_GT_OQ);
+    const __m256d scale = _mm256_blendv_pd(one, _mm256_set1_pd(0.5), big);
+    m = _mm256_mul_pd(m, scale);  // exact: a power of 2
+    c = _mm256_mul_pd(c, scale);
+    const __m256d z = _mm256_div_pd(_mm256_sub_pd(m, one), _mm256_add_pd(m, one));
+    const __m256d s = _mm256_mul_pd(z, z);
+    __m256d p = _mm256_set1_pd(2.0 / 21);
+    for (int j = 19; j >= 3; j -= 2) p = _mm256_fmadd_pd(p, s, _mm256_set1_pd(2.0 / j));
+    const __m256d small = _mm256_add_pd(
+        _mm256_fmadd_pd(_mm256_mul_pd(z, s), p, _mm256_div_pd(c, m)),
+        _mm256_and_pd(big, _mm256_set1_pd(2.3190468138462996e-17)));  // ln2 - its high part
+    return _mm256_add_pd(_mm256_and_pd(big, _mm256_set1_pd(0.69314718055994529)),
+                         _mm256_add_pd(_mm256_add_pd(z, z), small));
 }
 
 // tanh v = sign(v) (1 - 2 / (e^2|v| + 1)): within a few 1e-16 absolute (not relative for

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 #include "activations_avx2.h"
 #include "recurrent.h"
@@ -14,6 +15,18 @@ constexpr int64_t kElementsPerThread = 1 << 16;
 
 template <typename T>
 void relu_forward(int64_t n, const T* x, T* out, bool* keep) {
+    if constexpr (std::is_same_v<T, double>) {
+        if (avx2_activations_active()) {  // the float64 loop below is scalar code (see the kernel)
+            const int64_t chunks = (n + kElementsPerThread - 1) / kElementsPerThread;
+#pragma omp parallel for schedule(static) num_threads(team_size(chunks))
+            for (int64_t c = 0; c < chunks; ++c) {
+                const int64_t begin = c * kElementsPerThread;
+                relu_forward_avx2(std::min(n, begin + kElementsPerThread) - begin, x + begin,
+                                  out + begin, keep + begin);
+            }
+            return;
+        }
+    }
 #pragma omp parallel for simd schedule(static) num_threads(team_size(n / kElementsPerThread))
     for (int64_t i = 0; i < n; ++i) {
         const bool k = x[i] > T(0);

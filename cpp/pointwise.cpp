@@ -32,9 +32,7 @@ bool avx2_path(Pointwise op, bool backward) {
     const bool single = std::is_same<T, float>::value;
     switch (op) {
         case Pointwise::gelu:
-            return single;
         case Pointwise::softplus:
-            return single || backward;
         case Pointwise::gelu_tanh:
             return true;
         case Pointwise::sigmoid:

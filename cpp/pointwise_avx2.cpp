@@ -77,10 +77,20 @@ inline __m256d gelu_tanh_arg4d(__m256d x) {
 void pointwise_forward_avx2(Pointwise op, int64_t n, const double* x, double, double* out) {
     const __m256d half = _mm256_set1_pd(0.5);
     switch (op) {
+        case Pointwise::gelu:
+            return map1(n, x, out, [](__m256d v) {
+                __m256d gauss;
+                return _mm256_mul_pd(v, normal_cdf4d(v, gauss));
+            });
         case Pointwise::gelu_tanh:
             return map1(n, x, out, [&](__m256d v) {
                 const __m256d h = _mm256_mul_pd(half, v);
                 return _mm256_fmadd_pd(h, tanh4d(gelu_tanh_arg4d(v)), h);
+            });
+        case Pointwise::softplus:  // max(x, 0) + ln(1 + e^-|x|): never overflows
+            return map1(n, x, out, [](__m256d v) {
+                const __m256d e = exp4d(_mm256_or_pd(v, _mm256_set1_pd(-0.0)));
+                return _mm256_add_pd(_mm256_max_pd(_mm256_setzero_pd(), v), log1p_unit4d(e));
             });
         case Pointwise::sigmoid:
             return map1(n, x, out, sigmoid4d);
@@ -93,6 +103,13 @@ void pointwise_backward_avx2(Pointwise op, int64_t n, const double* dout, const 
                              double, double* dx) {
     const __m256d half = _mm256_set1_pd(0.5), one = _mm256_set1_pd(1.0);
     switch (op) {
+        case Pointwise::gelu:  // Phi(x) + x phi(x)
+            return map2(n, dout, saved, dx, [](__m256d d, __m256d x) {
+                __m256d gauss;
+                const __m256d cdf = normal_cdf4d(x, gauss);
+                const __m256d pdf = _mm256_mul_pd(gauss, _mm256_set1_pd(0.39894228040143267794));
+                return _mm256_mul_pd(d, _mm256_fmadd_pd(x, pdf, cdf));
+            });
         case Pointwise::gelu_tanh:
             return map2(n, dout, saved, dx, [&](__m256d d, __m256d x) {
                 const __m256d t = tanh4d(gelu_tanh_arg4d(x));

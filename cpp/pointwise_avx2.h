@@ -10,9 +10,8 @@
 namespace graphnet {
 
 // float32 forward: gelu, gelu_tanh, softplus; backward: gelu, gelu_tanh, softplus.
-// float64 forward: gelu_tanh, sigmoid; backward: gelu_tanh, softplus. (The others are
-// plain arithmetic that the compiler vectorises in pointwise.cpp, or, gelu and softplus's
-// forward in float64, still the C library's.)
+// float64 forward: gelu, gelu_tanh, softplus, sigmoid; backward: gelu, gelu_tanh, softplus.
+// (The others are plain arithmetic that the compiler vectorises in pointwise.cpp.)
 void pointwise_forward_avx2(Pointwise op, int64_t n, const float* x, float alpha, float* out);
 void pointwise_backward_avx2(Pointwise op, int64_t n, const float* dout, const float* saved,
                              float alpha, float* dx);

@@ -77,6 +77,7 @@ void tap_transpose_avx512(int64_t, int64_t, const float*, int64_t, float*, int64
 }
 void sigmoid_avx2(int64_t, const float*, const float*, float*) { absent("sigmoid_avx2"); }
 void tanh_avx2(int64_t, const float*, const float*, float*) { absent("tanh_avx2"); }
+void relu_forward_avx2(int64_t, const double*, double*, bool*) { absent("relu_forward_avx2"); }
 void pointwise_forward_avx2(Pointwise, int64_t, const float*, float, float*) {
     absent("pointwise_forward_avx2");
 }
