@@ -1,5 +1,9 @@
 // AVX2 + FMA kernels of pointwise_avx2.h. Compiled for AVX2: includes only the intrinsics.
 #pragma GCC target("avx2,fma")
+// GCC warns that a lambda returning a vector "changes the ABI without AVX": it means the
+// lambda's unused conversion to a plain function pointer; every call here is inside this
+// file, compiled for AVX2.
+#pragma GCC diagnostic ignored "-Wpsabi"
 #include "pointwise_avx2.h"
 
 #include "avx2_lanes.h"
@@ -75,7 +79,6 @@ inline __m256d gelu_tanh_arg4d(__m256d x) {
 }  // namespace
 
 void pointwise_forward_avx2(Pointwise op, int64_t n, const double* x, double, double* out) {
-    const __m256d half = _mm256_set1_pd(0.5);
     switch (op) {
         case Pointwise::gelu:
             return map1(n, x, out, [](__m256d v) {
@@ -83,8 +86,8 @@ void pointwise_forward_avx2(Pointwise op, int64_t n, const double* x, double, do
                 return _mm256_mul_pd(v, normal_cdf4d(v, gauss));
             });
         case Pointwise::gelu_tanh:
-            return map1(n, x, out, [&](__m256d v) {
-                const __m256d h = _mm256_mul_pd(half, v);
+            return map1(n, x, out, [](__m256d v) {
+                const __m256d h = _mm256_mul_pd(_mm256_set1_pd(0.5), v);
                 return _mm256_fmadd_pd(h, tanh4d(gelu_tanh_arg4d(v)), h);
             });
         case Pointwise::softplus:  // max(x, 0) + ln(1 + e^-|x|): never overflows
