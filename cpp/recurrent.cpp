@@ -200,9 +200,11 @@ void add_recurrent_product(const Step<T>& s, const T* h0, const T* h, const T* W
 // so, and it vectorises them (it would not from the __restrict pointers alone).
 
 // The units [u0, u1) of step t. zeros: H zeros, the cell state before the first step.
+// keep: c and tanh_c hold every step's (N, T, H); else they are (N, H), the cell state
+// updated in place and its tanh at the current step (the same operations, the same bits).
 template <typename T>
-void lstm_cell_forward(const Step<T>& s, const T* b, const T* zeros, int64_t u0, int64_t u1,
-                       T* act, T* c, T* tanh_c, T* h) {
+void lstm_cell_forward(const Step<T>& s, bool keep, const T* b, const T* zeros, int64_t u0,
+                       int64_t u1, T* act, T* c, T* tanh_c, T* h) {
     const int64_t H = s.g.H, units = u1 - u0;
     for (int64_t n = 0; n < s.g.N; ++n) {
         T* a = act + s.row(n, s.g.G()) + u0;
@@ -214,17 +216,19 @@ void lstm_cell_forward(const Step<T>& s, const T* b, const T* zeros, int64_t u0,
             }
         }
         activate(Activation::tanh, units, a + 3 * H, b + 3 * H + u0, a + 3 * H);  // g
-        const int64_t at = s.row(n, H) + u0;
+        const int64_t at = s.row(n, H) + u0, state_at = keep ? at : n * H + u0;
         const T* __restrict i = a;
         const T* __restrict f = a + H;
         const T* __restrict o = a + 2 * H;
         const T* __restrict g = a + 3 * H;
-        const T* __restrict prev_c = s.t == 0 ? zeros + u0 : c + at - H;
-        T* __restrict cell = c + at;
+        // Not __restrict: without keep, prev_c is cell (each unit reads its own, then writes).
+        const T* prev_c = s.t == 0 ? zeros + u0 : (keep ? c + at - H : c + state_at);
+        T* cell = c + state_at;
 #pragma omp simd
         for (int64_t u = 0; u < units; ++u) cell[u] = f[u] * prev_c[u] + i[u] * g[u];
-        activate(Activation::tanh, units, c + at, static_cast<const T*>(nullptr), tanh_c + at);
-        const T* __restrict tc = tanh_c + at;
+        activate(Activation::tanh, units, cell, static_cast<const T*>(nullptr),
+                 tanh_c + state_at);
+        const T* __restrict tc = tanh_c + state_at;
         T* __restrict out = h + at;
 #pragma omp simd
         for (int64_t u = 0; u < units; ++u) out[u] = o[u] * tc[u];
@@ -320,8 +324,8 @@ RecurrentGeometry recurrent_geometry(Cell cell, const Shape& x, const Shape& h0,
 }
 
 template <typename T>
-void recurrent_forward(const RecurrentGeometry& g, const T* x, const T* h0, const T* Wx,
-                       const T* Wh, const T* b, T* h, T* act, T* c, T* tanh_c) {
+void recurrent_forward(const RecurrentGeometry& g, bool keep, const T* x, const T* h0,
+                       const T* Wx, const T* Wh, const T* b, T* h, T* act, T* c, T* tanh_c) {
     const bool lstm = g.cell == Cell::lstm;
     T* pre = lstm ? act : h;  // the gates' inputs, activated in place step by step
     // Every step's x @ Wx at once; only prev_h @ Wh has to wait for the previous step.
@@ -343,7 +347,7 @@ void recurrent_forward(const RecurrentGeometry& g, const T* x, const T* h0, cons
         for (int64_t j = 0; j < unit_blocks; ++j) {
             const int64_t u0 = j * units, u1 = std::min(g.H, u0 + units);
             if (lstm) {
-                lstm_cell_forward(s, b, zeros.data(), u0, u1, act, c, tanh_c, h);
+                lstm_cell_forward(s, keep, b, zeros.data(), u0, u1, act, c, tanh_c, h);
             } else {
                 rnn_cell_forward(s, b, u0, u1, h);
             }
@@ -413,10 +417,10 @@ void recurrent_backward(const RecurrentGeometry& g, const T* dh, const T* x, con
     }
 }
 
-template void recurrent_forward<float>(const RecurrentGeometry&, const float*, const float*,
-                                       const float*, const float*, const float*, float*,
-                                       float*, float*, float*);
-template void recurrent_forward<double>(const RecurrentGeometry&, const double*,
+template void recurrent_forward<float>(const RecurrentGeometry&, bool, const float*,
+                                       const float*, const float*, const float*,
+                                       const float*, float*, float*, float*, float*);
+template void recurrent_forward<double>(const RecurrentGeometry&, bool, const double*,
                                         const double*, const double*, const double*,
                                         const double*, double*, double*, double*, double*);
 template void recurrent_backward<float>(const RecurrentGeometry&, const float*, const float*,

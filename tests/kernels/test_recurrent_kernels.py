@@ -63,6 +63,21 @@ def test_same_bits_on_any_number_of_threads(cell, dtype):
                 np.testing.assert_array_equal(mine, reference)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "N, T, H", [(1, 1, 70), (1, 9, 5), (7, 1, 300), (7, 9, 300), (0, 3, 4), (3, 0, 4)]
+)
+def test_lstm_inference_is_the_forwards_h_bit_for_bit_on_any_number_of_threads(N, T, H, dtype):
+    args, _ = case("lstm", N=N, T=T, H=H, dtype=dtype)
+    with kernel_threads(1):
+        h, _ = R.lstm_forward(*args)
+    for threads in (1, 2):
+        with kernel_threads(threads):
+            lean = R.lstm_inference(*args)
+        assert lean.dtype == h.dtype and lean.shape == h.shape
+        assert lean.tobytes() == h.tobytes()
+
+
 def test_python_threads_running_the_backward_at_once_keep_their_own_scratch():
     """The backward keeps its scratch arrays per calling thread from one call to the
     next: calls of two sizes from two Python threads at once give each its own answer."""
