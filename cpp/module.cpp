@@ -469,10 +469,13 @@ py::tuple py_recurrent_forward(const std::string& cell, const py::array& x, cons
         T *actp = nullptr, *cp = nullptr, *tcp = nullptr;
         if (g.cell == Cell::lstm) {
             const Shape cell_states = keep ? states : Shape{g.N, g.H};
-            auto a = pooled_array<T>(Shape{g.N, g.T, g.G()}), cs = pooled_array<T>(cell_states),
-                 ts = pooled_array<T>(cell_states);
-            actp = a.mutable_data(), cp = cs.mutable_data(), tcp = ts.mutable_data();
-            act = a, c = cs, tanh_c = ts;
+            auto cs = pooled_array<T>(cell_states), ts = pooled_array<T>(cell_states);
+            cp = cs.mutable_data(), tcp = ts.mutable_data();
+            c = cs, tanh_c = ts;
+            if (keep) {  // without keep, the kernel's own scratch
+                auto a = pooled_array<T>(Shape{g.N, g.T, g.G()});
+                actp = a.mutable_data(), act = a;
+            }
         }
         const T *xp = xc.data(), *h0p = h0c.data(), *wxp = wxc.data(), *whp = whc.data(),
                 *bp = bc.data();

@@ -40,7 +40,7 @@ RecurrentGeometry recurrent_geometry(Cell cell, const Shape& x, const Shape& h0,
 // states and their tanh (LSTM only; the initial cell state is zero). For the RNN act, c
 // and tanh_c are not touched and may be null: its backward pass reads h. keep false (a
 // forward no backward reads): the LSTM's c and tanh_c are only (N, H), the current step's,
-// and act is scratch; h is the same, bit for bit.
+// act is ignored (the kernel's own scratch); h is the same, bit for bit.
 template <typename T>
 void recurrent_forward(const RecurrentGeometry& g, bool keep, const T* x, const T* h0,
                        const T* Wx, const T* Wh, const T* b, T* h, T* act, T* c, T* tanh_c);
