@@ -456,7 +456,8 @@ py::array_t<T> pooled_array(const Shape& shape) {
 }
 
 py::tuple py_recurrent_forward(const std::string& cell, const py::array& x, const py::array& h0,
-                               const py::array& Wx, const py::array& Wh, const py::array& b) {
+                               const py::array& Wx, const py::array& Wh, const py::array& b,
+                               bool keep) {
     const RecurrentGeometry g = checked_recurrent(cell, x, h0, Wx, Wh, shape_of(b));
     require_same_dtype(x, "x", b, "b");
     return dispatch_float(x, "recurrent x", [&](auto zero) -> py::tuple {
@@ -467,18 +468,23 @@ py::tuple py_recurrent_forward(const std::string& cell, const py::array& x, cons
         py::object act = py::none(), c = py::none(), tanh_c = py::none();
         T *actp = nullptr, *cp = nullptr, *tcp = nullptr;
         if (g.cell == Cell::lstm) {
-            auto a = pooled_array<T>(Shape{g.N, g.T, g.G()}), cs = pooled_array<T>(states),
-                 ts = pooled_array<T>(states);
-            actp = a.mutable_data(), cp = cs.mutable_data(), tcp = ts.mutable_data();
-            act = a, c = cs, tanh_c = ts;
+            const Shape cell_states = keep ? states : Shape{g.N, g.H};
+            auto cs = pooled_array<T>(cell_states), ts = pooled_array<T>(cell_states);
+            cp = cs.mutable_data(), tcp = ts.mutable_data();
+            c = cs, tanh_c = ts;
+            if (keep) {  // without keep, the kernel's own scratch
+                auto a = pooled_array<T>(Shape{g.N, g.T, g.G()});
+                actp = a.mutable_data(), act = a;
+            }
         }
         const T *xp = xc.data(), *h0p = h0c.data(), *wxp = wxc.data(), *whp = whc.data(),
                 *bp = bc.data();
         T* hp = h.mutable_data();
         {
             py::gil_scoped_release nogil;
-            recurrent_forward(g, xp, h0p, wxp, whp, bp, hp, actp, cp, tcp);
+            recurrent_forward(g, keep, xp, h0p, wxp, whp, bp, hp, actp, cp, tcp);
         }
+        if (!keep) return py::make_tuple(h, py::none(), py::none(), py::none());
         return py::make_tuple(h, act, c, tanh_c);
     });
 }
@@ -898,11 +904,12 @@ PYBIND11_MODULE(_C, m) {
           "One Adam step in place on w, m, v (C-contiguous, one float dtype); t already\n"
           "incremented. Same numbers as graphnet.optim.adam's numpy path.");
     m.def("recurrent_forward", &py_recurrent_forward, "cell"_a, "x"_a, "h0"_a, "Wx"_a, "Wh"_a,
-          "b"_a,
+          "b"_a, "keep"_a = true,
           "A tanh RNN (cell 'rnn') or an LSTM from a zero cell state (cell 'lstm', gates\n"
           "i, f, o, g) over x (N, T, D) from h0 (N, H) -> (h (N, T, H), act, c, tanh_c); the\n"
           "last three (the LSTM's activated gates (N, T, 4H), cell states and their tanh\n"
-          "(N, T, H)) are None for the RNN. One dtype, float32 or float64.");
+          "(N, T, H)) are None for the RNN, and with keep=False (inference: no backward\n"
+          "will read them; the same h, bit for bit). One dtype, float32 or float64.");
     m.def("recurrent_backward", &py_recurrent_backward, "cell"_a, "dh"_a, "x"_a, "h0"_a, "Wx"_a,
           "Wh"_a, "h"_a, "act"_a, "c"_a, "tanh_c"_a,
           "Gradients of recurrent_forward from dh (N, T, H), given its inputs and outputs\n"

@@ -1,5 +1,6 @@
 // float32 C (m x n) (+)= A (m x k) * B on AVX-512, for the recurrent kernels' per-step
-// products: prev_h (N x H) times Wh (H x 4H) forward, da (N x 4H) times Wh^T backward.
+// products: x_t (N x D) times Wx (D x 4H) and prev_h (N x H) times Wh (H x 4H) forward,
+// da (N x 4H) times Wh^T backward.
 //
 // OpenBLAS packs B into its own buffer on every call; B is the same weight matrix at every
 // one of the T steps, so the kernels pack it once (pack_panels) and this multiplies from

@@ -38,10 +38,12 @@ RecurrentGeometry recurrent_geometry(Cell cell, const Shape& x, const Shape& h0,
 // The forward pass. Outputs: h (N, T, H); act (N, T, G), the gates after their
 // nonlinearity (LSTM only: i, f, o sigmoid, g tanh); c and tanh_c (N, T, H), the cell
 // states and their tanh (LSTM only; the initial cell state is zero). For the RNN act, c
-// and tanh_c are not touched and may be null: its backward pass reads h.
+// and tanh_c are not touched and may be null: its backward pass reads h. keep false (a
+// forward no backward reads): the LSTM's c and tanh_c are only (N, H), the current step's,
+// act is ignored (the kernel's own scratch); h is the same, bit for bit.
 template <typename T>
-void recurrent_forward(const RecurrentGeometry& g, const T* x, const T* h0, const T* Wx,
-                       const T* Wh, const T* b, T* h, T* act, T* c, T* tanh_c);
+void recurrent_forward(const RecurrentGeometry& g, bool keep, const T* x, const T* h0,
+                       const T* Wx, const T* Wh, const T* b, T* h, T* act, T* c, T* tanh_c);
 
 // The backward pass from dh (N, T, H), the upstream gradient of every hidden state, given
 // the forward's inputs and outputs. Writes dx (N, T, D), dh0 (N, H), dWx (D, G), dWh (H, G),

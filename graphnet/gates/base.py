@@ -77,7 +77,9 @@ class Gate:
       rule: its local rule in one sentence, shown by the step player.
       derivatives: the local derivative d{f}/d{i} per input, as formulas.
       stateful: True for gates with per-node state across calls (batchnorm's running
-        averages, dropout's random stream); forward then receives (state, training, ...).
+        averages, dropout's random stream) or whose forward depends on the graph's mode
+        (the lstm's saves no states in eval mode); forward then receives (state,
+        training, ...).
       keeps_integers: True for gates that only move numbers (reshape, slice, ...): on
         integer inputs (labels, indices) their output is integers too, not the graph's
         float dtype.

@@ -9,6 +9,7 @@ b (4H,). The arithmetic is graphnet.kernels.rnn_layers'; a gate checks shapes wh
 graph is built, says what it computes, and caches what the kernel returned.
 """
 
+import collections
 from typing import ClassVar, Tuple
 
 import numpy as np
@@ -103,6 +104,11 @@ class Recurrent(Gate):
         return N, H
 
 
+#: The cache of an eval-mode forward that saved no states: its inputs, from which a
+#: backward runs the train-mode forward again (the same bits) for the states it reads.
+_Inputs = collections.namedtuple("_Inputs", "x h0 Wx Wh b")
+
+
 class RecurrentSequence(Recurrent):
     """What the whole-sequence RNN and LSTM gates share: their output is every hidden
     state (N, T, H), and their cache (the kernel's) keeps them all."""
@@ -111,13 +117,19 @@ class RecurrentSequence(Recurrent):
         N, H = self.recurrent_shape(x, h0, Wx, Wh, b)
         return None if x is None else (N, x[1], H)
 
+    def kernel_cache(self, cache):
+        """The kernel's cache, which is what the forward saved (see Lstm's eval mode)."""
+        return cache
+
     def hidden_state_grads(self, dout, cache):
         """dL/dh_t of every step (N, T, H), from this node's upstream gradient `dout`
         (its .grad) and its cache: what reaches each hidden state from its own output and
         through every later step (see rnn_layers.hidden_state_gradients)."""
-        return rnn_layers.hidden_state_gradients(dout, cache)
+        return rnn_layers.hidden_state_gradients(dout, self.kernel_cache(cache))
 
     def summarize_cache(self, cache, input_names):
+        if isinstance(cache, _Inputs):
+            return ["eval mode: saved only the inputs (a backward runs the forward again)"]
         lines = [f"saved the hidden states h_1..h_T {cache.h.shape}"]
         if cache.c is not None:
             lines.append(
@@ -177,11 +189,24 @@ class Lstm(RecurrentSequence):
         "Σ_t da_t",
     )
 
-    def forward(self, x, h0, Wx, Wh, b):
+    # Stateful for the graph's mode (its state stays empty): in eval mode the forward keeps
+    # none of the gates, cell states and their tanh the backward reads (N·T·6H numbers).
+    stateful = True
+
+    def forward(self, state, training, x, h0, Wx, Wh, b):
+        if training:
+            return self.train_forward(x, h0, Wx, Wh, b)
+        return rnn_layers.lstm_inference(x, h0, Wx, Wh, b), _Inputs(x, h0, Wx, Wh, b)
+
+    def train_forward(self, x, h0, Wx, Wh, b):
         return rnn_layers.lstm_forward(x, h0, Wx, Wh, b)
 
+    def kernel_cache(self, cache):
+        """After an eval-mode forward, the train-mode forward's cache (the same h)."""
+        return self.train_forward(*cache)[1] if isinstance(cache, _Inputs) else cache
+
     def backward(self, dout, cache, needs):
-        return rnn_layers.lstm_backward(dout, cache)
+        return rnn_layers.lstm_backward(dout, self.kernel_cache(cache))
 
 
 @register_gate

@@ -37,6 +37,7 @@ __all__ = [
     "lstm_step_forward",
     "lstm_step_backward",
     "lstm_forward",
+    "lstm_inference",
     "lstm_backward",
     "temporal_affine_forward",
     "temporal_affine_backward",
@@ -240,6 +241,16 @@ def lstm_forward(
     hidden state after every step (the cell states stay inside).
     """
     return _sequence_forward("lstm_forward", "lstm", x, h0, Wx, Wh, b)
+
+
+def lstm_inference(
+    x: np.ndarray, h0: np.ndarray, Wx: np.ndarray, Wh: np.ndarray, b: np.ndarray
+) -> np.ndarray:
+    """lstm_forward's h, bit for bit, for a forward no backward follows: the kernel keeps
+    only the current step's cell state instead of every step's gates, cell states and
+    their tanh (the writes the backward would read)."""
+    x, h0, Wx, Wh, b = _recurrent_inputs("lstm_inference", x, h0, Wx, Wh, b, 4, "(N, T, D)")
+    return _C.recurrent_forward("lstm", x, h0, Wx, Wh, b, keep=False)[0]
 
 
 def lstm_backward(dh: np.ndarray, cache: _SequenceCache) -> Tuple[np.ndarray, ...]:

@@ -241,6 +241,30 @@ def test_hidden_state_grads_are_dL_dh_t_of_the_unrolled_steps(cell):
     )
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_lstm_in_eval_mode_saves_no_states_and_a_backward_after_it_still_works(dtype):
+    """Eval mode keeps only the inputs: the same value, bit for bit; a backward runs the
+    train-mode forward again and gives the train-mode gradients, bit for bit."""
+    g, out, feeds = build("lstm", dtype)
+    upstream = normal(N, T, H).astype(dtype)
+    value = g.run(out, feeds)
+    g.backward(out, grad=upstream)
+    trained = {key: g[key].grad.copy() for key in feeds}
+    reached = out.gate.hidden_state_grads(out.grad, out.cache)
+
+    eval_value = g.eval().run(out, feeds)
+    assert eval_value.tobytes() == value.tobytes() and eval_value.dtype == dtype
+    assert out.gate.summarize_cache(out.cache, ["x"]) == [
+        "eval mode: saved only the inputs (a backward runs the forward again)"
+    ]
+    g.backward(out, grad=upstream)
+    for key, grad in trained.items():
+        assert g[key].grad.tobytes() == grad.tobytes(), key
+    np.testing.assert_array_equal(out.gate.hidden_state_grads(out.grad, out.cache), reached)
+    assert g.train().run(out, feeds).tobytes() == value.tobytes()
+    assert out.gate.summarize_cache(out.cache, ["x"])[0].startswith("saved the hidden states")
+
+
 # ----- one graph with every sequence gate -----------------------------------------------
 
 

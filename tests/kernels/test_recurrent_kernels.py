@@ -53,14 +53,40 @@ def test_the_avx2_activations_run_on_this_cpu():
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_same_bits_on_any_number_of_threads(cell, dtype):
-    args, dh = case(cell, N=7, H=300, dtype=dtype)
+@pytest.mark.parametrize("N", [7, 9])  # float32 on AVX-512: x @ Wx up front, step by step
+def test_same_bits_on_any_number_of_threads(cell, dtype, N):
+    args, dh = case(cell, N=N, H=300, dtype=dtype)
     with kernel_threads(1):
         one = run(cell, args, dh)
     for threads in (2, 3):
         with kernel_threads(threads):
             for mine, reference in zip(run(cell, args, dh), one):
                 np.testing.assert_array_equal(mine, reference)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "N, T, H",
+    [
+        (1, 1, 70),
+        (1, 9, 5),
+        (7, 1, 300),
+        (7, 9, 300),
+        (8, 1, 70),
+        (9, 9, 300),
+        (0, 3, 4),
+        (3, 0, 4),
+    ],
+)
+def test_lstm_inference_is_the_forwards_h_bit_for_bit_on_any_number_of_threads(N, T, H, dtype):
+    args, _ = case("lstm", N=N, T=T, H=H, dtype=dtype)
+    with kernel_threads(1):
+        h, _ = R.lstm_forward(*args)
+    for threads in (1, 2):
+        with kernel_threads(threads):
+            lean = R.lstm_inference(*args)
+        assert lean.dtype == h.dtype and lean.shape == h.shape
+        assert lean.tobytes() == h.tobytes()
 
 
 def test_python_threads_running_the_backward_at_once_keep_their_own_scratch():
