@@ -249,8 +249,9 @@ class Executor:
         if store.has_deferred():
             store.compute_deferred(plan.reads)
         grads = store.grads
-        grads[:] = [None] * len(grads)  # in place: the loops below hold the list
-        store.forget_deferred("grad")
+        if store.holds_grads:  # else every gradient is None already (a forward dropped them)
+            grads[:] = [None] * len(grads)  # in place: the loops below hold the list
+            store.forget_deferred("grad")
         store.holds_grads = True
         edges = [None] * len(plan.edge_slots)
         grads[plan.target.index] = seed
