@@ -25,8 +25,7 @@ import numpy as np
 from graphnet.kernels import _C
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_zoo import data  # noqa: E402
-from zoo_models import BY_NAME, ZOO, build_graphnet, build_torch  # noqa: E402
+from zoo_models import BY_NAME, ZOO, batch_of, build_graphnet, build_torch  # noqa: E402
 
 
 def per_call_us(run, calls):
@@ -40,7 +39,7 @@ def measure(model, dtype, rounds):
     import torch
 
     ours = build_graphnet(model, dtype)
-    X, _ = data(model, 1, dtype)
+    X, _ = batch_of(model, 1, dtype, np.random.default_rng(0))
     net, _ = build_torch(model, ours)
     Xt = torch.from_numpy(X)
     graph = ours.graph

@@ -167,6 +167,8 @@ class Executor:
 
     def run_forward(self, plan: Plan, hooks: list) -> None:
         store = self.graph.store
+        if store.holds_grads:  # before any hook: the walk's hooks see the gradients gone
+            store.drop_outdated_grads(plan.writes)
         if store.has_deferred():
             store.forget_deferred("value", plan.computes)
             store.forget_deferred("cache", plan.computes)
@@ -247,8 +249,10 @@ class Executor:
         if store.has_deferred():
             store.compute_deferred(plan.reads)
         grads = store.grads
-        grads[:] = [None] * len(grads)  # in place: the loops below hold the list
-        store.forget_deferred("grad")
+        if store.holds_grads:  # else every gradient is None already (a forward dropped them)
+            grads[:] = [None] * len(grads)  # in place: the loops below hold the list
+            store.forget_deferred("grad")
+        store.holds_grads = True
         edges = [None] * len(plan.edge_slots)
         grads[plan.target.index] = seed
         out = None  # the node of the step running, for the error

@@ -427,21 +427,27 @@ class Graph(GateBuilders):
         """name -> gradient of every param, after a backward."""
         return {name: self._by_name[name].grad for name in self.params}
 
-    def shown_walk(self) -> Optional[Plan]:
+    def shown_walk(self, store: Optional[ValueStore] = None) -> Optional[Plan]:
         """The forward plan whose values the graph shows: the one whose walk fed the last
         backward, else the last forward's (None before any forward, or once the graph
-        changed). Its `writes` are the indices of the nodes that walk computed or fed."""
-        last = self.store.last_backward
+        changed). Its `writes` are the indices of the nodes that walk computed or fed.
+        `store`: a store kept earlier (ValueStore.keep) to ask instead of the graph's."""
+        last = (self.store if store is None else store).last_backward
         if last is not None and last.forward is not None:
             return last.forward
         return self.executor.last_forward
 
-    def edge_gradients(self, compute: bool = True) -> Dict[Tuple[str, int], Any]:
+    def edge_gradients(
+        self, compute: bool = True, store: Optional[ValueStore] = None
+    ) -> Dict[Tuple[str, int], Any]:
         """{(consumer name, input position): the gradient the last backward sent along
         that edge} (not the input's total, which also holds what other consumers sent).
         compute=False leaves out the gradients a fused step left to compute on first read
-        (inside a conv -> relu -> max_pool chain) instead of computing them."""
-        last = self.store.last_backward
+        (inside a conv -> relu -> max_pool chain) instead of computing them. `store`: a
+        store kept earlier (ValueStore.keep) to read instead of the graph's (compute=False
+        only: a kept store computes nothing)."""
+        store = self.store if store is None else store
+        last = store.last_backward
         if last is None:
             return {}
         plan = last.plan
@@ -458,7 +464,7 @@ class Graph(GateBuilders):
             slot = plan.edge_slots.get((consumer.index, position))
             grad = None if slot is None else last.edges[slot]
             if grad is None and arrivals[inp.index] == 1:  # its one consumer sent it all
-                grad = self.store.grad(inp.index) if compute else self.store.peek_grad(inp.index)
+                grad = store.grad(inp.index) if compute else store.peek_grad(inp.index)
             if grad is not None:
                 sent[consumer.name, position] = grad
         return sent

@@ -95,8 +95,9 @@ class Node:
     @property
     def grad(self) -> Any:
         """The gradient of the last backward's target with respect to this node, in the
-        node's shape (None before a backward, and for nodes that need no gradient:
-        integer inputs, consts, inputs built with requires_grad=False)."""
+        node's shape. None before a backward; None again once a forward recomputed values
+        that backward read (the gradient belonged to the old ones); None for nodes that
+        need no gradient: integer inputs, consts, inputs built with requires_grad=False."""
         return self.graph.store.grad(self.index)
 
     @property

@@ -64,7 +64,8 @@ class Plan:
     direction: 'forward' or 'backward'. steps: the Steps in order. inputs: forward, the
     input nodes to feed. unreached: backward, the nodes wanting a gradient that the
     target does not depend on (they get zeros). reads: node indices whose entries the
-    steps read, so that deferred ones can be computed before the loop. loop: the steps
+    steps read (and the target's), so that deferred ones can be computed before the loop;
+    a forward that writes any of them outdates the backward's gradients. loop: the steps
     as the executor's loop unpacks them.
     """
 
@@ -78,7 +79,10 @@ class Plan:
     ):
         self.direction, self.steps, self.target = direction, steps, target
         self.inputs, self.unreached = list(inputs), list(unreached)
-        self.reads = frozenset(n.index for step in steps for n in (step.node, *step.inputs))
+        self.reads = frozenset(
+            [n.index for step in steps for n in (step.node, *step.inputs)]
+            + ([target.index] if target is not None else [])
+        )
         self.computes = [n.index for step in steps for n in step.nodes]
         #: forward: the nodes a walk of this plan writes (its gates and the inputs fed), and
         #: the number of the last walk that ran it (0: none since the plan was made).

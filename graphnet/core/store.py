@@ -38,6 +38,10 @@ class ValueStore:
 
     `stale` names the nodes a failed forward left half-computed: a backward that reads
     them refuses until a forward succeeds.
+
+    A gradient belongs to the values its backward read: a forward that recomputes any of
+    them drops the gradients of that backward (see `drop_outdated_grads`), so `.grad`
+    reads None again, as before any backward, rather than a gradient of older values.
     """
 
     def __init__(self) -> None:
@@ -48,6 +52,9 @@ class ValueStore:
         self.states: Dict[int, dict] = {}
         self._deferred: Dict[Tuple[str, int], Tuple[Callable[[], Any], Any]] = {}
         self.last_backward: Optional[BackwardRecord] = None
+        #: True from the start of a backward until a forward drops its gradients (also
+        #: after a backward that failed part-way: what it computed stays readable).
+        self.holds_grads = False
         self.stale: Dict[int, str] = {}
 
     def grow(self, value: Any = None) -> None:
@@ -130,6 +137,24 @@ class ValueStore:
         for key in keys:
             self._deferred.pop(key, None)
 
+    def drop_outdated_grads(self, writes: frozenset) -> None:
+        """A forward is about to recompute the nodes `writes` (a forward plan's): drop the
+        gradients that would no longer belong to the values shown. If the last backward
+        read any of those values (its steps' nodes and inputs, its target), all of its
+        gradients go, and its record with them; a walk apart from it (another sink's
+        branch) drops only the zeros it gave the recomputed nodes its target does not
+        depend on. Called only while `holds_grads`: a forward after a forward pays nothing."""
+        last = self.last_backward
+        if last is not None and writes.isdisjoint(last.plan.reads):
+            for node in last.plan.unreached:
+                if node.index in writes:
+                    self.grads[node.index] = None
+            return
+        self.grads[:] = [None] * len(self.grads)  # in place: the walks' loops hold the list
+        self.forget_deferred("grad")
+        self.last_backward = None
+        self.holds_grads = False
+
     def set_value(self, node: Any, item: Any) -> None:
         """`node.value = item` for a source: a param's or a const's new value, checked."""
         if node.kind not in ("param", "const", "input"):
@@ -148,6 +173,16 @@ class ValueStore:
         array = array if dtype is None else array.astype(dtype, copy=False)
         self.values[node.index] = array[()] if array.ndim == 0 else array
 
+    def keep(self) -> ValueStore:
+        """The entries as they are now, for drawing this moment after later walks replaced
+        them: copies of the lists of values and gradients (the arrays shared, not copied)
+        and the last backward's record. What is deferred reads as not computed (peek_*);
+        the caches and states are not kept."""
+        kept = ValueStore()
+        kept.values, kept.grads = self.values[:], self.grads[:]
+        kept.last_backward = self.last_backward
+        return kept
+
     def scratch(self) -> ValueStore:
         """A store that shares this one's values, caches and states but has gradients of
         its own: a backward run in it (the step player's, say) leaves this one's untouched."""
@@ -157,7 +192,7 @@ class ValueStore:
         # (of its own list), and this store's must stay readable.
         other._deferred = {key: entry for key, entry in self._deferred.items() if key[0] != "grad"}
         other.grads = [None] * len(self.grads)
-        other.last_backward, other.stale = None, self.stale
+        other.last_backward, other.stale, other.holds_grads = None, self.stale, False
         return other
 
     # ----- internals ----------------------------------------------------------------------

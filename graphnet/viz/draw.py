@@ -77,13 +77,15 @@ def graph_of(source: Any, who: str) -> Graph:
     return graph
 
 
-def not_run(graph: Graph) -> set:
+def not_run(graph: Graph, store: Any = None) -> set:
     """Names of the nodes the walk a drawing shows did not compute (Graph.shown_walk: the
     forward behind the last backward, else the last forward; after a forward that stopped
     part-way, the gates without a value), and the sources only they read (a model's L2
     branch with reg=0 and its constant). Nothing is left out of a graph that has not run
-    at all."""
-    walk, store = graph.shown_walk(), graph.store
+    at all. `store`: a store kept earlier (ValueStore.keep) to draw instead of the
+    graph's."""
+    walk = graph.shown_walk(store)
+    store = graph.store if store is None else store
     if walk is not None and not store.stale:
         missing = {
             n.name
@@ -127,14 +129,15 @@ class View:
     scale_grads: Optional[list] = None
 
     @classmethod
-    def of(cls, graph, compute=True):
+    def of(cls, graph, compute=True, store=None):
         """The graph's current state; compute=False leaves out what a fused step left to
-        compute on first read instead of computing it (the live mode's redraws)."""
-        store = graph.store
+        compute on first read instead of computing it (the live mode's redraws). `store`:
+        a state kept earlier (ValueStore.keep; with compute=False) instead."""
+        kept, store = store, graph.store if store is None else store
         value, grad = (store.value, store.grad) if compute else (store.peek_value, store.peek_grad)
         values = {n.name: v for n in graph.nodes if (v := value(n.index)) is not None}
         grads = {n.name: g for n in graph.nodes if (g := grad(n.index)) is not None}
-        return cls(values=values, grads=grads, edge_grads=graph.edge_gradients(compute))
+        return cls(values=values, grads=grads, edge_grads=graph.edge_gradients(compute, kept))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -306,6 +309,7 @@ class Picture:
         rankdir=None,
         anomaly="auto",
         overlay=None,
+        store=None,  # a state kept earlier (ValueStore.keep) that `view` shows
     ):
         if not isinstance(graph, Graph):
             raise TypeError(
@@ -335,7 +339,7 @@ class Picture:
         # A NaN stops the forward: the nodes after it did not run, but its path to the
         # loss is what the drawing must show.
         _, path = self._anomaly(view, Measures())
-        skipped = not_run(graph) - path
+        skipped = not_run(graph, store) - path
         self.not_run = skipped if show_not_run else set()
         self.hidden = set() if show_not_run else skipped
         self.sinks = {id(n) for n in graph.sinks}

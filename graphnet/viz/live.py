@@ -15,9 +15,11 @@ enough to pay for it, and the redraws, every `every`-th backward walk, are skipp
 they would overrun. A layout's cost is estimated from the graph's size until one has
 been measured; a redraw's is the last one's.
 
-Leaving the live mode draws the final state, after the training: that drawing (a layout
-too, if the training was too short to afford one) is not part of the training's time,
-but the cell waits for it; `Live.final` is how long it took.
+Leaving the live mode draws the final state, the one right after the last backward walk
+(kept then: the Solver's accuracy checks run forwards after it, which drop its
+gradients): that drawing (a layout too, if the training was too short to afford one) is
+not part of the training's time, but the cell waits for it; `Live.final` is how long it
+took.
 """
 
 import time
@@ -68,6 +70,7 @@ class Live:
         self._graph = widget.graph
         self._layout_cost: Optional[tuple] = None  # (seconds, nodes) of the last layout
         self._redraw_cost = 0.0  # of the last redraw
+        self._kept: Any = None  # the graph's state after the last backward (store.keep())
 
     def start(self) -> "Live":
         """Start watching the backward walks (entering the `with` block does this);
@@ -96,8 +99,8 @@ class Live:
         graph = self._graph
         if graph is not None and self.iterations:
             if self.widget.needs_layout(graph):
-                self.widget.live_layout(graph)
-            self.widget.live_update(self.iterations, graph)
+                self.widget.live_layout(graph, self._kept)
+            self.widget.live_update(self.iterations, graph, self._kept)
         self.final = self._clock() - began
 
     def __enter__(self) -> "Live":
@@ -132,6 +135,7 @@ class Live:
         elif graph is not self._graph:
             return
         self.iterations += 1
+        self._kept = graph.store.keep()  # two list copies: the final drawing's state
         began = self._clock()
         allowed = self.budget * (began - self._started) - self.spent
         if self.widget.needs_layout(graph):

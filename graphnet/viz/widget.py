@@ -19,6 +19,7 @@ import numpy as np
 
 from .._format import describe, num, scalar
 from ..core.graph import Graph
+from ..core.store import ValueStore
 from .draw import Picture, View, graph_of
 from .live import Live
 from .scene import Scene, static_text
@@ -71,12 +72,14 @@ class Widget(anywidget.AnyWidget):
         """Lay the drawing out again from the graph's current state (after it ran)."""
         self._show(self._lay_out(graph or self.graph, steps))
 
-    def _lay_out(self, graph, steps):
-        """A new layout of `graph`, all but Graphviz's run (Scene.svg does that)."""
+    def _lay_out(self, graph, steps, store=None):
+        """A new layout of `graph`, all but Graphviz's run (Scene.svg does that); of the
+        state `store` kept (ValueStore.keep), if given, rather than the graph's own."""
         self.graph = graph
         frames = self._step_frames(graph) if (self.steps if steps is None else steps) else []
-        views = [frame.view() for frame in frames] + [View.of(graph)]
-        picture = Picture(graph, views[-1], **self.options)
+        shown = View.of(graph) if store is None else View.of(graph, False, store)
+        views = [frame.view() for frame in frames] + [shown]
+        picture = Picture(graph, views[-1], store=store, **self.options)
         scene = Scene(picture, [picture.state(view) for view in views], reserve=True)
         # A layout made before the graph ran shows every node; once it runs, the nodes
         # its forward skips are left out, so a live update lays it out again.
@@ -85,7 +88,7 @@ class Widget(anywidget.AnyWidget):
             scene,
             picture,
             views,
-            [f.text for f in frames] + [_state_text(graph)],
+            [f.text for f in frames] + [_state_text(graph, store)],
             [scene.unit_id(f.node.name) for f in frames] + [""],
             running,
         )
@@ -130,22 +133,23 @@ class Widget(anywidget.AnyWidget):
         layout = self._layout
         return layout is None or graph is not layout.picture.graph or not layout.running
 
-    def live_layout(self, graph: Graph) -> None:
+    def live_layout(self, graph: Graph, store: Optional[ValueStore] = None) -> None:
         """Lay `graph` out for live updates (without step frames) and show it; this
-        runs Graphviz, in the calling thread."""
-        self._show(self._lay_out(graph, steps=False))
+        runs Graphviz, in the calling thread. `store`: as in live_update."""
+        self._show(self._lay_out(graph, steps=False, store=store))
 
-    def live_update(self, iteration: int, graph: Graph) -> None:
+    def live_update(self, iteration: int, graph: Graph, store: Optional[ValueStore] = None) -> None:
         """Redraw the shown layout (needs_layout(graph) is False) from `graph`'s current
-        state, as the state after `iteration` training iterations."""
+        state, or the one `store` kept (ValueStore.keep), as the state after `iteration`
+        training iterations."""
         layout = self._layout
         assert layout is not None and not self.needs_layout(graph), "live_layout() first"
         # What a fused chain left to compute on first read stays as it is: computing it
         # at every redraw would cost as much as the rest of the redraw.
-        view = View.of(graph, compute=False)
+        view = View.of(graph, compute=False, store=store)
         patch = layout.scene.encode(layout.picture.state(view))
         layout.views[-1] = view
-        loss = _loss(graph)
+        loss = _loss(graph, store or graph.store)
         state = {"iteration": iteration, "patch": patch}
         if self.selected:
             state["histograms"] = self._histograms(self.selected, view)
@@ -205,14 +209,14 @@ def _bounded(frames):
     return frames if len(frames) <= MAX_STEPS else []
 
 
-def _loss(graph):
-    last = graph.store.last_backward
-    value = None if last is None else graph.store.peek_value(last.plan.target.index)
+def _loss(graph, store):
+    last = store.last_backward
+    value = None if last is None else store.peek_value(last.plan.target.index)
     return None if value is None or np.size(value) != 1 else num(scalar(value))
 
 
-def _state_text(graph):
-    last = graph.store.last_backward
+def _state_text(graph, store=None):
+    last = (store or graph.store).last_backward
     if last is not None:
         return (
             f"after the last forward and backward (from {last.plan.target.name!r}): "

@@ -153,15 +153,21 @@ def test_a_chain_whose_inner_node_feeds_another_gate_is_not_fused(extra):
     assert_reads_as_gate_by_gate(g, feeds, 0)
 
 
-def test_gradients_left_for_later_belong_to_their_backward():
-    """A deferred gradient read after the next forward is still the one of its own
-    backward: it keeps the arrays it was made from."""
+def test_gradients_left_for_later_go_with_the_values_they_belong_to():
+    """A deferred gradient is dropped, like every gradient of its backward, by the next
+    forward (new values everywhere): it reads None, never a gradient computed from the new
+    arrays; the next backward's is that of the new values."""
     g, feeds = chain_net(np.float32, CHAINS[0])
-    _, plain = walk(g, feeds, fuse=False)
+    flipped = {"x": feeds["x"][::-1].copy(), "y": feeds["y"]}
+    _, plain = walk(g, flipped, fuse=False)
     g.fuse = True
     g.forward(**feeds)
     g.backward()
-    g.forward(x=feeds["x"][::-1].copy(), y=feeds["y"])  # new values everywhere
+    assert g.store.is_deferred("grad", g["conv1"].index)
+    g.forward(**flipped)
+    for name in ("conv1", "relu1"):
+        assert not g.store.is_deferred("grad", g[name].index) and g[name].grad is None
+    g.backward()
     for name in ("conv1", "relu1"):
         assert g[name].grad.tobytes() == plain[name][1].tobytes()
 

@@ -22,11 +22,14 @@ class Clock:
 
 
 class Graph:
-    """What the live mode reads of a graph: its nodes, and a hook on its walks."""
+    """What the live mode reads of a graph: its nodes, a hook on its walks, and its store
+    (whose state it keeps after each backward, for the final drawing)."""
 
     def __init__(self, nodes):
         self.nodes = [None] * nodes
         self.ends = []
+        self.walks = 0
+        self.store = SimpleNamespace(keep=lambda: self.walks)
 
     def add_hook(self, end):
         self.ends.append(end)
@@ -44,13 +47,14 @@ class Widget:
     def needs_layout(self, graph):
         return self.shown is not graph
 
-    def live_layout(self, graph):
+    def live_layout(self, graph, store=None):
         self.clock.now += self.layout
         self.shown = graph
         self.log.append("layout")
 
-    def live_update(self, iteration, graph):
+    def live_update(self, iteration, graph, store=None):
         assert self.shown is graph
+        assert store is None or store == iteration  # the final drawing: the last kept
         self.clock.now += self.redraw
         self.log.append(iteration)
 
@@ -63,6 +67,7 @@ def train(live, graph, clock, iterations, step, bounded=True):
     plan = SimpleNamespace(target=SimpleNamespace(graph=graph))
     for _ in range(iterations):
         clock.now += step
+        graph.walks += 1
         for end in list(graph.ends):
             end("forward", plan)
             end("backward", plan)
