@@ -4,6 +4,7 @@
                     lr_decay=0.95, num_epochs=10, batch_size=100, seed=0)
     solver.train()
     solver.best_val_acc, solver.loss_history, solver.train_acc_history, ...
+    solver.last_grads          # the gradients of the last step ({param: array})
 
 `model` needs `params` (a mapping name -> array that accepts assignment) and
 `loss(X, y=None)` returning scores, or (loss, grads) when y is given. `data` is the
@@ -216,6 +217,9 @@ class Solver:
         self.best_val_acc = 0
         self.best_params = {}
         self.loss_history = []
+        # The accuracy checks' forwards clear the graph's gradients (they belong to other
+        # values), so what the last step used is kept here for plots after training.
+        self.last_grads = {}
         self.train_acc_history = []
         self.val_acc_history = []
         self.optim_configs = {p: copy.deepcopy(self.optim_config) for p in self.model.params}
@@ -258,6 +262,7 @@ class Solver:
     def _update(self, loss, grads):
         """Record the loss and take one step of the update rule on every param."""
         self.loss_history.append(float(loss))
+        self.last_grads = grads
         params = self.model.params
         for name in list(params):
             next_w, next_config = self.update_rule(

@@ -163,8 +163,9 @@ def plot_training(solver, path=None, smooth=True, title=None, accuracy="Classifi
 def grad_stats(source, names=None):
     """{name: GradStats(mean |grad|, max |grad|)} in layer order.
 
-    source: a Graph (its params, after a backward), a model with `.graph`, a Solver with
-    `.model`, or a dict {name: gradient array} (what a model's `loss(X, y)` returns).
+    source: a Graph (its params, after a backward), a model with `.graph`, a Solver (the
+    gradients of its last step, `solver.last_grads`, if it has taken one; else its model's
+    graph), or a dict {name: gradient array} (what a model's `loss(X, y)` returns).
     names: which entries to keep (for a graph, any node names, e.g. activations), in this
     order; by default every param (or every dict entry) that has a gradient.
     """
@@ -187,6 +188,9 @@ def _as_graph(source):
 
 
 def _named_grads(source, names):
+    last_step = getattr(source, "last_grads", None)  # a Solver that has taken a step
+    if isinstance(last_step, Mapping) and last_step and all(n in last_step for n in names or ()):
+        source = last_step
     if isinstance(source, Mapping):
         items = source if names is None else {n: source[n] for n in names}
         out = {}

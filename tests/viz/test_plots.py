@@ -357,3 +357,24 @@ def test_the_plots_are_exported_from_graphnet_viz():
         "grad_stats",
     ]:
         assert callable(getattr(viz, name)), name
+
+
+def test_grad_flow_of_a_trained_solver_is_its_last_step():
+    """The accuracy checks' forwards clear the graph's gradients; the Solver keeps its
+    last step's, which is what plot_grad_flow(solver) shows."""
+    rng = np.random.default_rng(0)
+    data = {
+        "X_train": rng.standard_normal((40, 6)),
+        "y_train": rng.integers(3, size=40),
+        "X_val": rng.standard_normal((10, 6)),
+        "y_val": rng.integers(3, size=10),
+    }
+    model = gn.models.TwoLayerNet(input_dim=6, hidden_dim=5, num_classes=3)
+    solver = gn.Solver(model, data, num_epochs=2, batch_size=10, verbose=False, seed=0)
+    assert solver.last_grads == {}
+    solver.train()
+    assert model.graph["W1"].grad is None  # the last accuracy check's forward cleared it
+    assert set(solver.last_grads) == set(model.params)
+    assert plots.grad_stats(solver) == plots.grad_stats(solver.last_grads)
+    fig = plots.plot_grad_flow(solver)
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == list(model.params)
