@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 
 from graphnet.kernels import _C
 
+from .test_avx2 import kernel_threads
+
 OPS = ("gelu", "gelu_tanh", "leaky_relu", "softplus", "sigmoid")
 SAVES_INPUT = ("gelu", "gelu_tanh", "leaky_relu", "softplus")
 K = math.sqrt(2 / math.pi)
@@ -27,16 +29,6 @@ def avx2(enabled):
         yield
     finally:
         _C.set_avx2_activations(before)
-
-
-@contextlib.contextmanager
-def kernel_threads(n):
-    before = _C.get_num_threads()
-    _C.set_num_threads(n)
-    try:
-        yield
-    finally:
-        _C.set_num_threads(before)
 
 
 def normal_cdf(x):
