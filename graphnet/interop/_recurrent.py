@@ -101,6 +101,15 @@ class RecurrentLayer:
 
     def matrix(self, weight: Weight, H: int, what: str):
         """W (kH, D) or R (kH, H) in the source's layout -> (D, kH) in the course's."""
+        # H comes from the source's attributes: checked against the weight it describes
+        # before anything (the zero bias, the zero state) is sized by it.
+        shape = weight.value.shape if weight.constant else weight.value.static_shape
+        rows = shape[0] if shape else None
+        if not isinstance(H, int) or H < 1 or rows not in (None, self.blocks * H):
+            raise self.refuse(
+                f"hidden size {H!r} does not describe {weight.name}'s {rows} rows "
+                f"({self.blocks} x the hidden size)"
+            )
         if weight.constant:
             value = self._reordered(weight.value.T, H, 1, what)
             return self.graph.param(weight.name, value, dtype=value.dtype)

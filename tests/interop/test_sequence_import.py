@@ -268,6 +268,18 @@ def test_recurrent_settings_the_gates_lack_are_refused_by_name(
         gn.from_onnx(model)
 
 
+@pytest.mark.onnx
+@pytest.mark.parametrize("hidden_size", [10**12, H + 1, 0, -4])
+def test_a_hidden_size_the_weights_do_not_have_is_refused_before_anything_is_sized(hidden_size):
+    """A crafted file's hidden_size must not size the zero bias or state (10**12 used to
+    ask for 14.6 TiB) nor reach numpy as a negative dimension."""
+    model = recurrent_model("LSTM", ["x", "W", "R"], onnx_weights(4, bias=False))
+    (attr,) = [a for a in model.graph.node[0].attribute if a.name == "hidden_size"]
+    attr.i = hidden_size
+    with pytest.raises(UnsupportedOpError, match=f"LSTM node 'Y'.*hidden size {hidden_size} "):
+        gn.from_onnx(model)
+
+
 # ----- CaptioningRNN's training graph ---------------------------------------------------
 
 
