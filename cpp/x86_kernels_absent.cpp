@@ -13,6 +13,7 @@
 #include "norm_avx2.h"
 #include "panel_gemm_avx512.h"
 #include "pointwise_avx2.h"
+#include "pointwise_avx512.h"
 #include "skinny_gemm.h"
 
 namespace graphnet {
@@ -79,6 +80,10 @@ void tap_transpose_avx512(int64_t, int64_t, const float*, int64_t, float*, int64
 void sigmoid_avx2(int64_t, const float*, const float*, float*) { absent("sigmoid_avx2"); }
 void tanh_avx2(int64_t, const float*, const float*, float*) { absent("tanh_avx2"); }
 void relu_forward_avx2(int64_t, const double*, double*, bool*) { absent("relu_forward_avx2"); }
+int64_t gelu_forward_avx512(int64_t, const float*, float*) { absent("gelu_forward_avx512"); }
+int64_t gelu_backward_avx512(int64_t, const float*, const float*, float*) {
+    absent("gelu_backward_avx512");
+}
 void pointwise_forward_avx2(Pointwise, int64_t, const float*, float, float*) {
     absent("pointwise_forward_avx2");
 }
