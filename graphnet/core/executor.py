@@ -247,7 +247,7 @@ class Executor:
         if store.stale:
             self._refuse_stale(plan, store)
         if store.has_deferred():
-            store.compute_deferred(plan.reads)
+            store.compute_deferred(plan.reads, plan.gate_nodes)
         grads = store.grads
         if store.holds_grads:  # else every gradient is None already (a forward dropped them)
             grads[:] = [None] * len(grads)  # in place: the loops below hold the list
