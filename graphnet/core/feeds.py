@@ -107,10 +107,15 @@ def convert_feed(node: Any, value: Any, dtype: np.dtype) -> Any:
 
 def _check_shape(node: Any, array: np.ndarray) -> None:
     expected = node.static_shape
-    if expected is not None and (
-        array.ndim != len(expected)
-        or any(e is not None and e != a for e, a in zip(expected, array.shape))
-    ):
+    if expected is None:
+        return
+    shape = array.shape
+    # A plain loop: every feed of a batch passes here, and a generator costs more than it.
+    fits = len(shape) == len(expected)
+    for e, a in zip(expected, shape):
+        if e is not None and e != a:
+            fits = False
+    if not fits:
         raise GraphError(
             f"feed for input {node.name!r} has shape {array.shape}, expected "
             f"{expected} (None matches any size)"

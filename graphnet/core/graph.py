@@ -308,23 +308,19 @@ class Graph(GateBuilders):
         """Compute only what `nodes` (a node, a name, or a list of them) depend on and
         return their values (one value, or a list; a scalar comes back as a Python number)."""
         single = isinstance(nodes, (str, Node))
-        targets = self._nodes_of(nodes)
+        targets = [self._node(nodes)] if isinstance(nodes, (str, Node)) else self._nodes_of(nodes)
         if named_feeds or type(feeds) is not dict:
             feeds = {**(feeds or {}), **named_feeds}
         with self.lock:
             executor = self.executor
             hooks = executor.active_hooks()
-            plan = executor.forward_plan(targets, executor.fusing(hooks))
+            plan = executor.forward_plan(targets, executor.fusing_forward(hooks, feeds))
             self._feed(plan, feeds)
             executor.run_forward(plan, hooks)
+            if single:  # one target (a model's scores): no lists built per call
+                return _returned(self.store.value(targets[0].index))
             values = [self.store.value(t.index) for t in targets]
-        # An array of one or more dimensions comes back as it is (checked first: the common
-        # case, and np.ndim costs more than the attribute); a scalar as a Python number.
-        values = [
-            v if type(v) is np.ndarray and v.ndim else v.item() if np.ndim(v) == 0 else v
-            for v in values
-        ]
-        return values[0] if single else values
+        return [_returned(v) for v in values]
 
     def backward(self, node: Optional[NodeRef] = None, grad: Any = None) -> None:
         """Fill every node's `.grad` with d node / d that node. With no arguments, starts
@@ -670,3 +666,12 @@ class ParamDict(MutableMapping):
         return (
             "ParamDict({" + ", ".join(f"{k!r}: array{np.shape(v)}" for k, v in self.items()) + "})"
         )
+
+
+def _returned(value: Any) -> Any:
+    """A value as run() returns it: an array of one or more dimensions as it is (checked
+    first: the common case, and np.ndim costs more than the attribute), a scalar as a
+    Python number."""
+    if type(value) is np.ndarray and value.ndim:
+        return value
+    return value.item() if np.ndim(value) == 0 else value
