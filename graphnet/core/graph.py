@@ -315,7 +315,7 @@ class Graph(GateBuilders):
             executor = self.executor
             hooks = executor.active_hooks()
             plan = executor.forward_plan(targets, executor.fusing_forward(hooks, feeds))
-            self._feed(plan, feeds)
+            self._feed(plan, feeds, hooks)
             executor.run_forward(plan, hooks)
             if single:  # one target (a model's scores): no lists built per call
                 return _returned(self.store.value(targets[0].index))
@@ -563,22 +563,28 @@ class Graph(GateBuilders):
             )
         return sinks[0]
 
-    def _feed(self, plan: Plan, feeds: dict) -> None:
-        """Check and store the feeds of the inputs `plan` needs (none stored if one fails)."""
+    def _feed(self, plan: Plan, feeds: dict, hooks: Sequence = ()) -> None:
+        """Check and store the feeds of the inputs `plan` needs (none stored if one fails).
+        A feed its plan's first step checks for NaN and Inf (passes/feed_check.py, a walk
+        without hooks) is checked by that step's `check` instead."""
         table = plan.feed_table
         if table is None or table[0] != self.dtype:
             integer = self._integer_only_inputs()
             table = plan.feed_table = (
                 self.dtype,
                 {n.name: (n, feed_dtype(n, self.dtype, n.index in integer)) for n in plan.inputs},
+                next((s.run for s in plan.steps[:1] if hasattr(s.run, "check")), None),
             )
-        wanted = table[1]
+        wanted, checker = table[1], None if hooks else table[2]
         if feeds.keys() != wanted.keys():  # a feed the plan does not read, or one missing
             self._check_feed_names(plan.inputs, feeds)
+        checked = None if checker is None else checker.checks
         converted = [  # all checked before any is stored: a bad feed changes nothing
-            (node.index, convert_feed(node, feeds[name], dtype))
+            (node.index, convert_feed(node, feeds[name], dtype, node is not checked))
             for name, (node, dtype) in wanted.items()
         ]
+        if checker is not None:
+            checker.check(dict(converted)[checker.checks.index], self.store)
         values = self.store.values
         for index, value in converted:
             values[index] = value
