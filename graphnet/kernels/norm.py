@@ -22,11 +22,12 @@ _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 def native(x: Any, *params: Any) -> bool:
     """Whether the C++ kernels take these arrays as they are: x a float32 or float64
     ndarray and every param an ndarray of its dtype."""
-    return (
-        type(x) is np.ndarray
-        and x.dtype in _FLOATS
-        and all(type(p) is np.ndarray and p.dtype == x.dtype for p in params)
-    )
+    if type(x) is not np.ndarray or x.dtype not in _FLOATS:
+        return False
+    for p in params:  # a loop, not all(...): every norm step of a walk asks
+        if type(p) is not np.ndarray or p.dtype != x.dtype:
+            return False
+    return True
 
 
 class NormCache:
@@ -100,13 +101,7 @@ def batchnorm_forward(
     running_var = _running(running_var, C, x.dtype, "running_var")
     if not train:
         out, mean, _, inv_std = _C.channel_norm_forward(
-            x,
-            gamma,
-            beta,
-            eps,
-            running_mean.astype(x.dtype, copy=False),
-            running_var.astype(x.dtype, copy=False),
-            relu,
+            x, gamma, beta, eps, _as(running_mean, x.dtype), _as(running_var, x.dtype), relu
         )
         cache = _cache(relu)(False, x, mean, inv_std, gamma, beta, "channel")
         return out, cache, running_mean, running_var
@@ -215,9 +210,14 @@ def _running(stat, C, dtype, name):
     """A running average: zeros of x's dtype at first, else a (C,) array of any float."""
     if stat is None:
         return np.zeros(C, dtype=dtype)
-    if np.shape(stat) != (C,):
+    if (stat.shape if type(stat) is np.ndarray else np.shape(stat)) != (C,):
         raise ValueError(f"batchnorm: {name} must have shape ({C},), got {np.shape(stat)}")
     return stat
+
+
+def _as(array, dtype):
+    """`array` in `dtype`, converted only if it is in another."""
+    return array if array.dtype == dtype else array.astype(dtype)
 
 
 def _like(dout, x):
