@@ -19,6 +19,7 @@
 #include "conv_pooled.h"
 #include "elementwise.h"
 #include "gemm.h"
+#include "heap.h"
 #include "matmul.h"
 #include "group_norm.h"
 #include "norm.h"
@@ -876,6 +877,7 @@ py::array py_avg_pool_backward(const py::array& dout, int64_t H, int64_t W, int6
 PYBIND11_MODULE(_C, m) {
     using namespace graphnet;
     blas_init();
+    m.attr("keeps_freed_memory") = keep_freed_memory();  // heap.h
     m.doc() = "graphnet C++ kernels (conv: direct AVX2 or im2col + OpenBLAS GEMM; max pool)";
     m.attr("__version__") = "0.1.0";
 

@@ -22,6 +22,7 @@ __all__ = [
     "conv_backward_fast",
     "conv_relu_pool_forward_fast",
     "max_pool_forward_fast",
+    "relu_max_pool_forward_fast",
     "max_pool_backward_fast",
 ]
 
@@ -93,11 +94,22 @@ def max_pool_forward_fast(x, pool_param):
     A NaN counts as the maximum, so NaNs propagate (the first NaN wins).
     The cache keeps each window's winner (int32), not x.
     """
+    return _max_pool(x, pool_param, relu_first=False)
+
+
+def relu_max_pool_forward_fast(x, pool_param):
+    """max_pool_forward_fast(relu(x), pool_param), bit for bit, in one pass that never
+    writes relu(x) (float32 or float64 x). A window whose entries are all <= 0 has zeros
+    only after the relu: its first entry wins."""
+    return _max_pool(x, pool_param, relu_first=True)
+
+
+def _max_pool(x, pool_param, relu_first):
     ph = _int_param(pool_param, "pool_height", "pool_param")
     pw = _int_param(pool_param, "pool_width", "pool_param")
     stride = _int_param(pool_param, "stride", "pool_param")
     x = np.asarray(x)
-    out, winners = _C.max_pool_forward(x, ph, pw, stride)
+    out, winners = _C.max_pool_forward(x, ph, pw, stride, relu_first=relu_first)
     return out, (x.shape, winners, pool_param)
 
 

@@ -131,8 +131,10 @@ def _backward(norm, relu):
             (masked,) = relu.gate.backward(dout, store.cache(relu.index), (True,))
             store.grads[norm.index] = masked
             return norm.gate.backward(masked, store.cache(norm.index), needs)
-        mask = store.cache(relu.index)
-        store.defer("grad", norm.index, lambda: relu.gate.backward(dout, mask, (True,))[0])
+        # The relu's mask is its output > 0 (its deferred cache): left to whoever reads
+        # the norm's gradient, not a pass over the activation at every step.
+        out = store.value(relu.index)
+        store.defer("grad", norm.index, lambda: relu.gate.backward(dout, out > 0, (True,))[0])
         return norm.gate.backward(dout, cache, needs, relu=True)
 
     return run

@@ -4,8 +4,9 @@ A max pool and a relu commute: the largest of a window's relus is the relu of it
 entry. So where a relu feeds only a max pool (a VGG block's conv -> spatial batchnorm ->
 relu -> pool, a residual block's skip add -> relu -> pool), the fused step pools the
 relu's input and takes the relu of the pooled values, a quarter of the activation with 2x2
-windows; backward masks the pooled gradient and lets the pool scatter it. The relu never
-runs on the whole activation, either way.
+windows (a float32 or float64 input: in the pool kernel itself, as it reads each entry,
+fast.relu_max_pool_forward_fast); backward masks the pooled gradient and lets the pool
+scatter it. The relu never runs on the whole activation, either way.
 
 Every value, cache and gradient reads as gate by gate, bit for bit: a window the relu
 blocks (its largest entry <= 0) has zeros only after the relu, whose first entry wins the
@@ -20,6 +21,8 @@ import functools
 import numpy as np
 
 from ..core.plan import Step
+from ..kernels import fast
+from ..kernels.norm import native
 from .base import FusionPass, kept, readers, register_pass
 
 
@@ -68,9 +71,13 @@ def forward_run(relu, pool):
 
     def run(store):
         x = store.values[source.index]
-        pooled, pool_cache = pool.gate.forward(x)
-        store.values[pool.index], _ = relu.gate.forward(pooled)
-        store.caches[pool.index] = _first_winners_where_blocked(pool, pooled, pool_cache)
+        if native(x):  # one C++ pass, the relu taken as each entry is read
+            pooled, store.caches[pool.index] = fast.relu_max_pool_forward_fast(x, pool.gate.attrs())
+            store.values[pool.index] = pooled
+        else:
+            pooled, pool_cache = pool.gate.forward(x)
+            store.values[pool.index], _ = relu.gate.forward(pooled)
+            store.caches[pool.index] = _first_winners_where_blocked(pool, pooled, pool_cache)
         x_kept = kept(source, x)
         relu_outputs = functools.cache(lambda: relu.gate.forward(x_kept))
         store.defer("value", relu.index, lambda: relu_outputs()[0], np.shape(x))

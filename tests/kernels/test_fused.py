@@ -6,8 +6,10 @@ independence."""
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from graphnet.kernels import _C
+from graphnet.kernels import _C, fast
 from .test_avx2 import direct_conv, kernel_threads
 from .test_fast_layers import (
     CONV_CASES,
@@ -76,6 +78,38 @@ def test_relu_first_pooling_equals_relu_then_pooling(case, dtype):
     got, got_winners = _C.max_pool_forward(x, ph, pw, stride, relu_first=True)
     np.testing.assert_array_equal(got_winners, want_winners)
     assert got.tobytes() == want.tobytes()  # bit for bit: +0, not -0, and the same NaNs
+
+
+@given(
+    shape=st.tuples(*(st.integers(1, n) for n in (3, 19, 11, 11))),
+    window=st.tuples(st.integers(1, 3), st.integers(1, 3), st.integers(1, 3)),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    shift=st.sampled_from([-2.0, 0.0, 1.0]),
+)
+@settings(max_examples=60, deadline=None)
+def test_relu_max_pool_forward_fast_is_max_pool_forward_fast_of_the_relu(
+    shape, window, dtype, shift
+):
+    """The fused relu -> max_pool's forward (passes/relu_pool.py): values and cache bit for
+    bit those of the gates one after the other, on one thread and on two; shift < 0 leaves
+    windows the relu blocks whole."""
+    ph, pw, stride = window
+    if ph > shape[2] or pw > shape[3]:
+        return
+    x = (np.random.default_rng(sum(shape)).standard_normal(shape) + shift).astype(dtype)
+    x.flat[::13] = -0.0
+    pool_param = {"pool_height": ph, "pool_width": pw, "stride": stride}
+    want, (want_shape, want_winners, _) = fast.max_pool_forward_fast(
+        _C.relu_forward(x)[0], pool_param
+    )
+    for threads in (1, 2):
+        with kernel_threads(threads):
+            got, (got_shape, got_winners, got_param) = fast.relu_max_pool_forward_fast(
+                x, pool_param
+            )
+        assert got.tobytes() == want.tobytes() and got.dtype == dtype
+        np.testing.assert_array_equal(got_winners, want_winners)
+        assert got_shape == want_shape and got_param is pool_param
 
 
 @pytest.mark.slow
