@@ -4,6 +4,7 @@ and one fused, read the same at every node."""
 import numpy as np
 
 import graphnet as gn
+from graphnet import viz
 from graphnet.core import plan
 
 
@@ -105,3 +106,15 @@ def walk(g, feeds, backward=True):
     if backward:
         g.backward()
     return loss
+
+
+def assert_player_and_drawing_show(plain, fused, names, drawn):
+    """The step player walks the fused graph's nodes both ways as the plain graph's, the
+    chain's `names` among them, and the fused graph's drawing shows node `drawn`."""
+    frames = viz.backward_steps(fused)
+    assert [f.node.name for f in frames] == [f.node.name for f in viz.backward_steps(plain)]
+    assert set(names) <= {f.node.name for f in frames}
+    assert [f.node.name for f in viz.forward_steps(fused)] == [
+        f.node.name for f in viz.forward_steps(plain)
+    ]
+    assert drawn in fused.render(show_cache=True).source
