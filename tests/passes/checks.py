@@ -118,3 +118,20 @@ def assert_player_and_drawing_show(plain, fused, names, drawn):
         f.node.name for f in viz.forward_steps(plain)
     ]
     assert drawn in fused.render(show_cache=True).source
+
+
+def classifier_feeds(g, rng, out, size, tapped=None):
+    """Ends a test network: `out` -> affine to 3 scores -> softmax loss (and, with `tapped`,
+    0.1 * its sum added to the loss, so that node feeds a second reader). Returns the
+    feeds for an input x of `size`."""
+    width = int(np.prod(g.run(out, x=rng.standard_normal(size)).shape[1:]))
+    scores = g.affine(
+        out,
+        g.param("w_out", rng.standard_normal((width, 3)) * 0.3),
+        g.param("b_out", np.zeros(3)),
+        name="scores",
+    )
+    loss = g.softmax_loss(scores, g.input("y", dtype=np.int64), name="loss")
+    if tapped is not None:
+        g.add(loss, g.sum(tapped * g.const(0.1)), name="total")
+    return {"x": rng.standard_normal(size).astype(g.dtype), "y": rng.integers(0, 3, size[0])}

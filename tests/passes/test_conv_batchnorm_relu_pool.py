@@ -12,6 +12,7 @@ from graphnet.passes.conv_batchnorm_relu_pool import ConvBatchnormReluPool
 from .checks import (
     assert_player_and_drawing_show,
     assert_same_everywhere,
+    classifier_feeds,
     deferred,
     fused_labels,
     only_pass,
@@ -43,17 +44,7 @@ def network(stride=1, pad=1, pool=(2, 2, 2), size=(3, 2, 9, 8), filters=4, tap=F
             name="sbn",
         )
         pooled = g.max_pool(g.relu(h, name="relu"), *pool, name="pool")
-        width = int(np.prod(g.run(pooled, x=rng.standard_normal(size)).shape[1:]))
-        scores = g.affine(
-            pooled,
-            g.param("w_out", rng.standard_normal((width, 3)) * 0.3),
-            g.param("b_out", np.zeros(3)),
-            name="scores",
-        )
-        loss = g.softmax_loss(scores, g.input("y", dtype=np.int64), name="loss")
-        if tap:
-            g.add(loss, g.sum(h * g.const(0.1)), name="total")
-        return {"x": rng.standard_normal(size).astype(g.dtype), "y": rng.integers(0, 3, size[0])}
+        return classifier_feeds(g, rng, pooled, size, h if tap else None)
 
     return build
 

@@ -14,6 +14,7 @@ from graphnet.passes.norm_activation import GroupnormActivation
 from .checks import (
     assert_player_and_drawing_show,
     assert_same_everywhere,
+    classifier_feeds,
     deferred,
     fused_labels,
     only_pass,
@@ -52,17 +53,7 @@ def network(activation="gelu", size=(3, 2, 5, 4), features=6, G=3, tap=False, co
         beta = g.param("beta", rng.standard_normal(C))
         h = g.spatial_groupnorm(h, gamma, beta, G=G if C % G == 0 else 1, name="norm")
         out = ACTIVATIONS[activation](g, h)
-        width = int(np.prod(g.run(out, x=rng.standard_normal(size)).shape[1:]))
-        scores = g.affine(
-            out,
-            g.param("w_out", rng.standard_normal((width, 3)) * 0.3),
-            g.param("b_out", np.zeros(3)),
-            name="scores",
-        )
-        loss = g.softmax_loss(scores, g.input("y", dtype=np.int64), name="loss")
-        if tap:
-            g.add(loss, g.sum(h * g.const(0.1)), name="total")
-        return {"x": rng.standard_normal(size).astype(g.dtype), "y": rng.integers(0, 3, size[0])}
+        return classifier_feeds(g, rng, out, size, h if tap else None)
 
     return build
 

@@ -16,6 +16,7 @@ from graphnet.passes.norm_relu import ConvBatchnormRelu, NormRelu
 from .checks import (
     assert_player_and_drawing_show,
     assert_same_everywhere,
+    classifier_feeds,
     deferred,
     fused_labels,
     only_pass,
@@ -73,17 +74,7 @@ def network(kind="conv", size=(3, 2, 5, 4), features=6, momentum=0.6, tap=False)
         else:
             h = g.spatial_batchnorm(h, gamma, beta, momentum=momentum, name="norm")
         out = g.relu(h, name="relu")
-        width = int(np.prod(g.run(out, x=rng.standard_normal(size)).shape[1:]))
-        scores = g.affine(
-            out,
-            g.param("w_out", rng.standard_normal((width, 3)) * 0.3),
-            g.param("b_out", np.zeros(3)),
-            name="scores",
-        )
-        loss = g.softmax_loss(scores, g.input("y", dtype=np.int64), name="loss")
-        if tap:
-            g.add(loss, g.sum(h * g.const(0.1)), name="total")
-        return {"x": rng.standard_normal(size).astype(g.dtype), "y": rng.integers(0, 3, size[0])}
+        return classifier_feeds(g, rng, out, size, h if tap else None)
 
     return build
 
