@@ -135,3 +135,12 @@ def classifier_feeds(g, rng, out, size, tapped=None):
     if tapped is not None:
         g.add(loss, g.sum(tapped * g.const(0.1)), name="total")
     return {"x": rng.standard_normal(size).astype(g.dtype), "y": rng.integers(0, 3, size[0])}
+
+
+def walk_fused_one_way(plain, g, feeds, fuse_forward, fuse_backward):
+    """Forward and backward: `plain` gate by gate, `g` fused only where the flags say."""
+    walk(plain, feeds)
+    g.fuse = fuse_forward
+    g.forward(**feeds)
+    g.fuse = fuse_backward
+    g.backward()

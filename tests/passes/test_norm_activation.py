@@ -20,6 +20,7 @@ from .checks import (
     only_pass,
     twins,
     walk,
+    walk_fused_one_way,
 )
 
 pytestmark = pytest.mark.usefixtures("one_kernel_thread")
@@ -118,11 +119,7 @@ def test_a_norm_read_by_another_gate_is_not_fused():
 @pytest.mark.parametrize("fuse_forward, fuse_backward", [(True, False), (False, True)])
 def test_a_fused_walk_one_way_and_gate_by_gate_the_other(fuse_forward, fuse_backward):
     plain, g, feeds = twins(network(), np.float64)
-    walk(plain, feeds)
-    g.fuse = fuse_forward
-    g.forward(**feeds)
-    g.fuse = fuse_backward
-    g.backward()
+    walk_fused_one_way(plain, g, feeds, fuse_forward, fuse_backward)
     assert_same_everywhere(plain, g)
 
 

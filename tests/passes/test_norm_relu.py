@@ -22,6 +22,7 @@ from .checks import (
     only_pass,
     twins,
     walk,
+    walk_fused_one_way,
 )
 
 pytestmark = pytest.mark.usefixtures("one_kernel_thread")
@@ -185,11 +186,7 @@ def test_a_fused_walk_one_way_and_gate_by_gate_the_other(kind, fuse_forward, fus
     for training in (True, False):
         for graph in (plain, g):
             graph.train(training)
-        walk(plain, feeds)
-        g.fuse = fuse_forward
-        g.forward(**feeds)
-        g.fuse = fuse_backward
-        g.backward()
+        walk_fused_one_way(plain, g, feeds, fuse_forward, fuse_backward)
         tol = 0.0 if training or not fuse_forward else 1e-12
         assert_same_everywhere(plain, g, tol, tol)
 
