@@ -171,12 +171,14 @@ py::tuple py_conv_pooled_backward(const py::array& dpool, const py::array& poole
     require_same_dtype(x, "x", w, "w");
     require_same_dtype(x, "x", dpool, "dpool");
     require_same_dtype(x, "x", pooled, "pooled");
-    // The kernel indexes a padded image with int32 winners; an empty batch has none.
+    // The kernel indexes a padded image with int32 offsets. One too large for them (a pad
+    // of thousands of pixels, which the conv itself takes) goes the general way: the conv's
+    // output gradient scattered from the pooled gradient where the relu passed it, then the
+    // conv's own weight gradient.
     const std::string padded = "conv_pooled: the padded image of x " + shape_str(shape_of(x));
-    if (g.N > 0 && checked_mul(checked_mul(g.C, padded_size(g.H, g.pad, padded), padded),
-                               padded_size(g.W, g.pad, padded), padded) > INT32_MAX) {
-        fail(padded + " is too large");
-    }
+    const bool offsets_fit =
+        checked_mul(checked_mul(g.C, padded_size(g.H, g.pad, padded), padded),
+                    padded_size(g.W, g.pad, padded), padded) <= INT32_MAX;
     Contig<int32_t> wc(winners);
     return dispatch_float(x, "conv x", [&](auto zero) -> py::tuple {
         using T = decltype(zero);
@@ -185,6 +187,22 @@ py::tuple py_conv_pooled_backward(const py::array& dpool, const py::array& poole
         const T *dp = dc.data(), *pp = pc.data(), *xp = xc.data();
         const int32_t* wp = wc.data();
         T *dwp = dw.mutable_data(), *dbp = db.mutable_data();
+        if (!offsets_fit && g.N > 0) {
+            check_winners(wp, wc.size(), g.Ho, g.Wo);
+            Contig<T> weights(w);
+            std::vector<T> masked(dc.size());
+            std::vector<T> dconv(checked_mul(g.N, g.F * g.positions(), "conv_pooled: dout"));
+            {
+                py::gil_scoped_release nogil;
+                // A product, as the relu gate's backward: the same signed zeros and 0 * inf.
+                for (size_t i = 0; i < masked.size(); ++i) masked[i] = dp[i] * T(pp[i] > T(0));
+                max_pool_backward(g.N * g.F, g.Ho, g.Wo, ws[2], ws[3], masked.data(), wp,
+                                  dconv.data());
+                conv_backward(g, dconv.data(), xp, weights.data(), static_cast<T*>(nullptr),
+                              dwp, dbp);
+            }
+            return py::make_tuple(dw, db);
+        }
         bool all_inside;
         {
             py::gil_scoped_release nogil;

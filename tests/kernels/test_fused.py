@@ -145,6 +145,25 @@ def test_pooled_backward_matches_the_naive_loops(case, dtype, tol, direct):
     assert_within_rounding(db, db_ref, db_bound, tol)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pooled_backward_with_a_padded_image_beyond_int32_offsets(dtype):
+    """A pad of tens of thousands of pixels, which the conv takes (a stride as wide puts its
+    middle window on the image): too wide for the kernel's int32 offsets into the padded
+    image, the weight gradient comes from the conv's own backward of the dense gradient
+    the chain implies."""
+    x, w, b, conv, pool = fused_case((2, 2, 3, 4, 3, 3, 3, 23171, 23171, 2, 2, 1), dtype)
+    assert 2 * (3 + 2 * 23171) * (4 + 2 * 23171) > np.iinfo(np.int32).max
+    out, pooled, winners = chain_forward(x, w, b, conv, pool)
+    pooled[0, 0, 0, 0] = -1.0  # a window the relu blocks: its gradient stops there
+    dpool = np.random.default_rng(4).standard_normal(pooled.shape).astype(dtype)
+    dw, db = _C.conv_pooled_backward(dpool, pooled, winners, x, w, *conv)
+    dconv = dense_conv_gradient(dpool, pooled, winners, out.shape).astype(dtype)
+    assert np.count_nonzero(dconv[:, :, 1, 1]) >= 3  # the image's window passes gradients
+    _, dw_ref, db_ref = _C.conv_backward(dconv, x, w, *conv)
+    np.testing.assert_allclose(dw, dw_ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(db, db_ref, rtol=1e-5, atol=1e-6)
+
+
 def test_pooled_backward_uses_only_winners_that_passed_the_relu():
     """The gradient of a window whose pooled value is <= 0 or NaN stops at the relu, even
     when it is NaN or infinite itself."""
