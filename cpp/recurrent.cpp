@@ -31,13 +31,17 @@ namespace {
 // so the blocks do not change the result); backward, the gates, then
 // the product with Wh^T in blocks of kHiddenColumns of its H columns (narrower: there are
 // a quarter as many, and H = 128 should still give two threads work).
-// The backward adds a step's share of the weights' gradients in blocks of kWeightColumns
-// of their 4H columns: one block up to H = 256, as each block copies [x_t | prev_h_t]
-// (at H = 128 four blocks of 128 columns took 0.1-0.4 ms more per backward).
 constexpr int64_t kColumns = 128;
-constexpr int64_t kWeightColumns = 1024;
 constexpr int64_t kHiddenColumns = 64;
 constexpr int64_t kUnits = 32;
+// The backward adds each step's share into the weights' gradients (instead of one
+// OpenBLAS product after the steps) from 64 rows on and while the gradients fit in the
+// L2 cache, as each step loads and stores all of them: lstm_backward at N = 64, D = 32,
+// H = 128 (330 KB) took 0.3-0.5 ms less, at N = 32 the same, at N = 64, D = 128, H = 512
+// (5.2 MB) 5-15 ms more (one thread). In one block of work, as each block copies
+// [x_t | prev_h_t] (at H = 128 four blocks of 128 columns took 0.1-0.4 ms more).
+constexpr int64_t kOwnWeightRows = 64;
+constexpr int64_t kOwnWeightBytes = int64_t(1) << 20;
 // The forward computes x_t @ Wx step by step from N rows on (float32, AVX-512): fewer rows
 // leave most of the panel kernel's 8 rows idle, and the one product over all N * T rows
 // up front is faster (lstm_lm at N = 1: 0.16 ms against 0.28 per step).
@@ -401,29 +405,31 @@ void recurrent_backward(const RecurrentGeometry& g, const T* dh, const T* x, con
     const bool lstm = g.cell == Cell::lstm;
     const int64_t rows = g.N * g.T, G = g.G(), H = g.H;
     // float32 on AVX-512 and N >= kOwnStepRows (as in the forward): each step computes
-    // its share of every product with da[:, t] while da[:, t] is in cache, dx[:, t] =
-    // da[:, t] @ Wx^T from packed panels and the weights' gradients [x_t | prev_h_t]^T
-    // da[:, t] and db added to, so that da is one step's, N x G. Otherwise da holds every
-    // step's and the products over all N * T rows follow the steps (OpenBLAS).
+    // dx[:, t] = da[:, t] @ Wx^T from packed panels while da[:, t] is in cache; otherwise
+    // one product over all N * T rows after the steps. With own_weights (below) the steps
+    // also add [x_t | prev_h_t]^T da[:, t] and db into the weights' gradients, and da is
+    // one step's, N x G; otherwise da holds every step's for one product after the steps.
     const Scratch<float> packed_Wh_t = g.N > 0 ? packed_panels(G, H, Wh, 1, G) : nullptr;
     const Scratch<float> packed_Wx_t = packed_Wh_t && g.N >= kOwnStepRows
                                            ? packed_panels(G, g.D, Wx, 1, G)
                                            : Scratch<float>();
     const bool own_steps = packed_Wh_t && packed_Wx_t;
+    const bool own_weights = own_steps && g.N >= kOwnWeightRows &&
+                             (g.D + H + 1) * G * int64_t(sizeof(float)) <= kOwnWeightBytes;
     // Between da's rows; one step's rows 64 bytes more than G apart, as rows 2^k bytes
     // apart share the L1 cache's sets (G = 512: every 32nd row the same).
-    const int64_t ld = own_steps ? G + 16 : g.T * G;
+    const int64_t ld = own_weights ? G + 16 : g.T * G;
     // Left uninitialised: every element is written before it is read.
-    T* const da = kept_scratch<T>(Kept::gates_gradient, own_steps ? g.N * ld : rows * G);
+    T* const da = kept_scratch<T>(Kept::gates_gradient, own_weights ? g.N * ld : rows * G);
     std::vector<T> dc(lstm ? g.N * H : 0, T(0)), zeros(H, T(0));
-    const std::vector<float> ones(own_steps ? g.N : 0, 1.0f);  // db = ones^T da
+    const std::vector<float> ones(own_weights ? g.N : 0, 1.0f);  // db = ones^T da
     std::fill(dh0, dh0 + g.N * H, T(0));  // the gradient reaching h[:, t - 1], then h0
     // The blocks of columns of one step's products: dh0's (H), dx's (D), the weights'
-    // gradients' (G).
+    // gradients' (all G in one).
     const int64_t dh0_blocks = blocks_of(H, kHiddenColumns);
     const int64_t dx_blocks = own_steps ? blocks_of(g.D, kHiddenColumns) : 0;
-    const int64_t dW_blocks = own_steps ? blocks_of(G, kWeightColumns) : 0;
-    if (own_steps) {
+    const int64_t dW_blocks = own_weights ? 1 : 0;
+    if (own_weights) {
         std::fill(dWx, dWx + g.D * G, T(0));
         std::fill(dWh, dWh + H * G, T(0));
         std::fill(db, db + G, T(0));
@@ -434,7 +440,7 @@ void recurrent_backward(const RecurrentGeometry& g, const T* dh, const T* x, con
 #pragma omp parallel num_threads(team_size(std::max(column_blocks, unit_blocks)))
         for (int64_t t = g.T - 1; t >= 0; --t) {
             const Step<T> s{g, t};
-            T* const da_t = own_steps ? da : da + t * G;
+            T* const da_t = own_weights ? da : da + t * G;
 #pragma omp for schedule(static)
             for (int64_t j = 0; j < unit_blocks; ++j) {
                 const int64_t u0 = j * units, u1 = std::min(H, u0 + units);
@@ -455,21 +461,19 @@ void recurrent_backward(const RecurrentGeometry& g, const T* dh, const T* x, con
                     const int64_t c0 = (j - dh0_blocks) * kHiddenColumns;
                     step_product(g.N, c0, std::min(g.D, c0 + kHiddenColumns), G, da_t, ld,
                                  packed_Wx_t, true, Wx, G, false, dx + t * g.D, g.T * g.D);
-                } else if constexpr (std::is_same_v<T, float>) {  // own_steps: float32
-                    const int64_t c0 = (j - dh0_blocks - dx_blocks) * kWeightColumns;
-                    const int64_t c1 = std::min(G, c0 + kWeightColumns);
-                    transposed_gemm_accumulate_avx512(g.D, c0, c1, g.N, x + t * g.D,
-                                                      g.T * g.D, da_t, ld, dWx, G);
-                    transposed_gemm_accumulate_avx512(H, c0, c1, g.N, s.prev_h(h0, h),
+                } else if constexpr (std::is_same_v<T, float>) {  // own_weights: float32
+                    transposed_gemm_accumulate_avx512(g.D, 0, G, g.N, x + t * g.D, g.T * g.D,
+                                                      da_t, ld, dWx, G);
+                    transposed_gemm_accumulate_avx512(H, 0, G, g.N, s.prev_h(h0, h),
                                                       s.prev_h_ld(), da_t, ld, dWh, G);
-                    transposed_gemm_accumulate_avx512(1, c0, c1, g.N, ones.data(), 1, da_t,
-                                                      ld, db, G);
+                    transposed_gemm_accumulate_avx512(1, 0, G, g.N, ones.data(), 1, da_t, ld,
+                                                      db, G);
                 }
             }  // the barrier: step t - 1 reads dh0 and overwrites da
         }
     }
-    if (own_steps) return;
-    product(false, true, rows, g.D, G, da, Wx, dx);
+    if (!own_steps) product(false, true, rows, g.D, G, da, Wx, dx);
+    if (own_weights) return;
     // The weights' gradients sum over every step: one product over all N * T rows. dWx,
     // dWh and db are one product, [x | prev_h | 1]^T da, so that BLAS packs da once (the
     // products apart took 2.06 ms instead of 1.75 at N = 32, T = 50, D = 32, H = 128, and
