@@ -38,6 +38,15 @@ def cases(torch):
         weights = torch.softmax(q @ q.transpose(-1, -2) / math.sqrt(heads[-1]), -1)
         return weights @ q
 
+    def g_groupnorm(g, x):  # 8 groups of the 32 channels, gamma and beta learned
+        C = SHAPE[1]
+        return g.spatial_groupnorm(x, g.param("gamma", np.ones(C)), g.param("beta", np.zeros(C)), 8)
+
+    def groupnorm(t):
+        C = SHAPE[1]
+        gamma = torch.ones(C, dtype=t.dtype, requires_grad=True)
+        return F.group_norm(t, 8, gamma, torch.zeros(C, dtype=t.dtype, requires_grad=True))
+
     def g_attention(g, x):
         q = g.reshape(x, heads)
         return g.attention(q, q, q)
@@ -65,6 +74,9 @@ def cases(torch):
         "mul_self": (lambda g, x: x * x, lambda t: t * t),
         "add_self": (lambda g, x: x + x, lambda t: t + t),
         "div": (lambda g, x: x / (abs(x) + 1.0), lambda t: t / (torch.abs(t) + 1)),
+        "groupnorm": (g_groupnorm, groupnorm),
+        # one fused step each way (passes/norm_activation.py)
+        "groupnorm_gelu": (lambda g, x: g.gelu(g_groupnorm(g, x)), lambda t: F.gelu(groupnorm(t))),
         "avg_pool": (lambda g, x: g.avg_pool(x, 2, 2, 2), lambda t: F.avg_pool2d(t, 2)),
         "avg_pool3s1": (lambda g, x: g.avg_pool(x, 3, 3, 1), lambda t: F.avg_pool2d(t, 3, 1)),
         "max_pool": (lambda g, x: g.max_pool(x, 2, 2, 2), lambda t: F.max_pool2d(t, 2)),

@@ -16,13 +16,18 @@ namespace graphnet {
 namespace {
 
 // e^r for |r| <= ln2 / 2 by its Taylor series to r^7 (the next term is below 6e-9 relative).
-inline __m256 exp_taylor8(__m256 r) {
-    static constexpr float kTaylor[] = {1.0f / 720, 1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f,
-                                        1.0f, 1.0f};
-    __m256 p = _mm256_set1_ps(1.0f / 5040);
-    for (float c : kTaylor) p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+// (The coefficients are shared with the sixteen-lane copy, pointwise_avx512.cpp.)
+constexpr float kExpTaylor[] = {1.0f / 5040, 1.0f / 720, 1.0f / 120, 1.0f / 24,
+                                1.0f / 6,    0.5f,       1.0f,       1.0f};
+
+template <size_t N>
+inline __m256 horner8(const float (&c)[N], __m256 x) {
+    __m256 p = _mm256_set1_ps(c[0]);
+    for (size_t i = 1; i < N; ++i) p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(c[i]));
     return p;
 }
+
+inline __m256 exp_taylor8(__m256 r) { return horner8(kExpTaylor, r); }
 
 // ln2 in two parts: n * kLn2High is exact for |n| < 2^15, so a - n ln2 keeps its low bits.
 constexpr float kLn2High = 0.693359375f, kLn2Low = -2.12194440e-4f, kLog2e = 1.44269504f;
@@ -106,13 +111,6 @@ inline __m256 tanh8(__m256 v) {
                             _mm256_cmp_ps(a, _mm256_set1_ps(0.5625f), _CMP_LT_OQ));
 }
 
-template <size_t N>
-inline __m256 horner8(const float (&c)[N], __m256 x) {
-    __m256 p = _mm256_set1_ps(c[0]);
-    for (size_t i = 1; i < N; ++i) p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(c[i]));
-    return p;
-}
-
 // x^2 = hi + lo exactly (lo is the FMA's remainder; 0 where x^2 is infinite, not NaN).
 inline void square8(__m256 x, __m256& hi, __m256& lo) {
     hi = _mm256_mul_ps(x, x);
@@ -123,15 +121,16 @@ inline void square8(__m256 x, __m256& hi, __m256& lo) {
 // erfc(t) e^(t^2) for t >= 0 as v G(v), v = 1 / (1 + t/2): G fitted for the least relative
 // error (0.61 of 2^-24) up to t = 10.5, past which erfc is 0 in float32. The e^(-t^2) it
 // is multiplied with comes from exp_sum8 of -t^2 carried exactly as hi + lo.
+constexpr float kErfcScaled[] = {1.081549656e-02f,  -1.154685840e-01f, 4.111227989e-01f,
+                                 -6.470386982e-01f, 4.028752446e-01f,  -8.887511492e-02f,
+                                 2.224451452e-01f,  2.392687201e-01f,  2.827871740e-01f,
+                                 2.820678055e-01f};
+
 inline __m256 erfc_scaled8(__m256 t) {
-    static constexpr float kG[] = {1.081549656e-02f,  -1.154685840e-01f, 4.111227989e-01f,
-                                   -6.470386982e-01f, 4.028752446e-01f,  -8.887511492e-02f,
-                                   2.224451452e-01f,  2.392687201e-01f,  2.827871740e-01f,
-                                   2.820678055e-01f};
     const __m256 one = _mm256_set1_ps(1.0f);
     t = _mm256_min_ps(_mm256_set1_ps(10.5f), t);
     const __m256 v = _mm256_div_ps(one, _mm256_fmadd_ps(_mm256_set1_ps(0.5f), t, one));
-    return _mm256_mul_ps(v, horner8(kG, v));
+    return _mm256_mul_ps(v, horner8(kErfcScaled, v));
 }
 
 inline __m256 abs8(__m256 v) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v); }

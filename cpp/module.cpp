@@ -20,6 +20,7 @@
 #include "elementwise.h"
 #include "gemm.h"
 #include "matmul.h"
+#include "group_norm.h"
 #include "norm.h"
 #include "optim.h"
 #include "pointwise.h"
@@ -665,11 +666,27 @@ Shape checked_groups(const py::array& x, int64_t G) {
     return xs;
 }
 
+Pointwise pointwise_op(const std::string& op);  // below, with the pointwise kernels
+
+// The activation a groupnorm applies: none for "", else an op whose backward reads its input.
+template <typename T>
+GroupAct<T> group_act(const std::string& activation, double alpha) {
+    if (activation.empty()) return {false, Pointwise::gelu, T(0)};
+    const Pointwise op = pointwise_op(activation);
+    if (!pointwise_saves_input(op)) {
+        fail("groupnorm: activation '" + activation +
+             "' is not one it can apply (gelu, gelu_tanh, leaky_relu, softplus)");
+    }
+    return {true, op, static_cast<T>(alpha)};
+}
+
 py::tuple py_group_norm_forward(const py::array& x, const py::array& gamma,
-                                const py::array& beta, int64_t G, double eps) {
+                                const py::array& beta, int64_t G, double eps,
+                                const std::string& activation, double alpha) {
     const Shape xs = checked_groups(x, G);
     return dispatch_float(x, "groupnorm x", [&](auto zero) -> py::tuple {
         using T = decltype(zero);
+        const GroupAct<T> act = group_act<T>(activation, alpha);
         Contig<T> xc(x), gc = per_slice<T>(gamma, x, xs[1], "gamma"),
                          bc = per_slice<T>(beta, x, xs[1], "beta");
         py::array_t<T> m(xs[0] * G), inv(xs[0] * G), out(xs);
@@ -677,7 +694,7 @@ py::tuple py_group_norm_forward(const py::array& x, const py::array& gamma,
         T *mp = m.mutable_data(), *ip = inv.mutable_data(), *op = out.mutable_data();
         {
             py::gil_scoped_release nogil;
-            group_norm_forward(xs[0], xs[1], xs[2] * xs[3], G, eps, xp, gp, bp, mp, ip, op);
+            group_norm_forward(xs[0], xs[1], xs[2] * xs[3], G, eps, act, xp, gp, bp, mp, ip, op);
         }
         return py::make_tuple(out, m, inv);
     });
@@ -685,24 +702,30 @@ py::tuple py_group_norm_forward(const py::array& x, const py::array& gamma,
 
 py::tuple py_group_norm_backward(const py::array& dout, const py::array& x,
                                  const py::array& gamma, int64_t G, const py::array& mean,
-                                 const py::array& inv_std) {
+                                 const py::array& inv_std, const py::object& beta,
+                                 const std::string& activation, double alpha) {
     const Shape xs = checked_groups(x, G);
     require_shape(dout, xs, "groupnorm dout");
     require_same_dtype(x, "x", dout, "dout");
     return dispatch_float(x, "groupnorm x", [&](auto zero) -> py::tuple {
         using T = decltype(zero);
+        const GroupAct<T> act = group_act<T>(activation, alpha);
+        if (act.active && beta.is_none()) {
+            fail("groupnorm: a backward through an activation needs beta");
+        }
         const int64_t groups = xs[0] * G;
         Contig<T> dc(dout), xc(x), gc = per_slice<T>(gamma, x, xs[1], "gamma"),
                                mc = per_slice<T>(mean, x, groups, "mean"),
                                ic = per_slice<T>(inv_std, x, groups, "inv_std");
+        Contig<T> bc = act.active ? per_slice<T>(beta.cast<py::array>(), x, xs[1], "beta") : gc;
         py::array_t<T> dx(xs), dgamma(xs[1]), dbeta(xs[1]);
         const T *dp = dc.data(), *xp = xc.data(), *gp = gc.data(), *mp = mc.data(),
-                *ip = ic.data();
+                *ip = ic.data(), *bp = bc.data();
         T *dxp = dx.mutable_data(), *dgp = dgamma.mutable_data(), *dbp = dbeta.mutable_data();
         {
             py::gil_scoped_release nogil;
-            group_norm_backward(xs[0], xs[1], xs[2] * xs[3], G, dp, xp, mp, ip, gp, dxp, dgp,
-                                dbp);
+            group_norm_backward(xs[0], xs[1], xs[2] * xs[3], G, act, dp, xp, mp, ip, gp, bp, dxp,
+                                dgp, dbp);
         }
         return py::make_tuple(dx, dgamma, dbeta);
     });
@@ -941,11 +964,14 @@ PYBIND11_MODULE(_C, m) {
           "Gradients of layer_norm_forward -> (dx, dgamma, dbeta); with beta: of the forward\n"
           "with relu, dout being the relu output's gradient.");
     m.def("group_norm_forward", &py_group_norm_forward, "x"_a, "gamma"_a, "beta"_a, "G"_a,
-          "eps"_a,
+          "eps"_a, "activation"_a = "", "alpha"_a = 0.0,
           "Groupnorm of x (N, C, H, W) in G groups of channels, gamma and beta (C,) ->\n"
-          "(out, mean (N * G,), inv_std (N * G,)).");
+          "(out, mean (N * G,), inv_std (N * G,)); activation (gelu, gelu_tanh, leaky_relu\n"
+          "with slope alpha, softplus): out is that of the normalized x.");
     m.def("group_norm_backward", &py_group_norm_backward, "dout"_a, "x"_a, "gamma"_a, "G"_a,
-          "mean"_a, "inv_std"_a, "Gradients of group_norm_forward -> (dx, dgamma, dbeta).");
+          "mean"_a, "inv_std"_a, "beta"_a = py::none(), "activation"_a = "", "alpha"_a = 0.0,
+          "Gradients of group_norm_forward -> (dx, dgamma, dbeta); with an activation (and\n"
+          "beta): of the forward with it, dout being its output's gradient.");
     // ---- end of normalization ----
     // ---- pointwise ----
     m.def("pointwise_forward", &py_pointwise_forward, "op"_a, "x"_a, "alpha"_a = 0.0,

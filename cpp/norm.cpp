@@ -55,24 +55,6 @@ void layer_norm_backward(int64_t N, int64_t D, bool relu, const T* dout, const T
         N, D, relu, dout, x, mean, inv_std, gamma, beta, dx, dgamma, dbeta, part_g, part_b);
 }
 
-template <typename T>
-void group_norm_forward(int64_t N, int64_t C, int64_t planes, int64_t G, double eps,
-                        const T* x, const T* gamma, const T* beta, T* mean, T* inv_std,
-                        T* out) {
-    (cpu_has_avx2_fma() ? group_norm_forward_avx2<T> : group_norm_forward_loops<T>)(
-        N, C, planes, G, eps, x, gamma, beta, mean, inv_std, out);
-}
-
-template <typename T>
-void group_norm_backward(int64_t N, int64_t C, int64_t planes, int64_t G, const T* dout,
-                         const T* x, const T* mean, const T* inv_std, const T* gamma, T* dx,
-                         T* dgamma, T* dbeta) {
-    std::vector<double> planes_sums(static_cast<std::size_t>(2 * N * C));
-    double *plane_d = planes_sums.data(), *plane_dx = plane_d + N * C;
-    (cpu_has_avx2_fma() ? group_norm_backward_avx2<T> : group_norm_backward_loops<T>)(
-        N, C, planes, G, dout, x, mean, inv_std, gamma, dx, dgamma, dbeta, plane_d, plane_dx);
-}
-
 #define GRAPHNET_NORM(T)                                                                      \
     template void channel_norm_forward<T>(const NormShape&, bool, bool, double, const T*,     \
                                           const T*, const T*, T*, T*, T*, T*);                \
@@ -82,10 +64,6 @@ void group_norm_backward(int64_t N, int64_t C, int64_t planes, int64_t G, const 
     template void layer_norm_forward<T>(int64_t, int64_t, bool, double, const T*, const T*,   \
                                         const T*, T*, T*, T*);                                \
     template void layer_norm_backward<T>(int64_t, int64_t, bool, const T*, const T*,          \
-                                         const T*, const T*, const T*, const T*, T*, T*, T*); \
-    template void group_norm_forward<T>(int64_t, int64_t, int64_t, int64_t, double, const T*, \
-                                        const T*, const T*, T*, T*, T*);                      \
-    template void group_norm_backward<T>(int64_t, int64_t, int64_t, int64_t, const T*,        \
                                          const T*, const T*, const T*, const T*, T*, T*, T*);
 GRAPHNET_NORM(float)
 GRAPHNET_NORM(double)

@@ -1,11 +1,11 @@
-// Batchnorm, spatial batchnorm, layernorm and groupnorm on the arrays' own layout, with
-// no transposes: every one of them normalizes the slices of an array viewed as
-// (outer, K, inner), one mean and variance per k over its outer x inner entries.
+// Batchnorm, spatial batchnorm and layernorm (groupnorm: group_norm.h, on the same loops) on
+// the arrays' own layout, with no transposes: every one of them normalizes the slices of an
+// array viewed as (outer, K, inner), one mean and variance per k over its outer x inner
+// entries.
 //
 //   batchnorm (N, D)              outer N, K = D,     inner 1
 //   spatial batchnorm (N, C, H, W) outer N, K = C,     inner H * W
 //   layernorm (N, D)              outer 1, K = N,     inner D
-//   groupnorm (N, C, H, W), G      outer 1, K = N * G, inner C / G * H * W
 //
 // Statistics take one pass over the data: blocks of about 2k entries (in L1) give their
 // mean and centred sum of squares in float64, merged with Chan's formula, so a mean far
@@ -56,17 +56,5 @@ template <typename T>
 void layer_norm_backward(int64_t N, int64_t D, bool relu, const T* dout, const T* x,
                          const T* mean, const T* inv_std, const T* gamma, const T* beta,
                          T* dx, T* dgamma, T* dbeta);
-
-// Groupnorm of x (N, C, H, W) in G groups of C / G channels: group (n, g) has mean and
-// inv_std [n * G + g] (written), channel c its gamma[c] and beta[c]. planes = H * W.
-template <typename T>
-void group_norm_forward(int64_t N, int64_t C, int64_t planes, int64_t G, double eps,
-                        const T* x, const T* gamma, const T* beta, T* mean, T* inv_std,
-                        T* out);
-
-template <typename T>
-void group_norm_backward(int64_t N, int64_t C, int64_t planes, int64_t G, const T* dout,
-                         const T* x, const T* mean, const T* inv_std, const T* gamma, T* dx,
-                         T* dgamma, T* dbeta);
 
 }  // namespace graphnet

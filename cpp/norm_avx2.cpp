@@ -38,21 +38,6 @@ void layer_norm_backward_avx2(int64_t N, int64_t D, bool relu, const T* dout, co
                               part_g, part_b);
 }
 
-template <typename T>
-void group_norm_forward_avx2(int64_t N, int64_t C, int64_t planes, int64_t G, double eps,
-                             const T* x, const T* gamma, const T* beta, T* mean, T* inv_std,
-                             T* out) {
-    group_norm_forward_loops(N, C, planes, G, eps, x, gamma, beta, mean, inv_std, out);
-}
-
-template <typename T>
-void group_norm_backward_avx2(int64_t N, int64_t C, int64_t planes, int64_t G, const T* dout,
-                              const T* x, const T* mean, const T* inv_std, const T* gamma,
-                              T* dx, T* dgamma, T* dbeta, double* plane_d, double* plane_dx) {
-    group_norm_backward_loops(N, C, planes, G, dout, x, mean, inv_std, gamma, dx, dgamma, dbeta,
-                              plane_d, plane_dx);
-}
-
 #define GRAPHNET_NORM_AVX2(T)                                                                 \
     template void channel_norm_forward_avx2<T>(const NormShape&, bool, bool, double, const T*,\
                                                const T*, const T*, T*, T*, T*, T*);           \
@@ -62,11 +47,6 @@ void group_norm_backward_avx2(int64_t N, int64_t C, int64_t planes, int64_t G, c
     template void layer_norm_forward_avx2<T>(int64_t, int64_t, bool, double, const T*,        \
                                              const T*, const T*, T*, T*, T*);                 \
     template void layer_norm_backward_avx2<T>(int64_t, int64_t, bool, const T*, const T*,     \
-                                              const T*, const T*, const T*, const T*, T*, T*, \
-                                              T*, double*, double*);                          \
-    template void group_norm_forward_avx2<T>(int64_t, int64_t, int64_t, int64_t, double,      \
-                                             const T*, const T*, const T*, T*, T*, T*);       \
-    template void group_norm_backward_avx2<T>(int64_t, int64_t, int64_t, int64_t, const T*,   \
                                               const T*, const T*, const T*, const T*, T*, T*, \
                                               T*, double*, double*);
 GRAPHNET_NORM_AVX2(float)

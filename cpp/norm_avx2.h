@@ -2,7 +2,7 @@
 // floats or 4 doubles wide). Call them only when cpu_has_avx2_fma() (cpu_features.h); the
 // arguments are those of norm.h, plus the scratch the portable caller allocates (this
 // code includes no library header): layernorm's backward 2 * row_blocks(N) * D zeroed
-// doubles, groupnorm's 2 * N * C.
+// doubles.
 #pragma once
 
 #include <cstdint>
@@ -26,13 +26,4 @@ template <typename T>
 void layer_norm_backward_avx2(int64_t N, int64_t D, bool relu, const T* dout, const T* x,
                               const T* mean, const T* inv_std, const T* gamma, const T* beta,
                               T* dx, T* dgamma, T* dbeta, double* part_g, double* part_b);
-template <typename T>
-void group_norm_forward_avx2(int64_t N, int64_t C, int64_t planes, int64_t G, double eps,
-                             const T* x, const T* gamma, const T* beta, T* mean, T* inv_std,
-                             T* out);
-template <typename T>
-void group_norm_backward_avx2(int64_t N, int64_t C, int64_t planes, int64_t G, const T* dout,
-                              const T* x, const T* mean, const T* inv_std, const T* gamma,
-                              T* dx, T* dgamma, T* dbeta, double* plane_d, double* plane_dx);
-
 }  // namespace graphnet

@@ -32,6 +32,14 @@ void pointwise_forward(Pointwise op, int64_t n, const T* x, T alpha, T* out);
 template <typename T>
 void pointwise_backward(Pointwise op, int64_t n, const T* dout, const T* saved, T alpha, T* dx);
 
+// The same on the calling thread only, for a kernel that applies an activation to its own
+// slices of work (group_norm.h): the same bits as the threaded ones.
+template <typename T>
+void pointwise_forward_serial(Pointwise op, int64_t n, const T* x, T alpha, T* out);
+template <typename T>
+void pointwise_backward_serial(Pointwise op, int64_t n, const T* dout, const T* saved, T alpha,
+                               T* dx);
+
 // erf, float32 on AVX2 (within 2 units in the last place, see the tests) or the C library's.
 template <typename T>
 void erf_forward(int64_t n, const T* x, T* out);

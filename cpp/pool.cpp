@@ -281,14 +281,26 @@ void avg_pool_backward(const PoolGeometry& g, const T* dout, T* dx) {
         T* dst = dx + pl * in_plane;
         const T* grad = dout + pl * out_plane;
         if (tiles) {  // the windows tile the plane: every entry written once, no zeroing
+            const int64_t covered = g.Wo * g.stride;
             for (int64_t oh = 0; oh < g.Ho; ++oh) {
-                for (int64_t i = 0; i < g.pool_height; ++i) {
-                    T* row = dst + (oh * g.stride + i) * g.W;
+                // The window's first row, then copies of it.
+                T* first = dst + oh * g.stride * g.W;
+                const T* shares = grad + oh * g.Wo;
+                if (g.pool_width == 2) {  // a width known here: the pairs' stores vectorise
                     for (int64_t ow = 0; ow < g.Wo; ++ow) {
-                        const T share = grad[oh * g.Wo + ow] / count;
-                        for (int64_t j = 0; j < g.pool_width; ++j) row[ow * g.stride + j] = share;
+                        const T share = shares[ow] / count;
+                        first[2 * ow] = share;
+                        first[2 * ow + 1] = share;
                     }
-                    std::fill(row + g.Wo * g.stride, row + g.W, T(0));  // columns no window covers
+                } else {
+                    for (int64_t ow = 0; ow < g.Wo; ++ow) {
+                        const T share = shares[ow] / count;
+                        for (int64_t j = 0; j < g.pool_width; ++j) first[ow * g.stride + j] = share;
+                    }
+                }
+                std::fill(first + covered, first + g.W, T(0));  // columns no window covers
+                for (int64_t i = 1; i < g.pool_height; ++i) {
+                    std::copy(first, first + g.W, first + i * g.W);
                 }
             }
             std::fill(dst + g.Ho * g.stride * g.W, dst + in_plane, T(0));  // rows no window covers

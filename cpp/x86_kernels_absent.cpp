@@ -9,10 +9,12 @@
 #include "conv_direct.h"
 #include "conv_taps.h"
 #include "gemm_avx512.h"
+#include "group_norm.h"
 #include "lstm_cell_avx512.h"
 #include "norm_avx2.h"
 #include "panel_gemm_avx512.h"
 #include "pointwise_avx2.h"
+#include "pointwise_avx512.h"
 #include "skinny_gemm.h"
 
 namespace graphnet {
@@ -87,6 +89,10 @@ void tap_transpose_avx512(int64_t, int64_t, const float*, int64_t, float*, int64
 void sigmoid_avx2(int64_t, const float*, const float*, float*) { absent("sigmoid_avx2"); }
 void tanh_avx2(int64_t, const float*, const float*, float*) { absent("tanh_avx2"); }
 void relu_forward_avx2(int64_t, const double*, double*, bool*) { absent("relu_forward_avx2"); }
+int64_t gelu_forward_avx512(int64_t, const float*, float*) { absent("gelu_forward_avx512"); }
+int64_t gelu_backward_avx512(int64_t, const float*, const float*, float*) {
+    absent("gelu_backward_avx512");
+}
 void pointwise_forward_avx2(Pointwise, int64_t, const float*, float, float*) {
     absent("pointwise_forward_avx2");
 }
@@ -134,13 +140,14 @@ void layer_norm_backward_avx2(int64_t, int64_t, bool, const T*, const T*, const 
     absent("layer_norm_backward_avx2");
 }
 template <typename T>
-void group_norm_forward_avx2(int64_t, int64_t, int64_t, int64_t, double, const T*, const T*,
-                             const T*, T*, T*, T*) {
+void group_norm_forward_avx2(int64_t, int64_t, int64_t, int64_t, double, const GroupAct<T>&,
+                             const T*, const T*, const T*, T*, T*, T*) {
     absent("group_norm_forward_avx2");
 }
 template <typename T>
-void group_norm_backward_avx2(int64_t, int64_t, int64_t, int64_t, const T*, const T*, const T*,
-                              const T*, const T*, T*, T*, T*, double*, double*) {
+void group_norm_backward_avx2(int64_t, int64_t, int64_t, int64_t, const GroupAct<T>&,
+                              const T*, const T*, const T*, const T*, const T*, const T*, T*,
+                              T*, T*, double*, double*) {
     absent("group_norm_backward_avx2");
 }
 #define GRAPHNET_NORM_ABSENT(T)                                                                \
@@ -155,8 +162,10 @@ void group_norm_backward_avx2(int64_t, int64_t, int64_t, int64_t, const T*, cons
                                               const T*, const T*, const T*, const T*, T*, T*,  \
                                               T*, double*, double*);                           \
     template void group_norm_forward_avx2<T>(int64_t, int64_t, int64_t, int64_t, double,       \
-                                             const T*, const T*, const T*, T*, T*, T*);        \
-    template void group_norm_backward_avx2<T>(int64_t, int64_t, int64_t, int64_t, const T*,    \
+                                             const GroupAct<T>&, const T*, const T*, const T*, \
+                                             T*, T*, T*);                                      \
+    template void group_norm_backward_avx2<T>(int64_t, int64_t, int64_t, int64_t,              \
+                                              const GroupAct<T>&, const T*, const T*,          \
                                               const T*, const T*, const T*, const T*, T*, T*,  \
                                               T*, double*, double*);
 GRAPHNET_NORM_ABSENT(float)

@@ -83,6 +83,9 @@ class HookHandle:
         self.remove()
 
 
+#: Eval-mode walks on batches of fewer samples than this run unfused (fusing_forward).
+SMALL_BATCH = 4
+
 _thread = threading.local()
 _FLOAT64 = np.float64
 
@@ -138,9 +141,27 @@ class Executor:
     def fusing(self, hooks: list) -> bool:
         return self.graph.fuse and not (hooks and any(h.every_gate for h in hooks))
 
+    def fusing_forward(self, hooks: list, feeds: dict) -> bool:
+        """Whether a forward walk runs the fused plan: as fusing(), except an eval-mode walk
+        without hooks on fewer than SMALL_BATCH samples, which runs gate by gate. Its
+        activations are small, and what a fused step does to save passes over them
+        (folding a batchnorm into the conv's filters, keeping copies for the inner nodes'
+        deferred values) costs more than those passes (docs/performance/overhead.md)."""
+        if hooks or self.graph.training or not self.graph.fuse:
+            return self.fusing(hooks)
+        for value in feeds.values():
+            if type(value) is np.ndarray and value.ndim >= 2:
+                return value.shape[0] >= SMALL_BATCH
+        return True
+
     def forward_plan(self, targets, fuse: bool) -> Plan:
         self._drop_outdated()
-        key = ("forward", tuple([t.index for t in targets]), fuse)
+        # One target (a model's scores) keys by its index: no tuple built per walk.
+        key = (
+            ("forward", targets[0].index, fuse)
+            if len(targets) == 1
+            else ("forward", tuple([t.index for t in targets]), fuse)
+        )
         plan = self._plans.get(key)
         if plan is None:
             plan = self._plans[key] = forward_plan(
@@ -247,7 +268,7 @@ class Executor:
         if store.stale:
             self._refuse_stale(plan, store)
         if store.has_deferred():
-            store.compute_deferred(plan.reads)
+            store.compute_deferred(plan.reads, plan.gate_nodes)
         grads = store.grads
         if store.holds_grads:  # else every gradient is None already (a forward dropped them)
             grads[:] = [None] * len(grads)  # in place: the loops below hold the list

@@ -308,23 +308,19 @@ class Graph(GateBuilders):
         """Compute only what `nodes` (a node, a name, or a list of them) depend on and
         return their values (one value, or a list; a scalar comes back as a Python number)."""
         single = isinstance(nodes, (str, Node))
-        targets = self._nodes_of(nodes)
+        targets = [self._node(nodes)] if isinstance(nodes, (str, Node)) else self._nodes_of(nodes)
         if named_feeds or type(feeds) is not dict:
             feeds = {**(feeds or {}), **named_feeds}
         with self.lock:
             executor = self.executor
             hooks = executor.active_hooks()
-            plan = executor.forward_plan(targets, executor.fusing(hooks))
-            self._feed(plan, feeds)
+            plan = executor.forward_plan(targets, executor.fusing_forward(hooks, feeds))
+            self._feed(plan, feeds, hooks)
             executor.run_forward(plan, hooks)
+            if single:  # one target (a model's scores): no lists built per call
+                return _returned(self.store.value(targets[0].index))
             values = [self.store.value(t.index) for t in targets]
-        # An array of one or more dimensions comes back as it is (checked first: the common
-        # case, and np.ndim costs more than the attribute); a scalar as a Python number.
-        values = [
-            v if type(v) is np.ndarray and v.ndim else v.item() if np.ndim(v) == 0 else v
-            for v in values
-        ]
-        return values[0] if single else values
+        return [_returned(v) for v in values]
 
     def backward(self, node: Optional[NodeRef] = None, grad: Any = None) -> None:
         """Fill every node's `.grad` with d node / d that node. With no arguments, starts
@@ -567,22 +563,28 @@ class Graph(GateBuilders):
             )
         return sinks[0]
 
-    def _feed(self, plan: Plan, feeds: dict) -> None:
-        """Check and store the feeds of the inputs `plan` needs (none stored if one fails)."""
+    def _feed(self, plan: Plan, feeds: dict, hooks: Sequence = ()) -> None:
+        """Check and store the feeds of the inputs `plan` needs (none stored if one fails).
+        A feed its plan's first step checks for NaN and Inf (passes/feed_check.py, a walk
+        without hooks) is checked by that step's `check` instead."""
         table = plan.feed_table
         if table is None or table[0] != self.dtype:
             integer = self._integer_only_inputs()
             table = plan.feed_table = (
                 self.dtype,
                 {n.name: (n, feed_dtype(n, self.dtype, n.index in integer)) for n in plan.inputs},
+                next((s.run for s in plan.steps[:1] if hasattr(s.run, "check")), None),
             )
-        wanted = table[1]
+        wanted, checker = table[1], None if hooks else table[2]
         if feeds.keys() != wanted.keys():  # a feed the plan does not read, or one missing
             self._check_feed_names(plan.inputs, feeds)
+        checked = None if checker is None else checker.checks
         converted = [  # all checked before any is stored: a bad feed changes nothing
-            (node.index, convert_feed(node, feeds[name], dtype))
+            (node.index, convert_feed(node, feeds[name], dtype, node is not checked))
             for name, (node, dtype) in wanted.items()
         ]
+        if checker is not None:
+            checker.check(dict(converted)[checker.checks.index], self.store)
         values = self.store.values
         for index, value in converted:
             values[index] = value
@@ -670,3 +672,12 @@ class ParamDict(MutableMapping):
         return (
             "ParamDict({" + ", ".join(f"{k!r}: array{np.shape(v)}" for k, v in self.items()) + "})"
         )
+
+
+def _returned(value: Any) -> Any:
+    """A value as run() returns it: an array of one or more dimensions as it is (checked
+    first: the common case, and np.ndim costs more than the attribute), a scalar as a
+    Python number."""
+    if type(value) is np.ndarray and value.ndim:
+        return value
+    return value.item() if np.ndim(value) == 0 else value

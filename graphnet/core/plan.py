@@ -83,6 +83,9 @@ class Plan:
             [n.index for step in steps for n in (step.node, *step.inputs)]
             + ([target.index] if target is not None else [])
         )
+        #: the nodes of its single-gate steps (a backward's loop reads their caches from the
+        #: store's lists; a fused step reads its own nodes' entries through the store)
+        self.gate_nodes = frozenset(step.node.index for step in steps if not step.fused)
         self.computes = [n.index for step in steps for n in step.nodes]
         #: forward: the nodes a walk of this plan writes (its gates and the inputs fed), and
         #: the number of the last walk that ran it (0: none since the plan was made).

@@ -50,7 +50,8 @@ class ValueStore:
         self.caches: list = []
         #: node index -> that node's state dict, made on first use (most gates have none)
         self.states: Dict[int, dict] = {}
-        self._deferred: Dict[Tuple[str, int], Tuple[Callable[[], Any], Any]] = {}
+        #: (slot, index) -> (compute, shape, lazy): see defer
+        self._deferred: Dict[Tuple[str, int], Tuple[Callable[[], Any], Any, bool]] = {}
         self.last_backward: Optional[BackwardRecord] = None
         #: True from the start of a backward until a forward drops its gradients (also
         #: after a backward that failed part-way: what it computed stays readable).
@@ -110,19 +111,30 @@ class ValueStore:
 
     # ----- writing ------------------------------------------------------------------------
 
-    def defer(self, slot: str, index: int, compute: Callable[[], Any], shape: Any = None) -> None:
+    def defer(
+        self,
+        slot: str,
+        index: int,
+        compute: Callable[[], Any],
+        shape: Any = None,
+        lazy: bool = False,
+    ) -> None:
         """Leave entry `slot` ('value', 'grad' or 'cache') of node `index` to `compute()`,
         called on the first read; `shape` is the value's shape, for readers that need only
-        that."""
+        that. lazy: a backward computes it before its loop only if a single-gate step of
+        it reads it (`compute_deferred`); a fused step reads it through the store, if at
+        all (a groupnorm -> gelu backward never needs the gelu's saved input)."""
         self._lists(slot)[index] = DEFERRED
-        self._deferred[(slot, index)] = (compute, shape)
+        self._deferred[(slot, index)] = (compute, shape, lazy)
 
-    def compute_deferred(self, indices) -> None:
+    def compute_deferred(self, indices, gate_nodes=frozenset()) -> None:
         """Compute every deferred entry of the nodes `indices` (a backward step is about to
-        read them)."""
+        read them), a lazy one only for the nodes `gate_nodes` (those of single-gate steps,
+        which read their entries from the lists)."""
         wanted = set(indices)
-        for slot, index in [key for key in self._deferred if key[1] in wanted]:
-            self._compute(slot, index)
+        for (slot, index), (_, _, lazy) in list(self._deferred.items()):
+            if index in wanted and (not lazy or index in gate_nodes):
+                self._compute(slot, index)
 
     def forget_deferred(self, slot: str, indices=None) -> None:
         """Drop the deferred entries of `slot` that a walk is about to overwrite: those of
@@ -201,7 +213,7 @@ class ValueStore:
         return {"value": self.values, "grad": self.grads, "cache": self.caches}[slot]
 
     def _compute(self, slot: str, index: int) -> Any:
-        compute, _ = self._deferred[(slot, index)]
+        compute = self._deferred[(slot, index)][0]
         items = self._lists(slot)
         if items[index] is DEFERRED:  # else a scratch store sharing the list computed it
             items[index] = compute()

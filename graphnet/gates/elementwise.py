@@ -154,9 +154,11 @@ _FLOAT64, _ZERO = np.float64, np.float64(0.0)
 def threaded_array(array):
     """Whether the C++ kernels take `array`: a float32 or float64 ndarray of rank >= 1 (a
     scalar circuit's numbers stay in Python, where they are faster)."""
-    return (
-        isinstance(array, np.ndarray) and array.ndim > 0 and array.dtype in (np.float32, np.float64)
-    )
+    return isinstance(array, np.ndarray) and array.ndim > 0 and array.dtype in _KERNEL_DTYPES
+
+
+#: dtypes, not types: `in` compares them without converting each type to a dtype
+_KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def threaded_pair(dout, saved):

@@ -10,10 +10,13 @@ from .base import Gate, ShapeError, dims_match, register_gate
 from .elementwise import threaded_array, threaded_pair
 
 
+_BLAS_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))  # dtypes, not types: faster `in`
+
+
 def matmul(a, b, transpose_a=False, transpose_b=False):
     """op(a) @ op(b) on graphnet's own threads when the dtypes allow (see cpp/matmul.h for
     why not numpy's), else numpy's."""
-    if a.dtype == b.dtype and a.dtype in (np.float32, np.float64):
+    if a.dtype == b.dtype and a.dtype in _BLAS_DTYPES:
         return _C.matmul(a, b, transpose_a=transpose_a, transpose_b=transpose_b)
     return (a.T if transpose_a else a) @ (b.T if transpose_b else b)
 
@@ -43,7 +46,8 @@ class Affine(Gate):
         return (x[0], None if w is None else w[1])
 
     def forward(self, x, w, b):
-        rows = x.reshape(x.shape[0], math.prod(x.shape[1:]))  # not -1: N may be 0
+        # not -1: N may be 0; a batch of rows already (N, D) as it is
+        rows = x if x.ndim == 2 else x.reshape(x.shape[0], math.prod(x.shape[1:]))
         out = matmul(rows, w)
         out += b
         return out, (x.shape, rows, w)

@@ -214,14 +214,18 @@ class SpatialGroupNorm(Gate):
                 )
         return x
 
-    def forward(self, x, gamma, beta):
+    def forward(self, x, gamma, beta, activation=None):
+        """activation: (kernel, alpha), return that pointwise kernel of the output instead
+        (a fused groupnorm -> activation step, passes/norm_activation.py; for the arrays
+        `norm.native` takes only)."""
         if norm.native(x, gamma, beta):
-            return norm.groupnorm_forward(x, gamma, beta, self.G, self.eps)
+            return norm.groupnorm_forward(x, gamma, beta, self.G, self.eps, activation)
         return layers.spatial_groupnorm_forward(x, gamma, beta, self.G, {"eps": self.eps})
 
-    def backward(self, dout, cache, needs):
+    def backward(self, dout, cache, needs, activation=None):
+        """activation: the forward's; dout is the gradient of the activation's output."""
         if isinstance(cache, NormCache):
-            return norm.groupnorm_backward(dout, cache)
+            return norm.groupnorm_backward(dout, cache, activation)
         return layers.spatial_groupnorm_backward(dout, cache)
 
     def summarize_cache(self, cache, input_names):

@@ -204,6 +204,11 @@ class LeakyRelu(UnaryGate):
     def attrs(self):
         return {"alpha": self.alpha}
 
+    @property
+    def kernel(self):
+        """The C++ pointwise kernel (cpp/pointwise.h) and its alpha that compute this gate."""
+        return "leaky_relu", self.alpha
+
     def forward(self, x):
         if threaded_array(x):  # one C++ pass
             return _C.pointwise_forward("leaky_relu", x, self.alpha), x
@@ -246,12 +251,13 @@ class Gelu(UnaryGate):
         return {"approximate": self.approximate}
 
     @property
-    def _kernel(self):
-        return "gelu_tanh" if self.approximate == "tanh" else "gelu"
+    def kernel(self):
+        """The C++ pointwise kernel (cpp/pointwise.h) and its alpha that compute this gate."""
+        return ("gelu_tanh" if self.approximate == "tanh" else "gelu"), 0.0
 
     def forward(self, x):
         if threaded_array(x):  # C++: Φ by a vectorised erfc, one pass
-            return _C.pointwise_forward(self._kernel, x), x
+            return _C.pointwise_forward(self.kernel[0], x), x
         if self.approximate == "tanh":
             return 0.5 * x * (1 + self._tanh(x)), x
         return x * self._cdf(x), x
@@ -259,7 +265,7 @@ class Gelu(UnaryGate):
     def backward(self, dout, cache, needs):
         x = cache
         if threaded_pair(dout, x):
-            return (_C.pointwise_backward(self._kernel, dout, x),)
+            return (_C.pointwise_backward(self.kernel[0], dout, x),)
         if self.approximate == "tanh":
             t = self._tanh(x)
             slope = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * _SQRT_2_OVER_PI * (
@@ -289,6 +295,7 @@ class Softplus(UnaryGate):
     formula = "ln(1 + e^{0})"
     rule = "softplus: d{f}/d{0} = σ({0}), a soft version of relu's 0/1 gate"
     derivatives = ("σ({0})",)
+    kernel = ("softplus", 0.0)  # as Gelu.kernel
 
     def forward(self, x):
         if threaded_array(x):

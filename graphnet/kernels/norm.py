@@ -22,11 +22,12 @@ _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 def native(x: Any, *params: Any) -> bool:
     """Whether the C++ kernels take these arrays as they are: x a float32 or float64
     ndarray and every param an ndarray of its dtype."""
-    return (
-        type(x) is np.ndarray
-        and x.dtype in _FLOATS
-        and all(type(p) is np.ndarray and p.dtype == x.dtype for p in params)
-    )
+    if type(x) is not np.ndarray or x.dtype not in _FLOATS:
+        return False
+    for p in params:  # a loop, not all(...): every norm step of a walk asks
+        if type(p) is not np.ndarray or p.dtype != x.dtype:
+            return False
+    return True
 
 
 class NormCache:
@@ -62,6 +63,16 @@ class ReluNormCache(NormCache):
     __slots__ = ()
 
 
+class ActivationNormCache(NormCache):
+    """The cache of a groupnorm forward that also applied an activation to its output (a
+    fused groupnorm -> activation step, passes/norm_activation.py): a backward through
+    that activation takes it, and finds the activation's gradient at the normalized
+    entries it recomputes from x, the statistics, gamma and beta, exactly as the forward
+    computed them."""
+
+    __slots__ = ()
+
+
 def _cache(relu):
     return ReluNormCache if relu else NormCache
 
@@ -90,13 +101,7 @@ def batchnorm_forward(
     running_var = _running(running_var, C, x.dtype, "running_var")
     if not train:
         out, mean, _, inv_std = _C.channel_norm_forward(
-            x,
-            gamma,
-            beta,
-            eps,
-            running_mean.astype(x.dtype, copy=False),
-            running_var.astype(x.dtype, copy=False),
-            relu,
+            x, gamma, beta, eps, _as(running_mean, x.dtype), _as(running_var, x.dtype), relu
         )
         cache = _cache(relu)(False, x, mean, inv_std, gamma, beta, "channel")
         return out, cache, running_mean, running_var
@@ -150,21 +155,46 @@ def layernorm_backward(
 
 
 def groupnorm_forward(
-    x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, G: int, eps: float
+    x: np.ndarray,
+    gamma: np.ndarray,
+    beta: np.ndarray,
+    G: int,
+    eps: float,
+    activation: Optional[Tuple[str, float]] = None,
 ) -> Tuple[np.ndarray, NormCache]:
     """Groupnorm of x (N, C, H, W) in G groups of channels; gamma and beta (C,) or
-    (1, C, 1, 1) (the course's shape); their gradients come back in that shape."""
+    (1, C, 1, 1) (the course's shape); their gradients come back in that shape.
+    activation: None, or (kernel, alpha) of a pointwise kernel whose backward reads its
+    input (gelu, gelu_tanh, leaky_relu, softplus: cpp/pointwise.h): out is that of the
+    normalized x, in the same pass (a fused groupnorm -> activation step,
+    passes/norm_activation.py), and the cache an ActivationNormCache."""
     if x.shape[2] * x.shape[3] == 0:
         raise ValueError(f"groupnorm: x has shape {x.shape}; a group needs at least one pixel")
-    out, mean, inv_std = _C.group_norm_forward(x, gamma.reshape(-1), beta.reshape(-1), G, eps)
-    return out, NormCache(True, x, mean, inv_std, gamma, beta, G)
+    kernel, alpha = activation or ("", 0.0)
+    out, mean, inv_std = _C.group_norm_forward(
+        x, gamma.reshape(-1), beta.reshape(-1), G, eps, kernel, alpha
+    )
+    cache = NormCache if activation is None else ActivationNormCache
+    return out, cache(True, x, mean, inv_std, gamma, beta, G)
 
 
 def groupnorm_backward(
-    dout: np.ndarray, cache: NormCache
+    dout: np.ndarray, cache: NormCache, activation: Optional[Tuple[str, float]] = None
 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """activation (the forward's too): dout is the gradient of the activation's output."""
+    if activation is not None and not isinstance(cache, ActivationNormCache):
+        raise ValueError("a backward through an activation needs the cache of a forward with it")
+    kernel, alpha = activation or ("", 0.0)
     dx, dgamma, dbeta = _C.group_norm_backward(
-        _like(dout, cache.x), cache.x, cache.gamma.reshape(-1), cache.per, cache.mean, cache.inv_std
+        _like(dout, cache.x),
+        cache.x,
+        cache.gamma.reshape(-1),
+        cache.per,
+        cache.mean,
+        cache.inv_std,
+        None if activation is None else cache.beta.reshape(-1),
+        kernel,
+        alpha,
     )
     return dx, dgamma.reshape(cache.gamma.shape), dbeta.reshape(cache.gamma.shape)
 
@@ -180,9 +210,14 @@ def _running(stat, C, dtype, name):
     """A running average: zeros of x's dtype at first, else a (C,) array of any float."""
     if stat is None:
         return np.zeros(C, dtype=dtype)
-    if np.shape(stat) != (C,):
+    if (stat.shape if type(stat) is np.ndarray else np.shape(stat)) != (C,):
         raise ValueError(f"batchnorm: {name} must have shape ({C},), got {np.shape(stat)}")
     return stat
+
+
+def _as(array, dtype):
+    """`array` in `dtype`, converted only if it is in another."""
+    return array if array.dtype == dtype else array.astype(dtype)
 
 
 def _like(dout, x):

@@ -5,6 +5,8 @@ from . import (  # noqa: F401
     batchnorm_fold,
     conv_batchnorm_relu_pool,
     conv_relu_pool,
+    feed_check,
+    norm_activation,
     norm_relu,
     relu_pool,
 )

@@ -12,7 +12,8 @@ where the conv and the relu feed nothing else, runs as one step each way:
   summing input patches only at each window's winner that passed the relu
   (`_C.conv_pooled_backward`). The relu's and the conv's gradients are deferred, computed
   from the pooled gradient and the winners alone. Where the conv's input needs a gradient
-  too, they are computed in the step, for the conv's dx.
+  too, the conv's is computed in the step, for its dx, in one scatter of the masked
+  pooled gradient.
 
 Every value and gradient reads the same as without fusion, bit for bit, but for the
 conv's weight and bias gradients: they are summed in another order (equal to rounding),
@@ -22,11 +23,10 @@ infinite (gate by gate, 0 * inf makes a NaN).
 
 import functools
 
-import numpy as np
 
 from ..core.plan import Step
 from ..kernels import _C, fast
-from .base import FusionPass, readers, register_pass
+from .base import FusionPass, kept, readers, register_pass
 
 
 @register_pass
@@ -92,10 +92,9 @@ def _forward(conv, relu, pool):
             x, w, b, conv.gate.attrs(), pool.gate.attrs()
         )
         store.values[pool.index], store.caches[pool.index] = pooled, pool_cache
-        # What is computed when read comes from copies of the inputs as they are now: the
-        # optimizer updates w and b in place after the step, and a training loop may refill
-        # its input batch in place. (Cheap: the conv does ~800 flops per byte of input.)
-        inputs = tuple(np.array(a) for a in (x, w, b))
+        # What is computed when read sees the inputs as they are now (kept: copies of the
+        # sources, which the optimizer or a training loop may update in place).
+        inputs = tuple(kept(node, a) for node, a in zip(conv.inputs, (x, w, b)))
         conv_outputs = functools.cache(lambda: conv.gate.forward(*inputs))
         relu_outputs = functools.cache(lambda: relu.gate.forward(conv_outputs()[0]))
         shape = conv.gate.shape(*(a.shape for a in inputs))
@@ -124,16 +123,20 @@ def _backward(conv, relu, pool):
         def conv_grad():
             # The relu passes the gradient where the conv's output is positive; where the
             # gradient is not zero, that is at a winner whose window's pooled value is
-            # positive: no need for the conv's output. A product, as in the relu gate, for
-            # the same signed zeros and the same 0 * inf.
+            # positive: no need for the conv's output. Products, as in the relu gate, for
+            # the same signed zeros and the same 0 * inf. A winner of one window only: the
+            # pooled gradient masked, then scattered, one pass over the conv's size. Where
+            # windows overlap, a winner's gradient is a sum, masked after it is summed.
+            if pool.gate.stride >= max(pool.gate.pool_height, pool.gate.pool_width):
+                return unpool(relu.gate.backward(dpool, pooled > 0, (True,))[0])
             return relu_grad() * (unpool((pooled > 0).astype(dpool.dtype)) > 0)
 
+        store.defer("grad", relu.index, relu_grad)
         if needs[0]:  # dx is a dense convolution of the conv's whole gradient anyway
-            store.grads[relu.index], store.grads[conv.index] = relu_grad(), conv_grad()
+            store.grads[conv.index] = conv_grad()
             return _C.conv_backward(conv_grad(), x, w, stride, pad, need_dx=True)
         _, winners, _ = pool_cache
         dw, db = _C.conv_pooled_backward(dpool, pooled, winners, x, w, stride, pad)
-        store.defer("grad", relu.index, relu_grad)
         store.defer("grad", conv.index, conv_grad)
         return None, dw if needs[1] else None, db if needs[2] else None
 

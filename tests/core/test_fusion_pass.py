@@ -20,16 +20,17 @@ CHAINS = [
 ]
 
 
-def chain_net(dtype, chain, seed=0, hidden=None):
+def chain_net(dtype, chain, seed=0, hidden=None, hidden_pool=(2, 2, 1)):
     """x -> conv -> relu -> max_pool [-> conv -> relu -> max_pool] -> affine -> softmax loss,
-    with a second chain when `hidden` gives its filter count. Returns (graph, feeds)."""
+    with a second chain when `hidden` gives its filter count (its pool: `hidden_pool`).
+    Returns (graph, feeds)."""
     C, H, W, F, k, stride, pad, ph, pw, ps = chain
     rng = np.random.default_rng(seed)
     g = gn.Graph(dtype=dtype)
     x, y = g.input("x", requires_grad=False), g.input("y", dtype=np.int64)
     h = _chain(g, x, "1", C, F, k, stride, pad, (ph, pw, ps), rng)
     if hidden:
-        h = _chain(g, h, "2", F, hidden, 3, 1, 1, (2, 2, 1), rng)
+        h = _chain(g, h, "2", F, hidden, 3, 1, 1, hidden_pool, rng)
     N = 4
     features = int(np.prod(g.run(h, x=rng.standard_normal((N, C, H, W))).shape[1:]))
     w_out = g.param("W_out", rng.standard_normal((features, 5)) * 0.1)
@@ -113,10 +114,12 @@ def test_a_fused_chain_passes_the_numerical_gradient_check():
 
 
 @pytest.mark.slow
-def test_a_chain_below_another_gives_its_input_a_gradient():
-    """The upper chain's conv input needs a gradient: its step computes the chain's
-    gradients in full; the lower chain, fed by data, takes the pooled-gradient kernel."""
-    g, feeds = chain_net(np.float64, CHAINS[3], hidden=3)
+@pytest.mark.parametrize("hidden_pool", [(2, 2, 1), (2, 2, 2)], ids=["overlapping", "apart"])
+def test_a_chain_below_another_gives_its_input_a_gradient(hidden_pool):
+    """The upper chain's conv input needs a gradient: its step computes the conv's
+    gradient in full (the relu's waits to be read); the lower chain, fed by data, takes
+    the pooled-gradient kernel."""
+    g, feeds = chain_net(np.float64, CHAINS[3], hidden=3, hidden_pool=hidden_pool)
     convs_run = []
     for name in ("conv1", "conv2"):  # count the conv gates' own forward calls
         gate = g[name].gate
@@ -125,7 +128,7 @@ def test_a_chain_below_another_gives_its_input_a_gradient():
     g.backward()
     assert deferred(g["conv1"]) == {"value", "grad", "cache"}
     assert deferred(g["conv2"]) == {"value", "cache"}  # its gradient was needed for dx
-    assert deferred(g["relu2"]) == {"value", "cache"}
+    assert deferred(g["relu2"]) == {"value", "grad", "cache"}
     assert not convs_run  # the chains' gradients never need the convs' outputs
     assert_reads_as_gate_by_gate(g, feeds, 1e-12)
     assert max(gn.gradcheck(g, **feeds).values()) < 1e-7

@@ -377,3 +377,59 @@ def test_avg_pool_refuses_bad_geometry():
         _C.avg_pool_backward(np.zeros((1, 1, 3, 3), np.float32), 4, 4, 2, 2, 2)
     with pytest.raises(ValueError):
         _C.avg_pool_backward(np.zeros((1, 1, 1, 1), np.float32), 2**62, 2**62, 2, 2, 2)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    N=st.integers(0, 3),
+    C=st.integers(1, 3),
+    H=st.integers(1, 11),
+    W=st.integers(1, 11),
+    size=st.integers(1, 4),
+    dtype=st.sampled_from([np.float32, np.float64]),
+)
+def test_avg_pool_backward_of_tiling_windows(N, C, H, W, size, dtype):
+    """Windows that tile the plane (size x size, stride size; 2 x 2 has its own loop):
+    each entry its window's share, the uncovered rows and columns 0, for any thread count."""
+    H, W = max(H, size), max(W, size)
+    Ho, Wo = H // size, W // size
+    dout = np.random.default_rng(H * W).standard_normal((N, C, Ho, Wo)).astype(dtype)
+    dx = _C.avg_pool_backward(dout, H, W, size, size, size)
+    want = avg_unpool_naive(dout.astype(np.float64), H, W, size, size, size)
+    tol = {np.float32: 1e-7, np.float64: 1e-16}[dtype]
+    np.testing.assert_allclose(dx, want, rtol=tol, atol=0)
+    with kernel_threads(2):
+        np.testing.assert_array_equal(_C.avg_pool_backward(dout, H, W, size, size, size), dx)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_avg_pool_against_torch(dtype):
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(5).standard_normal((3, 4, 9, 7)).astype(dtype)
+    xt = torch.tensor(x, requires_grad=True)
+    out_t = torch.nn.functional.avg_pool2d(xt, 2, 2)
+    dout = np.random.default_rng(6).standard_normal(tuple(out_t.shape)).astype(dtype)
+    out_t.backward(torch.from_numpy(dout))
+    tol = {np.float32: 1e-6, np.float64: 1e-15}[dtype]
+    np.testing.assert_allclose(_C.avg_pool_forward(x, 2, 2, 2), out_t.detach().numpy(), rtol=tol)
+    np.testing.assert_array_equal(_C.avg_pool_backward(dout, 9, 7, 2, 2, 2), xt.grad.numpy())
+
+
+def test_float32_gelu_blocks_of_sixteen_give_the_bits_of_one_entry_at_a_time():
+    """Where the CPU has AVX-512 the float32 gelu takes blocks of sixteen there, the rest
+    (an array of one entry: all of it) on AVX2: the same operations, so the same bits."""
+    rng = np.random.default_rng(7)
+    specials = [np.nan, np.inf, -np.inf, 0.0, -0.0, -40, 40, 1e20, -1e20, 1e-30, 3e38, -13.0]
+    x = np.concatenate([rng.standard_normal(2000) * 4, np.linspace(-20, 20, 2000), specials])
+    x = x.astype(np.float32)
+    dout = rng.standard_normal(x.size).astype(np.float32)
+    blocks = _C.pointwise_forward("gelu", x), _C.pointwise_backward("gelu", dout, x)
+    for k in range(x.size):
+        one = slice(k, k + 1)
+        assert_bitwise_nan(blocks[0][one], _C.pointwise_forward("gelu", x[one]))
+        assert_bitwise_nan(blocks[1][one], _C.pointwise_backward("gelu", dout[one], x[one]))
+
+
+def assert_bitwise_nan(got, want):
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))

@@ -81,3 +81,24 @@ def test_zoo_network_matches_pytorch(name):
         with torch.no_grad():
             expected_scores = net(torch.from_numpy(X)).numpy()
     np.testing.assert_allclose(scores, expected_scores, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("batch", [1, 6])
+@pytest.mark.parametrize("name", [m.name for m in zoo.ZOO])
+def test_zoo_inference_matches_pytorch(name, batch):
+    """model.loss(X) in eval mode, as the benchmark times it: gate by gate at batch 1, the
+    fused plan (the batchnorm folded into the conv, the feed checked in the first affine)
+    at 6, against PyTorch's eval forward with the same weights and running averages."""
+    spec = zoo.BY_NAME[name]
+    ours = zoo.build_graphnet(spec, np.float64, seed=5)
+    rng = np.random.default_rng(6)
+    for _ in range(2):  # running averages away from their start
+        ours.loss(*zoo.batch_of(spec, 4, np.float64, rng))
+    net, _ = zoo.build_torch(spec, ours)
+    net.eval()
+    X, _ = zoo.batch_of(spec, batch, np.float64, rng)
+    for _ in range(2):  # a second call as the first: nothing kept from one to the next
+        scores = ours.loss(X)
+        with torch.no_grad():
+            expected = net(torch.from_numpy(X)).numpy()
+        np.testing.assert_allclose(scores, expected, rtol=1e-7, atol=1e-10)

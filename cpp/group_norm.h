@@ -1,0 +1,55 @@
+// Groupnorm of x (N, C, H, W) in G groups of C / G channels, on the layout of x: group
+// (n, g) is the C / G * H * W contiguous entries of its channels, one mean and variance
+// each (the statistics and sums of norm.h's kernels, norm_loops.h). Optionally followed
+// by an elementwise activation (pointwise.h) in the same pass each way: a groupnorm ->
+// gelu / leaky relu / softplus chain (passes/norm_activation.py) then reads x and writes
+// the activation's output forward, and reads x and the activation's gradient and writes
+// dx backward, recomputing each group's normalized entries in cache, exactly as the
+// forward computed them: no pass over the normalized tensor either way, and the same bits
+// as the two kernels one after the other. Bitwise the same for any number of threads.
+#pragma once
+
+#include <cstdint>
+
+#include "pointwise.h"
+
+namespace graphnet {
+
+// What follows the normalization: nothing (active false), or `op` with its alpha; op is
+// one whose backward reads its input (pointwise_saves_input).
+template <typename T>
+struct GroupAct {
+    bool active;
+    Pointwise op;
+    T alpha;
+};
+
+// Writes mean and inv_std [n * G + g] and out = act((x - mean) * inv_std * gamma[c] +
+// beta[c]) (act the identity when inactive). planes = H * W.
+template <typename T>
+void group_norm_forward(int64_t N, int64_t C, int64_t planes, int64_t G, double eps,
+                        const GroupAct<T>& act, const T* x, const T* gamma, const T* beta,
+                        T* mean, T* inv_std, T* out);
+
+// Its gradients; dout is the gradient of the forward's out (after its activation). beta is
+// read only with an active act (it may be null otherwise).
+template <typename T>
+void group_norm_backward(int64_t N, int64_t C, int64_t planes, int64_t G,
+                         const GroupAct<T>& act, const T* dout, const T* x, const T* mean,
+                         const T* inv_std, const T* gamma, const T* beta, T* dx, T* dgamma,
+                         T* dbeta);
+
+// The same loops compiled for AVX2 (group_norm_avx2.cpp): call them only when
+// cpu_has_avx2_fma(). The backward takes the 2 * N * C doubles of scratch its portable
+// caller allocates (that code includes no library header).
+template <typename T>
+void group_norm_forward_avx2(int64_t N, int64_t C, int64_t planes, int64_t G, double eps,
+                             const GroupAct<T>& act, const T* x, const T* gamma,
+                             const T* beta, T* mean, T* inv_std, T* out);
+template <typename T>
+void group_norm_backward_avx2(int64_t N, int64_t C, int64_t planes, int64_t G,
+                              const GroupAct<T>& act, const T* dout, const T* x,
+                              const T* mean, const T* inv_std, const T* gamma, const T* beta,
+                              T* dx, T* dgamma, T* dbeta, double* plane_d, double* plane_dx);
+
+}  // namespace graphnet

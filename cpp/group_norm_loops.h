@@ -1,0 +1,102 @@
+// The loops of the groupnorm kernels (group_norm.h), compiled twice as norm_loops.h's are:
+// for any CPU in group_norm.cpp, for AVX2 in group_norm_avx2.cpp. The statistics are
+// norm_loops.h's; each group is one thread's, its sums in an order fixed by the shapes.
+#pragma once
+
+#include <cstdint>
+
+#include "group_norm.h"
+#include "norm_loops.h"
+
+namespace graphnet {
+namespace {
+
+// y = (x - m) * (inv * gamma[c]) + beta[c] over one group's channels (planes entries
+// each): the forward's normalized entries, and the backward's recomputation of them (the
+// same operations, so the same bits: these files are compiled without FMA contraction).
+template <typename T>
+void normalize_group(int64_t per_group, int64_t planes, T m, T inv, const T* gamma,
+                     const T* beta, const T* x, T* y) {
+    for (int64_t c = 0; c < per_group; ++c) {
+        const T a = inv * gamma[c], b = beta[c];
+        const T* p = x + c * planes;
+        T* o = y + c * planes;
+#pragma omp simd
+        for (int64_t i = 0; i < planes; ++i) o[i] = (p[i] - m) * a + b;
+    }
+}
+
+template <typename T>
+void group_norm_forward_loops(int64_t N, int64_t C, int64_t planes, int64_t G, double eps,
+                              const GroupAct<T>& act, const T* x, const T* gamma,
+                              const T* beta, T* mean, T* inv_std, T* out) {
+    const int64_t per_group = C / G, groups = N * G, len = per_group * planes;
+#pragma omp parallel for schedule(static) num_threads(team_for(groups, N * C * planes))
+    for (int64_t ng = 0; ng < groups; ++ng) {
+        slice_statistics(NormShape{1, groups, len}, x, ng, eps, mean, inv_std);
+        const int64_t c0 = ng % G * per_group;
+        T* o = out + ng * len;
+        normalize_group(per_group, planes, mean[ng], inv_std[ng], gamma + c0, beta + c0,
+                        x + ng * len, o);
+        // In place, while the group is in cache.
+        if (act.active) pointwise_forward_serial(act.op, len, o, act.alpha, o);
+    }
+}
+
+template <typename T>
+void group_norm_backward_loops(int64_t N, int64_t C, int64_t planes, int64_t G,
+                               const GroupAct<T>& act, const T* dout, const T* x,
+                               const T* mean, const T* inv_std, const T* gamma, const T* beta,
+                               T* dx, T* dgamma, T* dbeta, double* plane_d, double* plane_dx) {
+    const int64_t per_group = C / G, groups = N * G, len = per_group * planes;
+    const double count = static_cast<double>(len);
+#pragma omp parallel for schedule(static) num_threads(team_for(groups, N * C * planes))
+    for (int64_t ng = 0; ng < groups; ++ng) {
+        const T m = mean[ng], inv = inv_std[ng];
+        const int64_t c0 = ng % G * per_group;
+        const T *g0 = dout + ng * len, *p0 = x + ng * len;
+        T* d0 = dx + ng * len;
+        if (act.active) {
+            // The activation's gradient into this group's dx, at the normalized entries
+            // recomputed there; the writing below reads each entry before it replaces it.
+            normalize_group(per_group, planes, m, inv, gamma + c0, beta + c0, p0, d0);
+            pointwise_backward_serial(act.op, len, g0, d0, act.alpha, d0);
+            g0 = d0;
+        }
+        // Per (n, c) plane: sum dout and sum dout * (x - mean).
+        double s1 = 0, s2 = 0;
+        for (int64_t c = 0; c < per_group; ++c) {
+            const T *g = g0 + c * planes, *p = p0 + c * planes;
+            double sd = 0, sdx = 0;
+#pragma omp simd reduction(+ : sd, sdx)
+            for (int64_t i = 0; i < planes; ++i) {
+                sd += g[i];
+                sdx += static_cast<double>(g[i]) * static_cast<double>(p[i] - m);
+            }
+            plane_d[ng * per_group + c] = sd;
+            plane_dx[ng * per_group + c] = sdx;
+            s1 += static_cast<double>(gamma[c0 + c]) * sd;
+            s2 += static_cast<double>(gamma[c0 + c]) * sdx;
+        }
+        const T c2 = static_cast<T>(-inv * inv * s2 / count), c3 = static_cast<T>(-s1 / count);
+        for (int64_t c = 0; c < per_group; ++c) {
+            const T gam = gamma[c0 + c];
+            const T *g = g0 + c * planes, *p = p0 + c * planes;
+            T* d = d0 + c * planes;
+#pragma omp simd
+            for (int64_t i = 0; i < planes; ++i) d[i] = inv * (g[i] * gam + (c2 * (p[i] - m) + c3));
+        }
+    }
+    for (int64_t c = 0; c < C; ++c) {
+        double sg = 0, sb = 0;
+        for (int64_t n = 0; n < N; ++n) {
+            sg += plane_dx[n * C + c] * static_cast<double>(inv_std[n * G + c / per_group]);
+            sb += plane_d[n * C + c];
+        }
+        dgamma[c] = static_cast<T>(sg);
+        dbeta[c] = static_cast<T>(sb);
+    }
+}
+
+}  // namespace
+}  // namespace graphnet

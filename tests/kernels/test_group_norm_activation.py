@@ -1,0 +1,167 @@
+"""The groupnorm kernel with an activation in the same pass (cpp/group_norm.h, used by the
+fused groupnorm -> gelu / leaky relu / softplus step): bit for bit the groupnorm kernel
+followed by the activation's kernel, both ways; against the numpy gates and PyTorch;
+hypothesis over shapes down to N = C = H = W = 1; the same bits for any thread count."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from graphnet import layers
+from graphnet.gates.pointwise import Gelu, LeakyRelu, Softplus
+from graphnet.kernels import _C, norm
+
+EPS = 1e-5
+ACTIVATIONS = {
+    "gelu": Gelu(),
+    "gelu_tanh": Gelu("tanh"),
+    "leaky_relu": LeakyRelu(0.1),
+    "softplus": Softplus(),
+}
+
+
+def arrays(shape, dtype, seed):
+    rng = np.random.default_rng(seed)
+    C = shape[1]
+    x = (rng.standard_normal(shape) * 2 + 0.5).astype(dtype)
+    gamma = rng.uniform(-1.5, 1.5, C).astype(dtype)
+    beta = rng.standard_normal(C).astype(dtype)
+    dout = rng.standard_normal(shape).astype(dtype)
+    return x, gamma, beta, dout
+
+
+def fused(x, gamma, beta, dout, G, activation):
+    gate = ACTIVATIONS[activation]
+    out, cache = norm.groupnorm_forward(x, gamma, beta, G, EPS, gate.kernel)
+    return (out, *norm.groupnorm_backward(dout, cache, gate.kernel))
+
+
+def one_after_the_other(x, gamma, beta, dout, G, activation):
+    """The groupnorm kernel, then the activation's (its gate on these float arrays)."""
+    gate = ACTIVATIONS[activation]
+    y, cache = norm.groupnorm_forward(x, gamma, beta, G, EPS)
+    out, saved = gate.forward(y)
+    (dy,) = gate.backward(dout, saved, (True,))
+    return (out, *norm.groupnorm_backward(dy, cache))
+
+
+def numpy_gates(x, gamma, beta, dout, G, activation):
+    """The course's groupnorm and the activation's numpy formula, in float64."""
+    gate = ACTIVATIONS[activation]
+    x, gamma, beta, dout = (a.astype(np.float64) for a in (x, gamma, beta, dout))
+    g4, b4 = gamma.reshape(1, -1, 1, 1), beta.reshape(1, -1, 1, 1)
+    y, cache = layers.spatial_groupnorm_forward(x, g4, b4, G, {"eps": EPS})
+    out, dy = _numpy_activation(gate, y, dout)
+    dx, dgamma, dbeta = layers.spatial_groupnorm_backward(dy, cache)
+    return out, dx, dgamma.reshape(-1), dbeta.reshape(-1)
+
+
+def _numpy_activation(gate, y, dout):
+    """The gate's numpy path (what it runs on arrays the C++ kernels do not take)."""
+    if isinstance(gate, LeakyRelu):
+        return np.where(y > 0, y, gate.alpha * y), np.where(y > 0, dout, gate.alpha * dout)
+    if isinstance(gate, Softplus):
+        return np.logaddexp(0, y), dout / (1 + np.exp(-y))
+    if gate.approximate == "tanh":
+        t = Gelu._tanh(y)
+        slope = 0.5 * (1 + t) + 0.5 * y * (1 - t * t) * np.sqrt(2 / np.pi) * (
+            1 + 3 * 0.044715 * y * y
+        )
+        return 0.5 * y * (1 + t), dout * slope
+    cdf = Gelu._cdf(y)
+    return y * cdf, dout * (cdf + y * np.exp(-0.5 * y * y) / np.sqrt(2 * np.pi))
+
+
+def assert_bitwise(got, want):
+    for a, b in zip(got, want):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_array_equal(a, b)
+
+
+def assert_close(got, want, dtype):
+    tol = 2e-4 if dtype == np.float32 else 1e-10
+    for a, b in zip(got, want):
+        assert a.dtype == dtype
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol * max(1.0, np.abs(b).max()))
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, G", [((3, 6, 5, 7), 3), ((1, 4, 1, 1), 2), ((2, 8, 16, 16), 2)])
+def test_the_two_kernels_bit_for_bit_and_the_numpy_gates(activation, dtype, shape, G):
+    args = arrays(shape, dtype, 0)
+    got = fused(*args, G, activation)
+    assert_bitwise(got, one_after_the_other(*args, G, activation))
+    assert_close(got, numpy_gates(*args, G, activation), dtype)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(1, 4),
+    st.integers(1, 4),
+    st.integers(1, 3),
+    st.integers(1, 9),
+    st.integers(1, 9),
+    st.sampled_from(sorted(ACTIVATIONS)),
+    st.sampled_from([np.float32, np.float64]),
+    st.integers(0, 2**31),
+)
+def test_random_shapes(N, G, per_group, H, W, activation, dtype, seed):
+    args = arrays((N, G * per_group, H, W), dtype, seed)
+    got = fused(*args, G, activation)
+    assert_bitwise(got, one_after_the_other(*args, G, activation))
+    assert_close(got, numpy_gates(*args, G, activation), dtype)
+
+
+def test_bitwise_the_same_for_any_number_of_threads():
+    args = arrays((16, 12, 20, 20), np.float32, 3)
+    before = _C.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2, 3):
+            _C.set_num_threads(threads)
+            results.append(fused(*args, 4, "gelu"))
+    finally:
+        _C.set_num_threads(before)
+    for other in results[1:]:
+        assert_bitwise(other, results[0])
+
+
+def test_bad_activations_and_caches():
+    x, gamma, beta, dout = arrays((2, 4, 3, 3), np.float64, 1)
+    with pytest.raises(ValueError, match="sigmoid"):
+        _C.group_norm_forward(x, gamma, beta, 2, EPS, "sigmoid")
+    with pytest.raises(ValueError, match="unknown pointwise op"):
+        _C.group_norm_forward(x, gamma, beta, 2, EPS, "relu")
+    _, mean, inv_std = _C.group_norm_forward(x, gamma, beta, 2, EPS)
+    with pytest.raises(ValueError, match="needs beta"):
+        _C.group_norm_backward(dout, x, gamma, 2, mean, inv_std, None, "gelu")
+    _, plain = norm.groupnorm_forward(x, gamma, beta, 2, EPS)
+    with pytest.raises(ValueError, match="the cache of a forward with it"):
+        norm.groupnorm_backward(dout, plain, ("gelu", 0.0))
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("dtype, tol", [(np.float32, 1e-4), (np.float64, 1e-11)])
+def test_against_torch(activation, dtype, tol):
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    functions = {
+        "gelu": F.gelu,
+        "gelu_tanh": lambda t: F.gelu(t, approximate="tanh"),
+        "leaky_relu": lambda t: F.leaky_relu(t, 0.1),
+        "softplus": F.softplus,
+    }
+    G = 3
+    x, gamma, beta, dout = arrays((4, 6, 5, 3), dtype, 2)
+    xt, gt, bt = (torch.tensor(a, requires_grad=True) for a in (x, gamma, beta))
+    out_t = functions[activation](F.group_norm(xt, G, gt, bt, eps=EPS))
+    out_t.backward(torch.from_numpy(dout))
+    got = fused(x, gamma, beta, dout, G, activation)
+    for ours, theirs in zip(got, (out_t, xt.grad, gt.grad, bt.grad)):
+        theirs = theirs.detach().numpy()
+        np.testing.assert_allclose(
+            ours, theirs, rtol=tol, atol=tol * max(1.0, np.abs(theirs).max())
+        )

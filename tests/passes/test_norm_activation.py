@@ -1,0 +1,181 @@
+"""spatial groupnorm -> gelu / leaky relu / softplus as one step each way
+(graphnet/passes/norm_activation.py): every node reads as gate by gate, bit for bit, where
+the pass applies and only there."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import graphnet as gn
+from graphnet import viz
+from graphnet.passes import norm_activation
+from graphnet.passes.norm_activation import GroupnormActivation
+
+from .checks import assert_same_everywhere, deferred, fused_labels, only_pass, twins, walk
+
+pytestmark = pytest.mark.usefixtures("one_kernel_thread")
+
+ACTIVATIONS = {
+    "gelu": lambda g, h: g.gelu(h, name="act"),
+    "gelu_tanh": lambda g, h: g.gelu(h, approximate="tanh", name="act"),
+    "leaky_relu": lambda g, h: g.leaky_relu(h, 0.1, name="act"),
+    "softplus": lambda g, h: g.softplus(h, name="act"),
+}
+
+
+@pytest.fixture(autouse=True)
+def fused_at_any_size(monkeypatch):
+    """The tests' activations are small: the fused steps would run the gates."""
+    monkeypatch.setattr(norm_activation, "SMALLEST", 0)
+
+
+def network(activation="gelu", size=(3, 2, 5, 4), features=6, G=3, tap=False, conv=True):
+    """x -> conv -> spatial groupnorm -> activation -> affine -> softmax loss (without
+    conv: x -> groupnorm -> ...). `tap`: the norm also feeds a sum added to the loss."""
+
+    def build(g, rng):
+        x = g.input("x", requires_grad=not conv)
+        h, C = x, size[1]
+        if conv:
+            w = g.param("w", rng.standard_normal((features, size[1], 3, 3)) * 0.4)
+            b = g.param("b", rng.standard_normal(features) * 0.1)
+            h, C = g.conv(x, w, b, stride=1, pad=1, name="conv"), features
+        gamma = g.param("gamma", rng.uniform(-1, 2, C))
+        beta = g.param("beta", rng.standard_normal(C))
+        h = g.spatial_groupnorm(h, gamma, beta, G=G if C % G == 0 else 1, name="norm")
+        out = ACTIVATIONS[activation](g, h)
+        width = int(np.prod(g.run(out, x=rng.standard_normal(size)).shape[1:]))
+        scores = g.affine(
+            out,
+            g.param("w_out", rng.standard_normal((width, 3)) * 0.3),
+            g.param("b_out", np.zeros(3)),
+            name="scores",
+        )
+        loss = g.softmax_loss(scores, g.input("y", dtype=np.int64), name="loss")
+        if tap:
+            g.add(loss, g.sum(h * g.const(0.1)), name="total")
+        return {"x": rng.standard_normal(size).astype(g.dtype), "y": rng.integers(0, 3, size[0])}
+
+    return build
+
+
+def assert_fused_reads_as_gate_by_gate(activation, dtype, size=(3, 2, 5, 4), conv=True):
+    plain, fused, feeds = twins(network(activation, size, conv=conv), dtype)
+    op = "gelu" if activation.startswith("gelu") else activation
+    label = [f"spatial_groupnorm+{op}"]
+    assert (fused_labels(fused), fused_labels(fused, "backward")) == (label, label)
+    for _ in range(2):
+        for g in (plain, fused):
+            walk(g, feeds, backward=False)
+        assert deferred(fused["norm"]) == {"value"}
+        assert deferred(fused["act"]) == {"cache"}
+        for g in (plain, fused):
+            g.backward()
+        # The backward needed neither the norm's value nor the activation's saved input.
+        assert deferred(fused["norm"]) == {"value", "grad"}
+        assert deferred(fused["act"]) == {"cache"}
+        assert_same_everywhere(plain, fused)
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_fused_groupnorm_activation_reads_as_gate_by_gate(activation, dtype):
+    assert_fused_reads_as_gate_by_gate(activation, dtype)
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    st.sampled_from(sorted(ACTIVATIONS)),
+    st.integers(1, 4),
+    st.integers(1, 6),
+    st.integers(1, 5),
+    st.integers(1, 5),
+    st.booleans(),
+    st.sampled_from([np.float32, np.float64]),
+)
+def test_random_shapes(activation, N, C, H, W, conv, dtype):
+    assert_fused_reads_as_gate_by_gate(activation, dtype, (N, C, H, W), conv)
+
+
+def test_the_pass_alone(monkeypatch):
+    only_pass(monkeypatch, GroupnormActivation)
+    plain, fused, feeds = twins(network(), np.float64)
+    assert fused_labels(fused) == fused_labels(fused, "backward") == ["spatial_groupnorm+gelu"]
+    for g in (plain, fused):
+        walk(g, feeds)
+    assert_same_everywhere(plain, fused)
+
+
+def test_a_norm_read_by_another_gate_is_not_fused():
+    plain, fused, feeds = twins(network(tap=True), np.float64)
+    assert "spatial_groupnorm+" not in " ".join(
+        fused_labels(fused) + fused_labels(fused, "backward")
+    )
+    for g in (plain, fused):
+        walk(g, feeds)
+    assert_same_everywhere(plain, fused)
+
+
+@pytest.mark.parametrize("fuse_forward, fuse_backward", [(True, False), (False, True)])
+def test_a_fused_walk_one_way_and_gate_by_gate_the_other(fuse_forward, fuse_backward):
+    plain, g, feeds = twins(network(), np.float64)
+    walk(plain, feeds)
+    g.fuse = fuse_forward
+    g.forward(**feeds)
+    g.fuse = fuse_backward
+    g.backward()
+    assert_same_everywhere(plain, g)
+
+
+def test_a_backward_from_inside_the_fused_chain():
+    plain, fused, feeds = twins(network(), np.float64)
+    for g in (plain, fused):
+        g.forward(**feeds)
+    seed = np.random.default_rng(1).standard_normal(plain["act"].shape)
+    for g in (plain, fused):
+        g.backward("act", grad=seed)
+    assert_same_everywhere(plain, fused)
+
+
+def test_the_norm_left_for_later_keeps_its_walk():
+    """Read after the optimizer's in-place updates and a batch refilled in place, the
+    norm's value and gradient and the activation's cache are those of their own walk."""
+    plain, fused, feeds = twins(network(conv=False), np.float64)
+    for g in (plain, fused):
+        walk(g, feeds)
+    feeds["x"][...] = 7  # the next batch, written into the same array
+    for name in ("gamma", "beta"):
+        fused[name].value += 1
+    assert np.array_equal(fused["norm"].value, plain["norm"].value)
+    assert np.array_equal(fused["norm"].grad, plain["norm"].grad)
+    assert np.array_equal(fused["act"].cache, plain["act"].cache)
+
+
+def test_drawings_steps_hooks_and_gradcheck_see_every_node():
+    plain, fused, feeds = twins(network(), np.float64)
+    for g in (plain, fused):
+        walk(g, feeds)
+    frames = viz.backward_steps(fused)
+    assert [f.node.name for f in frames] == [f.node.name for f in viz.backward_steps(plain)]
+    assert {"conv", "norm", "act"} <= {f.node.name for f in frames}
+    assert [f.node.name for f in viz.forward_steps(fused)] == [
+        f.node.name for f in viz.forward_steps(plain)
+    ]
+    assert "norm" in fused.render(show_cache=True).source
+    assert_same_everywhere(plain, fused)
+    errors = gn.gradcheck(fused, **feeds)
+    assert errors == gn.gradcheck(plain, **feeds)
+    assert max(errors.values()) < 1e-5, errors
+
+
+@pytest.mark.parametrize("dtype, smallest", [(np.float16, 0), (np.float64, 81)])
+def test_float16_and_small_activations_run_the_gates(monkeypatch, dtype, smallest):
+    """The kernels take float32 and float64 only, and below SMALLEST entries the fused
+    step's bookkeeping costs more than it saves: the step then runs the two gates."""
+    monkeypatch.setattr(norm_activation, "SMALLEST", smallest)
+    plain, fused, feeds = twins(network(size=(2, 2, 5, 4), conv=False), dtype)  # 80 entries
+    for g in (plain, fused):
+        walk(g, feeds)
+    assert deferred(fused["norm"]) == deferred(fused["act"]) == set()
+    assert_same_everywhere(plain, fused)
