@@ -26,9 +26,9 @@ from graphnet.kernels import _C
 from cnn_steps import median_ms_in_turns  # noqa: E402  (same folder)
 
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
-# (N, T, V, D, H): a character model of the size one trains on a laptop, a smaller and a
-# larger one (word-level vocabulary, wider LSTM).
-DEFAULT_SIZES = ["32,50,65,32,128", "64,50,80,64,256", "64,50,1000,128,512"]
+# (N, T, V, D, H): a character model of the size one trains on a laptop (the zoo's lstm_lm)
+# at batches 32 and 64, and two larger ones (word-level vocabulary, wider LSTM).
+DEFAULT_SIZES = ["32,50,65,32,128", "64,50,65,32,128", "64,50,80,64,256", "64,50,1000,128,512"]
 
 
 def language_model_data(N, T, V, seed=0):

@@ -51,7 +51,71 @@ __mmask16 first_lanes(int64_t valid) {
                                                         : __mmask16((1u << valid) - 1);
 }
 
+// C[0:Rows, 0:32] (the columns `lanes` keeps) += A^T B[:, 0:32] for A (k x Rows) packed
+// kRows apart: as transposed_gemm_accumulate_avx512 says.
+template <int Rows>
+void transposed_tile(int64_t k, const float* a, const float* b, int64_t ldb,
+                     const __mmask16 (&lanes)[2], float* c, int64_t ldc) {
+    __m512 acc[Rows][2];
+#pragma GCC unroll 8
+    for (int r = 0; r < Rows; ++r) {
+        for (int v = 0; v < 2; ++v) {
+            acc[r][v] = _mm512_maskz_loadu_ps(lanes[v], c + r * ldc + 16 * v);
+        }
+    }
+    for (int64_t kk = 0; kk < k; ++kk) {
+        const __m512 b0 = _mm512_maskz_loadu_ps(lanes[0], b + kk * ldb);
+        const __m512 b1 = _mm512_maskz_loadu_ps(lanes[1], b + kk * ldb + 16);
+#pragma GCC unroll 8
+        for (int r = 0; r < Rows; ++r) {
+            const __m512 av = _mm512_set1_ps(a[kk * kRows + r]);
+            acc[r][0] = _mm512_fmadd_ps(av, b0, acc[r][0]);
+            acc[r][1] = _mm512_fmadd_ps(av, b1, acc[r][1]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < Rows; ++r) {
+        for (int v = 0; v < 2; ++v) {
+            _mm512_mask_storeu_ps(c + r * ldc + 16 * v, lanes[v], acc[r][v]);
+        }
+    }
+}
+
+using TransposedTile = void (*)(int64_t, const float*, const float*, int64_t,
+                                const __mmask16 (&)[2], float*, int64_t);
+constexpr TransposedTile kTransposedTiles[kRows + 1] = {
+    nullptr,           transposed_tile<1>, transposed_tile<2>, transposed_tile<3>,
+    transposed_tile<4>, transposed_tile<5>, transposed_tile<6>, transposed_tile<7>,
+    transposed_tile<8>};
+
+// The inner indices of A packed at once: a tile's A in 8 KB.
+constexpr int64_t kPackedDepth = 256;
+
 }  // namespace
+
+void transposed_gemm_accumulate_avx512(int64_t m, int64_t c0, int64_t c1, int64_t k,
+                                       const float* a, int64_t lda, const float* b,
+                                       int64_t ldb, float* c, int64_t ldc) {
+    // A's rows are far apart (one sequence's rows of x or h, T steps apart) and map to a
+    // few sets of the L1 cache: a tile's 8 columns of them are copied side by side first.
+    alignas(64) float packed[kPackedDepth * kRows];
+    for (int64_t i = 0; i < m; i += kRows) {
+        const int64_t rows = m - i < kRows ? m - i : kRows;
+        for (int64_t k0 = 0; k0 < k; k0 += kPackedDepth) {
+            const int64_t depth = k - k0 < kPackedDepth ? k - k0 : kPackedDepth;
+            for (int64_t kk = 0; kk < depth; ++kk) {
+                for (int64_t r = 0; r < rows; ++r) {
+                    packed[kk * kRows + r] = a[(k0 + kk) * lda + i + r];
+                }
+            }
+            for (int64_t j = c0; j < c1; j += kPanelColumns) {
+                const __mmask16 lanes[2] = {first_lanes(c1 - j), first_lanes(c1 - j - 16)};
+                kTransposedTiles[rows](depth, packed, b + k0 * ldb + j, ldb, lanes,
+                                       c + i * ldc + j, ldc);
+            }
+        }
+    }
+}
 
 void panel_gemm_avx512(int64_t m, int64_t c0, int64_t c1, int64_t k, const float* a,
                        int64_t lda, const float* packed, bool accumulate, float* c,

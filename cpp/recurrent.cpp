@@ -12,6 +12,7 @@
 #include "activations_avx2.h"
 #include "cpu_features.h"
 #include "gemm.h"
+#include "lstm_cell_avx512.h"
 #include "matmul.h"
 #include "panel_gemm_avx512.h"
 #include "threads.h"
@@ -33,6 +34,14 @@ namespace {
 constexpr int64_t kColumns = 128;
 constexpr int64_t kHiddenColumns = 64;
 constexpr int64_t kUnits = 32;
+// The backward adds each step's share into the weights' gradients (instead of one
+// OpenBLAS product after the steps) from 64 rows on and while the gradients fit in the
+// L2 cache, as each step loads and stores all of them: lstm_backward at N = 64, D = 32,
+// H = 128 (330 KB) took 0.3-0.5 ms less, at N = 32 the same, at N = 64, D = 128, H = 512
+// (5.2 MB) 5-15 ms more (one thread). In one block of work, as each block copies
+// [x_t | prev_h_t] (at H = 128 four blocks of 128 columns took 0.1-0.4 ms more).
+constexpr int64_t kOwnWeightRows = 64;
+constexpr int64_t kOwnWeightBytes = int64_t(1) << 20;
 // The forward computes x_t @ Wx step by step from N rows on (float32, AVX-512): fewer rows
 // leave most of the panel kernel's 8 rows idle, and the one product over all N * T rows
 // up front is faster (lstm_lm at N = 1: 0.16 ms against 0.28 per step).
@@ -67,13 +76,13 @@ Scratch<T> scratch(int64_t n) {
     return Scratch<T>(static_cast<T*>(p));
 }
 
-// The backward's two large scratch arrays (da, N*T x 4H, and [x | prev_h], N*T x (D + H),
-// and an inference's gate inputs),
-// kept from one call to the next on the calling thread: a training step calls the
+// The backward's scratch arrays (da, N*T x 4H or one step's, [x | prev_h | 1], N*T x
+// (D + H + 1), and the weights' gradient, (D + H + 1) x 4H) and an inference's gate
+// inputs, kept from one call to the next on the calling thread: a training step calls the
 // kernel again with the same sizes, and fresh huge pages are zeroed by the kernel on
 // every call (26 MB of da at N = 64, T = 50, H = 512). Grown when too small, never
 // shrunk; per thread, so that two Python threads may run the kernel at once.
-enum class Kept { gates_gradient, inputs, gate_inputs, count };
+enum class Kept { gates_gradient, inputs, gate_inputs, weights_gradient, count };
 
 template <typename T>
 T* kept_scratch(Kept which, int64_t n) {
@@ -256,11 +265,12 @@ void rnn_cell_forward(const Step<T>& s, const T* b, int64_t u0, int64_t u1, T* h
 }
 
 // da[:, t] for the units [u0, u1) from dh[:, t] + dnext (the gradient arriving from step
-// t + 1); for the LSTM dc carries the cell state's gradient from step t + 1 to step t.
+// t + 1), row n at da_t + n * ld; for the LSTM dc carries the cell state's gradient from
+// step t + 1 to step t.
 template <typename T>
 void lstm_cell_backward(const Step<T>& s, const T* dh, const T* dnext, const T* act,
                         const T* c, const T* tanh_c, const T* zeros, int64_t u0, int64_t u1,
-                        T* dc, T* da) {
+                        T* dc, T* da_t, int64_t ld) {
     const int64_t H = s.g.H, units = u1 - u0;
     for (int64_t n = 0; n < s.g.N; ++n) {
         const int64_t gates_at = s.row(n, s.g.G()) + u0, at = s.row(n, H) + u0;
@@ -273,7 +283,14 @@ void lstm_cell_backward(const Step<T>& s, const T* dh, const T* dnext, const T* 
         const T* __restrict up = dh + at;
         const T* __restrict next = dnext + n * H + u0;
         T* __restrict dcell = dc + n * H + u0;
-        T* __restrict di = da + gates_at;
+        if constexpr (std::is_same_v<T, float>) {
+            if (cpu_has_avx512f()) {
+                lstm_cell_backward_avx512(units, H, up, next, i, tc, prev_c, dcell,
+                                          da_t + n * ld + u0);
+                continue;
+            }
+        }
+        T* __restrict di = da_t + n * ld + u0;
         T* __restrict df = di + H;
         T* __restrict do_ = di + 2 * H;
         T* __restrict dg = di + 3 * H;
@@ -292,14 +309,14 @@ void lstm_cell_backward(const Step<T>& s, const T* dh, const T* dnext, const T* 
 
 template <typename T>
 void rnn_cell_backward(const Step<T>& s, const T* dh, const T* dnext, const T* h, int64_t u0,
-                       int64_t u1, T* da) {
+                       int64_t u1, T* da_t, int64_t ld) {
     const int64_t H = s.g.H, units = u1 - u0;
     for (int64_t n = 0; n < s.g.N; ++n) {
         const int64_t at = s.row(n, H) + u0;
         const T* __restrict out = h + at;
         const T* __restrict up = dh + at;
         const T* __restrict next = dnext + n * H + u0;
-        T* __restrict d = da + at;
+        T* __restrict d = da_t + n * ld + u0;
 #pragma omp simd
         for (int64_t u = 0; u < units; ++u) d[u] = (up[u] + next[u]) * (T(1) - out[u] * out[u]);
     }
@@ -321,13 +338,13 @@ RecurrentGeometry recurrent_geometry(Cell cell, const Shape& x, const Shape& h0,
                               shape_str(Wh) + ", b " + shape_str(b);
     // BLAS takes 32-bit sizes: the N * T rows of the whole-sequence products, the G
     // columns, the stride T * G between one sequence's rows in the per-step products, and
-    // the D + H rows of the weights' gradient. Checked first, so that G and the products
+    // the D + H + 1 rows of the weights' gradient. Checked first, so that G and the products
     // below cannot overflow (H may be anything when N = 0).
     const int64_t G = checked_mul(g.gates(), g.H, sizes);
     for (int64_t extent : {checked_mul(g.N, g.T, sizes), checked_mul(g.T, G, sizes), g.D, G}) {
         require_blas_size(extent, sizes);
     }
-    require_blas_size(g.D + g.H, sizes);  // D and H (<= G) are below 2^31 now
+    require_blas_size(g.D + g.H + 1, sizes);  // D and H (<= G) are below 2^31 now
     if (h0[0] != g.N || Wx != Shape{g.D, G} || Wh != Shape{g.H, G} || b != Shape{G}) {
         fail(sizes + " do not fit together: expected h0 (N, H), Wx (D, " +
              (cell == Cell::lstm ? "4H), Wh (H, 4H), b (4H,)" : "H), Wh (H, H), b (H,)"));
@@ -387,41 +404,82 @@ void recurrent_backward(const RecurrentGeometry& g, const T* dh, const T* x, con
                         const T* tanh_c, T* dx, T* dh0, T* dWx, T* dWh, T* db) {
     const bool lstm = g.cell == Cell::lstm;
     const int64_t rows = g.N * g.T, G = g.G(), H = g.H;
+    // float32 on AVX-512 and N >= kOwnStepRows (as in the forward): each step computes
+    // dx[:, t] = da[:, t] @ Wx^T from packed panels while da[:, t] is in cache; otherwise
+    // one product over all N * T rows after the steps. With own_weights (below) the steps
+    // also add [x_t | prev_h_t]^T da[:, t] and db into the weights' gradients, and da is
+    // one step's, N x G; otherwise da holds every step's for one product after the steps.
+    const Scratch<float> packed_Wh_t = g.N > 0 ? packed_panels(G, H, Wh, 1, G) : nullptr;
+    const Scratch<float> packed_Wx_t = packed_Wh_t && g.N >= kOwnStepRows
+                                           ? packed_panels(G, g.D, Wx, 1, G)
+                                           : Scratch<float>();
+    const bool own_steps = packed_Wh_t && packed_Wx_t;
+    const bool own_weights = own_steps && g.N >= kOwnWeightRows &&
+                             (g.D + H + 1) * G * int64_t(sizeof(float)) <= kOwnWeightBytes;
+    // Between da's rows; one step's rows 64 bytes more than G apart, as rows 2^k bytes
+    // apart share the L1 cache's sets (G = 512: every 32nd row the same).
+    const int64_t ld = own_weights ? G + 16 : g.T * G;
     // Left uninitialised: every element is written before it is read.
-    T* const da = kept_scratch<T>(Kept::gates_gradient, rows * G);
+    T* const da = kept_scratch<T>(Kept::gates_gradient, own_weights ? g.N * ld : rows * G);
     std::vector<T> dc(lstm ? g.N * H : 0, T(0)), zeros(H, T(0));
+    const std::vector<float> ones(own_weights ? g.N : 0, 1.0f);  // db = ones^T da
     std::fill(dh0, dh0 + g.N * H, T(0));  // the gradient reaching h[:, t - 1], then h0
-    const int64_t column_blocks = blocks_of(H, kHiddenColumns);
+    // The blocks of columns of one step's products: dh0's (H), dx's (D), the weights'
+    // gradients' (all G in one).
+    const int64_t dh0_blocks = blocks_of(H, kHiddenColumns);
+    const int64_t dx_blocks = own_steps ? blocks_of(g.D, kHiddenColumns) : 0;
+    const int64_t dW_blocks = own_weights ? 1 : 0;
+    if (own_weights) {
+        std::fill(dWx, dWx + g.D * G, T(0));
+        std::fill(dWh, dWh + H * G, T(0));
+        std::fill(db, db + G, T(0));
+    }
     const int64_t units = unit_block(H), unit_blocks = blocks_of(H, units);
+    const int64_t column_blocks = dh0_blocks + dx_blocks + dW_blocks;
     if (g.N > 0) {
-        const Scratch<float> packed_Wh_t = packed_panels(G, H, Wh, 1, G);  // Wh^T
 #pragma omp parallel num_threads(team_size(std::max(column_blocks, unit_blocks)))
         for (int64_t t = g.T - 1; t >= 0; --t) {
             const Step<T> s{g, t};
+            T* const da_t = own_weights ? da : da + t * G;
 #pragma omp for schedule(static)
             for (int64_t j = 0; j < unit_blocks; ++j) {
                 const int64_t u0 = j * units, u1 = std::min(H, u0 + units);
                 if (lstm) {
                     lstm_cell_backward(s, dh, dh0, act, c, tanh_c, zeros.data(), u0, u1,
-                                       dc.data(), da);
+                                       dc.data(), da_t, ld);
                 } else {
-                    rnn_cell_backward(s, dh, dh0, h, u0, u1, da);
+                    rnn_cell_backward(s, dh, dh0, h, u0, u1, da_t, ld);
                 }
             }  // the barrier: every unit's da[:, t] is needed below
 #pragma omp for schedule(static)
-            for (int64_t j = 0; j < column_blocks; ++j) {  // dh0[:, c0:c1] = da[:, t] @ Wh^T
-                const int64_t c0 = j * kHiddenColumns, c1 = std::min(H, c0 + kHiddenColumns);
-                step_product(g.N, c0, c1, G, da + t * G, g.T * G, packed_Wh_t, true, Wh,
-                             G, false, dh0, H);
-            }
+            for (int64_t j = 0; j < column_blocks; ++j) {
+                if (j < dh0_blocks) {  // dh0[:, c0:c1] = da[:, t] @ Wh^T
+                    const int64_t c0 = j * kHiddenColumns;
+                    step_product(g.N, c0, std::min(H, c0 + kHiddenColumns), G, da_t, ld,
+                                 packed_Wh_t, true, Wh, G, false, dh0, H);
+                } else if (j < dh0_blocks + dx_blocks) {  // dx[:, t, c0:c1] = da[:, t] @ Wx^T
+                    const int64_t c0 = (j - dh0_blocks) * kHiddenColumns;
+                    step_product(g.N, c0, std::min(g.D, c0 + kHiddenColumns), G, da_t, ld,
+                                 packed_Wx_t, true, Wx, G, false, dx + t * g.D, g.T * g.D);
+                } else if constexpr (std::is_same_v<T, float>) {  // own_weights: float32
+                    transposed_gemm_accumulate_avx512(g.D, 0, G, g.N, x + t * g.D, g.T * g.D,
+                                                      da_t, ld, dWx, G);
+                    transposed_gemm_accumulate_avx512(H, 0, G, g.N, s.prev_h(h0, h),
+                                                      s.prev_h_ld(), da_t, ld, dWh, G);
+                    transposed_gemm_accumulate_avx512(1, 0, G, g.N, ones.data(), 1, da_t, ld,
+                                                      db, G);
+                }
+            }  // the barrier: step t - 1 reads dh0 and overwrites da
         }
     }
-    // The weights' gradients sum over every step: one product over all N * T rows. dWx
-    // and dWh are one product, [x | prev_h]^T da, so that BLAS packs da once (the two
-    // products apart took 2.06 ms instead of 1.75 at N = 32, T = 50, D = 32, H = 128,
-    // and 14.4 instead of 13.0 at N = 64, D = 64, H = 256; one thread).
-    product(false, true, rows, g.D, G, da, Wx, dx);
-    const int64_t K = g.D + H;  // the columns of [x | prev_h]
+    if (!own_steps) product(false, true, rows, g.D, G, da, Wx, dx);
+    if (own_weights) return;
+    // The weights' gradients sum over every step: one product over all N * T rows. dWx,
+    // dWh and db are one product, [x | prev_h | 1]^T da, so that BLAS packs da once (the
+    // products apart took 2.06 ms instead of 1.75 at N = 32, T = 50, D = 32, H = 128, and
+    // 14.4 instead of 13.0 at N = 64, D = 64, H = 256; one thread); db, the column of
+    // ones, costs 1 / (D + H + 1) of it instead of a pass over da.
+    const int64_t K = g.D + H + 1;  // the columns of [x | prev_h | 1]
     T* const inputs = kept_scratch<T>(Kept::inputs, rows * K);
     for (int64_t n = 0; n < g.N; ++n) {
         for (int64_t t = 0; t < g.T; ++t) {
@@ -430,17 +488,14 @@ void recurrent_backward(const RecurrentGeometry& g, const T* dh, const T* x, con
             const T* prev = s.prev_h(h0, h) + n * s.prev_h_ld();
             std::copy(x + s.row(n, g.D), x + s.row(n, g.D) + g.D, row);
             std::copy(prev, prev + H, row + g.D);
+            row[K - 1] = T(1);
         }
     }
-    const Scratch<T> dW = scratch<T>(K * G);
-    weight_gradient(K, G, rows, inputs, da, dW.get());
-    std::copy(dW.get(), dW.get() + g.D * G, dWx);
-    std::copy(dW.get() + g.D * G, dW.get() + K * G, dWh);
-    std::fill(db, db + G, T(0));
-    for (int64_t r = 0; r < rows; ++r) {
-        const T* d = da + r * G;
-        for (int64_t k = 0; k < G; ++k) db[k] += d[k];
-    }
+    T* const dW = kept_scratch<T>(Kept::weights_gradient, K * G);
+    weight_gradient(K, G, rows, inputs, da, dW);
+    std::copy(dW, dW + g.D * G, dWx);
+    std::copy(dW + g.D * G, dW + (K - 1) * G, dWh);
+    std::copy(dW + (K - 1) * G, dW + K * G, db);
 }
 
 template void recurrent_forward<float>(const RecurrentGeometry&, bool, const float*,

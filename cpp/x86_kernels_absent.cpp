@@ -10,6 +10,7 @@
 #include "conv_taps.h"
 #include "gemm_avx512.h"
 #include "group_norm.h"
+#include "lstm_cell_avx512.h"
 #include "norm_avx2.h"
 #include "panel_gemm_avx512.h"
 #include "pointwise_avx2.h"
@@ -65,6 +66,14 @@ void gemm_rows_avx512(int64_t, int64_t, int64_t, int64_t, const double*, int64_t
 void panel_gemm_avx512(int64_t, int64_t, int64_t, int64_t, const float*, int64_t, const float*,
                        bool, float*, int64_t) {
     absent("panel_gemm_avx512");
+}
+void lstm_cell_backward_avx512(int64_t, int64_t, const float*, const float*, const float*,
+                               const float*, const float*, float*, float*) {
+    absent("lstm_cell_backward_avx512");
+}
+void transposed_gemm_accumulate_avx512(int64_t, int64_t, int64_t, int64_t, const float*,
+                                       int64_t, const float*, int64_t, float*, int64_t) {
+    absent("transposed_gemm_accumulate_avx512");
 }
 void tap_conv_forward_avx512(const TapConv&, const int64_t*, const float*, const float*,
                              const float*, float*) {

@@ -374,3 +374,49 @@ def test_fuzz_matches_the_step_loop_or_raises(cell, N, T, D, H, dtype, wrong, se
     tol = {"rtol": 1e-4, "atol": 1e-4} if dtype == np.float32 else {"rtol": 1e-9, "atol": 1e-10}
     for mine, loop in zip((h, *grads), step_loop(cell, x, h0, Wx, Wh, b, dh)):
         np.testing.assert_allclose(mine, loop, **tol)
+
+
+def step_loop_or_kernels_on_threads(cell, N, T, D, H, dtype, seed):
+    """The kernels on 1 and 2 threads (the same bits) against the numpy steps."""
+    args, dh = case(cell, N=N, T=T, D=D, H=H, dtype=dtype, seed=seed)
+    with kernel_threads(1):
+        one = run(cell, args, dh)
+    with kernel_threads(2):
+        for mine, reference in zip(run(cell, args, dh), one):
+            np.testing.assert_array_equal(mine, reference)
+    tol = {"rtol": 2e-4, "atol": 2e-4} if dtype == np.float32 else {"rtol": 1e-9, "atol": 1e-10}
+    for mine, loop in zip(one, step_loop(cell, *args, dh)):
+        np.testing.assert_allclose(mine, loop, **tol)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    cell=st.sampled_from(["rnn", "lstm"]),
+    N=st.one_of(st.integers(8, 24), st.integers(60, 80)),
+    T=st.integers(1, 4),
+    D=st.integers(0, 70),
+    H=st.integers(1, 80),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 2**16),
+)
+def test_fuzz_step_by_step_products_match_the_step_loop(cell, N, T, D, H, dtype, seed):
+    """From 8 sequences on, float32 on AVX-512: x_t @ Wx and dx_t step by step; from 64
+    on also the weights' gradients and db, added to step by step. Sizes not multiples of
+    the kernels' 8 rows, 16 lanes or 32-column panels."""
+    step_loop_or_kernels_on_threads(cell, N, T, D, H, dtype, seed)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "cell, N, T, D, H",
+    [
+        ("lstm", 1, 3, 5, 17),  # one sequence: the products over all rows
+        ("lstm", 260, 2, 5, 20),  # the weights' gradient sums more than 256 rows a step
+        ("lstm", 9, 3, 70, 300),  # dx in two blocks of columns
+        ("lstm", 64, 3, 70, 70),  # the weights' gradients step by step, dx in two blocks
+        ("rnn", 64, 3, 7, 300),
+        ("lstm", 64, 2, 128, 512),  # the weights' gradients too large: after the steps
+    ],
+)
+def test_step_by_step_products_at_the_edges(cell, N, T, D, H, dtype):
+    step_loop_or_kernels_on_threads(cell, N, T, D, H, dtype, seed=N)
