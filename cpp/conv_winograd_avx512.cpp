@@ -1,0 +1,137 @@
+// AVX-512 kernels of conv_winograd.h. Compiled for AVX-512F: includes only the intrinsics
+// and the project's kernel headers.
+#pragma GCC target("avx512f,avx2,fma")
+#include <immintrin.h>
+
+#include "conv_winograd.h"
+#include "gemm_avx512.h"
+
+namespace graphnet {
+namespace {
+
+__mmask16 first_lanes(int64_t count) {
+    return count >= 16 ? static_cast<__mmask16>(0xffff)
+           : count <= 0 ? static_cast<__mmask16>(0)
+                        : static_cast<__mmask16>((1u << count) - 1u);
+}
+
+// V for 16 tiles of tile row ty (those from tx0, lanes below `lanes` kept) of one channel
+// plane: four padded rows, each read as the tiles' columns 0..3 (even and odd columns of
+// 32 floats from the tile row's start, and again from 2 floats on).
+void input_tiles(const WinogradConv& g, const float* plane, int64_t ty, int64_t tx0,
+                 __mmask16 lanes, float* to, int64_t point_stride) {
+    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+    __m512 d[4][4];
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k) {
+        const float* q = plane + (2 * ty + k) * g.Wp + 2 * tx0;
+        const __m512 lo = _mm512_loadu_ps(q), hi = _mm512_loadu_ps(q + 16);
+        const __m512 lo2 = _mm512_loadu_ps(q + 2), hi2 = _mm512_loadu_ps(q + 18);
+        d[k][0] = _mm512_permutex2var_ps(lo, even, hi);
+        d[k][1] = _mm512_permutex2var_ps(lo, odd, hi);
+        d[k][2] = _mm512_permutex2var_ps(lo2, even, hi2);
+        d[k][3] = _mm512_permutex2var_ps(lo2, odd, hi2);
+    }
+    __m512 t[4][4];  // B^T d
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) {
+        t[0][j] = _mm512_sub_ps(d[0][j], d[2][j]);
+        t[1][j] = _mm512_add_ps(d[1][j], d[2][j]);
+        t[2][j] = _mm512_sub_ps(d[2][j], d[1][j]);
+        t[3][j] = _mm512_sub_ps(d[1][j], d[3][j]);
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; ++i) {  // (B^T d) B
+        float* row = to + 4 * i * point_stride;
+        _mm512_mask_storeu_ps(row, lanes, _mm512_sub_ps(t[i][0], t[i][2]));
+        _mm512_mask_storeu_ps(row + point_stride, lanes, _mm512_add_ps(t[i][1], t[i][2]));
+        _mm512_mask_storeu_ps(row + 2 * point_stride, lanes, _mm512_sub_ps(t[i][2], t[i][1]));
+        _mm512_mask_storeu_ps(row + 3 * point_stride, lanes, _mm512_sub_ps(t[i][1], t[i][3]));
+    }
+}
+
+// Output rows 2 ty and 2 ty + 1 (the second if below H), columns from 2 tx0, of one filter
+// from its products m (point p at m + p * point_stride) for 16 tiles (lanes below `lanes`).
+void output_tiles(const WinogradConv& g, const float* m, int64_t point_stride, __mmask16 lanes,
+                  float bias, int64_t ty, int64_t tx0, float* plane) {
+    __m512 s[2][4];  // A^T M
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) {
+        const __m512 m0 = _mm512_maskz_loadu_ps(lanes, m + j * point_stride);
+        const __m512 m1 = _mm512_maskz_loadu_ps(lanes, m + (4 + j) * point_stride);
+        const __m512 m2 = _mm512_maskz_loadu_ps(lanes, m + (8 + j) * point_stride);
+        const __m512 m3 = _mm512_maskz_loadu_ps(lanes, m + (12 + j) * point_stride);
+        s[0][j] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);
+        s[1][j] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
+    }
+    const __m512i first = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    const __m512i second = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
+    const __m512 b = _mm512_set1_ps(bias);
+    const int64_t columns = g.W - 2 * tx0;
+    const __mmask16 keep_first = first_lanes(columns), keep_second = first_lanes(columns - 16);
+    for (int r = 0; r < 2 && 2 * ty + r < g.H; ++r) {  // (A^T M) A, interleaved into a row
+        const __m512 left = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(s[r][0], s[r][1]), s[r][2]), b);
+        const __m512 right = _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(s[r][1], s[r][2]), s[r][3]), b);
+        float* row = plane + (2 * ty + r) * g.W + 2 * tx0;
+        _mm512_mask_storeu_ps(row, keep_first, _mm512_permutex2var_ps(left, first, right));
+        _mm512_mask_storeu_ps(row + 16, keep_second, _mm512_permutex2var_ps(left, second, right));
+    }
+}
+
+}  // namespace
+
+void winograd_weights_avx512(const WinogradConv& g, const float* w, float* u) {
+    const float G[4][3] = {{1.0f, 0.0f, 0.0f}, {0.5f, 0.5f, 0.5f}, {0.5f, -0.5f, 0.5f},
+                           {0.0f, 0.0f, 1.0f}};
+    for (int64_t f = 0; f < g.F; ++f) {
+        for (int64_t c = 0; c < g.C; ++c) {
+            const float* k = w + (f * g.C + c) * 9;
+            float gk[4][3];  // G g
+            for (int i = 0; i < 4; ++i) {
+                for (int j = 0; j < 3; ++j) {
+                    gk[i][j] = G[i][0] * k[j] + G[i][1] * k[3 + j] + G[i][2] * k[6 + j];
+                }
+            }
+            for (int i = 0; i < 4; ++i) {  // (G g) G^T
+                for (int j = 0; j < 4; ++j) {
+                    u[((i * 4 + j) * g.F + f) * g.C + c] =
+                        gk[i][0] * G[j][0] + gk[i][1] * G[j][1] + gk[i][2] * G[j][2];
+                }
+            }
+        }
+    }
+}
+
+void winograd_forward_image_avx512(const WinogradConv& g, const float* xpad, const float* u,
+                                   const float* bias, float* out, float* v, float* m) {
+    const int64_t plane = g.Hp * g.Wp;
+    for (int64_t ty0 = 0; ty0 < g.tiles_h; ty0 += g.block_rows) {
+        const int64_t rows = g.tiles_h - ty0 < g.block_rows ? g.tiles_h - ty0 : g.block_rows;
+        const int64_t n = rows * g.tiles_w;  // tiles in this block
+        const int64_t v_point = g.C * n + kWinogradSkew, m_point = g.F * n + kWinogradSkew;
+        for (int64_t c = 0; c < g.C; ++c) {
+            for (int64_t r = 0; r < rows; ++r) {
+                for (int64_t tx0 = 0; tx0 < g.tiles_w; tx0 += 16) {
+                    input_tiles(g, xpad + c * plane, ty0 + r, tx0, first_lanes(g.tiles_w - tx0),
+                                v + c * n + r * g.tiles_w + tx0, v_point);
+                }
+            }
+        }
+        for (int64_t p = 0; p < kWinogradPoints; ++p) {  // m (16 x F x n) = u . v, point by point
+            gemm_rows_avx512(0, g.F, n, g.C, u + p * g.F * g.C, g.C, v + p * v_point, n,
+                             m + p * m_point, n);
+        }
+        for (int64_t f = 0; f < g.F; ++f) {
+            for (int64_t r = 0; r < rows; ++r) {
+                for (int64_t tx0 = 0; tx0 < g.tiles_w; tx0 += 16) {
+                    output_tiles(g, m + f * n + r * g.tiles_w + tx0, m_point,
+                                 first_lanes(g.tiles_w - tx0), bias[f], ty0 + r, tx0,
+                                 out + f * g.H * g.W);
+                }
+            }
+        }
+    }
+}
+
+}  // namespace graphnet
