@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <memory>
 #include <optional>
 #include <type_traits>
 #include <vector>
@@ -155,27 +156,28 @@ template <typename OutOf, typename Done>
 void winograd_over_batch(const WinogradConv& wg, int64_t N, int threads, const float* in,
                          const float* w, const float* bias, OutOf&& out_of, Done&& done) {
     const std::string what = "conv Winograd buffers";
-    std::vector<float> u(checked_mul(kWinogradPoints, checked_mul(wg.F, wg.C, what), what));
-    winograd_weights_avx512(wg, w, u.data());
+    const std::unique_ptr<float[]> u(new float[checked_mul(
+        kWinogradPoints, checked_add(checked_mul(wg.F, wg.C, what), kWinogradSkew, what), what)]);
+    winograd_weights_avx512(wg, w, u.get());
     const int64_t padded = checked_add(checked_mul(wg.C, checked_mul(wg.Hp, wg.Wp, what), what),
                                        kWinogradSlack, what);
-    const int64_t tiles = wg.block_rows * wg.tiles_w;
-    const int64_t v_floats = checked_mul(
-        kWinogradPoints, checked_add(checked_mul(tiles, wg.C, what), kWinogradSkew, what), what);
-    const int64_t m_floats = checked_mul(
-        kWinogradPoints, checked_add(checked_mul(tiles, wg.F, what), kWinogradSkew, what), what);
-    const int64_t per_thread = checked_add(padded, checked_add(v_floats, m_floats, what), what);
-    // Zeroed once: pad_interior never writes the border.
-    std::vector<float> scratch(checked_mul(threads, per_thread, what), 0.0f);
+    const int64_t stride = winograd_stride(wg.block_rows * wg.tiles_w);
+    const int64_t v_floats = checked_mul(stride, wg.C, what), m_floats = checked_mul(stride, wg.F, what);
+    const int64_t work = checked_add(v_floats, m_floats, what);
+    // The padded images zeroed once (pad_interior never writes the border); the transforms
+    // and products left as they are: every float of them is written before it is read
+    // (zeroing them took a third of a batch-1 forward).
+    std::vector<float> pads(checked_mul(threads, padded, what), 0.0f);
+    const std::unique_ptr<float[]> works(new float[checked_mul(threads, work, what)]);
     const int64_t in_image = wg.C * wg.H * wg.W;
 #pragma omp parallel for schedule(dynamic) num_threads(threads)
     for (int64_t n = 0; n < N; ++n) {
         const int t = omp_get_thread_num();
-        float* pad = scratch.data() + t * per_thread;
+        float* pad = pads.data() + t * padded;
         pad_interior(wg.C, wg.H, wg.W, wg.Hp, wg.Wp, 1, 1, in + n * in_image, pad);
         float* out = out_of(n, t);
-        winograd_forward_image_avx512(wg, pad, u.data(), bias, out, pad + padded,
-                                      pad + padded + v_floats);
+        float* v = works.get() + t * work;
+        winograd_forward_image_avx512(wg, pad, u.get(), bias, out, v, v + v_floats);
         done(n, out);
     }
 }

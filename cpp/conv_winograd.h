@@ -24,11 +24,15 @@ constexpr int64_t kWinogradPoints = 16;
 // Tiles per block: a block's V (16 x C x tiles) and M (16 x F x tiles) stay in L2 while
 // the 16 products read and write them.
 constexpr int64_t kWinogradBlockTiles = 96;
-// Floats between the blocks of consecutive points in v and m, past their C x tiles or
-// F x tiles: a block of 96 tiles of 32 channels is 12 KB, and the 16 points' rows a
-// transform reads or writes together, 12 KB apart, would share one L1 set (4 KB) and
-// evict each other (one line of skew: the transforms 4x faster).
+// The transforms and products of a block of n tiles are laid out channel (or filter) by
+// channel, winograd_stride(n) floats apart: the 16 points' rows of n tiles one after the
+// other, then a line of skew. So a transform writes or reads one stream that the
+// prefetchers follow (with the 16 points' blocks apart, each of its 16 stores of a tile
+// group missed L1 on its own: the transforms took 2-3x as long), and the skew keeps the
+// GEMM's rows, a stride apart, out of each other's L1 sets.
 constexpr int64_t kWinogradSkew = 16;
+inline int64_t winograd_stride(int64_t tiles) { return kWinogradPoints * tiles + kWinogradSkew; }
+
 // Floats past the padded image the input transform may read (and drop): up to 33 past a
 // tile row's first column.
 constexpr int64_t kWinogradSlack = 64;
@@ -48,13 +52,17 @@ inline WinogradConv winograd_geometry(int64_t C, int64_t F, int64_t H, int64_t W
             rows < 1 ? 1 : rows < tiles_h ? rows : tiles_h};
 }
 
-// u (16 points x F x C) = the transformed weights of w (F x C x 3 x 3).
+// Floats from one point's transformed weights (F x C) to the next (skewed, as above).
+inline int64_t winograd_weights_point(const WinogradConv& g) { return g.F * g.C + kWinogradSkew; }
+
+// u (16 points, winograd_weights_point floats apart, of F x C) = the transformed weights
+// of w (F x C x 3 x 3).
 void winograd_weights_avx512(const WinogradConv& g, const float* w, float* u);
 
 // out (F x H x W) = bias + the convolution of xpad (C x Hp x Wp, the image 1 row and 1
 // column in, zero elsewhere, kWinogradSlack floats past it) with the transformed weights
-// u. v and m: room for 16 x (C x tiles + kWinogradSkew) and 16 x (F x tiles +
-// kWinogradSkew) floats, for the tiles of a block (block_rows x tiles_w).
+// u. v and m: room for C and F x winograd_stride(tiles) floats, for the tiles of a block
+// (block_rows x tiles_w).
 void winograd_forward_image_avx512(const WinogradConv& g, const float* xpad, const float* u,
                                    const float* bias, float* out, float* v, float* m);
 

@@ -79,25 +79,51 @@ void output_tiles(const WinogradConv& g, const float* m, int64_t point_stride, _
     }
 }
 
+// v (winograd_stride(n) floats per channel) = V of the n tiles of tile rows ty0 ..
+// ty0 + rows - 1.
+void input_block(const WinogradConv& g, const float* xpad, int64_t ty0, int64_t rows, float* v) {
+    const int64_t plane = g.Hp * g.Wp, n = rows * g.tiles_w, stride = winograd_stride(n);
+    for (int64_t c = 0; c < g.C; ++c) {
+        for (int64_t r = 0; r < rows; ++r) {
+            for (int64_t tx0 = 0; tx0 < g.tiles_w; tx0 += 16) {
+                input_tiles(g, xpad + c * plane, ty0 + r, tx0, first_lanes(g.tiles_w - tx0),
+                            v + c * stride + r * g.tiles_w + tx0, n);
+            }
+        }
+    }
+}
+
 }  // namespace
 
 void winograd_weights_avx512(const WinogradConv& g, const float* w, float* u) {
-    const float G[4][3] = {{1.0f, 0.0f, 0.0f}, {0.5f, 0.5f, 0.5f}, {0.5f, -0.5f, 0.5f},
-                           {0.0f, 0.0f, 1.0f}};
+    const int64_t point = winograd_weights_point(g);
+    const __m512i taps = _mm512_mullo_epi32(
+        _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi32(9));
+    const __m512 half = _mm512_set1_ps(0.5f);
     for (int64_t f = 0; f < g.F; ++f) {
-        for (int64_t c = 0; c < g.C; ++c) {
-            const float* k = w + (f * g.C + c) * 9;
-            float gk[4][3];  // G g
-            for (int i = 0; i < 4; ++i) {
-                for (int j = 0; j < 3; ++j) {
-                    gk[i][j] = G[i][0] * k[j] + G[i][1] * k[3 + j] + G[i][2] * k[6 + j];
-                }
+        for (int64_t c0 = 0; c0 < g.C; c0 += 16) {  // 16 channels at once
+            const __mmask16 lanes = first_lanes(g.C - c0);
+            const float* k = w + (f * g.C + c0) * 9;
+            __m512 gk[4][3];  // G g, G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1]
+#pragma GCC unroll 3
+            for (int j = 0; j < 3; ++j) {
+                const __m512 top = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), lanes, taps, k + j, 4);
+                const __m512 mid = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), lanes, taps, k + 3 + j, 4);
+                const __m512 low = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), lanes, taps, k + 6 + j, 4);
+                gk[0][j] = top;
+                gk[1][j] = _mm512_mul_ps(half, _mm512_add_ps(_mm512_add_ps(top, mid), low));
+                gk[2][j] = _mm512_mul_ps(half, _mm512_add_ps(_mm512_sub_ps(top, mid), low));
+                gk[3][j] = low;
             }
+            float* to = u + f * g.C + c0;
+#pragma GCC unroll 4
             for (int i = 0; i < 4; ++i) {  // (G g) G^T
-                for (int j = 0; j < 4; ++j) {
-                    u[((i * 4 + j) * g.F + f) * g.C + c] =
-                        gk[i][0] * G[j][0] + gk[i][1] * G[j][1] + gk[i][2] * G[j][2];
-                }
+                const __m512 sum = _mm512_add_ps(_mm512_add_ps(gk[i][0], gk[i][1]), gk[i][2]);
+                const __m512 diff = _mm512_add_ps(_mm512_sub_ps(gk[i][0], gk[i][1]), gk[i][2]);
+                _mm512_mask_storeu_ps(to + 4 * i * point, lanes, gk[i][0]);
+                _mm512_mask_storeu_ps(to + (4 * i + 1) * point, lanes, _mm512_mul_ps(half, sum));
+                _mm512_mask_storeu_ps(to + (4 * i + 2) * point, lanes, _mm512_mul_ps(half, diff));
+                _mm512_mask_storeu_ps(to + (4 * i + 3) * point, lanes, gk[i][2]);
             }
         }
     }
@@ -105,27 +131,19 @@ void winograd_weights_avx512(const WinogradConv& g, const float* w, float* u) {
 
 void winograd_forward_image_avx512(const WinogradConv& g, const float* xpad, const float* u,
                                    const float* bias, float* out, float* v, float* m) {
-    const int64_t plane = g.Hp * g.Wp;
     for (int64_t ty0 = 0; ty0 < g.tiles_h; ty0 += g.block_rows) {
         const int64_t rows = g.tiles_h - ty0 < g.block_rows ? g.tiles_h - ty0 : g.block_rows;
         const int64_t n = rows * g.tiles_w;  // tiles in this block
-        const int64_t v_point = g.C * n + kWinogradSkew, m_point = g.F * n + kWinogradSkew;
-        for (int64_t c = 0; c < g.C; ++c) {
-            for (int64_t r = 0; r < rows; ++r) {
-                for (int64_t tx0 = 0; tx0 < g.tiles_w; tx0 += 16) {
-                    input_tiles(g, xpad + c * plane, ty0 + r, tx0, first_lanes(g.tiles_w - tx0),
-                                v + c * n + r * g.tiles_w + tx0, v_point);
-                }
-            }
-        }
-        for (int64_t p = 0; p < kWinogradPoints; ++p) {  // m (16 x F x n) = u . v, point by point
-            gemm_rows_avx512(0, g.F, n, g.C, u + p * g.F * g.C, g.C, v + p * v_point, n,
-                             m + p * m_point, n);
+        const int64_t stride = winograd_stride(n);
+        input_block(g, xpad, ty0, rows, v);
+        for (int64_t p = 0; p < kWinogradPoints; ++p) {  // m = u . v, point by point
+            gemm_rows_avx512(0, g.F, n, g.C, u + p * winograd_weights_point(g), g.C, v + p * n,
+                             stride, m + p * n, stride);
         }
         for (int64_t f = 0; f < g.F; ++f) {
             for (int64_t r = 0; r < rows; ++r) {
                 for (int64_t tx0 = 0; tx0 < g.tiles_w; tx0 += 16) {
-                    output_tiles(g, m + f * n + r * g.tiles_w + tx0, m_point,
+                    output_tiles(g, m + f * stride + r * g.tiles_w + tx0, n,
                                  first_lanes(g.tiles_w - tx0), bias[f], ty0 + r, tx0,
                                  out + f * g.H * g.W);
                 }
