@@ -118,3 +118,26 @@ def test_which_layers_take_winograd(C, F, k, stride, pad, dtype, winograd):
 def test_winograd_mode_is_checked():
     with pytest.raises(ValueError, match="'off', 'auto' or 'always'"):
         _C.set_winograd_conv("sometimes")
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    N=st.integers(1, 3),
+    C=st.integers(1, 18),
+    H=st.integers(2, 9),
+    W=st.integers(2, 20),
+    F=st.integers(1, 20),
+    seed=st.integers(0, 2**16),
+)
+def test_fused_conv_relu_pool_on_winograd_equals_the_chain(N, C, H, W, F, seed):
+    """The fused forward hands Winograd a per-thread output buffer: bit for bit the chain."""
+    x, w, b = case(N, C, H, W, F, 3, np.float32, seed)
+    _C.set_winograd_conv("always")
+    try:
+        relu = _C.relu_forward(_C.conv_forward(x, w, b, 1, 1))[0]
+        want, want_winners = _C.max_pool_forward(relu, 2, 2, 2)
+        got, got_winners = _C.conv_relu_pool_forward(x, w, b, 1, 1, 2, 2, 2)
+    finally:
+        _C.set_winograd_conv("auto")
+    np.testing.assert_array_equal(got_winners, want_winners)
+    assert got.tobytes() == want.tobytes()
