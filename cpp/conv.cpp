@@ -141,6 +141,7 @@ bool tap_weight_gradient(const ConvGeometry& g, const DirectPasses& direct) {
 // (tests).
 std::atomic<WinogradMode> winograd_mode{WinogradMode::kWherePays};
 constexpr int64_t kWinogradMinChannels = 16;
+constexpr int64_t kWinogradMaxChannels = int64_t(1) << 23;
 
 bool winograd_conv(const ConvGeometry& g, int64_t in_channels, int64_t out_channels) {
     const WinogradMode mode = winograd_mode;
@@ -148,38 +149,67 @@ bool winograd_conv(const ConvGeometry& g, int64_t in_channels, int64_t out_chann
         !direct_enabled || !use_avx512()) {
         return false;
     }
+    // The weight transform gathers 16 channels' weights with 32-bit offsets (of up to
+    // 15 x 9 x channels, for dx).
+    if (g.C > kWinogradMaxChannels || g.F > kWinogradMaxChannels) return false;
     return mode == WinogradMode::kEverywhere ||
            (in_channels >= kWinogradMinChannels && out_channels >= kWinogradMinChannels);
 }
 
+// The Winograd forward's buffers, kept from call to call by each calling thread: allocated
+// afresh, their pages were faulted in again on every call (a third of the time of a
+// batch-1 inference of the zoo's vgg). Up to kKeptWinogradFloats; a larger call's
+// buffers are its own.
+constexpr int64_t kKeptWinogradFloats = int64_t(4) << 20;  // 16 MB
+
+float* winograd_buffers(int64_t floats, std::unique_ptr<float[]>& own) {
+    thread_local std::unique_ptr<float[]> kept;
+    thread_local int64_t kept_floats = 0;
+    if (floats > kKeptWinogradFloats) {
+        own.reset(new float[floats]);
+        return own.get();
+    }
+    if (floats > kept_floats) {
+        kept.reset();  // before the new one: the two need not fit at once
+        kept.reset(new float[floats]);
+        kept_floats = floats;
+    }
+    return kept.get();
+}
+
 // Runs the Winograd forward over the batch on `threads` threads, images of wg.C x H x W
-// from `in`, with the filters w (wg.F x wg.C x 3 x 3); as direct_over_batch.
+// from `in`, with the filters w; as direct_over_batch.
 template <typename OutOf, typename Done>
 void winograd_over_batch(const WinogradConv& wg, int64_t N, int threads, const float* in,
-                         const float* w, const float* bias, OutOf&& out_of, Done&& done) {
+                         const WinogradWeights& w, const float* bias, OutOf&& out_of,
+                         Done&& done) {
     const std::string what = "conv Winograd buffers";
-    const std::unique_ptr<float[]> u(new float[checked_mul(
-        kWinogradPoints, checked_add(checked_mul(wg.F, wg.C, what), kWinogradSkew, what), what)]);
-    winograd_weights_avx512(wg, w, u.get());
+    const int64_t u_floats = checked_mul(kWinogradPoints, winograd_weights_point(wg), what);
     const int64_t padded = checked_add(checked_mul(wg.C, checked_mul(wg.Hp, wg.Wp, what), what),
                                        kWinogradSlack, what);
     const int64_t stride = winograd_stride(wg.block_rows * wg.tiles_w);
     const int64_t v_floats = checked_mul(stride, wg.C, what), m_floats = checked_mul(stride, wg.F, what);
     const int64_t work = checked_add(v_floats, m_floats, what);
+    const int64_t pads_floats = checked_mul(threads, padded, what);
+    std::unique_ptr<float[]> own;
+    float* u = winograd_buffers(
+        checked_add(checked_add(u_floats, pads_floats, what), checked_mul(threads, work, what), what),
+        own);
+    winograd_weights_avx512(wg, w, u);
     // The padded images zeroed once (pad_interior never writes the border); the transforms
-    // and products left as they are: every float of them is written before it is read
-    // (zeroing them took a third of a batch-1 forward).
-    std::vector<float> pads(checked_mul(threads, padded, what), 0.0f);
-    const std::unique_ptr<float[]> works(new float[checked_mul(threads, work, what)]);
+    // and products left as they are: every float of them is written before it is read.
+    float* pads = u + u_floats;
+    std::fill(pads, pads + pads_floats, 0.0f);
+    float* works = pads + pads_floats;
     const int64_t in_image = wg.C * wg.H * wg.W;
 #pragma omp parallel for schedule(dynamic) num_threads(threads)
     for (int64_t n = 0; n < N; ++n) {
         const int t = omp_get_thread_num();
-        float* pad = pads.data() + t * padded;
+        float* pad = pads + t * padded;
         pad_interior(wg.C, wg.H, wg.W, wg.Hp, wg.Wp, 1, 1, in + n * in_image, pad);
         float* out = out_of(n, t);
-        float* v = works.get() + t * work;
-        winograd_forward_image_avx512(wg, pad, u.get(), bias, out, v, v + v_floats);
+        float* v = works + t * work;
+        winograd_forward_image_avx512(wg, pad, u, bias, out, v, v + v_floats);
         done(n, out);
     }
 }
@@ -187,16 +217,10 @@ void winograd_over_batch(const WinogradConv& wg, int64_t N, int threads, const f
 // dx as the forward of dout (F channels) with the filters turned by 180 degrees and their
 // filter and channel axes swapped (see direct_dx_fits), no bias.
 void winograd_input_gradient(const ConvGeometry& g, const float* dout, const float* w, float* dx) {
-    std::vector<float> turned(g.C * g.F * 9);
-    for (int64_t f = 0; f < g.F; ++f) {
-        for (int64_t c = 0; c < g.C; ++c) {
-            for (int64_t k = 0; k < 9; ++k) turned[(c * g.F + f) * 9 + 8 - k] = w[(f * g.C + c) * 9 + k];
-        }
-    }
     const std::vector<float> no_bias(g.C, 0.0f);
     const int64_t image = g.C * g.H * g.W;
     winograd_over_batch(winograd_geometry(g.F, g.C, g.H, g.W), g.N, team_size(g.N), dout,
-                        turned.data(), no_bias.data(),
+                        WinogradWeights{w, 9, g.C * 9, true}, no_bias.data(),
                         [&](int64_t n, int) { return dx + n * image; },
                         [](int64_t, const float*) {});
 }
@@ -331,8 +355,8 @@ void forward_images(const ConvGeometry& g, int threads, const T* x, const T* w, 
                     OutOf&& out_of, Done&& done) {
     if constexpr (std::is_same_v<T, float>) {
         if (winograd_conv(g, g.C, g.F)) {
-            return winograd_over_batch(winograd_geometry(g.C, g.F, g.H, g.W), g.N, threads, x, w,
-                                       b, out_of, done);
+            return winograd_over_batch(winograd_geometry(g.C, g.F, g.H, g.W), g.N, threads, x,
+                                       WinogradWeights{w, g.C * 9, 9, false}, b, out_of, done);
         }
         if (direct_passes<T>(g).forward) return direct_forward(g, threads, x, w, b, out_of, done);
         if (phase_conv<T>(g)) return phase_forward(g, threads, x, w, b, out_of, done);

@@ -55,9 +55,18 @@ inline WinogradConv winograd_geometry(int64_t C, int64_t F, int64_t H, int64_t W
 // Floats from one point's transformed weights (F x C) to the next (skewed, as above).
 inline int64_t winograd_weights_point(const WinogradConv& g) { return g.F * g.C + kWinogradSkew; }
 
+// 3x3 filters: filter f's weights on channel c at w + f * filter_stride + c *
+// channel_stride, tap (kh, kw) at 3 kh + kw, or turned by 180 degrees, at 8 - 3 kh - kw.
+// (16 x 9 x channel_stride must fit in 32 bits.)
+struct WinogradWeights {
+    const float* w;
+    int64_t filter_stride, channel_stride;
+    bool turned;
+};
+
 // u (16 points, winograd_weights_point floats apart, of F x C) = the transformed weights
-// of w (F x C x 3 x 3).
-void winograd_weights_avx512(const WinogradConv& g, const float* w, float* u);
+// of w.
+void winograd_weights_avx512(const WinogradConv& g, const WinogradWeights& w, float* u);
 
 // out (F x H x W) = bias + the convolution of xpad (C x Hp x Wp, the image 1 row and 1
 // column in, zero elsewhere, kWinogradSlack floats past it) with the transformed weights

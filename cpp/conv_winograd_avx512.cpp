@@ -95,21 +95,24 @@ void input_block(const WinogradConv& g, const float* xpad, int64_t ty0, int64_t 
 
 }  // namespace
 
-void winograd_weights_avx512(const WinogradConv& g, const float* w, float* u) {
+void winograd_weights_avx512(const WinogradConv& g, const WinogradWeights& w, float* u) {
     const int64_t point = winograd_weights_point(g);
-    const __m512i taps = _mm512_mullo_epi32(
-        _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi32(9));
+    const __m512i channels = _mm512_mullo_epi32(
+        _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+        _mm512_set1_epi32(static_cast<int>(w.channel_stride)));
     const __m512 half = _mm512_set1_ps(0.5f);
     for (int64_t f = 0; f < g.F; ++f) {
         for (int64_t c0 = 0; c0 < g.C; c0 += 16) {  // 16 channels at once
             const __mmask16 lanes = first_lanes(g.C - c0);
-            const float* k = w + (f * g.C + c0) * 9;
+            const float* k = w.w + f * w.filter_stride + c0 * w.channel_stride;
+            const auto tap = [&](int t) {  // tap t of the 16 channels' filters
+                return _mm512_mask_i32gather_ps(_mm512_setzero_ps(), lanes, channels,
+                                                k + (w.turned ? 8 - t : t), 4);
+            };
             __m512 gk[4][3];  // G g, G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1]
 #pragma GCC unroll 3
             for (int j = 0; j < 3; ++j) {
-                const __m512 top = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), lanes, taps, k + j, 4);
-                const __m512 mid = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), lanes, taps, k + 3 + j, 4);
-                const __m512 low = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), lanes, taps, k + 6 + j, 4);
+                const __m512 top = tap(j), mid = tap(3 + j), low = tap(6 + j);
                 gk[0][j] = top;
                 gk[1][j] = _mm512_mul_ps(half, _mm512_add_ps(_mm512_add_ps(top, mid), low));
                 gk[2][j] = _mm512_mul_ps(half, _mm512_add_ps(_mm512_sub_ps(top, mid), low));

@@ -29,7 +29,7 @@ namespace {
 }  // namespace
 
 int64_t direct_tile_filters(int64_t) { absent("direct_tile_filters"); }
-void winograd_weights_avx512(const WinogradConv&, const float*, float*) {
+void winograd_weights_avx512(const WinogradConv&, const WinogradWeights&, float*) {
     absent("winograd_weights_avx512");
 }
 void winograd_forward_image_avx512(const WinogradConv&, const float*, const float*, const float*,
