@@ -156,27 +156,6 @@ bool winograd_conv(const ConvGeometry& g, int64_t in_channels, int64_t out_chann
            (in_channels >= kWinogradMinChannels && out_channels >= kWinogradMinChannels);
 }
 
-// The Winograd forward's buffers, kept from call to call by each calling thread: allocated
-// afresh, their pages were faulted in again on every call (a third of the time of a
-// batch-1 inference of the zoo's vgg). Up to kKeptWinogradFloats; a larger call's
-// buffers are its own.
-constexpr int64_t kKeptWinogradFloats = int64_t(4) << 20;  // 16 MB
-
-float* winograd_buffers(int64_t floats, std::unique_ptr<float[]>& own) {
-    thread_local std::unique_ptr<float[]> kept;
-    thread_local int64_t kept_floats = 0;
-    if (floats > kKeptWinogradFloats) {
-        own.reset(new float[floats]);
-        return own.get();
-    }
-    if (floats > kept_floats) {
-        kept.reset();  // before the new one: the two need not fit at once
-        kept.reset(new float[floats]);
-        kept_floats = floats;
-    }
-    return kept.get();
-}
-
 // Runs the Winograd forward over the batch on `threads` threads, images of wg.C x H x W
 // from `in`, with the filters w; as direct_over_batch.
 template <typename OutOf, typename Done>
@@ -191,13 +170,14 @@ void winograd_over_batch(const WinogradConv& wg, int64_t N, int threads, const f
     const int64_t v_floats = checked_mul(stride, wg.C, what), m_floats = checked_mul(stride, wg.F, what);
     const int64_t work = checked_add(v_floats, m_floats, what);
     const int64_t pads_floats = checked_mul(threads, padded, what);
-    std::unique_ptr<float[]> own;
-    float* u = winograd_buffers(
-        checked_add(checked_add(u_floats, pads_floats, what), checked_mul(threads, work, what), what),
-        own);
+    // One allocation, not zeroed: the weight transform writes u, the padded images are
+    // zeroed here, and every float of the transforms and products is written before it is
+    // read.
+    const std::unique_ptr<float[]> buffers(new float[checked_add(
+        checked_add(u_floats, pads_floats, what), checked_mul(threads, work, what), what)]);
+    float* u = buffers.get();
     winograd_weights_avx512(wg, w, u);
-    // The padded images zeroed once (pad_interior never writes the border); the transforms
-    // and products left as they are: every float of them is written before it is read.
+    // The padded images zeroed once: pad_interior never writes the border.
     float* pads = u + u_floats;
     std::fill(pads, pads + pads_floats, 0.0f);
     float* works = pads + pads_floats;
