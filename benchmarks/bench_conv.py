@@ -31,7 +31,7 @@
     against im2col + GEMM (set_direct_conv(False)) and PyTorch's conv2d with autograd,
     taking turns for --repeats rounds. `--zoo-only` runs this section alone.
 
-    python benchmarks/bench_conv.py --passes [--batches 16,64] [--fma-peak 244]
+    python benchmarks/bench_conv.py --passes [--batches 16,64] [--fma-peak 244] [--winograd off]
 
 (g) Per pass (forward; dx; dw + db) of the zoo's float32 stride-1 layers
     (benchmarks/zoo_models.py: vgg, resnet, convnet, conv1x1) on one thread, CPU time,
@@ -521,7 +521,10 @@ def main():
     parser.add_argument("--batches", default="16,64", help="batch sizes for --passes")
     parser.add_argument("--fma-peak", type=float, default=244.0,
                         help="one core's FMA peak, GFLOP/s (benchmarks/fma_peak.cpp)")
+    parser.add_argument("--winograd", choices=("auto", "off"), default="auto",
+                        help="off: 3x3 convs without Winograd (_C.set_winograd_conv), to compare")
     args = parser.parse_args()
+    _C.set_winograd_conv(args.winograd)
     if args.passes:
         bench_passes([int(b) for b in args.batches.split(",")], max(5, args.repeats // 2),
                      args.fma_peak)

@@ -243,7 +243,10 @@ def main():
     parser.add_argument("--clock", choices=CLOCKS, default="wall",
                         help="wall-clock time, or the process's CPU time (see above)")
     parser.add_argument("--markdown", action="store_true", help="print a markdown table")
+    parser.add_argument("--winograd", choices=("auto", "off"), default="auto",
+                        help="off: 3x3 convs without Winograd (_C.set_winograd_conv), to compare")
     args = parser.parse_args()
+    _C.set_winograd_conv(args.winograd)
     models = [BY_NAME[name] for name in args.models.split(",")]
     batches = [int(b) for b in args.batches.split(",")]
     dtypes = args.dtypes.split(",")

@@ -1,5 +1,7 @@
-// Convolution one image at a time: float32 with stride 1 on an AVX2 CPU goes through the
-// direct kernels of conv_direct.h (dx too, as a convolution of dout); float32 with
+// Convolution one image at a time: the forward and dx of float32 3x3 convs with stride 1
+// and pad 1 on 16+ channels in and out, on an AVX-512 CPU, through Winograd F(2x2, 3x3)
+// (conv_winograd.h); the other passes of float32 stride-1 convs on an AVX2 CPU through
+// the direct kernels of conv_direct.h (dx too, as a convolution of dout); float32 with
 // stride 2-4 through the phase-plane tap kernels of conv_phases.h (all three passes,
 // and with AVX-512 the weight gradient of stride-1 layers the direct kernels leave);
 // everything else (float64, a pad as wide as the kernel, older CPUs) through im2col + GEMM.
@@ -14,12 +16,14 @@
 
 #include <algorithm>
 #include <atomic>
+#include <memory>
 #include <optional>
 #include <type_traits>
 #include <vector>
 
 #include "conv_direct.h"
 #include "conv_phases.h"
+#include "conv_winograd.h"
 #include "pool.h"
 #include "cpu_features.h"
 #include "gemm.h"
@@ -130,6 +134,77 @@ bool tap_weight_gradient(const ConvGeometry& g, const DirectPasses& direct) {
            direct_enabled && use_avx512();
 }
 
+// Winograd F(2x2, 3x3) (conv_winograd.h) for 3x3 layers with stride 1 and pad 1 on an
+// AVX-512 CPU: the forward and, as the forward of dout with the filters turned, dx.
+// WinogradMode::kWherePays takes it on layers of kWinogradMinChannels channels in and
+// out or more (measured in docs/performance/kernels.md); kEverywhere on any such layer
+// (tests).
+std::atomic<WinogradMode> winograd_mode{WinogradMode::kWherePays};
+constexpr int64_t kWinogradMinChannels = 16;
+constexpr int64_t kWinogradMaxChannels = int64_t(1) << 23;
+
+bool winograd_conv(const ConvGeometry& g, int64_t in_channels, int64_t out_channels) {
+    const WinogradMode mode = winograd_mode;
+    if (mode == WinogradMode::kOff || g.HH != 3 || g.WW != 3 || g.stride != 1 || g.pad != 1 ||
+        !direct_enabled || !use_avx512()) {
+        return false;
+    }
+    // The weight transform gathers 16 channels' weights with 32-bit offsets (of up to
+    // 15 x 9 x channels, for dx).
+    if (g.C > kWinogradMaxChannels || g.F > kWinogradMaxChannels) return false;
+    return mode == WinogradMode::kEverywhere ||
+           (in_channels >= kWinogradMinChannels && out_channels >= kWinogradMinChannels);
+}
+
+// Runs the Winograd forward over the batch on `threads` threads, images of wg.C x H x W
+// from `in`, with the filters w; as direct_over_batch.
+template <typename OutOf, typename Done>
+void winograd_over_batch(const WinogradConv& wg, int64_t N, int threads, const float* in,
+                         const WinogradWeights& w, const float* bias, OutOf&& out_of,
+                         Done&& done) {
+    const std::string what = "conv Winograd buffers";
+    const int64_t u_floats = checked_mul(kWinogradPoints, winograd_weights_point(wg), what);
+    const int64_t padded = checked_add(checked_mul(wg.C, checked_mul(wg.Hp, wg.Wp, what), what),
+                                       kWinogradSlack, what);
+    const int64_t stride = winograd_stride(wg.block_rows * wg.tiles_w);
+    const int64_t v_floats = checked_mul(stride, wg.C, what), m_floats = checked_mul(stride, wg.F, what);
+    const int64_t work = checked_add(v_floats, m_floats, what);
+    const int64_t pads_floats = checked_mul(threads, padded, what);
+    // One allocation, not zeroed: the weight transform writes u, the padded images are
+    // zeroed here, and every float of the transforms and products is written before it is
+    // read.
+    const std::unique_ptr<float[]> buffers(new float[checked_add(
+        checked_add(u_floats, pads_floats, what), checked_mul(threads, work, what), what)]);
+    float* u = buffers.get();
+    winograd_weights_avx512(wg, w, u);
+    // The padded images zeroed once: pad_interior never writes the border.
+    float* pads = u + u_floats;
+    std::fill(pads, pads + pads_floats, 0.0f);
+    float* works = pads + pads_floats;
+    const int64_t in_image = wg.C * wg.H * wg.W;
+#pragma omp parallel for schedule(dynamic) num_threads(threads)
+    for (int64_t n = 0; n < N; ++n) {
+        const int t = omp_get_thread_num();
+        float* pad = pads + t * padded;
+        pad_interior(wg.C, wg.H, wg.W, wg.Hp, wg.Wp, 1, 1, in + n * in_image, pad);
+        float* out = out_of(n, t);
+        float* v = works + t * work;
+        winograd_forward_image_avx512(wg, pad, u, bias, out, v, v + v_floats);
+        done(n, out);
+    }
+}
+
+// dx as the forward of dout (F channels) with the filters turned by 180 degrees and their
+// filter and channel axes swapped (see direct_dx_fits), no bias.
+void winograd_input_gradient(const ConvGeometry& g, const float* dout, const float* w, float* dx) {
+    const std::vector<float> no_bias(g.C, 0.0f);
+    const int64_t image = g.C * g.H * g.W;
+    winograd_over_batch(winograd_geometry(g.F, g.C, g.H, g.W), g.N, team_size(g.N), dout,
+                        WinogradWeights{w, 9, g.C * 9, true}, no_bias.data(),
+                        [&](int64_t n, int) { return dx + n * image; },
+                        [](int64_t, const float*) {});
+}
+
 DirectConv direct_geometry(const ConvGeometry& g, int64_t tile) {
     return {g.C, g.F, g.HH, g.WW, g.Ho, g.Wo, g.H + 2 * g.pad, g.W + 2 * g.pad,
             padded_filters(g.F, tile)};
@@ -207,6 +282,7 @@ void direct_input_gradient(const ConvGeometry& g, const float* dout, const float
 }  // namespace
 
 void set_direct_conv(bool enabled) { direct_enabled = enabled; }
+void set_winograd_conv(WinogradMode mode) { winograd_mode = mode; }
 void set_avx512_conv(bool enabled) { avx512_enabled = enabled; }
 bool avx512_conv_active() { return direct_conv_active() && use_avx512(); }
 bool direct_conv_active() { return direct_enabled && cpu_has_avx2_fma(); }
@@ -258,6 +334,10 @@ template <typename T, typename OutOf, typename Done>
 void forward_images(const ConvGeometry& g, int threads, const T* x, const T* w, const T* b,
                     OutOf&& out_of, Done&& done) {
     if constexpr (std::is_same_v<T, float>) {
+        if (winograd_conv(g, g.C, g.F)) {
+            return winograd_over_batch(winograd_geometry(g.C, g.F, g.H, g.W), g.N, threads, x,
+                                       WinogradWeights{w, g.C * 9, 9, false}, b, out_of, done);
+        }
         if (direct_passes<T>(g).forward) return direct_forward(g, threads, x, w, b, out_of, done);
         if (phase_conv<T>(g)) return phase_forward(g, threads, x, w, b, out_of, done);
     }
@@ -348,7 +428,10 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
     int64_t scratch = 0;
     std::vector<float> scratches;      // each thread's scratch of the AVX-512 dw kernel
     if constexpr (std::is_same_v<T, float>) {
-        if (dx && (direct_pass.dx || phase)) {
+        if (dx && winograd_conv(g, g.F, g.C)) {
+            winograd_input_gradient(g, dout, w, dx);
+            gemm_dx = nullptr;
+        } else if (dx && (direct_pass.dx || phase)) {
             if (phase) {
                 phase_input_gradient(g, dout, w, dx);
             } else {

@@ -29,6 +29,10 @@ ConvGeometry conv_geometry(const Shape& x, const Shape& w, const Shape& b, int64
 // were switched off here (tests and benchmarks compare them with im2col + GEMM).
 void set_direct_conv(bool enabled);
 bool direct_conv_active();
+// Where float32 3x3 layers with stride 1 and pad 1 run Winograd F(2x2, 3x3) on AVX-512
+// (forward and dx): off, on the layers where it is faster (the default), or on all.
+enum class WinogradMode { kOff, kWherePays, kEverywhere };
+void set_winograd_conv(WinogradMode mode);
 // They run on AVX-512 where the CPU has it, unless switched off here.
 void set_avx512_conv(bool enabled);
 bool avx512_conv_active();

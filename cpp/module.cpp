@@ -1024,6 +1024,18 @@ PYBIND11_MODULE(_C, m) {
           "the CPU has AVX2 and FMA); False forces im2col + GEMM, to compare the two.");
     m.def("direct_conv_active", &direct_conv_active,
           "Whether float32 stride-1 convolutions run on the direct AVX2 kernels.");
+    m.def(
+        "set_winograd_conv",
+        [](const std::string& mode) {
+            if (mode == "off") return set_winograd_conv(WinogradMode::kOff);
+            if (mode == "auto") return set_winograd_conv(WinogradMode::kWherePays);
+            if (mode == "always") return set_winograd_conv(WinogradMode::kEverywhere);
+            fail("set_winograd_conv: mode must be 'off', 'auto' or 'always', got '" + mode + "'");
+        },
+        "mode"_a,
+        "Where float32 3x3 convolutions with stride 1 and pad 1 run Winograd F(2x2, 3x3) on\n"
+        "AVX-512 (forward and dx): 'auto' (the default) on layers where it is faster, 'always'\n"
+        "on every such layer, 'off' never, to compare the paths.");
     m.def("set_avx512_conv", &set_avx512_conv, "enabled"_a,
           "Run the direct conv kernels with AVX-512 where the CPU has it (the default);\n"
           "False keeps them on AVX2, to compare the two.");

@@ -8,6 +8,7 @@
 #include "activations_avx2.h"
 #include "conv_direct.h"
 #include "conv_taps.h"
+#include "conv_winograd.h"
 #include "gemm_avx512.h"
 #include "group_norm.h"
 #include "lstm_cell_avx512.h"
@@ -29,6 +30,13 @@ namespace {
 }  // namespace
 
 int64_t direct_tile_filters(int64_t) { absent("direct_tile_filters"); }
+void winograd_weights_avx512(const WinogradConv&, const WinogradWeights&, float*) {
+    absent("winograd_weights_avx512");
+}
+void winograd_forward_image_avx512(const WinogradConv&, const float*, const float*, const float*,
+                                   float*, float*, float*) {
+    absent("winograd_forward_image_avx512");
+}
 int64_t direct_tile_filters_avx512(int64_t) { absent("direct_tile_filters_avx512"); }
 void direct_conv_forward_image(const DirectConv&, const float*, const float*, const float*,
                                float*) {

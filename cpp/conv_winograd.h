@@ -1,0 +1,78 @@
+// Winograd F(2x2, 3x3) for float32 3x3 convolutions with stride 1 and pad 1 on CPUs with
+// AVX-512 (conv.cpp decides where, and asks cpu_has_avx512f() first).
+//
+// Each 2x2 block of outputs (a tile) comes from the 4x4 patch of padded input under it:
+// transformed, V = B^T d B, each of the 16 points of the tile is the product of the
+// filters' transformed weights U = G g G^T (F x C) with the channels' V (C x tiles), and
+// the output is A^T M A of the products M. That is 16 multiplies per tile and channel
+// pair instead of 36: the 16 products run on the AVX-512 GEMM (gemm_avx512.h), the
+// transforms are adds, vectorised along 16 tiles of a tile row.
+//
+// Rounding: V and U sum up to 4 inputs (and 9 weights, halved), so every product's terms
+// are inputs and weights from the whole 4x4 patch, not just each output's 3x3 window, and
+// their sum is the rounding scale (tests/kernels/test_conv_winograd.py bounds it so).
+//
+// Like conv_direct.h: compiled for AVX-512F, includes no library header.
+#pragma once
+
+#include <cstdint>
+
+namespace graphnet {
+
+// The 16 points of a transformed tile.
+constexpr int64_t kWinogradPoints = 16;
+// Tiles per block: a block's V (16 x C x tiles) and M (16 x F x tiles) stay in L2 while
+// the 16 products read and write them.
+constexpr int64_t kWinogradBlockTiles = 96;
+// The transforms and products of a block of n tiles are laid out channel (or filter) by
+// channel, winograd_stride(n) floats apart: the 16 points' rows of n tiles one after the
+// other, then a line of skew. So a transform writes or reads one stream that the
+// prefetchers follow (with the 16 points' blocks apart, each of its 16 stores of a tile
+// group missed L1 on its own: the transforms took 2-3x as long), and the skew keeps the
+// GEMM's rows, a stride apart, out of each other's L1 sets.
+constexpr int64_t kWinogradSkew = 16;
+inline int64_t winograd_stride(int64_t tiles) { return kWinogradPoints * tiles + kWinogradSkew; }
+
+// Floats past the padded image the input transform may read (and drop): up to 33 past a
+// tile row's first column.
+constexpr int64_t kWinogradSlack = 64;
+
+// A 3x3, stride-1, pad-1 convolution of one image of C channels to F, H x W in and out.
+struct WinogradConv {
+    int64_t C, F, H, W;
+    int64_t tiles_h, tiles_w;  // ceil(H / 2), ceil(W / 2)
+    int64_t Hp, Wp;            // the padded input: 2 tiles + 2 (pad 1 before, 1 or 2 after)
+    int64_t block_rows;        // tile rows per block
+};
+
+inline WinogradConv winograd_geometry(int64_t C, int64_t F, int64_t H, int64_t W) {
+    const int64_t tiles_h = (H + 1) / 2, tiles_w = (W + 1) / 2;
+    const int64_t rows = kWinogradBlockTiles / tiles_w;
+    return {C, F, H, W, tiles_h, tiles_w, 2 * tiles_h + 2, 2 * tiles_w + 2,
+            rows < 1 ? 1 : rows < tiles_h ? rows : tiles_h};
+}
+
+// Floats from one point's transformed weights (F x C) to the next (skewed, as above).
+inline int64_t winograd_weights_point(const WinogradConv& g) { return g.F * g.C + kWinogradSkew; }
+
+// 3x3 filters: filter f's weights on channel c at w + f * filter_stride + c *
+// channel_stride, tap (kh, kw) at 3 kh + kw, or turned by 180 degrees, at 8 - 3 kh - kw.
+// (16 x 9 x channel_stride must fit in 32 bits.)
+struct WinogradWeights {
+    const float* w;
+    int64_t filter_stride, channel_stride;
+    bool turned;
+};
+
+// u (16 points, winograd_weights_point floats apart, of F x C) = the transformed weights
+// of w.
+void winograd_weights_avx512(const WinogradConv& g, const WinogradWeights& w, float* u);
+
+// out (F x H x W) = bias + the convolution of xpad (C x Hp x Wp, the image 1 row and 1
+// column in, zero elsewhere, kWinogradSlack floats past it) with the transformed weights
+// u. v and m: room for C and F x winograd_stride(tiles) floats, for the tiles of a block
+// (block_rows x tiles_w).
+void winograd_forward_image_avx512(const WinogradConv& g, const float* xpad, const float* u,
+                                   const float* bias, float* out, float* v, float* m);
+
+}  // namespace graphnet

@@ -1,0 +1,158 @@
+// AVX-512 kernels of conv_winograd.h. Compiled for AVX-512F: includes only the intrinsics
+// and the project's kernel headers.
+#pragma GCC target("avx512f,avx2,fma")
+#include <immintrin.h>
+
+#include "conv_winograd.h"
+#include "gemm_avx512.h"
+
+namespace graphnet {
+namespace {
+
+__mmask16 first_lanes(int64_t count) {
+    return count >= 16 ? static_cast<__mmask16>(0xffff)
+           : count <= 0 ? static_cast<__mmask16>(0)
+                        : static_cast<__mmask16>((1u << count) - 1u);
+}
+
+// V for 16 tiles of tile row ty (those from tx0, lanes below `lanes` kept) of one channel
+// plane: four padded rows, each read as the tiles' columns 0..3 (even and odd columns of
+// 32 floats from the tile row's start, and again from 2 floats on).
+void input_tiles(const WinogradConv& g, const float* plane, int64_t ty, int64_t tx0,
+                 __mmask16 lanes, float* to, int64_t point_stride) {
+    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+    __m512 d[4][4];
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k) {
+        const float* q = plane + (2 * ty + k) * g.Wp + 2 * tx0;
+        const __m512 lo = _mm512_loadu_ps(q), hi = _mm512_loadu_ps(q + 16);
+        const __m512 lo2 = _mm512_loadu_ps(q + 2), hi2 = _mm512_loadu_ps(q + 18);
+        d[k][0] = _mm512_permutex2var_ps(lo, even, hi);
+        d[k][1] = _mm512_permutex2var_ps(lo, odd, hi);
+        d[k][2] = _mm512_permutex2var_ps(lo2, even, hi2);
+        d[k][3] = _mm512_permutex2var_ps(lo2, odd, hi2);
+    }
+    __m512 t[4][4];  // B^T d
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) {
+        t[0][j] = _mm512_sub_ps(d[0][j], d[2][j]);
+        t[1][j] = _mm512_add_ps(d[1][j], d[2][j]);
+        t[2][j] = _mm512_sub_ps(d[2][j], d[1][j]);
+        t[3][j] = _mm512_sub_ps(d[1][j], d[3][j]);
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; ++i) {  // (B^T d) B
+        float* row = to + 4 * i * point_stride;
+        _mm512_mask_storeu_ps(row, lanes, _mm512_sub_ps(t[i][0], t[i][2]));
+        _mm512_mask_storeu_ps(row + point_stride, lanes, _mm512_add_ps(t[i][1], t[i][2]));
+        _mm512_mask_storeu_ps(row + 2 * point_stride, lanes, _mm512_sub_ps(t[i][2], t[i][1]));
+        _mm512_mask_storeu_ps(row + 3 * point_stride, lanes, _mm512_sub_ps(t[i][1], t[i][3]));
+    }
+}
+
+// Output rows 2 ty and 2 ty + 1 (the second if below H), columns from 2 tx0, of one filter
+// from its products m (point p at m + p * point_stride) for 16 tiles (lanes below `lanes`).
+void output_tiles(const WinogradConv& g, const float* m, int64_t point_stride, __mmask16 lanes,
+                  float bias, int64_t ty, int64_t tx0, float* plane) {
+    __m512 s[2][4];  // A^T M
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) {
+        const __m512 m0 = _mm512_maskz_loadu_ps(lanes, m + j * point_stride);
+        const __m512 m1 = _mm512_maskz_loadu_ps(lanes, m + (4 + j) * point_stride);
+        const __m512 m2 = _mm512_maskz_loadu_ps(lanes, m + (8 + j) * point_stride);
+        const __m512 m3 = _mm512_maskz_loadu_ps(lanes, m + (12 + j) * point_stride);
+        s[0][j] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);
+        s[1][j] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
+    }
+    const __m512i first = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    const __m512i second = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
+    const __m512 b = _mm512_set1_ps(bias);
+    const int64_t columns = g.W - 2 * tx0;
+    const __mmask16 keep_first = first_lanes(columns), keep_second = first_lanes(columns - 16);
+    for (int r = 0; r < 2 && 2 * ty + r < g.H; ++r) {  // (A^T M) A, interleaved into a row
+        const __m512 left = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(s[r][0], s[r][1]), s[r][2]), b);
+        const __m512 right = _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(s[r][1], s[r][2]), s[r][3]), b);
+        float* row = plane + (2 * ty + r) * g.W + 2 * tx0;
+        _mm512_mask_storeu_ps(row, keep_first, _mm512_permutex2var_ps(left, first, right));
+        _mm512_mask_storeu_ps(row + 16, keep_second, _mm512_permutex2var_ps(left, second, right));
+    }
+}
+
+// v (winograd_stride(n) floats per channel) = V of the n tiles of tile rows ty0 ..
+// ty0 + rows - 1.
+void input_block(const WinogradConv& g, const float* xpad, int64_t ty0, int64_t rows, float* v) {
+    const int64_t plane = g.Hp * g.Wp, n = rows * g.tiles_w, stride = winograd_stride(n);
+    for (int64_t c = 0; c < g.C; ++c) {
+        for (int64_t r = 0; r < rows; ++r) {
+            for (int64_t tx0 = 0; tx0 < g.tiles_w; tx0 += 16) {
+                input_tiles(g, xpad + c * plane, ty0 + r, tx0, first_lanes(g.tiles_w - tx0),
+                            v + c * stride + r * g.tiles_w + tx0, n);
+            }
+        }
+    }
+}
+
+}  // namespace
+
+void winograd_weights_avx512(const WinogradConv& g, const WinogradWeights& w, float* u) {
+    const int64_t point = winograd_weights_point(g);
+    const __m512i channels = _mm512_mullo_epi32(
+        _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+        _mm512_set1_epi32(static_cast<int>(w.channel_stride)));
+    const __m512 half = _mm512_set1_ps(0.5f);
+    for (int64_t f = 0; f < g.F; ++f) {
+        for (int64_t c0 = 0; c0 < g.C; c0 += 16) {  // 16 channels at once
+            const __mmask16 lanes = first_lanes(g.C - c0);
+            const float* k = w.w + f * w.filter_stride + c0 * w.channel_stride;
+            const auto tap = [&](int t) {  // tap t of the 16 channels' filters
+                return _mm512_mask_i32gather_ps(_mm512_setzero_ps(), lanes, channels,
+                                                k + (w.turned ? 8 - t : t), 4);
+            };
+            __m512 gk[4][3];  // G g, G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1]
+#pragma GCC unroll 3
+            for (int j = 0; j < 3; ++j) {
+                const __m512 top = tap(j), mid = tap(3 + j), low = tap(6 + j);
+                gk[0][j] = top;
+                gk[1][j] = _mm512_mul_ps(half, _mm512_add_ps(_mm512_add_ps(top, mid), low));
+                gk[2][j] = _mm512_mul_ps(half, _mm512_add_ps(_mm512_sub_ps(top, mid), low));
+                gk[3][j] = low;
+            }
+            float* to = u + f * g.C + c0;
+#pragma GCC unroll 4
+            for (int i = 0; i < 4; ++i) {  // (G g) G^T
+                const __m512 sum = _mm512_add_ps(_mm512_add_ps(gk[i][0], gk[i][1]), gk[i][2]);
+                const __m512 diff = _mm512_add_ps(_mm512_sub_ps(gk[i][0], gk[i][1]), gk[i][2]);
+                _mm512_mask_storeu_ps(to + 4 * i * point, lanes, gk[i][0]);
+                _mm512_mask_storeu_ps(to + (4 * i + 1) * point, lanes, _mm512_mul_ps(half, sum));
+                _mm512_mask_storeu_ps(to + (4 * i + 2) * point, lanes, _mm512_mul_ps(half, diff));
+                _mm512_mask_storeu_ps(to + (4 * i + 3) * point, lanes, gk[i][2]);
+            }
+        }
+    }
+}
+
+void winograd_forward_image_avx512(const WinogradConv& g, const float* xpad, const float* u,
+                                   const float* bias, float* out, float* v, float* m) {
+    for (int64_t ty0 = 0; ty0 < g.tiles_h; ty0 += g.block_rows) {
+        const int64_t rows = g.tiles_h - ty0 < g.block_rows ? g.tiles_h - ty0 : g.block_rows;
+        const int64_t n = rows * g.tiles_w;  // tiles in this block
+        const int64_t stride = winograd_stride(n);
+        input_block(g, xpad, ty0, rows, v);
+        for (int64_t p = 0; p < kWinogradPoints; ++p) {  // m = u . v, point by point
+            gemm_rows_avx512(0, g.F, n, g.C, u + p * winograd_weights_point(g), g.C, v + p * n,
+                             stride, m + p * n, stride);
+        }
+        for (int64_t f = 0; f < g.F; ++f) {
+            for (int64_t r = 0; r < rows; ++r) {
+                for (int64_t tx0 = 0; tx0 < g.tiles_w; tx0 += 16) {
+                    output_tiles(g, m + f * stride + r * g.tiles_w + tx0, n,
+                                 first_lanes(g.tiles_w - tx0), bias[f], ty0 + r, tx0,
+                                 out + f * g.H * g.W);
+                }
+            }
+        }
+    }
+}
+
+}  // namespace graphnet
