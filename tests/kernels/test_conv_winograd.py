@@ -4,6 +4,8 @@ shapes (tiny and odd planes, channel counts off the vector width, batch 1 and em
 matches the naive loops within the rounding of its own terms, and gives bitwise the same
 results on one thread as on two."""
 
+import contextlib
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -54,12 +56,19 @@ def winograd_bound(x, w, b):
     return y + b[None, :, None, None]
 
 
-def run_winograd(x, w, b, threads):
-    _C.set_winograd_conv("always")
+@contextlib.contextmanager
+def winograd_mode(mode):
+    """Winograd switched to `mode` inside, back to 'auto' after."""
+    _C.set_winograd_conv(mode)
     try:
-        return run(x, w, b, 1, 1, threads)
+        yield
     finally:
         _C.set_winograd_conv("auto")
+
+
+def run_winograd(x, w, b, threads):
+    with winograd_mode("always"):
+        return run(x, w, b, 1, 1, threads)
 
 
 @settings(max_examples=60, deadline=None)
@@ -107,11 +116,8 @@ def test_which_layers_take_winograd(C, F, k, stride, pad, dtype, winograd):
     where it runs."""
     x, w, b = case(2, C, 12, 16, F, k, dtype, seed=0)
     on = _C.conv_forward(x, w, b, stride, pad)
-    _C.set_winograd_conv("off")
-    try:
+    with winograd_mode("off"):
         off = _C.conv_forward(x, w, b, stride, pad)
-    finally:
-        _C.set_winograd_conv("auto")
     assert np.array_equal(on, off) != winograd
 
 
@@ -132,12 +138,9 @@ def test_winograd_mode_is_checked():
 def test_fused_conv_relu_pool_on_winograd_equals_the_chain(N, C, H, W, F, seed):
     """The fused forward hands Winograd a per-thread output buffer: bit for bit the chain."""
     x, w, b = case(N, C, H, W, F, 3, np.float32, seed)
-    _C.set_winograd_conv("always")
-    try:
+    with winograd_mode("always"):
         relu = _C.relu_forward(_C.conv_forward(x, w, b, 1, 1))[0]
         want, want_winners = _C.max_pool_forward(relu, 2, 2, 2)
         got, got_winners = _C.conv_relu_pool_forward(x, w, b, 1, 1, 2, 2, 2)
-    finally:
-        _C.set_winograd_conv("auto")
     np.testing.assert_array_equal(got_winners, want_winners)
     assert got.tobytes() == want.tobytes()
