@@ -7,23 +7,26 @@ hidden units from a zero state, the affine map to V scores at every step, softma
 cross-entropy summed over the steps and averaged over the N sequences, the backward pass,
 and an Adam update of every parameter; float32, random words. PyTorch runs nn.Embedding,
 nn.LSTM (batch_first), nn.Linear, F.cross_entropy and torch.optim.Adam on the same number
-of threads. Prints the median step of each (the two take turns in blocks of steps, so a
-slow spell of the shared machine hits both) and graphnet / PyTorch (goal <= 1.0x), in
-wall-clock time and in the process's CPU time. On one thread the CPU time leaves out the
+of threads, in a process of its own with the C library's default memory behaviour (see
+peer.py: importing graphnet changes it for its whole process). Prints the median step of
+each (the two take turns in blocks of steps, so a slow spell of the shared machine hits
+both) and graphnet / PyTorch (goal <= 1.0x), in wall-clock time and in each process's
+CPU time. On one thread the CPU time leaves out the
 spells when another job had the core, so on a busy machine it is the steadier of the two;
 on more threads it also counts the time idle threads spin, so read the wall time there.
 """
 import argparse
+import functools
+import importlib.metadata
 import importlib.util
 import os
-import time
 
 import numpy as np
 
 from graphnet import optim
 from graphnet import rnn_layers as R
 from graphnet.kernels import _C
-from cnn_steps import median_ms_in_turns  # noqa: E402  (same folder)
+from peer import CLOCKS, Peer, timed_calls  # noqa: E402  (same folder)
 
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
 # (N, T, V, D, H): a character model of the size one trains on a laptop (the zoo's lstm_lm)
@@ -87,13 +90,21 @@ def torch_step(N, T, V, D, H):
     return step
 
 
-def recording_cpu_time(step, seconds):
-    """step, appending the process's CPU time of each call to the list `seconds`."""
-    def timed():
-        start = time.process_time()
-        step()
-        seconds.append(time.process_time() - start)
-    return timed
+def torch_contenders(*size):
+    """{"torch": its step} (built in the peer process)."""
+    return {"torch": torch_step(*size)}
+
+
+def medians_in_turns(blocks, steps, turn, warmup=3):
+    """{name: (wall ms, CPU ms)}: medians of `steps` calls of each of the blocks {name:
+    run(calls) -> each call's (wall, cpu) seconds}, in turns of `turn` calls."""
+    for run in blocks.values():
+        run(warmup)
+    times = {name: [] for name in blocks}
+    while any(len(t) < steps for t in times.values()):
+        for name, run in blocks.items():
+            times[name] += run(min(turn, steps - len(times[name])))
+    return {name: 1e3 * np.median(t, axis=0) for name, t in times.items()}
 
 
 def main():
@@ -103,26 +114,27 @@ def main():
     parser.add_argument("--sizes", nargs="+", default=DEFAULT_SIZES, metavar="N,T,V,D,H")
     args = parser.parse_args()
     _C.set_num_threads(args.threads)
-    if HAVE_TORCH:
-        import torch
-        torch.set_num_threads(args.threads)
-    versions = f"numpy {np.__version__}, torch " + (torch.__version__ if HAVE_TORCH else "absent")
+    peer = Peer(args.threads, "both") if HAVE_TORCH else None
+    versions = f"numpy {np.__version__}, torch " + (
+        importlib.metadata.version("torch") if HAVE_TORCH else "absent")
     print(f"{args.threads} of {os.cpu_count()} cores for each; {versions}")
     print("LSTM language-model training step, float32, median ms: wall clock | CPU time")
     for text in args.sizes:
         N, T, V, D, H = (int(v) for v in text.split(","))
-        steps = {"graphnet": graphnet_step(N, T, V, D, H)}
-        if HAVE_TORCH:
-            steps["torch"] = torch_step(N, T, V, D, H)
-        cpu = {name: [] for name in steps}
-        contenders = {name: recording_cpu_time(step, cpu[name]) for name, step in steps.items()}
-        wall = median_ms_in_turns(contenders, args.steps, turn=max(1, args.steps // 3))
-        cpu_ms = {name: 1e3 * float(np.median(t[-args.steps:])) for name, t in cpu.items()}
+        blocks = {"graphnet": functools.partial(timed_calls, graphnet_step(N, T, V, D, H),
+                                                clock=CLOCKS["both"])}
+        if peer is not None:
+            peer.build(torch_contenders, N, T, V, D, H)
+            blocks["torch"] = functools.partial(peer.block, "torch")
+        medians = medians_in_turns(blocks, args.steps, turn=max(1, args.steps // 3))
         columns = []
-        for times in (wall, cpu_ms):
-            ours, theirs = times["graphnet"], times.get("torch", float("nan"))
+        for clock in (0, 1):  # wall, cpu
+            ours = medians["graphnet"][clock]
+            theirs = medians["torch"][clock] if "torch" in medians else float("nan")
             columns.append(f"graphnet {ours:7.1f}  PyTorch {theirs:7.1f}  {ours / theirs:.2f}x")
         print(f"    N={N} T={T} V={V} D={D} H={H}:  " + "  |  ".join(columns))
+    if peer is not None:
+        peer.close()
     print("    (goal: graphnet / PyTorch <= 1.0x)")
 
 

@@ -24,18 +24,21 @@ it in (--dtypes narrows that), it measures in one run:
   matrices and a 128 MB array copy, on the same thread count, measured at the start and
   the end of the run (medians).
 
-graphnet and PyTorch run on the same number of threads and take turns in blocks of about
---block seconds (a block of steps, never single steps: their thread teams would fight for
-the cores), --rounds turns each after a warm-up; every time printed is a median. On a
+graphnet and PyTorch run on the same number of threads, PyTorch in a process of its own
+with the C library's default memory behaviour (peer.py: importing graphnet changes it for
+its whole process), and take turns in blocks of about --block seconds (a block of steps,
+never single steps: their thread teams would fight for the cores), --rounds turns each
+after a warm-up; every time printed is a median, each measured in its own process. On a
 machine loaded by other jobs, wall-clock times mostly measure the waits for a core (worst
 with two or more threads, whose every barrier waits for the slowest); --threads 1 --clock
-cpu then measures the process's CPU time instead, which leaves those waits out (with more
-threads it would add up their CPU time, spinning included). The
-table's ratios (nan where PyTorch refuses: its BatchNorm1d does not train on a batch of
-one sample): graphnet / PyTorch step time (goal <= 0.5), graphnet step / floor (goal <=
-1.5), and inference throughput graphnet / PyTorch (goal >= 2 at batch 1, >= 1 at 256).
+cpu then measures each process's CPU time instead, which leaves those waits out (with
+more threads it would add up their CPU time, spinning included). The table's ratios (nan
+where PyTorch refuses: its BatchNorm1d does not train on a batch of one sample): graphnet
+/ PyTorch step time (goal <= 0.5), graphnet step / floor (goal <= 1.5), and inference
+throughput graphnet / PyTorch (goal >= 2 at batch 1, >= 1 at 256).
 """
 import argparse
+import functools
 import os
 import sys
 import time
@@ -46,6 +49,7 @@ from graphnet import optim
 from graphnet.kernels import _C
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from peer import CLOCKS, Peer, timed_calls  # noqa: E402
 from zoo_models import (BY_NAME, ZOO, batch_of, build_graphnet, build_torch, shapes,  # noqa: E402
                         torch_loss)
 
@@ -99,7 +103,6 @@ def step_cost(model, batch):
     return flops, moved
 
 
-CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 clock = time.perf_counter  # set by --clock
 
 
@@ -139,8 +142,8 @@ def machine_rates(threads, repeats=5):
 
 # ----- the contenders ---------------------------------------------------------------------
 
-def contenders(model, batch, dtype):
-    """{name: function running one step (or one inference)} for graphnet and PyTorch."""
+def graphnet_contenders(model, batch, dtype):
+    """{name: function running one step (or one inference)} for graphnet."""
     ours = build_graphnet(model, dtype)
     X, y = batch_of(model, batch, dtype, np.random.default_rng(0))
     configs = {name: {"learning_rate": 1e-3} for name in ours.params}
@@ -154,12 +157,16 @@ def contenders(model, batch, dtype):
     def graphnet_infer():
         ours.loss(X)
 
-    runs = {"graphnet step": graphnet_step, "graphnet infer": graphnet_infer}
-    try:
-        import torch
-    except ImportError:
-        return runs
-    net, _ = build_torch(model, ours)
+    return {"graphnet step": graphnet_step, "graphnet infer": graphnet_infer}
+
+
+def torch_contenders(model_name, batch, dtype):
+    """The same for PyTorch, with graphnet's weights and batch (built in the peer process)."""
+    import torch
+
+    model = BY_NAME[model_name]
+    net, _ = build_torch(model, build_graphnet(model, dtype))
+    X, y = batch_of(model, batch, dtype, np.random.default_rng(0))
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
 
@@ -174,7 +181,7 @@ def contenders(model, batch, dtype):
         with torch.inference_mode():
             net(Xt)
 
-    runs["torch infer"] = torch_infer
+    runs = {"torch infer": torch_infer}
     try:
         torch_step()
         runs["torch step"] = torch_step
@@ -183,22 +190,18 @@ def contenders(model, batch, dtype):
     return runs
 
 
-def medians_in_turns(runs, rounds, block_seconds, warmup=1):
-    """{name: median ms}: each run warmed up, then `rounds` turns, in each turn a block of
-    calls of about block_seconds per run (at least one call)."""
-    blocks = {}
-    for name, run in runs.items():
-        for _ in range(warmup):
-            start = time.perf_counter()
-            run()
-        blocks[name] = max(1, min(50, int(block_seconds / (time.perf_counter() - start))))
-    times = {name: [] for name in runs}
+def medians_in_turns(blocks, rounds, block_seconds, warmup=1):
+    """{name: median ms}: blocks {name: run(calls) -> the seconds of each call}, each
+    warmed up, then `rounds` turns, in each turn a block of calls of about block_seconds
+    per contender (at least one call)."""
+    sizes = {}
+    for name, run in blocks.items():
+        first = run(warmup)[-1]
+        sizes[name] = max(1, min(50, int(block_seconds / max(first, 1e-9))))
+    times = {name: [] for name in blocks}
     for _ in range(rounds):
-        for name, run in runs.items():
-            for _ in range(blocks[name]):
-                start = clock()
-                run()
-                times[name].append(clock() - start)
+        for name, run in blocks.items():
+            times[name] += run(sizes[name])
     return {name: 1e3 * float(np.median(t)) for name, t in times.items()}
 
 
@@ -254,22 +257,28 @@ def main():
     clock = CLOCKS[args.clock]
 
     _C.set_num_threads(args.threads)
-    torch_version = "absent"
     try:
         import torch
-        torch.set_num_threads(args.threads)
         torch_version = torch.__version__
+        peer = Peer(args.threads, args.clock)
     except ImportError:
-        pass
+        torch_version, peer = "absent", None
     load = os.getloadavg()[0]
     start = machine_rates(args.threads)
     measured = []
     for model in models:
         for dtype in (d for d in model.dtypes if d in dtypes):
             for batch in batches:
-                ms = medians_in_turns(contenders(model, batch, dtype), args.rounds, args.block)
+                blocks = {name: functools.partial(timed_calls, run, clock=clock)
+                          for name, run in graphnet_contenders(model, batch, dtype).items()}
+                if peer is not None:
+                    for name in peer.build(torch_contenders, model.name, batch, dtype):
+                        blocks[name] = functools.partial(peer.block, name)
+                ms = medians_in_turns(blocks, args.rounds, args.block)
                 measured.append((model, batch, dtype, ms))
                 print(f"  measured {model.name} batch {batch} {dtype}", file=sys.stderr)
+    if peer is not None:
+        peer.close()
     end = machine_rates(args.threads)
     rates = {key: float(np.median([start[key], end[key]])) for key in start}
     print(f"{os.cpu_count()} cores, {args.threads} thread(s) for graphnet and PyTorch; numpy "
