@@ -109,7 +109,8 @@ PhaseWeightGradient::PhaseWeightGradient(const ConvGeometry& g)
       Hs_(ceil_div(g.H + 2 * g.pad, g.stride)),
       Ws_(ceil_div(g.W + 2 * g.pad, g.stride)),
       F_padded_(round_up(g.F, kTapLanes)),
-      planes_floats_(checked_mul(s_ * s_ * g.C, Hs_ * Ws_, "conv phase planes")),
+      planes_floats_(round_up(checked_mul(s_ * s_ * g.C, Hs_ * Ws_, "conv phase planes"),
+                              kTapLanes)),
       offsets_(phase_offsets(g, Hs_, Ws_)) {}
 
 int64_t PhaseWeightGradient::scratch_floats() const {

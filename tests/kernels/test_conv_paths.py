@@ -163,3 +163,36 @@ def test_weight_gradient_on_many_channels(N, C, H, W, F, k, pad, seed):
     one_thread, _ = run(x, w, b, 1, pad, threads=1)
     for got, again in zip(results, one_thread):
         np.testing.assert_array_equal(got, again)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    N=st.integers(0, 3),
+    C=st.integers(16, 41),
+    H=st.integers(1, 6),
+    W=st.integers(16, 37),
+    F=st.sampled_from([1, 15, 16, 17, 33, 48, 64, 65]),
+    kh=st.integers(1, 5),
+    kw=st.sampled_from([3, 3, 2, 5]),
+    pad=st.integers(0, 2),
+    seed=st.integers(0, 2**16),
+)
+def test_weight_gradient_of_kernels_three_wide(N, C, H, W, F, kh, kw, pad, seed):
+    """The filter-vector weight gradient reads a 3-wide kernel's taps in triples (one window
+    row each): kernels 3 wide and of any height, so that tiles of 6, 8, 12 or 24 taps end
+    inside or past the last channel, against the naive loops and bitwise on 1 and 2 threads;
+    other widths take the tap-by-tap loop."""
+    if kh > H + 2 * pad or kw > W + 2 * pad:
+        return
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+    w = rng.standard_normal((F, C, kh, kw)).astype(np.float32)
+    b = rng.standard_normal(F).astype(np.float32)
+    results, dout = run(x, w, b, 1, pad, threads=2)
+    bounds = conv_error_bounds(dout, x, w, b, 1, pad)
+    refs = (conv_forward_ref(x, w, b, 1, pad),) + tuple(conv_backward_ref(dout, x, w, 1, pad))
+    for got, ref, bound in zip(results, refs, bounds):
+        assert_within_rounding(got, ref, bound, TOL[np.float32])
+    one_thread, _ = run(x, w, b, 1, pad, threads=1)
+    for got, again in zip(results, one_thread):
+        np.testing.assert_array_equal(got, again)
