@@ -93,22 +93,23 @@ inline __m256 sigmoid_full8(__m256 v) {
 
 // |v| < 0.5625: v + v^3 Q(v^2), Q fitted for the least relative error (< 1 ulp); there
 // 1 - 2 / (e^2|v| + 1) would lose the low bits of small v. Above, that formula, signed.
+// (The split and Q are shared with the sixteen-lane copy, activations_avx512.cpp.)
+constexpr float kTanhSplit = 0.5625f;
+constexpr float kTanhSmall[] = {-6.179890130e-03f, 2.100752480e-02f, -5.383744836e-02f,
+                                1.333245188e-01f, -3.333331347e-01f};
+
 inline __m256 tanh8(__m256 v) {
     const __m256 sign = _mm256_set1_ps(-0.0f);
     const __m256 a = _mm256_andnot_ps(sign, v);
     const __m256 s = _mm256_mul_ps(v, v);
-    static constexpr float kQ[] = {2.100752480e-02f, -5.383744836e-02f, 1.333245188e-01f,
-                                   -3.333331347e-01f};
-    __m256 q = _mm256_set1_ps(-6.179890130e-03f);
-    for (float c : kQ) q = _mm256_fmadd_ps(q, s, _mm256_set1_ps(c));
-    const __m256 small = _mm256_fmadd_ps(_mm256_mul_ps(v, s), q, v);
+    const __m256 small = _mm256_fmadd_ps(_mm256_mul_ps(v, s), horner8(kTanhSmall, s), v);
     const __m256 one = _mm256_set1_ps(1.0f);
     const __m256 e = exp8(_mm256_add_ps(a, a));
     const __m256 large = _mm256_sub_ps(one, _mm256_div_ps(_mm256_set1_ps(2.0f),
                                                           _mm256_add_ps(e, one)));
     const __m256 signed_large = _mm256_or_ps(large, _mm256_and_ps(sign, v));
     return _mm256_blendv_ps(signed_large, small,
-                            _mm256_cmp_ps(a, _mm256_set1_ps(0.5625f), _CMP_LT_OQ));
+                            _mm256_cmp_ps(a, _mm256_set1_ps(kTanhSplit), _CMP_LT_OQ));
 }
 
 // x^2 = hi + lo exactly (lo is the FMA's remainder; 0 where x^2 is infinite, not NaN).

@@ -962,6 +962,11 @@ PYBIND11_MODULE(_C, m) {
           "the CPU has AVX2 and FMA); False uses the C library's, to compare the two.");
     m.def("avx2_activations_active", &avx2_activations_active,
           "Whether the recurrent kernels' float32 sigmoid and tanh run on AVX2.");
+    m.def("set_avx512_activations", &set_avx512_activations, "enabled"_a,
+          "Where they run on AVX2 and the CPU has AVX-512F, run them sixteen lanes at a time\n"
+          "(the default); False keeps the eight-lane ones, to compare the two.");
+    m.def("avx512_activations_active", &avx512_activations_active,
+          "Whether the recurrent kernels' float32 sigmoid and tanh run on AVX-512.");
     // ---- normalization ----
     m.def("channel_norm_forward", &py_channel_norm_forward, "x"_a, "gamma"_a, "beta"_a, "eps"_a,
           "mean"_a = py::none(), "var"_a = py::none(), "relu"_a = false,

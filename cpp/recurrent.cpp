@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "activations_avx2.h"
+#include "activations_avx512.h"
 #include "cpu_features.h"
 #include "gemm.h"
 #include "lstm_cell_avx512.h"
@@ -103,14 +104,19 @@ T* kept_scratch(Kept which, int64_t n) {
 
 // Atomic: a Python thread may switch it while another runs a kernel without the GIL.
 std::atomic<bool> avx2_enabled{true};
+std::atomic<bool> avx512_enabled{true};
 
 enum class Activation { sigmoid, tanh };
 
 // out[k] = f(x[k] + bias[k]) for k < n (bias may be null); out may be x. float32 runs on
-// AVX2 where the CPU has it, float64 (the precision of gradient checks) on the C library.
+// AVX-512 or AVX2 where the CPU has it, float64 (the precision of gradient checks) on the
+// C library.
 template <typename T>
 void activate(Activation f, int64_t n, const T* x, const T* bias, T* out) {
     if constexpr (std::is_same_v<T, float>) {
+        if (avx512_activations_active()) {
+            return (f == Activation::sigmoid ? sigmoid_avx512 : tanh_avx512)(n, x, bias, out);
+        }
         if (avx2_activations_active()) {
             return (f == Activation::sigmoid ? sigmoid_avx2 : tanh_avx2)(n, x, bias, out);
         }
@@ -326,6 +332,10 @@ void rnn_cell_backward(const Step<T>& s, const T* dh, const T* dnext, const T* h
 
 void set_avx2_activations(bool enabled) { avx2_enabled = enabled; }
 bool avx2_activations_active() { return avx2_enabled && cpu_has_avx2_fma(); }
+void set_avx512_activations(bool enabled) { avx512_enabled = enabled; }
+bool avx512_activations_active() {
+    return avx512_enabled && avx2_activations_active() && cpu_has_avx512f();
+}
 
 RecurrentGeometry recurrent_geometry(Cell cell, const Shape& x, const Shape& h0,
                                      const Shape& Wx, const Shape& Wh, const Shape& b) {

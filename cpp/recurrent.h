@@ -29,6 +29,10 @@ struct RecurrentGeometry {
 // says so (the default); false runs the C library's, to compare the two.
 void set_avx2_activations(bool enabled);
 bool avx2_activations_active();
+// Where those run and the CPU has AVX-512F, the sixteen-lane ones (activations_avx512.h)
+// unless this says not (the default: it does); false leaves the AVX2 ones, to test them.
+void set_avx512_activations(bool enabled);
+bool avx512_activations_active();
 
 // Checks x (N, T, D), h0 (N, H), Wx (D, G), Wh (H, G), b (G,) and the BLAS size limits;
 // std::invalid_argument naming the function and the shapes otherwise.

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "activations_avx2.h"
+#include "activations_avx512.h"
 #include "conv_direct.h"
 #include "conv_taps.h"
 #include "conv_winograd.h"
@@ -96,6 +97,8 @@ void tap_transpose_avx512(int64_t, int64_t, const float*, int64_t, float*, int64
 }
 void sigmoid_avx2(int64_t, const float*, const float*, float*) { absent("sigmoid_avx2"); }
 void tanh_avx2(int64_t, const float*, const float*, float*) { absent("tanh_avx2"); }
+void sigmoid_avx512(int64_t, const float*, const float*, float*) { absent("sigmoid_avx512"); }
+void tanh_avx512(int64_t, const float*, const float*, float*) { absent("tanh_avx512"); }
 void relu_forward_avx2(int64_t, const double*, double*, bool*) { absent("relu_forward_avx2"); }
 int64_t gelu_forward_avx512(int64_t, const float*, float*) { absent("gelu_forward_avx512"); }
 int64_t gelu_backward_avx512(int64_t, const float*, const float*, float*) {

@@ -43,6 +43,26 @@ def test_matmul_takes_views_and_is_bitwise_equal_on_any_thread_count():
         np.testing.assert_array_equal(results[0], other)
 
 
+@pytest.mark.parametrize("transpose_a", [False, True])
+@pytest.mark.parametrize("m,n", [(2100, 30), (30, 2100), (6000, 20)])  # 4, 4 and 6 blocks
+def test_large_products_are_bitwise_equal_on_any_thread_count(transpose_a, m, n):
+    rng = np.random.default_rng(m + n)
+    a = rng.standard_normal((40, m) if transpose_a else (m, 40)).astype(np.float32)
+    b = rng.standard_normal((40, n)).astype(np.float32)
+    before = _C.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2, 3):
+            _C.set_num_threads(threads)
+            results.append(_C.matmul(a, b, transpose_a=transpose_a))
+    finally:
+        _C.set_num_threads(before)
+    expected = (a.T if transpose_a else a).astype(np.float64) @ b
+    np.testing.assert_allclose(results[0], expected, rtol=1e-5, atol=1e-4)
+    for other in results[1:]:
+        np.testing.assert_array_equal(results[0], other)
+
+
 @pytest.mark.parametrize(
     "a,b,kwargs,words",
     [

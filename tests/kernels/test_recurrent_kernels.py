@@ -1,7 +1,7 @@
 """The C++ kernels behind rnn_forward/backward and lstm_forward/backward (cpp/recurrent.h):
-the same bits on any number of threads, the AVX2 sigmoid and tanh against float64 and
-against the C library's, sizes that leave ragged blocks of work, and bad arguments refused
-with ValueError (never a crash)."""
+the same bits on any number of threads, the AVX2 and AVX-512 sigmoid and tanh against
+float64 and against the C library's, sizes that leave ragged blocks of work, and bad
+arguments refused with ValueError (never a crash)."""
 
 import contextlib
 import threading
@@ -23,6 +23,22 @@ def avx2_activations(enabled):
         yield
     finally:
         _C.set_avx2_activations(True)
+
+
+# The float32 sigmoid and tanh: sixteen lanes on AVX-512, eight on AVX2, or the C library's.
+ACTIVATIONS = ["avx512", "avx2", "libc"]
+
+
+@contextlib.contextmanager
+def activations_on(path):
+    if path == "avx512" and not _C.avx512_activations_active():
+        pytest.skip("no AVX-512 activations on this CPU or build")
+    _C.set_avx512_activations(path == "avx512")
+    try:
+        with avx2_activations(path != "libc"):
+            yield
+    finally:
+        _C.set_avx512_activations(True)
 
 
 def case(cell, N=5, T=9, D=3, H=70, dtype=np.float64, seed=0):
@@ -49,6 +65,7 @@ def test_the_avx2_activations_run_on_this_cpu():
     assert _C.avx2_activations_active() == cpu_has_avx2_and_fma()
     with avx2_activations(False):
         assert not _C.avx2_activations_active()
+        assert not _C.avx512_activations_active()
 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm"])
@@ -172,7 +189,7 @@ def test_whole_sequences_equal_the_loop_of_steps(cell, H):
 def activations(v):
     """(tanh(v), sigmoid(v)) in float32 as the kernels compute them: Wx = identity, Wh = 0,
     so an RNN's h is tanh(x) and an LSTM's saved input gate sigmoid(x)."""
-    width = 8
+    width = 24  # the AVX-512 kernels: one full vector and a masked tail of 8
     rows = -(-v.size // width)
     x = np.zeros(rows * width, np.float32)
     x[: v.size] = v
@@ -197,8 +214,8 @@ def ulps(got, exact):
     return np.abs(got - exact) / np.spacing(np.abs(exact).astype(np.float32)).astype(np.float64)
 
 
-@pytest.mark.parametrize("avx2", [True, False])
-def test_float32_sigmoid_and_tanh_within_two_and_a_half_ulps(avx2):
+@pytest.mark.parametrize("path", ACTIVATIONS)
+def test_float32_sigmoid_and_tanh_within_two_and_a_half_ulps(path):
     v = np.concatenate(
         [
             np.random.default_rng(1).standard_normal(200_000) * 8,
@@ -210,16 +227,16 @@ def test_float32_sigmoid_and_tanh_within_two_and_a_half_ulps(avx2):
     )
     v = v.astype(np.float32)
     exact = v.astype(np.float64)
-    with avx2_activations(avx2):
+    with activations_on(path):
         tanh, sigmoid = activations(v)
     assert ulps(tanh, np.tanh(exact)).max() <= 2.5
     assert ulps(sigmoid, 1 / (1 + np.exp(-exact))).max() <= 2.5
 
 
-@pytest.mark.parametrize("avx2", [True, False])
-def test_float32_activations_at_the_extremes(avx2):
+@pytest.mark.parametrize("path", ACTIVATIONS)
+def test_float32_activations_at_the_extremes(path):
     v = np.array([np.nan, np.inf, -np.inf, 0.0, 100.0, -100.0, 1e-40], np.float32)
-    with avx2_activations(avx2):
+    with activations_on(path):
         # one value per batch row: a nan or inf in a row would spread through x @ Wx
         results = [activations(np.array([value], np.float32)) for value in v]
     tanh = np.array([t[0] for t, _ in results])
@@ -230,9 +247,10 @@ def test_float32_activations_at_the_extremes(avx2):
 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm"])
-def test_avx2_and_c_library_activations_agree_on_a_sequence(cell):
+@pytest.mark.parametrize("path", ["avx512", "avx2"])
+def test_vector_and_c_library_activations_agree_on_a_sequence(cell, path):
     args, dh = case(cell, dtype=np.float32)
-    with avx2_activations(True):
+    with activations_on(path):
         fast = run(cell, args, dh)
     with avx2_activations(False):
         portable = run(cell, args, dh)
