@@ -5,7 +5,7 @@ threads, NaN and inf scores, and bad labels refused with ValueError (never a cra
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from graphnet import rnn_layers as R
@@ -26,7 +26,12 @@ def reference(x, labels, weight):
     return loss, dx
 
 
-TOLERANCE = {np.float64: dict(rtol=1e-12, atol=1e-15), np.float32: dict(rtol=2e-5, atol=1e-7)}
+# The label's entry is weight * (p - 1): with p near 1 it cancels, and float32's p is exact
+# only to an ulp or two of 1.0 (6e-8 each), so the absolute bound is two ulps of 1.0.
+TOLERANCE = {
+    np.float64: dict(rtol=1e-12, atol=1e-15),
+    np.float32: dict(rtol=2e-5, atol=2 * np.finfo(np.float32).eps),
+}
 
 
 @settings(max_examples=60, deadline=None)
@@ -37,6 +42,7 @@ TOLERANCE = {np.float64: dict(rtol=1e-12, atol=1e-15), np.float32: dict(rtol=2e-
     avx2=st.booleans(),
     seed=st.integers(0, 2**16),
 )
+@example(rows=17, V=3, dtype=np.float32, avx2=False, seed=3)  # p - 1 two ulps off
 def test_matches_the_float64_reference(rows, V, dtype, avx2, seed):
     rng = np.random.default_rng(seed)
     x = (3 * rng.standard_normal((rows, V))).astype(dtype)
