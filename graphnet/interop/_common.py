@@ -256,6 +256,12 @@ class Sliced(Pending):
             raise unsupported(op, name, f"axis {axis} is out of range for rank {len(outputs)}")
         return outputs[axis]
 
+    def open_size(self, axis: int, op: str, name: str) -> bool:
+        """Whether the result's axis is a whole source axis of open size (the batch's)."""
+        i = self._part(axis, op, name)
+        source_axis = sum(p is not None for p in self.parts[:i])
+        return self.parts[i] == slice(None) and self.source.static_shape[source_axis] is None
+
     def _with(self, name, position, part=None, insert=False, remove=False) -> "Sliced":
         parts = list(self.parts)
         if insert:

@@ -1146,11 +1146,17 @@ def _read_getitem(r, node):
 
 def _read_chunk(r, node):
     """chunk(x, n, dim): n slices of equal size (the last one smaller) along dim."""
-    dim = r.arg(node, 2, "dim", 0)
+    dim, source = r.arg(node, 2, "dim", 0), r.sliced(node)
+    _require(
+        not source.open_size(dim, "aten.chunk", node.name),
+        node,
+        f"graphnet splits an axis of fixed size, and axis {dim} is the batch's, left open: "
+        "its pieces would keep the example's sizes",
+    )
     size = r.shape(node.args[0])[dim]
     step = -(-size // r.arg(node, 1, "chunks"))
     return tuple(
-        r.sliced(node).sliced("aten.chunk", f"{node.name}_{k}", dim, slice(start, start + step))
+        source.sliced("aten.chunk", f"{node.name}_{k}", dim, slice(start, start + step))
         for k, start in enumerate(range(0, size, step))
     )
 

@@ -443,6 +443,26 @@ def test_forms_torch_lacks_are_named():
         gn.to_torch(g)
 
 
+def test_chunks_along_features_keep_any_batch_and_along_the_batch_are_refused():
+    class GatedHalves(nn.Module):  # a GLU-style split of the features
+        def forward(self, x):
+            a, b, c = x.chunk(3, dim=1)  # 7 features: 3, 3 and 1
+            return a * torch.tanh(b) + c
+
+    module = GatedHalves()
+    graph = gn.from_torch(module, (torch.ones(2, 7, dtype=torch.float64),))
+    feeds = {"x": np.random.default_rng(7).standard_normal((5, 7))}  # not the example's batch
+    assert_runs_equal(graphnet_run(graph, feeds), torch_run(module, feeds, ["x"]), rtol=1e-12)
+
+    class BatchHalves(nn.Module):
+        def forward(self, x):
+            first, second = x.chunk(2, dim=0)
+            return first - second
+
+    with pytest.raises(UnsupportedOpError, match=r"aten.chunk node 'chunk'.*axis 0.*open"):
+        gn.from_torch(BatchHalves(), (torch.ones(4, 3),))
+
+
 def test_aten_settings_the_tensor_gates_lack_are_named():
     class TensorPower(nn.Module):
         def forward(self, x):
