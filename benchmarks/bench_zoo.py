@@ -50,8 +50,8 @@ from graphnet.kernels import _C
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from peer import CLOCKS, Peer, timed_calls  # noqa: E402
-from zoo_models import (BY_NAME, ZOO, batch_of, build_graphnet, build_torch, shapes,  # noqa: E402
-                        torch_loss)
+from zoo_models import (BY_NAME, ZOO, batch_of, build_graphnet, build_torch,  # noqa: E402
+                        conv_layer, shapes, torch_loss)
 
 DEFAULT_BATCHES = (1, 64)
 
@@ -85,8 +85,7 @@ def step_cost(model, batch):
         elif kind == "temporal_affine":
             weighted(batch * shape[1] * layer[1], shape[2], layer[1])
         elif kind == "conv":
-            _, F, k, stride = layer
-            pad = (k - 1) // 2
+            F, k, stride, pad = conv_layer(layer)
             Ho = 1 + (shape[2] + 2 * pad - k) // stride
             Wo = 1 + (shape[3] + 2 * pad - k) // stride
             weighted(batch * F * Ho * Wo, shape[1] * k * k, F)

@@ -5,7 +5,9 @@ graphnet graph and as a PyTorch module holding the same weights.
 A description is a tuple of layers, each a tuple (kind, *arguments), followed implicitly
 by the classifier's last affine layer to `CLASSES` scores and the softmax loss:
 
-    ("conv", F, k, stride)   k x k convolution to F channels, pad (k - 1) // 2, with bias
+    ("conv", F, k, stride[, pad])
+                             k x k convolution to F channels, with bias; pad (k - 1) // 2
+                             unless given
     ("sbn",) ("bn",) ("ln",) spatial batchnorm, batchnorm, layernorm (gamma, beta)
     ("relu",) ("tanh",) ("sigmoid",)
     ("pool",)                2x2 max pool, stride 2
@@ -58,7 +60,7 @@ class ZooModel:
     @property
     def sequence(self):
         """A language model: words in, next-word scores at every step out."""
-        return self.layers[0][0] == "embed"
+        return bool(self.layers) and self.layers[0][0] == "embed"
 
 
 def _vgg_unit(F):
@@ -121,6 +123,12 @@ ZOO = (
 BY_NAME = {m.name: m for m in ZOO}
 
 
+def conv_layer(layer):
+    """(F, k, stride, pad) of a ("conv", F, k, stride[, pad]) layer."""
+    _, F, k, stride, *pad = layer
+    return F, k, stride, pad[0] if pad else (k - 1) // 2
+
+
 def shapes(model, batch):
     """[(layer, its input's shape)] for a batch, the final affine included, and the scores'
     shape. (One place for the geometry the floor needs: graphnet.kernels.geometry's rule.)"""
@@ -132,8 +140,7 @@ def shapes(model, batch):
         if kind in ("embed", "lstm", "temporal_affine"):
             shape = (batch, shape[1], layer[1])
         elif kind == "conv":
-            _, F, k, stride = layer
-            pad = (k - 1) // 2
+            F, k, stride, pad = conv_layer(layer)
             shape = (batch, F, 1 + (shape[2] + 2 * pad - k) // stride,
                      1 + (shape[3] + 2 * pad - k) // stride)
         elif kind in ("pool", "avgpool"):
@@ -223,17 +230,17 @@ def build_graphnet(model, dtype, seed=0):
                  "gn": g.spatial_groupnorm}[kind]
         return build(x, gamma, beta, *groups, name=name(kind))
 
-    def conv(x, F, k, stride):
+    def conv(x, F, k, stride, pad):
         C = x.static_shape[1]
         W, b = weight((F, C, k, k), C * k * k, F, 2.0)
-        return g.conv(x, W, b, stride=stride, pad=(k - 1) // 2, name=name("conv"))
+        return g.conv(x, W, b, stride=stride, pad=pad, name=name("conv"))
 
     squashing = any(layer[0] in ("tanh", "sigmoid") for layer in model.layers)
     layers = model.layers + (("affine", model.classes),)
     for i, layer in enumerate(layers):
         kind = layer[0]
         if kind == "conv":
-            h = conv(h, *layer[1:])
+            h = conv(h, *conv_layer(layer))
         elif kind in ("sbn", "bn", "ln", "gn"):
             h = norm(kind, h, h.static_shape[1], *layer[1:])
         elif kind in ("relu", "tanh", "sigmoid", "gelu"):
@@ -250,8 +257,8 @@ def build_graphnet(model, dtype, seed=0):
             h = g.dropout(h, layer[1], name=name("dropout"))
         elif kind == "res":
             F = h.static_shape[1]
-            inner = g.relu(norm("sbn", conv(h, F, 3, 1), F), name=name("relu"))
-            inner = norm("sbn", conv(inner, F, 3, 1), F)
+            inner = g.relu(norm("sbn", conv(h, F, 3, 1, 1), F), name=name("relu"))
+            inner = norm("sbn", conv(inner, F, 3, 1, 1), F)
             h = g.relu(g.add(inner, h, name=name("skip")), name=name("relu"))
         elif kind == "affine":
             D = int(np.prod(h.static_shape[1:]))
@@ -319,8 +326,8 @@ def build_torch(model, graphnet_model):
     for layer, shape in walk:
         kind = layer[0]
         if kind == "conv":
-            _, F, k, stride = layer
-            modules.append(nn.Conv2d(shape[1], F, k, stride=stride, padding=(k - 1) // 2))
+            F, k, stride, pad = conv_layer(layer)
+            modules.append(nn.Conv2d(shape[1], F, k, stride=stride, padding=pad))
         elif kind == "sbn":
             modules.append(nn.BatchNorm2d(shape[1], eps=1e-5, momentum=0.1))
         elif kind == "bn":

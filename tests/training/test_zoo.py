@@ -1,14 +1,19 @@
 """Every network of the benchmark's model zoo (benchmarks/zoo_models.py) builds, runs a
 training step, and its loss and gradients equal PyTorch's for the same weights, the same
 batch and the same dropout masks (float64, a tiny batch, train mode), and so do the
-weights after one adam step and the eval-mode scores after it. This guards the kernels
-and fused paths the benchmark times: whatever makes them faster must keep these equal."""
+weights after one adam step and the eval-mode scores after it. So do random CNNs of the
+same kinds (widths, kernels, strides, paddings and image sizes no zoo network has). This
+guards the kernels and fused paths the benchmark times: whatever makes them faster must
+keep these equal."""
 
+import copy
 import importlib.util
 import pathlib
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from graphnet import optim
 
@@ -32,12 +37,13 @@ def graphnet_masks(model):
     ]
 
 
-@pytest.mark.parametrize("name", [m.name for m in zoo.ZOO])
-def test_zoo_network_matches_pytorch(name):
-    spec = zoo.BY_NAME[name]
-    ours = zoo.build_graphnet(spec, np.float64, seed=3)
+def assert_step_and_eval_match_pytorch(spec, batch, seed=3):
+    """A training step of `spec` in float64 (loss, every gradient, the weights after one
+    adam step) and then its eval-mode scores equal its PyTorch twin's."""
+    ours = zoo.build_graphnet(spec, np.float64, seed=seed)
     net, dropouts = zoo.build_torch(spec, ours)
-    X, y = zoo.batch_of(spec, 3, np.float64, np.random.default_rng(4))
+    X, y = zoo.batch_of(spec, batch, np.float64, np.random.default_rng(seed + 1))
+    name = spec.name
 
     loss, grads = ours.loss(X, y)
     for layer, mask in zip(dropouts, graphnet_masks(ours), strict=True):
@@ -70,17 +76,59 @@ def test_zoo_network_matches_pytorch(name):
             err_msg=f"{name}: {key} after adam",
         )
     scores = ours.loss(X)
+    # torch's running variance is unbiased, the course's biased; with a few samples the
+    # eval scores of batchnorm nets differ by that alone, so they are compared with their
+    # own running statistics copied over.
+    zoo.copy_weights(spec, ours, net)
     net.eval()
     with torch.no_grad():
         expected_scores = net(torch.from_numpy(X)).numpy()
-    # torch's running variance is unbiased, the course's biased; with 3 samples the eval
-    # scores of batchnorm nets differ by that alone, so they are compared with their own
-    # running statistics copied over.
-    if any(layer[0] in ("bn", "sbn", "res") for layer in spec.layers):
-        zoo.copy_weights(spec, ours, net)
-        with torch.no_grad():
-            expected_scores = net(torch.from_numpy(X)).numpy()
     np.testing.assert_allclose(scores, expected_scores, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", [m.name for m in zoo.ZOO])
+def test_zoo_network_matches_pytorch(name):
+    assert_step_and_eval_match_pytorch(zoo.BY_NAME[name], batch=3)
+
+
+@st.composite
+def student_networks(draw, channels=(1, 4), widths=(2, 9), sizes=(3, 11), blocks=5):
+    """A CNN of the kinds students build, of random widths, kernels, strides, paddings and
+    image sizes, then a fully connected head: a zoo description with its input shape."""
+    image = (draw(st.integers(*channels)), draw(st.integers(*sizes)), draw(st.integers(*sizes)))
+    _, H, W = image
+    layers = []
+    for _ in range(draw(st.integers(1, blocks))):
+        k = draw(st.sampled_from([1, 2, 3, 5]))
+        stride, pad = draw(st.integers(1, 3)), draw(st.integers(0, k // 2 + 1))
+        if H + 2 * pad < k or W + 2 * pad < k:
+            continue
+        F = draw(st.integers(*widths))
+        layers.append(("conv", F, k, stride, pad))
+        H, W = 1 + (H + 2 * pad - k) // stride, 1 + (W + 2 * pad - k) // stride
+        # A norm over a single value per sample makes every output beta exactly, which the
+        # relu after it meets at its kink: the gradient there depends on rounding.
+        groups = [g for g in (1, 2, 3) if F % g == 0 and F // g * H * W >= 4]
+        norms = [[]] + [[("sbn",)]] * (H * W >= 2) + [[("gn", g)] for g in groups]
+        layers += draw(st.sampled_from(norms))
+        layers.append(draw(st.sampled_from([("relu",), ("leaky", 0.1), ("gelu",), ("tanh",)])))
+        if min(H, W) >= 2 and draw(st.booleans()):
+            layers.append(draw(st.sampled_from([("pool",), ("avgpool",)])))
+            H, W = H // 2, W // 2
+        if draw(st.booleans()):
+            layers.append(("res",))
+    if draw(st.booleans()):
+        layers.append(("gmean",))
+    if draw(st.booleans()):
+        layers += [("affine", draw(st.integers(1, 12))), ("bn",), ("relu",), ("dropout", 0.5)]
+    return zoo.ZooModel("student", "a random CNN", image, tuple(layers))
+
+
+@pytest.mark.parametrize("batch", [2, 5])
+@settings(max_examples=25, deadline=None)
+@given(spec=student_networks())
+def test_a_random_student_network_matches_pytorch(spec, batch):
+    assert_step_and_eval_match_pytorch(spec, batch)
 
 
 @pytest.mark.parametrize("batch", [1, 6])
@@ -102,3 +150,54 @@ def test_zoo_inference_matches_pytorch(name, batch):
         with torch.no_grad():
             expected = net(torch.from_numpy(X)).numpy()
         np.testing.assert_allclose(scores, expected, rtol=1e-7, atol=1e-10)
+
+
+@pytest.mark.parametrize("batch", [4, 7])  # a batchnorm of two samples passes back noise
+@settings(max_examples=20, deadline=None)
+@given(spec=student_networks(channels=(1, 20), widths=(8, 40), sizes=(6, 20), blocks=3))
+def test_a_wider_random_student_network_in_float32_matches_pytorch(spec, batch):
+    """float32 takes the vectorised and blocked kernels (16+ channels: Winograd, the
+    AVX-512 direct convs, the fused norms). Against PyTorch in float64 on the same weights
+    and masks, graphnet's float32 loss, gradients and eval scores are as close as PyTorch's
+    own float32 ones: each error in norm within 4x PyTorch's, or 1e-4 of the value, or (a
+    gradient that cancels to nearly zero, as a conv's weights before a batchnorm, is
+    rounding noise in both) 1e-6 of the whole gradient's norm."""
+    ours = zoo.build_graphnet(spec, np.float32, seed=8)
+    net, dropouts = zoo.build_torch(spec, ours)
+    net64 = copy.deepcopy(net).double()
+    X, y = zoo.batch_of(spec, batch, np.float32, np.random.default_rng(9))
+    loss, grads = ours.loss(X, y)
+    masks = graphnet_masks(ours)
+    for layer, mask in zip(dropouts, masks, strict=True):
+        layer.mask = torch.from_numpy(mask.astype(np.float32))
+    dropouts64 = [m for m in net64.modules() if isinstance(m, torch.nn.Dropout)]
+    for layer, mask in zip(dropouts64, masks, strict=True):
+        layer.mask = torch.from_numpy(mask.astype(np.float64))
+    losses = {}
+    for which, module, inputs in (("float32", net, X), ("float64", net64, X.astype(np.float64))):
+        module.train()
+        losses[which] = zoo.torch_loss(spec, module(torch.from_numpy(inputs)), torch.from_numpy(y))
+        losses[which].backward()
+
+    def as_close_as_torch(got, theirs, exact, what, floor=0.0):
+        error, their_error = np.linalg.norm(got - exact), np.linalg.norm(theirs - exact)
+        bound = max(4 * their_error, 1e-4 * np.linalg.norm(exact), floor)
+        assert error <= bound, (spec.layers, what, error, their_error)
+
+    as_close_as_torch(loss, losses["float32"].item(), losses["float64"].item(), "loss")
+    exact_grads = zoo.graphnet_view(spec, net64, grads=True)
+    floor = 1e-6 * np.sqrt(sum(np.sum(g**2) for g in exact_grads))
+    for (key, grad), theirs, exact in zip(
+        grads.items(), zoo.graphnet_view(spec, net, grads=True), exact_grads, strict=True
+    ):
+        assert grad.dtype == np.float32
+        as_close_as_torch(grad, theirs, exact, f"d{key}", floor)
+    scores = ours.loss(X)
+    zoo.copy_weights(spec, ours, net)
+    net64.load_state_dict(net.state_dict())
+    for module in (net, net64):
+        module.eval()
+    with torch.no_grad():
+        their_scores = net(torch.from_numpy(X)).numpy()
+        exact_scores = net64(torch.from_numpy(X.astype(np.float64))).numpy()
+    as_close_as_torch(scores, their_scores, exact_scores, "eval scores")
