@@ -6,11 +6,12 @@ cliff).
 
 Each case is a graph of one gate (plus the sum that makes the loss) on a (32, 32, 32, 32)
 input (1M elements; the softmaxes see it as 1024 rows of 1024, attention as 32 x 16 heads
-of 64 queries of 32 features, also the keys and values), timed as forward + backward against PyTorch's
-forward + backward of the same operation on one thread (graphnet._C.set_num_threads(1),
-torch.set_num_threads(1)). Time is the process's CPU time (the machine is shared: waits for
-a core are left out); the two take turns, `--repeat` steps each, `--rounds` times; the
-medians are printed with their ratio graphnet / PyTorch (goal: <= 1.2 for every gate).
+of 64 queries of 32 features, also the keys and values), timed as forward + backward
+against PyTorch's forward + backward of the same operation on one thread
+(graphnet._C.set_num_threads(1), torch.set_num_threads(1)). Time is the process's CPU time
+(the machine is shared: waits for a core are left out); the two take turns, `--repeat`
+steps each, `--rounds` times; the medians are printed with their ratio graphnet / PyTorch
+(goal: <= 1.2 for every gate).
 The first row, identity, is the sum alone: what every row pays for feeding x and for the
 sum's forward and backward (graphnet's backward of a sum writes its gradient out, PyTorch's
 expands a view), so a gate's own cost is its row less that one.
