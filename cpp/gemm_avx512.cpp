@@ -50,12 +50,15 @@ constexpr int64_t kDepth = 256;
 // Rows of A per pass over B's panels: 32 tiles share each panel, and their block of A
 // (256 rows x 256 inner indices, 256 KB in float32) stays in L2 from panel to panel.
 constexpr int64_t kChunkRows = 32 * kRows;
-// A panel is copied side by side first (pack_panel) for at least 8 tiles of rows, or when
-// B's rows are a multiple of 2 KB apart (512 float32 columns): read in place, such a
-// panel's 256 rows fall on a few sets of the L1 cache and miss at every tile (the
-// 512-column products ran at 1.3x OpenBLAS's time, packed at 0.8x). For fewer rows of a
-// narrower B the copy costs more than it saves (16 x 3072 x 100: 1.35x the in-place time).
+// A panel is copied side by side first (pack_panel) when B's rows are a multiple of 2 KB
+// apart (512 float32 columns): read in place, such a panel's rows fall on a few sets of
+// the L1 cache and miss at every tile (the 512-column products ran at 1.3x OpenBLAS's
+// time, copied at 0.8x). Otherwise for at least 8 tiles of rows and 128 inner indices:
+// for fewer rows the copy costs more than it saves (16 x 3072 x 100: 1.35x the in-place
+// time), and a shallower panel (24 KB at most) stays in L1 as it is (the Winograd
+// convolution's products, 32 or 64 channels deep).
 constexpr int64_t kPackRows = 8 * kRows;
+constexpr int64_t kPackDepth = 128;
 constexpr int64_t kAliasingBytes = 2048;
 
 struct Block {
@@ -150,7 +153,7 @@ void rows(int64_t row_begin, int64_t row_end, int64_t n, int64_t k, const T* a,
         const int64_t depth = k - k0 < kDepth ? k - k0 : kDepth;
         for (int64_t i0 = row_begin; i0 < row_end; i0 += kChunkRows) {
             const int64_t i1 = row_end - i0 < kChunkRows ? row_end : i0 + kChunkRows;
-            const bool pack = aliasing || i1 - i0 >= kPackRows;
+            const bool pack = aliasing || (i1 - i0 >= kPackRows && depth >= kPackDepth);
             for (int64_t j = 0; j < n; j += panel_columns) {
                 const int64_t left = n - j;
                 const __mmask16 lanes[kVectors] = {first_lanes(left, width),
