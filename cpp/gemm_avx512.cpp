@@ -19,6 +19,7 @@ struct Lanes<float> {
     static Vec broadcast(const float* p) { return _mm512_set1_ps(*p); }
     static Vec load(const float* p) { return _mm512_loadu_ps(p); }
     static Vec load(const float* p, __mmask16 lanes) { return _mm512_maskz_loadu_ps(lanes, p); }
+    static void store_aligned(float* p, Vec v) { _mm512_store_ps(p, v); }
     static void store(float* p, __mmask16 lanes, Vec v) { _mm512_mask_storeu_ps(p, lanes, v); }
     static Vec fma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
 };
@@ -33,6 +34,7 @@ struct Lanes<double> {
     static Vec load(const double* p, __mmask16 lanes) {
         return _mm512_maskz_loadu_pd(static_cast<__mmask8>(lanes), p);
     }
+    static void store_aligned(double* p, Vec v) { _mm512_store_pd(p, v); }
     static void store(double* p, __mmask16 lanes, Vec v) {
         _mm512_mask_storeu_pd(p, static_cast<__mmask8>(lanes), v);
     }
@@ -43,28 +45,40 @@ struct Lanes<double> {
 // broadcast element of A per row: per inner index 24 FMAs against 11 loads.
 constexpr int kRows = 8;
 constexpr int kVectors = 3;
-// Inner indices per block: a panel of B (128 x 3 vectors: 24 KB in either dtype) stays in
-// L1 while the row tiles pass over it.
-constexpr int64_t kDepth = 128;
+// Inner indices per block: a panel of B (256 x 3 vectors: 48 KB in either dtype).
+constexpr int64_t kDepth = 256;
+// Rows of A per pass over B's panels: 32 tiles share each panel, and their block of A
+// (256 rows x 256 inner indices, 256 KB in float32) stays in L2 from panel to panel.
+constexpr int64_t kChunkRows = 32 * kRows;
+// A panel is copied side by side first (pack_panel) when B's rows are a multiple of 2 KB
+// apart (512 float32 columns): read in place, such a panel's rows fall on a few sets of
+// the L1 cache and miss at every tile (the 512-column products ran at 1.3x OpenBLAS's
+// time, copied at 0.8x). Otherwise for at least 8 tiles of rows and 128 inner indices:
+// for fewer rows the copy costs more than it saves (16 x 3072 x 100: 1.35x the in-place
+// time), and a shallower panel (24 KB at most) stays in L1 as it is (the Winograd
+// convolution's products, 32 or 64 channels deep).
+constexpr int64_t kPackRows = 8 * kRows;
+constexpr int64_t kPackDepth = 128;
+constexpr int64_t kAliasingBytes = 2048;
 
 struct Block {
-    int64_t lda, ldb, ldc, depth;
+    int64_t lda, ldb, depth;
     bool first;  // the first block of k: C is written, not added to
 };
 
 // Rows [0, Rows) of A (a at the block's first row and inner index) times Vectors
-// vectors of B's panel (b at its first inner index and column), into c.
+// vectors of B's panel (b at its first inner index and column, rows ldb apart; Masked:
+// the last vector runs past column n), into the columns of c that `lanes` keeps.
 template <typename T, int Rows, int Vectors, bool Masked>
-void tile(const Block& blk, const T* a, const T* b, const __mmask16 (&lanes)[kVectors],
-          T* c) {
+void tile(const Block& blk, const T* a, const T* b, const __mmask16 (&lanes)[kVectors], T* c,
+          int64_t ldc) {
     using L = Lanes<T>;
     typename L::Vec acc[Rows][Vectors];
 #pragma GCC unroll 8
     for (int r = 0; r < Rows; ++r) {
 #pragma GCC unroll 3
         for (int v = 0; v < Vectors; ++v) {
-            acc[r][v] = blk.first ? L::zero()
-                                  : L::load(c + r * blk.ldc + v * L::kWidth, lanes[v]);
+            acc[r][v] = blk.first ? L::zero() : L::load(c + r * ldc + v * L::kWidth, lanes[v]);
         }
     }
     // Locals, not blk's fields: the compiler cannot tell that the stores to c leave blk
@@ -89,12 +103,13 @@ void tile(const Block& blk, const T* a, const T* b, const __mmask16 (&lanes)[kVe
 #pragma GCC unroll 8
     for (int r = 0; r < Rows; ++r) {
 #pragma GCC unroll 3
-        for (int v = 0; v < Vectors; ++v) L::store(c + r * blk.ldc + v * L::kWidth, lanes[v], acc[r][v]);
+        for (int v = 0; v < Vectors; ++v) L::store(c + r * ldc + v * L::kWidth, lanes[v], acc[r][v]);
     }
 }
 
 template <typename T>
-using Tile = void (*)(const Block&, const T*, const T*, const __mmask16 (&)[kVectors], T*);
+using Tile = void (*)(const Block&, const T*, const T*, const __mmask16 (&)[kVectors], T*,
+                      int64_t);
 
 template <typename T, int Vectors, bool Masked>
 constexpr Tile<T> kTilesOf[kRows + 1] = {
@@ -103,32 +118,60 @@ constexpr Tile<T> kTilesOf[kRows + 1] = {
     tile<T, 4, Vectors, Masked>, tile<T, 5, Vectors, Masked>, tile<T, 6, Vectors, Masked>,
     tile<T, 7, Vectors, Masked>, tile<T, 8, Vectors, Masked>};
 
+template <typename T>
+const Tile<T>* tiles_for(int vectors, bool masked) {
+    return vectors == 3   ? (masked ? kTilesOf<T, 3, true> : kTilesOf<T, 3, false>)
+           : vectors == 2 ? (masked ? kTilesOf<T, 2, true> : kTilesOf<T, 2, false>)
+                          : (masked ? kTilesOf<T, 1, true> : kTilesOf<T, 1, false>);
+}
+
 __mmask16 first_lanes(int64_t valid, int64_t width) {
     return valid >= width ? __mmask16((1u << width) - 1)
                           : valid <= 0 ? __mmask16(0) : __mmask16((1u << valid) - 1);
 }
 
+// Copies `depth` rows of `vectors` vectors of B (b at the panel's first row and column,
+// rows ldb apart) side by side into `panel`, the lanes past column n as zeros.
+template <typename T>
+void pack_panel(int64_t depth, int vectors, const T* b, int64_t ldb,
+                const __mmask16 (&lanes)[kVectors], T* panel) {
+    using L = Lanes<T>;
+    for (int64_t kk = 0; kk < depth; ++kk, b += ldb) {
+        for (int v = 0; v < vectors; ++v, panel += L::kWidth) {
+            L::store_aligned(panel, L::load(b + v * L::kWidth, lanes[v]));
+        }
+    }
+}
+
 template <typename T>
 void rows(int64_t row_begin, int64_t row_end, int64_t n, int64_t k, const T* a,
           int64_t lda, const T* b, int64_t ldb, T* c, int64_t ldc) {
-    constexpr int64_t width = Lanes<T>::kWidth, panel = kVectors * width;
+    constexpr int64_t width = Lanes<T>::kWidth, panel_columns = kVectors * width;
+    const bool aliasing = ldb * static_cast<int64_t>(sizeof(T)) % kAliasingBytes == 0;
+    alignas(64) T packed[kDepth * panel_columns];
     for (int64_t k0 = 0; k0 < k; k0 += kDepth) {
-        const Block blk{lda, ldb, ldc, k - k0 < kDepth ? k - k0 : kDepth, k0 == 0};
-        for (int64_t j = 0; j < n; j += panel) {
-            const int64_t left = n - j;
-            const __mmask16 lanes[kVectors] = {first_lanes(left, width),
-                                               first_lanes(left - width, width),
-                                               first_lanes(left - 2 * width, width)};
-            const int vectors = left > 2 * width ? 3 : left > width ? 2 : 1;
-            const bool masked = left < vectors * width;
-            const Tile<T>* tiles =
-                vectors == 3 ? (masked ? kTilesOf<T, 3, true> : kTilesOf<T, 3, false>)
-                : vectors == 2 ? (masked ? kTilesOf<T, 2, true> : kTilesOf<T, 2, false>)
-                               : (masked ? kTilesOf<T, 1, true> : kTilesOf<T, 1, false>);
-            for (int64_t i = row_begin; i < row_end; i += kRows) {
-                const int64_t count = row_end - i < kRows ? row_end - i : kRows;
-                tiles[count](blk, a + i * lda + k0, b + k0 * ldb + j, lanes,
-                             c + i * ldc + j);
+        const int64_t depth = k - k0 < kDepth ? k - k0 : kDepth;
+        for (int64_t i0 = row_begin; i0 < row_end; i0 += kChunkRows) {
+            const int64_t i1 = row_end - i0 < kChunkRows ? row_end : i0 + kChunkRows;
+            const bool pack = aliasing || (i1 - i0 >= kPackRows && depth >= kPackDepth);
+            for (int64_t j = 0; j < n; j += panel_columns) {
+                const int64_t left = n - j;
+                const __mmask16 lanes[kVectors] = {first_lanes(left, width),
+                                                   first_lanes(left - width, width),
+                                                   first_lanes(left - 2 * width, width)};
+                const int vectors = left > 2 * width ? 3 : left > width ? 2 : 1;
+                const T* panel = b + k0 * ldb + j;
+                Block blk{lda, ldb, depth, k0 == 0};
+                if (pack) {  // zeros past column n: every load is whole
+                    pack_panel(depth, vectors, panel, ldb, lanes, packed);
+                    panel = packed;
+                    blk.ldb = vectors * width;
+                }
+                const Tile<T>* tiles = tiles_for<T>(vectors, !pack && left < vectors * width);
+                for (int64_t i = i0; i < i1; i += kRows) {
+                    const int64_t count = i1 - i < kRows ? i1 - i : kRows;
+                    tiles[count](blk, a + i * lda + k0, panel, lanes, c + i * ldc + j, ldc);
+                }
             }
         }
     }

@@ -1,15 +1,18 @@
 // C = A * B on AVX-512 for the affine layer's forward, float32 and float64: a batch of
-// rows times a weight matrix of a few hundred columns or less over a long inner dimension
-// (the course nets' 3072 features times 100 hidden units).
+// rows times a weight matrix of any width over 32 or more inner indices (the course nets'
+// 3072 features times 100 hidden units, fc_dropout's 512, the temporal affine's 128 x 65),
+// and the Winograd convolution's per-point products.
 //
-// OpenBLAS reaches about 105 GFLOP/s in float32 (55 in float64) on 256 x 3072 x 100 on
-// this machine's AVX-512 core, PyTorch's BLAS 165 (92); this kernel 130 (70). It packs
-// nothing: it reads B's rows in place, in column panels (128 inner indices x 48 floats or
-// 24 doubles) that stay in L1 while every row tile of A passes over them. Measured and
-// dropped: copying each panel to an aligned block first (B's rows are 400 bytes apart, so
-// most loads straddle two cache lines), no faster at batch 256 and 1.4x slower at 16;
-// deeper panels (512, 4096) slower; the weight gradient A^T * dout through the same kernel
-// (broadcasts from A's columns) 1.5x slower than OpenBLAS (docs/performance/zoo.md).
+// One thread, 256 x 3072 x 100: OpenBLAS about 130 GFLOP/s in float32 (70 in float64),
+// PyTorch's MKL 150 (80), this kernel 147 (77); 256 x 3072 x 512: OpenBLAS 138 (65), MKL
+// 165-177 (79-84), this kernel 169 (78). B is read in column panels (256 inner indices x
+// 48 floats or 24 doubles) that stay in L1 while the row tiles of A pass over them. A
+// panel is copied side by side first when B's rows are a multiple of 2 KB apart (read in
+// place, its rows share a few L1 sets), or for 64 rows or more of A and 128 inner indices
+// (the copy is then cheap against the tiles that read it); otherwise it is read in place.
+// Measured and dropped: copying A's tiles too (slower), a 12-row x 2-vector tile (slower),
+// 128-deep panels (a few percent slower); the weight gradient A^T * dout through the same
+// kernel (broadcasts from A's columns) 1.5x slower than OpenBLAS (docs/performance/zoo.md).
 //
 // Like panel_gemm_avx512.h: compiled for AVX-512F, no library headers, call only when
 // cpu_has_avx512f().
@@ -21,7 +24,8 @@ namespace graphnet {
 
 // Rows [row_begin, row_end) of C (leading dimension ldc) = A (m x k, lda) * B (k x n,
 // ldb), all row-major, k > 0. Each element's sum runs over k in order whatever the rows
-// asked for, so splitting the rows across threads does not change the result.
+// asked for and whether its panel was copied, so splitting the rows (or, through b and c,
+// the columns) across threads does not change the result.
 void gemm_rows_avx512(int64_t row_begin, int64_t row_end, int64_t n, int64_t k,
                       const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
                       int64_t ldc);

@@ -39,27 +39,42 @@ void skinny_matmul(int64_t m, int64_t n, int64_t k, const float* a, const float*
     }
 }
 
-// A batch times a weight matrix of at most 256 columns over a long inner dimension:
-// gemm_avx512.h's kernel beats OpenBLAS there by 1.2-1.6x (docs/performance/zoo.md).
-// With k = n = 100 (the course's hidden layers) OpenBLAS is 1.2x faster, and with 512
-// columns 1.1x.
+// A batch times a weight matrix over 32 or more inner indices (the affine forward, the
+// temporal affine): gemm_avx512.h's kernel against OpenBLAS on one thread, float32
+// (float64): 256 x 3072 x 512 at 169 (78) GFLOP/s against 138 (65), 256 x 3072 x 100
+// 147 (77) against 132 (70), 12800 x 128 x 65 136 (73) against 108 (48), 256 x 100 x 100
+// the same (docs/performance/zoo.md). Below 32 inner indices the loads and stores of C's
+// tiles weigh more than the products.
 std::atomic<bool> avx512_enabled{true};  // set_avx512_matmul
 
-bool use_avx512(bool trans_a, bool trans_b, int64_t n, int64_t k) {
-    return avx512_enabled && !trans_a && !trans_b && k >= 256 && n <= 256 && cpu_has_avx512f();
+bool use_avx512(bool trans_a, bool trans_b, int64_t k) {
+    return avx512_enabled && !trans_a && !trans_b && k >= 32 && cpu_has_avx512f();
 }
 
-// Rows of C split across the threads in whole register tiles (8 rows).
+// C split across the threads in whole register tiles of rows (8), or when there are
+// fewer of those than threads, in blocks of 48 columns (one panel of the kernel in
+// float32, two in float64). Each element's sum runs over k in order whichever block
+// computes it, so the result is the same on any thread count.
 template <typename T>
 void avx512_matmul(int64_t m, int64_t n, int64_t k, const T* a, const T* b, T* c) {
-    constexpr int64_t kTile = 8;
-    const int64_t tiles = (m + kTile - 1) / kTile;
-#pragma omp parallel num_threads(team_size(tiles))
+    constexpr int64_t kTile = 8, kColumns = 48;
+    const int64_t tiles = (m + kTile - 1) / kTile, panels = (n + kColumns - 1) / kColumns;
+    const bool split_rows = tiles >= num_threads() || tiles >= panels;
+    const int64_t pieces = split_rows ? tiles : panels;
+#pragma omp parallel num_threads(team_size(pieces))
     {
         const int64_t t = omp_get_thread_num(), team = omp_get_num_threads();
-        const int64_t begin = std::min(m, tiles * t / team * kTile);
-        const int64_t end = std::min(m, tiles * (t + 1) / team * kTile);
-        if (begin < end) gemm_rows_avx512(begin, end, n, k, a, k, b, n, c, n);
+        const int64_t first = pieces * t / team, last = pieces * (t + 1) / team;
+        if (split_rows) {
+            const int64_t begin = std::min(m, first * kTile), end = std::min(m, last * kTile);
+            if (begin < end) gemm_rows_avx512(begin, end, n, k, a, k, b, n, c, n);
+        } else {
+            const int64_t begin = std::min(n, first * kColumns);
+            const int64_t end = std::min(n, last * kColumns);
+            if (begin < end) {
+                gemm_rows_avx512(0, m, end - begin, k, a, k, b + begin, n, c + begin, n);
+            }
+        }
     }
 }
 
@@ -80,7 +95,7 @@ void matmul(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T
         return gemv(!trans_b, static_cast<int>(trans_b ? n : k), static_cast<int>(trans_b ? k : n),
                     b, static_cast<int>(ldb), a, c);
     }
-    if (use_avx512(trans_a, trans_b, n, k)) return avx512_matmul(m, n, k, a, b, c);
+    if (use_avx512(trans_a, trans_b, k)) return avx512_matmul(m, n, k, a, b, c);
     if constexpr (std::is_same_v<T, float>) {
         if (use_skinny<T>(trans_a, trans_b, m, n, k)) return skinny_matmul(m, n, k, a, b, c);
     }

@@ -77,7 +77,7 @@ def test_matmul_errors_name_the_shapes(a, b, kwargs, words):
         _C.matmul(a, b, **kwargs)
 
 
-# ---- the AVX-512 kernel (gemm_avx512.h): a batch times at most 256 columns, k >= 256 ----
+# ---- the AVX-512 kernel (gemm_avx512.h): any batch times any B over k >= 32 ----
 
 
 def avx512_cpu():
@@ -110,11 +110,13 @@ def assert_product(out, a, b, dtype):
     assert np.all(np.abs(out - exact) <= bound + np.finfo(dtype).tiny)
 
 
-# Rows 1..9 and 17 cover the 8-row tile's remainders; columns the 16-float / 8-double
-# vectors' and the 3-vector panel's edges; k the 128-deep blocks' edges.
+# Rows 1..9 and 17 cover the 8-row tile's remainders with B read in place, 64, 71 and 263
+# (past one 256-row chunk) with B's panels copied; columns the 16-float / 8-double
+# vectors' and the 3-vector panel's edges, 256 and 512 the rows 2 KB apart (copied at any
+# batch); k the 256-deep blocks' edges.
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("m", [1, 2, 7, 8, 9, 17])
-@pytest.mark.parametrize("n", [1, 7, 8, 9, 15, 16, 17, 24, 25, 33, 47, 48, 49, 100, 256])
+@pytest.mark.parametrize("m", [1, 2, 7, 8, 9, 17, 64, 71, 263])
+@pytest.mark.parametrize("n", [1, 7, 8, 9, 15, 16, 17, 24, 25, 33, 47, 48, 49, 100, 256, 512])
 def test_avx512_matmul_every_tile_remainder(dtype, m, n):
     rng = np.random.default_rng(m * 1000 + n)
     a = rng.standard_normal((m, 257)).astype(dtype)
@@ -125,11 +127,11 @@ def test_avx512_matmul_every_tile_remainder(dtype, m, n):
         np.testing.assert_allclose(out, _C.matmul(a, b), rtol=1e-4, atol=1e-4)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(
-    m=st.integers(0, 40),
-    n=st.integers(1, 256),
-    k=st.integers(256, 700),
+    m=st.integers(0, 90),
+    n=st.integers(1, 600),
+    k=st.integers(32, 700),
     dtype=st.sampled_from([np.float32, np.float64]),
     seed=st.integers(0, 2**16),
 )
@@ -142,11 +144,26 @@ def test_avx512_matmul_random_shapes_and_views(m, n, k, dtype, seed):
     np.testing.assert_array_equal(out, _C.matmul(np.ascontiguousarray(a), np.ascontiguousarray(b)))
 
 
+# B's panels are copied side by side for 64 rows or more of a thread's block, or when B's
+# rows are a multiple of 2 KB apart (512 float32 or 256 float64 columns); they are read in
+# place otherwise. Rows 100 on 1 thread (copied) against 2 (50 each, read in place), 3
+# columns' blocks for 5 rows on 2 or more threads: the same bits either way.
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_avx512_matmul_is_bitwise_equal_on_any_thread_count(dtype):
-    rng = np.random.default_rng(5)
-    a = rng.standard_normal((61, 3072)).astype(dtype)
-    b = rng.standard_normal((3072, 100)).astype(dtype)
+@pytest.mark.parametrize(
+    "m,n,k",
+    [
+        (61, 100, 3072),
+        (100, 100, 300),
+        (100, 512, 257),
+        (300, 256, 40),
+        (5, 130, 600),
+        (9, 1000, 33),
+    ],
+)
+def test_avx512_matmul_is_bitwise_equal_on_any_thread_count(dtype, m, n, k):
+    rng = np.random.default_rng(m + n + k)
+    a = rng.standard_normal((m, k)).astype(dtype)
+    b = rng.standard_normal((k, n)).astype(dtype)
     before = _C.get_num_threads()
     try:
         results = []
