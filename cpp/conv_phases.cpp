@@ -76,27 +76,34 @@ PhaseForward::PhaseForward(const ConvGeometry& g, const float* w, const float* b
       F_padded_(round_up(g.F, kTapLanes)),
       rows_(round_up(g.Ho * Ws_, kTapRows)),
       offsets_(phase_offsets(g, Hs_, Ws_)),
-      wpack_(g.taps() * F_padded_, 0.0f),
-      bias_(F_padded_, 0.0f) {
+      wpack_(1, checked_mul(g.taps(), F_padded_, "conv phase weights")),
+      bias_(1, F_padded_) {
     const int64_t taps = g.taps();  // w is F x taps, wpack taps x F_padded
     // (a scalar loop writing one float per tap row took as long as a small batch's forward)
-    tap_transpose_avx512(g.F, taps, w, taps, wpack_.data(), F_padded_);
-    std::copy(b, b + g.F, bias_.begin());
+    tap_transpose_avx512(g.F, taps, w, taps, wpack_.scratch_of(0), F_padded_);
+    std::copy(b, b + g.F, bias_.scratch_of(0));
+}
+
+// The wide output follows the planes and the reads of the last tile past them, on a cache
+// line: the kernel loads and stores its rows as whole vectors.
+int64_t PhaseForward::out_t_offset() const {
+    const int64_t planes = checked_mul(s_ * s_ * g_.C, Hs_ * Ws_, "conv phase planes");
+    return CacheLineScratch::round_up_to_line(planes + g_.WW + kTapRows);
 }
 
 int64_t PhaseForward::scratch_floats() const {
     // the planes, the reads of the last tile past them, the wide output (transposed)
-    const int64_t planes = checked_mul(s_ * s_ * g_.C, Hs_ * Ws_, "conv phase planes");
-    return planes + g_.WW + kTapRows + checked_mul(rows_, F_padded_, "conv phase output");
+    return checked_add(out_t_offset(), checked_mul(rows_, F_padded_, "conv phase output"),
+                       "conv phase output");
 }
 
 void PhaseForward::image(const float* x, float* out, float* scratch) const {
-    const int64_t planes = s_ * s_ * g_.C * Hs_ * Ws_;
-    float* out_t = scratch + planes + g_.WW + kTapRows;
+    float* out_t = scratch + out_t_offset();
     split_phases(g_, Hs_, Ws_, x, scratch);
     const TapConv t{g_.taps(), g_.F, F_padded_, g_.Ho * Ws_,
                     tap_conv_block(F_padded_, s_ * s_ * Hs_ * Ws_ / (g_.HH * g_.WW))};
-    tap_conv_forward_avx512(t, offsets_.data(), scratch, wpack_.data(), bias_.data(), out_t);
+    tap_conv_forward_avx512(t, offsets_.data(), scratch, wpack_.scratch_of(0), bias_.scratch_of(0),
+                            out_t);
     for (int64_t oy = 0; oy < g_.Ho; ++oy) {
         tap_transpose_avx512(g_.Wo, g_.F, out_t + oy * Ws_ * F_padded_, F_padded_,
                              out + oy * g_.Wo, g_.positions());
@@ -140,7 +147,7 @@ void phase_input_gradient(const ConvGeometry& g, const float* dout, const float*
     struct Phase {
         int64_t a, b, i0, i1, j0, j1;
         std::vector<int64_t> offsets;
-        std::vector<float> wpack;  // taps (f, m, n) x C_padded
+        CacheLineScratch wpack;  // taps (f, m, n) x C_padded
     };
     // w as (F, HH*WW, C_padded): for each filter and tap a row of channels, which is what
     // a phase's packed weights hold (gathering them float by float from w cost as much
@@ -159,14 +166,14 @@ void phase_input_gradient(const ConvGeometry& g, const float* dout, const float*
                      first_real(s, b, g.pad), end_real(s, b, g.pad, g.W), {}, {}};
             const int64_t M = a < g.HH ? ceil_div(g.HH - a, s) : 0;
             const int64_t Nw = b < g.WW ? ceil_div(g.WW - b, s) : 0;
-            ph.wpack.resize(F * M * Nw * C_padded);
+            ph.wpack.assign(1, F * M * Nw * C_padded);
             for (int64_t f = 0; f < F; ++f) {
                 for (int64_t m = 0; m < M; ++m) {
                     for (int64_t n = 0; n < Nw; ++n) {
                         ph.offsets.push_back((f * Hd + top - m) * Wd + left - n);
                         const float* row = rows.data() + (f * kernel + (s * m + a) * g.WW + s * n + b) * C_padded;
                         std::copy(row, row + C_padded,
-                                  ph.wpack.begin() + ((f * M + m) * Nw + n) * C_padded);
+                                  ph.wpack.scratch_of(0) + ((f * M + m) * Nw + n) * C_padded);
                     }
                 }
             }
@@ -174,19 +181,21 @@ void phase_input_gradient(const ConvGeometry& g, const float* dout, const float*
             phases.push_back(std::move(ph));
         }
     }
-    const int64_t padded = checked_mul(F, Hd * Wd, "conv phase dout") + g.WW + kTapRows;
-    // per thread: the padded dout, a phase's wide output (positions x channels), and the
+    const int64_t padded = CacheLineScratch::round_up_to_line(
+        checked_mul(F, Hd * Wd, "conv phase dout") + g.WW + kTapRows);
+    // per thread, each on a cache line (the kernel loads and stores out_t's rows as whole
+    // vectors): the padded dout, a phase's wide output (positions x channels), and the
     // s phases of one row phase a transposed (channels x positions), merged into dx rows
     const int64_t wide_floats = checked_mul(widest, C_padded, "conv phase dx");
     const int64_t scratch = checked_add(
         padded, checked_mul(s + 1, wide_floats, "conv phase dx"), "conv phase dx");
     const int threads = team_size(g.N);
-    std::vector<float> scratches(checked_mul(threads, scratch, "conv phase dx"), 0.0f);
-    const std::vector<float> no_bias(C_padded, 0.0f);
+    CacheLineScratch scratches(threads, scratch);
+    const CacheLineScratch no_bias(1, C_padded);
     const int64_t image = C * g.H * g.W, p = g.pad, W = g.W;
 #pragma omp parallel for schedule(dynamic) num_threads(threads)
     for (int64_t n = 0; n < g.N; ++n) {
-        float* doutp = scratches.data() + omp_get_thread_num() * scratch;
+        float* doutp = scratches.scratch_of(omp_get_thread_num());
         float* out_t = doutp + padded;
         float* planes = out_t + wide_floats;  // phase b at planes + b * wide_floats
         pad_interior(F, g.Ho, g.Wo, Hd, Wd, top, left, dout + n * F * g.Ho * g.Wo, doutp);
@@ -204,8 +213,8 @@ void phase_input_gradient(const ConvGeometry& g, const float* dout, const float*
                 }
                 const TapConv t{taps, C, C_padded, wide,
                                 tap_conv_block(C_padded, Hd * Wd * F / taps)};
-                tap_conv_forward_avx512(t, ph.offsets.data(), doutp + i0 * Wd, ph.wpack.data(),
-                                        no_bias.data(), out_t);
+                tap_conv_forward_avx512(t, ph.offsets.data(), doutp + i0 * Wd,
+                                        ph.wpack.scratch_of(0), no_bias.scratch_of(0), out_t);
                 tap_transpose_avx512(wide, C, out_t, C_padded, plane, wide);
             }
             // dx row h = s*i + a - pad: its pixel w = s*k + r comes from phase
