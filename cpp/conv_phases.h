@@ -39,7 +39,11 @@ class PhaseForward {
   private:
     int64_t out_t_offset() const;  // in the scratch
     ConvGeometry g_;
-    int64_t s_, Hs_, Ws_, F_padded_, rows_;  // rows_: wide-grid positions, rounded up
+    int64_t s_, Hs_, Ws_, F_padded_;
+    // Where each output position reads the planes (TapConv::at), when the filters fill the
+    // kernel's widest tiles; else empty, and the output is computed on the wide grid.
+    std::vector<int64_t> at_;
+    int64_t Q_, rows_;  // positions computed, and Q_ rounded up: out_t's rows
     std::vector<int64_t> offsets_;
     CacheLineScratch wpack_, bias_;  // taps x F_padded, F_padded
 };
