@@ -369,11 +369,18 @@ void forward_images(const ConvGeometry& g, int threads, const T* x, const T* w, 
 // An empty batch returns at once in all three kernels: their per-thread buffers are
 // sized by one image, which an empty batch of large images does not justify.
 template <typename T>
-void conv_forward(const ConvGeometry& g, const T* x, const T* w, const T* b, T* out) {
+void conv_forward(const ConvGeometry& g, const T* x, const T* w, const T* b, T* out, bool relu) {
     if (g.N == 0) return;
     const int64_t image = g.F * g.positions();
     forward_images(g, team_size(g.N), x, w, b, [&](int64_t n, int) { return out + n * image; },
-                   [](int64_t, const T*) {});
+                   [&](int64_t n, const T*) {
+                       if (!relu) return;
+                       T* o = out + n * image;
+#pragma omp simd
+                       for (int64_t i = 0; i < image; ++i) {
+                           o[i] = (o[i] > T(0) || o[i] != o[i]) ? o[i] : T(0);  // as relu_forward
+                       }
+                   });
 }
 
 template <typename T>
@@ -534,8 +541,8 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
     std::copy(total + dw_floats, total + slot, db);
 }
 
-template void conv_forward<float>(const ConvGeometry&, const float*, const float*, const float*, float*);
-template void conv_forward<double>(const ConvGeometry&, const double*, const double*, const double*, double*);
+template void conv_forward<float>(const ConvGeometry&, const float*, const float*, const float*, float*, bool);
+template void conv_forward<double>(const ConvGeometry&, const double*, const double*, const double*, double*, bool);
 template void conv_relu_pool_forward<float>(const ConvGeometry&, const PoolGeometry&, const float*,
                                             const float*, const float*, float*, int32_t*);
 template void conv_relu_pool_forward<double>(const ConvGeometry&, const PoolGeometry&,
