@@ -22,6 +22,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "cache_line.h"
 #include "conv_direct.h"
 #include "conv_phases.h"
 #include "conv_winograd.h"
@@ -77,30 +78,6 @@ Kernel forward_kernel(int64_t F, int64_t Wo) {
 }
 
 int64_t padded_filters(int64_t F, int64_t tile) { return (F + tile - 1) / tile * tile; }
-
-// The AVX-512 weight-gradient kernels load whole vectors from rows of their scratch a
-// multiple of 16 floats apart: each thread's scratch starts on a cache line, so that no
-// load straddles two (per pass, one thread, batch 16, 3x3 on the direct kernel: 32 -> 32
-// @32 1.88 -> 1.71 ms, 32 -> 64 @16 0.95 -> 0.86, 64 -> 64 @16 1.88 -> 1.73, against
-// where std::vector put them). scratch_of(t) is thread t's.
-class CacheLineScratch {
-  public:
-    void assign(int threads, int64_t floats_per_thread) {
-        per_thread_ = (floats_per_thread + kLineFloats - 1) / kLineFloats * kLineFloats;
-        floats_.assign(checked_add(checked_mul(threads, per_thread_, "conv dw scratch"),
-                                   kLineFloats - 1, "conv dw scratch"),
-                       0.0f);
-        const auto at = reinterpret_cast<std::uintptr_t>(floats_.data()), line = std::uintptr_t(64);
-        first_ = floats_.data() + (line - at % line) % line / sizeof(float);
-    }
-    float* scratch_of(int t) { return first_ + t * per_thread_; }
-
-  private:
-    static constexpr int64_t kLineFloats = 16;
-    std::vector<float> floats_;
-    float* first_ = nullptr;
-    int64_t per_thread_ = 0;
-};
 
 // Whether the weight gradient runs on an AVX-512 kernel (conv_direct.h). On 16+ channels
 // its kernel with vectors along the filters beats the GEMM for any number of filters and
@@ -392,11 +369,18 @@ void forward_images(const ConvGeometry& g, int threads, const T* x, const T* w, 
 // An empty batch returns at once in all three kernels: their per-thread buffers are
 // sized by one image, which an empty batch of large images does not justify.
 template <typename T>
-void conv_forward(const ConvGeometry& g, const T* x, const T* w, const T* b, T* out) {
+void conv_forward(const ConvGeometry& g, const T* x, const T* w, const T* b, T* out, bool relu) {
     if (g.N == 0) return;
     const int64_t image = g.F * g.positions();
     forward_images(g, team_size(g.N), x, w, b, [&](int64_t n, int) { return out + n * image; },
-                   [](int64_t, const T*) {});
+                   [&](int64_t n, const T*) {
+                       if (!relu) return;
+                       T* o = out + n * image;
+#pragma omp simd
+                       for (int64_t i = 0; i < image; ++i) {
+                           o[i] = (o[i] > T(0) || o[i] != o[i]) ? o[i] : T(0);  // as relu_forward
+                       }
+                   });
 }
 
 template <typename T>
@@ -450,7 +434,10 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
     std::vector<int64_t> tap_offsets;  // where each tap's window starts in a padded image
     std::vector<float> pads;           // each thread's padded images of one chunk
     std::optional<PhaseWeightGradient> phase_dw;
-    CacheLineScratch scratches;        // each thread's scratch of the AVX-512 dw kernels
+    // each thread's scratch of the AVX-512 dw kernels, on a cache line (cache_line.h: per
+    // pass, one thread, batch 16, 3x3 on the direct kernel: 32 -> 32 @32 1.88 -> 1.71 ms,
+    // 32 -> 64 @16 0.95 -> 0.86, 64 -> 64 @16 1.88 -> 1.73, against where std::vector put it)
+    CacheLineScratch scratches;
     if constexpr (std::is_same_v<T, float>) {
         if (dx && winograd_conv(g, g.F, g.C)) {
             winograd_input_gradient(g, dout, w, dx);
@@ -554,8 +541,8 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
     std::copy(total + dw_floats, total + slot, db);
 }
 
-template void conv_forward<float>(const ConvGeometry&, const float*, const float*, const float*, float*);
-template void conv_forward<double>(const ConvGeometry&, const double*, const double*, const double*, double*);
+template void conv_forward<float>(const ConvGeometry&, const float*, const float*, const float*, float*, bool);
+template void conv_forward<double>(const ConvGeometry&, const double*, const double*, const double*, double*, bool);
 template void conv_relu_pool_forward<float>(const ConvGeometry&, const PoolGeometry&, const float*,
                                             const float*, const float*, float*, int32_t*);
 template void conv_relu_pool_forward<double>(const ConvGeometry&, const PoolGeometry&,

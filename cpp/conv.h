@@ -51,8 +51,11 @@ void pad_interior(int64_t C, int64_t H, int64_t W, int64_t Hp, int64_t Wp, int64
     }
 }
 
+// relu: out holds relu(the convolution), each image's taken as the relu gate does (a NaN
+// passes) while it is still in cache, instead of in a pass of its own over the batch.
 template <typename T>
-void conv_forward(const ConvGeometry& g, const T* x, const T* w, const T* b, T* out);
+void conv_forward(const ConvGeometry& g, const T* x, const T* w, const T* b, T* out,
+                  bool relu = false);
 
 // conv -> relu -> max pool in one pass over the batch, with p the pooling of the
 // convolution's output (N, F, Ho, Wo): each image's convolution is pooled while it is still

@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "cache_line.h"
 #include "conv.h"
 #include "threads.h"
 
@@ -31,15 +32,20 @@ class PhaseForward {
   public:
     PhaseForward(const ConvGeometry& g, const float* w, const float* b);
     int64_t scratch_floats() const;  // per thread
-    // out (F x Ho x Wo) of image x (C x H x W); scratch is this thread's, zeroed by the
-    // caller once (the planes' borders are never written).
+    // out (F x Ho x Wo) of image x (C x H x W); scratch is this thread's, on a cache line
+    // and zeroed by the caller once (the planes' borders are never written).
     void image(const float* x, float* out, float* scratch) const;
 
   private:
+    int64_t out_t_offset() const;  // in the scratch
     ConvGeometry g_;
-    int64_t s_, Hs_, Ws_, F_padded_, rows_;  // rows_: wide-grid positions, rounded up
+    int64_t s_, Hs_, Ws_, F_padded_;
+    // Where each output position reads the planes (TapConv::at), when the filters fill the
+    // kernel's widest tiles; else empty, and the output is computed on the wide grid.
+    std::vector<int64_t> at_;
+    int64_t Q_, rows_;  // positions computed, and Q_ rounded up: out_t's rows
     std::vector<int64_t> offsets_;
-    std::vector<float> wpack_, bias_;
+    CacheLineScratch wpack_, bias_;  // taps x F_padded, F_padded
 };
 
 // Splits image x into its phase planes (the planes' floats first in `planes`).
@@ -68,13 +74,12 @@ template <typename OutOf, typename Done>
 void phase_forward(const ConvGeometry& g, int threads, const float* x, const float* w,
                    const float* b, OutOf&& out_of, Done&& done) {
     const PhaseForward layer(g, w, b);
-    const int64_t scratch = layer.scratch_floats();
-    std::vector<float> scratches(checked_mul(threads, scratch, "conv phase planes"), 0.0f);
+    CacheLineScratch scratches(threads, layer.scratch_floats());
 #pragma omp parallel for schedule(dynamic) num_threads(threads)
     for (int64_t n = 0; n < g.N; ++n) {
         const int t = omp_get_thread_num();
         float* out = out_of(n, t);
-        layer.image(x + n * g.C * g.H * g.W, out, scratches.data() + t * scratch);
+        layer.image(x + n * g.C * g.H * g.W, out, scratches.scratch_of(t));
         done(n, out);
     }
 }

@@ -26,11 +26,16 @@ struct TapConv {
     int64_t F_padded;  // F rounded up to kTapLanes: the row length of wpack, out_t, dout_t
     int64_t Q;         // output positions computed per image (a wide grid, see below)
     int64_t block;     // taps per pass of the forward over all positions (>= 1)
+    // Where the forward's position q reads (in + at[q]), for q < Q rounded up to kTapRows;
+    // null: at q itself. Only with F_padded a whole number of the widest tiles (kTapWide
+    // vectors), whose kernel keeps one pointer per position in a register.
+    const int64_t* at = nullptr;
 };
 
 
-// Floats per vector.
+// Floats per vector, and vectors of filters in the forward's widest tile.
 constexpr int64_t kTapLanes = 16;
+constexpr int64_t kTapWide = 4;
 
 // Positions per forward tile divide this: out_t needs Q rounded up to it rows, and the
 // input that many readable floats past its last tap's last position.
@@ -46,8 +51,9 @@ inline int64_t tap_conv_block(int64_t F_padded, int64_t input_per_tap) {
     return floats > 1 ? floats : 1;
 }
 
-// out_t[q * F_padded + f] = bias[f] + sum_t wpack[t * F_padded + f] * in[offsets[t] + q]
-// for q < Q rounded up to kTapRows (bias and wpack padded with zeros to F_padded).
+// out_t[q * F_padded + f] = bias[f] + sum_t wpack[t * F_padded + f] * in[offsets[t] + at[q]]
+// for q < Q rounded up to kTapRows (bias and wpack padded with zeros to F_padded; at[q] = q
+// when g.at is null).
 void tap_conv_forward_avx512(const TapConv& g, const int64_t* offsets, const float* in,
                              const float* wpack, const float* bias, float* out_t);
 

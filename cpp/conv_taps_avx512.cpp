@@ -24,8 +24,9 @@ static_assert(Lanes512::N == kTapLanes, "F_padded is whole vectors");
 
 // Forward tile: Vf vectors of filters from f0 times Pos positions from q0, taps t0 .. t1-1.
 // Per tap Vf weight loads and Pos broadcasts (folded into the FMAs) feed Vf * Pos FMAs.
-// The first block of taps starts from the bias, the others from what out_t holds.
-template <class L, int Vf, int Pos>
+// The first block of taps starts from the bias, the others from what out_t holds. Mapped:
+// position q reads in + g.at[q], one pointer per position; else in + q, one pointer.
+template <class L, int Vf, int Pos, bool Mapped>
 void tap_forward_tile(const TapConv& g, const int64_t* offsets, const float* in,
                       const float* wpack, const float* bias, float* out_t, int64_t f0,
                       int64_t q0, int64_t t0, int64_t t1) {
@@ -42,14 +43,20 @@ void tap_forward_tile(const TapConv& g, const int64_t* offsets, const float* in,
     }
     const float* w = wpack + t0 * stride + f0;
     const float* base = in + q0;
+    const float* from[Mapped ? Pos : 1];  // each position's pointer, where mapped
+    if constexpr (Mapped) {
+#pragma GCC unroll 32
+        for (int j = 0; j < Pos; ++j) from[j] = in + g.at[q0 + j];
+    }
     for (int64_t t = t0; t < t1; ++t, w += stride) {
         V wv[Vf];
 #pragma GCC unroll 8
         for (int v = 0; v < Vf; ++v) wv[v] = L::load(w + v * L::N);
-        const float* p = base + offsets[t];
+        const int64_t offset = offsets[t];
+        const float* p = base + offset;
 #pragma GCC unroll 32
         for (int j = 0; j < Pos; ++j) {
-            const V x = L::broadcast(p + j);
+            const V x = L::broadcast(Mapped ? from[j] + offset : p + j);
 #pragma GCC unroll 8
             for (int v = 0; v < Vf; ++v) acc[j][v] = L::fma(wv[v], x, acc[j][v]);
         }
@@ -61,13 +68,13 @@ void tap_forward_tile(const TapConv& g, const int64_t* offsets, const float* in,
     }
 }
 
-template <class L, int Vf, int Pos>
+template <class L, int Vf, int Pos, bool Mapped = false>
 void tap_forward_block(const TapConv& g, const int64_t* offsets, const float* in,
                        const float* wpack, const float* bias, float* out_t, int64_t f0,
                        int64_t t0, int64_t t1) {
     static_assert(kTapRows % Pos == 0, "out_t holds Q rounded up to kTapRows rows");
     for (int64_t q0 = 0; q0 < g.Q; q0 += Pos) {
-        tap_forward_tile<L, Vf, Pos>(g, offsets, in, wpack, bias, out_t, f0, q0, t0, t1);
+        tap_forward_tile<L, Vf, Pos, Mapped>(g, offsets, in, wpack, bias, out_t, f0, q0, t0, t1);
     }
 }
 
@@ -81,6 +88,13 @@ void tap_forward(const TapConv& g, const int64_t* offsets, const float* in, cons
     const int64_t vectors = g.F_padded / L::N;
     for (int64_t t0 = 0; t0 < g.taps; t0 += g.block) {
         const int64_t t1 = g.taps - t0 < g.block ? g.taps : t0 + g.block;
+        if (g.at) {  // F_padded is whole Wide tiles (conv_taps.h)
+            for (int64_t v0 = 0; v0 < vectors; v0 += Wide) {
+                tap_forward_block<L, Wide, Accumulators / Wide, true>(
+                    g, offsets, in, wpack, bias, out_t, v0 * L::N, t0, t1);
+            }
+            continue;
+        }
         int64_t v0 = 0;
         for (; v0 + Wide <= vectors; v0 += Wide) {
             tap_forward_block<L, Wide, Accumulators / Wide>(g, offsets, in, wpack, bias, out_t,
@@ -235,7 +249,7 @@ void tap_transpose_avx512(int64_t rows, int64_t cols, const float* src, int64_t 
 
 void tap_conv_forward_avx512(const TapConv& g, const int64_t* offsets, const float* in,
                              const float* wpack, const float* bias, float* out_t) {
-    tap_forward<Lanes512, 4, 24>(g, offsets, in, wpack, bias, out_t);
+    tap_forward<Lanes512, kTapWide, 24>(g, offsets, in, wpack, bias, out_t);
 }
 
 void tap_conv_dw_avx512(const TapConv& g, int64_t rows, int64_t cols, int64_t row,

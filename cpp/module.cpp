@@ -82,7 +82,7 @@ ConvGeometry checked_conv_forward(const py::array& x, const py::array& w, const 
 }
 
 py::array py_conv_forward(const py::array& x, const py::array& w, const py::array& b,
-                       int64_t stride, int64_t pad) {
+                       int64_t stride, int64_t pad, bool relu) {
     const ConvGeometry g = checked_conv_forward(x, w, b, stride, pad);
     return dispatch_float(x, "conv x", [&](auto zero) -> py::array {
         using T = decltype(zero);
@@ -91,7 +91,7 @@ py::array py_conv_forward(const py::array& x, const py::array& w, const py::arra
         const T *xp = xc.data(), *wp = wc.data(), *bp = bc.data();
         T* op = out.mutable_data();
         py::gil_scoped_release nogil;
-        conv_forward(g, xp, wp, bp, op);
+        conv_forward(g, xp, wp, bp, op, relu);
         return out;
     });
 }
@@ -900,9 +900,11 @@ PYBIND11_MODULE(_C, m) {
     m.attr("__version__") = "0.1.0";
 
     m.def("conv_forward", &py_conv_forward, "x"_a, "w"_a, "b"_a, "stride"_a, "pad"_a,
+          "relu"_a = false,
           "Convolution (cross-correlation) of x (N, C, H, W) with w (F, C, HH, WW) plus b (F,)\n"
           "-> out (N, F, 1 + (H + 2 pad - HH) // stride, 1 + (W + 2 pad - WW) // stride).\n"
-          "x, w, b must share one dtype, float32 or float64; out has that dtype.");
+          "x, w, b must share one dtype, float32 or float64; out has that dtype.\n"
+          "relu=True: relu(out) as the relu gate takes it, each image's while in cache.");
     m.def("conv_backward", &py_conv_backward, "dout"_a, "x"_a, "w"_a, "stride"_a, "pad"_a,
           py::kw_only(), "need_dx"_a = true, "need_dw"_a = true,
           "Gradients of conv_forward -> (dx, dw, db). need_dx=False / need_dw=False skip\n"

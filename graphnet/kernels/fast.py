@@ -20,6 +20,7 @@ from .geometry import INT64_MIN, int64, window_count
 __all__ = [
     "conv_forward_fast",
     "conv_backward_fast",
+    "conv_relu_forward_fast",
     "conv_relu_pool_forward_fast",
     "max_pool_forward_fast",
     "relu_max_pool_forward_fast",
@@ -48,6 +49,16 @@ def conv_forward_fast(x, w, b, conv_param):
     x, w, b = np.asarray(x), np.asarray(w), np.asarray(b)
     out = _C.conv_forward(x, w, b, stride, pad)
     return out, (x, w, b, conv_param)
+
+
+def conv_relu_forward_fast(x, w, b, conv_param):
+    """relu(conv_forward_fast(x, w, b, conv_param)[0]), bit for bit (a NaN passes, as in the
+    relu gate), each image's relu taken while its convolution is still in cache rather than
+    in a pass of its own over the batch. Returns out alone: no cache, so no backward."""
+    stride = _int_param(conv_param, "stride", "conv_param")
+    pad = _int_param(conv_param, "pad", "conv_param")
+    x, w, b = np.asarray(x), np.asarray(w), np.asarray(b)
+    return _C.conv_forward(x, w, b, stride, pad, relu=True)
 
 
 def conv_relu_pool_forward_fast(x, w, b, conv_param, pool_param):

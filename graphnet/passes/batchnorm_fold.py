@@ -24,6 +24,7 @@ import functools
 import numpy as np
 
 from ..core.plan import Step
+from ..kernels import fast
 from .base import FusionPass, kept, readers, register_pass
 
 
@@ -55,18 +56,33 @@ def _fused_step(norm):
     return Step(norm, conv.inputs + norm.inputs[1:], forward_run(conv, norm), (), (conv, norm))
 
 
-def forward_run(conv, norm):
-    """The fused step's run(store)."""
+def forward_run(conv, norm, relu=None):
+    """The fused step's run(store). With `relu` (the relu gate reading the batchnorm, as in
+    norm_relu.py's ConvBatchnormRelu), the step ends with the relu's value: in eval mode the
+    conv kernel takes the relu of each image while it is in cache (no pass of its own over
+    the activation), the batchnorm's value is deferred to its gate and the relu's cache
+    (its mask, input > 0) to its output (> 0 where its input is)."""
 
     def run(store):
         fold = None if norm.graph.training else scale_and_shift(conv, norm, store)
         if fold is None:
             run_gates(conv, norm, store)
+            if relu is not None:
+                value = store.values[norm.index]
+                store.values[relu.index], store.caches[relu.index] = relu.gate.forward(value)
             return
-        out, _ = conv.gate.forward(*folded_inputs(conv, store, fold))
-        store.values[norm.index] = out
+        x, w, b = folded_inputs(conv, store, fold)
+        if relu is None:
+            out, _ = conv.gate.forward(x, w, b)
+            store.values[norm.index] = out
+        else:
+            out = fast.conv_relu_forward_fast(x, w, b, conv.gate.attrs())
+            store.values[relu.index] = out
+            store.defer("cache", relu.index, lambda: out > 0)
         produced = defer_conv(conv, store, out.shape)
-        defer_norm_cache(norm, store, lambda: produced()[0])
+        normalized = defer_norm_cache(norm, store, lambda: produced()[0])
+        if relu is not None:
+            store.defer("value", norm.index, lambda: normalized()[0], out.shape)
 
     return run
 

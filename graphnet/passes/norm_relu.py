@@ -17,8 +17,9 @@ the eval-mode fold of batchnorm_fold.py) runs the two gates: only a cache of the
 forward (kernels.norm.ReluNormCache) says where its relu passed.
 
 conv -> spatial batchnorm -> relu is one forward step too (ConvBatchnormRelu), so that
-batchnorm_fold.py does not take its first two: in eval mode it is that fold followed by
-the relu gate, in train mode the conv gate followed by the fused norm -> relu. A relu that
+batchnorm_fold.py does not take its first two: in eval mode it is that fold with the relu
+taken by the conv kernel (batchnorm_fold.forward_run), in train mode the conv gate
+followed by the fused norm -> relu. A relu that
 a max pool reads is left to the pool's passes (conv_batchnorm_relu_pool.py, relu_pool.py),
 which run it on the pooled values only. Groupnorm -> relu is not fused (no network of the
 zoo has it).
@@ -169,7 +170,7 @@ class ConvBatchnormRelu(FusionPass):
 def _conv_step(relu):
     norm = relu.inputs[0]
     conv = norm.inputs[0]
-    folded, norm_relu = batchnorm_fold.forward_run(conv, norm), forward_run(norm, relu)
+    folded, norm_relu = batchnorm_fold.forward_run(conv, norm, relu), forward_run(norm, relu)
 
     def run(store):
         if norm.graph.training:
@@ -178,8 +179,5 @@ def _conv_step(relu):
             norm_relu(store)
             return
         folded(store)
-        store.values[relu.index], store.caches[relu.index] = relu.gate.forward(
-            store.values[norm.index]
-        )
 
     return Step(relu, conv.inputs + norm.inputs[1:], run, (), (conv, norm, relu))

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from graphnet.gates.elementwise import Relu
 from graphnet.kernels import _C
 from .test_fast_layers import (
     assert_within_rounding,
@@ -196,3 +197,48 @@ def test_weight_gradient_of_kernels_three_wide(N, C, H, W, F, kh, kw, pad, seed)
     one_thread, _ = run(x, w, b, 1, pad, threads=1)
     for got, again in zip(results, one_thread):
         np.testing.assert_array_equal(got, again)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    N=st.integers(0, 3),
+    C=st.sampled_from([1, 3, 16, 17]),
+    H=st.integers(1, 18),
+    W=st.integers(1, 18),
+    F=st.sampled_from([1, 5, 16, 33, 64]),
+    layer=student_layer(),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    path=st.sampled_from(["default", "no avx512", "no direct", "winograd always"]),
+    nan=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_conv_relu_forward_is_relu_of_conv_forward(N, C, H, W, F, layer, dtype, path, nan, seed):
+    """conv_forward(relu=True) (the eval-mode conv -> batchnorm -> relu step's kernel) on
+    every path is the relu gate of conv_forward's output (NaNs pass), on 1 and 2 threads."""
+    k, stride, pad = layer
+    if k > H + 2 * pad or k > W + 2 * pad:
+        return
+    x, w, b = case(N, C, H, W, F, k, dtype, seed)
+    if nan and N:
+        x[0, 0, 0, 0] = np.nan
+    switch, restore = {
+        "default": (lambda: None, lambda: None),
+        "no avx512": (lambda: _C.set_avx512_conv(False), lambda: _C.set_avx512_conv(True)),
+        "no direct": (lambda: _C.set_direct_conv(False), lambda: _C.set_direct_conv(True)),
+        "winograd always": (
+            lambda: _C.set_winograd_conv("always"),
+            lambda: _C.set_winograd_conv("auto"),
+        ),
+    }[path]
+    before = _C.get_num_threads()
+    try:
+        switch()
+        expected, _ = Relu().forward(_C.conv_forward(x, w, b, stride, pad))
+        for threads in (1, 2):
+            _C.set_num_threads(threads)
+            got = _C.conv_forward(x, w, b, stride, pad, relu=True)
+            assert got.dtype == dtype
+            np.testing.assert_array_equal(got, expected)
+    finally:
+        _C.set_num_threads(before)
+        restore()

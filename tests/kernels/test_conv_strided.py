@@ -40,10 +40,10 @@ def check_against_naive(x, w, b, stride, pad, avx512):
 @settings(max_examples=120, deadline=None)
 @given(
     N=st.integers(0, 3),
-    C=st.integers(1, 9),
+    C=st.sampled_from([*range(1, 10), 50, 64]),  # 50, 64: dx on the real columns only
     H=st.integers(1, 19),
     W=st.integers(1, 19),
-    F=st.sampled_from([1, 3, 8, 15, 16, 17, 33, 64]),
+    F=st.sampled_from([1, 3, 8, 15, 16, 17, 33, 50, 64, 128]),
     k=st.integers(1, 5),
     stride=st.sampled_from([2, 3, 4]),
     pad=st.integers(0, 2),
@@ -69,6 +69,11 @@ def test_strided_conv_matches_naive_and_any_thread_count(
         (1, 16, 16, 32, 1, 2, 0),  # a residual shortcut: one phase of four has taps
         (2, 3, 31, 25, 3, 2, 1),  # the course's timing case, odd sizes
         (1, 5, 17, 7, 5, 3, 2),
+        (2, 5, 9, 64, 3, 2, 1),  # filters filling the widest tiles: the forward's position map
+        (3, 7, 11, 120, 4, 3, 2),
+        (1, 6, 8, 50, 2, 2, 0),  # ... and planes as wide as the output: no map
+        (1, 50, 9, 5, 3, 2, 1),  # channels in filling them: dx's map
+        (2, 64, 11, 3, 5, 3, 2),
         (2, 8, 10, 50, 3, 1, 1),  # stride 1, many filters: the tap kernel's dw
         (2, 4, 9, 64, 5, 1, 2),
         (1, 3, 6, 48, 3, 1, 0),
