@@ -110,7 +110,7 @@ void pointwise_backward_avx2(Pointwise op, int64_t n, const double* dout, const 
             return map2(n, dout, saved, dx, [](__m256d d, __m256d x) {
                 __m256d gauss;
                 const __m256d cdf = normal_cdf4d(x, gauss);
-                const __m256d pdf = _mm256_mul_pd(gauss, _mm256_set1_pd(0.39894228040143267794));
+                const __m256d pdf = _mm256_mul_pd(gauss, _mm256_set1_pd(kInvSqrt2PiD));
                 return _mm256_mul_pd(d, _mm256_fmadd_pd(x, pdf, cdf));
             });
         case Pointwise::gelu_tanh:
