@@ -175,7 +175,13 @@ inline __m256 normal_cdf8(__m256 x, __m256& gauss) {
 }
 
 constexpr float kInvSqrt2Pi = 0.398942280f;
+// gelu_tanh's sqrt(2/pi) and cubic coefficient (pointwise_avx2.cpp, pointwise_avx512.cpp).
+constexpr float kSqrt2OverPi = 0.797884561f, kTanhCubic = 0.044715f;
 constexpr double kInvSqrt2PiD = 0.39894228040143267794;
+
+// (The atanh series and ln 2 are shared with the sixteen-lane copy, avx512_math.h.)
+constexpr float kAtanh[] = {2.0f / 9, 2.0f / 7, 2.0f / 5, 2.0f / 3};
+constexpr float kLn2 = 0.693147181f;
 
 // ln(1 + e) for 0 <= e <= 1 (or NaN): 1 + e = m + c exactly (c the rounding error), m
 // scaled into [sqrt(1/2), sqrt 2] by k = 0 or 1, ln m = 2 atanh z with z = (m - 1) / (m + 1)
@@ -189,11 +195,10 @@ inline __m256 log1p_unit8(__m256 e) {
     m = _mm256_mul_ps(m, scale);  // exact: a power of 2
     c = _mm256_mul_ps(c, scale);
     const __m256 z = _mm256_div_ps(_mm256_sub_ps(m, one), _mm256_add_ps(m, one));
-    static constexpr float kAtanh[] = {2.0f / 9, 2.0f / 7, 2.0f / 5, 2.0f / 3};
     const __m256 s = _mm256_mul_ps(z, z);
     const __m256 series = _mm256_fmadd_ps(_mm256_mul_ps(z, s), horner8(kAtanh, s),
                                           _mm256_add_ps(z, z));
-    const __m256 k_ln2 = _mm256_and_ps(big, _mm256_set1_ps(0.693147181f));
+    const __m256 k_ln2 = _mm256_and_ps(big, _mm256_set1_ps(kLn2));
     return _mm256_add_ps(k_ln2, _mm256_add_ps(series, _mm256_div_ps(c, m)));
 }
 

@@ -12,8 +12,6 @@
 namespace graphnet {
 namespace {
 
-constexpr float kSqrt2OverPi = 0.797884561f, kTanhCubic = 0.044715f;
-
 // out[k] = f(x[k]) (unary) or f(a[k], b[k]) for k < n, the tail in masked lanes.
 template <typename F>
 void map1(int64_t n, const float* x, float* out, F f) {

@@ -417,7 +417,7 @@ def test_avg_pool_against_torch(dtype):
 
 
 def _gelu_probe(dtype):
-    """Normal, wide and special arguments of the gelu kernels, in dtype."""
+    """Normal, wide and special arguments of the transcendental kernels, in dtype."""
     rng = np.random.default_rng(7)
     specials = [np.nan, np.inf, -np.inf, 0.0, -0.0, -40, 40, 1e20, -1e20, 1e-30, 3e38, -13.0]
     if dtype == np.float64:
@@ -426,29 +426,36 @@ def _gelu_probe(dtype):
     return x.astype(dtype), rng.standard_normal(x.size + 1).astype(dtype)[1:]
 
 
+# Where AVX-512 has the op (float32 gelu, gelu_tanh, softplus; float64 gelu); elsewhere
+# both sides are AVX2's or the portable loops.
+TRANSCENDENTAL = ["gelu", "gelu_tanh", "softplus"]
+
+
+@pytest.mark.parametrize("op", TRANSCENDENTAL)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_gelu_blocks_of_64_bytes_give_the_bits_of_one_entry_at_a_time(dtype):
-    """Where the CPU has AVX-512 the gelu takes blocks of sixteen float32 or eight float64
-    there, the rest (an array of one entry: all of it) on AVX2: the same operations (2^n
-    in one scalef there, two exact factors here), so the same bits."""
+def test_blocks_of_64_bytes_give_the_bits_of_one_entry_at_a_time(op, dtype):
+    """Where the CPU has AVX-512 the kernel takes blocks of sixteen float32 or eight
+    float64 there, the rest (an array of one entry: all of it) on AVX2: the same
+    operations (2^n in one scalef there, two exact factors here), so the same bits."""
     x, dout = _gelu_probe(dtype)
-    blocks = _C.pointwise_forward("gelu", x), _C.pointwise_backward("gelu", dout, x)
+    blocks = _C.pointwise_forward(op, x), _C.pointwise_backward(op, dout, x)
     for k in range(x.size):
         one = slice(k, k + 1)
-        assert_bitwise_nan(blocks[0][one], _C.pointwise_forward("gelu", x[one]))
-        assert_bitwise_nan(blocks[1][one], _C.pointwise_backward("gelu", dout[one], x[one]))
+        assert_bitwise_nan(blocks[0][one], _C.pointwise_forward(op, x[one]))
+        assert_bitwise_nan(blocks[1][one], _C.pointwise_backward(op, dout[one], x[one]))
 
 
+@pytest.mark.parametrize("op", TRANSCENDENTAL)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_gelu_on_avx512_gives_the_bits_of_avx2(dtype):
+def test_avx512_gives_the_bits_of_avx2(op, dtype):
     """Whole arrays with the AVX-512 kernels switched off give the same bits (where the
     CPU has no AVX-512 both runs are AVX2's)."""
     x, dout = _gelu_probe(dtype)
-    with_avx512 = _C.pointwise_forward("gelu", x), _C.pointwise_backward("gelu", dout, x)
+    with_avx512 = _C.pointwise_forward(op, x), _C.pointwise_backward(op, dout, x)
     _C.set_avx512_activations(False)
     try:
-        assert_bitwise_nan(with_avx512[0], _C.pointwise_forward("gelu", x))
-        assert_bitwise_nan(with_avx512[1], _C.pointwise_backward("gelu", dout, x))
+        assert_bitwise_nan(with_avx512[0], _C.pointwise_forward(op, x))
+        assert_bitwise_nan(with_avx512[1], _C.pointwise_backward(op, dout, x))
     finally:
         _C.set_avx512_activations(True)
 
