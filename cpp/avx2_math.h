@@ -177,6 +177,7 @@ inline __m256 normal_cdf8(__m256 x, __m256& gauss) {
 constexpr float kInvSqrt2Pi = 0.398942280f;
 // gelu_tanh's sqrt(2/pi) and cubic coefficient (pointwise_avx2.cpp, pointwise_avx512.cpp).
 constexpr float kSqrt2OverPi = 0.797884561f, kTanhCubic = 0.044715f;
+constexpr double kSqrt2OverPiD = 0.79788456080286535588, kTanhCubicD = 0.044715;
 constexpr double kInvSqrt2PiD = 0.39894228040143267794;
 
 // (The atanh series and ln 2 are shared with the sixteen-lane copy, avx512_math.h.)
@@ -319,6 +320,9 @@ inline __m256d sigmoid4d(__m256d v) {
 // [sqrt(1/2), sqrt 2] by k = 0 or 1, ln m = 2 atanh z, z = (m - 1) / (m + 1) (exact
 // numerator, |z| <= 0.172), its series to z^21 (the rest is below 1e-18 relative), plus
 // c / m and k ln2 (in two parts, the low one added to the small terms first).
+// ln2 = kLn2HighPartD + kLn2LowPartD (the float64 ln2 and what it lacks).
+constexpr double kLn2HighPartD = 0.69314718055994529, kLn2LowPartD = 2.3190468138462996e-17;
+
 inline __m256d log1p_unit4d(__m256d e) {
     const __m256d one = _mm256_set1_pd(1.0);
     __m256d m = _mm256_add_pd(one, e);
@@ -333,8 +337,8 @@ inline __m256d log1p_unit4d(__m256d e) {
     for (int j = 19; j >= 3; j -= 2) p = _mm256_fmadd_pd(p, s, _mm256_set1_pd(2.0 / j));
     const __m256d small = _mm256_add_pd(
         _mm256_fmadd_pd(_mm256_mul_pd(z, s), p, _mm256_div_pd(c, m)),
-        _mm256_and_pd(big, _mm256_set1_pd(2.3190468138462996e-17)));  // ln2 - its high part
-    return _mm256_add_pd(_mm256_and_pd(big, _mm256_set1_pd(0.69314718055994529)),
+        _mm256_and_pd(big, _mm256_set1_pd(kLn2LowPartD)));
+    return _mm256_add_pd(_mm256_and_pd(big, _mm256_set1_pd(kLn2HighPartD)),
                          _mm256_add_pd(_mm256_add_pd(z, z), small));
 }
 

@@ -21,6 +21,14 @@ inline __m512 and16(__m512 v, __m512 bits) {
         _mm512_and_si512(_mm512_castps_si512(v), _mm512_castps_si512(bits)));
 }
 
+inline __m512d or8d(__m512d v, __m512d bits) {
+    return _mm512_castsi512_pd(_mm512_or_si512(_mm512_castpd_si512(v), _mm512_castpd_si512(bits)));
+}
+inline __m512d and8d(__m512d v, __m512d bits) {
+    return _mm512_castsi512_pd(
+        _mm512_and_si512(_mm512_castpd_si512(v), _mm512_castpd_si512(bits)));
+}
+
 template <size_t N>
 inline __m512 horner16(const float (&c)[N], __m512 x) {
     __m512 p = _mm512_set1_ps(c[0]);
@@ -159,6 +167,47 @@ inline __m512d normal_cdf8d(__m512d x, __m512d& gauss) {
     const __m512d half_erfc = _mm512_mul_pd(_mm512_mul_pd(half, erfc_scaled), gauss);
     return _mm512_mask_blend_pd(_mm512_cmp_pd_mask(x, zero, _CMP_LT_OQ),
                                 _mm512_sub_pd(one, half_erfc), half_erfc);
+}
+
+inline __m512d exp8d(__m512d x) { return exp_sum8d(x, _mm512_setzero_pd()); }
+
+// sigmoid4d.
+inline __m512d sigmoid8d(__m512d v) {
+    const __m512d one = _mm512_set1_pd(1.0);
+    const __m512d e = exp8d(or8d(v, _mm512_set1_pd(-0.0)));  // e^-|v|
+    const __m512d top =
+        _mm512_mask_blend_pd(_mm512_cmp_pd_mask(v, _mm512_setzero_pd(), _CMP_GE_OQ), e, one);
+    return _mm512_div_pd(top, _mm512_add_pd(one, e));
+}
+
+// log1p_unit4d.
+inline __m512d log1p_unit8d(__m512d e) {
+    const __m512d one = _mm512_set1_pd(1.0);
+    __m512d m = _mm512_add_pd(one, e);
+    __m512d c = _mm512_sub_pd(e, _mm512_sub_pd(m, one));
+    const __mmask8 big = _mm512_cmp_pd_mask(m, _mm512_set1_pd(1.4142135623730951), _CMP_GT_OQ);
+    const __m512d scale = _mm512_mask_blend_pd(big, one, _mm512_set1_pd(0.5));
+    m = _mm512_mul_pd(m, scale);  // exact: a power of 2
+    c = _mm512_mul_pd(c, scale);
+    const __m512d z = _mm512_div_pd(_mm512_sub_pd(m, one), _mm512_add_pd(m, one));
+    const __m512d s = _mm512_mul_pd(z, z);
+    __m512d p = _mm512_set1_pd(2.0 / 21);
+    for (int j = 19; j >= 3; j -= 2) p = _mm512_fmadd_pd(p, s, _mm512_set1_pd(2.0 / j));
+    const __m512d small =
+        _mm512_add_pd(_mm512_fmadd_pd(_mm512_mul_pd(z, s), p, _mm512_div_pd(c, m)),
+                      _mm512_maskz_mov_pd(big, _mm512_set1_pd(kLn2LowPartD)));
+    return _mm512_add_pd(_mm512_maskz_mov_pd(big, _mm512_set1_pd(kLn2HighPartD)),
+                         _mm512_add_pd(_mm512_add_pd(z, z), small));
+}
+
+// tanh4d.
+inline __m512d tanh8d(__m512d v) {
+    const __m512d one = _mm512_set1_pd(1.0);
+    const __m512d a = _mm512_abs_pd(v);
+    const __m512d e = exp8d(_mm512_add_pd(a, a));
+    const __m512d t =
+        _mm512_sub_pd(one, _mm512_div_pd(_mm512_set1_pd(2.0), _mm512_add_pd(e, one)));
+    return or8d(t, and8d(v, _mm512_set1_pd(-0.0)));
 }
 
 }  // namespace

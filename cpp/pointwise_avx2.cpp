@@ -66,8 +66,6 @@ void map2(int64_t n, const double* a, const double* b, double* out, F f) {
     }
 }
 
-constexpr double kSqrt2OverPiD = 0.79788456080286535588, kTanhCubicD = 0.044715;
-
 inline __m256d gelu_tanh_arg4d(__m256d x) {
     const __m256d x2 = _mm256_mul_pd(x, x);
     return _mm256_mul_pd(_mm256_set1_pd(kSqrt2OverPiD),

@@ -40,6 +40,12 @@ inline __m512 gelu_tanh_arg16(__m512 x) {
                          _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(kTanhCubic), x2), x, x));
 }
 
+inline __m512d gelu_tanh_arg8d(__m512d x) {
+    const __m512d x2 = _mm512_mul_pd(x, x);
+    return _mm512_mul_pd(_mm512_set1_pd(kSqrt2OverPiD),
+                         _mm512_fmadd_pd(_mm512_mul_pd(_mm512_set1_pd(kTanhCubicD), x2), x, x));
+}
+
 }  // namespace
 
 // The lambdas are pointwise_avx2.cpp's, operation for operation.
@@ -97,22 +103,56 @@ int64_t pointwise_backward_avx512(Pointwise op, int64_t n, const float* dout, co
 }
 
 int64_t pointwise_forward_avx512(Pointwise op, int64_t n, const double* x, double* out) {
-    if (op != Pointwise::gelu) return 0;
-    return map1(n, x, out, [](__m512d v) {
-        __m512d gauss;
-        return _mm512_mul_pd(v, normal_cdf8d(v, gauss));
-    });
+    switch (op) {
+        case Pointwise::gelu:
+            return map1(n, x, out, [](__m512d v) {
+                __m512d gauss;
+                return _mm512_mul_pd(v, normal_cdf8d(v, gauss));
+            });
+        case Pointwise::gelu_tanh:
+            return map1(n, x, out, [](__m512d v) {
+                const __m512d h = _mm512_mul_pd(_mm512_set1_pd(0.5), v);
+                return _mm512_fmadd_pd(h, tanh8d(gelu_tanh_arg8d(v)), h);
+            });
+        case Pointwise::softplus:
+            return map1(n, x, out, [](__m512d v) {
+                const __m512d e = exp8d(or8d(v, _mm512_set1_pd(-0.0)));
+                return _mm512_add_pd(_mm512_max_pd(_mm512_setzero_pd(), v), log1p_unit8d(e));
+            });
+        default:
+            return 0;
+    }
 }
 
 int64_t pointwise_backward_avx512(Pointwise op, int64_t n, const double* dout, const double* x,
                                   double* dx) {
-    if (op != Pointwise::gelu) return 0;
-    return map2(n, dout, x, dx, [](__m512d d, __m512d v) {
-        __m512d gauss;
-        const __m512d cdf = normal_cdf8d(v, gauss);
-        const __m512d pdf = _mm512_mul_pd(gauss, _mm512_set1_pd(kInvSqrt2PiD));
-        return _mm512_mul_pd(d, _mm512_fmadd_pd(v, pdf, cdf));
-    });
+    switch (op) {
+        case Pointwise::gelu:
+            return map2(n, dout, x, dx, [](__m512d d, __m512d v) {
+                __m512d gauss;
+                const __m512d cdf = normal_cdf8d(v, gauss);
+                const __m512d pdf = _mm512_mul_pd(gauss, _mm512_set1_pd(kInvSqrt2PiD));
+                return _mm512_mul_pd(d, _mm512_fmadd_pd(v, pdf, cdf));
+            });
+        case Pointwise::gelu_tanh:
+            return map2(n, dout, x, dx, [](__m512d d, __m512d v) {
+                const __m512d one = _mm512_set1_pd(1.0);
+                const __m512d t = tanh8d(gelu_tanh_arg8d(v));
+                const __m512d inner = _mm512_fmadd_pd(
+                    _mm512_set1_pd(3 * kTanhCubicD * kSqrt2OverPiD), _mm512_mul_pd(v, v),
+                    _mm512_set1_pd(kSqrt2OverPiD));
+                const __m512d sech2 = _mm512_fnmadd_pd(t, t, one);
+                const __m512d slope = _mm512_mul_pd(
+                    _mm512_set1_pd(0.5),
+                    _mm512_fmadd_pd(_mm512_mul_pd(v, sech2), inner, _mm512_add_pd(one, t)));
+                return _mm512_mul_pd(d, slope);
+            });
+        case Pointwise::softplus:
+            return map2(n, dout, x, dx,
+                        [](__m512d d, __m512d v) { return _mm512_mul_pd(d, sigmoid8d(v)); });
+        default:
+            return 0;
+    }
 }
 
 }  // namespace graphnet

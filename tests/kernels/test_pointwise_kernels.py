@@ -426,7 +426,7 @@ def _gelu_probe(dtype):
     return x.astype(dtype), rng.standard_normal(x.size + 1).astype(dtype)[1:]
 
 
-# Where AVX-512 has the op (float32 gelu, gelu_tanh, softplus; float64 gelu); elsewhere
+# The ops AVX-512 has (float32 and float64); where the CPU has no AVX-512
 # both sides are AVX2's or the portable loops.
 TRANSCENDENTAL = ["gelu", "gelu_tanh", "softplus"]
 
