@@ -64,7 +64,7 @@ void group_norm_forward_loops(int64_t N, int64_t C, int64_t planes, int64_t G, d
         T* o = out + ng * len;
         normalize_group(per_group, planes, mean[ng], inv_std[ng], gamma + c0, beta + c0,
                         x + ng * len, o);
-        // In place, while the group is in cache (the last group prefetches nothing).
+        // In place, while the group is in cache (the last group prefetches itself again).
         if (!act.active) continue;
         const char* next = reinterpret_cast<const char*>(x + (ng + 1 < groups ? ng + 1 : ng) * len);
         with_next_prefetched(len, &next, 1, len * int64_t(sizeof(T)), [&](int64_t b, int64_t e) {
