@@ -175,6 +175,14 @@ inline __m256 normal_cdf8(__m256 x, __m256& gauss) {
 }
 
 constexpr float kInvSqrt2Pi = 0.398942280f;
+// gelu_tanh's sqrt(2/pi) and cubic coefficient (pointwise_avx2.cpp, pointwise_avx512.cpp).
+constexpr float kSqrt2OverPi = 0.797884561f, kTanhCubic = 0.044715f;
+constexpr double kSqrt2OverPiD = 0.79788456080286535588, kTanhCubicD = 0.044715;
+constexpr double kInvSqrt2PiD = 0.39894228040143267794;
+
+// (The atanh series and ln 2 are shared with the sixteen-lane copy, avx512_math.h.)
+constexpr float kAtanh[] = {2.0f / 9, 2.0f / 7, 2.0f / 5, 2.0f / 3};
+constexpr float kLn2 = 0.693147181f;
 
 // ln(1 + e) for 0 <= e <= 1 (or NaN): 1 + e = m + c exactly (c the rounding error), m
 // scaled into [sqrt(1/2), sqrt 2] by k = 0 or 1, ln m = 2 atanh z with z = (m - 1) / (m + 1)
@@ -188,11 +196,10 @@ inline __m256 log1p_unit8(__m256 e) {
     m = _mm256_mul_ps(m, scale);  // exact: a power of 2
     c = _mm256_mul_ps(c, scale);
     const __m256 z = _mm256_div_ps(_mm256_sub_ps(m, one), _mm256_add_ps(m, one));
-    static constexpr float kAtanh[] = {2.0f / 9, 2.0f / 7, 2.0f / 5, 2.0f / 3};
     const __m256 s = _mm256_mul_ps(z, z);
     const __m256 series = _mm256_fmadd_ps(_mm256_mul_ps(z, s), horner8(kAtanh, s),
                                           _mm256_add_ps(z, z));
-    const __m256 k_ln2 = _mm256_and_ps(big, _mm256_set1_ps(0.693147181f));
+    const __m256 k_ln2 = _mm256_and_ps(big, _mm256_set1_ps(kLn2));
     return _mm256_add_ps(k_ln2, _mm256_add_ps(series, _mm256_div_ps(c, m)));
 }
 
@@ -214,6 +221,15 @@ inline __m256d pow2_4d(__m256d k) {
         _mm256_slli_epi64(_mm256_add_epi64(bits, _mm256_set1_epi64x(1023)), 52));
 }
 
+// exp_sum4d's constants (shared with the eight-lane copy, pointwise_avx512.cpp): log2 e,
+// ln2 in two parts (n kLn2HighD exact), e^r's Taylor series to r^13.
+constexpr double kLog2eD = 1.4426950408889634, kLn2HighD = 0.6931471803691238,
+                 kLn2LowD = 1.9082149292705877e-10;
+constexpr double kExpTaylorD[] = {
+    1.0 / 6227020800, 1.0 / 479001600, 1.0 / 39916800, 1.0 / 3628800, 1.0 / 362880,
+    1.0 / 40320,      1.0 / 5040,      1.0 / 720,      1.0 / 120,     1.0 / 24,
+    1.0 / 6,          0.5,             1.0,            1.0};
+
 // e^(a + b) in float64 over the whole range (subnormals, 0 below about -745.1, inf above
 // about 709.78; NaN passes), for b small against a (as exp_sum8): a + b = n ln2 + r,
 // |r| <= ln2 / 2, r reduced from a alone (ln2 in two parts, n ln2_high exact) with b added
@@ -223,17 +239,13 @@ inline __m256d exp_sum4d(__m256d a, __m256d b) {
     const __m256d x = _mm256_add_pd(a, b);
     const __m256d clamped =
         _mm256_min_pd(_mm256_set1_pd(710.0), _mm256_max_pd(_mm256_set1_pd(-746.0), x));
-    const __m256d n = _mm256_round_pd(_mm256_mul_pd(clamped, _mm256_set1_pd(1.4426950408889634)),
+    const __m256d n = _mm256_round_pd(_mm256_mul_pd(clamped, _mm256_set1_pd(kLog2eD)),
                                       _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256d r = _mm256_fnmadd_pd(n, _mm256_set1_pd(0.6931471803691238), a);
-    r = _mm256_add_pd(_mm256_fnmadd_pd(n, _mm256_set1_pd(1.9082149292705877e-10), r), b);
-    static constexpr double kTaylor[] = {
-        1.0 / 6227020800, 1.0 / 479001600, 1.0 / 39916800, 1.0 / 3628800, 1.0 / 362880,
-        1.0 / 40320,      1.0 / 5040,      1.0 / 720,      1.0 / 120,     1.0 / 24,
-        1.0 / 6,          0.5,             1.0,            1.0};
-    __m256d p = _mm256_set1_pd(kTaylor[0]);
-    for (size_t i = 1; i < sizeof kTaylor / sizeof kTaylor[0]; ++i) {
-        p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(kTaylor[i]));
+    __m256d r = _mm256_fnmadd_pd(n, _mm256_set1_pd(kLn2HighD), a);
+    r = _mm256_add_pd(_mm256_fnmadd_pd(n, _mm256_set1_pd(kLn2LowD), r), b);
+    __m256d p = _mm256_set1_pd(kExpTaylorD[0]);
+    for (size_t i = 1; i < sizeof kExpTaylorD / sizeof kExpTaylorD[0]; ++i) {
+        p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(kExpTaylorD[i]));
     }
     const __m256d half = _mm256_round_pd(_mm256_mul_pd(n, _mm256_set1_pd(0.5)),
                                          _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
@@ -252,25 +264,30 @@ inline __m256d exp4d(__m256d x) { return exp_sum4d(x, _mm256_setzero_pd()); }
 // [-1, 1]): the Chebyshev interpolant of G in 40-digit arithmetic (the next coefficient is
 // 2e-19), converted to powers of u and rounded to float64. About 5 units in the last place
 // at most (against mpmath; near t = 0.01 v's two roundings are amplified 2.3x).
+// (The coefficients are shared with the eight-lane copy, pointwise_avx512.cpp.)
+constexpr double kErfcMapScaleD = 2.1454545454545455, kErfcMapShiftD = -1.1454545454545455;
+constexpr double kErfcScaledD[] = {
+    2.6061420915914856e-11,  -7.392029820281197e-11,  -1.2161417962052367e-10,
+    6.442803656230665e-10,   -3.535609689434493e-10,  -1.8765285518634955e-09,
+    4.2409677286979835e-09,  -1.98837968400502e-09,   -1.0273096809956913e-08,
+    3.0953839946353727e-08,  -2.875407626642582e-08,  -6.844013285050581e-08,
+    2.7621482580782537e-07,  -2.783412694936699e-07,  -7.03824274583298e-07,
+    2.7375459637880443e-06,  -1.8084644202632788e-06, -1.0681056442051968e-05,
+    2.820317366663673e-05,   1.4272028837556166e-05,  -0.00018708416377967332,
+    0.00014593868976706519,  0.0011163836258708528,   -0.001813698029325714,
+    -0.008867830708847075,   0.01228532466583273,     0.12438548734918603,
+    0.3381708758159431,      0.5347326614946255};
+
 inline __m256d erfc_scaled4d(__m256d t) {
-    static constexpr double kG[] = {
-        2.6061420915914856e-11,  -7.392029820281197e-11,  -1.2161417962052367e-10,
-        6.442803656230665e-10,   -3.535609689434493e-10,  -1.8765285518634955e-09,
-        4.2409677286979835e-09,  -1.98837968400502e-09,   -1.0273096809956913e-08,
-        3.0953839946353727e-08,  -2.875407626642582e-08,  -6.844013285050581e-08,
-        2.7621482580782537e-07,  -2.783412694936699e-07,  -7.03824274583298e-07,
-        2.7375459637880443e-06,  -1.8084644202632788e-06, -1.0681056442051968e-05,
-        2.820317366663673e-05,   1.4272028837556166e-05,  -0.00018708416377967332,
-        0.00014593868976706519,  0.0011163836258708528,   -0.001813698029325714,
-        -0.008867830708847075,   0.01228532466583273,     0.12438548734918603,
-        0.3381708758159431,      0.5347326614946255};
     const __m256d one = _mm256_set1_pd(1.0);
     t = _mm256_min_pd(_mm256_set1_pd(27.5), t);
     const __m256d v = _mm256_div_pd(one, _mm256_fmadd_pd(_mm256_set1_pd(0.5), t, one));
     const __m256d u =
-        _mm256_fmadd_pd(_mm256_set1_pd(2.1454545454545455), v, _mm256_set1_pd(-1.1454545454545455));
-    __m256d p = _mm256_set1_pd(kG[0]);
-    for (size_t i = 1; i < sizeof kG / sizeof kG[0]; ++i) p = _mm256_fmadd_pd(p, u, _mm256_set1_pd(kG[i]));
+        _mm256_fmadd_pd(_mm256_set1_pd(kErfcMapScaleD), v, _mm256_set1_pd(kErfcMapShiftD));
+    __m256d p = _mm256_set1_pd(kErfcScaledD[0]);
+    for (size_t i = 1; i < sizeof kErfcScaledD / sizeof kErfcScaledD[0]; ++i) {
+        p = _mm256_fmadd_pd(p, u, _mm256_set1_pd(kErfcScaledD[i]));
+    }
     return _mm256_mul_pd(v, p);
 }
 
@@ -303,6 +320,9 @@ inline __m256d sigmoid4d(__m256d v) {
 // [sqrt(1/2), sqrt 2] by k = 0 or 1, ln m = 2 atanh z, z = (m - 1) / (m + 1) (exact
 // numerator, |z| <= 0.172), its series to z^21 (the rest is below 1e-18 relative), plus
 // c / m and k ln2 (in two parts, the low one added to the small terms first).
+// ln2 = kLn2HighPartD + kLn2LowPartD (the float64 ln2 and what it lacks).
+constexpr double kLn2HighPartD = 0.69314718055994529, kLn2LowPartD = 2.3190468138462996e-17;
+
 inline __m256d log1p_unit4d(__m256d e) {
     const __m256d one = _mm256_set1_pd(1.0);
     __m256d m = _mm256_add_pd(one, e);
@@ -317,8 +337,8 @@ inline __m256d log1p_unit4d(__m256d e) {
     for (int j = 19; j >= 3; j -= 2) p = _mm256_fmadd_pd(p, s, _mm256_set1_pd(2.0 / j));
     const __m256d small = _mm256_add_pd(
         _mm256_fmadd_pd(_mm256_mul_pd(z, s), p, _mm256_div_pd(c, m)),
-        _mm256_and_pd(big, _mm256_set1_pd(2.3190468138462996e-17)));  // ln2 - its high part
-    return _mm256_add_pd(_mm256_and_pd(big, _mm256_set1_pd(0.69314718055994529)),
+        _mm256_and_pd(big, _mm256_set1_pd(kLn2LowPartD)));
+    return _mm256_add_pd(_mm256_and_pd(big, _mm256_set1_pd(kLn2HighPartD)),
                          _mm256_add_pd(_mm256_add_pd(z, z), small));
 }
 

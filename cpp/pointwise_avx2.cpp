@@ -12,8 +12,6 @@
 namespace graphnet {
 namespace {
 
-constexpr float kSqrt2OverPi = 0.797884561f, kTanhCubic = 0.044715f;
-
 // out[k] = f(x[k]) (unary) or f(a[k], b[k]) for k < n, the tail in masked lanes.
 template <typename F>
 void map1(int64_t n, const float* x, float* out, F f) {
@@ -68,8 +66,6 @@ void map2(int64_t n, const double* a, const double* b, double* out, F f) {
     }
 }
 
-constexpr double kSqrt2OverPiD = 0.79788456080286535588, kTanhCubicD = 0.044715;
-
 inline __m256d gelu_tanh_arg4d(__m256d x) {
     const __m256d x2 = _mm256_mul_pd(x, x);
     return _mm256_mul_pd(_mm256_set1_pd(kSqrt2OverPiD),
@@ -110,7 +106,7 @@ void pointwise_backward_avx2(Pointwise op, int64_t n, const double* dout, const 
             return map2(n, dout, saved, dx, [](__m256d d, __m256d x) {
                 __m256d gauss;
                 const __m256d cdf = normal_cdf4d(x, gauss);
-                const __m256d pdf = _mm256_mul_pd(gauss, _mm256_set1_pd(0.39894228040143267794));
+                const __m256d pdf = _mm256_mul_pd(gauss, _mm256_set1_pd(kInvSqrt2PiD));
                 return _mm256_mul_pd(d, _mm256_fmadd_pd(x, pdf, cdf));
             });
         case Pointwise::gelu_tanh:

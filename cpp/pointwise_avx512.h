@@ -1,15 +1,23 @@
-// The float32 gelu kernels on AVX-512, sixteen lanes at a time: avx2_math.h's normal_cdf8
-// operation for operation, so the same bits as the eight-lane kernels (pointwise_avx2.h).
-// They take the whole blocks of sixteen and return how many entries they did; the caller
-// (pointwise.cpp) gives the rest to the AVX2 kernels. Call them only when
-// cpu_has_avx512f() and the AVX2 activations are active.
+// pointwise.h's transcendental kernels on AVX-512, sixteen float32 or eight float64 lanes
+// at a time: gelu, gelu_tanh and softplus, each forward and backward. avx512_math.h's
+// functions are avx2_math.h's operation for operation (e^x's 2^n in one scalef, which
+// rounds at the same product), so the same bits as the AVX2 kernels (pointwise_avx2.h).
+// They take the whole blocks of 64 bytes and return how many entries they did (0 for
+// another op); the caller (pointwise.cpp) gives the rest to the AVX2 kernels. Call them
+// only when the AVX-512 activations are active (avx512_activations_active(), recurrent.h).
 #pragma once
 
 #include <cstdint>
 
+#include "pointwise.h"
+
 namespace graphnet {
 
-int64_t gelu_forward_avx512(int64_t n, const float* x, float* out);
-int64_t gelu_backward_avx512(int64_t n, const float* dout, const float* x, float* dx);
+int64_t pointwise_forward_avx512(Pointwise op, int64_t n, const float* x, float* out);
+int64_t pointwise_forward_avx512(Pointwise op, int64_t n, const double* x, double* out);
+int64_t pointwise_backward_avx512(Pointwise op, int64_t n, const float* dout, const float* x,
+                                  float* dx);
+int64_t pointwise_backward_avx512(Pointwise op, int64_t n, const double* dout, const double* x,
+                                  double* dx);
 
 }  // namespace graphnet

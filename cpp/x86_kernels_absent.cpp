@@ -100,9 +100,17 @@ void tanh_avx2(int64_t, const float*, const float*, float*) { absent("tanh_avx2"
 void sigmoid_avx512(int64_t, const float*, const float*, float*) { absent("sigmoid_avx512"); }
 void tanh_avx512(int64_t, const float*, const float*, float*) { absent("tanh_avx512"); }
 void relu_forward_avx2(int64_t, const double*, double*, bool*) { absent("relu_forward_avx2"); }
-int64_t gelu_forward_avx512(int64_t, const float*, float*) { absent("gelu_forward_avx512"); }
-int64_t gelu_backward_avx512(int64_t, const float*, const float*, float*) {
-    absent("gelu_backward_avx512");
+int64_t pointwise_forward_avx512(Pointwise, int64_t, const float*, float*) {
+    absent("pointwise_forward_avx512");
+}
+int64_t pointwise_forward_avx512(Pointwise, int64_t, const double*, double*) {
+    absent("pointwise_forward_avx512");
+}
+int64_t pointwise_backward_avx512(Pointwise, int64_t, const float*, const float*, float*) {
+    absent("pointwise_backward_avx512");
+}
+int64_t pointwise_backward_avx512(Pointwise, int64_t, const double*, const double*, double*) {
+    absent("pointwise_backward_avx512");
 }
 void pointwise_forward_avx2(Pointwise, int64_t, const float*, float, float*) {
     absent("pointwise_forward_avx2");

@@ -416,20 +416,50 @@ def test_avg_pool_against_torch(dtype):
     np.testing.assert_array_equal(_C.avg_pool_backward(dout, 9, 7, 2, 2, 2), xt.grad.numpy())
 
 
-def test_float32_gelu_blocks_of_sixteen_give_the_bits_of_one_entry_at_a_time():
-    """Where the CPU has AVX-512 the float32 gelu takes blocks of sixteen there, the rest
-    (an array of one entry: all of it) on AVX2: the same operations, so the same bits."""
+def _gelu_probe(dtype):
+    """Normal, wide and special arguments of the transcendental kernels, in dtype."""
     rng = np.random.default_rng(7)
     specials = [np.nan, np.inf, -np.inf, 0.0, -0.0, -40, 40, 1e20, -1e20, 1e-30, 3e38, -13.0]
-    x = np.concatenate([rng.standard_normal(2000) * 4, np.linspace(-20, 20, 2000), specials])
-    x = x.astype(np.float32)
-    dout = rng.standard_normal(x.size).astype(np.float32)
-    blocks = _C.pointwise_forward("gelu", x), _C.pointwise_backward("gelu", dout, x)
+    if dtype == np.float64:
+        specials += [-38.5, -37.0, 1e200, -1e200, 1e-310, -1e-310, 1e160, -27.6, 39.0]
+    x = np.concatenate([rng.standard_normal(2000) * 4, np.linspace(-40, 40, 2003), specials])
+    return x.astype(dtype), rng.standard_normal(x.size + 1).astype(dtype)[1:]
+
+
+# The ops AVX-512 has (float32 and float64); where the CPU has no AVX-512
+# both sides are AVX2's or the portable loops.
+TRANSCENDENTAL = ["gelu", "gelu_tanh", "softplus"]
+
+
+@pytest.mark.parametrize("op", TRANSCENDENTAL)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_blocks_of_64_bytes_give_the_bits_of_one_entry_at_a_time(op, dtype):
+    """Where the CPU has AVX-512 the kernel takes blocks of sixteen float32 or eight
+    float64 there, the rest (an array of one entry: all of it) on AVX2: the same
+    operations (2^n in one scalef there, two exact factors here), so the same bits."""
+    x, dout = _gelu_probe(dtype)
+    blocks = _C.pointwise_forward(op, x), _C.pointwise_backward(op, dout, x)
     for k in range(x.size):
         one = slice(k, k + 1)
-        assert_bitwise_nan(blocks[0][one], _C.pointwise_forward("gelu", x[one]))
-        assert_bitwise_nan(blocks[1][one], _C.pointwise_backward("gelu", dout[one], x[one]))
+        assert_bitwise_nan(blocks[0][one], _C.pointwise_forward(op, x[one]))
+        assert_bitwise_nan(blocks[1][one], _C.pointwise_backward(op, dout[one], x[one]))
+
+
+@pytest.mark.parametrize("op", TRANSCENDENTAL)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_avx512_gives_the_bits_of_avx2(op, dtype):
+    """Whole arrays with the AVX-512 kernels switched off give the same bits (where the
+    CPU has no AVX-512 both runs are AVX2's)."""
+    x, dout = _gelu_probe(dtype)
+    with_avx512 = _C.pointwise_forward(op, x), _C.pointwise_backward(op, dout, x)
+    _C.set_avx512_activations(False)
+    try:
+        assert_bitwise_nan(with_avx512[0], _C.pointwise_forward(op, x))
+        assert_bitwise_nan(with_avx512[1], _C.pointwise_backward(op, dout, x))
+    finally:
+        _C.set_avx512_activations(True)
 
 
 def assert_bitwise_nan(got, want):
-    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+    bits = np.uint32 if got.dtype == np.float32 else np.uint64
+    np.testing.assert_array_equal(got.view(bits), want.view(bits))
