@@ -54,6 +54,22 @@ def run(x, w, b, stride, pad, threads, avx512=True):
         _C.set_avx512_conv(True)
 
 
+def assert_matches_naive_on_one_and_two_threads(x, w, b, stride, pad, avx512=True):
+    """Forward, dx, dw and db on two threads within rounding of the naive loops, and the
+    same bits on one thread."""
+    results, dout = run(x, w, b, stride, pad, threads=2, avx512=avx512)
+    bounds = conv_error_bounds(dout, x, w, b, stride, pad)
+    refs = (conv_forward_ref(x, w, b, stride, pad),) + tuple(
+        conv_backward_ref(dout, x, w, stride, pad)
+    )
+    for got, ref, bound in zip(results, refs, bounds, strict=True):
+        assert got.dtype == x.dtype
+        assert_within_rounding(got, ref, bound, TOL[x.dtype.type])
+    one_thread, _ = run(x, w, b, stride, pad, threads=1, avx512=avx512)
+    for got, again in zip(results, one_thread, strict=True):
+        np.testing.assert_array_equal(got, again)
+
+
 @settings(max_examples=80, deadline=None)
 @given(
     N=st.integers(1, 3),
@@ -72,17 +88,7 @@ def test_conv_paths_match_naive_and_any_thread_count(N, C, H, W, F, layer, dtype
     if k > H + 2 * pad or k > W + 2 * pad:
         return  # the kernel does not fit: the fuzz tests check that error
     x, w, b = case(N, C, H, W, F, k, dtype, seed)
-    results, dout = run(x, w, b, stride, pad, threads=2, avx512=avx512)
-    bounds = conv_error_bounds(dout, x, w, b, stride, pad)
-    refs = (conv_forward_ref(x, w, b, stride, pad),) + tuple(
-        conv_backward_ref(dout, x, w, stride, pad)
-    )
-    for got, ref, bound in zip(results, refs, bounds):
-        assert got.dtype == dtype
-        assert_within_rounding(got, ref, bound, TOL[dtype])
-    one_thread, _ = run(x, w, b, stride, pad, threads=1, avx512=avx512)
-    for got, again in zip(results, one_thread):
-        np.testing.assert_array_equal(got, again)
+    assert_matches_naive_on_one_and_two_threads(x, w, b, stride, pad, avx512)
 
 
 @pytest.mark.torch
@@ -156,14 +162,7 @@ def test_weight_gradient_on_many_channels(N, C, H, W, F, k, pad, seed):
     if k > H + 2 * pad or (k == 1 and pad == 0):
         return  # does not fit, or a pointwise GEMM
     x, w, b = case(N, C, H, W, F, k, np.float32, seed)
-    results, dout = run(x, w, b, 1, pad, threads=2)
-    bounds = conv_error_bounds(dout, x, w, b, 1, pad)
-    refs = (conv_forward_ref(x, w, b, 1, pad),) + tuple(conv_backward_ref(dout, x, w, 1, pad))
-    for got, ref, bound in zip(results, refs, bounds):
-        assert_within_rounding(got, ref, bound, TOL[np.float32])
-    one_thread, _ = run(x, w, b, 1, pad, threads=1)
-    for got, again in zip(results, one_thread):
-        np.testing.assert_array_equal(got, again)
+    assert_matches_naive_on_one_and_two_threads(x, w, b, 1, pad)
 
 
 @settings(max_examples=40, deadline=None)
@@ -189,14 +188,7 @@ def test_weight_gradient_of_kernels_three_wide(N, C, H, W, F, kh, kw, pad, seed)
     x = rng.standard_normal((N, C, H, W)).astype(np.float32)
     w = rng.standard_normal((F, C, kh, kw)).astype(np.float32)
     b = rng.standard_normal(F).astype(np.float32)
-    results, dout = run(x, w, b, 1, pad, threads=2)
-    bounds = conv_error_bounds(dout, x, w, b, 1, pad)
-    refs = (conv_forward_ref(x, w, b, 1, pad),) + tuple(conv_backward_ref(dout, x, w, 1, pad))
-    for got, ref, bound in zip(results, refs, bounds):
-        assert_within_rounding(got, ref, bound, TOL[np.float32])
-    one_thread, _ = run(x, w, b, 1, pad, threads=1)
-    for got, again in zip(results, one_thread):
-        np.testing.assert_array_equal(got, again)
+    assert_matches_naive_on_one_and_two_threads(x, w, b, 1, pad)
 
 
 @settings(max_examples=60, deadline=None)
