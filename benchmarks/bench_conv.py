@@ -21,8 +21,8 @@
 (d) Other float32 stride-1 layer shapes (deeper, narrower), direct against im2col + GEMM
     for forward, dw and dx: where the direct kernels win and where they are not used.
 (e) The CIFAR layer as the chain conv -> relu -> 2x2 max pool, first layer of a net
-    (no dx): the fused kernels (graphnet/passes/conv_relu_pool.py's steps) against the three kernels one
-    by one and against PyTorch's conv2d -> relu -> max_pool2d, forward, and forward +
+    (no dx): the fused kernels (graphnet/passes/conv_relu_pool.py's steps) against the three
+    kernels one by one and against PyTorch's conv2d -> relu -> max_pool2d, forward, and forward +
     the weight and bias gradients from a gradient on the pooled output.
 (f) The model zoo's strided and 5x5 conv layers (benchmarks/zoo_models.py), float32,
     batch --zoo-batch: forward, and backward (dw, db, and dx where the layer is not the
@@ -153,7 +153,8 @@ def print_table():
         speedup = "-" if naive is None else f"{naive / ours:.0f}"
         torch_s = "-" if torch_t is None else f"{torch_t * 1e3:.3f}"
         ratio = "-" if torch_t is None else f"{torch_t / ours:.2f}"
-        print(f"{name:<42}{ours * 1e3:>12.3f}{naive_s:>13}{speedup:>9}{torch_s:>10}{ratio:>11}  {extra}")
+        print(f"{name:<42}{ours * 1e3:>12.3f}{naive_s:>13}{speedup:>9}{torch_s:>10}{ratio:>11}"
+              f"  {extra}")
     if any(r[3] for r in ROWS):
         print("* naive loops timed on a slice of the batch and scaled linearly")
     if torch is None:
@@ -223,7 +224,8 @@ def bench_cifar(repeats):
         return conv_backward_fast(dout, cache, need_dx=need_dx)
 
     def rate(t, passes):
-        return f"{flops_per_pass * passes / t / 1e9:.1f} GFLOP/s = {flops_per_pass * passes / t / 1e9 / ceiling:.2f} of ceiling"
+        gflops = flops_per_pass * passes / t / 1e9
+        return f"{gflops:.1f} GFLOP/s = {gflops / ceiling:.2f} of ceiling"
 
     tf = tboth = ttrain = None
     if torch is not None:
@@ -313,7 +315,8 @@ def bench_layers(repeats):
                                 repeats))
             finally:
                 _C.set_direct_conv(True)
-        cells = "".join(f"{1e3 * a:>10.2f} / {1e3 * g:<7.2f}" for a, g in zip(times[True], times[False]))
+        cells = "".join(f"{1e3 * a:>10.2f} / {1e3 * g:<7.2f}"
+                        for a, g in zip(times[True], times[False]))
         print(f"{str((N, C, H, F, K)):<26}{cells}")
 
 
@@ -354,7 +357,8 @@ def bench_chain(repeats):
             t_forward = median_time(chain, repeats)
         t_training = median_time(lambda: torch.autograd.grad(chain(), (wt, bt), gt), repeats)
     note = f"{100 * passing:.0f}% of windows pass the relu"
-    row("(e) conv-relu-pool forward [fused]", median_time(fused_forward, repeats), torch_t=t_forward)
+    row("(e) conv-relu-pool forward [fused]", median_time(fused_forward, repeats),
+        torch_t=t_forward)
     row("(e) conv-relu-pool forward [one by one]", median_time(separate_forward, repeats),
         torch_t=t_forward)
     row("(e) fwd + dw, db [fused]", median_time(fused_training, repeats), torch_t=t_training,
