@@ -249,16 +249,29 @@ bool max_pool_backward(int64_t planes, int64_t H, int64_t W, int64_t Ho, int64_t
 // Average pooling, one plane per thread at a time (one thread owns a whole plane, so
 // overlapping windows add without races, in the same order for any thread count). Within a
 // plane the window's offsets are the outer loops and the output row the inner one, so a
-// stride-1 row is a contiguous, vectorised add.
+// stride-1 row is a contiguous, vectorised add. The 2x2, stride-2 pooling of the CNNs
+// here takes a loop of its own, whose constant stride the compiler vectorises (one image
+// of 32 x 32 x 32 float32: 12.7 us on the general loop), in the general loop's order of
+// additions: the same numbers.
 template <typename T>
 void avg_pool_forward(const PoolGeometry& g, const T* x, T* out) {
     const int64_t in_plane = g.H * g.W, out_plane = g.Ho * g.Wo;
     const T count = static_cast<T>(g.pool_height * g.pool_width);
+    const bool two_by_two = g.pool_height == 2 && g.pool_width == 2 && g.stride == 2;
 #pragma omp parallel for schedule(static) num_threads(team_size(g.N * g.C))
     for (int64_t pl = 0; pl < g.N * g.C; ++pl) {
         const T* src = x + pl * in_plane;
         for (int64_t oh = 0; oh < g.Ho; ++oh) {
             T* dst = out + pl * out_plane + oh * g.Wo;
+            if (two_by_two) {
+                const T* __restrict r0 = src + 2 * oh * g.W;
+                const T* __restrict r1 = r0 + g.W;
+                for (int64_t ow = 0; ow < g.Wo; ++ow) {
+                    dst[ow] = (T(0) + r0[2 * ow] + r0[2 * ow + 1] + r1[2 * ow] + r1[2 * ow + 1]) /
+                              count;
+                }
+                continue;
+            }
             std::fill(dst, dst + g.Wo, T(0));
             for (int64_t i = 0; i < g.pool_height; ++i) {
                 const T* row = src + (oh * g.stride + i) * g.W;
