@@ -263,6 +263,17 @@ py::array py_max_pool_backward(const py::array& dout, const py::array& winners, 
     });
 }
 
+bool py_all_finite(const py::array& x) {
+    return dispatch_float(x, "all_finite x", [&](auto zero) -> bool {
+        using T = decltype(zero);
+        Contig<T> xc(x);
+        const T* xp = xc.data();
+        const int64_t n = xc.size();
+        py::gil_scoped_release nogil;
+        return all_finite(n, xp);
+    });
+}
+
 py::tuple py_relu_forward(const py::array& x) {
     return dispatch_float(x, "relu x", [&](auto zero) -> py::tuple {
         using T = decltype(zero);
@@ -943,6 +954,9 @@ PYBIND11_MODULE(_C, m) {
     m.def("max_pool_backward", &py_max_pool_backward, "dout"_a, "winners"_a, "H"_a, "W"_a,
           "Gradient of max_pool_forward -> dx (N, C, H, W): each window's whole gradient goes\n"
           "to its winner; overlapping windows add up.");
+    m.def("all_finite", &py_all_finite, "x"_a,
+          "Whether x (float32 or float64, any shape) holds no NaN and no infinity: "
+          "np.isfinite(x).all() without its temporary.");
     m.def("relu_forward", &py_relu_forward, "x"_a,
           "(max(x, 0), x > 0) in one threaded pass; float32 or float64, any shape.");
     m.def("relu_backward", &py_relu_backward, "dout"_a, "keep"_a,

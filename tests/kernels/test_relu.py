@@ -1,6 +1,7 @@
-"""The relu kernels: np.maximum(x, 0)'s numbers and the mask x > 0, on AVX2 (float64 has
-its own kernel there) and on the portable loop bit for bit the same, NaN passing through,
-any size (the four-lane body and its tail, thread chunks), the same for any thread count."""
+"""The relu kernels: np.maximum(x, 0)'s numbers and the mask x > 0, on AVX2 (float32 and
+float64 have kernels of their own there) and on the portable loop bit for bit the same, NaN
+passing through, any size (the vector bodies of 4 and 32 elements and their tails, thread
+chunks), the same for any thread count."""
 
 import numpy as np
 import pytest
@@ -20,7 +21,7 @@ def relu_with(avx2, x):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("n", [0, 1, 3, 4, 5, 11, 4099, 3 * 65536 + 7])
+@pytest.mark.parametrize("n", [0, 1, 3, 4, 5, 11, 31, 32, 33, 64, 95, 4099, 3 * 65536 + 7])
 def test_relu_forward_is_numpys_on_both_paths(dtype, n):
     rng = np.random.default_rng(n)
     x = rng.standard_normal(n).astype(dtype)
