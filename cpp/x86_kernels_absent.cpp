@@ -13,6 +13,7 @@
 #include "gemm_avx512.h"
 #include "group_norm.h"
 #include "lstm_cell_avx512.h"
+#include "pool_avx2.h"
 #include "norm_avx2.h"
 #include "panel_gemm_avx512.h"
 #include "pointwise_avx2.h"
@@ -101,6 +102,10 @@ void sigmoid_avx512(int64_t, const float*, const float*, float*) { absent("sigmo
 void tanh_avx512(int64_t, const float*, const float*, float*) { absent("tanh_avx512"); }
 void relu_forward_avx2(int64_t, const double*, double*, bool*) { absent("relu_forward_avx2"); }
 void relu_forward_avx2(int64_t, const float*, float*, bool*) { absent("relu_forward_avx2"); }
+int64_t max_pool_row_2x2_avx2(int64_t, int32_t, int32_t, const float*, const float*, float*,
+                              int32_t*, bool) {
+    absent("max_pool_row_2x2_avx2");
+}
 int64_t gelu_forward_avx512(int64_t, const float*, float*) { absent("gelu_forward_avx512"); }
 int64_t gelu_backward_avx512(int64_t, const float*, const float*, float*) {
     absent("gelu_backward_avx512");
