@@ -17,10 +17,15 @@ SPECIAL = [-1.5, 0.0, -0.0, 2.0, np.nan, -np.nan, np.inf, -np.inf, 1e-30, 5e-324
 
 
 def relu_with(avx2, x):
+    return on_avx2(avx2, _C.relu_forward, x)
+
+
+def on_avx2(avx2, kernel, *args, **kwargs):
+    """kernel(*args, **kwargs) with the AVX2 relu and pooling kernels on or off."""
     before = _C.avx2_activations_active()
     _C.set_avx2_activations(avx2)
     try:
-        return _C.relu_forward(x)
+        return kernel(*args, **kwargs)
     finally:
         _C.set_avx2_activations(before)
 
@@ -60,12 +65,7 @@ def test_relu_forward_the_same_for_any_thread_count(dtype):
 
 
 def pool_with(avx2, x, relu_first):
-    before = _C.avx2_activations_active()
-    _C.set_avx2_activations(avx2)
-    try:
-        return _C.max_pool_forward(x, 2, 2, 2, relu_first=relu_first)
-    finally:
-        _C.set_avx2_activations(before)
+    return on_avx2(avx2, _C.max_pool_forward, x, 2, 2, 2, relu_first=relu_first)
 
 
 @settings(max_examples=80, deadline=None)
