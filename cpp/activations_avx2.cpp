@@ -53,4 +53,30 @@ void relu_forward_avx2(int64_t n, const double* x, double* out, bool* keep) {
     }
 }
 
+void relu_forward_avx2(int64_t n, const float* x, float* out, bool* keep) {
+    const __m256 zero = _mm256_setzero_ps();
+    const __m256i one = _mm256_set1_epi8(1);
+    // packs work within 128-bit halves: after packing four vectors a, b, c, d of masks to
+    // bytes, the groups of four bytes stand a0-3 b0-3 c0-3 d0-3 a4-7 b4-7 c4-7 d4-7
+    const __m256i in_order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    int64_t k = 0;
+    for (; k + 32 <= n; k += 32) {
+        __m256i passes[4];
+        for (int q = 0; q < 4; ++q) {
+            const __m256 v = _mm256_loadu_ps(x + k + 8 * q);
+            // x <= 0 is false for a NaN, so the NaN passes, as in np.maximum
+            _mm256_storeu_ps(out + k + 8 * q, _mm256_andnot_ps(_mm256_cmp_ps(v, zero, _CMP_LE_OQ), v));
+            passes[q] = _mm256_castps_si256(_mm256_cmp_ps(v, zero, _CMP_GT_OQ));
+        }
+        const __m256i bytes = _mm256_packs_epi16(_mm256_packs_epi32(passes[0], passes[1]),
+                                                 _mm256_packs_epi32(passes[2], passes[3]));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(keep + k),
+                            _mm256_and_si256(_mm256_permutevar8x32_epi32(bytes, in_order), one));
+    }
+    for (; k < n; ++k) {
+        keep[k] = x[k] > 0.0f;
+        out[k] = x[k] <= 0.0f ? 0.0f : x[k];
+    }
+}
+
 }  // namespace graphnet

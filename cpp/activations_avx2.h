@@ -20,5 +20,9 @@ void tanh_avx2(int64_t n, const float* x, const float* bias, float* out);
 // portable loop for float32 but not for float64 on SSE2 (a byte of keep per two-lane
 // vector has no vector type there), which left it 7x slower than np.maximum.
 void relu_forward_avx2(int64_t n, const double* x, double* out, bool* keep);
+// The same for float32, eight lanes at a time and the masks of 32 packed into one store of
+// bytes: SSE2's vectorisation of the portable loop (four lanes, the bytes of keep built
+// one by one) took 13.8 us on 64 x 32 x 32 floats, about np.maximum's time.
+void relu_forward_avx2(int64_t n, const float* x, float* out, bool* keep);
 
 }  // namespace graphnet

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <type_traits>
 
 #include "activations_avx2.h"
@@ -15,17 +16,15 @@ constexpr int64_t kElementsPerThread = 1 << 16;
 
 template <typename T>
 void relu_forward(int64_t n, const T* x, T* out, bool* keep) {
-    if constexpr (std::is_same_v<T, double>) {
-        if (avx2_activations_active()) {  // the float64 loop below is scalar code (see the kernel)
-            const int64_t chunks = (n + kElementsPerThread - 1) / kElementsPerThread;
+    if (avx2_activations_active()) {  // the loop below is SSE2 or scalar code (see the kernels)
+        const int64_t chunks = (n + kElementsPerThread - 1) / kElementsPerThread;
 #pragma omp parallel for schedule(static) num_threads(team_size(chunks))
-            for (int64_t c = 0; c < chunks; ++c) {
-                const int64_t begin = c * kElementsPerThread;
-                relu_forward_avx2(std::min(n, begin + kElementsPerThread) - begin, x + begin,
-                                  out + begin, keep + begin);
-            }
-            return;
+        for (int64_t c = 0; c < chunks; ++c) {
+            const int64_t begin = c * kElementsPerThread;
+            relu_forward_avx2(std::min(n, begin + kElementsPerThread) - begin, x + begin,
+                              out + begin, keep + begin);
         }
+        return;
     }
 #pragma omp parallel for simd schedule(static) num_threads(team_size(n / kElementsPerThread))
     for (int64_t i = 0; i < n; ++i) {
@@ -56,6 +55,26 @@ void sigmoid_forward(int64_t n, const float* x, float* out) {
     }
 }
 
+template <typename T>
+bool all_finite(int64_t n, const T* x) {
+    using U = std::conditional_t<std::is_same_v<T, float>, uint32_t, uint64_t>;
+    constexpr U kExponent = std::is_same_v<T, float> ? U(0x7f800000u) : U(0x7ff0000000000000u);
+    constexpr int64_t kBlock = 1024;  // a vectorised pass without exits, then one test
+    for (int64_t begin = 0; begin < n; begin += kBlock) {
+        const int64_t end = std::min(n, begin + kBlock);
+        U all_ones = 0;  // becomes kExponent once an element's exponent bits are all ones
+        for (int64_t i = begin; i < end; ++i) {
+            U bits;
+            std::memcpy(&bits, x + i, sizeof bits);
+            all_ones |= U(0) - U((bits & kExponent) == kExponent);
+        }
+        if (all_ones != 0) return false;
+    }
+    return true;
+}
+
+template bool all_finite<float>(int64_t, const float*);
+template bool all_finite<double>(int64_t, const double*);
 template void relu_forward<float>(int64_t, const float*, float*, bool*);
 template void relu_forward<double>(int64_t, const double*, double*, bool*);
 template void relu_backward<float>(int64_t, const float*, const uint8_t*, float*);

@@ -20,4 +20,11 @@ void relu_backward(int64_t n, const T* dout, const uint8_t* keep, T* dx);
 // (recurrent.h) says so, else with the C library's exp.
 void sigmoid_forward(int64_t n, const float* x, float* out);
 
+// Whether none of x[0..n) is NaN or infinite, read from the exponent bits (no floating
+// point operation, so no status flag is raised), stopping at the first block that holds
+// one. The feed check of every batch (graphnet/core/feeds.py): np.isfinite(x).all() took
+// 1.3 us on one 3072-float image, most of it making and reducing its temporary.
+template <typename T>
+bool all_finite(int64_t n, const T* x);
+
 }  // namespace graphnet

@@ -263,6 +263,17 @@ py::array py_max_pool_backward(const py::array& dout, const py::array& winners, 
     });
 }
 
+bool py_all_finite(const py::array& x) {
+    return dispatch_float(x, "all_finite x", [&](auto zero) -> bool {
+        using T = decltype(zero);
+        Contig<T> xc(x);
+        const T* xp = xc.data();
+        const int64_t n = xc.size();
+        py::gil_scoped_release nogil;
+        return all_finite(n, xp);
+    });
+}
+
 py::tuple py_relu_forward(const py::array& x) {
     return dispatch_float(x, "relu x", [&](auto zero) -> py::tuple {
         using T = decltype(zero);
@@ -338,10 +349,18 @@ py::tuple py_softmax_loss(const py::array& x, const py::array& labels, const py:
     });
 }
 
-py::array py_matmul(const py::array& a, const py::array& b, bool transpose_a, bool transpose_b) {
+py::array py_matmul(const py::array& a, const py::array& b, bool transpose_a, bool transpose_b,
+                    const py::object& bias) {
     require_rank(shape_of(a), 2, "matmul a", "(rows, columns)");
     require_rank(shape_of(b), 2, "matmul b", "(rows, columns)");
     require_same_dtype(a, "a", b, "b");
+    const bool biased = !bias.is_none();
+    const py::array bias_array = biased ? py::array::ensure(bias) : py::array();
+    if (biased) {
+        if (!bias_array) fail("matmul bias must be an array");
+        require_same_dtype(a, "a", bias_array, "bias");
+        require_shape(bias_array, Shape{b.shape(transpose_b ? 0 : 1)}, "matmul bias");
+    }
     const int64_t m = a.shape(transpose_a ? 1 : 0), k = a.shape(transpose_a ? 0 : 1);
     const int64_t n = b.shape(transpose_b ? 0 : 1), kb = b.shape(transpose_b ? 1 : 0);
     if (k != kb) {
@@ -356,14 +375,22 @@ py::array py_matmul(const py::array& a, const py::array& b, bool transpose_a, bo
     return dispatch_float(a, "matmul a", [&](auto zero) -> py::array {
         using T = decltype(zero);
         Contig<T> ac(a), bc(b);
+        const Contig<T> biasc(biased ? bias_array : b);  // read only when biased
         py::array_t<T> c(Shape{m, n});
-        const T *ap = ac.data(), *bp = bc.data();
+        const T *ap = ac.data(), *bp = bc.data(), *biasp = biasc.data();
         T* cp = c.mutable_data();
         py::gil_scoped_release nogil;
         if (k == 0) {
             std::fill(cp, cp + m * n, T(0));
         } else if (m > 0 && n > 0) {
             matmul(transpose_a, transpose_b, m, n, k, ap, bp, cp);
+        }
+        // The bias added to each row after the product: numpy's `c += bias`, one rounding
+        // per element, without its call (0.6 us, a third of a small affine at batch 1).
+        if (biased) {
+            for (int64_t i = 0; i < m; ++i) {
+                for (int64_t j = 0; j < n; ++j) cp[i * n + j] += biasp[j];
+            }
         }
         return c;
     });
@@ -929,6 +956,9 @@ PYBIND11_MODULE(_C, m) {
     m.def("max_pool_backward", &py_max_pool_backward, "dout"_a, "winners"_a, "H"_a, "W"_a,
           "Gradient of max_pool_forward -> dx (N, C, H, W): each window's whole gradient goes\n"
           "to its winner; overlapping windows add up.");
+    m.def("all_finite", &py_all_finite, "x"_a,
+          "Whether x (float32 or float64, any shape) holds no NaN and no infinity: "
+          "np.isfinite(x).all() without its temporary.");
     m.def("relu_forward", &py_relu_forward, "x"_a,
           "(max(x, 0), x > 0) in one threaded pass; float32 or float64, any shape.");
     m.def("relu_backward", &py_relu_backward, "dout"_a, "keep"_a,
@@ -941,9 +971,10 @@ PYBIND11_MODULE(_C, m) {
           "its weight: (the weighted sum of the rows' losses, dx (rows, V)); x and weight\n"
           "of one float dtype. Labels outside [0, V) raise ValueError.");
     m.def("matmul", &py_matmul, "a"_a, "b"_a, py::kw_only(), "transpose_a"_a = false,
-          "transpose_b"_a = false,
+          "transpose_b"_a = false, "bias"_a = py::none(),
           "op(a) @ op(b) on graphnet's threads, op = transpose when asked (no copy is made\n"
-          "for it); a and b: 2-D, one dtype, float32 or float64.");
+          "for it); a and b: 2-D, one dtype, float32 or float64. bias (columns of the\n"
+          "result,), of that dtype: added to every row of the result.");
     m.def("adam_update", &py_adam_update, "w"_a, "dw"_a, "m"_a, "v"_a, "learning_rate"_a,
           "beta1"_a, "beta2"_a, "epsilon"_a, "t"_a,
           "One Adam step in place on w, m, v (C-contiguous, one float dtype); t already\n"

@@ -3,7 +3,10 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 
+#include "pool_avx2.h"
+#include "recurrent.h"
 #include "threads.h"
 
 namespace graphnet {
@@ -127,13 +130,27 @@ void pool_row_2x2(int64_t Wo, int32_t row_start, int32_t W, const T* __restrict 
     }
 }
 
-// One plane of the 2x2, stride-2 pooling.
+// One plane of the 2x2, stride-2 pooling: float32 rows eight outputs at a time on AVX2
+// (pool_avx2.h) where avx2_activations_active() (recurrent.h: the switch of the relu
+// kernels too), their last few and float64 on the scalar row.
 template <bool Relu, typename T>
 void pool_plane_2x2(const PoolGeometry& g, const T* src, T* dst, int32_t* win) {
+    bool avx2 = false;
+    if constexpr (std::is_same_v<T, float>) avx2 = avx2_activations_active();
     for (int64_t oh = 0; oh < g.Ho; ++oh) {
         const T* r0 = src + 2 * oh * g.W;
-        pool_row_2x2<Relu>(g.Wo, static_cast<int32_t>(2 * oh * g.W), static_cast<int32_t>(g.W), r0,
-                           r0 + g.W, dst + oh * g.Wo, win + oh * g.Wo);
+        const auto row_start = static_cast<int32_t>(2 * oh * g.W);
+        const auto W = static_cast<int32_t>(g.W);
+        T* out = dst + oh * g.Wo;
+        int32_t* winners = win + oh * g.Wo;
+        int64_t done = 0;
+        if constexpr (std::is_same_v<T, float>) {
+            if (avx2) {
+                done = max_pool_row_2x2_avx2(g.Wo, row_start, W, r0, r0 + g.W, out, winners, Relu);
+            }
+        }
+        pool_row_2x2<Relu>(g.Wo - done, row_start + 2 * static_cast<int32_t>(done), W,
+                           r0 + 2 * done, r0 + g.W + 2 * done, out + done, winners + done);
     }
 }
 
@@ -249,16 +266,29 @@ bool max_pool_backward(int64_t planes, int64_t H, int64_t W, int64_t Ho, int64_t
 // Average pooling, one plane per thread at a time (one thread owns a whole plane, so
 // overlapping windows add without races, in the same order for any thread count). Within a
 // plane the window's offsets are the outer loops and the output row the inner one, so a
-// stride-1 row is a contiguous, vectorised add.
+// stride-1 row is a contiguous, vectorised add. The 2x2, stride-2 pooling of the CNNs
+// here takes a loop of its own, whose constant stride the compiler vectorises (one image
+// of 32 x 32 x 32 float32: 12.7 us on the general loop), in the general loop's order of
+// additions: the same numbers.
 template <typename T>
 void avg_pool_forward(const PoolGeometry& g, const T* x, T* out) {
     const int64_t in_plane = g.H * g.W, out_plane = g.Ho * g.Wo;
     const T count = static_cast<T>(g.pool_height * g.pool_width);
+    const bool two_by_two = g.pool_height == 2 && g.pool_width == 2 && g.stride == 2;
 #pragma omp parallel for schedule(static) num_threads(team_size(g.N * g.C))
     for (int64_t pl = 0; pl < g.N * g.C; ++pl) {
         const T* src = x + pl * in_plane;
         for (int64_t oh = 0; oh < g.Ho; ++oh) {
             T* dst = out + pl * out_plane + oh * g.Wo;
+            if (two_by_two) {
+                const T* __restrict r0 = src + 2 * oh * g.W;
+                const T* __restrict r1 = r0 + g.W;
+                for (int64_t ow = 0; ow < g.Wo; ++ow) {
+                    dst[ow] = (T(0) + r0[2 * ow] + r0[2 * ow + 1] + r1[2 * ow] + r1[2 * ow + 1]) /
+                              count;
+                }
+                continue;
+            }
             std::fill(dst, dst + g.Wo, T(0));
             for (int64_t i = 0; i < g.pool_height; ++i) {
                 const T* row = src + (oh * g.stride + i) * g.W;

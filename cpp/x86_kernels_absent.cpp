@@ -13,6 +13,7 @@
 #include "gemm_avx512.h"
 #include "group_norm.h"
 #include "lstm_cell_avx512.h"
+#include "pool_avx2.h"
 #include "norm_avx2.h"
 #include "panel_gemm_avx512.h"
 #include "pointwise_avx2.h"
@@ -100,6 +101,11 @@ void tanh_avx2(int64_t, const float*, const float*, float*) { absent("tanh_avx2"
 void sigmoid_avx512(int64_t, const float*, const float*, float*) { absent("sigmoid_avx512"); }
 void tanh_avx512(int64_t, const float*, const float*, float*) { absent("tanh_avx512"); }
 void relu_forward_avx2(int64_t, const double*, double*, bool*) { absent("relu_forward_avx2"); }
+void relu_forward_avx2(int64_t, const float*, float*, bool*) { absent("relu_forward_avx2"); }
+int64_t max_pool_row_2x2_avx2(int64_t, int32_t, int32_t, const float*, const float*, float*,
+                              int32_t*, bool) {
+    absent("max_pool_row_2x2_avx2");
+}
 int64_t pointwise_forward_avx512(Pointwise, int64_t, const float*, float*) {
     absent("pointwise_forward_avx512");
 }

@@ -579,10 +579,11 @@ class Graph(GateBuilders):
         if feeds.keys() != wanted.keys():  # a feed the plan does not read, or one missing
             self._check_feed_names(plan.inputs, feeds)
         checked = None if checker is None else checker.checks
-        converted = [  # all checked before any is stored: a bad feed changes nothing
-            (node.index, convert_feed(node, feeds[name], dtype, node is not checked))
-            for name, (node, dtype) in wanted.items()
-        ]
+        converted = []  # all checked before any is stored: a bad feed changes nothing
+        for name, (node, dtype) in wanted.items():  # a loop: a comprehension is a frame
+            converted.append(
+                (node.index, convert_feed(node, feeds[name], dtype, node is not checked))
+            )
         if checker is not None:
             checker.check(dict(converted)[checker.checks.index], self.store)
         values = self.store.values

@@ -297,6 +297,10 @@ class Concat(Gate):
         return [f"saved the sizes along axis {self.axis}: {list(cache)}"]
 
 
+#: dtypes whose np.mean is their own sum divided by the count (float16 sums in float32)
+_MEAN_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
 @register_gate
 class Mean(Sum):
     """The mean over `axis` (None: all axes); a sum scaled by 1/n, so backward spreads
@@ -311,6 +315,14 @@ class Mean(Sum):
     derivatives = ("1/n",)
 
     def forward(self, x):
+        if type(x) is np.ndarray and x.size and x.dtype in _MEAN_DTYPES:
+            # np.mean's own numbers (the sum, divided by the count) without its Python
+            # wrapper, which costs as much as a small mean: 2.7 of 5.4 us on (1, 64, 8, 8).
+            total = np.add.reduce(x, axis=self.axis, keepdims=self.keepdims)
+            count = x.size // np.size(total)
+            if type(total) is np.ndarray:
+                return np.true_divide(total, count, out=total), x.shape
+            return total / count, x.shape
         return np.mean(x, axis=self.axis, keepdims=self.keepdims), np.shape(x)
 
     def backward(self, dout, cache, needs):

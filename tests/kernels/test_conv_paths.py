@@ -234,3 +234,35 @@ def test_conv_relu_forward_is_relu_of_conv_forward(N, C, H, W, F, layer, dtype, 
     finally:
         _C.set_num_threads(before)
         restore()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    N=st.integers(1, 3),
+    C=st.integers(28, 70),
+    H=st.integers(1, 9),
+    W=st.integers(1, 40),
+    F=st.sampled_from([1, 7, 16, 33, 64]),
+    k=st.sampled_from([1, 3]),
+    direct=st.booleans(),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 2**16),
+)
+def test_gemm_forward_on_either_side_of_the_avx512_product(N, C, H, W, F, k, direct, dtype, seed):
+    """The forward's GEMM (every pointwise conv, and the im2col path): graphnet's product
+    (the AVX-512 kernel from 32 inner indices on, below that OpenBLAS), then the bias; within
+    rounding of the reference on any batch, and the same bits on one and two threads (one
+    image's product splits across them)."""
+    pad = 0 if k == 1 else 1
+    if k > H + 2 * pad or k > W + 2 * pad:
+        return
+    x, w, b = case(N, C, H, W, F, k, dtype, seed)
+    _C.set_direct_conv(direct)
+    try:
+        (out, *_), dout = run(x, w, b, 1, pad, threads=2)
+        (again, *_), _ = run(x, w, b, 1, pad, threads=1)
+    finally:
+        _C.set_direct_conv(True)
+    bound = conv_error_bounds(dout, x, w, b, 1, pad)[0]
+    assert_within_rounding(out, conv_forward_ref(x, w, b, 1, pad), bound, TOL[dtype])
+    np.testing.assert_array_equal(out, again)

@@ -1,26 +1,37 @@
-"""The relu kernels: np.maximum(x, 0)'s numbers and the mask x > 0, on AVX2 (float64 has
-its own kernel there) and on the portable loop bit for bit the same, NaN passing through,
-any size (the four-lane body and its tail, thread chunks), the same for any thread count."""
+"""The relu kernels: np.maximum(x, 0)'s numbers and the mask x > 0, on AVX2 (float32 and
+float64 have kernels of their own there) and on the portable loop bit for bit the same, NaN
+passing through, any size (the vector bodies of 4 and 32 elements and their tails, thread
+chunks), the same for any thread count; and the float32 max pooling's AVX2 rows, against
+the scalar ones."""
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from graphnet.kernels import _C
+
+from .test_avx2 import kernel_threads
 
 SPECIAL = [-1.5, 0.0, -0.0, 2.0, np.nan, -np.nan, np.inf, -np.inf, 1e-30, 5e-324, -5e-324]
 
 
 def relu_with(avx2, x):
+    return on_avx2(avx2, _C.relu_forward, x)
+
+
+def on_avx2(avx2, kernel, *args, **kwargs):
+    """kernel(*args, **kwargs) with the AVX2 relu and pooling kernels on or off."""
     before = _C.avx2_activations_active()
     _C.set_avx2_activations(avx2)
     try:
-        return _C.relu_forward(x)
+        return kernel(*args, **kwargs)
     finally:
         _C.set_avx2_activations(before)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("n", [0, 1, 3, 4, 5, 11, 4099, 3 * 65536 + 7])
+@pytest.mark.parametrize("n", [0, 1, 3, 4, 5, 11, 31, 32, 33, 64, 95, 4099, 3 * 65536 + 7])
 def test_relu_forward_is_numpys_on_both_paths(dtype, n):
     rng = np.random.default_rng(n)
     x = rng.standard_normal(n).astype(dtype)
@@ -51,3 +62,38 @@ def test_relu_forward_the_same_for_any_thread_count(dtype):
         np.testing.assert_array_equal(out.view(np.uint8), results[0][0].view(np.uint8))
         np.testing.assert_array_equal(keep, results[0][1])
     np.testing.assert_array_equal(_C.relu_forward(x.T)[0], np.maximum(x.T, 0))
+
+
+def pool_with(avx2, x, relu_first):
+    return on_avx2(avx2, _C.max_pool_forward, x, 2, 2, 2, relu_first=relu_first)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    N=st.integers(1, 2),
+    C=st.integers(1, 3),
+    H=st.integers(2, 9),
+    W=st.integers(2, 70),
+    relu_first=st.booleans(),
+    rounded=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_max_pool_2x2_on_avx2_is_the_scalar_rows(N, C, H, W, relu_first, rounded, seed):
+    """float32 2x2, stride-2 max pooling, eight outputs at a time on AVX2 and the last few
+    on the scalar row: the same maxima (the first in row-major order, a NaN beating any
+    number, -0 and +0 apart), the same winners, on one and two threads."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+    if rounded:  # ties everywhere
+        x = np.round(x)
+    flat = x.reshape(-1)
+    flat[rng.integers(0, flat.size, 6)] = rng.choice(SPECIAL, 6).astype(np.float32)
+    (out, winners), (scalar_out, scalar_winners) = (
+        pool_with(avx2, x, relu_first) for avx2 in (True, False)
+    )
+    np.testing.assert_array_equal(out.view(np.uint32), scalar_out.view(np.uint32))
+    np.testing.assert_array_equal(winners, scalar_winners)
+    with kernel_threads(2):
+        again = pool_with(True, x, relu_first)
+    np.testing.assert_array_equal(again[0].view(np.uint32), out.view(np.uint32))
+    np.testing.assert_array_equal(again[1], winners)

@@ -1,0 +1,162 @@
+"""The pieces of a batch-1 eval call that take short ways: the feed's finiteness check
+(one C++ pass over the exponent bits: np.isfinite(x).all()'s answer), the mean gate without
+np.mean's wrapper (np.mean's numbers, bit for bit), the affine gate's bias added in C++
+(numpy's `out += b`, bit for bit) and 2x2, stride-2 average pooling on a loop of its own
+(the general loop's numbers, bit for bit), each on random shapes, float32 and float64."""
+
+import contextlib
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import graphnet as gn
+from graphnet.core.feeds import all_finite
+from graphnet.gates.nn import Affine
+from graphnet.gates.tensor import Mean
+from graphnet.kernels import _C
+
+DTYPES = st.sampled_from([np.float32, np.float64])
+
+
+@contextlib.contextmanager
+def kernel_threads(n):
+    before = _C.get_num_threads()
+    _C.set_num_threads(n)
+    try:
+        yield
+    finally:
+        _C.set_num_threads(before)
+
+
+def same_bits(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.dtype == b.dtype and a.shape == b.shape
+    np.testing.assert_array_equal(a.reshape(-1).view(np.uint8), b.reshape(-1).view(np.uint8))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 7), min_size=1, max_size=4), DTYPES, st.data())
+def test_all_finite_is_isfinite_all(shape, dtype, data):
+    x = np.random.default_rng(len(shape)).standard_normal(shape).astype(dtype)
+    if x.size and data.draw(st.booleans()):
+        where = data.draw(st.integers(0, x.size - 1))
+        x.reshape(-1)[where] = data.draw(
+            st.sampled_from([np.nan, np.inf, -np.inf, np.finfo(dtype).max, 0.0])
+        )
+    if data.draw(st.booleans()):
+        x = x.T  # not contiguous
+    assert all_finite(x) == bool(np.isfinite(x).all())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 1023, 1024, 1025, 5000])
+def test_all_finite_finds_one_bad_element_anywhere(dtype, n):
+    info = np.finfo(dtype)
+    x = np.random.default_rng(n).standard_normal(n).astype(dtype)
+    x[: min(n, 4)] = [info.max, -info.max, info.tiny / 4, -0.0][: min(n, 4)]  # all finite
+    assert _C.all_finite(x) and all_finite(x.reshape(1, n)[:, ::-1])
+    for where in {0, n // 2, n - 1}:
+        for bad in (np.nan, np.inf, -np.inf):
+            y = x.copy()
+            y[where] = bad
+            assert not _C.all_finite(y) and not all_finite(y)
+    assert _C.all_finite(np.zeros(0, dtype))
+    with pytest.raises(ValueError, match="all_finite x must be float32 or float64"):
+        _C.all_finite(np.zeros(3, np.int64))
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.integers(1, 6), min_size=1, max_size=4), DTYPES, st.data())
+def test_mean_gate_is_np_mean_bit_for_bit(shape, dtype, data):
+    x = np.random.default_rng(sum(shape)).standard_normal(shape).astype(dtype) * 1e3
+    rank = len(shape)
+    axis = data.draw(
+        st.one_of(
+            st.none(),
+            st.integers(-rank, rank - 1),
+            st.sets(st.integers(0, rank - 1), min_size=1).map(tuple),
+        )
+    )
+    keepdims = data.draw(st.booleans())
+    if data.draw(st.booleans()):
+        x = x.T
+    out, cache = Mean(axis=axis, keepdims=keepdims).forward(x)
+    expected = np.mean(x, axis=axis, keepdims=keepdims)
+    assert type(out) is type(expected) and cache == x.shape
+    same_bits(out, expected)
+
+
+@pytest.mark.filterwarnings("ignore:Mean of empty slice", "ignore:invalid value")
+def test_mean_gate_of_other_dtypes_and_empty_arrays_is_np_means():
+    for x in (np.arange(12).reshape(3, 4), np.ones((2, 3), np.float16), np.ones((0, 3))):
+        out, _ = Mean(axis=0).forward(x)
+        same_bits(out, np.mean(x, axis=0))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 4), st.integers(1, 300), st.integers(1, 130), DTYPES, st.booleans())
+def test_affine_bias_in_cpp_is_numpys_add(rows, features, outputs, dtype, image):
+    rng = np.random.default_rng(rows * features + outputs)
+    shape = (rows, features, 1) if image else (rows, features)
+    x = rng.standard_normal(shape).astype(dtype)
+    w = rng.standard_normal((features, outputs)).astype(dtype)
+    b = rng.standard_normal(outputs).astype(dtype)
+    out, _ = Affine().forward(x, w, b)
+    expected = _C.matmul(x.reshape(rows, features), w)
+    expected += b
+    same_bits(out, expected)
+    with kernel_threads(2):
+        same_bits(Affine().forward(x, w, b)[0], out)
+
+
+def test_matmul_bias_refuses_a_wrong_shape_or_dtype():
+    a, b = np.ones((2, 3), np.float32), np.ones((3, 4), np.float32)
+    with pytest.raises(ValueError, match="matmul bias"):
+        _C.matmul(a, b, bias=np.ones(3, np.float32))
+    with pytest.raises(ValueError, match="bias"):
+        _C.matmul(a, b, bias=np.ones(4))
+    same_bits(
+        _C.matmul(
+            np.ones((2, 0), np.float32),
+            np.ones((0, 4), np.float32),
+            bias=np.arange(4, dtype=np.float32),
+        ),
+        np.tile(np.arange(4, dtype=np.float32), (2, 1)),
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 3), st.integers(1, 5), st.integers(2, 19), st.integers(2, 41), DTYPES)
+def test_avg_pool_2x2_stride_2_is_the_general_loops_sum(N, C, H, W, dtype):
+    x = np.random.default_rng(H * W).standard_normal((N, C, H, W)).astype(dtype)
+    Ho, Wo = H // 2, W // 2
+    corner = [x[:, :, i : 2 * Ho : 2, j : 2 * Wo : 2] for i in (0, 1) for j in (0, 1)]
+    expected = (dtype(0) + corner[0] + corner[1] + corner[2] + corner[3]) / dtype(4)
+    out = _C.avg_pool_forward(x, 2, 2, 2)
+    same_bits(out, expected)
+    with kernel_threads(2):
+        same_bits(_C.avg_pool_forward(x, 2, 2, 2), out)
+
+
+def test_anomaly_mode_in_a_new_thread_sees_its_walks():
+    g = gn.Graph()
+    x = g.input("x", shape=(None, 2))
+    g.log(x, name="out")
+    seen = []
+
+    def walk():
+        with gn.detect_anomaly(), np.errstate(invalid="ignore"):
+            try:
+                g.forward({"x": np.array([[1.0, -1.0]])})
+            except Exception as err:  # the log of -1 is NaN: anomaly mode names the node
+                seen.append(str(err))
+
+    thread = threading.Thread(target=walk)
+    thread.start()
+    thread.join()
+    assert seen and "out" in seen[0]
+    with np.errstate(invalid="ignore"):
+        g.forward({"x": np.array([[1.0, -1.0]])})  # this thread: no anomaly mode
