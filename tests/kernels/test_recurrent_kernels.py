@@ -8,7 +8,7 @@ import threading
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from graphnet import rnn_layers as R
@@ -368,6 +368,7 @@ def test_backward_refuses_a_tampered_cache():
     wrong=st.sampled_from([None, "h0", "Wx", "Wh", "b", "dh"]),
     seed=st.integers(0, 2**16),
 )
+@example(cell="rnn", N=3, T=4, D=3, H=24, dtype=np.float32, wrong=None, seed=24)
 def test_fuzz_matches_the_step_loop_or_raises(cell, N, T, D, H, dtype, wrong, seed):
     """Random sizes, empty ones included: the kernels match the numpy steps, or a shape
     off by one is refused with ValueError."""
@@ -389,7 +390,9 @@ def test_fuzz_matches_the_step_loop_or_raises(cell, N, T, D, H, dtype, wrong, se
             _C.recurrent_backward(cell, dh, x, h0, Wx, Wh, h, act, c, tanh_c)
         return
     grads = _C.recurrent_backward(cell, dh, x, h0, Wx, Wh, h, act, c, tanh_c)
-    tol = {"rtol": 1e-4, "atol": 1e-4} if dtype == np.float32 else {"rtol": 1e-9, "atol": 1e-10}
+    # Unit-normal weights saturate the tanh: in float32 its 1 - h*h, near 1e-4, keeps only a
+    # few digits (an ulp of h is 6e-8), so the gradients are good to about 1e-3 relative.
+    tol = {"rtol": 1e-3, "atol": 1e-4} if dtype == np.float32 else {"rtol": 1e-9, "atol": 1e-10}
     for mine, loop in zip((h, *grads), step_loop(cell, x, h0, Wx, Wh, b, dh)):
         np.testing.assert_allclose(mine, loop, **tol)
 
