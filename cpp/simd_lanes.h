@@ -24,45 +24,51 @@ namespace {
 template <typename V>
 struct Lanes;
 
+// The operations whose intrinsics' names differ between the widths only by their prefix
+// (_mm256, _mm512) and suffix (ps, pd), and by those of the compare and the rounding: one
+// list for every Lanes<V> (here and in simd_lanes_avx512.h). V the vector, S its scalar.
+#define GRAPHNET_LANES_COMMON(V, S, prefix, suffix, compare, round_by)                     \
+    using Scalar = S;                                                                     \
+    static V set1(S c) { return prefix##_set1_##suffix(c); }                              \
+    static V zero() { return prefix##_setzero_##suffix(); }                               \
+    static V load(const S* p) { return prefix##_loadu_##suffix(p); }                      \
+    static void store(S* p, V v) { prefix##_storeu_##suffix(p, v); }                      \
+    static V add(V a, V b) { return prefix##_add_##suffix(a, b); }                        \
+    static V sub(V a, V b) { return prefix##_sub_##suffix(a, b); }                        \
+    static V mul(V a, V b) { return prefix##_mul_##suffix(a, b); }                        \
+    static V div(V a, V b) { return prefix##_div_##suffix(a, b); }                        \
+    static V fmadd(V a, V b, V c) { return prefix##_fmadd_##suffix(a, b, c); }            \
+    static V fnmadd(V a, V b, V c) { return prefix##_fnmadd_##suffix(a, b, c); }          \
+    static V fmsub(V a, V b, V c) { return prefix##_fmsub_##suffix(a, b, c); }            \
+    /* min and max return their second operand where one is NaN. */                       \
+    static V min(V a, V b) { return prefix##_min_##suffix(a, b); }                        \
+    static V max(V a, V b) { return prefix##_max_##suffix(a, b); }                        \
+    static V round(V v) { return round_by(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); } \
+    static Mask lt(V a, V b) { return compare(a, b, _CMP_LT_OQ); }                        \
+    static Mask gt(V a, V b) { return compare(a, b, _CMP_GT_OQ); }                        \
+    static Mask ge(V a, V b) { return compare(a, b, _CMP_GE_OQ); }                        \
+    static Mask ordered(V a, V b) { return compare(a, b, _CMP_ORD_Q); }
+
+// The rest that is alike for __m256 and __m256d: masks are all-ones lanes (Mask = V), tails
+// the 32-bit or 64-bit integer lanes of maskload / maskstore.
+#define GRAPHNET_LANES_AVX2(V, S, suffix)                                                  \
+    using Mask = V;                                                                       \
+    using Tail = __m256i;                                                                 \
+    GRAPHNET_LANES_COMMON(V, S, _mm256, suffix, _mm256_cmp_##suffix, _mm256_round_##suffix) \
+    static V load(const S* p, Tail t) { return _mm256_maskload_##suffix(p, t); }          \
+    static void store(S* p, Tail t, V v) { _mm256_maskstore_##suffix(p, t, v); }          \
+    static V keep(Tail t, V v) { return _mm256_and_##suffix(v, _mm256_castsi256_##suffix(t)); } \
+    static V keep(Mask m, V v) { return _mm256_and_##suffix(v, m); }                      \
+    static V select(Mask m, V yes, V no) { return _mm256_blendv_##suffix(no, yes, m); }   \
+    static V bit_or(V a, V b) { return _mm256_or_##suffix(a, b); }                        \
+    static V bit_and(V a, V b) { return _mm256_and_##suffix(a, b); }                      \
+    static V abs(V v) { return _mm256_andnot_##suffix(set1(-0.0), v); }
+
 template <>
 struct Lanes<__m256> {
-    using Scalar = float;
-    using Mask = __m256;
-    using Tail = __m256i;
+    GRAPHNET_LANES_AVX2(__m256, float, ps)
     static constexpr int64_t width = 8;
-
-    static __m256 set1(float c) { return _mm256_set1_ps(c); }
-    static __m256 zero() { return _mm256_setzero_ps(); }
-    static __m256 load(const float* p) { return _mm256_loadu_ps(p); }
-    static void store(float* p, __m256 v) { _mm256_storeu_ps(p, v); }
     static Tail tail(int64_t valid) { return first_lanes(valid); }
-    static __m256 load(const float* p, Tail t) { return _mm256_maskload_ps(p, t); }
-    static void store(float* p, Tail t, __m256 v) { _mm256_maskstore_ps(p, t, v); }
-    static __m256 keep(Tail t, __m256 v) { return _mm256_and_ps(v, _mm256_castsi256_ps(t)); }
-
-    static __m256 add(__m256 a, __m256 b) { return _mm256_add_ps(a, b); }
-    static __m256 sub(__m256 a, __m256 b) { return _mm256_sub_ps(a, b); }
-    static __m256 mul(__m256 a, __m256 b) { return _mm256_mul_ps(a, b); }
-    static __m256 div(__m256 a, __m256 b) { return _mm256_div_ps(a, b); }
-    static __m256 fmadd(__m256 a, __m256 b, __m256 c) { return _mm256_fmadd_ps(a, b, c); }
-    static __m256 fnmadd(__m256 a, __m256 b, __m256 c) { return _mm256_fnmadd_ps(a, b, c); }
-    static __m256 fmsub(__m256 a, __m256 b, __m256 c) { return _mm256_fmsub_ps(a, b, c); }
-    // min and max return their second operand where one is NaN.
-    static __m256 min(__m256 a, __m256 b) { return _mm256_min_ps(a, b); }
-    static __m256 max(__m256 a, __m256 b) { return _mm256_max_ps(a, b); }
-    static __m256 round(__m256 v) {
-        return _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    }
-    static __m256 bit_or(__m256 a, __m256 b) { return _mm256_or_ps(a, b); }
-    static __m256 bit_and(__m256 a, __m256 b) { return _mm256_and_ps(a, b); }
-    static __m256 abs(__m256 v) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v); }
-
-    static Mask lt(__m256 a, __m256 b) { return _mm256_cmp_ps(a, b, _CMP_LT_OQ); }
-    static Mask gt(__m256 a, __m256 b) { return _mm256_cmp_ps(a, b, _CMP_GT_OQ); }
-    static Mask ge(__m256 a, __m256 b) { return _mm256_cmp_ps(a, b, _CMP_GE_OQ); }
-    static Mask ordered(__m256 a, __m256 b) { return _mm256_cmp_ps(a, b, _CMP_ORD_Q); }
-    static __m256 select(Mask m, __m256 yes, __m256 no) { return _mm256_blendv_ps(no, yes, m); }
-    static __m256 keep(Mask m, __m256 v) { return _mm256_and_ps(v, m); }
 
     // 2^n for integral n with 2^n a normal float, built in the exponent bits.
     static __m256 pow2(__m256 n) {
@@ -91,47 +97,12 @@ struct Lanes<__m256> {
 
 template <>
 struct Lanes<__m256d> {
-    using Scalar = double;
-    using Mask = __m256d;
-    using Tail = __m256i;
+    GRAPHNET_LANES_AVX2(__m256d, double, pd)
     static constexpr int64_t width = 4;
-
-    static __m256d set1(double c) { return _mm256_set1_pd(c); }
-    static __m256d zero() { return _mm256_setzero_pd(); }
-    static __m256d load(const double* p) { return _mm256_loadu_pd(p); }
-    static void store(double* p, __m256d v) { _mm256_storeu_pd(p, v); }
     static Tail tail(int64_t valid) {
         const int64_t clipped = valid < 0 ? 0 : (valid > 4 ? 4 : valid);
         return _mm256_cmpgt_epi64(_mm256_set1_epi64x(clipped), _mm256_setr_epi64x(0, 1, 2, 3));
     }
-    static __m256d load(const double* p, Tail t) { return _mm256_maskload_pd(p, t); }
-    static void store(double* p, Tail t, __m256d v) { _mm256_maskstore_pd(p, t, v); }
-    static __m256d keep(Tail t, __m256d v) { return _mm256_and_pd(v, _mm256_castsi256_pd(t)); }
-
-    static __m256d add(__m256d a, __m256d b) { return _mm256_add_pd(a, b); }
-    static __m256d sub(__m256d a, __m256d b) { return _mm256_sub_pd(a, b); }
-    static __m256d mul(__m256d a, __m256d b) { return _mm256_mul_pd(a, b); }
-    static __m256d div(__m256d a, __m256d b) { return _mm256_div_pd(a, b); }
-    static __m256d fmadd(__m256d a, __m256d b, __m256d c) { return _mm256_fmadd_pd(a, b, c); }
-    static __m256d fnmadd(__m256d a, __m256d b, __m256d c) { return _mm256_fnmadd_pd(a, b, c); }
-    static __m256d fmsub(__m256d a, __m256d b, __m256d c) { return _mm256_fmsub_pd(a, b, c); }
-    static __m256d min(__m256d a, __m256d b) { return _mm256_min_pd(a, b); }
-    static __m256d max(__m256d a, __m256d b) { return _mm256_max_pd(a, b); }
-    static __m256d round(__m256d v) {
-        return _mm256_round_pd(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    }
-    static __m256d bit_or(__m256d a, __m256d b) { return _mm256_or_pd(a, b); }
-    static __m256d bit_and(__m256d a, __m256d b) { return _mm256_and_pd(a, b); }
-    static __m256d abs(__m256d v) { return _mm256_andnot_pd(_mm256_set1_pd(-0.0), v); }
-
-    static Mask lt(__m256d a, __m256d b) { return _mm256_cmp_pd(a, b, _CMP_LT_OQ); }
-    static Mask gt(__m256d a, __m256d b) { return _mm256_cmp_pd(a, b, _CMP_GT_OQ); }
-    static Mask ge(__m256d a, __m256d b) { return _mm256_cmp_pd(a, b, _CMP_GE_OQ); }
-    static Mask ordered(__m256d a, __m256d b) { return _mm256_cmp_pd(a, b, _CMP_ORD_Q); }
-    static __m256d select(Mask m, __m256d yes, __m256d no) {
-        return _mm256_blendv_pd(no, yes, m);
-    }
-    static __m256d keep(Mask m, __m256d v) { return _mm256_and_pd(v, m); }
 
     // 2^k for integral k in [-1022, 1023], built in the exponent bits (0x1.8p52 added puts
     // k's two's complement in the low bits).
