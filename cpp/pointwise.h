@@ -2,7 +2,7 @@
 // one threaded pass each way, float32 or float64, where numpy needs several passes and
 // temporaries (and has no erf at all). On AVX2 (avx2_activations_active(), recurrent.h)
 // the transcendental ones run eight float32 or four float64 lanes at a time (the list in
-// pointwise_avx2.h, the errors in avx2_math.h); elsewhere the C library's functions.
+// pointwise_avx2.h, the errors in simd_math.h); elsewhere the C library's functions.
 //
 // Every output entry depends on its own input entries only, so any thread count gives the
 // same bits.

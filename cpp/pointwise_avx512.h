@@ -1,7 +1,7 @@
 // pointwise.h's transcendental kernels on AVX-512, sixteen float32 or eight float64 lanes
-// at a time: gelu, gelu_tanh and softplus, each forward and backward. avx512_math.h's
-// functions are avx2_math.h's operation for operation (e^x's 2^n in one scalef, which
-// rounds at the same product), so the same bits as the AVX2 kernels (pointwise_avx2.h).
+// at a time: gelu, gelu_tanh and softplus, each forward and backward. The code is the AVX2
+// kernels' (pointwise_lanes.h; e^x's 2^n in one scalef, which rounds at the same product),
+// so the same bits as theirs (pointwise_avx2.h).
 // They take the whole blocks of 64 bytes and return how many entries they did (0 for
 // another op); the caller (pointwise.cpp) gives the rest to the AVX2 kernels. Call them
 // only when the AVX-512 activations are active (avx512_activations_active(), recurrent.h).

@@ -1,0 +1,110 @@
+// pointwise.h's transcendental activations on x86 vectors, forward f(x) and backward
+// dout f'(x), written once over simd_lanes.h's Lanes<V> for pointwise_avx2.cpp (AVX2) and
+// pointwise_avx512.cpp (AVX-512, which includes simd_lanes_avx512.h first): the same bits
+// at every width. Only files compiled for AVX2 include this; everything is internal to each.
+#pragma once
+
+#include "pointwise.h"
+#include "simd_math.h"
+
+namespace graphnet {
+namespace {
+
+template <typename V>
+inline V gelu_forward(V x) {
+    V gauss;
+    return Lanes<V>::mul(x, normal_cdf(x, gauss));
+}
+
+template <typename V>
+inline V gelu_backward(V d, V x) {  // Phi(x) + x phi(x)
+    using L = Lanes<V>;
+    V gauss;
+    const V cdf = normal_cdf(x, gauss);
+    const V pdf = L::mul(gauss, L::set1(ConstantsOf<V>::inv_sqrt_2pi));
+    return L::mul(d, L::fmadd(x, pdf, cdf));
+}
+
+// tanh(sqrt(2/pi) (x + 0.044715 x^3)): float32 tanh_split, float64 tanh_absolute.
+template <typename V>
+inline V gelu_tanh_inner(V x) {
+    using L = Lanes<V>;
+    using C = ConstantsOf<V>;
+    const V x2 = L::mul(x, x);
+    const V arg =
+        L::mul(L::set1(C::sqrt_2_over_pi), L::fmadd(L::mul(L::set1(C::tanh_cubic), x2), x, x));
+    if constexpr (kFloat32Lanes<V>) {
+        return tanh_split(arg);
+    } else {
+        return tanh_absolute(arg);
+    }
+}
+
+template <typename V>
+inline V gelu_tanh_forward(V x) {
+    using L = Lanes<V>;
+    const V h = L::mul(L::set1(0.5), x);
+    return L::fmadd(h, gelu_tanh_inner(x), h);
+}
+
+// (1 + t) / 2 + x (1 - t^2) sqrt(2/pi) (1 + 3 0.044715 x^2) / 2
+template <typename V>
+inline V gelu_tanh_backward(V d, V x) {
+    using L = Lanes<V>;
+    using C = ConstantsOf<V>;
+    const V one = L::set1(1);
+    const V t = gelu_tanh_inner(x);
+    const V inner = L::fmadd(L::set1(3 * C::tanh_cubic * C::sqrt_2_over_pi), L::mul(x, x),
+                             L::set1(C::sqrt_2_over_pi));
+    const V sech2 = L::fnmadd(t, t, one);
+    const V slope =
+        L::mul(L::set1(0.5), L::fmadd(L::mul(x, sech2), inner, L::add(one, t)));
+    return L::mul(d, slope);
+}
+
+template <typename V>
+inline V softplus_forward(V x) {  // max(x, 0) + ln(1 + e^-|x|): never overflows
+    using L = Lanes<V>;
+    const V e = exp_full(L::bit_or(x, L::set1(-0.0)));
+    return L::add(L::max(L::zero(), x), log1p_unit(e));
+}
+
+template <typename V>
+inline V softplus_backward(V d, V x) {  // sigmoid(x)
+    return Lanes<V>::mul(d, sigmoid_full(x));
+}
+
+// Calls map(f) with op's forward f(x) on lanes V (gelu, gelu_tanh, softplus) and returns its
+// result; a value-initialised one (nothing done) for another op. (f a lambda, not a function
+// pointer: its own type, so map's loop calls it directly and inlines it.)
+template <typename V, typename Map>
+auto with_forward(Pointwise op, Map map) {
+    switch (op) {
+        case Pointwise::gelu:
+            return map([](V x) { return gelu_forward(x); });
+        case Pointwise::gelu_tanh:
+            return map([](V x) { return gelu_tanh_forward(x); });
+        case Pointwise::softplus:
+            return map([](V x) { return softplus_forward(x); });
+        default:
+            return decltype(map(gelu_forward<V>))();  // (only its type)
+    }
+}
+
+// The same with op's backward f(dout, x).
+template <typename V, typename Map>
+auto with_backward(Pointwise op, Map map) {
+    switch (op) {
+        case Pointwise::gelu:
+            return map([](V d, V x) { return gelu_backward(d, x); });
+        case Pointwise::gelu_tanh:
+            return map([](V d, V x) { return gelu_tanh_backward(d, x); });
+        case Pointwise::softplus:
+            return map([](V d, V x) { return softplus_backward(d, x); });
+        default:
+            return decltype(map(gelu_backward<V>))();
+    }
+}
+
+}  // namespace
+}  // namespace graphnet
