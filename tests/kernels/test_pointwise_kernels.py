@@ -146,8 +146,8 @@ def test_gelu_float64_within_eight_ulp_on_avx2():
 
 @pytest.mark.parametrize("path", [True, False], ids=["avx2", "portable"])
 def test_softplus_float64_within_three_ulp(path):
-    """float64 softplus, max(x, 0) + log1p(e^-|x|): on AVX2 (exp4d and log1p_unit4d of
-    cpp/avx2_math.h) within 3 units in the last place (2.73 measured, near x = -2), against
+    """float64 softplus, max(x, 0) + log1p(e^-|x|): on AVX2 (exp_full and log1p_unit of
+    cpp/simd_math.h) within 3 units in the last place (2.73 measured, near x = -2), against
     the same formula in x87 extended precision (11 more bits); the C library's within 2."""
     if np.finfo(np.longdouble).nmant < 60:
         pytest.skip("needs an extended-precision long double for the reference")
