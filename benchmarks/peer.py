@@ -2,11 +2,12 @@
 
 Importing graphnet raises glibc's mmap and trim thresholds for the whole process
 (cpp/heap.cpp): freed memory is kept for the next step. PyTorch in the same process would
-run with that too, faster than its users see it (the LSTMs by up to a fifth, the batch-256
-CNN steps by a quarter to a half). So a benchmark builds its PyTorch contenders in a child process started with
-GRAPHNET_RETURN_FREED_MEMORY=1 and runs their blocks of calls there, taking turns with
-graphnet's blocks in the parent; each call is timed in the process that runs it, by that
-process's clock (so --clock cpu counts each side's own CPU time).
+run with that too, faster than its users see it (the LSTMs by up to a fifth, the
+batch-256 CNN steps by a quarter to a half). So a benchmark builds its PyTorch
+contenders in a child process started with GRAPHNET_RETURN_FREED_MEMORY=1 and runs their
+blocks of calls there, taking turns with graphnet's blocks in the parent; each call is
+timed in the process that runs it, by that process's clock (so --clock cpu counts each
+side's own CPU time).
 
     peer = Peer(threads=1, clock="cpu")
     names = peer.build(make_contenders, *args)   # make_contenders(*args) -> {name: fn}
