@@ -240,7 +240,13 @@ def mask_summary(mask: Any, what: str) -> str:
     mask = np.asarray(mask)
     if mask.size == 1:
         return f"{what}: {bool(mask.reshape(()))}"
-    return f"{what}: {int(mask.sum())}/{mask.size} true ({num(100 * mask.mean())}%)"
+    return f"{what}: {int(mask.sum())}/{mask.size} true {share(mask)}"
+
+
+def share(mask: Any) -> str:
+    """The share of true entries of a mask, as "(25%)"; "(empty)" for an empty batch's."""
+    mask = np.asarray(mask)
+    return f"({num(100 * mask.mean())}%)" if mask.size else "(empty)"
 
 
 def generic_summary(item: Any) -> str:

@@ -18,6 +18,8 @@ def log_softmax(x, axis):
     """x − log Σ e^x along `axis`, shifted by the maximum so that nothing overflows."""
     if _last_axis(x, axis):  # C++: each row in one pass after its maximum
         return _C.softmax_forward(x, log=True)
+    if x.size == 0:  # no maximum to shift by (along an empty batch's axis, say)
+        return np.empty_like(x)
     shifted = x - np.max(x, axis=axis, keepdims=True)
     return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
 

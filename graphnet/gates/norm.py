@@ -11,7 +11,17 @@ import numpy as np
 from .._format import describe, num
 from ..kernels import layers, norm
 from ..kernels.norm import NormCache
-from .base import Gate, GateError, ShapeError, dims_match, integer, is_int, real, register_gate
+from .base import (
+    Gate,
+    GateError,
+    ShapeError,
+    dims_match,
+    integer,
+    is_int,
+    real,
+    register_gate,
+    share,
+)
 
 
 @register_gate
@@ -292,7 +302,6 @@ class Dropout(Gate):
             return [f"eval mode: no mask (p = {num(param['p'])})"]
         kept = np.asarray(mask) != 0
         return [
-            f"mask keeps {int(kept.sum())}/{kept.size} units ({num(100 * kept.mean())}%),"
-            f" p = {num(param['p'])}",
+            f"mask keeps {int(kept.sum())}/{kept.size} units {share(kept)}, p = {num(param['p'])}",
             f"kept units scaled by {num(1 / (1 - param['p']))}",
         ]

@@ -845,6 +845,10 @@ class _Reader:
         for a in node.attribute:
             if a.name == name:
                 value = self.onnx.helper.get_attribute_value(a)
+                if a.type == a.FLOAT:
+                    # ONNX holds it in float32: take the shortest decimal that rounds to it
+                    # (0.1, not 0.10000000149), what a float64 graph written out had
+                    return float(str(np.float32(value)))
                 return value.decode() if isinstance(value, bytes) else value
         return default
 

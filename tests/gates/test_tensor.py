@@ -343,6 +343,17 @@ def test_empty_batches():
     assert x.grad.shape == (0, 4) and (w.grad == 0).all()
 
 
+@pytest.mark.parametrize("axis", [0, 1, -1])
+@pytest.mark.parametrize("shape", [(0, 4), (2, 0, 3), (0, 0)])
+def test_log_softmax_along_any_axis_of_an_empty_batch(shape, axis):
+    g = gn.Graph()
+    x = g.input("x", shape=(None,) + shape[1:])
+    g.sum(g.log_softmax(x, axis=axis % len(shape) if axis >= 0 else axis))
+    g.forward(x=np.zeros(shape))
+    g.backward()
+    assert g["log_softmax_1"].value.shape == x.grad.shape == shape
+
+
 def test_take_with_an_integer_input_and_a_fed_index_batch():
     g = gn.Graph()
     words = g.param("W", normal(10, 3))

@@ -488,6 +488,19 @@ def test_show_cache_summarizes_what_gates_saved():
     assert "x_hat" not in " ".join(node_rows(viz.draw(g))["bn"])
 
 
+def test_an_empty_batch_draws_and_steps_without_a_warning(recwarn):
+    g = gn.Graph()
+    x = g.input("x", shape=(None, 3))
+    d = g.dropout(g.relu(x @ g.param("W", np.ones((3, 2))), name="relu"), p=0.5, seed=1)
+    g.sum(g.max(d, 0.5, name="mx"))
+    g.forward(x=np.zeros((0, 3)))
+    g.backward()
+    rows = node_rows(viz.draw(g, show_cache=True))
+    assert "0/0 true (empty)" in " ".join(rows["mx"])
+    assert "mask keeps 0/0 units (empty)" in " ".join(rows["dropout_1"])
+    assert [f.text for f in viz.backward_steps(g)] and not recwarn.list
+
+
 # ----- rendering and export ------------------------------------------------------------
 
 
