@@ -4,7 +4,6 @@ np.mean's wrapper (np.mean's numbers, bit for bit), the affine gate's bias added
 (numpy's `out += b`, bit for bit) and 2x2, stride-2 average pooling on a loop of its own
 (the general loop's numbers, bit for bit), each on random shapes, float32 and float64."""
 
-import contextlib
 import threading
 
 import numpy as np
@@ -17,18 +16,9 @@ from graphnet.core.feeds import all_finite
 from graphnet.gates.nn import Affine
 from graphnet.gates.tensor import Mean
 from graphnet.kernels import _C
+from kernels.test_avx2 import kernel_threads  # tests/ is on sys.path (rootdir packages)
 
 DTYPES = st.sampled_from([np.float32, np.float64])
-
-
-@contextlib.contextmanager
-def kernel_threads(n):
-    before = _C.get_num_threads()
-    _C.set_num_threads(n)
-    try:
-        yield
-    finally:
-        _C.set_num_threads(before)
 
 
 def same_bits(a, b):
