@@ -805,21 +805,11 @@ def _read_batch_norm(r, node):
         f"input of shape {r.shape(x)}: graphnet has batchnorm "
         "for (N, D) and spatial_batchnorm for (N, C, H, W)",
     )
-    x_node, features = r.input(node, 0), r.shape(x)[1]
-    gamma = (
-        r.input(node, 1)
-        if node.args[1] is not None  # affine=False: no gamma, beta
-        else r.graph.const(np.ones(features, x_node.dtype), name=f"{node.name}_gamma")
-    )
-    beta = (
-        r.input(node, 2)
-        if node.args[2] is not None
-        else r.graph.const(np.zeros(features, x_node.dtype), name=f"{node.name}_beta")
-    )
+    x_node = r.input(node, 0)
     out = r.gate(
         "batchnorm" if rank == 2 else "spatial_batchnorm",
         node,
-        [x_node, gamma, beta],
+        [x_node, *_norm_scale_and_shift(r, node, 1, r.shape(x)[1])],
         eps=eps,
         momentum=1.0 - momentum,
     )
@@ -827,36 +817,47 @@ def _read_batch_norm(r, node):
     return out
 
 
+def _norm_scale_and_shift(r, node, index, features):
+    """A norm's weight and bias, args index and index + 1: the module's, or for one it
+    lacks (affine=False, elementwise_affine=False, bias=False) constant ones or zeros."""
+    dtype = r.input(node, 0).dtype
+    return [
+        r.input(node, i)
+        if r.arg(node, i, arg) is not None
+        else r.graph.const(np.full(features, fill, dtype), name=f"{node.name}_{what}")
+        for i, arg, fill, what in (
+            (index, "weight", 1.0, "gamma"),
+            (index + 1, "bias", 0.0, "beta"),
+        )
+    ]
+
+
 def _read_layer_norm(r, node):
     x, shape = node.args[0], list(node.args[1])
     _require(
-        shape == list(r.shape(x)[-1:]) and node.args[2] is not None and node.args[3] is not None,
+        shape == list(r.shape(x)[-1:]),
         node,
-        "graphnet's layernorm normalizes over the last axis, with a weight and a bias",
+        "graphnet's layernorm normalizes over the last axis",
     )
     return r.gate(
         "layernorm",
         node,
-        [r.input(node, 0), r.input(node, 2), r.input(node, 3)],
+        [r.input(node, 0), *_norm_scale_and_shift(r, node, 2, shape[0])],
         eps=r.arg(node, 4, "eps"),
     )
 
 
 def _read_group_norm(r, node):
+    x = node.args[0]
     _require(
-        node.args[2] is not None and node.args[3] is not None,
-        node,
-        "graphnet's spatial_groupnorm has a weight and a bias",
-    )
-    _require(
-        len(r.shape(node.args[0])) == 4,
+        len(r.shape(x)) == 4,
         node,
         "graphnet's spatial_groupnorm takes images (N, C, H, W)",
     )
     return r.gate(
         "spatial_groupnorm",
         node,
-        [r.input(node, 0), r.input(node, 2), r.input(node, 3)],
+        [r.input(node, 0), *_norm_scale_and_shift(r, node, 2, r.shape(x)[1])],
         G=int(r.arg(node, 1, "num_groups")),
         eps=r.arg(node, 4, "eps"),
     )

@@ -443,6 +443,24 @@ def test_forms_torch_lacks_are_named():
         gn.to_torch(g)
 
 
+@pytest.mark.parametrize(
+    "norm, shape",
+    [
+        (lambda: nn.LayerNorm(6, elementwise_affine=False), (2, 6)),
+        (lambda: nn.LayerNorm(6, bias=False), (2, 6)),
+        (lambda: nn.GroupNorm(2, 4, affine=False), (2, 4, 3, 3)),
+        (lambda: nn.BatchNorm2d(4, affine=False), (2, 4, 3, 3)),
+    ],
+    ids=["layernorm without affine", "layernorm without bias", "groupnorm", "batchnorm"],
+)
+def test_norms_without_a_weight_or_bias_import_with_torchs_values_and_gradients(norm, shape):
+    module = norm().double()
+    graph = gn.from_torch(module, (torch.ones(*shape, dtype=torch.float64),))
+    feeds = {"input": np.random.default_rng(3).standard_normal((5, *shape[1:]))}
+    expected = torch_run(module, feeds, ["input"])
+    assert_runs_equal(graphnet_run(graph, feeds), expected, rtol=1e-10, atol=1e-12)
+
+
 def test_chunks_along_features_keep_any_batch_and_along_the_batch_are_refused():
     class GatedHalves(nn.Module):  # a GLU-style split of the features
         def forward(self, x):
