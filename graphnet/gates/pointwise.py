@@ -1,5 +1,5 @@
 """More elementwise gates: negation, powers, roots and absolute values, the min gate (the
-max gate's pair), clipping, where, and the smooth activations (leaky relu, GELU,
+max gate's pair), clipping, comparisons, where, and the smooth activations (leaky relu, GELU,
 softplus). Each output entry depends on the same entry of each input, so each local rule
 is a multiplication by a local derivative, entry by entry."""
 
@@ -157,6 +157,47 @@ class Clip(UnaryGate):
     def summarize_cache(self, cache, input_names):
         within = "<=" if self.limits_pass else "<"
         return [mask_summary(cache, f"mask low {within} {input_names[0]} {within} high")]
+
+
+@register_gate
+class Compare(Gate):
+    """f = 1 where a (relation) b, else 0: a mask of int8 for where, multiply or a loss;
+    a and b broadcast. A comparison has no gradient: its node needs none, and neither
+    input receives one through it."""
+
+    op = "compare"
+    inputs = ("a", "b")
+    formula = "{0} {relation} {1}"
+    rule = "a compare gate makes a mask: no gradient passes through it"
+    derivatives = ("none", "none")
+    output_dtype = np.dtype(np.int8)
+    RELATIONS = {
+        ">": np.greater,
+        ">=": np.greater_equal,
+        "<": np.less,
+        "<=": np.less_equal,
+        "==": np.equal,
+        "!=": np.not_equal,
+    }
+
+    def __init__(self, relation=">"):
+        if relation not in self.RELATIONS:
+            raise GateError(
+                f"compare's relation must be one of {list(self.RELATIONS)}, got {relation!r}"
+            )
+        self.relation = relation
+
+    def attrs(self):
+        return {"relation": self.relation}
+
+    def shape(self, a, b):
+        return broadcast_shape(a, b)
+
+    def forward(self, a, b):
+        return self.RELATIONS[self.relation](a, b).astype(np.int8), None
+
+    def backward(self, dout, cache, needs):
+        return None, None
 
 
 @register_gate

@@ -5,6 +5,9 @@ an affine gate does itself, a run of indexing ops that is one slice gate)."""
 import importlib
 import math
 
+import numpy as np
+
+from ..core.node import Node
 from ..errors import GraphError
 
 #: Gates that are one op on the same inputs in ONNX and in PyTorch: gate -> (ONNX op type,
@@ -342,6 +345,13 @@ class Parts:
 
     def __call__(self, op: str, inputs, what=None, **attrs):
         name = self.name if what is None else f"{self.name}/{what}"
+        # Numbers become consts of the nodes' dtype named after the part: an automatic
+        # name (const_4) might be one that a later node of the file has.
+        like = next(i for i in inputs if type(i) is Node)
+        inputs = [
+            i if type(i) is Node else self.graph.const(i, name=f"{name}/{k}", dtype=like.dtype)
+            for k, i in enumerate(inputs)
+        ]
         return build_gate(self.graph, op, inputs, name, **attrs)
 
     def silu(self, x):
@@ -381,6 +391,13 @@ class Parts:
         """-softplus(-x)."""
         flipped = self("negate", [x], "flipped")
         return self("negate", [self("softplus", [flipped], "softplus")])
+
+
+def mask_to_float(graph, mask, dtype, name: str):
+    """A cast of an integer mask to a float type: mask · 1 in that type (graphnet has no
+    cast gate; a multiply promotes)."""
+    one = graph.const(np.ones((), dtype), name=f"{name}/one")
+    return build_gate(graph, "multiply", [mask, one], name)
 
 
 def masked_attention(graph, op: str, name: str, inputs, scale: float):

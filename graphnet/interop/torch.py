@@ -39,6 +39,7 @@ from ._common import (
     check_supported,
     classes_last,
     gate_input,
+    mask_to_float,
     masked_attention,
     require,
     selected_nodes,
@@ -316,6 +317,13 @@ def _export_clip(b, node, args):
     return b.call(b.F.hardtanh, args, node.name, min_val=low, max_val=high)
 
 
+def _export_compare(b, node, args):
+    """torch's comparisons give bool tensors; graphnet's mask is int8."""
+    relation = node.gate.attrs()["relation"]
+    mask = b.graph.call_function(getattr(b.torch, _TORCH_COMPARISONS[relation]), tuple(args))
+    return b.graph.create_node("call_method", "to", (mask, b.torch.int8), {}, name=node.name)
+
+
 def _export_where(b, node, args):
     """torch.where takes a bool condition; graphnet's mask holds integers, nonzero true."""
     mask = b.graph.call_method("bool", (args[0],))
@@ -360,6 +368,7 @@ TORCH_OPS = {
     "take": _export_take,
     "pow": _function("pow", [("exponent", "exponent")]),
     "clip": _export_clip,
+    "compare": _export_compare,
     "where": _export_where,
     "leaky_relu": _function("F.leaky_relu", [("negative_slope", "alpha")]),
     "gelu": _function("F.gelu", [("approximate", "approximate")]),
@@ -1009,25 +1018,37 @@ def _read_clamp(r, node):
 
 
 def _read_mask(r, node):
-    """x.bool(), x.to(an integer type), x != 0 on integers: the same node (graphnet reads a
-    mask's nonzero entries as true); a cast to the node's own type too."""
+    """x.bool(), x.to(an integer type): the same node (graphnet reads a mask's nonzero
+    entries as true); a cast to the node's own type too; a mask to a float type, x · 1 in
+    that type (graphnet has no cast gate, and a multiply promotes)."""
     x = r.input(node, 0)
-    if _op_name(node.target) == "aten.ne":
-        _require(
-            r.arg(node, 1, "other") == 0 and x.dtype.kind in "iu",
-            node,
-            "graphnet reads x != 0 on integers as a mask, and no other comparison",
-        )
-        return x
     to = r.arg(node, 1, "dtype")
     _require(isinstance(to, r.torch.dtype), node, "graphnet reads a cast to a dtype")
     to = _numpy_dtype(r.torch, to)
+    if x.dtype.kind in "iu" and to.kind == "f":
+        return mask_to_float(r.graph, x, to, node.name)
     _require(
         to == x.dtype or (x.dtype.kind in "iu" and to.kind in "biu"),
         node,
         f"from {x.dtype} to {to}: graphnet has no cast gate",
     )
     return x
+
+
+#: graphnet's compare relations and the torch functions of the same name.
+_TORCH_COMPARISONS = {">": "gt", ">=": "ge", "<": "lt", "<=": "le", "==": "eq", "!=": "ne"}
+
+
+def _read_compare(r, node):
+    """A comparison is a compare gate (an int8 mask), but x != 0 on integers, which is the
+    mask x itself (graphnet reads a mask's nonzero entries as true)."""
+    relation = {f"aten.{name}": mark for mark, name in _TORCH_COMPARISONS.items()}[
+        _op_name(node.target)
+    ]
+    x = r.input(node, 0)
+    if relation == "!=" and r.arg(node, 1, "other") == 0 and x.dtype.kind in "iu":
+        return x
+    return r.gate("compare", node, [x, r.input(node, 1)], relation=relation)
 
 
 def _read_masked_fill(r, node):
@@ -1348,7 +1369,7 @@ ATEN_OPS = {
     "aten.where": lambda r, node: r.gate("where", node, [r.input(node, i) for i in range(3)]),
     "aten.masked_fill": _read_masked_fill,
     "aten.to": _read_mask,
-    "aten.ne": _read_mask,
+    **{f"aten.{name}": _read_compare for name in _TORCH_COMPARISONS.values()},
     "aten.leaky_relu": _with_args("leaky_relu", (1, "negative_slope", 0.01, "alpha")),
     "aten.gelu": _with_args("gelu", (1, "approximate", "none", "approximate")),
     "aten.softplus": _read_softplus,

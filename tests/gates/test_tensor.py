@@ -512,3 +512,41 @@ def test_gates_that_move_numbers_keep_labels_integers():
     g.softmax_loss(scores, flat, name="loss")
     labels = np.array([[0, 1, 2], [3, 0, 1]])
     assert g.run("loss", scores=np.zeros((6, 4)), y=labels) == pytest.approx(np.log(4))
+
+
+@pytest.mark.parametrize("relation", [">", ">=", "<", "<=", "==", "!="])
+def test_compare_is_an_int8_mask_that_takes_no_gradient(relation):
+    g = gn.Graph(dtype=np.float32)
+    x, y = g.input("x", shape=(None, 3)), g.input("y", shape=(3,))
+    mask = g.compare(x, relation, y, name="mask")
+    assert mask.dtype == np.int8 and not mask.requires_grad
+    # A leaky-style gate built on it: the gradient flows around the mask, not through it.
+    out = g.sum(g.where(mask, 2 * x, y) * 3.0)
+    xv = np.array([[0.5, 1.0, -2.0], [1.0, 0.0, 3.0]], np.float32)
+    yv = np.array([1.0, 0.0, 3.0], np.float32)
+    g.forward(x=xv, y=yv)
+    expected = {
+        ">": xv > yv,
+        ">=": xv >= yv,
+        "<": xv < yv,
+        "<=": xv <= yv,
+        "==": xv == yv,
+        "!=": xv != yv,
+    }[relation]
+    np.testing.assert_array_equal(mask.value, expected.astype(np.int8))
+    g.backward()
+    np.testing.assert_array_equal(x.grad, np.where(expected, 6.0, 0.0))
+    np.testing.assert_array_equal(y.grad, np.where(expected, 0.0, 3.0).sum(axis=0))
+    assert out.value.dtype == np.float32
+
+
+def test_compare_on_numbers_and_a_mask_times_a_float():
+    g = gn.Graph()
+    a = g.input("a")
+    g.multiply(a, g.compare(a, "<=", 1.0), name="f")
+    for value, grad in ((0.5, 1.0), (2.0, 0.0)):
+        g.forward(a=value)
+        g.backward()
+        assert g["f"].value == value * (value <= 1.0) and a.grad == grad
+    with pytest.raises(gn.GraphError, match="relation must be one of"):
+        g.compare(a, "=>", 1.0)

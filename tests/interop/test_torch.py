@@ -522,6 +522,26 @@ def test_activations_without_a_gate_import_as_gates_with_torchs_values_and_gradi
     assert_runs_equal(graphnet_run(back, feeds), expected, rtol=rtol, atol=1e-12)
 
 
+class Comparisons(nn.Module):
+    """A student's own activations: torch.where on a comparison, a mask cast to float."""
+
+    def forward(self, x):
+        return torch.where(x > 0, x, 0.1 * x) + (x <= 0.5).float() * x + x * (x != 1.0)
+
+
+def test_comparisons_import_as_compare_masks_with_torchs_values_and_gradients():
+    module = Comparisons().double()
+    graph = gn.from_torch(module, (torch.ones(3, 4, dtype=torch.float64),))
+    assert gate_ops(graph).count("compare") == 3
+    x = np.random.default_rng(2).standard_normal((5, 4))
+    x.flat[::4], x.flat[1::5] = 0.0, 1.0  # on the comparisons' edges
+    feeds = {"x": x}
+    expected = torch_run(module, feeds, ["x"])
+    assert_runs_equal(graphnet_run(graph, feeds), expected, rtol=1e-12)
+    back = gn.from_torch(gn.to_torch(graph), (torch.ones(3, 4, dtype=torch.float64),))
+    assert_runs_equal(graphnet_run(back, feeds), expected, rtol=1e-12)
+
+
 def test_chunks_along_features_keep_any_batch_and_along_the_batch_are_refused():
     class GatedHalves(nn.Module):  # a GLU-style split of the features
         def forward(self, x):
