@@ -7,8 +7,7 @@ hidden units from a zero state, the affine map to V scores at every step, softma
 cross-entropy summed over the steps and averaged over the N sequences, the backward pass,
 and an Adam update of every parameter; float32, random words. PyTorch runs nn.Embedding,
 nn.LSTM (batch_first), nn.Linear, F.cross_entropy and torch.optim.Adam on the same number
-of threads, in a process of its own with the C library's default memory behaviour (see
-peer.py: importing graphnet changes it for its whole process). Prints the median step of
+of threads, in a process of its own (see peer.py). Prints the median step of
 each (the two take turns in blocks of steps, so a slow spell of the shared machine hits
 both) and graphnet / PyTorch (goal <= 1.0x), in wall-clock time and in each process's
 CPU time. On one thread the CPU time leaves out the

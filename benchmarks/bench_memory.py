@@ -8,16 +8,18 @@ the relu, backward alone, relu -> 2x2 max pool forward and its backward, and the
 passes that set the floor: a copy (read one array, write one) and an add (read two,
 write one). Each is timed twice: hot (its arrays in cache from the call before) and
 cold (a 256 MB array rewritten before every call, as a training step's other arrays do),
-which is how a step meets them. The outputs are new arrays at every call, as in a step;
-whether their memory comes back from the allocator or faults in afresh is cpp/heap.h's
-setting (GRAPHNET_RETURN_FREED_MEMORY=1 in the environment: afresh).
+which is how a step meets them. The outputs are new arrays at every call, as in a step,
+allocated as a graph walk allocates them: from the array pool (cpp/array_pool.h), which
+keeps the memory freed for the next call of the same size, or with
+GRAPHNET_RETURN_FREED_MEMORY=1 in the environment from numpy's allocator, with glibc
+returning large blocks to the kernel to be faulted in afresh.
 """
 import argparse
-import os
 import time
 
 import numpy as np
 
+from graphnet.core.executor import WALK_MEMORY
 from graphnet.kernels import _C, fast
 
 
@@ -64,9 +66,9 @@ def main():
     _C.set_num_threads(1)
     rng = np.random.default_rng(0)
     flush = np.ones(64 << 20, np.float32)
-    returned = os.environ.get("GRAPHNET_RETURN_FREED_MEMORY", "") not in ("", "0")
-    print(f"freed memory {'returned to the kernel' if returned else 'kept'} "
-          f"(_C.keeps_freed_memory = {_C.keeps_freed_memory})")
+    print("freed memory " + ("returned to the C library" if WALK_MEMORY is None
+                             else "kept by the array pool"))
+    _C.set_array_memory_handler(WALK_MEMORY)
     print("| pass | x | hot ms | cold ms |\n|---|---|--:|--:|")
     for C, H in ((32, 32), (64, 16)):
         for name, run in cases(args.batch, C, H, rng).items():

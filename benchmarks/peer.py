@@ -1,13 +1,12 @@
-"""The peer (PyTorch) in a process of its own, with the C library's default memory behaviour.
+"""The peer (PyTorch) in a process of its own, as its users run it.
 
-Importing graphnet raises glibc's mmap and trim thresholds for the whole process
-(cpp/heap.cpp): freed memory is kept for the next step. PyTorch in the same process would
-run with that too, faster than its users see it (the LSTMs by up to a fifth, the
-batch-256 CNN steps by a quarter to a half). So a benchmark builds its PyTorch
-contenders in a child process started with GRAPHNET_RETURN_FREED_MEMORY=1 and runs their
-blocks of calls there, taking turns with graphnet's blocks in the parent; each call is
-timed in the process that runs it, by that process's clock (so --clock cpu counts each
-side's own CPU time).
+In one process the two would share a heap, whose state (how much freed memory the C
+library keeps, and where) one framework's step leaves for the other's: PyTorch's batch-256
+CNN steps ran up to a half faster in a process whose allocator graphnet had tuned. So a
+benchmark builds its PyTorch contenders in a child process and runs their blocks of calls
+there, taking turns with graphnet's blocks in the parent; each call is timed in the
+process that runs it, by that process's clock (so --clock cpu counts each side's own CPU
+time).
 
     peer = Peer(threads=1, clock="cpu")
     names = peer.build(make_contenders, *args)   # make_contenders(*args) -> {name: fn}
@@ -15,7 +14,6 @@ side's own CPU time).
     peer.close()
 """
 import multiprocessing
-import os
 import time
 
 import numpy as np
@@ -25,7 +23,6 @@ CLOCKS = {
     "cpu": time.process_time,
     "both": lambda: np.array((time.perf_counter(), time.process_time())),  # (wall, cpu)
 }
-_OPT_OUT = "GRAPHNET_RETURN_FREED_MEMORY"
 
 
 def timed_calls(fn, calls, clock):
@@ -45,17 +42,9 @@ class Peer:
     def __init__(self, threads, clock):
         context = multiprocessing.get_context("spawn")  # a fresh interpreter: no fork of ours
         self._conn, child = context.Pipe()
-        saved = os.environ.get(_OPT_OUT)
-        os.environ[_OPT_OUT] = "1"  # inherited by the child when it starts, not kept here
-        try:
-            self._process = context.Process(target=_serve, args=(child, threads, clock),
-                                            daemon=True)
-            self._process.start()
-        finally:
-            if saved is None:
-                del os.environ[_OPT_OUT]
-            else:
-                os.environ[_OPT_OUT] = saved
+        self._process = context.Process(target=_serve, args=(child, threads, clock),
+                                        daemon=True)
+        self._process.start()
 
     def build(self, make, *args):
         """Replace the child's contenders by make(*args) (a module-level function); returns

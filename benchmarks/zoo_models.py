@@ -108,6 +108,14 @@ ZOO = (
     ZooModel("mlp_tanh", "[affine(256)-tanh]x6", FLAT, (("affine", 256), ("tanh",)) * 6),
     ZooModel("mlp_sigmoid", "[affine(256)-sigmoid]x6", FLAT,
              (("affine", 256), ("sigmoid",)) * 6),
+    # Narrow layers (16 channels: filters fill one vector, the kernels' smallest tile) and a
+    # residual net that downsamples with strided convs instead of pools.
+    ZooModel("narrow_deep", "[conv3x3(16)-sbn-relu]x6 at 32x32, pool", IMAGE,
+             _vgg_unit(16) * 6 + (("pool",),)),
+    ZooModel("res_strided", "conv3x3(16)-sbn-relu, res(16), conv3x3 stride 2 (32)-sbn-relu, "
+             "res(32), conv3x3 stride 2 (64)-sbn-relu, res(64)", IMAGE,
+             _vgg_unit(16) + (("res",), ("conv", 32, 3, 2), ("sbn",), ("relu",), ("res",),
+                              ("conv", 64, 3, 2), ("sbn",), ("relu",), ("res",))),
     # Not a course shape: the general gates (groupnorm, GELU, average pooling, leaky relu,
     # the global mean) a student reaches for in a network of their own.
     ZooModel("modern", "conv3x3(32)-gn(8)-gelu-avgpool, conv3x3 stride 2 (64)-leaky(0.1), "

@@ -295,7 +295,7 @@ void dw_tile(const DirectConv& g, const int64_t* tap_offsets, const float* xpad,
                                  : static_cast<__mmask16>((1u << left) - 1u);
     }
     __m512 acc[Taps][Vectors];
-#pragma GCC unroll 12
+#pragma GCC unroll 24
     for (int t = 0; t < Taps; ++t) {
 #pragma GCC unroll 4
         for (int j = 0; j < Vectors; ++j) acc[t][j] = _mm512_setzero_ps();
@@ -303,7 +303,7 @@ void dw_tile(const DirectConv& g, const int64_t* tap_offsets, const float* xpad,
     static_assert(!Triples || Taps % 3 == 0, "whole triples of taps");
     constexpr int kPointers = Triples ? Taps / 3 : Taps;
     const float* in[kPointers];  // where each tap (triple) starts at row oy0
-#pragma GCC unroll 12
+#pragma GCC unroll 24
     for (int i = 0; i < kPointers; ++i) {
         const int64_t first = t0 + (Triples ? 3 * i : i);
         const int64_t tap = first < taps ? first : t0;  // past the end: a repeat, dropped
@@ -315,7 +315,7 @@ void dw_tile(const DirectConv& g, const int64_t* tap_offsets, const float* xpad,
             __m512 dv[Vectors];
 #pragma GCC unroll 4
             for (int j = 0; j < Vectors; ++j) dv[j] = _mm512_loadu_ps(d + kLanes * j);
-#pragma GCC unroll 12
+#pragma GCC unroll 24
             for (int t = 0; t < Taps; ++t) {
                 const __m512 x = _mm512_set1_ps(Triples ? in[t / 3][at + t % 3] : in[t][at]);
 #pragma GCC unroll 4
@@ -323,7 +323,7 @@ void dw_tile(const DirectConv& g, const int64_t* tap_offsets, const float* xpad,
             }
         }
     }
-#pragma GCC unroll 12
+#pragma GCC unroll 24
     for (int t = 0; t < Taps; ++t) {
         if (t0 + t >= taps) continue;
         float* to = dw_t + (t0 + t) * g.F + (v0)*kLanes;

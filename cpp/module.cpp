@@ -15,11 +15,11 @@
 #include <utility>
 #include <vector>
 
+#include "array_pool.h"
 #include "conv.h"
 #include "conv_pooled.h"
 #include "elementwise.h"
 #include "gemm.h"
-#include "heap.h"
 #include "matmul.h"
 #include "group_norm.h"
 #include "norm.h"
@@ -922,7 +922,23 @@ py::array py_avg_pool_backward(const py::array& dout, int64_t H, int64_t W, int6
 PYBIND11_MODULE(_C, m) {
     using namespace graphnet;
     blas_init();
-    m.attr("keeps_freed_memory") = keep_freed_memory();  // heap.h
+    m.attr("array_pool") = array_pool_handler();  // array_pool.h
+    m.def("set_array_memory_handler", &set_array_memory_handler, "handler"_a.none(true),
+          "Makes handler (a numpy mem_handler capsule, e.g. array_pool) the current context's\n"
+          "numpy memory handler and returns the one it replaces; None changes nothing and\n"
+          "returns None.");
+    m.def("array_pool_counts", [] {
+        const ArrayPoolCounts counts = array_pool_counts();
+        pybind11::dict out;
+        out["in_use_bytes"] = counts.in_use_bytes;
+        out["kept_bytes"] = counts.kept_bytes;
+        out["peak_bytes"] = counts.peak_bytes;
+        out["reused_blocks"] = counts.reused_blocks;
+        out["new_blocks"] = counts.new_blocks;
+        return out;
+    }, "The array pool's bytes in use, kept and at the peak, and its blocks reused and new.");
+    m.def("release_array_pool", &release_array_pool,
+          "Returns the array pool's kept blocks to the system.");
     m.doc() = "graphnet C++ kernels (conv: direct AVX2 or im2col + OpenBLAS GEMM; max pool)";
     m.attr("__version__") = "0.1.0";
 

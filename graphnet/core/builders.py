@@ -294,10 +294,12 @@ class GateBuilders:
         low: Optional[float] = None,
         high: Optional[float] = None,
         name: Optional[str] = None,
+        limits_pass: bool = True,
     ) -> Node:
         """x limited to [low, high] (None: no limit on that side); the gradient passes
-        where low <= x <= high."""
-        return self.apply("clip", x, name=name, low=low, high=high)
+        where low <= x <= high (PyTorch's clamp), or with limits_pass=False only where
+        low < x < high (its hardtanh, relu6)."""
+        return self.apply("clip", x, name=name, low=low, high=high, limits_pass=limits_pass)
 
     def where(self, mask: Operand, a: Operand, b: Operand, name: Optional[str] = None) -> Node:
         """a where `mask` is true (nonzero), else b; all three broadcast. `mask` is an

@@ -13,6 +13,7 @@ each walk. Hooks see the steps as they run: a fused step is one event, whose
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any, Callable, List, NamedTuple, Optional
 
@@ -20,8 +21,19 @@ import numpy as np
 
 from ..errors import GraphError
 from ..gates.base import unbroadcast
+from ..kernels import _C
+from .checked_gates import checked_forward, is_graphnets
 from .plan import Plan, Step, backward_plan, forward_plan
 from .store import BackwardRecord, ValueStore
+
+# The memory a walk's arrays are allocated in: the array pool (cpp/array_pool.h), which keeps
+# what a training step frees for the next step's arrays of the same sizes instead of giving it
+# back to the system to be faulted in again. GRAPHNET_RETURN_FREED_MEMORY=1 in the
+# environment leaves numpy's allocator to the walks too (None: set_array_memory_handler
+# then changes nothing).
+WALK_MEMORY = (
+    None if os.environ.get("GRAPHNET_RETURN_FREED_MEMORY", "") not in ("", "0") else _C.array_pool
+)
 
 
 class ForwardEvent(NamedTuple):
@@ -188,13 +200,22 @@ class Executor:
     def _forward_function(self, node) -> Callable:
         gate = node.gate
         if not gate.stateful:
-            return gate.forward
-        graph, state = self.graph, self.graph.store.state(node.index)
-        return lambda *values: gate.forward(state, graph.training, *values)
+            forward = gate.forward
+        else:
+            graph, state = self.graph, self.graph.store.state(node.index)
+            forward = lambda *values: gate.forward(state, graph.training, *values)  # noqa: E731
+        return forward if is_graphnets(gate) else checked_forward(node, forward)
 
     # ----- forward ----------------------------------------------------------------------
 
     def run_forward(self, plan: Plan, hooks: list) -> None:
+        previous = _C.set_array_memory_handler(WALK_MEMORY)
+        try:
+            self._run_forward(plan, hooks)
+        finally:
+            _C.set_array_memory_handler(previous)
+
+    def _run_forward(self, plan: Plan, hooks: list) -> None:
         store = self.graph.store
         if store.holds_grads:  # before any hook: the walk's hooks see the gradients gone
             store.drop_outdated_grads(plan.writes)
@@ -276,6 +297,13 @@ class Executor:
     # ----- backward ---------------------------------------------------------------------
 
     def run_backward(self, plan: Plan, seed: Any, store: ValueStore, hooks: list) -> None:
+        previous = _C.set_array_memory_handler(WALK_MEMORY)
+        try:
+            self._run_backward(plan, seed, store, hooks)
+        finally:
+            _C.set_array_memory_handler(previous)
+
+    def _run_backward(self, plan: Plan, seed: Any, store: ValueStore, hooks: list) -> None:
         assert plan.target is not None, "a backward plan has a target"
         if store.stale:
             self._refuse_stale(plan, store)

@@ -287,11 +287,16 @@ def test_min_tie_goes_to_the_first_input():
 def test_the_gradient_at_kinks_is_the_documented_one():
     g = gn.Graph()
     x = g.input("x")
-    g.sum(g.concat([abs(x), g.leaky_relu(x, 0.1), g.clip(x, -1, 1)]))
+    g.sum(
+        g.concat(
+            [abs(x), g.leaky_relu(x, 0.1), g.clip(x, -1, 1), g.clip(x, -1, 1, limits_pass=False)]
+        )
+    )
     g.forward(x=np.array([0.0, -1.0, 1.0]))
     g.backward()
-    # abs: 0 at 0; leaky relu: alpha at 0; clip: passes at both limits.
-    np.testing.assert_allclose(x.grad, [0 + 0.1 + 1, -1 + 0.1 + 1, 1 + 1 + 1])
+    # abs: 0 at 0; leaky relu: alpha at 0; clip: passes at both limits, or with
+    # limits_pass=False (hardtanh's) blocks there.
+    np.testing.assert_allclose(x.grad, [0 + 0.1 + 1 + 1, -1 + 0.1 + 1 + 0, 1 + 1 + 1 + 0])
 
 
 def test_where_sends_nothing_through_the_unpicked_side_even_when_it_is_infinite():
@@ -430,6 +435,7 @@ BAD_ATTRS = [
     ("pow", dict(exponent=float("nan")), "exponent must be a finite number"),
     ("clip", dict(), "needs low, high or both"),
     ("clip", dict(low=2, high=1), "low <= high"),
+    ("clip", dict(low=0, limits_pass="no"), "limits_pass must be True or False"),
     ("gelu", dict(approximate="fast"), "'none' or 'tanh'"),
     ("leaky_relu", dict(alpha="0.1"), "alpha must be"),
     ("slice", dict(key="1:2:3:4"), "cannot read"),

@@ -1,0 +1,160 @@
+"""The array pool (cpp/array_pool.h): a graph walk's arrays come from it, a training step
+reuses the blocks the step before freed (no new blocks, no page faults once warm), it
+holds no more than its peak, gives back what numpy asks of an allocator (zeroed blocks,
+resized blocks with their data), and GRAPHNET_RETURN_FREED_MEMORY=1 leaves the walks to
+numpy's allocator. Each case runs in a fresh interpreter, which reads the environment
+when graphnet is imported (under .ci/sanitize: with AddressSanitizer watching the pool)."""
+
+import os
+import platform
+import threading
+
+import numpy as np
+import pytest
+
+from graphnet.kernels import _C
+from isolation import assert_survived, run_in_child
+
+# A CNN whose batch-32 activations (32, 16, 64, 64) are 8 MB each: large blocks, of the
+# sizes a step frees and the next step asks for again.
+TRAIN = """
+    import os, resource
+    import numpy as np
+    import graphnet as gn
+    from graphnet.kernels import _C
+    from numpy._core.multiarray import get_handler_name
+
+    rng = np.random.default_rng(0)
+    g = gn.Graph(dtype=np.float32)
+    x = g.input("x", shape=(None, 3, 64, 64), requires_grad=False)
+    y = g.input("y", shape=(None,), dtype=np.int64)
+    w1 = g.param("w1", 0.1 * rng.standard_normal((16, 3, 3, 3)).astype(np.float32))
+    b1 = g.param("b1", np.zeros(16, np.float32))
+    h = g.relu(g.conv(x, w1, b1, stride=1, pad=1))
+    h = g.spatial_batchnorm(h, g.param("gamma", np.ones(16, np.float32)),
+                            g.param("beta", np.zeros(16, np.float32)))
+    w2 = g.param("w2", 0.01 * rng.standard_normal((16 * 32 * 32, 10)).astype(np.float32))
+    scores = g.affine(g.max_pool(h, pool_height=2, pool_width=2, stride=2), w2,
+                      g.param("b2", np.zeros(10, np.float32)))
+    loss = g.softmax_loss(scores, y)
+    X = rng.standard_normal((32, 3, 64, 64)).astype(np.float32)
+    Y = rng.integers(0, 10, 32)
+
+    def step():
+        g.forward(x=X, y=Y)
+        g.backward()
+        for name, grad in g.grads.items():
+            g[name].value -= 1e-3 * grad
+
+    for _ in range(3):
+        step()
+    blocks = _C.array_pool_counts()["new_blocks"]
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(3):
+        step()
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+    print(get_handler_name(g[h.name].value), get_handler_name(np.ones(3)),
+          _C.array_pool_counts()["new_blocks"] - blocks, faults)
+"""
+
+on_glibc_without_asan = pytest.mark.skipif(
+    platform.system() != "Linux"
+    or platform.libc_ver()[0] != "glibc"
+    or "asan" in os.environ.get("LD_PRELOAD", ""),  # .ci/sanitize: its own allocator
+    reason="counts glibc's page faults",
+)
+
+
+def _train(monkeypatch, opt_out):
+    if opt_out is None:
+        monkeypatch.delenv("GRAPHNET_RETURN_FREED_MEMORY", raising=False)
+    else:
+        monkeypatch.setenv("GRAPHNET_RETURN_FREED_MEMORY", opt_out)
+    result = run_in_child(TRAIN)
+    assert_survived(result)
+    value_memory, other_memory, new_blocks, faults = result.stdout.split()
+    return value_memory, other_memory, int(new_blocks), int(faults)
+
+
+@pytest.mark.parametrize("opt_out", [None, "", "0"])
+def test_a_training_step_takes_no_new_memory_once_warm(monkeypatch, opt_out):
+    value_memory, other_memory, new_blocks, faults = _train(monkeypatch, opt_out)
+    assert value_memory == "graphnet_array_pool"
+    assert other_memory == "default_allocator"  # arrays made outside a walk: numpy's own
+    assert new_blocks == 0
+    if "asan" not in os.environ.get("LD_PRELOAD", ""):
+        # Three steps write ~180 MB of activations, caches and gradients: 44,000 pages.
+        assert faults < 500
+
+
+@on_glibc_without_asan
+def test_the_environment_leaves_the_walks_to_numpys_allocator(monkeypatch):
+    value_memory, _, new_blocks, faults = _train(monkeypatch, "1")
+    assert value_memory == "default_allocator" and new_blocks == 0
+    # What the pool saves (0 faults there): glibc gives some of the freed 8 MB arrays back
+    # to the kernel, and the next step faults them in again (3,700 pages here).
+    assert faults > 1000
+
+
+def _pooled(make):
+    previous = _C.set_array_memory_handler(_C.array_pool)
+    try:
+        return make()
+    finally:
+        _C.set_array_memory_handler(previous)
+
+
+def test_blocks_come_back_zeroed_resized_and_aligned():
+    size = 1 << 20  # float64: 8 MB, a pooled block
+    dirty = _pooled(lambda: np.full(size, 7.0))
+    del dirty  # its block is kept, holding sevens
+    zeros = _pooled(lambda: np.zeros(size))
+    assert not zeros.any() and zeros.ctypes.data % 64 == 0
+    grown = _pooled(lambda: np.arange(1000.0))  # a small block, malloc's
+    _pooled(lambda: grown.resize(3 * size, refcheck=False))  # realloc: small to pooled
+    assert np.array_equal(grown[:1000], np.arange(1000.0))
+    _pooled(lambda: grown.resize(500, refcheck=False))  # and back
+    assert np.array_equal(grown, np.arange(500.0))
+
+
+def _walk_like(n):
+    """A walk's allocations: a few arrays of n float64, freed once it is over."""
+    arrays = _pooled(lambda: [np.ones(n) for _ in range(4)])
+    del arrays
+
+
+def test_the_pool_keeps_at_most_its_peak_and_the_latest_sizes():
+    _C.release_array_pool()
+    for n in (1 << 20, 1 << 18, 3 << 18, 1 << 19):  # a run at one batch size, then others
+        for _ in range(3):
+            _walk_like(n)
+        counts = _C.array_pool_counts()
+        assert counts["kept_bytes"] <= counts["peak_bytes"]
+        _walk_like(n)  # the same sizes again: served from what the pool kept
+        assert _C.array_pool_counts()["new_blocks"] == counts["new_blocks"]
+    _C.release_array_pool()
+    assert _C.array_pool_counts()["kept_bytes"] == 0
+
+
+def test_threads_share_the_pool_without_mixing_their_arrays():
+    def fill_and_check(tag, errors):
+        rng = np.random.default_rng(tag)
+        for _ in range(200):
+            n = int(rng.integers(1 << 15, 1 << 17))
+            arrays = _pooled(lambda n=n: [np.full(n, float(tag)) for _ in range(3)])
+            if any((a != tag).any() for a in arrays):
+                errors.append(tag)
+
+    errors: list = []
+    threads = [threading.Thread(target=fill_and_check, args=(t, errors)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+
+
+def test_none_changes_nothing():
+    assert _C.set_array_memory_handler(None) is None
+    with pytest.raises(ValueError, match="mem_handler"):
+        _C.set_array_memory_handler(object())
