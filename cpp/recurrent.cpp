@@ -180,15 +180,17 @@ Scratch<float> packed_panels(int64_t k, int64_t n, const T* b, int64_t row_strid
     if (!std::is_same_v<T, float> || !cpu_has_avx512f() || k == 0 || n == 0) return nullptr;
     const int64_t panels = blocks_of(n, kPanelColumns);
     Scratch<float> packed = scratch<float>(panels * kPanelColumns * k);
-    std::fill(packed.get(), packed.get() + panels * kPanelColumns * k, 0.0f);  // the padding
     for (int64_t p = 0; p < panels; ++p) {
         float* panel = packed.get() + p * kPanelColumns * k;
         const int64_t j0 = p * kPanelColumns, width = std::min(kPanelColumns, n - j0);
         for (int64_t r = 0; r < k; ++r) {
+            float* row = panel + r * kPanelColumns;
             for (int64_t j = 0; j < width; ++j) {
-                panel[r * kPanelColumns + j] =
-                    static_cast<float>(b[r * row_stride + (j0 + j) * column_stride]);
+                row[j] = static_cast<float>(b[r * row_stride + (j0 + j) * column_stride]);
             }
+            // Only the last panel's columns past n are padding: zeroing all of the panels
+            // first took 3% of one sequence's forward (H = 128, T = 50).
+            std::fill(row + width, row + kPanelColumns, 0.0f);
         }
     }
     return packed;
