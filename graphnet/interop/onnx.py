@@ -24,6 +24,9 @@ from ..core.graph import Graph
 from ..errors import GraphError
 from ._common import (
     ONE_TO_ONE,
+    SELU_ALPHA,
+    SELU_SCALE,
+    Parts,
     Deferred,
     Sliced,
     affine_input,
@@ -1634,6 +1637,17 @@ def _read_recurrent(gate):
     return read
 
 
+def _activation(form, **attributes):
+    """An activation graphnet builds from several gates (Parts.form), given the op's
+    attributes: {Parts' argument: (ONNX attribute, ONNX's default)}."""
+
+    def read(r, node):
+        values = {key: r.attr(node, attr, default) for key, (attr, default) in attributes.items()}
+        return getattr(Parts(r.graph, node.output[0]), form)(r.input(node, 0), **values)
+
+    return read
+
+
 def _with_attrs(gate, **defaults):
     """An ONNX op that is one gate whose hyperparameters are the op's attributes, of the
     same names (with ONNX's defaults)."""
@@ -1684,6 +1698,14 @@ IMPORTERS = {
     "LeakyRelu": _with_attrs("leaky_relu", alpha=0.01),
     "Gelu": _with_attrs("gelu", approximate="none"),
     "Softplus": _gate("softplus"),
+    "Elu": _activation("elu", alpha=("alpha", 1.0)),
+    "Selu": _activation("elu", alpha=("alpha", SELU_ALPHA), scale=("gamma", SELU_SCALE)),
+    "HardSigmoid": _activation("hard_sigmoid", alpha=("alpha", 0.2), beta=("beta", 0.5)),
+    "HardSwish": _activation("hardswish"),
+    "Mish": _activation("mish"),
+    "PRelu": lambda r, node: Parts(r.graph, node.output[0]).prelu(
+        r.input(node, 0), r.input(node, 1)
+    ),
     "RNN": _read_recurrent("rnn"),
     "LSTM": _read_recurrent("lstm"),
     "Identity": lambda r, node: r.input_value(node.input[0]),

@@ -32,6 +32,9 @@ from ._common import (
     Pending,
     Sliced,
     affine_input,
+    SELU_ALPHA,
+    SELU_SCALE,
+    Parts,
     build_gate,
     check_supported,
     classes_last,
@@ -1039,18 +1042,6 @@ def _read_softplus(r, node):
     return r.gate("softplus", node, [r.input(node, 0)])
 
 
-def _parts(r, node):
-    """Builds an ATen op graphnet has no one gate for from several: part(op, inputs, what)
-    names its node "<the op's node>/what"; the last part, the op's value, takes the op's
-    own name (what=None)."""
-
-    def part(op, inputs, what=None, **attrs):
-        name = node.name if what is None else f"{node.name}/{what}"
-        return build_gate(r.graph, op, inputs, name, **attrs)
-
-    return part
-
-
 def _read_hardtanh(r, node):
     """hardtanh (and relu6, hardtanh(0, 6)) is clip, its gradient blocked at the limits."""
     low = float(r.arg(node, 1, "min_val", -1.0))
@@ -1064,67 +1055,27 @@ def _read_hardtanh(r, node):
     )
 
 
-def _read_silu(r, node):
-    """silu(x) = x sigmoid(x)."""
-    part, x = _parts(r, node), r.input(node, 0)
-    return part("multiply", [x, part("sigmoid", [x], "sigmoid")])
-
-
-def _elu_parts(part, x, alpha, last=None):
-    """elu = relu(x) + alpha (e^min(x, 0) - 1); at 0 its gradient is alpha, as torch's
-    (the clip passes it at its limit, the relu blocks it)."""
-    negative = part("clip", [x], "negative", high=0.0)
-    below = part("subtract", [part("exp", [negative], "exp"), 1.0], "expm1")
-    return part("add", [part("relu", [x], "relu"), part("multiply", [below, alpha], "alpha")], last)
-
-
 def _read_elu(r, node):
     alpha = float(r.arg(node, 1, "alpha", 1.0))
     scale = float(r.arg(node, 2, "scale", 1.0))
     _require(r.arg(node, 3, "input_scale", 1.0) == 1, node, "graphnet reads elu's input_scale 1")
-    part = _parts(r, node)
-    if scale == 1:
-        return _elu_parts(part, r.input(node, 0), alpha)
-    return part("multiply", [_elu_parts(part, r.input(node, 0), alpha, "elu"), scale])
-
-
-def _read_selu(r, node):
-    """selu = scale elu(x, alpha), with torch's constants."""
-    part = _parts(r, node)
-    elu = _elu_parts(part, r.input(node, 0), 1.6732632423543772848170429916717, "elu")
-    return part("multiply", [elu, 1.0507009873554804934193349852946])
+    return Parts(r.graph, node.name).elu(r.input(node, 0), alpha, scale)
 
 
 def _read_prelu(r, node):
-    """prelu(x, w) = relu(x) + w min(x, 0), w along x's second axis (the channels)."""
-    part, x, weight = _parts(r, node), r.input(node, 0), r.input(node, 1)
+    """prelu's weight runs along x's second axis (the channels)."""
+    parts, weight = Parts(r.graph, node.name), r.input(node, 1)
     rank = len(r.shape(node.args[0]))
     _require(rank >= 2, node, "graphnet reads prelu on (N, C, ...) inputs")
     if rank > 2:
         channels = r.shape(node.args[1])[0]
-        weight = part("reshape", [weight], "weight", shape=(channels,) + (1,) * (rank - 2))
-    negative = part("clip", [x], "negative", high=0.0)
-    return part("add", [part("relu", [x], "relu"), part("multiply", [negative, weight], "leak")])
+        weight = parts("reshape", [weight], "weight", shape=(channels,) + (1,) * (rank - 2))
+    return parts.prelu(r.input(node, 0), weight)
 
 
-def _read_mish(r, node):
-    """mish(x) = x tanh(softplus(x))."""
-    part, x = _parts(r, node), r.input(node, 0)
-    return part("multiply", [x, part("tanh", [part("softplus", [x], "softplus")], "tanh")])
-
-
-def _read_hardswish(r, node):
-    """hardswish(x) = x clip(x + 3, 0, 6) / 6."""
-    part, x = _parts(r, node), r.input(node, 0)
-    ramp = part("clip", [part("add", [x, 3.0], "shifted")], "ramp", low=0.0, high=6.0)
-    return part("multiply", [x, part("multiply", [ramp, 1 / 6], "gate")])
-
-
-def _read_log_sigmoid(r, node):
-    """log sigmoid(x) = -softplus(-x)."""
-    part = _parts(r, node)
-    flipped = part("negate", [r.input(node, 0)], "flipped")
-    return part("negate", [part("softplus", [flipped], "softplus")])
+def _activation(form, **constants):
+    """An activation built from several gates by Parts.form(x, **constants)."""
+    return lambda r, node: getattr(Parts(r.graph, node.name), form)(r.input(node, 0), **constants)
 
 
 def _read_cross_entropy(r, node):
@@ -1402,13 +1353,14 @@ ATEN_OPS = {
     "aten.gelu": _with_args("gelu", (1, "approximate", "none", "approximate")),
     "aten.softplus": _read_softplus,
     "aten.hardtanh": _read_hardtanh,
-    "aten.silu": _read_silu,
+    "aten.silu": _activation("silu"),
     "aten.elu": _read_elu,
-    "aten.selu": _read_selu,
+    "aten.selu": _activation("elu", alpha=SELU_ALPHA, scale=SELU_SCALE),
     "aten.prelu": _read_prelu,
-    "aten.mish": _read_mish,
-    "aten.hardswish": _read_hardswish,
-    "aten.log_sigmoid": _read_log_sigmoid,
+    "aten.mish": _activation("mish"),
+    "aten.hardswish": _activation("hardswish"),
+    "aten.hardsigmoid": _activation("hard_sigmoid", alpha=1 / 6, beta=0.5),
+    "aten.log_sigmoid": _activation("log_sigmoid"),
     "aten.cross_entropy_loss": _read_cross_entropy,
     "aten.multi_margin_loss": _read_multi_margin,
 }
