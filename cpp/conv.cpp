@@ -51,34 +51,48 @@ std::atomic<bool> avx512_enabled{true};
 
 bool use_avx512() { return avx512_enabled && cpu_has_avx512f(); }
 
-// With stride 1, dx is itself a convolution: dout padded by HH-1-pad rows and WW-1-pad
-// columns, cross-correlated with the filters turned by 180 degrees and with their filter
-// and channel axes swapped. So the forward kernel computes it, as long as pad < HH and
-// pad < WW (a wider pad would need a crop instead of a padding) and its rows, W pixels
-// wide, are wide enough.
-bool direct_dx_fits(const ConvGeometry& g) {
-    return g.pad < g.HH && g.pad < g.WW && g.W >= kDirectMinRow;
-}
 
 // Which forward kernel runs a conv of F filters on rows Wo wide, and its tile of filters:
 // decided once per call, so that the weights are packed for the kernel that reads them.
-// (Calls into the AVX2 / AVX-512 files: only on a CPU with AVX2.) The AVX-512 tile
-// holds 12 or 24 filters; a conv of fewer than half that many (the input gradient of a
-// layer on 3 colour channels, say) would compute mostly padding filters, and goes to the
-// AVX2 tile of 2-6 (per pass, 3 -> 32 channels: AVX-512 at 0.5x the AVX2 kernel's speed).
+// (Calls into the AVX2 / AVX-512 files: only on a CPU with AVX2.) A conv of fewer than
+// kDirectAvx512MinFilters filters (the input gradient of a layer on 3 colour channels,
+// say) goes to the AVX2 tile of 2-6.
 struct Kernel {
     bool avx512;
     int64_t tile;
 };
 
 Kernel forward_kernel(int64_t F, int64_t Wo) {
-    if (use_avx512() && 2 * F >= direct_tile_filters_avx512(Wo)) {
-        return {true, direct_tile_filters_avx512(Wo)};
-    }
+    if (use_avx512() && F >= kDirectAvx512MinFilters) return {true, direct_tile_filters_avx512(F)};
     return {false, direct_tile_filters(Wo)};
 }
 
 int64_t padded_filters(int64_t F, int64_t tile) { return (F + tile - 1) / tile * tile; }
+
+// Rows narrower than kDirectMinRow: the AVX2 kernels lose to im2col + GEMM there, but the
+// AVX-512 forward kernel, a row in one vector of 16 pixels (the lanes past the row
+// wasted), beats it on dx at any width and on the forward on rows of
+// kDirectMinRowAvx512Forward+ pixels or of fewer than kLanes filters; narrower rows of
+// more filters take the tap kernels (tap_forward). Per pass, batch 64, one thread, CPU
+// time / PyTorch's in one run, geomean over 3x3 / 5x5 / 7x7 layers of 3-128 channels
+// (benchmarks/bench_conv_sweep.py): see docs/performance/kernels.md.
+constexpr int64_t kDirectMinRowAvx512Forward = 10;
+constexpr int64_t kLanes = 16;
+
+bool forward_row_fits(int64_t width, int64_t filters, const Kernel& kernel) {
+    return width >= kDirectMinRow ||
+           (kernel.avx512 && (width >= kDirectMinRowAvx512Forward || filters < kLanes));
+}
+
+// With stride 1, dx is itself a convolution: dout padded by HH-1-pad rows and WW-1-pad
+// columns, cross-correlated with the filters turned by 180 degrees and with their filter
+// and channel axes swapped. So the forward kernel computes it, as long as pad < HH and
+// pad < WW (a wider pad would need a crop instead of a padding) and it runs rows W
+// pixels wide.
+bool direct_dx_fits(const ConvGeometry& g) {
+    return g.pad < g.HH && g.pad < g.WW &&
+           (g.W >= kDirectMinRow || forward_kernel(g.C, g.W).avx512);
+}
 
 // Whether the weight gradient runs on an AVX-512 kernel (conv_direct.h). On 16+ channels
 // its kernel with vectors along the filters beats the GEMM for any number of filters and
@@ -106,13 +120,14 @@ struct DirectPasses {
 
 template <typename T>
 DirectPasses direct_passes(const ConvGeometry& g) {
-    const bool possible = std::is_same_v<T, float> && g.stride == 1 && g.Wo >= kDirectMinRow &&
-                          !is_pointwise(g) && direct_enabled && cpu_has_avx2_fma();
+    const bool possible = std::is_same_v<T, float> && g.stride == 1 && !is_pointwise(g) &&
+                          direct_enabled && cpu_has_avx2_fma();
     if (!possible) return {false, false, false};
     const bool few_filters = g.F < kDirectMaxFilters;
-    return {few_filters || forward_kernel(g.F, g.Wo).avx512,
+    const Kernel forward = forward_kernel(g.F, g.Wo);
+    return {forward_row_fits(g.Wo, g.F, forward) && (few_filters || forward.avx512),
             direct_dx_fits(g) && (few_filters || forward_kernel(g.C, g.W).avx512),
-            few_filters || dw_avx512(g)};
+            g.Wo >= kDirectMinRow && (few_filters || dw_avx512(g))};
 }
 
 // Strided float32 convs (2 <= stride <= kPhaseMaxStride) run on the AVX-512 phase-plane
@@ -123,6 +138,15 @@ template <typename T>
 bool phase_conv(const ConvGeometry& g) {
     return std::is_same_v<T, float> && g.stride >= 2 && g.stride <= kPhaseMaxStride &&
            direct_enabled && use_avx512();
+}
+
+// The forward of a stride-1 layer of kLanes+ filters on rows too short for the direct
+// kernel (forward_row_fits) runs on the AVX-512 tap kernel (conv_phases.h with one phase),
+// the filters along its lanes.
+template <typename T>
+bool tap_forward(const ConvGeometry& g, const DirectPasses& direct) {
+    return std::is_same_v<T, float> && g.stride == 1 && !is_pointwise(g) && !direct.forward &&
+           g.F >= kLanes && direct_enabled && use_avx512();
 }
 
 // The weight gradient of a stride-1 layer that the direct kernels leave to im2col + GEMM
@@ -341,8 +365,11 @@ void forward_images(const ConvGeometry& g, int threads, const T* x, const T* w, 
             return winograd_over_batch(winograd_geometry(g.C, g.F, g.H, g.W), g.N, threads, x,
                                        WinogradWeights{w, g.C * 9, 9, false}, b, out_of, done);
         }
-        if (direct_passes<T>(g).forward) return direct_forward(g, threads, x, w, b, out_of, done);
-        if (phase_conv<T>(g)) return phase_forward(g, threads, x, w, b, out_of, done);
+        const DirectPasses direct = direct_passes<T>(g);
+        if (direct.forward) return direct_forward(g, threads, x, w, b, out_of, done);
+        if (phase_conv<T>(g) || tap_forward<T>(g, direct)) {
+            return phase_forward(g, threads, x, w, b, out_of, done);
+        }
     }
     const int64_t K = g.taps(), P = g.positions();
     const bool pointwise = is_pointwise(g);

@@ -61,8 +61,12 @@ void direct_conv_forward_image(const DirectConv& g, const float* xpad, const flo
                                const float* bias, float* out);
 
 // The same forward with AVX-512 vectors of 16 floats (conv_direct_avx512.cpp; call only
-// when cpu_has_avx512f()), on weights packed in tiles of direct_tile_filters_avx512(Wo).
-int64_t direct_tile_filters_avx512(int64_t Wo);
+// when cpu_has_avx512f()), on weights packed in tiles of direct_tile_filters_avx512(F)
+// filters (8 or 12), for layers of kDirectAvx512MinFilters filters or more: fewer would
+// compute mostly padding filters (per pass, 3 -> 32 channels: at 0.5x the AVX2 kernel's
+// speed). It runs rows of any width, a row of 16 pixels or fewer in one vector.
+constexpr int64_t kDirectAvx512MinFilters = 6;
+int64_t direct_tile_filters_avx512(int64_t F);
 void direct_conv_forward_image_avx512(const DirectConv& g, const float* xpad, const float* wpack,
                                       const float* bias, float* out);
 // direct_conv_dw_images with AVX-512 (same arguments and contract), plus scratch: room
