@@ -95,16 +95,16 @@ bool direct_dx_fits(const ConvGeometry& g) {
 }
 
 // Whether the weight gradient runs on an AVX-512 kernel (conv_direct.h). On 16+ channels
-// its kernel with vectors along the filters beats the GEMM for any number of filters and
-// any row (per pass, batch 16, one thread: 32 -> 64 and 64 -> 64 channels 3x3 on rows of
-// 16, 0.7x its time). On fewer, its kernel walks each row 16 pixels at a time; on rows
-// whose last vector would be half empty or less (24, 40 pixels) the AVX2 kernel's 8 are
-// as fast (3x3 32->32 @24 1.08x the AVX2 kernel's time, @40 0.98x, but @32 0.67x, @16
+// and filters its kernel with vectors along the filters beats the GEMM for any number of
+// filters and any row (per pass, batch 16, one thread: 32 -> 64 and 64 -> 64 channels 3x3
+// on rows of 16, 0.7x its time). On fewer, its kernel walks each row 16 pixels at a time;
+// on rows whose last vector would be half empty or less (24, 40 pixels) the AVX2 kernel's
+// 8 are as fast (3x3 32->32 @24 1.08x the AVX2 kernel's time, @40 0.98x, but @32 0.67x, @16
 // 0.77x), and on many filters both lose to the GEMM; elsewhere it beats the GEMM on many
 // filters too (3 -> 64 channels 3x3 on rows of 32: 0.6x).
 bool dw_avx512(const ConvGeometry& g) {
     const int64_t last_vector = g.Wo % 16;
-    return use_avx512() && (g.C >= kDirectDwFilterVectorMinChannels || last_vector == 0 ||
+    return use_avx512() && (direct_dw_filter_vectors(g.C, g.F) || last_vector == 0 ||
                             last_vector > 8);
 }
 
@@ -458,8 +458,8 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
     const bool tap_dw = phase || tap_weight_gradient<T>(g, direct_pass);
     const bool direct = direct_pass.dw || tap_dw;  // of the weight gradient
     const bool dw_on_avx512 = direct_pass.dw && dw_avx512(g);
-    // That kernel, on 16+ channels, also sums db while it reads dout.
-    const bool db_in_dw = dw && dw_on_avx512 && g.C >= kDirectDwFilterVectorMinChannels;
+    // That kernel, on 16+ channels and filters, also sums db while it reads dout.
+    const bool db_in_dw = dw && dw_on_avx512 && direct_dw_filter_vectors(g.C, g.F);
     T* gemm_dx = dx;  // what is left of dx for im2col + GEMM
     const int64_t chunk_images = chunks ? (g.N + chunks - 1) / chunks : 0;  // N may be 0
     DirectConv d{};  // set only on the direct path: it asks the AVX2 code for its tile

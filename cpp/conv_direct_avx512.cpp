@@ -90,7 +90,7 @@ void forward_image(const DirectConv& g, const float* xpad, const float* wpack, c
     }
 }
 
-// The weight gradient of layers on few channels (fewer than kDirectDwFilterVectorMinChannels):
+// The weight gradient of layers on few channels or filters (not direct_dw_filter_vectors):
 // vectors along the pixels of a row, as in conv_direct.cpp, in a tile of 6 filters x 4
 // taps = 24 accumulators, with 6 output-gradient vectors and 1 input vector: 31 of the
 // 32 registers. Per step 10 loads for 24 FMAs, and one horizontal sum per accumulator
@@ -190,7 +190,7 @@ void pixel_dw_images(const DirectConv& g, const int64_t* tap_offsets, const floa
     }
 }
 
-// The weight gradient of layers on kDirectDwFilterVectorMinChannels channels or more, as the
+// The weight gradient of layers on many channels and filters (direct_dw_filter_vectors), as the
 // product dw_t (taps x F) += X (taps x pixels) * D (pixels x F):
 // vectors run along the filters, not the pixels, so sums never need adding across lanes
 // (horizontal sums of pixel vectors took a fifth of the time on rows of 16). D is the
@@ -360,14 +360,14 @@ void dw_filter_tile(const DirectConv& g, const int64_t* tap_offsets, const float
 }  // namespace
 
 int64_t direct_dw_scratch_avx512(const DirectConv& g) {
-    if (g.C < kDirectDwFilterVectorMinChannels) return 0;
+    if (!direct_dw_filter_vectors(g.C, g.F)) return 0;
     return block_rows(g) * g.Wo * filter_vectors(g.F) * kLanes;
 }
 
 void direct_conv_dw_images_avx512(const DirectConv& g, const int64_t* tap_offsets,
                                   const float* xpads, int64_t xpad_stride, const float* dout,
                                   int64_t images, float* dw_t, float* db, float* scratch) {
-    if (g.C < kDirectDwFilterVectorMinChannels) {
+    if (!direct_dw_filter_vectors(g.C, g.F)) {
         return pixel_dw_images(g, tap_offsets, xpads, xpad_stride, dout, images, dw_t);
     }
     const int64_t vectors = filter_vectors(g.F), stride = vectors * kLanes, block = block_rows(g);
