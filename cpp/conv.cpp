@@ -164,13 +164,20 @@ bool tap_weight_gradient(const ConvGeometry& g, const DirectPasses& direct) {
 // Winograd F(2x2, 3x3) (conv_winograd.h) for 3x3 layers with stride 1 and pad 1 on an
 // AVX-512 CPU: the forward and, as the forward of dout with the filters turned, dx.
 // WinogradMode::kWherePays takes it on layers of kWinogradMinChannels channels in and
-// out or more (measured in docs/performance/kernels.md); kEverywhere on any such layer
-// (tests).
+// out or more (measured in docs/performance/kernels.md), for the forward on images of
+// kWinogradForwardMinSide+ rows and columns; kEverywhere on any such layer (tests). On
+// smaller images each of its 16 GEMMs has a few tiles only, and the forward's tap kernel
+// beats it (per pass, batch 64, one thread, 3x3 on 16-128 channels: @4 0.33-0.47x its
+// time, @6 0.57-0.87x, @7 0.69-1.23x, @8 0.89-1.51x); its dx still beats the direct
+// kernel there (@4 0.9-1.6x its time).
 std::atomic<WinogradMode> winograd_mode{WinogradMode::kWherePays};
 constexpr int64_t kWinogradMinChannels = 16;
+constexpr int64_t kWinogradForwardMinSide = 7;
 constexpr int64_t kWinogradMaxChannels = int64_t(1) << 23;
 
-bool winograd_conv(const ConvGeometry& g, int64_t in_channels, int64_t out_channels) {
+// min_side: of the image it runs on, below which it does not pay.
+bool winograd_conv(const ConvGeometry& g, int64_t in_channels, int64_t out_channels,
+                   int64_t min_side) {
     const WinogradMode mode = winograd_mode;
     if (mode == WinogradMode::kOff || g.HH != 3 || g.WW != 3 || g.stride != 1 || g.pad != 1 ||
         !direct_enabled || !use_avx512()) {
@@ -180,7 +187,8 @@ bool winograd_conv(const ConvGeometry& g, int64_t in_channels, int64_t out_chann
     // 15 x 9 x channels, for dx).
     if (g.C > kWinogradMaxChannels || g.F > kWinogradMaxChannels) return false;
     return mode == WinogradMode::kEverywhere ||
-           (in_channels >= kWinogradMinChannels && out_channels >= kWinogradMinChannels);
+           (in_channels >= kWinogradMinChannels && out_channels >= kWinogradMinChannels &&
+            g.H >= min_side && g.W >= min_side);
 }
 
 // Runs the Winograd forward over the batch on `threads` threads, images of wg.C x H x W
@@ -361,7 +369,7 @@ template <typename T, typename OutOf, typename Done>
 void forward_images(const ConvGeometry& g, int threads, const T* x, const T* w, const T* b,
                     OutOf&& out_of, Done&& done) {
     if constexpr (std::is_same_v<T, float>) {
-        if (winograd_conv(g, g.C, g.F)) {
+        if (winograd_conv(g, g.C, g.F, kWinogradForwardMinSide)) {
             return winograd_over_batch(winograd_geometry(g.C, g.F, g.H, g.W), g.N, threads, x,
                                        WinogradWeights{w, g.C * 9, 9, false}, b, out_of, done);
         }
@@ -472,7 +480,7 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
     // 32 -> 64 @16 0.95 -> 0.86, 64 -> 64 @16 1.88 -> 1.73, against where std::vector put it)
     CacheLineScratch scratches;
     if constexpr (std::is_same_v<T, float>) {
-        if (dx && winograd_conv(g, g.F, g.C)) {
+        if (dx && winograd_conv(g, g.F, g.C, 0)) {
             winograd_input_gradient(g, dout, w, dx);
             gemm_dx = nullptr;
         } else if (dx && (direct_pass.dx || phase)) {
