@@ -23,7 +23,8 @@ A pass is flagged when it is slower than PyTorch's ("slow": graphnet / PyTorch t
 the grid: the same pass and kernel with the next channel pair below and above (in the
 order of C * F) at the same image size, and the next image sizes at the same channels
 ("cliff"). --compare prints, for each pass also in an earlier --csv, the old and new
-graphnet times.
+graphnet times. What the sweep found, and the table it gave: docs/performance/kernels.md
+("float32 conv passes across layer shapes").
 """
 import argparse
 import csv
