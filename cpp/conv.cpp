@@ -69,19 +69,32 @@ Kernel forward_kernel(int64_t F, int64_t Wo) {
 
 int64_t padded_filters(int64_t F, int64_t tile) { return (F + tile - 1) / tile * tile; }
 
-// Rows narrower than kDirectMinRow: the AVX2 kernels lose to im2col + GEMM there, but the
-// AVX-512 forward kernel, a row in one vector of 16 pixels (the lanes past the row
-// wasted), beats it on dx at any width and on the forward on rows of
-// kDirectMinRowAvx512Forward+ pixels or of fewer than kLanes filters; narrower rows of
-// more filters take the tap kernels (tap_forward). Per pass, batch 64, one thread, CPU
-// time / PyTorch's in one run, geomean over 3x3 / 5x5 / 7x7 layers of 3-128 channels
-// (benchmarks/bench_conv_sweep.py): see docs/performance/kernels.md.
-constexpr int64_t kDirectMinRowAvx512Forward = 10;
+// Rows narrower than kDirectMinRow: the AVX2 kernels lose to im2col + GEMM there; on an
+// AVX-512 CPU the forward and dx run either the direct kernel (a row in one vector of 16
+// pixels, the lanes past the row wasted) or the tap kernel (conv_phases.h with one phase:
+// the outputs along its lanes, on a grid as wide as a padded row, or on the real positions
+// only where the outputs fill its widest tiles, a multiple of 64 once rounded up to 16).
+// The tap kernel where it maps the real positions, and on rows under
+// kDirectMinRowAvx512 pixels of min_outputs+ outputs (16 for the forward, 32 for dx,
+// whose direct kernel runs 16 or 24 channels on such rows in 0.7-0.9x the tap kernel's
+// time); else the direct kernel. Per pass, batch 64, one thread, CPU time against
+// PyTorch's in one run (benchmarks/bench_conv_sweep.py), 5x5 layers of 3-64 channels:
+// forward @8 geomean 1.53x PyTorch's time on the direct kernel, 1.27x on the tap kernel,
+// @14 0.88 / 1.21; dx @8 0.75 / 0.86, @14 0.44 / 0.68; but 64 -> 64 @14 forward 1.36 / 1.13,
+// dx 0.66 / 0.53.
+constexpr int64_t kDirectMinRowAvx512 = 10;
 constexpr int64_t kLanes = 16;
+
+bool short_rows_on_taps(int64_t width, int64_t outputs, int64_t min_outputs) {
+    const int64_t padded = (outputs + kLanes - 1) / kLanes * kLanes;
+    return padded % (4 * kLanes) == 0 || (width < kDirectMinRowAvx512 && outputs >= min_outputs);
+}
+constexpr int64_t kTapForwardMinFilters = kLanes;
+constexpr int64_t kTapInputGradientMinChannels = 2 * kLanes;
 
 bool forward_row_fits(int64_t width, int64_t filters, const Kernel& kernel) {
     return width >= kDirectMinRow ||
-           (kernel.avx512 && (width >= kDirectMinRowAvx512Forward || filters < kLanes));
+           (kernel.avx512 && !short_rows_on_taps(width, filters, kTapForwardMinFilters));
 }
 
 // With stride 1, dx is itself a convolution: dout padded by HH-1-pad rows and WW-1-pad
@@ -91,7 +104,9 @@ bool forward_row_fits(int64_t width, int64_t filters, const Kernel& kernel) {
 // pixels wide.
 bool direct_dx_fits(const ConvGeometry& g) {
     return g.pad < g.HH && g.pad < g.WW &&
-           (g.W >= kDirectMinRow || forward_kernel(g.C, g.W).avx512);
+           (g.W >= kDirectMinRow ||
+            (forward_kernel(g.C, g.W).avx512 &&
+             !short_rows_on_taps(g.W, g.C, kTapInputGradientMinChannels)));
 }
 
 // Whether the weight gradient runs on an AVX-512 kernel (conv_direct.h). On 16+ channels
@@ -140,13 +155,20 @@ bool phase_conv(const ConvGeometry& g) {
            direct_enabled && use_avx512();
 }
 
-// The forward of a stride-1 layer of kLanes+ filters on rows too short for the direct
-// kernel (forward_row_fits) runs on the AVX-512 tap kernel (conv_phases.h with one phase),
-// the filters along its lanes.
+// The forward and dx of stride-1 layers on rows under kDirectMinRow pixels that run on the
+// AVX-512 tap kernel (short_rows_on_taps).
 template <typename T>
-bool tap_forward(const ConvGeometry& g, const DirectPasses& direct) {
-    return std::is_same_v<T, float> && g.stride == 1 && !is_pointwise(g) && !direct.forward &&
-           g.F >= kLanes && direct_enabled && use_avx512();
+bool tap_forward(const ConvGeometry& g) {
+    return std::is_same_v<T, float> && g.stride == 1 && !is_pointwise(g) &&
+           g.Wo < kDirectMinRow && short_rows_on_taps(g.Wo, g.F, kTapForwardMinFilters) &&
+           direct_enabled && use_avx512();
+}
+
+template <typename T>
+bool tap_input_gradient(const ConvGeometry& g) {
+    return std::is_same_v<T, float> && g.stride == 1 && !is_pointwise(g) &&
+           g.W < kDirectMinRow && short_rows_on_taps(g.W, g.C, kTapInputGradientMinChannels) &&
+           direct_enabled && use_avx512();
 }
 
 // The weight gradient of a stride-1 layer that the direct kernels leave to im2col + GEMM
@@ -373,9 +395,8 @@ void forward_images(const ConvGeometry& g, int threads, const T* x, const T* w, 
             return winograd_over_batch(winograd_geometry(g.C, g.F, g.H, g.W), g.N, threads, x,
                                        WinogradWeights{w, g.C * 9, 9, false}, b, out_of, done);
         }
-        const DirectPasses direct = direct_passes<T>(g);
-        if (direct.forward) return direct_forward(g, threads, x, w, b, out_of, done);
-        if (phase_conv<T>(g) || tap_forward<T>(g, direct)) {
+        if (direct_passes<T>(g).forward) return direct_forward(g, threads, x, w, b, out_of, done);
+        if (phase_conv<T>(g) || tap_forward<T>(g)) {
             return phase_forward(g, threads, x, w, b, out_of, done);
         }
     }
@@ -483,11 +504,11 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
         if (dx && winograd_conv(g, g.F, g.C, 0)) {
             winograd_input_gradient(g, dout, w, dx);
             gemm_dx = nullptr;
-        } else if (dx && (direct_pass.dx || phase)) {
-            if (phase) {
-                phase_input_gradient(g, dout, w, dx);
-            } else {
+        } else if (dx && (direct_pass.dx || phase || tap_input_gradient<T>(g))) {
+            if (direct_pass.dx) {
                 direct_input_gradient(g, dout, w, dx);
+            } else {
+                phase_input_gradient(g, dout, w, dx);
             }
             gemm_dx = nullptr;
         }
