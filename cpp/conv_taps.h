@@ -65,6 +65,10 @@ void tap_conv_dw_avx512(const TapConv& g, int64_t rows, int64_t cols, int64_t ro
                         const int64_t* offsets, const float* in, const float* dout_t,
                         float* dw_t);
 
+// even[k] = src[2k] and odd[k] = src[2k + 1] for k < n: an image row split into its two
+// phases (split_phases with stride 2), 16 pairs at a time with two permutes.
+void deinterleave_avx512(int64_t n, const float* src, float* even, float* odd);
+
 // dst[c * dst_stride + r] = src[r * src_stride + c] for r < rows, c < cols: the layouts
 // between the kernels (positions x channels) and the arrays (channels x positions), in
 // 16 x 16 blocks held in registers.

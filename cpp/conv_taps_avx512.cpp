@@ -224,6 +224,26 @@ __mmask16 first_lanes(int64_t n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask1
 
 }  // namespace
 
+void deinterleave_avx512(int64_t n, const float* src, float* even, float* odd) {
+    const __m512i evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
+                                            28, 30);
+    const __m512i odds = _mm512_add_epi32(evens, _mm512_set1_epi32(1));
+    int64_t k = 0;
+    for (; k + 16 <= n; k += 16) {
+        const __m512 a = _mm512_loadu_ps(src + 2 * k), b = _mm512_loadu_ps(src + 2 * k + 16);
+        _mm512_storeu_ps(even + k, _mm512_permutex2var_ps(a, evens, b));
+        _mm512_storeu_ps(odd + k, _mm512_permutex2var_ps(a, odds, b));
+    }
+    if (k < n) {  // r < 16 pairs left: 2r floats in up to two vectors
+        const int64_t r = n - k;
+        const __m512 a = _mm512_maskz_loadu_ps(first_lanes(2 * r), src + 2 * k);
+        const __m512 b = r > 8 ? _mm512_maskz_loadu_ps(first_lanes(2 * r - 16), src + 2 * k + 16)
+                               : _mm512_setzero_ps();
+        _mm512_mask_storeu_ps(even + k, first_lanes(r), _mm512_permutex2var_ps(a, evens, b));
+        _mm512_mask_storeu_ps(odd + k, first_lanes(r), _mm512_permutex2var_ps(a, odds, b));
+    }
+}
+
 void tap_transpose_avx512(int64_t rows, int64_t cols, const float* src, int64_t src_stride,
                           float* dst, int64_t dst_stride) {
     for (int64_t r0 = 0; r0 < rows; r0 += 16) {

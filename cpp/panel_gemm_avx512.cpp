@@ -41,6 +41,34 @@ void tile(int64_t k, const float* a, int64_t lda, const float* panel,
     }
 }
 
+// One row of a (m = 1) times four panels side by side, into the 128 columns of c from the
+// first panel's on (those `lanes` keeps): eight sums, each over k in order as in tile<1>,
+// where each of its two sums waits for its own last FMA. One sequence's LSTM forward (T =
+// 50, float32, one thread): H = 256 639 -> 555 us, H = 128 145 -> 131.
+void row_tile(int64_t k, const float* a, const float* panels, const __mmask16 (&lanes)[8],
+              bool accumulate, float* c) {
+    constexpr int kPanels = 4;
+    __m512 acc[2 * kPanels];
+#pragma GCC unroll 8
+    for (int v = 0; v < 2 * kPanels; ++v) acc[v] = _mm512_setzero_ps();
+    for (int64_t kk = 0; kk < k; ++kk) {
+        const __m512 av = _mm512_set1_ps(a[kk]);
+#pragma GCC unroll 4
+        for (int q = 0; q < kPanels; ++q) {
+            const float* row = panels + q * kPanelColumns * k + kk * kPanelColumns;
+            acc[2 * q] = _mm512_fmadd_ps(av, _mm512_loadu_ps(row), acc[2 * q]);
+            acc[2 * q + 1] = _mm512_fmadd_ps(av, _mm512_loadu_ps(row + 16), acc[2 * q + 1]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int v = 0; v < 2 * kPanels; ++v) {
+        float* out = c + 16 * v;
+        const __m512 sum = accumulate
+            ? _mm512_add_ps(_mm512_maskz_loadu_ps(lanes[v], out), acc[v]) : acc[v];
+        _mm512_mask_storeu_ps(out, lanes[v], sum);
+    }
+}
+
 using Tile = void (*)(int64_t, const float*, int64_t, const float*, const __mmask16 (&)[2],
                       bool, float*, int64_t);
 constexpr Tile kTiles[kRows + 1] = {nullptr, tile<1>, tile<2>, tile<3>, tile<4>,
@@ -120,7 +148,15 @@ void transposed_gemm_accumulate_avx512(int64_t m, int64_t c0, int64_t c1, int64_
 void panel_gemm_avx512(int64_t m, int64_t c0, int64_t c1, int64_t k, const float* a,
                        int64_t lda, const float* packed, bool accumulate, float* c,
                        int64_t ldc) {
-    for (int64_t j = c0; j < c1; j += kPanelColumns) {
+    int64_t j = c0;
+    if (m == 1) {  // four panels at a time while all four hold columns before c1
+        for (; c1 - j > 3 * kPanelColumns; j += 4 * kPanelColumns) {
+            __mmask16 lanes[8];
+            for (int v = 0; v < 8; ++v) lanes[v] = first_lanes(c1 - j - 16 * v);
+            row_tile(k, a, packed + j * k, lanes, accumulate, c + j);
+        }
+    }
+    for (; j < c1; j += kPanelColumns) {
         const __mmask16 lanes[2] = {first_lanes(c1 - j), first_lanes(c1 - j - 16)};
         const float* panel = packed + j * k;  // the panels before j hold j / 32 * 32 * k
         for (int64_t i = 0; i < m; i += kRows) {

@@ -56,7 +56,10 @@ int64_t unit_block(int64_t H) { return std::max(kUnits, blocks_of(H, num_threads
 // kernel for huge pages (as numpy does for its arrays): da is N*T x 4H floats (26 MB at
 // N=64, T=50, H=512), and glibc returns it to the system between calls; faulted in 4 KB
 // pages on every call, the scratch took about a fifth of a small training step (N=32,
-// H=128; perf: exc_page_fault).
+// H=128; perf: exc_page_fault). Smaller ones start on a cache line: the panel kernels load
+// whole vectors from the packed weights, which at the C library's 16-byte alignment
+// straddled two lines in 3 loads of 4 in some processes and not in others (one sequence's
+// forward at H = 256 took 1.45x as long in those).
 struct FreeDeleter {
     void operator()(void* p) const { std::free(p); }
 };
@@ -65,11 +68,12 @@ using Scratch = std::unique_ptr<T[], FreeDeleter>;
 
 template <typename T>
 Scratch<T> scratch(int64_t n) {
-    constexpr size_t kHugePage = size_t(2) << 20;
+    constexpr size_t kHugePage = size_t(2) << 20, kLine = 64;
     const size_t bytes = static_cast<size_t>(n) * sizeof(T);  // n elements exist elsewhere
     const bool huge = bytes >= kHugePage;
-    const size_t rounded = huge ? (bytes + kHugePage - 1) / kHugePage * kHugePage : bytes;
-    void* p = huge ? std::aligned_alloc(kHugePage, rounded) : std::malloc(bytes ? bytes : 1);
+    const size_t align = huge ? kHugePage : kLine;
+    const size_t rounded = std::max((bytes + align - 1) / align * align, align);
+    void* p = std::aligned_alloc(align, rounded);
     if (p == nullptr) throw std::bad_alloc();
 #ifdef MADV_HUGEPAGE
     if (huge) madvise(p, rounded, MADV_HUGEPAGE);  // a hint: without it, 4 KB pages
@@ -176,15 +180,17 @@ Scratch<float> packed_panels(int64_t k, int64_t n, const T* b, int64_t row_strid
     if (!std::is_same_v<T, float> || !cpu_has_avx512f() || k == 0 || n == 0) return nullptr;
     const int64_t panels = blocks_of(n, kPanelColumns);
     Scratch<float> packed = scratch<float>(panels * kPanelColumns * k);
-    std::fill(packed.get(), packed.get() + panels * kPanelColumns * k, 0.0f);  // the padding
     for (int64_t p = 0; p < panels; ++p) {
         float* panel = packed.get() + p * kPanelColumns * k;
         const int64_t j0 = p * kPanelColumns, width = std::min(kPanelColumns, n - j0);
         for (int64_t r = 0; r < k; ++r) {
+            float* row = panel + r * kPanelColumns;
             for (int64_t j = 0; j < width; ++j) {
-                panel[r * kPanelColumns + j] =
-                    static_cast<float>(b[r * row_stride + (j0 + j) * column_stride]);
+                row[j] = static_cast<float>(b[r * row_stride + (j0 + j) * column_stride]);
             }
+            // Only the last panel's columns past n are padding: zeroing all of the panels
+            // first took 3% of one sequence's forward (H = 128, T = 50).
+            std::fill(row + width, row + kPanelColumns, 0.0f);
         }
     }
     return packed;

@@ -101,6 +101,11 @@ def _where(g):
     return {"a": np.array([1.0, 2.0, 3.0]), "b": np.array([-1.0, -2.0, -3.0])}
 
 
+def _compare(g):
+    g.compare(g.input("a", shape=(3,)), ">", g.input("b", shape=(3,)), name="out")
+    return {"a": np.array([1.0, -2.0, 0.5]), "b": np.array([0.0, 0.0, 1.0])}
+
+
 def _matmul(g):
     g.matmul(g.input("a", shape=(2, 3)), g.input("b", shape=(3, 2)), name="out")
     return {"a": _rng().normal(size=(2, 3)).round(2), "b": _rng().normal(size=(3, 2)).round(2)}
@@ -192,7 +197,7 @@ EXAMPLES: Dict[str, Example] = {
     "spatial_groupnorm": _norm("spatial_groupnorm", (2, 4, 2, 2), (1, 4, 1, 1), G=2),
     "softmax_loss": _loss("softmax_loss"), "svm_loss": _loss("svm_loss"),
     "affine": _affine, "conv": _conv, "concat": _concat, "slice": _slice, "take": _take,
-    "where": _where, "matmul": _matmul, "cross_entropy": _cross_entropy,
+    "where": _where, "compare": _compare, "matmul": _matmul, "cross_entropy": _cross_entropy,
     "rnn": _sequence("rnn"), "lstm": _sequence("lstm"), "rnn_step": _rnn_step,
     "lstm_step": _lstm_step, "word_embedding": _word_embedding,
     "temporal_affine": _temporal_affine, "temporal_softmax_loss": _temporal_softmax_loss,

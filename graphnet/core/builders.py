@@ -294,10 +294,18 @@ class GateBuilders:
         low: Optional[float] = None,
         high: Optional[float] = None,
         name: Optional[str] = None,
+        limits_pass: bool = True,
     ) -> Node:
         """x limited to [low, high] (None: no limit on that side); the gradient passes
-        where low <= x <= high."""
-        return self.apply("clip", x, name=name, low=low, high=high)
+        where low <= x <= high (PyTorch's clamp), or with limits_pass=False only where
+        low < x < high (its hardtanh, relu6)."""
+        return self.apply("clip", x, name=name, low=low, high=high, limits_pass=limits_pass)
+
+    def compare(self, a: Operand, relation: str, b: Operand, name: Optional[str] = None) -> Node:
+        """1 where `a relation b` (one of >, >=, <, <=, ==, !=), else 0: an int8 mask for
+        where, multiply or a loss; no gradient passes through it.
+        `g.where(g.compare(x, ">", 0), x, 0.1 * x)` is a leaky relu."""
+        return self.apply("compare", a, b, name=name, relation=relation)
 
     def where(self, mask: Operand, a: Operand, b: Operand, name: Optional[str] = None) -> Node:
         """a where `mask` is true (nonzero), else b; all three broadcast. `mask` is an

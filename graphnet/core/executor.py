@@ -22,6 +22,7 @@ import numpy as np
 from ..errors import GraphError
 from ..gates.base import unbroadcast
 from ..kernels import _C
+from .checked_gates import checked_forward, is_graphnets
 from .plan import Plan, Step, backward_plan, forward_plan
 from .store import BackwardRecord, ValueStore
 
@@ -199,9 +200,11 @@ class Executor:
     def _forward_function(self, node) -> Callable:
         gate = node.gate
         if not gate.stateful:
-            return gate.forward
-        graph, state = self.graph, self.graph.store.state(node.index)
-        return lambda *values: gate.forward(state, graph.training, *values)
+            forward = gate.forward
+        else:
+            graph, state = self.graph, self.graph.store.state(node.index)
+            forward = lambda *values: gate.forward(state, graph.training, *values)  # noqa: E731
+        return forward if is_graphnets(gate) else checked_forward(node, forward)
 
     # ----- forward ----------------------------------------------------------------------
 

@@ -184,6 +184,9 @@ class Graph(GateBuilders):
             raise GraphError(f"{op} gate {name!r}: {err} (inputs: {listed})") from None
         except TypeError as err:  # a hyperparameter the gate does not take
             raise GraphError(f"{op} gate {name!r}: {err}") from None
+        if gate_cls.output_dtype is not None:  # a mask: its own dtype, no gradient
+            made = tuple(s if type(s) is Node else self.const(s, dtype=s.dtype) for s in sources)
+            return self._add(name, "gate", gate, made, shape, gate_cls.output_dtype, False)
         if type(sources) is tuple:  # nodes only, no integer inputs
             dtype: Any = None  # the one float dtype; False: the general rule decides
             wants_grad = False

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, List, NamedTuple, Optional, Tuple
 
+from .checked_gates import checked_backward, is_graphnets
 from .node import Node
 
 #: The plan rewrites, in the order they apply (graphnet.passes registers them).
@@ -186,7 +187,9 @@ def backward_plan(nodes: List[Node], target: Node, fuse: bool) -> Plan:
         needs = tuple(
             i.requires_grad and position not in integer for position, i in enumerate(node.inputs)
         )
-        steps.append(Step(node, node.inputs, node.gate.backward, needs))
+        gate = node.gate
+        backward = gate.backward if is_graphnets(gate) else checked_backward(node, gate.backward)
+        steps.append(Step(node, node.inputs, backward, needs))
     if fuse:
         for rewrite in REWRITES:
             steps = rewrite.fuse_backward(steps)

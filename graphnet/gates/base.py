@@ -83,6 +83,8 @@ class Gate:
       keeps_integers: True for gates that only move numbers (reshape, slice, ...): on
         integer inputs (labels, indices) their output is integers too, not the graph's
         float dtype.
+      output_dtype: the dtype of every output, for gates whose output is not a float to
+        differentiate (a comparison's 0/1 mask): such a node needs no gradient.
     """
 
     op: ClassVar[str] = ""
@@ -93,6 +95,7 @@ class Gate:
     derivatives: ClassVar[Tuple[str, ...]] = ()
     stateful: ClassVar[bool] = False
     keeps_integers: ClassVar[bool] = False
+    output_dtype: ClassVar[Optional[np.dtype]] = None
 
     def attrs(self) -> dict:
         """The gate's hyperparameters, as keyword arguments of its constructor."""

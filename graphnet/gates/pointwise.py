@@ -1,5 +1,5 @@
 """More elementwise gates: negation, powers, roots and absolute values, the min gate (the
-max gate's pair), clipping, where, and the smooth activations (leaky relu, GELU,
+max gate's pair), clipping, comparisons, where, and the smooth activations (leaky relu, GELU,
 softplus). Each output entry depends on the same entry of each input, so each local rule
 is a multiplication by a local derivative, entry by entry."""
 
@@ -112,17 +112,18 @@ class Minimum(Maximum):
 @register_gate
 class Clip(UnaryGate):
     """f = x limited to [low, high] (either may be None: no limit on that side). The
-    gradient passes where low <= x <= high (the limits included, as in PyTorch)."""
+    gradient passes where low <= x <= high, the limits included as in PyTorch's clamp;
+    with limits_pass=False only strictly inside them, as in its hardtanh and relu6."""
 
     op = "clip"
     formula = "clip({0}, low, high)"
     rule = (
-        "a clip gate passes the upstream gradient where {0} is within [low, high], "
-        "blocks it elsewhere"
+        "a clip gate passes the upstream gradient where {0} is within [low, high] (at the "
+        "limits themselves as limits_pass says), blocks it elsewhere"
     )
-    derivatives = ("1 if low ≤ {0} ≤ high else 0",)
+    derivatives = ("1 if {0} is within [low, high] else 0",)
 
-    def __init__(self, low=None, high=None):
+    def __init__(self, low=None, high=None, limits_pass=True):
         def limit(what, value):
             return (
                 None
@@ -135,23 +136,68 @@ class Clip(UnaryGate):
             raise GateError("clip needs low, high or both")
         if self.low is not None and self.high is not None and self.low > self.high:
             raise GateError(f"clip needs low <= high, got low={self.low}, high={self.high}")
+        if not isinstance(limits_pass, (bool, np.bool_)):
+            raise GateError(f"clip's limits_pass must be True or False, got {limits_pass!r}")
+        self.limits_pass = bool(limits_pass)
 
     def attrs(self):
-        return {"low": self.low, "high": self.high}
+        return {"low": self.low, "high": self.high, "limits_pass": self.limits_pass}
 
     def forward(self, x):
         inside = np.ones(np.shape(x), dtype=bool)
         if self.low is not None:
-            inside &= x >= self.low
+            inside &= (x >= self.low) if self.limits_pass else (x > self.low)
         if self.high is not None:
-            inside &= x <= self.high
+            inside &= (x <= self.high) if self.limits_pass else (x < self.high)
         return np.clip(x, self.low, self.high), inside
 
     def backward(self, dout, cache, needs):
         return (dout * cache,)
 
     def summarize_cache(self, cache, input_names):
-        return [mask_summary(cache, f"mask low <= {input_names[0]} <= high")]
+        within = "<=" if self.limits_pass else "<"
+        return [mask_summary(cache, f"mask low {within} {input_names[0]} {within} high")]
+
+
+@register_gate
+class Compare(Gate):
+    """f = 1 where a (relation) b, else 0: a mask of int8 for where, multiply or a loss;
+    a and b broadcast. A comparison has no gradient: its node needs none, and neither
+    input receives one through it."""
+
+    op = "compare"
+    inputs = ("a", "b")
+    formula = "{0} {relation} {1}"
+    rule = "a compare gate makes a mask: no gradient passes through it"
+    derivatives = ("none", "none")
+    output_dtype = np.dtype(np.int8)
+    RELATIONS = {
+        ">": np.greater,
+        ">=": np.greater_equal,
+        "<": np.less,
+        "<=": np.less_equal,
+        "==": np.equal,
+        "!=": np.not_equal,
+    }
+
+    def __init__(self, relation=">"):
+        if relation not in self.RELATIONS:
+            raise GateError(
+                f"compare's relation must be one of {list(self.RELATIONS)}, got {relation!r}"
+            )
+        self.relation = relation
+
+    def attrs(self):
+        return {"relation": self.relation}
+
+    def shape(self, a, b):
+        return broadcast_shape(a, b)
+
+    def forward(self, a, b):
+        return self.RELATIONS[self.relation](a, b).astype(np.int8), None
+
+    def backward(self, dout, cache, needs):
+        return None, None
 
 
 @register_gate

@@ -5,6 +5,9 @@ an affine gate does itself, a run of indexing ops that is one slice gate)."""
 import importlib
 import math
 
+import numpy as np
+
+from ..core.node import Node
 from ..errors import GraphError
 
 #: Gates that are one op on the same inputs in ONNX and in PyTorch: gate -> (ONNX op type,
@@ -324,6 +327,77 @@ class Sliced(Pending):
 def build_gate(graph, op: str, inputs, name: str, **attrs):
     """The one place the importers build a gate: the registry's, by op name."""
     return graph.apply(op, *inputs, name=name, **attrs)
+
+
+# SELU's constants (Klambauer et al.), as PyTorch has them; ONNX's Selu defaults are these
+# rounded to float32.
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+
+
+class Parts:
+    """An op graphnet has no one gate for, built from several: part(op, inputs, what) names
+    its node "<name>/what"; the last part, the op's value, takes the op's own name
+    (what=None). The activations below are the importers' shared forms."""
+
+    def __init__(self, graph, name: str):
+        self.graph, self.name = graph, name
+
+    def __call__(self, op: str, inputs, what=None, **attrs):
+        name = self.name if what is None else f"{self.name}/{what}"
+        # Numbers become consts of the nodes' dtype named after the part: an automatic
+        # name (const_4) might be one that a later node of the file has.
+        like = next(i for i in inputs if type(i) is Node)
+        inputs = [
+            i if type(i) is Node else self.graph.const(i, name=f"{name}/{k}", dtype=like.dtype)
+            for k, i in enumerate(inputs)
+        ]
+        return build_gate(self.graph, op, inputs, name, **attrs)
+
+    def silu(self, x):
+        """x sigmoid(x)."""
+        return self("multiply", [x, self("sigmoid", [x], "sigmoid")])
+
+    def mish(self, x):
+        """x tanh(softplus(x))."""
+        return self("multiply", [x, self("tanh", [self("softplus", [x], "softplus")], "tanh")])
+
+    def elu(self, x, alpha: float, scale: float = 1.0):
+        """scale (relu(x) + alpha (e^min(x, 0) - 1)); the gradient at 0 is alpha (times the
+        scale), as PyTorch's: the clip passes it at its limit, the relu blocks it."""
+        negative = self("clip", [x], "negative", high=0.0)
+        below = self("subtract", [self("exp", [negative], "exp"), 1.0], "expm1")
+        curve = self("multiply", [below, alpha], "alpha")
+        if scale == 1:
+            return self("add", [self("relu", [x], "relu"), curve])
+        return self("multiply", [self("add", [self("relu", [x], "relu"), curve], "elu"), scale])
+
+    def prelu(self, x, slope):
+        """relu(x) + slope min(x, 0), slope broadcast against x."""
+        negative = self("clip", [x], "negative", high=0.0)
+        return self("add", [self("relu", [x], "relu"), self("multiply", [negative, slope], "leak")])
+
+    def hard_sigmoid(self, x, alpha: float, beta: float, what=None):
+        """clip(alpha x + beta, 0, 1), its gradient blocked at the limits (PyTorch's)."""
+        line = self("add", [self("multiply", [x, alpha], "scaled"), beta], "shifted")
+        return self("clip", [line], what, low=0.0, high=1.0, limits_pass=False)
+
+    def hardswish(self, x):
+        """x clip(x + 3, 0, 6) / 6; at -3 and 3 its gradient is PyTorch's."""
+        ramp = self("clip", [self("add", [x, 3.0], "shifted")], "ramp", low=0.0, high=6.0)
+        return self("multiply", [x, self("multiply", [ramp, 1 / 6], "gate")])
+
+    def log_sigmoid(self, x):
+        """-softplus(-x)."""
+        flipped = self("negate", [x], "flipped")
+        return self("negate", [self("softplus", [flipped], "softplus")])
+
+
+def mask_to_float(graph, mask, dtype, name: str):
+    """A cast of an integer mask to a float type: mask · 1 in that type (graphnet has no
+    cast gate; a multiply promotes)."""
+    one = graph.const(np.ones((), dtype), name=f"{name}/one")
+    return build_gate(graph, "multiply", [mask, one], name)
 
 
 def masked_attention(graph, op: str, name: str, inputs, scale: float):

@@ -24,6 +24,9 @@ from ..core.graph import Graph
 from ..errors import GraphError
 from ._common import (
     ONE_TO_ONE,
+    SELU_ALPHA,
+    SELU_SCALE,
+    Parts,
     Deferred,
     Sliced,
     affine_input,
@@ -31,6 +34,7 @@ from ._common import (
     check_supported,
     classes_last,
     gate_input,
+    mask_to_float,
     masked_attention,
     require,
     selected_nodes,
@@ -103,7 +107,7 @@ def to_onnx(
                 value=onnx.numpy_helper.from_array(writer.array(node.value, node.dtype), node.name),
             )
         else:
-            EXPORTERS[node.op](writer, node, [i.name for i in node.inputs])
+            EXPORTERS[node.op](writer, node, _promoted_inputs(writer, node))
     graph_proto = onnx.helper.make_graph(
         writer.nodes,
         "graphnet",
@@ -201,6 +205,27 @@ def _input_dtype(node, users):
         if source is node
     )
     return np.dtype(np.int64) if labels else node.graph.dtype
+
+
+def _promoted_inputs(writer, node):
+    """The names of the node's inputs, an integer one (a mask) that a float gate reads as a
+    number cast to the gate's float type first: numpy promotes it, ONNX's ops take one
+    type."""
+    names = []
+    for position, source in enumerate(node.inputs):
+        name = source.name
+        promoted = (
+            node.dtype is not None
+            and node.dtype.kind == "f"
+            and source.dtype is not None
+            and source.dtype.kind in "biu"
+            and position not in node.gate.integer_inputs
+        )
+        if promoted:
+            to = writer.onnx.helper.np_dtype_to_tensor_dtype(node.dtype)
+            name = writer.op("Cast", [name], f"{node.name}/{source.name}/cast", to=to)
+        names.append(name)
+    return names
 
 
 def _same(onnx_op, **attrs):
@@ -434,6 +459,25 @@ def _export_clip(writer, node, inputs):
         for side in ("low", "high")
     ]
     writer.op("Clip", [inputs[0], *bounds], node.name)
+
+
+#: graphnet's compare relations as ONNX ops; != is Not(Equal).
+_ONNX_COMPARISONS = {
+    ">": "Greater",
+    ">=": "GreaterOrEqual",
+    "<": "Less",
+    "<=": "LessOrEqual",
+    "==": "Equal",
+}
+
+
+def _export_compare(writer, node, inputs):
+    """ONNX's comparisons give bool tensors; graphnet's mask is int8."""
+    relation = node.gate.attrs()["relation"]
+    mask = writer.op(_ONNX_COMPARISONS[relation.replace("!=", "==")], inputs, f"{node.name}/bool")
+    if relation == "!=":
+        mask = writer.op("Not", [mask], f"{node.name}/not")
+    writer.op("Cast", [mask], node.name, to=writer.onnx.TensorProto.INT8)
 
 
 def _export_where(writer, node, inputs):
@@ -727,6 +771,7 @@ EXPORTERS = {
     "pow": _export_pow,
     "clip": _export_clip,
     "where": _export_where,
+    "compare": _export_compare,
     "leaky_relu": _same("LeakyRelu", alpha=_attr("alpha")),
     "gelu": _export_gelu,
     "softplus": _same("Softplus"),
@@ -921,10 +966,11 @@ def _elem_dtype(onnx, info):
 
 def _find_patterns(onnx, model):
     """Runs of ONNX ops that are one gate: the GELUs written in ops before opset 20 had
-    Gelu (as torch.onnx.export and to_onnx write them), the temporal softmax loss and the
-    masked attention as to_onnx writes them. Returns ({output of the run's last node:
-    (build(reader, node, input nodes), input tensor names)}, the outputs of the nodes
-    inside the runs), leaving alone a run whose inner values something else reads."""
+    Gelu (as torch.onnx.export and to_onnx write them), the temporal softmax loss, the
+    masked attention and compare's != (Not of Equal) as to_onnx writes them. Returns
+    ({output of the run's last node: (build(reader, node, input nodes), input tensor
+    names)}, the outputs of the nodes inside the runs), leaving alone a run whose inner
+    values something else reads."""
     finder = _PatternFinder(onnx, model)
     patterns, inside = {}, set()
     for tail in model.graph.node:
@@ -933,6 +979,7 @@ def _find_patterns(onnx, model):
             or finder.temporal_loss(tail)
             or finder.masked_attention(tail)
             or finder.zeros(tail)
+            or finder.not_equal(tail)
         )
         if found is None:
             continue
@@ -1051,6 +1098,15 @@ class _PatternFinder:
         if x is None:
             return None
         return (lambda r, node, inputs: r.gate("gelu", node, inputs, approximate=approximate)), [x]
+
+    def not_equal(self, tail):
+        """Not(Equal(a, b)), as to_onnx writes compare's !=."""
+        equal = self.node(tail.input[0], "Equal") if tail.op_type == "Not" else None
+        if equal is None:
+            return None
+        return (lambda r, node, inputs: r.gate("compare", node, inputs, relation="!=")), list(
+            equal.input
+        )
 
     def node(self, name, op_type, **attrs):
         """The node computing `name` if it is an `op_type` with these attributes."""
@@ -1526,14 +1582,23 @@ def _read_clip(r, node):
     return r.gate("clip", node, [r.input(node, 0)], low=low, high=high)
 
 
+def _read_compare(relation):
+    """Greater, Less, Equal, ...: a compare gate (its int8 mask stands for ONNX's bool)."""
+    return lambda r, node: r.gate(
+        "compare", node, [r.input(node, 0), r.input(node, 1)], relation=relation
+    )
+
+
 def _read_cast(r, node):
     """A cast of integers to bool or to other integers is the same node (graphnet reads a
-    mask's nonzero entries as true), and so is a cast to the node's own type; graphnet
-    has no other cast."""
+    mask's nonzero entries as true), and so is a cast to the node's own type; a mask to a
+    float type is x · 1 in that type (a multiply promotes); graphnet has no other cast."""
     x = r.input(node, 0)
     to = np.dtype(r.onnx.helper.tensor_dtype_to_np_dtype(r.attr(node, "to")))
     if to == x.dtype or (x.dtype.kind in "iu" and to.kind in "biu"):
         return x
+    if x.dtype.kind in "iu" and to.kind == "f":
+        return mask_to_float(r.graph, x, to, node.output[0])
     raise unsupported("Cast", node.output[0], f"from {x.dtype} to {to}: graphnet has no cast gate")
 
 
@@ -1634,6 +1699,17 @@ def _read_recurrent(gate):
     return read
 
 
+def _activation(form, **attributes):
+    """An activation graphnet builds from several gates (Parts.form), given the op's
+    attributes: {Parts' argument: (ONNX attribute, ONNX's default)}."""
+
+    def read(r, node):
+        values = {key: r.attr(node, attr, default) for key, (attr, default) in attributes.items()}
+        return getattr(Parts(r.graph, node.output[0]), form)(r.input(node, 0), **values)
+
+    return read
+
+
 def _with_attrs(gate, **defaults):
     """An ONNX op that is one gate whose hyperparameters are the op's attributes, of the
     same names (with ONNX's defaults)."""
@@ -1680,10 +1756,22 @@ IMPORTERS = {
     "Pow": _read_pow,
     "Clip": _read_clip,
     "Where": _with_attrs("where"),
+    **{op: _read_compare(relation) for relation, op in _ONNX_COMPARISONS.items()},
+    "Not": lambda r, node: Parts(r.graph, node.output[0])(
+        "compare", [r.input(node, 0), 0], relation="=="
+    ),
     "Cast": _read_cast,
     "LeakyRelu": _with_attrs("leaky_relu", alpha=0.01),
     "Gelu": _with_attrs("gelu", approximate="none"),
     "Softplus": _gate("softplus"),
+    "Elu": _activation("elu", alpha=("alpha", 1.0)),
+    "Selu": _activation("elu", alpha=("alpha", SELU_ALPHA), scale=("gamma", SELU_SCALE)),
+    "HardSigmoid": _activation("hard_sigmoid", alpha=("alpha", 0.2), beta=("beta", 0.5)),
+    "HardSwish": _activation("hardswish"),
+    "Mish": _activation("mish"),
+    "PRelu": lambda r, node: Parts(r.graph, node.output[0]).prelu(
+        r.input(node, 0), r.input(node, 1)
+    ),
     "RNN": _read_recurrent("rnn"),
     "LSTM": _read_recurrent("lstm"),
     "Identity": lambda r, node: r.input_value(node.input[0]),

@@ -32,10 +32,14 @@ from ._common import (
     Pending,
     Sliced,
     affine_input,
+    SELU_ALPHA,
+    SELU_SCALE,
+    Parts,
     build_gate,
     check_supported,
     classes_last,
     gate_input,
+    mask_to_float,
     masked_attention,
     require,
     selected_nodes,
@@ -302,6 +306,24 @@ def _export_take(b, node, args):
     return b.call(operator.getitem, [x, key], node.name)
 
 
+def _export_clip(b, node, args):
+    """clamp passes the gradient at the limits, hardtanh (with infinite limits for the
+    missing ones) does not."""
+    attrs = node.gate.attrs()
+    if attrs["limits_pass"]:
+        return b.call(b.torch.clamp, args, node.name, min=attrs["low"], max=attrs["high"])
+    low = -math.inf if attrs["low"] is None else attrs["low"]
+    high = math.inf if attrs["high"] is None else attrs["high"]
+    return b.call(b.F.hardtanh, args, node.name, min_val=low, max_val=high)
+
+
+def _export_compare(b, node, args):
+    """torch's comparisons give bool tensors; graphnet's mask is int8."""
+    relation = node.gate.attrs()["relation"]
+    mask = b.graph.call_function(getattr(b.torch, _TORCH_COMPARISONS[relation]), tuple(args))
+    return b.graph.create_node("call_method", "to", (mask, b.torch.int8), {}, name=node.name)
+
+
 def _export_where(b, node, args):
     """torch.where takes a bool condition; graphnet's mask holds integers, nonzero true."""
     mask = b.graph.call_method("bool", (args[0],))
@@ -345,7 +367,8 @@ TORCH_OPS = {
     "slice": _export_slice,
     "take": _export_take,
     "pow": _function("pow", [("exponent", "exponent")]),
-    "clip": _function("clamp", [("min", "low"), ("max", "high")]),
+    "clip": _export_clip,
+    "compare": _export_compare,
     "where": _export_where,
     "leaky_relu": _function("F.leaky_relu", [("negative_slope", "alpha")]),
     "gelu": _function("F.gelu", [("approximate", "approximate")]),
@@ -995,25 +1018,37 @@ def _read_clamp(r, node):
 
 
 def _read_mask(r, node):
-    """x.bool(), x.to(an integer type), x != 0 on integers: the same node (graphnet reads a
-    mask's nonzero entries as true); a cast to the node's own type too."""
+    """x.bool(), x.to(an integer type): the same node (graphnet reads a mask's nonzero
+    entries as true); a cast to the node's own type too; a mask to a float type, x · 1 in
+    that type (graphnet has no cast gate, and a multiply promotes)."""
     x = r.input(node, 0)
-    if _op_name(node.target) == "aten.ne":
-        _require(
-            r.arg(node, 1, "other") == 0 and x.dtype.kind in "iu",
-            node,
-            "graphnet reads x != 0 on integers as a mask, and no other comparison",
-        )
-        return x
     to = r.arg(node, 1, "dtype")
     _require(isinstance(to, r.torch.dtype), node, "graphnet reads a cast to a dtype")
     to = _numpy_dtype(r.torch, to)
+    if x.dtype.kind in "iu" and to.kind == "f":
+        return mask_to_float(r.graph, x, to, node.name)
     _require(
         to == x.dtype or (x.dtype.kind in "iu" and to.kind in "biu"),
         node,
         f"from {x.dtype} to {to}: graphnet has no cast gate",
     )
     return x
+
+
+#: graphnet's compare relations and the torch functions of the same name.
+_TORCH_COMPARISONS = {">": "gt", ">=": "ge", "<": "lt", "<=": "le", "==": "eq", "!=": "ne"}
+
+
+def _read_compare(r, node):
+    """A comparison is a compare gate (an int8 mask), but x != 0 on integers, which is the
+    mask x itself (graphnet reads a mask's nonzero entries as true)."""
+    relation = {f"aten.{name}": mark for mark, name in _TORCH_COMPARISONS.items()}[
+        _op_name(node.target)
+    ]
+    x = r.input(node, 0)
+    if relation == "!=" and r.arg(node, 1, "other") == 0 and x.dtype.kind in "iu":
+        return x
+    return r.gate("compare", node, [x, r.input(node, 1)], relation=relation)
 
 
 def _read_masked_fill(r, node):
@@ -1026,6 +1061,42 @@ def _read_softplus(r, node):
     graphnet's."""
     _require(r.arg(node, 1, "beta", 1) == 1, node, "graphnet's softplus has beta 1")
     return r.gate("softplus", node, [r.input(node, 0)])
+
+
+def _read_hardtanh(r, node):
+    """hardtanh (and relu6, hardtanh(0, 6)) is clip, its gradient blocked at the limits."""
+    low = float(r.arg(node, 1, "min_val", -1.0))
+    high = float(r.arg(node, 2, "max_val", 1.0))
+    if low == -math.inf and high == math.inf:
+        return r.value(node.args[0])
+    low_or_none = None if low == -math.inf else low
+    high_or_none = None if high == math.inf else high
+    return r.gate(
+        "clip", node, [r.input(node, 0)], low=low_or_none, high=high_or_none, limits_pass=False
+    )
+
+
+def _read_elu(r, node):
+    alpha = float(r.arg(node, 1, "alpha", 1.0))
+    scale = float(r.arg(node, 2, "scale", 1.0))
+    _require(r.arg(node, 3, "input_scale", 1.0) == 1, node, "graphnet reads elu's input_scale 1")
+    return Parts(r.graph, node.name).elu(r.input(node, 0), alpha, scale)
+
+
+def _read_prelu(r, node):
+    """prelu's weight runs along x's second axis (the channels)."""
+    parts, weight = Parts(r.graph, node.name), r.input(node, 1)
+    rank = len(r.shape(node.args[0]))
+    _require(rank >= 2, node, "graphnet reads prelu on (N, C, ...) inputs")
+    if rank > 2:
+        channels = r.shape(node.args[1])[0]
+        weight = parts("reshape", [weight], "weight", shape=(channels,) + (1,) * (rank - 2))
+    return parts.prelu(r.input(node, 0), weight)
+
+
+def _activation(form, **constants):
+    """An activation built from several gates by Parts.form(x, **constants)."""
+    return lambda r, node: getattr(Parts(r.graph, node.name), form)(r.input(node, 0), **constants)
 
 
 def _read_cross_entropy(r, node):
@@ -1298,10 +1369,19 @@ ATEN_OPS = {
     "aten.where": lambda r, node: r.gate("where", node, [r.input(node, i) for i in range(3)]),
     "aten.masked_fill": _read_masked_fill,
     "aten.to": _read_mask,
-    "aten.ne": _read_mask,
+    **{f"aten.{name}": _read_compare for name in _TORCH_COMPARISONS.values()},
     "aten.leaky_relu": _with_args("leaky_relu", (1, "negative_slope", 0.01, "alpha")),
     "aten.gelu": _with_args("gelu", (1, "approximate", "none", "approximate")),
     "aten.softplus": _read_softplus,
+    "aten.hardtanh": _read_hardtanh,
+    "aten.silu": _activation("silu"),
+    "aten.elu": _read_elu,
+    "aten.selu": _activation("elu", alpha=SELU_ALPHA, scale=SELU_SCALE),
+    "aten.prelu": _read_prelu,
+    "aten.mish": _activation("mish"),
+    "aten.hardswish": _activation("hardswish"),
+    "aten.hardsigmoid": _activation("hard_sigmoid", alpha=1 / 6, beta=0.5),
+    "aten.log_sigmoid": _activation("log_sigmoid"),
     "aten.cross_entropy_loss": _read_cross_entropy,
     "aten.multi_margin_loss": _read_multi_margin,
 }

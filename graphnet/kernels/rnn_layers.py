@@ -356,6 +356,10 @@ def temporal_affine_forward(
         )
     _check_shape(fn, "b", b, (w.shape[1],))
     N, T, D = x.shape
+    if x.dtype == w.dtype == b.dtype and x.dtype in (np.float32, np.float64):
+        # the bias added in C++ after the product: out += b's numbers without its call
+        out = _C.matmul(x.reshape(N * T, D), w, bias=b).reshape(N, T, -1)
+        return out, (x, w, b, out)
     out = _matmul(x.reshape(N * T, D), w).reshape(N, T, -1)
     if out.dtype == np.result_type(out, b):
         out += b  # in place: no second (N, T, M) array

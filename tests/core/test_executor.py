@@ -156,6 +156,10 @@ def test_an_input_without_dtype_takes_it_from_the_feed():
         (np.int16, 1.5),
         (np.int32, np.nan),
         (np.int8, [1, 2, 128]),
+        (np.int8, np.array([1, 200], np.int16)),  # arrays of a wider integer dtype: checked
+        (np.uint8, np.array([0, -1], np.int64)),
+        (np.int64, np.array([2**63], np.uint64)),
+        (np.uint64, np.array([3, -2], np.int64)),
     ],
 )
 def test_integer_feeds_that_do_not_fit_are_refused(dtype, feed):
@@ -172,6 +176,10 @@ def test_integer_feeds_that_fit_are_kept_exactly():
     assert g.run("n", n=255) == 255
     assert g.run("m", m=2**62) == 2**62
     assert g.run("m", m=4.0) == 4
+    # An array of the input's dtype or one it holds all of: every value fits as it is.
+    for words in (np.array([0, 2**62, -(2**63)], np.int64), np.array([7, 2**32 - 1], np.uint32)):
+        fed = g.run("m", m=words)
+        assert fed.dtype == np.int64 and fed.tolist() == words.tolist()
 
 
 # ----- failures and threads -----------------------------------------------------------

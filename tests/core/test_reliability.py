@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 import graphnet as gn
 from graphnet import viz
+from graphnet.core.gradcheck import numerical_gradient
 from graphnet.kernels import _C
 from graphnet.training.checkpoint import DOC_KEY
 from graphnet.models import FullyConnectedNet, ThreeLayerConvNet
@@ -135,7 +136,7 @@ def test_random_graphs_of_elementwise_gates_match_numerical_gradients(shapes, op
     g = gn.Graph()
     rng = np.random.default_rng(seed)
     nodes = [g.input(f"x{i}") for i in range(len(shapes))]
-    feeds = {f"x{i}": rng.uniform(-2, 2, size=s) for i, s in enumerate(shapes)}
+    feeds = {f"x{i}": np.asarray(rng.uniform(-2, 2, size=s)) for i, s in enumerate(shapes)}
     used = set()
     for op, i, j in ops:
         a, b = nodes[i % len(nodes)], nodes[j % len(nodes)]
@@ -148,8 +149,7 @@ def test_random_graphs_of_elementwise_gates_match_numerical_gradients(shapes, op
     for n in loose[1:]:
         total = g.add(total, g.sum(n))
     g.sum(total, name="out")
-    errors = gn.gradcheck(g, feeds)
-    assert errors, "no input reached the output"
+    assert gn.gradcheck(g, feeds), "no input reached the output"
     # max and relu have kinks; a value within h of one is (rarely) a legitimate mismatch
     near_kink = (
         any(op in ("max", "relu") for op, _, _ in ops)
@@ -163,13 +163,18 @@ def test_random_graphs_of_elementwise_gates_match_numerical_gradients(shapes, op
         )
         < 1e-4
     )
-    if not near_kink:
-        for name, error in errors.items():
-            # Terms that cancel exactly (e^t - e^t, or -x + max(c, x) where x wins) give a
-            # zero gradient element, whose relative error only measures the centred
-            # difference's rounding noise.
-            cancelled = np.min(np.abs(g[name].grad)) < 1e-9
-            assert error < 1e-5 or cancelled, errors
+    if near_kink:
+        return
+    g.forward(feeds)
+    g.backward()
+    analytic = {name: g[name].grad for name in feeds if g[name].grad is not None}
+    for name, grad in analytic.items():
+        numeric = numerical_gradient(lambda _: float(g.run("out", feeds)), feeds[name], 1e-5)
+        # Entry by entry, relative or absolute: where terms nearly cancel (x - x/(1 + x^2)
+        # near 0) the walk's gradient is small and exact, and the centred difference's own
+        # error (h^2/6 times the third derivative, about 1e-10) is a large share of it;
+        # where they cancel exactly it is all of it.
+        np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-8, err_msg=name)
 
 
 @GRAPH_FUZZ

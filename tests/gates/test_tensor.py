@@ -287,11 +287,16 @@ def test_min_tie_goes_to_the_first_input():
 def test_the_gradient_at_kinks_is_the_documented_one():
     g = gn.Graph()
     x = g.input("x")
-    g.sum(g.concat([abs(x), g.leaky_relu(x, 0.1), g.clip(x, -1, 1)]))
+    g.sum(
+        g.concat(
+            [abs(x), g.leaky_relu(x, 0.1), g.clip(x, -1, 1), g.clip(x, -1, 1, limits_pass=False)]
+        )
+    )
     g.forward(x=np.array([0.0, -1.0, 1.0]))
     g.backward()
-    # abs: 0 at 0; leaky relu: alpha at 0; clip: passes at both limits.
-    np.testing.assert_allclose(x.grad, [0 + 0.1 + 1, -1 + 0.1 + 1, 1 + 1 + 1])
+    # abs: 0 at 0; leaky relu: alpha at 0; clip: passes at both limits, or with
+    # limits_pass=False (hardtanh's) blocks there.
+    np.testing.assert_allclose(x.grad, [0 + 0.1 + 1 + 1, -1 + 0.1 + 1 + 0, 1 + 1 + 1 + 0])
 
 
 def test_where_sends_nothing_through_the_unpicked_side_even_when_it_is_infinite():
@@ -430,6 +435,7 @@ BAD_ATTRS = [
     ("pow", dict(exponent=float("nan")), "exponent must be a finite number"),
     ("clip", dict(), "needs low, high or both"),
     ("clip", dict(low=2, high=1), "low <= high"),
+    ("clip", dict(low=0, limits_pass="no"), "limits_pass must be True or False"),
     ("gelu", dict(approximate="fast"), "'none' or 'tanh'"),
     ("leaky_relu", dict(alpha="0.1"), "alpha must be"),
     ("slice", dict(key="1:2:3:4"), "cannot read"),
@@ -506,3 +512,41 @@ def test_gates_that_move_numbers_keep_labels_integers():
     g.softmax_loss(scores, flat, name="loss")
     labels = np.array([[0, 1, 2], [3, 0, 1]])
     assert g.run("loss", scores=np.zeros((6, 4)), y=labels) == pytest.approx(np.log(4))
+
+
+@pytest.mark.parametrize("relation", [">", ">=", "<", "<=", "==", "!="])
+def test_compare_is_an_int8_mask_that_takes_no_gradient(relation):
+    g = gn.Graph(dtype=np.float32)
+    x, y = g.input("x", shape=(None, 3)), g.input("y", shape=(3,))
+    mask = g.compare(x, relation, y, name="mask")
+    assert mask.dtype == np.int8 and not mask.requires_grad
+    # A leaky-style gate built on it: the gradient flows around the mask, not through it.
+    out = g.sum(g.where(mask, 2 * x, y) * 3.0)
+    xv = np.array([[0.5, 1.0, -2.0], [1.0, 0.0, 3.0]], np.float32)
+    yv = np.array([1.0, 0.0, 3.0], np.float32)
+    g.forward(x=xv, y=yv)
+    expected = {
+        ">": xv > yv,
+        ">=": xv >= yv,
+        "<": xv < yv,
+        "<=": xv <= yv,
+        "==": xv == yv,
+        "!=": xv != yv,
+    }[relation]
+    np.testing.assert_array_equal(mask.value, expected.astype(np.int8))
+    g.backward()
+    np.testing.assert_array_equal(x.grad, np.where(expected, 6.0, 0.0))
+    np.testing.assert_array_equal(y.grad, np.where(expected, 0.0, 3.0).sum(axis=0))
+    assert out.value.dtype == np.float32
+
+
+def test_compare_on_numbers_and_a_mask_times_a_float():
+    g = gn.Graph()
+    a = g.input("a")
+    g.multiply(a, g.compare(a, "<=", 1.0), name="f")
+    for value, grad in ((0.5, 1.0), (2.0, 0.0)):
+        g.forward(a=value)
+        g.backward()
+        assert g["f"].value == value * (value <= 1.0) and a.grad == grad
+    with pytest.raises(gn.GraphError, match="relation must be one of"):
+        g.compare(a, "=>", 1.0)

@@ -311,6 +311,12 @@ CASES = {
     "clip": _gate(lambda g, rng, x: g.clip(x, -0.5, 1.0, name="out"), x=(None, 6)),
     "clip_low": _gate(lambda g, rng, x: g.clip(x, low=-0.5, name="out"), x=(None, 6)),
     "clip_high": _gate(lambda g, rng, x: g.clip(x, high=1.0, name="out"), x=(None, 6)),
+    "compare": _gate(
+        lambda g, rng, x: g.where(
+            g.compare(x, ">", 0.3), x, g.where(g.compare(x, "!=", 0.5), 2.0 * x, x), name="out"
+        ),
+        x=(None, 6),
+    ),
     "where": _where(constant_mask=False),
     "where_constant_mask": _where(constant_mask=True),
     "leaky_relu": _gate(lambda g, rng, x: g.leaky_relu(x, 0.25, name="out"), x=(None, 6)),

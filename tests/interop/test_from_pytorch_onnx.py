@@ -140,3 +140,45 @@ def test_pytorch_gelu_pooling_and_views_through_onnx(opset, tmp_path):
         np.testing.assert_allclose(
             graph.forward(x=X), module(torch.tensor(X)).numpy(), rtol=1e-5, atol=1e-5
         )
+
+
+class Activations(nn.Module):
+    """The activations graphnet builds from several gates, each on its own slice of x."""
+
+    def __init__(self):
+        super().__init__()
+        self.acts = nn.ModuleList(
+            [nn.ELU(0.7), nn.SELU(), nn.Hardsigmoid(), nn.Hardswish(), nn.Mish(), nn.PReLU(2, 0.3)]
+        )
+
+    def forward(self, x):  # x (N, 12, 3): two channels for each activation
+        return torch.cat([act(x[:, 2 * i : 2 * i + 2]) for i, act in enumerate(self.acts)], dim=1)
+
+
+def test_pytorch_activations_without_a_gate_through_onnx(tmp_path):
+    """torch.onnx.export writes Elu, Selu, HardSigmoid, HardSwish, Mish and PRelu;
+    from_onnx builds each from graphnet's gates, with onnxruntime's and torch's values."""
+    module = Activations().eval()
+    path = tmp_path / "activations.onnx"
+    torch.onnx.export(
+        module,
+        (torch.randn(2, 12, 3),),
+        path,
+        input_names=["x"],
+        output_names=["y"],
+        opset_version=18,
+        dynamic_shapes={"x": {0: torch.export.Dim("N")}},
+    )
+    written = {n.op_type for n in onnx.load(path).graph.node}
+    assert {"Elu", "Selu", "HardSigmoid", "HardSwish", "Mish", "PRelu"} <= written
+    graph = gn.from_onnx(path)
+    X = 4 * np.random.default_rng(1).normal(size=(5, 12, 3)).astype(np.float32)
+    X[:, :, 0] = 0.0  # the kinks of elu, selu and prelu
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(
+        graph.forward(x=X), session.run(None, {"x": X})[0], rtol=1e-5, atol=1e-6
+    )
+    with torch.no_grad():
+        np.testing.assert_allclose(
+            graph.forward(x=X), module(torch.tensor(X)).numpy(), rtol=1e-5, atol=1e-6
+        )

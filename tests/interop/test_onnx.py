@@ -44,6 +44,20 @@ def test_import_builds_the_same_gates_equal_forward_and_backward(case):
     assert_runs_equal(graphnet_run(back, feeds), graphnet_run(graph, feeds), rtol=1e-13)
 
 
+def test_a_mask_times_a_float_is_cast_for_onnx_and_comes_back_equal():
+    """numpy promotes an int8 mask in a float gate; ONNX's ops take one type, so the file
+    casts it, and the cast comes back as a multiply by 1 in the float type."""
+    g = gn.Graph()
+    x = g.input("x", shape=(None, 4))
+    g.add(g.multiply(g.compare(x, "<=", 0.5), x), g.compare(x, ">=", 0.0), name="out")
+    feeds = {"x": np.random.default_rng(4).normal(size=(5, 4))}
+    model = gn.to_onnx(g)
+    (got,) = run_onnxruntime(model, feeds)
+    np.testing.assert_array_equal(got, g.forward(feeds))
+    back = gn.from_onnx(model)
+    np.testing.assert_array_equal(back.forward(feeds), g.forward(feeds))
+
+
 @pytest.mark.torch
 @pytest.mark.parametrize(
     "case",

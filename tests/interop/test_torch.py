@@ -461,6 +461,87 @@ def test_norms_without_a_weight_or_bias_import_with_torchs_values_and_gradients(
     assert_runs_equal(graphnet_run(graph, feeds), expected, rtol=1e-10, atol=1e-12)
 
 
+class Activation(nn.Module):
+    def __init__(self, act):
+        super().__init__()
+        self.act = act
+
+    def forward(self, x):
+        return self.act(x)
+
+
+class ScaledElu(nn.Module):
+    def forward(self, x):
+        return torch.ops.aten.elu(x, 0.5, 2.0)
+
+
+@pytest.mark.parametrize(
+    "act, shape",
+    [
+        (lambda: nn.ELU(0.7), (3, 4)),
+        (ScaledElu, (3, 4)),
+        (nn.SELU, (3, 4)),
+        (nn.SiLU, (3, 4)),
+        (nn.Mish, (3, 4)),
+        (nn.Hardswish, (3, 4)),
+        (nn.Hardsigmoid, (3, 4)),
+        (nn.LogSigmoid, (3, 4)),
+        (lambda: nn.Hardtanh(-2.0, 1.5), (3, 4)),
+        (nn.ReLU6, (3, 4)),
+        (lambda: nn.PReLU(3, 0.2), (3, 3, 2, 2)),
+        (nn.PReLU, (3, 4)),
+    ],
+    ids=[
+        "elu",
+        "elu scaled",
+        "selu",
+        "silu",
+        "mish",
+        "hardswish",
+        "hardsigmoid",
+        "logsigmoid",
+        "hardtanh",
+        "relu6",
+        "prelu per channel",
+        "prelu shared",
+    ],
+)
+def test_activations_without_a_gate_import_as_gates_with_torchs_values_and_gradients(act, shape):
+    """Each one a few gates; at the kinks (0, the limits) the gradient torch gives."""
+    module = Activation(act()).double()
+    graph = gn.from_torch(module, (torch.ones(*shape, dtype=torch.float64),))
+    x = 4 * np.random.default_rng(5).standard_normal((5, *shape[1:]))
+    x.flat[::5], x.flat[1::7], x.flat[2::9], x.flat[3::11] = 0.0, 6.0, -2.0, 1.5
+    feeds = {"x": x}
+    expected = torch_run(module, feeds, ["x"])
+    # torch's hardsigmoid backward multiplies by 1/6 rounded to float32, in float64 too.
+    rtol = 1e-7 if isinstance(module.act, nn.Hardsigmoid) else 1e-10
+    assert_runs_equal(graphnet_run(graph, feeds), expected, rtol=rtol, atol=1e-12)
+    back = gn.from_torch(gn.to_torch(graph), (torch.ones(*shape, dtype=torch.float64),))
+    assert sorted(n.op for n in back.nodes) == sorted(n.op for n in graph.nodes)
+    assert_runs_equal(graphnet_run(back, feeds), expected, rtol=rtol, atol=1e-12)
+
+
+class Comparisons(nn.Module):
+    """A student's own activations: torch.where on a comparison, a mask cast to float."""
+
+    def forward(self, x):
+        return torch.where(x > 0, x, 0.1 * x) + (x <= 0.5).float() * x + x * (x != 1.0)
+
+
+def test_comparisons_import_as_compare_masks_with_torchs_values_and_gradients():
+    module = Comparisons().double()
+    graph = gn.from_torch(module, (torch.ones(3, 4, dtype=torch.float64),))
+    assert gate_ops(graph).count("compare") == 3
+    x = np.random.default_rng(2).standard_normal((5, 4))
+    x.flat[::4], x.flat[1::5] = 0.0, 1.0  # on the comparisons' edges
+    feeds = {"x": x}
+    expected = torch_run(module, feeds, ["x"])
+    assert_runs_equal(graphnet_run(graph, feeds), expected, rtol=1e-12)
+    back = gn.from_torch(gn.to_torch(graph), (torch.ones(3, 4, dtype=torch.float64),))
+    assert_runs_equal(graphnet_run(back, feeds), expected, rtol=1e-12)
+
+
 def test_chunks_along_features_keep_any_batch_and_along_the_batch_are_refused():
     class GatedHalves(nn.Module):  # a GLU-style split of the features
         def forward(self, x):

@@ -91,6 +91,27 @@ def test_conv_paths_match_naive_and_any_thread_count(N, C, H, W, F, layer, dtype
     assert_matches_naive_on_one_and_two_threads(x, w, b, stride, pad, avx512)
 
 
+@pytest.mark.parametrize("W", [2, 4, 16, 17, 18, 30, 32, 34, 48, 66])
+@pytest.mark.parametrize("pad", [0, 1])
+def test_stride_two_splits_rows_of_any_width_into_phases(W, pad):
+    """The phase planes of a stride-2 conv take each row's even and odd pixels 16 pairs at a
+    time (AVX-512), the last 1-15 pairs masked: rows of 1-33 pairs, and an odd width (the
+    general loop); forward and gradients against the naive loops, training's dw too."""
+    x, w, b = case(2, 3, 5, W, 20, 3 if W > 2 or pad else 1, np.float32, seed=W + pad)
+    assert_matches_naive_on_one_and_two_threads(x, w, b, 2, pad)
+
+
+@pytest.mark.parametrize("F", [1, 11, 12, 13, 24, 25, 64])
+@pytest.mark.parametrize("C, k", [(1, 3), (2, 3), (3, 5), (7, 5)])
+def test_direct_forward_packs_every_tile_of_filters_and_block_of_taps(C, k, F):
+    """The AVX-512 direct forward packs each tile of 12 filters x taps turned around in
+    16 x 16 blocks: 9, 18, 75 and 175 taps (whole blocks and remainders), filters filling
+    no tile, one, two and more with a remainder; one image and two."""
+    for N in (1, 2):
+        x, w, b = case(N, C, 6, 16, F, k, np.float32, seed=F * C + k)
+        assert_matches_naive_on_one_and_two_threads(x, w, b, 1, (k - 1) // 2)
+
+
 @pytest.mark.torch
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize(

@@ -106,6 +106,28 @@ def test_lstm_inference_is_the_forwards_h_bit_for_bit_on_any_number_of_threads(N
         assert lean.tobytes() == h.tobytes()
 
 
+@pytest.mark.parametrize("H", [1, 8, 24, 25, 32, 33, 56, 70, 300])
+def test_one_sequence_has_the_bits_it_has_in_a_batch(H):
+    """float32 on AVX-512, one sequence multiplies prev_h by four panels of Wh at a time,
+    a batch's rows by one panel at a time: each sums over k in order, so the bits are the
+    same. H = 25..33 and 70 leave a last block of columns of three panels and some lanes,
+    H = 24 one that four panels do not fill. With D = 0, x @ Wx is zero either way."""
+    args, _ = case("lstm", N=3, T=4, D=0, H=H, dtype=np.float32)
+    x, h0, Wx, Wh, b = args
+    for threads in (1, 2):
+        with kernel_threads(threads):
+            batch = R.lstm_inference(*args)
+            h, _ = R.lstm_forward(*args)
+            assert h.tobytes() == batch.tobytes()
+            for n in range(3):
+                alone = R.lstm_inference(x[n : n + 1], h0[n : n + 1], Wx, Wh, b)
+                assert alone.tobytes() == batch[n : n + 1].tobytes()
+                kept, _ = R.lstm_forward(x[n : n + 1], h0[n : n + 1], Wx, Wh, b)
+                assert kept.tobytes() == alone.tobytes()
+    loop = step_loop("lstm", *args, np.zeros((3, 4, H), np.float32))[0]
+    np.testing.assert_allclose(batch, loop, rtol=1e-5, atol=1e-5)
+
+
 def test_python_threads_running_the_backward_at_once_keep_their_own_scratch():
     """The backward keeps its scratch arrays per calling thread from one call to the
     next: calls of two sizes from two Python threads at once give each its own answer."""

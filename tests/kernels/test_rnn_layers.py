@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from graphnet import rnn_layers as R
+from graphnet.kernels import _C
 from graphnet.gradient_check import (
     eval_numerical_gradient,
     eval_numerical_gradient_array,
@@ -99,6 +100,27 @@ def test_temporal_affine_backward_numerically():
     assert_numeric_grads(
         R.temporal_affine_forward, args, dout, R.temporal_affine_backward(dout, cache), range(3)
     )
+
+
+@pytest.mark.parametrize(
+    "dtypes", [("float32",) * 3, ("float64",) * 3, ("float32", "float64", "float32")]
+)
+def test_temporal_affine_is_the_product_plus_the_bias(dtypes):
+    """One float dtype: the bias added by the product's kernel, the numbers of numpy's
+    x @ w + b to rounding and of out += b bit for bit; mixed: numpy's promotion."""
+    r = rng(8)
+    x, w, b = (
+        r.standard_normal(shape).astype(dtype)
+        for shape, dtype in zip(((3, 5, 7), (7, 9), (9,)), dtypes)
+    )
+    out, cache = R.temporal_affine_forward(x, w, b)
+    assert out.shape == (3, 5, 9) and out.dtype == np.result_type(*dtypes)
+    product = _C.matmul(x.reshape(15, 7), w.astype(x.dtype)) if len(set(dtypes)) == 1 else None
+    if product is not None:
+        product += b
+        assert out.reshape(15, 9).tobytes() == product.tobytes()
+    np.testing.assert_allclose(out, x @ w + b, rtol=1e-5)
+    assert cache[3] is out
 
 
 def test_temporal_softmax_loss_numerically_and_by_hand():
