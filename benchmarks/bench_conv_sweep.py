@@ -28,9 +28,9 @@ graphnet times. What the sweep found, and the table it gave: docs/performance/ke
 """
 import argparse
 import csv
-import time
 
 import numpy as np
+from bench_conv import cpu_medians
 
 from graphnet.kernels import _C
 
@@ -57,19 +57,6 @@ def channel_pairs(channels):
         if 3 in channels:
             pairs.add((3, f))
     return sorted(pairs, key=lambda cf: (cf[0] * cf[1], cf))
-
-
-def cpu_medians(fns, repeats):
-    """Medians of the process CPU time of each function, called in turns."""
-    for fn in fns:
-        fn()
-    times = [[] for _ in fns]
-    for _ in range(repeats):
-        for fn, t in zip(fns, times):
-            start = time.process_time()
-            fn()
-            t.append(time.process_time() - start)
-    return [float(np.median(t)) for t in times]
 
 
 def time_passes(rng, N, C, H, F, kernel, stride, pad, repeats):
