@@ -52,46 +52,75 @@ std::atomic<bool> avx512_enabled{true};
 
 bool use_avx512() { return avx512_enabled && cpu_has_avx512f(); }
 
-// With stride 1, dx is itself a convolution: dout padded by HH-1-pad rows and WW-1-pad
-// columns, cross-correlated with the filters turned by 180 degrees and with their filter
-// and channel axes swapped. So the forward kernel computes it, as long as pad < HH and
-// pad < WW (a wider pad would need a crop instead of a padding) and its rows, W pixels
-// wide, are wide enough.
-bool direct_dx_fits(const ConvGeometry& g) {
-    return g.pad < g.HH && g.pad < g.WW && g.W >= kDirectMinRow;
-}
 
 // Which forward kernel runs a conv of F filters on rows Wo wide, and its tile of filters:
 // decided once per call, so that the weights are packed for the kernel that reads them.
-// (Calls into the AVX2 / AVX-512 files: only on a CPU with AVX2.) The AVX-512 tile
-// holds 12 or 24 filters; a conv of fewer than half that many (the input gradient of a
-// layer on 3 colour channels, say) would compute mostly padding filters, and goes to the
-// AVX2 tile of 2-6 (per pass, 3 -> 32 channels: AVX-512 at 0.5x the AVX2 kernel's speed).
+// (Calls into the AVX2 / AVX-512 files: only on a CPU with AVX2.) A conv of fewer than
+// kDirectAvx512MinFilters filters (the input gradient of a layer on 3 colour channels,
+// say) goes to the AVX2 tile of 2-6.
 struct Kernel {
     bool avx512;
     int64_t tile;
 };
 
 Kernel forward_kernel(int64_t F, int64_t Wo) {
-    if (use_avx512() && 2 * F >= direct_tile_filters_avx512(Wo)) {
-        return {true, direct_tile_filters_avx512(Wo)};
-    }
+    if (use_avx512() && F >= kDirectAvx512MinFilters) return {true, direct_tile_filters_avx512(F)};
     return {false, direct_tile_filters(Wo)};
 }
 
 int64_t padded_filters(int64_t F, int64_t tile) { return (F + tile - 1) / tile * tile; }
 
+// Rows narrower than kDirectMinRow: the AVX2 kernels lose to im2col + GEMM there; on an
+// AVX-512 CPU the forward and dx run either the direct kernel (a row in one vector of 16
+// pixels, the lanes past the row wasted) or the tap kernel (conv_phases.h with one phase:
+// the outputs along its lanes, on a grid as wide as a padded row, or on the real positions
+// only where the outputs fill its widest tiles, a multiple of 64 once rounded up to 16).
+// The tap kernel where it maps the real positions, and on rows under
+// kDirectMinRowAvx512 pixels of min_outputs+ outputs (16 for the forward, 32 for dx,
+// whose direct kernel runs 16 or 24 channels on such rows in 0.7-0.9x the tap kernel's
+// time); else the direct kernel. Per pass, batch 64, one thread, CPU time against
+// PyTorch's in one run (benchmarks/bench_conv_sweep.py), 5x5 layers of 3-64 channels:
+// forward @8 geomean 1.53x PyTorch's time on the direct kernel, 1.27x on the tap kernel,
+// @14 0.88 / 1.21; dx @8 0.75 / 0.86, @14 0.44 / 0.68; but 64 -> 64 @14 forward 1.36 / 1.13,
+// dx 0.66 / 0.53.
+constexpr int64_t kDirectMinRowAvx512 = 10;
+constexpr int64_t kLanes = 16;
+
+bool short_rows_on_taps(int64_t width, int64_t outputs, int64_t min_outputs) {
+    const int64_t padded = (outputs + kLanes - 1) / kLanes * kLanes;
+    return padded % (4 * kLanes) == 0 || (width < kDirectMinRowAvx512 && outputs >= min_outputs);
+}
+constexpr int64_t kTapForwardMinFilters = kLanes;
+constexpr int64_t kTapInputGradientMinChannels = 2 * kLanes;
+
+bool forward_row_fits(int64_t width, int64_t filters, const Kernel& kernel) {
+    return width >= kDirectMinRow ||
+           (kernel.avx512 && !short_rows_on_taps(width, filters, kTapForwardMinFilters));
+}
+
+// With stride 1, dx is itself a convolution: dout padded by HH-1-pad rows and WW-1-pad
+// columns, cross-correlated with the filters turned by 180 degrees and with their filter
+// and channel axes swapped. So the forward kernel computes it, as long as pad < HH and
+// pad < WW (a wider pad would need a crop instead of a padding) and it runs rows W
+// pixels wide.
+bool direct_dx_fits(const ConvGeometry& g) {
+    return g.pad < g.HH && g.pad < g.WW &&
+           (g.W >= kDirectMinRow ||
+            (forward_kernel(g.C, g.W).avx512 &&
+             !short_rows_on_taps(g.W, g.C, kTapInputGradientMinChannels)));
+}
+
 // Whether the weight gradient runs on an AVX-512 kernel (conv_direct.h). On 16+ channels
-// its kernel with vectors along the filters beats the GEMM for any number of filters and
-// any row (per pass, batch 16, one thread: 32 -> 64 and 64 -> 64 channels 3x3 on rows of
-// 16, 0.7x its time). On fewer, its kernel walks each row 16 pixels at a time; on rows
-// whose last vector would be half empty or less (24, 40 pixels) the AVX2 kernel's 8 are
-// as fast (3x3 32->32 @24 1.08x the AVX2 kernel's time, @40 0.98x, but @32 0.67x, @16
+// and filters its kernel with vectors along the filters beats the GEMM for any number of
+// filters and any row (per pass, batch 16, one thread: 32 -> 64 and 64 -> 64 channels 3x3
+// on rows of 16, 0.7x its time). On fewer, its kernel walks each row 16 pixels at a time;
+// on rows whose last vector would be half empty or less (24, 40 pixels) the AVX2 kernel's
+// 8 are as fast (3x3 32->32 @24 1.08x the AVX2 kernel's time, @40 0.98x, but @32 0.67x, @16
 // 0.77x), and on many filters both lose to the GEMM; elsewhere it beats the GEMM on many
 // filters too (3 -> 64 channels 3x3 on rows of 32: 0.6x).
 bool dw_avx512(const ConvGeometry& g) {
     const int64_t last_vector = g.Wo % 16;
-    return use_avx512() && (g.C >= kDirectDwFilterVectorMinChannels || last_vector == 0 ||
+    return use_avx512() && (direct_dw_filter_vectors(g.C, g.F) || last_vector == 0 ||
                             last_vector > 8);
 }
 
@@ -107,13 +136,14 @@ struct DirectPasses {
 
 template <typename T>
 DirectPasses direct_passes(const ConvGeometry& g) {
-    const bool possible = std::is_same_v<T, float> && g.stride == 1 && g.Wo >= kDirectMinRow &&
-                          !is_pointwise(g) && direct_enabled && cpu_has_avx2_fma();
+    const bool possible = std::is_same_v<T, float> && g.stride == 1 && !is_pointwise(g) &&
+                          direct_enabled && cpu_has_avx2_fma();
     if (!possible) return {false, false, false};
     const bool few_filters = g.F < kDirectMaxFilters;
-    return {few_filters || forward_kernel(g.F, g.Wo).avx512,
+    const Kernel forward = forward_kernel(g.F, g.Wo);
+    return {forward_row_fits(g.Wo, g.F, forward) && (few_filters || forward.avx512),
             direct_dx_fits(g) && (few_filters || forward_kernel(g.C, g.W).avx512),
-            few_filters || dw_avx512(g)};
+            g.Wo >= kDirectMinRow && (few_filters || dw_avx512(g))};
 }
 
 // Strided float32 convs (2 <= stride <= kPhaseMaxStride) run on the AVX-512 phase-plane
@@ -123,6 +153,22 @@ DirectPasses direct_passes(const ConvGeometry& g) {
 template <typename T>
 bool phase_conv(const ConvGeometry& g) {
     return std::is_same_v<T, float> && g.stride >= 2 && g.stride <= kPhaseMaxStride &&
+           direct_enabled && use_avx512();
+}
+
+// The forward and dx of stride-1 layers on rows under kDirectMinRow pixels that run on the
+// AVX-512 tap kernel (short_rows_on_taps).
+template <typename T>
+bool tap_forward(const ConvGeometry& g) {
+    return std::is_same_v<T, float> && g.stride == 1 && !is_pointwise(g) &&
+           g.Wo < kDirectMinRow && short_rows_on_taps(g.Wo, g.F, kTapForwardMinFilters) &&
+           direct_enabled && use_avx512();
+}
+
+template <typename T>
+bool tap_input_gradient(const ConvGeometry& g) {
+    return std::is_same_v<T, float> && g.stride == 1 && !is_pointwise(g) &&
+           g.W < kDirectMinRow && short_rows_on_taps(g.W, g.C, kTapInputGradientMinChannels) &&
            direct_enabled && use_avx512();
 }
 
@@ -141,13 +187,20 @@ bool tap_weight_gradient(const ConvGeometry& g, const DirectPasses& direct) {
 // Winograd F(2x2, 3x3) (conv_winograd.h) for 3x3 layers with stride 1 and pad 1 on an
 // AVX-512 CPU: the forward and, as the forward of dout with the filters turned, dx.
 // WinogradMode::kWherePays takes it on layers of kWinogradMinChannels channels in and
-// out or more (measured in docs/performance/kernels.md); kEverywhere on any such layer
-// (tests).
+// out or more (measured in docs/performance/kernels.md), for the forward on images of
+// kWinogradForwardMinSide+ rows and columns; kEverywhere on any such layer (tests). On
+// smaller images each of its 16 GEMMs has a few tiles only, and the forward's tap kernel
+// beats it (per pass, batch 64, one thread, 3x3 on 16-128 channels: @4 0.33-0.47x its
+// time, @6 0.57-0.87x, @7 0.69-1.23x, @8 0.89-1.51x); its dx still beats the direct
+// kernel there (@4 0.9-1.6x its time).
 std::atomic<WinogradMode> winograd_mode{WinogradMode::kWherePays};
 constexpr int64_t kWinogradMinChannels = 16;
+constexpr int64_t kWinogradForwardMinSide = 7;
 constexpr int64_t kWinogradMaxChannels = int64_t(1) << 23;
 
-bool winograd_conv(const ConvGeometry& g, int64_t in_channels, int64_t out_channels) {
+// min_side: of the image it runs on, below which it does not pay.
+bool winograd_conv(const ConvGeometry& g, int64_t in_channels, int64_t out_channels,
+                   int64_t min_side) {
     const WinogradMode mode = winograd_mode;
     if (mode == WinogradMode::kOff || g.HH != 3 || g.WW != 3 || g.stride != 1 || g.pad != 1 ||
         !direct_enabled || !use_avx512()) {
@@ -157,7 +210,8 @@ bool winograd_conv(const ConvGeometry& g, int64_t in_channels, int64_t out_chann
     // 15 x 9 x channels, for dx).
     if (g.C > kWinogradMaxChannels || g.F > kWinogradMaxChannels) return false;
     return mode == WinogradMode::kEverywhere ||
-           (in_channels >= kWinogradMinChannels && out_channels >= kWinogradMinChannels);
+           (in_channels >= kWinogradMinChannels && out_channels >= kWinogradMinChannels &&
+            g.H >= min_side && g.W >= min_side);
 }
 
 // Runs the Winograd forward over the batch on `threads` threads, images of wg.C x H x W
@@ -348,12 +402,14 @@ template <typename T, typename OutOf, typename Done>
 void forward_images(const ConvGeometry& g, int threads, const T* x, const T* w, const T* b,
                     OutOf&& out_of, Done&& done) {
     if constexpr (std::is_same_v<T, float>) {
-        if (winograd_conv(g, g.C, g.F)) {
+        if (winograd_conv(g, g.C, g.F, kWinogradForwardMinSide)) {
             return winograd_over_batch(winograd_geometry(g.C, g.F, g.H, g.W), g.N, threads, x,
                                        WinogradWeights{w, g.C * 9, 9, false}, b, out_of, done);
         }
         if (direct_passes<T>(g).forward) return direct_forward(g, threads, x, w, b, out_of, done);
-        if (phase_conv<T>(g)) return phase_forward(g, threads, x, w, b, out_of, done);
+        if (phase_conv<T>(g) || tap_forward<T>(g)) {
+            return phase_forward(g, threads, x, w, b, out_of, done);
+        }
     }
     const int64_t K = g.taps(), P = g.positions();
     const bool pointwise = is_pointwise(g);
@@ -442,8 +498,8 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
     const bool tap_dw = phase || tap_weight_gradient<T>(g, direct_pass);
     const bool direct = direct_pass.dw || tap_dw;  // of the weight gradient
     const bool dw_on_avx512 = direct_pass.dw && dw_avx512(g);
-    // That kernel, on 16+ channels, also sums db while it reads dout.
-    const bool db_in_dw = dw && dw_on_avx512 && g.C >= kDirectDwFilterVectorMinChannels;
+    // That kernel, on 16+ channels and filters, also sums db while it reads dout.
+    const bool db_in_dw = dw && dw_on_avx512 && direct_dw_filter_vectors(g.C, g.F);
     T* gemm_dx = dx;  // what is left of dx for im2col + GEMM
     const int64_t chunk_images = chunks ? (g.N + chunks - 1) / chunks : 0;  // N may be 0
     DirectConv d{};  // set only on the direct path: it asks the AVX2 code for its tile
@@ -456,14 +512,14 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
     // 32 -> 64 @16 0.95 -> 0.86, 64 -> 64 @16 1.88 -> 1.73, against where std::vector put it)
     CacheLineScratch scratches;
     if constexpr (std::is_same_v<T, float>) {
-        if (dx && winograd_conv(g, g.F, g.C)) {
+        if (dx && winograd_conv(g, g.F, g.C, 0)) {
             winograd_input_gradient(g, dout, w, dx);
             gemm_dx = nullptr;
-        } else if (dx && (direct_pass.dx || phase)) {
-            if (phase) {
-                phase_input_gradient(g, dout, w, dx);
-            } else {
+        } else if (dx && (direct_pass.dx || phase || tap_input_gradient<T>(g))) {
+            if (direct_pass.dx) {
                 direct_input_gradient(g, dout, w, dx);
+            } else {
+                phase_input_gradient(g, dout, w, dx);
             }
             gemm_dx = nullptr;
         }

@@ -61,19 +61,29 @@ void direct_conv_forward_image(const DirectConv& g, const float* xpad, const flo
                                const float* bias, float* out);
 
 // The same forward with AVX-512 vectors of 16 floats (conv_direct_avx512.cpp; call only
-// when cpu_has_avx512f()), on weights packed in tiles of direct_tile_filters_avx512(Wo).
-int64_t direct_tile_filters_avx512(int64_t Wo);
+// when cpu_has_avx512f()), on weights packed in tiles of direct_tile_filters_avx512(F)
+// filters (8 or 12), for layers of kDirectAvx512MinFilters filters or more: fewer would
+// compute mostly padding filters (per pass, 3 -> 32 channels: at 0.5x the AVX2 kernel's
+// speed). It runs rows of any width, a row of 16 pixels or fewer in one vector.
+constexpr int64_t kDirectAvx512MinFilters = 6;
+int64_t direct_tile_filters_avx512(int64_t F);
 void direct_conv_forward_image_avx512(const DirectConv& g, const float* xpad, const float* wpack,
                                       const float* bias, float* out);
 // direct_conv_dw_images with AVX-512 (same arguments and contract), plus scratch: room
 // for direct_dw_scratch_avx512(g) floats, where it packs the output gradients, and db
-// (F): on kDirectDwFilterVectorMinChannels channels or more it adds the images' output
-// gradient sums there too (on fewer, db is not touched). Layers on
-// this many channels or more take its kernel with vectors along the filters, which works
-// for any row width and number of filters; layers on fewer, its kernel with vectors along
-// a row's pixels (per pass, batch 16, one thread: 3 -> 32 channels 3x3 at 0.5-0.7x the
-// time of the filter-vector kernel, 32 -> 32 at 1.1x).
+// (F): where direct_dw_filter_vectors(C, F) it adds the images' output gradient sums
+// there too (elsewhere db is not touched). Those layers take its kernel with vectors along
+// the filters, which works for any row width; the others its kernel with vectors along a
+// row's pixels. Per pass, batch 16, one thread: 3 -> 32 channels 3x3 at 0.5-0.7x the time
+// of the filter-vector kernel, 32 -> 32 at 1.1x; a layer of fewer filters than a vector's
+// 16 lanes leaves them part empty (batch 64, 3x3 16 -> 8 @32 3.42 -> 2.01 ms on the pixel
+// kernel, 24 -> 12 5.20 -> 3.96, 5x5 16 -> 8 6.22 -> 3.73; but 5x5 16 -> 16 @16
+// 1.61 -> 2.05, so a full vector stays).
 constexpr int64_t kDirectDwFilterVectorMinChannels = 16;
+constexpr int64_t kDirectDwFilterVectorMinFilters = 16;
+inline bool direct_dw_filter_vectors(int64_t C, int64_t F) {
+    return C >= kDirectDwFilterVectorMinChannels && F >= kDirectDwFilterVectorMinFilters;
+}
 int64_t direct_dw_scratch_avx512(const DirectConv& g);
 void direct_conv_dw_images_avx512(const DirectConv& g, const int64_t* tap_offsets,
                                   const float* xpads, int64_t xpad_stride, const float* dout,

@@ -15,16 +15,19 @@ namespace {
 
 constexpr int kAccumulators = 24;
 constexpr int kTileFilters = 12;
+constexpr int kNarrowTileFilters = 8;
 
 // A tile of 12 filters x 2 vectors of 16 pixels: two vectors along one output row where
 // rows are 17+ pixels wide, else one vector on each of two rows (and one on a last odd
 // row). Per tap 24 FMAs against 2 loads and 12 broadcasts: a tile of 24 filters x 1
 // vector, per tap 24 broadcasts and a load, was bound by the loads (per pass, batch 16,
-// one thread, 64 -> 64 channels 3x3 on rows of 16: forward 59% of the FMA peak).
-template <int Vectors, int Rows>
+// one thread, 64 -> 64 channels 3x3 on rows of 16: forward 59% of the FMA peak). Layers
+// whose filters would leave much of the last 12-filter tile empty (direct_tile_filters_avx512)
+// take a tile of 8 filters x 2 vectors instead.
+template <int Filters, int Vectors, int Rows>
 void forward_tile(const DirectConv& g, const float* xpad, const float* wpack, const float* bias,
                   float* out, int64_t f0, int64_t oy, int64_t ox0) {
-    constexpr int Filters = kTileFilters, kVectors = Vectors * Rows;
+    constexpr int kVectors = Vectors * Rows;
     __m512 acc[Filters][kVectors];
 #pragma GCC unroll 32
     for (int i = 0; i < Filters; ++i) {
@@ -69,24 +72,25 @@ void forward_tile(const DirectConv& g, const float* xpad, const float* wpack, co
     }
 }
 
+template <int Filters>
 void forward_image(const DirectConv& g, const float* xpad, const float* wpack, const float* bias,
                    float* out) {
-    for (int64_t f0 = 0; f0 < g.F; f0 += kTileFilters) {
+    for (int64_t f0 = 0; f0 < g.F; f0 += Filters) {
         if (g.Wo > 16) {
             for (int64_t oy = 0; oy < g.Ho; ++oy) {
                 for (int64_t ox = 0; ox < g.Wo; ox += 32) {
-                    forward_tile<2, 1>(g, xpad, wpack, bias, out, f0, oy, ox);
+                    forward_tile<Filters, 2, 1>(g, xpad, wpack, bias, out, f0, oy, ox);
                 }
             }
             continue;
         }
         int64_t oy = 0;
-        for (; oy + 2 <= g.Ho; oy += 2) forward_tile<1, 2>(g, xpad, wpack, bias, out, f0, oy, 0);
-        if (oy < g.Ho) forward_tile<1, 1>(g, xpad, wpack, bias, out, f0, oy, 0);
+        for (; oy + 2 <= g.Ho; oy += 2) forward_tile<Filters, 1, 2>(g, xpad, wpack, bias, out, f0, oy, 0);
+        if (oy < g.Ho) forward_tile<Filters, 1, 1>(g, xpad, wpack, bias, out, f0, oy, 0);
     }
 }
 
-// The weight gradient of layers on few channels (fewer than kDirectDwFilterVectorMinChannels):
+// The weight gradient of layers on few channels or filters (not direct_dw_filter_vectors):
 // vectors along the pixels of a row, as in conv_direct.cpp, in a tile of 6 filters x 4
 // taps = 24 accumulators, with 6 output-gradient vectors and 1 input vector: 31 of the
 // 32 registers. Per step 10 loads for 24 FMAs, and one horizontal sum per accumulator
@@ -186,7 +190,7 @@ void pixel_dw_images(const DirectConv& g, const int64_t* tap_offsets, const floa
     }
 }
 
-// The weight gradient of layers on kDirectDwFilterVectorMinChannels channels or more, as the
+// The weight gradient of layers on many channels and filters (direct_dw_filter_vectors), as the
 // product dw_t (taps x F) += X (taps x pixels) * D (pixels x F):
 // vectors run along the filters, not the pixels, so sums never need adding across lanes
 // (horizontal sums of pixel vectors took a fifth of the time on rows of 16). D is the
@@ -356,14 +360,14 @@ void dw_filter_tile(const DirectConv& g, const int64_t* tap_offsets, const float
 }  // namespace
 
 int64_t direct_dw_scratch_avx512(const DirectConv& g) {
-    if (g.C < kDirectDwFilterVectorMinChannels) return 0;
+    if (!direct_dw_filter_vectors(g.C, g.F)) return 0;
     return block_rows(g) * g.Wo * filter_vectors(g.F) * kLanes;
 }
 
 void direct_conv_dw_images_avx512(const DirectConv& g, const int64_t* tap_offsets,
                                   const float* xpads, int64_t xpad_stride, const float* dout,
                                   int64_t images, float* dw_t, float* db, float* scratch) {
-    if (g.C < kDirectDwFilterVectorMinChannels) {
+    if (!direct_dw_filter_vectors(g.C, g.F)) {
         return pixel_dw_images(g, tap_offsets, xpads, xpad_stride, dout, images, dw_t);
     }
     const int64_t vectors = filter_vectors(g.F), stride = vectors * kLanes, block = block_rows(g);
@@ -387,11 +391,22 @@ void direct_conv_dw_images_avx512(const DirectConv& g, const int64_t* tap_offset
     }
 }
 
-int64_t direct_tile_filters_avx512(int64_t) { return kTileFilters; }
+// The 8-filter tile where 12-filter tiles would compute over 1/8 more filters than the
+// 8-filter ones (F = 8, 16, 40, ...: 16 filters in tiles of 12 are 24 computed), so the
+// zoo's layers of 32, 48, 64, 96 and 128 filters keep the wider tile.
+int64_t direct_tile_filters_avx512(int64_t F) {
+    const auto padded = [F](int64_t tile) { return (F + tile - 1) / tile * tile; };
+    return padded(kTileFilters) * kNarrowTileFilters > padded(kNarrowTileFilters) * 9
+               ? kNarrowTileFilters
+               : kTileFilters;
+}
 
 void direct_conv_forward_image_avx512(const DirectConv& g, const float* xpad, const float* wpack,
                                       const float* bias, float* out) {
-    forward_image(g, xpad, wpack, bias, out);
+    if (direct_tile_filters_avx512(g.F) == kNarrowTileFilters) {
+        return forward_image<kNarrowTileFilters>(g, xpad, wpack, bias, out);
+    }
+    forward_image<kTileFilters>(g, xpad, wpack, bias, out);
 }
 
 }  // namespace graphnet

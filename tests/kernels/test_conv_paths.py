@@ -70,6 +70,17 @@ def assert_matches_naive_on_one_and_two_threads(x, w, b, stride, pad, avx512=Tru
         np.testing.assert_array_equal(got, again)
 
 
+def assert_stride_one_matches_naive(N, C, H, W, F, kh, kw, pad, seed):
+    """A random float32 stride-1 layer with a kh x kw kernel, where it fits."""
+    if kh > H + 2 * pad or kw > W + 2 * pad:
+        return
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+    w = rng.standard_normal((F, C, kh, kw)).astype(np.float32)
+    b = rng.standard_normal(F).astype(np.float32)
+    assert_matches_naive_on_one_and_two_threads(x, w, b, 1, pad)
+
+
 @settings(max_examples=80, deadline=None)
 @given(
     N=st.integers(1, 3),
@@ -101,10 +112,10 @@ def test_stride_two_splits_rows_of_any_width_into_phases(W, pad):
     assert_matches_naive_on_one_and_two_threads(x, w, b, 2, pad)
 
 
-@pytest.mark.parametrize("F", [1, 11, 12, 13, 24, 25, 64])
+@pytest.mark.parametrize("F", [1, 8, 11, 12, 13, 16, 24, 25, 64])
 @pytest.mark.parametrize("C, k", [(1, 3), (2, 3), (3, 5), (7, 5)])
 def test_direct_forward_packs_every_tile_of_filters_and_block_of_taps(C, k, F):
-    """The AVX-512 direct forward packs each tile of 12 filters x taps turned around in
+    """The AVX-512 direct forward packs each tile of 8 or 12 filters x taps turned around in
     16 x 16 blocks: 9, 18, 75 and 175 taps (whole blocks and remainders), filters filling
     no tile, one, two and more with a remainder; one image and two."""
     for N in (1, 2):
@@ -125,6 +136,14 @@ def test_direct_forward_packs_every_tile_of_filters_and_block_of_taps(C, k, F):
         (3, 2, 1, 32, 32, 64),  # strided instead of pooling
         (5, 1, 2, 16, 16, 32),  # LeNet-style
         (5, 2, 2, 3, 32, 16),
+        # rows under 16 pixels: the direct AVX-512 kernel (8- or 12-filter tiles) or the tap kernel
+        (7, 1, 3, 3, 7, 16),
+        (5, 1, 2, 8, 8, 8),
+        (5, 1, 2, 16, 8, 16),
+        (3, 1, 1, 16, 4, 32),
+        (5, 1, 2, 24, 14, 12),
+        (3, 1, 1, 40, 9, 40),
+        (5, 1, 2, 64, 14, 64),
     ],
 )
 def test_conv_paths_match_pytorch(k, stride, pad, C, H, F, dtype):
@@ -171,15 +190,16 @@ def test_which_float32_layers_take_the_direct_kernels(F, k, pad, direct_runs):
     C=st.integers(16, 19),
     H=st.integers(1, 4),
     W=st.integers(16, 37),
-    F=st.sampled_from([1, 15, 16, 17, 33, 48, 64, 65]),
+    F=st.sampled_from([1, 6, 8, 12, 15, 16, 17, 33, 48, 64, 65]),
     k=st.sampled_from([1, 3, 5]),
     pad=st.integers(0, 3),
     seed=st.integers(0, 2**16),
 )
 def test_weight_gradient_on_many_channels(N, C, H, W, F, k, pad, seed):
     """Layers on 16+ channels: in float32 with stride 1 on an AVX-512 CPU, the weight
-    gradient with vectors along the filters (any count, lanes past F dropped), for every
-    row width, padding and batch size, empty included."""
+    gradient with vectors along the filters for 16+ filters (lanes past F dropped) and
+    along a row's pixels for fewer, for every row width, padding and batch size, empty
+    included."""
     if k > H + 2 * pad or (k == 1 and pad == 0):
         return  # does not fit, or a pointwise GEMM
     x, w, b = case(N, C, H, W, F, k, np.float32, seed)
@@ -203,13 +223,28 @@ def test_weight_gradient_of_kernels_three_wide(N, C, H, W, F, kh, kw, pad, seed)
     row each): kernels 3 wide and of any height, so that tiles of 6, 8, 12 or 24 taps end
     inside or past the last channel, against the naive loops and bitwise on 1 and 2 threads;
     other widths take the tap-by-tap loop."""
-    if kh > H + 2 * pad or kw > W + 2 * pad:
-        return
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((N, C, H, W)).astype(np.float32)
-    w = rng.standard_normal((F, C, kh, kw)).astype(np.float32)
-    b = rng.standard_normal(F).astype(np.float32)
-    assert_matches_naive_on_one_and_two_threads(x, w, b, 1, pad)
+    assert_stride_one_matches_naive(N, C, H, W, F, kh, kw, pad, seed)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    N=st.integers(0, 3),
+    C=st.sampled_from([3, 5, 6, 7, 8, 9, 12, 16, 17, 40, 64]),
+    H=st.integers(1, 9),
+    W=st.integers(1, 17),
+    F=st.sampled_from([5, 6, 7, 8, 9, 12, 15, 16, 17, 40, 48, 64]),
+    kh=st.sampled_from([2, 3, 5, 7]),
+    kw=st.sampled_from([2, 3, 5, 7]),
+    pad=st.integers(0, 3),
+    seed=st.integers(0, 2**16),
+)
+def test_stride_one_layers_on_short_rows_and_narrow_filter_tiles(N, C, H, W, F, kh, kw, pad, seed):
+    """float32 stride-1 layers on rows of up to 17 pixels and 5-64 filters or channels: on an
+    AVX-512 CPU the direct forward kernel's 8- and 12-filter tiles (a row of 16 pixels or
+    fewer in one vector, two rows a tile), also for dx, and the tap kernel's forward and dx
+    on the rows under 16 pixels it takes (any pad, wider than the kernel too); against the
+    naive loops and bitwise on 1 and 2 threads."""
+    assert_stride_one_matches_naive(N, C, H, W, F, kh, kw, pad, seed)
 
 
 @settings(max_examples=60, deadline=None)

@@ -1,0 +1,193 @@
+"""Sweep graphnet's float32 conv passes over a grid of layer shapes, against PyTorch.
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_conv_sweep.py [--batch 64] [--repeats 5]
+        [--kernels 3s1,3s2,5,1,7] [--sizes 32,16,8,7,14] [--channels 3,8,...,128]
+        [--csv out.csv] [--compare before.csv] [--flagged-only]
+
+Each pass of a float32 conv (forward: _C.conv_forward; dx and dw separately:
+_C.conv_backward(..., need_dx=..., need_dw=...), dw including db) is timed on one thread
+in the process's CPU time (time.process_time), in turns with PyTorch in the same process
+(torch.set_num_threads(1); torch.nn.functional.conv2d, and
+torch.ops.aten.convolution_backward asked for that one gradient and the bias's); medians
+of --repeats rounds after a warm-up. GFLOP/s count 2*N*F*C*HH*WW*Ho*Wo per pass (padding
+zeros included, db ignored).
+
+The grid: kernels 3x3 stride 1 and stride 2 (pad 1), 5x5 (pad 2), 1x1 (pad 0), 7x7
+(stride 1, pad 3); square images of 32, 16, 8, 7, 14 pixels; channel pairs (C -> F) with
+F in --channels and C = F, F / 2 and 2 F where those are in --channels too, and first
+layers 3 -> F (forward and dw only, as a net's first layer needs no dx). Past the first
+layer, 7x7 layers on up to 16 channels and 5x5 on up to 64 only (the sizes nets use them at).
+
+A pass is flagged when it is slower than PyTorch's ("slow": graphnet / PyTorch time
+> 1) or runs at under --cliff (default 0.6) times the median rate of its neighbours in
+the grid: the same pass and kernel with the next channel pair below and above (in the
+order of C * F) at the same image size, and the next image sizes at the same channels
+("cliff"). --compare prints, for each pass also in an earlier --csv, the old and new
+graphnet times. What the sweep found, and the table it gave: docs/performance/kernels.md
+("float32 conv passes across layer shapes").
+"""
+import argparse
+import csv
+
+import numpy as np
+from bench_conv import cpu_medians
+
+from graphnet.kernels import _C
+
+try:
+    import torch
+    import torch.nn.functional as tF
+except ImportError:
+    torch = None
+
+KERNELS = {  # name: (kernel, stride, pad)
+    "3s1": (3, 1, 1), "3s2": (3, 2, 1), "5": (5, 1, 2), "1": (1, 1, 0), "7": (7, 1, 3)}
+KERNEL_MAX_CHANNELS = {"7": 16, "5": 64}
+PASSES = ("forward", "dx", "dw")
+
+
+def channel_pairs(channels):
+    """(C, F) pairs: C = F, F / 2, 2 F within channels, and 3 -> F first layers."""
+    pairs = set()
+    wide = [c for c in channels if c != 3]
+    for f in wide:
+        for c in (f, f // 2 if f % 2 == 0 else None, 2 * f):
+            if c in wide:
+                pairs.add((c, f))
+        if 3 in channels:
+            pairs.add((3, f))
+    return sorted(pairs, key=lambda cf: (cf[0] * cf[1], cf))
+
+
+def time_passes(rng, N, C, H, F, kernel, stride, pad, repeats):
+    """{pass: (graphnet s, torch s, GFLOP)} of one layer's passes (no dx for C = 3)."""
+    x = rng.standard_normal((N, C, H, H), dtype=np.float32)
+    w = (rng.standard_normal((F, C, kernel, kernel)) / np.sqrt(C * kernel * kernel)).astype(
+        np.float32)
+    b = np.zeros(F, np.float32)
+    out_shape = _C.conv_forward(x[:1], w, b, stride, pad).shape
+    dout = rng.standard_normal((N,) + out_shape[1:], dtype=np.float32)
+    gflop = 2 * N * F * C * kernel * kernel * out_shape[2] * out_shape[3] / 1e9
+    ours = {"forward": lambda: _C.conv_forward(x, w, b, stride, pad),
+            "dx": lambda: _C.conv_backward(dout, x, w, stride, pad, need_dw=False),
+            "dw": lambda: _C.conv_backward(dout, x, w, stride, pad, need_dx=False)}
+    theirs = {}
+    if torch is not None:
+        xt, wt, bt, gt = (torch.from_numpy(v) for v in (x, w, b, dout))
+
+        def backward(mask):
+            return torch.ops.aten.convolution_backward(
+                gt, xt, wt, [F], [stride] * 2, [pad] * 2, [1, 1], False, [0, 0], 1, mask)
+
+        theirs = {"forward": lambda: tF.conv2d(xt, wt, bt, stride=stride, padding=pad),
+                  "dx": lambda: backward([True, False, True]),
+                  "dw": lambda: backward([False, True, True])}
+    result = {}
+    for name in PASSES:
+        if name == "dx" and C == 3:
+            continue
+        fns = [ours[name]] + ([theirs[name]] if theirs else [])
+        times = cpu_medians(fns, repeats)
+        result[name] = (times[0], times[1] if theirs else float("nan"), gflop)
+    return result
+
+
+def layer_text(r):
+    return f"{r['kernel']:<7}{str(r['C']) + '->' + str(r['F']):<9}{r['H']:>4}{r['pass']:>9}"
+
+
+def row_text(r):
+    return (f"{layer_text(r)}{r['ours_ms']:>10.3f}{r['torch_ms']:>10.3f}{r['gflops']:>11.1f}"
+            f"{r['torch_gflops']:>11.1f}{r['ratio']:>7.2f}")
+
+
+def flag_rows(rows, cliff):
+    """Adds 'flags' to each row: 'slow' (behind PyTorch) and 'cliff' (vs its neighbours)."""
+    by_key = {(r["kernel"], r["pass"], r["H"], r["C"], r["F"]): r for r in rows}
+    for r in rows:
+        flags = []
+        if r["ratio"] > 1.0:
+            flags.append("slow")
+        same_pass = [o for o in rows if (o["kernel"], o["pass"]) == (r["kernel"], r["pass"])]
+        same_size = sorted((o for o in same_pass if o["H"] == r["H"]),
+                           key=lambda o: (o["C"] * o["F"], o["C"], o["F"]))
+        i = same_size.index(r)
+        neighbours = same_size[max(0, i - 1):i] + same_size[i + 1:i + 2]
+        sizes = sorted({o["H"] for o in same_pass})
+        j = sizes.index(r["H"])
+        for h in sizes[max(0, j - 1):j] + sizes[j + 1:j + 2]:
+            other = by_key.get((r["kernel"], r["pass"], h, r["C"], r["F"]))
+            if other is not None:
+                neighbours.append(other)
+        if neighbours and r["gflops"] < cliff * float(np.median([o["gflops"] for o in neighbours])):
+            flags.append("cliff")
+        r["flags"] = ",".join(flags)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--kernels", default=",".join(KERNELS),
+                        help="of " + ", ".join(KERNELS) + " (3s2: 3x3 stride 2)")
+    parser.add_argument("--sizes", default="32,16,8,7,14", help="image heights (= widths)")
+    parser.add_argument("--channels", default="3,8,12,16,24,32,48,64,96,128")
+    parser.add_argument("--passes", default="forward,dx,dw")
+    parser.add_argument("--cliff", type=float, default=0.6,
+                        help="flag a rate under this share of its neighbours' median")
+    parser.add_argument("--csv", help="write every pass's numbers to this file")
+    parser.add_argument("--compare", help="a --csv of an earlier run: print old / new times")
+    parser.add_argument("--flagged-only", action="store_true", help="print flagged rows only")
+    args = parser.parse_args()
+    _C.set_num_threads(1)
+    if torch is not None:
+        torch.set_num_threads(1)
+    wanted = set(args.passes.split(","))
+    channels = [int(c) for c in args.channels.split(",")]
+    rng = np.random.default_rng(0)
+    rows = []
+    print(f"float32 conv passes, batch {args.batch}, one thread, CPU time, medians of "
+          f"{args.repeats}; torch {torch.__version__ if torch is not None else 'not installed'}")
+    print(f"{'kernel':<7}{'C->F':<9}{'H':>4}{'pass':>9}{'ours ms':>10}{'torch ms':>10}"
+          f"{'ours GF/s':>11}{'torch GF/s':>11}{'ratio':>7}", flush=True)
+    for name in args.kernels.split(","):
+        kernel, stride, pad = KERNELS[name]
+        for H in (int(h) for h in args.sizes.split(",")):
+            for C, F in channel_pairs(channels):
+                if C != 3 and max(C, F) > KERNEL_MAX_CHANNELS.get(name, max(channels)):
+                    continue
+                for p, (ours, theirs, gflop) in time_passes(
+                        rng, args.batch, C, H, F, kernel, stride, pad, args.repeats).items():
+                    if p not in wanted:
+                        continue
+                    row = {"kernel": name, "C": C, "F": F, "H": H, "pass": p, "ours_ms": 1e3 * ours,
+                           "torch_ms": 1e3 * theirs, "gflops": gflop / ours,
+                           "torch_gflops": gflop / theirs, "ratio": ours / theirs}
+                    rows.append(row)
+                    if not args.flagged_only:
+                        print(row_text(row), flush=True)
+    flag_rows(rows, args.cliff)
+    flagged = [r for r in rows if r["flags"]]
+    print(f"\n{len(flagged)} of {len(rows)} passes flagged (slow: behind PyTorch; cliff: under "
+          f"{args.cliff} of its neighbours' rate)")
+    for r in flagged:
+        print(f"{row_text(r)}  {r['flags']}")
+    if args.csv:
+        with open(args.csv, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    if args.compare:
+        with open(args.compare) as f:
+            old = {(r["kernel"], int(r["C"]), int(r["F"]), int(r["H"]), r["pass"]): r
+                   for r in csv.DictReader(f)}
+        print("\nagainst --compare: ms old / new (ratio to PyTorch old / new)")
+        for r in rows:
+            o = old.get((r["kernel"], r["C"], r["F"], r["H"], r["pass"]))
+            if o is not None:
+                print(f"{layer_text(r)}{float(o['ours_ms']):>10.3f} / {r['ours_ms']:<8.3f}"
+                      f"({float(o['ratio']):.2f} / {r['ratio']:.2f})")
+
+
+if __name__ == "__main__":
+    main()
