@@ -593,7 +593,8 @@ class Picture:
 
     def _quantity_rows(self, what, value, color, state, scalar_shape):
         """'value -12' for a scalar; for a tensor its L2 norm (or, with detail='full', its
-        statistics on two rows); '?' for a quantity a step frame has not reached yet."""
+        statistics on two rows), for integers what they hold ('2 of 6 set' for a mask,
+        'ints 0 to 9' for labels); '?' for a quantity a step frame has not reached yet."""
         if value is None:
             if what not in state.view.pending:
                 return []
@@ -603,9 +604,17 @@ class Picture:
             return [Row(what, f"{what} {num(summary.value)}", color, 13, True)]
         if summary.empty:
             return [Row(what, f"{what} empty", color)]
+        numbers = dict(summary.stats)
+        if summary.integers:  # a norm of labels or of a mask means nothing
+            low, high = int(numbers["min"]), int(numbers["max"])
+            held = (
+                f"{summary.nonzero} of {math.prod(summary.shape)} set"
+                if 0 <= low and high <= 1
+                else f"ints {low} to {high}"
+            )
+            return [Row(what, f"{what} {held}", color, 12, True)]
         if self.options["detail"] == "compact":
             return [Row(what, f"{what} L2 {num(summary.size)}", color, 12, True)]
-        numbers = dict(summary.stats)
         return [
             Row(what, f"{what} mean {num(numbers['mean'])}  std {num(numbers['std'])}", color),
             Row(

@@ -15,11 +15,13 @@ from .._format import num, shape_text
 
 
 class Summary:
-    """size (|x| for a scalar, else the L2 norm), the statistics, and NaN/Inf presence."""
+    """size (|x| for a scalar, else the L2 norm), the statistics, and NaN/Inf presence; for
+    integers (labels, indices, masks), whether they are and how many are nonzero."""
 
     def __init__(self, array):
         array = np.asarray(array)
         self.shape, self.scalar = array.shape, array.size == 1
+        self.integers = array.dtype.kind in "biu"
         if self.scalar:  # most of a circuit's numbers: no array arithmetic for one
             self.value = float(array.reshape(()))
             self.nan, self.inf, self.empty = math.isnan(self.value), math.isinf(self.value), False
@@ -41,6 +43,7 @@ class Summary:
             return
         self.value = None
         self.size = math.sqrt(np.einsum("i,i->", values, values))
+        self.nonzero = int(np.count_nonzero(values)) if self.integers else None
         low, high, mean = values.min(), values.max(), values.mean()
         # A gradient's mean is often 0 up to rounding (2.8e-18): show it as the 0 it is.
         if abs(mean) <= 1e-12 * max(abs(low), abs(high)):

@@ -190,6 +190,18 @@ def test_edges_carry_the_gradient_each_consumer_sent_not_the_total():
     assert number(" ".join(node_rows(viz.draw(g))["x"]), "grad") == -1.0
 
 
+@pytest.mark.parametrize("detail", ["compact", "full"])
+def test_integer_tensors_say_what_they_hold_not_a_norm(detail):
+    """A mask (a compare's 0/1) as how many entries are set, labels as their range."""
+    g = mlp(np.random.default_rng(0))
+    g.where(g.compare(g["layer1/relu"], ">", 0.0, name="active"), 1.0, 0.0, name="on")
+    g.forward(x=np.random.default_rng(1).standard_normal((4, 5)), y=np.array([0, 2, 1, 2]))
+    rows = node_rows(viz.draw(g, detail=detail, show_not_run=True))
+    active = g["active"].value
+    assert rows["active"][1] == f"value {np.count_nonzero(active)} of {active.size} set"
+    assert rows["y"][1] == "value ints 0 to 2"
+
+
 def test_tensor_labels_are_compact_with_the_full_statistics_in_tooltip_and_detail_full():
     g = mlp(np.random.default_rng(0))
     compact, full = viz.draw(g), viz.draw(g, detail="full")
