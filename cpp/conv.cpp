@@ -120,7 +120,8 @@ bool direct_dx_fits(const ConvGeometry& g) {
 // filters too (3 -> 64 channels 3x3 on rows of 32: 0.6x).
 bool dw_avx512(const ConvGeometry& g) {
     const int64_t last_vector = g.Wo % 16;
-    return use_avx512() && (direct_dw_filter_vectors(g.C, g.F) || last_vector == 0 ||
+    return use_avx512() && (direct_dw_filter_vectors(g.C, g.F, g.HH, g.WW) ||
+                            direct_dw_channel_vectors(g.C, g.F, g.HH, g.WW) || last_vector == 0 ||
                             last_vector > 8);
 }
 
@@ -498,8 +499,11 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
     const bool tap_dw = phase || tap_weight_gradient<T>(g, direct_pass);
     const bool direct = direct_pass.dw || tap_dw;  // of the weight gradient
     const bool dw_on_avx512 = direct_pass.dw && dw_avx512(g);
-    // That kernel, on 16+ channels and filters, also sums db while it reads dout.
-    const bool db_in_dw = dw && dw_on_avx512 && direct_dw_filter_vectors(g.C, g.F);
+    // Its kernel with vectors along the channels reads x in place (no padded copies).
+    const bool dw_on_channels = dw_on_avx512 && direct_dw_channel_vectors(g.C, g.F, g.HH, g.WW);
+    // That one, and the one on 16+ channels and filters, also sum db while they read dout.
+    const bool db_in_dw = dw && dw_on_avx512 &&
+                          (dw_on_channels || direct_dw_filter_vectors(g.C, g.F, g.HH, g.WW));
     T* gemm_dx = dx;  // what is left of dx for im2col + GEMM
     const int64_t chunk_images = chunks ? (g.N + chunks - 1) / chunks : 0;  // N may be 0
     DirectConv d{};  // set only on the direct path: it asks the AVX2 code for its tile
@@ -529,8 +533,10 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
         } else if (dw && direct) {
             d = direct_geometry(g, direct_tile_filters(g.Wo));  // the dw kernel is AVX2
             padded = padded_floats(d);
-            pads.assign(checked_mul(threads * chunk_images, padded, "conv padded images"),
-                        0.0f);
+            if (!dw_on_channels) {
+                pads.assign(checked_mul(threads * chunk_images, padded, "conv padded images"),
+                            0.0f);
+            }
             if (dw_on_avx512) {
                 scratches.assign(threads, direct_dw_scratch_avx512(d));
             }
@@ -579,6 +585,10 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
             if (dw && tap_dw) {
                 phase_dw->images(x + first * g.C * g.H * g.W, dout + first * F * P, last - first,
                                  my_dw_t, scratches.scratch_of(t));
+            } else if (dw && dw_on_channels) {
+                direct_conv_dw_channels_avx512(d, g.pad, x + first * g.C * g.H * g.W,
+                                               dout + first * F * P, last - first, my_dw_t, my_db,
+                                               scratches.scratch_of(t));
             } else if (dw && direct) {  // the chunk's images together: one horizontal sum per tile
                 float* my_pads = pads.data() + t * chunk_images * padded;
                 for (int64_t n = first; n < last; ++n) {

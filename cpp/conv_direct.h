@@ -81,8 +81,26 @@ void direct_conv_forward_image_avx512(const DirectConv& g, const float* xpad, co
 // 1.61 -> 2.05, so a full vector stays).
 constexpr int64_t kDirectDwFilterVectorMinChannels = 16;
 constexpr int64_t kDirectDwFilterVectorMinFilters = 16;
-inline bool direct_dw_filter_vectors(int64_t C, int64_t F) {
-    return C >= kDirectDwFilterVectorMinChannels && F >= kDirectDwFilterVectorMinFilters;
+// 3x3 layers of 16+ channels and fewer than 32 filters take the kernel with vectors along
+// the channels (C of 16 to 24 fill a vector and a half to three quarters; C of 12 or 20
+// run as fast on it as on the kernels below, and 32 filters fill two filter vectors).
+constexpr int64_t kDirectDwChannelVectorMinChannels = 16;
+constexpr int64_t kDirectDwChannelVectorMaxFilters = 31;
+inline bool direct_dw_channel_vectors(int64_t C, int64_t F, int64_t HH, int64_t WW) {
+    return HH == 3 && WW == 3 && C >= kDirectDwChannelVectorMinChannels &&
+           F <= kDirectDwChannelVectorMaxFilters;
+}
+// dw_t (taps x F) += the weight gradient, and db (F) += the bias gradient, of `images`
+// consecutive images x (images x C x H x W, H = Hp - 2 pad, W = Wp - 2 pad) and their
+// output gradients dout, for 3x3 layers where direct_dw_channel_vectors: read straight
+// from x (each image padded and turned channels-last in scratch, room for
+// direct_dw_scratch_avx512(g) floats).
+void direct_conv_dw_channels_avx512(const DirectConv& g, int64_t pad, const float* x,
+                                    const float* dout, int64_t images, float* dw_t, float* db,
+                                    float* scratch);
+inline bool direct_dw_filter_vectors(int64_t C, int64_t F, int64_t HH, int64_t WW) {
+    return !direct_dw_channel_vectors(C, F, HH, WW) && C >= kDirectDwFilterVectorMinChannels &&
+           F >= kDirectDwFilterVectorMinFilters;
 }
 int64_t direct_dw_scratch_avx512(const DirectConv& g);
 void direct_conv_dw_images_avx512(const DirectConv& g, const int64_t* tap_offsets,

@@ -57,6 +57,10 @@ void direct_conv_dw_images_avx512(const DirectConv&, const int64_t*, const float
                                   const float*, int64_t, float*, float*, float*) {
     absent("direct_conv_dw_images_avx512");
 }
+void direct_conv_dw_channels_avx512(const DirectConv&, int64_t, const float*, const float*,
+                                    int64_t, float*, float*, float*) {
+    absent("direct_conv_dw_channels_avx512");
+}
 void direct_sparse_dw_rows(int64_t, int64_t, const float*, const int32_t*, const float*,
                            int64_t, float*) {
     absent("direct_sparse_dw_rows");
