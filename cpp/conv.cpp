@@ -111,8 +111,8 @@ bool direct_dx_fits(const ConvGeometry& g) {
 }
 
 // Whether the weight gradient runs on an AVX-512 kernel (conv_direct.h). On 16+ channels
-// and filters its kernel with vectors along the filters beats the GEMM for any number of
-// filters and any row (per pass, batch 16, one thread: 32 -> 64 and 64 -> 64 channels 3x3
+// and filters its kernels with vectors along the filters or (3x3, under 32 filters) the
+// channels beat the GEMM for any number of filters and any row (per pass, batch 16, one thread: 32 -> 64 and 64 -> 64 channels 3x3
 // on rows of 16, 0.7x its time). On fewer, its kernel walks each row 16 pixels at a time;
 // on rows whose last vector would be half empty or less (24, 40 pixels) the AVX2 kernel's
 // 8 are as fast (3x3 32->32 @24 1.08x the AVX2 kernel's time, @40 0.98x, but @32 0.67x, @16

@@ -81,9 +81,11 @@ void direct_conv_forward_image_avx512(const DirectConv& g, const float* xpad, co
 // 1.61 -> 2.05, so a full vector stays).
 constexpr int64_t kDirectDwFilterVectorMinChannels = 16;
 constexpr int64_t kDirectDwFilterVectorMinFilters = 16;
-// 3x3 layers of 16+ channels and fewer than 32 filters take the kernel with vectors along
-// the channels (C of 16 to 24 fill a vector and a half to three quarters; C of 12 or 20
-// run as fast on it as on the kernels below, and 32 filters fill two filter vectors).
+// 3x3 layers of 16+ channels and fewer than 32 filters take a kernel with vectors along
+// the channels instead (direct_conv_dw_channels_avx512): kernel alone, one thread, 4
+// images @32, GF/s against the kernels above: 16 -> 16 103 -> 169, 32 -> 16 109 -> 168,
+// 16 -> 8 110 -> 152, 24 -> 24 128 -> 140; a tie at 32 filters (two whole filter vectors)
+// and on 12 or 20 channels, a loss on 8 (half its lanes empty: 118 -> 88).
 constexpr int64_t kDirectDwChannelVectorMinChannels = 16;
 constexpr int64_t kDirectDwChannelVectorMaxFilters = 31;
 inline bool direct_dw_channel_vectors(int64_t C, int64_t F, int64_t HH, int64_t WW) {

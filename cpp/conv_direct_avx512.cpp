@@ -3,8 +3,9 @@
 // padded image as the AVX2 kernel, a tile of its own: 24 accumulators (of the 32
 // registers) as 12 filters x 2 vectors. The weight gradient: on few channels the AVX2
 // kernel's scheme with a tile of 6 filters x 4 taps, on more a product with vectors along
-// the filters. Like conv_direct.cpp, it includes no library header, so no AVX-512 copy of
-// a shared inline function leaks out.
+// the filters, and for 3x3 layers of few filters one with vectors along the channels. Like
+// conv_direct.cpp, it includes no library header, so no AVX-512 copy of a shared inline
+// function leaks out.
 #pragma GCC target("avx512f,avx2,fma")
 #include <immintrin.h>
 
