@@ -111,13 +111,14 @@ bool direct_dx_fits(const ConvGeometry& g) {
 }
 
 // Whether the weight gradient runs on an AVX-512 kernel (conv_direct.h). On 16+ channels
-// and filters its kernels with vectors along the filters or (3x3, under 32 filters) the
-// channels beat the GEMM for any number of filters and any row (per pass, batch 16, one thread: 32 -> 64 and 64 -> 64 channels 3x3
-// on rows of 16, 0.7x its time). On fewer, its kernel walks each row 16 pixels at a time;
-// on rows whose last vector would be half empty or less (24, 40 pixels) the AVX2 kernel's
-// 8 are as fast (3x3 32->32 @24 1.08x the AVX2 kernel's time, @40 0.98x, but @32 0.67x, @16
-// 0.77x), and on many filters both lose to the GEMM; elsewhere it beats the GEMM on many
-// filters too (3 -> 64 channels 3x3 on rows of 32: 0.6x).
+// and filters its kernels with vectors along the filters or (3x3, 5x5, 7x7, under 32
+// filters) the channels beat the GEMM for any number of filters and any row (per pass,
+// batch 16, one thread: 32 -> 64 and 64 -> 64 channels 3x3 on rows of 16, 0.7x its time).
+// On fewer, its kernel walks each row 16 pixels at a time; on rows whose last vector
+// would be half empty or less (24, 40 pixels) the AVX2 kernel's 8 are as fast (3x3
+// 32->32 @24 1.08x the AVX2 kernel's time, @40 0.98x, but @32 0.67x, @16 0.77x), and on
+// many filters both lose to the GEMM; elsewhere it beats the GEMM on many filters too
+// (3 -> 64 channels 3x3 on rows of 32: 0.6x).
 bool dw_avx512(const ConvGeometry& g) {
     const int64_t last_vector = g.Wo % 16;
     return use_avx512() && (direct_dw_filter_vectors(g.C, g.F, g.HH, g.WW) ||

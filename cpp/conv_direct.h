@@ -81,20 +81,24 @@ void direct_conv_forward_image_avx512(const DirectConv& g, const float* xpad, co
 // 1.61 -> 2.05, so a full vector stays).
 constexpr int64_t kDirectDwFilterVectorMinChannels = 16;
 constexpr int64_t kDirectDwFilterVectorMinFilters = 16;
-// 3x3 layers of 16+ channels and fewer than 32 filters take a kernel with vectors along
-// the channels instead (direct_conv_dw_channels_avx512): kernel alone, one thread, 4
-// images @32, GF/s against the kernels above: 16 -> 16 103 -> 169, 32 -> 16 109 -> 168,
-// 16 -> 8 110 -> 152, 24 -> 24 128 -> 140; a tie at 32 filters (two whole filter vectors)
-// and on 12 or 20 channels, a loss on 8 (half its lanes empty: 118 -> 88).
+// 3x3, 5x5 and 7x7 layers of 16+ channels and fewer than 32 filters take a kernel with
+// vectors along the channels instead (direct_conv_dw_channels_avx512): kernel alone, one
+// thread, 4 images @32, GF/s against the kernels above: 3x3 16 -> 16 103 -> 169, 32 -> 16
+// 109 -> 168, 16 -> 8 110 -> 152, 24 -> 24 128 -> 140; 5x5 16 -> 16 147 -> 166, 16 -> 8
+// 115 -> 153; 7x7 16 -> 16 155 -> 176, 16 -> 8 116 -> 167; a tie at 32 filters (two
+// whole filter vectors) and on 12 or 20 channels, a loss on 8 (half its lanes empty:
+// 3x3 118 -> 88). 5x5 and 7x7 layers take it on whole channel vectors only (per pass,
+// batch 64, one thread: 5x5 24 -> 24 at 1.03-1.13x the filter-vector kernel's time, 48 ->
+// 24 at 0.73-0.86x).
 constexpr int64_t kDirectDwChannelVectorMinChannels = 16;
 constexpr int64_t kDirectDwChannelVectorMaxFilters = 31;
 inline bool direct_dw_channel_vectors(int64_t C, int64_t F, int64_t HH, int64_t WW) {
-    return HH == 3 && WW == 3 && C >= kDirectDwChannelVectorMinChannels &&
-           F <= kDirectDwChannelVectorMaxFilters;
+    const bool kernel = HH == WW && (HH == 3 || ((HH == 5 || HH == 7) && C % 16 == 0));
+    return kernel && C >= kDirectDwChannelVectorMinChannels && F <= kDirectDwChannelVectorMaxFilters;
 }
 // dw_t (taps x F) += the weight gradient, and db (F) += the bias gradient, of `images`
 // consecutive images x (images x C x H x W, H = Hp - 2 pad, W = Wp - 2 pad) and their
-// output gradients dout, for 3x3 layers where direct_dw_channel_vectors: read straight
+// output gradients dout, for the layers where direct_dw_channel_vectors: read straight
 // from x (each image padded and turned channels-last in scratch, room for
 // direct_dw_scratch_avx512(g) floats).
 void direct_conv_dw_channels_avx512(const DirectConv& g, int64_t pad, const float* x,

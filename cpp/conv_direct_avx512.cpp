@@ -3,7 +3,7 @@
 // padded image as the AVX2 kernel, a tile of its own: 24 accumulators (of the 32
 // registers) as 12 filters x 2 vectors. The weight gradient: on few channels the AVX2
 // kernel's scheme with a tile of 6 filters x 4 taps, on more a product with vectors along
-// the filters, and for 3x3 layers of few filters one with vectors along the channels. Like
+// the filters, and for square layers of few filters one with vectors along the channels. Like
 // conv_direct.cpp, it includes no library header, so no AVX-512 copy of a shared inline
 // function leaks out.
 #pragma GCC target("avx512f,avx2,fma")
@@ -358,17 +358,15 @@ void dw_filter_tile(const DirectConv& g, const int64_t* tap_offsets, const float
     }
 }
 
-// The weight gradient of 3x3 layers on few filters (direct_dw_channel_vectors), with the
-// vectors along the channels: acc[f][s] (a filter, one of the 9 taps s = 3 kh + kw, 16
-// channels) += x[pixel + s] * dout[f][pixel]. The padded image is turned channels-last
-// (pixels x channel vectors, zero past C) once per image, so each pixel's 9 taps are 9
-// loads shared by the tile's filters, and dout is broadcast straight from its planes, one
-// broadcast per filter and pixel shared by the 9 taps: a tile of 3 filters x 9 taps, 27
-// accumulators, 12 loads per 27 FMAs. With vectors along the filters a layer of 16
-// filters fills one vector, and each FMA needs a broadcast of its own (25 loads per 24
-// FMAs).
-constexpr int kChannelTileFilters = 3;
-constexpr int kKernelTaps = 9;
+// The weight gradient of 3x3, 5x5 and 7x7 layers on few filters
+// (direct_dw_channel_vectors), with the vectors along the channels: acc[f][s] (a filter,
+// a tap s = kh * WW + kw, 16 channels) += x[pixel + s] * dout[f][pixel]. The padded image
+// is turned channels-last (pixels x channel vectors, zero past C) once per image, so each
+// pixel's taps are one load each shared by the tile's filters, and dout is broadcast
+// straight from its planes, one broadcast per filter and pixel shared by the taps: for
+// 3x3 a tile of 3 filters x 9 taps, 27 accumulators, 12 loads per 27 FMAs. With vectors
+// along the filters a layer of 16 filters fills one vector, and each FMA needs a
+// broadcast of its own (25 loads per 24 FMAs).
 // The input rows of a block (one channel vector): 24 KB took 10% off 16 -> 16 @32 against
 // reading the whole image from L2 (each filter tile's pass).
 constexpr int64_t kChannelBlockBytes = 24 * 1024;
@@ -420,47 +418,75 @@ void add_plane_sums(const DirectConv& g, const float* dout, float* db) {
     }
 }
 
-// sums ((f * 9 + s) * lanes + c) += channel vector c0 of filters f0 .. f0+Filters-1's taps
-// over one image (hwc channels-last, dout its F planes).
-template <int Filters>
+// sums ((f * taps + t) * lanes + c) += channel vector c0 of filters f0 .. f0+Filters-1's
+// taps t of kernel rows kh0 .. kh0+Rows-1 (Width taps each) over one image's output rows
+// oy0 .. oy0+rows-1 (hwc channels-last, dout its F planes).
+template <int Filters, int Width, int Rows>
 void channel_dw_tile(const DirectConv& g, const float* hwc, int64_t lanes, const float* dout,
-                     int64_t oy0, int64_t rows, int64_t f0, int64_t c0, float* sums) {
-    __m512 acc[Filters][kKernelTaps];
-#pragma GCC unroll 4
+                     int64_t oy0, int64_t rows, int64_t kh0, int64_t f0, int64_t c0,
+                     float* sums) {
+    constexpr int kTaps = Width * Rows;
+    __m512 acc[Filters][kTaps];
+#pragma GCC unroll 5
     for (int i = 0; i < Filters; ++i) {
 #pragma GCC unroll 9
-        for (int s = 0; s < kKernelTaps; ++s) acc[i][s] = _mm512_setzero_ps();
+        for (int s = 0; s < kTaps; ++s) acc[i][s] = _mm512_setzero_ps();
     }
     const int64_t out_plane = g.Ho * g.Wo, row = g.Wp * lanes;
     const float* grad = dout + f0 * out_plane;
     for (int64_t oy = oy0; oy < oy0 + rows; ++oy) {
-        const float* in = hwc + oy * row + c0;
+        const float* in = hwc + (oy + kh0) * row + c0;
         const float* d = grad + oy * g.Wo;
         for (int64_t ox = 0; ox < g.Wo; ++ox, in += lanes, ++d) {
             __m512 gain[Filters];
-#pragma GCC unroll 4
+#pragma GCC unroll 5
             for (int i = 0; i < Filters; ++i) gain[i] = _mm512_set1_ps(d[i * out_plane]);
 #pragma GCC unroll 9
-            for (int s = 0; s < kKernelTaps; ++s) {
-                __m512 x = _mm512_loadu_ps(in + (s / 3) * row + (s % 3) * lanes);
+            for (int s = 0; s < kTaps; ++s) {
+                __m512 x = _mm512_loadu_ps(in + (s / Width) * row + (s % Width) * lanes);
                 asm("" : "+v"(x));  // one load per tap: else each FMA reads x from memory
-#pragma GCC unroll 4
+#pragma GCC unroll 5
                 for (int i = 0; i < Filters; ++i) acc[i][s] = _mm512_fmadd_ps(x, gain[i], acc[i][s]);
             }
         }
     }
-#pragma GCC unroll 4
+    const int64_t taps = g.HH * g.WW;
+#pragma GCC unroll 5
     for (int i = 0; i < Filters; ++i) {
 #pragma GCC unroll 9
-        for (int s = 0; s < kKernelTaps; ++s) {
-            float* p = sums + ((f0 + i) * kKernelTaps + s) * lanes + c0;
+        for (int s = 0; s < kTaps; ++s) {
+            float* p = sums + ((f0 + i) * taps + kh0 * Width + s) * lanes + c0;
             _mm512_storeu_ps(p, _mm512_add_ps(acc[i][s], _mm512_loadu_ps(p)));
         }
     }
 }
 
-// Tiles of 3 filters, the last 4 (where F % 3 == 1) as two of 2, in blocks of output rows
-// whose input rows' channel vector stays in L1 while every filter tile reads it.
+// All filters for kernel rows kh0 .. kh0+Rows-1 in tiles of Tile filters; where F % Tile
+// leaves 1 and Tile is 3, the last 4 as two tiles of 2.
+template <int Width, int Rows, int Tile>
+void channel_dw_filters(const DirectConv& g, const float* hwc, int64_t lanes, const float* dout,
+                        int64_t oy0, int64_t rows, int64_t kh0, int64_t c0, float* sums) {
+    int64_t f0 = 0;
+    for (; g.F - f0 >= Tile && !(Tile == 3 && g.F - f0 == 4); f0 += Tile) {
+        channel_dw_tile<Tile, Width, Rows>(g, hwc, lanes, dout, oy0, rows, kh0, f0, c0, sums);
+    }
+    static_assert(Tile <= 4, "the remainders below: 3, 2 and 1 filters");
+    while (f0 < g.F) {
+        const int64_t left = g.F - f0;
+        if (left == 3) {
+            channel_dw_tile<3, Width, Rows>(g, hwc, lanes, dout, oy0, rows, kh0, f0, c0, sums);
+        } else if (left == 1) {
+            channel_dw_tile<1, Width, Rows>(g, hwc, lanes, dout, oy0, rows, kh0, f0, c0, sums);
+        } else {
+            channel_dw_tile<2, Width, Rows>(g, hwc, lanes, dout, oy0, rows, kh0, f0, c0, sums);
+        }
+        f0 += left == 3 ? 3 : left == 1 ? 1 : 2;
+    }
+}
+
+// In blocks of output rows whose input rows' channel vector stays in L1 while every
+// filter tile reads it. 3x3: a tile of 3 filters x 9 taps (27 accumulators, 12 loads per
+// 27 FMAs); 5x5: 4 filters x a kernel row's 5 taps (20, 9 per 20); 7x7: 3 x 7 (21, 10 per 21).
 void channel_dw_image(const DirectConv& g, const float* hwc, int64_t lanes, const float* dout,
                       float* sums) {
     const int64_t in_rows = kChannelBlockBytes / (g.Wp * kLanes * 4);
@@ -468,12 +494,13 @@ void channel_dw_image(const DirectConv& g, const float* hwc, int64_t lanes, cons
     for (int64_t oy0 = 0; oy0 < g.Ho; oy0 += block) {
         const int64_t rows = g.Ho - oy0 < block ? g.Ho - oy0 : block;
         for (int64_t c0 = 0; c0 < lanes; c0 += kLanes) {
-            int64_t f0 = 0;
-            for (; g.F - f0 >= kChannelTileFilters && g.F - f0 != 4; f0 += kChannelTileFilters) {
-                channel_dw_tile<kChannelTileFilters>(g, hwc, lanes, dout, oy0, rows, f0, c0, sums);
+            for (int64_t kh0 = 0; kh0 < g.HH; kh0 += g.WW == 3 ? 3 : 1) {
+                switch (g.WW) {
+                    case 3: channel_dw_filters<3, 3, 3>(g, hwc, lanes, dout, oy0, rows, kh0, c0, sums); break;
+                    case 5: channel_dw_filters<5, 1, 4>(g, hwc, lanes, dout, oy0, rows, kh0, c0, sums); break;
+                    default: channel_dw_filters<7, 1, 3>(g, hwc, lanes, dout, oy0, rows, kh0, c0, sums); break;
+                }
             }
-            for (; g.F - f0 >= 2; f0 += 2) channel_dw_tile<2>(g, hwc, lanes, dout, oy0, rows, f0, c0, sums);
-            if (f0 < g.F) channel_dw_tile<1>(g, hwc, lanes, dout, oy0, rows, f0, c0, sums);
         }
     }
 }
@@ -483,8 +510,8 @@ void channel_dw_image(const DirectConv& g, const float* hwc, int64_t lanes, cons
 void direct_conv_dw_channels_avx512(const DirectConv& g, int64_t pad, const float* x,
                                     const float* dout, int64_t images, float* dw_t, float* db,
                                     float* scratch) {
-    const int64_t lanes = channel_lanes(g.C), sums_floats = g.F * kKernelTaps * lanes;
-    float* sums = scratch;  // F x 9 x lanes
+    const int64_t taps = g.HH * g.WW, lanes = channel_lanes(g.C), sums_floats = g.F * taps * lanes;
+    float* sums = scratch;  // F x taps x lanes
     float* hwc = scratch + sums_floats;
     for (int64_t i = 0; i < sums_floats + g.Hp * g.Wp * lanes; ++i) scratch[i] = 0.0f;
     const int64_t image_in = g.C * (g.Hp - 2 * pad) * (g.Wp - 2 * pad), image_out = g.F * g.Ho * g.Wo;
@@ -494,16 +521,16 @@ void direct_conv_dw_channels_avx512(const DirectConv& g, int64_t pad, const floa
         add_plane_sums(g, dout + image * image_out, db);
     }
     for (int64_t c = 0; c < g.C; ++c) {
-        for (int64_t s = 0; s < kKernelTaps; ++s) {
-            float* to = dw_t + (c * kKernelTaps + s) * g.F;
-            for (int64_t f = 0; f < g.F; ++f) to[f] += sums[(f * kKernelTaps + s) * lanes + c];
+        for (int64_t s = 0; s < taps; ++s) {
+            float* to = dw_t + (c * taps + s) * g.F;
+            for (int64_t f = 0; f < g.F; ++f) to[f] += sums[(f * taps + s) * lanes + c];
         }
     }
 }
 
 int64_t direct_dw_scratch_avx512(const DirectConv& g) {
     if (direct_dw_channel_vectors(g.C, g.F, g.HH, g.WW)) {
-        return (g.F * kKernelTaps + g.Hp * g.Wp) * channel_lanes(g.C);
+        return (g.F * g.HH * g.WW + g.Hp * g.Wp) * channel_lanes(g.C);
     }
     if (!direct_dw_filter_vectors(g.C, g.F, g.HH, g.WW)) return 0;
     return block_rows(g) * g.Wo * filter_vectors(g.F) * kLanes;

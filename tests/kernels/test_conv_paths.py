@@ -226,22 +226,24 @@ def test_weight_gradient_of_kernels_three_wide(N, C, H, W, F, kh, kw, pad, seed)
     assert_stride_one_matches_naive(N, C, H, W, F, kh, kw, pad, seed)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(
     N=st.integers(0, 3),
     C=st.integers(16, 49),
     H=st.integers(1, 20),
     W=st.integers(1, 37),
     F=st.integers(1, 33),
-    pad=st.integers(0, 2),
+    k=st.sampled_from([3, 3, 5, 7]),
+    pad=st.integers(0, 3),
     seed=st.integers(0, 2**16),
 )
-def test_weight_gradient_of_3x3_layers_on_few_filters(N, C, H, W, F, pad, seed):
-    """3x3 layers of 16+ channels and under 32 filters: in float32 on an AVX-512 CPU the
-    weight gradient with vectors along the channels (the image turned channels-last, lanes
-    past C zero; filter tiles of 3, 2 and 1; row blocks of any height; rows of any width),
-    db summed with it, against the naive loops and bitwise on 1 and 2 threads."""
-    assert_stride_one_matches_naive(N, C, H, W, F, 3, 3, pad, seed)
+def test_weight_gradient_of_square_layers_on_few_filters(N, C, H, W, F, k, pad, seed):
+    """3x3, 5x5 and 7x7 layers of 16+ channels and under 32 filters: in float32 on an
+    AVX-512 CPU the weight gradient with vectors along the channels (the image turned
+    channels-last, lanes past C zero; filter tiles of 4, 3, 2 and 1; row blocks of any
+    height; rows of any width), db summed with it, against the naive loops and bitwise on
+    1 and 2 threads."""
+    assert_stride_one_matches_naive(N, C, H, W, F, k, k, pad, seed)
 
 
 @settings(max_examples=60, deadline=None)
