@@ -29,6 +29,7 @@
 #include "recurrent.h"
 #include "softmax_loss.h"
 #include "threads.h"
+#include "walk.h"
 
 namespace py = pybind11;
 using namespace pybind11::literals;
@@ -941,6 +942,7 @@ PYBIND11_MODULE(_C, m) {
           "Returns the array pool's kept blocks to the system.");
     m.doc() = "graphnet C++ kernels (conv: direct AVX2 or im2col + OpenBLAS GEMM; max pool)";
     m.attr("__version__") = "0.1.0";
+    bind_walks(m);  // walk.h
 
     m.def("conv_forward", &py_conv_forward, "x"_a, "w"_a, "b"_a, "stride"_a, "pad"_a,
           "relu"_a = false,
