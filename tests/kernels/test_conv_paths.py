@@ -261,7 +261,7 @@ def test_stride_one_layers_on_short_rows_and_narrow_filter_tiles(N, C, H, W, F, 
     seed=st.integers(0, 2**16),
 )
 def test_conv_relu_forward_is_relu_of_conv_forward(N, C, H, W, F, layer, dtype, path, nan, seed):
-    """conv_forward(relu=True) (the eval-mode conv -> batchnorm -> relu step's kernel) on
+    """conv_forward(activation="relu") (the eval-mode conv -> batchnorm -> relu step's kernel) on
     every path is the relu gate of conv_forward's output (NaNs pass), on 1 and 2 threads."""
     k, stride, pad = layer
     if k > H + 2 * pad or k > W + 2 * pad:
@@ -284,7 +284,7 @@ def test_conv_relu_forward_is_relu_of_conv_forward(N, C, H, W, F, layer, dtype, 
         expected, _ = Relu().forward(_C.conv_forward(x, w, b, stride, pad))
         for threads in (1, 2):
             _C.set_num_threads(threads)
-            got = _C.conv_forward(x, w, b, stride, pad, relu=True)
+            got = _C.conv_forward(x, w, b, stride, pad, activation="relu")
             assert got.dtype == dtype
             np.testing.assert_array_equal(got, expected)
     finally:
