@@ -51,19 +51,11 @@ class Conv(Gate):
             window_count(x[3], w[3], self.stride, self.pad, "width"),
         )
 
-    def forward(self, x, w, b, activation=("", 0.0)):
-        """activation: (name, alpha), an activation gate that follows (relu, or leaky_relu of
-        slope alpha >= 0) for the conv kernel to take each image's while it is in cache
-        (passes/conv_activation.py): then out is that gate's value."""
-        return fast.conv_forward_fast(x, w, b, self.attrs(), *activation)
+    def forward(self, x, w, b):
+        return fast.conv_forward_fast(x, w, b, self.attrs())
 
-    def backward(self, dout, cache, needs, activation=("", 0.0), act_out=None):
-        """activation and act_out, the output forward gave with it: dout is act_out's
-        gradient, taken through the activation where the kernel reads it."""
-        name, alpha = activation
-        return fast.conv_backward_fast(
-            dout, cache, need_dx=needs[0], activation=name, alpha=alpha, act_out=act_out
-        )
+    def backward(self, dout, cache, needs):
+        return fast.conv_backward_fast(dout, cache, need_dx=needs[0])
 
     def summarize_cache(self, cache, input_names):
         x, w = cache[:2]

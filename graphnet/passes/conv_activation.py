@@ -26,6 +26,7 @@ that the fused step would have to write as well.
 """
 
 from ..core.plan import Step
+from ..kernels import fast
 from .base import FusionPass, kept, readers, register_pass
 
 
@@ -86,7 +87,9 @@ def _forward(conv, act):
 
     def run(store):
         values = [store.values[i.index] for i in conv.inputs]
-        out, store.caches[conv.index] = conv.gate.forward(*values, activation=activation)
+        out, store.caches[conv.index] = fast.conv_forward_fast(
+            *values, conv.gate.attrs(), *activation
+        )
         store.values[act.index] = out
         inputs = [kept(node, value) for node, value in zip(conv.inputs, values)]
         store.defer("value", conv.index, lambda: conv.gate.forward(*inputs)[0], out.shape)
@@ -99,15 +102,20 @@ def _forward(conv, act):
 
 
 def _backward(conv, act):
-    activation = _activation(act)
+    name, alpha = _activation(act)
 
     def run(store, needs):
         dout, out = store.grads[act.index], store.value(act.index)
         # The activation's gate on its output: where that is positive, so is its input.
         mask = (lambda: out > 0) if act.op == "relu" else (lambda: out)
         store.defer("grad", conv.index, lambda: act.gate.backward(dout, mask(), (True,))[0])
-        return conv.gate.backward(
-            dout, store.cache(conv.index), needs, activation=activation, act_out=out
+        return fast.conv_backward_fast(
+            dout,
+            store.cache(conv.index),
+            need_dx=needs[0],
+            activation=name,
+            alpha=alpha,
+            act_out=out,
         )
 
     return run
