@@ -530,20 +530,20 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
     // every entry read is written first).
     std::unique_ptr<T[]> through;
     if constexpr (std::is_same_v<T, float>) {
-        const bool whole_batch_dx = dx && (winograd_conv(g, g.F, g.C, 0) || direct_pass.dx ||
-                                           phase || tap_input_gradient<T>(g));
-        if (act_out && whole_batch_dx) {
-            through.reset(new T[checked_mul(g.N, F * P, "conv: the gradient through the activation")]);
-            pointwise_backward(Pointwise::leaky_relu, g.N * F * P, dout, act_out,
-                               gradient_slope<T>(act), through.get());
-            dout = through.get();
-            act_out = nullptr;
-        }
-        if (dx && winograd_conv(g, g.F, g.C, 0)) {
-            winograd_input_gradient(g, dout, w, dx);
-            gemm_dx = nullptr;
-        } else if (dx && (direct_pass.dx || phase || tap_input_gradient<T>(g))) {
-            if (direct_pass.dx) {
+        const bool winograd_dx = dx && winograd_conv(g, g.F, g.C, 0);
+        // These dx kernels read the whole batch's dout, not a chunk's.
+        if (winograd_dx || (dx && (direct_pass.dx || phase || tap_input_gradient<T>(g)))) {
+            if (act_out) {
+                const int64_t n = checked_mul(g.N, F * P, "conv: the gradient through the activation");
+                through.reset(new T[n]);
+                pointwise_backward(Pointwise::leaky_relu, n, dout, act_out, gradient_slope<T>(act),
+                                   through.get());
+                dout = through.get();
+                act_out = nullptr;
+            }
+            if (winograd_dx) {
+                winograd_input_gradient(g, dout, w, dx);
+            } else if (direct_pass.dx) {
                 direct_input_gradient(g, dout, w, dx);
             } else {
                 phase_input_gradient(g, dout, w, dx);
@@ -571,7 +571,9 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
     const bool pointwise = is_pointwise(g);
     std::vector<T> cols(dw && !direct && !pointwise ? threads * K * P : 0);
     std::vector<T> dcols(gemm_dx && !pointwise ? threads * K * P : 0);
-    if (act_out) through.reset(new T[checked_mul(threads * chunk_images, F * P, "conv: chunk buffers")]);
+    if (act_out) {
+        through.reset(new T[checked_mul(threads * chunk_images, F * P, "conv: chunk buffers")]);
+    }
 #pragma omp parallel for schedule(dynamic) num_threads(threads)
     for (int64_t chunk = 0; chunk < chunks; ++chunk) {
         const int t = omp_get_thread_num();
