@@ -27,7 +27,7 @@ that the fused step would have to write as well.
 
 from ..core.plan import Step
 from ..kernels import fast
-from .base import FusionPass, kept, readers, register_pass
+from .base import FusionPass, fuse_pairs, kept, register_pass
 
 
 @register_pass
@@ -59,26 +59,11 @@ def _activation(node):
 
 
 def _fuse(steps, make_step):
-    """`steps` with each conv -> activation run (both single-gate steps there, the conv read
-    by the activation only) replaced by make_step(conv, activation, the conv's step)."""
-    plain = {step.node: step for step in steps if not step.fused}
-    reads = readers(steps)
-    acts = {
-        act
-        for act in plain
-        if _activation(act) is not None
-        and (conv := act.inputs[0]).op == "conv"
-        and conv in plain
-        and reads[conv] == 1
-    }
-    convs = {act.inputs[0] for act in acts}
-    return [
-        make_step(step.node.inputs[0], step.node, plain[step.node.inputs[0]])
-        if step.node in acts
-        else step
-        for step in steps
-        if step.node not in convs
-    ]
+    """`steps` with each conv -> activation run (the conv read by the activation only)
+    replaced by make_step(conv, activation, the conv's step)."""
+    return fuse_pairs(
+        steps, lambda act, conv: conv.op == "conv" and _activation(act) is not None, make_step
+    )
 
 
 def _forward(conv, act):
