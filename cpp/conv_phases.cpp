@@ -228,9 +228,13 @@ void PhaseWeightGradient::images(const float* x, const float* dout, int64_t coun
 void phase_input_gradient(const ConvGeometry& g, const float* dout, const float* w, float* dx) {
     const int64_t s = g.stride, C = g.C, F = g.F;
     const int64_t Hs = ceil_div(g.H + 2 * g.pad, s), Ws = ceil_div(g.W + 2 * g.pad, s);
-    // dout padded by top rows and left columns, one fewer than the most taps a phase has
+    // dout padded by top rows and left columns, one fewer than the most taps a phase has.
+    // Its rows are as wide as a phase plane's or as the output's and the left pad, and no
+    // wider: a read past a row's end, by a tap of a column of the phase, lands in the zeros
+    // of its tail or of the next row's left pad (32-pixel rows, 3x3 stride 2: 17 columns,
+    // 1 of them computed and dropped where a pad on each side would make it 2 of 18).
     const int64_t top = ceil_div(g.HH, s) - 1, left = ceil_div(g.WW, s) - 1;
-    const int64_t Hd = Hs + top, Wd = Ws + left;
+    const int64_t Hd = Hs + top, Wd = std::max(Ws, g.Wo + left);
     const int64_t C_padded = round_up(C, kTapLanes);
     struct Phase {
         int64_t a, b, i0, i1, j0, j1;
