@@ -161,13 +161,20 @@ int64_t PhaseForward::scratch_floats() const {
                        "conv phase output");
 }
 
-void PhaseForward::images(const float* x, int64_t count, float* scratch) const {
+void PhaseForward::images(const float* x, int64_t count, float* scratch, const float* next,
+                          int64_t next_count) const {
+    const int64_t image = g_.C * g_.H * g_.W;
     for (int64_t i = 0; i < count; ++i) {
-        split_phases(g_, Hs_, Ws_, x + i * g_.C * g_.H * g_.W, scratch + i * planes_floats_);
+        split_phases(g_, Hs_, Ws_, x + i * image, scratch + i * planes_floats_);
     }
-    const TapConv t{g_.taps(), g_.F, F_padded_, count * Q_,
+    const TapConv t{g_.taps(),
+                    g_.F,
+                    F_padded_,
+                    count * Q_,
                     tap_conv_block(F_padded_, count * s_ * s_ * Hs_ * Ws_ / (g_.HH * g_.WW)),
-                    at_.empty() ? nullptr : at_.data()};
+                    at_.empty() ? nullptr : at_.data(),
+                    next,
+                    next ? next_count * image : 0};
     tap_conv_forward_avx512(t, offsets_.data(), scratch, wpack_.scratch_of(0), bias_.scratch_of(0),
                             scratch + out_t_offset());
 }
@@ -211,12 +218,13 @@ void PhaseWeightGradient::images(const float* x, const float* dout, int64_t coun
                                  float* scratch) const {
     const int64_t P = g_.positions();
     float* dout_t = scratch + group_ * planes_floats_;  // its padding columns stay zero
+    const int64_t image = g_.C * g_.H * g_.W;
     const TapConv t{g_.taps(), g_.F, F_padded_, g_.Ho * Ws_, g_.taps()};
     for (int64_t first = 0; first < count; first += group_) {
         const int64_t images = std::min(group_, count - first);
         for (int64_t i = 0; i < images; ++i) {
             const int64_t n = first + i;
-            split_phases(g_, Hs_, Ws_, x + n * g_.C * g_.H * g_.W, scratch + i * planes_floats_);
+            split_phases(g_, Hs_, Ws_, x + n * image, scratch + i * planes_floats_);
             tap_transpose_avx512(g_.F, P, dout + n * g_.F * P, P, dout_t + i * P * F_padded_,
                                  F_padded_);
         }

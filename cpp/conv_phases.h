@@ -39,7 +39,9 @@ class PhaseForward {
     // The outputs of `count` <= group() consecutive images (each C x H x W) into the
     // scratch, this thread's, on a cache line and zeroed by the caller once (the planes'
     // borders are never written); then output(i, ...) copies image i's out (F x Ho x Wo).
-    void images(const float* x, int64_t count, float* scratch) const;
+    // The `next` images' input is brought into L2 meanwhile (none where null).
+    void images(const float* x, int64_t count, float* scratch, const float* next,
+                int64_t next_count) const;
     void output(int64_t i, const float* scratch, float* out) const;
 
   private:
@@ -89,7 +91,9 @@ void phase_forward(const ConvGeometry& g, int threads, const float* x, const flo
     for (int64_t k = 0; k < groups; ++k) {
         const int t = omp_get_thread_num();
         const int64_t first = k * group, count = std::min(group, g.N - first);
-        layer.images(x + first * g.C * g.H * g.W, count, scratches.scratch_of(t));
+        const int64_t image = g.C * g.H * g.W, later = std::min(group, g.N - first - count);
+        layer.images(x + first * image, count, scratches.scratch_of(t),
+                     later > 0 ? x + (first + count) * image : nullptr, later);
         for (int64_t i = 0; i < count; ++i) {
             float* out = out_of(first + i, t);
             layer.output(i, scratches.scratch_of(t), out);

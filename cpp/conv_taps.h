@@ -29,6 +29,10 @@ struct TapConv {
     // Where the forward's position q reads (in + at[q]), for q < Q rounded up to kTapRows;
     // null: at q itself. Only where tap_map_fits(F_padded).
     const int64_t* at = nullptr;
+    // Floats the forward brings into L2 while it computes, a few cache lines a tile: the
+    // next images' input, which the phase split reads from memory next (none where null).
+    const float* prefetch = nullptr;
+    int64_t prefetch_floats = 0;
 };
 
 

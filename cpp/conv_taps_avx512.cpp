@@ -22,6 +22,28 @@ struct Lanes512 {
 };
 static_assert(Lanes512::N == kTapLanes, "F_padded is whole vectors");
 
+// Spreads the prefetches of g.prefetch over about `tiles` calls of step(): the next
+// images' input comes from memory into L2 while this one's FMAs run, instead of stalling
+// the phase split that reads it next (32->64 @32 forward, batch 64, one thread: 0.92x the
+// time; the same for dx's and dw's next inputs paid nothing measurable).
+class Prefetcher {
+  public:
+    Prefetcher(const TapConv& g, int64_t tiles)  // (a last part line is left: no address past it)
+        : from_(g.prefetch),
+          lines_(g.prefetch ? g.prefetch_floats / kLineFloats : 0),
+          per_step_((lines_ + tiles - 1) / (tiles > 0 ? tiles : 1)) {}
+    void step() {
+        for (int64_t k = 0; k < per_step_ && line_ < lines_; ++k, ++line_) {
+            _mm_prefetch(reinterpret_cast<const char*>(from_ + line_ * kLineFloats), _MM_HINT_T1);
+        }
+    }
+
+  private:
+    static constexpr int64_t kLineFloats = 16;
+    const float* from_;
+    int64_t lines_, per_step_, line_ = 0;
+};
+
 // Forward tile: Vf vectors of filters from f0 times Pos positions from q0, taps t0 .. t1-1.
 // Per tap Vf weight loads and Pos broadcasts (folded into the FMAs) feed Vf * Pos FMAs.
 // The first block of taps starts from the bias, the others from what out_t holds. Mapped:
@@ -71,10 +93,11 @@ void tap_forward_tile(const TapConv& g, const int64_t* offsets, const float* in,
 template <class L, int Vf, int Pos, bool Mapped = false>
 void tap_forward_block(const TapConv& g, const int64_t* offsets, const float* in,
                        const float* wpack, const float* bias, float* out_t, int64_t f0,
-                       int64_t t0, int64_t t1) {
+                       int64_t t0, int64_t t1, Prefetcher& prefetcher) {
     static_assert(kTapRows % Pos == 0, "out_t holds Q rounded up to kTapRows rows");
     for (int64_t q0 = 0; q0 < g.Q; q0 += Pos) {
         tap_forward_tile<L, Vf, Pos, Mapped>(g, offsets, in, wpack, bias, out_t, f0, q0, t0, t1);
+        prefetcher.step();
     }
 }
 
@@ -86,21 +109,23 @@ template <class L, int Wide, int Accumulators>
 void tap_forward(const TapConv& g, const int64_t* offsets, const float* in, const float* wpack,
                  const float* bias, float* out_t) {
     const int64_t vectors = g.F_padded / L::N;
+    Prefetcher prefetcher(g, (g.taps + g.block - 1) / g.block * ((g.Q + 5) / 6) *
+                                 ((vectors + Wide - 1) / Wide));
     for (int64_t t0 = 0; t0 < g.taps; t0 += g.block) {
         const int64_t t1 = g.taps - t0 < g.block ? g.taps : t0 + g.block;
         if (g.at) {  // no single vector left over (tap_map_fits)
             int64_t v0 = 0;
             for (; v0 + Wide <= vectors; v0 += Wide) {
                 tap_forward_block<L, Wide, Accumulators / Wide, true>(
-                    g, offsets, in, wpack, bias, out_t, v0 * L::N, t0, t1);
+                    g, offsets, in, wpack, bias, out_t, v0 * L::N, t0, t1, prefetcher);
             }
             if constexpr (Wide == 4) {
                 if (vectors - v0 == 3) {
-                    tap_forward_block<L, 3, Accumulators / 3, true>(g, offsets, in, wpack, bias,
-                                                                    out_t, v0 * L::N, t0, t1);
+                    tap_forward_block<L, 3, Accumulators / 3, true>(
+                        g, offsets, in, wpack, bias, out_t, v0 * L::N, t0, t1, prefetcher);
                 } else if (vectors - v0 == 2) {
-                    tap_forward_block<L, 2, Accumulators / 2, true>(g, offsets, in, wpack, bias,
-                                                                    out_t, v0 * L::N, t0, t1);
+                    tap_forward_block<L, 2, Accumulators / 2, true>(
+                        g, offsets, in, wpack, bias, out_t, v0 * L::N, t0, t1, prefetcher);
                 }
             }
             continue;
@@ -108,17 +133,17 @@ void tap_forward(const TapConv& g, const int64_t* offsets, const float* in, cons
         int64_t v0 = 0;
         for (; v0 + Wide <= vectors; v0 += Wide) {
             tap_forward_block<L, Wide, Accumulators / Wide>(g, offsets, in, wpack, bias, out_t,
-                                                            v0 * L::N, t0, t1);
+                                                            v0 * L::N, t0, t1, prefetcher);
         }
         if constexpr (Wide > 2) {
             for (; v0 + 2 <= vectors; v0 += 2) {
                 tap_forward_block<L, 2, Accumulators / 2>(g, offsets, in, wpack, bias, out_t,
-                                                          v0 * L::N, t0, t1);
+                                                          v0 * L::N, t0, t1, prefetcher);
             }
         }
         for (; v0 < vectors; ++v0) {
             tap_forward_block<L, 1, Accumulators>(g, offsets, in, wpack, bias, out_t, v0 * L::N,
-                                                  t0, t1);
+                                                  t0, t1, prefetcher);
         }
     }
 }
