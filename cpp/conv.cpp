@@ -493,8 +493,9 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
     // FMAs (batch 64, 3x3 stride 2 64->64 @7: a dw_t of 37 K floats per slot against 16
     // positions per image).
     constexpr int64_t kChunks = 16, kChunkPositions = 1024;
-    const int64_t chunks = std::clamp<int64_t>(checked_mul(g.N, P, "conv positions") / kChunkPositions,
-                                               std::min<int64_t>(g.N, 2), std::min<int64_t>(g.N, kChunks));
+    const int64_t chunks =
+        std::clamp<int64_t>(checked_mul(g.N, P, "conv positions") / kChunkPositions,
+                            std::min<int64_t>(g.N, 2), std::min<int64_t>(g.N, kChunks));
     const int64_t dw_floats = dw ? K * F : 0;  // none when only dx is asked for
     const int64_t slot = dw_floats + F;  // a chunk's dw, transposed (K x F), then its db (F)
     std::vector<T> partial(chunks * slot, T(0));

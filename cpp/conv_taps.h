@@ -24,7 +24,7 @@ struct TapConv {
     int64_t taps;      // terms of each output
     int64_t F;         // output channels
     int64_t F_padded;  // F rounded up to kTapLanes: the row length of wpack, out_t, dout_t
-    int64_t Q;         // output positions computed per image (a wide grid, see below)
+    int64_t Q;         // output positions computed per call (a wide grid, see below)
     int64_t block;     // taps per pass of the forward over all positions (>= 1)
     // Where the forward's position q reads (in + at[q]), for q < Q rounded up to kTapRows;
     // null: at q itself. Only where tap_map_fits(F_padded).
@@ -74,7 +74,8 @@ struct TapDwPositions {
 };
 
 // dw_t[t * F + f] += sum over images n and positions (r, x) of
-//   in[n * image_floats + offsets[t] + r * row + x] * dout_t[((n * rows + r) * cols + x) * F_padded + f].
+//   in[n * image_floats + offsets[t] + r * row + x]
+//   * dout_t[((n * rows + r) * cols + x) * F_padded + f].
 void tap_conv_dw_avx512(const TapConv& g, const TapDwPositions& p, const int64_t* offsets,
                         const float* in, const float* dout_t, float* dw_t);
 

@@ -198,7 +198,8 @@ void tap_dw_tile(const TapConv& g, const TapDwPositions& pos, const int64_t* off
         for (int v = 0; v < Vf; ++v) {
             const __mmask16 valid = first_lanes(g.F - f0 - v * L::N);  // dw_t's rows are F long
             float* o = out + v * L::N;
-            _mm512_mask_storeu_ps(o, valid, _mm512_add_ps(_mm512_maskz_loadu_ps(valid, o), acc[i][v]));
+            const __m512 sum = _mm512_add_ps(_mm512_maskz_loadu_ps(valid, o), acc[i][v]);
+            _mm512_mask_storeu_ps(o, valid, sum);
         }
     }
 }
