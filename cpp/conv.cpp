@@ -502,9 +502,15 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
     // consecutive images, each summed into its own slot, and the slots are added in
     // chunk order at the end: results do not depend on which thread ran which chunk, nor
     // on how many threads there are (so a seeded run is bitwise the same on 1 or 2
-    // cores), and idle threads can still take chunks dynamically.
-    constexpr int64_t kChunks = 16;
-    const int64_t chunks = std::min<int64_t>(g.N, kChunks);
+    // cores), and idle threads can still take chunks dynamically. A chunk has at least
+    // kChunkPositions output positions (but there are 2 chunks where there are 2 images):
+    // each slot is zeroed, summed and freed, which on small images took longer than the
+    // FMAs (batch 64, 3x3 stride 2 64->64 @7: a dw_t of 37 K floats per slot against 16
+    // positions per image).
+    constexpr int64_t kChunks = 16, kChunkPositions = 1024;
+    const int64_t chunks =
+        std::clamp<int64_t>(checked_mul(g.N, P, "conv positions") / kChunkPositions,
+                            std::min<int64_t>(g.N, 2), std::min<int64_t>(g.N, kChunks));
     const int64_t dw_floats = dw ? K * F : 0;  // none when only dx is asked for
     const int64_t slot = dw_floats + F;  // a chunk's dw, transposed (K x F), then its db (F)
     std::vector<T> partial(chunks * slot, T(0));

@@ -368,3 +368,15 @@ def test_gemm_forward_on_either_side_of_the_avx512_product(N, C, H, W, F, k, dir
     bound = conv_error_bounds(dout, x, w, b, 1, pad)[0]
     assert_within_rounding(out, conv_forward_ref(x, w, b, 1, pad), bound, TOL[dtype])
     np.testing.assert_array_equal(out, again)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "N, H, stride",
+    [(70, 20, 2), (40, 6, 2), (9, 31, 1)],  # 6, 2 and 8 chunks of the weight gradient's sums
+)
+def test_weight_gradient_chunks_of_positions(N, H, stride, dtype):
+    """dw is summed in fixed chunks of images of at least 1024 output positions (2-16
+    chunks): within rounding of the naive loops, the same bits on one and two threads."""
+    x, w, b = case(N, 3, H, H, 4, 3, dtype, seed=N)
+    assert_matches_naive_on_one_and_two_threads(x, w, b, stride, 1)
