@@ -49,8 +49,8 @@ def measure(model, dtype, rounds):
 
     def gates_alone():
         graph.training = False  # as the call runs them
-        for _, run, inputs, arity in plan.loop:
-            if arity < 0:  # a fused step reads and writes the store itself
+        for _, run, inputs, fused in plan.loop:
+            if fused:  # a fused step reads and writes the store itself
                 run(store)
             else:
                 run(*[values[j] for j in inputs])

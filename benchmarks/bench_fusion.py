@@ -14,6 +14,8 @@ forward + backward in train mode; inference is forward in eval mode. The network
   residual  conv3x3-sbn-relu, then a block conv3x3-sbn-relu, conv3x3-sbn, the skip add,
             relu, then max_pool, affine
   fc_bn     3072 -> [affine-batchnorm-relu] x 3 (100 units) -> affine
+  vgg_plain vgg without the batchnorms: conv3x3-relu, conv3x3-relu, max_pool, affine
+  nin       the zoo's conv1x1: [conv3x3(64)-relu-conv1x1(32)-relu-max_pool] x 2, affine
 """
 import argparse
 import time
@@ -27,12 +29,14 @@ from graphnet.kernels import _C
 BATCH, CLASSES = 64, 10
 
 
-def conv_block(g, h, name, channels, filters, rng, relu=True):
-    w = g.param(f"w_{name}", rng.standard_normal((filters, channels, 3, 3))
-                * np.sqrt(2 / (9 * channels)))
-    h = g.conv(h, w, g.param(f"b_{name}", np.zeros(filters)), pad=1, name=f"conv_{name}")
-    h = g.spatial_batchnorm(h, g.param(f"gamma_{name}", np.ones(filters)),
-                            g.param(f"beta_{name}", np.zeros(filters)), name=f"sbn_{name}")
+def conv_block(g, h, name, channels, filters, rng, relu=True, norm=True, k=3):
+    w = g.param(f"w_{name}", rng.standard_normal((filters, channels, k, k))
+                * np.sqrt(2 / (k * k * channels)))
+    h = g.conv(h, w, g.param(f"b_{name}", np.zeros(filters)), pad=(k - 1) // 2,
+               name=f"conv_{name}")
+    if norm:
+        h = g.spatial_batchnorm(h, g.param(f"gamma_{name}", np.ones(filters)),
+                                g.param(f"beta_{name}", np.zeros(filters)), name=f"sbn_{name}")
     return g.relu(h, name=f"relu_{name}") if relu else h
 
 
@@ -70,7 +74,26 @@ def fc_bn(g, rng):
     return rng.standard_normal((BATCH, 3072))
 
 
-NETWORKS = {"vgg": vgg, "residual": residual, "fc_bn": fc_bn}
+def vgg_plain(g, rng):
+    x = g.input("x", requires_grad=False)
+    h = conv_block(g, conv_block(g, x, "1", 3, 32, rng, norm=False), "2", 32, 32, rng,
+                   norm=False)
+    head(g, g.max_pool(h, name="pool"), 32 * 16 * 16, rng)
+    return rng.standard_normal((BATCH, 3, 32, 32))
+
+
+def nin(g, rng):
+    h, channels = g.input("x", requires_grad=False), 3
+    for block in ("1", "2"):
+        h = conv_block(g, h, f"{block}a", channels, 64, rng, norm=False)
+        h = conv_block(g, h, f"{block}b", 64, 32, rng, norm=False, k=1)
+        h, channels = g.max_pool(h, name=f"pool{block}"), 32
+    head(g, h, 32 * 8 * 8, rng)
+    return rng.standard_normal((BATCH, 3, 32, 32))
+
+
+NETWORKS = {"vgg": vgg, "residual": residual, "fc_bn": fc_bn, "vgg_plain": vgg_plain,
+            "nin": nin}
 
 
 def build(network, dtype):

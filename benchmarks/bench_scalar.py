@@ -9,9 +9,10 @@ gate. Also timed: building that circuit as a graph, and building a model (a
 FullyConnectedNet of 50 hidden layers with batchnorm and dropout: shapes inferred and
 checked, params made), per gate.
 
-    python benchmarks/bench_scalar.py [--gates 10000] [--repeats 15]
+    python benchmarks/bench_scalar.py [--gates 10000] [--repeats 15] [--clock wall|cpu]
 
-Wall-clock times on a shared machine are noisy; instruction counts are not:
+Wall-clock times on a shared machine are noisy (--clock cpu times the process's CPU
+time instead, which leaves out the waits for a core); instruction counts are not:
 
     python benchmarks/bench_scalar.py --callgrind [--gates 3000]
 
@@ -168,7 +169,7 @@ def contenders(args):
     }
 
 
-def timed(parts, rounds):
+def timed(parts, rounds, clock):
     """{name: median seconds per gate}, the parts taking turns, one run each per round.
     Each run starts on a collected heap: the peer's closures make reference cycles, whose
     collection would otherwise land on whichever part runs next."""
@@ -176,9 +177,9 @@ def timed(parts, rounds):
     for _ in range(rounds):
         for name, (function, _) in parts.items():
             gc.collect()
-            start = time.perf_counter()
+            start = clock()
             function()
-            times[name].append(time.perf_counter() - start)
+            times[name].append(clock() - start)
     return {name: statistics.median(t) / parts[name][1] for name, t in times.items()}
 
 
@@ -200,6 +201,7 @@ def main():
     parser.add_argument("--gates", type=int, default=10_000)
     parser.add_argument("--inputs", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall")
     parser.add_argument("--callgrind", action="store_true",
                         help="count instructions per gate under valgrind instead of timing")
     parser.add_argument("--only", help=argparse.SUPPRESS)  # one part, for --callgrind
@@ -218,10 +220,11 @@ def main():
                     for name, (_, gates) in parts.items()}
         unit, scale = "instructions/gate", 1.0
     else:
-        per_gate = timed(parts, args.repeats)
+        clock = time.perf_counter if args.clock == "wall" else time.process_time
+        per_gate = timed(parts, args.repeats, clock)
         unit, scale = "us/gate", 1e6
         print(f"scalar circuit: {n_gates} gates, {args.inputs} inputs; model: "
-              f"{parts['model'][1]} gates; median of {args.repeats} rounds")
+              f"{parts['model'][1]} gates; median of {args.repeats} rounds, {args.clock} clock")
     peer = per_gate["micrograd"]
     rows = [("micrograd-style, forward + backward", "micrograd"),
             ("micrograd-style, forward only", "micrograd_forward"),

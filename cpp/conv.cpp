@@ -32,6 +32,7 @@
 #include "gemm.h"
 #include "im2col.h"
 #include "matmul.h"
+#include "pointwise.h"
 #include "threads.h"
 
 namespace graphnet {
@@ -444,23 +445,36 @@ void forward_images(const ConvGeometry& g, int threads, const T* x, const T* w, 
     }
 }
 
+// act applied in place to the n entries of o, on the calling thread.
+template <typename T>
+void activate(ConvActivation act, int64_t n, T* o) {
+    if (act.kind == ConvActivation::kRelu) {
+#pragma omp simd
+        for (int64_t i = 0; i < n; ++i) {
+            o[i] = (o[i] > T(0) || o[i] != o[i]) ? o[i] : T(0);  // as relu_forward
+        }
+    } else if (act.kind == ConvActivation::kLeakyRelu) {
+        pointwise_forward_serial(Pointwise::leaky_relu, n, o, static_cast<T>(act.alpha), o);
+    }
+}
+
+// The gradient through act is leaky relu's, dout * (act_out > 0 ? 1 : slope), of this slope.
+template <typename T>
+T gradient_slope(ConvActivation act) {
+    return act.kind == ConvActivation::kRelu ? T(0) : static_cast<T>(act.alpha);
+}
+
 }  // namespace
 
 // An empty batch returns at once in all three kernels: their per-thread buffers are
 // sized by one image, which an empty batch of large images does not justify.
 template <typename T>
-void conv_forward(const ConvGeometry& g, const T* x, const T* w, const T* b, T* out, bool relu) {
+void conv_forward(const ConvGeometry& g, const T* x, const T* w, const T* b, T* out,
+                  ConvActivation act) {
     if (g.N == 0) return;
     const int64_t image = g.F * g.positions();
     forward_images(g, team_size(g.N), x, w, b, [&](int64_t n, int) { return out + n * image; },
-                   [&](int64_t n, const T*) {
-                       if (!relu) return;
-                       T* o = out + n * image;
-#pragma omp simd
-                       for (int64_t i = 0; i < image; ++i) {
-                           o[i] = (o[i] > T(0) || o[i] != o[i]) ? o[i] : T(0);  // as relu_forward
-                       }
-                   });
+                   [&](int64_t n, const T*) { activate(act, image, out + n * image); });
 }
 
 template <typename T>
@@ -482,8 +496,9 @@ void conv_relu_pool_forward(const ConvGeometry& g, const PoolGeometry& p, const 
 
 template <typename T>
 void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w, T* dx,
-                   T* dw, T* db) {
+                   T* dw, T* db, ConvActivation act, const T* act_out) {
     const int64_t K = g.taps(), P = g.positions(), F = g.F;
+    if (act.kind == ConvActivation::kNone) act_out = nullptr;
     if (g.N == 0) {
         if (dw) std::fill(dw, dw + F * K, T(0));
         std::fill(db, db + F, T(0));
@@ -494,9 +509,15 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
     // consecutive images, each summed into its own slot, and the slots are added in
     // chunk order at the end: results do not depend on which thread ran which chunk, nor
     // on how many threads there are (so a seeded run is bitwise the same on 1 or 2
-    // cores), and idle threads can still take chunks dynamically.
-    constexpr int64_t kChunks = 16;
-    const int64_t chunks = std::min<int64_t>(g.N, kChunks);
+    // cores), and idle threads can still take chunks dynamically. A chunk has at least
+    // kChunkPositions output positions (but there are 2 chunks where there are 2 images):
+    // each slot is zeroed, summed and freed, which on small images took longer than the
+    // FMAs (batch 64, 3x3 stride 2 64->64 @7: a dw_t of 37 K floats per slot against 16
+    // positions per image).
+    constexpr int64_t kChunks = 16, kChunkPositions = 1024;
+    const int64_t chunks =
+        std::clamp<int64_t>(checked_mul(g.N, P, "conv positions") / kChunkPositions,
+                            std::min<int64_t>(g.N, 2), std::min<int64_t>(g.N, kChunks));
     const int64_t dw_floats = dw ? K * F : 0;  // none when only dx is asked for
     const int64_t slot = dw_floats + F;  // a chunk's dw, transposed (K x F), then its db (F)
     std::vector<T> partial(chunks * slot, T(0));
@@ -521,12 +542,24 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
     // pass, one thread, batch 16, 3x3 on the direct kernel: 32 -> 32 @32 1.88 -> 1.71 ms,
     // 32 -> 64 @16 0.95 -> 0.86, 64 -> 64 @16 1.88 -> 1.73, against where std::vector put it)
     CacheLineScratch scratches;
+    // The gradient through the activation, of the batch or each thread's chunk (not zeroed:
+    // every entry read is written first).
+    std::unique_ptr<T[]> through;
     if constexpr (std::is_same_v<T, float>) {
-        if (dx && winograd_conv(g, g.F, g.C, 0)) {
-            winograd_input_gradient(g, dout, w, dx);
-            gemm_dx = nullptr;
-        } else if (dx && (direct_pass.dx || phase || tap_input_gradient<T>(g))) {
-            if (direct_pass.dx) {
+        const bool winograd_dx = dx && winograd_conv(g, g.F, g.C, 0);
+        // These dx kernels read the whole batch's dout, not a chunk's.
+        if (winograd_dx || (dx && (direct_pass.dx || phase || tap_input_gradient<T>(g)))) {
+            if (act_out) {
+                const int64_t n = checked_mul(g.N, F * P, "conv: the gradient through the activation");
+                through.reset(new T[n]);
+                pointwise_backward(Pointwise::leaky_relu, n, dout, act_out, gradient_slope<T>(act),
+                                   through.get());
+                dout = through.get();
+                act_out = nullptr;
+            }
+            if (winograd_dx) {
+                winograd_input_gradient(g, dout, w, dx);
+            } else if (direct_pass.dx) {
                 direct_input_gradient(g, dout, w, dx);
             } else {
                 phase_input_gradient(g, dout, w, dx);
@@ -556,14 +589,24 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
     const bool pointwise = is_pointwise(g);
     std::vector<T> cols(dw && !direct && !pointwise ? threads * K * P : 0);
     std::vector<T> dcols(gemm_dx && !pointwise ? threads * K * P : 0);
+    if (act_out) {
+        through.reset(new T[checked_mul(threads * chunk_images, F * P, "conv: chunk buffers")]);
+    }
 #pragma omp parallel for schedule(dynamic) num_threads(threads)
     for (int64_t chunk = 0; chunk < chunks; ++chunk) {
         const int t = omp_get_thread_num();
         T* my_dw_t = partial.data() + chunk * slot;
         T* my_db = my_dw_t + dw_floats;
         const int64_t first = chunk * g.N / chunks, last = (chunk + 1) * g.N / chunks;
+        const T* chunk_dout = dout + first * F * P;
+        if (act_out) {
+            T* mine = through.get() + t * chunk_images * F * P;
+            pointwise_backward_serial(Pointwise::leaky_relu, (last - first) * F * P, chunk_dout,
+                                      act_out + first * F * P, gradient_slope<T>(act), mine);
+            chunk_dout = mine;
+        }
         for (int64_t n = first; n < last; ++n) {
-            const T* dout_n = dout + n * F * P;
+            const T* dout_n = chunk_dout + (n - first) * F * P;
             for (int64_t f = 0; f < F && !db_in_dw; ++f) {
                 T sum = 0;
 #pragma omp simd reduction(+ : sum)
@@ -589,11 +632,11 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
         }
         if constexpr (std::is_same_v<T, float>) {
             if (dw && tap_dw) {
-                phase_dw->images(x + first * g.C * g.H * g.W, dout + first * F * P, last - first,
-                                 my_dw_t, scratches.scratch_of(t));
+                phase_dw->images(x + first * g.C * g.H * g.W, chunk_dout, last - first, my_dw_t,
+                                 scratches.scratch_of(t));
             } else if (dw && dw_on_channels) {
-                direct_conv_dw_channels_avx512(d, g.pad, x + first * g.C * g.H * g.W,
-                                               dout + first * F * P, last - first, my_dw_t, my_db,
+                direct_conv_dw_channels_avx512(d, g.pad, x + first * g.C * g.H * g.W, chunk_dout,
+                                               last - first, my_dw_t, my_db,
                                                scratches.scratch_of(t));
             } else if (dw && direct) {  // the chunk's images together: one horizontal sum per tile
                 float* my_pads = pads.data() + t * chunk_images * padded;
@@ -601,7 +644,7 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
                     pad_interior(g.C, g.H, g.W, d.Hp, d.Wp, g.pad, g.pad, x + n * g.C * g.H * g.W,
                                  my_pads + (n - first) * padded);
                 }
-                const float* my_dout = dout + first * F * P;
+                const float* my_dout = chunk_dout;
                 if (dw_on_avx512) {
                     direct_conv_dw_images_avx512(d, tap_offsets.data(), my_pads, padded, my_dout,
                                                  last - first, my_dw_t, my_db,
@@ -630,14 +673,14 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
     std::copy(total + dw_floats, total + slot, db);
 }
 
-template void conv_forward<float>(const ConvGeometry&, const float*, const float*, const float*, float*, bool);
-template void conv_forward<double>(const ConvGeometry&, const double*, const double*, const double*, double*, bool);
+template void conv_forward<float>(const ConvGeometry&, const float*, const float*, const float*, float*, ConvActivation);
+template void conv_forward<double>(const ConvGeometry&, const double*, const double*, const double*, double*, ConvActivation);
 template void conv_relu_pool_forward<float>(const ConvGeometry&, const PoolGeometry&, const float*,
                                             const float*, const float*, float*, int32_t*);
 template void conv_relu_pool_forward<double>(const ConvGeometry&, const PoolGeometry&,
                                              const double*, const double*, const double*, double*,
                                              int32_t*);
-template void conv_backward<float>(const ConvGeometry&, const float*, const float*, const float*, float*, float*, float*);
-template void conv_backward<double>(const ConvGeometry&, const double*, const double*, const double*, double*, double*, double*);
+template void conv_backward<float>(const ConvGeometry&, const float*, const float*, const float*, float*, float*, float*, ConvActivation, const float*);
+template void conv_backward<double>(const ConvGeometry&, const double*, const double*, const double*, double*, double*, double*, ConvActivation, const double*);
 
 }  // namespace graphnet

@@ -51,11 +51,23 @@ void pad_interior(int64_t C, int64_t H, int64_t W, int64_t Hp, int64_t Wp, int64
     }
 }
 
-// relu: out holds relu(the convolution), each image's taken as the relu gate does (a NaN
-// passes) while it is still in cache, instead of in a pass of its own over the batch.
+// An activation that follows a conv (passes/conv_activation.py): its forward applies it to
+// each image's output while that is still in cache, and its backward takes its gradient
+// from its output. relu as the relu gate takes it (a NaN passes); leaky relu as the
+// pointwise kernel (cpp/pointwise.h) with a slope alpha >= 0. Both then pass the gradient
+// exactly where their output is positive, as where their input is, and the gradient
+// through either is dout * (output > 0 ? 1 : alpha) (alpha 0 for the relu: the relu gate's
+// product, with its signed zeros and 0 * inf).
+struct ConvActivation {
+    enum Kind { kNone, kRelu, kLeakyRelu } kind = kNone;
+    double alpha = 0;  // leaky relu's slope
+};
+
+// out holds act(the convolution), each image's taken while it is still in cache, instead
+// of in a pass of its own over the batch.
 template <typename T>
 void conv_forward(const ConvGeometry& g, const T* x, const T* w, const T* b, T* out,
-                  bool relu = false);
+                  ConvActivation act = {});
 
 // conv -> relu -> max pool in one pass over the batch, with p the pooling of the
 // convolution's output (N, F, Ho, Wo): each image's convolution is pooled while it is still
@@ -67,8 +79,12 @@ void conv_relu_pool_forward(const ConvGeometry& g, const PoolGeometry& p, const 
 
 // db is always written. dx and dw may be null: that gradient is then not computed at
 // all (the graph engine skips dx for data inputs that need no gradient).
+// With act (not kNone) and act_out, its output (N, F, Ho, Wo): dout is the gradient of
+// that output, and the convolution's own is taken from it chunk by chunk of images, into a
+// buffer that each chunk's passes read while it is in cache (dx on the whole-batch kernels,
+// Winograd, direct and tap, reads it whole: there it is taken once for the batch).
 template <typename T>
 void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w, T* dx,
-                   T* dw, T* db);
+                   T* dw, T* db, ConvActivation act = {}, const T* act_out = nullptr);
 
 }  // namespace graphnet

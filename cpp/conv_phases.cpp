@@ -22,15 +22,31 @@ int64_t end_real(int64_t s, int64_t phase, int64_t pad, int64_t size) {
     return std::max(first_real(s, phase, pad), ceil_div(size + pad - phase, s));
 }
 
+// Images per call of the kernels: enough that a call has kGroupPositions output positions
+// (a tile's accumulators are loaded, stored and added to dw once per call: on a 4 x 4
+// output, once per 16 positions), as long as the group's scratch (floats_per_image each)
+// stays within kGroupFloats, a part of L2.
+constexpr int64_t kGroupPositions = 96;
+constexpr int64_t kGroupFloats = 128 * 1024;
+
+int64_t images_per_call(int64_t positions, int64_t floats_per_image) {
+    const int64_t wanted = ceil_div(kGroupPositions, positions);
+    return std::max<int64_t>(1, std::min(wanted, kGroupFloats / floats_per_image));
+}
+
 // The tap kernels compute a stride-1 sum on a grid as wide as its input's rows, whose
 // columns past the real ones are computed and dropped, unless given a map (TapConv::at)
-// of the real positions: the kernel's widest tiles take one, so it is used where the
-// channels out fill them and the grid has such columns. They are 1 in 9 of the forward's
-// positions for the zoo's 64->128 layer on 16-pixel rows, 1 in 5 on 8-pixel rows, and 1
-// in 5 of its dx's (forward, batch 64, one thread, CPU time: 32->64 @32 5.01 -> 4.85 ms,
-// 64->128 @16 4.49 -> 4.32, 64->256 @8 3.23 -> 2.69, 128->128 @8 3.03 -> 2.45).
-bool maps_positions(int64_t channels_padded, int64_t cols, int64_t row) {
-    return channels_padded % (kTapWide * kTapLanes) == 0 && cols < row;
+// of the real positions, which the forward also needs to run several images in one call.
+// Those columns are 1 in 17 of the forward's positions on 16-pixel rows, 1 in 9 on 8, 1
+// in 5 on 4, and 1 in 5 of a 3x3 stride-2 dx's on 16-pixel inputs. A map is used where
+// the kernel takes one (tap_map_fits) and the grid has such columns, except with 2
+// vectors of channels alone: their tile's 12 pointers do not fit the registers, and it
+// lost to the grid on images of 16+ pixels (per pass, batch 64, one thread: 16->32 @32
+// forward, 32->64 @16 and @32 dx, 0.85-0.95x the grid's rate) while it gained where it
+// lets the forward run several small images a call (64->32 @7 forward 1.8x).
+bool maps_positions(int64_t channels_padded, int64_t cols, int64_t row, bool small_images) {
+    return tap_map_fits(channels_padded) && (channels_padded != 2 * kTapLanes || small_images) &&
+           cols < row;
 }
 
 // The map of positions (r, first + c), r < rows, c < cols, on a grid `row` wide: position
@@ -60,25 +76,36 @@ std::vector<int64_t> phase_offsets(const ConvGeometry& g, int64_t Hs, int64_t Ws
 }  // namespace
 
 void split_phases(const ConvGeometry& g, int64_t Hs, int64_t Ws, const float* x, float* planes) {
-    // Row by row of the image: input row h is row (h + pad) / s of the planes of phase
-    // a = (h + pad) % s, and its pixel w goes to phase b = (w + pad) % s, column (w + pad) / s.
+    // Input row h is row (h + pad) / s of the planes of phase a = (h + pad) % s, and its
+    // pixel w goes to phase b = (w + pad) % s, column (w + pad) / s.
     const int64_t s = g.stride, p = g.pad, W = g.W;
+    const auto plane_row = [&](int64_t a, int64_t b, int64_t c, int64_t i) {
+        return planes + ((a * s + b) * g.C + c) * Hs * Ws + i * Ws;
+    };
+    if (s == 2) {  // (only AVX-512 CPUs take this path: conv.cpp)
+        // The rows of each phase a at once, 2 W floats apart in x: the compiler's SSE2 loop
+        // spent 7-10% of a stride-2 layer's forward on one image here (32 -> 64 channels on
+        // 32 x 32), a call per row 15% on 8 x 8 images.
+        for (int64_t c = 0; c < g.C; ++c) {
+            for (int64_t a = 0; a < 2; ++a) {
+                const int64_t h = (a + p) % 2;  // the first row of phase a
+                if (h >= g.H) continue;
+                const int64_t i = (h + p) / 2;
+                deinterleave_avx512((g.H - h + 1) / 2, W, x + (c * g.H + h) * W, 2 * W,
+                                    plane_row(a, p % 2, c, i) + p / 2,
+                                    plane_row(a, (p + 1) % 2, c, i) + (p + 1) / 2, Ws);
+            }
+        }
+        return;
+    }
     for (int64_t c = 0; c < g.C; ++c) {
         for (int64_t h = 0; h < g.H; ++h) {
             const float* src = x + (c * g.H + h) * W;
             const int64_t a = (h + p) % s, i = (h + p) / s;
-            float* row[kPhaseMaxStride];  // row i of planes (a, b) for each b, at column 0
-            for (int64_t b = 0; b < s; ++b) row[b] = planes + ((a * s + b) * g.C + c) * Hs * Ws + i * Ws;
             // pixel w = s*k + r goes to phase (r + p) % s, column k + (r + p) / s
-            if (s == 2 && W % 2 == 0) {  // (only AVX-512 CPUs take this path: conv.cpp)
-                // Rows of 16 or 32 pixels: the compiler's SSE2 loop spent 7-10% of a stride-2
-                // layer's forward on one image here (32 -> 64 channels on 32 x 32).
-                deinterleave_avx512(W / 2, src, row[p % 2] + p / 2, row[(p + 1) % 2] + (p + 1) / 2);
-            } else {
-                for (int64_t r = 0; r < s && r < W; ++r) {
-                    float* dst = row[(r + p) % s] + (r + p) / s;
-                    for (int64_t k = 0; s * k + r < W; ++k) dst[k] = src[s * k + r];
-                }
+            for (int64_t r = 0; r < s && r < W; ++r) {
+                float* dst = plane_row(a, (r + p) % s, c, i) + (r + p) / s;
+                for (int64_t k = 0; s * k + r < W; ++k) dst[k] = src[s * k + r];
             }
         }
     }
@@ -90,14 +117,24 @@ PhaseForward::PhaseForward(const ConvGeometry& g, const float* w, const float* b
       Hs_(ceil_div(g.H + 2 * g.pad, g.stride)),
       Ws_(ceil_div(g.W + 2 * g.pad, g.stride)),
       F_padded_(round_up(g.F, kTapLanes)),
-      at_(maps_positions(F_padded_, g.Wo, Ws_) ? grid_positions(g.Ho, g.Wo, Ws_, 0)
-                                                : std::vector<int64_t>()),
+      planes_floats_(checked_mul(s_ * s_ * g.C, Hs_ * Ws_, "conv phase planes")),
+      at_(maps_positions(F_padded_, g.Wo, Ws_, g.positions() < kGroupPositions)
+              ? grid_positions(g.Ho, g.Wo, Ws_, 0)
+              : std::vector<int64_t>()),
+      group_(at_.empty() ? 1
+                         : images_per_call(g.positions(),
+                                           checked_add(planes_floats_, g.positions() * F_padded_,
+                                                       "conv phase planes"))),
       Q_(at_.empty() ? g.Ho * Ws_ : g.positions()),
-      rows_(round_up(Q_, kTapRows)),
+      rows_(round_up(group_ * Q_, kTapRows)),
       offsets_(phase_offsets(g, Hs_, Ws_)),
       wpack_(1, checked_mul(g.taps(), F_padded_, "conv phase weights"),
              CacheLineScratch::Fill::none),
       bias_(1, F_padded_) {
+    if (group_ > 1) {  // image i's positions read its own planes, planes_floats_ further on
+        at_.resize(rows_, 0);
+        for (int64_t q = Q_; q < group_ * Q_; ++q) at_[q] = q / Q_ * planes_floats_ + at_[q % Q_];
+    }
     const int64_t taps = g.taps();  // w is F x taps, wpack taps x F_padded
     // (a scalar loop writing one float per tap row took as long as a small batch's forward)
     tap_transpose_avx512(g.F, taps, w, taps, wpack_.scratch_of(0), F_padded_);
@@ -113,8 +150,9 @@ PhaseForward::PhaseForward(const ConvGeometry& g, const float* w, const float* b
 // The wide output follows the planes and the reads of the last tile past them, on a cache
 // line: the kernel loads and stores its rows as whole vectors.
 int64_t PhaseForward::out_t_offset() const {
-    const int64_t planes = checked_mul(s_ * s_ * g_.C, Hs_ * Ws_, "conv phase planes");
-    return CacheLineScratch::round_up_to_line(planes + g_.WW + kTapRows);
+    return CacheLineScratch::round_up_to_line(
+        checked_add(checked_mul(group_, planes_floats_, "conv phase planes"), g_.WW + kTapRows,
+                    "conv phase planes"));
 }
 
 int64_t PhaseForward::scratch_floats() const {
@@ -123,14 +161,26 @@ int64_t PhaseForward::scratch_floats() const {
                        "conv phase output");
 }
 
-void PhaseForward::image(const float* x, float* out, float* scratch) const {
-    float* out_t = scratch + out_t_offset();
-    split_phases(g_, Hs_, Ws_, x, scratch);
-    const TapConv t{g_.taps(), g_.F, F_padded_, Q_,
-                    tap_conv_block(F_padded_, s_ * s_ * Hs_ * Ws_ / (g_.HH * g_.WW)),
-                    at_.empty() ? nullptr : at_.data()};
+void PhaseForward::images(const float* x, int64_t count, float* scratch, const float* next,
+                          int64_t next_count) const {
+    const int64_t image = g_.C * g_.H * g_.W;
+    for (int64_t i = 0; i < count; ++i) {
+        split_phases(g_, Hs_, Ws_, x + i * image, scratch + i * planes_floats_);
+    }
+    const TapConv t{g_.taps(),
+                    g_.F,
+                    F_padded_,
+                    count * Q_,
+                    tap_conv_block(F_padded_, count * s_ * s_ * Hs_ * Ws_ / (g_.HH * g_.WW)),
+                    at_.empty() ? nullptr : at_.data(),
+                    next,
+                    next ? next_count * image : 0};
     tap_conv_forward_avx512(t, offsets_.data(), scratch, wpack_.scratch_of(0), bias_.scratch_of(0),
-                            out_t);
+                            scratch + out_t_offset());
+}
+
+void PhaseForward::output(int64_t i, const float* scratch, float* out) const {
+    const float* out_t = scratch + out_t_offset() + i * Q_ * F_padded_;
     if (!at_.empty()) {  // out_t holds the real positions only
         tap_transpose_avx512(Q_, g_.F, out_t, F_padded_, out, Q_);
         return;
@@ -149,31 +199,50 @@ PhaseWeightGradient::PhaseWeightGradient(const ConvGeometry& g)
       F_padded_(round_up(g.F, kTapLanes)),
       planes_floats_(round_up(checked_mul(s_ * s_ * g.C, Hs_ * Ws_, "conv phase planes"),
                               kTapLanes)),
+      group_(images_per_call(g.positions(),
+                             checked_add(planes_floats_,
+                                         checked_mul(g.positions(), F_padded_, "conv phase dw"),
+                                         "conv phase dw"))),
       offsets_(phase_offsets(g, Hs_, Ws_)) {}
 
 int64_t PhaseWeightGradient::scratch_floats() const {
-    return checked_add(planes_floats_, checked_mul(g_.positions(), F_padded_, "conv phase dw"),
+    // group_ images' planes, then their output gradients transposed (positions x F_padded)
+    return checked_mul(group_,
+                       checked_add(planes_floats_,
+                                   checked_mul(g_.positions(), F_padded_, "conv phase dw"),
+                                   "conv phase dw"),
                        "conv phase dw");
 }
 
 void PhaseWeightGradient::images(const float* x, const float* dout, int64_t count, float* dw_t,
                                  float* scratch) const {
     const int64_t P = g_.positions();
-    float* dout_t = scratch + planes_floats_;  // its padding columns stay zero
+    float* dout_t = scratch + group_ * planes_floats_;  // its padding columns stay zero
+    const int64_t image = g_.C * g_.H * g_.W;
     const TapConv t{g_.taps(), g_.F, F_padded_, g_.Ho * Ws_, g_.taps()};
-    for (int64_t n = 0; n < count; ++n) {
-        split_phases(g_, Hs_, Ws_, x + n * g_.C * g_.H * g_.W, scratch);
-        tap_transpose_avx512(g_.F, P, dout + n * g_.F * P, P, dout_t, F_padded_);
-        tap_conv_dw_avx512(t, g_.Ho, g_.Wo, Ws_, offsets_.data(), scratch, dout_t, dw_t);
+    for (int64_t first = 0; first < count; first += group_) {
+        const int64_t images = std::min(group_, count - first);
+        for (int64_t i = 0; i < images; ++i) {
+            const int64_t n = first + i;
+            split_phases(g_, Hs_, Ws_, x + n * image, scratch + i * planes_floats_);
+            tap_transpose_avx512(g_.F, P, dout + n * g_.F * P, P, dout_t + i * P * F_padded_,
+                                 F_padded_);
+        }
+        tap_conv_dw_avx512(t, {images, planes_floats_, g_.Ho, g_.Wo, Ws_}, offsets_.data(),
+                           scratch, dout_t, dw_t);
     }
 }
 
 void phase_input_gradient(const ConvGeometry& g, const float* dout, const float* w, float* dx) {
     const int64_t s = g.stride, C = g.C, F = g.F;
     const int64_t Hs = ceil_div(g.H + 2 * g.pad, s), Ws = ceil_div(g.W + 2 * g.pad, s);
-    // dout padded by top rows and left columns, one fewer than the most taps a phase has
+    // dout padded by top rows and left columns, one fewer than the most taps a phase has.
+    // Its rows are as wide as a phase plane's or as the output's and the left pad, and no
+    // wider: a read past a row's end, by a tap of a column of the phase, lands in the zeros
+    // of its tail or of the next row's left pad (32-pixel rows, 3x3 stride 2: 17 columns,
+    // 1 of them computed and dropped where a pad on each side would make it 2 of 18).
     const int64_t top = ceil_div(g.HH, s) - 1, left = ceil_div(g.WW, s) - 1;
-    const int64_t Hd = Hs + top, Wd = Ws + left;
+    const int64_t Hd = Hs + top, Wd = std::max(Ws, g.Wo + left);
     const int64_t C_padded = round_up(C, kTapLanes);
     struct Phase {
         int64_t a, b, i0, i1, j0, j1;
@@ -200,7 +269,7 @@ void phase_input_gradient(const ConvGeometry& g, const float* dout, const float*
         for (int64_t b = 0; b < s; ++b) {
             Phase ph{a, b, first_real(s, a, g.pad), end_real(s, a, g.pad, g.H),
                      first_real(s, b, g.pad), end_real(s, b, g.pad, g.W), {}, {}, {}, 0, Wd};
-            if (maps_positions(C_padded, ph.j1 - ph.j0, Wd)) {
+            if (maps_positions(C_padded, ph.j1 - ph.j0, Wd, false)) {
                 ph.at = grid_positions(ph.i1 - ph.i0, ph.j1 - ph.j0, Wd, ph.j0);
                 ph.first = ph.j0;
                 ph.width = ph.j1 - ph.j0;
@@ -270,13 +339,9 @@ void phase_input_gradient(const ConvGeometry& g, const float* dout, const float*
                         return planes + b * wide_floats + (c * (i1 - i0) + i - i0) * ph.width +
                                j - ph.first;
                     };
-                    if (s == 2 && W % 2 == 0) {  // constant strides: vectorised
-                        const float* even = column(p % 2, p / 2);
-                        const float* odd = column((p + 1) % 2, (p + 1) / 2);
-                        for (int64_t k = 0; k < W / 2; ++k) {
-                            row[2 * k] = even[k];
-                            row[2 * k + 1] = odd[k];
-                        }
+                    if (s == 2 && W % 2 == 0) {
+                        interleave_avx512(W / 2, column(p % 2, p / 2),
+                                          column((p + 1) % 2, (p + 1) / 2), row);
                     } else {
                         for (int64_t r = 0; r < s && r < W; ++r) {
                             const float* src = column((r + p) % s, (r + p) / s);

@@ -15,6 +15,7 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -27,23 +28,32 @@ namespace graphnet {
 // Strides this path takes: s*s planes per image, so larger strides stay with im2col.
 constexpr int64_t kPhaseMaxStride = 4;
 
-// The forward of one layer: its weights packed once, then image by image.
+// The forward of one layer: its weights packed once, then a group of images at a time.
 class PhaseForward {
   public:
     PhaseForward(const ConvGeometry& g, const float* w, const float* b);
+    // Images per call of the kernel: several where an image has few outputs and the
+    // kernel takes a position map (which then reaches into each image's planes); else 1.
+    int64_t group() const { return group_; }
     int64_t scratch_floats() const;  // per thread
-    // out (F x Ho x Wo) of image x (C x H x W); scratch is this thread's, on a cache line
-    // and zeroed by the caller once (the planes' borders are never written).
-    void image(const float* x, float* out, float* scratch) const;
+    // The outputs of `count` <= group() consecutive images (each C x H x W) into the
+    // scratch, this thread's, on a cache line and zeroed by the caller once (the planes'
+    // borders are never written); then output(i, ...) copies image i's out (F x Ho x Wo).
+    // The `next` images' input is brought into L2 meanwhile (none where null).
+    void images(const float* x, int64_t count, float* scratch, const float* next,
+                int64_t next_count) const;
+    void output(int64_t i, const float* scratch, float* out) const;
 
   private:
     int64_t out_t_offset() const;  // in the scratch
     ConvGeometry g_;
-    int64_t s_, Hs_, Ws_, F_padded_;
-    // Where each output position reads the planes (TapConv::at), when the filters fill the
-    // kernel's widest tiles; else empty, and the output is computed on the wide grid.
+    int64_t s_, Hs_, Ws_, F_padded_, planes_floats_;  // planes_floats_: one image's
+    // Where each output position of the group's images reads the planes (TapConv::at),
+    // where the kernel takes a map (conv_phases.cpp); else empty, and the output of one
+    // image is computed on the wide grid.
     std::vector<int64_t> at_;
-    int64_t Q_, rows_;  // positions computed, and Q_ rounded up: out_t's rows
+    int64_t group_;
+    int64_t Q_, rows_;  // positions computed per image, and group_ * Q_ rounded up: out_t's rows
     std::vector<int64_t> offsets_;
     CacheLineScratch wpack_, bias_;  // taps x F_padded, F_padded
 };
@@ -51,7 +61,8 @@ class PhaseForward {
 // Splits image x into its phase planes (the planes' floats first in `planes`).
 void split_phases(const ConvGeometry& g, int64_t Hs, int64_t Ws, const float* x, float* planes);
 
-// dw_t (taps x F, the transposed weight gradient) += that of `images` consecutive images.
+// dw_t (taps x F, the transposed weight gradient) += that of `images` consecutive images,
+// in groups of several images per call of the kernel where an image has few positions.
 class PhaseWeightGradient {
   public:
     explicit PhaseWeightGradient(const ConvGeometry& g);
@@ -61,7 +72,7 @@ class PhaseWeightGradient {
 
   private:
     ConvGeometry g_;
-    int64_t s_, Hs_, Ws_, F_padded_, planes_floats_;
+    int64_t s_, Hs_, Ws_, F_padded_, planes_floats_, group_;
     std::vector<int64_t> offsets_;
 };
 
@@ -74,13 +85,20 @@ template <typename OutOf, typename Done>
 void phase_forward(const ConvGeometry& g, int threads, const float* x, const float* w,
                    const float* b, OutOf&& out_of, Done&& done) {
     const PhaseForward layer(g, w, b);
+    const int64_t group = layer.group(), groups = (g.N + group - 1) / group;
     CacheLineScratch scratches(threads, layer.scratch_floats());
 #pragma omp parallel for schedule(dynamic) num_threads(threads)
-    for (int64_t n = 0; n < g.N; ++n) {
+    for (int64_t k = 0; k < groups; ++k) {
         const int t = omp_get_thread_num();
-        float* out = out_of(n, t);
-        layer.image(x + n * g.C * g.H * g.W, out, scratches.scratch_of(t));
-        done(n, out);
+        const int64_t first = k * group, count = std::min(group, g.N - first);
+        const int64_t image = g.C * g.H * g.W, later = std::min(group, g.N - first - count);
+        layer.images(x + first * image, count, scratches.scratch_of(t),
+                     later > 0 ? x + (first + count) * image : nullptr, later);
+        for (int64_t i = 0; i < count; ++i) {
+            float* out = out_of(first + i, t);
+            layer.output(i, scratches.scratch_of(t), out);
+            done(first + i, out);
+        }
     }
 }
 

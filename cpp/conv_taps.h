@@ -24,18 +24,26 @@ struct TapConv {
     int64_t taps;      // terms of each output
     int64_t F;         // output channels
     int64_t F_padded;  // F rounded up to kTapLanes: the row length of wpack, out_t, dout_t
-    int64_t Q;         // output positions computed per image (a wide grid, see below)
+    int64_t Q;         // output positions computed per call (a wide grid, see below)
     int64_t block;     // taps per pass of the forward over all positions (>= 1)
     // Where the forward's position q reads (in + at[q]), for q < Q rounded up to kTapRows;
-    // null: at q itself. Only with F_padded a whole number of the widest tiles (kTapWide
-    // vectors), whose kernel keeps one pointer per position in a register.
+    // null: at q itself. Only where tap_map_fits(F_padded).
     const int64_t* at = nullptr;
+    // Floats the forward brings into L2 while it computes, a few cache lines a tile: the
+    // next images' input, which the phase split reads from memory next (none where null).
+    const float* prefetch = nullptr;
+    int64_t prefetch_floats = 0;
 };
 
 
 // Floats per vector, and vectors of filters in the forward's widest tile.
 constexpr int64_t kTapLanes = 16;
 constexpr int64_t kTapWide = 4;
+
+// Whether the forward takes a position map (TapConv::at) for F_padded filters: its tiles
+// then keep a pointer per position, 6 for 4 vectors of filters, 8 for 3, 12 for 2; not
+// where a single vector is left over, whose tile has 24 positions.
+constexpr bool tap_map_fits(int64_t F_padded) { return F_padded / kTapLanes % kTapWide != 1; }
 
 // Positions per forward tile divide this: out_t needs Q rounded up to it rows, and the
 // input that many readable floats past its last tap's last position.
@@ -57,17 +65,31 @@ inline int64_t tap_conv_block(int64_t F_padded, int64_t input_per_tap) {
 void tap_conv_forward_avx512(const TapConv& g, const int64_t* offsets, const float* in,
                              const float* wpack, const float* bias, float* out_t);
 
-// dw_t[t * F + f] += sum over r < rows, x < cols of
-//   in[offsets[t] + r * row + x] * dout_t[(r * cols + x) * F_padded + f],
-// the weight gradient of one image: positions r * row + x of the wide grid, only the
-// real ones (x < cols), so nothing outside the convolution's windows is read.
-void tap_conv_dw_avx512(const TapConv& g, int64_t rows, int64_t cols, int64_t row,
-                        const int64_t* offsets, const float* in, const float* dout_t,
-                        float* dw_t);
+// The positions a weight gradient sums over: for each of `images` images (image n's input
+// at in + n * image_floats, its rows * cols positions next in dout_t), positions
+// r * row + x of the wide grid, r < rows, x < cols: only the real ones, so nothing outside
+// the convolution's windows is read.
+struct TapDwPositions {
+    int64_t images, image_floats, rows, cols, row;
+};
 
-// even[k] = src[2k] and odd[k] = src[2k + 1] for k < n: an image row split into its two
-// phases (split_phases with stride 2), 16 pairs at a time with two permutes.
-void deinterleave_avx512(int64_t n, const float* src, float* even, float* odd);
+// dw_t[t * F + f] += sum over images n and positions (r, x) of
+//   in[n * image_floats + offsets[t] + r * row + x]
+//   * dout_t[((n * rows + r) * cols + x) * F_padded + f].
+void tap_conv_dw_avx512(const TapConv& g, const TapDwPositions& p, const int64_t* offsets,
+                        const float* in, const float* dout_t, float* dw_t);
+
+// dst[2k] = even[k] and dst[2k + 1] = odd[k] for k < n: deinterleave_avx512 the other way
+// (the merge of a stride-2 input gradient's column phases into dx rows).
+void interleave_avx512(int64_t n, const float* even, const float* odd, float* dst);
+
+// even[r * dst_stride + k] = src[r * src_stride + 2k] (k < (width + 1) / 2) and
+// odd[r * dst_stride + k] = src[r * src_stride + 2k + 1] (k < width / 2) for r < rows:
+// image rows `width` pixels wide split into their two phases (split_phases with stride 2),
+// 16 pairs at a time with two permutes; many rows a call, as rows of 7-16 pixels take a
+// few instructions each.
+void deinterleave_avx512(int64_t rows, int64_t width, const float* src, int64_t src_stride,
+                         float* even, float* odd, int64_t dst_stride);
 
 // dst[c * dst_stride + r] = src[r * src_stride + c] for r < rows, c < cols: the layouts
 // between the kernels (positions x channels) and the arrays (channels x positions), in

@@ -29,6 +29,7 @@
 #include "recurrent.h"
 #include "softmax_loss.h"
 #include "threads.h"
+#include "walk.h"
 
 namespace py = pybind11;
 using namespace pybind11::literals;
@@ -81,8 +82,23 @@ ConvGeometry checked_conv_forward(const py::array& x, const py::array& w, const 
     return g;
 }
 
+// The activation a conv applies ("" for none, "relu" or "leaky_relu" of a slope >= 0).
+ConvActivation conv_activation(const std::string& activation, double alpha) {
+    if (activation.empty()) return {};
+    if (activation == "relu") return {ConvActivation::kRelu, 0.0};
+    if (activation != "leaky_relu") {
+        fail("conv: activation '" + activation + "' is not one it can apply ('', relu, leaky_relu)");
+    }
+    if (!(alpha >= 0) || !std::isfinite(alpha)) {
+        fail("conv: leaky_relu's alpha must be finite and >= 0 (its gradient is taken from its "
+             "output), got " + std::to_string(alpha));
+    }
+    return {ConvActivation::kLeakyRelu, alpha};
+}
+
 py::array py_conv_forward(const py::array& x, const py::array& w, const py::array& b,
-                       int64_t stride, int64_t pad, bool relu) {
+                       int64_t stride, int64_t pad, const std::string& activation, double alpha) {
+    const ConvActivation act = conv_activation(activation, alpha);
     const ConvGeometry g = checked_conv_forward(x, w, b, stride, pad);
     return dispatch_float(x, "conv x", [&](auto zero) -> py::array {
         using T = decltype(zero);
@@ -91,7 +107,7 @@ py::array py_conv_forward(const py::array& x, const py::array& w, const py::arra
         const T *xp = xc.data(), *wp = wc.data(), *bp = bc.data();
         T* op = out.mutable_data();
         py::gil_scoped_release nogil;
-        conv_forward(g, xp, wp, bp, op, relu);
+        conv_forward(g, xp, wp, bp, op, act);
         return out;
     });
 }
@@ -118,16 +134,27 @@ py::tuple py_conv_relu_pool_forward(const py::array& x, const py::array& w, cons
 }
 
 py::tuple py_conv_backward(const py::array& dout, const py::array& x, const py::array& w,
-                        int64_t stride, int64_t pad, bool need_dx, bool need_dw) {
+                        int64_t stride, int64_t pad, bool need_dx, bool need_dw,
+                        const std::string& activation, double alpha, const py::object& act_out) {
+    const ConvActivation act = conv_activation(activation, alpha);
     const Shape b_shape{shape_of(w).empty() ? 0 : shape_of(w)[0]};
     const ConvGeometry g = conv_geometry(shape_of(x), shape_of(w), b_shape, stride, pad);
     require_shape(dout, g.out_shape(), "conv dout");
     require_same_dtype(x, "x", w, "w");
     require_same_dtype(x, "x", dout, "dout");
+    if (act.kind != ConvActivation::kNone) {
+        if (act_out.is_none()) fail("conv: a backward through an activation needs act_out");
+        const py::array out = act_out.cast<py::array>();
+        require_shape(out, g.out_shape(), "conv act_out");
+        require_same_dtype(x, "x", out, "act_out");
+    }
     keep_blas_single_threaded();
     return dispatch_float(x, "conv x", [&](auto zero) -> py::tuple {
         using T = decltype(zero);
         Contig<T> dc(dout), xc(x), wc(w);
+        // dout (contiguous: no copy) stands in for act_out where there is no activation: never
+        // read then.
+        Contig<T> oc(act.kind != ConvActivation::kNone ? act_out : py::object(dc));
         py::object dx = py::none(), dw = py::none();
         T *dxp = nullptr, *dwp = nullptr;
         if (need_dx) {
@@ -141,11 +168,11 @@ py::tuple py_conv_backward(const py::array& dout, const py::array& x, const py::
             dw = a;
         }
         py::array_t<T> db(g.F);
-        const T *dp = dc.data(), *xp = xc.data(), *wp = wc.data();
+        const T *dp = dc.data(), *xp = xc.data(), *wp = wc.data(), *op = oc.data();
         T* dbp = db.mutable_data();
         {
             py::gil_scoped_release nogil;
-            conv_backward(g, dp, xp, wp, dxp, dwp, dbp);
+            conv_backward(g, dp, xp, wp, dxp, dwp, dbp, act, op);
         }
         return py::make_tuple(dx, dw, db);
     });
@@ -941,17 +968,22 @@ PYBIND11_MODULE(_C, m) {
           "Returns the array pool's kept blocks to the system.");
     m.doc() = "graphnet C++ kernels (conv: direct AVX2 or im2col + OpenBLAS GEMM; max pool)";
     m.attr("__version__") = "0.1.0";
+    bind_walks(m);  // walk.h
 
     m.def("conv_forward", &py_conv_forward, "x"_a, "w"_a, "b"_a, "stride"_a, "pad"_a,
-          "relu"_a = false,
+          py::kw_only(), "activation"_a = "", "alpha"_a = 0.0,
           "Convolution (cross-correlation) of x (N, C, H, W) with w (F, C, HH, WW) plus b (F,)\n"
           "-> out (N, F, 1 + (H + 2 pad - HH) // stride, 1 + (W + 2 pad - WW) // stride).\n"
           "x, w, b must share one dtype, float32 or float64; out has that dtype.\n"
-          "relu=True: relu(out) as the relu gate takes it, each image's while in cache.");
+          "activation='relu' / 'leaky_relu' (slope alpha >= 0): that activation of out, as its\n"
+          "gate takes it, each image's while in cache.");
     m.def("conv_backward", &py_conv_backward, "dout"_a, "x"_a, "w"_a, "stride"_a, "pad"_a,
-          py::kw_only(), "need_dx"_a = true, "need_dw"_a = true,
+          py::kw_only(), "need_dx"_a = true, "need_dw"_a = true, "activation"_a = "",
+          "alpha"_a = 0.0, "act_out"_a = py::none(),
           "Gradients of conv_forward -> (dx, dw, db). need_dx=False / need_dw=False skip\n"
-          "that gradient entirely and return None in its place.");
+          "that gradient entirely and return None in its place. activation (as conv_forward's)\n"
+          "with act_out, conv_forward's output with it: dout is act_out's gradient, and the\n"
+          "conv's own, dout * (act_out > 0 ? 1 : alpha), is taken chunk by chunk, never whole.");
     m.def("conv_relu_pool_forward", &py_conv_relu_pool_forward, "x"_a, "w"_a, "b"_a, "stride"_a,
           "pad"_a, "pool_height"_a, "pool_width"_a, "pool_stride"_a,
           "max_pool_forward(relu(conv_forward(x, w, b, stride, pad)), ...) -> (pooled, winners),\n"

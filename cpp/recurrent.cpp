@@ -87,7 +87,15 @@ Scratch<T> scratch(int64_t n) {
 // kernel again with the same sizes, and fresh huge pages are zeroed by the kernel on
 // every call (26 MB of da at N = 64, T = 50, H = 512). Grown when too small, never
 // shrunk; per thread, so that two Python threads may run the kernel at once.
-enum class Kept { gates_gradient, inputs, gate_inputs, weights_gradient, count };
+enum class Kept {
+    gates_gradient,
+    inputs,
+    gate_inputs,
+    weights_gradient,
+    packed_Wh,  // or Wh^T, backward
+    packed_Wx,  // or Wx^T
+    count
+};
 
 template <typename T>
 T* kept_scratch(Kept which, int64_t n) {
@@ -172,16 +180,19 @@ struct Step {
 };
 
 // The weight matrix of the per-step products, B (k x n), element (r, j) at b[r * row_stride
-// + j * column_stride], packed once for panel_gemm_avx512 when it runs here (float32 on
-// AVX-512); null otherwise, and the products go to OpenBLAS.
+// + j * column_stride], packed once a call for panel_gemm_avx512 when it runs here (float32
+// on AVX-512) into the calling thread's kept scratch `slot`; null otherwise, and the
+// products go to OpenBLAS. Kept, not allocated afresh: at H = 256 a fresh 1 MB for the
+// packed Wh came from the system each call and its page faults took 80 of one sequence's
+// 120 us at T = 1.
 template <typename T>
-Scratch<float> packed_panels(int64_t k, int64_t n, const T* b, int64_t row_stride,
-                             int64_t column_stride) {
+const float* packed_panels(Kept slot, int64_t k, int64_t n, const T* b, int64_t row_stride,
+                           int64_t column_stride) {
     if (!std::is_same_v<T, float> || !cpu_has_avx512f() || k == 0 || n == 0) return nullptr;
     const int64_t panels = blocks_of(n, kPanelColumns);
-    Scratch<float> packed = scratch<float>(panels * kPanelColumns * k);
+    float* const packed = kept_scratch<float>(slot, panels * kPanelColumns * k);
     for (int64_t p = 0; p < panels; ++p) {
-        float* panel = packed.get() + p * kPanelColumns * k;
+        float* panel = packed + p * kPanelColumns * k;
         const int64_t j0 = p * kPanelColumns, width = std::min(kPanelColumns, n - j0);
         for (int64_t r = 0; r < k; ++r) {
             float* row = panel + r * kPanelColumns;
@@ -200,11 +211,11 @@ Scratch<float> packed_panels(int64_t k, int64_t n, const T* b, int64_t row_strid
 // OpenBLAS on B itself (row-major, leading dimension ldb).
 template <typename T>
 void step_product(int64_t m, int64_t c0, int64_t c1, int64_t k, const T* a, int64_t lda,
-                  const Scratch<float>& packed, bool trans_b, const T* b, int64_t ldb,
+                  const float* packed, bool trans_b, const T* b, int64_t ldb,
                   bool accumulate, T* c, int64_t ldc) {
     if constexpr (std::is_same_v<T, float>) {
         if (packed) {
-            return panel_gemm_avx512(m, c0, c1, k, a, lda, packed.get(), accumulate, c, ldc);
+            return panel_gemm_avx512(m, c0, c1, k, a, lda, packed, accumulate, c, ldc);
         }
     }
     gemm(false, trans_b, static_cast<int>(m), static_cast<int>(c1 - c0), static_cast<int>(k),
@@ -216,8 +227,8 @@ void step_product(int64_t m, int64_t c0, int64_t c1, int64_t k, const T* a, int6
 // pre_t is step t's first row, ld the distance between rows.
 template <typename T>
 void add_recurrent_product(const Step<T>& s, const T* x, const T* h0, const T* h,
-                           const T* Wx, const Scratch<float>& packed_Wx, const T* Wh,
-                           const Scratch<float>& packed_Wh, int64_t c0, int64_t c1, T* pre_t,
+                           const T* Wx, const float* packed_Wx, const T* Wh,
+                           const float* packed_Wh, int64_t c0, int64_t c1, T* pre_t,
                            int64_t ld) {
     const RecurrentGeometry& g = s.g;
     if (packed_Wx) {
@@ -375,10 +386,10 @@ void recurrent_forward(const RecurrentGeometry& g, bool keep, const T* x, const 
     // float32 on AVX-512 and N >= kOwnStepRows: each step computes its own x_t @ Wx from
     // packed panels, before prev_h @ Wh, into rows still in cache. Otherwise every step's
     // x @ Wx at once, first (OpenBLAS; only prev_h @ Wh has to wait for the previous step).
-    const Scratch<float> packed_Wh = packed_panels(g.H, g.G(), Wh, g.G(), 1);
-    const Scratch<float> packed_Wx = packed_Wh && g.N >= kOwnStepRows
-                                         ? packed_panels(g.D, g.G(), Wx, g.G(), 1)
-                                         : Scratch<float>();
+    const float* packed_Wh = packed_panels(Kept::packed_Wh, g.H, g.G(), Wh, g.G(), 1);
+    const float* packed_Wx = packed_Wh && g.N >= kOwnStepRows
+                                 ? packed_panels(Kept::packed_Wx, g.D, g.G(), Wx, g.G(), 1)
+                                 : nullptr;
     const bool own_steps = packed_Wh && packed_Wx;
     // The gates' inputs, activated in place step by step (the RNN's: h itself). Without
     // keep and with own_steps, the current step's only.
@@ -425,10 +436,10 @@ void recurrent_backward(const RecurrentGeometry& g, const T* dh, const T* x, con
     // one product over all N * T rows after the steps. With own_weights (below) the steps
     // also add [x_t | prev_h_t]^T da[:, t] and db into the weights' gradients, and da is
     // one step's, N x G; otherwise da holds every step's for one product after the steps.
-    const Scratch<float> packed_Wh_t = g.N > 0 ? packed_panels(G, H, Wh, 1, G) : nullptr;
-    const Scratch<float> packed_Wx_t = packed_Wh_t && g.N >= kOwnStepRows
-                                           ? packed_panels(G, g.D, Wx, 1, G)
-                                           : Scratch<float>();
+    const float* packed_Wh_t = g.N > 0 ? packed_panels(Kept::packed_Wh, G, H, Wh, 1, G) : nullptr;
+    const float* packed_Wx_t = packed_Wh_t && g.N >= kOwnStepRows
+                                   ? packed_panels(Kept::packed_Wx, G, g.D, Wx, 1, G)
+                                   : nullptr;
     const bool own_steps = packed_Wh_t && packed_Wx_t;
     const bool own_weights = own_steps && g.N >= kOwnWeightRows &&
                              (g.D + H + 1) * G * int64_t(sizeof(float)) <= kOwnWeightBytes;

@@ -93,11 +93,14 @@ void tap_conv_forward_avx512(const TapConv&, const int64_t*, const float*, const
                              const float*, float*) {
     absent("tap_conv_forward_avx512");
 }
-void tap_conv_dw_avx512(const TapConv&, int64_t, int64_t, int64_t, const int64_t*, const float*,
+void tap_conv_dw_avx512(const TapConv&, const TapDwPositions&, const int64_t*, const float*,
                         const float*, float*) {
     absent("tap_conv_dw_avx512");
 }
-void deinterleave_avx512(int64_t, const float*, float*, float*) { absent("deinterleave_avx512"); }
+void deinterleave_avx512(int64_t, int64_t, const float*, int64_t, float*, float*, int64_t) {
+    absent("deinterleave_avx512");
+}
+void interleave_avx512(int64_t, const float*, const float*, float*) { absent("interleave_avx512"); }
 void tap_transpose_avx512(int64_t, int64_t, const float*, int64_t, float*, int64_t) {
     absent("tap_transpose_avx512");
 }

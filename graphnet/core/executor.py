@@ -109,7 +109,6 @@ class _ThreadHooks(threading.local):
 
 
 _thread = _ThreadHooks()
-_FLOAT64 = np.float64
 
 
 def thread_hooks() -> list:
@@ -222,8 +221,7 @@ class Executor:
         if store.has_deferred():
             store.forget_deferred("value", plan.computes)
             store.forget_deferred("cache", plan.computes)
-        out = None  # the node of the step running, for the error and the stale marks
-        progress = [0]  # the hooked loops count their steps here
+        progress = [0]  # the number of the step running, for the error and the stale marks
         for hook in hooks:
             if hook.start:
                 hook.start("forward", plan)
@@ -231,24 +229,9 @@ class Executor:
             if hooks and any(hook.forward for hook in hooks):
                 self._forward_hooked(plan, store, hooks, progress)
             else:
-                values, caches = store.values, store.caches
-                # `out` names the failing step in the except clause below (no enumerate: its
-                # counter costs more per step than finding the step on a failure).
-                for out, run, ins, arity in plan.loop:
-                    if arity == 2:
-                        values[out], caches[out] = run(values[ins[0]], values[ins[1]])
-                    elif arity == 1:
-                        values[out], caches[out] = run(values[ins[0]])
-                    elif arity == 3:  # affine, conv, the normalizations: no list per step
-                        values[out], caches[out] = run(
-                            values[ins[0]], values[ins[1]], values[ins[2]]
-                        )
-                    elif arity < 0:
-                        run(store)
-                    else:
-                        values[out], caches[out] = run(*[values[j] for j in ins])
+                _C.forward_walk(plan.loop, store.values, store.caches, store, progress)
         except BaseException as err:
-            done = max(step_number(plan, out), progress[0])
+            done = progress[0]
             failed = plan.steps[done] if done < len(plan.steps) else None
             self._mark_stale(plan, done, failed, err)
             if isinstance(err, (ValueError, TypeError)) and failed is not None:
@@ -266,9 +249,9 @@ class Executor:
     @staticmethod
     def _forward_hooked(plan: Plan, store: ValueStore, hooks: list, progress: list) -> None:
         values, caches, total = store.values, store.caches, len(plan.steps)
-        for step, (out, run, ins, arity) in zip(plan.steps, plan.loop):
+        for step, (out, run, ins, fused) in zip(plan.steps, plan.loop):
             inputs = tuple(values[j] for j in ins)
-            if arity < 0:
+            if fused:
                 run(store)
             else:
                 values[out], caches[out] = run(*inputs)
@@ -316,8 +299,7 @@ class Executor:
         store.holds_grads = True
         edges = [None] * len(plan.edge_slots)
         grads[plan.target.index] = seed
-        out = None  # the node of the step running, for the error
-        progress = [0]  # the hooked loops count their steps here
+        progress = [0]  # the number of the step running, for the error
         for hook in hooks:
             if hook.start:
                 hook.start("backward", plan)
@@ -325,29 +307,19 @@ class Executor:
             if any(hook.backward for hook in hooks):
                 self._backward_hooked(plan, store, edges, hooks, progress)
             else:
-                values, caches = store.values, store.caches
-                # `out` names the failing step in the except clause below.
-                for out, run, needs, targets, fused in plan.loop:
-                    sent = run(store, needs) if fused else run(grads[out], caches[out], needs)
-                    for position, j, edge in targets:
-                        grad = sent[position]
-                        # A number is the gradient of a number (a scalar circuit's common
-                        # case, where comparing shapes would cost as much as the gate).
-                        if type(grad) is not _FLOAT64:
-                            if grad is None:
-                                continue  # a gate that gives this input no gradient
-                            if grad.shape != values[j].shape:
-                                grad = unbroadcast(grad, values[j].shape)
-                        if edge is None:
-                            grads[j] = grad  # its one consumer in the plan: all it gets
-                        else:
-                            # Fan-out: a node feeding several gates gets the sum of their
-                            # gradients; each edge's own is kept for drawings.
-                            edges[edge] = grad
-                            before = grads[j]
-                            grads[j] = grad if before is None else before + grad
+                _C.backward_walk(
+                    plan.loop,
+                    store.values,
+                    store.caches,
+                    grads,
+                    edges,
+                    store,
+                    np.float64,
+                    unbroadcast,
+                    progress,
+                )
         except (ValueError, TypeError) as err:
-            done = max(step_number(plan, out), progress[0])
+            done = progress[0]
             if done >= len(plan.steps):
                 raise
             raise gate_failure("backward", plan.steps[done], err) from err
@@ -397,14 +369,6 @@ class Executor:
                         f"cannot run backward through node {node.name!r}: "
                         f"{reason}; run a forward that succeeds first"
                     )
-
-
-def step_number(plan: Plan, out: Optional[int]) -> int:
-    """The position in `plan` of the step whose loop entry writes node `out` (each step's
-    node is its own); 0 for None (the loop had not started)."""
-    if out is None:
-        return 0
-    return next(number for number, entry in enumerate(plan.loop) if entry[0] == out)
 
 
 def gate_failure(walk: str, step: Step, err: Exception) -> Exception:

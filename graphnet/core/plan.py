@@ -100,15 +100,9 @@ class Plan:
         self.edge_slots: dict = {}
         self.loop: List[Any]
         if direction == "forward":
-            # (node index, run, input indices, arity: the number of inputs, -1 for a fused
-            # step), so the loop calls one- and two-input gates without building a list.
+            # (node index, run, input indices, fused), as cpp/walk.cpp's loop reads them
             self.loop = [
-                (
-                    s.node.index,
-                    s.run,
-                    tuple(i.index for i in s.inputs),
-                    -1 if s.fused else len(s.inputs),
-                )
+                (s.node.index, s.run, tuple(i.index for i in s.inputs), bool(s.fused))
                 for s in steps
             ]
         else:
@@ -128,7 +122,7 @@ class Plan:
 
 def _backward_loop(steps: List[Step], edge_slots: dict) -> list:
     """(node index, run, needs, ((position, input index, edge slot or None), ...), fused) per
-    step, and `edge_slots` filled.
+    step, as cpp/walk.cpp's loop reads them, and `edge_slots` filled.
     An edge slot is given only to an input that receives gradients along several edges (its
     fan-out): there the walk records what each edge sent, for drawings, in a list (a list
     index costs a fraction of a dict entry keyed by a tuple)."""

@@ -232,7 +232,8 @@ class Sigmoid(UnaryGate):
         return out, out
 
     def backward(self, dout, cache, needs):
-        if threaded_pair(dout, cache):  # one pass, no temporaries
+        # a number (a scalar circuit) skips the check's two calls
+        if type(dout) is not _FLOAT64 and threaded_pair(dout, cache):
             return (_C.pointwise_backward("sigmoid", dout, cache),)
         return (dout * cache * (1 - cache),)
 
@@ -251,6 +252,6 @@ class Tanh(UnaryGate):
         return out, out
 
     def backward(self, dout, cache, needs):
-        if threaded_pair(dout, cache):  # one pass, no temporaries
+        if type(dout) is not _FLOAT64 and threaded_pair(dout, cache):  # as in sigmoid's
             return (_C.pointwise_backward("tanh", dout, cache),)
         return (dout * (1 - cache * cache),)

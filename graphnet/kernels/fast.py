@@ -20,7 +20,6 @@ from .geometry import INT64_MIN, int64, window_count
 __all__ = [
     "conv_forward_fast",
     "conv_backward_fast",
-    "conv_relu_forward_fast",
     "conv_relu_pool_forward_fast",
     "max_pool_forward_fast",
     "relu_max_pool_forward_fast",
@@ -36,29 +35,22 @@ def _int_param(params, key, what):
     return int64(params[key], f"{what}[{key!r}]", INT64_MIN)
 
 
-def conv_forward_fast(x, w, b, conv_param):
+def conv_forward_fast(x, w, b, conv_param, activation="", alpha=0.0):
     """Convolution forward pass.
 
     x: (N, C, H, W), w: (F, C, HH, WW), b: (F,), conv_param: {'stride': s, 'pad': p}.
     Returns (out, cache) with out of shape (N, F, H', W'),
     H' = 1 + (H + 2 * pad - HH) // stride and W' likewise (floor division: rows or
     columns that a window cannot reach with a full step are simply not visited).
+    activation: "relu" or "leaky_relu" (of slope alpha >= 0) makes out that activation of
+    the convolution, bit for bit as its gate takes it (a NaN passes), each image's taken
+    while it is still in cache rather than in a pass of its own over the batch.
     """
     stride = _int_param(conv_param, "stride", "conv_param")
     pad = _int_param(conv_param, "pad", "conv_param")
     x, w, b = np.asarray(x), np.asarray(w), np.asarray(b)
-    out = _C.conv_forward(x, w, b, stride, pad)
+    out = _C.conv_forward(x, w, b, stride, pad, activation=activation, alpha=alpha)
     return out, (x, w, b, conv_param)
-
-
-def conv_relu_forward_fast(x, w, b, conv_param):
-    """relu(conv_forward_fast(x, w, b, conv_param)[0]), bit for bit (a NaN passes, as in the
-    relu gate), each image's relu taken while its convolution is still in cache rather than
-    in a pass of its own over the batch. Returns out alone: no cache, so no backward."""
-    stride = _int_param(conv_param, "stride", "conv_param")
-    pad = _int_param(conv_param, "pad", "conv_param")
-    x, w, b = np.asarray(x), np.asarray(w), np.asarray(b)
-    return _C.conv_forward(x, w, b, stride, pad, relu=True)
 
 
 def conv_relu_pool_forward_fast(x, w, b, conv_param, pool_param):
@@ -81,16 +73,29 @@ def conv_relu_pool_forward_fast(x, w, b, conv_param, pool_param):
     return out, (conv_shape, winners, pool_param)
 
 
-def conv_backward_fast(dout, cache, *, need_dx=True):
+def conv_backward_fast(dout, cache, *, need_dx=True, activation="", alpha=0.0, act_out=None):
     """Convolution backward pass: returns (dx, dw, db) for the cache of conv_forward_fast.
 
     need_dx=False skips the input gradient entirely (for data that needs none) and
-    returns None in its place.
+    returns None in its place. With an activation (as conv_forward_fast's) and act_out,
+    that function's output with it: dout is act_out's gradient, and the convolution's own,
+    dout * (act_out > 0 ? 1 : alpha) as the gates take it, is computed a few images at a
+    time where the passes read it, not for the whole batch first.
     """
     x, w, _, conv_param = cache
     stride = _int_param(conv_param, "stride", "conv_param")
     pad = _int_param(conv_param, "pad", "conv_param")
-    return _C.conv_backward(np.asarray(dout), x, w, stride, pad, need_dx=need_dx)
+    return _C.conv_backward(
+        np.asarray(dout),
+        x,
+        w,
+        stride,
+        pad,
+        need_dx=need_dx,
+        activation=activation,
+        alpha=alpha,
+        act_out=act_out,
+    )
 
 
 def max_pool_forward_fast(x, pool_param):

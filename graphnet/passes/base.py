@@ -14,7 +14,7 @@ with @register_pass, and its tests.
 """
 
 from collections import Counter
-from typing import Any, ClassVar, List
+from typing import Any, Callable, ClassVar, List
 
 import numpy as np
 
@@ -49,6 +49,33 @@ def readers(steps: List[Step]) -> Counter:
     """How many steps of a walk read each node: a node read by one step only can be left
     uncomputed by a fused step that is that reader."""
     return Counter(node for step in steps for node in step.inputs)
+
+
+def fuse_pairs(
+    steps: List[Step], takes: Callable[[Any, Any], bool], make_step: Callable[..., Step]
+) -> List[Step]:
+    """`steps` with each run of two gates, a producer and its consumer (both single-gate
+    steps there, the producer its consumer's first input and read by no other step),
+    where takes(consumer, producer), replaced by make_step(producer, consumer, the
+    producer's step)."""
+    plain = {step.node: step for step in steps if not step.fused}
+    reads = readers(steps)
+    consumers = {
+        node
+        for node in plain
+        if node.inputs
+        and (producer := node.inputs[0]) in plain
+        and reads[producer] == 1
+        and takes(node, producer)
+    }
+    producers = {node.inputs[0] for node in consumers}
+    return [
+        make_step(step.node.inputs[0], step.node, plain[step.node.inputs[0]])
+        if step.node in consumers
+        else step
+        for step in steps
+        if step.node not in producers
+    ]
 
 
 def kept(node: Any, value: Any) -> Any:

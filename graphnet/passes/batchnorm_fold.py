@@ -76,7 +76,7 @@ def forward_run(conv, norm, relu=None):
             out, _ = conv.gate.forward(x, w, b)
             store.values[norm.index] = out
         else:
-            out = fast.conv_relu_forward_fast(x, w, b, conv.gate.attrs())
+            out, _ = fast.conv_forward_fast(x, w, b, conv.gate.attrs(), "relu")
             store.values[relu.index] = out
             store.defer("cache", relu.index, lambda: out > 0)
         produced = defer_conv(conv, store, out.shape)

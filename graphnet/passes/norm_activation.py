@@ -21,7 +21,7 @@ import numpy as np
 
 from ..core.plan import Step
 from ..kernels import norm as norm_kernels
-from .base import FusionPass, kept, readers, register_pass
+from .base import FusionPass, fuse_pairs, kept, register_pass
 
 ACTIVATIONS = ("gelu", "leaky_relu", "softplus")
 # Below this many entries the step runs the gates: what the fusion saves is memory traffic
@@ -52,26 +52,13 @@ class GroupnormActivation(FusionPass):
 
 
 def _fuse(steps, make_step):
-    """`steps` with each groupnorm -> activation run (both single-gate steps there, the norm
-    read by the activation only) replaced by make_step(norm, activation, the norm's step)."""
-    plain = {step.node: step for step in steps if not step.fused}
-    reads = readers(steps)
-    acts = {
-        act
-        for act in plain
-        if act.op in ACTIVATIONS
-        and (norm := act.inputs[0]).op == "spatial_groupnorm"
-        and norm in plain
-        and reads[norm] == 1
-    }
-    norms = {act.inputs[0] for act in acts}
-    return [
-        make_step(step.node.inputs[0], step.node, plain[step.node.inputs[0]])
-        if step.node in acts
-        else step
-        for step in steps
-        if step.node not in norms
-    ]
+    """`steps` with each groupnorm -> activation run (the norm read by the activation only)
+    replaced by make_step(norm, activation, the norm's step)."""
+    return fuse_pairs(
+        steps,
+        lambda act, norm: act.op in ACTIVATIONS and norm.op == "spatial_groupnorm",
+        make_step,
+    )
 
 
 def _forward(norm, act):

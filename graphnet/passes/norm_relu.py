@@ -30,7 +30,7 @@ import numpy as np
 from ..core.plan import Step
 from ..kernels import norm as norm_kernels
 from . import batchnorm_fold
-from .base import FusionPass, kept, readers, register_pass
+from .base import FusionPass, fuse_pairs, kept, readers, register_pass
 
 NORMS = ("batchnorm", "spatial_batchnorm", "layernorm")
 # Below this many entries the relu gate's passes cost less than the fused step's
@@ -62,29 +62,15 @@ class NormRelu(FusionPass):
 
 
 def _fuse(steps, make_step):
-    """`steps` with each norm -> relu run (both single-gate steps there, the norm read by
-    the relu only) replaced by make_step(norm, relu, the norm's step). A relu that a max
-    pool reads is left to relu_pool.py, which runs it on the pooled values only."""
-    plain = {step.node: step for step in steps if not step.fused}
-    reads = readers(steps)
+    """`steps` with each norm -> relu run (the norm read by the relu only) replaced by
+    make_step(norm, relu, the norm's step). A relu that a max pool reads is left to
+    relu_pool.py, which runs it on the pooled values only."""
     pooled = {step.node.inputs[0] for step in steps if step.node.op == "max_pool"}
-    relus = {
-        relu
-        for relu in plain
-        if relu.op == "relu"
-        and relu not in pooled
-        and (norm := relu.inputs[0]).op in NORMS
-        and norm in plain
-        and reads[norm] == 1
-    }
-    norms = {relu.inputs[0] for relu in relus}
-    return [
-        make_step(step.node.inputs[0], step.node, plain[step.node.inputs[0]])
-        if step.node in relus
-        else step
-        for step in steps
-        if step.node not in norms
-    ]
+    return fuse_pairs(
+        steps,
+        lambda relu, norm: relu.op == "relu" and relu not in pooled and norm.op in NORMS,
+        make_step,
+    )
 
 
 def _norm_forward(norm, state, training, values, relu):

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from graphnet.gates.elementwise import Relu
+from graphnet.gates.pointwise import LeakyRelu
 from graphnet.kernels import _C
 from .test_fast_layers import (
     assert_within_rounding,
@@ -267,7 +268,14 @@ def test_stride_one_layers_on_short_rows_and_narrow_filter_tiles(N, C, H, W, F, 
     assert_stride_one_matches_naive(N, C, H, W, F, kh, kw, pad, seed)
 
 
-@settings(max_examples=60, deadline=None)
+ACTIVATIONS = {
+    "relu": (Relu(), ("relu", 0.0)),
+    "leaky_relu": (LeakyRelu(0.1), ("leaky_relu", 0.1)),
+    "leaky_relu 0": (LeakyRelu(0.0), ("leaky_relu", 0.0)),
+}
+
+
+@settings(max_examples=80, deadline=None)
 @given(
     N=st.integers(0, 3),
     C=st.sampled_from([1, 3, 16, 17]),
@@ -277,18 +285,29 @@ def test_stride_one_layers_on_short_rows_and_narrow_filter_tiles(N, C, H, W, F, 
     layer=student_layer(),
     dtype=st.sampled_from([np.float32, np.float64]),
     path=st.sampled_from(["default", "no avx512", "no direct", "winograd always"]),
+    activation=st.sampled_from(sorted(ACTIVATIONS)),
+    need_dx=st.booleans(),
     nan=st.booleans(),
     seed=st.integers(0, 2**16),
 )
-def test_conv_relu_forward_is_relu_of_conv_forward(N, C, H, W, F, layer, dtype, path, nan, seed):
-    """conv_forward(relu=True) (the eval-mode conv -> batchnorm -> relu step's kernel) on
-    every path is the relu gate of conv_forward's output (NaNs pass), on 1 and 2 threads."""
+def test_conv_activation_is_the_gates_each_way_on_every_path(
+    N, C, H, W, F, layer, dtype, path, activation, need_dx, nan, seed
+):
+    """conv_forward(activation=...) (the conv -> relu / leaky relu step's kernel, and the
+    eval-mode conv -> batchnorm -> relu step's) on every path is the activation gate of
+    conv_forward's output (NaNs pass); conv_backward(activation=..., act_out=that output)
+    is conv_backward of the gate's gradient, NaN and infinite upstream gradients included;
+    bit for bit, on 1 and 2 threads."""
     k, stride, pad = layer
     if k > H + 2 * pad or k > W + 2 * pad:
         return
     x, w, b = case(N, C, H, W, F, k, dtype, seed)
+    gate, (name, alpha) = ACTIVATIONS[activation]
+    plain = _C.conv_forward(x, w, b, stride, pad)
+    dout = np.random.default_rng(seed + 1).standard_normal(plain.shape).astype(dtype)
     if nan and N:
         x[0, 0, 0, 0] = np.nan
+        dout.flat[::5], dout.flat[1::7], dout.flat[2::11] = np.nan, np.inf, -np.inf
     switch, restore = {
         "default": (lambda: None, lambda: None),
         "no avx512": (lambda: _C.set_avx512_conv(False), lambda: _C.set_avx512_conv(True)),
@@ -301,15 +320,42 @@ def test_conv_relu_forward_is_relu_of_conv_forward(N, C, H, W, F, layer, dtype, 
     before = _C.get_num_threads()
     try:
         switch()
-        expected, _ = Relu().forward(_C.conv_forward(x, w, b, stride, pad))
+        plain = _C.conv_forward(x, w, b, stride, pad)
+        expected, saved = gate.forward(plain)
+        (through,) = gate.backward(dout, saved, (True,))
+        expected_grads = _C.conv_backward(through, x, w, stride, pad, need_dx=need_dx)
         for threads in (1, 2):
             _C.set_num_threads(threads)
-            got = _C.conv_forward(x, w, b, stride, pad, relu=True)
+            got = _C.conv_forward(x, w, b, stride, pad, activation=name, alpha=alpha)
             assert got.dtype == dtype
             np.testing.assert_array_equal(got, expected)
+            grads = _C.conv_backward(
+                dout, x, w, stride, pad, need_dx=need_dx, activation=name, alpha=alpha, act_out=got
+            )
+            for grad, want in zip(grads, expected_grads):
+                if want is None:
+                    assert grad is None
+                else:
+                    np.testing.assert_array_equal(grad, want)
     finally:
         _C.set_num_threads(before)
         restore()
+
+
+def test_conv_activation_refuses_what_it_cannot_take():
+    x, w, b = case(2, 3, 5, 5, 4, 3, np.float32, 0)
+    out = _C.conv_forward(x, w, b, 1, 1)
+    with pytest.raises(ValueError, match="not one it can apply"):
+        _C.conv_forward(x, w, b, 1, 1, activation="gelu")
+    for alpha in (-0.1, np.inf, np.nan):
+        with pytest.raises(ValueError, match="alpha must be finite and >= 0"):
+            _C.conv_forward(x, w, b, 1, 1, activation="leaky_relu", alpha=alpha)
+    with pytest.raises(ValueError, match="needs act_out"):
+        _C.conv_backward(out, x, w, 1, 1, activation="relu")
+    with pytest.raises(ValueError, match="act_out must have shape"):
+        _C.conv_backward(out, x, w, 1, 1, activation="relu", act_out=out[:1])
+    with pytest.raises(ValueError, match="act_out"):
+        _C.conv_backward(out, x, w, 1, 1, activation="relu", act_out=out.astype(np.float64))
 
 
 @settings(max_examples=60, deadline=None)
@@ -342,3 +388,15 @@ def test_gemm_forward_on_either_side_of_the_avx512_product(N, C, H, W, F, k, dir
     bound = conv_error_bounds(dout, x, w, b, 1, pad)[0]
     assert_within_rounding(out, conv_forward_ref(x, w, b, 1, pad), bound, TOL[dtype])
     np.testing.assert_array_equal(out, again)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "N, H, stride",
+    [(70, 20, 2), (40, 6, 2), (9, 31, 1)],  # 6, 2 and 8 chunks of the weight gradient's sums
+)
+def test_weight_gradient_chunks_of_positions(N, H, stride, dtype):
+    """dw is summed in fixed chunks of images of at least 1024 output positions (2-16
+    chunks): within rounding of the naive loops, the same bits on one and two threads."""
+    x, w, b = case(N, 3, H, H, 4, 3, dtype, seed=N)
+    assert_matches_naive_on_one_and_two_threads(x, w, b, stride, 1)

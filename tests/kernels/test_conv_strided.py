@@ -74,6 +74,14 @@ def test_strided_conv_matches_naive_and_any_thread_count(
         (1, 6, 8, 50, 2, 2, 0),  # ... and planes as wide as the output: no map
         (1, 50, 9, 5, 3, 2, 1),  # channels in filling them: dx's map
         (2, 64, 11, 3, 5, 3, 2),
+        # small images: several per call of the kernels (the forward where the filters fill
+        # the widest tiles, dw always), the last group short
+        (11, 6, 8, 64, 3, 2, 1),
+        (9, 5, 7, 128, 3, 2, 0),
+        (7, 3, 6, 20, 5, 2, 2),
+        (13, 4, 5, 64, 3, 3, 1),
+        (2, 3, 38, 16, 3, 2, 1),  # rows split 16 pixel pairs at a time, then 3 (then 10)
+        (1, 2, 20, 17, 3, 2, 2),
         (2, 8, 10, 50, 3, 1, 1),  # stride 1, many filters: the tap kernel's dw
         (2, 4, 9, 64, 5, 1, 2),
         (1, 3, 6, 48, 3, 1, 0),
