@@ -90,13 +90,38 @@ void tap_forward_tile(const TapConv& g, const int64_t* offsets, const float* in,
     }
 }
 
+// The last `rest` < Pos positions from q0: a tile of the fewest multiple of Step positions
+// that covers them, not a whole one (an 8 x 8 output is 10 tiles of 6 positions and 4
+// left, which a whole tile would compute as 6: 8 of 72 positions wasted).
+template <class L, int Vf, int Pos, bool Mapped, int Step>
+void tap_forward_rest(const TapConv& g, const int64_t* offsets, const float* in,
+                      const float* wpack, const float* bias, float* out_t, int64_t f0,
+                      int64_t q0, int64_t rest, int64_t t0, int64_t t1) {
+    if constexpr (Pos > Step) {
+        if (rest <= Pos - Step) {
+            return tap_forward_rest<L, Vf, Pos - Step, Mapped, Step>(g, offsets, in, wpack, bias,
+                                                                     out_t, f0, q0, rest, t0, t1);
+        }
+    }
+    tap_forward_tile<L, Vf, Pos, Mapped>(g, offsets, in, wpack, bias, out_t, f0, q0, t0, t1);
+}
+
 template <class L, int Vf, int Pos, bool Mapped = false>
 void tap_forward_block(const TapConv& g, const int64_t* offsets, const float* in,
                        const float* wpack, const float* bias, float* out_t, int64_t f0,
                        int64_t t0, int64_t t1, Prefetcher& prefetcher) {
     static_assert(kTapRows % Pos == 0, "out_t holds Q rounded up to kTapRows rows");
-    for (int64_t q0 = 0; q0 < g.Q; q0 += Pos) {
+    // rest tiles of 2 positions (4 or 3 vectors of filters), 4 (2 vectors) or 8 (1):
+    // at least 8 FMAs per tap for its 4-8 loads
+    constexpr int Step = Vf >= 3 ? 2 : 8 / Vf;
+    int64_t q0 = 0;
+    for (; q0 + Pos <= g.Q; q0 += Pos) {
         tap_forward_tile<L, Vf, Pos, Mapped>(g, offsets, in, wpack, bias, out_t, f0, q0, t0, t1);
+        prefetcher.step();
+    }
+    if (q0 < g.Q) {
+        tap_forward_rest<L, Vf, Pos, Mapped, Step>(g, offsets, in, wpack, bias, out_t, f0, q0,
+                                                   g.Q - q0, t0, t1);
         prefetcher.step();
     }
 }

@@ -133,3 +133,31 @@ def test_strided_conv_matches_pytorch(C, H, F, k, stride, pad):
     expected.backward(torch.from_numpy(dout))
     for got, ref in ((out, expected), (dx, xt.grad), (dw, wt.grad), (db, bt.grad)):
         np.testing.assert_allclose(got, ref.detach().numpy(), rtol=1e-4, atol=1e-3)
+
+
+def forward_on(threads, x, w, b, pad):
+    before = _C.get_num_threads()
+    _C.set_num_threads(threads)
+    try:
+        return _C.conv_forward(x, w, b, 2, pad)
+    finally:
+        _C.set_num_threads(before)
+
+
+@pytest.mark.parametrize("F", [16, 32, 48, 64, 80, 96, 112, 128])
+def test_forward_any_count_of_positions(F):
+    """The forward's last tile of positions covers the rest only (a tile of 2, 4 or 8
+    positions where the widest tiles hold 6, 8, 12 or 24): every count of output
+    positions per call, one image and several a call (the last group short), pads 0-2;
+    each image's output the same bits alone as in its batch, and on one thread as on two."""
+    for H in range(2, 18):
+        for pad in (0, 1, 2) if H > 2 else (1, 2):
+            x, w, b = case(5, 3, H, H + 1, F, 3, np.float32, seed=F + H + pad)
+            ref = conv_forward_ref(x, w, b, 2, pad)
+            outs = [forward_on(threads, x, w, b, pad) for threads in (1, 2)]
+            np.testing.assert_allclose(outs[0], ref, rtol=1e-4, atol=1e-4)
+            np.testing.assert_array_equal(outs[0], outs[1])
+            for n in range(len(x)):
+                np.testing.assert_array_equal(
+                    _C.conv_forward(x[n : n + 1], w, b, 2, pad)[0], outs[0][n]
+                )
