@@ -161,6 +161,10 @@ int64_t PhaseForward::scratch_floats() const {
                        "conv phase output");
 }
 
+void PhaseForward::clear(float* scratch) const {
+    std::fill(scratch, scratch + out_t_offset(), 0.0f);
+}
+
 void PhaseForward::images(const float* x, int64_t count, float* scratch, const float* next,
                           int64_t next_count) const {
     const int64_t image = g_.C * g_.H * g_.W;

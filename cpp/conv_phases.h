@@ -36,9 +36,12 @@ class PhaseForward {
     // kernel takes a position map (which then reaches into each image's planes); else 1.
     int64_t group() const { return group_; }
     int64_t scratch_floats() const;  // per thread
+    // Zeroes what images() reads of a thread's scratch and never writes (the planes'
+    // borders, the reads past them); the rest, the output, images() writes before reading.
+    void clear(float* scratch) const;
     // The outputs of `count` <= group() consecutive images (each C x H x W) into the
-    // scratch, this thread's, on a cache line and zeroed by the caller once (the planes'
-    // borders are never written); then output(i, ...) copies image i's out (F x Ho x Wo).
+    // scratch, this thread's, on a cache line and cleared once; then output(i, ...) copies
+    // image i's out (F x Ho x Wo).
     // The `next` images' input is brought into L2 meanwhile (none where null).
     void images(const float* x, int64_t count, float* scratch, const float* next,
                 int64_t next_count) const;
@@ -86,7 +89,8 @@ void phase_forward(const ConvGeometry& g, int threads, const float* x, const flo
                    const float* b, OutOf&& out_of, Done&& done) {
     const PhaseForward layer(g, w, b);
     const int64_t group = layer.group(), groups = (g.N + group - 1) / group;
-    CacheLineScratch scratches(threads, layer.scratch_floats());
+    CacheLineScratch scratches(threads, layer.scratch_floats(), CacheLineScratch::Fill::none);
+    for (int t = 0; t < threads; ++t) layer.clear(scratches.scratch_of(t));
 #pragma omp parallel for schedule(dynamic) num_threads(threads)
     for (int64_t k = 0; k < groups; ++k) {
         const int t = omp_get_thread_num();
