@@ -75,8 +75,12 @@ int64_t padded_filters(int64_t F, int64_t tile) { return (F + tile - 1) / tile *
 // AVX-512 CPU the forward and dx run either the direct kernel (a row in one vector of 16
 // pixels, the lanes past the row wasted) or the tap kernel (conv_phases.h with one phase:
 // the outputs along its lanes, on a grid as wide as a padded row, or on the real positions
-// only where the outputs fill its widest tiles, a multiple of 64 once rounded up to 16).
-// The tap kernel where it maps the real positions, and on rows under
+// only where the outputs fill its tiles of 4 and 3 vectors: 48, 64, 96, 112, 128... once
+// rounded up to 16, not 16, 32, 80, 144...). The tap kernel where it maps the real
+// positions (per pass, batch 64, one thread, rows of 10-14 pixels, time / PyTorch's, on
+// the direct kernel against the tap kernel: 5x5 48 -> 48 @10 forward 1.60 / 0.89, dx
+// 0.77 / 0.57; 5x5 96 -> 96 @12 1.23 / 1.07; 3x3 pad 0 96 -> 96 @12 1.44 / 0.99, 112 ->
+// 112 @12 1.54 / 0.91), and on rows under
 // kDirectMinRowAvx512 pixels of min_outputs+ outputs (16 for the forward, 32 for dx,
 // whose direct kernel runs 16 or 24 channels on such rows in 0.7-0.9x the tap kernel's
 // time); else the direct kernel. Per pass, batch 64, one thread, CPU time against
@@ -88,8 +92,9 @@ constexpr int64_t kDirectMinRowAvx512 = 10;
 constexpr int64_t kLanes = 16;
 
 bool short_rows_on_taps(int64_t width, int64_t outputs, int64_t min_outputs) {
-    const int64_t padded = (outputs + kLanes - 1) / kLanes * kLanes;
-    return padded % (4 * kLanes) == 0 || (width < kDirectMinRowAvx512 && outputs >= min_outputs);
+    const int64_t vectors = (outputs + kLanes - 1) / kLanes;
+    return (vectors % 4 != 1 && vectors != 2) ||
+           (width < kDirectMinRowAvx512 && outputs >= min_outputs);
 }
 constexpr int64_t kTapForwardMinFilters = kLanes;
 constexpr int64_t kTapInputGradientMinChannels = 2 * kLanes;

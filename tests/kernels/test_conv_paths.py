@@ -268,6 +268,18 @@ def test_stride_one_layers_on_short_rows_and_narrow_filter_tiles(N, C, H, W, F, 
     assert_stride_one_matches_naive(N, C, H, W, F, kh, kw, pad, seed)
 
 
+@pytest.mark.parametrize("C, F", [(3, 48), (48, 96), (96, 48), (112, 112), (40, 80)])
+@pytest.mark.parametrize("W", [10, 13, 15])
+def test_stride_one_rows_of_10_to_15_pixels_by_filter_count(C, F, W):
+    """Rows of 10-15 pixels: the tap kernel's forward (dx) where the filters (channels),
+    rounded up to 16, fill its tiles of 4 and 3 vectors (48, 96, 112), else the direct
+    kernel (80); pads 0-2, 3x3 and 5x5, one image and two, against the naive loops and
+    bitwise on 1 and 2 threads."""
+    for k in (3, 5):
+        for pad in (0, 1, 2):
+            assert_stride_one_matches_naive(1 + pad % 2, C, W - 1, W, F, k, k, pad, seed=C + W)
+
+
 ACTIVATIONS = {
     "relu": (Relu(), ("relu", 0.0)),
     "leaky_relu": (LeakyRelu(0.1), ("leaky_relu", 0.1)),
