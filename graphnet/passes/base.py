@@ -10,7 +10,9 @@ that whoever reads them later still sees every node, gate by gate. Its backward
 nodes' gradients.
 
 Adding a fusion pattern is one module in this folder, a subclass of FusionPass decorated
-with @register_pass, and its tests.
+with @register_pass, and its tests; a run of two gates, a producer and the consumer that
+alone reads it, subclasses PairPass and says only which runs it takes and what the fused
+steps run.
 """
 
 from collections import Counter
@@ -51,31 +53,73 @@ def readers(steps: List[Step]) -> Counter:
     return Counter(node for step in steps for node in step.inputs)
 
 
-def fuse_pairs(
-    steps: List[Step], takes: Callable[[Any, Any], bool], make_step: Callable[..., Step]
-) -> List[Step]:
-    """`steps` with each run of two gates, a producer and its consumer (both single-gate
-    steps there, the producer its consumer's first input and read by no other step),
-    where takes(consumer, producer), replaced by make_step(producer, consumer, the
-    producer's step)."""
-    plain = {step.node: step for step in steps if not step.fused}
-    reads = readers(steps)
-    consumers = {
-        node
-        for node in plain
-        if node.inputs
-        and (producer := node.inputs[0]) in plain
-        and reads[producer] == 1
-        and takes(node, producer)
-    }
-    producers = {node.inputs[0] for node in consumers}
-    return [
-        make_step(step.node.inputs[0], step.node, plain[step.node.inputs[0]])
-        if step.node in consumers
-        else step
-        for step in steps
-        if step.node not in producers
-    ]
+class PairPass(FusionPass):
+    """A pass over runs of two gates, a producer and the consumer that alone reads it (its
+    first input), each run as one step each way. A subclass says which runs it takes and
+    what the fused steps run."""
+
+    length = 2
+
+    def takes(self, steps: List[Step]) -> Callable[[Any, Any], bool]:
+        """takes(consumer, producer): whether this pass fuses that run among `steps`."""
+        raise NotImplementedError
+
+    def forward_run(self, producer: Any, consumer: Any) -> Callable:
+        """The fused forward step's run(store)."""
+        raise NotImplementedError
+
+    def backward_run(self, producer: Any, consumer: Any) -> Callable:
+        """The fused backward step's run(store, needs)."""
+        raise NotImplementedError
+
+    def fuse_forward(self, steps: List[Step]) -> List[Step]:
+        return self._fuse(
+            steps,
+            lambda producer, consumer, _: Step(
+                consumer,
+                producer.inputs,
+                self.forward_run(producer, consumer),
+                (),
+                (producer, consumer),
+            ),
+        )
+
+    def fuse_backward(self, steps: List[Step]) -> List[Step]:
+        def fused(producer, consumer, producer_step):
+            edges = tuple((producer, position) for position in range(len(producer.inputs)))
+            return Step(
+                consumer,
+                producer.inputs,
+                self.backward_run(producer, consumer),
+                producer_step.needs,
+                (producer, consumer),
+                edges=edges,
+            )
+
+        return self._fuse(steps, fused)
+
+    def _fuse(self, steps: List[Step], make_step: Callable[..., Step]) -> List[Step]:
+        """`steps` with each run this pass takes replaced by make_step(producer, consumer,
+        the producer's step)."""
+        takes = self.takes(steps)
+        plain = {step.node: step for step in steps if not step.fused}
+        reads = readers(steps)
+        consumers = {
+            node
+            for node in plain
+            if node.inputs
+            and (producer := node.inputs[0]) in plain
+            and reads[producer] == 1
+            and takes(node, producer)
+        }
+        producers = {node.inputs[0] for node in consumers}
+        return [
+            make_step(step.node.inputs[0], step.node, plain[step.node.inputs[0]])
+            if step.node in consumers
+            else step
+            for step in steps
+            if step.node not in producers
+        ]
 
 
 def kept(node: Any, value: Any) -> Any:

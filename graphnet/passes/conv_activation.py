@@ -25,28 +25,20 @@ activations (GELU, softplus, ...), whose gradient needs their input, the conv's 
 that the fused step would have to write as well.
 """
 
-from ..core.plan import Step
 from ..kernels import fast
-from .base import FusionPass, fuse_pairs, kept, register_pass
+from .base import PairPass, kept, register_pass
 
 
 @register_pass
-class ConvActivation(FusionPass):
-    length = 2
+class ConvActivation(PairPass):
+    def takes(self, steps):
+        return lambda act, conv: conv.op == "conv" and _activation(act) is not None
 
-    def fuse_forward(self, steps):
-        return _fuse(
-            steps, lambda conv, act, _: Step(act, conv.inputs, _forward(conv, act), (), (conv, act))
-        )
+    def forward_run(self, conv, act):
+        return _forward(conv, act)
 
-    def fuse_backward(self, steps):
-        def fused(conv, act, conv_step):
-            edges = tuple((conv, position) for position in range(len(conv.inputs)))
-            return Step(
-                act, conv.inputs, _backward(conv, act), conv_step.needs, (conv, act), edges=edges
-            )
-
-        return _fuse(steps, fused)
+    def backward_run(self, conv, act):
+        return _backward(conv, act)
 
 
 def _activation(node):
@@ -56,14 +48,6 @@ def _activation(node):
     if node.op == "leaky_relu" and node.gate.alpha >= 0:
         return "leaky_relu", node.gate.alpha
     return None
-
-
-def _fuse(steps, make_step):
-    """`steps` with each conv -> activation run (the conv read by the activation only)
-    replaced by make_step(conv, activation, the conv's step)."""
-    return fuse_pairs(
-        steps, lambda act, conv: conv.op == "conv" and _activation(act) is not None, make_step
-    )
 
 
 def _forward(conv, act):

@@ -19,9 +19,8 @@ not run fused runs the two gates: only a cache of the fused forward
 
 import numpy as np
 
-from ..core.plan import Step
 from ..kernels import norm as norm_kernels
-from .base import FusionPass, fuse_pairs, kept, register_pass
+from .base import PairPass, kept, register_pass
 
 ACTIVATIONS = ("gelu", "leaky_relu", "softplus")
 # Below this many entries the step runs the gates: what the fusion saves is memory traffic
@@ -33,32 +32,15 @@ SMALLEST = 1 << 17
 
 
 @register_pass
-class GroupnormActivation(FusionPass):
-    length = 2
+class GroupnormActivation(PairPass):
+    def takes(self, steps):
+        return lambda act, norm: act.op in ACTIVATIONS and norm.op == "spatial_groupnorm"
 
-    def fuse_forward(self, steps):
-        return _fuse(
-            steps, lambda norm, act, _: Step(act, norm.inputs, _forward(norm, act), (), (norm, act))
-        )
+    def forward_run(self, norm, act):
+        return _forward(norm, act)
 
-    def fuse_backward(self, steps):
-        def fused(norm, act, norm_step):
-            edges = tuple((norm, position) for position in range(len(norm.inputs)))
-            return Step(
-                act, norm.inputs, _backward(norm, act), norm_step.needs, (norm, act), edges=edges
-            )
-
-        return _fuse(steps, fused)
-
-
-def _fuse(steps, make_step):
-    """`steps` with each groupnorm -> activation run (the norm read by the activation only)
-    replaced by make_step(norm, activation, the norm's step)."""
-    return fuse_pairs(
-        steps,
-        lambda act, norm: act.op in ACTIVATIONS and norm.op == "spatial_groupnorm",
-        make_step,
-    )
+    def backward_run(self, norm, act):
+        return _backward(norm, act)
 
 
 def _forward(norm, act):

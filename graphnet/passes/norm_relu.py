@@ -30,7 +30,7 @@ import numpy as np
 from ..core.plan import Step
 from ..kernels import norm as norm_kernels
 from . import batchnorm_fold
-from .base import FusionPass, fuse_pairs, kept, readers, register_pass
+from .base import FusionPass, PairPass, kept, readers, register_pass
 
 NORMS = ("batchnorm", "spatial_batchnorm", "layernorm")
 # Below this many entries the relu gate's passes cost less than the fused step's
@@ -40,37 +40,18 @@ SMALLEST = 1 << 15
 
 
 @register_pass
-class NormRelu(FusionPass):
-    length = 2
+class NormRelu(PairPass):
+    def takes(self, steps):
+        """A relu that a max pool reads is left to relu_pool.py, which runs it on the pooled
+        values only."""
+        pooled = {step.node.inputs[0] for step in steps if step.node.op == "max_pool"}
+        return lambda relu, norm: relu.op == "relu" and relu not in pooled and norm.op in NORMS
 
-    def fuse_forward(self, steps):
-        return _fuse(
-            steps,
-            lambda norm, relu, _: Step(
-                relu, norm.inputs, forward_run(norm, relu), (), (norm, relu)
-            ),
-        )
+    def forward_run(self, norm, relu):
+        return forward_run(norm, relu)
 
-    def fuse_backward(self, steps):
-        def fused(norm, relu, norm_step):
-            edges = tuple((norm, position) for position in range(len(norm.inputs)))
-            return Step(
-                relu, norm.inputs, _backward(norm, relu), norm_step.needs, (norm, relu), edges=edges
-            )
-
-        return _fuse(steps, fused)
-
-
-def _fuse(steps, make_step):
-    """`steps` with each norm -> relu run (the norm read by the relu only) replaced by
-    make_step(norm, relu, the norm's step). A relu that a max pool reads is left to
-    relu_pool.py, which runs it on the pooled values only."""
-    pooled = {step.node.inputs[0] for step in steps if step.node.op == "max_pool"}
-    return fuse_pairs(
-        steps,
-        lambda relu, norm: relu.op == "relu" and relu not in pooled and norm.op in NORMS,
-        make_step,
-    )
+    def backward_run(self, norm, relu):
+        return _backward(norm, relu)
 
 
 def _norm_forward(norm, state, training, values, relu):
