@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "array_pool.h"
+#include "cache_line.h"
 #include "conv.h"
 #include "conv_pooled.h"
 #include "elementwise.h"
@@ -943,6 +944,11 @@ py::array py_avg_pool_backward(const py::array& dout, int64_t H, int64_t W, int6
 
 // ---- end of pointwise ----
 
+// The kernels' scratch the calling thread keeps (conv buffers, recurrent scratch); each
+// store frees what it keeps when it looks after a release (cache_line.h), so a count after
+// release_array_pool is that of what is left.
+int64_t kernel_scratch_bytes() { return KeptBuffer::kept_bytes() + recurrent_kept_bytes(); }
+
 }  // namespace
 }  // namespace graphnet
 
@@ -962,10 +968,16 @@ PYBIND11_MODULE(_C, m) {
         out["peak_bytes"] = counts.peak_bytes;
         out["reused_blocks"] = counts.reused_blocks;
         out["new_blocks"] = counts.new_blocks;
+        out["kernel_scratch_bytes"] = kernel_scratch_bytes();
         return out;
-    }, "The array pool's bytes in use, kept and at the peak, and its blocks reused and new.");
-    m.def("release_array_pool", &release_array_pool,
-          "Returns the array pool's kept blocks to the system.");
+    }, "The array pool's bytes in use, kept and at the peak, and its blocks reused and new;\n"
+       "the kernels' scratch the calling thread keeps for its next calls.");
+    m.def("release_array_pool", [] {
+        release_array_pool();
+        ++kept_scratch_releases;
+        kernel_scratch_bytes();  // frees the calling thread's now (see kernel_scratch_bytes)
+    }, "Returns the array pool's kept blocks and the kernels' kept scratch to the system\n"
+       "(the calling thread's now, another thread's when it next runs a kernel).");
     m.doc() = "graphnet C++ kernels (conv: direct AVX2 or im2col + OpenBLAS GEMM; max pool)";
     m.attr("__version__") = "0.1.0";
     bind_walks(m);  // walk.h
