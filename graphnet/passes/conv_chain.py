@@ -1,0 +1,152 @@
+"""conv -> [spatial batchnorm] -> [relu] -> [max pool] as one call, in small eval batches.
+
+An eval-mode walk of fewer than SMALL_BATCH samples (graphnet/core/executor.py) runs
+gate by gate: the other passes save passes over activations, which at one image are
+small, by leaving inner values for later on copies of the weights, which are not. Each
+gate there costs a Python call, a binding call, its arrays and their checks, which at one
+image is as much as its arithmetic (a spatial batchnorm of 64 x 16 x 16 floats: 5 us, 2
+of them its pass). So the plans of those walks take this pass alone: a run of
+consecutive steps conv -> spatial batchnorm (eval mode) -> relu -> max pool, of at least
+two of them in that order (each reading the one before), runs as one C++ call
+(`_C.conv_chain_forward`), which computes every gate's value and cache with the kernels
+the gates call, one after the other: bit for bit the gates' numbers, nothing deferred,
+nothing kept from one call to the next (a weight or running average updated between
+calls is read afresh). The steps being consecutive, a value another step reads is
+written before that step runs.
+
+Arrays the kernels do not take as they are (mixed dtypes, a batchnorm without running
+averages yet) and any shape the call refuses run the gates instead, which name the
+mistake. The backward runs gate by gate on the caches the step wrote.
+"""
+
+import numpy as np
+
+from ..core.plan import Step
+from ..kernels import _C
+from ..kernels.norm import NormCache
+from .base import FusionPass, register_pass
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+#: The gates a chain may hold after its conv, in order; each is optional.
+_FOLLOWERS = ("spatial_batchnorm", "relu", "max_pool")
+
+
+@register_pass
+class ConvChain(FusionPass):
+    length = 4
+    #: Applies to the plans of small eval batches only (plan.forward_plan).
+    small_batch = True
+
+    def fuse_forward(self, steps):
+        fused, i = [], 0
+        while i < len(steps):
+            chain = _chain(steps, i)
+            if len(chain) > 1:
+                fused.append(_fused_step(chain))
+                i += len(chain)
+            else:
+                fused.append(steps[i])
+                i += 1
+        return fused
+
+
+def _chain(steps, start):
+    """The consecutive single-gate steps from `start` that form a chain (a conv and the
+    followers that read it, in _FOLLOWERS' order); [] if the step there is no conv."""
+    first = steps[start]
+    if first.fused or first.node.op != "conv":
+        return []
+    chain, kinds = [first], list(_FOLLOWERS)
+    for step in steps[start + 1 :]:
+        node = step.node
+        if step.fused or node.op not in kinds or node.inputs[0] is not chain[-1].node:
+            break
+        kinds = kinds[kinds.index(node.op) + 1 :]
+        chain.append(step)
+    return chain
+
+
+def _fused_step(chain):
+    nodes = tuple(step.node for step in chain)
+    inputs = tuple(dict.fromkeys(i for node in nodes for i in node.inputs if i not in nodes))
+    return Step(nodes[-1], inputs, _forward_run(chain), (), nodes)
+
+
+def _forward_run(chain):
+    conv = chain[0].node
+    by_op = {step.node.op: step.node for step in chain[1:]}
+    norm, relu, pool = (by_op.get(op) for op in _FOLLOWERS)
+    conv_param = conv.gate.attrs()
+    pool_param = pool.gate.attrs() if pool is not None else None
+    window = (
+        None
+        if pool_param is None
+        else (pool_param["pool_height"], pool_param["pool_width"], pool_param["stride"])
+    )
+    eps = norm.gate.eps if norm is not None else 0.0
+
+    def run_gates(store):
+        values = store.values
+        for step in chain:
+            out = step.node.index
+            values[out], store.caches[out] = step.run(*(values[i.index] for i in step.node.inputs))
+
+    def run(store):
+        values, caches = store.values, store.caches
+        x, w, b = (values[i.index] for i in conv.inputs)
+        arrays = [x, w, b]
+        params = None
+        if norm is not None:
+            state = store.states.get(norm.index, {})
+            params = (
+                values[norm.inputs[1].index],
+                values[norm.inputs[2].index],
+                state.get("running_mean"),
+                state.get("running_var"),
+            )
+            arrays += params
+        if conv.graph.training or not _native(arrays):
+            return run_gates(store)
+        try:
+            results = _C.conv_chain_forward(
+                x,
+                w,
+                b,
+                conv_param["stride"],
+                conv_param["pad"],
+                norm=params,
+                eps=eps,
+                relu=relu is not None,
+                pool=window,
+            )
+        except ValueError:  # a shape the gates refuse, with the node's name
+            return run_gates(store)
+        got = iter(results)  # each gate's arrays, in the chain's order
+        out = conv_out = next(got)
+        values[conv.index], caches[conv.index] = conv_out, (x, w, b, conv_param)
+        if norm is not None:  # its value, then the gate's eval-mode cache (kernels/norm.py)
+            out = values[norm.index] = next(got)
+            mean, inv_std = next(got), next(got)
+            caches[norm.index] = NormCache(
+                False, conv_out, mean, inv_std, params[0], params[1], "channel"
+            )
+        if relu is not None:
+            out = values[relu.index] = next(got)
+            caches[relu.index] = next(got)
+        if pool is not None:
+            values[pool.index] = next(got)
+            caches[pool.index] = (out.shape, next(got), pool_param)
+
+    return run
+
+
+def _native(arrays):
+    """Whether the call takes these arrays as they are: ndarrays of one float dtype."""
+    dtype = arrays[0].dtype if type(arrays[0]) is np.ndarray else None
+    if dtype not in _FLOATS:
+        return False
+    for a in arrays:
+        if type(a) is not np.ndarray or a.dtype != dtype:
+            return False
+    return True
