@@ -1127,7 +1127,7 @@ PYBIND11_MODULE(_C, m) {
           "Whether the recurrent kernels' float32 sigmoid and tanh run on AVX-512.");
     // ---- normalization ----
     m.def("conv_chain_forward", &py_conv_chain_forward, "x"_a, "w"_a, "b"_a, "stride"_a,
-          "pad"_a, py::kw_only(), "norm"_a = py::none(), "eps"_a = 1e-5, "relu"_a = false,
+          "pad"_a, "norm"_a = py::none(), "eps"_a = 1e-5, "relu"_a = false,
           "pool"_a = py::none(),
           "conv -> [eval-mode spatial batchnorm, norm = (gamma, beta, running_mean,\n"
           "running_var)] -> [relu] -> [max pool, pool = (height, width, stride)] in one call:\n"
