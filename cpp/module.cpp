@@ -688,12 +688,15 @@ py::tuple py_channel_norm_backward(const py::array& dout, const py::array& x,
 // eval batches whose walks would otherwise run them gate by gate (passes/conv_chain.py):
 // every gate's value and what its cache keeps, bit for bit as their own calls make them
 // (the same kernels, one after the other), without a Python gate and a binding call each.
-// norm: (gamma, beta, running_mean, running_var) of x's dtype, or None; pool: (height,
-// width, stride), or None. Returns (conv_out[, norm_out, mean, inv_std][, relu_out, keep]
-// [, pooled, winners]).
+// norm: (gamma, beta, running_mean, running_var) of x's dtype, or None; add: an array of
+// the conv's output shape and x's dtype added next (a residual block's skip), add_first
+// whether it is the add gate's first operand, or None; pool: (height, width, stride), or
+// None. Returns (conv_out[, norm_out, mean, inv_std][, sum][, relu_out, keep][, pooled,
+// winners]).
 py::tuple py_conv_chain_forward(const py::array& x, const py::array& w, const py::array& b,
                                 int64_t stride, int64_t pad, const py::object& norm, double eps,
-                                bool relu, const py::object& pool) {
+                                const py::object& add, bool add_first, bool relu,
+                                const py::object& pool) {
     const ConvGeometry g = checked_conv_forward(x, w, b, stride, pad);
     const bool normed = !norm.is_none();
     std::optional<PoolGeometry> p;
@@ -726,6 +729,16 @@ py::tuple py_conv_chain_forward(const py::array& x, const py::array& w, const py
             results.append(*norm_out), results.append(*mean), results.append(*inv_std);
             last = norm_out->data();
         }
+        std::optional<Contig<T>> addend;
+        std::optional<py::array_t<T>> sum;
+        if (!add.is_none()) {
+            const py::array other = add.cast<py::array>();
+            require_same_dtype(x, "x", other, "add");
+            require_shape(other, g.out_shape(), "add");
+            addend = Contig<T>(other);
+            sum = py::array_t<T>(g.out_shape());
+            results.append(*sum);
+        }
         std::optional<py::array_t<T>> relu_out;
         std::optional<py::array_t<bool>> keep;
         if (relu) {
@@ -748,6 +761,16 @@ py::tuple py_conv_chain_forward(const py::array& x, const py::array& w, const py
                                      conv_out.data(), gamma->data(), beta->data(),
                                      mean->mutable_data(), var->mutable_data(),
                                      inv_std->mutable_data(), norm_out->mutable_data());
+            }
+            if (sum) {  // in the add gate's order of operands (a NaN's payload)
+                const T* other = addend->data();
+                T* out = sum->mutable_data();
+                if (add_first) {
+                    for (int64_t i = 0; i < n; ++i) out[i] = other[i] + last[i];
+                } else {
+                    for (int64_t i = 0; i < n; ++i) out[i] = last[i] + other[i];
+                }
+                last = out;
             }
             if (relu) {
                 relu_forward(n, last, relu_out->mutable_data(), keep->mutable_data());
@@ -1127,12 +1150,14 @@ PYBIND11_MODULE(_C, m) {
           "Whether the recurrent kernels' float32 sigmoid and tanh run on AVX-512.");
     // ---- normalization ----
     m.def("conv_chain_forward", &py_conv_chain_forward, "x"_a, "w"_a, "b"_a, "stride"_a,
-          "pad"_a, "norm"_a = py::none(), "eps"_a = 1e-5, "relu"_a = false,
-          "pool"_a = py::none(),
+          "pad"_a, "norm"_a = py::none(), "eps"_a = 1e-5, "add"_a = py::none(),
+          "add_first"_a = false, "relu"_a = false, "pool"_a = py::none(),
           "conv -> [eval-mode spatial batchnorm, norm = (gamma, beta, running_mean,\n"
-          "running_var)] -> [relu] -> [max pool, pool = (height, width, stride)] in one call:\n"
-          "(conv_out[, norm_out, mean, inv_std][, relu_out, keep][, pooled, winners]), each\n"
-          "as conv_forward, channel_norm_forward, relu_forward and max_pool_forward return it.");
+          "running_var)] -> [+ add, an array of the conv's output shape (add_first: add + it)]\n"
+          "-> [relu] -> [max pool, pool = (height, width, stride)] in one call: (conv_out[,\n"
+          "norm_out, mean, inv_std][, sum][, relu_out, keep][, pooled, winners]), each as\n"
+          "conv_forward, channel_norm_forward, numpy's +, relu_forward and max_pool_forward\n"
+          "return it.");
     m.def("channel_norm_forward", &py_channel_norm_forward, "x"_a, "gamma"_a, "beta"_a, "eps"_a,
           "mean"_a = py::none(), "var"_a = py::none(), "relu"_a = false,
           "Batchnorm of x (N, C, ...) per channel (axis 1) -> (out, mean, var, inv_std), the\n"

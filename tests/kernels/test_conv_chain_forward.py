@@ -11,7 +11,7 @@ from graphnet.kernels import _C
 pytestmark = pytest.mark.usefixtures("one_kernel_thread")
 
 
-def separate_calls(x, w, b, stride, pad, norm, eps, relu, pool):
+def separate_calls(x, w, b, stride, pad, norm, eps, add, add_first, relu, pool):
     """What the gates' kernels return, one call each, in conv_chain_forward's order."""
     out = _C.conv_forward(x, w, b, stride, pad)
     results = [out]
@@ -19,6 +19,9 @@ def separate_calls(x, w, b, stride, pad, norm, eps, relu, pool):
         gamma, beta, mean, var = norm
         out, m, _, inv_std = _C.channel_norm_forward(out, gamma, beta, eps, mean, var)
         results += [out, m, inv_std]
+    if add is not None:  # the add gate's numpy +
+        out = add + out if add_first else out + add
+        results.append(out)
     if relu:
         out, keep = _C.relu_forward(out)
         results += [out, keep]
@@ -36,12 +39,13 @@ def separate_calls(x, w, b, stride, pad, norm, eps, relu, pool):
     st.sampled_from([1, 3, 5]),
     st.integers(1, 3),
     st.booleans(),
+    st.sampled_from([None, True, False]),
     st.booleans(),
     st.booleans(),
     st.sampled_from([np.float32, np.float64]),
     st.integers(0, 2**16),
 )
-def test_the_kernels_numbers(N, C, side, F, k, stride, normed, relu, pooled, dtype, seed):
+def test_the_kernels_numbers(N, C, side, F, k, stride, normed, added, relu, pooled, dtype, seed):
     pad = (k - 1) // 2
     if (side + 2 * pad - k) // stride + 1 < 2:
         return
@@ -55,8 +59,14 @@ def test_the_kernels_numbers(N, C, side, F, k, stride, normed, relu, pooled, dty
             rng.uniform(0, 3, F).astype(dtype),
         )
     pool = (2, 2, 2) if pooled else None
-    got = _C.conv_chain_forward(x, w, b, stride, pad, norm, 1e-5, relu, pool)
-    want = separate_calls(x, w, b, stride, pad, norm, 1e-5, relu, pool)
+    add = None
+    if added is not None:  # with a NaN and an infinity among its entries
+        add = rng.standard_normal(_C.conv_forward(x, w, b, stride, pad).shape).astype(dtype)
+        add.flat[: add.size // 2 : 7] = np.nan
+        add.flat[add.size // 2 :: 5] = np.inf
+    args = (x, w, b, stride, pad, norm, 1e-5, add, bool(added), relu, pool)
+    got = _C.conv_chain_forward(*args)
+    want = separate_calls(*args)
     assert len(got) == len(want)
     for a, e in zip(got, want):
         assert a.dtype == e.dtype and a.shape == e.shape
@@ -73,9 +83,13 @@ def test_bad_arguments_are_value_errors():
         _C.conv_chain_forward(x, w, b, 1, 1, (*params[:3], np.ones(4)))
     with pytest.raises(ValueError, match="channels"):
         _C.conv_chain_forward(x, np.ones((4, 2, 3, 3), np.float32), b, 1, 1)
+    with pytest.raises(ValueError, match="add"):
+        _C.conv_chain_forward(x, w, b, 1, 1, None, 1e-5, np.ones((1, 4, 1, 1), np.float32))
+    with pytest.raises(ValueError, match="add"):
+        _C.conv_chain_forward(x, w, b, 1, 1, None, 1e-5, np.ones((1, 4, 8, 8)))
     with pytest.raises(ValueError):
-        _C.conv_chain_forward(x, w, b, 1, 1, None, 1e-5, True, (16, 16, 1))
+        _C.conv_chain_forward(x, w, b, 1, 1, None, 1e-5, None, False, True, (16, 16, 1))
     with pytest.raises(ValueError):
-        _C.conv_chain_forward(x, w, b, 1, 1, None, 1e-5, False, (2, 2, 0))
+        _C.conv_chain_forward(x, w, b, 1, 1, None, 1e-5, None, False, False, (2, 2, 0))
     with pytest.raises(ValueError):
         _C.conv_chain_forward(x, w, b, 1, 2**62)  # the padded size overflows

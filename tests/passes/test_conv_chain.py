@@ -34,15 +34,29 @@ def small_batches_take_their_plan(fused_at_any_batch, monkeypatch):
 PARTS = ("spatial_batchnorm", "relu", "max_pool")
 
 
-def network(parts, size=(1, 3, 7, 6), features=4, kernel=3, stride=1, pad=1, mean=0.0):
+def network(
+    parts, size=(1, 3, 7, 6), features=4, kernel=3, stride=1, pad=1, mean=0.0, skip_first=False
+):
     """x -> conv -> the `parts` in order -> affine -> softmax loss; `mean` shifts the conv's
-    output (its bias)."""
+    output (its bias). An "add" adds a second conv of x (before the chain in the plan), as
+    the add's first operand where `skip_first`."""
 
     def build(g, rng):
         x = g.input("x", requires_grad=False)
+        w_shape = (features, size[1], kernel, kernel)
+        if "add" in parts:  # planned before the chain's conv
+            w_skip = g.param("w_skip", rng.standard_normal(w_shape) * 0.4)
+            skip = g.conv(
+                x,
+                w_skip,
+                g.param("b_skip", np.zeros(features)),
+                stride=stride,
+                pad=pad,
+                name="skip",
+            )
         h = g.conv(
             x,
-            g.param("w", rng.standard_normal((features, size[1], kernel, kernel)) * 0.4),
+            g.param("w", rng.standard_normal(w_shape) * 0.4),
             g.param("b", rng.standard_normal(features) + mean),
             stride=stride,
             pad=pad,
@@ -56,6 +70,8 @@ def network(parts, size=(1, 3, 7, 6), features=4, kernel=3, stride=1, pad=1, mea
                 momentum=0.5,
                 name="norm",
             )
+        if "add" in parts:  # a residual block's skip, first or second operand
+            h = g.add(skip, h, name="add") if skip_first else g.add(h, skip, name="add")
         if "relu" in parts:
             h = g.relu(h, name="relu")
         if "max_pool" in parts:
@@ -102,6 +118,9 @@ def assert_chain_reads_as_gates(build, dtype, parts):
 
 
 CHAINS = [
+    ("spatial_batchnorm", "add", "relu", "max_pool"),
+    ("spatial_batchnorm", "add"),
+    ("add", "relu"),
     ("spatial_batchnorm",),
     ("spatial_batchnorm", "relu"),
     ("spatial_batchnorm", "relu", "max_pool"),
@@ -140,6 +159,42 @@ def test_random_shapes(N, C, H, W, features, kernel, stride, pad, dtype, parts, 
         return
     build = network(parts, (N, C, H, W), features, kernel, stride, pad, mean)
     assert_chain_reads_as_gates(build, dtype, parts)
+
+
+@pytest.mark.parametrize("skip_first", [True, False])
+def test_the_add_reads_its_operands_in_order(skip_first):
+    parts = ("spatial_batchnorm", "add", "relu")
+    assert_chain_reads_as_gates(network(parts, skip_first=skip_first), np.float32, parts)
+
+
+def test_an_add_that_broadcasts_or_reads_the_chain_twice():
+    """A skip of another shape (broadcast by the add gate) runs the gates; an add of the
+    chain's own values ends the chain before it."""
+
+    def broadcast(g, rng):
+        feeds = network(("spatial_batchnorm",))(g, rng)
+        h = g.add(g["norm"], g.param("bias", rng.standard_normal((1, 4, 1, 1))), name="add")
+        g.sum(h, name="total")
+        return feeds
+
+    plain, fused, feeds = twins(broadcast, np.float64)
+    for g in (plain, fused):
+        g.eval()
+        g.run("total", x=feeds["x"])
+    assert chain_labels(fused) == ["conv+spatial_batchnorm+add"]  # the gates ran it
+    assert_same_everywhere(plain, fused)
+
+    def twice(g, rng):
+        feeds = network(("spatial_batchnorm",))(g, rng)
+        g.sum(g.relu(g.add(g["norm"], g["conv"], name="add"), name="relu"), name="total")
+        return feeds
+
+    plain, fused, feeds = twins(twice, np.float64)
+    for g in (plain, fused):
+        g.eval()
+        g.run("total", x=feeds["x"])
+    assert chain_labels(fused) == ["conv+spatial_batchnorm"]
+    assert_same_everywhere(plain, fused)
 
 
 def test_a_larger_batch_or_train_mode_takes_the_other_plans():
