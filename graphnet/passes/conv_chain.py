@@ -37,7 +37,7 @@ _FOLLOWERS = ("spatial_batchnorm", "add", "relu", "max_pool")
 
 @register_pass
 class ConvChain(FusionPass):
-    length = 4
+    length = 5
     #: Applies to the plans of small eval batches only (plan.forward_plan).
     small_batch = True
 
