@@ -42,9 +42,10 @@ class PhaseForward {
     // The outputs of `count` <= group() consecutive images (each C x H x W) into the
     // scratch, this thread's, on a cache line and cleared once; then output(i, ...) copies
     // image i's out (F x Ho x Wo).
-    // The `next` images' input is brought into L2 meanwhile (none where null).
+    // The `next` images' input and the first image's `out` are brought into L2 meanwhile
+    // (none where null).
     void images(const float* x, int64_t count, float* scratch, const float* next,
-                int64_t next_count) const;
+                int64_t next_count, const float* out) const;
     void output(int64_t i, const float* scratch, float* out) const;
 
   private:
@@ -64,13 +65,14 @@ class PhaseForward {
 // Splits image x into its phase planes (the planes' floats first in `planes`).
 void split_phases(const ConvGeometry& g, int64_t Hs, int64_t Ws, const float* x, float* planes);
 
-// dw_t (taps x F, the transposed weight gradient) += that of `images` consecutive images,
+// dw_t (taps x F, the transposed weight gradient) += that of `count` consecutive images,
 // in groups of several images per call of the kernel where an image has few positions.
 class PhaseWeightGradient {
   public:
     explicit PhaseWeightGradient(const ConvGeometry& g);
     int64_t scratch_floats() const;  // per thread, zeroed by the caller once
-    void images(const float* x, const float* dout, int64_t count, float* dw_t,
+    // and db (F) += their bias gradient, summed from the output gradients while in cache
+    void images(const float* x, const float* dout, int64_t count, float* dw_t, float* db,
                 float* scratch) const;
 
   private:
@@ -83,7 +85,8 @@ class PhaseWeightGradient {
 void phase_input_gradient(const ConvGeometry& g, const float* dout, const float* w, float* dx);
 
 // The forward over the batch on `threads` threads, with conv.cpp's forward_images contract:
-// image n's output goes to out_of(n, thread), then done(n, that output) runs.
+// image n's output goes to out_of(n, thread), then done(n, that output) runs (out_of is
+// asked for a group's first image before its kernel too, whose lines are then prefetched).
 template <typename OutOf, typename Done>
 void phase_forward(const ConvGeometry& g, int threads, const float* x, const float* w,
                    const float* b, OutOf&& out_of, Done&& done) {
@@ -97,7 +100,7 @@ void phase_forward(const ConvGeometry& g, int threads, const float* x, const flo
         const int64_t first = k * group, count = std::min(group, g.N - first);
         const int64_t image = g.C * g.H * g.W, later = std::min(group, g.N - first - count);
         layer.images(x + first * image, count, scratches.scratch_of(t),
-                     later > 0 ? x + (first + count) * image : nullptr, later);
+                     later > 0 ? x + (first + count) * image : nullptr, later, out_of(first, t));
         for (int64_t i = 0; i < count; ++i) {
             float* out = out_of(first + i, t);
             layer.output(i, scratches.scratch_of(t), out);
