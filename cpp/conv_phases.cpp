@@ -166,7 +166,7 @@ void PhaseForward::clear(float* scratch) const {
 }
 
 void PhaseForward::images(const float* x, int64_t count, float* scratch, const float* next,
-                          int64_t next_count, const float* out) const {
+                          int64_t next_count) const {
     const int64_t image = g_.C * g_.H * g_.W;
     for (int64_t i = 0; i < count; ++i) {
         split_phases(g_, Hs_, Ws_, x + i * image, scratch + i * planes_floats_);
@@ -177,8 +177,8 @@ void PhaseForward::images(const float* x, int64_t count, float* scratch, const f
                     count * Q_,
                     tap_conv_block(F_padded_, count * s_ * s_ * Hs_ * Ws_ / (g_.HH * g_.WW)),
                     at_.empty() ? nullptr : at_.data(),
-                    {TapPrefetch{next, next ? next_count * image : 0},
-                     TapPrefetch{out, out ? g_.F * g_.positions() : 0}}};
+                    next,
+                    next ? next_count * image : 0};
     tap_conv_forward_avx512(t, offsets_.data(), scratch, wpack_.scratch_of(0), bias_.scratch_of(0),
                             scratch + out_t_offset());
 }
@@ -225,11 +225,7 @@ void PhaseWeightGradient::images(const float* x, const float* dout, int64_t coun
     const int64_t image = g_.C * g_.H * g_.W;
     for (int64_t first = 0; first < count; first += group_) {
         const int64_t images = std::min(group_, count - first);
-        // the next group's input, which the phase split reads next
-        const int64_t later = std::min(group_, count - first - images);
-        const TapConv t{g_.taps(), g_.F, F_padded_, g_.Ho * Ws_, g_.taps(), nullptr,
-                        {TapPrefetch{later > 0 ? x + (first + images) * image : nullptr,
-                                     later * image}}};
+        const TapConv t{g_.taps(), g_.F, F_padded_, g_.Ho * Ws_, g_.taps()};
         for (int64_t i = 0; i < images; ++i) {
             const int64_t n = first + i;
             split_phases(g_, Hs_, Ws_, x + n * image, scratch + i * planes_floats_);
@@ -334,8 +330,12 @@ void phase_input_gradient(const ConvGeometry& g, const float* dout, const float*
     const int64_t image = C * g.H * W;
     // phase ph's output into out_t (positions x C_padded), from the padded dout, bringing
     // `prefetch` into L2 meanwhile
+    struct Lines {
+        const float* from;
+        int64_t floats;
+    };
     const auto phase_output = [&](const Phase& ph, const float* doutp, float* out_t,
-                                  TapPrefetch prefetch) {
+                                  Lines prefetch) {
         const int64_t taps = static_cast<int64_t>(ph.offsets.size());
         if (taps == 0) {  // no tap of the filters reaches this phase: its dx is 0
             std::fill(out_t, out_t + ph.positions() * C_padded, 0.0f);
@@ -347,7 +347,8 @@ void phase_input_gradient(const ConvGeometry& g, const float* dout, const float*
                         ph.positions(),
                         tap_conv_block(C_padded, Hd * Wd * F / taps),
                         ph.at.empty() ? nullptr : ph.at.data(),
-                        {prefetch}};
+                        prefetch.from,
+                        prefetch.floats};
         tap_conv_forward_avx512(t, ph.offsets.data(), doutp + ph.i0 * Wd, ph.wpack.scratch_of(0),
                                 no_bias.scratch_of(0), out_t);
     };
@@ -365,11 +366,11 @@ void phase_input_gradient(const ConvGeometry& g, const float* dout, const float*
         // stores, and row phase 1's the next image's dout for its copy.
         const int64_t dout_image = F * g.Ho * g.Wo;
         const float* next = n + 1 < g.N ? dout_n + dout_image : nullptr;
-        const TapPrefetch prefetches[4] = {{dx_n, image / 2},
-                                           {dx_n + image / 2, image - image / 2},
-                                           {next, next ? dout_image / 2 : 0},
-                                           {next ? next + dout_image / 2 : nullptr,
-                                            dout_image - dout_image / 2}};
+        const Lines prefetches[4] = {{dx_n, image / 2},
+                                     {dx_n + image / 2, image - image / 2},
+                                     {next, next ? dout_image / 2 : 0},
+                                     {next ? next + dout_image / 2 : nullptr,
+                                      dout_image - dout_image / 2}};
         for (int64_t a = 0; a < s; ++a) {
             if (s == 2) {
                 phase_output(phases[a * 2], doutp, out_t, prefetches[a * 2]);
@@ -386,7 +387,7 @@ void phase_input_gradient(const ConvGeometry& g, const float* dout, const float*
             const int64_t i0 = phases[a * s].i0, i1 = phases[a * s].i1;
             for (int64_t b = 0; b < s; ++b) {
                 const Phase& ph = phases[a * s + b];
-                phase_output(ph, doutp, out_t, TapPrefetch{});
+                phase_output(ph, doutp, out_t, Lines{nullptr, 0});
                 tap_transpose_avx512(ph.positions(), C, out_t, C_padded, planes + b * wide_floats,
                                      ph.positions());
             }

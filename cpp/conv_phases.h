@@ -42,10 +42,9 @@ class PhaseForward {
     // The outputs of `count` <= group() consecutive images (each C x H x W) into the
     // scratch, this thread's, on a cache line and cleared once; then output(i, ...) copies
     // image i's out (F x Ho x Wo).
-    // The `next` images' input and the first image's `out` are brought into L2 meanwhile
-    // (none where null).
+    // The `next` images' input is brought into L2 meanwhile (none where null).
     void images(const float* x, int64_t count, float* scratch, const float* next,
-                int64_t next_count, const float* out) const;
+                int64_t next_count) const;
     void output(int64_t i, const float* scratch, float* out) const;
 
   private:
@@ -85,8 +84,7 @@ class PhaseWeightGradient {
 void phase_input_gradient(const ConvGeometry& g, const float* dout, const float* w, float* dx);
 
 // The forward over the batch on `threads` threads, with conv.cpp's forward_images contract:
-// image n's output goes to out_of(n, thread), then done(n, that output) runs (out_of is
-// asked for a group's first image before its kernel too, whose lines are then prefetched).
+// image n's output goes to out_of(n, thread), then done(n, that output) runs.
 template <typename OutOf, typename Done>
 void phase_forward(const ConvGeometry& g, int threads, const float* x, const float* w,
                    const float* b, OutOf&& out_of, Done&& done) {
@@ -100,7 +98,7 @@ void phase_forward(const ConvGeometry& g, int threads, const float* x, const flo
         const int64_t first = k * group, count = std::min(group, g.N - first);
         const int64_t image = g.C * g.H * g.W, later = std::min(group, g.N - first - count);
         layer.images(x + first * image, count, scratches.scratch_of(t),
-                     later > 0 ? x + (first + count) * image : nullptr, later, out_of(first, t));
+                     later > 0 ? x + (first + count) * image : nullptr, later);
         for (int64_t i = 0; i < count; ++i) {
             float* out = out_of(first + i, t);
             layer.output(i, scratches.scratch_of(t), out);

@@ -20,11 +20,6 @@
 
 namespace graphnet {
 
-struct TapPrefetch {
-    const float* from = nullptr;
-    int64_t floats = 0;
-};
-
 struct TapConv {
     int64_t taps;      // terms of each output
     int64_t F;         // output channels
@@ -34,10 +29,11 @@ struct TapConv {
     // Where the forward's position q reads (in + at[q]), for q < Q rounded up to kTapRows;
     // null: at q itself. Only where tap_map_fits(F_padded).
     const int64_t* at = nullptr;
-    // Memory the kernel brings into L2 while it computes, a few cache lines a tile, first
-    // prefetch[0] then prefetch[1] (none where null): what the code around it reads or
-    // writes next (the next images' input, this image's output), so that it finds it in L2.
-    TapPrefetch prefetch[2] = {};
+    // Floats the forward brings into L2 while it computes, a few cache lines a tile: what
+    // the code around it reads or writes next (the forward's next images' input, which the
+    // phase split reads; dx's lines, which the merge writes), none where null.
+    const float* prefetch = nullptr;
+    int64_t prefetch_floats = 0;
 };
 
 
@@ -81,7 +77,6 @@ struct TapDwPositions {
 // dw_t[t * F + f] += sum over images n and positions (r, x) of
 //   in[n * image_floats + offsets[t] + r * row + x]
 //   * dout_t[((n * rows + r) * cols + x) * F_padded + f].
-// (g.Q, g.block and g.at are unused; g.prefetch is brought into L2 as in the forward.)
 void tap_conv_dw_avx512(const TapConv& g, const TapDwPositions& p, const int64_t* offsets,
                         const float* in, const float* dout_t, float* dw_t);
 

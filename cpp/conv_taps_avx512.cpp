@@ -25,33 +25,25 @@ static_assert(Lanes512::N == kTapLanes, "F_padded is whole vectors");
 // Spreads the prefetches of g.prefetch over about `tiles` calls of step(): the next
 // images' input comes from memory into L2 while this one's FMAs run, instead of stalling
 // the phase split that reads it next (32->64 @32 forward, batch 64, one thread: 0.92x the
-// time), and the lines of the output the code after the kernel writes come into L2 before
-// its stores (dx's merge, the forward's transposes).
+// time); in a stride-2 dx, dx's lines before the merge's stores to them and the next
+// image's dout before its copy (together 0.93-0.95x dx's time, 32->64 @32, 64->128 @16).
+// Bringing a dw's next input or a forward's output lines in paid nothing measurable.
 class Prefetcher {
   public:
-    Prefetcher(const TapConv& g, int64_t tiles) : g_(g) {
-        int64_t lines = 0;  // (a last part line is left: no address past it)
-        for (const TapPrefetch& p : g.prefetch) lines += p.from ? p.floats / kLineFloats : 0;
-        per_step_ = (lines + tiles - 1) / (tiles > 0 ? tiles : 1);
-    }
+    Prefetcher(const TapConv& g, int64_t tiles)  // (a last part line is left: no address past it)
+        : from_(g.prefetch),
+          lines_(g.prefetch ? g.prefetch_floats / kLineFloats : 0),
+          per_step_((lines_ + tiles - 1) / (tiles > 0 ? tiles : 1)) {}
     void step() {
-        for (int64_t k = 0; k < per_step_ && range_ < 2; ++k) {
-            const TapPrefetch& p = g_.prefetch[range_];
-            if (p.from && line_ < p.floats / kLineFloats) {
-                _mm_prefetch(reinterpret_cast<const char*>(p.from + line_ * kLineFloats),
-                             _MM_HINT_T1);
-                ++line_;
-            } else {
-                ++range_;
-                line_ = 0;
-            }
+        for (int64_t k = 0; k < per_step_ && line_ < lines_; ++k, ++line_) {
+            _mm_prefetch(reinterpret_cast<const char*>(from_ + line_ * kLineFloats), _MM_HINT_T1);
         }
     }
 
   private:
     static constexpr int64_t kLineFloats = 16;
-    const TapConv& g_;
-    int64_t per_step_ = 0, range_ = 0, line_ = 0;
+    const float* from_;
+    int64_t lines_, per_step_, line_ = 0;
 };
 
 // Forward tile: Vf vectors of filters from f0 times Pos positions from q0, taps t0 .. t1-1.
@@ -249,24 +241,18 @@ template <class L, int Wide>
 void tap_dw(const TapConv& g, const TapDwPositions& pos, const int64_t* offsets, const float* in,
             const float* dout_t, float* dw_t) {
     const int64_t vectors = g.F_padded / L::N;
-    const int64_t rest = vectors % Wide;
-    Prefetcher prefetcher(g, (g.taps + kTapGroup - 1) / kTapGroup *
-                                 (vectors / Wide + (Wide > 2 ? rest / 2 + rest % 2 : rest)));
     for (int64_t t0 = 0; t0 < g.taps; t0 += kTapGroup) {
         int64_t v0 = 0;
         for (; v0 + Wide <= vectors; v0 += Wide) {
             tap_dw_tile<L, Wide>(g, pos, offsets, in, dout_t, dw_t, v0 * L::N, t0);
-            prefetcher.step();
         }
         if constexpr (Wide > 2) {
             for (; v0 + 2 <= vectors; v0 += 2) {
                 tap_dw_tile<L, 2>(g, pos, offsets, in, dout_t, dw_t, v0 * L::N, t0);
-                prefetcher.step();
             }
         }
         for (; v0 < vectors; ++v0) {
             tap_dw_tile<L, 1>(g, pos, offsets, in, dout_t, dw_t, v0 * L::N, t0);
-            prefetcher.step();
         }
     }
 }
