@@ -83,8 +83,8 @@ void tap_conv_dw_avx512(const TapConv& g, const TapDwPositions& p, const int64_t
 // The pixels of a stride-2 input gradient's rows of one row phase, merged from its two
 // column phases' kernel outputs (positions x channels, positions `stride` floats apart):
 // for pair k < pairs and channel c < channels,
-//   dst[c * dst_channel + dst_at[k]] = first_t[first_at[k] * stride + c] and,
-//   where second_at[k] >= 0, dst[c * dst_channel + dst_at[k] + 1] = second_t[second_at[k] * stride + c].
+//   dst[c * dst_channel + dst_at[k]] = first_t[first_at[k] * stride + c] and, where
+//   second_at[k] >= 0, dst[c * dst_channel + dst_at[k] + 1] = second_t[second_at[k] * stride + c].
 // 16 pairs a step: two 16 x 16 transposes in registers, two permutes a channel, and a
 // store per run of pairs contiguous in a row, so dx is written once, in place.
 struct PhasePairs {

@@ -139,10 +139,12 @@ void tap_forward(const TapConv& g, const int64_t* offsets, const float* in, cons
     // the tiles of a block of taps: Wide vectors of filters while they last, then (mapped)
     // one tile of 3 or 2, or (not) tiles of 2 and then 1
     const int64_t wide = vectors / Wide, rest = vectors % Wide;
-    const auto per_row = [&](int64_t v) { return (g.Q + Accumulators / v - 1) / (Accumulators / v); };
-    const int64_t tiles = wide * per_row(Wide) +
-                          (g.at ? (rest > 1 ? per_row(rest) : 0)
-                                : rest / 2 * per_row(2) + rest % 2 * per_row(1));
+    const auto tiles_of = [&](int64_t v) {  // v vectors of filters: Accumulators / v positions
+        return (g.Q + Accumulators / v - 1) / (Accumulators / v);
+    };
+    const int64_t tiles = wide * tiles_of(Wide) +
+                          (g.at ? (rest > 1 ? tiles_of(rest) : 0)
+                                : rest / 2 * tiles_of(2) + rest % 2 * tiles_of(1));
     Prefetcher prefetcher(g, (g.taps + g.block - 1) / g.block * tiles);
     for (int64_t t0 = 0; t0 < g.taps; t0 += g.block) {
         const int64_t t1 = g.taps - t0 < g.block ? g.taps : t0 + g.block;
@@ -339,7 +341,8 @@ void merge_phase_pairs_avx512(const PhasePairs& p, int64_t channels, const float
             const int64_t half_end = j < 8 ? (n < 8 ? n : 8) : n;
             int64_t e = j + 1;
             while (e < half_end && second_at[e - 1] >= 0 && dst_at[e] == dst_at[e - 1] + 2) ++e;
-            const int64_t from = 2 * (j % 8), to = 2 * ((e - 1) % 8) + (second_at[e - 1] >= 0 ? 2 : 1);
+            const int64_t from = 2 * (j % 8);
+            const int64_t to = 2 * ((e - 1) % 8) + (second_at[e - 1] >= 0 ? 2 : 1);
             run_at[runs] = dst_at[j];
             run_lanes[runs] = static_cast<__mmask16>(first_lanes(to) & ~first_lanes(from));
             run_high[runs] = j >= 8;
@@ -371,7 +374,8 @@ void merge_phase_pairs_avx512(const PhasePairs& p, int64_t channels, const float
                     if (lanes & 1) {
                         _mm512_mask_storeu_ps(row + run_at[r], lanes, v);
                     } else {  // the run's first lane to the vector's first
-                        _mm512_mask_storeu_ps(row + run_at[r], first_lanes(__builtin_popcount(lanes)),
+                        _mm512_mask_storeu_ps(row + run_at[r],
+                                              first_lanes(__builtin_popcount(lanes)),
                                               _mm512_maskz_compress_ps(lanes, v));
                     }
                 }
