@@ -533,9 +533,11 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
     const bool dw_on_avx512 = direct_pass.dw && dw_avx512(g);
     // Its kernel with vectors along the channels reads x in place (no padded copies).
     const bool dw_on_channels = dw_on_avx512 && direct_dw_channel_vectors(g.C, g.F, g.HH, g.WW);
-    // That one, and the one on 16+ channels and filters, also sum db while they read dout.
-    const bool db_in_dw = dw && dw_on_avx512 &&
-                          (dw_on_channels || direct_dw_filter_vectors(g.C, g.F, g.HH, g.WW));
+    // That one, the one on 16+ channels and filters, and the tap kernel's also sum db while
+    // they read dout.
+    const bool db_in_dw =
+        dw && (tap_dw || (dw_on_avx512 && (dw_on_channels ||
+                                           direct_dw_filter_vectors(g.C, g.F, g.HH, g.WW))));
     T* gemm_dx = dx;  // what is left of dx for im2col + GEMM
     const int64_t chunk_images = chunks ? (g.N + chunks - 1) / chunks : 0;  // N may be 0
     DirectConv d{};  // set only on the direct path: it asks the AVX2 code for its tile
@@ -638,7 +640,7 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
         if constexpr (std::is_same_v<T, float>) {
             if (dw && tap_dw) {
                 phase_dw->images(x + first * g.C * g.H * g.W, chunk_dout, last - first, my_dw_t,
-                                 scratches.scratch_of(t));
+                                 my_db, scratches.scratch_of(t));
             } else if (dw && dw_on_channels) {
                 direct_conv_dw_channels_avx512(d, g.pad, x + first * g.C * g.H * g.W, chunk_dout,
                                                last - first, my_dw_t, my_db,

@@ -219,18 +219,19 @@ int64_t PhaseWeightGradient::scratch_floats() const {
 }
 
 void PhaseWeightGradient::images(const float* x, const float* dout, int64_t count, float* dw_t,
-                                 float* scratch) const {
+                                 float* db, float* scratch) const {
     const int64_t P = g_.positions();
     float* dout_t = scratch + group_ * planes_floats_;  // its padding columns stay zero
     const int64_t image = g_.C * g_.H * g_.W;
-    const TapConv t{g_.taps(), g_.F, F_padded_, g_.Ho * Ws_, g_.taps()};
     for (int64_t first = 0; first < count; first += group_) {
         const int64_t images = std::min(group_, count - first);
+        const TapConv t{g_.taps(), g_.F, F_padded_, g_.Ho * Ws_, g_.taps()};
         for (int64_t i = 0; i < images; ++i) {
             const int64_t n = first + i;
             split_phases(g_, Hs_, Ws_, x + n * image, scratch + i * planes_floats_);
             tap_transpose_avx512(g_.F, P, dout + n * g_.F * P, P, dout_t + i * P * F_padded_,
                                  F_padded_);
+            column_sums_avx512(P, g_.F, dout_t + i * P * F_padded_, F_padded_, db);
         }
         tap_conv_dw_avx512(t, {images, planes_floats_, g_.Ho, g_.Wo, Ws_}, offsets_.data(),
                            scratch, dout_t, dw_t);
@@ -298,39 +299,97 @@ void phase_input_gradient(const ConvGeometry& g, const float* dout, const float*
     const int64_t padded = CacheLineScratch::round_up_to_line(
         checked_mul(F, Hd * Wd, "conv phase dout") + g.WW + kTapRows);
     // per thread, each on a cache line (the kernel loads and stores out_t's rows as whole
-    // vectors): the padded dout, a phase's wide output (positions x channels), and the
-    // s phases of one row phase a transposed (channels x positions), merged into dx rows
+    // vectors): the padded dout, then with stride 2 the two column phases' outputs
+    // (positions x channels) of a row phase, merged from there into dx rows; with larger
+    // strides a phase's output, and the s phases of a row phase transposed (channels x
+    // positions), merged from those
+    const int64_t p = g.pad, W = g.W, buffers = s == 2 ? 2 : s + 1;
     const int64_t wide_floats = checked_mul(widest, C_padded, "conv phase dx");
     const int64_t scratch = checked_add(
-        padded, checked_mul(s + 1, wide_floats, "conv phase dx"), "conv phase dx");
+        padded, checked_mul(buffers, wide_floats, "conv phase dx"), "conv phase dx");
+    // With stride 2, row phase a's pixel pairs: dx pixel (2i + a - pad, 2k) from column
+    // k + pad / 2 of column phase pad % 2 and the pixel after it (where the row has one)
+    // from column k + (pad + 1) / 2 of the other, at their positions in the phases' outputs.
+    std::vector<int64_t> pair_at[2][3];  // [a][first, second, dst]
+    for (int64_t a = 0; a < 2 && s == 2; ++a) {
+        const Phase& first = phases[a * 2 + p % 2];
+        const Phase& second = phases[a * 2 + (p + 1) % 2];
+        for (int64_t i = first.i0; i < first.i1; ++i) {
+            for (int64_t k = 0; 2 * k < W; ++k) {
+                pair_at[a][0].push_back((i - first.i0) * first.width + k + p / 2 - first.first);
+                pair_at[a][1].push_back(2 * k + 1 < W ? (i - second.i0) * second.width + k +
+                                                            (p + 1) / 2 - second.first
+                                                      : -1);
+                pair_at[a][2].push_back((2 * i + a - p) * W + 2 * k);
+            }
+        }
+    }
     const int threads = team_size(g.N);
     CacheLineScratch scratches(threads, scratch);
     const CacheLineScratch no_bias(1, C_padded);
-    const int64_t image = C * g.H * g.W, p = g.pad, W = g.W;
+    const int64_t image = C * g.H * W;
+    // phase ph's output into out_t (positions x C_padded), from the padded dout, bringing
+    // `prefetch` into L2 meanwhile
+    struct Lines {
+        const float* from;
+        int64_t floats;
+    };
+    const auto phase_output = [&](const Phase& ph, const float* doutp, float* out_t,
+                                  Lines prefetch) {
+        const int64_t taps = static_cast<int64_t>(ph.offsets.size());
+        if (taps == 0) {  // no tap of the filters reaches this phase: its dx is 0
+            std::fill(out_t, out_t + ph.positions() * C_padded, 0.0f);
+            return;
+        }
+        const TapConv t{taps,
+                        C,
+                        C_padded,
+                        ph.positions(),
+                        tap_conv_block(C_padded, Hd * Wd * F / taps),
+                        ph.at.empty() ? nullptr : ph.at.data(),
+                        prefetch.from,
+                        prefetch.floats};
+        tap_conv_forward_avx512(t, ph.offsets.data(), doutp + ph.i0 * Wd, ph.wpack.scratch_of(0),
+                                no_bias.scratch_of(0), out_t);
+    };
 #pragma omp parallel for schedule(dynamic) num_threads(threads)
     for (int64_t n = 0; n < g.N; ++n) {
         float* doutp = scratches.scratch_of(omp_get_thread_num());
         float* out_t = doutp + padded;
-        float* planes = out_t + wide_floats;  // phase b at planes + b * wide_floats
-        pad_interior(F, g.Ho, g.Wo, Hd, Wd, top, left, dout + n * F * g.Ho * g.Wo, doutp);
+        const float* dout_n = dout + n * F * g.Ho * g.Wo;
+        for (int64_t f = 0; f < F; ++f) {  // the interior; the borders stay zero
+            copy_rows_avx512(g.Ho, g.Wo, dout_n + f * g.Ho * g.Wo, g.Wo,
+                             doutp + (f * Hd + top) * Wd + left, Wd);
+        }
         float* dx_n = dx + n * image;
+        // With stride 2, row phase 0's kernels bring dx's lines into L2 for the merges'
+        // stores, and row phase 1's the next image's dout for its copy.
+        const int64_t dout_image = F * g.Ho * g.Wo;
+        const float* next = n + 1 < g.N ? dout_n + dout_image : nullptr;
+        const Lines prefetches[4] = {{dx_n, image / 2},
+                                     {dx_n + image / 2, image - image / 2},
+                                     {next, next ? dout_image / 2 : 0},
+                                     {next ? next + dout_image / 2 : nullptr,
+                                      dout_image - dout_image / 2}};
         for (int64_t a = 0; a < s; ++a) {
+            if (s == 2) {
+                phase_output(phases[a * 2], doutp, out_t, prefetches[a * 2]);
+                phase_output(phases[a * 2 + 1], doutp, out_t + wide_floats, prefetches[a * 2 + 1]);
+                const PhasePairs pairs{static_cast<int64_t>(pair_at[a][0].size()),
+                                       pair_at[a][0].data(), pair_at[a][1].data(),
+                                       pair_at[a][2].data()};
+                merge_phase_pairs_avx512(pairs, C, out_t + (p % 2) * wide_floats,
+                                         out_t + (p + 1) % 2 * wide_floats, C_padded, dx_n,
+                                         g.H * W);
+                continue;
+            }
+            float* planes = out_t + wide_floats;  // phase b at planes + b * wide_floats
             const int64_t i0 = phases[a * s].i0, i1 = phases[a * s].i1;
             for (int64_t b = 0; b < s; ++b) {
                 const Phase& ph = phases[a * s + b];
-                const int64_t taps = static_cast<int64_t>(ph.offsets.size());
-                const int64_t positions = ph.positions();
-                float* plane = planes + b * wide_floats;
-                if (taps == 0) {  // no tap of the filters reaches this phase: its dx is 0
-                    std::fill(plane, plane + C * positions, 0.0f);
-                    continue;
-                }
-                const TapConv t{taps, C, C_padded, positions,
-                                tap_conv_block(C_padded, Hd * Wd * F / taps),
-                                ph.at.empty() ? nullptr : ph.at.data()};
-                tap_conv_forward_avx512(t, ph.offsets.data(), doutp + i0 * Wd,
-                                        ph.wpack.scratch_of(0), no_bias.scratch_of(0), out_t);
-                tap_transpose_avx512(positions, C, out_t, C_padded, plane, positions);
+                phase_output(ph, doutp, out_t, Lines{nullptr, 0});
+                tap_transpose_avx512(ph.positions(), C, out_t, C_padded, planes + b * wide_floats,
+                                     ph.positions());
             }
             // dx row h = s*i + a - pad: its pixel w = s*k + r comes from phase
             // b = (r + pad) % s, column j = k + (r + pad) / s (split_phases the other way),
@@ -338,19 +397,12 @@ void phase_input_gradient(const ConvGeometry& g, const float* dout, const float*
             for (int64_t c = 0; c < C; ++c) {
                 for (int64_t i = i0; i < i1; ++i) {
                     float* row = dx_n + (c * g.H + s * i + a - p) * W;
-                    const auto column = [&](int64_t b, int64_t j) {
-                        const Phase& ph = phases[a * s + b];
-                        return planes + b * wide_floats + (c * (i1 - i0) + i - i0) * ph.width +
-                               j - ph.first;
-                    };
-                    if (s == 2 && W % 2 == 0) {
-                        interleave_avx512(W / 2, column(p % 2, p / 2),
-                                          column((p + 1) % 2, (p + 1) / 2), row);
-                    } else {
-                        for (int64_t r = 0; r < s && r < W; ++r) {
-                            const float* src = column((r + p) % s, (r + p) / s);
-                            for (int64_t k = 0; s * k + r < W; ++k) row[s * k + r] = src[k];
-                        }
+                    for (int64_t r = 0; r < s && r < W; ++r) {
+                        const Phase& ph = phases[a * s + (r + p) % s];
+                        const float* src = planes + (r + p) % s * wide_floats +
+                                           (c * (i1 - i0) + i - i0) * ph.width + (r + p) / s -
+                                           ph.first;
+                        for (int64_t k = 0; s * k + r < W; ++k) row[s * k + r] = src[k];
                     }
                 }
             }

@@ -64,13 +64,14 @@ class PhaseForward {
 // Splits image x into its phase planes (the planes' floats first in `planes`).
 void split_phases(const ConvGeometry& g, int64_t Hs, int64_t Ws, const float* x, float* planes);
 
-// dw_t (taps x F, the transposed weight gradient) += that of `images` consecutive images,
+// dw_t (taps x F, the transposed weight gradient) += that of `count` consecutive images,
 // in groups of several images per call of the kernel where an image has few positions.
 class PhaseWeightGradient {
   public:
     explicit PhaseWeightGradient(const ConvGeometry& g);
     int64_t scratch_floats() const;  // per thread, zeroed by the caller once
-    void images(const float* x, const float* dout, int64_t count, float* dw_t,
+    // and db (F) += their bias gradient, summed from the output gradients while in cache
+    void images(const float* x, const float* dout, int64_t count, float* dw_t, float* db,
                 float* scratch) const;
 
   private:

@@ -29,8 +29,9 @@ struct TapConv {
     // Where the forward's position q reads (in + at[q]), for q < Q rounded up to kTapRows;
     // null: at q itself. Only where tap_map_fits(F_padded).
     const int64_t* at = nullptr;
-    // Floats the forward brings into L2 while it computes, a few cache lines a tile: the
-    // next images' input, which the phase split reads from memory next (none where null).
+    // Floats the forward brings into L2 while it computes, a few cache lines a tile: what
+    // the code around it reads or writes next (the forward's next images' input, which the
+    // phase split reads; dx's lines, which the merge writes), none where null.
     const float* prefetch = nullptr;
     int64_t prefetch_floats = 0;
 };
@@ -79,9 +80,32 @@ struct TapDwPositions {
 void tap_conv_dw_avx512(const TapConv& g, const TapDwPositions& p, const int64_t* offsets,
                         const float* in, const float* dout_t, float* dw_t);
 
-// dst[2k] = even[k] and dst[2k + 1] = odd[k] for k < n: deinterleave_avx512 the other way
-// (the merge of a stride-2 input gradient's column phases into dx rows).
-void interleave_avx512(int64_t n, const float* even, const float* odd, float* dst);
+// The pixels of a stride-2 input gradient's rows of one row phase, merged from its two
+// column phases' kernel outputs (positions x channels, positions `stride` floats apart):
+// for pair k < pairs and channel c < channels,
+//   dst[c * dst_channel + dst_at[k]] = first_t[first_at[k] * stride + c] and, where
+//   second_at[k] >= 0, dst[c * dst_channel + dst_at[k] + 1] = second_t[second_at[k] * stride + c].
+// 16 pairs a step: two 16 x 16 transposes in registers, two permutes a channel, and a
+// store per run of pairs contiguous in a row, so dx is written once, in place.
+struct PhasePairs {
+    int64_t pairs;
+    const int64_t* first_at;
+    const int64_t* second_at;
+    const int64_t* dst_at;
+};
+void merge_phase_pairs_avx512(const PhasePairs& p, int64_t channels, const float* first_t,
+                              const float* second_t, int64_t stride, float* dst,
+                              int64_t dst_channel);
+
+// sums[c] += sum over r < rows of src[r * stride + c], for c < cols: a bias gradient from
+// output gradients already in the kernels' layout (positions x channels).
+void column_sums_avx512(int64_t rows, int64_t cols, const float* src, int64_t stride,
+                        float* sums);
+
+// dst[r * dst_stride + k] = src[r * src_stride + k] for r < rows, k < width: many short
+// rows a call (a row of 8-16 floats through memmove cost a call each).
+void copy_rows_avx512(int64_t rows, int64_t width, const float* src, int64_t src_stride,
+                      float* dst, int64_t dst_stride);
 
 // even[r * dst_stride + k] = src[r * src_stride + 2k] (k < (width + 1) / 2) and
 // odd[r * dst_stride + k] = src[r * src_stride + 2k + 1] (k < width / 2) for r < rows:

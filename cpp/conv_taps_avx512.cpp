@@ -25,7 +25,9 @@ static_assert(Lanes512::N == kTapLanes, "F_padded is whole vectors");
 // Spreads the prefetches of g.prefetch over about `tiles` calls of step(): the next
 // images' input comes from memory into L2 while this one's FMAs run, instead of stalling
 // the phase split that reads it next (32->64 @32 forward, batch 64, one thread: 0.92x the
-// time; the same for dx's and dw's next inputs paid nothing measurable).
+// time); in a stride-2 dx, dx's lines before the merge's stores to them and the next
+// image's dout before its copy (together 0.93-0.95x dx's time, 32->64 @32, 64->128 @16).
+// Bringing a dw's next input or a forward's output lines in paid nothing measurable.
 class Prefetcher {
   public:
     Prefetcher(const TapConv& g, int64_t tiles)  // (a last part line is left: no address past it)
@@ -134,8 +136,16 @@ template <class L, int Wide, int Accumulators>
 void tap_forward(const TapConv& g, const int64_t* offsets, const float* in, const float* wpack,
                  const float* bias, float* out_t) {
     const int64_t vectors = g.F_padded / L::N;
-    Prefetcher prefetcher(g, (g.taps + g.block - 1) / g.block * ((g.Q + 5) / 6) *
-                                 ((vectors + Wide - 1) / Wide));
+    // the tiles of a block of taps: Wide vectors of filters while they last, then (mapped)
+    // one tile of 3 or 2, or (not) tiles of 2 and then 1
+    const int64_t wide = vectors / Wide, rest = vectors % Wide;
+    const auto tiles_of = [&](int64_t v) {  // v vectors of filters: Accumulators / v positions
+        return (g.Q + Accumulators / v - 1) / (Accumulators / v);
+    };
+    const int64_t tiles = wide * tiles_of(Wide) +
+                          (g.at ? (rest > 1 ? tiles_of(rest) : 0)
+                                : rest / 2 * tiles_of(2) + rest % 2 * tiles_of(1));
+    Prefetcher prefetcher(g, (g.taps + g.block - 1) / g.block * tiles);
     for (int64_t t0 = 0; t0 < g.taps; t0 += g.block) {
         const int64_t t1 = g.taps - t0 < g.block ? g.taps : t0 + g.block;
         if (g.at) {  // no single vector left over (tap_map_fits)
@@ -254,7 +264,7 @@ void tap_dw(const TapConv& g, const TapDwPositions& pos, const int64_t* offsets,
 // shuffles on a deliberately undefined vector, which -Wmaybe-uninitialized flags.)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-void transpose16(__m512 (&r)[16]) {
+__attribute__((always_inline)) inline void transpose16(__m512 (&r)[16]) {
     __m512 t[16], u[16], v[16];
 #pragma GCC unroll 8
     for (int k = 0; k < 8; ++k) {
@@ -310,24 +320,103 @@ void deinterleave_avx512(int64_t rows, int64_t width, const float* src, int64_t 
     }
 }
 
-void interleave_avx512(int64_t n, const float* even, const float* odd, float* dst) {
+void merge_phase_pairs_avx512(const PhasePairs& p, int64_t channels, const float* first_t,
+                              const float* second_t, int64_t stride, float* dst,
+                              int64_t dst_channel) {
+    // pair j of a block: lanes 2j and 2j + 1 of the permutes (low: pairs 0-7, high: 8-15)
     const __m512i low = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
     const __m512i high = _mm512_add_epi32(low, _mm512_set1_epi32(8));
-    int64_t k = 0;
-    for (; k + 16 <= n; k += 16) {
-        const __m512 a = _mm512_loadu_ps(even + k), b = _mm512_loadu_ps(odd + k);
-        _mm512_storeu_ps(dst + 2 * k, _mm512_permutex2var_ps(a, low, b));
-        _mm512_storeu_ps(dst + 2 * k + 16, _mm512_permutex2var_ps(a, high, b));
-    }
-    if (k < n) {  // r < 16 pairs left: 2r floats in up to two vectors
-        const int64_t r = n - k;
-        const __m512 a = _mm512_maskz_loadu_ps(first_lanes(r), even + k);
-        const __m512 b = _mm512_maskz_loadu_ps(first_lanes(r), odd + k);
-        _mm512_mask_storeu_ps(dst + 2 * k, first_lanes(2 * r), _mm512_permutex2var_ps(a, low, b));
-        if (r > 8) {
-            _mm512_mask_storeu_ps(dst + 2 * k + 16, first_lanes(2 * r - 16),
-                                  _mm512_permutex2var_ps(a, high, b));
+    for (int64_t k0 = 0; k0 < p.pairs; k0 += 16) {
+        const int64_t n = p.pairs - k0 < 16 ? p.pairs - k0 : 16;
+        const int64_t* first_at = p.first_at + k0;
+        const int64_t* second_at = p.second_at + k0;
+        const int64_t* dst_at = p.dst_at + k0;
+        // The block's stores: runs of pairs whose pixels follow each other in a row, within
+        // a half; a run that does not start at its half's first lane is compressed down.
+        int64_t run_at[16];
+        __mmask16 run_lanes[16];
+        bool run_high[16];
+        int runs = 0;
+        for (int64_t j = 0; j < n;) {
+            const int64_t half_end = j < 8 ? (n < 8 ? n : 8) : n;
+            int64_t e = j + 1;
+            while (e < half_end && second_at[e - 1] >= 0 && dst_at[e] == dst_at[e - 1] + 2) ++e;
+            const int64_t from = 2 * (j % 8);
+            const int64_t to = 2 * ((e - 1) % 8) + (second_at[e - 1] >= 0 ? 2 : 1);
+            run_at[runs] = dst_at[j];
+            run_lanes[runs] = static_cast<__mmask16>(first_lanes(to) & ~first_lanes(from));
+            run_high[runs] = j >= 8;
+            ++runs;
+            j = e;
         }
+        for (int64_t c0 = 0; c0 < channels; c0 += 16) {
+            const int64_t nc = channels - c0 < 16 ? channels - c0 : 16;
+            __m512 f[16], s[16];
+#pragma GCC unroll 16
+            for (int i = 0; i < 16; ++i) {
+                f[i] = i < n ? _mm512_loadu_ps(first_t + first_at[i] * stride + c0)
+                             : _mm512_setzero_ps();
+                s[i] = i < n && second_at[i] >= 0
+                           ? _mm512_loadu_ps(second_t + second_at[i] * stride + c0)
+                           : _mm512_setzero_ps();
+            }
+            transpose16(f);
+            transpose16(s);
+#pragma GCC unroll 16
+            for (int c = 0; c < 16; ++c) {  // constant indices: f and s stay in registers
+                if (c >= nc) break;
+                const __m512 lo = _mm512_permutex2var_ps(f[c], low, s[c]);
+                const __m512 hi = _mm512_permutex2var_ps(f[c], high, s[c]);
+                float* row = dst + (c0 + c) * dst_channel;
+                for (int r = 0; r < runs; ++r) {
+                    const __m512 v = run_high[r] ? hi : lo;
+                    const __mmask16 lanes = run_lanes[r];
+                    if (lanes & 1) {
+                        _mm512_mask_storeu_ps(row + run_at[r], lanes, v);
+                    } else {  // the run's first lane to the vector's first
+                        _mm512_mask_storeu_ps(row + run_at[r],
+                                              first_lanes(__builtin_popcount(lanes)),
+                                              _mm512_maskz_compress_ps(lanes, v));
+                    }
+                }
+            }
+        }
+    }
+}
+
+void column_sums_avx512(int64_t rows, int64_t cols, const float* src, int64_t stride,
+                        float* sums) {
+    for (int64_t c0 = 0; c0 < cols; c0 += 64) {  // 4 vectors of columns: 4 chains of adds
+        __m512 acc[4];
+        __mmask16 lanes[4];
+#pragma GCC unroll 4
+        for (int v = 0; v < 4; ++v) {
+            acc[v] = _mm512_setzero_ps();
+            lanes[v] = first_lanes(cols - c0 - 16 * v);
+        }
+        for (int64_t r = 0; r < rows; ++r) {
+#pragma GCC unroll 4
+            for (int v = 0; v < 4; ++v) {
+                acc[v] = _mm512_add_ps(
+                    acc[v], _mm512_maskz_loadu_ps(lanes[v], src + r * stride + c0 + 16 * v));
+            }
+        }
+#pragma GCC unroll 4
+        for (int v = 0; v < 4; ++v) {
+            float* o = sums + c0 + 16 * v;
+            _mm512_mask_storeu_ps(o, lanes[v],
+                                  _mm512_add_ps(_mm512_maskz_loadu_ps(lanes[v], o), acc[v]));
+        }
+    }
+}
+
+void copy_rows_avx512(int64_t rows, int64_t width, const float* src, int64_t src_stride,
+                      float* dst, int64_t dst_stride) {
+    const __mmask16 last = first_lanes(width % 16 == 0 ? 16 : width % 16);
+    for (int64_t r = 0; r < rows; ++r, src += src_stride, dst += dst_stride) {
+        int64_t k = 0;
+        for (; k + 16 < width; k += 16) _mm512_storeu_ps(dst + k, _mm512_loadu_ps(src + k));
+        if (k < width) _mm512_mask_storeu_ps(dst + k, last, _mm512_maskz_loadu_ps(last, src + k));
     }
 }
 

@@ -63,6 +63,17 @@ int team_for(int64_t pieces, int64_t entries) {
     return static_cast<int>(greater<int64_t>(1, lesser<int64_t>(num_threads(), wanted)));
 }
 
+// Brings `segs` segments of `len` entries, `stride` apart, into L2: the next block of a
+// channel's planes (one 4 KB page each on 32 x 32 images, where the hardware's prefetcher
+// starts over at every page), while this block's sums run. Touches no value.
+template <typename T>
+void prefetch_segments(const T* x, int64_t segs, int64_t stride, int64_t len) {
+    constexpr int64_t kLine = 64 / static_cast<int64_t>(sizeof(T));
+    for (int64_t s = 0; s < segs; ++s) {
+        for (int64_t i = 0; i < len; i += kLine) __builtin_prefetch(x + s * stride + i, 0, 2);
+    }
+}
+
 // Count, mean and centred sum of squares of the entries seen so far, merged block by
 // block (Chan, Golub and LeVeque's pairwise update).
 struct Moments {
@@ -153,12 +164,22 @@ Moments slice_moments(const NormShape& s, const T* x, int64_t k) {
     if (s.inner >= kBlock) {
         for (int64_t o = 0; o < s.outer; ++o) {
             for (int64_t i = 0; i < s.inner; i += kBlock) {
+                if (i + kBlock < s.inner) {  // the next block: of this plane, or the next's first
+                    prefetch_segments(base + o * stride + i + kBlock, 1, stride,
+                                      lesser(kBlock, s.inner - i - kBlock));
+                } else if (o + 1 < s.outer) {
+                    prefetch_segments(base + (o + 1) * stride, 1, stride, kBlock);
+                }
                 add_block(base + o * stride + i, 1, stride, lesser(kBlock, s.inner - i), acc);
             }
         }
     } else {
         const int64_t segs = kBlock / s.inner;
         for (int64_t o = 0; o < s.outer; o += segs) {
+            if (o + segs < s.outer) {
+                prefetch_segments(base + (o + segs) * stride, lesser(segs, s.outer - o - segs),
+                                  stride, s.inner);
+            }
             add_block(base + o * stride, lesser(segs, s.outer - o), stride, s.inner, acc);
         }
     }
@@ -339,6 +360,10 @@ void channel_backward(const NormShape& s, bool train, const T* dout, const T* x,
         const T a = relu ? gamma[k] * inv_std[k] : T(0), b = relu ? beta[k] : T(0);
         for (int64_t o = 0; o < s.outer; ++o) {
             const T *g = dout + o * stride + k * s.inner, *p = x + o * stride + k * s.inner;
+            if (o + 1 < s.outer && s.inner < kBlock) {  // (a larger plane's burst of
+                prefetch_segments(g + stride, 1, stride, s.inner);  // prefetches stalled)
+                prefetch_segments(p + stride, 1, stride, s.inner);
+            }
 #pragma omp simd reduction(+ : sd, sdx)
             for (int64_t i = 0; i < s.inner; ++i) {
                 const T gi = relu ? through_relu(g[i], (p[i] - m) * a + b) : g[i];

@@ -100,7 +100,16 @@ void tap_conv_dw_avx512(const TapConv&, const TapDwPositions&, const int64_t*, c
 void deinterleave_avx512(int64_t, int64_t, const float*, int64_t, float*, float*, int64_t) {
     absent("deinterleave_avx512");
 }
-void interleave_avx512(int64_t, const float*, const float*, float*) { absent("interleave_avx512"); }
+void merge_phase_pairs_avx512(const PhasePairs&, int64_t, const float*, const float*, int64_t,
+                              float*, int64_t) {
+    absent("merge_phase_pairs_avx512");
+}
+void column_sums_avx512(int64_t, int64_t, const float*, int64_t, float*) {
+    absent("column_sums_avx512");
+}
+void copy_rows_avx512(int64_t, int64_t, const float*, int64_t, float*, int64_t) {
+    absent("copy_rows_avx512");
+}
 void tap_transpose_avx512(int64_t, int64_t, const float*, int64_t, float*, int64_t) {
     absent("tap_transpose_avx512");
 }

@@ -161,3 +161,85 @@ def test_forward_any_count_of_positions(F):
                 np.testing.assert_array_equal(
                     _C.conv_forward(x[n : n + 1], w, b, 2, pad)[0], outs[0][n]
                 )
+
+
+@pytest.mark.parametrize("W", range(1, 36))
+def test_stride2_dx_rows_of_any_width(W):
+    """A stride-2 dx's rows merged from its two column phases straight into dx, 16 pixel
+    pairs at a time (runs of pairs split where a block crosses rows, or where a row of odd
+    width has no last odd pixel): every width 1-35, pads 0-2, channels across two blocks of
+    16 (17, 33); the batch's first and last images too (the merge writes from an image's
+    first float to its last)."""
+    pad = W % 3
+    if W + 2 * pad < 3:
+        return
+    x, w, b = case(3, 17 if W % 2 else 33, 5, W, 9, 3, np.float32, seed=W)
+    check_against_naive(x, w, b, 2, pad, avx512=True)
+
+
+@pytest.mark.slow
+@settings(max_examples=60, deadline=None)
+@given(
+    N=st.sampled_from([1, 2, 3, 5]),
+    C=st.sampled_from([1, 3, 15, 16, 17, 32, 33, 48, 64]),
+    H=st.integers(1, 40),
+    W=st.integers(1, 40),
+    F=st.sampled_from([1, 9, 16, 20, 48, 64, 96]),
+    pad=st.integers(0, 1),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 2**16),
+)
+def test_stride2_3x3_layers_match_naive(N, C, H, W, F, pad, dtype, seed):
+    """3x3 stride 2, the zoo's down-sampling layers, on any image size up to 40 (odd and
+    even, rows of one block of 16 pixel pairs and more), channels off the kernels' tiles,
+    float32 (the tap kernels) and float64 (im2col + GEMM): against the naive loops, and the
+    same bits on one thread as on two."""
+    if H + 2 * pad < 3 or W + 2 * pad < 3:
+        return
+    x, w, b = case(N, C, H, W, F, 3, dtype, seed)
+    results, dout = run(x, w, b, 2, pad, threads=2)
+    bounds = conv_error_bounds(dout, x, w, b, 2, pad)
+    refs = (conv_forward_ref(x, w, b, 2, pad),) + tuple(conv_backward_ref(dout, x, w, 2, pad))
+    for got, ref, bound in zip(results, refs, bounds, strict=True):
+        assert got.dtype == dtype
+        assert_within_rounding(got, ref, bound, 1e-5 if dtype == np.float32 else 1e-12)
+    one_thread, _ = run(x, w, b, 2, pad, threads=1)
+    for got, again in zip(results, one_thread, strict=True):
+        np.testing.assert_array_equal(got, again)
+
+
+@pytest.mark.parametrize(
+    "N, C, H, F, stride",
+    [(37, 6, 6, 20, 2), (5, 16, 32, 64, 2), (1, 3, 9, 33, 2), (19, 8, 10, 50, 1)],
+)
+def test_tap_bias_gradient_summed_with_the_weight_gradient(N, C, H, F, stride):
+    """db of the layers whose dw runs on the tap kernel (stride 2; stride 1 with many
+    filters on short rows) is summed from the output gradient in the kernel's layout, chunk
+    by chunk (2-16 chunks): against the naive loops, the same bits without dx as with it,
+    and with a relu's gradient taken on the way (activation="relu")."""
+    x, w, b = case(N, C, H, H, F, 3, np.float32, seed=N + F)
+    out = _C.conv_forward(x, w, b, stride, 1)
+    dout = np.random.default_rng(N).standard_normal(out.shape).astype(np.float32)
+    _, dw, db = _C.conv_backward(dout, x, w, stride, 1)
+    ref_dx, ref_dw, ref_db = conv_backward_ref(dout, x, w, stride, 1)
+    np.testing.assert_allclose(db, ref_db, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(dw, ref_dw, rtol=1e-4, atol=1e-3)
+    _, dw_alone, db_alone = _C.conv_backward(dout, x, w, stride, 1, need_dx=False)
+    np.testing.assert_array_equal(db_alone, db)
+    np.testing.assert_array_equal(dw_alone, dw)
+    relu_out = _C.conv_forward(x, w, b, stride, 1, activation="relu")
+    _, _, db_relu = _C.conv_backward(dout, x, w, stride, 1, activation="relu", act_out=relu_out)
+    through = np.where(relu_out > 0, dout, np.float32(0))
+    np.testing.assert_allclose(db_relu, through.sum(axis=(0, 2, 3)), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("C, H, F", [(32, 32, 64), (5, 9, 64), (16, 16, 20)])
+def test_strided_conv_relu_pool_forward(C, H, F):
+    """The forward brings each group's output into L2 before its kernel: with
+    conv_relu_pool_forward that output is a thread's buffer of one image, reused."""
+    x, w, b = case(3, C, H, H, F, 3, np.float32, seed=C)
+    pooled, _ = _C.conv_relu_pool_forward(x, w, b, 2, 1, 2, 2, 2)
+    conv = np.maximum(_C.conv_forward(x, w, b, 2, 1), 0)
+    n, f, h, w_ = conv.shape
+    expected = conv[:, :, : h // 2 * 2, : w_ // 2 * 2].reshape(n, f, h // 2, 2, w_ // 2, 2)
+    np.testing.assert_array_equal(pooled, expected.max(axis=(3, 5)))
