@@ -286,6 +286,15 @@ def test_stride_one_rows_of_10_to_15_pixels_by_filter_count(C, F, W):
             assert_stride_one_matches_naive(1 + pad % 2, C, W - 1, W, F, k, k, pad, seed=C + W)
 
 
+def assert_same_gradients(grads, expected):
+    """conv_backward's (dx, dw, db) bit for bit, dx None where it was not asked for."""
+    for grad, want in zip(grads, expected, strict=True):
+        if want is None:
+            assert grad is None
+        else:
+            np.testing.assert_array_equal(grad, want)
+
+
 ACTIVATIONS = {
     "relu": (Relu(), ("relu", 0.0)),
     "leaky_relu": (LeakyRelu(0.1), ("leaky_relu", 0.1)),
@@ -350,11 +359,7 @@ def test_conv_activation_is_the_gates_each_way_on_every_path(
             grads = _C.conv_backward(
                 dout, x, w, stride, pad, need_dx=need_dx, activation=name, alpha=alpha, act_out=got
             )
-            for grad, want in zip(grads, expected_grads):
-                if want is None:
-                    assert grad is None
-                else:
-                    np.testing.assert_array_equal(grad, want)
+            assert_same_gradients(grads, expected_grads)
     finally:
         _C.set_num_threads(before)
         restore()
@@ -473,10 +478,6 @@ def test_wide_layers_take_the_activation_gradient_on_the_whole_batch(N, C, H, F,
                 got = _C.conv_backward(
                     dout, x, w, 1, 1, need_dx=need_dx, activation=name, alpha=alpha, act_out=out
                 )
-                for grad, want in zip(got, expected, strict=True):
-                    if want is None:
-                        assert grad is None
-                    else:
-                        np.testing.assert_array_equal(grad, want)
+                assert_same_gradients(got, expected)
     finally:
         _C.set_num_threads(before)
