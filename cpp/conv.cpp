@@ -144,9 +144,13 @@ bool dw_avx512(const ConvGeometry& g) {
 //   on 8 x 8 the tap kernel runs at 190-200 GFLOP/s: 512 @8 24.0 / 34.1);
 // - dw there on up to 64 positions, or from 2^18 floats on up to 16 (batch 16: 192 @2
 //   0.97 / 0.61, 192 @4 1.72 / 1.56, 512 @8 42.3 / 39.7; 128 @4 0.66 / 0.88);
-// - dx on images under 5 pixels of 48+ channels in and out, where Winograd has 1-4 tiles
-//   an image (batch 16: 48 @4 0.23 / 0.20, 128 @4 1.31 / 0.84, 512 @4 23.6 / 10.7, 512 @2
-//   23.6 / 3.8; 16 and 32 channels @4 within 10% either way).
+// - dx of 48+ channels in and out on images under 5 pixels where Winograd takes it (3x3,
+//   pad 1), with 1-4 tiles an image (batch 16: 48 @4 0.23 / 0.20, 128 @4 1.31 / 0.84, 512
+//   @4 23.6 / 10.7, 512 @2 23.6 / 3.8; 16 and 32 channels @4 within 10% either way), and
+//   on images of up to 8 pixels where the pad is narrower than a "same" conv's (pad 0:
+//   the tap kernel's dx of dout padded by k - 1 ran at 4-60 GFLOP/s; batch 16, 5x5 pad 0
+//   256 @6 23.6 / 3.5, 64 @5 0.60 / 0.21, 3x3 pad 0 128 @6 1.34 / 0.81, 64 @4 0.13 /
+//   0.16). 5x5 pad 2 keeps the tap kernel (96 and 128 @4 1.0 / 1.7 and 1.9 / 2.9).
 constexpr int64_t kGemmForwardMinWeights = int64_t(1) << 19;
 constexpr int64_t kGemmForwardMaxPositions = 36;
 constexpr int64_t kGemmDwMinWeights = int64_t(1) << 18;
@@ -154,6 +158,7 @@ constexpr int64_t kGemmDwMaxPositions = 64;
 constexpr int64_t kGemmDwSmallPositions = 16;
 constexpr int64_t kGemmInputGradientMaxSide = 4;
 constexpr int64_t kGemmInputGradientMinChannels = 48;
+constexpr int64_t kGemmNarrowPadMaxSide = 8;
 
 bool wide_small_image(const ConvGeometry& g) { return g.stride == 1 && !is_pointwise(g); }
 
@@ -170,9 +175,15 @@ bool gemm_weight_gradient(const ConvGeometry& g) {
 }
 
 bool gemm_input_gradient(const ConvGeometry& g) {
-    return wide_small_image(g) && g.H <= kGemmInputGradientMaxSide &&
-           g.W <= kGemmInputGradientMaxSide && g.C >= kGemmInputGradientMinChannels &&
-           g.F >= kGemmInputGradientMinChannels;
+    if (!wide_small_image(g) || g.C < kGemmInputGradientMinChannels ||
+        g.F < kGemmInputGradientMinChannels) {
+        return false;
+    }
+    const bool winograd_layer = g.HH == 3 && g.WW == 3 && g.pad == 1;
+    const bool narrow_pad = 2 * g.pad < g.HH - 1 || 2 * g.pad < g.WW - 1;
+    return (winograd_layer && g.H <= kGemmInputGradientMaxSide &&
+            g.W <= kGemmInputGradientMaxSide) ||
+           (narrow_pad && g.H <= kGemmNarrowPadMaxSide && g.W <= kGemmNarrowPadMaxSide);
 }
 
 // Which passes of a conv run on the direct kernels rather than im2col + GEMM. A pointwise
@@ -249,7 +260,8 @@ bool tap_weight_gradient(const ConvGeometry& g, const DirectPasses& direct) {
 // smaller images each of its 16 GEMMs has a few tiles only, and the forward's tap kernel
 // beats it (per pass, batch 64, one thread, 3x3 on 16-128 channels: @4 0.33-0.47x its
 // time, @6 0.57-0.87x, @7 0.69-1.23x, @8 0.89-1.51x); its dx still beats the direct
-// kernel there (@4 0.9-1.6x its time).
+// kernel there (@4 0.9-1.6x its time), but not im2col + GEMM over groups of images on
+// images under 5 pixels of 48+ channels (gemm_input_gradient).
 std::atomic<WinogradMode> winograd_mode{WinogradMode::kWherePays};
 constexpr int64_t kWinogradMinChannels = 16;
 constexpr int64_t kWinogradForwardMinSide = 7;
