@@ -142,8 +142,10 @@ bool dw_avx512(const ConvGeometry& g) {
 // - forward where the weights are 2^19+ floats on outputs of up to 36 positions (batch
 //   16: 256 @4 2.61 / 2.32, 512 @4 12.3 / 8.6, 512 @6 25.6 / 18.8; 192 @4 1.34 / 1.49;
 //   on 8 x 8 the tap kernel runs at 190-200 GFLOP/s: 512 @8 24.0 / 34.1);
-// - dw there on up to 64 positions, or from 2^18 floats on up to 16 (batch 16: 192 @2
-//   0.97 / 0.61, 192 @4 1.72 / 1.56, 512 @8 42.3 / 39.7; 128 @4 0.66 / 0.88);
+// - dw there on up to 64 positions, or from 2^18 floats where the whole batch has under
+//   256 positions, whose slots the tap kernel's two chunks then fill with a few positions
+//   each (batch 16: 192 @2 0.97 / 0.61, 192 @3 1.30 / 1.01, 512 @8 42.3 / 39.7; 128 @4
+//   0.66 / 0.88; batch 64, 256 -> 128 @2 1.72 / 2.38);
 // - dx of 48+ channels in and out on images under 5 pixels where Winograd takes it (3x3,
 //   pad 1), with 1-4 tiles an image (batch 16: 48 @4 0.23 / 0.20, 128 @4 1.31 / 0.84, 512
 //   @4 23.6 / 10.7, 512 @2 23.6 / 3.8; 16 and 32 channels @4 within 10% either way), and
@@ -155,7 +157,7 @@ constexpr int64_t kGemmForwardMinWeights = int64_t(1) << 19;
 constexpr int64_t kGemmForwardMaxPositions = 36;
 constexpr int64_t kGemmDwMinWeights = int64_t(1) << 18;
 constexpr int64_t kGemmDwMaxPositions = 64;
-constexpr int64_t kGemmDwSmallPositions = 16;
+constexpr int64_t kGemmDwBatchPositions = 256;
 constexpr int64_t kGemmInputGradientMaxSide = 4;
 constexpr int64_t kGemmInputGradientMinChannels = 48;
 constexpr int64_t kGemmNarrowPadMaxSide = 8;
@@ -169,9 +171,10 @@ bool gemm_forward(const ConvGeometry& g) {
 
 bool gemm_weight_gradient(const ConvGeometry& g) {
     const int64_t weights = g.taps() * g.F, P = g.positions();
+    // (N * P < kGemmDwBatchPositions, written so that it cannot overflow)
     return wide_small_image(g) && weights >= kGemmDwMinWeights &&
-           (P <= kGemmDwSmallPositions ||
-            (weights >= kGemmForwardMinWeights && P <= kGemmDwMaxPositions));
+           ((weights >= kGemmForwardMinWeights && P <= kGemmDwMaxPositions) ||
+            g.N <= (kGemmDwBatchPositions - 1) / P);
 }
 
 bool gemm_input_gradient(const ConvGeometry& g) {
