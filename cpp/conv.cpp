@@ -475,8 +475,8 @@ namespace {
 // per group, the GEMM at 140-160 GFLOP/s on one thread where 16 columns ran at 70), as
 // long as the group's im2col matrix stays under kGemmColumnsFloats. Weights that fit in
 // L1 (under kGemmGroupMinWeights floats) are read from it by every GEMM anyway: one image
-// a GEMM there, no copies. Fixed by the layer alone: an image's result does not depend on
-// the thread count.
+// a GEMM there, no copies; so is a batch of one. Fixed by the layer and the batch alone:
+// an image's result does not depend on the thread count.
 constexpr int64_t kGemmColumns = 256;
 constexpr int64_t kGemmColumnsFloats = int64_t(1) << 21;
 constexpr int64_t kGemmGroupMinWeights = int64_t(1) << 13;
@@ -486,7 +486,7 @@ int64_t gemm_images(const ConvGeometry& g) {
     if (K * g.F < kGemmGroupMinWeights) return 1;
     const int64_t wanted = (kGemmColumns + P - 1) / P;
     const int64_t fits = kGemmColumnsFloats / std::max<int64_t>(1, K * P);
-    return std::max<int64_t>(1, std::min(wanted, fits));
+    return std::max<int64_t>(1, std::min({wanted, fits, g.N}));
 }
 
 // Per-thread scratch of the im2col path, not zeroed (every float read is written first):
