@@ -1,6 +1,7 @@
 """What one eval-mode inference call costs around its gates, per zoo network (batch 1).
 
     python benchmarks/bench_call.py [--models twolayer,fc] [--dtype float32] [--rounds 7]
+                                    [--unfused]
 
 For each network of benchmarks/zoo_models.py, on one thread, in CPU time (medians of
 --rounds turns, the three measured in turns within each):
@@ -9,7 +10,9 @@ For each network of benchmarks/zoo_models.py, on one thread, in CPU time (median
   the result);
 - gates alone: the same forward plan's steps called in a bare loop on the values of the
   last walk (what the gates and their kernels cost, without anything around them);
-- PyTorch: `net.eval()` and `net(X)` under `torch.inference_mode()`, same weights.
+- PyTorch: `net.eval()` and `net(X)` under `torch.inference_mode()`, same weights;
+- with --unfused, also the same call with the graph's fusion off (`g.fuse = False`: every
+  gate on its own, without the small-batch plan's conv chains, passes/conv_chain.py).
 
 The call's own cost is graphnet minus gates alone. The ratio is PyTorch / graphnet time
 (throughput graphnet / PyTorch; issue 15's goal at batch 1 is >= 2), and what it would be
@@ -35,7 +38,7 @@ def per_call_us(run, calls):
     return (time.process_time() - start) / calls * 1e6
 
 
-def measure(model, dtype, rounds):
+def measure(model, dtype, rounds, unfused=False):
     import torch
 
     ours = build_graphnet(model, dtype)
@@ -62,6 +65,10 @@ def measure(model, dtype, rounds):
             net(Xt)
 
     runs = {"graphnet": lambda: ours.loss(X), "gates": gates_alone, "torch": torch_infer}
+    if unfused:
+        gate_by_gate = build_graphnet(model, dtype)
+        gate_by_gate.graph.fuse = False
+        runs["unfused"] = lambda: gate_by_gate.loss(X)
     calls = max(20, int(0.05 / (per_call_us(runs["graphnet"], 5) * 1e-6)))
     times = {name: [] for name in runs}
     for _ in range(rounds):
@@ -75,6 +82,8 @@ def main():
     parser.add_argument("--models", default=",".join(m.name for m in ZOO))
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--unfused", action="store_true",
+                        help="also time the call with the graph's fusion off")
     args = parser.parse_args()
     import torch
 
@@ -82,12 +91,15 @@ def main():
     torch.set_num_threads(1)
     print(f"batch 1, {args.dtype}, one thread, CPU time, medians of {args.rounds} rounds (us)")
     print(f"{'model':12s} {'steps':>5s} {'graphnet':>9s} {'gates':>9s} {'call':>6s} "
-          f"{'torch':>9s} {'torch/graphnet':>15s} {'torch/gates':>12s}")
+          f"{'torch':>9s} {'torch/graphnet':>15s} {'torch/gates':>12s}"
+          + (f" {'unfused':>9s} {'torch/unfused':>14s}" if args.unfused else ""))
     for name in args.models.split(","):
-        steps, us = measure(BY_NAME[name], args.dtype, args.rounds)
+        steps, us = measure(BY_NAME[name], args.dtype, args.rounds, args.unfused)
         print(f"{name:12s} {steps:5d} {us['graphnet']:9.1f} {us['gates']:9.1f} "
               f"{us['graphnet'] - us['gates']:6.1f} {us['torch']:9.1f} "
-              f"{us['torch'] / us['graphnet']:15.2f} {us['torch'] / us['gates']:12.2f}",
+              f"{us['torch'] / us['graphnet']:15.2f} {us['torch'] / us['gates']:12.2f}"
+              + (f" {us['unfused']:9.1f} {us['torch'] / us['unfused']:14.2f}"
+                 if args.unfused else ""),
               flush=True)
 
 

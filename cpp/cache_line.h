@@ -7,12 +7,18 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <utility>
 
 #include "shapes.h"
 
 namespace graphnet {
+
+// How many times the kernels' kept scratch was released (release_kept_scratch). Each
+// thread keeps its own, and frees it when it next takes or returns some after a release:
+// another thread's cannot be freed from the releasing one, whose kernel may be using it.
+inline std::atomic<std::uint64_t> kept_scratch_releases{0};
 
 // A buffer of at least `floats` floats, which goes back on destruction to its thread's
 // few kept buffers, of which the next large enough one is taken: at batch 1 a conv's
@@ -66,6 +72,13 @@ class KeptBuffer {
     }
     float* get() const { return data_; }
 
+    // Bytes the calling thread keeps for its next buffers.
+    static int64_t kept_bytes() {
+        int64_t floats = 0;
+        for (const Slot& slot : slots()) floats += slot.floats;
+        return floats * static_cast<int64_t>(sizeof(float));
+    }
+
   private:
     struct Slot {
         float* data = nullptr;
@@ -73,16 +86,27 @@ class KeptBuffer {
     };
     struct Slots {
         Slot slot[kSlots];
+        std::uint64_t releases_seen = 0;
         Slot* begin() { return slot; }
         Slot* end() { return slot + kSlots; }
         Slot& operator[](int k) { return slot[k]; }
-        ~Slots() {
-            for (Slot& s : slot) delete[] s.data;
+        void free_all() {
+            for (Slot& s : slot) {
+                delete[] s.data;
+                s = Slot{};
+            }
         }
+        ~Slots() { free_all(); }
     };
-    // per thread: two Python threads may run kernels at once
+    // Per thread: two Python threads may run kernels at once. A buffer in use is never in
+    // a slot (taking one moves it out), so freeing the slots after a release is safe.
     static Slots& slots() {
         thread_local Slots kept;
+        const std::uint64_t releases = kept_scratch_releases.load(std::memory_order_relaxed);
+        if (kept.releases_seen != releases) {
+            kept.free_all();
+            kept.releases_seen = releases;
+        }
         return kept;
     }
     float* data_ = nullptr;

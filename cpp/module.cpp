@@ -11,11 +11,14 @@
 #include <cstdlib>
 #include <iterator>
 #include <new>
+#include <optional>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
 #include "array_pool.h"
+#include "cache_line.h"
 #include "conv.h"
 #include "conv_pooled.h"
 #include "elementwise.h"
@@ -682,6 +685,104 @@ py::tuple py_channel_norm_backward(const py::array& dout, const py::array& x,
     });
 }
 
+// conv -> [eval-mode spatial batchnorm] -> [relu] -> [max pool] in one call, for the small
+// eval batches whose walks would otherwise run them gate by gate (passes/conv_chain.py):
+// every gate's value and what its cache keeps, bit for bit as their own calls make them
+// (the same kernels, one after the other), without a Python gate and a binding call each.
+// norm: (gamma, beta, running_mean, running_var) of x's dtype, or None; add: an array of
+// the conv's output shape and x's dtype added next (a residual block's skip), add_first
+// whether it is the add gate's first operand, or None; pool: (height, width, stride), or
+// None. Returns (conv_out[, norm_out, mean, inv_std][, sum][, relu_out, keep][, pooled,
+// winners]).
+py::tuple py_conv_chain_forward(const py::array& x, const py::array& w, const py::array& b,
+                                int64_t stride, int64_t pad, const py::object& norm, double eps,
+                                const py::object& add, bool add_first, bool relu,
+                                const py::object& pool) {
+    const ConvGeometry g = checked_conv_forward(x, w, b, stride, pad);
+    const bool normed = !norm.is_none();
+    std::optional<PoolGeometry> p;
+    if (!pool.is_none()) {
+        const auto window = pool.cast<std::tuple<int64_t, int64_t, int64_t>>();
+        p = pool_geometry(g.out_shape(), std::get<0>(window), std::get<1>(window),
+                          std::get<2>(window));
+    }
+    const int64_t n = checked_mul(g.N, checked_mul(g.F, g.positions(), "conv output"),
+                                  "conv output");
+    return dispatch_float(x, "conv x", [&](auto zero) -> py::tuple {
+        using T = decltype(zero);
+        Contig<T> xc(x), wc(w), bc(b);
+        py::array_t<T> conv_out(g.out_shape());
+        py::list results;
+        results.append(conv_out);
+        const T* last = conv_out.data();
+        // The norm's arrays: its parameters, copies of the running averages (as
+        // channel_norm_forward's binding makes them), inv_std and its output.
+        std::optional<Contig<T>> gamma, beta;
+        std::optional<py::array_t<T>> mean, var, inv_std, norm_out;
+        if (normed) {
+            const auto params = norm.cast<std::tuple<py::array, py::array, py::array, py::array>>();
+            gamma = per_slice<T>(std::get<0>(params), x, g.F, "gamma");
+            beta = per_slice<T>(std::get<1>(params), x, g.F, "beta");
+            mean = py::array_t<T>(g.F, per_slice<T>(std::get<2>(params), x, g.F, "running_mean").data());
+            var = py::array_t<T>(g.F, per_slice<T>(std::get<3>(params), x, g.F, "running_var").data());
+            inv_std = py::array_t<T>(g.F);
+            norm_out = py::array_t<T>(g.out_shape());
+            results.append(*norm_out), results.append(*mean), results.append(*inv_std);
+            last = norm_out->data();
+        }
+        std::optional<Contig<T>> addend;
+        std::optional<py::array_t<T>> sum;
+        if (!add.is_none()) {
+            const py::array other = add.cast<py::array>();
+            require_same_dtype(x, "x", other, "add");
+            require_shape(other, g.out_shape(), "add");
+            addend = Contig<T>(other);
+            sum = py::array_t<T>(g.out_shape());
+            results.append(*sum);
+        }
+        std::optional<py::array_t<T>> relu_out;
+        std::optional<py::array_t<bool>> keep;
+        if (relu) {
+            relu_out = py::array_t<T>(g.out_shape());
+            keep = py::array_t<bool>(g.out_shape());
+            results.append(*relu_out), results.append(*keep);
+        }
+        std::optional<py::array_t<T>> pooled;
+        std::optional<py::array_t<int32_t>> winners;
+        if (p) {
+            pooled = py::array_t<T>(p->out_shape());
+            winners = py::array_t<int32_t>(p->out_shape());
+            results.append(*pooled), results.append(*winners);
+        }
+        {
+            py::gil_scoped_release nogil;
+            conv_forward(g, xc.data(), wc.data(), bc.data(), conv_out.mutable_data());
+            if (normed) {
+                channel_norm_forward(NormShape{g.N, g.F, g.positions()}, false, false, eps,
+                                     conv_out.data(), gamma->data(), beta->data(),
+                                     mean->mutable_data(), var->mutable_data(),
+                                     inv_std->mutable_data(), norm_out->mutable_data());
+            }
+            if (sum) {  // in the add gate's order of operands (a NaN's payload)
+                const T* other = addend->data();
+                T* out = sum->mutable_data();
+                if (add_first) {
+                    for (int64_t i = 0; i < n; ++i) out[i] = other[i] + last[i];
+                } else {
+                    for (int64_t i = 0; i < n; ++i) out[i] = last[i] + other[i];
+                }
+                last = out;
+            }
+            if (relu) {
+                relu_forward(n, last, relu_out->mutable_data(), keep->mutable_data());
+                last = relu_out->data();
+            }
+            if (p) max_pool_forward(*p, last, pooled->mutable_data(), winners->mutable_data(), false);
+        }
+        return py::tuple(results);
+    });
+}
+
 py::tuple py_layer_norm_forward(const py::array& x, const py::array& gamma,
                                 const py::array& beta, double eps, bool relu) {
     const Shape xs = shape_of(x);
@@ -943,6 +1044,11 @@ py::array py_avg_pool_backward(const py::array& dout, int64_t H, int64_t W, int6
 
 // ---- end of pointwise ----
 
+// The kernels' scratch the calling thread keeps (conv buffers, recurrent scratch); each
+// store frees what it keeps when it looks after a release (cache_line.h), so a count after
+// release_array_pool is that of what is left.
+int64_t kernel_scratch_bytes() { return KeptBuffer::kept_bytes() + recurrent_kept_bytes(); }
+
 }  // namespace
 }  // namespace graphnet
 
@@ -962,10 +1068,16 @@ PYBIND11_MODULE(_C, m) {
         out["peak_bytes"] = counts.peak_bytes;
         out["reused_blocks"] = counts.reused_blocks;
         out["new_blocks"] = counts.new_blocks;
+        out["kernel_scratch_bytes"] = kernel_scratch_bytes();
         return out;
-    }, "The array pool's bytes in use, kept and at the peak, and its blocks reused and new.");
-    m.def("release_array_pool", &release_array_pool,
-          "Returns the array pool's kept blocks to the system.");
+    }, "The array pool's bytes in use, kept and at the peak, and its blocks reused and new;\n"
+       "the kernels' scratch the calling thread keeps for its next calls.");
+    m.def("release_array_pool", [] {
+        release_array_pool();
+        ++kept_scratch_releases;
+        kernel_scratch_bytes();  // frees the calling thread's now (see kernel_scratch_bytes)
+    }, "Returns the array pool's kept blocks and the kernels' kept scratch to the system\n"
+       "(the calling thread's now, another thread's when it next runs a kernel).");
     m.doc() = "graphnet C++ kernels (conv: direct AVX2 or im2col + OpenBLAS GEMM; max pool)";
     m.attr("__version__") = "0.1.0";
     bind_walks(m);  // walk.h
@@ -1049,6 +1161,15 @@ PYBIND11_MODULE(_C, m) {
     m.def("avx512_activations_active", &avx512_activations_active,
           "Whether the recurrent kernels' float32 sigmoid and tanh run on AVX-512.");
     // ---- normalization ----
+    m.def("conv_chain_forward", &py_conv_chain_forward, "x"_a, "w"_a, "b"_a, "stride"_a,
+          "pad"_a, "norm"_a = py::none(), "eps"_a = 1e-5, "add"_a = py::none(),
+          "add_first"_a = false, "relu"_a = false, "pool"_a = py::none(),
+          "conv -> [eval-mode spatial batchnorm, norm = (gamma, beta, running_mean,\n"
+          "running_var)] -> [+ add, an array of the conv's output shape (add_first: add + it)]\n"
+          "-> [relu] -> [max pool, pool = (height, width, stride)] in one call: (conv_out[,\n"
+          "norm_out, mean, inv_std][, sum][, relu_out, keep][, pooled, winners]), each as\n"
+          "conv_forward, channel_norm_forward, numpy's +, relu_forward and max_pool_forward\n"
+          "return it.");
     m.def("channel_norm_forward", &py_channel_norm_forward, "x"_a, "gamma"_a, "beta"_a, "eps"_a,
           "mean"_a = py::none(), "var"_a = py::none(), "relu"_a = false,
           "Batchnorm of x (N, C, ...) per channel (axis 1) -> (out, mean, var, inv_std), the\n"

@@ -11,6 +11,7 @@
 
 #include "activations_avx2.h"
 #include "activations_avx512.h"
+#include "cache_line.h"
 #include "cpu_features.h"
 #include "gemm.h"
 #include "lstm_cell_avx512.h"
@@ -97,14 +98,29 @@ enum class Kept {
     count
 };
 
+struct KeptSlot {
+    Scratch<unsigned char> memory;
+    size_t bytes = 0;
+    std::uint64_t releases_seen = 0;
+};
+thread_local KeptSlot kept_slots[static_cast<int>(Kept::count)];
+
+// The slot, emptied if the kept scratch was released since it last looked; a kernel takes
+// each slot once a call, so no other part of the call can be using it.
+KeptSlot& kept_slot(Kept which) {
+    KeptSlot& slot = kept_slots[static_cast<int>(which)];
+    const std::uint64_t releases = kept_scratch_releases.load(std::memory_order_relaxed);
+    if (slot.releases_seen != releases) {
+        slot.memory.reset();
+        slot.bytes = 0;
+        slot.releases_seen = releases;
+    }
+    return slot;
+}
+
 template <typename T>
 T* kept_scratch(Kept which, int64_t n) {
-    struct Slot {
-        Scratch<unsigned char> memory;
-        size_t bytes = 0;
-    };
-    thread_local Slot slots[static_cast<int>(Kept::count)];
-    Slot& slot = slots[static_cast<int>(which)];
+    KeptSlot& slot = kept_slot(which);
     const size_t bytes = static_cast<size_t>(n) * sizeof(T);  // n elements exist elsewhere
     if (bytes > slot.bytes || !slot.memory) {
         slot.memory.reset();  // before the new one: not both at once
@@ -523,6 +539,14 @@ void recurrent_backward(const RecurrentGeometry& g, const T* dh, const T* x, con
     std::copy(dW, dW + g.D * G, dWx);
     std::copy(dW + g.D * G, dW + (K - 1) * G, dWh);
     std::copy(dW + (K - 1) * G, dW + K * G, db);
+}
+
+int64_t recurrent_kept_bytes() {
+    size_t bytes = 0;
+    for (int k = 0; k < static_cast<int>(Kept::count); ++k) {
+        bytes += kept_slot(static_cast<Kept>(k)).bytes;
+    }
+    return static_cast<int64_t>(bytes);
 }
 
 template void recurrent_forward<float>(const RecurrentGeometry&, bool, const float*,

@@ -57,4 +57,8 @@ void recurrent_backward(const RecurrentGeometry& g, const T* dh, const T* x, con
                         const T* Wx, const T* Wh, const T* h, const T* act, const T* c,
                         const T* tanh_c, T* dx, T* dh0, T* dWx, T* dWh, T* db);
 
+// Bytes of scratch the calling thread keeps for its next recurrent kernel call (none
+// once kept_scratch_releases, cache_line.h, has moved).
+int64_t recurrent_kept_bytes();
+
 }  // namespace graphnet

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any, Callable, List, NamedTuple, Optional
+from typing import Any, Callable, List, NamedTuple, Optional, Union
 
 import numpy as np
 
@@ -23,7 +23,7 @@ from ..errors import GraphError
 from ..gates.base import unbroadcast
 from ..kernels import _C
 from .checked_gates import checked_forward, is_graphnets
-from .plan import Plan, Step, backward_plan, forward_plan
+from .plan import SMALL_BATCH_PLAN, Plan, Step, backward_plan, forward_plan
 from .store import BackwardRecord, ValueStore
 
 # The memory a walk's arrays are allocated in: the array pool (cpp/array_pool.h), which keeps
@@ -160,20 +160,22 @@ class Executor:
     def fusing(self, hooks: list) -> bool:
         return self.graph.fuse and not (hooks and any(h.every_gate for h in hooks))
 
-    def fusing_forward(self, hooks: list, feeds: dict) -> bool:
-        """Whether a forward walk runs the fused plan: as fusing(), except an eval-mode walk
-        without hooks on fewer than SMALL_BATCH samples, which runs gate by gate. Its
-        activations are small, and what a fused step does to save passes over them
-        (folding a batchnorm into the conv's filters, keeping copies for the inner nodes'
-        deferred values) costs more than those passes (docs/performance/overhead.md)."""
+    def fusing_forward(self, hooks: list, feeds: dict) -> Union[bool, str]:
+        """Which plan a forward walk runs: as fusing(), except an eval-mode walk without
+        hooks on fewer than SMALL_BATCH samples, which runs the small-batch plan
+        (SMALL_BATCH_PLAN: gate by gate but for the runs of the passes marked
+        `small_batch`, which compute every value). Its activations are small, and what a
+        fused step does to save passes over them (folding a batchnorm into the conv's
+        filters, keeping copies for the inner nodes' deferred values) costs more than
+        those passes (docs/performance/overhead.md)."""
         if hooks or self.graph.training or not self.graph.fuse:
             return self.fusing(hooks)
         for value in feeds.values():
             if type(value) is np.ndarray and value.ndim >= 2:
-                return value.shape[0] >= SMALL_BATCH
+                return True if value.shape[0] >= SMALL_BATCH else SMALL_BATCH_PLAN
         return True
 
-    def forward_plan(self, targets, fuse: bool) -> Plan:
+    def forward_plan(self, targets, fuse: Union[bool, str]) -> Plan:
         self._drop_outdated()
         # One target (a model's scores) keys by its index: no tuple built per walk.
         key = (

@@ -8,13 +8,17 @@ steps. The executor runs a plan as a plain loop.
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, List, NamedTuple, Optional, Tuple, Union
 
 from .checked_gates import checked_backward, is_graphnets
 from .node import Node
 
 #: The plan rewrites, in the order they apply (graphnet.passes registers them).
 REWRITES: list = []
+
+#: `fuse` of the forward plans of small eval batches (executor.fusing_forward): only the
+#: rewrites marked `small_batch` apply to them, and only to them.
+SMALL_BATCH_PLAN = "small batch"
 
 
 def register_rewrite(rewrite: Any) -> Any:
@@ -158,15 +162,18 @@ def ancestors(targets) -> set:
 
 
 def forward_plan(
-    nodes: List[Node], targets, forward_of: Callable[[Node], Callable], fuse: bool
+    nodes: List[Node], targets, forward_of: Callable[[Node], Callable], fuse: Union[bool, str]
 ) -> Plan:
-    """The gates `targets` depend on, in the order of `nodes` (topological)."""
+    """The gates `targets` depend on, in the order of `nodes` (topological); fuse: True,
+    False or SMALL_BATCH_PLAN."""
     needed = ancestors(targets)
     chosen = [n for n in nodes if id(n) in needed]
     steps = [Step(n, n.inputs, forward_of(n)) for n in chosen if n.gate is not None]
     if fuse:
+        small = fuse == SMALL_BATCH_PLAN
         for rewrite in REWRITES:
-            steps = rewrite.fuse_forward(steps)
+            if getattr(rewrite, "small_batch", False) == small:
+                steps = rewrite.fuse_forward(steps)
     return Plan("forward", steps, inputs=[n for n in chosen if n.kind == "input"])
 
 
@@ -186,6 +193,7 @@ def backward_plan(nodes: List[Node], target: Node, fuse: bool) -> Plan:
         steps.append(Step(node, node.inputs, backward, needs))
     if fuse:
         for rewrite in REWRITES:
-            steps = rewrite.fuse_backward(steps)
+            if not getattr(rewrite, "small_batch", False):
+                steps = rewrite.fuse_backward(steps)
     unreached = [n for n in nodes if n.requires_grad and id(n) not in needed]
     return Plan("backward", steps, unreached=unreached, target=target)

@@ -3,6 +3,7 @@ Importing this package registers the built-in passes."""
 
 from . import (  # noqa: F401
     batchnorm_fold,
+    conv_chain,
     conv_activation,
     conv_batchnorm_relu_pool,
     conv_relu_pool,

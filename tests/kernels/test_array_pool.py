@@ -158,3 +158,51 @@ def test_none_changes_nothing():
     assert _C.set_array_memory_handler(None) is None
     with pytest.raises(ValueError, match="mem_handler"):
         _C.set_array_memory_handler(object())
+
+
+def _kernel_scratch_bytes():
+    return _C.array_pool_counts()["kernel_scratch_bytes"]
+
+
+def _run_kernels_keeping_scratch():
+    """A conv on one image (its packed weights and outputs: kept buffers) and an LSTM
+    forward (its packed weight panels: kept scratch), on the calling thread."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 64, 16, 16), dtype=np.float32)
+    w = rng.standard_normal((128, 64, 3, 3), dtype=np.float32)
+    _C.conv_forward(x, w, np.zeros(128, np.float32), 2, 1)
+    N, T, D, H = 2, 3, 32, 256
+    _C.recurrent_forward(
+        "lstm",
+        rng.standard_normal((N, T, D), dtype=np.float32),
+        np.zeros((N, H), np.float32),
+        rng.standard_normal((D, 4 * H), dtype=np.float32),
+        rng.standard_normal((H, 4 * H), dtype=np.float32),
+        np.zeros(4 * H, np.float32),
+    )
+
+
+def test_release_returns_the_kernels_kept_scratch_of_every_thread():
+    _run_kernels_keeping_scratch()
+    assert _kernel_scratch_bytes() > 256 * 4 * 256 * 4  # at least the packed Wh
+    _C.release_array_pool()
+    assert _kernel_scratch_bytes() == 0
+
+    # Another thread's scratch goes when that thread next looks at it: before its next
+    # kernel takes any, it holds nothing from before the release.
+    kept, ready, go = [], threading.Event(), threading.Event()
+
+    def worker():
+        _run_kernels_keeping_scratch()
+        kept.append(_kernel_scratch_bytes())
+        ready.set()
+        go.wait()
+        kept.append(_kernel_scratch_bytes())
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    ready.wait()
+    _C.release_array_pool()
+    go.set()
+    thread.join()
+    assert kept[0] > 0 and kept[1] == 0
