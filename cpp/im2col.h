@@ -4,7 +4,9 @@
 // output position p = (oh, ow); entry (r, p) is the input pixel that tap r sees at
 // position p, or 0 where it falls into the padding. Then out = w(F, taps) * cols.
 // col2im is the adjoint: it scatters a taps x positions matrix back onto the image,
-// adding where windows overlap.
+// adding where windows overlap. Its rows are ld >= positions floats apart, so that
+// several images' matrices can sit side by side as one (conv.cpp: one GEMM for the
+// images of a few positions each).
 #pragma once
 
 #include <algorithm>
@@ -16,12 +18,12 @@ namespace graphnet {
 // Integer division rounding towards -infinity (C++ rounds towards zero).
 inline int64_t floor_div(int64_t a, int64_t b) { return a / b - (a % b != 0 && (a < 0) != (b < 0)); }
 
-// Walks the im2col matrix one line (fixed tap, fixed output row oh) at a time and calls
+// Walks the im2col matrix (rows ld apart) one line (fixed tap, fixed output row oh) at a time and calls
 // visit(line, src, lo, hi): columns line[ow] for lo <= ow < hi pair with the input
 // pixels src[(ow - lo) * stride]; the columns outside [lo, hi) are padding.
 // Shared by im2col and col2im so the index arithmetic exists only once.
 template <typename Line, typename Pixel, typename Visit>
-void for_each_tap_line(const ConvGeometry& g, Line* cols, Pixel* x, Visit&& visit) {
+void for_each_tap_line(const ConvGeometry& g, Line* cols, int64_t ld, Pixel* x, Visit&& visit) {
     const int64_t s = g.stride, p = g.pad;
     for (int64_t c = 0; c < g.C; ++c) {
         for (int64_t kh = 0; kh < g.HH; ++kh) {
@@ -31,7 +33,7 @@ void for_each_tap_line(const ConvGeometry& g, Line* cols, Pixel* x, Visit&& visi
                 const int64_t left = p - kw;
                 const int64_t lo = std::min(g.Wo, left > 0 ? (left - 1) / s + 1 : 0);
                 const int64_t hi = std::max(lo, std::min(g.Wo, floor_div(g.W - 1 + left, s) + 1));
-                Line* row = cols + ((c * g.HH + kh) * g.WW + kw) * g.positions();
+                Line* row = cols + ((c * g.HH + kh) * g.WW + kw) * ld;
                 for (int64_t oh = 0; oh < g.Ho; ++oh) {
                     const int64_t ih = oh * s - p + kh;
                     if (ih < 0 || ih >= g.H || lo == hi) {  // the whole line is padding
@@ -52,7 +54,7 @@ void for_each_tap_line(const ConvGeometry& g, Line* cols, Pixel* x, Visit&& visi
 // which the |kw - pad| entries at one end of each line, read from the neighbouring row,
 // become the padding's zeros.
 template <typename T>
-void im2col_same_width(const ConvGeometry& g, const T* x, T* cols) {
+void im2col_same_width(const ConvGeometry& g, const T* x, T* cols, int64_t ld) {
     const int64_t W = g.W, P = g.positions();
     for (int64_t c = 0; c < g.C; ++c) {
         for (int64_t kh = 0; kh < g.HH; ++kh) {
@@ -60,7 +62,7 @@ void im2col_same_width(const ConvGeometry& g, const T* x, T* cols) {
             const int64_t first = std::clamp<int64_t>(g.pad - kh, 0, g.Ho);
             const int64_t last = std::clamp<int64_t>(g.H + g.pad - kh, first, g.Ho);
             for (int64_t kw = 0; kw < g.WW; ++kw) {
-                T* block = cols + ((c * g.HH + kh) * g.WW + kw) * P;
+                T* block = cols + ((c * g.HH + kh) * g.WW + kw) * ld;
                 const int64_t shift = kw - g.pad, wrapped = std::abs(shift);
                 if (wrapped >= W) {  // every column of this tap falls into the padding
                     std::fill(block, block + P, T(0));
@@ -87,10 +89,10 @@ void im2col_same_width(const ConvGeometry& g, const T* x, T* cols) {
 }
 
 template <typename T>
-void im2col(const ConvGeometry& g, const T* x, T* cols) {
-    if (g.stride == 1 && g.Wo == g.W) return im2col_same_width(g, x, cols);
+void im2col(const ConvGeometry& g, const T* x, T* cols, int64_t ld) {
+    if (g.stride == 1 && g.Wo == g.W) return im2col_same_width(g, x, cols, ld);
     const int64_t s = g.stride, wo = g.Wo;
-    for_each_tap_line(g, cols, x, [s, wo](T* line, const T* src, int64_t lo, int64_t hi) {
+    for_each_tap_line(g, cols, ld, x, [s, wo](T* line, const T* src, int64_t lo, int64_t hi) {
         std::fill(line, line + lo, T(0));
         if (s == 1) {
             std::copy(src, src + (hi - lo), line + lo);
@@ -103,10 +105,10 @@ void im2col(const ConvGeometry& g, const T* x, T* cols) {
 
 // Overwrites x (one image, C*H*W) with the sum of the columns that read each pixel.
 template <typename T>
-void col2im(const ConvGeometry& g, const T* cols, T* x) {
+void col2im(const ConvGeometry& g, const T* cols, int64_t ld, T* x) {
     std::fill(x, x + g.C * g.H * g.W, T(0));
     const int64_t s = g.stride;
-    for_each_tap_line(g, cols, x, [s](const T* line, T* dst, int64_t lo, int64_t hi) {
+    for_each_tap_line(g, cols, ld, x, [s](const T* line, T* dst, int64_t lo, int64_t hi) {
         if (s == 1) {  // a separate loop the compiler can vectorise
             for (int64_t ow = lo; ow < hi; ++ow) dst[ow - lo] += line[ow];
         } else {

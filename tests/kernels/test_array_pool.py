@@ -184,7 +184,10 @@ def _run_kernels_keeping_scratch():
 
 def test_release_returns_the_kernels_kept_scratch_of_every_thread():
     _run_kernels_keeping_scratch()
-    assert _kernel_scratch_bytes() > 256 * 4 * 256 * 4  # at least the packed Wh
+    # at least the packed Wh where the recurrent kernels pack it (AVX-512; a portable build's
+    # scratch is the conv's)
+    packed_wh = 256 * 4 * 256 * 4 if _C.avx512_matmul_active() else 0
+    assert _kernel_scratch_bytes() > packed_wh
     _C.release_array_pool()
     assert _kernel_scratch_bytes() == 0
 

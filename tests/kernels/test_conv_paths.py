@@ -145,6 +145,12 @@ def test_direct_forward_packs_every_tile_of_filters_and_block_of_taps(C, k, F):
         (5, 1, 2, 24, 14, 12),
         (3, 1, 1, 40, 9, 40),
         (5, 1, 2, 64, 14, 64),
+        # wide layers on small images (a CIFAR VGG's last blocks): im2col + GEMM over images
+        (3, 1, 1, 256, 4, 512),
+        (3, 1, 1, 512, 2, 512),
+        (3, 1, 1, 192, 3, 192),
+        (1, 1, 0, 256, 2, 384),
+        (5, 1, 2, 160, 4, 160),
     ],
 )
 def test_conv_paths_match_pytorch(k, stride, pad, C, H, F, dtype):
@@ -280,6 +286,15 @@ def test_stride_one_rows_of_10_to_15_pixels_by_filter_count(C, F, W):
             assert_stride_one_matches_naive(1 + pad % 2, C, W - 1, W, F, k, k, pad, seed=C + W)
 
 
+def assert_same_gradients(grads, expected):
+    """conv_backward's (dx, dw, db) bit for bit, dx None where it was not asked for."""
+    for grad, want in zip(grads, expected, strict=True):
+        if want is None:
+            assert grad is None
+        else:
+            np.testing.assert_array_equal(grad, want)
+
+
 ACTIVATIONS = {
     "relu": (Relu(), ("relu", 0.0)),
     "leaky_relu": (LeakyRelu(0.1), ("leaky_relu", 0.1)),
@@ -344,11 +359,7 @@ def test_conv_activation_is_the_gates_each_way_on_every_path(
             grads = _C.conv_backward(
                 dout, x, w, stride, pad, need_dx=need_dx, activation=name, alpha=alpha, act_out=got
             )
-            for grad, want in zip(grads, expected_grads):
-                if want is None:
-                    assert grad is None
-                else:
-                    np.testing.assert_array_equal(grad, want)
+            assert_same_gradients(grads, expected_grads)
     finally:
         _C.set_num_threads(before)
         restore()
@@ -412,3 +423,61 @@ def test_weight_gradient_chunks_of_positions(N, H, stride, dtype):
     chunks): within rounding of the naive loops, the same bits on one and two threads."""
     x, w, b = case(N, 3, H, H, 4, 3, dtype, seed=N)
     assert_matches_naive_on_one_and_two_threads(x, w, b, stride, 1)
+
+
+WIDE = [96, 128, 160, 192, 256, 384, 512]
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    N=st.sampled_from([1, 2, 3, 5]),
+    C=st.sampled_from(WIDE),
+    F=st.sampled_from(WIDE),
+    H=st.integers(1, 8),
+    W=st.integers(1, 8),
+    layer=st.sampled_from([(3, 1), (3, 1), (3, 0), (1, 0), (5, 2), (5, 0)]),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 2**16),
+)
+def test_wide_layers_on_small_images(N, C, F, H, W, layer, dtype, seed):
+    """Layers of 96-512 channels on images of 1-8 pixels, batch 1 and odd batches: in
+    float32 on an AVX-512 CPU the passes whose weights outgrow L2 (and dx on images under
+    5 pixels, or with pad 0) run im2col + GEMM over several images at a time, the weight gradient by
+    blocks of channels straight into dw; the rest the tap, Winograd and direct kernels, and
+    float64 im2col throughout. Against the naive loops, the same bits on 1 and 2 threads."""
+    k, pad = layer
+    if k > H + 2 * pad or k > W + 2 * pad:
+        return
+    if k == 5:  # the naive loops' time: 5x5 reaches the GEMM paths from 160 channels on
+        C, F = min(C, 192), min(F, 192)
+    if N * H * W * C * F * k * k > 10**8:  # and the largest layers on one image
+        N = 1
+    x, w, b = case(N, C, H, W, F, k, dtype, seed)
+    assert_matches_naive_on_one_and_two_threads(x, w, b, 1, pad)
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("N, C, H, F", [(3, 256, 4, 512), (2, 384, 2, 256), (1, 512, 6, 512)])
+def test_wide_layers_take_the_activation_gradient_on_the_whole_batch(N, C, H, F, activation):
+    """The weight gradient by blocks of channels reads the whole batch's dout: with an
+    activation, the gradient through it first; bit for bit the gate's gradient through
+    conv_backward, on 1 and 2 threads, with and without dx."""
+    x, w, b = case(N, C, H, H, F, 3, np.float32, seed=C + H)
+    gate, (name, alpha) = ACTIVATIONS[activation]
+    out = _C.conv_forward(x, w, b, 1, 1, activation=name, alpha=alpha)
+    expected_out, saved = gate.forward(_C.conv_forward(x, w, b, 1, 1))
+    np.testing.assert_array_equal(out, expected_out)
+    dout = np.random.default_rng(H).standard_normal(out.shape).astype(np.float32)
+    (through,) = gate.backward(dout, saved, (True,))
+    before = _C.get_num_threads()
+    try:
+        for need_dx in (True, False):
+            expected = _C.conv_backward(through, x, w, 1, 1, need_dx=need_dx)
+            for threads in (1, 2):
+                _C.set_num_threads(threads)
+                got = _C.conv_backward(
+                    dout, x, w, 1, 1, need_dx=need_dx, activation=name, alpha=alpha, act_out=out
+                )
+                assert_same_gradients(got, expected)
+    finally:
+        _C.set_num_threads(before)
