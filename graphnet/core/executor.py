@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any, Callable, List, NamedTuple, Optional, Union
+from typing import Any, Callable, List, NamedTuple, Optional
 
 import numpy as np
 
@@ -23,7 +23,7 @@ from ..errors import GraphError
 from ..gates.base import unbroadcast
 from ..kernels import _C
 from .checked_gates import checked_forward, is_graphnets
-from .plan import SMALL_BATCH_PLAN, Plan, Step, backward_plan, forward_plan
+from .plan import Fusion, Plan, Step, backward_plan, forward_plan
 from .store import BackwardRecord, ValueStore
 
 # The memory a walk's arrays are allocated in: the array pool (cpp/array_pool.h), which keeps
@@ -95,7 +95,8 @@ class HookHandle:
         self.remove()
 
 
-#: Eval-mode walks on batches of fewer samples than this run unfused (fusing_forward).
+#: Eval-mode walks on batches of fewer samples than this run the small-batch plan
+#: (fusing_forward).
 SMALL_BATCH = 4
 
 
@@ -160,33 +161,33 @@ class Executor:
     def fusing(self, hooks: list) -> bool:
         return self.graph.fuse and not (hooks and any(h.every_gate for h in hooks))
 
-    def fusing_forward(self, hooks: list, feeds: dict) -> Union[bool, str]:
+    def fusing_forward(self, hooks: list, feeds: dict) -> Fusion:
         """Which plan a forward walk runs: as fusing(), except an eval-mode walk without
         hooks on fewer than SMALL_BATCH samples, which runs the small-batch plan
-        (SMALL_BATCH_PLAN: gate by gate but for the runs of the passes marked
+        (Fusion.SMALL_BATCH: gate by gate but for the runs of the passes marked
         `small_batch`, which compute every value). Its activations are small, and what a
         fused step does to save passes over them (folding a batchnorm into the conv's
         filters, keeping copies for the inner nodes' deferred values) costs more than
         those passes (docs/performance/overhead.md)."""
         if hooks or self.graph.training or not self.graph.fuse:
-            return self.fusing(hooks)
+            return Fusion.FULL if self.fusing(hooks) else Fusion.NONE
         for value in feeds.values():
             if type(value) is np.ndarray and value.ndim >= 2:
-                return True if value.shape[0] >= SMALL_BATCH else SMALL_BATCH_PLAN
-        return True
+                return Fusion.FULL if value.shape[0] >= SMALL_BATCH else Fusion.SMALL_BATCH
+        return Fusion.FULL
 
-    def forward_plan(self, targets, fuse: Union[bool, str]) -> Plan:
+    def forward_plan(self, targets, fusion: Fusion) -> Plan:
         self._drop_outdated()
         # One target (a model's scores) keys by its index: no tuple built per walk.
         key = (
-            ("forward", targets[0].index, fuse)
+            ("forward", targets[0].index, fusion)
             if len(targets) == 1
-            else ("forward", tuple([t.index for t in targets]), fuse)
+            else ("forward", tuple([t.index for t in targets]), fusion)
         )
         plan = self._plans.get(key)
         if plan is None:
             plan = self._plans[key] = forward_plan(
-                self.graph.nodes, targets, self._forward_function, fuse
+                self.graph.nodes, targets, self._forward_function, fusion
             )
         return plan
 

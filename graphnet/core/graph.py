@@ -17,7 +17,7 @@ from .builders import GateBuilders, Operand
 from .executor import Executor, Hook, HookHandle
 from .feeds import convert_feed, feed_dtype, static_shape
 from .node import Node
-from .plan import Plan
+from .plan import Fusion, Plan
 from .store import ValueStore
 
 NodeRef = Union[Node, str]
@@ -396,7 +396,7 @@ class Graph(GateBuilders):
         backward from one node (default: the single sink), fused or gate by gate."""
         if direction == "forward":
             targets = self.sinks if nodes is None else self._nodes_of(nodes)
-            return self.executor.forward_plan(targets, fuse)
+            return self.executor.forward_plan(targets, Fusion.FULL if fuse else Fusion.NONE)
         if direction == "backward":
             if nodes is not None and not isinstance(nodes, (str, Node)):
                 raise GraphError("a backward plan starts from one node; pass its name")

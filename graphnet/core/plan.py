@@ -8,7 +8,8 @@ steps. The executor runs a plan as a plain loop.
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, NamedTuple, Optional, Tuple, Union
+import enum
+from typing import Any, Callable, List, NamedTuple, Optional, Tuple
 
 from .checked_gates import checked_backward, is_graphnets
 from .node import Node
@@ -16,9 +17,14 @@ from .node import Node
 #: The plan rewrites, in the order they apply (graphnet.passes registers them).
 REWRITES: list = []
 
-#: `fuse` of the forward plans of small eval batches (executor.fusing_forward): only the
-#: rewrites marked `small_batch` apply to them, and only to them.
-SMALL_BATCH_PLAN = "small batch"
+
+class Fusion(enum.Enum):
+    """Which rewrites a forward plan takes: none (gate by gate), all but those marked
+    `small_batch`, or those alone (the plans of small eval batches: executor.fusing_forward)."""
+
+    NONE = "none"
+    FULL = "full"
+    SMALL_BATCH = "small batch"
 
 
 def register_rewrite(rewrite: Any) -> Any:
@@ -162,15 +168,15 @@ def ancestors(targets) -> set:
 
 
 def forward_plan(
-    nodes: List[Node], targets, forward_of: Callable[[Node], Callable], fuse: Union[bool, str]
+    nodes: List[Node], targets, forward_of: Callable[[Node], Callable], fusion: Fusion
 ) -> Plan:
-    """The gates `targets` depend on, in the order of `nodes` (topological); fuse: True,
-    False or SMALL_BATCH_PLAN."""
+    """The gates `targets` depend on, in the order of `nodes` (topological), rewritten as
+    `fusion` says."""
     needed = ancestors(targets)
     chosen = [n for n in nodes if id(n) in needed]
     steps = [Step(n, n.inputs, forward_of(n)) for n in chosen if n.gate is not None]
-    if fuse:
-        small = fuse == SMALL_BATCH_PLAN
+    if fusion is not Fusion.NONE:
+        small = fusion is Fusion.SMALL_BATCH
         for rewrite in REWRITES:
             if getattr(rewrite, "small_batch", False) == small:
                 steps = rewrite.fuse_forward(steps)
