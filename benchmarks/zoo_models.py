@@ -116,6 +116,11 @@ ZOO = (
              "res(32), conv3x3 stride 2 (64)-sbn-relu, res(64)", IMAGE,
              _vgg_unit(16) + (("res",), ("conv", 32, 3, 2), ("sbn",), ("relu",), ("res",),
                               ("conv", 64, 3, 2), ("sbn",), ("relu",), ("res",))),
+    # A CIFAR VGG-11-like stack: wide layers (256-512 channels) on 8, 4 and 2 px images.
+    ZooModel("vgg_wide", "[conv3x3-sbn-relu] 64-pool-128-pool-256x2-pool-512x2-pool-"
+             "affine(256)-relu", IMAGE,
+             _vgg_unit(64) + (("pool",),) + _vgg_unit(128) + (("pool",),) + _vgg_unit(256) * 2
+             + (("pool",),) + _vgg_unit(512) * 2 + (("pool",), ("affine", 256), ("relu",))),
     # Not a course shape: the general gates (groupnorm, GELU, average pooling, leaky relu,
     # the global mean) a student reaches for in a network of their own.
     ZooModel("modern", "conv3x3(32)-gn(8)-gelu-avgpool, conv3x3 stride 2 (64)-leaky(0.1), "
