@@ -63,7 +63,7 @@ constexpr int64_t kAliasingBytes = 2048;
 
 struct Block {
     int64_t lda, ldb, depth;
-    bool first;  // the first block of k: C is written, not added to
+    bool first;  // the first block of k, not accumulating: C is written, not added to
 };
 
 // Rows [0, Rows) of A (a at the block's first row and inner index) times Vectors
@@ -145,7 +145,7 @@ void pack_panel(int64_t depth, int vectors, const T* b, int64_t ldb,
 
 template <typename T>
 void rows(int64_t row_begin, int64_t row_end, int64_t n, int64_t k, const T* a,
-          int64_t lda, const T* b, int64_t ldb, T* c, int64_t ldc) {
+          int64_t lda, const T* b, int64_t ldb, T* c, int64_t ldc, bool accumulate) {
     constexpr int64_t width = Lanes<T>::kWidth, panel_columns = kVectors * width;
     const bool aliasing = ldb * static_cast<int64_t>(sizeof(T)) % kAliasingBytes == 0;
     alignas(64) T packed[kDepth * panel_columns];
@@ -161,7 +161,7 @@ void rows(int64_t row_begin, int64_t row_end, int64_t n, int64_t k, const T* a,
                                                    first_lanes(left - 2 * width, width)};
                 const int vectors = left > 2 * width ? 3 : left > width ? 2 : 1;
                 const T* panel = b + k0 * ldb + j;
-                Block blk{lda, ldb, depth, k0 == 0};
+                Block blk{lda, ldb, depth, k0 == 0 && !accumulate};
                 if (pack) {  // zeros past column n: every load is whole
                     pack_panel(depth, vectors, panel, ldb, lanes, packed);
                     panel = packed;
@@ -181,14 +181,14 @@ void rows(int64_t row_begin, int64_t row_end, int64_t n, int64_t k, const T* a,
 
 void gemm_rows_avx512(int64_t row_begin, int64_t row_end, int64_t n, int64_t k,
                       const float* a, int64_t lda, const float* b,
-                      int64_t ldb, float* c, int64_t ldc) {
-    rows(row_begin, row_end, n, k, a, lda, b, ldb, c, ldc);
+                      int64_t ldb, float* c, int64_t ldc, bool accumulate) {
+    rows(row_begin, row_end, n, k, a, lda, b, ldb, c, ldc, accumulate);
 }
 
 void gemm_rows_avx512(int64_t row_begin, int64_t row_end, int64_t n, int64_t k,
                       const double* a, int64_t lda, const double* b,
-                      int64_t ldb, double* c, int64_t ldc) {
-    rows(row_begin, row_end, n, k, a, lda, b, ldb, c, ldc);
+                      int64_t ldb, double* c, int64_t ldc, bool accumulate) {
+    rows(row_begin, row_end, n, k, a, lda, b, ldb, c, ldc, accumulate);
 }
 
 }  // namespace graphnet

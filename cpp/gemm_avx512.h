@@ -23,14 +23,16 @@
 namespace graphnet {
 
 // Rows [row_begin, row_end) of C (leading dimension ldc) = A (m x k, lda) * B (k x n,
-// ldb), all row-major, k > 0. Each element's sum runs over k in order whatever the rows
-// asked for and whether its panel was copied, so splitting the rows (or, through b and c,
-// the columns) across threads does not change the result.
+// ldb), all row-major, k > 0; with `accumulate`, C += A * B (a product over a block of
+// the inner indices added to the blocks before it). Each element's sum runs over k in
+// order (after C's value, when accumulating) whatever the rows asked for and whether its
+// panel was copied, so splitting the rows (or, through b and c, the columns) across
+// threads does not change the result.
 void gemm_rows_avx512(int64_t row_begin, int64_t row_end, int64_t n, int64_t k,
                       const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
-                      int64_t ldc);
+                      int64_t ldc, bool accumulate = false);
 void gemm_rows_avx512(int64_t row_begin, int64_t row_end, int64_t n, int64_t k,
                       const double* a, int64_t lda, const double* b, int64_t ldb, double* c,
-                      int64_t ldc);
+                      int64_t ldc, bool accumulate = false);
 
 }  // namespace graphnet

@@ -81,6 +81,22 @@ void avx512_matmul(int64_t m, int64_t n, int64_t k, const T* a, const T* b, T* c
 }  // namespace
 
 void set_avx512_matmul(bool enabled) { avx512_enabled = enabled; }
+
+template <typename T>
+void gemm_block(int64_t m, int64_t n, int64_t k, const T* a, int64_t lda, const T* b,
+                int64_t ldb, bool accumulate, T* c, int64_t ldc) {
+    if (avx512_matmul_active()) {
+        return gemm_rows_avx512(0, m, n, k, a, lda, b, ldb, c, ldc, accumulate);
+    }
+    gemm(false, false, static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), a,
+         static_cast<int>(lda), b, static_cast<int>(ldb), T(accumulate ? 1 : 0), c,
+         static_cast<int>(ldc));
+}
+
+template void gemm_block(int64_t, int64_t, int64_t, const float*, int64_t, const float*,
+                         int64_t, bool, float*, int64_t);
+template void gemm_block(int64_t, int64_t, int64_t, const double*, int64_t, const double*,
+                         int64_t, bool, double*, int64_t);
 bool avx512_matmul_active() { return avx512_enabled && cpu_has_avx512f(); }
 
 template <typename T>

@@ -17,6 +17,14 @@ template <typename T>
 void matmul(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* a,
             const T* b, T* c);
 
+// C (m x n, leading dimension ldc) = or += (accumulate) A (m x k, lda) * B (k x n, ldb), on
+// the calling thread: the AVX-512 kernel where matmul would take it for large k, else
+// OpenBLAS. For products over blocks of the inner indices (the conv forward's blocks of
+// channels, conv.cpp); each element's sum runs in the same order on any thread count.
+template <typename T>
+void gemm_block(int64_t m, int64_t n, int64_t k, const T* a, int64_t lda, const T* b,
+                int64_t ldb, bool accumulate, T* c, int64_t ldc);
+
 // A batch times a narrow weight matrix over a long inner dimension runs on the AVX-512
 // kernel (gemm_avx512.h) where the CPU has it, unless switched off here (tests compare it
 // with the OpenBLAS and AVX2 paths).

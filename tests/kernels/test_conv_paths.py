@@ -456,6 +456,51 @@ def test_wide_layers_on_small_images(N, C, F, H, W, layer, dtype, seed):
     assert_matches_naive_on_one_and_two_threads(x, w, b, 1, pad)
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    N=st.integers(1, 5),
+    C=st.integers(20, 70),
+    F=st.sampled_from([33, 100, 257]),
+    H=st.integers(1, 6),
+    W=st.integers(1, 6),
+    kh=st.integers(1, 5),
+    kw=st.integers(1, 5),
+    pad=st.integers(0, 3),
+    avx512_product=st.booleans(),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 2**16),
+)
+def test_gemm_forward_by_blocks_of_channels(
+    N, C, F, H, W, kh, kw, pad, avx512_product, dtype, seed
+):
+    """The im2col forward over several images a GEMM (taps x filters 2^13+) by blocks of
+    channels, each block's product added to the ones before (on the AVX-512 product or
+    OpenBLAS), the im2col of small images through its table of the padded plane (any kernel
+    and pad): within rounding of the naive loops, the same bits on 1 and 2 threads."""
+    if kh > H + 2 * pad or kw > W + 2 * pad:
+        return
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = rng.standard_normal((F, C, kh, kw)).astype(dtype)
+    b = rng.standard_normal(F).astype(dtype)
+    _C.set_direct_conv(False)
+    _C.set_avx512_matmul(avx512_product)
+    before = _C.get_num_threads()
+    try:
+        outs = []
+        for threads in (2, 1):
+            _C.set_num_threads(threads)
+            outs.append(_C.conv_forward(x, w, b, 1, pad))
+    finally:
+        _C.set_num_threads(before)
+        _C.set_avx512_matmul(True)
+        _C.set_direct_conv(True)
+    dout = np.ones_like(outs[0])
+    bound = conv_error_bounds(dout, x, w, b, 1, pad)[0]
+    assert_within_rounding(outs[0], conv_forward_ref(x, w, b, 1, pad), bound, TOL[dtype])
+    np.testing.assert_array_equal(outs[0], outs[1])
+
+
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
 @pytest.mark.parametrize("N, C, H, F", [(3, 256, 4, 512), (2, 384, 2, 256), (1, 512, 6, 512)])
 def test_wide_layers_take_the_activation_gradient_on_the_whole_batch(N, C, H, F, activation):
