@@ -70,11 +70,11 @@ void skinny_gemm_rows(int64_t, int64_t, int64_t, int64_t, const float*, int64_t,
     absent("skinny_gemm_rows");
 }
 void gemm_rows_avx512(int64_t, int64_t, int64_t, int64_t, const float*, int64_t, const float*,
-                      int64_t, float*, int64_t, bool) {
+                      int64_t, float*, int64_t, bool, GemmTransposes, float*) {
     absent("gemm_rows_avx512");
 }
 void gemm_rows_avx512(int64_t, int64_t, int64_t, int64_t, const double*, int64_t,
-                      const double*, int64_t, double*, int64_t, bool) {
+                      const double*, int64_t, double*, int64_t, bool, GemmTransposes, double*) {
     absent("gemm_rows_avx512");
 }
 void panel_gemm_avx512(int64_t, int64_t, int64_t, int64_t, const float*, int64_t, const float*,
