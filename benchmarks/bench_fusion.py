@@ -21,6 +21,7 @@ forward + backward in train mode; inference is forward in eval mode. The network
             relu, affine-batchnorm, the skip add, relu, then affine
   vgg_plain vgg without the batchnorms: conv3x3-relu, conv3x3-relu, max_pool, affine
   nin       the zoo's conv1x1: [conv3x3(64)-relu-conv1x1(32)-relu-max_pool] x 2, affine
+and, named only, the model zoo's res_strided and resnet (benchmarks/zoo_models.py).
 """
 import argparse
 import time
@@ -125,10 +126,18 @@ def nin(g, rng):
 
 NETWORKS = {"vgg": vgg, "residual": residual, "fc_bn": fc_bn, "res_skip": res_skip,
             "fc_res": fc_res, "vgg_plain": vgg_plain, "nin": nin}
+# Networks of the model zoo, by name (not in the default list).
+ZOO_NETWORKS = ("res_strided", "resnet")
 
 
 def build(network, dtype):
     rng = np.random.default_rng(0)
+    if network in ZOO_NETWORKS:  # the model zoo's graph (benchmarks/zoo_models.py)
+        import zoo_models
+
+        model = zoo_models.BY_NAME[network]
+        x, y = zoo_models.batch_of(model, BATCH, dtype, rng)
+        return zoo_models.build_graphnet(model, dtype).graph, {"x": x, "y": y}
     g = gn.Graph(dtype=dtype)
     x = NETWORKS[network](g, rng)
     return g, {"x": x.astype(dtype), "y": rng.integers(0, CLASSES, BATCH)}
@@ -188,7 +197,8 @@ def main():
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    parser.add_argument("--networks", nargs="*", default=list(NETWORKS))
+    parser.add_argument("--networks", nargs="*", default=list(NETWORKS),
+                        choices=list(NETWORKS) + list(ZOO_NETWORKS))
     parser.add_argument("--batch", type=int, default=BATCH)
     args = parser.parse_args()
     BATCH = args.batch
