@@ -135,15 +135,7 @@ def batchnorm_backward(
 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(dx, dgamma, dbeta) of batchnorm_forward, for train or eval mode as it ran. relu
     (the forward's too): dout is the gradient of the relu's output."""
-    return _C.channel_norm_backward(
-        _like(dout, cache.x),
-        cache.x,
-        cache.gamma,
-        cache.mean,
-        cache.inv_std,
-        cache.train,
-        _relu_beta(cache, relu),
-    )
+    return _channel_backward(dout, cache, beta=_relu_beta(cache, relu))
 
 
 def batchnorm_skip_relu_backward(
@@ -158,14 +150,15 @@ def batchnorm_skip_relu_backward(
         raise ValueError(
             "a backward through a skip and a relu needs the cache of a forward with them"
         )
+    return _channel_backward(dout, cache, relu_out=relu_out)
+
+
+def _channel_backward(dout, cache, **relu):
+    """The channel norm kernel's backward on `cache`, through a relu as `relu` says (beta:
+    recomputed; relu_out: the relu's output, after a skip)."""
+    x = cache.x
     return _C.channel_norm_backward(
-        _like(dout, cache.x),
-        cache.x,
-        cache.gamma,
-        cache.mean,
-        cache.inv_std,
-        cache.train,
-        relu_out=relu_out,
+        _like(dout, x), x, cache.gamma, cache.mean, cache.inv_std, cache.train, **relu
     )
 
 
