@@ -631,15 +631,27 @@ NormShape channel_shape(const py::array& x, const char* what) {
     return NormShape{s[0], s[1], inner};
 }
 
+// With skip (an array of x's shape and dtype, relu only): out = relu(norm + skip), or
+// relu(skip + norm) with skip_first.
 py::tuple py_channel_norm_forward(const py::array& x, const py::array& gamma,
                                   const py::array& beta, double eps, const py::object& mean,
-                                  const py::object& var, bool relu) {
+                                  const py::object& var, bool relu, const py::object& skip,
+                                  bool skip_first) {
     const NormShape s = channel_shape(x, "batchnorm");
     const bool train = mean.is_none() || var.is_none();
+    if (!skip.is_none() && !relu) fail("batchnorm: a skip is added before a relu only");
     return dispatch_float(x, "batchnorm x", [&](auto zero) -> py::tuple {
         using T = decltype(zero);
         Contig<T> xc(x), gc = per_slice<T>(gamma, x, s.K, "gamma"),
                          bc = per_slice<T>(beta, x, s.K, "beta");
+        std::optional<Contig<T>> skipc;
+        if (!skip.is_none()) {
+            const py::array other = skip.cast<py::array>();
+            require_same_dtype(x, "x", other, "skip");
+            require_shape(other, shape_of(x), "batchnorm skip");
+            skipc = Contig<T>(other);
+        }
+        const NormTail<T> tail{relu, skipc ? skipc->data() : nullptr, skip_first};
         py::array_t<T> m(s.K), v(s.K), inv(s.K), out(shape_of(x));
         if (!train) {  // copies of the running averages: the kernel reads them there
             m = py::array_t<T>(s.K, per_slice<T>(mean.cast<py::array>(), x, s.K,
@@ -652,35 +664,49 @@ py::tuple py_channel_norm_forward(const py::array& x, const py::array& gamma,
           *op = out.mutable_data();
         {
             py::gil_scoped_release nogil;
-            channel_norm_forward(s, train, relu, eps, xp, gp, bp, mp, vp, ip, op);
+            channel_norm_forward(s, train, tail, eps, xp, gp, bp, mp, vp, ip, op);
         }
         return py::make_tuple(out, m, v, inv);
     });
 }
 
-// With a relu (beta given): dout is the gradient of the relu's output.
+// With a relu (beta given): dout is the gradient of the relu's output. With relu_out (the
+// output of a forward with a skip added before its relu): likewise, and the masked dout
+// comes back fourth.
 py::tuple py_channel_norm_backward(const py::array& dout, const py::array& x,
                                    const py::array& gamma, const py::array& mean,
                                    const py::array& inv_std, bool train,
-                                   const py::object& beta) {
+                                   const py::object& beta, const py::object& relu_out) {
     const NormShape s = channel_shape(x, "batchnorm");
     require_shape(dout, shape_of(x), "batchnorm dout");
     require_same_dtype(x, "x", dout, "dout");
+    const bool from_output = !relu_out.is_none();
     return dispatch_float(x, "batchnorm x", [&](auto zero) -> py::tuple {
         using T = decltype(zero);
         Contig<T> dc(dout), xc(x), gc = per_slice<T>(gamma, x, s.K, "gamma"),
                                mc = per_slice<T>(mean, x, s.K, "mean"),
                                ic = per_slice<T>(inv_std, x, s.K, "inv_std");
-        const bool relu = !beta.is_none();
-        Contig<T> bc = relu ? per_slice<T>(beta.cast<py::array>(), x, s.K, "beta") : gc;
+        const bool relu = !beta.is_none() || from_output;
+        Contig<T> bc = beta.is_none() ? gc : per_slice<T>(beta.cast<py::array>(), x, s.K, "beta");
+        std::optional<Contig<T>> outc;
+        std::optional<py::array_t<T>> masked;
+        if (from_output) {
+            const py::array out = relu_out.cast<py::array>();
+            require_same_dtype(x, "x", out, "relu_out");
+            require_shape(out, shape_of(x), "batchnorm relu_out");
+            outc = Contig<T>(out);
+            masked = py::array_t<T>(shape_of(x));
+        }
         py::array_t<T> dx(shape_of(x)), dgamma(s.K), dbeta(s.K);
         const T *dp = dc.data(), *xp = xc.data(), *gp = gc.data(), *mp = mc.data(),
-                *ip = ic.data(), *bp = bc.data();
-        T *dxp = dx.mutable_data(), *dgp = dgamma.mutable_data(), *dbp = dbeta.mutable_data();
+                *ip = ic.data(), *bp = bc.data(), *op = outc ? outc->data() : nullptr;
+        T *dxp = dx.mutable_data(), *dgp = dgamma.mutable_data(), *dbp = dbeta.mutable_data(),
+          *wp = masked ? masked->mutable_data() : nullptr;
         {
             py::gil_scoped_release nogil;
-            channel_norm_backward(s, train, relu, dp, xp, mp, ip, gp, bp, dxp, dgp, dbp);
+            channel_norm_backward(s, train, relu, dp, xp, mp, ip, gp, bp, op, wp, dxp, dgp, dbp);
         }
+        if (masked) return py::make_tuple(dx, dgamma, dbeta, *masked);
         return py::make_tuple(dx, dgamma, dbeta);
     });
 }
@@ -758,7 +784,7 @@ py::tuple py_conv_chain_forward(const py::array& x, const py::array& w, const py
             py::gil_scoped_release nogil;
             conv_forward(g, xc.data(), wc.data(), bc.data(), conv_out.mutable_data());
             if (normed) {
-                channel_norm_forward(NormShape{g.N, g.F, g.positions()}, false, false, eps,
+                channel_norm_forward(NormShape{g.N, g.F, g.positions()}, false, NormTail<T>{}, eps,
                                      conv_out.data(), gamma->data(), beta->data(),
                                      mean->mutable_data(), var->mutable_data(),
                                      inv_std->mutable_data(), norm_out->mutable_data());
@@ -1171,17 +1197,20 @@ PYBIND11_MODULE(_C, m) {
           "conv_forward, channel_norm_forward, numpy's +, relu_forward and max_pool_forward\n"
           "return it.");
     m.def("channel_norm_forward", &py_channel_norm_forward, "x"_a, "gamma"_a, "beta"_a, "eps"_a,
-          "mean"_a = py::none(), "var"_a = py::none(), "relu"_a = false,
+          "mean"_a = py::none(), "var"_a = py::none(), "relu"_a = false, "skip"_a = py::none(),
+          "skip_first"_a = false,
           "Batchnorm of x (N, C, ...) per channel (axis 1) -> (out, mean, var, inv_std), the\n"
           "last three (C,) in x's dtype. Without mean and var: the batch's (biased variance),\n"
           "in one float64 pass; with them (eval mode): those. out = gamma * (x - mean) * inv_std\n"
-          "+ beta, inv_std = 1 / sqrt(var + eps); relu: its relu. Deterministic for any number\n"
+          "+ beta, inv_std = 1 / sqrt(var + eps); relu: its relu; with skip (x's shape, relu\n"
+          "only): the relu of it + skip (skip_first: skip + it). Deterministic for any number\n"
           "of threads.");
     m.def("channel_norm_backward", &py_channel_norm_backward, "dout"_a, "x"_a, "gamma"_a,
-          "mean"_a, "inv_std"_a, "train"_a, "beta"_a = py::none(),
+          "mean"_a, "inv_std"_a, "train"_a, "beta"_a = py::none(), "relu_out"_a = py::none(),
           "Gradients of channel_norm_forward -> (dx, dgamma, dbeta); train: mean and inv_std\n"
           "were the batch's (they depend on x), else constants. With beta: of the forward with\n"
-          "relu, dout being the relu output's gradient.");
+          "relu, dout being the relu output's gradient. With relu_out (the output of a forward\n"
+          "with a skip): dout passes where it is positive -> (dx, dgamma, dbeta, masked dout).");
     m.def("layer_norm_forward", &py_layer_norm_forward, "x"_a, "gamma"_a, "beta"_a, "eps"_a,
           "relu"_a = false,
           "Layernorm of the rows of x (N, D) -> (out, mean (N,), inv_std (N,)); relu: out is\n"
