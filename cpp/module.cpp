@@ -1148,6 +1148,10 @@ PYBIND11_MODULE(_C, m) {
         return out;
     }, "The array pool's bytes in use, kept and at the peak, and its blocks reused and new;\n"
        "the kernels' scratch the calling thread keeps for its next calls.");
+    m.def("keep_freed_heap", &keep_freed_heap,
+          "Has the C library keep the heap's freed memory for the next allocations (glibc:\n"
+          "blocks under 32 MB from the heap, up to 64 MB kept free at its top) rather than\n"
+          "return it whenever 128 KB are free; True if it took the settings (array_pool.h).");
     m.def("release_array_pool", [] {
         release_array_pool();
         ++kept_scratch_releases;
