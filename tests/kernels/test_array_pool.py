@@ -65,13 +65,19 @@ on_glibc_without_asan = pytest.mark.skipif(
 )
 
 
-def _train(monkeypatch, opt_out):
+def _run_with_opt_out(monkeypatch, opt_out, script):
+    """The script in a child process, with GRAPHNET_RETURN_FREED_MEMORY=opt_out (unset: None)."""
     if opt_out is None:
         monkeypatch.delenv("GRAPHNET_RETURN_FREED_MEMORY", raising=False)
     else:
         monkeypatch.setenv("GRAPHNET_RETURN_FREED_MEMORY", opt_out)
-    result = run_in_child(TRAIN)
+    result = run_in_child(script)
     assert_survived(result)
+    return result
+
+
+def _train(monkeypatch, opt_out):
+    result = _run_with_opt_out(monkeypatch, opt_out, TRAIN)
     value_memory, other_memory, new_blocks, faults = result.stdout.split()
     return value_memory, other_memory, int(new_blocks), int(faults)
 
@@ -244,12 +250,7 @@ BATCH_ONE_LOSS = """
 @on_glibc_without_asan
 @pytest.mark.parametrize("opt_out", [None, "1"])
 def test_a_batch_one_loss_faults_no_pages_once_warm(monkeypatch, opt_out):
-    if opt_out is None:
-        monkeypatch.delenv("GRAPHNET_RETURN_FREED_MEMORY", raising=False)
-    else:
-        monkeypatch.setenv("GRAPHNET_RETURN_FREED_MEMORY", opt_out)
-    result = run_in_child(BATCH_ONE_LOSS)
-    assert_survived(result)
+    result = _run_with_opt_out(monkeypatch, opt_out, BATCH_ONE_LOSS)
     faults = int(result.stdout.split()[-1])
     if opt_out is None:  # the heap keeps what the calls free (keep_freed_heap)
         assert faults < 100
