@@ -13,6 +13,10 @@
 #include <unordered_map>
 #include <vector>
 
+#if defined(__GLIBC__)
+#include <malloc.h>  // mallopt
+#endif
+
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/asan_interface.h>
 #else
@@ -226,5 +230,14 @@ pybind11::object set_array_memory_handler(pybind11::object handler) {
 ArrayPoolCounts array_pool_counts() { return pool().counts(); }
 
 void release_array_pool() { pool().release(); }
+
+bool keep_freed_heap() {
+#if defined(__GLIBC__)
+    constexpr int kHeapBelow = 32 << 20, kKeptFree = 64 << 20;
+    return mallopt(M_MMAP_THRESHOLD, kHeapBelow) == 1 && mallopt(M_TRIM_THRESHOLD, kKeptFree) == 1;
+#else
+    return false;
+#endif
+}
 
 }  // namespace graphnet

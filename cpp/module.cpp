@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <iterator>
+#include <limits>
 #include <new>
 #include <optional>
 #include <string>
@@ -426,6 +427,22 @@ py::array py_matmul(const py::array& a, const py::array& b, bool transpose_a, bo
     });
 }
 
+// One Adam step on arrays checked by the caller: w, m and v C-contiguous and writeable, all
+// four of one float dtype and shape.
+void run_adam(const AdamStep& step, py::array w, const py::array& dw, py::array m, py::array v) {
+    dispatch_float(w, "adam w", [&](auto zero) {
+        using T = decltype(zero);
+        Contig<T> dwc(dw);
+        T* wp = static_cast<T*>(w.mutable_data());
+        T* mp = static_cast<T*>(m.mutable_data());
+        T* vp = static_cast<T*>(v.mutable_data());
+        const T* gp = dwc.data();
+        const int64_t n = w.size();
+        py::gil_scoped_release nogil;
+        adam_update(step, n, wp, gp, mp, vp);
+    });
+}
+
 // The update writes into w, m and v, so they must be C-contiguous, writeable arrays of one
 // float dtype (what graphnet.optim hands over); the Python side falls back to numpy
 // for anything else.
@@ -440,18 +457,77 @@ void py_adam_update(py::array w, const py::array& dw, py::array m, py::array v,
             fail(std::string("adam_update: ") + name + " must be a C-contiguous writeable array");
         }
     }
-    const AdamStep step{learning_rate, beta1, beta2, epsilon, t};
-    dispatch_float(w, "adam w", [&](auto zero) {
-        using T = decltype(zero);
-        Contig<T> dwc(dw);
-        T* wp = static_cast<T*>(w.mutable_data());
-        T* mp = static_cast<T*>(m.mutable_data());
-        T* vp = static_cast<T*>(v.mutable_data());
-        const T* gp = dwc.data();
-        const int64_t n = w.size();
-        py::gil_scoped_release nogil;
-        adam_update(step, n, wp, gp, mp, vp);
-    });
+    run_adam(AdamStep{learning_rate, beta1, beta2, epsilon, t}, w, dw, m, v);
+}
+
+// Is `a` a numpy array itself (no subclass) of float32 or float64, in native byte order?
+bool plain_float_array(PyObject* a) {
+    if (Py_TYPE(a) != py::detail::npy_api::get().PyArray_Type_) return false;
+    const py::dtype dtype = py::reinterpret_borrow<py::array>(a).dtype();
+    return dtype.is(py::dtype::of<float>()) || dtype.is(py::dtype::of<double>());
+}
+
+// Can the kernel update `a` in place as w's moment: a plain array of w's dtype and shape,
+// C-contiguous and writeable?
+bool in_place_like(PyObject* a, const py::array& w) {
+    if (a == nullptr || Py_TYPE(a) != py::detail::npy_api::get().PyArray_Type_) return false;
+    const auto state = py::reinterpret_borrow<py::array>(a);
+    return state.dtype().is(w.dtype()) && shape_of(state) == shape_of(w) &&
+           (state.flags() & py::array::c_style) && state.writeable();
+}
+
+// config[key] as a double, for a Python float (numpy's float64 is one) or int, not a bool.
+bool number_in(PyObject* config, PyObject* key, double& value) {
+    PyObject* item = PyDict_GetItemWithError(config, key);  // borrowed
+    if (item != nullptr && PyFloat_Check(item)) {
+        value = PyFloat_AS_DOUBLE(item);
+        return true;
+    }
+    if (item == nullptr || !PyLong_CheckExact(item)) return false;
+    value = PyLong_AsDouble(item);
+    return !(value == -1.0 && PyErr_Occurred());
+}
+
+// graphnet.optim.adam's everyday call in one step: every hyperparameter a Python number, t
+// an int, m and v arrays the kernel updates in place, w and dw plain float arrays of one
+// dtype and shape, w C-contiguous and writeable. Then it makes the Python path's update
+// (the same kernel, so the same numbers) and its one change to config, t += 1, and returns
+// True. Anything else returns False having changed nothing, and the Python path checks it
+// as before (its errors name the rule and the field).
+bool py_adam_step(py::handle w_handle, py::handle dw_handle, py::handle config_handle) {
+    PyObject* config = config_handle.ptr();
+    if (!PyDict_CheckExact(config) || !plain_float_array(w_handle.ptr()) ||
+        !plain_float_array(dw_handle.ptr())) {
+        return false;
+    }
+    const auto w = py::reinterpret_borrow<py::array>(w_handle);
+    const auto dw = py::reinterpret_borrow<py::array>(dw_handle);
+    if (!dw.dtype().is(w.dtype()) || shape_of(dw) != shape_of(w) ||
+        !(w.flags() & py::array::c_style) || !w.writeable()) {
+        return false;
+    }
+    static const py::str learning_rate("learning_rate"), beta1("beta1"), beta2("beta2"),
+        epsilon("epsilon"), t_key("t"), m_key("m"), v_key("v");
+    AdamStep step{};
+    if (!number_in(config, learning_rate.ptr(), step.learning_rate) ||
+        !number_in(config, beta1.ptr(), step.beta1) || !number_in(config, beta2.ptr(), step.beta2) ||
+        !number_in(config, epsilon.ptr(), step.epsilon)) {
+        if (PyErr_Occurred()) PyErr_Clear();  // an int too large for a double: Python's path
+        return false;
+    }
+    PyObject* t = PyDict_GetItemWithError(config, t_key.ptr());
+    if (t == nullptr || !PyLong_CheckExact(t)) return false;
+    int overflow = 0;
+    const long long t_before = PyLong_AsLongLongAndOverflow(t, &overflow);
+    if (overflow != 0 || t_before == std::numeric_limits<long long>::max()) return false;
+    // Owned: another thread may replace them in config while the kernel runs without the GIL.
+    const auto m = py::reinterpret_borrow<py::object>(PyDict_GetItemWithError(config, m_key.ptr()));
+    const auto v = py::reinterpret_borrow<py::object>(PyDict_GetItemWithError(config, v_key.ptr()));
+    if (!in_place_like(m.ptr(), w) || !in_place_like(v.ptr(), w)) return false;
+    step.t = t_before + 1;
+    config_handle[t_key] = py::int_(step.t);
+    run_adam(step, w, dw, py::reinterpret_borrow<py::array>(m), py::reinterpret_borrow<py::array>(v));
+    return true;
 }
 
 Cell cell_named(const std::string& name) {
@@ -1098,6 +1174,10 @@ PYBIND11_MODULE(_C, m) {
         return out;
     }, "The array pool's bytes in use, kept and at the peak, and its blocks reused and new;\n"
        "the kernels' scratch the calling thread keeps for its next calls.");
+    m.def("keep_freed_heap", &keep_freed_heap,
+          "Has the C library keep the heap's freed memory for the next allocations (glibc:\n"
+          "blocks under 32 MB from the heap, up to 64 MB kept free at its top) rather than\n"
+          "return it whenever 128 KB are free; True if it took the settings (array_pool.h).");
     m.def("release_array_pool", [] {
         release_array_pool();
         ++kept_scratch_releases;
@@ -1165,6 +1245,11 @@ PYBIND11_MODULE(_C, m) {
           "beta1"_a, "beta2"_a, "epsilon"_a, "t"_a,
           "One Adam step in place on w, m, v (C-contiguous, one float dtype); t already\n"
           "incremented. Same numbers as graphnet.optim.adam's numpy path.");
+    m.def("adam_step", &py_adam_step, "w"_a, "dw"_a, "config"_a,
+          "graphnet.optim.adam(w, dw, config) when config is well-formed (Python numbers, t\n"
+          "an int, m and v arrays to update in place) and w, dw plain float arrays of one dtype\n"
+          "and shape, w C-contiguous and writeable: the update made, t incremented, True.\n"
+          "Anything else: False, nothing changed.");
     m.def("recurrent_forward", &py_recurrent_forward, "cell"_a, "x"_a, "h0"_a, "Wx"_a, "Wh"_a,
           "b"_a, "keep"_a = true,
           "A tanh RNN (cell 'rnn') or an LSTM from a zero cell state (cell 'lstm', gates\n"

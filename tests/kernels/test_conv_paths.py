@@ -526,3 +526,15 @@ def test_wide_layers_take_the_activation_gradient_on_the_whole_batch(N, C, H, F,
                 assert_same_gradients(got, expected)
     finally:
         _C.set_num_threads(before)
+
+
+@pytest.mark.parametrize(
+    "C, F, H, stride",
+    [(64, 64, 8, 1), (16, 16, 32, 1), (17, 33, 8, 1), (3, 16, 32, 1), (32, 64, 16, 2)],
+)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_one_image_of_the_zoo_layers(C, F, H, stride, dtype):
+    """Batch 1: the weight gradient's one slot transposed into dw in 16 x 16 blocks (taps x
+    filters to filters x taps, the last blocks masked where K or F is not a multiple of 16)."""
+    x, w, b = case(1, C, H, H, F, 3, dtype, seed=C + F)
+    assert_matches_naive_on_one_and_two_threads(x, w, b, stride, 1)
