@@ -14,7 +14,7 @@
 #include <vector>
 
 #if defined(__GLIBC__)
-#include <malloc.h>  // mallopt
+#include <malloc.h>  // mallopt, malloc_trim
 #endif
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -229,7 +229,14 @@ pybind11::object set_array_memory_handler(pybind11::object handler) {
 
 ArrayPoolCounts array_pool_counts() { return pool().counts(); }
 
-void release_array_pool() { pool().release(); }
+void release_array_pool() {
+    pool().release();
+#if defined(__GLIBC__)
+    // keep_freed_heap has the heap keep up to 64 MB free at its top: what the pool just
+    // freed goes back to the system now, as the call promises.
+    malloc_trim(0);
+#endif
+}
 
 bool keep_freed_heap() {
 #if defined(__GLIBC__)
