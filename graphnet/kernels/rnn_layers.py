@@ -20,6 +20,7 @@ v over the last two axes, for the attention gate.
 """
 
 import collections
+import math
 from typing import Optional, Tuple
 
 import numpy as np
@@ -458,8 +459,14 @@ def attention_forward(
             f"{fn}: keys of shape {k.shape} and values of shape {v.shape} must have the same length"
         )
     # In the inputs' dtype: a float64 scale would turn float32 gradients into float64.
-    scale = np.result_type(q, k).type(1.0 / np.sqrt(q.shape[-1]) if q.shape[-1] else 1.0)
-    batch = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+    # (The common case, one dtype and one batch shape, skips numpy's slower general calls:
+    # at batch 1 they cost as much as the kernel.)
+    same_dtype = q.dtype == k.dtype == v.dtype
+    scale_type = q.dtype.type if same_dtype else np.result_type(q, k).type
+    scale = scale_type(1.0 / math.sqrt(q.shape[-1]) if q.shape[-1] else 1.0)
+    batch = q.shape[:-2]
+    if not batch == k.shape[:-2] == v.shape[:-2]:
+        batch = np.broadcast_shapes(batch, k.shape[:-2], v.shape[:-2])
     scores_shape = batch + (q.shape[-2], k.shape[-2])
     if mask is not None:
         mask = np.asarray(mask)
@@ -472,14 +479,14 @@ def attention_forward(
                 f"{fn}: mask of shape {mask.shape} does not broadcast to the "
                 f"scores' shape {scores_shape}"
             ) from None
-    dtype = np.result_type(q, k, v)
+    dtype = q.dtype if same_dtype else np.result_type(q, k, v)
     if dtype not in (np.float32, np.float64):
         return _attention_forward_numpy(q, k, v, mask, scale)
     qb, kb, vb = (_pair_view(a, batch, dtype) for a in (q, k, v))
     weights = np.empty(scores_shape, dtype)
     out = _like(qb, batch + (q.shape[-2], v.shape[-1]))
     _C.attention_forward(
-        qb, kb, vb, None if mask is None else mask.view(np.uint8), scale, weights, out
+        qb, kb, vb, None if mask is None else mask.view(np.uint8), float(scale), weights, out
     )
     return out, _AttentionCache(q, k, v, weights, scale)
 
@@ -501,7 +508,8 @@ def _attention_forward_numpy(q, k, v, mask, scale):
 def _pair_view(a, batch, dtype):
     """`a` in `dtype` with the batch shape `batch` (a broadcast view) and its last axis
     contiguous, as the attention kernels read it: a copy only when that is not so already."""
-    a = a.astype(dtype, copy=False)
+    if a.dtype != dtype:
+        a = a.astype(dtype)
     if a.shape[:-2] != batch:
         a = np.broadcast_to(a, batch + a.shape[-2:])
     if a.shape[-1] > 1 and a.strides[-1] != a.itemsize:
@@ -533,7 +541,7 @@ def attention_backward(dout: np.ndarray, cache: _AttentionCache) -> Tuple[np.nda
     else:
         qb, kb, vb, db = (_pair_view(a, batch, dtype) for a in (q, k, v, dout))
         dq, dk, dv = (_like(a, a.shape) for a in (qb, kb, vb))
-        _C.attention_backward(qb, kb, vb, weights, db, scale, dq, dk, dv)
+        _C.attention_backward(qb, kb, vb, weights, db, float(scale), dq, dk, dv)
     return _sum_to(dq, q.shape), _sum_to(dk, k.shape), _sum_to(dv, v.shape)
 
 
