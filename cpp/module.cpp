@@ -1059,43 +1059,66 @@ PairMatrices<T> pair_output(py::array& a, const PairLayout& p) {
     return {static_cast<T*>(a.mutable_data()), p.offset.data(), p.row_stride};
 }
 
-// The shapes of q (batch..., S, d), k (batch..., L, d), v (batch..., L, dv), all of one
-// float dtype and one batch shape (the caller broadcasts them).
-AttentionShape attention_shape(const py::array& q, const py::array& k, const py::array& v,
-                               Shape& batch) {
-    const Shape qs = shape_of(q);
-    if (qs.size() < 2) fail("attention q must be (batch..., S, d), got " + shape_str(qs));
-    batch.assign(qs.begin(), qs.end() - 2);
-    require_same_dtype(q, "q", k, "k");
-    require_same_dtype(q, "q", v, "v");
-    const Shape ks = shape_of(k);
-    if (ks.size() != qs.size()) fail("attention k " + shape_str(ks) + " must have q's rank");
-    AttentionShape s{1, qs[qs.size() - 2], ks[ks.size() - 2], qs.back(), 0};
-    if (shape_of(v).size() != qs.size()) fail("attention v must have q's rank");
-    s.dv = v.shape(v.ndim() - 1);
-    for (const int64_t n : batch) s.pairs = checked_mul(s.pairs, n, "attention pairs");
-    return s;
-}
-
 Shape with_matrix(Shape batch, int64_t rows, int64_t cols) {
     batch.push_back(rows);
     batch.push_back(cols);
     return batch;
 }
 
+// q (batch..., S, d), k (batch..., L, d), v (batch..., L, dv) of one float dtype and one
+// batch shape (the caller broadcasts them): their sizes and layouts, and the checks of the
+// arrays that go with them (of q's dtype, the batch shape and their matrices' shapes).
+struct AttentionOperands {
+    const py::array& q_array;
+    Shape batch;
+    AttentionShape s;
+    PairLayout q, k, v;
+
+    AttentionOperands(const py::array& qa, const py::array& ka, const py::array& va)
+        : q_array(qa) {
+        const Shape qs = shape_of(qa), ks = shape_of(ka), vs = shape_of(va);
+        if (qs.size() < 2) fail("attention q must be (batch..., S, d), got " + shape_str(qs));
+        if (ks.size() != qs.size() || vs.size() != qs.size()) {
+            fail("attention k " + shape_str(ks) + " and v " + shape_str(vs) +
+                 " must have the rank of q " + shape_str(qs));
+        }
+        batch.assign(qs.begin(), qs.end() - 2);
+        s = {1, qs[qs.size() - 2], ks[ks.size() - 2], qs.back(), vs.back()};
+        for (const int64_t n : batch) s.pairs = checked_mul(s.pairs, n, "attention pairs");
+        q = layout(qa, s.S, s.d, "attention q");
+        k = layout(ka, s.L, s.d, "attention k");
+        v = layout(va, s.L, s.dv, "attention v");
+    }
+
+    PairLayout layout(const py::array& a, int64_t rows, int64_t cols, const char* name) const {
+        require_same_dtype(q_array, "attention q", a, name);
+        return pair_layout(a, with_matrix(batch, rows, cols), name);
+    }
+
+    // An array the kernel writes: a matrix per pair, none shared (no broadcast axis).
+    PairLayout output(const py::array& a, int64_t rows, int64_t cols, const char* name) const {
+        for (py::ssize_t i = 0; i < a.ndim() && a.size() > 0; ++i) {
+            if (a.shape(i) > 1 && a.strides(i) == 0) {
+                fail(std::string(name) + " is a broadcast view");
+            }
+        }
+        return layout(a, rows, cols, name);
+    }
+
+    void check_weights(const py::array& weights) const {
+        require_same_dtype(q_array, "attention q", weights, "attention weights");
+        require_shape(weights, with_matrix(batch, s.S, s.L), "attention weights");
+        if (!(weights.flags() & py::array::c_style)) fail("attention weights must be C-contiguous");
+    }
+};
+
 void py_attention_forward(const py::array& q, const py::array& k, const py::array& v,
                           const py::object& mask, double scale, py::array weights,
                           py::array out) {
-    Shape batch;
-    const AttentionShape s = attention_shape(q, k, v, batch);
-    const PairLayout ql = pair_layout(q, with_matrix(batch, s.S, s.d), "attention q");
-    const PairLayout kl = pair_layout(k, with_matrix(batch, s.L, s.d), "attention k");
-    const PairLayout vl = pair_layout(v, with_matrix(batch, s.L, s.dv), "attention v");
-    const PairLayout ol = pair_layout(out, with_matrix(batch, s.S, s.dv), "attention out");
-    require_shape(weights, with_matrix(batch, s.S, s.L), "attention weights");
-    if (!(weights.flags() & py::array::c_style)) fail("attention weights must be C-contiguous");
-    require_same_dtype(q, "q", weights, "weights");
-    require_same_dtype(q, "q", out, "out");
+    const AttentionOperands in(q, k, v);
+    const AttentionShape& s = in.s;
+    const PairLayout ol = in.output(out, s.S, s.dv, "attention out");
+    in.check_weights(weights);
     PairLayout ml;
     AttentionMask m;
     py::array mask_array;
@@ -1105,13 +1128,14 @@ void py_attention_forward(const py::array& q, const py::array& k, const py::arra
             fail("attention mask must be uint8 (booleans viewed as bytes), got " +
                  dtype_name(mask_array));
         }
-        ml = pair_layout(mask_array, with_matrix(batch, s.S, s.L), "attention mask", false);
+        ml = pair_layout(mask_array, with_matrix(in.batch, s.S, s.L), "attention mask", false);
         m = {static_cast<const uint8_t*>(mask_array.data()), ml.offset.data(), ml.row_stride,
              ml.col_stride};
     }
     dispatch_float(q, "attention q", [&](auto zero) {
         using T = decltype(zero);
-        const auto qp = pair_input<T>(q, ql), kp = pair_input<T>(k, kl), vp = pair_input<T>(v, vl);
+        const auto qp = pair_input<T>(q, in.q), kp = pair_input<T>(k, in.k);
+        const auto vp = pair_input<T>(v, in.v);
         const auto op = pair_output<T>(out, ol);
         T* wp = static_cast<T*>(weights.mutable_data());
         py::gil_scoped_release nogil;
@@ -1122,26 +1146,17 @@ void py_attention_forward(const py::array& q, const py::array& k, const py::arra
 void py_attention_backward(const py::array& q, const py::array& k, const py::array& v,
                            const py::array& weights, const py::array& dout, double scale,
                            py::array dq, py::array dk, py::array dv) {
-    Shape batch;
-    const AttentionShape s = attention_shape(q, k, v, batch);
-    const PairLayout ql = pair_layout(q, with_matrix(batch, s.S, s.d), "attention q");
-    const PairLayout kl = pair_layout(k, with_matrix(batch, s.L, s.d), "attention k");
-    const PairLayout vl = pair_layout(v, with_matrix(batch, s.L, s.dv), "attention v");
-    const PairLayout dol = pair_layout(dout, with_matrix(batch, s.S, s.dv), "attention dout");
-    const PairLayout dql = pair_layout(dq, with_matrix(batch, s.S, s.d), "attention dq");
-    const PairLayout dkl = pair_layout(dk, with_matrix(batch, s.L, s.d), "attention dk");
-    const PairLayout dvl = pair_layout(dv, with_matrix(batch, s.L, s.dv), "attention dv");
-    require_shape(weights, with_matrix(batch, s.S, s.L), "attention weights");
-    if (!(weights.flags() & py::array::c_style)) fail("attention weights must be C-contiguous");
-    require_same_dtype(q, "q", weights, "weights");
-    require_same_dtype(q, "q", dout, "dout");
-    require_same_dtype(q, "q", dq, "dq");
-    require_same_dtype(q, "q", dk, "dk");
-    require_same_dtype(q, "q", dv, "dv");
+    const AttentionOperands in(q, k, v);
+    const AttentionShape& s = in.s;
+    in.check_weights(weights);
+    const PairLayout dol = in.layout(dout, s.S, s.dv, "attention dout");
+    const PairLayout dql = in.output(dq, s.S, s.d, "attention dq");
+    const PairLayout dkl = in.output(dk, s.L, s.d, "attention dk");
+    const PairLayout dvl = in.output(dv, s.L, s.dv, "attention dv");
     dispatch_float(q, "attention q", [&](auto zero) {
         using T = decltype(zero);
-        const auto qp = pair_input<T>(q, ql), kp = pair_input<T>(k, kl), vp = pair_input<T>(v, vl);
-        const auto dop = pair_input<T>(dout, dol);
+        const auto qp = pair_input<T>(q, in.q), kp = pair_input<T>(k, in.k);
+        const auto vp = pair_input<T>(v, in.v), dop = pair_input<T>(dout, dol);
         const auto dqp = pair_output<T>(dq, dql), dkp = pair_output<T>(dk, dkl);
         const auto dvp = pair_output<T>(dv, dvl);
         const T* wp = static_cast<const T*>(weights.data());

@@ -164,6 +164,24 @@ def test_output_is_laid_out_like_the_queries():
         assert grad.transpose(0, 2, 1, 3).flags.c_contiguous
 
 
+def test_the_kernel_refuses_arrays_it_cannot_take():
+    """The binding checks what the wrapper arranges: shapes, dtypes, outputs of their own."""
+    q = np.ones((2, 3, 4), np.float32)
+    weights, out = np.empty((2, 3, 3), np.float32), np.empty((2, 3, 4), np.float32)
+    _C.attention_forward(q, q, q, None, 0.5, weights, out)
+    bad = [
+        (q, q, q[:1], None, weights, out),  # another batch shape
+        (q, q, q.astype(np.float64), None, weights, out),
+        (q, q, q, np.ones((2, 3, 3), bool), weights, out),  # mask not as bytes
+        (q, q, q, None, weights[:, :, :2], out),
+        (q, q, q, None, weights, np.broadcast_to(out[:1], out.shape)),  # writes overlap
+        (q[..., 0], q[..., 0], q[..., 0], None, weights, out),
+    ]
+    for q_, k_, v_, mask, w_, out_ in bad:
+        with pytest.raises(ValueError):
+            _C.attention_forward(q_, k_, v_, mask, 0.5, w_, out_)
+
+
 def test_empty_batch_and_no_keys():
     out, cache = R.attention_forward(np.ones((0, 2, 3)), np.ones((0, 4, 3)), np.ones((0, 4, 5)))
     assert out.shape == (0, 2, 5)
