@@ -10,14 +10,16 @@ it in (--dtypes narrows that), it measures in one run:
 
 - the training step: forward, backward and the adam update, softmax loss, 3x32x32 (or
   3072-feature) synthetic inputs (the language models: random words, the temporal softmax
-  loss of the next word at every step); graphnet's Solver-style step (model.loss(X, y),
+  loss of the next word at every step; the transformer: random words, a class per
+  sequence); graphnet's Solver-style step (model.loss(X, y),
   then optim.adam per param) against torch.optim.Adam's;
 - eval-mode inference (graphnet: model.loss(X), which runs the scores in eval mode;
   PyTorch: net.eval() under torch.inference_mode());
 - the floor: the step's multiply-adds (conv and affine forward, both weight and input
   gradients, none for the data; an LSTM's as an affine map of [x_t | h_(t-1)] to its 4H
-  gates at every step) at the machine's sgemm (dgemm for float64) rate, plus
-  its unavoidable memory traffic at the machine's copy bandwidth: the data read once,
+  gates at every step; an encoder's attention as its two products per head) at the
+  machine's sgemm (dgemm for float64) rate, plus its unavoidable memory traffic at the
+  machine's copy bandwidth: the data read once,
   every conv/affine output written once and read once, its gradient likewise (anything
   between two such layers counted as fused, hence free), and adam's pass over the params
   (read w, dw, m, v; write w, m, v). The rates are a numpy matmul of two 1536x1536
@@ -78,7 +80,20 @@ def step_cost(model, batch):
         kind = layer[0]
         if kind == "embed":  # a lookup: no flops, its gradient (scattered rows) is counted
             first_weighted = False  # the layer after it needs its input gradient
-            params += model.classes * layer[1]
+            params += model.vocabulary * layer[1]
+        elif kind == "positions":
+            params += shape[1] * shape[2]
+        elif kind == "encoder":  # q, k, v, output projections; attention; feed-forward
+            N, T, D = shape
+            for _ in range(4):
+                weighted(N * T * D, D, D)
+            # q kᵀ and the weights times v, forward and both gradients of each; the
+            # weights (N, heads, T, T) written and read once, their gradient likewise
+            flops += 3 * 2 * (2 * N * T * T * D)
+            moved += 4 * N * layer[1] * T * T
+            weighted(N * T * 4 * D, D, 4 * D)
+            weighted(N * T * D, 4 * D, D)
+            params += 2 * 2 * D  # the layernorms
         elif kind == "lstm":  # per step [x_t | h_(t-1)] (D + H) times the 4H gate columns
             H = layer[1]
             weighted(batch * shape[1] * 4 * H, shape[2] + H, 4 * H)

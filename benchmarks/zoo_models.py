@@ -20,13 +20,22 @@ by the classifier's last affine layer to `CLASSES` scores and the softmax loss:
     ("avgpool",)             2x2 average pool, stride 2
     ("gmean",)               global average pooling: each channel's mean over its pixels
 
-A language model's description starts with ("embed", D), word vectors of D features for
-its `classes` words, its input (T,) is T words and its classifier is the same affine map
-at every step to scores over the words, each predicting the next word:
+A description that starts with ("embed", D[, V]) takes T words (input shape (T,)): word
+vectors of D features for its V words (`classes` unless given). A language model's
+classifier is then the same affine map at every step to scores over the words, each
+predicting the next word; a sequence classifier (one with a ("seqmean",) layer) gives one
+set of `classes` scores per sequence:
 
-    ("embed", D)             word embedding (classes x D)
+    ("embed", D[, V])        word embedding (V x D)
     ("lstm", H)              an LSTM over the T steps from a zero state (PyTorch: nn.LSTM,
                              its gates reordered and its second bias held at zero)
+    ("positions",)           plus a learned vector per step (T x D)
+    ("encoder", heads)       a post-norm transformer encoder block: x = ln(x + attention(x)),
+                             attention over `heads` heads of D / heads features (q, k, v and
+                             output projections D x D with biases; PyTorch:
+                             scaled_dot_product_attention), then x = ln(x + ffn(x)) with
+                             ffn = temporal affine(4D)-gelu-temporal affine(D)
+    ("seqmean",)             the mean over the steps: (N, T, D) -> (N, D)
 
 The course's three models (TwoLayerNet, FullyConnectedNet, ThreeLayerConvNet) are built
 by their graphnet.models classes; their description says what the PyTorch twin is. Params
@@ -58,9 +67,19 @@ class ZooModel:
     classes: int = CLASSES          # the scores per sample (per step: the words)
 
     @property
+    def words(self):
+        """Words in: an (N, T) batch of indices into the embedding's vocabulary."""
+        return bool(self.layers) and self.layers[0][0] == "embed"
+
+    @property
+    def vocabulary(self):
+        embed = self.layers[0]
+        return embed[2] if len(embed) > 2 else self.classes
+
+    @property
     def sequence(self):
         """A language model: words in, next-word scores at every step out."""
-        return bool(self.layers) and self.layers[0][0] == "embed"
+        return self.words and all(layer[0] != "seqmean" for layer in self.layers)
 
 
 def _vgg_unit(F):
@@ -131,6 +150,12 @@ ZOO = (
              "temporal affine(65), T = 50", (50,), (("embed", 32), ("lstm", 128)), classes=65),
     ZooModel("lstm_lm256", "character LSTM language model: embed(65 x 64)-lstm(256)-"
              "temporal affine(65), T = 50", (50,), (("embed", 64), ("lstm", 256)), classes=65),
+    # A student's transformer encoder (the course's assignment 3 builds one): attention
+    # over 4 heads of 16 features, layernorms over (N, T, D), a GELU feed-forward.
+    ZooModel("transformer", "transformer encoder classifier: embed(100 x 64)+positions-"
+             "[attention(4 heads)-add-ln, affine(256)-gelu-affine(64)-add-ln]x2-mean over "
+             "steps, T = 32", (32,), (("embed", 64, 100), ("positions",), ("encoder", 4),
+                                     ("encoder", 4), ("seqmean",))),
 )
 
 BY_NAME = {m.name: m for m in ZOO}
@@ -160,6 +185,8 @@ def shapes(model, batch):
             shape = (batch, shape[1], shape[2] // 2, shape[3] // 2)
         elif kind == "gmean":
             shape = (batch, shape[1])
+        elif kind == "seqmean":
+            shape = (batch, shape[2])
         elif kind == "affine":
             shape = (batch, layer[1])
     return walk, shape
@@ -167,10 +194,14 @@ def shapes(model, batch):
 
 def batch_of(model, batch, dtype, rng):
     """(X, y), a synthetic batch: standard normal samples and class labels, or for a
-    language model `batch` sequences of random words, y each X's next words."""
+    language model `batch` sequences of random words, y each X's next words (a sequence
+    classifier: random words and class labels)."""
     if model.sequence:
         words = rng.integers(model.classes, size=(batch, model.input_shape[0] + 1))
         return words[:, :-1], words[:, 1:]
+    if model.words:
+        X = rng.integers(model.vocabulary, size=(batch, *model.input_shape))
+        return X, rng.integers(model.classes, size=batch).astype(np.int64)
     X = rng.standard_normal((batch, *model.input_shape)).astype(dtype)
     return X, rng.integers(model.classes, size=batch).astype(np.int64)
 
@@ -225,7 +256,10 @@ def build_graphnet(model, dtype, seed=0):
     if model.sequence:
         return build_language_model(model, dtype, rng)
     g = gn.Graph(dtype=dtype)
-    h = g.input("x", shape=(None, *model.input_shape), requires_grad=False)
+    if model.words:
+        h = g.input("x", shape=(None, *model.input_shape), dtype=np.int64)
+    else:
+        h = g.input("x", shape=(None, *model.input_shape), requires_grad=False)
     counts = {}
 
     def name(kind):
@@ -248,12 +282,39 @@ def build_graphnet(model, dtype, seed=0):
         W, b = weight((F, C, k, k), C * k * k, F, 2.0)
         return g.conv(x, W, b, stride=stride, pad=pad, name=name("conv"))
 
+    def encoder(x, heads):
+        T, D = x.static_shape[1:]
+
+        def temporal_affine(x, outputs):
+            W, b = weight((x.static_shape[2], outputs), x.static_shape[2], outputs, 1.0)
+            return g.temporal_affine(x, W, b, name=name("temporal_affine"))
+
+        def split(x):  # (N, T, D) -> (N, heads, T, D / heads)
+            return g.transpose(g.reshape(x, (-1, T, heads, D // heads)), (0, 2, 1, 3))
+
+        q, k, v = (split(temporal_affine(x, D)) for _ in "qkv")
+        merged = g.reshape(g.transpose(g.attention(q, k, v, name=name("attention")),
+                                       (0, 2, 1, 3)), (-1, T, D))
+        x = norm("ln", g.add(x, temporal_affine(merged, D), name=name("skip")), D)
+        ffn = temporal_affine(g.gelu(temporal_affine(x, 4 * D), name=name("gelu")), D)
+        return norm("ln", g.add(x, ffn, name=name("skip")), D)
+
     squashing = any(layer[0] in ("tanh", "sigmoid") for layer in model.layers)
     layers = model.layers + (("affine", model.classes),)
     for i, layer in enumerate(layers):
         kind = layer[0]
         if kind == "conv":
             h = conv(h, *conv_layer(layer))
+        elif kind == "embed":
+            W = (rng.standard_normal((model.vocabulary, layer[1]))).astype(dtype)
+            h = g.word_embedding(h, g.param(name("W_embed"), W), name="words")
+        elif kind == "positions":
+            P = (rng.standard_normal(h.static_shape[1:]) * 0.1).astype(dtype)
+            h = g.add(h, g.param(name("positions"), P), name=name("positioned"))
+        elif kind == "encoder":
+            h = encoder(h, layer[1])
+        elif kind == "seqmean":
+            h = g.mean(h, axis=1, name=name("seqmean"))
         elif kind in ("sbn", "bn", "ln", "gn"):
             h = norm(kind, h, h.static_shape[1], *layer[1:])
         elif kind in ("relu", "tanh", "sigmoid", "gelu"):
@@ -294,6 +355,7 @@ def build_torch(model, graphnet_model):
     applies in train mode instead of drawing one (so a test can replay graphnet's masks)."""
     import torch
     from torch import nn
+    from torch.nn import functional as F
 
     class Dropout(nn.Dropout):
         mask = None
@@ -317,6 +379,38 @@ def build_torch(model, graphnet_model):
         def forward(self, x):
             return x.mean((2, 3))
 
+    class Positions(nn.Module):
+        def __init__(self, T, D):
+            super().__init__()
+            self.vectors = nn.Parameter(torch.zeros(T, D))
+
+        def forward(self, x):
+            return x + self.vectors
+
+    class Encoder(nn.Module):
+        def __init__(self, D, heads):
+            super().__init__()
+            self.heads = heads
+            self.q, self.k, self.v, self.o = (nn.Linear(D, D) for _ in range(4))
+            self.ln1 = nn.LayerNorm(D, eps=1e-5)
+            self.ffn = nn.Sequential(nn.Linear(D, 4 * D), nn.GELU(), nn.Linear(4 * D, D))
+            self.ln2 = nn.LayerNorm(D, eps=1e-5)
+
+        def forward(self, x):
+            N, T, D = x.shape
+
+            def split(t):
+                return t.reshape(N, T, self.heads, D // self.heads).transpose(1, 2)
+
+            a = F.scaled_dot_product_attention(split(self.q(x)), split(self.k(x)),
+                                               split(self.v(x)))
+            x = self.ln1(x + self.o(a.transpose(1, 2).reshape(N, T, D)))
+            return self.ln2(x + self.ffn(x))
+
+    class SequenceMean(nn.Module):
+        def forward(self, x):
+            return x.mean(1)
+
     class LanguageModelNet(nn.Module):
         def __init__(self, V, D, H):
             super().__init__()
@@ -339,8 +433,16 @@ def build_torch(model, graphnet_model):
     for layer, shape in walk:
         kind = layer[0]
         if kind == "conv":
-            F, k, stride, pad = conv_layer(layer)
-            modules.append(nn.Conv2d(shape[1], F, k, stride=stride, padding=pad))
+            filters, k, stride, pad = conv_layer(layer)
+            modules.append(nn.Conv2d(shape[1], filters, k, stride=stride, padding=pad))
+        elif kind == "embed":
+            modules.append(nn.Embedding(model.vocabulary, layer[1]))
+        elif kind == "positions":
+            modules.append(Positions(*shape[1:]))
+        elif kind == "encoder":
+            modules.append(Encoder(shape[2], layer[1]))
+        elif kind == "seqmean":
+            modules.append(SequenceMean())
         elif kind == "sbn":
             modules.append(nn.BatchNorm2d(shape[1], eps=1e-5, momentum=0.1))
         elif kind == "bn":
@@ -397,22 +499,28 @@ def _transposed(w):
     return w.T if w.ndim == 2 else w
 
 
+def _same(w):
+    return w
+
+
 def _param_pairs(model, net):
     """[(torch parameter, its value as graphnet's param, graphnet's param as its value)] in
     graphnet's params' order: affine weights (D, M) are Linear's (M, D); an LSTM's Wx (D,
     4H) is weight_ih's (4H, D) with its gate blocks reordered, likewise Wh and b."""
+    from torch import nn
+
     if not model.sequence:
-        return [(p, _transposed, _transposed) for p in net.parameters()]
+        linear = {id(m.weight) for m in net.modules() if isinstance(m, nn.Linear)}
+        return [(p, _transposed, _transposed) if id(p) in linear else (p, _same, _same)
+                for p in net.parameters()]
     lstm = net.lstm
+    same = _same
 
     def gates_of_torch(w):
         return _swap_o_g(_transposed(w))
 
     def gates_of_graphnet(w):
         return _transposed(_swap_o_g(w))
-
-    def same(w):
-        return w
 
     gates = (gates_of_torch, gates_of_graphnet)
     return [(net.embed.weight, same, same), (lstm.weight_ih_l0, *gates),

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "array_pool.h"
+#include "attention.h"
 #include "cache_line.h"
 #include "conv.h"
 #include "conv_pooled.h"
@@ -1110,6 +1111,162 @@ py::array py_softmax_backward(const py::array& dout, const py::array& out, bool 
     });
 }
 
+// One operand of the attention kernels (attention.h): a numpy view (batch..., rows, cols)
+// with its last axis contiguous, as its first element, each pair's offset from there and
+// the rows' stride, all in elements. Views are read in place: no copy.
+struct PairLayout {
+    std::vector<int64_t> offset;
+    int64_t row_stride = 0, col_stride = 0;
+};
+
+PairLayout pair_layout(const py::array& a, const Shape& want, const char* name,
+                       bool unit_columns = true) {
+    require_shape(a, want, name);
+    const int64_t rank = a.ndim(), item = a.itemsize();
+    std::vector<int64_t> stride(rank);
+    for (int64_t i = 0; i < rank; ++i) {
+        if (a.strides(i) % item) fail(std::string(name) + " has strides that are not whole items");
+        stride[i] = a.shape(i) > 1 ? a.strides(i) / item : 0;
+    }
+    PairLayout p;
+    p.row_stride = stride[rank - 2];
+    p.col_stride = stride[rank - 1];
+    if (unit_columns && a.size() > 0 && a.shape(rank - 1) > 1 && p.col_stride != 1) {
+        fail(std::string(name) + " must have its last axis contiguous");
+    }
+    int64_t pairs = 1;
+    for (int64_t i = 0; i + 2 < rank; ++i) pairs = checked_mul(pairs, want[i], name);
+    p.offset.assign(pairs, 0);
+    std::vector<int64_t> index(rank > 2 ? rank - 2 : 0, 0);
+    for (int64_t b = 1, at = 0; b < pairs; ++b) {  // an odometer over the batch axes
+        int64_t axis = static_cast<int64_t>(index.size()) - 1;
+        while (index[axis] + 1 == want[axis]) {
+            at -= index[axis] * stride[axis];
+            index[axis--] = 0;
+        }
+        ++index[axis];
+        at += stride[axis];
+        p.offset[b] = at;
+    }
+    return p;
+}
+
+template <typename T>
+PairMatrices<const T> pair_input(const py::array& a, const PairLayout& p) {
+    return {static_cast<const T*>(a.data()), p.offset.data(), p.row_stride};
+}
+
+template <typename T>
+PairMatrices<T> pair_output(py::array& a, const PairLayout& p) {
+    return {static_cast<T*>(a.mutable_data()), p.offset.data(), p.row_stride};
+}
+
+Shape with_matrix(Shape batch, int64_t rows, int64_t cols) {
+    batch.push_back(rows);
+    batch.push_back(cols);
+    return batch;
+}
+
+// q (batch..., S, d), k (batch..., L, d), v (batch..., L, dv) of one float dtype and one
+// batch shape (the caller broadcasts them): their sizes and layouts, and the checks of the
+// arrays that go with them (of q's dtype, the batch shape and their matrices' shapes).
+struct AttentionOperands {
+    const py::array& q_array;
+    Shape batch;
+    AttentionShape s;
+    PairLayout q, k, v;
+
+    AttentionOperands(const py::array& qa, const py::array& ka, const py::array& va)
+        : q_array(qa) {
+        const Shape qs = shape_of(qa), ks = shape_of(ka), vs = shape_of(va);
+        if (qs.size() < 2) fail("attention q must be (batch..., S, d), got " + shape_str(qs));
+        if (ks.size() != qs.size() || vs.size() != qs.size()) {
+            fail("attention k " + shape_str(ks) + " and v " + shape_str(vs) +
+                 " must have the rank of q " + shape_str(qs));
+        }
+        batch.assign(qs.begin(), qs.end() - 2);
+        s = {1, qs[qs.size() - 2], ks[ks.size() - 2], qs.back(), vs.back()};
+        for (const int64_t n : batch) s.pairs = checked_mul(s.pairs, n, "attention pairs");
+        q = layout(qa, s.S, s.d, "attention q");
+        k = layout(ka, s.L, s.d, "attention k");
+        v = layout(va, s.L, s.dv, "attention v");
+    }
+
+    PairLayout layout(const py::array& a, int64_t rows, int64_t cols, const char* name) const {
+        require_same_dtype(q_array, "attention q", a, name);
+        return pair_layout(a, with_matrix(batch, rows, cols), name);
+    }
+
+    // An array the kernel writes: a matrix per pair, none shared (no broadcast axis).
+    PairLayout output(const py::array& a, int64_t rows, int64_t cols, const char* name) const {
+        for (py::ssize_t i = 0; i < a.ndim() && a.size() > 0; ++i) {
+            if (a.shape(i) > 1 && a.strides(i) == 0) {
+                fail(std::string(name) + " is a broadcast view");
+            }
+        }
+        return layout(a, rows, cols, name);
+    }
+
+    void check_weights(const py::array& weights) const {
+        require_same_dtype(q_array, "attention q", weights, "attention weights");
+        require_shape(weights, with_matrix(batch, s.S, s.L), "attention weights");
+        if (!(weights.flags() & py::array::c_style)) fail("attention weights must be C-contiguous");
+    }
+};
+
+void py_attention_forward(const py::array& q, const py::array& k, const py::array& v,
+                          const py::object& mask, double scale, py::array weights,
+                          py::array out) {
+    const AttentionOperands in(q, k, v);
+    const AttentionShape& s = in.s;
+    const PairLayout ol = in.output(out, s.S, s.dv, "attention out");
+    in.check_weights(weights);
+    PairLayout ml;
+    AttentionMask m;
+    py::array mask_array;
+    if (!mask.is_none()) {
+        mask_array = mask.cast<py::array>();
+        if (!mask_array.dtype().is(py::dtype::of<uint8_t>())) {
+            fail("attention mask must be uint8 (booleans viewed as bytes), got " +
+                 dtype_name(mask_array));
+        }
+        ml = pair_layout(mask_array, with_matrix(in.batch, s.S, s.L), "attention mask", false);
+        m = {static_cast<const uint8_t*>(mask_array.data()), ml.offset.data(), ml.row_stride,
+             ml.col_stride};
+    }
+    dispatch_float(q, "attention q", [&](auto zero) {
+        using T = decltype(zero);
+        const auto qp = pair_input<T>(q, in.q), kp = pair_input<T>(k, in.k);
+        const auto vp = pair_input<T>(v, in.v);
+        const auto op = pair_output<T>(out, ol);
+        T* wp = static_cast<T*>(weights.mutable_data());
+        py::gil_scoped_release nogil;
+        attention_forward(s, static_cast<T>(scale), qp, kp, vp, m, wp, op);
+    });
+}
+
+void py_attention_backward(const py::array& q, const py::array& k, const py::array& v,
+                           const py::array& weights, const py::array& dout, double scale,
+                           py::array dq, py::array dk, py::array dv) {
+    const AttentionOperands in(q, k, v);
+    const AttentionShape& s = in.s;
+    in.check_weights(weights);
+    const PairLayout dol = in.layout(dout, s.S, s.dv, "attention dout");
+    const PairLayout dql = in.output(dq, s.S, s.d, "attention dq");
+    const PairLayout dkl = in.output(dk, s.L, s.d, "attention dk");
+    const PairLayout dvl = in.output(dv, s.L, s.dv, "attention dv");
+    dispatch_float(q, "attention q", [&](auto zero) {
+        using T = decltype(zero);
+        const auto qp = pair_input<T>(q, in.q), kp = pair_input<T>(k, in.k);
+        const auto vp = pair_input<T>(v, in.v), dop = pair_input<T>(dout, dol);
+        const auto dqp = pair_output<T>(dq, dql), dkp = pair_output<T>(dk, dkl);
+        const auto dvp = pair_output<T>(dv, dvl);
+        const T* wp = static_cast<const T*>(weights.data());
+        py::gil_scoped_release nogil;
+        attention_backward(s, static_cast<T>(scale), qp, kp, vp, wp, dop, dqp, dkp, dvp);
+    });
+}
+
 py::array py_avg_pool_forward(const py::array& x, int64_t pool_height, int64_t pool_width,
                               int64_t stride) {
     const PoolGeometry g = pool_geometry(shape_of(x), pool_height, pool_width, stride, "avg_pool");
@@ -1326,6 +1483,13 @@ PYBIND11_MODULE(_C, m) {
     m.def("erf", &py_erf, "x"_a,
           "The error function of a float32 or float64 array (float32 on AVX2 within 2 units\n"
           "in the last place of the exact value; else the C library's).");
+    m.def("attention_forward", &py_attention_forward, "q"_a, "k"_a, "v"_a, "mask"_a, "scale"_a,
+          "weights"_a, "out"_a,
+          "Scaled dot-product attention of each (batch, head) pair into weights and out "
+          "(views of one batch shape, last axes contiguous; mask: uint8 or None).");
+    m.def("attention_backward", &py_attention_backward, "q"_a, "k"_a, "v"_a, "weights"_a,
+          "dout"_a, "scale"_a, "dq"_a, "dk"_a, "dv"_a,
+          "Gradients of attention_forward into dq, dk, dv (one matrix per pair).");
     m.def("softmax_forward", &py_softmax_forward, "x"_a, py::kw_only(), "log"_a = false,
           "Softmax (log=True: log softmax) along the last axis, shifted by each row's max.");
     m.def("softmax_backward", &py_softmax_backward, "dout"_a, "out"_a, py::kw_only(),

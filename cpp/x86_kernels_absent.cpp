@@ -6,6 +6,7 @@
 #include <string>
 
 #include "activations_avx2.h"
+#include "attention.h"
 #include "activations_avx512.h"
 #include "conv_direct.h"
 #include "conv_taps.h"
@@ -31,6 +32,26 @@ namespace {
 
 }  // namespace
 
+template <typename T>
+void pair_product_avx512(int64_t, int64_t, int64_t, const T*, int64_t, bool, const T*, int64_t, T,
+                         T*, int64_t) {
+    absent("pair_product_avx512");
+}
+template <typename T>
+void pair_product_avx2(int64_t, int64_t, int64_t, const T*, int64_t, bool, const T*, int64_t, T,
+                       T*, int64_t) {
+    absent("pair_product_avx2");
+}
+#define GRAPHNET_PAIR_PRODUCTS(T)                                                              \
+    template void pair_product_avx512<T>(int64_t, int64_t, int64_t, const T*, int64_t, bool,    \
+                                         const T*, int64_t, T, T*, int64_t);                   \
+    template void pair_product_avx2<T>(int64_t, int64_t, int64_t, const T*, int64_t, bool,      \
+                                       const T*, int64_t, T, T*, int64_t);
+GRAPHNET_PAIR_PRODUCTS(float)
+GRAPHNET_PAIR_PRODUCTS(double)
+#undef GRAPHNET_PAIR_PRODUCTS
+void exp_in_place_avx512(int64_t, float*) { absent("exp_in_place_avx512"); }
+void exp_in_place_avx512(int64_t, double*) { absent("exp_in_place_avx512"); }
 int64_t direct_tile_filters(int64_t) { absent("direct_tile_filters"); }
 void winograd_weights_avx512(const WinogradConv&, const WinogradWeights&, float*) {
     absent("winograd_weights_avx512");

@@ -20,6 +20,7 @@ v over the last two axes, for the attention gate.
 """
 
 import collections
+import math
 from typing import Optional, Tuple
 
 import numpy as np
@@ -436,6 +437,10 @@ def attention_forward(
     s may attend to key l (PyTorch's and the course's convention). A query that may attend
     to no key gets zero weights and a zero output. Returns out (..., S, dv); the cache's
     `weights` (..., S, L) are the attention weights.
+
+    float32 and float64 run in one C++ call over all (batch, head) pairs (cpp/attention.h),
+    reading q, k, v and the mask as the views they are (a head split's transpose is not
+    copied) and writing out in q's memory order, so that the transpose back is a view too.
     """
     fn = "attention_forward"
     q, k, v = _float_array(q, fn, "q"), _float_array(k, fn, "k"), _float_array(v, fn, "v")
@@ -454,23 +459,43 @@ def attention_forward(
             f"{fn}: keys of shape {k.shape} and values of shape {v.shape} must have the same length"
         )
     # In the inputs' dtype: a float64 scale would turn float32 gradients into float64.
-    scale = np.result_type(q, k).type(1.0 / np.sqrt(q.shape[-1]) if q.shape[-1] else 1.0)
-    scores = (q @ np.swapaxes(k, -1, -2)) * scale
+    # (The common case, one dtype and one batch shape, skips numpy's slower general calls:
+    # at batch 1 they cost as much as the kernel.)
+    same_dtype = q.dtype == k.dtype == v.dtype
+    scale_type = q.dtype.type if same_dtype else np.result_type(q, k).type
+    scale = scale_type(1.0 / math.sqrt(q.shape[-1]) if q.shape[-1] else 1.0)
+    batch = q.shape[:-2]
+    if not batch == k.shape[:-2] == v.shape[:-2]:
+        batch = np.broadcast_shapes(batch, k.shape[:-2], v.shape[:-2])
+    scores_shape = batch + (q.shape[-2], k.shape[-2])
     if mask is not None:
         mask = np.asarray(mask)
         if mask.dtype != bool:
             raise ValueError(f"{fn}: mask must be boolean (True = may attend), got {mask.dtype}")
         try:
-            keep = np.broadcast_to(mask, scores.shape)
+            mask = np.broadcast_to(mask, scores_shape)
         except ValueError:
             raise ValueError(
                 f"{fn}: mask of shape {mask.shape} does not broadcast to the "
-                f"scores' shape {scores.shape}"
+                f"scores' shape {scores_shape}"
             ) from None
-        scores = np.where(keep, scores, -np.inf)
-    if mask is None and scores.dtype in (np.float32, np.float64):  # C++ rows: one pass
-        weights = _C.softmax_forward(scores)
-        return weights @ v, _AttentionCache(q, k, v, weights, scale)
+    dtype = q.dtype if same_dtype else np.result_type(q, k, v)
+    if dtype not in (np.float32, np.float64):
+        return _attention_forward_numpy(q, k, v, mask, scale)
+    qb, kb, vb = (_pair_view(a, batch, dtype) for a in (q, k, v))
+    weights = np.empty(scores_shape, dtype)
+    out = _like(qb, batch + (q.shape[-2], v.shape[-1]))
+    _C.attention_forward(
+        qb, kb, vb, None if mask is None else mask.view(np.uint8), float(scale), weights, out
+    )
+    return out, _AttentionCache(q, k, v, weights, scale)
+
+
+def _attention_forward_numpy(q, k, v, mask, scale):
+    """attention_forward in numpy, for dtypes the kernel does not take (float16)."""
+    scores = (q @ np.swapaxes(k, -1, -2)) * scale
+    if mask is not None:
+        scores = np.where(mask, scores, -np.inf)
     # Subtracting each row's maximum keeps exp from overflowing; a fully masked row has
     # maximum -inf and would give nan, so it is shifted by 0 instead and stays all zero.
     row_max = scores.max(axis=-1, keepdims=True) if scores.shape[-1] else 0
@@ -480,26 +505,52 @@ def attention_forward(
     return weights @ v, _AttentionCache(q, k, v, weights, scale)
 
 
+def _pair_view(a, batch, dtype):
+    """`a` in `dtype` with the batch shape `batch` (a broadcast view) and its last axis
+    contiguous, as the attention kernels read it: a copy only when that is not so already."""
+    if a.dtype != dtype:
+        a = a.astype(dtype)
+    if a.shape[:-2] != batch:
+        a = np.broadcast_to(a, batch + a.shape[-2:])
+    if a.shape[-1] > 1 and a.strides[-1] != a.itemsize:
+        a = np.ascontiguousarray(a)
+    return a
+
+
+def _like(a, shape):
+    """An empty array of `shape` in the memory order of `a` (same rank): a result laid out
+    as the input it comes from, so that the transposes that brought the input also undo
+    for free on the result."""
+    if 0 not in a.strides[:-2]:  # else a broadcast view: no order to keep
+        like = np.empty_like(a, shape=shape)
+        if shape[-1] <= 1 or like.strides[-1] == like.itemsize:  # rows contiguous
+            return like
+    return np.empty(shape, a.dtype)
+
+
 def attention_backward(dout: np.ndarray, cache: _AttentionCache) -> Tuple[np.ndarray, ...]:
     """dout: (..., S, dv) (the output's shape). Returns dq, dk, dv in the shapes of q, k, v
     (summed over the axes they were broadcast along)."""
     q, k, v, weights, scale = cache
-    out_shape = (
-        np.broadcast_shapes(weights.shape[:-2], v.shape[:-2]) + weights.shape[-2:-1] + v.shape[-1:]
-    )
+    batch = weights.shape[:-2]
+    out_shape = batch + weights.shape[-2:-1] + v.shape[-1:]
     dout = _upstream("attention_backward", "dout", dout, out_shape)
+    dtype = weights.dtype
+    if dtype not in (np.float32, np.float64) or np.result_type(dout, dtype) != dtype:
+        dq, dk, dv = _attention_backward_numpy(dout, q, k, v, weights, scale)
+    else:
+        qb, kb, vb, db = (_pair_view(a, batch, dtype) for a in (q, k, v, dout))
+        dq, dk, dv = (_like(a, a.shape) for a in (qb, kb, vb))
+        _C.attention_backward(qb, kb, vb, weights, db, float(scale), dq, dk, dv)
+    return _sum_to(dq, q.shape), _sum_to(dk, k.shape), _sum_to(dv, v.shape)
+
+
+def _attention_backward_numpy(dout, q, k, v, weights, scale):
+    """attention_backward in numpy, for dtypes the kernel does not take."""
     dweights = dout @ np.swapaxes(v, -1, -2)
     # softmax backward: dscores = w * (dw - sum(dw * w)); masked weights are 0 and get 0.
-    same = dweights.dtype == weights.dtype and dweights.shape == weights.shape
-    if same and weights.dtype in (np.float32, np.float64):  # C++ rows: one pass
-        dscores = _C.softmax_backward(dweights, weights)
-        dscores *= scale
-    else:
-        dscores = weights * (dweights - (dweights * weights).sum(axis=-1, keepdims=True)) * scale
-    dq = dscores @ k
-    dk = np.swapaxes(dscores, -1, -2) @ q
-    dv = np.swapaxes(weights, -1, -2) @ dout
-    return _sum_to(dq, q.shape), _sum_to(dk, k.shape), _sum_to(dv, v.shape)
+    dscores = weights * (dweights - (dweights * weights).sum(axis=-1, keepdims=True)) * scale
+    return dscores @ k, np.swapaxes(dscores, -1, -2) @ q, np.swapaxes(weights, -1, -2) @ dout
 
 
 def _sum_to(grad, shape):
