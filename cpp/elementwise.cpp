@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <stdexcept>
+#include <string>
 #include <type_traits>
 
 #include "activations_avx2.h"
@@ -73,6 +75,28 @@ bool all_finite(int64_t n, const T* x) {
     return true;
 }
 
+template <typename T>
+void scatter_add_rows(int64_t count, int64_t width, const int64_t* index, const T* values,
+                      int64_t rows, T* out) {
+    for (int64_t p = 0; p < count; ++p) {
+        if (index[p] < 0 || index[p] >= rows) {
+            throw std::invalid_argument("scatter_add_rows: index " + std::to_string(index[p]) +
+                                        " at position " + std::to_string(p) + " is outside [0, " +
+                                        std::to_string(rows) + ")");
+        }
+    }
+    std::fill(out, out + rows * width, T(0));
+    for (int64_t p = 0; p < count; ++p) {
+        T* row = out + index[p] * width;
+        const T* add = values + p * width;
+        for (int64_t j = 0; j < width; ++j) row[j] += add[j];
+    }
+}
+
+template void scatter_add_rows<float>(int64_t, int64_t, const int64_t*, const float*, int64_t,
+                                      float*);
+template void scatter_add_rows<double>(int64_t, int64_t, const int64_t*, const double*, int64_t,
+                                       double*);
 template bool all_finite<float>(int64_t, const float*);
 template bool all_finite<double>(int64_t, const double*);
 template void relu_forward<float>(int64_t, const float*, float*, bool*);

@@ -27,4 +27,12 @@ void sigmoid_forward(int64_t n, const float* x, float* out);
 template <typename T>
 bool all_finite(int64_t n, const T* x);
 
+// out (rows x width) = the sum, for each row r, of values[p] (p < count, each a row of
+// width) over the positions p whose index[p] is r, added in position order: a word
+// embedding's weight gradient (np.add.at's order, one pass where numpy sorts, gathers and
+// reduces). Indices must lie in [0, rows) (checked first: std::invalid_argument otherwise).
+template <typename T>
+void scatter_add_rows(int64_t count, int64_t width, const int64_t* index, const T* values,
+                      int64_t rows, T* out);
+
 }  // namespace graphnet

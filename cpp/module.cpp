@@ -355,6 +355,29 @@ py::array py_sigmoid(const py::array& x) {
     return out;
 }
 
+py::array py_scatter_add_rows(const py::array& index, const py::array& values, int64_t rows) {
+    const Shape vs = shape_of(values);
+    require_rank(vs, 2, "scatter_add_rows values", "(positions, width)");
+    require_shape(index, Shape{vs[0]}, "scatter_add_rows index");
+    if (!index.dtype().is(py::dtype::of<int64_t>())) {
+        fail("scatter_add_rows index must be int64, got " + dtype_name(index));
+    }
+    if (rows < 0) fail("scatter_add_rows rows must be >= 0, got " + std::to_string(rows));
+    checked_mul(rows, vs[1], "scatter_add_rows output");
+    Contig<int64_t> ic(index);
+    return dispatch_float(values, "scatter_add_rows values", [&](auto zero) -> py::array {
+        using T = decltype(zero);
+        Contig<T> vc(values);
+        py::array_t<T> out(Shape{rows, vs[1]});
+        const int64_t* ip = ic.data();
+        const T* vp = vc.data();
+        T* op = out.mutable_data();
+        py::gil_scoped_release nogil;
+        scatter_add_rows(vs[0], vs[1], ip, vp, rows, op);
+        return out;
+    });
+}
+
 py::tuple py_softmax_loss(const py::array& x, const py::array& labels, const py::array& weight) {
     const Shape xs = shape_of(x);
     require_rank(xs, 2, "softmax loss x", "(rows, V)");
@@ -1389,6 +1412,10 @@ PYBIND11_MODULE(_C, m) {
     m.def("sigmoid", &py_sigmoid, "x"_a,
           "1 / (1 + exp(-x)) of a float32 array in one threaded pass (AVX2 where the CPU has\n"
           "it and set_avx2_activations allows, within 3 units in the last place).");
+    m.def("scatter_add_rows", &py_scatter_add_rows, "index"_a, "values"_a, "rows"_a,
+          "(rows, width) zeros plus, at row index[p], values[p] for each position p in order\n"
+          "(a word embedding's weight gradient); index int64 (positions,) in [0, rows),\n"
+          "values (positions, width) float32 or float64.");
     m.def("softmax_loss", &py_softmax_loss, "x"_a, "labels"_a, "weight"_a,
           "Softmax cross-entropy of each row of x (rows, V) against its int64 label, times\n"
           "its weight: (the weighted sum of the rows' losses, dx (rows, V)); x and weight\n"

@@ -323,10 +323,17 @@ def word_embedding_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
     every position that looked it up. The indices get no gradient."""
     x, W_shape, dtype = cache
     dout = _upstream("word_embedding_backward", "dout", dout, x.shape + W_shape[1:])
-    dW = np.zeros(W_shape, dtype=np.result_type(dtype, dout))
+    dtype = np.result_type(dtype, dout)
+    words = x.ravel()
+    if dtype == dout.dtype and dtype in (np.float32, np.float64):
+        # One C++ pass adding each position's row into its word's, in position order (np.add.at's
+        # sums), without the sort and gather below (0.25 ms of a small transformer's step at
+        # batch 32, T = 32; 0.1 ms of an LSTM's at batch 1).
+        rows = dout.reshape(-1, W_shape[1])
+        return _C.scatter_add_rows(words.astype(np.int64, copy=False), rows, W_shape[0])
+    dW = np.zeros(W_shape, dtype=dtype)
     # Each word's rows summed by one np.add.reduceat over the rows sorted by word (stable:
     # the same sums on every run); np.add.at, one row at a time, takes 1.5-2x as long.
-    words = x.ravel()
     order = np.argsort(words, kind="stable")
     sorted_words = words[order]
     starts = np.flatnonzero(np.diff(sorted_words, prepend=-1))

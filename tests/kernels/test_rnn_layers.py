@@ -6,6 +6,8 @@ tests/course/test_rnn_check_values.py."""
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from graphnet import rnn_layers as R
 from graphnet.kernels import _C
@@ -90,6 +92,36 @@ def test_word_embedding_backward_adds_repeated_words():
     assert rel_error(dW, numeric) < 1e-9
     assert not dW[2].any() and not dW[4].any()
     np.testing.assert_allclose(dW[3], dout[0, 1] + dout[0, 2] + dout[1, 0])
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    N=st.integers(0, 9),
+    T=st.integers(1, 40),
+    V=st.integers(1, 70),
+    D=st.integers(1, 40),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    index_dtype=st.sampled_from([np.int64, np.int32, np.uint8]),
+    seed=st.integers(0, 2**16),
+)
+def test_word_embedding_backward_sums_in_position_order(N, T, V, D, dtype, index_dtype, seed):
+    """The C++ scatter-add's sums are np.add.at's, bit for bit, for any index dtype."""
+    r = rng(seed)
+    x = r.integers(0, V, (N, T)).astype(index_dtype)
+    W = r.standard_normal((V, D)).astype(dtype)
+    out, cache = R.word_embedding_forward(x, W)
+    dout = r.standard_normal(out.shape).astype(dtype)
+    expected = np.zeros_like(W)
+    np.add.at(expected, x.ravel().astype(np.int64), dout.reshape(-1, D))
+    dW = R.word_embedding_backward(dout, cache)
+    assert dW.dtype == dtype
+    np.testing.assert_array_equal(dW, expected)
+
+
+@pytest.mark.parametrize("index", [-1, 5, 2**62])
+def test_scatter_add_rows_refuses_indices_outside_the_rows(index):
+    with pytest.raises(ValueError, match=f"index {index} at position 1 is outside \\[0, 5\\)"):
+        _C.scatter_add_rows(np.array([0, index]), np.ones((2, 3), np.float32), 5)
 
 
 def test_temporal_affine_backward_numerically():
