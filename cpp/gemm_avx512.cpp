@@ -64,12 +64,17 @@ constexpr int64_t kAliasingBytes = 2048;
 struct Block {
     int64_t lda, ldb, depth;
     bool first;  // the first block of k, not accumulating: C is written, not added to
+    // With Grouped tiles, A's inner indices in groups (gemm_rows_grouped_avx512), the
+    // block starting at index `start` of its first group.
+    InnerGroups groups;
+    int64_t start;
 };
 
 // Rows [0, Rows) of A (a at the block's first row and inner index) times Vectors
 // vectors of B's panel (b at its first inner index and column, rows ldb apart; Masked:
 // the last vector runs past column n), into the columns of c that `lanes` keeps.
-template <typename T, int Rows, int Vectors, bool Masked>
+// (Grouped: a at the block's first row and the start of its first group of inner indices.)
+template <typename T, int Rows, int Vectors, bool Masked, bool Grouped>
 void tile(const Block& blk, const T* a, const T* b, const __mmask16 (&lanes)[kVectors], T* c,
           int64_t ldc) {
     using L = Lanes<T>;
@@ -87,7 +92,7 @@ void tile(const Block& blk, const T* a, const T* b, const __mmask16 (&lanes)[kVe
     // Only a panel's last vector can run past column n: the others load unmasked, and
     // the one mask stays in a register.
     const __mmask16 last = lanes[Vectors - 1];
-    for (int64_t kk = 0; kk < depth; ++kk, ++a, b += ldb) {
+    const auto step = [&](const T* column) {  // A's column at `column` times B's row at b
         typename L::Vec bv[Vectors];
 #pragma GCC unroll 3
         for (int v = 0; v < Vectors - 1; ++v) bv[v] = L::load(b + v * L::kWidth);
@@ -95,10 +100,24 @@ void tile(const Block& blk, const T* a, const T* b, const __mmask16 (&lanes)[kVe
                                  : L::load(b + (Vectors - 1) * L::kWidth);
 #pragma GCC unroll 8
         for (int r = 0; r < Rows; ++r) {
-            const typename L::Vec av = L::broadcast(a + r * lda);
+            const typename L::Vec av = L::broadcast(column + r * lda);
 #pragma GCC unroll 3
             for (int v = 0; v < Vectors; ++v) acc[r][v] = L::fma(av, bv[v], acc[r][v]);
         }
+    };
+    if constexpr (Grouped) {
+        const int64_t group = blk.groups.group, outer = blk.groups.outer;
+        const int64_t inner = blk.groups.inner;
+        int64_t i = blk.start;
+        for (int64_t kk = 0; kk < depth; ++kk, b += ldb) {
+            step(a + i * inner);
+            if (++i == group) {
+                i = 0;
+                a += outer;
+            }
+        }
+    } else {
+        for (int64_t kk = 0; kk < depth; ++kk, ++a, b += ldb) step(a);
     }
 #pragma GCC unroll 8
     for (int r = 0; r < Rows; ++r) {
@@ -111,18 +130,19 @@ template <typename T>
 using Tile = void (*)(const Block&, const T*, const T*, const __mmask16 (&)[kVectors], T*,
                       int64_t);
 
-template <typename T, int Vectors, bool Masked>
+template <typename T, int Vectors, bool Masked, bool Grouped>
 constexpr Tile<T> kTilesOf[kRows + 1] = {
     nullptr,
-    tile<T, 1, Vectors, Masked>, tile<T, 2, Vectors, Masked>, tile<T, 3, Vectors, Masked>,
-    tile<T, 4, Vectors, Masked>, tile<T, 5, Vectors, Masked>, tile<T, 6, Vectors, Masked>,
-    tile<T, 7, Vectors, Masked>, tile<T, 8, Vectors, Masked>};
+    tile<T, 1, Vectors, Masked, Grouped>, tile<T, 2, Vectors, Masked, Grouped>,
+    tile<T, 3, Vectors, Masked, Grouped>, tile<T, 4, Vectors, Masked, Grouped>,
+    tile<T, 5, Vectors, Masked, Grouped>, tile<T, 6, Vectors, Masked, Grouped>,
+    tile<T, 7, Vectors, Masked, Grouped>, tile<T, 8, Vectors, Masked, Grouped>};
 
-template <typename T>
+template <typename T, bool Grouped>
 const Tile<T>* tiles_for(int vectors, bool masked) {
-    return vectors == 3   ? (masked ? kTilesOf<T, 3, true> : kTilesOf<T, 3, false>)
-           : vectors == 2 ? (masked ? kTilesOf<T, 2, true> : kTilesOf<T, 2, false>)
-                          : (masked ? kTilesOf<T, 1, true> : kTilesOf<T, 1, false>);
+    return vectors == 3   ? (masked ? kTilesOf<T, 3, true, Grouped> : kTilesOf<T, 3, false, Grouped>)
+           : vectors == 2 ? (masked ? kTilesOf<T, 2, true, Grouped> : kTilesOf<T, 2, false, Grouped>)
+                          : (masked ? kTilesOf<T, 1, true, Grouped> : kTilesOf<T, 1, false, Grouped>);
 }
 
 __mmask16 first_lanes(int64_t valid, int64_t width) {
@@ -143,9 +163,11 @@ void pack_panel(int64_t depth, int vectors, const T* b, int64_t ldb,
     }
 }
 
-template <typename T>
+// (groups: of A's inner indices, with Grouped tiles)
+template <typename T, bool Grouped = false>
 void rows(int64_t row_begin, int64_t row_end, int64_t n, int64_t k, const T* a,
-          int64_t lda, const T* b, int64_t ldb, T* c, int64_t ldc, bool accumulate) {
+          int64_t lda, const T* b, int64_t ldb, T* c, int64_t ldc, bool accumulate,
+          InnerGroups groups = {1, 1, 0}) {
     constexpr int64_t width = Lanes<T>::kWidth, panel_columns = kVectors * width;
     const bool aliasing = ldb * static_cast<int64_t>(sizeof(T)) % kAliasingBytes == 0;
     alignas(64) T packed[kDepth * panel_columns];
@@ -161,16 +183,19 @@ void rows(int64_t row_begin, int64_t row_end, int64_t n, int64_t k, const T* a,
                                                    first_lanes(left - 2 * width, width)};
                 const int vectors = left > 2 * width ? 3 : left > width ? 2 : 1;
                 const T* panel = b + k0 * ldb + j;
-                Block blk{lda, ldb, depth, k0 == 0 && !accumulate};
+                Block blk{lda, ldb, depth, k0 == 0 && !accumulate, groups, k0 % groups.group};
+                // A's column k0: its group's start (Grouped), or the column itself
+                const T* a_k0 = Grouped ? a + k0 / groups.group * groups.outer : a + k0;
                 if (pack) {  // zeros past column n: every load is whole
                     pack_panel(depth, vectors, panel, ldb, lanes, packed);
                     panel = packed;
                     blk.ldb = vectors * width;
                 }
-                const Tile<T>* tiles = tiles_for<T>(vectors, !pack && left < vectors * width);
+                const Tile<T>* tiles =
+                    tiles_for<T, Grouped>(vectors, !pack && left < vectors * width);
                 for (int64_t i = i0; i < i1; i += kRows) {
                     const int64_t count = i1 - i < kRows ? i1 - i : kRows;
-                    tiles[count](blk, a + i * lda + k0, panel, lanes, c + i * ldc + j, ldc);
+                    tiles[count](blk, a_k0 + i * lda, panel, lanes, c + i * ldc + j, ldc);
                 }
             }
         }
@@ -178,6 +203,18 @@ void rows(int64_t row_begin, int64_t row_end, int64_t n, int64_t k, const T* a,
 }
 
 }  // namespace
+
+void gemm_rows_grouped_avx512(int64_t row_begin, int64_t row_end, int64_t n, int64_t k,
+                              const float* a, int64_t lda, InnerGroups groups, const float* b,
+                              int64_t ldb, float* c, int64_t ldc, bool accumulate) {
+    rows<float, true>(row_begin, row_end, n, k, a, lda, b, ldb, c, ldc, accumulate, groups);
+}
+
+void gemm_rows_grouped_avx512(int64_t row_begin, int64_t row_end, int64_t n, int64_t k,
+                              const double* a, int64_t lda, InnerGroups groups, const double* b,
+                              int64_t ldb, double* c, int64_t ldc, bool accumulate) {
+    rows<double, true>(row_begin, row_end, n, k, a, lda, b, ldb, c, ldc, accumulate, groups);
+}
 
 void gemm_rows_avx512(int64_t row_begin, int64_t row_end, int64_t n, int64_t k,
                       const float* a, int64_t lda, const float* b,
