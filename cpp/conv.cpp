@@ -542,7 +542,14 @@ class GemmScratch {
 // - dx on kPadSkipInputGradientMinImages+ images and 32+ positions (batch 16, 512 -> 512
 //   @4 12.2 / 7.4, @2 3.2 / 1.7; 3x3 256 -> 256 @6 on Winograd 6.3 / 4.9; 5x5 128 -> 128 @4
 //   on the tap kernel 2.0 / 1.2; batch 1 loses: 256 -> 256 @4 0.27 / 0.51);
-// with kEverywhere every pass of every such layer (tests).
+// - dw on kPadSkipWeightGradientMinImages+ images, 128+ channels in and out, where a third
+//   of the pairs or more are padding or where the weights are 2^19+ floats on images of up
+//   to 16 positions (batch 64: 512 -> 512 @4 41-45 / 34-37 ms, 256 -> 256 @2 3.1-3.8 /
+//   2.0-2.6; 5x5 128 -> 128 @4 7.7 / 5.1). Its products (for each kernel row and column,
+//   the block's channels x F over the outputs they see) sum over a few positions each:
+//   at batch 16 within 10% either way on 4 x 4, 1.4x on 512 -> 512 @2; on 128 -> 128 @4
+//   (31% padding) 1.17x, on 6 x 6 even.
+// With kEverywhere every pass of every such layer (tests).
 constexpr int64_t kPadSkipMaxSide = 6;
 constexpr int64_t kPadSkipMinChannels = 64;
 constexpr int64_t kPadSkipForwardMinChannels = 128;
@@ -550,6 +557,9 @@ constexpr int64_t kPadSkipForwardMinImages = 8;
 constexpr int64_t kPadSkipForwardMinPositions = 64;
 constexpr int64_t kPadSkipInputGradientMinImages = 4;
 constexpr int64_t kPadSkipInputGradientMinPositions = 32;
+constexpr int64_t kPadSkipWeightGradientMinImages = 64;
+constexpr int64_t kPadSkipWeightGradientMinPositions = 256;
+constexpr int64_t kPadSkipWeightGradientMaxPositions = 16;
 
 bool pad_skip_layer(const ConvGeometry& g) {
     return g.stride == 1 && g.pad > 0 && g.pad < g.HH && g.pad < g.WW;
@@ -581,6 +591,13 @@ bool pad_skip_forward_conv_pays(const ConvGeometry& g) {
 bool pad_skip_input_gradient_pays(const ConvGeometry& g) {
     return pad_skip_pays(g, kPadSkipMinChannels, kPadSkipInputGradientMinImages,
                          kPadSkipInputGradientMinPositions);
+}
+
+bool pad_skip_weight_gradient_pays(const ConvGeometry& g) {
+    return pad_skip_pays(g, kPadSkipForwardMinChannels, kPadSkipWeightGradientMinImages,
+                         kPadSkipWeightGradientMinPositions) &&
+           (mostly_padding(g) || (g.taps() * g.F >= kGemmForwardMinWeights &&
+                                  g.positions() <= kPadSkipWeightGradientMaxPositions));
 }
 
 // pays: the pass's rule above.
@@ -748,15 +765,16 @@ void forward_images(const ConvGeometry& g, int threads, const T* x, const T* w, 
 // dst (cols x rows) = src (rows x cols) transposed, in square blocks that stay in L1 on
 // both sides: one float at a time down a column, a 3x3 layer of 512 channels (4608 x 512)
 // wrote each float a line apart, 14 ms of a 30 ms weight gradient at batch 16.
+// (dst's rows ld_dst >= rows apart)
 template <typename T>
-void transpose_blocked(int64_t rows, int64_t cols, const T* src, T* dst) {
+void transpose_blocked(int64_t rows, int64_t cols, const T* src, T* dst, int64_t ld_dst) {
     constexpr int64_t kBlock = 32;
     for (int64_t r0 = 0; r0 < rows; r0 += kBlock) {
         const int64_t r1 = std::min(rows, r0 + kBlock);
         for (int64_t c0 = 0; c0 < cols; c0 += kBlock) {
             const int64_t c1 = std::min(cols, c0 + kBlock);
             for (int64_t c = c0; c < c1; ++c) {
-                for (int64_t r = r0; r < r1; ++r) dst[c * rows + r] = src[r * cols + c];
+                for (int64_t r = r0; r < r1; ++r) dst[c * ld_dst + r] = src[r * cols + c];
             }
         }
     }
@@ -806,6 +824,49 @@ void gemm_weight_gradient_by_channels(const ConvGeometry& g, const T* dout, cons
             gemm(false, true, F, channels.C * kernel, n_cols, d.of(0) + n0 * P, NP, my_cols,
                  n_cols, T(n0 == 0 ? 0 : 1), dw + c0 * kernel, K);
         }
+    }
+}
+
+// dw (F x K) of the batch without the pairs in the padding (conv_padskip.h): dout of the
+// batch copied into the class layout once, then each block of channels (pad_skip_block)
+// sums over the batch in order, a group of images at a time, into its rows of dw^T,
+// turned into its columns of dw at the end: the same bits on any thread count.
+template <typename T>
+void pad_skip_weight_gradient(const ConvGeometry& g, const T* dout, const T* x, T* dw) {
+    const PadSkipConv s = pad_skip_forward_conv(g);
+    const PadSkipLayout layout(s);
+    const int64_t P = g.positions(), F = g.F, kernel = g.HH * g.WW, image = g.C * g.H * g.W;
+    const int64_t NP = g.N * P, group = pad_skip_images(P, g.N);  // NP: dout's, fits
+    // dout^T, NP x F: each group's rows in the class layout
+    const GemmScratch<T> d(1, F * NP);
+    for (int64_t n0 = 0; n0 < g.N; n0 += group) {
+        const int64_t count = std::min(group, g.N - n0);
+        for (int64_t i = 0; i < count; ++i) {
+            for (int64_t f = 0; f < F; ++f) {
+                const T* from = dout + ((n0 + i) * F + f) * P;
+                T* to = d.of(0) + n0 * P * F + f;
+                layout.for_each_position(count, i, [&](int64_t position, int64_t column) {
+                    to[column * F] = from[position];
+                });
+            }
+        }
+    }
+    const int64_t block = pad_skip_block(s), blocks = (g.C + block - 1) / block;
+    const int threads = team_size(blocks);
+    const GemmScratch<T> cols(threads, layout.cols_floats(group, block));
+    const GemmScratch<T> sums(threads, checked_mul(block * kernel, F, "conv dw"));
+#pragma omp parallel for schedule(dynamic) num_threads(threads)
+    for (int64_t k = 0; k < blocks; ++k) {
+        const int t = omp_get_thread_num();
+        const int64_t c0 = k * block, channels = std::min(block, g.C - c0);
+        T* dw_t = sums.of(t);  // the block's taps x F
+        std::fill(dw_t, dw_t + channels * kernel * F, T(0));
+        for (int64_t n0 = 0; n0 < g.N; n0 += group) {
+            const int64_t count = std::min(group, g.N - n0);
+            layout.gather(count, x + n0 * image + c0 * g.H * g.W, image, channels, cols.of(t));
+            layout.weight_gradient(count, channels, cols.of(t), d.of(0) + n0 * P * F, dw_t);
+        }
+        transpose_blocked(channels * kernel, F, dw_t, dw + c0 * kernel, g.taps());
     }
 }
 
@@ -921,14 +982,16 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
                             std::min<int64_t>(g.N, 2), std::min<int64_t>(g.N, kChunks));
     const DirectPasses direct_pass = direct_passes<T>(g);
     const bool phase = phase_conv<T>(g);
-    const bool tap_dw = phase || tap_weight_gradient<T>(g, direct_pass);
-    const bool direct = direct_pass.dw || tap_dw;  // of the weight gradient
+    const bool pad_skip_dw = dw && pad_skip(g, pad_skip_weight_gradient_pays(g));
+    const bool tap_dw = !pad_skip_dw && (phase || tap_weight_gradient<T>(g, direct_pass));
+    const bool direct = !pad_skip_dw && (direct_pass.dw || tap_dw);  // of the weight gradient
     // the im2col path's dw by blocks of channels, straight into dw: no dw in the slots
-    const bool dw_channel_blocks = dw && !direct && dw_by_channels<T>(g);
-    const int64_t dw_floats = dw && !dw_channel_blocks ? K * F : 0;  // none when only dx is asked for
+    const bool dw_channel_blocks = dw && !direct && !pad_skip_dw && dw_by_channels<T>(g);
+    const bool dw_in_place = dw_channel_blocks || pad_skip_dw;
+    const int64_t dw_floats = dw && !dw_in_place ? K * F : 0;  // none when only dx is asked for
     const int64_t slot = dw_floats + F;  // a chunk's dw, transposed (K x F), then its db (F)
     std::vector<T> partial(chunks * slot, T(0));
-    const bool dw_on_avx512 = direct_pass.dw && dw_avx512(g);
+    const bool dw_on_avx512 = direct && direct_pass.dw && dw_avx512(g);
     // Its kernel with vectors along the channels reads x in place (no padded copies).
     const bool dw_on_channels = dw_on_avx512 && direct_dw_channel_vectors(g.C, g.F, g.HH, g.WW);
     // That one, the one on 16+ channels and filters, and the tap kernel's also sum db while
@@ -1004,6 +1067,10 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
         through_whole_batch();
         gemm_input_gradient_over_batch(g, dout, w, gemm_dx);
     }
+    if (pad_skip_dw) {
+        through_whole_batch();
+        pad_skip_weight_gradient(g, dout, x, dw);
+    }
     if (dw_channel_blocks) {
         through_whole_batch();
         gemm_weight_gradient_by_channels(g, dout, x, dw);
@@ -1016,7 +1083,7 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
     const int64_t group =
         pointwise ? 1 : std::min(gemm_images(g), std::max<int64_t>(1, chunk_images));
     const int64_t columns = group * P;  // K * columns and F * columns fit: gemm_images
-    const bool gemm_dw = dw && !direct && !dw_channel_blocks;
+    const bool gemm_dw = dw && !direct && !dw_in_place;
     const GemmScratch<T> cols(threads, gemm_dw && !pointwise ? K * columns : 0);
     const GemmScratch<T> douts(threads, gemm_dw && group > 1 ? F * columns : 0);
     if (act_out) {
@@ -1105,7 +1172,7 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
 #pragma omp simd
         for (int64_t i = 0; i < slot; ++i) total[i] += part[i];
     }
-    if (dw_floats) transpose_blocked(K, F, total, dw);
+    if (dw_floats) transpose_blocked(K, F, total, dw, K);
     std::copy(total + dw_floats, total + slot, db);
 }
 

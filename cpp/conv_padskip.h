@@ -187,6 +187,30 @@ class PadSkipLayout {
         }
     }
 
+    // dw_t (the block's channels x kernel rows of F: row (c, kh, kw)) += Xk times dout
+    // transposed (dout_t: columns(count) x F, its columns in the class layout): for each
+    // kernel row kh and kernel column kw of a class, the channels' rows of Xk for that kw
+    // times the rows of dout_t of the outputs kh sees (gemm_block: the AVX-512 product).
+    template <typename T>
+    void weight_gradient(int64_t count, int64_t channels, const T* cols, const T* dout_t,
+                         T* dw_t) const {
+        for (const ColumnClass& k : classes_) {
+            const int64_t line = count * k.width, group = k.kernel_columns(), ldx = s_.H * line;
+            for (int64_t kh = 0; kh < s_.HH && group > 0; ++kh) {
+                const KernelRowRange r = kernel_row_range(s_, kh);
+                if (r.first == r.last) continue;
+                for (int64_t kw = k.kw_lo; kw < k.kw_hi; ++kw) {
+                    gemm_block(channels, s_.F, (r.last - r.first) * line,
+                               cols + (kw - k.kw_lo) * ldx + r.input * line, group * ldx,
+                               dout_t + r.first * line * s_.F, s_.F, true,
+                               dw_t + (kh * s_.WW + kw) * s_.F, s_.kernel() * s_.F);
+                }
+            }
+            dout_t += s_.Ho * line * s_.F;
+            cols += group * channels * ldx;
+        }
+    }
+
     // Calls visit(position, column) for every output position of image n of a group and
     // its column in the class layout.
     template <typename Visit>

@@ -584,6 +584,7 @@ def test_pad_skipping_product_on_any_layer(N, C, F, H, W, kh, kw, pad, avx512_pr
         (9, 128, 160, 3, 5, 5),  # 5x5 on a non-square image, an odd batch
         (4, 64, 65, 6, 6, 3),  # dx only (batch 4): Winograd's layer
         (40, 97, 64, 1, 1, 3),  # dx only (97 channels), one pixel: the centre tap alone
+        (64, 128, 129, 2, 3, 3),  # all three passes: dw by blocks of channels, 64 images
     ],
 )
 def test_wide_layers_skip_the_padding(N, C, F, H, W, k, dtype):
