@@ -4,7 +4,9 @@
 // the direct kernels of conv_direct.h (dx too, as a convolution of dout); float32 with
 // stride 2-4 through the phase-plane tap kernels of conv_phases.h (all three passes,
 // and with AVX-512 the weight gradient of stride-1 layers the direct kernels leave);
-// everything else (float64, a pad as wide as the kernel, older CPUs) through im2col + GEMM.
+// wide layers on small images (any dtype) through the pad-skipping product of
+// conv_padskip.h; everything else (float64, a pad as wide as the kernel, older CPUs)
+// through im2col + GEMM.
 //
 // Images are independent, so the batch is shared out across the threads and each thread
 // keeps a private buffer: the im2col matrix (taps x positions) or the padded image.
@@ -528,13 +530,15 @@ class GemmScratch {
 };
 
 // Stride-1 layers whose pad lies inside the kernel (0 < pad < HH, WW), on images of up to
-// kPadSkipMaxSide pixels, of kPadSkipMinChannels+ channels in and out: the forward and dx
-// without the taps that fall into the padding (conv_padskip.h), where the mode is
-// PadSkipMode::kWherePays, where it measured faster than the kernels the rules above pick
-// (per pass, one thread, float32 and float64, docs/performance/kernels.md):
+// kPadSkipMaxSide pixels, of kPadSkipMinChannels+ channels in and out: the passes without
+// the (tap, position) pairs that fall into the padding (conv_padskip.h). With
+// PadSkipMode::kWherePays (and the AVX-512 product, which reads the weights in place)
+// where they measured faster than the kernels the rules above pick (per pass, one thread,
+// float32 and float64, ms, those kernels / the pad-skipping product;
+// docs/performance/kernels.md):
 // - the forward on batches of kPadSkipForwardMinImages+ images and 64+ output positions,
 //   128+ channels in and out, where im2col + GEMM runs it (gemm_forward: batch 16, 512 ->
-//   512 @4 8.9 / 7.5 ms, @2 2.65 / 1.8) or where a third of the pairs or more are padding
+//   512 @4 8.9 / 7.5-8.2, @2 2.65 / 1.8) or where a third of the pairs or more are padding
 //   (3x3 on 2 x 2 and 3 x 3, 5x5 up to 6 x 6: 5x5 128 -> 128 @4 1.79 / 1.12, 3x3 @2 0.17 /
 //   0.14; 3x3 128 -> 128 @4, 31% padding, 0.57 / 0.62 on the tap kernel). On fewer images
 //   each GEMM has a few columns, and the weights, read once by im2col's one GEMM, are read
@@ -578,8 +582,9 @@ bool mostly_padding(const ConvGeometry& g) {
 // min_images, min_positions: of the batch, below which the pass does not pay.
 bool pad_skip_pays(const ConvGeometry& g, int64_t min_channels, int64_t min_images,
                    int64_t min_positions) {
-    return std::max({g.H, g.W, g.Ho, g.Wo}) <= kPadSkipMaxSide && g.C >= min_channels &&
-           g.F >= min_channels && g.N >= min_images && g.N * g.positions() >= min_positions;
+    return avx512_matmul_active() && std::max({g.H, g.W, g.Ho, g.Wo}) <= kPadSkipMaxSide &&
+           g.C >= min_channels && g.F >= min_channels && g.N >= min_images &&
+           g.N * g.positions() >= min_positions;
 }
 
 bool pad_skip_forward_conv_pays(const ConvGeometry& g) {
@@ -635,7 +640,8 @@ void pad_skip_over_batch(const PadSkipConv& s, int64_t N, int threads, const T* 
     const int64_t block = pad_skip_block(s);
     threads = std::min(threads, team_size(groups));
     const GemmScratch<T> cols(threads, layout.cols_floats(group, block));
-    const GemmScratch<T> packs(threads, avx512_matmul_active() ? 0 : layout.packed_floats(block));
+    const bool in_place = avx512_matmul_active();  // decided once: the scratch depends on it
+    const GemmScratch<T> packs(threads, in_place ? 0 : layout.packed_floats(block));
     const GemmScratch<T> outs(threads, checked_mul(s.F, layout.columns(group), "conv output"));
 #pragma omp parallel for schedule(dynamic) num_threads(threads)
     for (int64_t k = 0; k < groups; ++k) {
@@ -647,7 +653,8 @@ void pad_skip_over_batch(const PadSkipConv& s, int64_t N, int threads, const T* 
         for (int64_t c0 = 0; c0 < s.C; c0 += block) {
             const int64_t channels = std::min(block, s.C - c0);
             layout.gather(count, x + first * image + c0 * s.H * s.W, image, channels, cols.of(t));
-            layout.multiply(count, w, c0, channels, cols.of(t), packs.of(t), o);
+            T* packed = in_place ? nullptr : packs.of(t);
+            layout.multiply(count, w, c0, channels, cols.of(t), packed, o);
         }
         for (int64_t i = 0; i < count; ++i) {
             T* image_out = out_of(first + i, t);

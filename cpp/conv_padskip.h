@@ -6,23 +6,23 @@
 // 1-row convs: output row oh reads input row oh + kh - pad_h, and the rows kh sees are one
 // range of oh. The output columns ow fall into classes of the same valid kernel columns
 // kw (on 4 x 4 with 3x3 pad 1: ow 0 sees kw 1-2, ow 1-2 all three, ow 3 kw 0-1). Each
-// class k has its own matrix Xk, rows (kw, c) over its valid kw only, columns (ih, n, j)
-// for every input row ih, image n of the group and column j of the class: entry x[n, c, ih,
-// first_k + j + kw - pad_w], never a padding zero. Kernel row kh's product for class k is
-// then one GEMM over a contiguous range of Xk's columns (the input rows oh + kh - pad_h of
-// the output rows oh it sees) into a contiguous range of the output's columns, laid out
-// (class, oh, n, j) alike: every (tap, position) pair it multiplies is a real one, and
-// Xk, read by every kernel row, is a third the size of the im2col matrix on 4 x 4.
+// class k has its own matrix Xk, rows (c, kw) over its valid kw only, columns (ih, j, n)
+// for every input row ih, column j of the class and image n of the group: entry x[n, c,
+// ih, first_k + j + kw - pad_w], never a padding zero. Kernel row kh's product for class k
+// is then one GEMM over a contiguous range of Xk's columns (the input rows oh + kh - pad_h
+// of the output rows oh it sees) into a contiguous range of the output's columns, laid out
+// (class, oh, j, n) alike: every (tap, position) pair it multiplies is a real one, and Xk,
+// read by every kernel row, is about a third of the im2col matrix on 4 x 4.
 //
-// The weights of a block of channels are packed per group of images, (kh, kw, c) along a
-// row of filters, so that each GEMM's weights (kernel row kh, class k's kw, the block's
-// channels) are one stretch of each row; packed right before its GEMMs, the block stays
-// in L2 for them.
+// The weights are read in place: a product's (kernel row kh, class k's kw, a block of
+// channels) are, along each filter's row, groups of the class's kw (1 apart) a channel
+// (HH x WW apart), the AVX-512 product's grouped inner indices (gemm_avx512.h); OpenBLAS
+// takes them copied side by side. A block's weights stay in L2 for its products.
 //
 // The input gradient runs through the same code as the forward of dout with the filters
 // turned by 180 degrees, their filter and channel axes swapped, and pads HH - 1 - pad and
-// WW - 1 - pad; the weight gradient through the same matrices, dout in the output's
-// column layout times Xk transposed.
+// WW - 1 - pad; the weight gradient through the same matrices, Xk times dout in the
+// output's column layout, transposed.
 #pragma once
 
 #include <algorithm>
@@ -149,13 +149,12 @@ class PadSkipLayout {
     }
 
     // o (F x columns(count), in the class layout) += the weights of channels c0 ..
-    // c0 + channels - 1 times their Xk. On the AVX-512 product the weights are read in
-    // place; else each product's are copied into `packed` (F x WW x channels) first.
+    // c0 + channels - 1 times their Xk. Without `packed` on the AVX-512 product, reading
+    // the weights in place; else each product's copied into `packed` (packed_floats) first.
     template <typename T>
     void multiply(int64_t count, const PadSkipWeights<T>& w, int64_t c0, int64_t channels,
                   const T* cols, T* packed, T* o) const {
         const int64_t ldo = columns(count);
-        const bool in_place = avx512_matmul_active();
         for (const ColumnClass& k : classes_) {
             const int64_t line = count * k.width, group = k.kernel_columns();
             const int64_t depth = group * channels;
@@ -167,7 +166,7 @@ class PadSkipLayout {
                 const InnerGroups groups{group, w.channel_stride, w.tap_stride()};
                 T* to = o + r.first * line;
                 const T* from = cols + r.input * line;
-                if (in_place) {
+                if (!packed) {
                     gemm_rows_grouped_avx512(0, s_.F, n, depth, a, w.filter_stride, groups, from,
                                              s_.H * line, to, ldo, true);
                     continue;

@@ -140,9 +140,13 @@ constexpr Tile<T> kTilesOf[kRows + 1] = {
 
 template <typename T, bool Grouped>
 const Tile<T>* tiles_for(int vectors, bool masked) {
-    return vectors == 3   ? (masked ? kTilesOf<T, 3, true, Grouped> : kTilesOf<T, 3, false, Grouped>)
-           : vectors == 2 ? (masked ? kTilesOf<T, 2, true, Grouped> : kTilesOf<T, 2, false, Grouped>)
-                          : (masked ? kTilesOf<T, 1, true, Grouped> : kTilesOf<T, 1, false, Grouped>);
+    if (vectors == 3) {
+        return masked ? kTilesOf<T, 3, true, Grouped> : kTilesOf<T, 3, false, Grouped>;
+    }
+    if (vectors == 2) {
+        return masked ? kTilesOf<T, 2, true, Grouped> : kTilesOf<T, 2, false, Grouped>;
+    }
+    return masked ? kTilesOf<T, 1, true, Grouped> : kTilesOf<T, 1, false, Grouped>;
 }
 
 __mmask16 first_lanes(int64_t valid, int64_t width) {
