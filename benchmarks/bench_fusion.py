@@ -14,8 +14,14 @@ forward + backward in train mode; inference is forward in eval mode. The network
   residual  conv3x3-sbn-relu, then a block conv3x3-sbn-relu, conv3x3-sbn, the skip add,
             relu, then max_pool, affine
   fc_bn     3072 -> [affine-batchnorm-relu] x 3 (100 units) -> affine
+  res_skip  conv3x3-sbn-relu (16 filters), then two blocks conv3x3-sbn-relu, conv3x3-sbn,
+            the skip add, relu (the zoo's res_strided: no pool after them; the first
+            block's relu read by the second's conv and add), affine
+  fc_res    3072 -> affine-batchnorm-relu (512 units), then two blocks affine-batchnorm-
+            relu, affine-batchnorm, the skip add, relu, then affine
   vgg_plain vgg without the batchnorms: conv3x3-relu, conv3x3-relu, max_pool, affine
   nin       the zoo's conv1x1: [conv3x3(64)-relu-conv1x1(32)-relu-max_pool] x 2, affine
+and, named only, the model zoo's res_strided and resnet (benchmarks/zoo_models.py).
 """
 import argparse
 import time
@@ -74,6 +80,32 @@ def fc_bn(g, rng):
     return rng.standard_normal((BATCH, 3072))
 
 
+def res_skip(g, rng):
+    h = conv_block(g, g.input("x", requires_grad=False), "in", 3, 16, rng)
+    for block in ("1", "2"):
+        inner = conv_block(g, conv_block(g, h, f"{block}a", 16, 16, rng), f"{block}b", 16, 16,
+                           rng, relu=False)
+        h = g.relu(g.add(inner, h, name=f"skip{block}"), name=f"relu_skip{block}")
+    head(g, h, 16 * 32 * 32, rng)
+    return rng.standard_normal((BATCH, 3, 32, 32))
+
+
+def fc_res(g, rng):
+    def unit(h, name, width, relu=True):
+        w = g.param(f"W{name}", rng.standard_normal((width, 512)) * np.sqrt(2 / width))
+        h = g.affine(h, w, g.param(f"b{name}", np.zeros(512)), name=f"affine{name}")
+        h = g.batchnorm(h, g.param(f"gamma{name}", np.ones(512)),
+                        g.param(f"beta{name}", np.zeros(512)), name=f"bn{name}")
+        return g.relu(h, name=f"relu{name}") if relu else h
+
+    h = unit(g.input("x", requires_grad=False), "in", 3072)
+    for block in ("1", "2"):
+        inner = unit(unit(h, f"{block}a", 512), f"{block}b", 512, relu=False)
+        h = g.relu(g.add(h, inner, name=f"skip{block}"), name=f"relu_skip{block}")
+    head(g, h, 512, rng)
+    return rng.standard_normal((BATCH, 3072))
+
+
 def vgg_plain(g, rng):
     x = g.input("x", requires_grad=False)
     h = conv_block(g, conv_block(g, x, "1", 3, 32, rng, norm=False), "2", 32, 32, rng,
@@ -92,12 +124,20 @@ def nin(g, rng):
     return rng.standard_normal((BATCH, 3, 32, 32))
 
 
-NETWORKS = {"vgg": vgg, "residual": residual, "fc_bn": fc_bn, "vgg_plain": vgg_plain,
-            "nin": nin}
+NETWORKS = {"vgg": vgg, "residual": residual, "fc_bn": fc_bn, "res_skip": res_skip,
+            "fc_res": fc_res, "vgg_plain": vgg_plain, "nin": nin}
+# Networks of the model zoo, by name (not in the default list).
+ZOO_NETWORKS = ("res_strided", "resnet")
 
 
 def build(network, dtype):
     rng = np.random.default_rng(0)
+    if network in ZOO_NETWORKS:  # the model zoo's graph (benchmarks/zoo_models.py)
+        import zoo_models
+
+        model = zoo_models.BY_NAME[network]
+        x, y = zoo_models.batch_of(model, BATCH, dtype, rng)
+        return zoo_models.build_graphnet(model, dtype).graph, {"x": x, "y": y}
     g = gn.Graph(dtype=dtype)
     x = NETWORKS[network](g, rng)
     return g, {"x": x.astype(dtype), "y": rng.integers(0, CLASSES, BATCH)}
@@ -157,7 +197,8 @@ def main():
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    parser.add_argument("--networks", nargs="*", default=list(NETWORKS))
+    parser.add_argument("--networks", nargs="*", default=list(NETWORKS),
+                        choices=list(NETWORKS) + list(ZOO_NETWORKS))
     parser.add_argument("--batch", type=int, default=BATCH)
     args = parser.parse_args()
     BATCH = args.batch

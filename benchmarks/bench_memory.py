@@ -4,11 +4,12 @@
 
 One thread, CPU time, medians. For resnet's activations at the batch (float32, (N, 32,
 32, 32) and (N, 64, 16, 16)): spatial batchnorm forward with its relu, backward through
-the relu, backward alone, relu -> 2x2 max pool forward and its backward, and the numpy
-passes that set the floor: a copy (read one array, write one) and an add (read two,
-write one). Each is timed twice: hot (its arrays in cache from the call before) and
-cold (a 256 MB array rewritten before every call, as a training step's other arrays do),
-which is how a step meets them. The outputs are new arrays at every call, as in a step,
+the relu, backward alone, with a residual block's skip added before the relu (forward and
+backward, and the relu gate's passes that it saves), relu -> 2x2 max pool forward and its
+backward, and the numpy passes that set the floor: a copy (read one array, write one) and
+an add (read two, write one). Each is timed twice: hot (its arrays in cache from the call
+before) and cold (a 256 MB array rewritten before every call, as a training step's other
+arrays do), which is how a step meets them. The outputs are new arrays at every call, as in a step,
 allocated as a graph walk allocates them: from the array pool (cpp/array_pool.h), which
 keeps the memory freed for the next call of the same size, or with
 GRAPHNET_RETURN_FREED_MEMORY=1 in the environment from numpy's allocator, with glibc
@@ -32,6 +33,8 @@ def cases(N, C, H, rng):
     _, mean, _, inv_std = _C.channel_norm_forward(x, gamma, beta, 1e-5, relu=True)
     pool = {"pool_height": 2, "pool_width": 2, "stride": 2}
     pooled, cache = fast.relu_max_pool_forward_fast(x, pool)
+    skip = rng.standard_normal(shape).astype(np.float32)
+    summed, keep = _C.relu_forward(_C.channel_norm_forward(x, gamma, beta, 1e-5)[0] + skip)
     dpool = rng.standard_normal(pooled.shape).astype(np.float32)
     return {
         "sbn + relu forward": lambda: _C.channel_norm_forward(x, gamma, beta, 1e-5, relu=True),
@@ -39,6 +42,14 @@ def cases(N, C, H, rng):
             dy, x, gamma, mean, inv_std, True, beta
         ),
         "sbn backward": lambda: _C.channel_norm_backward(dy, x, gamma, mean, inv_std, True, None),
+        "sbn + skip + relu forward": lambda: _C.channel_norm_forward(
+            x, gamma, beta, 1e-5, relu=True, skip=skip
+        ),
+        "sbn + skip + relu backward": lambda: _C.channel_norm_backward(
+            dy, x, gamma, mean, inv_std, True, relu_out=summed
+        ),
+        "relu forward (gate)": lambda: _C.relu_forward(x),
+        "relu backward (gate)": lambda: _C.relu_backward(dy, keep),
         "relu + max pool forward": lambda: fast.relu_max_pool_forward_fast(x, pool),
         "max pool backward": lambda: fast.max_pool_backward_fast(dpool, cache),
         "floor: copy (read 1, write 1)": lambda: x.copy(),

@@ -13,6 +13,10 @@
 #include <unordered_map>
 #include <vector>
 
+#if defined(__GLIBC__)
+#include <malloc.h>  // mallopt, malloc_trim
+#endif
+
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/asan_interface.h>
 #else
@@ -225,6 +229,22 @@ pybind11::object set_array_memory_handler(pybind11::object handler) {
 
 ArrayPoolCounts array_pool_counts() { return pool().counts(); }
 
-void release_array_pool() { pool().release(); }
+void release_array_pool() {
+    pool().release();
+#if defined(__GLIBC__)
+    // keep_freed_heap has the heap keep up to 64 MB free at its top: what the pool just
+    // freed goes back to the system now, as the call promises.
+    malloc_trim(0);
+#endif
+}
+
+bool keep_freed_heap() {
+#if defined(__GLIBC__)
+    constexpr int kHeapBelow = 32 << 20, kKeptFree = 64 << 20;
+    return mallopt(M_MMAP_THRESHOLD, kHeapBelow) == 1 && mallopt(M_TRIM_THRESHOLD, kKeptFree) == 1;
+#else
+    return false;
+#endif
+}
 
 }  // namespace graphnet

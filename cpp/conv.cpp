@@ -787,6 +787,16 @@ void transpose_blocked(int64_t rows, int64_t cols, const T* src, T* dst, int64_t
     }
 }
 
+// The same, in 16 x 16 blocks held in registers where there is AVX-512: the loop above
+// took 13% of a 64 -> 64 channel 3x3 weight gradient on 8 x 8 at batch 1.
+template <typename T>
+void transpose_into(int64_t rows, int64_t cols, const T* src, T* dst, int64_t ld_dst) {
+    if constexpr (std::is_same_v<T, float>) {
+        if (use_avx512()) return tap_transpose_avx512(rows, cols, src, cols, dst, ld_dst);
+    }
+    transpose_blocked(rows, cols, src, dst, ld_dst);
+}
+
 // The weight gradient on the im2col path, where dw is large (kDwBlockFloats or more:
 // 128 -> 128 channels 3x3 and up) computed by blocks of channels instead of by chunks
 // of images: a chunk's slot of dw (K x F floats each, 9.4 MB for 512 -> 512 3x3) zeroed,
@@ -873,7 +883,7 @@ void pad_skip_weight_gradient(const ConvGeometry& g, const T* dout, const T* x, 
             layout.gather(count, x + n0 * image + c0 * g.H * g.W, image, channels, cols.of(t));
             layout.weight_gradient(count, channels, cols.of(t), d.of(0) + n0 * P * F, dw_t);
         }
-        transpose_blocked(channels * kernel, F, dw_t, dw + c0 * kernel, g.taps());
+        transpose_into(channels * kernel, F, dw_t, dw + c0 * kernel, g.taps());
     }
 }
 
@@ -1179,7 +1189,7 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
 #pragma omp simd
         for (int64_t i = 0; i < slot; ++i) total[i] += part[i];
     }
-    if (dw_floats) transpose_blocked(K, F, total, dw, K);
+    if (dw_floats) transpose_into(K, F, total, dw, K);
     std::copy(total + dw_floats, total + slot, db);
 }
 

@@ -64,17 +64,23 @@ constexpr int64_t kAliasingBytes = 2048;
 struct Block {
     int64_t lda, ldb, depth;
     bool first;  // the first block of k, not accumulating: C is written, not added to
-    // With Grouped tiles, A's inner indices in groups (gemm_rows_grouped_avx512), the
+    // With kGroupedA tiles, A's inner indices in groups (gemm_rows_grouped_avx512), the
     // block starting at index `start` of its first group.
     InnerGroups groups;
     int64_t start;
 };
 
-// Rows [0, Rows) of A (a at the block's first row and inner index) times Vectors
-// vectors of B's panel (b at its first inner index and column, rows ldb apart; Masked:
-// the last vector runs past column n), into the columns of c that `lanes` keeps.
-// (Grouped: a at the block's first row and the start of its first group of inner indices.)
-template <typename T, int Rows, int Vectors, bool Masked, bool Grouped>
+// How a tile reads A: rows lda apart (A), rows side by side and inner indices lda apart
+// (A^T), or rows lda apart and inner indices in groups (gemm_rows_grouped_avx512).
+enum ALayout { kRowsOfA, kTransposedA, kGroupedA };
+
+// Rows [0, Rows) of A (a at the block's first row and inner index, rows blk.lda apart;
+// TransposedA: rows side by side, inner indices blk.lda apart, as in A^T or a tile of
+// pack_transposed_rows; Layout kGroupedA: a at the start of the block's first group of inner
+// indices) times Vectors vectors of B's panel
+// (b at its first inner index and column, rows ldb apart; Masked: the last vector runs
+// past column n), into the columns of c that `lanes` keeps.
+template <typename T, int Rows, int Vectors, bool Masked, ALayout Layout>
 void tile(const Block& blk, const T* a, const T* b, const __mmask16 (&lanes)[kVectors], T* c,
           int64_t ldc) {
     using L = Lanes<T>;
@@ -88,7 +94,9 @@ void tile(const Block& blk, const T* a, const T* b, const __mmask16 (&lanes)[kVe
     }
     // Locals, not blk's fields: the compiler cannot tell that the stores to c leave blk
     // alone, and would reload them at every inner index.
-    const int64_t lda = blk.lda, ldb = blk.ldb, depth = blk.depth;
+    constexpr bool kTransposed = Layout == kTransposedA;
+    const int64_t lda = kTransposed ? 1 : blk.lda, ldb = blk.ldb, depth = blk.depth;
+    const int64_t a_step = kTransposed ? blk.lda : 1;
     // Only a panel's last vector can run past column n: the others load unmasked, and
     // the one mask stays in a register.
     const __mmask16 last = lanes[Vectors - 1];
@@ -105,7 +113,7 @@ void tile(const Block& blk, const T* a, const T* b, const __mmask16 (&lanes)[kVe
             for (int v = 0; v < Vectors; ++v) acc[r][v] = L::fma(av, bv[v], acc[r][v]);
         }
     };
-    if constexpr (Grouped) {
+    if constexpr (Layout == kGroupedA) {
         const int64_t group = blk.groups.group, outer = blk.groups.outer;
         const int64_t inner = blk.groups.inner;
         int64_t i = blk.start;
@@ -117,7 +125,7 @@ void tile(const Block& blk, const T* a, const T* b, const __mmask16 (&lanes)[kVe
             }
         }
     } else {
-        for (int64_t kk = 0; kk < depth; ++kk, ++a, b += ldb) step(a);
+        for (int64_t kk = 0; kk < depth; ++kk, a += a_step, b += ldb) step(a);
     }
 #pragma GCC unroll 8
     for (int r = 0; r < Rows; ++r) {
@@ -130,23 +138,24 @@ template <typename T>
 using Tile = void (*)(const Block&, const T*, const T*, const __mmask16 (&)[kVectors], T*,
                       int64_t);
 
-template <typename T, int Vectors, bool Masked, bool Grouped>
+template <typename T, int V, bool M, ALayout P>
 constexpr Tile<T> kTilesOf[kRows + 1] = {
-    nullptr,
-    tile<T, 1, Vectors, Masked, Grouped>, tile<T, 2, Vectors, Masked, Grouped>,
-    tile<T, 3, Vectors, Masked, Grouped>, tile<T, 4, Vectors, Masked, Grouped>,
-    tile<T, 5, Vectors, Masked, Grouped>, tile<T, 6, Vectors, Masked, Grouped>,
-    tile<T, 7, Vectors, Masked, Grouped>, tile<T, 8, Vectors, Masked, Grouped>};
+    nullptr,           tile<T, 1, V, M, P>, tile<T, 2, V, M, P>, tile<T, 3, V, M, P>,
+    tile<T, 4, V, M, P>, tile<T, 5, V, M, P>, tile<T, 6, V, M, P>, tile<T, 7, V, M, P>,
+    tile<T, 8, V, M, P>};
 
-template <typename T, bool Grouped>
+template <typename T, ALayout A>
 const Tile<T>* tiles_for(int vectors, bool masked) {
-    if (vectors == 3) {
-        return masked ? kTilesOf<T, 3, true, Grouped> : kTilesOf<T, 3, false, Grouped>;
-    }
-    if (vectors == 2) {
-        return masked ? kTilesOf<T, 2, true, Grouped> : kTilesOf<T, 2, false, Grouped>;
-    }
-    return masked ? kTilesOf<T, 1, true, Grouped> : kTilesOf<T, 1, false, Grouped>;
+    return vectors == 3   ? (masked ? kTilesOf<T, 3, true, A> : kTilesOf<T, 3, false, A>)
+           : vectors == 2 ? (masked ? kTilesOf<T, 2, true, A> : kTilesOf<T, 2, false, A>)
+                          : (masked ? kTilesOf<T, 1, true, A> : kTilesOf<T, 1, false, A>);
+}
+
+template <typename T>
+const Tile<T>* tiles_for(int vectors, bool masked, ALayout layout) {
+    return layout == kGroupedA      ? tiles_for<T, kGroupedA>(vectors, masked)
+           : layout == kTransposedA ? tiles_for<T, kTransposedA>(vectors, masked)
+                                    : tiles_for<T, kRowsOfA>(vectors, masked);
 }
 
 __mmask16 first_lanes(int64_t valid, int64_t width) {
@@ -167,11 +176,107 @@ void pack_panel(int64_t depth, int vectors, const T* b, int64_t ldb,
     }
 }
 
-// (groups: of A's inner indices, with Grouped tiles)
-template <typename T, bool Grouped = false>
+// The square block v (one vector a row) transposed in registers: the standard unpack /
+// shuffle network, 16 x 16 floats or 8 x 8 doubles.
+void transpose_square(__m512 (&v)[16]) {
+    __m512 t[16];
+    for (int i = 0; i < 8; ++i) {
+        t[2 * i] = _mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; ++i) {  // rows 4i..4i+3, entries 4 apart within each 128 bits
+        const __m512d lo = _mm512_castps_pd(t[4 * i]), hi = _mm512_castps_pd(t[4 * i + 1]);
+        const __m512d lo2 = _mm512_castps_pd(t[4 * i + 2]), hi2 = _mm512_castps_pd(t[4 * i + 3]);
+        v[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(lo, lo2));
+        v[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(lo, lo2));
+        v[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(hi, hi2));
+        v[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(hi, hi2));
+    }
+    // v[4i + c] holds columns c, c + 4, c + 8, c + 12 of rows 4i..4i+3, one per 128 bits.
+    for (int c = 0; c < 4; ++c) {
+        const __m512 a = _mm512_shuffle_f32x4(v[c], v[4 + c], 0x88);
+        const __m512 b = _mm512_shuffle_f32x4(v[c], v[4 + c], 0xdd);
+        const __m512 d = _mm512_shuffle_f32x4(v[8 + c], v[12 + c], 0x88);
+        const __m512 e = _mm512_shuffle_f32x4(v[8 + c], v[12 + c], 0xdd);
+        t[c] = _mm512_shuffle_f32x4(a, d, 0x88);
+        t[c + 8] = _mm512_shuffle_f32x4(a, d, 0xdd);
+        t[c + 4] = _mm512_shuffle_f32x4(b, e, 0x88);
+        t[c + 12] = _mm512_shuffle_f32x4(b, e, 0xdd);
+    }
+    for (int i = 0; i < 16; ++i) v[i] = t[i];
+}
+
+void transpose_square(__m512d (&v)[8]) {
+    __m512d t[8];
+    for (int i = 0; i < 4; ++i) {
+        t[2 * i] = _mm512_unpacklo_pd(v[2 * i], v[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_pd(v[2 * i], v[2 * i + 1]);
+    }
+    // t[2i] holds columns 0, 2, 4, 6 of rows 2i, 2i+1 (one pair per 128 bits), t[2i+1] 1, 3, 5, 7.
+    for (int h = 0; h < 2; ++h) {  // rows 4h..4h+3
+        const __m512d* r = t + 4 * h;
+        v[4 * h] = _mm512_shuffle_f64x2(r[0], r[2], 0x88);      // columns 0, 4
+        v[4 * h + 1] = _mm512_shuffle_f64x2(r[0], r[2], 0xdd);  // 2, 6
+        v[4 * h + 2] = _mm512_shuffle_f64x2(r[1], r[3], 0x88);  // 1, 5
+        v[4 * h + 3] = _mm512_shuffle_f64x2(r[1], r[3], 0xdd);  // 3, 7
+    }
+    constexpr int kColumn[4][2] = {{0, 4}, {2, 6}, {1, 5}, {3, 7}};
+    for (int p = 0; p < 4; ++p) {
+        t[kColumn[p][0]] = _mm512_shuffle_f64x2(v[p], v[4 + p], 0x88);
+        t[kColumn[p][1]] = _mm512_shuffle_f64x2(v[p], v[4 + p], 0xdd);
+    }
+    for (int i = 0; i < 8; ++i) v[i] = t[i];
+}
+
+// A panel of op(B) = B^T, for B stored n x k: `depth` inner indices of `vectors` vectors
+// of columns (b at the panel's first column's row, at its first inner index), the
+// columns past n (`columns` of them are B's) as zeros, in square blocks transposed in
+// registers.
+template <typename T>
+void pack_transposed_panel(int64_t depth, int vectors, int64_t columns, const T* b,
+                           int64_t ldb, T* panel) {
+    using L = Lanes<T>;
+    constexpr int W = static_cast<int>(L::kWidth);
+    const int64_t ldp = vectors * W;
+    for (int v = 0; v < vectors; ++v) {
+        const int64_t rows = columns - v * W < W ? columns - v * W : W;
+        for (int64_t k0 = 0; k0 < depth; k0 += W) {
+            const int64_t inner = depth - k0 < W ? depth - k0 : W;
+            const __mmask16 lanes = first_lanes(inner, W);
+            typename L::Vec block[W];
+            for (int r = 0; r < W; ++r) {
+                block[r] = r < rows ? L::load(b + (v * W + r) * ldb + k0, lanes) : L::zero();
+            }
+            transpose_square(block);
+            for (int64_t kk = 0; kk < inner; ++kk) {
+                L::store_aligned(panel + (k0 + kk) * ldp + v * W, block[kk]);
+            }
+        }
+    }
+}
+
+// Rows [i0, i1) of op(A) = A^T (A stored k x m, a at the block's first inner index), over
+// `depth` inner indices, copied tile by tile (kRows rows) into `packed`: a tile's rows
+// side by side at each inner index, for tile<..., TransposedA>. Read in place, A's rows
+// are lda apart and a tile's 256 of them map to a few sets of the L1 cache, read again
+// from L2 for every panel of B: copied, once.
+template <typename T>
+void pack_transposed_rows(int64_t i0, int64_t i1, int64_t depth, const T* a, int64_t lda,
+                          T* packed) {
+    using L = Lanes<T>;
+    for (int64_t i = i0; i < i1; i += kRows, packed += depth * kRows) {
+        const __mmask16 lanes = first_lanes(i1 - i, kRows);
+        for (int64_t kk = 0; kk < depth; ++kk) {
+            L::store(packed + kk * kRows, lanes, L::load(a + kk * lda + i, lanes));
+        }
+    }
+}
+
+// (groups: of A's inner indices, or none)
+template <typename T>
 void rows(int64_t row_begin, int64_t row_end, int64_t n, int64_t k, const T* a,
           int64_t lda, const T* b, int64_t ldb, T* c, int64_t ldc, bool accumulate,
-          InnerGroups groups = {1, 1, 0}) {
+          GemmTransposes transposes, T* a_scratch, const InnerGroups* groups = nullptr) {
     constexpr int64_t width = Lanes<T>::kWidth, panel_columns = kVectors * width;
     const bool aliasing = ldb * static_cast<int64_t>(sizeof(T)) % kAliasingBytes == 0;
     alignas(64) T packed[kDepth * panel_columns];
@@ -179,7 +284,11 @@ void rows(int64_t row_begin, int64_t row_end, int64_t n, int64_t k, const T* a,
         const int64_t depth = k - k0 < kDepth ? k - k0 : kDepth;
         for (int64_t i0 = row_begin; i0 < row_end; i0 += kChunkRows) {
             const int64_t i1 = row_end - i0 < kChunkRows ? row_end : i0 + kChunkRows;
-            const bool pack = aliasing || (i1 - i0 >= kPackRows && depth >= kPackDepth);
+            // A^T's rows are copied where more than one panel reads them.
+            const bool pack_a = transposes.a && n > 2 * panel_columns;
+            if (pack_a) pack_transposed_rows(i0, i1, depth, a + k0 * lda, lda, a_scratch);
+            const bool pack = transposes.b || aliasing ||
+                              (i1 - i0 >= kPackRows && depth >= kPackDepth);
             for (int64_t j = 0; j < n; j += panel_columns) {
                 const int64_t left = n - j;
                 const __mmask16 lanes[kVectors] = {first_lanes(left, width),
@@ -187,19 +296,31 @@ void rows(int64_t row_begin, int64_t row_end, int64_t n, int64_t k, const T* a,
                                                    first_lanes(left - 2 * width, width)};
                 const int vectors = left > 2 * width ? 3 : left > width ? 2 : 1;
                 const T* panel = b + k0 * ldb + j;
-                Block blk{lda, ldb, depth, k0 == 0 && !accumulate, groups, k0 % groups.group};
-                // A's column k0: its group's start (Grouped), or the column itself
-                const T* a_k0 = Grouped ? a + k0 / groups.group * groups.outer : a + k0;
-                if (pack) {  // zeros past column n: every load is whole
+                Block blk{pack_a ? kRows : lda, ldb, depth, k0 == 0 && !accumulate,
+                          groups ? *groups : InnerGroups{1, 1, 0},
+                          groups ? k0 % groups->group : 0};
+                if (transposes.b) {
+                    pack_transposed_panel(depth, vectors, left, b + j * ldb + k0, ldb, packed);
+                } else if (pack) {  // zeros past column n: every load is whole
                     pack_panel(depth, vectors, panel, ldb, lanes, packed);
+                }
+                if (pack) {
                     panel = packed;
                     blk.ldb = vectors * width;
                 }
+                // A's column k0 (grouped: the start of its group), from a row's start
+                const int64_t a_k0 = groups ? k0 / groups->group * groups->outer : k0;
+                const ALayout layout = groups         ? kGroupedA
+                                       : transposes.a ? kTransposedA
+                                                      : kRowsOfA;
                 const Tile<T>* tiles =
-                    tiles_for<T, Grouped>(vectors, !pack && left < vectors * width);
+                    tiles_for<T>(vectors, !pack && left < vectors * width, layout);
                 for (int64_t i = i0; i < i1; i += kRows) {
                     const int64_t count = i1 - i < kRows ? i1 - i : kRows;
-                    tiles[count](blk, a_k0 + i * lda, panel, lanes, c + i * ldc + j, ldc);
+                    const T* a_tile = pack_a         ? a_scratch + (i - i0) * depth
+                                      : transposes.a ? a + k0 * lda + i
+                                                     : a + i * lda + a_k0;
+                    tiles[count](blk, a_tile, panel, lanes, c + i * ldc + j, ldc);
                 }
             }
         }
@@ -211,25 +332,29 @@ void rows(int64_t row_begin, int64_t row_end, int64_t n, int64_t k, const T* a,
 void gemm_rows_grouped_avx512(int64_t row_begin, int64_t row_end, int64_t n, int64_t k,
                               const float* a, int64_t lda, InnerGroups groups, const float* b,
                               int64_t ldb, float* c, int64_t ldc, bool accumulate) {
-    rows<float, true>(row_begin, row_end, n, k, a, lda, b, ldb, c, ldc, accumulate, groups);
+    rows(row_begin, row_end, n, k, a, lda, b, ldb, c, ldc, accumulate, GemmTransposes{},
+         static_cast<float*>(nullptr), &groups);
 }
 
 void gemm_rows_grouped_avx512(int64_t row_begin, int64_t row_end, int64_t n, int64_t k,
                               const double* a, int64_t lda, InnerGroups groups, const double* b,
                               int64_t ldb, double* c, int64_t ldc, bool accumulate) {
-    rows<double, true>(row_begin, row_end, n, k, a, lda, b, ldb, c, ldc, accumulate, groups);
+    rows(row_begin, row_end, n, k, a, lda, b, ldb, c, ldc, accumulate, GemmTransposes{},
+         static_cast<double*>(nullptr), &groups);
 }
 
 void gemm_rows_avx512(int64_t row_begin, int64_t row_end, int64_t n, int64_t k,
-                      const float* a, int64_t lda, const float* b,
-                      int64_t ldb, float* c, int64_t ldc, bool accumulate) {
-    rows(row_begin, row_end, n, k, a, lda, b, ldb, c, ldc, accumulate);
+                      const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
+                      int64_t ldc, bool accumulate, GemmTransposes transposes,
+                      float* a_scratch) {
+    rows(row_begin, row_end, n, k, a, lda, b, ldb, c, ldc, accumulate, transposes, a_scratch);
 }
 
 void gemm_rows_avx512(int64_t row_begin, int64_t row_end, int64_t n, int64_t k,
-                      const double* a, int64_t lda, const double* b,
-                      int64_t ldb, double* c, int64_t ldc, bool accumulate) {
-    rows(row_begin, row_end, n, k, a, lda, b, ldb, c, ldc, accumulate);
+                      const double* a, int64_t lda, const double* b, int64_t ldb, double* c,
+                      int64_t ldc, bool accumulate, GemmTransposes transposes,
+                      double* a_scratch) {
+    rows(row_begin, row_end, n, k, a, lda, b, ldb, c, ldc, accumulate, transposes, a_scratch);
 }
 
 }  // namespace graphnet

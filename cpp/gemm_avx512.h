@@ -1,7 +1,8 @@
-// C = A * B on AVX-512 for the affine layer's forward, float32 and float64: a batch of
-// rows times a weight matrix of any width over 32 or more inner indices (the course nets'
-// 3072 features times 100 hidden units, fc_dropout's 512, the temporal affine's 128 x 65),
-// and the Winograd convolution's per-point products.
+// C = op(A) * op(B) on AVX-512 for the affine layers' products each way, float32 and
+// float64: a batch of rows times a weight matrix of any width over 32 or more inner
+// indices (the course nets' 3072 features times 100 hidden units, fc_dropout's 512, the
+// temporal affine's 128 x 65), its gradients dout w^T and x^T dout, and the Winograd
+// convolution's per-point products.
 //
 // One thread, 256 x 3072 x 100: OpenBLAS about 130 GFLOP/s in float32 (70 in float64),
 // PyTorch's MKL 150 (80), this kernel 147 (77); 256 x 3072 x 512: OpenBLAS 138 (65), MKL
@@ -10,9 +11,12 @@
 // panel is copied side by side first when B's rows are a multiple of 2 KB apart (read in
 // place, its rows share a few L1 sets), or for 64 rows or more of A and 128 inner indices
 // (the copy is then cheap against the tiles that read it); otherwise it is read in place.
-// Measured and dropped: copying A's tiles too (slower), a 12-row x 2-vector tile (slower),
-// 128-deep panels (a few percent slower); the weight gradient A^T * dout through the same
-// kernel (broadcasts from A's columns) 1.5x slower than OpenBLAS (docs/performance/zoo.md).
+// A transposed B (dout w^T) is copied panel by panel, in 16 x 16 (8 x 8) blocks
+// transposed in registers; a transposed A (x^T dout) is read in place where one or two
+// panels read it, and copied tile by tile, side by side, for more (read in place, its
+// rows are m apart and share a few L1 sets, read again from L2 for every panel).
+// Measured and dropped: copying A's tiles of an untransposed A (slower), a 12-row x
+// 2-vector tile (slower), 128-deep panels (a few percent slower).
 //
 // Like panel_gemm_avx512.h: compiled for AVX-512F, no library headers, call only when
 // cpu_has_avx512f().
@@ -22,18 +26,32 @@
 
 namespace graphnet {
 
-// Rows [row_begin, row_end) of C (leading dimension ldc) = A (m x k, lda) * B (k x n,
-// ldb), all row-major, k > 0; with `accumulate`, C += A * B (a product over a block of
-// the inner indices added to the blocks before it). Each element's sum runs over k in
-// order (after C's value, when accumulating) whatever the rows asked for and whether its
-// panel was copied, so splitting the rows (or, through b and c, the columns) across
-// threads does not change the result.
+// Which operands of a product are stored transposed: A as k x m (op(A) = A^T), B as
+// n x k (op(B) = B^T), the weight gradient's x^T dout and the input gradient's dout w^T.
+struct GemmTransposes {
+    bool a = false;
+    bool b = false;
+};
+
+// Elements of the scratch a product with a transposed A packs A's rows into.
+constexpr int64_t kGemmTransposedAScratch = 256 * 256;
+
+// Rows [row_begin, row_end) of C (leading dimension ldc) = op(A) (m x k) * op(B) (k x n),
+// all row-major with leading dimensions lda and ldb as stored, k > 0; with `accumulate`,
+// C += op(A) * op(B) (a product over a block of the inner indices added to the blocks
+// before it). A transposed A needs `a_scratch` of kGemmTransposedAScratch elements. Each
+// element's sum runs over k in order (after C's value, when accumulating) whatever the
+// rows asked for, whether its panel was copied and whether an operand was transposed, so
+// splitting the rows (or, through b and c, the columns) across threads does not change
+// the result.
 void gemm_rows_avx512(int64_t row_begin, int64_t row_end, int64_t n, int64_t k,
                       const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
-                      int64_t ldc, bool accumulate = false);
+                      int64_t ldc, bool accumulate = false, GemmTransposes transposes = {},
+                      float* a_scratch = nullptr);
 void gemm_rows_avx512(int64_t row_begin, int64_t row_end, int64_t n, int64_t k,
                       const double* a, int64_t lda, const double* b, int64_t ldb, double* c,
-                      int64_t ldc, bool accumulate = false);
+                      int64_t ldc, bool accumulate = false, GemmTransposes transposes = {},
+                      double* a_scratch = nullptr);
 
 // A's inner indices in groups: A(i, kk) at a[i * lda + (kk / group) * outer + (kk % group) *
 // inner] (group >= 1; inner may be negative). The pad-skipping conv (conv_padskip.h) reads

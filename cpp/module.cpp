@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <iterator>
+#include <limits>
 #include <new>
 #include <optional>
 #include <string>
@@ -426,6 +427,22 @@ py::array py_matmul(const py::array& a, const py::array& b, bool transpose_a, bo
     });
 }
 
+// One Adam step on arrays checked by the caller: w, m and v C-contiguous and writeable, all
+// four of one float dtype and shape.
+void run_adam(const AdamStep& step, py::array w, const py::array& dw, py::array m, py::array v) {
+    dispatch_float(w, "adam w", [&](auto zero) {
+        using T = decltype(zero);
+        Contig<T> dwc(dw);
+        T* wp = static_cast<T*>(w.mutable_data());
+        T* mp = static_cast<T*>(m.mutable_data());
+        T* vp = static_cast<T*>(v.mutable_data());
+        const T* gp = dwc.data();
+        const int64_t n = w.size();
+        py::gil_scoped_release nogil;
+        adam_update(step, n, wp, gp, mp, vp);
+    });
+}
+
 // The update writes into w, m and v, so they must be C-contiguous, writeable arrays of one
 // float dtype (what graphnet.optim hands over); the Python side falls back to numpy
 // for anything else.
@@ -440,18 +457,77 @@ void py_adam_update(py::array w, const py::array& dw, py::array m, py::array v,
             fail(std::string("adam_update: ") + name + " must be a C-contiguous writeable array");
         }
     }
-    const AdamStep step{learning_rate, beta1, beta2, epsilon, t};
-    dispatch_float(w, "adam w", [&](auto zero) {
-        using T = decltype(zero);
-        Contig<T> dwc(dw);
-        T* wp = static_cast<T*>(w.mutable_data());
-        T* mp = static_cast<T*>(m.mutable_data());
-        T* vp = static_cast<T*>(v.mutable_data());
-        const T* gp = dwc.data();
-        const int64_t n = w.size();
-        py::gil_scoped_release nogil;
-        adam_update(step, n, wp, gp, mp, vp);
-    });
+    run_adam(AdamStep{learning_rate, beta1, beta2, epsilon, t}, w, dw, m, v);
+}
+
+// Is `a` a numpy array itself (no subclass) of float32 or float64, in native byte order?
+bool plain_float_array(PyObject* a) {
+    if (Py_TYPE(a) != py::detail::npy_api::get().PyArray_Type_) return false;
+    const py::dtype dtype = py::reinterpret_borrow<py::array>(a).dtype();
+    return dtype.is(py::dtype::of<float>()) || dtype.is(py::dtype::of<double>());
+}
+
+// Can the kernel update `a` in place as w's moment: a plain array of w's dtype and shape,
+// C-contiguous and writeable?
+bool in_place_like(PyObject* a, const py::array& w) {
+    if (a == nullptr || Py_TYPE(a) != py::detail::npy_api::get().PyArray_Type_) return false;
+    const auto state = py::reinterpret_borrow<py::array>(a);
+    return state.dtype().is(w.dtype()) && shape_of(state) == shape_of(w) &&
+           (state.flags() & py::array::c_style) && state.writeable();
+}
+
+// config[key] as a double, for a Python float (numpy's float64 is one) or int, not a bool.
+bool number_in(PyObject* config, PyObject* key, double& value) {
+    PyObject* item = PyDict_GetItemWithError(config, key);  // borrowed
+    if (item != nullptr && PyFloat_Check(item)) {
+        value = PyFloat_AS_DOUBLE(item);
+        return true;
+    }
+    if (item == nullptr || !PyLong_CheckExact(item)) return false;
+    value = PyLong_AsDouble(item);
+    return !(value == -1.0 && PyErr_Occurred());
+}
+
+// graphnet.optim.adam's everyday call in one step: every hyperparameter a Python number, t
+// an int, m and v arrays the kernel updates in place, w and dw plain float arrays of one
+// dtype and shape, w C-contiguous and writeable. Then it makes the Python path's update
+// (the same kernel, so the same numbers) and its one change to config, t += 1, and returns
+// True. Anything else returns False having changed nothing, and the Python path checks it
+// as before (its errors name the rule and the field).
+bool py_adam_step(py::handle w_handle, py::handle dw_handle, py::handle config_handle) {
+    PyObject* config = config_handle.ptr();
+    if (!PyDict_CheckExact(config) || !plain_float_array(w_handle.ptr()) ||
+        !plain_float_array(dw_handle.ptr())) {
+        return false;
+    }
+    const auto w = py::reinterpret_borrow<py::array>(w_handle);
+    const auto dw = py::reinterpret_borrow<py::array>(dw_handle);
+    if (!dw.dtype().is(w.dtype()) || shape_of(dw) != shape_of(w) ||
+        !(w.flags() & py::array::c_style) || !w.writeable()) {
+        return false;
+    }
+    static const py::str learning_rate("learning_rate"), beta1("beta1"), beta2("beta2"),
+        epsilon("epsilon"), t_key("t"), m_key("m"), v_key("v");
+    AdamStep step{};
+    if (!number_in(config, learning_rate.ptr(), step.learning_rate) ||
+        !number_in(config, beta1.ptr(), step.beta1) || !number_in(config, beta2.ptr(), step.beta2) ||
+        !number_in(config, epsilon.ptr(), step.epsilon)) {
+        if (PyErr_Occurred()) PyErr_Clear();  // an int too large for a double: Python's path
+        return false;
+    }
+    PyObject* t = PyDict_GetItemWithError(config, t_key.ptr());
+    if (t == nullptr || !PyLong_CheckExact(t)) return false;
+    int overflow = 0;
+    const long long t_before = PyLong_AsLongLongAndOverflow(t, &overflow);
+    if (overflow != 0 || t_before == std::numeric_limits<long long>::max()) return false;
+    // Owned: another thread may replace them in config while the kernel runs without the GIL.
+    const auto m = py::reinterpret_borrow<py::object>(PyDict_GetItemWithError(config, m_key.ptr()));
+    const auto v = py::reinterpret_borrow<py::object>(PyDict_GetItemWithError(config, v_key.ptr()));
+    if (!in_place_like(m.ptr(), w) || !in_place_like(v.ptr(), w)) return false;
+    step.t = t_before + 1;
+    config_handle[t_key] = py::int_(step.t);
+    run_adam(step, w, dw, py::reinterpret_borrow<py::array>(m), py::reinterpret_borrow<py::array>(v));
+    return true;
 }
 
 Cell cell_named(const std::string& name) {
@@ -631,15 +707,27 @@ NormShape channel_shape(const py::array& x, const char* what) {
     return NormShape{s[0], s[1], inner};
 }
 
+// With skip (an array of x's shape and dtype, relu only): out = relu(norm + skip), or
+// relu(skip + norm) with skip_first.
 py::tuple py_channel_norm_forward(const py::array& x, const py::array& gamma,
                                   const py::array& beta, double eps, const py::object& mean,
-                                  const py::object& var, bool relu) {
+                                  const py::object& var, bool relu, const py::object& skip,
+                                  bool skip_first) {
     const NormShape s = channel_shape(x, "batchnorm");
     const bool train = mean.is_none() || var.is_none();
+    if (!skip.is_none() && !relu) fail("batchnorm: a skip is added before a relu only");
     return dispatch_float(x, "batchnorm x", [&](auto zero) -> py::tuple {
         using T = decltype(zero);
         Contig<T> xc(x), gc = per_slice<T>(gamma, x, s.K, "gamma"),
                          bc = per_slice<T>(beta, x, s.K, "beta");
+        std::optional<Contig<T>> skipc;
+        if (!skip.is_none()) {
+            const py::array other = skip.cast<py::array>();
+            require_same_dtype(x, "x", other, "skip");
+            require_shape(other, shape_of(x), "batchnorm skip");
+            skipc = Contig<T>(other);
+        }
+        const NormTail<T> tail{relu, skipc ? skipc->data() : nullptr, skip_first};
         py::array_t<T> m(s.K), v(s.K), inv(s.K), out(shape_of(x));
         if (!train) {  // copies of the running averages: the kernel reads them there
             m = py::array_t<T>(s.K, per_slice<T>(mean.cast<py::array>(), x, s.K,
@@ -652,35 +740,49 @@ py::tuple py_channel_norm_forward(const py::array& x, const py::array& gamma,
           *op = out.mutable_data();
         {
             py::gil_scoped_release nogil;
-            channel_norm_forward(s, train, relu, eps, xp, gp, bp, mp, vp, ip, op);
+            channel_norm_forward(s, train, tail, eps, xp, gp, bp, mp, vp, ip, op);
         }
         return py::make_tuple(out, m, v, inv);
     });
 }
 
-// With a relu (beta given): dout is the gradient of the relu's output.
+// With a relu (beta given): dout is the gradient of the relu's output. With relu_out (the
+// output of a forward with a skip added before its relu): likewise, and the masked dout
+// comes back fourth.
 py::tuple py_channel_norm_backward(const py::array& dout, const py::array& x,
                                    const py::array& gamma, const py::array& mean,
                                    const py::array& inv_std, bool train,
-                                   const py::object& beta) {
+                                   const py::object& beta, const py::object& relu_out) {
     const NormShape s = channel_shape(x, "batchnorm");
     require_shape(dout, shape_of(x), "batchnorm dout");
     require_same_dtype(x, "x", dout, "dout");
+    const bool from_output = !relu_out.is_none();
     return dispatch_float(x, "batchnorm x", [&](auto zero) -> py::tuple {
         using T = decltype(zero);
         Contig<T> dc(dout), xc(x), gc = per_slice<T>(gamma, x, s.K, "gamma"),
                                mc = per_slice<T>(mean, x, s.K, "mean"),
                                ic = per_slice<T>(inv_std, x, s.K, "inv_std");
-        const bool relu = !beta.is_none();
-        Contig<T> bc = relu ? per_slice<T>(beta.cast<py::array>(), x, s.K, "beta") : gc;
+        const bool relu = !beta.is_none() || from_output;
+        Contig<T> bc = beta.is_none() ? gc : per_slice<T>(beta.cast<py::array>(), x, s.K, "beta");
+        std::optional<Contig<T>> outc;
+        std::optional<py::array_t<T>> masked;
+        if (from_output) {
+            const py::array out = relu_out.cast<py::array>();
+            require_same_dtype(x, "x", out, "relu_out");
+            require_shape(out, shape_of(x), "batchnorm relu_out");
+            outc = Contig<T>(out);
+            masked = py::array_t<T>(shape_of(x));
+        }
         py::array_t<T> dx(shape_of(x)), dgamma(s.K), dbeta(s.K);
         const T *dp = dc.data(), *xp = xc.data(), *gp = gc.data(), *mp = mc.data(),
-                *ip = ic.data(), *bp = bc.data();
-        T *dxp = dx.mutable_data(), *dgp = dgamma.mutable_data(), *dbp = dbeta.mutable_data();
+                *ip = ic.data(), *bp = bc.data(), *op = outc ? outc->data() : nullptr;
+        T *dxp = dx.mutable_data(), *dgp = dgamma.mutable_data(), *dbp = dbeta.mutable_data(),
+          *wp = masked ? masked->mutable_data() : nullptr;
         {
             py::gil_scoped_release nogil;
-            channel_norm_backward(s, train, relu, dp, xp, mp, ip, gp, bp, dxp, dgp, dbp);
+            channel_norm_backward(s, train, relu, dp, xp, mp, ip, gp, bp, op, wp, dxp, dgp, dbp);
         }
+        if (masked) return py::make_tuple(dx, dgamma, dbeta, *masked);
         return py::make_tuple(dx, dgamma, dbeta);
     });
 }
@@ -758,7 +860,7 @@ py::tuple py_conv_chain_forward(const py::array& x, const py::array& w, const py
             py::gil_scoped_release nogil;
             conv_forward(g, xc.data(), wc.data(), bc.data(), conv_out.mutable_data());
             if (normed) {
-                channel_norm_forward(NormShape{g.N, g.F, g.positions()}, false, false, eps,
+                channel_norm_forward(NormShape{g.N, g.F, g.positions()}, false, NormTail<T>{}, eps,
                                      conv_out.data(), gamma->data(), beta->data(),
                                      mean->mutable_data(), var->mutable_data(),
                                      inv_std->mutable_data(), norm_out->mutable_data());
@@ -1072,6 +1174,10 @@ PYBIND11_MODULE(_C, m) {
         return out;
     }, "The array pool's bytes in use, kept and at the peak, and its blocks reused and new;\n"
        "the kernels' scratch the calling thread keeps for its next calls.");
+    m.def("keep_freed_heap", &keep_freed_heap,
+          "Has the C library keep the heap's freed memory for the next allocations (glibc:\n"
+          "blocks under 32 MB from the heap, up to 64 MB kept free at its top) rather than\n"
+          "return it whenever 128 KB are free; True if it took the settings (array_pool.h).");
     m.def("release_array_pool", [] {
         release_array_pool();
         ++kept_scratch_releases;
@@ -1139,6 +1245,11 @@ PYBIND11_MODULE(_C, m) {
           "beta1"_a, "beta2"_a, "epsilon"_a, "t"_a,
           "One Adam step in place on w, m, v (C-contiguous, one float dtype); t already\n"
           "incremented. Same numbers as graphnet.optim.adam's numpy path.");
+    m.def("adam_step", &py_adam_step, "w"_a, "dw"_a, "config"_a,
+          "graphnet.optim.adam(w, dw, config) when config is well-formed (Python numbers, t\n"
+          "an int, m and v arrays to update in place) and w, dw plain float arrays of one dtype\n"
+          "and shape, w C-contiguous and writeable: the update made, t incremented, True.\n"
+          "Anything else: False, nothing changed.");
     m.def("recurrent_forward", &py_recurrent_forward, "cell"_a, "x"_a, "h0"_a, "Wx"_a, "Wh"_a,
           "b"_a, "keep"_a = true,
           "A tanh RNN (cell 'rnn') or an LSTM from a zero cell state (cell 'lstm', gates\n"
@@ -1171,17 +1282,20 @@ PYBIND11_MODULE(_C, m) {
           "conv_forward, channel_norm_forward, numpy's +, relu_forward and max_pool_forward\n"
           "return it.");
     m.def("channel_norm_forward", &py_channel_norm_forward, "x"_a, "gamma"_a, "beta"_a, "eps"_a,
-          "mean"_a = py::none(), "var"_a = py::none(), "relu"_a = false,
+          "mean"_a = py::none(), "var"_a = py::none(), "relu"_a = false, "skip"_a = py::none(),
+          "skip_first"_a = false,
           "Batchnorm of x (N, C, ...) per channel (axis 1) -> (out, mean, var, inv_std), the\n"
           "last three (C,) in x's dtype. Without mean and var: the batch's (biased variance),\n"
           "in one float64 pass; with them (eval mode): those. out = gamma * (x - mean) * inv_std\n"
-          "+ beta, inv_std = 1 / sqrt(var + eps); relu: its relu. Deterministic for any number\n"
+          "+ beta, inv_std = 1 / sqrt(var + eps); relu: its relu; with skip (x's shape, relu\n"
+          "only): the relu of it + skip (skip_first: skip + it). Deterministic for any number\n"
           "of threads.");
     m.def("channel_norm_backward", &py_channel_norm_backward, "dout"_a, "x"_a, "gamma"_a,
-          "mean"_a, "inv_std"_a, "train"_a, "beta"_a = py::none(),
+          "mean"_a, "inv_std"_a, "train"_a, "beta"_a = py::none(), "relu_out"_a = py::none(),
           "Gradients of channel_norm_forward -> (dx, dgamma, dbeta); train: mean and inv_std\n"
           "were the batch's (they depend on x), else constants. With beta: of the forward with\n"
-          "relu, dout being the relu output's gradient.");
+          "relu, dout being the relu output's gradient. With relu_out (the output of a forward\n"
+          "with a skip): dout passes where it is positive -> (dx, dgamma, dbeta, masked dout).");
     m.def("layer_norm_forward", &py_layer_norm_forward, "x"_a, "gamma"_a, "beta"_a, "eps"_a,
           "relu"_a = false,
           "Layernorm of the rows of x (N, D) -> (out, mean (N,), inv_std (N,)); relu: out is\n"

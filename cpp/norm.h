@@ -26,23 +26,38 @@ struct NormShape {
     int64_t count() const { return outer * inner; }  // entries per k (sizes checked by caller)
 };
 
+// What a channel norm's forward does to each normalized entry y in the same pass: nothing;
+// a relu (a norm -> relu chain, passes/norm_relu.py); or the add of `skip`, an array of x's
+// shape, and then a relu (a residual block's norm -> add(skip) -> relu), the operands in
+// the add gate's order (skip_first: skip + y; they differ only in a NaN's payload).
+template <typename T>
+struct NormTail {
+    bool relu = false;
+    const T* skip = nullptr;  // with relu only
+    bool skip_first = false;
+};
+
 // Batchnorm: out = (x - mean[k]) * gamma[k] * inv_std[k] + beta[k], inv_std = 1 / sqrt(var +
 // eps) computed in T. train: mean and var (biased) are the batch's and are written; else
-// they are read (the running averages). inv_std is written. relu: out is the relu of that
-// (a norm -> relu chain in one pass, passes/norm_relu.py).
+// they are read (the running averages). inv_std is written. tail: what follows (above).
 template <typename T>
-void channel_norm_forward(const NormShape& s, bool train, bool relu, double eps, const T* x,
-                          const T* gamma, const T* beta, T* mean, T* var, T* inv_std, T* out);
+void channel_norm_forward(const NormShape& s, bool train, const NormTail<T>& tail, double eps,
+                          const T* x, const T* gamma, const T* beta, T* mean, T* var,
+                          T* inv_std, T* out);
 
 // Its gradients. train: mean and inv_std came from this batch (so they depend on x); else
 // they were constants. dgamma[k] = sum dout * x_hat, dbeta[k] = sum dout. relu: dout is the
 // gradient of the forward's relu output; it passes where the normalized entry, recomputed
 // from x, mean, inv_std, gamma and beta exactly as the forward did, is positive (beta is
-// read only then and may be null otherwise).
+// read only then and may be null otherwise). relu_out (not null: relu with a skip added
+// before it): the forward's output; dout passes where that is positive (where the relu's
+// input, norm + skip, was), and that masked dout, the gradient of the norm's output and of
+// the skip, is written to `masked` in the same pass (beta is not read).
 template <typename T>
 void channel_norm_backward(const NormShape& s, bool train, bool relu, const T* dout,
                            const T* x, const T* mean, const T* inv_std, const T* gamma,
-                           const T* beta, T* dx, T* dgamma, T* dbeta);
+                           const T* beta, const T* relu_out, T* masked, T* dx, T* dgamma,
+                           T* dbeta);
 
 // Layernorm of the rows of x (N, D): out = (x - mean[n]) * inv_std[n] * gamma[d] + beta[d];
 // writes mean and inv_std (N,). relu: as in channel_norm_forward.

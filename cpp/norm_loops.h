@@ -58,6 +58,28 @@ T through_relu(T dout, T y) {
     return dout * static_cast<T>(y > T(0));
 }
 
+// What channel_forward does to a normalized entry y (NormTail, norm.h), known at compile
+// time: nothing, a relu, or the add of the skip's entry (y + skip, or skip + y) then a relu.
+enum class Tail { none, relu, add_relu, skip_add_relu };
+
+template <Tail tail, typename T>
+T tail_of(T y, const T* skip, int64_t i) {
+    if constexpr (tail == Tail::add_relu) y = y + skip[i];
+    if constexpr (tail == Tail::skip_add_relu) y = skip[i] + y;
+    return relu_if<tail != Tail::none>(y);
+}
+
+// Where channel_backward's dout passes (norm.h): everywhere, where the recomputed
+// normalized entry y is positive, or where the forward's output is (then also written out).
+enum class Mask { none, recomputed, from_output };
+
+template <Mask mask, typename T>
+T passed(T dout, T y, const T* relu_out, int64_t i) {
+    if constexpr (mask == Mask::recomputed) return through_relu(dout, y);
+    if constexpr (mask == Mask::from_output) return through_relu(dout, relu_out[i]);
+    return dout;
+}
+
 int team_for(int64_t pieces, int64_t entries) {
     const int64_t wanted = lesser(pieces, greater<int64_t>(1, entries / kEntriesPerThread));
     return static_cast<int>(greater<int64_t>(1, lesser<int64_t>(num_threads(), wanted)));
@@ -66,11 +88,11 @@ int team_for(int64_t pieces, int64_t entries) {
 // Brings `segs` segments of `len` entries, `stride` apart, into L2: the next block of a
 // channel's planes (one 4 KB page each on 32 x 32 images, where the hardware's prefetcher
 // starts over at every page), while this block's sums run. Touches no value.
-template <typename T>
+template <typename T, int write = 0>
 void prefetch_segments(const T* x, int64_t segs, int64_t stride, int64_t len) {
     constexpr int64_t kLine = 64 / static_cast<int64_t>(sizeof(T));
     for (int64_t s = 0; s < segs; ++s) {
-        for (int64_t i = 0; i < len; i += kLine) __builtin_prefetch(x + s * stride + i, 0, 2);
+        for (int64_t i = 0; i < len; i += kLine) __builtin_prefetch(x + s * stride + i, write, 2);
     }
 }
 
@@ -224,10 +246,11 @@ void column_moments(int64_t N, int64_t K, int64_t j0, int64_t width, const T* x,
     }
 }
 
-// channel_norm_forward with the relu known at compile time (no test of it inside the loops).
-template <bool relu, typename T>
+// channel_norm_forward with its tail known at compile time (no test of it inside the loops).
+template <Tail tail, typename T>
 void channel_forward(const NormShape& s, bool train, double eps, const T* x, const T* gamma,
-                     const T* beta, T* mean, T* var, T* inv_std, T* out) {
+                     const T* beta, const T* skip, T* mean, T* var, T* inv_std, T* out) {
+    constexpr bool added = tail == Tail::add_relu || tail == Tail::skip_add_relu;
     // The statistics of one k (or of a block of columns), then its outputs while its
     // entries are still in cache.
     const auto finish = [&](int64_t k, double m, double v) {
@@ -249,10 +272,11 @@ void channel_forward(const NormShape& s, bool train, double eps, const T* x, con
             const T *mb = mean + j0, *bb = beta + j0;
             for (int64_t n = 0; n < s.outer; ++n) {
                 const T* row = x + n * s.K + j0;
+                const T* sk = added ? skip + n * s.K + j0 : nullptr;
                 T* o = out + n * s.K + j0;
 #pragma omp simd
                 for (int64_t j = 0; j < width; ++j) {
-                    o[j] = relu_if<relu>((row[j] - mb[j]) * scale[j] + bb[j]);
+                    o[j] = tail_of<tail>((row[j] - mb[j]) * scale[j] + bb[j], sk, j);
                 }
             }
         }
@@ -270,19 +294,23 @@ void channel_forward(const NormShape& s, bool train, double eps, const T* x, con
         const T m = mean[k], a = gamma[k] * inv_std[k], b = beta[k];
         for (int64_t o = 0; o < s.outer; ++o) {
             const T* p = x + o * stride + k * s.inner;
+            const T* sk = added ? skip + o * stride + k * s.inner : nullptr;
             T* q = out + o * stride + k * s.inner;
 #pragma omp simd
-            for (int64_t i = 0; i < s.inner; ++i) q[i] = relu_if<relu>((p[i] - m) * a + b);
+            for (int64_t i = 0; i < s.inner; ++i) q[i] = tail_of<tail>((p[i] - m) * a + b, sk, i);
         }
     }
 }
 
 template <typename T>
-void channel_norm_forward_loops(const NormShape& s, bool train, bool relu, double eps,
-                                const T* x, const T* gamma, const T* beta, T* mean, T* var,
-                                T* inv_std, T* out) {
-    (relu ? channel_forward<true, T> : channel_forward<false, T>)(s, train, eps, x, gamma, beta,
-                                                                  mean, var, inv_std, out);
+void channel_norm_forward_loops(const NormShape& s, bool train, const NormTail<T>& tail,
+                                double eps, const T* x, const T* gamma, const T* beta, T* mean,
+                                T* var, T* inv_std, T* out) {
+    const auto run = !tail.relu          ? channel_forward<Tail::none, T>
+                     : tail.skip == nullptr ? channel_forward<Tail::relu, T>
+                     : tail.skip_first      ? channel_forward<Tail::skip_add_relu, T>
+                                            : channel_forward<Tail::add_relu, T>;
+    run(s, train, eps, x, gamma, beta, tail.skip, mean, var, inv_std, out);
 }
 
 // The gradients of one k from its sums: dbeta = sum dout, dgamma = sum dout * x_hat, and
@@ -301,13 +329,15 @@ struct ChannelGrad {
     }
 };
 
-// channel_norm_backward with the relu known at compile time (no test of it inside the loops).
-template <bool relu, typename T>
+// channel_norm_backward with its mask known at compile time (no test of it inside the loops).
+template <Mask mask, typename T>
 void channel_backward(const NormShape& s, bool train, const T* dout, const T* x, const T* mean,
-                      const T* inv_std, const T* gamma, const T* beta, T* dx, T* dgamma,
-                      T* dbeta) {
+                      const T* inv_std, const T* gamma, const T* beta, const T* relu_out,
+                      T* masked, T* dx, T* dgamma, T* dbeta) {
     // Per k (or block of columns): sum dout and sum dout * (x - mean) in float64, then dx
-    // while the entries are still in cache.
+    // while the entries are still in cache. Masked from the forward's output, the first
+    // pass writes the masked dout, which the second reads back (from cache) as its dout.
+    constexpr bool recomputed = mask == Mask::recomputed, written = mask == Mask::from_output;
     const double count = static_cast<double>((s.outer * s.inner));
     if (s.inner == 1) {
         const int64_t blocks = (s.K + kColumns - 1) / kColumns;
@@ -315,19 +345,21 @@ void channel_backward(const NormShape& s, bool train, const T* dout, const T* x,
         for (int64_t b = 0; b < blocks; ++b) {
             const int64_t j0 = b * kColumns, width = lesser(kColumns, s.K - j0);
             const T* m = mean + j0;
-            // With a relu: its output's scale and shift, to tell where it passed dout.
+            // With a recomputed relu: its output's scale and shift, to tell where it passed.
             T scale[kColumns], shift[kColumns];
             for (int64_t j = 0; j < width; ++j) {
-                scale[j] = relu ? gamma[j0 + j] * inv_std[j0 + j] : T(0);
-                shift[j] = relu ? beta[j0 + j] : T(0);
+                scale[j] = recomputed ? gamma[j0 + j] * inv_std[j0 + j] : T(0);
+                shift[j] = recomputed ? beta[j0 + j] : T(0);
             }
             double sd[kColumns] = {}, sdx[kColumns] = {};
             for (int64_t n = 0; n < s.outer; ++n) {
-                const T *g = dout + n * s.K + j0, *p = x + n * s.K + j0;
+                const int64_t at = n * s.K + j0;
+                const T *g = dout + at, *p = x + at, *r = written ? relu_out + at : nullptr;
+                T* w = written ? masked + at : nullptr;
 #pragma omp simd
                 for (int64_t j = 0; j < width; ++j) {
-                    const T y = (p[j] - m[j]) * scale[j] + shift[j];
-                    const T gj = relu ? through_relu(g[j], y) : g[j];
+                    const T gj = passed<mask>(g[j], (p[j] - m[j]) * scale[j] + shift[j], r, j);
+                    if constexpr (written) w[j] = gj;
                     sd[j] += gj;
                     sdx[j] += static_cast<double>(gj) * static_cast<double>(p[j] - m[j]);
                 }
@@ -340,12 +372,14 @@ void channel_backward(const NormShape& s, bool train, const T* dout, const T* x,
                 c1[j] = cg.c1, c2[j] = cg.c2, c3[j] = cg.c3;
             }
             for (int64_t n = 0; n < s.outer; ++n) {
-                const T *g = dout + n * s.K + j0, *p = x + n * s.K + j0;
-                T* d = dx + n * s.K + j0;
+                const int64_t at = n * s.K + j0;
+                const T *g = written ? masked + at : dout + at, *p = x + at;
+                T* d = dx + at;
 #pragma omp simd
                 for (int64_t j = 0; j < width; ++j) {
-                    const T y = (p[j] - m[j]) * scale[j] + shift[j];
-                    const T gj = relu ? through_relu(g[j], y) : g[j];
+                    const T gj = recomputed
+                                     ? through_relu(g[j], (p[j] - m[j]) * scale[j] + shift[j])
+                                     : g[j];
                     d[j] = c1[j] * gj + (c2[j] * (p[j] - m[j]) + c3[j]);
                 }
             }
@@ -357,16 +391,23 @@ void channel_backward(const NormShape& s, bool train, const T* dout, const T* x,
     for (int64_t k = 0; k < s.K; ++k) {
         double sd = 0, sdx = 0;
         const T m = mean[k];
-        const T a = relu ? gamma[k] * inv_std[k] : T(0), b = relu ? beta[k] : T(0);
+        const T a = recomputed ? gamma[k] * inv_std[k] : T(0), b = recomputed ? beta[k] : T(0);
         for (int64_t o = 0; o < s.outer; ++o) {
-            const T *g = dout + o * stride + k * s.inner, *p = x + o * stride + k * s.inner;
+            const int64_t at = o * stride + k * s.inner;
+            const T *g = dout + at, *p = x + at, *r = written ? relu_out + at : nullptr;
+            T* w = written ? masked + at : nullptr;
             if (o + 1 < s.outer && s.inner < kBlock) {  // (a larger plane's burst of
                 prefetch_segments(g + stride, 1, stride, s.inner);  // prefetches stalled)
                 prefetch_segments(p + stride, 1, stride, s.inner);
+                if (written) {
+                    prefetch_segments(r + stride, 1, stride, s.inner);
+                    prefetch_segments<T, 1>(w + stride, 1, stride, s.inner);
+                }
             }
 #pragma omp simd reduction(+ : sd, sdx)
             for (int64_t i = 0; i < s.inner; ++i) {
-                const T gi = relu ? through_relu(g[i], (p[i] - m) * a + b) : g[i];
+                const T gi = passed<mask>(g[i], (p[i] - m) * a + b, r, i);
+                if constexpr (written) w[i] = gi;
                 sd += gi;
                 sdx += static_cast<double>(gi) * static_cast<double>(p[i] - m);
             }
@@ -374,11 +415,12 @@ void channel_backward(const NormShape& s, bool train, const T* dout, const T* x,
         const ChannelGrad<T> cg(train, count, gamma[k], inv_std[k], sd, sdx, dgamma[k],
                                 dbeta[k]);
         for (int64_t o = 0; o < s.outer; ++o) {
-            const T *g = dout + o * stride + k * s.inner, *p = x + o * stride + k * s.inner;
-            T* d = dx + o * stride + k * s.inner;
+            const int64_t at = o * stride + k * s.inner;
+            const T *g = written ? masked + at : dout + at, *p = x + at;
+            T* d = dx + at;
 #pragma omp simd
             for (int64_t i = 0; i < s.inner; ++i) {
-                const T gi = relu ? through_relu(g[i], (p[i] - m) * a + b) : g[i];
+                const T gi = recomputed ? through_relu(g[i], (p[i] - m) * a + b) : g[i];
                 d[i] = cg.c1 * gi + (cg.c2 * (p[i] - m) + cg.c3);
             }
         }
@@ -388,9 +430,12 @@ void channel_backward(const NormShape& s, bool train, const T* dout, const T* x,
 template <typename T>
 void channel_norm_backward_loops(const NormShape& s, bool train, bool relu, const T* dout,
                                  const T* x, const T* mean, const T* inv_std, const T* gamma,
-                                 const T* beta, T* dx, T* dgamma, T* dbeta) {
-    (relu ? channel_backward<true, T> : channel_backward<false, T>)(
-        s, train, dout, x, mean, inv_std, gamma, beta, dx, dgamma, dbeta);
+                                 const T* beta, const T* relu_out, T* masked, T* dx, T* dgamma,
+                                 T* dbeta) {
+    const auto run = relu_out != nullptr ? channel_backward<Mask::from_output, T>
+                     : relu              ? channel_backward<Mask::recomputed, T>
+                                         : channel_backward<Mask::none, T>;
+    run(s, train, dout, x, mean, inv_std, gamma, beta, relu_out, masked, dx, dgamma, dbeta);
 }
 
 // mean[k] and inv_std[k] = 1 / sqrt(var + eps) of slice k from its moments, in T.

@@ -70,11 +70,11 @@ void skinny_gemm_rows(int64_t, int64_t, int64_t, int64_t, const float*, int64_t,
     absent("skinny_gemm_rows");
 }
 void gemm_rows_avx512(int64_t, int64_t, int64_t, int64_t, const float*, int64_t, const float*,
-                      int64_t, float*, int64_t, bool) {
+                      int64_t, float*, int64_t, bool, GemmTransposes, float*) {
     absent("gemm_rows_avx512");
 }
 void gemm_rows_avx512(int64_t, int64_t, int64_t, int64_t, const double*, int64_t,
-                      const double*, int64_t, double*, int64_t, bool) {
+                      const double*, int64_t, double*, int64_t, bool, GemmTransposes, double*) {
     absent("gemm_rows_avx512");
 }
 void gemm_rows_grouped_avx512(int64_t, int64_t, int64_t, int64_t, const float*, int64_t,
@@ -170,13 +170,13 @@ void log_softmax_row_backward_avx2(int64_t, const float*, const float*, float, f
 }
 
 template <typename T>
-void channel_norm_forward_avx2(const NormShape&, bool, bool, double, const T*, const T*,
-                               const T*, T*, T*, T*, T*) {
+void channel_norm_forward_avx2(const NormShape&, bool, const NormTail<T>&, double, const T*,
+                               const T*, const T*, T*, T*, T*, T*) {
     absent("channel_norm_forward_avx2");
 }
 template <typename T>
 void channel_norm_backward_avx2(const NormShape&, bool, bool, const T*, const T*, const T*,
-                                const T*, const T*, const T*, T*, T*, T*) {
+                                const T*, const T*, const T*, const T*, T*, T*, T*, T*) {
     absent("channel_norm_backward_avx2");
 }
 template <typename T>
@@ -201,11 +201,12 @@ void group_norm_backward_avx2(int64_t, int64_t, int64_t, int64_t, const GroupAct
     absent("group_norm_backward_avx2");
 }
 #define GRAPHNET_NORM_ABSENT(T)                                                                \
-    template void channel_norm_forward_avx2<T>(const NormShape&, bool, bool, double, const T*, \
-                                               const T*, const T*, T*, T*, T*, T*);            \
+    template void channel_norm_forward_avx2<T>(const NormShape&, bool, const NormTail<T>&,     \
+                                               double, const T*, const T*, const T*, T*, T*,   \
+                                               T*, T*);                                        \
     template void channel_norm_backward_avx2<T>(const NormShape&, bool, bool, const T*,        \
                                                 const T*, const T*, const T*, const T*,        \
-                                                const T*, T*, T*, T*);                         \
+                                                const T*, const T*, T*, T*, T*, T*);           \
     template void layer_norm_forward_avx2<T>(int64_t, int64_t, bool, double, const T*,         \
                                              const T*, const T*, T*, T*, T*);                  \
     template void layer_norm_backward_avx2<T>(int64_t, int64_t, bool, const T*, const T*,      \

@@ -34,6 +34,12 @@ from .store import BackwardRecord, ValueStore
 WALK_MEMORY = (
     None if os.environ.get("GRAPHNET_RETURN_FREED_MEMORY", "") not in ("", "0") else _C.array_pool
 )
+if WALK_MEMORY is not None:
+    # The kernels' scratch and the walks' arrays under the pool's 256 KB come from the C
+    # library's heap, which by default gives its free top back to the system past 128 KB:
+    # a loop of model.loss at batch 1 then faulted its buffers in again on every call
+    # (docs/performance/overhead.md). Keep them likewise, for the whole process.
+    _C.keep_freed_heap()
 
 
 class ForwardEvent(NamedTuple):

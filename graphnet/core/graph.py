@@ -654,6 +654,14 @@ class ParamDict(MutableMapping):
 
     def __setitem__(self, name: str, value: Any) -> None:
         node = self._param(name)
+        if (
+            type(value) is np.ndarray
+            and value.ndim
+            and value is self._graph.store.values[node.index]
+        ):
+            # The param's own array handed back (graphnet.optim updates it in place, and the
+            # Solver assigns what it returns): already checked and stored, nothing changes.
+            return
         array = np.asarray(value)
         if array.dtype.kind != "f":
             raise GraphError(f"param {name!r} must be a float array, got dtype {array.dtype}")

@@ -58,9 +58,11 @@ class BatchNorm(Gate):
                 raise ShapeError(f"{name} must be ({features},) for x {x}, got {param}")
         return x
 
-    def forward(self, state, training, x, gamma, beta, relu=False):
+    def forward(self, state, training, x, gamma, beta, relu=False, skip=None, skip_first=False):
         """relu: return the relu of the output instead (a fused batchnorm -> relu step,
-        passes/norm_relu.py; for the arrays `norm.native` takes only)."""
+        passes/norm_relu.py; for the arrays `norm.native` takes only); with skip, the relu
+        of the output + skip (skip_first: skip + the output; a fused batchnorm -> add ->
+        relu step, skip of x's shape and dtype)."""
         if norm.native(x, gamma, beta):  # C++, on x's own layout
             out, cache, state["running_mean"], state["running_var"] = norm.batchnorm_forward(
                 x,
@@ -72,6 +74,8 @@ class BatchNorm(Gate):
                 state.get("running_var"),
                 training,
                 relu,
+                skip,
+                skip_first,
             )
             return out, cache
         # Mixed or integer dtypes: the numpy reference promotes them as numpy does.

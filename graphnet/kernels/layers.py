@@ -126,12 +126,14 @@ def _check_scores_and_labels(fn, x, y):
     if y.dtype.kind not in "iu":
         raise ValueError(f"{fn}: labels y must be integers, got dtype {y.dtype}")
     _check_shape(fn, "y", y, (N,))
-    if y.min() < 0 or y.max() >= C:
+    labels = y.astype(np.intp, copy=False)
+    # One reduction: read as unsigned words, a negative label is larger than any C.
+    if np.maximum.reduce(labels.view(np.uintp)) >= C:
         raise ValueError(
             f"{fn}: labels must lie in [0, {C}) for x of shape {x.shape}, "
             f"got min {y.min()} and max {y.max()}"
         )
-    return y.astype(np.intp, copy=False)
+    return labels
 
 
 # --------------------------------------------------------------------------- affine, relu
@@ -192,14 +194,17 @@ def softmax_loss(x, y):
     """
     x = _float_array(x, "softmax_loss", "x")
     y = _check_scores_and_labels("softmax_loss", x, y)
-    N = x.shape[0]
-    rows = np.arange(N)
+    N, C = x.shape
     # Subtracting the row maximum leaves softmax unchanged and keeps exp from overflowing.
-    shifted = x - x.max(axis=1, keepdims=True)
-    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    loss = -log_probs[rows, y].mean()
+    # (The ufuncs' reductions called directly, and the labels' entries read and written by
+    # their flat indices with take and put rather than indexed by (rows, y): the same
+    # numbers with fewer numpy calls, which at batch 1 cost more than the arithmetic.)
+    shifted = x - np.maximum.reduce(x, axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.add.reduce(np.exp(shifted), axis=1, keepdims=True))
+    at_label = np.arange(0, N * C, C) + y  # row r's label y[r] at r * C + y[r]
+    loss = -log_probs.take(at_label).mean()
     dx = np.exp(log_probs)
-    dx[rows, y] -= 1
+    dx.put(at_label, dx.take(at_label) - 1)
     dx /= N
     return float(loss), dx
 

@@ -63,6 +63,15 @@ class ReluNormCache(NormCache):
     __slots__ = ()
 
 
+class SkipReluNormCache(NormCache):
+    """The same cache, of a batchnorm forward that also added a skip to its output and
+    wrote the relu of the sum (a fused norm -> add -> relu step, passes/norm_relu.py):
+    batchnorm_skip_relu_backward takes it, with that relu's output, which says where the
+    relu passed the gradient. A backward of the norm alone reads it as a NormCache."""
+
+    __slots__ = ()
+
+
 class ActivationNormCache(NormCache):
     """The cache of a groupnorm forward that also applied an activation to its output (a
     fused groupnorm -> activation step, passes/norm_activation.py): a backward through
@@ -73,7 +82,9 @@ class ActivationNormCache(NormCache):
     __slots__ = ()
 
 
-def _cache(relu):
+def _cache(relu, skip=None):
+    if skip is not None:
+        return SkipReluNormCache
     return ReluNormCache if relu else NormCache
 
 
@@ -87,30 +98,35 @@ def batchnorm_forward(
     running_var: Optional[np.ndarray],
     train: bool,
     relu: bool = False,
+    skip: Optional[np.ndarray] = None,
+    skip_first: bool = False,
 ) -> Tuple[np.ndarray, NormCache, np.ndarray, np.ndarray]:
     """Batchnorm of x (N, C, ...) per channel (axis 1): (N, D) or (N, C, H, W).
 
     Train mode normalizes with the batch's mean and biased variance and returns the running
     averages updated as the course does (momentum * running + (1 - momentum) * batch);
     eval mode normalizes with the running averages (zeros when None) and returns them.
-    relu: out is the relu of the normalized x. Returns (out, cache, running_mean,
-    running_var).
+    relu: out is the relu of the normalized x; with skip (an array of x's shape and dtype:
+    a residual block's skip), the relu of the normalized x + skip (skip_first: skip + the
+    normalized x, the add gate's order of operands), and the cache a SkipReluNormCache.
+    Returns (out, cache, running_mean, running_var).
     """
     C = x.shape[1]
     running_mean = _running(running_mean, C, x.dtype, "running_mean")
     running_var = _running(running_var, C, x.dtype, "running_var")
+    tail = {"relu": relu, "skip": skip, "skip_first": skip_first}
     if not train:
         out, mean, _, inv_std = _C.channel_norm_forward(
-            x, gamma, beta, eps, _as(running_mean, x.dtype), _as(running_var, x.dtype), relu
+            x, gamma, beta, eps, _as(running_mean, x.dtype), _as(running_var, x.dtype), **tail
         )
-        cache = _cache(relu)(False, x, mean, inv_std, gamma, beta, "channel")
+        cache = _cache(relu, skip)(False, x, mean, inv_std, gamma, beta, "channel")
         return out, cache, running_mean, running_var
     if x.size == 0:
         raise ValueError(f"batchnorm: train mode needs a non-empty batch, got x of shape {x.shape}")
-    out, mean, var, inv_std = _C.channel_norm_forward(x, gamma, beta, eps, relu=relu)
+    out, mean, var, inv_std = _C.channel_norm_forward(x, gamma, beta, eps, **tail)
     running_mean = momentum * running_mean + (1 - momentum) * mean
     running_var = momentum * running_var + (1 - momentum) * var
-    cache = _cache(relu)(True, x, mean, inv_std, gamma, beta, "channel")
+    cache = _cache(relu, skip)(True, x, mean, inv_std, gamma, beta, "channel")
     return out, cache, running_mean, running_var
 
 
@@ -119,14 +135,30 @@ def batchnorm_backward(
 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(dx, dgamma, dbeta) of batchnorm_forward, for train or eval mode as it ran. relu
     (the forward's too): dout is the gradient of the relu's output."""
+    return _channel_backward(dout, cache, beta=_relu_beta(cache, relu))
+
+
+def batchnorm_skip_relu_backward(
+    dout: np.ndarray, cache: NormCache, relu_out: np.ndarray
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The gradients of a batchnorm_forward with a skip (its cache a SkipReluNormCache):
+    dout is the gradient of its output `relu_out`, the relu of the normalized x + skip.
+    Returns (dx, dgamma, dbeta, dout masked where relu_out > 0); the last is the gradient
+    of the normalized x and of the skip (the relu gate's, then the add gate's), written in
+    the pass that reduces dout."""
+    if not isinstance(cache, SkipReluNormCache):
+        raise ValueError(
+            "a backward through a skip and a relu needs the cache of a forward with them"
+        )
+    return _channel_backward(dout, cache, relu_out=relu_out)
+
+
+def _channel_backward(dout, cache, **relu):
+    """The channel norm kernel's backward on `cache`, through a relu as `relu` says (beta:
+    recomputed; relu_out: the relu's output, after a skip)."""
+    x = cache.x
     return _C.channel_norm_backward(
-        _like(dout, cache.x),
-        cache.x,
-        cache.gamma,
-        cache.mean,
-        cache.inv_std,
-        cache.train,
-        _relu_beta(cache, relu),
+        _like(dout, x), x, cache.gamma, cache.mean, cache.inv_std, cache.train, **relu
     )
 
 

@@ -1,4 +1,5 @@
-"""batchnorm / spatial batchnorm / layernorm -> relu as one step each way, in train mode too.
+"""batchnorm / spatial batchnorm / layernorm -> relu as one step each way, in train mode too;
+batchnorm / spatial batchnorm -> add(skip) -> relu (a residual block's end) likewise.
 
 Gate by gate, the relu reads the norm's whole output and writes its own and a mask
 forward, then reads the mask and the gradient and writes another gradient backward. Where
@@ -18,6 +19,25 @@ in `perf`, went to it). A backward after a forward that did not run fused (gate 
 the eval-mode fold of batchnorm_fold.py) runs the two gates: only a cache of the fused
 forward (kernels.norm.ReluNormCache) says where its relu passed.
 
+NormAddRelu: where a (spatial) batchnorm feeds only an add, and that add only a relu (a
+residual block's last norm, its skip added, then the relu; the add's operands either way
+round; the skip read by anything else too), the norm kernel adds the skip to each
+normalized entry and writes the relu of the sum in its normalizing pass: no pass of the
+add's (two arrays read, one written) nor of the relu's. Backward, the relu's output (kept
+anyway: the next block reads it) says where the relu passed (> 0 where norm + skip was);
+the kernel masks the gradient with it in its reducing pass and writes that masked
+gradient there (the add gate's gradient of both its operands), which the step hands to
+the skip and reads back for dx. Bit for bit the three gates' values, caches and
+gradients, in train and eval mode; the norm's and the add's values are deferred (the add's
+to the add gate, on the norm's deferred value and the skip as they were), the relu's mask
+lazily as above (kernels.norm.SkipReluNormCache says the forward ran fused); the add keeps
+no cache. The step sits where the relu's step was forward and where the add's was
+backward, so the skip's gradient sums what it receives in the gates' order. In eval mode
+the norm is not folded into a conv before it: the fold would leave the add and the relu
+two passes, and the kernel's one pass with the running averages costs less. An add that
+broadcasts, or a skip of another dtype, runs the three gates; layernorm -> add -> relu is
+not fused (no network of the zoo has it).
+
 conv -> spatial batchnorm -> relu is one forward step too (ConvBatchnormRelu), so that
 batchnorm_fold.py does not take its first two: in eval mode it is that fold with the relu
 taken by the conv kernel (batchnorm_fold.forward_run), in train mode the conv gate
@@ -27,14 +47,19 @@ which run it on the pooled values only. Groupnorm -> relu is not fused (no netwo
 zoo has it).
 """
 
+import functools
+
 import numpy as np
 
 from ..core.plan import Step
+from ..gates.base import unbroadcast
 from ..kernels import norm as norm_kernels
 from . import batchnorm_fold
 from .base import FusionPass, PairPass, kept, readers, register_pass
 
 NORMS = ("batchnorm", "spatial_batchnorm", "layernorm")
+#: The norms whose kernel adds a skip before its relu (NormAddRelu).
+CHANNEL_NORMS = ("batchnorm", "spatial_batchnorm")
 # Below this many entries the relu gate's passes cost less than the fused step's
 # bookkeeping (deferring the norm's value and the relu's mask): the step runs the gates.
 # FC nets of the zoo, batch 16 to 256 (1600 to 25600 entries): fused 0.5% to 4% slower.
@@ -46,7 +71,7 @@ class NormRelu(PairPass):
     def takes(self, steps):
         """A relu that a max pool reads is left to relu_pool.py, which runs it on the pooled
         values only."""
-        pooled = {step.node.inputs[0] for step in steps if step.node.op == "max_pool"}
+        pooled = _pooled(steps)
         return lambda relu, norm: relu.op == "relu" and relu not in pooled and norm.op in NORMS
 
     def forward_run(self, norm, relu):
@@ -56,46 +81,137 @@ class NormRelu(PairPass):
         return _backward(norm, relu)
 
 
-def _norm_forward(norm, state, training, values, relu):
-    """The norm gate's forward of `values` (x, gamma, beta), with its relu or without."""
+@register_pass
+class NormAddRelu(FusionPass):
+    length = 3
+
+    def fuse_forward(self, steps):
+        runs = _skip_runs(steps)
+        inner = {node for norm, add, _ in runs.values() for node in (norm, add)}
+        return [
+            _skip_step(runs[step.node], step.node) if step.node in runs else step
+            for step in steps
+            if step.node not in inner
+        ]
+
+    def fuse_backward(self, steps):
+        runs = _skip_runs(steps)
+        plain = {step.node: step for step in steps if not step.fused}
+        by_add = {add: (norm, skip, relu) for relu, (norm, add, skip) in runs.items()}
+        inner = {node for relu, (norm, _, _) in runs.items() for node in (norm, relu)}
+        fused = []
+        for step in steps:
+            if step.node in by_add:
+                norm, skip, relu = by_add[step.node]
+                add, position = step.node, step.node.inputs.index(skip)
+                fused.append(
+                    Step(
+                        relu,
+                        norm.inputs + (skip,),
+                        _backward(norm, relu, add),
+                        plain[norm].needs + (step.needs[position],),
+                        (norm, add, relu),
+                        edges=tuple((norm, i) for i in range(len(norm.inputs)))
+                        + ((add, position),),
+                    )
+                )
+            elif step.node not in inner:
+                fused.append(step)
+        return fused
+
+
+def _pooled(steps):
+    """The nodes a max pool reads among `steps`."""
+    return {step.node.inputs[0] for step in steps if step.node.op == "max_pool"}
+
+
+def _skip_runs(steps):
+    """{relu: (norm, add, skip)} for each norm -> add -> relu run of single-gate steps
+    among `steps` that NormAddRelu takes: the norm read by the add alone, the add by the
+    relu alone, the relu by no max pool; skip the add's other operand."""
+    plain = {step.node for step in steps if not step.fused}
+    reads = readers(steps)
+    pooled = _pooled(steps)
+    runs = {}
+    for relu in plain:
+        if relu.op != "relu" or relu in pooled:
+            continue
+        add = relu.inputs[0]
+        if add.op != "add" or add not in plain or reads[add] != 1:
+            continue
+        for norm, skip in (add.inputs, add.inputs[::-1]):
+            if norm.op in CHANNEL_NORMS and norm in plain and reads[norm] == 1:
+                runs[relu] = (norm, add, skip)
+                break
+    return runs
+
+
+def _skip_step(run, relu):
+    norm, add, skip = run
+    return Step(relu, norm.inputs + (skip,), forward_run(norm, relu, add), (), (norm, add, relu))
+
+
+def _norm_forward(norm, state, training, values, relu, **skip):
+    """The norm gate's forward of `values` (x, gamma, beta), with its relu or without (and
+    with `skip`: a batchnorm's skip and skip_first, added before its relu)."""
     if norm.gate.stateful:
-        return norm.gate.forward(state, training, *values, relu=relu)
+        return norm.gate.forward(state, training, *values, relu=relu, **skip)
     return norm.gate.forward(*values, relu=relu)
 
 
-def forward_run(norm, relu):
-    """The fused forward step's run(store)."""
+def forward_run(norm, relu, add=None):
+    """The fused forward step's run(store): norm -> relu, or norm -> add -> relu."""
+    skip = None if add is None else add.inputs[add.inputs[0] is norm]
+    skip_first = add is not None and add.inputs[0] is skip
+
+    def run_gates(store, state, training, values):
+        out, store.caches[norm.index] = _norm_forward(norm, state, training, values, False)
+        store.values[norm.index] = out
+        if add is not None:
+            operands = (store.values[i.index] for i in add.inputs)
+            out, store.caches[add.index] = add.gate.forward(*operands)
+            store.values[add.index] = out
+        store.values[relu.index], store.caches[relu.index] = relu.gate.forward(out)
 
     def run(store):
         values = [store.values[i.index] for i in norm.inputs]
+        other = None if skip is None else store.values[skip.index]
         state = store.state(norm.index) if norm.gate.stateful else {}
         training = norm.graph.training
-        # Small, or integers, float16, mixed dtypes (not for the kernels): the two gates.
-        if np.size(values[0]) < SMALLEST or not norm_kernels.native(*values):
-            out, store.caches[norm.index] = _norm_forward(norm, state, training, values, False)
-            store.values[norm.index] = out
-            store.values[relu.index], store.caches[relu.index] = relu.gate.forward(out)
-            return
+        # Small, or integers, float16, mixed dtypes (not for the kernels), an add that
+        # broadcasts: the gates.
+        if (
+            np.size(values[0]) < SMALLEST
+            or not norm_kernels.native(*values, *([] if other is None else [other]))
+            or (other is not None and other.shape != values[0].shape)
+        ):
+            return run_gates(store, state, training, values)
         # The norm's own forward, if its value is read, on the inputs as they are now and,
         # in eval mode, the running averages (train mode normalizes with the batch's).
         frozen = {} if training else {k: np.array(v) for k, v in state.items()}
-        out, store.caches[norm.index] = _norm_forward(norm, state, training, values, True)
+        tail = {} if other is None else {"skip": other, "skip_first": skip_first}
+        out, store.caches[norm.index] = _norm_forward(norm, state, training, values, True, **tail)
         store.values[relu.index] = out
         inputs = [kept(node, value) for node, value in zip(norm.inputs, values)]
-        store.defer(
-            "value",
-            norm.index,
-            lambda: _norm_forward(norm, frozen, training, inputs, False)[0],
-            out.shape,
+        normalized = functools.cache(
+            lambda: _norm_forward(norm, frozen, training, inputs, False)[0]
         )
+        store.defer("value", norm.index, normalized, out.shape)
+        if add is not None:  # the add gate's of the norm's value and the skip as it is now
+            addend = kept(skip, other)
+            operands = lambda: (addend, normalized()) if skip_first else (normalized(), addend)  # noqa: E731
+            store.defer("value", add.index, lambda: add.gate.forward(*operands())[0], out.shape)
+            store.caches[add.index] = None
         store.defer("cache", relu.index, lambda: out > 0, lazy=True)
 
     return run
 
 
-def _backward(norm, relu):
+def _backward(norm, relu, add=None):
     def run(store, needs):
         dout, cache = store.grads[relu.index], store.caches[norm.index]
+        if add is not None:
+            return _through_skip(store, needs, dout, cache)
         kernel_cache = cache[0] if norm.op == "layernorm" else cache
         if not isinstance(kernel_cache, norm_kernels.ReluNormCache):
             (masked,) = relu.gate.backward(dout, store.cache(relu.index), (True,))
@@ -107,6 +223,23 @@ def _backward(norm, relu):
         store.defer("grad", norm.index, lambda: relu.gate.backward(dout, out > 0, (True,))[0])
         return norm.gate.backward(dout, cache, needs, relu=True)
 
+    def _through_skip(store, needs, dout, cache):
+        """(the norm inputs' gradients..., the skip's) through norm -> add -> relu."""
+        if not isinstance(cache, norm_kernels.SkipReluNormCache):  # the forward ran the gates
+            (through,) = relu.gate.backward(dout, store.cache(relu.index), (True,))
+            store.grads[add.index] = through
+            to_add = add.gate.backward(through, store.cache(add.index), (True, True))
+            at = add.inputs.index(norm)
+            to_norm = unbroadcast(to_add[at], np.shape(store.value(norm.index)))
+            store.grads[norm.index] = to_norm
+            grads = norm.gate.backward(to_norm, store.cache(norm.index), needs[:-1])
+            return (*grads, to_add[1 - at])
+        *grads, masked = norm_kernels.batchnorm_skip_relu_backward(
+            dout, cache, store.value(relu.index)
+        )
+        store.grads[add.index] = store.grads[norm.index] = masked
+        return (*grads, masked)
+
     return run
 
 
@@ -117,7 +250,7 @@ class ConvBatchnormRelu(FusionPass):
     def fuse_forward(self, steps):
         plain = {step.node for step in steps if not step.fused}
         reads = readers(steps)
-        pooled = {step.node.inputs[0] for step in steps if step.node.op == "max_pool"}
+        pooled = _pooled(steps)
         relus = {
             relu
             for relu in plain

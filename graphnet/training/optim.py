@@ -19,15 +19,22 @@ from ..kernels import _C
 
 __all__ = ["sgd", "sgd_momentum", "rmsprop", "adam"]
 
+# Each rule's hyperparameters and their defaults, in the order they are filled in.
+_SGD_DEFAULTS = {"learning_rate": 1e-2}
+_MOMENTUM_DEFAULTS = {"learning_rate": 1e-2, "momentum": 0.9}
+_RMSPROP_DEFAULTS = {"learning_rate": 1e-2, "decay_rate": 0.99, "epsilon": 1e-8}
+_ADAM_DEFAULTS = {"learning_rate": 1e-3, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8, "t": 0}
 
-def _prepare(rule, w, dw, config, **defaults):
-    """Return (w to update, dw, config with defaults filled in)."""
-    a = np.asarray(w)
-    if a is w and a.dtype.kind == "f" and a.flags.writeable:
-        target = w
+
+def _prepare(rule, w, dw, config, defaults):
+    """Return (w to update, dw, config with `defaults` filled in)."""
+    if type(w) is np.ndarray and w.dtype.kind == "f" and w.flags.writeable:
+        target = w  # np.asarray(w) is w exactly for a plain ndarray
     else:
+        a = np.asarray(w)
         target = np.array(a, dtype=a.dtype if a.dtype.kind == "f" else np.float64)
-    dw = np.asarray(dw)
+    if type(dw) is not np.ndarray:
+        dw = np.asarray(dw)
     if dw.shape != target.shape:
         raise ValueError(f"{rule}: dw has shape {dw.shape} but w has shape {target.shape}")
     config = {} if config is None else config
@@ -37,9 +44,11 @@ def _prepare(rule, w, dw, config, **defaults):
             f"{type(config).__name__}"
         )
     for key, value in defaults.items():
-        config.setdefault(key, value)
-        if isinstance(config[key], bool) or not isinstance(config[key], (int, float, np.number)):
-            raise ValueError(f"{rule}: config[{key!r}] must be a number, got {config[key]!r}")
+        item = config.setdefault(key, value)
+        if type(item) is not float and (
+            isinstance(item, bool) or not isinstance(item, (int, float, np.number))
+        ):
+            raise ValueError(f"{rule}: config[{key!r}] must be a number, got {item!r}")
     return target, dw, config
 
 
@@ -61,7 +70,7 @@ def sgd(w, dw, config=None):
 
     config: 'learning_rate' (1e-2).
     """
-    w, dw, config = _prepare("sgd", w, dw, config, learning_rate=1e-2)
+    w, dw, config = _prepare("sgd", w, dw, config, _SGD_DEFAULTS)
     w -= config["learning_rate"] * dw
     return w, config
 
@@ -71,7 +80,7 @@ def sgd_momentum(w, dw, config=None):
 
     config: 'learning_rate' (1e-2), 'momentum' (0.9), 'velocity' (zeros like w).
     """
-    w, dw, config = _prepare("sgd_momentum", w, dw, config, learning_rate=1e-2, momentum=0.9)
+    w, dw, config = _prepare("sgd_momentum", w, dw, config, _MOMENTUM_DEFAULTS)
     v = _state(config, "velocity", w)
     v *= config["momentum"]
     v -= config["learning_rate"] * dw
@@ -86,9 +95,7 @@ def rmsprop(w, dw, config=None):
     w -= learning_rate * dw / (sqrt(cache) + epsilon).
     config: 'learning_rate' (1e-2), 'decay_rate' (0.99), 'epsilon' (1e-8), 'cache' (zeros).
     """
-    w, dw, config = _prepare(
-        "rmsprop", w, dw, config, learning_rate=1e-2, decay_rate=0.99, epsilon=1e-8
-    )
+    w, dw, config = _prepare("rmsprop", w, dw, config, _RMSPROP_DEFAULTS)
     cache = _state(config, "cache", w)
     cache *= config["decay_rate"]
     cache += (1 - config["decay_rate"]) * dw**2
@@ -105,9 +112,12 @@ def adam(w, dw, config=None):
     config: 'learning_rate' (1e-3), 'beta1' (0.9), 'beta2' (0.999), 'epsilon' (1e-8),
     'm', 'v' (zeros), 't' (0).
     """
-    w, dw, config = _prepare(
-        "adam", w, dw, config, learning_rate=1e-3, beta1=0.9, beta2=0.999, epsilon=1e-8, t=0
-    )
+    if _C.adam_step(w, dw, config):
+        # The everyday call (a config this function filled before, plain float arrays of
+        # one dtype) checked and updated in one C++ call: the kernel below, t += 1, nothing
+        # else changed. Anything else returns False untouched and takes the checks here.
+        return w, config
+    w, dw, config = _prepare("adam", w, dw, config, _ADAM_DEFAULTS)
     beta1, beta2 = config["beta1"], config["beta2"]
     m, v = _state(config, "m", w), _state(config, "v", w)
     config["t"] += 1

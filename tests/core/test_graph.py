@@ -370,6 +370,27 @@ def test_params_mapping_checks_assignments():
         g.params["nope"] = np.zeros(3)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_param_updated_in_place_and_assigned_back_stays_as_it_is(dtype):
+    g = gn.Graph(dtype=dtype)
+    x = g.input("x", shape=(None, 3))
+    w, scalar = g.param("w", np.ones((3, 2))), g.param("s", 2.0)
+    g.sum(g.matmul(x, w) * scalar, name="out")
+    g.forward(x=np.ones((1, 3)))
+    g.backward()
+    array, grad = g.params["w"], g["w"].grad
+    array -= 0.5  # the way graphnet.optim updates it, then the Solver assigns it back
+    g.params["w"] = array
+    assert g.params["w"] is array and array.dtype == dtype and g["w"].grad is grad
+    np.testing.assert_array_equal(g["w"].value, np.full((3, 2), 0.5))
+    g.params["s"] = g.params["s"]  # a number param: stored as the scalar it was
+    assert g["s"].value == 2.0 and np.ndim(g["s"].value) == 0
+    assert g.forward(x=np.ones((1, 3))) == pytest.approx(6.0)
+    other = np.zeros((3, 2), np.int64)  # another array: checked as before
+    with pytest.raises(gn.GraphError, match="must be a float array"):
+        g.params["w"] = other
+
+
 def test_anomaly_mode_names_the_first_bad_node():
     g = gn.Graph()
     x = g.input("x")

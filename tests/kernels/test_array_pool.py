@@ -65,13 +65,19 @@ on_glibc_without_asan = pytest.mark.skipif(
 )
 
 
-def _train(monkeypatch, opt_out):
+def _run_with_opt_out(monkeypatch, opt_out, script):
+    """The script in a child process, with GRAPHNET_RETURN_FREED_MEMORY=opt_out (unset: None)."""
     if opt_out is None:
         monkeypatch.delenv("GRAPHNET_RETURN_FREED_MEMORY", raising=False)
     else:
         monkeypatch.setenv("GRAPHNET_RETURN_FREED_MEMORY", opt_out)
-    result = run_in_child(TRAIN)
+    result = run_in_child(script)
     assert_survived(result)
+    return result
+
+
+def _train(monkeypatch, opt_out):
+    result = _run_with_opt_out(monkeypatch, opt_out, TRAIN)
     value_memory, other_memory, new_blocks, faults = result.stdout.split()
     return value_memory, other_memory, int(new_blocks), int(faults)
 
@@ -209,3 +215,44 @@ def test_release_returns_the_kernels_kept_scratch_of_every_thread():
     go.set()
     thread.join()
     assert kept[0] > 0 and kept[1] == 0
+
+
+# model.loss alone in a loop, at batch 1, on a net with 64 -> 64 channel convs on 8 x 8
+# (Winograd, the tap weight gradient): buffers of 16 KB to 1 MB from the C library's heap.
+BATCH_ONE_LOSS = """
+    import resource
+    import numpy as np
+    import graphnet as gn
+
+    rng = np.random.default_rng(0)
+    g = gn.Graph(dtype=np.float32)
+    x = g.input("x", shape=(None, 64, 8, 8), requires_grad=False)
+    y = g.input("y", shape=(None,), dtype=np.int64)
+    h = x
+    for i in range(4):
+        w = g.param(f"w{i}", 0.05 * rng.standard_normal((64, 64, 3, 3)).astype(np.float32))
+        h = g.relu(g.conv(h, w, g.param(f"b{i}", np.zeros(64, np.float32)), stride=1, pad=1))
+    w = g.param("w", 0.01 * rng.standard_normal((64 * 8 * 8, 10)).astype(np.float32))
+    g.softmax_loss(g.affine(h, w, g.param("b", np.zeros(10, np.float32))), y, name="loss")
+    X = rng.standard_normal((1, 64, 8, 8)).astype(np.float32)
+    Y = np.array([3])
+    for _ in range(5):
+        g.forward(x=X, y=Y)
+        g.backward()
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(20):
+        g.forward(x=X, y=Y)
+        g.backward()
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults)
+"""
+
+
+@on_glibc_without_asan
+@pytest.mark.parametrize("opt_out", [None, "1"])
+def test_a_batch_one_loss_faults_no_pages_once_warm(monkeypatch, opt_out):
+    result = _run_with_opt_out(monkeypatch, opt_out, BATCH_ONE_LOSS)
+    faults = int(result.stdout.split()[-1])
+    if opt_out is None:  # the heap keeps what the calls free (keep_freed_heap)
+        assert faults < 100
+    else:  # the C library's defaults: its heap's top goes back and comes again each call
+        assert faults > 20 * 50

@@ -621,3 +621,15 @@ def test_pad_skipping_product_matches_pytorch(N, C, H, F, k, dtype, mode):
 def test_set_pad_skip_conv_refuses_other_modes():
     with pytest.raises(ValueError, match="'off', 'auto' or 'always'"):
         _C.set_pad_skip_conv("sometimes")
+
+
+@pytest.mark.parametrize(
+    "C, F, H, stride",
+    [(64, 64, 8, 1), (16, 16, 32, 1), (17, 33, 8, 1), (3, 16, 32, 1), (32, 64, 16, 2)],
+)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_one_image_of_the_zoo_layers(C, F, H, stride, dtype):
+    """Batch 1: the weight gradient's one slot transposed into dw in 16 x 16 blocks (taps x
+    filters to filters x taps, the last blocks masked where K or F is not a multiple of 16)."""
+    x, w, b = case(1, C, H, H, F, 3, dtype, seed=C + F)
+    assert_matches_naive_on_one_and_two_threads(x, w, b, stride, 1)

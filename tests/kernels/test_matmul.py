@@ -199,3 +199,61 @@ def test_one_row_takes_the_vector_path(dtype, tol, transpose_a, transpose_b, n, 
     assert results[0].dtype == dtype and results[0].shape == (1, n)
     np.testing.assert_allclose(results[0], expected, rtol=tol, atol=tol * max(1, k))
     np.testing.assert_array_equal(results[0], results[1])
+
+
+# ---- the AVX-512 kernel with a transposed operand: dout w^T and x^T dout ----
+
+
+def stored(rng, shape, transposed, dtype):
+    """A (rows, columns) operand, stored transposed when asked (its op is then the view)."""
+    rows, columns = shape
+    array = rng.standard_normal((columns, rows) if transposed else shape).astype(dtype)
+    return array, (array.T if transposed else array)
+
+
+# Rows past one 8-row tile and one 256-row chunk (one row is gemv's: above); columns the
+# vectors' and panels' edges (96: the last in-place A^T, 97 and up: A^T's rows copied);
+# k the 16 / 8-wide square blocks of the transposed B and the 256-deep blocks' edges.
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("transposes", [(True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("m", [2, 7, 9, 64, 263])
+@pytest.mark.parametrize("n", [1, 15, 17, 48, 96, 97, 150])
+@pytest.mark.parametrize("k", [32, 45, 257])
+def test_avx512_transposed_products_every_edge(dtype, transposes, m, n, k):
+    rng = np.random.default_rng(m * 10_000 + n * 10 + k)
+    a, op_a = stored(rng, (m, k), transposes[0], dtype)
+    b, op_b = stored(rng, (k, n), transposes[1], dtype)
+    out = _C.matmul(a, b, transpose_a=transposes[0], transpose_b=transposes[1])
+    assert_product(out, op_a, op_b, dtype)
+    if _C.avx512_matmul_active():
+        # the same product as on the operands copied untransposed, bit for bit: each sum
+        # runs over k in the same order whichever way its operands were stored (OpenBLAS,
+        # elsewhere, multiplies each layout with kernels of its own)
+        plain = _C.matmul(np.ascontiguousarray(op_a), np.ascontiguousarray(op_b))
+        np.testing.assert_array_equal(out, plain)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    m=st.integers(2, 300),
+    n=st.integers(1, 300),
+    k=st.integers(32, 600),
+    transposes=st.sampled_from([(True, False), (False, True), (True, True)]),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 2**16),
+)
+def test_avx512_transposed_products_random_shapes(m, n, k, transposes, dtype, seed):
+    rng = np.random.default_rng(seed)
+    a, op_a = stored(rng, (m, k), transposes[0], dtype)
+    b, op_b = stored(rng, (k, n), transposes[1], dtype)
+    before = _C.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2, 3):
+            _C.set_num_threads(threads)
+            results.append(_C.matmul(a, b, transpose_a=transposes[0], transpose_b=transposes[1]))
+    finally:
+        _C.set_num_threads(before)
+    assert_product(results[0], op_a, op_b, dtype)
+    for other in results[1:]:
+        np.testing.assert_array_equal(results[0], other)

@@ -1,6 +1,7 @@
 """The norm kernels with their relu (graphnet.kernels.norm, relu=True; the fused norm ->
-relu steps of passes/norm_relu.py): bit for bit the kernel without it followed by the relu
-gate's arithmetic, forward and backward, on hypothesis shapes (C not a multiple of a vector
+relu steps of passes/norm_relu.py) and with a skip added before it (its norm -> add -> relu
+steps): bit for bit the kernel without them followed by the add's and the relu gate's
+arithmetic, forward and backward, on hypothesis shapes (C not a multiple of a vector
 width, H = W = 1, N = 1, eval mode), against numerical gradients in float64 and PyTorch;
 bitwise equal for any thread count."""
 
@@ -167,6 +168,152 @@ def test_against_torch(dtype, tol):
         out, cache = forward(kind, x, gamma, beta, relu=True)
         got = (out, *backward(kind, dout, cache, relu=True))
         for ours, theirs in zip(got, (out_t, xt.grad, gt.grad, bt.grad)):
+            theirs = theirs.detach().numpy()
+            np.testing.assert_allclose(
+                ours, theirs, rtol=tol, atol=tol * max(1.0, np.abs(theirs).max())
+            )
+
+
+# ----- with a skip added before the relu (a residual block's norm -> add -> relu) --------
+
+
+def skip_forward(x, gamma, beta, skip, skip_first=False, running=(None, None), train=True):
+    out, cache, *_ = norm.batchnorm_forward(
+        x, gamma, beta, EPS, 0.9, *running, train, True, skip, skip_first
+    )
+    return out, cache
+
+
+def assert_skip_as_the_three_gates(shape, dtype, seed, train=True, skip_first=False):
+    """The norm kernel, numpy's add in the add gate's order, the relu gate's arithmetic;
+    backward the relu's product, the add's gradient to both operands, the norm kernel."""
+    x, gamma, beta, dout, running = arrays("batchnorm", shape, dtype, seed, train)
+    skip = np.random.default_rng(seed + 1).standard_normal(shape).astype(dtype)
+    out, cache = forward("batchnorm", x, gamma, beta, running, train)
+    total = skip + out if skip_first else out + skip
+    fused, fused_cache = skip_forward(x, gamma, beta, skip, skip_first, running, train)
+    assert isinstance(fused_cache, norm.SkipReluNormCache)
+    np.testing.assert_array_equal(fused, np.maximum(total, 0))
+    through = dout * (total > 0)
+    want = (*backward("batchnorm", through, cache), through)
+    got = norm.batchnorm_skip_relu_backward(dout, fused_cache, fused)
+    for a, b in zip(got, want, strict=True):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)
+    # The cache read by the norm's own backward, as a plain one.
+    for a, b in zip(backward("batchnorm", through, fused_cache), want):
+        np.testing.assert_array_equal(a, b)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    N=st.integers(1, 40),
+    C=st.integers(1, 70),
+    H=st.integers(1, 33),
+    W=st.integers(1, 9),
+    spatial=st.booleans(),
+    train=st.booleans(),
+    skip_first=st.booleans(),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 2**16),
+)
+def test_with_a_skip(N, C, H, W, spatial, train, skip_first, dtype, seed):
+    shape = (N, C, H, W) if spatial else (N, C * W)
+    assert_skip_as_the_three_gates(shape, dtype, seed, train, skip_first)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 33, 33), (1, 5, 1, 1), (64, 16, 32, 32), (3, 70)])
+@pytest.mark.parametrize("skip_first", [False, True])
+def test_with_a_skip_on_planes_of_every_path(shape, skip_first):
+    """33 x 33 (a plane over the AVX2 threshold, over kBlock), 1 x 1 and (N, D) layouts."""
+    for dtype in (np.float32, np.float64):
+        assert_skip_as_the_three_gates(shape, dtype, 3, True, skip_first)
+
+
+@pytest.mark.parametrize("shape", [(3, 70), (2, 3, 5, 5)])
+def test_with_a_skip_nan_and_infinite_entries_propagate_as_in_the_gates(shape):
+    x, gamma, beta, dout, _ = arrays("batchnorm", shape, np.float64, 1)
+    skip = np.random.default_rng(2).standard_normal(shape)
+    skip.flat[::7], skip.flat[3::11] = np.nan, -np.inf
+    out, cache = forward("batchnorm", x, gamma, beta)
+    fused, fused_cache = skip_forward(x, gamma, beta, skip)
+    np.testing.assert_array_equal(fused, np.maximum(out + skip, 0))  # NaN passes the relu
+    dout[fused == 0] = np.nan  # NaN * 0 stays NaN, as in the relu gate
+    through = dout * ((out + skip) > 0)
+    want = (*backward("batchnorm", through, cache), through)
+    for a, b in zip(norm.batchnorm_skip_relu_backward(dout, fused_cache, fused), want):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("shape", [(5, 6), (3, 2, 3, 4)])
+@pytest.mark.parametrize("train", [True, False])
+def test_with_a_skip_numerical_gradients(shape, train):
+    x, gamma, beta, dout, running = arrays("batchnorm", shape, np.float64, 2, train)
+    skip = np.random.default_rng(3).standard_normal(shape)
+
+    def out(x, gamma, beta, skip):
+        return skip_forward(x, gamma, beta, skip, True, running, train)[0]
+
+    fused, cache = skip_forward(x, gamma, beta, skip, True, running, train)
+    dx, dgamma, dbeta, dskip = norm.batchnorm_skip_relu_backward(dout, cache, fused)
+    checks = (
+        (dx, lambda v: out(v, gamma, beta, skip), x),
+        (dgamma, lambda v: out(x, v, beta, skip), gamma),
+        (dbeta, lambda v: out(x, gamma, v, skip), beta),
+        (dskip, lambda v: out(x, gamma, beta, v), skip),
+    )
+    for grad, f, at in checks:
+        assert rel_error(grad, eval_numerical_gradient_array(f, at, dout)) < 1e-7
+
+
+def test_with_a_skip_bitwise_the_same_for_any_number_of_threads():
+    before = _C.get_num_threads()
+    try:
+        for shape in [(300, 200), (32, 16, 20, 20), (8, 40, 33, 33)]:
+            x, gamma, beta, dout, _ = arrays("batchnorm", shape, np.float32, 4)
+            skip = np.random.default_rng(5).standard_normal(shape).astype(np.float32)
+            results = []
+            for threads in (1, 2, 3):
+                _C.set_num_threads(threads)
+                out, cache = skip_forward(x, gamma, beta, skip)
+                results.append((out, *norm.batchnorm_skip_relu_backward(dout, cache, out)))
+            for other in results[1:]:
+                for a, b in zip(results[0], other):
+                    np.testing.assert_array_equal(a, b)
+    finally:
+        _C.set_num_threads(before)
+
+
+def test_with_a_skip_bad_inputs():
+    x, gamma, beta, dout, _ = arrays("batchnorm", (4, 3, 2, 2), np.float64, 5)
+    with pytest.raises(ValueError, match="skip"):
+        _C.channel_norm_forward(x, gamma, beta, EPS, relu=True, skip=x[:, :2])
+    with pytest.raises(ValueError, match="skip"):
+        _C.channel_norm_forward(x, gamma, beta, EPS, relu=True, skip=x.astype(np.float32))
+    with pytest.raises(ValueError, match="before a relu"):
+        _C.channel_norm_forward(x, gamma, beta, EPS, skip=x)
+    out, cache = forward("batchnorm", x, gamma, beta, relu=True)
+    with pytest.raises(ValueError, match="forward with them"):
+        norm.batchnorm_skip_relu_backward(dout, cache, out)
+    _, cache = skip_forward(x, gamma, beta, x)
+    with pytest.raises(ValueError, match="relu_out"):
+        norm.batchnorm_skip_relu_backward(dout, cache, out[:2])
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("dtype, tol", [(np.float32, 2e-5), (np.float64, 1e-12)])
+def test_with_a_skip_against_torch(dtype, tol):
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    for shape in [(16, 40), (6, 5, 7, 3)]:
+        x, gamma, beta, dout, _ = arrays("batchnorm", shape, dtype, 6)
+        skip = np.random.default_rng(7).standard_normal(shape).astype(dtype)
+        xt, gt, bt, st_ = (torch.tensor(a, requires_grad=True) for a in (x, gamma, beta, skip))
+        out_t = F.relu(F.batch_norm(xt, None, None, gt, bt, training=True, eps=EPS) + st_)
+        out_t.backward(torch.from_numpy(dout))
+        out, cache = skip_forward(x, gamma, beta, skip)
+        got = (out, *norm.batchnorm_skip_relu_backward(dout, cache, out))
+        for ours, theirs in zip(got, (out_t, xt.grad, gt.grad, bt.grad, st_.grad)):
             theirs = theirs.detach().numpy()
             np.testing.assert_allclose(
                 ours, theirs, rtol=tol, atol=tol * max(1.0, np.abs(theirs).max())

@@ -1,0 +1,124 @@
+"""The fixed costs of a zoo network's training step at small batches (batch 1 by default).
+
+    python benchmarks/bench_small_step.py [--models res_strided,modern] [--batch 1]
+                                          [--rounds 200] [--top 12]
+
+On one thread, in CPU time, for each network of benchmarks/zoo_models.py (float32):
+
+- `model.loss(X, y)` called in a loop by itself (forward + backward, no update between
+  calls, first thing in the process), with the page faults and the system time of each
+  call (getrusage);
+- the update: one `optim.adam(w, dw, config)` per param (the zoo's and the Solver's
+  call), and the same for sgd, sgd_momentum and rmsprop, us per call averaged over the
+  network's params;
+- each step of that walk timed twice in a row: its first call, as the walk runs it, and
+  the same call again at once (the step's inputs and code then in cache). The top
+  --top steps by first call are printed, and the sums.
+"""
+import argparse
+import os
+import resource
+import sys
+import time
+
+import numpy as np
+
+from graphnet import optim
+from graphnet.kernels import _C
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from zoo_models import BY_NAME, batch_of, build_graphnet  # noqa: E402
+
+RULES = (optim.adam, optim.sgd, optim.sgd_momentum, optim.rmsprop)
+
+
+def update_us(model, grads, rule, rounds):
+    """us per call of `rule` over the model's params (copies: the model is not changed)."""
+    params = {name: value.copy() for name, value in model.params.items()}
+    configs = {name: {"learning_rate": 1e-3} for name in params}
+
+    def sweep():
+        for name in params:
+            params[name], configs[name] = rule(params[name], grads[name], configs[name])
+
+    sweep()
+    start = time.process_time()
+    for _ in range(rounds):
+        sweep()
+    return (time.process_time() - start) / rounds / len(params) * 1e6
+
+
+def loss_alone(model, X, y, rounds):
+    """(us per model.loss call, page faults per call, system us per call)."""
+    for _ in range(5):
+        model.loss(X, y)
+    before, start = resource.getrusage(resource.RUSAGE_SELF), time.process_time()
+    for _ in range(rounds):
+        model.loss(X, y)
+    seconds, after = time.process_time() - start, resource.getrusage(resource.RUSAGE_SELF)
+    return (
+        seconds / rounds * 1e6,
+        (after.ru_minflt - before.ru_minflt) / rounds,
+        (after.ru_stime - before.ru_stime) / rounds * 1e6,
+    )
+
+
+def steps_twice(model, X, y, rounds):
+    """{(direction, step label, node name): [first us, again us]} per call of the walk."""
+    times = {}
+    executor = model.graph.executor
+    for plan in executor._plans.values():
+        for i, entry in enumerate(plan.loop):
+            key = (plan.direction, plan.steps[i].label, plan.steps[i].node.name)
+
+            def twice(*args, run=entry[1], key=key):
+                start = time.process_time()
+                run(*args)
+                middle = time.process_time()
+                result = run(*args)
+                row = times.setdefault(key, [0.0, 0.0])
+                row[0] += middle - start
+                row[1] += time.process_time() - middle
+                return result
+
+            plan.loop[i] = (entry[0], twice) + tuple(entry[2:])
+    for _ in range(5):
+        model.loss(X, y)
+    times.clear()
+    for _ in range(rounds):
+        model.loss(X, y)
+    return {key: [t / rounds * 1e6 for t in row] for key, row in times.items()}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default="res_strided,modern")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=200)
+    parser.add_argument("--top", type=int, default=12)
+    args = parser.parse_args()
+    _C.set_num_threads(1)
+    for name in args.models.split(","):
+        spec = BY_NAME[name]
+        model = build_graphnet(spec, np.float32)
+        X, y = batch_of(spec, args.batch, np.float32, np.random.default_rng(0))
+        print(f"{name}, batch {args.batch}, float32, {len(model.params)} params, "
+              f"{sum(p.size for p in model.params.values())} weights")
+        us, faults, system = loss_alone(model, X, y, args.rounds)
+        print(f"  model.loss alone: {us:.0f} us a call, {faults:.1f} page faults, "
+              f"{system:.0f} us of it in the system")
+        _, grads = model.loss(X, y)
+        grads = {key: value.copy() for key, value in grads.items()}
+        print("  update, us per call: " + ", ".join(
+            f"{rule.__name__} {update_us(model, grads, rule, args.rounds):.2f}" for rule in RULES))
+        rows = steps_twice(model, X, y, args.rounds)
+        print(f"  {'walk':<9} {'step':<32} {'node':<10} {'first us':>9} {'again us':>9}")
+        for (direction, label, node), (first, again) in sorted(
+                rows.items(), key=lambda item: -item[1][0])[:args.top]:
+            print(f"  {direction:<9} {label[:32]:<32} {node[:10]:<10} {first:9.1f} {again:9.1f}")
+        print(f"  {'all steps':<53} {sum(r[0] for r in rows.values()):9.1f} "
+              f"{sum(r[1] for r in rows.values()):9.1f}")
+
+
+if __name__ == "__main__":
+    main()
