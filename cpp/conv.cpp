@@ -4,7 +4,9 @@
 // the direct kernels of conv_direct.h (dx too, as a convolution of dout); float32 with
 // stride 2-4 through the phase-plane tap kernels of conv_phases.h (all three passes,
 // and with AVX-512 the weight gradient of stride-1 layers the direct kernels leave);
-// everything else (float64, a pad as wide as the kernel, older CPUs) through im2col + GEMM.
+// wide layers on small images (any dtype) through the pad-skipping product of
+// conv_padskip.h; everything else (float64, a pad as wide as the kernel, older CPUs)
+// through im2col + GEMM.
 //
 // Images are independent, so the batch is shared out across the threads and each thread
 // keeps a private buffer: the im2col matrix (taps x positions) or the padded image.
@@ -24,6 +26,7 @@
 
 #include "cache_line.h"
 #include "conv_direct.h"
+#include "conv_padskip.h"
 #include "conv_phases.h"
 #include "conv_taps.h"
 #include "conv_winograd.h"
@@ -266,6 +269,7 @@ bool tap_weight_gradient(const ConvGeometry& g, const DirectPasses& direct) {
 // kernel there (@4 0.9-1.6x its time), but not im2col + GEMM over groups of images on
 // images under 5 pixels of 48+ channels (gemm_input_gradient).
 std::atomic<WinogradMode> winograd_mode{WinogradMode::kWherePays};
+std::atomic<PadSkipMode> pad_skip_mode{PadSkipMode::kWherePays};  // pad_skip
 constexpr int64_t kWinogradMinChannels = 16;
 constexpr int64_t kWinogradForwardMinSide = 7;
 constexpr int64_t kWinogradMaxChannels = int64_t(1) << 23;
@@ -423,6 +427,7 @@ void direct_input_gradient(const ConvGeometry& g, const float* dout, const float
 
 void set_direct_conv(bool enabled) { direct_enabled = enabled; }
 void set_winograd_conv(WinogradMode mode) { winograd_mode = mode; }
+void set_pad_skip_conv(PadSkipMode mode) { pad_skip_mode = mode; }
 void set_avx512_conv(bool enabled) { avx512_enabled = enabled; }
 bool avx512_conv_active() { return direct_conv_active() && use_avx512(); }
 bool direct_conv_active() { return direct_enabled && cpu_has_avx2_fma(); }
@@ -524,11 +529,177 @@ class GemmScratch {
     std::unique_ptr<T[]> owned_;
 };
 
+// Stride-1 layers whose pad lies inside the kernel (0 < pad < HH, WW), on images of up to
+// kPadSkipMaxSide pixels, of kPadSkipMinChannels+ channels in and out: the passes without
+// the (tap, position) pairs that fall into the padding (conv_padskip.h). With
+// PadSkipMode::kWherePays (and the AVX-512 product, which reads the weights in place)
+// where they measured faster than the kernels the rules above pick (per pass, one thread,
+// float32 and float64, ms, those kernels / the pad-skipping product;
+// docs/performance/kernels.md):
+// - the forward on batches of kPadSkipForwardMinImages+ images and 64+ output positions,
+//   128+ channels in and out, where im2col + GEMM runs it (gemm_forward: batch 16, 512 ->
+//   512 @4 8.9 / 7.5-8.2, @2 2.65 / 1.8) or where a third of the pairs or more are padding
+//   (3x3 on 2 x 2 and 3 x 3, 5x5 up to 6 x 6: 5x5 128 -> 128 @4 1.79 / 1.12, 3x3 @2 0.17 /
+//   0.14; 3x3 128 -> 128 @4, 31% padding, 0.57 / 0.62 on the tap kernel). On fewer images
+//   each GEMM has a few columns, and the weights, read once by im2col's one GEMM, are read
+//   by each kernel row's (batch 1, 256 -> 256 @4 0.19 / 0.48);
+// - dx on kPadSkipInputGradientMinImages+ images and 32+ positions (batch 16, 512 -> 512
+//   @4 12.2 / 7.4, @2 3.2 / 1.7; 3x3 256 -> 256 @6 on Winograd 6.3 / 4.9; 5x5 128 -> 128 @4
+//   on the tap kernel 2.0 / 1.2; batch 1 loses: 256 -> 256 @4 0.27 / 0.51);
+// - dw on kPadSkipWeightGradientMinImages+ images, 128+ channels in and out, where a third
+//   of the pairs or more are padding or where the weights are 2^19+ floats on images of up
+//   to 16 positions (batch 64: 512 -> 512 @4 41-45 / 34-37 ms, 256 -> 256 @2 3.1-3.8 /
+//   2.0-2.6; 5x5 128 -> 128 @4 7.7 / 5.1). Its products (for each kernel row and column,
+//   the block's channels x F over the outputs they see) sum over a few positions each:
+//   at batch 16 within 10% either way on 4 x 4, 1.4x on 512 -> 512 @2; on 128 -> 128 @4
+//   (31% padding) 1.17x, on 6 x 6 even.
+// With kEverywhere every pass of every such layer (tests).
+constexpr int64_t kPadSkipMaxSide = 6;
+constexpr int64_t kPadSkipMinChannels = 64;
+constexpr int64_t kPadSkipForwardMinChannels = 128;
+constexpr int64_t kPadSkipForwardMinImages = 8;
+constexpr int64_t kPadSkipForwardMinPositions = 64;
+constexpr int64_t kPadSkipInputGradientMinImages = 4;
+constexpr int64_t kPadSkipInputGradientMinPositions = 32;
+constexpr int64_t kPadSkipWeightGradientMinImages = 64;
+constexpr int64_t kPadSkipWeightGradientMinPositions = 256;
+constexpr int64_t kPadSkipWeightGradientMaxPositions = 16;
+
+bool pad_skip_layer(const ConvGeometry& g) {
+    return g.stride == 1 && g.pad > 0 && g.pad < g.HH && g.pad < g.WW;
+}
+
+PadSkipConv pad_skip_forward_conv(const ConvGeometry& g) {
+    return {g.C, g.H, g.W, g.F, g.HH, g.WW, g.pad, g.pad, g.Ho, g.Wo};
+}
+
+// Whether a third or more of the layer's (tap, position) pairs fall into the padding.
+bool mostly_padding(const ConvGeometry& g) {
+    const int64_t pairs = g.HH * g.WW * g.positions();  // (small images only)
+    return 20 * inside_pairs(pad_skip_forward_conv(g)) <= 13 * pairs;
+}
+
+// min_images, min_positions: of the batch, below which the pass does not pay.
+bool pad_skip_pays(const ConvGeometry& g, int64_t min_channels, int64_t min_images,
+                   int64_t min_positions) {
+    return avx512_matmul_active() && std::max({g.H, g.W, g.Ho, g.Wo}) <= kPadSkipMaxSide &&
+           g.C >= min_channels && g.F >= min_channels && g.N >= min_images &&
+           g.N * g.positions() >= min_positions;
+}
+
+bool pad_skip_forward_conv_pays(const ConvGeometry& g) {
+    return pad_skip_pays(g, kPadSkipForwardMinChannels, kPadSkipForwardMinImages,
+                         kPadSkipForwardMinPositions) &&
+           (gemm_forward(g) || mostly_padding(g));
+}
+
+bool pad_skip_input_gradient_pays(const ConvGeometry& g) {
+    return pad_skip_pays(g, kPadSkipMinChannels, kPadSkipInputGradientMinImages,
+                         kPadSkipInputGradientMinPositions);
+}
+
+bool pad_skip_weight_gradient_pays(const ConvGeometry& g) {
+    return pad_skip_pays(g, kPadSkipForwardMinChannels, kPadSkipWeightGradientMinImages,
+                         kPadSkipWeightGradientMinPositions) &&
+           (mostly_padding(g) || (g.taps() * g.F >= kGemmForwardMinWeights &&
+                                  g.positions() <= kPadSkipWeightGradientMaxPositions));
+}
+
+// pays: the pass's rule above.
+bool pad_skip(const ConvGeometry& g, bool pays) {
+    const PadSkipMode mode = pad_skip_mode;
+    return mode != PadSkipMode::kOff && pad_skip_layer(g) &&
+           (mode == PadSkipMode::kEverywhere || pays);
+}
+
+// Images a group of the pad-skipping product: kGemmColumns output positions, at most the
+// batch.
+int64_t pad_skip_images(int64_t positions, int64_t N) {
+    return std::clamp<int64_t>((kGemmColumns + positions - 1) / positions, 1, N);
+}
+
+// Channels a block of the pad-skipping product: its weights kPadSkipBlockRows (kernel x
+// channels) wide, in L2 with the block's Xk and the group's output (per pass, one thread,
+// batch 16 and 64, 512 -> 512 @4 and @2, 256 -> 512 @2: the forward 0.9-0.95x the time
+// of blocks of 256, dx within 5%; blocks of 1024 had the weights out of L2, 1.1-1.6x).
+constexpr int64_t kPadSkipBlockRows = 384;
+int64_t pad_skip_block(const PadSkipConv& s) {
+    return std::clamp<int64_t>(kPadSkipBlockRows / s.kernel(), 1, s.C);
+}
+
+// The pad-skipping product over a batch of N images (x: C x H x W each), the weights w,
+// pad_skip_images images a GEMM, on up to `threads` threads; bias b (or none).
+// Image n's output goes to out_of(n, thread), then done(n, that output) runs on the same
+// thread. Groups are fixed by the layer and the batch: the same bits on any thread count.
+template <typename T, typename OutOf, typename Done>
+void pad_skip_over_batch(const PadSkipConv& s, int64_t N, int threads, const T* x,
+                         const PadSkipWeights<T>& w, const T* b, OutOf&& out_of, Done&& done) {
+    const PadSkipLayout layout(s);
+    const int64_t P = s.positions(), image = s.C * s.H * s.W;
+    const int64_t group = pad_skip_images(P, N), groups = (N + group - 1) / group;
+    const int64_t block = pad_skip_block(s);
+    threads = std::min(threads, team_size(groups));
+    const GemmScratch<T> cols(threads, layout.cols_floats(group, block));
+    const bool in_place = avx512_matmul_active();  // decided once: the scratch depends on it
+    const GemmScratch<T> packs(threads, in_place ? 0 : layout.packed_floats(block));
+    const GemmScratch<T> outs(threads, checked_mul(s.F, layout.columns(group), "conv output"));
+#pragma omp parallel for schedule(dynamic) num_threads(threads)
+    for (int64_t k = 0; k < groups; ++k) {
+        const int t = omp_get_thread_num();
+        const int64_t first = k * group, count = std::min(group, N - first);
+        const int64_t columns = layout.columns(count);
+        T* o = outs.of(t);
+        std::fill(o, o + s.F * columns, T(0));
+        for (int64_t c0 = 0; c0 < s.C; c0 += block) {
+            const int64_t channels = std::min(block, s.C - c0);
+            layout.gather(count, x + first * image + c0 * s.H * s.W, image, channels, cols.of(t));
+            T* packed = in_place ? nullptr : packs.of(t);
+            layout.multiply(count, w, c0, channels, cols.of(t), packed, o);
+        }
+        for (int64_t i = 0; i < count; ++i) {
+            T* image_out = out_of(first + i, t);
+            for (int64_t f = 0; f < s.F; ++f) {
+                const T bias = b ? b[f] : T(0);
+                const T* from = o + f * columns;
+                T* to = image_out + f * P;
+                layout.for_each_position(count, i, [&](int64_t position, int64_t column) {
+                    to[position] = from[column] + bias;
+                });
+            }
+            done(first + i, image_out);
+        }
+    }
+}
+
+template <typename T, typename OutOf, typename Done>
+void pad_skip_forward(const ConvGeometry& g, int threads, const T* x, const T* w, const T* b,
+                      OutOf&& out_of, Done&& done) {
+    const PadSkipConv s = pad_skip_forward_conv(g);
+    const PadSkipWeights<T> weights{w, g.taps(), g.HH * g.WW, g.HH, g.WW, false};
+    pad_skip_over_batch(s, g.N, threads, x, weights, b, out_of, done);
+}
+
+// dx as the forward of dout (F channels of Ho x Wo) with the filters turned by 180 degrees,
+// their filter and channel axes swapped, pads HH - 1 - pad and WW - 1 - pad.
+template <typename T>
+void pad_skip_input_gradient(const ConvGeometry& g, const T* dout, const T* w, T* dx) {
+    const PadSkipConv s{g.F, g.Ho, g.Wo, g.C, g.HH, g.WW, g.HH - 1 - g.pad, g.WW - 1 - g.pad,
+                        g.H, g.W};
+    const PadSkipWeights<T> turned{w, g.HH * g.WW, g.taps(), g.HH, g.WW, true};
+    const int64_t image = g.C * g.H * g.W;
+    pad_skip_over_batch(
+        s, g.N, team_size(g.N), dout, turned, static_cast<const T*>(nullptr),
+        [&](int64_t n, int) { return dx + n * image; }, [](int64_t, const T*) {});
+}
+
 // The convolution of each image on `threads` threads: image n's output goes to
 // out_of(n, thread), and then done(n, that output) runs on the same thread.
 template <typename T, typename OutOf, typename Done>
 void forward_images(const ConvGeometry& g, int threads, const T* x, const T* w, const T* b,
                     OutOf&& out_of, Done&& done) {
+    if (pad_skip(g, pad_skip_forward_conv_pays(g))) {
+        return pad_skip_forward(g, threads, x, w, b, out_of, done);
+    }
     if constexpr (std::is_same_v<T, float>) {
         // (wide layers on small images go to im2col + GEMM below: gemm_forward)
         if (!gemm_forward(g)) {
@@ -601,15 +772,16 @@ void forward_images(const ConvGeometry& g, int threads, const T* x, const T* w, 
 // dst (cols x rows) = src (rows x cols) transposed, in square blocks that stay in L1 on
 // both sides: one float at a time down a column, a 3x3 layer of 512 channels (4608 x 512)
 // wrote each float a line apart, 14 ms of a 30 ms weight gradient at batch 16.
+// (dst's rows ld_dst >= rows apart)
 template <typename T>
-void transpose_blocked(int64_t rows, int64_t cols, const T* src, T* dst) {
+void transpose_blocked(int64_t rows, int64_t cols, const T* src, T* dst, int64_t ld_dst) {
     constexpr int64_t kBlock = 32;
     for (int64_t r0 = 0; r0 < rows; r0 += kBlock) {
         const int64_t r1 = std::min(rows, r0 + kBlock);
         for (int64_t c0 = 0; c0 < cols; c0 += kBlock) {
             const int64_t c1 = std::min(cols, c0 + kBlock);
             for (int64_t c = c0; c < c1; ++c) {
-                for (int64_t r = r0; r < r1; ++r) dst[c * rows + r] = src[r * cols + c];
+                for (int64_t r = r0; r < r1; ++r) dst[c * ld_dst + r] = src[r * cols + c];
             }
         }
     }
@@ -618,11 +790,11 @@ void transpose_blocked(int64_t rows, int64_t cols, const T* src, T* dst) {
 // The same, in 16 x 16 blocks held in registers where there is AVX-512: the loop above
 // took 13% of a 64 -> 64 channel 3x3 weight gradient on 8 x 8 at batch 1.
 template <typename T>
-void transpose_into(int64_t rows, int64_t cols, const T* src, T* dst) {
+void transpose_into(int64_t rows, int64_t cols, const T* src, T* dst, int64_t ld_dst) {
     if constexpr (std::is_same_v<T, float>) {
-        if (use_avx512()) return tap_transpose_avx512(rows, cols, src, cols, dst, rows);
+        if (use_avx512()) return tap_transpose_avx512(rows, cols, src, cols, dst, ld_dst);
     }
-    transpose_blocked(rows, cols, src, dst);
+    transpose_blocked(rows, cols, src, dst, ld_dst);
 }
 
 // The weight gradient on the im2col path, where dw is large (kDwBlockFloats or more:
@@ -669,6 +841,49 @@ void gemm_weight_gradient_by_channels(const ConvGeometry& g, const T* dout, cons
             gemm(false, true, F, channels.C * kernel, n_cols, d.of(0) + n0 * P, NP, my_cols,
                  n_cols, T(n0 == 0 ? 0 : 1), dw + c0 * kernel, K);
         }
+    }
+}
+
+// dw (F x K) of the batch without the pairs in the padding (conv_padskip.h): dout of the
+// batch copied into the class layout once, then each block of channels (pad_skip_block)
+// sums over the batch in order, a group of images at a time, into its rows of dw^T,
+// turned into its columns of dw at the end: the same bits on any thread count.
+template <typename T>
+void pad_skip_weight_gradient(const ConvGeometry& g, const T* dout, const T* x, T* dw) {
+    const PadSkipConv s = pad_skip_forward_conv(g);
+    const PadSkipLayout layout(s);
+    const int64_t P = g.positions(), F = g.F, kernel = g.HH * g.WW, image = g.C * g.H * g.W;
+    const int64_t NP = g.N * P, group = pad_skip_images(P, g.N);  // NP: dout's, fits
+    // dout^T, NP x F: each group's rows in the class layout
+    const GemmScratch<T> d(1, F * NP);
+    for (int64_t n0 = 0; n0 < g.N; n0 += group) {
+        const int64_t count = std::min(group, g.N - n0);
+        for (int64_t i = 0; i < count; ++i) {
+            for (int64_t f = 0; f < F; ++f) {
+                const T* from = dout + ((n0 + i) * F + f) * P;
+                T* to = d.of(0) + n0 * P * F + f;
+                layout.for_each_position(count, i, [&](int64_t position, int64_t column) {
+                    to[column * F] = from[position];
+                });
+            }
+        }
+    }
+    const int64_t block = pad_skip_block(s), blocks = (g.C + block - 1) / block;
+    const int threads = team_size(blocks);
+    const GemmScratch<T> cols(threads, layout.cols_floats(group, block));
+    const GemmScratch<T> sums(threads, checked_mul(block * kernel, F, "conv dw"));
+#pragma omp parallel for schedule(dynamic) num_threads(threads)
+    for (int64_t k = 0; k < blocks; ++k) {
+        const int t = omp_get_thread_num();
+        const int64_t c0 = k * block, channels = std::min(block, g.C - c0);
+        T* dw_t = sums.of(t);  // the block's taps x F
+        std::fill(dw_t, dw_t + channels * kernel * F, T(0));
+        for (int64_t n0 = 0; n0 < g.N; n0 += group) {
+            const int64_t count = std::min(group, g.N - n0);
+            layout.gather(count, x + n0 * image + c0 * g.H * g.W, image, channels, cols.of(t));
+            layout.weight_gradient(count, channels, cols.of(t), d.of(0) + n0 * P * F, dw_t);
+        }
+        transpose_into(channels * kernel, F, dw_t, dw + c0 * kernel, g.taps());
     }
 }
 
@@ -784,14 +999,16 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
                             std::min<int64_t>(g.N, 2), std::min<int64_t>(g.N, kChunks));
     const DirectPasses direct_pass = direct_passes<T>(g);
     const bool phase = phase_conv<T>(g);
-    const bool tap_dw = phase || tap_weight_gradient<T>(g, direct_pass);
-    const bool direct = direct_pass.dw || tap_dw;  // of the weight gradient
+    const bool pad_skip_dw = dw && pad_skip(g, pad_skip_weight_gradient_pays(g));
+    const bool tap_dw = !pad_skip_dw && (phase || tap_weight_gradient<T>(g, direct_pass));
+    const bool direct = !pad_skip_dw && (direct_pass.dw || tap_dw);  // of the weight gradient
     // the im2col path's dw by blocks of channels, straight into dw: no dw in the slots
-    const bool dw_channel_blocks = dw && !direct && dw_by_channels<T>(g);
-    const int64_t dw_floats = dw && !dw_channel_blocks ? K * F : 0;  // none when only dx is asked for
+    const bool dw_channel_blocks = dw && !direct && !pad_skip_dw && dw_by_channels<T>(g);
+    const bool dw_in_place = dw_channel_blocks || pad_skip_dw;
+    const int64_t dw_floats = dw && !dw_in_place ? K * F : 0;  // none when only dx is asked for
     const int64_t slot = dw_floats + F;  // a chunk's dw, transposed (K x F), then its db (F)
     std::vector<T> partial(chunks * slot, T(0));
-    const bool dw_on_avx512 = direct_pass.dw && dw_avx512(g);
+    const bool dw_on_avx512 = direct && direct_pass.dw && dw_avx512(g);
     // Its kernel with vectors along the channels reads x in place (no padded copies).
     const bool dw_on_channels = dw_on_avx512 && direct_dw_channel_vectors(g.C, g.F, g.HH, g.WW);
     // That one, the one on 16+ channels and filters, and the tap kernel's also sum db while
@@ -799,7 +1016,8 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
     const bool db_in_dw =
         dw && (tap_dw || (dw_on_avx512 && (dw_on_channels ||
                                            direct_dw_filter_vectors(g.C, g.F, g.HH, g.WW))));
-    T* gemm_dx = dx;  // what is left of dx for im2col + GEMM
+    const bool pad_skip_dx = dx && pad_skip(g, pad_skip_input_gradient_pays(g));
+    T* gemm_dx = pad_skip_dx ? nullptr : dx;  // what is left of dx for im2col + GEMM
     const int64_t chunk_images = chunks ? (g.N + chunks - 1) / chunks : 0;  // N may be 0
     DirectConv d{};  // set only on the direct path: it asks the AVX2 code for its tile
     int64_t padded = 0;
@@ -823,9 +1041,11 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
         act_out = nullptr;
     };
     if constexpr (std::is_same_v<T, float>) {
-        const bool winograd_dx = dx && !gemm_input_gradient(g) && winograd_conv(g, g.F, g.C, 0);
+        const bool winograd_dx =
+            gemm_dx && !gemm_input_gradient(g) && winograd_conv(g, g.F, g.C, 0);
         // These dx kernels read the whole batch's dout, not a chunk's.
-        if (winograd_dx || (dx && (direct_pass.dx || phase || tap_input_gradient<T>(g)))) {
+        if (winograd_dx ||
+            (gemm_dx && (direct_pass.dx || phase || tap_input_gradient<T>(g)))) {
             through_whole_batch();
             if (winograd_dx) {
                 winograd_input_gradient(g, dout, w, dx);
@@ -856,9 +1076,17 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
             }
         }
     }
+    if (pad_skip_dx) {
+        through_whole_batch();
+        pad_skip_input_gradient(g, dout, w, dx);
+    }
     if (gemm_dx) {  // what the kernels above leave, on the im2col path
         through_whole_batch();
         gemm_input_gradient_over_batch(g, dout, w, gemm_dx);
+    }
+    if (pad_skip_dw) {
+        through_whole_batch();
+        pad_skip_weight_gradient(g, dout, x, dw);
     }
     if (dw_channel_blocks) {
         through_whole_batch();
@@ -872,7 +1100,7 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
     const int64_t group =
         pointwise ? 1 : std::min(gemm_images(g), std::max<int64_t>(1, chunk_images));
     const int64_t columns = group * P;  // K * columns and F * columns fit: gemm_images
-    const bool gemm_dw = dw && !direct && !dw_channel_blocks;
+    const bool gemm_dw = dw && !direct && !dw_in_place;
     const GemmScratch<T> cols(threads, gemm_dw && !pointwise ? K * columns : 0);
     const GemmScratch<T> douts(threads, gemm_dw && group > 1 ? F * columns : 0);
     if (act_out) {
@@ -961,7 +1189,7 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
 #pragma omp simd
         for (int64_t i = 0; i < slot; ++i) total[i] += part[i];
     }
-    if (dw_floats) transpose_into(K, F, total, dw);
+    if (dw_floats) transpose_into(K, F, total, dw, K);
     std::copy(total + dw_floats, total + slot, db);
 }
 

@@ -33,6 +33,12 @@ bool direct_conv_active();
 // (forward and dx): off, on the layers where it is faster (the default), or on all.
 enum class WinogradMode { kOff, kWherePays, kEverywhere };
 void set_winograd_conv(WinogradMode mode);
+// Where stride-1 layers whose pad lies inside the kernel skip the taps that fall into the
+// padding instead of multiplying im2col's zeros (conv_padskip.h): never, on the wide layers
+// on small images that run im2col + GEMM (the default), or on every pass of every such
+// layer.
+enum class PadSkipMode { kOff, kWherePays, kEverywhere };
+void set_pad_skip_conv(PadSkipMode mode);
 // They run on AVX-512 where the CPU has it, unless switched off here.
 void set_avx512_conv(bool enabled);
 bool avx512_conv_active();

@@ -64,14 +64,23 @@ constexpr int64_t kAliasingBytes = 2048;
 struct Block {
     int64_t lda, ldb, depth;
     bool first;  // the first block of k, not accumulating: C is written, not added to
+    // With kGroupedA tiles, A's inner indices in groups (gemm_rows_grouped_avx512), the
+    // block starting at index `start` of its first group.
+    InnerGroups groups;
+    int64_t start;
 };
+
+// How a tile reads A: rows lda apart (A), rows side by side and inner indices lda apart
+// (A^T), or rows lda apart and inner indices in groups (gemm_rows_grouped_avx512).
+enum ALayout { kRowsOfA, kTransposedA, kGroupedA };
 
 // Rows [0, Rows) of A (a at the block's first row and inner index, rows blk.lda apart;
 // TransposedA: rows side by side, inner indices blk.lda apart, as in A^T or a tile of
-// pack_transposed_rows) times Vectors vectors of B's panel
+// pack_transposed_rows; Layout kGroupedA: a at the start of the block's first group of inner
+// indices) times Vectors vectors of B's panel
 // (b at its first inner index and column, rows ldb apart; Masked: the last vector runs
 // past column n), into the columns of c that `lanes` keeps.
-template <typename T, int Rows, int Vectors, bool Masked, bool TransposedA>
+template <typename T, int Rows, int Vectors, bool Masked, ALayout Layout>
 void tile(const Block& blk, const T* a, const T* b, const __mmask16 (&lanes)[kVectors], T* c,
           int64_t ldc) {
     using L = Lanes<T>;
@@ -85,12 +94,13 @@ void tile(const Block& blk, const T* a, const T* b, const __mmask16 (&lanes)[kVe
     }
     // Locals, not blk's fields: the compiler cannot tell that the stores to c leave blk
     // alone, and would reload them at every inner index.
-    const int64_t lda = TransposedA ? 1 : blk.lda, ldb = blk.ldb, depth = blk.depth;
-    const int64_t a_step = TransposedA ? blk.lda : 1;
+    constexpr bool kTransposed = Layout == kTransposedA;
+    const int64_t lda = kTransposed ? 1 : blk.lda, ldb = blk.ldb, depth = blk.depth;
+    const int64_t a_step = kTransposed ? blk.lda : 1;
     // Only a panel's last vector can run past column n: the others load unmasked, and
     // the one mask stays in a register.
     const __mmask16 last = lanes[Vectors - 1];
-    for (int64_t kk = 0; kk < depth; ++kk, a += a_step, b += ldb) {
+    const auto step = [&](const T* column) {  // A's column at `column` times B's row at b
         typename L::Vec bv[Vectors];
 #pragma GCC unroll 3
         for (int v = 0; v < Vectors - 1; ++v) bv[v] = L::load(b + v * L::kWidth);
@@ -98,10 +108,24 @@ void tile(const Block& blk, const T* a, const T* b, const __mmask16 (&lanes)[kVe
                                  : L::load(b + (Vectors - 1) * L::kWidth);
 #pragma GCC unroll 8
         for (int r = 0; r < Rows; ++r) {
-            const typename L::Vec av = L::broadcast(a + r * lda);
+            const typename L::Vec av = L::broadcast(column + r * lda);
 #pragma GCC unroll 3
             for (int v = 0; v < Vectors; ++v) acc[r][v] = L::fma(av, bv[v], acc[r][v]);
         }
+    };
+    if constexpr (Layout == kGroupedA) {
+        const int64_t group = blk.groups.group, outer = blk.groups.outer;
+        const int64_t inner = blk.groups.inner;
+        int64_t i = blk.start;
+        for (int64_t kk = 0; kk < depth; ++kk, b += ldb) {
+            step(a + i * inner);
+            if (++i == group) {
+                i = 0;
+                a += outer;
+            }
+        }
+    } else {
+        for (int64_t kk = 0; kk < depth; ++kk, a += a_step, b += ldb) step(a);
     }
 #pragma GCC unroll 8
     for (int r = 0; r < Rows; ++r) {
@@ -114,13 +138,13 @@ template <typename T>
 using Tile = void (*)(const Block&, const T*, const T*, const __mmask16 (&)[kVectors], T*,
                       int64_t);
 
-template <typename T, int V, bool M, bool P>
+template <typename T, int V, bool M, ALayout P>
 constexpr Tile<T> kTilesOf[kRows + 1] = {
     nullptr,           tile<T, 1, V, M, P>, tile<T, 2, V, M, P>, tile<T, 3, V, M, P>,
     tile<T, 4, V, M, P>, tile<T, 5, V, M, P>, tile<T, 6, V, M, P>, tile<T, 7, V, M, P>,
     tile<T, 8, V, M, P>};
 
-template <typename T, bool A>
+template <typename T, ALayout A>
 const Tile<T>* tiles_for(int vectors, bool masked) {
     return vectors == 3   ? (masked ? kTilesOf<T, 3, true, A> : kTilesOf<T, 3, false, A>)
            : vectors == 2 ? (masked ? kTilesOf<T, 2, true, A> : kTilesOf<T, 2, false, A>)
@@ -128,9 +152,10 @@ const Tile<T>* tiles_for(int vectors, bool masked) {
 }
 
 template <typename T>
-const Tile<T>* tiles_for(int vectors, bool masked, bool transposed_a) {
-    return transposed_a ? tiles_for<T, true>(vectors, masked)
-                        : tiles_for<T, false>(vectors, masked);
+const Tile<T>* tiles_for(int vectors, bool masked, ALayout layout) {
+    return layout == kGroupedA      ? tiles_for<T, kGroupedA>(vectors, masked)
+           : layout == kTransposedA ? tiles_for<T, kTransposedA>(vectors, masked)
+                                    : tiles_for<T, kRowsOfA>(vectors, masked);
 }
 
 __mmask16 first_lanes(int64_t valid, int64_t width) {
@@ -247,10 +272,11 @@ void pack_transposed_rows(int64_t i0, int64_t i1, int64_t depth, const T* a, int
     }
 }
 
+// (groups: of A's inner indices, or none)
 template <typename T>
 void rows(int64_t row_begin, int64_t row_end, int64_t n, int64_t k, const T* a,
           int64_t lda, const T* b, int64_t ldb, T* c, int64_t ldc, bool accumulate,
-          GemmTransposes transposes, T* a_scratch) {
+          GemmTransposes transposes, T* a_scratch, const InnerGroups* groups = nullptr) {
     constexpr int64_t width = Lanes<T>::kWidth, panel_columns = kVectors * width;
     const bool aliasing = ldb * static_cast<int64_t>(sizeof(T)) % kAliasingBytes == 0;
     alignas(64) T packed[kDepth * panel_columns];
@@ -270,7 +296,9 @@ void rows(int64_t row_begin, int64_t row_end, int64_t n, int64_t k, const T* a,
                                                    first_lanes(left - 2 * width, width)};
                 const int vectors = left > 2 * width ? 3 : left > width ? 2 : 1;
                 const T* panel = b + k0 * ldb + j;
-                Block blk{pack_a ? kRows : lda, ldb, depth, k0 == 0 && !accumulate};
+                Block blk{pack_a ? kRows : lda, ldb, depth, k0 == 0 && !accumulate,
+                          groups ? *groups : InnerGroups{1, 1, 0},
+                          groups ? k0 % groups->group : 0};
                 if (transposes.b) {
                     pack_transposed_panel(depth, vectors, left, b + j * ldb + k0, ldb, packed);
                 } else if (pack) {  // zeros past column n: every load is whole
@@ -280,13 +308,18 @@ void rows(int64_t row_begin, int64_t row_end, int64_t n, int64_t k, const T* a,
                     panel = packed;
                     blk.ldb = vectors * width;
                 }
+                // A's column k0 (grouped: the start of its group), from a row's start
+                const int64_t a_k0 = groups ? k0 / groups->group * groups->outer : k0;
+                const ALayout layout = groups         ? kGroupedA
+                                       : transposes.a ? kTransposedA
+                                                      : kRowsOfA;
                 const Tile<T>* tiles =
-                    tiles_for<T>(vectors, !pack && left < vectors * width, transposes.a);
+                    tiles_for<T>(vectors, !pack && left < vectors * width, layout);
                 for (int64_t i = i0; i < i1; i += kRows) {
                     const int64_t count = i1 - i < kRows ? i1 - i : kRows;
                     const T* a_tile = pack_a         ? a_scratch + (i - i0) * depth
                                       : transposes.a ? a + k0 * lda + i
-                                                     : a + i * lda + k0;
+                                                     : a + i * lda + a_k0;
                     tiles[count](blk, a_tile, panel, lanes, c + i * ldc + j, ldc);
                 }
             }
@@ -295,6 +328,20 @@ void rows(int64_t row_begin, int64_t row_end, int64_t n, int64_t k, const T* a,
 }
 
 }  // namespace
+
+void gemm_rows_grouped_avx512(int64_t row_begin, int64_t row_end, int64_t n, int64_t k,
+                              const float* a, int64_t lda, InnerGroups groups, const float* b,
+                              int64_t ldb, float* c, int64_t ldc, bool accumulate) {
+    rows(row_begin, row_end, n, k, a, lda, b, ldb, c, ldc, accumulate, GemmTransposes{},
+         static_cast<float*>(nullptr), &groups);
+}
+
+void gemm_rows_grouped_avx512(int64_t row_begin, int64_t row_end, int64_t n, int64_t k,
+                              const double* a, int64_t lda, InnerGroups groups, const double* b,
+                              int64_t ldb, double* c, int64_t ldc, bool accumulate) {
+    rows(row_begin, row_end, n, k, a, lda, b, ldb, c, ldc, accumulate, GemmTransposes{},
+         static_cast<double*>(nullptr), &groups);
+}
 
 void gemm_rows_avx512(int64_t row_begin, int64_t row_end, int64_t n, int64_t k,
                       const float* a, int64_t lda, const float* b, int64_t ldb, float* c,

@@ -53,4 +53,20 @@ void gemm_rows_avx512(int64_t row_begin, int64_t row_end, int64_t n, int64_t k,
                       int64_t ldc, bool accumulate = false, GemmTransposes transposes = {},
                       double* a_scratch = nullptr);
 
+// A's inner indices in groups: A(i, kk) at a[i * lda + (kk / group) * outer + (kk % group) *
+// inner] (group >= 1; inner may be negative). The pad-skipping conv (conv_padskip.h) reads
+// its weights in place so: the channels (outer) of a kernel row's taps (inner), turned by
+// 180 degrees (inner -1) for dx.
+struct InnerGroups {
+    int64_t group, outer, inner;
+};
+
+// gemm_rows_avx512 with A's inner indices in groups; the same order of each element's sum.
+void gemm_rows_grouped_avx512(int64_t row_begin, int64_t row_end, int64_t n, int64_t k,
+                              const float* a, int64_t lda, InnerGroups groups, const float* b,
+                              int64_t ldb, float* c, int64_t ldc, bool accumulate);
+void gemm_rows_grouped_avx512(int64_t row_begin, int64_t row_end, int64_t n, int64_t k,
+                              const double* a, int64_t lda, InnerGroups groups, const double* b,
+                              int64_t ldb, double* c, int64_t ldc, bool accumulate);
+
 }  // namespace graphnet

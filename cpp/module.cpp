@@ -1548,6 +1548,18 @@ PYBIND11_MODULE(_C, m) {
         "Where float32 3x3 convolutions with stride 1 and pad 1 run Winograd F(2x2, 3x3) on\n"
         "AVX-512 (forward and dx): 'auto' (the default) on layers where it is faster, 'always'\n"
         "on every such layer, 'off' never, to compare the paths.");
+    m.def(
+        "set_pad_skip_conv",
+        [](const std::string& mode) {
+            if (mode == "off") return set_pad_skip_conv(PadSkipMode::kOff);
+            if (mode == "auto") return set_pad_skip_conv(PadSkipMode::kWherePays);
+            if (mode == "always") return set_pad_skip_conv(PadSkipMode::kEverywhere);
+            fail("set_pad_skip_conv: mode must be 'off', 'auto' or 'always', got '" + mode + "'");
+        },
+        "mode"_a,
+        "Where stride-1 convolutions whose pad lies inside the kernel skip the taps that fall\n"
+        "into the padding (all three passes): 'auto' (the default) on the wide layers on small\n"
+        "images that run im2col + GEMM, 'always' on every such layer, 'off' never, to compare.");
     m.def("set_avx512_conv", &set_avx512_conv, "enabled"_a,
           "Run the direct conv kernels with AVX-512 where the CPU has it (the default);\n"
           "False keeps them on AVX2, to compare the two.");

@@ -98,6 +98,14 @@ void gemm_rows_avx512(int64_t, int64_t, int64_t, int64_t, const double*, int64_t
                       const double*, int64_t, double*, int64_t, bool, GemmTransposes, double*) {
     absent("gemm_rows_avx512");
 }
+void gemm_rows_grouped_avx512(int64_t, int64_t, int64_t, int64_t, const float*, int64_t,
+                              InnerGroups, const float*, int64_t, float*, int64_t, bool) {
+    absent("gemm_rows_grouped_avx512");
+}
+void gemm_rows_grouped_avx512(int64_t, int64_t, int64_t, int64_t, const double*, int64_t,
+                              InnerGroups, const double*, int64_t, double*, int64_t, bool) {
+    absent("gemm_rows_grouped_avx512");
+}
 void panel_gemm_avx512(int64_t, int64_t, int64_t, int64_t, const float*, int64_t, const float*,
                        bool, float*, int64_t) {
     absent("panel_gemm_avx512");

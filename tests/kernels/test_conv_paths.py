@@ -6,6 +6,8 @@ around those, with rows wide enough to reach every path, are checked against the
 loops in float64 (within rounding of each result's terms) and against PyTorch, and each
 result is bitwise the same on one thread as on two."""
 
+import contextlib
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -526,6 +528,99 @@ def test_wide_layers_take_the_activation_gradient_on_the_whole_batch(N, C, H, F,
                 assert_same_gradients(got, expected)
     finally:
         _C.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def pad_skip(mode):
+    """_C.set_pad_skip_conv(mode) inside, 'auto' (the default) after."""
+    _C.set_pad_skip_conv(mode)
+    try:
+        yield
+    finally:
+        _C.set_pad_skip_conv("auto")
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    N=st.integers(1, 6),
+    C=st.integers(1, 40),
+    F=st.integers(1, 40),
+    H=st.integers(1, 8),
+    W=st.integers(1, 8),
+    kh=st.integers(2, 5),
+    kw=st.integers(2, 5),
+    pad=st.integers(1, 4),
+    avx512_product=st.booleans(),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 2**16),
+)
+def test_pad_skipping_product_on_any_layer(N, C, F, H, W, kh, kw, pad, avx512_product, dtype, seed):
+    """Every stride-1 layer whose pad lies inside the kernel, with the pad-skipping product
+    forced ('always'): the forward and dx (its forward of dout with the filters turned) by
+    classes of output columns and one GEMM per kernel row, on the AVX-512 product reading
+    the weights in place or on OpenBLAS from their copies. Odd channels, non-square images
+    and kernels, batch 1: within rounding of the naive loops, the same bits on 1 and 2
+    threads."""
+    if pad >= min(kh, kw) or kh > H + 2 * pad or kw > W + 2 * pad:
+        return
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = rng.standard_normal((F, C, kh, kw)).astype(dtype)
+    b = rng.standard_normal(F).astype(dtype)
+    _C.set_avx512_matmul(avx512_product)
+    try:
+        with pad_skip("always"):
+            assert_matches_naive_on_one_and_two_threads(x, w, b, 1, pad)
+    finally:
+        _C.set_avx512_matmul(True)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "N, C, F, H, W, k",
+    [
+        (8, 256, 512, 4, 4, 3),  # the forward as im2col + GEMM would run it (gemm_forward)
+        (16, 129, 131, 2, 2, 3),  # odd channels, 56% of the pairs in the padding
+        (9, 128, 160, 3, 5, 5),  # 5x5 on a non-square image, an odd batch
+        (4, 64, 65, 6, 6, 3),  # dx only (batch 4): Winograd's layer
+        (40, 97, 64, 1, 1, 3),  # dx only (97 channels), one pixel: the centre tap alone
+        (64, 128, 129, 2, 3, 3),  # all three passes: dw by blocks of channels, 64 images
+    ],
+)
+def test_wide_layers_skip_the_padding(N, C, F, H, W, k, dtype):
+    """Where the pad-skipping product pays ('auto'): the same results as the naive loops,
+    on 1 and 2 threads the same bits, and within rounding of the other kernels ('off')."""
+    x, w, b = case(N, C, H, W, F, k, dtype, seed=C + F)
+    assert_matches_naive_on_one_and_two_threads(x, w, b, 1, k // 2)
+    with pad_skip("off"):
+        other, dout = run(x, w, b, 1, k // 2, threads=1)
+    got, _ = run(x, w, b, 1, k // 2, threads=1)
+    for g, o in zip(got, other, strict=True):
+        np.testing.assert_allclose(g, o, rtol=TOL[dtype] * 100, atol=TOL[dtype] * 100 * C * k * k)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("mode", ["auto", "always"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "N, C, H, F, k", [(16, 256, 4, 256, 3), (16, 512, 2, 256, 3), (8, 160, 3, 128, 5)]
+)
+def test_pad_skipping_product_matches_pytorch(N, C, H, F, k, dtype, mode):
+    torch = pytest.importorskip("torch")
+    x, w, b = case(N, C, H, H, F, k, dtype, seed=k + C)
+    with pad_skip(mode):
+        (out, dx, dw, db), dout = run(x, w, b, 1, k // 2, threads=2)
+    xt, wt, bt = (torch.from_numpy(a).requires_grad_() for a in (x, w, b))
+    expected = torch.nn.functional.conv2d(xt, wt, bt, padding=k // 2)
+    expected.backward(torch.from_numpy(dout))
+    rtol, atol = (1e-4, 1e-3) if dtype == np.float32 else (1e-10, 1e-10)
+    for got, ref in ((out, expected), (dx, xt.grad), (dw, wt.grad), (db, bt.grad)):
+        np.testing.assert_allclose(got, ref.detach().numpy(), rtol=rtol, atol=atol)
+
+
+def test_set_pad_skip_conv_refuses_other_modes():
+    with pytest.raises(ValueError, match="'off', 'auto' or 'always'"):
+        _C.set_pad_skip_conv("sometimes")
 
 
 @pytest.mark.parametrize(
