@@ -125,4 +125,8 @@ def test_a_random_graph_agrees_with_its_torch_module_and_the_gradient_check(
         gn.save(g, path)
         np.testing.assert_array_equal(gn.load(path).forward(X=X), loss)
     if dtype == np.float64 and batch:
-        assert max(gn.gradcheck(g, X=X).values()) < 1e-5
+        # A gradient that is exactly zero (x - x) has nothing to be relative to: the
+        # numerical one is rounding noise over 2h (PyTorch agreed with it above).
+        analytic = {**grads, "X": g["X"].grad}
+        for name, error in gn.gradcheck(g, X=X).items():
+            assert error < 1e-5 or not np.any(analytic[name]), name
