@@ -101,6 +101,17 @@ def assert_same_everywhere(plain, fused, value_tol=0.0, grad_tol=0.0, caches=Tru
                 assert same(other.state[key], item, value_tol), f"{key} of {node.name}"
 
 
+def assert_backward_from_inside(plain, fused, feeds, name):
+    """A backward seeded at a node inside the fused chain (`name`) reaches every node as
+    gate by gate."""
+    for g in (plain, fused):
+        g.forward(**feeds)
+    seed = np.random.default_rng(1).standard_normal(plain[name].shape)
+    for g in (plain, fused):
+        g.backward(name, grad=seed)
+    assert_same_everywhere(plain, fused)
+
+
 def walk(g, feeds, backward=True):
     loss = g.forward(**feeds)
     if backward:

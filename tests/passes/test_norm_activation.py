@@ -12,6 +12,7 @@ from graphnet.passes import norm_activation
 from graphnet.passes.norm_activation import GroupnormActivation
 
 from .checks import (
+    assert_backward_from_inside,
     assert_player_and_drawing_show,
     assert_same_everywhere,
     classifier_feeds,
@@ -124,13 +125,7 @@ def test_a_fused_walk_one_way_and_gate_by_gate_the_other(fuse_forward, fuse_back
 
 
 def test_a_backward_from_inside_the_fused_chain():
-    plain, fused, feeds = twins(network(), np.float64)
-    for g in (plain, fused):
-        g.forward(**feeds)
-    seed = np.random.default_rng(1).standard_normal(plain["act"].shape)
-    for g in (plain, fused):
-        g.backward("act", grad=seed)
-    assert_same_everywhere(plain, fused)
+    assert_backward_from_inside(*twins(network(), np.float64), "act")
 
 
 def test_the_norm_left_for_later_keeps_its_walk():

@@ -13,6 +13,7 @@ from graphnet.passes import norm_relu
 from graphnet.passes.norm_relu import NormAddRelu
 
 from .checks import (
+    assert_backward_from_inside,
     assert_player_and_drawing_show,
     assert_same_everywhere,
     classifier_feeds,
@@ -181,13 +182,7 @@ def test_a_fused_walk_one_way_and_gate_by_gate_the_other(fuse_forward, fuse_back
 
 
 def test_a_backward_from_inside_the_fused_chain():
-    plain, fused, feeds = twins(network("fc"), np.float64)
-    for g in (plain, fused):
-        g.forward(**feeds)
-    seed = np.random.default_rng(1).standard_normal(plain["relu"].shape)
-    for g in (plain, fused):
-        g.backward("relu", grad=seed)
-    assert_same_everywhere(plain, fused)
+    assert_backward_from_inside(*twins(network("fc"), np.float64), "relu")
 
 
 def test_the_values_left_for_later_keep_their_walk():

@@ -14,6 +14,7 @@ from graphnet.passes.conv_batchnorm_relu_pool import ConvBatchnormReluPool
 from graphnet.passes.norm_relu import ConvBatchnormRelu, NormRelu
 
 from .checks import (
+    assert_backward_from_inside,
     assert_player_and_drawing_show,
     assert_same_everywhere,
     classifier_feeds,
@@ -194,13 +195,7 @@ def test_a_fused_walk_one_way_and_gate_by_gate_the_other(kind, fuse_forward, fus
 
 
 def test_a_backward_from_inside_the_fused_chain():
-    plain, fused, feeds = twins(network("bn"), np.float64)
-    for g in (plain, fused):
-        g.forward(**feeds)
-    seed = np.random.default_rng(1).standard_normal(plain["relu"].shape)
-    for g in (plain, fused):
-        g.backward("relu", grad=seed)
-    assert_same_everywhere(plain, fused)
+    assert_backward_from_inside(*twins(network("bn"), np.float64), "relu")
 
 
 def test_the_norm_left_for_later_keeps_its_walk():

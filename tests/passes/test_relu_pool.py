@@ -11,6 +11,7 @@ import graphnet as gn
 from graphnet.passes.relu_pool import ReluPool
 
 from .checks import (
+    assert_backward_from_inside,
     assert_player_and_drawing_show,
     assert_same_everywhere,
     deferred,
@@ -167,13 +168,7 @@ def test_a_fused_walk_one_way_and_gate_by_gate_the_other(fuse_forward, fuse_back
 
 
 def test_a_backward_from_inside_the_fused_chain():
-    plain, fused, feeds = twins(network("sbn"), np.float64)
-    for g in (plain, fused):
-        g.forward(**feeds)
-    seed = np.random.default_rng(1).standard_normal(plain["relu"].shape)
-    for g in (plain, fused):
-        g.backward("relu", grad=seed)
-    assert_same_everywhere(plain, fused)
+    assert_backward_from_inside(*twins(network("sbn"), np.float64), "relu")
 
 
 def test_the_relu_left_for_later_keeps_its_walk():
