@@ -1,0 +1,68 @@
+"""One sample through an affine layer: a row times a weight matrix, graphnet against PyTorch.
+
+    python benchmarks/bench_row_product.py [--rounds 7] [--dtypes float32,float64]
+
+At batch 1 an affine layer's forward is `x (1 x k) @ W (k x n) + b`: k * n multiply-adds
+on k * n weights, each read once, so its time is the time to read W. For the shapes of
+the zoo's fully connected layers (benchmarks/zoo_models.py), on one thread in CPU time,
+it times graphnet's `_C.matmul(x, W, bias=b)` (the affine gate's product: a gemv) and
+PyTorch's `F.linear` under `torch.inference_mode()` on the same weights, the two in turns
+within each round (medians over --rounds rounds), and prints both times, the rate each
+reads W at (GB/s) and PyTorch / graphnet. The same W read call after call stays in the
+caches: L2 (1 MB a core here) up to its size, L3 (32 MB) past it.
+"""
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from graphnet.kernels import _C
+
+# (k, n): the first layers of fc_dropout, the MLPs and twolayer/fc, then their inner ones.
+SHAPES = ((3072, 512), (3072, 256), (3072, 100), (512, 512), (256, 256), (100, 100))
+
+
+def per_call_us(run, calls):
+    start = time.process_time()
+    for _ in range(calls):
+        run()
+    return (time.process_time() - start) / calls * 1e6
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--dtypes", default="float32,float64")
+    args = parser.parse_args()
+    _C.set_num_threads(1)
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    print("one row times W (k x n), one thread, CPU time, medians of "
+          f"{args.rounds} rounds (us; GB/s: W's bytes over the time)")
+    print(f"{'dtype':8} {'k x n':>11} {'W MB':>6} {'graphnet':>9} {'GB/s':>5} "
+          f"{'torch':>8} {'GB/s':>5} {'torch/graphnet':>15}")
+    for dtype in map(np.dtype, args.dtypes.split(",")):
+        for k, n in SHAPES:
+            x = rng.standard_normal((1, k)).astype(dtype)
+            w = rng.standard_normal((k, n)).astype(dtype)
+            b = rng.standard_normal(n).astype(dtype)
+            xt, wt, bt = torch.from_numpy(x), torch.from_numpy(w.T.copy()), torch.from_numpy(b)
+            calls = max(200, int(4e6 / (k * n)))
+            ours, theirs = [], []
+            with torch.inference_mode():
+                for run in (lambda: _C.matmul(x, w, bias=b),
+                            lambda: torch.nn.functional.linear(xt, wt, bt)):
+                    per_call_us(run, calls // 10)  # warm-up: W into the caches
+                for _ in range(args.rounds):
+                    ours.append(per_call_us(lambda: _C.matmul(x, w, bias=b), calls))
+                    theirs.append(per_call_us(lambda: torch.nn.functional.linear(xt, wt, bt),
+                                              calls))
+            a, t = np.median(ours), np.median(theirs)
+            mb = w.nbytes / 1e6
+            print(f"{dtype.name:8} {f'{k} x {n}':>11} {mb:6.2f} {a:9.1f} {mb * 1e3 / a:5.0f} "
+                  f"{t:8.1f} {mb * 1e3 / t:5.0f} {t / a:15.2f}")
+
+
+if __name__ == "__main__":
+    main()
