@@ -327,6 +327,31 @@ void rows(int64_t row_begin, int64_t row_end, int64_t n, int64_t k, const T* a,
     }
 }
 
+// y += x[i0, i0 + Rows) * B's rows i0.. (n columns): y's vectors loaded, each row's
+// product added in order, stored back.
+template <typename T, int Rows>
+void add_rows(int64_t n, int64_t i0, const T* x, const T* b, int64_t ldb, T* y) {
+    using L = Lanes<T>;
+    constexpr int64_t W = L::kWidth;
+    typename L::Vec xi[Rows];
+    for (int r = 0; r < Rows; ++r) xi[r] = L::broadcast(x + i0 + r);
+    const T* rows = b + i0 * ldb;
+    for (int64_t j = 0; j < n; j += W) {
+        const __mmask16 lanes = first_lanes(n - j, W);
+        typename L::Vec acc = L::load(y + j, lanes);
+        for (int r = 0; r < Rows; ++r) acc = L::fma(xi[r], L::load(rows + r * ldb + j, lanes), acc);
+        L::store(y + j, lanes, acc);
+    }
+}
+
+template <typename T>
+void row_times_matrix(int64_t n, int64_t k, const T* x, const T* b, int64_t ldb, T* y) {
+    for (int64_t j = 0; j < n; ++j) y[j] = T(0);
+    int64_t i = 0;
+    for (; i + 8 <= k; i += 8) add_rows<T, 8>(n, i, x, b, ldb, y);
+    for (; i < k; ++i) add_rows<T, 1>(n, i, x, b, ldb, y);
+}
+
 }  // namespace
 
 void gemm_rows_grouped_avx512(int64_t row_begin, int64_t row_end, int64_t n, int64_t k,
@@ -355,6 +380,11 @@ void gemm_rows_avx512(int64_t row_begin, int64_t row_end, int64_t n, int64_t k,
                       int64_t ldc, bool accumulate, GemmTransposes transposes,
                       double* a_scratch) {
     rows(row_begin, row_end, n, k, a, lda, b, ldb, c, ldc, accumulate, transposes, a_scratch);
+}
+
+void gemv_row_avx512(int64_t n, int64_t k, const double* x, const double* b, int64_t ldb,
+                     double* y) {
+    row_times_matrix(n, k, x, b, ldb, y);
 }
 
 }  // namespace graphnet

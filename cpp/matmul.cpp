@@ -123,6 +123,9 @@ void matmul(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T
         // the blocked gemm paths pack it first (3072 x 100 float32: 12 us against 41, one
         // thread). The row of A is contiguous either way (lda is 1 when transposed). One
         // call on one thread, so the result is the same on any thread count.
+        if constexpr (std::is_same_v<T, double>) {  // gemm_avx512.h: faster than dgemv
+            if (!trans_b && avx512_matmul_active()) return gemv_row_avx512(n, k, a, b, ldb, c);
+        }
         return gemv(!trans_b, static_cast<int>(trans_b ? n : k), static_cast<int>(trans_b ? k : n),
                     b, static_cast<int>(ldb), a, c);
     }

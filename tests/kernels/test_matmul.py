@@ -4,7 +4,7 @@ import contextlib
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from graphnet.kernels import _C
@@ -199,6 +199,37 @@ def test_one_row_takes_the_vector_path(dtype, tol, transpose_a, transpose_b, n, 
     assert results[0].dtype == dtype and results[0].shape == (1, n)
     np.testing.assert_allclose(results[0], expected, rtol=tol, atol=tol * max(1, k))
     np.testing.assert_array_equal(results[0], results[1])
+
+
+# One float64 row times B runs the AVX-512 row kernel (gemv_row_avx512): B's rows eight at
+# a time, then one at a time; k and n across those and the 8-double vectors' edges.
+@settings(max_examples=80, deadline=None)
+@given(
+    n=st.integers(0, 300),
+    k=st.integers(0, 600),
+    view=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+@example(n=1, k=1, view=False, seed=0)
+@example(n=512, k=3072, view=True, seed=1)
+def test_one_float64_row_random_shapes_against_numpy_and_openblas(n, k, view, seed):
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((1, k))
+    b = rng.standard_normal((k, 2 * n))[:, ::2] if view else rng.standard_normal((k, n))
+    bias = rng.standard_normal(n)
+    product = _C.matmul(a, b)
+    assert_product(product, a, b, np.float64)
+    out = _C.matmul(a, b, bias=bias)
+    np.testing.assert_array_equal(out, product + bias)  # the bias added after, as numpy does
+    before = _C.get_num_threads()
+    try:
+        for threads in (1, 3):
+            _C.set_num_threads(threads)
+            np.testing.assert_array_equal(_C.matmul(a, b, bias=bias), out)
+    finally:
+        _C.set_num_threads(before)
+    with avx512_matmul(False):  # OpenBLAS's dgemv: the same numbers within rounding
+        np.testing.assert_allclose(out, _C.matmul(a, b, bias=bias), rtol=1e-12, atol=1e-12 * k)
 
 
 # ---- the AVX-512 kernel with a transposed operand: dout w^T and x^T dout ----
