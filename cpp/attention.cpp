@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 #include <vector>
 
@@ -10,7 +11,6 @@
 #include "cpu_features.h"
 #include "matmul.h"
 #include "recurrent.h"
-#include "softmax_rows.h"
 #include "threads.h"
 
 namespace graphnet {
@@ -37,8 +37,8 @@ PairProduct<T> pair_product() {
     return pair_product_portable<T>;
 }
 
-// dst (cols x rows) = src (rows x cols, rows `stride` apart)ᵀ: the keys (values) as the
-// second operand of a product over the features.
+// dst (cols x rows) = src (rows x cols, rows `stride` apart)ᵀ: the queries (the upstream
+// gradient) as the second operand of a product over the features.
 template <typename T>
 void transpose_into(int64_t rows, int64_t cols, const T* src, int64_t stride, T* dst) {
     for (int64_t c = 0; c < cols; ++c) {
@@ -81,98 +81,102 @@ ExpLanes exp_lanes() {
     return avx512_activations_active() ? ExpLanes::kAvx512 : ExpLanes::kAvx2;
 }
 
-// The softmax of each row of w (S x L, pair b's scores) in place, the keys the mask refuses
-// set to -inf first; a row with no allowed key becomes zeros. Each row shifted by its
-// maximum, then the exps of all rows in one pass (a row at a time, the exp's latency
-// chain would not overlap across a short row's few vectors: 40% of the forward at
-// L = 32), then each row scaled by its sum's reciprocal.
+// The softmax over each column of wt (L x S, pair b's scores transposed) in place, the keys
+// the mask refuses set to -inf first (attention_loops.h's softmax_columns: a query with no
+// allowed key gets zero weights); `tail`: scratch of softmax_tail_entries(L).
 template <typename T>
-void softmax_rows(int64_t S, int64_t L, const AttentionMask& mask, int64_t b, ExpLanes lanes,
-                  T* w) {
-    constexpr T kMinusInf = -std::numeric_limits<T>::infinity();
-    for (int64_t i = 0; i < S; ++i) {
-        T* row = w + i * L;
-        if (mask.base) {
+void masked_softmax(int64_t S, int64_t L, const AttentionMask& mask, int64_t b, ExpLanes lanes,
+                    T* wt, T* tail) {
+    if (mask.base) {
+        constexpr T kMinusInf = -std::numeric_limits<T>::infinity();
+        for (int64_t i = 0; i < S; ++i) {
             const uint8_t* allowed = mask.base + mask.offset[b] + i * mask.row_stride;
             for (int64_t l = 0; l < L; ++l) {
-                if (!allowed[l * mask.col_stride]) row[l] = kMinusInf;
+                if (!allowed[l * mask.col_stride]) wt[l * S + i] = kMinusInf;
             }
         }
-        T shift = row_max(L, row);
-        if (shift == kMinusInf) shift = 0;  // no allowed key: e^-inf = 0 throughout
-#pragma omp simd
-        for (int64_t l = 0; l < L; ++l) row[l] -= shift;
     }
     if (lanes == ExpLanes::kAvx512) {
-        exp_in_place_avx512(S * L, w);
+        softmax_columns_avx512(S, L, wt, tail);
+    } else if (lanes == ExpLanes::kAvx2) {
+        softmax_columns_avx2(S, L, wt, tail);
     } else {
-        exp_shifted_sum(S * L, w, T(0), w, lanes == ExpLanes::kAvx2);
-    }
-    for (int64_t i = 0; i < S; ++i) {
-        T* row = w + i * L;
-        T sum = 0;
-#pragma omp simd reduction(+ : sum)
-        for (int64_t l = 0; l < L; ++l) sum += row[l];
-        const T inverse = sum > 0 ? T(1) / sum : T(0);  // a NaN row stays NaN
-#pragma omp simd
-        for (int64_t l = 0; l < L; ++l) row[l] *= inverse;
+        softmax_columns<Vector<T, 16>>(S, L, wt, tail, [](Vector<T, 16> x) {
+            for (int i = 0; i < int(16 / sizeof(T)); ++i) x[i] = std::exp(x[i]);
+            return x;
+        });
     }
 }
 
 }  // namespace
 
+// Per pair, the scores transposed: wt (L x S) = scale K Qᵀ, which takes Q transposed as the
+// product's second operand (as Q Kᵀ took K), and out = W V reads wt as its first operand
+// stored transposed, at no cost.
 template <typename T>
 void attention_forward(const AttentionShape& s, T scale, PairMatrices<const T> q,
                        PairMatrices<const T> k, PairMatrices<const T> v,
                        const AttentionMask& mask, T* weights, PairMatrices<T> out) {
     const PairProduct<T> product = pair_product<T>();
     const ExpLanes lanes = exp_lanes();
-    for_pairs<T>(s.pairs, s.d * s.L + s.L * s.dv, [&](int64_t b, T* scratch) {
-        T *k_t = scratch, *w = weights + b * s.S * s.L;
-        transpose_into(s.L, s.d, k.base + k.offset[b], k.row_stride, k_t);
-        product(s.S, s.L, s.d, q.base + q.offset[b], q.row_stride, false, k_t, s.L, scale, w,
-                s.L);
-        softmax_rows(s.S, s.L, mask, b, lanes, w);
+    const int64_t scratch_entries = s.d * s.S + s.L * s.dv + softmax_tail_entries(s.L);
+    for_pairs<T>(s.pairs, scratch_entries, [&](int64_t b, T* scratch) {
+        T *q_t = scratch, *wt = weights + b * s.L * s.S;
+        T* tail = scratch + s.d * s.S + s.L * s.dv;
+        transpose_into(s.S, s.d, q.base + q.offset[b], q.row_stride, q_t);
+        product(s.L, s.S, s.d, k.base + k.offset[b], k.row_stride, false, q_t, s.S, scale, wt,
+                s.S);
+        masked_softmax(s.S, s.L, mask, b, lanes, wt, tail);
         const T* vb = rows_together(s.L, s.dv, v.base + v.offset[b], v.row_stride,
-                                    scratch + s.d * s.L);
-        product(s.S, s.dv, s.L, w, s.L, false, vb, s.dv, T(1), out.base + out.offset[b],
+                                    scratch + s.d * s.S);
+        product(s.S, s.dv, s.L, wt, s.S, true, vb, s.dv, T(1), out.base + out.offset[b],
                 out.row_stride);
     });
 }
 
+// Per pair, with the weights transposed (wt, L x S) and so the scores' gradient: dSᵀ = V
+// doutᵀ (dout transposed as the second operand), the softmax's backward down its columns,
+// then dq = dS K (dSᵀ read as stored transposed), dk = dSᵀ Q and dv = Wᵀ dout.
 template <typename T>
 void attention_backward(const AttentionShape& s, T scale, PairMatrices<const T> q,
                         PairMatrices<const T> k, PairMatrices<const T> v, const T* weights,
                         PairMatrices<const T> dout, PairMatrices<T> dq, PairMatrices<T> dk,
                         PairMatrices<T> dv) {
     const PairProduct<T> product = pair_product<T>();
-    const int64_t scratch = s.L * s.dv + s.S * s.L + s.L * s.d + s.S * s.d + s.S * s.dv;
-    for_pairs<T>(s.pairs, scratch, [&](int64_t b, T* v_t) {
-        T* dscores = v_t + s.L * s.dv;
-        T *k_rows = dscores + s.S * s.L, *q_rows = k_rows + s.L * s.d;
-        T* dout_rows = q_rows + s.S * s.d;
-        const T* w = weights + b * s.S * s.L;
+    const int64_t scratch = s.S * s.dv + s.L * s.S + s.L * s.d + s.S * s.d + s.S * s.dv + s.S;
+    for_pairs<T>(s.pairs, scratch, [&](int64_t b, T* dout_t) {
+        T* dscores_t = dout_t + s.S * s.dv;
+        T *k_rows = dscores_t + s.L * s.S, *q_rows = k_rows + s.L * s.d;
+        T *dout_rows = q_rows + s.S * s.d, *total = dout_rows + s.S * s.dv;
+        const T* wt = weights + b * s.L * s.S;
         const T* db = rows_together(s.S, s.dv, dout.base + dout.offset[b], dout.row_stride,
                                     dout_rows);
-        transpose_into(s.L, s.dv, v.base + v.offset[b], v.row_stride, v_t);
-        product(s.S, s.L, s.dv, db, s.dv, false, v_t, s.L, T(1), dscores, s.L);
-        // The softmax's backward: dscores = w (dw - sum(dw w)) scale; masked weights are 0.
-        for (int64_t i = 0; i < s.S; ++i) {
-            const T* wi = w + i * s.L;
-            T* g = dscores + i * s.L;
-            T total = 0;
-#pragma omp simd reduction(+ : total)
-            for (int64_t l = 0; l < s.L; ++l) total += g[l] * wi[l];
+        transpose_into(s.S, s.dv, db, s.dv, dout_t);
+        product(s.L, s.S, s.dv, v.base + v.offset[b], v.row_stride, false, dout_t, s.S, T(1),
+                dscores_t, s.S);
+        // The softmax's backward: dS = W (dW - sum(dW W)) scale, a query's sum down its
+        // column, taken a row at a time (down the columns a vector at a time, whose rows
+        // are S apart, was 1.2x slower at S = L = 256); masked weights are 0.
 #pragma omp simd
-            for (int64_t l = 0; l < s.L; ++l) g[l] = wi[l] * (g[l] - total) * scale;
+        for (int64_t i = 0; i < s.S; ++i) total[i] = 0;
+        for (int64_t l = 0; l < s.L; ++l) {
+            const T *w = wt + l * s.S, *g = dscores_t + l * s.S;
+#pragma omp simd
+            for (int64_t i = 0; i < s.S; ++i) total[i] += g[i] * w[i];
+        }
+        for (int64_t l = 0; l < s.L; ++l) {
+            const T* w = wt + l * s.S;
+            T* g = dscores_t + l * s.S;
+#pragma omp simd
+            for (int64_t i = 0; i < s.S; ++i) g[i] = w[i] * (g[i] - total[i]) * scale;
         }
         const T* kb = rows_together(s.L, s.d, k.base + k.offset[b], k.row_stride, k_rows);
         const T* qb = rows_together(s.S, s.d, q.base + q.offset[b], q.row_stride, q_rows);
-        product(s.S, s.d, s.L, dscores, s.L, false, kb, s.d, T(1), dq.base + dq.offset[b],
+        product(s.S, s.d, s.L, dscores_t, s.S, true, kb, s.d, T(1), dq.base + dq.offset[b],
                 dq.row_stride);
-        product(s.L, s.d, s.S, dscores, s.L, true, qb, s.d, T(1), dk.base + dk.offset[b],
+        product(s.L, s.d, s.S, dscores_t, s.S, false, qb, s.d, T(1), dk.base + dk.offset[b],
                 dk.row_stride);
-        product(s.L, s.dv, s.S, w, s.L, true, db, s.dv, T(1), dv.base + dv.offset[b],
+        product(s.L, s.dv, s.S, wt, s.S, false, db, s.dv, T(1), dv.base + dv.offset[b],
                 dv.row_stride);
     });
 }

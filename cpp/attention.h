@@ -40,7 +40,8 @@ struct AttentionMask {
     int64_t row_stride = 0, col_stride = 0;
 };
 
-// weights: pairs x S x L, contiguous; out: pairs x (S, dv).
+// weights: pairs x L x S, contiguous: each pair's weights transposed, a query's down a
+// column (the softmax then runs along rows: attention_loops.h); out: pairs x (S, dv).
 template <typename T>
 void attention_forward(const AttentionShape& s, T scale, PairMatrices<const T> q,
                        PairMatrices<const T> k, PairMatrices<const T> v,
@@ -67,8 +68,13 @@ GRAPHNET_PAIR_PRODUCT(pair_product_avx512)
 GRAPHNET_PAIR_PRODUCT(pair_product_avx2)
 #undef GRAPHNET_PAIR_PRODUCT
 
-// x[i] = e^x[i] for i < n, sixteen float32 or eight float64 lanes at a time (AVX-512F).
-void exp_in_place_avx512(int64_t n, float* x);
-void exp_in_place_avx512(int64_t n, double* x);
+// The softmax over each column of wt (L x S) in place, `tail` scratch of
+// softmax_tail_entries(L) (attention_loops.h's softmax_columns), compiled for AVX-512F and
+// for AVX2 + FMA.
+constexpr int64_t softmax_tail_entries(int64_t L) { return 16 * L; }  // L x a vector's lanes
+void softmax_columns_avx512(int64_t S, int64_t L, float* wt, float* tail);
+void softmax_columns_avx512(int64_t S, int64_t L, double* wt, double* tail);
+void softmax_columns_avx2(int64_t S, int64_t L, float* wt, float* tail);
+void softmax_columns_avx2(int64_t S, int64_t L, double* wt, double* tail);
 
 }  // namespace graphnet

@@ -1,8 +1,11 @@
-// attention.h's per-pair product compiled for AVX2 + FMA (attention_loops.h); attention.cpp
-// calls it only where the CPU has it. No library header: see attention_loops.h.
+// attention.h's per-pair product and softmax compiled for AVX2 + FMA (attention_loops.h),
+// the exps eight float32 (four float64) lanes at a time (simd_math.h's e^x); attention.cpp
+// calls them only where the CPU has it. No library header but the intrinsics: see
+// attention_loops.h.
 #pragma GCC target("avx2,fma")
 #include "attention.h"
 #include "attention_loops.h"
+#include "simd_math.h"
 
 namespace graphnet {
 
@@ -11,6 +14,13 @@ void pair_product_avx2(int64_t m, int64_t n, int64_t k, const T* a, int64_t lda,
                        bool a_transposed, const T* b, int64_t ldb, T alpha, T* c, int64_t ldc) {
     pair_product_loops<32>(m, n, k, PairOperand<T>{a, lda, a_transposed}, b, ldb, alpha, c,
                            ldc);
+}
+
+void softmax_columns_avx2(int64_t S, int64_t L, float* wt, float* tail) {
+    softmax_columns<__m256>(S, L, wt, tail, exp_full<__m256>);
+}
+void softmax_columns_avx2(int64_t S, int64_t L, double* wt, double* tail) {
+    softmax_columns<__m256d>(S, L, wt, tail, exp_full<__m256d>);
 }
 
 template void pair_product_avx2<float>(int64_t, int64_t, int64_t, const float*, int64_t, bool,

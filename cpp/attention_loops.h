@@ -1,5 +1,6 @@
-// attention.h's per-pair product, compiled once per instruction set (attention.cpp,
-// attention_avx2.cpp, attention_avx512.cpp), each copy in its own anonymous namespace.
+// attention.h's per-pair product and softmax of the scores, compiled once per instruction
+// set (attention.cpp, attention_avx2.cpp, attention_avx512.cpp), each copy in its own
+// anonymous namespace.
 // It includes no library header, so nothing compiled for AVX2 or AVX-512 is shared with
 // the portable code.
 //
@@ -120,6 +121,70 @@ void pair_product_loops(int64_t m, int64_t n, int64_t k, PairOperand<T> A, const
             }
             c[i * ldc + j] = alpha * sum;
         }
+    }
+}
+
+// V (a vector, or a scalar T) at p, unaligned.
+template <typename V, typename T>
+inline V load_at(const T* p) {
+    V x;
+    __builtin_memcpy(&x, p, sizeof(V));
+    return x;
+}
+
+template <typename V, typename T>
+inline void store_at(T* p, V x) {
+    __builtin_memcpy(p, &x, sizeof(V));
+}
+
+// softmax_columns over the columns of one vector V starting at wt (rows S apart):
+// the maximum down them, then e^(x - maximum) written back and summed, then the products by
+// the sums' reciprocals. The maximum is a NaN among the entries (so the column is NaN), or 0
+// for a column of -inf only (every key masked: its exps, and so its weights, are 0).
+template <typename V, typename T, typename Exp>
+void softmax_column_block(int64_t S, int64_t L, T* wt, Exp exp_of) {
+    const V zero = V{}, minus_inf = zero - static_cast<T>(__builtin_inf());
+    V top = minus_inf;
+    for (int64_t l = 0; l < L; ++l) {
+        const V x = load_at<V>(wt + l * S);
+        top = ((x > top) | (x != x)) ? x : top;
+    }
+    top = top == minus_inf ? zero : top;
+    V sum = zero;
+    for (int64_t l = 0; l < L; ++l) {
+        const V e = exp_of(load_at<V>(wt + l * S) - top);
+        store_at(wt + l * S, e);
+        sum += e;
+    }
+    const V inverse = sum > zero ? (zero + T(1)) / sum : zero;  // NaN * 0 stays NaN
+    for (int64_t l = 0; l < L; ++l) store_at(wt + l * S, load_at<V>(wt + l * S) * inverse);
+}
+
+// The softmax over each column of wt (L x S) in place: wt a pair's scores transposed, a
+// query's scores down a column, so that each pass runs down the columns a vector at a
+// time, with no sum across a vector's lanes (the (S x L) layout's rows, one query each,
+// spent more on those sums at L = 32 than on their exps), and the exps of a vector's rows
+// are independent, so that their latency chains overlap. exp_vector: e^x of each lane of
+// an ExpVectorType (an x86 vector of the width taken here). The last columns, fewer than a
+// vector, are copied into `tail` (attention.h's softmax_tail_entries(L); the lanes past
+// them 0) and back. Each column's sums run down it in order, whatever the width.
+template <typename ExpVectorType, typename T, typename ExpVector>
+void softmax_columns(int64_t S, int64_t L, T* wt, T* tail, ExpVector exp_vector) {
+    using V = Vector<T, sizeof(ExpVectorType)>;
+    constexpr int64_t kLanes = sizeof(V) / sizeof(T);
+    const auto exp_of = [&](V x) { return V(exp_vector(ExpVectorType(x))); };
+    int64_t j = 0;
+    for (; j + kLanes <= S; j += kLanes) softmax_column_block<V>(S, L, wt + j, exp_of);
+    const int64_t width = S - j;
+    if (width == 0) return;
+    for (int64_t l = 0; l < L; ++l) {
+        for (int64_t c = 0; c < kLanes; ++c) {
+            tail[l * kLanes + c] = c < width ? wt[l * S + j + c] : T(0);
+        }
+    }
+    softmax_column_block<V>(kLanes, L, tail, exp_of);
+    for (int64_t l = 0; l < L; ++l) {
+        for (int64_t c = 0; c < width; ++c) wt[l * S + j + c] = tail[l * kLanes + c];
     }
 }
 

@@ -1232,7 +1232,8 @@ struct AttentionOperands {
 
     void check_weights(const py::array& weights) const {
         require_same_dtype(q_array, "attention q", weights, "attention weights");
-        require_shape(weights, with_matrix(batch, s.S, s.L), "attention weights");
+        // Each pair's transposed (L x S): attention.h.
+        require_shape(weights, with_matrix(batch, s.L, s.S), "attention weights");
         if (!(weights.flags() & py::array::c_style)) fail("attention weights must be C-contiguous");
     }
 };
@@ -1513,7 +1514,8 @@ PYBIND11_MODULE(_C, m) {
     m.def("attention_forward", &py_attention_forward, "q"_a, "k"_a, "v"_a, "mask"_a, "scale"_a,
           "weights"_a, "out"_a,
           "Scaled dot-product attention of each (batch, head) pair into weights and out "
-          "(views of one batch shape, last axes contiguous; mask: uint8 or None).");
+          "(views of one batch shape, last axes contiguous; weights (..., L, S), each pair's "
+          "transposed; mask: uint8 or None).");
     m.def("attention_backward", &py_attention_backward, "q"_a, "k"_a, "v"_a, "weights"_a,
           "dout"_a, "scale"_a, "dq"_a, "dk"_a, "dv"_a,
           "Gradients of attention_forward into dq, dk, dv (one matrix per pair).");

@@ -28,6 +28,8 @@ constexpr int64_t kBlock = 2048;
 constexpr int64_t kColumns = 64, kRows = 32;
 // Rows per block of layernorm's gamma and beta gradients (fixed: the summation order).
 constexpr int64_t kRowBlock = 32;
+// Rows whose statistics layernorm computes side by side (rows_forward, rows_backward).
+constexpr int64_t kRowGroup = 8;
 // Statistics segments shorter than this are summed by a plain loop (add_block).
 constexpr int64_t kShortSegment = 32;
 
@@ -447,18 +449,78 @@ void slice_statistics(const NormShape& s, const T* x, int64_t k, double eps, T* 
     inv_std[k] = T(1) / root(static_cast<T>(m.var()) + static_cast<T>(eps));
 }
 
+// out = relu_if((x - m) * inv * gamma + beta) over one row of D entries.
+template <bool relu, typename T>
+void normalize_row(int64_t D, const T* p, T m, T inv, const T* gamma, const T* beta, T* o) {
+#pragma omp simd
+    for (int64_t d = 0; d < D; ++d) o[d] = relu_if<relu>((p[d] - m) * inv * gamma[d] + beta[d]);
+}
+
+// A row's statistics as slice_moments takes them for a slice of one segment of len <
+// kBlock entries (add_block's sums): its sum in float64, then the squares around its mean m.
+template <typename T>
+double row_sum(const T* p, int64_t len) {
+    if (len < kShortSegment) {
+        double sum = 0;
+#pragma omp simd reduction(+ : sum)
+        for (int64_t i = 0; i < len; ++i) sum += p[i];
+        return sum;
+    }
+    double lanes[8] = {};
+    sum_into(p, len, lanes);
+    return fold(lanes);
+}
+
+template <typename T>
+double row_squares(const T* p, int64_t len, double m) {
+    if (len < kShortSegment) {
+        double m2 = 0;
+#pragma omp simd reduction(+ : m2)
+        for (int64_t i = 0; i < len; ++i) {
+            const double d = p[i] - m;
+            m2 += d * d;
+        }
+        return m2;
+    }
+    double lanes[8] = {};
+    squares_into(p, len, m, lanes);
+    return fold(lanes);
+}
+
 // layer_norm_forward with the relu known at compile time (no test of it inside the loops).
+// Rows shorter than kBlock go kRowGroup at a time, each step of their statistics (the
+// sums, the squares, the division and the root) taken for all the group's rows before the
+// next, so that the rows' dependency chains overlap: a row of 64 at a time waited on its
+// own (2.6 cycles an entry). Each row's numbers are slice_statistics' (the same sums in the
+// same order).
 template <bool relu, typename T>
 void rows_forward(int64_t N, int64_t D, double eps, const T* x, const T* gamma, const T* beta,
                   T* mean, T* inv_std, T* out) {
+    if (D >= kBlock) {
 #pragma omp parallel for schedule(static) num_threads(team_for(N, N * D))
-    for (int64_t n = 0; n < N; ++n) {
-        slice_statistics(NormShape{1, N, D}, x, n, eps, mean, inv_std);
-        const T m = mean[n], inv = inv_std[n];
-        const T* p = x + n * D;
-        T* o = out + n * D;
-#pragma omp simd
-        for (int64_t d = 0; d < D; ++d) o[d] = relu_if<relu>((p[d] - m) * inv * gamma[d] + beta[d]);
+        for (int64_t n = 0; n < N; ++n) {
+            slice_statistics(NormShape{1, N, D}, x, n, eps, mean, inv_std);
+            normalize_row<relu>(D, x + n * D, mean[n], inv_std[n], gamma, beta, out + n * D);
+        }
+        return;
+    }
+    const int64_t groups = (N + kRowGroup - 1) / kRowGroup;
+    const double count = static_cast<double>(D);
+#pragma omp parallel for schedule(static) num_threads(team_for(groups, N * D))
+    for (int64_t group = 0; group < groups; ++group) {
+        const int64_t first = group * kRowGroup, rows = lesser(kRowGroup, N - first);
+        const T* p = x + first * D;
+        double m[kRowGroup], m2[kRowGroup];
+        for (int64_t r = 0; r < rows; ++r) m[r] = row_sum(p + r * D, D) / count;
+        for (int64_t r = 0; r < rows; ++r) m2[r] = row_squares(p + r * D, D, m[r]);
+        for (int64_t r = 0; r < rows; ++r) {
+            mean[first + r] = static_cast<T>(m[r]);
+            inv_std[first + r] = T(1) / root(static_cast<T>(m2[r] / count) + static_cast<T>(eps));
+        }
+        for (int64_t r = 0; r < rows; ++r) {
+            normalize_row<relu>(D, p + r * D, mean[first + r], inv_std[first + r], gamma, beta,
+                                out + (first + r) * D);
+        }
     }
 }
 
@@ -481,28 +543,43 @@ void rows_backward(int64_t N, int64_t D, const T* dout, const T* x, const T* mea
     for (int64_t b = 0; b < blocks; ++b) {
         double* pg = part_g + b * D;
         double* pb = part_b + b * D;
-        for (int64_t n = b * kRowBlock; n < lesser(N, (b + 1) * kRowBlock); ++n) {
-            const T *g = dout + n * D, *p = x + n * D;
-            T* d = dx + n * D;
-            const T m = mean[n], inv = inv_std[n];
-            double s1 = 0, s2 = 0;
+        // The block's rows kRowGroup at a time: their sums first, side by side (one row at
+        // a time, a row of 64 waited on its own sums and divisions), then their dx rows and
+        // their shares of dgamma and dbeta in row order.
+        const int64_t end = lesser(N, (b + 1) * kRowBlock);
+        for (int64_t first = b * kRowBlock; first < end; first += kRowGroup) {
+            const int64_t rows = lesser(kRowGroup, end - first);
+            T c2[kRowGroup], c3[kRowGroup];
+            for (int64_t r = 0; r < rows; ++r) {
+                const int64_t n = first + r;
+                const T *g = dout + n * D, *p = x + n * D;
+                const T m = mean[n], inv = inv_std[n];
+                double s1 = 0, s2 = 0;
 #pragma omp simd reduction(+ : s1, s2)
-            for (int64_t j = 0; j < D; ++j) {
-                const T gj = relu ? through_relu(g[j], (p[j] - m) * inv * gamma[j] + beta[j])
-                                  : g[j];
-                const double gg = static_cast<double>(gj) * static_cast<double>(gamma[j]);
-                s1 += gg;
-                s2 += gg * static_cast<double>(p[j] - m);
+                for (int64_t j = 0; j < D; ++j) {
+                    const T gj = relu ? through_relu(g[j], (p[j] - m) * inv * gamma[j] + beta[j])
+                                      : g[j];
+                    const double gg = static_cast<double>(gj) * static_cast<double>(gamma[j]);
+                    s1 += gg;
+                    s2 += gg * static_cast<double>(p[j] - m);
+                }
+                c2[r] = static_cast<T>(-inv * inv * s2 / count);
+                c3[r] = static_cast<T>(-s1 / count);
             }
-            const T c2 = static_cast<T>(-inv * inv * s2 / count), c3 = static_cast<T>(-s1 / count);
+            for (int64_t r = 0; r < rows; ++r) {
+                const int64_t n = first + r;
+                const T *g = dout + n * D, *p = x + n * D;
+                T* d = dx + n * D;
+                const T m = mean[n], inv = inv_std[n];
 #pragma omp simd
-            for (int64_t j = 0; j < D; ++j) {
-                const T centred = p[j] - m;
-                const T gj = relu ? through_relu(g[j], centred * inv * gamma[j] + beta[j])
-                                  : g[j];
-                d[j] = inv * (gj * gamma[j] + (c2 * centred + c3));
-                pg[j] += static_cast<double>(gj) * static_cast<double>(centred * inv);
-                pb[j] += gj;
+                for (int64_t j = 0; j < D; ++j) {
+                    const T centred = p[j] - m;
+                    const T gj = relu ? through_relu(g[j], centred * inv * gamma[j] + beta[j])
+                                      : g[j];
+                    d[j] = inv * (gj * gamma[j] + (c2[r] * centred + c3[r]));
+                    pg[j] += static_cast<double>(gj) * static_cast<double>(centred * inv);
+                    pb[j] += gj;
+                }
             }
         }
     }

@@ -50,8 +50,12 @@ void pair_product_avx2(int64_t, int64_t, int64_t, const T*, int64_t, bool, const
 GRAPHNET_PAIR_PRODUCTS(float)
 GRAPHNET_PAIR_PRODUCTS(double)
 #undef GRAPHNET_PAIR_PRODUCTS
-void exp_in_place_avx512(int64_t, float*) { absent("exp_in_place_avx512"); }
-void exp_in_place_avx512(int64_t, double*) { absent("exp_in_place_avx512"); }
+void softmax_columns_avx512(int64_t, int64_t, float*, float*) { absent("softmax_columns_avx512"); }
+void softmax_columns_avx512(int64_t, int64_t, double*, double*) {
+    absent("softmax_columns_avx512");
+}
+void softmax_columns_avx2(int64_t, int64_t, float*, float*) { absent("softmax_columns_avx2"); }
+void softmax_columns_avx2(int64_t, int64_t, double*, double*) { absent("softmax_columns_avx2"); }
 int64_t direct_tile_filters(int64_t) { absent("direct_tile_filters"); }
 void winograd_weights_avx512(const WinogradConv&, const WinogradWeights&, float*) {
     absent("winograd_weights_avx512");

@@ -447,7 +447,8 @@ def attention_forward(
 
     float32 and float64 run in one C++ call over all (batch, head) pairs (cpp/attention.h),
     reading q, k, v and the mask as the views they are (a head split's transpose is not
-    copied) and writing out in q's memory order, so that the transpose back is a view too.
+    copied) and writing out in q's memory order, so that the transpose back is a view too;
+    the weights are the view of an (..., L, S) array, each pair's as the kernel writes them.
     """
     fn = "attention_forward"
     q, k, v = _float_array(q, fn, "q"), _float_array(k, fn, "k"), _float_array(v, fn, "v")
@@ -490,12 +491,13 @@ def attention_forward(
     if dtype not in (np.float32, np.float64):
         return _attention_forward_numpy(q, k, v, mask, scale)
     qb, kb, vb = (_pair_view(a, batch, dtype) for a in (q, k, v))
-    weights = np.empty(scores_shape, dtype)
+    # The kernel writes each pair's weights transposed, (L, S): the cache's are the view.
+    weights_t = np.empty(batch + (k.shape[-2], q.shape[-2]), dtype)
     out = _like(qb, batch + (q.shape[-2], v.shape[-1]))
     _C.attention_forward(
-        qb, kb, vb, None if mask is None else mask.view(np.uint8), float(scale), weights, out
+        qb, kb, vb, None if mask is None else mask.view(np.uint8), float(scale), weights_t, out
     )
-    return out, _AttentionCache(q, k, v, weights, scale)
+    return out, _AttentionCache(q, k, v, np.swapaxes(weights_t, -1, -2), scale)
 
 
 def _attention_forward_numpy(q, k, v, mask, scale):
@@ -548,7 +550,10 @@ def attention_backward(dout: np.ndarray, cache: _AttentionCache) -> Tuple[np.nda
     else:
         qb, kb, vb, db = (_pair_view(a, batch, dtype) for a in (q, k, v, dout))
         dq, dk, dv = (_like(a, a.shape) for a in (qb, kb, vb))
-        _C.attention_backward(qb, kb, vb, weights, db, float(scale), dq, dk, dv)
+        # The kernel's weights are (L, S) per pair, C-contiguous: those of its forward (a
+        # copy if the cache came from the numpy forward).
+        weights_t = np.ascontiguousarray(np.swapaxes(weights, -1, -2))
+        _C.attention_backward(qb, kb, vb, weights_t, db, float(scale), dq, dk, dv)
     return _sum_to(dq, q.shape), _sum_to(dk, k.shape), _sum_to(dv, v.shape)
 
 

@@ -174,12 +174,47 @@ def test_the_kernel_refuses_arrays_it_cannot_take():
         (q, q, q.astype(np.float64), None, weights, out),
         (q, q, q, np.ones((2, 3, 3), bool), weights, out),  # mask not as bytes
         (q, q, q, None, weights[:, :, :2], out),
+        (q, q[:, :2], q[:, :2], None, np.empty((2, 3, 2), np.float32), out),  # (S, L): not (L, S)
         (q, q, q, None, weights, np.broadcast_to(out[:1], out.shape)),  # writes overlap
         (q[..., 0], q[..., 0], q[..., 0], None, weights, out),
     ]
     for q_, k_, v_, mask, w_, out_ in bad:
         with pytest.raises(ValueError):
             _C.attention_forward(q_, k_, v_, mask, 0.5, w_, out_)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_nan_or_infinite_score_makes_its_query_nan_as_numpy(dtype):
+    """The softmax down a column of the transposed scores: a NaN or +inf score makes that
+    query's weights and output NaN (inf - inf), as in numpy's softmax; the other queries,
+    in the same vector of columns or in the last, partial one, are untouched."""
+    rng = np.random.default_rng(7)
+    q, k, v = (rng.standard_normal((2, 21, 8)).astype(dtype) for _ in "qkv")
+    q[0, 3, 2], q[1, 17, 0], q[1, 20, 5] = np.nan, np.inf, np.nan
+    out, cache = R.attention_forward(q, k, v)
+    with np.errstate(invalid="ignore"):  # numpy's NaN (inf / inf) warns
+        want_out, want_weights, _ = reference(q, k, v, None, np.ones_like(out))
+    np.testing.assert_array_equal(np.isnan(cache.weights), np.isnan(want_weights))
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(want_out))
+    tol = TOLERANCE[dtype]
+    finite = ~np.isnan(want_out)
+    np.testing.assert_allclose(out[finite], want_out[finite], rtol=tol, atol=tol)
+
+
+def test_the_weights_are_a_view_of_the_kernels_transposed_array():
+    """cache.weights reads (..., S, L), as the numpy forward's; the kernel's own array is
+    (..., L, S) per pair and C-contiguous, and a cache holding the numpy forward's weights
+    (float16 in, then float32 gradients) still goes back through the kernel."""
+    rng = np.random.default_rng(8)
+    q, k, v = (rng.standard_normal(shape) for shape in ((2, 5, 4), (2, 7, 4), (2, 7, 3)))
+    out, cache = R.attention_forward(q, k, v)
+    assert cache.weights.shape == (2, 5, 7)
+    assert np.swapaxes(cache.weights, -1, -2).flags.c_contiguous
+    np.testing.assert_allclose(cache.weights.sum(axis=-1), 1.0)
+    dout = rng.standard_normal(out.shape)
+    numpy_cache = R._AttentionCache(q, k, v, np.ascontiguousarray(cache.weights), cache.scale)
+    for a, b in zip(R.attention_backward(dout, cache), R.attention_backward(dout, numpy_cache)):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_empty_batch_and_no_keys():

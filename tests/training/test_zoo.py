@@ -131,6 +131,24 @@ def test_a_random_student_network_matches_pytorch(spec, batch):
     assert_step_and_eval_match_pytorch(spec, batch)
 
 
+@st.composite
+def student_transformers(draw):
+    """An encoder classifier of a random width, number of heads, length and depth (the
+    zoo's transformer is 64 wide, 4 heads, 32 steps, 2 blocks): a zoo description."""
+    heads = draw(st.sampled_from([1, 2, 3, 4, 8]))
+    width, steps = heads * draw(st.integers(1, 5)), draw(st.integers(1, 21))
+    blocks = (("encoder", heads),) * draw(st.integers(1, 2))
+    layers = (("embed", width, 11), ("positions",)) + blocks + (("seqmean",),)
+    return zoo.ZooModel("student", "a random transformer", (steps,), layers)
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+@settings(max_examples=8, deadline=None)
+@given(spec=student_transformers())
+def test_a_random_student_transformer_matches_pytorch(spec, batch):
+    assert_step_and_eval_match_pytorch(spec, batch)
+
+
 @pytest.mark.parametrize("batch", [1, 6])
 @pytest.mark.parametrize("name", [m.name for m in zoo.ZOO])
 def test_zoo_inference_matches_pytorch(name, batch):
