@@ -7,7 +7,6 @@
 
 #include "cpu_features.h"
 #include "group_norm_loops.h"
-#include "threads.h"
 
 namespace graphnet {
 
@@ -15,10 +14,11 @@ template <typename T>
 void group_norm_forward(int64_t N, int64_t C, int64_t planes, int64_t G, double eps,
                         const GroupAct<T>& act, const AvgPoolPlane* pool, const T* x,
                         const T* gamma, const T* beta, T* mean, T* inv_std, T* out) {
-    std::vector<T> scratch(pool ? static_cast<std::size_t>(num_threads() * (C / G) * planes) : 0);
+    const int threads = team_for(N * G, N * C * planes);
+    std::vector<T> scratch(pool ? static_cast<std::size_t>(threads * (C / G) * planes) : 0);
     (cpu_has_avx2_fma() ? group_norm_forward_avx2<T> : group_norm_forward_loops<T>)(
-        N, C, planes, G, eps, act, GroupPool<T>{pool, scratch.data()}, x, gamma, beta, mean,
-        inv_std, out);
+        N, C, planes, G, eps, act, GroupPool<T>{pool, threads, scratch.data()}, x, gamma, beta,
+        mean, inv_std, out);
 }
 
 template <typename T>
@@ -26,12 +26,13 @@ void group_norm_backward(int64_t N, int64_t C, int64_t planes, int64_t G,
                          const GroupAct<T>& act, const AvgPoolPlane* pool, const T* dout,
                          const T* x, const T* mean, const T* inv_std, const T* gamma,
                          const T* beta, T* dx, T* dgamma, T* dbeta) {
-    std::vector<T> scratch(pool ? static_cast<std::size_t>(num_threads() * (C / G) * planes) : 0);
+    const int threads = team_for(N * G, N * C * planes);
+    std::vector<T> scratch(pool ? static_cast<std::size_t>(threads * (C / G) * planes) : 0);
     std::vector<double> planes_sums(static_cast<std::size_t>(2 * N * C));
     double *plane_d = planes_sums.data(), *plane_dx = plane_d + N * C;
     (cpu_has_avx2_fma() ? group_norm_backward_avx2<T> : group_norm_backward_loops<T>)(
-        N, C, planes, G, act, GroupPool<T>{pool, scratch.data()}, dout, x, mean, inv_std, gamma,
-        beta, dx, dgamma, dbeta, plane_d, plane_dx);
+        N, C, planes, G, act, GroupPool<T>{pool, threads, scratch.data()}, dout, x, mean,
+        inv_std, gamma, beta, dx, dgamma, dbeta, plane_d, plane_dx);
 }
 
 #define GRAPHNET_GROUP_NORM(T)                                                                \

@@ -32,10 +32,11 @@ struct GroupAct {
 };
 
 // The AVX2 and portable loops' pooling: one plane's windows (any pool.h geometry), none
-// where null, and the scratch, C / G * H * W values for each of num_threads() threads.
+// where null, the threads of the team, and the scratch, C / G * H * W values for each.
 template <typename T>
 struct GroupPool {
     const AvgPoolPlane* plane;
+    int threads;
     T* scratch;
 };
 

@@ -55,12 +55,19 @@ void with_next_prefetched(int64_t len, const char* const* next, int count, int64
     }
 }
 
+// The threads of the kernels' team: a group each at a time. Pooled, the team the caller
+// sized the scratch for.
+template <typename T>
+int group_team(const GroupPool<T>& pool, int64_t N, int64_t C, int64_t planes, int64_t G) {
+    return pool.plane ? pool.threads : team_for(N * G, N * C * planes);
+}
+
 template <typename T>
 void group_norm_forward_loops(int64_t N, int64_t C, int64_t planes, int64_t G, double eps,
                               const GroupAct<T>& act, const GroupPool<T>& pool, const T* x,
                               const T* gamma, const T* beta, T* mean, T* inv_std, T* out) {
     const int64_t per_group = C / G, groups = N * G, len = per_group * planes;
-#pragma omp parallel for schedule(static) num_threads(team_for(groups, N * C * planes))
+#pragma omp parallel for schedule(static) num_threads(group_team(pool, N, C, planes, G))
     for (int64_t ng = 0; ng < groups; ++ng) {
         slice_statistics(NormShape{1, groups, len}, x, ng, eps, mean, inv_std);
         const int64_t c0 = ng % G * per_group;
@@ -92,7 +99,7 @@ void group_norm_backward_loops(int64_t N, int64_t C, int64_t planes, int64_t G,
                                double* plane_dx) {
     const int64_t per_group = C / G, groups = N * G, len = per_group * planes;
     const double count = static_cast<double>(len);
-#pragma omp parallel for schedule(static) num_threads(team_for(groups, N * C * planes))
+#pragma omp parallel for schedule(static) num_threads(group_team(pool, N, C, planes, G))
     for (int64_t ng = 0; ng < groups; ++ng) {
         const T m = mean[ng], inv = inv_std[ng];
         const int64_t c0 = ng % G * per_group;
@@ -115,7 +122,8 @@ void group_norm_backward_loops(int64_t N, int64_t C, int64_t planes, int64_t G,
             // (pooled, the next group's dout is a few lines: left to the hardware)
             const char* next[] = {reinterpret_cast<const char*>(x + after),
                                   reinterpret_cast<const char*>(pool.plane ? x : dout + after)};
-            with_next_prefetched(len, next, pool.plane ? 1 : 2, len * int64_t(sizeof(T)), [&](int64_t b, int64_t e) {
+            const int streams = pool.plane ? 1 : 2;
+            with_next_prefetched(len, next, streams, len * int64_t(sizeof(T)), [&](int64_t b, int64_t e) {
                 pointwise_backward_serial(act.op, e - b, g0 + b, d0 + b, act.alpha, d0 + b);
             });
             g0 = d0;
