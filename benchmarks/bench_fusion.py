@@ -21,7 +21,7 @@ forward + backward in train mode; inference is forward in eval mode. The network
             relu, affine-batchnorm, the skip add, relu, then affine
   vgg_plain vgg without the batchnorms: conv3x3-relu, conv3x3-relu, max_pool, affine
   nin       the zoo's conv1x1: [conv3x3(64)-relu-conv1x1(32)-relu-max_pool] x 2, affine
-and, named only, the model zoo's res_strided and resnet (benchmarks/zoo_models.py).
+and, named only, the model zoo's res_strided, resnet and modern (benchmarks/zoo_models.py).
 """
 import argparse
 import time
@@ -127,7 +127,7 @@ def nin(g, rng):
 NETWORKS = {"vgg": vgg, "residual": residual, "fc_bn": fc_bn, "res_skip": res_skip,
             "fc_res": fc_res, "vgg_plain": vgg_plain, "nin": nin}
 # Networks of the model zoo, by name (not in the default list).
-ZOO_NETWORKS = ("res_strided", "resnet")
+ZOO_NETWORKS = ("res_strided", "resnet", "modern")
 
 
 def build(network, dtype):

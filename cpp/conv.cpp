@@ -1142,7 +1142,7 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
                 group_dout = mine;
             }
             // dw^T (K x F) += cols (K x n_cols) * dout^T (n_cols x F): OpenBLAS runs this
-            // orientation about 25% faster than dw += dout * cols^T
+            // orientation about 25% faster than dw += dout * cols^T, the AVX-512 kernel 7%
             const T* group_cols = x + n0 * g.C * g.H * g.W;
             if (!pointwise) {
                 T* my_cols = cols.of(t);
@@ -1151,8 +1151,7 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
                 }
                 group_cols = my_cols;
             }
-            gemm(false, true, K, F, n_cols, group_cols, n_cols, group_dout, n_cols, T(1),
-                 my_dw_t, F);
+            gemm_add_transposed_b(K, F, n_cols, group_cols, n_cols, group_dout, n_cols, my_dw_t, F);
         }
         if constexpr (std::is_same_v<T, float>) {
             if (dw && tap_dw) {

@@ -12,31 +12,37 @@ namespace graphnet {
 
 template <typename T>
 void group_norm_forward(int64_t N, int64_t C, int64_t planes, int64_t G, double eps,
-                        const GroupAct<T>& act, const T* x, const T* gamma, const T* beta,
-                        T* mean, T* inv_std, T* out) {
+                        const GroupAct<T>& act, const AvgPoolPlane* pool, const T* x,
+                        const T* gamma, const T* beta, T* mean, T* inv_std, T* out) {
+    const int threads = team_for(N * G, N * C * planes);
+    std::vector<T> scratch(pool ? static_cast<std::size_t>(threads * (C / G) * planes) : 0);
     (cpu_has_avx2_fma() ? group_norm_forward_avx2<T> : group_norm_forward_loops<T>)(
-        N, C, planes, G, eps, act, x, gamma, beta, mean, inv_std, out);
+        N, C, planes, G, eps, act, GroupPool<T>{pool, threads, scratch.data()}, x, gamma, beta,
+        mean, inv_std, out);
 }
 
 template <typename T>
 void group_norm_backward(int64_t N, int64_t C, int64_t planes, int64_t G,
-                         const GroupAct<T>& act, const T* dout, const T* x, const T* mean,
-                         const T* inv_std, const T* gamma, const T* beta, T* dx, T* dgamma,
-                         T* dbeta) {
+                         const GroupAct<T>& act, const AvgPoolPlane* pool, const T* dout,
+                         const T* x, const T* mean, const T* inv_std, const T* gamma,
+                         const T* beta, T* dx, T* dgamma, T* dbeta) {
+    const int threads = team_for(N * G, N * C * planes);
+    std::vector<T> scratch(pool ? static_cast<std::size_t>(threads * (C / G) * planes) : 0);
     std::vector<double> planes_sums(static_cast<std::size_t>(2 * N * C));
     double *plane_d = planes_sums.data(), *plane_dx = plane_d + N * C;
     (cpu_has_avx2_fma() ? group_norm_backward_avx2<T> : group_norm_backward_loops<T>)(
-        N, C, planes, G, act, dout, x, mean, inv_std, gamma, beta, dx, dgamma, dbeta, plane_d,
-        plane_dx);
+        N, C, planes, G, act, GroupPool<T>{pool, threads, scratch.data()}, dout, x, mean,
+        inv_std, gamma, beta, dx, dgamma, dbeta, plane_d, plane_dx);
 }
 
 #define GRAPHNET_GROUP_NORM(T)                                                                \
     template void group_norm_forward<T>(int64_t, int64_t, int64_t, int64_t, double,           \
-                                        const GroupAct<T>&, const T*, const T*, const T*, T*, \
-                                        T*, T*);                                              \
+                                        const GroupAct<T>&, const AvgPoolPlane*, const T*,    \
+                                        const T*, const T*, T*, T*, T*);                      \
     template void group_norm_backward<T>(int64_t, int64_t, int64_t, int64_t,                  \
-                                         const GroupAct<T>&, const T*, const T*, const T*,    \
-                                         const T*, const T*, const T*, T*, T*, T*);
+                                         const GroupAct<T>&, const AvgPoolPlane*, const T*,   \
+                                         const T*, const T*, const T*, const T*, const T*,    \
+                                         T*, T*, T*);
 GRAPHNET_GROUP_NORM(float)
 GRAPHNET_GROUP_NORM(double)
 #undef GRAPHNET_GROUP_NORM

@@ -7,10 +7,17 @@
 // dx backward, recomputing each group's normalized entries in cache, exactly as the
 // forward computed them: no pass over the normalized tensor either way, and the same bits
 // as the two kernels one after the other. Bitwise the same for any number of threads.
+//
+// Optionally an average pool after that (a groupnorm -> activation -> avg_pool chain):
+// out is then the pooled planes (N, C, Ho, Wo), pooled while each group is in cache, and
+// the backward's dout their gradient, spread back over each group in cache: neither the
+// activation's output nor its gradient is written out. Each group's values before the
+// pooling go through a scratch of the caller's, a group's worth per thread.
 #pragma once
 
 #include <cstdint>
 
+#include "avg_pool_plane.h"
 #include "pointwise.h"
 
 namespace graphnet {
@@ -24,32 +31,43 @@ struct GroupAct {
     T alpha;
 };
 
+// The AVX2 and portable loops' pooling: one plane's windows (any pool.h geometry), none
+// where null, the threads of the team, and the scratch, C / G * H * W values for each.
+template <typename T>
+struct GroupPool {
+    const AvgPoolPlane* plane;
+    int threads;
+    T* scratch;
+};
+
 // Writes mean and inv_std [n * G + g] and out = act((x - mean) * inv_std * gamma[c] +
-// beta[c]) (act the identity when inactive). planes = H * W.
+// beta[c]) (act the identity when inactive), pooled over `pool`'s windows unless it is
+// null. planes = H * W.
 template <typename T>
 void group_norm_forward(int64_t N, int64_t C, int64_t planes, int64_t G, double eps,
-                        const GroupAct<T>& act, const T* x, const T* gamma, const T* beta,
-                        T* mean, T* inv_std, T* out);
+                        const GroupAct<T>& act, const AvgPoolPlane* pool, const T* x,
+                        const T* gamma, const T* beta, T* mean, T* inv_std, T* out);
 
-// Its gradients; dout is the gradient of the forward's out (after its activation). beta is
-// read only with an active act (it may be null otherwise).
+// Its gradients; dout is the gradient of the forward's out (after its activation and its
+// pooling). beta is read only with an active act (it may be null otherwise).
 template <typename T>
 void group_norm_backward(int64_t N, int64_t C, int64_t planes, int64_t G,
-                         const GroupAct<T>& act, const T* dout, const T* x, const T* mean,
-                         const T* inv_std, const T* gamma, const T* beta, T* dx, T* dgamma,
-                         T* dbeta);
+                         const GroupAct<T>& act, const AvgPoolPlane* pool, const T* dout,
+                         const T* x, const T* mean, const T* inv_std, const T* gamma,
+                         const T* beta, T* dx, T* dgamma, T* dbeta);
 
 // The same loops compiled for AVX2 (group_norm_avx2.cpp): call them only when
 // cpu_has_avx2_fma(). The backward takes the 2 * N * C doubles of scratch its portable
 // caller allocates (that code includes no library header).
 template <typename T>
 void group_norm_forward_avx2(int64_t N, int64_t C, int64_t planes, int64_t G, double eps,
-                             const GroupAct<T>& act, const T* x, const T* gamma,
-                             const T* beta, T* mean, T* inv_std, T* out);
+                             const GroupAct<T>& act, const GroupPool<T>& pool, const T* x,
+                             const T* gamma, const T* beta, T* mean, T* inv_std, T* out);
 template <typename T>
 void group_norm_backward_avx2(int64_t N, int64_t C, int64_t planes, int64_t G,
-                              const GroupAct<T>& act, const T* dout, const T* x,
-                              const T* mean, const T* inv_std, const T* gamma, const T* beta,
-                              T* dx, T* dgamma, T* dbeta, double* plane_d, double* plane_dx);
+                              const GroupAct<T>& act, const GroupPool<T>& pool, const T* dout,
+                              const T* x, const T* mean, const T* inv_std, const T* gamma,
+                              const T* beta, T* dx, T* dgamma, T* dbeta, double* plane_d,
+                              double* plane_dx);
 
 }  // namespace graphnet

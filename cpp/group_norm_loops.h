@@ -9,6 +9,9 @@
 #include "norm_loops.h"
 
 namespace graphnet {
+
+int thread_index();  // threads.h
+
 namespace {
 
 // y = (x - m) * (inv * gamma[c]) + beta[c] over one group's channels (planes entries
@@ -52,48 +55,75 @@ void with_next_prefetched(int64_t len, const char* const* next, int count, int64
     }
 }
 
+// The threads of the kernels' team: a group each at a time. Pooled, the team the caller
+// sized the scratch for.
+template <typename T>
+int group_team(const GroupPool<T>& pool, int64_t N, int64_t C, int64_t planes, int64_t G) {
+    return pool.plane ? pool.threads : team_for(N * G, N * C * planes);
+}
+
 template <typename T>
 void group_norm_forward_loops(int64_t N, int64_t C, int64_t planes, int64_t G, double eps,
-                              const GroupAct<T>& act, const T* x, const T* gamma,
-                              const T* beta, T* mean, T* inv_std, T* out) {
+                              const GroupAct<T>& act, const GroupPool<T>& pool, const T* x,
+                              const T* gamma, const T* beta, T* mean, T* inv_std, T* out) {
     const int64_t per_group = C / G, groups = N * G, len = per_group * planes;
-#pragma omp parallel for schedule(static) num_threads(team_for(groups, N * C * planes))
+#pragma omp parallel for schedule(static) num_threads(group_team(pool, N, C, planes, G))
     for (int64_t ng = 0; ng < groups; ++ng) {
         slice_statistics(NormShape{1, groups, len}, x, ng, eps, mean, inv_std);
         const int64_t c0 = ng % G * per_group;
-        T* o = out + ng * len;
+        // The group's values: in out, or where pooled in this thread's scratch.
+        T* o = pool.plane ? pool.scratch + thread_index() * len : out + ng * len;
         normalize_group(per_group, planes, mean[ng], inv_std[ng], gamma + c0, beta + c0,
                         x + ng * len, o);
         // In place, while the group is in cache (the last group prefetches itself again).
-        if (!act.active) continue;
-        const char* next = reinterpret_cast<const char*>(x + (ng + 1 < groups ? ng + 1 : ng) * len);
-        with_next_prefetched(len, &next, 1, len * int64_t(sizeof(T)), [&](int64_t b, int64_t e) {
-            pointwise_forward_serial(act.op, e - b, o + b, act.alpha, o + b);
-        });
+        if (act.active) {
+            const char* next =
+                reinterpret_cast<const char*>(x + (ng + 1 < groups ? ng + 1 : ng) * len);
+            with_next_prefetched(len, &next, 1, len * int64_t(sizeof(T)), [&](int64_t b, int64_t e) {
+                pointwise_forward_serial(act.op, e - b, o + b, act.alpha, o + b);
+            });
+        }
+        if (!pool.plane) continue;
+        const int64_t pooled = pool.plane->out_plane();
+        for (int64_t c = 0; c < per_group; ++c) {
+            avg_pool_plane_forward(*pool.plane, o + c * planes, out + (ng * per_group + c) * pooled);
+        }
     }
 }
 
 template <typename T>
 void group_norm_backward_loops(int64_t N, int64_t C, int64_t planes, int64_t G,
-                               const GroupAct<T>& act, const T* dout, const T* x,
-                               const T* mean, const T* inv_std, const T* gamma, const T* beta,
-                               T* dx, T* dgamma, T* dbeta, double* plane_d, double* plane_dx) {
+                               const GroupAct<T>& act, const GroupPool<T>& pool, const T* dout,
+                               const T* x, const T* mean, const T* inv_std, const T* gamma,
+                               const T* beta, T* dx, T* dgamma, T* dbeta, double* plane_d,
+                               double* plane_dx) {
     const int64_t per_group = C / G, groups = N * G, len = per_group * planes;
     const double count = static_cast<double>(len);
-#pragma omp parallel for schedule(static) num_threads(team_for(groups, N * C * planes))
+#pragma omp parallel for schedule(static) num_threads(group_team(pool, N, C, planes, G))
     for (int64_t ng = 0; ng < groups; ++ng) {
         const T m = mean[ng], inv = inv_std[ng];
         const int64_t c0 = ng % G * per_group;
         const T *g0 = dout + ng * len, *p0 = x + ng * len;
         T* d0 = dx + ng * len;
+        if (pool.plane) {  // the pool's gradient spread over the group, in this thread's scratch
+            T* spread = pool.scratch + thread_index() * len;
+            const int64_t pooled = pool.plane->out_plane();
+            for (int64_t c = 0; c < per_group; ++c) {
+                avg_pool_plane_backward(*pool.plane, dout + (ng * per_group + c) * pooled,
+                                        spread + c * planes);
+            }
+            g0 = spread;
+        }
         if (act.active) {
             // The activation's gradient into this group's dx, at the normalized entries
             // recomputed there; the writing below reads each entry before it replaces it.
             normalize_group(per_group, planes, m, inv, gamma + c0, beta + c0, p0, d0);
             const int64_t after = (ng + 1 < groups ? ng + 1 : ng) * len;
+            // (pooled, the next group's dout is a few lines: left to the hardware)
             const char* next[] = {reinterpret_cast<const char*>(x + after),
-                                  reinterpret_cast<const char*>(dout + after)};
-            with_next_prefetched(len, next, 2, len * int64_t(sizeof(T)), [&](int64_t b, int64_t e) {
+                                  reinterpret_cast<const char*>(pool.plane ? x : dout + after)};
+            const int streams = pool.plane ? 1 : 2;
+            with_next_prefetched(len, next, streams, len * int64_t(sizeof(T)), [&](int64_t b, int64_t e) {
                 pointwise_backward_serial(act.op, e - b, g0 + b, d0 + b, act.alpha, d0 + b);
             });
             g0 = d0;

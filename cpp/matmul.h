@@ -25,6 +25,15 @@ template <typename T>
 void gemm_block(int64_t m, int64_t n, int64_t k, const T* a, int64_t lda, const T* b,
                 int64_t ldb, bool accumulate, T* c, int64_t ldc);
 
+// C (m x n, leading dimension ldc) += A (m x k) * B^T, B stored n x k (lda and ldb as
+// stored), on the calling thread: a conv weight gradient's dw^T += cols * dout^T over a
+// chunk's positions (conv.cpp). On the AVX-512 kernel (B^T copied panel by panel) where it
+// pays, 32 or more rows and inner indices, else OpenBLAS; each element's sum runs in the
+// same order on any thread count.
+template <typename T>
+void gemm_add_transposed_b(int64_t m, int64_t n, int64_t k, const T* a, int64_t lda, const T* b,
+                           int64_t ldb, T* c, int64_t ldc);
+
 // A batch times a narrow weight matrix over a long inner dimension runs on the AVX-512
 // kernel (gemm_avx512.h) where the CPU has it, unless switched off here (tests compare it
 // with the OpenBLAS and AVX2 paths).

@@ -980,21 +980,33 @@ GroupAct<T> group_act(const std::string& activation, double alpha) {
     return {true, op, static_cast<T>(alpha)};
 }
 
+// The average pool after a groupnorm's activation: None, or (pool_height, pool_width,
+// stride), its windows checked against x's planes.
+std::optional<PoolGeometry> group_pool(const Shape& xs, const py::object& pool) {
+    if (pool.is_none()) return std::nullopt;
+    const auto [ph, pw, stride] = pool.cast<std::tuple<int64_t, int64_t, int64_t>>();
+    return pool_geometry(xs, ph, pw, stride, "groupnorm's avg_pool");
+}
+
 py::tuple py_group_norm_forward(const py::array& x, const py::array& gamma,
                                 const py::array& beta, int64_t G, double eps,
-                                const std::string& activation, double alpha) {
+                                const std::string& activation, double alpha,
+                                const py::object& pool) {
     const Shape xs = checked_groups(x, G);
+    const std::optional<PoolGeometry> pooled = group_pool(xs, pool);
+    const AvgPoolPlane plane = pooled ? avg_pool_plane(*pooled) : AvgPoolPlane{};
     return dispatch_float(x, "groupnorm x", [&](auto zero) -> py::tuple {
         using T = decltype(zero);
         const GroupAct<T> act = group_act<T>(activation, alpha);
         Contig<T> xc(x), gc = per_slice<T>(gamma, x, xs[1], "gamma"),
                          bc = per_slice<T>(beta, x, xs[1], "beta");
-        py::array_t<T> m(xs[0] * G), inv(xs[0] * G), out(xs);
+        py::array_t<T> m(xs[0] * G), inv(xs[0] * G), out(pooled ? pooled->out_shape() : xs);
         const T *xp = xc.data(), *gp = gc.data(), *bp = bc.data();
         T *mp = m.mutable_data(), *ip = inv.mutable_data(), *op = out.mutable_data();
         {
             py::gil_scoped_release nogil;
-            group_norm_forward(xs[0], xs[1], xs[2] * xs[3], G, eps, act, xp, gp, bp, mp, ip, op);
+            group_norm_forward(xs[0], xs[1], xs[2] * xs[3], G, eps, act, pooled ? &plane : nullptr,
+                               xp, gp, bp, mp, ip, op);
         }
         return py::make_tuple(out, m, inv);
     });
@@ -1003,9 +1015,12 @@ py::tuple py_group_norm_forward(const py::array& x, const py::array& gamma,
 py::tuple py_group_norm_backward(const py::array& dout, const py::array& x,
                                  const py::array& gamma, int64_t G, const py::array& mean,
                                  const py::array& inv_std, const py::object& beta,
-                                 const std::string& activation, double alpha) {
+                                 const std::string& activation, double alpha,
+                                 const py::object& pool) {
     const Shape xs = checked_groups(x, G);
-    require_shape(dout, xs, "groupnorm dout");
+    const std::optional<PoolGeometry> pooled = group_pool(xs, pool);
+    const AvgPoolPlane plane = pooled ? avg_pool_plane(*pooled) : AvgPoolPlane{};
+    require_shape(dout, pooled ? pooled->out_shape() : xs, "groupnorm dout");
     require_same_dtype(x, "x", dout, "dout");
     return dispatch_float(x, "groupnorm x", [&](auto zero) -> py::tuple {
         using T = decltype(zero);
@@ -1024,8 +1039,8 @@ py::tuple py_group_norm_backward(const py::array& dout, const py::array& x,
         T *dxp = dx.mutable_data(), *dgp = dgamma.mutable_data(), *dbp = dbeta.mutable_data();
         {
             py::gil_scoped_release nogil;
-            group_norm_backward(xs[0], xs[1], xs[2] * xs[3], G, act, dp, xp, mp, ip, gp, bp, dxp,
-                                dgp, dbp);
+            group_norm_backward(xs[0], xs[1], xs[2] * xs[3], G, act, pooled ? &plane : nullptr, dp,
+                                xp, mp, ip, gp, bp, dxp, dgp, dbp);
         }
         return py::make_tuple(dx, dgamma, dbeta);
     });
@@ -1490,14 +1505,16 @@ PYBIND11_MODULE(_C, m) {
           "Gradients of layer_norm_forward -> (dx, dgamma, dbeta); with beta: of the forward\n"
           "with relu, dout being the relu output's gradient.");
     m.def("group_norm_forward", &py_group_norm_forward, "x"_a, "gamma"_a, "beta"_a, "G"_a,
-          "eps"_a, "activation"_a = "", "alpha"_a = 0.0,
+          "eps"_a, "activation"_a = "", "alpha"_a = 0.0, "pool"_a = py::none(),
           "Groupnorm of x (N, C, H, W) in G groups of channels, gamma and beta (C,) ->\n"
           "(out, mean (N * G,), inv_std (N * G,)); activation (gelu, gelu_tanh, leaky_relu\n"
-          "with slope alpha, softplus): out is that of the normalized x.");
+          "with slope alpha, softplus): out is that of the normalized x; pool\n"
+          "(pool_height, pool_width, stride): out is avg_pool_forward's of that.");
     m.def("group_norm_backward", &py_group_norm_backward, "dout"_a, "x"_a, "gamma"_a, "G"_a,
           "mean"_a, "inv_std"_a, "beta"_a = py::none(), "activation"_a = "", "alpha"_a = 0.0,
+          "pool"_a = py::none(),
           "Gradients of group_norm_forward -> (dx, dgamma, dbeta); with an activation (and\n"
-          "beta): of the forward with it, dout being its output's gradient.");
+          "beta) and a pool: of the forward with them, dout being its output's gradient.");
     // ---- end of normalization ----
     // ---- pointwise ----
     m.def("pointwise_forward", &py_pointwise_forward, "op"_a, "x"_a, "alpha"_a = 0.0,

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 
+#include "avg_pool_plane.h"
 #include "shapes.h"
 
 namespace graphnet {
@@ -48,5 +49,8 @@ template <typename T>
 void avg_pool_forward(const PoolGeometry& g, const T* x, T* out);
 template <typename T>
 void avg_pool_backward(const PoolGeometry& g, const T* dout, T* dx);
+
+// g's windows over one plane (avg_pool_plane.h).
+AvgPoolPlane avg_pool_plane(const PoolGeometry& g);
 
 }  // namespace graphnet

@@ -12,6 +12,9 @@
 namespace graphnet {
 
 int num_threads();
+// Which thread of the innermost team runs the caller (omp_get_thread_num), for kernels
+// compiled without library headers that index their threads' scratch.
+int thread_index();
 void set_num_threads(int n);  // n >= 1, else std::invalid_argument
 
 // Threads worth starting for `pieces` independent pieces of work: never more than

@@ -219,13 +219,13 @@ void layer_norm_backward_avx2(int64_t, int64_t, bool, const T*, const T*, const 
 }
 template <typename T>
 void group_norm_forward_avx2(int64_t, int64_t, int64_t, int64_t, double, const GroupAct<T>&,
-                             const T*, const T*, const T*, T*, T*, T*) {
+                             const GroupPool<T>&, const T*, const T*, const T*, T*, T*, T*) {
     absent("group_norm_forward_avx2");
 }
 template <typename T>
 void group_norm_backward_avx2(int64_t, int64_t, int64_t, int64_t, const GroupAct<T>&,
-                              const T*, const T*, const T*, const T*, const T*, const T*, T*,
-                              T*, T*, double*, double*) {
+                              const GroupPool<T>&, const T*, const T*, const T*, const T*,
+                              const T*, const T*, const T*, T*, T*, T*, double*, double*) {
     absent("group_norm_backward_avx2");
 }
 #define GRAPHNET_NORM_ABSENT(T)                                                                \
@@ -241,12 +241,13 @@ void group_norm_backward_avx2(int64_t, int64_t, int64_t, int64_t, const GroupAct
                                               const T*, const T*, const T*, const T*, T*, T*,  \
                                               T*, double*, double*);                           \
     template void group_norm_forward_avx2<T>(int64_t, int64_t, int64_t, int64_t, double,       \
-                                             const GroupAct<T>&, const T*, const T*, const T*, \
-                                             T*, T*, T*);                                      \
+                                             const GroupAct<T>&, const GroupPool<T>&,          \
+                                             const T*, const T*, const T*, T*, T*, T*);        \
     template void group_norm_backward_avx2<T>(int64_t, int64_t, int64_t, int64_t,              \
-                                              const GroupAct<T>&, const T*, const T*,          \
-                                              const T*, const T*, const T*, const T*, T*, T*,  \
-                                              T*, double*, double*);
+                                              const GroupAct<T>&, const GroupPool<T>&,         \
+                                              const T*, const T*, const T*, const T*,          \
+                                              const T*, const T*, const T*, T*, T*, T*,        \
+                                              double*, double*);
 GRAPHNET_NORM_ABSENT(float)
 GRAPHNET_NORM_ABSENT(double)
 #undef GRAPHNET_NORM_ABSENT

@@ -228,18 +228,20 @@ class SpatialGroupNorm(Gate):
                 )
         return x
 
-    def forward(self, x, gamma, beta, activation=None):
+    def forward(self, x, gamma, beta, activation=None, pool=None):
         """activation: (kernel, alpha), return that pointwise kernel of the output instead
         (a fused groupnorm -> activation step, passes/norm_activation.py; for the arrays
-        `norm.native` takes only)."""
+        `norm.native` takes only); pool, with it: (pool_height, pool_width, stride), the
+        average pool of that."""
         if norm.native(x, gamma, beta):
-            return norm.groupnorm_forward(x, gamma, beta, self.G, self.eps, activation)
+            return norm.groupnorm_forward(x, gamma, beta, self.G, self.eps, activation, pool)
         return layers.spatial_groupnorm_forward(x, gamma, beta, self.G, {"eps": self.eps})
 
-    def backward(self, dout, cache, needs, activation=None):
-        """activation: the forward's; dout is the gradient of the activation's output."""
+    def backward(self, dout, cache, needs, activation=None, pool=None):
+        """activation, pool: the forward's; dout is the gradient of the activation's output
+        (of the pool's, with a pool)."""
         if isinstance(cache, NormCache):
-            return norm.groupnorm_backward(dout, cache, activation)
+            return norm.groupnorm_backward(dout, cache, activation, pool)
         return layers.spatial_groupnorm_backward(dout, cache)
 
     def summarize_cache(self, cache, input_names):

@@ -82,6 +82,14 @@ class ActivationNormCache(NormCache):
     __slots__ = ()
 
 
+class PooledNormCache(ActivationNormCache):
+    """The cache of a groupnorm forward that applied an activation and then an average pool
+    (a fused groupnorm -> activation -> avg_pool step): a backward through both takes the
+    pool's gradient, spreads it over each group and goes on as through the activation."""
+
+    __slots__ = ()
+
+
 def _cache(relu, skip=None):
     if skip is not None:
         return SkipReluNormCache
@@ -193,29 +201,41 @@ def groupnorm_forward(
     G: int,
     eps: float,
     activation: Optional[Tuple[str, float]] = None,
+    pool: Optional[Tuple[int, int, int]] = None,
 ) -> Tuple[np.ndarray, NormCache]:
     """Groupnorm of x (N, C, H, W) in G groups of channels; gamma and beta (C,) or
     (1, C, 1, 1) (the course's shape); their gradients come back in that shape.
     activation: None, or (kernel, alpha) of a pointwise kernel whose backward reads its
     input (gelu, gelu_tanh, leaky_relu, softplus: cpp/pointwise.h): out is that of the
     normalized x, in the same pass (a fused groupnorm -> activation step,
-    passes/norm_activation.py), and the cache an ActivationNormCache."""
+    passes/norm_activation.py), and the cache an ActivationNormCache. pool, with an
+    activation: (pool_height, pool_width, stride) of an average pool (_C.avg_pool_forward's
+    windows) of that, pooled in the same pass; the cache a PooledNormCache."""
     if x.shape[2] * x.shape[3] == 0:
         raise ValueError(f"groupnorm: x has shape {x.shape}; a group needs at least one pixel")
+    if pool is not None and activation is None:
+        raise ValueError("groupnorm: a pool follows an activation")
     kernel, alpha = activation or ("", 0.0)
     out, mean, inv_std = _C.group_norm_forward(
-        x, gamma.reshape(-1), beta.reshape(-1), G, eps, kernel, alpha
+        x, gamma.reshape(-1), beta.reshape(-1), G, eps, kernel, alpha, pool
     )
     cache = NormCache if activation is None else ActivationNormCache
-    return out, cache(True, x, mean, inv_std, gamma, beta, G)
+    return out, (PooledNormCache if pool else cache)(True, x, mean, inv_std, gamma, beta, G)
 
 
 def groupnorm_backward(
-    dout: np.ndarray, cache: NormCache, activation: Optional[Tuple[str, float]] = None
+    dout: np.ndarray,
+    cache: NormCache,
+    activation: Optional[Tuple[str, float]] = None,
+    pool: Optional[Tuple[int, int, int]] = None,
 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """activation (the forward's too): dout is the gradient of the activation's output."""
+    """activation (the forward's too): dout is the gradient of the activation's output; with
+    pool (the forward's too), of the pool's. Without them, of the groupnorm's output,
+    whatever the forward applied after it."""
     if activation is not None and not isinstance(cache, ActivationNormCache):
         raise ValueError("a backward through an activation needs the cache of a forward with it")
+    if pool is not None and (activation is None or not isinstance(cache, PooledNormCache)):
+        raise ValueError("a backward through a pool needs its activation and a pooled forward")
     kernel, alpha = activation or ("", 0.0)
     dx, dgamma, dbeta = _C.group_norm_backward(
         _like(dout, cache.x),
@@ -227,6 +247,7 @@ def groupnorm_backward(
         None if activation is None else cache.beta.reshape(-1),
         kernel,
         alpha,
+        pool,
     )
     return dx, dgamma.reshape(cache.gamma.shape), dbeta.reshape(cache.gamma.shape)
 

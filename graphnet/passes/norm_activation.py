@@ -1,4 +1,4 @@
-"""spatial groupnorm -> gelu / leaky relu / softplus as one step each way.
+"""spatial groupnorm -> gelu / leaky relu / softplus (-> average pool) as one step each way.
 
 Gate by gate, the activation reads the groupnorm's whole output and writes its own
 forward, then reads that output again (its saved input) and the gradient and writes
@@ -11,16 +11,25 @@ caches and gradients read the same as gate by gate, bit for bit (the kernel reco
 normalized entries with the very operations of its forward, and runs the activation's own
 kernel on them).
 
+Where the activation feeds only an average pool (groupnorm -> gelu -> avg_pool, a modern
+net's downsampling), the kernel pools each group too while it is in cache: forward it reads
+x and writes the pooled planes, a quarter of x for 2x2 windows, and backward it reads x and
+the pool's gradient, spreads that over the group in cache and writes dx: neither the
+activation's output nor its gradient goes through memory. The pooled values are the pool
+gate's of the activation's, bit for bit (the same plane loops, cpp/avg_pool_plane.h).
+
 The groupnorm's value is deferred to its own gate, on the inputs as they were; the
-activation's cache (its saved input) is that value. A backward after a forward that did
-not run fused runs the two gates: only a cache of the fused forward
-(kernels.norm.ActivationNormCache) says which activation it applied.
+activation's cache (its saved input) is that value, and where pooled the activation's value
+is its gate on it. A backward after a forward that did not run fused runs the gates: only a
+cache of the fused forward (kernels.norm.ActivationNormCache, PooledNormCache) says which
+activation it applied and whether it pooled.
 """
 
 import numpy as np
 
+from ..core.plan import Step
 from ..kernels import norm as norm_kernels
-from .base import PairPass, kept, register_pass
+from .base import FusionPass, PairPass, kept, readers, register_pass
 
 ACTIVATIONS = ("gelu", "leaky_relu", "softplus")
 # Below this many entries the step runs the gates: what the fusion saves is memory traffic
@@ -43,17 +52,26 @@ class GroupnormActivation(PairPass):
         return _backward(norm, act)
 
 
+def _kernel_takes(values):
+    """Whether the fused kernel runs on the groupnorm's inputs: not when small, nor on
+    integers, float16 or mixed dtypes (not for the kernels)."""
+    return np.size(values[0]) >= SMALLEST and norm_kernels.native(*values)
+
+
+def _gates_forward(store, norm, act, values):
+    """The groupnorm and the activation gate by gate."""
+    out, store.caches[norm.index] = norm.gate.forward(*values)
+    store.values[norm.index] = out
+    store.values[act.index], store.caches[act.index] = act.gate.forward(out)
+
+
 def _forward(norm, act):
     """The fused forward step's run(store)."""
 
     def run(store):
         values = [store.values[i.index] for i in norm.inputs]
-        # Small, or integers, float16, mixed dtypes (not for the kernels): the two gates.
-        if np.size(values[0]) < SMALLEST or not norm_kernels.native(*values):
-            out, store.caches[norm.index] = norm.gate.forward(*values)
-            store.values[norm.index] = out
-            store.values[act.index], store.caches[act.index] = act.gate.forward(out)
-            return
+        if not _kernel_takes(values):
+            return _gates_forward(store, norm, act, values)
         out, store.caches[norm.index] = norm.gate.forward(*values, activation=act.gate.kernel)
         store.values[act.index] = out
         inputs = [kept(node, value) for node, value in zip(norm.inputs, values)]
@@ -66,7 +84,8 @@ def _forward(norm, act):
 def _backward(norm, act):
     def run(store, needs):
         dout, cache = store.grads[act.index], store.caches[norm.index]
-        if not isinstance(cache, norm_kernels.ActivationNormCache):
+        # (a pooled forward's cache, read here by a backward from inside its run: the gates)
+        if type(cache) is not norm_kernels.ActivationNormCache:
             (through,) = act.gate.backward(dout, store.cache(act.index), (True,))
             store.grads[norm.index] = through
             return norm.gate.backward(through, store.cache(norm.index), needs)
@@ -75,5 +94,112 @@ def _backward(norm, act):
             "grad", norm.index, lambda: act.gate.backward(dout, store.cache(act.index), (True,))[0]
         )
         return norm.gate.backward(dout, cache, needs, activation=act.gate.kernel)
+
+    return run
+
+
+@register_pass
+class GroupnormActivationPool(FusionPass):
+    """groupnorm -> activation -> avg_pool, each read by the next alone: one step each way."""
+
+    length = 3
+
+    def fuse_forward(self, steps):
+        def fused(chain, _):
+            return Step(chain[2], chain[0].inputs, _pooled_forward(*chain), (), chain)
+
+        return _fuse_chains(steps, fused)
+
+    def fuse_backward(self, steps):
+        def fused(chain, norm_step):
+            norm = chain[0]
+            edges = tuple((norm, position) for position in range(len(norm.inputs)))
+            run = _pooled_backward(*chain)
+            return Step(chain[2], norm.inputs, run, norm_step.needs, chain, edges=edges)
+
+        return _fuse_chains(steps, fused)
+
+
+def _fuse_chains(steps, make_step):
+    """`steps` with each groupnorm -> activation -> avg_pool run replaced by
+    make_step((norm, act, pool), the groupnorm's step)."""
+    plain = {step.node: step for step in steps if not step.fused}
+    reads = readers(steps)
+
+    def chain(pool):
+        act = pool.inputs[0]
+        norm = act.inputs[0] if act.inputs else None
+        if (
+            pool.op == "avg_pool"
+            and act in plain
+            and act.op in ACTIVATIONS
+            and reads[act] == 1
+            and norm in plain
+            and norm.op == "spatial_groupnorm"
+            and reads[norm] == 1
+        ):
+            return norm, act, pool
+        return None
+
+    chains = {pool: found for pool in plain if (found := chain(pool))}
+    inner = {node for found in chains.values() for node in found[:2]}
+    return [
+        make_step(chains[step.node], plain[chains[step.node][0]]) if step.node in chains else step
+        for step in steps
+        if step.node not in inner
+    ]
+
+
+def _windows(pool):
+    """(pool_height, pool_width, stride) of an avg_pool node."""
+    return pool.gate.pool_height, pool.gate.pool_width, pool.gate.stride
+
+
+def _pooled_forward(norm, act, pool):
+    """The fused forward step's run(store)."""
+    windows = _windows(pool)
+
+    def run(store):
+        values = [store.values[i.index] for i in norm.inputs]
+        if not _kernel_takes(values):
+            _gates_forward(store, norm, act, values)
+            pooled = pool.gate.forward(store.values[act.index])
+            store.values[pool.index], store.caches[pool.index] = pooled
+            return
+        pooled, store.caches[norm.index] = norm.gate.forward(
+            *values, activation=act.gate.kernel, pool=windows
+        )
+        store.values[pool.index] = pooled
+        store.caches[pool.index] = values[0].shape  # the pool gate's: its input's shape
+        inputs = [kept(node, value) for node, value in zip(norm.inputs, values)]
+        shape = values[0].shape
+        store.defer("value", norm.index, lambda: norm.gate.forward(*inputs)[0], shape)
+        store.defer("cache", act.index, lambda: store.value(norm.index), lazy=True)
+        store.defer("value", act.index, lambda: act.gate.forward(store.value(norm.index))[0], shape)
+
+    return run
+
+
+def _pooled_backward(norm, act, pool):
+    windows = _windows(pool)
+
+    def run(store, needs):
+        dpool, cache = store.grads[pool.index], store.caches[norm.index]
+
+        def through_pool():
+            return pool.gate.backward(dpool, store.cache(pool.index), (True,))[0]
+
+        if not isinstance(cache, norm_kernels.PooledNormCache):
+            store.grads[act.index] = through_pool()
+            (through,) = act.gate.backward(store.grads[act.index], store.cache(act.index), (True,))
+            store.grads[norm.index] = through
+            return norm.gate.backward(through, store.cache(norm.index), needs)
+        store.defer("grad", act.index, through_pool)
+        store.defer(
+            "grad",
+            norm.index,
+            lambda: act.gate.backward(store.grad(act.index), store.cache(act.index), (True,))[0],
+        )
+        return norm.gate.backward(dpool, cache, needs, activation=act.gate.kernel, pool=windows)
 
     return run

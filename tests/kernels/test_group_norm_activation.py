@@ -3,6 +3,8 @@ fused groupnorm -> gelu / leaky relu / softplus step): bit for bit the groupnorm
 followed by the activation's kernel, both ways; against the numpy gates and PyTorch;
 hypothesis over shapes down to N = C = H = W = 1; the same bits for any thread count."""
 
+import functools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -127,14 +129,19 @@ def test_random_shapes(N, G, per_group, H, W, activation, dtype, seed):
 
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_bitwise_the_same_for_any_number_of_threads(activation, dtype):
-    args = arrays((16, 12, 20, 20), dtype, 3)
+@pytest.mark.parametrize("pool", [None, (2, 2, 2)])
+def test_bitwise_the_same_for_any_number_of_threads(activation, dtype, pool):
+    if pool is None:
+        args, run = arrays((16, 12, 20, 20), dtype, 3), fused
+    else:
+        args = pooled_arrays((16, 12, 20, 20), pool, dtype, 3)
+        run = functools.partial(pooled, pool=pool)
     before = _C.get_num_threads()
     try:
         results = []
         for threads in (1, 2, 3):
             _C.set_num_threads(threads)
-            results.append(fused(*args, 4, activation))
+            results.append(run(*args, 4, activation))
     finally:
         _C.set_num_threads(before)
     for other in results[1:]:
@@ -173,6 +180,132 @@ def test_against_torch(activation, dtype, tol):
     out_t = functions[activation](F.group_norm(xt, G, gt, bt, eps=EPS))
     out_t.backward(torch.from_numpy(dout))
     got = fused(x, gamma, beta, dout, G, activation)
+    for ours, theirs in zip(got, (out_t, xt.grad, gt.grad, bt.grad)):
+        theirs = theirs.detach().numpy()
+        np.testing.assert_allclose(
+            ours, theirs, rtol=tol, atol=tol * max(1.0, np.abs(theirs).max())
+        )
+
+
+# ----- with an average pool after the activation ---------------------------------------
+
+
+def pooled(x, gamma, beta, dpool, G, activation, pool):
+    gate = ACTIVATIONS[activation]
+    out, cache = norm.groupnorm_forward(x, gamma, beta, G, EPS, gate.kernel, pool)
+    return (out, *norm.groupnorm_backward(dpool, cache, gate.kernel, pool))
+
+
+def pooled_one_after_the_other(x, gamma, beta, dpool, G, activation, pool):
+    """The fused groupnorm -> activation kernels, then the average pool's."""
+    out, cache = norm.groupnorm_forward(x, gamma, beta, G, EPS, ACTIVATIONS[activation].kernel)
+    H, W = x.shape[2:]
+    dout = _C.avg_pool_backward(dpool, H, W, *pool)
+    return (_C.avg_pool_forward(out, *pool), *fused(x, gamma, beta, dout, G, activation)[1:])
+
+
+def pooled_numpy_gates(x, gamma, beta, dpool, G, activation, pool):
+    """numpy_gates followed by the pool gate's numpy windows, in float64."""
+    pool_height, pool_width, stride = pool
+    N, C, H, W = x.shape
+    Ho, Wo = (H - pool_height) // stride + 1, (W - pool_width) // stride + 1
+    dout = np.zeros(x.shape)
+    for i in range(pool_height):
+        for j in range(pool_width):
+            rows, cols = slice(i, i + stride * Ho, stride), slice(j, j + stride * Wo, stride)
+            dout[:, :, rows, cols] += dpool / (pool_height * pool_width)
+    out, *grads = numpy_gates(x, gamma, beta, dout, G, activation)
+    windows = np.lib.stride_tricks.sliding_window_view(out, (pool_height, pool_width), (2, 3))
+    return (windows[:, :, ::stride, ::stride].mean(axis=(4, 5)), *grads)
+
+
+def pooled_arrays(shape, pool, dtype, seed):
+    x, gamma, beta, _ = arrays(shape, dtype, seed)
+    pool_height, pool_width, stride = pool
+    H, W = shape[2:]
+    out_shape = (*shape[:2], (H - pool_height) // stride + 1, (W - pool_width) // stride + 1)
+    dpool = np.random.default_rng(seed + 1).standard_normal(out_shape).astype(dtype)
+    return x, gamma, beta, dpool
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "shape, G, pool",
+    [
+        ((2, 8, 16, 16), 2, (2, 2, 2)),  # the modern net's 2x2 windows
+        ((3, 6, 5, 7), 3, (2, 2, 2)),  # an odd row and column no window covers
+        ((2, 6, 13, 11), 2, (3, 3, 3)),
+        ((1, 4, 9, 9), 4, (3, 3, 2)),  # overlapping windows
+        ((2, 3, 6, 10), 1, (2, 3, 1)),
+        ((1, 2, 1, 1), 1, (1, 1, 1)),
+    ],
+)
+def test_pooled_bit_for_bit_the_kernels_and_the_numpy_gates(activation, dtype, shape, G, pool):
+    args = pooled_arrays(shape, pool, dtype, 0)
+    got = pooled(*args, G, activation, pool)
+    assert_bitwise(got, pooled_one_after_the_other(*args, G, activation, pool))
+    assert_close(got, pooled_numpy_gates(*args, G, activation, pool), dtype)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(1, 3),
+    st.integers(1, 3),
+    st.integers(1, 3),
+    st.integers(1, 20),
+    st.integers(1, 20),
+    st.integers(1, 3),
+    st.integers(1, 3),
+    st.integers(1, 3),
+    st.sampled_from(sorted(ACTIVATIONS)),
+    st.sampled_from([np.float32, np.float64]),
+    st.integers(0, 2**31),
+)
+def test_pooled_random_shapes(
+    N, G, per_group, H, W, pool_height, pool_width, stride, activation, dtype, seed
+):
+    pool = (min(pool_height, H), min(pool_width, W), stride)
+    args = pooled_arrays((N, G * per_group, H, W), pool, dtype, seed)
+    got = pooled(*args, G, activation, pool)
+    assert_bitwise(got, pooled_one_after_the_other(*args, G, activation, pool))
+    assert_close(got, pooled_numpy_gates(*args, G, activation, pool), dtype)
+
+
+def test_bad_pools():
+    x, gamma, beta, dout = arrays((2, 4, 3, 3), np.float64, 1)
+    with pytest.raises(ValueError, match="larger than the input"):
+        _C.group_norm_forward(x, gamma, beta, 2, EPS, "gelu", 0.0, (4, 2, 2))
+    with pytest.raises(ValueError, match="stride must be >= 1"):
+        _C.group_norm_forward(x, gamma, beta, 2, EPS, "gelu", 0.0, (2, 2, 0))
+    with pytest.raises(ValueError, match="window must be at least 1x1"):
+        _C.group_norm_forward(x, gamma, beta, 2, EPS, "gelu", 0.0, (0, 2, 2))
+    with pytest.raises(ValueError, match="a pool follows an activation"):
+        norm.groupnorm_forward(x, gamma, beta, 2, EPS, None, (2, 2, 2))
+    _, mean, inv_std = _C.group_norm_forward(x, gamma, beta, 2, EPS, "gelu", 0.0, (2, 2, 2))
+    with pytest.raises(ValueError, match="dout"):  # the pooled shape, (2, 4, 1, 1), expected
+        _C.group_norm_backward(dout, x, gamma, 2, mean, inv_std, beta, "gelu", 0.0, (2, 2, 2))
+    # Without the activation and the pool, a pooled forward's cache gives the groupnorm's
+    # own gradient.
+    _, cache = norm.groupnorm_forward(x, gamma, beta, 2, EPS, ("gelu", 0.0), (2, 2, 2))
+    _, plain = norm.groupnorm_forward(x, gamma, beta, 2, EPS)
+    assert_bitwise(norm.groupnorm_backward(dout, cache), norm.groupnorm_backward(dout, plain))
+    _, unpooled = norm.groupnorm_forward(x, gamma, beta, 2, EPS, ("gelu", 0.0))
+    with pytest.raises(ValueError, match="needs its activation and a pooled forward"):
+        norm.groupnorm_backward(dout, unpooled, ("gelu", 0.0), (2, 2, 2))
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("dtype, tol", [(np.float32, 1e-4), (np.float64, 1e-11)])
+def test_pooled_against_torch(dtype, tol):
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    G, pool = 3, (2, 2, 2)
+    x, gamma, beta, dpool = pooled_arrays((4, 6, 9, 8), pool, dtype, 2)
+    xt, gt, bt = (torch.tensor(a, requires_grad=True) for a in (x, gamma, beta))
+    out_t = F.avg_pool2d(F.gelu(F.group_norm(xt, G, gt, bt, eps=EPS)), 2, 2)
+    out_t.backward(torch.from_numpy(dpool))
+    got = pooled(x, gamma, beta, dpool, G, "gelu", pool)
     for ours, theirs in zip(got, (out_t, xt.grad, gt.grad, bt.grad)):
         theirs = theirs.detach().numpy()
         np.testing.assert_allclose(
