@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import graphnet as gn
+from graphnet.core.gradcheck import numerical_gradient
 
 torch = pytest.importorskip("torch")
 pytestmark = [
@@ -125,8 +126,19 @@ def test_a_random_graph_agrees_with_its_torch_module_and_the_gradient_check(
         gn.save(g, path)
         np.testing.assert_array_equal(gn.load(path).forward(X=X), loss)
     if dtype == np.float64 and batch:
-        # A gradient that is exactly zero (x - x) has nothing to be relative to: the
-        # numerical one is rounding noise over 2h (PyTorch agreed with it above).
-        analytic = {**grads, "X": g["X"].grad}
-        for name, error in gn.gradcheck(g, X=X).items():
-            assert error < 1e-5 or not np.any(analytic[name]), name
+        errors = gn.gradcheck(g, X=X)
+        analytic = {name: np.array(grad) for name, grad in {**g.grads, "X": g["X"].grad}.items()}
+        for name, error in errors.items():
+            if error >= 1e-5:
+                assert_agrees_below_the_differences_resolution(g, X, name, analytic[name])
+
+
+def assert_agrees_below_the_differences_resolution(g, X, name, analytic):
+    """gradcheck's relative error is elementwise, over a floor of 1e-8: a gradient entry far
+    below what centred differences resolve (exactly 0 from x - x, gelu's slope of 1e-13 at
+    -8) against a numerical 0 or rounding noise reads as a large error. Such entries are
+    held to an absolute bound at that resolution (float64 rounding of the sink over 2h),
+    every other entry to the relative 1e-5."""
+    array = X if name == "X" else g.params[name]
+    numeric = numerical_gradient(lambda _: float(g.forward(X=X)), array, 1e-5)
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-5, atol=1e-8, err_msg=name)
