@@ -23,8 +23,8 @@ inline int team_size(int64_t pieces) {
 // Calls body() on each thread of a team of `team`, whose `omp for` loops share out the
 // work, or once on the calling thread when team is 1, where those loops run whole. A team
 // of one still ends each `omp for` at a barrier that makes a futex system call in libgomp:
-// two a step in the recurrent kernels, 0.7 of one sequence's 3.9 us LSTM step (H = 128,
-// float32); outside a parallel region the barrier is a no-op.
+// two a step in the recurrent kernels, 0.4 us or more of one sequence's 3.5 us LSTM step
+// (H = 128, float32); outside a parallel region the barrier is a no-op.
 template <typename Body>
 void on_team(int team, Body&& body) {
     if (team == 1) return body();
