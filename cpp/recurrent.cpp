@@ -420,25 +420,26 @@ void recurrent_forward(const RecurrentGeometry& g, bool keep, const T* x, const 
     const std::vector<T> zeros(g.H, T(0));
     const int64_t column_blocks = blocks_of(g.G(), kColumns);
     const int64_t units = unit_block(g.H), unit_blocks = blocks_of(g.H, units);
-#pragma omp parallel num_threads(team_size(std::max(column_blocks, unit_blocks)))
-    for (int64_t t = 0; t < g.T; ++t) {
-        const Step<T> s{g, t};
-        T* const pre_t = one_step ? pre : pre + t * g.G();
+    on_team(team_size(std::max(column_blocks, unit_blocks)), [&] {
+        for (int64_t t = 0; t < g.T; ++t) {
+            const Step<T> s{g, t};
+            T* const pre_t = one_step ? pre : pre + t * g.G();
 #pragma omp for schedule(static)
-        for (int64_t j = 0; j < column_blocks; ++j) {
-            add_recurrent_product(s, x, h0, h, Wx, packed_Wx, Wh, packed_Wh, j * kColumns,
-                                  std::min(g.G(), (j + 1) * kColumns), pre_t, ld);
-        }  // the barrier: the gates of a unit come from four column blocks
+            for (int64_t j = 0; j < column_blocks; ++j) {
+                add_recurrent_product(s, x, h0, h, Wx, packed_Wx, Wh, packed_Wh, j * kColumns,
+                                      std::min(g.G(), (j + 1) * kColumns), pre_t, ld);
+            }  // the barrier: the gates of a unit come from four column blocks
 #pragma omp for schedule(static)
-        for (int64_t j = 0; j < unit_blocks; ++j) {
-            const int64_t u0 = j * units, u1 = std::min(g.H, u0 + units);
-            if (lstm) {
-                lstm_cell_forward(s, keep, b, zeros.data(), u0, u1, pre_t, ld, c, tanh_c, h);
-            } else {
-                rnn_cell_forward(s, b, u0, u1, h);
-            }
-        }  // the barrier: step t + 1 reads all of h[:, t]
-    }
+            for (int64_t j = 0; j < unit_blocks; ++j) {
+                const int64_t u0 = j * units, u1 = std::min(g.H, u0 + units);
+                if (lstm) {
+                    lstm_cell_forward(s, keep, b, zeros.data(), u0, u1, pre_t, ld, c, tanh_c, h);
+                } else {
+                    rnn_cell_forward(s, b, u0, u1, h);
+                }
+            }  // the barrier: step t + 1 reads all of h[:, t]
+        }
+    });
 }
 
 template <typename T>
@@ -480,40 +481,41 @@ void recurrent_backward(const RecurrentGeometry& g, const T* dh, const T* x, con
     const int64_t units = unit_block(H), unit_blocks = blocks_of(H, units);
     const int64_t column_blocks = dh0_blocks + dx_blocks + dW_blocks;
     if (g.N > 0) {
-#pragma omp parallel num_threads(team_size(std::max(column_blocks, unit_blocks)))
-        for (int64_t t = g.T - 1; t >= 0; --t) {
-            const Step<T> s{g, t};
-            T* const da_t = own_weights ? da : da + t * G;
+        on_team(team_size(std::max(column_blocks, unit_blocks)), [&] {
+            for (int64_t t = g.T - 1; t >= 0; --t) {
+                const Step<T> s{g, t};
+                T* const da_t = own_weights ? da : da + t * G;
 #pragma omp for schedule(static)
-            for (int64_t j = 0; j < unit_blocks; ++j) {
-                const int64_t u0 = j * units, u1 = std::min(H, u0 + units);
-                if (lstm) {
-                    lstm_cell_backward(s, dh, dh0, act, c, tanh_c, zeros.data(), u0, u1,
-                                       dc.data(), da_t, ld);
-                } else {
-                    rnn_cell_backward(s, dh, dh0, h, u0, u1, da_t, ld);
-                }
-            }  // the barrier: every unit's da[:, t] is needed below
+                for (int64_t j = 0; j < unit_blocks; ++j) {
+                    const int64_t u0 = j * units, u1 = std::min(H, u0 + units);
+                    if (lstm) {
+                        lstm_cell_backward(s, dh, dh0, act, c, tanh_c, zeros.data(), u0, u1,
+                                           dc.data(), da_t, ld);
+                    } else {
+                        rnn_cell_backward(s, dh, dh0, h, u0, u1, da_t, ld);
+                    }
+                }  // the barrier: every unit's da[:, t] is needed below
 #pragma omp for schedule(static)
-            for (int64_t j = 0; j < column_blocks; ++j) {
-                if (j < dh0_blocks) {  // dh0[:, c0:c1] = da[:, t] @ Wh^T
-                    const int64_t c0 = j * kHiddenColumns;
-                    step_product(g.N, c0, std::min(H, c0 + kHiddenColumns), G, da_t, ld,
-                                 packed_Wh_t, true, Wh, G, false, dh0, H);
-                } else if (j < dh0_blocks + dx_blocks) {  // dx[:, t, c0:c1] = da[:, t] @ Wx^T
-                    const int64_t c0 = (j - dh0_blocks) * kHiddenColumns;
-                    step_product(g.N, c0, std::min(g.D, c0 + kHiddenColumns), G, da_t, ld,
-                                 packed_Wx_t, true, Wx, G, false, dx + t * g.D, g.T * g.D);
-                } else if constexpr (std::is_same_v<T, float>) {  // own_weights: float32
-                    transposed_gemm_accumulate_avx512(g.D, 0, G, g.N, x + t * g.D, g.T * g.D,
-                                                      da_t, ld, dWx, G);
-                    transposed_gemm_accumulate_avx512(H, 0, G, g.N, s.prev_h(h0, h),
-                                                      s.prev_h_ld(), da_t, ld, dWh, G);
-                    transposed_gemm_accumulate_avx512(1, 0, G, g.N, ones.data(), 1, da_t, ld,
-                                                      db, G);
-                }
-            }  // the barrier: step t - 1 reads dh0 and overwrites da
-        }
+                for (int64_t j = 0; j < column_blocks; ++j) {
+                    if (j < dh0_blocks) {  // dh0[:, c0:c1] = da[:, t] @ Wh^T
+                        const int64_t c0 = j * kHiddenColumns;
+                        step_product(g.N, c0, std::min(H, c0 + kHiddenColumns), G, da_t, ld,
+                                     packed_Wh_t, true, Wh, G, false, dh0, H);
+                    } else if (j < dh0_blocks + dx_blocks) {  // dx[:, t, c0:c1] = da[:, t] @ Wx^T
+                        const int64_t c0 = (j - dh0_blocks) * kHiddenColumns;
+                        step_product(g.N, c0, std::min(g.D, c0 + kHiddenColumns), G, da_t, ld,
+                                     packed_Wx_t, true, Wx, G, false, dx + t * g.D, g.T * g.D);
+                    } else if constexpr (std::is_same_v<T, float>) {  // own_weights: float32
+                        transposed_gemm_accumulate_avx512(g.D, 0, G, g.N, x + t * g.D, g.T * g.D,
+                                                          da_t, ld, dWx, G);
+                        transposed_gemm_accumulate_avx512(H, 0, G, g.N, s.prev_h(h0, h),
+                                                          s.prev_h_ld(), da_t, ld, dWh, G);
+                        transposed_gemm_accumulate_avx512(1, 0, G, g.N, ones.data(), 1, da_t, ld,
+                                                          db, G);
+                    }
+                }  // the barrier: step t - 1 reads dh0 and overwrites da
+            }
+        });
     }
     if (!own_steps) product(false, true, rows, g.D, G, da, Wx, dx);
     if (own_weights) return;

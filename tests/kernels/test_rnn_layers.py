@@ -16,6 +16,7 @@ from graphnet.gradient_check import (
     eval_numerical_gradient_array,
     rel_error,
 )
+from .test_avx2 import kernel_threads
 
 pytestmark = pytest.mark.usefixtures("one_kernel_thread")
 
@@ -417,6 +418,40 @@ def test_sequence_layers_match_torch(cell, gates):
     np.testing.assert_allclose(to_torch(dWx).T, layer.weight_ih_l0.grad.numpy(), rtol=1e-10)
     np.testing.assert_allclose(to_torch(dWh).T, layer.weight_hh_l0.grad.numpy(), rtol=1e-10)
     np.testing.assert_allclose(to_torch(db), layer.bias_ih_l0.grad.numpy(), rtol=1e-10)
+
+
+@pytest.mark.torch
+@settings(max_examples=30, deadline=None)
+@given(
+    N=st.integers(1, 3),
+    T=st.integers(1, 12),
+    D=st.integers(1, 40),
+    H=st.integers(1, 140),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 2**16),
+)
+def test_lstm_inference_on_one_thread_matches_two_and_torch(N, T, D, H, dtype, seed):
+    """Few sequences, as at batch 1: one thread runs the steps outside a parallel region,
+    two inside one; the same bits either way, lstm_forward's h, and nn.LSTM's."""
+    torch = pytest.importorskip("torch")
+    x, h0, Wx, Wh, b = [a.astype(dtype) for a in recurrent_args(rng(seed), N, T, D, H, 4)]
+    with kernel_threads(1):
+        one = R.lstm_inference(x, h0, Wx, Wh, b)
+        kept, _ = R.lstm_forward(x, h0, Wx, Wh, b)
+    with kernel_threads(2):
+        two = R.lstm_inference(x, h0, Wx, Wh, b)
+    assert one.tobytes() == two.tobytes() == kept.tobytes()
+
+    layer = torch.nn.LSTM(D, H, batch_first=True).double()
+    with torch.no_grad():
+        layer.weight_ih_l0.copy_(torch.from_numpy(lstm_to_torch_order(Wx).T.astype(np.float64)))
+        layer.weight_hh_l0.copy_(torch.from_numpy(lstm_to_torch_order(Wh).T.astype(np.float64)))
+        layer.bias_ih_l0.copy_(torch.from_numpy(lstm_to_torch_order(b).astype(np.float64)))
+        layer.bias_hh_l0.zero_()
+        th0 = torch.from_numpy(h0[None].astype(np.float64))
+        th, _ = layer(torch.from_numpy(x.astype(np.float64)), (th0, torch.zeros_like(th0)))
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    np.testing.assert_allclose(one, th.numpy(), rtol=tol, atol=tol)
 
 
 @pytest.mark.torch
