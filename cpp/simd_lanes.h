@@ -62,7 +62,8 @@ struct Lanes;
     static V select(Mask m, V yes, V no) { return _mm256_blendv_##suffix(no, yes, m); }   \
     static V bit_or(V a, V b) { return _mm256_or_##suffix(a, b); }                        \
     static V bit_and(V a, V b) { return _mm256_and_##suffix(a, b); }                      \
-    static V abs(V v) { return _mm256_andnot_##suffix(set1(-0.0), v); }
+    static V abs(V v) { return _mm256_andnot_##suffix(set1(-0.0), v); }                   \
+    static bool all(Mask m) { return _mm256_movemask_##suffix(m) == (1 << width) - 1; }
 
 template <>
 struct Lanes<__m256> {

@@ -43,7 +43,8 @@ namespace {
             _mm512_and_si512(_mm512_cast##suffix##_si512(a), _mm512_cast##suffix##_si512(b))); \
     }                                                                                     \
     static V abs(V v) { return _mm512_abs_##suffix(v); }                                  \
-    static V scale(V p, V n) { return _mm512_scalef_##suffix(p, n); }
+    static V scale(V p, V n) { return _mm512_scalef_##suffix(p, n); }                     \
+    static bool all(Mask m) { return m == Mask((1u << width) - 1); }
 
 template <>
 struct Lanes<__m512> {

@@ -49,6 +49,9 @@ struct MathConstants<float> {
                                             2.224451452e-01f,  2.392687201e-01f,
                                             2.827871740e-01f,  2.820678055e-01f};
     static constexpr float erfc_limit = 10.5f, inv_sqrt2 = 0.707106781f;
+    // normal_cdf's inputs below this in magnitude need none of the clamps (x^2 / 2 < 104,
+    // x / sqrt 2 < erfc_limit).
+    static constexpr float cdf_unclamped = 14.0f;
     // 2 atanh z = 2 z + z^3 (2/3 + 2/5 s + ...), s = z^2, to z^9; ln 2; sqrt 2.
     static constexpr float atanh[] = {2.0f / 9, 2.0f / 7, 2.0f / 5, 2.0f / 3};
     static constexpr float ln2 = 0.693147181f, sqrt2 = 1.41421356f;
@@ -85,7 +88,8 @@ struct MathConstants<double> {
         0.00014593868976706519,  0.0011163836258708528,   -0.001813698029325714,
         -0.008867830708847075,   0.01228532466583273,     0.12438548734918603,
         0.3381708758159431,      0.5347326614946255};
-    static constexpr double erfc_limit = 27.5, inv_sqrt2 = 0.70710678118654752;
+    static constexpr double erfc_limit = 27.5, inv_sqrt2 = 0.70710678118654752,
+                            cdf_unclamped = 38.0;  // (x^2 / 2 < 746, x / sqrt 2 < 27.5)
     // The atanh series to z^21 (the rest is below 1e-18 relative); ln2 = ln2_high_part +
     // ln2_low_part (the float64 ln2 and what it lacks).
     static constexpr double atanh[] = {2.0 / 21, 2.0 / 19, 2.0 / 17, 2.0 / 15, 2.0 / 13, 2.0 / 11,
@@ -103,16 +107,20 @@ using ConstantsOf = MathConstants<typename Lanes<V>::Scalar>;
 // library's, +inf above about 88.72 / 709.78), for b small against a: a + b = n ln2 + r,
 // |r| <= ln2 / 2, r reduced from a alone (so a large a, the -t^2 of erfc, loses none of b's
 // bits to a rounded a + b) with b added after, e^r by its Taylor series, times 2^n.
-template <typename V>
+// kInRange: the caller knows a + b is within [exp_low, exp_high], where the clamp and the
+// limits change nothing, and they are left out (the same bits, fewer steps).
+template <bool kInRange = false, typename V>
 inline V exp_sum(V a, V b) {
     using L = Lanes<V>;
     using C = ConstantsOf<V>;
     const V x = L::add(a, b);
-    const V clamped = L::min(L::set1(C::exp_high), L::max(L::set1(C::exp_low), x));
+    const V clamped =
+        kInRange ? x : L::min(L::set1(C::exp_high), L::max(L::set1(C::exp_low), x));
     const V n = L::round(L::mul(clamped, L::set1(C::log2e)));
     V r = L::fnmadd(n, L::set1(C::ln2_high), a);
     r = L::add(L::fnmadd(n, L::set1(C::ln2_low), r), b);
     V out = L::scale(horner(C::exp_taylor, r), n);
+    if constexpr (kInRange) return out;
     // Outside the clamp r is meaningless: the limits instead.
     out = L::select(L::lt(x, L::set1(C::exp_low)), L::zero(), out);
     return L::select(L::gt(x, L::set1(C::exp_high)), L::set1(__builtin_inf()), out);
@@ -196,23 +204,25 @@ inline V tanh_absolute(V v) {
     return tanh_from_exp(v, exp_full(L::add(a, a)), ExactDivide<V>());
 }
 
-// x^2 = hi + lo exactly (lo is the FMA's remainder; 0 where x^2 is infinite, not NaN).
-template <typename V>
+// x^2 = hi + lo exactly (lo is the FMA's remainder; 0 where x^2 is infinite, not NaN: a
+// step left out where kFinite, x^2 known finite).
+template <bool kFinite = false, typename V>
 inline void square_exact(V x, V& hi, V& lo) {
     using L = Lanes<V>;
     hi = L::mul(x, x);
     lo = L::fmsub(x, x, hi);
-    lo = L::keep(L::ordered(lo, lo), lo);
+    if constexpr (!kFinite) lo = L::keep(L::ordered(lo, lo), lo);
 }
 
 // erfc(t) e^(t^2) for t >= 0 (MathConstants' erfc_scaled). The e^(-t^2) it is multiplied
-// with comes from exp_sum of -t^2 carried exactly as hi + lo.
-template <typename V>
+// with comes from exp_sum of -t^2 carried exactly as hi + lo. kInRange: t <= erfc_limit
+// known, its clamp left out.
+template <bool kInRange = false, typename V>
 inline V erfc_scaled(V t) {
     using L = Lanes<V>;
     using C = ConstantsOf<V>;
     const V one = L::set1(1);
-    t = L::min(L::set1(C::erfc_limit), t);
+    if constexpr (!kInRange) t = L::min(L::set1(C::erfc_limit), t);
     const V v = L::div(one, L::fmadd(L::set1(0.5), t, one));
     if constexpr (kFloat32Lanes<V>) {
         return L::mul(v, horner(C::erfc_scaled, v));
@@ -245,17 +255,29 @@ inline V erf_lanes(V a) {
 // far into the left tail (where 1 + erf(x / sqrt 2) would cancel), and in `gauss` e^(-x^2/2)
 // (which it needs anyway; the density is that / sqrt(2 pi)). x^2 / 2 is carried exactly
 // (halving is exact), not from the rounded x / sqrt 2, whose error would grow to
-// x^2 2^-24 relative in e^(-x^2 / 2).
+// x^2 2^-24 relative in e^(-x^2 / 2). kInRange: |x| < cdf_unclamped known.
+template <bool kInRange, typename V>
+inline V normal_cdf_of(V x, V& gauss) {
+    using L = Lanes<V>;
+    const V half = L::set1(0.5), minus_half = L::set1(-0.5), zero = L::zero();
+    V hi, lo;
+    square_exact<kInRange>(x, hi, lo);
+    gauss = exp_sum<kInRange>(L::mul(minus_half, hi), L::mul(minus_half, lo));
+    const V t = L::abs(L::mul(x, L::set1(ConstantsOf<V>::inv_sqrt2)));
+    const V half_erfc = L::mul(L::mul(half, erfc_scaled<kInRange>(t)), gauss);
+    return L::select(L::lt(x, zero), half_erfc, L::sub(L::set1(1), half_erfc));
+}
+
+// The clamps cost a sixth of gelu's steps and matter only for |x| >= cdf_unclamped (or NaN):
+// a vector without such a lane goes without them. Each lane's bits are the same either way
+// (the clamps change nothing in range), so they do not depend on its neighbours.
 template <typename V>
 inline V normal_cdf(V x, V& gauss) {
     using L = Lanes<V>;
-    const V half = L::set1(0.5), zero = L::zero();
-    V hi, lo;
-    square_exact(x, hi, lo);
-    gauss = exp_sum(L::mul(half, L::sub(zero, hi)), L::mul(half, L::sub(zero, lo)));
-    const V t = L::abs(L::mul(x, L::set1(ConstantsOf<V>::inv_sqrt2)));
-    const V half_erfc = L::mul(L::mul(half, erfc_scaled(t)), gauss);
-    return L::select(L::lt(x, zero), half_erfc, L::sub(L::set1(1), half_erfc));
+    if (L::all(L::lt(L::abs(x), L::set1(ConstantsOf<V>::cdf_unclamped)))) {
+        return normal_cdf_of<true>(x, gauss);
+    }
+    return normal_cdf_of<false>(x, gauss);
 }
 
 // ln(1 + e) for 0 <= e <= 1 (or NaN): 1 + e = m + c exactly (c the rounding error), m

@@ -104,6 +104,28 @@ def test_gelu_relative_error_also_in_the_left_tail():
     assert ulps(got[normal], want[normal]).max() <= 8
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gelu_lane_bits_do_not_depend_on_neighbours(dtype):
+    """A vector with a lane far out (|x| past the clamps' range, inf, NaN) takes the clamped
+    Phi(x); one without, the unclamped: the other lanes' values and slopes are the same bits
+    either way."""
+    rng = np.random.default_rng(3)
+    x = rng.uniform(-13.9, 13.9, 4099).astype(dtype)
+    dout = rng.standard_normal(x.size).astype(dtype)
+    far = x.copy()
+    far[::5] = np.resize(
+        np.array([20, -30, np.nan, np.inf, -np.inf, 14.5, -40, 1e30], dtype), far[::5].size
+    )
+    rest = np.ones(x.size, bool)
+    rest[::5] = False
+    with avx2(True):
+        for got, want in (
+            (_C.pointwise_forward("gelu", far), _C.pointwise_forward("gelu", x)),
+            (_C.pointwise_backward("gelu", dout, far), _C.pointwise_backward("gelu", dout, x)),
+        ):
+            np.testing.assert_array_equal(got[rest], want[rest])
+
+
 def exact_normal_cdf(x):
     """Phi(x) for float64 x within about 1 ulp: erfc at t = -x / sqrt 2 split as hi + lo (lo
     from x87 extended precision) with erfc's first-order term for lo, since a rounded t is
