@@ -2,7 +2,9 @@
 holds, reading changes nothing, a failed forward cannot feed a backward, threads, and the
 profile built on the hooks."""
 
+import itertools
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -261,6 +263,17 @@ def test_profile_reports_every_step_both_ways_and_draws_by_time():
     with gn.profile(g) as live:  # around one's own calls
         g.forward(feeds)
     assert {row.label for row in live.rows} == labels and g.executor.hooks == []
+
+
+def test_profile_times_the_steps_by_the_clock_given():
+    g, feeds = small_cnn()
+    ticks = itertools.count()  # one second a reading: each step spans exactly one
+    prof = gn.profile(g, feeds, repeat=2, memory=False, clock=lambda: float(next(ticks)))
+    assert all(row.forward_ms == row.backward_ms == 1000.0 for row in prof.rows)
+    on_cpu = gn.profile(g, feeds, repeat=2, memory=False, clock=time.thread_time)
+    assert {row.label for row in on_cpu.rows} == {row.label for row in prof.rows}
+    with pytest.raises(TypeError, match="clock must be a function"):
+        gn.profile(g, feeds, clock="cpu")
 
 
 def test_the_walk_a_drawing_shows_and_edges_left_uncomputed():
