@@ -168,15 +168,18 @@ class Executor:
         return self.graph.fuse and not (hooks and any(h.every_gate for h in hooks))
 
     def fusing_forward(self, hooks: list, feeds: dict) -> Fusion:
-        """Which plan a forward walk runs: as fusing(), except an eval-mode walk without
-        hooks on fewer than SMALL_BATCH samples, which runs the small-batch plan
+        """Which plan a forward walk runs: as fusing(), except an eval-mode walk on fewer
+        than SMALL_BATCH samples, which runs the small-batch plan
         (Fusion.SMALL_BATCH: gate by gate but for the runs of the passes marked
         `small_batch`, which compute every value). Its activations are small, and what a
         fused step does to save passes over them (folding a batchnorm into the conv's
         filters, keeping copies for the inner nodes' deferred values) costs more than
-        those passes (docs/performance/overhead.md)."""
-        if hooks or self.graph.training or not self.graph.fuse:
-            return Fusion.FULL if self.fusing(hooks) else Fusion.NONE
+        those passes (docs/performance/overhead.md). Hooks see the plan the walk would
+        run without them, so that a profile times what an unwatched call runs."""
+        if not self.fusing(hooks):
+            return Fusion.NONE
+        if self.graph.training:
+            return Fusion.FULL
         for value in feeds.values():
             if type(value) is np.ndarray and value.ndim >= 2:
                 return Fusion.FULL if value.shape[0] >= SMALL_BATCH else Fusion.SMALL_BATCH

@@ -1,8 +1,8 @@
 """The eval-mode walk: a batch of fewer than SMALL_BATCH samples runs the small-batch plan
 (gate by gate but for passes/conv_chain.py's runs, which compute every value and cache:
 the fused steps' bookkeeping costs more than they save on activations that small), a
-larger one, a train-mode walk or a hooked walk runs the fused plan; every node's value
-reads the same either way."""
+larger one or a train-mode walk runs the fused plan; a hooked walk runs the plan it would
+without the hook; every node's value reads the same either way."""
 
 import numpy as np
 import pytest
@@ -51,11 +51,17 @@ def test_small_eval_batch_runs_the_small_batch_plan(dtype, batch):
     assert fused_steps(g) == ["conv+spatial_batchnorm+relu+max_pool"]  # conv_chain.py's
     assert not g.store.has_deferred()
     values = {n.name: n.value for n in g.nodes if n.gate is not None}
-    with g.add_hook(forward=lambda event: None):  # a hooked walk keeps the fused plan
+    seen = []
+    with g.add_hook(forward=lambda event: seen.append(event.step.label)):
         hooked = g.run("scores", x=x)
-    assert fused_steps(g) != []
+    assert seen == [step.label for step in g.executor.last_forward.steps]
+    assert fused_steps(g) == ["conv+spatial_batchnorm+relu+max_pool"]  # what it watched
+    with gn.detect_anomaly():  # a hook that must see every gate: gate by gate
+        unfused = g.run("scores", x=x)
+    assert fused_steps(g) == []
     tol = 1e-5 if dtype == np.float32 else 1e-12
-    np.testing.assert_allclose(hooked, scores, rtol=tol, atol=tol)
+    np.testing.assert_array_equal(hooked, scores)
+    np.testing.assert_allclose(unfused, scores, rtol=tol, atol=tol)
     for name, value in values.items():  # every value, gate by gate or fused, the same
         np.testing.assert_allclose(g[name].value, value, rtol=tol, atol=tol)
 
@@ -81,3 +87,15 @@ def test_backward_after_small_eval_batch():
     twin.backward("scores", np.ones((2, 5)))
     for name in ("w", "b", "gamma", "beta", "w2"):
         np.testing.assert_allclose(g[name].grad, twin[name].grad, rtol=1e-12, atol=1e-12)
+
+
+def test_profile_of_a_small_eval_batch_times_the_small_batch_plan():
+    g = convnet(np.float32)
+    x = np.random.default_rng(4).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    g.eval().run("scores", x=x)
+    small_batch_plan = g.executor.last_forward
+    prof = gn.profile(g, {"x": x}, target="scores", repeat=2, memory=False)
+    assert g.executor.last_forward is small_batch_plan
+    assert sorted(prof.steps) == sorted(
+        " ".join(n.name for n in step.nodes) for step in small_batch_plan.steps
+    )
