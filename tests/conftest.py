@@ -1,8 +1,18 @@
-"""Shared fixtures."""
+"""Shared fixtures, and the hypothesis profile the tests run under."""
+
+import os
 
 import pytest
+from hypothesis import settings
 
 from graphnet.kernels import _C
+
+# The suite draws the same examples on every run, so a failure in CI is a failure on any
+# machine that runs the same commit; HYPOTHESIS_PROFILE=explore draws new ones each run
+# (and keeps the failures it finds in .hypothesis/ to replay them first).
+settings.register_profile("repeatable", derandomize=True, database=None, print_blob=True)
+settings.register_profile("explore", print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 
 @pytest.fixture(scope="module")
