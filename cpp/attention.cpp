@@ -1,7 +1,5 @@
 #include "attention.h"
 
-#include <omp.h>
-
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -64,12 +62,10 @@ const T* rows_together(int64_t rows, int64_t cols, const T* src, int64_t stride,
 // elements of its own.
 template <typename T, typename Body>
 void for_pairs(int64_t pairs, int64_t scratch, Body body) {
-#pragma omp parallel num_threads(team_size(pairs))
-    {
-        const int64_t t = omp_get_thread_num(), team = omp_get_num_threads();
+    on_team(team_size(pairs), [&](int64_t t, int64_t team) {
         std::vector<T> own(scratch);
         for (int64_t b = pairs * t / team; b < pairs * (t + 1) / team; ++b) body(b, own.data());
-    }
+    });
 }
 
 enum class ExpLanes { kPortable, kAvx2, kAvx512 };

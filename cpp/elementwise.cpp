@@ -16,45 +16,49 @@ namespace graphnet {
 // Below this many elements a second thread costs more to wake than it saves.
 constexpr int64_t kElementsPerThread = 1 << 16;
 
+// f(begin, end) over [0, n) in blocks of kElementsPerThread, on the kernels' threads.
+template <typename F>
+void for_blocks(int64_t n, F f) {
+    const int64_t blocks = (n + kElementsPerThread - 1) / kElementsPerThread;
+    parallel_for(team_size(blocks), blocks, [&](int64_t b) {
+        const int64_t begin = b * kElementsPerThread;
+        f(begin, std::min(n, begin + kElementsPerThread));
+    });
+}
+
 template <typename T>
 void relu_forward(int64_t n, const T* x, T* out, bool* keep) {
     if (avx2_activations_active()) {  // the loop below is SSE2 or scalar code (see the kernels)
-        const int64_t chunks = (n + kElementsPerThread - 1) / kElementsPerThread;
-#pragma omp parallel for schedule(static) num_threads(team_size(chunks))
-        for (int64_t c = 0; c < chunks; ++c) {
-            const int64_t begin = c * kElementsPerThread;
-            relu_forward_avx2(std::min(n, begin + kElementsPerThread) - begin, x + begin,
-                              out + begin, keep + begin);
-        }
+        for_blocks(n, [&](int64_t begin, int64_t end) {
+            relu_forward_avx2(end - begin, x + begin, out + begin, keep + begin);
+        });
         return;
     }
-#pragma omp parallel for simd schedule(static) num_threads(team_size(n / kElementsPerThread))
-    for (int64_t i = 0; i < n; ++i) {
-        const bool k = x[i] > T(0);
-        keep[i] = k;
-        out[i] = (k || x[i] != x[i]) ? x[i] : T(0);  // a NaN passes, as in np.maximum
-    }
+    for_blocks(n, [&](int64_t begin, int64_t end) {
+#pragma omp simd
+        for (int64_t i = begin; i < end; ++i) {
+            const bool k = x[i] > T(0);
+            keep[i] = k;
+            out[i] = (k || x[i] != x[i]) ? x[i] : T(0);  // a NaN passes, as in np.maximum
+        }
+    });
 }
 
 template <typename T>
 void relu_backward(int64_t n, const T* dout, const uint8_t* keep, T* dx) {
-#pragma omp parallel for simd schedule(static) num_threads(team_size(n / kElementsPerThread))
-    for (int64_t i = 0; i < n; ++i) dx[i] = dout[i] * static_cast<T>(keep[i]);
+    for_blocks(n, [&](int64_t begin, int64_t end) {
+#pragma omp simd
+        for (int64_t i = begin; i < end; ++i) dx[i] = dout[i] * static_cast<T>(keep[i]);
+    });
 }
 
 void sigmoid_forward(int64_t n, const float* x, float* out) {
     const bool avx2 = avx2_activations_active();
-    const int64_t chunks = (n + kElementsPerThread - 1) / kElementsPerThread;
-#pragma omp parallel for schedule(static) num_threads(team_size(chunks))
-    for (int64_t c = 0; c < chunks; ++c) {
-        const int64_t begin = c * kElementsPerThread, end = std::min(n, begin + kElementsPerThread);
-        if (avx2) {
-            sigmoid_avx2(end - begin, x + begin, nullptr, out + begin);
-            continue;
-        }
+    for_blocks(n, [&](int64_t begin, int64_t end) {
+        if (avx2) return sigmoid_avx2(end - begin, x + begin, nullptr, out + begin);
         // exp(-v) = inf for v << 0 gives 0, not nan
         for (int64_t k = begin; k < end; ++k) out[k] = 1.0f / (1.0f + std::exp(-x[k]));
-    }
+    });
 }
 
 template <typename T>

@@ -67,8 +67,7 @@ void group_norm_forward_loops(int64_t N, int64_t C, int64_t planes, int64_t G, d
                               const GroupAct<T>& act, const GroupPool<T>& pool, const T* x,
                               const T* gamma, const T* beta, T* mean, T* inv_std, T* out) {
     const int64_t per_group = C / G, groups = N * G, len = per_group * planes;
-#pragma omp parallel for schedule(static) num_threads(group_team(pool, N, C, planes, G))
-    for (int64_t ng = 0; ng < groups; ++ng) {
+    parallel_for(group_team(pool, N, C, planes, G), groups, [&](int64_t ng) {
         slice_statistics(NormShape{1, groups, len}, x, ng, eps, mean, inv_std);
         const int64_t c0 = ng % G * per_group;
         // The group's values: in out, or where pooled in this thread's scratch.
@@ -83,12 +82,12 @@ void group_norm_forward_loops(int64_t N, int64_t C, int64_t planes, int64_t G, d
                 pointwise_forward_serial(act.op, e - b, o + b, act.alpha, o + b);
             });
         }
-        if (!pool.plane) continue;
+        if (!pool.plane) return;
         const int64_t pooled = pool.plane->out_plane();
         for (int64_t c = 0; c < per_group; ++c) {
             avg_pool_plane_forward(*pool.plane, o + c * planes, out + (ng * per_group + c) * pooled);
         }
-    }
+    });
 }
 
 template <typename T>
@@ -99,8 +98,7 @@ void group_norm_backward_loops(int64_t N, int64_t C, int64_t planes, int64_t G,
                                double* plane_dx) {
     const int64_t per_group = C / G, groups = N * G, len = per_group * planes;
     const double count = static_cast<double>(len);
-#pragma omp parallel for schedule(static) num_threads(group_team(pool, N, C, planes, G))
-    for (int64_t ng = 0; ng < groups; ++ng) {
+    parallel_for(group_team(pool, N, C, planes, G), groups, [&](int64_t ng) {
         const T m = mean[ng], inv = inv_std[ng];
         const int64_t c0 = ng % G * per_group;
         const T *g0 = dout + ng * len, *p0 = x + ng * len;
@@ -151,7 +149,7 @@ void group_norm_backward_loops(int64_t N, int64_t C, int64_t planes, int64_t G,
 #pragma omp simd
             for (int64_t i = 0; i < planes; ++i) d[i] = inv * (g[i] * gam + (c2 * (p[i] - m) + c3));
         }
-    }
+    });
     for (int64_t c = 0; c < C; ++c) {
         double sg = 0, sb = 0;
         for (int64_t n = 0; n < N; ++n) {

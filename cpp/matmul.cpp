@@ -1,7 +1,5 @@
 #include "matmul.h"
 
-#include <omp.h>
-
 #include <algorithm>
 #include <atomic>
 
@@ -30,14 +28,11 @@ bool use_skinny(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k) {
 void skinny_matmul(int64_t m, int64_t n, int64_t k, const float* a, const float* b, float* c) {
     constexpr int64_t kTile = 4;  // rows per register tile of the kernel
     const int64_t tiles = (m + kTile - 1) / kTile;
-    const int threads = team_size(tiles);
-#pragma omp parallel num_threads(threads)
-    {
-        const int64_t t = omp_get_thread_num(), team = omp_get_num_threads();
+    on_team(team_size(tiles), [&](int64_t t, int64_t team) {
         const int64_t begin = std::min(m, tiles * t / team * kTile);
         const int64_t end = std::min(m, tiles * (t + 1) / team * kTile);
         if (begin < end) skinny_gemm_rows(begin, end, n, k, a, k, b, n, c);
-    }
+    });
 }
 
 // A batch times a weight matrix over 32 or more inner indices (the affine forward, the
@@ -65,9 +60,7 @@ void avx512_matmul(GemmTransposes transposes, int64_t m, int64_t n, int64_t k, c
     const int64_t tiles = (m + kTile - 1) / kTile, panels = (n + kColumns - 1) / kColumns;
     const bool split_rows = tiles >= num_threads() || tiles >= panels;
     const int64_t pieces = split_rows ? tiles : panels;
-#pragma omp parallel num_threads(team_size(pieces))
-    {
-        const int64_t t = omp_get_thread_num(), team = omp_get_num_threads();
+    on_team(team_size(pieces), [&](int64_t t, int64_t team) {
         const int64_t first = pieces * t / team, last = pieces * (t + 1) / team;
         // A transposed A is packed a block at a time into the thread's kept scratch.
         KeptBuffer scratch;
@@ -90,7 +83,7 @@ void avx512_matmul(GemmTransposes transposes, int64_t m, int64_t n, int64_t k, c
                                  false, transposes, a_scratch);
             }
         }
-    }
+    });
 }
 
 }  // namespace
@@ -167,8 +160,7 @@ void matmul(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T
     const int64_t kBlock =
         extent >= 512 ? std::clamp((extent + 255) / 256 * 64, int64_t(256), int64_t(1024)) : 64;
     const int64_t blocks = (extent + kBlock - 1) / kBlock;
-#pragma omp parallel for schedule(static) num_threads(team_size(blocks))
-    for (int64_t block = 0; block < blocks; ++block) {
+    parallel_for(team_size(blocks), blocks, [&](int64_t block) {
         const int64_t lo = block * kBlock, size = std::min(kBlock, extent - lo);
         if (split_rows) {  // rows lo.. of C come from rows lo.. of op(A)
             const T* a_rows = trans_a ? a + lo : a + lo * lda;
@@ -181,7 +173,7 @@ void matmul(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T
                  static_cast<int>(k), a, static_cast<int>(lda), b_cols, static_cast<int>(ldb),
                  T(0), c + lo, static_cast<int>(n));
         }
-    }
+    });
 }
 
 template void matmul<float>(bool, bool, int64_t, int64_t, int64_t, const float*, const float*,

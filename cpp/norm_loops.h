@@ -12,6 +12,7 @@
 #include <cstdint>
 
 #include "norm.h"
+#include "threads.h"
 
 namespace graphnet {
 
@@ -261,8 +262,7 @@ void channel_forward(const NormShape& s, bool train, double eps, const T* x, con
     };
     if (s.inner == 1) {
         const int64_t blocks = (s.K + kColumns - 1) / kColumns;
-#pragma omp parallel for schedule(static) num_threads(team_for(blocks, s.outer * s.K))
-        for (int64_t b = 0; b < blocks; ++b) {
+        parallel_for(team_for(blocks, s.outer * s.K), blocks, [&](int64_t b) {
             const int64_t j0 = b * kColumns, width = lesser(kColumns, s.K - j0);
             double m[kColumns] = {}, v[kColumns] = {};
             if (train) column_moments(s.outer, s.K, j0, width, x, m, v);
@@ -281,12 +281,11 @@ void channel_forward(const NormShape& s, bool train, double eps, const T* x, con
                     o[j] = tail_of<tail>((row[j] - mb[j]) * scale[j] + bb[j], sk, j);
                 }
             }
-        }
+        });
         return;
     }
     const int64_t stride = s.K * s.inner;
-#pragma omp parallel for schedule(static) num_threads(team_for(s.K, s.K * (s.outer * s.inner)))
-    for (int64_t k = 0; k < s.K; ++k) {
+    parallel_for(team_for(s.K, s.K * (s.outer * s.inner)), s.K, [&](int64_t k) {
         if (train) {
             const Moments mk = slice_moments(s, x, k);
             finish(k, mk.mean_or_nan(), mk.var());
@@ -301,7 +300,7 @@ void channel_forward(const NormShape& s, bool train, double eps, const T* x, con
 #pragma omp simd
             for (int64_t i = 0; i < s.inner; ++i) q[i] = tail_of<tail>((p[i] - m) * a + b, sk, i);
         }
-    }
+    });
 }
 
 template <typename T>
@@ -343,8 +342,7 @@ void channel_backward(const NormShape& s, bool train, const T* dout, const T* x,
     const double count = static_cast<double>((s.outer * s.inner));
     if (s.inner == 1) {
         const int64_t blocks = (s.K + kColumns - 1) / kColumns;
-#pragma omp parallel for schedule(static) num_threads(team_for(blocks, s.outer * s.K))
-        for (int64_t b = 0; b < blocks; ++b) {
+        parallel_for(team_for(blocks, s.outer * s.K), blocks, [&](int64_t b) {
             const int64_t j0 = b * kColumns, width = lesser(kColumns, s.K - j0);
             const T* m = mean + j0;
             // With a recomputed relu: its output's scale and shift, to tell where it passed.
@@ -385,12 +383,11 @@ void channel_backward(const NormShape& s, bool train, const T* dout, const T* x,
                     d[j] = c1[j] * gj + (c2[j] * (p[j] - m[j]) + c3[j]);
                 }
             }
-        }
+        });
         return;
     }
     const int64_t stride = s.K * s.inner;
-#pragma omp parallel for schedule(static) num_threads(team_for(s.K, s.K * (s.outer * s.inner)))
-    for (int64_t k = 0; k < s.K; ++k) {
+    parallel_for(team_for(s.K, s.K * (s.outer * s.inner)), s.K, [&](int64_t k) {
         double sd = 0, sdx = 0;
         const T m = mean[k];
         const T a = recomputed ? gamma[k] * inv_std[k] : T(0), b = recomputed ? beta[k] : T(0);
@@ -426,7 +423,7 @@ void channel_backward(const NormShape& s, bool train, const T* dout, const T* x,
                 d[i] = cg.c1 * gi + (cg.c2 * (p[i] - m) + cg.c3);
             }
         }
-    }
+    });
 }
 
 template <typename T>
@@ -497,17 +494,15 @@ template <bool relu, typename T>
 void rows_forward(int64_t N, int64_t D, double eps, const T* x, const T* gamma, const T* beta,
                   T* mean, T* inv_std, T* out) {
     if (D >= kBlock) {
-#pragma omp parallel for schedule(static) num_threads(team_for(N, N * D))
-        for (int64_t n = 0; n < N; ++n) {
+        parallel_for(team_for(N, N * D), N, [&](int64_t n) {
             slice_statistics(NormShape{1, N, D}, x, n, eps, mean, inv_std);
             normalize_row<relu>(D, x + n * D, mean[n], inv_std[n], gamma, beta, out + n * D);
-        }
+        });
         return;
     }
     const int64_t groups = (N + kRowGroup - 1) / kRowGroup;
     const double count = static_cast<double>(D);
-#pragma omp parallel for schedule(static) num_threads(team_for(groups, N * D))
-    for (int64_t group = 0; group < groups; ++group) {
+    parallel_for(team_for(groups, N * D), groups, [&](int64_t group) {
         const int64_t first = group * kRowGroup, rows = lesser(kRowGroup, N - first);
         const T* p = x + first * D;
         double m[kRowGroup], m2[kRowGroup];
@@ -521,7 +516,7 @@ void rows_forward(int64_t N, int64_t D, double eps, const T* x, const T* gamma, 
             normalize_row<relu>(D, p + r * D, mean[first + r], inv_std[first + r], gamma, beta,
                                 out + (first + r) * D);
         }
-    }
+    });
 }
 
 template <typename T>
@@ -539,8 +534,7 @@ void rows_backward(int64_t N, int64_t D, const T* dout, const T* x, const T* mea
     // Each block of rows sums its own share of dgamma and dbeta; the blocks are added in order.
     const int64_t blocks = row_blocks(N);
     const double count = static_cast<double>(D);
-#pragma omp parallel for schedule(static) num_threads(team_for(blocks, N * D))
-    for (int64_t b = 0; b < blocks; ++b) {
+    parallel_for(team_for(blocks, N * D), blocks, [&](int64_t b) {
         double* pg = part_g + b * D;
         double* pb = part_b + b * D;
         // The block's rows kRowGroup at a time: their sums first, side by side (one row at
@@ -582,9 +576,8 @@ void rows_backward(int64_t N, int64_t D, const T* dout, const T* x, const T* mea
                 }
             }
         }
-    }
-#pragma omp parallel for schedule(static) num_threads(team_for(D, blocks * D))
-    for (int64_t j = 0; j < D; ++j) {
+    });
+    parallel_for(team_for(D, blocks * D), D, [&](int64_t j) {
         double sg = 0, sb = 0;
         for (int64_t b = 0; b < blocks; ++b) {
             sg += part_g[b * D + j];
@@ -592,7 +585,7 @@ void rows_backward(int64_t N, int64_t D, const T* dout, const T* x, const T* mea
         }
         dgamma[j] = static_cast<T>(sg);
         dbeta[j] = static_cast<T>(sb);
-    }
+    });
 }
 
 template <typename T>

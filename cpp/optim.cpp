@@ -2,8 +2,6 @@
 
 #include <cmath>
 
-#include <omp.h>
-
 #include "denormals.h"
 #include "threads.h"
 
@@ -50,19 +48,11 @@ void adam_update(const AdamStep& s, int64_t n, T* w, const T* dw, T* m, T* v) {
     // chunks no team is started (at batch 1 most of a network's parameters are smaller
     // than that, and the team's start costs more than their update). Subnormal moments are
     // flushed (denormals.h: they made a fitted network's step 10x slower).
-    const int team = team_size(n / 16384);
-    if (team == 1) {
+    on_team(team_size(n / 16384), [&](int64_t thread, int64_t threads) {
         const FlushSubnormals flush;
-        adam_elements(a, n, w, dw, m, v);
-        return;
-    }
-#pragma omp parallel num_threads(team)
-    {
-        const FlushSubnormals flush;
-        const int64_t threads = omp_get_num_threads(), thread = omp_get_thread_num();
         const int64_t begin = n * thread / threads, end = n * (thread + 1) / threads;
         adam_elements(a, end - begin, w + begin, dw + begin, m + begin, v + begin);
-    }
+    });
 }
 
 template void adam_update<float>(const AdamStep&, int64_t, float*, const float*, float*, float*);

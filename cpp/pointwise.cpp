@@ -22,8 +22,8 @@ constexpr int64_t kChunk = 1 << 16;
 template <typename F>
 void for_chunks(int64_t n, F f) {
     const int64_t chunks = (n + kChunk - 1) / kChunk;
-#pragma omp parallel for schedule(static) num_threads(team_size(chunks))
-    for (int64_t c = 0; c < chunks; ++c) f(c * kChunk, std::min(n, (c + 1) * kChunk));
+    parallel_for(team_size(chunks), chunks,
+                 [&](int64_t c) { f(c * kChunk, std::min(n, (c + 1) * kChunk)); });
 }
 
 // The AVX2 path (pointwise_avx2.h lists its ops), where the CPU has it and the recurrent
@@ -191,10 +191,9 @@ template <typename F>
 void for_rows(int64_t rows, int64_t cols, F f) {
     const int64_t per_chunk = std::max<int64_t>(1, kChunk / std::max<int64_t>(cols, 1));
     const int64_t chunks = (rows + per_chunk - 1) / per_chunk;
-#pragma omp parallel for schedule(static) num_threads(team_size(chunks))
-    for (int64_t c = 0; c < chunks; ++c) {
+    parallel_for(team_size(chunks), chunks, [&](int64_t c) {
         for (int64_t r = c * per_chunk; r < std::min(rows, (c + 1) * per_chunk); ++r) f(r);
-    }
+    });
 }
 
 // The row's maximum, NaN if it holds one (as np.max). The loop is a plain max the compiler

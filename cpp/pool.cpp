@@ -2,6 +2,7 @@
 #include "pool.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <type_traits>
 
@@ -164,13 +165,8 @@ void pool_forward(const PoolGeometry& g, const T* x, T* out, int32_t* winners, b
     const auto pool = [&](int64_t pl) {
         plane(g, x + pl * in_plane, out + pl * out_plane, winners + pl * out_plane);
     };
-    if (!threaded) {  // no OpenMP region at all: inside a caller's team, even a serial
-                      // one costs more than pooling one image's planes from cache
-        for (int64_t pl = 0; pl < planes; ++pl) pool(pl);
-        return;
-    }
-#pragma omp parallel for schedule(dynamic, 8) num_threads(team_size(planes))
-    for (int64_t pl = 0; pl < planes; ++pl) pool(pl);
+    // Inside a caller's team (not threaded) the planes run on the calling thread.
+    parallel_for_dynamic(threaded ? team_size(planes) : 1, planes, 8, pool);
 }
 
 }  // namespace
@@ -244,23 +240,23 @@ bool max_pool_backward(int64_t planes, int64_t H, int64_t W, int64_t Ho, int64_t
                        const T* dout, const int32_t* winners, T* dx) {
     const int64_t in_plane = H * W, out_plane = Ho * Wo;
     const bool blocks_fit = 2 * Ho <= H && 2 * Wo <= W;
-    int out_of_plane = 0;
+    std::atomic<bool> out_of_plane{false};
     // One thread owns a whole plane, so overlapping windows can add without races.
-#pragma omp parallel for schedule(dynamic, 8) num_threads(team_size(planes)) \
-    reduction(| : out_of_plane)
-    for (int64_t pl = 0; pl < planes; ++pl) {
+    parallel_for_dynamic(team_size(planes), planes, 8, [&](int64_t pl) {
         T* dst = dx + pl * in_plane;
         const T* grad = dout + pl * out_plane;
         const int32_t* win = winners + pl * out_plane;
-        if (blocks_fit && unpool_plane_2x2(H, W, Ho, Wo, grad, win, dst)) continue;
+        if (blocks_fit && unpool_plane_2x2(H, W, Ho, Wo, grad, win, dst)) return;
         std::fill(dst, dst + in_plane, T(0));
+        bool outside = false;
         for (int64_t o = 0; o < out_plane; ++o) {
             const bool inside = win[o] >= 0 && win[o] < in_plane;
-            out_of_plane |= !inside;
+            outside |= !inside;
             if (inside) dst[win[o]] += grad[o];
         }
-    }
-    return !out_of_plane;
+        if (outside) out_of_plane.store(true, std::memory_order_relaxed);
+    });
+    return !out_of_plane.load();
 }
 
 // Average pooling, one plane per thread at a time (one thread owns a whole plane, so
@@ -272,19 +268,17 @@ AvgPoolPlane avg_pool_plane(const PoolGeometry& g) {
 template <typename T>
 void avg_pool_forward(const PoolGeometry& g, const T* x, T* out) {
     const AvgPoolPlane plane = avg_pool_plane(g);
-#pragma omp parallel for schedule(static) num_threads(team_size(g.N * g.C))
-    for (int64_t pl = 0; pl < g.N * g.C; ++pl) {
+    parallel_for(team_size(g.N * g.C), g.N * g.C, [&](int64_t pl) {
         avg_pool_plane_forward(plane, x + pl * plane.in_plane(), out + pl * plane.out_plane());
-    }
+    });
 }
 
 template <typename T>
 void avg_pool_backward(const PoolGeometry& g, const T* dout, T* dx) {
     const AvgPoolPlane plane = avg_pool_plane(g);
-#pragma omp parallel for schedule(static) num_threads(team_size(g.N * g.C))
-    for (int64_t pl = 0; pl < g.N * g.C; ++pl) {
+    parallel_for(team_size(g.N * g.C), g.N * g.C, [&](int64_t pl) {
         avg_pool_plane_backward(plane, dout + pl * plane.out_plane(), dx + pl * plane.in_plane());
-    }
+    });
 }
 
 template void avg_pool_forward<float>(const PoolGeometry&, const float*, float*);

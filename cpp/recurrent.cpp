@@ -175,12 +175,13 @@ void weight_gradient(int64_t k, int64_t n, int64_t m, const T* a, const T* b, T*
     if (k == 0 || n == 0) return;
     if (m == 0) return std::fill(c, c + k * n, T(0));
     const int64_t half = n >= 256 ? (n / 2 + 63) / 64 * 64 : n;  // a multiple of 64
-#pragma omp parallel for schedule(static) num_threads(team_size(blocks_of(n, half)))
-    for (int64_t c0 = 0; c0 < n; c0 += half) {
+    const int64_t blocks = blocks_of(n, half);
+    parallel_for(team_size(blocks), blocks, [&](int64_t block) {
+        const int64_t c0 = block * half;
         gemm(true, false, static_cast<int>(k), static_cast<int>(std::min(half, n - c0)),
              static_cast<int>(m), a, static_cast<int>(k), b + c0, static_cast<int>(n), T(0),
              c + c0, static_cast<int>(n));
-    }
+    });
 }
 
 // The geometry of one step t: where row n of each (N, T, .) array starts is base + n * ld.
@@ -420,7 +421,7 @@ void recurrent_forward(const RecurrentGeometry& g, bool keep, const T* x, const 
     const std::vector<T> zeros(g.H, T(0));
     const int64_t column_blocks = blocks_of(g.G(), kColumns);
     const int64_t units = unit_block(g.H), unit_blocks = blocks_of(g.H, units);
-    on_team(team_size(std::max(column_blocks, unit_blocks)), [&] {
+    on_team(team_size(std::max(column_blocks, unit_blocks)), [&](int, int) {
         for (int64_t t = 0; t < g.T; ++t) {
             const Step<T> s{g, t};
             T* const pre_t = one_step ? pre : pre + t * g.G();
@@ -481,7 +482,7 @@ void recurrent_backward(const RecurrentGeometry& g, const T* dh, const T* x, con
     const int64_t units = unit_block(H), unit_blocks = blocks_of(H, units);
     const int64_t column_blocks = dh0_blocks + dx_blocks + dW_blocks;
     if (g.N > 0) {
-        on_team(team_size(std::max(column_blocks, unit_blocks)), [&] {
+        on_team(team_size(std::max(column_blocks, unit_blocks)), [&](int, int) {
             for (int64_t t = g.T - 1; t >= 0; --t) {
                 const Step<T> s{g, t};
                 T* const da_t = own_weights ? da : da + t * G;

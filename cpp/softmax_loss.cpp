@@ -37,8 +37,7 @@ double softmax_loss_rows(int64_t rows, int64_t V, const T* x, const int64_t* lab
     std::vector<double> row_loss(rows);
     const bool avx2 = avx2_activations_active();
     const int64_t block = rows_per_block(V), blocks = (rows + block - 1) / block;
-#pragma omp parallel for schedule(static) num_threads(team_size(blocks))
-    for (int64_t b = 0; b < blocks; ++b) {
+    parallel_for(team_size(blocks), blocks, [&](int64_t b) {
         for (int64_t r = b * block; r < std::min(rows, (b + 1) * block); ++r) {
             const T* s = x + r * V;
             T* d = dx + r * V;
@@ -54,7 +53,7 @@ double softmax_loss_rows(int64_t rows, int64_t V, const T* x, const int64_t* lab
                                             : double(weight[r]) * (std::log(double(total)) -
                                                                    double(s[label[r]] - shift));
         }
-    }
+    });
     double loss = 0.0;
     for (double l : row_loss) loss += l;
     return loss;

@@ -14,6 +14,8 @@ std::atomic<int> g_num_threads{omp_get_max_threads()};
 
 int thread_index() { return omp_get_thread_num(); }
 
+int team_threads() { return omp_get_num_threads(); }
+
 int num_threads() { return g_num_threads.load(std::memory_order_relaxed); }
 
 void set_num_threads(int n) {

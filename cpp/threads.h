@@ -15,6 +15,7 @@ int num_threads();
 // Which thread of the innermost team runs the caller (omp_get_thread_num), for kernels
 // compiled without library headers that index their threads' scratch.
 int thread_index();
+int team_threads();  // the innermost team's size (omp_get_num_threads)
 void set_num_threads(int n);  // n >= 1, else std::invalid_argument
 
 // Threads worth starting for `pieces` independent pieces of work: never more than
@@ -23,16 +24,45 @@ inline int team_size(int64_t pieces) {
     return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads(), pieces)));
 }
 
-// Calls body() on each thread of a team of `team`, whose `omp for` loops share out the
-// work, or once on the calling thread when team is 1, where those loops run whole. A team
-// of one still ends each `omp for` at a barrier that makes a futex system call in libgomp:
-// two a step in the recurrent kernels, 0.4 us or more of one sequence's 3.5 us LSTM step
-// (H = 128, float32); outside a parallel region the barrier is a no-op.
+// A parallel region ends at a barrier, and libgomp's barrier makes a futex system call
+// even in a team of one thread: about 1.5 us here, more than a small gate's whole kernel
+// (a transformer's eval call at batch 1 ran 20 regions). So the kernels start a region
+// only for a team of two or more; a team of one runs the work on the calling thread,
+// where `omp for` loops run whole and their barriers are no-ops.
+
+// Calls body(thread, threads) on each thread of a team of `team` (thread numbered from 0
+// to threads - 1; `omp for` loops in body share out their work among the team), or
+// body(0, 1) on the calling thread when team is 1. The numbers are the team's own even
+// when the caller runs inside another team.
 template <typename Body>
 void on_team(int team, Body&& body) {
-    if (team == 1) return body();
+    if (team <= 1) return body(0, 1);
 #pragma omp parallel num_threads(team)
-    body();
+    body(thread_index(), team_threads());
+}
+
+// body(i) for each i in [0, count): contiguous blocks of i, one per thread of a team of
+// `team`, or in order on the calling thread when team is 1.
+template <typename Body>
+void parallel_for(int team, int64_t count, Body&& body) {
+    if (team <= 1) {
+        for (int64_t i = 0; i < count; ++i) body(i);
+        return;
+    }
+#pragma omp parallel for schedule(static) num_threads(team)
+    for (int64_t i = 0; i < count; ++i) body(i);
+}
+
+// As parallel_for, but each thread takes the next `chunk` of i when it is free: for
+// pieces of uneven cost.
+template <typename Body>
+void parallel_for_dynamic(int team, int64_t count, int64_t chunk, Body&& body) {
+    if (team <= 1) {
+        for (int64_t i = 0; i < count; ++i) body(i);
+        return;
+    }
+#pragma omp parallel for schedule(dynamic, chunk) num_threads(team)
+    for (int64_t i = 0; i < count; ++i) body(i);
 }
 
 }  // namespace graphnet
