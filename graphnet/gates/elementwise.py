@@ -72,7 +72,10 @@ class Multiply(BinaryGate):
 
     def backward(self, dout, cache, needs):
         a, b = cache
-        return (dout * b if needs[0] else None), (dout * a if needs[1] else None)
+        da = dout * b if needs[0] else None
+        if a is b and needs[1]:  # x * x (an L2 penalty): both edges carry the same product
+            return da, da
+        return da, (dout * a if needs[1] else None)
 
 
 @register_gate

@@ -264,3 +264,23 @@ def test_scalar_fast_paths_give_the_ufuncs_numbers():
         want = np.tanh(x)
         assert type(out) is np.float64 and cache is out
         assert out.tobytes() == want.tobytes() or (np.isnan(out) and np.isnan(want)), x
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_square_sends_each_edge_the_product_and_its_input_twice_that(dtype):
+    """x * x (an L2 penalty's square): the gate computes the upstream times x once for both
+    of its edges; x receives their sum, 2 x dout, with the numbers of two products."""
+    rng = np.random.default_rng(5)
+    g = gn.Graph(dtype=dtype)
+    w = g.param("w", rng.standard_normal((7, 3)).astype(dtype))
+    total = g.sum(g.multiply(w, w, name="square"), name="total")
+    g.forward()
+    g.backward(total)
+    one = w.value * np.ones_like(w.value)  # the upstream, times the other input
+    np.testing.assert_array_equal(w.grad, one + one)
+    edges = [grad for (consumer, _), grad in g.edge_gradients().items() if consumer == "square"]
+    assert len(edges) == 2
+    for grad in edges:
+        np.testing.assert_array_equal(grad, one)
+    if dtype == np.float64:
+        assert max(gn.gradcheck(g).values()) < 1e-8
