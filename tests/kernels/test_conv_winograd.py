@@ -147,6 +147,12 @@ def test_wide_layers_on_few_tiles_run_im2col_and_gemm(N, C, H, W, F, gemm):
     assert np.array_equal(on, im2col) == gemm
     assert np.array_equal(on, winograd) != gemm
     assert_within_rounding(on, conv_forward_ref(x, w, b, 1, 1), winograd_bound(x, w, b), 1e-5)
+    threads = _C.get_num_threads()
+    _C.set_num_threads(1 if threads > 1 else 2)
+    try:
+        np.testing.assert_array_equal(_C.conv_forward(x, w, b, 1, 1), on)
+    finally:
+        _C.set_num_threads(threads)
 
 
 def test_winograd_mode_is_checked():
