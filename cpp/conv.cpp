@@ -304,8 +304,9 @@ constexpr int64_t kWinogradForwardGemmWeights = int64_t(1) << 15;
 constexpr int64_t kWinogradForwardMinTiles = 32;
 
 bool winograd_forward_unpaid(const ConvGeometry& g) {
-    const int64_t tiles = ((g.H + 1) / 2) * ((g.W + 1) / 2);  // (images under 2^31 pixels)
-    // (winograd_conv first: it bounds C and F, so their product cannot overflow)
+    // (conv_geometry checked that C x Hp x Wp fits, so the tiles do; winograd_conv, first,
+    // bounds C and F, so their product fits too)
+    const int64_t tiles = ((g.H + 1) / 2) * ((g.W + 1) / 2);
     return winograd_mode == WinogradMode::kWherePays &&
            winograd_conv(g, g.C, g.F, kWinogradForwardMinSide) &&
            g.C * g.F >= kWinogradForwardGemmWeights &&
