@@ -1,7 +1,7 @@
 """What one eval-mode inference call costs around its gates, per zoo network (batch 1).
 
     python benchmarks/bench_call.py [--models twolayer,fc] [--dtype float32] [--rounds 7]
-                                    [--unfused]
+                                    [--unfused] [--batch 1] [--steps]
 
 For each network of benchmarks/zoo_models.py, on one thread, in CPU time (medians of
 --rounds turns, the three measured in turns within each):
@@ -13,6 +13,12 @@ For each network of benchmarks/zoo_models.py, on one thread, in CPU time (median
 - PyTorch: `net.eval()` and `net(X)` under `torch.inference_mode()`, same weights;
 - with --unfused, also the same call with the graph's fusion off (`g.fuse = False`: every
   gate on its own, without the small-batch plan's conv chains, passes/conv_chain.py).
+
+--batch times another batch size (from 4 the call runs the fused plan, not the small-batch
+plan); --steps also prints each step of the gates-alone loop, its CPU time per call, and
+each PyTorch module's (from forward hooks, in calls of their own after the rounds). The
+network first takes one train-mode forward and backward (no update), so that its
+batchnorms have running averages, as after training.
 
 The call's own cost is graphnet minus gates alone. The ratio is PyTorch / graphnet time
 (throughput graphnet / PyTorch; issue 15's goal at batch 1 is >= 2), and what it would be
@@ -38,25 +44,32 @@ def per_call_us(run, calls):
     return (time.process_time() - start) / calls * 1e6
 
 
-def measure(model, dtype, rounds, unfused=False):
+def measure(model, dtype, rounds, unfused=False, batch=1, modules=False):
+    """(steps, the medians in us by name, each step's CPU time in us per gates-alone call,
+    with `modules` each PyTorch module's per call, timed by hooks in calls of their own)."""
     import torch
 
     ours = build_graphnet(model, dtype)
-    X, _ = batch_of(model, 1, dtype, np.random.default_rng(0))
+    X, y = batch_of(model, batch, dtype, np.random.default_rng(0))
+    ours.loss(X, y)  # the batchnorms' running averages, as after training
     net, _ = build_torch(model, ours)
     Xt = torch.from_numpy(X)
     graph = ours.graph
     ours.loss(X)
     plan, store = graph.executor.last_forward, graph.store
     values = store.values
+    step_ns = [0] * len(plan.loop)
+    clock = time.thread_time_ns
 
     def gates_alone():
         graph.training = False  # as the call runs them
-        for _, run, inputs, fused in plan.loop:
+        for k, (_, run, inputs, fused) in enumerate(plan.loop):
+            start = clock()
             if fused:  # a fused step reads and writes the store itself
                 run(store)
             else:
                 run(*[values[j] for j in inputs])
+            step_ns[k] += clock() - start
         graph.training = True
 
     def torch_infer():
@@ -71,10 +84,32 @@ def measure(model, dtype, rounds, unfused=False):
         runs["unfused"] = lambda: gate_by_gate.loss(X)
     calls = max(20, int(0.05 / (per_call_us(runs["graphnet"], 5) * 1e-6)))
     times = {name: [] for name in runs}
+    step_ns[:] = [0] * len(step_ns)
     for _ in range(rounds):
         for name, run in runs.items():
             times[name].append(per_call_us(run, calls))
-    return len(plan.steps), {name: float(np.median(t)) for name, t in times.items()}
+    steps = [(step.label, ns / (rounds * calls) / 1e3) for step, ns in zip(plan.steps, step_ns)]
+    if modules:
+        steps += torch_modules_us(net, torch_infer, calls)
+    return len(plan.steps), {name: float(np.median(t)) for name, t in times.items()}, steps
+
+
+def torch_modules_us(net, infer, calls):
+    """[(name, us)]: each leaf module's CPU time per call of `infer`, from forward hooks
+    (not in the call's timing above: the hooks cost time of their own)."""
+    clock = time.thread_time_ns
+    leaves = [m for m in net.modules() if not list(m.children())]
+    spent, started = dict.fromkeys(leaves, 0), {}
+    hooks = []
+    for m in leaves:
+        hooks.append(m.register_forward_pre_hook(lambda m, _: started.__setitem__(m, clock())))
+        hooks.append(m.register_forward_hook(
+            lambda m, *_: spent.__setitem__(m, spent[m] + clock() - started[m])))
+    for _ in range(calls):
+        infer()
+    for hook in hooks:
+        hook.remove()
+    return [(f"torch {m}", ns / calls / 1e3) for m, ns in spent.items()]
 
 
 def main():
@@ -84,23 +119,32 @@ def main():
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--unfused", action="store_true",
                         help="also time the call with the graph's fusion off")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--steps", action="store_true",
+                        help="also print each step's CPU time in the gates-alone loop, "
+                        "and each PyTorch module's")
     args = parser.parse_args()
     import torch
 
     _C.set_num_threads(1)
     torch.set_num_threads(1)
-    print(f"batch 1, {args.dtype}, one thread, CPU time, medians of {args.rounds} rounds (us)")
+    print(f"batch {args.batch}, {args.dtype}, one thread, CPU time, medians of {args.rounds} "
+          "rounds (us)")
     print(f"{'model':12s} {'steps':>5s} {'graphnet':>9s} {'gates':>9s} {'call':>6s} "
           f"{'torch':>9s} {'torch/graphnet':>15s} {'torch/gates':>12s}"
           + (f" {'unfused':>9s} {'torch/unfused':>14s}" if args.unfused else ""))
     for name in args.models.split(","):
-        steps, us = measure(BY_NAME[name], args.dtype, args.rounds, args.unfused)
+        steps, us, step_us = measure(BY_NAME[name], args.dtype, args.rounds, args.unfused,
+                                     args.batch, args.steps)
         print(f"{name:12s} {steps:5d} {us['graphnet']:9.1f} {us['gates']:9.1f} "
               f"{us['graphnet'] - us['gates']:6.1f} {us['torch']:9.1f} "
               f"{us['torch'] / us['graphnet']:15.2f} {us['torch'] / us['gates']:12.2f}"
               + (f" {us['unfused']:9.1f} {us['torch'] / us['unfused']:14.2f}"
                  if args.unfused else ""),
               flush=True)
+        if args.steps:
+            for label, took in step_us:
+                print(f"    {took:9.1f}  {label}")
 
 
 if __name__ == "__main__":

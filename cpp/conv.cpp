@@ -290,6 +290,29 @@ bool winograd_conv(const ConvGeometry& g, int64_t in_channels, int64_t out_chann
             g.H >= min_side && g.W >= min_side);
 }
 
+// The Winograd forward transforms all of a layer's weights on every call (into 16 floats
+// per filter and channel, 16/9 the weights) and reads them back in its 16 products: where
+// those outgrow L2 (kWinogradForwardGemmWeights filter-channel pairs: 2 MB transformed)
+// and the call has under kWinogradForwardMinTiles tiles (one 8 x 8 image has 16), im2col +
+// GEMM, which reads the weights once in place, is faster. Per layer of the vgg_wide zoo
+// net's eval call at batch 1 (one thread, CPU time, the weights cold from the layers
+// before), Winograd against im2col + GEMM: 3x3 128 -> 256 @8 0.55-0.60 / 0.42-0.45 ms,
+// 256 -> 256 @8 1.11-1.14 / 0.79-0.83; at batch 2 (32 tiles) even (0.78-0.81 / 0.77-0.86,
+// 1.49-1.72 / 1.51-1.63), at batch 3 Winograd is faster (0.94-0.96 / 1.19-1.22). Called
+// again and again on one layer, weights warm, the two are within 10% at batch 1.
+constexpr int64_t kWinogradForwardGemmWeights = int64_t(1) << 15;
+constexpr int64_t kWinogradForwardMinTiles = 32;
+
+bool winograd_forward_unpaid(const ConvGeometry& g) {
+    // (conv_geometry checked that C x Hp x Wp fits, so the tiles do; winograd_conv, first,
+    // bounds C and F, so their product fits too)
+    const int64_t tiles = ((g.H + 1) / 2) * ((g.W + 1) / 2);
+    return winograd_mode == WinogradMode::kWherePays &&
+           winograd_conv(g, g.C, g.F, kWinogradForwardMinSide) &&
+           g.C * g.F >= kWinogradForwardGemmWeights &&
+           g.N < (kWinogradForwardMinTiles + tiles - 1) / tiles;
+}
+
 // Runs the Winograd forward over the batch on `threads` threads, images of wg.C x H x W
 // from `in`, with the filters w; as direct_over_batch.
 template <typename OutOf, typename Done>
@@ -701,8 +724,9 @@ void forward_images(const ConvGeometry& g, int threads, const T* x, const T* w, 
         return pad_skip_forward(g, threads, x, w, b, out_of, done);
     }
     if constexpr (std::is_same_v<T, float>) {
-        // (wide layers on small images go to im2col + GEMM below: gemm_forward)
-        if (!gemm_forward(g)) {
+        // (wide layers on small images go to im2col + GEMM below: gemm_forward,
+        // winograd_forward_unpaid)
+        if (!gemm_forward(g) && !winograd_forward_unpaid(g)) {
             if (winograd_conv(g, g.C, g.F, kWinogradForwardMinSide)) {
                 return winograd_over_batch(winograd_geometry(g.C, g.F, g.H, g.W), g.N, threads,
                                            x, WinogradWeights{w, g.C * 9, 9, false}, b, out_of,

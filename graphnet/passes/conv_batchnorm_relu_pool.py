@@ -5,16 +5,18 @@ the folded conv, the relu and the pool then run as the one C++ kernel of conv_re
 the conv's output is pooled while it is in cache and never written. The pooled values equal
 the gates' to rounding; everything else (the conv's, the batchnorm's and the relu's values
 and caches, and the pool's cache) is deferred to the gates themselves, so a backward after
-an eval forward reads the gates' exact caches. In train mode the step is the two passes'
-train steps one after the other: the conv and batchnorm gates, then relu -> max_pool with
-the relu after the pool. The backward is those passes' own.
+an eval forward reads the gates' exact caches. Where the conv's filters outnumber its
+output, the step runs conv_chain.py's call instead (batchnorm_fold.fold_pays). In train
+mode the step is the two passes' train steps one after the other: the conv and batchnorm
+gates, then relu -> max_pool with the relu after the pool. The backward is those passes'
+own.
 """
 
 import functools
 
 from ..core.plan import Step
 from ..kernels import fast
-from . import batchnorm_fold, relu_pool
+from . import batchnorm_fold, conv_chain, relu_pool
 from .base import FusionPass, readers, register_pass
 
 
@@ -68,8 +70,11 @@ def _fused_step(pool):
 
 def _forward(conv, norm, relu, pool):
     relu_then_pool = relu_pool.forward_run(relu, pool)
+    chained = conv_chain.native_run([conv, norm, relu, pool])
 
     def run(store):
+        if not (norm.graph.training or batchnorm_fold.fold_pays(conv, store)) and chained(store):
+            return
         fold = None if norm.graph.training else batchnorm_fold.scale_and_shift(conv, norm, store)
         if fold is None:
             batchnorm_fold.run_gates(conv, norm, store)

@@ -16,6 +16,11 @@ nothing kept from one call to the next (a weight or running average updated betw
 calls is read afresh). The steps being consecutive, a value another step reads is
 written before that step runs.
 
+The fused plans' steps that fold an eval-mode batchnorm into its conv (batchnorm_fold.py,
+norm_relu.py's ConvBatchnormRelu, conv_batchnorm_relu_pool.py) run the same call
+(native_run) where the conv's filters outnumber its output (batchnorm_fold.fold_pays):
+there the fold's copies of the filters cost more than the passes it saves.
+
 Arrays the kernels do not take as they are (mixed dtypes, a batchnorm without running
 averages yet) and any shape the call refuses (an add that broadcasts) run the gates
 instead, which name the mistake. The backward runs gate by gate on the caches the step wrote.
@@ -87,8 +92,27 @@ def _fused_step(chain):
 
 
 def _forward_run(chain):
-    conv = chain[0].node
-    by_op = {step.node.op: step.node for step in chain[1:]}
+    native = native_run([step.node for step in chain])
+
+    def run(store):
+        if native(store):
+            return
+        values = store.values
+        for step in chain:
+            out = step.node.index
+            values[out], store.caches[out] = step.run(*(values[i.index] for i in step.node.inputs))
+
+    return run
+
+
+def native_run(nodes):
+    """The chain of `nodes` (a conv and its followers, in _FOLLOWERS' order) as one
+    `_C.conv_chain_forward` call: a function of the store that writes every node's value
+    and cache, bit for bit the gates', and returns True; or, in train mode, for arrays the
+    call does not take as they are and for shapes it refuses, writes nothing and returns
+    False (the gates then run, and name any mistake)."""
+    conv = nodes[0]
+    by_op = {node.op: node for node in nodes[1:]}
     norm, add, relu, pool = (by_op.get(op) for op in _FOLLOWERS)
     conv_param = conv.gate.attrs()
     pool_param = pool.gate.attrs() if pool is not None else None
@@ -99,12 +123,6 @@ def _forward_run(chain):
     )
     eps = norm.gate.eps if norm is not None else 0.0
 
-    def run_gates(store):
-        values = store.values
-        for step in chain:
-            out = step.node.index
-            values[out], store.caches[out] = step.run(*(values[i.index] for i in step.node.inputs))
-
     # The indices and arguments each call reads, looked up once (at one image the
     # Python around the call is a few microseconds of its time).
     graph, conv_at = conv.graph, conv.index
@@ -114,7 +132,6 @@ def _forward_run(chain):
         norm_at, gamma_at, beta_at = norm.index, norm.inputs[1].index, norm.inputs[2].index
     other_at, add_first = None, False
     if add is not None:  # its operand from outside the chain, and whether that comes first
-        nodes = [step.node for step in chain]
         add_first = add.inputs[1] is nodes[nodes.index(add) - 1]
         other_at = add.inputs[0 if add_first else 1].index
 
@@ -133,13 +150,13 @@ def _forward_run(chain):
         other = None if other_at is None else values[other_at]
         arrays = (*(params or ()), *(() if other is None else (other,)))
         if graph.training or not _native(x, w, b, arrays):
-            return run_gates(store)
+            return False
         try:
             results = _C.conv_chain_forward(
                 x, w, b, stride, pad, params, eps, other, add_first, with_relu, window
             )
         except ValueError:  # a shape the gates refuse, with the node's name
-            return run_gates(store)
+            return False
         out = conv_out = results[0]
         values[conv_at], caches[conv_at] = conv_out, (x, w, b, conv_param)
         at = 1
@@ -160,6 +177,7 @@ def _forward_run(chain):
         if pool is not None:
             values[pool.index] = results[at]
             caches[pool.index] = (out.shape, results[at + 1], pool_param)
+        return True
 
     return run
 

@@ -121,6 +121,40 @@ def test_which_layers_take_winograd(C, F, k, stride, pad, dtype, winograd):
     assert np.array_equal(on, off) != winograd
 
 
+@pytest.mark.parametrize(
+    "N, C, H, W, F, gemm",
+    [
+        (1, 128, 8, 8, 256, True),  # 16 tiles, 2^15 filter-channel pairs
+        (1, 256, 7, 8, 128, True),
+        (1, 181, 8, 7, 181, False),  # under 2^15 pairs
+        (2, 128, 8, 8, 256, False),  # 32 tiles
+        (1, 128, 10, 8, 256, True),  # 20 tiles
+        (1, 128, 12, 11, 256, False),  # 36 tiles
+    ],
+)
+def test_wide_layers_on_few_tiles_run_im2col_and_gemm(N, C, H, W, F, gemm):
+    """By default ('auto') the forward of a layer whose transformed weights outgrow L2, on
+    a call of under 32 tiles, is im2col + GEMM's, bit for bit; else Winograd's."""
+    x, w, b = case(N, C, H, W, F, 3, np.float32, seed=1)
+    on = _C.conv_forward(x, w, b, 1, 1)
+    _C.set_direct_conv(False)
+    try:
+        im2col = _C.conv_forward(x, w, b, 1, 1)
+    finally:
+        _C.set_direct_conv(True)
+    with winograd_mode("always"):
+        winograd = _C.conv_forward(x, w, b, 1, 1)
+    assert np.array_equal(on, im2col) == gemm
+    assert np.array_equal(on, winograd) != gemm
+    assert_within_rounding(on, conv_forward_ref(x, w, b, 1, 1), winograd_bound(x, w, b), 1e-5)
+    threads = _C.get_num_threads()
+    _C.set_num_threads(1 if threads > 1 else 2)
+    try:
+        np.testing.assert_array_equal(_C.conv_forward(x, w, b, 1, 1), on)
+    finally:
+        _C.set_num_threads(threads)
+
+
 def test_winograd_mode_is_checked():
     with pytest.raises(ValueError, match="'off', 'auto' or 'always'"):
         _C.set_winograd_conv("sometimes")

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import graphnet as gn
 
-from graphnet.passes.batchnorm_fold import BatchnormFold
+from graphnet.passes.batchnorm_fold import BatchnormFold, fold_pays
 
 from .checks import (
     assert_player_and_drawing_show,
@@ -78,7 +78,9 @@ def network(kind="conv", stride=1, pad=1, size=(3, 2, 7, 6), features=4, relu=Tr
 
 
 def assert_folds(build, dtype):
-    """Two train steps read as gate by gate bit for bit; then eval steps to rounding."""
+    """Two train steps read as gate by gate bit for bit; then eval steps to rounding where
+    the fold pays, else (filters as many as the conv's outputs or more) the chain's bit for
+    bit, nothing left for later."""
     plain, fused, feeds = twins(build, dtype)
     assert fused_labels(fused) == ["conv+spatial_batchnorm"]
     assert fused_labels(fused, "backward") == []
@@ -90,11 +92,16 @@ def assert_folds(build, dtype):
     for g in (plain, fused):
         g.eval()
         g.forward(**feeds)
-    assert deferred(fused["layer"]) == {"value", "cache"}
-    assert deferred(fused["norm"]) == {"cache"}
+    tol = 0.0
+    if fold_pays(fused["layer"], fused.store):
+        assert deferred(fused["layer"]) == {"value", "cache"}
+        assert deferred(fused["norm"]) == {"cache"}
+        tol = TOL[dtype]
+    else:
+        assert not deferred(fused["layer"]) and not deferred(fused["norm"])
     for g in (plain, fused):  # gate by gate, on the caches computed when read
         g.backward()
-    assert_same_everywhere(plain, fused, TOL[dtype], TOL[dtype])
+    assert_same_everywhere(plain, fused, tol, tol)
     for g in (plain, fused):  # and back: the running averages moved once per train step
         g.train()
         walk(g, feeds)

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 import graphnet as gn
 from graphnet.core import executor
 from graphnet.kernels import _C
+from graphnet.passes.batchnorm_fold import fold_pays
 
 from .checks import (
     assert_player_and_drawing_show,
@@ -225,6 +226,67 @@ def test_updates_between_calls_are_read(dtype):
         assert chain_labels(fused) == ["conv+spatial_batchnorm+relu"]
         assert not np.array_equal(fused["scores"].value, before), name
         assert_same_everywhere(plain, fused)
+
+
+FOLDS = [
+    ("spatial_batchnorm",),
+    ("spatial_batchnorm", "relu"),
+    ("spatial_batchnorm", "relu", "max_pool"),
+]
+
+
+def assert_fold_or_chain(build, dtype, parts):
+    """An eval forward of a batch of 4+ on the fused plan, whose fold of the batchnorm into
+    the conv (batchnorm_fold.py, norm_relu.py's ConvBatchnormRelu,
+    conv_batchnorm_relu_pool.py) runs the chain where the conv's filters have more entries
+    than its output (batchnorm_fold.fold_pays): there nothing is left for later and every
+    node reads bit for bit as gate by gate, elsewhere the conv's value is deferred and the
+    rest reads to rounding. Then the weights updated in place are read by the next call."""
+    plain, fused, feeds = twins(build, dtype)
+    plain.eval(), fused.eval()
+    fused.forward(**feeds)
+    (step,) = [step for step in fused.executor.last_forward.steps if step.fused]
+    assert step.label == "+".join(("conv", *parts))
+    folds = fold_pays(fused["conv"], fused.store)
+    assert deferred(fused["conv"]) == ({"value", "cache"} if folds else set())
+    if not folds:
+        for node in fused.nodes:
+            assert not deferred(node) & {"value", "cache"}, node.name
+    tol = {np.float32: 2e-5, np.float64: 1e-12}[dtype] if folds else 0.0
+    walk_fused_one_way(plain, fused, feeds, fuse_forward=True, fuse_backward=False)
+    assert_same_everywhere(plain, fused, tol, tol)
+    fused.fuse = True
+    before = np.array(fused["scores"].value)
+    for g in (plain, fused):
+        g["w"].value *= 0.5
+        g.forward(**feeds)
+    assert not np.array_equal(fused["scores"].value, before)
+    assert_same_everywhere(plain, fused, tol, tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("parts", FOLDS)
+@pytest.mark.parametrize("N", [4, 5])
+def test_the_fused_plans_folds_run_the_chain_where_the_filters_outnumber_the_outputs(
+    N, parts, dtype
+):
+    build = network(parts, size=(N, 24, 4, 4), features=20)  # 4320 filter entries, N x 320
+    assert_fold_or_chain(build, dtype, parts)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.integers(4, 6),
+    st.integers(1, 24),
+    st.integers(2, 7),
+    st.integers(2, 7),
+    st.integers(1, 24),
+    st.sampled_from([np.float32, np.float64]),
+    st.sampled_from(FOLDS),
+)
+def test_the_fused_plans_folds_on_random_shapes(N, C, H, W, features, dtype, parts):
+    build = network(parts, (N, C, H, W), features)
+    assert_fold_or_chain(build, dtype, parts)
 
 
 def test_what_the_kernels_do_not_take_runs_the_gates():
