@@ -19,36 +19,12 @@ The backward runs gate by gate on the caches the step wrote.
 
 import math
 
-from ..core.plan import Step
 from ..kernels import _C
 from ..kernels.norm import NormCache
-from .base import FusionPass, register_pass
+from .base import ChainPass, register_pass, run_gates
 from .conv_chain import _native
 
 NORMS = ("batchnorm", "layernorm")
-
-
-@register_pass
-class AffineChain(FusionPass):
-    length = 3
-    #: Applies to the plans of small eval batches only (plan.forward_plan).
-    small_batch = True
-
-    def fuse_forward(self, steps):
-        fused, i = [], 0
-        while i < len(steps):
-            chain = _chain(steps, i)
-            if len(chain) > 1:
-                nodes = tuple(step.node for step in chain)
-                inputs = tuple(
-                    dict.fromkeys(i for node in nodes for i in node.inputs if i not in nodes)
-                )
-                fused.append(Step(nodes[-1], inputs, _forward_run(chain), (), nodes))
-                i += len(chain)
-            else:
-                fused.append(steps[i])
-                i += 1
-        return fused
 
 
 def _chain(steps, start):
@@ -77,12 +53,6 @@ def _forward_run(chain):
     layer = norm is not None and norm.op == "layernorm"
     eps = norm.gate.eps if norm is not None else 0.0
 
-    def run_gates(store):
-        values = store.values
-        for step in chain:
-            out = step.node.index
-            values[out], store.caches[out] = step.run(*(values[i.index] for i in step.node.inputs))
-
     # The indices each call reads, looked up once (at one sample the Python around the
     # call is a few microseconds of its time).
     graph, affine_at = affine.graph, affine.index
@@ -100,14 +70,14 @@ def _forward_run(chain):
                 state = store.states.get(norm_at, {})
                 params += (state.get("running_mean"), state.get("running_var"))
         if graph.training or not _native(x, w, b, params) or x.ndim < 2:
-            return run_gates(store)
+            return run_gates(chain, store)
         rows = x if x.ndim == 2 else x.reshape(x.shape[0], math.prod(x.shape[1:]))
         try:
             results = _C.affine_chain_forward(
                 rows, w, b, params or None, eps, layer, relu is not None
             )
         except ValueError:  # a shape the gates refuse, with the node's name
-            return run_gates(store)
+            return run_gates(chain, store)
         out = values[affine_at] = results[0]
         caches[affine_at] = (x.shape, rows, w)
         if norm is not None:  # its value, then the gate's cache (kernels/norm.py)
@@ -123,3 +93,10 @@ def _forward_run(chain):
             values[relu.index], caches[relu.index] = results[-2], results[-1]
 
     return run
+
+
+@register_pass
+class AffineChain(ChainPass):
+    length = 3
+    chain = staticmethod(_chain)
+    forward_run = staticmethod(_forward_run)

@@ -23,35 +23,15 @@ instead, which name the mistake. The backward runs gate by gate on the caches th
 
 import numpy as np
 
-from ..core.plan import Step
 from ..kernels import _C
 from ..kernels.norm import NormCache
-from .base import FusionPass, register_pass
+from .base import ChainPass, register_pass, run_gates
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 #: The gates a chain may hold after its conv, in order; each is optional. The add's other
 #: operand is a node from outside the chain (a residual block's skip).
 _FOLLOWERS = ("spatial_batchnorm", "add", "relu", "max_pool")
-
-
-@register_pass
-class ConvChain(FusionPass):
-    length = 5
-    #: Applies to the plans of small eval batches only (plan.forward_plan).
-    small_batch = True
-
-    def fuse_forward(self, steps):
-        fused, i = [], 0
-        while i < len(steps):
-            chain = _chain(steps, i)
-            if len(chain) > 1:
-                fused.append(_fused_step(chain))
-                i += len(chain)
-            else:
-                fused.append(steps[i])
-                i += 1
-        return fused
 
 
 def _chain(steps, start):
@@ -80,12 +60,6 @@ def _reads_last(node, chain):
     return last in node.inputs and sum(i in inside for i in node.inputs) == 1
 
 
-def _fused_step(chain):
-    nodes = tuple(step.node for step in chain)
-    inputs = tuple(dict.fromkeys(i for node in nodes for i in node.inputs if i not in nodes))
-    return Step(nodes[-1], inputs, _forward_run(chain), (), nodes)
-
-
 def _forward_run(chain):
     conv = chain[0].node
     by_op = {step.node.op: step.node for step in chain[1:]}
@@ -98,12 +72,6 @@ def _forward_run(chain):
         else (pool_param["pool_height"], pool_param["pool_width"], pool_param["stride"])
     )
     eps = norm.gate.eps if norm is not None else 0.0
-
-    def run_gates(store):
-        values = store.values
-        for step in chain:
-            out = step.node.index
-            values[out], store.caches[out] = step.run(*(values[i.index] for i in step.node.inputs))
 
     # The indices and arguments each call reads, looked up once (at one image the
     # Python around the call is a few microseconds of its time).
@@ -133,13 +101,13 @@ def _forward_run(chain):
         other = None if other_at is None else values[other_at]
         arrays = (*(params or ()), *(() if other is None else (other,)))
         if graph.training or not _native(x, w, b, arrays):
-            return run_gates(store)
+            return run_gates(chain, store)
         try:
             results = _C.conv_chain_forward(
                 x, w, b, stride, pad, params, eps, other, add_first, with_relu, window
             )
         except ValueError:  # a shape the gates refuse, with the node's name
-            return run_gates(store)
+            return run_gates(chain, store)
         out = conv_out = results[0]
         values[conv_at], caches[conv_at] = conv_out, (x, w, b, conv_param)
         at = 1
@@ -173,3 +141,10 @@ def _native(x, w, b, params):
         if type(a) is not np.ndarray or a.dtype != dtype:
             return False
     return True
+
+
+@register_pass
+class ConvChain(ChainPass):
+    length = 5
+    chain = staticmethod(_chain)
+    forward_run = staticmethod(_forward_run)
