@@ -404,6 +404,24 @@ py::tuple py_softmax_loss(const py::array& x, const py::array& labels, const py:
     });
 }
 
+// c (m x n) = op(a) op(b), plus bias (n entries, or nullptr) added to each row after the
+// product: numpy's `c += bias`, one rounding per element, without its call (0.6 us, a third
+// of a small affine at batch 1). The matmul binding's and the affine chain's.
+template <typename T>
+void matmul_plus_bias(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k,
+                      const T* a, const T* b, const T* bias, T* c) {
+    if (k == 0) {
+        std::fill(c, c + m * n, T(0));
+    } else if (m > 0 && n > 0) {
+        matmul(transpose_a, transpose_b, m, n, k, a, b, c);
+    }
+    if (bias != nullptr) {
+        for (int64_t i = 0; i < m; ++i) {
+            for (int64_t j = 0; j < n; ++j) c[i * n + j] += bias[j];
+        }
+    }
+}
+
 py::array py_matmul(const py::array& a, const py::array& b, bool transpose_a, bool transpose_b,
                     const py::object& bias) {
     require_rank(shape_of(a), 2, "matmul a", "(rows, columns)");
@@ -435,18 +453,7 @@ py::array py_matmul(const py::array& a, const py::array& b, bool transpose_a, bo
         const T *ap = ac.data(), *bp = bc.data(), *biasp = biasc.data();
         T* cp = c.mutable_data();
         py::gil_scoped_release nogil;
-        if (k == 0) {
-            std::fill(cp, cp + m * n, T(0));
-        } else if (m > 0 && n > 0) {
-            matmul(transpose_a, transpose_b, m, n, k, ap, bp, cp);
-        }
-        // The bias added to each row after the product: numpy's `c += bias`, one rounding
-        // per element, without its call (0.6 us, a third of a small affine at batch 1).
-        if (biased) {
-            for (int64_t i = 0; i < m; ++i) {
-                for (int64_t j = 0; j < n; ++j) cp[i * n + j] += biasp[j];
-            }
-        }
+        matmul_plus_bias(transpose_a, transpose_b, m, n, k, ap, bp, biased ? biasp : nullptr, cp);
         return c;
     });
 }
@@ -904,6 +911,86 @@ py::tuple py_conv_chain_forward(const py::array& x, const py::array& w, const py
                 last = relu_out->data();
             }
             if (p) max_pool_forward(*p, last, pooled->mutable_data(), winners->mutable_data(), false);
+        }
+        return py::tuple(results);
+    });
+}
+
+// An affine layer -> [batchnorm (eval mode) or layernorm] -> [relu] as one call
+// (passes/affine_chain.py), every gate's value and cache computed by the kernels the gates
+// call, in their order: x (N, D) rows, w (D, M), b (M,); norm: None, (gamma, beta,
+// running_mean, running_var) of a batchnorm, or with layer, (gamma, beta) of a layernorm,
+// each (M,). Returns (affine_out[, norm_out, mean, inv_std][, relu_out, keep]): the
+// batchnorm's mean a copy of the running mean, as channel_norm_forward's binding makes it;
+// the layernorm's mean and inv_std per row.
+py::tuple py_affine_chain_forward(const py::array& x, const py::array& w, const py::array& b,
+                                  const py::object& norm, double eps, bool layer, bool relu) {
+    const Shape xs = shape_of(x), ws = shape_of(w);
+    require_rank(xs, 2, "affine chain x", "(N, D)");
+    require_rank(ws, 2, "affine chain w", "(D, M)");
+    require_same_dtype(x, "x", w, "w");
+    const int64_t N = xs[0], D = xs[1], M = ws[1];
+    if (ws[0] != D) fail("affine chain: x " + shape_str(xs) + " but w " + shape_str(ws));
+    require_same_dtype(x, "x", b, "b");
+    require_shape(b, Shape{M}, "affine chain b");
+    require_blas_size(std::max({checked_mul(N, D, "affine chain x"), checked_mul(D, M, "affine chain w"),
+                                checked_mul(N, M, "affine chain output")}),
+                      "affine chain operand");
+    const Shape out_shape{N, M};
+    const bool normed = !norm.is_none();
+    std::vector<py::array> params;
+    if (normed) {
+        for (const auto& item : norm.cast<py::tuple>()) params.push_back(item.cast<py::array>());
+        if (params.size() != (layer ? 2u : 4u)) fail("affine chain: norm takes 2 (layernorm) or 4 arrays");
+        if (layer && M == 0) fail("affine chain: a layernorm needs at least one feature");
+    }
+    keep_blas_single_threaded();
+    return dispatch_float(x, "affine chain x", [&](auto zero) -> py::tuple {
+        using T = decltype(zero);
+        Contig<T> xc(x), wc(w), bc(b);
+        py::array_t<T> affine_out(out_shape);
+        py::list results;
+        results.append(affine_out);
+        const T* last = affine_out.data();
+        std::optional<Contig<T>> gamma, beta;
+        std::optional<py::array_t<T>> mean, var, inv_std, norm_out;
+        if (normed) {
+            gamma = per_slice<T>(params[0], x, M, "gamma");
+            beta = per_slice<T>(params[1], x, M, "beta");
+            if (layer) {
+                mean = py::array_t<T>(N);
+                inv_std = py::array_t<T>(N);
+            } else {
+                mean = py::array_t<T>(M, per_slice<T>(params[2], x, M, "running_mean").data());
+                var = py::array_t<T>(M, per_slice<T>(params[3], x, M, "running_var").data());
+                inv_std = py::array_t<T>(M);
+            }
+            norm_out = py::array_t<T>(out_shape);
+            results.append(*norm_out), results.append(*mean), results.append(*inv_std);
+            last = norm_out->data();
+        }
+        std::optional<py::array_t<T>> relu_out;
+        std::optional<py::array_t<bool>> keep;
+        if (relu) {
+            relu_out = py::array_t<T>(out_shape);
+            keep = py::array_t<bool>(out_shape);
+            results.append(*relu_out), results.append(*keep);
+        }
+        {
+            py::gil_scoped_release nogil;
+            matmul_plus_bias(false, false, N, M, D, xc.data(), wc.data(), bc.data(),
+                             affine_out.mutable_data());
+            if (normed && layer) {
+                layer_norm_forward(N, M, false, eps, affine_out.data(), gamma->data(),
+                                   beta->data(), mean->mutable_data(), inv_std->mutable_data(),
+                                   norm_out->mutable_data());
+            } else if (normed) {
+                channel_norm_forward(NormShape{N, M, 1}, false, NormTail<T>{}, eps,
+                                     affine_out.data(), gamma->data(), beta->data(),
+                                     mean->mutable_data(), var->mutable_data(),
+                                     inv_std->mutable_data(), norm_out->mutable_data());
+            }
+            if (relu) relu_forward(N * M, last, relu_out->mutable_data(), keep->mutable_data());
         }
         return py::tuple(results);
     });
@@ -1481,6 +1568,12 @@ PYBIND11_MODULE(_C, m) {
           "norm_out, mean, inv_std][, sum][, relu_out, keep][, pooled, winners]), each as\n"
           "conv_forward, channel_norm_forward, numpy's +, relu_forward and max_pool_forward\n"
           "return it.");
+    m.def("affine_chain_forward", &py_affine_chain_forward, "x"_a, "w"_a, "b"_a,
+          "norm"_a = py::none(), "eps"_a = 1e-5, "layer"_a = false, "relu"_a = false,
+          "x (N, D) @ w (D, M) + b -> [eval-mode batchnorm, norm = (gamma, beta,\n"
+          "running_mean, running_var), or with layer a layernorm, norm = (gamma, beta)] ->\n"
+          "[relu] in one call: (affine_out[, norm_out, mean, inv_std][, relu_out, keep]), each\n"
+          "as matmul, channel_norm_forward (layer_norm_forward) and relu_forward return it.");
     m.def("channel_norm_forward", &py_channel_norm_forward, "x"_a, "gamma"_a, "beta"_a, "eps"_a,
           "mean"_a = py::none(), "var"_a = py::none(), "relu"_a = false, "skip"_a = py::none(),
           "skip_first"_a = false,

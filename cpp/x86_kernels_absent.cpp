@@ -16,6 +16,7 @@
 #include "lstm_cell_avx512.h"
 #include "pool_avx2.h"
 #include "norm_avx2.h"
+#include "optim_avx2.h"
 #include "panel_gemm_avx512.h"
 #include "pointwise_avx2.h"
 #include "pointwise_avx512.h"
@@ -251,5 +252,14 @@ void group_norm_backward_avx2(int64_t, int64_t, int64_t, int64_t, const GroupAct
 GRAPHNET_NORM_ABSENT(float)
 GRAPHNET_NORM_ABSENT(double)
 #undef GRAPHNET_NORM_ABSENT
+
+template <typename T>
+void adam_elements_avx2(const AdamScalars<T>&, int64_t, T*, const T*, T*, T*) {
+    absent("adam_elements_avx2");
+}
+template void adam_elements_avx2<float>(const AdamScalars<float>&, int64_t, float*,
+                                        const float*, float*, float*);
+template void adam_elements_avx2<double>(const AdamScalars<double>&, int64_t, double*,
+                                         const double*, double*, double*);
 
 }  // namespace graphnet

@@ -2,6 +2,7 @@
 Importing this package registers the built-in passes."""
 
 from . import (  # noqa: F401
+    affine_chain,
     batchnorm_fold,
     conv_chain,
     conv_activation,

@@ -127,3 +127,46 @@ def kept(node: Any, value: Any) -> Any:
     batch, a param) may be refilled or updated in place before then, so it is copied; a
     gate's output never is (each forward makes new ones)."""
     return np.array(value) if node.gate is None else value
+
+
+class ChainPass(FusionPass):
+    """A pass over runs of consecutive single-gate steps, a chain each, that one call
+    computes in full (every node's value and cache: nothing deferred). A subclass says
+    where a chain starts and ends (`chain`) and what its step runs (`forward_run`). Chains
+    are for the plans of small eval batches only (plan.forward_plan), where a gate's call
+    costs as much as its arithmetic."""
+
+    small_batch = True
+
+    def chain(self, steps: List[Step], start: int) -> List[Step]:
+        """The chain of steps from `start` ([] or one step: none there)."""
+        raise NotImplementedError
+
+    def forward_run(self, chain: List[Step]) -> Callable:
+        """The fused forward step's run(store)."""
+        raise NotImplementedError
+
+    def fuse_forward(self, steps: List[Step]) -> List[Step]:
+        fused, i = [], 0
+        while i < len(steps):
+            chain = self.chain(steps, i)
+            if len(chain) > 1:
+                nodes = tuple(step.node for step in chain)
+                inputs = tuple(
+                    dict.fromkeys(i for node in nodes for i in node.inputs if i not in nodes)
+                )
+                fused.append(Step(nodes[-1], inputs, self.forward_run(chain), (), nodes))
+                i += len(chain)
+            else:
+                fused.append(steps[i])
+                i += 1
+        return fused
+
+
+def run_gates(chain: List[Step], store: Any) -> None:
+    """The chain's steps one by one, each gate on the values in `store` (what a chain's
+    call does not take as it is)."""
+    values = store.values
+    for step in chain:
+        out = step.node.index
+        values[out], store.caches[out] = step.run(*(values[i.index] for i in step.node.inputs))

@@ -28,35 +28,15 @@ instead, which name the mistake. The backward runs gate by gate on the caches th
 
 import numpy as np
 
-from ..core.plan import Step
 from ..kernels import _C
 from ..kernels.norm import NormCache
-from .base import FusionPass, register_pass
+from .base import ChainPass, register_pass, run_gates
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 #: The gates a chain may hold after its conv, in order; each is optional. The add's other
 #: operand is a node from outside the chain (a residual block's skip).
 _FOLLOWERS = ("spatial_batchnorm", "add", "relu", "max_pool")
-
-
-@register_pass
-class ConvChain(FusionPass):
-    length = 5
-    #: Applies to the plans of small eval batches only (plan.forward_plan).
-    small_batch = True
-
-    def fuse_forward(self, steps):
-        fused, i = [], 0
-        while i < len(steps):
-            chain = _chain(steps, i)
-            if len(chain) > 1:
-                fused.append(_fused_step(chain))
-                i += len(chain)
-            else:
-                fused.append(steps[i])
-                i += 1
-        return fused
 
 
 def _chain(steps, start):
@@ -85,22 +65,12 @@ def _reads_last(node, chain):
     return last in node.inputs and sum(i in inside for i in node.inputs) == 1
 
 
-def _fused_step(chain):
-    nodes = tuple(step.node for step in chain)
-    inputs = tuple(dict.fromkeys(i for node in nodes for i in node.inputs if i not in nodes))
-    return Step(nodes[-1], inputs, _forward_run(chain), (), nodes)
-
-
 def _forward_run(chain):
     native = native_run([step.node for step in chain])
 
     def run(store):
-        if native(store):
-            return
-        values = store.values
-        for step in chain:
-            out = step.node.index
-            values[out], store.caches[out] = step.run(*(values[i.index] for i in step.node.inputs))
+        if not native(store):
+            run_gates(chain, store)
 
     return run
 
@@ -191,3 +161,10 @@ def _native(x, w, b, params):
         if type(a) is not np.ndarray or a.dtype != dtype:
             return False
     return True
+
+
+@register_pass
+class ConvChain(ChainPass):
+    length = 5
+    chain = staticmethod(_chain)
+    forward_run = staticmethod(_forward_run)

@@ -38,6 +38,36 @@ def test_fused_adam_matches_numpy_bitwise(dtype, shape):
         assert w.dtype == config["m"].dtype == dtype
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    size=st.integers(0, 70),  # every tail of the 8-float and 4-double vectors, and none
+    dtype=st.sampled_from([np.float32, np.float64]),
+    hyper=st.tuples(
+        st.sampled_from([1e-3, 5e-2, 1.0]),  # learning rate
+        st.sampled_from([0.9, 0.5, 0.0]),  # beta1
+        st.sampled_from([0.999, 0.9]),  # beta2
+        st.sampled_from([1e-8, 1e-3]),  # epsilon
+    ),
+    t=st.integers(0, 3000),
+    offset=st.integers(0, 3),
+)
+def test_adam_matches_numpy_bitwise_on_any_size_and_alignment(size, dtype, hyper, t, offset):
+    # offset: arrays starting off a vector's alignment, as views into a larger buffer
+    lr, beta1, beta2, eps = hyper
+    rng = np.random.default_rng(size * 7 + t)
+
+    def array(scale):
+        return (rng.standard_normal(size + offset) * scale).astype(dtype)[offset:]
+
+    w, dw = array(1.0), array(1e-2)
+    m, v = array(1e-3), np.abs(array(1e-5))
+    config = {"learning_rate": lr, "beta1": beta1, "beta2": beta2, "epsilon": eps, "t": t}
+    expected = numpy_adam(w.copy(), dw, m.copy(), v.copy(), t + 1, lr, beta1, beta2, eps)
+    next_w, config = optim.adam(w, dw, {**config, "m": m, "v": v})
+    for ours, ref in zip((next_w, config["m"], config["v"]), expected):
+        np.testing.assert_array_equal(ours, ref)
+
+
 def test_arrays_the_kernel_cannot_take_go_through_numpy():
     rng = np.random.default_rng(4)
     base = rng.standard_normal((6, 4))
