@@ -93,6 +93,14 @@ def _matmul(a, b, transpose_a=False, transpose_b=False):
     return (a.T if transpose_a else a) @ (b.T if transpose_b else b)
 
 
+def _column_sums(rows):
+    """rows.sum(axis=0), the same bits: in C++ (a C-contiguous float32 / float64 array's
+    columns summed over its rows in order, as numpy does; cpp/matmul.h), else numpy's."""
+    if rows.dtype in (np.float32, np.float64) and rows.ndim == 2 and rows.flags.c_contiguous:
+        return _C.column_sums(rows)
+    return rows.sum(axis=0)
+
+
 def _sigmoid(x):
     """1 / (1 + exp(-x)) without overflow: exp only ever sees -|x|."""
     z = np.exp(-np.abs(x))
@@ -384,7 +392,7 @@ def temporal_affine_backward(dout: np.ndarray, cache: tuple) -> Tuple[np.ndarray
     dout_rows = dout.reshape(N * T, -1).astype(out.dtype, copy=False)
     dx = _matmul(dout_rows, w, transpose_b=True).reshape(x.shape)
     dw = _matmul(x.reshape(N * T, D), dout_rows, transpose_a=True)
-    return dx, dw, dout_rows.sum(axis=0)
+    return dx, dw, _column_sums(dout_rows)
 
 
 def temporal_softmax_loss(
