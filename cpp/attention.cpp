@@ -61,15 +61,14 @@ const T* rows_together(int64_t rows, int64_t cols, const T* src, int64_t stride,
 }
 
 // The pairs split into contiguous ranges, one per thread, each thread with `scratch`
-// elements of its own.
+// elements of its own; on one thread outside a parallel region (threads.h's on_team).
 template <typename T, typename Body>
 void for_pairs(int64_t pairs, int64_t scratch, Body body) {
-#pragma omp parallel num_threads(team_size(pairs))
-    {
+    on_team(team_size(pairs), [&] {
         const int64_t t = omp_get_thread_num(), team = omp_get_num_threads();
         std::vector<T> own(scratch);
         for (int64_t b = pairs * t / team; b < pairs * (t + 1) / team; ++b) body(b, own.data());
-    }
+    });
 }
 
 enum class ExpLanes { kPortable, kAvx2, kAvx512 };

@@ -505,7 +505,7 @@ def attention_forward(
     _C.attention_forward(
         qb, kb, vb, None if mask is None else mask.view(np.uint8), float(scale), weights_t, out
     )
-    return out, _AttentionCache(q, k, v, np.swapaxes(weights_t, -1, -2), scale)
+    return out, _AttentionCache(q, k, v, weights_t.swapaxes(-1, -2), scale)
 
 
 def _attention_forward_numpy(q, k, v, mask, scale):
@@ -560,7 +560,7 @@ def attention_backward(dout: np.ndarray, cache: _AttentionCache) -> Tuple[np.nda
         dq, dk, dv = (_like(a, a.shape) for a in (qb, kb, vb))
         # The kernel's weights are (L, S) per pair, C-contiguous: those of its forward (a
         # copy if the cache came from the numpy forward).
-        weights_t = np.ascontiguousarray(np.swapaxes(weights, -1, -2))
+        weights_t = np.ascontiguousarray(weights.swapaxes(-1, -2))
         _C.attention_backward(qb, kb, vb, weights_t, db, float(scale), dq, dk, dv)
     return _sum_to(dq, q.shape), _sum_to(dk, k.shape), _sum_to(dv, v.shape)
 
