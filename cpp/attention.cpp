@@ -59,7 +59,7 @@ const T* rows_together(int64_t rows, int64_t cols, const T* src, int64_t stride,
 }
 
 // The pairs split into contiguous ranges, one per thread, each thread with `scratch`
-// elements of its own.
+// elements of its own; on one thread outside a parallel region (threads.h's on_team).
 template <typename T, typename Body>
 void for_pairs(int64_t pairs, int64_t scratch, Body body) {
     on_team(team_size(pairs), [&](int64_t t, int64_t team) {

@@ -12,10 +12,19 @@ namespace graphnet {
 
 // Row-major C (m x n) = op(A) * op(B), op(A) m x k, op(B) k x n, op = transpose when the
 // flag says so (A is then stored k x m, B n x k). The larger of m and n is split across
-// the threads, each calling the single-threaded BLAS on its block.
+// the threads, each calling the single-threaded BLAS on its block. With a `bias` (n), C =
+// op(A) op(B) + bias: each element's product rounded first, then the bias added (numpy's
+// `c += bias`); the AVX-512 kernel adds it to a block of rows while the block is in cache.
 template <typename T>
 void matmul(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* a,
-            const T* b, T* c);
+            const T* b, T* c, const T* bias = nullptr);
+
+// out (n) = the sum of A's m rows (m x n, row-major): an affine's bias gradient. Each
+// column's sum runs from 0 over the rows in order, as numpy's a.sum(axis=0) adds them
+// (the same bits), on any thread count; the threads split the columns. numpy took 0.04
+// ms for 2048 x 64 float32 (a temporal affine's rows at batch 64), 0.08 for 2048 x 256.
+template <typename T>
+void column_sums(int64_t m, int64_t n, const T* a, T* out);
 
 // C (m x n, leading dimension ldc) = or += (accumulate) A (m x k, lda) * B (k x n, ldb), on
 // the calling thread: the AVX-512 kernel where matmul would take it for large k, else

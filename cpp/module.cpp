@@ -411,14 +411,11 @@ template <typename T>
 void matmul_plus_bias(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k,
                       const T* a, const T* b, const T* bias, T* c) {
     if (k == 0) {
-        std::fill(c, c + m * n, T(0));
-    } else if (m > 0 && n > 0) {
-        matmul(transpose_a, transpose_b, m, n, k, a, b, c);
-    }
-    if (bias != nullptr) {
         for (int64_t i = 0; i < m; ++i) {
-            for (int64_t j = 0; j < n; ++j) c[i * n + j] += bias[j];
+            for (int64_t j = 0; j < n; ++j) c[i * n + j] = bias != nullptr ? T(0) + bias[j] : T(0);
         }
+    } else if (m > 0 && n > 0) {
+        matmul(transpose_a, transpose_b, m, n, k, a, b, c, bias);
     }
 }
 
@@ -455,6 +452,21 @@ py::array py_matmul(const py::array& a, const py::array& b, bool transpose_a, bo
         py::gil_scoped_release nogil;
         matmul_plus_bias(transpose_a, transpose_b, m, n, k, ap, bp, biased ? biasp : nullptr, cp);
         return c;
+    });
+}
+
+py::array py_column_sums(const py::array& a) {
+    require_rank(shape_of(a), 2, "column_sums a", "(rows, columns)");
+    const int64_t m = a.shape(0), n = a.shape(1);
+    return dispatch_float(a, "column_sums a", [&](auto zero) -> py::array {
+        using T = decltype(zero);
+        Contig<T> ac(a);
+        py::array_t<T> out(Shape{n});
+        const T* ap = ac.data();
+        T* outp = out.mutable_data();
+        py::gil_scoped_release nogil;
+        column_sums(m, n, ap, outp);
+        return out;
     });
 }
 
@@ -1528,6 +1540,9 @@ PYBIND11_MODULE(_C, m) {
           "op(a) @ op(b) on graphnet's threads, op = transpose when asked (no copy is made\n"
           "for it); a and b: 2-D, one dtype, float32 or float64. bias (columns of the\n"
           "result,), of that dtype: added to every row of the result.");
+    m.def("column_sums", &py_column_sums, "a"_a,
+          "a.sum(axis=0) of a 2-D float32 or float64 array, the same bits (each column's\n"
+          "sum over the rows in order), on graphnet's threads.");
     m.def("adam_update", &py_adam_update, "w"_a, "dw"_a, "m"_a, "v"_a, "learning_rate"_a,
           "beta1"_a, "beta2"_a, "epsilon"_a, "t"_a,
           "One Adam step in place on w, m, v (C-contiguous, one float dtype); t already\n"

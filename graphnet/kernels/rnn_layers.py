@@ -93,6 +93,14 @@ def _matmul(a, b, transpose_a=False, transpose_b=False):
     return (a.T if transpose_a else a) @ (b.T if transpose_b else b)
 
 
+def _column_sums(rows):
+    """rows.sum(axis=0), the same bits: in C++ (a C-contiguous float32 / float64 array's
+    columns summed over its rows in order, as numpy does; cpp/matmul.h), else numpy's."""
+    if rows.dtype in (np.float32, np.float64) and rows.ndim == 2 and rows.flags.c_contiguous:
+        return _C.column_sums(rows)
+    return rows.sum(axis=0)
+
+
 def _sigmoid(x):
     """1 / (1 + exp(-x)) without overflow: exp only ever sees -|x|."""
     z = np.exp(-np.abs(x))
@@ -384,7 +392,7 @@ def temporal_affine_backward(dout: np.ndarray, cache: tuple) -> Tuple[np.ndarray
     dout_rows = dout.reshape(N * T, -1).astype(out.dtype, copy=False)
     dx = _matmul(dout_rows, w, transpose_b=True).reshape(x.shape)
     dw = _matmul(x.reshape(N * T, D), dout_rows, transpose_a=True)
-    return dx, dw, dout_rows.sum(axis=0)
+    return dx, dw, _column_sums(dout_rows)
 
 
 def temporal_softmax_loss(
@@ -497,7 +505,7 @@ def attention_forward(
     _C.attention_forward(
         qb, kb, vb, None if mask is None else mask.view(np.uint8), float(scale), weights_t, out
     )
-    return out, _AttentionCache(q, k, v, np.swapaxes(weights_t, -1, -2), scale)
+    return out, _AttentionCache(q, k, v, weights_t.swapaxes(-1, -2), scale)
 
 
 def _attention_forward_numpy(q, k, v, mask, scale):
@@ -552,7 +560,7 @@ def attention_backward(dout: np.ndarray, cache: _AttentionCache) -> Tuple[np.nda
         dq, dk, dv = (_like(a, a.shape) for a in (qb, kb, vb))
         # The kernel's weights are (L, S) per pair, C-contiguous: those of its forward (a
         # copy if the cache came from the numpy forward).
-        weights_t = np.ascontiguousarray(np.swapaxes(weights, -1, -2))
+        weights_t = np.ascontiguousarray(weights.swapaxes(-1, -2))
         _C.attention_backward(qb, kb, vb, weights_t, db, float(scale), dq, dk, dv)
     return _sum_to(dq, q.shape), _sum_to(dk, k.shape), _sum_to(dv, v.shape)
 

@@ -288,3 +288,95 @@ def test_avx512_transposed_products_random_shapes(m, n, k, transposes, dtype, se
     assert_product(results[0], op_a, op_b, dtype)
     for other in results[1:]:
         np.testing.assert_array_equal(results[0], other)
+
+
+# ---- the bias added to blocks of rows of the AVX-512 kernel's product ----
+
+
+# Rows past one block of the AVX-512 kernel's biased product (about 128 KB of C: 512 rows
+# of 64 float32 columns, 64 rows of 4096 float64 ones), across the threads' splits of rows
+# and (few rows) of columns; every path: the kernel, OpenBLAS, gemv for one row.
+@settings(max_examples=80, deadline=None)
+@given(
+    m=st.integers(1, 1100),
+    n=st.integers(1, 300),
+    k=st.integers(0, 300),
+    transposes=st.sampled_from([(False, False), (True, False), (False, True), (True, True)]),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    avx512=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+@example(m=2048, n=256, k=64, transposes=(False, False), dtype=np.float32, avx512=True, seed=0)
+@example(m=300, n=4096, k=33, transposes=(False, False), dtype=np.float64, avx512=True, seed=1)
+@example(m=3, n=5, k=0, transposes=(False, False), dtype=np.float32, avx512=True, seed=2)
+def test_biased_product_is_the_product_then_numpys_bias_add(
+    m, n, k, transposes, dtype, avx512, seed
+):
+    rng = np.random.default_rng(seed)
+    a, op_a = stored(rng, (m, k), transposes[0], dtype)
+    b, op_b = stored(rng, (k, n), transposes[1], dtype)
+    bias = rng.standard_normal(n).astype(dtype)
+    bias[0] = -0.0  # 0 + -0 is +0, as numpy's add after a product of no terms gives
+    kwargs = dict(transpose_a=transposes[0], transpose_b=transposes[1])
+    before = _C.get_num_threads()
+    try:
+        with avx512_matmul(avx512):
+            expected = _C.matmul(a, b, **kwargs)
+            expected += bias  # numpy: each element's product rounded, then the bias added
+            for threads in (1, 2, 3):
+                _C.set_num_threads(threads)
+                np.testing.assert_array_equal(_C.matmul(a, b, bias=bias, **kwargs), expected)
+    finally:
+        _C.set_num_threads(before)
+    reference = op_a.astype(np.float64) @ op_b.astype(np.float64) + bias
+    tol = 1e-12 if dtype == np.float64 else 1e-4
+    np.testing.assert_allclose(expected, reference, rtol=tol, atol=tol * max(1, k))
+
+
+# ---- column_sums: an affine's bias gradient ----
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    m=st.integers(0, 700),
+    n=st.integers(0, 1200),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    view=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+@example(m=2048, n=256, dtype=np.float32, view=False, seed=0)
+@example(m=1, n=1, dtype=np.float64, view=False, seed=1)
+def test_column_sums_are_numpys_bits_on_any_thread_count(m, n, dtype, view, seed):
+    rng = np.random.default_rng(seed)
+    a = (rng.standard_normal((m, 2 * n)) * 10 ** rng.uniform(-3, 3, 2 * n)).astype(dtype)
+    a = a[:, ::2] if view else a[:, :n]  # a strided view is copied to rows first
+    if m and n:
+        a[:, 0] = -0.0  # a column of -0s sums to +0, as numpy's sum from 0 does
+    expected = np.ascontiguousarray(a).sum(axis=0)
+    before = _C.get_num_threads()
+    try:
+        for threads in (1, 2, 3):
+            _C.set_num_threads(threads)
+            out = _C.column_sums(a)
+            assert out.dtype == dtype and out.shape == (n,)
+            np.testing.assert_array_equal(out, expected)
+            assert np.array_equal(np.signbit(out), np.signbit(expected))
+    finally:
+        _C.set_num_threads(before)
+    reference = a.astype(np.float64).sum(axis=0)
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    scale = np.abs(a).astype(np.float64).sum(axis=0)
+    assert np.all(np.abs(out - reference) <= tol * max(1, m) * scale + np.finfo(dtype).tiny)
+
+
+@pytest.mark.parametrize(
+    "a,words",
+    [
+        (np.ones(3), "column_sums a"),
+        (np.ones((2, 2, 2)), "column_sums a"),
+        (np.ones((2, 3), np.int64), "float"),
+    ],
+)
+def test_column_sums_refuses_what_it_cannot_sum(a, words):
+    with pytest.raises(ValueError, match=words):
+        _C.column_sums(a)
