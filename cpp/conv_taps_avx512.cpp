@@ -128,8 +128,8 @@ void tap_forward_block(const TapConv& g, const int64_t* offsets, const float* in
     }
 }
 
-// Blocks of g.block taps, whose weights and input stay in L1 while every tile of positions
-// passes over them (all taps at once would stream the weights from L2 for every tile);
+// Blocks of g.block taps, whose weights and input stay in L2 while every tile of positions
+// passes over them (all taps of a wide layer at once would stream its weights from L3);
 // within a block, Wide vectors of filters while they last, then 2, then 1 (F_padded is
 // whole vectors), each with as many positions as fill the accumulators.
 template <class L, int Wide, int Accumulators>
