@@ -71,8 +71,10 @@ class PhaseWeightGradient {
     explicit PhaseWeightGradient(const ConvGeometry& g);
     int64_t scratch_floats() const;  // per thread, zeroed by the caller once
     // and db (F) += their bias gradient, summed from the output gradients while in cache
+    // The image after them, `after` and its output gradient `after_dout` (none where
+    // null), are brought into L2 meanwhile.
     void images(const float* x, const float* dout, int64_t count, float* dw_t, float* db,
-                float* scratch) const;
+                float* scratch, const float* after, const float* after_dout) const;
 
   private:
     ConvGeometry g_;

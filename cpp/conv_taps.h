@@ -20,6 +20,13 @@
 
 namespace graphnet {
 
+// `floats` floats from `from` (none where null), which a kernel brings into L2 while it
+// computes, a few cache lines a tile: what the code around it reads or writes next.
+struct TapPrefetch {
+    const float* from = nullptr;
+    int64_t floats = 0;
+};
+
 struct TapConv {
     int64_t taps;      // terms of each output
     int64_t F;         // output channels
@@ -29,13 +36,11 @@ struct TapConv {
     // Where the forward's position q reads (in + at[q]), for q < Q rounded up to kTapRows;
     // null: at q itself. Only where tap_map_fits(F_padded).
     const int64_t* at = nullptr;
-    // Floats the forward brings into L2 while it computes, a few cache lines a tile: what
-    // the code around it reads or writes next (the forward's next images' input, which the
-    // phase split reads; dx's lines, which the merge writes), none where null.
-    const float* prefetch = nullptr;
-    int64_t prefetch_floats = 0;
+    // The forward's: the next images' input, which the phase split reads, or dx's lines,
+    // which the merge writes, and the next output gradient; the weight gradient's: the
+    // next images' input and output gradient, which the split and the transpose read.
+    TapPrefetch prefetch[2] = {};
 };
-
 
 // Floats per vector, and vectors of filters in the forward's widest tile.
 constexpr int64_t kTapLanes = 16;

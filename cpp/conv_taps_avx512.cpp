@@ -22,28 +22,33 @@ struct Lanes512 {
 };
 static_assert(Lanes512::N == kTapLanes, "F_padded is whole vectors");
 
-// Spreads the prefetches of g.prefetch over about `tiles` calls of step(): the next
-// images' input comes from memory into L2 while this one's FMAs run, instead of stalling
-// the phase split that reads it next (32->64 @32 forward, batch 64, one thread: 0.92x the
-// time); in a stride-2 dx, dx's lines before the merge's stores to them and the next
-// image's dout before its copy (together 0.93-0.95x dx's time, 32->64 @32, 64->128 @16).
-// Bringing a dw's next input or a forward's output lines in paid nothing measurable.
+// Spreads the prefetches of g.prefetch (its first part, then its second) over about
+// `tiles` calls of step(): the next images' input comes from memory into L2 while this
+// one's FMAs run, instead of stalling the phase split that reads it next (32->64 @32
+// forward, batch 64, one thread: 0.92x the time); in a stride-2 dx, dx's lines before the
+// merge's stores to them and the next image's dout before its copy (together 0.93-0.95x
+// dx's time, 32->64 @32, 64->128 @16); in a dw, the next images' input and output
+// gradient. Bringing a forward's output lines in paid nothing measurable.
 class Prefetcher {
   public:
     Prefetcher(const TapConv& g, int64_t tiles)  // (a last part line is left: no address past it)
-        : from_(g.prefetch),
-          lines_(g.prefetch ? g.prefetch_floats / kLineFloats : 0),
+        : first_(g.prefetch[0].from),
+          second_(g.prefetch[1].from),
+          first_lines_(first_ ? g.prefetch[0].floats / kLineFloats : 0),
+          lines_(first_lines_ + (second_ ? g.prefetch[1].floats / kLineFloats : 0)),
           per_step_((lines_ + tiles - 1) / (tiles > 0 ? tiles : 1)) {}
     void step() {
         for (int64_t k = 0; k < per_step_ && line_ < lines_; ++k, ++line_) {
-            _mm_prefetch(reinterpret_cast<const char*>(from_ + line_ * kLineFloats), _MM_HINT_T1);
+            const float* at = line_ < first_lines_ ? first_ + line_ * kLineFloats
+                                                   : second_ + (line_ - first_lines_) * kLineFloats;
+            _mm_prefetch(reinterpret_cast<const char*>(at), _MM_HINT_T1);
         }
     }
 
   private:
     static constexpr int64_t kLineFloats = 16;
-    const float* from_;
-    int64_t lines_, per_step_, line_ = 0;
+    const float *first_, *second_;
+    int64_t first_lines_, lines_, per_step_, line_ = 0;
 };
 
 // Forward tile: Vf vectors of filters from f0 times Pos positions from q0, taps t0 .. t1-1.
@@ -197,7 +202,8 @@ __mmask16 first_lanes(int64_t n) {
 
 template <class L, int Vf>
 void tap_dw_tile(const TapConv& g, const TapDwPositions& pos, const int64_t* offsets,
-                 const float* in, const float* dout_t, float* dw_t, int64_t f0, int64_t t0) {
+                 const float* in, const float* dout_t, float* dw_t, int64_t f0, int64_t t0,
+                 Prefetcher& prefetcher) {
     using V = typename L::V;
     V acc[kTapGroup][Vf];
     const float* p[kTapGroup];
@@ -211,6 +217,7 @@ void tap_dw_tile(const TapConv& g, const TapDwPositions& pos, const int64_t* off
     const float* d = dout_t + f0;
     for (int64_t n = 0; n < pos.images; ++n) {
         for (int64_t r = 0; r < pos.rows; ++r) {
+            prefetcher.step();
             const int64_t first = n * pos.image_floats + r * pos.row;
             for (int64_t x = first; x < first + pos.cols; ++x, d += stride) {
                 V dv[Vf];
@@ -243,18 +250,21 @@ template <class L, int Wide>
 void tap_dw(const TapConv& g, const TapDwPositions& pos, const int64_t* offsets, const float* in,
             const float* dout_t, float* dw_t) {
     const int64_t vectors = g.F_padded / L::N;
+    const int64_t tiles = (g.taps + kTapGroup - 1) / kTapGroup *
+                          (vectors / Wide + vectors % Wide / 2 + vectors % Wide % 2);
+    Prefetcher prefetcher(g, tiles * pos.images * pos.rows);
     for (int64_t t0 = 0; t0 < g.taps; t0 += kTapGroup) {
         int64_t v0 = 0;
         for (; v0 + Wide <= vectors; v0 += Wide) {
-            tap_dw_tile<L, Wide>(g, pos, offsets, in, dout_t, dw_t, v0 * L::N, t0);
+            tap_dw_tile<L, Wide>(g, pos, offsets, in, dout_t, dw_t, v0 * L::N, t0, prefetcher);
         }
         if constexpr (Wide > 2) {
             for (; v0 + 2 <= vectors; v0 += 2) {
-                tap_dw_tile<L, 2>(g, pos, offsets, in, dout_t, dw_t, v0 * L::N, t0);
+                tap_dw_tile<L, 2>(g, pos, offsets, in, dout_t, dw_t, v0 * L::N, t0, prefetcher);
             }
         }
         for (; v0 < vectors; ++v0) {
-            tap_dw_tile<L, 1>(g, pos, offsets, in, dout_t, dw_t, v0 * L::N, t0);
+            tap_dw_tile<L, 1>(g, pos, offsets, in, dout_t, dw_t, v0 * L::N, t0, prefetcher);
         }
     }
 }
