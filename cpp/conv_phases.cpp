@@ -166,7 +166,7 @@ void PhaseForward::clear(float* scratch) const {
 }
 
 void PhaseForward::images(const float* x, int64_t count, float* scratch, const float* next,
-                          int64_t next_count) const {
+                          int64_t next_count, const float* out, int64_t out_floats) const {
     const int64_t image = g_.C * g_.H * g_.W;
     for (int64_t i = 0; i < count; ++i) {
         split_phases(g_, Hs_, Ws_, x + i * image, scratch + i * planes_floats_);
@@ -177,7 +177,7 @@ void PhaseForward::images(const float* x, int64_t count, float* scratch, const f
                     count * Q_,
                     tap_conv_block(F_padded_, count * s_ * s_ * Hs_ * Ws_ / (g_.HH * g_.WW)),
                     at_.empty() ? nullptr : at_.data(),
-                    {{next, next ? next_count * image : 0}}};
+                    {{next, next ? next_count * image : 0}, {out, out_floats}}};
     tap_conv_forward_avx512(t, offsets_.data(), scratch, wpack_.scratch_of(0), bias_.scratch_of(0),
                             scratch + out_t_offset());
 }

@@ -36,9 +36,10 @@ struct TapConv {
     // Where the forward's position q reads (in + at[q]), for q < Q rounded up to kTapRows;
     // null: at q itself. Only where tap_map_fits(F_padded).
     const int64_t* at = nullptr;
-    // The forward's: the next images' input, which the phase split reads, or dx's lines,
-    // which the merge writes, and the next output gradient; the weight gradient's: the
-    // next images' input and output gradient, which the split and the transpose read.
+    // The forward's: the next images' input, which the phase split reads, and the output
+    // lines, which the transpose writes; in a dx, dx's lines, which the merge writes, or
+    // the next output gradient; the weight gradient's: the next images' input and output
+    // gradient, which the split and the transpose read.
     TapPrefetch prefetch[2] = {};
 };
 
