@@ -28,7 +28,8 @@ static_assert(Lanes512::N == kTapLanes, "F_padded is whole vectors");
 // forward, batch 64, one thread: 0.92x the time); in a stride-2 dx, dx's lines before the
 // merge's stores to them and the next image's dout before its copy (together 0.93-0.95x
 // dx's time, 32->64 @32, 64->128 @16); in a dw, the next images' input and output
-// gradient; the forward's output lines too, before the transpose's stores to them (0.94-
+// gradient, a step a tile (a step a row of positions, in the tile's loop, cost 1.1-1.2x
+// the time of layers of 32 filters on 8-16 pixels); the forward's output lines too, before the transpose's stores to them (0.94-
 // 0.98x the forward's time at batch 64, 16->32 @32 to 32->64 @16; the same at batch 16).
 class Prefetcher {
   public:
@@ -203,8 +204,7 @@ __mmask16 first_lanes(int64_t n) {
 
 template <class L, int Vf>
 void tap_dw_tile(const TapConv& g, const TapDwPositions& pos, const int64_t* offsets,
-                 const float* in, const float* dout_t, float* dw_t, int64_t f0, int64_t t0,
-                 Prefetcher& prefetcher) {
+                 const float* in, const float* dout_t, float* dw_t, int64_t f0, int64_t t0) {
     using V = typename L::V;
     V acc[kTapGroup][Vf];
     const float* p[kTapGroup];
@@ -218,7 +218,6 @@ void tap_dw_tile(const TapConv& g, const TapDwPositions& pos, const int64_t* off
     const float* d = dout_t + f0;
     for (int64_t n = 0; n < pos.images; ++n) {
         for (int64_t r = 0; r < pos.rows; ++r) {
-            prefetcher.step();
             const int64_t first = n * pos.image_floats + r * pos.row;
             for (int64_t x = first; x < first + pos.cols; ++x, d += stride) {
                 V dv[Vf];
@@ -253,19 +252,22 @@ void tap_dw(const TapConv& g, const TapDwPositions& pos, const int64_t* offsets,
     const int64_t vectors = g.F_padded / L::N;
     const int64_t tiles = (g.taps + kTapGroup - 1) / kTapGroup *
                           (vectors / Wide + vectors % Wide / 2 + vectors % Wide % 2);
-    Prefetcher prefetcher(g, tiles * pos.images * pos.rows);
+    Prefetcher prefetcher(g, tiles);
     for (int64_t t0 = 0; t0 < g.taps; t0 += kTapGroup) {
         int64_t v0 = 0;
         for (; v0 + Wide <= vectors; v0 += Wide) {
-            tap_dw_tile<L, Wide>(g, pos, offsets, in, dout_t, dw_t, v0 * L::N, t0, prefetcher);
+            tap_dw_tile<L, Wide>(g, pos, offsets, in, dout_t, dw_t, v0 * L::N, t0);
+            prefetcher.step();
         }
         if constexpr (Wide > 2) {
             for (; v0 + 2 <= vectors; v0 += 2) {
-                tap_dw_tile<L, 2>(g, pos, offsets, in, dout_t, dw_t, v0 * L::N, t0, prefetcher);
+                tap_dw_tile<L, 2>(g, pos, offsets, in, dout_t, dw_t, v0 * L::N, t0);
+                prefetcher.step();
             }
         }
         for (; v0 < vectors; ++v0) {
-            tap_dw_tile<L, 1>(g, pos, offsets, in, dout_t, dw_t, v0 * L::N, t0, prefetcher);
+            tap_dw_tile<L, 1>(g, pos, offsets, in, dout_t, dw_t, v0 * L::N, t0);
+            prefetcher.step();
         }
     }
 }
