@@ -369,10 +369,10 @@ void phase_input_gradient(const ConvGeometry& g, const float* dout, const float*
         const int64_t dout_image = F * g.Ho * g.Wo;
         const float* next = n + 1 < g.N ? dout_n + dout_image : nullptr;
         const TapPrefetch prefetches[4] = {{dx_n, image / 2},
-                                     {dx_n + image / 2, image - image / 2},
-                                     {next, next ? dout_image / 2 : 0},
-                                     {next ? next + dout_image / 2 : nullptr,
-                                      dout_image - dout_image / 2}};
+                                           {dx_n + image / 2, image - image / 2},
+                                           {next, next ? dout_image / 2 : 0},
+                                           {next ? next + dout_image / 2 : nullptr,
+                                            dout_image - dout_image / 2}};
         for (int64_t a = 0; a < s; ++a) {
             if (s == 2) {
                 phase_output(phases[a * 2], doutp, out_t, prefetches[a * 2]);

@@ -100,10 +100,11 @@ void phase_forward(const ConvGeometry& g, int threads, const float* x, const flo
         const int t = omp_get_thread_num();
         const int64_t first = k * group, count = std::min(group, g.N - first);
         const int64_t image = g.C * g.H * g.W, later = std::min(group, g.N - first - count);
+        // (only one image's output lines: a group's outputs need not be consecutive, as
+        // conv_pooled's are one thread's buffer)
         layer.images(x + first * image, count, scratches.scratch_of(t),
                      later > 0 ? x + (first + count) * image : nullptr, later,
-                     out_of(first, t), count == 1 ? g.F * g.Ho * g.Wo : 0);  // (a group's
-        // outputs need not be consecutive: conv_pooled's are one thread's buffer)
+                     out_of(first, t), count == 1 ? g.F * g.Ho * g.Wo : 0);
         for (int64_t i = 0; i < count; ++i) {
             float* out = out_of(first + i, t);
             layer.output(i, scratches.scratch_of(t), out);

@@ -28,9 +28,10 @@ static_assert(Lanes512::N == kTapLanes, "F_padded is whole vectors");
 // forward, batch 64, one thread: 0.92x the time); in a stride-2 dx, dx's lines before the
 // merge's stores to them and the next image's dout before its copy (together 0.93-0.95x
 // dx's time, 32->64 @32, 64->128 @16); in a dw, the next images' input and output
-// gradient, a step a tile (a step a row of positions, in the tile's loop, cost 1.1-1.2x
-// the time of layers of 32 filters on 8-16 pixels); the forward's output lines too, before the transpose's stores to them (0.94-
-// 0.98x the forward's time at batch 64, 16->32 @32 to 32->64 @16; the same at batch 16).
+// gradient, a step a tile (0.82-0.95x dw's time, 32->64 @32 to 16->32 @32; a step a row
+// of positions, in the tile's loop, cost 1.1-1.2x the time of layers of 32 filters on
+// 8-16 pixels); the forward's output lines too, before the transpose's stores to them
+// (0.94-0.98x the forward's time at batch 64, 16->32 @32 to 32->64 @16; the same at 16).
 class Prefetcher {
   public:
     Prefetcher(const TapConv& g, int64_t tiles)  // (a last part line is left: no address past it)
