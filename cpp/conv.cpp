@@ -1179,8 +1179,11 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
         }
         if constexpr (std::is_same_v<T, float>) {
             if (dw && tap_dw) {
-                phase_dw->images(x + first * g.C * g.H * g.W, chunk_dout, last - first, my_dw_t,
-                                 my_db, scratches.scratch_of(t));
+                const int64_t image = g.C * g.H * g.W;
+                const bool more = last < g.N;
+                phase_dw->images(x + first * image, chunk_dout, last - first, my_dw_t, my_db,
+                                 scratches.scratch_of(t), more ? x + last * image : nullptr,
+                                 more ? dout + last * F * P : nullptr);
             } else if (dw && dw_on_channels) {
                 direct_conv_dw_channels_avx512(d, g.pad, x + first * g.C * g.H * g.W, chunk_dout,
                                                last - first, my_dw_t, my_db,

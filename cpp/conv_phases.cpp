@@ -166,7 +166,7 @@ void PhaseForward::clear(float* scratch) const {
 }
 
 void PhaseForward::images(const float* x, int64_t count, float* scratch, const float* next,
-                          int64_t next_count) const {
+                          int64_t next_count, const float* out, int64_t out_floats) const {
     const int64_t image = g_.C * g_.H * g_.W;
     for (int64_t i = 0; i < count; ++i) {
         split_phases(g_, Hs_, Ws_, x + i * image, scratch + i * planes_floats_);
@@ -177,8 +177,7 @@ void PhaseForward::images(const float* x, int64_t count, float* scratch, const f
                     count * Q_,
                     tap_conv_block(F_padded_, count * s_ * s_ * Hs_ * Ws_ / (g_.HH * g_.WW)),
                     at_.empty() ? nullptr : at_.data(),
-                    next,
-                    next ? next_count * image : 0};
+                    {{next, next ? next_count * image : 0}, {out, out_floats}}};
     tap_conv_forward_avx512(t, offsets_.data(), scratch, wpack_.scratch_of(0), bias_.scratch_of(0),
                             scratch + out_t_offset());
 }
@@ -219,13 +218,21 @@ int64_t PhaseWeightGradient::scratch_floats() const {
 }
 
 void PhaseWeightGradient::images(const float* x, const float* dout, int64_t count, float* dw_t,
-                                 float* db, float* scratch) const {
+                                 float* db, float* scratch, const float* after,
+                                 const float* after_dout) const {
     const int64_t P = g_.positions();
     float* dout_t = scratch + group_ * planes_floats_;  // its padding columns stay zero
     const int64_t image = g_.C * g_.H * g_.W;
     for (int64_t first = 0; first < count; first += group_) {
         const int64_t images = std::min(group_, count - first);
-        const TapConv t{g_.taps(), g_.F, F_padded_, g_.Ho * Ws_, g_.taps()};
+        // the next group's input and output gradient, or the image after them
+        const int64_t later = std::min(group_, count - first - images);
+        const int64_t next_images = later > 0 ? later : 1;
+        const float* next_x = later > 0 ? x + (first + images) * image : after;
+        const float* next_dout = later > 0 ? dout + (first + images) * g_.F * P : after_dout;
+        const TapConv t{g_.taps(), g_.F, F_padded_, g_.Ho * Ws_, g_.taps(), nullptr,
+                        {{next_x, next_x ? next_images * image : 0},
+                         {next_dout, next_dout ? next_images * g_.F * P : 0}}};
         for (int64_t i = 0; i < images; ++i) {
             const int64_t n = first + i;
             split_phases(g_, Hs_, Ws_, x + n * image, scratch + i * planes_floats_);
@@ -330,12 +337,8 @@ void phase_input_gradient(const ConvGeometry& g, const float* dout, const float*
     const int64_t image = C * g.H * W;
     // phase ph's output into out_t (positions x C_padded), from the padded dout, bringing
     // `prefetch` into L2 meanwhile
-    struct Lines {
-        const float* from;
-        int64_t floats;
-    };
     const auto phase_output = [&](const Phase& ph, const float* doutp, float* out_t,
-                                  Lines prefetch) {
+                                  TapPrefetch prefetch) {
         const int64_t taps = static_cast<int64_t>(ph.offsets.size());
         if (taps == 0) {  // no tap of the filters reaches this phase: its dx is 0
             std::fill(out_t, out_t + ph.positions() * C_padded, 0.0f);
@@ -347,8 +350,7 @@ void phase_input_gradient(const ConvGeometry& g, const float* dout, const float*
                         ph.positions(),
                         tap_conv_block(C_padded, Hd * Wd * F / taps),
                         ph.at.empty() ? nullptr : ph.at.data(),
-                        prefetch.from,
-                        prefetch.floats};
+                        {prefetch}};
         tap_conv_forward_avx512(t, ph.offsets.data(), doutp + ph.i0 * Wd, ph.wpack.scratch_of(0),
                                 no_bias.scratch_of(0), out_t);
     };
@@ -366,11 +368,11 @@ void phase_input_gradient(const ConvGeometry& g, const float* dout, const float*
         // stores, and row phase 1's the next image's dout for its copy.
         const int64_t dout_image = F * g.Ho * g.Wo;
         const float* next = n + 1 < g.N ? dout_n + dout_image : nullptr;
-        const Lines prefetches[4] = {{dx_n, image / 2},
-                                     {dx_n + image / 2, image - image / 2},
-                                     {next, next ? dout_image / 2 : 0},
-                                     {next ? next + dout_image / 2 : nullptr,
-                                      dout_image - dout_image / 2}};
+        const TapPrefetch prefetches[4] = {{dx_n, image / 2},
+                                           {dx_n + image / 2, image - image / 2},
+                                           {next, next ? dout_image / 2 : 0},
+                                           {next ? next + dout_image / 2 : nullptr,
+                                            dout_image - dout_image / 2}};
         for (int64_t a = 0; a < s; ++a) {
             if (s == 2) {
                 phase_output(phases[a * 2], doutp, out_t, prefetches[a * 2]);
@@ -387,7 +389,7 @@ void phase_input_gradient(const ConvGeometry& g, const float* dout, const float*
             const int64_t i0 = phases[a * s].i0, i1 = phases[a * s].i1;
             for (int64_t b = 0; b < s; ++b) {
                 const Phase& ph = phases[a * s + b];
-                phase_output(ph, doutp, out_t, Lines{nullptr, 0});
+                phase_output(ph, doutp, out_t, TapPrefetch{});
                 tap_transpose_avx512(ph.positions(), C, out_t, C_padded, planes + b * wide_floats,
                                      ph.positions());
             }

@@ -42,9 +42,10 @@ class PhaseForward {
     // The outputs of `count` <= group() consecutive images (each C x H x W) into the
     // scratch, this thread's, on a cache line and cleared once; then output(i, ...) copies
     // image i's out (F x Ho x Wo).
-    // The `next` images' input is brought into L2 meanwhile (none where null).
+    // The `next` images' input is brought into L2 meanwhile (none where null), and the
+    // first out_floats of `out`, the output lines output() writes next.
     void images(const float* x, int64_t count, float* scratch, const float* next,
-                int64_t next_count) const;
+                int64_t next_count, const float* out, int64_t out_floats) const;
     void output(int64_t i, const float* scratch, float* out) const;
 
   private:
@@ -71,8 +72,10 @@ class PhaseWeightGradient {
     explicit PhaseWeightGradient(const ConvGeometry& g);
     int64_t scratch_floats() const;  // per thread, zeroed by the caller once
     // and db (F) += their bias gradient, summed from the output gradients while in cache
+    // The image after them, `after` and its output gradient `after_dout` (none where
+    // null), are brought into L2 meanwhile.
     void images(const float* x, const float* dout, int64_t count, float* dw_t, float* db,
-                float* scratch) const;
+                float* scratch, const float* after, const float* after_dout) const;
 
   private:
     ConvGeometry g_;
@@ -97,8 +100,11 @@ void phase_forward(const ConvGeometry& g, int threads, const float* x, const flo
         const int t = omp_get_thread_num();
         const int64_t first = k * group, count = std::min(group, g.N - first);
         const int64_t image = g.C * g.H * g.W, later = std::min(group, g.N - first - count);
+        // (only one image's output lines: a group's outputs need not be consecutive, as
+        // conv_pooled's are one thread's buffer)
         layer.images(x + first * image, count, scratches.scratch_of(t),
-                     later > 0 ? x + (first + count) * image : nullptr, later);
+                     later > 0 ? x + (first + count) * image : nullptr, later,
+                     out_of(first, t), count == 1 ? g.F * g.Ho * g.Wo : 0);
         for (int64_t i = 0; i < count; ++i) {
             float* out = out_of(first + i, t);
             layer.output(i, scratches.scratch_of(t), out);

@@ -20,6 +20,13 @@
 
 namespace graphnet {
 
+// `floats` floats from `from` (none where null), which a kernel brings into L2 while it
+// computes, a few cache lines a tile: what the code around it reads or writes next.
+struct TapPrefetch {
+    const float* from = nullptr;
+    int64_t floats = 0;
+};
+
 struct TapConv {
     int64_t taps;      // terms of each output
     int64_t F;         // output channels
@@ -29,13 +36,12 @@ struct TapConv {
     // Where the forward's position q reads (in + at[q]), for q < Q rounded up to kTapRows;
     // null: at q itself. Only where tap_map_fits(F_padded).
     const int64_t* at = nullptr;
-    // Floats the forward brings into L2 while it computes, a few cache lines a tile: what
-    // the code around it reads or writes next (the forward's next images' input, which the
-    // phase split reads; dx's lines, which the merge writes), none where null.
-    const float* prefetch = nullptr;
-    int64_t prefetch_floats = 0;
+    // The forward's: the next images' input, which the phase split reads, and the output
+    // lines, which the transpose writes; in a dx, dx's lines, which the merge writes, or
+    // the next output gradient; the weight gradient's: the next images' input and output
+    // gradient, which the split and the transpose read.
+    TapPrefetch prefetch[2] = {};
 };
-
 
 // Floats per vector, and vectors of filters in the forward's widest tile.
 constexpr int64_t kTapLanes = 16;
@@ -50,13 +56,17 @@ constexpr bool tap_map_fits(int64_t F_padded) { return F_padded / kTapLanes % kT
 // input that many readable floats past its last tap's last position.
 constexpr int64_t kTapRows = 24;
 
-// The floats a forward block may keep in L1 (of 32-48 KB).
-constexpr int64_t kTapL1Floats = 6 * 1024;
+// The floats a forward block may keep in cache: half of a 1 MB L2. A tile's accumulators
+// are loaded and stored once per block, and one FMA unit of 16 lanes (Zen 4's AVX-512)
+// leaves the L2 time to stream the block's weights, 4 vectors a tap, under a tile's 24
+// FMAs: blocks kept in a 24 KB share of L1 ran the 3x3 stride-2 forwards at 1.06-1.2x
+// this time, their dx at 1.02-1.17x (batch 64, one thread, 32->64 @32 to 256->256 @8).
+constexpr int64_t kTapBlockFloats = 128 * 1024;
 
 // Taps per forward block: as many as keep a block's weights (taps x F_padded) and the
-// input they read (about input_per_tap floats each) in L1 together.
+// input they read (about input_per_tap floats each) in that share of L2 together.
 inline int64_t tap_conv_block(int64_t F_padded, int64_t input_per_tap) {
-    const int64_t floats = kTapL1Floats / (F_padded + input_per_tap);
+    const int64_t floats = kTapBlockFloats / (F_padded + input_per_tap);
     return floats > 1 ? floats : 1;
 }
 

@@ -22,28 +22,36 @@ struct Lanes512 {
 };
 static_assert(Lanes512::N == kTapLanes, "F_padded is whole vectors");
 
-// Spreads the prefetches of g.prefetch over about `tiles` calls of step(): the next
-// images' input comes from memory into L2 while this one's FMAs run, instead of stalling
-// the phase split that reads it next (32->64 @32 forward, batch 64, one thread: 0.92x the
-// time); in a stride-2 dx, dx's lines before the merge's stores to them and the next
-// image's dout before its copy (together 0.93-0.95x dx's time, 32->64 @32, 64->128 @16).
-// Bringing a dw's next input or a forward's output lines in paid nothing measurable.
+// Spreads the prefetches of g.prefetch (its first part, then its second) over about
+// `tiles` calls of step(): the next images' input comes from memory into L2 while this
+// one's FMAs run, instead of stalling the phase split that reads it next (32->64 @32
+// forward, batch 64, one thread: 0.92x the time); in a stride-2 dx, dx's lines before the
+// merge's stores to them and the next image's dout before its copy (together 0.93-0.95x
+// dx's time, 32->64 @32, 64->128 @16); in a dw, the next images' input and output
+// gradient, a step a tile (0.82-0.95x dw's time, 32->64 @32 to 16->32 @32; a step a row
+// of positions, in the tile's loop, cost 1.1-1.2x the time of layers of 32 filters on
+// 8-16 pixels); the forward's output lines too, before the transpose's stores to them
+// (0.94-0.98x the forward's time at batch 64, 16->32 @32 to 32->64 @16; the same at 16).
 class Prefetcher {
   public:
     Prefetcher(const TapConv& g, int64_t tiles)  // (a last part line is left: no address past it)
-        : from_(g.prefetch),
-          lines_(g.prefetch ? g.prefetch_floats / kLineFloats : 0),
+        : first_(g.prefetch[0].from),
+          second_(g.prefetch[1].from),
+          first_lines_(first_ ? g.prefetch[0].floats / kLineFloats : 0),
+          lines_(first_lines_ + (second_ ? g.prefetch[1].floats / kLineFloats : 0)),
           per_step_((lines_ + tiles - 1) / (tiles > 0 ? tiles : 1)) {}
     void step() {
         for (int64_t k = 0; k < per_step_ && line_ < lines_; ++k, ++line_) {
-            _mm_prefetch(reinterpret_cast<const char*>(from_ + line_ * kLineFloats), _MM_HINT_T1);
+            const float* at = line_ < first_lines_ ? first_ + line_ * kLineFloats
+                                                   : second_ + (line_ - first_lines_) * kLineFloats;
+            _mm_prefetch(reinterpret_cast<const char*>(at), _MM_HINT_T1);
         }
     }
 
   private:
     static constexpr int64_t kLineFloats = 16;
-    const float* from_;
-    int64_t lines_, per_step_, line_ = 0;
+    const float *first_, *second_;
+    int64_t first_lines_, lines_, per_step_, line_ = 0;
 };
 
 // Forward tile: Vf vectors of filters from f0 times Pos positions from q0, taps t0 .. t1-1.
@@ -128,8 +136,8 @@ void tap_forward_block(const TapConv& g, const int64_t* offsets, const float* in
     }
 }
 
-// Blocks of g.block taps, whose weights and input stay in L1 while every tile of positions
-// passes over them (all taps at once would stream the weights from L2 for every tile);
+// Blocks of g.block taps, whose weights and input stay in L2 while every tile of positions
+// passes over them (all taps of a wide layer at once would stream its weights from L3);
 // within a block, Wide vectors of filters while they last, then 2, then 1 (F_padded is
 // whole vectors), each with as many positions as fill the accumulators.
 template <class L, int Wide, int Accumulators>
@@ -243,18 +251,24 @@ template <class L, int Wide>
 void tap_dw(const TapConv& g, const TapDwPositions& pos, const int64_t* offsets, const float* in,
             const float* dout_t, float* dw_t) {
     const int64_t vectors = g.F_padded / L::N;
+    const int64_t tiles = (g.taps + kTapGroup - 1) / kTapGroup *
+                          (vectors / Wide + vectors % Wide / 2 + vectors % Wide % 2);
+    Prefetcher prefetcher(g, tiles);
     for (int64_t t0 = 0; t0 < g.taps; t0 += kTapGroup) {
         int64_t v0 = 0;
         for (; v0 + Wide <= vectors; v0 += Wide) {
             tap_dw_tile<L, Wide>(g, pos, offsets, in, dout_t, dw_t, v0 * L::N, t0);
+            prefetcher.step();
         }
         if constexpr (Wide > 2) {
             for (; v0 + 2 <= vectors; v0 += 2) {
                 tap_dw_tile<L, 2>(g, pos, offsets, in, dout_t, dw_t, v0 * L::N, t0);
+                prefetcher.step();
             }
         }
         for (; v0 < vectors; ++v0) {
             tap_dw_tile<L, 1>(g, pos, offsets, in, dout_t, dw_t, v0 * L::N, t0);
+            prefetcher.step();
         }
     }
 }

@@ -81,6 +81,10 @@ def test_strided_conv_matches_naive_and_any_thread_count(
         (7, 3, 6, 20, 5, 2, 2),
         (13, 4, 5, 64, 3, 3, 1),
         (2, 3, 38, 16, 3, 2, 1),  # rows split 16 pixel pairs at a time, then 3 (then 10)
+        # taps x filters past the forward's block (kTapBlockFloats): the forward over several
+        # blocks of taps, each from the sums of the last (both), and dx's first phase (the 2nd)
+        (1, 128, 9, 64, 5, 2, 2),
+        (1, 64, 7, 300, 5, 2, 2),
         (1, 2, 20, 17, 3, 2, 2),
         (2, 8, 10, 50, 3, 1, 1),  # stride 1, many filters: the tap kernel's dw
         (2, 4, 9, 64, 5, 1, 2),
