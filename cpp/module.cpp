@@ -410,12 +410,10 @@ py::tuple py_softmax_loss(const py::array& x, const py::array& labels, const py:
 template <typename T>
 void matmul_plus_bias(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k,
                       const T* a, const T* b, const T* bias, T* c) {
-    if (k == 0) {
-        for (int64_t i = 0; i < m; ++i) {
-            for (int64_t j = 0; j < n; ++j) c[i * n + j] = bias != nullptr ? T(0) + bias[j] : T(0);
-        }
-    } else if (m > 0 && n > 0) {
-        matmul(transpose_a, transpose_b, m, n, k, a, b, c, bias);
+    if (m == 0 || n == 0) return;  // an empty C, whatever the other size (up to 2**60)
+    if (k > 0) return matmul(transpose_a, transpose_b, m, n, k, a, b, c, bias);
+    for (int64_t i = 0; i < m; ++i) {
+        for (int64_t j = 0; j < n; ++j) c[i * n + j] = bias != nullptr ? T(0) + bias[j] : T(0);
     }
 }
 

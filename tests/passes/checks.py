@@ -77,8 +77,10 @@ def same(got, want, tol=0.0, scale=0.0):
     return scaled_error(got, want, scale) <= tol
 
 
-def assert_same_everywhere(plain, fused, value_tol=0.0, grad_tol=0.0, caches=True):
-    """Every node's value, gradient, cache and state (running averages) alike; gradients to
+def assert_same_everywhere(plain, fused, value_tol=0.0, grad_tol=0.0, caches=True, value_scale=0.0):
+    """Every node's value, gradient, cache and state (running averages) alike; values to
+    `value_tol` of their largest entry or of `value_scale`, if larger (the magnitude of
+    the terms a fused step sums, whose rounding a small result keeps); gradients to
     `grad_tol` of the largest gradient in the graph (a bias's or a beta's gradient is a
     sum of terms that may cancel: its rounding is that of the terms)."""
     scale = max(
@@ -87,15 +89,15 @@ def assert_same_everywhere(plain, fused, value_tol=0.0, grad_tol=0.0, caches=Tru
     )
     for node in plain.nodes:
         other = fused[node.name]
-        assert same(other.value, node.value, value_tol), f"value of {node.name}"
+        assert same(other.value, node.value, value_tol, value_scale), f"value of {node.name}"
         assert same(other.grad, node.grad, grad_tol, scale), f"gradient of {node.name}"
         if caches and node.gate is not None:
             got, want = leaves(other.cache), leaves(node.cache)
             assert len(got) == len(want), f"cache of {node.name}"
             for a, b in zip(got, want):
-                assert same(a, b, value_tol) if isinstance(b, np.ndarray) else a == b, (
-                    f"cache of {node.name}"
-                )
+                assert (
+                    same(a, b, value_tol, value_scale) if isinstance(b, np.ndarray) else a == b
+                ), f"cache of {node.name}"
         for key, item in node.state.items():
             if isinstance(item, np.ndarray):
                 assert same(other.state[key], item, value_tol), f"{key} of {node.name}"
