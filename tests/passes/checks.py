@@ -157,3 +157,53 @@ def walk_fused_one_way(plain, g, feeds, fuse_forward, fuse_backward):
     g.forward(**feeds)
     g.fuse = fuse_backward
     g.backward()
+
+
+def chain_labels(g, module):
+    """The labels of the steps the chain pass in `module` (e.g. conv_chain) put in the last
+    forward walk."""
+    return [
+        step.label
+        for step in g.executor.last_forward.steps
+        if step.fused and step.run.__module__ == f"graphnet.passes.{module}"
+    ]
+
+
+def eval_walks(plain, fused, feeds):
+    """Both graphs in eval mode, a forward and a backward each."""
+    for g in (plain, fused):
+        g.eval()
+        walk(g, feeds)
+
+
+def assert_chain_reads_as_gates(build, dtype, module, label):
+    """An eval forward of the small batch, then a backward gate by gate (the fused backward
+    plan's passes round otherwise) on the caches it wrote: the chain's one step, nothing
+    left for later, every node bit for bit as gate by gate."""
+    plain, fused, feeds = twins(build, dtype)
+    plain.eval(), fused.eval()
+    fused.forward(**feeds)
+    assert chain_labels(fused, module) == [label]
+    for node in fused.nodes:  # before the plain backward reads them
+        assert not deferred(node) & {"value", "cache"}, node.name
+    walk_fused_one_way(plain, fused, feeds, fuse_forward=True, fuse_backward=False)
+    fused.fuse = True
+    assert_same_everywhere(plain, fused)
+    return plain, fused, feeds
+
+
+def assert_updates_between_calls_are_read(build, dtype, module, label):
+    """Nothing is kept from one call to the next: the weights, bias, gamma, beta and the
+    running averages changed in place between calls change the output, as gate by gate."""
+    plain, fused, feeds = assert_chain_reads_as_gates(build, dtype, module, label)
+    for name in ("w", "b", "gamma", "beta", "running_mean", "running_var"):
+        before = np.array(fused["scores"].value)
+        for g in (plain, fused):
+            if name.startswith("running"):
+                g["norm"].state[name] *= 1.5
+            else:
+                g[name].value += 0.25
+            g.forward(**feeds)
+        assert chain_labels(fused, module) == [label]
+        assert not np.array_equal(fused["scores"].value, before), name
+        assert_same_everywhere(plain, fused)

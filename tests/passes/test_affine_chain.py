@@ -9,27 +9,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import graphnet as gn
-from graphnet.core import executor
 from graphnet.kernels import _C
 
 from .checks import (
+    assert_chain_reads_as_gates,
     assert_player_and_drawing_show,
     assert_same_everywhere,
+    assert_updates_between_calls_are_read,
+    chain_labels,
     classifier_feeds,
-    deferred,
+    eval_walks,
     twins,
     walk,
-    walk_fused_one_way,
 )
 
-pytestmark = pytest.mark.usefixtures("one_kernel_thread")
-
-
-@pytest.fixture(autouse=True)
-def small_batches_take_their_plan(fused_at_any_batch, monkeypatch):
-    """This folder's conftest runs small batches through the fused plans: here they take
-    the small-batch plan, as outside the tests."""
-    monkeypatch.setattr(executor, "SMALL_BATCH", 4)
+pytestmark = pytest.mark.usefixtures("one_kernel_thread", "small_batch_plan")
 
 
 CHAINS = [
@@ -39,6 +33,11 @@ CHAINS = [
     ("layernorm",),
     ("relu",),
 ]
+
+
+def label(parts):
+    """The chain's fused step's label."""
+    return "+".join(("affine", *parts))
 
 
 def network(parts, size=(1, 7), features=5, mean=0.0, tapped=None):
@@ -71,35 +70,10 @@ def network(parts, size=(1, 7), features=5, mean=0.0, tapped=None):
     return build
 
 
-def chain_labels(g):
-    """The labels of affine_chain.py's steps in the last forward walk."""
-    return [
-        step.label
-        for step in g.executor.last_forward.steps
-        if step.fused and step.run.__module__ == "graphnet.passes.affine_chain"
-    ]
-
-
-def assert_chain_reads_as_gates(build, dtype, parts):
-    """An eval forward of the small batch, then a backward gate by gate on the caches it
-    wrote: the chain's one step, nothing left for later, every node bit for bit as gate
-    by gate."""
-    plain, fused, feeds = twins(build, dtype)
-    plain.eval(), fused.eval()
-    fused.forward(**feeds)
-    assert chain_labels(fused) == ["+".join(("affine", *parts))]
-    for node in fused.nodes:
-        assert not deferred(node) & {"value", "cache"}, node.name
-    walk_fused_one_way(plain, fused, feeds, fuse_forward=True, fuse_backward=False)
-    fused.fuse = True
-    assert_same_everywhere(plain, fused)
-    return plain, fused, feeds
-
-
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("parts", CHAINS)
 def test_every_chain_reads_as_gates(parts, dtype):
-    assert_chain_reads_as_gates(network(parts), dtype, parts)
+    assert_chain_reads_as_gates(network(parts), dtype, "affine_chain", label(parts))
 
 
 @settings(max_examples=40, deadline=None)
@@ -115,7 +89,7 @@ def test_random_shapes(N, sample, features, dtype, parts, mean):
     """Any batch of the small plan, inputs of any rank (the affine flattens them), widths
     off the kernels' vectors."""
     build = network(parts, (N, *sample), features, mean)
-    assert_chain_reads_as_gates(build, dtype, parts)
+    assert_chain_reads_as_gates(build, dtype, "affine_chain", label(parts))
 
 
 @pytest.mark.parametrize("tapped", ["affine", "norm"])
@@ -123,7 +97,9 @@ def test_an_inner_value_read_by_another_node(tapped):
     """Fan-out: the affine's or the norm's value read outside the chain too (every value is
     computed, so the chain stays one step) and its gradient summed from both readers."""
     parts = ("batchnorm", "relu")
-    assert_chain_reads_as_gates(network(parts, tapped=tapped), np.float64, parts)
+    assert_chain_reads_as_gates(
+        network(parts, tapped=tapped), np.float64, "affine_chain", label(parts)
+    )
 
 
 def test_a_strided_input():
@@ -135,7 +111,7 @@ def test_a_strided_input():
         feeds["x"] = rng.standard_normal((2, 14)).astype(g.dtype)[:, ::2]
         return feeds
 
-    assert_chain_reads_as_gates(build, np.float32, parts)
+    assert_chain_reads_as_gates(build, np.float32, "affine_chain", label(parts))
 
 
 def test_a_larger_batch_or_train_mode_takes_the_other_plans():
@@ -143,29 +119,16 @@ def test_a_larger_batch_or_train_mode_takes_the_other_plans():
     plain, fused, feeds = twins(network(parts, size=(4, 7)), np.float64)
     fused.eval()
     walk(fused, feeds)
-    assert chain_labels(fused) == []
+    assert chain_labels(fused, "affine_chain") == []
     fused.train()
     walk(fused, {"x": feeds["x"][:2], "y": feeds["y"][:2]})
-    assert chain_labels(fused) == []
+    assert chain_labels(fused, "affine_chain") == []
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_updates_between_calls_are_read(dtype):
-    """Nothing is kept from one call to the next: the weights, bias, gamma, beta and the
-    running averages changed in place between calls change the output, as gate by gate."""
     parts = ("batchnorm", "relu")
-    plain, fused, feeds = assert_chain_reads_as_gates(network(parts), dtype, parts)
-    for name in ("w", "b", "gamma", "beta", "running_mean", "running_var"):
-        before = np.array(fused["scores"].value)
-        for g in (plain, fused):
-            if name.startswith("running"):
-                g["norm"].state[name] *= 1.5
-            else:
-                g[name].value += 0.25
-            g.forward(**feeds)
-        assert chain_labels(fused) == ["affine+batchnorm+relu"]
-        assert not np.array_equal(fused["scores"].value, before), name
-        assert_same_everywhere(plain, fused)
+    assert_updates_between_calls_are_read(network(parts), dtype, "affine_chain", label(parts))
 
 
 def test_what_the_kernels_do_not_take_runs_the_gates():
@@ -179,9 +142,7 @@ def test_what_the_kernels_do_not_take_runs_the_gates():
         return feeds
 
     plain, fused, feeds = twins(untrained, np.float64)
-    for g in (plain, fused):
-        g.eval()
-        walk(g, feeds)
+    eval_walks(plain, fused, feeds)
     assert_same_everywhere(plain, fused)
     for name in ("gamma", "w"):
         plain, fused, feeds = twins(network(parts), np.float64)
@@ -189,7 +150,7 @@ def test_what_the_kernels_do_not_take_runs_the_gates():
             g[name].value = g[name].value.astype(np.float32)
             g.eval()
             walk(g, feeds)
-        assert chain_labels(fused) == ["affine+batchnorm+relu"]
+        assert chain_labels(fused, "affine_chain") == ["affine+batchnorm+relu"]
         assert_same_everywhere(plain, fused)
 
 
@@ -210,20 +171,16 @@ def test_the_same_bits_on_one_or_two_threads(threads):
     parts = ("batchnorm", "relu")
     plain, fused, feeds = twins(network(parts, size=(3, 300), features=200), np.float32)
     _C.set_num_threads(threads)
-    for g in (plain, fused):
-        g.eval()
-        walk(g, feeds)
-    assert chain_labels(fused) == ["affine+batchnorm+relu"]
+    eval_walks(plain, fused, feeds)
+    assert chain_labels(fused, "affine_chain") == ["affine+batchnorm+relu"]
     assert_same_everywhere(plain, fused)
 
 
 def test_drawings_steps_and_gradcheck():
     parts = ("layernorm", "relu")
     plain, fused, feeds = twins(network(parts), np.float64)
-    for g in (plain, fused):
-        g.eval()
-        walk(g, feeds)
-    assert chain_labels(fused) == ["affine+layernorm+relu"]
+    eval_walks(plain, fused, feeds)
+    assert chain_labels(fused, "affine_chain") == ["affine+layernorm+relu"]
     assert_player_and_drawing_show(plain, fused, {"affine", "norm", "relu"}, "norm")
     errors = gn.gradcheck(fused, **feeds)
     assert max(errors[name] for name in ("w", "b", "gamma", "beta")) < 1e-6, errors
@@ -253,7 +210,7 @@ def test_naive_numpy_and_pytorch_eval_mode(norm, dtype):
     _, fused, feeds = twins(network(parts, size=(2, 64), features=100), dtype)
     fused.eval()
     fused.forward(**feeds)
-    assert chain_labels(fused) == ["affine+" + norm + "+relu"]
+    assert chain_labels(fused, "affine_chain") == ["affine+" + norm + "+relu"]
     got = fused["relu"].value
     params = {name: np.array(fused[name].value, np.float64) for name in ("w", "b", "gamma", "beta")}
     state = {k: np.array(v, np.float64) for k, v in fused["norm"].state.items()}

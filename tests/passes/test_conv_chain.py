@@ -9,30 +9,31 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import graphnet as gn
-from graphnet.core import executor
 from graphnet.kernels import _C
 from graphnet.passes.batchnorm_fold import fold_pays
 
 from .checks import (
+    assert_chain_reads_as_gates,
     assert_player_and_drawing_show,
     assert_same_everywhere,
+    assert_updates_between_calls_are_read,
+    chain_labels,
     deferred,
+    eval_walks,
     twins,
     walk,
     walk_fused_one_way,
 )
 
-pytestmark = pytest.mark.usefixtures("one_kernel_thread")
-
-
-@pytest.fixture(autouse=True)
-def small_batches_take_their_plan(fused_at_any_batch, monkeypatch):
-    """This folder's conftest runs small batches through the fused plans: here they take
-    the small-batch plan, as outside the tests."""
-    monkeypatch.setattr(executor, "SMALL_BATCH", 4)
+pytestmark = pytest.mark.usefixtures("one_kernel_thread", "small_batch_plan")
 
 
 PARTS = ("spatial_batchnorm", "relu", "max_pool")
+
+
+def label(parts):
+    """The chain's fused step's label."""
+    return "+".join(("conv", *parts))
 
 
 def network(
@@ -93,31 +94,6 @@ def network(
     return build
 
 
-def chain_labels(g):
-    """The labels of conv_chain.py's steps in the last forward walk."""
-    return [
-        step.label
-        for step in g.executor.last_forward.steps
-        if step.fused and step.run.__module__ == "graphnet.passes.conv_chain"
-    ]
-
-
-def assert_chain_reads_as_gates(build, dtype, parts):
-    """An eval forward of the small batch, then a backward gate by gate (the fused backward
-    plan's passes round otherwise) on the caches it wrote: the chain's one step, nothing
-    left for later, every node bit for bit as gate by gate."""
-    plain, fused, feeds = twins(build, dtype)
-    plain.eval(), fused.eval()
-    fused.forward(**feeds)
-    assert chain_labels(fused) == ["+".join(("conv", *parts))]
-    for node in fused.nodes:  # before the plain backward reads them
-        assert not deferred(node) & {"value", "cache"}, node.name
-    walk_fused_one_way(plain, fused, feeds, fuse_forward=True, fuse_backward=False)
-    fused.fuse = True
-    assert_same_everywhere(plain, fused)
-    return plain, fused, feeds
-
-
 CHAINS = [
     ("spatial_batchnorm", "add", "relu", "max_pool"),
     ("spatial_batchnorm", "add"),
@@ -135,7 +111,7 @@ CHAINS = [
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("parts", CHAINS)
 def test_every_chain_reads_as_gates(parts, dtype):
-    assert_chain_reads_as_gates(network(parts), dtype, parts)
+    assert_chain_reads_as_gates(network(parts), dtype, "conv_chain", label(parts))
 
 
 @settings(max_examples=25, deadline=None)
@@ -159,13 +135,15 @@ def test_random_shapes(N, C, H, W, features, kernel, stride, pad, dtype, parts, 
     if min(out_h, out_w) < (2 if "max_pool" in parts else 1):
         return
     build = network(parts, (N, C, H, W), features, kernel, stride, pad, mean)
-    assert_chain_reads_as_gates(build, dtype, parts)
+    assert_chain_reads_as_gates(build, dtype, "conv_chain", label(parts))
 
 
 @pytest.mark.parametrize("skip_first", [True, False])
 def test_the_add_reads_its_operands_in_order(skip_first):
     parts = ("spatial_batchnorm", "add", "relu")
-    assert_chain_reads_as_gates(network(parts, skip_first=skip_first), np.float32, parts)
+    assert_chain_reads_as_gates(
+        network(parts, skip_first=skip_first), np.float32, "conv_chain", label(parts)
+    )
 
 
 def test_an_add_that_broadcasts_or_reads_the_chain_twice():
@@ -182,7 +160,7 @@ def test_an_add_that_broadcasts_or_reads_the_chain_twice():
     for g in (plain, fused):
         g.eval()
         g.run("total", x=feeds["x"])
-    assert chain_labels(fused) == ["conv+spatial_batchnorm+add"]  # the gates ran it
+    assert chain_labels(fused, "conv_chain") == ["conv+spatial_batchnorm+add"]  # the gates ran it
     assert_same_everywhere(plain, fused)
 
     def twice(g, rng):
@@ -194,7 +172,7 @@ def test_an_add_that_broadcasts_or_reads_the_chain_twice():
     for g in (plain, fused):
         g.eval()
         g.run("total", x=feeds["x"])
-    assert chain_labels(fused) == ["conv+spatial_batchnorm"]
+    assert chain_labels(fused, "conv_chain") == ["conv+spatial_batchnorm"]
     assert_same_everywhere(plain, fused)
 
 
@@ -203,29 +181,16 @@ def test_a_larger_batch_or_train_mode_takes_the_other_plans():
     plain, fused, feeds = twins(network(parts, size=(4, 3, 7, 6)), np.float64)
     fused.eval()
     walk(fused, feeds)
-    assert chain_labels(fused) == []
+    assert chain_labels(fused, "conv_chain") == []
     fused.train()
     walk(fused, {"x": feeds["x"][:1], "y": feeds["y"][:1]})
-    assert chain_labels(fused) == []
+    assert chain_labels(fused, "conv_chain") == []
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_updates_between_calls_are_read(dtype):
-    """Nothing is kept from one call to the next: the weights, bias, gamma, beta and the
-    running averages changed in place between calls change the output, as gate by gate."""
     parts = ("spatial_batchnorm", "relu")
-    plain, fused, feeds = assert_chain_reads_as_gates(network(parts), dtype, parts)
-    for name in ("w", "b", "gamma", "beta", "running_mean", "running_var"):
-        before = np.array(fused["scores"].value)
-        for g in (plain, fused):
-            if name.startswith("running"):
-                g["norm"].state[name] *= 1.5
-            else:
-                g[name].value += 0.25
-            g.forward(**feeds)
-        assert chain_labels(fused) == ["conv+spatial_batchnorm+relu"]
-        assert not np.array_equal(fused["scores"].value, before), name
-        assert_same_everywhere(plain, fused)
+    assert_updates_between_calls_are_read(network(parts), dtype, "conv_chain", label(parts))
 
 
 FOLDS = [
@@ -300,16 +265,14 @@ def test_what_the_kernels_do_not_take_runs_the_gates():
         return feeds
 
     plain, fused, feeds = twins(build, np.float64)
-    for g in (plain, fused):
-        g.eval()
-        walk(g, feeds)
+    eval_walks(plain, fused, feeds)
     assert_same_everywhere(plain, fused)
     plain, fused, feeds = twins(network(parts), np.float64)
     for g in (plain, fused):
         g["gamma"].value = g["gamma"].value.astype(np.float32)
         g.eval()
         walk(g, feeds)
-    assert chain_labels(fused) == ["conv+spatial_batchnorm+relu"]
+    assert chain_labels(fused, "conv_chain") == ["conv+spatial_batchnorm+relu"]
     assert_same_everywhere(plain, fused)
 
 
@@ -330,19 +293,15 @@ def test_the_same_bits_on_one_or_two_threads(threads):
     parts = ("spatial_batchnorm", "relu", "max_pool")
     plain, fused, feeds = twins(network(parts, size=(2, 16, 18, 18), features=32), np.float32)
     _C.set_num_threads(threads)
-    for g in (plain, fused):
-        g.eval()
-        walk(g, feeds)
-    assert chain_labels(fused) == ["conv+spatial_batchnorm+relu+max_pool"]
+    eval_walks(plain, fused, feeds)
+    assert chain_labels(fused, "conv_chain") == ["conv+spatial_batchnorm+relu+max_pool"]
     assert_same_everywhere(plain, fused)
 
 
 def test_drawings_steps_and_gradcheck():
     parts = ("spatial_batchnorm", "relu", "max_pool")
     plain, fused, feeds = twins(network(parts), np.float64)
-    for g in (plain, fused):
-        g.eval()
-        walk(g, feeds)
+    eval_walks(plain, fused, feeds)
     assert_player_and_drawing_show(plain, fused, {"conv", "norm", "relu", "pool"}, "norm")
     errors = gn.gradcheck(fused, **feeds)
     assert max(errors[name] for name in ("w", "b", "gamma", "beta")) < 1e-6, errors
@@ -360,7 +319,7 @@ def test_pytorch_eval_mode(stride, dtype):
     _, fused, feeds = twins(network(parts, size=(1, 8, 12, 12), features=16, stride=stride), dtype)
     fused.eval()
     fused.forward(**feeds)
-    assert chain_labels(fused) == ["conv+spatial_batchnorm+relu+max_pool"]
+    assert chain_labels(fused, "conv_chain") == ["conv+spatial_batchnorm+relu+max_pool"]
     t = {name: torch.from_numpy(np.array(fused[name].value)) for name in ("w", "b", "gamma")}
     state = fused["norm"].state
     with torch.no_grad():
