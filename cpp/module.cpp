@@ -7,6 +7,8 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdlib>
 #include <iterator>
@@ -468,37 +470,107 @@ py::array py_column_sums(const py::array& a) {
     });
 }
 
-// One Adam step on arrays checked by the caller: w, m and v C-contiguous and writeable, all
-// four of one float dtype and shape.
-void run_adam(const AdamStep& step, py::array w, const py::array& dw, py::array m, py::array v) {
-    dispatch_float(w, "adam w", [&](auto zero) {
+// An update rule's fields in graphnet.optim's config: its hyperparameters in the order
+// UpdateStep.hyper holds them, its state arrays (at most two), and whether it counts steps.
+struct RuleFields {
+    UpdateRule rule;
+    py::str name;
+    std::vector<py::str> hyperparameters, states;
+    bool counts_steps;
+};
+
+// Interned, so that a rule named by a string literal in Python is found by identity.
+py::str interned(const char* text) { return py::reinterpret_steal<py::str>(PyUnicode_InternFromString(text)); }
+
+const RuleFields& rule_fields(py::handle name) {
+    // Never destroyed: the interpreter may be gone when statics are.
+    static const auto* rules = new std::vector<RuleFields>{
+        {UpdateRule::sgd, interned("sgd"), {interned("learning_rate")}, {}, false},
+        {UpdateRule::sgd_momentum, interned("sgd_momentum"),
+         {interned("learning_rate"), interned("momentum")}, {interned("velocity")}, false},
+        {UpdateRule::rmsprop, interned("rmsprop"),
+         {interned("learning_rate"), interned("decay_rate"), interned("epsilon")},
+         {interned("cache")}, false},
+        {UpdateRule::adam, interned("adam"),
+         {interned("learning_rate"), interned("beta1"), interned("beta2"), interned("epsilon")},
+         {interned("m"), interned("v")}, true},
+    };
+    for (const RuleFields& fields : *rules) {
+        if (name.ptr() == fields.name.ptr()) return fields;
+    }
+    for (const RuleFields& fields : *rules) {
+        if (PyUnicode_Check(name.ptr()) && fields.name.equal(name)) return fields;
+    }
+    fail("update rule must be 'sgd', 'sgd_momentum', 'rmsprop' or 'adam', got " +
+         std::string(py::repr(name)));
+}
+
+using UpdateStates = std::array<py::object, 2>;  // a rule's state arrays; null past its count
+
+// One step of a rule on arrays checked by the caller: w and the states C-contiguous and
+// writeable, all of one float dtype and shape.
+void run_update(const UpdateStep& step, py::array w, const py::array& dw,
+                const UpdateStates& states) {
+    dispatch_float(w, "update w", [&](auto zero) {
         using T = decltype(zero);
         Contig<T> dwc(dw);
         T* wp = static_cast<T*>(w.mutable_data());
-        T* mp = static_cast<T*>(m.mutable_data());
-        T* vp = static_cast<T*>(v.mutable_data());
+        const auto data = [](const py::object& state) {
+            return state ? static_cast<T*>(py::reinterpret_borrow<py::array>(state).mutable_data())
+                         : nullptr;
+        };
+        T* state0 = data(states[0]);
+        T* state1 = data(states[1]);
         const T* gp = dwc.data();
         const int64_t n = w.size();
         py::gil_scoped_release nogil;
-        adam_update(step, n, wp, gp, mp, vp);
+        apply_update(step, n, wp, gp, state0, state1);
     });
 }
 
-// The update writes into w, m and v, so they must be C-contiguous, writeable arrays of one
-// float dtype (what graphnet.optim hands over); the Python side falls back to numpy
-// for anything else.
-void py_adam_update(py::array w, const py::array& dw, py::array m, py::array v,
-                    double learning_rate, double beta1, double beta2, double epsilon, int64_t t) {
-    for (auto [a, name] : {std::pair<const py::array*, const char*>{&dw, "dw"}, {&m, "m"}, {&v, "v"}}) {
-        require_same_dtype(w, "w", *a, name);
-        require_shape(*a, shape_of(w), name);
-    }
-    for (auto [a, name] : {std::pair<py::array*, const char*>{&w, "w"}, {&m, "m"}, {&v, "v"}}) {
-        if (!(a->flags() & py::array::c_style) || !a->writeable()) {
-            fail(std::string("adam_update: ") + name + " must be a C-contiguous writeable array");
+// The update writes into w and the states, so they must be C-contiguous, writeable arrays of
+// one float dtype (what graphnet.optim hands over); the Python side falls back to numpy for
+// anything else.
+void py_update(py::handle rule, py::array w, const py::array& dw,
+               const py::sequence& state_arrays, const py::sequence& hyperparameter_values,
+               int64_t t) {
+    const RuleFields& fields = rule_fields(rule);
+    const size_t count = py::len(state_arrays);
+    UpdateStates states;
+    if (count == fields.states.size()) {
+        for (size_t i = 0; i < count; ++i) {
+            states[i] = state_arrays[i];
+            if (!py::isinstance<py::array>(states[i])) fail("update: the states must be numpy arrays");
         }
     }
-    run_adam(AdamStep{learning_rate, beta1, beta2, epsilon, t}, w, dw, m, v);
+    std::vector<double> hyperparameters;
+    for (const py::handle value : hyperparameter_values) {
+        hyperparameters.push_back(py::cast<double>(value));
+    }
+    if (count != fields.states.size() || hyperparameters.size() != fields.hyperparameters.size()) {
+        fail("update: " + std::string(fields.name) + " takes " +
+             std::to_string(fields.states.size()) + " state arrays and " +
+             std::to_string(fields.hyperparameters.size()) + " hyperparameters, got " +
+             std::to_string(count) + " and " + std::to_string(hyperparameters.size()));
+    }
+    require_same_dtype(w, "w", dw, "dw");
+    require_shape(dw, shape_of(w), "dw");
+    for (size_t i = 0; i < count; ++i) {
+        const std::string name = fields.states[i];
+        const auto state = py::reinterpret_borrow<py::array>(states[i]);
+        require_same_dtype(w, "w", state, name.c_str());
+        require_shape(state, shape_of(w), name.c_str());
+    }
+    for (size_t i = 0; i <= count; ++i) {
+        const auto a = i == 0 ? w : py::reinterpret_borrow<py::array>(states[i - 1]);
+        if (!(a.flags() & py::array::c_style) || !a.writeable()) {
+            const std::string name = i == 0 ? std::string("w") : std::string(fields.states[i - 1]);
+            fail("update: " + name + " must be a C-contiguous writeable array");
+        }
+    }
+    UpdateStep step{fields.rule, {}, t};
+    std::copy(hyperparameters.begin(), hyperparameters.end(), step.hyper);
+    run_update(step, w, dw, states);
 }
 
 // Is `a` a numpy array itself (no subclass) of float32 or float64, in native byte order?
@@ -508,8 +580,8 @@ bool plain_float_array(PyObject* a) {
     return dtype.is(py::dtype::of<float>()) || dtype.is(py::dtype::of<double>());
 }
 
-// Can the kernel update `a` in place as w's moment: a plain array of w's dtype and shape,
-// C-contiguous and writeable?
+// Can the kernel update `a` in place as one of w's states: a plain array of w's dtype and
+// shape, C-contiguous and writeable?
 bool in_place_like(PyObject* a, const py::array& w) {
     if (a == nullptr || Py_TYPE(a) != py::detail::npy_api::get().PyArray_Type_) return false;
     const auto state = py::reinterpret_borrow<py::array>(a);
@@ -529,13 +601,15 @@ bool number_in(PyObject* config, PyObject* key, double& value) {
     return !(value == -1.0 && PyErr_Occurred());
 }
 
-// graphnet.optim.adam's everyday call in one step: every hyperparameter a Python number, t
-// an int, m and v arrays the kernel updates in place, w and dw plain float arrays of one
-// dtype and shape, w C-contiguous and writeable. Then it makes the Python path's update
-// (the same kernel, so the same numbers) and its one change to config, t += 1, and returns
-// True. Anything else returns False having changed nothing, and the Python path checks it
-// as before (its errors name the rule and the field).
-bool py_adam_step(py::handle w_handle, py::handle dw_handle, py::handle config_handle) {
+// A graphnet.optim rule's everyday call in one step: every hyperparameter a Python number,
+// adam's t an int, the state arrays ones the kernel updates in place, w and dw plain float
+// arrays of one dtype and shape, w C-contiguous and writeable. Then it makes the Python
+// path's update (the same kernel, so the same numbers) and its one change to config (adam:
+// t += 1), and returns True. Anything else returns False having changed nothing, and the
+// Python path checks it as before (its errors name the rule and the field).
+bool py_update_step(py::handle rule, py::handle w_handle, py::handle dw_handle,
+                    py::handle config_handle) {
+    const RuleFields& fields = rule_fields(rule);
     PyObject* config = config_handle.ptr();
     if (!PyDict_CheckExact(config) || !plain_float_array(w_handle.ptr()) ||
         !plain_float_array(dw_handle.ptr())) {
@@ -547,27 +621,31 @@ bool py_adam_step(py::handle w_handle, py::handle dw_handle, py::handle config_h
         !(w.flags() & py::array::c_style) || !w.writeable()) {
         return false;
     }
-    static const py::str learning_rate("learning_rate"), beta1("beta1"), beta2("beta2"),
-        epsilon("epsilon"), t_key("t"), m_key("m"), v_key("v");
-    AdamStep step{};
-    if (!number_in(config, learning_rate.ptr(), step.learning_rate) ||
-        !number_in(config, beta1.ptr(), step.beta1) || !number_in(config, beta2.ptr(), step.beta2) ||
-        !number_in(config, epsilon.ptr(), step.epsilon)) {
-        if (PyErr_Occurred()) PyErr_Clear();  // an int too large for a double: Python's path
-        return false;
+    UpdateStep step{fields.rule, {}, 0};
+    for (size_t i = 0; i < fields.hyperparameters.size(); ++i) {
+        if (!number_in(config, fields.hyperparameters[i].ptr(), step.hyper[i])) {
+            if (PyErr_Occurred()) PyErr_Clear();  // an int too large for a double: Python's path
+            return false;
+        }
     }
-    PyObject* t = PyDict_GetItemWithError(config, t_key.ptr());
-    if (t == nullptr || !PyLong_CheckExact(t)) return false;
-    int overflow = 0;
-    const long long t_before = PyLong_AsLongLongAndOverflow(t, &overflow);
-    if (overflow != 0 || t_before == std::numeric_limits<long long>::max()) return false;
+    static const auto* t_key = new py::str("t");
+    if (fields.counts_steps) {
+        PyObject* t = PyDict_GetItemWithError(config, t_key->ptr());
+        if (t == nullptr || !PyLong_CheckExact(t)) return false;
+        int overflow = 0;
+        const long long t_before = PyLong_AsLongLongAndOverflow(t, &overflow);
+        if (overflow != 0 || t_before == std::numeric_limits<long long>::max()) return false;
+        step.t = t_before + 1;
+    }
     // Owned: another thread may replace them in config while the kernel runs without the GIL.
-    const auto m = py::reinterpret_borrow<py::object>(PyDict_GetItemWithError(config, m_key.ptr()));
-    const auto v = py::reinterpret_borrow<py::object>(PyDict_GetItemWithError(config, v_key.ptr()));
-    if (!in_place_like(m.ptr(), w) || !in_place_like(v.ptr(), w)) return false;
-    step.t = t_before + 1;
-    config_handle[t_key] = py::int_(step.t);
-    run_adam(step, w, dw, py::reinterpret_borrow<py::array>(m), py::reinterpret_borrow<py::array>(v));
+    UpdateStates states;
+    for (size_t i = 0; i < fields.states.size(); ++i) {
+        PyObject* state = PyDict_GetItemWithError(config, fields.states[i].ptr());
+        if (!in_place_like(state, w)) return false;
+        states[i] = py::reinterpret_borrow<py::object>(state);
+    }
+    if (fields.counts_steps) config_handle[*t_key] = py::int_(step.t);
+    run_update(step, w, dw, states);
     return true;
 }
 
@@ -1541,15 +1619,18 @@ PYBIND11_MODULE(_C, m) {
     m.def("column_sums", &py_column_sums, "a"_a,
           "a.sum(axis=0) of a 2-D float32 or float64 array, the same bits (each column's\n"
           "sum over the rows in order), on graphnet's threads.");
-    m.def("adam_update", &py_adam_update, "w"_a, "dw"_a, "m"_a, "v"_a, "learning_rate"_a,
-          "beta1"_a, "beta2"_a, "epsilon"_a, "t"_a,
-          "One Adam step in place on w, m, v (C-contiguous, one float dtype); t already\n"
-          "incremented. Same numbers as graphnet.optim.adam's numpy path.");
-    m.def("adam_step", &py_adam_step, "w"_a, "dw"_a, "config"_a,
-          "graphnet.optim.adam(w, dw, config) when config is well-formed (Python numbers, t\n"
-          "an int, m and v arrays to update in place) and w, dw plain float arrays of one dtype\n"
-          "and shape, w C-contiguous and writeable: the update made, t incremented, True.\n"
-          "Anything else: False, nothing changed.");
+    m.def("update", &py_update, "rule"_a, "w"_a, "dw"_a, "states"_a, "hyperparameters"_a,
+          "t"_a = 0,
+          "One step of update rule 'sgd', 'sgd_momentum', 'rmsprop' or 'adam' in place on w\n"
+          "and its states (none; velocity; cache; m, v), C-contiguous, one float dtype, with\n"
+          "its hyperparameters in graphnet.optim's order (learning_rate; + momentum; +\n"
+          "decay_rate, epsilon; + beta1, beta2, epsilon) and adam's t already incremented.\n"
+          "Same numbers as graphnet.optim's numpy path.");
+    m.def("update_step", &py_update_step, "rule"_a, "w"_a, "dw"_a, "config"_a,
+          "graphnet.optim.<rule>(w, dw, config) when config is well-formed (Python numbers,\n"
+          "adam's t an int, the state arrays to update in place) and w, dw plain float arrays\n"
+          "of one dtype and shape, w C-contiguous and writeable: the update made, adam's t\n"
+          "incremented, True. Anything else: False, nothing changed.");
     m.def("recurrent_forward", &py_recurrent_forward, "cell"_a, "x"_a, "h0"_a, "Wx"_a, "Wh"_a,
           "b"_a, "keep"_a = true,
           "A tanh RNN (cell 'rnn') or an LSTM from a zero cell state (cell 'lstm', gates\n"

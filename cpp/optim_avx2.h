@@ -1,5 +1,5 @@
-// Adam's element loop (optim_loops.h) compiled for AVX2 (optim_avx2.cpp). Call it only when
-// cpu_has_avx2_fma() (cpu_features.h).
+// The update rules' element loops (optim_loops.h) compiled for AVX2 (optim_avx2.cpp). Call
+// them only when cpu_has_avx2_fma() (cpu_features.h).
 #pragma once
 
 #include <cstdint>
@@ -8,7 +8,7 @@
 
 namespace graphnet {
 
-template <typename T>
-void adam_elements_avx2(const AdamScalars<T>& a, int64_t n, T* w, const T* dw, T* m, T* v);
+template <typename Scalars, typename T>
+void update_elements_avx2(const Scalars& a, int64_t n, T* w, const T* dw, T* state0, T* state1);
 
 }  // namespace graphnet

@@ -70,9 +70,7 @@ def sgd(w, dw, config=None):
 
     config: 'learning_rate' (1e-2).
     """
-    w, dw, config = _prepare("sgd", w, dw, config, _SGD_DEFAULTS)
-    w -= config["learning_rate"] * dw
-    return w, config
+    return _update("sgd", w, dw, config)
 
 
 def sgd_momentum(w, dw, config=None):
@@ -80,12 +78,7 @@ def sgd_momentum(w, dw, config=None):
 
     config: 'learning_rate' (1e-2), 'momentum' (0.9), 'velocity' (zeros like w).
     """
-    w, dw, config = _prepare("sgd_momentum", w, dw, config, _MOMENTUM_DEFAULTS)
-    v = _state(config, "velocity", w)
-    v *= config["momentum"]
-    v -= config["learning_rate"] * dw
-    w += v
-    return w, config
+    return _update("sgd_momentum", w, dw, config)
 
 
 def rmsprop(w, dw, config=None):
@@ -95,12 +88,7 @@ def rmsprop(w, dw, config=None):
     w -= learning_rate * dw / (sqrt(cache) + epsilon).
     config: 'learning_rate' (1e-2), 'decay_rate' (0.99), 'epsilon' (1e-8), 'cache' (zeros).
     """
-    w, dw, config = _prepare("rmsprop", w, dw, config, _RMSPROP_DEFAULTS)
-    cache = _state(config, "cache", w)
-    cache *= config["decay_rate"]
-    cache += (1 - config["decay_rate"]) * dw**2
-    w -= config["learning_rate"] * dw / (np.sqrt(cache) + config["epsilon"])
-    return w, config
+    return _update("rmsprop", w, dw, config)
 
 
 def adam(w, dw, config=None):
@@ -112,29 +100,67 @@ def adam(w, dw, config=None):
     config: 'learning_rate' (1e-3), 'beta1' (0.9), 'beta2' (0.999), 'epsilon' (1e-8),
     'm', 'v' (zeros), 't' (0).
     """
-    if _C.adam_step(w, dw, config):
+    return _update("adam", w, dw, config)
+
+
+def _update(rule, w, dw, config):
+    """One step of `rule`: in C++ where the arrays allow it, else numpy's expressions."""
+    if _C.update_step(rule, w, dw, config):
         # The everyday call (a config this function filled before, plain float arrays of
-        # one dtype) checked and updated in one C++ call: the kernel below, t += 1, nothing
-        # else changed. Anything else returns False untouched and takes the checks here.
+        # one dtype) checked and updated in one C++ call: the kernel below, adam's t += 1,
+        # nothing else changed. Anything else returns False untouched and takes the checks
+        # here.
         return w, config
-    w, dw, config = _prepare("adam", w, dw, config, _ADAM_DEFAULTS)
-    beta1, beta2 = config["beta1"], config["beta2"]
-    m, v = _state(config, "m", w), _state(config, "v", w)
-    config["t"] += 1
-    t, lr, eps = config["t"], config["learning_rate"], config["epsilon"]
-    if _fusable(w, dw, m, v):
-        # One threaded pass in C++ instead of ten numpy passes, with the same arithmetic
-        # in the same order and precision: the same numbers, bit for bit.
-        _C.adam_update(w, dw, m, v, lr, beta1, beta2, eps, t)
-        return w, config
+    defaults, state_keys, numpy_update = _RULES[rule]
+    w, dw, config = _prepare(rule, w, dw, config, defaults)
+    states = [_state(config, key, w) for key in state_keys]
+    if "t" in defaults:
+        config["t"] += 1
+    if _fusable(w, dw, *states):
+        # One threaded pass in C++ instead of numpy's three to ten, with the same
+        # arithmetic in the same order and precision: the same numbers, bit for bit.
+        hyperparameters = [config[key] for key in defaults if key != "t"]
+        _C.update(rule, w, dw, states, hyperparameters, config.get("t", 0))
+    else:
+        numpy_update(w, dw, *states, config)
+    return w, config
+
+
+def _numpy_sgd(w, dw, config):
+    w -= config["learning_rate"] * dw
+
+
+def _numpy_sgd_momentum(w, dw, v, config):
+    v *= config["momentum"]
+    v -= config["learning_rate"] * dw
+    w += v
+
+
+def _numpy_rmsprop(w, dw, cache, config):
+    cache *= config["decay_rate"]
+    cache += (1 - config["decay_rate"]) * dw**2
+    w -= config["learning_rate"] * dw / (np.sqrt(cache) + config["epsilon"])
+
+
+def _numpy_adam(w, dw, m, v, config):
+    beta1, beta2, t = config["beta1"], config["beta2"], config["t"]
     m *= beta1
     m += (1 - beta1) * dw
     v *= beta2
     v += (1 - beta2) * dw**2
     m_hat = m / (1 - beta1**t)
     v_hat = v / (1 - beta2**t)
-    w -= lr * m_hat / (np.sqrt(v_hat) + eps)
-    return w, config
+    w -= config["learning_rate"] * m_hat / (np.sqrt(v_hat) + config["epsilon"])
+
+
+# Each rule: its hyperparameters with their defaults (in the order the kernel takes them),
+# its state arrays, and numpy's expressions for the arrays the kernel cannot take.
+_RULES = {
+    "sgd": (_SGD_DEFAULTS, (), _numpy_sgd),
+    "sgd_momentum": (_MOMENTUM_DEFAULTS, ("velocity",), _numpy_sgd_momentum),
+    "rmsprop": (_RMSPROP_DEFAULTS, ("cache",), _numpy_rmsprop),
+    "adam": (_ADAM_DEFAULTS, ("m", "v"), _numpy_adam),
+}
 
 
 def _fusable(w, *others):
