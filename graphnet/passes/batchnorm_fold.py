@@ -171,6 +171,9 @@ def scale_and_shift(conv, norm, store):
         and b.shape == gamma.shape == beta.shape == np.shape(mean) == np.shape(var) == (filters,)
     ):
         return None
+    # A batchnorm that never ran keeps the zero averages its gate would have stored.
+    state.setdefault("running_mean", mean)
+    state.setdefault("running_var", var)
     # As the gate normalizes: statistics in x's dtype, 1 / sqrt(var + eps).
     scale = gamma / np.sqrt(var.astype(dtype, copy=False) + norm.gate.eps)
     return scale, beta - mean.astype(dtype, copy=False) * scale

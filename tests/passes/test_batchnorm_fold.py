@@ -157,6 +157,29 @@ def test_eval_before_any_training_folds_with_the_gates_zero_averages():
     assert_same_everywhere(plain, fused, 1e-12, 1e-12)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_eval_of_a_fresh_graph_stores_the_gates_zero_averages(dtype):
+    def build(g, rng):
+        h = g.conv(
+            g.input("x"), g.param("w", rng.standard_normal((4, 2, 3, 3))), g.param("b", np.ones(4))
+        )
+        g.spatial_batchnorm(
+            h, g.param("gamma", np.ones(4)), g.param("beta", np.zeros(4)), name="norm"
+        )
+        return {"x": rng.standard_normal((6, 2, 5, 5)).astype(dtype)}
+
+    plain, fused, feeds = twins(build, dtype)
+    for g in (plain, fused):
+        g.eval()
+        g.forward(**feeds)
+    assert fused_labels(fused) == ["conv+spatial_batchnorm"]
+    assert fold_pays(fused["norm"].inputs[0], fused.store)
+    for key in ("running_mean", "running_var"):
+        np.testing.assert_array_equal(fused["norm"].state[key], plain["norm"].state[key])
+        np.testing.assert_array_equal(fused["norm"].state[key], np.zeros(4, dtype))
+        assert fused["norm"].state[key].dtype == dtype
+
+
 def test_a_conv_read_by_another_gate_is_not_fused():
     def build(g, rng):
         feeds = network("conv")(g, rng)
