@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=1 python benchmarks/bench_conv_sweep.py [--batch 64] [--repeats 5]
         [--kernels 3s1,3s2,5,1,7] [--sizes 32,16,8,7,14] [--channels 3,8,...,128]
-        [--csv out.csv] [--compare before.csv] [--flagged-only]
+        [--csv out.csv] [--compare before.csv] [--flagged-only] [--peer-winograd off]
 
 Each pass of a float32 conv (forward: _C.conv_forward; dx and dw separately:
 _C.conv_backward(..., need_dx=..., need_dw=...), dw including db) is timed on one thread
@@ -23,8 +23,10 @@ A pass is flagged when it is slower than PyTorch's ("slow": graphnet / PyTorch t
 the grid: the same pass and kernel with the next channel pair below and above (in the
 order of C * F) at the same image size, and the next image sizes at the same channels
 ("cliff"). --compare prints, for each pass also in an earlier --csv, the old and new
-graphnet times. What the sweep found, and the table it gave: docs/performance/kernels.md
-("float32 conv passes across layer shapes").
+graphnet times. --peer-winograd MODE also times each pass with Winograd switched to MODE
+(_C.set_winograd_conv: off, auto, always), in the same turns, and prints its ms and
+graphnet's time / its time. What the sweep found, and the table it gave:
+docs/performance/kernels.md ("float32 conv passes across layer shapes").
 """
 import argparse
 import csv
@@ -59,8 +61,20 @@ def channel_pairs(channels):
     return sorted(pairs, key=lambda cf: (cf[0] * cf[1], cf))
 
 
-def time_passes(rng, N, C, H, F, kernel, stride, pad, repeats):
-    """{pass: (graphnet s, torch s, GFLOP)} of one layer's passes (no dx for C = 3)."""
+def with_winograd(mode, fn):
+    """fn run with Winograd switched to mode, back to 'auto' after."""
+    def run():
+        _C.set_winograd_conv(mode)
+        try:
+            return fn()
+        finally:
+            _C.set_winograd_conv("auto")
+    return run
+
+
+def time_passes(rng, N, C, H, F, kernel, stride, pad, repeats, peer_winograd=None):
+    """{pass: (graphnet s, torch s, GFLOP, peer s)} of one layer's passes (no dx for C = 3);
+    peer: graphnet with Winograd switched to peer_winograd (nan without)."""
     x = rng.standard_normal((N, C, H, H), dtype=np.float32)
     w = (rng.standard_normal((F, C, kernel, kernel)) / np.sqrt(C * kernel * kernel)).astype(
         np.float32)
@@ -87,8 +101,11 @@ def time_passes(rng, N, C, H, F, kernel, stride, pad, repeats):
         if name == "dx" and C == 3:
             continue
         fns = [ours[name]] + ([theirs[name]] if theirs else [])
+        if peer_winograd:
+            fns.append(with_winograd(peer_winograd, ours[name]))
         times = cpu_medians(fns, repeats)
-        result[name] = (times[0], times[1] if theirs else float("nan"), gflop)
+        result[name] = (times[0], times[1] if theirs else float("nan"), gflop,
+                        times[-1] if peer_winograd else float("nan"))
     return result
 
 
@@ -97,8 +114,10 @@ def layer_text(r):
 
 
 def row_text(r):
+    peer = (f"{r['peer_ms']:>10.3f}{r['ours_ms'] / r['peer_ms']:>7.2f}"
+            if r["peer_ms"] == r["peer_ms"] else "")
     return (f"{layer_text(r)}{r['ours_ms']:>10.3f}{r['torch_ms']:>10.3f}{r['gflops']:>11.1f}"
-            f"{r['torch_gflops']:>11.1f}{r['ratio']:>7.2f}")
+            f"{r['torch_gflops']:>11.1f}{r['ratio']:>7.2f}{peer}")
 
 
 def flag_rows(rows, cliff):
@@ -138,6 +157,8 @@ def main():
     parser.add_argument("--csv", help="write every pass's numbers to this file")
     parser.add_argument("--compare", help="a --csv of an earlier run: print old / new times")
     parser.add_argument("--flagged-only", action="store_true", help="print flagged rows only")
+    parser.add_argument("--peer-winograd", choices=("off", "auto", "always"),
+                        help="also time each pass with Winograd switched to this, in turns")
     args = parser.parse_args()
     _C.set_num_threads(1)
     if torch is not None:
@@ -149,20 +170,23 @@ def main():
     print(f"float32 conv passes, batch {args.batch}, one thread, CPU time, medians of "
           f"{args.repeats}; torch {torch.__version__ if torch is not None else 'not installed'}")
     print(f"{'kernel':<7}{'C->F':<9}{'H':>4}{'pass':>9}{'ours ms':>10}{'torch ms':>10}"
-          f"{'ours GF/s':>11}{'torch GF/s':>11}{'ratio':>7}", flush=True)
+          f"{'ours GF/s':>11}{'torch GF/s':>11}{'ratio':>7}"
+          + (f"{'peer ms':>10}{'/peer':>7}" if args.peer_winograd else ""), flush=True)
     for name in args.kernels.split(","):
         kernel, stride, pad = KERNELS[name]
         for H in (int(h) for h in args.sizes.split(",")):
             for C, F in channel_pairs(channels):
                 if C != 3 and max(C, F) > KERNEL_MAX_CHANNELS.get(name, max(channels)):
                     continue
-                for p, (ours, theirs, gflop) in time_passes(
-                        rng, args.batch, C, H, F, kernel, stride, pad, args.repeats).items():
+                for p, (ours, theirs, gflop, peer) in time_passes(
+                        rng, args.batch, C, H, F, kernel, stride, pad, args.repeats,
+                        args.peer_winograd).items():
                     if p not in wanted:
                         continue
                     row = {"kernel": name, "C": C, "F": F, "H": H, "pass": p, "ours_ms": 1e3 * ours,
                            "torch_ms": 1e3 * theirs, "gflops": gflop / ours,
-                           "torch_gflops": gflop / theirs, "ratio": ours / theirs}
+                           "torch_gflops": gflop / theirs, "ratio": ours / theirs,
+                           "peer_ms": 1e3 * peer}
                     rows.append(row)
                     if not args.flagged_only:
                         print(row_text(row), flush=True)

@@ -1,9 +1,10 @@
-// Convolution one image at a time: the forward and dx of float32 3x3 convs with stride 1
-// and pad 1 on 16+ channels in and out, on an AVX-512 CPU, through Winograd F(2x2, 3x3)
-// (conv_winograd.h); the other passes of float32 stride-1 convs on an AVX2 CPU through
-// the direct kernels of conv_direct.h (dx too, as a convolution of dout); float32 with
-// stride 2-4 through the phase-plane tap kernels of conv_phases.h (all three passes,
-// and with AVX-512 the weight gradient of stride-1 layers the direct kernels leave);
+// Convolution one image at a time: the forward, dx and (on large enough images) dw of
+// float32 3x3 convs with stride 1 and pad 1 on 16+ channels in and out, on an AVX-512 CPU,
+// through Winograd F(2x2, 3x3) (conv_winograd.h); the other passes of float32 stride-1
+// convs on an AVX2 CPU through the direct kernels of conv_direct.h (dx too, as a
+// convolution of dout); float32 with stride 2-4 through the phase-plane tap kernels of
+// conv_phases.h (all three passes, and with AVX-512 the weight gradient of stride-1
+// layers the direct kernels leave);
 // wide layers on small images (any dtype) through the pad-skipping product of
 // conv_padskip.h; everything else (float64, a pad as wide as the kernel, older CPUs)
 // through im2col + GEMM.
@@ -259,7 +260,8 @@ bool tap_weight_gradient(const ConvGeometry& g, const DirectPasses& direct) {
 }
 
 // Winograd F(2x2, 3x3) (conv_winograd.h) for 3x3 layers with stride 1 and pad 1 on an
-// AVX-512 CPU: the forward and, as the forward of dout with the filters turned, dx.
+// AVX-512 CPU: the forward and, as the forward of dout with the filters turned, dx (dw:
+// winograd_weight_gradient).
 // WinogradMode::kWherePays takes it on layers of kWinogradMinChannels channels in and
 // out or more (measured in docs/performance/kernels.md), for the forward on images of
 // kWinogradForwardMinSide+ rows and columns; kEverywhere on any such layer (tests). On
@@ -311,6 +313,31 @@ bool winograd_forward_unpaid(const ConvGeometry& g) {
            winograd_conv(g, g.C, g.F, kWinogradForwardMinSide) &&
            g.C * g.F >= kWinogradForwardGemmWeights &&
            g.N < (kWinogradForwardMinTiles + tiles - 1) / tiles;
+}
+
+// The weight gradient on Winograd (WinogradMode::kWherePays: where it measured faster than
+// the other dw kernels). Per pass, one thread, CPU time, Winograd / their time at
+// batch 16 and 64 (docs/performance/kernels.md has the sweep): on images of
+// kWinogradGradientMinSide+ pixels 0.56-0.99 (16 -> 16 @16 at batch 16 1.05); on smaller
+// ones its transforms, vectorised along a tile row's tiles, fill a few lanes of 16, and it
+// pays on kWinogradGradientWideChannels+ channels in and out only, down to 7 x 7 images
+// (128 -> 128 @8 0.66 / 0.69, @7 0.87 / 0.88; but @4 1.07 / 0.81, 64 -> 64 @8 1.24 / 0.83,
+// 32 -> 32 @8 1.0, @7 1.3, 16 -> 16 @8 1.4, any @2 1.7-2.3). Its slots of the transformed
+// weights' gradient (16 F C floats) outgrow the caches past kWinogradGradientMaxPairs filter-
+// channel pairs (512 -> 512 @4 2.25 / 1.28; 256 -> 512 @4 1.05 / 0.85).
+constexpr int64_t kWinogradGradientMinSide = 12;
+constexpr int64_t kWinogradGradientWideChannels = 128;
+constexpr int64_t kWinogradGradientWideMinSide = 7;
+constexpr int64_t kWinogradGradientMaxPairs = int64_t(1) << 17;
+
+template <typename T>
+bool winograd_weight_gradient(const ConvGeometry& g) {
+    if (!std::is_same_v<T, float>) return false;
+    if (winograd_mode == WinogradMode::kEverywhere) return winograd_conv(g, g.C, g.F, 0);
+    const bool wide = g.C >= kWinogradGradientWideChannels && g.F >= kWinogradGradientWideChannels;
+    return winograd_conv(g, g.C, g.F,
+                         wide ? kWinogradGradientWideMinSide : kWinogradGradientMinSide) &&
+           g.C * g.F <= kWinogradGradientMaxPairs;
 }
 
 // Runs the Winograd forward over the batch on `threads` threads, images of wg.C x H x W
@@ -1017,20 +1044,35 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
     // each slot is zeroed, summed and freed, which on small images took longer than the
     // FMAs (batch 64, 3x3 stride 2 64->64 @7: a dw_t of 37 K floats per slot against 16
     // positions per image).
+    // On Winograd a slot holds the transformed weights' gradient (16 floats a filter and
+    // channel): the slots stay under kWinogradSlotsFloats where there are more than 2
+    // chunks (they are zeroed and added up once per call).
     constexpr int64_t kChunks = 16, kChunkPositions = 1024;
+    constexpr int64_t kWinogradSlotsFloats = int64_t(1) << 22;
+    const bool winograd_dw = dw && winograd_weight_gradient<T>(g);
+    // (only for a Winograd layer: an empty image under a wide pad has no tiles)
+    const WinogradConv wg = winograd_dw ? winograd_geometry(g.C, g.F, g.H, g.W) : WinogradConv{};
+    const int64_t winograd_slot =
+        winograd_dw ? checked_mul(kWinogradPoints, winograd_weights_point(wg), "conv dw") : 0;
+    const int64_t most_chunks =
+        winograd_dw ? std::max<int64_t>(2, kWinogradSlotsFloats / winograd_slot) : kChunks;
     const int64_t chunks =
         std::clamp<int64_t>(checked_mul(g.N, P, "conv positions") / kChunkPositions,
-                            std::min<int64_t>(g.N, 2), std::min<int64_t>(g.N, kChunks));
+                            std::min<int64_t>(g.N, 2), std::min<int64_t>(g.N, most_chunks));
     const DirectPasses direct_pass = direct_passes<T>(g);
     const bool phase = phase_conv<T>(g);
-    const bool pad_skip_dw = dw && pad_skip(g, pad_skip_weight_gradient_pays(g));
-    const bool tap_dw = !pad_skip_dw && (phase || tap_weight_gradient<T>(g, direct_pass));
-    const bool direct = !pad_skip_dw && (direct_pass.dw || tap_dw);  // of the weight gradient
+    const bool pad_skip_dw = dw && !winograd_dw && pad_skip(g, pad_skip_weight_gradient_pays(g));
+    const bool other_dw = !winograd_dw && !pad_skip_dw;  // on the kernels below
+    const bool tap_dw = other_dw && (phase || tap_weight_gradient<T>(g, direct_pass));
+    const bool direct = other_dw && (direct_pass.dw || tap_dw);  // of the weight gradient
     // the im2col path's dw by blocks of channels, straight into dw: no dw in the slots
-    const bool dw_channel_blocks = dw && !direct && !pad_skip_dw && dw_by_channels<T>(g);
+    const bool dw_channel_blocks = dw && other_dw && !direct && dw_by_channels<T>(g);
     const bool dw_in_place = dw_channel_blocks || pad_skip_dw;
-    const int64_t dw_floats = dw && !dw_in_place ? K * F : 0;  // none when only dx is asked for
-    const int64_t slot = dw_floats + F;  // a chunk's dw, transposed (K x F), then its db (F)
+    // none when only dx is asked for
+    const int64_t dw_floats = winograd_dw ? winograd_slot : dw && !dw_in_place ? K * F : 0;
+    // a chunk's dw, transposed (K x F), or on Winograd the transformed weights' gradient,
+    // then its db (F)
+    const int64_t slot = dw_floats + F;
     std::vector<T> partial(chunks * slot, T(0));
     const bool dw_on_avx512 = direct && direct_pass.dw && dw_avx512(g);
     // Its kernel with vectors along the channels reads x in place (no padded copies).
@@ -1080,7 +1122,9 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
             }
             gemm_dx = nullptr;
         }
-        if (dw && tap_dw) {
+        if (winograd_dw) {
+            scratches.assign(threads, winograd_gradient_scratch_floats(wg));
+        } else if (dw && tap_dw) {
             phase_dw.emplace(g);
             scratches.assign(threads, phase_dw->scratch_floats());
         } else if (dw && direct) {
@@ -1124,7 +1168,7 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
     const int64_t group =
         pointwise ? 1 : std::min(gemm_images(g), std::max<int64_t>(1, chunk_images));
     const int64_t columns = group * P;  // K * columns and F * columns fit: gemm_images
-    const bool gemm_dw = dw && !direct && !dw_in_place;
+    const bool gemm_dw = dw && other_dw && !direct && !dw_in_place;
     const GemmScratch<T> cols(threads, gemm_dw && !pointwise ? K * columns : 0);
     const GemmScratch<T> douts(threads, gemm_dw && group > 1 ? F * columns : 0);
     if (act_out) {
@@ -1178,7 +1222,11 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
             gemm_add_transposed_b(K, F, n_cols, group_cols, n_cols, group_dout, n_cols, my_dw_t, F);
         }
         if constexpr (std::is_same_v<T, float>) {
-            if (dw && tap_dw) {
+            if (winograd_dw) {
+                winograd_weight_gradient_images_avx512(wg, x + first * g.C * g.H * g.W, chunk_dout,
+                                                       last - first, my_dw_t,
+                                                       scratches.scratch_of(t));
+            } else if (dw && tap_dw) {
                 const int64_t image = g.C * g.H * g.W;
                 const bool more = last < g.N;
                 phase_dw->images(x + first * image, chunk_dout, last - first, my_dw_t, my_db,
@@ -1215,7 +1263,10 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
 #pragma omp simd
         for (int64_t i = 0; i < slot; ++i) total[i] += part[i];
     }
-    if (dw_floats) transpose_into(K, F, total, dw, K);
+    if constexpr (std::is_same_v<T, float>) {
+        if (winograd_dw) winograd_weights_gradient_avx512(wg, total, dw);
+    }
+    if (dw_floats && !winograd_dw) transpose_into(K, F, total, dw, K);
     std::copy(total + dw_floats, total + slot, db);
 }
 

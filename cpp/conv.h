@@ -30,7 +30,7 @@ ConvGeometry conv_geometry(const Shape& x, const Shape& w, const Shape& b, int64
 void set_direct_conv(bool enabled);
 bool direct_conv_active();
 // Where float32 3x3 layers with stride 1 and pad 1 run Winograd F(2x2, 3x3) on AVX-512
-// (forward and dx): off, on the layers where it is faster (the default), or on all.
+// (forward, dx and dw): off, on the layers where it is faster (the default), or on all.
 enum class WinogradMode { kOff, kWherePays, kEverywhere };
 void set_winograd_conv(WinogradMode mode);
 // Where stride-1 layers whose pad lies inside the kernel skip the taps that fall into the

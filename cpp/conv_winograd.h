@@ -8,9 +8,15 @@
 // pair instead of 36: the 16 products run on the AVX-512 GEMM (gemm_avx512.h), the
 // transforms are adds, vectorised along 16 tiles of a tile row.
 //
+// The weight gradient is the same map's adjoint with respect to the weights: each tile's
+// output gradient dy (2x2) transformed, Q = A dy A^T (4x4), the transformed weights'
+// gradient dU = the sum over tiles of Q (.) V, point by point a product of Q (F x tiles)
+// with V^T (tiles x C) whose inner dimension is the tiles, and dw = G^T dU G.
+//
 // Rounding: V and U sum up to 4 inputs (and 9 weights, halved), so every product's terms
 // are inputs and weights from the whole 4x4 patch, not just each output's 3x3 window, and
-// their sum is the rounding scale (tests/kernels/test_conv_winograd.py bounds it so).
+// their sum is the rounding scale (tests/kernels/test_conv_winograd.py bounds it so); in
+// the weight gradient likewise the whole patch's inputs times up to 4 output gradients.
 //
 // Like conv_direct.h: compiled for AVX-512F, includes no library header.
 #pragma once
@@ -74,5 +80,47 @@ void winograd_weights_avx512(const WinogradConv& g, const WinogradWeights& w, fl
 // (block_rows x tiles_w).
 void winograd_forward_image_avx512(const WinogradConv& g, const float* xpad, const float* u,
                                    const float* bias, float* out, float* v, float* m);
+
+// Tiles per block of the weight gradient (the inner dimension of its 16 products), in
+// whole tile rows (one row where a row is longer): kWinogradGradientBlockFloats over the
+// channels in and out, from kWinogradGradientMinTiles to kWinogradGradientMaxTiles (the
+// GEMM's depth, gemm_avx512.cpp). Per pass, batch 64, one thread, CPU time, 256 tiles
+// against 128 and 64: 32 -> 32 @32 8.7 / 9.4 / 9.8 ms, 64 -> 64 @16 7.9 / 8.0 / 8.1;
+// 128 -> 128 @8 7.6 / 7.6 / 7.8, 256 -> 256 @4 9.7 / 9.2 / 9.1 (batch 16, 256 -> 256 @8
+// 9.0 / 8.3 / 8.5).
+constexpr int64_t kWinogradGradientBlockFloats = int64_t(1) << 15;
+constexpr int64_t kWinogradGradientMinTiles = 64;
+constexpr int64_t kWinogradGradientMaxTiles = 256;
+
+// The weight gradient's blocks: tile rows of consecutive images, `rows` at a time.
+struct WinogradGradientBlocks {
+    int64_t rows;    // tile rows per block
+    int64_t stride;  // winograd_stride of a whole block's tiles
+};
+
+inline WinogradGradientBlocks winograd_gradient_blocks(const WinogradConv& g) {
+    const int64_t wanted = kWinogradGradientBlockFloats / (g.C + g.F);
+    const int64_t tiles = wanted < kWinogradGradientMinTiles   ? kWinogradGradientMinTiles
+                          : wanted > kWinogradGradientMaxTiles ? kWinogradGradientMaxTiles
+                                                               : wanted;
+    const int64_t rows = tiles / g.tiles_w < 1 ? 1 : tiles / g.tiles_w;
+    return {rows, winograd_stride(rows * g.tiles_w)};
+}
+
+// Floats of one thread's scratch for winograd_weight_gradient_images_avx512 (zeroed once by
+// the caller): the padded strip of input rows under a block, then its V and Q.
+int64_t winograd_gradient_scratch_floats(const WinogradConv& g);
+
+// du (16 points, winograd_weights_point floats apart, of F x C) += the transformed
+// weights' gradient of `count` images x (C x H x W each) with output gradients dout
+// (F x H x W each). Each point's sum runs over a block's tiles in order, and the blocks'
+// sums (tile rows of the images one after another, block_rows at a time) are added to du
+// in order.
+void winograd_weight_gradient_images_avx512(const WinogradConv& g, const float* x,
+                                            const float* dout, int64_t count, float* du,
+                                            float* scratch);
+
+// dw (F x C x 3 x 3) = the weights' gradient G^T du G of the transformed weights' du.
+void winograd_weights_gradient_avx512(const WinogradConv& g, const float* du, float* dw);
 
 }  // namespace graphnet

@@ -15,13 +15,21 @@ __mmask16 first_lanes(int64_t count) {
                         : static_cast<__mmask16>((1u << count) - 1u);
 }
 
+// Indices of the even and the odd floats of two vectors (32 floats): of a row of 16
+// tiles, their first and second columns.
+__m512i even_floats() {
+    return _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+}
+__m512i odd_floats() {
+    return _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+}
+
 // V for 16 tiles of tile row ty (those from tx0, lanes below `lanes` kept) of one channel
 // plane: four padded rows, each read as the tiles' columns 0..3 (even and odd columns of
 // 32 floats from the tile row's start, and again from 2 floats on).
 void input_tiles(const WinogradConv& g, const float* plane, int64_t ty, int64_t tx0,
                  __mmask16 lanes, float* to, int64_t point_stride) {
-    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
-    const __m512i odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+    const __m512i even = even_floats(), odd = odd_floats();
     __m512 d[4][4];
 #pragma GCC unroll 4
     for (int k = 0; k < 4; ++k) {
@@ -79,10 +87,12 @@ void output_tiles(const WinogradConv& g, const float* m, int64_t point_stride, _
     }
 }
 
-// v (winograd_stride(n) floats per channel) = V of the n tiles of tile rows ty0 ..
-// ty0 + rows - 1.
-void input_block(const WinogradConv& g, const float* xpad, int64_t ty0, int64_t rows, float* v) {
-    const int64_t plane = g.Hp * g.Wp, n = rows * g.tiles_w, stride = winograd_stride(n);
+// V of the tiles of tile rows ty0 .. ty0 + rows - 1 of padded planes `plane` floats apart
+// (g.Wp wide), into a block of n tiles: channel c's point p at v + c * winograd_stride(n)
+// + p * n, from the block's column at v on.
+void input_rows(const WinogradConv& g, const float* xpad, int64_t plane, int64_t ty0,
+                int64_t rows, float* v, int64_t n) {
+    const int64_t stride = winograd_stride(n);
     for (int64_t c = 0; c < g.C; ++c) {
         for (int64_t r = 0; r < rows; ++r) {
             for (int64_t tx0 = 0; tx0 < g.tiles_w; tx0 += 16) {
@@ -91,6 +101,88 @@ void input_block(const WinogradConv& g, const float* xpad, int64_t ty0, int64_t 
             }
         }
     }
+}
+
+// Q = A dy A^T for 16 tiles of tile row ty (from tx0, lanes below `lanes` kept) of one
+// filter's output gradient plane (H x W, unpadded: the rows and columns past it are
+// zeros), A = [1 0; 1 1; 1 -1; 0 -1]: the adjoint of output_tiles.
+void output_gradient_tiles(const WinogradConv& g, const float* plane, int64_t ty, int64_t tx0,
+                           __mmask16 lanes, float* to, int64_t point_stride) {
+    const __m512i even = even_floats(), odd = odd_floats();
+    const int64_t columns = g.W - 2 * tx0;
+    const __mmask16 first = first_lanes(columns), second = first_lanes(columns - 16);
+    __m512 dy[2][2];
+    for (int r = 0; r < 2; ++r) {
+        if (2 * ty + r < g.H) {
+            const float* q = plane + (2 * ty + r) * g.W + 2 * tx0;
+            const __m512 lo = _mm512_maskz_loadu_ps(first, q);
+            const __m512 hi = _mm512_maskz_loadu_ps(second, q + 16);
+            dy[r][0] = _mm512_permutex2var_ps(lo, even, hi);
+            dy[r][1] = _mm512_permutex2var_ps(lo, odd, hi);
+        } else {
+            dy[r][0] = dy[r][1] = _mm512_setzero_ps();
+        }
+    }
+    const __m512 zero = _mm512_setzero_ps();
+    __m512 s[4][2];  // A dy
+#pragma GCC unroll 2
+    for (int j = 0; j < 2; ++j) {
+        s[0][j] = dy[0][j];
+        s[1][j] = _mm512_add_ps(dy[0][j], dy[1][j]);
+        s[2][j] = _mm512_sub_ps(dy[0][j], dy[1][j]);
+        s[3][j] = _mm512_sub_ps(zero, dy[1][j]);
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; ++i) {  // (A dy) A^T
+        float* row = to + 4 * i * point_stride;
+        _mm512_mask_storeu_ps(row, lanes, s[i][0]);
+        _mm512_mask_storeu_ps(row + point_stride, lanes, _mm512_add_ps(s[i][0], s[i][1]));
+        _mm512_mask_storeu_ps(row + 2 * point_stride, lanes, _mm512_sub_ps(s[i][0], s[i][1]));
+        _mm512_mask_storeu_ps(row + 3 * point_stride, lanes, _mm512_sub_ps(zero, s[i][1]));
+    }
+}
+
+// Q of the tiles of tile rows ty0 .. ty0 + rows - 1 of an image's output gradient
+// (F x H x W), laid out as input_rows lays out V.
+void output_gradient_rows(const WinogradConv& g, const float* dout, int64_t ty0, int64_t rows,
+                          float* q, int64_t n) {
+    const int64_t stride = winograd_stride(n);
+    for (int64_t f = 0; f < g.F; ++f) {
+        for (int64_t r = 0; r < rows; ++r) {
+            for (int64_t tx0 = 0; tx0 < g.tiles_w; tx0 += 16) {
+                output_gradient_tiles(g, dout + f * g.H * g.W, ty0 + r, tx0,
+                                      first_lanes(g.tiles_w - tx0),
+                                      q + f * stride + r * g.tiles_w + tx0, n);
+            }
+        }
+    }
+}
+
+// The padded rows under tile rows ty0 .. ty0 + rows - 1 of an image x (C x H x W): padded
+// rows 2 ty0 .. 2 (ty0 + rows) + 1 of each channel, into planes of 2 rows + 2 rows of g.Wp
+// floats at strip. Columns 0 and W + 1 on are never written: zeros from the caller.
+void pad_rows(const WinogradConv& g, const float* x, int64_t ty0, int64_t rows, float* strip) {
+    const int64_t strip_rows = 2 * rows + 2;
+    for (int64_t c = 0; c < g.C; ++c) {
+        for (int64_t s = 0; s < strip_rows; ++s) {
+            const int64_t h = 2 * ty0 + s - 1;  // the image row under padded row 2 ty0 + s
+            float* to = strip + (c * strip_rows + s) * g.Wp + 1;
+            if (h >= 0 && h < g.H) {
+                const float* from = x + (c * g.H + h) * g.W;
+                for (int64_t i = 0; i < g.W; ++i) to[i] = from[i];
+            } else {
+                for (int64_t i = 0; i < g.W; ++i) to[i] = 0.0f;
+            }
+        }
+    }
+}
+
+// Floats of the weight gradient's strip of padded rows (pad_rows) and its slack, in
+// whole cache lines: V and Q after it start on one.
+int64_t strip_floats(const WinogradConv& g) {
+    const WinogradGradientBlocks blocks = winograd_gradient_blocks(g);
+    const int64_t rows = blocks.rows < g.tiles_h ? blocks.rows : g.tiles_h;
+    return (g.C * (2 * rows + 2) * g.Wp + kWinogradSlack + 15) / 16 * 16;
 }
 
 }  // namespace
@@ -138,7 +230,7 @@ void winograd_forward_image_avx512(const WinogradConv& g, const float* xpad, con
         const int64_t rows = g.tiles_h - ty0 < g.block_rows ? g.tiles_h - ty0 : g.block_rows;
         const int64_t n = rows * g.tiles_w;  // tiles in this block
         const int64_t stride = winograd_stride(n);
-        input_block(g, xpad, ty0, rows, v);
+        input_rows(g, xpad, g.Hp * g.Wp, ty0, rows, v, n);
         for (int64_t p = 0; p < kWinogradPoints; ++p) {  // m = u . v, point by point
             gemm_rows_avx512(0, g.F, n, g.C, u + p * winograd_weights_point(g), g.C, v + p * n,
                              stride, m + p * n, stride);
@@ -151,6 +243,76 @@ void winograd_forward_image_avx512(const WinogradConv& g, const float* xpad, con
                                  out + f * g.H * g.W);
                 }
             }
+        }
+    }
+}
+
+int64_t winograd_gradient_scratch_floats(const WinogradConv& g) {
+    return strip_floats(g) + (g.C + g.F) * winograd_gradient_blocks(g).stride + g.F * g.C;
+}
+
+void winograd_weight_gradient_images_avx512(const WinogradConv& g, const float* x,
+                                            const float* dout, int64_t count, float* du,
+                                            float* scratch) {
+    const WinogradGradientBlocks blocks = winograd_gradient_blocks(g);
+    float* strip = scratch;
+    float* v = strip + strip_floats(g);
+    float* q = v + g.C * blocks.stride;
+    // Each point's sum over a block, added to du's: summed in one run over all the tiles,
+    // its rounding grew with them (on 224 x 224 images 10x the direct kernels').
+    float* sum = q + g.F * blocks.stride;
+    const int64_t point = winograd_weights_point(g);
+    const int64_t total_rows = count * g.tiles_h;  // the images' tile rows, one after another
+    for (int64_t row0 = 0; row0 < total_rows; row0 += blocks.rows) {
+        const int64_t row1 = total_rows - row0 < blocks.rows ? total_rows : row0 + blocks.rows;
+        const int64_t n = (row1 - row0) * g.tiles_w;  // tiles in this block
+        const int64_t stride = winograd_stride(n);
+        for (int64_t row = row0; row < row1;) {  // the block's rows, image by image
+            const int64_t image = row / g.tiles_h, ty0 = row % g.tiles_h;
+            const int64_t rows = g.tiles_h - ty0 < row1 - row ? g.tiles_h - ty0 : row1 - row;
+            const int64_t column = (row - row0) * g.tiles_w;
+            pad_rows(g, x + image * g.C * g.H * g.W, ty0, rows, strip);
+            input_rows(g, strip, (2 * rows + 2) * g.Wp, 0, rows, v + column, n);
+            output_gradient_rows(g, dout + image * g.F * g.H * g.W, ty0, rows, q + column, n);
+            row += rows;
+        }
+        for (int64_t p = 0; p < kWinogradPoints; ++p) {  // du += q . v^T, point by point
+            gemm_rows_avx512(0, g.F, g.C, n, q + p * n, stride, v + p * n, stride, sum, g.C,
+                             /*accumulate=*/false, GemmTransposes{false, true});
+            float* to = du + p * point;
+            for (int64_t i = 0; i < g.F * g.C; ++i) to[i] += sum[i];
+        }
+    }
+}
+
+void winograd_weights_gradient_avx512(const WinogradConv& g, const float* du, float* dw) {
+    const int64_t point = winograd_weights_point(g), pairs = g.F * g.C;
+    const __m512i taps = _mm512_mullo_epi32(
+        _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+        _mm512_set1_epi32(9));
+    const __m512 half = _mm512_set1_ps(0.5f);
+    for (int64_t i = 0; i < pairs; i += 16) {  // 16 filter-channel pairs at once
+        const __mmask16 lanes = first_lanes(pairs - i);
+        __m512 h[3][4];  // G^T du
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; ++j) {
+            const __m512 u0 = _mm512_maskz_loadu_ps(lanes, du + j * point + i);
+            const __m512 u1 = _mm512_maskz_loadu_ps(lanes, du + (4 + j) * point + i);
+            const __m512 u2 = _mm512_maskz_loadu_ps(lanes, du + (8 + j) * point + i);
+            const __m512 u3 = _mm512_maskz_loadu_ps(lanes, du + (12 + j) * point + i);
+            const __m512 sum = _mm512_mul_ps(half, _mm512_add_ps(u1, u2));
+            h[0][j] = _mm512_add_ps(u0, sum);
+            h[1][j] = _mm512_mul_ps(half, _mm512_sub_ps(u1, u2));
+            h[2][j] = _mm512_add_ps(sum, u3);
+        }
+        float* to = dw + i * 9;
+#pragma GCC unroll 3
+        for (int k = 0; k < 3; ++k) {  // (G^T du) G, tap (k, l) of each pair 9 floats apart
+            const __m512 sum = _mm512_mul_ps(half, _mm512_add_ps(h[k][1], h[k][2]));
+            _mm512_mask_i32scatter_ps(to + 3 * k, lanes, taps, _mm512_add_ps(h[k][0], sum), 4);
+            _mm512_mask_i32scatter_ps(to + 3 * k + 1, lanes, taps,
+                                      _mm512_mul_ps(half, _mm512_sub_ps(h[k][1], h[k][2])), 4);
+            _mm512_mask_i32scatter_ps(to + 3 * k + 2, lanes, taps, _mm512_add_ps(sum, h[k][3]), 4);
         }
     }
 }

@@ -1752,8 +1752,8 @@ PYBIND11_MODULE(_C, m) {
         },
         "mode"_a,
         "Where float32 3x3 convolutions with stride 1 and pad 1 run Winograd F(2x2, 3x3) on\n"
-        "AVX-512 (forward and dx): 'auto' (the default) on layers where it is faster, 'always'\n"
-        "on every such layer, 'off' never, to compare the paths.");
+        "AVX-512 (forward, dx and dw): 'auto' (the default) on layers where it is faster,\n"
+        "'always' on every such layer, 'off' never, to compare the paths.");
     m.def(
         "set_pad_skip_conv",
         [](const std::string& mode) {

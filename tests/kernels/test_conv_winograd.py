@@ -1,5 +1,5 @@
 """Winograd F(2x2, 3x3) (cpp/conv_winograd.h): float32 3x3 convs with stride 1 and pad 1 on
-an AVX-512 CPU, forward and dx. Switched on for every such layer ('always'), on random
+an AVX-512 CPU, forward, dx and dw. Switched on for every such layer ('always'), on random
 shapes (tiny and odd planes, channel counts off the vector width, batch 1 and empty), it
 matches the naive loops within the rounding of its own terms, and gives bitwise the same
 results on one thread as on two."""
@@ -30,13 +30,9 @@ G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
 AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float64)
 
 
-def winograd_bound(x, w, b):
-    """Per output, the sum of the magnitudes of the terms Winograd adds up: |A^T| (sum over
-    channels of |U| |V|) |A| + |b|, with |U| = |G| |g| |G^T| and |V| = |B^T| |d| |B| on each
-    tile's 4x4 patch. Each rounding (transforms, products, sums) is a multiple of it. Wider
-    than conv_error_bounds: a tile's terms take in its whole patch, and cancel exactly only
-    in exact arithmetic."""
-    x, w, b = (np.abs(np.asarray(a, np.float64)) for a in (x, w, b))
+def transformed_inputs_bound(x):
+    """|V| = |B^T| |d| |B| of each tile's 4x4 patch of the padded |x|: N, C, th, tw, 4, 4."""
+    x = np.abs(np.asarray(x, np.float64))
     N, C, H, W = x.shape
     th, tw = (H + 1) // 2, (W + 1) // 2
     xp = np.zeros((N, C, 2 * th + 2, 2 * tw + 2))
@@ -47,13 +43,40 @@ def winograd_bound(x, w, b):
             for i in range(4)
         ],
         -2,
-    )  # N, C, th, tw, 4, 4
-    v = np.einsum("ai,nctuij,bj->nctuab", np.abs(BT), patches, np.abs(BT))
+    )
+    return np.einsum("ai,nctuij,bj->nctuab", np.abs(BT), patches, np.abs(BT))
+
+
+def winograd_bound(x, w, b):
+    """Per output, the sum of the magnitudes of the terms Winograd adds up: |A^T| (sum over
+    channels of |U| |V|) |A| + |b|, with |U| = |G| |g| |G^T| and |V| = |B^T| |d| |B| on each
+    tile's 4x4 patch. Each rounding (transforms, products, sums) is a multiple of it. Wider
+    than conv_error_bounds: a tile's terms take in its whole patch, and cancel exactly only
+    in exact arithmetic."""
+    w, b = (np.abs(np.asarray(a, np.float64)) for a in (w, b))
+    N, C, H, W = np.shape(x)
+    th, tw = (H + 1) // 2, (W + 1) // 2
+    v = transformed_inputs_bound(x)
     u = np.einsum("ai,fcij,bj->fcab", np.abs(G), w, np.abs(G))
     m = np.einsum("nctuab,fcab->nftuab", v, u)
     y = np.einsum("ia,nftuab,jb->nftiuj", np.abs(AT), m, np.abs(AT))
     y = y.reshape(N, w.shape[0], 2 * th, 2 * tw)[:, :, :H, :W]
     return y + b[None, :, None, None]
+
+
+def winograd_dw_bound(dout, x):
+    """Per weight, the sum of the magnitudes of the terms Winograd's weight gradient adds
+    up: |G^T| (sum over tiles of |Q| |V|) |G|, with |Q| = |A| |dy| |A^T| of each tile's 2x2
+    output gradient (zeros past the plane)."""
+    dout = np.abs(np.asarray(dout, np.float64))
+    N, F, H, W = dout.shape
+    th, tw = (H + 1) // 2, (W + 1) // 2
+    dy = np.zeros((N, F, 2 * th, 2 * tw))
+    dy[:, :, :H, :W] = dout
+    tiles = dy.reshape(N, F, th, 2, tw, 2).transpose(0, 1, 2, 4, 3, 5)  # N, F, th, tw, 2, 2
+    q = np.einsum("ai,nftuab,bj->nftuij", np.abs(AT), tiles, np.abs(AT))
+    du = np.einsum("nftuab,nctuab->fcab", q, transformed_inputs_bound(x))
+    return np.einsum("ai,fcab,bj->fcij", np.abs(G), du, np.abs(G))
 
 
 @contextlib.contextmanager
@@ -88,7 +111,9 @@ def test_winograd_matches_naive_and_any_thread_count(N, C, H, W, F, seed):
     bounds = (
         winograd_bound(x, w, b),
         winograd_bound(dout, turned, np.zeros(C)),
-    ) + conv_error_bounds(dout, x, w, b, 1, 1)[2:]
+        winograd_dw_bound(dout, x),
+        conv_error_bounds(dout, x, w, b, 1, 1)[3],
+    )
     for got, ref, bound in zip(results, refs, bounds):
         assert got.dtype == np.float32
         # 1e-5 = 168 float32 epsilons: the worst case of sums of up to ~160 channels' terms
@@ -155,6 +180,32 @@ def test_wide_layers_on_few_tiles_run_im2col_and_gemm(N, C, H, W, F, gemm):
         _C.set_num_threads(threads)
 
 
+@pytest.mark.parametrize(
+    "C, F, H, W, dtype, winograd",
+    [
+        (16, 16, 12, 16, np.float32, True),
+        (32, 64, 16, 13, np.float32, True),
+        (32, 32, 8, 16, np.float32, False),  # small images: its transforms fill few lanes
+        (16, 15, 16, 16, np.float32, False),
+        (128, 128, 7, 8, np.float32, True),  # but it pays on 128+ channels from 7 x 7 on
+        (128, 128, 4, 8, np.float32, False),
+        (128, 127, 8, 8, np.float32, False),
+        (256, 512, 8, 8, np.float32, True),
+        (512, 512, 8, 8, np.float32, False),  # its dw slots outgrow the caches
+        (32, 32, 16, 16, np.float64, False),
+    ],
+)
+def test_which_layers_take_winograd_for_the_weight_gradient(C, F, H, W, dtype, winograd):
+    """By default ('auto'): switching Winograd off changes dw's last bits exactly where it
+    runs."""
+    x, w, _ = case(2, C, H, W, F, 3, dtype, seed=0)
+    dout = np.random.default_rng(1).standard_normal((2, F, H, W)).astype(dtype)
+    on = _C.conv_backward(dout, x, w, 1, 1, need_dx=False)[1]
+    with winograd_mode("off"):
+        off = _C.conv_backward(dout, x, w, 1, 1, need_dx=False)[1]
+    assert np.array_equal(on, off) != winograd
+
+
 def test_winograd_mode_is_checked():
     with pytest.raises(ValueError, match="'off', 'auto' or 'always'"):
         _C.set_winograd_conv("sometimes")
@@ -178,3 +229,98 @@ def test_fused_conv_relu_pool_on_winograd_equals_the_chain(N, C, H, W, F, seed):
         got, got_winners = _C.conv_relu_pool_forward(x, w, b, 1, 1, 2, 2, 2)
     np.testing.assert_array_equal(got_winners, want_winners)
     assert got.tobytes() == want.tobytes()
+
+
+def winograd_dw(dout, x, w, threads, mode="always"):
+    """conv_backward's dw and db alone, on `threads` threads, Winograd switched to `mode`."""
+    before = _C.get_num_threads()
+    _C.set_num_threads(threads)
+    try:
+        with winograd_mode(mode):
+            _, dw, db = _C.conv_backward(dout, x, w, 1, 1, need_dx=False)
+    finally:
+        _C.set_num_threads(before)
+    return dw, db
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    N=st.integers(1, 6),
+    C=st.integers(1, 40),
+    H=st.integers(1, 40),
+    W=st.integers(1, 70),
+    F=st.integers(1, 40),
+    seed=st.integers(0, 2**16),
+)
+def test_winograd_weight_gradient_over_many_tiles(N, C, H, W, F, seed):
+    """The weight gradient over blocks of tile rows that cross images and images that cross
+    blocks: within its terms' rounding of the naive loops, and bitwise the same on one
+    thread as on two."""
+    x, w, _ = case(N, C, H, W, F, 3, np.float32, seed)
+    dout = np.random.default_rng(seed + 1).standard_normal((N, F, H, W)).astype(np.float32)
+    dw, db = winograd_dw(dout, x, w, threads=2)
+    _, ref_dw, ref_db = conv_backward_ref(dout, x, w, 1, 1)
+    assert dw.dtype == np.float32
+    assert_within_rounding(dw, ref_dw, winograd_dw_bound(dout, x), 1e-5)
+    assert_within_rounding(db, ref_db, conv_error_bounds(dout, x, w, w[:, 0, 0, 0], 1, 1)[3], 1e-5)
+    one_dw, one_db = winograd_dw(dout, x, w, threads=1)
+    np.testing.assert_array_equal(dw, one_dw)
+    np.testing.assert_array_equal(db, one_db)
+
+
+@pytest.mark.parametrize("N, C, H, W, F", [(1, 17, 3, 530, 5), (2, 3, 600, 3, 18), (1, 1, 1, 1, 1)])
+def test_winograd_weight_gradient_on_long_rows_and_columns(N, C, H, W, F):
+    """A tile row longer than a block (265 tiles) is a block of its own; a tall plane's
+    300 tile rows span several blocks."""
+    x, w, _ = case(N, C, H, W, F, 3, np.float32, seed=2)
+    dout = np.random.default_rng(3).standard_normal((N, F, H, W)).astype(np.float32)
+    dw, _ = winograd_dw(dout, x, w, threads=2)
+    assert_within_rounding(
+        dw, conv_backward_ref(dout, x, w, 1, 1)[1], winograd_dw_bound(dout, x), 1e-5
+    )
+    np.testing.assert_array_equal(dw, winograd_dw(dout, x, w, threads=1)[0])
+
+
+def test_winograd_weight_gradient_rounding_is_the_direct_kernels_order():
+    """Summed over 12800 tiles (two 160 x 160 images of relu-like inputs), the weight
+    gradient's error against float64 stays within 2x the direct kernels': each point's
+    products are summed a block of tiles at a time, the blocks' sums then added."""
+    rng = np.random.default_rng(4)
+    x = np.maximum(rng.standard_normal((2, 16, 160, 160)), 0).astype(np.float32)
+    w = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
+    dout = rng.standard_normal((2, 16, 160, 160)).astype(np.float32)
+    ref = conv_backward_ref(dout.astype(np.float64), x.astype(np.float64), w, 1, 1)[1]
+    winograd = winograd_dw(dout, x, w, threads=1)[0] - ref
+    direct = winograd_dw(dout, x, w, threads=1, mode="off")[0] - ref
+    assert np.sqrt(np.mean(winograd**2)) < 2 * np.sqrt(np.mean(direct**2))
+
+
+@pytest.mark.torch
+@settings(max_examples=10, deadline=None)
+@given(
+    N=st.integers(1, 4),
+    C=st.integers(1, 36),
+    H=st.integers(1, 20),
+    F=st.integers(1, 36),
+    seed=st.integers(0, 2**16),
+)
+def test_winograd_weight_gradient_matches_pytorch(N, C, H, F, seed):
+    torch = pytest.importorskip("torch")
+    x, w, _ = case(N, C, H, H + 3, F, 3, np.float32, seed)
+    dout = np.random.default_rng(seed + 1).standard_normal((N, F, H, H + 3)).astype(np.float32)
+    dw, db = winograd_dw(dout, x, w, threads=2)
+    _, want_dw, want_db = torch.ops.aten.convolution_backward(
+        torch.from_numpy(dout),
+        torch.from_numpy(x),
+        torch.from_numpy(w),
+        [F],
+        [1, 1],
+        [1, 1],
+        [1, 1],
+        False,
+        [0, 0],
+        1,
+        [False, True, True],
+    )
+    assert_within_rounding(dw, want_dw.double().numpy(), winograd_dw_bound(dout, x), 2e-5)
+    np.testing.assert_allclose(db, want_db.numpy(), rtol=1e-4, atol=1e-4)
