@@ -1,6 +1,6 @@
 // Groupnorm of x (N, C, H, W) in G groups of C / G channels, on the layout of x: group
 // (n, g) is the C / G * H * W contiguous entries of its channels, one mean and variance
-// each (the statistics and sums of norm.h's kernels, norm_loops.h). Optionally followed
+// each (summed in float32 blocks, then float64: group_norm_loops.h). Optionally followed
 // by an elementwise activation (pointwise.h) in the same pass each way: a groupnorm ->
 // gelu / leaky relu / softplus chain (passes/norm_activation.py) then reads x and writes
 // the activation's output forward, and reads x and the activation's gradient and writes

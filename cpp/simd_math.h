@@ -6,7 +6,7 @@
 // NaN passes through every function.
 //
 // The float32 polynomial coefficients were fitted (least squares, reweighted to minimax) in
-// float64 against math.erf / math.erfc and rounded to float32; tests/kernels/
+// float64 against math.erf / math.erfc (e^r: exp) and rounded to float32; tests/kernels/
 // test_pointwise_kernels.py measures the resulting errors in units in the last place.
 #pragma once
 
@@ -35,19 +35,25 @@ struct MathConstants;
 
 template <>
 struct MathConstants<float> {
-    // e^r for |r| <= ln2 / 2 by its Taylor series to r^7 (the next term is below 6e-9
-    // relative); ln2 in two parts (n ln2_high exact for |n| < 2^15); exp_sum's range.
-    static constexpr float exp_taylor[] = {1.0f / 5040, 1.0f / 720, 1.0f / 120, 1.0f / 24,
-                                           1.0f / 6,    0.5f,       1.0f,       1.0f};
+    // e^r for |r| <= ln2 / 2: 1 + r + r^2 P(r), P of degree 4 fitted for the least relative
+    // error (0.05 of 2^-24; 0.64 units in the last place evaluated in float32, as the
+    // Taylor series to r^7 is, with one step fewer); ln2 in two parts (n ln2_high exact for
+    // |n| < 2^15); exp_sum's range.
+    static constexpr float exp_poly[] = {1.381442649e-03f, 8.368719369e-03f, 4.166838899e-02f,
+                                         1.666652113e-01f, 4.999999404e-01f, 1.0f,
+                                         1.0f};
     static constexpr float log2e = 1.44269504f, ln2_high = 0.693359375f,
                            ln2_low = -2.12194440e-4f, exp_low = -104.0f, exp_high = 89.0f;
     // erfc(t) e^(t^2) for t >= 0 as v G(v), v = 1 / (1 + t/2): G fitted for the least
-    // relative error (0.61 of 2^-24) up to t = 10.5, past which erfc is 0 in float32.
-    static constexpr float erfc_scaled[] = {1.081549656e-02f,  -1.154685840e-01f,
-                                            4.111227989e-01f,  -6.470386982e-01f,
-                                            4.028752446e-01f,  -8.887511492e-02f,
-                                            2.224451452e-01f,  2.392687201e-01f,
-                                            2.827871740e-01f,  2.820678055e-01f};
+    // relative error (0.61 of 2^-24) up to t = 10.5, past which erfc is 0 in float32. Stored
+    // as H(w) = G(2w), w = v / 2 = 1 / (2 + t): G's coefficient of v^k times 2^k, so that
+    // each step of H's Horner scheme is G's times a power of 2 (the same bits), and w H(w)
+    // is half of v G(v) with no multiplication by 1/2.
+    static constexpr float erfc_scaled[] = {5.537534237e+00f,  -2.955995750e+01f,
+                                            5.262371826e+01f,  -4.141047668e+01f,
+                                            1.289200783e+01f,  -1.422001839e+00f,
+                                            1.779561162e+00f,  9.570748806e-01f,
+                                            5.655743480e-01f,  2.820678055e-01f};
     static constexpr float erfc_limit = 10.5f, inv_sqrt2 = 0.707106781f;
     // normal_cdf's inputs below this in magnitude need none of the clamps (x^2 / 2 < 104,
     // x / sqrt 2 < erfc_limit).
@@ -63,7 +69,7 @@ struct MathConstants<float> {
 template <>
 struct MathConstants<double> {
     // e^r's Taylor series to r^13 (the next term is below 5e-18 relative).
-    static constexpr double exp_taylor[] = {
+    static constexpr double exp_poly[] = {
         1.0 / 6227020800, 1.0 / 479001600, 1.0 / 39916800, 1.0 / 3628800, 1.0 / 362880,
         1.0 / 40320,      1.0 / 5040,      1.0 / 720,      1.0 / 120,     1.0 / 24,
         1.0 / 6,          0.5,             1.0,            1.0};
@@ -74,8 +80,9 @@ struct MathConstants<double> {
     // G a polynomial of degree 28 in u = 2.145 v - 1.145 (v's range mapped to [-1, 1]): the
     // Chebyshev interpolant of G in 40-digit arithmetic (the next coefficient is 2e-19),
     // converted to powers of u and rounded to float64. About 5 units in the last place at
-    // most (against mpmath; near t = 0.01 v's two roundings are amplified 2.3x).
-    static constexpr double erfc_map_scale = 2.1454545454545455,
+    // most (against mpmath; near t = 0.01 v's two roundings are amplified 2.3x). Evaluated
+    // from w = v / 2 as float32's is: u = 4.29 w - 1.145 (the same bits).
+    static constexpr double erfc_map_scale = 4.290909090909091,
                             erfc_map_shift = -1.1454545454545455;
     static constexpr double erfc_scaled[] = {
         2.6061420915914856e-11,  -7.392029820281197e-11,  -1.2161417962052367e-10,
@@ -104,24 +111,25 @@ template <typename V>
 using ConstantsOf = MathConstants<typename Lanes<V>::Scalar>;
 
 // e^(a + b) over the whole range (0 below about -103.98 / -745.1, subnormal like the C
-// library's, +inf above about 88.72 / 709.78), for b small against a: a + b = n ln2 + r,
-// |r| <= ln2 / 2, r reduced from a alone (so a large a, the -t^2 of erfc, loses none of b's
-// bits to a rounded a + b) with b added after, e^r by its Taylor series, times 2^n.
-// kInRange: the caller knows a + b is within [exp_low, exp_high], where the clamp and the
-// limits change nothing, and they are left out (the same bits, fewer steps).
+// library's, +inf above about 88.72 / 709.78), for b small against a (at most half a unit
+// in a's last place): a + b = n ln2 + r, n and r reduced from a alone (so a large a, the
+// -t^2 of erfc, loses none of b's bits to a rounded a + b; |r| <= ln2 / 2 plus b) with b
+// added after, e^r by exp_poly, times 2^n. kInRange: the caller knows a + b is within
+// [exp_low, exp_high], where the clamp and the limits change nothing, and they are left
+// out (the same bits, fewer steps).
 template <bool kInRange = false, typename V>
 inline V exp_sum(V a, V b) {
     using L = Lanes<V>;
     using C = ConstantsOf<V>;
-    const V x = L::add(a, b);
     const V clamped =
-        kInRange ? x : L::min(L::set1(C::exp_high), L::max(L::set1(C::exp_low), x));
+        kInRange ? a : L::min(L::set1(C::exp_high), L::max(L::set1(C::exp_low), a));
     const V n = L::round(L::mul(clamped, L::set1(C::log2e)));
     V r = L::fnmadd(n, L::set1(C::ln2_high), a);
     r = L::add(L::fnmadd(n, L::set1(C::ln2_low), r), b);
-    V out = L::scale(horner(C::exp_taylor, r), n);
+    V out = L::scale(horner(C::exp_poly, r), n);
     if constexpr (kInRange) return out;
     // Outside the clamp r is meaningless: the limits instead.
+    const V x = L::add(a, b);
     out = L::select(L::lt(x, L::set1(C::exp_low)), L::zero(), out);
     return L::select(L::gt(x, L::set1(C::exp_high)), L::set1(__builtin_inf()), out);
 }
@@ -144,7 +152,7 @@ inline V exp_clamped(V x) {
     const V n = L::round(L::mul(x, L::set1(C::log2e)));
     V r = L::fnmadd(n, L::set1(C::ln2_high), x);
     r = L::fnmadd(n, L::set1(C::ln2_low), r);
-    return L::mul(horner(C::exp_taylor, r), L::pow2(n));
+    return L::mul(horner(C::exp_poly, r), L::pow2(n));
 }
 
 template <typename V>
@@ -204,31 +212,28 @@ inline V tanh_absolute(V v) {
     return tanh_from_exp(v, exp_full(L::add(a, a)), ExactDivide<V>());
 }
 
-// x^2 = hi + lo exactly (lo is the FMA's remainder; 0 where x^2 is infinite, not NaN: a
-// step left out where kFinite, x^2 known finite).
+// a b = hi + lo exactly (lo is the FMA's remainder; 0 where a b is infinite, not NaN: a
+// step left out where kFinite, a b known finite).
 template <bool kFinite = false, typename V>
-inline void square_exact(V x, V& hi, V& lo) {
+inline void product_exact(V a, V b, V& hi, V& lo) {
     using L = Lanes<V>;
-    hi = L::mul(x, x);
-    lo = L::fmsub(x, x, hi);
+    hi = L::mul(a, b);
+    lo = L::fmsub(a, b, hi);
     if constexpr (!kFinite) lo = L::keep(L::ordered(lo, lo), lo);
 }
 
-// erfc(t) e^(t^2) for t >= 0 (MathConstants' erfc_scaled). The e^(-t^2) it is multiplied
-// with comes from exp_sum of -t^2 carried exactly as hi + lo. kInRange: t <= erfc_limit
-// known, its clamp left out.
-template <bool kInRange = false, typename V>
-inline V erfc_scaled(V t) {
+// erfc(t) e^(t^2) / 2 for t >= 0 from w = 1 / (2 + t) (MathConstants' erfc_scaled; t at
+// most erfc_limit). The e^(-t^2) it is multiplied with comes from exp_sum of -t^2 carried
+// exactly as hi + lo.
+template <typename V>
+inline V half_erfc_scaled(V w) {
     using L = Lanes<V>;
     using C = ConstantsOf<V>;
-    const V one = L::set1(1);
-    if constexpr (!kInRange) t = L::min(L::set1(C::erfc_limit), t);
-    const V v = L::div(one, L::fmadd(L::set1(0.5), t, one));
     if constexpr (kFloat32Lanes<V>) {
-        return L::mul(v, horner(C::erfc_scaled, v));
+        return L::mul(w, horner(C::erfc_scaled, w));
     } else {
-        const V u = L::fmadd(L::set1(C::erfc_map_scale), v, L::set1(C::erfc_map_shift));
-        return L::mul(v, horner(C::erfc_scaled, u));
+        const V u = L::fmadd(L::set1(C::erfc_map_scale), w, L::set1(C::erfc_map_shift));
+        return L::mul(w, horner(C::erfc_scaled, u));
     }
 }
 
@@ -241,13 +246,14 @@ inline V erf_lanes(V a) {
                                    -2.685970627e-02f, 1.128370166e-01f, -3.761263490e-01f,
                                    1.283791661e-01f};
     const V small = L::fmadd(a, horner(kP, L::mul(a, a)), a);
-    const V t = L::min(L::set1(10.5f), L::abs(a));
-    V hi, lo;
-    square_exact(t, hi, lo);
-    const V zero = L::zero();
-    const V erfc = L::mul(erfc_scaled(t), exp_sum(L::sub(zero, hi), L::sub(zero, lo)));
+    const V t = L::min(L::set1(ConstantsOf<V>::erfc_limit), L::abs(a));
+    V hi, lo;  // -t^2
+    product_exact(L::sub(L::zero(), t), t, hi, lo);
+    const V one = L::set1(1.0f);
+    const V w = L::div(one, L::add(L::set1(2.0f), t));
+    const V half_erfc = L::mul(half_erfc_scaled(w), exp_sum(hi, lo));
     const V sign = L::bit_and(L::set1(-0.0f), a);
-    const V tail = L::bit_or(L::sub(L::set1(1.0f), erfc), sign);
+    const V tail = L::bit_or(L::fnmadd(L::set1(2.0f), half_erfc, one), sign);
     return L::select(L::lt(t, L::set1(0.921875f)), small, tail);
 }
 
@@ -259,13 +265,15 @@ inline V erf_lanes(V a) {
 template <bool kInRange, typename V>
 inline V normal_cdf_of(V x, V& gauss) {
     using L = Lanes<V>;
-    const V half = L::set1(0.5), minus_half = L::set1(-0.5), zero = L::zero();
-    V hi, lo;
-    square_exact<kInRange>(x, hi, lo);
-    gauss = exp_sum<kInRange>(L::mul(minus_half, hi), L::mul(minus_half, lo));
-    const V t = L::abs(L::mul(x, L::set1(ConstantsOf<V>::inv_sqrt2)));
-    const V half_erfc = L::mul(L::mul(half, erfc_scaled<kInRange>(t)), gauss);
-    return L::select(L::lt(x, zero), half_erfc, L::sub(L::set1(1), half_erfc));
+    using C = ConstantsOf<V>;
+    V hi, lo;  // -x^2 / 2
+    product_exact<kInRange>(L::mul(L::set1(-0.5), x), x, hi, lo);
+    gauss = exp_sum<kInRange>(hi, lo);
+    // w = 1 / (2 + t) at t = |x| / sqrt 2, its denominator at most 2 + erfc_limit.
+    V denominator = L::fmadd(L::set1(C::inv_sqrt2), L::abs(x), L::set1(2));
+    if constexpr (!kInRange) denominator = L::min(L::set1(2 + C::erfc_limit), denominator);
+    const V half_erfc = L::mul(half_erfc_scaled(L::div(L::set1(1), denominator)), gauss);
+    return L::select(L::lt(x, L::zero()), half_erfc, L::sub(L::set1(1), half_erfc));
 }
 
 // The clamps cost a sixth of gelu's steps and matter only for |x| >= cdf_unclamped (or NaN):

@@ -148,6 +148,58 @@ def test_bitwise_the_same_for_any_number_of_threads(activation, dtype, pool):
         assert_bitwise(other, results[0])
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(1, 3),
+    st.integers(1, 3),
+    st.integers(1, 4),
+    st.integers(1, 70),
+    st.integers(1, 70),
+    st.sampled_from([0.0, 3.0, 100.0]),
+    st.sampled_from([1e-3, 1.0, 1e3]),
+    st.integers(0, 2**31),
+)
+def test_float32_statistics_and_sums_within_their_bounds(
+    N, G, per_group, H, W, offset, scale, seed
+):
+    """float32 groups are summed in float32 blocks of 8 terms a lane, then in float64
+    (cpp/group_norm_loops.h): the mean within its rounding plus 8 units of 2^-24 of the mean
+    |x| (measured 0.07), inv_std within 4 units in its last place (measured 1.6, as with
+    float64 sums), the weight gradients within 16 units of 2^-24 of their terms' absolute
+    sums (measured 0.5; their terms at the kernel's mean and inv_std), against float64 on
+    the same float32 inputs."""
+    rng = np.random.default_rng(seed)
+    shape = (N, G * per_group, H, W)
+    x = ((rng.standard_normal(shape) + offset) * scale).astype(np.float32)
+    gamma = rng.uniform(-1.5, 1.5, shape[1]).astype(np.float32)
+    beta = rng.standard_normal(shape[1]).astype(np.float32)
+    dout = rng.standard_normal(shape).astype(np.float32)
+    _, cache = norm.groupnorm_forward(x, gamma, beta, G, EPS)
+    _, dgamma, dbeta = norm.groupnorm_backward(dout, cache)
+    groups = x.astype(np.float64).reshape(N * G, -1)
+    mean = groups.mean(1)
+    inv_std = 1 / np.sqrt(((groups - mean[:, None]) ** 2).mean(1) + EPS)
+
+    def spacing(v):
+        return np.spacing(np.abs(v).astype(np.float32)).astype(np.float64)
+
+    unit = 2.0**-24
+    mean_bound = spacing(mean) + 8 * unit * np.abs(groups).mean(1)
+    assert np.all(np.abs(cache.mean.reshape(-1) - mean) <= mean_bound)
+    assert np.all(np.abs(cache.inv_std.reshape(-1) - inv_std) <= 4 * spacing(inv_std))
+    # The sums' own error: x_hat from the kernel's float32 statistics, in float64.
+    got_mean, got_inv_std = (
+        a.reshape(-1, 1).astype(np.float64) for a in (cache.mean, cache.inv_std)
+    )
+    x_hat = ((groups - got_mean) * got_inv_std).reshape(shape)
+    terms = dout.astype(np.float64) * x_hat
+    for got, want, size in (
+        (dgamma, terms.sum((0, 2, 3)), np.abs(terms).sum((0, 2, 3))),
+        (dbeta, dout.astype(np.float64).sum((0, 2, 3)), np.abs(dout).sum((0, 2, 3))),
+    ):
+        assert np.all(np.abs(got - want) <= 16 * unit * size)
+
+
 def test_bad_activations_and_caches():
     x, gamma, beta, dout = arrays((2, 4, 3, 3), np.float64, 1)
     with pytest.raises(ValueError, match="sigmoid"):
