@@ -2,7 +2,8 @@
 against the numpy implementation they replaced and PyTorch, on hypothesis shapes: batch
 axes that broadcast, S != L, dv != d, head sizes that are no multiple of a vector width,
 masks (random, causal, broadcast over queries or keys, rows with no allowed key), the
-heads' transposed views read in place, float32 and float64; numerical gradients in
+heads' transposed views read in place, operands whose last axis is strided (copied),
+float32 and float64; numerical gradients in
 float64; the same bits for any thread count."""
 
 import numpy as np
@@ -49,9 +50,15 @@ def problems(draw):
     rng = np.random.default_rng(draw(st.integers(0, 2**16)))
 
     def operand(rows, cols):
-        layout = draw(st.sampled_from(["full", "heads", "shared", "no batch"]))
+        layout = draw(
+            st.sampled_from(["full", "heads", "shared", "no batch", "strided", "transposed"])
+        )
         if layout == "heads":
             return heads(rng.standard_normal((N, rows, H * cols)).astype(dtype), H)
+        if layout == "strided":  # every other column: no contiguous axis
+            return rng.standard_normal((N, H, rows, 2 * cols)).astype(dtype)[..., ::2]
+        if layout == "transposed":
+            return rng.standard_normal((N, H, cols, rows)).astype(dtype).swapaxes(-1, -2)
         lead = {"full": (N, H), "shared": (N, 1), "no batch": ()}[layout]
         return rng.standard_normal(lead + (rows, cols)).astype(dtype)
 
