@@ -463,7 +463,7 @@ def attention_forward(
         # The binding checks the shapes; what it refuses, the checks below name (or copy
         # and run). At batch 1 those checks cost as much as the kernel.
         try:
-            return _attention_kernel_forward(q, k, v, None, q.shape[:-2], q.dtype.type)
+            return _attention_kernel_forward(q, k, v, None, q.shape[:-2], q.dtype)
         except ValueError:
             pass
     fn = "attention_forward"
@@ -484,7 +484,7 @@ def attention_forward(
         )
     # In the inputs' dtype: a float64 scale would turn float32 gradients into float64.
     same_dtype = q.dtype == k.dtype == v.dtype
-    scale_type = q.dtype.type if same_dtype else np.result_type(q, k).type
+    scale_dtype = q.dtype if same_dtype else np.result_type(q, k)
     batch = q.shape[:-2]
     if not batch == k.shape[:-2] == v.shape[:-2]:
         batch = np.broadcast_shapes(batch, k.shape[:-2], v.shape[:-2])
@@ -502,10 +502,10 @@ def attention_forward(
             ) from None
     dtype = q.dtype if same_dtype else np.result_type(q, k, v)
     if dtype not in _KERNEL_DTYPES:
-        return _attention_forward_numpy(q, k, v, mask, _attention_scale(scale_type, q.shape[-1]))
+        return _attention_forward_numpy(q, k, v, mask, _attention_scale(scale_dtype, q.shape[-1]))
     qb, kb, vb = (_pair_view(a, batch, dtype) for a in (q, k, v))
     out, cache = _attention_kernel_forward(
-        qb, kb, vb, None if mask is None else mask.view(np.uint8), batch, scale_type
+        qb, kb, vb, None if mask is None else mask.view(np.uint8), batch, scale_dtype
     )
     return out, cache._replace(q=q, k=k, v=v)
 
@@ -528,17 +528,17 @@ def _kernel_operands_as_they_are(q, k, v):
 
 
 @functools.lru_cache(maxsize=None)
-def _attention_scale(scale_type, d):
-    """1 / sqrt(d) as a `scale_type` scalar (the inputs' dtype: a float64 scale would turn
+def _attention_scale(scale_dtype, d):
+    """1 / sqrt(d) as a `scale_dtype` scalar (the inputs' dtype: a float64 scale would turn
     float32 gradients into float64)."""
-    return scale_type(1.0 / math.sqrt(d) if d else 1.0)
+    return scale_dtype.type(1.0 / math.sqrt(d) if d else 1.0)
 
 
-def _attention_kernel_forward(q, k, v, mask, batch, scale_type):
+def _attention_kernel_forward(q, k, v, mask, batch, scale_dtype):
     """The C++ forward on pair views (_pair_view's) and a uint8 mask of the scores' shape
     (or None): out in q's memory order and the cache, whose weights are the view of the
     (..., L, S) array the kernel writes (each pair's transposed)."""
-    scale = _attention_scale(scale_type, q.shape[-1])
+    scale = _attention_scale(scale_dtype, q.shape[-1])
     weights_t = np.empty(batch + (k.shape[-2], q.shape[-2]), q.dtype)
     out = _like(q, batch + (q.shape[-2], v.shape[-1]))
     _C.attention_forward(q, k, v, mask, float(scale), weights_t, out)
