@@ -586,6 +586,16 @@ def attention_backward(dout: np.ndarray, cache: _AttentionCache) -> Tuple[np.nda
     """dout: (..., S, dv) (the output's shape). Returns dq, dk, dv in the shapes of q, k, v
     (summed over the axes they were broadcast along)."""
     q, k, v, weights, scale = cache
+    if (
+        type(dout) is np.ndarray
+        and dout.dtype == weights.dtype
+        and _kernel_operands_as_they_are(q, k, v)
+    ):
+        # As in attention_forward: what the binding refuses, the checks below name.
+        try:
+            return _attention_kernel_backward(q, k, v, weights, dout, scale)
+        except ValueError:
+            pass
     batch = weights.shape[:-2]
     out_shape = batch + weights.shape[-2:-1] + v.shape[-1:]
     dout = _upstream("attention_backward", "dout", dout, out_shape)
@@ -594,12 +604,19 @@ def attention_backward(dout: np.ndarray, cache: _AttentionCache) -> Tuple[np.nda
         dq, dk, dv = _attention_backward_numpy(dout, q, k, v, weights, scale)
     else:
         qb, kb, vb, db = (_pair_view(a, batch, dtype) for a in (q, k, v, dout))
-        dq, dk, dv = (_like(a, a.shape) for a in (qb, kb, vb))
-        # The kernel's weights are (L, S) per pair, C-contiguous: those of its forward (a
-        # copy if the cache came from the numpy forward).
-        weights_t = np.ascontiguousarray(weights.swapaxes(-1, -2))
-        _C.attention_backward(qb, kb, vb, weights_t, db, float(scale), dq, dk, dv)
+        dq, dk, dv = _attention_kernel_backward(qb, kb, vb, weights, db, scale)
     return _sum_to(dq, q.shape), _sum_to(dk, k.shape), _sum_to(dv, v.shape)
+
+
+def _attention_kernel_backward(q, k, v, weights, dout, scale):
+    """The C++ backward on pair views (_pair_view's): dq, dk, dv in the memory order of q,
+    k, v, one matrix per pair."""
+    dq, dk, dv = _like(q, q.shape), _like(k, k.shape), _like(v, v.shape)
+    # The kernel's weights are (L, S) per pair, C-contiguous: those of its forward (a copy
+    # if the cache came from the numpy forward).
+    weights_t = np.ascontiguousarray(weights.swapaxes(-1, -2))
+    _C.attention_backward(q, k, v, weights_t, dout, float(scale), dq, dk, dv)
+    return dq, dk, dv
 
 
 def _attention_backward_numpy(dout, q, k, v, weights, scale):
