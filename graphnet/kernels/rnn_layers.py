@@ -20,6 +20,7 @@ v over the last two axes, for the attention gate.
 """
 
 import collections
+import functools
 import math
 from typing import Optional, Tuple
 
@@ -458,6 +459,13 @@ def attention_forward(
     copied) and writing out in q's memory order, so that the transpose back is a view too;
     the weights are the view of an (..., L, S) array, each pair's as the kernel writes them.
     """
+    if mask is None and _kernel_operands_as_they_are(q, k, v):
+        # The binding checks the shapes; what it refuses, the checks below name (or copy
+        # and run). At batch 1 those checks cost as much as the kernel.
+        try:
+            return _attention_kernel_forward(q, k, v, None, q.shape[:-2], q.dtype)
+        except ValueError:
+            pass
     fn = "attention_forward"
     q, k, v = _float_array(q, fn, "q"), _float_array(k, fn, "k"), _float_array(v, fn, "v")
     for name, a in (("q", q), ("k", k), ("v", v)):
@@ -475,11 +483,8 @@ def attention_forward(
             f"{fn}: keys of shape {k.shape} and values of shape {v.shape} must have the same length"
         )
     # In the inputs' dtype: a float64 scale would turn float32 gradients into float64.
-    # (The common case, one dtype and one batch shape, skips numpy's slower general calls:
-    # at batch 1 they cost as much as the kernel.)
     same_dtype = q.dtype == k.dtype == v.dtype
-    scale_type = q.dtype.type if same_dtype else np.result_type(q, k).type
-    scale = scale_type(1.0 / math.sqrt(q.shape[-1]) if q.shape[-1] else 1.0)
+    scale_dtype = q.dtype if same_dtype else np.result_type(q, k)
     batch = q.shape[:-2]
     if not batch == k.shape[:-2] == v.shape[:-2]:
         batch = np.broadcast_shapes(batch, k.shape[:-2], v.shape[:-2])
@@ -496,15 +501,47 @@ def attention_forward(
                 f"scores' shape {scores_shape}"
             ) from None
     dtype = q.dtype if same_dtype else np.result_type(q, k, v)
-    if dtype not in (np.float32, np.float64):
-        return _attention_forward_numpy(q, k, v, mask, scale)
+    if dtype not in _KERNEL_DTYPES:
+        return _attention_forward_numpy(q, k, v, mask, _attention_scale(scale_dtype, q.shape[-1]))
     qb, kb, vb = (_pair_view(a, batch, dtype) for a in (q, k, v))
-    # The kernel writes each pair's weights transposed, (L, S): the cache's are the view.
-    weights_t = np.empty(batch + (k.shape[-2], q.shape[-2]), dtype)
-    out = _like(qb, batch + (q.shape[-2], v.shape[-1]))
-    _C.attention_forward(
-        qb, kb, vb, None if mask is None else mask.view(np.uint8), float(scale), weights_t, out
+    out, cache = _attention_kernel_forward(
+        qb, kb, vb, None if mask is None else mask.view(np.uint8), batch, scale_dtype
     )
+    return out, cache._replace(q=q, k=k, v=v)
+
+
+_KERNEL_DTYPES = (np.float32, np.float64)
+
+
+def _kernel_operands_as_they_are(q, k, v):
+    """Whether q, k, v may go to the kernel without a conversion: arrays of one float
+    dtype it takes, of one rank and one batch shape (the binding checks the rest)."""
+    return (
+        type(q) is np.ndarray
+        and type(k) is np.ndarray
+        and type(v) is np.ndarray
+        and q.dtype in _KERNEL_DTYPES
+        and q.dtype == k.dtype == v.dtype
+        and q.ndim == k.ndim == v.ndim >= 2
+        and q.shape[:-2] == k.shape[:-2] == v.shape[:-2]
+    )
+
+
+@functools.lru_cache(maxsize=None)
+def _attention_scale(scale_dtype, d):
+    """1 / sqrt(d) as a `scale_dtype` scalar (the inputs' dtype: a float64 scale would turn
+    float32 gradients into float64)."""
+    return scale_dtype.type(1.0 / math.sqrt(d) if d else 1.0)
+
+
+def _attention_kernel_forward(q, k, v, mask, batch, scale_dtype):
+    """The C++ forward on pair views (_pair_view's) and a uint8 mask of the scores' shape
+    (or None): out in q's memory order and the cache, whose weights are the view of the
+    (..., L, S) array the kernel writes (each pair's transposed)."""
+    scale = _attention_scale(scale_dtype, q.shape[-1])
+    weights_t = np.empty(batch + (k.shape[-2], q.shape[-2]), q.dtype)
+    out = _like(q, batch + (q.shape[-2], v.shape[-1]))
+    _C.attention_forward(q, k, v, mask, float(scale), weights_t, out)
     return out, _AttentionCache(q, k, v, weights_t.swapaxes(-1, -2), scale)
 
 
@@ -549,20 +586,37 @@ def attention_backward(dout: np.ndarray, cache: _AttentionCache) -> Tuple[np.nda
     """dout: (..., S, dv) (the output's shape). Returns dq, dk, dv in the shapes of q, k, v
     (summed over the axes they were broadcast along)."""
     q, k, v, weights, scale = cache
+    if (
+        type(dout) is np.ndarray
+        and dout.dtype == weights.dtype
+        and _kernel_operands_as_they_are(q, k, v)
+    ):
+        # As in attention_forward: what the binding refuses, the checks below name.
+        try:
+            return _attention_kernel_backward(q, k, v, weights, dout, scale)
+        except ValueError:
+            pass
     batch = weights.shape[:-2]
     out_shape = batch + weights.shape[-2:-1] + v.shape[-1:]
     dout = _upstream("attention_backward", "dout", dout, out_shape)
     dtype = weights.dtype
-    if dtype not in (np.float32, np.float64) or np.result_type(dout, dtype) != dtype:
+    if dtype not in _KERNEL_DTYPES or np.result_type(dout, dtype) != dtype:
         dq, dk, dv = _attention_backward_numpy(dout, q, k, v, weights, scale)
     else:
         qb, kb, vb, db = (_pair_view(a, batch, dtype) for a in (q, k, v, dout))
-        dq, dk, dv = (_like(a, a.shape) for a in (qb, kb, vb))
-        # The kernel's weights are (L, S) per pair, C-contiguous: those of its forward (a
-        # copy if the cache came from the numpy forward).
-        weights_t = np.ascontiguousarray(weights.swapaxes(-1, -2))
-        _C.attention_backward(qb, kb, vb, weights_t, db, float(scale), dq, dk, dv)
+        dq, dk, dv = _attention_kernel_backward(qb, kb, vb, weights, db, scale)
     return _sum_to(dq, q.shape), _sum_to(dk, k.shape), _sum_to(dv, v.shape)
+
+
+def _attention_kernel_backward(q, k, v, weights, dout, scale):
+    """The C++ backward on pair views (_pair_view's): dq, dk, dv in the memory order of q,
+    k, v, one matrix per pair."""
+    dq, dk, dv = _like(q, q.shape), _like(k, k.shape), _like(v, v.shape)
+    # The kernel's weights are (L, S) per pair, C-contiguous: those of its forward (a copy
+    # if the cache came from the numpy forward).
+    weights_t = np.ascontiguousarray(weights.swapaxes(-1, -2))
+    _C.attention_backward(q, k, v, weights_t, dout, float(scale), dq, dk, dv)
+    return dq, dk, dv
 
 
 def _attention_backward_numpy(dout, q, k, v, weights, scale):

@@ -2,7 +2,8 @@
 against the numpy implementation they replaced and PyTorch, on hypothesis shapes: batch
 axes that broadcast, S != L, dv != d, head sizes that are no multiple of a vector width,
 masks (random, causal, broadcast over queries or keys, rows with no allowed key), the
-heads' transposed views read in place, float32 and float64; numerical gradients in
+heads' transposed views read in place, operands whose last axis is strided (copied),
+float32 and float64; numerical gradients in
 float64; the same bits for any thread count."""
 
 import numpy as np
@@ -49,9 +50,15 @@ def problems(draw):
     rng = np.random.default_rng(draw(st.integers(0, 2**16)))
 
     def operand(rows, cols):
-        layout = draw(st.sampled_from(["full", "heads", "shared", "no batch"]))
+        layout = draw(
+            st.sampled_from(["full", "heads", "shared", "no batch", "strided", "transposed"])
+        )
         if layout == "heads":
             return heads(rng.standard_normal((N, rows, H * cols)).astype(dtype), H)
+        if layout == "strided":  # every other column: no contiguous axis
+            return rng.standard_normal((N, H, rows, 2 * cols)).astype(dtype)[..., ::2]
+        if layout == "transposed":
+            return rng.standard_normal((N, H, cols, rows)).astype(dtype).swapaxes(-1, -2)
         lead = {"full": (N, H), "shared": (N, 1), "no batch": ()}[layout]
         return rng.standard_normal(lead + (rows, cols)).astype(dtype)
 
@@ -100,6 +107,37 @@ def test_same_bits_on_any_number_of_threads(problem):
     for other in results[1:]:
         for a, b in zip(results[0], other):
             np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "N, H, T, d, dtype",
+    [
+        (5, 3, 64, 32, np.float64),  # 16 KB a pair: staged two heads at a time, then one
+        (2, 4, 32, 16, np.float32),  # the zoo transformer's heads: all four at once
+        (3, 2, 128, 40, np.float64),  # 40 KB a pair: too large to stage, read in place
+        (7, 5, 9, 3, np.float32),  # odd sizes: rows of 15 floats
+    ],
+)
+def test_heads_staged_together_give_the_bits_of_contiguous_operands(N, H, T, d, dtype):
+    """A head split's pairs side by side in the same rows are staged a run at a time (cut by
+    the staging budget and by the threads' ranges of pairs): the same bits as the operands
+    made contiguous, for any number of threads, and numpy's values."""
+    rng = np.random.default_rng(9)
+    q, k, v, dout = (heads(rng.standard_normal((N, T, H * d)).astype(dtype), H) for _ in "qkvd")
+    runs = []
+    for threads in (1, 2, 3):
+        with kernel_threads(threads):
+            for operands in ((q, k, v, dout), [np.ascontiguousarray(a) for a in (q, k, v, dout)]):
+                out, cache = R.attention_forward(*operands[:3])
+                runs.append((out, cache.weights) + R.attention_backward(operands[3], cache))
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other):
+            np.testing.assert_array_equal(a, b)
+    want_out, want_weights, want_grads = reference(q, k, v, None, dout)
+    tol = TOLERANCE[dtype]
+    np.testing.assert_allclose(runs[0][0], want_out, rtol=tol, atol=tol)
+    for got, want in zip(runs[0][2:], want_grads):
+        np.testing.assert_allclose(got, want, rtol=tol * 10, atol=tol * 10)
 
 
 @pytest.mark.parametrize(

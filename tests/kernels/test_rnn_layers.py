@@ -371,6 +371,14 @@ def test_bad_input_names_the_function_and_shapes(call, message):
         call()
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_attention_names_a_bad_upstream_gradient(dtype):
+    q = np.zeros((2, 3, 5, 4), dtype)
+    _, cache = R.attention_forward(q, q, q)
+    with pytest.raises(ValueError, match=r"attention_backward: dout has shape \(2, 3, 4, 4\)"):
+        R.attention_backward(np.zeros((2, 3, 4, 4), dtype), cache)
+
+
 def test_bad_upstream_gradient_shape():
     _, cache = R.lstm_forward(
         np.zeros((2, 3, 4)), np.zeros((2, 5)), np.zeros((4, 20)), np.zeros((5, 20)), np.zeros(20)
