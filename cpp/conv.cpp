@@ -15,8 +15,6 @@
 // one cheap pass over x and saves a batch-sized copy of the input blown up by HH*WW.
 #include "conv.h"
 
-#include <omp.h>
-
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
@@ -366,16 +364,14 @@ void winograd_over_batch(const WinogradConv& wg, int64_t N, int threads, const f
     std::fill(pads, pads + pads_floats, 0.0f);
     float* works = pads + pads_floats;
     const int64_t in_image = wg.C * wg.H * wg.W;
-#pragma omp parallel for schedule(dynamic) num_threads(threads)
-    for (int64_t n = 0; n < N; ++n) {
-        const int t = omp_get_thread_num();
+    parallel_for_dynamic(threads, N, 1, [&](int64_t n, int t) {
         float* pad = pads + t * padded;
         pad_interior(wg.C, wg.H, wg.W, wg.Hp, wg.Wp, 1, 1, in + n * in_image, pad);
         float* out = out_of(n, t);
         float* v = works + t * work;
         winograd_forward_image_avx512(wg, pad, u, bias, out, v, v + v_floats);
         done(n, out);
-    }
+    });
 }
 
 // dx as the forward of dout (F channels) with the filters turned by 180 degrees and their
@@ -407,9 +403,7 @@ void direct_over_batch(const DirectConv& d, bool avx512, int64_t N, int threads,
                        Done&& done) {
     const int64_t padded = padded_floats(d), in_image = d.C * H * W;
     std::vector<float> pads(checked_mul(threads, padded, "conv padded images"), 0.0f);
-#pragma omp parallel for schedule(dynamic) num_threads(threads)
-    for (int64_t n = 0; n < N; ++n) {
-        const int t = omp_get_thread_num();
+    parallel_for_dynamic(threads, N, 1, [&](int64_t n, int t) {
         float* pad = pads.data() + t * padded;
         pad_interior(d.C, H, W, d.Hp, d.Wp, pad_h, pad_w, in + n * in_image, pad);
         float* out = out_of(n, t);
@@ -419,7 +413,7 @@ void direct_over_batch(const DirectConv& d, bool avx512, int64_t N, int threads,
             direct_conv_forward_image(d, pad, wpack.data(), bias, out);
         }
         done(n, out);
-    }
+    });
 }
 
 template <typename OutOf, typename Done>
@@ -693,9 +687,7 @@ void pad_skip_over_batch(const PadSkipConv& s, int64_t N, int threads, const T* 
     const bool in_place = avx512_matmul_active();  // decided once: the scratch depends on it
     const GemmScratch<T> packs(threads, in_place ? 0 : layout.packed_floats(block));
     const GemmScratch<T> outs(threads, checked_mul(s.F, layout.columns(group), "conv output"));
-#pragma omp parallel for schedule(dynamic) num_threads(threads)
-    for (int64_t k = 0; k < groups; ++k) {
-        const int t = omp_get_thread_num();
+    parallel_for_dynamic(threads, groups, 1, [&](int64_t k, int t) {
         const int64_t first = k * group, count = std::min(group, N - first);
         const int64_t columns = layout.columns(count);
         T* o = outs.of(t);
@@ -718,7 +710,7 @@ void pad_skip_over_batch(const PadSkipConv& s, int64_t N, int threads, const T* 
             }
             done(first + i, image_out);
         }
-    }
+    });
 }
 
 template <typename T, typename OutOf, typename Done>
@@ -780,9 +772,7 @@ void forward_images(const ConvGeometry& g, int threads, const T* x, const T* w, 
     const GemmScratch<T> cols(threads, copy_cols ? std::min(block, g.C) * kernel * columns : 0);
     const GemmScratch<T> outs(threads, group > 1 ? g.F * columns : 0);
     // dynamic: on a shared machine a descheduled thread must not hold up the others.
-#pragma omp parallel for schedule(dynamic) num_threads(threads)
-    for (int64_t k = 0; k < groups; ++k) {
-        const int t = omp_get_thread_num();
+    parallel_for_dynamic(threads, groups, 1, [&](int64_t k, int t) {
         const int64_t first = k * group, count = std::min(group, g.N - first), n_cols = count * P;
         T* o = group > 1 ? outs.of(t) : out_of(first, t);
         if (group > 1) {  // o = w * cols by blocks of channels, o added to after the first
@@ -817,7 +807,7 @@ void forward_images(const ConvGeometry& g, int threads, const T* x, const T* w, 
             }
             done(first + i, image_out);
         }
-    }
+    });
 }
 
 // dst (cols x rows) = src (rows x cols) transposed, in square blocks that stay in L1 on
@@ -877,12 +867,11 @@ void gemm_weight_gradient_by_channels(const ConvGeometry& g, const T* dout, cons
     const int64_t cols_floats = checked_mul(block * kernel, group * P, "conv im2col");
     const int threads = team_size(blocks);
     const GemmScratch<T> cols(threads, cols_floats);
-#pragma omp parallel for schedule(dynamic) num_threads(threads)
-    for (int64_t k = 0; k < blocks; ++k) {
+    parallel_for_dynamic(threads, blocks, 1, [&](int64_t k, int t) {
         ConvGeometry channels = g;  // the block's channels, c0 .. c0 + channels.C - 1
         const int64_t c0 = k * block;
         channels.C = std::min(block, g.C - c0);
-        T* my_cols = cols.of(omp_get_thread_num());
+        T* my_cols = cols.of(t);
         for (int64_t n0 = 0; n0 < g.N; n0 += group) {
             const int64_t count = std::min(group, g.N - n0), n_cols = count * P;
             for (int64_t i = 0; i < count; ++i) {
@@ -892,7 +881,7 @@ void gemm_weight_gradient_by_channels(const ConvGeometry& g, const T* dout, cons
             gemm(false, true, F, channels.C * kernel, n_cols, d.of(0) + n0 * P, NP, my_cols,
                  n_cols, T(n0 == 0 ? 0 : 1), dw + c0 * kernel, K);
         }
-    }
+    });
 }
 
 // dw (F x K) of the batch without the pairs in the padding (conv_padskip.h): dout of the
@@ -923,9 +912,7 @@ void pad_skip_weight_gradient(const ConvGeometry& g, const T* dout, const T* x, 
     const int threads = team_size(blocks);
     const GemmScratch<T> cols(threads, layout.cols_floats(group, block));
     const GemmScratch<T> sums(threads, checked_mul(block * kernel, F, "conv dw"));
-#pragma omp parallel for schedule(dynamic) num_threads(threads)
-    for (int64_t k = 0; k < blocks; ++k) {
-        const int t = omp_get_thread_num();
+    parallel_for_dynamic(threads, blocks, 1, [&](int64_t k, int t) {
         const int64_t c0 = k * block, channels = std::min(block, g.C - c0);
         T* dw_t = sums.of(t);  // the block's taps x F
         std::fill(dw_t, dw_t + channels * kernel * F, T(0));
@@ -935,7 +922,7 @@ void pad_skip_weight_gradient(const ConvGeometry& g, const T* dout, const T* x, 
             layout.weight_gradient(count, channels, cols.of(t), d.of(0) + n0 * P * F, dw_t);
         }
         transpose_into(channels * kernel, F, dw_t, dw + c0 * kernel, g.taps());
-    }
+    });
 }
 
 // dx of the batch on the im2col path, `gemm_images` images a GEMM (a pointwise conv an
@@ -952,9 +939,7 @@ void gemm_input_gradient_over_batch(const ConvGeometry& g, const T* dout, const 
     const int threads = team_size(groups);
     const GemmScratch<T> dcols(threads, pointwise ? 0 : K * columns);
     const GemmScratch<T> douts(threads, group > 1 ? F * columns : 0);
-#pragma omp parallel for schedule(dynamic) num_threads(threads)
-    for (int64_t k = 0; k < groups; ++k) {
-        const int t = omp_get_thread_num();
+    parallel_for_dynamic(threads, groups, 1, [&](int64_t k, int t) {
         const int64_t n0 = k * group, count = std::min(group, g.N - n0), n_cols = count * P;
         const T* group_dout = dout + n0 * F * P;
         if (count > 1) {  // the images' F x P blocks side by side
@@ -972,7 +957,7 @@ void gemm_input_gradient_over_batch(const ConvGeometry& g, const T* dout, const 
         for (int64_t i = 0; i < count && !pointwise; ++i) {
             col2im(g, my_dcols + i * P, n_cols, dx_n + i * image);
         }
-    }
+    });
 }
 
 // act applied in place to the n entries of o, on the calling thread.
@@ -1174,9 +1159,7 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
     if (act_out) {
         through.reset(new T[checked_mul(threads * chunk_images, F * P, "conv: chunk buffers")]);
     }
-#pragma omp parallel for schedule(dynamic) num_threads(threads)
-    for (int64_t chunk = 0; chunk < chunks; ++chunk) {
-        const int t = omp_get_thread_num();
+    parallel_for_dynamic(threads, chunks, 1, [&](int64_t chunk, int t) {
         T* my_dw_t = partial.data() + chunk * slot;
         T* my_db = my_dw_t + dw_floats;
         const int64_t first = chunk * g.N / chunks, last = (chunk + 1) * g.N / chunks;
@@ -1253,7 +1236,7 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
                 }
             }
         }
-    }
+    });
     // The chunks' slots are added up in chunk order into the first, in place (contiguous
     // and vectorised), and then transposed once: transposing every slot into dw, with
     // writes K floats apart, took 9% of a 64 -> 64 weight gradient at batch 16.

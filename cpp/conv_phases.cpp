@@ -354,9 +354,8 @@ void phase_input_gradient(const ConvGeometry& g, const float* dout, const float*
         tap_conv_forward_avx512(t, ph.offsets.data(), doutp + ph.i0 * Wd, ph.wpack.scratch_of(0),
                                 no_bias.scratch_of(0), out_t);
     };
-#pragma omp parallel for schedule(dynamic) num_threads(threads)
-    for (int64_t n = 0; n < g.N; ++n) {
-        float* doutp = scratches.scratch_of(omp_get_thread_num());
+    parallel_for_dynamic(threads, g.N, 1, [&](int64_t n, int t) {
+        float* doutp = scratches.scratch_of(t);
         float* out_t = doutp + padded;
         const float* dout_n = dout + n * F * g.Ho * g.Wo;
         for (int64_t f = 0; f < F; ++f) {  // the interior; the borders stay zero
@@ -409,7 +408,7 @@ void phase_input_gradient(const ConvGeometry& g, const float* dout, const float*
                 }
             }
         }
-    }
+    });
 }
 
 }  // namespace graphnet

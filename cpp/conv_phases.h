@@ -13,8 +13,6 @@
 // gradient sums input taps times output gradients over the real positions only.
 #pragma once
 
-#include <omp.h>
-
 #include <algorithm>
 #include <cstdint>
 #include <vector>
@@ -95,9 +93,7 @@ void phase_forward(const ConvGeometry& g, int threads, const float* x, const flo
     const int64_t group = layer.group(), groups = (g.N + group - 1) / group;
     CacheLineScratch scratches(threads, layer.scratch_floats(), CacheLineScratch::Fill::none);
     for (int t = 0; t < threads; ++t) layer.clear(scratches.scratch_of(t));
-#pragma omp parallel for schedule(dynamic) num_threads(threads)
-    for (int64_t k = 0; k < groups; ++k) {
-        const int t = omp_get_thread_num();
+    parallel_for_dynamic(threads, groups, 1, [&](int64_t k, int t) {
         const int64_t first = k * group, count = std::min(group, g.N - first);
         const int64_t image = g.C * g.H * g.W, later = std::min(group, g.N - first - count);
         // (only one image's output lines: a group's outputs need not be consecutive, as
@@ -110,7 +106,7 @@ void phase_forward(const ConvGeometry& g, int threads, const float* x, const flo
             layer.output(i, scratches.scratch_of(t), out);
             done(first + i, out);
         }
-    }
+    });
 }
 
 }  // namespace graphnet

