@@ -65,6 +65,16 @@ void winograd_forward_image_avx512(const WinogradConv&, const float*, const floa
                                    float*, float*, float*) {
     absent("winograd_forward_image_avx512");
 }
+int64_t winograd_gradient_scratch_floats(const WinogradConv&) {
+    absent("winograd_gradient_scratch_floats");
+}
+void winograd_weight_gradient_images_avx512(const WinogradConv&, const float*, const float*,
+                                            int64_t, float*, float*) {
+    absent("winograd_weight_gradient_images_avx512");
+}
+void winograd_weights_gradient_avx512(const WinogradConv&, const float*, float*) {
+    absent("winograd_weights_gradient_avx512");
+}
 int64_t direct_tile_filters_avx512(int64_t) { absent("direct_tile_filters_avx512"); }
 void direct_conv_forward_image(const DirectConv&, const float*, const float*, const float*,
                                float*) {
