@@ -4,8 +4,9 @@
 // than the SSE2 copy, docs/performance/kernels.md). Each file gets its own copy (an
 // anonymous namespace), and this header includes no library header, so nothing compiled
 // for AVX2 can be shared with the portable code. Neither copy has fused multiply-adds
-// (optim_avx2.cpp is compiled for AVX2 without FMA): both round each operation as numpy
-// does, so they give the same bits as graphnet.optim's numpy expressions.
+// (optim_avx2.cpp is compiled for AVX2 without FMA, and both with -ffp-contract=off, for
+// CPUs whose baseline has FMA): both round each operation as numpy does, so they give the
+// same bits as graphnet.optim's numpy expressions.
 #pragma once
 
 #include <cstdint>
