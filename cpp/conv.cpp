@@ -257,33 +257,41 @@ bool tap_weight_gradient(const ConvGeometry& g, const DirectPasses& direct) {
            !gemm_weight_gradient(g) && direct_enabled && use_avx512();
 }
 
-// Winograd F(2x2, 3x3) (conv_winograd.h) for 3x3 layers with stride 1 and pad 1 on an
-// AVX-512 CPU: the forward and, as the forward of dout with the filters turned, dx (dw:
-// winograd_weight_gradient).
+// Winograd F(2x2, 3x3) and F(2x2, 5x5) (conv_winograd.h) for 3x3 layers with stride 1
+// and pad 1, and 5x5 ones with pad 2, on an AVX-512 CPU: the forward and, as the forward
+// of dout with the filters turned, dx (dw, 3x3 only: winograd_weight_gradient).
 // WinogradMode::kWherePays takes it on layers of kWinogradMinChannels channels in and
 // out or more (measured in docs/performance/kernels.md), for the forward on images of
 // kWinogradForwardMinSide+ rows and columns; kEverywhere on any such layer (tests). On
-// smaller images each of its 16 GEMMs has a few tiles only, and the forward's tap kernel
+// smaller images each of its GEMMs has a few tiles only, and the forward's tap kernel
 // beats it (per pass, batch 64, one thread, 3x3 on 16-128 channels: @4 0.33-0.47x its
-// time, @6 0.57-0.87x, @7 0.69-1.23x, @8 0.89-1.51x); its dx still beats the direct
-// kernel there (@4 0.9-1.6x its time), but not im2col + GEMM over groups of images on
-// images under 5 pixels of 48+ channels (gemm_input_gradient).
+// time, @6 0.57-0.87x, @7 0.69-1.23x, @8 0.89-1.51x; 5x5 on 16-128: @5 0.53-1.0x, @6
+// 0.66-1.06x, @7 0.90-1.6x, @8 1.1-2.0x); a 3x3 dx still beats the direct kernel there
+// (@4 0.9-1.6x its time), but not im2col + GEMM over groups of images on images under 5
+// pixels of 48+ channels (gemm_input_gradient); a 5x5 dx pays from 7 pixels on too (@6
+// 0.90-1.3x the tap and direct kernels' time, @7 1.25-1.6x).
 std::atomic<WinogradMode> winograd_mode{WinogradMode::kWherePays};
 std::atomic<PadSkipMode> pad_skip_mode{PadSkipMode::kWherePays};  // pad_skip
 constexpr int64_t kWinogradMinChannels = 16;
 constexpr int64_t kWinogradForwardMinSide = 7;
-constexpr int64_t kWinogradMaxChannels = int64_t(1) << 23;
+constexpr int64_t kWinogradMaxChannels = int64_t(1) << 22;
+
+// The dx of 3x3 layers pays on any image, that of 5x5 ones from the forward's side on.
+int64_t winograd_input_gradient_min_side(const ConvGeometry& g) {
+    return g.HH == 5 ? kWinogradForwardMinSide : 0;
+}
 
 // min_side: of the image it runs on, below which it does not pay.
 bool winograd_conv(const ConvGeometry& g, int64_t in_channels, int64_t out_channels,
                    int64_t min_side) {
     const WinogradMode mode = winograd_mode;
-    if (mode == WinogradMode::kOff || g.HH != 3 || g.WW != 3 || g.stride != 1 || g.pad != 1 ||
-        !direct_enabled || !use_avx512()) {
+    const bool tiled = g.HH == g.WW && (g.HH == 3 || g.HH == 5) && g.pad == (g.HH - 1) / 2;
+    if (mode == WinogradMode::kOff || !tiled || g.stride != 1 || !direct_enabled ||
+        !use_avx512()) {
         return false;
     }
     // The weight transform gathers 16 channels' weights with 32-bit offsets (of up to
-    // 15 x 9 x channels, for dx).
+    // 15 x 25 x channels, for dx).
     if (g.C > kWinogradMaxChannels || g.F > kWinogradMaxChannels) return false;
     return mode == WinogradMode::kEverywhere ||
            (in_channels >= kWinogradMinChannels && out_channels >= kWinogradMinChannels &&
@@ -291,7 +299,8 @@ bool winograd_conv(const ConvGeometry& g, int64_t in_channels, int64_t out_chann
 }
 
 // The Winograd forward transforms all of a layer's weights on every call (into 16 floats
-// per filter and channel, 16/9 the weights) and reads them back in its 16 products: where
+// per filter and channel, 16/9 a 3x3 layer's weights; 36, 36/25 a 5x5 one's) and reads
+// them back in its products: where
 // those outgrow L2 (kWinogradForwardGemmWeights filter-channel pairs: 2 MB transformed)
 // and the call has under kWinogradForwardMinTiles tiles (one 8 x 8 image has 16), im2col +
 // GEMM, which reads the weights once in place, is faster. Per layer of the vgg_wide zoo
@@ -330,7 +339,7 @@ constexpr int64_t kWinogradGradientMaxPairs = int64_t(1) << 17;
 
 template <typename T>
 bool winograd_weight_gradient(const ConvGeometry& g) {
-    if (!std::is_same_v<T, float>) return false;
+    if (!std::is_same_v<T, float> || g.HH != 3) return false;
     if (winograd_mode == WinogradMode::kEverywhere) return winograd_conv(g, g.C, g.F, 0);
     const bool wide = g.C >= kWinogradGradientWideChannels && g.F >= kWinogradGradientWideChannels;
     return winograd_conv(g, g.C, g.F,
@@ -345,10 +354,10 @@ void winograd_over_batch(const WinogradConv& wg, int64_t N, int threads, const f
                          const WinogradWeights& w, const float* bias, OutOf&& out_of,
                          Done&& done) {
     const std::string what = "conv Winograd buffers";
-    const int64_t u_floats = checked_mul(kWinogradPoints, winograd_weights_point(wg), what);
+    const int64_t u_floats = checked_mul(wg.points, winograd_weights_point(wg), what);
     const int64_t padded = checked_add(checked_mul(wg.C, checked_mul(wg.Hp, wg.Wp, what), what),
                                        kWinogradSlack, what);
-    const int64_t stride = winograd_stride(wg.block_rows * wg.tiles_w);
+    const int64_t stride = winograd_stride(wg, wg.block_rows * wg.tiles_w);
     const int64_t v_floats = checked_mul(stride, wg.C, what), m_floats = checked_mul(stride, wg.F, what);
     const int64_t work = checked_add(v_floats, m_floats, what);
     const int64_t pads_floats = checked_mul(threads, padded, what);
@@ -366,7 +375,8 @@ void winograd_over_batch(const WinogradConv& wg, int64_t N, int threads, const f
     const int64_t in_image = wg.C * wg.H * wg.W;
     parallel_for_dynamic(threads, N, 1, [&](int64_t n, int t) {
         float* pad = pads + t * padded;
-        pad_interior(wg.C, wg.H, wg.W, wg.Hp, wg.Wp, 1, 1, in + n * in_image, pad);
+        const int64_t side = (wg.r - 1) / 2;
+        pad_interior(wg.C, wg.H, wg.W, wg.Hp, wg.Wp, side, side, in + n * in_image, pad);
         float* out = out_of(n, t);
         float* v = works + t * work;
         winograd_forward_image_avx512(wg, pad, u, bias, out, v, v + v_floats);
@@ -379,8 +389,9 @@ void winograd_over_batch(const WinogradConv& wg, int64_t N, int threads, const f
 void winograd_input_gradient(const ConvGeometry& g, const float* dout, const float* w, float* dx) {
     const std::vector<float> no_bias(g.C, 0.0f);
     const int64_t image = g.C * g.H * g.W;
-    winograd_over_batch(winograd_geometry(g.F, g.C, g.H, g.W), g.N, team_size(g.N), dout,
-                        WinogradWeights{w, 9, g.C * 9, true}, no_bias.data(),
+    const int64_t taps = g.HH * g.WW;
+    winograd_over_batch(winograd_geometry(g.HH, g.F, g.C, g.H, g.W), g.N, team_size(g.N), dout,
+                        WinogradWeights{w, taps, g.C * taps, true}, no_bias.data(),
                         [&](int64_t n, int) { return dx + n * image; },
                         [](int64_t, const float*) {});
 }
@@ -747,9 +758,9 @@ void forward_images(const ConvGeometry& g, int threads, const T* x, const T* w, 
         // winograd_forward_unpaid)
         if (!gemm_forward(g) && !winograd_forward_unpaid(g)) {
             if (winograd_conv(g, g.C, g.F, kWinogradForwardMinSide)) {
-                return winograd_over_batch(winograd_geometry(g.C, g.F, g.H, g.W), g.N, threads,
-                                           x, WinogradWeights{w, g.C * 9, 9, false}, b, out_of,
-                                           done);
+                return winograd_over_batch(winograd_geometry(g.HH, g.C, g.F, g.H, g.W), g.N,
+                                           threads, x, WinogradWeights{w, g.taps(), g.HH * g.WW, false},
+                                           b, out_of, done);
             }
             if (direct_passes<T>(g).forward) {
                 return direct_forward(g, threads, x, w, b, out_of, done);
@@ -1036,9 +1047,10 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
     constexpr int64_t kWinogradSlotsFloats = int64_t(1) << 22;
     const bool winograd_dw = dw && winograd_weight_gradient<T>(g);
     // (only for a Winograd layer: an empty image under a wide pad has no tiles)
-    const WinogradConv wg = winograd_dw ? winograd_geometry(g.C, g.F, g.H, g.W) : WinogradConv{};
+    const WinogradConv wg =
+        winograd_dw ? winograd_geometry(g.HH, g.C, g.F, g.H, g.W) : WinogradConv{};
     const int64_t winograd_slot =
-        winograd_dw ? checked_mul(kWinogradPoints, winograd_weights_point(wg), "conv dw") : 0;
+        winograd_dw ? checked_mul(wg.points, winograd_weights_point(wg), "conv dw") : 0;
     const int64_t most_chunks =
         winograd_dw ? std::max<int64_t>(2, kWinogradSlotsFloats / winograd_slot) : kChunks;
     const int64_t chunks =
@@ -1093,7 +1105,8 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
     };
     if constexpr (std::is_same_v<T, float>) {
         const bool winograd_dx =
-            gemm_dx && !gemm_input_gradient(g) && winograd_conv(g, g.F, g.C, 0);
+            gemm_dx && !gemm_input_gradient(g) &&
+            winograd_conv(g, g.F, g.C, winograd_input_gradient_min_side(g));
         // These dx kernels read the whole batch's dout, not a chunk's.
         if (winograd_dx ||
             (gemm_dx && (direct_pass.dx || phase || tap_input_gradient<T>(g)))) {

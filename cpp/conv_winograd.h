@@ -1,22 +1,27 @@
-// Winograd F(2x2, 3x3) for float32 3x3 convolutions with stride 1 and pad 1 on CPUs with
-// AVX-512 (conv.cpp decides where, and asks cpu_has_avx512f() first).
+// Winograd F(2x2, 3x3) and F(2x2, 5x5) for float32 3x3 convolutions with stride 1 and
+// pad 1, and 5x5 ones with pad 2, on CPUs with AVX-512 (conv.cpp decides where, and asks
+// cpu_has_avx512f() first).
 //
-// Each 2x2 block of outputs (a tile) comes from the 4x4 patch of padded input under it:
-// transformed, V = B^T d B, each of the 16 points of the tile is the product of the
-// filters' transformed weights U = G g G^T (F x C) with the channels' V (C x tiles), and
-// the output is A^T M A of the products M. That is 16 multiplies per tile and channel
-// pair instead of 36: the 16 products run on the AVX-512 GEMM (gemm_avx512.h), the
-// transforms are adds, vectorised along 16 tiles of a tile row.
+// Each 2x2 block of outputs (a tile) comes from the alpha x alpha patch of padded input
+// under it (alpha = 2 + r - 1 for r x r filters: 4 or 6): transformed, V = B^T d B, each of
+// the alpha^2 points of the tile is the product of the filters' transformed weights
+// U = G g G^T (F x C) with the channels' V (C x tiles), and the output is A^T M A of the
+// products M. That is 16 multiplies per tile and channel pair instead of 36 (3x3), 36
+// instead of 100 (5x5): the products run on the AVX-512 GEMM (gemm_avx512.h), the
+// transforms are adds (and multiplies by small constants), vectorised along 16 tiles of a
+// tile row. 3x3 interpolates at 0, 1, -1 and infinity; 5x5 at 0, 1, -1, 2, -2 and
+// infinity (Lavin and Gray's F(4x4, 3x3) points, whose B^T it shares).
 //
-// The weight gradient is the same map's adjoint with respect to the weights: each tile's
-// output gradient dy (2x2) transformed, Q = A dy A^T (4x4), the transformed weights'
-// gradient dU = the sum over tiles of Q (.) V, point by point a product of Q (F x tiles)
-// with V^T (tiles x C) whose inner dimension is the tiles, and dw = G^T dU G.
+// The weight gradient (3x3 only) is the same map's adjoint with respect to the weights:
+// each tile's output gradient dy (2x2) transformed, Q = A dy A^T (4x4), the transformed
+// weights' gradient dU = the sum over tiles of Q (.) V, point by point a product of Q
+// (F x tiles) with V^T (tiles x C) whose inner dimension is the tiles, and dw = G^T dU G.
 //
-// Rounding: V and U sum up to 4 inputs (and 9 weights, halved), so every product's terms
-// are inputs and weights from the whole 4x4 patch, not just each output's 3x3 window, and
-// their sum is the rounding scale (tests/kernels/test_conv_winograd.py bounds it so); in
-// the weight gradient likewise the whole patch's inputs times up to 4 output gradients.
+// Rounding: V and U sum up to alpha inputs and r weights along each axis (scaled by up
+// to 5 and 2/3 on 6x6 tiles), so every product's terms are inputs and weights from the
+// whole patch, not just each output's r x r window, and their sum is the rounding scale
+// (tests/kernels/test_conv_winograd.py bounds it so); in the weight gradient likewise the
+// whole patch's inputs times up to 4 output gradients.
 //
 // Like conv_direct.h: compiled for AVX-512F, includes no library header.
 #pragma once
@@ -25,62 +30,67 @@
 
 namespace graphnet {
 
-// The 16 points of a transformed tile.
-constexpr int64_t kWinogradPoints = 16;
-// Tiles per block: a block's V (16 x C x tiles) and M (16 x F x tiles) stay in L2 while
-// the 16 products read and write them.
+// Tiles per block: a block's V (points x C x tiles) and M (points x F x tiles) stay in L2
+// while the products read and write them.
 constexpr int64_t kWinogradBlockTiles = 96;
 // The transforms and products of a block of n tiles are laid out channel (or filter) by
-// channel, winograd_stride(n) floats apart: the 16 points' rows of n tiles one after the
+// channel, winograd_stride(n) floats apart: the points' rows of n tiles one after the
 // other, then a line of skew. So a transform writes or reads one stream that the
-// prefetchers follow (with the 16 points' blocks apart, each of its 16 stores of a tile
+// prefetchers follow (with the points' blocks apart, each of its 16 stores of a tile
 // group missed L1 on its own: the transforms took 2-3x as long), and the skew keeps the
 // GEMM's rows, a stride apart, out of each other's L1 sets.
 constexpr int64_t kWinogradSkew = 16;
-inline int64_t winograd_stride(int64_t tiles) { return kWinogradPoints * tiles + kWinogradSkew; }
 
-// Floats past the padded image the input transform may read (and drop): up to 33 past a
+// Floats past the padded image the input transform may read (and drop): up to 35 past a
 // tile row's first column.
 constexpr int64_t kWinogradSlack = 64;
 
-// A 3x3, stride-1, pad-1 convolution of one image of C channels to F, H x W in and out.
+// An r x r (3 or 5), stride-1, pad (r - 1) / 2 convolution of one image of C channels to
+// F, H x W in and out.
 struct WinogradConv {
+    int64_t r;                 // the filters' side
+    int64_t points;            // of a transformed tile: (r + 1)^2
     int64_t C, F, H, W;
     int64_t tiles_h, tiles_w;  // ceil(H / 2), ceil(W / 2)
-    int64_t Hp, Wp;            // the padded input: 2 tiles + 2 (pad 1 before, 1 or 2 after)
+    int64_t Hp, Wp;            // the padded input: 2 tiles + r - 1 (pad before, pad or pad + 1 after)
     int64_t block_rows;        // tile rows per block
 };
 
-inline WinogradConv winograd_geometry(int64_t C, int64_t F, int64_t H, int64_t W) {
+inline WinogradConv winograd_geometry(int64_t r, int64_t C, int64_t F, int64_t H, int64_t W) {
     const int64_t tiles_h = (H + 1) / 2, tiles_w = (W + 1) / 2;
     const int64_t rows = kWinogradBlockTiles / tiles_w;
-    return {C, F, H, W, tiles_h, tiles_w, 2 * tiles_h + 2, 2 * tiles_w + 2,
-            rows < 1 ? 1 : rows < tiles_h ? rows : tiles_h};
+    return {r, (r + 1) * (r + 1), C, F, H, W, tiles_h, tiles_w, 2 * tiles_h + r - 1,
+            2 * tiles_w + r - 1, rows < 1 ? 1 : rows < tiles_h ? rows : tiles_h};
+}
+
+inline int64_t winograd_stride(const WinogradConv& g, int64_t tiles) {
+    return g.points * tiles + kWinogradSkew;
 }
 
 // Floats from one point's transformed weights (F x C) to the next (skewed, as above).
 inline int64_t winograd_weights_point(const WinogradConv& g) { return g.F * g.C + kWinogradSkew; }
 
-// 3x3 filters: filter f's weights on channel c at w + f * filter_stride + c *
-// channel_stride, tap (kh, kw) at 3 kh + kw, or turned by 180 degrees, at 8 - 3 kh - kw.
-// (16 x 9 x channel_stride must fit in 32 bits.)
+// r x r filters: filter f's weights on channel c at w + f * filter_stride + c *
+// channel_stride, tap (kh, kw) at r kh + kw, or turned by 180 degrees, at r^2 - 1 - r kh -
+// kw. (16 x r^2 x channel_stride must fit in 32 bits.)
 struct WinogradWeights {
     const float* w;
     int64_t filter_stride, channel_stride;
     bool turned;
 };
 
-// u (16 points, winograd_weights_point floats apart, of F x C) = the transformed weights
+// u (g.points points, winograd_weights_point floats apart, of F x C) = the transformed weights
 // of w.
 void winograd_weights_avx512(const WinogradConv& g, const WinogradWeights& w, float* u);
 
-// out (F x H x W) = bias + the convolution of xpad (C x Hp x Wp, the image 1 row and 1
-// column in, zero elsewhere, kWinogradSlack floats past it) with the transformed weights
+// out (F x H x W) = bias + the convolution of xpad (C x Hp x Wp, the image (r - 1) / 2
+// rows and columns in, zero elsewhere, kWinogradSlack floats past it) with the transformed weights
 // u. v and m: room for C and F x winograd_stride(tiles) floats, for the tiles of a block
 // (block_rows x tiles_w).
 void winograd_forward_image_avx512(const WinogradConv& g, const float* xpad, const float* u,
                                    const float* bias, float* out, float* v, float* m);
 
+// The weight gradient: 3x3 layers only (g.r == 3).
 // Tiles per block of the weight gradient (the inner dimension of its 16 products), in
 // whole tile rows (one row where a row is longer): kWinogradGradientBlockFloats over the
 // channels in and out, from kWinogradGradientMinTiles to kWinogradGradientMaxTiles (the
@@ -104,7 +114,7 @@ inline WinogradGradientBlocks winograd_gradient_blocks(const WinogradConv& g) {
                           : wanted > kWinogradGradientMaxTiles ? kWinogradGradientMaxTiles
                                                                : wanted;
     const int64_t rows = tiles / g.tiles_w < 1 ? 1 : tiles / g.tiles_w;
-    return {rows, winograd_stride(rows * g.tiles_w)};
+    return {rows, winograd_stride(g, rows * g.tiles_w)};
 }
 
 // Floats of one thread's scratch for winograd_weight_gradient_images_avx512 (zeroed once by

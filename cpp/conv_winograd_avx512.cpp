@@ -24,54 +24,142 @@ __m512i odd_floats() {
     return _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
 }
 
+// The one-axis transforms of a tile, on 16 tiles at once: input (alpha floats -> B^T d),
+// weights (r taps -> G g) and output (alpha products -> A^T m, 2 outputs). A tile's 2-D
+// transforms apply them along its columns, then along its rows.
+//
+// F(2x2, 3x3): B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1],
+// G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1], A^T = [1 1 1 0; 0 1 -1 -1].
+struct Tile3x3 {
+    static constexpr int kAlpha = 4, kTaps = 3;
+    static void input(const __m512 (&d)[4], __m512 (&v)[4]) {
+        v[0] = _mm512_sub_ps(d[0], d[2]);
+        v[1] = _mm512_add_ps(d[1], d[2]);
+        v[2] = _mm512_sub_ps(d[2], d[1]);
+        v[3] = _mm512_sub_ps(d[1], d[3]);
+    }
+    static void weights(const __m512 (&k)[3], __m512 (&u)[4]) {
+        const __m512 half = _mm512_set1_ps(0.5f);
+        u[0] = k[0];
+        u[1] = _mm512_mul_ps(half, _mm512_add_ps(_mm512_add_ps(k[0], k[1]), k[2]));
+        u[2] = _mm512_mul_ps(half, _mm512_add_ps(_mm512_sub_ps(k[0], k[1]), k[2]));
+        u[3] = k[2];
+    }
+    static void output(const __m512 (&m)[4], __m512 (&y)[2]) {
+        y[0] = _mm512_add_ps(_mm512_add_ps(m[0], m[1]), m[2]);
+        y[1] = _mm512_sub_ps(_mm512_sub_ps(m[1], m[2]), m[3]);
+    }
+};
+
+// F(2x2, 5x5), points 0, 1, -1, 2, -2, infinity: B^T's row of a finite point p holds the
+// coefficients of the product of (x - q) over the other finite points q (infinity's row:
+// over all of them), G's row of p is 1, p, ..., p^4 over the product of (p - q), and A^T's
+// rows are 1 and p (with infinity's 1 in the last):
+// B^T = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0; 0 -2 -1 2 1 0; 0 2 -1 -2 1 0;
+//        0 4 0 -5 0 1],
+// G = [1/4 0 0 0 0; -1/6 (1 1 1 1 1); -1/6 (1 -1 1 -1 1); 1/24 (1 2 4 8 16);
+//      1/24 (1 -2 4 -8 16); 0 0 0 0 1], A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 1].
+struct Tile5x5 {
+    static constexpr int kAlpha = 6, kTaps = 5;
+    static void input(const __m512 (&d)[6], __m512 (&v)[6]) {
+        const __m512 two = _mm512_set1_ps(2.0f), four = _mm512_set1_ps(4.0f);
+        const __m512 five = _mm512_set1_ps(5.0f);
+        const __m512 odd = _mm512_sub_ps(d[3], d[1]), even = _mm512_sub_ps(d[4], d[2]);
+        v[0] = _mm512_fmadd_ps(four, d[0], _mm512_fnmadd_ps(five, d[2], d[4]));
+        v[1] = _mm512_fnmadd_ps(four, _mm512_add_ps(d[1], d[2]), _mm512_add_ps(d[3], d[4]));
+        v[2] = _mm512_fmadd_ps(four, _mm512_sub_ps(d[1], d[2]), _mm512_sub_ps(d[4], d[3]));
+        v[3] = _mm512_fmadd_ps(two, odd, even);
+        v[4] = _mm512_fnmadd_ps(two, odd, even);
+        v[5] = _mm512_fmadd_ps(four, d[1], _mm512_fnmadd_ps(five, d[3], d[5]));
+    }
+    static void weights(const __m512 (&k)[5], __m512 (&u)[6]) {
+        const __m512 four = _mm512_set1_ps(4.0f), sixteen = _mm512_set1_ps(16.0f);
+        const __m512 even = _mm512_add_ps(_mm512_add_ps(k[0], k[2]), k[4]);
+        const __m512 odd = _mm512_add_ps(k[1], k[3]);
+        const __m512 even4 = _mm512_fmadd_ps(sixteen, k[4], _mm512_fmadd_ps(four, k[2], k[0]));
+        const __m512 odd4 = _mm512_fmadd_ps(four, k[3], k[1]);  // (2 k1 + 8 k3) / 2
+        const __m512 sixth = _mm512_set1_ps(-1.0f / 6.0f);
+        const __m512 twelfth = _mm512_set1_ps(1.0f / 12.0f), twenty_fourth = _mm512_set1_ps(1.0f / 24.0f);
+        u[0] = _mm512_mul_ps(_mm512_set1_ps(0.25f), k[0]);
+        u[1] = _mm512_mul_ps(sixth, _mm512_add_ps(even, odd));
+        u[2] = _mm512_mul_ps(sixth, _mm512_sub_ps(even, odd));
+        u[3] = _mm512_fmadd_ps(twelfth, odd4, _mm512_mul_ps(twenty_fourth, even4));
+        u[4] = _mm512_fnmadd_ps(twelfth, odd4, _mm512_mul_ps(twenty_fourth, even4));
+        u[5] = k[4];
+    }
+    static void output(const __m512 (&m)[6], __m512 (&y)[2]) {
+        const __m512 two = _mm512_set1_ps(2.0f);
+        y[0] = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(m[0], m[1]), _mm512_add_ps(m[2], m[3])),
+                             m[4]);
+        y[1] = _mm512_add_ps(_mm512_fmadd_ps(two, _mm512_sub_ps(m[3], m[4]), _mm512_sub_ps(m[1], m[2])),
+                             m[5]);
+    }
+};
+
+// The 2-D transform of 16 tiles from their n x n values (columns[j][i]: row i, column j):
+// `along` (a Tile's input or weights transform, n values to alpha) applied to each column,
+// then to each row of the result; point (i, j) stored at to + (alpha i + j) * point_stride.
+template <int alpha, int n, auto along>
+void transform_tiles(const __m512 (&columns)[n][n], __mmask16 lanes, float* to,
+                     int64_t point_stride) {
+    __m512 t[alpha][n];  // along the columns: t[row][column]
+#pragma GCC unroll 6
+    for (int j = 0; j < n; ++j) {
+        __m512 column[alpha];
+        along(columns[j], column);
+#pragma GCC unroll 6
+        for (int i = 0; i < alpha; ++i) t[i][j] = column[i];
+    }
+#pragma GCC unroll 6
+    for (int i = 0; i < alpha; ++i) {  // and along the rows
+        __m512 row[alpha];
+        along(t[i], row);
+#pragma GCC unroll 6
+        for (int j = 0; j < alpha; ++j) {
+            _mm512_mask_storeu_ps(to + (alpha * i + j) * point_stride, lanes, row[j]);
+        }
+    }
+}
+
 // V for 16 tiles of tile row ty (those from tx0, lanes below `lanes` kept) of one channel
-// plane: four padded rows, each read as the tiles' columns 0..3 (even and odd columns of
-// 32 floats from the tile row's start, and again from 2 floats on).
+// plane: alpha padded rows, each read as the tiles' columns 0 .. alpha - 1 (even and odd
+// columns of 32 floats from the tile row's start, and again from 2, 4 floats on).
+template <typename Tile>
 void input_tiles(const WinogradConv& g, const float* plane, int64_t ty, int64_t tx0,
                  __mmask16 lanes, float* to, int64_t point_stride) {
+    constexpr int alpha = Tile::kAlpha;
     const __m512i even = even_floats(), odd = odd_floats();
-    __m512 d[4][4];
-#pragma GCC unroll 4
-    for (int k = 0; k < 4; ++k) {
+    __m512 d[alpha][alpha];  // d[column][row]
+#pragma GCC unroll 6
+    for (int k = 0; k < alpha; ++k) {
         const float* q = plane + (2 * ty + k) * g.Wp + 2 * tx0;
-        const __m512 lo = _mm512_loadu_ps(q), hi = _mm512_loadu_ps(q + 16);
-        const __m512 lo2 = _mm512_loadu_ps(q + 2), hi2 = _mm512_loadu_ps(q + 18);
-        d[k][0] = _mm512_permutex2var_ps(lo, even, hi);
-        d[k][1] = _mm512_permutex2var_ps(lo, odd, hi);
-        d[k][2] = _mm512_permutex2var_ps(lo2, even, hi2);
-        d[k][3] = _mm512_permutex2var_ps(lo2, odd, hi2);
+#pragma GCC unroll 3
+        for (int j = 0; j < alpha; j += 2) {
+            const __m512 lo = _mm512_loadu_ps(q + j), hi = _mm512_loadu_ps(q + j + 16);
+            d[j][k] = _mm512_permutex2var_ps(lo, even, hi);
+            d[j + 1][k] = _mm512_permutex2var_ps(lo, odd, hi);
+        }
     }
-    __m512 t[4][4];  // B^T d
-#pragma GCC unroll 4
-    for (int j = 0; j < 4; ++j) {
-        t[0][j] = _mm512_sub_ps(d[0][j], d[2][j]);
-        t[1][j] = _mm512_add_ps(d[1][j], d[2][j]);
-        t[2][j] = _mm512_sub_ps(d[2][j], d[1][j]);
-        t[3][j] = _mm512_sub_ps(d[1][j], d[3][j]);
-    }
-#pragma GCC unroll 4
-    for (int i = 0; i < 4; ++i) {  // (B^T d) B
-        float* row = to + 4 * i * point_stride;
-        _mm512_mask_storeu_ps(row, lanes, _mm512_sub_ps(t[i][0], t[i][2]));
-        _mm512_mask_storeu_ps(row + point_stride, lanes, _mm512_add_ps(t[i][1], t[i][2]));
-        _mm512_mask_storeu_ps(row + 2 * point_stride, lanes, _mm512_sub_ps(t[i][2], t[i][1]));
-        _mm512_mask_storeu_ps(row + 3 * point_stride, lanes, _mm512_sub_ps(t[i][1], t[i][3]));
-    }
+    transform_tiles<alpha, alpha, Tile::input>(d, lanes, to, point_stride);  // B^T d B
 }
 
 // Output rows 2 ty and 2 ty + 1 (the second if below H), columns from 2 tx0, of one filter
 // from its products m (point p at m + p * point_stride) for 16 tiles (lanes below `lanes`).
+template <typename Tile>
 void output_tiles(const WinogradConv& g, const float* m, int64_t point_stride, __mmask16 lanes,
                   float bias, int64_t ty, int64_t tx0, float* plane) {
-    __m512 s[2][4];  // A^T M
-#pragma GCC unroll 4
-    for (int j = 0; j < 4; ++j) {
-        const __m512 m0 = _mm512_maskz_loadu_ps(lanes, m + j * point_stride);
-        const __m512 m1 = _mm512_maskz_loadu_ps(lanes, m + (4 + j) * point_stride);
-        const __m512 m2 = _mm512_maskz_loadu_ps(lanes, m + (8 + j) * point_stride);
-        const __m512 m3 = _mm512_maskz_loadu_ps(lanes, m + (12 + j) * point_stride);
-        s[0][j] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);
-        s[1][j] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
+    constexpr int alpha = Tile::kAlpha;
+    __m512 s[2][alpha];  // A^T M
+#pragma GCC unroll 6
+    for (int j = 0; j < alpha; ++j) {
+        __m512 column[alpha], out[2];
+#pragma GCC unroll 6
+        for (int i = 0; i < alpha; ++i) {
+            column[i] = _mm512_maskz_loadu_ps(lanes, m + (alpha * i + j) * point_stride);
+        }
+        Tile::output(column, out);
+        s[0][j] = out[0];
+        s[1][j] = out[1];
     }
     const __m512i first = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
     const __m512i second = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
@@ -79,8 +167,9 @@ void output_tiles(const WinogradConv& g, const float* m, int64_t point_stride, _
     const int64_t columns = g.W - 2 * tx0;
     const __mmask16 keep_first = first_lanes(columns), keep_second = first_lanes(columns - 16);
     for (int r = 0; r < 2 && 2 * ty + r < g.H; ++r) {  // (A^T M) A, interleaved into a row
-        const __m512 left = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(s[r][0], s[r][1]), s[r][2]), b);
-        const __m512 right = _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(s[r][1], s[r][2]), s[r][3]), b);
+        __m512 out[2];
+        Tile::output(s[r], out);
+        const __m512 left = _mm512_add_ps(out[0], b), right = _mm512_add_ps(out[1], b);
         float* row = plane + (2 * ty + r) * g.W + 2 * tx0;
         _mm512_mask_storeu_ps(row, keep_first, _mm512_permutex2var_ps(left, first, right));
         _mm512_mask_storeu_ps(row + 16, keep_second, _mm512_permutex2var_ps(left, second, right));
@@ -88,15 +177,16 @@ void output_tiles(const WinogradConv& g, const float* m, int64_t point_stride, _
 }
 
 // V of the tiles of tile rows ty0 .. ty0 + rows - 1 of padded planes `plane` floats apart
-// (g.Wp wide), into a block of n tiles: channel c's point p at v + c * winograd_stride(n)
+// (g.Wp wide), into a block of n tiles: channel c's point p at v + c * winograd_stride(g, n)
 // + p * n, from the block's column at v on.
+template <typename Tile>
 void input_rows(const WinogradConv& g, const float* xpad, int64_t plane, int64_t ty0,
                 int64_t rows, float* v, int64_t n) {
-    const int64_t stride = winograd_stride(n);
+    const int64_t stride = winograd_stride(g, n);
     for (int64_t c = 0; c < g.C; ++c) {
         for (int64_t r = 0; r < rows; ++r) {
             for (int64_t tx0 = 0; tx0 < g.tiles_w; tx0 += 16) {
-                input_tiles(g, xpad + c * plane, ty0 + r, tx0, first_lanes(g.tiles_w - tx0),
+                input_tiles<Tile>(g, xpad + c * plane, ty0 + r, tx0, first_lanes(g.tiles_w - tx0),
                             v + c * stride + r * g.tiles_w + tx0, n);
             }
         }
@@ -146,7 +236,7 @@ void output_gradient_tiles(const WinogradConv& g, const float* plane, int64_t ty
 // (F x H x W), laid out as input_rows lays out V.
 void output_gradient_rows(const WinogradConv& g, const float* dout, int64_t ty0, int64_t rows,
                           float* q, int64_t n) {
-    const int64_t stride = winograd_stride(n);
+    const int64_t stride = winograd_stride(g, n);
     for (int64_t f = 0; f < g.F; ++f) {
         for (int64_t r = 0; r < rows; ++r) {
             for (int64_t tx0 = 0; tx0 < g.tiles_w; tx0 += 16) {
@@ -185,6 +275,49 @@ int64_t strip_floats(const WinogradConv& g) {
     return (g.C * (2 * rows + 2) * g.Wp + kWinogradSlack + 15) / 16 * 16;
 }
 
+// The transformed weights of 16 channels' filters (lanes below `lanes`) from k on, as
+// winograd_weights_avx512.
+template <typename Tile>
+void weight_tiles(const WinogradWeights& w, const float* k, __mmask16 lanes, __m512i channels,
+                  float* to, int64_t point) {
+    constexpr int r = Tile::kTaps;
+    __m512 taps[r][r];  // taps[j][i]: tap (i, j) of the 16 channels' filters
+#pragma GCC unroll 5
+    for (int i = 0; i < r; ++i) {
+#pragma GCC unroll 5
+        for (int j = 0; j < r; ++j) {
+            const int t = r * i + j;
+            taps[j][i] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), lanes, channels,
+                                                  k + (w.turned ? r * r - 1 - t : t), 4);
+        }
+    }
+    transform_tiles<Tile::kAlpha, r, Tile::weights>(taps, lanes, to, point);  // G g G^T
+}
+
+template <typename Tile>
+void forward_image(const WinogradConv& g, const float* xpad, const float* u, const float* bias,
+                   float* out, float* v, float* m) {
+    for (int64_t ty0 = 0; ty0 < g.tiles_h; ty0 += g.block_rows) {
+        const int64_t rows = g.tiles_h - ty0 < g.block_rows ? g.tiles_h - ty0 : g.block_rows;
+        const int64_t n = rows * g.tiles_w;  // tiles in this block
+        const int64_t stride = winograd_stride(g, n);
+        input_rows<Tile>(g, xpad, g.Hp * g.Wp, ty0, rows, v, n);
+        for (int64_t p = 0; p < g.points; ++p) {  // m = u . v, point by point
+            gemm_rows_avx512(0, g.F, n, g.C, u + p * winograd_weights_point(g), g.C, v + p * n,
+                             stride, m + p * n, stride);
+        }
+        for (int64_t f = 0; f < g.F; ++f) {
+            for (int64_t r = 0; r < rows; ++r) {
+                for (int64_t tx0 = 0; tx0 < g.tiles_w; tx0 += 16) {
+                    output_tiles<Tile>(g, m + f * stride + r * g.tiles_w + tx0, n,
+                                       first_lanes(g.tiles_w - tx0), bias[f], ty0 + r, tx0,
+                                       out + f * g.H * g.W);
+                }
+            }
+        }
+    }
+}
+
 }  // namespace
 
 void winograd_weights_avx512(const WinogradConv& g, const WinogradWeights& w, float* u) {
@@ -192,33 +325,15 @@ void winograd_weights_avx512(const WinogradConv& g, const WinogradWeights& w, fl
     const __m512i channels = _mm512_mullo_epi32(
         _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
         _mm512_set1_epi32(static_cast<int>(w.channel_stride)));
-    const __m512 half = _mm512_set1_ps(0.5f);
     for (int64_t f = 0; f < g.F; ++f) {
         for (int64_t c0 = 0; c0 < g.C; c0 += 16) {  // 16 channels at once
             const __mmask16 lanes = first_lanes(g.C - c0);
             const float* k = w.w + f * w.filter_stride + c0 * w.channel_stride;
-            const auto tap = [&](int t) {  // tap t of the 16 channels' filters
-                return _mm512_mask_i32gather_ps(_mm512_setzero_ps(), lanes, channels,
-                                                k + (w.turned ? 8 - t : t), 4);
-            };
-            __m512 gk[4][3];  // G g, G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1]
-#pragma GCC unroll 3
-            for (int j = 0; j < 3; ++j) {
-                const __m512 top = tap(j), mid = tap(3 + j), low = tap(6 + j);
-                gk[0][j] = top;
-                gk[1][j] = _mm512_mul_ps(half, _mm512_add_ps(_mm512_add_ps(top, mid), low));
-                gk[2][j] = _mm512_mul_ps(half, _mm512_add_ps(_mm512_sub_ps(top, mid), low));
-                gk[3][j] = low;
-            }
             float* to = u + f * g.C + c0;
-#pragma GCC unroll 4
-            for (int i = 0; i < 4; ++i) {  // (G g) G^T
-                const __m512 sum = _mm512_add_ps(_mm512_add_ps(gk[i][0], gk[i][1]), gk[i][2]);
-                const __m512 diff = _mm512_add_ps(_mm512_sub_ps(gk[i][0], gk[i][1]), gk[i][2]);
-                _mm512_mask_storeu_ps(to + 4 * i * point, lanes, gk[i][0]);
-                _mm512_mask_storeu_ps(to + (4 * i + 1) * point, lanes, _mm512_mul_ps(half, sum));
-                _mm512_mask_storeu_ps(to + (4 * i + 2) * point, lanes, _mm512_mul_ps(half, diff));
-                _mm512_mask_storeu_ps(to + (4 * i + 3) * point, lanes, gk[i][2]);
+            if (g.r == 5) {
+                weight_tiles<Tile5x5>(w, k, lanes, channels, to, point);
+            } else {
+                weight_tiles<Tile3x3>(w, k, lanes, channels, to, point);
             }
         }
     }
@@ -226,24 +341,10 @@ void winograd_weights_avx512(const WinogradConv& g, const WinogradWeights& w, fl
 
 void winograd_forward_image_avx512(const WinogradConv& g, const float* xpad, const float* u,
                                    const float* bias, float* out, float* v, float* m) {
-    for (int64_t ty0 = 0; ty0 < g.tiles_h; ty0 += g.block_rows) {
-        const int64_t rows = g.tiles_h - ty0 < g.block_rows ? g.tiles_h - ty0 : g.block_rows;
-        const int64_t n = rows * g.tiles_w;  // tiles in this block
-        const int64_t stride = winograd_stride(n);
-        input_rows(g, xpad, g.Hp * g.Wp, ty0, rows, v, n);
-        for (int64_t p = 0; p < kWinogradPoints; ++p) {  // m = u . v, point by point
-            gemm_rows_avx512(0, g.F, n, g.C, u + p * winograd_weights_point(g), g.C, v + p * n,
-                             stride, m + p * n, stride);
-        }
-        for (int64_t f = 0; f < g.F; ++f) {
-            for (int64_t r = 0; r < rows; ++r) {
-                for (int64_t tx0 = 0; tx0 < g.tiles_w; tx0 += 16) {
-                    output_tiles(g, m + f * stride + r * g.tiles_w + tx0, n,
-                                 first_lanes(g.tiles_w - tx0), bias[f], ty0 + r, tx0,
-                                 out + f * g.H * g.W);
-                }
-            }
-        }
+    if (g.r == 5) {
+        forward_image<Tile5x5>(g, xpad, u, bias, out, v, m);
+    } else {
+        forward_image<Tile3x3>(g, xpad, u, bias, out, v, m);
     }
 }
 
@@ -266,17 +367,17 @@ void winograd_weight_gradient_images_avx512(const WinogradConv& g, const float* 
     for (int64_t row0 = 0; row0 < total_rows; row0 += blocks.rows) {
         const int64_t row1 = total_rows - row0 < blocks.rows ? total_rows : row0 + blocks.rows;
         const int64_t n = (row1 - row0) * g.tiles_w;  // tiles in this block
-        const int64_t stride = winograd_stride(n);
+        const int64_t stride = winograd_stride(g, n);
         for (int64_t row = row0; row < row1;) {  // the block's rows, image by image
             const int64_t image = row / g.tiles_h, ty0 = row % g.tiles_h;
             const int64_t rows = g.tiles_h - ty0 < row1 - row ? g.tiles_h - ty0 : row1 - row;
             const int64_t column = (row - row0) * g.tiles_w;
             pad_rows(g, x + image * g.C * g.H * g.W, ty0, rows, strip);
-            input_rows(g, strip, (2 * rows + 2) * g.Wp, 0, rows, v + column, n);
+            input_rows<Tile3x3>(g, strip, (2 * rows + 2) * g.Wp, 0, rows, v + column, n);
             output_gradient_rows(g, dout + image * g.F * g.H * g.W, ty0, rows, q + column, n);
             row += rows;
         }
-        for (int64_t p = 0; p < kWinogradPoints; ++p) {  // du += q . v^T, point by point
+        for (int64_t p = 0; p < g.points; ++p) {  // du += q . v^T, point by point
             gemm_rows_avx512(0, g.F, g.C, n, q + p * n, stride, v + p * n, stride, sum, g.C,
                              /*accumulate=*/false, GemmTransposes{false, true});
             float* to = du + p * point;
