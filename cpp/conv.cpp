@@ -257,9 +257,10 @@ bool tap_weight_gradient(const ConvGeometry& g, const DirectPasses& direct) {
            !gemm_weight_gradient(g) && direct_enabled && use_avx512();
 }
 
-// Winograd F(2x2, 3x3) and F(2x2, 5x5) (conv_winograd.h) for 3x3 layers with stride 1
-// and pad 1, and 5x5 ones with pad 2, on an AVX-512 CPU: the forward and, as the forward
-// of dout with the filters turned, dx (dw, 3x3 only: winograd_weight_gradient).
+// Winograd (conv_winograd.h) for 3x3 layers with stride 1 and pad 1 (F(2x2, 3x3), or
+// F(4x4, 3x3): winograd_tile), and 5x5 ones with pad 2 (F(2x2, 5x5)), on an AVX-512 CPU:
+// the forward and, as the forward of dout with the filters turned, dx (dw, F(2x2, 3x3)
+// only: winograd_weight_gradient).
 // WinogradMode::kWherePays takes it on layers of kWinogradMinChannels channels in and
 // out or more (measured in docs/performance/kernels.md), for the forward on images of
 // kWinogradForwardMinSide+ rows and columns; kEverywhere on any such layer (tests). On
@@ -271,6 +272,7 @@ bool tap_weight_gradient(const ConvGeometry& g, const DirectPasses& direct) {
 // pixels of 48+ channels (gemm_input_gradient); a 5x5 dx pays from 7 pixels on too (@6
 // 0.90-1.3x the tap and direct kernels' time, @7 1.25-1.6x).
 std::atomic<WinogradMode> winograd_mode{WinogradMode::kWherePays};
+std::atomic<WinogradTiles> winograd_tiles{WinogradTiles::kWherePays};
 std::atomic<PadSkipMode> pad_skip_mode{PadSkipMode::kWherePays};  // pad_skip
 constexpr int64_t kWinogradMinChannels = 16;
 constexpr int64_t kWinogradForwardMinSide = 7;
@@ -298,10 +300,32 @@ bool winograd_conv(const ConvGeometry& g, int64_t in_channels, int64_t out_chann
             g.H >= min_side && g.W >= min_side);
 }
 
+// The output tiles' side of a 3x3 layer's Winograd forward and dx (winograd_conv): 4
+// (F(4x4, 3x3)) where it pays, else 2. F(4x4, 3x3) does 2.25x fewer multiplies, but its
+// transforms, vectorised along 16 tiles of a tile row, fill W / 4 lanes of 16 on narrow
+// images: per pass, batch 64 (fewer images on wide layers), one thread, CPU time, its time /
+// F(2x2, 3x3)'s, forward and dx: @32 on 32-256 channels in and out 0.69-0.93 (16 -> 16
+// 1.04-1.08), @16 on 64-256 0.76-0.93 (32 -> 32 1.05-1.12, 16 -> 16 1.3-1.5), @8 and under
+// 2.1-2.5.
+constexpr int64_t kWinogradLargeTilesMinChannels = 32;
+constexpr int64_t kWinogradLargeTilesMinSide = 32;
+constexpr int64_t kWinogradLargeTilesWideMinChannels = 64;
+constexpr int64_t kWinogradLargeTilesWideMinSide = 16;
+
+int64_t winograd_tile(const ConvGeometry& g) {
+    const WinogradTiles tiles = winograd_tiles;
+    if (g.HH != 3 || tiles == WinogradTiles::k2x2) return 2;
+    if (tiles == WinogradTiles::k4x4) return 4;
+    const int64_t channels = std::min(g.C, g.F), side = std::min(g.H, g.W);
+    const bool pays =
+        (channels >= kWinogradLargeTilesMinChannels && side >= kWinogradLargeTilesMinSide) ||
+        (channels >= kWinogradLargeTilesWideMinChannels && side >= kWinogradLargeTilesWideMinSide);
+    return pays ? 4 : 2;
+}
+
 // The Winograd forward transforms all of a layer's weights on every call (into 16 floats
-// per filter and channel, 16/9 a 3x3 layer's weights; 36, 36/25 a 5x5 one's) and reads
-// them back in its products: where
-// those outgrow L2 (kWinogradForwardGemmWeights filter-channel pairs: 2 MB transformed)
+// per filter and channel on 4x4 tiles, 36 on 6x6 ones) and reads them back in its
+// products: where those outgrow L2 (kWinogradForwardGemmWeights filter-channel pairs: 2 MB transformed)
 // and the call has under kWinogradForwardMinTiles tiles (one 8 x 8 image has 16), im2col +
 // GEMM, which reads the weights once in place, is faster. Per layer of the vgg_wide zoo
 // net's eval call at batch 1 (one thread, CPU time, the weights cold from the layers
@@ -390,7 +414,8 @@ void winograd_input_gradient(const ConvGeometry& g, const float* dout, const flo
     const std::vector<float> no_bias(g.C, 0.0f);
     const int64_t image = g.C * g.H * g.W;
     const int64_t taps = g.HH * g.WW;
-    winograd_over_batch(winograd_geometry(g.HH, g.F, g.C, g.H, g.W), g.N, team_size(g.N), dout,
+    const WinogradConv wg = winograd_geometry(winograd_tile(g), g.HH, g.F, g.C, g.H, g.W);
+    winograd_over_batch(wg, g.N, team_size(g.N), dout,
                         WinogradWeights{w, taps, g.C * taps, true}, no_bias.data(),
                         [&](int64_t n, int) { return dx + n * image; },
                         [](int64_t, const float*) {});
@@ -481,7 +506,10 @@ void direct_input_gradient(const ConvGeometry& g, const float* dout, const float
 }  // namespace
 
 void set_direct_conv(bool enabled) { direct_enabled = enabled; }
-void set_winograd_conv(WinogradMode mode) { winograd_mode = mode; }
+void set_winograd_conv(WinogradMode mode, WinogradTiles tiles) {
+    winograd_mode = mode;
+    winograd_tiles = tiles;
+}
 void set_pad_skip_conv(PadSkipMode mode) { pad_skip_mode = mode; }
 void set_avx512_conv(bool enabled) { avx512_enabled = enabled; }
 bool avx512_conv_active() { return direct_conv_active() && use_avx512(); }
@@ -758,8 +786,9 @@ void forward_images(const ConvGeometry& g, int threads, const T* x, const T* w, 
         // winograd_forward_unpaid)
         if (!gemm_forward(g) && !winograd_forward_unpaid(g)) {
             if (winograd_conv(g, g.C, g.F, kWinogradForwardMinSide)) {
-                return winograd_over_batch(winograd_geometry(g.HH, g.C, g.F, g.H, g.W), g.N,
-                                           threads, x, WinogradWeights{w, g.taps(), g.HH * g.WW, false},
+                const WinogradConv wg =
+                    winograd_geometry(winograd_tile(g), g.HH, g.C, g.F, g.H, g.W);
+                return winograd_over_batch(wg, g.N, threads, x, WinogradWeights{w, g.taps(), g.HH * g.WW, false},
                                            b, out_of, done);
             }
             if (direct_passes<T>(g).forward) {
@@ -1048,7 +1077,7 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
     const bool winograd_dw = dw && winograd_weight_gradient<T>(g);
     // (only for a Winograd layer: an empty image under a wide pad has no tiles)
     const WinogradConv wg =
-        winograd_dw ? winograd_geometry(g.HH, g.C, g.F, g.H, g.W) : WinogradConv{};
+        winograd_dw ? winograd_geometry(2, 3, g.C, g.F, g.H, g.W) : WinogradConv{};
     const int64_t winograd_slot =
         winograd_dw ? checked_mul(wg.points, winograd_weights_point(wg), "conv dw") : 0;
     const int64_t most_chunks =

@@ -29,10 +29,13 @@ ConvGeometry conv_geometry(const Shape& x, const Shape& w, const Shape& b, int64
 // were switched off here (tests and benchmarks compare them with im2col + GEMM).
 void set_direct_conv(bool enabled);
 bool direct_conv_active();
-// Where float32 3x3 layers with stride 1 and pad 1 run Winograd F(2x2, 3x3) on AVX-512
-// (forward, dx and dw): off, on the layers where it is faster (the default), or on all.
+// Where float32 3x3 layers with stride 1 and pad 1 (and 5x5 with pad 2) run Winograd on
+// AVX-512 (forward, dx and, 3x3 only, dw): off, on the layers where it is faster (the
+// default), or on all; and the output tiles of a 3x3 layer's forward and dx: 4x4 where
+// F(4x4, 3x3) is faster than F(2x2, 3x3) (the default), or always 2x2 or 4x4.
 enum class WinogradMode { kOff, kWherePays, kEverywhere };
-void set_winograd_conv(WinogradMode mode);
+enum class WinogradTiles { kWherePays, k2x2, k4x4 };
+void set_winograd_conv(WinogradMode mode, WinogradTiles tiles);
 // Where stride-1 layers whose pad lies inside the kernel skip the taps that fall into the
 // padding instead of multiplying im2col's zeros (conv_padskip.h): never, on the wide layers
 // on small images that run im2col + GEMM (the default), or on every pass of every such

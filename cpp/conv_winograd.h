@@ -1,27 +1,29 @@
-// Winograd F(2x2, 3x3) and F(2x2, 5x5) for float32 3x3 convolutions with stride 1 and
-// pad 1, and 5x5 ones with pad 2, on CPUs with AVX-512 (conv.cpp decides where, and asks
-// cpu_has_avx512f() first).
+// Winograd F(2x2, 3x3), F(4x4, 3x3) and F(2x2, 5x5) for float32 3x3 convolutions with
+// stride 1 and pad 1, and 5x5 ones with pad 2, on CPUs with AVX-512 (conv.cpp decides
+// where, and asks cpu_has_avx512f() first).
 //
-// Each 2x2 block of outputs (a tile) comes from the alpha x alpha patch of padded input
-// under it (alpha = 2 + r - 1 for r x r filters: 4 or 6): transformed, V = B^T d B, each of
+// Each m x m block of outputs (a tile) comes from the alpha x alpha patch of padded input
+// under it (alpha = m + r - 1 for r x r filters: 4 or 6): transformed, V = B^T d B, each of
 // the alpha^2 points of the tile is the product of the filters' transformed weights
 // U = G g G^T (F x C) with the channels' V (C x tiles), and the output is A^T M A of the
-// products M. That is 16 multiplies per tile and channel pair instead of 36 (3x3), 36
-// instead of 100 (5x5): the products run on the AVX-512 GEMM (gemm_avx512.h), the
-// transforms are adds (and multiplies by small constants), vectorised along 16 tiles of a
-// tile row. 3x3 interpolates at 0, 1, -1 and infinity; 5x5 at 0, 1, -1, 2, -2 and
-// infinity (Lavin and Gray's F(4x4, 3x3) points, whose B^T it shares).
+// products M. That is 16 multiplies per tile and channel pair instead of 36 (F(2x2, 3x3)),
+// 36 instead of 144 (F(4x4, 3x3)) or 100 (F(2x2, 5x5)): the products run on the AVX-512
+// GEMM (gemm_avx512.h), the transforms are adds (and multiplies by small constants),
+// vectorised along 16 tiles of a tile row. 4x4 tiles interpolate at 0, 1, -1 and infinity;
+// 6x6 ones at 0, 1, -1, 2, -2 and infinity (Lavin and Gray's points: both 6x6 tilings
+// share B^T).
 //
-// The weight gradient (3x3 only) is the same map's adjoint with respect to the weights:
-// each tile's output gradient dy (2x2) transformed, Q = A dy A^T (4x4), the transformed
-// weights' gradient dU = the sum over tiles of Q (.) V, point by point a product of Q
-// (F x tiles) with V^T (tiles x C) whose inner dimension is the tiles, and dw = G^T dU G.
+// The weight gradient (F(2x2, 3x3) only) is the same map's adjoint with respect to the
+// weights: each tile's output gradient dy (2x2) transformed, Q = A dy A^T (4x4), the
+// transformed weights' gradient dU = the sum over tiles of Q (.) V, point by point a
+// product of Q (F x tiles) with V^T (tiles x C) whose inner dimension is the tiles, and
+// dw = G^T dU G.
 //
-// Rounding: V and U sum up to alpha inputs and r weights along each axis (scaled by up
-// to 5 and 2/3 on 6x6 tiles), so every product's terms are inputs and weights from the
-// whole patch, not just each output's r x r window, and their sum is the rounding scale
-// (tests/kernels/test_conv_winograd.py bounds it so); in the weight gradient likewise the
-// whole patch's inputs times up to 4 output gradients.
+// Rounding: V and U sum up to alpha inputs and r weights along each axis (on 6x6 tiles
+// scaled by up to 5 and 2/3, and A^T by up to 8), so every product's terms are inputs
+// and weights from the whole patch, not just each output's r x r window, and their sum is
+// the rounding scale (tests/kernels/test_conv_winograd.py bounds it so); in the weight
+// gradient likewise the whole patch's inputs times up to 4 output gradients.
 //
 // Like conv_direct.h: compiled for AVX-512F, includes no library header.
 #pragma once
@@ -41,26 +43,27 @@ constexpr int64_t kWinogradBlockTiles = 96;
 // GEMM's rows, a stride apart, out of each other's L1 sets.
 constexpr int64_t kWinogradSkew = 16;
 
-// Floats past the padded image the input transform may read (and drop): up to 35 past a
-// tile row's first column.
-constexpr int64_t kWinogradSlack = 64;
+// Floats past the padded image the input transform may read (and drop): up to 68 past a
+// tile row's first column (4x4 tiles).
+constexpr int64_t kWinogradSlack = 96;
 
-// An r x r (3 or 5), stride-1, pad (r - 1) / 2 convolution of one image of C channels to
-// F, H x W in and out.
+// An r x r, stride-1, pad (r - 1) / 2 convolution of one image of C channels to F, H x W
+// in and out, on tiles of m x m outputs: F(2x2, 3x3), F(2x2, 5x5) or F(4x4, 3x3).
 struct WinogradConv {
-    int64_t r;                 // the filters' side
-    int64_t points;            // of a transformed tile: (r + 1)^2
+    int64_t m, r;              // the tiles' and the filters' side
+    int64_t points;            // of a transformed tile: (m + r - 1)^2
     int64_t C, F, H, W;
-    int64_t tiles_h, tiles_w;  // ceil(H / 2), ceil(W / 2)
-    int64_t Hp, Wp;            // the padded input: 2 tiles + r - 1 (pad before, pad or pad + 1 after)
+    int64_t tiles_h, tiles_w;  // ceil(H / m), ceil(W / m)
+    int64_t Hp, Wp;            // the padded input: m tiles + r - 1 (the pad, then at least it after)
     int64_t block_rows;        // tile rows per block
 };
 
-inline WinogradConv winograd_geometry(int64_t r, int64_t C, int64_t F, int64_t H, int64_t W) {
-    const int64_t tiles_h = (H + 1) / 2, tiles_w = (W + 1) / 2;
+inline WinogradConv winograd_geometry(int64_t m, int64_t r, int64_t C, int64_t F, int64_t H,
+                                      int64_t W) {
+    const int64_t tiles_h = (H + m - 1) / m, tiles_w = (W + m - 1) / m;
     const int64_t rows = kWinogradBlockTiles / tiles_w;
-    return {r, (r + 1) * (r + 1), C, F, H, W, tiles_h, tiles_w, 2 * tiles_h + r - 1,
-            2 * tiles_w + r - 1, rows < 1 ? 1 : rows < tiles_h ? rows : tiles_h};
+    return {m, r, (m + r - 1) * (m + r - 1), C, F, H, W, tiles_h, tiles_w, m * tiles_h + r - 1,
+            m * tiles_w + r - 1, rows < 1 ? 1 : rows < tiles_h ? rows : tiles_h};
 }
 
 inline int64_t winograd_stride(const WinogradConv& g, int64_t tiles) {
@@ -90,7 +93,7 @@ void winograd_weights_avx512(const WinogradConv& g, const WinogradWeights& w, fl
 void winograd_forward_image_avx512(const WinogradConv& g, const float* xpad, const float* u,
                                    const float* bias, float* out, float* v, float* m);
 
-// The weight gradient: 3x3 layers only (g.r == 3).
+// The weight gradient: F(2x2, 3x3) only (g.m == 2, g.r == 3).
 // Tiles per block of the weight gradient (the inner dimension of its 16 products), in
 // whole tile rows (one row where a row is longer): kWinogradGradientBlockFloats over the
 // channels in and out, from kWinogradGradientMinTiles to kWinogradGradientMaxTiles (the

@@ -25,13 +25,13 @@ __m512i odd_floats() {
 }
 
 // The one-axis transforms of a tile, on 16 tiles at once: input (alpha floats -> B^T d),
-// weights (r taps -> G g) and output (alpha products -> A^T m, 2 outputs). A tile's 2-D
-// transforms apply them along its columns, then along its rows.
+// weights (r taps -> G g) and output (alpha products -> A^T m, kOut outputs). A tile's
+// 2-D transforms apply them along its columns, then along its rows.
 //
 // F(2x2, 3x3): B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1],
 // G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1], A^T = [1 1 1 0; 0 1 -1 -1].
-struct Tile3x3 {
-    static constexpr int kAlpha = 4, kTaps = 3;
+struct F2x2_3x3 {
+    static constexpr int kOut = 2, kAlpha = 4, kTaps = 3;
     static void input(const __m512 (&d)[4], __m512 (&v)[4]) {
         v[0] = _mm512_sub_ps(d[0], d[2]);
         v[1] = _mm512_add_ps(d[1], d[2]);
@@ -51,16 +51,15 @@ struct Tile3x3 {
     }
 };
 
-// F(2x2, 5x5), points 0, 1, -1, 2, -2, infinity: B^T's row of a finite point p holds the
-// coefficients of the product of (x - q) over the other finite points q (infinity's row:
-// over all of them), G's row of p is 1, p, ..., p^4 over the product of (p - q), and A^T's
-// rows are 1 and p (with infinity's 1 in the last):
+// F(2x2, 5x5) and F(4x4, 3x3) on 6x6 tiles, points 0, 1, -1, 2, -2, infinity: B^T's row
+// of a finite point p holds the coefficients of the product of (x - q) over the other
+// finite points q (infinity's row: over all of them), G's row of p is 1, p, ..., p^(r-1)
+// over the product of (p - q), and A^T's rows are 1, p, ..., p^(m-1) (with infinity's 1
+// in the last):
 // B^T = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0; 0 -2 -1 2 1 0; 0 2 -1 -2 1 0;
-//        0 4 0 -5 0 1],
-// G = [1/4 0 0 0 0; -1/6 (1 1 1 1 1); -1/6 (1 -1 1 -1 1); 1/24 (1 2 4 8 16);
-//      1/24 (1 -2 4 -8 16); 0 0 0 0 1], A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 1].
-struct Tile5x5 {
-    static constexpr int kAlpha = 6, kTaps = 5;
+//        0 4 0 -5 0 1].
+struct SixPoints {
+    static constexpr int kAlpha = 6;
     static void input(const __m512 (&d)[6], __m512 (&v)[6]) {
         const __m512 two = _mm512_set1_ps(2.0f), four = _mm512_set1_ps(4.0f);
         const __m512 five = _mm512_set1_ps(5.0f);
@@ -72,6 +71,12 @@ struct Tile5x5 {
         v[4] = _mm512_fnmadd_ps(two, odd, even);
         v[5] = _mm512_fmadd_ps(four, d[1], _mm512_fnmadd_ps(five, d[3], d[5]));
     }
+};
+
+// G = [1/4 0 0 0 0; -1/6 (1 1 1 1 1); -1/6 (1 -1 1 -1 1); 1/24 (1 2 4 8 16);
+//      1/24 (1 -2 4 -8 16); 0 0 0 0 1], A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 1].
+struct F2x2_5x5 : SixPoints {
+    static constexpr int kOut = 2, kTaps = 5;
     static void weights(const __m512 (&k)[5], __m512 (&u)[6]) {
         const __m512 four = _mm512_set1_ps(4.0f), sixteen = _mm512_set1_ps(16.0f);
         const __m512 even = _mm512_add_ps(_mm512_add_ps(k[0], k[2]), k[4]);
@@ -95,6 +100,89 @@ struct Tile5x5 {
                              m[5]);
     }
 };
+
+// G = [1/4 0 0; -1/6 (1 1 1); -1/6 (1 -1 1); 1/24 (1 2 4); 1/24 (1 -2 4); 0 0 1],
+// A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1].
+struct F4x4_3x3 : SixPoints {
+    static constexpr int kOut = 4, kTaps = 3;
+    static void weights(const __m512 (&k)[3], __m512 (&u)[6]) {
+        const __m512 even = _mm512_add_ps(k[0], k[2]);
+        const __m512 even4 = _mm512_fmadd_ps(_mm512_set1_ps(4.0f), k[2], k[0]);
+        const __m512 sixth = _mm512_set1_ps(-1.0f / 6.0f);
+        const __m512 twelfth = _mm512_set1_ps(1.0f / 12.0f), twenty_fourth = _mm512_set1_ps(1.0f / 24.0f);
+        u[0] = _mm512_mul_ps(_mm512_set1_ps(0.25f), k[0]);
+        u[1] = _mm512_mul_ps(sixth, _mm512_add_ps(even, k[1]));
+        u[2] = _mm512_mul_ps(sixth, _mm512_sub_ps(even, k[1]));
+        u[3] = _mm512_fmadd_ps(twelfth, k[1], _mm512_mul_ps(twenty_fourth, even4));
+        u[4] = _mm512_fnmadd_ps(twelfth, k[1], _mm512_mul_ps(twenty_fourth, even4));
+        u[5] = k[2];
+    }
+    static void output(const __m512 (&m)[6], __m512 (&y)[4]) {
+        const __m512 odd = _mm512_sub_ps(m[1], m[2]), even = _mm512_add_ps(m[1], m[2]);
+        const __m512 odd2 = _mm512_sub_ps(m[3], m[4]), even2 = _mm512_add_ps(m[3], m[4]);
+        y[0] = _mm512_add_ps(_mm512_add_ps(m[0], even), even2);
+        y[1] = _mm512_fmadd_ps(_mm512_set1_ps(2.0f), odd2, odd);
+        y[2] = _mm512_fmadd_ps(_mm512_set1_ps(4.0f), even2, even);
+        y[3] = _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(8.0f), odd2, odd), m[5]);
+    }
+};
+
+// Row k of 16 tiles' patches, from q (the tile row's first column, tiles m floats apart):
+// d[j][k] = column j of each tile, j < alpha.
+template <int m, int alpha>
+void load_patch_row(const float* q, int k, __m512 (&d)[alpha][alpha]) {
+    if constexpr (m == 2) {  // even and odd floats of 32 from 0, 2, 4 floats on
+        const __m512i even = even_floats(), odd = odd_floats();
+#pragma GCC unroll 3
+        for (int j = 0; j < alpha; j += 2) {
+            const __m512 lo = _mm512_loadu_ps(q + j), hi = _mm512_loadu_ps(q + j + 16);
+            d[j][k] = _mm512_permutex2var_ps(lo, even, hi);
+            d[j + 1][k] = _mm512_permutex2var_ps(lo, odd, hi);
+        }
+    } else {  // every fourth float of 64 from j on: two halves of 8 tiles
+        static_assert(m == 4);
+        const __m512i fourth = _mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 28, 24, 20, 16, 12, 8, 4, 0);
+#pragma GCC unroll 6
+        for (int j = 0; j < alpha; ++j) {
+            const __m512 low = _mm512_permutex2var_ps(_mm512_loadu_ps(q + j), fourth,
+                                                      _mm512_loadu_ps(q + j + 16));
+            const __m512 high = _mm512_permutex2var_ps(_mm512_loadu_ps(q + j + 32), fourth,
+                                                       _mm512_loadu_ps(q + j + 48));
+            d[j][k] = _mm512_shuffle_f32x4(low, high, 0x44);
+        }
+    }
+}
+
+// One output row of 16 tiles from y[c] (column c of each tile), interleaved: row[m i + c]
+// = lane i of y[c], the first `columns` floats stored.
+template <int m>
+void store_tile_row(const __m512 (&y)[m], int64_t columns, float* row) {
+    // pairs: [a0 b0 a1 b1 ...] of the first and the last 8 lanes of two vectors
+    const __m512i first = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    const __m512i second = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
+    if constexpr (m == 2) {
+        _mm512_mask_storeu_ps(row, first_lanes(columns), _mm512_permutex2var_ps(y[0], first, y[1]));
+        _mm512_mask_storeu_ps(row + 16, first_lanes(columns - 16),
+                              _mm512_permutex2var_ps(y[0], second, y[1]));
+    } else {  // pairs of y0, y1 and of y2, y3, then pairs of those pairs
+        static_assert(m == 4);
+        const __m512i quads_first =
+            _mm512_set_epi32(23, 22, 7, 6, 21, 20, 5, 4, 19, 18, 3, 2, 17, 16, 1, 0);
+        const __m512i quads_second =
+            _mm512_set_epi32(31, 30, 15, 14, 29, 28, 13, 12, 27, 26, 11, 10, 25, 24, 9, 8);
+        const __m512 a[2] = {_mm512_permutex2var_ps(y[0], first, y[1]),
+                             _mm512_permutex2var_ps(y[0], second, y[1])};
+        const __m512 b[2] = {_mm512_permutex2var_ps(y[2], first, y[3]),
+                             _mm512_permutex2var_ps(y[2], second, y[3])};
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; ++h) {
+            _mm512_mask_storeu_ps(row + 32 * h, first_lanes(columns - 32 * h),
+                                  _mm512_permutex2var_ps(a[h], quads_first, b[h]));
+            _mm512_mask_storeu_ps(row + 32 * h + 16, first_lanes(columns - 32 * h - 16),
+                                  _mm512_permutex2var_ps(a[h], quads_second, b[h]));
+        }
+    }
+}
 
 // The 2-D transform of 16 tiles from their n x n values (columns[j][i]: row i, column j):
 // `along` (a Tile's input or weights transform, n values to alpha) applied to each column,
@@ -122,57 +210,45 @@ void transform_tiles(const __m512 (&columns)[n][n], __mmask16 lanes, float* to,
 }
 
 // V for 16 tiles of tile row ty (those from tx0, lanes below `lanes` kept) of one channel
-// plane: alpha padded rows, each read as the tiles' columns 0 .. alpha - 1 (even and odd
-// columns of 32 floats from the tile row's start, and again from 2, 4 floats on).
+// plane: alpha padded rows, each read as the tiles' columns 0 .. alpha - 1.
 template <typename Tile>
 void input_tiles(const WinogradConv& g, const float* plane, int64_t ty, int64_t tx0,
                  __mmask16 lanes, float* to, int64_t point_stride) {
-    constexpr int alpha = Tile::kAlpha;
-    const __m512i even = even_floats(), odd = odd_floats();
+    constexpr int m = Tile::kOut, alpha = Tile::kAlpha;
     __m512 d[alpha][alpha];  // d[column][row]
 #pragma GCC unroll 6
     for (int k = 0; k < alpha; ++k) {
-        const float* q = plane + (2 * ty + k) * g.Wp + 2 * tx0;
-#pragma GCC unroll 3
-        for (int j = 0; j < alpha; j += 2) {
-            const __m512 lo = _mm512_loadu_ps(q + j), hi = _mm512_loadu_ps(q + j + 16);
-            d[j][k] = _mm512_permutex2var_ps(lo, even, hi);
-            d[j + 1][k] = _mm512_permutex2var_ps(lo, odd, hi);
-        }
+        load_patch_row<m, alpha>(plane + (m * ty + k) * g.Wp + m * tx0, k, d);
     }
     transform_tiles<alpha, alpha, Tile::input>(d, lanes, to, point_stride);  // B^T d B
 }
 
-// Output rows 2 ty and 2 ty + 1 (the second if below H), columns from 2 tx0, of one filter
-// from its products m (point p at m + p * point_stride) for 16 tiles (lanes below `lanes`).
+// Output rows m ty .. m ty + m - 1 (those below H), columns from m tx0, of one filter
+// from its products (point p at products + p * point_stride) for 16 tiles (lanes below
+// `lanes`).
 template <typename Tile>
-void output_tiles(const WinogradConv& g, const float* m, int64_t point_stride, __mmask16 lanes,
-                  float bias, int64_t ty, int64_t tx0, float* plane) {
-    constexpr int alpha = Tile::kAlpha;
-    __m512 s[2][alpha];  // A^T M
+void output_tiles(const WinogradConv& g, const float* products, int64_t point_stride,
+                  __mmask16 lanes, float bias, int64_t ty, int64_t tx0, float* plane) {
+    constexpr int m = Tile::kOut, alpha = Tile::kAlpha;
+    __m512 s[m][alpha];  // A^T M
 #pragma GCC unroll 6
     for (int j = 0; j < alpha; ++j) {
-        __m512 column[alpha], out[2];
+        __m512 column[alpha], out[m];
 #pragma GCC unroll 6
         for (int i = 0; i < alpha; ++i) {
-            column[i] = _mm512_maskz_loadu_ps(lanes, m + (alpha * i + j) * point_stride);
+            column[i] = _mm512_maskz_loadu_ps(lanes, products + (alpha * i + j) * point_stride);
         }
         Tile::output(column, out);
-        s[0][j] = out[0];
-        s[1][j] = out[1];
+#pragma GCC unroll 4
+        for (int i = 0; i < m; ++i) s[i][j] = out[i];
     }
-    const __m512i first = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
-    const __m512i second = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
     const __m512 b = _mm512_set1_ps(bias);
-    const int64_t columns = g.W - 2 * tx0;
-    const __mmask16 keep_first = first_lanes(columns), keep_second = first_lanes(columns - 16);
-    for (int r = 0; r < 2 && 2 * ty + r < g.H; ++r) {  // (A^T M) A, interleaved into a row
-        __m512 out[2];
+    for (int r = 0; r < m && m * ty + r < g.H; ++r) {  // (A^T M) A
+        __m512 out[m];
         Tile::output(s[r], out);
-        const __m512 left = _mm512_add_ps(out[0], b), right = _mm512_add_ps(out[1], b);
-        float* row = plane + (2 * ty + r) * g.W + 2 * tx0;
-        _mm512_mask_storeu_ps(row, keep_first, _mm512_permutex2var_ps(left, first, right));
-        _mm512_mask_storeu_ps(row + 16, keep_second, _mm512_permutex2var_ps(left, second, right));
+#pragma GCC unroll 4
+        for (int c = 0; c < m; ++c) out[c] = _mm512_add_ps(out[c], b);
+        store_tile_row<m>(out, g.W - m * tx0, plane + (m * ty + r) * g.W + m * tx0);
     }
 }
 
@@ -331,9 +407,11 @@ void winograd_weights_avx512(const WinogradConv& g, const WinogradWeights& w, fl
             const float* k = w.w + f * w.filter_stride + c0 * w.channel_stride;
             float* to = u + f * g.C + c0;
             if (g.r == 5) {
-                weight_tiles<Tile5x5>(w, k, lanes, channels, to, point);
+                weight_tiles<F2x2_5x5>(w, k, lanes, channels, to, point);
+            } else if (g.m == 4) {
+                weight_tiles<F4x4_3x3>(w, k, lanes, channels, to, point);
             } else {
-                weight_tiles<Tile3x3>(w, k, lanes, channels, to, point);
+                weight_tiles<F2x2_3x3>(w, k, lanes, channels, to, point);
             }
         }
     }
@@ -342,9 +420,11 @@ void winograd_weights_avx512(const WinogradConv& g, const WinogradWeights& w, fl
 void winograd_forward_image_avx512(const WinogradConv& g, const float* xpad, const float* u,
                                    const float* bias, float* out, float* v, float* m) {
     if (g.r == 5) {
-        forward_image<Tile5x5>(g, xpad, u, bias, out, v, m);
+        forward_image<F2x2_5x5>(g, xpad, u, bias, out, v, m);
+    } else if (g.m == 4) {
+        forward_image<F4x4_3x3>(g, xpad, u, bias, out, v, m);
     } else {
-        forward_image<Tile3x3>(g, xpad, u, bias, out, v, m);
+        forward_image<F2x2_3x3>(g, xpad, u, bias, out, v, m);
     }
 }
 
@@ -373,7 +453,7 @@ void winograd_weight_gradient_images_avx512(const WinogradConv& g, const float* 
             const int64_t rows = g.tiles_h - ty0 < row1 - row ? g.tiles_h - ty0 : row1 - row;
             const int64_t column = (row - row0) * g.tiles_w;
             pad_rows(g, x + image * g.C * g.H * g.W, ty0, rows, strip);
-            input_rows<Tile3x3>(g, strip, (2 * rows + 2) * g.Wp, 0, rows, v + column, n);
+            input_rows<F2x2_3x3>(g, strip, (2 * rows + 2) * g.Wp, 0, rows, v + column, n);
             output_gradient_rows(g, dout + image * g.F * g.H * g.W, ty0, rows, q + column, n);
             row += rows;
         }

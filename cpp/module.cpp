@@ -1744,16 +1744,24 @@ PYBIND11_MODULE(_C, m) {
           "Whether float32 stride-1 convolutions run on the direct AVX2 kernels.");
     m.def(
         "set_winograd_conv",
-        [](const std::string& mode) {
-            if (mode == "off") return set_winograd_conv(WinogradMode::kOff);
-            if (mode == "auto") return set_winograd_conv(WinogradMode::kWherePays);
-            if (mode == "always") return set_winograd_conv(WinogradMode::kEverywhere);
+        [](const std::string& mode, const std::string& tiles) {
+            const WinogradTiles tile = [&] {
+                if (tiles == "auto") return WinogradTiles::kWherePays;
+                if (tiles == "2x2") return WinogradTiles::k2x2;
+                if (tiles == "4x4") return WinogradTiles::k4x4;
+                fail("set_winograd_conv: tiles must be 'auto', '2x2' or '4x4', got '" + tiles + "'");
+            }();
+            if (mode == "off") return set_winograd_conv(WinogradMode::kOff, tile);
+            if (mode == "auto") return set_winograd_conv(WinogradMode::kWherePays, tile);
+            if (mode == "always") return set_winograd_conv(WinogradMode::kEverywhere, tile);
             fail("set_winograd_conv: mode must be 'off', 'auto' or 'always', got '" + mode + "'");
         },
-        "mode"_a,
-        "Where float32 3x3 convolutions with stride 1 and pad 1 run Winograd F(2x2, 3x3) on\n"
-        "AVX-512 (forward, dx and dw): 'auto' (the default) on layers where it is faster,\n"
-        "'always' on every such layer, 'off' never, to compare the paths.");
+        "mode"_a, "tiles"_a = "auto",
+        "Where float32 3x3 convolutions with stride 1 and pad 1, and 5x5 ones with pad 2, run\n"
+        "Winograd on AVX-512 (forward, dx and, 3x3 only, dw): 'auto' (the default) on layers\n"
+        "where it is faster, 'always' on every such layer, 'off' never, to compare the paths.\n"
+        "tiles: the output tiles of a 3x3 layer's forward and dx, F(4x4, 3x3) or F(2x2, 3x3):\n"
+        "'auto' (the default) 4x4 where they are faster, or always '2x2' or '4x4'.");
     m.def(
         "set_pad_skip_conv",
         [](const std::string& mode) {

@@ -1,9 +1,9 @@
-"""Winograd F(2x2, 3x3) and F(2x2, 5x5) (cpp/conv_winograd.h): float32 3x3 convs with
-stride 1 and pad 1 on an AVX-512 CPU, forward, dx and dw, and 5x5 ones with pad 2, forward
-and dx. Switched on for every such layer ('always'), on random shapes (tiny and odd planes,
-channel counts off the vector width, batch 1 and empty), it matches the naive loops within
-the rounding of its own terms, and gives bitwise the same results on one thread as on
-two."""
+"""Winograd F(2x2, 3x3), F(4x4, 3x3) and F(2x2, 5x5) (cpp/conv_winograd.h): float32 3x3
+convs with stride 1 and pad 1 on an AVX-512 CPU, forward, dx and (F(2x2, 3x3)) dw, and 5x5
+ones with pad 2, forward and dx. Switched on for every such layer ('always', each tile),
+on random shapes (tiny and odd planes, channel counts off the vector width, batch 1 and
+empty), it matches the naive loops within the rounding of its own terms, and gives bitwise
+the same results on one thread as on two."""
 
 import contextlib
 
@@ -31,29 +31,44 @@ G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
 AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float64)
 
 
-def toom_cook(points, r):
-    """B^T, G, A^T of F(2, r) on the finite interpolation points and infinity (Lavin and
+def toom_cook(points, m, r):
+    """B^T, G, A^T of F(m, r) on the finite interpolation points and infinity (Lavin and
     Gray's construction): B^T's row of p holds the coefficients of the product of (x - q)
     over the other finite points q (infinity's row: over all of them), G's row of p is p^k
-    over the product of (p - q), A^T's rows are 1 and p, infinity's 1 in the last."""
+    over the product of (p - q), A^T's rows are 1, p, ..., p^(m-1), infinity's 1 in the
+    last."""
     alpha = len(points) + 1
-    bt, g, at = np.zeros((alpha, alpha)), np.zeros((alpha, r)), np.zeros((2, alpha))
+    bt, g, at = np.zeros((alpha, alpha)), np.zeros((alpha, r)), np.zeros((m, alpha))
     for j, p in enumerate(points):
         others = [q for q in points if q != p]
         bt[j, : alpha - 1] = np.polynomial.polynomial.polyfromroots(others)
         g[j] = [p**k / np.prod([p - q for q in others]) for k in range(r)]
-        at[:, j] = [1, p]
+        at[:, j] = [p**i for i in range(m)]
     bt[-1] = np.polynomial.polynomial.polyfromroots(points)
     g[-1, -1] = at[-1, -1] = 1
     return bt, g, at
 
 
-# k: the transforms of F(2x2, k x k). 5x5's, written out: the kernels' (conv_winograd_avx512.cpp).
-TRANSFORMS = {3: (BT, G, AT), 5: toom_cook([0, 1, -1, 2, -2], 5)}
+# (m, k): the transforms of F(m x m, k x k). The 6x6 tiles', written out: the kernels'
+# (conv_winograd_avx512.cpp).
+TRANSFORMS = {
+    (2, 3): (BT, G, AT),
+    (2, 5): toom_cook([0, 1, -1, 2, -2], 2, 5),
+    (4, 3): toom_cook([0, 1, -1, 2, -2], 4, 3),
+}
 
 
-def test_the_5x5_transforms_are_the_kernels():
-    bt, g, at = TRANSFORMS[5]
+def test_the_6x6_transforms_are_the_kernels():
+    np.testing.assert_allclose(
+        TRANSFORMS[4, 3][1] * [[4], [-6], [-6], [24], [24], [1]],
+        [[1, 0, 0], [1, 1, 1], [1, -1, 1], [1, 2, 4], [1, -2, 4], [0, 0, 1]],
+    )
+    np.testing.assert_array_equal(
+        TRANSFORMS[4, 3][2],
+        [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]],
+    )
+    np.testing.assert_array_equal(TRANSFORMS[4, 3][0], TRANSFORMS[2, 5][0])
+    bt, g, at = TRANSFORMS[2, 5]
     np.testing.assert_array_equal(
         bt,
         [
@@ -79,26 +94,26 @@ def test_the_5x5_transforms_are_the_kernels():
     np.testing.assert_array_equal(at, [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 1]])
 
 
-def transformed_inputs_bound(x, k=3):
-    """|V| = |B^T| |d| |B| of each tile's (k + 1) x (k + 1) patch of the padded |x|: N, C,
-    th, tw, k + 1, k + 1."""
-    bt = TRANSFORMS[k][0]
+def transformed_inputs_bound(x, m=2, k=3):
+    """|V| = |B^T| |d| |B| of each m x m tile's (m + k - 1) x (m + k - 1) patch of the
+    padded |x|: N, C, th, tw, m + k - 1, m + k - 1."""
+    bt = TRANSFORMS[m, k][0]
     x = np.abs(np.asarray(x, np.float64))
     N, C, H, W = x.shape
-    th, tw, pad = (H + 1) // 2, (W + 1) // 2, (k - 1) // 2
-    xp = np.zeros((N, C, 2 * th + k - 1, 2 * tw + k - 1))
+    th, tw, pad, alpha = -(-H // m), -(-W // m), (k - 1) // 2, m + k - 1
+    xp = np.zeros((N, C, m * th + k - 1, m * tw + k - 1))
     xp[:, :, pad : H + pad, pad : W + pad] = x
     patches = np.stack(
         [
-            np.stack([xp[:, :, i : i + 2 * th : 2, j : j + 2 * tw : 2] for j in range(k + 1)], -1)
-            for i in range(k + 1)
+            np.stack([xp[:, :, i : i + m * th : m, j : j + m * tw : m] for j in range(alpha)], -1)
+            for i in range(alpha)
         ],
         -2,
     )
     return np.einsum("ai,nctuij,bj->nctuab", np.abs(bt), patches, np.abs(bt))
 
 
-def winograd_bound(x, w, b):
+def winograd_bound(x, w, b, m=2):
     """Per output, the sum of the magnitudes of the terms Winograd adds up: |A^T| (sum over
     channels of |U| |V|) |A| + |b|, with |U| = |G| |g| |G^T| and |V| = |B^T| |d| |B| on each
     tile's patch. Each rounding (transforms, products, sums) is a multiple of it. Wider
@@ -107,13 +122,13 @@ def winograd_bound(x, w, b):
     w, b = (np.abs(np.asarray(a, np.float64)) for a in (w, b))
     N, C, H, W = np.shape(x)
     k = w.shape[-1]
-    _, g, at = TRANSFORMS[k]
-    th, tw = (H + 1) // 2, (W + 1) // 2
-    v = transformed_inputs_bound(x, k)
+    _, g, at = TRANSFORMS[m, k]
+    th, tw = -(-H // m), -(-W // m)
+    v = transformed_inputs_bound(x, m, k)
     u = np.einsum("ai,fcij,bj->fcab", np.abs(g), w, np.abs(g))
-    m = np.einsum("nctuab,fcab->nftuab", v, u)
-    y = np.einsum("ia,nftuab,jb->nftiuj", np.abs(at), m, np.abs(at))
-    y = y.reshape(N, w.shape[0], 2 * th, 2 * tw)[:, :, :H, :W]
+    products = np.einsum("nctuab,fcab->nftuab", v, u)
+    y = np.einsum("ia,nftuab,jb->nftiuj", np.abs(at), products, np.abs(at))
+    y = y.reshape(N, w.shape[0], m * th, m * tw)[:, :, :H, :W]
     return y + b[None, :, None, None]
 
 
@@ -133,21 +148,22 @@ def winograd_dw_bound(dout, x):
 
 
 @contextlib.contextmanager
-def winograd_mode(mode):
-    """Winograd switched to `mode` inside, back to 'auto' after."""
-    _C.set_winograd_conv(mode)
+def winograd_mode(mode, tiles="auto"):
+    """Winograd switched to `mode` (and 3x3 layers' tiles to `tiles`) inside, back to
+    'auto' after."""
+    _C.set_winograd_conv(mode, tiles)
     try:
         yield
     finally:
         _C.set_winograd_conv("auto")
 
 
-def run_winograd(x, w, b, threads):
-    with winograd_mode("always"):
+def run_winograd(x, w, b, threads, tiles="auto"):
+    with winograd_mode("always", tiles):
         return run(x, w, b, 1, (w.shape[-1] - 1) // 2, threads)
 
 
-@pytest.mark.parametrize("k", [3, 5])
+@pytest.mark.parametrize("m, k", [(2, 3), (4, 3), (2, 5)])
 @settings(max_examples=60, deadline=None)
 @given(
     N=st.integers(0, 3),
@@ -157,16 +173,16 @@ def run_winograd(x, w, b, threads):
     F=st.integers(1, 35),
     seed=st.integers(0, 2**16),
 )
-def test_winograd_matches_naive_and_any_thread_count(k, N, C, H, W, F, seed):
+def test_winograd_matches_naive_and_any_thread_count(m, k, N, C, H, W, F, seed):
     x, w, b = case(N, C, H, W, F, k, np.float32, seed)
-    pad = (k - 1) // 2
-    results, dout = run_winograd(x, w, b, threads=2)
+    pad, tiles = (k - 1) // 2, f"{m}x{m}"
+    results, dout = run_winograd(x, w, b, threads=2, tiles=tiles)
     refs = (conv_forward_ref(x, w, b, 1, pad),) + tuple(conv_backward_ref(dout, x, w, 1, pad))
     turned = np.flip(w, (2, 3)).transpose(1, 0, 2, 3)  # dx: dout convolved with these
     direct = conv_error_bounds(dout, x, w, b, 1, pad)
     bounds = (
-        winograd_bound(x, w, b),
-        winograd_bound(dout, turned, np.zeros(C)),
+        winograd_bound(x, w, b, m),
+        winograd_bound(dout, turned, np.zeros(C), m),
         winograd_dw_bound(dout, x) if k == 3 else direct[2],  # 5x5: dw on the tap kernels
         direct[3],
     )
@@ -174,7 +190,7 @@ def test_winograd_matches_naive_and_any_thread_count(k, N, C, H, W, F, seed):
         assert got.dtype == np.float32
         # 1e-5 = 168 float32 epsilons: the worst case of sums of up to ~160 channels' terms
         assert_within_rounding(got, ref, bound, 1e-5)
-    one_thread, _ = run_winograd(x, w, b, threads=1)
+    one_thread, _ = run_winograd(x, w, b, threads=1, tiles=tiles)
     for got, again in zip(results, one_thread):
         np.testing.assert_array_equal(got, again)
 
@@ -267,6 +283,34 @@ def test_which_layers_take_winograd_for_the_weight_gradient(C, F, H, W, dtype, w
 def test_winograd_mode_is_checked():
     with pytest.raises(ValueError, match="'off', 'auto' or 'always'"):
         _C.set_winograd_conv("sometimes")
+    with pytest.raises(ValueError, match="'auto', '2x2' or '4x4'"):
+        _C.set_winograd_conv("auto", "3x3")
+
+
+@pytest.mark.parametrize(
+    "C, F, H, W, tiles",
+    [
+        (32, 32, 32, 32, "4x4"),
+        (64, 80, 16, 17, "4x4"),
+        (64, 48, 16, 17, "2x2"),
+        (16, 64, 32, 32, "2x2"),  # few channels: the transforms cost more than they save
+        (32, 32, 16, 16, "2x2"),  # narrow images: 4 tiles fill 4 lanes of 16
+        (64, 64, 32, 12, "2x2"),
+    ],
+)
+def test_which_layers_take_4x4_tiles(C, F, H, W, tiles):
+    """By default ('auto') the forward and dx of 3x3 layers are bit for bit those of the
+    tiles that pay there."""
+    x, w, b = case(2, C, H, W, F, 3, np.float32, seed=0)
+    dout = np.random.default_rng(1).standard_normal((2, F, H, W)).astype(np.float32)
+
+    def passes():
+        return _C.conv_forward(x, w, b, 1, 1), _C.conv_backward(dout, x, w, 1, 1)[0]
+
+    on = passes()
+    with winograd_mode("auto", tiles):
+        for got, want in zip(on, passes()):
+            np.testing.assert_array_equal(got, want)
 
 
 @settings(max_examples=15, deadline=None)
@@ -385,6 +429,7 @@ def test_winograd_weight_gradient_matches_pytorch(N, C, H, F, seed):
 
 
 @pytest.mark.torch
+@pytest.mark.parametrize("m, k", [(4, 3), (2, 5)])
 @settings(max_examples=10, deadline=None)
 @given(
     N=st.integers(1, 3),
@@ -392,37 +437,46 @@ def test_winograd_weight_gradient_matches_pytorch(N, C, H, F, seed):
     H=st.integers(1, 18),
     seed=st.integers(0, 2**16),
 )
-def test_winograd_5x5_matches_pytorch(N, channels, H, seed):
-    """Forward and dx of 5x5 layers on Winograd, on channel counts past the naive test's,
-    against PyTorch's float64."""
+def test_winograd_6x6_tiles_match_pytorch(m, k, N, channels, H, seed):
+    """Forward and dx on 6x6 tiles, on channel counts past the naive test's, against
+    PyTorch's float64."""
     torch = pytest.importorskip("torch")
     C, F = channels
-    x, w, b = case(N, C, H, H + 5, F, 5, np.float32, seed)
-    (y, dx, _, _), dout = run_winograd(x, w, b, threads=2)
+    x, w, b = case(N, C, H, H + 5, F, k, np.float32, seed)
+    (y, dx, _, _), dout = run_winograd(x, w, b, threads=2, tiles=f"{m}x{m}")
     x64, w64 = torch.from_numpy(x).double().requires_grad_(), torch.from_numpy(w).double()
-    want = torch.nn.functional.conv2d(x64, w64, torch.from_numpy(b).double(), padding=2)
+    pad = (k - 1) // 2
+    want = torch.nn.functional.conv2d(x64, w64, torch.from_numpy(b).double(), padding=pad)
     want.backward(torch.from_numpy(dout).double())
     turned = np.flip(w, (2, 3)).transpose(1, 0, 2, 3)
-    assert_within_rounding(y, want.detach().numpy(), winograd_bound(x, w, b), 1e-5)
-    assert_within_rounding(dx, x64.grad.numpy(), winograd_bound(dout, turned, np.zeros(C)), 1e-5)
+    assert_within_rounding(y, want.detach().numpy(), winograd_bound(x, w, b, m), 1e-5)
+    dx_bound = winograd_bound(dout, turned, np.zeros(C), m)
+    assert_within_rounding(dx, x64.grad.numpy(), dx_bound, 1e-5)
 
 
-def test_winograd_5x5_error_against_the_direct_kernels():
-    """On a layer of the zoo's 5x5 net (32 -> 64 channels on 16 x 16, relu-like inputs) the
-    forward's and dx's rms error against float64 stays within 5x the direct kernels'
-    (measured 2.6-4.2x on layers of 16-128 channels: docs/performance/kernels.md)."""
+@pytest.mark.parametrize(
+    "m, k, C, F, H, limit",
+    [
+        (2, 5, 32, 64, 16, 5),  # measured 2.6-4.2x on layers of 16-128 channels
+        (4, 3, 64, 64, 16, 8),  # measured 3.9-6.1x on layers of 16-256 channels
+    ],
+)
+def test_winograd_6x6_tiles_error_against_the_direct_kernels(m, k, C, F, H, limit):
+    """On relu-like inputs, the forward's and dx's rms error against float64 on 6x6 tiles
+    stays within `limit` times the direct kernels' (docs/performance/kernels.md)."""
     rng = np.random.default_rng(5)
-    x = np.maximum(rng.standard_normal((2, 32, 16, 16)), 0).astype(np.float32)
-    w = (rng.standard_normal((64, 32, 5, 5)) / np.sqrt(800)).astype(np.float32)
-    b = np.zeros(64, np.float32)
-    dout = rng.standard_normal((2, 64, 16, 16)).astype(np.float32)
+    x = np.maximum(rng.standard_normal((2, C, H, H)), 0).astype(np.float32)
+    w = (rng.standard_normal((F, C, k, k)) / np.sqrt(C * k * k)).astype(np.float32)
+    b = np.zeros(F, np.float32)
+    dout = rng.standard_normal((2, F, H, H)).astype(np.float32)
+    pad = (k - 1) // 2
     x64, w64, b64, dout64 = (a.astype(np.float64) for a in (x, w, b, dout))
-    refs = conv_forward_ref(x64, w64, b64, 1, 2), conv_backward_ref(dout64, x64, w64, 1, 2)[0]
+    refs = conv_forward_ref(x64, w64, b64, 1, pad), conv_backward_ref(dout64, x64, w64, 1, pad)[0]
 
     def errors(mode):
-        with winograd_mode(mode):
-            got = _C.conv_forward(x, w, b, 1, 2), _C.conv_backward(dout, x, w, 1, 2)[0]
+        with winograd_mode(mode, f"{m}x{m}"):
+            got = _C.conv_forward(x, w, b, 1, pad), _C.conv_backward(dout, x, w, 1, pad)[0]
         return [np.sqrt(np.mean((a - r) ** 2)) for a, r in zip(got, refs)]
 
     for winograd, direct in zip(errors("always"), errors("off")):
-        assert winograd < 5 * direct
+        assert winograd < limit * direct

@@ -1,0 +1,84 @@
+"""Winograd's float32 forward and dx against another setting, layer by layer.
+
+    python benchmarks/bench_winograd.py [--kernel 3] [--batch 64] [--sizes 32,16,8,7,4]
+        [--channels 16,32,64,128,256] [--repeats 5] [--a always,4x4] [--b always,2x2]
+
+Times _C.conv_forward and _C.conv_backward(..., need_dw=False) of k x k layers (stride 1,
+pad (k - 1) / 2) with Winograd switched to setting A and to setting B
+(_C.set_winograd_conv(mode, tiles): e.g. 'always,4x4' against 'always,2x2' for F(4x4,
+3x3) against F(2x2, 3x3) on every 3x3 layer, or 'always' against 'off' for Winograd
+against the direct and tap kernels), on one thread, in the process's CPU time, in turns
+(medians of --repeats after a warm-up), and prints the ms of each and A / B. Channel
+pairs C -> F: F in --channels with C = F, F / 2 and 2 F where those are too. Wide layers
+take fewer images (the batch scaled down to the work of 32 -> 64 channels on 16 x 16,
+at least 2), so that 256 channels on 32 x 32 take about as long as the zoo's layers.
+"""
+
+import argparse
+
+import numpy as np
+from bench_conv import cpu_medians
+
+from graphnet.kernels import _C
+
+
+def with_winograd(setting, fn):
+    def run():
+        _C.set_winograd_conv(*setting)
+        try:
+            fn()
+        finally:
+            _C.set_winograd_conv("auto")
+
+    return run
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--kernel", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--sizes", default="32,16,8,7,4")
+    parser.add_argument("--channels", default="16,32,64,128,256")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--a", default="always,4x4", help="mode[,tiles] of the first setting")
+    parser.add_argument("--b", default="always,2x2", help="mode[,tiles] of the second")
+    args = parser.parse_args()
+    a, b = (tuple(s.split(",")) for s in (args.a, args.b))
+    channels = [int(c) for c in args.channels.split(",")]
+    pairs = [(c, f) for f in channels for c in (f // 2, f, 2 * f) if c in channels]
+    k, pad = args.kernel, (args.kernel - 1) // 2
+    _C.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    print(
+        f"{k}x{k} pad {pad}, one thread, CPU time, medians of {args.repeats}: ms with "
+        f"{args.a} / {args.b}"
+    )
+    print(
+        f"{'C -> F':>12} {'H':>3} {'N':>4}  {'forward':>17} {'ratio':>6}  {'dx':>17} {'ratio':>6}"
+    )
+    for H in (int(s) for s in args.sizes.split(",")):
+        for C, F in pairs:
+            N = max(2, min(args.batch, args.batch * 32 * 64 * 16 * 16 // (C * F * H * H)))
+            x = rng.standard_normal((N, C, H, H), dtype=np.float32)
+            w = (rng.standard_normal((F, C, k, k)) / np.sqrt(C * k * k)).astype(np.float32)
+            bias = np.zeros(F, np.float32)
+            dout = rng.standard_normal((N, F, H, H), dtype=np.float32)
+
+            def forward():
+                _C.conv_forward(x, w, bias, 1, pad)
+
+            def dx():
+                _C.conv_backward(dout, x, w, 1, pad, need_dw=False)
+
+            t = cpu_medians(
+                [with_winograd(s, fn) for fn in (forward, dx) for s in (a, b)], args.repeats
+            )
+            print(
+                f"{C:>5} -> {F:<4} {H:>3} {N:>4}  {t[0] * 1e3:8.2f} {t[1] * 1e3:8.2f} "
+                f"{t[0] / t[1]:6.2f}  {t[2] * 1e3:8.2f} {t[3] * 1e3:8.2f} {t[2] / t[3]:6.2f}",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
