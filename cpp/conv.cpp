@@ -323,16 +323,16 @@ int64_t winograd_tile(const ConvGeometry& g) {
     return pays ? 4 : 2;
 }
 
-// The Winograd forward transforms all of a layer's weights on every call (into 16 floats
-// per filter and channel on 4x4 tiles, 36 on 6x6 ones) and reads them back in its
-// products: where those outgrow L2 (kWinogradForwardGemmWeights filter-channel pairs: 2 MB transformed)
-// and the call has under kWinogradForwardMinTiles tiles (one 8 x 8 image has 16), im2col +
-// GEMM, which reads the weights once in place, is faster. Per layer of the vgg_wide zoo
-// net's eval call at batch 1 (one thread, CPU time, the weights cold from the layers
-// before), Winograd against im2col + GEMM: 3x3 128 -> 256 @8 0.55-0.60 / 0.42-0.45 ms,
-// 256 -> 256 @8 1.11-1.14 / 0.79-0.83; at batch 2 (32 tiles) even (0.78-0.81 / 0.77-0.86,
-// 1.49-1.72 / 1.51-1.63), at batch 3 Winograd is faster (0.94-0.96 / 1.19-1.22). Called
-// again and again on one layer, weights warm, the two are within 10% at batch 1.
+// The Winograd forward transforms all of a layer's weights on every call (into 16 floats per filter
+// and channel on 4x4 tiles, 36 on 6x6 ones) and reads them back in its products: where those
+// outgrow L2 (kWinogradForwardGemmWeights filter-channel pairs: 2 MB transformed on 4x4 tiles) and
+// the call has under kWinogradForwardMinTiles 2x2 tiles (one 8 x 8 image has 16), im2col + GEMM,
+// which reads the weights once in place, is faster. Per layer of the vgg_wide zoo net's eval call
+// at batch 1 (one thread, CPU time, the weights cold from the layers before), Winograd against
+// im2col + GEMM: 3x3 128 -> 256 @8 0.55-0.60 / 0.42-0.45 ms, 256 -> 256 @8 1.11-1.14 / 0.79-0.83;
+// at batch 2 (32 tiles) even (0.78-0.81 / 0.77-0.86, 1.49-1.72 / 1.51-1.63), at batch 3 Winograd is
+// faster (0.94-0.96 / 1.19-1.22). Called again and again on one layer, weights warm, the two are
+// within 10% at batch 1.
 constexpr int64_t kWinogradForwardGemmWeights = int64_t(1) << 15;
 constexpr int64_t kWinogradForwardMinTiles = 32;
 
