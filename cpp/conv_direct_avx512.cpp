@@ -563,12 +563,15 @@ void direct_conv_dw_images_avx512(const DirectConv& g, const int64_t* tap_offset
     }
 }
 
-// The 8-filter tile where 12-filter tiles would compute over 1/8 more filters than the
-// 8-filter ones (F = 8, 16, 40, ...: 16 filters in tiles of 12 are 24 computed), so the
-// zoo's layers of 32, 48, 64, 96 and 128 filters keep the wider tile.
+// The 8-filter tile where 12-filter tiles would compute 1/8 more filters than the 8-filter
+// ones or more (F = 8, 16, 25-32, 40, 61-64, ...: 32 filters in tiles of 12 are 36
+// computed). Per pass, batch 16, one thread, the tile of 8 against that of 12: forward
+// and dx of 3x3, 5x5 and 7x7 layers of 32 and 64 filters (3 -> 32 @32, 5x5 32 -> 64 @16,
+// ...) 0.80-0.92x the time; on 24, 48 and 96 filters (no padding filters either way)
+// 0.96-1.22x, so those keep the wider tile (benchmarks/bench_conv_sweep.py).
 int64_t direct_tile_filters_avx512(int64_t F) {
     const auto padded = [F](int64_t tile) { return (F + tile - 1) / tile * tile; };
-    return padded(kTileFilters) * kNarrowTileFilters > padded(kNarrowTileFilters) * 9
+    return padded(kTileFilters) * kNarrowTileFilters >= padded(kNarrowTileFilters) * 9
                ? kNarrowTileFilters
                : kTileFilters;
 }

@@ -115,15 +115,27 @@ def test_stride_two_splits_rows_of_any_width_into_phases(W, pad):
     assert_matches_naive_on_one_and_two_threads(x, w, b, 2, pad)
 
 
-@pytest.mark.parametrize("F", [1, 8, 11, 12, 13, 16, 24, 25, 64])
-@pytest.mark.parametrize("C, k", [(1, 3), (2, 3), (3, 5), (7, 5)])
+@pytest.mark.parametrize("F", [1, 8, 11, 12, 13, 16, 24, 25, 32, 48, 61, 64])
+@pytest.mark.parametrize("C, k", [(1, 3), (2, 3), (3, 3), (3, 5), (7, 5)])
 def test_direct_forward_packs_every_tile_of_filters_and_block_of_taps(C, k, F):
     """The AVX-512 direct forward packs each tile of 8 or 12 filters x taps turned around in
-    16 x 16 blocks: 9, 18, 75 and 175 taps (whole blocks and remainders), filters filling
-    no tile, one, two and more with a remainder; one image and two."""
+    16 x 16 blocks: 9, 18, 27, 75 and 175 taps (whole blocks and remainders), filters
+    filling no tile, one, two and more with a remainder, on either tile (25-32 and 61-64
+    filters on tiles of 8, 48 on tiles of 12); one image and two."""
     for N in (1, 2):
         x, w, b = case(N, C, 6, 16, F, k, np.float32, seed=F * C + k)
         assert_matches_naive_on_one_and_two_threads(x, w, b, 1, (k - 1) // 2)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("H, W", [(32, 32), (25, 40), (1, 33), (3, 7)])
+def test_first_layer_bias_gradient_over_whole_planes(H, W, dtype):
+    """A 3-channel first layer's db sums each plane of its output gradient in 32 interleaved
+    partial sums (conv.cpp's plane_sum): planes of 1024, 1000, 33 and 21 positions (whole
+    groups of 32, a remainder, fewer than 32), within rounding of the naive loops and the
+    same bits on one thread and two."""
+    x, w, b = case(3, 3, H, W, 32, 3, dtype, seed=H * W)
+    assert_matches_naive_on_one_and_two_threads(x, w, b, 1, 1)
 
 
 @pytest.mark.torch
