@@ -424,6 +424,61 @@ def test_avg_pool_backward_of_tiling_windows(N, C, H, W, size, dtype):
         np.testing.assert_array_equal(_C.avg_pool_backward(dout, H, W, size, size, size), dx)
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    N=st.integers(0, 3),
+    C=st.integers(1, 3),
+    H=st.integers(1, 40),
+    W=st.integers(1, 40),
+    global_pool=st.booleans(),
+    data=st.data(),
+    dtype=st.sampled_from([np.float32, np.float64]),
+)
+def test_avg_pool_of_wide_windows(N, C, H, W, global_pool, data, dtype):
+    """Windows wider than the output row is long (past 3 x 3, each summed on its own, in
+    lanes), up to the whole plane (a global pooling): the naive loops' numbers, for any
+    thread count."""
+    if global_pool:
+        ph, pw, stride = H, W, 1
+    else:
+        pw = data.draw(st.integers(max(1, W // 2), W))
+        ph = data.draw(st.integers(1, H))
+        stride = data.draw(st.integers(1, 4))
+    x = np.random.default_rng(H * W).standard_normal((N, C, H, W)).astype(dtype)
+    out = _C.avg_pool_forward(x, ph, pw, stride)
+    tol = {np.float32: 1e-6, np.float64: 1e-14}[dtype]
+    np.testing.assert_allclose(out, avg_pool_naive(x, ph, pw, stride), rtol=tol, atol=tol)
+    dout = np.random.default_rng(1).standard_normal(out.shape).astype(dtype)
+    dx = _C.avg_pool_backward(dout, H, W, ph, pw, stride)
+    want = avg_unpool_naive(dout, H, W, ph, pw, stride)
+    np.testing.assert_allclose(dx, want, rtol=tol * 10, atol=tol)
+    with kernel_threads(2):
+        np.testing.assert_array_equal(_C.avg_pool_forward(x, ph, pw, stride), out)
+        np.testing.assert_array_equal(_C.avg_pool_backward(dout, H, W, ph, pw, stride), dx)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    N=st.integers(1, 3),
+    C=st.integers(1, 3),
+    H=st.integers(3, 19),
+    W=st.integers(3, 41),
+    stride=st.integers(1, 3),
+    dtype=st.sampled_from([np.float32, np.float64]),
+)
+def test_avg_pool_3x3_is_the_general_loops_sum(N, C, H, W, stride, dtype):
+    """3x3 windows (their own loop): the general loop's additions in its order, bit for bit."""
+    x = np.random.default_rng(H * W).standard_normal((N, C, H, W)).astype(dtype)
+    Ho, Wo = 1 + (H - 3) // stride, 1 + (W - 3) // stride
+    expected = np.zeros((N, C, Ho, Wo), dtype)
+    for i in range(3):
+        for j in range(3):
+            expected += x[:, :, i : i + stride * Ho : stride, j : j + stride * Wo : stride]
+    expected /= dtype(9)
+    out = _C.avg_pool_forward(x, 3, 3, stride)
+    np.testing.assert_array_equal(out, expected)
+
+
 @pytest.mark.torch
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_avg_pool_against_torch(dtype):
