@@ -18,8 +18,8 @@ struct AvgPoolPlane {
 
 namespace {
 
-// The sum of x[0..n): kLanes partial sums (independent adds the compiler vectorises),
-// added pairwise, then the entries past the last full set of lanes.
+// The sum of x[0..n): kLanes partial sums (independent adds the compiler vectorises), the
+// entries past the last full set of lanes added to the first lanes, the lanes pairwise.
 template <typename T>
 T contiguous_sum(const T* x, int64_t n) {
     constexpr int64_t kLanes = 64 / sizeof(T);  // an AVX-512 vector, four SSE2 ones
@@ -28,12 +28,11 @@ T contiguous_sum(const T* x, int64_t n) {
     for (int64_t i = 0; i < full; i += kLanes) {
         for (int64_t l = 0; l < kLanes; ++l) lanes[l] += x[i + l];
     }
+    for (int64_t i = full; i < n; ++i) lanes[i - full] += x[i];  // independent adds too
     for (int64_t width = kLanes / 2; width > 0; width /= 2) {
         for (int64_t l = 0; l < width; ++l) lanes[l] += lanes[l + width];
     }
-    T sum = lanes[0];
-    for (int64_t i = full; i < n; ++i) sum += x[i];
-    return sum;
+    return lanes[0];
 }
 
 // Windows wider than the output row is long (a global pooling: one window, the plane):
