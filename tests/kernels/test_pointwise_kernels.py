@@ -503,9 +503,9 @@ def _gelu_probe(dtype):
     return x.astype(dtype), rng.standard_normal(x.size + 1).astype(dtype)[1:]
 
 
-# The ops AVX-512 has (float32 and float64); where the CPU has no AVX-512
-# both sides are AVX2's or the portable loops.
-TRANSCENDENTAL = ["gelu", "gelu_tanh", "softplus"]
+# The ops AVX-512 has (float32 and float64; sigmoid's float64 forward); where the CPU has
+# no AVX-512 both sides are AVX2's or the portable loops.
+TRANSCENDENTAL = ["gelu", "gelu_tanh", "softplus", "sigmoid"]
 
 
 @pytest.mark.parametrize("op", TRANSCENDENTAL)
