@@ -361,6 +361,21 @@ def avg_unpool_naive(dout, H, W, ph, pw, stride):
     return dx
 
 
+def check_avg_pool_against_naive_loops(x, ph, pw, stride):
+    """Forward and backward against the naive loops, the same bits on two threads."""
+    H, W = x.shape[2:]
+    out = _C.avg_pool_forward(x, ph, pw, stride)
+    tol = {np.float32: 1e-6, np.float64: 1e-14}[x.dtype.type]
+    np.testing.assert_allclose(out, avg_pool_naive(x, ph, pw, stride), rtol=tol, atol=tol)
+    dout = np.random.default_rng(1).standard_normal(out.shape).astype(x.dtype)
+    dx = _C.avg_pool_backward(dout, H, W, ph, pw, stride)
+    want = avg_unpool_naive(dout, H, W, ph, pw, stride)
+    np.testing.assert_allclose(dx, want, rtol=tol * 10, atol=tol)
+    with kernel_threads(2):
+        np.testing.assert_array_equal(_C.avg_pool_forward(x, ph, pw, stride), out)
+        np.testing.assert_array_equal(_C.avg_pool_backward(dout, H, W, ph, pw, stride), dx)
+
+
 @pytest.mark.slow
 @settings(max_examples=80, deadline=None)
 @given(
@@ -379,16 +394,7 @@ def test_avg_pool_matches_naive_loops(N, C, H, W, ph, pw, stride, dtype):
         with pytest.raises(ValueError, match="avg_pool window .* is larger than the input"):
             _C.avg_pool_forward(x, ph, pw, stride)
         return
-    out = _C.avg_pool_forward(x, ph, pw, stride)
-    tol = {np.float32: 1e-6, np.float64: 1e-14}[dtype]
-    np.testing.assert_allclose(out, avg_pool_naive(x, ph, pw, stride), rtol=tol, atol=tol)
-    dout = np.random.default_rng(1).standard_normal(out.shape).astype(dtype)
-    dx = _C.avg_pool_backward(dout, H, W, ph, pw, stride)
-    want = avg_unpool_naive(dout, H, W, ph, pw, stride)
-    np.testing.assert_allclose(dx, want, rtol=tol * 10, atol=tol)
-    with kernel_threads(2):
-        np.testing.assert_array_equal(_C.avg_pool_forward(x, ph, pw, stride), out)
-        np.testing.assert_array_equal(_C.avg_pool_backward(dout, H, W, ph, pw, stride), dx)
+    check_avg_pool_against_naive_loops(x, ph, pw, stride)
 
 
 def test_avg_pool_refuses_bad_geometry():
@@ -445,16 +451,7 @@ def test_avg_pool_of_wide_windows(N, C, H, W, global_pool, data, dtype):
         ph = data.draw(st.integers(1, H))
         stride = data.draw(st.integers(1, 4))
     x = np.random.default_rng(H * W).standard_normal((N, C, H, W)).astype(dtype)
-    out = _C.avg_pool_forward(x, ph, pw, stride)
-    tol = {np.float32: 1e-6, np.float64: 1e-14}[dtype]
-    np.testing.assert_allclose(out, avg_pool_naive(x, ph, pw, stride), rtol=tol, atol=tol)
-    dout = np.random.default_rng(1).standard_normal(out.shape).astype(dtype)
-    dx = _C.avg_pool_backward(dout, H, W, ph, pw, stride)
-    want = avg_unpool_naive(dout, H, W, ph, pw, stride)
-    np.testing.assert_allclose(dx, want, rtol=tol * 10, atol=tol)
-    with kernel_threads(2):
-        np.testing.assert_array_equal(_C.avg_pool_forward(x, ph, pw, stride), out)
-        np.testing.assert_array_equal(_C.avg_pool_backward(dout, H, W, ph, pw, stride), dx)
+    check_avg_pool_against_naive_loops(x, ph, pw, stride)
 
 
 @settings(max_examples=40, deadline=None)
