@@ -65,16 +65,21 @@ template <typename T>
 bool all_finite(int64_t n, const T* x) {
     using U = std::conditional_t<std::is_same_v<T, float>, uint32_t, uint64_t>;
     constexpr U kExponent = std::is_same_v<T, float> ? U(0x7f800000u) : U(0x7ff0000000000000u);
+    constexpr U kExponentOne = kExponent & (~kExponent + 1);  // the exponent's lowest bit
+    constexpr U kSign = ~(~U(0) >> 1);
     constexpr int64_t kBlock = 1024;  // a vectorised pass without exits, then one test
     for (int64_t begin = 0; begin < n; begin += kBlock) {
         const int64_t end = std::min(n, begin + kBlock);
-        U all_ones = 0;  // becomes kExponent once an element's exponent bits are all ones
+        // An exponent of all ones (inf, NaN) plus its lowest bit carries into the sign bit;
+        // every other exponent stays below it. Adds and ors, not a compare: SSE2 has no
+        // 64-bit integer compare, so a compare left the float64 loop scalar (4x slower).
+        U carries = 0;
         for (int64_t i = begin; i < end; ++i) {
             U bits;
             std::memcpy(&bits, x + i, sizeof bits);
-            all_ones |= U(0) - U((bits & kExponent) == kExponent);
+            carries |= (bits & kExponent) + kExponentOne;
         }
-        if (all_ones != 0) return false;
+        if (carries & kSign) return false;
     }
     return true;
 }

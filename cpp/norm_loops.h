@@ -285,13 +285,24 @@ void channel_forward(const NormShape& s, bool train, double eps, const T* x, con
         return;
     }
     const int64_t stride = s.K * s.inner;
+    if (!train) {
+        // No statistics to gather per channel: the planes in memory order, a stream (one
+        // channel at a time jumps a sample's K planes at each plane: 2.5-3x a copy's time)
+        for (int64_t k = 0; k < s.K; ++k) finish(k, 0, 0);
+        parallel_for(team_for(s.outer * s.K, s.outer * stride), s.outer * s.K, [&](int64_t plane) {
+            const int64_t k = plane % s.K;
+            const T m = mean[k], a = gamma[k] * inv_std[k], b = beta[k];
+            const T* p = x + plane * s.inner;
+            const T* sk = added ? skip + plane * s.inner : nullptr;
+            T* q = out + plane * s.inner;
+#pragma omp simd
+            for (int64_t i = 0; i < s.inner; ++i) q[i] = tail_of<tail>((p[i] - m) * a + b, sk, i);
+        });
+        return;
+    }
     parallel_for(team_for(s.K, s.K * (s.outer * s.inner)), s.K, [&](int64_t k) {
-        if (train) {
-            const Moments mk = slice_moments(s, x, k);
-            finish(k, mk.mean_or_nan(), mk.var());
-        } else {
-            finish(k, 0, 0);
-        }
+        const Moments mk = slice_moments(s, x, k);
+        finish(k, mk.mean_or_nan(), mk.var());
         const T m = mean[k], a = gamma[k] * inv_std[k], b = beta[k];
         for (int64_t o = 0; o < s.outer; ++o) {
             const T* p = x + o * stride + k * s.inner;

@@ -14,11 +14,6 @@ namespace {
 
 template <typename V, typename T>
 void forward(Pointwise op, int64_t n, const T* x, T* out) {
-    if constexpr (!kFloat32Lanes<V>) {
-        if (op == Pointwise::sigmoid) {
-            return map_all<V>(n, [](V v) { return sigmoid_full(v); }, out, x);
-        }
-    }
     with_forward<V>(op, [&](auto f) { map_all<V>(n, f, out, x); });
 }
 

@@ -1,5 +1,6 @@
 // pointwise.h's transcendental kernels on AVX-512, sixteen float32 or eight float64 lanes
-// at a time: gelu, gelu_tanh and softplus, each forward and backward. The code is the AVX2
+// at a time: gelu, gelu_tanh and softplus, each forward and backward, and float64's
+// sigmoid forward (pointwise.cpp sends float32's elsewhere). The code is the AVX2
 // kernels' (pointwise_lanes.h; e^x's 2^n in one scalef, which rounds at the same product),
 // so the same bits as theirs (pointwise_avx2.h).
 // They take the whole blocks of 64 bytes and return how many entries they did (0 for

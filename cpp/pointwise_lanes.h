@@ -74,9 +74,9 @@ inline V softplus_backward(V d, V x) {  // sigmoid(x)
     return Lanes<V>::mul(d, sigmoid_full(x));
 }
 
-// Calls map(f) with op's forward f(x) on lanes V (gelu, gelu_tanh, softplus) and returns its
-// result; a value-initialised one (nothing done) for another op. (f a lambda, not a function
-// pointer: its own type, so map's loop calls it directly and inlines it.)
+// Calls map(f) with op's forward f(x) on lanes V (gelu, gelu_tanh, softplus, sigmoid) and
+// returns its result; a value-initialised one (nothing done) for another op. (f a lambda,
+// not a function pointer: its own type, so map's loop calls it directly and inlines it.)
 template <typename V, typename Map>
 auto with_forward(Pointwise op, Map map) {
     switch (op) {
@@ -86,6 +86,8 @@ auto with_forward(Pointwise op, Map map) {
             return map([](V x) { return gelu_tanh_forward(x); });
         case Pointwise::softplus:
             return map([](V x) { return softplus_forward(x); });
+        case Pointwise::sigmoid:  // float64's (float32's: sigmoid_avx2, elementwise.h)
+            return map([](V x) { return sigmoid_full(x); });
         default:
             return decltype(map(gelu_forward<V>))();  // (only its type)
     }

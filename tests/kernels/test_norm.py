@@ -426,3 +426,41 @@ def test_against_torch(dtype, tol):
             np.testing.assert_allclose(
                 ours, theirs, rtol=tol, atol=tol * max(1.0, np.abs(theirs).max())
             )
+
+
+@FUZZ
+@given(
+    N=st.integers(0, 4),
+    C=st.integers(1, 6),
+    H=st.integers(1, 9),
+    W=st.integers(1, 9),
+    dtype=dtypes,
+    tail=st.sampled_from(["none", "relu", "skip", "skip_first"]),
+    seed=st.integers(0, 2**16),
+)
+def test_spatial_batchnorm_eval_is_the_formula_per_element(N, C, H, W, dtype, tail, seed):
+    """Eval mode (the planes in memory order): (x - mean) * (gamma * inv_std) + beta with the
+    running averages, then the fused steps' relu (of + skip, in either order) per element,
+    bit for bit in x's dtype, for 1 and 2 threads."""
+    rng = np.random.default_rng(seed)
+    x, skip = (rng.standard_normal((N, C, H, W)).astype(dtype) for _ in range(2))
+    gamma, beta, mean = (rng.standard_normal(C).astype(dtype) for _ in range(3))
+    var = rng.uniform(0.1, 2, C).astype(dtype)
+    inv_std = dtype(1) / np.sqrt(var + dtype(EPS))
+    want = (x - mean[:, None, None]) * (gamma * inv_std)[:, None, None] + beta[:, None, None]
+    kwargs = {"relu": tail != "none"}
+    if tail.startswith("skip"):
+        kwargs.update(skip=skip, skip_first=tail == "skip_first")
+        want = skip + want if tail == "skip_first" else want + skip
+    if tail != "none":
+        want = np.maximum(want, 0)
+    outs, before = [], _C.get_num_threads()
+    try:
+        for threads in (1, 2):
+            _C.set_num_threads(threads)
+            out = norm.batchnorm_forward(x, gamma, beta, EPS, 0.9, mean, var, False, **kwargs)
+            outs.append(out[0])
+    finally:
+        _C.set_num_threads(before)
+    np.testing.assert_array_equal(outs[0], want)
+    np.testing.assert_array_equal(outs[1], outs[0])

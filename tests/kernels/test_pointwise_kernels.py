@@ -361,6 +361,21 @@ def avg_unpool_naive(dout, H, W, ph, pw, stride):
     return dx
 
 
+def check_avg_pool_against_naive_loops(x, ph, pw, stride):
+    """Forward and backward against the naive loops, the same bits on two threads."""
+    H, W = x.shape[2:]
+    out = _C.avg_pool_forward(x, ph, pw, stride)
+    tol = {np.float32: 1e-6, np.float64: 1e-14}[x.dtype.type]
+    np.testing.assert_allclose(out, avg_pool_naive(x, ph, pw, stride), rtol=tol, atol=tol)
+    dout = np.random.default_rng(1).standard_normal(out.shape).astype(x.dtype)
+    dx = _C.avg_pool_backward(dout, H, W, ph, pw, stride)
+    want = avg_unpool_naive(dout, H, W, ph, pw, stride)
+    np.testing.assert_allclose(dx, want, rtol=tol * 10, atol=tol)
+    with kernel_threads(2):
+        np.testing.assert_array_equal(_C.avg_pool_forward(x, ph, pw, stride), out)
+        np.testing.assert_array_equal(_C.avg_pool_backward(dout, H, W, ph, pw, stride), dx)
+
+
 @pytest.mark.slow
 @settings(max_examples=80, deadline=None)
 @given(
@@ -379,16 +394,7 @@ def test_avg_pool_matches_naive_loops(N, C, H, W, ph, pw, stride, dtype):
         with pytest.raises(ValueError, match="avg_pool window .* is larger than the input"):
             _C.avg_pool_forward(x, ph, pw, stride)
         return
-    out = _C.avg_pool_forward(x, ph, pw, stride)
-    tol = {np.float32: 1e-6, np.float64: 1e-14}[dtype]
-    np.testing.assert_allclose(out, avg_pool_naive(x, ph, pw, stride), rtol=tol, atol=tol)
-    dout = np.random.default_rng(1).standard_normal(out.shape).astype(dtype)
-    dx = _C.avg_pool_backward(dout, H, W, ph, pw, stride)
-    want = avg_unpool_naive(dout, H, W, ph, pw, stride)
-    np.testing.assert_allclose(dx, want, rtol=tol * 10, atol=tol)
-    with kernel_threads(2):
-        np.testing.assert_array_equal(_C.avg_pool_forward(x, ph, pw, stride), out)
-        np.testing.assert_array_equal(_C.avg_pool_backward(dout, H, W, ph, pw, stride), dx)
+    check_avg_pool_against_naive_loops(x, ph, pw, stride)
 
 
 def test_avg_pool_refuses_bad_geometry():
@@ -424,6 +430,52 @@ def test_avg_pool_backward_of_tiling_windows(N, C, H, W, size, dtype):
         np.testing.assert_array_equal(_C.avg_pool_backward(dout, H, W, size, size, size), dx)
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    N=st.integers(0, 3),
+    C=st.integers(1, 3),
+    H=st.integers(1, 40),
+    W=st.integers(1, 40),
+    global_pool=st.booleans(),
+    data=st.data(),
+    dtype=st.sampled_from([np.float32, np.float64]),
+)
+def test_avg_pool_of_wide_windows(N, C, H, W, global_pool, data, dtype):
+    """Windows wider than the output row is long (past 3 x 3, each summed on its own, in
+    lanes), up to the whole plane (a global pooling): the naive loops' numbers, for any
+    thread count."""
+    if global_pool:
+        ph, pw, stride = H, W, 1
+    else:
+        pw = data.draw(st.integers(max(1, W // 2), W))
+        ph = data.draw(st.integers(1, H))
+        stride = data.draw(st.integers(1, 4))
+    x = np.random.default_rng(H * W).standard_normal((N, C, H, W)).astype(dtype)
+    check_avg_pool_against_naive_loops(x, ph, pw, stride)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    N=st.integers(1, 3),
+    C=st.integers(1, 3),
+    H=st.integers(3, 19),
+    W=st.integers(3, 41),
+    stride=st.integers(1, 3),
+    dtype=st.sampled_from([np.float32, np.float64]),
+)
+def test_avg_pool_3x3_is_the_general_loops_sum(N, C, H, W, stride, dtype):
+    """3x3 windows (their own loop): the general loop's additions in its order, bit for bit."""
+    x = np.random.default_rng(H * W).standard_normal((N, C, H, W)).astype(dtype)
+    Ho, Wo = 1 + (H - 3) // stride, 1 + (W - 3) // stride
+    expected = np.zeros((N, C, Ho, Wo), dtype)
+    for i in range(3):
+        for j in range(3):
+            expected += x[:, :, i : i + stride * Ho : stride, j : j + stride * Wo : stride]
+    expected /= dtype(9)
+    out = _C.avg_pool_forward(x, 3, 3, stride)
+    np.testing.assert_array_equal(out, expected)
+
+
 @pytest.mark.torch
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_avg_pool_against_torch(dtype):
@@ -448,9 +500,9 @@ def _gelu_probe(dtype):
     return x.astype(dtype), rng.standard_normal(x.size + 1).astype(dtype)[1:]
 
 
-# The ops AVX-512 has (float32 and float64); where the CPU has no AVX-512
-# both sides are AVX2's or the portable loops.
-TRANSCENDENTAL = ["gelu", "gelu_tanh", "softplus"]
+# The ops AVX-512 has (float32 and float64; sigmoid's float64 forward); where the CPU has
+# no AVX-512 both sides are AVX2's or the portable loops.
+TRANSCENDENTAL = ["gelu", "gelu_tanh", "softplus", "sigmoid"]
 
 
 @pytest.mark.parametrize("op", TRANSCENDENTAL)
