@@ -69,13 +69,16 @@ void gemm_rows_grouped_avx512(int64_t row_begin, int64_t row_end, int64_t n, int
                               const double* a, int64_t lda, InnerGroups groups, const double* b,
                               int64_t ldb, double* c, int64_t ldc, bool accumulate);
 
-// y (n) = x (k) * B (k x n, rows ldb apart) in float64: one sample through an affine
-// layer. B's rows are read whole, in order, eight at a time, their products added into y
-// (in L1). Each element's sum runs over k in order. One thread, one row, against
-// OpenBLAS's dgemv (python benchmarks/bench_row_product.py's shapes, medians of three A/B
-// runs): 3072 x 512 1.0-1.5x its speed, 3072 x 256 1.06-1.22x, 3072 x 100 1.06-1.22x,
-// 512 x 512 and 256 x 256 1.0-1.18x. In float32 it ran at OpenBLAS's sgemv's speed
-// (0.91-1.08x), which keeps it.
+// y (n) = x (k) * B (k x n, rows ldb apart): one sample through an affine layer, B read
+// once. Rows of up to 16 vectors (256 float32, 128 float64) are summed whole in registers
+// while B streams front to back; wider ones eight rows at a time into y (in L1). One
+// thread, one row, against OpenBLAS's gemv in turns in one process (`python
+// benchmarks/bench_row_product.py --blas`, medians of 5-7, two runs): float32
+// 3072 x 256 1.14x its speed, 4096 x 256 and 3072 x 512 and 100 (L3, the read rate of
+// both: 70-80 GB/s) 0.96-1.01x, 8192 x 10 2.4x (a row of 10: sgemv's one FMA chain);
+// float64 3072 x 100, 256 and 512 1.10-1.38x, 8192 x 10 2.8x, 512 x 512 0.95x.
+void gemv_row_avx512(int64_t n, int64_t k, const float* x, const float* b, int64_t ldb,
+                     float* y);
 void gemv_row_avx512(int64_t n, int64_t k, const double* x, const double* b, int64_t ldb,
                      double* y);
 
