@@ -4,6 +4,7 @@
 
 #include <immintrin.h>
 
+#include <algorithm>
 #include <array>
 #include <utility>
 
@@ -353,44 +354,87 @@ void add_rows(int64_t n, int64_t i0, const T* x, const T* b, int64_t ldb, T* y) 
     }
 }
 
+// Rows of B at most in a block of row_times_narrow_matrix: its blocks' sums wait in L1 (32
+// blocks of 16 vectors: 32 KB).
+constexpr int64_t kMaxBlocks = 32;
+constexpr int64_t kMinBlockRows = 64;
+
 // y = x * B where B's rows are Vectors vectors or fewer: the whole row's sums stay in
-// registers while B is read once, front to back, as one stream (the cache's prefetchers'
-// best case). Sums over rows i = u mod Sums kept apart, then added in u's order, so that
-// at least eight FMA chains are in flight however narrow the row.
+// registers while B is read as one stream (the cache's prefetchers' best case). Within a
+// block of rows, sums over rows i = u mod Sums are kept apart and then added in u's order,
+// so that at least eight FMA chains are in flight however narrow the row; the blocks' sums
+// are added in their order at the end. So the blocks may be read last to first
+// (`backwards`) with the same result.
 template <typename T, int Vectors>
-void row_times_narrow_matrix(int64_t n, int64_t k, const T* x, const T* b, int64_t ldb, T* y) {
+void row_times_narrow_matrix(int64_t n, int64_t k, const T* x, const T* b, int64_t ldb, T* y,
+                             bool backwards) {
     using L = Lanes<T>;
+    using Vec = typename L::Vec;
     constexpr int64_t W = L::kWidth;
     constexpr int Sums = (8 + Vectors - 1) / Vectors;
     const __mmask16 last = first_lanes(n - (Vectors - 1) * W, W);
-    typename L::Vec acc[Sums][Vectors];
-    for (auto& sums : acc)
-        for (auto& v : sums) v = L::zero();
-    const auto add_row = [&](typename L::Vec (&sums)[Vectors], int64_t i) {
-        const typename L::Vec xi = L::broadcast(x + i);
-        const T* row = b + i * ldb;
-        for (int v = 0; v + 1 < Vectors; ++v) sums[v] = L::fma(xi, L::load(row + v * W), sums[v]);
-        sums[Vectors - 1] = L::fma(xi, L::load(row + (Vectors - 1) * W, last), sums[Vectors - 1]);
-    };
-    int64_t i = 0;
-    for (; i + Sums <= k; i += Sums)
-        for (int u = 0; u < Sums; ++u) add_row(acc[u], i + u);
-    for (; i < k; ++i) add_row(acc[0], i);
+    const int64_t block_rows = std::max(kMinBlockRows, (k + kMaxBlocks - 1) / kMaxBlocks);
+    const int64_t blocks = (k + block_rows - 1) / block_rows;
+    Vec block_sums[kMaxBlocks][Vectors];
+    for (int64_t q = 0; q < blocks; ++q) {
+        const int64_t block = backwards ? blocks - 1 - q : q;
+        const int64_t end = std::min(k, (block + 1) * block_rows);
+        Vec acc[Sums][Vectors];
+        for (auto& sums : acc)
+            for (auto& v : sums) v = L::zero();
+        const auto add_row = [&](Vec(&sums)[Vectors], int64_t i) {
+            const Vec xi = L::broadcast(x + i);
+            const T* row = b + i * ldb;
+            for (int v = 0; v + 1 < Vectors; ++v) sums[v] = L::fma(xi, L::load(row + v * W), sums[v]);
+            sums[Vectors - 1] = L::fma(xi, L::load(row + (Vectors - 1) * W, last), sums[Vectors - 1]);
+        };
+        int64_t i = block * block_rows;
+        for (; i + Sums <= end; i += Sums)
+            for (int u = 0; u < Sums; ++u) add_row(acc[u], i + u);
+        for (; i < end; ++i) add_row(acc[0], i);
+        for (int v = 0; v < Vectors; ++v) {
+            Vec sum = acc[0][v];
+            for (int u = 1; u < Sums; ++u) sum = L::add(sum, acc[u][v]);
+            block_sums[block][v] = sum;
+        }
+    }
     for (int v = 0; v < Vectors; ++v) {
-        typename L::Vec sum = acc[0][v];
-        for (int u = 1; u < Sums; ++u) sum = L::add(sum, acc[u][v]);
+        Vec sum = L::zero();
+        for (int64_t block = 0; block < blocks; ++block) sum = L::add(sum, block_sums[block][v]);
         L::store(y + v * W, v + 1 < Vectors ? first_lanes(W, W) : last, sum);
     }
 }
 
 template <typename T, int... Vectors>
 constexpr auto narrow_kernels(std::integer_sequence<int, Vectors...>) {
-    using Kernel = void (*)(int64_t, int64_t, const T*, const T*, int64_t, T*);
+    using Kernel = void (*)(int64_t, int64_t, const T*, const T*, int64_t, T*, bool);
     return std::array<Kernel, sizeof...(Vectors)>{row_times_narrow_matrix<T, Vectors + 1>...};
 }
 
 // Rows of up to 16 vectors (256 float32, 128 float64) in registers.
 constexpr int kNarrowVectors = 16;
+
+// Whether to read B last row to first this time: the other way from its last read on this
+// thread, so that the rows read last, which are still in L2, are read first. A B a little
+// larger than L2 (1 MB here) read front to back call after call misses on every row (each
+// row is evicted just before it is read again). Remembered for the last few matrices;
+// a matrix forgotten or mistaken (a new one at a freed one's address) is read either way
+// with the same result, only at another speed.
+bool read_backwards(const void* b) {
+    struct LastRead {
+        const void* b;
+        bool backwards;
+    };
+    constexpr int kRemembered = 4;
+    thread_local LastRead reads[kRemembered] = {};
+    thread_local int next = 0;
+    for (LastRead& read : reads) {
+        if (read.b == b) return read.backwards = !read.backwards;
+    }
+    reads[next] = LastRead{b, false};
+    next = (next + 1) % kRemembered;
+    return false;
+}
 
 template <typename T>
 void row_times_matrix(int64_t n, int64_t k, const T* x, const T* b, int64_t ldb, T* y) {
@@ -399,7 +443,7 @@ void row_times_matrix(int64_t n, int64_t k, const T* x, const T* b, int64_t ldb,
     if (vectors <= kNarrowVectors) {
         static constexpr auto kernels =
             narrow_kernels<T>(std::make_integer_sequence<int, kNarrowVectors>{});
-        return kernels[vectors - 1](n, k, x, b, ldb, y);
+        return kernels[vectors - 1](n, k, x, b, ldb, y, read_backwards(b));
     }
     for (int64_t j = 0; j < n; ++j) y[j] = T(0);
     int64_t i = 0;

@@ -202,13 +202,15 @@ def test_one_row_takes_the_vector_path(dtype, tol, transpose_a, transpose_b, n, 
 
 
 # One row times B runs the AVX-512 row kernel (gemv_row_avx512): rows of up to 16 vectors
-# summed whole in registers (n up to 256 float32, 128 float64), with as many sums over
-# rows apart as eight FMA chains need; wider rows eight at a time, then one at a time; k
-# and n across those, the vectors' edges and the narrow/wide boundary.
+# summed whole in registers (n up to 256 float32, 128 float64) in blocks of rows, with as
+# many sums over rows apart as eight FMA chains need; wider rows eight at a time, then one
+# at a time; k and n across those, the vectors' edges, the blocks' (64 rows, or k / 32)
+# and the narrow/wide boundary. The same B read again is read the other way (its rows
+# last read first): the calls below alternate, and each gives the same bits.
 @settings(max_examples=150, deadline=None)
 @given(
     n=st.integers(0, 300),
-    k=st.integers(0, 600),
+    k=st.integers(0, 2500),
     dtype=st.sampled_from([np.float32, np.float64]),
     view=st.booleans(),
     seed=st.integers(0, 2**16),
@@ -220,6 +222,7 @@ def test_one_row_takes_the_vector_path(dtype, tol, transpose_a, transpose_b, n, 
 @example(n=256, k=9, dtype=np.float32, view=False, seed=4)
 @example(n=257, k=17, dtype=np.float32, view=False, seed=5)
 @example(n=129, k=7, dtype=np.float64, view=False, seed=6)
+@example(n=16, k=2049, dtype=np.float32, view=False, seed=7)
 def test_one_row_random_shapes_against_numpy_and_openblas(n, k, dtype, view, seed):
     rng = np.random.default_rng(seed)
     a = rng.standard_normal((1, k)).astype(dtype)
