@@ -425,7 +425,7 @@ bool read_backwards(const void* b) {
         const void* b;
         bool backwards;
     };
-    constexpr int kRemembered = 4;
+    constexpr int kRemembered = 16;
     thread_local LastRead reads[kRemembered] = {};
     thread_local int next = 0;
     for (LastRead& read : reads) {
