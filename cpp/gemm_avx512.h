@@ -71,12 +71,14 @@ void gemm_rows_grouped_avx512(int64_t row_begin, int64_t row_end, int64_t n, int
 
 // y (n) = x (k) * B (k x n, rows ldb apart): one sample through an affine layer, B read
 // once. Rows of up to 16 vectors (256 float32, 128 float64) are summed whole in registers
-// while B streams front to back; wider ones eight rows at a time into y (in L1). One
-// thread, one row, against OpenBLAS's gemv in turns in one process (`python
-// benchmarks/bench_row_product.py --blas`, medians of 5-7, two runs): float32
-// 3072 x 256 1.14x its speed, 4096 x 256 and 3072 x 512 and 100 (L3, the read rate of
-// both: 70-80 GB/s) 0.96-1.01x, 8192 x 10 2.4x (a row of 10: sgemv's one FMA chain);
-// float64 3072 x 100, 256 and 512 1.10-1.38x, 8192 x 10 2.8x, 512 x 512 0.95x.
+// in blocks of rows while B streams by, the same B read the other way on the next call
+// (what L2 kept of it first; the same bits); wider ones eight rows at a time into y (in
+// L1). One thread, one row, against OpenBLAS's gemv in turns in one process (`python
+// benchmarks/bench_row_product.py --blas`, medians of 5): float32 3072 x 100 1.63x its
+// speed, 3072 x 256 and 4096 x 256 1.28-1.29x, 8192 x 10 2.2x (sgemv's one FMA chain),
+// 3072 x 512, 512 x 512 and 300 x 700 0.99-1.00x (both at the cache's read rate); float64
+// 3072 x 100 1.57x, 4096 x 256 1.26x, 8192 x 10 2.1x, 3072 x 512 1.09x, 512 x 512 1.01x.
+// See docs/performance/overhead.md.
 void gemv_row_avx512(int64_t n, int64_t k, const float* x, const float* b, int64_t ldb,
                      float* y);
 void gemv_row_avx512(int64_t n, int64_t k, const double* x, const double* b, int64_t ldb,
