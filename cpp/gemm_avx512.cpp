@@ -354,8 +354,8 @@ void add_rows(int64_t n, int64_t i0, const T* x, const T* b, int64_t ldb, T* y) 
     }
 }
 
-// Rows of B at most in a block of row_times_narrow_matrix: its blocks' sums wait in L1 (32
-// blocks of 16 vectors: 32 KB).
+// row_times_narrow_matrix's blocks of rows: at least 64 rows each, at most 32 blocks, whose
+// sums wait in L1 (32 blocks of 16 vectors: 32 KB).
 constexpr int64_t kMaxBlocks = 32;
 constexpr int64_t kMinBlockRows = 64;
 
