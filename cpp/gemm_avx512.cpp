@@ -4,6 +4,10 @@
 
 #include <immintrin.h>
 
+#include <algorithm>
+#include <array>
+#include <utility>
+
 namespace graphnet {
 namespace {
 
@@ -22,6 +26,7 @@ struct Lanes<float> {
     static void store_aligned(float* p, Vec v) { _mm512_store_ps(p, v); }
     static void store(float* p, __mmask16 lanes, Vec v) { _mm512_mask_storeu_ps(p, lanes, v); }
     static Vec fma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
+    static Vec add(Vec a, Vec b) { return _mm512_add_ps(a, b); }
 };
 
 template <>
@@ -39,6 +44,7 @@ struct Lanes<double> {
         _mm512_mask_storeu_pd(p, static_cast<__mmask8>(lanes), v);
     }
     static Vec fma(Vec a, Vec b, Vec c) { return _mm512_fmadd_pd(a, b, c); }
+    static Vec add(Vec a, Vec b) { return _mm512_add_pd(a, b); }
 };
 
 // Register tile: up to 8 rows x 3 vectors = 24 accumulators, 3 vectors of B and one
@@ -327,8 +333,9 @@ void rows(int64_t row_begin, int64_t row_end, int64_t n, int64_t k, const T* a,
     }
 }
 
-// y += x[i0, i0 + Rows) * B's rows i0.. (n columns): y's vectors loaded, each row's
-// product added in order, stored back.
+// y += x[i0, i0 + Rows) * B's rows i0.. (n columns), for rows too wide for registers:
+// each vector of the rows' products summed in two chains (even rows, odd rows: half the
+// FMA latency a vector waits), their sum added to y's vector (in L1).
 template <typename T, int Rows>
 void add_rows(int64_t n, int64_t i0, const T* x, const T* b, int64_t ldb, T* y) {
     using L = Lanes<T>;
@@ -338,14 +345,106 @@ void add_rows(int64_t n, int64_t i0, const T* x, const T* b, int64_t ldb, T* y) 
     const T* rows = b + i0 * ldb;
     for (int64_t j = 0; j < n; j += W) {
         const __mmask16 lanes = first_lanes(n - j, W);
-        typename L::Vec acc = L::load(y + j, lanes);
-        for (int r = 0; r < Rows; ++r) acc = L::fma(xi[r], L::load(rows + r * ldb + j, lanes), acc);
-        L::store(y + j, lanes, acc);
+        typename L::Vec even = L::zero(), odd = L::zero();
+        for (int r = 0; r < Rows; r += 2) {
+            even = L::fma(xi[r], L::load(rows + r * ldb + j, lanes), even);
+            if (r + 1 < Rows) odd = L::fma(xi[r + 1], L::load(rows + (r + 1) * ldb + j, lanes), odd);
+        }
+        L::store(y + j, lanes, L::add(L::load(y + j, lanes), L::add(even, odd)));
     }
+}
+
+// row_times_narrow_matrix's blocks of rows: at least 64 rows each, at most 32 blocks, whose
+// sums wait in L1 (32 blocks of 16 vectors: 32 KB).
+constexpr int64_t kMaxBlocks = 32;
+constexpr int64_t kMinBlockRows = 64;
+
+// y = x * B where B's rows are Vectors vectors or fewer: the whole row's sums stay in
+// registers while B is read as one stream (the cache's prefetchers' best case). Within a
+// block of rows, sums over rows i = u mod Sums are kept apart and then added in u's order,
+// so that at least eight FMA chains are in flight however narrow the row; the blocks' sums
+// are added in their order at the end. So the blocks may be read last to first
+// (`backwards`) with the same result.
+template <typename T, int Vectors>
+void row_times_narrow_matrix(int64_t n, int64_t k, const T* x, const T* b, int64_t ldb, T* y,
+                             bool backwards) {
+    using L = Lanes<T>;
+    using Vec = typename L::Vec;
+    constexpr int64_t W = L::kWidth;
+    constexpr int Sums = (8 + Vectors - 1) / Vectors;
+    const __mmask16 last = first_lanes(n - (Vectors - 1) * W, W);
+    const int64_t block_rows = std::max(kMinBlockRows, (k + kMaxBlocks - 1) / kMaxBlocks);
+    const int64_t blocks = (k + block_rows - 1) / block_rows;
+    Vec block_sums[kMaxBlocks][Vectors];
+    for (int64_t q = 0; q < blocks; ++q) {
+        const int64_t block = backwards ? blocks - 1 - q : q;
+        const int64_t end = std::min(k, (block + 1) * block_rows);
+        Vec acc[Sums][Vectors];
+        for (auto& sums : acc)
+            for (auto& v : sums) v = L::zero();
+        const auto add_row = [&](Vec(&sums)[Vectors], int64_t i) {
+            const Vec xi = L::broadcast(x + i);
+            const T* row = b + i * ldb;
+            for (int v = 0; v + 1 < Vectors; ++v) sums[v] = L::fma(xi, L::load(row + v * W), sums[v]);
+            sums[Vectors - 1] = L::fma(xi, L::load(row + (Vectors - 1) * W, last), sums[Vectors - 1]);
+        };
+        int64_t i = block * block_rows;
+        for (; i + Sums <= end; i += Sums)
+            for (int u = 0; u < Sums; ++u) add_row(acc[u], i + u);
+        for (; i < end; ++i) add_row(acc[0], i);
+        for (int v = 0; v < Vectors; ++v) {
+            Vec sum = acc[0][v];
+            for (int u = 1; u < Sums; ++u) sum = L::add(sum, acc[u][v]);
+            block_sums[block][v] = sum;
+        }
+    }
+    for (int v = 0; v < Vectors; ++v) {
+        Vec sum = L::zero();
+        for (int64_t block = 0; block < blocks; ++block) sum = L::add(sum, block_sums[block][v]);
+        L::store(y + v * W, v + 1 < Vectors ? first_lanes(W, W) : last, sum);
+    }
+}
+
+template <typename T, int... Vectors>
+constexpr auto narrow_kernels(std::integer_sequence<int, Vectors...>) {
+    using Kernel = void (*)(int64_t, int64_t, const T*, const T*, int64_t, T*, bool);
+    return std::array<Kernel, sizeof...(Vectors)>{row_times_narrow_matrix<T, Vectors + 1>...};
+}
+
+// Rows of up to 16 vectors (256 float32, 128 float64) in registers.
+constexpr int kNarrowVectors = 16;
+
+// Whether to read B last row to first this time: the other way from its last read on this
+// thread, so that the rows read last, which are still in L2, are read first. A B a little
+// larger than L2 (1 MB here) read front to back call after call misses on every row (each
+// row is evicted just before it is read again). Remembered for the last few matrices;
+// a matrix forgotten or mistaken (a new one at a freed one's address) is read either way
+// with the same result, only at another speed.
+bool read_backwards(const void* b) {
+    struct LastRead {
+        const void* b;
+        bool backwards;
+    };
+    constexpr int kRemembered = 16;
+    thread_local LastRead reads[kRemembered] = {};
+    thread_local int next = 0;
+    for (LastRead& read : reads) {
+        if (read.b == b) return read.backwards = !read.backwards;
+    }
+    reads[next] = LastRead{b, false};
+    next = (next + 1) % kRemembered;
+    return false;
 }
 
 template <typename T>
 void row_times_matrix(int64_t n, int64_t k, const T* x, const T* b, int64_t ldb, T* y) {
+    if (n <= 0) return;
+    const int64_t vectors = (n + Lanes<T>::kWidth - 1) / Lanes<T>::kWidth;
+    if (vectors <= kNarrowVectors) {
+        static constexpr auto kernels =
+            narrow_kernels<T>(std::make_integer_sequence<int, kNarrowVectors>{});
+        return kernels[vectors - 1](n, k, x, b, ldb, y, read_backwards(b));
+    }
     for (int64_t j = 0; j < n; ++j) y[j] = T(0);
     int64_t i = 0;
     for (; i + 8 <= k; i += 8) add_rows<T, 8>(n, i, x, b, ldb, y);
@@ -380,6 +479,11 @@ void gemm_rows_avx512(int64_t row_begin, int64_t row_end, int64_t n, int64_t k,
                       int64_t ldc, bool accumulate, GemmTransposes transposes,
                       double* a_scratch) {
     rows(row_begin, row_end, n, k, a, lda, b, ldb, c, ldc, accumulate, transposes, a_scratch);
+}
+
+void gemv_row_avx512(int64_t n, int64_t k, const float* x, const float* b, int64_t ldb,
+                     float* y) {
+    row_times_matrix(n, k, x, b, ldb, y);
 }
 
 void gemv_row_avx512(int64_t n, int64_t k, const double* x, const double* b, int64_t ldb,

@@ -69,13 +69,18 @@ void gemm_rows_grouped_avx512(int64_t row_begin, int64_t row_end, int64_t n, int
                               const double* a, int64_t lda, InnerGroups groups, const double* b,
                               int64_t ldb, double* c, int64_t ldc, bool accumulate);
 
-// y (n) = x (k) * B (k x n, rows ldb apart) in float64: one sample through an affine
-// layer. B's rows are read whole, in order, eight at a time, their products added into y
-// (in L1). Each element's sum runs over k in order. One thread, one row, against
-// OpenBLAS's dgemv (python benchmarks/bench_row_product.py's shapes, medians of three A/B
-// runs): 3072 x 512 1.0-1.5x its speed, 3072 x 256 1.06-1.22x, 3072 x 100 1.06-1.22x,
-// 512 x 512 and 256 x 256 1.0-1.18x. In float32 it ran at OpenBLAS's sgemv's speed
-// (0.91-1.08x), which keeps it.
+// y (n) = x (k) * B (k x n, rows ldb apart): one sample through an affine layer, B read
+// once. Rows of up to 16 vectors (256 float32, 128 float64) are summed whole in registers
+// in blocks of rows while B streams by, the same B read the other way on the next call
+// (what L2 kept of it first; the same bits); wider ones eight rows at a time into y (in
+// L1). One thread, one row, against OpenBLAS's gemv in turns in one process (`python
+// benchmarks/bench_row_product.py --blas`, medians of 5): float32 3072 x 100 1.63x its
+// speed, 3072 x 256 and 4096 x 256 1.28-1.29x, 8192 x 10 2.2x (sgemv's one FMA chain),
+// 3072 x 512, 512 x 512 and 300 x 700 0.99-1.00x (both at the cache's read rate); float64
+// 3072 x 100 1.57x, 4096 x 256 1.26x, 8192 x 10 2.1x, 3072 x 512 1.09x, 512 x 512 1.01x.
+// See docs/performance/overhead.md.
+void gemv_row_avx512(int64_t n, int64_t k, const float* x, const float* b, int64_t ldb,
+                     float* y);
 void gemv_row_avx512(int64_t n, int64_t k, const double* x, const double* b, int64_t ldb,
                      double* y);
 

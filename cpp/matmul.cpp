@@ -166,13 +166,12 @@ void unbiased_matmul(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k
                      const T* b, T* c) {
     const int64_t lda = trans_a ? m : k, ldb = trans_b ? k : n;
     if (m == 1) {
-        // One row (an affine layer on one sample): BLAS's gemv streams op(B) once, where
-        // the blocked gemm paths pack it first (3072 x 100 float32: 12 us against 41, one
-        // thread). The row of A is contiguous either way (lda is 1 when transposed). One
+        // One row (an affine layer on one sample): a vector product streams op(B) once,
+        // where the blocked gemm paths pack it first (3072 x 100 float32: 12 us against
+        // 41, one thread): B's rows times the row, ours (gemm_avx512.h), else BLAS's
+        // gemv. The row of A is contiguous either way (lda is 1 when transposed). One
         // call on one thread, so the result is the same on any thread count.
-        if constexpr (std::is_same_v<T, double>) {  // gemm_avx512.h: faster than dgemv
-            if (!trans_b && avx512_matmul_active()) return gemv_row_avx512(n, k, a, b, ldb, c);
-        }
+        if (!trans_b && avx512_matmul_active()) return gemv_row_avx512(n, k, a, b, ldb, c);
         return gemv(!trans_b, static_cast<int>(trans_b ? n : k), static_cast<int>(trans_b ? k : n),
                     b, static_cast<int>(ldb), a, c);
     }

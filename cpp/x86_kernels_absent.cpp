@@ -113,6 +113,9 @@ void gemm_rows_avx512(int64_t, int64_t, int64_t, int64_t, const double*, int64_t
                       const double*, int64_t, double*, int64_t, bool, GemmTransposes, double*) {
     absent("gemm_rows_avx512");
 }
+void gemv_row_avx512(int64_t, int64_t, const float*, const float*, int64_t, float*) {
+    absent("gemv_row_avx512");
+}
 void gemv_row_avx512(int64_t, int64_t, const double*, const double*, int64_t, double*) {
     absent("gemv_row_avx512");
 }

@@ -281,6 +281,8 @@ class Dropout(Gate):
         return x
 
     def forward(self, state, training, x):
+        if not training and norm.native(x):  # the identity, without the course's checks
+            return x, ({"mode": "test", "p": self.p, "seed": self.seed}, None)
         if self.seed is not None or not training:
             # Seeded: np.random.seed(seed)'s draws, the course's masks. Eval: the identity.
             return layers.dropout_forward(

@@ -8,6 +8,8 @@ import pytest
 
 import graphnet as gn
 from graphnet import layers
+from graphnet.gates.norm import Dropout
+from graphnet.kernels import layers as kernel_layers
 
 rng = np.random.default_rng(7)
 
@@ -137,6 +139,20 @@ def test_dropout_gate_modes_and_seeds():
     assert gn.gradcheck(g, x=data[:4, :5])["x"] < 1e-7
     g.eval()
     np.testing.assert_array_equal(g.run(drop, x=data), data)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("seed", [None, 7])
+def test_eval_dropout_is_the_identity_forward_and_backward(dtype, seed):
+    """Eval mode returns the input array itself and the course's test-mode cache: no mask,
+    the gradient passed through as it is, the same as the course's dropout_forward."""
+    gate = Dropout(p=0.4, seed=seed)
+    x = rng.standard_normal((3, 5)).astype(dtype)
+    out, cache = gate.forward({}, False, x)
+    assert out is x
+    assert cache == kernel_layers.dropout_forward(x, {"mode": "test", "p": 0.4, "seed": seed})[1]
+    dout = rng.standard_normal((3, 5)).astype(dtype)
+    np.testing.assert_array_equal(gate.backward(dout, cache, (True,))[0], dout)
 
 
 def test_unseeded_dropout_draws_new_masks_reproducibly():

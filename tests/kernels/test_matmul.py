@@ -201,24 +201,36 @@ def test_one_row_takes_the_vector_path(dtype, tol, transpose_a, transpose_b, n, 
     np.testing.assert_array_equal(results[0], results[1])
 
 
-# One float64 row times B runs the AVX-512 row kernel (gemv_row_avx512): B's rows eight at
-# a time, then one at a time; k and n across those and the 8-double vectors' edges.
-@settings(max_examples=80, deadline=None)
+# One row times B runs the AVX-512 row kernel (gemv_row_avx512): rows of up to 16 vectors
+# summed whole in registers (n up to 256 float32, 128 float64) in blocks of rows, with as
+# many sums over rows apart as eight FMA chains need; wider rows eight at a time, then one
+# at a time; k and n across those, the vectors' edges, the blocks' (64 rows, or k / 32)
+# and the narrow/wide boundary. The same B read again is read the other way (its rows
+# last read first): the calls below alternate, and each gives the same bits.
+@settings(max_examples=150, deadline=None)
 @given(
     n=st.integers(0, 300),
-    k=st.integers(0, 600),
+    k=st.integers(0, 2500),
+    dtype=st.sampled_from([np.float32, np.float64]),
     view=st.booleans(),
     seed=st.integers(0, 2**16),
 )
-@example(n=1, k=1, view=False, seed=0)
-@example(n=512, k=3072, view=True, seed=1)
-def test_one_float64_row_random_shapes_against_numpy_and_openblas(n, k, view, seed):
+@example(n=1, k=1, dtype=np.float64, view=False, seed=0)
+@example(n=512, k=3072, dtype=np.float64, view=True, seed=1)
+@example(n=100, k=3072, dtype=np.float32, view=False, seed=2)
+@example(n=10, k=8192, dtype=np.float32, view=True, seed=3)
+@example(n=256, k=9, dtype=np.float32, view=False, seed=4)
+@example(n=257, k=17, dtype=np.float32, view=False, seed=5)
+@example(n=129, k=7, dtype=np.float64, view=False, seed=6)
+@example(n=16, k=2049, dtype=np.float32, view=False, seed=7)
+def test_one_row_random_shapes_against_numpy_and_openblas(n, k, dtype, view, seed):
     rng = np.random.default_rng(seed)
-    a = rng.standard_normal((1, k))
+    a = rng.standard_normal((1, k)).astype(dtype)
     b = rng.standard_normal((k, 2 * n))[:, ::2] if view else rng.standard_normal((k, n))
-    bias = rng.standard_normal(n)
+    b = b.astype(dtype, copy=False)
+    bias = rng.standard_normal(n).astype(dtype)
     product = _C.matmul(a, b)
-    assert_product(product, a, b, np.float64)
+    assert_product(product, a, b, dtype)
     out = _C.matmul(a, b, bias=bias)
     np.testing.assert_array_equal(out, product + bias)  # the bias added after, as numpy does
     before = _C.get_num_threads()
@@ -228,8 +240,9 @@ def test_one_float64_row_random_shapes_against_numpy_and_openblas(n, k, view, se
             np.testing.assert_array_equal(_C.matmul(a, b, bias=bias), out)
     finally:
         _C.set_num_threads(before)
-    with avx512_matmul(False):  # OpenBLAS's dgemv: the same numbers within rounding
-        np.testing.assert_allclose(out, _C.matmul(a, b, bias=bias), rtol=1e-12, atol=1e-12 * k)
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    with avx512_matmul(False):  # OpenBLAS's gemv: the same numbers within rounding
+        np.testing.assert_allclose(out, _C.matmul(a, b, bias=bias), rtol=tol, atol=tol * k)
 
 
 # ---- the AVX-512 kernel with a transposed operand: dout w^T and x^T dout ----
