@@ -259,8 +259,8 @@ bool tap_weight_gradient(const ConvGeometry& g, const DirectPasses& direct) {
 
 // Winograd (conv_winograd.h) for 3x3 layers with stride 1 and pad 1 (F(2x2, 3x3), or
 // F(4x4, 3x3): winograd_tile), and 5x5 ones with pad 2 (F(2x2, 5x5)), on an AVX-512 CPU:
-// the forward and, as the forward of dout with the filters turned, dx (dw, F(2x2, 3x3)
-// only: winograd_weight_gradient).
+// the forward and, as the forward of dout with the filters turned, dx; dw on 2x2 tiles
+// (winograd_weight_gradient).
 // WinogradMode::kWherePays takes it on layers of kWinogradMinChannels channels in and
 // out or more (measured in docs/performance/kernels.md), for the forward on images of
 // kWinogradForwardMinSide+ rows and columns; kEverywhere on any such layer (tests). On
@@ -347,28 +347,34 @@ bool winograd_forward_unpaid(const ConvGeometry& g) {
 }
 
 // The weight gradient on Winograd (WinogradMode::kWherePays: where it measured faster than
-// the other dw kernels). Per pass, one thread, CPU time, Winograd / their time at
-// batch 16 and 64 (docs/performance/kernels.md has the sweep): on images of
-// kWinogradGradientMinSide+ pixels 0.56-0.99 (16 -> 16 @16 at batch 16 1.05); on smaller
-// ones its transforms, vectorised along a tile row's tiles, fill a few lanes of 16, and it
-// pays on kWinogradGradientWideChannels+ channels in and out only, down to 7 x 7 images
-// (128 -> 128 @8 0.66 / 0.69, @7 0.87 / 0.88; but @4 1.07 / 0.81, 64 -> 64 @8 1.24 / 0.83,
-// 32 -> 32 @8 1.0, @7 1.3, 16 -> 16 @8 1.4, any @2 1.7-2.3). Its slots of the transformed
-// weights' gradient (16 F C floats) outgrow the caches past kWinogradGradientMaxPairs filter-
-// channel pairs (512 -> 512 @4 2.25 / 1.28; 256 -> 512 @4 1.05 / 0.85).
+// the other dw kernels), F(2x2, 3x3) or F(2x2, 5x5). Per pass, one thread, CPU time,
+// Winograd / their time at batch 16 and 64 (docs/performance/kernels.md has the sweep): on
+// images of kWinogradGradientMinSide+ pixels 3x3 0.56-0.99 (16 -> 16 @16 at batch 16 1.05),
+// 5x5 0.37-0.89 from kWinogradGradient5x5MinFilters filters out on (16 -> 16 @12-16
+// 1.16-1.21, 32 -> 16 @12 1.07, @14 1.00); on smaller ones its transforms, vectorised along
+// a tile row's tiles, fill a few lanes of 16, and it pays on kWinogradGradientWideChannels+
+// channels in and out only, down to 7 x 7 images (3x3 128 -> 128 @8 0.66 / 0.69, @7 0.87 /
+// 0.88; but @4 1.07 / 0.81, 64 -> 64 @8 1.24 / 0.83, 32 -> 32 @8 1.0, @7 1.3, 16 -> 16 @8
+// 1.4, any @2 1.7-2.3; 5x5 128 -> 128 @8 0.60, @7 0.77, but 64 -> 64 @8 0.87, @7 1.05,
+// 32 -> 32 @8 1.24, @7 1.48). Its slots of the transformed weights' gradient (points x F C
+// floats) outgrow the caches past kWinogradGradientMaxSlotFloats (3x3 512 -> 512 @4 2.25 /
+// 1.28, 256 -> 512 @4 1.05 / 0.85; 5x5 256 -> 256 at batch 4 @8 0.89, @7 1.19).
 constexpr int64_t kWinogradGradientMinSide = 12;
+constexpr int64_t kWinogradGradient5x5MinFilters = 32;
 constexpr int64_t kWinogradGradientWideChannels = 128;
 constexpr int64_t kWinogradGradientWideMinSide = 7;
-constexpr int64_t kWinogradGradientMaxPairs = int64_t(1) << 17;
+constexpr int64_t kWinogradGradientMaxSlotFloats = int64_t(1) << 21;
 
 template <typename T>
 bool winograd_weight_gradient(const ConvGeometry& g) {
-    if (!std::is_same_v<T, float> || g.HH != 3) return false;
+    if (!std::is_same_v<T, float>) return false;
     if (winograd_mode == WinogradMode::kEverywhere) return winograd_conv(g, g.C, g.F, 0);
     const bool wide = g.C >= kWinogradGradientWideChannels && g.F >= kWinogradGradientWideChannels;
+    const int64_t points = (g.HH + 1) * (g.HH + 1);  // of 2x2 tiles
     return winograd_conv(g, g.C, g.F,
                          wide ? kWinogradGradientWideMinSide : kWinogradGradientMinSide) &&
-           g.C * g.F <= kWinogradGradientMaxPairs;
+           (g.HH == 3 || g.F >= kWinogradGradient5x5MinFilters) &&
+           points * g.C * g.F <= kWinogradGradientMaxSlotFloats;
 }
 
 // Runs the Winograd forward over the batch on `threads` threads, images of wg.C x H x W
@@ -1097,7 +1103,7 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
     const bool winograd_dw = dw && winograd_weight_gradient<T>(g);
     // (only for a Winograd layer: an empty image under a wide pad has no tiles)
     const WinogradConv wg =
-        winograd_dw ? winograd_geometry(2, 3, g.C, g.F, g.H, g.W) : WinogradConv{};
+        winograd_dw ? winograd_geometry(2, g.HH, g.C, g.F, g.H, g.W) : WinogradConv{};
     const int64_t winograd_slot =
         winograd_dw ? checked_mul(wg.points, winograd_weights_point(wg), "conv dw") : 0;
     const int64_t most_chunks =

@@ -13,11 +13,11 @@
 // 6x6 ones at 0, 1, -1, 2, -2 and infinity (Lavin and Gray's points: both 6x6 tilings
 // share B^T).
 //
-// The weight gradient (F(2x2, 3x3) only) is the same map's adjoint with respect to the
-// weights: each tile's output gradient dy (2x2) transformed, Q = A dy A^T (4x4), the
-// transformed weights' gradient dU = the sum over tiles of Q (.) V, point by point a
-// product of Q (F x tiles) with V^T (tiles x C) whose inner dimension is the tiles, and
-// dw = G^T dU G.
+// The weight gradient (on 2x2 tiles: F(2x2, 3x3), F(2x2, 5x5)) is the same map's adjoint
+// with respect to the weights: each tile's output gradient dy (2x2) transformed,
+// Q = A dy A^T (alpha x alpha), the transformed weights' gradient dU = the sum over tiles
+// of Q (.) V, point by point a product of Q (F x tiles) with V^T (tiles x C) whose inner
+// dimension is the tiles, and dw = G^T dU G.
 //
 // Rounding: V and U sum up to alpha inputs and r weights along each axis (on 6x6 tiles
 // scaled by up to 5 and 2/3, and A^T by up to 8), so every product's terms are inputs
@@ -93,7 +93,7 @@ void winograd_weights_avx512(const WinogradConv& g, const WinogradWeights& w, fl
 void winograd_forward_image_avx512(const WinogradConv& g, const float* xpad, const float* u,
                                    const float* bias, float* out, float* v, float* m);
 
-// The weight gradient: F(2x2, 3x3) only (g.m == 2, g.r == 3).
+// The weight gradient: on 2x2 tiles only (g.m == 2).
 // Tiles per block of the weight gradient (the inner dimension of its 16 products), in
 // whole tile rows (one row where a row is longer): kWinogradGradientBlockFloats over the
 // channels in and out, from kWinogradGradientMinTiles to kWinogradGradientMaxTiles (the
@@ -124,7 +124,7 @@ inline WinogradGradientBlocks winograd_gradient_blocks(const WinogradConv& g) {
 // the caller): the padded strip of input rows under a block, then its V and Q.
 int64_t winograd_gradient_scratch_floats(const WinogradConv& g);
 
-// du (16 points, winograd_weights_point floats apart, of F x C) += the transformed
+// du (g.points points, winograd_weights_point floats apart, of F x C) += the transformed
 // weights' gradient of `count` images x (C x H x W each) with output gradients dout
 // (F x H x W each). Each point's sum runs over a block's tiles in order, and the blocks'
 // sums (tile rows of the images one after another, block_rows at a time) are added to du
@@ -133,7 +133,7 @@ void winograd_weight_gradient_images_avx512(const WinogradConv& g, const float* 
                                             const float* dout, int64_t count, float* du,
                                             float* scratch);
 
-// dw (F x C x 3 x 3) = the weights' gradient G^T du G of the transformed weights' du.
+// dw (F x C x r x r) = the weights' gradient G^T du G of the transformed weights' du.
 void winograd_weights_gradient_avx512(const WinogradConv& g, const float* du, float* dw);
 
 }  // namespace graphnet

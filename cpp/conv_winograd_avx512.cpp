@@ -49,6 +49,21 @@ struct F2x2_3x3 {
         y[0] = _mm512_add_ps(_mm512_add_ps(m[0], m[1]), m[2]);
         y[1] = _mm512_sub_ps(_mm512_sub_ps(m[1], m[2]), m[3]);
     }
+    // The weight gradient's adjoints: A y (alpha from the m output gradients) and G^T u
+    // (r taps from alpha points).
+    static void output_adjoint(const __m512 (&y)[2], __m512 (&m)[4]) {
+        m[0] = y[0];
+        m[1] = _mm512_add_ps(y[0], y[1]);
+        m[2] = _mm512_sub_ps(y[0], y[1]);
+        m[3] = _mm512_sub_ps(_mm512_setzero_ps(), y[1]);
+    }
+    static void weights_adjoint(const __m512 (&u)[4], __m512 (&k)[3]) {
+        const __m512 half = _mm512_set1_ps(0.5f);
+        const __m512 sum = _mm512_mul_ps(half, _mm512_add_ps(u[1], u[2]));
+        k[0] = _mm512_add_ps(u[0], sum);
+        k[1] = _mm512_mul_ps(half, _mm512_sub_ps(u[1], u[2]));
+        k[2] = _mm512_add_ps(sum, u[3]);
+    }
 };
 
 // F(2x2, 5x5) and F(4x4, 3x3) on 6x6 tiles, points 0, 1, -1, 2, -2, infinity: B^T's row
@@ -98,6 +113,30 @@ struct F2x2_5x5 : SixPoints {
                              m[4]);
         y[1] = _mm512_add_ps(_mm512_fmadd_ps(two, _mm512_sub_ps(m[3], m[4]), _mm512_sub_ps(m[1], m[2])),
                              m[5]);
+    }
+    static void output_adjoint(const __m512 (&y)[2], __m512 (&m)[6]) {
+        const __m512 two = _mm512_set1_ps(2.0f);
+        m[0] = y[0];
+        m[1] = _mm512_add_ps(y[0], y[1]);
+        m[2] = _mm512_sub_ps(y[0], y[1]);
+        m[3] = _mm512_fmadd_ps(two, y[1], y[0]);
+        m[4] = _mm512_fnmadd_ps(two, y[1], y[0]);
+        m[5] = y[1];
+    }
+    // G^T u: of the points' sums and differences (e, o for +-1, e2, o2 for +-2),
+    // k = [u0 / 4 - e / 6 + e2 / 24, -o / 6 + o2 / 12, (e2 - e) / 6, -o / 6 + o2 / 3,
+    //      -e / 6 + 2 e2 / 3 + u5].
+    static void weights_adjoint(const __m512 (&u)[6], __m512 (&k)[5]) {
+        const __m512 e = _mm512_add_ps(u[1], u[2]), o = _mm512_sub_ps(u[1], u[2]);
+        const __m512 e2 = _mm512_add_ps(u[3], u[4]), o2 = _mm512_sub_ps(u[3], u[4]);
+        const __m512 sixth = _mm512_set1_ps(1.0f / 6.0f);
+        const __m512 e6 = _mm512_mul_ps(sixth, e), o6 = _mm512_mul_ps(sixth, o);
+        k[0] = _mm512_fmadd_ps(_mm512_set1_ps(1.0f / 24.0f), e2,
+                               _mm512_fmsub_ps(_mm512_set1_ps(0.25f), u[0], e6));
+        k[1] = _mm512_fmsub_ps(_mm512_set1_ps(1.0f / 12.0f), o2, o6);
+        k[2] = _mm512_mul_ps(sixth, _mm512_sub_ps(e2, e));
+        k[3] = _mm512_fmsub_ps(_mm512_set1_ps(1.0f / 3.0f), o2, o6);
+        k[4] = _mm512_add_ps(_mm512_fmsub_ps(_mm512_set1_ps(2.0f / 3.0f), e2, e6), u[5]);
     }
 };
 
@@ -223,6 +262,25 @@ void input_tiles(const WinogradConv& g, const float* plane, int64_t ty, int64_t 
     transform_tiles<alpha, alpha, Tile::input>(d, lanes, to, point_stride);  // B^T d B
 }
 
+// The first half of a 2-D transform that reduces 16 tiles' alpha x alpha points (point
+// (i, j) at from + (alpha i + j) * point_stride, lanes below `lanes`) to n x n: `along`
+// (alpha values to n) applied to each column, s[row][column] = its result.
+template <int alpha, int n, auto along>
+void transform_point_columns(const float* from, int64_t point_stride, __mmask16 lanes,
+                             __m512 (&s)[n][alpha]) {
+#pragma GCC unroll 6
+    for (int j = 0; j < alpha; ++j) {
+        __m512 column[alpha], out[n];
+#pragma GCC unroll 6
+        for (int i = 0; i < alpha; ++i) {
+            column[i] = _mm512_maskz_loadu_ps(lanes, from + (alpha * i + j) * point_stride);
+        }
+        along(column, out);
+#pragma GCC unroll 5
+        for (int i = 0; i < n; ++i) s[i][j] = out[i];
+    }
+}
+
 // Output rows m ty .. m ty + m - 1 (those below H), columns from m tx0, of one filter
 // from its products (point p at products + p * point_stride) for 16 tiles (lanes below
 // `lanes`).
@@ -231,17 +289,7 @@ void output_tiles(const WinogradConv& g, const float* products, int64_t point_st
                   __mmask16 lanes, float bias, int64_t ty, int64_t tx0, float* plane) {
     constexpr int m = Tile::kOut, alpha = Tile::kAlpha;
     __m512 s[m][alpha];  // A^T M
-#pragma GCC unroll 6
-    for (int j = 0; j < alpha; ++j) {
-        __m512 column[alpha], out[m];
-#pragma GCC unroll 6
-        for (int i = 0; i < alpha; ++i) {
-            column[i] = _mm512_maskz_loadu_ps(lanes, products + (alpha * i + j) * point_stride);
-        }
-        Tile::output(column, out);
-#pragma GCC unroll 4
-        for (int i = 0; i < m; ++i) s[i][j] = out[i];
-    }
+    transform_point_columns<alpha, m, Tile::output>(products, point_stride, lanes, s);
     const __m512 b = _mm512_set1_ps(bias);
     for (int r = 0; r < m && m * ty + r < g.H; ++r) {  // (A^T M) A
         __m512 out[m];
@@ -271,52 +319,56 @@ void input_rows(const WinogradConv& g, const float* xpad, int64_t plane, int64_t
 
 // Q = A dy A^T for 16 tiles of tile row ty (from tx0, lanes below `lanes` kept) of one
 // filter's output gradient plane (H x W, unpadded: the rows and columns past it are
-// zeros), A = [1 0; 1 1; 1 -1; 0 -1]: the adjoint of output_tiles.
+// zeros), A the tile's output transform's transpose: the adjoint of output_tiles.
+template <typename Tile>
 void output_gradient_tiles(const WinogradConv& g, const float* plane, int64_t ty, int64_t tx0,
                            __mmask16 lanes, float* to, int64_t point_stride) {
+    static_assert(Tile::kOut == 2);
+    constexpr int alpha = Tile::kAlpha;
     const __m512i even = even_floats(), odd = odd_floats();
     const int64_t columns = g.W - 2 * tx0;
     const __mmask16 first = first_lanes(columns), second = first_lanes(columns - 16);
-    __m512 dy[2][2];
+    __m512 dy[2][2];  // dy[column][row]
     for (int r = 0; r < 2; ++r) {
         if (2 * ty + r < g.H) {
             const float* q = plane + (2 * ty + r) * g.W + 2 * tx0;
             const __m512 lo = _mm512_maskz_loadu_ps(first, q);
             const __m512 hi = _mm512_maskz_loadu_ps(second, q + 16);
-            dy[r][0] = _mm512_permutex2var_ps(lo, even, hi);
-            dy[r][1] = _mm512_permutex2var_ps(lo, odd, hi);
+            dy[0][r] = _mm512_permutex2var_ps(lo, even, hi);
+            dy[1][r] = _mm512_permutex2var_ps(lo, odd, hi);
         } else {
-            dy[r][0] = dy[r][1] = _mm512_setzero_ps();
+            dy[0][r] = dy[1][r] = _mm512_setzero_ps();
         }
     }
-    const __m512 zero = _mm512_setzero_ps();
-    __m512 s[4][2];  // A dy
+    __m512 s[alpha][2];  // A dy: s[row][column]
 #pragma GCC unroll 2
     for (int j = 0; j < 2; ++j) {
-        s[0][j] = dy[0][j];
-        s[1][j] = _mm512_add_ps(dy[0][j], dy[1][j]);
-        s[2][j] = _mm512_sub_ps(dy[0][j], dy[1][j]);
-        s[3][j] = _mm512_sub_ps(zero, dy[1][j]);
+        __m512 column[alpha];
+        Tile::output_adjoint(dy[j], column);
+#pragma GCC unroll 6
+        for (int i = 0; i < alpha; ++i) s[i][j] = column[i];
     }
-#pragma GCC unroll 4
-    for (int i = 0; i < 4; ++i) {  // (A dy) A^T
-        float* row = to + 4 * i * point_stride;
-        _mm512_mask_storeu_ps(row, lanes, s[i][0]);
-        _mm512_mask_storeu_ps(row + point_stride, lanes, _mm512_add_ps(s[i][0], s[i][1]));
-        _mm512_mask_storeu_ps(row + 2 * point_stride, lanes, _mm512_sub_ps(s[i][0], s[i][1]));
-        _mm512_mask_storeu_ps(row + 3 * point_stride, lanes, _mm512_sub_ps(zero, s[i][1]));
+#pragma GCC unroll 6
+    for (int i = 0; i < alpha; ++i) {  // (A dy) A^T
+        __m512 row[alpha];
+        Tile::output_adjoint(s[i], row);
+#pragma GCC unroll 6
+        for (int j = 0; j < alpha; ++j) {
+            _mm512_mask_storeu_ps(to + (alpha * i + j) * point_stride, lanes, row[j]);
+        }
     }
 }
 
 // Q of the tiles of tile rows ty0 .. ty0 + rows - 1 of an image's output gradient
 // (F x H x W), laid out as input_rows lays out V.
+template <typename Tile>
 void output_gradient_rows(const WinogradConv& g, const float* dout, int64_t ty0, int64_t rows,
                           float* q, int64_t n) {
     const int64_t stride = winograd_stride(g, n);
     for (int64_t f = 0; f < g.F; ++f) {
         for (int64_t r = 0; r < rows; ++r) {
             for (int64_t tx0 = 0; tx0 < g.tiles_w; tx0 += 16) {
-                output_gradient_tiles(g, dout + f * g.H * g.W, ty0 + r, tx0,
+                output_gradient_tiles<Tile>(g, dout + f * g.H * g.W, ty0 + r, tx0,
                                       first_lanes(g.tiles_w - tx0),
                                       q + f * stride + r * g.tiles_w + tx0, n);
             }
@@ -324,15 +376,19 @@ void output_gradient_rows(const WinogradConv& g, const float* dout, int64_t ty0,
     }
 }
 
+// Padded rows of a strip under tile rows ty0 .. ty0 + rows - 1: 2 a row and r - 1 more.
+int64_t strip_rows(const WinogradConv& g, int64_t rows) { return 2 * rows + g.r - 1; }
+
 // The padded rows under tile rows ty0 .. ty0 + rows - 1 of an image x (C x H x W): padded
-// rows 2 ty0 .. 2 (ty0 + rows) + 1 of each channel, into planes of 2 rows + 2 rows of g.Wp
-// floats at strip. Columns 0 and W + 1 on are never written: zeros from the caller.
+// rows 2 ty0 on (strip_rows) of each channel, into planes of g.Wp floats at strip. The
+// pad's columns, before the image's and from W + pad on, are never written: zeros from
+// the caller.
 void pad_rows(const WinogradConv& g, const float* x, int64_t ty0, int64_t rows, float* strip) {
-    const int64_t strip_rows = 2 * rows + 2;
+    const int64_t pad = (g.r - 1) / 2, planes_rows = strip_rows(g, rows);
     for (int64_t c = 0; c < g.C; ++c) {
-        for (int64_t s = 0; s < strip_rows; ++s) {
-            const int64_t h = 2 * ty0 + s - 1;  // the image row under padded row 2 ty0 + s
-            float* to = strip + (c * strip_rows + s) * g.Wp + 1;
+        for (int64_t s = 0; s < planes_rows; ++s) {
+            const int64_t h = 2 * ty0 + s - pad;  // the image row under padded row 2 ty0 + s
+            float* to = strip + (c * planes_rows + s) * g.Wp + pad;
             if (h >= 0 && h < g.H) {
                 const float* from = x + (c * g.H + h) * g.W;
                 for (int64_t i = 0; i < g.W; ++i) to[i] = from[i];
@@ -348,7 +404,7 @@ void pad_rows(const WinogradConv& g, const float* x, int64_t ty0, int64_t rows, 
 int64_t strip_floats(const WinogradConv& g) {
     const WinogradGradientBlocks blocks = winograd_gradient_blocks(g);
     const int64_t rows = blocks.rows < g.tiles_h ? blocks.rows : g.tiles_h;
-    return (g.C * (2 * rows + 2) * g.Wp + kWinogradSlack + 15) / 16 * 16;
+    return (g.C * strip_rows(g, rows) * g.Wp + kWinogradSlack + 15) / 16 * 16;
 }
 
 // The transformed weights of 16 channels' filters (lanes below `lanes`) from k on, as
@@ -394,6 +450,63 @@ void forward_image(const WinogradConv& g, const float* xpad, const float* u, con
     }
 }
 
+template <typename Tile>
+void weight_gradient_images(const WinogradConv& g, const float* x, const float* dout,
+                            int64_t count, float* du, float* scratch) {
+    const WinogradGradientBlocks blocks = winograd_gradient_blocks(g);
+    float* strip = scratch;
+    float* v = strip + strip_floats(g);
+    float* q = v + g.C * blocks.stride;
+    // Each point's sum over a block, added to du's: summed in one run over all the tiles,
+    // its rounding grew with them (on 224 x 224 images 10x the direct kernels').
+    float* sum = q + g.F * blocks.stride;
+    const int64_t point = winograd_weights_point(g);
+    const int64_t total_rows = count * g.tiles_h;  // the images' tile rows, one after another
+    for (int64_t row0 = 0; row0 < total_rows; row0 += blocks.rows) {
+        const int64_t row1 = total_rows - row0 < blocks.rows ? total_rows : row0 + blocks.rows;
+        const int64_t n = (row1 - row0) * g.tiles_w;  // tiles in this block
+        const int64_t stride = winograd_stride(g, n);
+        for (int64_t row = row0; row < row1;) {  // the block's rows, image by image
+            const int64_t image = row / g.tiles_h, ty0 = row % g.tiles_h;
+            const int64_t rows = g.tiles_h - ty0 < row1 - row ? g.tiles_h - ty0 : row1 - row;
+            const int64_t column = (row - row0) * g.tiles_w;
+            pad_rows(g, x + image * g.C * g.H * g.W, ty0, rows, strip);
+            input_rows<Tile>(g, strip, strip_rows(g, rows) * g.Wp, 0, rows, v + column, n);
+            output_gradient_rows<Tile>(g, dout + image * g.F * g.H * g.W, ty0, rows, q + column, n);
+            row += rows;
+        }
+        for (int64_t p = 0; p < g.points; ++p) {  // du += q . v^T, point by point
+            gemm_rows_avx512(0, g.F, g.C, n, q + p * n, stride, v + p * n, stride, sum, g.C,
+                             /*accumulate=*/false, GemmTransposes{false, true});
+            float* to = du + p * point;
+            for (int64_t i = 0; i < g.F * g.C; ++i) to[i] += sum[i];
+        }
+    }
+}
+
+// dw (F x C x r x r) from du, 16 filter-channel pairs at once: G^T du G.
+template <typename Tile>
+void weights_gradient(const WinogradConv& g, const float* du, float* dw) {
+    constexpr int alpha = Tile::kAlpha, r = Tile::kTaps;
+    const int64_t point = winograd_weights_point(g), pairs = g.F * g.C;
+    const __m512i taps = _mm512_mullo_epi32(
+        _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+        _mm512_set1_epi32(r * r));
+    for (int64_t i = 0; i < pairs; i += 16) {
+        const __mmask16 lanes = first_lanes(pairs - i);
+        __m512 h[r][alpha];  // G^T du
+        transform_point_columns<alpha, r, Tile::weights_adjoint>(du + i, point, lanes, h);
+        float* to = dw + i * r * r;
+#pragma GCC unroll 5
+        for (int t = 0; t < r; ++t) {  // (G^T du) G, tap (t, l) of each pair r^2 floats apart
+            __m512 k[r];
+            Tile::weights_adjoint(h[t], k);
+#pragma GCC unroll 5
+            for (int l = 0; l < r; ++l) _mm512_mask_i32scatter_ps(to + r * t + l, lanes, taps, k[l], 4);
+        }
+    }
+}
+
 }  // namespace
 
 void winograd_weights_avx512(const WinogradConv& g, const WinogradWeights& w, float* u) {
@@ -435,66 +548,18 @@ int64_t winograd_gradient_scratch_floats(const WinogradConv& g) {
 void winograd_weight_gradient_images_avx512(const WinogradConv& g, const float* x,
                                             const float* dout, int64_t count, float* du,
                                             float* scratch) {
-    const WinogradGradientBlocks blocks = winograd_gradient_blocks(g);
-    float* strip = scratch;
-    float* v = strip + strip_floats(g);
-    float* q = v + g.C * blocks.stride;
-    // Each point's sum over a block, added to du's: summed in one run over all the tiles,
-    // its rounding grew with them (on 224 x 224 images 10x the direct kernels').
-    float* sum = q + g.F * blocks.stride;
-    const int64_t point = winograd_weights_point(g);
-    const int64_t total_rows = count * g.tiles_h;  // the images' tile rows, one after another
-    for (int64_t row0 = 0; row0 < total_rows; row0 += blocks.rows) {
-        const int64_t row1 = total_rows - row0 < blocks.rows ? total_rows : row0 + blocks.rows;
-        const int64_t n = (row1 - row0) * g.tiles_w;  // tiles in this block
-        const int64_t stride = winograd_stride(g, n);
-        for (int64_t row = row0; row < row1;) {  // the block's rows, image by image
-            const int64_t image = row / g.tiles_h, ty0 = row % g.tiles_h;
-            const int64_t rows = g.tiles_h - ty0 < row1 - row ? g.tiles_h - ty0 : row1 - row;
-            const int64_t column = (row - row0) * g.tiles_w;
-            pad_rows(g, x + image * g.C * g.H * g.W, ty0, rows, strip);
-            input_rows<F2x2_3x3>(g, strip, (2 * rows + 2) * g.Wp, 0, rows, v + column, n);
-            output_gradient_rows(g, dout + image * g.F * g.H * g.W, ty0, rows, q + column, n);
-            row += rows;
-        }
-        for (int64_t p = 0; p < g.points; ++p) {  // du += q . v^T, point by point
-            gemm_rows_avx512(0, g.F, g.C, n, q + p * n, stride, v + p * n, stride, sum, g.C,
-                             /*accumulate=*/false, GemmTransposes{false, true});
-            float* to = du + p * point;
-            for (int64_t i = 0; i < g.F * g.C; ++i) to[i] += sum[i];
-        }
+    if (g.r == 5) {
+        weight_gradient_images<F2x2_5x5>(g, x, dout, count, du, scratch);
+    } else {
+        weight_gradient_images<F2x2_3x3>(g, x, dout, count, du, scratch);
     }
 }
 
 void winograd_weights_gradient_avx512(const WinogradConv& g, const float* du, float* dw) {
-    const int64_t point = winograd_weights_point(g), pairs = g.F * g.C;
-    const __m512i taps = _mm512_mullo_epi32(
-        _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-        _mm512_set1_epi32(9));
-    const __m512 half = _mm512_set1_ps(0.5f);
-    for (int64_t i = 0; i < pairs; i += 16) {  // 16 filter-channel pairs at once
-        const __mmask16 lanes = first_lanes(pairs - i);
-        __m512 h[3][4];  // G^T du
-#pragma GCC unroll 4
-        for (int j = 0; j < 4; ++j) {
-            const __m512 u0 = _mm512_maskz_loadu_ps(lanes, du + j * point + i);
-            const __m512 u1 = _mm512_maskz_loadu_ps(lanes, du + (4 + j) * point + i);
-            const __m512 u2 = _mm512_maskz_loadu_ps(lanes, du + (8 + j) * point + i);
-            const __m512 u3 = _mm512_maskz_loadu_ps(lanes, du + (12 + j) * point + i);
-            const __m512 sum = _mm512_mul_ps(half, _mm512_add_ps(u1, u2));
-            h[0][j] = _mm512_add_ps(u0, sum);
-            h[1][j] = _mm512_mul_ps(half, _mm512_sub_ps(u1, u2));
-            h[2][j] = _mm512_add_ps(sum, u3);
-        }
-        float* to = dw + i * 9;
-#pragma GCC unroll 3
-        for (int k = 0; k < 3; ++k) {  // (G^T du) G, tap (k, l) of each pair 9 floats apart
-            const __m512 sum = _mm512_mul_ps(half, _mm512_add_ps(h[k][1], h[k][2]));
-            _mm512_mask_i32scatter_ps(to + 3 * k, lanes, taps, _mm512_add_ps(h[k][0], sum), 4);
-            _mm512_mask_i32scatter_ps(to + 3 * k + 1, lanes, taps,
-                                      _mm512_mul_ps(half, _mm512_sub_ps(h[k][1], h[k][2])), 4);
-            _mm512_mask_i32scatter_ps(to + 3 * k + 2, lanes, taps, _mm512_add_ps(sum, h[k][3]), 4);
-        }
+    if (g.r == 5) {
+        weights_gradient<F2x2_5x5>(g, du, dw);
+    } else {
+        weights_gradient<F2x2_3x3>(g, du, dw);
     }
 }
 
