@@ -16,7 +16,8 @@ The grid: kernels 3x3 stride 1 and stride 2 (pad 1), 5x5 (pad 2), 1x1 (pad 0), 7
 (stride 1, pad 3); square images of 32, 16, 8, 7, 14 pixels; channel pairs (C -> F) with
 F in --channels and C = F, F / 2 and 2 F where those are in --channels too, and first
 layers 3 -> F (forward and dw only, as a net's first layer needs no dx). Past the first
-layer, 7x7 layers on up to 16 channels and 5x5 on up to 64 only (the sizes nets use them at).
+layer, 7x7 layers on up to 16 channels and 5x5 on up to 64 only in the default grid (the
+sizes nets use them at); a --channels list given is swept whole for every kernel.
 
 A pass is flagged when it is slower than PyTorch's ("slow": graphnet / PyTorch time
 > 1) or runs at under --cliff (default 0.6) times the median rate of its neighbours in
@@ -44,6 +45,7 @@ except ImportError:
 
 KERNELS = {  # name: (kernel, stride, pad)
     "3s1": (3, 1, 1), "3s2": (3, 2, 1), "5": (5, 1, 2), "1": (1, 1, 0), "7": (7, 1, 3)}
+DEFAULT_CHANNELS = "3,8,12,16,24,32,48,64,96,128"
 KERNEL_MAX_CHANNELS = {"7": 16, "5": 64}
 PASSES = ("forward", "dx", "dw")
 
@@ -150,7 +152,8 @@ def main():
     parser.add_argument("--kernels", default=",".join(KERNELS),
                         help="of " + ", ".join(KERNELS) + " (3s2: 3x3 stride 2)")
     parser.add_argument("--sizes", default="32,16,8,7,14", help="image heights (= widths)")
-    parser.add_argument("--channels", default="3,8,12,16,24,32,48,64,96,128")
+    parser.add_argument("--channels", help="default 3,8,12,16,24,32,48,64,96,128, with "
+                        "7x7 and 5x5 layers capped as above")
     parser.add_argument("--passes", default="forward,dx,dw")
     parser.add_argument("--cliff", type=float, default=0.6,
                         help="flag a rate under this share of its neighbours' median")
@@ -164,7 +167,8 @@ def main():
     if torch is not None:
         torch.set_num_threads(1)
     wanted = set(args.passes.split(","))
-    channels = [int(c) for c in args.channels.split(",")]
+    channels = [int(c) for c in (args.channels or DEFAULT_CHANNELS).split(",")]
+    max_channels = KERNEL_MAX_CHANNELS if args.channels is None else {}
     rng = np.random.default_rng(0)
     rows = []
     print(f"float32 conv passes, batch {args.batch}, one thread, CPU time, medians of "
@@ -176,7 +180,7 @@ def main():
         kernel, stride, pad = KERNELS[name]
         for H in (int(h) for h in args.sizes.split(",")):
             for C, F in channel_pairs(channels):
-                if C != 3 and max(C, F) > KERNEL_MAX_CHANNELS.get(name, max(channels)):
+                if C != 3 and max(C, F) > max_channels.get(name, max(channels)):
                     continue
                 for p, (ours, theirs, gflop, peer) in time_passes(
                         rng, args.batch, C, H, F, kernel, stride, pad, args.repeats,
