@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from graphnet.kernels import _C
+from .test_avx2 import kernel_threads
 from .test_conv_paths import case, run
 from .test_fast_layers import (
     assert_within_rounding,
@@ -246,12 +247,8 @@ def test_wide_layers_on_few_tiles_run_im2col_and_gemm(N, C, H, W, F, gemm):
     assert np.array_equal(on, im2col) == gemm
     assert np.array_equal(on, winograd) != gemm
     assert_within_rounding(on, conv_forward_ref(x, w, b, 1, 1), winograd_bound(x, w, b), 1e-5)
-    threads = _C.get_num_threads()
-    _C.set_num_threads(1 if threads > 1 else 2)
-    try:
+    with kernel_threads(1 if _C.get_num_threads() > 1 else 2):
         np.testing.assert_array_equal(_C.conv_forward(x, w, b, 1, 1), on)
-    finally:
-        _C.set_num_threads(threads)
 
 
 @pytest.mark.parametrize(
@@ -344,13 +341,8 @@ def test_fused_conv_relu_pool_on_winograd_equals_the_chain(N, C, H, W, F, seed):
 
 def winograd_dw(dout, x, w, threads, mode="always"):
     """conv_backward's dw and db alone, on `threads` threads, Winograd switched to `mode`."""
-    before = _C.get_num_threads()
-    _C.set_num_threads(threads)
-    try:
-        with winograd_mode(mode):
-            _, dw, db = _C.conv_backward(dout, x, w, 1, (w.shape[-1] - 1) // 2, need_dx=False)
-    finally:
-        _C.set_num_threads(before)
+    with kernel_threads(threads), winograd_mode(mode):
+        _, dw, db = _C.conv_backward(dout, x, w, 1, (w.shape[-1] - 1) // 2, need_dx=False)
     return dw, db
 
 
