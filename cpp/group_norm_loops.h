@@ -89,22 +89,35 @@ void group_statistics(int64_t len, const T* p, double eps, T& mean, T& inv_std) 
 // share of the next group's inputs (below).
 constexpr int64_t kActivationChunk = 256;
 
-// f(begin, end) over [0, len) in chunks of kActivationChunk, with the `bytes` at each of
-// the `count` addresses in `next` prefetched into L2 in equal shares before each chunk.
-// The activations (gelu: an exponential and a division per entry) keep the core busy
-// while nothing is read from memory, and the next group's statistics or sums then find
-// its x (and dout) in L2 instead of waiting for them: the memory time hides behind the
-// arithmetic. Prefetching touches no value: the results are the same bits.
+// A region of the next group's to bring into L2 while this group's activation computes:
+// `write` for one the loops will write first (its lines then come owned, and the stores
+// do not wait for them).
+struct Prefetched {
+    const void* at;
+    int64_t bytes;
+    bool write;
+};
+
+// f(begin, end) over [0, len) in chunks of kActivationChunk, with each of the `count`
+// regions in `next` prefetched into L2 in equal shares before each chunk. The activations
+// (gelu: an exponential and a division per entry) keep the core busy while nothing is read
+// from memory, and the next group's statistics or sums then find its x (and dout) in L2,
+// and its first stores their lines, instead of waiting for them: the memory time hides
+// behind the arithmetic. Prefetching touches no value: the results are the same bits.
 template <typename F>
-void with_next_prefetched(int64_t len, const char* const* next, int count, int64_t bytes,
-                          F f) {
+void with_next_prefetched(int64_t len, const Prefetched* next, int count, F f) {
     constexpr int64_t kLine = 64;
     const int64_t chunks = (len + kActivationChunk - 1) / kActivationChunk;
-    const int64_t lines = (bytes + kLine - 1) / kLine;
     for (int64_t c = 0; c < chunks; ++c) {
         for (int i = 0; i < count; ++i) {
+            const char* at = static_cast<const char*>(next[i].at);
+            const int64_t lines = (next[i].bytes + kLine - 1) / kLine;
             for (int64_t l = c * lines / chunks; l < (c + 1) * lines / chunks; ++l) {
-                __builtin_prefetch(next[i] + l * kLine, 0, 2);
+                if (next[i].write) {
+                    __builtin_prefetch(at + l * kLine, 1, 2);
+                } else {
+                    __builtin_prefetch(at + l * kLine, 0, 2);
+                }
             }
         }
         f(c * kActivationChunk, lesser(len, (c + 1) * kActivationChunk));
@@ -131,15 +144,19 @@ void group_norm_forward_loops(int64_t N, int64_t C, int64_t planes, int64_t G, d
         normalize_group(per_group, planes, mean[ng], inv_std[ng], gamma + c0, beta + c0,
                         x + ng * len, o);
         // In place, while the group is in cache (the last group prefetches itself again).
+        const int64_t pooled = pool.plane ? pool.plane->out_plane() : 0;
         if (act.active) {
-            const char* next =
-                reinterpret_cast<const char*>(x + (ng + 1 < groups ? ng + 1 : ng) * len);
-            with_next_prefetched(len, &next, 1, len * int64_t(sizeof(T)), [&](int64_t b, int64_t e) {
+            const int64_t after = ng + 1 < groups ? ng + 1 : ng;
+            // The next group's x, and the part of out it writes (pooled: its share).
+            const int64_t written = pool.plane ? per_group * pooled : len;
+            const int64_t size = sizeof(T);
+            const Prefetched next[] = {{x + after * len, len * size, false},
+                                       {out + after * written, written * size, true}};
+            with_next_prefetched(len, next, 2, [&](int64_t b, int64_t e) {
                 pointwise_forward_serial(act.op, e - b, o + b, act.alpha, o + b);
             });
         }
         if (!pool.plane) return;
-        const int64_t pooled = pool.plane->out_plane();
         for (int64_t c = 0; c < per_group; ++c) {
             avg_pool_plane_forward(*pool.plane, o + c * planes, out + (ng * per_group + c) * pooled);
         }
@@ -172,12 +189,14 @@ void group_norm_backward_loops(int64_t N, int64_t C, int64_t planes, int64_t G,
             // The activation's gradient into this group's dx, at the normalized entries
             // recomputed there; the writing below reads each entry before it replaces it.
             normalize_group(per_group, planes, m, inv, gamma + c0, beta + c0, p0, d0);
-            const int64_t after = (ng + 1 < groups ? ng + 1 : ng) * len;
-            // (pooled, the next group's dout is a few lines: left to the hardware)
-            const char* next[] = {reinterpret_cast<const char*>(x + after),
-                                  reinterpret_cast<const char*>(pool.plane ? x : dout + after)};
-            const int streams = pool.plane ? 1 : 2;
-            with_next_prefetched(len, next, streams, len * int64_t(sizeof(T)), [&](int64_t b, int64_t e) {
+            const int64_t after = ng + 1 < groups ? ng + 1 : ng;
+            // The next group's x, its dout (pooled: its share) and its dx, written first.
+            const int64_t read = pool.plane ? per_group * pool.plane->out_plane() : len;
+            const int64_t size = sizeof(T);
+            const Prefetched next[] = {{x + after * len, len * size, false},
+                                       {dout + after * read, read * size, false},
+                                       {dx + after * len, len * size, true}};
+            with_next_prefetched(len, next, 3, [&](int64_t b, int64_t e) {
                 pointwise_backward_serial(act.op, e - b, g0 + b, d0 + b, act.alpha, d0 + b);
             });
             g0 = d0;
