@@ -1,5 +1,6 @@
-// The groupnorm kernels of group_norm.h: their loops (group_norm_loops.h) on AVX2 where the
-// CPU has it (group_norm_avx2.cpp), else the portable copy compiled here.
+// The groupnorm kernels of group_norm.h: their loops (group_norm_loops.h) on AVX-512 where
+// the AVX-512 kernels are active (group_norm_avx512.cpp), else on AVX2 where the CPU has it
+// (group_norm_avx2.cpp), else the portable copy compiled here; the same bits on each.
 #include "group_norm.h"
 
 #include <cstddef>
@@ -7,6 +8,7 @@
 
 #include "cpu_features.h"
 #include "group_norm_loops.h"
+#include "recurrent.h"
 
 namespace graphnet {
 
@@ -16,7 +18,10 @@ void group_norm_forward(int64_t N, int64_t C, int64_t planes, int64_t G, double 
                         const T* gamma, const T* beta, T* mean, T* inv_std, T* out) {
     const int threads = team_for(N * G, N * C * planes);
     std::vector<T> scratch(pool ? static_cast<std::size_t>(threads * (C / G) * planes) : 0);
-    (cpu_has_avx2_fma() ? group_norm_forward_avx2<T> : group_norm_forward_loops<T>)(
+    const auto loops = avx512_activations_active() ? group_norm_forward_avx512<T>
+                       : cpu_has_avx2_fma()          ? group_norm_forward_avx2<T>
+                                                     : group_norm_forward_loops<T>;
+    loops(
         N, C, planes, G, eps, act, GroupPool<T>{pool, threads, scratch.data()}, x, gamma, beta,
         mean, inv_std, out);
 }
@@ -30,7 +35,10 @@ void group_norm_backward(int64_t N, int64_t C, int64_t planes, int64_t G,
     std::vector<T> scratch(pool ? static_cast<std::size_t>(threads * (C / G) * planes) : 0);
     std::vector<double> planes_sums(static_cast<std::size_t>(2 * N * C));
     double *plane_d = planes_sums.data(), *plane_dx = plane_d + N * C;
-    (cpu_has_avx2_fma() ? group_norm_backward_avx2<T> : group_norm_backward_loops<T>)(
+    const auto loops = avx512_activations_active() ? group_norm_backward_avx512<T>
+                       : cpu_has_avx2_fma()          ? group_norm_backward_avx2<T>
+                                                     : group_norm_backward_loops<T>;
+    loops(
         N, C, planes, G, act, GroupPool<T>{pool, threads, scratch.data()}, dout, x, mean,
         inv_std, gamma, beta, dx, dgamma, dbeta, plane_d, plane_dx);
 }

@@ -57,8 +57,9 @@ void group_norm_backward(int64_t N, int64_t C, int64_t planes, int64_t G,
                          const T* beta, T* dx, T* dgamma, T* dbeta);
 
 // The same loops compiled for AVX2 (group_norm_avx2.cpp): call them only when
-// cpu_has_avx2_fma(). The backward takes the 2 * N * C doubles of scratch its portable
-// caller allocates (that code includes no library header).
+// cpu_has_avx2_fma(); for AVX-512 (group_norm_avx512.cpp): only when
+// avx512_activations_active() (recurrent.h). The backward takes the 2 * N * C doubles of
+// scratch its portable caller allocates (that code includes no library header).
 template <typename T>
 void group_norm_forward_avx2(int64_t N, int64_t C, int64_t planes, int64_t G, double eps,
                              const GroupAct<T>& act, const GroupPool<T>& pool, const T* x,
@@ -69,5 +70,15 @@ void group_norm_backward_avx2(int64_t N, int64_t C, int64_t planes, int64_t G,
                               const T* x, const T* mean, const T* inv_std, const T* gamma,
                               const T* beta, T* dx, T* dgamma, T* dbeta, double* plane_d,
                               double* plane_dx);
+template <typename T>
+void group_norm_forward_avx512(int64_t N, int64_t C, int64_t planes, int64_t G, double eps,
+                               const GroupAct<T>& act, const GroupPool<T>& pool, const T* x,
+                               const T* gamma, const T* beta, T* mean, T* inv_std, T* out);
+template <typename T>
+void group_norm_backward_avx512(int64_t N, int64_t C, int64_t planes, int64_t G,
+                                const GroupAct<T>& act, const GroupPool<T>& pool,
+                                const T* dout, const T* x, const T* mean, const T* inv_std,
+                                const T* gamma, const T* beta, T* dx, T* dgamma, T* dbeta,
+                                double* plane_d, double* plane_dx);
 
 }  // namespace graphnet

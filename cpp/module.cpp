@@ -1649,7 +1649,8 @@ PYBIND11_MODULE(_C, m) {
           "Whether the recurrent kernels' float32 sigmoid and tanh run on AVX2.");
     m.def("set_avx512_activations", &set_avx512_activations, "enabled"_a,
           "Where they run on AVX2 and the CPU has AVX-512F, run them sixteen lanes at a time\n"
-          "(the default); False keeps the eight-lane ones, to compare the two.");
+          "(the default; the pointwise kernels and the groupnorm loops as well); False keeps\n"
+          "the eight-lane ones, to compare the two.");
     m.def("avx512_activations_active", &avx512_activations_active,
           "Whether the recurrent kernels' float32 sigmoid and tanh run on AVX-512.");
     // ---- normalization ----

@@ -242,6 +242,17 @@ void group_norm_backward_avx2(int64_t, int64_t, int64_t, int64_t, const GroupAct
                               const T*, const T*, const T*, T*, T*, T*, double*, double*) {
     absent("group_norm_backward_avx2");
 }
+template <typename T>
+void group_norm_forward_avx512(int64_t, int64_t, int64_t, int64_t, double, const GroupAct<T>&,
+                               const GroupPool<T>&, const T*, const T*, const T*, T*, T*, T*) {
+    absent("group_norm_forward_avx512");
+}
+template <typename T>
+void group_norm_backward_avx512(int64_t, int64_t, int64_t, int64_t, const GroupAct<T>&,
+                                const GroupPool<T>&, const T*, const T*, const T*, const T*,
+                                const T*, const T*, const T*, T*, T*, T*, double*, double*) {
+    absent("group_norm_backward_avx512");
+}
 #define GRAPHNET_NORM_ABSENT(T)                                                                \
     template void channel_norm_forward_avx2<T>(const NormShape&, bool, const NormTail<T>&,     \
                                                double, const T*, const T*, const T*, T*, T*,   \
@@ -261,7 +272,15 @@ void group_norm_backward_avx2(int64_t, int64_t, int64_t, int64_t, const GroupAct
                                               const GroupAct<T>&, const GroupPool<T>&,         \
                                               const T*, const T*, const T*, const T*,          \
                                               const T*, const T*, const T*, T*, T*, T*,        \
-                                              double*, double*);
+                                              double*, double*);                               \
+    template void group_norm_forward_avx512<T>(int64_t, int64_t, int64_t, int64_t, double,     \
+                                               const GroupAct<T>&, const GroupPool<T>&,        \
+                                               const T*, const T*, const T*, T*, T*, T*);      \
+    template void group_norm_backward_avx512<T>(int64_t, int64_t, int64_t, int64_t,            \
+                                                const GroupAct<T>&, const GroupPool<T>&,       \
+                                                const T*, const T*, const T*, const T*,        \
+                                                const T*, const T*, const T*, T*, T*, T*,      \
+                                                double*, double*);
 GRAPHNET_NORM_ABSENT(float)
 GRAPHNET_NORM_ABSENT(double)
 #undef GRAPHNET_NORM_ABSENT

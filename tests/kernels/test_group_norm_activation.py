@@ -324,6 +324,39 @@ def test_pooled_random_shapes(
     assert_close(got, pooled_numpy_gates(*args, G, activation, pool), dtype)
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(1, 3),
+    st.integers(1, 3),
+    st.integers(1, 3),
+    st.integers(2, 40),
+    st.integers(2, 40),
+    st.sampled_from([None, *sorted(ACTIVATIONS)]),
+    st.booleans(),
+    st.sampled_from([np.float32, np.float64]),
+    st.integers(0, 2**31),
+)
+def test_avx512_loops_give_the_bits_of_avx2(N, G, per_group, H, W, activation, pool, dtype, seed):
+    """The groupnorm loops compiled for AVX-512 (cpp/group_norm_avx512.cpp) against their
+    AVX2 copy (the AVX-512 kernels switched off), plain, with an activation, pooled; where
+    the CPU has no AVX-512 both runs are AVX2's."""
+    kernel = ACTIVATIONS[activation].kernel if activation else None
+    window = (2, 2, 2) if pool and activation else None
+    x, gamma, beta, _ = arrays((N, G * per_group, H, W), dtype, seed)
+
+    def run():
+        out, cache = norm.groupnorm_forward(x, gamma, beta, G, EPS, kernel, window)
+        dout = np.random.default_rng(seed).standard_normal(out.shape).astype(dtype)
+        return (out, *norm.groupnorm_backward(dout, cache, kernel, window))
+
+    with_avx512 = run()
+    _C.set_avx512_activations(False)
+    try:
+        assert_bitwise(with_avx512, run())
+    finally:
+        _C.set_avx512_activations(True)
+
+
 def test_bad_pools():
     x, gamma, beta, dout = arrays((2, 4, 3, 3), np.float64, 1)
     with pytest.raises(ValueError, match="larger than the input"):
