@@ -239,7 +239,7 @@ void group_norm_forward_avx2(int64_t, int64_t, int64_t, int64_t, double, const G
 template <typename T>
 void group_norm_backward_avx2(int64_t, int64_t, int64_t, int64_t, const GroupAct<T>&,
                               const GroupPool<T>&, const T*, const T*, const T*, const T*,
-                              const T*, const T*, const T*, T*, T*, T*, double*, double*) {
+                              const T*, const T*, T*, T*, T*, double*, double*) {
     absent("group_norm_backward_avx2");
 }
 template <typename T>
@@ -250,7 +250,7 @@ void group_norm_forward_avx512(int64_t, int64_t, int64_t, int64_t, double, const
 template <typename T>
 void group_norm_backward_avx512(int64_t, int64_t, int64_t, int64_t, const GroupAct<T>&,
                                 const GroupPool<T>&, const T*, const T*, const T*, const T*,
-                                const T*, const T*, const T*, T*, T*, T*, double*, double*) {
+                                const T*, const T*, T*, T*, T*, double*, double*) {
     absent("group_norm_backward_avx512");
 }
 #define GRAPHNET_NORM_ABSENT(T)                                                                \
@@ -271,16 +271,16 @@ void group_norm_backward_avx512(int64_t, int64_t, int64_t, int64_t, const GroupA
     template void group_norm_backward_avx2<T>(int64_t, int64_t, int64_t, int64_t,              \
                                               const GroupAct<T>&, const GroupPool<T>&,         \
                                               const T*, const T*, const T*, const T*,          \
-                                              const T*, const T*, const T*, T*, T*, T*,        \
-                                              double*, double*);                               \
+                                              const T*, const T*, T*, T*, T*, double*,         \
+                                              double*);                                        \
     template void group_norm_forward_avx512<T>(int64_t, int64_t, int64_t, int64_t, double,     \
                                                const GroupAct<T>&, const GroupPool<T>&,        \
                                                const T*, const T*, const T*, T*, T*, T*);      \
     template void group_norm_backward_avx512<T>(int64_t, int64_t, int64_t, int64_t,            \
                                                 const GroupAct<T>&, const GroupPool<T>&,       \
                                                 const T*, const T*, const T*, const T*,        \
-                                                const T*, const T*, const T*, T*, T*, T*,      \
-                                                double*, double*);
+                                                const T*, const T*, T*, T*, T*, double*,       \
+                                                double*);
 GRAPHNET_NORM_ABSENT(float)
 GRAPHNET_NORM_ABSENT(double)
 #undef GRAPHNET_NORM_ABSENT
