@@ -96,7 +96,7 @@ def kernel_cases():
             return F.batch_norm(xt, None, None, gt, bt, training=True, eps=1e-5)
         label = f"{'spatial_batchnorm' if spatial else 'batchnorm'} {shape}"
         cases.append((label, reference, native, torch_case(torch_bn, x, dout, gamma, beta)))
-    for shape in [(200, 100), (64, 4096)]:
+    for shape in [(200, 100), (2048, 64), (64, 4096)]:
         x, dout, gamma, beta = arrays(shape, shape[1])
 
         def reference(x=x, dout=dout, gamma=gamma, beta=beta):

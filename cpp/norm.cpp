@@ -3,10 +3,12 @@
 #include "norm.h"
 
 #include <cstddef>
+#include <type_traits>
 #include <vector>
 
 #include "cpu_features.h"
 #include "norm_avx2.h"
+#include "norm_avx512.h"
 #include "norm_loops.h"
 
 namespace graphnet {
@@ -54,6 +56,17 @@ void layer_norm_backward(int64_t N, int64_t D, bool relu, const T* dout, const T
                          T* dx, T* dgamma, T* dbeta) {
     std::vector<double> parts(static_cast<std::size_t>(2 * row_blocks(N) * D), 0.0);
     double *part_g = parts.data(), *part_b = part_g + row_blocks(N) * D;
+    if constexpr (std::is_same_v<T, float>) {
+        if (cpu_has_avx512f()) {
+            const auto block = [&](int64_t first, int64_t rows, double* pg, double* pb) {
+                layer_norm_rows_backward_avx512(rows, D, relu, dout + first * D, x + first * D,
+                                                mean + first, inv_std + first, gamma, beta,
+                                                dx + first * D, pg, pb);
+            };
+            layer_norm_backward_in_blocks(N, D, dgamma, dbeta, part_g, part_b, block);
+            return;
+        }
+    }
     (cpu_has_avx2_fma() ? layer_norm_backward_avx2<T> : layer_norm_backward_loops<T>)(
         N, D, relu, dout, x, mean, inv_std, gamma, beta, dx, dgamma, dbeta, part_g, part_b);
 }

@@ -537,22 +537,41 @@ void layer_norm_forward_loops(int64_t N, int64_t D, bool relu, double eps, const
                                                             inv_std, out);
 }
 
+// Layernorm's backward over blocks of kRowBlock rows: block(first, rows, pg, pb) writes the
+// dx rows [first, first + rows) and adds their shares of dgamma and dbeta to pg and pb (D
+// zeroed doubles of its own), then the blocks' shares are added in order, so the sums are
+// the same for any number of threads.
+template <typename T, typename Block>
+void layer_norm_backward_in_blocks(int64_t N, int64_t D, T* dgamma, T* dbeta, double* part_g,
+                                   double* part_b, Block&& block) {
+    const int64_t blocks = row_blocks(N);
+    parallel_for(team_for(blocks, N * D), blocks, [&](int64_t b) {
+        const int64_t first = b * kRowBlock;
+        block(first, lesser(kRowBlock, N - first), part_g + b * D, part_b + b * D);
+    });
+    parallel_for(team_for(D, blocks * D), D, [&](int64_t j) {
+        double sg = 0, sb = 0;
+        for (int64_t b = 0; b < blocks; ++b) {
+            sg += part_g[b * D + j];
+            sb += part_b[b * D + j];
+        }
+        dgamma[j] = static_cast<T>(sg);
+        dbeta[j] = static_cast<T>(sb);
+    });
+}
+
 // layer_norm_backward with the relu known at compile time (no test of it inside the loops).
 template <bool relu, typename T>
 void rows_backward(int64_t N, int64_t D, const T* dout, const T* x, const T* mean,
                    const T* inv_std, const T* gamma, const T* beta, T* dx, T* dgamma,
                    T* dbeta, double* part_g, double* part_b) {
-    // Each block of rows sums its own share of dgamma and dbeta; the blocks are added in order.
-    const int64_t blocks = row_blocks(N);
     const double count = static_cast<double>(D);
-    parallel_for(team_for(blocks, N * D), blocks, [&](int64_t b) {
-        double* pg = part_g + b * D;
-        double* pb = part_b + b * D;
-        // The block's rows kRowGroup at a time: their sums first, side by side (one row at
-        // a time, a row of 64 waited on its own sums and divisions), then their dx rows and
-        // their shares of dgamma and dbeta in row order.
-        const int64_t end = lesser(N, (b + 1) * kRowBlock);
-        for (int64_t first = b * kRowBlock; first < end; first += kRowGroup) {
+    // A block's rows kRowGroup at a time: their sums first, side by side (one row at a
+    // time, a row of 64 waited on its own sums and divisions), then their dx rows and their
+    // shares of dgamma and dbeta in row order.
+    const auto block = [&](int64_t block_first, int64_t block_rows, double* pg, double* pb) {
+        const int64_t end = block_first + block_rows;
+        for (int64_t first = block_first; first < end; first += kRowGroup) {
             const int64_t rows = lesser(kRowGroup, end - first);
             T c2[kRowGroup], c3[kRowGroup];
             for (int64_t r = 0; r < rows; ++r) {
@@ -587,16 +606,8 @@ void rows_backward(int64_t N, int64_t D, const T* dout, const T* x, const T* mea
                 }
             }
         }
-    });
-    parallel_for(team_for(D, blocks * D), D, [&](int64_t j) {
-        double sg = 0, sb = 0;
-        for (int64_t b = 0; b < blocks; ++b) {
-            sg += part_g[b * D + j];
-            sb += part_b[b * D + j];
-        }
-        dgamma[j] = static_cast<T>(sg);
-        dbeta[j] = static_cast<T>(sb);
-    });
+    };
+    layer_norm_backward_in_blocks(N, D, dgamma, dbeta, part_g, part_b, block);
 }
 
 template <typename T>

@@ -16,6 +16,7 @@
 #include "lstm_cell_avx512.h"
 #include "pool_avx2.h"
 #include "norm_avx2.h"
+#include "norm_avx512.h"
 #include "optim_avx2.h"
 #include "panel_gemm_avx512.h"
 #include "pointwise_avx2.h"
@@ -134,6 +135,11 @@ void panel_gemm_avx512(int64_t, int64_t, int64_t, int64_t, const float*, int64_t
 void lstm_cell_backward_avx512(int64_t, int64_t, const float*, const float*, const float*,
                                const float*, const float*, float*, float*) {
     absent("lstm_cell_backward_avx512");
+}
+void layer_norm_rows_backward_avx512(int64_t, int64_t, bool, const float*, const float*,
+                                     const float*, const float*, const float*, const float*,
+                                     float*, double*, double*) {
+    absent("layer_norm_rows_backward_avx512");
 }
 void transposed_gemm_accumulate_avx512(int64_t, int64_t, int64_t, int64_t, const float*,
                                        int64_t, const float*, int64_t, float*, int64_t) {

@@ -154,6 +154,13 @@ def test_layernorm_fuzz(N, D, dtype, seed):
     check_all("layernorm", (N, D), dtype, seed)
 
 
+@pytest.mark.parametrize("D", [15, 16, 17, 64, 100, 257])
+def test_layernorm_rows_around_a_vector_width(D):
+    # 75 rows: blocks of 32 rows and groups of 8 with a remainder of each; widths on both
+    # sides of the AVX-512 kernel's sixteen lanes
+    check_all("layernorm", (75, D), np.float32, D)
+
+
 @pytest.mark.slow
 @FUZZ
 @given(
