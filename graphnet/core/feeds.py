@@ -65,14 +65,14 @@ def convert_feed(node: Any, value: Any, dtype: np.dtype, finite: bool = True) ->
         and math.isfinite(value)
     ):
         return np.float64(value)
-    # An array already of the input's float dtype (a model's batch): only its shape and
-    # its finiteness to check.
+    # An array already of the input's dtype (a model's batch, a sequence's words, labels):
+    # only its shape to check, and a float array's finiteness (an integer array of its own
+    # dtype holds nothing to refuse; the checks below took 2-3 us on 50 words).
     if (
         type(value) is np.ndarray
         and value.dtype == dtype
         and value.ndim
-        and dtype.kind == "f"
-        and (not finite or all_finite(value))
+        and (dtype.kind in "iu" or (dtype.kind == "f" and (not finite or all_finite(value))))
     ):
         _check_shape(node, value)
         return value

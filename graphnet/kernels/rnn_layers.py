@@ -59,10 +59,11 @@ def _recurrent_inputs(fn, x, h, Wx, Wh, b, gates, x_layout):
     x: x_layout ("(N, D)" or "(N, T, D)"); h: (N, H); Wx: (D, gates*H); Wh: (H, gates*H);
     b: (gates*H,). Returns the five arrays, all of the widest float dtype among them.
     """
-    arrays = [
-        _float_array(a, fn, name) for a, name in zip((x, h, Wx, Wh, b), ("x", "h", "Wx", "Wh", "b"))
-    ]
-    x, h, Wx, Wh, b = arrays
+    arrays = [x, h, Wx, Wh, b]
+    same = _one_kernel_dtype(arrays)
+    if not same:
+        arrays = [_float_array(a, fn, name) for a, name in zip(arrays, ("x", "h", "Wx", "Wh", "b"))]
+        x, h, Wx, Wh, b = arrays
     _check_ndim(fn, "x", x, len(x_layout.split(",")), x_layout)
     _check_ndim(fn, "h", h, 2, "hidden state (N, H)")
     _check_ndim(fn, "Wx", Wx, 2, f"weights (D, {gates}H)" if gates > 1 else "weights (D, H)")
@@ -75,8 +76,22 @@ def _recurrent_inputs(fn, x, h, Wx, Wh, b, gates, x_layout):
     _check_shape(fn, "Wx", Wx, (x.shape[-1], gates * H))
     _check_shape(fn, "Wh", Wh, (H, gates * H))
     _check_shape(fn, "b", b, (gates * H,))
+    if same:
+        return arrays
     dtype = np.result_type(np.float32, *arrays)
     return [a.astype(dtype, copy=False) for a in arrays]
+
+
+def _one_kernel_dtype(arrays):
+    """Whether the arrays are ndarrays of one dtype the kernels take: then _float_array
+    and the cast to their common dtype would return them as they are."""
+    first = arrays[0]
+    if type(first) is not np.ndarray or first.dtype not in _KERNEL_DTYPES:
+        return False
+    for a in arrays:
+        if type(a) is not np.ndarray or a.dtype != first.dtype:
+            return False
+    return True
 
 
 def _upstream(fn, name, grad, shape):

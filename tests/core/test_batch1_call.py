@@ -2,7 +2,9 @@
 (one C++ pass over the exponent bits: np.isfinite(x).all()'s answer), the mean gate without
 np.mean's wrapper (np.mean's numbers, bit for bit), the affine gate's bias added in C++
 (numpy's `out += b`, bit for bit) and 2x2, stride-2 average pooling on a loop of its own
-(the general loop's numbers, bit for bit), each on random shapes, float32 and float64."""
+(the general loop's numbers, bit for bit), each on random shapes, float32 and float64;
+the reshape, flatten and transpose gates by the array's own methods (numpy's functions'
+results), and an integer feed of its input's own dtype, stored as it is."""
 
 import threading
 
@@ -14,7 +16,7 @@ from hypothesis import strategies as st
 import graphnet as gn
 from graphnet.core.feeds import all_finite
 from graphnet.gates.nn import Affine
-from graphnet.gates.tensor import Mean
+from graphnet.gates.tensor import Flatten, Mean, Reshape, Transpose
 from graphnet.kernels import _C
 from kernels.test_avx2 import kernel_threads  # tests/ is on sys.path (rootdir packages)
 
@@ -150,3 +152,59 @@ def test_anomaly_mode_in_a_new_thread_sees_its_walks():
     assert seen and "out" in seen[0]
     with np.errstate(invalid="ignore"):
         g.forward({"x": np.array([[1.0, -1.0]])})  # this thread: no anomaly mode
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.integers(1, 4), min_size=1, max_size=4),
+    st.sampled_from([np.float32, np.float64, np.int64]),
+    st.data(),
+)
+def test_reshape_flatten_and_transpose_gates_are_numpys(shape, dtype, data):
+    def same_view(out, expected):  # the same numbers, laid out alike
+        out, expected = np.asarray(out), np.asarray(expected)
+        assert out.shape == expected.shape and out.strides == expected.strides
+        same_bits(np.ascontiguousarray(out), np.ascontiguousarray(expected))
+
+    x = np.arange(int(np.prod(shape))).reshape(shape).astype(dtype)
+    axes = tuple(data.draw(st.permutations(range(len(shape)))))
+    negative = tuple(a - len(shape) for a in axes)
+    for value in (x, x[..., ::-1], x.tolist()):  # an array, a strided view, a list
+        for gate_axes in (axes, negative, None):
+            out, permutation = Transpose(gate_axes).forward(value)
+            same_view(out, np.transpose(value, gate_axes))
+            assert permutation == (axes if gate_axes is not None else permutation)
+        out, kept = Reshape((-1,)).forward(value)
+        same_view(out, np.reshape(value, (-1,)))
+        assert kept == np.shape(value)
+        same_view(Reshape((-1,)).backward(out, kept, (True,))[0], np.reshape(out, kept))
+        flat = (shape[0], int(np.prod(shape[1:])))
+        same_view(Flatten(1).forward(value)[0], np.reshape(value, flat))
+    for scalar in (np.float64(2.5), 3.0):  # a number: numpy's functions, as before
+        same_bits(Transpose().forward(scalar)[0], np.transpose(scalar))
+        same_bits(Reshape((1,)).forward(scalar)[0], np.reshape(scalar, (1,)))
+
+
+def test_transpose_refuses_axes_that_do_not_fit_the_rank_every_time():
+    gate = Transpose((0, 2, 1))
+    for _ in range(2):  # the permutations are kept per rank; the refusals are not
+        with pytest.raises(gn.ShapeError, match="out of range"):
+            gate.forward(np.ones((2, 3)))
+    with pytest.raises(gn.ShapeError, match="not a permutation"):
+        Transpose((0, 0)).forward(np.ones((2, 3)))
+
+
+def test_an_integer_feed_of_its_inputs_dtype_is_stored_as_it_is_and_its_shape_checked():
+    g = gn.Graph()
+    words = g.input("words", shape=(None, 5), dtype=np.int64)
+    out = g.word_embedding(words, g.param("W", np.arange(20.0).reshape(10, 2)), name="out")
+    feed = np.array([[1, 2, 3, 4, 9]], np.int64)
+    np.testing.assert_array_equal(g.run(out, {"words": feed}), np.arange(20.0).reshape(10, 2)[feed])
+    assert g.store.value(words.index) is feed
+    with pytest.raises(gn.GraphError, match=r"has shape \(1, 4\), expected \(None, 5\)"):
+        g.run(out, {"words": feed[:, :4]})
+    int32 = feed.astype(np.int32)  # another integer dtype is converted, as before
+    g.run(out, {"words": int32})
+    assert g.store.value(words.index).dtype == np.int64
+    with pytest.raises(gn.GraphError, match="non-integers"):
+        g.run(out, {"words": feed + 0.5})
