@@ -259,8 +259,8 @@ bool tap_weight_gradient(const ConvGeometry& g, const DirectPasses& direct) {
 
 // Winograd (conv_winograd.h) for 3x3 layers with stride 1 and pad 1 (F(2x2, 3x3), or
 // F(4x4, 3x3): winograd_tile), and 5x5 ones with pad 2 (F(2x2, 5x5)), on an AVX-512 CPU:
-// the forward and, as the forward of dout with the filters turned, dx; dw on 2x2 tiles
-// (winograd_weight_gradient).
+// the forward and, as the forward of dout with the filters turned, dx; and dw
+// (winograd_weight_gradient, on winograd_gradient_tile's tiles).
 // WinogradMode::kWherePays takes it on layers of kWinogradMinChannels channels in and
 // out or more (measured in docs/performance/kernels.md), for the forward on images of
 // kWinogradForwardMinSide+ rows and columns; kEverywhere on any such layer (tests). On
@@ -346,24 +346,42 @@ bool winograd_forward_unpaid(const ConvGeometry& g) {
            g.N < (kWinogradForwardMinTiles + tiles - 1) / tiles;
 }
 
-// The weight gradient on Winograd (WinogradMode::kWherePays: where it measured faster than
-// the other dw kernels), F(2x2, 3x3) or F(2x2, 5x5). Per pass, one thread, CPU time,
-// Winograd / their time at batch 16 and 64 (docs/performance/kernels.md has the sweep): on
-// images of kWinogradGradientMinSide+ pixels 3x3 0.56-0.99 (16 -> 16 @16 at batch 16 1.05),
-// 5x5 0.37-0.89 from kWinogradGradient5x5MinFilters filters out on (16 -> 16 @12-16
-// 1.16-1.21, 32 -> 16 @12 1.07, @14 1.00); on smaller ones its transforms, vectorised along
-// a tile row's tiles, fill a few lanes of 16, and it pays on kWinogradGradientWideChannels+
-// channels in and out only, down to 7 x 7 images (3x3 128 -> 128 @8 0.66 / 0.69, @7 0.87 /
-// 0.88; but @4 1.07 / 0.81, 64 -> 64 @8 1.24 / 0.83, 32 -> 32 @8 1.0, @7 1.3, 16 -> 16 @8
-// 1.4, any @2 1.7-2.3; 5x5 128 -> 128 @8 0.60, @7 0.77, but 64 -> 64 @8 0.87, @7 1.05,
-// 32 -> 32 @8 1.24, @7 1.48). Its slots of the transformed weights' gradient (points x F C
-// floats) outgrow the caches past kWinogradGradientMaxSlotFloats (3x3 512 -> 512 @4 2.25 /
-// 1.28, 256 -> 512 @4 1.05 / 0.85; 5x5 256 -> 256 at batch 4 @8 0.89, @7 1.19).
+// The weight gradient on Winograd (WinogradMode::kWherePays: where it measured faster than the
+// other dw kernels), 3x3 (on winograd_gradient_tile's tiles) or F(2x2, 5x5). On 2x2 tiles, per
+// pass, one thread, CPU time, Winograd / their time at batch 16 and 64 (docs/performance/kernels.md
+// has the sweep): on images of kWinogradGradientMinSide+ pixels 3x3 0.56-0.99 (16 -> 16 @16 at
+// batch 16 1.05), 5x5 0.37-0.89 from kWinogradGradient5x5MinFilters filters out on (16 -> 16 @12-16
+// 1.16-1.21, 32 -> 16 @12 1.07, @14 1.00); on smaller ones its transforms, vectorised along a tile
+// row's tiles, fill a few lanes of 16, and it pays on kWinogradGradientWideChannels+ channels in
+// and out only, down to 7 x 7 images (3x3 128 -> 128 @8 0.66 / 0.69, @7 0.87 / 0.88; but @4 1.07 /
+// 0.81, 64 -> 64 @8 1.24 / 0.83, 32 -> 32 @8 1.0, @7 1.3, 16 -> 16 @8 1.4, any @2 1.7-2.3; 5x5 128
+// -> 128 @8 0.60, @7 0.77, but 64 -> 64 @8 0.87, @7 1.05, 32 -> 32 @8 1.24, @7 1.48). Its slots of
+// the transformed weights' gradient (points x F C floats) outgrow the caches past
+// kWinogradGradientMaxSlotFloats (3x3 512 -> 512 @4 2.25 / 1.28, 256 -> 512 @4 1.05 / 0.85; 5x5 256
+// -> 256 at batch 4 @8 0.89, @7 1.19).
 constexpr int64_t kWinogradGradientMinSide = 12;
 constexpr int64_t kWinogradGradient5x5MinFilters = 32;
 constexpr int64_t kWinogradGradientWideChannels = 128;
 constexpr int64_t kWinogradGradientWideMinSide = 7;
 constexpr int64_t kWinogradGradientMaxSlotFloats = int64_t(1) << 21;
+
+// The output tiles' side of a 3x3 layer's Winograd weight gradient (winograd_weight_gradient):
+// 4 (F(4x4, 3x3)) on images of kWinogradGradientMinSide+ pixels where its slots (36 points
+// of F x C floats) stay within kWinogradGradientMaxSlotFloats, else 2. Per pass, batch 64
+// (fewer images on wide layers), one thread, CPU time, its time / that of the kernels it
+// replaces (F(2x2, 3x3) Winograd, or the direct and tap kernels), on 16-256 channels in and
+// out: @24-32 0.73-0.96, @20 0.88-0.97 (16 -> 16 1.06, 16 -> 32 1.02), @12-16 0.71-0.93
+// (256 -> 128 and 128 -> 256 @14 1.02-1.04); under 12 pixels its tiles fill few lanes (@10
+// 0.77-1.55: 16 -> 16 1.55, 128 -> 128 1.04), and 256 -> 256 layers' slots outgrow the
+// caches (@12-16 1.18-1.39).
+int64_t winograd_gradient_tile(const ConvGeometry& g) {
+    const WinogradTiles tiles = winograd_tiles;
+    if (g.HH != 3 || tiles == WinogradTiles::k2x2) return 2;
+    if (tiles == WinogradTiles::k4x4) return 4;
+    const bool pays = g.H >= kWinogradGradientMinSide && g.W >= kWinogradGradientMinSide &&
+                      36 * g.C * g.F <= kWinogradGradientMaxSlotFloats;
+    return pays ? 4 : 2;
+}
 
 template <typename T>
 bool winograd_weight_gradient(const ConvGeometry& g) {
@@ -1103,7 +1121,8 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
     const bool winograd_dw = dw && winograd_weight_gradient<T>(g);
     // (only for a Winograd layer: an empty image under a wide pad has no tiles)
     const WinogradConv wg =
-        winograd_dw ? winograd_geometry(2, g.HH, g.C, g.F, g.H, g.W) : WinogradConv{};
+        winograd_dw ? winograd_geometry(winograd_gradient_tile(g), g.HH, g.C, g.F, g.H, g.W)
+                    : WinogradConv{};
     const int64_t winograd_slot =
         winograd_dw ? checked_mul(wg.points, winograd_weights_point(wg), "conv dw") : 0;
     const int64_t most_chunks =
