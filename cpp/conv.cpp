@@ -366,20 +366,26 @@ constexpr int64_t kWinogradGradientWideMinSide = 7;
 constexpr int64_t kWinogradGradientMaxSlotFloats = int64_t(1) << 21;
 
 // The output tiles' side of a 3x3 layer's Winograd weight gradient (winograd_weight_gradient):
-// 4 (F(4x4, 3x3)) on images of kWinogradGradientMinSide+ pixels where its slots (36 points
-// of F x C floats) stay within kWinogradGradientMaxSlotFloats, else 2. Per pass, batch 64
-// (fewer images on wide layers), one thread, CPU time, its time / that of the kernels it
-// replaces (F(2x2, 3x3) Winograd, or the direct and tap kernels), on 16-256 channels in and
-// out: @24-32 0.73-0.96, @20 0.88-0.97 (16 -> 16 1.06, 16 -> 32 1.02), @12-16 0.71-0.93
-// (256 -> 128 and 128 -> 256 @14 1.02-1.04); under 12 pixels its tiles fill few lanes (@10
-// 0.77-1.55: 16 -> 16 1.55, 128 -> 128 1.04), and 256 -> 256 layers' slots outgrow the
-// caches (@12-16 1.18-1.39).
+// 4 (F(4x4, 3x3)) on images of kWinogradGradientMinSide+ pixels where the call has
+// kWinogradGradientLargeTilesMinTiles+ such tiles, else 2. Per pass, batch 64 (fewer images on
+// wide layers, down to 2), one thread, CPU time, its time / that of the kernels it replaces
+// (F(2x2, 3x3) Winograd, or the direct and tap kernels), on 16-256 channels in and out: @24-32
+// 0.73-0.96, @20 0.88-0.97 (16 -> 16 1.06, 16 -> 32 1.02), @12-16 0.71-0.93; under 12 pixels
+// its tiles fill few lanes (@10 0.77-1.55: 16 -> 16 1.55, 128 -> 128 1.04). On a call of a few
+// tiles its fixed costs (the slots of 36 points of F x C floats zeroed and added, the weights'
+// transform) outweigh the products: 256 -> 256 on 2 images @12-16 (18-32 tiles) 1.18-1.46,
+// 256 -> 128 @14 and @12 (80 and 63 tiles) 1.02 and 0.89, against F(2x2, 3x3) 256 -> 256 @16
+// on 16 and 64 images 0.68 and 0.64, @12 on 16 0.81, 256 -> 512 @16 on 16 0.99.
+constexpr int64_t kWinogradGradientLargeTilesMinTiles = 64;
+
 int64_t winograd_gradient_tile(const ConvGeometry& g) {
     const WinogradTiles tiles = winograd_tiles;
     if (g.HH != 3 || tiles == WinogradTiles::k2x2) return 2;
     if (tiles == WinogradTiles::k4x4) return 4;
+    // (N H W fits: dout holds N F H W floats)
+    const int64_t large_tiles = g.N * ((g.H + 3) / 4) * ((g.W + 3) / 4);
     const bool pays = g.H >= kWinogradGradientMinSide && g.W >= kWinogradGradientMinSide &&
-                      36 * g.C * g.F <= kWinogradGradientMaxSlotFloats;
+                      large_tiles >= kWinogradGradientLargeTilesMinTiles;
     return pays ? 4 : 2;
 }
 

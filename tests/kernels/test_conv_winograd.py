@@ -517,21 +517,21 @@ def test_winograd_6x6_tiles_weight_gradient_error_against_the_direct_kernels(m, 
 
 
 @pytest.mark.parametrize(
-    "C, F, H, W, tiles",
+    "N, C, F, H, W, tiles",
     [
-        (32, 32, 32, 32, "4x4"),
-        (64, 64, 16, 16, "4x4"),
-        (16, 24, 12, 13, "4x4"),
-        (128, 256, 14, 12, "4x4"),
-        (128, 128, 11, 16, "2x2"),  # under 12 pixels: few tiles fill few lanes
-        (256, 256, 16, 16, "2x2"),  # 36 points of 256 x 256 outgrow the caches
+        (2, 32, 32, 32, 32, "4x4"),
+        (4, 64, 64, 16, 16, "4x4"),
+        (8, 16, 24, 12, 13, "4x4"),
+        (6, 256, 512, 14, 12, "4x4"),
+        (4, 128, 128, 11, 16, "2x2"),  # under 12 pixels: few tiles fill few lanes
+        (3, 256, 256, 16, 16, "2x2"),  # 48 tiles: too few for the fixed costs
     ],
 )
-def test_which_layers_take_4x4_tiles_for_the_weight_gradient(C, F, H, W, tiles):
+def test_which_layers_take_4x4_tiles_for_the_weight_gradient(N, C, F, H, W, tiles):
     """By default ('auto') a 3x3 layer's Winograd dw is bit for bit that of the tiles
     that pay there."""
-    x, w, _ = case(2, C, H, W, F, 3, np.float32, seed=0)
-    dout = np.random.default_rng(1).standard_normal((2, F, H, W)).astype(np.float32)
+    x, w, _ = case(N, C, H, W, F, 3, np.float32, seed=0)
+    dout = np.random.default_rng(1).standard_normal((N, F, H, W)).astype(np.float32)
     on = winograd_dw(dout, x, w, threads=1, mode="auto")
     forced = winograd_dw(dout, x, w, threads=1, mode="auto", tiles=tiles)
     other_tiles = "2x2" if tiles == "4x4" else "4x4"
