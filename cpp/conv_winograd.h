@@ -75,6 +75,16 @@ inline int64_t winograd_stride(const WinogradConv& g, int64_t tiles) {
 // Floats from one point's transformed weights (F x C) to the next (skewed, as above).
 inline int64_t winograd_weights_point(const WinogradConv& g) { return g.F * g.C + kWinogradSkew; }
 
+// The lanes of the transforms a tile row takes: 16 (its tiles run along them, 16 at a
+// time), or on 4x4 tiles, on rows of up to 8 (or 4) tiles, 8 (or 4): 2 (or 4) rows fill
+// them, and the tiles of the lanes that hold one are stored one after another
+// (F(4x4, 3x3) 32 -> 32 @32 and 64 -> 64 @16: the weight gradient in 0.90x and 0.84x the
+// time of one row at a time).
+inline int64_t winograd_row_lanes(const WinogradConv& g) {
+    if (g.m != 4 || g.tiles_w > 8) return 16;
+    return g.tiles_w > 4 ? 8 : 4;
+}
+
 // r x r filters: filter f's weights on channel c at w + f * filter_stride + c *
 // channel_stride, tap (kh, kw) at r kh + kw, or turned by 180 degrees, at r^2 - 1 - r kh -
 // kw. (16 x r^2 x channel_stride must fit in 32 bits.)
@@ -105,15 +115,6 @@ void winograd_forward_image_avx512(const WinogradConv& g, const float* xpad, con
 constexpr int64_t kWinogradGradientBlockFloats = int64_t(1) << 15;
 constexpr int64_t kWinogradGradientMinTiles = 64;
 constexpr int64_t kWinogradGradientMaxTiles = 256;
-
-// The lanes of the weight gradient's transforms a tile row takes: 16 (its tiles run along
-// them, 16 at a time), or on 4x4 tiles, on rows of up to 8 (or 4) tiles, 8 (or 4): 2 (or
-// 4) rows fill them (F(4x4, 3x3) 32 -> 32 @32 and 64 -> 64 @16: the weight gradient in
-// 0.90x and 0.84x the time of one row at a time).
-inline int64_t winograd_gradient_row_lanes(const WinogradConv& g) {
-    if (g.m != 4 || g.tiles_w > 8) return 16;
-    return g.tiles_w > 4 ? 8 : 4;
-}
 
 // The weight gradient's blocks: tile rows of consecutive images, `rows` at a time.
 struct WinogradGradientBlocks {

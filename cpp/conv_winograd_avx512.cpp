@@ -192,27 +192,38 @@ struct F4x4_3x3 : SixPoints {
     }
 };
 
-// Where a group of 16 tiles reads one row of its values (of their patches or output
-// gradients), 16 floats at a time (8 tiles of 2x2, 4 of 4x4): load i from q + offset[i]
-// (tile row `row[i]` of the group's), of which the first columns[i] floats are in the
-// plane's row (masked loads read the rest as zeros).
+// Where a group of 16 tiles reads or writes one row of its values (of their patches,
+// outputs or output gradients), 16 floats at a time (8 tiles of 2x2, 4 of 4x4): load or
+// store i at q + offset[i] (tile row `row[i]` of the group's), of which the first
+// columns[i] floats are in the plane's row (masked loads read the rest as zeros, stores
+// write those only).
 struct GroupLoads {
     int64_t offset[4], columns[4], row[4];
 };
 
 // The m loads of a group of 16 tiles from its first tile's row at q: `per_row` lanes a tile
 // row (16: the group runs along one tile row), tile rows row_floats apart, `rows` of them
-// there (loads of the rows past them read the first again: their lanes are not stored),
+// there (loads of the rows past them read the first again, and masked, nothing),
 // `columns` floats of a row from q on.
 template <int m>
 GroupLoads group_loads(int64_t per_row, int64_t rows, int64_t row_floats, int64_t columns) {
     GroupLoads at{};
     for (int i = 0; i < m; ++i) {
         const int64_t lane = i * 16 / m, in_row = lane % per_row * m;
-        const int64_t row = lane / per_row < rows ? lane / per_row : 0;
-        at.offset[i] = row * row_floats + in_row;
-        at.columns[i] = columns - in_row;
-        at.row[i] = row;
+        const bool there = lane / per_row < rows;
+        at.row[i] = there ? lane / per_row : 0;
+        at.offset[i] = at.row[i] * row_floats + in_row;
+        at.columns[i] = there ? columns - in_row : 0;
+    }
+    return at;
+}
+
+// `at` of plane row `row` of the group's first tile row, its tile rows m rows apart: the
+// loads and stores of rows from `height` on reading zeros and writing nothing.
+template <int m>
+GroupLoads within_height(GroupLoads at, int64_t row, int64_t height) {
+    for (int i = 0; i < m; ++i) {
+        if (row + m * at.row[i] >= height) at.columns[i] = 0;
     }
     return at;
 }
@@ -254,15 +265,16 @@ void load_tile_row(const float* q, const GroupLoads& at, int k, __m512 (&d)[n][n
 }
 
 // One output row of 16 tiles from y[c] (column c of each tile), interleaved: row[m i + c]
-// = lane i of y[c], the first `columns` floats stored.
+// = lane i of y[c], from the first tile's row at `row`, stored as `at` says.
 template <int m>
-void store_tile_row(const __m512 (&y)[m], int64_t columns, float* row) {
+void store_tile_row(const __m512 (&y)[m], const GroupLoads& at, float* row) {
     // pairs: [a0 b0 a1 b1 ...] of the first and the last 8 lanes of two vectors
     const __m512i first = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
     const __m512i second = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
     if constexpr (m == 2) {
-        _mm512_mask_storeu_ps(row, first_lanes(columns), _mm512_permutex2var_ps(y[0], first, y[1]));
-        _mm512_mask_storeu_ps(row + 16, first_lanes(columns - 16),
+        _mm512_mask_storeu_ps(row + at.offset[0], first_lanes(at.columns[0]),
+                              _mm512_permutex2var_ps(y[0], first, y[1]));
+        _mm512_mask_storeu_ps(row + at.offset[1], first_lanes(at.columns[1]),
                               _mm512_permutex2var_ps(y[0], second, y[1]));
     } else {  // pairs of y0, y1 and of y2, y3, then pairs of those pairs
         static_assert(m == 4);
@@ -276,9 +288,9 @@ void store_tile_row(const __m512 (&y)[m], int64_t columns, float* row) {
                              _mm512_permutex2var_ps(y[2], second, y[3])};
 #pragma GCC unroll 2
         for (int h = 0; h < 2; ++h) {
-            _mm512_mask_storeu_ps(row + 32 * h, first_lanes(columns - 32 * h),
+            _mm512_mask_storeu_ps(row + at.offset[2 * h], first_lanes(at.columns[2 * h]),
                                   _mm512_permutex2var_ps(a[h], quads_first, b[h]));
-            _mm512_mask_storeu_ps(row + 32 * h + 16, first_lanes(columns - 32 * h - 16),
+            _mm512_mask_storeu_ps(row + at.offset[2 * h + 1], first_lanes(at.columns[2 * h + 1]),
                                   _mm512_permutex2var_ps(a[h], quads_second, b[h]));
         }
     }
@@ -334,17 +346,22 @@ void input_tiles(const WinogradConv& g, const float* plane, int64_t ty, int64_t 
 }
 
 // The first half of a 2-D transform that reduces 16 tiles' alpha x alpha points (point
-// (i, j) at from + (alpha i + j) * point_stride, lanes below `lanes`) to n x n: `along`
-// (alpha values to n) applied to each column, s[row][column] = its result.
+// (i, j) of the tiles of lanes `lanes` at from + (alpha i + j) * point_stride on, one after
+// another: transform_tiles' layout) to n x n: `along` (alpha values to n) applied to each
+// column, s[row][column] = its result.
 template <int alpha, int n, auto along>
 void transform_point_columns(const float* from, int64_t point_stride, __mmask16 lanes,
                              __m512 (&s)[n][alpha]) {
+    const bool gaps = (lanes & (lanes + 1)) != 0;  // not the first lanes only
+    const __mmask16 stored = first_lanes(__builtin_popcount(lanes));
 #pragma GCC unroll 6
     for (int j = 0; j < alpha; ++j) {
         __m512 column[alpha], out[n];
 #pragma GCC unroll 6
         for (int i = 0; i < alpha; ++i) {
-            column[i] = _mm512_maskz_loadu_ps(lanes, from + (alpha * i + j) * point_stride);
+            const float* point = from + (alpha * i + j) * point_stride;
+            column[i] = gaps ? _mm512_maskz_expand_ps(lanes, _mm512_maskz_loadu_ps(stored, point))
+                             : _mm512_maskz_loadu_ps(lanes, point);
         }
         along(column, out);
 #pragma GCC unroll 5
@@ -352,22 +369,25 @@ void transform_point_columns(const float* from, int64_t point_stride, __mmask16 
     }
 }
 
-// Output rows m ty .. m ty + m - 1 (those below H), columns from m tx0, of one filter
-// from its products (point p at products + p * point_stride) for 16 tiles (lanes below
-// `lanes`).
+// The outputs (those within H x W) of one filter from its products (point p at products +
+// p * point_stride, transform_tiles' layout) for 16 tiles from tile row ty, column tx0
+// (lanes `lanes`), per_row lanes a tile row of the `rows` there (group_loads).
 template <typename Tile>
 void output_tiles(const WinogradConv& g, const float* products, int64_t point_stride,
-                  __mmask16 lanes, float bias, int64_t ty, int64_t tx0, float* plane) {
+                  __mmask16 lanes, int64_t per_row, int64_t rows, float bias, int64_t ty,
+                  int64_t tx0, float* plane) {
     constexpr int m = Tile::kOut, alpha = Tile::kAlpha;
     __m512 s[m][alpha];  // A^T M
     transform_point_columns<alpha, m, Tile::output>(products, point_stride, lanes, s);
+    const GroupLoads at = group_loads<m>(per_row, rows, m * g.W, g.W - m * tx0);
     const __m512 b = _mm512_set1_ps(bias);
     for (int r = 0; r < m && m * ty + r < g.H; ++r) {  // (A^T M) A
         __m512 out[m];
         Tile::output(s[r], out);
 #pragma GCC unroll 4
         for (int c = 0; c < m; ++c) out[c] = _mm512_add_ps(out[c], b);
-        store_tile_row<m>(out, g.W - m * tx0, plane + (m * ty + r) * g.W + m * tx0);
+        store_tile_row<m>(out, within_height<m>(at, m * ty + r, g.H),
+                          plane + (m * ty + r) * g.W + m * tx0);
     }
 }
 
@@ -422,11 +442,8 @@ void output_gradient_tiles(const WinogradConv& g, const float* plane, int64_t ty
     __m512 dy[m][m];  // dy[column][row]
 #pragma GCC unroll 4
     for (int k = 0; k < m; ++k) {
-        GroupLoads in_plane = at;  // the loads of rows past H read zeros
-        for (int i = 0; i < m; ++i) {
-            if (m * (ty + at.row[i]) + k >= g.H) in_plane.columns[i] = 0;
-        }
-        load_tile_row<m, m, true>(plane + (m * ty + k) * g.W + m * tx0, in_plane, k, dy);
+        load_tile_row<m, m, true>(plane + (m * ty + k) * g.W + m * tx0,
+                                  within_height<m>(at, m * ty + k, g.H), k, dy);
     }
     transform_tiles<Tile::kAlpha, m, Tile::output_adjoint>(dy, lanes, to, point_stride);
 }
@@ -498,23 +515,21 @@ void weight_tiles(const WinogradWeights& w, const float* k, __mmask16 lanes, __m
 template <typename Tile>
 void forward_image(const WinogradConv& g, const float* xpad, const float* u, const float* bias,
                    float* out, float* v, float* m) {
+    const int64_t per_row = winograd_row_lanes(g);
     for (int64_t ty0 = 0; ty0 < g.tiles_h; ty0 += g.block_rows) {
         const int64_t rows = g.tiles_h - ty0 < g.block_rows ? g.tiles_h - ty0 : g.block_rows;
         const int64_t n = rows * g.tiles_w;  // tiles in this block
         const int64_t stride = winograd_stride(g, n);
-        input_rows<Tile>(g, xpad, g.Hp * g.Wp, ty0, rows, 16, v, n);
+        input_rows<Tile>(g, xpad, g.Hp * g.Wp, ty0, rows, per_row, v, n);
         for (int64_t p = 0; p < g.points; ++p) {  // m = u . v, point by point
             gemm_rows_avx512(0, g.F, n, g.C, u + p * winograd_weights_point(g), g.C, v + p * n,
                              stride, m + p * n, stride);
         }
         for (int64_t f = 0; f < g.F; ++f) {
-            for (int64_t r = 0; r < rows; ++r) {
-                for (int64_t tx0 = 0; tx0 < g.tiles_w; tx0 += 16) {
-                    output_tiles<Tile>(g, m + f * stride + r * g.tiles_w + tx0, n,
-                                       first_lanes(g.tiles_w - tx0), bias[f], ty0 + r, tx0,
-                                       out + f * g.H * g.W);
-                }
-            }
+            for_each_group(g, rows, per_row, [&](int64_t r, int64_t tx0, __mmask16 lanes, int64_t column) {
+                output_tiles<Tile>(g, m + f * stride + column, n, lanes, per_row, rows - r, bias[f],
+                                   ty0 + r, tx0, out + f * g.H * g.W);
+            });
         }
     }
 }
@@ -530,7 +545,7 @@ void weight_gradient_images(const WinogradConv& g, const float* x, const float* 
     // its rounding grew with them (on 224 x 224 images 10x the direct kernels').
     float* sum = q + g.F * blocks.stride;
     const int64_t point = winograd_weights_point(g);
-    const int64_t per_row = winograd_gradient_row_lanes(g);
+    const int64_t per_row = winograd_row_lanes(g);
     const int64_t total_rows = count * g.tiles_h;  // the images' tile rows, one after another
     for (int64_t row0 = 0; row0 < total_rows; row0 += blocks.rows) {
         const int64_t row1 = total_rows - row0 < blocks.rows ? total_rows : row0 + blocks.rows;

@@ -294,21 +294,22 @@ def test_winograd_mode_is_checked():
 
 
 @pytest.mark.parametrize(
-    "C, F, H, W, tiles",
+    "N, C, F, H, W, tiles",
     [
-        (32, 32, 32, 32, "4x4"),
-        (64, 80, 16, 17, "4x4"),
-        (64, 48, 16, 17, "2x2"),
-        (16, 64, 32, 32, "2x2"),  # few channels: the transforms cost more than they save
-        (32, 32, 16, 16, "2x2"),  # narrow images: 4 tiles fill 4 lanes of 16
-        (64, 64, 32, 12, "2x2"),
+        (2, 32, 32, 32, 32, "4x4"),
+        (2, 64, 80, 16, 17, "4x4"),
+        (1, 16, 64, 12, 14, "4x4"),  # 12 tiles, but a small weights' transform
+        (2, 32, 32, 16, 16, "4x4"),
+        (2, 64, 64, 32, 11, "2x2"),  # under 12 pixels: 4x4 tiles fill few lanes
+        (2, 256, 128, 16, 16, "2x2"),  # 32 tiles of 2^15 filter-channel pairs
+        (4, 256, 128, 16, 16, "4x4"),  # 64 tiles
     ],
 )
-def test_which_layers_take_4x4_tiles(C, F, H, W, tiles):
+def test_which_layers_take_4x4_tiles(N, C, F, H, W, tiles):
     """By default ('auto') the forward and dx of 3x3 layers are bit for bit those of the
     tiles that pay there."""
-    x, w, b = case(2, C, H, W, F, 3, np.float32, seed=0)
-    dout = np.random.default_rng(1).standard_normal((2, F, H, W)).astype(np.float32)
+    x, w, b = case(N, C, H, W, F, 3, np.float32, seed=0)
+    dout = np.random.default_rng(1).standard_normal((N, F, H, W)).astype(np.float32)
 
     def passes():
         return _C.conv_forward(x, w, b, 1, 1), _C.conv_backward(dout, x, w, 1, 1)[0]
@@ -317,6 +318,8 @@ def test_which_layers_take_4x4_tiles(C, F, H, W, tiles):
     with winograd_mode("auto", tiles):
         for got, want in zip(on, passes()):
             np.testing.assert_array_equal(got, want)
+    with winograd_mode("auto", "2x2" if tiles == "4x4" else "4x4"):
+        assert not np.array_equal(on[0], passes()[0])
 
 
 @settings(max_examples=15, deadline=None)
