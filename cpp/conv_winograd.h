@@ -9,9 +9,9 @@
 // products M. That is 16 multiplies per tile and channel pair instead of 36 (F(2x2, 3x3)),
 // 36 instead of 144 (F(4x4, 3x3)) or 100 (F(2x2, 5x5)): the products run on the AVX-512
 // GEMM (gemm_avx512.h), the transforms are adds (and multiplies by small constants),
-// vectorised along 16 tiles of a tile row. 4x4 tiles interpolate at 0, 1, -1 and infinity;
-// 6x6 ones at 0, 1, -1, 2, -2 and infinity (Lavin and Gray's points: both 6x6 tilings
-// share B^T).
+// vectorised along 16 tiles of a tile row (or of 2 or 4 short ones: winograd_row_lanes).
+// 4x4 tiles interpolate at 0, 1, -1 and infinity; 6x6 ones at 0, 1, -1, 2, -2 and infinity
+// (Lavin and Gray's points: both 6x6 tilings share B^T).
 //
 // The weight gradient is the same map's adjoint with respect to the weights: each tile's
 // output gradient dy (m x m) transformed,
