@@ -1,10 +1,13 @@
-"""Winograd's float32 forward and dx against another setting, layer by layer.
+"""Winograd's float32 passes against another setting, layer by layer.
 
     python benchmarks/bench_winograd.py [--kernel 3] [--batch 64] [--sizes 32,16,8,7,4]
         [--channels 16,32,64,128,256] [--repeats 5] [--a always,4x4] [--b always,2x2]
+        [--passes forward,dx]
 
-Times _C.conv_forward and _C.conv_backward(..., need_dw=False) of k x k layers (stride 1,
-pad (k - 1) / 2) with Winograd switched to setting A and to setting B
+Times the --passes of k x k layers (stride 1, pad (k - 1) / 2): forward
+(_C.conv_forward), dx (_C.conv_backward(..., need_dw=False)) and dw
+(_C.conv_backward(..., need_dx=False), db included), with Winograd switched to setting A
+and to setting B
 (_C.set_winograd_conv(mode, tiles): e.g. 'always,4x4' against 'always,2x2' for F(4x4,
 3x3) against F(2x2, 3x3) on every 3x3 layer, or 'always' against 'off' for Winograd
 against the direct and tap kernels), on one thread, in the process's CPU time, in turns
@@ -42,6 +45,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--a", default="always,4x4", help="mode[,tiles] of the first setting")
     parser.add_argument("--b", default="always,2x2", help="mode[,tiles] of the second")
+    parser.add_argument("--passes", default="forward,dx", help="of forward, dx, dw")
     args = parser.parse_args()
     a, b = (tuple(s.split(",")) for s in (args.a, args.b))
     channels = [int(c) for c in args.channels.split(",")]
@@ -53,9 +57,8 @@ def main():
         f"{k}x{k} pad {pad}, one thread, CPU time, medians of {args.repeats}: ms with "
         f"{args.a} / {args.b}"
     )
-    print(
-        f"{'C -> F':>12} {'H':>3} {'N':>4}  {'forward':>17} {'ratio':>6}  {'dx':>17} {'ratio':>6}"
-    )
+    passes = args.passes.split(",")
+    print(f"{'C -> F':>12} {'H':>3} {'N':>4}" + "".join(f"  {p:>17} {'ratio':>6}" for p in passes))
     for H in (int(s) for s in args.sizes.split(",")):
         for C, F in pairs:
             N = max(2, min(args.batch, args.batch * 32 * 64 * 16 * 16 // (C * F * H * H)))
@@ -64,18 +67,19 @@ def main():
             bias = np.zeros(F, np.float32)
             dout = rng.standard_normal((N, F, H, H), dtype=np.float32)
 
-            def forward():
-                _C.conv_forward(x, w, bias, 1, pad)
-
-            def dx():
-                _C.conv_backward(dout, x, w, 1, pad, need_dw=False)
-
-            t = cpu_medians(
-                [with_winograd(s, fn) for fn in (forward, dx) for s in (a, b)], args.repeats
-            )
+            fns = {
+                "forward": lambda: _C.conv_forward(x, w, bias, 1, pad),
+                "dx": lambda: _C.conv_backward(dout, x, w, 1, pad, need_dw=False),
+                "dw": lambda: _C.conv_backward(dout, x, w, 1, pad, need_dx=False),
+            }
+            runs = [with_winograd(s, fns[p]) for p in passes for s in (a, b)]
+            t = cpu_medians(runs, args.repeats)
             print(
-                f"{C:>5} -> {F:<4} {H:>3} {N:>4}  {t[0] * 1e3:8.2f} {t[1] * 1e3:8.2f} "
-                f"{t[0] / t[1]:6.2f}  {t[2] * 1e3:8.2f} {t[3] * 1e3:8.2f} {t[2] / t[3]:6.2f}",
+                f"{C:>5} -> {F:<4} {H:>3} {N:>4}"
+                + "".join(
+                    f"  {t[i] * 1e3:8.2f} {t[i + 1] * 1e3:8.2f} {t[i] / t[i + 1]:6.2f}"
+                    for i in range(0, len(t), 2)
+                ),
                 flush=True,
             )
 

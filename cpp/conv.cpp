@@ -259,8 +259,8 @@ bool tap_weight_gradient(const ConvGeometry& g, const DirectPasses& direct) {
 
 // Winograd (conv_winograd.h) for 3x3 layers with stride 1 and pad 1 (F(2x2, 3x3), or
 // F(4x4, 3x3): winograd_tile), and 5x5 ones with pad 2 (F(2x2, 5x5)), on an AVX-512 CPU:
-// the forward and, as the forward of dout with the filters turned, dx; dw on 2x2 tiles
-// (winograd_weight_gradient).
+// the forward and, as the forward of dout with the filters turned, dx; and dw
+// (winograd_weight_gradient, on winograd_gradient_tile's tiles).
 // WinogradMode::kWherePays takes it on layers of kWinogradMinChannels channels in and
 // out or more (measured in docs/performance/kernels.md), for the forward on images of
 // kWinogradForwardMinSide+ rows and columns; kEverywhere on any such layer (tests). On
@@ -300,29 +300,6 @@ bool winograd_conv(const ConvGeometry& g, int64_t in_channels, int64_t out_chann
             g.H >= min_side && g.W >= min_side);
 }
 
-// The output tiles' side of a 3x3 layer's Winograd forward and dx (winograd_conv): 4
-// (F(4x4, 3x3)) where it pays, else 2. F(4x4, 3x3) does 2.25x fewer multiplies, but its
-// transforms, vectorised along 16 tiles of a tile row, fill W / 4 lanes of 16 on narrow
-// images: per pass, batch 64 (fewer images on wide layers), one thread, CPU time, its time /
-// F(2x2, 3x3)'s, forward and dx: @32 on 32-256 channels in and out 0.69-0.93 (16 -> 16
-// 1.04-1.08), @16 on 64-256 0.76-0.93 (32 -> 32 1.05-1.12, 16 -> 16 1.3-1.5), @8 and under
-// 2.1-2.5.
-constexpr int64_t kWinogradLargeTilesMinChannels = 32;
-constexpr int64_t kWinogradLargeTilesMinSide = 32;
-constexpr int64_t kWinogradLargeTilesWideMinChannels = 64;
-constexpr int64_t kWinogradLargeTilesWideMinSide = 16;
-
-int64_t winograd_tile(const ConvGeometry& g) {
-    const WinogradTiles tiles = winograd_tiles;
-    if (g.HH != 3 || tiles == WinogradTiles::k2x2) return 2;
-    if (tiles == WinogradTiles::k4x4) return 4;
-    const int64_t channels = std::min(g.C, g.F), side = std::min(g.H, g.W);
-    const bool pays =
-        (channels >= kWinogradLargeTilesMinChannels && side >= kWinogradLargeTilesMinSide) ||
-        (channels >= kWinogradLargeTilesWideMinChannels && side >= kWinogradLargeTilesWideMinSide);
-    return pays ? 4 : 2;
-}
-
 // The Winograd forward transforms all of a layer's weights on every call (into 16 floats per filter
 // and channel on 4x4 tiles, 36 on 6x6 ones) and reads them back in its products: where those
 // outgrow L2 (kWinogradForwardGemmWeights filter-channel pairs: 2 MB transformed on 4x4 tiles) and
@@ -346,24 +323,78 @@ bool winograd_forward_unpaid(const ConvGeometry& g) {
            g.N < (kWinogradForwardMinTiles + tiles - 1) / tiles;
 }
 
-// The weight gradient on Winograd (WinogradMode::kWherePays: where it measured faster than
-// the other dw kernels), F(2x2, 3x3) or F(2x2, 5x5). Per pass, one thread, CPU time,
-// Winograd / their time at batch 16 and 64 (docs/performance/kernels.md has the sweep): on
-// images of kWinogradGradientMinSide+ pixels 3x3 0.56-0.99 (16 -> 16 @16 at batch 16 1.05),
-// 5x5 0.37-0.89 from kWinogradGradient5x5MinFilters filters out on (16 -> 16 @12-16
-// 1.16-1.21, 32 -> 16 @12 1.07, @14 1.00); on smaller ones its transforms, vectorised along
-// a tile row's tiles, fill a few lanes of 16, and it pays on kWinogradGradientWideChannels+
-// channels in and out only, down to 7 x 7 images (3x3 128 -> 128 @8 0.66 / 0.69, @7 0.87 /
-// 0.88; but @4 1.07 / 0.81, 64 -> 64 @8 1.24 / 0.83, 32 -> 32 @8 1.0, @7 1.3, 16 -> 16 @8
-// 1.4, any @2 1.7-2.3; 5x5 128 -> 128 @8 0.60, @7 0.77, but 64 -> 64 @8 0.87, @7 1.05,
-// 32 -> 32 @8 1.24, @7 1.48). Its slots of the transformed weights' gradient (points x F C
-// floats) outgrow the caches past kWinogradGradientMaxSlotFloats (3x3 512 -> 512 @4 2.25 /
-// 1.28, 256 -> 512 @4 1.05 / 0.85; 5x5 256 -> 256 at batch 4 @8 0.89, @7 1.19).
+// F(4x4, 3x3) (winograd_tile, winograd_gradient_tile) on images of kWinogradLargeTilesMinSide+
+// pixels (rows and columns), on calls of kWinogradLargeTilesMinTiles+ such tiles (one image of
+// 32 x 32 has 64). Its transforms take 2 or 4 tile rows at once on narrow images
+// (winograd_row_lanes), so a tile row's 3-4 tiles fill 3-4 lanes of 4; under 12 pixels its
+// 2-3 tiles fill half or three quarters of them, its products run on a few tiles per image,
+// and F(2x2, 3x3)'s tiles fill more lanes. On a call of a few tiles its fixed costs (the
+// weights' transform into 36 points of F x C floats, for dw its slots zeroed and added)
+// outweigh the products.
+constexpr int64_t kWinogradLargeTilesMinSide = 12;
+constexpr int64_t kWinogradLargeTilesMinTiles = 64;
+
+bool winograd_large_tiles_fit(const ConvGeometry& g) {
+    return g.H >= kWinogradLargeTilesMinSide && g.W >= kWinogradLargeTilesMinSide;
+}
+
+bool winograd_many_large_tiles(const ConvGeometry& g) {
+    // (N H W fits: the output holds N F H W floats)
+    return g.N * ((g.H + 3) / 4) * ((g.W + 3) / 4) >= kWinogradLargeTilesMinTiles;
+}
+
+// The output tiles' side of a 3x3 layer's Winograd forward and dx (winograd_conv): 4 where
+// F(4x4, 3x3) pays, else 2: on a call of a few tiles too where the weights' transform is
+// small (under kWinogradForwardGemmWeights filter-channel pairs). F(4x4, 3x3) does 2.25x
+// fewer multiplies. Per pass, batch 64 (fewer images on wide layers, down to 2), one thread,
+// CPU time, its time / F(2x2, 3x3)'s, forward and dx, 16-256 channels in and out: @24-32
+// 0.61-0.91 (16 -> 16 @24 dx 1.00), @20 0.73-0.97 (16 -> 32 dx 1.05), @18 0.84-1.00 on 64+
+// channels (16-32: 0.97-1.13), @12-16 0.58-0.95; @10 1.04-1.33, @8 1.5-2.6. At batch 2 @12-32
+// 0.62-0.91 below 2^15 pairs; on 256 -> 128 and 256 -> 256 @12-16 (18-32 tiles) 0.84-1.24.
+int64_t winograd_tile(const ConvGeometry& g) {
+    const WinogradTiles tiles = winograd_tiles;
+    if (g.HH != 3 || tiles == WinogradTiles::k2x2) return 2;
+    if (tiles == WinogradTiles::k4x4) return 4;
+    // (winograd_conv bounds C and F, so their product fits)
+    const bool pays = winograd_large_tiles_fit(g) &&
+                      (winograd_many_large_tiles(g) || g.C * g.F < kWinogradForwardGemmWeights);
+    return pays ? 4 : 2;
+}
+
+// The weight gradient on Winograd (WinogradMode::kWherePays: where it measured faster than the
+// other dw kernels), 3x3 (on winograd_gradient_tile's tiles) or F(2x2, 5x5). On 2x2 tiles, per
+// pass, one thread, CPU time, Winograd / their time at batch 16 and 64 (docs/performance/kernels.md
+// has the sweep): on images of kWinogradGradientMinSide+ pixels 3x3 0.56-0.99 (16 -> 16 @16 at
+// batch 16 1.05), 5x5 0.37-0.89 from kWinogradGradient5x5MinFilters filters out on (16 -> 16 @12-16
+// 1.16-1.21, 32 -> 16 @12 1.07, @14 1.00); on smaller ones its transforms, vectorised along a tile
+// row's tiles, fill a few lanes of 16, and it pays on kWinogradGradientWideChannels+ channels in
+// and out only, down to 7 x 7 images (3x3 128 -> 128 @8 0.66 / 0.69, @7 0.87 / 0.88; but @4 1.07 /
+// 0.81, 64 -> 64 @8 1.24 / 0.83, 32 -> 32 @8 1.0, @7 1.3, 16 -> 16 @8 1.4, any @2 1.7-2.3; 5x5 128
+// -> 128 @8 0.60, @7 0.77, but 64 -> 64 @8 0.87, @7 1.05, 32 -> 32 @8 1.24, @7 1.48). Its slots of
+// the transformed weights' gradient (points x F C floats) outgrow the caches past
+// kWinogradGradientMaxSlotFloats (3x3 512 -> 512 @4 2.25 / 1.28, 256 -> 512 @4 1.05 / 0.85; 5x5 256
+// -> 256 at batch 4 @8 0.89, @7 1.19).
 constexpr int64_t kWinogradGradientMinSide = 12;
 constexpr int64_t kWinogradGradient5x5MinFilters = 32;
 constexpr int64_t kWinogradGradientWideChannels = 128;
 constexpr int64_t kWinogradGradientWideMinSide = 7;
 constexpr int64_t kWinogradGradientMaxSlotFloats = int64_t(1) << 21;
+
+// The output tiles' side of a 3x3 layer's Winograd weight gradient (winograd_weight_gradient):
+// 4 where F(4x4, 3x3) pays (above), else 2. Per pass, batch 64 (fewer images on wide layers,
+// down to 2), one thread, CPU time, its time / that of the kernels it replaces (F(2x2, 3x3)
+// Winograd, or the direct and tap kernels), on 16-256 channels in and out: @24-32 0.73-0.96,
+// @20 0.88-0.97 (16 -> 16 1.06, 16 -> 32 1.02), @12-16 0.71-0.93; @10 0.77-1.55 (16 -> 16
+// 1.55, 128 -> 128 1.04). On 2 images @12-16 (18-32 tiles) against F(2x2, 3x3) 1.01-1.33 on
+// 16-128 channels, 1.18-1.46 on 256 -> 256; 256 -> 128 @14 on 5 (80 tiles) 1.02, @12 on 7
+// (63) 0.89; 256 -> 256 @16 on 16 and 64 images 0.68 and 0.64, @12 on 16 0.81, 256 -> 512
+// @16 on 16 0.99.
+int64_t winograd_gradient_tile(const ConvGeometry& g) {
+    const WinogradTiles tiles = winograd_tiles;
+    if (g.HH != 3 || tiles == WinogradTiles::k2x2) return 2;
+    if (tiles == WinogradTiles::k4x4) return 4;
+    return winograd_large_tiles_fit(g) && winograd_many_large_tiles(g) ? 4 : 2;
+}
 
 template <typename T>
 bool winograd_weight_gradient(const ConvGeometry& g) {
@@ -1103,7 +1134,8 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
     const bool winograd_dw = dw && winograd_weight_gradient<T>(g);
     // (only for a Winograd layer: an empty image under a wide pad has no tiles)
     const WinogradConv wg =
-        winograd_dw ? winograd_geometry(2, g.HH, g.C, g.F, g.H, g.W) : WinogradConv{};
+        winograd_dw ? winograd_geometry(winograd_gradient_tile(g), g.HH, g.C, g.F, g.H, g.W)
+                    : WinogradConv{};
     const int64_t winograd_slot =
         winograd_dw ? checked_mul(wg.points, winograd_weights_point(wg), "conv dw") : 0;
     const int64_t most_chunks =

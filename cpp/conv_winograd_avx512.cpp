@@ -164,17 +164,89 @@ struct F4x4_3x3 : SixPoints {
         y[2] = _mm512_fmadd_ps(_mm512_set1_ps(4.0f), even2, even);
         y[3] = _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(8.0f), odd2, odd), m[5]);
     }
+    // A y: m = [y0, e + o, e - o, e4 + o4, e4 - o4, y3] of the even and odd outputs'
+    // sums at 1 (e = y0 + y2, o = y1 + y3) and at 2 (e4 = y0 + 4 y2, o4 = 2 y1 + 8 y3).
+    static void output_adjoint(const __m512 (&y)[4], __m512 (&m)[6]) {
+        const __m512 two = _mm512_set1_ps(2.0f), four = _mm512_set1_ps(4.0f);
+        const __m512 e = _mm512_add_ps(y[0], y[2]), o = _mm512_add_ps(y[1], y[3]);
+        const __m512 e4 = _mm512_fmadd_ps(four, y[2], y[0]);
+        const __m512 o4 = _mm512_mul_ps(two, _mm512_fmadd_ps(four, y[3], y[1]));
+        m[0] = y[0];
+        m[1] = _mm512_add_ps(e, o);
+        m[2] = _mm512_sub_ps(e, o);
+        m[3] = _mm512_add_ps(e4, o4);
+        m[4] = _mm512_sub_ps(e4, o4);
+        m[5] = y[3];
+    }
+    // G^T u: of the points' sums and differences (e, o for +-1, e2, o2 for +-2),
+    // k = [u0 / 4 - e / 6 + e2 / 24, -o / 6 + o2 / 12, (e2 - e) / 6 + u5].
+    static void weights_adjoint(const __m512 (&u)[6], __m512 (&k)[3]) {
+        const __m512 e = _mm512_add_ps(u[1], u[2]), o = _mm512_sub_ps(u[1], u[2]);
+        const __m512 e2 = _mm512_add_ps(u[3], u[4]), o2 = _mm512_sub_ps(u[3], u[4]);
+        const __m512 sixth = _mm512_set1_ps(1.0f / 6.0f);
+        const __m512 e6 = _mm512_mul_ps(sixth, e);
+        k[0] = _mm512_fmadd_ps(_mm512_set1_ps(1.0f / 24.0f), e2,
+                               _mm512_fmsub_ps(_mm512_set1_ps(0.25f), u[0], e6));
+        k[1] = _mm512_fmsub_ps(_mm512_set1_ps(1.0f / 12.0f), o2, _mm512_mul_ps(sixth, o));
+        k[2] = _mm512_fmadd_ps(sixth, _mm512_sub_ps(e2, e), u[5]);
+    }
 };
 
-// Row k of 16 tiles' patches, from q (the tile row's first column, tiles m floats apart):
-// d[j][k] = column j of each tile, j < alpha.
-template <int m, int alpha>
-void load_patch_row(const float* q, int k, __m512 (&d)[alpha][alpha]) {
+// Where a group of 16 tiles reads or writes one row of its values (of their patches,
+// outputs or output gradients), 16 floats at a time (8 tiles of 2x2, 4 of 4x4): load or
+// store i at q + offset[i] (tile row `row[i]` of the group's), of which the first
+// columns[i] floats are in the plane's row (masked loads read the rest as zeros, stores
+// write those only).
+struct GroupLoads {
+    int64_t offset[4], columns[4], row[4];
+};
+
+// The m loads of a group of 16 tiles from its first tile's row at q: `per_row` lanes a tile
+// row (16: the group runs along one tile row), tile rows row_floats apart, `rows` of them
+// there (loads of the rows past them read the first again, and masked, nothing),
+// `columns` floats of a row from q on.
+template <int m>
+GroupLoads group_loads(int64_t per_row, int64_t rows, int64_t row_floats, int64_t columns) {
+    GroupLoads at{};
+    for (int i = 0; i < m; ++i) {
+        const int64_t lane = i * 16 / m, in_row = lane % per_row * m;
+        const bool there = lane / per_row < rows;
+        at.row[i] = there ? lane / per_row : 0;
+        at.offset[i] = at.row[i] * row_floats + in_row;
+        at.columns[i] = there ? columns - in_row : 0;
+    }
+    return at;
+}
+
+// `at` of plane row `row` of the group's first tile row, its tile rows m rows apart: the
+// loads and stores of rows from `height` on reading zeros and writing nothing.
+template <int m>
+GroupLoads within_height(GroupLoads at, int64_t row, int64_t height) {
+    for (int i = 0; i < m; ++i) {
+        if (row + m * at.row[i] >= height) at.columns[i] = 0;
+    }
+    return at;
+}
+
+// 16 floats of load i (GroupLoads) from j floats on; masked: those past its columns as
+// zeros, else read (and dropped) as they are.
+template <bool masked>
+__m512 load_floats(const float* q, const GroupLoads& at, int i, int64_t j) {
+    if constexpr (masked) {
+        return _mm512_maskz_loadu_ps(first_lanes(at.columns[i] - j), q + at.offset[i] + j);
+    }
+    return _mm512_loadu_ps(q + at.offset[i] + j);
+}
+
+// Row k of 16 tiles' n x n values, from q (the first tile's row, tiles m floats apart, read
+// as `at` says): d[j][k] = column j of each tile, j < n.
+template <int m, int n, bool masked>
+void load_tile_row(const float* q, const GroupLoads& at, int k, __m512 (&d)[n][n]) {
     if constexpr (m == 2) {  // even and odd floats of 32 from 0, 2, 4 floats on
         const __m512i even = even_floats(), odd = odd_floats();
 #pragma GCC unroll 3
-        for (int j = 0; j < alpha; j += 2) {
-            const __m512 lo = _mm512_loadu_ps(q + j), hi = _mm512_loadu_ps(q + j + 16);
+        for (int j = 0; j < n; j += 2) {
+            const __m512 lo = load_floats<masked>(q, at, 0, j), hi = load_floats<masked>(q, at, 1, j);
             d[j][k] = _mm512_permutex2var_ps(lo, even, hi);
             d[j + 1][k] = _mm512_permutex2var_ps(lo, odd, hi);
         }
@@ -182,26 +254,27 @@ void load_patch_row(const float* q, int k, __m512 (&d)[alpha][alpha]) {
         static_assert(m == 4);
         const __m512i fourth = _mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 28, 24, 20, 16, 12, 8, 4, 0);
 #pragma GCC unroll 6
-        for (int j = 0; j < alpha; ++j) {
-            const __m512 low = _mm512_permutex2var_ps(_mm512_loadu_ps(q + j), fourth,
-                                                      _mm512_loadu_ps(q + j + 16));
-            const __m512 high = _mm512_permutex2var_ps(_mm512_loadu_ps(q + j + 32), fourth,
-                                                       _mm512_loadu_ps(q + j + 48));
+        for (int j = 0; j < n; ++j) {
+            const __m512 low = _mm512_permutex2var_ps(load_floats<masked>(q, at, 0, j), fourth,
+                                                      load_floats<masked>(q, at, 1, j));
+            const __m512 high = _mm512_permutex2var_ps(load_floats<masked>(q, at, 2, j), fourth,
+                                                       load_floats<masked>(q, at, 3, j));
             d[j][k] = _mm512_shuffle_f32x4(low, high, 0x44);
         }
     }
 }
 
 // One output row of 16 tiles from y[c] (column c of each tile), interleaved: row[m i + c]
-// = lane i of y[c], the first `columns` floats stored.
+// = lane i of y[c], from the first tile's row at `row`, stored as `at` says.
 template <int m>
-void store_tile_row(const __m512 (&y)[m], int64_t columns, float* row) {
+void store_tile_row(const __m512 (&y)[m], const GroupLoads& at, float* row) {
     // pairs: [a0 b0 a1 b1 ...] of the first and the last 8 lanes of two vectors
     const __m512i first = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
     const __m512i second = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
     if constexpr (m == 2) {
-        _mm512_mask_storeu_ps(row, first_lanes(columns), _mm512_permutex2var_ps(y[0], first, y[1]));
-        _mm512_mask_storeu_ps(row + 16, first_lanes(columns - 16),
+        _mm512_mask_storeu_ps(row + at.offset[0], first_lanes(at.columns[0]),
+                              _mm512_permutex2var_ps(y[0], first, y[1]));
+        _mm512_mask_storeu_ps(row + at.offset[1], first_lanes(at.columns[1]),
                               _mm512_permutex2var_ps(y[0], second, y[1]));
     } else {  // pairs of y0, y1 and of y2, y3, then pairs of those pairs
         static_assert(m == 4);
@@ -215,9 +288,9 @@ void store_tile_row(const __m512 (&y)[m], int64_t columns, float* row) {
                              _mm512_permutex2var_ps(y[2], second, y[3])};
 #pragma GCC unroll 2
         for (int h = 0; h < 2; ++h) {
-            _mm512_mask_storeu_ps(row + 32 * h, first_lanes(columns - 32 * h),
+            _mm512_mask_storeu_ps(row + at.offset[2 * h], first_lanes(at.columns[2 * h]),
                                   _mm512_permutex2var_ps(a[h], quads_first, b[h]));
-            _mm512_mask_storeu_ps(row + 32 * h + 16, first_lanes(columns - 32 * h - 16),
+            _mm512_mask_storeu_ps(row + at.offset[2 * h + 1], first_lanes(at.columns[2 * h + 1]),
                                   _mm512_permutex2var_ps(a[h], quads_second, b[h]));
         }
     }
@@ -225,10 +298,13 @@ void store_tile_row(const __m512 (&y)[m], int64_t columns, float* row) {
 
 // The 2-D transform of 16 tiles from their n x n values (columns[j][i]: row i, column j):
 // `along` (a Tile's input or weights transform, n values to alpha) applied to each column,
-// then to each row of the result; point (i, j) stored at to + (alpha i + j) * point_stride.
+// then to each row of the result; point (i, j) of the tiles of lanes `lanes` stored at to +
+// (alpha i + j) * point_stride on, one after another.
 template <int alpha, int n, auto along>
 void transform_tiles(const __m512 (&columns)[n][n], __mmask16 lanes, float* to,
                      int64_t point_stride) {
+    const bool gaps = (lanes & (lanes + 1)) != 0;  // not the first lanes only
+    const __mmask16 stored = first_lanes(__builtin_popcount(lanes));
     __m512 t[alpha][n];  // along the columns: t[row][column]
 #pragma GCC unroll 6
     for (int j = 0; j < n; ++j) {
@@ -243,37 +319,49 @@ void transform_tiles(const __m512 (&columns)[n][n], __mmask16 lanes, float* to,
         along(t[i], row);
 #pragma GCC unroll 6
         for (int j = 0; j < alpha; ++j) {
-            _mm512_mask_storeu_ps(to + (alpha * i + j) * point_stride, lanes, row[j]);
+            float* point = to + (alpha * i + j) * point_stride;
+            if (gaps) {
+                _mm512_mask_storeu_ps(point, stored, _mm512_maskz_compress_ps(lanes, row[j]));
+            } else {
+                _mm512_mask_storeu_ps(point, lanes, row[j]);
+            }
         }
     }
 }
 
-// V for 16 tiles of tile row ty (those from tx0, lanes below `lanes` kept) of one channel
-// plane: alpha padded rows, each read as the tiles' columns 0 .. alpha - 1.
+// V for 16 tiles from tile row ty, column tx0 (lanes below `lanes` kept), per_row lanes a
+// tile row of the `rows` there (group_loads), of one channel plane: alpha padded rows, each
+// read as the tiles' columns 0 .. alpha - 1.
 template <typename Tile>
 void input_tiles(const WinogradConv& g, const float* plane, int64_t ty, int64_t tx0,
-                 __mmask16 lanes, float* to, int64_t point_stride) {
+                 int64_t per_row, int64_t rows, __mmask16 lanes, float* to, int64_t point_stride) {
     constexpr int m = Tile::kOut, alpha = Tile::kAlpha;
+    const GroupLoads at = group_loads<m>(per_row, rows, m * g.Wp, 0);
     __m512 d[alpha][alpha];  // d[column][row]
 #pragma GCC unroll 6
     for (int k = 0; k < alpha; ++k) {
-        load_patch_row<m, alpha>(plane + (m * ty + k) * g.Wp + m * tx0, k, d);
+        load_tile_row<m, alpha, false>(plane + (m * ty + k) * g.Wp + m * tx0, at, k, d);
     }
     transform_tiles<alpha, alpha, Tile::input>(d, lanes, to, point_stride);  // B^T d B
 }
 
 // The first half of a 2-D transform that reduces 16 tiles' alpha x alpha points (point
-// (i, j) at from + (alpha i + j) * point_stride, lanes below `lanes`) to n x n: `along`
-// (alpha values to n) applied to each column, s[row][column] = its result.
+// (i, j) of the tiles of lanes `lanes` at from + (alpha i + j) * point_stride on, one after
+// another: transform_tiles' layout) to n x n: `along` (alpha values to n) applied to each
+// column, s[row][column] = its result.
 template <int alpha, int n, auto along>
 void transform_point_columns(const float* from, int64_t point_stride, __mmask16 lanes,
                              __m512 (&s)[n][alpha]) {
+    const bool gaps = (lanes & (lanes + 1)) != 0;  // not the first lanes only
+    const __mmask16 stored = first_lanes(__builtin_popcount(lanes));
 #pragma GCC unroll 6
     for (int j = 0; j < alpha; ++j) {
         __m512 column[alpha], out[n];
 #pragma GCC unroll 6
         for (int i = 0; i < alpha; ++i) {
-            column[i] = _mm512_maskz_loadu_ps(lanes, from + (alpha * i + j) * point_stride);
+            const float* point = from + (alpha * i + j) * point_stride;
+            column[i] = gaps ? _mm512_maskz_expand_ps(lanes, _mm512_maskz_loadu_ps(stored, point))
+                             : _mm512_maskz_loadu_ps(lanes, point);
         }
         along(column, out);
 #pragma GCC unroll 5
@@ -281,113 +369,111 @@ void transform_point_columns(const float* from, int64_t point_stride, __mmask16 
     }
 }
 
-// Output rows m ty .. m ty + m - 1 (those below H), columns from m tx0, of one filter
-// from its products (point p at products + p * point_stride) for 16 tiles (lanes below
-// `lanes`).
+// The outputs (those within H x W) of one filter from its products (point p at products +
+// p * point_stride, transform_tiles' layout) for 16 tiles from tile row ty, column tx0
+// (lanes `lanes`), per_row lanes a tile row of the `rows` there (group_loads).
 template <typename Tile>
 void output_tiles(const WinogradConv& g, const float* products, int64_t point_stride,
-                  __mmask16 lanes, float bias, int64_t ty, int64_t tx0, float* plane) {
+                  __mmask16 lanes, int64_t per_row, int64_t rows, float bias, int64_t ty,
+                  int64_t tx0, float* plane) {
     constexpr int m = Tile::kOut, alpha = Tile::kAlpha;
     __m512 s[m][alpha];  // A^T M
     transform_point_columns<alpha, m, Tile::output>(products, point_stride, lanes, s);
+    const GroupLoads at = group_loads<m>(per_row, rows, m * g.W, g.W - m * tx0);
     const __m512 b = _mm512_set1_ps(bias);
     for (int r = 0; r < m && m * ty + r < g.H; ++r) {  // (A^T M) A
         __m512 out[m];
         Tile::output(s[r], out);
 #pragma GCC unroll 4
         for (int c = 0; c < m; ++c) out[c] = _mm512_add_ps(out[c], b);
-        store_tile_row<m>(out, g.W - m * tx0, plane + (m * ty + r) * g.W + m * tx0);
+        store_tile_row<m>(out, within_height<m>(at, m * ty + r, g.H),
+                          plane + (m * ty + r) * g.W + m * tx0);
+    }
+}
+
+// Calls tiles(r, tx0, lanes, column) for the groups of 16 tiles of `rows` tile rows, per_row
+// lanes a tile row (group_loads): from row r, column tx0, the tiles of lanes `lanes` to the
+// block's columns from `column` on, one after another.
+template <typename Tiles>
+void for_each_group(const WinogradConv& g, int64_t rows, int64_t per_row, Tiles&& tiles) {
+    if (per_row == 16) {
+        for (int64_t r = 0; r < rows; ++r) {
+            for (int64_t tx0 = 0; tx0 < g.tiles_w; tx0 += 16) {
+                tiles(r, tx0, first_lanes(g.tiles_w - tx0), r * g.tiles_w + tx0);
+            }
+        }
+        return;
+    }
+    const int64_t group_rows = 16 / per_row;
+    for (int64_t r = 0; r < rows; r += group_rows) {
+        __mmask16 lanes = 0;  // each row's tiles_w of its per_row lanes
+        for (int64_t i = 0; i < group_rows && r + i < rows; ++i) {
+            lanes |= static_cast<__mmask16>(first_lanes(g.tiles_w) << (i * per_row));
+        }
+        tiles(r, 0, lanes, r * g.tiles_w);
     }
 }
 
 // V of the tiles of tile rows ty0 .. ty0 + rows - 1 of padded planes `plane` floats apart
-// (g.Wp wide), into a block of n tiles: channel c's point p at v + c * winograd_stride(g, n)
-// + p * n, from the block's column at v on.
+// (g.Wp wide), per_row lanes a tile row (group_loads), into a block of n tiles: channel c's
+// point p at v + c * winograd_stride(g, n) + p * n, from the block's column at v on.
 template <typename Tile>
 void input_rows(const WinogradConv& g, const float* xpad, int64_t plane, int64_t ty0,
-                int64_t rows, float* v, int64_t n) {
+                int64_t rows, int64_t per_row, float* v, int64_t n) {
     const int64_t stride = winograd_stride(g, n);
     for (int64_t c = 0; c < g.C; ++c) {
-        for (int64_t r = 0; r < rows; ++r) {
-            for (int64_t tx0 = 0; tx0 < g.tiles_w; tx0 += 16) {
-                input_tiles<Tile>(g, xpad + c * plane, ty0 + r, tx0, first_lanes(g.tiles_w - tx0),
-                            v + c * stride + r * g.tiles_w + tx0, n);
-            }
-        }
+        for_each_group(g, rows, per_row, [&](int64_t r, int64_t tx0, __mmask16 lanes, int64_t column) {
+            input_tiles<Tile>(g, xpad + c * plane, ty0 + r, tx0, per_row, rows - r, lanes,
+                              v + c * stride + column, n);
+        });
     }
 }
 
-// Q = A dy A^T for 16 tiles of tile row ty (from tx0, lanes below `lanes` kept) of one
-// filter's output gradient plane (H x W, unpadded: the rows and columns past it are
-// zeros), A the tile's output transform's transpose: the adjoint of output_tiles.
+// Q = A dy A^T for 16 tiles from tile row ty, column tx0 (lanes below `lanes` kept), per_row
+// lanes a tile row of the `rows` there (group_loads), of one filter's output gradient plane
+// (H x W, unpadded: the rows and columns past it are zeros), A the tile's output
+// transform's transpose: the adjoint of output_tiles.
 template <typename Tile>
 void output_gradient_tiles(const WinogradConv& g, const float* plane, int64_t ty, int64_t tx0,
-                           __mmask16 lanes, float* to, int64_t point_stride) {
-    static_assert(Tile::kOut == 2);
-    constexpr int alpha = Tile::kAlpha;
-    const __m512i even = even_floats(), odd = odd_floats();
-    const int64_t columns = g.W - 2 * tx0;
-    const __mmask16 first = first_lanes(columns), second = first_lanes(columns - 16);
-    __m512 dy[2][2];  // dy[column][row]
-    for (int r = 0; r < 2; ++r) {
-        if (2 * ty + r < g.H) {
-            const float* q = plane + (2 * ty + r) * g.W + 2 * tx0;
-            const __m512 lo = _mm512_maskz_loadu_ps(first, q);
-            const __m512 hi = _mm512_maskz_loadu_ps(second, q + 16);
-            dy[0][r] = _mm512_permutex2var_ps(lo, even, hi);
-            dy[1][r] = _mm512_permutex2var_ps(lo, odd, hi);
-        } else {
-            dy[0][r] = dy[1][r] = _mm512_setzero_ps();
-        }
+                           int64_t per_row, int64_t rows, __mmask16 lanes, float* to,
+                           int64_t point_stride) {
+    constexpr int m = Tile::kOut;
+    const GroupLoads at = group_loads<m>(per_row, rows, m * g.W, g.W - m * tx0);
+    __m512 dy[m][m];  // dy[column][row]
+#pragma GCC unroll 4
+    for (int k = 0; k < m; ++k) {
+        load_tile_row<m, m, true>(plane + (m * ty + k) * g.W + m * tx0,
+                                  within_height<m>(at, m * ty + k, g.H), k, dy);
     }
-    __m512 s[alpha][2];  // A dy: s[row][column]
-#pragma GCC unroll 2
-    for (int j = 0; j < 2; ++j) {
-        __m512 column[alpha];
-        Tile::output_adjoint(dy[j], column);
-#pragma GCC unroll 6
-        for (int i = 0; i < alpha; ++i) s[i][j] = column[i];
-    }
-#pragma GCC unroll 6
-    for (int i = 0; i < alpha; ++i) {  // (A dy) A^T
-        __m512 row[alpha];
-        Tile::output_adjoint(s[i], row);
-#pragma GCC unroll 6
-        for (int j = 0; j < alpha; ++j) {
-            _mm512_mask_storeu_ps(to + (alpha * i + j) * point_stride, lanes, row[j]);
-        }
-    }
+    transform_tiles<Tile::kAlpha, m, Tile::output_adjoint>(dy, lanes, to, point_stride);
 }
 
 // Q of the tiles of tile rows ty0 .. ty0 + rows - 1 of an image's output gradient
 // (F x H x W), laid out as input_rows lays out V.
 template <typename Tile>
 void output_gradient_rows(const WinogradConv& g, const float* dout, int64_t ty0, int64_t rows,
-                          float* q, int64_t n) {
+                          int64_t per_row, float* q, int64_t n) {
     const int64_t stride = winograd_stride(g, n);
     for (int64_t f = 0; f < g.F; ++f) {
-        for (int64_t r = 0; r < rows; ++r) {
-            for (int64_t tx0 = 0; tx0 < g.tiles_w; tx0 += 16) {
-                output_gradient_tiles<Tile>(g, dout + f * g.H * g.W, ty0 + r, tx0,
-                                      first_lanes(g.tiles_w - tx0),
-                                      q + f * stride + r * g.tiles_w + tx0, n);
-            }
-        }
+        for_each_group(g, rows, per_row, [&](int64_t r, int64_t tx0, __mmask16 lanes, int64_t column) {
+            output_gradient_tiles<Tile>(g, dout + f * g.H * g.W, ty0 + r, tx0, per_row, rows - r,
+                                        lanes, q + f * stride + column, n);
+        });
     }
 }
 
-// Padded rows of a strip under tile rows ty0 .. ty0 + rows - 1: 2 a row and r - 1 more.
-int64_t strip_rows(const WinogradConv& g, int64_t rows) { return 2 * rows + g.r - 1; }
+// Padded rows of a strip under tile rows ty0 .. ty0 + rows - 1: m a row and r - 1 more.
+int64_t strip_rows(const WinogradConv& g, int64_t rows) { return g.m * rows + g.r - 1; }
 
 // The padded rows under tile rows ty0 .. ty0 + rows - 1 of an image x (C x H x W): padded
-// rows 2 ty0 on (strip_rows) of each channel, into planes of g.Wp floats at strip. The
+// rows m ty0 on (strip_rows) of each channel, into planes of g.Wp floats at strip. The
 // pad's columns, before the image's and from W + pad on, are never written: zeros from
 // the caller.
 void pad_rows(const WinogradConv& g, const float* x, int64_t ty0, int64_t rows, float* strip) {
     const int64_t pad = (g.r - 1) / 2, planes_rows = strip_rows(g, rows);
     for (int64_t c = 0; c < g.C; ++c) {
         for (int64_t s = 0; s < planes_rows; ++s) {
-            const int64_t h = 2 * ty0 + s - pad;  // the image row under padded row 2 ty0 + s
+            const int64_t h = g.m * ty0 + s - pad;  // the image row under padded row m ty0 + s
             float* to = strip + (c * planes_rows + s) * g.Wp + pad;
             if (h >= 0 && h < g.H) {
                 const float* from = x + (c * g.H + h) * g.W;
@@ -429,23 +515,21 @@ void weight_tiles(const WinogradWeights& w, const float* k, __mmask16 lanes, __m
 template <typename Tile>
 void forward_image(const WinogradConv& g, const float* xpad, const float* u, const float* bias,
                    float* out, float* v, float* m) {
+    const int64_t per_row = winograd_row_lanes(g);
     for (int64_t ty0 = 0; ty0 < g.tiles_h; ty0 += g.block_rows) {
         const int64_t rows = g.tiles_h - ty0 < g.block_rows ? g.tiles_h - ty0 : g.block_rows;
         const int64_t n = rows * g.tiles_w;  // tiles in this block
         const int64_t stride = winograd_stride(g, n);
-        input_rows<Tile>(g, xpad, g.Hp * g.Wp, ty0, rows, v, n);
+        input_rows<Tile>(g, xpad, g.Hp * g.Wp, ty0, rows, per_row, v, n);
         for (int64_t p = 0; p < g.points; ++p) {  // m = u . v, point by point
             gemm_rows_avx512(0, g.F, n, g.C, u + p * winograd_weights_point(g), g.C, v + p * n,
                              stride, m + p * n, stride);
         }
         for (int64_t f = 0; f < g.F; ++f) {
-            for (int64_t r = 0; r < rows; ++r) {
-                for (int64_t tx0 = 0; tx0 < g.tiles_w; tx0 += 16) {
-                    output_tiles<Tile>(g, m + f * stride + r * g.tiles_w + tx0, n,
-                                       first_lanes(g.tiles_w - tx0), bias[f], ty0 + r, tx0,
-                                       out + f * g.H * g.W);
-                }
-            }
+            for_each_group(g, rows, per_row, [&](int64_t r, int64_t tx0, __mmask16 lanes, int64_t column) {
+                output_tiles<Tile>(g, m + f * stride + column, n, lanes, per_row, rows - r, bias[f],
+                                   ty0 + r, tx0, out + f * g.H * g.W);
+            });
         }
     }
 }
@@ -461,6 +545,7 @@ void weight_gradient_images(const WinogradConv& g, const float* x, const float* 
     // its rounding grew with them (on 224 x 224 images 10x the direct kernels').
     float* sum = q + g.F * blocks.stride;
     const int64_t point = winograd_weights_point(g);
+    const int64_t per_row = winograd_row_lanes(g);
     const int64_t total_rows = count * g.tiles_h;  // the images' tile rows, one after another
     for (int64_t row0 = 0; row0 < total_rows; row0 += blocks.rows) {
         const int64_t row1 = total_rows - row0 < blocks.rows ? total_rows : row0 + blocks.rows;
@@ -471,8 +556,9 @@ void weight_gradient_images(const WinogradConv& g, const float* x, const float* 
             const int64_t rows = g.tiles_h - ty0 < row1 - row ? g.tiles_h - ty0 : row1 - row;
             const int64_t column = (row - row0) * g.tiles_w;
             pad_rows(g, x + image * g.C * g.H * g.W, ty0, rows, strip);
-            input_rows<Tile>(g, strip, strip_rows(g, rows) * g.Wp, 0, rows, v + column, n);
-            output_gradient_rows<Tile>(g, dout + image * g.F * g.H * g.W, ty0, rows, q + column, n);
+            input_rows<Tile>(g, strip, strip_rows(g, rows) * g.Wp, 0, rows, per_row, v + column, n);
+            output_gradient_rows<Tile>(g, dout + image * g.F * g.H * g.W, ty0, rows, per_row,
+                                       q + column, n);
             row += rows;
         }
         for (int64_t p = 0; p < g.points; ++p) {  // du += q . v^T, point by point
@@ -550,6 +636,8 @@ void winograd_weight_gradient_images_avx512(const WinogradConv& g, const float* 
                                             float* scratch) {
     if (g.r == 5) {
         weight_gradient_images<F2x2_5x5>(g, x, dout, count, du, scratch);
+    } else if (g.m == 4) {
+        weight_gradient_images<F4x4_3x3>(g, x, dout, count, du, scratch);
     } else {
         weight_gradient_images<F2x2_3x3>(g, x, dout, count, du, scratch);
     }
@@ -558,6 +646,8 @@ void winograd_weight_gradient_images_avx512(const WinogradConv& g, const float* 
 void winograd_weights_gradient_avx512(const WinogradConv& g, const float* du, float* dw) {
     if (g.r == 5) {
         weights_gradient<F2x2_5x5>(g, du, dw);
+    } else if (g.m == 4) {
+        weights_gradient<F4x4_3x3>(g, du, dw);
     } else {
         weights_gradient<F2x2_3x3>(g, du, dw);
     }

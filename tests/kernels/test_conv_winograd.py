@@ -1,6 +1,6 @@
 """Winograd F(2x2, 3x3), F(4x4, 3x3) and F(2x2, 5x5) (cpp/conv_winograd.h): float32 3x3
 convs with stride 1 and pad 1 on an AVX-512 CPU and 5x5 ones with pad 2, forward, dx and
-(on 2x2 tiles) dw. Switched on for every such layer ('always', each tile),
+dw. Switched on for every such layer ('always', each tile),
 on random shapes (tiny and odd planes, channel counts off the vector width, batch 1 and
 empty), it matches the naive loops within the rounding of its own terms, and gives bitwise
 the same results on one thread as on two."""
@@ -133,19 +133,19 @@ def winograd_bound(x, w, b, m=2):
     return y + b[None, :, None, None]
 
 
-def winograd_dw_bound(dout, x, k=3):
+def winograd_dw_bound(dout, x, k=3, m=2):
     """Per weight, the sum of the magnitudes of the terms Winograd's weight gradient
-    (F(2x2, k x k)) adds up: |G^T| (sum over tiles of |Q| |V|) |G|, with |Q| = |A| |dy|
-    |A^T| of each tile's 2x2 output gradient (zeros past the plane)."""
-    _, g, at = (np.abs(t) for t in TRANSFORMS[2, k])
+    (F(m x m, k x k)) adds up: |G^T| (sum over tiles of |Q| |V|) |G|, with |Q| = |A| |dy|
+    |A^T| of each tile's m x m output gradient (zeros past the plane)."""
+    _, g, at = (np.abs(t) for t in TRANSFORMS[m, k])
     dout = np.abs(np.asarray(dout, np.float64))
     N, F, H, W = dout.shape
-    th, tw = (H + 1) // 2, (W + 1) // 2
-    dy = np.zeros((N, F, 2 * th, 2 * tw))
+    th, tw = -(-H // m), -(-W // m)
+    dy = np.zeros((N, F, m * th, m * tw))
     dy[:, :, :H, :W] = dout
-    tiles = dy.reshape(N, F, th, 2, tw, 2).transpose(0, 1, 2, 4, 3, 5)  # N, F, th, tw, 2, 2
+    tiles = dy.reshape(N, F, th, m, tw, m).transpose(0, 1, 2, 4, 3, 5)  # N, F, th, tw, m, m
     q = np.einsum("ai,nftuab,bj->nftuij", at, tiles, at)
-    du = np.einsum("nftuab,nctuab->fcab", q, transformed_inputs_bound(x, 2, k))
+    du = np.einsum("nftuab,nctuab->fcab", q, transformed_inputs_bound(x, m, k))
     return np.einsum("ai,fcab,bj->fcij", g, du, g)
 
 
@@ -184,7 +184,7 @@ def test_winograd_matches_naive_and_any_thread_count(m, k, N, C, H, W, F, seed):
     bounds = (
         winograd_bound(x, w, b, m),
         winograd_bound(dout, turned, np.zeros(C), m),
-        winograd_dw_bound(dout, x, k),  # (on 2x2 tiles whatever the forward's)
+        winograd_dw_bound(dout, x, k, m),
         conv_error_bounds(dout, x, w, b, 1, pad)[3],
     )
     for got, ref, bound in zip(results, refs, bounds):
@@ -294,21 +294,22 @@ def test_winograd_mode_is_checked():
 
 
 @pytest.mark.parametrize(
-    "C, F, H, W, tiles",
+    "N, C, F, H, W, tiles",
     [
-        (32, 32, 32, 32, "4x4"),
-        (64, 80, 16, 17, "4x4"),
-        (64, 48, 16, 17, "2x2"),
-        (16, 64, 32, 32, "2x2"),  # few channels: the transforms cost more than they save
-        (32, 32, 16, 16, "2x2"),  # narrow images: 4 tiles fill 4 lanes of 16
-        (64, 64, 32, 12, "2x2"),
+        (2, 32, 32, 32, 32, "4x4"),
+        (2, 64, 80, 16, 17, "4x4"),
+        (1, 16, 64, 12, 14, "4x4"),  # 12 tiles, but a small weights' transform
+        (2, 32, 32, 16, 16, "4x4"),
+        (2, 64, 64, 32, 11, "2x2"),  # under 12 pixels: 4x4 tiles fill few lanes
+        (2, 256, 128, 16, 16, "2x2"),  # 32 tiles of 2^15 filter-channel pairs
+        (4, 256, 128, 16, 16, "4x4"),  # 64 tiles
     ],
 )
-def test_which_layers_take_4x4_tiles(C, F, H, W, tiles):
+def test_which_layers_take_4x4_tiles(N, C, F, H, W, tiles):
     """By default ('auto') the forward and dx of 3x3 layers are bit for bit those of the
     tiles that pay there."""
-    x, w, b = case(2, C, H, W, F, 3, np.float32, seed=0)
-    dout = np.random.default_rng(1).standard_normal((2, F, H, W)).astype(np.float32)
+    x, w, b = case(N, C, H, W, F, 3, np.float32, seed=0)
+    dout = np.random.default_rng(1).standard_normal((N, F, H, W)).astype(np.float32)
 
     def passes():
         return _C.conv_forward(x, w, b, 1, 1), _C.conv_backward(dout, x, w, 1, 1)[0]
@@ -317,6 +318,8 @@ def test_which_layers_take_4x4_tiles(C, F, H, W, tiles):
     with winograd_mode("auto", tiles):
         for got, want in zip(on, passes()):
             np.testing.assert_array_equal(got, want)
+    with winograd_mode("auto", "2x2" if tiles == "4x4" else "4x4"):
+        assert not np.array_equal(on[0], passes()[0])
 
 
 @settings(max_examples=15, deadline=None)
@@ -339,14 +342,15 @@ def test_fused_conv_relu_pool_on_winograd_equals_the_chain(N, C, H, W, F, seed):
     assert got.tobytes() == want.tobytes()
 
 
-def winograd_dw(dout, x, w, threads, mode="always"):
-    """conv_backward's dw and db alone, on `threads` threads, Winograd switched to `mode`."""
-    with kernel_threads(threads), winograd_mode(mode):
+def winograd_dw(dout, x, w, threads, mode="always", tiles="auto"):
+    """conv_backward's dw and db alone, on `threads` threads, Winograd switched to `mode`
+    (and 3x3 layers' tiles to `tiles`)."""
+    with kernel_threads(threads), winograd_mode(mode, tiles):
         _, dw, db = _C.conv_backward(dout, x, w, 1, (w.shape[-1] - 1) // 2, need_dx=False)
     return dw, db
 
 
-@pytest.mark.parametrize("k", [3, 5])
+@pytest.mark.parametrize("m, k", [(2, 3), (4, 3), (2, 5)])
 @settings(max_examples=40, deadline=None)
 @given(
     N=st.integers(1, 6),
@@ -356,53 +360,56 @@ def winograd_dw(dout, x, w, threads, mode="always"):
     F=st.integers(1, 40),
     seed=st.integers(0, 2**16),
 )
-def test_winograd_weight_gradient_over_many_tiles(k, N, C, H, W, F, seed):
+def test_winograd_weight_gradient_over_many_tiles(m, k, N, C, H, W, F, seed):
     """The weight gradient over blocks of tile rows that cross images and images that cross
-    blocks: within its terms' rounding of the naive loops, and bitwise the same on one
-    thread as on two."""
+    blocks (on 4x4 tiles, rows of up to 8 tiles 2 or 4 to the 16 lanes): within its terms'
+    rounding of the naive loops, and bitwise the same on one thread as on two."""
     x, w, _ = case(N, C, H, W, F, k, np.float32, seed)
     dout = np.random.default_rng(seed + 1).standard_normal((N, F, H, W)).astype(np.float32)
-    dw, db = winograd_dw(dout, x, w, threads=2)
+    tiles = f"{m}x{m}"
+    dw, db = winograd_dw(dout, x, w, threads=2, tiles=tiles)
     pad = (k - 1) // 2
     _, ref_dw, ref_db = conv_backward_ref(dout, x, w, 1, pad)
     assert dw.dtype == np.float32
-    assert_within_rounding(dw, ref_dw, winograd_dw_bound(dout, x, k), 1e-5)
+    assert_within_rounding(dw, ref_dw, winograd_dw_bound(dout, x, k, m), 1e-5)
     db_bound = conv_error_bounds(dout, x, w, w[:, 0, 0, 0], 1, pad)[3]
     assert_within_rounding(db, ref_db, db_bound, 1e-5)
-    one_dw, one_db = winograd_dw(dout, x, w, threads=1)
+    one_dw, one_db = winograd_dw(dout, x, w, threads=1, tiles=tiles)
     np.testing.assert_array_equal(dw, one_dw)
     np.testing.assert_array_equal(db, one_db)
 
 
-@pytest.mark.parametrize("k", [3, 5])
-@pytest.mark.parametrize("N, C, H, W, F", [(1, 17, 3, 530, 5), (2, 3, 600, 3, 18), (1, 1, 1, 1, 1)])
-def test_winograd_weight_gradient_on_long_rows_and_columns(k, N, C, H, W, F):
-    """A tile row longer than a block (265 tiles) is a block of its own; a tall plane's
-    300 tile rows span several blocks."""
+@pytest.mark.parametrize("m, k", [(2, 3), (4, 3), (2, 5)])
+@pytest.mark.parametrize(
+    "N, C, H, W, F", [(1, 17, 3, 1030, 5), (2, 3, 1200, 3, 18), (1, 1, 1, 1, 1)]
+)
+def test_winograd_weight_gradient_on_long_rows_and_columns(m, k, N, C, H, W, F):
+    """A tile row longer than a block (258-515 tiles) is a block of its own; a tall plane's
+    300-600 tile rows span several blocks."""
     x, w, _ = case(N, C, H, W, F, k, np.float32, seed=2)
     dout = np.random.default_rng(3).standard_normal((N, F, H, W)).astype(np.float32)
-    dw, _ = winograd_dw(dout, x, w, threads=2)
+    dw, _ = winograd_dw(dout, x, w, threads=2, tiles=f"{m}x{m}")
     ref = conv_backward_ref(dout, x, w, 1, (k - 1) // 2)[1]
-    assert_within_rounding(dw, ref, winograd_dw_bound(dout, x, k), 1e-5)
-    np.testing.assert_array_equal(dw, winograd_dw(dout, x, w, threads=1)[0])
+    assert_within_rounding(dw, ref, winograd_dw_bound(dout, x, k, m), 1e-5)
+    np.testing.assert_array_equal(dw, winograd_dw(dout, x, w, threads=1, tiles=f"{m}x{m}")[0])
 
 
 def test_winograd_weight_gradient_rounding_is_the_direct_kernels_order():
-    """Summed over 12800 tiles (two 160 x 160 images of relu-like inputs), the weight
-    gradient's error against float64 stays within 2x the direct kernels': each point's
-    products are summed a block of tiles at a time, the blocks' sums then added."""
+    """Summed over 12800 tiles (two 160 x 160 images of relu-like inputs), F(2x2, 3x3)'s
+    weight gradient's error against float64 stays within 2x the direct kernels': each
+    point's products are summed a block of tiles at a time, the blocks' sums then added."""
     rng = np.random.default_rng(4)
     x = np.maximum(rng.standard_normal((2, 16, 160, 160)), 0).astype(np.float32)
     w = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
     dout = rng.standard_normal((2, 16, 160, 160)).astype(np.float32)
     ref = conv_backward_ref(dout.astype(np.float64), x.astype(np.float64), w, 1, 1)[1]
-    winograd = winograd_dw(dout, x, w, threads=1)[0] - ref
+    winograd = winograd_dw(dout, x, w, threads=1, tiles="2x2")[0] - ref
     direct = winograd_dw(dout, x, w, threads=1, mode="off")[0] - ref
     assert np.sqrt(np.mean(winograd**2)) < 2 * np.sqrt(np.mean(direct**2))
 
 
 @pytest.mark.torch
-@pytest.mark.parametrize("k", [3, 5])
+@pytest.mark.parametrize("m, k", [(2, 3), (4, 3), (2, 5)])
 @settings(max_examples=10, deadline=None)
 @given(
     N=st.integers(1, 4),
@@ -411,12 +418,12 @@ def test_winograd_weight_gradient_rounding_is_the_direct_kernels_order():
     F=st.integers(1, 36),
     seed=st.integers(0, 2**16),
 )
-def test_winograd_weight_gradient_matches_pytorch(k, N, C, H, F, seed):
+def test_winograd_weight_gradient_matches_pytorch(m, k, N, C, H, F, seed):
     torch = pytest.importorskip("torch")
     x, w, _ = case(N, C, H, H + 3, F, k, np.float32, seed)
     pad = (k - 1) // 2
     dout = np.random.default_rng(seed + 1).standard_normal((N, F, H, H + 3)).astype(np.float32)
-    dw, db = winograd_dw(dout, x, w, threads=2)
+    dw, db = winograd_dw(dout, x, w, threads=2, tiles=f"{m}x{m}")
     _, want_dw, want_db = torch.ops.aten.convolution_backward(
         torch.from_numpy(dout),
         torch.from_numpy(x),
@@ -430,7 +437,7 @@ def test_winograd_weight_gradient_matches_pytorch(k, N, C, H, F, seed):
         1,
         [False, True, True],
     )
-    assert_within_rounding(dw, want_dw.double().numpy(), winograd_dw_bound(dout, x, k), 2e-5)
+    assert_within_rounding(dw, want_dw.double().numpy(), winograd_dw_bound(dout, x, k, m), 2e-5)
     np.testing.assert_allclose(db, want_db.numpy(), rtol=1e-4, atol=1e-4)
 
 
@@ -488,16 +495,49 @@ def test_winograd_6x6_tiles_error_against_the_direct_kernels(m, k, C, F, H, limi
         assert winograd < limit * direct
 
 
-def test_winograd_5x5_weight_gradient_error_against_the_direct_kernels():
-    """On relu-like inputs, F(2x2, 5x5)'s weight gradient's rms error against float64
-    stays within 20x the tap kernel's: G^T dU G takes differences of sums over tiles
-    of terms scaled by up to 10 (V) and 3 (Q) (measured 7.5-19x on 16-256 channels,
-    docs/performance/kernels.md)."""
+@pytest.mark.parametrize(
+    "m, k, C, F, H",
+    [
+        (2, 5, 32, 64, 16),  # measured 7.5-19x on 16-256 channels
+        (4, 3, 32, 64, 16),  # measured 4.9-13x on 16-256 channels, 12-160 pixels
+        (4, 3, 16, 16, 64),
+    ],
+)
+def test_winograd_6x6_tiles_weight_gradient_error_against_the_direct_kernels(m, k, C, F, H):
+    """On relu-like inputs, the weight gradient's rms error against float64 on 6x6 tiles
+    stays within 20x the direct or tap kernel's: G^T dU G takes differences of sums over
+    tiles of terms scaled by up to 10 (V) and 3 (Q, F(2x2, 5x5)) or 15 (F(4x4, 3x3))
+    (docs/performance/kernels.md)."""
     rng = np.random.default_rng(5)
-    x = np.maximum(rng.standard_normal((2, 32, 16, 16)), 0).astype(np.float32)
-    w = (rng.standard_normal((64, 32, 5, 5)) / np.sqrt(32 * 25)).astype(np.float32)
-    dout = rng.standard_normal((2, 64, 16, 16)).astype(np.float32)
-    ref = conv_backward_ref(dout.astype(np.float64), x.astype(np.float64), w, 1, 2)[1]
-    winograd = winograd_dw(dout, x, w, threads=1)[0] - ref
+    x = np.maximum(rng.standard_normal((2, C, H, H)), 0).astype(np.float32)
+    w = (rng.standard_normal((F, C, k, k)) / np.sqrt(C * k * k)).astype(np.float32)
+    dout = rng.standard_normal((2, F, H, H)).astype(np.float32)
+    pad = (k - 1) // 2
+    ref = conv_backward_ref(dout.astype(np.float64), x.astype(np.float64), w, 1, pad)[1]
+    winograd = winograd_dw(dout, x, w, threads=1, tiles=f"{m}x{m}")[0] - ref
     direct = winograd_dw(dout, x, w, threads=1, mode="off")[0] - ref
     assert np.sqrt(np.mean(winograd**2)) < 20 * np.sqrt(np.mean(direct**2))
+
+
+@pytest.mark.parametrize(
+    "N, C, F, H, W, tiles",
+    [
+        (2, 32, 32, 32, 32, "4x4"),
+        (4, 64, 64, 16, 16, "4x4"),
+        (8, 16, 24, 12, 13, "4x4"),
+        (6, 256, 512, 14, 12, "4x4"),
+        (4, 128, 128, 11, 16, "2x2"),  # under 12 pixels: few tiles fill few lanes
+        (3, 256, 256, 16, 16, "2x2"),  # 48 tiles: too few for the fixed costs
+    ],
+)
+def test_which_layers_take_4x4_tiles_for_the_weight_gradient(N, C, F, H, W, tiles):
+    """By default ('auto') a 3x3 layer's Winograd dw is bit for bit that of the tiles
+    that pay there."""
+    x, w, _ = case(N, C, H, W, F, 3, np.float32, seed=0)
+    dout = np.random.default_rng(1).standard_normal((N, F, H, W)).astype(np.float32)
+    on = winograd_dw(dout, x, w, threads=1, mode="auto")
+    forced = winograd_dw(dout, x, w, threads=1, mode="auto", tiles=tiles)
+    other_tiles = "2x2" if tiles == "4x4" else "4x4"
+    other = winograd_dw(dout, x, w, threads=1, mode="auto", tiles=other_tiles)
+    np.testing.assert_array_equal(on[0], forced[0])
+    assert not np.array_equal(on[0], other[0])
