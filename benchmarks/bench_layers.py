@@ -21,7 +21,9 @@ few us more than one PyTorch op: docs/performance/overhead.md; a network pays th
 not per layer). The grid (see `cases`): conv with kernels 1, 3, 5, 7, stride
 1 and 2, pad 0 and "same" (k // 2), on channels 1 to 100 and square, odd and non-square
 images at batch 16, and a subset at batches 1 and 64 and in float64 (the course's dtype
-for its checks); max and average pooling (2x2 s2, 3x3 s2, 3x3 s1, global) and the mean
+for its checks), and a few shapes the grid leaves out (a 7x7 stride-2 stem, one-channel
+inputs at batch 64, batch 256 on small images, 5x5 on 4 and 8 pixels, float64 5x5 and
+7x7); max and average pooling (2x2 s2, 3x3 s2, 3x3 s1, global) and the mean
 over the image; batchnorm, spatial batchnorm, layernorm, groupnorm; dropout; affine with
 odd sizes; relu, leaky relu, tanh, sigmoid, gelu; softmax and SVM losses; float32, and
 float64 where the course uses it. What it found: docs/performance/kernels.md ("Layers off
@@ -76,6 +78,16 @@ def conv_cases():
             if C <= 48:
                 yield conv_case(BATCH, C, F, H, W, k, stride, pad, F64)
     yield conv_case(100, 3, 25, 31, 31, 3, 2, 1, F64)  # the course's fast-layers check
+    # What the grid leaves out: a 7x7 stride-2 stem on 3 channels, one-channel inputs at
+    # batch 64, batch 256 on small images, 5x5 on 4 and 8 pixels, float64 5x5 and 7x7.
+    for N, C, F, H, W, k, stride, pad, dtype in (
+            (64, 3, 32, 48, 48, 7, 2, 3, F32), (16, 3, 17, 32, 32, 7, 2, 3, F32),
+            (64, 1, 32, 28, 28, 3, 1, 1, F32), (64, 1, 16, 28, 28, 5, 1, 2, F32),
+            (256, 16, 32, 8, 8, 3, 1, 1, F32), (256, 32, 64, 4, 4, 3, 1, 1, F32),
+            (256, 10, 10, 7, 7, 1, 1, 0, F32), (64, 32, 32, 8, 8, 5, 1, 2, F32),
+            (64, 64, 64, 4, 4, 5, 1, 2, F32), (16, 3, 16, 32, 32, 5, 1, 2, F64),
+            (16, 3, 10, 32, 32, 7, 2, 3, F64), (16, 16, 16, 14, 14, 5, 1, 2, F64)):
+        yield conv_case(N, C, F, H, W, k, stride, pad, dtype)
 
 
 def conv_case(N, C, F, H, W, k, stride, pad, dtype):

@@ -650,7 +650,7 @@ class GemmScratch {
 };
 
 // Stride-1 layers whose pad lies inside the kernel (0 < pad < HH, WW), on images of up to
-// kPadSkipMaxSide pixels, of kPadSkipMinChannels+ channels in and out: the passes without
+// kPadSkipMaxSide pixels, of kPadSkipNarrowMinChannels+ channels in and out: the passes without
 // the (tap, position) pairs that fall into the padding (conv_padskip.h). With
 // PadSkipMode::kWherePays (and the AVX-512 product, which reads the weights in place)
 // where they measured faster than the kernels the rules above pick (per pass, one thread,
@@ -673,9 +673,21 @@ class GemmScratch {
 //   the block's channels x F over the outputs they see) sum over a few positions each:
 //   at batch 16 within 10% either way on 4 x 4, 1.4x on 512 -> 512 @2; on 128 -> 128 @4
 //   (31% padding) 1.17x, on 6 x 6 even.
+// And on narrow layers (kPadSkipNarrowMinChannels+ channels in and out), which those
+// measurements left out: dx everywhere, and the forward and dw (from
+// kPadSkipNarrowMinImages images) where kernels of 5x5 or more read padding for a third of
+// their pairs or more; the kernels above spend that third on zeros (batch 64, float32,
+// ms: dx 3x3 32 -> 32 @2 0.51 / 0.09, 48 @3 0.71 / 0.38, 5x5 16 @4 0.51 / 0.16, 32 @5 1.55
+// / 0.91; batch 256, 3x3 32 -> 64 @4 4.2 / 2.5; forward and dw 5x5 16 @4 0.25 / 0.14 and
+// 0.17 / 0.15, 32 @4 0.55 / 0.40 and 0.62 / 0.44, 64 @4 1.95 / 1.54 and 2.14 / 1.63, 96 @4
+// 4.6 / 2.9 and 5.2 / 3.0, 64 @6 4.4 / 3.8 and 4.7 / 3.8; batch 16, 5x5 64 @4 0.49 / 0.38
+// and 0.58 / 0.39; float64 about 2x on each). 3x3 forward and dw there are even (48 @3
+// 0.26 / 0.29, 32 @2 0.07 / 0.09 dw) and keep their kernels.
 // With kEverywhere every pass of every such layer (tests).
 constexpr int64_t kPadSkipMaxSide = 6;
-constexpr int64_t kPadSkipMinChannels = 64;
+constexpr int64_t kPadSkipNarrowMinChannels = 16;
+constexpr int64_t kPadSkipNarrowMinImages = 16;
+constexpr int64_t kPadSkipNarrowMinTaps = 25;
 constexpr int64_t kPadSkipForwardMinChannels = 128;
 constexpr int64_t kPadSkipForwardMinImages = 8;
 constexpr int64_t kPadSkipForwardMinPositions = 64;
@@ -707,22 +719,31 @@ bool pad_skip_pays(const ConvGeometry& g, int64_t min_channels, int64_t min_imag
            g.N * g.positions() >= min_positions;
 }
 
+// A narrow layer's kernel of 5x5 or more reading padding for a third of its pairs or more.
+bool narrow_mostly_padding(const ConvGeometry& g, int64_t min_positions) {
+    return g.HH * g.WW >= kPadSkipNarrowMinTaps &&
+           pad_skip_pays(g, kPadSkipNarrowMinChannels, kPadSkipNarrowMinImages, min_positions) &&
+           mostly_padding(g);
+}
+
 bool pad_skip_forward_conv_pays(const ConvGeometry& g) {
-    return pad_skip_pays(g, kPadSkipForwardMinChannels, kPadSkipForwardMinImages,
-                         kPadSkipForwardMinPositions) &&
-           (gemm_forward(g) || mostly_padding(g));
+    return (pad_skip_pays(g, kPadSkipForwardMinChannels, kPadSkipForwardMinImages,
+                          kPadSkipForwardMinPositions) &&
+            (gemm_forward(g) || mostly_padding(g))) ||
+           narrow_mostly_padding(g, kPadSkipForwardMinPositions);
 }
 
 bool pad_skip_input_gradient_pays(const ConvGeometry& g) {
-    return pad_skip_pays(g, kPadSkipMinChannels, kPadSkipInputGradientMinImages,
+    return pad_skip_pays(g, kPadSkipNarrowMinChannels, kPadSkipInputGradientMinImages,
                          kPadSkipInputGradientMinPositions);
 }
 
 bool pad_skip_weight_gradient_pays(const ConvGeometry& g) {
-    return pad_skip_pays(g, kPadSkipForwardMinChannels, kPadSkipWeightGradientMinImages,
-                         kPadSkipWeightGradientMinPositions) &&
-           (mostly_padding(g) || (g.taps() * g.F >= kGemmForwardMinWeights &&
-                                  g.positions() <= kPadSkipWeightGradientMaxPositions));
+    return (pad_skip_pays(g, kPadSkipForwardMinChannels, kPadSkipWeightGradientMinImages,
+                          kPadSkipWeightGradientMinPositions) &&
+            (mostly_padding(g) || (g.taps() * g.F >= kGemmForwardMinWeights &&
+                                   g.positions() <= kPadSkipWeightGradientMaxPositions))) ||
+           narrow_mostly_padding(g, kPadSkipWeightGradientMinPositions);
 }
 
 // pays: the pass's rule above.

@@ -34,7 +34,9 @@
 #include "pointwise.h"
 #include "pool.h"
 #include "recurrent.h"
+#include "row_means.h"
 #include "softmax_loss.h"
+#include "svm_loss.h"
 #include "threads.h"
 #include "walk.h"
 
@@ -403,6 +405,45 @@ py::tuple py_softmax_loss(const py::array& x, const py::array& labels, const py:
             loss = softmax_loss_rows(xs[0], xs[1], xp, yp, wp, dxp);
         }
         return py::make_tuple(loss, dx);
+    });
+}
+
+py::tuple py_svm_loss(const py::array& x, const py::array& labels) {
+    const Shape xs = shape_of(x);
+    require_rank(xs, 2, "svm loss x", "(rows, C)");
+    require_shape(labels, Shape{xs[0]}, "svm loss labels");
+    if (!labels.dtype().is(py::dtype::of<int64_t>())) {
+        fail("svm loss labels must be int64, got " + dtype_name(labels));
+    }
+    Contig<int64_t> yc(labels);
+    return dispatch_float(x, "svm loss x", [&](auto zero) -> py::tuple {
+        using T = decltype(zero);
+        Contig<T> xc(x);
+        py::array_t<T> dx(xs);
+        const T* xp = xc.data();
+        const int64_t* yp = yc.data();
+        T* dxp = dx.mutable_data();
+        double loss;
+        {
+            py::gil_scoped_release nogil;
+            loss = svm_loss_rows(xs[0], xs[1], xp, yp, T(xs[0]), dxp);
+        }
+        return py::make_tuple(loss, dx);
+    });
+}
+
+py::array py_row_means(const py::array& x) {
+    const Shape xs = shape_of(x);
+    require_rank(xs, 2, "row_means x", "(rows, n)");
+    return dispatch_float(x, "row_means x", [&](auto zero) -> py::array {
+        using T = decltype(zero);
+        Contig<T> xc(x);
+        py::array_t<T> out(Shape{xs[0]});
+        const T* xp = xc.data();
+        T* op = out.mutable_data();
+        py::gil_scoped_release nogil;
+        row_means(xs[0], xs[1], xp, op);
+        return out;
     });
 }
 
@@ -1611,6 +1652,13 @@ PYBIND11_MODULE(_C, m) {
           "Softmax cross-entropy of each row of x (rows, V) against its int64 label, times\n"
           "its weight: (the weighted sum of the rows' losses, dx (rows, V)); x and weight\n"
           "of one float dtype. Labels outside [0, V) raise ValueError.");
+    m.def("svm_loss", &py_svm_loss, "x"_a, "labels"_a,
+          "Multiclass hinge loss (margin 1) of x (rows, C), float32 or float64, against its\n"
+          "int64 labels: (the loss summed in double and divided by rows, dx (rows, C)).\n"
+          "Labels outside [0, C) raise ValueError.");
+    m.def("row_means", &py_row_means, "x"_a,
+          "The mean of each row of x (rows, n), float32 or float64, with numpy's pairwise\n"
+          "summation: np.mean(x, axis=1)'s numbers, bit for bit.");
     m.def("matmul", &py_matmul, "a"_a, "b"_a, py::kw_only(), "transpose_a"_a = false,
           "transpose_b"_a = false, "bias"_a = py::none(),
           "op(a) @ op(b) on graphnet's threads, op = transpose when asked (no copy is made\n"

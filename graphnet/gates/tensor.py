@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 
+from ..kernels import _C
 from .base import (
     Gate,
     GateError,
@@ -320,6 +321,17 @@ class Concat(Gate):
 _MEAN_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
+@functools.lru_cache(maxsize=256)
+def _kept_leading_axes(axis, ndim):
+    """k when a mean over `axis` of a rank-`ndim` array averages exactly its trailing axes
+    k, ..., ndim - 1 (and keeps the k before them), else None."""
+    if axis is None:
+        return 0
+    axes = sorted(a % ndim if -ndim <= a < ndim else a for a in np.atleast_1d(axis).tolist())
+    kept = ndim - len(axes)
+    return kept if axes and axes == list(range(kept, ndim)) else None
+
+
 @register_gate
 class Mean(Sum):
     """The mean over `axis` (None: all axes); a sum scaled by 1/n, so backward spreads
@@ -335,6 +347,15 @@ class Mean(Sum):
 
     def forward(self, x):
         if type(x) is np.ndarray and x.size and x.dtype in _MEAN_DTYPES:
+            kept = _kept_leading_axes(self.axis, x.ndim)
+            if kept is not None and x.flags.c_contiguous:
+                # The trailing axes of a contiguous array: rows of values, each averaged in
+                # C++ with numpy's pairwise summation (cpp/row_means.h), np.mean's numbers
+                # without numpy's iterator, which costs 25-30 ns a row.
+                means = _C.row_means(x.reshape(math.prod(x.shape[:kept]), -1))
+                if self.keepdims:
+                    return means.reshape(x.shape[:kept] + (1,) * (x.ndim - kept)), x.shape
+                return (means.reshape(x.shape[:kept]) if kept else means[0]), x.shape
             # np.mean's own numbers (the sum, divided by the count) without its Python
             # wrapper, which costs as much as a small mean: 2.7 of 5.4 us on (1, 64, 8, 8).
             total = np.add.reduce(x, axis=self.axis, keepdims=self.keepdims)

@@ -6,6 +6,8 @@ import threading
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from graphnet import layers
 from graphnet.kernels import _C
@@ -500,3 +502,39 @@ def test_max_pool_backward_block_writer_and_scatter(pp, shape):
         rtol=1e-5,
         atol=1e-6,
     )
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    N=st.integers(1, 3),
+    C=st.integers(1, 3),
+    H=st.integers(1, 12),
+    W=st.integers(1, 12),
+    rows=st.integers(1, 12),
+    stride=st.integers(1, 3),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    specials=st.sampled_from(["none", "nan", "zeros"]),
+    relu_first=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_max_pool_windows_of_whole_rows(
+    N, C, H, W, rows, stride, dtype, specials, relu_first, seed
+):
+    """Windows as wide as the plane (global max pooling among them) take eight running
+    maxima over their span: the same winners as the loops, with ties common (small
+    integers), NaNs (the first wins), -0.0 against 0.0 (the first wins), and relu first."""
+    rows = min(rows, H)
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-2, 3, (N, C, H, W)).astype(dtype)
+    if specials == "nan":
+        x[rng.random(x.shape) < 0.05] = np.nan
+    elif specials == "zeros":
+        x[rng.random(x.shape) < 0.5] = -0.0
+    out, winners = _C.max_pool_forward(x, rows, W, stride, relu_first=relu_first)
+    seen = np.where(x > 0, x, np.where(np.isnan(x), x, 0.0)).astype(dtype) if relu_first else x
+    Ho = 1 + (H - rows) // stride
+    for n, c, i in np.ndindex(N, C, Ho):
+        a, b = pool_winner(seen[n, c, i * stride : i * stride + rows])
+        assert winners[n, c, i, 0] == (i * stride + a) * W + b
+        same = out[n, c, i, 0].tobytes() == seen[n, c, i * stride + a, b].tobytes()
+        assert same, (out[n, c, i, 0], seen[n, c, i * stride + a, b])
