@@ -76,12 +76,14 @@ inline int64_t winograd_stride(const WinogradConv& g, int64_t tiles) {
 inline int64_t winograd_weights_point(const WinogradConv& g) { return g.F * g.C + kWinogradSkew; }
 
 // The lanes of the transforms a tile row takes: 16 (its tiles run along them, 16 at a
-// time), or on 4x4 tiles, on rows of up to 8 (or 4) tiles, 8 (or 4): 2 (or 4) rows fill
-// them, and the tiles of the lanes that hold one are stored one after another
-// (F(4x4, 3x3) 32 -> 32 @32 and 64 -> 64 @16: the weight gradient in 0.90x and 0.84x the
-// time of one row at a time).
+// time), or on rows of up to 8 tiles 8 (on 4x4 tiles, of up to 4, 4): 2 (or 4) rows fill
+// them, and the tiles of the lanes that hold one are stored one after another. A load of
+// 16 floats holds 8 2x2 tiles of one row, so 2x2 tiles go 2 rows at most. (F(4x4, 3x3)
+// 32 -> 32 @32 and 64 -> 64 @16: the weight gradient in 0.90x and 0.84x the time of one
+// row at a time; F(2x2, 5x5) 32 -> 64 @16 forward, dx, dw in 0.91x, 0.90x, 0.81x.)
 inline int64_t winograd_row_lanes(const WinogradConv& g) {
-    if (g.m != 4 || g.tiles_w > 8) return 16;
+    if (g.tiles_w > 8) return 16;
+    if (g.m == 2) return 8;
     return g.tiles_w > 4 ? 8 : 4;
 }
 
