@@ -81,6 +81,46 @@ void require_shape(const py::array& a, const Shape& want, const char* name) {
     }
 }
 
+// A Python type's name, for errors about arguments of the wrong kind.
+std::string type_name(const py::handle& value) {
+    return py::str(py::type::handle_of(value).attr("__name__")).cast<std::string>();
+}
+
+// `value`, a tuple (or list) of `count` items: else a ValueError naming `what`.
+py::tuple items_of(const py::object& value, size_t count, const std::string& what) {
+    const bool sequence = py::isinstance<py::tuple>(value) || py::isinstance<py::list>(value);
+    if (!sequence || py::len(value) != count) {
+        fail(what + " must be a tuple of " + std::to_string(count) + " items, got " +
+             (sequence ? "one of " + std::to_string(py::len(value)) : "a " + type_name(value)));
+    }
+    return py::tuple(value);
+}
+
+// An int of a tuple argument, as int64: else a ValueError naming `what`.
+int64_t int64_item(const py::handle& item, const std::string& what) {
+    if (!PyLong_Check(item.ptr())) fail(what + " must be an int, got a " + type_name(item));
+    int overflow = 0;
+    const long long value = PyLong_AsLongLongAndOverflow(item.ptr(), &overflow);
+    if (overflow != 0) fail(what + " " + std::string(py::str(item)) + " does not fit in 64 bits");
+    return value;
+}
+
+// `what`'s pool argument (pool_height, pool_width, stride), the windows of an `op` checked
+// against x (N, C, H, W).
+PoolGeometry pool_of(const Shape& xs, const py::object& pool, const char* what, const char* op) {
+    const std::string name = std::string(what) + " pool (pool_height, pool_width, stride)";
+    const py::tuple window = items_of(pool, 3, name);
+    return pool_geometry(xs, int64_item(window[0], name), int64_item(window[1], name),
+                         int64_item(window[2], name), op);
+}
+
+// An array of a tuple argument (a list is converted, as for array arguments).
+py::array array_item(const py::handle& item, const std::string& what) {
+    py::array a = py::array::ensure(item);
+    if (!a) fail(what + " must be an array, got a " + type_name(item));
+    return a;
+}
+
 // The checks of a convolution's forward arguments, and its geometry.
 ConvGeometry checked_conv_forward(const py::array& x, const py::array& w, const py::array& b,
                                   int64_t stride, int64_t pad) {
@@ -481,7 +521,8 @@ py::array py_matmul(const py::array& a, const py::array& b, bool transpose_a, bo
     }
     require_blas_size(std::max({checked_mul(m, k, "matmul a"), checked_mul(k, n, "matmul b"),
                                 checked_mul(m, n, "matmul output")}),
-                      "matmul operand");
+                      "an operand of matmul (a " + shape_str(shape_of(a)) + ", b " +
+                          shape_str(shape_of(b)) + ")");
     keep_blas_single_threaded();
     return dispatch_float(a, "matmul a", [&](auto zero) -> py::array {
         using T = decltype(zero);
@@ -586,7 +627,13 @@ void py_update(py::handle rule, py::array w, const py::array& dw,
     }
     std::vector<double> hyperparameters;
     for (const py::handle value : hyperparameter_values) {
-        hyperparameters.push_back(py::cast<double>(value));
+        const double number = PyFloat_AsDouble(value.ptr());  // as py::cast<double> converts
+        if (number == -1.0 && PyErr_Occurred()) {
+            PyErr_Clear();
+            fail("update: " + std::string(fields.name) + "'s hyperparameters must be numbers, got " +
+                 std::string(py::repr(value)));
+        }
+        hyperparameters.push_back(number);
     }
     if (count != fields.states.size() || hyperparameters.size() != fields.hyperparameters.size()) {
         fail("update: " + std::string(fields.name) + " takes " +
@@ -820,7 +867,9 @@ py::tuple py_recurrent_backward(const std::string& cell, const py::array& dh,
         const std::pair<const py::object*, Shape> expected[] = {
             {&act, Shape{g.N, g.T, g.G()}}, {&c, states}, {&tanh_c, states}};
         for (const auto& [obj, shape] : expected) {
-            if (obj->is_none()) fail("lstm backward needs the forward's gates and cell states");
+            if (obj->is_none()) {
+                fail("lstm backward needs the forward's gates and cell states (act, c, tanh_c)");
+            }
             saved.push_back(obj->cast<py::array>());
             require_shape(saved.back(), shape, "lstm saved state");
             require_same_dtype(x, "x", saved.back(), "lstm saved state");
@@ -963,10 +1012,11 @@ py::tuple py_conv_chain_forward(const py::array& x, const py::array& w, const py
     const ConvGeometry g = checked_conv_forward(x, w, b, stride, pad);
     const bool normed = !norm.is_none();
     std::optional<PoolGeometry> p;
-    if (!pool.is_none()) {
-        const auto window = pool.cast<std::tuple<int64_t, int64_t, int64_t>>();
-        p = pool_geometry(g.out_shape(), std::get<0>(window), std::get<1>(window),
-                          std::get<2>(window));
+    if (!pool.is_none()) p = pool_of(g.out_shape(), pool, "conv chain", "max_pool");
+    std::vector<py::array> params;
+    if (normed) {
+        const std::string what = "conv chain norm (gamma, beta, running_mean, running_var)";
+        for (const auto& item : items_of(norm, 4, what)) params.push_back(array_item(item, what));
     }
     const int64_t n = checked_mul(g.N, checked_mul(g.F, g.positions(), "conv output"),
                                   "conv output");
@@ -982,11 +1032,10 @@ py::tuple py_conv_chain_forward(const py::array& x, const py::array& w, const py
         std::optional<Contig<T>> gamma, beta;
         std::optional<py::array_t<T>> mean, var, inv_std, norm_out;
         if (normed) {
-            const auto params = norm.cast<std::tuple<py::array, py::array, py::array, py::array>>();
-            gamma = per_slice<T>(std::get<0>(params), x, g.F, "gamma");
-            beta = per_slice<T>(std::get<1>(params), x, g.F, "beta");
-            mean = py::array_t<T>(g.F, per_slice<T>(std::get<2>(params), x, g.F, "running_mean").data());
-            var = py::array_t<T>(g.F, per_slice<T>(std::get<3>(params), x, g.F, "running_var").data());
+            gamma = per_slice<T>(params[0], x, g.F, "gamma");
+            beta = per_slice<T>(params[1], x, g.F, "beta");
+            mean = py::array_t<T>(g.F, per_slice<T>(params[2], x, g.F, "running_mean").data());
+            var = py::array_t<T>(g.F, per_slice<T>(params[3], x, g.F, "running_var").data());
             inv_std = py::array_t<T>(g.F);
             norm_out = py::array_t<T>(g.out_shape());
             results.append(*norm_out), results.append(*mean), results.append(*inv_std);
@@ -1064,13 +1113,17 @@ py::tuple py_affine_chain_forward(const py::array& x, const py::array& w, const 
     require_shape(b, Shape{M}, "affine chain b");
     require_blas_size(std::max({checked_mul(N, D, "affine chain x"), checked_mul(D, M, "affine chain w"),
                                 checked_mul(N, M, "affine chain output")}),
-                      "affine chain operand");
+                      "an operand of the affine chain (x " + shape_str(xs) + ", w " +
+                          shape_str(ws) + ")");
     const Shape out_shape{N, M};
     const bool normed = !norm.is_none();
     std::vector<py::array> params;
     if (normed) {
-        for (const auto& item : norm.cast<py::tuple>()) params.push_back(item.cast<py::array>());
-        if (params.size() != (layer ? 2u : 4u)) fail("affine chain: norm takes 2 (layernorm) or 4 arrays");
+        const std::string what = layer ? "affine chain norm (gamma, beta)"
+                                       : "affine chain norm (gamma, beta, running_mean, running_var)";
+        for (const auto& item : items_of(norm, layer ? 2 : 4, what)) {
+            params.push_back(array_item(item, what));
+        }
         if (layer && M == 0) fail("affine chain: a layernorm needs at least one feature");
     }
     keep_blas_single_threaded();
@@ -1200,8 +1253,7 @@ GroupAct<T> group_act(const std::string& activation, double alpha) {
 // stride), its windows checked against x's planes.
 std::optional<PoolGeometry> group_pool(const Shape& xs, const py::object& pool) {
     if (pool.is_none()) return std::nullopt;
-    const auto [ph, pw, stride] = pool.cast<std::tuple<int64_t, int64_t, int64_t>>();
-    return pool_geometry(xs, ph, pw, stride, "groupnorm's avg_pool");
+    return pool_of(xs, pool, "groupnorm", "groupnorm's avg_pool");
 }
 
 py::tuple py_group_norm_forward(const py::array& x, const py::array& gamma,
@@ -1453,6 +1505,7 @@ struct AttentionOperands {
 
     // An array the kernel writes: a matrix per pair, none shared (no broadcast axis).
     PairLayout output(const py::array& a, int64_t rows, int64_t cols, const char* name) const {
+        if (!a.writeable()) fail(std::string(name) + " is read-only: the kernel writes it");
         for (py::ssize_t i = 0; i < a.ndim() && a.size() > 0; ++i) {
             if (a.shape(i) > 1 && a.strides(i) == 0) {
                 fail(std::string(name) + " is a broadcast view");
@@ -1461,7 +1514,11 @@ struct AttentionOperands {
         return layout(a, rows, cols, name);
     }
 
-    void check_weights(const py::array& weights) const {
+    // written: the forward's weights, which it writes.
+    void check_weights(const py::array& weights, bool written) const {
+        if (written && !weights.writeable()) {
+            fail("attention weights are read-only: the forward writes them");
+        }
         require_same_dtype(q_array, "attention q", weights, "attention weights");
         // Each pair's transposed (L x S): attention.h.
         require_shape(weights, with_matrix(batch, s.L, s.S), "attention weights");
@@ -1475,7 +1532,7 @@ void py_attention_forward(const py::array& q, const py::array& k, const py::arra
     const AttentionOperands in(q, k, v);
     const AttentionShape& s = in.s;
     const PairLayout ol = in.output(out, s.S, s.dv, "attention out");
-    in.check_weights(weights);
+    in.check_weights(weights, true);
     PairLayout ml;
     AttentionMask m;
     py::array mask_array;
@@ -1505,7 +1562,7 @@ void py_attention_backward(const py::array& q, const py::array& k, const py::arr
                            py::array dq, py::array dk, py::array dv) {
     const AttentionOperands in(q, k, v);
     const AttentionShape& s = in.s;
-    in.check_weights(weights);
+    in.check_weights(weights, false);
     const PairLayout dol = in.layout(dout, s.S, s.dv, "attention dout");
     const PairLayout dql = in.output(dq, s.S, s.d, "attention dq");
     const PairLayout dkl = in.output(dk, s.L, s.d, "attention dk");
@@ -1784,8 +1841,9 @@ PYBIND11_MODULE(_C, m) {
           "size to each of its entries; overlapping windows add up.");
     // ---- end of pointwise ----
     m.def("set_num_threads", &set_num_threads, "n"_a,
-          "Threads the kernels use (default: OMP_NUM_THREADS, else all cores).");
+          "Threads the kernels use, 1 to 1024 (default: OMP_NUM_THREADS, else all cores).");
     m.def("get_num_threads", &num_threads);
+    m.def("max_num_threads", [] { return kMaxThreads; }, "The most set_num_threads takes.");
     m.def("set_direct_conv", &set_direct_conv, "enabled"_a,
           "Use the direct AVX2 kernels for float32 stride-1 convolutions (the default where\n"
           "the CPU has AVX2 and FMA); False forces im2col + GEMM, to compare the two.");

@@ -2,6 +2,7 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <atomic>
 #include <stdexcept>
 #include <string>
@@ -9,7 +10,7 @@
 namespace graphnet {
 
 namespace {
-std::atomic<int> g_num_threads{omp_get_max_threads()};
+std::atomic<int> g_num_threads{std::min(omp_get_max_threads(), kMaxThreads)};
 }
 
 int thread_index() { return omp_get_thread_num(); }
@@ -18,12 +19,12 @@ int team_threads() { return omp_get_num_threads(); }
 
 int num_threads() { return g_num_threads.load(std::memory_order_relaxed); }
 
-void set_num_threads(int n) {
-    if (n < 1) {
-        throw std::invalid_argument("set_num_threads: need at least 1 thread, got " +
-                                    std::to_string(n));
+void set_num_threads(int64_t n) {
+    if (n < 1 || n > kMaxThreads) {
+        throw std::invalid_argument("set_num_threads: n must be between 1 and " +
+                                    std::to_string(kMaxThreads) + ", got " + std::to_string(n));
     }
-    g_num_threads.store(n, std::memory_order_relaxed);
+    g_num_threads.store(static_cast<int>(n), std::memory_order_relaxed);
 }
 
 }  // namespace graphnet

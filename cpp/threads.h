@@ -17,7 +17,11 @@ int num_threads();
 // compiled without library headers that index their threads' scratch.
 int thread_index();
 int team_threads();  // the innermost team's size (omp_get_num_threads)
-void set_num_threads(int n);  // n >= 1, else std::invalid_argument
+// The most threads a team may have: more than any CPU graphnet runs on has, and few enough
+// to start. Every region of a large kernel would start one thread per piece of work up to
+// the count, and tens of thousands of them exhaust the process (a crash, not an error).
+constexpr int kMaxThreads = 1024;
+void set_num_threads(int64_t n);  // 1 <= n <= kMaxThreads, else std::invalid_argument
 
 // Threads worth starting for `pieces` independent pieces of work: never more than
 // there are pieces, never fewer than one.

@@ -94,6 +94,15 @@ def _positive_int(text):
     return value
 
 
+def _thread_count(text):
+    from .kernels import _C
+
+    value, most = _number(text, int), _C.max_num_threads()
+    if not 1 <= value <= most:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {most}, got {text}")
+    return value
+
+
 def _non_negative_int(text):
     value = _number(text, int)
     if value < 0:
@@ -288,7 +297,7 @@ def build_parser():
     )
     train.add_argument(
         "--threads",
-        type=_positive_int,
+        type=_thread_count,
         default=None,
         metavar="N",
         help="threads for the C++ kernels (default: 1 on the digits, all cores on CIFAR-10)",

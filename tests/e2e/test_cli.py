@@ -171,6 +171,8 @@ def test_in_process_run_leaves_numpy_and_threads_alone(tmp_path, capsys):
         (["train", "--lr", "0"], "--lr"),
         (["train", "--lr", "-0.1"], "--lr"),
         (["train", "--batch-size", "0"], "--batch-size"),
+        (["train", "--threads", "2147483647"], "--threads: must be between 1 and 1024"),
+        (["train", "--threads", "0"], "--threads: must be between 1 and 1024"),
         (["train", "--data", "mnist"], "invalid choice: 'mnist'"),
         (["train", "--model", "rnn", "--data", "digits"], "--model rnn does not train on --data"),
         (["train", "--data", "numbers"], "--model convnet does not train on --data numbers"),
