@@ -809,8 +809,11 @@ def from_onnx(path_or_model: Any) -> Graph:
     model = (
         path_or_model
         if isinstance(path_or_model, onnx.ModelProto)
-        else onnx.load(os.fspath(path_or_model))
+        else _load_model(onnx, os.fspath(path_or_model))
     )
+    for node in model.graph.node:
+        if not node.output:
+            raise GraphError(f"ONNX node {node.name!r} ({node.op_type}) has no output")
     patterns, inside = _find_patterns(onnx, model)
     check_supported(
         (
@@ -822,6 +825,32 @@ def from_onnx(path_or_model: Any) -> Graph:
         "from_onnx",
     )
     return _Reader(onnx, model, patterns, inside).build()
+
+
+def _load_model(onnx, path):
+    """The ModelProto in the file at `path`; a GraphError naming the file if it is not one
+    (truncated, another format) or its external data lies outside the file's folder."""
+    from google.protobuf.message import DecodeError
+
+    try:
+        return onnx.load(path)
+    except (DecodeError, onnx.checker.ValidationError) as err:
+        raise GraphError(f"{path}: not a readable ONNX model: {err}") from err
+
+
+def _arrays(onnx, tensors, what):
+    """{name: array} of ONNX tensors; a GraphError naming the tensor if one does not hold
+    the values its dims and data type declare."""
+    arrays = {}
+    for name, tensor in tensors:
+        try:
+            arrays[name] = onnx.numpy_helper.to_array(tensor)
+        except (ValueError, TypeError, KeyError) as err:
+            raise GraphError(
+                f"ONNX {what} {name!r} (dims {list(tensor.dims)}, data type {tensor.data_type}) "
+                f"does not hold the values it declares: {err}"
+            ) from err
+    return arrays
 
 
 def _output(node):
@@ -838,7 +867,8 @@ class _Reader:
             (o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), MIN_OPSET
         )
         self.model, self.patterns, self.inside = model, patterns, inside
-        self.constants = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+        initializers = ((t.name, t) for t in model.graph.initializer)
+        self.constants = _arrays(onnx, initializers, "initializer")
         self.initializer_names = set(self.constants)
         floats = [_elem_dtype(onnx, i) for i in model.graph.input if i.name not in self.constants]
         floats = [d for d in floats if d.kind == "f"]
@@ -1003,16 +1033,17 @@ class _PatternFinder:
         self.onnx = onnx
         nodes = model.graph.node
         self.producer = {_output(n): n for n in nodes}
-        self.constants = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
-        self.constants.update(
-            {
-                _output(n): onnx.numpy_helper.to_array(a.t)
-                for n in nodes
-                if n.op_type == "Constant"
-                for a in n.attribute
-                if a.name == "value"
-            }
+        self.constants = _arrays(
+            onnx, ((t.name, t) for t in model.graph.initializer), "initializer"
         )
+        values = (
+            (_output(n), a.t)
+            for n in nodes
+            if n.op_type == "Constant"
+            for a in n.attribute
+            if a.name == "value"
+        )
+        self.constants.update(_arrays(onnx, values, "constant"))
         self.readers = {}
         for n in nodes:
             for name in n.input:
@@ -1428,9 +1459,11 @@ def _read_groupnorm(r, node):
                 node.output[0],
                 "opset < 21 scales per group: graphnet needs the channel count to repeat them",
             )
+        # Groups that do not divide the channels leave the scales empty: the gate refuses G.
+        per_group = channels // groups if groups >= 1 and channels % groups == 0 else 0
         scales = [
             r.graph.const(
-                np.repeat(r.constant(node, i, what), channels // groups),
+                np.repeat(r.constant(node, i, what), per_group),
                 name=f"{node.output[0]}/{what}",
             )
             for i, what in ((1, "scale"), (2, "bias"))
@@ -1477,7 +1510,10 @@ def _read_flatten(r, node):
         return Deferred(r.graph, "flatten", x, node.output[0], axis=1)
     if x.static_shape is None:
         raise unsupported("Flatten", node.output[0], f"axis {axis} of an input of unknown rank")
-    axis %= len(x.static_shape) + 1
+    rank = len(x.static_shape)
+    if not -rank <= axis <= rank:
+        raise unsupported("Flatten", node.output[0], f"axis {axis} of an input of rank {rank}")
+    axis %= rank + 1
     return _reshape(r, node, x, [_product(x.static_shape[:axis]), _product(x.static_shape[axis:])])
 
 
@@ -1594,7 +1630,11 @@ def _read_cast(r, node):
     mask's nonzero entries as true), and so is a cast to the node's own type; a mask to a
     float type is x · 1 in that type (a multiply promotes); graphnet has no other cast."""
     x = r.input(node, 0)
-    to = np.dtype(r.onnx.helper.tensor_dtype_to_np_dtype(r.attr(node, "to")))
+    try:
+        to = np.dtype(r.onnx.helper.tensor_dtype_to_np_dtype(r.attr(node, "to")))
+    except KeyError as err:
+        to = r.attr(node, "to")
+        raise unsupported("Cast", node.output[0], f"to = {to} is no ONNX type") from err
     if to == x.dtype or (x.dtype.kind in "iu" and to.kind in "biu"):
         return x
     if x.dtype.kind in "iu" and to.kind == "f":
@@ -1603,7 +1643,7 @@ def _read_cast(r, node):
 
 
 def _read_constant(r, node):
-    r.constants[node.output[0]] = r.onnx.numpy_helper.to_array(r.attr(node, "value"))
+    r.constants.update(_arrays(r.onnx, [(node.output[0], r.attr(node, "value"))], "constant"))
 
 
 #: ONNX ops whose importers return a value for each output (a tuple).

@@ -1,0 +1,136 @@
+"""Crafted ONNX files for graphnet.from_onnx: truncated or foreign bytes, initializers whose
+dims declare more values than they hold, external data outside the model's folder, and
+absurd attributes (strides, pads, windows, groups, axes, casts near 2**62, zero or
+negative). Each is refused with a GraphError (UnsupportedOpError is one) naming the
+file, the tensor or the node, before any array sized by the file is made."""
+
+import pickle
+
+import numpy as np
+import pytest
+
+import graphnet as gn
+from graphnet.errors import GraphError
+
+onnx = pytest.importorskip("onnx")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+HUGE = 2**62
+
+
+def model(nodes, initializers=(), shape=(1, 3, 8, 8), opset=17):
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    graph = helper.make_graph(nodes, "g", [x], [y], initializer=list(initializers))
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def const(name, values, dtype=np.int64):
+    return numpy_helper.from_array(np.array(values, dtype), name)
+
+
+def one(op, inputs=("x",), initializers=(), shape=(1, 3, 8, 8), opset=17, **attrs):
+    return model([helper.make_node(op, list(inputs), ["y"], **attrs)], initializers, shape, opset)
+
+
+def groupnorm(groups, opset):
+    scale, bias = const("s", np.ones(4), np.float32), const("b", np.zeros(4), np.float32)
+    return one(
+        "GroupNormalization",
+        ("x", "s", "b"),
+        [scale, bias],
+        (1, 4, 3, 3),
+        opset,
+        num_groups=groups,
+    )
+
+
+def declared(dims, **data):
+    tensor = TensorProto(name="big", data_type=TensorProto.FLOAT, dims=dims, **data)
+    return one("Add", ("x", "big"), [tensor], (1,))
+
+
+def outside_folder():
+    tensor = TensorProto(name="ext", data_type=TensorProto.FLOAT, dims=[4])
+    tensor.data_location = TensorProto.EXTERNAL
+    entry = tensor.external_data.add()
+    entry.key, entry.value = "location", "../../../../etc/passwd"
+    return one("Add", ("x", "ext"), [tensor], (4,))
+
+
+WEIGHT = const("w", np.ones((2, 3, 3, 3)), np.float32)
+MODELS = {
+    "conv stride 0": (one("Conv", ("x", "w"), [WEIGHT], strides=[0, 0]), "stride must be >= 1"),
+    "conv stride 2**62": (one("Conv", ("x", "w"), [WEIGHT], strides=[HUGE] * 2), "absurdly"),
+    "conv pad -5": (one("Conv", ("x", "w"), [WEIGHT], pads=[-5] * 4), "pad must be >= 0"),
+    "conv pad 2**62": (one("Conv", ("x", "w"), [WEIGHT], pads=[HUGE] * 4), "absurdly"),
+    "max pool window 0": (one("MaxPool", kernel_shape=[0, 0]), "pool_height must be >= 1"),
+    "max pool window 2**62": (one("MaxPool", kernel_shape=[HUGE] * 2), "absurdly"),
+    "groupnorm opset 18, 0 groups": (groupnorm(0, 18), "must be >= 1"),
+    "groupnorm opset 18, -1 groups": (groupnorm(-1, 18), "must be >= 1"),
+    "groupnorm opset 18, 2**62 groups": (groupnorm(HUGE, 18), "absurdly"),
+    "groupnorm opset 21, 0 groups": (groupnorm(0, 21), "must be >= 1"),
+    "reshape to 2**62": (one("Reshape", ("x", "s"), [const("s", [HUGE, HUGE])]), "absurdly"),
+    "slice bounds of int64": (
+        one(
+            "Slice",
+            ("x", "a", "b", "c", "d"),
+            [const(name, [v]) for name, v in zip("abcd", (-(2**63), 2**63 - 1, 0, -(2**63)))],
+            (5,),
+        ),
+        "absurdly",
+    ),
+    "transpose perm 2**40": (one("Transpose", perm=[5, 2**40], shape=(2, 3)), "absurdly"),
+    "concat axis -2**40": (one("Concat", ("x", "x"), axis=-(2**40), shape=(2, 3)), "absurdly"),
+    "flatten axis 2**40": (one("Flatten", axis=2**40, shape=(2, 3)), "axis 1099511627776"),
+    "cast to type 9999": (one("Cast", to=9999, shape=(2,)), "no ONNX type"),
+    "input of 2**62 x 2**62": (one("Relu", shape=(HUGE, HUGE)), "64 bits"),
+    "node without outputs": (
+        model([helper.make_node("Relu", ["x"], [])], shape=(2,)),
+        "has no output",
+    ),
+    "initializer of 2**40 values holding none": (declared([2**40]), "initializer 'big'"),
+    "initializer of 2**40 values holding 4": (
+        declared([2**20, 2**20], raw_data=b"\0" * 16),
+        "initializer 'big'",
+    ),
+    "external data outside the folder": (outside_folder(), "outside the directory"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MODELS))
+def test_crafted_models_are_refused_naming_what_is_wrong(case, tmp_path):
+    proto, words = MODELS[case]
+    path = tmp_path / "model.onnx"
+    onnx.save(proto, str(path))
+    with pytest.raises(GraphError, match=words):
+        gn.from_onnx(path)
+
+
+def valid_bytes():
+    return one("Conv", ("x", "w"), [WEIGHT]).SerializeToString()
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        pytest.param(lambda: valid_bytes()[:1], id="first byte"),
+        pytest.param(lambda: valid_bytes()[: len(valid_bytes()) // 2], id="half"),
+        pytest.param(lambda: valid_bytes()[:-1], id="all but the last byte"),
+        pytest.param(lambda: pickle.dumps({"graph": 1}), id="a pickle"),
+        pytest.param(lambda: b"\xff" * 64, id="noise"),
+    ],
+)
+def test_files_that_are_not_onnx_models_name_the_file(content, tmp_path):
+    path = tmp_path / "damaged.onnx"
+    path.write_bytes(content())
+    with pytest.raises(GraphError, match="damaged.onnx: not a readable ONNX model"):
+        gn.from_onnx(path)
+
+
+def test_the_valid_model_loads_and_runs(tmp_path):
+    path = tmp_path / "model.onnx"
+    path.write_bytes(valid_bytes())
+    g = gn.from_onnx(path)
+    out = g.forward({"x": np.ones((1, 3, 8, 8), np.float32)})
+    assert np.asarray(out).shape == (1, 2, 6, 6)
