@@ -3,19 +3,25 @@
 VALID holds one valid call of each binding (test_every_binding_has_a_valid_call keeps it
 complete: a new binding fails it until it is listed). From each valid call, every argument
 in turn is replaced by hostile values of its kind: integers over the whole int64 range and
-beyond it; NaNs and infinities; unknown names; for arrays, empty, wrong dtypes (int, half,
-complex, bool, object, big-endian), non-contiguous, reversed, Fortran-ordered, read-only,
-broadcast, 0-d, one axis more or less, one element more, a list, None. Each call must
-return or raise ValueError or TypeError with a message, never crash, hang or allocate
-more than the call's own arrays need; a ValueError about an array names it (or what it
-is for) and shapes. .ci/sanitize runs this file under AddressSanitizer and
+beyond it; NaNs and infinities; unknown names; None; for arrays, empty, wrong dtypes (int,
+half, complex, bool, object, big-endian), misaligned, strided, reversed, Fortran-ordered,
+read-only, broadcast, 0-d, one axis more or less, one element more, 2**40 rows (a
+broadcast view), a list; for tuples and lists, empty, longer, of another kind, any item
+hostile. Each call must return or raise ValueError or TypeError with a message (or a
+MemoryError for an array too large to make: one of 2**40 rows the kernel would copy, or
+an output the caller sized), and never crash or hang; a ValueError about an array names
+it, its shape, dtype or layout. .ci/sanitize runs this file under AddressSanitizer and
 UndefinedBehaviorSanitizer, where a read out of bounds or a signed overflow aborts the run.
+
+The same calls on odd sizes give the same bits on 1, 2 and 3 threads (the last test).
 
 `python tests/kernels/test_bindings_hostile.py [NAME...]` runs the calls one at a time,
 printing each before it is made: after a crash, the last line printed is the culprit.
 """
 
 import ctypes
+import os
+import subprocess
 import sys
 
 import numpy as np
@@ -292,6 +298,19 @@ def bindings():
 def test_every_binding_has_a_valid_call():
     listed = set(valid_calls()) | set(CRAFTED_ELSEWHERE)
     assert set(bindings()) == listed, "add the binding's valid call to valid_calls()"
+
+
+def test_threads_beyond_the_limit_are_refused_and_the_environment_is_capped():
+    """A team of 2**31 - 1 threads started one OS thread per piece of work: an average pool
+    of 200,000 planes crashed the interpreter."""
+    with pytest.raises(ValueError, match="between 1 and 1024"):
+        _C.set_num_threads(2**31 - 1)
+    environment = {**os.environ, "OMP_NUM_THREADS": "100000"}
+    code = "from graphnet.kernels import _C; print(_C.get_num_threads())"
+    child = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=environment, timeout=120
+    )
+    assert child.stdout.split() == [str(_C.max_num_threads())], child.stderr
 
 
 # ---- hostile variants of one argument ------------------------------------------------
