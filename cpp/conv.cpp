@@ -293,10 +293,18 @@ int64_t winograd_input_gradient_min_side(const ConvGeometry& g) {
 // Winograd kernels take only that one).
 bool same_pad(const ConvGeometry& g) { return g.pad == (g.HH - 1) / 2; }
 
-// min_side: of the output it tiles (the forward's; on a "same" layer also the image and
-// dx's), below which it does not pay.
+// The output a Winograd pass tiles: the forward's, or dx's (the image); one and the same
+// on a "same" layer.
+struct Tiled {
+    int64_t H, W;
+};
+
+Tiled forward_tiled(const ConvGeometry& g) { return {g.Ho, g.Wo}; }
+Tiled input_gradient_tiled(const ConvGeometry& g) { return {g.H, g.W}; }
+
+// min_side: of the output it tiles, below which it does not pay.
 bool winograd_conv(const ConvGeometry& g, int64_t in_channels, int64_t out_channels,
-                   int64_t min_side) {
+                   Tiled out, int64_t min_side) {
     const WinogradMode mode = winograd_mode;
     const bool tiled = g.HH == g.WW && (g.HH == 3 || g.HH == 5) && g.pad <= (g.HH - 1) / 2;
     if (mode == WinogradMode::kOff || !tiled || g.stride != 1 || !direct_enabled ||
@@ -308,7 +316,7 @@ bool winograd_conv(const ConvGeometry& g, int64_t in_channels, int64_t out_chann
     if (g.C > kWinogradMaxChannels || g.F > kWinogradMaxChannels) return false;
     return mode == WinogradMode::kEverywhere ||
            (in_channels >= kWinogradMinChannels && out_channels >= kWinogradMinChannels &&
-            g.Ho >= min_side && g.Wo >= min_side);
+            out.H >= min_side && out.W >= min_side);
 }
 
 // The Winograd forward transforms all of a layer's weights on every call (into 16 floats per filter
@@ -329,7 +337,7 @@ bool winograd_forward_unpaid(const ConvGeometry& g) {
     // bounds C and F, so their product fits too)
     const int64_t tiles = ((g.Ho + 1) / 2) * ((g.Wo + 1) / 2);
     return winograd_mode == WinogradMode::kWherePays &&
-           winograd_conv(g, g.C, g.F, kWinogradForwardMinSide) &&
+           winograd_conv(g, g.C, g.F, forward_tiled(g), kWinogradForwardMinSide) &&
            g.C * g.F >= kWinogradForwardGemmWeights &&
            g.N < (kWinogradForwardMinTiles + tiles - 1) / tiles;
 }
@@ -345,14 +353,13 @@ bool winograd_forward_unpaid(const ConvGeometry& g) {
 constexpr int64_t kWinogradLargeTilesMinSide = 12;
 constexpr int64_t kWinogradLargeTilesMinTiles = 64;
 
-// (Of the forward's output, which is the image on a "same" layer.)
-bool winograd_large_tiles_fit(const ConvGeometry& g) {
-    return g.Ho >= kWinogradLargeTilesMinSide && g.Wo >= kWinogradLargeTilesMinSide;
+bool winograd_large_tiles_fit(Tiled out) {
+    return out.H >= kWinogradLargeTilesMinSide && out.W >= kWinogradLargeTilesMinSide;
 }
 
-bool winograd_many_large_tiles(const ConvGeometry& g) {
-    // (N Ho Wo fits: the output holds N F Ho Wo floats)
-    return g.N * ((g.Ho + 3) / 4) * ((g.Wo + 3) / 4) >= kWinogradLargeTilesMinTiles;
+bool winograd_many_large_tiles(int64_t N, Tiled out) {
+    // (N H W fits: the pass's output holds N x channels x H x W floats)
+    return N * ((out.H + 3) / 4) * ((out.W + 3) / 4) >= kWinogradLargeTilesMinTiles;
 }
 
 // The output tiles' side of a 3x3 layer's Winograd forward and dx (winograd_conv): 4 where
@@ -363,13 +370,13 @@ bool winograd_many_large_tiles(const ConvGeometry& g) {
 // 0.61-0.91 (16 -> 16 @24 dx 1.00), @20 0.73-0.97 (16 -> 32 dx 1.05), @18 0.84-1.00 on 64+
 // channels (16-32: 0.97-1.13), @12-16 0.58-0.95; @10 1.04-1.33, @8 1.5-2.6. At batch 2 @12-32
 // 0.62-0.91 below 2^15 pairs; on 256 -> 128 and 256 -> 256 @12-16 (18-32 tiles) 0.84-1.24.
-int64_t winograd_tile(const ConvGeometry& g) {
+int64_t winograd_tile(const ConvGeometry& g, Tiled out) {
     const WinogradTiles tiles = winograd_tiles;
     if (g.HH != 3 || tiles == WinogradTiles::k2x2) return 2;
     if (tiles == WinogradTiles::k4x4) return 4;
     // (winograd_conv bounds C and F, so their product fits)
-    const bool pays = winograd_large_tiles_fit(g) &&
-                      (winograd_many_large_tiles(g) || g.C * g.F < kWinogradForwardGemmWeights);
+    const bool pays = winograd_large_tiles_fit(out) && (winograd_many_large_tiles(g.N, out) ||
+                                                        g.C * g.F < kWinogradForwardGemmWeights);
     return pays ? 4 : 2;
 }
 
@@ -405,16 +412,18 @@ int64_t winograd_gradient_tile(const ConvGeometry& g) {
     const WinogradTiles tiles = winograd_tiles;
     if (g.HH != 3 || tiles == WinogradTiles::k2x2) return 2;
     if (tiles == WinogradTiles::k4x4) return 4;
-    return winograd_large_tiles_fit(g) && winograd_many_large_tiles(g) ? 4 : 2;
+    const Tiled image{g.H, g.W};  // (a "same" layer's: winograd_weight_gradient)
+    return winograd_large_tiles_fit(image) && winograd_many_large_tiles(g.N, image) ? 4 : 2;
 }
 
 template <typename T>
 bool winograd_weight_gradient(const ConvGeometry& g) {
     if (!std::is_same_v<T, float> || !same_pad(g)) return false;
-    if (winograd_mode == WinogradMode::kEverywhere) return winograd_conv(g, g.C, g.F, 0);
+    const Tiled image{g.H, g.W};
+    if (winograd_mode == WinogradMode::kEverywhere) return winograd_conv(g, g.C, g.F, image, 0);
     const bool wide = g.C >= kWinogradGradientWideChannels && g.F >= kWinogradGradientWideChannels;
     const int64_t points = (g.HH + 1) * (g.HH + 1);  // of 2x2 tiles
-    return winograd_conv(g, g.C, g.F,
+    return winograd_conv(g, g.C, g.F, image,
                          wide ? kWinogradGradientWideMinSide : kWinogradGradientMinSide) &&
            (g.HH == 3 || g.F >= kWinogradGradient5x5MinFilters) &&
            points * g.C * g.F <= kWinogradGradientMaxSlotFloats;
@@ -465,7 +474,8 @@ void winograd_input_gradient(const ConvGeometry& g, const float* dout, const flo
     const std::vector<float> no_bias(g.C, 0.0f);
     const int64_t image = g.C * g.H * g.W;
     const int64_t taps = g.HH * g.WW;
-    const WinogradConv wg = winograd_geometry(winograd_tile(g), g.HH, g.F, g.C, g.H, g.W);
+    const WinogradConv wg =
+        winograd_geometry(winograd_tile(g, input_gradient_tiled(g)), g.HH, g.F, g.C, g.H, g.W);
     winograd_over_batch(wg, g.N, team_size(g.N), g.Ho, g.Wo, g.HH - 1 - g.pad, dout,
                         WinogradWeights{w, taps, g.C * taps, true}, no_bias.data(),
                         [&](int64_t n, int) { return dx + n * image; },
@@ -857,9 +867,9 @@ void forward_images(const ConvGeometry& g, int threads, const T* x, const T* w, 
         // (wide layers on small images go to im2col + GEMM below: gemm_forward,
         // winograd_forward_unpaid)
         if (!gemm_forward(g) && !winograd_forward_unpaid(g)) {
-            if (winograd_conv(g, g.C, g.F, kWinogradForwardMinSide)) {
-                const WinogradConv wg =
-                    winograd_geometry(winograd_tile(g), g.HH, g.C, g.F, g.Ho, g.Wo);
+            if (winograd_conv(g, g.C, g.F, forward_tiled(g), kWinogradForwardMinSide)) {
+                const WinogradConv wg = winograd_geometry(winograd_tile(g, forward_tiled(g)),
+                                                          g.HH, g.C, g.F, g.Ho, g.Wo);
                 return winograd_over_batch(wg, g.N, threads, g.H, g.W, g.pad, x,
                                            WinogradWeights{w, g.taps(), g.HH * g.WW, false},
                                            b, out_of, done);
@@ -1229,7 +1239,8 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
     if constexpr (std::is_same_v<T, float>) {
         const bool winograd_dx =
             gemm_dx && !gemm_input_gradient(g) &&
-            winograd_conv(g, g.F, g.C, winograd_input_gradient_min_side(g));
+            winograd_conv(g, g.F, g.C, input_gradient_tiled(g),
+                          winograd_input_gradient_min_side(g));
         // These dx kernels read the whole batch's dout, not a chunk's.
         if (winograd_dx ||
             (gemm_dx && (direct_pass.dx || phase || tap_input_gradient<T>(g)))) {
