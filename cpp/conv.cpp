@@ -1,6 +1,7 @@
 // Convolution one image at a time: the forward, dx and (on large enough images) dw of
 // float32 3x3 convs with stride 1 and pad 1 on 16+ channels in and out, on an AVX-512 CPU,
-// through Winograd F(2x2, 3x3) (conv_winograd.h); the other passes of float32 stride-1
+// through Winograd F(2x2, 3x3) (conv_winograd.h; also 5x5 with pad 2, and the forward and
+// dx of narrower pads); the other passes of float32 stride-1
 // convs on an AVX2 CPU through the direct kernels of conv_direct.h (dx too, as a
 // convolution of dout); float32 with stride 2-4 through the phase-plane tap kernels of
 // conv_phases.h (all three passes, and with AVX-512 the weight gradient of stride-1
