@@ -1,7 +1,7 @@
 """Sweep graphnet's float32 conv passes over a grid of layer shapes, against PyTorch.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_conv_sweep.py [--batch 64] [--repeats 5]
-        [--kernels 3s1,3s2,5,1,7] [--sizes 32,16,8,7,14] [--channels 3,8,...,128]
+        [--kernels 3s1,3s2,5,1,7,3v,5v] [--sizes 32,16,8,7,14] [--channels 3,8,...,128]
         [--csv out.csv] [--compare before.csv] [--flagged-only] [--peer-winograd off]
 
 Each pass of a float32 conv (forward: _C.conv_forward; dx and dw separately:
@@ -13,11 +13,12 @@ of --repeats rounds after a warm-up. GFLOP/s count 2*N*F*C*HH*WW*Ho*Wo per pass 
 zeros included, db ignored).
 
 The grid: kernels 3x3 stride 1 and stride 2 (pad 1), 5x5 (pad 2), 1x1 (pad 0), 7x7
-(stride 1, pad 3); square images of 32, 16, 8, 7, 14 pixels; channel pairs (C -> F) with
-F in --channels and C = F, F / 2 and 2 F where those are in --channels too, and first
-layers 3 -> F (forward and dw only, as a net's first layer needs no dx). Past the first
-layer, 7x7 layers on up to 16 channels and 5x5 on up to 64 only in the default grid (the
-sizes nets use them at); a --channels list given is swept whole for every kernel.
+(stride 1, pad 3), and on request "valid" 3x3 and 5x5 layers (3v, 5v: pad 0); square
+images of 32, 16, 8, 7, 14 pixels; channel pairs (C -> F) with F in --channels and C = F,
+F / 2 and 2 F where those are in --channels too, and first layers 3 -> F (forward and dw
+only, as a net's first layer needs no dx). Past the first layer, 7x7 layers on up to 16
+channels and 5x5 on up to 64 only in the default grid (the sizes nets use them at); a
+--channels list given is swept whole for every kernel.
 
 A pass is flagged when it is slower than PyTorch's ("slow": graphnet / PyTorch time
 > 1) or runs at under --cliff (default 0.6) times the median rate of its neighbours in
@@ -44,9 +45,11 @@ except ImportError:
     torch = None
 
 KERNELS = {  # name: (kernel, stride, pad)
-    "3s1": (3, 1, 1), "3s2": (3, 2, 1), "5": (5, 1, 2), "1": (1, 1, 0), "7": (7, 1, 3)}
+    "3s1": (3, 1, 1), "3s2": (3, 2, 1), "5": (5, 1, 2), "1": (1, 1, 0), "7": (7, 1, 3),
+    "3v": (3, 1, 0), "5v": (5, 1, 0)}
+DEFAULT_KERNELS = "3s1,3s2,5,1,7"
 DEFAULT_CHANNELS = "3,8,12,16,24,32,48,64,96,128"
-KERNEL_MAX_CHANNELS = {"7": 16, "5": 64}
+KERNEL_MAX_CHANNELS = {"7": 16, "5": 64, "5v": 64}
 PASSES = ("forward", "dx", "dw")
 
 
@@ -149,7 +152,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--kernels", default=",".join(KERNELS),
+    parser.add_argument("--kernels", default=DEFAULT_KERNELS,
                         help="of " + ", ".join(KERNELS) + " (3s2: 3x3 stride 2)")
     parser.add_argument("--sizes", default="32,16,8,7,14", help="image heights (= widths)")
     parser.add_argument("--channels", help="default 3,8,12,16,24,32,48,64,96,128, with "

@@ -1,6 +1,7 @@
 // Convolution one image at a time: the forward, dx and (on large enough images) dw of
 // float32 3x3 convs with stride 1 and pad 1 on 16+ channels in and out, on an AVX-512 CPU,
-// through Winograd F(2x2, 3x3) (conv_winograd.h); the other passes of float32 stride-1
+// through Winograd F(2x2, 3x3) (conv_winograd.h; also 5x5 with pad 2, and the forward and
+// dx of narrower pads); the other passes of float32 stride-1
 // convs on an AVX2 CPU through the direct kernels of conv_direct.h (dx too, as a
 // convolution of dout); float32 with stride 2-4 through the phase-plane tap kernels of
 // conv_phases.h (all three passes, and with AVX-512 the weight gradient of stride-1
@@ -260,7 +261,13 @@ bool tap_weight_gradient(const ConvGeometry& g, const DirectPasses& direct) {
 // Winograd (conv_winograd.h) for 3x3 layers with stride 1 and pad 1 (F(2x2, 3x3), or
 // F(4x4, 3x3): winograd_tile), and 5x5 ones with pad 2 (F(2x2, 5x5)), on an AVX-512 CPU:
 // the forward and, as the forward of dout with the filters turned, dx; and dw
-// (winograd_weight_gradient, on winograd_gradient_tile's tiles).
+// (winograd_weight_gradient, on winograd_gradient_tile's tiles). The forward and dx take
+// narrower pads too (a "valid" conv's 0): their tiles cover the pass's output, read from
+// its input laid at the pad in a zeroed buffer (winograd_over_batch). The kernels they
+// replace there compute dx as the forward of dout padded by k - 1 - pad, a third to half
+// of its products on zeros (per pass, batch 16-64, one thread: 5x5 pad 0 20 -> 50 @12 dx
+// 3.4 ms, 30 GFLOP/s of real products; 3x3 pad 0 48 -> 100 @15 forward 2.6, dx 3.3, against
+// pad 1's 1.2 and 1.5 on Winograd).
 // WinogradMode::kWherePays takes it on layers of kWinogradMinChannels channels in and
 // out or more (measured in docs/performance/kernels.md), for the forward on images of
 // kWinogradForwardMinSide+ rows and columns; kEverywhere on any such layer (tests). On
@@ -283,11 +290,24 @@ int64_t winograd_input_gradient_min_side(const ConvGeometry& g) {
     return g.HH == 5 ? kWinogradForwardMinSide : 0;
 }
 
-// min_side: of the image it runs on, below which it does not pay.
+// Whether the pad is a "same" conv's, which keeps the image's size (the weight gradient's
+// Winograd kernels take only that one).
+bool same_pad(const ConvGeometry& g) { return g.pad == (g.HH - 1) / 2; }
+
+// The output a Winograd pass tiles: the forward's, or dx's (the image); one and the same
+// on a "same" layer.
+struct Tiled {
+    int64_t H, W;
+};
+
+Tiled forward_tiled(const ConvGeometry& g) { return {g.Ho, g.Wo}; }
+Tiled input_gradient_tiled(const ConvGeometry& g) { return {g.H, g.W}; }
+
+// min_side: of the output it tiles, below which it does not pay.
 bool winograd_conv(const ConvGeometry& g, int64_t in_channels, int64_t out_channels,
-                   int64_t min_side) {
+                   Tiled out, int64_t min_side) {
     const WinogradMode mode = winograd_mode;
-    const bool tiled = g.HH == g.WW && (g.HH == 3 || g.HH == 5) && g.pad == (g.HH - 1) / 2;
+    const bool tiled = g.HH == g.WW && (g.HH == 3 || g.HH == 5) && g.pad <= (g.HH - 1) / 2;
     if (mode == WinogradMode::kOff || !tiled || g.stride != 1 || !direct_enabled ||
         !use_avx512()) {
         return false;
@@ -297,7 +317,7 @@ bool winograd_conv(const ConvGeometry& g, int64_t in_channels, int64_t out_chann
     if (g.C > kWinogradMaxChannels || g.F > kWinogradMaxChannels) return false;
     return mode == WinogradMode::kEverywhere ||
            (in_channels >= kWinogradMinChannels && out_channels >= kWinogradMinChannels &&
-            g.H >= min_side && g.W >= min_side);
+            out.H >= min_side && out.W >= min_side);
 }
 
 // The Winograd forward transforms all of a layer's weights on every call (into 16 floats per filter
@@ -316,9 +336,9 @@ constexpr int64_t kWinogradForwardMinTiles = 32;
 bool winograd_forward_unpaid(const ConvGeometry& g) {
     // (conv_geometry checked that C x Hp x Wp fits, so the tiles do; winograd_conv, first,
     // bounds C and F, so their product fits too)
-    const int64_t tiles = ((g.H + 1) / 2) * ((g.W + 1) / 2);
+    const int64_t tiles = ((g.Ho + 1) / 2) * ((g.Wo + 1) / 2);
     return winograd_mode == WinogradMode::kWherePays &&
-           winograd_conv(g, g.C, g.F, kWinogradForwardMinSide) &&
+           winograd_conv(g, g.C, g.F, forward_tiled(g), kWinogradForwardMinSide) &&
            g.C * g.F >= kWinogradForwardGemmWeights &&
            g.N < (kWinogradForwardMinTiles + tiles - 1) / tiles;
 }
@@ -334,13 +354,13 @@ bool winograd_forward_unpaid(const ConvGeometry& g) {
 constexpr int64_t kWinogradLargeTilesMinSide = 12;
 constexpr int64_t kWinogradLargeTilesMinTiles = 64;
 
-bool winograd_large_tiles_fit(const ConvGeometry& g) {
-    return g.H >= kWinogradLargeTilesMinSide && g.W >= kWinogradLargeTilesMinSide;
+bool winograd_large_tiles_fit(Tiled out) {
+    return out.H >= kWinogradLargeTilesMinSide && out.W >= kWinogradLargeTilesMinSide;
 }
 
-bool winograd_many_large_tiles(const ConvGeometry& g) {
-    // (N H W fits: the output holds N F H W floats)
-    return g.N * ((g.H + 3) / 4) * ((g.W + 3) / 4) >= kWinogradLargeTilesMinTiles;
+bool winograd_many_large_tiles(int64_t N, Tiled out) {
+    // (N H W fits: the pass's output holds N x channels x H x W floats)
+    return N * ((out.H + 3) / 4) * ((out.W + 3) / 4) >= kWinogradLargeTilesMinTiles;
 }
 
 // The output tiles' side of a 3x3 layer's Winograd forward and dx (winograd_conv): 4 where
@@ -351,13 +371,13 @@ bool winograd_many_large_tiles(const ConvGeometry& g) {
 // 0.61-0.91 (16 -> 16 @24 dx 1.00), @20 0.73-0.97 (16 -> 32 dx 1.05), @18 0.84-1.00 on 64+
 // channels (16-32: 0.97-1.13), @12-16 0.58-0.95; @10 1.04-1.33, @8 1.5-2.6. At batch 2 @12-32
 // 0.62-0.91 below 2^15 pairs; on 256 -> 128 and 256 -> 256 @12-16 (18-32 tiles) 0.84-1.24.
-int64_t winograd_tile(const ConvGeometry& g) {
+int64_t winograd_tile(const ConvGeometry& g, Tiled out) {
     const WinogradTiles tiles = winograd_tiles;
     if (g.HH != 3 || tiles == WinogradTiles::k2x2) return 2;
     if (tiles == WinogradTiles::k4x4) return 4;
     // (winograd_conv bounds C and F, so their product fits)
-    const bool pays = winograd_large_tiles_fit(g) &&
-                      (winograd_many_large_tiles(g) || g.C * g.F < kWinogradForwardGemmWeights);
+    const bool pays = winograd_large_tiles_fit(out) && (winograd_many_large_tiles(g.N, out) ||
+                                                        g.C * g.F < kWinogradForwardGemmWeights);
     return pays ? 4 : 2;
 }
 
@@ -393,27 +413,32 @@ int64_t winograd_gradient_tile(const ConvGeometry& g) {
     const WinogradTiles tiles = winograd_tiles;
     if (g.HH != 3 || tiles == WinogradTiles::k2x2) return 2;
     if (tiles == WinogradTiles::k4x4) return 4;
-    return winograd_large_tiles_fit(g) && winograd_many_large_tiles(g) ? 4 : 2;
+    const Tiled image{g.H, g.W};  // (a "same" layer's: winograd_weight_gradient)
+    return winograd_large_tiles_fit(image) && winograd_many_large_tiles(g.N, image) ? 4 : 2;
 }
 
 template <typename T>
 bool winograd_weight_gradient(const ConvGeometry& g) {
-    if (!std::is_same_v<T, float>) return false;
-    if (winograd_mode == WinogradMode::kEverywhere) return winograd_conv(g, g.C, g.F, 0);
+    if (!std::is_same_v<T, float> || !same_pad(g)) return false;
+    const Tiled image{g.H, g.W};
+    if (winograd_mode == WinogradMode::kEverywhere) return winograd_conv(g, g.C, g.F, image, 0);
     const bool wide = g.C >= kWinogradGradientWideChannels && g.F >= kWinogradGradientWideChannels;
     const int64_t points = (g.HH + 1) * (g.HH + 1);  // of 2x2 tiles
-    return winograd_conv(g, g.C, g.F,
+    return winograd_conv(g, g.C, g.F, image,
                          wide ? kWinogradGradientWideMinSide : kWinogradGradientMinSide) &&
            (g.HH == 3 || g.F >= kWinogradGradient5x5MinFilters) &&
            points * g.C * g.F <= kWinogradGradientMaxSlotFloats;
 }
 
 // Runs the Winograd forward over the batch on `threads` threads, images of wg.C x H x W
-// from `in`, with the filters w; as direct_over_batch.
+// from `in` padded by `pad` into outputs of wg.H x wg.W (H + 2 pad = wg.H + r - 1: the
+// forward's pad, or dx's r - 1 - the forward's), with the filters w; as direct_over_batch.
+// (The padded buffer, of m tiles + r - 1 rows and columns, holds the image at the pad, and
+// zeros around it.)
 template <typename OutOf, typename Done>
-void winograd_over_batch(const WinogradConv& wg, int64_t N, int threads, const float* in,
-                         const WinogradWeights& w, const float* bias, OutOf&& out_of,
-                         Done&& done) {
+void winograd_over_batch(const WinogradConv& wg, int64_t N, int threads, int64_t H, int64_t W,
+                         int64_t pad, const float* in, const WinogradWeights& w,
+                         const float* bias, OutOf&& out_of, Done&& done) {
     const std::string what = "conv Winograd buffers";
     const int64_t u_floats = checked_mul(wg.points, winograd_weights_point(wg), what);
     const int64_t padded = checked_add(checked_mul(wg.C, checked_mul(wg.Hp, wg.Wp, what), what),
@@ -433,26 +458,26 @@ void winograd_over_batch(const WinogradConv& wg, int64_t N, int threads, const f
     float* pads = u + u_floats;
     std::fill(pads, pads + pads_floats, 0.0f);
     float* works = pads + pads_floats;
-    const int64_t in_image = wg.C * wg.H * wg.W;
+    const int64_t in_image = wg.C * H * W;
     parallel_for_dynamic(threads, N, 1, [&](int64_t n, int t) {
-        float* pad = pads + t * padded;
-        const int64_t side = (wg.r - 1) / 2;
-        pad_interior(wg.C, wg.H, wg.W, wg.Hp, wg.Wp, side, side, in + n * in_image, pad);
+        float* padded_image = pads + t * padded;
+        pad_interior(wg.C, H, W, wg.Hp, wg.Wp, pad, pad, in + n * in_image, padded_image);
         float* out = out_of(n, t);
         float* v = works + t * work;
-        winograd_forward_image_avx512(wg, pad, u, bias, out, v, v + v_floats);
+        winograd_forward_image_avx512(wg, padded_image, u, bias, out, v, v + v_floats);
         done(n, out);
     });
 }
 
-// dx as the forward of dout (F channels) with the filters turned by 180 degrees and their
-// filter and channel axes swapped (see direct_dx_fits), no bias.
+// dx as the forward of dout (F channels, padded by HH - 1 - pad) with the filters turned
+// by 180 degrees and their filter and channel axes swapped (see direct_dx_fits), no bias.
 void winograd_input_gradient(const ConvGeometry& g, const float* dout, const float* w, float* dx) {
     const std::vector<float> no_bias(g.C, 0.0f);
     const int64_t image = g.C * g.H * g.W;
     const int64_t taps = g.HH * g.WW;
-    const WinogradConv wg = winograd_geometry(winograd_tile(g), g.HH, g.F, g.C, g.H, g.W);
-    winograd_over_batch(wg, g.N, team_size(g.N), dout,
+    const WinogradConv wg =
+        winograd_geometry(winograd_tile(g, input_gradient_tiled(g)), g.HH, g.F, g.C, g.H, g.W);
+    winograd_over_batch(wg, g.N, team_size(g.N), g.Ho, g.Wo, g.HH - 1 - g.pad, dout,
                         WinogradWeights{w, taps, g.C * taps, true}, no_bias.data(),
                         [&](int64_t n, int) { return dx + n * image; },
                         [](int64_t, const float*) {});
@@ -843,10 +868,11 @@ void forward_images(const ConvGeometry& g, int threads, const T* x, const T* w, 
         // (wide layers on small images go to im2col + GEMM below: gemm_forward,
         // winograd_forward_unpaid)
         if (!gemm_forward(g) && !winograd_forward_unpaid(g)) {
-            if (winograd_conv(g, g.C, g.F, kWinogradForwardMinSide)) {
-                const WinogradConv wg =
-                    winograd_geometry(winograd_tile(g), g.HH, g.C, g.F, g.H, g.W);
-                return winograd_over_batch(wg, g.N, threads, x, WinogradWeights{w, g.taps(), g.HH * g.WW, false},
+            if (winograd_conv(g, g.C, g.F, forward_tiled(g), kWinogradForwardMinSide)) {
+                const WinogradConv wg = winograd_geometry(winograd_tile(g, forward_tiled(g)),
+                                                          g.HH, g.C, g.F, g.Ho, g.Wo);
+                return winograd_over_batch(wg, g.N, threads, g.H, g.W, g.pad, x,
+                                           WinogradWeights{w, g.taps(), g.HH * g.WW, false},
                                            b, out_of, done);
             }
             if (direct_passes<T>(g).forward) {
@@ -1214,7 +1240,8 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
     if constexpr (std::is_same_v<T, float>) {
         const bool winograd_dx =
             gemm_dx && !gemm_input_gradient(g) &&
-            winograd_conv(g, g.F, g.C, winograd_input_gradient_min_side(g));
+            winograd_conv(g, g.F, g.C, input_gradient_tiled(g),
+                          winograd_input_gradient_min_side(g));
         // These dx kernels read the whole batch's dout, not a chunk's.
         if (winograd_dx ||
             (gemm_dx && (direct_pass.dx || phase || tap_input_gradient<T>(g)))) {

@@ -30,7 +30,7 @@ ConvGeometry conv_geometry(const Shape& x, const Shape& w, const Shape& b, int64
 void set_direct_conv(bool enabled);
 bool direct_conv_active();
 // Where float32 3x3 layers with stride 1 and pad 1 (and 5x5 with pad 2) run Winograd on
-// AVX-512 (forward, dx and dw): off, on the layers where it is faster (the default), or
+// AVX-512 (forward, dx and dw; the forward and dx of narrower pads too): off, on the layers where it is faster (the default), or
 // on all; and the output tiles of a 3x3 layer's passes: 4x4 where F(4x4, 3x3) is faster
 // than F(2x2, 3x3) (the default), or always 2x2 or 4x4.
 enum class WinogradMode { kOff, kWherePays, kEverywhere };

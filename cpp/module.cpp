@@ -1865,8 +1865,9 @@ PYBIND11_MODULE(_C, m) {
         },
         "mode"_a, "tiles"_a = "auto",
         "Where float32 3x3 convolutions with stride 1 and pad 1, and 5x5 ones with pad 2, run\n"
-        "Winograd on AVX-512 (forward, dx and dw): 'auto' (the default) on layers where it\n"
-        "is faster, 'always' on every such layer, 'off' never, to compare the paths.\n"
+        "Winograd on AVX-512 (forward, dx and dw; the forward and dx of narrower pads too):\n"
+        "'auto' (the default) on layers where it is faster, 'always' on every such layer,\n"
+        "'off' never, to compare the paths.\n"
         "tiles: the output tiles of a 3x3 layer's passes, F(4x4, 3x3) or F(2x2, 3x3):\n"
         "'auto' (the default) 4x4 where they are faster, or always '2x2' or '4x4'.");
     m.def(

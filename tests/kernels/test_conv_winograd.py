@@ -1,6 +1,7 @@
 """Winograd F(2x2, 3x3), F(4x4, 3x3) and F(2x2, 5x5) (cpp/conv_winograd.h): float32 3x3
 convs with stride 1 and pad 1 on an AVX-512 CPU and 5x5 ones with pad 2, forward, dx and
-dw. Switched on for every such layer ('always', each tile),
+dw, and the forward and dx of such layers with a narrower pad (0; 1 for 5x5). Switched on
+for every such layer ('always', each tile),
 on random shapes (tiny and odd planes, channel counts off the vector width, batch 1 and
 empty), it matches the naive loops within the rounding of its own terms, and gives bitwise
 the same results on one thread as on two."""
@@ -95,13 +96,16 @@ def test_the_6x6_transforms_are_the_kernels():
     np.testing.assert_array_equal(at, [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 1]])
 
 
-def transformed_inputs_bound(x, m=2, k=3):
-    """|V| = |B^T| |d| |B| of each m x m tile's (m + k - 1) x (m + k - 1) patch of the
-    padded |x|: N, C, th, tw, m + k - 1, m + k - 1."""
+def transformed_inputs_bound(x, m=2, k=3, pad=None):
+    """|V| = |B^T| |d| |B| of each m x m tile's (m + k - 1) x (m + k - 1) patch of |x|
+    padded by pad (a "same" conv's unless given), the tiles covering the output: N, C, th,
+    tw, m + k - 1, m + k - 1."""
     bt = TRANSFORMS[m, k][0]
     x = np.abs(np.asarray(x, np.float64))
     N, C, H, W = x.shape
-    th, tw, pad, alpha = -(-H // m), -(-W // m), (k - 1) // 2, m + k - 1
+    pad = (k - 1) // 2 if pad is None else pad
+    Ho, Wo = H + 2 * pad - k + 1, W + 2 * pad - k + 1
+    th, tw, alpha = -(-Ho // m), -(-Wo // m), m + k - 1
     xp = np.zeros((N, C, m * th + k - 1, m * tw + k - 1))
     xp[:, :, pad : H + pad, pad : W + pad] = x
     patches = np.stack(
@@ -114,18 +118,20 @@ def transformed_inputs_bound(x, m=2, k=3):
     return np.einsum("ai,nctuij,bj->nctuab", np.abs(bt), patches, np.abs(bt))
 
 
-def winograd_bound(x, w, b, m=2):
+def winograd_bound(x, w, b, m=2, pad=None):
     """Per output, the sum of the magnitudes of the terms Winograd adds up: |A^T| (sum over
     channels of |U| |V|) |A| + |b|, with |U| = |G| |g| |G^T| and |V| = |B^T| |d| |B| on each
-    tile's patch. Each rounding (transforms, products, sums) is a multiple of it. Wider
-    than conv_error_bounds: a tile's terms take in its whole patch, and cancel exactly only
-    in exact arithmetic."""
+    tile's patch (x padded by pad, a "same" conv's unless given). Each rounding
+    (transforms, products, sums) is a multiple of it. Wider than conv_error_bounds: a
+    tile's terms take in its whole patch, and cancel exactly only in exact arithmetic."""
     w, b = (np.abs(np.asarray(a, np.float64)) for a in (w, b))
     N, C, H, W = np.shape(x)
     k = w.shape[-1]
     _, g, at = TRANSFORMS[m, k]
+    pad = (k - 1) // 2 if pad is None else pad
+    H, W = H + 2 * pad - k + 1, W + 2 * pad - k + 1  # the output's
     th, tw = -(-H // m), -(-W // m)
-    v = transformed_inputs_bound(x, m, k)
+    v = transformed_inputs_bound(x, m, k, pad)
     u = np.einsum("ai,fcij,bj->fcab", np.abs(g), w, np.abs(g))
     products = np.einsum("nctuab,fcab->nftuab", v, u)
     y = np.einsum("ia,nftuab,jb->nftiuj", np.abs(at), products, np.abs(at))
@@ -160,9 +166,9 @@ def winograd_mode(mode, tiles="auto"):
         _C.set_winograd_conv("auto")
 
 
-def run_winograd(x, w, b, threads, tiles="auto"):
+def run_winograd(x, w, b, threads, tiles="auto", pad=None):
     with winograd_mode("always", tiles):
-        return run(x, w, b, 1, (w.shape[-1] - 1) // 2, threads)
+        return run(x, w, b, 1, (w.shape[-1] - 1) // 2 if pad is None else pad, threads)
 
 
 @pytest.mark.parametrize("m, k", [(2, 3), (4, 3), (2, 5)])
@@ -173,25 +179,30 @@ def run_winograd(x, w, b, threads, tiles="auto"):
     H=st.integers(1, 11),
     W=st.integers(1, 40),
     F=st.integers(1, 35),
+    narrower=st.integers(0, 2),
     seed=st.integers(0, 2**16),
 )
-def test_winograd_matches_naive_and_any_thread_count(m, k, N, C, H, W, F, seed):
+def test_winograd_matches_naive_and_any_thread_count(m, k, N, C, H, W, F, narrower, seed):
+    """On a "same" layer, and (forward and dx) on narrower pads, down to a "valid" conv's 0
+    (the weight gradient then runs on the other kernels)."""
+    pad, tiles = max(0, (k - 1) // 2 - narrower), f"{m}x{m}"
+    H, W = H + k - 1 - 2 * pad, W + k - 1 - 2 * pad  # an output of at least 1 x 1
     x, w, b = case(N, C, H, W, F, k, np.float32, seed)
-    pad, tiles = (k - 1) // 2, f"{m}x{m}"
-    results, dout = run_winograd(x, w, b, threads=2, tiles=tiles)
+    results, dout = run_winograd(x, w, b, threads=2, tiles=tiles, pad=pad)
     refs = (conv_forward_ref(x, w, b, 1, pad),) + tuple(conv_backward_ref(dout, x, w, 1, pad))
     turned = np.flip(w, (2, 3)).transpose(1, 0, 2, 3)  # dx: dout convolved with these
+    same = pad == (k - 1) // 2
     bounds = (
-        winograd_bound(x, w, b, m),
-        winograd_bound(dout, turned, np.zeros(C), m),
-        winograd_dw_bound(dout, x, k, m),
+        winograd_bound(x, w, b, m, pad),
+        winograd_bound(dout, turned, np.zeros(C), m, k - 1 - pad),
+        winograd_dw_bound(dout, x, k, m) if same else conv_error_bounds(dout, x, w, b, 1, pad)[2],
         conv_error_bounds(dout, x, w, b, 1, pad)[3],
     )
     for got, ref, bound in zip(results, refs, bounds):
         assert got.dtype == np.float32
         # 1e-5 = 168 float32 epsilons: the worst case of sums of up to ~160 channels' terms
         assert_within_rounding(got, ref, bound, 1e-5)
-    one_thread, _ = run_winograd(x, w, b, threads=1, tiles=tiles)
+    one_thread, _ = run_winograd(x, w, b, threads=1, tiles=tiles, pad=pad)
     for got, again in zip(results, one_thread):
         np.testing.assert_array_equal(got, again)
 
@@ -204,10 +215,12 @@ def test_winograd_matches_naive_and_any_thread_count(m, k, N, C, H, W, F, seed):
         (3, 32, 3, 1, 1, np.float32, False),  # few channels: the direct kernel is faster
         (32, 15, 3, 1, 1, np.float32, False),
         (32, 32, 3, 1, 1, np.float64, False),  # float64 keeps its path
-        (32, 32, 3, 1, 0, np.float32, False),
+        (32, 32, 3, 1, 0, np.float32, True),  # a "valid" conv: narrower pads too
+        (32, 32, 3, 1, 2, np.float32, False),  # a wider pad
         (32, 32, 3, 2, 1, np.float32, False),
         (32, 32, 5, 1, 2, np.float32, True),
-        (32, 32, 5, 1, 1, np.float32, False),
+        (32, 32, 5, 1, 1, np.float32, True),
+        (32, 32, 5, 1, 0, np.float32, True),
         (32, 32, 5, 1, 2, np.float64, False),
     ],
 )
