@@ -282,17 +282,18 @@ void pack_transposed_rows(int64_t i0, int64_t i1, int64_t depth, const T* a, int
 // C's columns past the last whole vector of B's last panel, when there are at most this
 // many, are summed along the rows (lone_columns) instead of in a vector of columns that
 // they would mostly leave empty. With A transposed (x^T dout), A's column is read in place:
-// one thread, 128 x 3200 x 65 float32 took 547 us against 664 in five vectors of columns
-// (480 at 64 columns), 72 columns 561 against 603; float64 65 columns 1206 against 1474.
-// A row-major A's rows are transposed first, which costs about half a vector of columns:
-// 3200 x 128 x 65 float32 561 against 595 (469 at 64 columns), up to 3 columns; not in
-// float64, whose vectors are half as wide (1198 against 1212, 66 columns 1245 against 1113).
+// one thread, CPU time, float32 128 x 3200 x 65 509 us against 630 in five vectors of
+// columns (477-497 at 64 columns), 72 columns 563 against 600, 300 x 300 x 65 111 against
+// 131; float64 300 x 300 x 65 238 against 270 (benchmarks/bench_matmul_columns.py). A
+// row-major A's rows are transposed first, which costs most of a vector of columns: it
+// pays for one float32 column (3200 x 128 x 65 564 against 595, dout w^T 569 against 590),
+// not for two or more (66-68 columns within 2% either way) nor in float64.
 template <typename T>
 constexpr int64_t kMaxLoneColumns = Lanes<T>::kWidth / 2;
 
 template <typename T>
 int64_t lone_column_limit(bool transposed_a) {
-    return transposed_a ? kMaxLoneColumns<T> : std::is_same_v<T, float> ? 3 : 0;
+    return transposed_a ? kMaxLoneColumns<T> : std::is_same_v<T, float> ? 1 : 0;
 }
 
 // Rows of C a pass of lone_columns computes: three vectors of rows, whose FMA chains
