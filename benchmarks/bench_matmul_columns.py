@@ -9,24 +9,14 @@ column count (64, 64 + 1 .. 64 + width - 1, 64 + width), the best of --rounds ro
 CPU time (the process's: one thread leaves out the waits of a loaded machine).
 """
 import argparse
-import time
 
 import numpy as np
+from bench_attention import best_ms
 
 from graphnet.kernels import _C
 
 LAYOUTS = {"x @ w": (False, False), "x^T dout": (True, False), "dout w^T": (False, True)}
 SHAPES = ((3200, 128), (128, 3200), (50, 128), (300, 300))
-
-
-def best_us(run, calls, rounds):
-    best = float("inf")
-    for _ in range(rounds):
-        start = time.process_time()
-        for _ in range(calls):
-            run()
-        best = min(best, (time.process_time() - start) / calls)
-    return best * 1e6
 
 
 def main():
@@ -44,7 +34,7 @@ def main():
                     a = rng.standard_normal((k, m) if transpose_a else (m, k)).astype(dtype)
                     b = rng.standard_normal((n, k) if transpose_b else (k, n)).astype(dtype)
                     calls = max(1, int(3e6 / (m * n * k)))
-                    us = best_us(
+                    us = 1e3 * best_ms(
                         lambda: _C.matmul(a, b, transpose_a=transpose_a, transpose_b=transpose_b),
                         calls,
                         args.rounds,

@@ -303,11 +303,11 @@ template <typename T>
 constexpr int64_t kLoneRows = kVectors * Lanes<T>::kWidth;
 
 // Rows [i0, i1) x Lone columns of C (c at row 0, column 0 of them, rows ldc apart) over
-// `depth` inner indices (C written when `first`, else added to), a vector of rows at a time: op(A)'s column (A^T read in place
-// at a + kk * lda + i, or a row-major A's rows copied transposed into `scratch`) times one
-// element of B (b at the block's first inner index, b + kk * b_inner + l * b_column). Each
-// element's sum runs over the inner indices in order, starting from zero or C, as in the
-// tiles: the same bits.
+// `depth` inner indices (C written when `first`, else added to), a vector of rows at a
+// time: op(A)'s column (A^T read in place at a + kk * lda + i, or a row-major A's rows
+// copied transposed into `scratch`) times one element of B (b at the block's first inner
+// index, b + kk * b_inner + l * b_column). Each element's sum runs over the inner indices
+// in order, starting from zero or C, as in the tiles: the same bits.
 template <typename T, int Lone>
 void lone_columns(bool first, int64_t depth, int64_t i0, int64_t i1, const T* a, int64_t lda,
                   bool transposed_a, const T* b, int64_t b_inner, int64_t b_column, T* c,
@@ -399,10 +399,12 @@ void rows(int64_t row_begin, int64_t row_end, int64_t n, int64_t k, const T* a,
             for (int64_t j = 0; j < n; j += panel_columns) {
                 // The last panel's few columns past its whole vectors are summed along the
                 // rows after its tiles, which leave `packed` free for them.
-                const int64_t lone = !groups && n - j <= panel_columns &&
-                                             (n - j) % width <= lone_column_limit<T>(transposes.a)
-                                         ? (n - j) % width
-                                         : 0;
+                const int64_t past_vectors = (n - j) % width;
+                const bool last_panel = n - j <= panel_columns;
+                const int64_t lone =
+                    !groups && last_panel && past_vectors <= lone_column_limit<T>(transposes.a)
+                        ? past_vectors
+                        : 0;
                 const int64_t left = n - j - lone;  // columns the tiles compute
                 const bool first = k0 == 0 && !accumulate;
                 if (left > 0) {

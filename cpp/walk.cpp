@@ -203,13 +203,14 @@ bool received(Ref& grad, PyObject* float64, PyObject* unbroadcast, PyObject* val
 }
 
 // Whether `sum`, an input's gradient so far, can take its next consumer's `grad` in place:
-// an array that the gradient list (and the caller's reference) alone hold, over memory of
-// its own, of the dtype and shape `sum + grad` has. Then it is a sum of two or more edges'
-// gradients that this walk made, which nothing else reads: the first edge's gradient, kept
-// at its edge slot, or one a gate also sent elsewhere, is held more than twice. In place,
-// the transformer's four-consumer input adds its third and fourth gradients without a new
-// array each (512 KB at batch 64); the same bits as `sum + grad`.
+// a float32 or float64 array that the gradient list (and the caller's reference) alone
+// hold, over memory of its own, of the dtype and shape `sum + grad` has. Then it is a sum
+// of two or more edges' gradients that this walk made, which nothing else reads: the first
+// edge's gradient, kept at its edge slot, or one a gate also sent elsewhere, is held more
+// than twice. In place, the transformer's four-consumer inputs add their third and fourth
+// gradients without a new array each (512 KB at batch 64); the same bits as `sum + grad`.
 bool sole_sum(PyObject* sum, PyObject* grad) {
+    using pybind11::detail::array_descriptor_proxy;
     using pybind11::detail::array_proxy;
     using pybind11::detail::npy_api;
     const npy_api& numpy = npy_api::get();
@@ -217,10 +218,11 @@ bool sole_sum(PyObject* sum, PyObject* grad) {
         Py_TYPE(grad) != numpy.PyArray_Type_)
         return false;
     const auto *into = array_proxy(sum), *added = array_proxy(grad);
+    const int type = array_descriptor_proxy(into->descr)->type_num;
     constexpr int kOwnWriteable = npy_api::NPY_ARRAY_OWNDATA_ | npy_api::NPY_ARRAY_WRITEABLE_;
-    if (into->base != nullptr || (into->flags & kOwnWriteable) != kOwnWriteable ||
-        into->nd == 0 || into->nd != added->nd ||
-        !numpy.PyArray_EquivTypes_(into->descr, added->descr))
+    if ((type != npy_api::NPY_FLOAT_ && type != npy_api::NPY_DOUBLE_) || into->base != nullptr ||
+        (into->flags & kOwnWriteable) != kOwnWriteable || into->nd == 0 ||
+        into->nd != added->nd || !numpy.PyArray_EquivTypes_(into->descr, added->descr))
         return false;
     for (int axis = 0; axis < into->nd; ++axis)
         if (into->dimensions[axis] != added->dimensions[axis]) return false;
