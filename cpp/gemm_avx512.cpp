@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <array>
+#include <type_traits>
 #include <utility>
 
 namespace graphnet {
@@ -278,6 +279,106 @@ void pack_transposed_rows(int64_t i0, int64_t i1, int64_t depth, const T* a, int
     }
 }
 
+// C's columns past the last whole vector of B's last panel, when there are at most this
+// many, are summed along the rows (lone_columns) instead of in a vector of columns that
+// they would mostly leave empty. With A transposed (x^T dout), A's column is read in place:
+// one thread, CPU time, float32 128 x 3200 x 65 509 us against 630 in five vectors of
+// columns (477-497 at 64 columns), 72 columns 563 against 600, 300 x 300 x 65 111 against
+// 131; float64 300 x 300 x 65 238 against 270 (benchmarks/bench_matmul_columns.py). A
+// row-major A's rows are transposed first, which costs most of a vector of columns: it
+// pays for one float32 column (3200 x 128 x 65 564 against 595, dout w^T 569 against 590),
+// not for two or more (66-68 columns within 2% either way) nor in float64.
+template <typename T>
+constexpr int64_t kMaxLoneColumns = Lanes<T>::kWidth / 2;
+
+template <typename T>
+int64_t lone_column_limit(bool transposed_a) {
+    return transposed_a ? kMaxLoneColumns<T> : std::is_same_v<T, float> ? 1 : 0;
+}
+
+// Rows of C a pass of lone_columns computes: three vectors of rows, whose FMA chains
+// overlap; a row-major A's block of them is copied into the panel's buffer
+// (kDepth x 3 vectors).
+template <typename T>
+constexpr int64_t kLoneRows = kVectors * Lanes<T>::kWidth;
+
+// Rows [i0, i1) x Lone columns of C (c at row 0, column 0 of them, rows ldc apart) over
+// `depth` inner indices (C written when `first`, else added to), a vector of rows at a
+// time: op(A)'s column (A^T read in place at a + kk * lda + i, or a row-major A's rows
+// copied transposed into `scratch`) times one element of B (b at the block's first inner
+// index, b + kk * b_inner + l * b_column). Each element's sum runs over the inner indices
+// in order, starting from zero or C, as in the tiles: the same bits.
+template <typename T, int Lone>
+void lone_columns(bool first, int64_t depth, int64_t i0, int64_t i1, const T* a, int64_t lda,
+                  bool transposed_a, const T* b, int64_t b_inner, int64_t b_column, T* c,
+                  int64_t ldc, T* scratch) {
+    using L = Lanes<T>;
+    using Vec = typename L::Vec;
+    constexpr int64_t W = L::kWidth;
+    constexpr int S = kVectors;
+    for (int64_t i = i0; i < i1; i += kLoneRows<T>) {
+        __mmask16 rows[S];
+        const T* a_rows[S];  // each vector of rows' column at the block's first inner index
+        int64_t a_step = lda;
+        for (int s = 0; s < S; ++s) {
+            rows[s] = first_lanes(i1 - i - s * W, W);
+            a_rows[s] = a + i + s * W;
+            if (!transposed_a) {  // a block past i1 is read as zeros
+                if (rows[s] != 0) {
+                    pack_transposed_panel(depth, 1, std::min(i1 - i - s * W, W),
+                                          a + (i + s * W) * lda, lda, scratch + s * depth * W);
+                }
+                a_rows[s] = scratch + s * depth * W;
+            }
+        }
+        if (!transposed_a) a_step = W;
+        alignas(64) T column[W];
+        Vec acc[S][Lone];
+#pragma GCC unroll 3
+        for (int s = 0; s < S; ++s) {
+#pragma GCC unroll 8
+            for (int l = 0; l < Lone; ++l) {
+                for (int64_t r = 0; r < W; ++r) {
+                    const int64_t row = i + s * W + r;
+                    column[r] = first || row >= i1 ? T(0) : c[row * ldc + l];
+                }
+                acc[s][l] = L::load(column);
+            }
+        }
+        const __mmask16 rows0 = rows[0], rows1 = rows[1], rows2 = rows[2];
+        const T *a0 = a_rows[0], *a1 = a_rows[1], *a2 = a_rows[2];
+        for (int64_t kk = 0; kk < depth; ++kk) {
+            const Vec av[S] = {L::load(a0 + kk * a_step, rows0), L::load(a1 + kk * a_step, rows1),
+                               L::load(a2 + kk * a_step, rows2)};
+#pragma GCC unroll 8
+            for (int l = 0; l < Lone; ++l) {
+                const Vec bv = L::broadcast(b + kk * b_inner + l * b_column);
+#pragma GCC unroll 3
+                for (int s = 0; s < S; ++s) acc[s][l] = L::fma(av[s], bv, acc[s][l]);
+            }
+        }
+#pragma GCC unroll 3
+        for (int s = 0; s < S; ++s) {
+#pragma GCC unroll 8
+            for (int l = 0; l < Lone; ++l) {
+                L::store_aligned(column, acc[s][l]);
+                for (int64_t r = 0; r < W && i + s * W + r < i1; ++r) {
+                    c[(i + s * W + r) * ldc + l] = column[r];
+                }
+            }
+        }
+    }
+}
+
+template <typename T>
+using LoneColumns = void (*)(bool, int64_t, int64_t, int64_t, const T*, int64_t, bool,
+                             const T*, int64_t, int64_t, T*, int64_t, T*);
+
+template <typename T, int... Lone>
+constexpr auto lone_kernels(std::integer_sequence<int, Lone...>) {
+    return std::array<LoneColumns<T>, sizeof...(Lone)>{lone_columns<T, Lone + 1>...};
+}
+
 // (groups: of A's inner indices, or none)
 template <typename T>
 void rows(int64_t row_begin, int64_t row_end, int64_t n, int64_t k, const T* a,
@@ -296,37 +397,59 @@ void rows(int64_t row_begin, int64_t row_end, int64_t n, int64_t k, const T* a,
             const bool pack = transposes.b || aliasing ||
                               (i1 - i0 >= kPackRows && depth >= kPackDepth);
             for (int64_t j = 0; j < n; j += panel_columns) {
-                const int64_t left = n - j;
-                const __mmask16 lanes[kVectors] = {first_lanes(left, width),
-                                                   first_lanes(left - width, width),
-                                                   first_lanes(left - 2 * width, width)};
-                const int vectors = left > 2 * width ? 3 : left > width ? 2 : 1;
-                const T* panel = b + k0 * ldb + j;
-                Block blk{pack_a ? kRows : lda, ldb, depth, k0 == 0 && !accumulate,
-                          groups ? *groups : InnerGroups{1, 1, 0},
-                          groups ? k0 % groups->group : 0};
-                if (transposes.b) {
-                    pack_transposed_panel(depth, vectors, left, b + j * ldb + k0, ldb, packed);
-                } else if (pack) {  // zeros past column n: every load is whole
-                    pack_panel(depth, vectors, panel, ldb, lanes, packed);
+                // The last panel's few columns past its whole vectors are summed along the
+                // rows after its tiles, which leave `packed` free for them.
+                const int64_t past_vectors = (n - j) % width;
+                const bool last_panel = n - j <= panel_columns;
+                const int64_t lone =
+                    !groups && last_panel && past_vectors <= lone_column_limit<T>(transposes.a)
+                        ? past_vectors
+                        : 0;
+                const int64_t left = n - j - lone;  // columns the tiles compute
+                const bool first = k0 == 0 && !accumulate;
+                if (left > 0) {
+                    const __mmask16 lanes[kVectors] = {first_lanes(left, width),
+                                                       first_lanes(left - width, width),
+                                                       first_lanes(left - 2 * width, width)};
+                    const int vectors = left > 2 * width ? 3 : left > width ? 2 : 1;
+                    const T* panel = b + k0 * ldb + j;
+                    Block blk{pack_a ? kRows : lda, ldb, depth, first,
+                              groups ? *groups : InnerGroups{1, 1, 0},
+                              groups ? k0 % groups->group : 0};
+                    if (transposes.b) {
+                        pack_transposed_panel(depth, vectors, left, b + j * ldb + k0, ldb,
+                                              packed);
+                    } else if (pack) {  // zeros past column n: every load is whole
+                        pack_panel(depth, vectors, panel, ldb, lanes, packed);
+                    }
+                    if (pack) {
+                        panel = packed;
+                        blk.ldb = vectors * width;
+                    }
+                    // A's column k0 (grouped: the start of its group), from a row's start
+                    const int64_t a_k0 = groups ? k0 / groups->group * groups->outer : k0;
+                    const ALayout layout = groups         ? kGroupedA
+                                           : transposes.a ? kTransposedA
+                                                          : kRowsOfA;
+                    const Tile<T>* tiles =
+                        tiles_for<T>(vectors, !pack && left < vectors * width, layout);
+                    for (int64_t i = i0; i < i1; i += kRows) {
+                        const int64_t count = i1 - i < kRows ? i1 - i : kRows;
+                        const T* a_tile = pack_a         ? a_scratch + (i - i0) * depth
+                                          : transposes.a ? a + k0 * lda + i
+                                                         : a + i * lda + a_k0;
+                        tiles[count](blk, a_tile, panel, lanes, c + i * ldc + j, ldc);
+                    }
                 }
-                if (pack) {
-                    panel = packed;
-                    blk.ldb = vectors * width;
-                }
-                // A's column k0 (grouped: the start of its group), from a row's start
-                const int64_t a_k0 = groups ? k0 / groups->group * groups->outer : k0;
-                const ALayout layout = groups         ? kGroupedA
-                                       : transposes.a ? kTransposedA
-                                                      : kRowsOfA;
-                const Tile<T>* tiles =
-                    tiles_for<T>(vectors, !pack && left < vectors * width, layout);
-                for (int64_t i = i0; i < i1; i += kRows) {
-                    const int64_t count = i1 - i < kRows ? i1 - i : kRows;
-                    const T* a_tile = pack_a         ? a_scratch + (i - i0) * depth
-                                      : transposes.a ? a + k0 * lda + i
-                                                     : a + i * lda + a_k0;
-                    tiles[count](blk, a_tile, panel, lanes, c + i * ldc + j, ldc);
+                if (lone > 0) {
+                    static constexpr auto kLoneKernels = lone_kernels<T>(
+                        std::make_integer_sequence<int, int(kMaxLoneColumns<T>)>{});
+                    const int64_t column = j + left;
+                    kLoneKernels[lone - 1](
+                        first, depth, i0, i1, transposes.a ? a + k0 * lda : a + k0, lda,
+                        transposes.a,
+                        transposes.b ? b + column * ldb + k0 : b + k0 * ldb + column,
+                        transposes.b ? 1 : ldb, transposes.b ? ldb : 1, c + column, ldc, packed);
                 }
             }
         }

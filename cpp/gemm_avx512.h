@@ -15,6 +15,10 @@
 // transposed in registers; a transposed A (x^T dout) is read in place where one or two
 // panels read it, and copied tile by tile, side by side, for more (read in place, its
 // rows are m apart and share a few L1 sets, read again from L2 for every panel).
+// The last panel's few columns past its whole vectors (65 = 4 vectors + 1) are summed a
+// vector of rows at a time instead, A's column read in place when A is transposed (x^T
+// dout) or from its rows transposed first (one float32 column), in the same order of
+// each sum: the same bits as in a vector of columns.
 // Measured and dropped: copying A's tiles of an untransposed A (slower), a 12-row x
 // 2-vector tile (slower), 128-deep panels (a few percent slower).
 //

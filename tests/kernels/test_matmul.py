@@ -303,6 +303,50 @@ def test_avx512_transposed_products_random_shapes(m, n, k, transposes, dtype, se
         np.testing.assert_array_equal(results[0], other)
 
 
+# The last panel's columns past its whole vectors (at most 8 float32, 4 float64) are
+# summed along the rows, a vector of rows at a time: each element's sum over k in the same
+# order as in a vector of columns, so the product is the same, bit for bit, as the first n
+# columns of the product with B padded to whole vectors (where no column is lone); every
+# layout, rows past one 48-row pass and one 256-row chunk, k past one 256-deep block (the
+# lone columns then added to), on any thread count.
+@settings(max_examples=80, deadline=None)
+@given(
+    m=st.integers(2, 300),
+    full=st.integers(0, 6),
+    lone=st.integers(1, 8),
+    k=st.integers(32, 600),
+    transposes=st.sampled_from([(False, False), (True, False), (False, True), (True, True)]),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 2**16),
+)
+@example(m=3200, full=4, lone=1, k=128, transposes=(False, False), dtype=np.float32, seed=0)
+@example(m=128, full=4, lone=1, k=3200, transposes=(True, False), dtype=np.float32, seed=1)
+@example(m=50, full=8, lone=1, k=128, transposes=(False, True), dtype=np.float64, seed=2)
+@example(m=263, full=0, lone=4, k=257, transposes=(False, False), dtype=np.float64, seed=3)
+def test_lone_columns_are_the_padded_products_bits(m, full, lone, k, transposes, dtype, seed):
+    width = 16 if dtype == np.float32 else 8
+    n = full * width + min(lone, width - 1)
+    rng = np.random.default_rng(seed)
+    a, op_a = stored(rng, (m, k), transposes[0], dtype)
+    b, op_b = stored(rng, (k, n), transposes[1], dtype)
+    kwargs = dict(transpose_a=transposes[0], transpose_b=transposes[1])
+    before = _C.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2, 3):
+            _C.set_num_threads(threads)
+            results.append(_C.matmul(a, b, **kwargs))
+    finally:
+        _C.set_num_threads(before)
+    assert_product(results[0], op_a, op_b, dtype)
+    for other in results[1:]:
+        np.testing.assert_array_equal(results[0], other)
+    if _C.avx512_matmul_active():
+        padded = np.zeros((k, (full + 1) * width), dtype)
+        padded[:, :n] = op_b
+        np.testing.assert_array_equal(results[0], _C.matmul(op_a, padded)[:, :n])
+
+
 # ---- the bias added to blocks of rows of the AVX-512 kernel's product ----
 
 

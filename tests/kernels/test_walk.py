@@ -293,3 +293,71 @@ def test_fan_out_gradients_are_summed_and_kept_per_edge():
     )
     assert grads[1] == 5.0 and grads[2] == 2.0
     assert edges[0] == 2.0 and edges[1] == 3.0
+
+
+def test_a_sum_of_fan_out_gradients_that_nothing_else_holds_is_added_to_in_place():
+    # Four edges into input 1: the first edge's array is kept at its slot, so the first sum
+    # is a new array; the walk's own sum then takes the third edge in place; a sum that a
+    # gate also holds (here the fourth step's) is not written into.
+    rng = np.random.default_rng(0)
+    sent = [rng.standard_normal((3, 4)).astype(np.float32) for _ in range(4)]
+    copies = [s.copy() for s in sent]
+    grads, edges, held, sums = [np.ones((3, 4), np.float32), None], [None] * 4, [], []
+
+    def sends(k, hold=False):
+        def backward(dout, cache, needs):
+            sums.append(id(grads[1]))  # the input's sum as this step finds it
+            if hold:
+                held.append(grads[1])
+            return (sent[k],)
+
+        return backward
+
+    loop = [(0, sends(k, hold=k == 3), (True,), ((0, 1, k),), False) for k in range(4)]
+    values = [np.zeros((3, 4), np.float32)] * 2
+    _C.backward_walk(loop, values, [None] * 2, grads, edges, None, np.float64, unbroadcast, [0])
+    assert all(edge is s for edge, s in zip(edges, sent))
+    for s, copy in zip(sent, copies):  # every edge's gradient as its gate sent it
+        np.testing.assert_array_equal(s, copy)
+    expected = ((copies[0] + copies[1]) + copies[2]) + copies[3]
+    np.testing.assert_array_equal(grads[1], expected)
+    np.testing.assert_array_equal(held[0], (copies[0] + copies[1]) + copies[2])
+    assert sums[1] == id(sent[0]) and sums[3] == sums[2]  # the third edge's added in place
+    assert grads[1] is not held[0]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("consumers", [2, 3, 4])
+@pytest.mark.parametrize("training", [True, False])
+def test_fan_out_of_arrays_walks_as_the_hooked_loops_do(dtype, consumers, training):
+    # An input read by 2-4 gates, one of them twice (x * x), one through an add that sends
+    # its upstream gradient on unchanged, a broadcast bias read by each branch: every node's
+    # gradient and every edge's gradient the same bits as the hooked loop's, and the sums
+    # the same on any thread count.
+    rng = np.random.default_rng(consumers)
+    g = gn.Graph(dtype=dtype)
+    x = g.input("x", shape=(None, 6))
+    w = g.param("w", rng.standard_normal((6, 6)))
+    bias = g.param("bias", rng.standard_normal(6))
+    h = g.tanh(g.add(g.matmul(x, w), bias), name="h")
+    branches = [
+        g.multiply(h, h, name="square"),
+        g.add(h, bias, name="shifted"),
+        g.matmul(h, w, name="mixed"),
+        g.sigmoid(h, name="gated"),
+    ][:consumers]
+    total = branches[0]
+    for branch in branches[1:]:
+        total = g.add(total, branch)
+    g.sum(total, name="loss")
+    if not training:
+        g.eval()
+    feeds = {"x": rng.standard_normal((5, 6))}
+    first = walked(g, feeds, hooked=False)
+    assert_same(first, walked(g, feeds, hooked=True))
+    before = _C.get_num_threads()
+    try:
+        _C.set_num_threads(2)
+        assert_same(first, walked(g, feeds, hooked=False))
+    finally:
+        _C.set_num_threads(before)
