@@ -1601,7 +1601,7 @@ PYBIND11_MODULE(_C, m) {
     bind_walks(m);  // walk.h
 
     m.def("conv_forward", &py_conv_forward, "x"_a, "w"_a, "b"_a, "stride"_a, "pad"_a,
-          py::kw_only(), "activation"_a = "", "alpha"_a = 0.0,
+          "activation"_a = "", "alpha"_a = 0.0,  // not keyword-only: see matmul
           "Convolution (cross-correlation) of x (N, C, H, W) with w (F, C, HH, WW) plus b (F,)\n"
           "-> out (N, F, 1 + (H + 2 pad - HH) // stride, 1 + (W + 2 pad - WW) // stride).\n"
           "x, w, b must share one dtype, float32 or float64; out has that dtype.\n"
@@ -1625,7 +1625,7 @@ PYBIND11_MODULE(_C, m) {
           "gradient is dpool at each window's winner where the pooled value is > 0, else 0.\n"
           "pooled, winners: max_pool_forward's outputs; x, w: the conv's input and weights.");
     m.def("max_pool_forward", &py_max_pool_forward, "x"_a, "pool_height"_a, "pool_width"_a,
-          "stride"_a, py::kw_only(), "relu_first"_a = false,
+          "stride"_a, "relu_first"_a = false,  // not keyword-only: see matmul
           "Max pooling of x (N, C, H, W), no padding -> (out, winners): out is\n"
           "(N, C, 1 + (H - ph) // stride, 1 + (W - pw) // stride); winners (int32, same shape)\n"
           "holds each window's winner as an index into its (H, W) plane. Ties: the first\n"
