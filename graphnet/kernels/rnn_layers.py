@@ -275,7 +275,7 @@ def lstm_inference(
     only the current step's cell state instead of every step's gates, cell states and
     their tanh (the writes the backward would read)."""
     x, h0, Wx, Wh, b = _recurrent_inputs("lstm_inference", x, h0, Wx, Wh, b, 4, "(N, T, D)")
-    return _C.recurrent_forward("lstm", x, h0, Wx, Wh, b, keep=False)[0]
+    return _C.recurrent_forward("lstm", x, h0, Wx, Wh, b, False)[0]  # keep=False, by position
 
 
 def lstm_backward(dh: np.ndarray, cache: _SequenceCache) -> Tuple[np.ndarray, ...]:
