@@ -1658,7 +1658,7 @@ PYBIND11_MODULE(_C, m) {
     bind_walks(m);  // walk.h
 
     m.def("conv_forward", &py_conv_forward, "x"_a, "w"_a, "b"_a, "stride"_a, "pad"_a,
-          py::kw_only(), "activation"_a = "", "alpha"_a = 0.0,
+          "activation"_a = "", "alpha"_a = 0.0,  // not keyword-only: see matmul
           "Convolution (cross-correlation) of x (N, C, H, W) with w (F, C, HH, WW) plus b (F,)\n"
           "-> out (N, F, 1 + (H + 2 pad - HH) // stride, 1 + (W + 2 pad - WW) // stride).\n"
           "x, w, b must share one dtype, float32 or float64; out has that dtype.\n"
@@ -1682,7 +1682,7 @@ PYBIND11_MODULE(_C, m) {
           "gradient is dpool at each window's winner where the pooled value is > 0, else 0.\n"
           "pooled, winners: max_pool_forward's outputs; x, w: the conv's input and weights.");
     m.def("max_pool_forward", &py_max_pool_forward, "x"_a, "pool_height"_a, "pool_width"_a,
-          "stride"_a, py::kw_only(), "relu_first"_a = false,
+          "stride"_a, "relu_first"_a = false,  // not keyword-only: see matmul
           "Max pooling of x (N, C, H, W), no padding -> (out, winners): out is\n"
           "(N, C, 1 + (H - ph) // stride, 1 + (W - pw) // stride); winners (int32, same shape)\n"
           "holds each window's winner as an index into its (H, W) plane. Ties: the first\n"
@@ -1716,8 +1716,10 @@ PYBIND11_MODULE(_C, m) {
     m.def("row_means", &py_row_means, "x"_a,
           "The mean of each row of x (rows, n), float32 or float64, with numpy's pairwise\n"
           "summation: np.mean(x, axis=1)'s numbers, bit for bit.");
-    m.def("matmul", &py_matmul, "a"_a, "b"_a, py::kw_only(), "transpose_a"_a = false,
-          "transpose_b"_a = false, "bias"_a = py::none(),
+    // Not keyword-only: pybind11 takes any keyword argument through a slow path (0.8 us a
+    // call), as much as a small product, so the gates pass them by position.
+    m.def("matmul", &py_matmul, "a"_a, "b"_a, "transpose_a"_a = false, "transpose_b"_a = false,
+          "bias"_a = py::none(),
           "op(a) @ op(b) on graphnet's threads, op = transpose when asked (no copy is made\n"
           "for it); a and b: 2-D, one dtype, float32 or float64. bias (columns of the\n"
           "result,), of that dtype: added to every row of the result.");

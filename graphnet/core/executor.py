@@ -137,7 +137,7 @@ class Executor:
     def _drop_outdated(self) -> None:
         """Forget the plans and the last walk once the graph has grown (nodes are only ever
         added): checked here, once per walk, rather than by every node the graph builds."""
-        size = len(self.graph)
+        size = len(self.graph.store.values)  # a slot per node; no Python __len__ call
         if size != self._nodes_planned:
             self._plans.clear()
             self._last_forward = None
@@ -220,13 +220,6 @@ class Executor:
     # ----- forward ----------------------------------------------------------------------
 
     def run_forward(self, plan: Plan, hooks: list) -> None:
-        previous = _C.set_array_memory_handler(WALK_MEMORY)
-        try:
-            self._run_forward(plan, hooks)
-        finally:
-            _C.set_array_memory_handler(previous)
-
-    def _run_forward(self, plan: Plan, hooks: list) -> None:
         store = self.graph.store
         if store.holds_grads:  # before any hook: the walk's hooks see the gradients gone
             store.drop_outdated_grads(plan.writes)
@@ -237,18 +230,21 @@ class Executor:
         for hook in hooks:
             if hook.start:
                 hook.start("forward", plan)
+        previous = _C.set_array_memory_handler(WALK_MEMORY)
         try:
             if hooks and any(hook.forward for hook in hooks):
                 self._forward_hooked(plan, store, hooks, progress)
             else:
                 _C.forward_walk(plan.loop, store.values, store.caches, store, progress)
         except BaseException as err:
+            _C.set_array_memory_handler(previous)
             done = progress[0]
             failed = plan.steps[done] if done < len(plan.steps) else None
             self._mark_stale(plan, done, failed, err)
             if isinstance(err, (ValueError, TypeError)) and failed is not None:
                 raise gate_failure("forward", failed, err) from err
             raise
+        _C.set_array_memory_handler(previous)
         if store.stale:
             for index in plan.writes:
                 store.stale.pop(index, None)

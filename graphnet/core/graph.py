@@ -571,7 +571,7 @@ class Graph(GateBuilders):
         A feed its plan's first step checks for NaN and Inf (passes/feed_check.py, a walk
         without hooks) is checked by that step's `check` instead."""
         table = plan.feed_table
-        if table is None or table[0] != self.dtype:
+        if table is None or table[0] is not self.dtype:
             integer = self._integer_only_inputs()
             table = plan.feed_table = (
                 self.dtype,

@@ -17,7 +17,7 @@ def matmul(a, b, transpose_a=False, transpose_b=False):
     """op(a) @ op(b) on graphnet's own threads when the dtypes allow (see cpp/matmul.h for
     why not numpy's), else numpy's."""
     if a.dtype == b.dtype and a.dtype in _BLAS_DTYPES:
-        return _C.matmul(a, b, transpose_a=transpose_a, transpose_b=transpose_b)
+        return _C.matmul(a, b, transpose_a, transpose_b)  # by position: no keyword's slow path
     return (a.T if transpose_a else a) @ (b.T if transpose_b else b)
 
 
@@ -49,7 +49,8 @@ class Affine(Gate):
         # not -1: N may be 0; a batch of rows already (N, D) as it is
         rows = x if x.ndim == 2 else x.reshape(x.shape[0], math.prod(x.shape[1:]))
         if rows.dtype == w.dtype == b.dtype and rows.dtype in _BLAS_DTYPES:
-            out = _C.matmul(rows, w, bias=b)  # the bias added in C++: numpy's numbers
+            # the bias added in C++: numpy's numbers; by position: no keyword's slow path
+            out = _C.matmul(rows, w, False, False, b)
         else:
             out = matmul(rows, w)
             out += b

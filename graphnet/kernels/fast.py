@@ -49,7 +49,7 @@ def conv_forward_fast(x, w, b, conv_param, activation="", alpha=0.0):
     stride = _int_param(conv_param, "stride", "conv_param")
     pad = _int_param(conv_param, "pad", "conv_param")
     x, w, b = np.asarray(x), np.asarray(w), np.asarray(b)
-    out = _C.conv_forward(x, w, b, stride, pad, activation=activation, alpha=alpha)
+    out = _C.conv_forward(x, w, b, stride, pad, activation, alpha)  # by position: see matmul
     return out, (x, w, b, conv_param)
 
 
@@ -125,7 +125,7 @@ def _max_pool(x, pool_param, relu_first):
     pw = _int_param(pool_param, "pool_width", "pool_param")
     stride = _int_param(pool_param, "stride", "pool_param")
     x = np.asarray(x)
-    out, winners = _C.max_pool_forward(x, ph, pw, stride, relu_first=relu_first)
+    out, winners = _C.max_pool_forward(x, ph, pw, stride, relu_first)  # by position
     return out, (x.shape, winners, pool_param)
 
 

@@ -105,7 +105,7 @@ def _matmul(a, b, transpose_a=False, transpose_b=False):
     """op(a) @ op(b) for 2-D a and b, on graphnet's own threads when they share a float
     dtype (numpy's BLAS threads would fight the kernels' for the cores: cpp/matmul.h)."""
     if a.dtype == b.dtype and a.dtype in (np.float32, np.float64):
-        return _C.matmul(a, b, transpose_a=transpose_a, transpose_b=transpose_b)
+        return _C.matmul(a, b, transpose_a, transpose_b)  # by position: no keyword's slow path
     return (a.T if transpose_a else a) @ (b.T if transpose_b else b)
 
 
@@ -275,7 +275,7 @@ def lstm_inference(
     only the current step's cell state instead of every step's gates, cell states and
     their tanh (the writes the backward would read)."""
     x, h0, Wx, Wh, b = _recurrent_inputs("lstm_inference", x, h0, Wx, Wh, b, 4, "(N, T, D)")
-    return _C.recurrent_forward("lstm", x, h0, Wx, Wh, b, keep=False)[0]
+    return _C.recurrent_forward("lstm", x, h0, Wx, Wh, b, False)[0]  # keep=False, by position
 
 
 def lstm_backward(dh: np.ndarray, cache: _SequenceCache) -> Tuple[np.ndarray, ...]:
@@ -397,7 +397,7 @@ def temporal_affine_forward(
     N, T, D = x.shape
     if x.dtype == w.dtype == b.dtype and x.dtype in (np.float32, np.float64):
         # the bias added in C++ after the product: out += b's numbers without its call
-        out = _C.matmul(x.reshape(N * T, D), w, bias=b).reshape(N, T, -1)
+        out = _C.matmul(x.reshape(N * T, D), w, False, False, b).reshape(N, T, -1)
         return out, (x, w, b, out)
     out = _matmul(x.reshape(N * T, D), w).reshape(N, T, -1)
     if out.dtype == np.result_type(out, b):

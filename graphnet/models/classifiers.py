@@ -58,6 +58,8 @@ class GraphModel:
         # for fully connected models: the features an input flattens to
         self._features: Optional[int] = None
         self._weights: List[str] = []  # names of the params the L2 term covers
+        # the shape of one sample of the last input check_input took whole
+        self._sample_shape: Optional[tuple] = None
 
     # ----- building ---------------------------------------------------------------------
 
@@ -179,6 +181,12 @@ class GraphModel:
         converted exactly to the model's dtype; bool, complex, object and string arrays,
         empty batches and wrongly shaped samples are refused. (NaN and Inf are refused
         by the graph's feed check.)"""
+        # An array of the model's dtype shaped as the last one taken: nothing left to check
+        # (0.3 us, where the checks below take 0.8 at one sample).
+        if type(X) is np.ndarray and X.dtype is self.dtype:
+            shape = X.shape
+            if len(shape) > 1 and shape[0] and shape[1:] == self._sample_shape:
+                return X
         name, node = type(self).__name__, self.input_name
         try:
             X = np.asarray(X)
@@ -214,6 +222,7 @@ class GraphModel:
                 f"{name}.loss: {what} (input {node!r}) is an empty batch (shape "
                 f"{X.shape}); pass at least one sample"
             )
+        self._sample_shape = X.shape[1:]
         return X
 
     def check_labels(self, y: Any, num_samples: int, what: str = "y") -> np.ndarray:

@@ -1885,6 +1885,29 @@ def test_accepted_conversions_are_exact():
         assert loss_f == loss_i
 
 
+def test_inputs_after_an_accepted_batch_are_checked_in_full():
+    """A model takes an array of its dtype shaped as the last batch it accepted without
+    checking it again; any other array, after any accepted batch, takes every check."""
+    for make, shape in MODELS.values():
+        model = make()
+        X = np.random.default_rng(4).standard_normal(shape).astype(model.dtype)
+        expected = model.loss(X)
+        np.testing.assert_array_equal(model.loss(X[::-1].copy()), expected[::-1])
+        for wrong, words in [
+            (X[:0], "empty batch"),
+            (X.reshape(-1), "does not fit"),
+            (X.reshape(len(X), -1)[:, :-1], "does not fit"),
+            (X.astype(np.complex64), "real numbers"),
+            (np.where(X > 1, np.nan, X), "NaN or Inf"),
+        ]:
+            with pytest.raises(gn.GraphError, match=words):
+                model.loss(wrong)
+            np.testing.assert_array_equal(model.loss(X), expected)
+        np.testing.assert_array_equal(
+            model.loss(X.astype(np.uint8)), model.loss(X.astype(np.uint8).astype(model.dtype))
+        )
+
+
 def test_loads_that_fail_leave_the_model_untouched():
     target = fc()
     before = {k: v.copy() for k, v in target.params.items()}

@@ -370,6 +370,8 @@ def test_conv_activation_is_the_gates_each_way_on_every_path(
             got = _C.conv_forward(x, w, b, stride, pad, activation=name, alpha=alpha)
             assert got.dtype == dtype
             np.testing.assert_array_equal(got, expected)
+            # by position, as the conv gate passes them
+            np.testing.assert_array_equal(_C.conv_forward(x, w, b, stride, pad, name, alpha), got)
             grads = _C.conv_backward(
                 dout, x, w, stride, pad, need_dx=need_dx, activation=name, alpha=alpha, act_out=got
             )

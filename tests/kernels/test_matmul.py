@@ -383,6 +383,8 @@ def test_biased_product_is_the_product_then_numpys_bias_add(
             for threads in (1, 2, 3):
                 _C.set_num_threads(threads)
                 np.testing.assert_array_equal(_C.matmul(a, b, bias=bias, **kwargs), expected)
+                # by position, as the gates pass them
+                np.testing.assert_array_equal(_C.matmul(a, b, *transposes, bias), expected)
     finally:
         _C.set_num_threads(before)
     reference = op_a.astype(np.float64) @ op_b.astype(np.float64) + bias
