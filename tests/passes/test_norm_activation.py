@@ -1,4 +1,4 @@
-"""spatial groupnorm -> gelu / leaky relu / softplus (-> average pool) as one step each way
+"""spatial groupnorm -> gelu / leaky relu / relu / softplus (-> average pool) as one step each way
 (graphnet/passes/norm_activation.py): every node reads as gate by gate, bit for bit, where
 the passes apply and only there."""
 
@@ -30,6 +30,7 @@ ACTIVATIONS = {
     "gelu": lambda g, h: g.gelu(h, name="act"),
     "gelu_tanh": lambda g, h: g.gelu(h, approximate="tanh", name="act"),
     "leaky_relu": lambda g, h: g.leaky_relu(h, 0.1, name="act"),
+    "relu": lambda g, h: g.relu(h, name="act"),
     "softplus": lambda g, h: g.softplus(h, name="act"),
 }
 
