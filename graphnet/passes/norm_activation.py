@@ -24,7 +24,9 @@ The groupnorm's value is deferred to its own gate, on the inputs as they were; t
 activation's cache is its gate's on that value (its saved input, or relu's mask), and where
 pooled the activation's value is its gate on it. A backward after a forward that did not
 run fused runs the gates: only a cache of the fused forward (kernels.norm.ActivationNormCache,
-PooledNormCache) says which activation it applied and whether it pooled.
+PooledNormCache) says which activation it applied and whether it pooled. A relu that a max
+pool reads is relu_pool.py's, which runs ahead of these passes and takes the relu on the
+pooled values only.
 """
 
 import functools

@@ -124,6 +124,26 @@ def test_a_norm_read_by_another_gate_is_not_fused():
     assert_same_everywhere(plain, fused)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_relu_read_by_a_max_pool_is_left_to_the_pools_pass(dtype):
+    """relu_pool.py runs ahead of this pass and takes the relu on the pooled values only."""
+
+    def build(g, rng):
+        x = g.input("x")
+        gamma, beta = (
+            g.param("gamma", rng.uniform(-1, 2, 4)),
+            g.param("beta", rng.standard_normal(4)),
+        )
+        h = g.relu(g.spatial_groupnorm(x, gamma, beta, G=2, name="norm"), name="act")
+        return classifier_feeds(g, rng, g.max_pool(h, 2, 2, 2, name="pool"), (3, 4, 6, 6))
+
+    plain, fused, feeds = twins(build, dtype)
+    assert fused_labels(fused) == fused_labels(fused, "backward") == ["relu+max_pool"]
+    for g in (plain, fused):
+        walk(g, feeds)
+    assert_same_everywhere(plain, fused)
+
+
 @pytest.mark.parametrize("fuse_forward, fuse_backward", [(True, False), (False, True)])
 def test_a_fused_walk_one_way_and_gate_by_gate_the_other(fuse_forward, fuse_backward):
     plain, g, feeds = twins(network(), np.float64)
