@@ -3,7 +3,7 @@ passes/norm_activation.py runs), each direction on its own, against the two kern
 after the other and the memory they must move.
 
     python benchmarks/bench_group_norm_activation.py [--shape 64,32,32,32] [--groups 8]
-        [--activations gelu,gelu_tanh,leaky_relu,softplus] [--dtypes float32,float64]
+        [--activations gelu,gelu_tanh,leaky_relu,relu,softplus] [--dtypes float32,float64]
         [--rounds 9]
 
 One thread, the process's CPU time, the median of `--rounds` calls of each in turns. Per

@@ -15,17 +15,58 @@ int thread_index();  // threads.h
 namespace {
 
 // y = (x - m) * (inv * gamma[c]) + beta[c] over one group's channels (planes entries
-// each): the forward's normalized entries, and the backward's recomputation of them (the
-// same operations, so the same bits: these files are compiled without FMA contraction).
-template <typename T>
+// each), act(y) written: the forward's normalized entries (act the identity or a plain
+// activation), and the backward's recomputation of them (the same operations, so the same
+// bits: these files are compiled without FMA contraction).
+template <typename T, typename Act>
 void normalize_group(int64_t per_group, int64_t planes, T m, T inv, const T* gamma,
-                     const T* beta, const T* x, T* y) {
+                     const T* beta, const T* x, T* y, Act act) {
     for (int64_t c = 0; c < per_group; ++c) {
         const T a = inv * gamma[c], b = beta[c];
         const T* p = x + c * planes;
         T* o = y + c * planes;
 #pragma omp simd
-        for (int64_t i = 0; i < planes; ++i) o[i] = (p[i] - m) * a + b;
+        for (int64_t i = 0; i < planes; ++i) o[i] = act((p[i] - m) * a + b);
+    }
+}
+
+template <typename T>
+void normalize_group(int64_t per_group, int64_t planes, T m, T inv, const T* gamma,
+                     const T* beta, const T* x, T* y) {
+    normalize_group(per_group, planes, m, inv, gamma, beta, x, y, [](T v) { return v; });
+}
+
+// dy = the gradient through a plain activation (relu, or leaky relu of slope alpha) of dout
+// at a group's normalized entries, recomputed as normalize_group's, in one loop.
+template <bool kRelu, typename T>
+void plain_group_backward(int64_t per_group, int64_t planes, T m, T inv, const T* gamma,
+                          const T* beta, const T* x, const T* dout, T alpha, T* dy) {
+    for (int64_t c = 0; c < per_group; ++c) {
+        const T a = inv * gamma[c], b = beta[c];
+        const T *p = x + c * planes, *g = dout + c * planes;
+        T* d = dy + c * planes;
+#pragma omp simd
+        for (int64_t i = 0; i < planes; ++i) {
+            d[i] = plain_backward<kRelu>(g[i], (p[i] - m) * a + b, alpha);
+        }
+    }
+}
+
+// Which plain activation (pointwise.h: relu or leaky relu) the loops below take inside
+// their normalizing loop, known at compile time. (A tag of this file's own: these files
+// include no library header.)
+template <bool kRelu>
+struct PlainActivation {
+    static constexpr bool relu = kRelu;
+};
+
+// g(PlainActivation<op is relu>()).
+template <typename G>
+void with_plain(Pointwise op, G g) {
+    if (op == Pointwise::relu) {
+        g(PlainActivation<true>());
+    } else {
+        g(PlainActivation<false>());
     }
 }
 
@@ -40,18 +81,33 @@ constexpr int kSumLanes = 32;
 constexpr int64_t kBlockRows = 8;
 constexpr int64_t kSumBlock = kSumLanes * kBlockRows;
 
-// Into lane[kSumLanes]: the sums of the terms f(i), i in [0, len), of type T.
-template <typename T, typename F>
-void block_sums(int64_t len, double* lane, F f) {
+// K terms of the sums below at one index.
+template <typename T, int K>
+struct Terms {
+    T of[K];
+};
+
+// Into lanes[s][kSumLanes], s < K: the sums of the terms f(i).of[s], i in [0, len), of
+// type T, the K sums in one pass over their inputs.
+template <typename T, int K, typename F>
+void block_sums(int64_t len, double (*lanes)[kSumLanes], F f) {
     int64_t i = 0;
     for (; i + kSumBlock <= len; i += kSumBlock) {
-        T part[kSumLanes] = {};
+        T part[K][kSumLanes] = {};
         for (int64_t r = 0; r < kSumBlock; r += kSumLanes) {
-            for (int l = 0; l < kSumLanes; ++l) part[l] += f(i + r + l);
+            for (int l = 0; l < kSumLanes; ++l) {
+                const Terms<T, K> terms = f(i + r + l);
+                for (int s = 0; s < K; ++s) part[s][l] += terms.of[s];
+            }
         }
-        for (int l = 0; l < kSumLanes; ++l) lane[l] += part[l];
+        for (int s = 0; s < K; ++s) {
+            for (int l = 0; l < kSumLanes; ++l) lanes[s][l] += part[s][l];
+        }
     }
-    for (int64_t k = 0; i + k < len; ++k) lane[k % kSumLanes] += f(i + k);
+    for (int64_t k = 0; i + k < len; ++k) {
+        const Terms<T, K> terms = f(i + k);
+        for (int s = 0; s < K; ++s) lanes[s][k % kSumLanes] += terms.of[s];
+    }
 }
 
 // The lanes added pairwise, halves first (lane l with lane l + half).
@@ -70,16 +126,16 @@ inline double fold_lanes(const double* lane) {
 template <typename T>
 void group_statistics(int64_t len, const T* p, double eps, T& mean, T& inv_std) {
     const double count = static_cast<double>(len);
-    double sums[kSumLanes] = {}, squares[kSumLanes] = {};
-    block_sums<T>(len, sums, [p](int64_t i) { return p[i]; });
-    const double mu = fold_lanes(sums) / count;
+    double sums[1][kSumLanes] = {}, squares[1][kSumLanes] = {};
+    block_sums<T, 1>(len, sums, [p](int64_t i) { return Terms<T, 1>{{p[i]}}; });
+    const double mu = fold_lanes(sums[0]) / count;
     const T m = static_cast<T>(mu);
-    block_sums<T>(len, squares, [p, m](int64_t i) {
+    block_sums<T, 1>(len, squares, [p, m](int64_t i) {
         const T d = p[i] - m;
-        return d * d;
+        return Terms<T, 1>{{d * d}};
     });
     const double shift = mu - static_cast<double>(m);
-    double var = fold_lanes(squares) / count - shift * shift;
+    double var = fold_lanes(squares[0]) / count - shift * shift;
     if (var < 0) var = 0;  // (rounding, for entries all about equal; a NaN stays)
     mean = m;
     inv_std = T(1) / root(static_cast<T>(var) + static_cast<T>(eps));
@@ -141,11 +197,21 @@ void group_norm_forward_loops(int64_t N, int64_t C, int64_t planes, int64_t G, d
         const int64_t c0 = ng % G * per_group;
         // The group's values: in out, or where pooled in this thread's scratch.
         T* o = pool.plane ? pool.scratch + thread_index() * len : out + ng * len;
-        normalize_group(per_group, planes, mean[ng], inv_std[ng], gamma + c0, beta + c0,
-                        x + ng * len, o);
+        const T *p0 = x + ng * len, *gam = gamma + c0, *bet = beta + c0;
+        const bool plain = act.active && pointwise_is_plain(act.op);
+        if (plain) {  // the activation in the same loop
+            with_plain(act.op, [&](auto relu) {
+                constexpr bool kRelu = decltype(relu)::relu;
+                const T alpha = act.alpha;
+                normalize_group(per_group, planes, mean[ng], inv_std[ng], gam, bet, p0, o,
+                                [alpha](T y) { return plain_forward<kRelu>(y, alpha); });
+            });
+        } else {
+            normalize_group(per_group, planes, mean[ng], inv_std[ng], gam, bet, p0, o);
+        }
         // In place, while the group is in cache (the last group prefetches itself again).
         const int64_t pooled = pool.plane ? pool.plane->out_plane() : 0;
-        if (act.active) {
+        if (act.active && !plain) {
             const int64_t after = ng + 1 < groups ? ng + 1 : ng;
             // The next group's x, and the part of out it writes (pooled: its share).
             const int64_t written = pool.plane ? per_group * pooled : len;
@@ -185,7 +251,16 @@ void group_norm_backward_loops(int64_t N, int64_t C, int64_t planes, int64_t G,
             }
             g0 = spread;
         }
-        if (act.active) {
+        if (act.active && pointwise_is_plain(act.op)) {
+            // The activation's gradient into this group's dx, at the normalized entries
+            // recomputed in the same loop.
+            with_plain(act.op, [&](auto relu) {
+                plain_group_backward<decltype(relu)::relu>(per_group, planes, m, inv,
+                                                           gamma + c0, beta + c0, p0, g0,
+                                                           act.alpha, d0);
+            });
+            g0 = d0;
+        } else if (act.active) {
             // The activation's gradient into this group's dx, at the normalized entries
             // recomputed there; the writing below reads each entry before it replaces it.
             normalize_group(per_group, planes, m, inv, gamma + c0, beta + c0, p0, d0);
@@ -205,10 +280,11 @@ void group_norm_backward_loops(int64_t N, int64_t C, int64_t planes, int64_t G,
         double s1 = 0, s2 = 0;
         for (int64_t c = 0; c < per_group; ++c) {
             const T *g = g0 + c * planes, *p = p0 + c * planes;
-            double d_lanes[kSumLanes] = {}, dx_lanes[kSumLanes] = {};
-            block_sums<T>(planes, d_lanes, [g](int64_t i) { return g[i]; });
-            block_sums<T>(planes, dx_lanes, [g, p, m](int64_t i) { return g[i] * (p[i] - m); });
-            const double sd = fold_lanes(d_lanes), sdx = fold_lanes(dx_lanes);
+            double lanes[2][kSumLanes] = {};  // of dout, of dout * (x - mean)
+            block_sums<T, 2>(planes, lanes, [g, p, m](int64_t i) {
+                return Terms<T, 2>{{g[i], g[i] * (p[i] - m)}};
+            });
+            const double sd = fold_lanes(lanes[0]), sdx = fold_lanes(lanes[1]);
             plane_d[ng * per_group + c] = sd;
             plane_dx[ng * per_group + c] = sdx;
             s1 += static_cast<double>(gamma[c0 + c]) * sd;

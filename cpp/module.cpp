@@ -1244,7 +1244,7 @@ GroupAct<T> group_act(const std::string& activation, double alpha) {
     const Pointwise op = pointwise_op(activation);
     if (!pointwise_saves_input(op)) {
         fail("groupnorm: activation '" + activation +
-             "' is not one it can apply (gelu, gelu_tanh, leaky_relu, softplus)");
+             "' is not one it can apply (gelu, gelu_tanh, leaky_relu, relu, softplus)");
     }
     return {true, op, static_cast<T>(alpha)};
 }
@@ -1321,13 +1321,14 @@ py::tuple py_group_norm_backward(const py::array& dout, const py::array& x,
 Pointwise pointwise_op(const std::string& op) {
     static const std::pair<const char*, Pointwise> ops[] = {
         {"gelu", Pointwise::gelu},         {"gelu_tanh", Pointwise::gelu_tanh},
-        {"leaky_relu", Pointwise::leaky_relu}, {"softplus", Pointwise::softplus},
-        {"sigmoid", Pointwise::sigmoid},   {"tanh", Pointwise::tanh}};
+        {"leaky_relu", Pointwise::leaky_relu}, {"relu", Pointwise::relu},
+        {"softplus", Pointwise::softplus}, {"sigmoid", Pointwise::sigmoid},
+        {"tanh", Pointwise::tanh}};
     for (const auto& [name, value] : ops) {
         if (op == name) return value;
     }
     fail("unknown pointwise op '" + op +
-         "' (gelu, gelu_tanh, leaky_relu, softplus, sigmoid, tanh)");
+         "' (gelu, gelu_tanh, leaky_relu, relu, softplus, sigmoid, tanh)");
 }
 
 py::array py_pointwise_forward(const std::string& op, const py::array& x, double alpha) {

@@ -78,7 +78,11 @@ void forward_portable(Pointwise op, int64_t n, const T* x, T alpha, T* out) {
             return;
         case Pointwise::leaky_relu:
 #pragma omp simd
-            for (int64_t k = 0; k < n; ++k) out[k] = x[k] * (x[k] > 0 ? T(1) : alpha);  // no jumps
+            for (int64_t k = 0; k < n; ++k) out[k] = plain_forward<false>(x[k], alpha);
+            return;
+        case Pointwise::relu:
+#pragma omp simd
+            for (int64_t k = 0; k < n; ++k) out[k] = plain_forward<true>(x[k], alpha);
             return;
         case Pointwise::softplus:  // max(x, 0) + ln(1 + e^-|x|), as np.logaddexp(0, x)
             for (int64_t k = 0; k < n; ++k) {
@@ -112,7 +116,11 @@ void backward_portable(Pointwise op, int64_t n, const T* dout, const T* s, T alp
             return;
         case Pointwise::leaky_relu:
 #pragma omp simd
-            for (int64_t k = 0; k < n; ++k) dx[k] = dout[k] * (s[k] > 0 ? T(1) : alpha);
+            for (int64_t k = 0; k < n; ++k) dx[k] = plain_backward<false>(dout[k], s[k], alpha);
+            return;
+        case Pointwise::relu:
+#pragma omp simd
+            for (int64_t k = 0; k < n; ++k) dx[k] = plain_backward<true>(dout[k], s[k], alpha);
             return;
         case Pointwise::softplus:
             for (int64_t k = 0; k < n; ++k) dx[k] = dout[k] * sigmoid(s[k]);
@@ -131,7 +139,7 @@ void backward_portable(Pointwise op, int64_t n, const T* dout, const T* s, T alp
 }  // namespace
 
 bool pointwise_saves_input(Pointwise op) {
-    return op == Pointwise::gelu || op == Pointwise::gelu_tanh || op == Pointwise::leaky_relu ||
+    return op == Pointwise::gelu || op == Pointwise::gelu_tanh || pointwise_is_plain(op) ||
            op == Pointwise::softplus;
 }
 

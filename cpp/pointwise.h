@@ -16,14 +16,43 @@ enum class Pointwise : int {
     gelu,        // x Phi(x), Phi the standard normal CDF
     gelu_tanh,   // x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) / 2
     leaky_relu,  // x if x > 0 else alpha x
+    relu,        // x if x > 0 (or NaN, as np.maximum) else 0
     softplus,    // ln(1 + e^x)
     sigmoid,     // 1 / (1 + e^-x)
     tanh,        // tanh x (backward only)
 };
 
-// What backward reads as `saved`: x for gelu, gelu_tanh, leaky_relu and softplus; the
-// forward's output for sigmoid and tanh.
+// What backward reads as `saved`: x for gelu, gelu_tanh, leaky_relu, relu and softplus;
+// the forward's output for sigmoid and tanh.
 bool pointwise_saves_input(Pointwise op);
+
+// The ops that are a comparison and a product per entry (relu, leaky relu), which a kernel
+// applies inside its own loops (group_norm_loops.h) rather than in a pass of the pointwise
+// kernels; plain_forward and plain_backward are their entries, the same expressions the
+// pointwise kernels' loops run, so the same bits. Internal to each file that includes them:
+// the groupnorm loops' copies are compiled for AVX2 and AVX-512, and no other file may
+// link to those.
+namespace {
+
+inline bool pointwise_is_plain(Pointwise op) {
+    return op == Pointwise::relu || op == Pointwise::leaky_relu;
+}
+
+// relu (kRelu; its gradient the relu gate's product dout * (x > 0): a NaN or infinite dout
+// where it blocks still gives a NaN) or leaky relu of slope alpha.
+template <bool kRelu, typename T>
+inline T plain_forward(T x, T alpha) {
+    if constexpr (kRelu) return (x > T(0) || x != x) ? x : T(0);
+    return x * (x > 0 ? T(1) : alpha);  // no jumps
+}
+
+template <bool kRelu, typename T>
+inline T plain_backward(T dout, T x, T alpha) {
+    if constexpr (kRelu) return dout * static_cast<T>(x > T(0));
+    return dout * (x > 0 ? T(1) : alpha);
+}
+
+}  // namespace
 
 template <typename T>
 void pointwise_forward(Pointwise op, int64_t n, const T* x, T alpha, T* out);

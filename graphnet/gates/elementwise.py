@@ -131,6 +131,9 @@ class Relu(UnaryGate):
     formula = "max({0}, 0)"
     rule = "a relu gate passes the gradient where its input is positive and blocks it elsewhere"
     derivatives = ("1 if {0} > 0 else 0",)
+    # The C++ pointwise kernel (cpp/pointwise.h) and its alpha that a fused step applies for
+    # this gate (passes/norm_activation.py): the same bits as below.
+    kernel = ("relu", 0.0)
 
     def forward(self, x):
         if type(x) is _FLOAT64:  # one number (a scalar circuit): 20x faster than the ufunc

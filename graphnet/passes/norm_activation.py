@@ -1,4 +1,5 @@
-"""spatial groupnorm -> gelu / leaky relu / softplus (-> average pool) as one step each way.
+"""spatial groupnorm -> gelu / leaky relu / relu / softplus (-> average pool) as one step each
+way.
 
 Gate by gate, the activation reads the groupnorm's whole output and writes its own
 forward, then reads that output again (its saved input) and the gradient and writes
@@ -6,10 +7,11 @@ another gradient backward. Where a groupnorm feeds only such an activation (the 
 modern net: conv -> groupnorm -> gelu), the fused forward has the groupnorm kernel apply
 the activation to each group while it is in cache, and the fused backward has it take the
 activation's gradient at the normalized entries it recomputes from x, the statistics,
-gamma and beta (cpp/group_norm.h): no pass over the normalized tensor either way. Values,
-caches and gradients read the same as gate by gate, bit for bit (the kernel recomputes the
-normalized entries with the very operations of its forward, and runs the activation's own
-kernel on them).
+gamma and beta (cpp/group_norm.h): no pass over the normalized tensor either way (a relu or
+leaky relu is taken inside the normalizing loop itself). Values, caches and gradients read
+the same as gate by gate, bit for bit (the kernel recomputes the normalized entries with the
+very operations of its forward, and runs the activation's own kernel, or for relu and leaky
+relu its expressions, on them).
 
 Where the activation feeds only an average pool (groupnorm -> gelu -> avg_pool, a modern
 net's downsampling), the kernel pools each group too while it is in cache: forward it reads
@@ -19,11 +21,15 @@ activation's output nor its gradient goes through memory. The pooled values are 
 gate's of the activation's, bit for bit (the same plane loops, cpp/avg_pool_plane.h).
 
 The groupnorm's value is deferred to its own gate, on the inputs as they were; the
-activation's cache (its saved input) is that value, and where pooled the activation's value
-is its gate on it. A backward after a forward that did not run fused runs the gates: only a
-cache of the fused forward (kernels.norm.ActivationNormCache, PooledNormCache) says which
-activation it applied and whether it pooled.
+activation's cache is its gate's on that value (its saved input, or relu's mask), and where
+pooled the activation's value is its gate on it. A backward after a forward that did not
+run fused runs the gates: only a cache of the fused forward (kernels.norm.ActivationNormCache,
+PooledNormCache) says which activation it applied and whether it pooled. A relu that a max
+pool reads is relu_pool.py's, which runs ahead of these passes and takes the relu on the
+pooled values only.
 """
+
+import functools
 
 import numpy as np
 
@@ -31,7 +37,7 @@ from ..core.plan import Step
 from ..kernels import norm as norm_kernels
 from .base import FusionPass, PairPass, kept, readers, register_pass
 
-ACTIVATIONS = ("gelu", "leaky_relu", "softplus")
+ACTIVATIONS = ("gelu", "leaky_relu", "relu", "softplus")
 # Below this many entries the step runs the gates: what the fusion saves is memory traffic
 # and a large array's allocation (its page faults), and on arrays that stay in cache the
 # deferring bookkeeping costs more. Measured, the zoo's modern net's step fused against gate
@@ -76,9 +82,18 @@ def _forward(norm, act):
         store.values[act.index] = out
         inputs = [kept(node, value) for node, value in zip(norm.inputs, values)]
         store.defer("value", norm.index, lambda: norm.gate.forward(*inputs)[0], out.shape)
-        store.defer("cache", act.index, lambda: store.value(norm.index), lazy=True)
+        _defer_activation(store, norm, act)
 
     return run
+
+
+def _defer_activation(store, norm, act, shape=None):
+    """The activation's cache, its gate's on the deferred groupnorm value, read when asked
+    (a fused backward never reads it); with `shape` its value too, from the same call."""
+    gate_forward = functools.cache(lambda: act.gate.forward(store.value(norm.index)))
+    store.defer("cache", act.index, lambda: gate_forward()[1], lazy=True)
+    if shape is not None:
+        store.defer("value", act.index, lambda: gate_forward()[0], shape)
 
 
 def _backward(norm, act):
@@ -174,8 +189,7 @@ def _pooled_forward(norm, act, pool):
         inputs = [kept(node, value) for node, value in zip(norm.inputs, values)]
         shape = values[0].shape
         store.defer("value", norm.index, lambda: norm.gate.forward(*inputs)[0], shape)
-        store.defer("cache", act.index, lambda: store.value(norm.index), lazy=True)
-        store.defer("value", act.index, lambda: act.gate.forward(store.value(norm.index))[0], shape)
+        _defer_activation(store, norm, act, shape)
 
     return run
 

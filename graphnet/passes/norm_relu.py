@@ -43,8 +43,8 @@ batchnorm_fold.py does not take its first two: in eval mode it is that fold with
 taken by the conv kernel (batchnorm_fold.forward_run), in train mode the conv gate
 followed by the fused norm -> relu. A relu that
 a max pool reads is left to the pool's passes (conv_batchnorm_relu_pool.py, relu_pool.py),
-which run it on the pooled values only. Groupnorm -> relu is not fused (no network of the
-zoo has it).
+which run it on the pooled values only. Groupnorm -> relu is norm_activation.py's, with
+its other activations.
 """
 
 import functools

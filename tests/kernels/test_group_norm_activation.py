@@ -1,5 +1,5 @@
 """The groupnorm kernel with an activation in the same pass (cpp/group_norm.h, used by the
-fused groupnorm -> gelu / leaky relu / softplus step): bit for bit the groupnorm kernel
+fused groupnorm -> gelu / leaky relu / relu / softplus step): bit for bit the groupnorm kernel
 followed by the activation's kernel, both ways; against the numpy gates and PyTorch;
 hypothesis over shapes down to N = C = H = W = 1; the same bits for any thread count."""
 
@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from graphnet import layers
+from graphnet.gates.elementwise import Relu
 from graphnet.gates.pointwise import Gelu, LeakyRelu, Softplus
 from graphnet.kernels import _C, norm
 
@@ -19,6 +20,7 @@ ACTIVATIONS = {
     "gelu": Gelu(),
     "gelu_tanh": Gelu("tanh"),
     "leaky_relu": LeakyRelu(0.1),
+    "relu": Relu(),
     "softplus": Softplus(),
 }
 
@@ -63,6 +65,8 @@ def _numpy_activation(gate, y, dout):
     """The gate's numpy path (what it runs on arrays the C++ kernels do not take)."""
     if isinstance(gate, LeakyRelu):
         return np.where(y > 0, y, gate.alpha * y), np.where(y > 0, dout, gate.alpha * dout)
+    if isinstance(gate, Relu):
+        return np.maximum(y, 0), np.where(y > 0, dout, 0)
     if isinstance(gate, Softplus):
         return np.logaddexp(0, y), dout / (1 + np.exp(-y))
     if gate.approximate == "tanh":
@@ -205,7 +209,7 @@ def test_bad_activations_and_caches():
     with pytest.raises(ValueError, match="sigmoid"):
         _C.group_norm_forward(x, gamma, beta, 2, EPS, "sigmoid")
     with pytest.raises(ValueError, match="unknown pointwise op"):
-        _C.group_norm_forward(x, gamma, beta, 2, EPS, "relu")
+        _C.group_norm_forward(x, gamma, beta, 2, EPS, "elu")
     _, mean, inv_std = _C.group_norm_forward(x, gamma, beta, 2, EPS)
     with pytest.raises(ValueError, match="needs beta"):
         _C.group_norm_backward(dout, x, gamma, 2, mean, inv_std, None, "gelu")
@@ -224,6 +228,7 @@ def test_against_torch(activation, dtype, tol):
         "gelu": F.gelu,
         "gelu_tanh": lambda t: F.gelu(t, approximate="tanh"),
         "leaky_relu": lambda t: F.leaky_relu(t, 0.1),
+        "relu": F.relu,
         "softplus": F.softplus,
     }
     G = 3

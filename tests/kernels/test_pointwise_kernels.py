@@ -16,8 +16,8 @@ from graphnet.kernels import _C
 
 from .test_avx2 import kernel_threads
 
-OPS = ("gelu", "gelu_tanh", "leaky_relu", "softplus", "sigmoid")
-SAVES_INPUT = ("gelu", "gelu_tanh", "leaky_relu", "softplus")
+OPS = ("gelu", "gelu_tanh", "leaky_relu", "relu", "softplus", "sigmoid")
+SAVES_INPUT = ("gelu", "gelu_tanh", "leaky_relu", "relu", "softplus")
 K = math.sqrt(2 / math.pi)
 
 
@@ -50,6 +50,8 @@ def reference(op, x, alpha=0.1):
             )
         if op == "leaky_relu":
             return np.where(x > 0, x, alpha * x), np.where(x > 0, 1.0, alpha)
+        if op == "relu":
+            return np.maximum(x, 0), np.where(x > 0, 1.0, 0.0)
         sig = np.exp(-np.logaddexp(0, -x))
         if op == "softplus":
             return np.logaddexp(0, x), sig
@@ -537,3 +539,21 @@ def test_avx512_gives_the_bits_of_avx2(op, dtype):
 def assert_bitwise_nan(got, want):
     bits = np.uint32 if got.dtype == np.float32 else np.uint64
     np.testing.assert_array_equal(got.view(bits), want.view(bits))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_kernel_gives_the_relu_gates_bits(dtype):
+    """The relu a fused kernel applies (passes/norm_activation.py): the relu gate's values
+    (a NaN passes, as in np.maximum) and its gradient dout * (x > 0), a NaN where an
+    infinite or NaN dout meets a blocked entry, as the gate's product gives."""
+    from graphnet.gates.elementwise import Relu
+
+    x = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 2.5, -1.5, 1e-40, -1e-40] * 3, dtype)
+    dout = np.resize(np.array([1.0, np.inf, -np.inf, np.nan, -2.0, 3.0, -0.0], dtype), x.size)
+    for values in (x, np.resize(x, 70_001)):  # numpy's path and the gate's C++ one
+        grads = np.resize(dout, values.size)
+        out, mask = Relu().forward(values)
+        (dx,) = Relu().backward(grads, mask, (True,))
+        with np.errstate(invalid="ignore"):
+            np.testing.assert_array_equal(_C.pointwise_forward("relu", values), out)
+            np.testing.assert_array_equal(_C.pointwise_backward("relu", grads, values), dx)

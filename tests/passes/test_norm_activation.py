@@ -1,4 +1,4 @@
-"""spatial groupnorm -> gelu / leaky relu / softplus (-> average pool) as one step each way
+"""spatial groupnorm -> gelu / leaky relu / relu / softplus (-> average pool) as one step each way
 (graphnet/passes/norm_activation.py): every node reads as gate by gate, bit for bit, where
 the passes apply and only there."""
 
@@ -30,6 +30,7 @@ ACTIVATIONS = {
     "gelu": lambda g, h: g.gelu(h, name="act"),
     "gelu_tanh": lambda g, h: g.gelu(h, approximate="tanh", name="act"),
     "leaky_relu": lambda g, h: g.leaky_relu(h, 0.1, name="act"),
+    "relu": lambda g, h: g.relu(h, name="act"),
     "softplus": lambda g, h: g.softplus(h, name="act"),
 }
 
@@ -118,6 +119,26 @@ def test_a_norm_read_by_another_gate_is_not_fused():
     assert "spatial_groupnorm+" not in " ".join(
         fused_labels(fused) + fused_labels(fused, "backward")
     )
+    for g in (plain, fused):
+        walk(g, feeds)
+    assert_same_everywhere(plain, fused)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_relu_read_by_a_max_pool_is_left_to_the_pools_pass(dtype):
+    """relu_pool.py runs ahead of this pass and takes the relu on the pooled values only."""
+
+    def build(g, rng):
+        x = g.input("x")
+        gamma, beta = (
+            g.param("gamma", rng.uniform(-1, 2, 4)),
+            g.param("beta", rng.standard_normal(4)),
+        )
+        h = g.relu(g.spatial_groupnorm(x, gamma, beta, G=2, name="norm"), name="act")
+        return classifier_feeds(g, rng, g.max_pool(h, 2, 2, 2, name="pool"), (3, 4, 6, 6))
+
+    plain, fused, feeds = twins(build, dtype)
+    assert fused_labels(fused) == fused_labels(fused, "backward") == ["relu+max_pool"]
     for g in (plain, fused):
         walk(g, feeds)
     assert_same_everywhere(plain, fused)
