@@ -131,6 +131,14 @@ ConvGeometry checked_conv_forward(const py::array& x, const py::array& w, const 
     return g;
 }
 
+// A norm's eps, which keeps 1 / sqrt(var + eps) finite on constant features: NaN, infinite,
+// zero or negative ones would turn a whole batch into NaN or infinities.
+void require_norm_eps(double eps, const char* norm) {
+    if (!(eps > 0) || !std::isfinite(eps)) {
+        fail(std::string(norm) + ": eps must be finite and > 0, got " + std::to_string(eps));
+    }
+}
+
 // The activation a conv applies ("" for none, "relu" or "leaky_relu" of a slope >= 0).
 ConvActivation conv_activation(const std::string& activation, double alpha) {
     if (activation.empty()) return {};
@@ -552,12 +560,19 @@ py::array py_column_sums(const py::array& a) {
     });
 }
 
+// A hyperparameter's name in config and its largest value; every one is at least 0.
+struct Hyperparameter {
+    py::str name;
+    double most;
+};
+
 // An update rule's fields in graphnet.optim's config: its hyperparameters in the order
 // UpdateStep.hyper holds them, its state arrays (at most two), and whether it counts steps.
 struct RuleFields {
     UpdateRule rule;
     py::str name;
-    std::vector<py::str> hyperparameters, states;
+    std::vector<Hyperparameter> hyperparameters;
+    std::vector<py::str> states;
     bool counts_steps;
 };
 
@@ -565,16 +580,22 @@ struct RuleFields {
 py::str interned(const char* text) { return py::reinterpret_steal<py::str>(PyUnicode_InternFromString(text)); }
 
 const RuleFields& rule_fields(py::handle name) {
+    constexpr double any = std::numeric_limits<double>::max();
+    // beta1 and beta2 stay below 1: adam divides by 1 - beta**t.
+    constexpr double below_one = 1.0 - 0x1p-53;  // the largest double below 1
     // Never destroyed: the interpreter may be gone when statics are.
     static const auto* rules = new std::vector<RuleFields>{
-        {UpdateRule::sgd, interned("sgd"), {interned("learning_rate")}, {}, false},
+        {UpdateRule::sgd, interned("sgd"), {{interned("learning_rate"), any}}, {}, false},
         {UpdateRule::sgd_momentum, interned("sgd_momentum"),
-         {interned("learning_rate"), interned("momentum")}, {interned("velocity")}, false},
+         {{interned("learning_rate"), any}, {interned("momentum"), any}}, {interned("velocity")},
+         false},
         {UpdateRule::rmsprop, interned("rmsprop"),
-         {interned("learning_rate"), interned("decay_rate"), interned("epsilon")},
+         {{interned("learning_rate"), any}, {interned("decay_rate"), 1.0},
+          {interned("epsilon"), any}},
          {interned("cache")}, false},
         {UpdateRule::adam, interned("adam"),
-         {interned("learning_rate"), interned("beta1"), interned("beta2"), interned("epsilon")},
+         {{interned("learning_rate"), any}, {interned("beta1"), below_one},
+          {interned("beta2"), below_one}, {interned("epsilon"), any}},
          {interned("m"), interned("v")}, true},
     };
     for (const RuleFields& fields : *rules) {
@@ -585,6 +606,53 @@ const RuleFields& rule_fields(py::handle name) {
     }
     fail("update rule must be 'sgd', 'sgd_momentum', 'rmsprop' or 'adam', got " +
          std::string(py::repr(name)));
+}
+
+// The index of the first hyperparameter out of its range (NaN, infinite, negative, or a beta
+// of 1 or more), the count of them when adam's t (already incremented) is below 1, or -1 when
+// all are in range. Out of range, the update would write NaN or infinities into w.
+int64_t out_of_range(const RuleFields& fields, const double* hyper, int64_t t) {
+    const auto count = static_cast<int64_t>(fields.hyperparameters.size());
+    for (int64_t i = 0; i < count; ++i) {
+        if (!(hyper[i] >= 0 && hyper[i] <= fields.hyperparameters[i].most)) return i;
+    }
+    return fields.counts_steps && t < 1 ? count : -1;
+}
+
+// One step of `fields`' rule with these hyperparameters (in graphnet.optim's order) and adam's
+// t (already incremented): else a ValueError naming the config field.
+UpdateStep checked_step(const RuleFields& fields, const py::sequence& hyperparameter_values,
+                        int64_t t) {
+    const std::string rule = fields.name;
+    UpdateStep step{fields.rule, {}, t};
+    size_t count = 0;
+    for (const py::handle value : hyperparameter_values) {
+        const double number = PyFloat_AsDouble(value.ptr());  // as py::cast<double> converts
+        if (number == -1.0 && PyErr_Occurred()) {
+            PyErr_Clear();
+            fail("update: " + rule + "'s hyperparameters must be numbers, got " +
+                 std::string(py::repr(value)));
+        }
+        if (count < fields.hyperparameters.size()) step.hyper[count] = number;
+        ++count;
+    }
+    if (count != fields.hyperparameters.size()) {
+        fail("update: " + rule + " takes " + std::to_string(fields.hyperparameters.size()) +
+             " hyperparameters, got " + std::to_string(count));
+    }
+    const int64_t bad = out_of_range(fields, step.hyper, t);
+    if (bad < 0) return step;
+    if (bad == static_cast<int64_t>(fields.hyperparameters.size())) {
+        const std::string steps_taken = t > std::numeric_limits<int64_t>::min()
+                                            ? std::to_string(t - 1)
+                                            : "-2**63 - 1";
+        fail(rule + ": config['t'] counts the steps taken and must be >= 0, got " + steps_taken);
+    }
+    const Hyperparameter& field = fields.hyperparameters[bad];
+    const std::string range =
+        field.most == 1.0 ? "in [0, 1]" : field.most < 1.0 ? "in [0, 1)" : "finite and >= 0";
+    fail(rule + ": config['" + std::string(field.name) + "'] must be " + range + ", got " +
+         std::string(py::repr(hyperparameter_values[bad])));
 }
 
 using UpdateStates = std::array<py::object, 2>;  // a rule's state arrays; null past its count
@@ -625,22 +693,14 @@ void py_update(py::handle rule, py::array w, const py::array& dw,
             if (!py::isinstance<py::array>(states[i])) fail("update: the states must be numpy arrays");
         }
     }
-    std::vector<double> hyperparameters;
-    for (const py::handle value : hyperparameter_values) {
-        const double number = PyFloat_AsDouble(value.ptr());  // as py::cast<double> converts
-        if (number == -1.0 && PyErr_Occurred()) {
-            PyErr_Clear();
-            fail("update: " + std::string(fields.name) + "'s hyperparameters must be numbers, got " +
-                 std::string(py::repr(value)));
-        }
-        hyperparameters.push_back(number);
-    }
-    if (count != fields.states.size() || hyperparameters.size() != fields.hyperparameters.size()) {
+    const size_t hyperparameter_count = py::len(hyperparameter_values);
+    if (count != fields.states.size() || hyperparameter_count != fields.hyperparameters.size()) {
         fail("update: " + std::string(fields.name) + " takes " +
              std::to_string(fields.states.size()) + " state arrays and " +
              std::to_string(fields.hyperparameters.size()) + " hyperparameters, got " +
-             std::to_string(count) + " and " + std::to_string(hyperparameters.size()));
+             std::to_string(count) + " and " + std::to_string(hyperparameter_count));
     }
+    const UpdateStep step = checked_step(fields, hyperparameter_values, t);
     require_same_dtype(w, "w", dw, "dw");
     require_shape(dw, shape_of(w), "dw");
     for (size_t i = 0; i < count; ++i) {
@@ -656,9 +716,13 @@ void py_update(py::handle rule, py::array w, const py::array& dw,
             fail("update: " + name + " must be a C-contiguous writeable array");
         }
     }
-    UpdateStep step{fields.rule, {}, t};
-    std::copy(hyperparameters.begin(), hyperparameters.end(), step.hyper);
     run_update(step, w, dw, states);
+}
+
+// The checks of the update's hyperparameters alone, for graphnet.optim's numpy path (arrays
+// the kernel cannot take).
+void py_check_update(py::handle rule, const py::sequence& hyperparameter_values, int64_t t) {
+    checked_step(rule_fields(rule), hyperparameter_values, t);
 }
 
 // Is `a` a numpy array itself (no subclass) of float32 or float64, in native byte order?
@@ -711,7 +775,7 @@ bool py_update_step(py::handle rule, py::handle w_handle, py::handle dw_handle,
     }
     UpdateStep step{fields.rule, {}, 0};
     for (size_t i = 0; i < fields.hyperparameters.size(); ++i) {
-        if (!number_in(config, fields.hyperparameters[i].ptr(), step.hyper[i])) {
+        if (!number_in(config, fields.hyperparameters[i].name.ptr(), step.hyper[i])) {
             if (PyErr_Occurred()) PyErr_Clear();  // an int too large for a double: Python's path
             return false;
         }
@@ -725,6 +789,7 @@ bool py_update_step(py::handle rule, py::handle w_handle, py::handle dw_handle,
         if (overflow != 0 || t_before == std::numeric_limits<long long>::max()) return false;
         step.t = t_before + 1;
     }
+    if (out_of_range(fields, step.hyper, step.t) >= 0) return false;
     // Owned: another thread may replace them in config while the kernel runs without the GIL.
     UpdateStates states;
     for (size_t i = 0; i < fields.states.size(); ++i) {
@@ -922,6 +987,7 @@ py::tuple py_channel_norm_forward(const py::array& x, const py::array& gamma,
                                   const py::array& beta, double eps, const py::object& mean,
                                   const py::object& var, bool relu, const py::object& skip,
                                   bool skip_first) {
+    require_norm_eps(eps, "batchnorm");
     const NormShape s = channel_shape(x, "batchnorm");
     const bool train = mean.is_none() || var.is_none();
     if (!skip.is_none() && !relu) fail("batchnorm: a skip is added before a relu only");
@@ -1011,6 +1077,7 @@ py::tuple py_conv_chain_forward(const py::array& x, const py::array& w, const py
                                 const py::object& pool) {
     const ConvGeometry g = checked_conv_forward(x, w, b, stride, pad);
     const bool normed = !norm.is_none();
+    if (normed) require_norm_eps(eps, "conv chain norm");
     std::optional<PoolGeometry> p;
     if (!pool.is_none()) p = pool_of(g.out_shape(), pool, "conv chain", "max_pool");
     std::vector<py::array> params;
@@ -1103,6 +1170,9 @@ py::tuple py_conv_chain_forward(const py::array& x, const py::array& w, const py
 // the layernorm's mean and inv_std per row.
 py::tuple py_affine_chain_forward(const py::array& x, const py::array& w, const py::array& b,
                                   const py::object& norm, double eps, bool layer, bool relu) {
+    if (!norm.is_none()) {
+        require_norm_eps(eps, layer ? "affine chain layernorm" : "affine chain batchnorm");
+    }
     const Shape xs = shape_of(x), ws = shape_of(w);
     require_rank(xs, 2, "affine chain x", "(N, D)");
     require_rank(ws, 2, "affine chain w", "(D, M)");
@@ -1180,6 +1250,7 @@ py::tuple py_affine_chain_forward(const py::array& x, const py::array& w, const 
 
 py::tuple py_layer_norm_forward(const py::array& x, const py::array& gamma,
                                 const py::array& beta, double eps, bool relu) {
+    require_norm_eps(eps, "layernorm");
     const Shape xs = shape_of(x);
     require_rank(xs, 2, "layernorm x", "(N, D)");
     return dispatch_float(x, "layernorm x", [&](auto zero) -> py::tuple {
@@ -1260,6 +1331,7 @@ py::tuple py_group_norm_forward(const py::array& x, const py::array& gamma,
                                 const py::array& beta, int64_t G, double eps,
                                 const std::string& activation, double alpha,
                                 const py::object& pool) {
+    require_norm_eps(eps, "groupnorm");
     const Shape xs = checked_groups(x, G);
     const std::optional<PoolGeometry> pooled = group_pool(xs, pool);
     const AvgPoolPlane plane = pooled ? avg_pool_plane(*pooled) : AvgPoolPlane{};
@@ -1734,6 +1806,9 @@ PYBIND11_MODULE(_C, m) {
           "its hyperparameters in graphnet.optim's order (learning_rate; + momentum; +\n"
           "decay_rate, epsilon; + beta1, beta2, epsilon) and adam's t already incremented.\n"
           "Same numbers as graphnet.optim's numpy path.");
+    m.def("check_update", &py_check_update, "rule"_a, "hyperparameters"_a, "t"_a = 0,
+          "ValueError unless update(rule, ..., hyperparameters, t) would take these: every\n"
+          "hyperparameter finite and >= 0, decay_rate <= 1, beta1 and beta2 < 1, adam's t >= 1.");
     m.def("update_step", &py_update_step, "rule"_a, "w"_a, "dw"_a, "config"_a,
           "graphnet.optim.<rule>(w, dw, config) when config is well-formed (Python numbers,\n"
           "adam's t an int, the state arrays to update in place) and w, dw plain float arrays\n"

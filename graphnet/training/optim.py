@@ -113,17 +113,32 @@ def _update(rule, w, dw, config):
         return w, config
     defaults, state_keys, numpy_update = _RULES[rule]
     w, dw, config = _prepare(rule, w, dw, config, defaults)
+    hyperparameters = [config[key] for key in defaults if key != "t"]
+    t = _next_step(rule, config) if "t" in defaults else 0
+    # Out of range (a NaN rate, a beta of 1, a negative t) the update would write NaN into w:
+    # refused before anything is changed.
+    _C.check_update(rule, hyperparameters, t)
     states = [_state(config, key, w) for key in state_keys]
     if "t" in defaults:
-        config["t"] += 1
+        config["t"] = t
     if _fusable(w, dw, *states):
         # One threaded pass in C++ instead of numpy's three to ten, with the same
         # arithmetic in the same order and precision: the same numbers, bit for bit.
-        hyperparameters = [config[key] for key in defaults if key != "t"]
-        _C.update(rule, w, dw, states, hyperparameters, config.get("t", 0))
+        _C.update(rule, w, dw, states, hyperparameters, t)
     else:
         numpy_update(w, dw, *states, config)
     return w, config
+
+
+def _next_step(rule, config):
+    """config['t'] + 1, the step this update makes; config['t'] must be an int."""
+    t = config["t"]
+    if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or t >= 2**63 - 1:
+        raise ValueError(
+            f"{rule}: config['t'] counts the steps taken and must be an int below 2**63 - 1, "
+            f"got {t!r}"
+        )
+    return int(t) + 1
 
 
 def _numpy_sgd(w, dw, config):

@@ -165,6 +165,7 @@ def valid_calls(n=2, c=3, s=5, f=4, rows=4, cols=5, t=3, hidden=5, dtype=np.floa
             hyperparameters=[1e-3, 0.9, 0.999, 1e-8],
             t=1,
         ),
+        "check_update": dict(rule="adam", hyperparameters=[1e-3, 0.9, 0.999, 1e-8], t=1),
         "update_step": dict(rule="adam", w=r(size), dw=r(size), config=adam),
         "recurrent_forward": dict(cell="lstm", x=xs, h0=h0, Wx=Wx, Wh=Wh, b=bl, keep=True),
         "recurrent_backward": dict(
@@ -298,6 +299,24 @@ def bindings():
 def test_every_binding_has_a_valid_call():
     listed = set(valid_calls()) | set(CRAFTED_ELSEWHERE)
     assert set(bindings()) == listed, "add the binding's valid call to valid_calls()"
+
+
+NORMS_WITH_EPS = (
+    "channel_norm_forward",
+    "layer_norm_forward",
+    "group_norm_forward",
+    "conv_chain_forward",
+    "affine_chain_forward",
+)
+
+
+@pytest.mark.parametrize("eps", [float("nan"), float("inf"), 0.0, -1e-5])
+@pytest.mark.parametrize("name", NORMS_WITH_EPS)
+def test_norms_refuse_an_eps_that_is_not_finite_and_positive(name, eps):
+    # 1 / sqrt(var + eps) of a constant feature: NaN or infinite over the whole batch.
+    call = valid_calls()[name]
+    with pytest.raises(ValueError, match=r"eps must be finite and > 0"):
+        getattr(_C, name)(**{**call, "eps": eps})
 
 
 def test_threads_beyond_the_limit_are_refused_and_the_environment_is_capped():

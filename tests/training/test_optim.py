@@ -215,3 +215,74 @@ def test_shape_mismatch_is_a_clear_error(rule):
 def test_state_shape_mismatch_is_a_clear_error():
     with pytest.raises(ValueError, match=r"config\['velocity'\] has shape \(2,\)"):
         optim.sgd_momentum(np.ones(3), np.ones(3), {"velocity": np.zeros(2)})
+
+
+# An out-of-range hyperparameter would write NaN or infinities into w; it is refused before
+# w or config change, on the C++ path (plain float arrays), the numpy path (a strided w) and
+# the kernel's own entry.
+OUT_OF_RANGE = [
+    (optim.sgd, "learning_rate", float("nan"), "finite and >= 0"),
+    (optim.sgd, "learning_rate", -1e-3, "finite and >= 0"),
+    (optim.sgd_momentum, "momentum", float("inf"), "finite and >= 0"),
+    (optim.rmsprop, "decay_rate", 1.5, r"in \[0, 1\]"),
+    (optim.rmsprop, "epsilon", -1e-8, "finite and >= 0"),
+    (optim.adam, "beta1", 1.0, r"in \[0, 1\)"),
+    (optim.adam, "beta2", -0.5, r"in \[0, 1\)"),
+    (optim.adam, "epsilon", float("nan"), "finite and >= 0"),
+]
+
+
+def _weights(layout):
+    w = np.linspace(-1, 1, 12).reshape(3, 4)
+    return w if layout == "plain" else np.asfortranarray(w)
+
+
+@pytest.mark.parametrize("layout", ["plain", "strided"])
+@pytest.mark.parametrize(("rule", "key", "value", "range_"), OUT_OF_RANGE)
+def test_out_of_range_hyperparameters_are_refused_before_anything_changes(
+    rule, key, value, range_, layout
+):
+    w = _weights(layout)
+    before = w.copy()
+    config = {key: value}
+    with pytest.raises(ValueError, match=rf"{rule.__name__}: config\['{key}'\] must be {range_}"):
+        rule(w, np.ones_like(w), config)
+    np.testing.assert_array_equal(w, before)
+    assert config.get("t", 0) == 0
+
+
+@pytest.mark.parametrize("layout", ["plain", "strided"])
+def test_adam_refuses_a_negative_step_count(layout):
+    w = _weights(layout)
+    before = w.copy()
+    config = {"t": -1}
+    with pytest.raises(ValueError, match=r"adam: config\['t'\] .* must be >= 0, got -1"):
+        optim.adam(w, np.ones_like(w), config)
+    np.testing.assert_array_equal(w, before)
+    assert config["t"] == -1
+
+
+@pytest.mark.parametrize("t", [0.5, 2**63 - 1, 2**70])
+def test_adam_refuses_a_step_count_that_is_not_an_int_of_64_bits(t):
+    with pytest.raises(ValueError, match=r"adam: config\['t'\] .* must be an int below 2\*\*63"):
+        optim.adam(np.ones(3), np.ones(3), {"t": t})
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("beta1", 0.0), ("beta2", 1.0 - 2.0**-53), ("epsilon", 0.0)]
+)
+def test_adam_takes_the_edges_of_its_ranges(key, value):
+    w, config = optim.adam(np.ones(3), np.full(3, 0.5), {key: value})
+    assert np.all(np.isfinite(w)) and config["t"] == 1
+
+
+def test_the_kernel_entry_refuses_out_of_range_hyperparameters():
+    from graphnet.kernels import _C
+
+    w = np.ones(4)
+    states = [np.zeros(4), np.zeros(4)]
+    with pytest.raises(ValueError, match=r"adam: config\['beta1'\] must be in \[0, 1\), got 1.0"):
+        _C.update("adam", w, np.ones(4), states, [1e-3, 1.0, 0.999, 1e-8], 1)
+    with pytest.raises(ValueError, match=r"adam: config\['t'\] .* must be >= 0, got -1"):
+        _C.update("adam", w, np.ones(4), states, [1e-3, 0.9, 0.999, 1e-8], 0)
+    np.testing.assert_array_equal(w, np.ones(4))
