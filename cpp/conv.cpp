@@ -479,18 +479,15 @@ void winograd_over_batch(const WinogradConv& wg, int64_t N, int threads, const f
     parallel_for_dynamic(threads, groups, 1, [&](int64_t k, int t) {
         const int64_t first = k * group, count = std::min(group, N - first);
         float* scratch = works + t * work;
-        if (group == 1) {
-            float* out = out_of(first, t);
-            winograd_forward_images_avx512(wg, in + first * in_image, 1, u, bias, out, scratch);
-            done(first, out);
-            return;
-        }
-        float* block_out = scratch + work - outs;
-        winograd_forward_images_avx512(wg, in + first * in_image, count, u, bias, block_out,
+        float* outputs = group > 1 ? scratch + work - outs : out_of(first, t);
+        winograd_forward_images_avx512(wg, in + first * in_image, count, u, bias, outputs,
                                        scratch);
         for (int64_t i = 0; i < count; ++i) {
-            float* out = out_of(first + i, t);
-            std::copy_n(block_out + i * out_image, out_image, out);
+            float* out = outputs;
+            if (group > 1) {
+                out = out_of(first + i, t);
+                std::copy_n(outputs + i * out_image, out_image, out);
+            }
             done(first + i, out);
         }
     });

@@ -467,24 +467,25 @@ int64_t strip_rows(const WinogradConv& g, int64_t rows) { return g.m * rows + g.
 
 // The padded rows under tile rows ty0 .. ty0 + rows - 1 of an image x (C x H x W): padded
 // rows m ty0 on (strip_rows) of each channel, into planes of g.Wp floats at strip, the
-// pad's columns (before the image's and from W + pad on) zeros. 16 floats of a padded row
-// at a time, each loaded masked to its columns within the image (a masked-off float is
-// not read: the one before the image's first).
+// pad's columns (before the image's and from W + pad on) zeros.
 void pad_rows(const WinogradConv& g, const float* x, int64_t ty0, int64_t rows, float* strip) {
     const int64_t pad = (g.r - 1) / 2, planes_rows = strip_rows(g, rows);
     for (int64_t c = 0; c < g.C; ++c) {
         for (int64_t s = 0; s < planes_rows; ++s) {
             const int64_t h = g.m * ty0 + s - pad;  // the image row under padded row m ty0 + s
             float* to = strip + (c * planes_rows + s) * g.Wp;
+            for (int64_t i = 0; i < pad; ++i) to[i] = 0.0f;
+            for (int64_t i = pad + g.W; i < g.Wp; ++i) to[i] = 0.0f;
             const bool inside = h >= 0 && h < g.H;
-            const float* from = x + (c * g.H + (inside ? h : 0)) * g.W - pad;
-            for (int64_t i = 0; i < g.Wp; i += 16) {
-                // columns i .. i + 15 of the padded row: those from pad to W + pad - 1
-                const __mmask16 image = inside ? static_cast<__mmask16>(
-                                                     first_lanes(pad + g.W - i) & ~first_lanes(pad - i))
-                                               : static_cast<__mmask16>(0);
-                _mm512_mask_storeu_ps(to + i, first_lanes(g.Wp - i),
-                                      _mm512_maskz_loadu_ps(image, from + i));
+            const float* from = x + (c * g.H + h) * g.W;
+            for (int64_t i = 0; i < g.W; i += 16) {  // the row's floats, 16 at a time
+                const __mmask16 lanes = first_lanes(g.W - i);
+                const __m512 row = inside ? _mm512_maskz_loadu_ps(lanes, from + i) : _mm512_setzero_ps();
+                if (g.W - i >= 16) {
+                    _mm512_storeu_ps(to + pad + i, row);
+                } else {
+                    _mm512_mask_storeu_ps(to + pad + i, lanes, row);
+                }
             }
         }
     }
