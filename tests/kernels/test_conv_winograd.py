@@ -207,6 +207,51 @@ def test_winograd_matches_naive_and_any_thread_count(m, k, N, C, H, W, F, narrow
         np.testing.assert_array_equal(got, again)
 
 
+@pytest.mark.parametrize("m", [2, 4])
+@settings(max_examples=25, deadline=None)
+@given(
+    N=st.integers(1, 40),
+    C=st.integers(1, 20),
+    H=st.integers(1, 11),
+    W=st.integers(1, 11),
+    F=st.integers(1, 20),
+    pad=st.integers(0, 1),
+    seed=st.integers(0, 2**16),
+)
+def test_winograd_forward_on_groups_of_small_images(m, N, C, H, W, F, pad, seed):
+    """The forward and dx take small images several a call (their tiles filling the
+    products' vectors, the last group short), on a "same" pad and a "valid" one: within the
+    rounding bounds of the naive loops, and each image's bits those of a call on it alone,
+    on any thread count."""
+    H, W = H + 2 - 2 * pad, W + 2 - 2 * pad  # an output of at least 1 x 1
+    x, w, b = case(N, C, H, W, F, 3, np.float32, seed)
+    Ho, Wo = H + 2 * pad - 2, W + 2 * pad - 2
+    dout = np.random.default_rng(seed + 1).standard_normal((N, F, Ho, Wo)).astype(np.float32)
+    turned = np.flip(w, (2, 3)).transpose(1, 0, 2, 3)
+
+    def passes(images, threads):
+        with winograd_mode("always", f"{m}x{m}"), kernel_threads(threads):
+            return (
+                _C.conv_forward(images, w, b, 1, pad),
+                _C.conv_backward(dout[: len(images)], images, w, 1, pad, need_dw=False)[0],
+            )
+
+    out, dx = passes(x, threads=2)
+    out_bound = winograd_bound(x, w, b, m, pad)
+    assert_within_rounding(out, conv_forward_ref(x, w, b, 1, pad), out_bound, 1e-5)
+    dx_ref = conv_backward_ref(dout, x, w, 1, pad)[0]
+    dx_bound = winograd_bound(dout, turned, np.zeros(C), m, 2 - pad)
+    assert_within_rounding(dx, dx_ref, dx_bound, 1e-5)
+    for got, again in zip((out, dx), passes(x, threads=1)):
+        np.testing.assert_array_equal(got, again)
+    for n in {0, N // 2, N - 1}:
+        alone_out, _ = passes(x[n : n + 1], threads=1)
+        np.testing.assert_array_equal(out[n], alone_out[0])
+    with winograd_mode("always", f"{m}x{m}"):
+        alone_dx = _C.conv_backward(dout[N - 1 :], x[N - 1 :], w, 1, pad, need_dw=False)[0]
+    np.testing.assert_array_equal(dx[N - 1], alone_dx[0])
+
+
 @pytest.mark.parametrize(
     "C, F, k, stride, pad, dtype, winograd",
     [
@@ -231,6 +276,28 @@ def test_which_layers_take_winograd(C, F, k, stride, pad, dtype, winograd):
     on = _C.conv_forward(x, w, b, stride, pad)
     with winograd_mode("off"):
         off = _C.conv_forward(x, w, b, stride, pad)
+    assert np.array_equal(on, off) != winograd
+
+
+@pytest.mark.parametrize(
+    "C, F, H, W, winograd",
+    [
+        (64, 64, 6, 6, True),  # images 2x2 tiles cover, of 64+ channels in and out
+        (64, 128, 4, 6, True),
+        (128, 64, 4, 4, True),
+        (32, 64, 6, 6, False),  # the tap kernel is faster on fewer channels
+        (64, 64, 5, 6, False),  # tiles past the image's last row
+        (64, 64, 6, 3, False),
+        (64, 64, 2, 2, False),
+    ],
+)
+def test_which_small_images_take_winograd_forward(C, F, H, W, winograd):
+    """By default ('auto'): under 7 pixels the forward runs on Winograd on images its 2x2
+    tiles cover exactly, of 64+ channels in and out."""
+    x, w, b = case(16, C, H, W, F, 3, np.float32, seed=0)
+    on = _C.conv_forward(x, w, b, 1, 1)
+    with winograd_mode("off"):
+        off = _C.conv_forward(x, w, b, 1, 1)
     assert np.array_equal(on, off) != winograd
 
 
@@ -272,7 +339,10 @@ def test_wide_layers_on_few_tiles_run_im2col_and_gemm(N, C, H, W, F, gemm):
         (32, 32, 8, 16, 3, np.float32, False),  # small images: its transforms fill few lanes
         (16, 15, 16, 16, 3, np.float32, False),
         (128, 128, 7, 8, 3, np.float32, True),  # but it pays on 128+ channels from 7 x 7 on
-        (128, 128, 4, 8, 3, np.float32, False),
+        (128, 128, 4, 8, 3, np.float32, True),  # and on smaller images 2x2 tiles cover
+        (128, 128, 5, 8, 3, np.float32, False),
+        (64, 64, 8, 8, 3, np.float32, False),  # 4x4 tiles on 64+ channels: 16+ images
+        (64, 64, 11, 12, 3, np.float32, False),
         (128, 127, 8, 8, 3, np.float32, False),
         (256, 512, 8, 8, 3, np.float32, True),
         (512, 512, 8, 8, 3, np.float32, False),  # its dw slots outgrow the caches
@@ -313,7 +383,11 @@ def test_winograd_mode_is_checked():
         (2, 64, 80, 16, 17, "4x4"),
         (1, 16, 64, 12, 14, "4x4"),  # 12 tiles, but a small weights' transform
         (2, 32, 32, 16, 16, "4x4"),
-        (2, 64, 64, 32, 11, "2x2"),  # under 12 pixels: 4x4 tiles fill few lanes
+        (2, 64, 64, 32, 10, "2x2"),  # 9-10 pixels: 4x4 tiles past the image, few lanes
+        (2, 64, 64, 32, 11, "4x4"),
+        (16, 64, 64, 8, 8, "4x4"),  # 4x4 tiles cover the image, 64+ channels
+        (16, 32, 64, 8, 8, "2x2"),
+        (3, 64, 64, 8, 8, "2x2"),  # 12 tiles of 2^12 filter-channel pairs
         (2, 256, 128, 16, 16, "2x2"),  # 32 tiles of 2^15 filter-channel pairs
         (4, 256, 128, 16, 16, "4x4"),  # 64 tiles
     ],
@@ -539,7 +613,9 @@ def test_winograd_6x6_tiles_weight_gradient_error_against_the_direct_kernels(m, 
         (4, 64, 64, 16, 16, "4x4"),
         (8, 16, 24, 12, 13, "4x4"),
         (6, 256, 512, 14, 12, "4x4"),
-        (4, 128, 128, 11, 16, "2x2"),  # under 12 pixels: few tiles fill few lanes
+        (4, 128, 128, 10, 16, "2x2"),  # under 11 pixels: few tiles fill few lanes
+        (16, 64, 64, 8, 8, "4x4"),  # but on images they cover, 64+ channels
+        (16, 128, 64, 11, 11, "4x4"),
         (3, 256, 256, 16, 16, "2x2"),  # 48 tiles: too few for the fixed costs
     ],
 )
