@@ -280,9 +280,11 @@ bool tap_weight_gradient(const ConvGeometry& g, const DirectPasses& direct) {
 // 0.90-1.3x the tap and direct kernels' time, @7 1.25-1.6x). Except on outputs that 2x2
 // tiles cover exactly (even sides) from kWinogradSmallMinSide on, of
 // kWinogradSmallMinChannels+ channels in and out, where its products run on several
-// images' tiles at once (winograd_forward_images): forward against the tap kernel @6
-// 0.77-0.94x, @4 0.75-0.95x (64 -> 64 .. 256 -> 128; 16-32 channels 1.0-1.7x; @5, whose
-// tiles cover 6 x 6, 1.02-1.3x, @3 1.5-2.1x).
+// images' tiles at once (winograd_forward_images), on calls of kWinogradSmallMinImages+
+// images: forward against the tap kernel at batch 64 @6 0.77-0.94x, @4 0.75-0.95x (64 ->
+// 64 .. 256 -> 128; 16-32 channels 1.0-1.7x; @5, whose tiles cover 6 x 6, 1.02-1.3x, @3
+// 1.5-2.1x); 64 -> 64 .. 128 -> 128 @4 and @6 on 8 images 0.78-1.01x, on 4 0.90-1.10x, on
+// 2 1.2-1.7x, on 1 1.4-2.7x.
 std::atomic<WinogradMode> winograd_mode{WinogradMode::kWherePays};
 std::atomic<WinogradTiles> winograd_tiles{WinogradTiles::kWherePays};
 std::atomic<PadSkipMode> pad_skip_mode{PadSkipMode::kWherePays};  // pad_skip
@@ -290,6 +292,7 @@ constexpr int64_t kWinogradMinChannels = 16;
 constexpr int64_t kWinogradForwardMinSide = 7;
 constexpr int64_t kWinogradSmallMinSide = 4;
 constexpr int64_t kWinogradSmallMinChannels = 64;
+constexpr int64_t kWinogradSmallMinImages = 8;
 constexpr int64_t kWinogradMaxChannels = int64_t(1) << 22;
 
 // The dx of 3x3 layers pays on any image, that of 5x5 ones from the forward's side on.
@@ -338,7 +341,8 @@ bool winograd_forward(const ConvGeometry& g) {
     const Tiled out = forward_tiled(g);
     return winograd_conv(g, g.C, g.F, out, kWinogradForwardMinSide) ||
            (g.HH == 3 && g.C >= kWinogradSmallMinChannels && g.F >= kWinogradSmallMinChannels &&
-            winograd_tiles_cover(out, 2) && winograd_conv(g, g.C, g.F, out, kWinogradSmallMinSide));
+            g.N >= kWinogradSmallMinImages && winograd_tiles_cover(out, 2) &&
+            winograd_conv(g, g.C, g.F, out, kWinogradSmallMinSide));
 }
 
 // The Winograd forward transforms all of a layer's weights on every call (into 16 floats per filter
@@ -373,6 +377,10 @@ bool winograd_forward_unpaid(const ConvGeometry& g) {
 // and F(2x2, 3x3)'s fewer. On a call of a few tiles its fixed costs (the weights' transform
 // into 36 points of F x C floats, for dw its slots zeroed and added) outweigh the products.
 constexpr int64_t kWinogradLargeTilesMinSide = 11;
+// On a call of a few tiles, the forward and dx on 11 pixels on 64+ channels only: one image
+// @11, against F(2x2, 3x3), 16 -> 16 1.09x, 32 -> 32 1.05x, 64 -> 64 1.00x, 128 -> 128 0.90x
+// (2 images 1.04, 0.99, 0.94, 0.87).
+constexpr int64_t kWinogradFewLargeTilesMinSide = 12;
 constexpr int64_t kWinogradLargeTilesCoverMinSide = 8;
 constexpr int64_t kWinogradLargeTilesCoverMinChannels = 64;
 constexpr int64_t kWinogradLargeTilesMinTiles = 64;
@@ -406,10 +414,14 @@ int64_t winograd_tile(const ConvGeometry& g, Tiled out) {
     if (g.HH != 3 || tiles == WinogradTiles::k2x2) return 2;
     if (tiles == WinogradTiles::k4x4) return 4;
     // (winograd_conv bounds C and F, so their product fits)
-    const bool pays =
-        (winograd_large_tiles_fit(out) &&
-         (winograd_many_large_tiles(g.N, out) || g.C * g.F < kWinogradForwardGemmWeights)) ||
-        (winograd_large_tiles_cover(g, out) && winograd_many_large_tiles(g.N, out));
+    const bool wide = g.C >= kWinogradLargeTilesCoverMinChannels &&
+                      g.F >= kWinogradLargeTilesCoverMinChannels;
+    const bool few_pay =
+        g.C * g.F < kWinogradForwardGemmWeights &&
+        (wide || (out.H >= kWinogradFewLargeTilesMinSide && out.W >= kWinogradFewLargeTilesMinSide));
+    const bool many = winograd_many_large_tiles(g.N, out);
+    const bool pays = (winograd_large_tiles_fit(out) && (many || few_pay)) ||
+                      (winograd_large_tiles_cover(g, out) && many);
     return pays ? 4 : 2;
 }
 
@@ -426,15 +438,17 @@ int64_t winograd_tile(const ConvGeometry& g, Tiled out) {
 // the transformed weights' gradient (points x F C floats) outgrow the caches past
 // kWinogradGradientMaxSlotFloats (3x3 512 -> 512 @4 2.25 / 1.28, 256 -> 512 @4 1.05 / 0.85; 5x5 256
 // -> 256 at batch 4 @8 0.89, @7 1.19). On images that 2x2 tiles cover exactly
-// (winograd_tiles_cover) it pays on those wide layers down to 4 x 4 (3x3, batch 64: @6
-// 0.75-0.77, @4 0.74-0.78; 128 -> 64 and 64 -> 128 @6 0.82-0.90, @4 0.92-0.98, 64 -> 64 @4
-// 1.23; @5 1.02-1.3), and where 4x4 tiles pay (winograd_gradient_tile) from
+// (winograd_tiles_cover) it pays on those wide layers down to 4 x 4 on calls of
+// kWinogradGradientSmallMinTiles+ 2x2 tiles (3x3, batch 64: @6 0.75-0.77, @4 0.74-0.78; 128
+// -> 64 and 64 -> 128 @6 0.82-0.90, @4 0.92-0.98, 64 -> 64 @4 1.23; @5 1.02-1.3; 128 -> 128
+// at batch 16 @6 0.80, @4 1.02-1.12, on 4 images @6 1.01, @4 1.37, on 1 1.6-2.1), and where 4x4 tiles pay (winograd_gradient_tile) from
 // kWinogradGradientLargeTilesMinChannels channels in and out on.
 constexpr int64_t kWinogradGradientMinSide = 12;
 constexpr int64_t kWinogradGradient5x5MinFilters = 32;
 constexpr int64_t kWinogradGradientWideChannels = 128;
 constexpr int64_t kWinogradGradientWideMinSide = 7;
 constexpr int64_t kWinogradGradientLargeTilesMinChannels = 64;
+constexpr int64_t kWinogradGradientSmallMinTiles = 128;
 constexpr int64_t kWinogradGradientMaxSlotFloats = int64_t(1) << 21;
 
 // The output tiles' side of a 3x3 layer's Winograd weight gradient (winograd_weight_gradient):
@@ -471,7 +485,10 @@ bool winograd_weight_gradient(const ConvGeometry& g) {
                              g.F >= kWinogradGradientLargeTilesMinChannels &&
                              winograd_gradient_tile(g) == 4;
     const bool small_pays =
-        g.HH == 3 && ((wide && winograd_tiles_cover(image, 2)) || large_tiles);
+        g.HH == 3 &&
+        ((wide && winograd_tiles_cover(image, 2) &&
+          g.N * (image.H / 2) * (image.W / 2) >= kWinogradGradientSmallMinTiles) ||
+         large_tiles);
     return (winograd_conv(g, g.C, g.F, image,
                           wide ? kWinogradGradientWideMinSide : kWinogradGradientMinSide) ||
             (small_pays && winograd_conv(g, g.C, g.F, image, 0))) &&
@@ -497,12 +514,17 @@ void winograd_over_batch(const WinogradConv& wg, int64_t N, int threads,
     const int64_t in_image = wg.C * input.H * input.W, out_image = wg.F * wg.H * wg.W;
     const int64_t outs = group > 1 ? checked_mul(group, out_image, what) : 0;
     const int64_t work = checked_add(winograd_forward_scratch_floats(wg), outs, what);
-    // One allocation, not zeroed: the weight transform writes u, the forward its scratch.
+    // One allocation, not zeroed: the weight transform writes u, the forward its scratch but
+    // for its padded images' zeros, written here once (as the direct kernels' padded images':
+    // padded anew per image, one-image calls took 1.04-1.11x the time).
     const std::unique_ptr<float[]> buffers(
         new float[checked_add(u_floats, checked_mul(threads, work, what), what)]);
     float* u = buffers.get();
     winograd_weights_avx512(wg, w, u);
     float* works = u + u_floats;
+    for (int t = 0; t < threads; ++t) {
+        std::fill_n(works + t * work, winograd_forward_padded_floats(wg), 0.0f);
+    }
     parallel_for_dynamic(threads, groups, 1, [&](int64_t k, int t) {
         const int64_t first = k * group, count = std::min(group, N - first);
         float* scratch = works + t * work;

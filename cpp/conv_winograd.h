@@ -124,10 +124,6 @@ struct WinogradWeights {
 // of w.
 void winograd_weights_avx512(const WinogradConv& g, const WinogradWeights& w, float* u);
 
-// Floats of one thread's scratch for winograd_forward_images_avx512: the padded strip of
-// input rows under a block, then its V and M.
-int64_t winograd_forward_scratch_floats(const WinogradConv& g);
-
 // The images a forward reads: C x H x W each, laid `pad` rows and columns into the padded
 // input (H + 2 pad = g.H + r - 1: the forward's pad, or dx's r - 1 - the forward's).
 struct WinogradInput {
@@ -139,11 +135,21 @@ inline WinogradInput winograd_same_input(const WinogradConv& g) {
     return {g.H, g.W, (g.r - 1) / 2};
 }
 
+// Floats of one thread's scratch for winograd_forward_images_avx512: its padded images
+// (winograd_forward_padded_floats), then a block's V and M.
+int64_t winograd_forward_scratch_floats(const WinogradConv& g);
+
+// Floats of the padded images at the start of the forward's scratch: winograd_forward_images
+// of C x Hp x Wp, and the slack the input transform reads past them.
+int64_t winograd_forward_padded_floats(const WinogradConv& g);
+
 // out (count images of F x H x W, one after another, up to winograd_forward_images) = bias +
 // the convolution of `count` images x (of `in`, one after another) with the transformed
-// weights u. The images' tile rows, one after another, go winograd_forward_block_rows at a
-// time: each block's input rows padded into the scratch's strip, transformed, multiplied
-// point by point, and its outputs transformed back.
+// weights u. The images' interiors are copied into the scratch's padded images, whose
+// other floats (the pads and the slack) must be zero: written once by the caller, never by
+// the forward, so a thread's scratch serves all its calls. Their tile rows, one after
+// another, go winograd_forward_block_rows at a time: transformed, multiplied point by
+// point, and their outputs transformed back.
 void winograd_forward_images_avx512(const WinogradConv& g, const WinogradInput& in,
                                     const float* x, int64_t count, const float* u,
                                     const float* bias, float* out, float* scratch);

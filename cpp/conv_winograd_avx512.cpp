@@ -466,36 +466,47 @@ void output_gradient_rows(const WinogradConv& g, const float* dout, int64_t ty0,
 int64_t strip_rows(const WinogradConv& g, int64_t rows) { return g.m * rows + g.r - 1; }
 
 // The padded rows under tile rows ty0 .. ty0 + rows - 1 of an image x (of `in`): padded
-// rows m ty0 on (strip_rows) of each channel, into planes of g.Wp floats at strip, the
-// pad's columns (before the image's and from in.W + in.pad on) zeros.
+// rows m ty0 on (strip_rows) of each channel, into planes of g.Wp floats at strip. The
+// pad's columns, before the image's and from in.W + in.pad on, are never written: zeros
+// from the caller.
 void pad_rows(const WinogradConv& g, const WinogradInput& in, const float* x, int64_t ty0,
               int64_t rows, float* strip) {
-    const int64_t pad = in.pad, planes_rows = strip_rows(g, rows);
+    const int64_t planes_rows = strip_rows(g, rows);
     for (int64_t c = 0; c < g.C; ++c) {
         for (int64_t s = 0; s < planes_rows; ++s) {
-            const int64_t h = g.m * ty0 + s - pad;  // the image row under padded row m ty0 + s
-            float* to = strip + (c * planes_rows + s) * g.Wp;
-            for (int64_t i = 0; i < pad; ++i) to[i] = 0.0f;
-            for (int64_t i = pad + in.W; i < g.Wp; ++i) to[i] = 0.0f;
-            const bool inside = h >= 0 && h < in.H;
-            const float* from = x + (c * in.H + h) * in.W;
-            for (int64_t i = 0; i < in.W; i += 16) {  // the row's floats, 16 at a time
-                const __mmask16 lanes = first_lanes(in.W - i);
-                const __m512 row = inside ? _mm512_maskz_loadu_ps(lanes, from + i) : _mm512_setzero_ps();
-                if (in.W - i >= 16) {
-                    _mm512_storeu_ps(to + pad + i, row);
-                } else {
-                    _mm512_mask_storeu_ps(to + pad + i, lanes, row);
-                }
+            const int64_t h = g.m * ty0 + s - in.pad;  // the image row under padded row m ty0 + s
+            float* to = strip + (c * planes_rows + s) * g.Wp + in.pad;
+            if (h >= 0 && h < in.H) {
+                const float* from = x + (c * in.H + h) * in.W;
+                for (int64_t i = 0; i < in.W; ++i) to[i] = from[i];
+            } else {
+                for (int64_t i = 0; i < in.W; ++i) to[i] = 0.0f;
             }
         }
     }
 }
 
-// Floats of a strip of padded rows (pad_rows) under blocks of block_rows tile rows and its
-// slack, in whole cache lines: the transforms after it start on one.
-int64_t strip_floats(const WinogradConv& g, int64_t block_rows) {
-    const int64_t rows = block_rows < g.tiles_h ? block_rows : g.tiles_h;
+// The images x (count of `in`) laid into padded images of C x g.Hp x g.Wp one after another
+// at xpad, `in.pad` rows and columns in: their interiors only, the zeros around them left.
+void pad_interiors(const WinogradConv& g, const WinogradInput& in, const float* x, int64_t count,
+                   float* xpad) {
+    for (int64_t plane = 0; plane < count * g.C; ++plane) {
+        for (int64_t h = 0; h < in.H; ++h) {
+            const float* from = x + (plane * in.H + h) * in.W;
+            float* to = xpad + (plane * g.Hp + in.pad + h) * g.Wp + in.pad;
+            for (int64_t i = 0; i < in.W; i += 16) {  // 16 floats at a time
+                const __mmask16 lanes = first_lanes(in.W - i);
+                _mm512_mask_storeu_ps(to + i, lanes, _mm512_maskz_loadu_ps(lanes, from + i));
+            }
+        }
+    }
+}
+
+// Floats of the weight gradient's strip of padded rows (pad_rows) and its slack, in
+// whole cache lines: V and Q after it start on one.
+int64_t strip_floats(const WinogradConv& g) {
+    const WinogradGradientBlocks blocks = winograd_gradient_blocks(g);
+    const int64_t rows = blocks.rows < g.tiles_h ? blocks.rows : g.tiles_h;
     return (g.C * strip_rows(g, rows) * g.Wp + kWinogradSlack + 15) / 16 * 16;
 }
 
@@ -536,13 +547,11 @@ void forward_images(const WinogradConv& g, const WinogradInput& in, const float*
                     int64_t count, const float* u, const float* bias, float* out,
                     float* scratch) {
     const int64_t block_rows = winograd_forward_block_rows(g);
-    float* strip = scratch;
-    float* v = strip + strip_floats(g, block_rows);
+    const int64_t padded_image = g.C * g.Hp * g.Wp;
+    float* xpad = scratch;
+    float* v = xpad + winograd_forward_padded_floats(g);
     float* m = v + g.C * winograd_stride(g, block_rows * g.tiles_w);
-    // The slack past the strip's first (and largest) rows, which the input transform reads
-    // and drops.
-    const int64_t first_rows = block_rows < g.tiles_h ? block_rows : g.tiles_h;
-    for (float* f = strip + g.C * strip_rows(g, first_rows) * g.Wp; f < v; ++f) *f = 0.0f;
+    pad_interiors(g, in, x, count, xpad);
     const int64_t per_row = winograd_row_lanes(g);
     const int64_t total_rows = count * g.tiles_h;  // the images' tile rows, one after another
     for (int64_t row0 = 0; row0 < total_rows; row0 += block_rows) {
@@ -550,8 +559,8 @@ void forward_images(const WinogradConv& g, const WinogradInput& in, const float*
         const int64_t n = (row1 - row0) * g.tiles_w;  // tiles in this block
         const int64_t stride = winograd_stride(g, n);
         for_each_image_rows(g, row0, row1, [&](int64_t image, int64_t ty0, int64_t rows, int64_t column) {
-            pad_rows(g, in, x + image * g.C * in.H * in.W, ty0, rows, strip);
-            input_rows<Tile>(g, strip, strip_rows(g, rows) * g.Wp, 0, rows, per_row, v + column, n);
+            input_rows<Tile>(g, xpad + image * padded_image, g.Hp * g.Wp, ty0, rows, per_row,
+                             v + column, n);
         });
         for (int64_t p = 0; p < g.points; ++p) {  // m = u . v, point by point
             gemm_rows_avx512(0, g.F, n, g.C, u + p * winograd_weights_point(g), g.C, v + p * n,
@@ -575,7 +584,7 @@ void weight_gradient_images(const WinogradConv& g, const float* x, const float* 
                             int64_t count, float* du, float* scratch) {
     const WinogradGradientBlocks blocks = winograd_gradient_blocks(g);
     float* strip = scratch;
-    float* v = strip + strip_floats(g, blocks.rows);
+    float* v = strip + strip_floats(g);
     float* q = v + g.C * blocks.stride;
     // Each point's sum over a block, added to du's: summed in one run over all the tiles,
     // its rounding grew with them (on 224 x 224 images 10x the direct kernels').
@@ -648,9 +657,13 @@ void winograd_weights_avx512(const WinogradConv& g, const WinogradWeights& w, fl
     }
 }
 
+int64_t winograd_forward_padded_floats(const WinogradConv& g) {
+    return (winograd_forward_images(g) * g.C * g.Hp * g.Wp + kWinogradSlack + 15) / 16 * 16;
+}
+
 int64_t winograd_forward_scratch_floats(const WinogradConv& g) {
     const int64_t rows = winograd_forward_block_rows(g);
-    return strip_floats(g, rows) + (g.C + g.F) * winograd_stride(g, rows * g.tiles_w);
+    return winograd_forward_padded_floats(g) + (g.C + g.F) * winograd_stride(g, rows * g.tiles_w);
 }
 
 void winograd_forward_images_avx512(const WinogradConv& g, const WinogradInput& in,
@@ -666,8 +679,7 @@ void winograd_forward_images_avx512(const WinogradConv& g, const WinogradInput& 
 }
 
 int64_t winograd_gradient_scratch_floats(const WinogradConv& g) {
-    const WinogradGradientBlocks blocks = winograd_gradient_blocks(g);
-    return strip_floats(g, blocks.rows) + (g.C + g.F) * blocks.stride + g.F * g.C;
+    return strip_floats(g) + (g.C + g.F) * winograd_gradient_blocks(g).stride + g.F * g.C;
 }
 
 void winograd_weight_gradient_images_avx512(const WinogradConv& g, const float* x,

@@ -65,6 +65,9 @@ void winograd_weights_avx512(const WinogradConv&, const WinogradWeights&, float*
 int64_t winograd_forward_scratch_floats(const WinogradConv&) {
     absent("winograd_forward_scratch_floats");
 }
+int64_t winograd_forward_padded_floats(const WinogradConv&) {
+    absent("winograd_forward_padded_floats");
+}
 void winograd_forward_images_avx512(const WinogradConv&, const WinogradInput&, const float*,
                                     int64_t, const float*, const float*, float*, float*) {
     absent("winograd_forward_images_avx512");

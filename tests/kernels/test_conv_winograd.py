@@ -280,21 +280,22 @@ def test_which_layers_take_winograd(C, F, k, stride, pad, dtype, winograd):
 
 
 @pytest.mark.parametrize(
-    "C, F, H, W, winograd",
+    "N, C, F, H, W, winograd",
     [
-        (64, 64, 6, 6, True),  # images 2x2 tiles cover, of 64+ channels in and out
-        (64, 128, 4, 6, True),
-        (128, 64, 4, 4, True),
-        (32, 64, 6, 6, False),  # the tap kernel is faster on fewer channels
-        (64, 64, 5, 6, False),  # tiles past the image's last row
-        (64, 64, 6, 3, False),
-        (64, 64, 2, 2, False),
+        (16, 64, 64, 6, 6, True),  # images 2x2 tiles cover, of 64+ channels in and out
+        (8, 64, 128, 4, 6, True),
+        (16, 128, 64, 4, 4, True),
+        (4, 128, 64, 4, 4, False),  # on calls of 8+ images
+        (16, 32, 64, 6, 6, False),  # the tap kernel is faster on fewer channels
+        (16, 64, 64, 5, 6, False),  # tiles past the image's last row
+        (16, 64, 64, 6, 3, False),
+        (16, 64, 64, 2, 2, False),
     ],
 )
-def test_which_small_images_take_winograd_forward(C, F, H, W, winograd):
+def test_which_small_images_take_winograd_forward(N, C, F, H, W, winograd):
     """By default ('auto'): under 7 pixels the forward runs on Winograd on images its 2x2
-    tiles cover exactly, of 64+ channels in and out."""
-    x, w, b = case(16, C, H, W, F, 3, np.float32, seed=0)
+    tiles cover exactly, of 64+ channels in and out, 8+ images a call."""
+    x, w, b = case(N, C, H, W, F, 3, np.float32, seed=0)
     on = _C.conv_forward(x, w, b, 1, 1)
     with winograd_mode("off"):
         off = _C.conv_forward(x, w, b, 1, 1)
@@ -340,6 +341,7 @@ def test_wide_layers_on_few_tiles_run_im2col_and_gemm(N, C, H, W, F, gemm):
         (16, 15, 16, 16, 3, np.float32, False),
         (128, 128, 7, 8, 3, np.float32, True),  # but it pays on 128+ channels from 7 x 7 on
         (128, 128, 4, 8, 3, np.float32, True),  # and on smaller images 2x2 tiles cover
+        (128, 128, 4, 6, 3, np.float32, False),  # on calls of 128+ of them (16 images: 96)
         (128, 128, 5, 8, 3, np.float32, False),
         (64, 64, 8, 8, 3, np.float32, False),  # 4x4 tiles on 64+ channels: 16+ images
         (64, 64, 11, 12, 3, np.float32, False),
@@ -360,8 +362,9 @@ def test_wide_layers_on_few_tiles_run_im2col_and_gemm(N, C, H, W, F, gemm):
 def test_which_layers_take_winograd_for_the_weight_gradient(C, F, H, W, k, dtype, winograd):
     """By default ('auto'): switching Winograd off changes dw's last bits exactly where it
     runs."""
-    x, w, _ = case(2, C, H, W, F, k, dtype, seed=0)
-    dout = np.random.default_rng(1).standard_normal((2, F, H, W)).astype(dtype)
+    N = 2 if H * W >= 64 else 16
+    x, w, _ = case(N, C, H, W, F, k, dtype, seed=0)
+    dout = np.random.default_rng(1).standard_normal((N, F, H, W)).astype(dtype)
     pad = (k - 1) // 2
     on = _C.conv_backward(dout, x, w, 1, pad, need_dx=False)[1]
     with winograd_mode("off"):
@@ -385,6 +388,9 @@ def test_winograd_mode_is_checked():
         (2, 32, 32, 16, 16, "4x4"),
         (2, 64, 64, 32, 10, "2x2"),  # 9-10 pixels: 4x4 tiles past the image, few lanes
         (2, 64, 64, 32, 11, "4x4"),
+        (1, 32, 32, 11, 11, "2x2"),  # 11 pixels on a few tiles: 64+ channels only
+        (1, 64, 64, 11, 11, "4x4"),
+        (8, 32, 32, 11, 11, "4x4"),  # 72 tiles
         (16, 64, 64, 8, 8, "4x4"),  # 4x4 tiles cover the image, 64+ channels
         (16, 32, 64, 8, 8, "2x2"),
         (3, 64, 64, 8, 8, "2x2"),  # 12 tiles of 2^12 filter-channel pairs
