@@ -261,9 +261,9 @@ bool tap_weight_gradient(const ConvGeometry& g, const DirectPasses& direct) {
 // Winograd (conv_winograd.h) for 3x3 layers with stride 1 and pad 1 (F(2x2, 3x3), or
 // F(4x4, 3x3): winograd_tile), and 5x5 ones with pad 2 (F(2x2, 5x5)), on an AVX-512 CPU:
 // the forward and, as the forward of dout with the filters turned, dx; and dw
-// (winograd_weight_gradient, on winograd_gradient_tile's tiles). The forward and dx take
-// narrower pads too (a "valid" conv's 0): their tiles cover the pass's output, read from
-// its input laid at the pad among zeros (WinogradInput). The kernels they
+// (winograd_weight_gradient, on winograd_gradient_tile's tiles). All three take narrower
+// pads too (a "valid" conv's 0): their tiles cover the pass's output (dw's dout's), read
+// from its input laid at the pad among zeros (WinogradInput). The kernels they
 // replace there compute dx as the forward of dout padded by k - 1 - pad, a third to half
 // of its products on zeros (per pass, batch 16-64, one thread: 5x5 pad 0 20 -> 50 @12 dx
 // 3.4 ms, 30 GFLOP/s of real products; 3x3 pad 0 48 -> 100 @15 forward 2.6, dx 3.3, against
@@ -299,10 +299,6 @@ constexpr int64_t kWinogradMaxChannels = int64_t(1) << 22;
 int64_t winograd_input_gradient_min_side(const ConvGeometry& g) {
     return g.HH == 5 ? kWinogradForwardMinSide : 0;
 }
-
-// Whether the pad is a "same" conv's, which keeps the image's size (the weight gradient's
-// Winograd kernels take only that one).
-bool same_pad(const ConvGeometry& g) { return g.pad == (g.HH - 1) / 2; }
 
 // The output a Winograd pass tiles: the forward's, or dx's (the image); one and the same
 // on a "same" layer.
@@ -449,6 +445,11 @@ constexpr int64_t kWinogradGradientWideChannels = 128;
 constexpr int64_t kWinogradGradientWideMinSide = 7;
 constexpr int64_t kWinogradGradientLargeTilesMinChannels = 64;
 constexpr int64_t kWinogradGradientSmallMinTiles = 128;
+// On a 3x3 layer with a narrower pad than "same" (a "valid" conv's 0), from 32 channels in
+// and out: the kernels it replaces there multiply no pad zeros (batch 64, pad 0, auto /
+// Winograd off: 16 -> 16 @30 1.29, @14 1.44, @34 1.05; 32 -> 16 and 16 -> 32 @14 1.09-1.12,
+// @18-34 0.67-0.98; 32+ channels 0.51-0.94, 32 -> 32 @30 0.86).
+constexpr int64_t kWinogradGradientNarrowMinChannels = 32;
 constexpr int64_t kWinogradGradientMaxSlotFloats = int64_t(1) << 21;
 
 // The output tiles' side of a 3x3 layer's Winograd weight gradient (winograd_weight_gradient):
@@ -467,18 +468,21 @@ int64_t winograd_gradient_tile(const ConvGeometry& g) {
     const WinogradTiles tiles = winograd_tiles;
     if (g.HH != 3 || tiles == WinogradTiles::k2x2) return 2;
     if (tiles == WinogradTiles::k4x4) return 4;
-    const Tiled image{g.H, g.W};  // (a "same" layer's: winograd_weight_gradient)
-    return (winograd_large_tiles_fit(image) || winograd_large_tiles_cover(g, image)) &&
-                   winograd_many_large_tiles(g.N, image)
+    const Tiled out = forward_tiled(g);  // dout's, which its tiles cover
+    return (winograd_large_tiles_fit(out) || winograd_large_tiles_cover(g, out)) &&
+                   winograd_many_large_tiles(g.N, out)
                ? 4
                : 2;
 }
 
 template <typename T>
 bool winograd_weight_gradient(const ConvGeometry& g) {
-    if (!std::is_same_v<T, float> || !same_pad(g)) return false;
-    const Tiled image{g.H, g.W};
-    if (winograd_mode == WinogradMode::kEverywhere) return winograd_conv(g, g.C, g.F, image, 0);
+    if (!std::is_same_v<T, float>) return false;
+    const Tiled out = forward_tiled(g);  // dout's, which its tiles cover
+    if (winograd_mode == WinogradMode::kEverywhere) return winograd_conv(g, g.C, g.F, out, 0);
+    const bool narrow_pays = g.HH == 5 || g.pad == (g.HH - 1) / 2 ||
+                             (g.C >= kWinogradGradientNarrowMinChannels &&
+                              g.F >= kWinogradGradientNarrowMinChannels);
     const bool wide = g.C >= kWinogradGradientWideChannels && g.F >= kWinogradGradientWideChannels;
     const int64_t points = (g.HH + 1) * (g.HH + 1);  // of 2x2 tiles
     const bool large_tiles = g.C >= kWinogradGradientLargeTilesMinChannels &&
@@ -486,13 +490,13 @@ bool winograd_weight_gradient(const ConvGeometry& g) {
                              winograd_gradient_tile(g) == 4;
     const bool small_pays =
         g.HH == 3 &&
-        ((wide && winograd_tiles_cover(image, 2) &&
-          g.N * (image.H / 2) * (image.W / 2) >= kWinogradGradientSmallMinTiles) ||
+        ((wide && winograd_tiles_cover(out, 2) &&
+          g.N * (out.H / 2) * (out.W / 2) >= kWinogradGradientSmallMinTiles) ||
          large_tiles);
-    return (winograd_conv(g, g.C, g.F, image,
+    return (winograd_conv(g, g.C, g.F, out,
                           wide ? kWinogradGradientWideMinSide : kWinogradGradientMinSide) ||
-            (small_pays && winograd_conv(g, g.C, g.F, image, 0))) &&
-           (g.HH == 3 || g.F >= kWinogradGradient5x5MinFilters) &&
+            (small_pays && winograd_conv(g, g.C, g.F, out, 0))) &&
+           (g.HH == 3 || g.F >= kWinogradGradient5x5MinFilters) && narrow_pays &&
            points * g.C * g.F <= kWinogradGradientMaxSlotFloats;
 }
 
@@ -1255,7 +1259,7 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
     const bool winograd_dw = dw && winograd_weight_gradient<T>(g);
     // (only for a Winograd layer: an empty image under a wide pad has no tiles)
     const WinogradConv wg =
-        winograd_dw ? winograd_geometry(winograd_gradient_tile(g), g.HH, g.C, g.F, g.H, g.W)
+        winograd_dw ? winograd_geometry(winograd_gradient_tile(g), g.HH, g.C, g.F, g.Ho, g.Wo)
                     : WinogradConv{};
     const int64_t winograd_slot =
         winograd_dw ? checked_mul(wg.points, winograd_weights_point(wg), "conv dw") : 0;
@@ -1423,7 +1427,8 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
         }
         if constexpr (std::is_same_v<T, float>) {
             if (winograd_dw) {
-                winograd_weight_gradient_images_avx512(wg, x + first * g.C * g.H * g.W, chunk_dout,
+                winograd_weight_gradient_images_avx512(wg, WinogradInput{g.H, g.W, g.pad},
+                                                       x + first * g.C * g.H * g.W, chunk_dout,
                                                        last - first, my_dw_t,
                                                        scratches.scratch_of(t));
             } else if (dw && tap_dw) {

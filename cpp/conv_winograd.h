@@ -49,9 +49,8 @@ constexpr int64_t kWinogradSkew = 16;
 // tile row's first column (4x4 tiles).
 constexpr int64_t kWinogradSlack = 96;
 
-// An r x r, stride-1 convolution of one image of C channels to F, H x W out (and in, with
-// pad (r - 1) / 2, for the weight gradient; the forward's input: WinogradInput), on tiles
-// of m x m outputs: F(2x2, 3x3), F(2x2, 5x5) or F(4x4, 3x3).
+// An r x r, stride-1 convolution of one image of C channels to F, H x W out (its input:
+// WinogradInput), on tiles of m x m outputs: F(2x2, 3x3), F(2x2, 5x5) or F(4x4, 3x3).
 struct WinogradConv {
     int64_t m, r;              // the tiles' and the filters' side
     int64_t points;            // of a transformed tile: (m + r - 1)^2
@@ -124,16 +123,12 @@ struct WinogradWeights {
 // of w.
 void winograd_weights_avx512(const WinogradConv& g, const WinogradWeights& w, float* u);
 
-// The images a forward reads: C x H x W each, laid `pad` rows and columns into the padded
-// input (H + 2 pad = g.H + r - 1: the forward's pad, or dx's r - 1 - the forward's).
+// The images a pass reads: C x H x W each, laid `pad` rows and columns into the padded
+// input (H + 2 pad = g.H + r - 1: the forward's and dw's pad, or dx's r - 1 - the
+// forward's).
 struct WinogradInput {
     int64_t H, W, pad;
 };
-
-// The input of a "same" layer, the image's size with pad (r - 1) / 2.
-inline WinogradInput winograd_same_input(const WinogradConv& g) {
-    return {g.H, g.W, (g.r - 1) / 2};
-}
 
 // Floats of one thread's scratch for winograd_forward_images_avx512: its padded images
 // (winograd_forward_padded_floats), then a block's V and M.
@@ -185,13 +180,13 @@ inline WinogradGradientBlocks winograd_gradient_blocks(const WinogradConv& g) {
 int64_t winograd_gradient_scratch_floats(const WinogradConv& g);
 
 // du (g.points points, winograd_weights_point floats apart, of F x C) += the transformed
-// weights' gradient of `count` images x (C x H x W each) with output gradients dout
-// (F x H x W each). Each point's sum runs over a block's tiles in order, and the blocks'
+// weights' gradient of `count` images x (of `in`) with output gradients dout (F x H x W
+// each). Each point's sum runs over a block's tiles in order, and the blocks'
 // sums (tile rows of the images one after another, block_rows at a time) are added to du
 // in order.
-void winograd_weight_gradient_images_avx512(const WinogradConv& g, const float* x,
-                                            const float* dout, int64_t count, float* du,
-                                            float* scratch);
+void winograd_weight_gradient_images_avx512(const WinogradConv& g, const WinogradInput& in,
+                                            const float* x, const float* dout, int64_t count,
+                                            float* du, float* scratch);
 
 // dw (F x C x r x r) = the weights' gradient G^T du G of the transformed weights' du.
 void winograd_weights_gradient_avx512(const WinogradConv& g, const float* du, float* dw);

@@ -580,8 +580,8 @@ void forward_images(const WinogradConv& g, const WinogradInput& in, const float*
 }
 
 template <typename Tile>
-void weight_gradient_images(const WinogradConv& g, const float* x, const float* dout,
-                            int64_t count, float* du, float* scratch) {
+void weight_gradient_images(const WinogradConv& g, const WinogradInput& in, const float* x,
+                            const float* dout, int64_t count, float* du, float* scratch) {
     const WinogradGradientBlocks blocks = winograd_gradient_blocks(g);
     float* strip = scratch;
     float* v = strip + strip_floats(g);
@@ -597,7 +597,7 @@ void weight_gradient_images(const WinogradConv& g, const float* x, const float* 
         const int64_t n = (row1 - row0) * g.tiles_w;  // tiles in this block
         const int64_t stride = winograd_stride(g, n);
         for_each_image_rows(g, row0, row1, [&](int64_t image, int64_t ty0, int64_t rows, int64_t column) {
-            pad_rows(g, winograd_same_input(g), x + image * g.C * g.H * g.W, ty0, rows, strip);
+            pad_rows(g, in, x + image * g.C * in.H * in.W, ty0, rows, strip);
             input_rows<Tile>(g, strip, strip_rows(g, rows) * g.Wp, 0, rows, per_row, v + column, n);
             output_gradient_rows<Tile>(g, dout + image * g.F * g.H * g.W, ty0, rows, per_row,
                                        q + column, n);
@@ -682,15 +682,15 @@ int64_t winograd_gradient_scratch_floats(const WinogradConv& g) {
     return strip_floats(g) + (g.C + g.F) * winograd_gradient_blocks(g).stride + g.F * g.C;
 }
 
-void winograd_weight_gradient_images_avx512(const WinogradConv& g, const float* x,
-                                            const float* dout, int64_t count, float* du,
-                                            float* scratch) {
+void winograd_weight_gradient_images_avx512(const WinogradConv& g, const WinogradInput& in,
+                                            const float* x, const float* dout, int64_t count,
+                                            float* du, float* scratch) {
     if (g.r == 5) {
-        weight_gradient_images<F2x2_5x5>(g, x, dout, count, du, scratch);
+        weight_gradient_images<F2x2_5x5>(g, in, x, dout, count, du, scratch);
     } else if (g.m == 4) {
-        weight_gradient_images<F4x4_3x3>(g, x, dout, count, du, scratch);
+        weight_gradient_images<F4x4_3x3>(g, in, x, dout, count, du, scratch);
     } else {
-        weight_gradient_images<F2x2_3x3>(g, x, dout, count, du, scratch);
+        weight_gradient_images<F2x2_3x3>(g, in, x, dout, count, du, scratch);
     }
 }
 

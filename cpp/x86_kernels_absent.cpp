@@ -75,8 +75,9 @@ void winograd_forward_images_avx512(const WinogradConv&, const WinogradInput&, c
 int64_t winograd_gradient_scratch_floats(const WinogradConv&) {
     absent("winograd_gradient_scratch_floats");
 }
-void winograd_weight_gradient_images_avx512(const WinogradConv&, const float*, const float*,
-                                            int64_t, float*, float*) {
+void winograd_weight_gradient_images_avx512(const WinogradConv&, const WinogradInput&,
+                                            const float*, const float*, int64_t, float*,
+                                            float*) {
     absent("winograd_weight_gradient_images_avx512");
 }
 void winograd_weights_gradient_avx512(const WinogradConv&, const float*, float*) {
