@@ -1,10 +1,11 @@
 """Winograd's float32 passes against another setting, layer by layer.
 
-    python benchmarks/bench_winograd.py [--kernel 3] [--batch 64] [--sizes 32,16,8,7,4]
+    python benchmarks/bench_winograd.py [--kernel 3] [--pad 1] [--batch 64] [--sizes 32,16,8,7,4]
         [--channels 16,32,64,128,256] [--repeats 5] [--a always,4x4] [--b always,2x2]
         [--passes forward,dx]
 
-Times the --passes of k x k layers (stride 1, pad (k - 1) / 2): forward
+Times the --passes of k x k layers (stride 1, pad --pad, by default (k - 1) / 2; sizes
+are the images'): forward
 (_C.conv_forward), dx (_C.conv_backward(..., need_dw=False)) and dw
 (_C.conv_backward(..., need_dx=False), db included), with Winograd switched to setting A
 and to setting B
@@ -14,7 +15,8 @@ against the direct and tap kernels), on one thread, in the process's CPU time, i
 (medians of --repeats after a warm-up), and prints the ms of each and A / B. Channel
 pairs C -> F: F in --channels with C = F, F / 2 and 2 F where those are too. Wide layers
 take fewer images (the batch scaled down to the work of 32 -> 64 channels on 16 x 16,
-at least 2), so that 256 channels on 32 x 32 take about as long as the zoo's layers.
+at least 2, or 1 at batch 1), so that 256 channels on 32 x 32 take about as long as the
+zoo's layers.
 """
 
 import argparse
@@ -39,6 +41,7 @@ def with_winograd(setting, fn):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--kernel", type=int, default=3)
+    parser.add_argument("--pad", type=int, default=None, help="(k - 1) / 2 if not given")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--sizes", default="32,16,8,7,4")
     parser.add_argument("--channels", default="16,32,64,128,256")
@@ -50,7 +53,8 @@ def main():
     a, b = (tuple(s.split(",")) for s in (args.a, args.b))
     channels = [int(c) for c in args.channels.split(",")]
     pairs = [(c, f) for f in channels for c in (f // 2, f, 2 * f) if c in channels]
-    k, pad = args.kernel, (args.kernel - 1) // 2
+    k = args.kernel
+    pad = (k - 1) // 2 if args.pad is None else args.pad
     _C.set_num_threads(1)
     rng = np.random.default_rng(0)
     print(
@@ -61,11 +65,15 @@ def main():
     print(f"{'C -> F':>12} {'H':>3} {'N':>4}" + "".join(f"  {p:>17} {'ratio':>6}" for p in passes))
     for H in (int(s) for s in args.sizes.split(",")):
         for C, F in pairs:
-            N = max(2, min(args.batch, args.batch * 32 * 64 * 16 * 16 // (C * F * H * H)))
+            Ho = H + 2 * pad - k + 1
+            if Ho < 1:
+                continue
+            scaled = args.batch * 32 * 64 * 16 * 16 // (C * F * H * H)
+            N = min(args.batch, max(min(2, args.batch), scaled))
             x = rng.standard_normal((N, C, H, H), dtype=np.float32)
             w = (rng.standard_normal((F, C, k, k)) / np.sqrt(C * k * k)).astype(np.float32)
             bias = np.zeros(F, np.float32)
-            dout = rng.standard_normal((N, F, H, H), dtype=np.float32)
+            dout = rng.standard_normal((N, F, Ho, Ho), dtype=np.float32)
 
             fns = {
                 "forward": lambda: _C.conv_forward(x, w, bias, 1, pad),
@@ -77,7 +85,7 @@ def main():
             print(
                 f"{C:>5} -> {F:<4} {H:>3} {N:>4}"
                 + "".join(
-                    f"  {t[i] * 1e3:8.2f} {t[i + 1] * 1e3:8.2f} {t[i] / t[i + 1]:6.2f}"
+                    f"  {t[i] * 1e3:8.3f} {t[i + 1] * 1e3:8.3f} {t[i] / t[i + 1]:6.2f}"
                     for i in range(0, len(t), 2)
                 ),
                 flush=True,

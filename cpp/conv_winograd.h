@@ -49,15 +49,15 @@ constexpr int64_t kWinogradSkew = 16;
 // tile row's first column (4x4 tiles).
 constexpr int64_t kWinogradSlack = 96;
 
-// An r x r, stride-1, pad (r - 1) / 2 convolution of one image of C channels to F, H x W
-// in and out, on tiles of m x m outputs: F(2x2, 3x3), F(2x2, 5x5) or F(4x4, 3x3).
+// An r x r, stride-1 convolution of one image of C channels to F, H x W out (its input:
+// WinogradInput), on tiles of m x m outputs: F(2x2, 3x3), F(2x2, 5x5) or F(4x4, 3x3).
 struct WinogradConv {
     int64_t m, r;              // the tiles' and the filters' side
     int64_t points;            // of a transformed tile: (m + r - 1)^2
     int64_t C, F, H, W;
     int64_t tiles_h, tiles_w;  // ceil(H / m), ceil(W / m)
     int64_t Hp, Wp;            // the padded input: m tiles + r - 1 (the pad, then at least it after)
-    int64_t block_rows;        // tile rows per block
+    int64_t block_rows;        // tile rows per block of one image
 };
 
 inline WinogradConv winograd_geometry(int64_t m, int64_t r, int64_t C, int64_t F, int64_t H,
@@ -66,6 +66,29 @@ inline WinogradConv winograd_geometry(int64_t m, int64_t r, int64_t C, int64_t F
     const int64_t rows = kWinogradBlockTiles / tiles_w;
     return {m, r, (m + r - 1) * (m + r - 1), C, F, H, W, tiles_h, tiles_w, m * tiles_h + r - 1,
             m * tiles_w + r - 1, rows < 1 ? 1 : rows < tiles_h ? rows : tiles_h};
+}
+
+// Images a call of the forward takes: the fewest whose tiles fill more than 3/4 of the
+// vectors of 16 columns the products run on (those of a call make one block). One image of
+// 4 tiles made the products read the transformed weights (points x F x C) for 4 columns:
+// F(4x4, 3x3) took as long on 4 x 4 as on 8 x 8 images. Per pass, batch 64, one thread,
+// 32-256 channels, against 16 tiles a call: 2x2 tiles of 4 x 4 and 4x4 tiles of 8 x 8
+// images (4 an image) 1.04-1.3x the time on 24 tiles, 1.0-1.3x on 32, 1.0-1.4x on 96 (one
+// image 1.4-1.8x); 2x2 tiles of 6 x 6 images (9) 0.72-0.8x on 27 and on 45-90 against
+// 9 and 18; 2x2 tiles of 8 x 8 images (16) 1.0-1.3x on 96.
+inline int64_t winograd_forward_images(const WinogradConv& g) {
+    const int64_t tiles = g.tiles_h * g.tiles_w;
+    for (int64_t images = 1; images * tiles <= kWinogradBlockTiles; ++images) {
+        const int64_t vectors = (images * tiles + 15) / 16;
+        if (4 * images * tiles > 3 * 16 * vectors) return images;
+    }
+    return 1;
+}
+
+// Tile rows per block of the forward: block_rows of one image, or all of a call's images'.
+inline int64_t winograd_forward_block_rows(const WinogradConv& g) {
+    const int64_t images = winograd_forward_images(g);
+    return images > 1 ? images * g.tiles_h : g.block_rows;
 }
 
 inline int64_t winograd_stride(const WinogradConv& g, int64_t tiles) {
@@ -100,12 +123,31 @@ struct WinogradWeights {
 // of w.
 void winograd_weights_avx512(const WinogradConv& g, const WinogradWeights& w, float* u);
 
-// out (F x H x W) = bias + the convolution of xpad (C x Hp x Wp, the image (r - 1) / 2
-// rows and columns in, zero elsewhere, kWinogradSlack floats past it) with the transformed weights
-// u. v and m: room for C and F x winograd_stride(tiles) floats, for the tiles of a block
-// (block_rows x tiles_w).
-void winograd_forward_image_avx512(const WinogradConv& g, const float* xpad, const float* u,
-                                   const float* bias, float* out, float* v, float* m);
+// The images a pass reads: C x H x W each, laid `pad` rows and columns into the padded
+// input (H + 2 pad = g.H + r - 1: the forward's and dw's pad, or dx's r - 1 - the
+// forward's).
+struct WinogradInput {
+    int64_t H, W, pad;
+};
+
+// Floats of one thread's scratch for winograd_forward_images_avx512: its padded images
+// (winograd_forward_padded_floats), then a block's V and M.
+int64_t winograd_forward_scratch_floats(const WinogradConv& g);
+
+// Floats of the padded images at the start of the forward's scratch: winograd_forward_images
+// of C x Hp x Wp, and the slack the input transform reads past them.
+int64_t winograd_forward_padded_floats(const WinogradConv& g);
+
+// out (count images of F x H x W, one after another, up to winograd_forward_images) = bias +
+// the convolution of `count` images x (of `in`, one after another) with the transformed
+// weights u. The images' interiors are copied into the scratch's padded images, whose
+// other floats (the pads and the slack) must be zero: written once by the caller, never by
+// the forward, so a thread's scratch serves all its calls. Their tile rows, one after
+// another, go winograd_forward_block_rows at a time: transformed, multiplied point by
+// point, and their outputs transformed back.
+void winograd_forward_images_avx512(const WinogradConv& g, const WinogradInput& in,
+                                    const float* x, int64_t count, const float* u,
+                                    const float* bias, float* out, float* scratch);
 
 // Tiles per block of the weight gradient (the inner dimension of its 16 products), in
 // whole tile rows (one row where a row is longer): kWinogradGradientBlockFloats over the
@@ -138,13 +180,13 @@ inline WinogradGradientBlocks winograd_gradient_blocks(const WinogradConv& g) {
 int64_t winograd_gradient_scratch_floats(const WinogradConv& g);
 
 // du (g.points points, winograd_weights_point floats apart, of F x C) += the transformed
-// weights' gradient of `count` images x (C x H x W each) with output gradients dout
-// (F x H x W each). Each point's sum runs over a block's tiles in order, and the blocks'
+// weights' gradient of `count` images x (of `in`) with output gradients dout (F x H x W
+// each). Each point's sum runs over a block's tiles in order, and the blocks'
 // sums (tile rows of the images one after another, block_rows at a time) are added to du
 // in order.
-void winograd_weight_gradient_images_avx512(const WinogradConv& g, const float* x,
-                                            const float* dout, int64_t count, float* du,
-                                            float* scratch);
+void winograd_weight_gradient_images_avx512(const WinogradConv& g, const WinogradInput& in,
+                                            const float* x, const float* dout, int64_t count,
+                                            float* du, float* scratch);
 
 // dw (F x C x r x r) = the weights' gradient G^T du G of the transformed weights' du.
 void winograd_weights_gradient_avx512(const WinogradConv& g, const float* du, float* dw);

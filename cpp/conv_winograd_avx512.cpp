@@ -465,21 +465,38 @@ void output_gradient_rows(const WinogradConv& g, const float* dout, int64_t ty0,
 // Padded rows of a strip under tile rows ty0 .. ty0 + rows - 1: m a row and r - 1 more.
 int64_t strip_rows(const WinogradConv& g, int64_t rows) { return g.m * rows + g.r - 1; }
 
-// The padded rows under tile rows ty0 .. ty0 + rows - 1 of an image x (C x H x W): padded
+// The padded rows under tile rows ty0 .. ty0 + rows - 1 of an image x (of `in`): padded
 // rows m ty0 on (strip_rows) of each channel, into planes of g.Wp floats at strip. The
-// pad's columns, before the image's and from W + pad on, are never written: zeros from
-// the caller.
-void pad_rows(const WinogradConv& g, const float* x, int64_t ty0, int64_t rows, float* strip) {
-    const int64_t pad = (g.r - 1) / 2, planes_rows = strip_rows(g, rows);
+// pad's columns, before the image's and from in.W + in.pad on, are never written: zeros
+// from the caller.
+void pad_rows(const WinogradConv& g, const WinogradInput& in, const float* x, int64_t ty0,
+              int64_t rows, float* strip) {
+    const int64_t planes_rows = strip_rows(g, rows);
     for (int64_t c = 0; c < g.C; ++c) {
         for (int64_t s = 0; s < planes_rows; ++s) {
-            const int64_t h = g.m * ty0 + s - pad;  // the image row under padded row m ty0 + s
-            float* to = strip + (c * planes_rows + s) * g.Wp + pad;
-            if (h >= 0 && h < g.H) {
-                const float* from = x + (c * g.H + h) * g.W;
-                for (int64_t i = 0; i < g.W; ++i) to[i] = from[i];
+            const int64_t h = g.m * ty0 + s - in.pad;  // the image row under padded row m ty0 + s
+            float* to = strip + (c * planes_rows + s) * g.Wp + in.pad;
+            if (h >= 0 && h < in.H) {
+                const float* from = x + (c * in.H + h) * in.W;
+                for (int64_t i = 0; i < in.W; ++i) to[i] = from[i];
             } else {
-                for (int64_t i = 0; i < g.W; ++i) to[i] = 0.0f;
+                for (int64_t i = 0; i < in.W; ++i) to[i] = 0.0f;
+            }
+        }
+    }
+}
+
+// The images x (count of `in`) laid into padded images of C x g.Hp x g.Wp one after another
+// at xpad, `in.pad` rows and columns in: their interiors only, the zeros around them left.
+void pad_interiors(const WinogradConv& g, const WinogradInput& in, const float* x, int64_t count,
+                   float* xpad) {
+    for (int64_t plane = 0; plane < count * g.C; ++plane) {
+        for (int64_t h = 0; h < in.H; ++h) {
+            const float* from = x + (plane * in.H + h) * in.W;
+            float* to = xpad + (plane * g.Hp + in.pad + h) * g.Wp + in.pad;
+            for (int64_t i = 0; i < in.W; i += 16) {  // 16 floats at a time
+                const __mmask16 lanes = first_lanes(in.W - i);
+                _mm512_mask_storeu_ps(to + i, lanes, _mm512_maskz_loadu_ps(lanes, from + i));
             }
         }
     }
@@ -491,6 +508,19 @@ int64_t strip_floats(const WinogradConv& g) {
     const WinogradGradientBlocks blocks = winograd_gradient_blocks(g);
     const int64_t rows = blocks.rows < g.tiles_h ? blocks.rows : g.tiles_h;
     return (g.C * strip_rows(g, rows) * g.Wp + kWinogradSlack + 15) / 16 * 16;
+}
+
+// Calls segment(image, ty0, rows, column) for the tile rows row0 .. row1 - 1 of images
+// one after another (tiles_h rows each), image by image: `rows` of them from tile row ty0
+// of `image`, from the block's column `column` on.
+template <typename Segment>
+void for_each_image_rows(const WinogradConv& g, int64_t row0, int64_t row1, Segment&& segment) {
+    for (int64_t row = row0; row < row1;) {
+        const int64_t image = row / g.tiles_h, ty0 = row % g.tiles_h;
+        const int64_t rows = g.tiles_h - ty0 < row1 - row ? g.tiles_h - ty0 : row1 - row;
+        segment(image, ty0, rows, (row - row0) * g.tiles_w);
+        row += rows;
+    }
 }
 
 // The transformed weights of 16 channels' filters (lanes below `lanes`) from k on, as
@@ -513,30 +543,45 @@ void weight_tiles(const WinogradWeights& w, const float* k, __mmask16 lanes, __m
 }
 
 template <typename Tile>
-void forward_image(const WinogradConv& g, const float* xpad, const float* u, const float* bias,
-                   float* out, float* v, float* m) {
+void forward_images(const WinogradConv& g, const WinogradInput& in, const float* x,
+                    int64_t count, const float* u, const float* bias, float* out,
+                    float* scratch) {
+    const int64_t block_rows = winograd_forward_block_rows(g);
+    const int64_t padded_image = g.C * g.Hp * g.Wp;
+    float* xpad = scratch;
+    float* v = xpad + winograd_forward_padded_floats(g);
+    float* m = v + g.C * winograd_stride(g, block_rows * g.tiles_w);
+    pad_interiors(g, in, x, count, xpad);
     const int64_t per_row = winograd_row_lanes(g);
-    for (int64_t ty0 = 0; ty0 < g.tiles_h; ty0 += g.block_rows) {
-        const int64_t rows = g.tiles_h - ty0 < g.block_rows ? g.tiles_h - ty0 : g.block_rows;
-        const int64_t n = rows * g.tiles_w;  // tiles in this block
+    const int64_t total_rows = count * g.tiles_h;  // the images' tile rows, one after another
+    for (int64_t row0 = 0; row0 < total_rows; row0 += block_rows) {
+        const int64_t row1 = total_rows - row0 < block_rows ? total_rows : row0 + block_rows;
+        const int64_t n = (row1 - row0) * g.tiles_w;  // tiles in this block
         const int64_t stride = winograd_stride(g, n);
-        input_rows<Tile>(g, xpad, g.Hp * g.Wp, ty0, rows, per_row, v, n);
+        for_each_image_rows(g, row0, row1, [&](int64_t image, int64_t ty0, int64_t rows, int64_t column) {
+            input_rows<Tile>(g, xpad + image * padded_image, g.Hp * g.Wp, ty0, rows, per_row,
+                             v + column, n);
+        });
         for (int64_t p = 0; p < g.points; ++p) {  // m = u . v, point by point
             gemm_rows_avx512(0, g.F, n, g.C, u + p * winograd_weights_point(g), g.C, v + p * n,
                              stride, m + p * n, stride);
         }
-        for (int64_t f = 0; f < g.F; ++f) {
-            for_each_group(g, rows, per_row, [&](int64_t r, int64_t tx0, __mmask16 lanes, int64_t column) {
-                output_tiles<Tile>(g, m + f * stride + column, n, lanes, per_row, rows - r, bias[f],
-                                   ty0 + r, tx0, out + f * g.H * g.W);
-            });
-        }
+        for_each_image_rows(g, row0, row1, [&](int64_t image, int64_t ty0, int64_t rows, int64_t column) {
+            for (int64_t f = 0; f < g.F; ++f) {
+                float* plane = out + (image * g.F + f) * g.H * g.W;
+                const float* products = m + f * stride + column;
+                for_each_group(g, rows, per_row, [&](int64_t r, int64_t tx0, __mmask16 lanes, int64_t at) {
+                    output_tiles<Tile>(g, products + at, n, lanes, per_row, rows - r, bias[f],
+                                       ty0 + r, tx0, plane);
+                });
+            }
+        });
     }
 }
 
 template <typename Tile>
-void weight_gradient_images(const WinogradConv& g, const float* x, const float* dout,
-                            int64_t count, float* du, float* scratch) {
+void weight_gradient_images(const WinogradConv& g, const WinogradInput& in, const float* x,
+                            const float* dout, int64_t count, float* du, float* scratch) {
     const WinogradGradientBlocks blocks = winograd_gradient_blocks(g);
     float* strip = scratch;
     float* v = strip + strip_floats(g);
@@ -551,16 +596,12 @@ void weight_gradient_images(const WinogradConv& g, const float* x, const float* 
         const int64_t row1 = total_rows - row0 < blocks.rows ? total_rows : row0 + blocks.rows;
         const int64_t n = (row1 - row0) * g.tiles_w;  // tiles in this block
         const int64_t stride = winograd_stride(g, n);
-        for (int64_t row = row0; row < row1;) {  // the block's rows, image by image
-            const int64_t image = row / g.tiles_h, ty0 = row % g.tiles_h;
-            const int64_t rows = g.tiles_h - ty0 < row1 - row ? g.tiles_h - ty0 : row1 - row;
-            const int64_t column = (row - row0) * g.tiles_w;
-            pad_rows(g, x + image * g.C * g.H * g.W, ty0, rows, strip);
+        for_each_image_rows(g, row0, row1, [&](int64_t image, int64_t ty0, int64_t rows, int64_t column) {
+            pad_rows(g, in, x + image * g.C * in.H * in.W, ty0, rows, strip);
             input_rows<Tile>(g, strip, strip_rows(g, rows) * g.Wp, 0, rows, per_row, v + column, n);
             output_gradient_rows<Tile>(g, dout + image * g.F * g.H * g.W, ty0, rows, per_row,
                                        q + column, n);
-            row += rows;
-        }
+        });
         for (int64_t p = 0; p < g.points; ++p) {  // du += q . v^T, point by point
             gemm_rows_avx512(0, g.F, g.C, n, q + p * n, stride, v + p * n, stride, sum, g.C,
                              /*accumulate=*/false, GemmTransposes{false, true});
@@ -616,14 +657,24 @@ void winograd_weights_avx512(const WinogradConv& g, const WinogradWeights& w, fl
     }
 }
 
-void winograd_forward_image_avx512(const WinogradConv& g, const float* xpad, const float* u,
-                                   const float* bias, float* out, float* v, float* m) {
+int64_t winograd_forward_padded_floats(const WinogradConv& g) {
+    return (winograd_forward_images(g) * g.C * g.Hp * g.Wp + kWinogradSlack + 15) / 16 * 16;
+}
+
+int64_t winograd_forward_scratch_floats(const WinogradConv& g) {
+    const int64_t rows = winograd_forward_block_rows(g);
+    return winograd_forward_padded_floats(g) + (g.C + g.F) * winograd_stride(g, rows * g.tiles_w);
+}
+
+void winograd_forward_images_avx512(const WinogradConv& g, const WinogradInput& in,
+                                    const float* x, int64_t count, const float* u,
+                                    const float* bias, float* out, float* scratch) {
     if (g.r == 5) {
-        forward_image<F2x2_5x5>(g, xpad, u, bias, out, v, m);
+        forward_images<F2x2_5x5>(g, in, x, count, u, bias, out, scratch);
     } else if (g.m == 4) {
-        forward_image<F4x4_3x3>(g, xpad, u, bias, out, v, m);
+        forward_images<F4x4_3x3>(g, in, x, count, u, bias, out, scratch);
     } else {
-        forward_image<F2x2_3x3>(g, xpad, u, bias, out, v, m);
+        forward_images<F2x2_3x3>(g, in, x, count, u, bias, out, scratch);
     }
 }
 
@@ -631,15 +682,15 @@ int64_t winograd_gradient_scratch_floats(const WinogradConv& g) {
     return strip_floats(g) + (g.C + g.F) * winograd_gradient_blocks(g).stride + g.F * g.C;
 }
 
-void winograd_weight_gradient_images_avx512(const WinogradConv& g, const float* x,
-                                            const float* dout, int64_t count, float* du,
-                                            float* scratch) {
+void winograd_weight_gradient_images_avx512(const WinogradConv& g, const WinogradInput& in,
+                                            const float* x, const float* dout, int64_t count,
+                                            float* du, float* scratch) {
     if (g.r == 5) {
-        weight_gradient_images<F2x2_5x5>(g, x, dout, count, du, scratch);
+        weight_gradient_images<F2x2_5x5>(g, in, x, dout, count, du, scratch);
     } else if (g.m == 4) {
-        weight_gradient_images<F4x4_3x3>(g, x, dout, count, du, scratch);
+        weight_gradient_images<F4x4_3x3>(g, in, x, dout, count, du, scratch);
     } else {
-        weight_gradient_images<F2x2_3x3>(g, x, dout, count, du, scratch);
+        weight_gradient_images<F2x2_3x3>(g, in, x, dout, count, du, scratch);
     }
 }
 

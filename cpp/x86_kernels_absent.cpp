@@ -62,15 +62,22 @@ int64_t direct_tile_filters(int64_t) { absent("direct_tile_filters"); }
 void winograd_weights_avx512(const WinogradConv&, const WinogradWeights&, float*) {
     absent("winograd_weights_avx512");
 }
-void winograd_forward_image_avx512(const WinogradConv&, const float*, const float*, const float*,
-                                   float*, float*, float*) {
-    absent("winograd_forward_image_avx512");
+int64_t winograd_forward_scratch_floats(const WinogradConv&) {
+    absent("winograd_forward_scratch_floats");
+}
+int64_t winograd_forward_padded_floats(const WinogradConv&) {
+    absent("winograd_forward_padded_floats");
+}
+void winograd_forward_images_avx512(const WinogradConv&, const WinogradInput&, const float*,
+                                    int64_t, const float*, const float*, float*, float*) {
+    absent("winograd_forward_images_avx512");
 }
 int64_t winograd_gradient_scratch_floats(const WinogradConv&) {
     absent("winograd_gradient_scratch_floats");
 }
-void winograd_weight_gradient_images_avx512(const WinogradConv&, const float*, const float*,
-                                            int64_t, float*, float*) {
+void winograd_weight_gradient_images_avx512(const WinogradConv&, const WinogradInput&,
+                                            const float*, const float*, int64_t, float*,
+                                            float*) {
     absent("winograd_weight_gradient_images_avx512");
 }
 void winograd_weights_gradient_avx512(const WinogradConv&, const float*, float*) {
