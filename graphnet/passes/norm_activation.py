@@ -27,6 +27,11 @@ run fused runs the gates: only a cache of the fused forward (kernels.norm.Activa
 PooledNormCache) says which activation it applied and whether it pooled. A relu that a max
 pool reads is relu_pool.py's, which runs ahead of these passes and takes the relu on the
 pooled values only.
+
+Layernorm -> gelu (a transformer-style MLP block) is not fused: with a layernorm kernel
+that applied the activation to each group of rows in cache, the fused kernels took the two
+kernels' time (gelu's arithmetic, not memory, bounds both) and whole steps 0.99-1.06x the
+gates' (docs/performance/kernels.md, the modern network).
 """
 
 import functools

@@ -432,6 +432,33 @@ def test_avg_pool_backward_of_tiling_windows(N, C, H, W, size, dtype):
         np.testing.assert_array_equal(_C.avg_pool_backward(dout, H, W, size, size, size), dx)
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    N=st.integers(0, 3),
+    C=st.integers(1, 3),
+    H=st.integers(2, 40),
+    W=st.integers(2, 40),
+    dtype=st.sampled_from([np.float32, np.float64]),
+)
+def test_avg_pool_backward_of_2x2_windows_bit_for_bit(N, C, H, W, dtype):
+    """2 x 2 windows, stride 2 (their own loop, each share times 1/4): numpy's dout / 4 in
+    its window's four entries bit for bit, NaN, infinities, signed zeros and subnormals
+    included, and 0 in the row and column no window covers."""
+    Ho, Wo = H // 2, W // 2
+    dout = np.random.default_rng(H * W).standard_normal((N, C, Ho, Wo)).astype(dtype)
+    tiny = np.finfo(dtype).tiny
+    specials = np.array([np.nan, np.inf, -np.inf, -0.0, 0.0, tiny / 3, -tiny * 5], dtype)
+    flat = dout.reshape(-1)
+    flat[: specials.size] = specials[: flat.size]
+    want = np.zeros((N, C, H, W), dtype)
+    want[:, :, : 2 * Ho, : 2 * Wo] = np.repeat(np.repeat(dout / dtype(4), 2, axis=2), 2, axis=3)
+    bits = np.uint32 if dtype == np.float32 else np.uint64
+    for threads in (1, 2):
+        with kernel_threads(threads):
+            got = _C.avg_pool_backward(dout, H, W, 2, 2, 2)
+        np.testing.assert_array_equal(got.view(bits), want.view(bits))
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     N=st.integers(0, 3),
