@@ -541,3 +541,49 @@ def test_max_pool_windows_of_whole_rows(
         assert winners[n, c, i, 0] == (i * stride + a) * W + b
         same = out[n, c, i, 0].tobytes() == seen[n, c, i * stride + a, b].tobytes()
         assert same, (out[n, c, i, 0], seen[n, c, i * stride + a, b])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    planes=st.integers(1, 5),
+    Ho=st.integers(1, 9),
+    Wo=st.integers(1, 9),
+    extra_rows=st.integers(0, 1),
+    extra_columns=st.integers(0, 1),
+    elsewhere=st.sampled_from([0.0, 0.05, 1.0]),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 2**16),
+)
+def test_max_pool_backward_on_any_winners_is_the_scatter(
+    planes, Ho, Wo, extra_rows, extra_columns, elsewhere, dtype, seed
+):
+    """The 2x2 block writer against a scatter written here, bit for bit, on winners drawn
+    anywhere in each block and, with probability `elsewhere`, anywhere in the plane (the
+    writer then leaves the rows it began to the plane's scatter); odd sizes leave rows and
+    columns no block covers. The same bits on one thread and two."""
+    rng = np.random.default_rng(seed)
+    H, W = 2 * Ho + extra_rows, 2 * Wo + extra_columns
+    rows, columns = np.meshgrid(np.arange(Ho), np.arange(Wo), indexing="ij")
+    in_block = (
+        (2 * rows + rng.integers(0, 2, (planes, Ho, Wo))) * W
+        + 2 * columns
+        + rng.integers(0, 2, (planes, Ho, Wo))
+    )
+    anywhere = rng.integers(0, H * W, (planes, Ho, Wo))
+    winners = np.where(rng.random((planes, Ho, Wo)) < elsewhere, anywhere, in_block)
+    winners = winners.astype(np.int32).reshape(1, planes, Ho, Wo)
+    dout = rng.standard_normal((1, planes, Ho, Wo)).astype(dtype)
+    expected = np.zeros((1, planes, H * W), dtype)
+    for p, o in np.ndindex(planes, Ho * Wo):
+        expected[0, p, winners.reshape(planes, -1)[p, o]] += dout.reshape(planes, -1)[p, o]
+    before = _C.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2):
+            _C.set_num_threads(threads)
+            results.append(_C.max_pool_backward(dout, winners, H, W))
+    finally:
+        _C.set_num_threads(before)
+    for dx in results:
+        assert dx.dtype == dtype
+        np.testing.assert_array_equal(dx, expected.reshape(1, planes, H, W))
