@@ -543,6 +543,52 @@ def test_max_pool_windows_of_whole_rows(
         assert same, (out[n, c, i, 0], seen[n, c, i * stride + a, b])
 
 
+@settings(max_examples=80, deadline=None)
+@given(
+    N=st.integers(1, 2),
+    C=st.integers(1, 3),
+    H=st.integers(1, 13),
+    W=st.integers(1, 13),
+    ph=st.integers(1, 4),
+    pw=st.integers(1, 4),
+    stride=st.integers(1, 3),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    specials=st.sampled_from(["none", "nan", "zeros"]),
+    relu_first=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_max_pool_any_window_side_by_side_is_the_loops(
+    N, C, H, W, ph, pw, stride, dtype, specials, relu_first, seed
+):
+    """Windows of any size and stride (the windows of an output row advanced side by side)
+    against the loops: the same winners and bits with ties common (small integers), NaNs
+    (the first wins), -0.0 against 0.0 (the first wins) and relu first; the same on one
+    thread and two."""
+    ph, pw = min(ph, H), min(pw, W)
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-2, 3, (N, C, H, W)).astype(dtype)
+    if specials == "nan":
+        x[rng.random(x.shape) < 0.05] = np.nan
+    elif specials == "zeros":
+        x[rng.random(x.shape) < 0.5] = -0.0
+    before = _C.get_num_threads()
+    try:
+        _C.set_num_threads(1)
+        out, winners = _C.max_pool_forward(x, ph, pw, stride, relu_first)
+        _C.set_num_threads(2)
+        again = _C.max_pool_forward(x, ph, pw, stride, relu_first)
+    finally:
+        _C.set_num_threads(before)
+    assert out.tobytes() == again[0].tobytes()
+    np.testing.assert_array_equal(winners, again[1])
+    seen = np.where(x > 0, x, np.where(np.isnan(x), x, 0.0)).astype(dtype) if relu_first else x
+    for n, c, i, j in np.ndindex(*out.shape):
+        top, left = i * stride, j * stride
+        a, b = pool_winner(seen[n, c, top : top + ph, left : left + pw])
+        assert winners[n, c, i, j] == (top + a) * W + left + b
+        assert out[n, c, i, j].tobytes() == seen[n, c, top + a, left + b].tobytes()
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     planes=st.integers(1, 5),
