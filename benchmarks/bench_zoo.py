@@ -104,6 +104,13 @@ def step_cost(model, batch):
             Ho = 1 + (shape[2] + 2 * pad - k) // stride
             Wo = 1 + (shape[3] + 2 * pad - k) // stride
             weighted(batch * F * Ho * Wo, shape[1] * k * k, F)
+        elif kind == "bneck":
+            F, M = shape[1], layer[1]
+            pixels = batch * shape[2] * shape[3]
+            weighted(pixels * M, F, M)
+            weighted(pixels * M, M * 9, M)
+            weighted(pixels * F, M, F)
+            params += 2 * (2 * M + F)
         elif kind == "res":
             F = shape[1]
             for _ in range(2):
