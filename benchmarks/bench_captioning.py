@@ -25,7 +25,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_zoo import medians_in_turns  # noqa: E402
+from bench_zoo import TORCH_RULES, medians_in_turns, torch_optimizer  # noqa: E402
 from peer import Peer, timed_calls  # noqa: E402
 
 V, D, W, H, T = 1004, 512, 256, 512, 16
@@ -88,12 +88,7 @@ def torch_contenders(N, cell, dtype, rule):
     features, captions = (torch.from_numpy(a) for a in captions_of(N, dtype))
     words_in, words_out = captions[:, :-1], captions[:, 1:]
     counted = (words_out != NULL).reshape(-1)
-    optimizer = {
-        "sgd": lambda p: torch.optim.SGD(p, lr=RATE),
-        "sgd_momentum": lambda p: torch.optim.SGD(p, lr=RATE, momentum=0.9),
-        "rmsprop": lambda p: torch.optim.RMSprop(p, lr=RATE, alpha=0.99, eps=1e-8),
-        "adam": lambda p: torch.optim.Adam(p, lr=RATE),
-    }[rule](net.parameters())
+    optimizer = torch_optimizer(torch, rule, net.parameters(), lr=RATE)
 
     def step():
         optimizer.zero_grad(set_to_none=True)
@@ -117,8 +112,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cell", choices=("rnn", "lstm"), default="rnn")
     parser.add_argument("--batches", default="25,50")
-    parser.add_argument("--optim", choices=("sgd", "sgd_momentum", "rmsprop", "adam"),
-                        default="adam")
+    parser.add_argument("--optim", choices=tuple(TORCH_RULES), default="adam")
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()

@@ -10,7 +10,7 @@ its four gates in the course's order input, forget, output, block (i, f, o, g): 
 The single-step functions are numpy, one screen each: the reference a student reads.
 Their products run on graphnet's threads (_matmul), never numpy's BLAS: the rnn_step and
 lstm_step gates call them, a sampling loop once per word, and numpy's BLAS threads would
-take the cores from the kernels' (a greedy caption of 16 words on one thread took 14x
+take the cores from the kernels' (a greedy caption of 16 words on one thread took 10-44x
 PyTorch's time with them). The whole-sequence functions compute the same in one C++ kernel each
 (cpp/recurrent.h), threaded over blocks of hidden units, with the same result for any
 number of threads.
