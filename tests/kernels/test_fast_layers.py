@@ -504,6 +504,22 @@ def test_max_pool_backward_block_writer_and_scatter(pp, shape):
     )
 
 
+def pool_input(shape, dtype, specials, seed):
+    """Small integers (ties common) with, by `specials`, some NaNs or many -0.0."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-2, 3, shape).astype(dtype)
+    if specials == "nan":
+        x[rng.random(x.shape) < 0.05] = np.nan
+    elif specials == "zeros":
+        x[rng.random(x.shape) < 0.5] = -0.0
+    return x
+
+
+def relu_of(x):
+    """relu_forward's numbers: a NaN passes, x <= 0 (-0.0 too) becomes +0."""
+    return np.where(x > 0, x, np.where(np.isnan(x), x, 0.0)).astype(x.dtype)
+
+
 @settings(max_examples=80, deadline=None)
 @given(
     N=st.integers(1, 3),
@@ -524,17 +540,12 @@ def test_max_pool_windows_of_whole_rows(
     maxima over their span: the same winners as the loops, with ties common (small
     integers), NaNs (the first wins), -0.0 against 0.0 (the first wins), and relu first."""
     rows = min(rows, H)
-    rng = np.random.default_rng(seed)
-    x = rng.integers(-2, 3, (N, C, H, W)).astype(dtype)
-    if specials == "nan":
-        x[rng.random(x.shape) < 0.05] = np.nan
-    elif specials == "zeros":
-        x[rng.random(x.shape) < 0.5] = -0.0
+    x = pool_input((N, C, H, W), dtype, specials, seed)
     out, winners = _C.max_pool_forward(x, rows, W, stride, relu_first=relu_first)
     positional = _C.max_pool_forward(x, rows, W, stride, relu_first)  # as the pools pass it
     assert out.tobytes() == positional[0].tobytes()
     np.testing.assert_array_equal(winners, positional[1])
-    seen = np.where(x > 0, x, np.where(np.isnan(x), x, 0.0)).astype(dtype) if relu_first else x
+    seen = relu_of(x) if relu_first else x
     Ho = 1 + (H - rows) // stride
     for n, c, i in np.ndindex(N, C, Ho):
         a, b = pool_winner(seen[n, c, i * stride : i * stride + rows])
@@ -565,12 +576,7 @@ def test_max_pool_any_window_side_by_side_is_the_loops(
     (the first wins), -0.0 against 0.0 (the first wins) and relu first; the same on one
     thread and two."""
     ph, pw = min(ph, H), min(pw, W)
-    rng = np.random.default_rng(seed)
-    x = rng.integers(-2, 3, (N, C, H, W)).astype(dtype)
-    if specials == "nan":
-        x[rng.random(x.shape) < 0.05] = np.nan
-    elif specials == "zeros":
-        x[rng.random(x.shape) < 0.5] = -0.0
+    x = pool_input((N, C, H, W), dtype, specials, seed)
     before = _C.get_num_threads()
     try:
         _C.set_num_threads(1)
@@ -581,7 +587,7 @@ def test_max_pool_any_window_side_by_side_is_the_loops(
         _C.set_num_threads(before)
     assert out.tobytes() == again[0].tobytes()
     np.testing.assert_array_equal(winners, again[1])
-    seen = np.where(x > 0, x, np.where(np.isnan(x), x, 0.0)).astype(dtype) if relu_first else x
+    seen = relu_of(x) if relu_first else x
     for n, c, i, j in np.ndindex(*out.shape):
         top, left = i * stride, j * stride
         a, b = pool_winner(seen[n, c, top : top + ph, left : left + pw])
