@@ -30,7 +30,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from . import _C
-from .layers import _check_ndim, _check_shape, _float_array
+from .layers import _check_ndim, _check_shape, _column_sums, _float_array, _matmul
 
 __all__ = [
     "rnn_step_forward",
@@ -102,22 +102,6 @@ def _upstream(fn, name, grad, shape):
     grad = _float_array(grad, fn, name)
     _check_shape(fn, name, grad, shape)
     return grad
-
-
-def _matmul(a, b, transpose_a=False, transpose_b=False):
-    """op(a) @ op(b) for 2-D a and b, on graphnet's own threads when they share a float
-    dtype (numpy's BLAS threads would fight the kernels' for the cores: cpp/matmul.h)."""
-    if a.dtype == b.dtype and a.dtype in (np.float32, np.float64):
-        return _C.matmul(a, b, transpose_a, transpose_b)  # by position: no keyword's slow path
-    return (a.T if transpose_a else a) @ (b.T if transpose_b else b)
-
-
-def _column_sums(rows):
-    """rows.sum(axis=0), the same bits: in C++ (a C-contiguous float32 / float64 array's
-    columns summed over its rows in order, as numpy does; cpp/matmul.h), else numpy's."""
-    if rows.dtype in (np.float32, np.float64) and rows.ndim == 2 and rows.flags.c_contiguous:
-        return _C.column_sums(rows)
-    return rows.sum(axis=0)
 
 
 def _sigmoid(x):
