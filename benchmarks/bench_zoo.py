@@ -12,7 +12,9 @@ it in (--dtypes narrows that), it measures in one run:
   3072-feature) synthetic inputs (the language models: random words, the temporal softmax
   loss of the next word at every step; the transformer: random words, a class per
   sequence); graphnet's Solver-style step (model.loss(X, y),
-  then optim.adam per param) against torch.optim.Adam's;
+  then optim.adam per param) against torch.optim.Adam's (--optim: sgd, sgd_momentum or
+  rmsprop instead, against torch.optim's SGD, SGD with momentum 0.9, RMSprop with alpha
+  0.99; the floor still counts adam's pass over the params);
 - eval-mode inference (graphnet: model.loss(X), which runs the scores in eval mode;
   PyTorch: net.eval() under torch.inference_mode());
 - the floor: the step's multiply-adds (conv and affine forward, both weight and input
@@ -104,6 +106,13 @@ def step_cost(model, batch):
             Ho = 1 + (shape[2] + 2 * pad - k) // stride
             Wo = 1 + (shape[3] + 2 * pad - k) // stride
             weighted(batch * F * Ho * Wo, shape[1] * k * k, F)
+        elif kind == "bneck":
+            F, M = shape[1], layer[1]
+            pixels = batch * shape[2] * shape[3]
+            weighted(pixels * M, F, M)
+            weighted(pixels * M, M * 9, M)
+            weighted(pixels * F, M, F)
+            params += 2 * (2 * M + F)
         elif kind == "res":
             F = shape[1]
             for _ in range(2):
@@ -156,16 +165,32 @@ def machine_rates(threads, repeats=5):
 
 # ----- the contenders ---------------------------------------------------------------------
 
-def graphnet_contenders(model, batch, dtype):
+# torch.optim's twin of each graphnet.optim rule: its class and the hyperparameters that
+# make it graphnet.optim's defaults.
+TORCH_RULES = {
+    "adam": ("Adam", {}),
+    "sgd": ("SGD", {}),
+    "sgd_momentum": ("SGD", {"momentum": 0.9}),
+    "rmsprop": ("RMSprop", {"alpha": 0.99, "eps": 1e-8}),
+}
+
+
+def torch_optimizer(torch, rule, params, lr):
+    name, hyperparameters = TORCH_RULES[rule]
+    return getattr(torch.optim, name)(params, lr=lr, **hyperparameters)
+
+
+def graphnet_contenders(model, batch, dtype, rule="adam"):
     """{name: function running one step (or one inference)} for graphnet."""
     ours = build_graphnet(model, dtype)
     X, y = batch_of(model, batch, dtype, np.random.default_rng(0))
     configs = {name: {"learning_rate": 1e-3} for name in ours.params}
+    update = getattr(optim, rule)
 
     def graphnet_step():
         _, grads = ours.loss(X, y)
         for name in ours.params:
-            ours.params[name], configs[name] = optim.adam(ours.params[name], grads[name],
+            ours.params[name], configs[name] = update(ours.params[name], grads[name],
                                                           configs[name])
 
     def graphnet_infer():
@@ -174,14 +199,14 @@ def graphnet_contenders(model, batch, dtype):
     return {"graphnet step": graphnet_step, "graphnet infer": graphnet_infer}
 
 
-def torch_contenders(model_name, batch, dtype):
+def torch_contenders(model_name, batch, dtype, rule="adam"):
     """The same for PyTorch, with graphnet's weights and batch (built in the peer process)."""
     import torch
 
     model = BY_NAME[model_name]
     net, _ = build_torch(model, build_graphnet(model, dtype))
     X, y = batch_of(model, batch, dtype, np.random.default_rng(0))
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    opt = torch_optimizer(torch, rule, net.parameters(), lr=1e-3)
     Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
 
     def torch_step():
@@ -260,6 +285,8 @@ def main():
     parser.add_argument("--clock", choices=CLOCKS, default="wall",
                         help="wall-clock time, or the process's CPU time (see above)")
     parser.add_argument("--markdown", action="store_true", help="print a markdown table")
+    parser.add_argument("--optim", choices=tuple(TORCH_RULES), default="adam",
+                        help="the update rule of the step (the floor counts adam's)")
     parser.add_argument("--winograd", choices=("auto", "off"), default="auto",
                         help="off: 3x3 convs without Winograd (_C.set_winograd_conv), to compare")
     args = parser.parse_args()
@@ -284,9 +311,11 @@ def main():
         for dtype in (d for d in model.dtypes if d in dtypes):
             for batch in batches:
                 blocks = {name: functools.partial(timed_calls, run, clock=clock)
-                          for name, run in graphnet_contenders(model, batch, dtype).items()}
+                          for name, run in graphnet_contenders(model, batch, dtype,
+                                                               args.optim).items()}
                 if peer is not None:
-                    for name in peer.build(torch_contenders, model.name, batch, dtype):
+                    for name in peer.build(torch_contenders, model.name, batch, dtype,
+                                           args.optim):
                         blocks[name] = functools.partial(peer.block, name)
                 ms = medians_in_turns(blocks, args.rounds, args.block)
                 measured.append((model, batch, dtype, ms))

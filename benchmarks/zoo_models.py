@@ -11,9 +11,13 @@ by the classifier's last affine layer to `CLASSES` scores and the softmax loss:
     ("sbn",) ("bn",) ("ln",) spatial batchnorm, batchnorm, layernorm (gamma, beta)
     ("relu",) ("tanh",) ("sigmoid",)
     ("pool",)                2x2 max pool, stride 2
+    ("maxpool", k, stride)   k x k max pool (no padding)
     ("dropout", p)           inverted dropout, p = the probability of dropping a unit
     ("res",)                 residual block: conv3x3-sbn-relu-conv3x3-sbn, plus the block's
                              input, then relu (the channels stay)
+    ("bneck", M)             bottleneck residual block: conv1x1(M)-sbn-relu-conv3x3(M)-sbn-
+                             relu-conv1x1(back to the channels)-sbn, plus the block's input,
+                             then relu
     ("affine", M)            fully connected to M features (flattening images)
     ("gn", G)                spatial groupnorm in G groups of channels (gamma, beta)
     ("gelu",) ("leaky", a)   GELU (erf form), leaky relu with slope a below 0
@@ -158,7 +162,54 @@ ZOO = (
                                      ("encoder", 4), ("seqmean",))),
 )
 
-BY_NAME = {m.name: m for m in ZOO}
+# Networks students build that the zoo's table leaves out (bench_zoo.py --models NAME runs
+# them; the default run is the ZOO): other inputs (1x28x28, 3x24x40, 3x64x64), global
+# average pooling and average-pool heads, 7x7 convs, 1x1 bottlenecks, overlapping 3x3
+# stride-2 max pools, dropout without batchnorm, very deep narrow and very wide MLPs.
+STUDENT_NETS = (
+    ZooModel("gap", "[conv3x3(32)-relu]x2-pool-[conv3x3(64)-relu]x2-global mean", IMAGE,
+             (("conv", 32, 3, 1), ("relu",)) * 2 + (("pool",),)
+             + (("conv", 64, 3, 1), ("relu",)) * 2 + (("gmean",),)),
+    ZooModel("lenet_avg", "LeNet-5 with average pools: conv5x5(6) pad 0-relu-avgpool-conv5x5(16) "
+             "pad 0-relu-avgpool-affine(120)-relu-affine(84)-relu", IMAGE,
+             (("conv", 6, 5, 1, 0), ("relu",), ("avgpool",), ("conv", 16, 5, 1, 0), ("relu",),
+              ("avgpool",), ("affine", 120), ("relu",), ("affine", 84), ("relu",)),
+             ("float32", "float64")),
+    ZooModel("mnist_cnn", "1x28x28: conv3x3(32) pad 0-relu-conv3x3(64) pad 0-relu-pool-"
+             "dropout(0.25)-affine(128)-relu-dropout(0.5)", (1, 28, 28),
+             (("conv", 32, 3, 1, 0), ("relu",), ("conv", 64, 3, 1, 0), ("relu",), ("pool",),
+              ("dropout", 0.25), ("affine", 128), ("relu",), ("dropout", 0.5))),
+    ZooModel("wide_image", "3x24x40: conv3x3(32)-sbn-relu-pool-conv3x3(64)-sbn-relu-pool",
+             (3, 24, 40), _vgg_unit(32) + (("pool",),) + _vgg_unit(64) + (("pool",),)),
+    ZooModel("conv7x7", "conv7x7(16)-relu-pool-conv7x7(32)-relu-pool", IMAGE,
+             (("conv", 16, 7, 1), ("relu",), ("pool",), ("conv", 32, 7, 1), ("relu",),
+              ("pool",))),
+    ZooModel("image64", "3x64x64: [conv3x3-sbn-relu-pool] 32, 64, 128, global mean", (3, 64, 64),
+             _vgg_unit(32) + (("pool",),) + _vgg_unit(64) + (("pool",),) + _vgg_unit(128)
+             + (("pool",), ("gmean",))),
+    ZooModel("bottleneck", "conv3x3(64)-sbn-relu, bneck(16)x2, pool, bneck(16), global mean",
+             IMAGE, _vgg_unit(64) + (("bneck", 16), ("bneck", 16), ("pool",), ("bneck", 16),
+                                     ("gmean",))),
+    ZooModel("dropout_cnn", "[conv3x3(32)-relu]x2-pool-dropout(0.25)-[conv3x3(64)-relu]x2-pool-"
+             "dropout(0.25)-affine(512)-relu-dropout(0.5)", IMAGE,
+             (("conv", 32, 3, 1), ("relu",)) * 2 + (("pool",), ("dropout", 0.25))
+             + (("conv", 64, 3, 1), ("relu",)) * 2
+             + (("pool",), ("dropout", 0.25), ("affine", 512), ("relu",), ("dropout", 0.5))),
+    ZooModel("alexnet_pool", "conv5x5(32)-relu-maxpool3x3 stride 2-conv5x5(64)-relu-maxpool3x3 "
+             "stride 2-affine(256)-relu", IMAGE,
+             (("conv", 32, 5, 1), ("relu",), ("maxpool", 3, 2), ("conv", 64, 5, 1), ("relu",),
+              ("maxpool", 3, 2), ("affine", 256), ("relu",))),
+    ZooModel("alexnet_bn", "[conv3x3(64)-sbn-relu-maxpool3x3 stride 2]x2, conv3x3(128)-sbn-relu-"
+             "global mean", IMAGE,
+             (_vgg_unit(64) + (("maxpool", 3, 2),)) * 2 + _vgg_unit(128) + (("gmean",),)),
+    ZooModel("mlp_deep", "[affine(50)-relu]x10", FLAT, (("affine", 50), ("relu",)) * 10,
+             ("float32", "float64")),
+    ZooModel("mlp_wide", "[affine(4096)-relu]x2", FLAT, (("affine", 4096), ("relu",)) * 2),
+    ZooModel("mnist_mlp", "784: affine(512)-relu-dropout(0.2)-affine(512)-relu-dropout(0.2)",
+             (784,), (("affine", 512), ("relu",), ("dropout", 0.2)) * 2),
+)
+
+BY_NAME = {m.name: m for m in ZOO + STUDENT_NETS}
 
 
 def conv_layer(layer):
@@ -183,6 +234,9 @@ def shapes(model, batch):
                      1 + (shape[3] + 2 * pad - k) // stride)
         elif kind in ("pool", "avgpool"):
             shape = (batch, shape[1], shape[2] // 2, shape[3] // 2)
+        elif kind == "maxpool":
+            _, k, stride = layer
+            shape = (batch, shape[1], 1 + (shape[2] - k) // stride, 1 + (shape[3] - k) // stride)
         elif kind == "gmean":
             shape = (batch, shape[1])
         elif kind == "seqmean":
@@ -327,8 +381,16 @@ def build_graphnet(model, dtype, seed=0):
             h = g.mean(h, axis=(2, 3), name=name("gmean"))
         elif kind == "pool":
             h = g.max_pool(h, 2, 2, 2, name=name("pool"))
+        elif kind == "maxpool":
+            h = g.max_pool(h, layer[1], layer[1], layer[2], name=name("pool"))
         elif kind == "dropout":
             h = g.dropout(h, layer[1], name=name("dropout"))
+        elif kind == "bneck":
+            F, M = h.static_shape[1], layer[1]
+            inner = g.relu(norm("sbn", conv(h, M, 1, 1, 0), M), name=name("relu"))
+            inner = g.relu(norm("sbn", conv(inner, M, 3, 1, 1), M), name=name("relu"))
+            inner = norm("sbn", conv(inner, F, 1, 1, 0), F)
+            h = g.relu(g.add(inner, h, name=name("skip")), name=name("relu"))
         elif kind == "res":
             F = h.static_shape[1]
             inner = g.relu(norm("sbn", conv(h, F, 3, 1, 1), F), name=name("relu"))
@@ -371,6 +433,16 @@ def build_torch(model, graphnet_model):
             self.inner = nn.Sequential(nn.Conv2d(F, F, 3, padding=1), nn.BatchNorm2d(F),
                                        nn.ReLU(), nn.Conv2d(F, F, 3, padding=1),
                                        nn.BatchNorm2d(F))
+
+        def forward(self, x):
+            return torch.relu(self.inner(x) + x)
+
+    class Bottleneck(nn.Module):
+        def __init__(self, F, M):
+            super().__init__()
+            self.inner = nn.Sequential(nn.Conv2d(F, M, 1), nn.BatchNorm2d(M), nn.ReLU(),
+                                       nn.Conv2d(M, M, 3, padding=1), nn.BatchNorm2d(M),
+                                       nn.ReLU(), nn.Conv2d(M, F, 1), nn.BatchNorm2d(F))
 
         def forward(self, x):
             return torch.relu(self.inner(x) + x)
@@ -462,11 +534,15 @@ def build_torch(model, graphnet_model):
             modules.append(GlobalMean())
         elif kind == "pool":
             modules.append(nn.MaxPool2d(2))
+        elif kind == "maxpool":
+            modules.append(nn.MaxPool2d(layer[1], layer[2]))
         elif kind == "dropout":
             dropouts.append(Dropout(layer[1]))
             modules.append(dropouts[-1])
         elif kind == "res":
             modules.append(Residual(shape[1]))
+        elif kind == "bneck":
+            modules.append(Bottleneck(shape[1], layer[1]))
         elif kind == "affine":
             if len(shape) > 2:
                 modules.append(nn.Flatten())

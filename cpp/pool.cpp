@@ -88,51 +88,59 @@ int64_t span_argmax(const T* x, int64_t n) {
     return 0;  // not reached: top is one of the values
 }
 
-// Index (within the plane) of the window's winner under the tie rule in pool.h: the
-// first maximum in row-major order, a NaN beating any number. kH, kW > 0 fix the window
-// size at compile time; 0 reads it from g.
-template <bool Relu, typename T, int64_t kH, int64_t kW>
-int64_t window_argmax(const PoolGeometry& g, const T* plane, int64_t oh, int64_t ow) {
-    const int64_t ph = kH ? kH : g.pool_height, pw = kW ? kW : g.pool_width;
-    const int64_t first = oh * g.stride * g.W + ow * g.stride;
-    if (pw == g.W && ph * pw >= kSpanArgmax) {  // whole rows: one contiguous span
-        return first + span_argmax<Relu>(plane + first, ph * pw);
-    }
-    int64_t best = first;
-    T best_v = seen<Relu>(plane[first]);
-    for (int64_t i = 0; i < ph; ++i) {
-        for (int64_t j = 0; j < pw; ++j) {
-            const int64_t at = first + i * g.W + j;
-            const T v = seen<Relu>(plane[at]);
-            const bool wins = (v > best_v) | ((v != v) & (best_v == best_v));  // v != v: NaN
-            best_v = wins ? v : best_v;
-            best = wins ? at : best;
-        }
-    }
-    return best;
-}
-
-// One plane (H x W in, Ho x Wo out) of any pooling.
-template <bool Relu, typename T, int64_t kH, int64_t kW>
-void pool_plane(const PoolGeometry& g, const T* src, T* dst, int32_t* win) {
-    for (int64_t oh = 0; oh < g.Ho; ++oh) {
-        for (int64_t ow = 0; ow < g.Wo; ++ow) {
-            const int64_t at = window_argmax<Relu, T, kH, kW>(g, src, oh, ow);
-            dst[oh * g.Wo + ow] = seen<Relu>(src[at]);
-            win[oh * g.Wo + ow] = static_cast<int32_t>(at);
-        }
-    }
-}
-
 // v's mask (all ones) if it beats the running best m under the tie rule, else 0.
 template <typename T, typename U = typename BitsOf<T>::type>
 inline U beats(T v, T m) {
     return U(0) - U((v > m) | ((v != v) & (m == m)));
 }
 
+// One plane (H x W in, Ho x Wo out) of any pooling, under the tie rule in pool.h: the first
+// maximum of a window in row-major order, a NaN beating any number. kH, kW > 0 fix the
+// window size at compile time; 0 reads it from g. A window's running maximum is a chain of
+// dependent compares, 3-4 cycles each: so the windows of an output row advance side by
+// side, entry (i, j) of each before entry (i, j + 1) of any (independent chains, each still
+// in row-major order), their running maxima blended bit by bit under a mask (a `? :` there
+// compiles to jumps, which a window's winner mispredicts on real data). One window at a
+// time, 3x3 stride-2 windows took 2.7 ns a compare. Windows of whole rows (pw == W: one
+// window per row of outputs) are contiguous spans: span_argmax.
+template <bool Relu, typename T, int64_t kH, int64_t kW>
+void pool_plane(const PoolGeometry& g, const T* __restrict src, T* __restrict dst,
+                int32_t* __restrict win) {
+    using U = typename BitsOf<T>::type;
+    const int64_t ph = kH ? kH : g.pool_height, pw = kW ? kW : g.pool_width, s = g.stride;
+    for (int64_t oh = 0; oh < g.Ho; ++oh) {
+        const int64_t top = oh * s * g.W;
+        T* best = dst + oh * g.Wo;
+        int32_t* at = win + oh * g.Wo;
+        if (pw == g.W && ph * pw >= kSpanArgmax) {  // Wo == 1
+            at[0] = static_cast<int32_t>(top + span_argmax<Relu>(src + top, ph * pw));
+            best[0] = seen<Relu>(src[at[0]]);
+            continue;
+        }
+        for (int64_t ow = 0; ow < g.Wo; ++ow) {
+            best[ow] = seen<Relu>(src[top + ow * s]);
+            at[ow] = static_cast<int32_t>(top + ow * s);
+        }
+        for (int64_t i = 0; i < ph; ++i) {
+            for (int64_t j = i == 0 ? 1 : 0; j < pw; ++j) {
+                const int64_t entry = top + i * g.W + j;
+                const T* row = src + entry;
+                for (int64_t ow = 0; ow < g.Wo; ++ow) {
+                    const T v = seen<Relu>(row[ow * s]);
+                    const U take = beats(v, best[ow]);
+                    const auto take_index = static_cast<int32_t>(take);  // 0 or all ones
+                    best[ow] = from_bits<T>((to_bits(v) & take) | (to_bits(best[ow]) & ~take));
+                    at[ow] = (static_cast<int32_t>(entry + ow * s) & take_index) |
+                             (at[ow] & ~take_index);
+                }
+            }
+        }
+    }
+}
+
 // One output row of the 2x2, stride-2 pooling every CNN here uses, from input rows r0 and
 // r1. Which element of a window wins is a coin toss on real data, and compilers turn the
-// `c ? a : b` of window_argmax into jumps that mispredict half the time; blending bits
+// `c ? a : b` of a running maximum into jumps that mispredict half the time; blending bits
 // under a mask has no jumps at all and runs 7x faster (measured).
 template <bool Relu, typename T>
 void pool_row_2x2(int64_t Wo, int32_t row_start, int32_t W, const T* __restrict r0,
@@ -217,27 +225,29 @@ void check_winners(const int32_t* winners, int64_t count, int64_t H, int64_t W) 
 
 namespace {
 
-// Rows 2*oh and 2*oh + 1 of one plane's dx (r0, r1) from output row oh, provided each
-// winner lies in its own 2x2 block (always so for 2x2 stride-2 pooling): every block is
-// written whole, its gradient at the winner and zeros around it, in one pass and without
-// the read-modify-write of a scatter. Returns false if some winner lies elsewhere; the
-// rows are then unfinished and the caller scatters the plane instead.
+// Rows 2*oh and 2*oh + 1 of one plane's dx (r0 and r0 + W) from output row oh, provided
+// each winner lies in its own 2x2 block (always so for 2x2 stride-2 pooling): the blocks
+// zeroed, then each gradient stored at its winner, without the read-modify-write of a
+// scatter and without a branch on where in its block the winner lies (a select per entry
+// of the block compiles to jumps, which random winners mispredict: 7x the time of a copy
+// of dx). Returns false if some winner lies elsewhere; the rows are then unfinished and the
+// caller scatters the plane instead.
 template <typename T>
 bool unpool_row_2x2(int64_t Wo, int32_t row_start, int32_t W, const T* __restrict grad,
-                    const int32_t* __restrict win, T* __restrict r0, T* __restrict r1) {
+                    const int32_t* __restrict win, T* __restrict r0) {
+    std::fill(r0, r0 + 2 * Wo, T(0));
+    std::fill(r0 + W, r0 + W + 2 * Wo, T(0));
     // Unsigned: a hostile winner near INT32_MIN wraps instead of overflowing, and a wrapped
-    // value can never land on one of the four small offsets.
+    // value can never land on one of the four small offsets 0, 1, W, W + 1.
     const uint32_t down = static_cast<uint32_t>(W);
     uint32_t elsewhere = 0;
     for (int64_t ow = 0; ow < Wo; ++ow) {
         const uint32_t at = static_cast<uint32_t>(win[ow]) -
                             static_cast<uint32_t>(row_start + 2 * static_cast<int32_t>(ow));
-        const T g = grad[ow];
-        r0[2 * ow] = at == 0 ? g : T(0);
-        r0[2 * ow + 1] = at == 1 ? g : T(0);
-        r1[2 * ow] = at == down ? g : T(0);
-        r1[2 * ow + 1] = at == down + 1 ? g : T(0);
-        elsewhere |= (at != 0) & (at != 1) & (at != down) & (at != down + 1);
+        const uint32_t inside =
+            static_cast<uint32_t>(at <= 1) | static_cast<uint32_t>(at - down <= 1);
+        elsewhere |= inside ^ 1;
+        r0[2 * ow + (at & (0 - inside))] = grad[ow];  // a winner elsewhere: at the block's first
     }
     return !elsewhere;
 }
@@ -248,7 +258,7 @@ bool unpool_plane_2x2(int64_t H, int64_t W, int64_t Ho, int64_t Wo, const T* gra
     for (int64_t oh = 0; oh < Ho; ++oh) {
         T* r0 = dst + 2 * oh * W;
         if (!unpool_row_2x2(Wo, static_cast<int32_t>(2 * oh * W), static_cast<int32_t>(W),
-                            grad + oh * Wo, win + oh * Wo, r0, r0 + W)) {
+                            grad + oh * Wo, win + oh * Wo, r0)) {
             return false;
         }
         std::fill(r0 + 2 * Wo, r0 + W, T(0));  // columns no block covers (odd W)

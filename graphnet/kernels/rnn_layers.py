@@ -7,8 +7,11 @@ input size, H the hidden size, V the vocabulary size, M an output size. An LSTM 
 its four gates in the course's order input, forget, output, block (i, f, o, g): Wx is
 (D, 4H), Wh (H, 4H), b (4H,). The initial cell state of ``lstm_forward`` is zero.
 
-The single-step functions are plain numpy, one screen each: the reference a student
-reads. The whole-sequence functions compute the same in one C++ kernel each
+The single-step functions are numpy, one screen each: the reference a student reads.
+Their products run on graphnet's threads (_matmul), never numpy's BLAS: the rnn_step and
+lstm_step gates call them, a sampling loop once per word, and numpy's BLAS threads would
+take the cores from the kernels' (a greedy caption of 16 words on one thread took 10-44x
+PyTorch's time with them). The whole-sequence functions compute the same in one C++ kernel each
 (cpp/recurrent.h), threaded over blocks of hidden units, with the same result for any
 number of threads.
 
@@ -27,7 +30,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from . import _C
-from .layers import _check_ndim, _check_shape, _float_array
+from .layers import _check_ndim, _check_shape, _column_sums, _float_array, _matmul
 
 __all__ = [
     "rnn_step_forward",
@@ -101,22 +104,6 @@ def _upstream(fn, name, grad, shape):
     return grad
 
 
-def _matmul(a, b, transpose_a=False, transpose_b=False):
-    """op(a) @ op(b) for 2-D a and b, on graphnet's own threads when they share a float
-    dtype (numpy's BLAS threads would fight the kernels' for the cores: cpp/matmul.h)."""
-    if a.dtype == b.dtype and a.dtype in (np.float32, np.float64):
-        return _C.matmul(a, b, transpose_a, transpose_b)  # by position: no keyword's slow path
-    return (a.T if transpose_a else a) @ (b.T if transpose_b else b)
-
-
-def _column_sums(rows):
-    """rows.sum(axis=0), the same bits: in C++ (a C-contiguous float32 / float64 array's
-    columns summed over its rows in order, as numpy does; cpp/matmul.h), else numpy's."""
-    if rows.dtype in (np.float32, np.float64) and rows.ndim == 2 and rows.flags.c_contiguous:
-        return _C.column_sums(rows)
-    return rows.sum(axis=0)
-
-
 def _sigmoid(x):
     """1 / (1 + exp(-x)) without overflow: exp only ever sees -|x|."""
     z = np.exp(-np.abs(x))
@@ -125,7 +112,13 @@ def _sigmoid(x):
 
 def _affine_grads(da, x, prev_h, Wx, Wh):
     """Gradients of a = x @ Wx + prev_h @ Wh + b given da: dx, dprev_h, dWx, dWh, db."""
-    return da @ Wx.T, da @ Wh.T, x.T @ da, prev_h.T @ da, da.sum(axis=0)
+    return (
+        _matmul(da, Wx, transpose_b=True),
+        _matmul(da, Wh, transpose_b=True),
+        _matmul(x, da, transpose_a=True),
+        _matmul(prev_h, da, transpose_a=True),
+        _column_sums(da),
+    )
 
 
 # --------------------------------------------------------------------------- vanilla RNN
@@ -141,7 +134,7 @@ def rnn_step_forward(
     x: (N, D); prev_h: (N, H); Wx: (D, H); Wh: (H, H); b: (H,). Returns next_h (N, H).
     """
     x, prev_h, Wx, Wh, b = _recurrent_inputs("rnn_step_forward", x, prev_h, Wx, Wh, b, 1, "(N, D)")
-    next_h = np.tanh(x @ Wx + prev_h @ Wh + b)
+    next_h = np.tanh(_matmul(x, Wx) + _matmul(prev_h, Wh) + b)
     return next_h, _RnnStepCache(x, prev_h, Wx, Wh, next_h)
 
 
@@ -216,7 +209,7 @@ def lstm_step_forward(
     fn = "lstm_step_forward"
     x, prev_h, Wx, Wh, b = _recurrent_inputs(fn, x, prev_h, Wx, Wh, b, 4, "(N, D)")
     prev_c = _upstream(fn, "prev_c", prev_c, prev_h.shape).astype(prev_h.dtype, copy=False)
-    a = x @ Wx + prev_h @ Wh + b
+    a = _matmul(x, Wx) + _matmul(prev_h, Wh) + b
     i, f, o = np.split(_sigmoid(a[:, : 3 * prev_h.shape[1]]), 3, axis=1)
     g = np.tanh(a[:, 3 * prev_h.shape[1] :])
     next_c = f * prev_c + i * g
@@ -312,7 +305,7 @@ def hidden_state_gradients(dh: np.ndarray, cache: _SequenceCache) -> np.ndarray:
             prev_c = cache.c[:, t - 1] if t else np.zeros_like(later)
             i, f, o, g = (cache.act[:, t, k * H : (k + 1) * H] for k in range(4))
             da, later_c = _lstm_gate_grads(dh_t, later_c, prev_c, i, f, o, g, cache.tanh_c[:, t])
-        later = da @ cache.Wh.T
+        later = _matmul(da, cache.Wh, transpose_b=True)
     return reached
 
 

@@ -3,10 +3,13 @@ values, independent numpy/scipy formulations written here, and PyTorch when inst
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from numpy.lib.stride_tricks import sliding_window_view
 
 from graphnet import layer_utils as LU
 from graphnet import layers as L
+from graphnet.kernels import _C
 from graphnet.gradient_check import (
     eval_numerical_gradient,
     eval_numerical_gradient_array,
@@ -757,3 +760,48 @@ def test_conv_relu_pool_sandwich():
         lambda *a: LU.conv_relu_pool_forward(*a, conv_param, pool_param), (x, w, b), dout, (0, 1, 2)
     )
     assert_grads(LU.conv_relu_pool_backward(dout, cache), numeric, tol=1e-6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    N=st.integers(0, 40),
+    dims=st.lists(st.integers(1, 9), min_size=1, max_size=3),
+    M=st.integers(1, 70),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 2**16),
+)
+def test_affine_on_random_shapes_matches_the_sums_on_any_thread_count(N, dims, M, dtype, seed):
+    """affine_forward / affine_backward (their products on graphnet's threads) against the
+    sums in float64 (einsum), the same bits on one thread and two."""
+    r = np.random.default_rng(seed)
+    x = r.standard_normal((N, *dims)).astype(dtype)
+    D = int(np.prod(dims))
+    w, b = r.standard_normal((D, M)).astype(dtype), r.standard_normal(M).astype(dtype)
+    dout = r.standard_normal((N, M)).astype(dtype)
+    before = _C.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2):
+            _C.set_num_threads(threads)
+            out, cache = L.affine_forward(x, w, b)
+            results.append((out, *L.affine_backward(dout, cache)))
+    finally:
+        _C.set_num_threads(before)
+    rows, w64, dout64 = (
+        x.reshape(N, D).astype(np.float64),
+        w.astype(np.float64),
+        dout.astype(np.float64),
+    )
+    expected = (
+        np.einsum("nd,dm->nm", rows, w64) + b,
+        np.einsum("nm,dm->nd", dout64, w64).reshape(x.shape),
+        np.einsum("nd,nm->dm", rows, dout64),
+        dout64.sum(axis=0),
+    )
+    tol = 1e-4 if dtype == np.float32 else 1e-11
+    for ours, again, sums in zip(*results, expected):
+        assert ours.dtype == dtype and ours.shape == sums.shape
+        assert ours.tobytes() == again.tobytes()
+        np.testing.assert_allclose(
+            ours, sums, rtol=tol, atol=tol * max(1.0, np.abs(sums).max(initial=0))
+        )

@@ -504,6 +504,22 @@ def test_max_pool_backward_block_writer_and_scatter(pp, shape):
     )
 
 
+def pool_input(shape, dtype, specials, seed):
+    """Small integers (ties common) with, by `specials`, some NaNs or many -0.0."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-2, 3, shape).astype(dtype)
+    if specials == "nan":
+        x[rng.random(x.shape) < 0.05] = np.nan
+    elif specials == "zeros":
+        x[rng.random(x.shape) < 0.5] = -0.0
+    return x
+
+
+def relu_of(x):
+    """relu_forward's numbers: a NaN passes, x <= 0 (-0.0 too) becomes +0."""
+    return np.where(x > 0, x, np.where(np.isnan(x), x, 0.0)).astype(x.dtype)
+
+
 @settings(max_examples=80, deadline=None)
 @given(
     N=st.integers(1, 3),
@@ -524,20 +540,102 @@ def test_max_pool_windows_of_whole_rows(
     maxima over their span: the same winners as the loops, with ties common (small
     integers), NaNs (the first wins), -0.0 against 0.0 (the first wins), and relu first."""
     rows = min(rows, H)
-    rng = np.random.default_rng(seed)
-    x = rng.integers(-2, 3, (N, C, H, W)).astype(dtype)
-    if specials == "nan":
-        x[rng.random(x.shape) < 0.05] = np.nan
-    elif specials == "zeros":
-        x[rng.random(x.shape) < 0.5] = -0.0
+    x = pool_input((N, C, H, W), dtype, specials, seed)
     out, winners = _C.max_pool_forward(x, rows, W, stride, relu_first=relu_first)
     positional = _C.max_pool_forward(x, rows, W, stride, relu_first)  # as the pools pass it
     assert out.tobytes() == positional[0].tobytes()
     np.testing.assert_array_equal(winners, positional[1])
-    seen = np.where(x > 0, x, np.where(np.isnan(x), x, 0.0)).astype(dtype) if relu_first else x
+    seen = relu_of(x) if relu_first else x
     Ho = 1 + (H - rows) // stride
     for n, c, i in np.ndindex(N, C, Ho):
         a, b = pool_winner(seen[n, c, i * stride : i * stride + rows])
         assert winners[n, c, i, 0] == (i * stride + a) * W + b
         same = out[n, c, i, 0].tobytes() == seen[n, c, i * stride + a, b].tobytes()
         assert same, (out[n, c, i, 0], seen[n, c, i * stride + a, b])
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    N=st.integers(1, 2),
+    C=st.integers(1, 3),
+    H=st.integers(1, 13),
+    W=st.integers(1, 13),
+    ph=st.integers(1, 4),
+    pw=st.integers(1, 4),
+    stride=st.integers(1, 3),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    specials=st.sampled_from(["none", "nan", "zeros"]),
+    relu_first=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_max_pool_any_window_side_by_side_is_the_loops(
+    N, C, H, W, ph, pw, stride, dtype, specials, relu_first, seed
+):
+    """Windows of any size and stride (the windows of an output row advanced side by side)
+    against the loops: the same winners and bits with ties common (small integers), NaNs
+    (the first wins), -0.0 against 0.0 (the first wins) and relu first; the same on one
+    thread and two."""
+    ph, pw = min(ph, H), min(pw, W)
+    x = pool_input((N, C, H, W), dtype, specials, seed)
+    before = _C.get_num_threads()
+    try:
+        _C.set_num_threads(1)
+        out, winners = _C.max_pool_forward(x, ph, pw, stride, relu_first)
+        _C.set_num_threads(2)
+        again = _C.max_pool_forward(x, ph, pw, stride, relu_first)
+    finally:
+        _C.set_num_threads(before)
+    assert out.tobytes() == again[0].tobytes()
+    np.testing.assert_array_equal(winners, again[1])
+    seen = relu_of(x) if relu_first else x
+    for n, c, i, j in np.ndindex(*out.shape):
+        top, left = i * stride, j * stride
+        a, b = pool_winner(seen[n, c, top : top + ph, left : left + pw])
+        assert winners[n, c, i, j] == (top + a) * W + left + b
+        assert out[n, c, i, j].tobytes() == seen[n, c, top + a, left + b].tobytes()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    planes=st.integers(1, 5),
+    Ho=st.integers(1, 9),
+    Wo=st.integers(1, 9),
+    extra_rows=st.integers(0, 1),
+    extra_columns=st.integers(0, 1),
+    elsewhere=st.sampled_from([0.0, 0.05, 1.0]),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 2**16),
+)
+def test_max_pool_backward_on_any_winners_is_the_scatter(
+    planes, Ho, Wo, extra_rows, extra_columns, elsewhere, dtype, seed
+):
+    """The 2x2 block writer against a scatter written here, bit for bit, on winners drawn
+    anywhere in each block and, with probability `elsewhere`, anywhere in the plane (the
+    writer then leaves the rows it began to the plane's scatter); odd sizes leave rows and
+    columns no block covers. The same bits on one thread and two."""
+    rng = np.random.default_rng(seed)
+    H, W = 2 * Ho + extra_rows, 2 * Wo + extra_columns
+    rows, columns = np.meshgrid(np.arange(Ho), np.arange(Wo), indexing="ij")
+    in_block = (
+        (2 * rows + rng.integers(0, 2, (planes, Ho, Wo))) * W
+        + 2 * columns
+        + rng.integers(0, 2, (planes, Ho, Wo))
+    )
+    anywhere = rng.integers(0, H * W, (planes, Ho, Wo))
+    winners = np.where(rng.random((planes, Ho, Wo)) < elsewhere, anywhere, in_block)
+    winners = winners.astype(np.int32).reshape(1, planes, Ho, Wo)
+    dout = rng.standard_normal((1, planes, Ho, Wo)).astype(dtype)
+    expected = np.zeros((1, planes, H * W), dtype)
+    for p, o in np.ndindex(planes, Ho * Wo):
+        expected[0, p, winners.reshape(planes, -1)[p, o]] += dout.reshape(planes, -1)[p, o]
+    before = _C.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2):
+            _C.set_num_threads(threads)
+            results.append(_C.max_pool_backward(dout, winners, H, W))
+    finally:
+        _C.set_num_threads(before)
+    for dx in results:
+        assert dx.dtype == dtype
+        np.testing.assert_array_equal(dx, expected.reshape(1, planes, H, W))

@@ -499,6 +499,80 @@ def test_lstm_inference_on_one_thread_matches_two_and_torch(N, T, D, H, dtype, s
     np.testing.assert_allclose(one, th.numpy(), rtol=tol, atol=tol)
 
 
+def _step_reference(cell, x, prev_h, prev_c, Wx, Wh, b, dnext_h, dnext_c):
+    """One step and its gradients written out in float64 numpy (the products as einsum
+    sums): (next_h, next_c, dx, dprev_h, dprev_c, dWx, dWh, db), the c's None for 'rnn'."""
+    x, prev_h, Wx, Wh, b, dnext_h = (a.astype(np.float64) for a in (x, prev_h, Wx, Wh, b, dnext_h))
+    a = np.einsum("nd,dk->nk", x, Wx) + np.einsum("nh,hk->nk", prev_h, Wh) + b
+    if cell == "rnn":
+        next_h = np.tanh(a)
+        da, next_c, dprev_c = dnext_h * (1 - next_h**2), None, None
+    else:
+        H = prev_h.shape[1]
+        prev_c, dnext_c = prev_c.astype(np.float64), dnext_c.astype(np.float64)
+        i, f, o = (1 / (1 + np.exp(-a[:, k * H : (k + 1) * H])) for k in range(3))
+        g = np.tanh(a[:, 3 * H :])
+        next_c = f * prev_c + i * g
+        next_h = o * np.tanh(next_c)
+        dc = dnext_c + dnext_h * o * (1 - np.tanh(next_c) ** 2)
+        da = np.concatenate(
+            [
+                dc * g * i * (1 - i),
+                dc * prev_c * f * (1 - f),
+                dnext_h * np.tanh(next_c) * o * (1 - o),
+                dc * i * (1 - g**2),
+            ],
+            axis=1,
+        )
+        dprev_c = dc * f
+    dx, dprev_h = np.einsum("nk,dk->nd", da, Wx), np.einsum("nk,hk->nh", da, Wh)
+    dWx, dWh = np.einsum("nd,nk->dk", x, da), np.einsum("nh,nk->hk", prev_h, da)
+    return next_h, next_c, dx, dprev_h, dprev_c, dWx, dWh, da.sum(axis=0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    cell=st.sampled_from(["rnn", "lstm"]),
+    N=st.integers(1, 40),
+    D=st.integers(1, 70),
+    H=st.integers(1, 140),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 2**16),
+)
+def test_step_layers_on_random_shapes_match_the_sums_and_any_thread_count(
+    cell, N, D, H, dtype, seed
+):
+    """The step functions (the rnn_step and lstm_step gates' kernels, a sampling loop's
+    every word) against their sums in float64, and the same bits on one thread and two:
+    their products run on graphnet's threads."""
+    gates = 4 if cell == "lstm" else 1
+    r = rng(seed)
+    x, prev_h, Wx, Wh, b = [a.astype(dtype) for a in recurrent_args(r, N, None, D, H, gates)]
+    prev_c, dnext_h, dnext_c = (r.standard_normal((N, H)).astype(dtype) for _ in range(3))
+
+    def step():
+        if cell == "rnn":
+            next_h, cache = R.rnn_step_forward(x, prev_h, Wx, Wh, b)
+            dx, dprev_h, dWx, dWh, db = R.rnn_step_backward(dnext_h, cache)
+            return next_h, None, dx, dprev_h, None, dWx, dWh, db
+        next_h, next_c, cache = R.lstm_step_forward(x, prev_h, prev_c, Wx, Wh, b)
+        dx, dprev_h, dprev_c, dWx, dWh, db = R.lstm_step_backward(dnext_h, dnext_c, cache)
+        return next_h, next_c, dx, dprev_h, dprev_c, dWx, dWh, db
+
+    with kernel_threads(1):
+        one = step()
+    with kernel_threads(2):
+        two = step()
+    expected = _step_reference(cell, x, prev_h, prev_c, Wx, Wh, b, dnext_h, dnext_c)
+    tol = 2e-4 if dtype == np.float32 else 1e-10
+    for ours, again, sums in zip(one, two, expected):
+        if sums is None:
+            continue
+        assert ours.dtype == dtype and ours.tobytes() == again.tobytes()
+        scale = max(1.0, float(np.abs(sums).max()))
+        np.testing.assert_allclose(ours, sums, rtol=tol, atol=tol * scale)
+
+
 @pytest.mark.torch
 def test_step_layers_match_torch_cells():
     torch = pytest.importorskip("torch")

@@ -1,10 +1,10 @@
-"""Every network of the benchmark's model zoo (benchmarks/zoo_models.py) builds, runs a
-training step, and its loss and gradients equal PyTorch's for the same weights, the same
-batch and the same dropout masks (float64, a tiny batch, train mode), and so do the
-weights after one adam step and the eval-mode scores after it. So do random CNNs of the
-same kinds (widths, kernels, strides, paddings and image sizes no zoo network has). This
-guards the kernels and fused paths the benchmark times: whatever makes them faster must
-keep these equal."""
+"""Every network of the benchmark's model zoo (benchmarks/zoo_models.py, its STUDENT_NETS
+too) builds, runs a training step, and its loss and gradients equal PyTorch's for the same
+weights, the same batch and the same dropout masks (float64, a tiny batch, train mode), and
+so do the weights after one adam step and the eval-mode scores after it. So do random CNNs
+of the same kinds (widths, kernels, strides, paddings and image sizes no zoo network has).
+This guards the kernels and fused paths the benchmark times: whatever makes them faster
+must keep these equal."""
 
 import copy
 import importlib.util
@@ -86,7 +86,7 @@ def assert_step_and_eval_match_pytorch(spec, batch, seed=3):
     np.testing.assert_allclose(scores, expected_scores, rtol=1e-6, atol=1e-9)
 
 
-@pytest.mark.parametrize("name", [m.name for m in zoo.ZOO])
+@pytest.mark.parametrize("name", [m.name for m in zoo.ZOO + zoo.STUDENT_NETS])
 def test_zoo_network_matches_pytorch(name):
     assert_step_and_eval_match_pytorch(zoo.BY_NAME[name], batch=3)
 
