@@ -46,8 +46,18 @@ using namespace pybind11::literals;
 namespace graphnet {
 namespace {
 
+// An array of T, C-contiguous, as the kernels read it: a plain ndarray that is one already
+// is taken as it is (a check of its type, dtype and flags); anything else goes through
+// numpy's conversion, which costs about 1,500 instructions even when it returns its
+// argument, three times a small product's kernel.
 template <typename T>
-using Contig = py::array_t<T, py::array::c_style | py::array::forcecast>;
+struct Contig : py::array_t<T, py::array::c_style | py::array::forcecast> {
+    using Array = py::array_t<T, py::array::c_style | py::array::forcecast>;
+    Contig(const py::object& a)
+        : Array(Py_TYPE(a.ptr()) == py::detail::npy_api::get().PyArray_Type_ && Array::check_(a)
+                    ? py::reinterpret_borrow<Array>(a)
+                    : Array(a)) {}
+};
 
 Shape shape_of(const py::array& a) { return Shape(a.shape(), a.shape() + a.ndim()); }
 
@@ -251,7 +261,9 @@ py::tuple py_conv_pooled_backward(const py::array& dpool, const py::array& poole
     // of thousands of pixels, which the conv itself takes) goes the general way: the conv's
     // output gradient scattered from the pooled gradient where the relu passed it, then the
     // conv's own weight gradient.
-    const std::string padded = "conv_pooled: the padded image of x " + shape_str(shape_of(x));
+    const auto padded = [&] {
+        return "conv_pooled: the padded image of x " + shape_str(shape_of(x));
+    };
     const bool offsets_fit =
         checked_mul(checked_mul(g.C, padded_size(g.H, g.pad, padded), padded),
                     padded_size(g.W, g.pad, padded), padded) <= INT32_MAX;
@@ -521,8 +533,10 @@ py::array py_matmul(const py::array& a, const py::array& b, bool transpose_a, bo
     }
     require_blas_size(std::max({checked_mul(m, k, "matmul a"), checked_mul(k, n, "matmul b"),
                                 checked_mul(m, n, "matmul output")}),
-                      "an operand of matmul (a " + shape_str(shape_of(a)) + ", b " +
-                          shape_str(shape_of(b)) + ")");
+                      [&] {
+                          return "an operand of matmul (a " + shape_str(shape_of(a)) + ", b " +
+                                 shape_str(shape_of(b)) + ")";
+                      });
     keep_blas_single_threaded();
     return dispatch_float(a, "matmul a", [&](auto zero) -> py::array {
         using T = decltype(zero);
@@ -1113,8 +1127,10 @@ py::tuple py_affine_chain_forward(const py::array& x, const py::array& w, const 
     require_shape(b, Shape{M}, "affine chain b");
     require_blas_size(std::max({checked_mul(N, D, "affine chain x"), checked_mul(D, M, "affine chain w"),
                                 checked_mul(N, M, "affine chain output")}),
-                      "an operand of the affine chain (x " + shape_str(xs) + ", w " +
-                          shape_str(ws) + ")");
+                      [&] {
+                          return "an operand of the affine chain (x " + shape_str(xs) + ", w " +
+                                 shape_str(ws) + ")";
+                      });
     const Shape out_shape{N, M};
     const bool normed = !norm.is_none();
     std::vector<py::array> params;
