@@ -1681,8 +1681,9 @@ PYBIND11_MODULE(_C, m) {
           "x, w, b must share one dtype, float32 or float64; out has that dtype.\n"
           "activation='relu' / 'leaky_relu' (slope alpha >= 0): that activation of out, as its\n"
           "gate takes it, each image's while in cache.");
+    // Flags by position or by name: a keyword takes pybind11's slow path (see matmul's).
     m.def("conv_backward", &py_conv_backward, "dout"_a, "x"_a, "w"_a, "stride"_a, "pad"_a,
-          py::kw_only(), "need_dx"_a = true, "need_dw"_a = true, "activation"_a = "",
+          "need_dx"_a = true, "need_dw"_a = true, "activation"_a = "",
           "alpha"_a = 0.0, "act_out"_a = py::none(),
           "Gradients of conv_forward -> (dx, dw, db). need_dx=False / need_dw=False skip\n"
           "that gradient entirely and return None in its place. activation (as conv_forward's)\n"
@@ -1848,10 +1849,11 @@ PYBIND11_MODULE(_C, m) {
     m.def("attention_backward", &py_attention_backward, "q"_a, "k"_a, "v"_a, "weights"_a,
           "dout"_a, "scale"_a, "dq"_a, "dk"_a, "dv"_a,
           "Gradients of attention_forward into dq, dk, dv (one matrix per pair).");
-    m.def("softmax_forward", &py_softmax_forward, "x"_a, py::kw_only(), "log"_a = false,
+    // Flags by position or by name: a keyword takes pybind11's slow path (see matmul's).
+    m.def("softmax_forward", &py_softmax_forward, "x"_a, "log"_a = false,
           "Softmax (log=True: log softmax) along the last axis, shifted by each row's max.");
-    m.def("softmax_backward", &py_softmax_backward, "dout"_a, "out"_a, py::kw_only(),
-          "log"_a = false, "Gradient of softmax_forward from its output.");
+    m.def("softmax_backward", &py_softmax_backward, "dout"_a, "out"_a, "log"_a = false,
+          "Gradient of softmax_forward from its output.");
     m.def("avg_pool_forward", &py_avg_pool_forward, "x"_a, "pool_height"_a, "pool_width"_a,
           "stride"_a, "Average pooling of x (N, C, H, W), max_pool_forward's windows.");
     m.def("avg_pool_backward", &py_avg_pool_backward, "dout"_a, "H"_a, "W"_a, "pool_height"_a,
