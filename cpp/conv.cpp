@@ -660,38 +660,40 @@ ConvGeometry conv_geometry(const Shape& x, const Shape& w, const Shape& b, int64
                            int64_t pad) {
     require_rank(x, 4, "conv x", "(N, C, H, W)");
     require_rank(w, 4, "conv w", "(F, C, HH, WW)");
-    const std::string shapes = "x " + shape_str(x) + ", w " + shape_str(w);
-    if (stride < 1) fail("conv stride must be >= 1, got " + std::to_string(stride) + " for " + shapes);
-    if (pad < 0) fail("conv pad must be >= 0, got " + std::to_string(pad) + " for " + shapes);
+    const auto shapes = [&] { return "x " + shape_str(x) + ", w " + shape_str(w); };
+    if (stride < 1) fail("conv stride must be >= 1, got " + std::to_string(stride) + " for " + shapes());
+    if (pad < 0) fail("conv pad must be >= 0, got " + std::to_string(pad) + " for " + shapes());
     if (x[1] != w[1]) {
         fail("conv channels differ: x " + shape_str(x) + " has C=" + std::to_string(x[1]) +
              " but w " + shape_str(w) + " has C=" + std::to_string(w[1]));
     }
-    if (w[0] == 0 || w[1] == 0 || w[2] == 0 || w[3] == 0) fail("conv w must not be empty, got " + shapes);
+    if (w[0] == 0 || w[1] == 0 || w[2] == 0 || w[3] == 0) fail("conv w must not be empty, got " + shapes());
     if (b.size() != 1 || b[0] != w[0]) {
         fail("conv b must have shape (F,) = (" + std::to_string(w[0]) + ",), got " + shape_str(b) +
-             " for " + shapes);
+             " for " + shapes());
     }
     ConvGeometry g{x[0], x[1], x[2], x[3], w[0], w[2], w[3], stride, pad, 0, 0};
     // Checked once here, so that every later H + 2 * pad (and the padded image, a product
     // of such sizes) fits.
-    const std::string padded = "the padded input of conv (pad " + std::to_string(pad) + ") for " +
-                               shapes;
-    const int64_t Hp = padded_size(g.H, pad, padded + ": its height H + 2 * pad");
-    const int64_t Wp = padded_size(g.W, pad, padded + ": its width W + 2 * pad");
+    const auto padded = [&] {
+        return "the padded input of conv (pad " + std::to_string(pad) + ") for " + shapes();
+    };
+    const int64_t Hp = padded_size(g.H, pad, [&] { return padded() + ": its height H + 2 * pad"; });
+    const int64_t Wp = padded_size(g.W, pad, [&] { return padded() + ": its width W + 2 * pad"; });
     checked_mul(g.C, checked_mul(Hp, Wp, padded), padded);
     g.Ho = out_size(Hp, g.HH, stride);
     g.Wo = out_size(Wp, g.WW, stride);
     if (g.Ho < 1 || g.Wo < 1) {
         fail("conv kernel " + std::to_string(g.HH) + "x" + std::to_string(g.WW) +
              " is larger than the padded input " + std::to_string(Hp) + "x" +
-             std::to_string(Wp) + " (pad " + std::to_string(pad) + ") for " + shapes);
+             std::to_string(Wp) + " (pad " + std::to_string(pad) + ") for " + shapes());
     }
-    const int64_t positions = checked_mul(g.Ho, g.Wo, "conv output positions for " + shapes);
-    require_blas_size(checked_mul(g.taps(), positions, "conv im2col matrix for " + shapes),
-                      "conv im2col matrix for " + shapes);
-    require_blas_size(checked_mul(g.F, positions, "conv output of one image for " + shapes),
-                      "conv output of one image for " + shapes);
+    const int64_t positions =
+        checked_mul(g.Ho, g.Wo, [&] { return "conv output positions for " + shapes(); });
+    const auto im2col = [&] { return "conv im2col matrix for " + shapes(); };
+    require_blas_size(checked_mul(g.taps(), positions, im2col), im2col);
+    const auto image = [&] { return "conv output of one image for " + shapes(); };
+    require_blas_size(checked_mul(g.F, positions, image), image);
     return g;
 }
 

@@ -46,8 +46,18 @@ using namespace pybind11::literals;
 namespace graphnet {
 namespace {
 
+// An array of T, C-contiguous, as the kernels read it: a plain ndarray that is one already
+// is taken as it is (a check of its type, dtype and flags); anything else goes through
+// numpy's conversion, which costs about 1,500 instructions even when it returns its
+// argument, three times a small product's kernel.
 template <typename T>
-using Contig = py::array_t<T, py::array::c_style | py::array::forcecast>;
+struct Contig : py::array_t<T, py::array::c_style | py::array::forcecast> {
+    using Array = py::array_t<T, py::array::c_style | py::array::forcecast>;
+    Contig(const py::object& a)
+        : Array(Py_TYPE(a.ptr()) == py::detail::npy_api::get().PyArray_Type_ && Array::check_(a)
+                    ? py::reinterpret_borrow<Array>(a)
+                    : Array(a)) {}
+};
 
 Shape shape_of(const py::array& a) { return Shape(a.shape(), a.shape() + a.ndim()); }
 
@@ -259,7 +269,9 @@ py::tuple py_conv_pooled_backward(const py::array& dpool, const py::array& poole
     // of thousands of pixels, which the conv itself takes) goes the general way: the conv's
     // output gradient scattered from the pooled gradient where the relu passed it, then the
     // conv's own weight gradient.
-    const std::string padded = "conv_pooled: the padded image of x " + shape_str(shape_of(x));
+    const auto padded = [&] {
+        return "conv_pooled: the padded image of x " + shape_str(shape_of(x));
+    };
     const bool offsets_fit =
         checked_mul(checked_mul(g.C, padded_size(g.H, g.pad, padded), padded),
                     padded_size(g.W, g.pad, padded), padded) <= INT32_MAX;
@@ -529,8 +541,10 @@ py::array py_matmul(const py::array& a, const py::array& b, bool transpose_a, bo
     }
     require_blas_size(std::max({checked_mul(m, k, "matmul a"), checked_mul(k, n, "matmul b"),
                                 checked_mul(m, n, "matmul output")}),
-                      "an operand of matmul (a " + shape_str(shape_of(a)) + ", b " +
-                          shape_str(shape_of(b)) + ")");
+                      [&] {
+                          return "an operand of matmul (a " + shape_str(shape_of(a)) + ", b " +
+                                 shape_str(shape_of(b)) + ")";
+                      });
     keep_blas_single_threaded();
     return dispatch_float(a, "matmul a", [&](auto zero) -> py::array {
         using T = decltype(zero);
@@ -1183,8 +1197,10 @@ py::tuple py_affine_chain_forward(const py::array& x, const py::array& w, const 
     require_shape(b, Shape{M}, "affine chain b");
     require_blas_size(std::max({checked_mul(N, D, "affine chain x"), checked_mul(D, M, "affine chain w"),
                                 checked_mul(N, M, "affine chain output")}),
-                      "an operand of the affine chain (x " + shape_str(xs) + ", w " +
-                          shape_str(ws) + ")");
+                      [&] {
+                          return "an operand of the affine chain (x " + shape_str(xs) + ", w " +
+                                 shape_str(ws) + ")";
+                      });
     const Shape out_shape{N, M};
     const bool normed = !norm.is_none();
     std::vector<py::array> params;
@@ -1737,8 +1753,9 @@ PYBIND11_MODULE(_C, m) {
           "x, w, b must share one dtype, float32 or float64; out has that dtype.\n"
           "activation='relu' / 'leaky_relu' (slope alpha >= 0): that activation of out, as its\n"
           "gate takes it, each image's while in cache.");
+    // Flags by position or by name: a keyword takes pybind11's slow path (see matmul's).
     m.def("conv_backward", &py_conv_backward, "dout"_a, "x"_a, "w"_a, "stride"_a, "pad"_a,
-          py::kw_only(), "need_dx"_a = true, "need_dw"_a = true, "activation"_a = "",
+          "need_dx"_a = true, "need_dw"_a = true, "activation"_a = "",
           "alpha"_a = 0.0, "act_out"_a = py::none(),
           "Gradients of conv_forward -> (dx, dw, db). need_dx=False / need_dw=False skip\n"
           "that gradient entirely and return None in its place. activation (as conv_forward's)\n"
@@ -1907,10 +1924,11 @@ PYBIND11_MODULE(_C, m) {
     m.def("attention_backward", &py_attention_backward, "q"_a, "k"_a, "v"_a, "weights"_a,
           "dout"_a, "scale"_a, "dq"_a, "dk"_a, "dv"_a,
           "Gradients of attention_forward into dq, dk, dv (one matrix per pair).");
-    m.def("softmax_forward", &py_softmax_forward, "x"_a, py::kw_only(), "log"_a = false,
+    // Flags by position or by name: a keyword takes pybind11's slow path (see matmul's).
+    m.def("softmax_forward", &py_softmax_forward, "x"_a, "log"_a = false,
           "Softmax (log=True: log softmax) along the last axis, shifted by each row's max.");
-    m.def("softmax_backward", &py_softmax_backward, "dout"_a, "out"_a, py::kw_only(),
-          "log"_a = false, "Gradient of softmax_forward from its output.");
+    m.def("softmax_backward", &py_softmax_backward, "dout"_a, "out"_a, "log"_a = false,
+          "Gradient of softmax_forward from its output.");
     m.def("avg_pool_forward", &py_avg_pool_forward, "x"_a, "pool_height"_a, "pool_width"_a,
           "stride"_a, "Average pooling of x (N, C, H, W), max_pool_forward's windows.");
     m.def("avg_pool_backward", &py_avg_pool_backward, "dout"_a, "H"_a, "W"_a, "pool_height"_a,

@@ -17,21 +17,21 @@ PoolGeometry pool_geometry(const Shape& x, int64_t pool_height, int64_t pool_wid
                            int64_t stride, const char* op) {
     const std::string name(op);
     require_rank(x, 4, (name + " x").c_str(), "(N, C, H, W)");
-    const std::string where = " for x " + shape_str(x);
+    const auto where = [&] { return " for x " + shape_str(x); };
     if (pool_height < 1 || pool_width < 1) {
         fail(name + " window must be at least 1x1, got " + std::to_string(pool_height) + "x" +
-             std::to_string(pool_width) + where);
+             std::to_string(pool_width) + where());
     }
-    if (stride < 1) fail(name + " stride must be >= 1, got " + std::to_string(stride) + where);
+    if (stride < 1) fail(name + " stride must be >= 1, got " + std::to_string(stride) + where());
     PoolGeometry g{x[0], x[1], x[2], x[3], pool_height, pool_width, stride, 0, 0};
     g.Ho = out_size(g.H, pool_height, stride);
     g.Wo = out_size(g.W, pool_width, stride);
     if (g.Ho < 1 || g.Wo < 1) {
         fail(name + " window " + std::to_string(pool_height) + "x" + std::to_string(pool_width) +
-             " is larger than the input " + std::to_string(g.H) + "x" + std::to_string(g.W) + where);
+             " is larger than the input " + std::to_string(g.H) + "x" + std::to_string(g.W) + where());
     }
-    if (checked_mul(g.H, g.W, name + " input plane") > INT32_MAX) {
-        fail(name + " input plane is too large for int32 indices" + where);
+    if (checked_mul(g.H, g.W, [&] { return name + " input plane"; }) > INT32_MAX) {
+        fail(name + " input plane is too large for int32 indices" + where());
     }
     return g;
 }

@@ -377,9 +377,10 @@ RecurrentGeometry recurrent_geometry(Cell cell, const Shape& x, const Shape& h0,
     require_rank(x, 3, "x", "(N, T, D)");
     require_rank(h0, 2, "h0", "(N, H)");
     const RecurrentGeometry g{cell, x[0], x[1], x[2], h0[1]};
-    const std::string sizes = std::string(fn) + ": x " + shape_str(x) + ", h0 " +
-                              shape_str(h0) + ", Wx " + shape_str(Wx) + ", Wh " +
-                              shape_str(Wh) + ", b " + shape_str(b);
+    const auto sizes = [&] {
+        return std::string(fn) + ": x " + shape_str(x) + ", h0 " + shape_str(h0) + ", Wx " +
+               shape_str(Wx) + ", Wh " + shape_str(Wh) + ", b " + shape_str(b);
+    };
     // BLAS takes 32-bit sizes: the N * T rows of the whole-sequence products, the G
     // columns, the stride T * G between one sequence's rows in the per-step products, and
     // the D + H + 1 rows of the weights' gradient. Checked first, so that G and the products
@@ -390,7 +391,7 @@ RecurrentGeometry recurrent_geometry(Cell cell, const Shape& x, const Shape& h0,
     }
     require_blas_size(g.D + g.H + 1, sizes);  // D and H (<= G) are below 2^31 now
     if (h0[0] != g.N || Wx != Shape{g.D, G} || Wh != Shape{g.H, G} || b != Shape{G}) {
-        fail(sizes + " do not fit together: expected h0 (N, H), Wx (D, " +
+        fail(sizes() + " do not fit together: expected h0 (N, H), Wx (D, " +
              (cell == Cell::lstm ? "4H), Wh (H, 4H), b (4H,)" : "H), Wh (H, H), b (H,)"));
     }
     return g;

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace graphnet {
@@ -22,6 +23,18 @@ inline std::string shape_str(const Shape& s) {
 
 [[noreturn]] inline void fail(const std::string& msg) { throw std::invalid_argument(msg); }
 
+// What a failed check names: a string, or a callable that makes one, so that a check that
+// passes (every call but a mistake) builds no message: the strings of a conv's geometry
+// checks cost as much as a small conv's kernel.
+template <typename What>
+std::string describe(const What& what) {
+    if constexpr (std::is_invocable_v<const What&>) {
+        return what();
+    } else {
+        return std::string(what);
+    }
+}
+
 inline void require_rank(const Shape& s, size_t rank, const char* name, const char* layout) {
     if (s.size() != rank) {
         fail(std::string(name) + " must be " + std::to_string(rank) + "-D " + layout +
@@ -37,20 +50,23 @@ inline void require_rank(const Shape& s, size_t rank, const char* name, const ch
     fail(what + " does not fit in 64 bits (" + std::to_string(a) + op + std::to_string(b) + ")");
 }
 
-inline int64_t checked_add(int64_t a, int64_t b, const std::string& what) {
+template <typename What>
+int64_t checked_add(int64_t a, int64_t b, const What& what) {
     int64_t sum;
-    if (__builtin_add_overflow(a, b, &sum)) fail_overflow(what, a, " + ", b);
+    if (__builtin_add_overflow(a, b, &sum)) fail_overflow(describe(what), a, " + ", b);
     return sum;
 }
 
-inline int64_t checked_mul(int64_t a, int64_t b, const std::string& what) {
+template <typename What>
+int64_t checked_mul(int64_t a, int64_t b, const What& what) {
     int64_t product;
-    if (__builtin_mul_overflow(a, b, &product)) fail_overflow(what, a, " x ", b);
+    if (__builtin_mul_overflow(a, b, &product)) fail_overflow(describe(what), a, " x ", b);
     return product;
 }
 
 // size + 2 * pad, checked; size and pad are >= 0.
-inline int64_t padded_size(int64_t size, int64_t pad, const std::string& what) {
+template <typename What>
+int64_t padded_size(int64_t size, int64_t pad, const What& what) {
     return checked_add(size, checked_mul(2, pad, what), what);
 }
 
@@ -62,8 +78,9 @@ inline int64_t out_size(int64_t size, int64_t window, int64_t stride) {
 }
 
 // BLAS takes 32-bit sizes, and one image's im2col matrix must be addressable.
-inline void require_blas_size(int64_t elements, const std::string& what) {
-    if (elements > INT32_MAX) fail(what + " is too large for the 32-bit BLAS");
+template <typename What>
+void require_blas_size(int64_t elements, const What& what) {
+    if (elements > INT32_MAX) fail(describe(what) + " is too large for the 32-bit BLAS");
 }
 
 }  // namespace graphnet

@@ -17,7 +17,7 @@ def _last_axis(x, axis):
 def log_softmax(x, axis):
     """x − log Σ e^x along `axis`, shifted by the maximum so that nothing overflows."""
     if _last_axis(x, axis):  # C++: each row in one pass after its maximum
-        return _C.softmax_forward(x, log=True)
+        return _C.softmax_forward(x, True)  # log softmax; by position: no keyword's slow path
     if x.size == 0:  # no maximum to shift by (along an empty batch's axis, say)
         return np.empty_like(x)
     shifted = x - np.max(x, axis=axis, keepdims=True)
@@ -55,7 +55,7 @@ class LogSoftmax(Gate):
 
     def backward(self, dout, cache, needs):
         if _last_axis(cache, self.axis) and threaded_pair(dout, cache):
-            return (_C.softmax_backward(dout, cache, log=True),)
+            return (_C.softmax_backward(dout, cache, True),)
         return (dout - np.exp(cache) * np.sum(dout, axis=self.axis, keepdims=True),)
 
 

@@ -134,7 +134,7 @@ def _backward(conv, relu, pool):
         store.defer("grad", relu.index, relu_grad)
         if needs[0]:  # dx is a dense convolution of the conv's whole gradient anyway
             store.grads[conv.index] = conv_grad()
-            return _C.conv_backward(conv_grad(), x, w, stride, pad, need_dx=True)
+            return _C.conv_backward(conv_grad(), x, w, stride, pad)
         _, winners, _ = pool_cache
         dw, db = _C.conv_pooled_backward(dpool, pooled, winners, x, w, stride, pad)
         store.defer("grad", conv.index, conv_grad)

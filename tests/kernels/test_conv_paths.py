@@ -376,6 +376,9 @@ def test_conv_activation_is_the_gates_each_way_on_every_path(
                 dout, x, w, stride, pad, need_dx=need_dx, activation=name, alpha=alpha, act_out=got
             )
             assert_same_gradients(grads, expected_grads)
+            # by position, as conv_backward_fast passes them
+            by_position = _C.conv_backward(dout, x, w, stride, pad, need_dx, True, name, alpha, got)
+            assert_same_gradients(by_position, grads)
     finally:
         _C.set_num_threads(before)
         restore()

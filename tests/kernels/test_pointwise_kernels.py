@@ -309,6 +309,11 @@ def test_softmax_rows_match_float64_and_gradients(rows, cols, log, dtype, path):
     with kernel_threads(2), avx2(path):
         np.testing.assert_array_equal(_C.softmax_forward(x, log=log), out)
         np.testing.assert_array_equal(_C.softmax_backward(dout, out, log=log), dx)
+    # by position, as the gates pass the flag
+    np.testing.assert_array_equal(_C.softmax_forward(x, log), _C.softmax_forward(x, log=log))
+    np.testing.assert_array_equal(
+        _C.softmax_backward(dout, out, log), _C.softmax_backward(dout, out, log=log)
+    )
 
 
 def test_softmax_rows_gradient_central_differences_and_specials():
