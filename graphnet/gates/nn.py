@@ -6,19 +6,12 @@ from typing import Callable, ClassVar
 import numpy as np
 
 from ..kernels import _C, layers
+from ..kernels.layers import matmul
 from .base import Gate, ShapeError, dims_match, register_gate
 from .elementwise import threaded_array, threaded_pair
 
 
 _BLAS_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))  # dtypes, not types: faster `in`
-
-
-def matmul(a, b, transpose_a=False, transpose_b=False):
-    """op(a) @ op(b) on graphnet's own threads when the dtypes allow (see cpp/matmul.h for
-    why not numpy's), else numpy's."""
-    if a.dtype == b.dtype and a.dtype in _BLAS_DTYPES:
-        return _C.matmul(a, b, transpose_a, transpose_b)  # by position: no keyword's slow path
-    return (a.T if transpose_a else a) @ (b.T if transpose_b else b)
 
 
 @register_gate

@@ -8,7 +8,7 @@ its four gates in the course's order input, forget, output, block (i, f, o, g): 
 (D, 4H), Wh (H, 4H), b (4H,). The initial cell state of ``lstm_forward`` is zero.
 
 The single-step functions are numpy, one screen each: the reference a student reads.
-Their products run on graphnet's threads (_matmul), never numpy's BLAS: the rnn_step and
+Their products run on graphnet's threads (matmul), never numpy's BLAS: the rnn_step and
 lstm_step gates call them, a sampling loop once per word, and numpy's BLAS threads would
 take the cores from the kernels' (a greedy caption of 16 words on one thread took 10-44x
 PyTorch's time with them). The whole-sequence functions compute the same in one C++ kernel each
@@ -30,7 +30,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from . import _C
-from .layers import _check_ndim, _check_shape, _column_sums, _float_array, _matmul
+from .layers import _check_ndim, _check_shape, _column_sums, _float_array, matmul
 
 __all__ = [
     "rnn_step_forward",
@@ -113,10 +113,10 @@ def _sigmoid(x):
 def _affine_grads(da, x, prev_h, Wx, Wh):
     """Gradients of a = x @ Wx + prev_h @ Wh + b given da: dx, dprev_h, dWx, dWh, db."""
     return (
-        _matmul(da, Wx, transpose_b=True),
-        _matmul(da, Wh, transpose_b=True),
-        _matmul(x, da, transpose_a=True),
-        _matmul(prev_h, da, transpose_a=True),
+        matmul(da, Wx, transpose_b=True),
+        matmul(da, Wh, transpose_b=True),
+        matmul(x, da, transpose_a=True),
+        matmul(prev_h, da, transpose_a=True),
         _column_sums(da),
     )
 
@@ -134,7 +134,7 @@ def rnn_step_forward(
     x: (N, D); prev_h: (N, H); Wx: (D, H); Wh: (H, H); b: (H,). Returns next_h (N, H).
     """
     x, prev_h, Wx, Wh, b = _recurrent_inputs("rnn_step_forward", x, prev_h, Wx, Wh, b, 1, "(N, D)")
-    next_h = np.tanh(_matmul(x, Wx) + _matmul(prev_h, Wh) + b)
+    next_h = np.tanh(matmul(x, Wx) + matmul(prev_h, Wh) + b)
     return next_h, _RnnStepCache(x, prev_h, Wx, Wh, next_h)
 
 
@@ -209,7 +209,7 @@ def lstm_step_forward(
     fn = "lstm_step_forward"
     x, prev_h, Wx, Wh, b = _recurrent_inputs(fn, x, prev_h, Wx, Wh, b, 4, "(N, D)")
     prev_c = _upstream(fn, "prev_c", prev_c, prev_h.shape).astype(prev_h.dtype, copy=False)
-    a = _matmul(x, Wx) + _matmul(prev_h, Wh) + b
+    a = matmul(x, Wx) + matmul(prev_h, Wh) + b
     i, f, o = np.split(_sigmoid(a[:, : 3 * prev_h.shape[1]]), 3, axis=1)
     g = np.tanh(a[:, 3 * prev_h.shape[1] :])
     next_c = f * prev_c + i * g
@@ -305,7 +305,7 @@ def hidden_state_gradients(dh: np.ndarray, cache: _SequenceCache) -> np.ndarray:
             prev_c = cache.c[:, t - 1] if t else np.zeros_like(later)
             i, f, o, g = (cache.act[:, t, k * H : (k + 1) * H] for k in range(4))
             da, later_c = _lstm_gate_grads(dh_t, later_c, prev_c, i, f, o, g, cache.tanh_c[:, t])
-        later = _matmul(da, cache.Wh, transpose_b=True)
+        later = matmul(da, cache.Wh, transpose_b=True)
     return reached
 
 
@@ -392,7 +392,7 @@ def temporal_affine_forward(
         # the bias added in C++ after the product: out += b's numbers without its call
         out = _C.matmul(x.reshape(N * T, D), w, False, False, b).reshape(N, T, -1)
         return out, (x, w, b, out)
-    out = _matmul(x.reshape(N * T, D), w).reshape(N, T, -1)
+    out = matmul(x.reshape(N * T, D), w).reshape(N, T, -1)
     if out.dtype == np.result_type(out, b):
         out += b  # in place: no second (N, T, M) array
     else:
@@ -406,8 +406,8 @@ def temporal_affine_backward(dout: np.ndarray, cache: tuple) -> Tuple[np.ndarray
     dout = _upstream("temporal_affine_backward", "dout", dout, out.shape)
     N, T, D = x.shape
     dout_rows = dout.reshape(N * T, -1).astype(out.dtype, copy=False)
-    dx = _matmul(dout_rows, w, transpose_b=True).reshape(x.shape)
-    dw = _matmul(x.reshape(N * T, D), dout_rows, transpose_a=True)
+    dx = matmul(dout_rows, w, transpose_b=True).reshape(x.shape)
+    dw = matmul(x.reshape(N * T, D), dout_rows, transpose_a=True)
     return dx, dw, _column_sums(dout_rows)
 
 
