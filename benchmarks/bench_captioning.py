@@ -25,7 +25,8 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_zoo import TORCH_RULES, medians_in_turns, torch_optimizer  # noqa: E402
+from bench_zoo import (TORCH_RULES, medians_in_turns, torch_optimizer,  # noqa: E402
+                       training_step)
 from peer import Peer, timed_calls  # noqa: E402
 
 V, D, W, H, T = 1004, 512, 256, 512, 16
@@ -45,23 +46,13 @@ def captions_of(N, dtype, seed=0):
 
 
 def graphnet_contenders(N, cell, dtype, rule):
-    from graphnet import optim
     from graphnet.models import CaptioningRNN
 
     words = {"<NULL>": NULL, "<START>": START, "<END>": 2, **{f"w{i}": i for i in range(3, V)}}
     model = CaptioningRNN(words, input_dim=D, wordvec_dim=W, hidden_dim=H, cell_type=cell,
                           dtype=dtype)
     features, captions = captions_of(N, dtype)
-    configs = {name: {"learning_rate": RATE} for name in model.params}
-    update = getattr(optim, rule)
-
-    def step():
-        _, grads = model.loss(features, captions)
-        for name in model.params:
-            model.params[name], configs[name] = update(model.params[name], grads[name],
-                                                       configs[name])
-
-    return {"graphnet step": step,
+    return {"graphnet step": training_step(model, (features, captions), rule, RATE),
             "graphnet sample": lambda: model.sample(features, max_length=T)}
 
 

@@ -180,18 +180,26 @@ def torch_optimizer(torch, rule, params, lr):
     return getattr(torch.optim, name)(params, lr=lr, **hyperparameters)
 
 
+def training_step(model, inputs, rule, learning_rate):
+    """A function running one training step of a graphnet model: model.loss(*inputs), then
+    graphnet.optim's `rule` on every param, as the course's Solver does."""
+    configs = {name: {"learning_rate": learning_rate} for name in model.params}
+    update = getattr(optim, rule)
+
+    def step():
+        _, grads = model.loss(*inputs)
+        for name in model.params:
+            model.params[name], configs[name] = update(model.params[name], grads[name],
+                                                       configs[name])
+
+    return step
+
+
 def graphnet_contenders(model, batch, dtype, rule="adam"):
     """{name: function running one step (or one inference)} for graphnet."""
     ours = build_graphnet(model, dtype)
     X, y = batch_of(model, batch, dtype, np.random.default_rng(0))
-    configs = {name: {"learning_rate": 1e-3} for name in ours.params}
-    update = getattr(optim, rule)
-
-    def graphnet_step():
-        _, grads = ours.loss(X, y)
-        for name in ours.params:
-            ours.params[name], configs[name] = update(ours.params[name], grads[name],
-                                                          configs[name])
+    graphnet_step = training_step(ours, (X, y), rule, 1e-3)
 
     def graphnet_infer():
         ours.loss(X)
