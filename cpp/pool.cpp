@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
-#include <type_traits>
 
 #include "pool_avx2.h"
 #include "recurrent.h"
@@ -164,25 +163,20 @@ void pool_row_2x2(int64_t Wo, int32_t row_start, int32_t W, const T* __restrict 
     }
 }
 
-// One plane of the 2x2, stride-2 pooling: float32 rows eight outputs at a time on AVX2
-// (pool_avx2.h) where avx2_activations_active() (recurrent.h: the switch of the relu
-// kernels too), their last few and float64 on the scalar row.
+// One plane of the 2x2, stride-2 pooling: rows eight float32 or four float64 outputs at a
+// time on AVX2 (pool_avx2.h) where avx2_activations_active() (recurrent.h: the switch of
+// the relu kernels too), their last few on the scalar row.
 template <bool Relu, typename T>
 void pool_plane_2x2(const PoolGeometry& g, const T* src, T* dst, int32_t* win) {
-    bool avx2 = false;
-    if constexpr (std::is_same_v<T, float>) avx2 = avx2_activations_active();
+    const bool avx2 = avx2_activations_active();
     for (int64_t oh = 0; oh < g.Ho; ++oh) {
         const T* r0 = src + 2 * oh * g.W;
         const auto row_start = static_cast<int32_t>(2 * oh * g.W);
         const auto W = static_cast<int32_t>(g.W);
         T* out = dst + oh * g.Wo;
         int32_t* winners = win + oh * g.Wo;
-        int64_t done = 0;
-        if constexpr (std::is_same_v<T, float>) {
-            if (avx2) {
-                done = max_pool_row_2x2_avx2(g.Wo, row_start, W, r0, r0 + g.W, out, winners, Relu);
-            }
-        }
+        const int64_t done =
+            avx2 ? max_pool_row_2x2_avx2(g.Wo, row_start, W, r0, r0 + g.W, out, winners, Relu) : 0;
         pool_row_2x2<Relu>(g.Wo - done, row_start + 2 * static_cast<int32_t>(done), W,
                            r0 + 2 * done, r0 + g.W + 2 * done, out + done, winners + done);
     }

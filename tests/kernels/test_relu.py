@@ -1,8 +1,8 @@
 """The relu kernels: np.maximum(x, 0)'s numbers and the mask x > 0, on AVX2 (float32 and
 float64 have kernels of their own there) and on the portable loop bit for bit the same, NaN
 passing through, any size (the vector bodies of 4 and 32 elements and their tails, thread
-chunks), the same for any thread count; and the float32 max pooling's AVX2 rows, against
-the scalar ones."""
+chunks), the same for any thread count; and the 2x2 max pooling's AVX2 rows (float32 and
+float64), against the scalar ones."""
 
 import numpy as np
 import pytest
@@ -68,7 +68,7 @@ def pool_with(avx2, x, relu_first):
     return on_avx2(avx2, _C.max_pool_forward, x, 2, 2, 2, relu_first=relu_first)
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(
     N=st.integers(1, 2),
     C=st.integers(1, 3),
@@ -76,24 +76,26 @@ def pool_with(avx2, x, relu_first):
     W=st.integers(2, 70),
     relu_first=st.booleans(),
     rounded=st.booleans(),
+    dtype=st.sampled_from([np.float32, np.float64]),
     seed=st.integers(0, 2**16),
 )
-def test_max_pool_2x2_on_avx2_is_the_scalar_rows(N, C, H, W, relu_first, rounded, seed):
-    """float32 2x2, stride-2 max pooling, eight outputs at a time on AVX2 and the last few
-    on the scalar row: the same maxima (the first in row-major order, a NaN beating any
-    number, -0 and +0 apart), the same winners, on one and two threads."""
+def test_max_pool_2x2_on_avx2_is_the_scalar_rows(N, C, H, W, relu_first, rounded, dtype, seed):
+    """2x2, stride-2 max pooling, eight float32 or four float64 outputs at a time on AVX2
+    and the last few on the scalar row: the same maxima (the first in row-major order, a NaN
+    beating any number, -0 and +0 apart), the same winners, on one and two threads."""
     rng = np.random.default_rng(seed)
-    x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
     if rounded:  # ties everywhere
         x = np.round(x)
     flat = x.reshape(-1)
-    flat[rng.integers(0, flat.size, 6)] = rng.choice(SPECIAL, 6).astype(np.float32)
+    flat[rng.integers(0, flat.size, 6)] = rng.choice(SPECIAL, 6).astype(dtype)
+    bits = f"u{x.itemsize}"
     (out, winners), (scalar_out, scalar_winners) = (
         pool_with(avx2, x, relu_first) for avx2 in (True, False)
     )
-    np.testing.assert_array_equal(out.view(np.uint32), scalar_out.view(np.uint32))
+    np.testing.assert_array_equal(out.view(bits), scalar_out.view(bits))
     np.testing.assert_array_equal(winners, scalar_winners)
     with kernel_threads(2):
         again = pool_with(True, x, relu_first)
-    np.testing.assert_array_equal(again[0].view(np.uint32), out.view(np.uint32))
+    np.testing.assert_array_equal(again[0].view(bits), out.view(bits))
     np.testing.assert_array_equal(again[1], winners)
