@@ -4,8 +4,8 @@
 // dx of narrower pads); the other passes of float32 stride-1
 // convs on an AVX2 CPU through the direct kernels of conv_direct.h (dx too, as a
 // convolution of dout); float32 with stride 2-4 through the phase-plane tap kernels of
-// conv_phases.h (all three passes, and with AVX-512 the weight gradient of stride-1
-// layers the direct kernels leave);
+// conv_phases.h (all three passes but where phase_passes finds im2col + GEMM faster, and
+// with AVX-512 the weight gradient of stride-1 layers the direct kernels leave);
 // wide layers on small images (any dtype) through the pad-skipping product of
 // conv_padskip.h; everything else (float64, a pad as wide as the kernel, older CPUs)
 // through im2col + GEMM.
@@ -221,13 +221,36 @@ DirectPasses direct_passes(const ConvGeometry& g) {
 }
 
 // Strided float32 convs (2 <= stride <= kPhaseMaxStride) run on the AVX-512 phase-plane
-// tap kernels (conv_phases.h), all three passes, instead of im2col + GEMM (per pass,
-// batch 64, one thread, CPU time: the zoo's stride-2 3x3 32->64 @32 forward 4.9 ms
-// against 6.4, backward 10.5 / 14.1; 64->128 @16 5.5 / 6.0, 10.2 / 11.8).
+// tap kernels (conv_phases.h) instead of im2col + GEMM (per pass, batch 64, one thread,
+// CPU time: the zoo's stride-2 3x3 32->64 @32 forward 4.9 ms against 6.4, backward 10.5 /
+// 14.1; 64->128 @16 5.5 / 6.0, 10.2 / 11.8), but for the passes where im2col + GEMM is
+// faster (per pass, batch 64, one thread, CPU time, the tap kernels' time / im2col + GEMM's,
+// 4-128 channels in, 8-128 filters, images of 8-32 pixels):
+// - a kernel narrower than the stride (1x1 with stride 2-4, 2x2 with stride 3, 3x3 with
+//   stride 4): the tap kernels split the image into all s x s phase planes and dx merges
+//   them all back, where some phases meet no tap; forward 1x1 stride 3-4 1.7-9x, 2x2 stride
+//   3 and 3x3 stride 4 0.94-2.1x, 1x1 stride 2 0.86-1.7x; dx 1x1 stride 3-4 1.5-6x, 1x1
+//   stride 2 on under 16 channels 1.2-5.8x (on 16-128 0.86-1.35x), 2x2 stride 3 and 3x3
+//   stride 4 1.1-2.0x; dw 1x1 stride 3-4 1.1-7.7x, 2x2 stride 3 and 3x3 stride 4 0.89-1.7x,
+//   but 1x1 stride 2 0.49-1.04x on 8-16 pixels (1.0-1.8x on 32), so it keeps the tap kernel;
+// - dx on fewer than kPhaseInputGradientMinChannels channels from twice as many filters on:
+//   the tap kernel holds the channels along its 16 lanes, most of them empty (3x3 stride 2,
+//   4 channels 1.1-2.8x, 6 channels from 16 filters 1.1-2.0x (8 filters 0.7-0.8x), 3
+//   channels 1.4-3.6x; 5x5 stride 2 the same; 3x3 stride 3, 2-8 channels 1.2-4.8x).
+constexpr int64_t kPhaseInputGradientMinChannels = 8;
+
+struct PhasePasses {
+    bool forward, dx, dw;
+};
+
 template <typename T>
-bool phase_conv(const ConvGeometry& g) {
-    return std::is_same_v<T, float> && g.stride >= 2 && g.stride <= kPhaseMaxStride &&
-           direct_enabled && use_avx512();
+PhasePasses phase_passes(const ConvGeometry& g) {
+    const bool phase = std::is_same_v<T, float> && g.stride >= 2 &&
+                       g.stride <= kPhaseMaxStride && direct_enabled && use_avx512();
+    const bool narrow_kernel = g.HH < g.stride || g.WW < g.stride;
+    const bool few_channels = g.C < kPhaseInputGradientMinChannels && g.F >= 2 * g.C;
+    return {phase && !narrow_kernel, phase && !narrow_kernel && !few_channels,
+            phase && (!narrow_kernel || g.stride == 2)};
 }
 
 // The forward and dx of stride-1 layers on rows under kDirectMinRow pixels that run on the
@@ -959,7 +982,7 @@ void forward_images(const ConvGeometry& g, int threads, const T* x, const T* w, 
             if (direct_passes<T>(g).forward) {
                 return direct_forward(g, threads, x, w, b, out_of, done);
             }
-            if (phase_conv<T>(g) || tap_forward<T>(g)) {
+            if (phase_passes<T>(g).forward || tap_forward<T>(g)) {
                 return phase_forward(g, threads, x, w, b, out_of, done);
             }
         }
@@ -1272,10 +1295,10 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
         std::clamp<int64_t>(checked_mul(g.N, P, "conv positions") / kChunkPositions,
                             std::min<int64_t>(g.N, 2), std::min<int64_t>(g.N, most_chunks));
     const DirectPasses direct_pass = direct_passes<T>(g);
-    const bool phase = phase_conv<T>(g);
+    const PhasePasses phase = phase_passes<T>(g);
     const bool pad_skip_dw = dw && !winograd_dw && pad_skip(g, pad_skip_weight_gradient_pays(g));
     const bool other_dw = !winograd_dw && !pad_skip_dw;  // on the kernels below
-    const bool tap_dw = other_dw && (phase || tap_weight_gradient<T>(g, direct_pass));
+    const bool tap_dw = other_dw && (phase.dw || tap_weight_gradient<T>(g, direct_pass));
     const bool direct = other_dw && (direct_pass.dw || tap_dw);  // of the weight gradient
     // the im2col path's dw by blocks of channels, straight into dw: no dw in the slots
     const bool dw_channel_blocks = dw && other_dw && !direct && dw_by_channels<T>(g);
@@ -1325,7 +1348,7 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
                           winograd_input_gradient_min_side(g));
         // These dx kernels read the whole batch's dout, not a chunk's.
         if (winograd_dx ||
-            (gemm_dx && (direct_pass.dx || phase || tap_input_gradient<T>(g)))) {
+            (gemm_dx && (direct_pass.dx || phase.dx || tap_input_gradient<T>(g)))) {
             through_whole_batch();
             if (winograd_dx) {
                 winograd_input_gradient(g, dout, w, dx);

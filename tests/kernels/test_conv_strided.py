@@ -89,6 +89,14 @@ def test_strided_conv_matches_naive_and_any_thread_count(
         (2, 8, 10, 50, 3, 1, 1),  # stride 1, many filters: the tap kernel's dw
         (2, 4, 9, 64, 5, 1, 2),
         (1, 3, 6, 48, 3, 1, 0),
+        # passes im2col + GEMM takes: kernels narrower than the stride, dx of few channels
+        (3, 16, 13, 32, 1, 2, 0),
+        (2, 4, 14, 16, 1, 3, 0),
+        (2, 33, 17, 20, 1, 4, 0),
+        (2, 5, 11, 24, 2, 3, 1),
+        (1, 6, 12, 16, 3, 4, 1),
+        (2, 3, 16, 32, 3, 2, 1),
+        (2, 7, 9, 14, 5, 2, 2),
     ],
 )
 def test_tap_layers_match_naive(N, C, H, F, k, stride, pad, avx512):
@@ -124,6 +132,41 @@ def test_strided_float32_convs_take_the_tap_kernels():
         _C.set_direct_conv(True)
         _C.set_avx512_matmul(True)
     assert all(not np.array_equal(a, b_) for a, b_ in zip(on[:3], off[:3]))
+
+
+def passes_on(x, w, b, stride, pad, avx512):
+    _C.set_avx512_conv(avx512)
+    try:
+        out = _C.conv_forward(x, w, b, stride, pad)
+        dout = np.random.default_rng(3).standard_normal(out.shape).astype(np.float32)
+        return (out,) + tuple(_C.conv_backward(dout, x, w, stride, pad)[:2])
+    finally:
+        _C.set_avx512_conv(True)
+
+
+@pytest.mark.skipif(not _C.avx512_conv_active(), reason="no AVX-512: no tap kernels")
+@pytest.mark.parametrize(
+    "C, F, k, stride, gemm_passes",
+    [
+        (16, 32, 1, 2, (True, True, False)),  # 1x1 stride 2: its dw keeps the tap kernel
+        (16, 32, 1, 3, (True, True, True)),
+        (9, 20, 2, 3, (True, True, True)),
+        (16, 16, 3, 4, (True, True, True)),
+        (3, 32, 3, 2, (False, True, False)),  # few channels in: dx alone
+        (7, 14, 5, 2, (False, True, False)),
+    ],
+)
+def test_strided_passes_that_gemm_runs_faster_take_it(C, F, k, stride, gemm_passes):
+    """Kernels narrower than the stride (some phase planes meet no tap) and the dx of layers
+    on few channels run im2col + GEMM: the same bits as with the tap kernels switched off.
+    (The passes left on the tap kernels may give those bits too: the im2col weight
+    gradient's AVX-512 product sums in the tap kernel's order.)"""
+    x, w, b = case(2, C, 14, 15, F, k, np.float32, seed=C + F)
+    auto = passes_on(x, w, b, stride, 0, avx512=True)
+    gemm = passes_on(x, w, b, stride, 0, avx512=False)
+    for got, on_gemm, takes_gemm in zip(auto, gemm, gemm_passes, strict=True):
+        if takes_gemm:
+            np.testing.assert_array_equal(got, on_gemm)
 
 
 @pytest.mark.torch
