@@ -286,6 +286,10 @@ def test_avx512_transposed_products_every_edge(dtype, transposes, m, n, k):
     dtype=st.sampled_from([np.float32, np.float64]),
     seed=st.integers(0, 2**16),
 )
+# A^T's rows copied a row of A at a time, past several 256-row chunks (an FC net's first
+# weight gradient, x^T dout, at a batch of 64), and float64's one tile a vector
+@example(m=1000, n=100, k=64, transposes=(True, False), dtype=np.float32, seed=0)
+@example(m=531, n=130, k=300, transposes=(True, True), dtype=np.float64, seed=1)
 def test_avx512_transposed_products_random_shapes(m, n, k, transposes, dtype, seed):
     rng = np.random.default_rng(seed)
     a, op_a = stored(rng, (m, k), transposes[0], dtype)
