@@ -68,9 +68,13 @@ constexpr int64_t kPackRows = 8 * kRows;
 constexpr int64_t kPackDepth = 128;
 constexpr int64_t kAliasingBytes = 2048;
 
+template <typename T>
 struct Block {
     int64_t lda, ldb, depth;
     bool first;  // the first block of k, not accumulating: C is written, not added to
+    // On the last block of k, the bias at the tile's first column (or nullptr): added to
+    // each sum as it is stored, one rounding after the product's, as numpy's `c += bias`.
+    const T* bias;
     // With kGroupedA tiles, A's inner indices in groups (gemm_rows_grouped_avx512), the
     // block starting at index `start` of its first group.
     InnerGroups groups;
@@ -88,8 +92,8 @@ enum ALayout { kRowsOfA, kTransposedA, kGroupedA };
 // (b at its first inner index and column, rows ldb apart; Masked: the last vector runs
 // past column n), into the columns of c that `lanes` keeps.
 template <typename T, int Rows, int Vectors, bool Masked, ALayout Layout>
-void tile(const Block& blk, const T* a, const T* b, const __mmask16 (&lanes)[kVectors], T* c,
-          int64_t ldc) {
+void tile(const Block<T>& blk, const T* a, const T* b, const __mmask16 (&lanes)[kVectors],
+          T* c, int64_t ldc) {
     using L = Lanes<T>;
     typename L::Vec acc[Rows][Vectors];
 #pragma GCC unroll 8
@@ -134,6 +138,14 @@ void tile(const Block& blk, const T* a, const T* b, const __mmask16 (&lanes)[kVe
     } else {
         for (int64_t kk = 0; kk < depth; ++kk, a += a_step, b += ldb) step(a);
     }
+    if (blk.bias) {
+#pragma GCC unroll 3
+        for (int v = 0; v < Vectors; ++v) {
+            const typename L::Vec bias = L::load(blk.bias + v * L::kWidth, lanes[v]);
+#pragma GCC unroll 8
+            for (int r = 0; r < Rows; ++r) acc[r][v] = L::add(acc[r][v], bias);
+        }
+    }
 #pragma GCC unroll 8
     for (int r = 0; r < Rows; ++r) {
 #pragma GCC unroll 3
@@ -142,7 +154,7 @@ void tile(const Block& blk, const T* a, const T* b, const __mmask16 (&lanes)[kVe
 }
 
 template <typename T>
-using Tile = void (*)(const Block&, const T*, const T*, const __mmask16 (&)[kVectors], T*,
+using Tile = void (*)(const Block<T>&, const T*, const T*, const __mmask16 (&)[kVectors], T*,
                       int64_t);
 
 template <typename T, int V, bool M, ALayout P>
@@ -266,15 +278,25 @@ void pack_transposed_panel(int64_t depth, int vectors, int64_t columns, const T*
 // `depth` inner indices, copied tile by tile (kRows rows) into `packed`: a tile's rows
 // side by side at each inner index, for tile<..., TransposedA>. Read in place, A's rows
 // are lda apart and a tile's 256 of them map to a few sets of the L1 cache, read again
-// from L2 for every panel of B: copied, once.
+// from L2 for every panel of B: copied, once. The copy reads A a row at a time, whole
+// vectors in order, each vector's halves going to two tiles: gathered a tile at a time,
+// 8 entries from each of `depth` rows lda apart, a (3072 x 64)^T copy waited on its
+// loads (a sixth of the product 3072 x 64 x 100's time).
 template <typename T>
 void pack_transposed_rows(int64_t i0, int64_t i1, int64_t depth, const T* a, int64_t lda,
                           T* packed) {
     using L = Lanes<T>;
-    for (int64_t i = i0; i < i1; i += kRows, packed += depth * kRows) {
-        const __mmask16 lanes = first_lanes(i1 - i, kRows);
-        for (int64_t kk = 0; kk < depth; ++kk) {
-            L::store(packed + kk * kRows, lanes, L::load(a + kk * lda + i, lanes));
+    constexpr int64_t W = L::kWidth, kTilesPerVector = W / kRows;  // 2 float32, 1 float64
+    const int64_t tile_size = depth * kRows;  // elements of one tile in `packed`
+    for (int64_t kk = 0; kk < depth; ++kk, a += lda) {
+        T* out = packed + kk * kRows;
+        for (int64_t i = i0; i < i1; i += W, out += kTilesPerVector * tile_size) {
+            const typename L::Vec v = L::load(a + i, first_lanes(i1 - i, W));
+            L::store(out, first_lanes(i1 - i, kRows), v);
+            if constexpr (kTilesPerVector == 2) {
+                const __mmask16 upper = first_lanes(i1 - i - kRows, kRows);
+                if (upper) L::store(out + tile_size, upper, _mm512_shuffle_f32x4(v, v, 0xee));
+            }
         }
     }
 }
@@ -306,12 +328,13 @@ constexpr int64_t kLoneRows = kVectors * Lanes<T>::kWidth;
 // `depth` inner indices (C written when `first`, else added to), a vector of rows at a
 // time: op(A)'s column (A^T read in place at a + kk * lda + i, or a row-major A's rows
 // copied transposed into `scratch`) times one element of B (b at the block's first inner
-// index, b + kk * b_inner + l * b_column). Each element's sum runs over the inner indices
-// in order, starting from zero or C, as in the tiles: the same bits.
+// index, b + kk * b_inner + l * b_column), plus the `bias` of the columns when not null.
+// Each element's sum runs over the inner indices in order, starting from zero or C, and
+// the bias is added to it once it is whole, as in the tiles: the same bits.
 template <typename T, int Lone>
 void lone_columns(bool first, int64_t depth, int64_t i0, int64_t i1, const T* a, int64_t lda,
-                  bool transposed_a, const T* b, int64_t b_inner, int64_t b_column, T* c,
-                  int64_t ldc, T* scratch) {
+                  bool transposed_a, const T* b, int64_t b_inner, int64_t b_column,
+                  const T* bias, T* c, int64_t ldc, T* scratch) {
     using L = Lanes<T>;
     using Vec = typename L::Vec;
     constexpr int64_t W = L::kWidth;
@@ -361,7 +384,8 @@ void lone_columns(bool first, int64_t depth, int64_t i0, int64_t i1, const T* a,
         for (int s = 0; s < S; ++s) {
 #pragma GCC unroll 8
             for (int l = 0; l < Lone; ++l) {
-                L::store_aligned(column, acc[s][l]);
+                const Vec sum = bias ? L::add(acc[s][l], L::broadcast(bias + l)) : acc[s][l];
+                L::store_aligned(column, sum);
                 for (int64_t r = 0; r < W && i + s * W + r < i1; ++r) {
                     c[(i + s * W + r) * ldc + l] = column[r];
                 }
@@ -372,7 +396,7 @@ void lone_columns(bool first, int64_t depth, int64_t i0, int64_t i1, const T* a,
 
 template <typename T>
 using LoneColumns = void (*)(bool, int64_t, int64_t, int64_t, const T*, int64_t, bool,
-                             const T*, int64_t, int64_t, T*, int64_t, T*);
+                             const T*, int64_t, int64_t, const T*, T*, int64_t, T*);
 
 template <typename T, int... Lone>
 constexpr auto lone_kernels(std::integer_sequence<int, Lone...>) {
@@ -383,7 +407,8 @@ constexpr auto lone_kernels(std::integer_sequence<int, Lone...>) {
 template <typename T>
 void rows(int64_t row_begin, int64_t row_end, int64_t n, int64_t k, const T* a,
           int64_t lda, const T* b, int64_t ldb, T* c, int64_t ldc, bool accumulate,
-          GemmTransposes transposes, T* a_scratch, const InnerGroups* groups = nullptr) {
+          GemmTransposes transposes, T* a_scratch, const T* bias,
+          const InnerGroups* groups = nullptr) {
     constexpr int64_t width = Lanes<T>::kWidth, panel_columns = kVectors * width;
     const bool aliasing = ldb * static_cast<int64_t>(sizeof(T)) % kAliasingBytes == 0;
     alignas(64) T packed[kDepth * panel_columns];
@@ -407,15 +432,17 @@ void rows(int64_t row_begin, int64_t row_end, int64_t n, int64_t k, const T* a,
                         : 0;
                 const int64_t left = n - j - lone;  // columns the tiles compute
                 const bool first = k0 == 0 && !accumulate;
+                const bool last_block = k0 + depth == k;
                 if (left > 0) {
                     const __mmask16 lanes[kVectors] = {first_lanes(left, width),
                                                        first_lanes(left - width, width),
                                                        first_lanes(left - 2 * width, width)};
                     const int vectors = left > 2 * width ? 3 : left > width ? 2 : 1;
                     const T* panel = b + k0 * ldb + j;
-                    Block blk{pack_a ? kRows : lda, ldb, depth, first,
-                              groups ? *groups : InnerGroups{1, 1, 0},
-                              groups ? k0 % groups->group : 0};
+                    Block<T> blk{pack_a ? kRows : lda, ldb, depth, first,
+                                 bias && last_block ? bias + j : nullptr,
+                                 groups ? *groups : InnerGroups{1, 1, 0},
+                                 groups ? k0 % groups->group : 0};
                     if (transposes.b) {
                         pack_transposed_panel(depth, vectors, left, b + j * ldb + k0, ldb,
                                               packed);
@@ -449,7 +476,8 @@ void rows(int64_t row_begin, int64_t row_end, int64_t n, int64_t k, const T* a,
                         first, depth, i0, i1, transposes.a ? a + k0 * lda : a + k0, lda,
                         transposes.a,
                         transposes.b ? b + column * ldb + k0 : b + k0 * ldb + column,
-                        transposes.b ? 1 : ldb, transposes.b ? ldb : 1, c + column, ldc, packed);
+                        transposes.b ? 1 : ldb, transposes.b ? ldb : 1,
+                        bias && last_block ? bias + column : nullptr, c + column, ldc, packed);
                 }
             }
         }
@@ -580,28 +608,30 @@ void gemm_rows_grouped_avx512(int64_t row_begin, int64_t row_end, int64_t n, int
                               const float* a, int64_t lda, InnerGroups groups, const float* b,
                               int64_t ldb, float* c, int64_t ldc, bool accumulate) {
     rows(row_begin, row_end, n, k, a, lda, b, ldb, c, ldc, accumulate, GemmTransposes{},
-         static_cast<float*>(nullptr), &groups);
+         static_cast<float*>(nullptr), static_cast<const float*>(nullptr), &groups);
 }
 
 void gemm_rows_grouped_avx512(int64_t row_begin, int64_t row_end, int64_t n, int64_t k,
                               const double* a, int64_t lda, InnerGroups groups, const double* b,
                               int64_t ldb, double* c, int64_t ldc, bool accumulate) {
     rows(row_begin, row_end, n, k, a, lda, b, ldb, c, ldc, accumulate, GemmTransposes{},
-         static_cast<double*>(nullptr), &groups);
+         static_cast<double*>(nullptr), static_cast<const double*>(nullptr), &groups);
 }
 
 void gemm_rows_avx512(int64_t row_begin, int64_t row_end, int64_t n, int64_t k,
                       const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
                       int64_t ldc, bool accumulate, GemmTransposes transposes,
-                      float* a_scratch) {
-    rows(row_begin, row_end, n, k, a, lda, b, ldb, c, ldc, accumulate, transposes, a_scratch);
+                      float* a_scratch, const float* bias) {
+    rows(row_begin, row_end, n, k, a, lda, b, ldb, c, ldc, accumulate, transposes, a_scratch,
+         bias);
 }
 
 void gemm_rows_avx512(int64_t row_begin, int64_t row_end, int64_t n, int64_t k,
                       const double* a, int64_t lda, const double* b, int64_t ldb, double* c,
                       int64_t ldc, bool accumulate, GemmTransposes transposes,
-                      double* a_scratch) {
-    rows(row_begin, row_end, n, k, a, lda, b, ldb, c, ldc, accumulate, transposes, a_scratch);
+                      double* a_scratch, const double* bias) {
+    rows(row_begin, row_end, n, k, a, lda, b, ldb, c, ldc, accumulate, transposes, a_scratch,
+         bias);
 }
 
 void gemv_row_avx512(int64_t n, int64_t k, const float* x, const float* b, int64_t ldb,

@@ -43,19 +43,21 @@ constexpr int64_t kGemmTransposedAScratch = 256 * 256;
 // Rows [row_begin, row_end) of C (leading dimension ldc) = op(A) (m x k) * op(B) (k x n),
 // all row-major with leading dimensions lda and ldb as stored, k > 0; with `accumulate`,
 // C += op(A) * op(B) (a product over a block of the inner indices added to the blocks
-// before it). A transposed A needs `a_scratch` of kGemmTransposedAScratch elements. Each
-// element's sum runs over k in order (after C's value, when accumulating) whatever the
+// before it). A transposed A needs `a_scratch` of kGemmTransposedAScratch elements. With a
+// `bias` (n entries), each element of C is its whole sum rounded plus the bias (numpy's
+// `c += bias` after the product), added as the tile is stored, while it is in registers.
+// Each element's sum runs over k in order (after C's value, when accumulating) whatever the
 // rows asked for, whether its panel was copied and whether an operand was transposed, so
 // splitting the rows (or, through b and c, the columns) across threads does not change
 // the result.
 void gemm_rows_avx512(int64_t row_begin, int64_t row_end, int64_t n, int64_t k,
                       const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
                       int64_t ldc, bool accumulate = false, GemmTransposes transposes = {},
-                      float* a_scratch = nullptr);
+                      float* a_scratch = nullptr, const float* bias = nullptr);
 void gemm_rows_avx512(int64_t row_begin, int64_t row_end, int64_t n, int64_t k,
                       const double* a, int64_t lda, const double* b, int64_t ldb, double* c,
                       int64_t ldc, bool accumulate = false, GemmTransposes transposes = {},
-                      double* a_scratch = nullptr);
+                      double* a_scratch = nullptr, const double* bias = nullptr);
 
 // A's inner indices in groups: A(i, kk) at a[i * lda + (kk / group) * outer + (kk % group) *
 // inner] (group >= 1; inner may be negative). The pad-skipping conv (conv_padskip.h) reads

@@ -48,29 +48,14 @@ std::atomic<bool> avx512_enabled{true};  // set_avx512_matmul
 
 bool use_avx512(int64_t k) { return avx512_enabled && k >= 32 && cpu_has_avx512f(); }
 
-// Rows [begin, end) x columns [column, column + width) of C (rows n apart) += bias.
+// C (m x n) += bias, row by row: off the AVX-512 kernel, which adds it in its tiles.
 template <typename T>
-void add_bias(int64_t begin, int64_t end, int64_t column, int64_t width, int64_t n,
-              const T* bias, T* c) {
-    for (int64_t i = begin; i < end; ++i) {
-        T* row = c + i * n + column;
+void add_bias(int64_t m, int64_t n, const T* bias, T* c) {
+    for (int64_t i = 0; i < m; ++i) {
+        T* row = c + i * n;
 #pragma omp simd
-        for (int64_t j = 0; j < width; ++j) row[j] += bias[column + j];
+        for (int64_t j = 0; j < n; ++j) row[j] += bias[j];
     }
-}
-
-// Rows of C a thread computes at a time where a bias follows the product: about 128 KB of
-// C, so that the bias is added while they are in L2 (after the whole product, a 2048 x
-// 256 float32 C came back from memory: 0.1 ms of a 0.73 ms temporal affine). Whole
-// register tiles (8 rows). The kernel's panels of B are then taken once per block, which
-// costs little while B has no more rows (k) than the block: else the rows run in one
-// block (256 x 3072 x 512 with a bias took 9.6 ms in blocks of 64 rows, 7.8 in one).
-template <typename T>
-int64_t bias_block_rows(int64_t rows, int64_t n, int64_t k) {
-    constexpr int64_t kBlockBytes = 128 * 1024, kTile = 8;
-    const int64_t block =
-        std::max(int64_t(64), kBlockBytes / (n * int64_t(sizeof(T))) / kTile * kTile);
-    return k <= block ? block : std::max(rows, int64_t(1));
 }
 
 // C split across the threads in whole register tiles of rows (8), or when there are
@@ -95,12 +80,9 @@ void avx512_matmul(GemmTransposes transposes, int64_t m, int64_t n, int64_t k, c
         T* a_scratch = reinterpret_cast<T*>(scratch.get());
         if (split_rows) {
             const int64_t begin = std::min(m, first * kTile), end = std::min(m, last * kTile);
-            const int64_t block = bias ? bias_block_rows<T>(end - begin, n, k) : end - begin;
-            for (int64_t lo = begin; lo < end; lo += block) {
-                const int64_t hi = std::min(end, lo + block);
-                gemm_rows_avx512(lo, hi, n, k, a, lda, b, ldb, c, n, false, transposes,
-                                 a_scratch);
-                if (bias) add_bias(lo, hi, 0, n, n, bias, c);
+            if (begin < end) {
+                gemm_rows_avx512(begin, end, n, k, a, lda, b, ldb, c, n, false, transposes,
+                                 a_scratch, bias);
             }
         } else {
             const int64_t begin = std::min(n, first * kColumns);
@@ -108,8 +90,7 @@ void avx512_matmul(GemmTransposes transposes, int64_t m, int64_t n, int64_t k, c
             if (begin < end) {
                 const T* b_columns = transposes.b ? b + begin * ldb : b + begin;
                 gemm_rows_avx512(0, m, end - begin, k, a, lda, b_columns, ldb, c + begin, n,
-                                 false, transposes, a_scratch);
-                if (bias) add_bias(int64_t(0), m, begin, end - begin, n, bias, c);
+                                 false, transposes, a_scratch, bias ? bias + begin : nullptr);
             }
         }
     });
@@ -215,7 +196,7 @@ void matmul(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T
         return avx512_matmul(GemmTransposes{trans_a, trans_b}, m, n, k, a, b, c, bias);
     }
     unbiased_matmul(trans_a, trans_b, m, n, k, a, b, c);
-    if (bias) add_bias(int64_t(0), m, 0, n, n, bias, c);
+    if (bias) add_bias(m, n, bias, c);
 }
 
 template <typename T>

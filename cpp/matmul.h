@@ -14,7 +14,7 @@ namespace graphnet {
 // flag says so (A is then stored k x m, B n x k). The larger of m and n is split across
 // the threads, each calling the single-threaded BLAS on its block. With a `bias` (n), C =
 // op(A) op(B) + bias: each element's product rounded first, then the bias added (numpy's
-// `c += bias`); the AVX-512 kernel adds it to a block of rows while the block is in cache.
+// `c += bias`); the AVX-512 kernel adds it to its register tiles as it stores them.
 template <typename T>
 void matmul(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* a,
             const T* b, T* c, const T* bias = nullptr);

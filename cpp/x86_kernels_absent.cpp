@@ -114,11 +114,12 @@ void skinny_gemm_rows(int64_t, int64_t, int64_t, int64_t, const float*, int64_t,
     absent("skinny_gemm_rows");
 }
 void gemm_rows_avx512(int64_t, int64_t, int64_t, int64_t, const float*, int64_t, const float*,
-                      int64_t, float*, int64_t, bool, GemmTransposes, float*) {
+                      int64_t, float*, int64_t, bool, GemmTransposes, float*, const float*) {
     absent("gemm_rows_avx512");
 }
 void gemm_rows_avx512(int64_t, int64_t, int64_t, int64_t, const double*, int64_t,
-                      const double*, int64_t, double*, int64_t, bool, GemmTransposes, double*) {
+                      const double*, int64_t, double*, int64_t, bool, GemmTransposes, double*,
+                      const double*) {
     absent("gemm_rows_avx512");
 }
 void gemv_row_avx512(int64_t, int64_t, const float*, const float*, int64_t, float*) {

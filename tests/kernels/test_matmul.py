@@ -286,6 +286,10 @@ def test_avx512_transposed_products_every_edge(dtype, transposes, m, n, k):
     dtype=st.sampled_from([np.float32, np.float64]),
     seed=st.integers(0, 2**16),
 )
+# A^T's rows copied a row of A at a time, past several 256-row chunks (an FC net's first
+# weight gradient, x^T dout, at a batch of 64), and float64's one tile a vector
+@example(m=1000, n=100, k=64, transposes=(True, False), dtype=np.float32, seed=0)
+@example(m=531, n=130, k=300, transposes=(True, True), dtype=np.float64, seed=1)
 def test_avx512_transposed_products_random_shapes(m, n, k, transposes, dtype, seed):
     rng = np.random.default_rng(seed)
     a, op_a = stored(rng, (m, k), transposes[0], dtype)
@@ -347,12 +351,13 @@ def test_lone_columns_are_the_padded_products_bits(m, full, lone, k, transposes,
         np.testing.assert_array_equal(results[0], _C.matmul(op_a, padded)[:, :n])
 
 
-# ---- the bias added to blocks of rows of the AVX-512 kernel's product ----
+# ---- the bias added to the AVX-512 kernel's tiles as they are stored ----
 
 
-# Rows past one block of the AVX-512 kernel's biased product (about 128 KB of C: 512 rows
-# of 64 float32 columns, 64 rows of 4096 float64 ones), across the threads' splits of rows
-# and (few rows) of columns; every path: the kernel, OpenBLAS, gemv for one row.
+# The bias on the last block of the inner indices only (k past 256), on the lone columns
+# past the last panel's vectors (65 columns; A transposed: up to 8 float32 / 4 float64),
+# across the threads' splits of rows and (few rows) of columns; every path: the kernel,
+# OpenBLAS, gemv for one row.
 @settings(max_examples=80, deadline=None)
 @given(
     m=st.integers(1, 1100),
@@ -366,6 +371,11 @@ def test_lone_columns_are_the_padded_products_bits(m, full, lone, k, transposes,
 @example(m=2048, n=256, k=64, transposes=(False, False), dtype=np.float32, avx512=True, seed=0)
 @example(m=300, n=4096, k=33, transposes=(False, False), dtype=np.float64, avx512=True, seed=1)
 @example(m=3, n=5, k=0, transposes=(False, False), dtype=np.float32, avx512=True, seed=2)
+@example(m=70, n=100, k=600, transposes=(False, True), dtype=np.float32, avx512=True, seed=3)
+@example(m=100, n=65, k=40, transposes=(False, False), dtype=np.float32, avx512=True, seed=4)
+@example(m=100, n=71, k=300, transposes=(True, False), dtype=np.float32, avx512=True, seed=5)
+@example(m=50, n=67, k=520, transposes=(True, True), dtype=np.float64, avx512=True, seed=6)
+@example(m=9, n=300, k=64, transposes=(False, False), dtype=np.float32, avx512=True, seed=7)
 def test_biased_product_is_the_product_then_numpys_bias_add(
     m, n, k, transposes, dtype, avx512, seed
 ):
