@@ -196,6 +196,10 @@ class Lstm(RecurrentSequence):
     def forward(self, state, training, x, h0, Wx, Wh, b):
         if training:
             return self.train_forward(x, h0, Wx, Wh, b)
+        return self.eval_forward(x, h0, Wx, Wh, b)
+
+    def eval_forward(self, x, h0, Wx, Wh, b):
+        """h, and the inputs: a backward runs the train-mode forward for its cache."""
         return rnn_layers.lstm_inference(x, h0, Wx, Wh, b), _Inputs(x, h0, Wx, Wh, b)
 
     def train_forward(self, x, h0, Wx, Wh, b):
