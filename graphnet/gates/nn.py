@@ -1,7 +1,7 @@
 """Neural-network gates on whole arrays: affine, softmax and the two classification losses."""
 
 import math
-from typing import Any, Callable, ClassVar, NamedTuple
+from typing import Callable, ClassVar
 
 import numpy as np
 
@@ -138,7 +138,7 @@ class ClassificationLoss(Gate):
     def eval_forward(self, scores, labels):
         """The loss, its gradient left to a backward, if one follows (LossInputs)."""
         loss, dscores = self._loss(scores, labels, False)
-        return loss, LossInputs(scores, labels) if dscores is None else dscores
+        return loss, LossInputs((scores, labels)) if dscores is None else dscores
 
     def backward(self, dout, cache, needs):
         if type(cache) is LossInputs:  # after an eval-mode forward
@@ -148,17 +148,16 @@ class ClassificationLoss(Gate):
     def summarize_cache(self, cache, input_names):
         if type(cache) is LossInputs:
             return [
-                f"saved {input_names[0]} {np.shape(cache.scores)} and {input_names[1]}: "
+                f"saved {input_names[0]} {np.shape(cache[0])} and {input_names[1]}: "
                 "eval mode, d loss / d scores computed by a backward"
             ]
         return [f"saved d loss / d scores {np.shape(cache)}, computed with the loss"]
 
 
-class LossInputs(NamedTuple):
-    """An eval-mode loss's cache: what its backward computes the gradient from."""
+class LossInputs(tuple):
+    """An eval-mode loss's cache: its inputs, from which a backward computes the gradient."""
 
-    scores: Any
-    labels: Any
+    __slots__ = ()
 
 
 def _mean_softmax_loss(scores, labels, gradient=True):

@@ -114,3 +114,46 @@ def test_softmax_loss_without_its_gradient_has_the_same_loss(dtype):
         assert alone == loss
     with pytest.raises(ValueError, match="label"):
         _C.softmax_loss(x, labels + V, weight, False)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_temporal_softmax_loss_eval_forward_then_backward(dtype):
+    """An LSTM language model's loss: eval mode computes the loss alone, and a backward
+    after it gives the train walk's gradients (the LSTM and the loss are the same function
+    in both modes), a masked step included."""
+    rng = np.random.default_rng(3)
+    N, T, D, H, V = 2, 4, 3, 5, 7
+    g = gn.Graph(dtype=dtype)
+    x = g.input("x", shape=(None, T, D))
+    h0 = g.input("h0", shape=(None, H), requires_grad=False)
+    h = g.lstm(
+        x,
+        h0,
+        g.param("Wx", rng.standard_normal((D, 4 * H))),
+        g.param("Wh", rng.standard_normal((H, 4 * H)) / 3),
+        g.param("b", np.zeros(4 * H)),
+    )
+    scores = g.temporal_affine(
+        h, g.param("w", rng.standard_normal((H, V))), g.param("c", np.zeros(V))
+    )
+    y = g.input("y", shape=(None, T), dtype=np.int64)
+    mask = g.input("mask", shape=(None, T), dtype=np.int64)
+    g.temporal_softmax_loss(scores, y, mask, name="loss")
+    data = {
+        "x": rng.standard_normal((N, T, D)).astype(dtype),
+        "h0": np.zeros((N, H), dtype),
+        "y": rng.integers(V, size=(N, T)),
+        "mask": np.array([[1, 1, 1, 0], [1, 1, 1, 1]]),
+    }
+    trained = g.train().run("loss", data)
+    g.backward("loss")
+    expected = {name: g[name].grad.copy() for name in ("Wx", "Wh", "b", "w", "c", "x")}
+    evaluated = g.eval().run("loss", data)
+    assert type(g["loss"].cache) is LossInputs
+    lines = g["loss"].gate.summarize_cache(g["loss"].cache, ["scores", "y", "mask"])
+    assert "computed by a backward" in lines[0]
+    g.backward("loss")
+    assert np.asarray(evaluated).tobytes() == np.asarray(trained).tobytes()
+    assert np.asarray(g["loss"].value).dtype == dtype
+    for name, grad in expected.items():
+        assert g[name].grad.tobytes() == grad.tobytes(), name
