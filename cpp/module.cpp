@@ -442,7 +442,8 @@ py::array py_scatter_add_rows(const py::array& index, const py::array& values, i
     });
 }
 
-py::tuple py_softmax_loss(const py::array& x, const py::array& labels, const py::array& weight) {
+py::tuple py_softmax_loss(const py::array& x, const py::array& labels, const py::array& weight,
+                          bool gradient) {
     const Shape xs = shape_of(x);
     require_rank(xs, 2, "softmax loss x", "(rows, V)");
     require_shape(labels, Shape{xs[0]}, "softmax loss labels");
@@ -455,10 +456,15 @@ py::tuple py_softmax_loss(const py::array& x, const py::array& labels, const py:
     return dispatch_float(x, "softmax loss x", [&](auto zero) -> py::tuple {
         using T = decltype(zero);
         Contig<T> xc(x), wc(weight);
-        py::array_t<T> dx(xs);
+        py::object dx = py::none();
+        T* dxp = nullptr;
+        if (gradient) {
+            py::array_t<T> array(xs);
+            dxp = array.mutable_data();
+            dx = std::move(array);
+        }
         const T *xp = xc.data(), *wp = wc.data();
         const int64_t* yp = yc.data();
-        T* dxp = dx.mutable_data();
         double loss;
         {
             py::gil_scoped_release nogil;
@@ -1795,10 +1801,11 @@ PYBIND11_MODULE(_C, m) {
           "(rows, width) zeros plus, at row index[p], values[p] for each position p in order\n"
           "(a word embedding's weight gradient); index int64 (positions,) in [0, rows),\n"
           "values (positions, width) float32 or float64.");
-    m.def("softmax_loss", &py_softmax_loss, "x"_a, "labels"_a, "weight"_a,
+    m.def("softmax_loss", &py_softmax_loss, "x"_a, "labels"_a, "weight"_a, "gradient"_a = true,
           "Softmax cross-entropy of each row of x (rows, V) against its int64 label, times\n"
           "its weight: (the weighted sum of the rows' losses, dx (rows, V)); x and weight\n"
-          "of one float dtype. Labels outside [0, V) raise ValueError.");
+          "of one float dtype. gradient=False: (the loss, None), dx not computed. Labels\n"
+          "outside [0, V) raise ValueError.");
     m.def("svm_loss", &py_svm_loss, "x"_a, "labels"_a,
           "Multiclass hinge loss (margin 1) of x (rows, C), float32 or float64, against its\n"
           "int64 labels: (the loss summed in double and divided by rows, dx (rows, C)).\n"

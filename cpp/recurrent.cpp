@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <memory>
 #include <new>
@@ -404,7 +405,15 @@ void recurrent_forward(const RecurrentGeometry& g, bool keep, const T* x, const 
     // float32 on AVX-512 and N >= kOwnStepRows: each step computes its own x_t @ Wx from
     // packed panels, before prev_h @ Wh, into rows still in cache. Otherwise every step's
     // x @ Wx at once, first (OpenBLAS; only prev_h @ Wh has to wait for the previous step).
-    const float* packed_Wh = packed_panels(Kept::packed_Wh, g.H, g.G(), Wh, g.G(), 1);
+    // One sequence (float32 on AVX-512) reads Wh in place (row_product_avx512), as its steps
+    // read each row of a packed copy once too: the copy on every call cost about three
+    // steps. Where Wh's rows start at different offsets from a cache line (4H not a
+    // multiple of 16 floats), the copy's aligned panels pay.
+    const bool rows_in_place = std::is_same_v<T, float> && cpu_has_avx512f() && g.N == 1 &&
+                               g.G() % 16 == 0 &&
+                               reinterpret_cast<std::uintptr_t>(Wh) % sizeof(T) == 0;
+    const float* packed_Wh =
+        rows_in_place ? nullptr : packed_panels(Kept::packed_Wh, g.H, g.G(), Wh, g.G(), 1);
     const float* packed_Wx = packed_Wh && g.N >= kOwnStepRows
                                  ? packed_panels(Kept::packed_Wx, g.D, g.G(), Wx, g.G(), 1)
                                  : nullptr;
@@ -434,7 +443,13 @@ void recurrent_forward(const RecurrentGeometry& g, bool keep, const T* x, const 
         for (int64_t t = 0; t < g.T; ++t) {
             const Step<T> s{g, t};
             T* const pre_t = one_step ? pre : pre + t * g.G();
-            for (int64_t i = first; i < last; ++i) {
+            if constexpr (std::is_same_v<T, float>) {
+                if (rows_in_place) {  // the thread's columns in one call, in the step's order
+                    row_product_avx512(g.H, first * kColumns, std::min(g.G(), last * kColumns),
+                                       s.prev_h(h0, h), Wh, g.G(), true, pre_t, t % 2 == 1);
+                }
+            }
+            for (int64_t i = first; i < last && !rows_in_place; ++i) {
                 const int64_t j = t % 2 == 0 ? i : first + last - 1 - i;
                 add_recurrent_product(s, x, h0, h, Wx, packed_Wx, Wh, packed_Wh, j * kColumns,
                                       std::min(g.G(), (j + 1) * kColumns), pre_t, ld);

@@ -40,14 +40,16 @@ double softmax_loss_rows(int64_t rows, int64_t V, const T* x, const int64_t* lab
     parallel_for(team_size(blocks), blocks, [&](int64_t b) {
         for (int64_t r = b * block; r < std::min(rows, (b + 1) * block); ++r) {
             const T* s = x + r * V;
-            T* d = dx + r * V;
             // Less the row's maximum, exp cannot overflow (a NaN in the row: p is NaN).
             const T shift = row_max(V, s);
-            const T total = exp_shifted_sum(V, s, shift, d, avx2);
-            const T scale = weight[r] / total;
+            const T total = exp_shifted_sum(V, s, shift, dx ? dx + r * V : nullptr, avx2);
+            if (dx) {
+                T* d = dx + r * V;
+                const T scale = weight[r] / total;
 #pragma omp simd
-            for (int64_t k = 0; k < V; ++k) d[k] *= scale;
-            d[label[r]] -= weight[r];
+                for (int64_t k = 0; k < V; ++k) d[k] *= scale;
+                d[label[r]] -= weight[r];
+            }
             // A row of weight 0 (masked) adds nothing, whatever its scores (inf, nan).
             row_loss[r] = weight[r] == T(0) ? 0.0
                                             : double(weight[r]) * (std::log(double(total)) -

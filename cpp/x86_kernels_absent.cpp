@@ -144,6 +144,10 @@ void lstm_cell_backward_avx512(int64_t, int64_t, const float*, const float*, con
                                const float*, const float*, float*, float*) {
     absent("lstm_cell_backward_avx512");
 }
+void row_product_avx512(int64_t, int64_t, int64_t, const float*, const float*, int64_t, bool,
+                        float*, bool) {
+    absent("row_product_avx512");
+}
 void layer_norm_rows_backward_avx512(int64_t, int64_t, bool, const float*, const float*,
                                      const float*, const float*, const float*, const float*,
                                      float*, double*, double*) {

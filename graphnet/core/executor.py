@@ -186,17 +186,23 @@ class Executor:
         return Fusion.FULL
 
     def forward_plan(self, targets, fusion: Fusion) -> Plan:
+        """The forward plan towards `targets` for the graph's mode: an eval-mode plan calls
+        the gates' eval_forward where they have one."""
         self._drop_outdated()
+        training = self.graph.training
         # One target (a model's scores) keys by its index: no tuple built per walk.
         key = (
-            ("forward", targets[0].index, fusion)
+            ("forward", targets[0].index, fusion, training)
             if len(targets) == 1
-            else ("forward", tuple([t.index for t in targets]), fusion)
+            else ("forward", tuple([t.index for t in targets]), fusion, training)
         )
         plan = self._plans.get(key)
         if plan is None:
             plan = self._plans[key] = forward_plan(
-                self.graph.nodes, targets, self._forward_function, fusion
+                self.graph.nodes,
+                targets,
+                self._forward_function if training else self._eval_function,
+                fusion,
             )
         return plan
 
@@ -207,6 +213,14 @@ class Executor:
         if plan is None:
             plan = self._plans[key] = backward_plan(self.graph.nodes, target, fuse)
         return plan
+
+    def _eval_function(self, node) -> Callable:
+        """An eval-mode step's run: the gate's eval_forward, or its forward."""
+        gate = node.gate
+        if gate.eval_forward is None:
+            return self._forward_function(node)
+        forward = gate.eval_forward
+        return forward if is_graphnets(gate) else checked_forward(node, forward)
 
     def _forward_function(self, node) -> Callable:
         gate = node.gate

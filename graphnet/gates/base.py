@@ -85,6 +85,12 @@ class Gate:
         float dtype.
       output_dtype: the dtype of every output, for gates whose output is not a float to
         differentiate (a comparison's 0/1 mask): such a node needs no gradient.
+
+    A gate may also define eval_forward(*values) -> (output, cache): what forward returns
+    in eval mode (the same output, bit for bit), without the work only training needs
+    (dropout's checks, a loss's gradient) and without state. Eval-mode walks call it
+    instead of forward. A backward may still follow an eval-mode forward (gradcheck, a
+    validation loss differentiated), so its cache must serve backward as forward's does.
     """
 
     op: ClassVar[str] = ""
@@ -96,6 +102,7 @@ class Gate:
     stateful: ClassVar[bool] = False
     keeps_integers: ClassVar[bool] = False
     output_dtype: ClassVar[Optional[np.dtype]] = None
+    eval_forward: Optional[Callable[..., tuple]] = None
 
     def attrs(self) -> dict:
         """The gate's hyperparameters, as keyword arguments of its constructor."""

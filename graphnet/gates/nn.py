@@ -99,7 +99,9 @@ class ClassificationLoss(Gate):
     inputs = ("scores", "y")
     integer_inputs = (1,)
     kernel: ClassVar[Callable[..., tuple]]  # (scores, labels) -> (loss, d loss / d scores)
-    rows_kernel: ClassVar[Callable[..., tuple]]  # the same in C++: float32/64, int64 labels
+    # the same in C++ (float32/64, int64 labels), with a third argument: gradient=False may
+    # skip the gradient (None)
+    rows_kernel: ClassVar[Callable[..., tuple]]
 
     def shape(self, scores, labels):
         if scores is not None and len(scores) != 2:
@@ -111,6 +113,11 @@ class ClassificationLoss(Gate):
         return ()
 
     def forward(self, scores, labels):
+        return self._loss(scores, labels, True)
+
+    def _loss(self, scores, labels, gradient: bool):
+        """(loss, d loss / d scores), the gradient None where `gradient` is False and the
+        C++ kernel takes the scores (which then skips it)."""
         if (
             type(scores) is np.ndarray
             and scores.dtype in _BLAS_DTYPES
@@ -120,7 +127,7 @@ class ClassificationLoss(Gate):
         ):
             try:
                 loss, dscores = type(self).rows_kernel(
-                    scores, np.asarray(labels).astype(np.int64, copy=False)
+                    scores, np.asarray(labels).astype(np.int64, copy=False), gradient
                 )
                 return np.asarray(loss, dtype=scores.dtype)[()], dscores
             except ValueError:
@@ -128,20 +135,45 @@ class ClassificationLoss(Gate):
         loss, dscores = type(self).kernel(scores, labels)
         return np.asarray(loss, dtype=scores.dtype)[()], dscores
 
+    def eval_forward(self, scores, labels):
+        """The loss, its gradient left to a backward, if one follows (LossInputs)."""
+        loss, dscores = self._loss(scores, labels, False)
+        return loss, LossInputs((scores, labels)) if dscores is None else dscores
+
     def backward(self, dout, cache, needs):
+        if type(cache) is LossInputs:  # after an eval-mode forward
+            cache = self.forward(*cache)[1]
         return cache * dout, None
 
     def summarize_cache(self, cache, input_names):
+        if type(cache) is LossInputs:
+            return [
+                f"saved {input_names[0]} {np.shape(cache[0])} and {input_names[1]}: "
+                "eval mode, d loss / d scores computed by a backward"
+            ]
         return [f"saved d loss / d scores {np.shape(cache)}, computed with the loss"]
 
 
-def _mean_softmax_loss(scores, labels):
+class LossInputs(tuple):
+    """An eval-mode loss's cache: its inputs, from which a backward computes the gradient."""
+
+    __slots__ = ()
+
+
+def _mean_softmax_loss(scores, labels, gradient=True):
     """The C++ softmax loss (cpp/softmax_loss.h) of each row, summed and divided by N: one
     rounding, as numpy's mean, where weighing each row 1/N would round N times (1/3 is
-    inexact) and make a zero gradient's numerical estimate noise."""
-    loss, dscores = _C.softmax_loss(scores, labels, np.ones(len(scores), scores.dtype))
-    dscores /= len(scores)
+    inexact) and make a zero gradient's numerical estimate noise. gradient=False: the
+    loss and None."""
+    loss, dscores = _C.softmax_loss(scores, labels, np.ones(len(scores), scores.dtype), gradient)
+    if dscores is not None:
+        dscores /= len(scores)
     return loss / len(scores), dscores
+
+
+def _svm_loss_rows(scores, labels, gradient=True):
+    """_C.svm_loss, whose kernel computes the gradient with the loss whatever `gradient`."""
+    return _C.svm_loss(scores, labels)
 
 
 @register_gate
@@ -171,4 +203,4 @@ class SvmLoss(ClassificationLoss):
         "none (labels)",
     )
     kernel = staticmethod(layers.svm_loss)
-    rows_kernel = staticmethod(_C.svm_loss)
+    rows_kernel = staticmethod(_svm_loss_rows)

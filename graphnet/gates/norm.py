@@ -280,14 +280,17 @@ class Dropout(Gate):
     def shape(self, x):
         return x
 
-    def forward(self, state, training, x):
-        if not training and norm.native(x):  # the identity, without the course's checks
+    def eval_forward(self, x):
+        """The identity: x, and a cache without a mask."""
+        if norm.native(x):  # without the course's checks
             return x, ({"mode": "test", "p": self.p, "seed": self.seed}, None)
-        if self.seed is not None or not training:
-            # Seeded: np.random.seed(seed)'s draws, the course's masks. Eval: the identity.
-            return layers.dropout_forward(
-                x, {"mode": "train" if training else "test", "p": self.p, "seed": self.seed}
-            )
+        return layers.dropout_forward(x, {"mode": "test", "p": self.p, "seed": self.seed})
+
+    def forward(self, state, training, x):
+        if not training:
+            return self.eval_forward(x)
+        if self.seed is not None:  # np.random.seed(seed)'s draws, the course's masks
+            return layers.dropout_forward(x, {"mode": "train", "p": self.p, "seed": self.seed})
         if "rng" not in state:
             state["rng"] = np.random.default_rng(np.random.randint(2**31))
         if not norm.native(x):  # integers, float16: the course's function, seeded from the stream

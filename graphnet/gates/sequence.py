@@ -15,6 +15,7 @@ from typing import ClassVar, Tuple
 import numpy as np
 
 from ..kernels import rnn_layers
+from .nn import LossInputs
 from .base import (
     Gate,
     ShapeError,
@@ -196,6 +197,10 @@ class Lstm(RecurrentSequence):
     def forward(self, state, training, x, h0, Wx, Wh, b):
         if training:
             return self.train_forward(x, h0, Wx, Wh, b)
+        return self.eval_forward(x, h0, Wx, Wh, b)
+
+    def eval_forward(self, x, h0, Wx, Wh, b):
+        """h, and the inputs: a backward runs the train-mode forward for its cache."""
         return rnn_layers.lstm_inference(x, h0, Wx, Wh, b), _Inputs(x, h0, Wx, Wh, b)
 
     def train_forward(self, x, h0, Wx, Wh, b):
@@ -338,13 +343,25 @@ class TemporalSoftmaxLoss(Gate):
         return ()
 
     def forward(self, x, y, mask):
-        loss, dx = rnn_layers.temporal_softmax_loss(x, y, mask)
-        return np.asarray(loss, dtype=dx.dtype)[()], (dx, np.asarray(mask) != 0)
+        loss, dx, dtype = rnn_layers.temporal_softmax_loss_value(x, y, mask, gradient=True)
+        return np.asarray(loss, dtype=dtype)[()], (dx, np.asarray(mask) != 0)
+
+    def eval_forward(self, x, y, mask):
+        """The loss alone; a backward computes the gradient from the inputs."""
+        loss, _, dtype = rnn_layers.temporal_softmax_loss_value(x, y, mask)
+        return np.asarray(loss, dtype=dtype)[()], LossInputs((x, y, mask))
 
     def backward(self, dout, cache, needs):
+        if type(cache) is LossInputs:  # after an eval-mode forward
+            cache = self.forward(*cache)[1]
         return cache[0] * dout, None, None
 
     def summarize_cache(self, cache, input_names):
+        if type(cache) is LossInputs:
+            return [
+                f"saved {input_names[0]} {np.shape(cache[0])}, {input_names[1]} and "
+                f"{input_names[2]}: eval mode, d loss / d scores computed by a backward"
+            ]
         dx, counted = cache
         return [
             f"saved d loss / d scores {dx.shape}, computed with the loss",

@@ -25,7 +25,7 @@ v over the last two axes, for the attention gate.
 import collections
 import functools
 import math
-from typing import Optional, Tuple
+from typing import Optional, Tuple, cast
 
 import numpy as np
 
@@ -422,6 +422,18 @@ def temporal_softmax_loss(
     counts (padding is false). verbose prints the shapes of the flattened arrays.
     Returns (loss, dx (N, T, V)).
     """
+    loss, dx, _ = temporal_softmax_loss_value(x, y, mask, gradient=True)
+    dx = cast(np.ndarray, dx)  # computed: gradient=True
+    if verbose:
+        print("dx_flat: ", (math.prod(dx.shape[:2]), dx.shape[2]))
+    return loss, dx
+
+
+def temporal_softmax_loss_value(
+    x: np.ndarray, y: np.ndarray, mask: np.ndarray, gradient: bool = False
+) -> Tuple[float, Optional[np.ndarray], np.dtype]:
+    """temporal_softmax_loss's (loss, dx) and the float dtype it computed in; without
+    `gradient` dx is None and not computed (an eval-mode loss: the same loss, bit for bit)."""
     fn = "temporal_softmax_loss"
     x = _float_array(x, fn, "x")
     _check_ndim(fn, "x", x, 3, "scores (N, T, V)")
@@ -446,11 +458,9 @@ def temporal_softmax_loss(
         x = x.astype(np.float32)  # float16
     row_weight = (mask.reshape(N * T).astype(bool) / max(N, 1)).astype(x.dtype)
     loss, dx = _C.softmax_loss(
-        x.reshape(N * T, V), y.reshape(N * T).astype(np.int64, copy=False), row_weight
+        x.reshape(N * T, V), y.reshape(N * T).astype(np.int64, copy=False), row_weight, gradient
     )
-    if verbose:
-        print("dx_flat: ", dx.shape)
-    return float(loss), dx.reshape(N, T, V)
+    return float(loss), None if dx is None else dx.reshape(N, T, V), x.dtype
 
 
 # --------------------------------------------------------------------------- attention

@@ -428,3 +428,20 @@ def test_a_kernel_error_names_the_node_the_gate_and_the_input_shapes():
         "'y' (3,) int64",
     ):
         assert part in message
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_params_are_copies_that_start_on_a_cache_line(dtype):
+    """The row kernels read weights a cache line at a time (graph.line_aligned_copy)."""
+    g = gn.Graph(dtype=dtype)
+    for shape in [(3072, 100), (5,), (), (0, 4), (7, 3, 2)]:
+        source = np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape)
+        value = g.param(f"p{len(shape)}_{source.size}", source).value
+        array = np.asarray(value)
+        assert array.dtype == dtype and array.shape == shape
+        assert array.flags.c_contiguous and array.flags.writeable
+        assert array.size == 0 or array.ctypes.data % 64 == 0
+        np.testing.assert_array_equal(array, source)
+        if source.size:
+            source.flat[0] = 99
+            assert array.flat[0] == 0  # a copy

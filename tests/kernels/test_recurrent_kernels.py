@@ -128,6 +128,36 @@ def test_one_sequence_has_the_bits_it_has_in_a_batch(H):
     np.testing.assert_allclose(batch, loop, rtol=1e-5, atol=1e-5)
 
 
+def at_offset(array, offset):
+    """A copy of `array` whose data starts `offset` bytes after a 64-byte cache line."""
+    buffer = np.empty(array.nbytes + 128, np.uint8)
+    start = -buffer.ctypes.data % 64 + offset
+    out = buffer[start : start + array.nbytes].view(array.dtype).reshape(array.shape)
+    out[...] = array
+    assert out.ctypes.data % 64 == offset
+    return out
+
+
+@pytest.mark.parametrize("H", [4, 12, 28, 56, 64, 100, 129])
+def test_one_sequence_reads_wh_in_place_at_any_offset_from_a_cache_line(H):
+    """float32 on AVX-512, one sequence reads Wh as it is, in vectors that start on the
+    cache lines of its first row, the first and last masked: Wh at every float's offset
+    from a line (and at an odd byte, which is packed instead) gives the bits of the
+    sequence in a batch, whose rows multiply packed panels. H = 4 leaves one block of one
+    or two vectors, 100 and 129 ragged blocks; 4H is a multiple of 16 for all but 129."""
+    args, _ = case("lstm", N=3, T=5, D=0, H=H, dtype=np.float32, seed=H)
+    x, h0, Wx, Wh, b = args
+    with kernel_threads(1):
+        batch = R.lstm_inference(*args)
+    unaligned = np.frombuffer(b"\0" + Wh.tobytes(), np.float32, Wh.size, 1).reshape(Wh.shape)
+    for weights in [at_offset(Wh, offset) for offset in range(0, 64, 4)] + [unaligned]:
+        for threads in (1, 2):
+            with kernel_threads(threads):
+                for n in range(3):
+                    alone = R.lstm_inference(x[n : n + 1], h0[n : n + 1], Wx, weights, b)
+                    assert alone.tobytes() == batch[n : n + 1].tobytes()
+
+
 def test_python_threads_running_the_backward_at_once_keep_their_own_scratch():
     """The backward keeps its scratch arrays per calling thread from one call to the
     next: calls of two sizes from two Python threads at once give each its own answer."""
