@@ -188,6 +188,37 @@ void winograd_weight_gradient_images_avx512(const WinogradConv& g, const Winogra
                                             const float* x, const float* dout, int64_t count,
                                             float* du, float* scratch);
 
+// The weight gradient by points, for wide layers (conv.cpp: the threads share out the
+// images' transforms, then du's points): V and Q of `count` images x (of `in`) and their
+// output gradients dout (F x H x W each), their tiles one after another from column 0 of a
+// block of n tiles at v (C x winograd_stride(g, n) floats) and q (F x it), as the blocks of
+// winograd_weight_gradient_images_avx512; `strip` (winograd_gradient_strip_floats, zeroed
+// once by the caller) holds their padded rows on the way.
+int64_t winograd_gradient_strip_floats(const WinogradConv& g);
+void winograd_gradient_tiles_avx512(const WinogradConv& g, const WinogradInput& in,
+                                    const float* x, const float* dout, int64_t count, float* v,
+                                    float* q, int64_t n, float* strip);
+
+// The filters f0 .. f1 - 1 and channels c0 .. c1 - 1 of dw that a block of such tiles
+// gives: du (the block's points) summed over its n tiles in order, then G^T du G written
+// to dw (F x C x r x r), or with `add` added to it. scratch: winograd_pairs_scratch_floats.
+struct WinogradPairs {
+    int64_t f0, f1, c0, c1;
+};
+inline WinogradConv winograd_pairs_block(const WinogradConv& g, const WinogradPairs& pairs) {
+    WinogradConv block = g;
+    block.F = pairs.f1 - pairs.f0;
+    block.C = pairs.c1 - pairs.c0;
+    return block;
+}
+inline int64_t winograd_pairs_scratch_floats(const WinogradConv& g, const WinogradPairs& pairs) {
+    const WinogradConv block = winograd_pairs_block(g, pairs);
+    return g.points * winograd_weights_point(block) + block.F * block.C * g.r * g.r;
+}
+void winograd_pairs_gradient_avx512(const WinogradConv& g, const float* v, const float* q,
+                                    int64_t n, const WinogradPairs& pairs, bool add,
+                                    float* scratch, float* dw);
+
 // dw (F x C x r x r) = the weights' gradient G^T du G of the transformed weights' du.
 void winograd_weights_gradient_avx512(const WinogradConv& g, const float* du, float* dw);
 

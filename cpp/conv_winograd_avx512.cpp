@@ -502,12 +502,16 @@ void pad_interiors(const WinogradConv& g, const WinogradInput& in, const float* 
     }
 }
 
+// Tile rows the weight gradient's strip of padded rows holds: a block's, at most an image's.
+int64_t strip_capacity_rows(const WinogradConv& g) {
+    const WinogradGradientBlocks blocks = winograd_gradient_blocks(g);
+    return blocks.rows < g.tiles_h ? blocks.rows : g.tiles_h;
+}
+
 // Floats of the weight gradient's strip of padded rows (pad_rows) and its slack, in
 // whole cache lines: V and Q after it start on one.
 int64_t strip_floats(const WinogradConv& g) {
-    const WinogradGradientBlocks blocks = winograd_gradient_blocks(g);
-    const int64_t rows = blocks.rows < g.tiles_h ? blocks.rows : g.tiles_h;
-    return (g.C * strip_rows(g, rows) * g.Wp + kWinogradSlack + 15) / 16 * 16;
+    return (g.C * strip_rows(g, strip_capacity_rows(g)) * g.Wp + kWinogradSlack + 15) / 16 * 16;
 }
 
 // Calls segment(image, ty0, rows, column) for the tile rows row0 .. row1 - 1 of images
@@ -579,6 +583,22 @@ void forward_images(const WinogradConv& g, const WinogradInput& in, const float*
     }
 }
 
+// V and Q of the tile rows row0 .. row1 - 1 of images one after another (x of `in`, dout)
+// into a block of n tiles from its column at v and q on (input_rows' layout), each image's
+// rows padded into the strip (strip_floats) on the way.
+template <typename Tile>
+void gradient_tiles(const WinogradConv& g, const WinogradInput& in, const float* x,
+                    const float* dout, int64_t row0, int64_t row1, float* strip, float* v,
+                    float* q, int64_t n) {
+    const int64_t per_row = winograd_row_lanes(g);
+    for_each_image_rows(g, row0, row1, [&](int64_t image, int64_t ty0, int64_t rows, int64_t column) {
+        pad_rows(g, in, x + image * g.C * in.H * in.W, ty0, rows, strip);
+        input_rows<Tile>(g, strip, strip_rows(g, rows) * g.Wp, 0, rows, per_row, v + column, n);
+        output_gradient_rows<Tile>(g, dout + image * g.F * g.H * g.W, ty0, rows, per_row,
+                                   q + column, n);
+    });
+}
+
 template <typename Tile>
 void weight_gradient_images(const WinogradConv& g, const WinogradInput& in, const float* x,
                             const float* dout, int64_t count, float* du, float* scratch) {
@@ -590,24 +610,33 @@ void weight_gradient_images(const WinogradConv& g, const WinogradInput& in, cons
     // its rounding grew with them (on 224 x 224 images 10x the direct kernels').
     float* sum = q + g.F * blocks.stride;
     const int64_t point = winograd_weights_point(g);
-    const int64_t per_row = winograd_row_lanes(g);
     const int64_t total_rows = count * g.tiles_h;  // the images' tile rows, one after another
     for (int64_t row0 = 0; row0 < total_rows; row0 += blocks.rows) {
         const int64_t row1 = total_rows - row0 < blocks.rows ? total_rows : row0 + blocks.rows;
         const int64_t n = (row1 - row0) * g.tiles_w;  // tiles in this block
         const int64_t stride = winograd_stride(g, n);
-        for_each_image_rows(g, row0, row1, [&](int64_t image, int64_t ty0, int64_t rows, int64_t column) {
-            pad_rows(g, in, x + image * g.C * in.H * in.W, ty0, rows, strip);
-            input_rows<Tile>(g, strip, strip_rows(g, rows) * g.Wp, 0, rows, per_row, v + column, n);
-            output_gradient_rows<Tile>(g, dout + image * g.F * g.H * g.W, ty0, rows, per_row,
-                                       q + column, n);
-        });
+        gradient_tiles<Tile>(g, in, x, dout, row0, row1, strip, v, q, n);
         for (int64_t p = 0; p < g.points; ++p) {  // du += q . v^T, point by point
             gemm_rows_avx512(0, g.F, g.C, n, q + p * n, stride, v + p * n, stride, sum, g.C,
                              /*accumulate=*/false, GemmTransposes{false, true});
             float* to = du + p * point;
             for (int64_t i = 0; i < g.F * g.C; ++i) to[i] += sum[i];
         }
+    }
+}
+
+// gradient_tiles of `count` whole images, the strip's rows at a time.
+template <typename Tile>
+void gradient_tiles_of_images(const WinogradConv& g, const WinogradInput& in, const float* x,
+                              const float* dout, int64_t count, float* v, float* q, int64_t n,
+                              float* strip) {
+    const int64_t strip_tile_rows = strip_capacity_rows(g);
+    const int64_t total_rows = count * g.tiles_h;
+    for (int64_t row0 = 0; row0 < total_rows; row0 += strip_tile_rows) {
+        const int64_t row1 =
+            total_rows - row0 < strip_tile_rows ? total_rows : row0 + strip_tile_rows;
+        gradient_tiles<Tile>(g, in, x, dout, row0, row1, strip, v + row0 * g.tiles_w,
+                             q + row0 * g.tiles_w, n);
     }
 }
 
@@ -691,6 +720,41 @@ void winograd_weight_gradient_images_avx512(const WinogradConv& g, const Winogra
         weight_gradient_images<F4x4_3x3>(g, in, x, dout, count, du, scratch);
     } else {
         weight_gradient_images<F2x2_3x3>(g, in, x, dout, count, du, scratch);
+    }
+}
+
+int64_t winograd_gradient_strip_floats(const WinogradConv& g) { return strip_floats(g); }
+
+void winograd_gradient_tiles_avx512(const WinogradConv& g, const WinogradInput& in,
+                                    const float* x, const float* dout, int64_t count, float* v,
+                                    float* q, int64_t n, float* strip) {
+    if (g.r == 5) {
+        gradient_tiles_of_images<F2x2_5x5>(g, in, x, dout, count, v, q, n, strip);
+    } else if (g.m == 4) {
+        gradient_tiles_of_images<F4x4_3x3>(g, in, x, dout, count, v, q, n, strip);
+    } else {
+        gradient_tiles_of_images<F2x2_3x3>(g, in, x, dout, count, v, q, n, strip);
+    }
+}
+
+void winograd_pairs_gradient_avx512(const WinogradConv& g, const float* v, const float* q,
+                                    int64_t n, const WinogradPairs& pairs, bool add,
+                                    float* scratch, float* dw) {
+    const WinogradConv block = winograd_pairs_block(g, pairs);
+    const int64_t stride = winograd_stride(g, n), point = winograd_weights_point(block);
+    float* du = scratch;
+    float* sums = du + g.points * point;  // the block's dw, r x r a pair
+    for (int64_t p = 0; p < g.points; ++p) {  // du = q . v^T over the n tiles, point by point
+        gemm_rows_avx512(0, block.F, block.C, n, q + pairs.f0 * stride + p * n, stride,
+                         v + pairs.c0 * stride + p * n, stride, du + p * point, block.C,
+                         /*accumulate=*/false, GemmTransposes{false, true});
+    }
+    winograd_weights_gradient_avx512(block, du, sums);
+    const int64_t taps = g.r * g.r, row = block.C * taps;
+    for (int64_t f = 0; f < block.F; ++f) {
+        const float* from = sums + f * row;
+        float* to = dw + ((pairs.f0 + f) * g.C + pairs.c0) * taps;
+        for (int64_t i = 0; i < row; ++i) to[i] = add ? to[i] + from[i] : from[i];
     }
 }
 

@@ -80,6 +80,17 @@ void winograd_weight_gradient_images_avx512(const WinogradConv&, const WinogradI
                                             float*) {
     absent("winograd_weight_gradient_images_avx512");
 }
+int64_t winograd_gradient_strip_floats(const WinogradConv&) {
+    absent("winograd_gradient_strip_floats");
+}
+void winograd_gradient_tiles_avx512(const WinogradConv&, const WinogradInput&, const float*,
+                                    const float*, int64_t, float*, float*, int64_t, float*) {
+    absent("winograd_gradient_tiles_avx512");
+}
+void winograd_pairs_gradient_avx512(const WinogradConv&, const float*, const float*, int64_t,
+                                    const WinogradPairs&, bool, float*, float*) {
+    absent("winograd_pairs_gradient_avx512");
+}
 void winograd_weights_gradient_avx512(const WinogradConv&, const float*, float*) {
     absent("winograd_weights_gradient_avx512");
 }
