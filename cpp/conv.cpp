@@ -539,6 +539,86 @@ bool winograd_weight_gradient(const ConvGeometry& g) {
             winograd_pairs_fit(winograd_gradient_geometry(g)));
 }
 
+// The Winograd forward by blocks of filters (winograd_forward_by_filters): the batch's
+// images a block of tiles at a time, their V (in kWinogradPairsTileFloats, the threads
+// sharing out the images), then blocks of kWinogradFilterFloats / (points x C) filters (the
+// threads sharing them out), each transforming its weights, multiplying them with V point
+// by point and transforming its outputs: the weights' transforms in L2, read by the
+// products of all the block's tiles. The outputs go to a block of images, then out_of and
+// done image by image.
+constexpr int64_t kWinogradFilterFloats = int64_t(1) << 17;
+
+template <typename OutOf, typename Done>
+void winograd_by_filters_over_batch(const WinogradConv& wg, int64_t N, int threads,
+                                    const WinogradInput& input, const float* in,
+                                    const WinogradWeights& w, const float* bias, OutOf&& out_of,
+                                    Done&& done) {
+    const std::string what = "conv Winograd buffers";
+    const int64_t image_tiles = wg.tiles_h * wg.tiles_w;
+    const int64_t tiles_fit = (kWinogradPairsTileFloats / wg.C - kWinogradSkew) / wg.points;
+    const int64_t most = std::clamp<int64_t>(
+        std::min(tiles_fit, kWinogradPairsMaxTiles) / image_tiles, 1, N);
+    const int64_t group = (N + (N + most - 1) / most - 1) / ((N + most - 1) / most);
+    const int64_t block_tiles = checked_mul(group, image_tiles, what);
+    KeptBuffer v(checked_mul(wg.C, winograd_stride(wg, block_tiles), what));
+    const int64_t out_image = wg.F * wg.H * wg.W, in_image = wg.C * input.H * input.W;
+    KeptBuffer outputs(checked_mul(group, out_image, what));
+    const int64_t filters = std::clamp<int64_t>(kWinogradFilterFloats / (wg.points * wg.C), 8, wg.F);
+    const int64_t blocks = (wg.F + filters - 1) / filters;
+    threads = std::min(threads, team_size(std::max(group, blocks)));
+    const int64_t padded = checked_add(checked_mul(wg.C, wg.Hp * wg.Wp, what), kWinogradSlack, what);
+    CacheLineScratch pads(threads, padded);
+    CacheLineScratch scratch(threads, winograd_filters_scratch_floats(wg, filters, block_tiles),
+                             CacheLineScratch::Fill::none);
+    for (int64_t n0 = 0; n0 < N; n0 += group) {
+        const int64_t count = std::min(group, N - n0), n = count * image_tiles;
+        parallel_for_dynamic(threads, count, 1, [&](int64_t i, int t) {
+            winograd_input_tiles_avx512(wg, input, in + (n0 + i) * in_image, 1,
+                                        v.get() + i * image_tiles, n, pads.scratch_of(t));
+        });
+        parallel_for_dynamic(threads, blocks, 1, [&](int64_t k, int t) {
+            const int64_t f0 = k * filters;
+            winograd_filters_forward_avx512(wg, w, f0, std::min(wg.F, f0 + filters), v.get(), n,
+                                            count, bias, outputs.get(), scratch.scratch_of(t));
+        });
+        parallel_for_dynamic(threads, count, 1, [&](int64_t i, int t) {
+            float* out = out_of(n0 + i, t);
+            std::copy_n(outputs.get() + i * out_image, out_image, out);
+            done(n0 + i, out);
+        });
+    }
+}
+
+// The forward and dx by blocks of filters (winograd_by_filters_over_batch) on F(4x4, 3x3),
+// of 3x3 "same" layers of kWinogradFiltersMinPairs+ filter-channel pairs on images that
+// 4x4 tiles cover (up to kWinogradPairsMaxTiles of them), on calls of
+// kWinogradFiltersMinTiles+ tiles: where the transformed weights of the whole layer
+// (36 x F x C floats, 9 MB on 256 -> 256) outgrow L2 and were read anew for each group of
+// images. Per pass, one thread, CPU time, its time / that of the kernels it replaces (the
+// pad-skipping product @4, F(2x2, 3x3) or F(4x4, 3x3) Winograd by images @8), forward,
+// batch 16: 256 -> 256 @4 0.88, 256 -> 512 @4 0.84, 512 -> 512 @4 0.87, 256 -> 512 @8
+// 0.74, 512 -> 512 @8 0.59; batch 64: @4 0.69-0.83, @8 0.64-0.78; on 128 -> 128 and 128
+// -> 256 @4 1.2-1.4 (so not under 2^16 pairs).
+constexpr int64_t kWinogradFiltersMinPairs = int64_t(1) << 17;
+constexpr int64_t kWinogradFiltersMinTiles = 16;
+
+WinogradConv winograd_filters_geometry(const ConvGeometry& g, int64_t in_channels,
+                                       int64_t out_channels) {
+    return winograd_geometry(4, 3, in_channels, out_channels, g.Ho, g.Wo);
+}
+
+bool winograd_by_filters(const ConvGeometry& g) {
+    const Tiled out = forward_tiled(g);  // dx's too: a "same" layer
+    if (g.HH != 3 || g.pad != 1 || winograd_tiles == WinogradTiles::k2x2 ||
+        !winograd_conv(g, g.C, g.F, out, 0) || g.C * g.F < kWinogradFiltersMinPairs ||
+        out.H % 4 != 0 || out.W % 4 != 0) {
+        return false;
+    }
+    // (winograd_conv bounds C and F; the output fits, so its tiles do)
+    const WinogradConv wg = winograd_filters_geometry(g, g.C, g.F);
+    return winograd_pairs_fit(wg) && g.N * wg.tiles_h * wg.tiles_w >= kWinogradFiltersMinTiles;
+}
+
 // Runs the Winograd forward over the batch on `threads` threads, images of wg.C x input.H x
 // input.W from `in` (laid input.pad into the tiles' padded input) into outputs of wg.H x
 // wg.W, with the filters w; as direct_over_batch. Small images go
@@ -633,13 +713,19 @@ void winograd_input_gradient(const ConvGeometry& g, const float* dout, const flo
     const std::vector<float> no_bias(g.C, 0.0f);
     const int64_t image = g.C * g.H * g.W;
     const int64_t taps = g.HH * g.WW;
+    const WinogradInput dout_input{g.Ho, g.Wo, g.HH - 1 - g.pad};
+    const WinogradWeights turned{w, taps, g.C * taps, true};
+    const auto dx_of = [&](int64_t n, int) { return dx + n * image; };
+    const auto nothing = [](int64_t, const float*) {};
+    if (winograd_by_filters(g)) {
+        return winograd_by_filters_over_batch(winograd_filters_geometry(g, g.F, g.C), g.N,
+                                              team_size(g.N), dout_input, dout, turned,
+                                              no_bias.data(), dx_of, nothing);
+    }
     const WinogradConv wg =
         winograd_geometry(winograd_tile(g, input_gradient_tiled(g)), g.HH, g.F, g.C, g.H, g.W);
-    const WinogradInput dout_input{g.Ho, g.Wo, g.HH - 1 - g.pad};
-    winograd_over_batch(wg, g.N, team_size(g.N), dout_input, dout,
-                        WinogradWeights{w, taps, g.C * taps, true}, no_bias.data(),
-                        [&](int64_t n, int) { return dx + n * image; },
-                        [](int64_t, const float*) {});
+    winograd_over_batch(wg, g.N, team_size(g.N), dout_input, dout, turned, no_bias.data(), dx_of,
+                        nothing);
 }
 
 DirectConv direct_geometry(const ConvGeometry& g, int64_t tile) {
@@ -1022,6 +1108,14 @@ void pad_skip_input_gradient(const ConvGeometry& g, const T* dout, const T* w, T
 template <typename T, typename OutOf, typename Done>
 void forward_images(const ConvGeometry& g, int threads, const T* x, const T* w, const T* b,
                     OutOf&& out_of, Done&& done) {
+    if constexpr (std::is_same_v<T, float>) {
+        if (winograd_by_filters(g)) {
+            return winograd_by_filters_over_batch(winograd_filters_geometry(g, g.C, g.F), g.N,
+                                                  threads, WinogradInput{g.H, g.W, g.pad}, x,
+                                                  WinogradWeights{w, g.taps(), g.HH * g.WW, false},
+                                                  b, out_of, done);
+        }
+    }
     if (pad_skip(g, pad_skip_forward_conv_pays(g))) {
         return pad_skip_forward(g, threads, x, w, b, out_of, done);
     }
@@ -1375,7 +1469,9 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
     const bool db_in_dw =
         dw && (tap_dw || (dw_on_avx512 && (dw_on_channels ||
                                            direct_dw_filter_vectors(g.C, g.F, g.HH, g.WW))));
-    const bool pad_skip_dx = dx && pad_skip(g, pad_skip_input_gradient_pays(g));
+    const bool winograd_filters_dx = std::is_same_v<T, float> && dx && winograd_by_filters(g);
+    const bool pad_skip_dx =
+        dx && !winograd_filters_dx && pad_skip(g, pad_skip_input_gradient_pays(g));
     T* gemm_dx = pad_skip_dx ? nullptr : dx;  // what is left of dx for im2col + GEMM
     const int64_t chunk_images = chunks ? (g.N + chunks - 1) / chunks : 0;  // N may be 0
     DirectConv d{};  // set only on the direct path: it asks the AVX2 code for its tile
@@ -1401,9 +1497,10 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
     };
     if constexpr (std::is_same_v<T, float>) {
         const bool winograd_dx =
-            gemm_dx && !gemm_input_gradient(g) &&
-            winograd_conv(g, g.F, g.C, input_gradient_tiled(g),
-                          winograd_input_gradient_min_side(g));
+            gemm_dx && (winograd_filters_dx ||
+                        (!gemm_input_gradient(g) &&
+                         winograd_conv(g, g.F, g.C, input_gradient_tiled(g),
+                                       winograd_input_gradient_min_side(g))));
         // These dx kernels read the whole batch's dout, not a chunk's.
         if (winograd_dx ||
             (gemm_dx && (direct_pass.dx || phase || tap_input_gradient<T>(g)))) {

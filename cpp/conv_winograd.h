@@ -149,6 +149,24 @@ void winograd_forward_images_avx512(const WinogradConv& g, const WinogradInput& 
                                     const float* x, int64_t count, const float* u,
                                     const float* bias, float* out, float* scratch);
 
+// The forward by blocks of filters, for wide layers on small images (conv.cpp: the threads
+// share out the images' input transforms, then the blocks of filters): V of `count` images x
+// (of `in`) into a block of n tiles (their tiles one after another from column 0 of v, C x
+// winograd_stride(g, n) floats), each laid into `padded` first (C x Hp x Wp floats and
+// kWinogradSlack, zero but for the interior, which this writes);
+void winograd_input_tiles_avx512(const WinogradConv& g, const WinogradInput& in, const float* x,
+                                 int64_t count, float* v, int64_t n, float* padded);
+// and filters f0 .. f1 - 1 of their outputs (out: count images of F x H x W) = bias + the
+// products of those filters' transformed weights (written to scratch:
+// winograd_filters_scratch_floats) with V.
+inline int64_t winograd_filters_scratch_floats(const WinogradConv& g, int64_t filters,
+                                               int64_t n) {
+    return g.points * (filters * g.C + kWinogradSkew) + filters * winograd_stride(g, n);
+}
+void winograd_filters_forward_avx512(const WinogradConv& g, const WinogradWeights& w, int64_t f0,
+                                     int64_t f1, const float* v, int64_t n, int64_t count,
+                                     const float* bias, float* out, float* scratch);
+
 // Tiles per block of the weight gradient (the inner dimension of its 16 products), in
 // whole tile rows (one row where a row is longer): kWinogradGradientBlockFloats over the
 // channels in and out, from kWinogradGradientMinTiles to kWinogradGradientMaxTiles (the

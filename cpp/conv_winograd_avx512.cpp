@@ -599,6 +599,49 @@ void gradient_tiles(const WinogradConv& g, const WinogradInput& in, const float*
     });
 }
 
+// V of `count` whole images x (of `in`) into a block of n tiles from its column 0 on, each
+// laid into `padded` (one padded image, its pads zero) first.
+template <typename Tile>
+void input_tiles_of_images(const WinogradConv& g, const WinogradInput& in, const float* x,
+                           int64_t count, float* v, int64_t n, float* padded) {
+    const int64_t per_row = winograd_row_lanes(g), image_tiles = g.tiles_h * g.tiles_w;
+    for (int64_t i = 0; i < count; ++i) {
+        pad_interiors(g, in, x + i * g.C * in.H * in.W, 1, padded);
+        input_rows<Tile>(g, padded, g.Hp * g.Wp, 0, g.tiles_h, per_row, v + i * image_tiles, n);
+    }
+}
+
+// Filters f0 .. f1 - 1 of `count` images' outputs from their V (a block of n tiles): the
+// filters' transformed weights, their products point by point, their output transforms.
+template <typename Tile>
+void filters_forward(const WinogradConv& g, const WinogradWeights& w, int64_t f0, int64_t f1,
+                     const float* v, int64_t n, int64_t count, const float* bias, float* out,
+                     float* scratch) {
+    WinogradConv block = g;
+    block.F = f1 - f0;
+    WinogradWeights filters = w;
+    filters.w = w.w + f0 * w.filter_stride;
+    float* u = scratch;
+    float* m = u + g.points * winograd_weights_point(block);
+    winograd_weights_avx512(block, filters, u);
+    const int64_t stride = winograd_stride(g, n);
+    for (int64_t p = 0; p < g.points; ++p) {  // m = u . v, point by point
+        gemm_rows_avx512(0, block.F, n, g.C, u + p * winograd_weights_point(block), g.C,
+                         v + p * n, stride, m + p * n, stride);
+    }
+    const int64_t per_row = winograd_row_lanes(g), image_tiles = g.tiles_h * g.tiles_w;
+    for (int64_t i = 0; i < count; ++i) {
+        for (int64_t f = f0; f < f1; ++f) {
+            float* plane = out + (i * g.F + f) * g.H * g.W;
+            const float* products = m + (f - f0) * stride + i * image_tiles;
+            for_each_group(g, g.tiles_h, per_row, [&](int64_t r, int64_t tx0, __mmask16 lanes, int64_t at) {
+                output_tiles<Tile>(g, products + at, n, lanes, per_row, g.tiles_h - r, bias[f], r,
+                                   tx0, plane);
+            });
+        }
+    }
+}
+
 template <typename Tile>
 void weight_gradient_images(const WinogradConv& g, const WinogradInput& in, const float* x,
                             const float* dout, int64_t count, float* du, float* scratch) {
@@ -720,6 +763,29 @@ void winograd_weight_gradient_images_avx512(const WinogradConv& g, const Winogra
         weight_gradient_images<F4x4_3x3>(g, in, x, dout, count, du, scratch);
     } else {
         weight_gradient_images<F2x2_3x3>(g, in, x, dout, count, du, scratch);
+    }
+}
+
+void winograd_input_tiles_avx512(const WinogradConv& g, const WinogradInput& in, const float* x,
+                                 int64_t count, float* v, int64_t n, float* padded) {
+    if (g.r == 5) {
+        input_tiles_of_images<F2x2_5x5>(g, in, x, count, v, n, padded);
+    } else if (g.m == 4) {
+        input_tiles_of_images<F4x4_3x3>(g, in, x, count, v, n, padded);
+    } else {
+        input_tiles_of_images<F2x2_3x3>(g, in, x, count, v, n, padded);
+    }
+}
+
+void winograd_filters_forward_avx512(const WinogradConv& g, const WinogradWeights& w, int64_t f0,
+                                     int64_t f1, const float* v, int64_t n, int64_t count,
+                                     const float* bias, float* out, float* scratch) {
+    if (g.r == 5) {
+        filters_forward<F2x2_5x5>(g, w, f0, f1, v, n, count, bias, out, scratch);
+    } else if (g.m == 4) {
+        filters_forward<F4x4_3x3>(g, w, f0, f1, v, n, count, bias, out, scratch);
+    } else {
+        filters_forward<F2x2_3x3>(g, w, f0, f1, v, n, count, bias, out, scratch);
     }
 }
 

@@ -625,6 +625,62 @@ def test_winograd_weight_gradient_by_blocks_of_pairs_matches_pytorch(N, C, F, H,
 
 
 @pytest.mark.torch
+@settings(max_examples=6, deadline=None)
+@given(
+    N=st.integers(1, 5),
+    C=st.integers(256, 300),
+    F=st.integers(512, 530),
+    H=st.sampled_from([4, 8, 12]),
+    swap=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_winograd_by_blocks_of_filters_matches_pytorch(N, C, F, H, swap, seed):
+    """3x3 layers of 2^17+ filter-channel pairs on images that 4x4 tiles cover, 16+ tiles
+    a call: the forward and dx by blocks of filters on F(4x4, 3x3) ('auto'), within their
+    terms' rounding of PyTorch's, bitwise the same on one thread as on two; the fused
+    conv-relu-pool the same as the chain."""
+    torch = pytest.importorskip("torch")
+    C, F = (F, C) if swap else (C, F)
+    assume(N * (H // 4) ** 2 >= 16)
+    x, w, b = case(N, C, H, H, F, 3, np.float32, seed)
+    dout = np.random.default_rng(seed + 1).standard_normal((N, F, H, H)).astype(np.float32)
+
+    def passes():
+        return _C.conv_forward(x, w, b, 1, 1), _C.conv_backward(dout, x, w, 1, 1, need_dw=False)[0]
+
+    with kernel_threads(2):
+        out, dx = passes()
+    with kernel_threads(1):
+        for got, again in zip((out, dx), passes()):
+            np.testing.assert_array_equal(got, again)
+    with winograd_mode("auto", "2x2"):  # F(2x2, 3x3) or the other kernels instead
+        assert not np.array_equal(passes()[0], out)
+    tx, tw = torch.from_numpy(x).double(), torch.from_numpy(w).double()
+    want = torch.nn.functional.conv2d(tx, tw, torch.from_numpy(b).double(), 1, 1).numpy()
+    want_dx = torch.ops.aten.convolution_backward(
+        torch.from_numpy(dout).double(),
+        tx,
+        tw,
+        None,
+        [1, 1],
+        [1, 1],
+        [1, 1],
+        False,
+        [0, 0],
+        1,
+        [True, False, False],
+    )[0].numpy()
+    turned = np.flip(w, (2, 3)).transpose(1, 0, 2, 3)
+    assert_within_rounding(out, want, winograd_bound(x, w, b, 4, 1), 1e-5)
+    assert_within_rounding(dx, want_dx, winograd_bound(dout, turned, np.zeros(C), 4, 1), 1e-5)
+    relu = _C.relu_forward(out)[0]
+    want_pooled, want_winners = _C.max_pool_forward(relu, 2, 2, 2)
+    pooled, winners = _C.conv_relu_pool_forward(x, w, b, 1, 1, 2, 2, 2)
+    np.testing.assert_array_equal(winners, want_winners)
+    np.testing.assert_array_equal(pooled, want_pooled)
+
+
+@pytest.mark.torch
 @pytest.mark.parametrize("m, k", [(4, 3), (2, 5)])
 @settings(max_examples=10, deadline=None)
 @given(
