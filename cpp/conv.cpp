@@ -467,7 +467,7 @@ constexpr int64_t kWinogradGradient5x5MinFilters = 32;
 constexpr int64_t kWinogradGradientWideChannels = 128;
 constexpr int64_t kWinogradGradientWideMinSide = 7;
 constexpr int64_t kWinogradGradientLargeTilesMinChannels = 64;
-constexpr int64_t kWinogradGradientSmallMinTiles = 128;
+constexpr int64_t kWinogradGradientSmallMinTiles = 64;
 // On a 3x3 layer with a narrower pad than "same" (a "valid" conv's 0), from 32 channels in
 // and out: the kernels it replaces there multiply no pad zeros (batch 64, pad 0, auto /
 // Winograd off: 16 -> 16 @30 1.29, @14 1.44, @34 1.05; 32 -> 16 and 16 -> 32 @14 1.09-1.12,
@@ -498,6 +498,45 @@ int64_t winograd_gradient_tile(const ConvGeometry& g) {
                : 2;
 }
 
+// The Winograd weight gradient by blocks of filter-channel pairs (winograd_dw_by_pairs),
+// without the chunks' slots of the transformed weights' gradient (points x F x C floats,
+// 16 MB on 512 -> 512 channels: zeroed, summed into and added up, the slots cost more than
+// the products). The batch's images go a block of tiles at a time (V and Q of the block in
+// kWinogradPairsTileFloats, the threads sharing out its images), and each block of pairs
+// (the threads sharing them out) sums its du over the block's tiles, turns it into its dw
+// and adds that to the blocks' before: the same bits on any thread count. A block of pairs
+// is kWinogradPairsFilters filters by as many channels as make its du
+// kWinogradPairsFloats, in L2 while it is summed and turned.
+constexpr int64_t kWinogradPairsTileFloats = KeptBuffer::kMaxKept;
+constexpr int64_t kWinogradPairsMaxTiles = 256;
+constexpr int64_t kWinogradPairsFilters = 64;
+constexpr int64_t kWinogradPairsFloats = int64_t(1) << 17;
+
+// The weight gradient by blocks of pairs (winograd_weight_gradient_by_pairs) on images of up
+// to kWinogradPairsMaxTiles tiles (one block holds an image) where the batch has up to
+// kWinogradPairsMaxBatchTiles (one block of them) or the slots would outgrow the caches
+// (kWinogradGradientMaxSlotFloats). Per pass, batch 16 (2 on 512 channels), one thread, CPU
+// time, against the slots: 3x3 32 -> 32 .. 256 -> 256 @4 and @8 (64 tiles) 0.70-0.93, 256
+// -> 512 and 512 -> 512 @4-16 0.32-0.67; at batch 2 0.47-0.99 (@16: 128 tiles); past one
+// block of tiles even or slower (batch 64, 3x3 @4-16 0.91-1.20; batch 16, 5x5 @8-16
+// 1.05-1.27).
+constexpr int64_t kWinogradPairsMaxBatchTiles = 128;
+
+bool winograd_pairs_fit(const WinogradConv& wg) {
+    return wg.tiles_h * wg.tiles_w <= kWinogradPairsMaxTiles;
+}
+
+bool winograd_dw_by_pairs(const ConvGeometry& g, const WinogradConv& wg) {
+    // (the pass's output fits, so its tiles do; winograd_conv bounds C and F)
+    return winograd_pairs_fit(wg) &&
+           (g.N * wg.tiles_h * wg.tiles_w <= kWinogradPairsMaxBatchTiles ||
+            wg.points * g.C * g.F > kWinogradGradientMaxSlotFloats);
+}
+
+WinogradConv winograd_gradient_geometry(const ConvGeometry& g) {
+    return winograd_geometry(winograd_gradient_tile(g), g.HH, g.C, g.F, g.Ho, g.Wo);
+}
+
 template <typename T>
 bool winograd_weight_gradient(const ConvGeometry& g) {
     if (!std::is_same_v<T, float>) return false;
@@ -507,7 +546,6 @@ bool winograd_weight_gradient(const ConvGeometry& g) {
                              (g.C >= kWinogradGradientNarrowMinChannels &&
                               g.F >= kWinogradGradientNarrowMinChannels);
     const bool wide = g.C >= kWinogradGradientWideChannels && g.F >= kWinogradGradientWideChannels;
-    const int64_t points = (g.HH + 1) * (g.HH + 1);  // of 2x2 tiles
     const bool large_tiles = g.C >= kWinogradGradientLargeTilesMinChannels &&
                              g.F >= kWinogradGradientLargeTilesMinChannels &&
                              winograd_gradient_tile(g) == 4;
@@ -520,7 +558,88 @@ bool winograd_weight_gradient(const ConvGeometry& g) {
                           wide ? kWinogradGradientWideMinSide : kWinogradGradientMinSide) ||
             (small_pays && winograd_conv(g, g.C, g.F, out, 0))) &&
            (g.HH == 3 || g.F >= kWinogradGradient5x5MinFilters) && narrow_pays &&
-           points * g.C * g.F <= kWinogradGradientMaxSlotFloats;
+           ((g.HH + 1) * (g.HH + 1) * g.C * g.F <= kWinogradGradientMaxSlotFloats ||
+            winograd_pairs_fit(winograd_gradient_geometry(g)));
+}
+
+// The Winograd forward by blocks of filters (winograd_forward_by_filters): the batch's
+// images a block of tiles at a time, their V (in kWinogradPairsTileFloats, the threads
+// sharing out the images), then blocks of kWinogradFilterFloats / (points x C) filters (the
+// threads sharing them out), each transforming its weights, multiplying them with V point
+// by point and transforming its outputs: the weights' transforms in L2, read by the
+// products of all the block's tiles. The outputs go to a block of images, then out_of and
+// done image by image.
+constexpr int64_t kWinogradFilterFloats = int64_t(1) << 17;
+
+template <typename OutOf, typename Done>
+void winograd_by_filters_over_batch(const WinogradConv& wg, int64_t N, int threads,
+                                    const WinogradInput& input, const float* in,
+                                    const WinogradWeights& w, const float* bias, OutOf&& out_of,
+                                    Done&& done) {
+    const std::string what = "conv Winograd buffers";
+    const int64_t image_tiles = wg.tiles_h * wg.tiles_w;
+    const int64_t tiles_fit = (kWinogradPairsTileFloats / wg.C - kWinogradSkew) / wg.points;
+    const int64_t most = std::clamp<int64_t>(
+        std::min(tiles_fit, kWinogradPairsMaxTiles) / image_tiles, 1, N);
+    const int64_t group = (N + (N + most - 1) / most - 1) / ((N + most - 1) / most);
+    const int64_t block_tiles = checked_mul(group, image_tiles, what);
+    KeptBuffer v(checked_mul(wg.C, winograd_stride(wg, block_tiles), what));
+    const int64_t out_image = wg.F * wg.H * wg.W, in_image = wg.C * input.H * input.W;
+    KeptBuffer outputs(checked_mul(group, out_image, what));
+    const int64_t filters = std::clamp<int64_t>(kWinogradFilterFloats / (wg.points * wg.C), 8, wg.F);
+    const int64_t blocks = (wg.F + filters - 1) / filters;
+    threads = std::min(threads, team_size(std::max(group, blocks)));
+    const int64_t padded = checked_add(checked_mul(wg.C, wg.Hp * wg.Wp, what), kWinogradSlack, what);
+    CacheLineScratch pads(threads, padded);
+    CacheLineScratch scratch(threads, winograd_filters_scratch_floats(wg, filters, block_tiles),
+                             CacheLineScratch::Fill::none);
+    for (int64_t n0 = 0; n0 < N; n0 += group) {
+        const int64_t count = std::min(group, N - n0), n = count * image_tiles;
+        parallel_for_dynamic(threads, count, 1, [&](int64_t i, int t) {
+            winograd_input_tiles_avx512(wg, input, in + (n0 + i) * in_image, 1,
+                                        v.get() + i * image_tiles, n, pads.scratch_of(t));
+        });
+        parallel_for_dynamic(threads, blocks, 1, [&](int64_t k, int t) {
+            const int64_t f0 = k * filters;
+            winograd_filters_forward_avx512(wg, w, f0, std::min(wg.F, f0 + filters), v.get(), n,
+                                            count, bias, outputs.get(), scratch.scratch_of(t));
+        });
+        parallel_for_dynamic(threads, count, 1, [&](int64_t i, int t) {
+            float* out = out_of(n0 + i, t);
+            std::copy_n(outputs.get() + i * out_image, out_image, out);
+            done(n0 + i, out);
+        });
+    }
+}
+
+// The forward and dx by blocks of filters (winograd_by_filters_over_batch) on F(4x4, 3x3),
+// of 3x3 "same" layers of kWinogradFiltersMinPairs+ filter-channel pairs on images that
+// 4x4 tiles cover (up to kWinogradPairsMaxTiles of them), on calls of
+// kWinogradFiltersMinTiles+ tiles: where the transformed weights of the whole layer
+// (36 x F x C floats, 9 MB on 256 -> 256) outgrow L2 and were read anew for each group of
+// images. Per pass, one thread, CPU time, its time / that of the kernels it replaces (the
+// pad-skipping product @4, F(2x2, 3x3) or F(4x4, 3x3) Winograd by images @8), forward,
+// batch 16: 256 -> 256 @4 0.88, 256 -> 512 @4 0.84, 512 -> 512 @4 0.87, 256 -> 512 @8
+// 0.74, 512 -> 512 @8 0.59; batch 64: @4 0.69-0.83, @8 0.64-0.78; on 128 -> 128 and 128
+// -> 256 @4 1.2-1.4 (so not under 2^16 pairs).
+constexpr int64_t kWinogradFiltersMinPairs = int64_t(1) << 17;
+constexpr int64_t kWinogradFiltersMinTiles = 16;
+
+WinogradConv winograd_filters_geometry(const ConvGeometry& g, int64_t in_channels,
+                                       int64_t out_channels) {
+    return winograd_geometry(4, 3, in_channels, out_channels, g.Ho, g.Wo);
+}
+
+bool winograd_by_filters(const ConvGeometry& g) {
+    const Tiled out = forward_tiled(g);  // dx's too: a "same" layer
+    if (g.HH != 3 || g.pad != 1 || winograd_tiles == WinogradTiles::k2x2 ||
+        !winograd_conv(g, g.C, g.F, out, 0) || g.C * g.F < kWinogradFiltersMinPairs ||
+        out.H % 4 != 0 || out.W % 4 != 0) {
+        return false;
+    }
+    // (winograd_conv bounds C and F; the output fits, so its tiles do)
+    const WinogradConv wg = winograd_filters_geometry(g, g.C, g.F);
+    return winograd_pairs_fit(wg) && g.N * wg.tiles_h * wg.tiles_w >= kWinogradFiltersMinTiles;
 }
 
 // Runs the Winograd forward over the batch on `threads` threads, images of wg.C x input.H x
@@ -570,19 +689,66 @@ void winograd_over_batch(const WinogradConv& wg, int64_t N, int threads,
     });
 }
 
+void winograd_weight_gradient_by_pairs(const ConvGeometry& g, const WinogradConv& wg,
+                                       const float* dout, const float* x, float* dw) {
+    const std::string what = "conv Winograd dw";
+    const int64_t image_tiles = wg.tiles_h * wg.tiles_w;
+    const int64_t tiles_fit = (kWinogradPairsTileFloats / (g.C + g.F) - kWinogradSkew) / wg.points;
+    const int64_t most = std::clamp<int64_t>(
+        std::min(tiles_fit, kWinogradPairsMaxTiles) / image_tiles, 1, g.N);
+    const int64_t group = (g.N + (g.N + most - 1) / most - 1) / ((g.N + most - 1) / most);
+    const int64_t stride = winograd_stride(wg, checked_mul(group, image_tiles, what));
+    KeptBuffer vq(checked_mul(g.C + g.F, stride, what));
+    float* v = vq.get();
+    float* q = v + g.C * stride;
+    const int64_t filters = std::min(g.F, kWinogradPairsFilters);
+    const int64_t channels = std::clamp<int64_t>(
+        kWinogradPairsFloats / (wg.points * filters) / 16 * 16, 16, g.C);
+    const int64_t filter_blocks = (g.F + filters - 1) / filters;
+    const int64_t blocks = filter_blocks * ((g.C + channels - 1) / channels);
+    const auto pairs_of = [&](int64_t k) {
+        const int64_t f0 = k % filter_blocks * filters, c0 = k / filter_blocks * channels;
+        return WinogradPairs{f0, std::min(g.F, f0 + filters), c0, std::min(g.C, c0 + channels)};
+    };
+    const int threads = team_size(std::max(group, blocks));
+    CacheLineScratch strips(threads, winograd_gradient_strip_floats(wg));
+    CacheLineScratch sums(threads, winograd_pairs_scratch_floats(wg, pairs_of(0)),
+                          CacheLineScratch::Fill::none);
+    const WinogradInput in{g.H, g.W, g.pad};
+    const int64_t in_image = g.C * g.H * g.W, out_image = g.F * g.positions();
+    for (int64_t n0 = 0; n0 < g.N; n0 += group) {
+        const int64_t count = std::min(group, g.N - n0), n = count * image_tiles;
+        parallel_for_dynamic(threads, count, 1, [&](int64_t i, int t) {
+            winograd_gradient_tiles_avx512(wg, in, x + (n0 + i) * in_image,
+                                           dout + (n0 + i) * out_image, 1, v + i * image_tiles,
+                                           q + i * image_tiles, n, strips.scratch_of(t));
+        });
+        parallel_for_dynamic(threads, blocks, 1, [&](int64_t k, int t) {
+            winograd_pairs_gradient_avx512(wg, v, q, n, pairs_of(k), n0 > 0, sums.scratch_of(t),
+                                           dw);
+        });
+    }
+}
+
 // dx as the forward of dout (F channels, padded by HH - 1 - pad) with the filters turned
 // by 180 degrees and their filter and channel axes swapped (see direct_dx_fits), no bias.
 void winograd_input_gradient(const ConvGeometry& g, const float* dout, const float* w, float* dx) {
     const std::vector<float> no_bias(g.C, 0.0f);
     const int64_t image = g.C * g.H * g.W;
     const int64_t taps = g.HH * g.WW;
+    const WinogradInput dout_input{g.Ho, g.Wo, g.HH - 1 - g.pad};
+    const WinogradWeights turned{w, taps, g.C * taps, true};
+    const auto dx_of = [&](int64_t n, int) { return dx + n * image; };
+    const auto nothing = [](int64_t, const float*) {};
+    if (winograd_by_filters(g)) {
+        return winograd_by_filters_over_batch(winograd_filters_geometry(g, g.F, g.C), g.N,
+                                              team_size(g.N), dout_input, dout, turned,
+                                              no_bias.data(), dx_of, nothing);
+    }
     const WinogradConv wg =
         winograd_geometry(winograd_tile(g, input_gradient_tiled(g)), g.HH, g.F, g.C, g.H, g.W);
-    const WinogradInput dout_input{g.Ho, g.Wo, g.HH - 1 - g.pad};
-    winograd_over_batch(wg, g.N, team_size(g.N), dout_input, dout,
-                        WinogradWeights{w, taps, g.C * taps, true}, no_bias.data(),
-                        [&](int64_t n, int) { return dx + n * image; },
-                        [](int64_t, const float*) {});
+    winograd_over_batch(wg, g.N, team_size(g.N), dout_input, dout, turned, no_bias.data(), dx_of,
+                        nothing);
 }
 
 DirectConv direct_geometry(const ConvGeometry& g, int64_t tile) {
@@ -965,6 +1131,14 @@ void pad_skip_input_gradient(const ConvGeometry& g, const T* dout, const T* w, T
 template <typename T, typename OutOf, typename Done>
 void forward_images(const ConvGeometry& g, int threads, const T* x, const T* w, const T* b,
                     OutOf&& out_of, Done&& done) {
+    if constexpr (std::is_same_v<T, float>) {
+        if (winograd_by_filters(g)) {
+            return winograd_by_filters_over_batch(winograd_filters_geometry(g, g.C, g.F), g.N,
+                                                  threads, WinogradInput{g.H, g.W, g.pad}, x,
+                                                  WinogradWeights{w, g.taps(), g.HH * g.WW, false},
+                                                  b, out_of, done);
+        }
+    }
     if (pad_skip(g, pad_skip_forward_conv_pays(g))) {
         return pad_skip_forward(g, threads, x, w, b, out_of, done);
     }
@@ -1282,11 +1456,11 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
     // chunks (they are zeroed and added up once per call).
     constexpr int64_t kChunks = 16, kChunkPositions = 1024;
     constexpr int64_t kWinogradSlotsFloats = int64_t(1) << 22;
-    const bool winograd_dw = dw && winograd_weight_gradient<T>(g);
+    const bool winograd_any_dw = dw && winograd_weight_gradient<T>(g);
     // (only for a Winograd layer: an empty image under a wide pad has no tiles)
-    const WinogradConv wg =
-        winograd_dw ? winograd_geometry(winograd_gradient_tile(g), g.HH, g.C, g.F, g.Ho, g.Wo)
-                    : WinogradConv{};
+    const WinogradConv wg = winograd_any_dw ? winograd_gradient_geometry(g) : WinogradConv{};
+    const bool winograd_pairs_dw = winograd_any_dw && winograd_dw_by_pairs(g, wg);
+    const bool winograd_dw = winograd_any_dw && !winograd_pairs_dw;  // into the chunks' slots
     const int64_t winograd_slot =
         winograd_dw ? checked_mul(wg.points, winograd_weights_point(wg), "conv dw") : 0;
     const int64_t most_chunks =
@@ -1296,13 +1470,14 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
                             std::min<int64_t>(g.N, 2), std::min<int64_t>(g.N, most_chunks));
     const DirectPasses direct_pass = direct_passes<T>(g);
     const PhasePasses phase = phase_passes<T>(g);
-    const bool pad_skip_dw = dw && !winograd_dw && pad_skip(g, pad_skip_weight_gradient_pays(g));
-    const bool other_dw = !winograd_dw && !pad_skip_dw;  // on the kernels below
+    const bool pad_skip_dw =
+        dw && !winograd_any_dw && pad_skip(g, pad_skip_weight_gradient_pays(g));
+    const bool other_dw = !winograd_any_dw && !pad_skip_dw;  // on the kernels below
     const bool tap_dw = other_dw && (phase.dw || tap_weight_gradient<T>(g, direct_pass));
     const bool direct = other_dw && (direct_pass.dw || tap_dw);  // of the weight gradient
     // the im2col path's dw by blocks of channels, straight into dw: no dw in the slots
     const bool dw_channel_blocks = dw && other_dw && !direct && dw_by_channels<T>(g);
-    const bool dw_in_place = dw_channel_blocks || pad_skip_dw;
+    const bool dw_in_place = dw_channel_blocks || pad_skip_dw || winograd_pairs_dw;
     // none when only dx is asked for
     const int64_t dw_floats = winograd_dw ? winograd_slot : dw && !dw_in_place ? K * F : 0;
     // a chunk's dw, transposed (K x F), or on Winograd the transformed weights' gradient,
@@ -1317,7 +1492,9 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
     const bool db_in_dw =
         dw && (tap_dw || (dw_on_avx512 && (dw_on_channels ||
                                            direct_dw_filter_vectors(g.C, g.F, g.HH, g.WW))));
-    const bool pad_skip_dx = dx && pad_skip(g, pad_skip_input_gradient_pays(g));
+    const bool winograd_filters_dx = std::is_same_v<T, float> && dx && winograd_by_filters(g);
+    const bool pad_skip_dx =
+        dx && !winograd_filters_dx && pad_skip(g, pad_skip_input_gradient_pays(g));
     T* gemm_dx = pad_skip_dx ? nullptr : dx;  // what is left of dx for im2col + GEMM
     const int64_t chunk_images = chunks ? (g.N + chunks - 1) / chunks : 0;  // N may be 0
     DirectConv d{};  // set only on the direct path: it asks the AVX2 code for its tile
@@ -1343,9 +1520,10 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
     };
     if constexpr (std::is_same_v<T, float>) {
         const bool winograd_dx =
-            gemm_dx && !gemm_input_gradient(g) &&
-            winograd_conv(g, g.F, g.C, input_gradient_tiled(g),
-                          winograd_input_gradient_min_side(g));
+            gemm_dx && (winograd_filters_dx ||
+                        (!gemm_input_gradient(g) &&
+                         winograd_conv(g, g.F, g.C, input_gradient_tiled(g),
+                                       winograd_input_gradient_min_side(g))));
         // These dx kernels read the whole batch's dout, not a chunk's.
         if (winograd_dx ||
             (gemm_dx && (direct_pass.dx || phase.dx || tap_input_gradient<T>(g)))) {
@@ -1359,7 +1537,10 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
             }
             gemm_dx = nullptr;
         }
-        if (winograd_dw) {
+        if (winograd_pairs_dw) {
+            through_whole_batch();
+            winograd_weight_gradient_by_pairs(g, wg, dout, x, dw);
+        } else if (winograd_dw) {
             scratches.assign(threads, winograd_gradient_scratch_floats(wg));
         } else if (dw && tap_dw) {
             phase_dw.emplace(g);

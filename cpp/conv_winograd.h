@@ -149,6 +149,24 @@ void winograd_forward_images_avx512(const WinogradConv& g, const WinogradInput& 
                                     const float* x, int64_t count, const float* u,
                                     const float* bias, float* out, float* scratch);
 
+// The forward by blocks of filters, for wide layers on small images (conv.cpp: the threads
+// share out the images' input transforms, then the blocks of filters): V of `count` images x
+// (of `in`) into a block of n tiles (their tiles one after another from column 0 of v, C x
+// winograd_stride(g, n) floats), each laid into `padded` first (C x Hp x Wp floats and
+// kWinogradSlack, zero but for the interior, which this writes);
+void winograd_input_tiles_avx512(const WinogradConv& g, const WinogradInput& in, const float* x,
+                                 int64_t count, float* v, int64_t n, float* padded);
+// and filters f0 .. f1 - 1 of their outputs (out: count images of F x H x W) = bias + the
+// products of those filters' transformed weights (written to scratch:
+// winograd_filters_scratch_floats) with V.
+inline int64_t winograd_filters_scratch_floats(const WinogradConv& g, int64_t filters,
+                                               int64_t n) {
+    return g.points * (filters * g.C + kWinogradSkew) + filters * winograd_stride(g, n);
+}
+void winograd_filters_forward_avx512(const WinogradConv& g, const WinogradWeights& w, int64_t f0,
+                                     int64_t f1, const float* v, int64_t n, int64_t count,
+                                     const float* bias, float* out, float* scratch);
+
 // Tiles per block of the weight gradient (the inner dimension of its 16 products), in
 // whole tile rows (one row where a row is longer): kWinogradGradientBlockFloats over the
 // channels in and out, from kWinogradGradientMinTiles to kWinogradGradientMaxTiles (the
@@ -187,6 +205,37 @@ int64_t winograd_gradient_scratch_floats(const WinogradConv& g);
 void winograd_weight_gradient_images_avx512(const WinogradConv& g, const WinogradInput& in,
                                             const float* x, const float* dout, int64_t count,
                                             float* du, float* scratch);
+
+// The weight gradient by points, for wide layers (conv.cpp: the threads share out the
+// images' transforms, then du's points): V and Q of `count` images x (of `in`) and their
+// output gradients dout (F x H x W each), their tiles one after another from column 0 of a
+// block of n tiles at v (C x winograd_stride(g, n) floats) and q (F x it), as the blocks of
+// winograd_weight_gradient_images_avx512; `strip` (winograd_gradient_strip_floats, zeroed
+// once by the caller) holds their padded rows on the way.
+int64_t winograd_gradient_strip_floats(const WinogradConv& g);
+void winograd_gradient_tiles_avx512(const WinogradConv& g, const WinogradInput& in,
+                                    const float* x, const float* dout, int64_t count, float* v,
+                                    float* q, int64_t n, float* strip);
+
+// The filters f0 .. f1 - 1 and channels c0 .. c1 - 1 of dw that a block of such tiles
+// gives: du (the block's points) summed over its n tiles in order, then G^T du G written
+// to dw (F x C x r x r), or with `add` added to it. scratch: winograd_pairs_scratch_floats.
+struct WinogradPairs {
+    int64_t f0, f1, c0, c1;
+};
+inline WinogradConv winograd_pairs_block(const WinogradConv& g, const WinogradPairs& pairs) {
+    WinogradConv block = g;
+    block.F = pairs.f1 - pairs.f0;
+    block.C = pairs.c1 - pairs.c0;
+    return block;
+}
+inline int64_t winograd_pairs_scratch_floats(const WinogradConv& g, const WinogradPairs& pairs) {
+    const WinogradConv block = winograd_pairs_block(g, pairs);
+    return g.points * winograd_weights_point(block) + block.F * block.C * g.r * g.r;
+}
+void winograd_pairs_gradient_avx512(const WinogradConv& g, const float* v, const float* q,
+                                    int64_t n, const WinogradPairs& pairs, bool add,
+                                    float* scratch, float* dw);
 
 // dw (F x C x r x r) = the weights' gradient G^T du G of the transformed weights' du.
 void winograd_weights_gradient_avx512(const WinogradConv& g, const float* du, float* dw);

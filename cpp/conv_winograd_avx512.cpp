@@ -502,12 +502,16 @@ void pad_interiors(const WinogradConv& g, const WinogradInput& in, const float* 
     }
 }
 
+// Tile rows the weight gradient's strip of padded rows holds: a block's, at most an image's.
+int64_t strip_capacity_rows(const WinogradConv& g) {
+    const WinogradGradientBlocks blocks = winograd_gradient_blocks(g);
+    return blocks.rows < g.tiles_h ? blocks.rows : g.tiles_h;
+}
+
 // Floats of the weight gradient's strip of padded rows (pad_rows) and its slack, in
 // whole cache lines: V and Q after it start on one.
 int64_t strip_floats(const WinogradConv& g) {
-    const WinogradGradientBlocks blocks = winograd_gradient_blocks(g);
-    const int64_t rows = blocks.rows < g.tiles_h ? blocks.rows : g.tiles_h;
-    return (g.C * strip_rows(g, rows) * g.Wp + kWinogradSlack + 15) / 16 * 16;
+    return (g.C * strip_rows(g, strip_capacity_rows(g)) * g.Wp + kWinogradSlack + 15) / 16 * 16;
 }
 
 // Calls segment(image, ty0, rows, column) for the tile rows row0 .. row1 - 1 of images
@@ -579,6 +583,65 @@ void forward_images(const WinogradConv& g, const WinogradInput& in, const float*
     }
 }
 
+// V and Q of the tile rows row0 .. row1 - 1 of images one after another (x of `in`, dout)
+// into a block of n tiles from its column at v and q on (input_rows' layout), each image's
+// rows padded into the strip (strip_floats) on the way.
+template <typename Tile>
+void gradient_tiles(const WinogradConv& g, const WinogradInput& in, const float* x,
+                    const float* dout, int64_t row0, int64_t row1, float* strip, float* v,
+                    float* q, int64_t n) {
+    const int64_t per_row = winograd_row_lanes(g);
+    for_each_image_rows(g, row0, row1, [&](int64_t image, int64_t ty0, int64_t rows, int64_t column) {
+        pad_rows(g, in, x + image * g.C * in.H * in.W, ty0, rows, strip);
+        input_rows<Tile>(g, strip, strip_rows(g, rows) * g.Wp, 0, rows, per_row, v + column, n);
+        output_gradient_rows<Tile>(g, dout + image * g.F * g.H * g.W, ty0, rows, per_row,
+                                   q + column, n);
+    });
+}
+
+// V of `count` whole images x (of `in`) into a block of n tiles from its column 0 on, each
+// laid into `padded` (one padded image, its pads zero) first.
+template <typename Tile>
+void input_tiles_of_images(const WinogradConv& g, const WinogradInput& in, const float* x,
+                           int64_t count, float* v, int64_t n, float* padded) {
+    const int64_t per_row = winograd_row_lanes(g), image_tiles = g.tiles_h * g.tiles_w;
+    for (int64_t i = 0; i < count; ++i) {
+        pad_interiors(g, in, x + i * g.C * in.H * in.W, 1, padded);
+        input_rows<Tile>(g, padded, g.Hp * g.Wp, 0, g.tiles_h, per_row, v + i * image_tiles, n);
+    }
+}
+
+// Filters f0 .. f1 - 1 of `count` images' outputs from their V (a block of n tiles): the
+// filters' transformed weights, their products point by point, their output transforms.
+template <typename Tile>
+void filters_forward(const WinogradConv& g, const WinogradWeights& w, int64_t f0, int64_t f1,
+                     const float* v, int64_t n, int64_t count, const float* bias, float* out,
+                     float* scratch) {
+    WinogradConv block = g;
+    block.F = f1 - f0;
+    WinogradWeights filters = w;
+    filters.w = w.w + f0 * w.filter_stride;
+    float* u = scratch;
+    float* m = u + g.points * winograd_weights_point(block);
+    winograd_weights_avx512(block, filters, u);
+    const int64_t stride = winograd_stride(g, n);
+    for (int64_t p = 0; p < g.points; ++p) {  // m = u . v, point by point
+        gemm_rows_avx512(0, block.F, n, g.C, u + p * winograd_weights_point(block), g.C,
+                         v + p * n, stride, m + p * n, stride);
+    }
+    const int64_t per_row = winograd_row_lanes(g), image_tiles = g.tiles_h * g.tiles_w;
+    for (int64_t i = 0; i < count; ++i) {
+        for (int64_t f = f0; f < f1; ++f) {
+            float* plane = out + (i * g.F + f) * g.H * g.W;
+            const float* products = m + (f - f0) * stride + i * image_tiles;
+            for_each_group(g, g.tiles_h, per_row, [&](int64_t r, int64_t tx0, __mmask16 lanes, int64_t at) {
+                output_tiles<Tile>(g, products + at, n, lanes, per_row, g.tiles_h - r, bias[f], r,
+                                   tx0, plane);
+            });
+        }
+    }
+}
+
 template <typename Tile>
 void weight_gradient_images(const WinogradConv& g, const WinogradInput& in, const float* x,
                             const float* dout, int64_t count, float* du, float* scratch) {
@@ -590,24 +653,33 @@ void weight_gradient_images(const WinogradConv& g, const WinogradInput& in, cons
     // its rounding grew with them (on 224 x 224 images 10x the direct kernels').
     float* sum = q + g.F * blocks.stride;
     const int64_t point = winograd_weights_point(g);
-    const int64_t per_row = winograd_row_lanes(g);
     const int64_t total_rows = count * g.tiles_h;  // the images' tile rows, one after another
     for (int64_t row0 = 0; row0 < total_rows; row0 += blocks.rows) {
         const int64_t row1 = total_rows - row0 < blocks.rows ? total_rows : row0 + blocks.rows;
         const int64_t n = (row1 - row0) * g.tiles_w;  // tiles in this block
         const int64_t stride = winograd_stride(g, n);
-        for_each_image_rows(g, row0, row1, [&](int64_t image, int64_t ty0, int64_t rows, int64_t column) {
-            pad_rows(g, in, x + image * g.C * in.H * in.W, ty0, rows, strip);
-            input_rows<Tile>(g, strip, strip_rows(g, rows) * g.Wp, 0, rows, per_row, v + column, n);
-            output_gradient_rows<Tile>(g, dout + image * g.F * g.H * g.W, ty0, rows, per_row,
-                                       q + column, n);
-        });
+        gradient_tiles<Tile>(g, in, x, dout, row0, row1, strip, v, q, n);
         for (int64_t p = 0; p < g.points; ++p) {  // du += q . v^T, point by point
             gemm_rows_avx512(0, g.F, g.C, n, q + p * n, stride, v + p * n, stride, sum, g.C,
                              /*accumulate=*/false, GemmTransposes{false, true});
             float* to = du + p * point;
             for (int64_t i = 0; i < g.F * g.C; ++i) to[i] += sum[i];
         }
+    }
+}
+
+// gradient_tiles of `count` whole images, the strip's rows at a time.
+template <typename Tile>
+void gradient_tiles_of_images(const WinogradConv& g, const WinogradInput& in, const float* x,
+                              const float* dout, int64_t count, float* v, float* q, int64_t n,
+                              float* strip) {
+    const int64_t strip_tile_rows = strip_capacity_rows(g);
+    const int64_t total_rows = count * g.tiles_h;
+    for (int64_t row0 = 0; row0 < total_rows; row0 += strip_tile_rows) {
+        const int64_t row1 =
+            total_rows - row0 < strip_tile_rows ? total_rows : row0 + strip_tile_rows;
+        gradient_tiles<Tile>(g, in, x, dout, row0, row1, strip, v + row0 * g.tiles_w,
+                             q + row0 * g.tiles_w, n);
     }
 }
 
@@ -691,6 +763,64 @@ void winograd_weight_gradient_images_avx512(const WinogradConv& g, const Winogra
         weight_gradient_images<F4x4_3x3>(g, in, x, dout, count, du, scratch);
     } else {
         weight_gradient_images<F2x2_3x3>(g, in, x, dout, count, du, scratch);
+    }
+}
+
+void winograd_input_tiles_avx512(const WinogradConv& g, const WinogradInput& in, const float* x,
+                                 int64_t count, float* v, int64_t n, float* padded) {
+    if (g.r == 5) {
+        input_tiles_of_images<F2x2_5x5>(g, in, x, count, v, n, padded);
+    } else if (g.m == 4) {
+        input_tiles_of_images<F4x4_3x3>(g, in, x, count, v, n, padded);
+    } else {
+        input_tiles_of_images<F2x2_3x3>(g, in, x, count, v, n, padded);
+    }
+}
+
+void winograd_filters_forward_avx512(const WinogradConv& g, const WinogradWeights& w, int64_t f0,
+                                     int64_t f1, const float* v, int64_t n, int64_t count,
+                                     const float* bias, float* out, float* scratch) {
+    if (g.r == 5) {
+        filters_forward<F2x2_5x5>(g, w, f0, f1, v, n, count, bias, out, scratch);
+    } else if (g.m == 4) {
+        filters_forward<F4x4_3x3>(g, w, f0, f1, v, n, count, bias, out, scratch);
+    } else {
+        filters_forward<F2x2_3x3>(g, w, f0, f1, v, n, count, bias, out, scratch);
+    }
+}
+
+int64_t winograd_gradient_strip_floats(const WinogradConv& g) { return strip_floats(g); }
+
+void winograd_gradient_tiles_avx512(const WinogradConv& g, const WinogradInput& in,
+                                    const float* x, const float* dout, int64_t count, float* v,
+                                    float* q, int64_t n, float* strip) {
+    if (g.r == 5) {
+        gradient_tiles_of_images<F2x2_5x5>(g, in, x, dout, count, v, q, n, strip);
+    } else if (g.m == 4) {
+        gradient_tiles_of_images<F4x4_3x3>(g, in, x, dout, count, v, q, n, strip);
+    } else {
+        gradient_tiles_of_images<F2x2_3x3>(g, in, x, dout, count, v, q, n, strip);
+    }
+}
+
+void winograd_pairs_gradient_avx512(const WinogradConv& g, const float* v, const float* q,
+                                    int64_t n, const WinogradPairs& pairs, bool add,
+                                    float* scratch, float* dw) {
+    const WinogradConv block = winograd_pairs_block(g, pairs);
+    const int64_t stride = winograd_stride(g, n), point = winograd_weights_point(block);
+    float* du = scratch;
+    float* sums = du + g.points * point;  // the block's dw, r x r a pair
+    for (int64_t p = 0; p < g.points; ++p) {  // du = q . v^T over the n tiles, point by point
+        gemm_rows_avx512(0, block.F, block.C, n, q + pairs.f0 * stride + p * n, stride,
+                         v + pairs.c0 * stride + p * n, stride, du + p * point, block.C,
+                         /*accumulate=*/false, GemmTransposes{false, true});
+    }
+    winograd_weights_gradient_avx512(block, du, sums);
+    const int64_t taps = g.r * g.r, row = block.C * taps;
+    for (int64_t f = 0; f < block.F; ++f) {
+        const float* from = sums + f * row;
+        float* to = dw + ((pairs.f0 + f) * g.C + pairs.c0) * taps;
+        for (int64_t i = 0; i < row; ++i) to[i] = add ? to[i] + from[i] : from[i];
     }
 }
 

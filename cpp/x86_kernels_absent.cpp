@@ -80,6 +80,26 @@ void winograd_weight_gradient_images_avx512(const WinogradConv&, const WinogradI
                                             float*) {
     absent("winograd_weight_gradient_images_avx512");
 }
+void winograd_input_tiles_avx512(const WinogradConv&, const WinogradInput&, const float*, int64_t,
+                                 float*, int64_t, float*) {
+    absent("winograd_input_tiles_avx512");
+}
+void winograd_filters_forward_avx512(const WinogradConv&, const WinogradWeights&, int64_t, int64_t,
+                                     const float*, int64_t, int64_t, const float*, float*,
+                                     float*) {
+    absent("winograd_filters_forward_avx512");
+}
+int64_t winograd_gradient_strip_floats(const WinogradConv&) {
+    absent("winograd_gradient_strip_floats");
+}
+void winograd_gradient_tiles_avx512(const WinogradConv&, const WinogradInput&, const float*,
+                                    const float*, int64_t, float*, float*, int64_t, float*) {
+    absent("winograd_gradient_tiles_avx512");
+}
+void winograd_pairs_gradient_avx512(const WinogradConv&, const float*, const float*, int64_t,
+                                    const WinogradPairs&, bool, float*, float*) {
+    absent("winograd_pairs_gradient_avx512");
+}
 void winograd_weights_gradient_avx512(const WinogradConv&, const float*, float*) {
     absent("winograd_weights_gradient_avx512");
 }

@@ -339,13 +339,13 @@ def test_wide_layers_on_few_tiles_run_im2col_and_gemm(N, C, H, W, F, gemm):
         (16, 15, 16, 16, 3, np.float32, False),
         (128, 128, 7, 8, 3, np.float32, True),  # but it pays on 128+ channels from 7 x 7 on
         (128, 128, 4, 8, 3, np.float32, True),  # and on smaller images 2x2 tiles cover
-        (128, 128, 4, 6, 3, np.float32, False),  # on calls of 128+ of them (16 images: 96)
+        (128, 128, 4, 6, 3, np.float32, True),  # on calls of 64+ of them (16 images: 96)
         (128, 128, 5, 8, 3, np.float32, False),
         (64, 64, 8, 8, 3, np.float32, False),  # 4x4 tiles on 64+ channels: 16+ images
         (64, 64, 11, 12, 3, np.float32, False),
         (128, 127, 8, 8, 3, np.float32, False),
         (256, 512, 8, 8, 3, np.float32, True),
-        (512, 512, 8, 8, 3, np.float32, False),  # its dw slots outgrow the caches
+        (512, 512, 8, 8, 3, np.float32, True),  # by blocks of pairs, past the slots' size
         (32, 32, 16, 16, 3, np.float64, False),
         (16, 32, 12, 16, 5, np.float32, True),
         (32, 64, 16, 16, 5, np.float32, True),
@@ -353,7 +353,7 @@ def test_wide_layers_on_few_tiles_run_im2col_and_gemm(N, C, H, W, F, gemm):
         (64, 64, 8, 8, 5, np.float32, False),
         (128, 128, 7, 8, 5, np.float32, True),
         (128, 256, 8, 8, 5, np.float32, True),
-        (256, 256, 8, 8, 5, np.float32, False),  # 36 points: the slots outgrow sooner
+        (256, 256, 8, 8, 5, np.float32, True),  # 36 points: by blocks of pairs
         (32, 64, 16, 16, 5, np.float64, False),
     ],
 )
@@ -364,6 +364,14 @@ def test_which_layers_take_winograd_for_the_weight_gradient(C, F, H, W, k, dtype
     x, w, _ = case(N, C, H, W, F, k, dtype, seed=0)
     dout = np.random.default_rng(1).standard_normal((N, F, H, W)).astype(dtype)
     assert dw_takes_winograd(dout, x, w, (k - 1) // 2) == winograd
+
+
+@pytest.mark.parametrize("N, winograd", [(8, False), (16, True)])
+def test_wide_small_images_take_winograd_for_the_weight_gradient_from_64_tiles(N, winograd):
+    """3x3 128 -> 128 on 4 x 4 images: 2x2 tiles, 4 an image."""
+    x, w, _ = case(N, 128, 4, 4, 128, 3, np.float32, seed=0)
+    dout = np.random.default_rng(1).standard_normal((N, 128, 4, 4)).astype(np.float32)
+    assert dw_takes_winograd(dout, x, w, 1) == winograd
 
 
 def dw_takes_winograd(dout, x, w, pad):
@@ -547,11 +555,16 @@ def test_winograd_weight_gradient_matches_pytorch(m, k, N, C, H, F, narrower, se
     x, w, _ = case(N, C, H, H + 3, F, k, np.float32, seed)
     dout = np.random.default_rng(seed + 1).standard_normal((N, F, Ho, Ho + 3)).astype(np.float32)
     dw, db = winograd_dw(dout, x, w, threads=2, tiles=f"{m}x{m}", pad=pad)
-    _, want_dw, want_db = torch.ops.aten.convolution_backward(
-        torch.from_numpy(dout),
-        torch.from_numpy(x),
-        torch.from_numpy(w),
-        [F],
+    want_dw, want_db = torch_weight_gradient(torch, dout, x, w, pad)
+    assert_within_rounding(dw, want_dw, winograd_dw_bound(dout, x, k, m, pad), 2e-5)
+    np.testing.assert_allclose(db, want_db, rtol=1e-4, atol=1e-4)
+
+
+def torch_weight_gradient(torch, dout, x, w, pad):
+    """PyTorch's dw and db of a stride-1 conv with pad, in float64."""
+    _, dw, db = torch.ops.aten.convolution_backward(
+        *(torch.from_numpy(a).double() for a in (dout, x, w)),
+        [w.shape[0]],
         [1, 1],
         [pad, pad],
         [1, 1],
@@ -560,9 +573,111 @@ def test_winograd_weight_gradient_matches_pytorch(m, k, N, C, H, F, narrower, se
         1,
         [False, True, True],
     )
-    want = want_dw.double().numpy()
-    assert_within_rounding(dw, want, winograd_dw_bound(dout, x, k, m, pad), 2e-5)
-    np.testing.assert_allclose(db, want_db.numpy(), rtol=1e-4, atol=1e-4)
+    return dw.numpy(), db.numpy()
+
+
+@pytest.mark.parametrize(
+    "N, C, F, H, k",
+    [
+        (16, 100, 100, 8, 3),  # 4x4 tiles, 4 an image: 2 blocks of filters, 3 of channels
+        (8, 150, 400, 8, 5),  # 36 points of 150 x 400 pairs: 2 blocks of 4 images' tiles
+        (3, 20, 70, 4, 3),  # 12 tiles
+    ],
+)
+def test_winograd_weight_gradient_by_blocks_of_pairs(N, C, F, H, k):
+    """Where a batch's tiles are few or the slots large, dw goes by blocks of filters and
+    channels over blocks of images' tiles: within its terms' rounding of the naive loops,
+    and bitwise the same on one thread as on two."""
+    x, w, _ = case(N, C, H, H, F, k, np.float32, seed=5)
+    dout = np.random.default_rng(6).standard_normal((N, F, H, H)).astype(np.float32)
+    dw, db = winograd_dw(dout, x, w, threads=2)
+    m = 4 if k == 3 and H == 8 else 2
+    _, ref_dw, ref_db = conv_backward_ref(dout, x, w, 1, (k - 1) // 2)
+    assert_within_rounding(dw, ref_dw, winograd_dw_bound(dout, x, k, m), 1e-5)
+    np.testing.assert_allclose(db, ref_db, rtol=1e-4, atol=1e-4)
+    one_dw, one_db = winograd_dw(dout, x, w, threads=1)
+    np.testing.assert_array_equal(dw, one_dw)
+    np.testing.assert_array_equal(db, one_db)
+
+
+@pytest.mark.torch
+@settings(max_examples=15, deadline=None)
+@given(
+    N=st.integers(1, 8),
+    C=st.integers(40, 150),
+    F=st.integers(40, 150),
+    H=st.integers(4, 12),
+    k=st.sampled_from([3, 5]),
+    seed=st.integers(0, 2**16),
+)
+def test_winograd_weight_gradient_by_blocks_of_pairs_matches_pytorch(N, C, F, H, k, seed):
+    """Wide layers on small images, every pass on Winograd ('always'), on 2x2 tiles (3x3
+    also on 4x4): dw within its terms' rounding of PyTorch's, the same on any thread count."""
+    torch = pytest.importorskip("torch")
+    x, w, b = case(N, C, H, H, F, k, np.float32, seed)
+    dout = np.random.default_rng(seed + 1).standard_normal((N, F, H, H)).astype(np.float32)
+    pad = (k - 1) // 2
+    want_dw, _ = torch_weight_gradient(torch, dout, x, w, pad)
+    for m in (2, 4) if k == 3 else (2,):
+        dw, _ = winograd_dw(dout, x, w, threads=2, tiles=f"{m}x{m}")
+        assert_within_rounding(dw, want_dw, winograd_dw_bound(dout, x, k, m), 1e-5)
+        np.testing.assert_array_equal(dw, winograd_dw(dout, x, w, threads=1, tiles=f"{m}x{m}")[0])
+
+
+@pytest.mark.torch
+@settings(max_examples=6, deadline=None)
+@given(
+    N=st.integers(1, 5),
+    C=st.integers(256, 300),
+    F=st.integers(512, 530),
+    H=st.sampled_from([4, 8, 12]),
+    swap=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_winograd_by_blocks_of_filters_matches_pytorch(N, C, F, H, swap, seed):
+    """3x3 layers of 2^17+ filter-channel pairs on images that 4x4 tiles cover, 16+ tiles
+    a call: the forward and dx by blocks of filters on F(4x4, 3x3) ('auto'), within their
+    terms' rounding of PyTorch's, bitwise the same on one thread as on two; the fused
+    conv-relu-pool the same as the chain."""
+    torch = pytest.importorskip("torch")
+    C, F = (F, C) if swap else (C, F)
+    assume(N * (H // 4) ** 2 >= 16)
+    x, w, b = case(N, C, H, H, F, 3, np.float32, seed)
+    dout = np.random.default_rng(seed + 1).standard_normal((N, F, H, H)).astype(np.float32)
+
+    def passes():
+        return _C.conv_forward(x, w, b, 1, 1), _C.conv_backward(dout, x, w, 1, 1, need_dw=False)[0]
+
+    with kernel_threads(2):
+        out, dx = passes()
+    with kernel_threads(1):
+        for got, again in zip((out, dx), passes()):
+            np.testing.assert_array_equal(got, again)
+    with winograd_mode("auto", "2x2"):  # F(2x2, 3x3) or the other kernels instead
+        assert not np.array_equal(passes()[0], out)
+    tx, tw = torch.from_numpy(x).double(), torch.from_numpy(w).double()
+    want = torch.nn.functional.conv2d(tx, tw, torch.from_numpy(b).double(), 1, 1).numpy()
+    want_dx = torch.ops.aten.convolution_backward(
+        torch.from_numpy(dout).double(),
+        tx,
+        tw,
+        None,
+        [1, 1],
+        [1, 1],
+        [1, 1],
+        False,
+        [0, 0],
+        1,
+        [True, False, False],
+    )[0].numpy()
+    turned = np.flip(w, (2, 3)).transpose(1, 0, 2, 3)
+    assert_within_rounding(out, want, winograd_bound(x, w, b, 4, 1), 1e-5)
+    assert_within_rounding(dx, want_dx, winograd_bound(dout, turned, np.zeros(C), 4, 1), 1e-5)
+    relu = _C.relu_forward(out)[0]
+    want_pooled, want_winners = _C.max_pool_forward(relu, 2, 2, 2)
+    pooled, winners = _C.conv_relu_pool_forward(x, w, b, 1, 1, 2, 2, 2)
+    np.testing.assert_array_equal(winners, want_winners)
+    np.testing.assert_array_equal(pooled, want_pooled)
 
 
 @pytest.mark.torch
