@@ -46,15 +46,27 @@ using namespace pybind11::literals;
 namespace graphnet {
 namespace {
 
-// An array of T, C-contiguous, as the kernels read it: a plain ndarray that is one already
-// is taken as it is (a check of its type, dtype and flags); anything else goes through
-// numpy's conversion, which costs about 1,500 instructions even when it returns its
-// argument, three times a small product's kernel.
+// An array of T, C-contiguous and aligned to T, as the kernels read it: a plain ndarray that
+// is one already is taken as it is (a check of its type, dtype and flags); anything else
+// goes through numpy's conversion, which costs about 1,500 instructions even when it
+// returns its argument, three times a small product's kernel. An array whose data starts
+// off its items' alignment (np.frombuffer at an odd offset) is copied: the kernels' loops
+// may load T as aligned, which is undefined behaviour there.
+constexpr int kContigFlags =
+    py::array::c_style | py::array::forcecast | py::detail::npy_api::NPY_ARRAY_ALIGNED_;
+
+// Does a's data start on its items' alignment (numpy's ALIGNED flag)? Arrays the kernels
+// read or write in place, without Contig's copy, must.
+bool aligned(const py::handle& a) {
+    return py::detail::array_proxy(a.ptr())->flags & py::detail::npy_api::NPY_ARRAY_ALIGNED_;
+}
+
 template <typename T>
-struct Contig : py::array_t<T, py::array::c_style | py::array::forcecast> {
-    using Array = py::array_t<T, py::array::c_style | py::array::forcecast>;
+struct Contig : py::array_t<T, kContigFlags> {
+    using Array = py::array_t<T, kContigFlags>;
     Contig(const py::object& a)
-        : Array(Py_TYPE(a.ptr()) == py::detail::npy_api::get().PyArray_Type_ && Array::check_(a)
+        : Array(Py_TYPE(a.ptr()) == py::detail::npy_api::get().PyArray_Type_ && Array::check_(a) &&
+                        aligned(a)
                     ? py::reinterpret_borrow<Array>(a)
                     : Array(a)) {}
 };
@@ -731,9 +743,9 @@ void py_update(py::handle rule, py::array w, const py::array& dw,
     }
     for (size_t i = 0; i <= count; ++i) {
         const auto a = i == 0 ? w : py::reinterpret_borrow<py::array>(states[i - 1]);
-        if (!(a.flags() & py::array::c_style) || !a.writeable()) {
+        if (!(a.flags() & py::array::c_style) || !a.writeable() || !aligned(a)) {
             const std::string name = i == 0 ? std::string("w") : std::string(fields.states[i - 1]);
-            fail("update: " + name + " must be a C-contiguous writeable array");
+            fail("update: " + name + " must be a C-contiguous, aligned, writeable array");
         }
     }
     run_update(step, w, dw, states);
@@ -758,7 +770,7 @@ bool in_place_like(PyObject* a, const py::array& w) {
     if (a == nullptr || Py_TYPE(a) != py::detail::npy_api::get().PyArray_Type_) return false;
     const auto state = py::reinterpret_borrow<py::array>(a);
     return state.dtype().is(w.dtype()) && shape_of(state) == shape_of(w) &&
-           (state.flags() & py::array::c_style) && state.writeable();
+           (state.flags() & py::array::c_style) && state.writeable() && aligned(state);
 }
 
 // config[key] as a double, for a Python float (numpy's float64 is one) or int, not a bool.
@@ -790,7 +802,7 @@ bool py_update_step(py::handle rule, py::handle w_handle, py::handle dw_handle,
     const auto w = py::reinterpret_borrow<py::array>(w_handle);
     const auto dw = py::reinterpret_borrow<py::array>(dw_handle);
     if (!dw.dtype().is(w.dtype()) || shape_of(dw) != shape_of(w) ||
-        !(w.flags() & py::array::c_style) || !w.writeable()) {
+        !(w.flags() & py::array::c_style) || !w.writeable() || !aligned(w)) {
         return false;
     }
     UpdateStep step{fields.rule, {}, 0};
@@ -1523,6 +1535,7 @@ struct PairLayout {
 PairLayout pair_layout(const py::array& a, const Shape& want, const char* name,
                        bool unit_columns = true) {
     require_shape(a, want, name);
+    if (!aligned(a)) fail(std::string(name) + " is not aligned to its items (an odd byte offset)");
     const int64_t rank = a.ndim(), item = a.itemsize();
     std::vector<int64_t> stride(rank);
     for (int64_t i = 0; i < rank; ++i) {
@@ -1617,7 +1630,9 @@ struct AttentionOperands {
         require_same_dtype(q_array, "attention q", weights, "attention weights");
         // Each pair's transposed (L x S): attention.h.
         require_shape(weights, with_matrix(batch, s.L, s.S), "attention weights");
-        if (!(weights.flags() & py::array::c_style)) fail("attention weights must be C-contiguous");
+        if (!(weights.flags() & py::array::c_style) || !aligned(weights)) {
+            fail("attention weights must be C-contiguous and aligned to their items");
+        }
     }
 };
 
