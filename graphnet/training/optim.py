@@ -179,10 +179,12 @@ _RULES = {
 
 
 def _fusable(w, *others):
-    """Can the C++ kernel update these arrays in place? (w is writeable by _prepare.)"""
+    """Can the C++ kernel update these arrays in place? (w is writeable by _prepare; the
+    kernel reads a copy of a misaligned dw, but writes w and the states where they are.)"""
     return (
         w.dtype in (np.float32, np.float64)
         and w.flags.c_contiguous
+        and w.flags.aligned
         and all(a.dtype == w.dtype for a in others)
-        and all(a.flags.c_contiguous and a.flags.writeable for a in others[1:])
+        and all(a.flags.c_contiguous and a.flags.writeable and a.flags.aligned for a in others[1:])
     )

@@ -165,6 +165,35 @@ def test_in_place_updates_match_the_out_of_place_reference(rule):
             np.testing.assert_allclose(config[key], state[key], rtol=1e-13)
 
 
+def at_odd_byte(a):
+    """a's values in an array whose data starts one byte past an item boundary."""
+    view = np.zeros(a.nbytes + 1, np.uint8)[1:].view(a.dtype).reshape(a.shape)
+    view[...] = a
+    return view
+
+
+@pytest.mark.parametrize("rule", RULES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_misaligned_w_and_states_are_updated_in_place_with_the_same_numbers(rule, dtype):
+    """A w or state at an odd byte (np.frombuffer at an offset) is updated where it is, on
+    numpy's path (the kernel writes only aligned arrays), with the aligned run's numbers
+    to rounding."""
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((5, 7)).astype(dtype)
+    aligned_w, odd_w = w.copy(), at_odd_byte(w)
+    aligned_config = odd_config = None
+    for _ in range(3):
+        dw = rng.standard_normal((5, 7)).astype(dtype)
+        aligned_w, aligned_config = rule(aligned_w, dw, aligned_config)
+        if odd_config is not None:  # the states at odd bytes too
+            for key, value in odd_config.items():
+                if isinstance(value, np.ndarray):
+                    odd_config[key] = at_odd_byte(value)
+        next_w, odd_config = rule(odd_w, at_odd_byte(dw), odd_config)
+        assert next_w is odd_w and not odd_w.flags.aligned
+        np.testing.assert_allclose(odd_w, aligned_w, rtol=1e-6 if dtype == np.float32 else 1e-14)
+
+
 @pytest.mark.parametrize("rule", RULES)
 def test_read_only_or_integer_w_is_copied_not_modified(rule):
     rng = np.random.default_rng(1)
