@@ -142,15 +142,14 @@ def at_offset(array, offset):
 def test_one_sequence_reads_wh_in_place_at_any_offset_from_a_cache_line(H):
     """float32 on AVX-512, one sequence reads Wh as it is, in vectors that start on the
     cache lines of its first row, the first and last masked: Wh at every float's offset
-    from a line (and at an odd byte, which is packed instead) gives the bits of the
-    sequence in a batch, whose rows multiply packed panels. H = 4 leaves one block of one
-    or two vectors, 100 and 129 ragged blocks; 4H is a multiple of 16 for all but 129."""
+    from a line gives the bits of the sequence in a batch, whose rows multiply packed
+    panels. H = 4 leaves one block of one or two vectors, 100 and 129 ragged blocks; 4H is
+    a multiple of 16 for all but 129 (packed then)."""
     args, _ = case("lstm", N=3, T=5, D=0, H=H, dtype=np.float32, seed=H)
     x, h0, Wx, Wh, b = args
     with kernel_threads(1):
         batch = R.lstm_inference(*args)
-    unaligned = np.frombuffer(b"\0" + Wh.tobytes(), np.float32, Wh.size, 1).reshape(Wh.shape)
-    for weights in [at_offset(Wh, offset) for offset in range(0, 64, 4)] + [unaligned]:
+    for weights in [at_offset(Wh, offset) for offset in range(0, 64, 4)]:
         for threads in (1, 2):
             with kernel_threads(threads):
                 for n in range(3):
