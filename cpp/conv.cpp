@@ -455,12 +455,12 @@ int64_t winograd_tile(const ConvGeometry& g, Tiled out) {
 // 0.81, 64 -> 64 @8 1.24 / 0.83, 32 -> 32 @8 1.0, @7 1.3, 16 -> 16 @8 1.4, any @2 1.7-2.3; 5x5 128
 // -> 128 @8 0.60, @7 0.77, but 64 -> 64 @8 0.87, @7 1.05, 32 -> 32 @8 1.24, @7 1.48). Its slots of
 // the transformed weights' gradient (points x F C floats) outgrow the caches past
-// kWinogradGradientMaxSlotFloats (3x3 512 -> 512 @4 2.25 / 1.28, 256 -> 512 @4 1.05 / 0.85; 5x5 256
-// -> 256 at batch 4 @8 0.89, @7 1.19). On images that 2x2 tiles cover exactly
-// (winograd_tiles_cover) it pays on those wide layers down to 4 x 4 on calls of
-// kWinogradGradientSmallMinTiles+ 2x2 tiles (3x3, batch 64: @6 0.75-0.77, @4 0.74-0.78; 128
-// -> 64 and 64 -> 128 @6 0.82-0.90, @4 0.92-0.98, 64 -> 64 @4 1.23; @5 1.02-1.3; 128 -> 128
-// at batch 16 @6 0.80, @4 1.02-1.12, on 4 images @6 1.01, @4 1.37, on 1 1.6-2.1), and where 4x4 tiles pay (winograd_gradient_tile) from
+// kWinogradGradientMaxSlotFloats: such layers run by blocks of pairs (winograd_dw_by_pairs) on
+// images of up to kWinogradPairsMaxTiles tiles, and not at all on larger ones. On images that
+// 2x2 tiles cover exactly (winograd_tiles_cover) it pays on those wide layers down to 4 x 4 on
+// calls of kWinogradGradientSmallMinTiles+ 2x2 tiles (3x3, against Winograd off, batch 16 @4
+// 0.68-0.81 on 128 -> 128 .. 512 -> 512, 64 -> 64 and 64 -> 128 0.99-1.02, @6 0.68-0.80; batch
+// 4 @4, 16 tiles, 0.99-1.19), and where 4x4 tiles pay (winograd_gradient_tile) from
 // kWinogradGradientLargeTilesMinChannels channels in and out on.
 constexpr int64_t kWinogradGradientMinSide = 12;
 constexpr int64_t kWinogradGradient5x5MinFilters = 32;
@@ -526,6 +526,19 @@ bool winograd_pairs_fit(const WinogradConv& wg) {
     return wg.tiles_h * wg.tiles_w <= kWinogradPairsMaxTiles;
 }
 
+// Images a block of the passes by blocks (of pairs, of filters) takes: as many as keep its
+// tiles' transforms of `planes` channels (and filters) in kWinogradPairsTileFloats and its
+// tiles at kWinogradPairsMaxTiles (at least one image), the batch cut into blocks of equal
+// size (but the last).
+int64_t winograd_block_images(const WinogradConv& wg, int64_t N, int64_t planes) {
+    const int64_t image_tiles = wg.tiles_h * wg.tiles_w;
+    const int64_t tiles_fit = (kWinogradPairsTileFloats / planes - kWinogradSkew) / wg.points;
+    const int64_t most =
+        std::clamp<int64_t>(std::min(tiles_fit, kWinogradPairsMaxTiles) / image_tiles, 1, N);
+    const int64_t blocks = (N + most - 1) / most;
+    return (N + blocks - 1) / blocks;
+}
+
 bool winograd_dw_by_pairs(const ConvGeometry& g, const WinogradConv& wg) {
     // (the pass's output fits, so its tiles do; winograd_conv bounds C and F)
     return winograd_pairs_fit(wg) &&
@@ -562,7 +575,7 @@ bool winograd_weight_gradient(const ConvGeometry& g) {
             winograd_pairs_fit(winograd_gradient_geometry(g)));
 }
 
-// The Winograd forward by blocks of filters (winograd_forward_by_filters): the batch's
+// The Winograd forward by blocks of filters (winograd_by_filters): the batch's
 // images a block of tiles at a time, their V (in kWinogradPairsTileFloats, the threads
 // sharing out the images), then blocks of kWinogradFilterFloats / (points x C) filters (the
 // threads sharing them out), each transforming its weights, multiplying them with V point
@@ -578,10 +591,7 @@ void winograd_by_filters_over_batch(const WinogradConv& wg, int64_t N, int threa
                                     Done&& done) {
     const std::string what = "conv Winograd buffers";
     const int64_t image_tiles = wg.tiles_h * wg.tiles_w;
-    const int64_t tiles_fit = (kWinogradPairsTileFloats / wg.C - kWinogradSkew) / wg.points;
-    const int64_t most = std::clamp<int64_t>(
-        std::min(tiles_fit, kWinogradPairsMaxTiles) / image_tiles, 1, N);
-    const int64_t group = (N + (N + most - 1) / most - 1) / ((N + most - 1) / most);
+    const int64_t group = winograd_block_images(wg, N, wg.C);
     const int64_t block_tiles = checked_mul(group, image_tiles, what);
     KeptBuffer v(checked_mul(wg.C, winograd_stride(wg, block_tiles), what));
     const int64_t out_image = wg.F * wg.H * wg.W, in_image = wg.C * input.H * input.W;
@@ -620,8 +630,9 @@ void winograd_by_filters_over_batch(const WinogradConv& wg, int64_t N, int threa
 // images. Per pass, one thread, CPU time, its time / that of the kernels it replaces (the
 // pad-skipping product @4, F(2x2, 3x3) or F(4x4, 3x3) Winograd by images @8), forward,
 // batch 16: 256 -> 256 @4 0.88, 256 -> 512 @4 0.84, 512 -> 512 @4 0.87, 256 -> 512 @8
-// 0.74, 512 -> 512 @8 0.59; batch 64: @4 0.69-0.83, @8 0.64-0.78; on 128 -> 128 and 128
-// -> 256 @4 1.2-1.4 (so not under 2^16 pairs).
+// 0.74, 512 -> 512 @8 0.59; batch 64: @4 0.66-0.83, @8 0.64; but 256 -> 256 @8 at batch 64
+// 1.05-1.1 (against 4x4 tiles by images) and 128-channel layers @4 1.2-1.4: so from 2^17
+// pairs on.
 constexpr int64_t kWinogradFiltersMinPairs = int64_t(1) << 17;
 constexpr int64_t kWinogradFiltersMinTiles = 16;
 
@@ -693,10 +704,7 @@ void winograd_weight_gradient_by_pairs(const ConvGeometry& g, const WinogradConv
                                        const float* dout, const float* x, float* dw) {
     const std::string what = "conv Winograd dw";
     const int64_t image_tiles = wg.tiles_h * wg.tiles_w;
-    const int64_t tiles_fit = (kWinogradPairsTileFloats / (g.C + g.F) - kWinogradSkew) / wg.points;
-    const int64_t most = std::clamp<int64_t>(
-        std::min(tiles_fit, kWinogradPairsMaxTiles) / image_tiles, 1, g.N);
-    const int64_t group = (g.N + (g.N + most - 1) / most - 1) / ((g.N + most - 1) / most);
+    const int64_t group = winograd_block_images(wg, g.N, g.C + g.F);
     const int64_t stride = winograd_stride(wg, checked_mul(group, image_tiles, what));
     KeptBuffer vq(checked_mul(g.C + g.F, stride, what));
     float* v = vq.get();

@@ -624,6 +624,32 @@ def test_winograd_weight_gradient_by_blocks_of_pairs_matches_pytorch(N, C, F, H,
         np.testing.assert_array_equal(dw, winograd_dw(dout, x, w, threads=1, tiles=f"{m}x{m}")[0])
 
 
+@pytest.mark.parametrize("N, C, F, H", [(4, 256, 512, 4), (1, 520, 256, 8)])
+def test_winograd_by_blocks_of_filters_matches_naive(N, C, F, H):
+    """The forward and dx by blocks of filters (2^17+ pairs, 16 tiles): within their terms'
+    rounding of the naive loops, bitwise the same on one thread as on two."""
+    x, w, b = case(N, C, H, H, F, 3, np.float32, seed=7)
+    dout = np.random.default_rng(8).standard_normal((N, F, H, H)).astype(np.float32)
+    results = []
+    for threads in (2, 1):
+        with kernel_threads(threads):
+            results.append(
+                (
+                    _C.conv_forward(x, w, b, 1, 1),
+                    _C.conv_backward(dout, x, w, 1, 1, need_dw=False)[0],
+                )
+            )
+    for got, again in zip(*results):
+        np.testing.assert_array_equal(got, again)
+    out, dx = results[0]
+    turned = np.flip(w, (2, 3)).transpose(1, 0, 2, 3)
+    assert_within_rounding(
+        out, conv_forward_ref(x, w, b, 1, 1), winograd_bound(x, w, b, 4, 1), 1e-5
+    )
+    want_dx = conv_backward_ref(dout, x, w, 1, 1)[0]
+    assert_within_rounding(dx, want_dx, winograd_bound(dout, turned, np.zeros(C), 4, 1), 1e-5)
+
+
 @pytest.mark.torch
 @settings(max_examples=6, deadline=None)
 @given(
