@@ -340,8 +340,12 @@ def test_the_kernel_call_checks_its_arguments():
         _C.update("rmsprop", w, w.copy(), [], [1e-2, 0.99, 1e-8])
     with pytest.raises(ValueError, match="the states must be numpy arrays"):
         _C.update("sgd_momentum", w, w.copy(), [[0.0] * 4], [1e-2, 0.9])
-    with pytest.raises(ValueError, match="velocity must be a C-contiguous writeable array"):
+    unfit = "velocity must be a C-contiguous, aligned, writeable array"
+    with pytest.raises(ValueError, match=unfit):
         _C.update("sgd_momentum", w, w.copy(), [np.zeros(8)[::2]], [1e-2, 0.9])
+    at_odd_byte = np.zeros(w.nbytes + 1, np.uint8)[1:].view(w.dtype)
+    with pytest.raises(ValueError, match=unfit):
+        _C.update("sgd_momentum", w, w.copy(), [at_odd_byte], [1e-2, 0.9])
     with pytest.raises(ValueError):
         _C.update("sgd_momentum", w, w.copy(), [np.zeros(5)], [1e-2, 0.9])
     np.testing.assert_array_equal(w, 1.0)  # nothing was written
