@@ -706,6 +706,18 @@ void weights_gradient(const WinogradConv& g, const float* du, float* dw) {
     }
 }
 
+// fn(Tile{}) for g's tiles: F(2x2, 5x5), F(4x4, 3x3) or F(2x2, 3x3).
+template <typename Fn>
+void with_tiles(const WinogradConv& g, Fn&& fn) {
+    if (g.r == 5) {
+        fn(F2x2_5x5{});
+    } else if (g.m == 4) {
+        fn(F4x4_3x3{});
+    } else {
+        fn(F2x2_3x3{});
+    }
+}
+
 }  // namespace
 
 void winograd_weights_avx512(const WinogradConv& g, const WinogradWeights& w, float* u) {
@@ -718,13 +730,9 @@ void winograd_weights_avx512(const WinogradConv& g, const WinogradWeights& w, fl
             const __mmask16 lanes = first_lanes(g.C - c0);
             const float* k = w.w + f * w.filter_stride + c0 * w.channel_stride;
             float* to = u + f * g.C + c0;
-            if (g.r == 5) {
-                weight_tiles<F2x2_5x5>(w, k, lanes, channels, to, point);
-            } else if (g.m == 4) {
-                weight_tiles<F4x4_3x3>(w, k, lanes, channels, to, point);
-            } else {
-                weight_tiles<F2x2_3x3>(w, k, lanes, channels, to, point);
-            }
+            with_tiles(g, [&](auto tiles) {
+                weight_tiles<decltype(tiles)>(w, k, lanes, channels, to, point);
+            });
         }
     }
 }
@@ -741,13 +749,9 @@ int64_t winograd_forward_scratch_floats(const WinogradConv& g) {
 void winograd_forward_images_avx512(const WinogradConv& g, const WinogradInput& in,
                                     const float* x, int64_t count, const float* u,
                                     const float* bias, float* out, float* scratch) {
-    if (g.r == 5) {
-        forward_images<F2x2_5x5>(g, in, x, count, u, bias, out, scratch);
-    } else if (g.m == 4) {
-        forward_images<F4x4_3x3>(g, in, x, count, u, bias, out, scratch);
-    } else {
-        forward_images<F2x2_3x3>(g, in, x, count, u, bias, out, scratch);
-    }
+    with_tiles(g, [&](auto tiles) {
+        forward_images<decltype(tiles)>(g, in, x, count, u, bias, out, scratch);
+    });
 }
 
 int64_t winograd_gradient_scratch_floats(const WinogradConv& g) {
@@ -757,36 +761,24 @@ int64_t winograd_gradient_scratch_floats(const WinogradConv& g) {
 void winograd_weight_gradient_images_avx512(const WinogradConv& g, const WinogradInput& in,
                                             const float* x, const float* dout, int64_t count,
                                             float* du, float* scratch) {
-    if (g.r == 5) {
-        weight_gradient_images<F2x2_5x5>(g, in, x, dout, count, du, scratch);
-    } else if (g.m == 4) {
-        weight_gradient_images<F4x4_3x3>(g, in, x, dout, count, du, scratch);
-    } else {
-        weight_gradient_images<F2x2_3x3>(g, in, x, dout, count, du, scratch);
-    }
+    with_tiles(g, [&](auto tiles) {
+        weight_gradient_images<decltype(tiles)>(g, in, x, dout, count, du, scratch);
+    });
 }
 
 void winograd_input_tiles_avx512(const WinogradConv& g, const WinogradInput& in, const float* x,
                                  int64_t count, float* v, int64_t n, float* padded) {
-    if (g.r == 5) {
-        input_tiles_of_images<F2x2_5x5>(g, in, x, count, v, n, padded);
-    } else if (g.m == 4) {
-        input_tiles_of_images<F4x4_3x3>(g, in, x, count, v, n, padded);
-    } else {
-        input_tiles_of_images<F2x2_3x3>(g, in, x, count, v, n, padded);
-    }
+    with_tiles(g, [&](auto tiles) {
+        input_tiles_of_images<decltype(tiles)>(g, in, x, count, v, n, padded);
+    });
 }
 
 void winograd_filters_forward_avx512(const WinogradConv& g, const WinogradWeights& w, int64_t f0,
                                      int64_t f1, const float* v, int64_t n, int64_t count,
                                      const float* bias, float* out, float* scratch) {
-    if (g.r == 5) {
-        filters_forward<F2x2_5x5>(g, w, f0, f1, v, n, count, bias, out, scratch);
-    } else if (g.m == 4) {
-        filters_forward<F4x4_3x3>(g, w, f0, f1, v, n, count, bias, out, scratch);
-    } else {
-        filters_forward<F2x2_3x3>(g, w, f0, f1, v, n, count, bias, out, scratch);
-    }
+    with_tiles(g, [&](auto tiles) {
+        filters_forward<decltype(tiles)>(g, w, f0, f1, v, n, count, bias, out, scratch);
+    });
 }
 
 int64_t winograd_gradient_strip_floats(const WinogradConv& g) { return strip_floats(g); }
@@ -794,13 +786,9 @@ int64_t winograd_gradient_strip_floats(const WinogradConv& g) { return strip_flo
 void winograd_gradient_tiles_avx512(const WinogradConv& g, const WinogradInput& in,
                                     const float* x, const float* dout, int64_t count, float* v,
                                     float* q, int64_t n, float* strip) {
-    if (g.r == 5) {
-        gradient_tiles_of_images<F2x2_5x5>(g, in, x, dout, count, v, q, n, strip);
-    } else if (g.m == 4) {
-        gradient_tiles_of_images<F4x4_3x3>(g, in, x, dout, count, v, q, n, strip);
-    } else {
-        gradient_tiles_of_images<F2x2_3x3>(g, in, x, dout, count, v, q, n, strip);
-    }
+    with_tiles(g, [&](auto tiles) {
+        gradient_tiles_of_images<decltype(tiles)>(g, in, x, dout, count, v, q, n, strip);
+    });
 }
 
 void winograd_pairs_gradient_avx512(const WinogradConv& g, const float* v, const float* q,
@@ -825,13 +813,7 @@ void winograd_pairs_gradient_avx512(const WinogradConv& g, const float* v, const
 }
 
 void winograd_weights_gradient_avx512(const WinogradConv& g, const float* du, float* dw) {
-    if (g.r == 5) {
-        weights_gradient<F2x2_5x5>(g, du, dw);
-    } else if (g.m == 4) {
-        weights_gradient<F4x4_3x3>(g, du, dw);
-    } else {
-        weights_gradient<F2x2_3x3>(g, du, dw);
-    }
+    with_tiles(g, [&](auto tiles) { weights_gradient<decltype(tiles)>(g, du, dw); });
 }
 
 }  // namespace graphnet
