@@ -17,12 +17,7 @@
 #include <malloc.h>  // mallopt, malloc_trim
 #endif
 
-#if defined(__SANITIZE_ADDRESS__)
-#include <sanitizer/asan_interface.h>
-#else
-#define ASAN_POISON_MEMORY_REGION(address, bytes) ((void)(address), (void)(bytes))
-#define ASAN_UNPOISON_MEMORY_REGION(address, bytes) ((void)(address), (void)(bytes))
-#endif
+#include "sanitizer.h"
 
 namespace graphnet {
 namespace {

@@ -8,9 +8,11 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 #include <utility>
 
+#include "sanitizer.h"
 #include "shapes.h"
 
 namespace graphnet {
@@ -25,7 +27,8 @@ inline std::atomic<std::uint64_t> kept_scratch_releases{0};
 // packed weights and scratch (hundreds of KB a call) otherwise came as fresh pages from
 // the system on every call, whose faults and zeroing in the kernel took 47% of a 3x3
 // stride-2 layer's forward on one image (64 -> 128 channels on 16 x 16). Buffers under
-// kMinKept floats stay with the C library's heap, over kMaxKept are not kept.
+// kMinKept floats stay with the C library's heap, over kMaxKept are not kept. Under
+// AddressSanitizer a kept buffer is poisoned, and a taken one past the floats asked for.
 class KeptBuffer {
   public:
     static constexpr int64_t kMinKept = 16 * 1024;       // 64 KB
@@ -42,6 +45,7 @@ class KeptBuffer {
             if (best) {
                 std::swap(floats_, best->floats);
                 std::swap(data_, best->data);
+                ASAN_UNPOISON_MEMORY_REGION(data_, bytes(floats));
                 return;
             }
         }
@@ -64,11 +68,12 @@ class KeptBuffer {
                 if (slot.floats < smallest->floats) smallest = &slot;
             }
             if (smallest->floats < floats_) {
+                ASAN_POISON_MEMORY_REGION(data_, bytes(floats_));
                 std::swap(floats_, smallest->floats);
                 std::swap(data_, smallest->data);
             }
         }
-        delete[] data_;
+        free(data_, floats_);
     }
     float* get() const { return data_; }
 
@@ -80,6 +85,11 @@ class KeptBuffer {
     }
 
   private:
+    static std::size_t bytes(int64_t floats) { return std::size_t(floats) * sizeof(float); }
+    static void free(float* data, int64_t floats) {
+        if (data) ASAN_UNPOISON_MEMORY_REGION(data, bytes(floats));
+        delete[] data;
+    }
     struct Slot {
         float* data = nullptr;
         int64_t floats = 0;
@@ -92,7 +102,7 @@ class KeptBuffer {
         Slot& operator[](int k) { return slot[k]; }
         void free_all() {
             for (Slot& s : slot) {
-                delete[] s.data;
+                free(s.data, s.floats);
                 s = Slot{};
             }
         }

@@ -193,15 +193,17 @@ inline WinogradGradientBlocks winograd_gradient_blocks(const WinogradConv& g) {
     return {rows, winograd_stride(g, rows * g.tiles_w)};
 }
 
-// Floats of one thread's scratch for winograd_weight_gradient_images_avx512 (zeroed once by
-// the caller): the padded strip of input rows under a block, then its V and Q.
+// Floats of one thread's scratch for winograd_weight_gradient_images_avx512: the padded
+// strip of input rows under a block (its first winograd_gradient_strip_floats, zeroed once
+// by the caller), then its V and Q (written before they are read).
 int64_t winograd_gradient_scratch_floats(const WinogradConv& g);
 
-// du (g.points points, winograd_weights_point floats apart, of F x C) += the transformed
-// weights' gradient of `count` images x (of `in`) with output gradients dout (F x H x W
-// each). Each point's sum runs over a block's tiles in order, and the blocks'
-// sums (tile rows of the images one after another, block_rows at a time) are added to du
-// in order.
+// du (g.points points, winograd_weights_point floats apart, of F x C) = the transformed
+// weights' gradient of `count` (1 or more) images x (of `in`) with output gradients dout
+// (F x H x W each). Each point's sum runs over a block's tiles in order, and the blocks'
+// sums (tile rows of the images one after another, block_rows at a time) are added up in
+// order, the first into zeros: du's bits are those of a sum into a zeroed du, which the
+// caller need not zero.
 void winograd_weight_gradient_images_avx512(const WinogradConv& g, const WinogradInput& in,
                                             const float* x, const float* dout, int64_t count,
                                             float* du, float* scratch);

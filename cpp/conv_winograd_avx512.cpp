@@ -663,7 +663,11 @@ void weight_gradient_images(const WinogradConv& g, const WinogradInput& in, cons
             gemm_rows_avx512(0, g.F, g.C, n, q + p * n, stride, v + p * n, stride, sum, g.C,
                              /*accumulate=*/false, GemmTransposes{false, true});
             float* to = du + p * point;
-            for (int64_t i = 0; i < g.F * g.C; ++i) to[i] += sum[i];
+            if (row0 == 0) {  // 0 + sum, not sum: a -0 sum becomes +0 as in zeros
+                for (int64_t i = 0; i < g.F * g.C; ++i) to[i] = 0.0f + sum[i];
+            } else {
+                for (int64_t i = 0; i < g.F * g.C; ++i) to[i] += sum[i];
+            }
         }
     }
 }

@@ -256,3 +256,50 @@ def test_a_batch_one_loss_faults_no_pages_once_warm(monkeypatch, opt_out):
         assert faults < 100
     else:  # the C library's defaults: its heap's top goes back and comes again each call
         assert faults > 20 * 50
+
+
+# Conv layers whose passes take kept scratch of different sizes (cache_line.h): Winograd
+# by images and its weight gradient into slots, the direct and tap kernels, the phase
+# planes of a stride-2 layer, im2col + GEMM (float64), on batches small and large.
+SCRATCH_LAYERS = [  # (N, C, F, size, kernel, stride, pad)
+    (16, 64, 64, 16, 3, 1, 1),
+    (2, 32, 32, 8, 3, 1, 1),
+    (8, 128, 128, 8, 3, 1, 1),
+    (4, 16, 32, 12, 5, 1, 2),
+    (1, 64, 128, 16, 3, 2, 1),
+    (6, 24, 40, 9, 3, 1, 0),
+]
+
+
+def _conv_passes(layer, dtype):
+    N, C, F, size, k, stride, pad = layer
+    rng = np.random.default_rng(size * C + F)
+    x = rng.standard_normal((N, C, size, size)).astype(dtype)
+    w = rng.standard_normal((F, C, k, k)).astype(dtype)
+    b = rng.standard_normal(F).astype(dtype)
+    out = _C.conv_forward(x, w, b, stride, pad)
+    dout = rng.standard_normal(out.shape).astype(dtype)
+    return (out, *_C.conv_backward(dout, x, w, stride, pad))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_kept_scratch_gives_the_bits_of_fresh_buffers(threads):
+    """Each layer's passes on buffers kept from larger and smaller calls before (holding
+    their values) give the bits they give on fresh ones, taken after a release."""
+    before = _C.get_num_threads()
+    _C.set_num_threads(threads)
+    try:
+        calls = [(layer, dtype) for layer in SCRATCH_LAYERS for dtype in (np.float32, np.float64)]
+        fresh = {}
+        for call in calls:
+            _C.release_array_pool()
+            fresh[call] = _conv_passes(*call)
+        # large, small, large again: each call's buffers are the calls' before
+        for call in calls + calls[::-1] + calls:
+            for got, want in zip(_conv_passes(*call), fresh[call]):
+                assert got.tobytes() == want.tobytes(), call
+        assert _kernel_scratch_bytes() > 0
+    finally:
+        _C.set_num_threads(before)
+        _C.release_array_pool()
+    assert _kernel_scratch_bytes() == 0
