@@ -12,22 +12,17 @@ namespace {
 
 template <typename V>
 inline V gelu_forward(V x) {
-    return Lanes<V>::mul(x, normal_cdf(x));
+    V gauss;
+    return Lanes<V>::mul(x, normal_cdf(x, gauss));
 }
 
-// dout (Phi(x) + x phi(x)): with Phi(-|x|) = ratio gauss and phi(x) = gauss / sqrt(2 pi),
-// the slope is gauss (x / sqrt(2 pi) + ratio) where x < 0 and 1 + gauss (x / sqrt(2 pi) -
-// ratio) elsewhere: one product by gauss, where the tail and the density take one each.
 template <typename V>
-inline V gelu_backward(V d, V x) {
+inline V gelu_backward(V d, V x) {  // Phi(x) + x phi(x)
     using L = Lanes<V>;
-    V ratio, gauss;
-    normal_tail(x, ratio, gauss);
-    const V scaled_x = L::mul(x, L::set1(ConstantsOf<V>::inv_sqrt_2pi));
-    const auto negative = L::lt(x, L::zero());
-    const V spread =
-        L::mul(gauss, L::select(negative, L::add(scaled_x, ratio), L::sub(scaled_x, ratio)));
-    return L::mul(d, L::select(negative, spread, L::add(L::set1(1), spread)));
+    V gauss;
+    const V cdf = normal_cdf(x, gauss);
+    const V pdf = L::mul(gauss, L::set1(ConstantsOf<V>::inv_sqrt_2pi));
+    return L::mul(d, L::fmadd(x, pdf, cdf));
 }
 
 // tanh(sqrt(2/pi) (x + 0.044715 x^3)): float32 tanh_split, float64 tanh_absolute.
