@@ -29,6 +29,15 @@ inline V horner(const typename Lanes<V>::Scalar (&c)[N], V x) {
     return p;
 }
 
+// The same for a polynomial whose leading coefficient, left out of c, is 1.
+template <typename V, size_t N>
+inline V horner_monic(const typename Lanes<V>::Scalar (&c)[N], V x) {
+    using L = Lanes<V>;
+    V p = L::add(x, L::set1(c[0]));
+    for (size_t i = 1; i < N; ++i) p = L::fmadd(p, x, L::set1(c[i]));
+    return p;
+}
+
 // The constants of one precision.
 template <typename T>
 struct MathConstants;
@@ -54,9 +63,20 @@ struct MathConstants<float> {
                                             1.289200783e+01f,  -1.422001839e+00f,
                                             1.779561162e+00f,  9.570748806e-01f,
                                             5.655743480e-01f,  2.820678055e-01f};
-    static constexpr float erfc_limit = 10.5f, inv_sqrt2 = 0.707106781f;
+    static constexpr float erfc_limit = 10.5f;
+    // Phi(-s) e^(s^2 / 2) for 0 <= s <= 15 (past which Phi(-s) is 0 in float32) as P(s) / Q(s),
+    // P of degree 4 and Q of degree 5 with leading coefficient 1, fitted for the least
+    // relative error (0.11 of 2^-24; 0.32 with the coefficients rounded to float32). Every
+    // coefficient is positive, so neither Horner scheme cancels. Highest power first.
+    static constexpr float cdf_tail_numerator[] = {3.989465535e-01f, 3.926826000e+00f,
+                                                   1.767078590e+01f, 4.219383240e+01f,
+                                                   4.802478027e+01f};
+    static constexpr float cdf_tail_denominator[] = {9.843680382e+00f, 4.528026199e+01f,
+                                                     1.157950058e+02f, 1.610241699e+02f,
+                                                     9.604956055e+01f};
+    static constexpr float cdf_tail_limit = 15.0f;
     // normal_cdf's inputs below this in magnitude need none of the clamps (x^2 / 2 < 104,
-    // x / sqrt 2 < erfc_limit).
+    // |x| < cdf_tail_limit).
     static constexpr float cdf_unclamped = 14.0f;
     // 2 atanh z = 2 z + z^3 (2/3 + 2/5 s + ...), s = z^2, to z^9; ln 2; sqrt 2.
     static constexpr float atanh[] = {2.0f / 9, 2.0f / 7, 2.0f / 5, 2.0f / 3};
@@ -110,28 +130,53 @@ struct MathConstants<double> {
 template <typename V>
 using ConstantsOf = MathConstants<typename Lanes<V>::Scalar>;
 
-// e^(a + b) over the whole range (0 below about -103.98 / -745.1, subnormal like the C
-// library's, +inf above about 88.72 / 709.78), for b small against a (at most half a unit
-// in a's last place): a + b = n ln2 + r, n and r reduced from a alone (so a large a, the
-// -t^2 of erfc, loses none of b's bits to a rounded a + b; |r| <= ln2 / 2 plus b) with b
-// added after, e^r by exp_poly, times 2^n. kInRange: the caller knows a + b is within
-// [exp_low, exp_high], where the clamp and the limits change nothing, and they are left
-// out (the same bits, fewer steps).
-template <bool kInRange = false, typename V>
+// A polynomial's coefficients (highest power first) for its values at u / k: the
+// coefficient of u^j divided by k^j. For k a power of 2 each Horner step in u is the one
+// in u / k times a power of 2 (the same bits).
+template <typename T, size_t N>
+struct Coefficients {
+    T c[N];
+};
+
+template <int k, typename T, size_t N>
+constexpr Coefficients<T, N> at_fraction(const T (&c)[N]) {
+    Coefficients<T, N> out{};
+    T scale = 1;
+    for (size_t i = N; i-- > 0; scale /= k) out.c[i] = c[i] * scale;
+    return out;
+}
+
+// e^((a + b) / k), k = 1 or -2 (e^(-x^2 / 2) from x^2 = a + b with no halving of its own),
+// over the whole range (0 below about -103.98 / -745.1, subnormal like the C library's,
+// +inf above about 88.72 / 709.78), for b small against a (at most half a unit in a's last
+// place): (a + b) / k = n ln2 + r, n and r reduced from a alone (so a large a, the -t^2 of
+// erfc, loses none of b's bits to a rounded a + b; |r| <= ln2 / 2 plus b) with b added
+// after, e^r by exp_poly, times 2^n. The steps run on k r (a - k n ln2 + b, the polynomial
+// at_fraction<k>): for k = -2 the same bits as for k = 1 on a / k and b / k, one product
+// fewer. kInRange: the caller knows (a + b) / k is within [exp_low, exp_high], where the
+// clamp and the limits change nothing, and they are left out (the same bits, fewer steps).
+template <bool kInRange = false, int k = 1, typename V>
 inline V exp_sum(V a, V b) {
     using L = Lanes<V>;
     using C = ConstantsOf<V>;
-    const V clamped =
-        kInRange ? a : L::min(L::set1(C::exp_high), L::max(L::set1(C::exp_low), a));
-    const V n = L::round(L::mul(clamped, L::set1(C::log2e)));
-    V r = L::fnmadd(n, L::set1(C::ln2_high), a);
-    r = L::add(L::fnmadd(n, L::set1(C::ln2_low), r), b);
-    V out = L::scale(horner(C::exp_poly, r), n);
+    using S = typename L::Scalar;
+    static_assert(k == 1 || k == -2);
+    static constexpr auto poly = at_fraction<k>(C::exp_poly);
+    constexpr S low = k * C::exp_low, high = k * C::exp_high;  // a's bounds, swapped for k < 0
+    const V clamped = kInRange  ? a
+                      : k > 0 ? L::min(L::set1(high), L::max(L::set1(low), a))
+                              : L::max(L::set1(high), L::min(L::set1(low), a));
+    const V n = L::round(L::mul(clamped, L::set1(C::log2e / k)));
+    V r = L::fnmadd(n, L::set1(k * C::ln2_high), a);
+    r = L::add(L::fnmadd(n, L::set1(k * C::ln2_low), r), b);
+    V out = L::scale(horner(poly.c, r), n);
     if constexpr (kInRange) return out;
-    // Outside the clamp r is meaningless: the limits instead.
+    // Outside the clamp r is meaningless: the limits instead. (a NaN compares false.)
     const V x = L::add(a, b);
-    out = L::select(L::lt(x, L::set1(C::exp_low)), L::zero(), out);
-    return L::select(L::gt(x, L::set1(C::exp_high)), L::set1(__builtin_inf()), out);
+    const auto below = k > 0 ? L::lt(x, L::set1(low)) : L::gt(x, L::set1(low));
+    const auto above = k > 0 ? L::gt(x, L::set1(high)) : L::lt(x, L::set1(high));
+    out = L::select(below, L::zero(), out);
+    return L::select(above, L::set1(__builtin_inf()), out);
 }
 
 template <typename V>
@@ -257,22 +302,37 @@ inline V erf_lanes(V a) {
     return L::select(L::lt(t, L::set1(0.921875f)), small, tail);
 }
 
+// Phi(-s) e^(s^2 / 2) for s >= 0 (or NaN), clamped to s <= cdf_tail_limit where !kInRange:
+// float32 by MathConstants' rational function (one division, as erfc_scaled's w = 1 / (2 + t)
+// takes, and eight steps on the FMA pipes where that takes eleven); float64 by erfc_scaled at
+// t = s / sqrt 2.
+template <bool kInRange, typename V>
+inline V scaled_normal_tail(V s) {
+    using L = Lanes<V>;
+    using C = ConstantsOf<V>;
+    if constexpr (kFloat32Lanes<V>) {
+        if constexpr (!kInRange) s = L::min(L::set1(C::cdf_tail_limit), s);
+        return L::div(horner(C::cdf_tail_numerator, s), horner_monic(C::cdf_tail_denominator, s));
+    } else {
+        // w = 1 / (2 + t), its denominator at most 2 + erfc_limit.
+        V denominator = L::fmadd(L::set1(C::inv_sqrt2), s, L::set1(2));
+        if constexpr (!kInRange) denominator = L::min(L::set1(2 + C::erfc_limit), denominator);
+        return half_erfc_scaled(L::div(L::set1(1), denominator));
+    }
+}
+
 // The standard normal CDF Phi(x) = erfc(-x / sqrt 2) / 2, accurate relative to itself also
 // far into the left tail (where 1 + erf(x / sqrt 2) would cancel), and in `gauss` e^(-x^2/2)
-// (which it needs anyway; the density is that / sqrt(2 pi)). x^2 / 2 is carried exactly
-// (halving is exact), not from the rounded x / sqrt 2, whose error would grow to
-// x^2 2^-24 relative in e^(-x^2 / 2). kInRange: |x| < cdf_unclamped known.
+// (which it needs anyway; the density is that / sqrt(2 pi)). x^2 is carried exactly as hi +
+// lo, not from the rounded x / sqrt 2, whose error would grow to x^2 2^-24 relative in
+// e^(-x^2 / 2). kInRange: |x| < cdf_unclamped known.
 template <bool kInRange, typename V>
 inline V normal_cdf_of(V x, V& gauss) {
     using L = Lanes<V>;
-    using C = ConstantsOf<V>;
-    V hi, lo;  // -x^2 / 2
-    product_exact<kInRange>(L::mul(L::set1(-0.5), x), x, hi, lo);
-    gauss = exp_sum<kInRange>(hi, lo);
-    // w = 1 / (2 + t) at t = |x| / sqrt 2, its denominator at most 2 + erfc_limit.
-    V denominator = L::fmadd(L::set1(C::inv_sqrt2), L::abs(x), L::set1(2));
-    if constexpr (!kInRange) denominator = L::min(L::set1(2 + C::erfc_limit), denominator);
-    const V half_erfc = L::mul(half_erfc_scaled(L::div(L::set1(1), denominator)), gauss);
+    V hi, lo;  // x^2
+    product_exact<kInRange>(x, x, hi, lo);
+    gauss = exp_sum<kInRange, -2>(hi, lo);
+    const V half_erfc = L::mul(scaled_normal_tail<kInRange>(L::abs(x)), gauss);
     return L::select(L::lt(x, L::zero()), half_erfc, L::sub(L::set1(1), half_erfc));
 }
 
