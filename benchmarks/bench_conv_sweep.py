@@ -14,8 +14,9 @@ zeros included, db ignored).
 
 The grid: kernels 3x3 stride 1 and stride 2 (pad 1), 5x5 (pad 2), 1x1 (pad 0), 7x7
 (stride 1, pad 3), and on request "valid" 3x3 and 5x5 layers (3v, 5v: pad 0) and other
-strides (5s2: 5x5 stride 2 pad 2, 3s3, 1s2, 1s3, 1s4, 2s3, 3s4: kernel, stride, pad
-(kernel - 1) // 2); square
+strides (5s2: 5x5 stride 2 pad 2, 3s3, 1s2, 1s3, 1s4, 2s3, 3s4, 7s2: kernel, stride, pad
+(kernel - 1) // 2) and non-overlapping "patchify" layers (2s2, 3s3v, 4s4, 8s8: kernel =
+stride, pad 0); square
 images of 32, 16, 8, 7, 14 pixels; channel pairs (C -> F) with F in --channels and C = F,
 F / 2 and 2 F where those are in --channels too, and first layers 3 -> F (forward and dw
 only, as a net's first layer needs no dx). Past the first layer, 7x7 layers on up to 16
@@ -49,7 +50,8 @@ except ImportError:
 KERNELS = {  # name: (kernel, stride, pad)
     "3s1": (3, 1, 1), "3s2": (3, 2, 1), "5": (5, 1, 2), "1": (1, 1, 0), "7": (7, 1, 3),
     "3v": (3, 1, 0), "5v": (5, 1, 0), "5s2": (5, 2, 2), "3s3": (3, 3, 1), "1s2": (1, 2, 0),
-    "1s3": (1, 3, 0), "1s4": (1, 4, 0), "2s3": (2, 3, 0), "3s4": (3, 4, 1)}
+    "1s3": (1, 3, 0), "1s4": (1, 4, 0), "2s3": (2, 3, 0), "3s4": (3, 4, 1), "7s2": (7, 2, 3),
+    "2s2": (2, 2, 0), "3s3v": (3, 3, 0), "4s4": (4, 4, 0), "8s8": (8, 8, 0)}
 DEFAULT_KERNELS = "3s1,3s2,5,1,7"
 DEFAULT_CHANNELS = "3,8,12,16,24,32,48,64,96,128"
 KERNEL_MAX_CHANNELS = {"7": 16, "5": 64, "5v": 64}
@@ -185,6 +187,8 @@ def main():
     for name in args.kernels.split(","):
         kernel, stride, pad = KERNELS[name]
         for H in (int(h) for h in args.sizes.split(",")):
+            if kernel > H + 2 * pad:
+                continue  # (an 8x8 patch on 7 x 7 pixels)
             for C, F in channel_pairs(channels):
                 if C != 3 and max(C, F) > max_channels.get(name, max(channels)):
                     continue

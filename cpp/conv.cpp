@@ -102,9 +102,25 @@ bool short_rows_on_taps(int64_t width, int64_t outputs, int64_t min_outputs) {
 constexpr int64_t kTapForwardMinFilters = kLanes;
 constexpr int64_t kTapInputGradientMinChannels = 2 * kLanes;
 
-bool forward_row_fits(int64_t width, int64_t filters, const Kernel& kernel) {
+// On rows of 6-8 pixels the direct AVX-512 kernel holds two rows a vector (14 of 16
+// lanes busy on rows of 7); where the filters leave the tap kernel without its position
+// map (one vector of them, or 4k + 1: tap_map_fits) that kernel computes a grid as wide
+// as a padded row instead, of whose 10+ pixels 6-8 are real. The direct kernel there (per
+// pass, batch 16, one thread, against the tap kernel: 7x7 pad 3 @7 16 -> 16, 40 -> 80, 80
+// -> 80, 16 -> 72 0.66-0.75x the time; 7x7 pad 0 @12 0.63-0.73x; 5x5 pad 0 @10
+// 0.76-0.86x; 3x3 pad 0 @10 0.84-1.05x; but rows of 5, 7x7 pad 3 @5, 0.84-1.13x).
+constexpr int64_t kRowPairsMinWidth = 6;
+constexpr int64_t kRowPairsMinPaddedWidth = 10;
+
+bool row_pairs_beat_tap_grid(int64_t width, int64_t padded_width, int64_t filters) {
+    return width >= kRowPairsMinWidth && width <= kDirectRowPairMaxWidth &&
+           padded_width >= kRowPairsMinPaddedWidth && !tap_map_fits(padded_filters(filters, kLanes));
+}
+
+bool forward_row_fits(int64_t width, int64_t padded_width, int64_t filters, const Kernel& kernel) {
     return width >= kDirectMinRow ||
-           (kernel.avx512 && !short_rows_on_taps(width, filters, kTapForwardMinFilters));
+           (kernel.avx512 && (!short_rows_on_taps(width, filters, kTapForwardMinFilters) ||
+                              row_pairs_beat_tap_grid(width, padded_width, filters)));
 }
 
 // With stride 1, dx is itself a convolution: dout padded by HH-1-pad rows and WW-1-pad
@@ -214,7 +230,7 @@ DirectPasses direct_passes(const ConvGeometry& g) {
     // 1.74 ms).
     const bool dw_channel_vectors = use_avx512() && direct_dw_channel_vectors(g.C, g.F, g.HH, g.WW);
     const Kernel forward = forward_kernel(g.F, g.Wo);
-    return {forward_row_fits(g.Wo, g.F, forward) && (few_filters || forward.avx512),
+    return {forward_row_fits(g.Wo, g.W + 2 * g.pad, g.F, forward) && (few_filters || forward.avx512),
             direct_dx_fits(g) && (few_filters || forward_kernel(g.C, g.W).avx512),
             (g.Wo >= kDirectMinRow || dw_channel_vectors) && (few_filters || dw_avx512(g)) &&
                 !gemm_weight_gradient(g)};

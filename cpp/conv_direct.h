@@ -62,10 +62,12 @@ void direct_conv_forward_image(const DirectConv& g, const float* xpad, const flo
 
 // The same forward with AVX-512 vectors of 16 floats (conv_direct_avx512.cpp; call only
 // when cpu_has_avx512f()), on weights packed in tiles of direct_tile_filters_avx512(F)
-// filters (8 or 12), for layers of kDirectAvx512MinFilters filters or more: fewer would
+// filters (6-12), for layers of kDirectAvx512MinFilters filters or more: fewer would
 // compute mostly padding filters (per pass, 3 -> 32 channels: at 0.5x the AVX2 kernel's
-// speed). It runs rows of any width, a row of 16 pixels or fewer in one vector.
+// speed). It runs rows of any width, a row of 9-16 pixels in one vector.
 constexpr int64_t kDirectAvx512MinFilters = 6;
+// Its rows of this many pixels or fewer run two to a vector, in lanes 0-7 and 8-15.
+constexpr int64_t kDirectRowPairMaxWidth = 8;
 int64_t direct_tile_filters_avx512(int64_t F);
 void direct_conv_forward_image_avx512(const DirectConv& g, const float* xpad, const float* wpack,
                                       const float* bias, float* out);

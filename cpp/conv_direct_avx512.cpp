@@ -16,19 +16,41 @@ namespace {
 
 constexpr int kAccumulators = 24;
 constexpr int kTileFilters = 12;
-constexpr int kNarrowTileFilters = 8;
+
+// The vector of rows `low` (lanes 0-7) and `high` (lanes 8-15), 8 pixels of each.
+inline __m512 row_pair(const float* low, const float* high) {
+    const __m512d low_half = _mm512_castpd256_pd512(_mm256_castps_pd(_mm256_loadu_ps(low)));
+    return _mm512_castpd_ps(_mm512_insertf64x4(low_half, _mm256_castps_pd(_mm256_loadu_ps(high)), 1));
+}
 
 // A tile of 12 filters x 2 vectors of 16 pixels: two vectors along one output row where
 // rows are 17+ pixels wide, else one vector on each of two rows (and one on a last odd
-// row). Per tap 24 FMAs against 2 loads and 12 broadcasts: a tile of 24 filters x 1
+// row), and on rows of 8 pixels or fewer (Pairs) two rows a vector, so that a 7-pixel row
+// does not leave 9 of the 16 lanes empty: a tile of 4 rows (2 on the last, or 1; a last
+// vector with a missing second row computes its first twice and stores it once). Per tap
+// 24 FMAs against 2 loads (4 with Pairs) and 12 broadcasts: a tile of 24 filters x 1
 // vector, per tap 24 broadcasts and a load, was bound by the loads (per pass, batch 16,
 // one thread, 64 -> 64 channels 3x3 on rows of 16: forward 59% of the FMA peak). Layers
-// whose filters would leave much of the last 12-filter tile empty (direct_tile_filters_avx512)
-// take a tile of 8 filters x 2 vectors instead.
-template <int Filters, int Vectors, int Rows>
+// whose filters would leave much of the last 12-filter tile empty take a narrower tile
+// (direct_tile_filters_avx512).
+template <int Filters, int Vectors, int Rows, bool Pairs = false>
 void forward_tile(const DirectConv& g, const float* xpad, const float* wpack, const float* bias,
                   float* out, int64_t f0, int64_t oy, int64_t ox0) {
+    static_assert(!Pairs || Vectors == 1, "a pair of rows fills a vector");
     constexpr int kVectors = Vectors * Rows;
+    const int64_t plane = g.Hp * g.Wp, taps = g.C * g.HH * g.WW, WW = g.WW, Wp = g.Wp;
+    // where vector j reads, relative to its tile's first row: its 16 pixels, or with Pairs
+    // its two rows (the first again where the second lies past the output)
+    int64_t first[kVectors], second[kVectors];
+#pragma GCC unroll 4
+    for (int j = 0; j < kVectors; ++j) {
+        if (Pairs) {
+            first[j] = 2 * j * Wp;
+            second[j] = oy + 2 * j + 1 < g.Ho ? first[j] + Wp : first[j];
+        } else {
+            first[j] = second[j] = (j / Vectors) * Wp + 16 * (j % Vectors);
+        }
+    }
     __m512 acc[Filters][kVectors];
 #pragma GCC unroll 32
     for (int i = 0; i < Filters; ++i) {
@@ -36,7 +58,6 @@ void forward_tile(const DirectConv& g, const float* xpad, const float* wpack, co
 #pragma GCC unroll 4
         for (int j = 0; j < kVectors; ++j) acc[i][j] = b;
     }
-    const int64_t plane = g.Hp * g.Wp, taps = g.C * g.HH * g.WW, WW = g.WW, Wp = g.Wp;
     for (int64_t c = 0; c < g.C; ++c) {
         for (int64_t kh = 0; kh < g.HH; ++kh) {
             const float* in = xpad + c * plane + (oy + kh) * Wp + ox0;
@@ -45,7 +66,7 @@ void forward_tile(const DirectConv& g, const float* xpad, const float* wpack, co
                 __m512 x[kVectors];
 #pragma GCC unroll 4
                 for (int j = 0; j < kVectors; ++j) {
-                    x[j] = _mm512_loadu_ps(in + (j / Vectors) * Wp + 16 * (j % Vectors));
+                    x[j] = Pairs ? row_pair(in + first[j], in + second[j]) : _mm512_loadu_ps(in + first[j]);
                 }
 #pragma GCC unroll 32
                 for (int i = 0; i < Filters; ++i) {
@@ -56,18 +77,28 @@ void forward_tile(const DirectConv& g, const float* xpad, const float* wpack, co
             }
         }
     }
+    const __mmask16 row_lanes = static_cast<__mmask16>((1u << (g.Wo < 16 ? g.Wo : 16)) - 1u);
 #pragma GCC unroll 32
     for (int i = 0; i < Filters; ++i) {
         if (f0 + i >= g.F) continue;
 #pragma GCC unroll 4
         for (int j = 0; j < kVectors; ++j) {
+            if (Pairs) {
+                float* row = out + ((f0 + i) * g.Ho + oy + 2 * j) * g.Wo;
+                _mm512_mask_storeu_ps(row, row_lanes, acc[i][j]);
+                if (oy + 2 * j + 1 < g.Ho) {  // lanes 8-15 down to 0-7
+                    _mm512_mask_storeu_ps(row + g.Wo, row_lanes,
+                                          _mm512_shuffle_f32x4(acc[i][j], acc[i][j], 0xEE));
+                }
+                continue;
+            }
             float* row = out + ((f0 + i) * g.Ho + oy + j / Vectors) * g.Wo;
             const int64_t ox = ox0 + 16 * (j % Vectors);
             if (ox + 16 <= g.Wo) {
                 _mm512_storeu_ps(row + ox, acc[i][j]);
             } else if (ox < g.Wo) {
-                const __mmask16 first = static_cast<__mmask16>((1u << (g.Wo - ox)) - 1u);
-                _mm512_mask_storeu_ps(row + ox, first, acc[i][j]);
+                const __mmask16 first_lanes = static_cast<__mmask16>((1u << (g.Wo - ox)) - 1u);
+                _mm512_mask_storeu_ps(row + ox, first_lanes, acc[i][j]);
             }
         }
     }
@@ -86,6 +117,11 @@ void forward_image(const DirectConv& g, const float* xpad, const float* wpack, c
             continue;
         }
         int64_t oy = 0;
+        if (g.Wo <= kDirectRowPairMaxWidth) {
+            for (; oy + 2 < g.Ho; oy += 4) forward_tile<Filters, 1, 2, true>(g, xpad, wpack, bias, out, f0, oy, 0);
+            if (oy < g.Ho) forward_tile<Filters, 1, 1, true>(g, xpad, wpack, bias, out, f0, oy, 0);
+            continue;
+        }
         for (; oy + 2 <= g.Ho; oy += 2) forward_tile<Filters, 1, 2>(g, xpad, wpack, bias, out, f0, oy, 0);
         if (oy < g.Ho) forward_tile<Filters, 1, 1>(g, xpad, wpack, bias, out, f0, oy, 0);
     }
@@ -563,25 +599,32 @@ void direct_conv_dw_images_avx512(const DirectConv& g, const int64_t* tap_offset
     }
 }
 
-// The 8-filter tile where 12-filter tiles would compute 1/8 more filters than the 8-filter
-// ones or more (F = 8, 16, 25-32, 40, 61-64, ...: 32 filters in tiles of 12 are 36
-// computed). Per pass, batch 16, one thread, the tile of 8 against that of 12: forward
-// and dx of 3x3, 5x5 and 7x7 layers of 32 and 64 filters (3 -> 32 @32, 5x5 32 -> 64 @16,
-// ...) 0.80-0.92x the time; on 24, 48 and 96 filters (no padding filters either way)
-// 0.96-1.22x, so those keep the wider tile (benchmarks/bench_conv_sweep.py).
+// The tile of 6-12 filters that computes the fewest padding filters, the widest of those
+// (a tile of 8 against one of 12 on 24, 48 and 96 filters, per pass, batch 16, one
+// thread: 0.96-1.22x the time; 8 on 32 and 64 filters, which tiles of 12 pad to 36 and
+// 72, 0.80-0.92x: forward and dx of 3x3, 5x5 and 7x7 layers, 3 -> 32 @32, 5x5 32 -> 64
+// @16, ...; benchmarks/bench_conv_sweep.py). So 13 filters run as 7 + 7, 20 as 10 + 10.
 int64_t direct_tile_filters_avx512(int64_t F) {
     const auto padded = [F](int64_t tile) { return (F + tile - 1) / tile * tile; };
-    return padded(kTileFilters) * kNarrowTileFilters >= padded(kNarrowTileFilters) * 9
-               ? kNarrowTileFilters
-               : kTileFilters;
+    int64_t best = kTileFilters;
+    for (int64_t tile = kTileFilters - 1; tile >= kDirectAvx512MinFilters; --tile) {
+        if (padded(tile) < padded(best)) best = tile;
+    }
+    return best;
 }
 
 void direct_conv_forward_image_avx512(const DirectConv& g, const float* xpad, const float* wpack,
                                       const float* bias, float* out) {
-    if (direct_tile_filters_avx512(g.F) == kNarrowTileFilters) {
-        return forward_image<kNarrowTileFilters>(g, xpad, wpack, bias, out);
+    static_assert(kTileFilters == 12 && kDirectAvx512MinFilters == 6, "one case per tile");
+    switch (direct_tile_filters_avx512(g.F)) {
+        case 6: return forward_image<6>(g, xpad, wpack, bias, out);
+        case 7: return forward_image<7>(g, xpad, wpack, bias, out);
+        case 8: return forward_image<8>(g, xpad, wpack, bias, out);
+        case 9: return forward_image<9>(g, xpad, wpack, bias, out);
+        case 10: return forward_image<10>(g, xpad, wpack, bias, out);
+        case 11: return forward_image<11>(g, xpad, wpack, bias, out);
+        default: return forward_image<12>(g, xpad, wpack, bias, out);
     }
-    forward_image<kTileFilters>(g, xpad, wpack, bias, out);
 }
 
 }  // namespace graphnet

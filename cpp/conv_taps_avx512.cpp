@@ -334,6 +334,80 @@ void deinterleave_avx512(int64_t rows, int64_t width, const float* src, int64_t 
     }
 }
 
+namespace {
+
+// Where lane k of column phase r (pixel Stride * k + r of a run of 16 * Stride) lies: its
+// index within the pair of vectors that holds it, and whether that is the second pair (its
+// third and fourth vectors).
+template <int Stride>
+struct ColumnPhaseLanes {
+    alignas(64) int32_t index[Stride][16] = {};
+    uint16_t second_pair[Stride] = {};
+    constexpr ColumnPhaseLanes() {
+        for (int r = 0; r < Stride; ++r) {
+            for (int k = 0; k < 16; ++k) {
+                const int pixel = Stride * k + r;
+                index[r][k] = pixel % 32;
+                if (pixel >= 32) second_pair[r] = static_cast<uint16_t>(second_pair[r] | 1 << k);
+            }
+        }
+    }
+};
+
+template <int Stride>
+constexpr ColumnPhaseLanes<Stride> kColumnPhaseLanes{};
+
+// split_columns_avx512 with the stride (3 or 4) a constant: per 16 pixels of each phase,
+// two permutes of pairs of vectors of the row (16 * Stride pixels) and a blend.
+template <int Stride>
+void split_columns(int64_t rows, int64_t width, const float* src, int64_t src_stride,
+                   float* const* phases, int64_t dst_stride) {
+    constexpr int kVectors = Stride, kStep = 16 * Stride;  // row pixels per 16 of a phase
+    constexpr const ColumnPhaseLanes<Stride>& lanes = kColumnPhaseLanes<Stride>;
+    __m512i index[Stride];
+    for (int r = 0; r < Stride; ++r) index[r] = _mm512_load_si512(lanes.index[r]);
+    const auto phase_vector = [&](const __m512 (&v)[kVectors], int r) {
+        const __m512 first = _mm512_permutex2var_ps(v[0], index[r], v[1]);
+        const __m512 fourth = v[Stride - 1];  // (stride 3: the third again, unread)
+        const __m512 second = _mm512_permutex2var_ps(v[2], index[r], fourth);
+        return _mm512_mask_blend_ps(lanes.second_pair[r], first, second);
+    };
+    const int64_t whole = width / kStep * kStep, rest = width - whole;  // rest < kStep pixels
+    __mmask16 rest_loads[kVectors], rest_stores[Stride];
+    for (int v = 0; v < kVectors; ++v) rest_loads[v] = first_lanes(rest - 16 * v);
+    for (int r = 0; r < Stride; ++r) rest_stores[r] = first_lanes((rest - r + Stride - 1) / Stride);
+    float* dst[Stride];
+    for (int r = 0; r < Stride; ++r) dst[r] = phases[r];
+    for (int64_t row = 0; row < rows; ++row, src += src_stride) {
+        for (int64_t x = 0; x < whole; x += kStep) {
+            __m512 v[kVectors];
+            for (int j = 0; j < kVectors; ++j) v[j] = _mm512_loadu_ps(src + x + 16 * j);
+            for (int r = 0; r < Stride; ++r) _mm512_storeu_ps(dst[r] + x / Stride, phase_vector(v, r));
+        }
+        if (rest > 0) {
+            __m512 v[kVectors];
+            for (int j = 0; j < kVectors; ++j) {
+                v[j] = _mm512_maskz_loadu_ps(rest_loads[j], src + whole + 16 * j);
+            }
+            for (int r = 0; r < Stride; ++r) {
+                _mm512_mask_storeu_ps(dst[r] + whole / Stride, rest_stores[r], phase_vector(v, r));
+            }
+        }
+        for (int r = 0; r < Stride; ++r) dst[r] += dst_stride;
+    }
+}
+
+}  // namespace
+
+void split_columns_avx512(int64_t rows, int64_t width, int64_t stride, const float* src,
+                          int64_t src_stride, float* const* phases, int64_t dst_stride) {
+    switch (stride) {
+        case 1: return copy_rows_avx512(rows, width, src, src_stride, phases[0], dst_stride);
+        case 3: return split_columns<3>(rows, width, src, src_stride, phases, dst_stride);
+        default: return split_columns<4>(rows, width, src, src_stride, phases, dst_stride);
+    }
+}
+
 void merge_phase_pairs_avx512(const PhasePairs& p, int64_t channels, const float* first_t,
                               const float* second_t, int64_t stride, float* dst,
                               int64_t dst_channel) {

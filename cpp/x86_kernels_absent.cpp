@@ -188,6 +188,10 @@ void tap_conv_dw_avx512(const TapConv&, const TapDwPositions&, const int64_t*, c
 void deinterleave_avx512(int64_t, int64_t, const float*, int64_t, float*, float*, int64_t) {
     absent("deinterleave_avx512");
 }
+void split_columns_avx512(int64_t, int64_t, int64_t, const float*, int64_t, float* const*,
+                          int64_t) {
+    absent("split_columns_avx512");
+}
 void merge_phase_pairs_avx512(const PhasePairs&, int64_t, const float*, const float*, int64_t,
                               float*, int64_t) {
     absent("merge_phase_pairs_avx512");

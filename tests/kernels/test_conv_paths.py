@@ -109,19 +109,34 @@ def test_conv_paths_match_naive_and_any_thread_count(N, C, H, W, F, layer, dtype
 @pytest.mark.parametrize("pad", [0, 1])
 def test_stride_two_splits_rows_of_any_width_into_phases(W, pad):
     """The phase planes of a stride-2 conv take each row's even and odd pixels 16 pairs at a
-    time (AVX-512), the last 1-15 pairs masked: rows of 1-33 pairs, and an odd width (the
-    general loop); forward and gradients against the naive loops, training's dw too."""
+    time (AVX-512), the last 1-15 pairs masked: rows of 1-33 pairs, and an odd width;
+    forward and gradients against the naive loops, training's dw too."""
     x, w, b = case(2, 3, 5, W, 20, 3 if W > 2 or pad else 1, np.float32, seed=W + pad)
     assert_matches_naive_on_one_and_two_threads(x, w, b, 2, pad)
 
 
-@pytest.mark.parametrize("F", [1, 8, 11, 12, 13, 16, 24, 25, 32, 48, 61, 64])
+@pytest.mark.parametrize("stride", [3, 4])
+@pytest.mark.parametrize("W", [1, 2, 3, 5, 8, 13, 16, 28, 31, 47, 48, 49, 63, 64, 65, 100])
+def test_strides_three_and_four_split_rows_of_any_width_into_phases(stride, W):
+    """The phase planes of stride 3 and 4 take 16 pixels of each column phase at a time
+    from 3 or 4 vectors of a row (two permutes and a blend), the rest masked: rows shorter
+    than one step, one step (48, 64 pixels), a step and a bit; kernels as large as the
+    stride (non-overlapping patches) and larger, pads 0-2, odd channel counts."""
+    for k, pad in ((stride, 0), (stride, 1), (stride + 2, 2)):
+        if k > W + 2 * pad:
+            continue
+        x, w, b = case(2, 5, 7, W, 13, k, np.float32, seed=W + stride + pad)
+        assert_matches_naive_on_one_and_two_threads(x, w, b, stride, pad)
+
+
+@pytest.mark.parametrize("F", [1, 6, 7, 8, 9, 10, 11, 12, 13, 16, 20, 24, 25, 32, 48, 61, 64])
 @pytest.mark.parametrize("C, k", [(1, 3), (2, 3), (3, 3), (3, 5), (7, 5)])
 def test_direct_forward_packs_every_tile_of_filters_and_block_of_taps(C, k, F):
-    """The AVX-512 direct forward packs each tile of 8 or 12 filters x taps turned around in
+    """The AVX-512 direct forward packs each tile of 6-12 filters x taps turned around in
     16 x 16 blocks: 9, 18, 27, 75 and 175 taps (whole blocks and remainders), filters
-    filling no tile, one, two and more with a remainder, on either tile (25-32 and 61-64
-    filters on tiles of 8, 48 on tiles of 12); one image and two."""
+    filling no tile, one, two and more with a remainder, on every tile width (6-12 filters
+    one tile, 13 on tiles of 7, 20 of 10, 25 of 9, 32 and 61-64 of 8, 48 of 12); one image
+    and two."""
     for N in (1, 2):
         x, w, b = case(N, C, 6, 16, F, k, np.float32, seed=F * C + k)
         assert_matches_naive_on_one_and_two_threads(x, w, b, 1, (k - 1) // 2)
@@ -281,11 +296,32 @@ def test_weight_gradient_of_square_layers_on_few_filters(N, C, H, W, F, k, pad, 
 )
 def test_stride_one_layers_on_short_rows_and_narrow_filter_tiles(N, C, H, W, F, kh, kw, pad, seed):
     """float32 stride-1 layers on rows of up to 17 pixels and 5-64 filters or channels: on an
-    AVX-512 CPU the direct forward kernel's 8- and 12-filter tiles (a row of 16 pixels or
-    fewer in one vector, two rows a tile), also for dx, and the tap kernel's forward and dx
+    AVX-512 CPU the direct forward kernel's 6- to 12-filter tiles (a row of 9-16 pixels in
+    one vector, two rows a tile; rows of 8 or fewer two to a vector, four a tile), also
+    for dx, and the tap kernel's forward and dx
     on the rows under 16 pixels it takes (any pad, wider than the kernel too); against the
     naive loops and bitwise on 1 and 2 threads."""
     assert_stride_one_matches_naive(N, C, H, W, F, kh, kw, pad, seed)
+
+
+@pytest.mark.parametrize("F", [6, 7, 12, 13, 16, 20, 80])
+@pytest.mark.parametrize("k, pad", [(7, 3), (5, 0), (3, 1), (1, 1)])
+def test_direct_forward_runs_short_rows_two_to_a_vector(F, k, pad):
+    """On rows of 8 pixels or fewer the AVX-512 direct kernel holds two rows a vector (its
+    lanes 0-7 and 8-15), 4 rows a tile, a last vector with one row: output rows 1-9 (a
+    tile or none and 1-3 more), widths 1-8; the same bits as each row computed alone in a
+    vector of a wide image (the same sums in the same order), and within rounding of the
+    naive loops, on 1 and 2 threads."""
+    for H in (h for h in (1, 3, 4, 5, 7, 8, 9) if h >= k - 2 * pad):
+        for W in range(max(1, k - 2 * pad), 9 + k - 1 - 2 * pad):
+            x, w, b = case(2, 3, H, W, F, k, np.float32, seed=F + H * 10 + W)
+            assert_matches_naive_on_one_and_two_threads(x, w, b, 1, pad)
+            wide = np.zeros((2, 3, H, W + 24), np.float32)
+            wide[..., :W] = x  # its first columns' windows see x and zeros, as x's padding
+            out = _C.conv_forward(x, w, b, 1, pad)
+            np.testing.assert_array_equal(
+                out, _C.conv_forward(wide, w, b, 1, pad)[..., : out.shape[3]]
+            )
 
 
 @pytest.mark.parametrize("C, F", [(3, 48), (48, 96), (96, 48), (112, 112), (40, 80)])

@@ -185,6 +185,38 @@ def test_strided_conv_matches_pytorch(C, H, F, k, stride, pad):
         np.testing.assert_allclose(got, ref.detach().numpy(), rtol=1e-4, atol=1e-3)
 
 
+@pytest.mark.torch
+@settings(max_examples=40, deadline=None)
+@given(
+    N=st.integers(1, 3),
+    C=st.sampled_from([1, 3, 5, 7, 12, 13, 16, 20]),
+    F=st.sampled_from([5, 6, 7, 9, 12, 13, 16, 20, 25, 40]),
+    H=st.integers(5, 33),
+    W=st.integers(5, 33),
+    layer=st.sampled_from(
+        [(2, 2, 0), (3, 3, 0), (3, 3, 1), (4, 4, 0), (8, 8, 0), (7, 2, 3), (5, 1, 2), (7, 1, 3)]
+    ),
+    seed=st.integers(0, 2**16),
+)
+def test_patch_and_odd_channel_layers_match_pytorch_in_float64(N, C, F, H, W, layer, seed):
+    """Layers off the zoo's grid: kernel = stride ("patchify", pad 0 and 1), the 7x7 stride-2
+    stem, 5x5 and 7x7 "same" layers, on odd channel and filter counts and non-square images:
+    every float32 pass against PyTorch's in float64."""
+    torch = pytest.importorskip("torch")
+    k, stride, pad = layer
+    if k > H + 2 * pad or k > W + 2 * pad:
+        return
+    x, w, b = case(N, C, H, W, F, k, np.float32, seed)
+    (out, dx, dw, db), dout = run(x, w, b, stride, pad, threads=2)
+    xt, wt, bt = (torch.from_numpy(a.astype(np.float64)).requires_grad_() for a in (x, w, b))
+    expected = torch.nn.functional.conv2d(xt, wt, bt, stride=stride, padding=pad)
+    expected.backward(torch.from_numpy(dout.astype(np.float64)))
+    bounds = conv_error_bounds(dout, x, w, b, stride, pad)
+    refs = (expected, xt.grad, wt.grad, bt.grad)
+    for got, ref, bound in zip((out, dx, dw, db), refs, bounds, strict=True):
+        assert_within_rounding(got, ref.detach().numpy(), bound, 1e-5)
+
+
 def forward_on(threads, x, w, b, pad):
     before = _C.get_num_threads()
     _C.set_num_threads(threads)
