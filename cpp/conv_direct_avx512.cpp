@@ -14,7 +14,6 @@
 namespace graphnet {
 namespace {
 
-constexpr int kAccumulators = 24;
 constexpr int kTileFilters = 12;
 
 // The vector of rows `low` (lanes 0-7) and `high` (lanes 8-15), 8 pixels of each.
