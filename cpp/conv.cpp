@@ -380,20 +380,6 @@ bool winograd_forward(const ConvGeometry& g) {
             winograd_conv(g, g.C, g.F, out, kWinogradSmallMinSide));
 }
 
-// 3x3 stride-2 layers (pad 0 or 1) on F(4x4, 2x2) over their input's stride phases
-// (conv_winograd.h: winograd_stride2_geometry), all three passes: 6.25 multiplies per
-// output and channel pair against the phase-plane tap kernels' 9, but its transforms and
-// products over 4x the channels (25 x F x 4C transformed weights, 6.25x the input in V)
-// run out of L2, and it measured slower than the tap kernels on every layer swept (per
-// pass, batch 16 and 64, one thread, 16-256 channels, 8-64 pixels: forward 0.95-4.8x
-// their time, dx 0.73-5.8x, dw 0.99-6.7x; docs/performance/kernels.md): with
-// WinogradMode::kEverywhere only.
-bool winograd_stride2(const ConvGeometry& g) {
-    return winograd_mode == WinogradMode::kEverywhere && g.HH == 3 && g.WW == 3 &&
-           g.stride == 2 && g.pad <= 1 && direct_enabled && use_avx512() &&
-           4 * g.C <= kWinogradMaxChannels && g.F <= kWinogradMaxChannels;
-}
-
 // The Winograd forward transforms all of a layer's weights on every call (into 16 floats per filter
 // and channel on 4x4 tiles, 36 on 6x6 ones) and reads them back in its products: where those
 // outgrow L2 (kWinogradForwardGemmWeights filter-channel pairs: 2 MB transformed on 4x4 tiles) and
@@ -577,7 +563,6 @@ bool winograd_dw_by_pairs(const ConvGeometry& g, const WinogradConv& wg) {
 }
 
 WinogradConv winograd_gradient_geometry(const ConvGeometry& g) {
-    if (g.stride == 2) return winograd_stride2_geometry(g.C, g.F, g.Ho, g.Wo);
     return winograd_geometry(winograd_gradient_tile(g), g.HH, g.C, g.F, g.Ho, g.Wo);
 }
 
@@ -699,7 +684,7 @@ void winograd_over_batch(const WinogradConv& wg, int64_t N, int threads,
     const int64_t group = std::min(winograd_forward_images(wg), N);
     const int64_t groups = (N + group - 1) / group;
     threads = std::min(threads, team_size(groups));
-    const int64_t in_image = winograd_input_image_floats(wg, input), out_image = wg.F * wg.H * wg.W;
+    const int64_t in_image = wg.C * input.H * input.W, out_image = wg.F * wg.H * wg.W;
     const int64_t outs = group > 1 ? checked_mul(group, out_image, what) : 0;
     const int64_t work = checked_add(winograd_forward_scratch_floats(wg), outs, what);
     // One allocation, not zeroed: the weight transform writes u, the forward its scratch but
@@ -788,70 +773,6 @@ void winograd_input_gradient(const ConvGeometry& g, const float* dout, const flo
         winograd_geometry(winograd_tile(g, input_gradient_tiled(g)), g.HH, g.F, g.C, g.H, g.W);
     winograd_over_batch(wg, g.N, team_size(g.N), dout_input, dout, turned, no_bias.data(), dx_of,
                         nothing);
-}
-
-// The input a Winograd pass of g reads: its image (or its stride phases).
-WinogradInput winograd_image_input(const ConvGeometry& g) {
-    return g.stride == 2 ? winograd_stride2_input(g.H, g.W, g.pad) : WinogradInput{g.H, g.W, g.pad};
-}
-
-// w2 (F x 4C x 2 x 2) = the phase filters of a 3x3 stride-2 layer's w (F x C x 3 x 3):
-// filter f's channel 4 c + 2 ph + pw, tap (a, b) = w's tap (2 a + ph, 2 b + pw) of f on
-// c, or 0 past it.
-std::vector<float> winograd_stride2_weights(const ConvGeometry& g, const float* w) {
-    std::vector<float> w2(checked_mul(16 * g.C, g.F, "conv phase filters"), 0.0f);
-    for (int64_t fc = 0; fc < g.F * g.C; ++fc) {
-        for (int64_t kh = 0; kh < 3; ++kh) {
-            for (int64_t kw = 0; kw < 3; ++kw) {
-                const int64_t phase = 2 * (kh % 2) + kw % 2;
-                w2[(4 * fc + phase) * 4 + 2 * (kh / 2) + kw / 2] = w[fc * 9 + 3 * kh + kw];
-            }
-        }
-    }
-    return w2;
-}
-
-// dw (F x C x 3 x 3) = the phase filters' gradient dw2 (F x 4C x 2 x 2) folded back.
-void winograd_stride2_weights_gradient(const ConvGeometry& g, const float* dw2, float* dw) {
-    for (int64_t fc = 0; fc < g.F * g.C; ++fc) {
-        for (int64_t kh = 0; kh < 3; ++kh) {
-            for (int64_t kw = 0; kw < 3; ++kw) {
-                const int64_t phase = 2 * (kh % 2) + kw % 2;
-                dw[fc * 9 + 3 * kh + kw] = dw2[(4 * fc + phase) * 4 + 2 * (kh / 2) + kw / 2];
-            }
-        }
-    }
-}
-
-template <typename OutOf, typename Done>
-void winograd_stride2_forward(const ConvGeometry& g, int threads, const float* x, const float* w,
-                              const float* b, OutOf&& out_of, Done&& done) {
-    const std::vector<float> w2 = winograd_stride2_weights(g, w);
-    winograd_over_batch(winograd_stride2_geometry(g.C, g.F, g.Ho, g.Wo), g.N, threads,
-                        winograd_image_input(g), x, WinogradWeights{w2.data(), 16 * g.C, 4, false},
-                        b, out_of, done);
-}
-
-// dx of a 3x3 stride-2 layer: the phase planes' gradient (4C of (Ho + 1) x (Wo + 1), the
-// forward of dout padded by 1 with the phase filters turned, their axes swapped), then
-// merged into the image's pixels.
-void winograd_stride2_input_gradient(const ConvGeometry& g, const float* dout, const float* w,
-                                     float* dx) {
-    const std::vector<float> w2 = winograd_stride2_weights(g, w);
-    const std::vector<float> no_bias(4 * g.C, 0.0f);
-    const int64_t Hq = g.Ho + 1, Wq = g.Wo + 1, image = g.C * g.H * g.W;
-    const WinogradConv wg = winograd_geometry(4, 2, g.F, 4 * g.C, Hq, Wq);
-    const int threads = team_size(g.N);
-    CacheLineScratch planes(threads, checked_mul(4 * g.C, Hq * Wq, "conv phase planes"),
-                            CacheLineScratch::Fill::none);
-    winograd_over_batch(
-        wg, g.N, threads, WinogradInput{g.Ho, g.Wo, 1}, dout,
-        WinogradWeights{w2.data(), 4, 16 * g.C, true}, no_bias.data(),
-        [&](int64_t, int t) { return planes.scratch_of(t); },
-        [&](int64_t n, const float* of_n) {
-            winograd_stride2_merge_avx512(winograd_image_input(g), g.C, of_n, Hq, Wq,
-                                          dx + n * image);
-        });
 }
 
 DirectConv direct_geometry(const ConvGeometry& g, int64_t tile) {
@@ -1248,7 +1169,6 @@ void forward_images(const ConvGeometry& g, int threads, const T* x, const T* w, 
     if constexpr (std::is_same_v<T, float>) {
         // (wide layers on small images go to im2col + GEMM below: gemm_forward,
         // winograd_forward_unpaid)
-        if (winograd_stride2(g)) return winograd_stride2_forward(g, threads, x, w, b, out_of, done);
         if (!gemm_forward(g) && !winograd_forward_unpaid(g)) {
             if (winograd_forward(g)) {
                 const WinogradConv wg = winograd_geometry(winograd_tile(g, forward_tiled(g)),
@@ -1560,12 +1480,10 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
     // chunks (they are zeroed and added up once per call).
     constexpr int64_t kChunks = 16, kChunkPositions = 1024;
     constexpr int64_t kWinogradSlotsFloats = int64_t(1) << 22;
-    const bool winograd_stride2_dw = std::is_same_v<T, float> && dw && winograd_stride2(g);
-    const bool winograd_any_dw = dw && (winograd_weight_gradient<T>(g) || winograd_stride2_dw);
+    const bool winograd_any_dw = dw && winograd_weight_gradient<T>(g);
     // (only for a Winograd layer: an empty image under a wide pad has no tiles)
     const WinogradConv wg = winograd_any_dw ? winograd_gradient_geometry(g) : WinogradConv{};
-    const bool winograd_pairs_dw =
-        winograd_any_dw && !winograd_stride2_dw && winograd_dw_by_pairs(g, wg);
+    const bool winograd_pairs_dw = winograd_any_dw && winograd_dw_by_pairs(g, wg);
     const bool winograd_dw = winograd_any_dw && !winograd_pairs_dw;  // into the chunks' slots
     const int64_t winograd_slot =
         winograd_dw ? checked_mul(wg.points, winograd_weights_point(wg), "conv dw") : 0;
@@ -1631,9 +1549,8 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
         act_out = nullptr;
     };
     if constexpr (std::is_same_v<T, float>) {
-        const bool winograd_stride2_dx = gemm_dx && winograd_stride2(g);
         const bool winograd_dx =
-            gemm_dx && (winograd_filters_dx || winograd_stride2_dx ||
+            gemm_dx && (winograd_filters_dx ||
                         (!gemm_input_gradient(g) &&
                          winograd_conv(g, g.F, g.C, input_gradient_tiled(g),
                                        winograd_input_gradient_min_side(g))));
@@ -1641,9 +1558,7 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
         if (winograd_dx ||
             (gemm_dx && (direct_pass.dx || phase.dx || tap_input_gradient<T>(g)))) {
             through_whole_batch();
-            if (winograd_stride2_dx) {
-                winograd_stride2_input_gradient(g, dout, w, dx);
-            } else if (winograd_dx) {
+            if (winograd_dx) {
                 winograd_input_gradient(g, dout, w, dx);
             } else if (direct_pass.dx) {
                 direct_input_gradient(g, dout, w, dx);
@@ -1753,7 +1668,7 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
         }
         if constexpr (std::is_same_v<T, float>) {
             if (winograd_dw) {
-                winograd_weight_gradient_images_avx512(wg, winograd_image_input(g),
+                winograd_weight_gradient_images_avx512(wg, WinogradInput{g.H, g.W, g.pad},
                                                        x + first * g.C * g.H * g.W, chunk_dout,
                                                        last - first, my_dw_t,
                                                        scratches.scratch_of(t));
@@ -1795,13 +1710,7 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
         for (int64_t i = 0; i < slot; ++i) total[i] += part[i];
     }
     if constexpr (std::is_same_v<T, float>) {
-        if (winograd_stride2_dw) {
-            std::vector<float> dw2(checked_mul(16 * g.C, g.F, "conv phase filters"));
-            winograd_weights_gradient_avx512(wg, total, dw2.data());
-            winograd_stride2_weights_gradient(g, dw2.data(), dw);
-        } else if (winograd_dw) {
-            winograd_weights_gradient_avx512(wg, total, dw);
-        }
+        if (winograd_dw) winograd_weights_gradient_avx512(wg, total, dw);
     }
     if (dw_floats && !winograd_dw) transpose_into(K, F, total, dw, K);
     std::copy(total + dw_floats, total + slot, db);

@@ -1,6 +1,5 @@
 // Winograd F(2x2, 3x3), F(4x4, 3x3) and F(2x2, 5x5) for float32 3x3 convolutions with
-// stride 1 and pad 1, and 5x5 ones with pad 2, and F(4x4, 2x2) for 3x3 ones with stride 2
-// (over the stride phases: winograd_stride2_geometry), on CPUs with AVX-512 (conv.cpp decides
+// stride 1 and pad 1, and 5x5 ones with pad 2, on CPUs with AVX-512 (conv.cpp decides
 // where, and asks cpu_has_avx512f() first).
 //
 // Each m x m block of outputs (a tile) comes from the alpha x alpha patch of padded input
@@ -126,45 +125,10 @@ void winograd_weights_avx512(const WinogradConv& g, const WinogradWeights& w, fl
 
 // The images a pass reads: C x H x W each, laid `pad` rows and columns into the padded
 // input (H + 2 pad = g.H + r - 1: the forward's and dw's pad, or dx's r - 1 - the
-// forward's). With stride 2 (a 3x3 stride-2 layer's input, pad 0 or 1, on F(4x4, 2x2):
-// winograd_stride2_geometry) each image's C / 4 channels are laid as their four stride
-// phases instead: channel 4 c + 2 ph + pw of the padded input, row i, column j, is the
-// image's pixel (2 i + ph - pad, 2 j + pw - pad) of channel c (zero outside it).
+// forward's).
 struct WinogradInput {
     int64_t H, W, pad;
-    int64_t stride = 1;
 };
-
-// A 3x3 stride-2 convolution (pad 0 or 1) of C channels to F, Ho x Wo out, is the
-// stride-1 2x2 "valid" convolution of its input's four stride phases (4 C channels of
-// (Ho + 1) x (Wo + 1): WinogradInput's stride 2) with the 3x3 filters padded to 4x4 and
-// split by phase (winograd_stride2_weights; 7 of the 16 taps zero): that one runs on
-// F(4x4, 2x2), 25 multiplies per 16 outputs and phase channel, 6.25 per output against
-// the direct 9. Its points are 0, 1, -1, 2 and infinity:
-// B^T = [2 -1 -2 1 0; 0 2 1 -1 0; 0 2 -3 1 0; 0 -1 0 1 0; 0 2 -1 -2 1],
-// G = [1/2 0; 1/2 1/2; -1/6 1/6; 1/6 1/3; 0 1], A^T = [1 1 1 1 0; 0 1 -1 2 0;
-// 0 1 1 4 0; 0 1 -1 8 1]. Rounding: V sums up to 4 inputs scaled by up to 3 along each
-// axis, U halves and sixths of the weights, A^T scales by up to 8: the terms of each
-// output are the whole 5x5 patch's phase values (a 9x9 window of the image, 4 phases)
-// times weights, and in the weight gradient those times up to 16 output gradients scaled
-// by A's up to 8 (tests/kernels/test_conv_winograd.py bounds both so).
-inline WinogradConv winograd_stride2_geometry(int64_t C, int64_t F, int64_t Ho, int64_t Wo) {
-    return winograd_geometry(4, 2, 4 * C, F, Ho, Wo);
-}
-inline WinogradInput winograd_stride2_input(int64_t H, int64_t W, int64_t pad) {
-    return {H, W, pad, 2};
-}
-
-// Floats of one image of an input (of `in`) for the Winograd conv g.
-inline int64_t winograd_input_image_floats(const WinogradConv& g, const WinogradInput& in) {
-    return (in.stride == 2 ? g.C / 4 : g.C) * in.H * in.W;
-}
-
-// x (C x H x W, of `in`: stride 2) = the pixels of its phase planes (4C of Hq x Wq, dx of
-// the phase convolution as its forward computes it), pixel (h, w) of channel c from
-// plane 4 c + 2 ph + pw, row i, column j where h + pad = 2 i + ph and w + pad = 2 j + pw.
-void winograd_stride2_merge_avx512(const WinogradInput& in, int64_t C, const float* planes,
-                                   int64_t Hq, int64_t Wq, float* x);
 
 // Floats of one thread's scratch for winograd_forward_images_avx512: its padded images
 // (winograd_forward_padded_floats), then a block's V and M.

@@ -192,51 +192,6 @@ struct F4x4_3x3 : SixPoints {
     }
 };
 
-// F(4x4, 2x2) for the stride phases of a 3x3 stride-2 layer (conv_winograd.h has B^T, G
-// and A^T).
-struct F4x4_2x2 {
-    static constexpr int kOut = 4, kAlpha = 5, kTaps = 2;
-    static void input(const __m512 (&d)[5], __m512 (&v)[5]) {
-        const __m512 two = _mm512_set1_ps(2.0f);
-        const __m512 odd = _mm512_sub_ps(d[3], d[1]);
-        v[0] = _mm512_fmadd_ps(two, _mm512_sub_ps(d[0], d[2]), odd);
-        v[1] = _mm512_fmadd_ps(two, d[1], _mm512_sub_ps(d[2], d[3]));
-        v[2] = _mm512_fmadd_ps(two, d[1], _mm512_fnmadd_ps(_mm512_set1_ps(3.0f), d[2], d[3]));
-        v[3] = odd;
-        v[4] = _mm512_fnmadd_ps(two, odd, _mm512_sub_ps(d[4], d[2]));
-    }
-    static void weights(const __m512 (&k)[2], __m512 (&u)[5]) {
-        const __m512 half = _mm512_set1_ps(0.5f), sixth = _mm512_set1_ps(1.0f / 6.0f);
-        u[0] = _mm512_mul_ps(half, k[0]);
-        u[1] = _mm512_mul_ps(half, _mm512_add_ps(k[0], k[1]));
-        u[2] = _mm512_mul_ps(sixth, _mm512_sub_ps(k[1], k[0]));
-        u[3] = _mm512_mul_ps(sixth, _mm512_fmadd_ps(_mm512_set1_ps(2.0f), k[1], k[0]));
-        u[4] = k[1];
-    }
-    static void output(const __m512 (&m)[5], __m512 (&y)[4]) {
-        const __m512 even = _mm512_add_ps(m[1], m[2]), odd = _mm512_sub_ps(m[1], m[2]);
-        y[0] = _mm512_add_ps(_mm512_add_ps(m[0], even), m[3]);
-        y[1] = _mm512_fmadd_ps(_mm512_set1_ps(2.0f), m[3], odd);
-        y[2] = _mm512_fmadd_ps(_mm512_set1_ps(4.0f), m[3], even);
-        y[3] = _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(8.0f), m[3], odd), m[4]);
-    }
-    static void output_adjoint(const __m512 (&y)[4], __m512 (&m)[5]) {
-        const __m512 two = _mm512_set1_ps(2.0f);
-        const __m512 e = _mm512_add_ps(y[0], y[2]), o = _mm512_add_ps(y[1], y[3]);
-        m[0] = y[0];
-        m[1] = _mm512_add_ps(e, o);
-        m[2] = _mm512_sub_ps(e, o);
-        m[3] = _mm512_fmadd_ps(two, _mm512_fmadd_ps(two, _mm512_fmadd_ps(two, y[3], y[2]), y[1]), y[0]);
-        m[4] = y[3];
-    }
-    // G^T u: k = [(u0 + u1) / 2 + (u3 - u2) / 6, u1 / 2 + u2 / 6 + u3 / 3 + u4].
-    static void weights_adjoint(const __m512 (&u)[5], __m512 (&k)[2]) {
-        const __m512 half = _mm512_set1_ps(0.5f), sixth = _mm512_set1_ps(1.0f / 6.0f);
-        k[0] = _mm512_fmadd_ps(half, _mm512_add_ps(u[0], u[1]), _mm512_mul_ps(sixth, _mm512_sub_ps(u[3], u[2])));
-        k[1] = _mm512_add_ps(_mm512_fmadd_ps(half, u[1], _mm512_fmadd_ps(sixth, u[2], _mm512_mul_ps(_mm512_set1_ps(1.0f / 3.0f), u[3]))), u[4]);
-    }
-};
-
 // Where a group of 16 tiles reads or writes one row of its values (of their patches,
 // outputs or output gradients), 16 floats at a time (8 tiles of 2x2, 4 of 4x4): load or
 // store i at q + offset[i] (tile row `row[i]` of the group's), of which the first
@@ -507,66 +462,6 @@ void output_gradient_rows(const WinogradConv& g, const float* dout, int64_t ty0,
     }
 }
 
-// The first column of a stride-2 input's phase plane of column phase pw that holds one of
-// its pixels (pad 0 or 1), and that pixel's column in the image.
-int64_t phase_first_column(const WinogradInput& in, int64_t pw) { return in.pad > pw ? 1 : 0; }
-int64_t phase_first_pixel(const WinogradInput& in, int64_t pw) {
-    return 2 * phase_first_column(in, pw) + pw - in.pad;
-}
-
-// Row `to` of the phase plane of column phase pw from the image's row `from` (null: zeros),
-// its pixels' columns only: every other pixel, 16 at a time.
-void phase_row(const WinogradInput& in, int64_t pw, const float* from, float* to) {
-    const int64_t first = phase_first_pixel(in, pw), columns = (in.W - first + 1) / 2;
-    to += phase_first_column(in, pw);
-    for (int64_t j = 0; j < columns; j += 16) {
-        const __mmask16 lanes = first_lanes(columns - j);
-        if (!from) {
-            _mm512_mask_storeu_ps(to + j, lanes, _mm512_setzero_ps());
-            continue;
-        }
-        const float* p = from + first + 2 * j;
-        const int64_t left = in.W - first - 2 * j;  // pixels of the row from p on
-        const __m512 lo = _mm512_maskz_loadu_ps(first_lanes(left), p);
-        const __m512 hi = _mm512_maskz_loadu_ps(first_lanes(left - 16), p + 16);
-        _mm512_mask_storeu_ps(to + j, lanes, _mm512_permutex2var_ps(lo, even_floats(), hi));
-    }
-}
-
-// Row `row` of an input (of `in`) laid into the padded input: for each of plane's rows
-// (0 .. count - 1, g.Wp floats apart from `to`: of C planes, or on stride 2 of its 4 phase
-// planes, rows i0 ..) the image row of `plane_of(c)` under it (or zeros, where
-// zeros_outside).
-template <typename PlaneRows>
-void lay_rows(const WinogradConv& g, const WinogradInput& in, const float* x, int64_t i0,
-              int64_t rows, bool zeros_outside, PlaneRows&& plane_rows) {
-    const int64_t channels = in.stride == 2 ? g.C / 4 : g.C;
-    for (int64_t c = 0; c < channels; ++c) {
-        for (int64_t phase = 0; phase < in.stride * in.stride; ++phase) {
-            const int64_t ph = phase / 2, pw = phase % 2;
-            float* plane = plane_rows(c * in.stride * in.stride + phase);
-            for (int64_t s = 0; s < rows; ++s) {
-                const int64_t h = in.stride == 2 ? 2 * (i0 + s) + ph - in.pad : i0 + s - in.pad;
-                const bool inside = h >= 0 && h < in.H;
-                if (!inside && !zeros_outside) continue;
-                const float* from = inside ? x + (c * in.H + h) * in.W : nullptr;
-                float* to = plane + s * g.Wp;
-                if (in.stride == 2) {
-                    phase_row(in, pw, from, to);
-                } else if (from) {
-                    for (int64_t i = 0; i < in.W; i += 16) {  // 16 floats at a time
-                        const __mmask16 lanes = first_lanes(in.W - i);
-                        _mm512_mask_storeu_ps(to + in.pad + i, lanes,
-                                              _mm512_maskz_loadu_ps(lanes, from + i));
-                    }
-                } else {
-                    for (int64_t i = 0; i < in.W; ++i) to[in.pad + i] = 0.0f;
-                }
-            }
-        }
-    }
-}
-
 // Padded rows of a strip under tile rows ty0 .. ty0 + rows - 1: m a row and r - 1 more.
 int64_t strip_rows(const WinogradConv& g, int64_t rows) { return g.m * rows + g.r - 1; }
 
@@ -577,20 +472,33 @@ int64_t strip_rows(const WinogradConv& g, int64_t rows) { return g.m * rows + g.
 void pad_rows(const WinogradConv& g, const WinogradInput& in, const float* x, int64_t ty0,
               int64_t rows, float* strip) {
     const int64_t planes_rows = strip_rows(g, rows);
-    lay_rows(g, in, x, g.m * ty0, planes_rows, true,
-             [&](int64_t c) { return strip + c * planes_rows * g.Wp; });
+    for (int64_t c = 0; c < g.C; ++c) {
+        for (int64_t s = 0; s < planes_rows; ++s) {
+            const int64_t h = g.m * ty0 + s - in.pad;  // the image row under padded row m ty0 + s
+            float* to = strip + (c * planes_rows + s) * g.Wp + in.pad;
+            if (h >= 0 && h < in.H) {
+                const float* from = x + (c * in.H + h) * in.W;
+                for (int64_t i = 0; i < in.W; ++i) to[i] = from[i];
+            } else {
+                for (int64_t i = 0; i < in.W; ++i) to[i] = 0.0f;
+            }
+        }
+    }
 }
 
 // The images x (count of `in`) laid into padded images of C x g.Hp x g.Wp one after another
-// at xpad, `in.pad` rows and columns in (or as their phases): their interiors only, the
-// zeros around them left.
+// at xpad, `in.pad` rows and columns in: their interiors only, the zeros around them left.
 void pad_interiors(const WinogradConv& g, const WinogradInput& in, const float* x, int64_t count,
                    float* xpad) {
-    const int64_t image = winograd_input_image_floats(g, in);
-    for (int64_t i = 0; i < count; ++i) {
-        float* padded = xpad + i * g.C * g.Hp * g.Wp;
-        lay_rows(g, in, x + i * image, 0, g.Hp, false,
-                 [&](int64_t c) { return padded + c * g.Hp * g.Wp; });
+    for (int64_t plane = 0; plane < count * g.C; ++plane) {
+        for (int64_t h = 0; h < in.H; ++h) {
+            const float* from = x + (plane * in.H + h) * in.W;
+            float* to = xpad + (plane * g.Hp + in.pad + h) * g.Wp + in.pad;
+            for (int64_t i = 0; i < in.W; i += 16) {  // 16 floats at a time
+                const __mmask16 lanes = first_lanes(in.W - i);
+                _mm512_mask_storeu_ps(to + i, lanes, _mm512_maskz_loadu_ps(lanes, from + i));
+            }
+        }
     }
 }
 
@@ -684,7 +592,7 @@ void gradient_tiles(const WinogradConv& g, const WinogradInput& in, const float*
                     float* q, int64_t n) {
     const int64_t per_row = winograd_row_lanes(g);
     for_each_image_rows(g, row0, row1, [&](int64_t image, int64_t ty0, int64_t rows, int64_t column) {
-        pad_rows(g, in, x + image * winograd_input_image_floats(g, in), ty0, rows, strip);
+        pad_rows(g, in, x + image * g.C * in.H * in.W, ty0, rows, strip);
         input_rows<Tile>(g, strip, strip_rows(g, rows) * g.Wp, 0, rows, per_row, v + column, n);
         output_gradient_rows<Tile>(g, dout + image * g.F * g.H * g.W, ty0, rows, per_row,
                                    q + column, n);
@@ -698,7 +606,7 @@ void input_tiles_of_images(const WinogradConv& g, const WinogradInput& in, const
                            int64_t count, float* v, int64_t n, float* padded) {
     const int64_t per_row = winograd_row_lanes(g), image_tiles = g.tiles_h * g.tiles_w;
     for (int64_t i = 0; i < count; ++i) {
-        pad_interiors(g, in, x + i * winograd_input_image_floats(g, in), 1, padded);
+        pad_interiors(g, in, x + i * g.C * in.H * in.W, 1, padded);
         input_rows<Tile>(g, padded, g.Hp * g.Wp, 0, g.tiles_h, per_row, v + i * image_tiles, n);
     }
 }
@@ -802,12 +710,10 @@ void weights_gradient(const WinogradConv& g, const float* du, float* dw) {
     }
 }
 
-// fn(Tile{}) for g's tiles: F(2x2, 5x5), F(4x4, 2x2), F(4x4, 3x3) or F(2x2, 3x3).
+// fn(Tile{}) for g's tiles: F(2x2, 5x5), F(4x4, 3x3) or F(2x2, 3x3).
 template <typename Fn>
 void with_tiles(const WinogradConv& g, Fn&& fn) {
-    if (g.r == 2) {
-        fn(F4x4_2x2{});
-    } else if (g.r == 5) {
+    if (g.r == 5) {
         fn(F2x2_5x5{});
     } else if (g.m == 4) {
         fn(F4x4_3x3{});
@@ -907,33 +813,6 @@ void winograd_pairs_gradient_avx512(const WinogradConv& g, const float* v, const
         const float* from = sums + f * row;
         float* to = dw + ((pairs.f0 + f) * g.C + pairs.c0) * taps;
         for (int64_t i = 0; i < row; ++i) to[i] = add ? to[i] + from[i] : from[i];
-    }
-}
-
-void winograd_stride2_merge_avx512(const WinogradInput& in, int64_t C, const float* planes,
-                                   int64_t Hq, int64_t Wq, float* x) {
-    // Row h of the image: its even pixels 2k from plane row (h + pad) / 2 of the column
-    // phase pad % 2 from column pad / 2 on, its odd ones from the other phase's from
-    // (pad + 1) / 2 on, interleaved 32 at a time.
-    const __m512i first = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
-    const __m512i second = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
-    const int64_t evens = (in.W + 1) / 2, odds = in.W / 2;
-    for (int64_t c = 0; c < C; ++c) {
-        for (int64_t h = 0; h < in.H; ++h) {
-            const int64_t ph = (h + in.pad) % 2, i = (h + in.pad) / 2;
-            const float* even_row = planes + ((4 * c + 2 * ph + in.pad % 2) * Hq + i) * Wq + in.pad / 2;
-            const float* odd_row =
-                planes + ((4 * c + 2 * ph + (in.pad + 1) % 2) * Hq + i) * Wq + (in.pad + 1) / 2;
-            float* to = x + (c * in.H + h) * in.W;
-            for (int64_t k = 0; k < evens; k += 16) {
-                const __m512 a = _mm512_maskz_loadu_ps(first_lanes(evens - k), even_row + k);
-                const __m512 b = _mm512_maskz_loadu_ps(first_lanes(odds - k), odd_row + k);
-                _mm512_mask_storeu_ps(to + 2 * k, first_lanes(in.W - 2 * k),
-                                      _mm512_permutex2var_ps(a, first, b));
-                _mm512_mask_storeu_ps(to + 2 * k + 16, first_lanes(in.W - 2 * k - 16),
-                                      _mm512_permutex2var_ps(a, second, b));
-            }
-        }
     }
 }
 

@@ -100,10 +100,6 @@ void winograd_pairs_gradient_avx512(const WinogradConv&, const float*, const flo
                                     const WinogradPairs&, bool, float*, float*) {
     absent("winograd_pairs_gradient_avx512");
 }
-void winograd_stride2_merge_avx512(const WinogradInput&, int64_t, const float*, int64_t, int64_t,
-                                   float*) {
-    absent("winograd_stride2_merge_avx512");
-}
 void winograd_weights_gradient_avx512(const WinogradConv&, const float*, float*) {
     absent("winograd_weights_gradient_avx512");
 }

@@ -1,7 +1,6 @@
 """Winograd F(2x2, 3x3), F(4x4, 3x3) and F(2x2, 5x5) (cpp/conv_winograd.h): float32 3x3
 convs with stride 1 and pad 1 on an AVX-512 CPU and 5x5 ones with pad 2, forward, dx and
-dw, and of such layers with a narrower pad (0; 1 for 5x5); and F(4x4, 2x2) over the stride
-phases of 3x3 stride-2 layers (pad 0 or 1). Switched on for every such
+dw, and of such layers with a narrower pad (0; 1 for 5x5). Switched on for every such
 layer ('always', each tile), on random shapes (tiny and odd planes, channel counts off the
 vector width, batch 1 and empty), it matches the naive loops within the rounding of its
 own terms, and gives bitwise the same results on one thread as on two."""
@@ -57,7 +56,6 @@ TRANSFORMS = {
     (2, 3): (BT, G, AT),
     (2, 5): toom_cook([0, 1, -1, 2, -2], 2, 5),
     (4, 3): toom_cook([0, 1, -1, 2, -2], 4, 3),
-    (4, 2): toom_cook([0, 1, -1, 2], 4, 2),  # 3x3 stride 2 over the stride phases
 }
 
 
@@ -810,143 +808,3 @@ def test_which_layers_take_4x4_tiles_for_the_weight_gradient(N, C, F, H, W, tile
     other = winograd_dw(dout, x, w, threads=1, mode="auto", tiles=other_tiles)
     np.testing.assert_array_equal(on[0], forced[0])
     assert not np.array_equal(on[0], other[0])
-
-
-def stride2_phases(x, pad):
-    """The stride phases a 3x3 stride-2 layer's Winograd reads (cpp/conv_winograd.h's
-    WinogradInput): N, 4C, Ho + 1, Wo + 1, channel 4 c + 2 ph + pw at (i, j) the pixel
-    (2 i + ph - pad, 2 j + pw - pad) of channel c, zero outside the image."""
-    N, C, H, W = x.shape
-    Ho, Wo = (H + 2 * pad - 3) // 2 + 1, (W + 2 * pad - 3) // 2 + 1
-    xp = np.zeros((N, C, 2 * Ho + 2, 2 * Wo + 2), np.float64)
-    rows, cols = min(H, 2 * Ho + 2 - pad), min(W, 2 * Wo + 2 - pad)
-    xp[:, :, pad : pad + rows, pad : pad + cols] = x[:, :, :rows, :cols]
-    phases = xp.reshape(N, C, Ho + 1, 2, Wo + 1, 2).transpose(0, 1, 3, 5, 2, 4)
-    return phases.reshape(N, 4 * C, Ho + 1, Wo + 1)
-
-
-def stride2_phase_filters(w):
-    """F, 4C, 2, 2: the 3x3 filters padded to 4x4 and split by phase."""
-    F, C = w.shape[:2]
-    w4 = np.zeros((F, C, 4, 4), np.float64)
-    w4[:, :, :3, :3] = w
-    return w4.reshape(F, C, 2, 2, 2, 2).transpose(0, 1, 3, 5, 2, 4).reshape(F, 4 * C, 2, 2)
-
-
-def stride2_bounds(dout, x, w, b, pad):
-    """winograd_bound and winograd_dw_bound of the phase convolution, per output, dx pixel
-    (the bound of the phase value it is merged from) and weight (folded back to 3x3)."""
-    N, C, H, W = x.shape
-    F = w.shape[0]
-    phases, w2 = stride2_phases(x, pad), stride2_phase_filters(w)
-    out = winograd_bound(phases, w2, b, m=4, pad=0)
-    turned = np.flip(w2, (2, 3)).transpose(1, 0, 2, 3)
-    dphases = winograd_bound(dout, turned, np.zeros(4 * C), m=4, pad=1)
-    Hq, Wq = dphases.shape[2:]
-    merged = dphases.reshape(N, C, 2, 2, Hq, Wq).transpose(0, 1, 4, 2, 5, 3)
-    dx = merged.reshape(N, C, 2 * Hq, 2 * Wq)[:, :, pad : pad + H, pad : pad + W]
-    dw4 = winograd_dw_bound(dout, phases, k=2, m=4, pad=0).reshape(F, C, 2, 2, 2, 2)
-    dw = dw4.transpose(0, 1, 4, 2, 5, 3).reshape(F, C, 4, 4)[:, :, :3, :3]
-    return out, dx, dw
-
-
-def test_stride2_phases_are_the_layer():
-    """The phase convolution of stride2_phases and stride2_phase_filters (no Winograd) is
-    the layer's forward."""
-    x, w, b = case(2, 3, 9, 12, 4, 3, np.float64, seed=3)
-    for pad in (0, 1):
-        phases, w2 = stride2_phases(x, pad), stride2_phase_filters(w)
-        want = conv_forward_ref(x, w, b, 2, pad)
-        np.testing.assert_allclose(conv_forward_ref(phases, w2, b, 1, 0), want, atol=1e-12)
-
-
-@settings(max_examples=60, deadline=None)
-@given(
-    N=st.integers(0, 3),
-    C=st.integers(1, 21),
-    H=st.integers(1, 19),
-    W=st.integers(1, 40),
-    F=st.integers(1, 35),
-    pad=st.integers(0, 1),
-    seed=st.integers(0, 2**16),
-)
-def test_stride2_winograd_matches_naive_and_any_thread_count(N, C, H, W, F, pad, seed):
-    """3x3 stride-2 layers on F(4x4, 2x2) over their stride phases ('always'): odd and
-    even sides, pads 0 and 1, within the rounding of its own terms, the same bits on one
-    thread as on two."""
-    H, W = H + 2 - 2 * pad, W + 2 - 2 * pad  # an output of at least 1 x 1
-    x, w, b = case(N, C, H, W, F, 3, np.float32, seed)
-    with winograd_mode("always"):
-        results, dout = run(x, w, b, 2, pad, threads=2)
-        one_thread, _ = run(x, w, b, 2, pad, threads=1)
-    refs = (conv_forward_ref(x, w, b, 2, pad),) + tuple(conv_backward_ref(dout, x, w, 2, pad))
-    bounds = stride2_bounds(dout, x, w, b, pad) + (conv_error_bounds(dout, x, w, b, 2, pad)[3],)
-    for got, ref, bound in zip(results, refs, bounds):
-        assert got.dtype == np.float32
-        assert_within_rounding(got, ref, bound, 1e-5)
-    for got, again in zip(results, one_thread):
-        np.testing.assert_array_equal(got, again)
-
-
-@settings(max_examples=12, deadline=None)
-@given(
-    N=st.integers(1, 2),
-    C=st.integers(1, 130),
-    F=st.integers(1, 130),
-    H=st.integers(3, 12),
-    pad=st.integers(0, 1),
-    seed=st.integers(0, 2**16),
-)
-def test_stride2_winograd_on_many_channels(N, C, F, H, pad, seed):
-    """Channel counts past several vectors of 16 (phase channels 4 C): as above."""
-    x, w, b = case(N, C, H, H + 1, F, 3, np.float32, seed)
-    with winograd_mode("always"):
-        results, dout = run(x, w, b, 2, pad, threads=2)
-    refs = (conv_forward_ref(x, w, b, 2, pad),) + tuple(conv_backward_ref(dout, x, w, 2, pad))
-    for got, ref, bound in zip(results, refs, stride2_bounds(dout, x, w, b, pad)):
-        assert_within_rounding(got, ref, bound, 1e-5)
-
-
-def test_stride2_winograd_error_against_the_direct_kernels():
-    """On relu-like inputs, each pass's rms error against float64 stays within 8x the tap
-    kernels' (docs/performance/kernels.md has the measured ratios)."""
-    rng = np.random.default_rng(7)
-    x = np.maximum(rng.standard_normal((4, 32, 32, 32)), 0).astype(np.float32)
-    w = (rng.standard_normal((64, 32, 3, 3)) / np.sqrt(32 * 9)).astype(np.float32)
-    b = np.zeros(64, np.float32)
-    dout = rng.standard_normal((4, 64, 16, 16)).astype(np.float32)
-    refs = (conv_forward_ref(x.astype(np.float64), w, b, 2, 1),) + tuple(
-        conv_backward_ref(dout.astype(np.float64), x.astype(np.float64), w, 2, 1)[:2]
-    )
-
-    def passes(mode):
-        with winograd_mode(mode):
-            return (_C.conv_forward(x, w, b, 2, 1),) + tuple(_C.conv_backward(dout, x, w, 2, 1)[:2])
-
-    for winograd, direct, ref in zip(passes("always"), passes("off"), refs):
-        rms = [np.sqrt(np.mean((got - ref) ** 2)) for got in (winograd, direct)]
-        assert rms[0] < 8 * rms[1]
-
-
-@pytest.mark.torch
-@settings(max_examples=10, deadline=None)
-@given(
-    N=st.integers(1, 3),
-    C=st.integers(1, 40),
-    F=st.integers(1, 40),
-    H=st.integers(3, 20),
-    W=st.integers(3, 20),
-    pad=st.integers(0, 1),
-    seed=st.integers(0, 2**16),
-)
-def test_stride2_winograd_matches_pytorch(N, C, F, H, W, pad, seed):
-    torch = pytest.importorskip("torch")
-    x, w, b = case(N, C, H, W, F, 3, np.float32, seed)
-    with winograd_mode("always"):
-        results, dout = run(x, w, b, 2, pad, threads=1)
-    xt, wt, bt = (torch.from_numpy(a).double().requires_grad_() for a in (x, w, b))
-    out = torch.nn.functional.conv2d(xt, wt, bt, stride=2, padding=pad)
-    out.backward(torch.from_numpy(dout).double())
-    wants = (out.detach(), xt.grad, wt.grad, bt.grad)
-    for got, want, bound in zip(results, wants, stride2_bounds(dout, x, w, b, pad)):
-        assert_within_rounding(got, want.numpy(), bound, 1e-5)
