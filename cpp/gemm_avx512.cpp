@@ -602,6 +602,46 @@ void row_times_matrix(int64_t n, int64_t k, const T* x, const T* b, int64_t ldb,
     for (; i < k; ++i) add_rows<T, 1>(n, i, x, b, ldb, y);
 }
 
+// C (`columns` x `rows`, leading dimension ldc) = S^T, S (rows x columns) side by side:
+// in square blocks of a vector's width, transposed in registers.
+template <typename T>
+void transpose_out(int64_t rows, int64_t columns, const T* s, T* c, int64_t ldc) {
+    using L = Lanes<T>;
+    constexpr int64_t W = L::kWidth;
+    for (int64_t r0 = 0; r0 < rows; r0 += W) {
+        const int64_t block_rows = std::min(W, rows - r0);
+        const __mmask16 row_lanes = first_lanes(block_rows, W);
+        for (int64_t c0 = 0; c0 < columns; c0 += W) {
+            const int64_t block_columns = std::min(W, columns - c0);
+            const __mmask16 column_lanes = first_lanes(block_columns, W);
+            typename L::Vec block[W];
+            for (int64_t r = 0; r < W; ++r) {
+                block[r] = r < block_rows ? L::load(s + (r0 + r) * columns + c0, column_lanes)
+                                          : L::zero();
+            }
+            transpose_square(block);
+            for (int64_t q = 0; q < block_columns; ++q) {
+                L::store(c + (c0 + q) * ldc + r0, row_lanes, block[q]);
+            }
+        }
+    }
+}
+
+template <typename T>
+void columns_through_transpose(int64_t col_begin, int64_t col_end, int64_t m, int64_t k,
+                               const T* a, int64_t lda, const T* b, int64_t ldb, T* c,
+                               int64_t ldc, T* scratch) {
+    // Blocks of C's columns whose C^T fills the scratch, a whole number of vectors.
+    constexpr int64_t W = Lanes<T>::kWidth;
+    const int64_t block = std::max(W, kGemmTransposedAScratch / m / W * W);
+    for (int64_t j0 = col_begin; j0 < col_end; j0 += block) {
+        const int64_t width = std::min(block, col_end - j0);
+        rows(0, width, m, k, b + j0 * ldb, ldb, a, lda, scratch, m, false,
+             GemmTransposes{false, true}, static_cast<T*>(nullptr), static_cast<const T*>(nullptr));
+        transpose_out(width, m, scratch, c + j0, ldc);
+    }
+}
+
 }  // namespace
 
 void gemm_rows_grouped_avx512(int64_t row_begin, int64_t row_end, int64_t n, int64_t k,
@@ -632,6 +672,20 @@ void gemm_rows_avx512(int64_t row_begin, int64_t row_end, int64_t n, int64_t k,
                       double* a_scratch, const double* bias) {
     rows(row_begin, row_end, n, k, a, lda, b, ldb, c, ldc, accumulate, transposes, a_scratch,
          bias);
+}
+
+void gemm_columns_through_transpose_avx512(int64_t col_begin, int64_t col_end, int64_t m,
+                                           int64_t k, const float* a, int64_t lda,
+                                           const float* b, int64_t ldb, float* c, int64_t ldc,
+                                           float* scratch) {
+    columns_through_transpose(col_begin, col_end, m, k, a, lda, b, ldb, c, ldc, scratch);
+}
+
+void gemm_columns_through_transpose_avx512(int64_t col_begin, int64_t col_end, int64_t m,
+                                           int64_t k, const double* a, int64_t lda,
+                                           const double* b, int64_t ldb, double* c,
+                                           int64_t ldc, double* scratch) {
+    columns_through_transpose(col_begin, col_end, m, k, a, lda, b, ldb, c, ldc, scratch);
 }
 
 void gemv_row_avx512(int64_t n, int64_t k, const float* x, const float* b, int64_t ldb,

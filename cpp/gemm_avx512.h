@@ -59,6 +59,23 @@ void gemm_rows_avx512(int64_t row_begin, int64_t row_end, int64_t n, int64_t k,
                       int64_t ldc, bool accumulate = false, GemmTransposes transposes = {},
                       double* a_scratch = nullptr, const double* bias = nullptr);
 
+// Columns [col_begin, col_end) of C (m x n, leading dimension ldc) = A (m x k) * B^T, B
+// stored n x k (lda and ldb as stored), for C much wider than tall (dout w^T of a layer
+// with more outputs than the batch has rows): computed as C^T = B A^T, B's rows read in
+// place by the tiles (8 of them at a time, where C = A B^T would copy and transpose 48
+// of them per panel), A^T copied once per panel, a block of C^T at a time into `scratch`
+// (kGemmTransposedAScratch elements; m <= kGemmTransposedAScratch / 16) and then
+// transposed into C's columns. Each element's sum runs over k in order: the same bits as
+// gemm_rows_avx512's.
+void gemm_columns_through_transpose_avx512(int64_t col_begin, int64_t col_end, int64_t m,
+                                           int64_t k, const float* a, int64_t lda,
+                                           const float* b, int64_t ldb, float* c, int64_t ldc,
+                                           float* scratch);
+void gemm_columns_through_transpose_avx512(int64_t col_begin, int64_t col_end, int64_t m,
+                                           int64_t k, const double* a, int64_t lda,
+                                           const double* b, int64_t ldb, double* c,
+                                           int64_t ldc, double* scratch);
+
 // A's inner indices in groups: A(i, kk) at a[i * lda + (kk / group) * outer + (kk % group) *
 // inner] (group >= 1; inner may be negative). The pad-skipping conv (conv_padskip.h) reads
 // its weights in place so: the channels (outer) of a kernel row's taps (inner), turned by

@@ -62,9 +62,41 @@ void add_bias(int64_t m, int64_t n, const T* bias, T* c) {
 // fewer of those than threads, in blocks of 48 columns (one panel of the kernel in
 // float32, two in float64). Each element's sum runs over k in order whichever block
 // computes it, so the result is the same on any thread count.
+// dout w^T at a batch of at most 64 rows, of a layer with more inputs than that, runs as
+// C^T = w dout^T (gemm_columns_through_transpose_avx512), C's columns split across the
+// threads in blocks of 256 (C^T's rows). One thread, float32 GFLOP/s, in turns with the
+// B^T panels' path (benchmarks/bench_products.py): 16 x 256 x 4096 101-103 against
+// 66-70, 16 x 100 x 3072 86-89 against 64, 16 x 100 x 100 77-79 against 55, 64 x 512 x
+// 3072 99-100 against 88-93, 64 x 256 x 4096 91-100 against 89-95, 64 x 100 x 3072 90
+// either way; float64 16 x 256 x 4096 38-50 against 32-34. At 128 rows it lost (128 x
+// 100 x 3072: 73-87 against 100).
+constexpr int64_t kMaxRowsThroughTranspose = 64;
+constexpr int64_t kColumnsThroughTranspose = 256;
+
+bool through_transpose(GemmTransposes transposes, int64_t m, int64_t n, bool biased) {
+    return transposes.b && !transposes.a && !biased && m <= kMaxRowsThroughTranspose && n > m;
+}
+
+template <typename T>
+void avx512_matmul_through_transpose(int64_t m, int64_t n, int64_t k, const T* a, const T* b,
+                                     T* c) {
+    const int64_t pieces = (n + kColumnsThroughTranspose - 1) / kColumnsThroughTranspose;
+    on_team(team_size(pieces), [&](int64_t t, int64_t team) {
+        const int64_t begin = std::min(n, pieces * t / team * kColumnsThroughTranspose);
+        const int64_t end = std::min(n, pieces * (t + 1) / team * kColumnsThroughTranspose);
+        if (begin >= end) return;
+        KeptBuffer scratch(kGemmTransposedAScratch * int64_t(sizeof(T) / sizeof(float)));
+        gemm_columns_through_transpose_avx512(begin, end, m, k, a, k, b, k, c, n,
+                                              reinterpret_cast<T*>(scratch.get()));
+    });
+}
+
 template <typename T>
 void avx512_matmul(GemmTransposes transposes, int64_t m, int64_t n, int64_t k, const T* a,
                    const T* b, T* c, const T* bias) {
+    if (through_transpose(transposes, m, n, bias != nullptr)) {
+        return avx512_matmul_through_transpose(m, n, k, a, b, c);
+    }
     constexpr int64_t kTile = 8, kColumns = 48;
     const int64_t lda = transposes.a ? m : k, ldb = transposes.b ? k : n;
     const int64_t tiles = (m + kTile - 1) / kTile, panels = (n + kColumns - 1) / kColumns;

@@ -142,6 +142,16 @@ void gemm_rows_avx512(int64_t, int64_t, int64_t, int64_t, const double*, int64_t
                       const double*) {
     absent("gemm_rows_avx512");
 }
+void gemm_columns_through_transpose_avx512(int64_t, int64_t, int64_t, int64_t, const float*,
+                                           int64_t, const float*, int64_t, float*, int64_t,
+                                           float*) {
+    absent("gemm_columns_through_transpose_avx512");
+}
+void gemm_columns_through_transpose_avx512(int64_t, int64_t, int64_t, int64_t, const double*,
+                                           int64_t, const double*, int64_t, double*, int64_t,
+                                           double*) {
+    absent("gemm_columns_through_transpose_avx512");
+}
 void gemv_row_avx512(int64_t, int64_t, const float*, const float*, int64_t, float*) {
     absent("gemv_row_avx512");
 }

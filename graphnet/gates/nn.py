@@ -53,7 +53,7 @@ class Affine(Gate):
         x_shape, rows, w = cache
         dx = matmul(dout, w, transpose_b=True).reshape(x_shape) if needs[0] else None
         dw = matmul(rows, dout, transpose_a=True) if needs[1] else None
-        db = dout.sum(axis=0) if needs[2] else None
+        db = layers._column_sums(dout) if needs[2] else None
         return dx, dw, db
 
     def summarize_cache(self, cache, input_names):

@@ -188,7 +188,7 @@ def affine_backward(dout, cache):
     _check_shape("affine_backward", "dout", dout, (x.shape[0], w.shape[1]))
     dx = matmul(dout, w, transpose_b=True).reshape(x.shape)
     dw = matmul(x.reshape(x.shape[0], w.shape[0]), dout, transpose_a=True)
-    db = dout.sum(axis=0)
+    db = _column_sums(dout)
     return dx, dw, db
 
 

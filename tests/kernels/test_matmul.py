@@ -10,6 +10,19 @@ from hypothesis import strategies as st
 from graphnet.kernels import _C
 
 
+def on_threads(product, counts=(1, 2, 3)):
+    """[product() on each thread count], graphnet's count restored after."""
+    before = _C.get_num_threads()
+    try:
+        results = []
+        for threads in counts:
+            _C.set_num_threads(threads)
+            results.append(product())
+    finally:
+        _C.set_num_threads(before)
+    return results
+
+
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 1e-5)])
 @pytest.mark.parametrize("transpose_a", [False, True])
 @pytest.mark.parametrize("transpose_b", [False, True])
@@ -30,14 +43,7 @@ def test_matmul_takes_views_and_is_bitwise_equal_on_any_thread_count():
     rng = np.random.default_rng(0)
     a = rng.standard_normal((64, 300)).astype(np.float32)[:, ::2]  # not contiguous
     b = np.asfortranarray(rng.standard_normal((150, 90)).astype(np.float32))
-    before = _C.get_num_threads()
-    try:
-        results = []
-        for threads in (1, 2, 3):
-            _C.set_num_threads(threads)
-            results.append(_C.matmul(a, b))
-    finally:
-        _C.set_num_threads(before)
+    results = on_threads(lambda: _C.matmul(a, b))
     np.testing.assert_allclose(results[0], a.astype(np.float64) @ b, rtol=1e-5, atol=1e-4)
     for other in results[1:]:
         np.testing.assert_array_equal(results[0], other)
@@ -49,14 +55,7 @@ def test_large_products_are_bitwise_equal_on_any_thread_count(transpose_a, m, n)
     rng = np.random.default_rng(m + n)
     a = rng.standard_normal((40, m) if transpose_a else (m, 40)).astype(np.float32)
     b = rng.standard_normal((40, n)).astype(np.float32)
-    before = _C.get_num_threads()
-    try:
-        results = []
-        for threads in (1, 2, 3):
-            _C.set_num_threads(threads)
-            results.append(_C.matmul(a, b, transpose_a=transpose_a))
-    finally:
-        _C.set_num_threads(before)
+    results = on_threads(lambda: _C.matmul(a, b, transpose_a=transpose_a))
     expected = (a.T if transpose_a else a).astype(np.float64) @ b
     np.testing.assert_allclose(results[0], expected, rtol=1e-5, atol=1e-4)
     for other in results[1:]:
@@ -294,17 +293,41 @@ def test_avx512_transposed_products_random_shapes(m, n, k, transposes, dtype, se
     rng = np.random.default_rng(seed)
     a, op_a = stored(rng, (m, k), transposes[0], dtype)
     b, op_b = stored(rng, (k, n), transposes[1], dtype)
-    before = _C.get_num_threads()
-    try:
-        results = []
-        for threads in (1, 2, 3):
-            _C.set_num_threads(threads)
-            results.append(_C.matmul(a, b, transpose_a=transposes[0], transpose_b=transposes[1]))
-    finally:
-        _C.set_num_threads(before)
+    results = on_threads(
+        lambda: _C.matmul(a, b, transpose_a=transposes[0], transpose_b=transposes[1])
+    )
     assert_product(results[0], op_a, op_b, dtype)
     for other in results[1:]:
         np.testing.assert_array_equal(results[0], other)
+
+
+# dout w^T at a batch of up to 64 rows and more columns than rows runs as C^T = w dout^T, a
+# block of C^T's rows at a time (65536 // m // W * W of them: 1024 at 64 rows) transposed
+# into C: past several blocks and their ragged ends, on any thread count (blocks of 256
+# columns a thread), the same bits as the product of the operands copied untransposed.
+@settings(max_examples=60, deadline=None)
+@given(
+    m=st.integers(2, 64),
+    n=st.integers(3, 2600),
+    k=st.integers(32, 600),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 2**16),
+)
+@example(m=64, n=2100, k=257, dtype=np.float32, seed=0)
+@example(m=63, n=2081, k=33, dtype=np.float64, seed=1)
+@example(m=16, n=4096, k=256, dtype=np.float32, seed=2)
+@example(m=2, n=3, k=32, dtype=np.float64, seed=3)
+def test_wide_input_gradient_through_the_transpose(m, n, k, dtype, seed):
+    rng = np.random.default_rng(seed)
+    dout = rng.standard_normal((m, k)).astype(dtype)
+    w = rng.standard_normal((n, k)).astype(dtype)  # stored as the layer's (inputs, outputs)
+    results = on_threads(lambda: _C.matmul(dout, w, transpose_b=True))
+    assert_product(results[0], dout, w.T, dtype)
+    for other in results[1:]:
+        np.testing.assert_array_equal(results[0], other)
+    if _C.avx512_matmul_active():
+        plain = _C.matmul(dout, np.ascontiguousarray(w.T))
+        np.testing.assert_array_equal(results[0], plain)
 
 
 # The last panel's columns past its whole vectors (at most 8 float32, 4 float64) are
@@ -334,14 +357,7 @@ def test_lone_columns_are_the_padded_products_bits(m, full, lone, k, transposes,
     a, op_a = stored(rng, (m, k), transposes[0], dtype)
     b, op_b = stored(rng, (k, n), transposes[1], dtype)
     kwargs = dict(transpose_a=transposes[0], transpose_b=transposes[1])
-    before = _C.get_num_threads()
-    try:
-        results = []
-        for threads in (1, 2, 3):
-            _C.set_num_threads(threads)
-            results.append(_C.matmul(a, b, **kwargs))
-    finally:
-        _C.set_num_threads(before)
+    results = on_threads(lambda: _C.matmul(a, b, **kwargs))
     assert_product(results[0], op_a, op_b, dtype)
     for other in results[1:]:
         np.testing.assert_array_equal(results[0], other)
