@@ -16,11 +16,13 @@ void pair_product_avx2(int64_t m, int64_t n, int64_t k, const T* a, int64_t lda,
                            ldc);
 }
 
+// The exps by a lambda, inlined into the loop (a function pointer was called per vector,
+// the column's sum spilled around each call: the forward 1.05-1.1x the time).
 void softmax_columns_avx2(int64_t S, int64_t L, float* wt, float* tail) {
-    softmax_columns<__m256>(S, L, wt, tail, exp_full<__m256>);
+    softmax_columns<__m256>(S, L, wt, tail, [](__m256 x) { return exp_full(x); });
 }
 void softmax_columns_avx2(int64_t S, int64_t L, double* wt, double* tail) {
-    softmax_columns<__m256d>(S, L, wt, tail, exp_full<__m256d>);
+    softmax_columns<__m256d>(S, L, wt, tail, [](__m256d x) { return exp_full(x); });
 }
 
 template void pair_product_avx2<float>(int64_t, int64_t, int64_t, const float*, int64_t, bool,

