@@ -2,14 +2,17 @@
 
     python benchmarks/bench_processes.py [--model narrow_deep] [--batch 16] [--dtype float32]
                                          [--processes 30] [--rounds 7] [--steps 5]
-                                         [--no-aslr] [--cpu N [--neighbour KB]]
+                                         [--after MODEL:BATCH,...] [--no-aslr]
+                                         [--cpu N [--neighbour KB]]
 
-Each process builds the model (benchmarks/zoo_models.py), runs bench_zoo.py's training step
-(model.loss, then adam on every param) on one thread, warms up, and times --rounds blocks
-of --steps steps in its own CPU time; it reports the median block's ms per step and how
-many times per step another task took its core while it was timed (getrusage's
-involuntary context switches). The processes run one after the other; the table lists
-them by time, then the medians and how many took more than 1.15x the median time.
+Each process (after 3 steps of each --after model at its batch: the history a zoo run
+leaves in the array pool and the heap) builds the model (benchmarks/zoo_models.py), runs
+bench_zoo.py's training step (model.loss, then adam on every param) on one thread, warms
+up, and times --rounds blocks of --steps steps in its own CPU time; it reports the median
+block's ms per step and how many times per step another task took its core while it was
+timed (getrusage's involuntary context switches). The processes run one after the
+other; the table lists them by time, then the medians and how many took more than 1.15x
+the median time.
 
 A process's CPU time includes refilling its caches after each turn of another task on its
 core, so on a machine shared with other jobs the same step takes longer in a process that
@@ -49,6 +52,12 @@ def child(args):
     from graphnet.kernels import _C
 
     _C.set_num_threads(1)
+    for before in filter(None, args.after.split(",")):
+        name, batch = before.split(":")
+        earlier = graphnet_contenders(BY_NAME[name], int(batch), args.dtype)["graphnet step"]
+        for _ in range(3):
+            earlier()
+        del earlier
     step = graphnet_contenders(BY_NAME[args.model], args.batch, args.dtype)["graphnet step"]
     for _ in range(args.steps):
         step()
@@ -72,6 +81,7 @@ def main():
     parser.add_argument("--processes", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--steps", type=int, default=5, help="per round, and to warm up")
+    parser.add_argument("--after", default="", help="MODEL:BATCH,... to step before")
     parser.add_argument("--no-aslr", action="store_true", help="run each under setarch -R")
     parser.add_argument("--cpu", type=int, help="pin each process to this core")
     parser.add_argument("--neighbour", type=int, default=0,
@@ -86,7 +96,7 @@ def main():
     if args.neighbour and args.cpu is None:
         parser.error("--neighbour needs --cpu")
     command = [sys.executable, os.path.abspath(__file__), "--child", "--model", args.model,
-               "--batch", str(args.batch), "--dtype", args.dtype, "--rounds",
+               "--batch", str(args.batch), "--dtype", args.dtype, "--after", args.after, "--rounds",
                str(args.rounds), "--steps", str(args.steps)]
     if args.no_aslr:
         command = ["setarch", "-R", *command]
@@ -101,6 +111,7 @@ def main():
             neighbour.kill()
     print(f"{args.model} batch {args.batch} {args.dtype}, one thread, CPU time; "
           f"{args.processes} processes{' without ASLR' if args.no_aslr else ''}"
+          f"{f', each after {args.after}' if args.after else ''}"
           f"{f' on core {args.cpu}' if args.cpu is not None else ''}"
           f"{f', a neighbour copying {args.neighbour} KB every 100 us' if args.neighbour else ''}")
     print("step ms  switches/step")
