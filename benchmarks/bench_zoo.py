@@ -44,6 +44,7 @@ throughput graphnet / PyTorch (goal >= 2 at batch 1, >= 1 at 256).
 import argparse
 import functools
 import os
+import resource
 import sys
 import time
 
@@ -252,6 +253,17 @@ def medians_in_turns(blocks, rounds, block_seconds, warmup=1):
     return {name: 1e3 * float(np.median(t)) for name, t in times.items()}
 
 
+def taken_per_second(before):
+    """How often per second of this process's CPU time since getrusage `before` another
+    task took its core (involuntary context switches): a few hundred are a busy job taking
+    turns of a few ms, thousands one that wakes often, whose turns cost a step like
+    narrow_deep's at batch 16 up to a quarter more CPU time in refilled caches
+    (docs/performance/zoo.md, "How the step times spread")."""
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return (after.ru_nivcsw - before.ru_nivcsw) / max(cpu, 1e-9)
+
+
 # ----- the table --------------------------------------------------------------------------
 
 COLUMNS = ("model", "batch", "dtype", "graphnet step ms", "torch step ms", "ratio", "floor ms",
@@ -325,9 +337,12 @@ def main():
                     for name in peer.build(torch_contenders, model.name, batch, dtype,
                                            args.optim):
                         blocks[name] = functools.partial(peer.block, name)
+                before = resource.getrusage(resource.RUSAGE_SELF)
                 ms = medians_in_turns(blocks, args.rounds, args.block)
                 measured.append((model, batch, dtype, ms))
-                print(f"  measured {model.name} batch {batch} {dtype}", file=sys.stderr)
+                print(f"  measured {model.name} batch {batch} {dtype}; "
+                      f"{taken_per_second(before):.0f} times a CPU second another task took "
+                      "graphnet's core", file=sys.stderr)
     if peer is not None:
         peer.close()
     end = machine_rates(args.threads)
