@@ -46,14 +46,9 @@ class Sum(Gate):
         return np.sum(x, axis=self.axis, keepdims=self.keepdims), np.shape(x)
 
     def backward(self, dout, cache, needs):
-        if type(dout) is np.ndarray:
-            dx = np.empty(cache, dout.dtype)
-            np.copyto(dx, dout.reshape(spread(self.axis, tuple(cache))[0]))
-            return (dx,)
-        x_shape = cache
-        if not self.keepdims and self.axis is not None:
-            dout = np.expand_dims(dout, tuple(sorted(self._axes(len(x_shape)))))
-        return (np.broadcast_to(dout, x_shape).copy(),)
+        dx = np.empty(cache, np.result_type(dout))
+        np.copyto(dx, np.reshape(dout, spread(self.axis, tuple(cache))[0]))
+        return (dx,)
 
 
 @functools.lru_cache(maxsize=256)
