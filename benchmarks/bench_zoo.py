@@ -2,11 +2,14 @@
 
     python benchmarks/bench_zoo.py [--models vgg,resnet] [--batches 1,16,64,256]
                                    [--dtypes float32,float64] [--rounds 3] [--threads N]
-                                   [--clock wall|cpu] [--markdown]
+                                   [--clock wall|cpu] [--markdown] [--random N --seed S]
 
 For each network of benchmarks/zoo_models.py (built through the graph API, and as a
 PyTorch module holding the same weights), each batch size and each dtype the course uses
-it in (--dtypes narrows that), it measures in one run:
+it in (--dtypes narrows that), it measures in one run (--random N: instead the first N
+random networks of seed S, zoo_models.random_network, each named random-S-I, which
+--models and profile_step.py take too; the table then lists the worst step/PyTorch
+ratio first):
 
 - the training step: forward, backward and the adam update, softmax loss, 3x32x32 (or
   3072-feature) synthetic inputs (the language models: random words, the temporal softmax
@@ -56,7 +59,7 @@ from graphnet.kernels import _C
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from peer import CLOCKS, Peer, timed_calls  # noqa: E402
 from zoo_models import (BY_NAME, ZOO, batch_of, build_graphnet, build_torch,  # noqa: E402
-                        conv_layer, shapes, torch_loss)
+                        conv_layer, model_named, random_network, shapes, torch_loss)
 
 DEFAULT_BATCHES = (1, 64)
 
@@ -212,7 +215,7 @@ def torch_contenders(model_name, batch, dtype, rule="adam"):
     """The same for PyTorch, with graphnet's weights and batch (built in the peer process)."""
     import torch
 
-    model = BY_NAME[model_name]
+    model = model_named(model_name)
     net, _ = build_torch(model, build_graphnet(model, dtype))
     X, y = batch_of(model, batch, dtype, np.random.default_rng(0))
     opt = torch_optimizer(torch, rule, net.parameters(), lr=1e-3)
@@ -295,7 +298,10 @@ def print_table(rows, markdown):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default=",".join(m.name for m in ZOO),
-                        help="comma-separated, of: " + ", ".join(BY_NAME))
+                        help="comma-separated, of: " + ", ".join(BY_NAME) + ", random-SEED-INDEX")
+    parser.add_argument("--random", type=int, default=0, metavar="N",
+                        help="time the first N random networks of --seed instead, worst first")
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batches", default=",".join(map(str, DEFAULT_BATCHES)))
     parser.add_argument("--dtypes", default="float32,float64",
                         help="each model runs in those of these the course uses it in")
@@ -311,7 +317,10 @@ def main():
                         help="off: 3x3 convs without Winograd (_C.set_winograd_conv), to compare")
     args = parser.parse_args()
     _C.set_winograd_conv(args.winograd)
-    models = [BY_NAME[name] for name in args.models.split(",")]
+    if args.random:
+        models = [random_network(args.seed, index) for index in range(args.random)]
+    else:
+        models = [model_named(name) for name in args.models.split(",")]
     batches = [int(b) for b in args.batches.split(",")]
     dtypes = args.dtypes.split(",")
     global clock
@@ -354,7 +363,10 @@ def main():
           f"{rates['float64'] / 1e9:.1f} GFLOP/s, copy {rates['bandwidth'] / 1e9:.1f} GB/s "
           f"(read + write); {args.rounds} rounds, blocks of ~{args.block} s; {args.clock} "
           "clock\n")
-    print_table([row(m, b, d, ms, rates) for m, b, d, ms in measured], args.markdown)
+    rows = [row(m, b, d, ms, rates) for m, b, d, ms in measured]
+    if args.random:  # worst first (nan, where PyTorch refused, last)
+        rows.sort(key=lambda r: -float(r[5]) if r[5] != "nan" else np.inf)
+    print_table(rows, args.markdown)
     print("\nmodels:")
     for model in models:
         print(f"  {model.name}: {model.what}")

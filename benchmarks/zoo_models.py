@@ -22,6 +22,7 @@ by the classifier's last affine layer to `CLASSES` scores and the softmax loss:
     ("gn", G)                spatial groupnorm in G groups of channels (gamma, beta)
     ("gelu",) ("leaky", a)   GELU (erf form), leaky relu with slope a below 0
     ("avgpool",)             2x2 average pool, stride 2
+    ("avgpool", k, stride)   k x k average pool (no padding)
     ("gmean",)               global average pooling: each channel's mean over its pixels
 
 A description that starts with ("embed", D[, V]) takes T words (input shape (T,)): word
@@ -211,11 +212,116 @@ STUDENT_NETS = (
 
 BY_NAME = {m.name: m for m in ZOO + STUDENT_NETS}
 
+# ----- random networks ------------------------------------------------------------------
+
+# The pools' (k, stride) a random network draws: the zoo's 2x2 stride 2, overlapping 3x3
+# stride 2, and the stride-1 windows.
+RANDOM_POOLS = ((2, 2), (3, 2), (3, 1), (2, 1))
+
+
+def random_network(seed, index=0, widest=48):
+    """The `index`-th random student network of `seed`: a ZooModel named random-SEED-INDEX
+    (model_named rebuilds it from the name). A stack of conv stages on an image of 1-3
+    channels and 16-40 px a side (not square as a rule), each a k x k conv (k 1, 3, 5 or 7,
+    stride 1 or 2, any padding up to (k - 1) // 2) to 3-`widest` channels (odd counts
+    too), then a spatial batchnorm, a groupnorm or nothing, an activation (relu, leaky
+    relu, GELU, tanh, sigmoid), and maybe dropout, a max or average pool (RANDOM_POOLS)
+    and a residual or bottleneck block; then a global mean or not, and 0-2 affine layers,
+    each maybe with batchnorm or layernorm, an activation and dropout. Valid by
+    construction: every window fits its image, and no conv, pool or norm is left with
+    fewer than 2x2 pixels."""
+    rng = np.random.default_rng((seed, index))
+
+    def pick(options):
+        return options[int(rng.integers(len(options)))]
+
+    def chance(p):
+        return bool(rng.random() < p)
+
+    def activation():
+        kind = pick(("relu", "relu", "leaky", "gelu", "tanh", "sigmoid"))
+        return ("leaky", float(pick((0.01, 0.1, 0.2)))) if kind == "leaky" else (kind,)
+
+    def dropout():
+        return ("dropout", float(pick((0.1, 0.25, 0.5))))
+
+    def smaller(size, k, stride, pad=0):
+        return 1 + (size + 2 * pad - k) // stride
+
+    C, H, W = int(rng.integers(1, 4)), int(rng.integers(16, 41)), int(rng.integers(16, 41))
+    image, layers = (C, H, W), []
+    for _ in range(int(rng.integers(1, 5))):
+        if min(H, W) < 4:
+            break
+        k = pick([k for k in (1, 3, 5, 7) if smaller(min(H, W), k, 1) >= 2])
+        pad = int(rng.integers(0, (k - 1) // 2 + 1))
+        stride = 2 if chance(0.3) and smaller(min(H, W), k, 2, pad) >= 2 else 1
+        F = int(rng.integers(3, widest + 1))
+        layers.append(("conv", F, k, stride, pad))
+        H, W = smaller(H, k, stride, pad), smaller(W, k, stride, pad)
+        norm = pick(("none", "sbn", "sbn", "gn"))
+        if norm == "sbn":
+            layers.append(("sbn",))
+        elif norm == "gn":
+            layers.append(("gn", pick([g for g in range(1, F + 1) if F % g == 0])))
+        layers.append(activation())
+        if chance(0.2):
+            layers.append(dropout())
+        windows = [(k, s) for k, s in RANDOM_POOLS if smaller(min(H, W), k, s) >= 2]
+        if windows and chance(0.5):
+            k, stride = pick(windows)
+            layers.append((pick(("maxpool", "avgpool")), k, stride))
+            H, W = smaller(H, k, stride), smaller(W, k, stride)
+        if chance(0.3):
+            layers.append(pick((("res",), ("bneck", int(rng.integers(2, F + 1))))))
+    if chance(0.5):
+        layers.append(("gmean",))
+    for _ in range(int(rng.integers(0, 3))):
+        layers.append(("affine", int(rng.integers(5, 129))))
+        norm = pick(("none", "bn", "ln"))
+        if norm != "none":
+            layers.append((norm,))
+        layers.append(activation())
+        if chance(0.3):
+            layers.append(dropout())
+    return ZooModel(f"random-{seed}-{index}", describe(image, layers), image, tuple(layers))
+
+
+def describe(image, layers):
+    """A description's layers in one line, as the table's legend names them."""
+    def words(layer):
+        kind, *args = layer
+        if kind == "conv":
+            F, k, stride, pad = conv_layer(layer)
+            return f"conv{k}x{k}({F})" + (f" s{stride}" if stride > 1 else "") + f" p{pad}"
+        if kind in ("maxpool", "avgpool", "pool"):
+            k, stride = pool_window(layer)
+            return f"{'avg' if kind == 'avgpool' else 'max'}{k}x{k} s{stride}"
+        return kind + "".join(f"({a})" for a in args)
+
+    return "x".join(map(str, image)) + ": " + "-".join(map(words, layers))
+
+
+def model_named(name):
+    """The ZooModel of a name: a zoo or student network's, or random-SEED-INDEX's."""
+    if name in BY_NAME:
+        return BY_NAME[name]
+    kind, *numbers = name.split("-")
+    if kind != "random" or len(numbers) != 2 or not all(n.isdigit() for n in numbers):
+        raise ValueError(f"no network {name!r}: one of {', '.join(BY_NAME)} or "
+                         "random-SEED-INDEX")
+    return random_network(*map(int, numbers))
+
 
 def conv_layer(layer):
     """(F, k, stride, pad) of a ("conv", F, k, stride[, pad]) layer."""
     _, F, k, stride, *pad = layer
     return F, k, stride, pad[0] if pad else (k - 1) // 2
+
+
+def pool_window(layer):
+    """(k, stride) of a ("pool",), ("maxpool", k, stride) or ("avgpool"[, k, stride]) layer."""
+    return layer[1:] if len(layer) > 1 else (2, 2)
 
 
 def shapes(model, batch):
@@ -232,10 +338,8 @@ def shapes(model, batch):
             F, k, stride, pad = conv_layer(layer)
             shape = (batch, F, 1 + (shape[2] + 2 * pad - k) // stride,
                      1 + (shape[3] + 2 * pad - k) // stride)
-        elif kind in ("pool", "avgpool"):
-            shape = (batch, shape[1], shape[2] // 2, shape[3] // 2)
-        elif kind == "maxpool":
-            _, k, stride = layer
+        elif kind in ("pool", "avgpool", "maxpool"):
+            k, stride = pool_window(layer)
             shape = (batch, shape[1], 1 + (shape[2] - k) // stride, 1 + (shape[3] - k) // stride)
         elif kind == "gmean":
             shape = (batch, shape[1])
@@ -376,13 +480,13 @@ def build_graphnet(model, dtype, seed=0):
         elif kind == "leaky":
             h = g.leaky_relu(h, layer[1], name=name("leaky"))
         elif kind == "avgpool":
-            h = g.avg_pool(h, 2, 2, 2, name=name("avgpool"))
+            k, stride = pool_window(layer)
+            h = g.avg_pool(h, k, k, stride, name=name("avgpool"))
         elif kind == "gmean":
             h = g.mean(h, axis=(2, 3), name=name("gmean"))
-        elif kind == "pool":
-            h = g.max_pool(h, 2, 2, 2, name=name("pool"))
-        elif kind == "maxpool":
-            h = g.max_pool(h, layer[1], layer[1], layer[2], name=name("pool"))
+        elif kind in ("pool", "maxpool"):
+            k, stride = pool_window(layer)
+            h = g.max_pool(h, k, k, stride, name=name("pool"))
         elif kind == "dropout":
             h = g.dropout(h, layer[1], name=name("dropout"))
         elif kind == "bneck":
@@ -529,13 +633,11 @@ def build_torch(model, graphnet_model):
         elif kind == "leaky":
             modules.append(nn.LeakyReLU(layer[1]))
         elif kind == "avgpool":
-            modules.append(nn.AvgPool2d(2))
+            modules.append(nn.AvgPool2d(*pool_window(layer)))
         elif kind == "gmean":
             modules.append(GlobalMean())
-        elif kind == "pool":
-            modules.append(nn.MaxPool2d(2))
-        elif kind == "maxpool":
-            modules.append(nn.MaxPool2d(layer[1], layer[2]))
+        elif kind in ("pool", "maxpool"):
+            modules.append(nn.MaxPool2d(*pool_window(layer)))
         elif kind == "dropout":
             dropouts.append(Dropout(layer[1]))
             modules.append(dropouts[-1])

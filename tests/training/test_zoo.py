@@ -38,8 +38,8 @@ def graphnet_masks(model):
 
 
 def assert_step_and_eval_match_pytorch(spec, batch, seed=3):
-    """A training step of `spec` in float64 (loss, every gradient, the weights after one
-    adam step) and then its eval-mode scores equal its PyTorch twin's."""
+    """A training step of `spec` in float64 (loss, scores, every gradient, the weights
+    after one adam step) and then its eval-mode scores equal its PyTorch twin's."""
     ours = zoo.build_graphnet(spec, np.float64, seed=seed)
     net, dropouts = zoo.build_torch(spec, ours)
     X, y = zoo.batch_of(spec, batch, np.float64, np.random.default_rng(seed + 1))
@@ -49,9 +49,13 @@ def assert_step_and_eval_match_pytorch(spec, batch, seed=3):
     for layer, mask in zip(dropouts, graphnet_masks(ours), strict=True):
         layer.mask = torch.from_numpy(mask)
     net.train()
-    their_loss = zoo.torch_loss(spec, net(torch.from_numpy(X)), torch.from_numpy(y))
+    their_scores = net(torch.from_numpy(X))
+    their_loss = zoo.torch_loss(spec, their_scores, torch.from_numpy(y))
     their_loss.backward()
     np.testing.assert_allclose(loss, their_loss.item(), rtol=1e-10)
+    np.testing.assert_allclose(
+        ours.graph["scores"].value, their_scores.detach().numpy(), rtol=1e-7, atol=1e-10
+    )
     their_grads = zoo.graphnet_view(spec, net, grads=True)
     for (key, grad), expected in zip(grads.items(), their_grads, strict=True):
         np.testing.assert_allclose(grad, expected, rtol=1e-7, atol=1e-11, err_msg=f"{name}: d{key}")
@@ -155,7 +159,11 @@ def test_zoo_inference_matches_pytorch(name, batch):
     """model.loss(X) in eval mode, as the benchmark times it: gate by gate at batch 1, the
     fused plan (the batchnorm folded into the conv, the feed checked in the first affine)
     at 6, against PyTorch's eval forward with the same weights and running averages."""
-    spec = zoo.BY_NAME[name]
+    assert_eval_matches_pytorch(zoo.BY_NAME[name], batch)
+
+
+def assert_eval_matches_pytorch(spec, batch):
+    """The eval-mode scores (float64), twice, after two training steps."""
     ours = zoo.build_graphnet(spec, np.float64, seed=5)
     rng = np.random.default_rng(6)
     for _ in range(2):  # running averages away from their start
@@ -175,15 +183,21 @@ def test_zoo_inference_matches_pytorch(name, batch):
 @given(spec=student_networks(channels=(1, 20), widths=(8, 40), sizes=(6, 20), blocks=3))
 def test_a_wider_random_student_network_in_float32_matches_pytorch(spec, batch):
     """float32 takes the vectorised and blocked kernels (16+ channels: Winograd, the
-    AVX-512 direct convs, the fused norms). Against PyTorch in float64 on the same weights
-    and masks, graphnet's float32 loss, gradients and eval scores are as close as PyTorch's
-    own float32 ones: each error in norm within 4x PyTorch's, or 1e-4 of the value, or (a
-    gradient that cancels to nearly zero, as a conv's weights before a batchnorm, is
-    rounding noise in both) 1e-6 of the whole gradient's norm."""
-    ours = zoo.build_graphnet(spec, np.float32, seed=8)
+    AVX-512 direct convs, the fused norms)."""
+    assert_float32_as_close_as_pytorch(spec, batch)
+
+
+def assert_float32_as_close_as_pytorch(spec, batch, seed=8, gradients=True):
+    """Against PyTorch in float64 on the same weights and masks, graphnet's float32 loss,
+    train scores, gradients and eval scores are as close as PyTorch's own float32 ones:
+    each error in norm within 4x PyTorch's, or 1e-4 of the value, or (a gradient that
+    cancels to nearly zero, as a conv's weights before a batchnorm, is rounding noise in
+    both) 1e-6 of the whole gradient's norm; so are the weights after one adam step.
+    gradients=False: the loss and the scores only."""
+    ours = zoo.build_graphnet(spec, np.float32, seed=seed)
     net, dropouts = zoo.build_torch(spec, ours)
     net64 = copy.deepcopy(net).double()
-    X, y = zoo.batch_of(spec, batch, np.float32, np.random.default_rng(9))
+    X, y = zoo.batch_of(spec, batch, np.float32, np.random.default_rng(seed + 1))
     loss, grads = ours.loss(X, y)
     masks = graphnet_masks(ours)
     for layer, mask in zip(dropouts, masks, strict=True):
@@ -191,25 +205,21 @@ def test_a_wider_random_student_network_in_float32_matches_pytorch(spec, batch):
     dropouts64 = [m for m in net64.modules() if isinstance(m, torch.nn.Dropout)]
     for layer, mask in zip(dropouts64, masks, strict=True):
         layer.mask = torch.from_numpy(mask.astype(np.float64))
-    losses = {}
+    losses, train_scores = {}, {}
     for which, module, inputs in (("float32", net, X), ("float64", net64, X.astype(np.float64))):
         module.train()
-        losses[which] = zoo.torch_loss(spec, module(torch.from_numpy(inputs)), torch.from_numpy(y))
-        losses[which].backward()
-
-    def as_close_as_torch(got, theirs, exact, what, floor=0.0):
-        error, their_error = np.linalg.norm(got - exact), np.linalg.norm(theirs - exact)
-        bound = max(4 * their_error, 1e-4 * np.linalg.norm(exact), floor)
-        assert error <= bound, (spec.layers, what, error, their_error)
-
-    as_close_as_torch(loss, losses["float32"].item(), losses["float64"].item(), "loss")
-    exact_grads = zoo.graphnet_view(spec, net64, grads=True)
-    floor = 1e-6 * np.sqrt(sum(np.sum(g**2) for g in exact_grads))
-    for (key, grad), theirs, exact in zip(
-        grads.items(), zoo.graphnet_view(spec, net, grads=True), exact_grads, strict=True
-    ):
-        assert grad.dtype == np.float32
-        as_close_as_torch(grad, theirs, exact, f"d{key}", floor)
+        train_scores[which] = module(torch.from_numpy(inputs))
+        losses[which] = zoo.torch_loss(spec, train_scores[which], torch.from_numpy(y))
+        if gradients:
+            losses[which].backward()
+    as_close_as_torch(loss, losses["float32"].item(), losses["float64"].item(), (spec, "loss"))
+    as_close_as_torch(
+        ours.graph["scores"].value,
+        *(train_scores[which].detach().numpy() for which in ("float32", "float64")),
+        (spec, "train scores"),
+    )
+    if gradients:
+        assert_float32_step_as_close_as_pytorch(spec, ours, grads, net, net64)
     scores = ours.loss(X)
     zoo.copy_weights(spec, ours, net)
     net64.load_state_dict(net.state_dict())
@@ -218,4 +228,72 @@ def test_a_wider_random_student_network_in_float32_matches_pytorch(spec, batch):
     with torch.no_grad():
         their_scores = net(torch.from_numpy(X)).numpy()
         exact_scores = net64(torch.from_numpy(X.astype(np.float64))).numpy()
-    as_close_as_torch(scores, their_scores, exact_scores, "eval scores")
+    as_close_as_torch(scores, their_scores, exact_scores, (spec, "eval scores"))
+
+
+def as_close_as_torch(got, theirs, exact, what, floor=0.0):
+    """graphnet's float32 `got` within 4x PyTorch's float32 error, 1e-4 of the exact value
+    or `floor` (each in norm); `what`: (spec, the quantity's name) for the message."""
+    error, their_error = np.linalg.norm(got - exact), np.linalg.norm(theirs - exact)
+    bound = max(4 * their_error, 1e-4 * np.linalg.norm(exact), floor)
+    assert error <= bound, (what[0].layers, what[1], error, their_error)
+
+
+def assert_float32_step_as_close_as_pytorch(spec, ours, grads, net, net64):
+    """The gradients and the adam step of assert_float32_as_close_as_pytorch."""
+    exact_grads = zoo.graphnet_view(spec, net64, grads=True)
+    floor = 1e-6 * np.sqrt(sum(np.sum(g**2) for g in exact_grads))
+    for (key, grad), theirs, exact in zip(
+        grads.items(), zoo.graphnet_view(spec, net, grads=True), exact_grads, strict=True
+    ):
+        assert grad.dtype == np.float32
+        as_close_as_torch(grad, theirs, exact, (spec, f"d{key}"), floor)
+
+    # One adam step each, graphnet's in float32 against PyTorch's in float64. Adam moves a
+    # weight by about the learning rate whatever its gradient's size, so where the float32
+    # gradient's rounding may flip its sign (a gradient near zero: below a thousandth of
+    # its param's largest or near the gradients' rounding floor) the two move apart by
+    # twice the rate: those weights are left out.
+    configs = {key: {"learning_rate": 1e-2} for key in ours.params}
+    for key in ours.params:
+        ours.params[key], configs[key] = optim.adam(ours.params[key], grads[key], configs[key])
+        assert ours.params[key].dtype == np.float32
+    torch.optim.Adam(net64.parameters(), lr=1e-2).step()
+    for (key, w), expected, exact in zip(
+        ours.params.items(), zoo.graphnet_view(spec, net64), exact_grads, strict=True
+    ):
+        meaningful = np.abs(exact) > max(1e-3 * np.abs(exact).max(), 100 * floor)
+        np.testing.assert_allclose(
+            w[meaningful], expected[meaningful], rtol=1e-4, atol=1e-5, err_msg=f"{key} after adam"
+        )
+
+
+# The random networks bench_zoo.py --random times (zoo_models.random_network: seed 0, the
+# first RANDOM_NETWORKS), at odd batch sizes.
+RANDOM_NETWORKS = 12
+
+
+@pytest.mark.parametrize("batch", [1, 7, 50])
+@pytest.mark.parametrize("index", range(RANDOM_NETWORKS))
+def test_a_random_network_matches_pytorch(index, batch):
+    """Float64 tight (loss, train and eval scores, gradients, adam), float32 loose (as
+    close as PyTorch's own float32; the gradients and adam up to batch 7). A unit within
+    float32's rounding of a relu's kink or of a tie in a max window makes the float32
+    step (graphnet's or PyTorch's) send a gradient elsewhere than the float64 one, which
+    a norm after it spreads to every gradient before: at batch 50 a layer has some 10^5
+    units and that happens often, at 7 in a few cases in a hundred, so there a float32
+    mismatch must recur on other weights and data to fail. At batch 1 a batchnorm of one
+    sample has no variance (PyTorch refuses to train it): such nets are compared in eval
+    mode only."""
+    spec = zoo.random_network(0, index)
+    if batch == 1 and ("bn",) in spec.layers:
+        assert_eval_matches_pytorch(spec, batch)
+        return
+    assert_step_and_eval_match_pytorch(spec, batch)
+    if batch == 50:
+        assert_float32_as_close_as_pytorch(spec, batch, gradients=False)
+        return
+    try:
+        assert_float32_as_close_as_pytorch(spec, batch)
+    except AssertionError:
+        assert_float32_as_close_as_pytorch(spec, batch, seed=18)
