@@ -182,10 +182,23 @@ void pool_plane_2x2(const PoolGeometry& g, const T* src, T* dst, int32_t* win) {
     }
 }
 
+// One plane of any other pooling at stride 1 or 2 on AVX2 (pool_avx2.h), under
+// pool_plane_2x2's switch.
+template <bool Relu, typename T>
+void pool_plane_avx2(const PoolGeometry& g, const T* src, T* dst, int32_t* win) {
+    max_pool_plane_avx2(avg_pool_plane(g), src, dst, win, Relu);
+}
+
 template <bool Relu, typename T>
 void pool_forward(const PoolGeometry& g, const T* x, T* out, int32_t* winners, bool threaded) {
     const bool two_by_two = g.pool_height == 2 && g.pool_width == 2;
+    // Windows of whole rows (a global pooling) keep pool_plane's span_argmax. Strides of 3
+    // and more keep the scalar loop: their vectors of entries would be gathers, which took
+    // longer than it (2x2 windows at stride 3, float32: 1.4x).
+    const bool spans = g.pool_width == g.W && g.pool_height * g.pool_width >= kSpanArgmax;
+    const bool vectors = g.stride <= 2 && !spans && avx2_activations_active();
     const auto plane = two_by_two && g.stride == 2 ? pool_plane_2x2<Relu, T>
+                       : vectors                   ? pool_plane_avx2<Relu, T>
                        : two_by_two                ? pool_plane<Relu, T, 2, 2>
                                                    : pool_plane<Relu, T, 0, 0>;
     const int64_t planes = g.N * g.C, in_plane = g.H * g.W, out_plane = g.Ho * g.Wo;

@@ -9,6 +9,8 @@
 
 #include <cstdint>
 
+#include "avg_pool_plane.h"
+
 namespace graphnet {
 
 // The first Wo / 8 * 8 outputs of one output row of max_pool_forward's 2x2, stride-2
@@ -19,5 +21,13 @@ int64_t max_pool_row_2x2_avx2(int64_t Wo, int32_t row_start, int32_t W, const fl
                               const float* r1, float* dst, int32_t* win, bool relu);
 int64_t max_pool_row_2x2_avx2(int64_t Wo, int32_t row_start, int32_t W, const double* r0,
                               const double* r1, double* dst, int32_t* win, bool relu);
+
+// One (H, W) plane of max_pool_forward with any window at stride 1 or 2 (g: AvgPoolPlane's
+// windows, which are max_pool's too): its outputs and their winners under pool.h's tie
+// rule, of relu(x) with relu, as the scalar planes of pool.cpp compute them.
+void max_pool_plane_avx2(const AvgPoolPlane& g, const float* src, float* dst, int32_t* win,
+                         bool relu);
+void max_pool_plane_avx2(const AvgPoolPlane& g, const double* src, double* dst, int32_t* win,
+                         bool relu);
 
 }  // namespace graphnet

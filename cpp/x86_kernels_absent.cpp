@@ -229,6 +229,12 @@ int64_t max_pool_row_2x2_avx2(int64_t, int32_t, int32_t, const double*, const do
                               double*, int32_t*, bool) {
     absent("max_pool_row_2x2_avx2");
 }
+void max_pool_plane_avx2(const AvgPoolPlane&, const float*, float*, int32_t*, bool) {
+    absent("max_pool_plane_avx2");
+}
+void max_pool_plane_avx2(const AvgPoolPlane&, const double*, double*, int32_t*, bool) {
+    absent("max_pool_plane_avx2");
+}
 int64_t pointwise_forward_avx512(Pointwise, int64_t, const float*, float*) {
     absent("pointwise_forward_avx512");
 }

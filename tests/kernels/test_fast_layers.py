@@ -328,6 +328,43 @@ def test_max_pool_matches_torch(case, dtype):
     assert rel_error(max_pool_backward_fast(dout, cache), xt.grad.numpy()) < 1e-6
 
 
+@settings(max_examples=150, deadline=None)
+@given(
+    N=st.integers(1, 3),
+    C=st.integers(1, 4),
+    H=st.integers(1, 20),
+    W=st.integers(1, 40),
+    ph=st.integers(1, 5),
+    pw=st.integers(1, 5),
+    stride=st.integers(1, 6),
+    rounded=st.booleans(),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 2**16),
+)
+def test_max_pool_any_window_matches_torch(N, C, H, W, ph, pw, stride, rounded, dtype, seed):
+    """Any window and stride (overlapping, stride past the window, windows ending at the
+    edge): PyTorch's maxima, its indices (the first maximum in row-major order on ties, as
+    ours) and its input gradient (overlapping windows adding at a shared winner)."""
+    torch = pytest.importorskip("torch")
+    ph, pw = min(ph, H), min(pw, W)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((N, C, H, W))
+    if rounded:  # ties in most windows
+        x = np.round(x)
+    x = x.astype(dtype)
+    pp = {"pool_height": ph, "pool_width": pw, "stride": stride}
+    out, cache = max_pool_forward_fast(x, pp)
+    xt = torch.from_numpy(x.copy()).requires_grad_()
+    ot, indices = torch.nn.functional.max_pool2d(xt, (ph, pw), stride, return_indices=True)
+    np.testing.assert_array_equal(out, ot.detach().numpy())
+    np.testing.assert_array_equal(cache[1], indices.numpy())
+    dout = rng.standard_normal(out.shape).astype(dtype)
+    ot.backward(torch.from_numpy(dout))
+    np.testing.assert_allclose(
+        max_pool_backward_fast(dout, cache), xt.grad.numpy(), rtol=1e-6, atol=1e-6
+    )
+
+
 # ---- errors ------------------------------------------------------------------------
 
 X = np.zeros((2, 3, 8, 8))
