@@ -189,11 +189,20 @@ struct WinogradGradientBlocks {
     int64_t stride;  // winograd_stride of a whole block's tiles
 };
 
+// On 8x8 tiles (F(2x2, 7x7)) a tile's V and Q are 64 points of C + F floats, 4x a 4x4
+// tile's, and blocks of kWinogradGradientMinTiles tiles: per pass, batch 64 (fewer on wide
+// layers), one thread, CPU time, against the blocks above (128-256 tiles), 16 -> 32 @16
+// 0.83, 32 -> 32 @16 0.94, 32 -> 64 @16 0.90, 32 -> 64 @12 0.92, 128 -> 128 @8 0.95,
+// 16 -> 16 @32 1.00 (96 tiles 0.85-1.03, 128 0.86-1.01).
+constexpr int64_t kWinogradLargeTilePoints = 64;
+
 inline WinogradGradientBlocks winograd_gradient_blocks(const WinogradConv& g) {
     const int64_t wanted = kWinogradGradientBlockFloats / (g.C + g.F);
-    const int64_t tiles = wanted < kWinogradGradientMinTiles   ? kWinogradGradientMinTiles
-                          : wanted > kWinogradGradientMaxTiles ? kWinogradGradientMaxTiles
-                                                               : wanted;
+    const int64_t most =
+        g.points >= kWinogradLargeTilePoints ? kWinogradGradientMinTiles : kWinogradGradientMaxTiles;
+    const int64_t tiles = wanted < kWinogradGradientMinTiles ? kWinogradGradientMinTiles
+                          : wanted > most                    ? most
+                                                             : wanted;
     const int64_t rows = tiles / g.tiles_w < 1 ? 1 : tiles / g.tiles_w;
     return {rows, winograd_stride(g, rows * g.tiles_w)};
 }
