@@ -1,7 +1,7 @@
 // Convolution one image at a time: the forward, dx and (on large enough images) dw of
 // float32 3x3 convs with stride 1 and pad 1 on 16+ channels in and out, on an AVX-512 CPU,
-// through Winograd F(2x2, 3x3) (conv_winograd.h; also 5x5 with pad 2, and the forward and
-// dx of narrower pads); the other passes of float32 stride-1
+// through Winograd F(2x2, 3x3) (conv_winograd.h; also 5x5 with pad 2 and 7x7 with pad 3,
+// and narrower pads); the other passes of float32 stride-1
 // convs on an AVX2 CPU through the direct kernels of conv_direct.h (dx too, as a
 // convolution of dout); float32 with stride 2-4 through the phase-plane tap kernels of
 // conv_phases.h (all three passes but where phase_passes finds im2col + GEMM faster, and
@@ -298,7 +298,8 @@ bool tap_weight_gradient(const ConvGeometry& g, const DirectPasses& direct) {
 }
 
 // Winograd (conv_winograd.h) for 3x3 layers with stride 1 and pad 1 (F(2x2, 3x3), or
-// F(4x4, 3x3): winograd_tile), and 5x5 ones with pad 2 (F(2x2, 5x5)), on an AVX-512 CPU:
+// F(4x4, 3x3): winograd_tile), 5x5 ones with pad 2 (F(2x2, 5x5)) and 7x7 ones with pad 3
+// (F(2x2, 7x7)), on an AVX-512 CPU:
 // the forward and, as the forward of dout with the filters turned, dx; and dw
 // (winograd_weight_gradient, on winograd_gradient_tile's tiles). All three take narrower
 // pads too (a "valid" conv's 0): their tiles cover the pass's output (dw's dout's), read
@@ -316,7 +317,11 @@ bool tap_weight_gradient(const ConvGeometry& g, const DirectPasses& direct) {
 // 0.66-1.06x, @7 0.90-1.6x, @8 1.1-2.0x); a 3x3 dx still beats the direct kernel there
 // (@4 0.9-1.6x its time), but not im2col + GEMM over groups of images on images under 5
 // pixels of 48+ channels (gemm_input_gradient); a 5x5 dx pays from 7 pixels on too (@6
-// 0.90-1.3x the tap and direct kernels' time, @7 1.25-1.6x). Except on outputs that 2x2
+// 0.90-1.3x the tap and direct kernels' time, @7 1.25-1.6x). 7x7 layers (F(2x2, 7x7), 64
+// multiplies per 2x2 outputs and channel instead of 196) pay from 7 pixels on, forward and
+// dx, on 16+ channels in and out (batch 64, against the direct and tap kernels: 16 -> 16 ..
+// 64 -> 64 @7 0.46-0.97x, @8-32 0.37-0.92x); on 3 channels in (a first layer) the products,
+// 3 deep, do not pay for the transforms (3 -> 16 and 3 -> 32 @32 forward 1.3-1.4x). Except on outputs that 2x2
 // tiles cover exactly (even sides) from kWinogradSmallMinSide on, of
 // kWinogradSmallMinChannels+ channels in and out, where its products run on several
 // images' tiles at once (winograd_forward_images), on calls of kWinogradSmallMinImages+
@@ -332,11 +337,13 @@ constexpr int64_t kWinogradForwardMinSide = 7;
 constexpr int64_t kWinogradSmallMinSide = 4;
 constexpr int64_t kWinogradSmallMinChannels = 64;
 constexpr int64_t kWinogradSmallMinImages = 8;
-constexpr int64_t kWinogradMaxChannels = int64_t(1) << 22;
+// The weight transform gathers 16 channels' weights with 32-bit offsets, of up to
+// 15 x k^2 x channels (dx's channel stride is the forward's channels' k^2 taps).
+constexpr int64_t kWinogradMaxGatherOffset = (int64_t(1) << 31) - 1;
 
-// The dx of 3x3 layers pays on any image, that of 5x5 ones from the forward's side on.
+// The dx of 3x3 layers pays on any image, that of 5x5 and 7x7 ones from the forward's side on.
 int64_t winograd_input_gradient_min_side(const ConvGeometry& g) {
-    return g.HH == 5 ? kWinogradForwardMinSide : 0;
+    return g.HH == 3 ? 0 : kWinogradForwardMinSide;
 }
 
 // The output a Winograd pass tiles: the forward's, or dx's (the image); one and the same
@@ -352,14 +359,12 @@ Tiled input_gradient_tiled(const ConvGeometry& g) { return {g.H, g.W}; }
 bool winograd_conv(const ConvGeometry& g, int64_t in_channels, int64_t out_channels,
                    Tiled out, int64_t min_side) {
     const WinogradMode mode = winograd_mode;
-    const bool tiled = g.HH == g.WW && (g.HH == 3 || g.HH == 5) && g.pad <= (g.HH - 1) / 2;
+    const bool tiled = g.HH == g.WW && (g.HH == 3 || g.HH == 5 || g.HH == 7) && g.pad <= (g.HH - 1) / 2;
     if (mode == WinogradMode::kOff || !tiled || g.stride != 1 || !direct_enabled ||
         !use_avx512()) {
         return false;
     }
-    // The weight transform gathers 16 channels' weights with 32-bit offsets (of up to
-    // 15 x 25 x channels, for dx).
-    if (g.C > kWinogradMaxChannels || g.F > kWinogradMaxChannels) return false;
+    if (std::max(g.C, g.F) > kWinogradMaxGatherOffset / (16 * g.HH * g.WW)) return false;
     return mode == WinogradMode::kEverywhere ||
            (in_channels >= kWinogradMinChannels && out_channels >= kWinogradMinChannels &&
             out.H >= min_side && out.W >= min_side);
@@ -461,11 +466,13 @@ int64_t winograd_tile(const ConvGeometry& g, Tiled out) {
 }
 
 // The weight gradient on Winograd (WinogradMode::kWherePays: where it measured faster than the
-// other dw kernels), 3x3 (on winograd_gradient_tile's tiles) or F(2x2, 5x5). On 2x2 tiles, per
-// pass, one thread, CPU time, Winograd / their time at batch 16 and 64 (docs/performance/kernels.md
-// has the sweep): on images of kWinogradGradientMinSide+ pixels 3x3 0.56-0.99 (16 -> 16 @16 at
-// batch 16 1.05), 5x5 0.37-0.89 from kWinogradGradient5x5MinFilters filters out on (16 -> 16 @12-16
-// 1.16-1.21, 32 -> 16 @12 1.07, @14 1.00); on smaller ones its transforms, vectorised along a tile
+// other dw kernels), 3x3 (on winograd_gradient_tile's tiles), F(2x2, 5x5) or F(2x2, 7x7). On 2x2
+// tiles, per pass, one thread, CPU time, Winograd / their time at batch 16 and 64
+// (docs/performance/kernels.md has the sweep): on images of kWinogradGradientMinSide+ pixels 3x3
+// 0.56-0.99 (16 -> 16 @16 at batch 16 1.05), 5x5 0.37-0.89 and 7x7 0.53-0.81 (batch 64) from
+// kWinogradGradientLargeKernelMinFilters filters out on (5x5 16 -> 16 @12-16 1.16-1.21, 32 -> 16
+// @12 1.07, @14 1.00; 7x7 16 -> 16 @12 1.11, @16-32 0.91-0.93, 32 -> 16 @12-32 0.82-0.95); on
+// smaller ones its transforms, vectorised along a tile
 // row's tiles, fill a few lanes of 16, and it pays on kWinogradGradientWideChannels+ channels in
 // and out only, down to 7 x 7 images (3x3 128 -> 128 @8 0.66 / 0.69, @7 0.87 / 0.88; but @4 1.07 /
 // 0.81, 64 -> 64 @8 1.24 / 0.83, 32 -> 32 @8 1.0, @7 1.3, 16 -> 16 @8 1.4, any @2 1.7-2.3; 5x5 128
@@ -479,7 +486,7 @@ int64_t winograd_tile(const ConvGeometry& g, Tiled out) {
 // 4 @4, 16 tiles, 0.99-1.19), and where 4x4 tiles pay (winograd_gradient_tile) from
 // kWinogradGradientLargeTilesMinChannels channels in and out on.
 constexpr int64_t kWinogradGradientMinSide = 12;
-constexpr int64_t kWinogradGradient5x5MinFilters = 32;
+constexpr int64_t kWinogradGradientLargeKernelMinFilters = 32;
 constexpr int64_t kWinogradGradientWideChannels = 128;
 constexpr int64_t kWinogradGradientWideMinSide = 7;
 constexpr int64_t kWinogradGradientLargeTilesMinChannels = 64;
@@ -571,7 +578,7 @@ bool winograd_weight_gradient(const ConvGeometry& g) {
     if (!std::is_same_v<T, float>) return false;
     const Tiled out = forward_tiled(g);  // dout's, which its tiles cover
     if (winograd_mode == WinogradMode::kEverywhere) return winograd_conv(g, g.C, g.F, out, 0);
-    const bool narrow_pays = g.HH == 5 || g.pad == (g.HH - 1) / 2 ||
+    const bool narrow_pays = g.HH != 3 || g.pad == (g.HH - 1) / 2 ||
                              (g.C >= kWinogradGradientNarrowMinChannels &&
                               g.F >= kWinogradGradientNarrowMinChannels);
     const bool wide = g.C >= kWinogradGradientWideChannels && g.F >= kWinogradGradientWideChannels;
@@ -586,7 +593,7 @@ bool winograd_weight_gradient(const ConvGeometry& g) {
     return (winograd_conv(g, g.C, g.F, out,
                           wide ? kWinogradGradientWideMinSide : kWinogradGradientMinSide) ||
             (small_pays && winograd_conv(g, g.C, g.F, out, 0))) &&
-           (g.HH == 3 || g.F >= kWinogradGradient5x5MinFilters) && narrow_pays &&
+           (g.HH == 3 || g.F >= kWinogradGradientLargeKernelMinFilters) && narrow_pays &&
            ((g.HH + 1) * (g.HH + 1) * g.C * g.F <= kWinogradGradientMaxSlotFloats ||
             winograd_pairs_fit(winograd_gradient_geometry(g)));
 }

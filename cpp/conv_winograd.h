@@ -1,17 +1,20 @@
-// Winograd F(2x2, 3x3), F(4x4, 3x3) and F(2x2, 5x5) for float32 3x3 convolutions with
-// stride 1 and pad 1, and 5x5 ones with pad 2, on CPUs with AVX-512 (conv.cpp decides
-// where, and asks cpu_has_avx512f() first).
+// Winograd F(2x2, 3x3), F(4x4, 3x3), F(2x2, 5x5) and F(2x2, 7x7) for float32 3x3
+// convolutions with stride 1 and pad 1, 5x5 ones with pad 2 and 7x7 ones with pad 3 (and
+// narrower pads), on CPUs with AVX-512 (conv.cpp decides where, and asks cpu_has_avx512f()
+// first).
 //
 // Each m x m block of outputs (a tile) comes from the alpha x alpha patch of padded input
-// under it (alpha = m + r - 1 for r x r filters: 4 or 6): transformed, V = B^T d B, each of
+// under it (alpha = m + r - 1 for r x r filters: 4, 6 or 8): transformed, V = B^T d B, each of
 // the alpha^2 points of the tile is the product of the filters' transformed weights
 // U = G g G^T (F x C) with the channels' V (C x tiles), and the output is A^T M A of the
 // products M. That is 16 multiplies per tile and channel pair instead of 36 (F(2x2, 3x3)),
-// 36 instead of 144 (F(4x4, 3x3)) or 100 (F(2x2, 5x5)): the products run on the AVX-512
+// 36 instead of 144 (F(4x4, 3x3)) or 100 (F(2x2, 5x5)), 64 instead of 196 (F(2x2, 7x7)):
+// the products run on the AVX-512
 // GEMM (gemm_avx512.h), the transforms are adds (and multiplies by small constants),
 // vectorised along 16 tiles of a tile row (or of 2 or 4 short ones: winograd_row_lanes).
 // 4x4 tiles interpolate at 0, 1, -1 and infinity; 6x6 ones at 0, 1, -1, 2, -2 and infinity
-// (Lavin and Gray's points: both 6x6 tilings share B^T).
+// (Lavin and Gray's points: both 6x6 tilings share B^T); 8x8 ones at 0, 1, -1, 2, -2, 1/2,
+// -1/2 and infinity.
 //
 // The weight gradient is the same map's adjoint with respect to the weights: each tile's
 // output gradient dy (m x m) transformed,
@@ -25,7 +28,8 @@
 // the rounding scale (tests/kernels/test_conv_winograd.py bounds it so); in the weight
 // gradient likewise the whole patch's inputs times up to m^2 output gradients (scaled by
 // A's up to 8). On 6x6 tiles G^T dU G then takes differences of such sums: its error
-// against float64 is 5-13x the direct kernels' (F(4x4, 3x3)), 7.5-19x (F(2x2, 5x5)).
+// against float64 is 5-13x the direct kernels' (F(4x4, 3x3)), 7.5-19x (F(2x2, 5x5)),
+// 24-41x (F(2x2, 7x7): V scaled by up to 21, Q by 3.5, G's weights up to 64 / 90).
 //
 // Like conv_direct.h: compiled for AVX-512F, includes no library header.
 #pragma once
@@ -50,7 +54,8 @@ constexpr int64_t kWinogradSkew = 16;
 constexpr int64_t kWinogradSlack = 96;
 
 // An r x r, stride-1 convolution of one image of C channels to F, H x W out (its input:
-// WinogradInput), on tiles of m x m outputs: F(2x2, 3x3), F(2x2, 5x5) or F(4x4, 3x3).
+// WinogradInput), on tiles of m x m outputs: F(2x2, 3x3), F(2x2, 5x5), F(2x2, 7x7) or
+// F(4x4, 3x3).
 struct WinogradConv {
     int64_t m, r;              // the tiles' and the filters' side
     int64_t points;            // of a transformed tile: (m + r - 1)^2
@@ -184,11 +189,20 @@ struct WinogradGradientBlocks {
     int64_t stride;  // winograd_stride of a whole block's tiles
 };
 
+// On 8x8 tiles (F(2x2, 7x7)) a tile's V and Q are 64 points of C + F floats, 4x a 4x4
+// tile's, and blocks of kWinogradGradientMinTiles tiles: per pass, batch 64 (fewer on wide
+// layers), one thread, CPU time, against the blocks above (128-256 tiles), 16 -> 32 @16
+// 0.83, 32 -> 32 @16 0.94, 32 -> 64 @16 0.90, 32 -> 64 @12 0.92, 128 -> 128 @8 0.95,
+// 16 -> 16 @32 1.00 (96 tiles 0.85-1.03, 128 0.86-1.01).
+constexpr int64_t kWinogradLargeTilePoints = 64;
+
 inline WinogradGradientBlocks winograd_gradient_blocks(const WinogradConv& g) {
     const int64_t wanted = kWinogradGradientBlockFloats / (g.C + g.F);
-    const int64_t tiles = wanted < kWinogradGradientMinTiles   ? kWinogradGradientMinTiles
-                          : wanted > kWinogradGradientMaxTiles ? kWinogradGradientMaxTiles
-                                                               : wanted;
+    const int64_t most =
+        g.points >= kWinogradLargeTilePoints ? kWinogradGradientMinTiles : kWinogradGradientMaxTiles;
+    const int64_t tiles = wanted < kWinogradGradientMinTiles ? kWinogradGradientMinTiles
+                          : wanted > most                    ? most
+                                                             : wanted;
     const int64_t rows = tiles / g.tiles_w < 1 ? 1 : tiles / g.tiles_w;
     return {rows, winograd_stride(g, rows * g.tiles_w)};
 }

@@ -192,6 +192,107 @@ struct F4x4_3x3 : SixPoints {
     }
 };
 
+// F(2x2, 7x7) on 8x8 tiles, points 0, 1, -1, 2, -2, 1/2, -1/2, infinity (the construction
+// above; row 0 of B^T and of G negated, which leaves U V the same):
+// B^T = [1 0 -21/4 0 21/4 0 -1 0; 0 1 1 -17/4 -17/4 1 1 0; 0 -1 1 17/4 -17/4 -1 1 0;
+//        0 1/2 1/4 -5/2 -5/4 2 1 0; 0 -1/2 1/4 5/2 -5/4 -2 1 0;
+//        0 2 4 -5/2 -5 1/2 1 0; 0 -2 4 5/2 -5 -1/2 1 0; 0 -1 0 21/4 0 -21/4 0 1],
+// G = [1 0 0 0 0 0 0; -2/9 (1 1 1 1 1 1 1); -2/9 (1 -1 1 -1 1 -1 1);
+//      1/90 (1 2 4 8 16 32 64); 1/90 (1 -2 4 -8 16 -32 64);
+//      1/90 (64 32 16 8 4 2 1); 1/90 (64 -32 16 -8 4 -2 1); 0 0 0 0 0 0 1],
+// A^T = [1 1 1 1 1 1 1 0; 0 1 -1 2 -2 1/2 -1/2 1].
+struct F2x2_7x7 {
+    static constexpr int kOut = 2, kAlpha = 8, kTaps = 7;
+    static void input(const __m512 (&d)[8], __m512 (&v)[8]) {
+        const __m512 quarter = _mm512_set1_ps(0.25f), half = _mm512_set1_ps(0.5f);
+        const __m512 two = _mm512_set1_ps(2.0f), four = _mm512_set1_ps(4.0f);
+        const __m512 five = _mm512_set1_ps(5.0f), five_halves = _mm512_set1_ps(2.5f);
+        const __m512 five_quarters = _mm512_set1_ps(1.25f);
+        const __m512 seventeen_quarters = _mm512_set1_ps(4.25f);
+        const __m512 twenty_one_quarters = _mm512_set1_ps(5.25f);
+        v[0] = _mm512_fmadd_ps(twenty_one_quarters, _mm512_sub_ps(d[4], d[2]),
+                               _mm512_sub_ps(d[0], d[6]));
+        v[7] = _mm512_fmadd_ps(twenty_one_quarters, _mm512_sub_ps(d[3], d[5]),
+                               _mm512_sub_ps(d[7], d[1]));
+        // each pair of points +-p: the even powers' sum and the odd powers' sum
+        __m512 even = _mm512_fnmadd_ps(seventeen_quarters, d[4], _mm512_add_ps(d[2], d[6]));
+        __m512 odd = _mm512_fnmadd_ps(seventeen_quarters, d[3], _mm512_add_ps(d[1], d[5]));
+        v[1] = _mm512_add_ps(even, odd);
+        v[2] = _mm512_sub_ps(even, odd);
+        even = _mm512_fmadd_ps(quarter, d[2], _mm512_fnmadd_ps(five_quarters, d[4], d[6]));
+        odd = _mm512_fmadd_ps(half, d[1], _mm512_fmsub_ps(two, d[5], _mm512_mul_ps(five_halves, d[3])));
+        v[3] = _mm512_add_ps(even, odd);
+        v[4] = _mm512_sub_ps(even, odd);
+        even = _mm512_fmadd_ps(four, d[2], _mm512_fnmadd_ps(five, d[4], d[6]));
+        odd = _mm512_fmadd_ps(two, d[1], _mm512_fmsub_ps(half, d[5], _mm512_mul_ps(five_halves, d[3])));
+        v[5] = _mm512_add_ps(even, odd);
+        v[6] = _mm512_sub_ps(even, odd);
+    }
+    static void weights(const __m512 (&k)[7], __m512 (&u)[8]) {
+        const __m512 two = _mm512_set1_ps(2.0f), four = _mm512_set1_ps(4.0f);
+        const __m512 ninetieth = _mm512_set1_ps(1.0f / 90.0f);
+        const __m512 minus_two_ninths = _mm512_set1_ps(-2.0f / 9.0f);
+        const __m512 even = _mm512_add_ps(_mm512_add_ps(k[0], k[2]), _mm512_add_ps(k[4], k[6]));
+        const __m512 odd = _mm512_add_ps(_mm512_add_ps(k[1], k[3]), k[5]);
+        // at 2: k0 + 4 k2 + 16 k4 + 64 k6 and 2 (k1 + 4 k3 + 16 k5); at 1/2, times 64
+        const __m512 even2 = _mm512_fmadd_ps(four, _mm512_fmadd_ps(four, _mm512_fmadd_ps(four, k[6], k[4]), k[2]), k[0]);
+        const __m512 odd2 = _mm512_mul_ps(two, _mm512_fmadd_ps(four, _mm512_fmadd_ps(four, k[5], k[3]), k[1]));
+        const __m512 even_half = _mm512_fmadd_ps(four, _mm512_fmadd_ps(four, _mm512_fmadd_ps(four, k[0], k[2]), k[4]), k[6]);
+        const __m512 odd_half = _mm512_mul_ps(two, _mm512_fmadd_ps(four, _mm512_fmadd_ps(four, k[1], k[3]), k[5]));
+        u[0] = k[0];
+        u[1] = _mm512_mul_ps(minus_two_ninths, _mm512_add_ps(even, odd));
+        u[2] = _mm512_mul_ps(minus_two_ninths, _mm512_sub_ps(even, odd));
+        u[3] = _mm512_mul_ps(ninetieth, _mm512_add_ps(even2, odd2));
+        u[4] = _mm512_mul_ps(ninetieth, _mm512_sub_ps(even2, odd2));
+        u[5] = _mm512_mul_ps(ninetieth, _mm512_add_ps(even_half, odd_half));
+        u[6] = _mm512_mul_ps(ninetieth, _mm512_sub_ps(even_half, odd_half));
+        u[7] = k[6];
+    }
+    static void output(const __m512 (&m)[8], __m512 (&y)[2]) {
+        const __m512 e1 = _mm512_add_ps(m[1], m[2]), o1 = _mm512_sub_ps(m[1], m[2]);
+        const __m512 e2 = _mm512_add_ps(m[3], m[4]), o2 = _mm512_sub_ps(m[3], m[4]);
+        const __m512 e3 = _mm512_add_ps(m[5], m[6]), o3 = _mm512_sub_ps(m[5], m[6]);
+        y[0] = _mm512_add_ps(_mm512_add_ps(m[0], e1), _mm512_add_ps(e2, e3));
+        y[1] = _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(2.0f), o2, o1),
+                             _mm512_fmadd_ps(_mm512_set1_ps(0.5f), o3, m[7]));
+    }
+    static void output_adjoint(const __m512 (&y)[2], __m512 (&m)[8]) {
+        const __m512 two = _mm512_mul_ps(_mm512_set1_ps(2.0f), y[1]);
+        const __m512 half = _mm512_mul_ps(_mm512_set1_ps(0.5f), y[1]);
+        m[0] = y[0];
+        m[1] = _mm512_add_ps(y[0], y[1]);
+        m[2] = _mm512_sub_ps(y[0], y[1]);
+        m[3] = _mm512_add_ps(y[0], two);
+        m[4] = _mm512_sub_ps(y[0], two);
+        m[5] = _mm512_add_ps(y[0], half);
+        m[6] = _mm512_sub_ps(y[0], half);
+        m[7] = y[1];
+    }
+    // G^T u: of the points' sums and differences (e1, o1 at +-1, e2, o2 at +-2, e3, o3 at
+    // +-1/2), k_j = [j = 0] u0 - 2/9 (e1 or o1) + 2^j / 90 (e2 or o2) + 2^(6 - j) / 90 (e3 or
+    // o3) + [j = 6] u7, the sums at even taps and the differences at odd ones.
+    static void weights_adjoint(const __m512 (&u)[8], __m512 (&k)[7]) {
+        const __m512 two_ninths = _mm512_set1_ps(2.0f / 9.0f);
+        const __m512 e1 = _mm512_mul_ps(two_ninths, _mm512_add_ps(u[1], u[2]));
+        const __m512 o1 = _mm512_mul_ps(two_ninths, _mm512_sub_ps(u[1], u[2]));
+        const __m512 ninetieth = _mm512_set1_ps(1.0f / 90.0f);
+        const __m512 e2 = _mm512_mul_ps(ninetieth, _mm512_add_ps(u[3], u[4]));
+        const __m512 o2 = _mm512_mul_ps(ninetieth, _mm512_sub_ps(u[3], u[4]));
+        const __m512 e3 = _mm512_mul_ps(ninetieth, _mm512_add_ps(u[5], u[6]));
+        const __m512 o3 = _mm512_mul_ps(ninetieth, _mm512_sub_ps(u[5], u[6]));
+#pragma GCC unroll 7
+        for (int j = 0; j < 7; ++j) {
+            const bool even = j % 2 == 0;
+            const __m512 at2 = _mm512_set1_ps(static_cast<float>(1 << j));
+            const __m512 at_half = _mm512_set1_ps(static_cast<float>(1 << (6 - j)));
+            k[j] = _mm512_fmadd_ps(at_half, even ? e3 : o3,
+                                   _mm512_fmsub_ps(at2, even ? e2 : o2, even ? e1 : o1));
+        }
+        k[0] = _mm512_add_ps(k[0], u[0]);
+        k[6] = _mm512_add_ps(k[6], u[7]);
+    }
+};
+
 // Where a group of 16 tiles reads or writes one row of its values (of their patches,
 // outputs or output gradients), 16 floats at a time (8 tiles of 2x2, 4 of 4x4): load or
 // store i at q + offset[i] (tile row `row[i]` of the group's), of which the first
@@ -242,9 +343,9 @@ __m512 load_floats(const float* q, const GroupLoads& at, int i, int64_t j) {
 // as `at` says): d[j][k] = column j of each tile, j < n.
 template <int m, int n, bool masked>
 void load_tile_row(const float* q, const GroupLoads& at, int k, __m512 (&d)[n][n]) {
-    if constexpr (m == 2) {  // even and odd floats of 32 from 0, 2, 4 floats on
+    if constexpr (m == 2) {  // even and odd floats of 32 from 0, 2, 4 (6) floats on
         const __m512i even = even_floats(), odd = odd_floats();
-#pragma GCC unroll 3
+#pragma GCC unroll 4
         for (int j = 0; j < n; j += 2) {
             const __m512 lo = load_floats<masked>(q, at, 0, j), hi = load_floats<masked>(q, at, 1, j);
             d[j][k] = _mm512_permutex2var_ps(lo, even, hi);
@@ -253,7 +354,7 @@ void load_tile_row(const float* q, const GroupLoads& at, int k, __m512 (&d)[n][n
     } else {  // every fourth float of 64 from j on: two halves of 8 tiles
         static_assert(m == 4);
         const __m512i fourth = _mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 28, 24, 20, 16, 12, 8, 4, 0);
-#pragma GCC unroll 6
+#pragma GCC unroll 8
         for (int j = 0; j < n; ++j) {
             const __m512 low = _mm512_permutex2var_ps(load_floats<masked>(q, at, 0, j), fourth,
                                                       load_floats<masked>(q, at, 1, j));
@@ -306,18 +407,18 @@ void transform_tiles(const __m512 (&columns)[n][n], __mmask16 lanes, float* to,
     const bool gaps = (lanes & (lanes + 1)) != 0;  // not the first lanes only
     const __mmask16 stored = first_lanes(__builtin_popcount(lanes));
     __m512 t[alpha][n];  // along the columns: t[row][column]
-#pragma GCC unroll 6
+#pragma GCC unroll 8
     for (int j = 0; j < n; ++j) {
         __m512 column[alpha];
         along(columns[j], column);
-#pragma GCC unroll 6
+#pragma GCC unroll 8
         for (int i = 0; i < alpha; ++i) t[i][j] = column[i];
     }
-#pragma GCC unroll 6
+#pragma GCC unroll 8
     for (int i = 0; i < alpha; ++i) {  // and along the rows
         __m512 row[alpha];
         along(t[i], row);
-#pragma GCC unroll 6
+#pragma GCC unroll 8
         for (int j = 0; j < alpha; ++j) {
             float* point = to + (alpha * i + j) * point_stride;
             if (gaps) {
@@ -338,7 +439,7 @@ void input_tiles(const WinogradConv& g, const float* plane, int64_t ty, int64_t 
     constexpr int m = Tile::kOut, alpha = Tile::kAlpha;
     const GroupLoads at = group_loads<m>(per_row, rows, m * g.Wp, 0);
     __m512 d[alpha][alpha];  // d[column][row]
-#pragma GCC unroll 6
+#pragma GCC unroll 8
     for (int k = 0; k < alpha; ++k) {
         load_tile_row<m, alpha, false>(plane + (m * ty + k) * g.Wp + m * tx0, at, k, d);
     }
@@ -354,17 +455,17 @@ void transform_point_columns(const float* from, int64_t point_stride, __mmask16 
                              __m512 (&s)[n][alpha]) {
     const bool gaps = (lanes & (lanes + 1)) != 0;  // not the first lanes only
     const __mmask16 stored = first_lanes(__builtin_popcount(lanes));
-#pragma GCC unroll 6
+#pragma GCC unroll 8
     for (int j = 0; j < alpha; ++j) {
         __m512 column[alpha], out[n];
-#pragma GCC unroll 6
+#pragma GCC unroll 8
         for (int i = 0; i < alpha; ++i) {
             const float* point = from + (alpha * i + j) * point_stride;
             column[i] = gaps ? _mm512_maskz_expand_ps(lanes, _mm512_maskz_loadu_ps(stored, point))
                              : _mm512_maskz_loadu_ps(lanes, point);
         }
         along(column, out);
-#pragma GCC unroll 5
+#pragma GCC unroll 7
         for (int i = 0; i < n; ++i) s[i][j] = out[i];
     }
 }
@@ -534,9 +635,9 @@ void weight_tiles(const WinogradWeights& w, const float* k, __mmask16 lanes, __m
                   float* to, int64_t point) {
     constexpr int r = Tile::kTaps;
     __m512 taps[r][r];  // taps[j][i]: tap (i, j) of the 16 channels' filters
-#pragma GCC unroll 5
+#pragma GCC unroll 7
     for (int i = 0; i < r; ++i) {
-#pragma GCC unroll 5
+#pragma GCC unroll 7
         for (int j = 0; j < r; ++j) {
             const int t = r * i + j;
             taps[j][i] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), lanes, channels,
@@ -700,20 +801,22 @@ void weights_gradient(const WinogradConv& g, const float* du, float* dw) {
         __m512 h[r][alpha];  // G^T du
         transform_point_columns<alpha, r, Tile::weights_adjoint>(du + i, point, lanes, h);
         float* to = dw + i * r * r;
-#pragma GCC unroll 5
+#pragma GCC unroll 7
         for (int t = 0; t < r; ++t) {  // (G^T du) G, tap (t, l) of each pair r^2 floats apart
             __m512 k[r];
             Tile::weights_adjoint(h[t], k);
-#pragma GCC unroll 5
+#pragma GCC unroll 7
             for (int l = 0; l < r; ++l) _mm512_mask_i32scatter_ps(to + r * t + l, lanes, taps, k[l], 4);
         }
     }
 }
 
-// fn(Tile{}) for g's tiles: F(2x2, 5x5), F(4x4, 3x3) or F(2x2, 3x3).
+// fn(Tile{}) for g's tiles: F(2x2, 7x7), F(2x2, 5x5), F(4x4, 3x3) or F(2x2, 3x3).
 template <typename Fn>
 void with_tiles(const WinogradConv& g, Fn&& fn) {
-    if (g.r == 5) {
+    if (g.r == 7) {
+        fn(F2x2_7x7{});
+    } else if (g.r == 5) {
         fn(F2x2_5x5{});
     } else if (g.m == 4) {
         fn(F4x4_3x3{});
