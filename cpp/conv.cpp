@@ -1157,6 +1157,28 @@ void pad_skip_input_gradient(const ConvGeometry& g, const T* dout, const T* w, T
         [&](int64_t n, int) { return dx + n * image; }, [](int64_t, const T*) {});
 }
 
+// A pointwise conv of under kPointwiseAvx512MinFilters filters from at most
+// kPointwiseBlasMaxChannels channels on images of kPointwiseBlasMinPositions+ positions
+// runs its forward on OpenBLAS, kPointwiseBlasColumns positions a call (a whole image of
+// 1024 a call ran slower than the AVX-512 kernel): the AVX-512 kernel copies each panel of
+// the image's rows (rows 2 KB apart share L1 sets) for the one or two tiles of 8 filters
+// that read it. One image's product, one thread, GFLOP/s, AVX-512 / OpenBLAS on 1024
+// positions: 8 filters from 32-256 channels 60-68 / 96-108, 16 from 32-128 81-85 /
+// 105-110, 24 from 32-128 89-90 / 106-110; 32 from 64 93 / 101 but from 128 94 / 61, 16
+// from 256 79 / 42; on 256 positions within 5% either way. Per pass, one thread, the
+// builds in turns in one process, min of 12, batch 16 and 64: 1x1 64 -> 16 @32 0.43 ->
+// 0.35 ms and 2.44 -> 1.83, 128 -> 8 @32 0.56 -> 0.35 and 4.87 -> 4.06, 32 -> 24 @32
+// 0.34 -> 0.32 and 1.51 -> 1.43.
+constexpr int64_t kPointwiseAvx512MinFilters = 32;
+constexpr int64_t kPointwiseBlasMaxChannels = 128;
+constexpr int64_t kPointwiseBlasMinPositions = 512;
+constexpr int64_t kPointwiseBlasColumns = 256;
+
+bool pointwise_on_blas(const ConvGeometry& g) {
+    return is_pointwise(g) && g.F < kPointwiseAvx512MinFilters &&
+           g.C <= kPointwiseBlasMaxChannels && g.positions() >= kPointwiseBlasMinPositions;
+}
+
 // The convolution of each image on `threads` threads: image n's output goes to
 // out_of(n, thread), and then done(n, that output) runs on the same thread.
 template <typename T, typename OutOf, typename Done>
@@ -1223,13 +1245,22 @@ void forward_images(const ConvGeometry& g, int threads, const T* x, const T* w, 
         } else {
             // o = w * cols, then the bias: matmul picks its kernel by the shape (the
             // AVX-512 one where K >= 32: one image's 1x1 conv 64 -> 32 channels on 32 x 32,
-            // float32, one thread, took 43 us on OpenBLAS's gemm, 27 on it).
+            // float32, one thread, took 43 us on OpenBLAS's gemm, 27 on it), but for
+            // pointwise_on_blas's few filters.
             const T* image_cols = x + first * g.C * g.H * g.W;  // a pointwise conv's own
             if (copy_cols) {
                 im2col(g, x + first * g.C * g.H * g.W, cols.of(t), n_cols);
                 image_cols = cols.of(t);
             }
-            matmul(false, false, g.F, n_cols, K, w, image_cols, o);
+            if (pointwise_on_blas(g)) {
+                for (int64_t c0 = 0; c0 < n_cols; c0 += kPointwiseBlasColumns) {
+                    const int64_t width = std::min(kPointwiseBlasColumns, n_cols - c0);
+                    gemm(false, false, g.F, width, K, w, K, image_cols + c0, n_cols, T(0), o + c0,
+                         n_cols);
+                }
+            } else {
+                matmul(false, false, g.F, n_cols, K, w, image_cols, o);
+            }
         }
         for (int64_t i = 0; i < count; ++i) {
             T* image_out = group > 1 ? out_of(first + i, t) : o;
@@ -1607,7 +1638,15 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
         through_whole_batch();
         pad_skip_input_gradient(g, dout, w, dx);
     }
-    if (gemm_dx) {  // what the kernels above leave, on the im2col path
+    const bool pointwise = is_pointwise(g);
+    // A pointwise conv's dx goes image by image into the chunks below, each image's right
+    // after its db and dw, while its dout is in cache: as a pass of its own, dout was read
+    // from memory again (dx, dw and db, one thread, the two builds in turns in one
+    // process, min of 12: batch 64, 1x1 16 -> 64 @32 4.70 -> 4.08 ms, 128 -> 64 @16 6.62
+    // -> 6.39; batch 16 16 -> 64 @32 0.98 -> 0.92; 64 -> 16 and 64 -> 32 @32, 16 -> 16
+    // @32, 24 -> 96 and 32 -> 64 @16 within 2% either way). Before dw or after, the same.
+    const bool chunk_dx = pointwise && gemm_dx;
+    if (gemm_dx && !chunk_dx) {  // what the kernels above leave, on the im2col path
         through_whole_batch();
         gemm_input_gradient_over_batch(g, dout, w, gemm_dx);
     }
@@ -1619,7 +1658,6 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
         through_whole_batch();
         gemm_weight_gradient_by_channels(g, dout, x, dw);
     }
-    const bool pointwise = is_pointwise(g);
     // The weight gradient's GEMMs take a chunk's images `group` at a time, their im2col
     // matrices and output gradients side by side (gemm_images); a pointwise conv's one
     // image is its own im2col matrix (per pass, batch 16, one thread, 256 -> 256 @2: dw
@@ -1644,34 +1682,39 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
                                       act_out + first * F * P, gradient_slope<T>(act), mine);
             chunk_dout = mine;
         }
-        for (int64_t n = first; n < last && !db_in_dw; ++n) {
-            const T* dout_n = chunk_dout + (n - first) * F * P;
-            for (int64_t f = 0; f < F; ++f) my_db[f] += plane_sum(P, dout_n + f * P);
-        }
-        for (int64_t n0 = first; n0 < last && gemm_dw; n0 += group) {
+        for (int64_t n0 = first; n0 < last && (gemm_dw || chunk_dx || !db_in_dw); n0 += group) {
             const int64_t count = std::min(group, last - n0), n_cols = count * P;
-            // the group's dout (F x n_cols): its images' F x P blocks side by side
             const T* group_dout = chunk_dout + (n0 - first) * F * P;
-            if (count > 1) {
-                T* mine = douts.of(t);
-                for (int64_t i = 0; i < count; ++i) {
-                    for (int64_t f = 0; f < F; ++f) {
-                        std::copy_n(group_dout + (i * F + f) * P, P, mine + f * n_cols + i * P);
+            for (int64_t i = 0; i < count && !db_in_dw; ++i) {
+                for (int64_t f = 0; f < F; ++f) my_db[f] += plane_sum(P, group_dout + (i * F + f) * P);
+            }
+            if (chunk_dx) {  // one image (group 1): dx_n = w^T (K x F) dout_n (F x P)
+                gemm(true, false, K, P, F, w, K, group_dout, P, T(0), dx + n0 * g.C * P, P);
+            }
+            if (gemm_dw) {
+                // the group's dout (F x n_cols): its images' F x P blocks side by side
+                const T* dw_dout = group_dout;
+                if (count > 1) {
+                    T* mine = douts.of(t);
+                    for (int64_t i = 0; i < count; ++i) {
+                        for (int64_t f = 0; f < F; ++f) {
+                            std::copy_n(group_dout + (i * F + f) * P, P, mine + f * n_cols + i * P);
+                        }
                     }
+                    dw_dout = mine;
                 }
-                group_dout = mine;
-            }
-            // dw^T (K x F) += cols (K x n_cols) * dout^T (n_cols x F): OpenBLAS runs this
-            // orientation about 25% faster than dw += dout * cols^T, the AVX-512 kernel 7%
-            const T* group_cols = x + n0 * g.C * g.H * g.W;
-            if (!pointwise) {
-                T* my_cols = cols.of(t);
-                for (int64_t i = 0; i < count; ++i) {
-                    im2col(g, x + (n0 + i) * g.C * g.H * g.W, my_cols + i * P, n_cols);
+                // dw^T (K x F) += cols (K x n_cols) * dout^T (n_cols x F): OpenBLAS runs this
+                // orientation about 25% faster than dw += dout * cols^T, the AVX-512 kernel 7%
+                const T* group_cols = x + n0 * g.C * g.H * g.W;
+                if (!pointwise) {
+                    T* my_cols = cols.of(t);
+                    for (int64_t i = 0; i < count; ++i) {
+                        im2col(g, x + (n0 + i) * g.C * g.H * g.W, my_cols + i * P, n_cols);
+                    }
+                    group_cols = my_cols;
                 }
-                group_cols = my_cols;
+                gemm_add_transposed_b(K, F, n_cols, group_cols, n_cols, dw_dout, n_cols, my_dw_t, F);
             }
-            gemm_add_transposed_b(K, F, n_cols, group_cols, n_cols, group_dout, n_cols, my_dw_t, F);
         }
         if constexpr (std::is_same_v<T, float>) {
             if (winograd_dw) {

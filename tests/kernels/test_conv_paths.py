@@ -679,6 +679,43 @@ def test_set_pad_skip_conv_refuses_other_modes():
         _C.set_pad_skip_conv("sometimes")
 
 
+@settings(max_examples=30, deadline=None)
+@given(
+    N=st.integers(1, 3),
+    C=st.integers(14, 33),
+    H=st.integers(20, 34),
+    W=st.integers(30, 40),
+    F=st.sampled_from([48, 63, 64, 65, 80, 100]),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 2**16),
+)
+def test_pointwise_layers_from_few_channels_to_many_filters(N, C, H, W, F, dtype, seed):
+    """A 1x1 conv from 16-31 channels to 64+ filters on images of 1024+ positions: its
+    dw^T (C x F) as the AVX-512 product dout x^T on the filters' rows, added to the
+    chunk's slot transposed; dx image by image in the chunks (every pointwise conv);
+    either side of each threshold."""
+    x, w, b = case(N, C, H, W, F, 1, dtype, seed)
+    assert_matches_naive_on_one_and_two_threads(x, w, b, 1, 0)
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    N=st.integers(1, 3),
+    C=st.sampled_from([1, 16, 33, 64, 128, 129]),
+    H=st.integers(15, 24),
+    W=st.integers(30, 40),
+    F=st.sampled_from([1, 8, 16, 31, 32]),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 2**16),
+)
+def test_pointwise_forward_of_few_filters_on_large_images(N, C, H, W, F, dtype, seed):
+    """A 1x1 conv of under 32 filters from up to 128 channels on 512+ positions: its
+    forward on OpenBLAS 256 positions a call (the last call narrower); either side of the
+    thresholds."""
+    x, w, b = case(N, C, H, W, F, 1, dtype, seed)
+    assert_matches_naive_on_one_and_two_threads(x, w, b, 1, 0)
+
+
 @pytest.mark.parametrize(
     "C, F, H, stride",
     [(64, 64, 8, 1), (16, 16, 32, 1), (17, 33, 8, 1), (3, 16, 32, 1), (32, 64, 16, 2)],
