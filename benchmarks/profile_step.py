@@ -41,7 +41,11 @@ def zoo_model(name, batch, rng):
     """(model, feeds, target) of a zoo_models network, as bench_zoo.py builds it."""
     spec = model_named(name)
     X, y = batch_of(spec, batch, np.float32, rng)
-    return build_graphnet(spec, np.float32), {"x": X, "y": y}, "loss"
+    model = build_graphnet(spec, np.float32)
+    if spec.sequence:  # a language model's inputs: words, the LSTM's first state, a mask
+        inputs, labels = model.feeds(X, y)
+        return model, {**inputs, **labels}, "loss"
+    return model, {"x": X, "y": y}, "loss"
 
 
 def main():

@@ -375,11 +375,16 @@ class LanguageModel:
     def __init__(self, graph, hidden):
         self.graph, self.params, self.hidden = graph, graph.params, hidden
 
-    def loss(self, X, y=None):
+    def feeds(self, X, y=None):
+        """(inputs, labels) of the graph for words X and their next words y (None: no
+        labels)."""
         X = np.asarray(X)
         inputs = {"x": X, "h0": np.zeros((X.shape[0], self.hidden), self.graph.dtype)}
         labels = None if y is None else {"y": np.asarray(y), "mask": np.ones(X.shape, np.int64)}
-        return classifier_loss(self.graph, inputs, labels, "scores", "loss")
+        return inputs, labels
+
+    def loss(self, X, y=None):
+        return classifier_loss(self.graph, *self.feeds(X, y), "scores", "loss")
 
 
 def build_language_model(model, dtype, rng):
