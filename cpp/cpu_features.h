@@ -18,9 +18,16 @@ inline bool cpu_has_avx512f() {
     static const bool has = __builtin_cpu_supports("avx512f") && cpu_has_avx2_fma();
     return has;
 }
+
+// AVX-512's multiply of 64-bit words (vpmullq) and its other DQ instructions.
+inline bool cpu_has_avx512dq() {
+    static const bool has = __builtin_cpu_supports("avx512dq") && cpu_has_avx512f();
+    return has;
+}
 #else  // a build without the x86 kernels (CMakeLists.txt): every caller's portable path
 inline bool cpu_has_avx2_fma() { return false; }
 inline bool cpu_has_avx512f() { return false; }
+inline bool cpu_has_avx512dq() { return false; }
 #endif
 
 }  // namespace graphnet

@@ -25,6 +25,7 @@
 #include "cache_line.h"
 #include "conv.h"
 #include "conv_pooled.h"
+#include "dropout.h"
 #include "elementwise.h"
 #include "gemm.h"
 #include "matmul.h"
@@ -416,6 +417,23 @@ py::array py_relu_backward(const py::array& dout, py::array keep) {
         py::gil_scoped_release nogil;
         relu_backward(n, dp, kp, dxp);
         return dx;
+    });
+}
+
+py::tuple py_dropout_forward(const py::array& x, uint64_t key, double keep) {
+    return dispatch_float(x, "dropout x", [&](auto zero) -> py::tuple {
+        using T = decltype(zero);
+        Contig<T> xc(x);
+        py::array_t<T> out(shape_of(x)), mask(shape_of(x));
+        const T* xp = xc.data();
+        T* op = out.mutable_data();
+        T* mp = mask.mutable_data();
+        const int64_t n = xc.size();
+        {
+            py::gil_scoped_release nogil;
+            dropout_forward(n, xp, key, keep, op, mp);
+        }
+        return py::make_tuple(out, mask);
     });
 }
 
@@ -1809,6 +1827,12 @@ PYBIND11_MODULE(_C, m) {
           "(max(x, 0), x > 0) in one threaded pass; float32 or float64, any shape.");
     m.def("relu_backward", &py_relu_backward, "dout"_a, "keep"_a,
           "dout where keep (the mask relu_forward returned), else 0.");
+    m.def("dropout_forward", &py_dropout_forward, "x"_a, "key"_a, "keep"_a,
+          "Inverted dropout in train mode -> (out, mask), in one threaded pass; float32 or\n"
+          "float64, any shape. Unit i (C order) is kept, with probability keep in (0, 1], where\n"
+          "the top 53 bits of SplitMix64's output i + 1 from state key (a uint64), as a uniform\n"
+          "in [0, 1), are below keep: the same mask for any thread count, build and dtype.\n"
+          "mask: 1 / keep in x's dtype where kept, else 0; out = x * mask.");
     m.def("sigmoid", &py_sigmoid, "x"_a,
           "1 / (1 + exp(-x)) of a float32 array in one threaded pass (AVX2 where the CPU has\n"
           "it and set_avx2_activations allows, within 3 units in the last place).");

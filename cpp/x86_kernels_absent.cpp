@@ -11,6 +11,7 @@
 #include "conv_direct.h"
 #include "conv_taps.h"
 #include "conv_winograd.h"
+#include "dropout_isa.h"
 #include "gemm_avx512.h"
 #include "group_norm.h"
 #include "lstm_cell_avx512.h"
@@ -355,5 +356,13 @@ template void adam_elements_avx2<float>(const AdamScalars<float>&, int64_t, floa
                                         const float*, float*, float*);
 template void adam_elements_avx2<double>(const AdamScalars<double>&, int64_t, double*,
                                          const double*, double*, double*);
+
+#define GRAPHNET_DROPOUT_ELEMENTS(name, T)                                                 \
+    void name(int64_t, int64_t, uint64_t, uint64_t, T, const T*, T*, T*) { absent(#name); }
+GRAPHNET_DROPOUT_ELEMENTS(dropout_elements_avx2, float)
+GRAPHNET_DROPOUT_ELEMENTS(dropout_elements_avx2, double)
+GRAPHNET_DROPOUT_ELEMENTS(dropout_elements_avx512, float)
+GRAPHNET_DROPOUT_ELEMENTS(dropout_elements_avx512, double)
+#undef GRAPHNET_DROPOUT_ELEMENTS
 
 }  // namespace graphnet

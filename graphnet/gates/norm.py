@@ -9,7 +9,7 @@ Layernorm and groupnorm normalize each sample on its own and behave the same in 
 import numpy as np
 
 from .._format import describe, num
-from ..kernels import layers, norm
+from ..kernels import _C, layers, norm
 from ..kernels.norm import NormCache
 from .base import (
     Gate,
@@ -255,7 +255,11 @@ class Dropout(Gate):
     on every call (what a gradient check needs) and is the course's for that seed; without
     one each call draws a new mask from the node's own random stream (a numpy Generator,
     itself seeded from numpy's global state when the node first runs or is built by a
-    model), uniform draws in x's precision."""
+    model): one 64-bit key per call, from which the C++ kernel derives every unit's uniform
+    (SplitMix64's output at the unit's index, cpp/dropout_loops.h) while it writes the
+    output and the mask in one pass. The masks are the same for any thread count, CPU and
+    float dtype; integer and float16 inputs take the course's function instead, seeded
+    from the stream."""
 
     op = "dropout"
     inputs = ("x",)
@@ -297,12 +301,11 @@ class Dropout(Gate):
             return layers.dropout_forward(
                 x, {"mode": "train", "p": self.p, "seed": int(state["rng"].integers(2**63))}
             )
-        # Unseeded: the draws come straight from the node's own stream, in x's precision
-        # (8x faster than the course's MT19937 doubles); kept where a draw is below 1 - p.
-        keep = 1 - self.p
-        draws = state["rng"].random(x.shape, dtype=x.dtype)
-        mask = np.multiply(draws < keep, x.dtype.type(1 / keep), dtype=x.dtype)
-        return x * mask, ({"mode": "train", "p": self.p, "seed": None}, mask)
+        # Unseeded: a key from the node's own stream (so checkpoints and resumes replay the
+        # masks), the units' uniforms from the key in C++, kept where below 1 - p.
+        key = int(state["rng"].integers(2**64, dtype=np.uint64))
+        out, mask = _C.dropout_forward(x, key, 1 - self.p)
+        return out, ({"mode": "train", "p": self.p, "seed": None}, mask)
 
     def backward(self, dout, cache, needs):
         return (layers.dropout_backward(dout, cache),)
