@@ -10,8 +10,9 @@ Prints, in one run:
     spatial_batchnorm_*, layernorm_*, spatial_groupnorm_*), the C++ kernels the gates use
     (graphnet.kernels.norm) and PyTorch CPU (F.batch_norm, F.layer_norm, F.group_norm with
     autograd) on the same threads, and the ratios; then the forward of the sigmoid gate
-    (numpy's exp(-logaddexp(0, -x)) before) and of the unseeded dropout gate (a MT19937
-    RandomState per call before), against torch.sigmoid and F.dropout;
+    (numpy's exp(-logaddexp(0, -x)) before) and of the unseeded dropout gate (the C++
+    kernel; before it, numpy's Generator drew uniforms in x's dtype, then a compare, the
+    mask's product and x * mask), against torch.sigmoid and F.dropout;
 (2) training steps (forward, backward, adam) of graphs whose gates run either kernel: a
     VGG-style CNN ([conv3x3 - spatial batchnorm - relu] x 2 - pool, twice, then affine -
     batchnorm - relu - dropout - affine - softmax loss; batch 64, 3x32x32), and the
@@ -137,8 +138,8 @@ def kernel_cases():
         dropout, state = gates.norm.Dropout(0.5), {"rng": np.random.default_rng(1)}
 
         def before(x=x, state=state):
-            seed = int(state["rng"].integers(2**63))
-            layers.dropout_forward(x, {"mode": "train", "p": 0.5, "seed": seed})
+            draws = state["rng"].random(x.shape, dtype=x.dtype)
+            x * np.multiply(draws < 0.5, x.dtype.type(2), dtype=x.dtype)
         cases.append((f"dropout (64, 32, 16, 16) {np.dtype(dtype).name}", before,
                       lambda x=x, d=dropout, s=state: d.forward(s, True, x),
                       torch_forward(lambda torch, t: torch.nn.functional.dropout(t, 0.5), x)))
