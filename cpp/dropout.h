@@ -2,12 +2,12 @@
 // the mask and the output in one threaded pass, where numpy drew the uniforms, compared
 // them, built the mask and multiplied in four passes with temporaries.
 //
-// Unit i (x's C order) is kept where the top 53 bits of dropout_hash(key, i), the SplitMix64
-// generator's output number i + 1 from state `key` (dropout_loops.h), read as a uniform u in
-// [0, 1), are below `keep`: each unit with probability keep, to within 2^-53. The caller
-// draws a new key per call from its own random stream. A unit's draw depends on the key
-// and its index only, so every thread count and every build (AVX-512, AVX2, portable) gives
-// the same mask, and float32 and float64 give the same units.
+// Unit i (x's C order) is kept where the top 53 bits of the SplitMix64 generator's output
+// number i + 1 from state `key` (dropout_loops.h), read as a uniform u in [0, 1), are
+// below `keep`: each unit with probability keep, to within 2^-53. The caller draws a new
+// key per call from its own random stream. A unit's draw depends on the key and its index
+// only, so every thread count and every build (AVX-512, AVX2, portable) gives the same
+// mask, and float32 and float64 give the same units.
 #pragma once
 
 #include <cstdint>
