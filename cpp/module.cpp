@@ -1036,11 +1036,18 @@ NormShape channel_shape(const py::array& x, const char* what) {
 py::tuple py_channel_norm_forward(const py::array& x, const py::array& gamma,
                                   const py::array& beta, double eps, const py::object& mean,
                                   const py::object& var, bool relu, const py::object& skip,
-                                  bool skip_first) {
+                                  bool skip_first, const py::object& pool, bool keep) {
     require_norm_eps(eps, "batchnorm");
     const NormShape s = channel_shape(x, "batchnorm");
     const bool train = mean.is_none() || var.is_none();
     if (!skip.is_none() && !relu) fail("batchnorm: a skip is added before a relu only");
+    std::optional<PoolGeometry> g;
+    if (!pool.is_none()) {
+        if (!relu) fail("batchnorm: a max pool follows a relu only");
+        const auto [height, width, stride] = pool.cast<std::tuple<int64_t, int64_t, int64_t>>();
+        g = pool_geometry(shape_of(x), height, width, stride, "batchnorm's max_pool");
+    }
+    if (!g && !keep) fail("batchnorm: only a pooled forward may leave its output unwritten");
     return dispatch_float(x, "batchnorm x", [&](auto zero) -> py::tuple {
         using T = decltype(zero);
         Contig<T> xc(x), gc = per_slice<T>(gamma, x, s.K, "gamma"),
@@ -1052,8 +1059,24 @@ py::tuple py_channel_norm_forward(const py::array& x, const py::array& gamma,
             require_shape(other, shape_of(x), "batchnorm skip");
             skipc = Contig<T>(other);
         }
-        const NormTail<T> tail{relu, skipc ? skipc->data() : nullptr, skip_first};
-        py::array_t<T> m(s.K), v(s.K), inv(s.K), out(shape_of(x));
+        std::optional<py::array_t<T>> out, pooled;
+        std::optional<py::array_t<int32_t>> winners;
+        if (keep) out.emplace(shape_of(x));
+        // Each thread's plane of the relu's output where it is not kept; 1x1 planes take
+        // the column loops and are pooled after them: all of them.
+        std::vector<T> scratch;
+        std::optional<NormPool<T>> pooling;
+        if (g) {
+            pooled.emplace(g->out_shape()), winners.emplace(g->out_shape());
+            if (!keep) scratch.resize(static_cast<size_t>(s.inner == 1 ? s.outer * s.K
+                                                                       : num_threads() * s.inner));
+            pooling = NormPool<T>{g->H, g->W, g->pool_height, g->pool_width, g->stride, g->Ho,
+                                  g->Wo, pooled->mutable_data(), winners->mutable_data(),
+                                  scratch.data()};
+        }
+        const NormTail<T> tail{relu, skipc ? skipc->data() : nullptr, skip_first,
+                               pooling ? &*pooling : nullptr};
+        py::array_t<T> m(s.K), v(s.K), inv(s.K);
         if (!train) {  // copies of the running averages: the kernel reads them there
             m = py::array_t<T>(s.K, per_slice<T>(mean.cast<py::array>(), x, s.K,
                                                   "running_mean").data());
@@ -1062,12 +1085,14 @@ py::tuple py_channel_norm_forward(const py::array& x, const py::array& gamma,
         }
         const T *xp = xc.data(), *gp = gc.data(), *bp = bc.data();
         T *mp = m.mutable_data(), *vp = v.mutable_data(), *ip = inv.mutable_data(),
-          *op = out.mutable_data();
+          *op = out ? out->mutable_data() : nullptr;
         {
             py::gil_scoped_release nogil;
             channel_norm_forward(s, train, tail, eps, xp, gp, bp, mp, vp, ip, op);
         }
-        return py::make_tuple(out, m, v, inv);
+        const py::object kept = out ? py::object(*out) : py::none();
+        if (g) return py::make_tuple(kept, m, v, inv, *pooled, *winners);
+        return py::make_tuple(kept, m, v, inv);
     });
 }
 
@@ -1917,12 +1942,15 @@ PYBIND11_MODULE(_C, m) {
           "as matmul, channel_norm_forward (layer_norm_forward) and relu_forward return it.");
     m.def("channel_norm_forward", &py_channel_norm_forward, "x"_a, "gamma"_a, "beta"_a, "eps"_a,
           "mean"_a = py::none(), "var"_a = py::none(), "relu"_a = false, "skip"_a = py::none(),
-          "skip_first"_a = false,
+          "skip_first"_a = false, "pool"_a = py::none(), "keep"_a = true,
           "Batchnorm of x (N, C, ...) per channel (axis 1) -> (out, mean, var, inv_std), the\n"
           "last three (C,) in x's dtype. Without mean and var: the batch's (biased variance),\n"
           "in one float64 pass; with them (eval mode): those. out = gamma * (x - mean) * inv_std\n"
           "+ beta, inv_std = 1 / sqrt(var + eps); relu: its relu; with skip (x's shape, relu\n"
-          "only): the relu of it + skip (skip_first: skip + it). Deterministic for any number\n"
+          "only): the relu of it + skip (skip_first: skip + it). pool (relu only, x (N, C, H,\n"
+          "W)): (pool_height, pool_width, stride) of a max pool of that, pooled in the same\n"
+          "pass -> (out, mean, var, inv_std, pooled, winners), max_pool_forward's last two;\n"
+          "keep=False (pooled only): out is not written (None). Deterministic for any number\n"
           "of threads.");
     m.def("channel_norm_backward", &py_channel_norm_backward, "dout"_a, "x"_a, "gamma"_a,
           "mean"_a, "inv_std"_a, "train"_a, "beta"_a = py::none(), "relu_out"_a = py::none(),

@@ -10,6 +10,7 @@
 #include "norm_avx2.h"
 #include "norm_avx512.h"
 #include "norm_loops.h"
+#include "pool.h"
 
 namespace graphnet {
 namespace {
@@ -26,11 +27,29 @@ bool avx2_for(const NormShape& s) {
 }  // namespace
 
 template <typename T>
+void max_pool_norm_plane(const NormPool<T>& pool, const T* plane, int64_t index) {
+    const PoolGeometry one{1, 1, pool.H, pool.W, pool.height, pool.width, pool.stride, pool.Ho,
+                           pool.Wo};
+    const int64_t at = index * pool.Ho * pool.Wo;
+    max_pool_forward(one, plane, pool.pooled + at, pool.winners + at, false, false);
+}
+
+template <typename T>
 void channel_norm_forward(const NormShape& s, bool train, const NormTail<T>& tail, double eps,
                           const T* x, const T* gamma, const T* beta, T* mean, T* var,
                           T* inv_std, T* out) {
-    (avx2_for(s) ? channel_norm_forward_avx2<T> : channel_norm_forward_loops<T>)(
-        s, train, tail, eps, x, gamma, beta, mean, var, inv_std, out);
+    const auto run = avx2_for(s) ? channel_norm_forward_avx2<T> : channel_norm_forward_loops<T>;
+    if (tail.pool && s.inner == 1) {  // 1x1 planes (the column loops): pooled afterwards
+        NormTail<T> unpooled = tail;
+        unpooled.pool = nullptr;
+        const NormPool<T>& p = *tail.pool;
+        T* relu_out = out ? out : p.scratch;
+        run(s, train, unpooled, eps, x, gamma, beta, mean, var, inv_std, relu_out);
+        const PoolGeometry g{s.outer, s.K, 1, 1, p.height, p.width, p.stride, p.Ho, p.Wo};
+        max_pool_forward(g, static_cast<const T*>(relu_out), p.pooled, p.winners);
+        return;
+    }
+    run(s, train, tail, eps, x, gamma, beta, mean, var, inv_std, out);
 }
 
 template <typename T>
@@ -72,6 +91,7 @@ void layer_norm_backward(int64_t N, int64_t D, bool relu, const T* dout, const T
 }
 
 #define GRAPHNET_NORM(T)                                                                      \
+    template void max_pool_norm_plane<T>(const NormPool<T>&, const T*, int64_t);              \
     template void channel_norm_forward<T>(const NormShape&, bool, const NormTail<T>&, double, \
                                           const T*, const T*, const T*, T*, T*, T*, T*);      \
     template void channel_norm_backward<T>(const NormShape&, bool, bool, const T*, const T*,  \

@@ -31,15 +31,38 @@ struct NormShape {
 // shape, and then a relu (a residual block's norm -> add(skip) -> relu), the operands in
 // the add gate's order (skip_first: skip + y; they differ only in a NaN's payload).
 template <typename T>
+struct NormPool;
+
+template <typename T>
 struct NormTail {
     bool relu = false;
     const T* skip = nullptr;  // with relu only
     bool skip_first = false;
+    const NormPool<T>* pool = nullptr;  // with relu only (below)
 };
+
+// A max pool of the relu's output (a residual block's end followed by a max pool,
+// passes/norm_relu.py): each (H, W) plane of it pooled by pool.h's kernel right after it is
+// written, while it is in cache, into pooled and winners (N, C, Ho, Wo): pool.h's windows,
+// tie rule and winners. Where the relu's output is not kept (out null), each plane goes
+// through `scratch`, H * W entries for each of num_threads() threads.
+template <typename T>
+struct NormPool {
+    int64_t H, W, height, width, stride, Ho, Wo;
+    T* pooled;
+    int32_t* winners;
+    T* scratch;
+};
+
+// Pools plane `index` (0 to N * C - 1) of the relu's output, its H * W entries at `plane`,
+// on the calling thread (norm.cpp: norm_loops.h includes no library header, pool.h does).
+template <typename T>
+void max_pool_norm_plane(const NormPool<T>& pool, const T* plane, int64_t index);
 
 // Batchnorm: out = (x - mean[k]) * gamma[k] * inv_std[k] + beta[k], inv_std = 1 / sqrt(var +
 // eps) computed in T. train: mean and var (biased) are the batch's and are written; else
-// they are read (the running averages). inv_std is written. tail: what follows (above).
+// they are read (the running averages). inv_std is written. tail: what follows (above);
+// with a pool, out may be null.
 template <typename T>
 void channel_norm_forward(const NormShape& s, bool train, const NormTail<T>& tail, double eps,
                           const T* x, const T* gamma, const T* beta, T* mean, T* var,

@@ -16,7 +16,8 @@
 
 namespace graphnet {
 
-int num_threads();  // threads.h
+int num_threads();   // threads.h
+int thread_index();  // threads.h
 
 namespace {
 
@@ -252,8 +253,17 @@ void column_moments(int64_t N, int64_t K, int64_t j0, int64_t width, const T* x,
 // channel_norm_forward with its tail known at compile time (no test of it inside the loops).
 template <Tail tail, typename T>
 void channel_forward(const NormShape& s, bool train, double eps, const T* x, const T* gamma,
-                     const T* beta, const T* skip, T* mean, T* var, T* inv_std, T* out) {
+                     const T* beta, const T* skip, const NormPool<T>* pool, T* mean, T* var,
+                     T* inv_std, T* out) {
     constexpr bool added = tail == Tail::add_relu || tail == Tail::skip_add_relu;
+    // Where plane `plane` of the output goes: out, or with a pool and no out this thread's
+    // scratch; pooled (with a pool) once written, while it is in cache.
+    const auto destination = [&](int64_t plane) {
+        return out ? out + plane * s.inner : pool->scratch + thread_index() * s.inner;
+    };
+    const auto written = [&](const T* q, int64_t plane) {
+        if (pool) max_pool_norm_plane(*pool, q, plane);
+    };
     // The statistics of one k (or of a block of columns), then its outputs while its
     // entries are still in cache.
     const auto finish = [&](int64_t k, double m, double v) {
@@ -294,9 +304,10 @@ void channel_forward(const NormShape& s, bool train, double eps, const T* x, con
             const T m = mean[k], a = gamma[k] * inv_std[k], b = beta[k];
             const T* p = x + plane * s.inner;
             const T* sk = added ? skip + plane * s.inner : nullptr;
-            T* q = out + plane * s.inner;
+            T* q = destination(plane);
 #pragma omp simd
             for (int64_t i = 0; i < s.inner; ++i) q[i] = tail_of<tail>((p[i] - m) * a + b, sk, i);
+            written(q, plane);
         });
         return;
     }
@@ -307,9 +318,10 @@ void channel_forward(const NormShape& s, bool train, double eps, const T* x, con
         for (int64_t o = 0; o < s.outer; ++o) {
             const T* p = x + o * stride + k * s.inner;
             const T* sk = added ? skip + o * stride + k * s.inner : nullptr;
-            T* q = out + o * stride + k * s.inner;
+            T* q = destination(o * s.K + k);
 #pragma omp simd
             for (int64_t i = 0; i < s.inner; ++i) q[i] = tail_of<tail>((p[i] - m) * a + b, sk, i);
+            written(q, o * s.K + k);
         }
     });
 }
@@ -322,7 +334,7 @@ void channel_norm_forward_loops(const NormShape& s, bool train, const NormTail<T
                      : tail.skip == nullptr ? channel_forward<Tail::relu, T>
                      : tail.skip_first      ? channel_forward<Tail::skip_add_relu, T>
                                             : channel_forward<Tail::add_relu, T>;
-    run(s, train, eps, x, gamma, beta, tail.skip, mean, var, inv_std, out);
+    run(s, train, eps, x, gamma, beta, tail.skip, tail.pool, mean, var, inv_std, out);
 }
 
 // The gradients of one k from its sums: dbeta = sum dout, dgamma = sum dout * x_hat, and

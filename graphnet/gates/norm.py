@@ -58,11 +58,24 @@ class BatchNorm(Gate):
                 raise ShapeError(f"{name} must be ({features},) for x {x}, got {param}")
         return x
 
-    def forward(self, state, training, x, gamma, beta, relu=False, skip=None, skip_first=False):
+    def forward(
+        self,
+        state,
+        training,
+        x,
+        gamma,
+        beta,
+        relu=False,
+        skip=None,
+        skip_first=False,
+        pool=None,
+        keep=True,
+    ):
         """relu: return the relu of the output instead (a fused batchnorm -> relu step,
         passes/norm_relu.py; for the arrays `norm.native` takes only); with skip, the relu
         of the output + skip (skip_first: skip + the output; a fused batchnorm -> add ->
-        relu step, skip of x's shape and dtype)."""
+        relu step, skip of x's shape and dtype); with pool, that and its max pool
+        (norm.batchnorm_forward's pool and keep)."""
         if norm.native(x, gamma, beta):  # C++, on x's own layout
             out, cache, state["running_mean"], state["running_var"] = norm.batchnorm_forward(
                 x,
@@ -76,6 +89,8 @@ class BatchNorm(Gate):
                 relu,
                 skip,
                 skip_first,
+                pool,
+                keep,
             )
             return out, cache
         # Mixed or integer dtypes: the numpy reference promotes them as numpy does.

@@ -108,7 +108,9 @@ def batchnorm_forward(
     relu: bool = False,
     skip: Optional[np.ndarray] = None,
     skip_first: bool = False,
-) -> Tuple[np.ndarray, NormCache, np.ndarray, np.ndarray]:
+    pool: Optional[Tuple[int, int, int]] = None,
+    keep: bool = True,
+) -> Tuple[Any, NormCache, np.ndarray, np.ndarray]:
     """Batchnorm of x (N, C, ...) per channel (axis 1): (N, D) or (N, C, H, W).
 
     Train mode normalizes with the batch's mean and biased variance and returns the running
@@ -117,25 +119,32 @@ def batchnorm_forward(
     relu: out is the relu of the normalized x; with skip (an array of x's shape and dtype:
     a residual block's skip), the relu of the normalized x + skip (skip_first: skip + the
     normalized x, the add gate's order of operands), and the cache a SkipReluNormCache.
+    pool, with relu and x (N, C, H, W): (pool_height, pool_width, stride) of a max pool of
+    out, pooled in the same pass (a residual block's end followed by a max pool); out is
+    then (out or, unless keep, None; the pooled values; the winners, as
+    fast.max_pool_forward_fast's cache holds them), and the cache one of the norm alone
+    unless out is kept.
     Returns (out, cache, running_mean, running_var).
     """
     C = x.shape[1]
     running_mean = _running(running_mean, C, x.dtype, "running_mean")
     running_var = _running(running_var, C, x.dtype, "running_var")
-    tail = {"relu": relu, "skip": skip, "skip_first": skip_first}
+    tail = {"relu": relu, "skip": skip, "skip_first": skip_first, "pool": pool, "keep": keep}
+    cache_type = _cache(relu, skip) if keep else NormCache
     if not train:
-        out, mean, _, inv_std = _C.channel_norm_forward(
-            x, gamma, beta, eps, _as(running_mean, x.dtype), _as(running_var, x.dtype), **tail
-        )
-        cache = _cache(relu, skip)(False, x, mean, inv_std, gamma, beta, "channel")
-        return out, cache, running_mean, running_var
-    if x.size == 0:
+        mean, var = _as(running_mean, x.dtype), _as(running_var, x.dtype)
+    elif x.size == 0:
         raise ValueError(f"batchnorm: train mode needs a non-empty batch, got x of shape {x.shape}")
-    out, mean, var, inv_std = _C.channel_norm_forward(x, gamma, beta, eps, **tail)
-    running_mean = momentum * running_mean + (1 - momentum) * mean
-    running_var = momentum * running_var + (1 - momentum) * var
-    cache = _cache(relu, skip)(True, x, mean, inv_std, gamma, beta, "channel")
-    return out, cache, running_mean, running_var
+    else:
+        mean = var = None
+    out, mean, var, inv_std, *pooled = _C.channel_norm_forward(
+        x, gamma, beta, eps, mean, var, **tail
+    )
+    if train:
+        running_mean = momentum * running_mean + (1 - momentum) * mean
+        running_var = momentum * running_var + (1 - momentum) * var
+    cache = cache_type(train, x, mean, inv_std, gamma, beta, "channel")
+    return (out, *pooled) if pooled else out, cache, running_mean, running_var
 
 
 def batchnorm_backward(

@@ -38,12 +38,28 @@ two passes, and the kernel's one pass with the running averages costs less. An a
 broadcasts, or a skip of another dtype, runs the three gates; layernorm -> add -> relu is
 not fused (no network of the zoo has it).
 
+NormAddReluPool: where that relu feeds a max pool (the zoo's resnet: res(32), pool; the
+student bottleneck net: bneck(16) x 2, pool), the forward is the same kernel pooling each
+plane of the relu's output right after writing it, while it is in cache (NormPool,
+cpp/norm.h: the pool kernel's windows, any size and stride, its tie rule and winners):
+it reads x and the skip and writes the pooled values and their winners, where the gates
+took four passes (the norm's, the add's, relu_pool.py's relu -> pool). The relu's output
+is written too only where another gate reads it. Backward, the step is relu_pool.py's
+(the relu on the pooled gradient, the pool scattering it) then the add's and the norm's
+gates, in one step where the add's was: a backward of separate steps would compute the
+deferred values of the norm and the add before its loop (they are among what its steps
+read), the passes the forward saved. Where the relu has other readers its gradient sums
+theirs with the pool's, and NormAddRelu's backward takes the norm, the add and the relu
+(the forward kept the relu's output, the cache a SkipReluNormCache). Bit for bit the
+gates' values, caches and gradients, in train and eval mode; the norm's, the add's and
+(unless kept) the relu's values and the relu's mask are deferred as above.
+
 conv -> spatial batchnorm -> relu is one forward step too (ConvBatchnormRelu), so that
 batchnorm_fold.py does not take its first two: in eval mode it is that fold with the relu
 taken by the conv kernel (batchnorm_fold.forward_run), in train mode the conv gate
-followed by the fused norm -> relu. A relu that
-a max pool reads is left to the pool's passes (conv_batchnorm_relu_pool.py, relu_pool.py),
-which run it on the pooled values only. Groupnorm -> relu is norm_activation.py's, with
+followed by the fused norm -> relu. A relu that a max pool reads after a norm alone is
+left to the pool's passes (conv_batchnorm_relu_pool.py, relu_pool.py), which run it on
+the pooled values only. Groupnorm -> relu is norm_activation.py's, with
 its other activations.
 """
 
@@ -54,7 +70,7 @@ import numpy as np
 from ..core.plan import Step
 from ..gates.base import unbroadcast
 from ..kernels import norm as norm_kernels
-from . import batchnorm_fold
+from . import batchnorm_fold, relu_pool
 from .base import FusionPass, PairPass, kept, readers, register_pass
 
 NORMS = ("batchnorm", "spatial_batchnorm", "layernorm")
@@ -86,8 +102,8 @@ class NormAddRelu(FusionPass):
     length = 3
 
     def fuse_forward(self, steps):
-        runs = _skip_runs(steps)
-        inner = {node for norm, add, _ in runs.values() for node in (norm, add)}
+        runs = _skip_runs(steps, pooled=False)
+        inner = {node for norm, add, _, _ in runs.values() for node in (norm, add)}
         return [
             _skip_step(runs[step.node], step.node) if step.node in runs else step
             for step in steps
@@ -95,29 +111,38 @@ class NormAddRelu(FusionPass):
         ]
 
     def fuse_backward(self, steps):
-        runs = _skip_runs(steps)
-        plain = {step.node: step for step in steps if not step.fused}
-        by_add = {add: (norm, skip, relu) for relu, (norm, add, skip) in runs.items()}
-        inner = {node for relu, (norm, _, _) in runs.items() for node in (norm, relu)}
-        fused = []
-        for step in steps:
-            if step.node in by_add:
-                norm, skip, relu = by_add[step.node]
-                add, position = step.node, step.node.inputs.index(skip)
-                fused.append(
-                    Step(
-                        relu,
-                        norm.inputs + (skip,),
-                        _backward(norm, relu, add),
-                        plain[norm].needs + (step.needs[position],),
-                        (norm, add, relu),
-                        edges=tuple((norm, i) for i in range(len(norm.inputs)))
-                        + ((add, position),),
-                    )
-                )
-            elif step.node not in inner:
-                fused.append(step)
-        return fused
+        """A relu that a max pool reads alone is NormAddReluPool's (which ReluPool's would
+        be); one with other readers too is this pass's, as the pooled forward kept its
+        output."""
+        reads = readers(steps)
+        runs = _skip_runs(steps, pooled=False)
+        runs.update((r, run) for r, run in _skip_runs(steps, pooled=True).items() if reads[r] > 1)
+        return _fuse_skip_backward(steps, runs, pooled=False)
+
+
+@register_pass
+class NormAddReluPool(FusionPass):
+    """norm -> add(skip) -> relu -> max_pool (a residual block's end, then a pool): the
+    pooled forward, one step each way."""
+
+    length = 4
+
+    def fuse_forward(self, steps):
+        reads = readers(steps)
+        runs = _skip_runs(steps, pooled=True)
+        inner = {node for norm, add, _, pool in runs.values() for node in (norm, add, pool)}
+        return [
+            _pooled_skip_step(runs[step.node], step.node, keep=reads[step.node] > 1)
+            if step.node in runs
+            else step
+            for step in steps
+            if step.node not in inner
+        ]
+
+    def fuse_backward(self, steps):
+        reads = readers(steps)
+        runs = {r: run for r, run in _skip_runs(steps, pooled=True).items() if reads[r] == 1}
+        return _fuse_skip_backward(steps, runs, pooled=True)
 
 
 def _pooled(steps):
@@ -125,30 +150,83 @@ def _pooled(steps):
     return {step.node.inputs[0] for step in steps if step.node.op == "max_pool"}
 
 
-def _skip_runs(steps):
-    """{relu: (norm, add, skip)} for each norm -> add -> relu run of single-gate steps
-    among `steps` that NormAddRelu takes: the norm read by the add alone, the add by the
-    relu alone, the relu by no max pool; skip the add's other operand."""
+def _skip_runs(steps, pooled):
+    """{relu: (norm, add, skip, pool)} for each norm -> add -> relu run of single-gate
+    steps among `steps`: the norm read by the add alone, the add by the relu alone; skip
+    the add's other operand. pooled: the runs whose relu a max pool's single-gate step
+    reads (pool: that max pool), else those whose relu no max pool reads (pool: None)."""
     plain = {step.node for step in steps if not step.fused}
     reads = readers(steps)
-    pooled = _pooled(steps)
+    pools = {}
+    for step in steps:
+        if not step.fused and step.node.op == "max_pool":
+            pools.setdefault(step.node.inputs[0], step.node)
+    unpooled = _pooled(steps)
     runs = {}
     for relu in plain:
-        if relu.op != "relu" or relu in pooled:
+        read_by_pool = relu in pools if pooled else relu in unpooled
+        if relu.op != "relu" or read_by_pool != pooled:
             continue
         add = relu.inputs[0]
         if add.op != "add" or add not in plain or reads[add] != 1:
             continue
         for norm, skip in (add.inputs, add.inputs[::-1]):
             if norm.op in CHANNEL_NORMS and norm in plain and reads[norm] == 1:
-                runs[relu] = (norm, add, skip)
+                runs[relu] = (norm, add, skip, pools.get(relu))
                 break
     return runs
 
 
 def _skip_step(run, relu):
-    norm, add, skip = run
+    norm, add, skip, _ = run
     return Step(relu, norm.inputs + (skip,), forward_run(norm, relu, add), (), (norm, add, relu))
+
+
+def _pooled_skip_step(run, relu, keep):
+    """The forward step of a pooled run, where the relu's step was (its other readers, if
+    any, come after it)."""
+    norm, add, skip, pool = run
+    return Step(
+        pool,
+        norm.inputs + (skip,),
+        forward_run(norm, relu, add, pool, keep),
+        (),
+        (norm, add, relu, pool),
+    )
+
+
+def _fuse_skip_backward(steps, runs, pooled):
+    """`steps` with one backward step for each run of `runs` ({relu: (norm, add, skip,
+    pool)}: the norm, the add, the relu and, if pooled, the pool) where the add's step was,
+    so that the skip's gradient sums what it receives in the gates' order."""
+    plain = {step.node: step for step in steps if not step.fused}
+    chains = {
+        add: (norm, add, relu, pool) if pooled else (norm, add, relu)
+        for relu, (norm, add, _, pool) in runs.items()
+    }
+    inner = {node for chain in chains.values() for node in chain if node not in chains}
+    fused = []
+    for step in steps:
+        chain = chains.get(step.node)
+        if chain is None:
+            if step.node not in inner:
+                fused.append(step)
+            continue
+        norm, add, relu = chain[:3]
+        run = _pooled_backward(*chain) if pooled else _backward(norm, relu, add)
+        skip = add.inputs[1 - add.inputs.index(norm)]
+        position = add.inputs.index(skip)
+        fused.append(
+            Step(
+                chain[-1],
+                norm.inputs + (skip,),
+                run,
+                plain[norm].needs + (step.needs[position],),
+                chain,
+                edges=tuple((norm, i) for i in range(len(norm.inputs))) + ((add, position),),
+            )
+        )
+    return fused
 
 
 def _norm_forward(norm, state, training, values, relu, **skip):
@@ -159,10 +237,15 @@ def _norm_forward(norm, state, training, values, relu, **skip):
     return norm.gate.forward(*values, relu=relu)
 
 
-def forward_run(norm, relu, add=None):
-    """The fused forward step's run(store): norm -> relu, or norm -> add -> relu."""
+def forward_run(norm, relu, add=None, pool=None, keep=True):
+    """The fused forward step's run(store): norm -> relu, or norm -> add -> relu, and with
+    `pool` that relu's max pool (keep: the relu's output written too, for its other
+    readers)."""
     skip = None if add is None else add.inputs[add.inputs[0] is norm]
     skip_first = add is not None and add.inputs[0] is skip
+    windows = (
+        None if pool is None else (pool.gate.pool_height, pool.gate.pool_width, pool.gate.stride)
+    )
 
     def run_gates(store, state, training, values):
         out, store.caches[norm.index] = _norm_forward(norm, state, training, values, False)
@@ -171,7 +254,10 @@ def forward_run(norm, relu, add=None):
             operands = (store.values[i.index] for i in add.inputs)
             out, store.caches[add.index] = add.gate.forward(*operands)
             store.values[add.index] = out
-        store.values[relu.index], store.caches[relu.index] = relu.gate.forward(out)
+        out, store.caches[relu.index] = relu.gate.forward(out)
+        store.values[relu.index] = out
+        if pool is not None:
+            store.values[pool.index], store.caches[pool.index] = pool.gate.forward(out)
 
     def run(store):
         values = [store.values[i.index] for i in norm.inputs]
@@ -190,18 +276,32 @@ def forward_run(norm, relu, add=None):
         # in eval mode, the running averages (train mode normalizes with the batch's).
         frozen = {} if training else {k: np.array(v) for k, v in state.items()}
         tail = {} if other is None else {"skip": other, "skip_first": skip_first}
+        if pool is not None:
+            tail.update(pool=windows, keep=keep)
         out, store.caches[norm.index] = _norm_forward(norm, state, training, values, True, **tail)
-        store.values[relu.index] = out
+        if pool is not None:
+            out, pooled, winners = out
+            store.values[pool.index] = pooled
+            store.caches[pool.index] = (values[0].shape, winners, pool.gate.attrs())
         inputs = [kept(node, value) for node, value in zip(norm.inputs, values)]
         normalized = functools.cache(
             lambda: _norm_forward(norm, frozen, training, inputs, False)[0]
         )
-        store.defer("value", norm.index, normalized, out.shape)
+        shape = values[0].shape
+        store.defer("value", norm.index, normalized, shape)
+        relu_input = normalized
         if add is not None:  # the add gate's of the norm's value and the skip as it is now
             addend = kept(skip, other)
             operands = lambda: (addend, normalized()) if skip_first else (normalized(), addend)  # noqa: E731
-            store.defer("value", add.index, lambda: add.gate.forward(*operands())[0], out.shape)
+            relu_input = functools.cache(lambda: add.gate.forward(*operands())[0])
+            store.defer("value", add.index, relu_input, shape)
             store.caches[add.index] = None
+        if out is None:  # pooled only: the relu gate's, on its input when read
+            relu_outputs = functools.cache(lambda: relu.gate.forward(relu_input()))
+            store.defer("value", relu.index, lambda: relu_outputs()[0], shape)
+            store.defer("cache", relu.index, lambda: relu_outputs()[1], lazy=True)
+            return
+        store.values[relu.index] = out
         store.defer("cache", relu.index, lambda: out > 0, lazy=True)
 
     return run
@@ -239,6 +339,23 @@ def _backward(norm, relu, add=None):
         )
         store.grads[add.index] = store.grads[norm.index] = masked
         return (*grads, masked)
+
+    return run
+
+
+def _pooled_backward(norm, add, relu, pool):
+    """The backward step's run of norm -> add -> relu -> max_pool: relu_pool.py's (the
+    relu taken on the pooled gradient), then the add's and the norm's gates."""
+    through_relu_pool = relu_pool.backward_run(relu, pool)
+    x = norm.inputs[0]
+
+    def run(store, needs):
+        (through,) = through_relu_pool(store, (True,))
+        shape = np.shape(store.values[x.index])  # the norm's output's; the add may broadcast
+        to_norm = through if through.shape == shape else unbroadcast(through, shape)
+        store.grads[add.index], store.grads[norm.index] = through, to_norm
+        grads = norm.gate.backward(to_norm, store.cache(norm.index), needs[:-1])
+        return (*grads, through)
 
     return run
 

@@ -2,11 +2,12 @@
 
 A max pool and a relu commute: the largest of a window's relus is the relu of its largest
 entry. So where a relu feeds only a max pool (a VGG block's conv -> spatial batchnorm ->
-relu -> pool, a residual block's skip add -> relu -> pool), the fused step pools the
-relu's input and takes the relu of the pooled values, a quarter of the activation with 2x2
-windows (a float32 or float64 input: in the pool kernel itself, as it reads each entry,
-fast.relu_max_pool_forward_fast); backward masks the pooled gradient and lets the pool
-scatter it. The relu never runs on the whole activation, either way.
+relu -> pool, an add -> relu -> pool; a residual block's norm -> add -> relu -> pool is
+norm_relu.py's), the fused step pools the relu's input and takes the relu of the pooled
+values, a quarter of the activation with 2x2 windows (a float32 or float64 input: in the
+pool kernel itself, as it reads each entry, fast.relu_max_pool_forward_fast); backward
+masks the pooled gradient and lets the pool scatter it. The relu never runs on the whole
+activation, either way.
 
 Every value, cache and gradient reads as gate by gate, bit for bit: a window the relu
 blocks (its largest entry <= 0) has zeros only after the relu, whose first entry wins the
@@ -34,7 +35,7 @@ class ReluPool(FusionPass):
         return _fuse(steps, forward_run)
 
     def fuse_backward(self, steps):
-        return _fuse(steps, _backward)
+        return _fuse(steps, backward_run)
 
 
 def _fuse(steps, make_run):
@@ -108,7 +109,9 @@ def _first_entries(rows, columns, stride, width):
     return first
 
 
-def _backward(relu, pool):
+def backward_run(relu, pool):
+    """The fused backward step's run(store, needs)."""
+
     def run(store, needs):
         dpool, pool_cache = store.grads[pool.index], store.caches[pool.index]
         # The relu of the pooled values lets through where they are positive: the relu's

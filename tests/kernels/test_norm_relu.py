@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from graphnet.gradient_check import eval_numerical_gradient_array, rel_error
-from graphnet.kernels import _C, norm
+from graphnet.kernels import _C, fast, norm
 
 EPS = 1e-5
 
@@ -318,3 +318,130 @@ def test_with_a_skip_against_torch(dtype, tol):
             np.testing.assert_allclose(
                 ours, theirs, rtol=tol, atol=tol * max(1.0, np.abs(theirs).max())
             )
+
+
+# ----- and a max pool of that relu (a residual block's end followed by a pool) ----------
+
+
+def pooled_forward(x, gamma, beta, skip, window, keep, skip_first=False, running=(None, None)):
+    train = running[0] is None
+    outs, cache, *_ = norm.batchnorm_forward(
+        x, gamma, beta, EPS, 0.9, *running, train, True, skip, skip_first, window, keep
+    )
+    return (*outs, cache)
+
+
+def assert_pooled_as_the_gates(shape, window, dtype, seed, train=True, skip_first=False):
+    """The pooled values and winners max_pool_forward's of the unpooled kernel's output;
+    that output written only when kept; the statistics and the cache alike."""
+    x, gamma, beta, _, running = arrays("batchnorm", shape, dtype, seed, train)
+    skip = np.random.default_rng(seed + 1).standard_normal(shape).astype(dtype)
+    out, cache = skip_forward(x, gamma, beta, skip, skip_first, running, train)
+    want = fast.max_pool_forward_fast(
+        out, dict(zip(("pool_height", "pool_width", "stride"), window))
+    )
+    for keep in (True, False):
+        kept, pooled, winners, got_cache = pooled_forward(
+            x, gamma, beta, skip, window, keep, skip_first, running
+        )
+        np.testing.assert_array_equal(pooled, want[0])
+        np.testing.assert_array_equal(winners, want[1][1])
+        assert pooled.dtype == out.dtype and winners.dtype == np.int32
+        if keep:
+            np.testing.assert_array_equal(kept, out)
+            assert isinstance(got_cache, norm.SkipReluNormCache)
+        else:
+            assert kept is None and type(got_cache) is norm.NormCache
+        for name in ("mean", "inv_std"):
+            np.testing.assert_array_equal(getattr(got_cache, name), getattr(cache, name))
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    N=st.integers(1, 9),
+    C=st.integers(1, 20),
+    H=st.integers(1, 40),
+    W=st.integers(1, 40),
+    height=st.integers(1, 4),
+    width=st.integers(1, 4),
+    stride=st.integers(1, 4),
+    train=st.booleans(),
+    skip_first=st.booleans(),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 2**16),
+)
+def test_with_a_skip_and_a_pool(N, C, H, W, height, width, stride, train, skip_first, dtype, seed):
+    window = (min(height, H), min(width, W), stride)
+    assert_pooled_as_the_gates((N, C, H, W), window, dtype, seed, train, skip_first)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 33, 33), (3, 5, 1, 1), (64, 16, 32, 32), (4, 8, 64, 64)])
+@pytest.mark.parametrize("window", [(2, 2, 2), (3, 3, 2), (1, 1, 1)])
+def test_with_a_skip_and_a_pool_on_planes_of_every_path(shape, window):
+    """33 x 33 (odd, over kBlock), 1 x 1 (the column loops, pooled after them), 64 x 64
+    (planes over kBlock); eval mode's loops in memory order too."""
+    window = (min(window[0], shape[2]), min(window[1], shape[3]), window[2])
+    for dtype in (np.float32, np.float64):
+        for train in (True, False):
+            assert_pooled_as_the_gates(shape, window, dtype, 3, train)
+
+
+def test_with_a_skip_and_a_pool_nan_entries_win_as_in_the_pool_gate():
+    x, gamma, beta, _, _ = arrays("batchnorm", (2, 3, 6, 6), np.float64, 1)
+    skip = np.random.default_rng(2).standard_normal(x.shape)
+    skip.flat[::7], skip.flat[3::11] = np.nan, -np.inf
+    _, pooled, winners, _ = pooled_forward(x, gamma, beta, skip, (2, 2, 2), False)
+    out, _ = skip_forward(x, gamma, beta, skip)
+    want = fast.max_pool_forward_fast(out, {"pool_height": 2, "pool_width": 2, "stride": 2})
+    np.testing.assert_array_equal(pooled, want[0])
+    np.testing.assert_array_equal(winners, want[1][1])
+
+
+def test_with_a_skip_and_a_pool_bitwise_the_same_for_any_number_of_threads():
+    before = _C.get_num_threads()
+    try:
+        for shape, train in [((32, 16, 20, 20), True), ((8, 40, 33, 33), False)]:
+            x, gamma, beta, _, running = arrays("batchnorm", shape, np.float32, 4, train)
+            skip = np.random.default_rng(5).standard_normal(shape).astype(np.float32)
+            results = []
+            for threads in (1, 2, 3):
+                _C.set_num_threads(threads)
+                got = pooled_forward(x, gamma, beta, skip, (2, 2, 2), False, running=running)
+                results.append(got[1:3] + (got[3].mean, got[3].inv_std))
+            for other in results[1:]:
+                for a, b in zip(results[0], other):
+                    np.testing.assert_array_equal(a, b)
+    finally:
+        _C.set_num_threads(before)
+
+
+def test_with_a_skip_and_a_pool_bad_inputs():
+    x, gamma, beta, _, _ = arrays("batchnorm", (4, 3, 4, 4), np.float64, 5)
+    with pytest.raises(ValueError, match="follows a relu"):
+        _C.channel_norm_forward(x, gamma, beta, EPS, pool=(2, 2, 2))
+    with pytest.raises(ValueError, match=r"max_pool window 5x5 is larger"):
+        _C.channel_norm_forward(x, gamma, beta, EPS, relu=True, skip=x, pool=(5, 5, 1))
+    with pytest.raises(ValueError, match="stride must be >= 1"):
+        _C.channel_norm_forward(x, gamma, beta, EPS, relu=True, skip=x, pool=(2, 2, 0))
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
+        flat = x.reshape(4, 48)
+        _C.channel_norm_forward(
+            flat, gamma.repeat(16), beta.repeat(16), EPS, relu=True, pool=(1, 1, 1)
+        )
+    with pytest.raises(ValueError, match="unwritten"):
+        _C.channel_norm_forward(x, gamma, beta, EPS, relu=True, keep=False)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("dtype, tol", [(np.float32, 2e-5), (np.float64, 1e-12)])
+def test_with_a_skip_and_a_pool_against_torch(dtype, tol):
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    for shape, window in [((6, 5, 8, 7), (2, 2, 2)), ((3, 4, 9, 9), (3, 3, 2))]:
+        x, gamma, beta, _, _ = arrays("batchnorm", shape, dtype, 6)
+        skip = np.random.default_rng(7).standard_normal(shape).astype(dtype)
+        xt, gt, bt, st_ = (torch.tensor(a) for a in (x, gamma, beta, skip))
+        summed = F.batch_norm(xt, None, None, gt, bt, training=True, eps=EPS) + st_
+        theirs = F.max_pool2d(F.relu(summed), window[:2], window[2]).numpy()
+        pooled = pooled_forward(x, gamma, beta, skip, window, False)[1]
+        np.testing.assert_allclose(pooled, theirs, rtol=tol, atol=tol * np.abs(theirs).max())

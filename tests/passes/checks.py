@@ -6,6 +6,7 @@ import numpy as np
 import graphnet as gn
 from graphnet import viz
 from graphnet.core import plan
+from graphnet.kernels import _C
 
 
 def twins(build, dtype, seed=0):
@@ -207,3 +208,23 @@ def assert_updates_between_calls_are_read(build, dtype, module, label):
         assert chain_labels(fused, module) == [label]
         assert not np.array_equal(fused["scores"].value, before), name
         assert_same_everywhere(plain, fused)
+
+
+def assert_bitwise_on_two_threads(build, dtype):
+    """A fused walk of `build`'s graph on two kernel threads (which split a norm's channels,
+    each reduced by one) gives every value and gradient of one thread's, bit for bit."""
+    runs = []
+    for threads in (1, 2):
+        before = _C.get_num_threads()
+        _C.set_num_threads(threads)
+        try:
+            _, fused, feeds = twins(build, dtype)
+            walk(fused, feeds)
+            runs.append({n.name: (n.value, n.grad) for n in fused.nodes})
+        finally:
+            _C.set_num_threads(before)
+    for name, (value, grad) in runs[0].items():
+        assert np.array_equal(runs[1][name][0], value), name
+        assert (grad is None) == (runs[1][name][1] is None), name
+        if grad is not None:
+            assert np.array_equal(runs[1][name][1], grad), name
