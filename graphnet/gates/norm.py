@@ -58,11 +58,24 @@ class BatchNorm(Gate):
                 raise ShapeError(f"{name} must be ({features},) for x {x}, got {param}")
         return x
 
-    def forward(self, state, training, x, gamma, beta, relu=False, skip=None, skip_first=False):
+    def forward(
+        self,
+        state,
+        training,
+        x,
+        gamma,
+        beta,
+        relu=False,
+        skip=None,
+        skip_first=False,
+        activation=None,
+    ):
         """relu: return the relu of the output instead (a fused batchnorm -> relu step,
         passes/norm_relu.py; for the arrays `norm.native` takes only); with skip, the relu
         of the output + skip (skip_first: skip + the output; a fused batchnorm -> add ->
-        relu step, skip of x's shape and dtype)."""
+        relu step, skip of x's shape and dtype). activation: ("leaky_relu", alpha), return
+        the leaky relu of the output instead (a fused batchnorm -> leaky relu step,
+        passes/norm_activation.py; for the arrays `norm.native` takes only)."""
         if norm.native(x, gamma, beta):  # C++, on x's own layout
             out, cache, state["running_mean"], state["running_var"] = norm.batchnorm_forward(
                 x,
@@ -76,6 +89,7 @@ class BatchNorm(Gate):
                 relu,
                 skip,
                 skip_first,
+                activation,
             )
             return out, cache
         # Mixed or integer dtypes: the numpy reference promotes them as numpy does.
@@ -92,10 +106,11 @@ class BatchNorm(Gate):
         )
         return out, cache
 
-    def backward(self, dout, cache, needs, relu=False):
-        """relu: dout is the gradient of the relu of the output (a forward with relu)."""
+    def backward(self, dout, cache, needs, relu=False, activation=None):
+        """relu: dout is the gradient of the relu of the output (a forward with relu);
+        activation: of the leaky relu of the output (a forward with that activation)."""
         if isinstance(cache, NormCache):
-            return norm.batchnorm_backward(dout, cache, relu)
+            return norm.batchnorm_backward(dout, cache, relu, activation)
         return type(self).kernels[1](dout, cache)
 
     def summarize_cache(self, cache, input_names):
