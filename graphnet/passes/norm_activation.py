@@ -28,11 +28,12 @@ with the leaky relu gate's expressions: no pass of the activation's either way, 
 bits. conv -> spatial batchnorm -> leaky relu is one forward step too
 (ConvBatchnormActivation), so that batchnorm_fold.py does not take its first two alone: in
 train mode the conv gate, then the fused batchnorm -> leaky relu; in eval mode the fold
-(the batchnorm in the conv's filters), then the leaky relu's gate. A batchnorm -> relu is
-norm_relu.py's. GELU, sigmoid and softplus are not fused after a batchnorm: their
-arithmetic, not memory, bounds the pass a fusion would save (with the activation's kernel
-run on each plane in cache, the kernels took the two kernels' time); tanh's gate is
-numpy's, which no kernel reproduces.
+(the batchnorm in the conv's filters) with the leaky relu taken by the conv kernel, as a
+relu is (a negative slope, which the kernel does not take: the fold, then the gate). A
+batchnorm -> relu is norm_relu.py's. GELU, sigmoid and softplus are not fused after a
+batchnorm: their arithmetic, not memory, bounds the pass a fusion would save (with the
+activation's kernel run on each plane in cache, the kernels took the two kernels' time);
+tanh's gate is numpy's, which no kernel reproduces.
 
 The norm's value is deferred to its own gate, on the inputs as they were (a batchnorm's on
 the running averages as they were, in eval mode); the activation's cache is its gate's on
@@ -177,15 +178,15 @@ class ConvBatchnormActivation(FusionPass):
 
 def _conv_run(conv, norm, act):
     """The ConvBatchnormActivation step's run(store): in train mode the fused batchnorm ->
-    activation after the conv gate, in eval mode the fold, then the activation's gate."""
-    fused, folded = _forward(norm, act), batchnorm_fold.forward_run(conv, norm)
+    activation after the conv gate, in eval mode the fold with the activation in the conv
+    kernel (batchnorm_fold.forward_run)."""
+    fused, folded = _forward(norm, act), batchnorm_fold.forward_run(conv, norm, act)
 
     def run(store):
         if norm.graph.training:
             norm_relu.run_conv(conv, store)
             return fused(store)
-        folded(store)
-        store.values[act.index], store.caches[act.index] = act.gate.forward(store.value(norm.index))
+        return folded(store)
 
     return run
 
