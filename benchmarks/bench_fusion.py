@@ -2,14 +2,16 @@
 
     python benchmarks/bench_fusion.py [--rounds 7] [--steps 3] [--threads N] [--dtype float32]
                                       [--batch 64] [--networks vgg residual fc_bn]
+                                      [--without NormActivation ConvBatchnormActivation]
 
 For each pass and each network it applies to, the same graph runs with all passes and
 with all but that one, in turns (blocks of --steps steps, --rounds rounds each, so that a
 slow spell of the shared machine hits both); the last row of a network compares all
-passes with none (`fuse=False`). Printed: the median step of each and their ratio (with
---threads 1 in CPU time, the steadier measure on a shared machine). The training step is
-forward + backward in train mode; inference is forward in eval mode. The networks (batch
-64 unless --batch):
+passes with none (`fuse=False`). With --without, one row per network instead: all passes
+against all but those named (passes that work together, measured as one). Printed: the
+median step of each and their ratio (with --threads 1 in CPU time, the steadier measure
+on a shared machine). The training step is forward + backward in train mode; inference is
+forward in eval mode. The networks (batch 64 unless --batch):
   vgg       conv3x3-sbn-relu, conv3x3-sbn-relu, max_pool, affine (3x32x32, 32 filters)
   residual  conv3x3-sbn-relu, then a block conv3x3-sbn-relu, conv3x3-sbn, the skip add,
             relu, then max_pool, affine
@@ -21,7 +23,8 @@ forward + backward in train mode; inference is forward in eval mode. The network
             relu, affine-batchnorm, the skip add, relu, then affine
   vgg_plain vgg without the batchnorms: conv3x3-relu, conv3x3-relu, max_pool, affine
   nin       the zoo's conv1x1: [conv3x3(64)-relu-conv1x1(32)-relu-max_pool] x 2, affine
-and, named only, the model zoo's res_strided, resnet and modern (benchmarks/zoo_models.py).
+and, named only, any network of benchmarks/zoo_models.py (zoo_models.model_named: the zoo's
+res_strided, resnet, modern, ..., the students' nets, random-SEED-INDEX).
 """
 import argparse
 import time
@@ -126,16 +129,14 @@ def nin(g, rng):
 
 NETWORKS = {"vgg": vgg, "residual": residual, "fc_bn": fc_bn, "res_skip": res_skip,
             "fc_res": fc_res, "vgg_plain": vgg_plain, "nin": nin}
-# Networks of the model zoo, by name (not in the default list).
-ZOO_NETWORKS = ("res_strided", "resnet", "modern")
 
 
 def build(network, dtype):
     rng = np.random.default_rng(0)
-    if network in ZOO_NETWORKS:  # the model zoo's graph (benchmarks/zoo_models.py)
+    if network not in NETWORKS:  # a graph of benchmarks/zoo_models.py
         import zoo_models
 
-        model = zoo_models.BY_NAME[network]
+        model = zoo_models.model_named(network)
         x, y = zoo_models.batch_of(model, BATCH, dtype, rng)
         return zoo_models.build_graphnet(model, dtype).graph, {"x": x, "y": y}
     g = gn.Graph(dtype=dtype)
@@ -197,8 +198,9 @@ def main():
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    parser.add_argument("--networks", nargs="*", default=list(NETWORKS),
-                        choices=list(NETWORKS) + list(ZOO_NETWORKS))
+    parser.add_argument("--networks", nargs="*", default=list(NETWORKS))
+    parser.add_argument("--without", nargs="*", default=None, metavar="PASS",
+                        help="compare all passes with all but these (class names)")
     parser.add_argument("--batch", type=int, default=BATCH)
     args = parser.parse_args()
     BATCH = args.batch
@@ -214,7 +216,11 @@ def main():
         g, feeds = build(network, np.dtype(args.dtype))
         rows = [(type(r).__name__, [r]) for r in plan.REWRITES
                 if plans(g, plan.REWRITES) != plans(g, [o for o in plan.REWRITES if o is not r])]
-        for name, without in rows + [("all (fuse=False)", list(plan.REWRITES))]:
+        rows += [("all (fuse=False)", list(plan.REWRITES))]
+        if args.without is not None:
+            named = [r for r in plan.REWRITES if type(r).__name__ in args.without]
+            rows = [("+".join(args.without), named)]
+        for name, without in rows:
             for mode in ("train", "eval"):
                 ms = compare(g, feeds, without, mode, args.rounds, args.steps, clock)
                 print(f"{network:10} {mode:6} {name:22} {1e3 * ms['with']:9.2f} "

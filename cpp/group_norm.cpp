@@ -14,7 +14,7 @@ namespace graphnet {
 
 template <typename T>
 void group_norm_forward(int64_t N, int64_t C, int64_t planes, int64_t G, double eps,
-                        const GroupAct<T>& act, const AvgPoolPlane* pool, const T* x,
+                        const PointwiseAct<T>& act, const AvgPoolPlane* pool, const T* x,
                         const T* gamma, const T* beta, T* mean, T* inv_std, T* out) {
     const int threads = team_for(N * G, N * C * planes);
     std::vector<T> scratch(pool ? static_cast<std::size_t>(threads * (C / G) * planes) : 0);
@@ -28,7 +28,7 @@ void group_norm_forward(int64_t N, int64_t C, int64_t planes, int64_t G, double 
 
 template <typename T>
 void group_norm_backward(int64_t N, int64_t C, int64_t planes, int64_t G,
-                         const GroupAct<T>& act, const AvgPoolPlane* pool, const T* dout,
+                         const PointwiseAct<T>& act, const AvgPoolPlane* pool, const T* dout,
                          const T* x, const T* mean, const T* inv_std, const T* gamma,
                          const T* beta, T* dx, T* dgamma, T* dbeta) {
     const int threads = team_for(N * G, N * C * planes);
@@ -45,10 +45,10 @@ void group_norm_backward(int64_t N, int64_t C, int64_t planes, int64_t G,
 
 #define GRAPHNET_GROUP_NORM(T)                                                                \
     template void group_norm_forward<T>(int64_t, int64_t, int64_t, int64_t, double,           \
-                                        const GroupAct<T>&, const AvgPoolPlane*, const T*,    \
+                                        const PointwiseAct<T>&, const AvgPoolPlane*, const T*,    \
                                         const T*, const T*, T*, T*, T*);                      \
     template void group_norm_backward<T>(int64_t, int64_t, int64_t, int64_t,                  \
-                                         const GroupAct<T>&, const AvgPoolPlane*, const T*,   \
+                                         const PointwiseAct<T>&, const AvgPoolPlane*, const T*,   \
                                          const T*, const T*, const T*, const T*, const T*,    \
                                          T*, T*, T*);
 GRAPHNET_GROUP_NORM(float)

@@ -22,15 +22,6 @@
 
 namespace graphnet {
 
-// What follows the normalization: nothing (active false), or `op` with its alpha; op is
-// one whose backward reads its input (pointwise_saves_input).
-template <typename T>
-struct GroupAct {
-    bool active;
-    Pointwise op;
-    T alpha;
-};
-
 // The AVX2 and portable loops' pooling: one plane's windows (any pool.h geometry), none
 // where null, the threads of the team, and the scratch, C / G * H * W values for each.
 template <typename T>
@@ -41,18 +32,19 @@ struct GroupPool {
 };
 
 // Writes mean and inv_std [n * G + g] and out = act((x - mean) * inv_std * gamma[c] +
-// beta[c]) (act the identity when inactive), pooled over `pool`'s windows unless it is
+// beta[c]) (act the identity when inactive, else an op whose backward reads its input:
+// pointwise_saves_input), pooled over `pool`'s windows unless it is
 // null. planes = H * W.
 template <typename T>
 void group_norm_forward(int64_t N, int64_t C, int64_t planes, int64_t G, double eps,
-                        const GroupAct<T>& act, const AvgPoolPlane* pool, const T* x,
+                        const PointwiseAct<T>& act, const AvgPoolPlane* pool, const T* x,
                         const T* gamma, const T* beta, T* mean, T* inv_std, T* out);
 
 // Its gradients; dout is the gradient of the forward's out (after its activation and its
 // pooling). beta is read only with an active act (it may be null otherwise).
 template <typename T>
 void group_norm_backward(int64_t N, int64_t C, int64_t planes, int64_t G,
-                         const GroupAct<T>& act, const AvgPoolPlane* pool, const T* dout,
+                         const PointwiseAct<T>& act, const AvgPoolPlane* pool, const T* dout,
                          const T* x, const T* mean, const T* inv_std, const T* gamma,
                          const T* beta, T* dx, T* dgamma, T* dbeta);
 
@@ -62,21 +54,21 @@ void group_norm_backward(int64_t N, int64_t C, int64_t planes, int64_t G,
 // scratch its portable caller allocates (that code includes no library header).
 template <typename T>
 void group_norm_forward_avx2(int64_t N, int64_t C, int64_t planes, int64_t G, double eps,
-                             const GroupAct<T>& act, const GroupPool<T>& pool, const T* x,
+                             const PointwiseAct<T>& act, const GroupPool<T>& pool, const T* x,
                              const T* gamma, const T* beta, T* mean, T* inv_std, T* out);
 template <typename T>
 void group_norm_backward_avx2(int64_t N, int64_t C, int64_t planes, int64_t G,
-                              const GroupAct<T>& act, const GroupPool<T>& pool, const T* dout,
+                              const PointwiseAct<T>& act, const GroupPool<T>& pool, const T* dout,
                               const T* x, const T* mean, const T* inv_std, const T* gamma,
                               const T* beta, T* dx, T* dgamma, T* dbeta, double* plane_d,
                               double* plane_dx);
 template <typename T>
 void group_norm_forward_avx512(int64_t N, int64_t C, int64_t planes, int64_t G, double eps,
-                               const GroupAct<T>& act, const GroupPool<T>& pool, const T* x,
+                               const PointwiseAct<T>& act, const GroupPool<T>& pool, const T* x,
                                const T* gamma, const T* beta, T* mean, T* inv_std, T* out);
 template <typename T>
 void group_norm_backward_avx512(int64_t N, int64_t C, int64_t planes, int64_t G,
-                                const GroupAct<T>& act, const GroupPool<T>& pool,
+                                const PointwiseAct<T>& act, const GroupPool<T>& pool,
                                 const T* dout, const T* x, const T* mean, const T* inv_std,
                                 const T* gamma, const T* beta, T* dx, T* dgamma, T* dbeta,
                                 double* plane_d, double* plane_dx);

@@ -19,7 +19,7 @@ namespace graphnet {
 
 template <typename T>
 void GRAPHNET_GROUP_NORM_FORWARD(int64_t N, int64_t C, int64_t planes, int64_t G, double eps,
-                                 const GroupAct<T>& act, const GroupPool<T>& pool, const T* x,
+                                 const PointwiseAct<T>& act, const GroupPool<T>& pool, const T* x,
                                  const T* gamma, const T* beta, T* mean, T* inv_std, T* out) {
     group_norm_forward_loops(N, C, planes, G, eps, act, pool, x, gamma, beta, mean, inv_std,
                              out);
@@ -27,7 +27,7 @@ void GRAPHNET_GROUP_NORM_FORWARD(int64_t N, int64_t C, int64_t planes, int64_t G
 
 template <typename T>
 void GRAPHNET_GROUP_NORM_BACKWARD(int64_t N, int64_t C, int64_t planes, int64_t G,
-                                  const GroupAct<T>& act, const GroupPool<T>& pool,
+                                  const PointwiseAct<T>& act, const GroupPool<T>& pool,
                                   const T* dout, const T* x, const T* mean, const T* inv_std,
                                   const T* gamma, const T* beta, T* dx, T* dgamma, T* dbeta,
                                   double* plane_d, double* plane_dx) {
@@ -37,10 +37,10 @@ void GRAPHNET_GROUP_NORM_BACKWARD(int64_t N, int64_t C, int64_t planes, int64_t 
 
 #define GRAPHNET_GROUP_NORM_ENTRIES(T)                                                        \
     template void GRAPHNET_GROUP_NORM_FORWARD<T>(int64_t, int64_t, int64_t, int64_t, double,  \
-                                                 const GroupAct<T>&, const GroupPool<T>&,     \
+                                                 const PointwiseAct<T>&, const GroupPool<T>&,     \
                                                  const T*, const T*, const T*, T*, T*, T*);   \
     template void GRAPHNET_GROUP_NORM_BACKWARD<T>(int64_t, int64_t, int64_t, int64_t,         \
-                                                  const GroupAct<T>&, const GroupPool<T>&,    \
+                                                  const PointwiseAct<T>&, const GroupPool<T>&,    \
                                                   const T*, const T*, const T*, const T*,     \
                                                   const T*, const T*, T*, T*, T*, double*,    \
                                                   double*);

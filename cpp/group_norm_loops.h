@@ -189,7 +189,7 @@ int group_team(const GroupPool<T>& pool, int64_t N, int64_t C, int64_t planes, i
 
 template <typename T>
 void group_norm_forward_loops(int64_t N, int64_t C, int64_t planes, int64_t G, double eps,
-                              const GroupAct<T>& act, const GroupPool<T>& pool, const T* x,
+                              const PointwiseAct<T>& act, const GroupPool<T>& pool, const T* x,
                               const T* gamma, const T* beta, T* mean, T* inv_std, T* out) {
     const int64_t per_group = C / G, groups = N * G, len = per_group * planes;
     parallel_for(group_team(pool, N, C, planes, G), groups, [&](int64_t ng) {
@@ -231,7 +231,7 @@ void group_norm_forward_loops(int64_t N, int64_t C, int64_t planes, int64_t G, d
 
 template <typename T>
 void group_norm_backward_loops(int64_t N, int64_t C, int64_t planes, int64_t G,
-                               const GroupAct<T>& act, const GroupPool<T>& pool, const T* dout,
+                               const PointwiseAct<T>& act, const GroupPool<T>& pool, const T* dout,
                                const T* x, const T* mean, const T* inv_std, const T* gamma,
                                const T* beta, T* dx, T* dgamma, T* dbeta, double* plane_d,
                                double* plane_dx) {

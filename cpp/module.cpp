@@ -1031,12 +1031,43 @@ NormShape channel_shape(const py::array& x, const char* what) {
     return NormShape{s[0], s[1], inner};
 }
 
+Pointwise pointwise_op(const std::string& op);  // below, with the pointwise kernels
+
+// The activation a norm applies to its output (PointwiseAct): none for "", else one of the
+// ops `takes` allows, which `names` lists.
+template <typename T>
+PointwiseAct<T> norm_act(const std::string& activation, double alpha, const char* norm,
+                         bool (*takes)(Pointwise), const char* names) {
+    if (activation.empty()) return {false, Pointwise::gelu, T(0)};
+    const Pointwise op = pointwise_op(activation);
+    if (!takes(op)) {
+        fail(std::string(norm) + ": activation '" + activation + "' is not one it can apply (" +
+             names + ")");
+    }
+    return {true, op, static_cast<T>(alpha)};
+}
+
+// A batchnorm's: a leaky relu, in its loops (a relu is relu=true).
+template <typename T>
+PointwiseAct<T> batchnorm_act(const std::string& activation, double alpha) {
+    const auto leaky = [](Pointwise op) { return op == Pointwise::leaky_relu; };
+    return norm_act<T>(activation, alpha, "batchnorm", leaky, "leaky_relu");
+}
+
+// A groupnorm's: an op whose backward reads its input.
+template <typename T>
+PointwiseAct<T> groupnorm_act(const std::string& activation, double alpha) {
+    return norm_act<T>(activation, alpha, "groupnorm", pointwise_saves_input,
+                       "gelu, gelu_tanh, leaky_relu, relu, softplus");
+}
+
 // With skip (an array of x's shape and dtype, relu only): out = relu(norm + skip), or
-// relu(skip + norm) with skip_first.
+// relu(skip + norm) with skip_first. With activation (no relu): its leaky relu.
 py::tuple py_channel_norm_forward(const py::array& x, const py::array& gamma,
                                   const py::array& beta, double eps, const py::object& mean,
                                   const py::object& var, bool relu, const py::object& skip,
-                                  bool skip_first, const py::object& pool, bool keep) {
+                                  bool skip_first, const py::object& pool, bool keep,
+                                  const std::string& activation, double alpha) {
     require_norm_eps(eps, "batchnorm");
     const NormShape s = channel_shape(x, "batchnorm");
     const bool train = mean.is_none() || var.is_none();
@@ -1048,8 +1079,10 @@ py::tuple py_channel_norm_forward(const py::array& x, const py::array& gamma,
         g = pool_geometry(shape_of(x), height, width, stride, "batchnorm's max_pool");
     }
     if (!g && !keep) fail("batchnorm: only a pooled forward may leave its output unwritten");
+    if (relu && !activation.empty()) fail("batchnorm: a relu or an activation, not both");
     return dispatch_float(x, "batchnorm x", [&](auto zero) -> py::tuple {
         using T = decltype(zero);
+        const PointwiseAct<T> act = batchnorm_act<T>(activation, alpha);
         Contig<T> xc(x), gc = per_slice<T>(gamma, x, s.K, "gamma"),
                          bc = per_slice<T>(beta, x, s.K, "beta");
         std::optional<Contig<T>> skipc;
@@ -1075,7 +1108,7 @@ py::tuple py_channel_norm_forward(const py::array& x, const py::array& gamma,
                                   scratch.data()};
         }
         const NormTail<T> tail{relu, skipc ? skipc->data() : nullptr, skip_first,
-                               pooling ? &*pooling : nullptr};
+                               pooling ? &*pooling : nullptr, act};
         py::array_t<T> m(s.K), v(s.K), inv(s.K);
         if (!train) {  // copies of the running averages: the kernel reads them there
             m = py::array_t<T>(s.K, per_slice<T>(mean.cast<py::array>(), x, s.K,
@@ -1098,21 +1131,28 @@ py::tuple py_channel_norm_forward(const py::array& x, const py::array& gamma,
 
 // With a relu (beta given): dout is the gradient of the relu's output. With relu_out (the
 // output of a forward with a skip added before its relu): likewise, and the masked dout
-// comes back fourth.
+// comes back fourth. With activation (the forward's, and beta): dout is the gradient of its
+// output, taken at the normalized entries.
 py::tuple py_channel_norm_backward(const py::array& dout, const py::array& x,
                                    const py::array& gamma, const py::array& mean,
                                    const py::array& inv_std, bool train,
-                                   const py::object& beta, const py::object& relu_out) {
+                                   const py::object& beta, const py::object& relu_out,
+                                   const std::string& activation, double alpha) {
     const NormShape s = channel_shape(x, "batchnorm");
     require_shape(dout, shape_of(x), "batchnorm dout");
     require_same_dtype(x, "x", dout, "dout");
     const bool from_output = !relu_out.is_none();
+    if (!activation.empty() && from_output) fail("batchnorm: a relu or an activation, not both");
     return dispatch_float(x, "batchnorm x", [&](auto zero) -> py::tuple {
         using T = decltype(zero);
+        const PointwiseAct<T> act = batchnorm_act<T>(activation, alpha);
+        if (act.active && beta.is_none()) {
+            fail("batchnorm: a backward through activation '" + activation + "' needs beta");
+        }
         Contig<T> dc(dout), xc(x), gc = per_slice<T>(gamma, x, s.K, "gamma"),
                                mc = per_slice<T>(mean, x, s.K, "mean"),
                                ic = per_slice<T>(inv_std, x, s.K, "inv_std");
-        const bool relu = !beta.is_none() || from_output;
+        const bool relu = (!beta.is_none() && !act.active) || from_output;
         Contig<T> bc = beta.is_none() ? gc : per_slice<T>(beta.cast<py::array>(), x, s.K, "beta");
         std::optional<Contig<T>> outc;
         std::optional<py::array_t<T>> masked;
@@ -1130,7 +1170,8 @@ py::tuple py_channel_norm_backward(const py::array& dout, const py::array& x,
           *wp = masked ? masked->mutable_data() : nullptr;
         {
             py::gil_scoped_release nogil;
-            channel_norm_backward(s, train, relu, dp, xp, mp, ip, gp, bp, op, wp, dxp, dgp, dbp);
+            channel_norm_backward(s, train, relu, act, dp, xp, mp, ip, gp, bp, op, wp, dxp, dgp,
+                                  dbp);
         }
         if (masked) return py::make_tuple(dx, dgamma, dbeta, *masked);
         return py::make_tuple(dx, dgamma, dbeta);
@@ -1383,19 +1424,6 @@ Shape checked_groups(const py::array& x, int64_t G) {
     return xs;
 }
 
-Pointwise pointwise_op(const std::string& op);  // below, with the pointwise kernels
-
-// The activation a groupnorm applies: none for "", else an op whose backward reads its input.
-template <typename T>
-GroupAct<T> group_act(const std::string& activation, double alpha) {
-    if (activation.empty()) return {false, Pointwise::gelu, T(0)};
-    const Pointwise op = pointwise_op(activation);
-    if (!pointwise_saves_input(op)) {
-        fail("groupnorm: activation '" + activation +
-             "' is not one it can apply (gelu, gelu_tanh, leaky_relu, relu, softplus)");
-    }
-    return {true, op, static_cast<T>(alpha)};
-}
 
 // The average pool after a groupnorm's activation: None, or (pool_height, pool_width,
 // stride), its windows checked against x's planes.
@@ -1414,7 +1442,7 @@ py::tuple py_group_norm_forward(const py::array& x, const py::array& gamma,
     const AvgPoolPlane plane = pooled ? avg_pool_plane(*pooled) : AvgPoolPlane{};
     return dispatch_float(x, "groupnorm x", [&](auto zero) -> py::tuple {
         using T = decltype(zero);
-        const GroupAct<T> act = group_act<T>(activation, alpha);
+        const PointwiseAct<T> act = groupnorm_act<T>(activation, alpha);
         Contig<T> xc(x), gc = per_slice<T>(gamma, x, xs[1], "gamma"),
                          bc = per_slice<T>(beta, x, xs[1], "beta");
         py::array_t<T> m(xs[0] * G), inv(xs[0] * G), out(pooled ? pooled->out_shape() : xs);
@@ -1441,7 +1469,7 @@ py::tuple py_group_norm_backward(const py::array& dout, const py::array& x,
     require_same_dtype(x, "x", dout, "dout");
     return dispatch_float(x, "groupnorm x", [&](auto zero) -> py::tuple {
         using T = decltype(zero);
-        const GroupAct<T> act = group_act<T>(activation, alpha);
+        const PointwiseAct<T> act = groupnorm_act<T>(activation, alpha);
         if (act.active && beta.is_none()) {
             fail("groupnorm: a backward through an activation needs beta");
         }
@@ -1942,7 +1970,8 @@ PYBIND11_MODULE(_C, m) {
           "as matmul, channel_norm_forward (layer_norm_forward) and relu_forward return it.");
     m.def("channel_norm_forward", &py_channel_norm_forward, "x"_a, "gamma"_a, "beta"_a, "eps"_a,
           "mean"_a = py::none(), "var"_a = py::none(), "relu"_a = false, "skip"_a = py::none(),
-          "skip_first"_a = false, "pool"_a = py::none(), "keep"_a = true,
+          "skip_first"_a = false, "pool"_a = py::none(), "keep"_a = true, "activation"_a = "",
+          "alpha"_a = 0.0,
           "Batchnorm of x (N, C, ...) per channel (axis 1) -> (out, mean, var, inv_std), the\n"
           "last three (C,) in x's dtype. Without mean and var: the batch's (biased variance),\n"
           "in one float64 pass; with them (eval mode): those. out = gamma * (x - mean) * inv_std\n"
@@ -1950,14 +1979,17 @@ PYBIND11_MODULE(_C, m) {
           "only): the relu of it + skip (skip_first: skip + it). pool (relu only, x (N, C, H,\n"
           "W)): (pool_height, pool_width, stride) of a max pool of that, pooled in the same\n"
           "pass -> (out, mean, var, inv_std, pooled, winners), max_pool_forward's last two;\n"
-          "keep=False (pooled only): out is not written (None). Deterministic for any number\n"
-          "of threads.");
+          "keep=False (pooled only): out is not written (None). activation \"leaky_relu\" (no\n"
+          "relu): its leaky relu of slope alpha. Deterministic for any number of threads.");
     m.def("channel_norm_backward", &py_channel_norm_backward, "dout"_a, "x"_a, "gamma"_a,
           "mean"_a, "inv_std"_a, "train"_a, "beta"_a = py::none(), "relu_out"_a = py::none(),
+          "activation"_a = "", "alpha"_a = 0.0,
           "Gradients of channel_norm_forward -> (dx, dgamma, dbeta); train: mean and inv_std\n"
           "were the batch's (they depend on x), else constants. With beta: of the forward with\n"
           "relu, dout being the relu output's gradient. With relu_out (the output of a forward\n"
-          "with a skip): dout passes where it is positive -> (dx, dgamma, dbeta, masked dout).");
+          "with a skip): dout passes where it is positive -> (dx, dgamma, dbeta, masked dout).\n"
+          "With activation (the forward's) and beta: dout is the gradient of the activation's\n"
+          "output.");
     m.def("layer_norm_forward", &py_layer_norm_forward, "x"_a, "gamma"_a, "beta"_a, "eps"_a,
           "relu"_a = false,
           "Layernorm of the rows of x (N, D) -> (out, mean (N,), inv_std (N,)); relu: out is\n"

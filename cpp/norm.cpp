@@ -53,12 +53,12 @@ void channel_norm_forward(const NormShape& s, bool train, const NormTail<T>& tai
 }
 
 template <typename T>
-void channel_norm_backward(const NormShape& s, bool train, bool relu, const T* dout,
-                           const T* x, const T* mean, const T* inv_std, const T* gamma,
-                           const T* beta, const T* relu_out, T* masked, T* dx, T* dgamma,
-                           T* dbeta) {
+void channel_norm_backward(const NormShape& s, bool train, bool relu, const PointwiseAct<T>& act,
+                           const T* dout, const T* x, const T* mean, const T* inv_std,
+                           const T* gamma, const T* beta, const T* out, T* masked, T* dx,
+                           T* dgamma, T* dbeta) {
     (avx2_for(s) ? channel_norm_backward_avx2<T> : channel_norm_backward_loops<T>)(
-        s, train, relu, dout, x, mean, inv_std, gamma, beta, relu_out, masked, dx, dgamma,
+        s, train, relu, act, dout, x, mean, inv_std, gamma, beta, out, masked, dx, dgamma,
         dbeta);
 }
 
@@ -94,9 +94,9 @@ void layer_norm_backward(int64_t N, int64_t D, bool relu, const T* dout, const T
     template void max_pool_norm_plane<T>(const NormPool<T>&, const T*, int64_t);              \
     template void channel_norm_forward<T>(const NormShape&, bool, const NormTail<T>&, double, \
                                           const T*, const T*, const T*, T*, T*, T*, T*);      \
-    template void channel_norm_backward<T>(const NormShape&, bool, bool, const T*, const T*,  \
-                                           const T*, const T*, const T*, const T*, const T*,  \
-                                           T*, T*, T*, T*);                                   \
+    template void channel_norm_backward<T>(const NormShape&, bool, bool, const PointwiseAct<T>&, \
+                                           const T*, const T*, const T*, const T*, const T*,     \
+                                           const T*, const T*, T*, T*, T*, T*);                  \
     template void layer_norm_forward<T>(int64_t, int64_t, bool, double, const T*, const T*,   \
                                         const T*, T*, T*, T*);                                \
     template void layer_norm_backward<T>(int64_t, int64_t, bool, const T*, const T*,          \

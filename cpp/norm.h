@@ -19,6 +19,8 @@
 
 #include <cstdint>
 
+#include "pointwise.h"
+
 namespace graphnet {
 
 struct NormShape {
@@ -27,9 +29,12 @@ struct NormShape {
 };
 
 // What a channel norm's forward does to each normalized entry y in the same pass: nothing;
-// a relu (a norm -> relu chain, passes/norm_relu.py); or the add of `skip`, an array of x's
+// a relu (a norm -> relu chain, passes/norm_relu.py); the add of `skip`, an array of x's
 // shape, and then a relu (a residual block's norm -> add(skip) -> relu), the operands in
-// the add gate's order (skip_first: skip + y; they differ only in a NaN's payload).
+// the add gate's order (skip_first: skip + y; they differ only in a NaN's payload), then
+// perhaps a max pool of the relu's output (`pool`, below); or, without a relu, `act`, a
+// leaky relu (a norm -> leaky relu chain, passes/norm_activation.py), its gate's expression
+// (pointwise.h, plain_forward).
 template <typename T>
 struct NormPool;
 
@@ -39,6 +44,7 @@ struct NormTail {
     const T* skip = nullptr;  // with relu only
     bool skip_first = false;
     const NormPool<T>* pool = nullptr;  // with relu only (below)
+    PointwiseAct<T> act{false, Pointwise::gelu, T(0)};  // without relu only
 };
 
 // A max pool of the relu's output (a residual block's end followed by a max pool,
@@ -72,15 +78,18 @@ void channel_norm_forward(const NormShape& s, bool train, const NormTail<T>& tai
 // they were constants. dgamma[k] = sum dout * x_hat, dbeta[k] = sum dout. relu: dout is the
 // gradient of the forward's relu output; it passes where the normalized entry, recomputed
 // from x, mean, inv_std, gamma and beta exactly as the forward did, is positive (beta is
-// read only then and may be null otherwise). relu_out (not null: relu with a skip added
-// before it): the forward's output; dout passes where that is positive (where the relu's
-// input, norm + skip, was), and that masked dout, the gradient of the norm's output and of
-// the skip, is written to `masked` in the same pass (beta is not read).
+// read only then and may be null otherwise). masked (not null: relu with a skip added
+// before it): out is the forward's output; dout passes where that is positive (where the
+// relu's input, norm + skip, was), and that masked dout, the gradient of the norm's output
+// and of the skip, is written to `masked` in the same pass (beta is not read). act (active:
+// the forward's leaky relu): dout is the gradient of its output; it passes where the
+// recomputed normalized entry is positive and is scaled by the slope elsewhere, the leaky
+// relu gate's expression (plain_backward; beta read).
 template <typename T>
-void channel_norm_backward(const NormShape& s, bool train, bool relu, const T* dout,
-                           const T* x, const T* mean, const T* inv_std, const T* gamma,
-                           const T* beta, const T* relu_out, T* masked, T* dx, T* dgamma,
-                           T* dbeta);
+void channel_norm_backward(const NormShape& s, bool train, bool relu, const PointwiseAct<T>& act,
+                           const T* dout, const T* x, const T* mean, const T* inv_std,
+                           const T* gamma, const T* beta, const T* out, T* masked, T* dx,
+                           T* dgamma, T* dbeta);
 
 // Layernorm of the rows of x (N, D): out = (x - mean[n]) * inv_std[n] * gamma[d] + beta[d];
 // writes mean and inv_std (N,). relu: as in channel_norm_forward.

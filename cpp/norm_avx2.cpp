@@ -17,11 +17,11 @@ void channel_norm_forward_avx2(const NormShape& s, bool train, const NormTail<T>
 }
 
 template <typename T>
-void channel_norm_backward_avx2(const NormShape& s, bool train, bool relu, const T* dout,
-                                const T* x, const T* mean, const T* inv_std, const T* gamma,
-                                const T* beta, const T* relu_out, T* masked, T* dx, T* dgamma,
-                                T* dbeta) {
-    channel_norm_backward_loops(s, train, relu, dout, x, mean, inv_std, gamma, beta, relu_out,
+void channel_norm_backward_avx2(const NormShape& s, bool train, bool relu,
+                                const PointwiseAct<T>& act, const T* dout, const T* x,
+                                const T* mean, const T* inv_std, const T* gamma, const T* beta,
+                                const T* out, T* masked, T* dx, T* dgamma, T* dbeta) {
+    channel_norm_backward_loops(s, train, relu, act, dout, x, mean, inv_std, gamma, beta, out,
                                 masked, dx, dgamma, dbeta);
 }
 
@@ -43,9 +43,10 @@ void layer_norm_backward_avx2(int64_t N, int64_t D, bool relu, const T* dout, co
     template void channel_norm_forward_avx2<T>(const NormShape&, bool, const NormTail<T>&,    \
                                                double, const T*, const T*, const T*, T*, T*,  \
                                                T*, T*);                                       \
-    template void channel_norm_backward_avx2<T>(const NormShape&, bool, bool, const T*,       \
-                                                const T*, const T*, const T*, const T*,       \
-                                                const T*, const T*, T*, T*, T*, T*);          \
+    template void channel_norm_backward_avx2<T>(const NormShape&, bool, bool,                    \
+                                                const PointwiseAct<T>&, const T*, const T*,      \
+                                                const T*, const T*, const T*, const T*,          \
+                                                const T*, T*, T*, T*, T*);                       \
     template void layer_norm_forward_avx2<T>(int64_t, int64_t, bool, double, const T*,        \
                                              const T*, const T*, T*, T*, T*);                 \
     template void layer_norm_backward_avx2<T>(int64_t, int64_t, bool, const T*, const T*,     \

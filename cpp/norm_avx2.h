@@ -16,10 +16,10 @@ void channel_norm_forward_avx2(const NormShape& s, bool train, const NormTail<T>
                                double eps, const T* x, const T* gamma, const T* beta, T* mean,
                                T* var, T* inv_std, T* out);
 template <typename T>
-void channel_norm_backward_avx2(const NormShape& s, bool train, bool relu, const T* dout,
-                                const T* x, const T* mean, const T* inv_std, const T* gamma,
-                                const T* beta, const T* relu_out, T* masked, T* dx, T* dgamma,
-                                T* dbeta);
+void channel_norm_backward_avx2(const NormShape& s, bool train, bool relu,
+                                const PointwiseAct<T>& act, const T* dout, const T* x,
+                                const T* mean, const T* inv_std, const T* gamma, const T* beta,
+                                const T* out, T* masked, T* dx, T* dgamma, T* dbeta);
 template <typename T>
 void layer_norm_forward_avx2(int64_t N, int64_t D, bool relu, double eps, const T* x,
                              const T* gamma, const T* beta, T* mean, T* inv_std, T* out);

@@ -63,24 +63,29 @@ T through_relu(T dout, T y) {
 }
 
 // What channel_forward does to a normalized entry y (NormTail, norm.h), known at compile
-// time: nothing, a relu, or the add of the skip's entry (y + skip, or skip + y) then a relu.
-enum class Tail { none, relu, add_relu, skip_add_relu };
+// time: nothing, a relu, the add of the skip's entry (y + skip, or skip + y) then a relu,
+// or a leaky relu of slope alpha (the leaky relu gate's expression, pointwise.h).
+enum class Tail { none, relu, add_relu, skip_add_relu, leaky };
 
 template <Tail tail, typename T>
-T tail_of(T y, const T* skip, int64_t i) {
+T tail_of(T y, const T* skip, int64_t i, T alpha) {
+    if constexpr (tail == Tail::leaky) return plain_forward<false>(y, alpha);
     if constexpr (tail == Tail::add_relu) y = y + skip[i];
     if constexpr (tail == Tail::skip_add_relu) y = skip[i] + y;
     return relu_if<tail != Tail::none>(y);
 }
 
-// Where channel_backward's dout passes (norm.h): everywhere, where the recomputed
-// normalized entry y is positive, or where the forward's output is (then also written out).
-enum class Mask { none, recomputed, from_output };
+// Where channel_backward's dout passes (norm.h): everywhere; where the recomputed
+// normalized entry y is positive; where the forward's output is (then also written out);
+// or everywhere, times the leaky relu's slope alpha where y is not positive (its gate's
+// expression).
+enum class Mask { none, recomputed, from_output, leaky };
 
 template <Mask mask, typename T>
-T passed(T dout, T y, const T* relu_out, int64_t i) {
+T passed(T dout, T y, const T* relu_out, int64_t i, T alpha) {
     if constexpr (mask == Mask::recomputed) return through_relu(dout, y);
     if constexpr (mask == Mask::from_output) return through_relu(dout, relu_out[i]);
+    if constexpr (mask == Mask::leaky) return plain_backward<false>(dout, y, alpha);
     return dout;
 }
 
@@ -252,9 +257,9 @@ void column_moments(int64_t N, int64_t K, int64_t j0, int64_t width, const T* x,
 
 // channel_norm_forward with its tail known at compile time (no test of it inside the loops).
 template <Tail tail, typename T>
-void channel_forward(const NormShape& s, bool train, double eps, const T* x, const T* gamma,
-                     const T* beta, const T* skip, const NormPool<T>* pool, T* mean, T* var,
-                     T* inv_std, T* out) {
+void channel_forward(const NormShape& s, bool train, double eps, T alpha, const T* x,
+                     const T* gamma, const T* beta, const T* skip, const NormPool<T>* pool,
+                     T* mean, T* var, T* inv_std, T* out) {
     constexpr bool added = tail == Tail::add_relu || tail == Tail::skip_add_relu;
     // Where plane `plane` of the output goes: out, or with a pool and no out this thread's
     // scratch; pooled (with a pool) once written, while it is in cache.
@@ -288,7 +293,7 @@ void channel_forward(const NormShape& s, bool train, double eps, const T* x, con
                 T* o = out + n * s.K + j0;
 #pragma omp simd
                 for (int64_t j = 0; j < width; ++j) {
-                    o[j] = tail_of<tail>((row[j] - mb[j]) * scale[j] + bb[j], sk, j);
+                    o[j] = tail_of<tail>((row[j] - mb[j]) * scale[j] + bb[j], sk, j, alpha);
                 }
             }
         });
@@ -306,7 +311,9 @@ void channel_forward(const NormShape& s, bool train, double eps, const T* x, con
             const T* sk = added ? skip + plane * s.inner : nullptr;
             T* q = destination(plane);
 #pragma omp simd
-            for (int64_t i = 0; i < s.inner; ++i) q[i] = tail_of<tail>((p[i] - m) * a + b, sk, i);
+            for (int64_t i = 0; i < s.inner; ++i) {
+                q[i] = tail_of<tail>((p[i] - m) * a + b, sk, i, alpha);
+            }
             written(q, plane);
         });
         return;
@@ -320,7 +327,9 @@ void channel_forward(const NormShape& s, bool train, double eps, const T* x, con
             const T* sk = added ? skip + o * stride + k * s.inner : nullptr;
             T* q = destination(o * s.K + k);
 #pragma omp simd
-            for (int64_t i = 0; i < s.inner; ++i) q[i] = tail_of<tail>((p[i] - m) * a + b, sk, i);
+            for (int64_t i = 0; i < s.inner; ++i) {
+                q[i] = tail_of<tail>((p[i] - m) * a + b, sk, i, alpha);
+            }
             written(q, o * s.K + k);
         }
     });
@@ -330,11 +339,13 @@ template <typename T>
 void channel_norm_forward_loops(const NormShape& s, bool train, const NormTail<T>& tail,
                                 double eps, const T* x, const T* gamma, const T* beta, T* mean,
                                 T* var, T* inv_std, T* out) {
-    const auto run = !tail.relu          ? channel_forward<Tail::none, T>
+    const auto run = tail.act.active       ? channel_forward<Tail::leaky, T>
+                     : !tail.relu           ? channel_forward<Tail::none, T>
                      : tail.skip == nullptr ? channel_forward<Tail::relu, T>
                      : tail.skip_first      ? channel_forward<Tail::skip_add_relu, T>
                                             : channel_forward<Tail::add_relu, T>;
-    run(s, train, eps, x, gamma, beta, tail.skip, tail.pool, mean, var, inv_std, out);
+    run(s, train, eps, tail.act.alpha, x, gamma, beta, tail.skip, tail.pool, mean, var, inv_std,
+        out);
 }
 
 // The gradients of one k from its sums: dbeta = sum dout, dgamma = sum dout * x_hat, and
@@ -355,13 +366,14 @@ struct ChannelGrad {
 
 // channel_norm_backward with its mask known at compile time (no test of it inside the loops).
 template <Mask mask, typename T>
-void channel_backward(const NormShape& s, bool train, const T* dout, const T* x, const T* mean,
-                      const T* inv_std, const T* gamma, const T* beta, const T* relu_out,
-                      T* masked, T* dx, T* dgamma, T* dbeta) {
+void channel_backward(const NormShape& s, bool train, T alpha, const T* dout, const T* x,
+                      const T* mean, const T* inv_std, const T* gamma, const T* beta,
+                      const T* relu_out, T* masked, T* dx, T* dgamma, T* dbeta) {
     // Per k (or block of columns): sum dout and sum dout * (x - mean) in float64, then dx
     // while the entries are still in cache. Masked from the forward's output, the first
     // pass writes the masked dout, which the second reads back (from cache) as its dout.
-    constexpr bool recomputed = mask == Mask::recomputed, written = mask == Mask::from_output;
+    constexpr bool recomputed = mask == Mask::recomputed || mask == Mask::leaky;
+    constexpr bool written = mask == Mask::from_output;
     const double count = static_cast<double>((s.outer * s.inner));
     if (s.inner == 1) {
         const int64_t blocks = (s.K + kColumns - 1) / kColumns;
@@ -381,7 +393,8 @@ void channel_backward(const NormShape& s, bool train, const T* dout, const T* x,
                 T* w = written ? masked + at : nullptr;
 #pragma omp simd
                 for (int64_t j = 0; j < width; ++j) {
-                    const T gj = passed<mask>(g[j], (p[j] - m[j]) * scale[j] + shift[j], r, j);
+                    const T gj =
+                        passed<mask>(g[j], (p[j] - m[j]) * scale[j] + shift[j], r, j, alpha);
                     if constexpr (written) w[j] = gj;
                     sd[j] += gj;
                     sdx[j] += static_cast<double>(gj) * static_cast<double>(p[j] - m[j]);
@@ -400,9 +413,8 @@ void channel_backward(const NormShape& s, bool train, const T* dout, const T* x,
                 T* d = dx + at;
 #pragma omp simd
                 for (int64_t j = 0; j < width; ++j) {
-                    const T gj = recomputed
-                                     ? through_relu(g[j], (p[j] - m[j]) * scale[j] + shift[j])
-                                     : g[j];
+                    const T yj = (p[j] - m[j]) * scale[j] + shift[j];
+                    const T gj = recomputed ? passed<mask, T>(g[j], yj, nullptr, j, alpha) : g[j];
                     d[j] = c1[j] * gj + (c2[j] * (p[j] - m[j]) + c3[j]);
                 }
             }
@@ -428,7 +440,7 @@ void channel_backward(const NormShape& s, bool train, const T* dout, const T* x,
             }
 #pragma omp simd reduction(+ : sd, sdx)
             for (int64_t i = 0; i < s.inner; ++i) {
-                const T gi = passed<mask>(g[i], (p[i] - m) * a + b, r, i);
+                const T gi = passed<mask>(g[i], (p[i] - m) * a + b, r, i, alpha);
                 if constexpr (written) w[i] = gi;
                 sd += gi;
                 sdx += static_cast<double>(gi) * static_cast<double>(p[i] - m);
@@ -442,7 +454,8 @@ void channel_backward(const NormShape& s, bool train, const T* dout, const T* x,
             T* d = dx + at;
 #pragma omp simd
             for (int64_t i = 0; i < s.inner; ++i) {
-                const T gi = recomputed ? through_relu(g[i], (p[i] - m) * a + b) : g[i];
+                const T yi = (p[i] - m) * a + b;
+                const T gi = recomputed ? passed<mask, T>(g[i], yi, nullptr, i, alpha) : g[i];
                 d[i] = cg.c1 * gi + (cg.c2 * (p[i] - m) + cg.c3);
             }
         }
@@ -450,14 +463,16 @@ void channel_backward(const NormShape& s, bool train, const T* dout, const T* x,
 }
 
 template <typename T>
-void channel_norm_backward_loops(const NormShape& s, bool train, bool relu, const T* dout,
-                                 const T* x, const T* mean, const T* inv_std, const T* gamma,
-                                 const T* beta, const T* relu_out, T* masked, T* dx, T* dgamma,
-                                 T* dbeta) {
-    const auto run = relu_out != nullptr ? channel_backward<Mask::from_output, T>
-                     : relu              ? channel_backward<Mask::recomputed, T>
-                                         : channel_backward<Mask::none, T>;
-    run(s, train, dout, x, mean, inv_std, gamma, beta, relu_out, masked, dx, dgamma, dbeta);
+void channel_norm_backward_loops(const NormShape& s, bool train, bool relu,
+                                 const PointwiseAct<T>& act, const T* dout, const T* x,
+                                 const T* mean, const T* inv_std, const T* gamma, const T* beta,
+                                 const T* out, T* masked, T* dx, T* dgamma, T* dbeta) {
+    const auto run = masked != nullptr ? channel_backward<Mask::from_output, T>
+                     : act.active      ? channel_backward<Mask::leaky, T>
+                     : relu            ? channel_backward<Mask::recomputed, T>
+                                       : channel_backward<Mask::none, T>;
+    run(s, train, act.alpha, dout, x, mean, inv_std, gamma, beta, out, masked, dx, dgamma,
+        dbeta);
 }
 
 // mean[k] and inv_std[k] = 1 / sqrt(var + eps) of slice k from its moments, in T.

@@ -22,6 +22,15 @@ enum class Pointwise : int {
     tanh,        // tanh x (backward only)
 };
 
+// An activation a kernel applies to its own results in the same pass (a norm's:
+// group_norm.h, norm.h): none where active is false, else `op` with its alpha.
+template <typename T>
+struct PointwiseAct {
+    bool active;
+    Pointwise op;
+    T alpha;
+};
+
 // What backward reads as `saved`: x for gelu, gelu_tanh, leaky_relu, relu and softplus;
 // the forward's output for sigmoid and tanh.
 bool pointwise_saves_input(Pointwise op);

@@ -280,8 +280,9 @@ void channel_norm_forward_avx2(const NormShape&, bool, const NormTail<T>&, doubl
     absent("channel_norm_forward_avx2");
 }
 template <typename T>
-void channel_norm_backward_avx2(const NormShape&, bool, bool, const T*, const T*, const T*,
-                                const T*, const T*, const T*, const T*, T*, T*, T*, T*) {
+void channel_norm_backward_avx2(const NormShape&, bool, bool, const PointwiseAct<T>&, const T*,
+                                const T*, const T*, const T*, const T*, const T*, const T*, T*,
+                                T*, T*, T*) {
     absent("channel_norm_backward_avx2");
 }
 template <typename T>
@@ -295,23 +296,23 @@ void layer_norm_backward_avx2(int64_t, int64_t, bool, const T*, const T*, const 
     absent("layer_norm_backward_avx2");
 }
 template <typename T>
-void group_norm_forward_avx2(int64_t, int64_t, int64_t, int64_t, double, const GroupAct<T>&,
+void group_norm_forward_avx2(int64_t, int64_t, int64_t, int64_t, double, const PointwiseAct<T>&,
                              const GroupPool<T>&, const T*, const T*, const T*, T*, T*, T*) {
     absent("group_norm_forward_avx2");
 }
 template <typename T>
-void group_norm_backward_avx2(int64_t, int64_t, int64_t, int64_t, const GroupAct<T>&,
+void group_norm_backward_avx2(int64_t, int64_t, int64_t, int64_t, const PointwiseAct<T>&,
                               const GroupPool<T>&, const T*, const T*, const T*, const T*,
                               const T*, const T*, T*, T*, T*, double*, double*) {
     absent("group_norm_backward_avx2");
 }
 template <typename T>
-void group_norm_forward_avx512(int64_t, int64_t, int64_t, int64_t, double, const GroupAct<T>&,
+void group_norm_forward_avx512(int64_t, int64_t, int64_t, int64_t, double, const PointwiseAct<T>&,
                                const GroupPool<T>&, const T*, const T*, const T*, T*, T*, T*) {
     absent("group_norm_forward_avx512");
 }
 template <typename T>
-void group_norm_backward_avx512(int64_t, int64_t, int64_t, int64_t, const GroupAct<T>&,
+void group_norm_backward_avx512(int64_t, int64_t, int64_t, int64_t, const PointwiseAct<T>&,
                                 const GroupPool<T>&, const T*, const T*, const T*, const T*,
                                 const T*, const T*, T*, T*, T*, double*, double*) {
     absent("group_norm_backward_avx512");
@@ -320,27 +321,28 @@ void group_norm_backward_avx512(int64_t, int64_t, int64_t, int64_t, const GroupA
     template void channel_norm_forward_avx2<T>(const NormShape&, bool, const NormTail<T>&,     \
                                                double, const T*, const T*, const T*, T*, T*,   \
                                                T*, T*);                                        \
-    template void channel_norm_backward_avx2<T>(const NormShape&, bool, bool, const T*,        \
-                                                const T*, const T*, const T*, const T*,        \
-                                                const T*, const T*, T*, T*, T*, T*);           \
+    template void channel_norm_backward_avx2<T>(const NormShape&, bool, bool,                    \
+                                                const PointwiseAct<T>&, const T*, const T*,      \
+                                                const T*, const T*, const T*, const T*,          \
+                                                const T*, T*, T*, T*, T*);                       \
     template void layer_norm_forward_avx2<T>(int64_t, int64_t, bool, double, const T*,         \
                                              const T*, const T*, T*, T*, T*);                  \
     template void layer_norm_backward_avx2<T>(int64_t, int64_t, bool, const T*, const T*,      \
                                               const T*, const T*, const T*, const T*, T*, T*,  \
                                               T*, double*, double*);                           \
     template void group_norm_forward_avx2<T>(int64_t, int64_t, int64_t, int64_t, double,       \
-                                             const GroupAct<T>&, const GroupPool<T>&,          \
+                                             const PointwiseAct<T>&, const GroupPool<T>&,          \
                                              const T*, const T*, const T*, T*, T*, T*);        \
     template void group_norm_backward_avx2<T>(int64_t, int64_t, int64_t, int64_t,              \
-                                              const GroupAct<T>&, const GroupPool<T>&,         \
+                                              const PointwiseAct<T>&, const GroupPool<T>&,         \
                                               const T*, const T*, const T*, const T*,          \
                                               const T*, const T*, T*, T*, T*, double*,         \
                                               double*);                                        \
     template void group_norm_forward_avx512<T>(int64_t, int64_t, int64_t, int64_t, double,     \
-                                               const GroupAct<T>&, const GroupPool<T>&,        \
+                                               const PointwiseAct<T>&, const GroupPool<T>&,        \
                                                const T*, const T*, const T*, T*, T*, T*);      \
     template void group_norm_backward_avx512<T>(int64_t, int64_t, int64_t, int64_t,            \
-                                                const GroupAct<T>&, const GroupPool<T>&,       \
+                                                const PointwiseAct<T>&, const GroupPool<T>&,       \
                                                 const T*, const T*, const T*, const T*,        \
                                                 const T*, const T*, T*, T*, T*, double*,       \
                                                 double*);

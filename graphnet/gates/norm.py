@@ -70,12 +70,15 @@ class BatchNorm(Gate):
         skip_first=False,
         pool=None,
         keep=True,
+        activation=None,
     ):
         """relu: return the relu of the output instead (a fused batchnorm -> relu step,
         passes/norm_relu.py; for the arrays `norm.native` takes only); with skip, the relu
         of the output + skip (skip_first: skip + the output; a fused batchnorm -> add ->
         relu step, skip of x's shape and dtype); with pool, that and its max pool
-        (norm.batchnorm_forward's pool and keep)."""
+        (norm.batchnorm_forward's pool and keep). activation: ("leaky_relu", alpha), return
+        the leaky relu of the output instead (a fused batchnorm -> leaky relu step,
+        passes/norm_activation.py; for the arrays `norm.native` takes only)."""
         if norm.native(x, gamma, beta):  # C++, on x's own layout
             out, cache, state["running_mean"], state["running_var"] = norm.batchnorm_forward(
                 x,
@@ -91,6 +94,7 @@ class BatchNorm(Gate):
                 skip_first,
                 pool,
                 keep,
+                activation,
             )
             return out, cache
         # Mixed or integer dtypes: the numpy reference promotes them as numpy does.
@@ -107,10 +111,11 @@ class BatchNorm(Gate):
         )
         return out, cache
 
-    def backward(self, dout, cache, needs, relu=False):
-        """relu: dout is the gradient of the relu of the output (a forward with relu)."""
+    def backward(self, dout, cache, needs, relu=False, activation=None):
+        """relu: dout is the gradient of the relu of the output (a forward with relu);
+        activation: of the leaky relu of the output (a forward with that activation)."""
         if isinstance(cache, NormCache):
-            return norm.batchnorm_backward(dout, cache, relu)
+            return norm.batchnorm_backward(dout, cache, relu, activation)
         return type(self).kernels[1](dout, cache)
 
     def summarize_cache(self, cache, input_names):

@@ -10,7 +10,7 @@ They take float32 or float64 arrays whose gamma and beta share x's dtype (``nati
 anything else goes through the numpy reference, which promotes dtypes as numpy does.
 """
 
-from typing import Any, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -73,11 +73,11 @@ class SkipReluNormCache(NormCache):
 
 
 class ActivationNormCache(NormCache):
-    """The cache of a groupnorm forward that also applied an activation to its output (a
-    fused groupnorm -> activation step, passes/norm_activation.py): a backward through
-    that activation takes it, and finds the activation's gradient at the normalized
-    entries it recomputes from x, the statistics, gamma and beta, exactly as the forward
-    computed them."""
+    """The cache of a groupnorm or batchnorm forward that also applied an activation to
+    its output (a fused norm -> activation step, passes/norm_activation.py): a backward
+    through that activation takes it, and finds the activation's gradient at the
+    normalized entries it recomputes from x, the statistics, gamma and beta, exactly as the
+    forward computed them."""
 
     __slots__ = ()
 
@@ -90,9 +90,11 @@ class PooledNormCache(ActivationNormCache):
     __slots__ = ()
 
 
-def _cache(relu, skip=None):
+def _cache(relu, skip=None, activation=None):
     if skip is not None:
         return SkipReluNormCache
+    if activation is not None:
+        return ActivationNormCache
     return ReluNormCache if relu else NormCache
 
 
@@ -110,6 +112,7 @@ def batchnorm_forward(
     skip_first: bool = False,
     pool: Optional[Tuple[int, int, int]] = None,
     keep: bool = True,
+    activation: Optional[Tuple[str, float]] = None,
 ) -> Tuple[Any, NormCache, np.ndarray, np.ndarray]:
     """Batchnorm of x (N, C, ...) per channel (axis 1): (N, D) or (N, C, H, W).
 
@@ -124,13 +127,25 @@ def batchnorm_forward(
     then (out or, unless keep, None; the pooled values; the winners, as
     fast.max_pool_forward_fast's cache holds them), and the cache one of the norm alone
     unless out is kept.
+    activation (no relu): None, or ("leaky_relu", alpha) (the leaky relu gate's kernel): out
+    is the leaky relu of the normalized x, in the same loop (a fused batchnorm -> leaky relu
+    step, passes/norm_activation.py), and the cache an ActivationNormCache.
     Returns (out, cache, running_mean, running_var).
     """
     C = x.shape[1]
     running_mean = _running(running_mean, C, x.dtype, "running_mean")
     running_var = _running(running_var, C, x.dtype, "running_var")
-    tail = {"relu": relu, "skip": skip, "skip_first": skip_first, "pool": pool, "keep": keep}
-    cache_type = _cache(relu, skip) if keep else NormCache
+    kernel, alpha = activation or ("", 0.0)
+    tail: Dict[str, Any] = {
+        "relu": relu,
+        "skip": skip,
+        "skip_first": skip_first,
+        "pool": pool,
+        "keep": keep,
+        "activation": kernel,
+        "alpha": alpha,
+    }
+    cache_type = _cache(relu, skip, activation) if keep else NormCache
     if not train:
         mean, var = _as(running_mean, x.dtype), _as(running_var, x.dtype)
     elif x.size == 0:
@@ -148,11 +163,20 @@ def batchnorm_forward(
 
 
 def batchnorm_backward(
-    dout: np.ndarray, cache: NormCache, relu: bool = False
+    dout: np.ndarray,
+    cache: NormCache,
+    relu: bool = False,
+    activation: Optional[Tuple[str, float]] = None,
 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(dx, dgamma, dbeta) of batchnorm_forward, for train or eval mode as it ran. relu
-    (the forward's too): dout is the gradient of the relu's output."""
-    return _channel_backward(dout, cache, beta=_relu_beta(cache, relu))
+    (the forward's too): dout is the gradient of the relu's output; activation (the
+    forward's too), of the leaky relu's."""
+    if activation is None:
+        return _channel_backward(dout, cache, beta=_relu_beta(cache, relu))
+    if not isinstance(cache, ActivationNormCache):
+        raise ValueError("a backward through an activation needs the cache of a forward with it")
+    kernel, alpha = activation
+    return _channel_backward(dout, cache, beta=cache.beta, activation=kernel, alpha=alpha)
 
 
 def batchnorm_skip_relu_backward(
@@ -170,12 +194,13 @@ def batchnorm_skip_relu_backward(
     return _channel_backward(dout, cache, relu_out=relu_out)
 
 
-def _channel_backward(dout, cache, **relu):
-    """The channel norm kernel's backward on `cache`, through a relu as `relu` says (beta:
-    recomputed; relu_out: the relu's output, after a skip)."""
+def _channel_backward(dout, cache, **tail):
+    """The channel norm kernel's backward on `cache`, through a relu or a leaky relu as
+    `tail` says (beta: recomputed; relu_out: the relu's output, after a skip; activation
+    and alpha: the forward's leaky relu)."""
     x = cache.x
     return _C.channel_norm_backward(
-        _like(dout, x), x, cache.gamma, cache.mean, cache.inv_std, cache.train, **relu
+        _like(dout, x), x, cache.gamma, cache.mean, cache.inv_std, cache.train, **tail
     )
 
 

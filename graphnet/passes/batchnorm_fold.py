@@ -32,6 +32,7 @@ import numpy as np
 from ..core.plan import Step
 from ..kernels import fast
 from . import conv_chain
+from .conv_activation import kernel_activation
 from .base import FusionPass, kept, readers, register_pass
 
 
@@ -63,37 +64,52 @@ def _fused_step(norm):
     return Step(norm, conv.inputs + norm.inputs[1:], forward_run(conv, norm), (), (conv, norm))
 
 
-def forward_run(conv, norm, relu=None):
-    """The fused step's run(store). With `relu` (the relu gate reading the batchnorm, as in
-    norm_relu.py's ConvBatchnormRelu), the step ends with the relu's value: in eval mode the
-    conv kernel takes the relu of each image while it is in cache (no pass of its own over
-    the activation), the batchnorm's value is deferred to its gate and the relu's cache
-    (its mask, input > 0) to its output (> 0 where its input is)."""
+def forward_run(conv, norm, act=None):
+    """The fused step's run(store). With `act` (the relu or leaky relu gate reading the
+    batchnorm, as in norm_relu.py's ConvBatchnormRelu and norm_activation.py's
+    ConvBatchnormActivation), the step ends with its value: in eval mode the conv kernel
+    takes the activation of each image while it is in cache (no pass of its own over the
+    activation; a leaky relu of a negative slope, which the kernel does not take, runs as
+    its gate), the batchnorm's value is deferred to its gate and the activation's cache to
+    its output (a relu's mask, > 0 where its input is) or to the batchnorm's value (a leaky
+    relu's saved input)."""
 
+    relu = act if act is not None and act.op == "relu" else None
+    in_kernel = None if act is None else kernel_activation(act)
     chained = conv_chain.native_run([conv, norm] + ([] if relu is None else [relu]))
+
+    def run_act(store):
+        """The activation's gate on the batchnorm's value (where it is not in a kernel)."""
+        value = store.values[norm.index]
+        store.values[act.index], store.caches[act.index] = act.gate.forward(value)
 
     def run(store):
         if not (norm.graph.training or fold_pays(conv, store)) and chained(store):
+            if act is not None and relu is None:
+                run_act(store)
             return
         fold = None if norm.graph.training else scale_and_shift(conv, norm, store)
         if fold is None:
             run_gates(conv, norm, store)
-            if relu is not None:
-                value = store.values[norm.index]
-                store.values[relu.index], store.caches[relu.index] = relu.gate.forward(value)
+            if act is not None:
+                run_act(store)
             return
         x, w, b = folded_inputs(conv, store, fold)
-        if relu is None:
+        if in_kernel is None:
             out, _ = conv.gate.forward(x, w, b)
             store.values[norm.index] = out
         else:
-            out, _ = fast.conv_forward_fast(x, w, b, conv.gate.attrs(), "relu")
-            store.values[relu.index] = out
-            store.defer("cache", relu.index, lambda: out > 0)
+            out, _ = fast.conv_forward_fast(x, w, b, conv.gate.attrs(), *in_kernel)
+            store.values[act.index] = out
         produced = defer_conv(conv, store, out.shape)
         normalized = defer_norm_cache(norm, store, lambda: produced()[0])
-        if relu is not None:
+        if in_kernel is not None:
             store.defer("value", norm.index, lambda: normalized()[0], out.shape)
+            # After the value it reads: a backward computes deferred entries in this order.
+            saved = (lambda: out > 0) if relu is not None else (lambda: store.value(norm.index))
+            store.defer("cache", act.index, saved)
+        elif act is not None:
+            run_act(store)
 
     return run
 

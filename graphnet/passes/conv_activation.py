@@ -32,7 +32,7 @@ from .base import PairPass, kept, register_pass
 @register_pass
 class ConvActivation(PairPass):
     def takes(self, steps):
-        return lambda act, conv: conv.op == "conv" and _activation(act) is not None
+        return lambda act, conv: conv.op == "conv" and kernel_activation(act) is not None
 
     def forward_run(self, conv, act):
         return _forward(conv, act)
@@ -41,7 +41,7 @@ class ConvActivation(PairPass):
         return _backward(conv, act)
 
 
-def _activation(node):
+def kernel_activation(node):
     """(name, alpha) of the conv kernel's activation that computes `node`'s gate, or None."""
     if node.op == "relu":
         return "relu", 0.0
@@ -52,7 +52,7 @@ def _activation(node):
 
 def _forward(conv, act):
     """The fused forward step's run(store)."""
-    activation = _activation(act)
+    activation = kernel_activation(act)
 
     def run(store):
         values = [store.values[i.index] for i in conv.inputs]
@@ -71,7 +71,7 @@ def _forward(conv, act):
 
 
 def _backward(conv, act):
-    name, alpha = _activation(act)
+    name, alpha = kernel_activation(act)
 
     def run(store, needs):
         dout, out = store.grads[act.index], store.value(act.index)

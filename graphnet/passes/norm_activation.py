@@ -1,5 +1,5 @@
-"""spatial groupnorm -> gelu / leaky relu / relu / softplus (-> average pool) as one step each
-way.
+"""spatial groupnorm -> gelu / leaky relu / relu / softplus (-> average pool), and batchnorm /
+spatial batchnorm -> leaky relu, as one step each way.
 
 Gate by gate, the activation reads the groupnorm's whole output and writes its own
 forward, then reads that output again (its saved input) and the gradient and writes
@@ -20,9 +20,25 @@ the pool's gradient, spreads that over the group in cache and writes dx: neither
 activation's output nor its gradient goes through memory. The pooled values are the pool
 gate's of the activation's, bit for bit (the same plane loops, cpp/avg_pool_plane.h).
 
-The groupnorm's value is deferred to its own gate, on the inputs as they were; the
-activation's cache is its gate's on that value (its saved input, or relu's mask), and where
-pooled the activation's value is its gate on it. A backward after a forward that did not
+A (spatial) batchnorm and a leaky relu after it (a student's conv -> spatial batchnorm ->
+leaky relu; affine -> batchnorm -> leaky relu), in train and eval mode: the batchnorm
+kernel takes the leaky relu inside its normalizing loop, and its gradient inside its two
+backward loops at the normalized entries it recomputes there (cpp/norm.h, NormTail::act),
+with the leaky relu gate's expressions: no pass of the activation's either way, the same
+bits. conv -> spatial batchnorm -> leaky relu is one forward step too
+(ConvBatchnormActivation), so that batchnorm_fold.py does not take its first two alone: in
+train mode the conv gate, then the fused batchnorm -> leaky relu; in eval mode the fold
+(the batchnorm in the conv's filters) with the leaky relu taken by the conv kernel, as a
+relu is (a negative slope, which the kernel does not take: the fold, then the gate). A
+batchnorm -> relu is norm_relu.py's. GELU, sigmoid and softplus are not fused after a
+batchnorm: their arithmetic, not memory, bounds the pass a fusion would save (with the
+activation's kernel run on each plane in cache, the kernels took the two kernels' time);
+tanh's gate is numpy's, which no kernel reproduces.
+
+The norm's value is deferred to its own gate, on the inputs as they were (a batchnorm's on
+the running averages as they were, in eval mode); the activation's cache is its gate's on
+that value (its saved input, or relu's mask), and where pooled the activation's
+value is its gate on it. A backward after a forward that did not
 run fused runs the gates: only a cache of the fused forward (kernels.norm.ActivationNormCache,
 PooledNormCache) says which activation it applied and whether it pooled. A relu that a max
 pool reads is relu_pool.py's, which runs ahead of these passes and takes the relu on the
@@ -40,21 +56,28 @@ import numpy as np
 
 from ..core.plan import Step
 from ..kernels import norm as norm_kernels
+from . import batchnorm_fold, norm_relu
 from .base import FusionPass, PairPass, kept, readers, register_pass
 
-ACTIVATIONS = ("gelu", "leaky_relu", "relu", "softplus")
+#: The activations each norm's kernel applies (norm.op: activation ops).
+ACTIVATIONS = {
+    "spatial_groupnorm": ("gelu", "leaky_relu", "relu", "softplus"),
+    "batchnorm": ("leaky_relu",),
+    "spatial_batchnorm": ("leaky_relu",),
+}
 # Below this many entries the step runs the gates: what the fusion saves is memory traffic
 # and a large array's allocation (its page faults), and on arrays that stay in cache the
 # deferring bookkeeping costs more. Measured, the zoo's modern net's step fused against gate
 # by gate: batch 1 and 4 (32768 and 131072 entries) 0.93-1.03, batch 8: 0.78, 16: 0.75-0.79,
-# 64: 0.82-0.85; a conv -> groupnorm -> gelu of 512 to 32768 entries: 1.05-1.12.
+# 64: 0.82-0.85; a conv -> groupnorm -> gelu of 512 to 32768 entries: 1.05-1.12. A batchnorm
+# -> leaky relu just above it (random-0-20 at batch 16: 141,120 entries): steps 1.00x.
 SMALLEST = 1 << 17
 
 
 @register_pass
-class GroupnormActivation(PairPass):
+class NormActivation(PairPass):
     def takes(self, steps):
-        return lambda act, norm: act.op in ACTIVATIONS and norm.op == "spatial_groupnorm"
+        return lambda act, norm: act.op in ACTIVATIONS.get(norm.op, ())
 
     def forward_run(self, norm, act):
         return _forward(norm, act)
@@ -69,9 +92,18 @@ def _kernel_takes(values):
     return np.size(values[0]) >= SMALLEST and norm_kernels.native(*values)
 
 
+def _norm_forward(norm, state, values, **activation):
+    """The norm gate's forward of `values` (x, gamma, beta), a batchnorm's with `state` (its
+    running averages) in the graph's mode."""
+    if norm.gate.stateful:
+        return norm.gate.forward(state, norm.graph.training, *values, **activation)
+    return norm.gate.forward(*values, **activation)
+
+
 def _gates_forward(store, norm, act, values):
-    """The groupnorm and the activation gate by gate."""
-    out, store.caches[norm.index] = norm.gate.forward(*values)
+    """The norm and the activation gate by gate."""
+    state = store.state(norm.index) if norm.gate.stateful else None
+    out, store.caches[norm.index] = _norm_forward(norm, state, values)
     store.values[norm.index] = out
     store.values[act.index], store.caches[act.index] = act.gate.forward(out)
 
@@ -83,13 +115,25 @@ def _forward(norm, act):
         values = [store.values[i.index] for i in norm.inputs]
         if not _kernel_takes(values):
             return _gates_forward(store, norm, act, values)
-        out, store.caches[norm.index] = norm.gate.forward(*values, activation=act.gate.kernel)
+        state = store.state(norm.index) if norm.gate.stateful else None
+        # The norm's own forward, if its value is read: on the inputs as they are now and,
+        # in eval mode, the running averages (train mode normalizes with the batch's).
+        frozen = {} if norm.graph.training or state is None else _copied(state)
+        out, store.caches[norm.index] = _norm_forward(
+            norm, state, values, activation=act.gate.kernel
+        )
         store.values[act.index] = out
         inputs = [kept(node, value) for node, value in zip(norm.inputs, values)]
-        store.defer("value", norm.index, lambda: norm.gate.forward(*inputs)[0], out.shape)
+        normalized = lambda: _norm_forward(norm, dict(frozen), inputs)[0]  # noqa: E731
+        store.defer("value", norm.index, normalized, out.shape)
         _defer_activation(store, norm, act)
 
     return run
+
+
+def _copied(state):
+    """A batchnorm's running averages as they are now."""
+    return {key: np.array(value) for key, value in state.items()}
 
 
 def _defer_activation(store, norm, act, shape=None):
@@ -104,7 +148,8 @@ def _defer_activation(store, norm, act, shape=None):
 def _backward(norm, act):
     def run(store, needs):
         dout, cache = store.grads[act.index], store.caches[norm.index]
-        # (a pooled forward's cache, read here by a backward from inside its run: the gates)
+        # A forward that ran the gates (small, or a batchnorm folded into its conv), or a
+        # pooled forward's cache, read here by a backward from inside its run: the gates.
         if type(cache) is not norm_kernels.ActivationNormCache:
             (through,) = act.gate.backward(dout, store.cache(act.index), (True,))
             store.grads[norm.index] = through
@@ -114,6 +159,34 @@ def _backward(norm, act):
             "grad", norm.index, lambda: act.gate.backward(dout, store.cache(act.index), (True,))[0]
         )
         return norm.gate.backward(dout, cache, needs, activation=act.gate.kernel)
+
+    return run
+
+
+@register_pass
+class ConvBatchnormActivation(FusionPass):
+    """conv -> spatial batchnorm -> activation, each read by the next alone: one forward
+    step (the backward is NormActivation's and the conv's)."""
+
+    length = 3
+
+    def fuse_forward(self, steps):
+        return norm_relu.conv_batchnorm_steps(
+            steps, lambda act: act.op in ACTIVATIONS["spatial_batchnorm"], _conv_run
+        )
+
+
+def _conv_run(conv, norm, act):
+    """The ConvBatchnormActivation step's run(store): in train mode the fused batchnorm ->
+    activation after the conv gate, in eval mode the fold with the activation in the conv
+    kernel (batchnorm_fold.forward_run)."""
+    fused, folded = _forward(norm, act), batchnorm_fold.forward_run(conv, norm, act)
+
+    def run(store):
+        if norm.graph.training:
+            norm_relu.run_conv(conv, store)
+            return fused(store)
+        return folded(store)
 
     return run
 
@@ -152,7 +225,7 @@ def _fuse_chains(steps, make_step):
         if (
             pool.op == "avg_pool"
             and act in plain
-            and act.op in ACTIVATIONS
+            and act.op in ACTIVATIONS["spatial_groupnorm"]
             and reads[act] == 1
             and norm in plain
             and norm.op == "spatial_groupnorm"

@@ -365,38 +365,51 @@ class ConvBatchnormRelu(FusionPass):
     length = 3
 
     def fuse_forward(self, steps):
-        plain = {step.node for step in steps if not step.fused}
-        reads = readers(steps)
         pooled = _pooled(steps)
-        relus = {
-            relu
-            for relu in plain
-            if relu.op == "relu"
-            and relu not in pooled
-            and (norm := relu.inputs[0]).op == "spatial_batchnorm"
-            and (conv := norm.inputs[0]).op == "conv"
-            and {norm, conv} <= plain
-            and reads[norm] == reads[conv] == 1
-        }
-        inner = {n for relu in relus for n in (relu.inputs[0], relu.inputs[0].inputs[0])}
-        return [
-            _conv_step(step.node) if step.node in relus else step
-            for step in steps
-            if step.node not in inner
-        ]
+        return conv_batchnorm_steps(
+            steps, lambda relu: relu.op == "relu" and relu not in pooled, _conv_run
+        )
 
 
-def _conv_step(relu):
-    norm = relu.inputs[0]
-    conv = norm.inputs[0]
+def conv_batchnorm_steps(steps, takes, make_run):
+    """`steps` with each conv -> spatial batchnorm -> act run of single-gate steps, each
+    read by the next alone and `takes(act)`, replaced by one forward step that runs
+    make_run(conv, norm, act)."""
+    plain = {step.node for step in steps if not step.fused}
+    reads = readers(steps)
+    acts = {
+        act
+        for act in plain
+        if takes(act)
+        and (norm := act.inputs[0]).op == "spatial_batchnorm"
+        and (conv := norm.inputs[0]).op == "conv"
+        and {norm, conv} <= plain
+        and reads[norm] == reads[conv] == 1
+    }
+    inner = {n for act in acts for n in (act.inputs[0], act.inputs[0].inputs[0])}
+
+    def step(act):
+        norm = act.inputs[0]
+        conv = norm.inputs[0]
+        inputs = conv.inputs + norm.inputs[1:]
+        return Step(act, inputs, make_run(conv, norm, act), (), (conv, norm, act))
+
+    return [step(s.node) if s.node in acts else s for s in steps if s.node not in inner]
+
+
+def run_conv(conv, store):
+    """The conv gate's forward on the store's values."""
+    values = [store.values[i.index] for i in conv.inputs]
+    store.values[conv.index], store.caches[conv.index] = conv.gate.forward(*values)
+
+
+def _conv_run(conv, norm, relu):
     folded, norm_relu = batchnorm_fold.forward_run(conv, norm, relu), forward_run(norm, relu)
 
     def run(store):
         if norm.graph.training:
-            values = [store.values[i.index] for i in conv.inputs]
-            store.values[conv.index], store.caches[conv.index] = conv.gate.forward(*values)
-            norm_relu(store)
-            return
+            run_conv(conv, store)
+            return norm_relu(store)
         folded(store)
 
-    return Step(relu, conv.inputs + norm.inputs[1:], run, (), (conv, norm, relu))
+    return run

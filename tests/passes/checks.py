@@ -151,6 +151,31 @@ def classifier_feeds(g, rng, out, size, tapped=None):
     return {"x": rng.standard_normal(size).astype(g.dtype), "y": rng.integers(0, 3, size[0])}
 
 
+def assert_train_eval_train(plain, fused, feeds, act, eval_tol=0.0):
+    """A fused norm -> `act` (a node name) chain: two train steps bit for bit (the running
+    averages move alike), the backward reading neither the norm's value nor the
+    activation's cache; an eval forward and backward (to `eval_tol` where an eval-mode conv
+    folds the batchnorm); train again."""
+    for _ in range(2):
+        for g in (plain, fused):
+            walk(g, feeds, backward=False)
+        assert deferred(fused["norm"]) == {"value"}
+        assert deferred(fused[act]) == {"cache"}
+        for g in (plain, fused):
+            g.backward()
+        assert deferred(fused["norm"]) == {"value", "grad"}
+        assert deferred(fused[act]) == {"cache"}
+        assert_same_everywhere(plain, fused)
+    for g in (plain, fused):
+        g.eval()
+        walk(g, feeds)
+    assert_same_everywhere(plain, fused, eval_tol, eval_tol)
+    for g in (plain, fused):
+        g.train()
+        walk(g, feeds)
+    assert_same_everywhere(plain, fused)
+
+
 def walk_fused_one_way(plain, g, feeds, fuse_forward, fuse_backward):
     """Forward and backward: `plain` gate by gate, `g` fused only where the flags say."""
     walk(plain, feeds)

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import graphnet as gn
 from graphnet.passes import norm_activation
-from graphnet.passes.norm_activation import GroupnormActivation, GroupnormActivationPool
+from graphnet.passes.norm_activation import GroupnormActivationPool, NormActivation
 
 from .checks import (
     assert_backward_from_inside,
@@ -106,7 +106,7 @@ def test_random_shapes(activation, N, C, H, W, conv, dtype):
 
 
 def test_the_pass_alone(monkeypatch):
-    only_pass(monkeypatch, GroupnormActivation)
+    only_pass(monkeypatch, NormActivation)
     plain, fused, feeds = twins(network(), np.float64)
     assert fused_labels(fused) == fused_labels(fused, "backward") == ["spatial_groupnorm+gelu"]
     for g in (plain, fused):

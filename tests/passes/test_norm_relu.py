@@ -17,6 +17,7 @@ from .checks import (
     assert_backward_from_inside,
     assert_player_and_drawing_show,
     assert_same_everywhere,
+    assert_train_eval_train,
     classifier_feeds,
     deferred,
     fused_labels,
@@ -95,26 +96,8 @@ def assert_fused_reads_as_gate_by_gate(kind, dtype, size=None):
     backward (to rounding where the conv folds the batchnorm), and train again."""
     plain, fused, feeds = twins(network(kind, size or SIZES[kind]), dtype)
     assert (fused_labels(fused), fused_labels(fused, "backward")) == tuple(LABELS[kind])
-    for _ in range(2):
-        for g in (plain, fused):
-            walk(g, feeds, backward=False)
-        assert deferred(fused["norm"]) == {"value"}
-        assert deferred(fused["relu"]) == {"cache"}
-        for g in (plain, fused):
-            g.backward()
-        # The backward needed neither the norm's value nor the relu's mask.
-        assert deferred(fused["norm"]) == {"value", "grad"}
-        assert deferred(fused["relu"]) == {"cache"}
-        assert_same_everywhere(plain, fused)
-    for g in (plain, fused):
-        g.eval()
-        walk(g, feeds)
     tol = TOL[dtype] if kind == "conv" else 0.0
-    assert_same_everywhere(plain, fused, tol, tol)
-    for g in (plain, fused):
-        g.train()
-        walk(g, feeds)
-    assert_same_everywhere(plain, fused)
+    assert_train_eval_train(plain, fused, feeds, "relu", tol)
 
 
 @pytest.mark.parametrize("kind", sorted(LABELS))
