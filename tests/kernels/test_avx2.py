@@ -48,6 +48,17 @@ def kernel_threads(n):
         _C.set_num_threads(before)
 
 
+def assert_same_bits_on_any_thread_count(run, *args):
+    """run(*args) gives a sequence of arrays: the same bits on 1, 2 and 3 kernel threads."""
+    results = []
+    for threads in (1, 2, 3):
+        with kernel_threads(threads):
+            results.append(run(*args))
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)
+
+
 def test_the_direct_kernels_run_on_this_cpu():
     """Otherwise the tests below would only exercise im2col + GEMM."""
     assert _C.direct_conv_active() == cpu_has_avx2_and_fma()

@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 from graphnet.gradient_check import eval_numerical_gradient_array, rel_error
 from graphnet.kernels import _C, fast, norm
 
+from .test_avx2 import assert_same_bits_on_any_thread_count
+
 EPS = 1e-5
 
 
@@ -123,20 +125,14 @@ def test_numerical_gradients(kind, shape, train):
 
 def test_bitwise_the_same_for_any_number_of_threads():
     cases = [("batchnorm", (300, 200)), ("batchnorm", (32, 16, 20, 20)), ("layernorm", (300, 500))]
-    before = _C.get_num_threads()
-    try:
-        for kind, shape in cases:
-            x, gamma, beta, dout, _ = arrays(kind, shape, np.float32, 4)
-            results = []
-            for threads in (1, 2, 3):
-                _C.set_num_threads(threads)
-                out, cache = forward(kind, x, gamma, beta, relu=True)
-                results.append((out, *backward(kind, dout, cache, relu=True)))
-            for other in results[1:]:
-                for a, b in zip(results[0], other):
-                    np.testing.assert_array_equal(a, b)
-    finally:
-        _C.set_num_threads(before)
+    for kind, shape in cases:
+        x, gamma, beta, dout, _ = arrays(kind, shape, np.float32, 4)
+        assert_same_bits_on_any_thread_count(relu_step, kind, x, gamma, beta, dout)
+
+
+def relu_step(kind, x, gamma, beta, dout):
+    out, cache = forward(kind, x, gamma, beta, relu=True)
+    return (out, *backward(kind, dout, cache, relu=True))
 
 
 def test_a_backward_through_a_relu_needs_a_forward_with_it():
@@ -267,21 +263,15 @@ def test_with_a_skip_numerical_gradients(shape, train):
 
 
 def test_with_a_skip_bitwise_the_same_for_any_number_of_threads():
-    before = _C.get_num_threads()
-    try:
-        for shape in [(300, 200), (32, 16, 20, 20), (8, 40, 33, 33)]:
-            x, gamma, beta, dout, _ = arrays("batchnorm", shape, np.float32, 4)
-            skip = np.random.default_rng(5).standard_normal(shape).astype(np.float32)
-            results = []
-            for threads in (1, 2, 3):
-                _C.set_num_threads(threads)
-                out, cache = skip_forward(x, gamma, beta, skip)
-                results.append((out, *norm.batchnorm_skip_relu_backward(dout, cache, out)))
-            for other in results[1:]:
-                for a, b in zip(results[0], other):
-                    np.testing.assert_array_equal(a, b)
-    finally:
-        _C.set_num_threads(before)
+    for shape in [(300, 200), (32, 16, 20, 20), (8, 40, 33, 33)]:
+        x, gamma, beta, dout, _ = arrays("batchnorm", shape, np.float32, 4)
+        skip = np.random.default_rng(5).standard_normal(shape).astype(np.float32)
+        assert_same_bits_on_any_thread_count(skip_step, x, gamma, beta, skip, dout)
+
+
+def skip_step(x, gamma, beta, skip, dout):
+    out, cache = skip_forward(x, gamma, beta, skip)
+    return (out, *norm.batchnorm_skip_relu_backward(dout, cache, out))
 
 
 def test_with_a_skip_bad_inputs():
@@ -398,21 +388,15 @@ def test_with_a_skip_and_a_pool_nan_entries_win_as_in_the_pool_gate():
 
 
 def test_with_a_skip_and_a_pool_bitwise_the_same_for_any_number_of_threads():
-    before = _C.get_num_threads()
-    try:
-        for shape, train in [((32, 16, 20, 20), True), ((8, 40, 33, 33), False)]:
-            x, gamma, beta, _, running = arrays("batchnorm", shape, np.float32, 4, train)
-            skip = np.random.default_rng(5).standard_normal(shape).astype(np.float32)
-            results = []
-            for threads in (1, 2, 3):
-                _C.set_num_threads(threads)
-                got = pooled_forward(x, gamma, beta, skip, (2, 2, 2), False, running=running)
-                results.append(got[1:3] + (got[3].mean, got[3].inv_std))
-            for other in results[1:]:
-                for a, b in zip(results[0], other):
-                    np.testing.assert_array_equal(a, b)
-    finally:
-        _C.set_num_threads(before)
+    for shape, train in [((32, 16, 20, 20), True), ((8, 40, 33, 33), False)]:
+        x, gamma, beta, _, running = arrays("batchnorm", shape, np.float32, 4, train)
+        skip = np.random.default_rng(5).standard_normal(shape).astype(np.float32)
+        assert_same_bits_on_any_thread_count(pooled_step, x, gamma, beta, skip, running)
+
+
+def pooled_step(x, gamma, beta, skip, running):
+    got = pooled_forward(x, gamma, beta, skip, (2, 2, 2), False, running=running)
+    return got[1:3] + (got[3].mean, got[3].inv_std)
 
 
 def test_with_a_skip_and_a_pool_bad_inputs():
