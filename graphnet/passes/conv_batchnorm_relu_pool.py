@@ -7,9 +7,9 @@ the gates' to rounding; everything else (the conv's, the batchnorm's and the rel
 and caches, and the pool's cache) is deferred to the gates themselves, so a backward after
 an eval forward reads the gates' exact caches. Where the conv's filters outnumber its
 output, the step runs conv_chain.py's call instead (batchnorm_fold.fold_pays). In train
-mode the step is the two passes' train steps one after the other: the conv and batchnorm
-gates, then relu -> max_pool with the relu after the pool. The backward is those passes'
-own.
+mode the step is the conv gate, then norm_relu.py's pooled batchnorm -> relu -> max_pool
+(NormAddReluPool without an add): the norm kernel takes the relu and pools each plane in
+cache, and the norm's whole output is never written. The backward is norm_relu.py's.
 """
 
 import functools
@@ -69,13 +69,21 @@ def _fused_step(pool):
 
 
 def _forward(conv, norm, relu, pool):
+    # Imported here: norm_relu's passes, registered as it is imported, must come after
+    # this one among the passes of its length, which takes the conv of the chain too.
+    from .norm_relu import forward_run as norm_relu_pool_run, run_conv
+
     relu_then_pool = relu_pool.forward_run(relu, pool)
+    norm_relu_pool = norm_relu_pool_run(norm, relu, pool=pool, keep=False)
     chained = conv_chain.native_run([conv, norm, relu, pool])
 
     def run(store):
-        if not (norm.graph.training or batchnorm_fold.fold_pays(conv, store)) and chained(store):
+        if norm.graph.training:
+            run_conv(conv, store)
+            return norm_relu_pool(store)
+        if not batchnorm_fold.fold_pays(conv, store) and chained(store):
             return
-        fold = None if norm.graph.training else batchnorm_fold.scale_and_shift(conv, norm, store)
+        fold = batchnorm_fold.scale_and_shift(conv, norm, store)
         if fold is None:
             batchnorm_fold.run_gates(conv, norm, store)
             relu_then_pool(store)

@@ -54,13 +54,21 @@ theirs with the pool's, and NormAddRelu's backward takes the norm, the add and t
 gates' values, caches and gradients, in train and eval mode; the norm's, the add's and
 (unless kept) the relu's values and the relu's mask are deferred as above.
 
+The same pass takes a (spatial) batchnorm -> relu -> max pool with no add (a VGG unit's
+end; conv_batchnorm_relu_pool.py's train mode calls its forward after the conv): the
+kernel normalizes, takes the relu and pools each plane in cache, reading x and writing the
+pooled values and winners where the gates took two passes (the norm's writing its whole
+output, relu_pool.py's reading it). Backward, relu_pool.py's step then the norm's gate, in
+one step where the norm's was; where the relu has other readers, the pool's gate and
+NormRelu's step. Below SMALLEST entries a pooled forward runs the gates, the relu and the
+pool as relu_pool.py's step where nothing else reads the relu.
+
 conv -> spatial batchnorm -> relu is one forward step too (ConvBatchnormRelu), so that
 batchnorm_fold.py does not take its first two: in eval mode it is that fold with the relu
 taken by the conv kernel (batchnorm_fold.forward_run), in train mode the conv gate
-followed by the fused norm -> relu. A relu that a max pool reads after a norm alone is
-left to the pool's passes (conv_batchnorm_relu_pool.py, relu_pool.py), which run it on
-the pooled values only. Groupnorm -> relu is norm_activation.py's, with
-its other activations.
+followed by the fused norm -> relu. A relu after a layernorm that a max pool alone reads is
+left to relu_pool.py, which runs it on the pooled values only. Groupnorm -> relu is
+norm_activation.py's, with its other activations.
 """
 
 import functools
@@ -85,9 +93,9 @@ SMALLEST = 1 << 15
 @register_pass
 class NormRelu(PairPass):
     def takes(self, steps):
-        """A relu that a max pool reads is left to relu_pool.py, which runs it on the pooled
-        values only."""
-        pooled = _pooled(steps)
+        """A relu that a max pool alone reads is left to NormAddReluPool (relu_pool.py's
+        after a layernorm), which runs it on the pooled values only."""
+        pooled = _pooled_alone(steps)
         return lambda relu, norm: relu.op == "relu" and relu not in pooled and norm.op in NORMS
 
     def forward_run(self, norm, relu):
@@ -116,14 +124,18 @@ class NormAddRelu(FusionPass):
         output."""
         reads = readers(steps)
         runs = _skip_runs(steps, pooled=False)
-        runs.update((r, run) for r, run in _skip_runs(steps, pooled=True).items() if reads[r] > 1)
+        runs.update(
+            (r, run)
+            for r, run in _skip_runs(steps, pooled=True).items()
+            if reads[r] > 1 and run[1] is not None
+        )
         return _fuse_skip_backward(steps, runs, pooled=False)
 
 
 @register_pass
 class NormAddReluPool(FusionPass):
-    """norm -> add(skip) -> relu -> max_pool (a residual block's end, then a pool): the
-    pooled forward, one step each way."""
+    """norm -> add(skip) -> relu -> max_pool (a residual block's end, then a pool), or
+    norm -> relu -> max_pool (a VGG unit's end): the pooled forward, one step each way."""
 
     length = 4
 
@@ -131,6 +143,7 @@ class NormAddReluPool(FusionPass):
         reads = readers(steps)
         runs = _skip_runs(steps, pooled=True)
         inner = {node for norm, add, _, pool in runs.values() for node in (norm, add, pool)}
+        inner.discard(None)
         return [
             _pooled_skip_step(runs[step.node], step.node, keep=reads[step.node] > 1)
             if step.node in runs
@@ -150,11 +163,19 @@ def _pooled(steps):
     return {step.node.inputs[0] for step in steps if step.node.op == "max_pool"}
 
 
+def _pooled_alone(steps):
+    """The nodes a max pool reads among `steps`, and nothing else."""
+    reads = readers(steps)
+    return {node for node in _pooled(steps) if reads[node] == 1}
+
+
 def _skip_runs(steps, pooled):
     """{relu: (norm, add, skip, pool)} for each norm -> add -> relu run of single-gate
     steps among `steps`: the norm read by the add alone, the add by the relu alone; skip
     the add's other operand. pooled: the runs whose relu a max pool's single-gate step
-    reads (pool: that max pool), else those whose relu no max pool reads (pool: None)."""
+    reads (pool: that max pool), and the norm -> relu runs of that pool too (add and skip
+    None: the norm read by the relu alone); else those whose relu no max pool reads (pool:
+    None)."""
     plain = {step.node for step in steps if not step.fused}
     reads = readers(steps)
     pools = {}
@@ -168,6 +189,9 @@ def _skip_runs(steps, pooled):
         if relu.op != "relu" or read_by_pool != pooled:
             continue
         add = relu.inputs[0]
+        if pooled and add.op in CHANNEL_NORMS and add in plain and reads[add] == 1:
+            runs[relu] = (add, None, None, pools[relu])
+            continue
         if add.op != "add" or add not in plain or reads[add] != 1:
             continue
         for norm, skip in (add.inputs, add.inputs[::-1]):
@@ -186,6 +210,10 @@ def _pooled_skip_step(run, relu, keep):
     """The forward step of a pooled run, where the relu's step was (its other readers, if
     any, come after it)."""
     norm, add, skip, pool = run
+    if add is None:
+        return Step(
+            pool, norm.inputs, forward_run(norm, relu, None, pool, keep), (), (norm, relu, pool)
+        )
     return Step(
         pool,
         norm.inputs + (skip,),
@@ -197,11 +225,14 @@ def _pooled_skip_step(run, relu, keep):
 
 def _fuse_skip_backward(steps, runs, pooled):
     """`steps` with one backward step for each run of `runs` ({relu: (norm, add, skip,
-    pool)}: the norm, the add, the relu and, if pooled, the pool) where the add's step was,
-    so that the skip's gradient sums what it receives in the gates' order."""
+    pool)}: the norm, the add (if any), the relu and, if pooled, the pool) where the add's
+    step was, so that the skip's gradient sums what it receives in the gates' order (where
+    the norm's was, without an add)."""
     plain = {step.node: step for step in steps if not step.fused}
     chains = {
-        add: (norm, add, relu, pool) if pooled else (norm, add, relu)
+        (norm if add is None else add): tuple(
+            n for n in (norm, add, relu, pool if pooled else None) if n is not None
+        )
         for relu, (norm, add, _, pool) in runs.items()
     }
     inner = {node for chain in chains.values() for node in chain if node not in chains}
@@ -212,20 +243,17 @@ def _fuse_skip_backward(steps, runs, pooled):
             if step.node not in inner:
                 fused.append(step)
             continue
-        norm, add, relu = chain[:3]
-        run = _pooled_backward(*chain) if pooled else _backward(norm, relu, add)
-        skip = add.inputs[1 - add.inputs.index(norm)]
-        position = add.inputs.index(skip)
-        fused.append(
-            Step(
-                chain[-1],
-                norm.inputs + (skip,),
-                run,
-                plain[norm].needs + (step.needs[position],),
-                chain,
-                edges=tuple((norm, i) for i in range(len(norm.inputs))) + ((add, position),),
-            )
-        )
+        relu = chain[-2] if pooled else chain[-1]
+        norm, add, _, pool = runs[relu]
+        run = _pooled_backward(norm, add, relu, pool) if pooled else _backward(norm, relu, add)
+        edges = tuple((norm, i) for i in range(len(norm.inputs)))
+        inputs, needs = norm.inputs, plain[norm].needs
+        if add is not None:
+            skip = add.inputs[1 - add.inputs.index(norm)]
+            position = add.inputs.index(skip)
+            inputs, needs = inputs + (skip,), needs + (step.needs[position],)
+            edges += ((add, position),)
+        fused.append(Step(chain[-1], inputs, run, needs, chain, edges=edges))
     return fused
 
 
@@ -246,6 +274,8 @@ def forward_run(norm, relu, add=None, pool=None, keep=True):
     windows = (
         None if pool is None else (pool.gate.pool_height, pool.gate.pool_width, pool.gate.stride)
     )
+    # The relu's output unread but by the pool: relu_pool.py's step on the gates' way.
+    relu_then_pool = relu_pool.forward_run(relu, pool) if pool is not None and not keep else None
 
     def run_gates(store, state, training, values):
         out, store.caches[norm.index] = _norm_forward(norm, state, training, values, False)
@@ -254,6 +284,8 @@ def forward_run(norm, relu, add=None, pool=None, keep=True):
             operands = (store.values[i.index] for i in add.inputs)
             out, store.caches[add.index] = add.gate.forward(*operands)
             store.values[add.index] = out
+        if relu_then_pool is not None:
+            return relu_then_pool(store)
         out, store.caches[relu.index] = relu.gate.forward(out)
         store.values[relu.index] = out
         if pool is not None:
@@ -344,13 +376,17 @@ def _backward(norm, relu, add=None):
 
 
 def _pooled_backward(norm, add, relu, pool):
-    """The backward step's run of norm -> add -> relu -> max_pool: relu_pool.py's (the
-    relu taken on the pooled gradient), then the add's and the norm's gates."""
+    """The backward step's run of norm -> add -> relu -> max_pool (or norm -> relu ->
+    max_pool: add None): relu_pool.py's (the relu taken on the pooled gradient), then the
+    add's and the norm's gates."""
     through_relu_pool = relu_pool.backward_run(relu, pool)
     x = norm.inputs[0]
 
     def run(store, needs):
         (through,) = through_relu_pool(store, (True,))
+        if add is None:
+            store.grads[norm.index] = through
+            return norm.gate.backward(through, store.cache(norm.index), needs)
         shape = np.shape(store.values[x.index])  # the norm's output's; the add may broadcast
         to_norm = through if through.shape == shape else unbroadcast(through, shape)
         store.grads[add.index], store.grads[norm.index] = through, to_norm

@@ -310,7 +310,8 @@ def test_with_a_skip_against_torch(dtype, tol):
             )
 
 
-# ----- and a max pool of that relu (a residual block's end followed by a pool) ----------
+# ----- and a max pool of that relu (a residual block's end followed by a pool; without a
+# skip, a VGG unit's end) ----------------------------------------------------------------
 
 
 def pooled_forward(x, gamma, beta, skip, window, keep, skip_first=False, running=(None, None)):
@@ -321,11 +322,14 @@ def pooled_forward(x, gamma, beta, skip, window, keep, skip_first=False, running
     return (*outs, cache)
 
 
-def assert_pooled_as_the_gates(shape, window, dtype, seed, train=True, skip_first=False):
+def assert_pooled_as_the_gates(
+    shape, window, dtype, seed, train=True, skip_first=False, with_skip=True
+):
     """The pooled values and winners max_pool_forward's of the unpooled kernel's output;
     that output written only when kept; the statistics and the cache alike."""
     x, gamma, beta, _, running = arrays("batchnorm", shape, dtype, seed, train)
     skip = np.random.default_rng(seed + 1).standard_normal(shape).astype(dtype)
+    skip = skip if with_skip else None
     out, cache = skip_forward(x, gamma, beta, skip, skip_first, running, train)
     want = fast.max_pool_forward_fast(
         out, dict(zip(("pool_height", "pool_width", "stride"), window))
@@ -339,7 +343,7 @@ def assert_pooled_as_the_gates(shape, window, dtype, seed, train=True, skip_firs
         assert pooled.dtype == out.dtype and winners.dtype == np.int32
         if keep:
             np.testing.assert_array_equal(kept, out)
-            assert isinstance(got_cache, norm.SkipReluNormCache)
+            assert type(got_cache) is (norm.SkipReluNormCache if with_skip else norm.ReluNormCache)
         else:
             assert kept is None and type(got_cache) is norm.NormCache
         for name in ("mean", "inv_std"):
@@ -357,12 +361,15 @@ def assert_pooled_as_the_gates(shape, window, dtype, seed, train=True, skip_firs
     stride=st.integers(1, 4),
     train=st.booleans(),
     skip_first=st.booleans(),
+    with_skip=st.booleans(),
     dtype=st.sampled_from([np.float32, np.float64]),
     seed=st.integers(0, 2**16),
 )
-def test_with_a_skip_and_a_pool(N, C, H, W, height, width, stride, train, skip_first, dtype, seed):
+def test_with_a_skip_and_a_pool(
+    N, C, H, W, height, width, stride, train, skip_first, with_skip, dtype, seed
+):
     window = (min(height, H), min(width, W), stride)
-    assert_pooled_as_the_gates((N, C, H, W), window, dtype, seed, train, skip_first)
+    assert_pooled_as_the_gates((N, C, H, W), window, dtype, seed, train, skip_first, with_skip)
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 33, 33), (3, 5, 1, 1), (64, 16, 32, 32), (4, 8, 64, 64)])
@@ -373,7 +380,8 @@ def test_with_a_skip_and_a_pool_on_planes_of_every_path(shape, window):
     window = (min(window[0], shape[2]), min(window[1], shape[3]), window[2])
     for dtype in (np.float32, np.float64):
         for train in (True, False):
-            assert_pooled_as_the_gates(shape, window, dtype, 3, train)
+            for with_skip in (True, False):
+                assert_pooled_as_the_gates(shape, window, dtype, 3, train, with_skip=with_skip)
 
 
 def test_with_a_skip_and_a_pool_nan_entries_win_as_in_the_pool_gate():
@@ -383,6 +391,20 @@ def test_with_a_skip_and_a_pool_nan_entries_win_as_in_the_pool_gate():
     _, pooled, winners, _ = pooled_forward(x, gamma, beta, skip, (2, 2, 2), False)
     out, _ = skip_forward(x, gamma, beta, skip)
     want = fast.max_pool_forward_fast(out, {"pool_height": 2, "pool_width": 2, "stride": 2})
+    np.testing.assert_array_equal(pooled, want[0])
+    np.testing.assert_array_equal(winners, want[1][1])
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_a_pool_without_a_skip_nan_and_infinite_entries_as_in_the_gates(train):
+    """Eval mode keeps a NaN or an infinity where it is (a NaN wins its window as in the
+    pool gate); train mode makes its channel's statistics NaN."""
+    x, gamma, beta, _, running = arrays("batchnorm", (2, 3, 7, 7), np.float64, 1, train)
+    x.flat[::17], x.flat[5::23], x.flat[9::29] = np.nan, -np.inf, np.inf
+    window = {"pool_height": 3, "pool_width": 3, "stride": 2}
+    _, pooled, winners, _ = pooled_forward(x, gamma, beta, None, (3, 3, 2), False, running=running)
+    out, _ = skip_forward(x, gamma, beta, None, running=running, train=train)
+    want = fast.max_pool_forward_fast(out, window)
     np.testing.assert_array_equal(pooled, want[0])
     np.testing.assert_array_equal(winners, want[1][1])
 
@@ -428,4 +450,8 @@ def test_with_a_skip_and_a_pool_against_torch(dtype, tol):
         summed = F.batch_norm(xt, None, None, gt, bt, training=True, eps=EPS) + st_
         theirs = F.max_pool2d(F.relu(summed), window[:2], window[2]).numpy()
         pooled = pooled_forward(x, gamma, beta, skip, window, False)[1]
+        np.testing.assert_allclose(pooled, theirs, rtol=tol, atol=tol * np.abs(theirs).max())
+        normalized = F.batch_norm(xt, None, None, gt, bt, training=True, eps=EPS)
+        theirs = F.max_pool2d(F.relu(normalized), window[:2], window[2]).numpy()
+        pooled = pooled_forward(x, gamma, beta, None, window, False)[1]
         np.testing.assert_allclose(pooled, theirs, rtol=tol, atol=tol * np.abs(theirs).max())

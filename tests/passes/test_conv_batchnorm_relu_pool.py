@@ -1,5 +1,6 @@
 """conv -> spatial batchnorm -> relu -> max_pool as one forward step, folded into the
-conv-relu-pool kernel in eval mode (graphnet/passes/conv_batchnorm_relu_pool.py)."""
+conv-relu-pool kernel in eval mode, the conv then the pooled norm kernel in train mode
+(graphnet/passes/conv_batchnorm_relu_pool.py)."""
 
 import numpy as np
 import pytest
@@ -7,6 +8,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import graphnet as gn
+from graphnet.passes import norm_relu
 from graphnet.passes.conv_batchnorm_relu_pool import ConvBatchnormReluPool
 
 from .checks import (
@@ -24,6 +26,14 @@ pytestmark = pytest.mark.usefixtures("one_kernel_thread")
 
 TOL = {np.float32: 2e-5, np.float64: 1e-12}
 CHAIN = "conv+spatial_batchnorm+relu+max_pool"
+
+
+@pytest.fixture(autouse=True, params=["kernel", "gates"])
+def train_mode_way(request, monkeypatch):
+    """Train steps through the pooled norm kernel (the tests' activations are small: it
+    would not run) and, as below norm_relu.SMALLEST entries, through the gates."""
+    if request.param == "kernel":
+        monkeypatch.setattr(norm_relu, "SMALLEST", 0)
 
 
 def network(stride=1, pad=1, pool=(2, 2, 2), size=(3, 2, 9, 8), filters=4, tap=False):
@@ -85,10 +95,11 @@ def test_alone(monkeypatch, stride, pad, pool, dtype):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_with_every_pass(dtype):
-    """The backward's relu -> max_pool fused (relu_pool.py) after the chain's forward."""
+    """The backward's spatial batchnorm -> relu -> max_pool fused (norm_relu.py) after the
+    chain's forward."""
     assert_folds(network(), dtype)
     _, fused, _ = twins(network(), dtype)
-    assert fused_labels(fused, "backward") == ["relu+max_pool"]
+    assert fused_labels(fused, "backward") == ["spatial_batchnorm+relu+max_pool"]
 
 
 @settings(max_examples=15, deadline=None)
@@ -150,7 +161,8 @@ def test_a_pool_of_a_shorter_run_is_left_to_the_other_passes(chain):
         return {"x": rng.standard_normal((2, 2, 4, 4))}
 
     plain, fused, feeds = twins(build, np.float64)
-    assert fused_labels(fused) == (["relu+max_pool"] if chain else [])
+    labels = {(): [], ("relu",): ["relu+max_pool"]}
+    assert fused_labels(fused) == labels.get(chain, ["spatial_batchnorm+relu+max_pool"])
     for g in (plain, fused):
         walk(g, feeds)
     assert_same_everywhere(plain, fused)

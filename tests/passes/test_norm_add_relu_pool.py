@@ -1,6 +1,7 @@
-"""spatial batchnorm -> add(skip) -> relu -> max_pool as one step each way
-(graphnet/passes/norm_relu.py, NormAddReluPool): every node reads as gate by gate, bit for
-bit, in train and eval mode, whatever the windows, where the pass applies and only there."""
+"""spatial batchnorm -> add(skip) -> relu -> max_pool and spatial batchnorm -> relu ->
+max_pool as one step each way (graphnet/passes/norm_relu.py, NormAddReluPool): every node
+reads as gate by gate, bit for bit, in train and eval mode, whatever the windows, where the
+pass applies and only there."""
 
 import numpy as np
 import pytest
@@ -29,6 +30,9 @@ pytestmark = pytest.mark.usefixtures("one_kernel_thread")
 
 POOLED = "spatial_batchnorm+add+relu+max_pool"
 UNPOOLED = "spatial_batchnorm+add+relu"
+# Without the add (skip=None).
+PLAIN_POOLED = "spatial_batchnorm+relu+max_pool"
+PLAIN_UNPOOLED = "spatial_batchnorm+relu"
 
 
 @pytest.fixture(autouse=True)
@@ -42,8 +46,9 @@ def network(size=(3, 2, 6, 5), window=(2, 2, 2), skip_first=False, tap=None, ski
     loss: x -> conv -> relu (h) -> conv -> spatial batchnorm (norm) -> add(norm, h) -> relu
     -> max_pool (pool: window = (height, width, stride)). skip_first: add(h, norm). tap:
     "relu", "norm" or "add" also feeds 0.1 * a sum added to the loss (a second reader).
-    skip: "relu" (h), "x" (the norm's own input) or "bias" (a (1, C, 1, 1) param: an add
-    that broadcasts)."""
+    skip: "relu" (h), "x" (the norm's own input), "bias" (a (1, C, 1, 1) param: an add
+    that broadcasts) or None (no add: a VGG unit's end, norm -> relu -> max_pool, the norm
+    reading h)."""
 
     def build(g, rng):
         x = g.input("x")
@@ -51,14 +56,19 @@ def network(size=(3, 2, 6, 5), window=(2, 2, 2), skip_first=False, tap=None, ski
         w1 = g.param("w1", rng.standard_normal((C, C, 3, 3)) * 0.4)
         h = g.relu(g.conv(x, w1, g.param("b1", np.zeros(C)), pad=1, name="conv1"), name="h")
         w2 = g.param("w2", rng.standard_normal((C, C, 3, 3)) * 0.4)
-        inner = g.conv(h, w2, g.param("b2", rng.standard_normal(C) * 0.1), pad=1, name="conv2")
+        b2 = g.param("b2", rng.standard_normal(C) * 0.1)
+        inner = g.conv(h, w2, b2, pad=1, name="conv2") if skip else None
         gamma = g.param("gamma", rng.uniform(-1, 2, C))
         beta = g.param("beta", rng.standard_normal(C))
-        norm = g.spatial_batchnorm(inner, gamma, beta, momentum=0.6, name="norm")
+        # Without an add, the norm reads h: after a conv, conv_batchnorm_relu_pool.py's.
+        norm = g.spatial_batchnorm(inner if skip else h, gamma, beta, momentum=0.6, name="norm")
         other = {"relu": h, "x": inner}.get(skip)
         if skip == "bias":
             other = g.param("bias", rng.standard_normal((1, C, 1, 1)))
-        add = g.add(other, norm, name="add") if skip_first else g.add(norm, other, name="add")
+        if skip is None:
+            add = norm
+        else:
+            add = g.add(other, norm, name="add") if skip_first else g.add(norm, other, name="add")
         relu = g.relu(add, name="relu")
         height, width, stride = window
         out = g.max_pool(relu, pool_height=height, pool_width=width, stride=stride, name="pool")
@@ -73,18 +83,25 @@ def assert_fused_reads_as_gate_by_gate(dtype, size=(3, 2, 6, 5), window=(2, 2, 2
     backward, and train again."""
     plain, fused, feeds = twins(network(size, window, **kw), dtype)
     kept = kw.get("tap") == "relu"  # the relu's output, for its other reader
-    assert POOLED in fused_labels(fused)
-    assert (UNPOOLED if kept else POOLED) in fused_labels(fused, "backward")
+    added = kw.get("skip", "relu") is not None
+    inner = ("norm", "add") if added else ("norm",)
+    assert (POOLED if added else PLAIN_POOLED) in fused_labels(fused)
+    backward = (
+        (UNPOOLED if kept else POOLED) if added else (PLAIN_UNPOOLED if kept else PLAIN_POOLED)
+    )
+    assert backward in fused_labels(fused, "backward")
     for _ in range(2):
         for g in (plain, fused):
             walk(g, feeds, backward=False)
-        assert deferred(fused["norm"]) == deferred(fused["add"]) == {"value"}
+        assert all(deferred(fused[name]) == {"value"} for name in inner)
         assert deferred(fused["relu"]) == ({"cache"} if kept else {"value", "cache"})
         assert deferred(fused["pool"]) == set()
         for g in (plain, fused):
             g.backward()
-        # The backward needed neither the norm's, the add's nor the relu's values.
-        assert deferred(fused["norm"]) == deferred(fused["add"]) == {"value"}
+        # The backward needed neither the norm's, the add's nor the relu's values (and
+        # NormRelu's leaves the norm's gradient to whoever reads it).
+        assert deferred(fused["norm"]) == {"value"} | ({"grad"} if kept and not added else set())
+        assert all(deferred(fused[name]) == {"value"} for name in inner[1:])
         assert deferred(fused["relu"]) >= {"cache"}
         assert_same_everywhere(plain, fused)
     for training in (False, True):
@@ -101,27 +118,38 @@ def test_a_fused_norm_add_relu_pool_reads_as_gate_by_gate(window, skip_first, dt
     assert_fused_reads_as_gate_by_gate(dtype, window=window, skip_first=skip_first)
 
 
+@pytest.mark.parametrize("window", [(2, 2, 2), (3, 3, 2), (2, 2, 1), (3, 2, 3), (1, 1, 1)])
+@pytest.mark.parametrize("size", [(3, 2, 6, 5), (2, 3, 7, 9)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_fused_norm_relu_pool_reads_as_gate_by_gate(window, size, dtype):
+    """No add: a VGG unit's end."""
+    assert_fused_reads_as_gate_by_gate(dtype, size, window, skip=None)
+
+
 def test_the_skip_the_norms_own_input():
     """add(norm(y), y): the step's inputs hold y twice, its gradient sums both edges."""
     assert_fused_reads_as_gate_by_gate(np.float64, skip="x")
 
 
+@pytest.mark.parametrize("skip", ["relu", None])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_a_relu_read_by_another_gate_too(dtype):
+def test_a_relu_read_by_another_gate_too(dtype, skip):
     """The kernel writes the relu's output as well as the pooled values; backward, the
-    pool runs its gate and NormAddRelu's step the rest."""
-    assert_fused_reads_as_gate_by_gate(dtype, tap="relu")
+    pool runs its gate and NormAddRelu's (NormRelu's) step the rest."""
+    assert_fused_reads_as_gate_by_gate(dtype, tap="relu", skip=skip)
 
 
-def test_planes_of_one_pixel():
+@pytest.mark.parametrize("skip", ["relu", None])
+def test_planes_of_one_pixel(skip):
     """1x1 planes take the batchnorm kernel's column loops, pooled after them."""
-    assert_fused_reads_as_gate_by_gate(np.float64, size=(4, 3, 1, 1), window=(1, 1, 1))
+    assert_fused_reads_as_gate_by_gate(np.float64, size=(4, 3, 1, 1), window=(1, 1, 1), skip=skip)
 
 
-def test_the_pass_alone(monkeypatch):
+@pytest.mark.parametrize("skip, label", [("relu", POOLED), (None, PLAIN_POOLED)])
+def test_the_pass_alone(monkeypatch, skip, label):
     only_pass(monkeypatch, NormAddReluPool)
-    plain, fused, feeds = twins(network(), np.float64)
-    assert fused_labels(fused) == fused_labels(fused, "backward") == [POOLED]
+    plain, fused, feeds = twins(network(skip=skip), np.float64)
+    assert fused_labels(fused) == fused_labels(fused, "backward") == [label]
     for training in (True, False):
         for g in (plain, fused):
             g.train(training)
@@ -140,12 +168,13 @@ def test_the_pass_alone(monkeypatch):
     st.integers(1, 3),
     st.booleans(),
     st.sampled_from([None, "relu"]),
+    st.sampled_from(["relu", None]),
     st.sampled_from([np.float32, np.float64]),
 )
-def test_random_shapes(N, C, H, W, height, width, stride, skip_first, tap, dtype):
+def test_random_shapes(N, C, H, W, height, width, stride, skip_first, tap, skip, dtype):
     height, width = min(height, H), min(width, W)
     assert_fused_reads_as_gate_by_gate(
-        dtype, (N, C, H, W), (height, width, stride), skip_first=skip_first, tap=tap
+        dtype, (N, C, H, W), (height, width, stride), skip_first=skip_first, tap=tap, skip=skip
     )
 
 
@@ -171,8 +200,9 @@ def test_an_add_that_broadcasts_runs_the_gates():
 
 @pytest.mark.parametrize("fuse_forward, fuse_backward", [(True, False), (False, True)])
 @pytest.mark.parametrize("tap", [None, "relu"])
-def test_a_fused_walk_one_way_and_gate_by_gate_the_other(fuse_forward, fuse_backward, tap):
-    plain, g, feeds = twins(network(tap=tap), np.float64)
+@pytest.mark.parametrize("skip", ["relu", None])
+def test_a_fused_walk_one_way_and_gate_by_gate_the_other(fuse_forward, fuse_backward, tap, skip):
+    plain, g, feeds = twins(network(tap=tap, skip=skip), np.float64)
     for training in (True, False):
         for graph in (plain, g):
             graph.train(training)
@@ -180,9 +210,9 @@ def test_a_fused_walk_one_way_and_gate_by_gate_the_other(fuse_forward, fuse_back
         assert_same_everywhere(plain, g)
 
 
-@pytest.mark.parametrize("inside", ["relu", "add"])
-def test_a_backward_from_inside_the_fused_chain(inside):
-    assert_backward_from_inside(*twins(network(), np.float64), inside)
+@pytest.mark.parametrize("inside, skip", [("relu", "relu"), ("add", "relu"), ("relu", None)])
+def test_a_backward_from_inside_the_fused_chain(inside, skip):
+    assert_backward_from_inside(*twins(network(skip=skip), np.float64), inside)
 
 
 def test_the_values_left_for_later_keep_their_walk():
@@ -201,18 +231,56 @@ def test_the_values_left_for_later_keep_their_walk():
     assert np.array_equal(fused["relu"].cache, plain["relu"].cache)
 
 
-def test_drawings_steps_hooks_and_gradcheck_see_every_node():
+@pytest.mark.parametrize("skip", ["relu", None])
+def test_drawings_steps_hooks_and_gradcheck_see_every_node(skip):
     # (a seed whose numerical gradients step over no relu's or pool's kink, and whose b2,
     # a bias the batchnorm cancels, has a gradient of rounding only but sound relatively)
-    plain, fused, feeds = twins(network(), np.float64, seed=3)
+    plain, fused, feeds = twins(network(skip=skip), np.float64, seed=3)
     for g in (plain, fused):
         walk(g, feeds)
-    assert_player_and_drawing_show(plain, fused, {"norm", "add", "relu", "pool"}, "add")
+    names = {"norm", "add", "relu", "pool"} if skip else {"norm", "relu", "pool"}
+    assert_player_and_drawing_show(plain, fused, names, "add" if skip else "norm")
     assert_same_everywhere(plain, fused)
     errors = gn.gradcheck(fused, **feeds)
     assert errors == gn.gradcheck(plain, **feeds)
     assert max(errors.values()) < 1e-5, errors
 
 
-def test_bitwise_the_same_on_two_threads():
-    assert_bitwise_on_two_threads(network((4, 24, 16, 16)), np.float32)
+@pytest.mark.parametrize("skip", ["relu", None])
+def test_bitwise_the_same_on_two_threads(skip):
+    assert_bitwise_on_two_threads(network((4, 24, 16, 16), skip=skip), np.float32)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_nan_and_infinities_read_as_gate_by_gate(dtype):
+    """x -> spatial batchnorm -> relu -> max_pool with a NaN, -inf and +inf in x (a param:
+    feeds must be finite): in eval mode they stay where they are (a NaN wins its window,
+    as in the pool gate), in train mode they make their channels' statistics NaN. NaN and
+    infinite upstream gradients reach x's as gate by gate."""
+
+    def build(g, rng):
+        x = rng.standard_normal((2, 3, 7, 6))
+        x[0, 0, 1, 1], x[1, 1, 4, 2], x[1, 2, 0, 5] = np.nan, -np.inf, np.inf
+        norm = g.spatial_batchnorm(
+            g.param("x", x),
+            g.param("gamma", rng.uniform(-1, 2, 3)),
+            g.param("beta", rng.standard_normal(3)),
+        )
+        out = g.max_pool(g.relu(norm), pool_height=3, pool_width=3, stride=2, name="pool")
+        g.sum(out * g.param("w", rng.standard_normal((2, 3, 3, 2))))
+        return {}
+
+    plain, fused, feeds = twins(build, dtype)
+    assert fused_labels(fused) == [PLAIN_POOLED]
+    seed = np.random.default_rng(1).standard_normal((2, 3, 3, 2))
+    seed.flat[::5], seed.flat[1::7], seed.flat[2::9] = np.nan, np.inf, -np.inf
+    for training in (False, True):
+        for g in (plain, fused):
+            g.train(training)
+            walk(g, feeds)
+        assert np.isnan(fused["pool"].value).any()
+        assert_same_everywhere(plain, fused)
+        for g in (plain, fused):
+            g.forward()
+            g.backward("pool", grad=seed.astype(dtype))
+        assert_same_everywhere(plain, fused)

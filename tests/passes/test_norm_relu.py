@@ -153,7 +153,7 @@ def test_a_norm_read_by_another_gate_is_not_fused(kind):
     assert_same_everywhere(plain, fused)
 
 
-def test_a_relu_a_max_pool_reads_is_left_to_relu_pool():
+def test_a_relu_a_max_pool_reads_is_left_to_the_pooled_step():
     def build(g, rng):
         h = g.spatial_batchnorm(
             g.input("x"), g.param("gamma", np.ones(2)), g.param("beta", np.zeros(2))
@@ -162,7 +162,8 @@ def test_a_relu_a_max_pool_reads_is_left_to_relu_pool():
         return {"x": rng.standard_normal((2, 2, 4, 4))}
 
     _, fused, _ = twins(build, np.float64)
-    assert fused_labels(fused) == fused_labels(fused, "backward") == ["relu+max_pool"]
+    pooled = ["spatial_batchnorm+relu+max_pool"]
+    assert fused_labels(fused) == fused_labels(fused, "backward") == pooled
 
 
 @pytest.mark.parametrize("fuse_forward, fuse_backward", [(True, False), (False, True)])
@@ -218,9 +219,11 @@ def test_float16_and_small_activations_run_the_gates(monkeypatch, dtype, smalles
     assert_same_everywhere(plain, fused)
 
 
-def test_a_pooled_chain_without_conv_batchnorm_relu_pool_is_fold_and_relu_pool(monkeypatch):
+def test_a_pooled_chain_without_conv_batchnorm_relu_pool_is_the_conv_and_the_pooled_norm(
+    monkeypatch,
+):
     """conv -> spatial batchnorm -> relu -> max_pool with every pass but the one for the
-    whole chain: batchnorm_fold's and relu_pool's steps, not this module's."""
+    whole chain: the conv's gate, then NormAddReluPool's step, not batchnorm_fold's."""
     others = [r for r in plan.REWRITES if not isinstance(r, ConvBatchnormReluPool)]
     monkeypatch.setattr(plan, "REWRITES", others)
 
@@ -233,7 +236,7 @@ def test_a_pooled_chain_without_conv_batchnorm_relu_pool_is_fold_and_relu_pool(m
         return {"x": rng.standard_normal((2, 2, 6, 6))}
 
     plain, fused, feeds = twins(build, np.float64)
-    assert fused_labels(fused) == ["conv+spatial_batchnorm", "relu+max_pool"]
+    assert fused_labels(fused) == ["spatial_batchnorm+relu+max_pool"]
     for g in (plain, fused):
         walk(g, feeds)
     assert_same_everywhere(plain, fused)
