@@ -3,7 +3,8 @@
     python benchmarks/bench_small_step.py [--models res_strided,modern] [--batch 1]
                                           [--rounds 200] [--top 12]
 
-On one thread, in CPU time, for each network of benchmarks/zoo_models.py (float32):
+On one thread, in CPU time, for each network of benchmarks/zoo_models.py (a zoo or
+student network's name, or random-SEED-INDEX; float32):
 
 - `model.loss(X, y)` called in a loop by itself (forward + backward, no update between
   calls, first thing in the process), with the page faults and the system time of each
@@ -27,7 +28,7 @@ from graphnet import optim
 from graphnet.kernels import _C
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from zoo_models import BY_NAME, batch_of, build_graphnet  # noqa: E402
+from zoo_models import batch_of, build_graphnet, model_named  # noqa: E402
 
 RULES = (optim.adam, optim.sgd, optim.sgd_momentum, optim.rmsprop)
 
@@ -99,7 +100,7 @@ def main():
     args = parser.parse_args()
     _C.set_num_threads(1)
     for name in args.models.split(","):
-        spec = BY_NAME[name]
+        spec = model_named(name)
         model = build_graphnet(spec, np.float32)
         X, y = batch_of(spec, args.batch, np.float32, np.random.default_rng(0))
         print(f"{name}, batch {args.batch}, float32, {len(model.params)} params, "

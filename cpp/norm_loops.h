@@ -34,6 +34,8 @@ constexpr int64_t kRowBlock = 32;
 constexpr int64_t kRowGroup = 8;
 // Statistics segments shorter than this are summed by a plain loop (add_block).
 constexpr int64_t kShortSegment = 32;
+// Slices (channels) whose statistics a batchnorm gathers side by side (slices_moments).
+constexpr int64_t kSliceGroup = 4;
 
 // The blocks of rows of layernorm's backward: it needs 2 * row_blocks(N) * D doubles.
 constexpr int64_t row_blocks(int64_t N) { return (N + kRowBlock - 1) / kRowBlock; }
@@ -119,102 +121,184 @@ struct Moments {
     double mean_or_nan() const { return n > 0 ? mean : __builtin_nan(""); }
 };
 
-// Sums in float64 over p[0 .. len), into eight interleaved partial sums `lane` (added in
-// a fixed order by fold): of p[i], and of (p[i] - m)^2. No reassociation is needed to
+// Sums in float64 over p[0 .. len), into eight interleaved partial sums (lanes, added in a
+// fixed order by fold): of p[i], and of (p[i] - m)^2. No reassociation is needed to
 // vectorise that (a plain reduction loop stayed scalar in the groupnorm and layernorm
 // paths, one dependent add per entry), and the order is the source's on any CPU.
+// G segments `next` entries apart (a batchnorm's channels) are summed side by side, each
+// into its own lanes in the order it has alone: one segment's lanes wait on their own adds
+// (about 4 cycles per eight entries), G segments' chains overlap. The lanes are two of the
+// compiler's vectors of four (split into whatever registers the target has), which stay in
+// registers; as arrays indexed by segment and lane they went through memory (3x slower).
+using Quad = double __attribute__((vector_size(32)));
+struct Lanes {
+    Quad low, high;  // lanes 0-3, 4-7
+};
+
+// p[0 .. 4) as float64 (written out so that the compiler makes one conversion of it).
 template <typename T>
-void sum_into(const T* p, int64_t len, double* lane) {
-    int64_t i = 0;
-    for (; i + 8 <= len; i += 8) {
-        for (int l = 0; l < 8; ++l) lane[l] += p[i + l];
-    }
-    for (int l = 0; i + l < len; ++l) lane[l] += p[i + l];
+Quad four(const T* p) {
+    return Quad{static_cast<double>(p[0]), static_cast<double>(p[1]), static_cast<double>(p[2]),
+                static_cast<double>(p[3])};
 }
 
-template <typename T>
-void squares_into(const T* p, int64_t len, double m, double* lane) {
+// Lanes of f(0), ..., f(n - 1) and + 0.0 after them (n < 8), built in registers (stored
+// one by one and loaded as vectors they stalled the load).
+template <typename F>
+Lanes first_lanes(int64_t n, F f) {
+    const auto at = [&](int64_t l) { return l < n ? f(l) : 0.0; };
+    return {Quad{at(0), at(1), at(2), at(3)}, Quad{at(4), at(5), at(6), at(7)}};
+}
+
+// The last len % 8 entries go to the first lanes; the others get + 0.0, which changes no
+// sum (a lane starts at +0.0, and so is never -0.0).
+template <int G, typename T>
+void sum_into(const T* p, int64_t next, int64_t len, Lanes* acc) {
     int64_t i = 0;
     for (; i + 8 <= len; i += 8) {
-        for (int l = 0; l < 8; ++l) {
-            const double d = p[i + l] - m;
-            lane[l] += d * d;
+        for (int g = 0; g < G; ++g) {
+            acc[g].low += four(p + g * next + i);
+            acc[g].high += four(p + g * next + i + 4);
         }
     }
-    for (int l = 0; i + l < len; ++l) {
-        const double d = p[i + l] - m;
-        lane[l] += d * d;
+    if (i == len) return;
+    for (int g = 0; g < G; ++g) {
+        const T* q = p + g * next + i;
+        const Lanes last =
+            first_lanes(len - i, [&](int64_t l) { return static_cast<double>(q[l]); });
+        acc[g].low += last.low;
+        acc[g].high += last.high;
     }
 }
 
-inline double fold(const double* lane) {
+template <int G, typename T>
+void squares_into(const T* p, int64_t next, int64_t len, const double* m, Lanes* acc) {
+    int64_t i = 0;
+    for (; i + 8 <= len; i += 8) {
+        for (int g = 0; g < G; ++g) {
+            const Quad low = four(p + g * next + i) - m[g];
+            const Quad high = four(p + g * next + i + 4) - m[g];
+            acc[g].low += low * low;
+            acc[g].high += high * high;
+        }
+    }
+    if (i == len) return;
+    for (int g = 0; g < G; ++g) {
+        const T* q = p + g * next + i;
+        const Lanes last = first_lanes(len - i, [&](int64_t l) {
+            const double d = q[l] - m[g];
+            return d * d;
+        });
+        acc[g].low += last.low;
+        acc[g].high += last.high;
+    }
+}
+
+inline double fold(const Lanes& lanes) {
+    double lane[8];
+    __builtin_memcpy(lane, &lanes, sizeof(lane));
     const double low = (lane[0] + lane[4]) + (lane[1] + lane[5]);
     return low + ((lane[2] + lane[6]) + (lane[3] + lane[7]));
 }
 
 // Adds `segs` segments of `len` entries, `stride` apart, as one block: its mean first, then
-// the squares around that mean, both in float64.
+// the squares around that mean, both in float64. G such blocks, `next` entries apart (G
+// channels' planes), each into its own acc[g].
 // Segments shorter than kShortSegment (planes of 3x3 to 5x5) take a plain reduction loop
 // per segment, whose ends cost less there (3x3 planes: 1.5x faster than the lanes).
-template <typename T>
-void add_block(const T* x, int64_t segs, int64_t stride, int64_t len, Moments& acc) {
+template <int G, typename T>
+void add_block(const T* x, int64_t next, int64_t segs, int64_t stride, int64_t len,
+               Moments* acc) {
     const double nb = static_cast<double>(segs * len);
     if (len < kShortSegment) {
-        double sum = 0, m2 = 0;
-        for (int64_t s = 0; s < segs; ++s) {
-            const T* p = x + s * stride;
+        for (int g = 0; g < G; ++g) {
+            double sum = 0, m2 = 0;
+            for (int64_t s = 0; s < segs; ++s) {
+                const T* p = x + g * next + s * stride;
 #pragma omp simd reduction(+ : sum)
-            for (int64_t i = 0; i < len; ++i) sum += p[i];
-        }
-        const double m = sum / nb;
-        for (int64_t s = 0; s < segs; ++s) {
-            const T* p = x + s * stride;
-#pragma omp simd reduction(+ : m2)
-            for (int64_t i = 0; i < len; ++i) {
-                const double d = p[i] - m;
-                m2 += d * d;
+                for (int64_t i = 0; i < len; ++i) sum += p[i];
             }
+            const double m = sum / nb;
+            for (int64_t s = 0; s < segs; ++s) {
+                const T* p = x + g * next + s * stride;
+#pragma omp simd reduction(+ : m2)
+                for (int64_t i = 0; i < len; ++i) {
+                    const double d = p[i] - m;
+                    m2 += d * d;
+                }
+            }
+            acc[g].merge(nb, m, m2);
         }
-        acc.merge(nb, m, m2);
         return;
     }
-    double sums[8] = {}, squares[8] = {};
-    for (int64_t s = 0; s < segs; ++s) sum_into(x + s * stride, len, sums);
-    const double m = fold(sums) / nb;
-    for (int64_t s = 0; s < segs; ++s) squares_into(x + s * stride, len, m, squares);
-    acc.merge(nb, m, fold(squares));
+    Lanes sums[G] = {}, squares[G] = {};
+    double m[G];
+    for (int64_t s = 0; s < segs; ++s) sum_into<G>(x + s * stride, next, len, sums);
+    for (int g = 0; g < G; ++g) m[g] = fold(sums[g]) / nb;
+    for (int64_t s = 0; s < segs; ++s) squares_into<G>(x + s * stride, next, len, m, squares);
+    for (int g = 0; g < G; ++g) acc[g].merge(nb, m[g], fold(squares[g]));
 }
 
-// The moments of slice k: `outer` segments of `inner` entries, K * inner apart.
-template <typename T>
-Moments slice_moments(const NormShape& s, const T* x, int64_t k) {
-    Moments acc;
+// The moments of slices k .. k + G - 1 into acc: each `outer` segments of `inner` entries,
+// K * inner apart, slice after slice inner entries apart.
+template <int G, typename T>
+void slice_moments(const NormShape& s, const T* x, int64_t k, Moments* acc) {
     const T* base = x + k * s.inner;
     const int64_t stride = s.K * s.inner;
-    if (s.inner == 0) return acc;
+    if (s.inner == 0) return;
     if (s.inner >= kBlock) {
         for (int64_t o = 0; o < s.outer; ++o) {
             for (int64_t i = 0; i < s.inner; i += kBlock) {
                 if (i + kBlock < s.inner) {  // the next block: of this plane, or the next's first
-                    prefetch_segments(base + o * stride + i + kBlock, 1, stride,
+                    prefetch_segments(base + o * stride + i + kBlock, G, s.inner,
                                       lesser(kBlock, s.inner - i - kBlock));
                 } else if (o + 1 < s.outer) {
-                    prefetch_segments(base + (o + 1) * stride, 1, stride, kBlock);
+                    prefetch_segments(base + (o + 1) * stride, G, s.inner, kBlock);
                 }
-                add_block(base + o * stride + i, 1, stride, lesser(kBlock, s.inner - i), acc);
+                add_block<G>(base + o * stride + i, s.inner, 1, stride,
+                             lesser(kBlock, s.inner - i), acc);
             }
         }
     } else {
         const int64_t segs = kBlock / s.inner;
         for (int64_t o = 0; o < s.outer; o += segs) {
-            if (o + segs < s.outer) {
+            if (o + segs < s.outer) {  // the G slices' planes of a sample are one run
                 prefetch_segments(base + (o + segs) * stride, lesser(segs, s.outer - o - segs),
-                                  stride, s.inner);
+                                  stride, G * s.inner);
             }
-            add_block(base + o * stride, lesser(segs, s.outer - o), stride, s.inner, acc);
+            add_block<G>(base + o * stride, s.inner, lesser(segs, s.outer - o), stride, s.inner,
+                         acc);
         }
     }
-    return acc;
+}
+
+// A group's size, as by_groups passes it to its function (a template argument there).
+template <int G>
+struct GroupOf {
+    static constexpr int size = G;
+};
+
+// Calls f(GroupOf<G>{}, first) for groups [first, first + G) covering [0, count): of
+// kSliceGroup, the last one smaller.
+template <typename F>
+void by_groups(int64_t count, F f) {
+    static_assert(kSliceGroup == 4, "one case per group size");
+    int64_t first = 0;
+    for (; first + 4 <= count; first += 4) f(GroupOf<4>{}, first);
+    switch (count - first) {
+        case 3: return f(GroupOf<3>{}, first);
+        case 2: return f(GroupOf<2>{}, first);
+        case 1: return f(GroupOf<1>{}, first);
+        default: return;
+    }
+}
+
+// The moments of the `count` slices k, k + 1, ... into acc.
+template <typename T>
+void slices_moments(const NormShape& s, const T* x, int64_t k, int64_t count, Moments* acc) {
+    by_groups(count, [&](auto group, int64_t first) {
+        slice_moments<decltype(group)::size>(s, x, k + first, acc + first);
+    });
 }
 
 // The moments of columns [j0, j0 + width) of an (N, K) array, rows in blocks of kRows.
@@ -318,19 +402,28 @@ void channel_forward(const NormShape& s, bool train, double eps, T alpha, const 
         });
         return;
     }
-    parallel_for(team_for(s.K, s.K * (s.outer * s.inner)), s.K, [&](int64_t k) {
-        const Moments mk = slice_moments(s, x, k);
-        finish(k, mk.mean_or_nan(), mk.var());
-        const T m = mean[k], a = gamma[k] * inv_std[k], b = beta[k];
-        for (int64_t o = 0; o < s.outer; ++o) {
-            const T* p = x + o * stride + k * s.inner;
-            const T* sk = added ? skip + o * stride + k * s.inner : nullptr;
-            T* q = destination(o * s.K + k);
+    // Up to kSliceGroup channels' statistics side by side, as many channels a group as
+    // leaves every thread of the team one group at least.
+    const int team = team_for(s.K, s.K * (s.outer * s.inner));
+    const int64_t group = lesser(kSliceGroup, (s.K + team - 1) / team);
+    const int64_t groups = (s.K + group - 1) / group;
+    parallel_for(team, groups, [&](int64_t g) {
+        const int64_t first = g * group, count = lesser(group, s.K - first);
+        Moments moments[kSliceGroup];
+        slices_moments(s, x, first, count, moments);
+        for (int64_t k = first; k < first + count; ++k) {
+            finish(k, moments[k - first].mean_or_nan(), moments[k - first].var());
+            const T m = mean[k], a = gamma[k] * inv_std[k], b = beta[k];
+            for (int64_t o = 0; o < s.outer; ++o) {
+                const T* p = x + o * stride + k * s.inner;
+                const T* sk = added ? skip + o * stride + k * s.inner : nullptr;
+                T* q = destination(o * s.K + k);
 #pragma omp simd
-            for (int64_t i = 0; i < s.inner; ++i) {
-                q[i] = tail_of<tail>((p[i] - m) * a + b, sk, i, alpha);
+                for (int64_t i = 0; i < s.inner; ++i) {
+                    q[i] = tail_of<tail>((p[i] - m) * a + b, sk, i, alpha);
+                }
+                written(q, o * s.K + k);
             }
-            written(q, o * s.K + k);
         }
     });
 }
@@ -479,7 +572,8 @@ void channel_norm_backward_loops(const NormShape& s, bool train, bool relu,
 template <typename T>
 void slice_statistics(const NormShape& s, const T* x, int64_t k, double eps, T* mean,
                       T* inv_std) {
-    const Moments m = slice_moments(s, x, k);
+    Moments m;
+    slice_moments<1>(s, x, k, &m);
     mean[k] = static_cast<T>(m.mean_or_nan());
     inv_std[k] = T(1) / root(static_cast<T>(m.var()) + static_cast<T>(eps));
 }
@@ -491,35 +585,40 @@ void normalize_row(int64_t D, const T* p, T m, T inv, const T* gamma, const T* b
     for (int64_t d = 0; d < D; ++d) o[d] = relu_if<relu>((p[d] - m) * inv * gamma[d] + beta[d]);
 }
 
-// A row's statistics as slice_moments takes them for a slice of one segment of len <
-// kBlock entries (add_block's sums): its sum in float64, then the squares around its mean m.
+// The means m and the centred sums of squares m2 of `rows` rows of D < kBlock entries, as
+// slice_moments takes them for a slice of one such segment (add_block's sums): each row's
+// sum in float64, then the squares around its mean, kSliceGroup rows side by side.
 template <typename T>
-double row_sum(const T* p, int64_t len) {
-    if (len < kShortSegment) {
-        double sum = 0;
+void rows_moments(const T* p, int64_t D, int64_t rows, double* m, double* m2) {
+    const double count = static_cast<double>(D);
+    if (D < kShortSegment) {
+        for (int64_t r = 0; r < rows; ++r) {
+            const T* q = p + r * D;
+            double sum = 0;
 #pragma omp simd reduction(+ : sum)
-        for (int64_t i = 0; i < len; ++i) sum += p[i];
-        return sum;
-    }
-    double lanes[8] = {};
-    sum_into(p, len, lanes);
-    return fold(lanes);
-}
-
-template <typename T>
-double row_squares(const T* p, int64_t len, double m) {
-    if (len < kShortSegment) {
-        double m2 = 0;
-#pragma omp simd reduction(+ : m2)
-        for (int64_t i = 0; i < len; ++i) {
-            const double d = p[i] - m;
-            m2 += d * d;
+            for (int64_t i = 0; i < D; ++i) sum += q[i];
+            m[r] = sum / count;
         }
-        return m2;
+        for (int64_t r = 0; r < rows; ++r) {
+            const T* q = p + r * D;
+            double squares = 0;
+#pragma omp simd reduction(+ : squares)
+            for (int64_t i = 0; i < D; ++i) {
+                const double d = q[i] - m[r];
+                squares += d * d;
+            }
+            m2[r] = squares;
+        }
+        return;
     }
-    double lanes[8] = {};
-    squares_into(p, len, m, lanes);
-    return fold(lanes);
+    by_groups(rows, [&](auto group, int64_t first) {
+        constexpr int G = decltype(group)::size;
+        Lanes sums[G] = {}, squares[G] = {};
+        sum_into<G>(p + first * D, D, D, sums);
+        for (int g = 0; g < G; ++g) m[first + g] = fold(sums[g]) / count;
+        squares_into<G>(p + first * D, D, D, m + first, squares);
+        for (int g = 0; g < G; ++g) m2[first + g] = fold(squares[g]);
+    });
 }
 
 // layer_norm_forward with the relu known at compile time (no test of it inside the loops).
@@ -544,8 +643,7 @@ void rows_forward(int64_t N, int64_t D, double eps, const T* x, const T* gamma, 
         const int64_t first = group * kRowGroup, rows = lesser(kRowGroup, N - first);
         const T* p = x + first * D;
         double m[kRowGroup], m2[kRowGroup];
-        for (int64_t r = 0; r < rows; ++r) m[r] = row_sum(p + r * D, D) / count;
-        for (int64_t r = 0; r < rows; ++r) m2[r] = row_squares(p + r * D, D, m[r]);
+        rows_moments(p, D, rows, m, m2);
         for (int64_t r = 0; r < rows; ++r) {
             mean[first + r] = static_cast<T>(m[r]);
             inv_std[first + r] = T(1) / root(static_cast<T>(m2[r] / count) + static_cast<T>(eps));

@@ -331,6 +331,64 @@ def test_bitwise_the_same_for_any_number_of_threads():
         _C.set_num_threads(before)
 
 
+def _bits(a):
+    return np.ascontiguousarray(a).tobytes()
+
+
+@FUZZ
+@given(
+    N=st.integers(1, 12),
+    C=st.integers(1, 11),
+    H=st.integers(1, 40),
+    W=st.integers(1, 40),
+    dtype=dtypes,
+    threads=st.integers(1, 3),
+    seed=st.integers(0, 2**16),
+)
+def test_a_channels_statistics_in_a_batch_are_its_own_alone(N, C, H, W, dtype, threads, seed):
+    """The train forward gathers several channels' sums side by side: each channel's mean,
+    variance and output are the bits of that channel normalized on its own (where nothing
+    runs beside it), whatever the channels beside it and the thread count."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((N, C, H, W)) * rng.uniform(0.1, 100) + rng.uniform(-50, 50)
+    x = x.astype(dtype)
+    gamma, beta = rng.standard_normal(C).astype(dtype), rng.standard_normal(C).astype(dtype)
+    before = _C.get_num_threads()
+    try:
+        _C.set_num_threads(threads)
+        out, mean, var, inv_std = _C.channel_norm_forward(x, gamma, beta, EPS)
+        for k in range(C):
+            alone = _C.channel_norm_forward(
+                np.ascontiguousarray(x[:, k : k + 1]), gamma[k : k + 1], beta[k : k + 1], EPS
+            )
+            assert _bits(out[:, k : k + 1]) == _bits(alone[0])
+            for together, single in zip((mean, var, inv_std), alone[1:]):
+                assert _bits(together[k : k + 1]) == _bits(single)
+    finally:
+        _C.set_num_threads(before)
+
+
+@FUZZ
+@given(
+    N=st.integers(1, 20),
+    D=st.sampled_from([1, 7, 8, 9, 31, 32, 33, 65, 79, 100, 257]),
+    dtype=dtypes,
+    relu=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_a_layernorm_row_in_a_batch_is_the_row_alone(N, D, dtype, relu, seed):
+    """Layernorm sums several rows side by side: each row's output and statistics are the
+    bits of that row normalized on its own."""
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((N, D)) * rng.uniform(0.1, 100) + rng.uniform(-50, 50)).astype(dtype)
+    gamma, beta = rng.standard_normal(D).astype(dtype), rng.standard_normal(D).astype(dtype)
+    together = _C.layer_norm_forward(x, gamma, beta, EPS, relu)
+    for n in range(N):
+        alone = _C.layer_norm_forward(x[n : n + 1].copy(), gamma, beta, EPS, relu)
+        for a, b in zip(together, alone):
+            assert _bits(a[n : n + 1]) == _bits(b)
+
+
 @pytest.mark.parametrize(
     "call, match",
     [
