@@ -307,19 +307,33 @@ AvgPoolPlane avg_pool_plane(const PoolGeometry& g) {
     return {g.H, g.W, g.pool_height, g.pool_width, g.stride, g.Ho, g.Wo};
 }
 
+// Small planes go several to a piece of work, which the stacked loops of avg_pool_plane.h
+// take in one stack (the bits do not depend on how the planes are grouped).
+int64_t planes_per_piece(const AvgPoolPlane& plane) {
+    return std::max<int64_t>(1, 4 * kBand / std::max<int64_t>(1, plane.in_plane()));
+}
+
 template <typename T>
 void avg_pool_forward(const PoolGeometry& g, const T* x, T* out) {
     const AvgPoolPlane plane = avg_pool_plane(g);
-    parallel_for(team_size(g.N * g.C), g.N * g.C, [&](int64_t pl) {
-        avg_pool_plane_forward(plane, x + pl * plane.in_plane(), out + pl * plane.out_plane());
+    const int64_t planes = g.N * g.C, per_piece = planes_per_piece(plane);
+    const int64_t pieces = (planes + per_piece - 1) / per_piece;
+    parallel_for(team_size(pieces), pieces, [&](int64_t piece) {
+        const int64_t first = piece * per_piece, count = std::min(per_piece, planes - first);
+        avg_pool_planes_forward(plane, count, x + first * plane.in_plane(),
+                                out + first * plane.out_plane());
     });
 }
 
 template <typename T>
 void avg_pool_backward(const PoolGeometry& g, const T* dout, T* dx) {
     const AvgPoolPlane plane = avg_pool_plane(g);
-    parallel_for(team_size(g.N * g.C), g.N * g.C, [&](int64_t pl) {
-        avg_pool_plane_backward(plane, dout + pl * plane.out_plane(), dx + pl * plane.in_plane());
+    const int64_t planes = g.N * g.C, per_piece = planes_per_piece(plane);
+    const int64_t pieces = (planes + per_piece - 1) / per_piece;
+    parallel_for(team_size(pieces), pieces, [&](int64_t piece) {
+        const int64_t first = piece * per_piece, count = std::min(per_piece, planes - first);
+        avg_pool_planes_backward(plane, count, dout + first * plane.out_plane(),
+                                 dx + first * plane.in_plane());
     });
 }
 
