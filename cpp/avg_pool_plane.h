@@ -62,27 +62,30 @@ T window_sum(const AvgPoolPlane& g, const T* first) {
 // 6.1 ms backward on one output row at a time, its windows' offsets the outer loops.
 constexpr int64_t kBand = 2048;  // entries of a band of rows, each of its two sums on the stack
 
-// dst[k] = the sum of the `terms` arrays at[0][k], at[step][k], ... for k < n, added in
-// order, three or two arrays a pass (one pass of one array at a time cost a load and a
-// store of dst per add: 20-30% of the stacked loops' time).
-template <typename T>
-void add_in_order(const T* __restrict at, int64_t step, int64_t terms, int64_t n, T* __restrict dst) {
+// dst[k] = the sum of the `terms` entries at[k * spacing], at[k * spacing + step], ...
+// for k < n, added in order, three or two a pass (one pass of one term at a time cost a
+// load and a store of dst per add: 20-30% of the stacked loops' time). kSpacing is the
+// spacing when it is a constant (1, 2: the compiler vectorises the loads), 0 for spacing.
+template <int64_t kSpacing, typename T>
+void add_in_order(const T* __restrict at, int64_t step, int64_t terms, int64_t n, T* __restrict dst,
+                  int64_t spacing = kSpacing) {
+    const int64_t sp = kSpacing ? kSpacing : spacing;
     int64_t i = terms < 3 ? terms : 3;
     if (i == 3) {
-        for (int64_t k = 0; k < n; ++k) dst[k] = at[k] + at[step + k] + at[2 * step + k];
+        for (int64_t k = 0; k < n; ++k) dst[k] = at[k * sp] + at[k * sp + step] + at[k * sp + 2 * step];
     } else if (i == 2) {
-        for (int64_t k = 0; k < n; ++k) dst[k] = at[k] + at[step + k];
+        for (int64_t k = 0; k < n; ++k) dst[k] = at[k * sp] + at[k * sp + step];
     } else {
-        for (int64_t k = 0; k < n; ++k) dst[k] = at[k];
+        for (int64_t k = 0; k < n; ++k) dst[k] = at[k * sp];
     }
     for (; i + 1 < terms; i += 2) {
         const T* __restrict a = at + i * step;
         const T* __restrict b = a + step;
-        for (int64_t k = 0; k < n; ++k) dst[k] = dst[k] + a[k] + b[k];
+        for (int64_t k = 0; k < n; ++k) dst[k] = dst[k] + a[k * sp] + b[k * sp];
     }
     if (i < terms) {
         const T* __restrict a = at + i * step;
-        for (int64_t k = 0; k < n; ++k) dst[k] += a[k];
+        for (int64_t k = 0; k < n; ++k) dst[k] += a[k * sp];
     }
 }
 
@@ -90,8 +93,8 @@ template <typename T>
 void stacked_window_sums(const T* src, int64_t pitch, int64_t rows, int64_t ph, int64_t pw,
                          T* column_sums, T* sums) {
     const int64_t n = rows * pitch;
-    add_in_order(src, pitch, ph, n, column_sums);
-    add_in_order(column_sums, 1, pw, n - pw + 1, sums);  // sums past n - pw are never read
+    add_in_order<1>(src, pitch, ph, n, column_sums);
+    add_in_order<1>(column_sums, 1, pw, n - pw + 1, sums);  // sums past n - pw are never read
 }
 
 // Whether the stacked loops take g's windows: at least a row of windows in a band.
@@ -114,6 +117,36 @@ void avg_pool_stacked_forward(const AvgPoolPlane& g, int64_t planes, const T* sr
             if (r + g.pool_height > g.H) continue;  // a window across two planes
             T* __restrict dst = out + (t / g.H * g.Ho + r) * g.Wo;
             const T* __restrict row = sums + (t - t0) * g.W;
+            for (int64_t ow = 0; ow < g.Wo; ++ow) dst[ow] = row[ow] / count;
+        }
+    }
+}
+
+// The forward at a stride of 2 or more: each output row's column sums (its window's rows,
+// one after another in x) into a band, each row padded with zeros to a multiple of the
+// stride, then the windows' sums of the whole band in one set of passes reading every
+// stride-th column sum (those of a row's last windows read into the next row's: computed,
+// not read). The stride-1 forward's operations in its order.
+template <int64_t kStride, typename T>
+void avg_pool_strided_forward(const AvgPoolPlane& g, int64_t planes, const T* src, T* out) {
+    const int64_t stride = kStride ? kStride : g.stride;
+    const T count = static_cast<T>(g.pool_height * g.pool_width);
+    const int64_t pitch = (g.W + stride - 1) / stride * stride, per_row = pitch / stride;
+    const int64_t rows = planes * g.Ho, band = (kBand - g.pool_width) / pitch;
+    T column_sums[kBand], sums[kBand];
+    for (int64_t b0 = 0; b0 < rows; b0 += band) {
+        const int64_t n = rows - b0 < band ? rows - b0 : band;
+        for (int64_t b = 0; b < n; ++b) {
+            const int64_t o = b0 + b;
+            const T* top = src + (o / g.Ho * g.H + o % g.Ho * stride) * g.W;
+            add_in_order<1>(top, g.W, g.pool_height, g.W, column_sums + b * pitch);
+            for (int64_t w = g.W; w < pitch; ++w) column_sums[b * pitch + w] = T(0);
+        }
+        for (int64_t k = n * pitch; k < n * pitch + g.pool_width; ++k) column_sums[k] = T(0);
+        add_in_order<kStride>(column_sums, 1, g.pool_width, n * per_row, sums, stride);
+        for (int64_t b = 0; b < n; ++b) {
+            T* __restrict dst = out + (b0 + b) * g.Wo;
+            const T* __restrict row = sums + b * per_row;
             for (int64_t ow = 0; ow < g.Wo; ++ow) dst[ow] = row[ow] / count;
         }
     }
@@ -279,8 +312,18 @@ void avg_pool_plane_backward(const AvgPoolPlane& g, const T* grad, T* dst) {
 // `planes` planes one after another (x's, or a group's in the groupnorm kernels).
 template <typename T>
 void avg_pool_planes_forward(const AvgPoolPlane& g, int64_t planes, const T* src, T* out) {
+    const bool two_by_two = g.pool_height == 2 && g.pool_width == 2 && g.stride == 2;
     if (g.stride == 1 && !wide_windows(g) && stacks(g, g.W)) {
         avg_pool_stacked_forward(g, planes, src, out);
+        return;
+    }
+    const int64_t pitch = (g.W + g.stride - 1) / g.stride * g.stride;
+    if (!two_by_two && !wide_windows(g) && pitch + g.pool_width <= kBand) {
+        if (g.stride == 2) {
+            avg_pool_strided_forward<2>(g, planes, src, out);
+        } else {
+            avg_pool_strided_forward<0>(g, planes, src, out);
+        }
         return;
     }
     for (int64_t p = 0; p < planes; ++p) {
