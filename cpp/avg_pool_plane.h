@@ -317,8 +317,10 @@ void avg_pool_planes_forward(const AvgPoolPlane& g, int64_t planes, const T* src
         avg_pool_stacked_forward(g, planes, src, out);
         return;
     }
-    const int64_t pitch = (g.W + g.stride - 1) / g.stride * g.stride;
-    if (!two_by_two && !wide_windows(g) && pitch + g.pool_width <= kBand) {
+    // (H x W < 2^31 entries, and the stride is any positive integer until checked here.)
+    const bool short_rows = g.stride <= kBand && g.W <= kBand;
+    const int64_t pitch = short_rows ? (g.W + g.stride - 1) / g.stride * g.stride : 0;
+    if (short_rows && !two_by_two && !wide_windows(g) && pitch + g.pool_width <= kBand) {
         if (g.stride == 2) {
             avg_pool_strided_forward<2>(g, planes, src, out);
         } else {

@@ -429,6 +429,17 @@ def test_avg_pool_refuses_bad_geometry():
         _C.avg_pool_backward(np.zeros((1, 1, 1, 1), np.float32), 2**62, 2**62, 2, 2, 2)
 
 
+@pytest.mark.parametrize("stride", [2**31, 2**62, 2**63 - 1])
+def test_avg_pool_of_a_huge_stride(stride):
+    """A stride past any row: one window, at the corner (no overflow in the row padding)."""
+    x = np.arange(2 * 3 * 5 * 7, dtype=np.float64).reshape(2, 3, 5, 7)
+    check_avg_pool_against_naive_loops(x, 2, 3, stride)
+    dout = np.ones((2, 3, 1, 1))
+    want = np.zeros_like(x)
+    want[:, :, :2, :3] = 1 / 6
+    np.testing.assert_array_equal(_C.avg_pool_backward(dout, 5, 7, 2, 3, stride), want)
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     N=st.integers(0, 3),
