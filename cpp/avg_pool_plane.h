@@ -51,14 +51,15 @@ T window_sum(const AvgPoolPlane& g, const T* first) {
     return sum;
 }
 
-// Windows at stride 1 and every backward take the sums of all the windows of a stack of
-// rows (planes one after another) at stride 1, in passes over the whole stack that each
-// add one row or column of the windows (long vectorised loops over a band of rows on the
-// stack, rather than loops over one output row of a few windows): each column's sum over
-// the window's rows (top to bottom), then each window's sum of its columns' sums (left to
-// right). The rows of a window that would cross into the next plane are computed and not
-// read. Each window's sum is those operations whatever the band, the stack or the thread:
-// the same bits. (64, 32, 32, 32) float32 3x3 stride 1, one thread: 3.4 ms forward and
+// The forward of windows not wider than the output row (but the 2x2 stride-2 loop's) and
+// the backward of those that do not tile the plane take the sums of all the windows of a
+// stack of rows (planes one after another) at stride 1, in passes over the whole stack
+// that each add one row or column of the windows (long vectorised loops over a band of
+// rows on the stack, rather than loops over one output row of a few windows): each
+// column's sum over the window's rows (top to bottom), then each window's sum of its
+// columns' sums (left to right). The rows of a window that would cross into the next
+// plane are computed and not read. Each window's sum is those operations whatever the
+// band, the stack or the thread: the same bits. (64, 32, 32, 32) float32 3x3 stride 1, one thread: 3.4 ms forward and
 // 6.1 ms backward on one output row at a time, its windows' offsets the outer loops.
 constexpr int64_t kBand = 2048;  // entries of a band of rows, each of its two sums on the stack
 
@@ -72,7 +73,9 @@ void add_in_order(const T* __restrict at, int64_t step, int64_t terms, int64_t n
     const int64_t sp = kSpacing ? kSpacing : spacing;
     int64_t i = terms < 3 ? terms : 3;
     if (i == 3) {
-        for (int64_t k = 0; k < n; ++k) dst[k] = at[k * sp] + at[k * sp + step] + at[k * sp + 2 * step];
+        for (int64_t k = 0; k < n; ++k) {
+            dst[k] = at[k * sp] + at[k * sp + step] + at[k * sp + 2 * step];
+        }
     } else if (i == 2) {
         for (int64_t k = 0; k < n; ++k) dst[k] = at[k * sp] + at[k * sp + step];
     } else {
@@ -173,11 +176,14 @@ void avg_pool_stacked_backward(const AvgPoolPlane& g, int64_t planes, const T* g
             if (shifted < 0 || shifted % g.stride != 0 || shifted / g.stride >= g.Ho) continue;
             const T* __restrict from = grad + (a / Hp * g.Ho + shifted / g.stride) * g.Wo;
             T* __restrict to = spread + (a - t0) * Wp + g.pool_width - 1;
-            if (g.stride == 2) {  // each gradient and the 0 after it: a store without gaps
-                for (int64_t ow = 0; ow < g.Wo; ++ow) {
+            if (g.stride == 2) {
+                // Each gradient and the 0 after it, a store without gaps (the last one's 0
+                // could be past the row: a pool_width of 1).
+                for (int64_t ow = 0; ow + 1 < g.Wo; ++ow) {
                     to[2 * ow] = from[ow];
                     to[2 * ow + 1] = T(0);
                 }
+                to[2 * (g.Wo - 1)] = from[g.Wo - 1];
             } else {
                 for (int64_t ow = 0; ow < g.Wo; ++ow) to[ow * g.stride] = from[ow];
             }
@@ -193,9 +199,9 @@ void avg_pool_stacked_backward(const AvgPoolPlane& g, int64_t planes, const T* g
     }
 }
 
-// Strides of 2 and more, and rows too long for the stacked loops' bands: within a plane
-// the window's offsets are the outer loops and the output row the inner one. The 2x2, stride-2 pooling of the
-// CNNs takes a loop of its own, whose constant stride the compiler vectorises (one image
+// Rows too long for the stacked loops' bands: within a plane the window's offsets are the
+// outer loops and the output row the inner one. The 2x2, stride-2 pooling of the CNNs
+// takes a loop of its own, whose constant stride the compiler vectorises (one image
 // of 32 x 32 x 32 float32: 12.7 us on the general loop), in the general loop's order of
 // additions: the same numbers, and so do 3x3 windows (any stride). Other wide windows:
 // window_sum's.

@@ -312,7 +312,8 @@ AvgPoolPlane avg_pool_plane(const PoolGeometry& g) {
 // stack (the bits do not depend on how the planes are grouped).
 template <typename Body>
 void for_pieces_of_planes(const AvgPoolPlane& plane, int64_t planes, Body&& body) {
-    const int64_t per_piece = std::max<int64_t>(1, 4 * kBand / std::max<int64_t>(1, plane.in_plane()));
+    const int64_t in_plane = std::max<int64_t>(1, plane.in_plane());
+    const int64_t per_piece = std::max<int64_t>(1, 4 * kBand / in_plane);
     const int64_t pieces = (planes + per_piece - 1) / per_piece;
     parallel_for(team_size(pieces), pieces, [&](int64_t piece) {
         const int64_t first = piece * per_piece;

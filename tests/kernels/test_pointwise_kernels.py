@@ -577,6 +577,8 @@ def test_avg_pool_stacked_loops_bit_for_bit(N, C, H, W, ph, pw, stride, dtype):
         ((2, 3, 5, 2047), 1, 2, 1),  # a row of 2047 columns, one to a band
         ((1, 1, 9, 1000), 3, 3, 2),  # bands of two rows
         ((1, 1, 4, 2047), 3, 3, 2),  # a row padded to 2048 columns: the plane loops
+        ((1, 1, 4100, 1), 1, 1, 2),  # full bands of one column, stride 2
+        ((2, 3, 700, 3), 2, 1, 2),
     ],
 )
 def test_avg_pool_long_rows(shape, ph, pw, stride):
