@@ -223,9 +223,7 @@ void group_norm_forward_loops(int64_t N, int64_t C, int64_t planes, int64_t G, d
             });
         }
         if (!pool.plane) return;
-        for (int64_t c = 0; c < per_group; ++c) {
-            avg_pool_plane_forward(*pool.plane, o + c * planes, out + (ng * per_group + c) * pooled);
-        }
+        avg_pool_planes_forward(*pool.plane, per_group, o, out + ng * per_group * pooled);
     });
 }
 
@@ -245,10 +243,8 @@ void group_norm_backward_loops(int64_t N, int64_t C, int64_t planes, int64_t G,
         if (pool.plane) {  // the pool's gradient spread over the group, in this thread's scratch
             T* spread = pool.scratch + thread_index() * len;
             const int64_t pooled = pool.plane->out_plane();
-            for (int64_t c = 0; c < per_group; ++c) {
-                avg_pool_plane_backward(*pool.plane, dout + (ng * per_group + c) * pooled,
-                                        spread + c * planes);
-            }
+            avg_pool_planes_backward(*pool.plane, per_group, dout + ng * per_group * pooled,
+                                     spread);
             g0 = spread;
         }
         if (act.active && pointwise_is_plain(act.op)) {

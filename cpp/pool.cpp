@@ -301,25 +301,41 @@ bool max_pool_backward(int64_t planes, int64_t H, int64_t W, int64_t Ho, int64_t
     return !out_of_plane.load();
 }
 
-// Average pooling, one plane per thread at a time (one thread owns a whole plane, so
-// overlapping windows add without races, in the same order for any thread count).
+// Average pooling, one piece of whole planes per thread at a time (so overlapping windows
+// add without races, in the same order for any thread count).
 AvgPoolPlane avg_pool_plane(const PoolGeometry& g) {
     return {g.H, g.W, g.pool_height, g.pool_width, g.stride, g.Ho, g.Wo};
+}
+
+// Calls body(first, count) on pieces of consecutive planes, shared out across the threads:
+// small planes several to a piece, which the stacked loops of avg_pool_plane.h take as one
+// stack (the bits do not depend on how the planes are grouped).
+template <typename Body>
+void for_pieces_of_planes(const AvgPoolPlane& plane, int64_t planes, Body&& body) {
+    const int64_t in_plane = std::max<int64_t>(1, plane.in_plane());
+    const int64_t per_piece = std::max<int64_t>(1, 4 * kBand / in_plane);
+    const int64_t pieces = (planes + per_piece - 1) / per_piece;
+    parallel_for(team_size(pieces), pieces, [&](int64_t piece) {
+        const int64_t first = piece * per_piece;
+        body(first, std::min(per_piece, planes - first));
+    });
 }
 
 template <typename T>
 void avg_pool_forward(const PoolGeometry& g, const T* x, T* out) {
     const AvgPoolPlane plane = avg_pool_plane(g);
-    parallel_for(team_size(g.N * g.C), g.N * g.C, [&](int64_t pl) {
-        avg_pool_plane_forward(plane, x + pl * plane.in_plane(), out + pl * plane.out_plane());
+    for_pieces_of_planes(plane, g.N * g.C, [&](int64_t first, int64_t count) {
+        avg_pool_planes_forward(plane, count, x + first * plane.in_plane(),
+                                out + first * plane.out_plane());
     });
 }
 
 template <typename T>
 void avg_pool_backward(const PoolGeometry& g, const T* dout, T* dx) {
     const AvgPoolPlane plane = avg_pool_plane(g);
-    parallel_for(team_size(g.N * g.C), g.N * g.C, [&](int64_t pl) {
-        avg_pool_plane_backward(plane, dout + pl * plane.out_plane(), dx + pl * plane.in_plane());
+    for_pieces_of_planes(plane, g.N * g.C, [&](int64_t first, int64_t count) {
+        avg_pool_planes_backward(plane, count, dout + first * plane.out_plane(),
+                                 dx + first * plane.in_plane());
     });
 }
 

@@ -429,6 +429,17 @@ def test_avg_pool_refuses_bad_geometry():
         _C.avg_pool_backward(np.zeros((1, 1, 1, 1), np.float32), 2**62, 2**62, 2, 2, 2)
 
 
+@pytest.mark.parametrize("stride", [2**31, 2**62, 2**63 - 1])
+def test_avg_pool_of_a_huge_stride(stride):
+    """A stride past any row: one window, at the corner (no overflow in the row padding)."""
+    x = np.arange(2 * 3 * 5 * 7, dtype=np.float64).reshape(2, 3, 5, 7)
+    check_avg_pool_against_naive_loops(x, 2, 3, stride)
+    dout = np.ones((2, 3, 1, 1))
+    want = np.zeros_like(x)
+    want[:, :, :2, :3] = 1 / 6
+    np.testing.assert_array_equal(_C.avg_pool_backward(dout, 5, 7, 2, 3, stride), want)
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     N=st.integers(0, 3),
@@ -503,26 +514,77 @@ def test_avg_pool_of_wide_windows(N, C, H, W, global_pool, data, dtype):
     check_avg_pool_against_naive_loops(x, ph, pw, stride)
 
 
-@settings(max_examples=40, deadline=None)
+def in_order(terms):
+    """The sum of the arrays of terms, added one after another (numpy's own order)."""
+    total = terms[0].copy()
+    for term in terms[1:]:
+        total += term
+    return total
+
+
+def separable_window_sums(plane, ph, pw, rows, cols):
+    """The sums of the ph x pw windows of the stacked loops (cpp/avg_pool_plane.h) at
+    stride 1: each column's over the window's rows, then the window's columns'."""
+    columns = in_order([plane[:, :, i : i + rows, :] for i in range(ph)])
+    return in_order([columns[:, :, :, j : j + cols] for j in range(pw)])
+
+
+@settings(max_examples=60, deadline=None)
 @given(
     N=st.integers(1, 3),
-    C=st.integers(1, 3),
-    H=st.integers(3, 19),
-    W=st.integers(3, 41),
+    C=st.integers(1, 5),
+    H=st.integers(1, 40),
+    W=st.integers(1, 300),
+    ph=st.integers(1, 5),
+    pw=st.integers(1, 5),
     stride=st.integers(1, 3),
     dtype=st.sampled_from([np.float32, np.float64]),
 )
-def test_avg_pool_3x3_is_the_general_loops_sum(N, C, H, W, stride, dtype):
-    """3x3 windows (their own loop): the general loop's additions in its order, bit for bit."""
-    x = np.random.default_rng(H * W).standard_normal((N, C, H, W)).astype(dtype)
-    Ho, Wo = 1 + (H - 3) // stride, 1 + (W - 3) // stride
-    expected = np.zeros((N, C, Ho, Wo), dtype)
-    for i in range(3):
-        for j in range(3):
-            expected += x[:, :, i : i + stride * Ho : stride, j : j + stride * Wo : stride]
-    expected /= dtype(9)
-    out = _C.avg_pool_forward(x, 3, 3, stride)
-    np.testing.assert_array_equal(out, expected)
+def test_avg_pool_stacked_loops_bit_for_bit(N, C, H, W, ph, pw, stride, dtype):
+    """Windows not wider than the output row (but the 2x2 stride-2 loop's): the stacked
+    loops' sums, bit for bit, across the bands of rows (up to 300 columns: bands of a few
+    rows), the planes stacked in them and any number of threads. The forward: the stride-1
+    window sums / their size, every stride-th; the backward (not of tiling windows): the
+    stride-1 window sums of the gradients spread out with the full correlation's pad, / the
+    window's size."""
+    ph, pw = min(ph, H), min(pw, W)
+    Ho, Wo = 1 + (H - ph) // stride, 1 + (W - pw) // stride
+    if pw > Wo:
+        return  # the wide windows' loops
+    rng = np.random.default_rng(H * W + ph)
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    dout = rng.standard_normal((N, C, Ho, Wo)).astype(dtype)
+    count = dtype(ph * pw)
+    sums = separable_window_sums(x, ph, pw, H - ph + 1, W - pw + 1)
+    want_out = sums[:, :, ::stride, ::stride] / count
+    spread = np.zeros((N, C, H + ph - 1, W + pw - 1), dtype)
+    spread[:, :, ph - 1 :: stride, pw - 1 :: stride][:, :, :Ho, :Wo] = dout
+    want_dx = separable_window_sums(spread, ph, pw, H, W) / count
+    for threads in (1, 2):
+        with kernel_threads(threads):
+            if (ph, pw, stride) != (2, 2, 2):
+                np.testing.assert_array_equal(_C.avg_pool_forward(x, ph, pw, stride), want_out)
+            if not (stride == ph and stride == pw):
+                dx = _C.avg_pool_backward(dout, H, W, ph, pw, stride)
+                np.testing.assert_array_equal(dx, want_dx)
+
+
+@pytest.mark.parametrize(
+    "shape, ph, pw, stride",
+    [
+        ((1, 2, 3, 1100), 2, 3, 1),  # a band's rows cannot hold the window's: the plane loops
+        ((1, 1, 2, 700), 1, 300, 1),  # windows of 300 columns
+        ((2, 3, 5, 2047), 1, 2, 1),  # a row of 2047 columns, one to a band
+        ((1, 1, 9, 1000), 3, 3, 2),  # bands of two rows
+        ((1, 1, 4, 2047), 3, 3, 2),  # a row padded to 2048 columns: the plane loops
+        ((1, 1, 4100, 1), 1, 1, 2),  # full bands of one column, stride 2
+        ((2, 3, 700, 3), 2, 1, 2),
+    ],
+)
+def test_avg_pool_long_rows(shape, ph, pw, stride):
+    """Rows too long for the stacked loops' bands, and at their limit: the naive loops."""
+    x = np.random.default_rng(3).standard_normal(shape).astype(np.float32)
+    check_avg_pool_against_naive_loops(x, ph, pw, stride)
 
 
 @pytest.mark.torch
