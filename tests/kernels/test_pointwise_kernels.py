@@ -490,6 +490,28 @@ def test_avg_pool_backward_of_2x2_windows_bit_for_bit(N, C, H, W, dtype):
         np.testing.assert_array_equal(got.view(bits), want.view(bits))
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    N=st.integers(0, 3),
+    C=st.integers(1, 40),
+    H=st.integers(2, 40),
+    W=st.integers(2, 40),
+    dtype=st.sampled_from([np.float32, np.float64]),
+)
+def test_avg_pool_forward_of_2x2_windows_bit_for_bit(N, C, H, W, dtype):
+    """2 x 2 windows, stride 2 (their own loop; planes of even height one plane of all
+    their rows): (0 + the window's four entries in order) / 4 bit for bit, across the
+    pieces of several planes and any number of threads."""
+    x = np.random.default_rng(H * W + C).standard_normal((N, C, H, W)).astype(dtype)
+    Ho, Wo = H // 2, W // 2
+    tops, bottoms = x[:, :, 0 : 2 * Ho : 2, : 2 * Wo], x[:, :, 1 : 2 * Ho : 2, : 2 * Wo]
+    terms = [tops[..., 0::2], tops[..., 1::2], bottoms[..., 0::2], bottoms[..., 1::2]]
+    want = in_order([np.zeros_like(terms[0]), *terms]) / dtype(4)
+    for threads in (1, 2):
+        with kernel_threads(threads):
+            np.testing.assert_array_equal(_C.avg_pool_forward(x, 2, 2, 2), want)
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     N=st.integers(0, 3),
@@ -546,7 +568,7 @@ def test_avg_pool_stacked_loops_bit_for_bit(N, C, H, W, ph, pw, stride, dtype):
     rows), the planes stacked in them and any number of threads. The forward: the stride-1
     window sums / their size, every stride-th; the backward (not of tiling windows): the
     stride-1 window sums of the gradients spread out with the full correlation's pad, / the
-    window's size."""
+    window's size (signs of zeros too)."""
     ph, pw = min(ph, H), min(pw, W)
     Ho, Wo = 1 + (H - ph) // stride, 1 + (W - pw) // stride
     if pw > Wo:
@@ -554,6 +576,7 @@ def test_avg_pool_stacked_loops_bit_for_bit(N, C, H, W, ph, pw, stride, dtype):
     rng = np.random.default_rng(H * W + ph)
     x = rng.standard_normal((N, C, H, W)).astype(dtype)
     dout = rng.standard_normal((N, C, Ho, Wo)).astype(dtype)
+    dout[rng.random(dout.shape) < 0.3] = -0.0  # sums of -0 and 0: +0, as P's zeros give
     count = dtype(ph * pw)
     sums = separable_window_sums(x, ph, pw, H - ph + 1, W - pw + 1)
     want_out = sums[:, :, ::stride, ::stride] / count
@@ -566,6 +589,7 @@ def test_avg_pool_stacked_loops_bit_for_bit(N, C, H, W, ph, pw, stride, dtype):
                 np.testing.assert_array_equal(_C.avg_pool_forward(x, ph, pw, stride), want_out)
             if not (stride == ph and stride == pw):
                 dx = _C.avg_pool_backward(dout, H, W, ph, pw, stride)
+                np.testing.assert_array_equal(np.signbit(dx), np.signbit(want_dx))
                 np.testing.assert_array_equal(dx, want_dx)
 
 
