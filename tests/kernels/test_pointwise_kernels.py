@@ -466,16 +466,22 @@ def test_avg_pool_backward_of_tiling_windows(N, C, H, W, size, dtype):
 @settings(max_examples=40, deadline=None)
 @given(
     N=st.integers(0, 3),
-    C=st.integers(1, 3),
+    C=st.integers(1, 40),
     H=st.integers(2, 40),
     W=st.integers(2, 40),
     dtype=st.sampled_from([np.float32, np.float64]),
 )
-def test_avg_pool_backward_of_2x2_windows_bit_for_bit(N, C, H, W, dtype):
-    """2 x 2 windows, stride 2 (their own loop, each share times 1/4): numpy's dout / 4 in
-    its window's four entries bit for bit, NaN, infinities, signed zeros and subnormals
-    included, and 0 in the row and column no window covers."""
+def test_avg_pool_of_2x2_windows_bit_for_bit(N, C, H, W, dtype):
+    """2 x 2 windows, stride 2 (their own loops; planes of even height one plane of all
+    their rows, across pieces of several planes). The forward: (0 + the window's four
+    entries in order) / 4. The backward (each share times 1/4): numpy's dout / 4 in its
+    window's four entries, NaN, infinities, signed zeros and subnormals included, and 0 in
+    the row and column no window covers. Bit for bit, 1-2 threads."""
     Ho, Wo = H // 2, W // 2
+    x = np.random.default_rng(H * W + C).standard_normal((N, C, H, W)).astype(dtype)
+    tops, bottoms = x[:, :, 0 : 2 * Ho : 2, : 2 * Wo], x[:, :, 1 : 2 * Ho : 2, : 2 * Wo]
+    terms = [tops[..., 0::2], tops[..., 1::2], bottoms[..., 0::2], bottoms[..., 1::2]]
+    want_out = in_order([np.zeros_like(terms[0]), *terms]) / dtype(4)
     dout = np.random.default_rng(H * W).standard_normal((N, C, Ho, Wo)).astype(dtype)
     tiny = np.finfo(dtype).tiny
     specials = np.array([np.nan, np.inf, -np.inf, -0.0, 0.0, tiny / 3, -tiny * 5], dtype)
@@ -486,30 +492,9 @@ def test_avg_pool_backward_of_2x2_windows_bit_for_bit(N, C, H, W, dtype):
     bits = np.uint32 if dtype == np.float32 else np.uint64
     for threads in (1, 2):
         with kernel_threads(threads):
+            np.testing.assert_array_equal(_C.avg_pool_forward(x, 2, 2, 2), want_out)
             got = _C.avg_pool_backward(dout, H, W, 2, 2, 2)
         np.testing.assert_array_equal(got.view(bits), want.view(bits))
-
-
-@settings(max_examples=40, deadline=None)
-@given(
-    N=st.integers(0, 3),
-    C=st.integers(1, 40),
-    H=st.integers(2, 40),
-    W=st.integers(2, 40),
-    dtype=st.sampled_from([np.float32, np.float64]),
-)
-def test_avg_pool_forward_of_2x2_windows_bit_for_bit(N, C, H, W, dtype):
-    """2 x 2 windows, stride 2 (their own loop; planes of even height one plane of all
-    their rows): (0 + the window's four entries in order) / 4 bit for bit, across the
-    pieces of several planes and any number of threads."""
-    x = np.random.default_rng(H * W + C).standard_normal((N, C, H, W)).astype(dtype)
-    Ho, Wo = H // 2, W // 2
-    tops, bottoms = x[:, :, 0 : 2 * Ho : 2, : 2 * Wo], x[:, :, 1 : 2 * Ho : 2, : 2 * Wo]
-    terms = [tops[..., 0::2], tops[..., 1::2], bottoms[..., 0::2], bottoms[..., 1::2]]
-    want = in_order([np.zeros_like(terms[0]), *terms]) / dtype(4)
-    for threads in (1, 2):
-        with kernel_threads(threads):
-            np.testing.assert_array_equal(_C.avg_pool_forward(x, 2, 2, 2), want)
 
 
 @settings(max_examples=60, deadline=None)
