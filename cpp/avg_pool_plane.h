@@ -315,6 +315,12 @@ void avg_pool_plane_backward(const AvgPoolPlane& g, const T* grad, T* dst) {
     }
 }
 
+// `planes` planes of g one after another as one plane of all their rows, for windows that
+// cover every row once (stride = window height dividing H).
+inline AvgPoolPlane stacked_planes(const AvgPoolPlane& g, int64_t planes) {
+    return {planes * g.H, g.W, g.pool_height, g.pool_width, g.stride, planes * g.Ho, g.Wo};
+}
+
 // `planes` planes one after another (x's, or a group's in the groupnorm kernels).
 template <typename T>
 void avg_pool_planes_forward(const AvgPoolPlane& g, int64_t planes, const T* src, T* out) {
@@ -334,6 +340,12 @@ void avg_pool_planes_forward(const AvgPoolPlane& g, int64_t planes, const T* src
         }
         return;
     }
+    if (two_by_two && g.H % 2 == 0) {
+        // The planes' windows are those of one plane of all their rows: one call, not one
+        // per plane (planes of 32 x 32 took ~10% longer one at a time).
+        avg_pool_plane_forward(stacked_planes(g, planes), src, out);
+        return;
+    }
     for (int64_t p = 0; p < planes; ++p) {
         avg_pool_plane_forward(g, src + p * g.in_plane(), out + p * g.out_plane());
     }
@@ -344,6 +356,10 @@ void avg_pool_planes_backward(const AvgPoolPlane& g, int64_t planes, const T* gr
     const bool tiling = g.stride == g.pool_height && g.stride == g.pool_width;
     if (!tiling && !wide_windows(g) && stacks(g, g.W + g.pool_width - 1)) {
         avg_pool_stacked_backward(g, planes, grad, dst);
+        return;
+    }
+    if (tiling && g.H % g.stride == 0) {  // the forward's one plane of all the rows
+        avg_pool_plane_backward(stacked_planes(g, planes), grad, dst);
         return;
     }
     for (int64_t p = 0; p < planes; ++p) {

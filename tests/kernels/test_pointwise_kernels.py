@@ -466,16 +466,22 @@ def test_avg_pool_backward_of_tiling_windows(N, C, H, W, size, dtype):
 @settings(max_examples=40, deadline=None)
 @given(
     N=st.integers(0, 3),
-    C=st.integers(1, 3),
+    C=st.integers(1, 40),
     H=st.integers(2, 40),
     W=st.integers(2, 40),
     dtype=st.sampled_from([np.float32, np.float64]),
 )
-def test_avg_pool_backward_of_2x2_windows_bit_for_bit(N, C, H, W, dtype):
-    """2 x 2 windows, stride 2 (their own loop, each share times 1/4): numpy's dout / 4 in
-    its window's four entries bit for bit, NaN, infinities, signed zeros and subnormals
-    included, and 0 in the row and column no window covers."""
+def test_avg_pool_of_2x2_windows_bit_for_bit(N, C, H, W, dtype):
+    """2 x 2 windows, stride 2 (their own loops; planes of even height one plane of all
+    their rows, across pieces of several planes). The forward: (0 + the window's four
+    entries in order) / 4. The backward (each share times 1/4): numpy's dout / 4 in its
+    window's four entries, NaN, infinities, signed zeros and subnormals included, and 0 in
+    the row and column no window covers. Bit for bit, 1-2 threads."""
     Ho, Wo = H // 2, W // 2
+    x = np.random.default_rng(H * W + C).standard_normal((N, C, H, W)).astype(dtype)
+    tops, bottoms = x[:, :, 0 : 2 * Ho : 2, : 2 * Wo], x[:, :, 1 : 2 * Ho : 2, : 2 * Wo]
+    terms = [tops[..., 0::2], tops[..., 1::2], bottoms[..., 0::2], bottoms[..., 1::2]]
+    want_out = in_order([np.zeros_like(terms[0]), *terms]) / dtype(4)
     dout = np.random.default_rng(H * W).standard_normal((N, C, Ho, Wo)).astype(dtype)
     tiny = np.finfo(dtype).tiny
     specials = np.array([np.nan, np.inf, -np.inf, -0.0, 0.0, tiny / 3, -tiny * 5], dtype)
@@ -486,6 +492,7 @@ def test_avg_pool_backward_of_2x2_windows_bit_for_bit(N, C, H, W, dtype):
     bits = np.uint32 if dtype == np.float32 else np.uint64
     for threads in (1, 2):
         with kernel_threads(threads):
+            np.testing.assert_array_equal(_C.avg_pool_forward(x, 2, 2, 2), want_out)
             got = _C.avg_pool_backward(dout, H, W, 2, 2, 2)
         np.testing.assert_array_equal(got.view(bits), want.view(bits))
 
@@ -546,7 +553,7 @@ def test_avg_pool_stacked_loops_bit_for_bit(N, C, H, W, ph, pw, stride, dtype):
     rows), the planes stacked in them and any number of threads. The forward: the stride-1
     window sums / their size, every stride-th; the backward (not of tiling windows): the
     stride-1 window sums of the gradients spread out with the full correlation's pad, / the
-    window's size."""
+    window's size (signs of zeros too)."""
     ph, pw = min(ph, H), min(pw, W)
     Ho, Wo = 1 + (H - ph) // stride, 1 + (W - pw) // stride
     if pw > Wo:
@@ -554,6 +561,7 @@ def test_avg_pool_stacked_loops_bit_for_bit(N, C, H, W, ph, pw, stride, dtype):
     rng = np.random.default_rng(H * W + ph)
     x = rng.standard_normal((N, C, H, W)).astype(dtype)
     dout = rng.standard_normal((N, C, Ho, Wo)).astype(dtype)
+    dout[rng.random(dout.shape) < 0.3] = -0.0  # sums of -0 and 0: +0, as P's zeros give
     count = dtype(ph * pw)
     sums = separable_window_sums(x, ph, pw, H - ph + 1, W - pw + 1)
     want_out = sums[:, :, ::stride, ::stride] / count
@@ -566,6 +574,7 @@ def test_avg_pool_stacked_loops_bit_for_bit(N, C, H, W, ph, pw, stride, dtype):
                 np.testing.assert_array_equal(_C.avg_pool_forward(x, ph, pw, stride), want_out)
             if not (stride == ph and stride == pw):
                 dx = _C.avg_pool_backward(dout, H, W, ph, pw, stride)
+                np.testing.assert_array_equal(np.signbit(dx), np.signbit(want_dx))
                 np.testing.assert_array_equal(dx, want_dx)
 
 
