@@ -355,19 +355,44 @@ struct Tiled {
 Tiled forward_tiled(const ConvGeometry& g) { return {g.Ho, g.Wo}; }
 Tiled input_gradient_tiled(const ConvGeometry& g) { return {g.H, g.W}; }
 
+// Whether Winograd can run the layer at all (and is not switched off).
+bool winograd_layer(const ConvGeometry& g) {
+    const bool tiled = g.HH == g.WW && (g.HH == 3 || g.HH == 5 || g.HH == 7) && g.pad <= (g.HH - 1) / 2;
+    return winograd_mode != WinogradMode::kOff && tiled && g.stride == 1 && direct_enabled &&
+           use_avx512() && std::max(g.C, g.F) <= kWinogradMaxGatherOffset / (16 * g.HH * g.WW);
+}
+
 // min_side: of the output it tiles, below which it does not pay.
 bool winograd_conv(const ConvGeometry& g, int64_t in_channels, int64_t out_channels,
                    Tiled out, int64_t min_side) {
-    const WinogradMode mode = winograd_mode;
-    const bool tiled = g.HH == g.WW && (g.HH == 3 || g.HH == 5 || g.HH == 7) && g.pad <= (g.HH - 1) / 2;
-    if (mode == WinogradMode::kOff || !tiled || g.stride != 1 || !direct_enabled ||
-        !use_avx512()) {
-        return false;
-    }
-    if (std::max(g.C, g.F) > kWinogradMaxGatherOffset / (16 * g.HH * g.WW)) return false;
-    return mode == WinogradMode::kEverywhere ||
-           (in_channels >= kWinogradMinChannels && out_channels >= kWinogradMinChannels &&
-            out.H >= min_side && out.W >= min_side);
+    return winograd_layer(g) &&
+           (winograd_mode == WinogradMode::kEverywhere ||
+            (in_channels >= kWinogradMinChannels && out_channels >= kWinogradMinChannels &&
+             out.H >= min_side && out.W >= min_side));
+}
+
+// The forward and dx of 5x5 and 7x7 layers pay on fewer channels too (on 2x2 tiles, per
+// output and channel pair, (k + 1)^2 / 4 multiplies against k^2: 9 against 25, 16 against 49):
+// from kWinogradNarrowMinChannels channels in and out and kWinogradNarrowMinPairs pairs of
+// them, on outputs of kWinogradNarrowMinRows+ rows of kDirectMinRow+ pixels. Per pass, batch
+// 64, one thread, CPU time, Winograd / the direct and tap kernels' (8 -> 16, 8 -> 33, 8 -> 64,
+// 12 -> 12, 12 -> 32, 16 -> 8, 33 -> 8, 64 -> 8, 16 -> 12; 8-32 rows of 16-39 pixels): 7x7
+// forward 0.50-0.99, dx 0.49-0.99 (16 -> 8 @16 dx 1.26), 5x5 forward 0.59-1.02, dx
+// 0.57-1.01; random-0-33's 8 -> 33 7x7 pad 1 @26x39 forward 20.9 -> 12.1 ms, dx 24.7 -> 17.5.
+// Rows under 16 pixels the short-row kernels hold better (@14 1.0-1.34, @9 0.96-1.32), 7 rows
+// (a tile row half past the output) 0.86-1.21, and 8 -> 8, 6 -> 16, 4 -> 24, 3 -> F lose
+// (0.8-2.1).
+constexpr int64_t kWinogradNarrowMinChannels = 8;
+constexpr int64_t kWinogradNarrowMinPairs = 128;
+constexpr int64_t kWinogradNarrowMinRows = 8;
+
+bool winograd_narrow(const ConvGeometry& g, int64_t in_channels, int64_t out_channels,
+                     Tiled out) {
+    // (winograd_layer bounds the channels, so their product fits)
+    return g.HH != 3 && winograd_layer(g) && in_channels >= kWinogradNarrowMinChannels &&
+           out_channels >= kWinogradNarrowMinChannels &&
+           in_channels * out_channels >= kWinogradNarrowMinPairs &&
+           out.H >= kWinogradNarrowMinRows && out.W >= kDirectMinRow;
 }
 
 // An output under the sides above that m x m tiles cover exactly, kWinogradSmallMinSide or
@@ -380,6 +405,7 @@ bool winograd_tiles_cover(Tiled out, int64_t m) {
 bool winograd_forward(const ConvGeometry& g) {
     const Tiled out = forward_tiled(g);
     return winograd_conv(g, g.C, g.F, out, kWinogradForwardMinSide) ||
+           winograd_narrow(g, g.C, g.F, out) ||
            (g.HH == 3 && g.C >= kWinogradSmallMinChannels && g.F >= kWinogradSmallMinChannels &&
             g.N >= kWinogradSmallMinImages && winograd_tiles_cover(out, 2) &&
             winograd_conv(g, g.C, g.F, out, kWinogradSmallMinSide));
@@ -486,7 +512,8 @@ int64_t winograd_tile(const ConvGeometry& g, Tiled out) {
 // 4 @4, 16 tiles, 0.99-1.19), and where 4x4 tiles pay (winograd_gradient_tile) from
 // kWinogradGradientLargeTilesMinChannels channels in and out on.
 constexpr int64_t kWinogradGradientMinSide = 12;
-constexpr int64_t kWinogradGradientLargeKernelMinFilters = 32;
+constexpr int64_t kWinogradGradientLargeKernelMinFilters = 17;
+constexpr int64_t kWinogradGradientLargeKernelMinPositions = 64;
 constexpr int64_t kWinogradGradientWideChannels = 128;
 constexpr int64_t kWinogradGradientWideMinSide = 7;
 constexpr int64_t kWinogradGradientLargeTilesMinChannels = 64;
@@ -590,8 +617,12 @@ bool winograd_weight_gradient(const ConvGeometry& g) {
         ((wide && winograd_tiles_cover(out, 2) &&
           g.N * (out.H / 2) * (out.W / 2) >= kWinogradGradientSmallMinTiles) ||
          large_tiles);
+    // (out.H x out.W fits: dout holds N x F x Ho x Wo floats)
+    const bool large_kernel_pays =
+        g.HH != 3 && out.H * out.W >= kWinogradGradientLargeKernelMinPositions;
     return (winograd_conv(g, g.C, g.F, out,
-                          wide ? kWinogradGradientWideMinSide : kWinogradGradientMinSide) ||
+                          wide || large_kernel_pays ? kWinogradGradientWideMinSide
+                                                    : kWinogradGradientMinSide) ||
             (small_pays && winograd_conv(g, g.C, g.F, out, 0))) &&
            (g.HH == 3 || g.F >= kWinogradGradientLargeKernelMinFilters) && narrow_pays &&
            ((g.HH + 1) * (g.HH + 1) * g.C * g.F <= kWinogradGradientMaxSlotFloats ||
@@ -1590,8 +1621,9 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
         const bool winograd_dx =
             gemm_dx && (winograd_filters_dx ||
                         (!gemm_input_gradient(g) &&
-                         winograd_conv(g, g.F, g.C, input_gradient_tiled(g),
-                                       winograd_input_gradient_min_side(g))));
+                         (winograd_conv(g, g.F, g.C, input_gradient_tiled(g),
+                                        winograd_input_gradient_min_side(g)) ||
+                          winograd_narrow(g, g.F, g.C, input_gradient_tiled(g)))));
         // These dx kernels read the whole batch's dout, not a chunk's.
         if (winograd_dx ||
             (gemm_dx && (direct_pass.dx || phase.dx || tap_input_gradient<T>(g)))) {
