@@ -497,12 +497,16 @@ int64_t winograd_tile(const ConvGeometry& g, Tiled out) {
 // (docs/performance/kernels.md has the sweep): on images of kWinogradGradientMinSide+ pixels 3x3
 // 0.56-0.99 (16 -> 16 @16 at batch 16 1.05), 5x5 0.37-0.89 and 7x7 0.53-0.81 (batch 64) from
 // kWinogradGradientLargeKernelMinFilters filters out on (5x5 16 -> 16 @12-16 1.16-1.21, 32 -> 16
-// @12 1.07, @14 1.00; 7x7 16 -> 16 @12 1.11, @16-32 0.91-0.93, 32 -> 16 @12-32 0.82-0.95); on
-// smaller ones its transforms, vectorised along a tile
-// row's tiles, fill a few lanes of 16, and it pays on kWinogradGradientWideChannels+ channels in
-// and out only, down to 7 x 7 images (3x3 128 -> 128 @8 0.66 / 0.69, @7 0.87 / 0.88; but @4 1.07 /
-// 0.81, 64 -> 64 @8 1.24 / 0.83, 32 -> 32 @8 1.0, @7 1.3, 16 -> 16 @8 1.4, any @2 1.7-2.3; 5x5 128
-// -> 128 @8 0.60, @7 0.77, but 64 -> 64 @8 0.87, @7 1.05, 32 -> 32 @8 1.24, @7 1.48). Its slots of
+// @12 1.07, @14 1.00; 7x7 16 -> 16 @12 1.11, @16-32 0.91-0.93, 32 -> 16 @12-32 0.82-0.95; 17 ->
+// 16, 24 -> 16 1.1-1.8, one whole filter vector on the direct kernel; 17-31 filters leave its
+// second part empty: 31 -> 18, 24 -> 24, 20 -> 20, 40 -> 20, 48 -> 24 @8-39 0.53-0.89). On
+// smaller 3x3 images its transforms, vectorised along a tile row's tiles, fill a few lanes of
+// 16, and it pays on kWinogradGradientWideChannels+ channels in and out only, down to 7 x 7
+// images (3x3 128 -> 128 @8 0.66 / 0.69, @7 0.87 / 0.88; but @4 1.07 / 0.81, 64 -> 64 @8 1.24 /
+// 0.83, 32 -> 32 @8 1.0, @7 1.3, 16 -> 16 @8 1.4, any @2 1.7-2.3); 5x5 and 7x7 layers from 7
+// pixels on images of kWinogradGradientLargeKernelMinPositions+ positions (batch 16 and 64:
+// 32 -> 32 @8x12 0.71-0.74, 64 -> 64 @8 0.63-0.77, 31 -> 18 @30x7 0.67-0.79; but 7 x 7 and
+// 9 x 9 0.7-1.05, 11 x 6 1.07-1.14). Its slots of
 // the transformed weights' gradient (points x F C floats) outgrow the caches past
 // kWinogradGradientMaxSlotFloats: such layers run by blocks of pairs (winograd_dw_by_pairs) on
 // images of up to kWinogradPairsMaxTiles tiles, and not at all on larger ones. On images that
