@@ -14,7 +14,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from graphnet.kernels import _C
-from .test_avx2 import kernel_threads
+from .test_avx2 import assert_same_bits_on_any_thread_count, kernel_threads
 from .test_conv_paths import case, run
 from .test_fast_layers import (
     assert_within_rounding,
@@ -352,6 +352,7 @@ def test_which_narrow_layers_take_winograd_forward_and_dx(C, F, k, H, W, winogra
     with winograd_mode("off"):
         off = passes()
     assert [not np.array_equal(a, b) for a, b in zip(on, off)] == [winograd, winograd]
+    assert_same_bits_on_any_thread_count(passes)
 
 
 @pytest.mark.parametrize(
