@@ -355,19 +355,44 @@ struct Tiled {
 Tiled forward_tiled(const ConvGeometry& g) { return {g.Ho, g.Wo}; }
 Tiled input_gradient_tiled(const ConvGeometry& g) { return {g.H, g.W}; }
 
+// Whether Winograd can run the layer at all (and is not switched off).
+bool winograd_layer(const ConvGeometry& g) {
+    const bool tiled = g.HH == g.WW && (g.HH == 3 || g.HH == 5 || g.HH == 7) && g.pad <= (g.HH - 1) / 2;
+    return winograd_mode != WinogradMode::kOff && tiled && g.stride == 1 && direct_enabled &&
+           use_avx512() && std::max(g.C, g.F) <= kWinogradMaxGatherOffset / (16 * g.HH * g.WW);
+}
+
 // min_side: of the output it tiles, below which it does not pay.
 bool winograd_conv(const ConvGeometry& g, int64_t in_channels, int64_t out_channels,
                    Tiled out, int64_t min_side) {
-    const WinogradMode mode = winograd_mode;
-    const bool tiled = g.HH == g.WW && (g.HH == 3 || g.HH == 5 || g.HH == 7) && g.pad <= (g.HH - 1) / 2;
-    if (mode == WinogradMode::kOff || !tiled || g.stride != 1 || !direct_enabled ||
-        !use_avx512()) {
-        return false;
-    }
-    if (std::max(g.C, g.F) > kWinogradMaxGatherOffset / (16 * g.HH * g.WW)) return false;
-    return mode == WinogradMode::kEverywhere ||
-           (in_channels >= kWinogradMinChannels && out_channels >= kWinogradMinChannels &&
-            out.H >= min_side && out.W >= min_side);
+    return winograd_layer(g) &&
+           (winograd_mode == WinogradMode::kEverywhere ||
+            (in_channels >= kWinogradMinChannels && out_channels >= kWinogradMinChannels &&
+             out.H >= min_side && out.W >= min_side));
+}
+
+// The forward and dx of 5x5 and 7x7 layers pay on fewer channels too (on 2x2 tiles, per
+// output and channel pair, (k + 1)^2 / 4 multiplies against k^2: 9 against 25, 16 against 49):
+// from kWinogradNarrowMinChannels channels in and out and kWinogradNarrowMinPairs pairs of
+// them, on outputs of kWinogradNarrowMinRows+ rows of kDirectMinRow+ pixels. Per pass, batch
+// 64, one thread, CPU time, Winograd / the direct and tap kernels' (8 -> 16, 8 -> 33, 8 -> 64,
+// 12 -> 12, 12 -> 32, 16 -> 8, 33 -> 8, 64 -> 8, 16 -> 12; 8-32 rows of 16-39 pixels): 7x7
+// forward 0.50-0.99, dx 0.49-0.99 (16 -> 8 @16 dx 1.26), 5x5 forward 0.59-1.02, dx
+// 0.57-1.01; random-0-33's 8 -> 33 7x7 pad 1 @26x39 forward 20.9 -> 12.1 ms, dx 24.7 -> 17.5.
+// Rows under 16 pixels the short-row kernels hold better (@14 1.0-1.34, @9 0.96-1.32), 7 rows
+// (a tile row half past the output) 0.86-1.21, and 8 -> 8, 6 -> 16, 4 -> 24, 3 -> F lose
+// (0.8-2.1).
+constexpr int64_t kWinogradNarrowMinChannels = 8;
+constexpr int64_t kWinogradNarrowMinPairs = 128;
+constexpr int64_t kWinogradNarrowMinRows = 8;
+
+bool winograd_narrow(const ConvGeometry& g, int64_t in_channels, int64_t out_channels,
+                     Tiled out) {
+    // (winograd_layer bounds the channels, so their product fits)
+    return g.HH != 3 && winograd_layer(g) && in_channels >= kWinogradNarrowMinChannels &&
+           out_channels >= kWinogradNarrowMinChannels &&
+           in_channels * out_channels >= kWinogradNarrowMinPairs &&
+           out.H >= kWinogradNarrowMinRows && out.W >= kDirectMinRow;
 }
 
 // An output under the sides above that m x m tiles cover exactly, kWinogradSmallMinSide or
@@ -380,6 +405,7 @@ bool winograd_tiles_cover(Tiled out, int64_t m) {
 bool winograd_forward(const ConvGeometry& g) {
     const Tiled out = forward_tiled(g);
     return winograd_conv(g, g.C, g.F, out, kWinogradForwardMinSide) ||
+           winograd_narrow(g, g.C, g.F, out) ||
            (g.HH == 3 && g.C >= kWinogradSmallMinChannels && g.F >= kWinogradSmallMinChannels &&
             g.N >= kWinogradSmallMinImages && winograd_tiles_cover(out, 2) &&
             winograd_conv(g, g.C, g.F, out, kWinogradSmallMinSide));
@@ -471,12 +497,16 @@ int64_t winograd_tile(const ConvGeometry& g, Tiled out) {
 // (docs/performance/kernels.md has the sweep): on images of kWinogradGradientMinSide+ pixels 3x3
 // 0.56-0.99 (16 -> 16 @16 at batch 16 1.05), 5x5 0.37-0.89 and 7x7 0.53-0.81 (batch 64) from
 // kWinogradGradientLargeKernelMinFilters filters out on (5x5 16 -> 16 @12-16 1.16-1.21, 32 -> 16
-// @12 1.07, @14 1.00; 7x7 16 -> 16 @12 1.11, @16-32 0.91-0.93, 32 -> 16 @12-32 0.82-0.95); on
-// smaller ones its transforms, vectorised along a tile
-// row's tiles, fill a few lanes of 16, and it pays on kWinogradGradientWideChannels+ channels in
-// and out only, down to 7 x 7 images (3x3 128 -> 128 @8 0.66 / 0.69, @7 0.87 / 0.88; but @4 1.07 /
-// 0.81, 64 -> 64 @8 1.24 / 0.83, 32 -> 32 @8 1.0, @7 1.3, 16 -> 16 @8 1.4, any @2 1.7-2.3; 5x5 128
-// -> 128 @8 0.60, @7 0.77, but 64 -> 64 @8 0.87, @7 1.05, 32 -> 32 @8 1.24, @7 1.48). Its slots of
+// @12 1.07, @14 1.00; 7x7 16 -> 16 @12 1.11, @16-32 0.91-0.93, 32 -> 16 @12-32 0.82-0.95; 17 ->
+// 16, 24 -> 16 1.1-1.8, one whole filter vector on the direct kernel; 17-31 filters leave its
+// second part empty: 31 -> 18, 24 -> 24, 20 -> 20, 40 -> 20, 48 -> 24 @8-39 0.53-0.89). On
+// smaller 3x3 images its transforms, vectorised along a tile row's tiles, fill a few lanes of
+// 16, and it pays on kWinogradGradientWideChannels+ channels in and out only, down to 7 x 7
+// images (3x3 128 -> 128 @8 0.66 / 0.69, @7 0.87 / 0.88; but @4 1.07 / 0.81, 64 -> 64 @8 1.24 /
+// 0.83, 32 -> 32 @8 1.0, @7 1.3, 16 -> 16 @8 1.4, any @2 1.7-2.3); 5x5 and 7x7 layers from 7
+// pixels on images of kWinogradGradientLargeKernelMinPositions+ positions (batch 16 and 64:
+// 32 -> 32 @8x12 0.71-0.74, 64 -> 64 @8 0.63-0.77, 31 -> 18 @30x7 0.67-0.79; but 7 x 7 and
+// 9 x 9 0.7-1.05, 11 x 6 1.07-1.14). Its slots of
 // the transformed weights' gradient (points x F C floats) outgrow the caches past
 // kWinogradGradientMaxSlotFloats: such layers run by blocks of pairs (winograd_dw_by_pairs) on
 // images of up to kWinogradPairsMaxTiles tiles, and not at all on larger ones. On images that
@@ -486,7 +516,8 @@ int64_t winograd_tile(const ConvGeometry& g, Tiled out) {
 // 4 @4, 16 tiles, 0.99-1.19), and where 4x4 tiles pay (winograd_gradient_tile) from
 // kWinogradGradientLargeTilesMinChannels channels in and out on.
 constexpr int64_t kWinogradGradientMinSide = 12;
-constexpr int64_t kWinogradGradientLargeKernelMinFilters = 32;
+constexpr int64_t kWinogradGradientLargeKernelMinFilters = 17;
+constexpr int64_t kWinogradGradientLargeKernelMinPositions = 64;
 constexpr int64_t kWinogradGradientWideChannels = 128;
 constexpr int64_t kWinogradGradientWideMinSide = 7;
 constexpr int64_t kWinogradGradientLargeTilesMinChannels = 64;
@@ -590,8 +621,12 @@ bool winograd_weight_gradient(const ConvGeometry& g) {
         ((wide && winograd_tiles_cover(out, 2) &&
           g.N * (out.H / 2) * (out.W / 2) >= kWinogradGradientSmallMinTiles) ||
          large_tiles);
+    // (out.H x out.W fits: dout holds N x F x Ho x Wo floats)
+    const bool large_kernel_pays =
+        g.HH != 3 && out.H * out.W >= kWinogradGradientLargeKernelMinPositions;
     return (winograd_conv(g, g.C, g.F, out,
-                          wide ? kWinogradGradientWideMinSide : kWinogradGradientMinSide) ||
+                          wide || large_kernel_pays ? kWinogradGradientWideMinSide
+                                                    : kWinogradGradientMinSide) ||
             (small_pays && winograd_conv(g, g.C, g.F, out, 0))) &&
            (g.HH == 3 || g.F >= kWinogradGradientLargeKernelMinFilters) && narrow_pays &&
            ((g.HH + 1) * (g.HH + 1) * g.C * g.F <= kWinogradGradientMaxSlotFloats ||
@@ -1590,8 +1625,9 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
         const bool winograd_dx =
             gemm_dx && (winograd_filters_dx ||
                         (!gemm_input_gradient(g) &&
-                         winograd_conv(g, g.F, g.C, input_gradient_tiled(g),
-                                       winograd_input_gradient_min_side(g))));
+                         (winograd_conv(g, g.F, g.C, input_gradient_tiled(g),
+                                        winograd_input_gradient_min_side(g)) ||
+                          winograd_narrow(g, g.F, g.C, input_gradient_tiled(g)))));
         // These dx kernels read the whole batch's dout, not a chunk's.
         if (winograd_dx ||
             (gemm_dx && (direct_pass.dx || phase.dx || tap_input_gradient<T>(g)))) {

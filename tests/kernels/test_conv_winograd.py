@@ -14,7 +14,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from graphnet.kernels import _C
-from .test_avx2 import kernel_threads
+from .test_avx2 import assert_same_bits_on_any_thread_count, kernel_threads
 from .test_conv_paths import case, run
 from .test_fast_layers import (
     assert_within_rounding,
@@ -307,7 +307,6 @@ def test_winograd_forward_on_groups_of_small_images(m, N, C, H, W, F, pad, seed)
         (16, 32, 7, 1, 1, np.float32, True),  # 8 x 12 outputs
         (32, 32, 7, 1, 0, np.float32, False),  # 6 x 10 outputs: under 7 pixels
         (3, 32, 7, 1, 3, np.float32, False),  # a first layer: 3-deep products
-        (16, 15, 7, 1, 3, np.float32, False),
         (32, 32, 7, 2, 3, np.float32, False),
         (32, 32, 7, 1, 3, np.float64, False),
     ],
@@ -320,6 +319,40 @@ def test_which_layers_take_winograd(C, F, k, stride, pad, dtype, winograd):
     with winograd_mode("off"):
         off = _C.conv_forward(x, w, b, stride, pad)
     assert np.array_equal(on, off) != winograd
+
+
+@pytest.mark.parametrize(
+    "C, F, k, H, W, winograd",
+    [
+        (8, 33, 7, 12, 16, True),  # fewer channels: 8+ in and out, 128+ pairs
+        (16, 15, 7, 12, 16, True),
+        (33, 8, 7, 8, 35, True),
+        (8, 16, 5, 12, 16, True),
+        (12, 12, 5, 8, 16, True),
+        (8, 8, 7, 12, 16, False),  # 64 pairs
+        (6, 32, 7, 12, 16, False),
+        (8, 33, 3, 12, 16, False),  # 3x3 keeps 16+
+        (8, 33, 7, 12, 15, False),  # rows under 16 pixels
+        (8, 33, 7, 7, 16, False),  # under 8 rows
+    ],
+)
+def test_which_narrow_layers_take_winograd_forward_and_dx(C, F, k, H, W, winograd):
+    """By default ('auto') 5x5 and 7x7 "same" layers of 8-15 channels in or out run the forward
+    and dx on Winograd where those passes' outputs have 8+ rows of 16+ pixels. (Each pass
+    reads its own output: on a "same" layer the forward's and dx's are one size.)"""
+    pad = (k - 1) // 2
+    x, w, b = case(2, C, H, W, F, k, np.float32, seed=0)
+    dout = np.random.default_rng(1).standard_normal((2, F, H, W)).astype(np.float32)
+
+    def passes():
+        dx = _C.conv_backward(dout, x, w, 1, pad, need_dw=False)[0]
+        return _C.conv_forward(x, w, b, 1, pad), dx
+
+    on = passes()
+    with winograd_mode("off"):
+        off = passes()
+    assert [not np.array_equal(a, b) for a, b in zip(on, off)] == [winograd, winograd]
+    assert_same_bits_on_any_thread_count(passes)
 
 
 @pytest.mark.parametrize(
@@ -394,15 +427,21 @@ def test_wide_layers_on_few_tiles_run_im2col_and_gemm(N, C, H, W, F, gemm):
         (32, 32, 16, 16, 3, np.float64, False),
         (16, 32, 12, 16, 5, np.float32, True),
         (32, 64, 16, 16, 5, np.float32, True),
-        (32, 16, 16, 16, 5, np.float32, False),  # 5x5: from 32 filters out on
-        (64, 64, 8, 8, 5, np.float32, False),
+        (32, 16, 16, 16, 5, np.float32, False),  # 5x5: from 17 filters out on
+        (16, 17, 16, 16, 5, np.float32, True),
+        (31, 18, 30, 7, 5, np.float32, True),  # 5x5 and 7x7 from 7 pixels, on 64+ positions
+        (64, 64, 8, 8, 5, np.float32, True),
+        (64, 64, 7, 7, 5, np.float32, False),
+        (32, 32, 6, 12, 5, np.float32, False),
         (128, 128, 7, 8, 5, np.float32, True),
         (128, 256, 8, 8, 5, np.float32, True),
         (256, 256, 8, 8, 5, np.float32, True),  # 36 points: by blocks of pairs
         (32, 64, 16, 16, 5, np.float64, False),
         (16, 32, 16, 16, 7, np.float32, True),
-        (16, 16, 16, 16, 7, np.float32, False),  # 7x7: from 32 filters out on too
-        (32, 32, 8, 12, 7, np.float32, False),
+        (16, 16, 16, 16, 7, np.float32, False),  # 7x7: from 17 filters out on too
+        (24, 24, 16, 16, 7, np.float32, True),
+        (32, 32, 8, 12, 7, np.float32, True),
+        (12, 32, 16, 16, 7, np.float32, False),  # 16+ channels in
         (3, 32, 16, 16, 7, np.float32, False),
         (16, 32, 16, 16, 7, np.float64, False),
     ],
@@ -441,7 +480,7 @@ def dw_takes_winograd(dout, x, w, pad):
         (32, 32, 12, 3, 0, False),  # 10 x 10 outputs: under 12 pixels
         (16, 32, 30, 3, 0, False),  # 3x3: from 32 channels in and out on
         (16, 32, 30, 3, 1, True),  # (on a "same" pad from 16)
-        (32, 16, 18, 5, 0, False),  # 5x5: from 32 filters out on
+        (32, 16, 18, 5, 0, False),  # 5x5: from 17 filters out on
     ],
 )
 def test_which_narrow_pads_take_winograd_for_the_weight_gradient(C, F, H, k, pad, winograd):
