@@ -1,7 +1,7 @@
 """What one eval-mode inference call costs around its gates, per zoo network (batch 1).
 
     python benchmarks/bench_call.py [--models twolayer,fc] [--dtype float32] [--rounds 7]
-                                    [--unfused] [--batch 1] [--steps]
+                                    [--unfused] [--batch 1] [--steps] [--parts]
 
 For each network of benchmarks/zoo_models.py, on one thread, in CPU time (medians of
 --rounds turns, the three measured in turns within each):
@@ -16,7 +16,11 @@ For each network of benchmarks/zoo_models.py, on one thread, in CPU time (median
 
 --batch times another batch size (from 4 the call runs the fused plan, not the small-batch
 plan); --steps also prints each step of the gates-alone loop, its CPU time per call, and
-each PyTorch module's (from forward hooks, in calls of their own after the rounds). The
+each PyTorch module's (from forward hooks, in calls of their own after the rounds);
+--parts also times the parts of graphnet's call, each in a loop of its own on the last
+call's plan and feeds: the model's wrapper around the graph's run (the input check, the
+lock, the switch to eval mode and back), the plan's lookup, the feed (its checks and
+store), the walk (run_forward: the gates and its bookkeeping) and the gates alone. The
 network first takes one train-mode forward and backward (no update), so that its
 batchnorms have running averages, as after training.
 
@@ -94,6 +98,50 @@ def measure(model, dtype, rounds, unfused=False, batch=1, modules=False):
     return len(plan.steps), {name: float(np.median(t)) for name, t in times.items()}, steps
 
 
+def call_parts_us(model, dtype, rounds, batch=1):
+    """[(part, median us)]: the parts of an eval call of `model`, each in calls of its own.
+    The plan's inputs are fed what the last call fed them, and its sink is the target."""
+    ours = build_graphnet(model, dtype)
+    X, y = batch_of(model, batch, dtype, np.random.default_rng(0))
+    ours.loss(X, y)  # the batchnorms' running averages, as after training
+    ours.loss(X)
+    graph = ours.graph
+    executor, store = graph.executor, graph.store
+    plan = executor.last_forward
+    feeds = {node.name: store.values[node.index] for node in plan.inputs}
+    targets = [plan.steps[-1].node]
+
+    def plan_lookup():
+        executor.forward_plan(targets, executor.fusing_forward(executor.active_hooks(), feeds))
+
+    def gates_alone():
+        values = store.values
+        for _, run, inputs, fused in plan.loop:
+            if fused:
+                run(store)
+            else:
+                run(*[values[j] for j in inputs])
+
+    parts = {
+        "graph.run": lambda: graph.run(targets, feeds),
+        "plan lookup": plan_lookup,
+        "feed": lambda: graph._feed(plan, feeds, []),
+        "walk": lambda: executor.run_forward(plan, []),
+        "gates alone": gates_alone,
+    }
+    calls = max(20, int(0.05 / (per_call_us(lambda: ours.loss(X), 5) * 1e-6)))
+    times = {"model.loss": [], **{name: [] for name in parts}}
+    for _ in range(rounds):
+        times["model.loss"].append(per_call_us(lambda: ours.loss(X), calls))
+        graph.eval()  # the mode model.loss runs its graph in
+        try:
+            for name, run in parts.items():
+                times[name].append(per_call_us(run, calls))
+        finally:
+            graph.train()
+    return [(name, float(np.median(t))) for name, t in times.items()]
+
+
 def torch_modules_us(net, infer, calls):
     """[(name, us)]: each leaf module's CPU time per call of `infer`, from forward hooks
     (not in the call's timing above: the hooks cost time of their own)."""
@@ -123,6 +171,8 @@ def main():
     parser.add_argument("--steps", action="store_true",
                         help="also print each step's CPU time in the gates-alone loop, "
                         "and each PyTorch module's")
+    parser.add_argument("--parts", action="store_true",
+                        help="also time the parts of graphnet's call, each on its own")
     args = parser.parse_args()
     import torch
 
@@ -145,6 +195,9 @@ def main():
         if args.steps:
             for label, took in step_us:
                 print(f"    {took:9.1f}  {label}")
+        if args.parts:
+            for part, took in call_parts_us(BY_NAME[name], args.dtype, args.rounds, args.batch):
+                print(f"    {took:9.2f}  {part}")
 
 
 if __name__ == "__main__":
