@@ -458,6 +458,26 @@ STRIDE1_LAYERS = [  # C, H (= W), F, kernel, pad, needs dx: the zoo's stride-1 c
     (64, 32, 32, 1, 0, True), (32, 16, 64, 3, 1, True), (64, 16, 32, 1, 0, True)]
 
 
+def pass_functions(x, w, b, dout, stride, pad):
+    """Each pass of a float32 conv ("forward", "dx", "dw" with db) as a call of graphnet's
+    kernels, and of PyTorch's (empty without torch): conv2d, and
+    aten.convolution_backward asked for that one gradient and the bias's."""
+    ours = {"forward": lambda: _C.conv_forward(x, w, b, stride, pad),
+            "dx": lambda: _C.conv_backward(dout, x, w, stride, pad, need_dw=False),
+            "dw": lambda: _C.conv_backward(dout, x, w, stride, pad, need_dx=False)}
+    if torch is None:
+        return ours, {}
+    xt, wt, bt, gt = (torch.from_numpy(v) for v in (x, w, b, dout))
+
+    def backward(mask):
+        return torch.ops.aten.convolution_backward(
+            gt, xt, wt, [w.shape[0]], [stride] * 2, [pad] * 2, [1, 1], False, [0, 0], 1, mask)
+    theirs = {"forward": lambda: tF.conv2d(xt, wt, bt, stride=stride, padding=pad),
+              "dx": lambda: backward([True, False, True]),
+              "dw": lambda: backward([False, True, True])}
+    return ours, theirs
+
+
 def cpu_medians(fns, repeats):
     """Medians of the process CPU time of each function, called in turns."""
     for fn in fns:
@@ -489,20 +509,7 @@ def bench_passes(batches, repeats, fma_peak):
             b = np.zeros(F, np.float32)
             dout = rng.standard_normal((N, F, H, H), dtype=np.float32)
             flops = 2 * N * F * C * K * K * H * H
-            ours = {"forward": lambda: _C.conv_forward(x, w, b, 1, pad),
-                    "dx": lambda: _C.conv_backward(dout, x, w, 1, pad, need_dw=False),
-                    "dw": lambda: _C.conv_backward(dout, x, w, 1, pad, need_dx=False)}
-            theirs = {}
-            if torch is not None:
-                xt, wt, gt = (torch.from_numpy(v) for v in (x, w, dout))
-                bt = torch.from_numpy(b)
-
-                def backward(mask):
-                    return torch.ops.aten.convolution_backward(
-                        gt, xt, wt, [F], [1, 1], [pad, pad], [1, 1], False, [0, 0], 1, mask)
-                theirs = {"forward": lambda: tF.conv2d(xt, wt, bt, padding=pad),
-                          "dx": lambda: backward([True, False, True]),
-                          "dw": lambda: backward([False, True, True])}
+            ours, theirs = pass_functions(x, w, b, dout, 1, pad)
             for name in ("forward", "dx", "dw"):
                 if name == "dx" and not needs_dx:
                     continue
@@ -538,19 +545,7 @@ def bench_layer_passes(layers, repeats, need_dx, sgemm, bandwidth):
         dout = rng.standard_normal((N, F, Ho, Wo), dtype=np.float32)
         floor = 2 * N * F * C * K * K * Ho * Wo / (sgemm * 1e9) + (x.nbytes + dout.nbytes) / (
             bandwidth * 1e9)
-        ours = {"forward": lambda: _C.conv_forward(x, w, b, stride, pad),
-                "dx": lambda: _C.conv_backward(dout, x, w, stride, pad, need_dw=False),
-                "dw": lambda: _C.conv_backward(dout, x, w, stride, pad, need_dx=False)}
-        theirs = {}
-        if torch is not None:
-            xt, wt, bt, gt = (torch.from_numpy(v) for v in (x, w, b, dout))
-
-            def backward(mask):
-                return torch.ops.aten.convolution_backward(
-                    gt, xt, wt, [F], [stride] * 2, [pad] * 2, [1, 1], False, [0, 0], 1, mask)
-            theirs = {"forward": lambda: tF.conv2d(xt, wt, bt, stride=stride, padding=pad),
-                      "dx": lambda: backward([True, False, True]),
-                      "dw": lambda: backward([False, True, True])}
+        ours, theirs = pass_functions(x, w, b, dout, stride, pad)
         for name in ("forward", "dx", "dw") if need_dx else ("forward", "dw"):
             times = cpu_medians([ours[name]] + ([theirs[name]] if theirs else []), repeats)
             mine, other = times[0], times[1] if theirs else float("nan")
