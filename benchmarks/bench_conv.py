@@ -40,6 +40,13 @@
     benchmarks/fma_peak.cpp (--fma-peak, GFLOP/s of one core, AVX-512 where the conv
     kernels use it). Prints only this table.
 
+    python benchmarks/bench_conv.py --layer N,C,H,W,F,k,stride,pad [--layer ...] [--no-dx]
+
+(h) Any layers' passes (forward; dx; dw + db) one at a time, float32, one thread, CPU
+    time, graphnet and PyTorch interleaved (as (g)), with each pass's floor: its FLOPs
+    at --sgemm GFLOP/s plus x and dout read once at --bandwidth GB/s. --no-dx leaves dx
+    out (a net's first layer needs none). Prints only this table.
+
 All times are medians of --repeats runs after a warm-up. PyTorch runs with as many
 threads as graphnet (graphnet._C.get_num_threads(), set by OMP_NUM_THREADS); its
 columns are skipped if torch is not installed.
@@ -451,6 +458,26 @@ STRIDE1_LAYERS = [  # C, H (= W), F, kernel, pad, needs dx: the zoo's stride-1 c
     (64, 32, 32, 1, 0, True), (32, 16, 64, 3, 1, True), (64, 16, 32, 1, 0, True)]
 
 
+def pass_functions(x, w, b, dout, stride, pad):
+    """Each pass of a float32 conv ("forward", "dx", "dw" with db) as a call of graphnet's
+    kernels, and of PyTorch's (empty without torch): conv2d, and
+    aten.convolution_backward asked for that one gradient and the bias's."""
+    ours = {"forward": lambda: _C.conv_forward(x, w, b, stride, pad),
+            "dx": lambda: _C.conv_backward(dout, x, w, stride, pad, need_dw=False),
+            "dw": lambda: _C.conv_backward(dout, x, w, stride, pad, need_dx=False)}
+    if torch is None:
+        return ours, {}
+    xt, wt, bt, gt = (torch.from_numpy(v) for v in (x, w, b, dout))
+
+    def backward(mask):
+        return torch.ops.aten.convolution_backward(
+            gt, xt, wt, [w.shape[0]], [stride] * 2, [pad] * 2, [1, 1], False, [0, 0], 1, mask)
+    theirs = {"forward": lambda: tF.conv2d(xt, wt, bt, stride=stride, padding=pad),
+              "dx": lambda: backward([True, False, True]),
+              "dw": lambda: backward([False, True, True])}
+    return ours, theirs
+
+
 def cpu_medians(fns, repeats):
     """Medians of the process CPU time of each function, called in turns."""
     for fn in fns:
@@ -482,20 +509,7 @@ def bench_passes(batches, repeats, fma_peak):
             b = np.zeros(F, np.float32)
             dout = rng.standard_normal((N, F, H, H), dtype=np.float32)
             flops = 2 * N * F * C * K * K * H * H
-            ours = {"forward": lambda: _C.conv_forward(x, w, b, 1, pad),
-                    "dx": lambda: _C.conv_backward(dout, x, w, 1, pad, need_dw=False),
-                    "dw": lambda: _C.conv_backward(dout, x, w, 1, pad, need_dx=False)}
-            theirs = {}
-            if torch is not None:
-                xt, wt, gt = (torch.from_numpy(v) for v in (x, w, dout))
-                bt = torch.from_numpy(b)
-
-                def backward(mask):
-                    return torch.ops.aten.convolution_backward(
-                        gt, xt, wt, [F], [1, 1], [pad, pad], [1, 1], False, [0, 0], 1, mask)
-                theirs = {"forward": lambda: tF.conv2d(xt, wt, bt, padding=pad),
-                          "dx": lambda: backward([True, False, True]),
-                          "dw": lambda: backward([False, True, True])}
+            ours, theirs = pass_functions(x, w, b, dout, 1, pad)
             for name in ("forward", "dx", "dw"):
                 if name == "dx" and not needs_dx:
                     continue
@@ -513,6 +527,32 @@ def bench_passes(batches, repeats, fma_peak):
               f"ratio {mine / other:.2f}")
 
 
+def bench_layer_passes(layers, repeats, need_dx, sgemm, bandwidth):
+    """(h): each pass of the given layers against PyTorch and the floor, one thread."""
+    _C.set_num_threads(1)
+    if torch is not None:
+        torch.set_num_threads(1)
+    print(f"(h) float32 layers per pass, one thread, CPU time, medians of {repeats}; floor: "
+          f"FLOPs at {sgemm:.0f} GFLOP/s + x and dout at {bandwidth:.0f} GB/s")
+    print(f"{'N, C, H, W, F, k, stride, pad':<34}{'pass':<9}{'us':>9}{'torch':>9}{'floor':>8}"
+          f"{'/ torch':>9}{'/ floor':>9}")
+    rng = np.random.default_rng(0)
+    for N, C, H, W, F, K, stride, pad in layers:
+        Ho, Wo = 1 + (H + 2 * pad - K) // stride, 1 + (W + 2 * pad - K) // stride
+        x = rng.standard_normal((N, C, H, W), dtype=np.float32)
+        w = (rng.standard_normal((F, C, K, K)) / np.sqrt(C * K * K)).astype(np.float32)
+        b = np.zeros(F, np.float32)
+        dout = rng.standard_normal((N, F, Ho, Wo), dtype=np.float32)
+        floor = 2 * N * F * C * K * K * Ho * Wo / (sgemm * 1e9) + (x.nbytes + dout.nbytes) / (
+            bandwidth * 1e9)
+        ours, theirs = pass_functions(x, w, b, dout, stride, pad)
+        for name in ("forward", "dx", "dw") if need_dx else ("forward", "dw"):
+            times = cpu_medians([ours[name]] + ([theirs[name]] if theirs else []), repeats)
+            mine, other = times[0], times[1] if theirs else float("nan")
+            print(f"{str((N, C, H, W, F, K, stride, pad)):<34}{name:<9}{1e6 * mine:>9.1f}"
+                  f"{1e6 * other:>9.1f}{1e6 * floor:>8.1f}{mine / other:>9.2f}{mine / floor:>9.2f}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=21)
@@ -527,8 +567,22 @@ def main():
                         help="one core's FMA peak, GFLOP/s (benchmarks/fma_peak.cpp)")
     parser.add_argument("--winograd", choices=("auto", "off"), default="auto",
                         help="off: 3x3 convs without Winograd (_C.set_winograd_conv), to compare")
+    parser.add_argument("--layer", action="append", default=[],
+                        help="only (h): a layer N,C,H,W,F,k,stride,pad (repeatable)")
+    parser.add_argument("--no-dx", action="store_true", help="(h) without dx (a first layer)")
+    parser.add_argument("--sgemm", type=float, default=100.0,
+                        help="(h) the floor's GFLOP/s (one core's sgemm rate)")
+    parser.add_argument("--bandwidth", type=float, default=22.0,
+                        help="(h) the floor's GB/s (one core's copy rate)")
     args = parser.parse_args()
     _C.set_winograd_conv(args.winograd)
+    if args.layer:
+        layers = [tuple(int(v) for v in spec.split(",")) for spec in args.layer]
+        if any(len(layer) != 8 for layer in layers):
+            parser.error("--layer takes N,C,H,W,F,k,stride,pad")
+        bench_layer_passes(layers, max(5, args.repeats // 2), not args.no_dx, args.sgemm,
+                           args.bandwidth)
+        return
     if args.passes:
         bench_passes([int(b) for b in args.batches.split(",")], max(5, args.repeats // 2),
                      args.fma_peak)

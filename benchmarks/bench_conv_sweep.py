@@ -37,13 +37,12 @@ import argparse
 import csv
 
 import numpy as np
-from bench_conv import cpu_medians
+from bench_conv import cpu_medians, pass_functions
 
 from graphnet.kernels import _C
 
 try:
     import torch
-    import torch.nn.functional as tF
 except ImportError:
     torch = None
 
@@ -92,20 +91,7 @@ def time_passes(rng, N, C, H, F, kernel, stride, pad, repeats, peer_winograd=Non
     out_shape = _C.conv_forward(x[:1], w, b, stride, pad).shape
     dout = rng.standard_normal((N,) + out_shape[1:], dtype=np.float32)
     gflop = 2 * N * F * C * kernel * kernel * out_shape[2] * out_shape[3] / 1e9
-    ours = {"forward": lambda: _C.conv_forward(x, w, b, stride, pad),
-            "dx": lambda: _C.conv_backward(dout, x, w, stride, pad, need_dw=False),
-            "dw": lambda: _C.conv_backward(dout, x, w, stride, pad, need_dx=False)}
-    theirs = {}
-    if torch is not None:
-        xt, wt, bt, gt = (torch.from_numpy(v) for v in (x, w, b, dout))
-
-        def backward(mask):
-            return torch.ops.aten.convolution_backward(
-                gt, xt, wt, [F], [stride] * 2, [pad] * 2, [1, 1], False, [0, 0], 1, mask)
-
-        theirs = {"forward": lambda: tF.conv2d(xt, wt, bt, stride=stride, padding=pad),
-                  "dx": lambda: backward([True, False, True]),
-                  "dw": lambda: backward([False, True, True])}
+    ours, theirs = pass_functions(x, w, b, dout, stride, pad)
     result = {}
     for name in PASSES:
         if name == "dx" and C == 3:

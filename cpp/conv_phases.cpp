@@ -73,6 +73,24 @@ std::vector<int64_t> phase_offsets(const ConvGeometry& g, int64_t Hs, int64_t Ws
     return offsets;
 }
 
+// Filter f's outputs at positions q0 .. q0 + n - 1 of a grid packed Pack positions a row
+// of out_t (TapConv::pack: position q in lane Pack * f + q % Pack of row q / Pack, rows
+// `stride` floats apart) into to[0 .. n - 1]. (Pack a constant: a division by the member
+// cost more than the kernel's products on 3 -> 8 channels 3x3 stride 2.)
+template <int64_t Pack>
+void unpack_positions(const float* out_t, int64_t stride, int64_t f, int64_t q0, int64_t n,
+                      float* to) {
+    const auto at = [&](int64_t q) { return out_t[q / Pack * stride + Pack * f + q % Pack]; };
+    int64_t q = q0;
+    const int64_t end = q0 + n;
+    for (; q < end && q % Pack != 0; ++q) *to++ = at(q);
+    for (; q + Pack <= end; q += Pack, to += Pack) {
+        const float* row = out_t + q / Pack * stride + Pack * f;
+        for (int64_t j = 0; j < Pack; ++j) to[j] = row[j];
+    }
+    for (; q < end; ++q) *to++ = at(q);
+}
+
 }  // namespace
 
 void split_phases(const ConvGeometry& g, int64_t Hs, int64_t Ws, const float* x, float* planes) {
@@ -122,8 +140,9 @@ PhaseForward::PhaseForward(const ConvGeometry& g, const float* w, const float* b
                          : images_per_call(g.positions(),
                                            checked_add(planes_floats_, g.positions() * F_padded_,
                                                        "conv phase planes"))),
+      pack_(at_.empty() && F_padded_ == kTapLanes ? tap_pack(g.F) : 1),
       Q_(at_.empty() ? g.Ho * Ws_ : g.positions()),
-      rows_(round_up(group_ * Q_, kTapRows)),
+      rows_(round_up(ceil_div(group_ * Q_, pack_), kTapRows)),
       offsets_(phase_offsets(g, Hs_, Ws_)),
       wpack_(1, checked_mul(g.taps(), F_padded_, "conv phase weights"),
              CacheLineScratch::Fill::none),
@@ -133,6 +152,15 @@ PhaseForward::PhaseForward(const ConvGeometry& g, const float* w, const float* b
         for (int64_t q = Q_; q < group_ * Q_; ++q) at_[q] = q / Q_ * planes_floats_ + at_[q % Q_];
     }
     const int64_t taps = g.taps();  // w is F x taps, wpack taps x F_padded
+    if (pack_ > 1) {  // filter f's weights and bias in lanes pack f .. pack f + pack - 1
+        std::vector<float> spread(F_padded_ * taps, 0.0f);  // (checked with wpack_'s size)
+        for (int64_t lane = 0; lane < g.F * pack_; ++lane) {
+            std::copy_n(w + lane / pack_ * taps, taps, spread.data() + lane * taps);
+            bias_.scratch_of(0)[lane] = b[lane / pack_];
+        }
+        tap_transpose_avx512(F_padded_, taps, spread.data(), taps, wpack_.scratch_of(0), F_padded_);
+        return;
+    }
     // (a scalar loop writing one float per tap row took as long as a small batch's forward)
     tap_transpose_avx512(g.F, taps, w, taps, wpack_.scratch_of(0), F_padded_);
     if (F_padded_ > g.F) {  // the padding filters' weights, which the transpose leaves
@@ -144,12 +172,12 @@ PhaseForward::PhaseForward(const ConvGeometry& g, const float* w, const float* b
     std::copy(b, b + g.F, bias_.scratch_of(0));
 }
 
-// The wide output follows the planes and the reads of the last tile past them, on a cache
-// line: the kernel loads and stores its rows as whole vectors.
+// The wide output follows the planes and the reads of the last tile past them (pack_ a row
+// of it), on a cache line: the kernel loads and stores its rows as whole vectors.
 int64_t PhaseForward::out_t_offset() const {
     return CacheLineScratch::round_up_to_line(
-        checked_add(checked_mul(group_, planes_floats_, "conv phase planes"), g_.WW + kTapRows,
-                    "conv phase planes"));
+        checked_add(checked_mul(group_, planes_floats_, "conv phase planes"),
+                    g_.WW + (kTapRows + 1) * pack_, "conv phase planes"));
 }
 
 int64_t PhaseForward::scratch_floats() const {
@@ -171,16 +199,26 @@ void PhaseForward::images(const float* x, int64_t count, float* scratch, const f
     const TapConv t{g_.taps(),
                     g_.F,
                     F_padded_,
-                    count * Q_,
+                    ceil_div(count * Q_, pack_),
                     tap_conv_block(F_padded_, count * s_ * s_ * Hs_ * Ws_ / (g_.HH * g_.WW)),
                     at_.empty() ? nullptr : at_.data(),
-                    {{next, next ? next_count * image : 0}, {out, out_floats}}};
+                    {{next, next ? next_count * image : 0}, {out, out_floats}},
+                    pack_};
     tap_conv_forward_avx512(t, offsets_.data(), scratch, wpack_.scratch_of(0), bias_.scratch_of(0),
                             scratch + out_t_offset());
 }
 
 void PhaseForward::output(int64_t i, const float* scratch, float* out) const {
     const float* out_t = scratch + out_t_offset() + i * Q_ * F_padded_;
+    if (pack_ > 1) {
+        const auto unpack = pack_ == 2 ? unpack_positions<2> : unpack_positions<4>;
+        for (int64_t f = 0; f < g_.F; ++f) {
+            for (int64_t oy = 0; oy < g_.Ho; ++oy) {
+                unpack(out_t, F_padded_, f, oy * Ws_, g_.Wo, out + (f * g_.Ho + oy) * g_.Wo);
+            }
+        }
+        return;
+    }
     if (!at_.empty()) {  // out_t holds the real positions only
         tap_transpose_avx512(Q_, g_.F, out_t, F_padded_, out, Q_);
         return;

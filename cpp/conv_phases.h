@@ -55,7 +55,9 @@ class PhaseForward {
     // image is computed on the wide grid.
     std::vector<int64_t> at_;
     int64_t group_;
-    int64_t Q_, rows_;  // positions computed per image, and group_ * Q_ rounded up: out_t's rows
+    int64_t pack_;      // positions a row of out_t (TapConv::pack)
+    int64_t Q_, rows_;  // positions computed per image, and out_t's rows: group_ * Q_ / pack_
+                        // rounded up
     std::vector<int64_t> offsets_;
     CacheLineScratch wpack_, bias_;  // taps x F_padded, F_padded
 };

@@ -31,7 +31,8 @@ struct TapConv {
     int64_t taps;      // terms of each output
     int64_t F;         // output channels
     int64_t F_padded;  // F rounded up to kTapLanes: the row length of wpack, out_t, dout_t
-    int64_t Q;         // output positions computed per call (a wide grid, see below)
+    int64_t Q;         // rows of out_t computed per call (a wide grid, see below), each of
+                       // `pack` output positions
     int64_t block;     // taps per pass of the forward over all positions (>= 1)
     // Where the forward's position q reads (in + at[q]), for q < Q rounded up to kTapRows;
     // null: at q itself. Only where tap_map_fits(F_padded).
@@ -41,11 +42,20 @@ struct TapConv {
     // the next output gradient; the weight gradient's: the next images' input and output
     // gradient, which the split and the transpose read.
     TapPrefetch prefetch[2] = {};
+    // Output positions per row of out_t: 1, or on a layer of F <= kTapLanes / pack filters
+    // (one vector, F_padded = kTapLanes, no map) 2 or 4, lane pack * f + j holding filter f
+    // at position pack * q + j, whose inputs one broadcast of `pack` consecutive floats reads:
+    // one vector of 16 lanes on 3-8 filters left half to 13 in 16 of them idle.
+    int64_t pack = 1;
 };
+
 
 // Floats per vector, and vectors of filters in the forward's widest tile.
 constexpr int64_t kTapLanes = 16;
 constexpr int64_t kTapWide = 4;
+
+// The positions per row of out_t for a forward of F filters (TapConv::pack).
+constexpr int64_t tap_pack(int64_t F) { return F <= kTapLanes / 4 ? 4 : F <= kTapLanes / 2 ? 2 : 1; }
 
 // Whether the forward takes a position map (TapConv::at) for F_padded filters: its tiles
 // then keep a pointer per position, 6 for 4 vectors of filters, 8 for 3, 12 for 2; not
@@ -72,7 +82,9 @@ inline int64_t tap_conv_block(int64_t F_padded, int64_t input_per_tap) {
 
 // out_t[q * F_padded + f] = bias[f] + sum_t wpack[t * F_padded + f] * in[offsets[t] + at[q]]
 // for q < Q rounded up to kTapRows (bias and wpack padded with zeros to F_padded; at[q] = q
-// when g.at is null).
+// when g.at is null); with g.pack > 1, lane l = pack * f + j of row q instead holds
+// bias[l] + sum_t wpack[t * F_padded + l] * in[offsets[t] + pack * q + j] (the bias and
+// weights of filter f in lanes pack * f .. pack * f + pack - 1).
 void tap_conv_forward_avx512(const TapConv& g, const int64_t* offsets, const float* in,
                              const float* wpack, const float* bias, float* out_t);
 

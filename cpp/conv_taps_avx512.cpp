@@ -14,6 +14,7 @@ namespace {
 struct Lanes512 {
     using V = __m512;
     static constexpr int N = 16;
+    static constexpr int kPack = 1;  // output positions a vector (TapConv::pack)
     static V load(const float* p) { return _mm512_loadu_ps(p); }
     static V broadcast(const float* p) { return _mm512_set1_ps(*p); }
     static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
@@ -21,6 +22,22 @@ struct Lanes512 {
     static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
 };
 static_assert(Lanes512::N == kTapLanes, "F_padded is whole vectors");
+
+// Pack positions a vector: a broadcast of Pack consecutive floats, lane Pack * f + j
+// reading position j (vbroadcastsd, vbroadcastf32x4: one load each, as the 1-float one).
+template <int Pack>
+struct PackedLanes512 : Lanes512 {
+    static_assert(Pack == 2 || Pack == 4, "2 or 4 positions a vector");
+    static constexpr int kPack = Pack;
+    static V broadcast(const float* p) {
+        if constexpr (Pack == 2) {
+            const __m128i two = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+            return _mm512_castpd_ps(_mm512_broadcastsd_pd(_mm_castsi128_pd(two)));
+        } else {
+            return _mm512_broadcast_f32x4(_mm_loadu_ps(p));
+        }
+    }
+};
 
 // Spreads the prefetches of g.prefetch (its first part, then its second) over about
 // `tiles` calls of step(): the next images' input comes from memory into L2 while this
@@ -57,12 +74,14 @@ class Prefetcher {
 // Forward tile: Vf vectors of filters from f0 times Pos positions from q0, taps t0 .. t1-1.
 // Per tap Vf weight loads and Pos broadcasts (folded into the FMAs) feed Vf * Pos FMAs.
 // The first block of taps starts from the bias, the others from what out_t holds. Mapped:
-// position q reads in + g.at[q], one pointer per position; else in + q, one pointer.
+// position q reads in + g.at[q], one pointer per position; else in + q, one pointer (row q
+// of out_t in + L::kPack * q: its kPack positions).
 template <class L, int Vf, int Pos, bool Mapped>
 void tap_forward_tile(const TapConv& g, const int64_t* offsets, const float* in,
                       const float* wpack, const float* bias, float* out_t, int64_t f0,
                       int64_t q0, int64_t t0, int64_t t1) {
     using V = typename L::V;
+    static_assert(L::kPack == 1 || !Mapped, "packed positions are consecutive, not mapped");
     const int64_t stride = g.F_padded;  // a local: a register
     V acc[Pos][Vf];
 #pragma GCC unroll 32
@@ -74,7 +93,7 @@ void tap_forward_tile(const TapConv& g, const int64_t* offsets, const float* in,
         }
     }
     const float* w = wpack + t0 * stride + f0;
-    const float* base = in + q0;
+    const float* base = in + q0 * L::kPack;
     const float* from[Mapped ? Pos : 1];  // each position's pointer, where mapped
     if constexpr (Mapped) {
 #pragma GCC unroll 32
@@ -88,7 +107,7 @@ void tap_forward_tile(const TapConv& g, const int64_t* offsets, const float* in,
         const float* p = base + offset;
 #pragma GCC unroll 32
         for (int j = 0; j < Pos; ++j) {
-            const V x = L::broadcast(Mapped ? from[j] + offset : p + j);
+            const V x = L::broadcast(Mapped ? from[j] + offset : p + j * L::kPack);
 #pragma GCC unroll 8
             for (int v = 0; v < Vf; ++v) acc[j][v] = L::fma(wv[v], x, acc[j][v]);
         }
@@ -156,22 +175,24 @@ void tap_forward(const TapConv& g, const int64_t* offsets, const float* in, cons
     Prefetcher prefetcher(g, (g.taps + g.block - 1) / g.block * tiles);
     for (int64_t t0 = 0; t0 < g.taps; t0 += g.block) {
         const int64_t t1 = g.taps - t0 < g.block ? g.taps : t0 + g.block;
-        if (g.at) {  // no single vector left over (tap_map_fits)
-            int64_t v0 = 0;
-            for (; v0 + Wide <= vectors; v0 += Wide) {
-                tap_forward_block<L, Wide, Accumulators / Wide, true>(
-                    g, offsets, in, wpack, bias, out_t, v0 * L::N, t0, t1, prefetcher);
-            }
-            if constexpr (Wide == 4) {
-                if (vectors - v0 == 3) {
-                    tap_forward_block<L, 3, Accumulators / 3, true>(
-                        g, offsets, in, wpack, bias, out_t, v0 * L::N, t0, t1, prefetcher);
-                } else if (vectors - v0 == 2) {
-                    tap_forward_block<L, 2, Accumulators / 2, true>(
+        if constexpr (L::kPack == 1) {  // (packed positions are never mapped)
+            if (g.at) {  // no single vector left over (tap_map_fits)
+                int64_t v0 = 0;
+                for (; v0 + Wide <= vectors; v0 += Wide) {
+                    tap_forward_block<L, Wide, Accumulators / Wide, true>(
                         g, offsets, in, wpack, bias, out_t, v0 * L::N, t0, t1, prefetcher);
                 }
+                if constexpr (Wide == 4) {
+                    if (vectors - v0 == 3) {
+                        tap_forward_block<L, 3, Accumulators / 3, true>(
+                            g, offsets, in, wpack, bias, out_t, v0 * L::N, t0, t1, prefetcher);
+                    } else if (vectors - v0 == 2) {
+                        tap_forward_block<L, 2, Accumulators / 2, true>(
+                            g, offsets, in, wpack, bias, out_t, v0 * L::N, t0, t1, prefetcher);
+                    }
+                }
+                continue;
             }
-            continue;
         }
         int64_t v0 = 0;
         for (; v0 + Wide <= vectors; v0 += Wide) {
@@ -533,6 +554,8 @@ void tap_transpose_avx512(int64_t rows, int64_t cols, const float* src, int64_t 
 
 void tap_conv_forward_avx512(const TapConv& g, const int64_t* offsets, const float* in,
                              const float* wpack, const float* bias, float* out_t) {
+    if (g.pack == 2) return tap_forward<PackedLanes512<2>, 1, 24>(g, offsets, in, wpack, bias, out_t);
+    if (g.pack == 4) return tap_forward<PackedLanes512<4>, 1, 24>(g, offsets, in, wpack, bias, out_t);
     tap_forward<Lanes512, kTapWide, 24>(g, offsets, in, wpack, bias, out_t);
 }
 

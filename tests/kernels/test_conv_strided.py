@@ -325,3 +325,51 @@ def test_strided_conv_relu_pool_forward(C, H, F):
     n, f, h, w_ = conv.shape
     expected = conv[:, :, : h // 2 * 2, : w_ // 2 * 2].reshape(n, f, h // 2, 2, w_ // 2, 2)
     np.testing.assert_array_equal(pooled, expected.max(axis=(3, 5)))
+
+
+@pytest.mark.parametrize("F", range(1, 10))
+def test_few_filters_forward_packs_positions(F):
+    """1-8 filters (TapConv::pack: 4 positions a vector on 1-4 filters, 2 on 5-8; 9 on one
+    lane each): every window 1-7, strides 2-4, pads 0-3 and an odd grid (planes of odd
+    width, so output rows start at either lane of a pair), against the naive loops, and the
+    same bits on 1, 2 and 3 threads and for each image alone."""
+    for k in range(1, 8):
+        for stride, pad in ((2, 0), (2, (k - 1) // 2), (3, 1), (4, 2)):
+            if pad > (k - 1) // 2 + 1 or k < stride:
+                continue
+            x, w, b = case(4, 3, 13 + k, 9 + 2 * k, F, k, np.float32, seed=F * 10 + k + pad)
+            ref = conv_forward_ref(x, w, b, stride, pad)
+            before = _C.get_num_threads()
+            outs = []
+            try:
+                for threads in (1, 2, 3):
+                    _C.set_num_threads(threads)
+                    outs.append(_C.conv_forward(x, w, b, stride, pad))
+            finally:
+                _C.set_num_threads(before)
+            np.testing.assert_allclose(outs[0], ref, rtol=1e-4, atol=1e-4)
+            for again in outs[1:]:
+                np.testing.assert_array_equal(outs[0], again)
+            np.testing.assert_array_equal(_C.conv_forward(x[1:2], w, b, stride, pad)[0], outs[0][1])
+
+
+@pytest.mark.slow
+@settings(max_examples=80, deadline=None)
+@given(
+    N=st.integers(0, 3),
+    C=st.integers(1, 9),
+    H=st.integers(1, 30),
+    W=st.integers(1, 30),
+    F=st.integers(1, 9),
+    k=st.integers(1, 7),
+    stride=st.sampled_from([2, 3, 4]),
+    pad=st.integers(0, 3),
+    seed=st.integers(0, 2**16),
+)
+def test_few_channel_strided_layers_match_naive(N, C, H, W, F, k, stride, pad, seed):
+    """Student nets' small layers (1-9 channels and filters, windows up to 7): every pass
+    within rounding of the naive loops, the same bits on one thread as on two."""
+    if k > H + 2 * pad or k > W + 2 * pad:
+        return
+    x, w, b = case(N, C, H, W, F, k, np.float32, seed)
+    check_against_naive(x, w, b, stride, pad, avx512=True)
