@@ -13,6 +13,7 @@
 #include "activations_avx2.h"
 #include "activations_avx512.h"
 #include "cache_line.h"
+#include "conv_taps.h"
 #include "cpu_features.h"
 #include "gemm.h"
 #include "lstm_cell_avx512.h"
@@ -212,6 +213,22 @@ const float* packed_panels(Kept slot, int64_t k, int64_t n, const T* b, int64_t 
     for (int64_t p = 0; p < panels; ++p) {
         float* panel = packed + p * kPanelColumns * k;
         const int64_t j0 = p * kPanelColumns, width = std::min(kPanelColumns, n - j0);
+        if constexpr (std::is_same_v<T, float>) {
+            if (row_stride == 1) {
+                // B is a matrix read transposed (the backward's Wh^T, Wx^T): a panel's row,
+                // one element from each of 32 of its rows 4H floats apart, took 32 lines
+                // of the same L1 set (4H = 1024: 4 KB apart) for each row of the panel;
+                // 16 x 16 blocks transposed in registers read each line once (at H = 256
+                // lstm_backward of one sequence, one step, 0.59-0.63 -> 0.14 ms).
+                tap_transpose_avx512(width, k, b + j0 * column_stride, column_stride, panel,
+                                     kPanelColumns);
+                for (int64_t r = 0; r < k && width < kPanelColumns; ++r) {
+                    std::fill(panel + r * kPanelColumns + width, panel + (r + 1) * kPanelColumns,
+                              0.0f);
+                }
+                continue;
+            }
+        }
         for (int64_t r = 0; r < k; ++r) {
             float* row = panel + r * kPanelColumns;
             for (int64_t j = 0; j < width; ++j) {

@@ -157,6 +157,26 @@ def test_one_sequence_reads_wh_in_place_at_any_offset_from_a_cache_line(H):
                     assert alone.tobytes() == batch[n : n + 1].tobytes()
 
 
+@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+@pytest.mark.parametrize("N, D, H", [(1, 5, 17), (1, 16, 64), (9, 21, 33), (9, 70, 8)])
+def test_backward_reads_the_weights_at_any_offset_from_a_cache_line(cell, N, D, H):
+    """float32 on AVX-512, the backward packs Wh^T (and from 8 sequences on Wx^T) by 16 x
+    16 blocks transposed in registers, the blocks' first and last lanes masked: weights at
+    every float's offset from a line give the bits of aligned ones, on 1 and 2 threads.
+    H = 17 and 33 leave a last panel of a few columns, D = 21 and 70 ragged blocks of
+    rows."""
+    args, dh = case(cell, N=N, T=3, D=D, H=H, dtype=np.float32, seed=D + H)
+    with kernel_threads(1):
+        reference = run(cell, args, dh)
+    x, h0, Wx, Wh, b = args
+    for offset in range(0, 64, 12):
+        weights = [x, h0, at_offset(Wx, offset), at_offset(Wh, offset), b]
+        for threads in (1, 2):
+            with kernel_threads(threads):
+                for mine, theirs in zip(run(cell, weights, dh), reference):
+                    assert mine.tobytes() == theirs.tobytes()
+
+
 def test_python_threads_running_the_backward_at_once_keep_their_own_scratch():
     """The backward keeps its scratch arrays per calling thread from one call to the
     next: calls of two sizes from two Python threads at once give each its own answer."""
