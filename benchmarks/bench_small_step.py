@@ -2,6 +2,7 @@
 
     python benchmarks/bench_small_step.py [--models res_strided,modern] [--batch 1]
                                           [--rounds 200] [--top 12]
+    python benchmarks/bench_small_step.py --callgrind [--models ...] [--batch 1]
 
 On one thread, in CPU time, for each network of benchmarks/zoo_models.py (a zoo or
 student network's name, or random-SEED-INDEX; float32):
@@ -15,10 +16,18 @@ student network's name, or random-SEED-INDEX; float32):
 - each step of that walk timed twice in a row: its first call, as the walk runs it, and
   the same call again at once (the step's inputs and code then in cache). The top
   --top steps by first call are printed, and the sums.
+
+--callgrind instead counts the instructions of one training step as bench_zoo.py runs
+it (`model.loss(X, y)`, then `optim.adam` per param, the result assigned back) under
+`valgrind --tool=callgrind`: (a run of 12 steps - a run of 2) / 10, after 3 steps of
+warm-up in each, with one OpenMP and BLAS thread and a fixed PYTHONHASHSEED, so that the
+count repeats to a few instructions on a loaded machine.
 """
 import argparse
 import os
+import re
 import resource
+import subprocess
 import sys
 import time
 
@@ -91,14 +100,51 @@ def steps_twice(model, X, y, rounds):
     return {key: [t / rounds * 1e6 for t in row] for key, row in times.items()}
 
 
+def zoo_steps(name, batch, steps):
+    """Run `steps` training steps of bench_zoo.py's kind (after 3 to warm up)."""
+    spec = model_named(name)
+    model = build_graphnet(spec, np.float32)
+    X, y = batch_of(spec, batch, np.float32, np.random.default_rng(0))
+    configs = {key: {"learning_rate": 1e-3} for key in model.params}
+    for _ in range(3 + steps):
+        _, grads = model.loss(X, y)
+        for key in model.params:
+            model.params[key], configs[key] = optim.adam(model.params[key], grads[key],
+                                                         configs[key])
+
+
+def instructions_per_step(name, batch):
+    """(instructions of 12 steps - of 2 steps) / 10, each run under callgrind."""
+    counts = []
+    for steps in (2, 12):
+        env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1",
+                   PYTHONHASHSEED="0")
+        result = subprocess.run(
+            ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
+             __file__, "--models", name, "--batch", str(batch), "--steps", str(steps)],
+            env=env, capture_output=True, text=True, check=True)
+        counts.append(int(re.search(r"Collected : (\d+)", result.stderr).group(1)))
+    return (counts[1] - counts[0]) / 10
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="res_strided,modern")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument("--top", type=int, default=12)
+    parser.add_argument("--callgrind", action="store_true",
+                        help="count the instructions of a training step under valgrind")
+    parser.add_argument("--steps", type=int, help=argparse.SUPPRESS)  # for --callgrind
     args = parser.parse_args()
     _C.set_num_threads(1)
+    if args.steps is not None:
+        return zoo_steps(args.models, args.batch, args.steps)
+    if args.callgrind:
+        for name in args.models.split(","):
+            print(f"{name}, batch {args.batch}: "
+                  f"{instructions_per_step(name, args.batch):,.0f} instructions a step")
+        return None
     for name in args.models.split(","):
         spec = model_named(name)
         model = build_graphnet(spec, np.float32)

@@ -775,6 +775,29 @@ void py_check_update(py::handle rule, const py::sequence& hyperparameter_values,
     checked_step(rule_fields(rule), hyperparameter_values, t);
 }
 
+// A train-mode batchnorm's new running averages (graphnet/kernels/norm.py), in one call
+// where numpy's six took 5-7 us a batchnorm: new arrays, the batch statistics' dtype.
+py::tuple py_running_averages(const py::array& running_mean, const py::array& running_var,
+                              const py::array& mean, const py::array& var, double momentum) {
+    return dispatch_float(mean, "running_averages mean", [&](auto zero) -> py::tuple {
+        using T = decltype(zero);
+        const auto average = [&](const py::array& running, const char* running_name,
+                                 const py::array& batch, const char* batch_name) {
+            require_same_dtype(mean, "mean", batch, batch_name);
+            require_same_dtype(mean, "mean", running, running_name);
+            require_shape(batch, shape_of(mean), batch_name);
+            require_shape(running, shape_of(mean), running_name);
+            Contig<T> r(running), b(batch);
+            py::array_t<T> out(shape_of(mean));
+            running_average(static_cast<int64_t>(b.size()), momentum, r.data(), b.data(),
+                            out.mutable_data());
+            return out;
+        };
+        return py::make_tuple(average(running_mean, "running_mean", mean, "mean"),
+                              average(running_var, "running_var", var, "var"));
+    });
+}
+
 // Is `a` a numpy array itself (no subclass) of float32 or float64, in native byte order?
 bool plain_float_array(PyObject* a) {
     if (Py_TYPE(a) != py::detail::npy_api::get().PyArray_Type_) return false;
@@ -1922,6 +1945,10 @@ PYBIND11_MODULE(_C, m) {
           "its hyperparameters in graphnet.optim's order (learning_rate; + momentum; +\n"
           "decay_rate, epsilon; + beta1, beta2, epsilon) and adam's t already incremented.\n"
           "Same numbers as graphnet.optim's numpy path.");
+    m.def("running_averages", &py_running_averages, "running_mean"_a, "running_var"_a,
+          "mean"_a, "var"_a, "momentum"_a,
+          "(momentum * running_mean + (1 - momentum) * mean, the same for var): new arrays,\n"
+          "numpy's bits for four arrays of one float dtype and shape (a batchnorm's channels).");
     m.def("check_update", &py_check_update, "rule"_a, "hyperparameters"_a, "t"_a = 0,
           "ValueError unless update(rule, ..., hyperparameters, t) would take these: every\n"
           "hyperparameter finite and >= 0, decay_rate <= 1, beta1 and beta2 < 1, adam's t >= 1.");

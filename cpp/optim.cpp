@@ -59,6 +59,15 @@ void apply_update(const UpdateStep& s, int64_t n, T* w, const T* dw, T* state0, 
     }
 }
 
+template <typename T>
+void running_average(int64_t n, double momentum, const T* running, const T* batch, T* out) {
+    const T keep = static_cast<T>(momentum), take = static_cast<T>(1 - momentum);
+    for (int64_t i = 0; i < n; ++i) out[i] = keep * running[i] + take * batch[i];
+}
+
+template void running_average<float>(int64_t, double, const float*, const float*, float*);
+template void running_average<double>(int64_t, double, const double*, const double*, double*);
+
 template void apply_update<float>(const UpdateStep&, int64_t, float*, const float*, float*,
                                   float*);
 template void apply_update<double>(const UpdateStep&, int64_t, double*, const double*, double*,

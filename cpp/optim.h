@@ -22,4 +22,10 @@ struct UpdateStep {
 template <typename T>
 void apply_update(const UpdateStep& step, int64_t n, T* w, const T* dw, T* state0, T* state1);
 
+// A batchnorm's running average as graphnet's numpy expression computes it,
+// out = momentum * running + (1 - momentum) * batch: both scalars rounded to T once, each
+// product and the sum rounded to T (no fused multiply-add), so the same bits.
+template <typename T>
+void running_average(int64_t n, double momentum, const T* running, const T* batch, T* out);
+
 }  // namespace graphnet

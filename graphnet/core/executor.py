@@ -238,8 +238,8 @@ class Executor:
         if store.holds_grads:  # before any hook: the walk's hooks see the gradients gone
             store.drop_outdated_grads(plan.writes)
         if store.has_deferred():
-            store.forget_deferred("value", plan.computes)
-            store.forget_deferred("cache", plan.computes)
+            store.forget_deferred("value", plan.writes)
+            store.forget_deferred("cache", plan.writes)
         progress = [0]  # the number of the step running, for the error and the stale marks
         for hook in hooks:
             if hook.start:

@@ -68,6 +68,7 @@ class Graph(GateBuilders):
         self._auto_names: Dict[str, int] = {}
         self._sinks: Optional[List[Node]] = None
         self._integer_inputs: Optional[set] = None
+        self._param_slots: Optional[Dict[str, int]] = None
 
     # ----- sources ---------------------------------------------------------------------
 
@@ -344,6 +345,9 @@ class Graph(GateBuilders):
         value = self.store.value(target.index)
         if value is None:
             raise GraphError(f"node {target.name!r} has no value yet: call forward() first")
+        if grad is None and isinstance(value, np.floating):
+            # A loss: the seed is the 1 np.ones_like makes, of the loss's type (1.2 us less).
+            return target, type(value)(1)
         value = np.asarray(value)
         if grad is None:
             if value.size != 1:
@@ -424,7 +428,18 @@ class Graph(GateBuilders):
     @property
     def grads(self) -> Dict[str, Any]:
         """name -> gradient of every param, after a backward."""
-        return {name: self._by_name[name].grad for name in self.params}
+        grad = self.store.grad
+        return {name: grad(index) for name, index in self.param_slots().items()}
+
+    def param_slots(self) -> Dict[str, int]:
+        """name -> store index of every param, in the order they were built. Kept until
+        the graph grows: a training step reads and assigns each param and its gradient by
+        name, and a walk over all nodes per read cost more than the update of a small
+        param (docs/performance/overhead.md)."""
+        slots = self._param_slots
+        if slots is None:
+            slots = self._param_slots = {n.name: n.index for n in self._nodes if n.kind == "param"}
+        return slots
 
     def shown_walk(self, store: Optional[ValueStore] = None) -> Optional[Plan]:
         """The forward plan whose values the graph shows: the one whose walk fed the last
@@ -527,7 +542,7 @@ class Graph(GateBuilders):
         self._nodes.append(node)
         self._by_name[name] = node
         self.store.grow(value)
-        self._sinks = self._integer_inputs = None
+        self._sinks = self._integer_inputs = self._param_slots = None
         return node
 
     def _auto_name(self, op: str) -> str:
@@ -641,40 +656,45 @@ class ParamDict(MutableMapping):
     def __init__(self, graph: Graph):
         self._graph = graph
 
-    def _param(self, name: str) -> Node:
-        node = self._graph._by_name.get(name) if isinstance(name, str) else None
-        if node is None or node.kind != "param":
+    def _slot(self, name: str) -> int:
+        """The param's index in the graph's store, or UnknownNodeError naming the params."""
+        try:
+            return self._graph.param_slots()[name]
+        except (KeyError, TypeError):  # TypeError: an unhashable key
             raise UnknownNodeError(
                 f"no param named {name!r}; params: " + ", ".join(map(repr, self))
-            )
-        return node
+            ) from None
 
     def __getitem__(self, name: str) -> np.ndarray:
-        return self._param(name).value
+        return self._graph.store.value(self._slot(name))
 
     def __setitem__(self, name: str, value: Any) -> None:
-        node = self._param(name)
-        if (
-            type(value) is np.ndarray
-            and value.ndim
-            and value is self._graph.store.values[node.index]
-        ):
+        index = self._slot(name)
+        if type(value) is np.ndarray and value.ndim and value is self._graph.store.values[index]:
             # The param's own array handed back (graphnet.optim updates it in place, and the
             # Solver assigns what it returns): already checked and stored, nothing changes.
             return
         array = np.asarray(value)
         if array.dtype.kind != "f":
             raise GraphError(f"param {name!r} must be a float array, got dtype {array.dtype}")
-        node.value = array
+        self._graph._nodes[index].value = array
+
+    def __contains__(self, name: object) -> bool:
+        try:
+            return name in self._graph.param_slots()
+        except TypeError:  # an unhashable key
+            return False
 
     def __delitem__(self, name: str) -> None:
         raise GraphError(f"params cannot be deleted from a graph (asked to delete {name!r})")
 
     def __iter__(self) -> Iterator[str]:
-        return (n.name for n in self._graph._nodes if n.kind == "param")
+        # The graph replaces its table when it grows, never changes it: iterating one while
+        # a param is added goes on over the params there were.
+        return iter(self._graph.param_slots())
 
     def __len__(self) -> int:
-        return sum(1 for n in self._graph._nodes if n.kind == "param")
+        return len(self._graph.param_slots())
 
     def copy(self) -> dict:
         """A plain dict name -> the same arrays, as dict.copy() gives."""

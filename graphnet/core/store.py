@@ -128,26 +128,24 @@ class ValueStore:
         self._deferred[(slot, index)] = (compute, shape, lazy)
 
     def compute_deferred(self, indices, gate_nodes=frozenset()) -> None:
-        """Compute every deferred entry of the nodes `indices` (a backward step is about to
-        read them), a lazy one only for the nodes `gate_nodes` (those of single-gate steps,
-        which read their entries from the lists)."""
-        wanted = set(indices)
+        """Compute every deferred entry of the nodes `indices` (a set: a backward step is
+        about to read them), a lazy one only for the nodes `gate_nodes` (those of
+        single-gate steps, which read their entries from the lists)."""
         for (slot, index), (_, _, lazy) in list(self._deferred.items()):
-            if index in wanted and (not lazy or index in gate_nodes):
+            if index in indices and (not lazy or index in gate_nodes):
                 self._compute(slot, index)
 
     def forget_deferred(self, slot: str, indices=None) -> None:
         """Drop the deferred entries of `slot` that a walk is about to overwrite: those of
-        the nodes `indices`, or all of them."""
-        if not self._deferred:
+        the nodes `indices` (a set), or all of them. A walk defers a few entries of its
+        many nodes, so this looks through the deferred ones."""
+        deferred = self._deferred
+        if not deferred:
             return
-        keys = (
-            [key for key in self._deferred if key[0] == slot]
-            if indices is None
-            else [(slot, index) for index in indices]
-        )
-        for key in keys:
-            self._deferred.pop(key, None)
+        for key in [
+            key for key in deferred if key[0] == slot and (indices is None or key[1] in indices)
+        ]:
+            del deferred[key]
 
     def drop_outdated_grads(self, writes: frozenset) -> None:
         """A forward is about to recompute the nodes `writes` (a forward plan's): drop the

@@ -370,6 +370,32 @@ def test_params_mapping_checks_assignments():
         g.params["nope"] = np.zeros(3)
 
 
+def test_params_mapping_follows_the_graph_as_it_grows():
+    g = gn.Graph()
+    x = g.input("x", shape=(None, 2))
+    g.param("W", np.ones((2, 2)))
+    params = g.params
+    assert list(params) == ["W"] and len(params) == 1 and dict(g.grads) == {"W": None}
+    names = iter(params)
+    g.param("b", np.zeros(2))  # read by name before and after the graph grew
+    assert list(names) == ["W"]  # an iteration started before goes on over what there was
+    assert list(params) == ["W", "b"] and len(params) == 2
+    assert "b" in params and "x" not in params and ["W"] not in params
+    np.testing.assert_array_equal(params["b"], np.zeros(2))
+    for name in ("x", "nope", ["W"]):  # an input, no node, an unhashable key
+        with pytest.raises(KeyError, match="no param named"):
+            params[name]
+        with pytest.raises(KeyError, match="params: 'W', 'b'"):
+            params[name] = np.zeros(2)
+    g.sum(g.affine(x, g["W"], g["b"]), name="out")
+    g.forward(x=np.ones((3, 2)))
+    g.backward()
+    grads = g.grads
+    assert list(grads) == ["W", "b"]
+    assert grads["W"] is g["W"].grad and grads["b"] is g["b"].grad
+    np.testing.assert_array_equal(grads["b"], np.full(2, 3.0))
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_a_param_updated_in_place_and_assigned_back_stays_as_it_is(dtype):
     g = gn.Graph(dtype=dtype)

@@ -224,3 +224,21 @@ def test_unseeded_dropout_draws_from_the_nodes_stream_in_xs_precision(dtype):
     )
     again = run()
     np.testing.assert_array_equal(again[0], out)  # np.random.seed makes a run repeatable
+
+
+@pytest.mark.parametrize("bits", [np.random.PCG64, np.random.MT19937, np.random.Philox])
+def test_unseeded_dropout_keys_are_the_streams_64_bit_integers(bits):
+    """Each mask's key is int(stream.integers(2**64, dtype=np.uint64)), whatever the node's
+    stream (a PCG64 one, as the gate makes, reads its raw output instead)."""
+    from graphnet.kernels import _C
+
+    data = rng.standard_normal((5, 40)).astype(np.float32)
+    g = gn.Graph(dtype=np.float32)
+    drop = g.dropout(g.input("x"), p=0.4, name="drop")
+    g.store.state(drop.index)["rng"] = np.random.Generator(bits(11))
+    reference = np.random.Generator(bits(11))
+    for _ in range(3):
+        g.forward(x=data)
+        key = int(reference.integers(2**64, dtype=np.uint64))
+        out, _ = _C.dropout_forward(data, key, 1 - 0.4)
+        np.testing.assert_array_equal(drop.value, out)

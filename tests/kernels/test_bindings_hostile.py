@@ -167,6 +167,9 @@ def valid_calls(n=2, c=3, s=5, f=4, rows=4, cols=5, t=3, hidden=5, dtype=np.floa
             t=1,
         ),
         "check_update": dict(rule="adam", hyperparameters=[1e-3, 0.9, 0.999, 1e-8], t=1),
+        "running_averages": dict(
+            running_mean=r(f), running_var=r(f) ** 2, mean=r(f), var=r(f) ** 2, momentum=0.9
+        ),
         "update_step": dict(rule="adam", w=r(size), dw=r(size), config=adam),
         "recurrent_forward": dict(cell="lstm", x=xs, h0=h0, Wx=Wx, Wh=Wh, b=bl, keep=True),
         "recurrent_backward": dict(

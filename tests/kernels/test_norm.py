@@ -529,3 +529,76 @@ def test_spatial_batchnorm_eval_is_the_formula_per_element(N, C, H, W, dtype, ta
         _C.set_num_threads(before)
     np.testing.assert_array_equal(outs[0], want)
     np.testing.assert_array_equal(outs[1], outs[0])
+
+
+@FUZZ
+@given(
+    C=st.integers(1, 70),
+    dtype=dtypes,
+    momentum=st.one_of(st.sampled_from([0.0, 1.0, 0.9, 0.99]), st.floats(0, 1)),
+    specials=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_running_averages_are_numpys_bit_for_bit(C, dtype, momentum, specials, seed):
+    """The train-mode running averages (one C++ call) against the numpy expression the
+    course writes, on any channel count, both dtypes, NaN, infinities and subnormals."""
+    gen = np.random.default_rng(seed)
+    with np.errstate(over="ignore"):  # float32 takes the largest as infinities
+        arrays = [
+            (gen.standard_normal(C) * 10.0 ** gen.integers(-40, 40, C)).astype(dtype)
+            for _ in range(4)
+        ]
+    if specials:
+        for a in arrays:
+            a[gen.integers(0, C)] = gen.choice([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-40])
+    running_mean, running_var, mean, var = arrays
+    with np.errstate(all="ignore"):
+        want = (
+            momentum * running_mean + (1 - momentum) * mean,
+            momentum * running_var + (1 - momentum) * var,
+        )
+        got = _C.running_averages(running_mean, running_var, mean, var, momentum)
+    for g, w in zip(got, want):
+        assert g.dtype == w.dtype == dtype
+        np.testing.assert_array_equal(
+            g.view(f"u{g.itemsize}")[~np.isnan(w)], w.view(f"u{w.itemsize}")[~np.isnan(w)]
+        )
+        np.testing.assert_array_equal(np.isnan(g), np.isnan(w))
+    # Strided running averages are read as they are
+    wide = np.repeat(running_mean, 2)[::2]
+    np.testing.assert_array_equal(
+        _C.running_averages(wide, running_var, mean, var, momentum)[0], got[0]
+    )
+
+
+@pytest.mark.parametrize("momentum", [0.9, 1, np.float32(0.9)])
+@pytest.mark.parametrize("running_dtype", [np.float32, np.float64])
+def test_batchnorm_running_averages_promote_as_numpy_does(momentum, running_dtype):
+    """A train-mode batchnorm's running averages: the same values and dtype as the numpy
+    expression, also for running averages of another dtype and a momentum that is no
+    Python float (numpy's promotions then)."""
+    gen = np.random.default_rng(4)
+    x = gen.standard_normal((6, 5)).astype(np.float32)
+    gamma, beta = np.ones(5, np.float32), np.zeros(5, np.float32)
+    running = (
+        gen.standard_normal(5).astype(running_dtype),
+        gen.uniform(0.5, 2, 5).astype(running_dtype),
+    )
+    _, _, got_mean, got_var = norm.batchnorm_forward(x, gamma, beta, EPS, momentum, *running, True)
+    _, mean, var, _ = _C.channel_norm_forward(
+        x, gamma, beta, EPS, None, None, False, None, False, None, True, "", 0.0
+    )
+    for got, run, batch in ((got_mean, running[0], mean), (got_var, running[1], var)):
+        want = momentum * run + (1 - momentum) * batch
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
+
+
+def test_running_averages_refuse_mismatched_arrays():
+    a = np.ones(3, np.float32)
+    with pytest.raises(ValueError, match="running_var has dtype float64"):
+        _C.running_averages(a, a.astype(np.float64), a, a, 0.9)
+    with pytest.raises(ValueError, match=r"running_mean must have shape \(3,\)"):
+        _C.running_averages(np.ones(4, np.float32), a, a, a, 0.9)
+    with pytest.raises(ValueError, match="must be float32 or float64"):
+        _C.running_averages(a, a, a.astype(np.int32), a, 0.9)
