@@ -197,7 +197,12 @@ void pool_forward(const PoolGeometry& g, const T* x, T* out, int32_t* winners, b
     // longer than it (2x2 windows at stride 3, float32: 1.4x).
     const bool spans = g.pool_width == g.W && g.pool_height * g.pool_width >= kSpanArgmax;
     const bool vectors = g.stride <= 2 && !spans && avx2_activations_active();
-    const auto plane = two_by_two && g.stride == 2 ? pool_plane_2x2<Relu, T>
+    // 2x2 stride-2 rows of 2 to 7 float32 (2 or 3 float64) outputs, fewer than a vector of
+    // them, take the general plane's partial vectors: pool_plane_2x2's vectors are whole
+    // ones, and its scalar row took 1.3x to 2.5x as long there (the same at 4 float32s,
+    // which the compiler's 4-wide loop takes; longer at 1 output a row).
+    const bool narrow = g.Wo > 1 && g.Wo < static_cast<int64_t>(32 / sizeof(T));
+    const auto plane = two_by_two && g.stride == 2 && !(narrow && vectors) ? pool_plane_2x2<Relu, T>
                        : vectors                   ? pool_plane_avx2<Relu, T>
                        : two_by_two                ? pool_plane<Relu, T, 2, 2>
                                                    : pool_plane<Relu, T, 0, 0>;

@@ -503,10 +503,13 @@ def test_concurrent_calls_from_python_threads():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape", [(2, 3, 8, 8), (1, 2, 7, 9), (3, 1, 5, 4)])
+@pytest.mark.parametrize(
+    "shape", [(2, 3, 8, 8), (1, 2, 7, 9), (3, 1, 5, 4), (2, 3, 13, 10), (3, 2, 5, 6), (1, 2, 9, 15)]
+)
 def test_max_pool_2x2_stride_2_kernel_with_ties_and_nans(dtype, shape):
     """The branch-free 2x2 stride-2 kernel against the loops: small integers make ties
-    common, and a few NaNs must win their windows (the first NaN in row-major order)."""
+    common, and a few NaNs must win their windows (the first NaN in row-major order). Rows
+    of 2 to 7 outputs (13 x 10, 5 x 6, 9 x 15) take the general plane's partial vectors."""
     rng = np.random.default_rng(sum(shape))
     x = rng.integers(0, 3, shape).astype(dtype)
     x[rng.random(shape) < 0.05] = np.nan
