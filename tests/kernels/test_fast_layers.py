@@ -644,15 +644,18 @@ def test_max_pool_any_window_side_by_side_is_the_loops(
     extra_columns=st.integers(0, 1),
     elsewhere=st.sampled_from([0.0, 0.05, 1.0]),
     dtype=st.sampled_from([np.float32, np.float64]),
+    specials=st.booleans(),
     seed=st.integers(0, 2**16),
 )
 def test_max_pool_backward_on_any_winners_is_the_scatter(
-    planes, Ho, Wo, extra_rows, extra_columns, elsewhere, dtype, seed
+    planes, Ho, Wo, extra_rows, extra_columns, elsewhere, dtype, specials, seed
 ):
     """The 2x2 block writer against a scatter written here, bit for bit, on winners drawn
     anywhere in each block and, with probability `elsewhere`, anywhere in the plane (the
-    writer then leaves the rows it began to the plane's scatter); odd sizes leave rows and
-    columns no block covers. The same bits on one thread and two."""
+    writer then leaves the plane to the scatter); odd sizes leave rows and columns no block
+    covers. With `specials`, dout holds many -0.0 and a few NaNs: the writer stores a
+    gradient's bits (a -0.0 stays -0.0), the scatter adds it to +0 (a -0.0 becomes +0.0).
+    The same bits on one, two and three threads."""
     rng = np.random.default_rng(seed)
     H, W = 2 * Ho + extra_rows, 2 * Wo + extra_columns
     rows, columns = np.meshgrid(np.arange(Ho), np.arange(Wo), indexing="ij")
@@ -662,20 +665,30 @@ def test_max_pool_backward_on_any_winners_is_the_scatter(
         + rng.integers(0, 2, (planes, Ho, Wo))
     )
     anywhere = rng.integers(0, H * W, (planes, Ho, Wo))
-    winners = np.where(rng.random((planes, Ho, Wo)) < elsewhere, anywhere, in_block)
+    moved = rng.random((planes, Ho, Wo)) < elsewhere
+    winners = np.where(moved, anywhere, in_block)
     winners = winners.astype(np.int32).reshape(1, planes, Ho, Wo)
     dout = rng.standard_normal((1, planes, Ho, Wo)).astype(dtype)
+    if specials:
+        dout[rng.random(dout.shape) < 0.3] = -0.0
+        dout[rng.random(dout.shape) < 0.05] = np.nan
+    offsets = winners[0] - (2 * rows * W + 2 * columns)
+    own_blocks = np.isin(offsets, [0, 1, W, W + 1]).reshape(planes, -1).all(axis=1)
     expected = np.zeros((1, planes, H * W), dtype)
     for p, o in np.ndindex(planes, Ho * Wo):
-        expected[0, p, winners.reshape(planes, -1)[p, o]] += dout.reshape(planes, -1)[p, o]
+        at, grad = winners.reshape(planes, -1)[p, o], dout.reshape(planes, -1)[p, o]
+        if own_blocks[p]:
+            expected[0, p, at] = grad  # the block writer
+        else:
+            expected[0, p, at] += grad  # the scatter
     before = _C.get_num_threads()
     try:
         results = []
-        for threads in (1, 2):
+        for threads in (1, 2, 3):
             _C.set_num_threads(threads)
             results.append(_C.max_pool_backward(dout, winners, H, W))
     finally:
         _C.set_num_threads(before)
     for dx in results:
         assert dx.dtype == dtype
-        np.testing.assert_array_equal(dx, expected.reshape(1, planes, H, W))
+        assert dx.tobytes() == expected.reshape(1, planes, H, W).tobytes()
