@@ -1085,7 +1085,8 @@ PointwiseAct<T> groupnorm_act(const std::string& activation, double alpha) {
 }
 
 // With skip (an array of x's shape and dtype, relu only): out = relu(norm + skip), or
-// relu(skip + norm) with skip_first. With activation (no relu): its leaky relu.
+// relu(skip + norm) with skip_first. With activation (no relu): its leaky relu. With pool
+// (after a relu or the activation): a max pool of out, each plane pooled as it is written.
 py::tuple py_channel_norm_forward(const py::array& x, const py::array& gamma,
                                   const py::array& beta, double eps, const py::object& mean,
                                   const py::object& var, bool relu, const py::object& skip,
@@ -1097,7 +1098,9 @@ py::tuple py_channel_norm_forward(const py::array& x, const py::array& gamma,
     if (!skip.is_none() && !relu) fail("batchnorm: a skip is added before a relu only");
     std::optional<PoolGeometry> g;
     if (!pool.is_none()) {
-        if (!relu) fail("batchnorm: a max pool follows a relu only");
+        if (!relu && activation.empty()) {
+            fail("batchnorm: a max pool follows a relu or an activation only");
+        }
         const auto [height, width, stride] = pool.cast<std::tuple<int64_t, int64_t, int64_t>>();
         g = pool_geometry(shape_of(x), height, width, stride, "batchnorm's max_pool");
     }
@@ -2003,11 +2006,12 @@ PYBIND11_MODULE(_C, m) {
           "last three (C,) in x's dtype. Without mean and var: the batch's (biased variance),\n"
           "in one float64 pass; with them (eval mode): those. out = gamma * (x - mean) * inv_std\n"
           "+ beta, inv_std = 1 / sqrt(var + eps); relu: its relu; with skip (x's shape, relu\n"
-          "only): the relu of it + skip (skip_first: skip + it). pool (relu only, x (N, C, H,\n"
+          "only): the relu of it + skip (skip_first: skip + it). pool (relu or activation, x (N, C, H,\n"
           "W)): (pool_height, pool_width, stride) of a max pool of that, pooled in the same\n"
           "pass -> (out, mean, var, inv_std, pooled, winners), max_pool_forward's last two;\n"
           "keep=False (pooled only): out is not written (None). activation \"leaky_relu\" (no\n"
-          "relu): its leaky relu of slope alpha. Deterministic for any number of threads.");
+          "relu): its leaky relu of slope alpha (then pooled, with pool). Deterministic for any\n"
+          "number of threads.");
     m.def("channel_norm_backward", &py_channel_norm_backward, "dout"_a, "x"_a, "gamma"_a,
           "mean"_a, "inv_std"_a, "train"_a, "beta"_a = py::none(), "relu_out"_a = py::none(),
           "activation"_a = "", "alpha"_a = 0.0,

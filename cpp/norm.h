@@ -31,10 +31,10 @@ struct NormShape {
 // What a channel norm's forward does to each normalized entry y in the same pass: nothing;
 // a relu (a norm -> relu chain, passes/norm_relu.py); the add of `skip`, an array of x's
 // shape, and then a relu (a residual block's norm -> add(skip) -> relu), the operands in
-// the add gate's order (skip_first: skip + y; they differ only in a NaN's payload), then
-// perhaps a max pool of the relu's output (`pool`, below); or, without a relu, `act`, a
-// leaky relu (a norm -> leaky relu chain, passes/norm_activation.py), its gate's expression
-// (pointwise.h, plain_forward).
+// the add gate's order (skip_first: skip + y; they differ only in a NaN's payload); or,
+// without a relu, `act`, a leaky relu (a norm -> leaky relu chain,
+// passes/norm_activation.py), its gate's expression (pointwise.h, plain_forward). Then
+// perhaps a max pool of that relu's or leaky relu's output (`pool`, below).
 template <typename T>
 struct NormPool;
 
@@ -43,15 +43,15 @@ struct NormTail {
     bool relu = false;
     const T* skip = nullptr;  // with relu only
     bool skip_first = false;
-    const NormPool<T>* pool = nullptr;  // with relu only (below)
+    const NormPool<T>* pool = nullptr;  // with relu or act (below)
     PointwiseAct<T> act{false, Pointwise::gelu, T(0)};  // without relu only
 };
 
-// A max pool of the relu's output (a residual block's end followed by a max pool,
-// passes/norm_relu.py): each (H, W) plane of it pooled by pool.h's kernel right after it is
-// written, while it is in cache, into pooled and winners (N, C, Ho, Wo): pool.h's windows,
-// tie rule and winners. Where the relu's output is not kept (out null), each plane goes
-// through `scratch`, H * W entries for each of num_threads() threads.
+// A max pool of the relu's or act's output (a residual block's end followed by a max pool,
+// a VGG unit's end, passes/norm_relu.py): each (H, W) plane of it pooled by pool.h's kernel
+// right after it is written, while it is in cache, into pooled and winners (N, C, Ho, Wo):
+// pool.h's windows, tie rule and winners. Where that output is not kept (out null), each
+// plane goes through `scratch`, H * W entries for each of num_threads() threads.
 template <typename T>
 struct NormPool {
     int64_t H, W, height, width, stride, Ho, Wo;

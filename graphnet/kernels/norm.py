@@ -122,21 +122,22 @@ def batchnorm_forward(
     relu: out is the relu of the normalized x; with skip (an array of x's shape and dtype:
     a residual block's skip), the relu of the normalized x + skip (skip_first: skip + the
     normalized x, the add gate's order of operands), and the cache a SkipReluNormCache.
-    pool, with relu and x (N, C, H, W): (pool_height, pool_width, stride) of a max pool of
-    out, pooled in the same pass (a residual block's end followed by a max pool); out is
-    then (out or, unless keep, None; the pooled values; the winners, as
-    fast.max_pool_forward_fast's cache holds them), and the cache one of the norm alone
-    unless out is kept.
     activation (no relu): None, or ("leaky_relu", alpha) (the leaky relu gate's kernel): out
     is the leaky relu of the normalized x, in the same loop (a fused batchnorm -> leaky relu
     step, passes/norm_activation.py), and the cache an ActivationNormCache.
+    pool, with relu or activation and x (N, C, H, W): (pool_height, pool_width, stride) of
+    a max pool of out, pooled in the same pass (a residual block's or a VGG unit's end
+    followed by a max pool); out is then (out or, unless keep, None; the pooled values; the
+    winners, as fast.max_pool_forward_fast's cache holds them), and after a relu the cache
+    one of the norm alone unless out is kept (a backward through the activation recomputes
+    the normalized entries: its cache is an ActivationNormCache either way).
     Returns (out, cache, running_mean, running_var).
     """
     C = x.shape[1]
     running_mean = _running(running_mean, C, x.dtype, "running_mean")
     running_var = _running(running_var, C, x.dtype, "running_var")
     kernel, alpha = activation or ("", 0.0)
-    cache_type = _cache(relu, skip, activation) if keep else NormCache
+    cache_type = _cache(relu, skip, activation) if keep or activation else NormCache
     if not train:
         mean, var = _as(running_mean, x.dtype), _as(running_var, x.dtype)
     elif x.size == 0:

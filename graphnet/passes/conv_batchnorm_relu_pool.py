@@ -10,6 +10,11 @@ output, the step runs conv_chain.py's call instead (batchnorm_fold.fold_pays). I
 mode the step is the conv gate, then norm_relu.py's pooled batchnorm -> relu -> max_pool
 (NormAddReluPool without an add): the norm kernel takes the relu and pools each plane in
 cache, and the norm's whole output is never written. The backward is norm_relu.py's.
+
+A leaky relu in the relu's place likewise in train mode (the norm kernel takes it before
+pooling); in eval mode the fold with the leaky relu in the conv kernel
+(batchnorm_fold.forward_run, norm_activation.py's ConvBatchnormActivation), then the pool's
+gate.
 """
 
 import functools
@@ -25,13 +30,15 @@ class ConvBatchnormReluPool(FusionPass):
     length = 4
 
     def fuse_forward(self, steps):
+        from .norm_relu import POOLED_ACTIVATIONS  # here: see _forward
+
         planned = {step.node for step in steps if not step.fused}
         reads = readers(steps)
 
         def chain(pool):
             relu = pool.inputs[0]
             return (
-                relu.op == "relu"
+                relu.op in POOLED_ACTIVATIONS
                 and relu.inputs[0].op == "spatial_batchnorm"
                 and relu.inputs[0].inputs[0].op == "conv"
             )
@@ -73,8 +80,10 @@ def _forward(conv, norm, relu, pool):
     # this one among the passes of its length, which takes the conv of the chain too.
     from .norm_relu import forward_run as norm_relu_pool_run, run_conv
 
-    relu_then_pool = relu_pool.forward_run(relu, pool)
     norm_relu_pool = norm_relu_pool_run(norm, relu, pool=pool, keep=False)
+    if relu.op != "relu":
+        return _leaky_forward(conv, norm, relu, pool, norm_relu_pool, run_conv)
+    relu_then_pool = relu_pool.forward_run(relu, pool)
     chained = conv_chain.native_run([conv, norm, relu, pool])
 
     def run(store):
@@ -100,5 +109,22 @@ def _forward(conv, norm, relu, pool):
         store.defer("value", relu.index, lambda: relu_outputs()[0], shape)
         store.defer("cache", relu.index, lambda: relu_outputs()[1])
         store.defer("cache", pool.index, lambda: pool.gate.forward(relu_outputs()[0])[1])
+
+    return run
+
+
+def _leaky_forward(conv, norm, act, pool, norm_act_pool, run_conv):
+    """The step's run with a leaky relu: in train mode the conv gate, then the pooled
+    norm -> leaky relu; in eval mode the fold, then the pool's gate."""
+    folded = batchnorm_fold.forward_run(conv, norm, act)
+
+    def run(store):
+        if norm.graph.training:
+            run_conv(conv, store)
+            return norm_act_pool(store)
+        folded(store)
+        store.values[pool.index], store.caches[pool.index] = pool.gate.forward(
+            store.values[act.index]
+        )
 
     return run

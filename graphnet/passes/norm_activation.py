@@ -77,13 +77,19 @@ SMALLEST = 1 << 17
 @register_pass
 class NormActivation(PairPass):
     def takes(self, steps):
-        return lambda act, norm: act.op in ACTIVATIONS.get(norm.op, ())
+        """A (spatial) batchnorm's leaky relu that a max pool alone reads is left to
+        norm_relu.py's NormAddReluPool, whose kernel pools it too."""
+        pooled = norm_relu.pooled_alone(steps)
+        return lambda act, norm: (
+            act.op in ACTIVATIONS.get(norm.op, ())
+            and not (act in pooled and norm.op in norm_relu.CHANNEL_NORMS)
+        )
 
     def forward_run(self, norm, act):
         return _forward(norm, act)
 
     def backward_run(self, norm, act):
-        return _backward(norm, act)
+        return backward_run(norm, act)
 
 
 def _kernel_takes(values):
@@ -145,7 +151,10 @@ def _defer_activation(store, norm, act, shape=None):
         store.defer("value", act.index, lambda: gate_forward()[0], shape)
 
 
-def _backward(norm, act):
+def backward_run(norm, act):
+    """The fused backward step's run(store, needs), from the activation's gradient (also
+    norm_relu.py's after a max pool's)."""
+
     def run(store, needs):
         dout, cache = store.grads[act.index], store.caches[norm.index]
         # A forward that ran the gates (small, or a batchnorm folded into its conv), or a

@@ -63,6 +63,15 @@ one step where the norm's was; where the relu has other readers, the pool's gate
 NormRelu's step. Below SMALLEST entries a pooled forward runs the gates, the relu and the
 pool as relu_pool.py's step where nothing else reads the relu.
 
+A leaky relu (any slope) in that relu's place, with no add (a student's conv -> spatial
+batchnorm -> leaky relu -> max pool), is the same step: the kernel takes the leaky relu as
+norm_activation.py's does and pools each plane of its output. Backward, the pool's gate
+(which scatters the pooled gradient), then norm_activation.py's step (the norm kernel
+taking the leaky relu's gradient at the normalized entries it recomputes), in one step
+where the norm's was; where the leaky relu has other readers, the pool's gate and
+NormActivation's step. The leaky relu's cache (its saved input) is the norm's deferred
+value.
+
 conv -> spatial batchnorm -> relu is one forward step too (ConvBatchnormRelu), so that
 batchnorm_fold.py does not take its first two: in eval mode it is that fold with the relu
 taken by the conv kernel (batchnorm_fold.forward_run), in train mode the conv gate
@@ -78,12 +87,15 @@ import numpy as np
 from ..core.plan import Step
 from ..gates.base import unbroadcast
 from ..kernels import norm as norm_kernels
-from . import batchnorm_fold, relu_pool
+from . import batchnorm_fold, norm_activation, relu_pool
 from .base import FusionPass, PairPass, kept, readers, register_pass
 
 NORMS = ("batchnorm", "spatial_batchnorm", "layernorm")
 #: The norms whose kernel adds a skip before its relu (NormAddRelu).
 CHANNEL_NORMS = ("batchnorm", "spatial_batchnorm")
+#: The activations their kernel takes before a max pool (NormAddReluPool; a skip is added
+#: before a relu only).
+POOLED_ACTIVATIONS = ("relu", "leaky_relu")
 # Below this many entries the relu gate's passes cost less than the fused step's
 # bookkeeping (deferring the norm's value and the relu's mask): the step runs the gates.
 # FC nets of the zoo, batch 16 to 256 (1600 to 25600 entries): fused 0.5% to 4% slower.
@@ -95,7 +107,7 @@ class NormRelu(PairPass):
     def takes(self, steps):
         """A relu that a max pool alone reads is left to NormAddReluPool (relu_pool.py's
         after a layernorm), which runs it on the pooled values only."""
-        pooled = _pooled_alone(steps)
+        pooled = pooled_alone(steps)
         return lambda relu, norm: relu.op == "relu" and relu not in pooled and norm.op in NORMS
 
     def forward_run(self, norm, relu):
@@ -163,7 +175,7 @@ def _pooled(steps):
     return {step.node.inputs[0] for step in steps if step.node.op == "max_pool"}
 
 
-def _pooled_alone(steps):
+def pooled_alone(steps):
     """The nodes a max pool reads among `steps`, and nothing else."""
     reads = readers(steps)
     return {node for node in _pooled(steps) if reads[node] == 1}
@@ -173,9 +185,9 @@ def _skip_runs(steps, pooled):
     """{relu: (norm, add, skip, pool)} for each norm -> add -> relu run of single-gate
     steps among `steps`: the norm read by the add alone, the add by the relu alone; skip
     the add's other operand. pooled: the runs whose relu a max pool's single-gate step
-    reads (pool: that max pool), and the norm -> relu runs of that pool too (add and skip
-    None: the norm read by the relu alone); else those whose relu no max pool reads (pool:
-    None)."""
+    reads (pool: that max pool), and the norm -> relu or leaky relu runs of that pool too
+    (add and skip None: the norm read by the activation alone); else those whose relu no
+    max pool reads (pool: None)."""
     plain = {step.node for step in steps if not step.fused}
     reads = readers(steps)
     pools = {}
@@ -186,13 +198,13 @@ def _skip_runs(steps, pooled):
     runs = {}
     for relu in plain:
         read_by_pool = relu in pools if pooled else relu in unpooled
-        if relu.op != "relu" or read_by_pool != pooled:
+        if relu.op not in POOLED_ACTIVATIONS or read_by_pool != pooled:
             continue
         add = relu.inputs[0]
         if pooled and add.op in CHANNEL_NORMS and add in plain and reads[add] == 1:
             runs[relu] = (add, None, None, pools[relu])
             continue
-        if add.op != "add" or add not in plain or reads[add] != 1:
+        if relu.op != "relu" or add.op != "add" or add not in plain or reads[add] != 1:
             continue
         for norm, skip in (add.inputs, add.inputs[::-1]):
             if norm.op in CHANNEL_NORMS and norm in plain and reads[norm] == 1:
@@ -257,25 +269,31 @@ def _fuse_skip_backward(steps, runs, pooled):
     return fused
 
 
-def _norm_forward(norm, state, training, values, relu, **skip):
+def _norm_forward(norm, state, training, values, relu, **tail):
     """The norm gate's forward of `values` (x, gamma, beta), with its relu or without (and
-    with `skip`: a batchnorm's skip and skip_first, added before its relu)."""
+    with `tail`: a batchnorm's skip and skip_first, added before its relu; its activation;
+    its pool)."""
     if norm.gate.stateful:
-        return norm.gate.forward(state, training, *values, relu=relu, **skip)
+        return norm.gate.forward(state, training, *values, relu=relu, **tail)
     return norm.gate.forward(*values, relu=relu)
 
 
 def forward_run(norm, relu, add=None, pool=None, keep=True):
     """The fused forward step's run(store): norm -> relu, or norm -> add -> relu, and with
     `pool` that relu's max pool (keep: the relu's output written too, for its other
-    readers)."""
+    readers); with pool, `relu` may be a leaky relu (no add), which the kernel takes as
+    norm_activation.py's does."""
     skip = None if add is None else add.inputs[add.inputs[0] is norm]
     skip_first = add is not None and add.inputs[0] is skip
     windows = (
         None if pool is None else (pool.gate.pool_height, pool.gate.pool_width, pool.gate.stride)
     )
+    is_relu = relu.op == "relu"
+    activation = {} if is_relu else {"activation": relu.gate.kernel}
     # The relu's output unread but by the pool: relu_pool.py's step on the gates' way.
-    relu_then_pool = relu_pool.forward_run(relu, pool) if pool is not None and not keep else None
+    relu_then_pool = (
+        relu_pool.forward_run(relu, pool) if pool is not None and not keep and is_relu else None
+    )
 
     def run_gates(store, state, training, values):
         out, store.caches[norm.index] = _norm_forward(norm, state, training, values, False)
@@ -310,7 +328,9 @@ def forward_run(norm, relu, add=None, pool=None, keep=True):
         tail = {} if other is None else {"skip": other, "skip_first": skip_first}
         if pool is not None:
             tail.update(pool=windows, keep=keep)
-        out, store.caches[norm.index] = _norm_forward(norm, state, training, values, True, **tail)
+        out, store.caches[norm.index] = _norm_forward(
+            norm, state, training, values, is_relu, **tail, **activation
+        )
         if pool is not None:
             out, pooled, winners = out
             store.values[pool.index] = pooled
@@ -328,13 +348,15 @@ def forward_run(norm, relu, add=None, pool=None, keep=True):
             relu_input = functools.cache(lambda: add.gate.forward(*operands())[0])
             store.defer("value", add.index, relu_input, shape)
             store.caches[add.index] = None
-        if out is None:  # pooled only: the relu gate's, on its input when read
+        if out is None:  # pooled only: the activation gate's, on its input when read
             relu_outputs = functools.cache(lambda: relu.gate.forward(relu_input()))
             store.defer("value", relu.index, lambda: relu_outputs()[0], shape)
             store.defer("cache", relu.index, lambda: relu_outputs()[1], lazy=True)
             return
         store.values[relu.index] = out
-        store.defer("cache", relu.index, lambda: out > 0, lazy=True)
+        # The relu's mask (> 0 where its input is), or the leaky relu's saved input.
+        saved = (lambda: out > 0) if is_relu else normalized
+        store.defer("cache", relu.index, saved, lazy=True)
 
     return run
 
@@ -378,7 +400,11 @@ def _backward(norm, relu, add=None):
 def _pooled_backward(norm, add, relu, pool):
     """The backward step's run of norm -> add -> relu -> max_pool (or norm -> relu ->
     max_pool: add None): relu_pool.py's (the relu taken on the pooled gradient), then the
-    add's and the norm's gates."""
+    add's and the norm's gates. norm -> leaky relu -> max_pool: the pool's gate, then
+    norm_activation.py's step (the norm kernel takes the leaky relu's gradient; taken on
+    the pooled gradient, a winner of overlapping windows would scale their sum, not each)."""
+    if relu.op != "relu":
+        return _pooled_activation_backward(norm, relu, pool)
     through_relu_pool = relu_pool.backward_run(relu, pool)
     x = norm.inputs[0]
 
@@ -392,6 +418,17 @@ def _pooled_backward(norm, add, relu, pool):
         store.grads[add.index], store.grads[norm.index] = through, to_norm
         grads = norm.gate.backward(to_norm, store.cache(norm.index), needs[:-1])
         return (*grads, through)
+
+    return run
+
+
+def _pooled_activation_backward(norm, act, pool):
+    through_norm_activation = norm_activation.backward_run(norm, act)
+
+    def run(store, needs):
+        dpool = store.grads[pool.index]
+        (store.grads[act.index],) = pool.gate.backward(dpool, store.cache(pool.index), (True,))
+        return through_norm_activation(store, needs)
 
     return run
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from graphnet import layers
 from graphnet.gates.pointwise import LeakyRelu
 from graphnet.gradient_check import eval_numerical_gradient_array
-from graphnet.kernels import _C, norm
+from graphnet.kernels import _C, fast, norm
 
 from .test_avx2 import assert_same_bits_on_any_thread_count
 from .test_group_norm_activation import arrays as group_norm_arrays
@@ -127,6 +127,46 @@ def test_numerical_gradients(activation, shape, train):
     for grad, f, at in checks + ((dbeta, lambda v: out(x, gamma, v), beta),):
         numeric = eval_numerical_gradient_array(f, at, dout)
         np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(3, 4, 5, 6), (4, 3, 1, 1), (2, 5, 45, 50)])
+@pytest.mark.parametrize("window", [(2, 2, 2), (3, 3, 1), (3, 2, 3), (1, 1, 1)])
+@pytest.mark.parametrize("train", [True, False])
+@pytest.mark.parametrize("keep", [True, False])
+def test_pooled_the_pool_gate_of_the_activation_bit_for_bit(
+    activation, dtype, shape, window, train, keep
+):
+    """pool: each plane of the leaky relu's output max-pooled as it is written, the pool
+    kernel's values and winners of the unpooled output; the cache an ActivationNormCache
+    whether or not the output is kept (a backward through the activation recomputes it)."""
+    if window[0] > shape[2] or window[1] > shape[3]:
+        window = (1, 1, 1)
+    x, gamma, beta, _, running = arrays(shape, dtype, 3, train)
+    gate = ACTIVATIONS[activation]
+    mean, var = (None, None) if running is None else (a.astype(dtype) for a in running)
+    (out, pooled, winners), cache, *_ = norm.batchnorm_forward(
+        x,
+        gamma,
+        beta,
+        EPS,
+        MOMENTUM,
+        mean,
+        var,
+        train,
+        pool=window,
+        keep=keep,
+        activation=gate.kernel,
+    )
+    alone, _ = _forward(x, gamma, beta, running, gate.kernel)
+    height, width, stride = window
+    param = {"pool_height": height, "pool_width": width, "stride": stride}
+    expected, (_, expected_winners, _) = fast.max_pool_forward_fast(alone, param)
+    np.testing.assert_array_equal(pooled, expected)
+    np.testing.assert_array_equal(winners, expected_winners)
+    assert out is None if not keep else np.array_equal(out, alone, equal_nan=True)
+    assert type(cache) is norm.ActivationNormCache
 
 
 def test_bitwise_the_same_for_any_number_of_threads():

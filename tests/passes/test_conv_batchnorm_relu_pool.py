@@ -36,9 +36,10 @@ def train_mode_way(request, monkeypatch):
         monkeypatch.setattr(norm_relu, "SMALLEST", 0)
 
 
-def network(stride=1, pad=1, pool=(2, 2, 2), size=(3, 2, 9, 8), filters=4, tap=False):
+def network(stride=1, pad=1, pool=(2, 2, 2), size=(3, 2, 9, 8), filters=4, tap=False, slope=None):
     """x -> conv -> spatial batchnorm -> relu -> max_pool -> affine -> softmax loss; `tap`:
-    the batchnorm also feeds a sum added to the loss."""
+    the batchnorm also feeds a sum added to the loss; slope: a leaky relu of that slope in
+    the relu's place."""
 
     def build(g, rng):
         x = g.input("x", requires_grad=False)
@@ -53,21 +54,29 @@ def network(stride=1, pad=1, pool=(2, 2, 2), size=(3, 2, 9, 8), filters=4, tap=F
             momentum=0.6,
             name="sbn",
         )
-        pooled = g.max_pool(g.relu(h, name="relu"), *pool, name="pool")
+        act = g.relu(h, name="relu") if slope is None else g.leaky_relu(h, slope, name="relu")
+        pooled = g.max_pool(act, *pool, name="pool")
         return classifier_feeds(g, rng, pooled, size, h if tap else None)
 
     return build
 
 
-def assert_folds(build, dtype):
-    """Train steps read as gate by gate bit for bit, eval steps to rounding, and train
-    again: the running averages moved once per train step."""
+def trained_twins(build, dtype, chain):
+    """Twins of `build` whose forward plan is the one step `chain`, after two train steps
+    that read as gate by gate bit for bit."""
     plain, fused, feeds = twins(build, dtype)
-    assert fused_labels(fused) == [CHAIN]
+    assert fused_labels(fused) == [chain]
     for _ in range(2):
         for g in (plain, fused):
             walk(g, feeds)
         assert_same_everywhere(plain, fused)
+    return plain, fused, feeds
+
+
+def assert_folds(build, dtype):
+    """Train steps read as gate by gate bit for bit, eval steps to rounding, and train
+    again: the running averages moved once per train step."""
+    plain, fused, feeds = trained_twins(build, dtype, CHAIN)
     for g in (plain, fused):
         g.eval()
         g.forward(**feeds)
@@ -100,6 +109,26 @@ def test_with_every_pass(dtype):
     assert_folds(network(), dtype)
     _, fused, _ = twins(network(), dtype)
     assert fused_labels(fused, "backward") == ["spatial_batchnorm+relu+max_pool"]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("slope", [0.01, 0.2, 0.0, -0.1])
+@pytest.mark.parametrize("stride, pad, pool", [(2, 1, (3, 3, 1)), (1, 1, (2, 2, 2))])
+def test_a_leaky_relu(stride, pad, pool, slope, dtype):
+    """Train steps bit for bit through the conv and the pooled norm kernel (the backward
+    norm_relu.py's); eval steps the fold with the leaky relu in the conv kernel (a negative
+    slope: its gate), then the pool's gate, to rounding."""
+    build = network(stride, pad, pool, slope=slope)
+    plain, fused, feeds = trained_twins(build, dtype, "conv+spatial_batchnorm+leaky_relu+max_pool")
+    assert fused_labels(fused, "backward") == ["spatial_batchnorm+leaky_relu+max_pool"]
+    for g in (plain, fused):
+        g.eval()
+        walk(g, feeds)
+    assert_same_everywhere(plain, fused, TOL[dtype], TOL[dtype])
+    for g in (plain, fused):
+        g.train()
+        walk(g, feeds)
+    assert_same_everywhere(plain, fused)
 
 
 @settings(max_examples=15, deadline=None)

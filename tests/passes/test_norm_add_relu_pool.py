@@ -1,5 +1,5 @@
-"""spatial batchnorm -> add(skip) -> relu -> max_pool and spatial batchnorm -> relu ->
-max_pool as one step each way (graphnet/passes/norm_relu.py, NormAddReluPool): every node
+"""spatial batchnorm -> add(skip) -> relu -> max_pool and spatial batchnorm -> relu or leaky
+relu -> max_pool as one step each way (graphnet/passes/norm_relu.py, NormAddReluPool): every node
 reads as gate by gate, bit for bit, in train and eval mode, whatever the windows, where the
 pass applies and only there."""
 
@@ -33,6 +33,10 @@ UNPOOLED = "spatial_batchnorm+add+relu"
 # Without the add (skip=None).
 PLAIN_POOLED = "spatial_batchnorm+relu+max_pool"
 PLAIN_UNPOOLED = "spatial_batchnorm+relu"
+LEAKY_POOLED = "spatial_batchnorm+leaky_relu+max_pool"
+LEAKY_UNPOOLED = "spatial_batchnorm+leaky_relu"
+# The leaky relu's slopes: students' 0.01 to 0.3, a relu's 0, and one that flips the sign.
+SLOPES = [0.01, 0.1, 0.3, 0.0, -0.2]
 
 
 @pytest.fixture(autouse=True)
@@ -41,14 +45,16 @@ def fused_at_any_size(monkeypatch):
     monkeypatch.setattr(norm_relu, "SMALLEST", 0)
 
 
-def network(size=(3, 2, 6, 5), window=(2, 2, 2), skip_first=False, tap=None, skip="relu"):
+def network(
+    size=(3, 2, 6, 5), window=(2, 2, 2), skip_first=False, tap=None, skip="relu", slope=None
+):
     """A residual block's end and a max pool inside a net ending in an affine and a softmax
     loss: x -> conv -> relu (h) -> conv -> spatial batchnorm (norm) -> add(norm, h) -> relu
     -> max_pool (pool: window = (height, width, stride)). skip_first: add(h, norm). tap:
     "relu", "norm" or "add" also feeds 0.1 * a sum added to the loss (a second reader).
     skip: "relu" (h), "x" (the norm's own input), "bias" (a (1, C, 1, 1) param: an add
     that broadcasts) or None (no add: a VGG unit's end, norm -> relu -> max_pool, the norm
-    reading h)."""
+    reading h). slope (no add): a leaky relu of that slope in the relu's place."""
 
     def build(g, rng):
         x = g.input("x")
@@ -69,7 +75,7 @@ def network(size=(3, 2, 6, 5), window=(2, 2, 2), skip_first=False, tap=None, ski
             add = norm
         else:
             add = g.add(other, norm, name="add") if skip_first else g.add(norm, other, name="add")
-        relu = g.relu(add, name="relu")
+        relu = g.relu(add, name="relu") if slope is None else g.leaky_relu(add, slope, name="relu")
         height, width, stride = window
         out = g.max_pool(relu, pool_height=height, pool_width=width, stride=stride, name="pool")
         tapped = {"norm": norm, "add": add, "relu": relu}.get(tap)
@@ -84,11 +90,17 @@ def assert_fused_reads_as_gate_by_gate(dtype, size=(3, 2, 6, 5), window=(2, 2, 2
     plain, fused, feeds = twins(network(size, window, **kw), dtype)
     kept = kw.get("tap") == "relu"  # the relu's output, for its other reader
     added = kw.get("skip", "relu") is not None
+    leaky = kw.get("slope") is not None  # the norm kernel takes its gradient: norm's deferred
     inner = ("norm", "add") if added else ("norm",)
-    assert (POOLED if added else PLAIN_POOLED) in fused_labels(fused)
-    backward = (
-        (UNPOOLED if kept else POOLED) if added else (PLAIN_UNPOOLED if kept else PLAIN_POOLED)
+    pooled, unpooled = (
+        (POOLED, UNPOOLED)
+        if added
+        else (LEAKY_POOLED, LEAKY_UNPOOLED)
+        if leaky
+        else (PLAIN_POOLED, PLAIN_UNPOOLED)
     )
+    assert pooled in fused_labels(fused)
+    backward = unpooled if kept else pooled
     assert backward in fused_labels(fused, "backward")
     for _ in range(2):
         for g in (plain, fused):
@@ -100,7 +112,8 @@ def assert_fused_reads_as_gate_by_gate(dtype, size=(3, 2, 6, 5), window=(2, 2, 2
             g.backward()
         # The backward needed neither the norm's, the add's nor the relu's values (and
         # NormRelu's leaves the norm's gradient to whoever reads it).
-        assert deferred(fused["norm"]) == {"value"} | ({"grad"} if kept and not added else set())
+        grad = {"grad"} if (kept or leaky) and not added else set()
+        assert deferred(fused["norm"]) == {"value"} | grad
         assert all(deferred(fused[name]) == {"value"} for name in inner[1:])
         assert deferred(fused["relu"]) >= {"cache"}
         assert_same_everywhere(plain, fused)
@@ -126,29 +139,48 @@ def test_a_fused_norm_relu_pool_reads_as_gate_by_gate(window, size, dtype):
     assert_fused_reads_as_gate_by_gate(dtype, size, window, skip=None)
 
 
+@pytest.mark.parametrize(
+    "window", [(2, 2, 2), (3, 3, 1), (3, 3, 2), (2, 2, 1), (3, 2, 3), (1, 1, 1)]
+)
+@pytest.mark.parametrize("slope", SLOPES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_fused_norm_leaky_relu_pool_reads_as_gate_by_gate(window, slope, dtype):
+    """A leaky relu in the relu's place: the kernel pools its output; backward, the pool's
+    gate, then the norm kernel through the leaky relu."""
+    assert_fused_reads_as_gate_by_gate(dtype, (2, 3, 7, 9), window, skip=None, slope=slope)
+
+
 def test_the_skip_the_norms_own_input():
     """add(norm(y), y): the step's inputs hold y twice, its gradient sums both edges."""
     assert_fused_reads_as_gate_by_gate(np.float64, skip="x")
 
 
-@pytest.mark.parametrize("skip", ["relu", None])
+ACTIVATIONS = [("relu", None), (None, None), (None, 0.1)]  # (skip, slope) of each kind
+
+
+@pytest.mark.parametrize("skip, slope", ACTIVATIONS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_a_relu_read_by_another_gate_too(dtype, skip):
+def test_a_relu_read_by_another_gate_too(dtype, skip, slope):
     """The kernel writes the relu's output as well as the pooled values; backward, the
-    pool runs its gate and NormAddRelu's (NormRelu's) step the rest."""
-    assert_fused_reads_as_gate_by_gate(dtype, tap="relu", skip=skip)
+    pool runs its gate and NormAddRelu's (NormRelu's, NormActivation's) step the rest."""
+    assert_fused_reads_as_gate_by_gate(dtype, tap="relu", skip=skip, slope=slope)
 
 
-@pytest.mark.parametrize("skip", ["relu", None])
-def test_planes_of_one_pixel(skip):
+@pytest.mark.parametrize("skip, slope", ACTIVATIONS)
+def test_planes_of_one_pixel(skip, slope):
     """1x1 planes take the batchnorm kernel's column loops, pooled after them."""
-    assert_fused_reads_as_gate_by_gate(np.float64, size=(4, 3, 1, 1), window=(1, 1, 1), skip=skip)
+    assert_fused_reads_as_gate_by_gate(
+        np.float64, size=(4, 3, 1, 1), window=(1, 1, 1), skip=skip, slope=slope
+    )
 
 
-@pytest.mark.parametrize("skip, label", [("relu", POOLED), (None, PLAIN_POOLED)])
-def test_the_pass_alone(monkeypatch, skip, label):
+@pytest.mark.parametrize(
+    "skip, slope, label",
+    [("relu", None, POOLED), (None, None, PLAIN_POOLED), (None, 0.1, LEAKY_POOLED)],
+)
+def test_the_pass_alone(monkeypatch, skip, slope, label):
     only_pass(monkeypatch, NormAddReluPool)
-    plain, fused, feeds = twins(network(skip=skip), np.float64)
+    plain, fused, feeds = twins(network(skip=skip, slope=slope), np.float64)
     assert fused_labels(fused) == fused_labels(fused, "backward") == [label]
     for training in (True, False):
         for g in (plain, fused):
@@ -169,12 +201,20 @@ def test_the_pass_alone(monkeypatch, skip, label):
     st.booleans(),
     st.sampled_from([None, "relu"]),
     st.sampled_from(["relu", None]),
+    st.sampled_from([None, 0.0, 0.01, 0.3]),
     st.sampled_from([np.float32, np.float64]),
 )
-def test_random_shapes(N, C, H, W, height, width, stride, skip_first, tap, skip, dtype):
+def test_random_shapes(N, C, H, W, height, width, stride, skip_first, tap, skip, slope, dtype):
+    """slope: a leaky relu where there is no add."""
     height, width = min(height, H), min(width, W)
     assert_fused_reads_as_gate_by_gate(
-        dtype, (N, C, H, W), (height, width, stride), skip_first=skip_first, tap=tap, skip=skip
+        dtype,
+        (N, C, H, W),
+        (height, width, stride),
+        skip_first=skip_first,
+        tap=tap,
+        skip=skip,
+        slope=None if skip else slope,
     )
 
 
@@ -200,9 +240,11 @@ def test_an_add_that_broadcasts_runs_the_gates():
 
 @pytest.mark.parametrize("fuse_forward, fuse_backward", [(True, False), (False, True)])
 @pytest.mark.parametrize("tap", [None, "relu"])
-@pytest.mark.parametrize("skip", ["relu", None])
-def test_a_fused_walk_one_way_and_gate_by_gate_the_other(fuse_forward, fuse_backward, tap, skip):
-    plain, g, feeds = twins(network(tap=tap, skip=skip), np.float64)
+@pytest.mark.parametrize("skip, slope", ACTIVATIONS)
+def test_a_fused_walk_one_way_and_gate_by_gate_the_other(
+    fuse_forward, fuse_backward, tap, skip, slope
+):
+    plain, g, feeds = twins(network(tap=tap, skip=skip, slope=slope), np.float64)
     for training in (True, False):
         for graph in (plain, g):
             graph.train(training)
@@ -210,9 +252,12 @@ def test_a_fused_walk_one_way_and_gate_by_gate_the_other(fuse_forward, fuse_back
         assert_same_everywhere(plain, g)
 
 
-@pytest.mark.parametrize("inside, skip", [("relu", "relu"), ("add", "relu"), ("relu", None)])
-def test_a_backward_from_inside_the_fused_chain(inside, skip):
-    assert_backward_from_inside(*twins(network(skip=skip), np.float64), inside)
+@pytest.mark.parametrize(
+    "inside, skip, slope",
+    [("relu", "relu", None), ("add", "relu", None), ("relu", None, None), ("relu", None, 0.1)],
+)
+def test_a_backward_from_inside_the_fused_chain(inside, skip, slope):
+    assert_backward_from_inside(*twins(network(skip=skip, slope=slope), np.float64), inside)
 
 
 def test_the_values_left_for_later_keep_their_walk():
@@ -231,11 +276,11 @@ def test_the_values_left_for_later_keep_their_walk():
     assert np.array_equal(fused["relu"].cache, plain["relu"].cache)
 
 
-@pytest.mark.parametrize("skip", ["relu", None])
-def test_drawings_steps_hooks_and_gradcheck_see_every_node(skip):
+@pytest.mark.parametrize("skip, slope", ACTIVATIONS)
+def test_drawings_steps_hooks_and_gradcheck_see_every_node(skip, slope):
     # (a seed whose numerical gradients step over no relu's or pool's kink, and whose b2,
     # a bias the batchnorm cancels, has a gradient of rounding only but sound relatively)
-    plain, fused, feeds = twins(network(skip=skip), np.float64, seed=3)
+    plain, fused, feeds = twins(network(skip=skip, slope=slope), np.float64, seed=3)
     for g in (plain, fused):
         walk(g, feeds)
     names = {"norm", "add", "relu", "pool"} if skip else {"norm", "relu", "pool"}
@@ -246,17 +291,18 @@ def test_drawings_steps_hooks_and_gradcheck_see_every_node(skip):
     assert max(errors.values()) < 1e-5, errors
 
 
-@pytest.mark.parametrize("skip", ["relu", None])
-def test_bitwise_the_same_on_two_threads(skip):
-    assert_bitwise_on_two_threads(network((4, 24, 16, 16), skip=skip), np.float32)
+@pytest.mark.parametrize("skip, slope", ACTIVATIONS)
+def test_bitwise_the_same_on_two_threads(skip, slope):
+    assert_bitwise_on_two_threads(network((4, 24, 16, 16), skip=skip, slope=slope), np.float32)
 
 
+@pytest.mark.parametrize("slope", [None, 0.1])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_nan_and_infinities_read_as_gate_by_gate(dtype):
-    """x -> spatial batchnorm -> relu -> max_pool with a NaN, -inf and +inf in x (a param:
-    feeds must be finite): in eval mode they stay where they are (a NaN wins its window,
-    as in the pool gate), in train mode they make their channels' statistics NaN. NaN and
-    infinite upstream gradients reach x's as gate by gate."""
+def test_nan_and_infinities_read_as_gate_by_gate(dtype, slope):
+    """x -> spatial batchnorm -> relu (or leaky relu) -> max_pool with a NaN, -inf and +inf
+    in x (a param: feeds must be finite): in eval mode they stay where they are (a NaN wins
+    its window, as in the pool gate), in train mode they make their channels' statistics
+    NaN. NaN and infinite upstream gradients reach x's as gate by gate."""
 
     def build(g, rng):
         x = rng.standard_normal((2, 3, 7, 6))
@@ -266,12 +312,13 @@ def test_nan_and_infinities_read_as_gate_by_gate(dtype):
             g.param("gamma", rng.uniform(-1, 2, 3)),
             g.param("beta", rng.standard_normal(3)),
         )
-        out = g.max_pool(g.relu(norm), pool_height=3, pool_width=3, stride=2, name="pool")
+        act = g.relu(norm) if slope is None else g.leaky_relu(norm, slope)
+        out = g.max_pool(act, pool_height=3, pool_width=3, stride=2, name="pool")
         g.sum(out * g.param("w", rng.standard_normal((2, 3, 3, 2))))
         return {}
 
     plain, fused, feeds = twins(build, dtype)
-    assert fused_labels(fused) == [PLAIN_POOLED]
+    assert fused_labels(fused) == [PLAIN_POOLED if slope is None else LEAKY_POOLED]
     seed = np.random.default_rng(1).standard_normal((2, 3, 3, 2))
     seed.flat[::5], seed.flat[1::7], seed.flat[2::9] = np.nan, np.inf, -np.inf
     for training in (False, True):
