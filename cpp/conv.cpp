@@ -291,10 +291,32 @@ bool tap_input_gradient(const ConvGeometry& g) {
 // GEMM's 11.4, 3x3 64->128 @8 3.4 / 6.2, 3x3 32->32 @8 0.54 / 1.84, 5x5 32->64 @16
 // 9.6 / 15.3. The AVX2 tap kernel only matches the GEMM there (12.4 / 11.4, 6.5 / 6.2,
 // 17.8 / 15.3): not used.
+//
+// But not on rows under kDirectMinRow pixels where the weight gradient is small: a
+// square kernel of odd side (3x3, 5x5) with at most "same" padding, under
+// kSmallDwMaxTaps taps (1-3 channels 3x3, one 5x5), where the GEMM runs on OpenBLAS.
+// There im2col + GEMM beats the tap kernel by more the wider the row and the fewer the
+// taps x filters (per pass, one thread, CPU time, batch 16 and 64, 1-15 filters, images
+// of 9-34 rows, the tap kernel's time / im2col + GEMM's: 3 -> 5 3x3 @15 1.19-1.29, 1 -> 4
+// @15 1.8-1.9, 1 -> 15 @15 1.03, 2 -> 8 @12 0.94-0.98, 3 -> 6 @12 0.99-1.02, 1 -> 8 @10
+// 1.15, 2 -> 6 @10 0.92, 3 -> 1 @8 0.93-1.13; on the 230 layers of the sweep this rule
+// hands to the GEMM, geomean 1.42, 0.88-3.3). So the GEMM takes up to
+// kSmallDwWeightsPerPixel taps x filters a pixel of the row past kSmallDwRowOffset (@15
+// 180, @12 120, @8 40). Even kernels (2x2, 4x4) and wider pads measured either way.
+constexpr int64_t kSmallDwMaxTaps = 32;
+constexpr int64_t kSmallDwWeightsPerPixel = 20;
+constexpr int64_t kSmallDwRowOffset = 6;
+
+bool small_dw_on_gemm(const ConvGeometry& g) {
+    const bool odd_square = g.HH == g.WW && g.HH % 2 == 1 && 2 * g.pad <= g.HH - 1;
+    return odd_square && g.Wo < kDirectMinRow && g.taps() < kSmallDwMaxTaps &&
+           g.F <= kSmallDwWeightsPerPixel * (g.Wo - kSmallDwRowOffset) / g.taps();
+}
+
 template <typename T>
 bool tap_weight_gradient(const ConvGeometry& g, const DirectPasses& direct) {
     return std::is_same_v<T, float> && g.stride == 1 && !is_pointwise(g) && !direct.dw &&
-           !gemm_weight_gradient(g) && direct_enabled && use_avx512();
+           !gemm_weight_gradient(g) && !small_dw_on_gemm(g) && direct_enabled && use_avx512();
 }
 
 // Winograd (conv_winograd.h) for 3x3 layers with stride 1 and pad 1 (F(2x2, 3x3), or

@@ -339,6 +339,55 @@ def test_stride_one_rows_of_10_to_15_pixels_by_filter_count(C, F, W):
             assert_stride_one_matches_naive(1 + pad % 2, C, W - 1, W, F, k, k, pad, seed=C + W)
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    N=st.integers(1, 4),
+    C=st.integers(1, 8),
+    H=st.integers(2, 12),
+    Wo=st.integers(5, 16),
+    F=st.integers(1, 15),
+    k=st.sampled_from([2, 3, 4, 5]),
+    pad=st.integers(0, 2),
+    seed=st.integers(0, 2**16),
+)
+def test_small_weight_gradients_on_short_rows(N, C, H, Wo, F, k, pad, seed):
+    """Stride-1 layers on rows of 5-16 pixels with few taps and filters: the weight
+    gradient on im2col + GEMM where taps x filters are few for the row (3x3 and 5x5 with
+    at most "same" pads, under 32 taps, up to 20 taps x filters a pixel of the row past
+    6), else on the tap kernel; against the naive loops, bitwise on 1, 2 and 3 threads."""
+    W = Wo + k - 1 - 2 * pad
+    if W < 1 or k > H + 2 * pad:
+        return
+    x, w, b = case(N, C, H, W, F, k, np.float32, seed)
+    assert_matches_naive_on_one_and_two_threads(x, w, b, 1, pad)
+    two, _ = run(x, w, b, 1, pad, threads=2)
+    three, _ = run(x, w, b, 1, pad, threads=3)
+    for got, again in zip(two, three, strict=True):
+        np.testing.assert_array_equal(got, again)
+
+
+@pytest.mark.parametrize(
+    "C, k, Wo, F",
+    [
+        (3, 3, 15, 5),  # random-0-21's first layer: 135 weights, the GEMM's
+        (3, 3, 15, 6),  # 162 of 180: the GEMM
+        (3, 3, 15, 7),  # 189: the tap kernel
+        (1, 3, 8, 4),  # 36 of 40
+        (1, 3, 8, 5),  # 45 of 40: the tap kernel
+        (4, 3, 15, 1),  # 36 taps: the tap kernel
+        (7, 2, 12, 4),  # 2x2: the tap kernel
+        (1, 5, 12, 4),  # 5x5, 100 of 120
+        (1, 5, 6, 1),  # no pixel past 6
+    ],
+)
+def test_small_weight_gradients_either_side_of_the_rule(C, k, Wo, F):
+    """Taps x filters on both sides of the GEMM's share of short rows, one and two images
+    a chunk, against the naive loops and bitwise on 1 and 2 threads."""
+    for N, pad in ((2, 0), (5, 1)):
+        x, w, b = case(N, C, 9, Wo + k - 1 - 2 * pad, F, k, np.float32, seed=C + Wo + F)
+        assert_matches_naive_on_one_and_two_threads(x, w, b, 1, pad)
+
+
 def assert_same_gradients(grads, expected):
     """conv_backward's (dx, dw, db) bit for bit, dx None where it was not asked for."""
     for grad, want in zip(grads, expected, strict=True):
