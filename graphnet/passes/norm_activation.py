@@ -89,7 +89,7 @@ class NormActivation(PairPass):
         return _forward(norm, act)
 
     def backward_run(self, norm, act):
-        return backward_run(norm, act)
+        return norm_relu.activation_backward_run(norm, act)
 
 
 def _kernel_takes(values):
@@ -149,27 +149,6 @@ def _defer_activation(store, norm, act, shape=None):
     store.defer("cache", act.index, lambda: gate_forward()[1], lazy=True)
     if shape is not None:
         store.defer("value", act.index, lambda: gate_forward()[0], shape)
-
-
-def backward_run(norm, act):
-    """The fused backward step's run(store, needs), from the activation's gradient (also
-    norm_relu.py's after a max pool's)."""
-
-    def run(store, needs):
-        dout, cache = store.grads[act.index], store.caches[norm.index]
-        # A forward that ran the gates (small, or a batchnorm folded into its conv), or a
-        # pooled forward's cache, read here by a backward from inside its run: the gates.
-        if type(cache) is not norm_kernels.ActivationNormCache:
-            (through,) = act.gate.backward(dout, store.cache(act.index), (True,))
-            store.grads[norm.index] = through
-            return norm.gate.backward(through, store.cache(norm.index), needs)
-        # Read when asked for: the activation's saved input is the deferred norm value.
-        store.defer(
-            "grad", norm.index, lambda: act.gate.backward(dout, store.cache(act.index), (True,))[0]
-        )
-        return norm.gate.backward(dout, cache, needs, activation=act.gate.kernel)
-
-    return run
 
 
 @register_pass

@@ -87,7 +87,7 @@ import numpy as np
 from ..core.plan import Step
 from ..gates.base import unbroadcast
 from ..kernels import norm as norm_kernels
-from . import batchnorm_fold, norm_activation, relu_pool
+from . import batchnorm_fold, relu_pool
 from .base import FusionPass, PairPass, kept, readers, register_pass
 
 NORMS = ("batchnorm", "spatial_batchnorm", "layernorm")
@@ -423,7 +423,7 @@ def _pooled_backward(norm, add, relu, pool):
 
 
 def _pooled_activation_backward(norm, act, pool):
-    through_norm_activation = norm_activation.backward_run(norm, act)
+    through_norm_activation = activation_backward_run(norm, act)
 
     def run(store, needs):
         dpool = store.grads[pool.index]
@@ -484,5 +484,26 @@ def _conv_run(conv, norm, relu):
             run_conv(conv, store)
             return norm_relu(store)
         folded(store)
+
+    return run
+
+
+def activation_backward_run(norm, act):
+    """norm_activation.py's fused backward step's run(store, needs), from the activation's
+    gradient; also this module's after a max pool's."""
+
+    def run(store, needs):
+        dout, cache = store.grads[act.index], store.caches[norm.index]
+        # A forward that ran the gates (small, or a batchnorm folded into its conv), or a
+        # pooled forward's cache, read here by a backward from inside its run: the gates.
+        if type(cache) is not norm_kernels.ActivationNormCache:
+            (through,) = act.gate.backward(dout, store.cache(act.index), (True,))
+            store.grads[norm.index] = through
+            return norm.gate.backward(through, store.cache(norm.index), needs)
+        # Read when asked for: the activation's saved input is the deferred norm value.
+        store.defer(
+            "grad", norm.index, lambda: act.gate.backward(dout, store.cache(act.index), (True,))[0]
+        )
+        return norm.gate.backward(dout, cache, needs, activation=act.gate.kernel)
 
     return run
