@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "group_norm.h"
+#include "max_unpool_plane.h"
 #include "norm_loops.h"
 
 namespace graphnet {
@@ -223,7 +224,14 @@ void group_norm_forward_loops(int64_t N, int64_t C, int64_t planes, int64_t G, d
             });
         }
         if (!pool.plane) return;
-        avg_pool_planes_forward(*pool.plane, per_group, o, out + ng * per_group * pooled);
+        if (pool.winners) {
+            const AvgPoolPlane& w = *pool.plane;
+            const NormPool<T> maxima{w.H,  w.W,  w.pool_height, w.pool_width, w.stride,
+                                     w.Ho, w.Wo, out,           pool.winners, nullptr};
+            max_pool_norm_planes(maxima, o, ng * per_group, per_group);
+        } else {
+            avg_pool_planes_forward(*pool.plane, per_group, o, out + ng * per_group * pooled);
+        }
     });
 }
 
@@ -242,9 +250,17 @@ void group_norm_backward_loops(int64_t N, int64_t C, int64_t planes, int64_t G,
         T* d0 = dx + ng * len;
         if (pool.plane) {  // the pool's gradient spread over the group, in this thread's scratch
             T* spread = pool.scratch + thread_index() * len;
-            const int64_t pooled = pool.plane->out_plane();
-            avg_pool_planes_backward(*pool.plane, per_group, dout + ng * per_group * pooled,
-                                     spread);
+            const AvgPoolPlane& w = *pool.plane;
+            const int64_t pooled = w.out_plane(), first = ng * per_group * pooled;
+            if (pool.winners) {
+                for (int64_t c = 0; c < per_group; ++c) {
+                    const int64_t at = first + c * pooled;
+                    max_unpool_plane(w.H, w.W, w.Ho, w.Wo, dout + at, pool.winners + at,
+                                     spread + c * planes);
+                }
+            } else {
+                avg_pool_planes_backward(w, per_group, dout + first, spread);
+            }
             g0 = spread;
         }
         if (act.active && pointwise_is_plain(act.op)) {

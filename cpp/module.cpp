@@ -1451,20 +1451,24 @@ Shape checked_groups(const py::array& x, int64_t G) {
 }
 
 
-// The average pool after a groupnorm's activation: None, or (pool_height, pool_width,
-// stride), its windows checked against x's planes.
-std::optional<PoolGeometry> group_pool(const Shape& xs, const py::object& pool) {
+// The pool after a groupnorm's activation: None, or (pool_height, pool_width, stride), its
+// windows checked against x's planes; `op` names it.
+std::optional<PoolGeometry> group_pool(const Shape& xs, const py::object& pool,
+                                       const char* op = "groupnorm's avg_pool") {
     if (pool.is_none()) return std::nullopt;
-    return pool_of(xs, pool, "groupnorm", "groupnorm's avg_pool");
+    return pool_of(xs, pool, "groupnorm", op);
 }
 
+// max_pool: the pool is a max pool's, and its winners come back fourth.
 py::tuple py_group_norm_forward(const py::array& x, const py::array& gamma,
                                 const py::array& beta, int64_t G, double eps,
                                 const std::string& activation, double alpha,
-                                const py::object& pool) {
+                                const py::object& pool, bool max_pool) {
     require_norm_eps(eps, "groupnorm");
     const Shape xs = checked_groups(x, G);
-    const std::optional<PoolGeometry> pooled = group_pool(xs, pool);
+    if (max_pool && pool.is_none()) fail("groupnorm: max_pool needs the pool's windows");
+    const std::optional<PoolGeometry> pooled =
+        group_pool(xs, pool, max_pool ? "groupnorm's max_pool" : "groupnorm's avg_pool");
     const AvgPoolPlane plane = pooled ? avg_pool_plane(*pooled) : AvgPoolPlane{};
     return dispatch_float(x, "groupnorm x", [&](auto zero) -> py::tuple {
         using T = decltype(zero);
@@ -1474,25 +1478,43 @@ py::tuple py_group_norm_forward(const py::array& x, const py::array& gamma,
         py::array_t<T> m(xs[0] * G), inv(xs[0] * G), out(pooled ? pooled->out_shape() : xs);
         const T *xp = xc.data(), *gp = gc.data(), *bp = bc.data();
         T *mp = m.mutable_data(), *ip = inv.mutable_data(), *op = out.mutable_data();
+        std::optional<py::array_t<int32_t>> winners;
+        if (max_pool) winners.emplace(pooled->out_shape());
+        int32_t* wp = winners ? winners->mutable_data() : nullptr;
         {
             py::gil_scoped_release nogil;
             group_norm_forward(xs[0], xs[1], xs[2] * xs[3], G, eps, act, pooled ? &plane : nullptr,
-                               xp, gp, bp, mp, ip, op);
+                               wp, xp, gp, bp, mp, ip, op);
         }
+        if (winners) return py::make_tuple(out, m, inv, *winners);
         return py::make_tuple(out, m, inv);
     });
 }
 
+// winners (a max pool's, of the forward with max_pool): the pool is that max pool.
 py::tuple py_group_norm_backward(const py::array& dout, const py::array& x,
                                  const py::array& gamma, int64_t G, const py::array& mean,
                                  const py::array& inv_std, const py::object& beta,
                                  const std::string& activation, double alpha,
-                                 const py::object& pool) {
+                                 const py::object& pool, const py::object& winners) {
     const Shape xs = checked_groups(x, G);
-    const std::optional<PoolGeometry> pooled = group_pool(xs, pool);
+    if (!winners.is_none() && pool.is_none()) fail("groupnorm: winners need the pool's windows");
+    const std::optional<PoolGeometry> pooled =
+        group_pool(xs, pool, winners.is_none() ? "groupnorm's avg_pool" : "groupnorm's max_pool");
     const AvgPoolPlane plane = pooled ? avg_pool_plane(*pooled) : AvgPoolPlane{};
     require_shape(dout, pooled ? pooled->out_shape() : xs, "groupnorm dout");
     require_same_dtype(x, "x", dout, "dout");
+    std::optional<Contig<int32_t>> wc;
+    if (!winners.is_none()) {
+        const py::array w = winners.cast<py::array>();
+        if (!w.dtype().is(py::dtype::of<int32_t>())) {
+            fail("groupnorm winners must be int32 (from its forward), got " + dtype_name(w));
+        }
+        require_shape(w, pooled->out_shape(), "groupnorm winners");
+        wc.emplace(w);
+        check_winners(wc->data(), static_cast<int64_t>(wc->size()), xs[2], xs[3]);
+    }
+    const int32_t* wp = wc ? wc->data() : nullptr;
     return dispatch_float(x, "groupnorm x", [&](auto zero) -> py::tuple {
         using T = decltype(zero);
         const PointwiseAct<T> act = groupnorm_act<T>(activation, alpha);
@@ -1510,8 +1532,8 @@ py::tuple py_group_norm_backward(const py::array& dout, const py::array& x,
         T *dxp = dx.mutable_data(), *dgp = dgamma.mutable_data(), *dbp = dbeta.mutable_data();
         {
             py::gil_scoped_release nogil;
-            group_norm_backward(xs[0], xs[1], xs[2] * xs[3], G, act, pooled ? &plane : nullptr, dp,
-                                xp, mp, ip, gp, bp, dxp, dgp, dbp);
+            group_norm_backward(xs[0], xs[1], xs[2] * xs[3], G, act, pooled ? &plane : nullptr, wp,
+                                dp, xp, mp, ip, gp, bp, dxp, dgp, dbp);
         }
         return py::make_tuple(dx, dgamma, dbeta);
     });
@@ -2031,15 +2053,18 @@ PYBIND11_MODULE(_C, m) {
           "with relu, dout being the relu output's gradient.");
     m.def("group_norm_forward", &py_group_norm_forward, "x"_a, "gamma"_a, "beta"_a, "G"_a,
           "eps"_a, "activation"_a = "", "alpha"_a = 0.0, "pool"_a = py::none(),
+          "max_pool"_a = false,
           "Groupnorm of x (N, C, H, W) in G groups of channels, gamma and beta (C,) ->\n"
           "(out, mean (N * G,), inv_std (N * G,)); activation (gelu, gelu_tanh, leaky_relu\n"
           "with slope alpha, softplus): out is that of the normalized x; pool\n"
-          "(pool_height, pool_width, stride): out is avg_pool_forward's of that.");
+          "(pool_height, pool_width, stride): out is avg_pool_forward's of that, or with\n"
+          "max_pool max_pool_forward's, its winners (N, C, Ho, Wo) returned fourth.");
     m.def("group_norm_backward", &py_group_norm_backward, "dout"_a, "x"_a, "gamma"_a, "G"_a,
           "mean"_a, "inv_std"_a, "beta"_a = py::none(), "activation"_a = "", "alpha"_a = 0.0,
-          "pool"_a = py::none(),
+          "pool"_a = py::none(), "winners"_a = py::none(),
           "Gradients of group_norm_forward -> (dx, dgamma, dbeta); with an activation (and\n"
-          "beta) and a pool: of the forward with them, dout being its output's gradient.");
+          "beta) and a pool: of the forward with them, dout being its output's gradient\n"
+          "(with winners, the forward's with max_pool: of its max pool's).");
     // ---- end of normalization ----
     // ---- pointwise ----
     m.def("pointwise_forward", &py_pointwise_forward, "op"_a, "x"_a, "alpha"_a = 0.0,

@@ -27,11 +27,12 @@ bool avx2_for(const NormShape& s) {
 }  // namespace
 
 template <typename T>
-void max_pool_norm_plane(const NormPool<T>& pool, const T* plane, int64_t index) {
-    const PoolGeometry one{1, 1, pool.H, pool.W, pool.height, pool.width, pool.stride, pool.Ho,
-                           pool.Wo};
-    const int64_t at = index * pool.Ho * pool.Wo;
-    max_pool_forward(one, plane, pool.pooled + at, pool.winners + at, false, false);
+void max_pool_norm_planes(const NormPool<T>& pool, const T* planes, int64_t first,
+                          int64_t count) {
+    const PoolGeometry these{1,         count,     pool.H,  pool.W, pool.height,
+                             pool.width, pool.stride, pool.Ho, pool.Wo};
+    const int64_t at = first * pool.Ho * pool.Wo;
+    max_pool_forward(these, planes, pool.pooled + at, pool.winners + at, false, false);
 }
 
 template <typename T>
@@ -91,7 +92,7 @@ void layer_norm_backward(int64_t N, int64_t D, bool relu, const T* dout, const T
 }
 
 #define GRAPHNET_NORM(T)                                                                      \
-    template void max_pool_norm_plane<T>(const NormPool<T>&, const T*, int64_t);              \
+    template void max_pool_norm_planes<T>(const NormPool<T>&, const T*, int64_t, int64_t); \
     template void channel_norm_forward<T>(const NormShape&, bool, const NormTail<T>&, double, \
                                           const T*, const T*, const T*, T*, T*, T*, T*);      \
     template void channel_norm_backward<T>(const NormShape&, bool, bool, const PointwiseAct<T>&, \

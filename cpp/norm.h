@@ -60,10 +60,12 @@ struct NormPool {
     T* scratch;
 };
 
-// Pools plane `index` (0 to N * C - 1) of the relu's output, its H * W entries at `plane`,
-// on the calling thread (norm.cpp: norm_loops.h includes no library header, pool.h does).
+// Pools planes `first` to first + count - 1 (of N * C) of the relu's output, their H * W
+// entries each one after another at `planes`, on the calling thread (norm.cpp: norm_loops.h
+// and group_norm_loops.h include no library header, pool.h does).
 template <typename T>
-void max_pool_norm_plane(const NormPool<T>& pool, const T* plane, int64_t index);
+void max_pool_norm_planes(const NormPool<T>& pool, const T* planes, int64_t first,
+                          int64_t count);
 
 // Batchnorm: out = (x - mean[k]) * gamma[k] * inv_std[k] + beta[k], inv_std = 1 / sqrt(var +
 // eps) computed in T. train: mean and var (biased) are the batch's and are written; else

@@ -351,7 +351,7 @@ void channel_forward(const NormShape& s, bool train, double eps, T alpha, const 
         return out ? out + plane * s.inner : pool->scratch + thread_index() * s.inner;
     };
     const auto written = [&](const T* q, int64_t plane) {
-        if (pool) max_pool_norm_plane(*pool, q, plane);
+        if (pool) max_pool_norm_planes(*pool, q, plane, 1);
     };
     // The statistics of one k (or of a block of columns), then its outputs while its
     // entries are still in cache.

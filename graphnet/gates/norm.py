@@ -248,20 +248,22 @@ class SpatialGroupNorm(Gate):
                 )
         return x
 
-    def forward(self, x, gamma, beta, activation=None, pool=None):
+    def forward(self, x, gamma, beta, activation=None, pool=None, max_pool=False):
         """activation: (kernel, alpha), return that pointwise kernel of the output instead
         (a fused groupnorm -> activation step, passes/norm_activation.py; for the arrays
         `norm.native` takes only); pool, with it: (pool_height, pool_width, stride), the
-        average pool of that."""
+        average pool of that (max_pool: the max pool, and its winners)."""
         if norm.native(x, gamma, beta):
-            return norm.groupnorm_forward(x, gamma, beta, self.G, self.eps, activation, pool)
+            return norm.groupnorm_forward(
+                x, gamma, beta, self.G, self.eps, activation, pool, max_pool
+            )
         return layers.spatial_groupnorm_forward(x, gamma, beta, self.G, {"eps": self.eps})
 
-    def backward(self, dout, cache, needs, activation=None, pool=None):
+    def backward(self, dout, cache, needs, activation=None, pool=None, winners=None):
         """activation, pool: the forward's; dout is the gradient of the activation's output
-        (of the pool's, with a pool)."""
+        (of the pool's, with a pool; winners: a max pool's, of its forward)."""
         if isinstance(cache, NormCache):
-            return norm.groupnorm_backward(dout, cache, activation, pool)
+            return norm.groupnorm_backward(dout, cache, activation, pool, winners)
         return layers.spatial_groupnorm_backward(dout, cache)
 
     def summarize_cache(self, cache, input_names):

@@ -83,9 +83,10 @@ class ActivationNormCache(NormCache):
 
 
 class PooledNormCache(ActivationNormCache):
-    """The cache of a groupnorm forward that applied an activation and then an average pool
-    (a fused groupnorm -> activation -> avg_pool step): a backward through both takes the
-    pool's gradient, spreads it over each group and goes on as through the activation."""
+    """The cache of a groupnorm forward that applied an activation and then an average or
+    a max pool (a fused groupnorm -> activation -> pool step): a backward through both takes
+    the pool's gradient, spreads it over each group (a max pool's to its winners) and goes
+    on as through the activation."""
 
     __slots__ = ()
 
@@ -239,7 +240,8 @@ def groupnorm_forward(
     eps: float,
     activation: Optional[Tuple[str, float]] = None,
     pool: Optional[Tuple[int, int, int]] = None,
-) -> Tuple[np.ndarray, NormCache]:
+    max_pool: bool = False,
+) -> Tuple[Any, NormCache]:
     """Groupnorm of x (N, C, H, W) in G groups of channels; gamma and beta (C,) or
     (1, C, 1, 1) (the course's shape); their gradients come back in that shape.
     activation: None, or (kernel, alpha) of a pointwise kernel whose backward reads its
@@ -247,17 +249,20 @@ def groupnorm_forward(
     normalized x, in the same pass (a fused groupnorm -> activation step,
     passes/norm_activation.py), and the cache an ActivationNormCache. pool, with an
     activation: (pool_height, pool_width, stride) of an average pool (_C.avg_pool_forward's
-    windows) of that, pooled in the same pass; the cache a PooledNormCache."""
+    windows) of that, pooled in the same pass; the cache a PooledNormCache. With max_pool,
+    a max pool's instead: out is (the pooled values, the winners, as
+    fast.max_pool_forward_fast's cache holds them)."""
     if x.shape[2] * x.shape[3] == 0:
         raise ValueError(f"groupnorm: x has shape {x.shape}; a group needs at least one pixel")
     if pool is not None and activation is None:
         raise ValueError("groupnorm: a pool follows an activation")
     kernel, alpha = activation or ("", 0.0)
-    out, mean, inv_std = _C.group_norm_forward(
-        x, gamma.reshape(-1), beta.reshape(-1), G, eps, kernel, alpha, pool
+    out, mean, inv_std, *winners = _C.group_norm_forward(
+        x, gamma.reshape(-1), beta.reshape(-1), G, eps, kernel, alpha, pool, max_pool
     )
-    cache = NormCache if activation is None else ActivationNormCache
-    return out, (PooledNormCache if pool else cache)(True, x, mean, inv_std, gamma, beta, G)
+    kind = PooledNormCache if pool else NormCache if activation is None else ActivationNormCache
+    cache = kind(True, x, mean, inv_std, gamma, beta, G)
+    return ((out, *winners) if winners else out), cache
 
 
 def groupnorm_backward(
@@ -265,10 +270,12 @@ def groupnorm_backward(
     cache: NormCache,
     activation: Optional[Tuple[str, float]] = None,
     pool: Optional[Tuple[int, int, int]] = None,
+    winners: Optional[np.ndarray] = None,
 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """activation (the forward's too): dout is the gradient of the activation's output; with
-    pool (the forward's too), of the pool's. Without them, of the groupnorm's output,
-    whatever the forward applied after it."""
+    pool (the forward's too), of the pool's (with winners, those of a forward with
+    max_pool: of its max pool's). Without them, of the groupnorm's output, whatever the
+    forward applied after it."""
     if activation is not None and not isinstance(cache, ActivationNormCache):
         raise ValueError("a backward through an activation needs the cache of a forward with it")
     if pool is not None and (activation is None or not isinstance(cache, PooledNormCache)):
@@ -285,6 +292,7 @@ def groupnorm_backward(
         kernel,
         alpha,
         pool,
+        winners,
     )
     return dx, dgamma.reshape(cache.gamma.shape), dbeta.reshape(cache.gamma.shape)
 

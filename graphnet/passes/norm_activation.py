@@ -1,5 +1,5 @@
-"""spatial groupnorm -> gelu / leaky relu / relu / softplus (-> average pool), and batchnorm /
-spatial batchnorm -> leaky relu, as one step each way.
+"""spatial groupnorm -> gelu / leaky relu / relu / softplus (-> average or max pool), and
+batchnorm / spatial batchnorm -> leaky relu, as one step each way.
 
 Gate by gate, the activation reads the groupnorm's whole output and writes its own
 forward, then reads that output again (its saved input) and the gradient and writes
@@ -19,6 +19,15 @@ x and writes the pooled planes, a quarter of x for 2x2 windows, and backward it 
 the pool's gradient, spreads that over the group in cache and writes dx: neither the
 activation's output nor its gradient goes through memory. The pooled values are the pool
 gate's of the activation's, bit for bit (the same plane loops, cpp/avg_pool_plane.h).
+
+A max pool in that average pool's place (a student's conv -> groupnorm -> leaky relu ->
+max pool) is the same step: forward, the kernel runs the pool gate's kernel (cpp/pool.h: its
+windows, tie rule and winners) on each group in cache, reading x and writing the pooled
+values and their winners; backward, it scatters the pooled gradient to the winners over
+each group in cache, as the pool gate's kernel does each plane (cpp/max_unpool_plane.h),
+and goes on through the activation. The pool's cache is its gate's (the winners). A relu
+is taken so too, in the normalizing loop, rather than by relu_pool.py on the pooled values
+with the groupnorm's output written and read between.
 
 A (spatial) batchnorm and a leaky relu after it (a student's conv -> spatial batchnorm ->
 leaky relu; affine -> batchnorm -> leaky relu), in train and eval mode: the batchnorm
@@ -40,9 +49,7 @@ the running averages as they were, in eval mode); the activation's cache is its 
 that value (its saved input, or relu's mask), and where pooled the activation's
 value is its gate on it. A backward after a forward that did not
 run fused runs the gates: only a cache of the fused forward (kernels.norm.ActivationNormCache,
-PooledNormCache) says which activation it applied and whether it pooled. A relu that a max
-pool reads is relu_pool.py's, which runs ahead of these passes and takes the relu on the
-pooled values only.
+PooledNormCache) says which activation it applied and whether it pooled.
 
 Layernorm -> gelu (a transformer-style MLP block) is not fused: with a layernorm kernel
 that applied the activation to each group of rows in cache, the fused kernels took the two
@@ -72,6 +79,8 @@ ACTIVATIONS = {
 # 64: 0.82-0.85; a conv -> groupnorm -> gelu of 512 to 32768 entries: 1.05-1.12. A batchnorm
 # -> leaky relu just above it (random-0-20 at batch 16: 141,120 entries): steps 1.00x.
 SMALLEST = 1 << 17
+#: The pools a groupnorm's kernel takes after its activation (GroupnormActivationPool).
+POOLS = ("avg_pool", "max_pool")
 
 
 @register_pass
@@ -181,7 +190,8 @@ def _conv_run(conv, norm, act):
 
 @register_pass
 class GroupnormActivationPool(FusionPass):
-    """groupnorm -> activation -> avg_pool, each read by the next alone: one step each way."""
+    """groupnorm -> activation -> avg_pool or max_pool, each read by the next alone: one
+    step each way."""
 
     length = 3
 
@@ -202,7 +212,7 @@ class GroupnormActivationPool(FusionPass):
 
 
 def _fuse_chains(steps, make_step):
-    """`steps` with each groupnorm -> activation -> avg_pool run replaced by
+    """`steps` with each groupnorm -> activation -> avg_pool or max_pool run replaced by
     make_step((norm, act, pool), the groupnorm's step)."""
     plain = {step.node: step for step in steps if not step.fused}
     reads = readers(steps)
@@ -211,7 +221,7 @@ def _fuse_chains(steps, make_step):
         act = pool.inputs[0]
         norm = act.inputs[0] if act.inputs else None
         if (
-            pool.op == "avg_pool"
+            pool.op in POOLS
             and act in plain
             and act.op in ACTIVATIONS["spatial_groupnorm"]
             and reads[act] == 1
@@ -232,13 +242,13 @@ def _fuse_chains(steps, make_step):
 
 
 def _windows(pool):
-    """(pool_height, pool_width, stride) of an avg_pool node."""
+    """(pool_height, pool_width, stride) of a pool node."""
     return pool.gate.pool_height, pool.gate.pool_width, pool.gate.stride
 
 
 def _pooled_forward(norm, act, pool):
     """The fused forward step's run(store)."""
-    windows = _windows(pool)
+    windows, max_pool = _windows(pool), pool.op == "max_pool"
 
     def run(store):
         values = [store.values[i.index] for i in norm.inputs]
@@ -248,10 +258,15 @@ def _pooled_forward(norm, act, pool):
             store.values[pool.index], store.caches[pool.index] = pooled
             return
         pooled, store.caches[norm.index] = norm.gate.forward(
-            *values, activation=act.gate.kernel, pool=windows
+            *values, activation=act.gate.kernel, pool=windows, max_pool=max_pool
         )
+        # The pool gate's cache: its input's shape (and a max pool's winners, attributes).
+        if max_pool:
+            pooled, winners = pooled
+            store.caches[pool.index] = (values[0].shape, winners, pool.gate.attrs())
+        else:
+            store.caches[pool.index] = values[0].shape
         store.values[pool.index] = pooled
-        store.caches[pool.index] = values[0].shape  # the pool gate's: its input's shape
         inputs = [kept(node, value) for node, value in zip(norm.inputs, values)]
         shape = values[0].shape
         store.defer("value", norm.index, lambda: norm.gate.forward(*inputs)[0], shape)
@@ -261,7 +276,7 @@ def _pooled_forward(norm, act, pool):
 
 
 def _pooled_backward(norm, act, pool):
-    windows = _windows(pool)
+    windows, max_pool = _windows(pool), pool.op == "max_pool"
 
     def run(store, needs):
         dpool, cache = store.grads[pool.index], store.caches[norm.index]
@@ -280,6 +295,10 @@ def _pooled_backward(norm, act, pool):
             norm.index,
             lambda: act.gate.backward(store.grad(act.index), store.cache(act.index), (True,))[0],
         )
-        return norm.gate.backward(dpool, cache, needs, activation=act.gate.kernel, pool=windows)
+        # A max pool's winners: its gate's cache (its input's shape, winners, attributes).
+        winners = {"winners": store.caches[pool.index][1]} if max_pool else {}
+        return norm.gate.backward(
+            dpool, cache, needs, activation=act.gate.kernel, pool=windows, **winners
+        )
 
     return run

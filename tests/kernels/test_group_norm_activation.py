@@ -318,15 +318,29 @@ def test_pooled_bit_for_bit_the_kernels_and_the_numpy_gates(activation, dtype, s
     st.sampled_from(sorted(ACTIVATIONS)),
     st.sampled_from([np.float32, np.float64]),
     st.integers(0, 2**31),
+    st.booleans(),
 )
 def test_pooled_random_shapes(
-    N, G, per_group, H, W, pool_height, pool_width, stride, activation, dtype, seed
+    N, G, per_group, H, W, pool_height, pool_width, stride, activation, dtype, seed, max_pool
 ):
+    """An average pool: the kernels one after the other, and the numpy gates. A max pool:
+    the pool kernel's values, winners and scatter (its 2x2 blocks keeping a -0 gradient,
+    overlapping windows summing at a shared winner), the groupnorm -> activation kernel's
+    backward after it."""
     pool = (min(pool_height, H), min(pool_width, W), stride)
     args = pooled_arrays((N, G * per_group, H, W), pool, dtype, seed)
-    got = pooled(*args, G, activation, pool)
-    assert_bitwise(got, pooled_one_after_the_other(*args, G, activation, pool))
-    assert_close(got, pooled_numpy_gates(*args, G, activation, pool), dtype)
+    if not max_pool:
+        got = pooled(*args, G, activation, pool)
+        assert_bitwise(got, pooled_one_after_the_other(*args, G, activation, pool))
+        assert_close(got, pooled_numpy_gates(*args, G, activation, pool), dtype)
+        return
+    args[0].flat[:: 7 + seed % 5] = 0.25  # ties inside windows
+    args[3].flat[:: 3 + seed % 4] = -0.0
+    got = max_pooled_both_ways(*args, G, activation, pool)
+    want = max_pooled_both_ways_one_after_the_other(*args, G, activation, pool)
+    assert_bitwise(got, want)
+    for a, b in zip(got, want):
+        assert np.array_equal(np.signbit(a), np.signbit(b))
 
 
 @settings(max_examples=40, deadline=None)
@@ -401,3 +415,70 @@ def test_pooled_against_torch(dtype, tol):
         np.testing.assert_allclose(
             ours, theirs, rtol=tol, atol=tol * max(1.0, np.abs(theirs).max())
         )
+
+
+# ----- with a max pool after the activation ---------------------------------------------
+
+
+def max_pooled_both_ways(x, gamma, beta, dpool, G, activation, pool):
+    """The fused groupnorm -> activation -> max pool kernels' values, winners and
+    gradients."""
+    gate = ACTIVATIONS[activation]
+    (out, winners), cache = norm.groupnorm_forward(
+        x, gamma, beta, G, EPS, gate.kernel, pool, max_pool=True
+    )
+    assert type(cache) is norm.PooledNormCache
+    grads = norm.groupnorm_backward(dpool, cache, gate.kernel, pool, winners)
+    return (out, winners, *grads)
+
+
+def max_pooled_both_ways_one_after_the_other(x, gamma, beta, dpool, G, activation, pool):
+    """The fused groupnorm -> activation kernels, then the max pool's, both ways."""
+    gate = ACTIVATIONS[activation]
+    out, _ = norm.groupnorm_forward(x, gamma, beta, G, EPS, gate.kernel)
+    out, winners = _C.max_pool_forward(out, *pool)
+    dout = _C.max_pool_backward(dpool, winners, *x.shape[2:])
+    return (out, winners, *fused(x, gamma, beta, dout, G, activation)[1:])
+
+
+@pytest.mark.parametrize("avx512", [True, False])
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+def test_max_pooled_bitwise_the_same_for_any_number_of_threads(activation, avx512):
+    """On AVX-512 and AVX2 alike, the kernels one after the other's bits."""
+    args = pooled_arrays((16, 12, 20, 20), (3, 3, 2), np.float32, 3)
+    before = _C.get_num_threads()
+    results = []
+    try:
+        _C.set_avx512_activations(avx512)
+        for threads in (1, 2, 3):
+            _C.set_num_threads(threads)
+            results.append(max_pooled_both_ways(*args, 4, activation, (3, 3, 2)))
+    finally:
+        _C.set_num_threads(before)
+        _C.set_avx512_activations(True)
+    for other in results:
+        assert_bitwise(other, results[0])
+    want = max_pooled_both_ways_one_after_the_other(*args, 4, activation, (3, 3, 2))
+    assert_bitwise(results[0], want)
+
+
+def test_bad_max_pools_and_winners():
+    x, gamma, beta, _ = arrays((2, 4, 6, 6), np.float64, 1)
+    with pytest.raises(ValueError, match="max_pool needs the pool's windows"):
+        _C.group_norm_forward(x, gamma, beta, 2, EPS, "gelu", 0.0, None, True)
+    with pytest.raises(ValueError, match="larger than the input"):
+        _C.group_norm_forward(x, gamma, beta, 2, EPS, "gelu", 0.0, (7, 2, 2), True)
+    (out, winners), cache = norm.groupnorm_forward(
+        x, gamma, beta, 2, EPS, ("gelu", 0.0), (2, 2, 2), max_pool=True
+    )
+    args = (out, x, gamma, 2, cache.mean, cache.inv_std, beta, "gelu", 0.0, (2, 2, 2))
+    with pytest.raises(ValueError, match="winners"):
+        _C.group_norm_backward(*args, winners.astype(np.int64))
+    with pytest.raises(ValueError, match="winners"):
+        _C.group_norm_backward(*args, winners[:1])
+    bad = winners.copy()
+    bad.flat[3] = 36
+    with pytest.raises(ValueError, match="winner"):
+        _C.group_norm_backward(*args, bad)
+    with pytest.raises(ValueError, match="winners need the pool's windows"):
+        _C.group_norm_backward(*args[:-1], None, winners)

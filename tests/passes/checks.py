@@ -253,3 +253,16 @@ def assert_bitwise_on_two_threads(build, dtype):
         assert (grad is None) == (runs[1][name][1] is None), name
         if grad is not None:
             assert np.array_equal(runs[1][name][1], grad), name
+
+
+def assert_nonfinite_seed_reads_as_gate_by_gate(plain, fused, name, dtype):
+    """After a walk of both: a forward, then a backward from node `name` seeded with NaN,
+    +inf and -inf among its entries, in both; every node alike after each."""
+    assert np.isnan(fused[name].value).any()
+    assert_same_everywhere(plain, fused)
+    seed = np.random.default_rng(1).standard_normal(np.shape(fused[name].value))
+    seed.flat[::5], seed.flat[1::7], seed.flat[2::9] = np.nan, np.inf, -np.inf
+    for g in (plain, fused):
+        g.forward()
+        g.backward(name, grad=seed.astype(dtype))
+    assert_same_everywhere(plain, fused)

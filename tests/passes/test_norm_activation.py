@@ -1,6 +1,6 @@
-"""spatial groupnorm -> gelu / leaky relu / relu / softplus (-> average pool) as one step each way
-(graphnet/passes/norm_activation.py): every node reads as gate by gate, bit for bit, where
-the passes apply and only there."""
+"""spatial groupnorm -> gelu / leaky relu / relu / softplus (-> average or max pool) as one
+step each way (graphnet/passes/norm_activation.py): every node reads as gate by gate, bit
+for bit, where the passes apply and only there."""
 
 import numpy as np
 import pytest
@@ -13,6 +13,7 @@ from graphnet.passes.norm_activation import GroupnormActivationPool, NormActivat
 
 from .checks import (
     assert_backward_from_inside,
+    assert_nonfinite_seed_reads_as_gate_by_gate,
     assert_player_and_drawing_show,
     assert_same_everywhere,
     classifier_feeds,
@@ -41,10 +42,19 @@ def fused_at_any_size(monkeypatch):
     monkeypatch.setattr(norm_activation, "SMALLEST", 0)
 
 
-def network(activation="gelu", size=(3, 2, 5, 4), features=6, G=3, tap=False, conv=True, pool=None):
+def network(
+    activation="gelu",
+    size=(3, 2, 5, 4),
+    features=6,
+    G=3,
+    tap=False,
+    conv=True,
+    pool=None,
+    pool_op="avg_pool",
+):
     """x -> conv -> spatial groupnorm -> activation -> affine -> softmax loss (without
-    conv: x -> groupnorm -> ...; with pool, (pool_height, pool_width, stride): an average
-    pool after the activation). `tap`: the norm also feeds a sum added to the loss."""
+    conv: x -> groupnorm -> ...; with pool, (pool_height, pool_width, stride): a pool_op
+    after the activation). `tap`: the norm also feeds a sum added to the loss."""
 
     def build(g, rng):
         x = g.input("x", requires_grad=not conv)
@@ -58,18 +68,21 @@ def network(activation="gelu", size=(3, 2, 5, 4), features=6, G=3, tap=False, co
         h = g.spatial_groupnorm(h, gamma, beta, G=G if C % G == 0 else 1, name="norm")
         out = ACTIVATIONS[activation](g, h)
         if pool is not None:
-            out = g.avg_pool(out, *pool, name="pool")
+            out = getattr(g, pool_op)(out, *pool, name="pool")
         return classifier_feeds(g, rng, out, size, h if tap else None)
 
     return build
 
 
-def assert_fused_reads_as_gate_by_gate(activation, dtype, size=(3, 2, 5, 4), conv=True, pool=None):
-    """One fused step each way (with pool: groupnorm -> activation -> avg_pool), whose
+def assert_fused_reads_as_gate_by_gate(
+    activation, dtype, size=(3, 2, 5, 4), conv=True, pool=None, pool_op="avg_pool"
+):
+    """One fused step each way (with pool: groupnorm -> activation -> pool_op), whose
     deferred entries the backward does not compute, and every node as gate by gate."""
-    plain, fused, feeds = twins(network(activation, size, conv=conv, pool=pool), dtype)
+    build = network(activation, size, conv=conv, pool=pool, pool_op=pool_op)
+    plain, fused, feeds = twins(build, dtype)
     op = "gelu" if activation.startswith("gelu") else activation
-    label = [f"spatial_groupnorm+{op}" + ("+avg_pool" if pool else "")]
+    label = [f"spatial_groupnorm+{op}" + (f"+{pool_op}" if pool else "")]
     assert (fused_labels(fused), fused_labels(fused, "backward")) == (label, label)
     act_deferred = {"value", "cache"} if pool else {"cache"}
     for _ in range(2):
@@ -124,26 +137,6 @@ def test_a_norm_read_by_another_gate_is_not_fused():
     assert_same_everywhere(plain, fused)
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_a_relu_read_by_a_max_pool_is_left_to_the_pools_pass(dtype):
-    """relu_pool.py runs ahead of this pass and takes the relu on the pooled values only."""
-
-    def build(g, rng):
-        x = g.input("x")
-        gamma, beta = (
-            g.param("gamma", rng.uniform(-1, 2, 4)),
-            g.param("beta", rng.standard_normal(4)),
-        )
-        h = g.relu(g.spatial_groupnorm(x, gamma, beta, G=2, name="norm"), name="act")
-        return classifier_feeds(g, rng, g.max_pool(h, 2, 2, 2, name="pool"), (3, 4, 6, 6))
-
-    plain, fused, feeds = twins(build, dtype)
-    assert fused_labels(fused) == fused_labels(fused, "backward") == ["relu+max_pool"]
-    for g in (plain, fused):
-        walk(g, feeds)
-    assert_same_everywhere(plain, fused)
-
-
 @pytest.mark.parametrize("fuse_forward, fuse_backward", [(True, False), (False, True)])
 def test_a_fused_walk_one_way_and_gate_by_gate_the_other(fuse_forward, fuse_backward):
     plain, g, feeds = twins(network(), np.float64)
@@ -192,13 +185,56 @@ def test_float16_and_small_activations_run_the_gates(monkeypatch, dtype, smalles
     assert_same_everywhere(plain, fused)
 
 
-# ----- groupnorm -> activation -> average pool ------------------------------------------
+# ----- groupnorm -> activation -> average or max pool ----------------------------------
+
+POOL_OPS = ["avg_pool", "max_pool"]
 
 
+@pytest.mark.parametrize("pool_op", POOL_OPS)
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_a_fused_groupnorm_activation_pool_reads_as_gate_by_gate(activation, dtype):
-    assert_fused_reads_as_gate_by_gate(activation, dtype, (3, 2, 6, 5), pool=(2, 2, 2))
+def test_a_fused_groupnorm_activation_pool_reads_as_gate_by_gate(activation, dtype, pool_op):
+    assert_fused_reads_as_gate_by_gate(
+        activation, dtype, (3, 2, 6, 5), pool=(2, 2, 2), pool_op=pool_op
+    )
+
+
+@pytest.mark.parametrize(
+    "window", [(2, 2, 2), (3, 3, 1), (3, 3, 2), (2, 2, 1), (3, 2, 3), (1, 1, 1)]
+)
+@pytest.mark.parametrize("activation", ["gelu", "leaky_relu", "relu", "softplus"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_fused_groupnorm_activation_max_pool_of_any_window(activation, dtype, window):
+    """Overlapping windows (stride 1) scatter into a winner several windows share."""
+    assert_fused_reads_as_gate_by_gate(
+        activation, dtype, (2, 4, 7, 8), pool=window, pool_op="max_pool"
+    )
+
+
+@pytest.mark.parametrize("activation", ["gelu", "leaky_relu", "relu", "softplus"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_max_pooled_chain_of_nans_infinities_and_ties(activation, dtype):
+    """x (a param: feeds must be finite) with a NaN, making its group's statistics NaN;
+    a beta of +inf and one of -inf; a gamma of 0 (its planes all ties: the first entry of
+    each window wins). NaN and infinite upstream gradients reach x's as gate by gate."""
+
+    def build(g, rng):
+        x = rng.standard_normal((2, 6, 7, 6))
+        x[0, 0, 1, 1] = np.nan
+        gamma, beta = rng.uniform(-1, 2, 6), rng.standard_normal(6)
+        gamma[3], beta[4], beta[5] = 0.0, np.inf, -np.inf
+        norm = g.spatial_groupnorm(
+            g.param("x", x), g.param("gamma", gamma), g.param("beta", beta), G=3, name="norm"
+        )
+        out = g.max_pool(ACTIVATIONS[activation](g, norm), 3, 3, 1, name="pool")
+        g.sum(out * g.param("w", rng.standard_normal((2, 6, 5, 4))))
+        return {}
+
+    plain, fused, feeds = twins(build, dtype)
+    assert fused_labels(fused) == [f"spatial_groupnorm+{activation}+max_pool"]
+    for g in (plain, fused):
+        walk(g, feeds)
+    assert_nonfinite_seed_reads_as_gate_by_gate(plain, fused, "pool", dtype)
 
 
 @settings(max_examples=20, deadline=None)
@@ -212,46 +248,79 @@ def test_a_fused_groupnorm_activation_pool_reads_as_gate_by_gate(activation, dty
     st.integers(1, 3),
     st.booleans(),
     st.sampled_from([np.float32, np.float64]),
+    st.sampled_from(POOL_OPS),
 )
-def test_pooled_random_shapes(activation, N, C, H, W, window, stride, conv, dtype):
+def test_pooled_random_shapes(activation, N, C, H, W, window, stride, conv, dtype, pool_op):
     pool = (min(window, H), min(window, W), stride)
-    assert_fused_reads_as_gate_by_gate(activation, dtype, (N, C, H, W), conv, pool)
+    assert_fused_reads_as_gate_by_gate(activation, dtype, (N, C, H, W), conv, pool, pool_op)
 
 
-def test_the_pooling_pass_alone(monkeypatch):
+@pytest.mark.parametrize("pool_op", POOL_OPS)
+def test_the_pooling_pass_alone(monkeypatch, pool_op):
     only_pass(monkeypatch, GroupnormActivationPool)
-    plain, fused, feeds = twins(network(size=(3, 2, 6, 6), pool=(2, 2, 2)), np.float64)
-    label = ["spatial_groupnorm+gelu+avg_pool"]
+    build = network(size=(3, 2, 6, 6), pool=(2, 2, 2), pool_op=pool_op)
+    plain, fused, feeds = twins(build, np.float64)
+    label = [f"spatial_groupnorm+gelu+{pool_op}"]
     assert fused_labels(fused) == fused_labels(fused, "backward") == label
     for g in (plain, fused):
         walk(g, feeds)
     assert_same_everywhere(plain, fused)
 
 
-def test_a_norm_read_by_another_gate_is_not_fused_with_its_pool():
-    plain, fused, feeds = twins(network(tap=True, size=(3, 2, 6, 6), pool=(2, 2, 2)), np.float64)
-    assert "+avg_pool" not in " ".join(fused_labels(fused) + fused_labels(fused, "backward"))
+@pytest.mark.parametrize("pool_op", POOL_OPS)
+def test_a_norm_read_by_another_gate_is_not_fused_with_its_pool(pool_op):
+    build = network(tap=True, size=(3, 2, 6, 6), pool=(2, 2, 2), pool_op=pool_op)
+    plain, fused, feeds = twins(build, np.float64)
+    assert f"+{pool_op}" not in " ".join(fused_labels(fused) + fused_labels(fused, "backward"))
     for g in (plain, fused):
         walk(g, feeds)
     assert_same_everywhere(plain, fused)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_an_activation_read_by_a_max_pool_and_another_gate(dtype):
+    """The activation's output is then written: groupnorm -> activation is one step (a relu's
+    other readers keep it from relu_pool.py), the pool its gate's."""
+
+    def build(g, rng):
+        x = g.input("x")
+        gamma, beta = (
+            g.param("gamma", rng.uniform(-1, 2, 4)),
+            g.param("beta", rng.standard_normal(4)),
+        )
+        h = g.leaky_relu(g.spatial_groupnorm(x, gamma, beta, G=2, name="norm"), 0.1, name="act")
+        pooled = g.max_pool(h, 2, 2, 2, name="pool")
+        return classifier_feeds(g, rng, pooled, (3, 4, 6, 6), h)
+
+    plain, fused, feeds = twins(build, dtype)
+    assert "+max_pool" not in " ".join(fused_labels(fused) + fused_labels(fused, "backward"))
+    for g in (plain, fused):
+        walk(g, feeds)
+    assert_same_everywhere(plain, fused)
+
+
+@pytest.mark.parametrize("pool_op", POOL_OPS)
 @pytest.mark.parametrize("fuse_forward, fuse_backward", [(True, False), (False, True)])
-def test_a_pooled_walk_fused_one_way_and_gate_by_gate_the_other(fuse_forward, fuse_backward):
-    plain, g, feeds = twins(network(size=(3, 2, 6, 6), pool=(2, 2, 2)), np.float64)
+def test_a_pooled_walk_fused_one_way_and_gate_by_gate_the_other(
+    fuse_forward, fuse_backward, pool_op
+):
+    build = network(size=(3, 2, 6, 6), pool=(2, 2, 2), pool_op=pool_op)
+    plain, g, feeds = twins(build, np.float64)
     walk_fused_one_way(plain, g, feeds, fuse_forward, fuse_backward)
     assert_same_everywhere(plain, g)
 
 
+@pytest.mark.parametrize("pool_op", POOL_OPS)
 @pytest.mark.parametrize("name", ["act", "norm"])
-def test_a_backward_from_inside_the_pooled_chain(name):
-    assert_backward_from_inside(
-        *twins(network(size=(3, 2, 6, 6), pool=(2, 2, 2)), np.float64), name
-    )
+def test_a_backward_from_inside_the_pooled_chain(name, pool_op):
+    build = network(size=(3, 2, 6, 6), pool=(2, 2, 2), pool_op=pool_op)
+    assert_backward_from_inside(*twins(build, np.float64), name)
 
 
-def test_the_pooled_chain_left_for_later_keeps_its_walk():
-    plain, fused, feeds = twins(network(conv=False, size=(3, 3, 6, 6), pool=(2, 2, 2)), np.float64)
+@pytest.mark.parametrize("pool_op", POOL_OPS)
+def test_the_pooled_chain_left_for_later_keeps_its_walk(pool_op):
+    build = network(conv=False, size=(3, 3, 6, 6), pool=(2, 2, 2), pool_op=pool_op)
+    plain, fused, feeds = twins(build, np.float64)
     for g in (plain, fused):
         walk(g, feeds)
     feeds["x"][...] = 7
@@ -263,9 +332,13 @@ def test_the_pooled_chain_left_for_later_keeps_its_walk():
     assert np.array_equal(fused["act"].cache, plain["act"].cache)
 
 
-def test_drawings_steps_hooks_and_gradcheck_see_every_pooled_node():
-    plain, fused, feeds = twins(network(size=(3, 2, 6, 6), pool=(2, 2, 2)), np.float64)
+@pytest.mark.parametrize("pool_op", POOL_OPS)
+@pytest.mark.parametrize("training", [True, False])
+def test_drawings_steps_hooks_and_gradcheck_see_every_pooled_node(pool_op, training):
+    build = network(size=(3, 2, 6, 6), pool=(2, 2, 2), pool_op=pool_op)
+    plain, fused, feeds = twins(build, np.float64)
     for g in (plain, fused):
+        g.train(training)
         walk(g, feeds)
     assert_player_and_drawing_show(plain, fused, {"conv", "norm", "act", "pool"}, "norm")
     assert_same_everywhere(plain, fused)
@@ -274,10 +347,14 @@ def test_drawings_steps_hooks_and_gradcheck_see_every_pooled_node():
     assert max(errors.values()) < 1e-5, errors
 
 
-@pytest.mark.parametrize("dtype, smallest", [(np.float16, 0), (np.float64, 97)])
-def test_float16_and_small_pooled_chains_run_the_gates(monkeypatch, dtype, smallest):
+@pytest.mark.parametrize(
+    "dtype, smallest, pool_op",
+    # (the max pool gate takes float32 and float64 only)
+    [(np.float16, 0, "avg_pool"), (np.float64, 97, "avg_pool"), (np.float64, 97, "max_pool")],
+)
+def test_float16_and_small_pooled_chains_run_the_gates(monkeypatch, dtype, smallest, pool_op):
     monkeypatch.setattr(norm_activation, "SMALLEST", smallest)
-    build = network(size=(2, 2, 6, 4), conv=False, pool=(2, 2, 2))  # 96 entries
+    build = network(size=(2, 2, 6, 4), conv=False, pool=(2, 2, 2), pool_op=pool_op)  # 96 entries
     plain, fused, feeds = twins(build, dtype)
     for g in (plain, fused):
         walk(g, feeds)
