@@ -4,10 +4,11 @@ A max pool and a relu commute: the largest of a window's relus is the relu of it
 entry. So where a relu feeds only a max pool (an add -> relu -> pool, a conv's with other
 readers; a VGG block's spatial batchnorm -> relu -> pool and a residual block's norm -> add
 -> relu -> pool are norm_relu.py's, which calls this step's runs where its kernel does not
-apply), the fused step pools the relu's input and takes the relu of the pooled
-values, a quarter of the activation with 2x2 windows (a float32 or float64 input: in the
-pool kernel itself, as it reads each entry, fast.relu_max_pool_forward_fast); backward
-masks the pooled gradient and lets the pool scatter it. The relu never runs on the whole
+apply, and a groupnorm -> relu -> pool norm_activation.py's), the fused step pools the
+relu's input and takes the relu of the pooled values, a quarter of the activation with 2x2
+windows (a float32 or float64 input: in the pool kernel itself, as it reads each entry,
+fast.relu_max_pool_forward_fast); backward masks the pooled gradient and lets the pool
+scatter it. The relu never runs on the whole
 activation, either way.
 
 Every value, cache and gradient reads as gate by gate, bit for bit: a window the relu
