@@ -196,7 +196,29 @@ bool gemm_weight_gradient(const ConvGeometry& g) {
             g.N <= (kGemmDwBatchPositions - 1) / P);
 }
 
+// The direct, tap and Winograd kernels compute dx as the forward of dout padded by k - 1 -
+// pad: H x W outputs of every tap, of which only the Ho x Wo that meet dout are not
+// zeros. im2col + GEMM multiplies those alone, then adds each column into the pixels
+// (col2im: a step per float about as long as F of the GEMM's FMAs), so it pays where
+// H W / (Ho Wo) >= kPaddedDxMinWaste + kPaddedDxWastePerFilters / F. Per pass, batch 64,
+// one thread, 3x3, 5x5 and 7x7 layers of pad 0 to (k - 1) / 2 - 1 on outputs of 1 x 2 to
+// 10 x 11, 4-64 channels in and out, im2col + GEMM's time / those kernels': 7x the
+// positions or more 0.11-0.68 (14 -> 30 5x5 pad 0 @6x7, 2 x 3 outputs, 0.38), 7x7 pad 0
+// @8x9 (2 x 3 outputs) 0.15-0.46, 5x5 pad 0 @8x9 (3.6x) 14 -> 30 0.43, 32 -> 32 0.86, 16
+// -> 64 0.57; but 64 -> 16 @7x8 (4.7x) 1.12, 30 -> 18 @8x9 1.07, 7x7 pad 0 @12x13 (3.7x)
+// 16 -> 16 1.18, 30 -> 18 1.36, and on 2-2.6x the positions 0.5-2.3.
+constexpr double kPaddedDxMinWaste = 2;
+constexpr double kPaddedDxWastePerFilters = 48;
+
+bool padded_dx_mostly_zeros(const ConvGeometry& g) {
+    // (in doubles: H W and Ho Wo fit, their products with F need not)
+    const double computed = double(g.H) * double(g.W), real = double(g.positions());
+    return computed * double(g.F) >=
+           real * (kPaddedDxMinWaste * double(g.F) + kPaddedDxWastePerFilters);
+}
+
 bool gemm_input_gradient(const ConvGeometry& g) {
+    if (wide_small_image(g) && padded_dx_mostly_zeros(g)) return true;
     if (!wide_small_image(g) || g.C < kGemmInputGradientMinChannels ||
         g.F < kGemmInputGradientMinChannels) {
         return false;
@@ -231,7 +253,8 @@ DirectPasses direct_passes(const ConvGeometry& g) {
     const bool dw_channel_vectors = use_avx512() && direct_dw_channel_vectors(g.C, g.F, g.HH, g.WW);
     const Kernel forward = forward_kernel(g.F, g.Wo);
     return {forward_row_fits(g.Wo, g.W + 2 * g.pad, g.F, forward) && (few_filters || forward.avx512),
-            direct_dx_fits(g) && (few_filters || forward_kernel(g.C, g.W).avx512),
+            direct_dx_fits(g) && (few_filters || forward_kernel(g.C, g.W).avx512) &&
+                !gemm_input_gradient(g),
             (g.Wo >= kDirectMinRow || dw_channel_vectors) && (few_filters || dw_avx512(g)) &&
                 !gemm_weight_gradient(g)};
 }
@@ -1460,6 +1483,8 @@ void gemm_input_gradient_over_batch(const ConvGeometry& g, const T* dout, const 
     const int threads = team_size(groups);
     const GemmScratch<T> dcols(threads, pointwise ? 0 : K * columns);
     const GemmScratch<T> douts(threads, group > 1 ? F * columns : 0);
+    const std::optional<Col2imGather> gather =
+        !pointwise && Col2imGather::fits(g) ? std::optional<Col2imGather>(g) : std::nullopt;
     parallel_for_dynamic(threads, groups, 1, [&](int64_t k, int t) {
         const int64_t n0 = k * group, count = std::min(group, g.N - n0), n_cols = count * P;
         const T* group_dout = dout + n0 * F * P;
@@ -1476,7 +1501,11 @@ void gemm_input_gradient_over_batch(const ConvGeometry& g, const T* dout, const 
         T* my_dcols = pointwise ? dx_n : dcols.of(t);
         gemm(true, false, K, n_cols, F, w, K, group_dout, n_cols, T(0), my_dcols, n_cols);
         for (int64_t i = 0; i < count && !pointwise; ++i) {
-            col2im(g, my_dcols + i * P, n_cols, dx_n + i * image);
+            if (gather) {
+                gather->scatter(g.C, my_dcols + i * P, n_cols, dx_n + i * image);
+            } else {
+                col2im(g, my_dcols + i * P, n_cols, dx_n + i * image);
+            }
         }
     });
 }

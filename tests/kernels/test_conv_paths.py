@@ -775,3 +775,68 @@ def test_one_image_of_the_zoo_layers(C, F, H, stride, dtype):
     filters to filters x taps, the last blocks masked where K or F is not a multiple of 16)."""
     x, w, b = case(1, C, H, H, F, 3, dtype, seed=C + F)
     assert_matches_naive_on_one_and_two_threads(x, w, b, stride, 1)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    N=st.integers(1, 5),
+    C=st.integers(1, 20),
+    F=st.sampled_from([1, 2, 6, 14, 16, 18, 30, 48, 64]),
+    Ho=st.integers(1, 7),
+    Wo=st.integers(1, 9),
+    k=st.integers(1, 7),
+    stride=st.integers(1, 3),
+    pad=st.integers(0, 6),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 2**16),
+)
+def test_input_gradient_of_outputs_smaller_than_the_kernel(
+    N, C, F, Ho, Wo, k, stride, pad, dtype, seed
+):
+    """dx of layers whose outputs have a few positions (rows under 8, the gather's col2im,
+    for windows that overlap or not), down to one: on stride 1 the GEMM where dout padded
+    by k - 1 - pad is mostly zeros, else the kernels that compute those zeros; any pad
+    under the kernel. Within rounding of the naive loops, the same bits on 1, 2 and 3
+    threads."""
+    if pad >= k:
+        return
+    H, W = (Ho - 1) * stride + k - 2 * pad, (Wo - 1) * stride + k - 2 * pad
+    if H < 1 or W < 1:
+        return
+    x, w, b = case(N, C, H, W, F, k, dtype, seed)
+    assert_matches_naive_on_one_and_two_threads(x, w, b, stride, pad)
+    two, _ = run(x, w, b, stride, pad, threads=2)
+    three, _ = run(x, w, b, stride, pad, threads=3)
+    for got, again in zip(two, three, strict=True):
+        np.testing.assert_array_equal(got, again)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "C, F, H, W, k, pad",
+    [
+        (14, 30, 6, 7, 5, 0),  # random-0-17's conv4: 7x the positions, the GEMM's
+        (30, 18, 8, 9, 5, 0),  # 3.6x, under 2 + 48 / 18: the direct kernel's
+        (14, 30, 8, 9, 5, 0),  # 3.6x, at 2 + 48 / 30: the GEMM's
+        (16, 64, 5, 6, 3, 0),  # 2.5x, under 2.75: the kernels'
+        (8, 16, 7, 8, 7, 0),  # one row of two outputs
+        (3, 5, 3, 4, 7, 2),  # a pad that leaves one row of outputs
+    ],
+)
+def test_input_gradient_either_side_of_the_padded_zeros_rule(C, F, H, W, k, pad, dtype):
+    """Stride-1 dx on either side of padded_dx_mostly_zeros, against the naive loops,
+    bitwise on 1 and 2 threads, and against float64 numerical gradients."""
+    x, w, b = case(3, C, H, W, F, k, dtype, seed=C + F + H)
+    assert_matches_naive_on_one_and_two_threads(x, w, b, 1, pad)
+    if dtype is not np.float64:
+        return
+    dout = np.random.default_rng(2).standard_normal(_C.conv_forward(x, w, b, 1, pad).shape)
+    dx = _C.conv_backward(dout, x, w, 1, pad)[0]
+    rng = np.random.default_rng(3)
+    for _ in range(8):
+        at = tuple(int(rng.integers(0, n)) for n in x.shape)
+        step = np.zeros_like(x)
+        step[at] = 1e-6
+        plus = np.sum(_C.conv_forward(x + step, w, b, 1, pad) * dout)
+        minus = np.sum(_C.conv_forward(x - step, w, b, 1, pad) * dout)
+        assert abs((plus - minus) / 2e-6 - dx[at]) <= 1e-6 * (1 + abs(dx[at]))
