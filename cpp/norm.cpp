@@ -58,9 +58,10 @@ void channel_norm_backward(const NormShape& s, bool train, bool relu, const Poin
                            const T* dout, const T* x, const T* mean, const T* inv_std,
                            const T* gamma, const T* beta, const T* out, T* masked, T* dx,
                            T* dgamma, T* dbeta) {
+    std::vector<double> scratch(static_cast<std::size_t>(channel_scratch(s)));
     (avx2_for(s) ? channel_norm_backward_avx2<T> : channel_norm_backward_loops<T>)(
         s, train, relu, act, dout, x, mean, inv_std, gamma, beta, out, masked, dx, dgamma,
-        dbeta);
+        dbeta, scratch.data());
 }
 
 template <typename T>

@@ -9,12 +9,14 @@
 //
 // Statistics take one pass over the data: blocks of about 2k entries (in L1) give their
 // mean and centred sum of squares in float64, merged with Chan's formula, so a mean far
-// from zero costs no precision (unlike sum of squares minus squared mean); the outputs of
-// a slice are written right after its statistics, while it is in cache. Backward: one
+// from zero costs no precision (unlike sum of squares minus squared mean). Backward: one
 // reduction (sum of dout and of dout * (x - mean), in float64; the gamma and beta
-// gradients are those sums) and the writing of dx, again slice by slice. Each slice is
-// reduced by one thread in a fixed order, so results are bitwise the same for any
-// number of threads.
+// gradients are those sums) and the writing of dx. The (N, D) layout and layernorm write
+// the outputs of a slice right after its statistics or sums, while it is in cache; the
+// spatial layout, whose channels are N planes K planes apart, writes them (and sums dout)
+// plane by plane in memory order, each pass a stream. Each slice or plane is reduced by
+// one thread in a fixed order, and the planes' sums added per channel in order, so
+// results are bitwise the same for any number of threads.
 #pragma once
 
 #include <cstdint>

@@ -20,9 +20,10 @@ template <typename T>
 void channel_norm_backward_avx2(const NormShape& s, bool train, bool relu,
                                 const PointwiseAct<T>& act, const T* dout, const T* x,
                                 const T* mean, const T* inv_std, const T* gamma, const T* beta,
-                                const T* out, T* masked, T* dx, T* dgamma, T* dbeta) {
+                                const T* out, T* masked, T* dx, T* dgamma, T* dbeta,
+                                double* plane_sums) {
     channel_norm_backward_loops(s, train, relu, act, dout, x, mean, inv_std, gamma, beta, out,
-                                masked, dx, dgamma, dbeta);
+                                masked, dx, dgamma, dbeta, plane_sums);
 }
 
 template <typename T>
@@ -46,7 +47,7 @@ void layer_norm_backward_avx2(int64_t N, int64_t D, bool relu, const T* dout, co
     template void channel_norm_backward_avx2<T>(const NormShape&, bool, bool,                    \
                                                 const PointwiseAct<T>&, const T*, const T*,      \
                                                 const T*, const T*, const T*, const T*,          \
-                                                const T*, T*, T*, T*, T*);                       \
+                                                const T*, T*, T*, T*, T*, double*);              \
     template void layer_norm_forward_avx2<T>(int64_t, int64_t, bool, double, const T*,        \
                                              const T*, const T*, T*, T*, T*);                 \
     template void layer_norm_backward_avx2<T>(int64_t, int64_t, bool, const T*, const T*,     \

@@ -282,7 +282,7 @@ void channel_norm_forward_avx2(const NormShape&, bool, const NormTail<T>&, doubl
 template <typename T>
 void channel_norm_backward_avx2(const NormShape&, bool, bool, const PointwiseAct<T>&, const T*,
                                 const T*, const T*, const T*, const T*, const T*, const T*, T*,
-                                T*, T*, T*) {
+                                T*, T*, T*, double*) {
     absent("channel_norm_backward_avx2");
 }
 template <typename T>
@@ -324,7 +324,7 @@ void group_norm_backward_avx512(int64_t, int64_t, int64_t, int64_t, const Pointw
     template void channel_norm_backward_avx2<T>(const NormShape&, bool, bool,                    \
                                                 const PointwiseAct<T>&, const T*, const T*,      \
                                                 const T*, const T*, const T*, const T*,          \
-                                                const T*, T*, T*, T*, T*);                       \
+                                                const T*, T*, T*, T*, T*, double*);              \
     template void layer_norm_forward_avx2<T>(int64_t, int64_t, bool, double, const T*,         \
                                              const T*, const T*, T*, T*, T*);                  \
     template void layer_norm_backward_avx2<T>(int64_t, int64_t, bool, const T*, const T*,      \
