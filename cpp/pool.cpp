@@ -175,8 +175,9 @@ template <bool Relu, typename T>
 void pool_forward(const PoolGeometry& g, const T* x, T* out, int32_t* winners, bool threaded) {
     const bool two_by_two = g.pool_height == 2 && g.pool_width == 2;
     // Windows of whole rows (a global pooling) keep pool_plane's span_argmax. Strides of 3
-    // and more keep the scalar loop: their vectors of entries would be gathers, which took
-    // longer than it (2x2 windows at stride 3, float32: 1.4x).
+    // and more that the stacks below do not take keep the scalar loop: their vectors of
+    // entries would be gathers, which took longer than it (2x2 windows at stride 3, float32:
+    // 1.4x).
     const bool spans = g.pool_width == g.W && g.pool_height * g.pool_width >= kSpanArgmax;
     const bool vectors = g.stride <= 2 && !spans && avx2_activations_active();
     // 2x2 stride-2 rows of 2 to 7 float32 (2 or 3 float64) outputs, fewer than a vector of
@@ -189,6 +190,26 @@ void pool_forward(const PoolGeometry& g, const T* x, T* out, int32_t* winners, b
                        : two_by_two                ? pool_plane<Relu, T, 2, 2>
                                                    : pool_plane<Relu, T, 0, 0>;
     const int64_t planes = g.N * g.C, in_plane = g.H * g.W, out_plane = g.Ho * g.Wo;
+    // The stacks of planes (pool_avx2.h) compute every entry's maximum over the window's
+    // rows of its row maxima: at stride 1 two short passes rather than the window's
+    // ph x pw compares an output, which pays once the rows hold 12 outputs (3x3 windows:
+    // 1.4x faster on 16 x 21 planes, 1.3x on 13 x 13 to 64 x 64; at 8 outputs, a vector
+    // of them side by side, 1.2x slower). At larger strides they compute entries no window
+    // starts at, but they replace the scalar loop (stride 3: 1.3x-1.5x faster) and tiny
+    // rows of 1 to 3 outputs, which fill a vector badly (3x3 stride 2 on 5 x 5: 1.7x).
+    const AvgPoolPlane windows = avg_pool_plane(g);
+    const bool stacked = avx2_activations_active() && !spans && stacks(windows, g.W) &&
+                         ((g.stride == 1 && g.Wo >= 12) || g.stride >= 3 || g.Wo <= 3);
+    if (stacked) {
+        const int64_t per_piece = std::max<int64_t>(1, 4 * kBand / in_plane);
+        const int64_t pieces = (planes + per_piece - 1) / per_piece;
+        parallel_for_dynamic(threaded ? team_size(pieces) : 1, pieces, 1, [&](int64_t piece) {
+            const int64_t first = piece * per_piece, count = std::min(per_piece, planes - first);
+            max_pool_planes_avx2(windows, count, x + first * in_plane, out + first * out_plane,
+                                 winners + first * out_plane, Relu);
+        });
+        return;
+    }
     const auto pool = [&](int64_t pl) {
         plane(g, x + pl * in_plane, out + pl * out_plane, winners + pl * out_plane);
     };
@@ -209,6 +230,14 @@ void max_pool_forward(const PoolGeometry& g, const T* x, T* out, int32_t* winner
 }
 
 void check_winners(const int32_t* winners, int64_t count, int64_t H, int64_t W) {
+    // One pass without exits, which the compiler vectorises: the least and the greatest
+    // winner. Only when one is outside, the first culprit is searched for.
+    int32_t least = INT32_MAX, greatest = INT32_MIN;
+    for (int64_t i = 0; i < count; ++i) {
+        least = std::min(least, winners[i]);
+        greatest = std::max(greatest, winners[i]);
+    }
+    if (count == 0 || (least >= 0 && greatest < H * W)) return;
     for (int64_t i = 0; i < count; ++i) {
         if (winners[i] < 0 || winners[i] >= H * W) {
             fail("max_pool winners must index an (H, W) = (" + std::to_string(H) + ", " +

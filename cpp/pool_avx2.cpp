@@ -5,6 +5,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cstring>
 
 #include "simd_lanes.h"
 
@@ -33,6 +34,10 @@ struct PoolRow<__m256> {
         return in_order(_mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(3, 1, 2, 0)));
     }
     static __m256 offset(int32_t k) { return _mm256_castsi256_ps(_mm256_set1_epi32(k)); }
+    static __m256 add_offset(__m256 offsets, int32_t k) {
+        return _mm256_castsi256_ps(
+            _mm256_add_epi32(_mm256_castps_si256(offsets), _mm256_set1_epi32(k)));
+    }
     // win[i] = first + step i + offsets[i] for the eight lanes.
     static void store_winners(int32_t* win, int32_t first, __m256 offsets, int32_t step = 2) {
         const __m256i at = _mm256_add_epi32(
@@ -58,6 +63,10 @@ struct PoolRow<__m256d> {
         return _mm256_permute4x64_pd(_mm256_shuffle_pd(lo, hi, 0xA), 0xD8);
     }
     static __m256d offset(int32_t k) { return _mm256_castsi256_pd(_mm256_set1_epi64x(k)); }
+    static __m256d add_offset(__m256d offsets, int32_t k) {
+        return _mm256_castsi256_pd(
+            _mm256_add_epi64(_mm256_castpd_si256(offsets), _mm256_set1_epi64x(k)));
+    }
     // win[i] = first + step i + offsets[i] for the four lanes: the 64-bit offsets' low halves.
     static void store_winners(int32_t* win, int32_t first, __m256d offsets, int32_t step = 2) {
         const __m256i low_halves = _mm256_permutevar8x32_epi32(
@@ -69,12 +78,18 @@ struct PoolRow<__m256d> {
     }
 };
 
+// ~a & b
+inline __m256 and_not(__m256 a, __m256 b) { return _mm256_andnot_ps(a, b); }
+inline __m256d and_not(__m256d a, __m256d b) { return _mm256_andnot_pd(a, b); }
+
 // Of u and v (u first), the greater under pool.h's tie rule (greater, or a NaN against a
 // number; else u), and its offset.
 template <typename V>
 V first_max(V u, V v, V u_offset, V v_offset, V& offset) {
     using L = Lanes<V>;
-    const V v_wins = L::select(L::ordered(v, v), L::gt(v, u), L::ordered(u, u));
+    // u a number and not u >= v: v > u, or v a NaN (one compare fewer than selecting
+    // between v > u and v a NaN, and no mask to rebuild from a select)
+    const V v_wins = and_not(L::ge(u, v), L::ordered(u, u));
     offset = L::select(v_wins, v_offset, u_offset);
     return L::select(v_wins, v, u);
 }
@@ -201,6 +216,117 @@ void plane(const AvgPoolPlane& g, const S* src, S* dst, int32_t* win, bool relu)
     }
 }
 
+// ----- stacks of planes: any window, any stride -----------------------------------------
+
+// The first m lanes of top and offset at best and offsets (a whole store where m is L).
+template <typename V, typename S = typename Lanes<V>::Scalar>
+void store_first_lanes(int64_t m, V top, V offset, S* best, S* offsets) {
+    using L = Lanes<V>;
+    if (m == L::width) {
+        L::store(best, top);
+        L::store(offsets, offset);
+    } else {
+        L::store(best, L::tail(m), top);
+        L::store(offsets, L::tail(m), offset);
+    }
+}
+
+// best[k], offsets[k] = the first maximum of x[k..k+pw) (pool.h's tie rule; with Relu, of
+// relu(x)) and its offset in 0..pw, for k < n: one chain of compares a lane, in order.
+template <typename V, bool Relu, typename S = typename Lanes<V>::Scalar>
+void row_maxima(const S* x, int64_t pw, int64_t n, S* best, S* offsets) {
+    using L = Lanes<V>;
+    using P = PoolRow<V>;
+    for (int64_t k = 0; k < n; k += L::width) {
+        const int64_t m = std::min<int64_t>(L::width, n - k);
+        const auto entries = [&](int64_t j) {
+            const V v = m == L::width ? L::load(x + k + j) : L::load(x + k + j, L::tail(m));
+            return Relu ? L::select(L::ge(L::zero(), v), L::zero(), v) : v;
+        };
+        V top = entries(0), offset = P::offset(0);
+        for (int64_t j = 1; j < pw; ++j) {
+            top = first_max(top, entries(j), offset, P::offset(static_cast<int32_t>(j)), offset);
+        }
+        store_first_lanes<V>(m, top, offset, best + k, offsets + k);
+    }
+}
+
+// In place: best[k], offsets[k] = the first maximum of best[k], best[k + pitch], ...
+// (ph of them, in order) and its offset i pitch + offsets[k + i pitch], for k < n. Each
+// vector is loaded whole before it is stored, and reads only entries at k and after.
+template <typename V, typename S = typename Lanes<V>::Scalar>
+void column_maxima(int64_t pitch, int64_t ph, int64_t n, S* best, S* offsets) {
+    using L = Lanes<V>;
+    using P = PoolRow<V>;
+    for (int64_t k = 0; k < n; k += L::width) {
+        const int64_t m = std::min<int64_t>(L::width, n - k);
+        const auto load = [&](const S* at) {
+            return m == L::width ? L::load(at) : L::load(at, L::tail(m));
+        };
+        V top = load(best + k), offset = load(offsets + k);
+        for (int64_t i = 1; i < ph; ++i) {
+            const int64_t at = k + i * pitch;
+            const V below = P::add_offset(load(offsets + at), static_cast<int32_t>(i * pitch));
+            top = first_max(top, load(best + at), offset, below, offset);
+        }
+        store_first_lanes<V>(m, top, offset, best + k, offsets + k);
+    }
+}
+
+// Output row oh's windows (its outputs at dst, their winners at win) from the maxima of
+// the band's row of the stack where they start (stacked_planes).
+template <typename V, typename S = typename Lanes<V>::Scalar>
+void pick_row(const AvgPoolPlane& g, const S* row_best, const S* row_offsets, int64_t oh, S* dst,
+              int32_t* win) {
+    using L = Lanes<V>;
+    const int64_t s = g.stride;
+    const auto first = static_cast<int32_t>(oh * s * g.W);
+    if (s == 1 && g.Wo >= L::width) {
+        // The last vector ends at the row's end, over some of the one before: no scalar tail.
+        for (int64_t ow = 0; ow < g.Wo; ow += L::width) {
+            const int64_t at = std::min(ow, g.Wo - L::width);
+            L::store(dst + at, L::load(row_best + at));
+            PoolRow<V>::store_winners(win + at, first + static_cast<int32_t>(at),
+                                      L::load(row_offsets + at), 1);
+        }
+        return;
+    }
+    for (int64_t ow = 0; ow < g.Wo; ++ow) {
+        int32_t offset;  // the low 32 bits of the lane: x86 is little-endian
+        std::memcpy(&offset, row_offsets + ow * s, sizeof offset);
+        dst[ow] = row_best[ow * s];
+        win[ow] = first + static_cast<int32_t>(ow * s) + offset;
+    }
+}
+
+// The windows of `planes` planes one after another (a stack of rows: row t is row t % H of
+// plane t / H), a band of rows at a time: each entry's row maximum over the window's
+// width, then each entry's maximum of those over the window's height (the first maximum
+// in row-major order: the first of its rows' first maxima), at every entry of the band,
+// long vectors along the stack. Then each output row's windows picked out: at stride 1
+// a row of the band, at stride s every s-th entry of every s-th row. The windows across
+// two planes are computed and not read.
+template <typename V, bool Relu, typename S = typename Lanes<V>::Scalar>
+void stacked_planes(const AvgPoolPlane& g, int64_t planes, const S* src, S* dst, int32_t* win) {
+    const int64_t ph = g.pool_height, pw = g.pool_width, s = g.stride;
+    const int64_t rows = planes * g.H - ph + 1;  // the top rows of windows
+    const int64_t band = kBand / g.W - ph + 1;
+    S best[kBand], offsets[kBand];
+    for (int64_t t0 = 0; t0 < rows; t0 += band) {
+        const int64_t n = std::min(band, rows - t0);
+        row_maxima<V, Relu>(src + t0 * g.W, pw, (n + ph - 1) * g.W - pw + 1, best, offsets);
+        column_maxima<V>(g.W, ph, n * g.W - pw + 1, best, offsets);
+        for (int64_t plane = t0 / g.H; plane * g.H < t0 + n; ++plane) {
+            for (int64_t oh = 0; oh < g.Ho; ++oh) {
+                const int64_t t = plane * g.H + oh * s;  // a row of the stack
+                if (t < t0 || t >= t0 + n) continue;
+                pick_row<V>(g, best + (t - t0) * g.W, offsets + (t - t0) * g.W, oh,
+                            dst + (plane * g.Ho + oh) * g.Wo, win + (plane * g.Ho + oh) * g.Wo);
+            }
+        }
+    }
+}
+
 }  // namespace
 
 int64_t max_pool_row_2x2_avx2(int64_t Wo, int32_t row_start, int32_t W, const float* r0,
@@ -213,7 +339,6 @@ int64_t max_pool_row_2x2_avx2(int64_t Wo, int32_t row_start, int32_t W, const do
     return row_2x2<__m256d>(Wo, row_start, W, r0, r1, dst, win, relu);
 }
 
-
 void max_pool_plane_avx2(const AvgPoolPlane& g, const float* src, float* dst, int32_t* win,
                          bool relu) {
     plane<__m256>(g, src, dst, win, relu);
@@ -222,6 +347,17 @@ void max_pool_plane_avx2(const AvgPoolPlane& g, const float* src, float* dst, in
 void max_pool_plane_avx2(const AvgPoolPlane& g, const double* src, double* dst, int32_t* win,
                          bool relu) {
     plane<__m256d>(g, src, dst, win, relu);
+}
+
+void max_pool_planes_avx2(const AvgPoolPlane& g, int64_t planes, const float* src, float* dst,
+                          int32_t* win, bool relu) {
+    (relu ? stacked_planes<__m256, true> : stacked_planes<__m256, false>)(g, planes, src, dst, win);
+}
+
+void max_pool_planes_avx2(const AvgPoolPlane& g, int64_t planes, const double* src, double* dst,
+                          int32_t* win, bool relu) {
+    (relu ? stacked_planes<__m256d, true> : stacked_planes<__m256d, false>)(g, planes, src, dst,
+                                                                             win);
 }
 
 }  // namespace graphnet

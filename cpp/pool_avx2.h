@@ -30,4 +30,12 @@ void max_pool_plane_avx2(const AvgPoolPlane& g, const float* src, float* dst, in
 void max_pool_plane_avx2(const AvgPoolPlane& g, const double* src, double* dst, int32_t* win,
                          bool relu);
 
+// `planes` (H, W) planes one after another of max_pool_forward with any window and stride
+// (as max_pool_plane_avx2), where stacks(g, g.W) (avg_pool_plane.h: a band holds a window's
+// rows).
+void max_pool_planes_avx2(const AvgPoolPlane& g, int64_t planes, const float* src, float* dst,
+                          int32_t* win, bool relu);
+void max_pool_planes_avx2(const AvgPoolPlane& g, int64_t planes, const double* src, double* dst,
+                          int32_t* win, bool relu);
+
 }  // namespace graphnet

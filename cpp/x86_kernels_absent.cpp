@@ -236,6 +236,12 @@ void max_pool_plane_avx2(const AvgPoolPlane&, const float*, float*, int32_t*, bo
 void max_pool_plane_avx2(const AvgPoolPlane&, const double*, double*, int32_t*, bool) {
     absent("max_pool_plane_avx2");
 }
+void max_pool_planes_avx2(const AvgPoolPlane&, int64_t, const float*, float*, int32_t*, bool) {
+    absent("max_pool_planes_avx2");
+}
+void max_pool_planes_avx2(const AvgPoolPlane&, int64_t, const double*, double*, int32_t*, bool) {
+    absent("max_pool_planes_avx2");
+}
 int64_t pointwise_forward_avx512(Pointwise, int64_t, const float*, float*) {
     absent("pointwise_forward_avx512");
 }

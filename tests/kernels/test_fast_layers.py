@@ -594,6 +594,30 @@ def test_max_pool_windows_of_whole_rows(
         assert same, (out[n, c, i, 0], seen[n, c, i * stride + a, b])
 
 
+def assert_pools_as_the_loops(x, ph, pw, stride, relu_first, threads):
+    """_C.max_pool_forward on each number of threads: the same bits every time, and each
+    window's winner and maximum those of pool_winner on x (on relu(x) with relu_first)."""
+    before = _C.get_num_threads()
+    try:
+        results = []
+        for count in threads:
+            _C.set_num_threads(count)
+            results.append(_C.max_pool_forward(x, ph, pw, stride, relu_first))
+    finally:
+        _C.set_num_threads(before)
+    out, winners = results[0]
+    for again in results[1:]:
+        assert out.tobytes() == again[0].tobytes()
+        np.testing.assert_array_equal(winners, again[1])
+    seen = relu_of(x) if relu_first else x
+    W = x.shape[3]
+    for n, c, i, j in np.ndindex(*out.shape):
+        top, left = i * stride, j * stride
+        a, b = pool_winner(seen[n, c, top : top + ph, left : left + pw])
+        assert winners[n, c, i, j] == (top + a) * W + left + b
+        assert out[n, c, i, j].tobytes() == seen[n, c, top + a, left + b].tobytes()
+
+
 @settings(max_examples=80, deadline=None)
 @given(
     N=st.integers(1, 2),
@@ -617,22 +641,32 @@ def test_max_pool_any_window_side_by_side_is_the_loops(
     thread and two."""
     ph, pw = min(ph, H), min(pw, W)
     x = pool_input((N, C, H, W), dtype, specials, seed)
-    before = _C.get_num_threads()
-    try:
-        _C.set_num_threads(1)
-        out, winners = _C.max_pool_forward(x, ph, pw, stride, relu_first)
-        _C.set_num_threads(2)
-        again = _C.max_pool_forward(x, ph, pw, stride, relu_first)
-    finally:
-        _C.set_num_threads(before)
-    assert out.tobytes() == again[0].tobytes()
-    np.testing.assert_array_equal(winners, again[1])
-    seen = relu_of(x) if relu_first else x
-    for n, c, i, j in np.ndindex(*out.shape):
-        top, left = i * stride, j * stride
-        a, b = pool_winner(seen[n, c, top : top + ph, left : left + pw])
-        assert winners[n, c, i, j] == (top + a) * W + left + b
-        assert out[n, c, i, j].tobytes() == seen[n, c, top + a, left + b].tobytes()
+    assert_pools_as_the_loops(x, ph, pw, stride, relu_first, threads=(1, 2))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    planes=st.integers(1, 40),
+    H=st.integers(1, 9),
+    W=st.integers(12, 70),
+    ph=st.integers(1, 5),
+    pw=st.integers(1, 5),
+    stride=st.integers(1, 4),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    specials=st.sampled_from(["none", "nan", "zeros"]),
+    relu_first=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_max_pool_stacks_of_planes_are_the_loops(
+    planes, H, W, ph, pw, stride, dtype, specials, relu_first, seed
+):
+    """Wide rows of small odd planes, many of them (the stacks of planes: bands of rows
+    across planes, rows of 12 and more outputs at stride 1, strides of 3 and more, rows of a
+    few outputs) against the loops: the same winners and bits with ties, NaNs and -0.0, and
+    the same on one, two and three threads."""
+    ph, pw = min(ph, H), min(pw, W)
+    x = pool_input((1, planes, H, W), dtype, specials, seed)
+    assert_pools_as_the_loops(x, ph, pw, stride, relu_first, threads=(1, 2, 3))
 
 
 @settings(max_examples=60, deadline=None)
