@@ -148,7 +148,6 @@ void im2col(const ConvGeometry& g, const T* x, T* cols, int64_t ld) {
     });
 }
 
-// Overwrites x (one image, C*H*W) with the sum of the columns that read each pixel.
 // col2im for output rows under kGatherCol2imMaxRow positions: each pixel's sum gathered
 // from the columns that read it, written once. col2im's adds of short lines (a 5x5 layer's
 // dx on 2 x 3 outputs: lines of 3 floats, each tap's overlapping the last's one column
@@ -221,6 +220,7 @@ class Col2imGather {
     std::vector<int32_t> tap_, position_;
 };
 
+// Overwrites x (one image, C*H*W) with the sum of the columns that read each pixel.
 template <typename T>
 void col2im(const ConvGeometry& g, const T* cols, int64_t ld, T* x) {
     std::fill(x, x + g.C * g.H * g.W, T(0));

@@ -246,11 +246,6 @@ void check_winners(const int32_t* winners, int64_t count, int64_t H, int64_t W) 
     }
 }
 
-namespace {
-
-
-}  // namespace
-
 template <typename T>
 bool max_pool_backward(int64_t planes, int64_t H, int64_t W, int64_t Ho, int64_t Wo,
                        const T* dout, const int32_t* winners, T* dx) {
