@@ -2,6 +2,7 @@
 
     python benchmarks/bench_small_step.py [--models res_strided,modern] [--batch 1]
                                           [--rounds 200] [--top 12]
+    python benchmarks/bench_small_step.py --parts [--models ...] [--batch 1] [--rounds 30]
     python benchmarks/bench_small_step.py --callgrind [--models ...] [--batch 1]
 
 On one thread, in CPU time, for each network of benchmarks/zoo_models.py (a zoo or
@@ -16,6 +17,12 @@ student network's name, or random-SEED-INDEX; float32):
 - each step of that walk timed twice in a row: its first call, as the walk runs it, and
   the same call again at once (the step's inputs and code then in cache). The top
   --top steps by first call are printed, and the sums.
+
+--parts times, in turns (min of --rounds blocks of 20 calls), what a step runs around
+its walks: the whole Solver-style step, `model.loss` alone, the graph's two walks alone
+(`run_forward` and `run_backward` of the plans the loss ran, no feed, plan lookup or
+gradient dict), `graph.grads`, the update loop (reading and assigning each param) and
+the bare `_C.update_step` per param.
 
 --callgrind instead counts the instructions of one training step as bench_zoo.py runs
 it (`model.loss(X, y)`, then `optim.adam` per param, the result assigned back) under
@@ -113,6 +120,45 @@ def zoo_steps(name, batch, steps):
                                                          configs[key])
 
 
+def parts_us(model, X, y, rounds):
+    """{part: min us per call over `rounds` blocks of 20 calls, the parts in turns}."""
+    graph, configs = model.graph, {key: {"learning_rate": 1e-3} for key in model.params}
+    _, grads = model.loss(X, y)
+    executor, store = graph.executor, graph.store
+    forward, record = executor.last_forward, store.last_backward
+
+    def walks():
+        executor.run_forward(forward, [])
+        executor.run_backward(record.plan, record.seed, store, [])
+
+    def update():
+        for key in model.params:
+            model.params[key], configs[key] = optim.adam(model.params[key], grads[key],
+                                                         configs[key])
+
+    params = [(value, grads[key], configs[key]) for key, value in model.params.items()]
+
+    def bare_update():
+        for w, dw, config in params:
+            _C.update_step("adam", w, dw, config)
+
+    def step():
+        model.loss(X, y)
+        update()
+
+    parts = {"step": step, "model.loss": lambda: model.loss(X, y), "the walks": walks,
+             "graph.grads": lambda: graph.grads, "update loop": update,
+             "bare update_step": bare_update}
+    best = dict.fromkeys(parts, float("inf"))
+    for _ in range(rounds):
+        for label, part in parts.items():
+            start = time.process_time()
+            for _ in range(20):
+                part()
+            best[label] = min(best[label], (time.process_time() - start) / 20 * 1e6)
+    return best
+
+
 def instructions_per_step(name, batch):
     """(instructions of 12 steps - of 2 steps) / 10, each run under callgrind."""
     counts = []
@@ -135,6 +181,8 @@ def main():
     parser.add_argument("--top", type=int, default=12)
     parser.add_argument("--callgrind", action="store_true",
                         help="count the instructions of a training step under valgrind")
+    parser.add_argument("--parts", action="store_true",
+                        help="time the step's parts around its walks, in turns")
     parser.add_argument("--steps", type=int, help=argparse.SUPPRESS)  # for --callgrind
     args = parser.parse_args()
     _C.set_num_threads(1)
@@ -151,6 +199,10 @@ def main():
         X, y = batch_of(spec, args.batch, np.float32, np.random.default_rng(0))
         print(f"{name}, batch {args.batch}, float32, {len(model.params)} params, "
               f"{sum(p.size for p in model.params.values())} weights")
+        if args.parts:
+            print("  " + ", ".join(f"{label} {us:.1f}" for label, us in
+                                   parts_us(model, X, y, args.rounds).items()) + " us")
+            continue
         us, faults, system = loss_alone(model, X, y, args.rounds)
         print(f"  model.loss alone: {us:.0f} us a call, {faults:.1f} page faults, "
               f"{system:.0f} us of it in the system")

@@ -152,7 +152,9 @@ class Executor:
     def forward_behind(self, node) -> Optional[Plan]:
         """The forward plan whose walk last computed `node`'s value (None if none has since
         the graph last changed)."""
-        self._drop_outdated()
+        last = self.last_forward  # the latest walk of all: if it computed node, it is the one
+        if last is not None and node.index in last.writes:
+            return last
         plans = [
             p
             for p in self._plans.values()

@@ -428,8 +428,7 @@ class Graph(GateBuilders):
     @property
     def grads(self) -> Dict[str, Any]:
         """name -> gradient of every param, after a backward."""
-        grad = self.store.grad
-        return {name: grad(index) for name, index in self.param_slots().items()}
+        return self.store.grads_of(self.param_slots())
 
     def param_slots(self) -> Dict[str, int]:
         """name -> store index of every param, in the order they were built. Kept until

@@ -82,6 +82,15 @@ class ValueStore:
         item = self.grads[index]
         return self._compute("grad", index) if item is DEFERRED else item
 
+    def grads_of(self, slots: Dict[str, int]) -> Dict[str, Any]:
+        """name -> grad(index) for each (name, index) of `slots`: a training step reads
+        every param's, and the list read inline costs half of a grad() call per param."""
+        grads = self.grads
+        return {
+            name: grad if (grad := grads[index]) is not DEFERRED else self._compute("grad", index)
+            for name, index in slots.items()
+        }
+
     def cache(self, index: int) -> Any:
         item = self.caches[index]
         return self._compute("cache", index) if item is DEFERRED else item

@@ -122,6 +122,26 @@ class PairPass(FusionPass):
         ]
 
 
+class once:
+    """`compute` called on the first call, its result returned then and on every later call
+    (a deferred entry's: the fused steps leave several entries to one gate call). What
+    functools.cache does for a function of no arguments, made at 0.2 us instead of its 1.9
+    (an lru_cache wrapper and its update_wrapper): the fused steps make one or two on every
+    walk. A call that raises keeps nothing, as functools.cache's."""
+
+    __slots__ = ("_compute", "_result")
+
+    def __init__(self, compute: Callable[[], Any]) -> None:
+        self._compute: Any = compute
+
+    def __call__(self) -> Any:
+        compute = self._compute
+        if compute is not None:
+            self._result = compute()
+            self._compute = None  # what it read is no longer held
+        return self._result
+
+
 def kept(node: Any, value: Any) -> Any:
     """`value` as a deferred entry computed later must see it: a source's array (an input
     batch, a param) may be refilled or updated in place before then, so it is copied; a

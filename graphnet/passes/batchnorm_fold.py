@@ -25,15 +25,13 @@ fc_bn), and folding into the affine's weights needs a copy of them for the defer
 affine, which costs more than the batchnorm.
 """
 
-import functools
-
 import numpy as np
 
 from ..core.plan import Step
 from ..kernels import fast
 from . import conv_chain
 from .conv_activation import kernel_activation
-from .base import FusionPass, kept, readers, register_pass
+from .base import FusionPass, kept, once, readers, register_pass
 
 
 @register_pass
@@ -153,7 +151,7 @@ def defer_conv(conv, store, shape):
     """Leave the conv's value (of `shape`) and cache to its gate, on copies of what it reads
     now; returns the function giving the gate's (out, cache)."""
     inputs = [kept(node, store.values[node.index]) for node in conv.inputs]
-    produced = functools.cache(lambda: conv.gate.forward(*inputs))
+    produced = once(lambda: conv.gate.forward(*inputs))
     store.defer("value", conv.index, lambda: produced()[0], shape)
     store.defer("cache", conv.index, lambda: produced()[1])
     return produced
@@ -165,9 +163,7 @@ def defer_norm_cache(norm, store, normalizes):
     gate's (out, cache)."""
     gamma, beta = (np.array(store.values[i.index]) for i in norm.inputs[1:])
     frozen = {key: np.array(value) for key, value in store.states[norm.index].items()}
-    normalized = functools.cache(
-        lambda: norm.gate.forward(dict(frozen), False, normalizes(), gamma, beta)
-    )
+    normalized = once(lambda: norm.gate.forward(dict(frozen), False, normalizes(), gamma, beta))
     store.defer("cache", norm.index, lambda: normalized()[1])
     return normalized
 

@@ -17,12 +17,10 @@ pooling); in eval mode the fold with the leaky relu in the conv kernel
 gate.
 """
 
-import functools
-
 from ..core.plan import Step
 from ..kernels import fast
 from . import batchnorm_fold, conv_chain, relu_pool
-from .base import FusionPass, readers, register_pass
+from .base import FusionPass, once, readers, register_pass
 
 
 @register_pass
@@ -104,7 +102,7 @@ def _forward(conv, norm, relu, pool):
         shape = conv.gate.shape(*(store.values[i.index].shape for i in conv.inputs))
         produced = batchnorm_fold.defer_conv(conv, store, shape)
         normalized = batchnorm_fold.defer_norm_cache(norm, store, lambda: produced()[0])
-        relu_outputs = functools.cache(lambda: relu.gate.forward(normalized()[0]))
+        relu_outputs = once(lambda: relu.gate.forward(normalized()[0]))
         store.defer("value", norm.index, lambda: normalized()[0], shape)
         store.defer("value", relu.index, lambda: relu_outputs()[0], shape)
         store.defer("cache", relu.index, lambda: relu_outputs()[1])

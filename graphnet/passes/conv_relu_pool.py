@@ -21,12 +21,9 @@ and a window the relu blocks adds nothing to them even if its upstream gradient 
 infinite (gate by gate, 0 * inf makes a NaN).
 """
 
-import functools
-
-
 from ..core.plan import Step
 from ..kernels import _C, fast
-from .base import FusionPass, kept, readers, register_pass
+from .base import FusionPass, kept, once, readers, register_pass
 
 
 @register_pass
@@ -95,8 +92,8 @@ def _forward(conv, relu, pool):
         # What is computed when read sees the inputs as they are now (kept: copies of the
         # sources, which the optimizer or a training loop may update in place).
         inputs = tuple(kept(node, a) for node, a in zip(conv.inputs, (x, w, b)))
-        conv_outputs = functools.cache(lambda: conv.gate.forward(*inputs))
-        relu_outputs = functools.cache(lambda: relu.gate.forward(conv_outputs()[0]))
+        conv_outputs = once(lambda: conv.gate.forward(*inputs))
+        relu_outputs = once(lambda: relu.gate.forward(conv_outputs()[0]))
         shape = conv.gate.shape(*(a.shape for a in inputs))
         store.defer("value", conv.index, lambda: conv_outputs()[0], shape)
         store.defer("cache", conv.index, lambda: conv_outputs()[1])
@@ -117,9 +114,9 @@ def _backward(conv, relu, pool):
         def unpool(grad):
             return pool.gate.backward(grad, pool_cache, (True,))[0]
 
-        relu_grad = functools.cache(lambda: unpool(dpool))
+        relu_grad = once(lambda: unpool(dpool))
 
-        @functools.cache
+        @once
         def conv_grad():
             # The relu passes the gradient where the conv's output is positive; where the
             # gradient is not zero, that is at a winner whose window's pooled value is

@@ -57,14 +57,12 @@ kernels' time (gelu's arithmetic, not memory, bounds both) and whole steps 0.99-
 gates' (docs/performance/kernels.md, the modern network).
 """
 
-import functools
-
 import numpy as np
 
 from ..core.plan import Step
 from ..kernels import norm as norm_kernels
 from . import batchnorm_fold, norm_relu
-from .base import FusionPass, PairPass, kept, readers, register_pass
+from .base import FusionPass, PairPass, kept, once, readers, register_pass
 
 #: The activations each norm's kernel applies (norm.op: activation ops).
 ACTIVATIONS = {
@@ -154,7 +152,7 @@ def _copied(state):
 def _defer_activation(store, norm, act, shape=None):
     """The activation's cache, its gate's on the deferred groupnorm value, read when asked
     (a fused backward never reads it); with `shape` its value too, from the same call."""
-    gate_forward = functools.cache(lambda: act.gate.forward(store.value(norm.index)))
+    gate_forward = once(lambda: act.gate.forward(store.value(norm.index)))
     store.defer("cache", act.index, lambda: gate_forward()[1], lazy=True)
     if shape is not None:
         store.defer("value", act.index, lambda: gate_forward()[0], shape)

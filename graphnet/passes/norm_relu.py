@@ -80,15 +80,13 @@ left to relu_pool.py, which runs it on the pooled values only. Groupnorm -> relu
 norm_activation.py's, with its other activations.
 """
 
-import functools
-
 import numpy as np
 
 from ..core.plan import Step
 from ..gates.base import unbroadcast
 from ..kernels import norm as norm_kernels
 from . import batchnorm_fold, relu_pool
-from .base import FusionPass, PairPass, kept, readers, register_pass
+from .base import FusionPass, PairPass, kept, once, readers, register_pass
 
 NORMS = ("batchnorm", "spatial_batchnorm", "layernorm")
 #: The norms whose kernel adds a skip before its relu (NormAddRelu).
@@ -336,20 +334,18 @@ def forward_run(norm, relu, add=None, pool=None, keep=True):
             store.values[pool.index] = pooled
             store.caches[pool.index] = (values[0].shape, winners, pool.gate.attrs())
         inputs = [kept(node, value) for node, value in zip(norm.inputs, values)]
-        normalized = functools.cache(
-            lambda: _norm_forward(norm, frozen, training, inputs, False)[0]
-        )
+        normalized = once(lambda: _norm_forward(norm, frozen, training, inputs, False)[0])
         shape = values[0].shape
         store.defer("value", norm.index, normalized, shape)
         relu_input = normalized
         if add is not None:  # the add gate's of the norm's value and the skip as it is now
             addend = kept(skip, other)
             operands = lambda: (addend, normalized()) if skip_first else (normalized(), addend)  # noqa: E731
-            relu_input = functools.cache(lambda: add.gate.forward(*operands())[0])
+            relu_input = once(lambda: add.gate.forward(*operands())[0])
             store.defer("value", add.index, relu_input, shape)
             store.caches[add.index] = None
         if out is None:  # pooled only: the activation gate's, on its input when read
-            relu_outputs = functools.cache(lambda: relu.gate.forward(relu_input()))
+            relu_outputs = once(lambda: relu.gate.forward(relu_input()))
             store.defer("value", relu.index, lambda: relu_outputs()[0], shape)
             store.defer("cache", relu.index, lambda: relu_outputs()[1], lazy=True)
             return

@@ -26,7 +26,7 @@ import numpy as np
 from ..core.plan import Step
 from ..kernels import fast
 from ..kernels.norm import native
-from .base import FusionPass, kept, readers, register_pass
+from .base import FusionPass, kept, once, readers, register_pass
 
 
 @register_pass
@@ -82,7 +82,7 @@ def forward_run(relu, pool):
             store.values[pool.index], _ = relu.gate.forward(pooled)
             store.caches[pool.index] = _first_winners_where_blocked(pool, pooled, pool_cache)
         x_kept = kept(source, x)
-        relu_outputs = functools.cache(lambda: relu.gate.forward(x_kept))
+        relu_outputs = once(lambda: relu.gate.forward(x_kept))
         store.defer("value", relu.index, lambda: relu_outputs()[0], np.shape(x))
         store.defer("cache", relu.index, lambda: relu_outputs()[1])
 

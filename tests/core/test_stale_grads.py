@@ -9,6 +9,8 @@ import pytest
 
 import graphnet as gn
 from graphnet import viz
+from graphnet.core.store import ValueStore
+from graphnet.passes.base import once
 from graphnet.viz.draw import View
 
 from .test_executor import small_cnn
@@ -211,3 +213,46 @@ def test_grads_a_model_returned_and_the_gradcheck_are_unaffected():
     c.sum(c.tanh(c.multiply(u, v)))
     errors = gn.gradcheck(c, u=np.array([0.3, 0.7]))
     assert max(errors.values()) < 1e-7 and c["v"].grad is not None  # it walks last
+
+
+def test_a_backward_records_the_walk_that_computed_its_target_not_the_latest_walk():
+    g, feeds = two_branches()
+    g.run("loss", {"x": feeds["x"]})
+    loss_walk = g.executor.last_forward
+    g.run("side", z=feeds["z"])  # the latest walk, which does not compute the loss
+    assert g.executor.last_forward is not loss_walk
+    g.backward("loss")
+    assert g.store.last_backward.forward is loss_walk and g.shown_walk() is loss_walk
+    g.forward(feeds)  # computes the loss again: its walk is the one recorded now
+    g.backward("loss")
+    assert g.store.last_backward.forward is g.executor.last_forward is g.shown_walk()
+
+
+def test_grads_reads_each_param_gradient_and_computes_a_deferred_one_once():
+    store = ValueStore()
+    for _ in range(3):
+        store.grow()
+    store.grads[0], store.grads[2] = np.ones(2), None
+    calls = []
+    store.defer("grad", 1, lambda: calls.append(1) or np.full(2, 3.0))
+    grads = store.grads_of({"a": 0, "b": 1, "c": 2})
+    assert grads["a"] is store.grads[0] and grads["c"] is None
+    assert np.array_equal(grads["b"], [3.0, 3.0]) and store.grads[1] is grads["b"]
+    assert store.grads_of({"b": 1})["b"] is grads["b"] and calls == [1]
+    assert not store.is_deferred("grad", 1)
+
+
+def test_once_computes_on_the_first_call_and_again_only_after_a_failure():
+    calls = []
+
+    def compute():
+        calls.append(1)
+        if len(calls) == 1:
+            raise ValueError("first call fails")
+        return object()
+
+    value = once(compute)
+    with pytest.raises(ValueError):
+        value()
+    first = value()
+    assert value() is first and len(calls) == 2
