@@ -1,6 +1,7 @@
 """One sample through an affine layer: a row times a weight matrix, graphnet against PyTorch.
 
     python benchmarks/bench_row_product.py [--rounds 7] [--dtypes float32,float64] [--blas]
+                                           [--rows 1]
 
 At batch 1 an affine layer's forward is `x (1 x k) @ W (k x n) + b`: k * n multiply-adds
 on k * n weights, each read once, so its time is the time to read W. For the shapes of
@@ -13,6 +14,8 @@ caches: L2 (1 MB a core here) up to its size, L3 (32 MB) past it.
 
 --blas times BLAS's gemv (`_C.matmul` with `_C.set_avx512_matmul(False)`) in PyTorch's
 place: graphnet's own row kernel against the one it replaces, in the same process.
+--rows times a few samples at once, x (rows x k): W is still read once a call where
+graphnet's row kernel serves them in one pass (up to 4 rows, docs/performance/overhead.md).
 """
 import argparse
 import time
@@ -40,18 +43,19 @@ def main():
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--dtypes", default="float32,float64")
     parser.add_argument("--blas", action="store_true", help="BLAS's gemv as the peer")
+    parser.add_argument("--rows", type=int, default=1, help="samples in x")
     args = parser.parse_args()
     _C.set_num_threads(1)
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
     peer_name = "blas" if args.blas else "torch"
-    print("one row times W (k x n), one thread, CPU time, medians of "
+    print(f"{args.rows} row(s) times W (k x n), one thread, CPU time, medians of "
           f"{args.rounds} rounds (us; GB/s: W's bytes over the time)")
     print(f"{'dtype':8} {'k x n':>11} {'W MB':>6} {'graphnet':>9} {'GB/s':>5} "
           f"{peer_name:>8} {'GB/s':>5} {peer_name + '/graphnet':>15}")
     for dtype in map(np.dtype, args.dtypes.split(",")):
         for k, n in SHAPES:
-            x = rng.standard_normal((1, k)).astype(dtype)
+            x = rng.standard_normal((args.rows, k)).astype(dtype)
             w = rng.standard_normal((k, n)).astype(dtype)
             b = rng.standard_normal(n).astype(dtype)
             xt, wt, bt = torch.from_numpy(x), torch.from_numpy(w.T.copy()), torch.from_numpy(b)

@@ -484,86 +484,151 @@ void rows(int64_t row_begin, int64_t row_end, int64_t n, int64_t k, const T* a,
     }
 }
 
-// y += x[i0, i0 + Rows) * B's rows i0.. (n columns), for rows too wide for registers:
-// each vector of the rows' products summed in two chains (even rows, odd rows: half the
-// FMA latency a vector waits), their sum added to y's vector (in L1).
-template <typename T, int Rows>
-void add_rows(int64_t n, int64_t i0, const T* x, const T* b, int64_t ldb, T* y) {
-    using L = Lanes<T>;
-    constexpr int64_t W = L::kWidth;
-    typename L::Vec xi[Rows];
-    for (int r = 0; r < Rows; ++r) xi[r] = L::broadcast(x + i0 + r);
-    const T* rows = b + i0 * ldb;
-    for (int64_t j = 0; j < n; j += W) {
-        const __mmask16 lanes = first_lanes(n - j, W);
-        typename L::Vec even = L::zero(), odd = L::zero();
-        for (int r = 0; r < Rows; r += 2) {
-            even = L::fma(xi[r], L::load(rows + r * ldb + j, lanes), even);
-            if (r + 1 < Rows) odd = L::fma(xi[r + 1], L::load(rows + (r + 1) * ldb + j, lanes), odd);
-        }
-        L::store(y + j, lanes, L::add(L::load(y + j, lanes), L::add(even, odd)));
-    }
-}
-
-// row_times_narrow_matrix's blocks of rows: at least 64 rows each, at most 32 blocks, whose
-// sums wait in L1 (32 blocks of 16 vectors: 32 KB).
-constexpr int64_t kMaxBlocks = 32;
-constexpr int64_t kMinBlockRows = 64;
-
-// y = x * B where B's rows are Vectors vectors or fewer: the whole row's sums stay in
-// registers while B is read as one stream (the cache's prefetchers' best case). Within a
-// block of rows, sums over rows i = u mod Sums are kept apart and then added in u's order,
-// so that at least eight FMA chains are in flight however narrow the row; the blocks' sums
-// are added in their order at the end. So the blocks may be read last to first
-// (`backwards`) with the same result.
-template <typename T, int Vectors>
-void row_times_narrow_matrix(int64_t n, int64_t k, const T* x, const T* b, int64_t ldb, T* y,
-                             bool backwards) {
+// Y's R rows += X's R rows' entries [i0, i0 + Rows) times B's rows i0.. (n columns), for
+// rows too wide for registers: each vector of a row's products summed in two chains (even
+// rows, odd rows: half the FMA latency a vector waits), their sum added to y's vector (in
+// L1). Each vector of B is loaded once for the R rows of X.
+template <typename T, int Rows, int R>
+void add_rows(int64_t n, int64_t i0, const T* x, int64_t ldx, const T* b, int64_t ldb, T* y,
+              int64_t ldy) {
     using L = Lanes<T>;
     using Vec = typename L::Vec;
     constexpr int64_t W = L::kWidth;
-    constexpr int Sums = (8 + Vectors - 1) / Vectors;
-    const __mmask16 last = first_lanes(n - (Vectors - 1) * W, W);
-    const int64_t block_rows = std::max(kMinBlockRows, (k + kMaxBlocks - 1) / kMaxBlocks);
-    const int64_t blocks = (k + block_rows - 1) / block_rows;
-    Vec block_sums[kMaxBlocks][Vectors];
-    for (int64_t q = 0; q < blocks; ++q) {
-        const int64_t block = backwards ? blocks - 1 - q : q;
-        const int64_t end = std::min(k, (block + 1) * block_rows);
-        Vec acc[Sums][Vectors];
-        for (auto& sums : acc)
-            for (auto& v : sums) v = L::zero();
-        const auto add_row = [&](Vec(&sums)[Vectors], int64_t i) {
-            const Vec xi = L::broadcast(x + i);
-            const T* row = b + i * ldb;
-            for (int v = 0; v + 1 < Vectors; ++v) sums[v] = L::fma(xi, L::load(row + v * W), sums[v]);
-            sums[Vectors - 1] = L::fma(xi, L::load(row + (Vectors - 1) * W, last), sums[Vectors - 1]);
-        };
-        int64_t i = block * block_rows;
-        for (; i + Sums <= end; i += Sums)
-            for (int u = 0; u < Sums; ++u) add_row(acc[u], i + u);
-        for (; i < end; ++i) add_row(acc[0], i);
-        for (int v = 0; v < Vectors; ++v) {
-            Vec sum = acc[0][v];
-            for (int u = 1; u < Sums; ++u) sum = L::add(sum, acc[u][v]);
-            block_sums[block][v] = sum;
+    Vec xi[R][Rows];
+    for (int q = 0; q < R; ++q)
+        for (int r = 0; r < Rows; ++r) xi[q][r] = L::broadcast(x + q * ldx + i0 + r);
+    const T* rows = b + i0 * ldb;
+    for (int64_t j = 0; j < n; j += W) {
+        const __mmask16 lanes = first_lanes(n - j, W);
+        Vec even[R], odd[R];
+        for (int q = 0; q < R; ++q) even[q] = odd[q] = L::zero();
+        for (int r = 0; r < Rows; r += 2) {
+            const Vec b_even = L::load(rows + r * ldb + j, lanes);
+            for (int q = 0; q < R; ++q) even[q] = L::fma(xi[q][r], b_even, even[q]);
+            if (r + 1 < Rows) {
+                const Vec b_odd = L::load(rows + (r + 1) * ldb + j, lanes);
+                for (int q = 0; q < R; ++q) odd[q] = L::fma(xi[q][r + 1], b_odd, odd[q]);
+            }
         }
-    }
-    for (int v = 0; v < Vectors; ++v) {
-        Vec sum = L::zero();
-        for (int64_t block = 0; block < blocks; ++block) sum = L::add(sum, block_sums[block][v]);
-        L::store(y + v * W, v + 1 < Vectors ? first_lanes(W, W) : last, sum);
+        for (int q = 0; q < R; ++q) {
+            T* yq = y + q * ldy + j;
+            L::store(yq, lanes, L::add(L::load(yq, lanes), L::add(even[q], odd[q])));
+        }
     }
 }
 
-template <typename T, int... Vectors>
-constexpr auto narrow_kernels(std::integer_sequence<int, Vectors...>) {
-    using Kernel = void (*)(int64_t, int64_t, const T*, const T*, int64_t, T*, bool);
-    return std::array<Kernel, sizeof...(Vectors)>{row_times_narrow_matrix<T, Vectors + 1>...};
+// Y (R x n) = X (R x k, rows ldx apart) * B for rows too wide for registers.
+template <typename T, int R>
+void rows_times_wide_matrix(int64_t n, int64_t k, const T* x, int64_t ldx, const T* b,
+                            int64_t ldb, T* y, int64_t ldy) {
+    for (int q = 0; q < R; ++q)
+        for (int64_t j = 0; j < n; ++j) y[q * ldy + j] = T(0);
+    int64_t i = 0;
+    for (; i + 8 <= k; i += 8) add_rows<T, 8, R>(n, i, x, ldx, b, ldb, y, ldy);
+    for (; i < k; ++i) add_rows<T, 1, R>(n, i, x, ldx, b, ldb, y, ldy);
+}
+
+// rows_times_narrow_matrix's blocks of rows: at least 64 rows each, at most 32 blocks, whose
+// sums wait in L1 (32 blocks of 16 vectors: 32 KB a row of X).
+constexpr int64_t kMaxBlocks = 32;
+constexpr int64_t kMinBlockRows = 64;
+
+// Sums kept apart a row of X in rows_times_narrow_matrix: eight FMA chains or more.
+constexpr int narrow_sums(int vectors) { return (8 + vectors - 1) / vectors; }
+
+// Y (R x n) = X (R x k) * B where B's rows are Vectors vectors or fewer: the whole row's
+// sums stay in registers while B is read as one stream (the cache's prefetchers' best
+// case), each of its vectors loaded once for the R rows of X. Within a block of B's rows,
+// sums over rows i = u mod Sums are kept apart and then added in u's order, so that at
+// least eight FMA chains a row of X are in flight however narrow B's row; the blocks'
+// sums are added in their order at the end. So the blocks may be read last to first
+// (`backwards`) with the same result, and a row of X gets the same bits whatever R.
+template <typename T, int Vectors, int R>
+void rows_times_narrow_matrix(int64_t n, int64_t k, const T* x, int64_t ldx, const T* b,
+                              int64_t ldb, T* y, int64_t ldy, bool backwards) {
+    using L = Lanes<T>;
+    using Vec = typename L::Vec;
+    constexpr int64_t W = L::kWidth;
+    constexpr int Sums = narrow_sums(Vectors);
+    const __mmask16 last = first_lanes(n - (Vectors - 1) * W, W);
+    const int64_t block_rows = std::max(kMinBlockRows, (k + kMaxBlocks - 1) / kMaxBlocks);
+    const int64_t blocks = (k + block_rows - 1) / block_rows;
+    Vec block_sums[R][kMaxBlocks][Vectors];
+    for (int64_t p = 0; p < blocks; ++p) {
+        const int64_t block = backwards ? blocks - 1 - p : p;
+        const int64_t end = std::min(k, (block + 1) * block_rows);
+        Vec acc[R][Sums][Vectors];
+        for (auto& row_sums : acc)
+            for (auto& sums : row_sums)
+                for (auto& v : sums) v = L::zero();
+        const auto add_row = [&](int u, int64_t i) {
+            Vec xi[R];
+            for (int q = 0; q < R; ++q) xi[q] = L::broadcast(x + q * ldx + i);
+            const T* row = b + i * ldb;
+            for (int v = 0; v < Vectors; ++v) {
+                const Vec bv = v + 1 < Vectors ? L::load(row + v * W) : L::load(row + v * W, last);
+                for (int q = 0; q < R; ++q) acc[q][u][v] = L::fma(xi[q], bv, acc[q][u][v]);
+            }
+        };
+        int64_t i = block * block_rows;
+        for (; i + Sums <= end; i += Sums)
+            for (int u = 0; u < Sums; ++u) add_row(u, i + u);
+        for (; i < end; ++i) add_row(0, i);
+        for (int q = 0; q < R; ++q) {
+            for (int v = 0; v < Vectors; ++v) {
+                Vec sum = acc[q][0][v];
+                for (int u = 1; u < Sums; ++u) sum = L::add(sum, acc[q][u][v]);
+                block_sums[q][block][v] = sum;
+            }
+        }
+    }
+    for (int q = 0; q < R; ++q) {
+        for (int v = 0; v < Vectors; ++v) {
+            Vec sum = L::zero();
+            for (int64_t block = 0; block < blocks; ++block) sum = L::add(sum, block_sums[q][block][v]);
+            L::store(y + q * ldy + v * W, v + 1 < Vectors ? first_lanes(W, W) : last, sum);
+        }
+    }
 }
 
 // Rows of up to 16 vectors (256 float32, 128 float64) in registers.
 constexpr int kNarrowVectors = 16;
+// Rows of X a pass over B serves: for the narrow rows as many as keep every sum in
+// registers (at most 28 of the 32 vector registers for them), but one where B's row is a
+// single vector (4096 x 10 float32 at two rows: 7.3 us, against 5.1 on the tiles); four
+// for the wide ones.
+constexpr int kNarrowSumRegisters = 28;
+constexpr int kMaxPassRows = 4;
+
+constexpr int narrow_pass_rows(int vectors) {
+    return vectors == 1 ? 1
+                        : std::clamp(kNarrowSumRegisters / (narrow_sums(vectors) * vectors), 1,
+                                     kMaxPassRows);
+}
+
+template <typename T>
+using NarrowKernel = void (*)(int64_t, int64_t, const T*, int64_t, const T*, int64_t, T*,
+                              int64_t, bool);
+
+// narrow_kernels<T>(...)[Vectors - 1][R - 1]: rows_times_narrow_matrix for R up to
+// narrow_pass_rows(Vectors) (null past it).
+template <typename T, int Vectors, int... R>
+constexpr std::array<NarrowKernel<T>, kMaxPassRows> narrow_kernels_of(
+    std::integer_sequence<int, R...>) {
+    return {(R + 1 <= narrow_pass_rows(Vectors) ? rows_times_narrow_matrix<T, Vectors, R + 1>
+                                                 : nullptr)...};
+}
+
+template <typename T, int... Vectors>
+constexpr auto narrow_kernels(std::integer_sequence<int, Vectors...>) {
+    return std::array<std::array<NarrowKernel<T>, kMaxPassRows>, sizeof...(Vectors)>{
+        narrow_kernels_of<T, Vectors + 1>(std::make_integer_sequence<int, kMaxPassRows>{})...};
+}
+
+int64_t pass_rows(int64_t n, int64_t width) {
+    const int64_t vectors = (n + width - 1) / width;
+    return vectors <= kNarrowVectors ? narrow_pass_rows(static_cast<int>(vectors)) : kMaxPassRows;
+}
 
 // Whether to read B last row to first this time: the other way from its last read on this
 // thread, so that the rows read last, which are still in L2, are read first. A B a little
@@ -588,18 +653,30 @@ bool read_backwards(const void* b) {
 }
 
 template <typename T>
-void row_times_matrix(int64_t n, int64_t k, const T* x, const T* b, int64_t ldb, T* y) {
+void rows_times_matrix(int64_t m, int64_t n, int64_t k, const T* x, int64_t ldx, const T* b,
+                       int64_t ldb, T* y, int64_t ldy) {
     if (n <= 0) return;
     const int64_t vectors = (n + Lanes<T>::kWidth - 1) / Lanes<T>::kWidth;
     if (vectors <= kNarrowVectors) {
         static constexpr auto kernels =
             narrow_kernels<T>(std::make_integer_sequence<int, kNarrowVectors>{});
-        return kernels[vectors - 1](n, k, x, b, ldb, y, read_backwards(b));
+        for (int64_t i = 0; i < m;) {
+            const int64_t rows = std::min<int64_t>(m - i, narrow_pass_rows(int(vectors)));
+            kernels[vectors - 1][rows - 1](n, k, x + i * ldx, ldx, b, ldb, y + i * ldy, ldy,
+                                           read_backwards(b));
+            i += rows;
+        }
+        return;
     }
-    for (int64_t j = 0; j < n; ++j) y[j] = T(0);
-    int64_t i = 0;
-    for (; i + 8 <= k; i += 8) add_rows<T, 8>(n, i, x, b, ldb, y);
-    for (; i < k; ++i) add_rows<T, 1>(n, i, x, b, ldb, y);
+    using Wide = void (*)(int64_t, int64_t, const T*, int64_t, const T*, int64_t, T*, int64_t);
+    static constexpr Wide kWide[kMaxPassRows] = {
+        rows_times_wide_matrix<T, 1>, rows_times_wide_matrix<T, 2>,
+        rows_times_wide_matrix<T, 3>, rows_times_wide_matrix<T, 4>};
+    for (int64_t i = 0; i < m;) {
+        const int64_t rows = std::min<int64_t>(m - i, kMaxPassRows);
+        kWide[rows - 1](n, k, x + i * ldx, ldx, b, ldb, y + i * ldy, ldy);
+        i += rows;
+    }
 }
 
 // C (`columns` x `rows`, leading dimension ldc) = S^T, S (rows x columns) side by side:
@@ -688,14 +765,22 @@ void gemm_columns_through_transpose_avx512(int64_t col_begin, int64_t col_end, i
     columns_through_transpose(col_begin, col_end, m, k, a, lda, b, ldb, c, ldc, scratch);
 }
 
-void gemv_row_avx512(int64_t n, int64_t k, const float* x, const float* b, int64_t ldb,
-                     float* y) {
-    row_times_matrix(n, k, x, b, ldb, y);
+int64_t gemm_few_rows_per_pass_avx512(int64_t n, const float*) {
+    return pass_rows(n, Lanes<float>::kWidth);
 }
 
-void gemv_row_avx512(int64_t n, int64_t k, const double* x, const double* b, int64_t ldb,
-                     double* y) {
-    row_times_matrix(n, k, x, b, ldb, y);
+int64_t gemm_few_rows_per_pass_avx512(int64_t n, const double*) {
+    return pass_rows(n, Lanes<double>::kWidth);
+}
+
+void gemm_few_rows_avx512(int64_t m, int64_t n, int64_t k, const float* x, const float* b,
+                          int64_t ldb, float* y) {
+    rows_times_matrix(m, n, k, x, k, b, ldb, y, n);
+}
+
+void gemm_few_rows_avx512(int64_t m, int64_t n, int64_t k, const double* x, const double* b,
+                          int64_t ldb, double* y) {
+    rows_times_matrix(m, n, k, x, k, b, ldb, y, n);
 }
 
 }  // namespace graphnet

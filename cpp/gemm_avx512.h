@@ -92,19 +92,24 @@ void gemm_rows_grouped_avx512(int64_t row_begin, int64_t row_end, int64_t n, int
                               const double* a, int64_t lda, InnerGroups groups, const double* b,
                               int64_t ldb, double* c, int64_t ldc, bool accumulate);
 
-// y (n) = x (k) * B (k x n, rows ldb apart): one sample through an affine layer, B read
-// once. Rows of up to 16 vectors (256 float32, 128 float64) are summed whole in registers
-// in blocks of rows while B streams by, the same B read the other way on the next call
-// (what L2 kept of it first; the same bits); wider ones eight rows at a time into y (in
-// L1). One thread, one row, against OpenBLAS's gemv in turns in one process (`python
-// benchmarks/bench_row_product.py --blas`, medians of 5): float32 3072 x 100 1.63x its
-// speed, 3072 x 256 and 4096 x 256 1.28-1.29x, 8192 x 10 2.2x (sgemv's one FMA chain),
-// 3072 x 512, 512 x 512 and 300 x 700 0.99-1.00x (both at the cache's read rate); float64
-// 3072 x 100 1.57x, 4096 x 256 1.26x, 8192 x 10 2.1x, 3072 x 512 1.09x, 512 x 512 1.01x.
-// See docs/performance/overhead.md.
-void gemv_row_avx512(int64_t n, int64_t k, const float* x, const float* b, int64_t ldb,
-                     float* y);
-void gemv_row_avx512(int64_t n, int64_t k, const double* x, const double* b, int64_t ldb,
-                     double* y);
+// Y (m x n) = X (m x k, rows side by side) * B (k x n, rows ldb apart): a few samples
+// through an affine layer, B read once for up to four rows of X. Rows of up to 16 vectors
+// (256 float32, 128 float64) are summed whole in registers in blocks of rows while B
+// streams by, the same B read the other way on the next pass (what L2 kept of it first;
+// the same bits); wider ones eight rows at a time into Y (in L1). Each row of Y gets the
+// bits it gets alone (m = 1), whatever m. One thread, one row, against OpenBLAS's gemv in
+// turns in one process (`python benchmarks/bench_row_product.py --blas`, medians of 5):
+// float32 3072 x 100 1.63x its speed, 3072 x 256 and 4096 x 256 1.28-1.29x, 8192 x 10
+// 2.2x (sgemv's one FMA chain), 3072 x 512, 512 x 512 and 300 x 700 0.99-1.00x (both at
+// the cache's read rate); float64 3072 x 100 1.57x, 4096 x 256 1.26x, 8192 x 10 2.1x,
+// 3072 x 512 1.09x, 512 x 512 1.01x. See docs/performance/overhead.md.
+// More rows than gemm_few_rows_per_pass_avx512 (1 to 4: as many as the sums of a row of n
+// fit in registers, 4 for rows too wide for them) read B again for each pass.
+void gemm_few_rows_avx512(int64_t m, int64_t n, int64_t k, const float* x, const float* b,
+                          int64_t ldb, float* y);
+void gemm_few_rows_avx512(int64_t m, int64_t n, int64_t k, const double* x, const double* b,
+                          int64_t ldb, double* y);
+int64_t gemm_few_rows_per_pass_avx512(int64_t n, const float*);
+int64_t gemm_few_rows_per_pass_avx512(int64_t n, const double*);
 
 }  // namespace graphnet

@@ -153,11 +153,19 @@ void gemm_columns_through_transpose_avx512(int64_t, int64_t, int64_t, int64_t, c
                                            double*) {
     absent("gemm_columns_through_transpose_avx512");
 }
-void gemv_row_avx512(int64_t, int64_t, const float*, const float*, int64_t, float*) {
-    absent("gemv_row_avx512");
+int64_t gemm_few_rows_per_pass_avx512(int64_t, const float*) {
+    absent("gemm_few_rows_per_pass_avx512");
 }
-void gemv_row_avx512(int64_t, int64_t, const double*, const double*, int64_t, double*) {
-    absent("gemv_row_avx512");
+int64_t gemm_few_rows_per_pass_avx512(int64_t, const double*) {
+    absent("gemm_few_rows_per_pass_avx512");
+}
+void gemm_few_rows_avx512(int64_t, int64_t, int64_t, const float*, const float*, int64_t,
+                          float*) {
+    absent("gemm_few_rows_avx512");
+}
+void gemm_few_rows_avx512(int64_t, int64_t, int64_t, const double*, const double*, int64_t,
+                          double*) {
+    absent("gemm_few_rows_avx512");
 }
 void gemm_rows_grouped_avx512(int64_t, int64_t, int64_t, int64_t, const float*, int64_t,
                               InnerGroups, const float*, int64_t, float*, int64_t, bool) {

@@ -100,6 +100,22 @@ def test_the_avx512_kernel_runs_on_this_cpu():
         assert not _C.avx512_matmul_active()
 
 
+# Up to this many rows an untransposed product may take gemm_few_rows_avx512 (below),
+# whose sums run in an order of their own: the tiles' properties are checked past it.
+FEW_ROWS = 4
+
+
+def rows_a_pass(k, n, dtype):
+    """The rows of A that gemm_few_rows_avx512 serves in one pass over B (k x n); a B
+    within L1 (32 KB) goes to the tiles."""
+    if k * n * np.dtype(dtype).itemsize < 32 * 1024:
+        return 1
+    vectors = -(-n // (16 if dtype == np.float32 else 8))
+    if vectors > 16:
+        return FEW_ROWS
+    return 1 if vectors == 1 else min(FEW_ROWS, 28 // (-(-8 // vectors) * vectors))
+
+
 def assert_product(out, a, b, dtype):
     """Within the rounding of a k-term sum: |error| <= k * eps * sum |a_ik b_kj|."""
     k = a.shape[1]
@@ -109,12 +125,13 @@ def assert_product(out, a, b, dtype):
     assert np.all(np.abs(out - exact) <= bound + np.finfo(dtype).tiny)
 
 
-# Rows 1..9 and 17 cover the 8-row tile's remainders with B read in place, 64, 71 and 263
+# Rows 7..12 and 17 cover the 8-row tile's remainders with B read in place (up to 4 rows
+# run gemm_few_rows_avx512 instead: below), 64, 71 and 263
 # (past one 256-row chunk) with B's panels copied; columns the 16-float / 8-double
 # vectors' and the 3-vector panel's edges, 256 and 512 the rows 2 KB apart (copied at any
 # batch); k the 256-deep blocks' edges.
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("m", [1, 2, 7, 8, 9, 17, 64, 71, 263])
+@pytest.mark.parametrize("m", [1, 2, 7, 8, 9, 10, 11, 12, 17, 64, 71, 263])
 @pytest.mark.parametrize("n", [1, 7, 8, 9, 15, 16, 17, 24, 25, 33, 47, 48, 49, 100, 256, 512])
 def test_avx512_matmul_every_tile_remainder(dtype, m, n):
     rng = np.random.default_rng(m * 1000 + n)
@@ -200,31 +217,41 @@ def test_one_row_takes_the_vector_path(dtype, tol, transpose_a, transpose_b, n, 
     np.testing.assert_array_equal(results[0], results[1])
 
 
-# One row times B runs the AVX-512 row kernel (gemv_row_avx512): rows of up to 16 vectors
-# summed whole in registers (n up to 256 float32, 128 float64) in blocks of rows, with as
-# many sums over rows apart as eight FMA chains need; wider rows eight at a time, then one
-# at a time; k and n across those, the vectors' edges, the blocks' (64 rows, or k / 32)
-# and the narrow/wide boundary. The same B read again is read the other way (its rows
-# last read first): the calls below alternate, and each gives the same bits.
-@settings(max_examples=150, deadline=None)
+# One row times B runs the AVX-512 row kernel (gemm_few_rows_avx512): rows of up to 16
+# vectors summed whole in registers (n up to 256 float32, 128 float64) in blocks of rows,
+# with as many sums over rows apart as eight FMA chains need; wider rows eight at a time,
+# then one at a time; k and n across those, the vectors' edges, the blocks' (64 rows, or
+# k / 32) and the narrow/wide boundary. The same B read again is read the other way (its
+# rows last read first): the calls below alternate, and each gives the same bits. A few
+# rows (2 to 4, as many as one pass over B serves) times a B past L1 (32 KB) take it too,
+# B read once for them all: each row of the product is then the row's own, bit for bit,
+# whatever the rows beside it; rows past one pass take the tiles.
+@settings(max_examples=250, deadline=None)
 @given(
-    n=st.integers(0, 300),
+    m=st.integers(1, 6),
+    n=st.integers(0, 600),
     k=st.integers(0, 2500),
     dtype=st.sampled_from([np.float32, np.float64]),
     view=st.booleans(),
     seed=st.integers(0, 2**16),
 )
-@example(n=1, k=1, dtype=np.float64, view=False, seed=0)
-@example(n=512, k=3072, dtype=np.float64, view=True, seed=1)
-@example(n=100, k=3072, dtype=np.float32, view=False, seed=2)
-@example(n=10, k=8192, dtype=np.float32, view=True, seed=3)
-@example(n=256, k=9, dtype=np.float32, view=False, seed=4)
-@example(n=257, k=17, dtype=np.float32, view=False, seed=5)
-@example(n=129, k=7, dtype=np.float64, view=False, seed=6)
-@example(n=16, k=2049, dtype=np.float32, view=False, seed=7)
-def test_one_row_random_shapes_against_numpy_and_openblas(n, k, dtype, view, seed):
+@example(m=1, n=1, k=1, dtype=np.float64, view=False, seed=0)
+@example(m=1, n=512, k=3072, dtype=np.float64, view=True, seed=1)
+@example(m=1, n=100, k=3072, dtype=np.float32, view=False, seed=2)
+@example(m=1, n=10, k=8192, dtype=np.float32, view=True, seed=3)
+@example(m=1, n=256, k=9, dtype=np.float32, view=False, seed=4)
+@example(m=1, n=257, k=17, dtype=np.float32, view=False, seed=5)
+@example(m=1, n=129, k=7, dtype=np.float64, view=False, seed=6)
+@example(m=1, n=16, k=2049, dtype=np.float32, view=False, seed=7)
+@example(m=2, n=512, k=3072, dtype=np.float32, view=False, seed=8)
+@example(m=4, n=512, k=3072, dtype=np.float64, view=True, seed=9)
+@example(m=2, n=100, k=3072, dtype=np.float64, view=False, seed=10)
+@example(m=3, n=64, k=513, dtype=np.float32, view=False, seed=11)
+@example(m=2, n=10, k=4096, dtype=np.float64, view=False, seed=12)
+@example(m=3, n=257, k=40, dtype=np.float32, view=True, seed=13)
+def test_few_rows_random_shapes_against_numpy_and_openblas(m, n, k, dtype, view, seed):
     rng = np.random.default_rng(seed)
-    a = rng.standard_normal((1, k)).astype(dtype)
+    a = rng.standard_normal((m, k)).astype(dtype)
     b = rng.standard_normal((k, 2 * n))[:, ::2] if view else rng.standard_normal((k, n))
     b = b.astype(dtype, copy=False)
     bias = rng.standard_normal(n).astype(dtype)
@@ -232,15 +259,13 @@ def test_one_row_random_shapes_against_numpy_and_openblas(n, k, dtype, view, see
     assert_product(product, a, b, dtype)
     out = _C.matmul(a, b, bias=bias)
     np.testing.assert_array_equal(out, product + bias)  # the bias added after, as numpy does
-    before = _C.get_num_threads()
-    try:
-        for threads in (1, 3):
-            _C.set_num_threads(threads)
-            np.testing.assert_array_equal(_C.matmul(a, b, bias=bias), out)
-    finally:
-        _C.set_num_threads(before)
+    for result in on_threads(lambda: _C.matmul(a, b, bias=bias)):
+        np.testing.assert_array_equal(result, out)
+    if avx512_cpu() and 1 < m <= rows_a_pass(k, n, dtype):
+        alone = np.concatenate([_C.matmul(a[i : i + 1], b, bias=bias) for i in range(m)])
+        np.testing.assert_array_equal(out, alone)
     tol = 1e-12 if dtype == np.float64 else 1e-5
-    with avx512_matmul(False):  # OpenBLAS's gemv: the same numbers within rounding
+    with avx512_matmul(False):  # OpenBLAS's gemv and gemm: the same numbers within rounding
         np.testing.assert_allclose(out, _C.matmul(a, b, bias=bias), rtol=tol, atol=tol * k)
 
 
@@ -268,10 +293,10 @@ def test_avx512_transposed_products_every_edge(dtype, transposes, m, n, k):
     b, op_b = stored(rng, (k, n), transposes[1], dtype)
     out = _C.matmul(a, b, transpose_a=transposes[0], transpose_b=transposes[1])
     assert_product(out, op_a, op_b, dtype)
-    if _C.avx512_matmul_active():
+    if _C.avx512_matmul_active() and m > FEW_ROWS:
         # the same product as on the operands copied untransposed, bit for bit: each sum
         # runs over k in the same order whichever way its operands were stored (OpenBLAS,
-        # elsewhere, multiplies each layout with kernels of its own)
+        # elsewhere, multiplies each layout with kernels of its own; see FEW_ROWS)
         plain = _C.matmul(np.ascontiguousarray(op_a), np.ascontiguousarray(op_b))
         np.testing.assert_array_equal(out, plain)
 
@@ -325,7 +350,7 @@ def test_wide_input_gradient_through_the_transpose(m, n, k, dtype, seed):
     assert_product(results[0], dout, w.T, dtype)
     for other in results[1:]:
         np.testing.assert_array_equal(results[0], other)
-    if _C.avx512_matmul_active():
+    if _C.avx512_matmul_active() and m > FEW_ROWS:
         plain = _C.matmul(dout, np.ascontiguousarray(w.T))
         np.testing.assert_array_equal(results[0], plain)
 
@@ -361,7 +386,7 @@ def test_lone_columns_are_the_padded_products_bits(m, full, lone, k, transposes,
     assert_product(results[0], op_a, op_b, dtype)
     for other in results[1:]:
         np.testing.assert_array_equal(results[0], other)
-    if _C.avx512_matmul_active():
+    if _C.avx512_matmul_active() and m > FEW_ROWS:
         padded = np.zeros((k, (full + 1) * width), dtype)
         padded[:, :n] = op_b
         np.testing.assert_array_equal(results[0], _C.matmul(op_a, padded)[:, :n])
