@@ -248,8 +248,9 @@ void check_winners(const int32_t* winners, int64_t count, int64_t H, int64_t W) 
 
 namespace {
 
-// Planes of at most this many entries take unpool_small_planes.
-constexpr int64_t kSmallPlane = 100;
+// Planes of at most this many entries take unpool_small_planes: where 2x2 blocks of
+// winners may be (2 Ho <= H, 2 Wo <= W), and elsewhere (they only save a fill a plane).
+constexpr int64_t kSmallPlaneOfBlocks = 100, kSmallPlane = 64;
 
 // dx of `planes` small planes one after another, as max_unpool_plane writes them: the whole
 // stack zeroed at once, then each plane whose winners all lie in their windows' 2x2 blocks
@@ -294,7 +295,8 @@ bool max_pool_backward(int64_t planes, int64_t H, int64_t W, int64_t Ho, int64_t
                        const T* dout, const int32_t* winners, T* dx) {
     const int64_t in_plane = H * W, out_plane = Ho * Wo;
     std::atomic<bool> out_of_plane{false};
-    if (in_plane <= kSmallPlane) {
+    const bool blocks = 2 * Ho <= H && 2 * Wo <= W;
+    if (in_plane <= (blocks ? kSmallPlaneOfBlocks : kSmallPlane)) {
         // Pieces of whole planes, so overlapping windows add without races.
         const int64_t per_piece = std::max<int64_t>(1, 4 * kBand / in_plane);
         const int64_t pieces = (planes + per_piece - 1) / per_piece;
