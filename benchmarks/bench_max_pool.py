@@ -3,30 +3,23 @@ plane, on small and larger planes and the windows students pool with.
 
     python benchmarks/bench_max_pool.py [--planes 5x5,7x9,10x10] [--dtypes float32,float64]
 
-One thread, thread time, the fastest of `--rounds` blocks of `--calls` calls, ns a plane
-of x (64, 16, H, W): standard normal x, and dout for the forward's winners.
+One thread, the process's CPU time, the fastest of `--rounds` blocks of `--calls` calls,
+ns a plane of x (64, 16, H, W): standard normal x, and dout for the forward's winners.
 """
 
 import argparse
-import time
+import os
+import sys
 
 import numpy as np
 
 from graphnet.kernels import _C
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_attention import best_ms  # noqa: E402
+
 WINDOWS = [(2, 2, 2), (3, 3, 2), (2, 2, 1), (3, 3, 1), (3, 2, 3)]  # (height, width, stride)
 ROW = "{:<8} {:<8} {:<8} {:>12} {:>13}"
-
-
-def best_ns(fn, rounds, calls):
-    fn()
-    best = float("inf")
-    for _ in range(rounds):
-        start = time.thread_time_ns()
-        for _ in range(calls):
-            fn()
-        best = min(best, (time.thread_time_ns() - start) / calls)
-    return best
 
 
 def main():
@@ -48,13 +41,13 @@ def main():
                 x = rng.standard_normal((64, 16, H, W)).astype(dtype)
                 out, winners = _C.max_pool_forward(x, ph, pw, stride, False)
                 dout = rng.standard_normal(out.shape).astype(dtype)
-                forward = best_ns(
-                    lambda: _C.max_pool_forward(x, ph, pw, stride, False), args.rounds, args.calls
+                forward = best_ms(
+                    lambda: _C.max_pool_forward(x, ph, pw, stride, False), args.calls, args.rounds
                 )
-                backward = best_ns(
-                    lambda: _C.max_pool_backward(dout, winners, H, W), args.rounds, args.calls
+                backward = best_ms(
+                    lambda: _C.max_pool_backward(dout, winners, H, W), args.calls, args.rounds
                 )
-                per_plane = (f"{ns / (64 * 16):.1f}" for ns in (forward, backward))
+                per_plane = (f"{1e6 * ms / (64 * 16):.1f}" for ms in (forward, backward))
                 print(ROW.format(plane, f"{ph}x{pw} s{stride}", dtype, *per_plane))
 
 
