@@ -74,15 +74,12 @@ bool unpool_plane_2x2(int64_t H, int64_t W, int64_t Ho, int64_t Wo, const T* __r
     return true;
 }
 
-// dst (H x W) = zeros with each grad entry (Ho x Wo) added at its window's winner, in
-// order (a winner of overlapping windows sums theirs). A winner outside the plane is never
-// written; the result is then false (and dst unfinished).
+// Each of the out_plane grad entries added at its window's winner in dst (in_plane
+// entries), in order (a winner of overlapping windows sums theirs). A winner outside the
+// plane is never written; the result is then false.
 template <typename T>
-bool max_unpool_plane(int64_t H, int64_t W, int64_t Ho, int64_t Wo, const T* grad,
-                      const int32_t* win, T* dst) {
-    if (2 * Ho <= H && 2 * Wo <= W && unpool_plane_2x2(H, W, Ho, Wo, grad, win, dst)) return true;
-    const int64_t in_plane = H * W, out_plane = Ho * Wo;
-    std::fill(dst, dst + in_plane, T(0));
+bool scatter_unpool_plane(int64_t in_plane, int64_t out_plane, const T* grad, const int32_t* win,
+                          T* dst) {
     bool outside = false;
     for (int64_t o = 0; o < out_plane; ++o) {
         const bool inside = win[o] >= 0 && win[o] < in_plane;
@@ -90,6 +87,17 @@ bool max_unpool_plane(int64_t H, int64_t W, int64_t Ho, int64_t Wo, const T* gra
         if (inside) dst[win[o]] += grad[o];
     }
     return !outside;
+}
+
+// dst (H x W) = zeros with each grad entry (Ho x Wo) added at its window's winner, in
+// order (a winner of overlapping windows sums theirs). A winner outside the plane is never
+// written; the result is then false (and dst unfinished).
+template <typename T>
+bool max_unpool_plane(int64_t H, int64_t W, int64_t Ho, int64_t Wo, const T* grad,
+                      const int32_t* win, T* dst) {
+    if (2 * Ho <= H && 2 * Wo <= W && unpool_plane_2x2(H, W, Ho, Wo, grad, win, dst)) return true;
+    std::fill(dst, dst + H * W, T(0));
+    return scatter_unpool_plane(H * W, Ho * Wo, grad, win, dst);
 }
 
 }  // namespace

@@ -246,11 +246,69 @@ void check_winners(const int32_t* winners, int64_t count, int64_t H, int64_t W) 
     }
 }
 
+namespace {
+
+// Planes of at most this many entries take unpool_small_planes: where 2x2 blocks of
+// winners may be (2 Ho <= H, 2 Wo <= W), and elsewhere (they only save a fill a plane).
+constexpr int64_t kSmallPlaneOfBlocks = 100, kSmallPlane = 64;
+
+// dx of `planes` small planes one after another, as max_unpool_plane writes them: the whole
+// stack zeroed at once, then each plane whose winners all lie in their windows' 2x2 blocks
+// (where 2 Ho <= H and 2 Wo <= W) has each gradient stored at its winner, its bits as
+// unpool_plane_2x2 writes them (a -0 stays -0; no two windows share a block), and any
+// other plane's gradients are added at their winners (max_unpool_plane's scatter). Per
+// plane, the block writer's rows of two or three windows and a fill of a few entries cost
+// more than the entries. False if a winner lies outside its plane.
+template <typename T>
+bool unpool_small_planes(int64_t planes, int64_t H, int64_t W, int64_t Ho, int64_t Wo,
+                         const T* grad, const int32_t* win, T* dx) {
+    const int64_t in_plane = H * W, out_plane = Ho * Wo;
+    const bool blocks = 2 * Ho <= H && 2 * Wo <= W;
+    const auto down = static_cast<uint32_t>(W);
+    std::fill(dx, dx + planes * in_plane, T(0));
+    bool inside = true;
+    for (int64_t pl = 0; pl < planes; ++pl) {
+        const int32_t* w = win + pl * out_plane;
+        const T* g = grad + pl * out_plane;
+        T* d = dx + pl * in_plane;
+        uint32_t elsewhere = !blocks;
+        for (int64_t oh = 0; oh < Ho && blocks; ++oh) {
+            for (int64_t ow = 0; ow < Wo; ++ow) {  // as unpool_plane_2x2 tells
+                const uint32_t at = static_cast<uint32_t>(w[oh * Wo + ow]) -
+                                    static_cast<uint32_t>(2 * oh * W + 2 * ow);
+                elsewhere |= static_cast<uint32_t>(at > 1) & static_cast<uint32_t>(at - down > 1);
+            }
+        }
+        if (elsewhere) {
+            inside &= scatter_unpool_plane(in_plane, out_plane, g, w, d);
+        } else {
+            for (int64_t o = 0; o < out_plane; ++o) d[w[o]] = g[o];
+        }
+    }
+    return inside;
+}
+
+}  // namespace
+
 template <typename T>
 bool max_pool_backward(int64_t planes, int64_t H, int64_t W, int64_t Ho, int64_t Wo,
                        const T* dout, const int32_t* winners, T* dx) {
     const int64_t in_plane = H * W, out_plane = Ho * Wo;
     std::atomic<bool> out_of_plane{false};
+    const bool blocks = 2 * Ho <= H && 2 * Wo <= W;
+    if (in_plane <= (blocks ? kSmallPlaneOfBlocks : kSmallPlane)) {
+        // Pieces of whole planes, so overlapping windows add without races.
+        const int64_t per_piece = std::max<int64_t>(1, 4 * kBand / in_plane);
+        const int64_t pieces = (planes + per_piece - 1) / per_piece;
+        parallel_for_dynamic(team_size(pieces), pieces, 1, [&](int64_t piece) {
+            const int64_t first = piece * per_piece, count = std::min(per_piece, planes - first);
+            if (!unpool_small_planes(count, H, W, Ho, Wo, dout + first * out_plane,
+                                     winners + first * out_plane, dx + first * in_plane)) {
+                out_of_plane.store(true, std::memory_order_relaxed);
+            }
+        });
+        return !out_of_plane.load();
+    }
     // One thread owns a whole plane, so overlapping windows can add without races.
     parallel_for_dynamic(team_size(planes), planes, 8, [&](int64_t pl) {
         const int64_t at = pl * out_plane;

@@ -726,3 +726,62 @@ def test_max_pool_backward_on_any_winners_is_the_scatter(
     for dx in results:
         assert dx.dtype == dtype
         assert dx.tobytes() == expected.reshape(1, planes, H, W).tobytes()
+
+
+def backward_written_here(dout, winners, H, W):
+    """max_pool_backward's dx, plane by plane: where 2 Ho <= H, 2 Wo <= W and every winner
+    lies in its window's 2x2 block, each gradient's bits at its winner (the block writer);
+    else +0 plus the gradients at each winner in order (the scatter: a -0.0 becomes +0.0)."""
+    N, C, Ho, Wo = winners.shape
+    rows, columns = np.meshgrid(np.arange(Ho), np.arange(Wo), indexing="ij")
+    block = (2 * rows * W + 2 * columns).reshape(-1)
+    dx = np.zeros((N * C, H * W), dout.dtype)
+    for plane, (win, grad) in enumerate(
+        zip(winners.reshape(N * C, -1), dout.reshape(N * C, -1), strict=True)
+    ):
+        offsets = win - block
+        if 2 * Ho <= H and 2 * Wo <= W and np.isin(offsets, [0, 1, W, W + 1]).all():
+            dx[plane, win] = grad
+        else:
+            np.add.at(dx[plane], win, grad)
+    return dx.reshape(N, C, H, W)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    planes=st.sampled_from([1, 3, 90, 250]),
+    H=st.integers(1, 11),
+    W=st.integers(1, 11),
+    ph=st.integers(1, 4),
+    pw=st.integers(1, 4),
+    stride=st.integers(1, 3),
+    elsewhere=st.sampled_from([0.0, 0.05]),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 2**16),
+)
+def test_max_pool_backward_of_many_small_planes_is_the_scatter(
+    planes, H, W, ph, pw, stride, elsewhere, dtype, seed
+):
+    """Small planes, many of them (several to a piece of the stacked writer, pieces across
+    threads), any window: the winners of a forward with ties and NaNs, some moved anywhere
+    in their plane; dout with many -0.0 and a few NaNs of either sign. The bits of the
+    block writer or the scatter (backward_written_here), plane by plane, on one, two and
+    three threads."""
+    ph, pw = min(ph, H), min(pw, W)
+    rng = np.random.default_rng(seed)
+    x = pool_input((1, planes, H, W), dtype, "nan", seed)
+    _, winners = _C.max_pool_forward(x, ph, pw, stride, False)
+    moved = rng.random(winners.shape) < elsewhere
+    winners = np.where(moved, rng.integers(0, H * W, winners.shape), winners).astype(np.int32)
+    dout = rng.standard_normal(winners.shape).astype(dtype)
+    dout[rng.random(dout.shape) < 0.3] = -0.0
+    dout[rng.random(dout.shape) < 0.05] = np.nan
+    dout[rng.random(dout.shape) < 0.05] = -np.nan
+    expected = backward_written_here(dout, winners, H, W).tobytes()
+    before = _C.get_num_threads()
+    try:
+        for threads in (1, 2, 3):
+            _C.set_num_threads(threads)
+            assert _C.max_pool_backward(dout, winners, H, W).tobytes() == expected
+    finally:
+        _C.set_num_threads(before)
