@@ -29,8 +29,16 @@ int64_t end_real(int64_t s, int64_t phase, int64_t pad, int64_t size) {
 constexpr int64_t kGroupPositions = 96;
 constexpr int64_t kGroupFloats = 128 * 1024;
 
-int64_t images_per_call(int64_t positions, int64_t floats_per_image) {
-    const int64_t wanted = ceil_div(kGroupPositions, positions);
+// The packed weight gradient's (TapConv::pack) calls run over more positions: its tiles of
+// 6 taps x 1 vector add their sums to dw_t once a call, 6 rows F floats apart, with masked
+// loads and stores that wait on the last tile's (per pass, batch 64, one thread, against
+// 96: 45 -> 6 7x7 stride 2 @14x19 0.88x the time, 3 -> 6 7x7 @26x20 0.93x, 8 -> 8 3x3 @16
+// 0.92x; 768 a little faster on these, but 1.1x slower on images of 6 positions, 128 a call).
+constexpr int64_t kPackedDwGroupPositions = 384;
+
+int64_t images_per_call(int64_t positions, int64_t floats_per_image,
+                        int64_t group_positions = kGroupPositions) {
+    const int64_t wanted = ceil_div(group_positions, positions);
     return std::max<int64_t>(1, std::min(wanted, kGroupFloats / floats_per_image));
 }
 
@@ -240,8 +248,11 @@ PhaseWeightGradient::PhaseWeightGradient(const ConvGeometry& g)
       group_(images_per_call(g.positions(),
                              checked_add(planes_floats_,
                                          checked_mul(g.positions(), F_padded_, "conv phase dw"),
-                                         "conv phase dw"))),
-      offsets_(phase_offsets(g, Hs_, Ws_)) {}
+                                         "conv phase dw"),
+                             F_padded_ == kTapLanes && tap_pack(g.F) > 1 ? kPackedDwGroupPositions
+                                                                         : kGroupPositions)),
+      offsets_(phase_offsets(g, Hs_, Ws_)),
+      pack_(F_padded_ == kTapLanes ? tap_pack(g.F) : 1) {}
 
 int64_t PhaseWeightGradient::scratch_floats() const {
     // group_ images' planes, then their output gradients transposed (positions x F_padded)
@@ -267,13 +278,19 @@ void PhaseWeightGradient::images(const float* x, const float* dout, int64_t coun
         const float* next_dout = later > 0 ? dout + (first + images) * g_.F * P : after_dout;
         const TapConv t{g_.taps(), g_.F, F_padded_, g_.Ho * Ws_, g_.taps(), nullptr,
                         {{next_x, next_x ? next_images * image : 0},
-                         {next_dout, next_dout ? next_images * g_.F * P : 0}}};
+                         {next_dout, next_dout ? next_images * g_.F * P : 0}},
+                        pack_};
+        const int64_t packed_floats = g_.Ho * ceil_div(g_.Wo, pack_) * kTapLanes;  // an image's
         for (int64_t i = 0; i < images; ++i) {
             const int64_t n = first + i;
             split_phases(g_, Hs_, Ws_, x + n * image, scratch + i * planes_floats_);
-            tap_transpose_avx512(g_.F, P, dout + n * g_.F * P, P, dout_t + i * P * F_padded_,
-                                 F_padded_);
-            column_sums_avx512(P, g_.F, dout_t + i * P * F_padded_, F_padded_, db);
+            float* image_t = dout_t + i * P * F_padded_;
+            tap_transpose_avx512(g_.F, P, dout + n * g_.F * P, P, image_t, F_padded_);
+            column_sums_avx512(P, g_.F, image_t, F_padded_, db);
+            if (pack_ > 1) {
+                pack_dw_positions_avx512(g_.Ho, g_.Wo, g_.F, pack_, image_t,
+                                         dout_t + i * packed_floats);
+            }
         }
         tap_conv_dw_avx512(t, {images, planes_floats_, g_.Ho, g_.Wo, Ws_}, offsets_.data(),
                            scratch, dout_t, dw_t);

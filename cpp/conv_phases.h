@@ -81,6 +81,7 @@ class PhaseWeightGradient {
     ConvGeometry g_;
     int64_t s_, Hs_, Ws_, F_padded_, planes_floats_, group_;
     std::vector<int64_t> offsets_;
+    int64_t pack_;  // positions a row of the kernel's dout_t (TapConv::pack)
 };
 
 // dx (N x C x H x W) of the whole batch, on team_size(N) threads.

@@ -45,7 +45,8 @@ struct TapConv {
     // Output positions per row of out_t: 1, or on a layer of F <= kTapLanes / pack filters
     // (one vector, F_padded = kTapLanes, no map) 2 or 4, lane pack * f + j holding filter f
     // at position pack * q + j, whose inputs one broadcast of `pack` consecutive floats reads:
-    // one vector of 16 lanes on 3-8 filters left half to 13 in 16 of them idle.
+    // one vector of 16 lanes on 3-8 filters left half to 13 in 16 of them idle. The weight
+    // gradient's dout_t the same way (tap_conv_dw_avx512).
     int64_t pack = 1;
 };
 
@@ -98,9 +99,22 @@ struct TapDwPositions {
 
 // dw_t[t * F + f] += sum over images n and positions (r, x) of
 //   in[n * image_floats + offsets[t] + r * row + x]
-//   * dout_t[((n * rows + r) * cols + x) * F_padded + f].
+//   * dout_t[((n * rows + r) * cols + x) * F_padded + f];
+// with g.pack > 1 (F <= kTapLanes / pack, F_padded = kTapLanes), dout_t's rows instead hold
+// `pack` positions of a row each, as the forward's out_t: lane pack * f + j of row
+// (n * rows + r) * ceil(cols / pack) + k is filter f at position (r, pack * k + j), 0 past
+// cols (pack_dw_positions_avx512).
 void tap_conv_dw_avx512(const TapConv& g, const TapDwPositions& p, const int64_t* offsets,
                         const float* in, const float* dout_t, float* dw_t);
+
+// One image's rows of a weight gradient's dout_t (positions x kTapLanes, rows * cols of
+// them, filters f < F in the first lanes) regrouped as the packed kernel reads them
+// (tap_conv_dw_avx512 with TapConv::pack = pack): lane pack * f + j of row
+// r * ceil(cols / pack) + k from position (r, pack * k + j), 0 past cols and in the lanes
+// past pack * F; `to` may be `from` or before it (each row is written at or before the
+// rows it is read from, after they are read).
+void pack_dw_positions_avx512(int64_t rows, int64_t cols, int64_t F, int64_t pack,
+                              const float* from, float* to);
 
 // The pixels of a stride-2 input gradient's rows of one row phase, merged from its two
 // column phases' kernel outputs (positions x channels, positions `stride` floats apart):

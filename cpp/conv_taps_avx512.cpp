@@ -30,9 +30,10 @@ struct PackedLanes512 : Lanes512 {
     static_assert(Pack == 2 || Pack == 4, "2 or 4 positions a vector");
     static constexpr int kPack = Pack;
     static V broadcast(const float* p) {
-        if constexpr (Pack == 2) {
-            const __m128i two = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
-            return _mm512_castpd_ps(_mm512_broadcastsd_pd(_mm_castsi128_pd(two)));
+        if constexpr (Pack == 2) {  // (as a double: a vbroadcastsd from memory, one load)
+            double two;
+            __builtin_memcpy(&two, p, sizeof two);
+            return _mm512_castpd_ps(_mm512_set1_pd(two));
         } else {
             return _mm512_broadcast_f32x4(_mm_loadu_ps(p));
         }
@@ -294,6 +295,74 @@ void tap_dw(const TapConv& g, const TapDwPositions& pos, const int64_t* offsets,
     }
 }
 
+// The weight gradient of a layer of F <= 16 / Pack filters (TapConv::pack): lane Pack * f + j
+// of a row of dout_t holds filter f at position Pack * k + j of a row of the grid, so a tile
+// of kTapGroup taps sums Pack positions an FMA, each lane its own share of the positions,
+// and the Pack lanes of a filter are added together once, at the end. A row's last group
+// of cols % Pack positions reads its input through a mask: the pixels past the row's end
+// are another window's (or past the planes), where an inf times dout_t's 0 would be a nan.
+template <int Pack>
+void tap_dw_packed_tile(const TapConv& g, const TapDwPositions& pos, const int64_t* offsets,
+                        const float* in, const float* dout_t, float* dw_t, int64_t t0) {
+    using L = PackedLanes512<Pack>;
+    __m512 acc[kTapGroup];
+    const float* p[kTapGroup];
+#pragma GCC unroll 8
+    for (int i = 0; i < kTapGroup; ++i) {
+        p[i] = in + offsets[t0 + i < g.taps ? t0 + i : t0];
+        acc[i] = _mm512_setzero_ps();
+    }
+    const int64_t whole = pos.cols / Pack * Pack;  // the positions of a row in whole groups
+    const __mmask16 last = first_lanes(pos.cols - whole);  // (as loaded: the first lanes)
+    const float* d = dout_t;
+    for (int64_t n = 0; n < pos.images; ++n) {
+        for (int64_t r = 0; r < pos.rows; ++r) {
+            const int64_t first = n * pos.image_floats + r * pos.row;
+            for (int64_t x = first; x < first + whole; x += Pack, d += kTapLanes) {
+                const __m512 dv = _mm512_loadu_ps(d);
+#pragma GCC unroll 8
+                for (int i = 0; i < kTapGroup; ++i) {
+                    acc[i] = _mm512_fmadd_ps(L::broadcast(p[i] + x), dv, acc[i]);
+                }
+            }
+            if (last == 0) continue;
+            const __m512 dv = _mm512_loadu_ps(d);
+            d += kTapLanes;
+#pragma GCC unroll 8
+            for (int i = 0; i < kTapGroup; ++i) {
+                const __m512 v = _mm512_maskz_loadu_ps(last, p[i] + first + whole);
+                const __m512 xb = Pack == 2 ? _mm512_castpd_ps(_mm512_broadcastsd_pd(
+                                                  _mm512_castpd512_pd128(_mm512_castps_pd(v))))
+                                            : _mm512_shuffle_f32x4(v, v, 0);
+                acc[i] = _mm512_fmadd_ps(xb, dv, acc[i]);
+            }
+        }
+    }
+    // filter f's sum into lane Pack * f, then those lanes to the first F
+    const __mmask16 filters = first_lanes(g.F);
+    const __mmask16 firsts = Pack == 2 ? 0x5555 : 0x1111;
+#pragma GCC unroll 8
+    for (int i = 0; i < kTapGroup; ++i) {
+        if (t0 + i >= g.taps) break;
+        __m512 sum = _mm512_add_ps(acc[i], _mm512_permute_ps(acc[i], 0xB1));  // lane pairs
+        if constexpr (Pack == 4) sum = _mm512_add_ps(sum, _mm512_permute_ps(sum, 0x4E));
+        float* o = dw_t + (t0 + i) * g.F;
+        _mm512_mask_storeu_ps(o, filters,
+                              _mm512_add_ps(_mm512_maskz_loadu_ps(filters, o),
+                                            _mm512_maskz_compress_ps(firsts, sum)));
+    }
+}
+
+template <int Pack>
+void tap_dw_packed(const TapConv& g, const TapDwPositions& pos, const int64_t* offsets,
+                   const float* in, const float* dout_t, float* dw_t) {
+    Prefetcher prefetcher(g, (g.taps + kTapGroup - 1) / kTapGroup);
+    for (int64_t t0 = 0; t0 < g.taps; t0 += kTapGroup) {
+        tap_dw_packed_tile<Pack>(g, pos, offsets, in, dout_t, dw_t, t0);
+        prefetcher.step();
+    }
+}
+
 // Transposes the 16 x 16 block in r: afterwards r[k] holds what was column k. Pairs, then
 // pairs of pairs, then 128-bit quarters twice: 64 shuffles. (GCC 12's headers build these
 // shuffles on a deliberately undefined vector, which -Wmaybe-uninitialized flags.)
@@ -493,6 +562,33 @@ void merge_phase_pairs_avx512(const PhasePairs& p, int64_t channels, const float
     }
 }
 
+void pack_dw_positions_avx512(int64_t rows, int64_t cols, int64_t F, int64_t pack,
+                              const float* from, float* to) {
+    // lane l = pack * f + j takes lane f of the j-th position's row: of the first
+    // permute's pair (j = 0, 1) or, with pack 4, of the second's (j = 2, 3)
+    alignas(64) int32_t index[16];
+    for (int l = 0; l < 16; ++l) index[l] = static_cast<int32_t>(l / pack + 16 * (l % 2));
+    const __m512i pick = _mm512_load_si512(index);
+    const __mmask16 filters = first_lanes(pack * F), second_pair = 0xCCCC;
+    const int64_t groups = (cols + pack - 1) / pack;
+    for (int64_t r = 0; r < rows; ++r) {
+        const float* row = from + r * cols * kTapLanes;
+        for (int64_t k = 0; k < groups; ++k) {
+            __m512 at[4];
+            for (int64_t j = 0; j < pack; ++j) {
+                at[j] = pack * k + j < cols ? _mm512_loadu_ps(row + (pack * k + j) * kTapLanes)
+                                            : _mm512_setzero_ps();
+            }
+            __m512 lanes = _mm512_maskz_permutex2var_ps(filters, at[0], pick, at[1]);
+            if (pack == 4) {
+                lanes = _mm512_mask_blend_ps(
+                    second_pair, lanes, _mm512_maskz_permutex2var_ps(filters, at[2], pick, at[3]));
+            }
+            _mm512_storeu_ps(to + (r * groups + k) * kTapLanes, lanes);
+        }
+    }
+}
+
 void column_sums_avx512(int64_t rows, int64_t cols, const float* src, int64_t stride,
                         float* sums) {
     for (int64_t c0 = 0; c0 < cols; c0 += 64) {  // 4 vectors of columns: 4 chains of adds
@@ -561,6 +657,8 @@ void tap_conv_forward_avx512(const TapConv& g, const int64_t* offsets, const flo
 
 void tap_conv_dw_avx512(const TapConv& g, const TapDwPositions& p, const int64_t* offsets,
                         const float* in, const float* dout_t, float* dw_t) {
+    if (g.pack == 2) return tap_dw_packed<2>(g, p, offsets, in, dout_t, dw_t);
+    if (g.pack == 4) return tap_dw_packed<4>(g, p, offsets, in, dout_t, dw_t);
     tap_dw<Lanes512, 4>(g, p, offsets, in, dout_t, dw_t);
 }
 

@@ -204,6 +204,9 @@ void tap_conv_dw_avx512(const TapConv&, const TapDwPositions&, const int64_t*, c
                         const float*, float*) {
     absent("tap_conv_dw_avx512");
 }
+void pack_dw_positions_avx512(int64_t, int64_t, int64_t, int64_t, const float*, float*) {
+    absent("pack_dw_positions_avx512");
+}
 void deinterleave_avx512(int64_t, int64_t, const float*, int64_t, float*, float*, int64_t) {
     absent("deinterleave_avx512");
 }

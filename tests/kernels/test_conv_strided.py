@@ -373,3 +373,46 @@ def test_few_channel_strided_layers_match_naive(N, C, H, W, F, k, stride, pad, s
         return
     x, w, b = case(N, C, H, W, F, k, np.float32, seed)
     check_against_naive(x, w, b, stride, pad, avx512=True)
+
+
+def backward_on(threads, dout, x, w, stride, pad):
+    before = _C.get_num_threads()
+    _C.set_num_threads(threads)
+    try:
+        return _C.conv_backward(dout, x, w, stride, pad)
+    finally:
+        _C.set_num_threads(before)
+
+
+@pytest.mark.parametrize("F", [1, 2, 4, 5, 8, 9])
+def test_few_filters_weight_gradient_packs_positions(F):
+    """The weight gradient of 1-8 filters sums 4 (1-4 filters) or 2 (5-8) positions of a row
+    a vector (TapConv::pack; 9 filters one a lane): output rows of every width 1-9, so each
+    count of positions left past a row's whole groups, strides 1-3, batches of several
+    calls of the kernel; against the naive loops, the same bits on 1, 2 and 3 threads; an
+    inf in the input where no window reads it (past the last window of a row) leaves dw
+    finite."""
+    for Wo in range(1, 10):
+        layers = ((3, 2, 1), (7, 2, 2), (3, 2, 0), (7, 2, 0), (5, 3, 0), (4, 3, 1), (3, 1, 0))
+        for k, stride, pad in layers:
+            W = (Wo - 1) * stride + k - 2 * pad
+            if W < 1:
+                continue
+            x, w, b = case(37, 3, 11, W + stride - 1, F, k, np.float32, seed=F + Wo + k)
+            out = _C.conv_forward(x, w, b, stride, pad)
+            assert out.shape[3] == Wo
+            dout = np.random.default_rng(Wo).standard_normal(out.shape).astype(np.float32)
+            _, ref_dw, ref_db = conv_backward_ref(dout, x, w, stride, pad)
+            results = [backward_on(t, dout, x, w, stride, pad) for t in (1, 2, 3)]
+            np.testing.assert_allclose(results[0][1], ref_dw, rtol=1e-4, atol=1e-3)
+            np.testing.assert_allclose(results[0][2], ref_db, rtol=1e-5, atol=1e-4)
+            for again in results[1:]:
+                for got, same in zip(results[0], again, strict=True):
+                    np.testing.assert_array_equal(got, same)
+            if pad <= stride - 2:  # the columns past each row's last window: read by none
+                Ho = out.shape[2]
+                x[:, :, :, (Wo - 1) * stride + k - pad :] = np.inf
+                x[:, :, (Ho - 1) * stride + k - pad :, :] = np.inf
+                assert np.isinf(x).any()
+                _, dw, _ = _C.conv_backward(dout, x, w, stride, pad, need_dx=False)
+                assert np.isfinite(dw).all()
