@@ -669,6 +669,39 @@ def test_max_pool_stacks_of_planes_are_the_loops(
     assert_pools_as_the_loops(x, ph, pw, stride, relu_first, threads=(1, 2, 3))
 
 
+def backward_written_here(dout, winners, H, W):
+    """max_pool_backward's dx, plane by plane: where 2 Ho <= H, 2 Wo <= W and every winner
+    lies in its window's 2x2 block, each gradient's bits at its winner (the block writer);
+    else +0 plus the gradients at each winner in order (the scatter: a -0.0 becomes +0.0)."""
+    N, C, Ho, Wo = winners.shape
+    rows, columns = np.meshgrid(np.arange(Ho), np.arange(Wo), indexing="ij")
+    block = (2 * rows * W + 2 * columns).reshape(-1)
+    dx = np.zeros((N * C, H * W), dout.dtype)
+    for plane, (win, grad) in enumerate(
+        zip(winners.reshape(N * C, -1), dout.reshape(N * C, -1), strict=True)
+    ):
+        offsets = win - block
+        if 2 * Ho <= H and 2 * Wo <= W and np.isin(offsets, [0, 1, W, W + 1]).all():
+            dx[plane, win] = grad
+        else:
+            np.add.at(dx[plane], win, grad)
+    return dx.reshape(N, C, H, W)
+
+
+def assert_backward_is(expected, dout, winners, H, W):
+    """_C.max_pool_backward's dx has `expected`'s dtype and bits on one, two and three
+    threads."""
+    before = _C.get_num_threads()
+    try:
+        for threads in (1, 2, 3):
+            _C.set_num_threads(threads)
+            dx = _C.max_pool_backward(dout, winners, H, W)
+            assert dx.dtype == expected.dtype
+            assert dx.tobytes() == expected.tobytes()
+    finally:
+        _C.set_num_threads(before)
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     planes=st.integers(1, 5),
@@ -706,45 +739,7 @@ def test_max_pool_backward_on_any_winners_is_the_scatter(
     if specials:
         dout[rng.random(dout.shape) < 0.3] = -0.0
         dout[rng.random(dout.shape) < 0.05] = np.nan
-    offsets = winners[0] - (2 * rows * W + 2 * columns)
-    own_blocks = np.isin(offsets, [0, 1, W, W + 1]).reshape(planes, -1).all(axis=1)
-    expected = np.zeros((1, planes, H * W), dtype)
-    for p, o in np.ndindex(planes, Ho * Wo):
-        at, grad = winners.reshape(planes, -1)[p, o], dout.reshape(planes, -1)[p, o]
-        if own_blocks[p]:
-            expected[0, p, at] = grad  # the block writer
-        else:
-            expected[0, p, at] += grad  # the scatter
-    before = _C.get_num_threads()
-    try:
-        results = []
-        for threads in (1, 2, 3):
-            _C.set_num_threads(threads)
-            results.append(_C.max_pool_backward(dout, winners, H, W))
-    finally:
-        _C.set_num_threads(before)
-    for dx in results:
-        assert dx.dtype == dtype
-        assert dx.tobytes() == expected.reshape(1, planes, H, W).tobytes()
-
-
-def backward_written_here(dout, winners, H, W):
-    """max_pool_backward's dx, plane by plane: where 2 Ho <= H, 2 Wo <= W and every winner
-    lies in its window's 2x2 block, each gradient's bits at its winner (the block writer);
-    else +0 plus the gradients at each winner in order (the scatter: a -0.0 becomes +0.0)."""
-    N, C, Ho, Wo = winners.shape
-    rows, columns = np.meshgrid(np.arange(Ho), np.arange(Wo), indexing="ij")
-    block = (2 * rows * W + 2 * columns).reshape(-1)
-    dx = np.zeros((N * C, H * W), dout.dtype)
-    for plane, (win, grad) in enumerate(
-        zip(winners.reshape(N * C, -1), dout.reshape(N * C, -1), strict=True)
-    ):
-        offsets = win - block
-        if 2 * Ho <= H and 2 * Wo <= W and np.isin(offsets, [0, 1, W, W + 1]).all():
-            dx[plane, win] = grad
-        else:
-            np.add.at(dx[plane], win, grad)
-    return dx.reshape(N, C, H, W)
+    assert_backward_is(backward_written_here(dout, winners, H, W), dout, winners, H, W)
 
 
 @settings(max_examples=60, deadline=None)
@@ -777,11 +772,4 @@ def test_max_pool_backward_of_many_small_planes_is_the_scatter(
     dout[rng.random(dout.shape) < 0.3] = -0.0
     dout[rng.random(dout.shape) < 0.05] = np.nan
     dout[rng.random(dout.shape) < 0.05] = -np.nan
-    expected = backward_written_here(dout, winners, H, W).tobytes()
-    before = _C.get_num_threads()
-    try:
-        for threads in (1, 2, 3):
-            _C.set_num_threads(threads)
-            assert _C.max_pool_backward(dout, winners, H, W).tobytes() == expected
-    finally:
-        _C.set_num_threads(before)
+    assert_backward_is(backward_written_here(dout, winners, H, W), dout, winners, H, W)
