@@ -1,5 +1,8 @@
 // AVX2 kernel of pool_avx2.h. Compiled for AVX2: includes only the intrinsics.
 #pragma GCC target("avx2,fma")
+// PoolRow<V> specialises a template on a vector type, which drops its may_alias attribute
+// (GCC warns): nothing reads memory through a pointer to V.
+#pragma GCC diagnostic ignored "-Wignored-attributes"
 #include "pool_avx2.h"
 
 #include <immintrin.h>
@@ -7,16 +10,14 @@
 #include <algorithm>
 #include <cstring>
 
-#include "simd_lanes.h"
+#include "pool_stacks.h"
 
 namespace graphnet {
 namespace {
 
-// What the 2x2 row needs of a vector type beyond Lanes<V>: splitting pairs and the winners'
-// int32 offsets, kept in the integer lanes as wide as V's so they blend with V's masks.
-template <typename V>
-struct PoolRow;
-
+// What the rows and the stacks (pool_stacks.h) need of a vector type beyond Lanes<V>:
+// splitting pairs and the winners' int32 offsets, kept in the integer lanes as wide as V's
+// so they blend with V's masks.
 template <>
 struct PoolRow<__m256> {
     // shuffle_ps works within 128-bit halves: its results' 64-bit quarters 0 2 1 3 in order
@@ -77,22 +78,6 @@ struct PoolRow<__m256d> {
                          _mm_add_epi32(at, _mm256_castsi256_si128(low_halves)));
     }
 };
-
-// ~a & b
-inline __m256 and_not(__m256 a, __m256 b) { return _mm256_andnot_ps(a, b); }
-inline __m256d and_not(__m256d a, __m256d b) { return _mm256_andnot_pd(a, b); }
-
-// Of u and v (u first), the greater under pool.h's tie rule (greater, or a NaN against a
-// number; else u), and its offset.
-template <typename V>
-V first_max(V u, V v, V u_offset, V v_offset, V& offset) {
-    using L = Lanes<V>;
-    // u a number and not u >= v: v > u, or v a NaN (one compare fewer than selecting
-    // between v > u and v a NaN, and no mask to rebuild from a select)
-    const V v_wins = and_not(L::ge(u, v), L::ordered(u, u));
-    offset = L::select(v_wins, v_offset, u_offset);
-    return L::select(v_wins, v, u);
-}
 
 template <typename V, typename S = typename Lanes<V>::Scalar>
 int64_t row_2x2(int64_t Wo, int32_t row_start, int32_t W, const S* r0, const S* r1, S* dst,
@@ -216,62 +201,7 @@ void plane(const AvgPoolPlane& g, const S* src, S* dst, int32_t* win, bool relu)
     }
 }
 
-// ----- stacks of planes: any window, any stride -----------------------------------------
-
-// The first m lanes of top and offset at best and offsets (a whole store where m is L).
-template <typename V, typename S = typename Lanes<V>::Scalar>
-void store_first_lanes(int64_t m, V top, V offset, S* best, S* offsets) {
-    using L = Lanes<V>;
-    if (m == L::width) {
-        L::store(best, top);
-        L::store(offsets, offset);
-    } else {
-        L::store(best, L::tail(m), top);
-        L::store(offsets, L::tail(m), offset);
-    }
-}
-
-// best[k], offsets[k] = the first maximum of x[k..k+pw) (pool.h's tie rule; with Relu, of
-// relu(x)) and its offset in 0..pw, for k < n: one chain of compares a lane, in order.
-template <typename V, bool Relu, typename S = typename Lanes<V>::Scalar>
-void row_maxima(const S* x, int64_t pw, int64_t n, S* best, S* offsets) {
-    using L = Lanes<V>;
-    using P = PoolRow<V>;
-    for (int64_t k = 0; k < n; k += L::width) {
-        const int64_t m = std::min<int64_t>(L::width, n - k);
-        const auto entries = [&](int64_t j) {
-            const V v = m == L::width ? L::load(x + k + j) : L::load(x + k + j, L::tail(m));
-            return Relu ? L::select(L::ge(L::zero(), v), L::zero(), v) : v;
-        };
-        V top = entries(0), offset = P::offset(0);
-        for (int64_t j = 1; j < pw; ++j) {
-            top = first_max(top, entries(j), offset, P::offset(static_cast<int32_t>(j)), offset);
-        }
-        store_first_lanes<V>(m, top, offset, best + k, offsets + k);
-    }
-}
-
-// In place: best[k], offsets[k] = the first maximum of best[k], best[k + pitch], ...
-// (ph of them, in order) and its offset i pitch + offsets[k + i pitch], for k < n. Each
-// vector is loaded whole before it is stored, and reads only entries at k and after.
-template <typename V, typename S = typename Lanes<V>::Scalar>
-void column_maxima(int64_t pitch, int64_t ph, int64_t n, S* best, S* offsets) {
-    using L = Lanes<V>;
-    using P = PoolRow<V>;
-    for (int64_t k = 0; k < n; k += L::width) {
-        const int64_t m = std::min<int64_t>(L::width, n - k);
-        const auto load = [&](const S* at) {
-            return m == L::width ? L::load(at) : L::load(at, L::tail(m));
-        };
-        V top = load(best + k), offset = load(offsets + k);
-        for (int64_t i = 1; i < ph; ++i) {
-            const int64_t at = k + i * pitch;
-            const V below = P::add_offset(load(offsets + at), static_cast<int32_t>(i * pitch));
-            top = first_max(top, load(best + at), offset, below, offset);
-        }
-        store_first_lanes<V>(m, top, offset, best + k, offsets + k);
-    }
-}
+// ----- stacks of planes: any window, any stride (pool_stacks.h) ------------------------
 
 // Output row oh's windows (its outputs at dst, their winners at win) from the maxima of
 // the band's row of the stack where they start (stacked_planes).
@@ -289,13 +219,13 @@ void pick_row(const AvgPoolPlane& g, const S* row_best, const S* row_offsets, in
             PoolRow<V>::store_winners(win + at, first + static_cast<int32_t>(at),
                                       L::load(row_offsets + at), 1);
         }
-        return;
-    }
-    for (int64_t ow = 0; ow < g.Wo; ++ow) {
-        int32_t offset;  // the low 32 bits of the lane: x86 is little-endian
-        std::memcpy(&offset, row_offsets + ow * s, sizeof offset);
-        dst[ow] = row_best[ow * s];
-        win[ow] = first + static_cast<int32_t>(ow * s) + offset;
+    } else {
+        for (int64_t ow = 0; ow < g.Wo; ++ow) {
+            int32_t offset;  // the low 32 bits of the lane: x86 is little-endian
+            std::memcpy(&offset, row_offsets + ow * s, sizeof offset);
+            dst[ow] = row_best[ow * s];
+            win[ow] = first + static_cast<int32_t>(ow * s) + offset;
+        }
     }
 }
 

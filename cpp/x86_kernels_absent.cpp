@@ -16,6 +16,7 @@
 #include "group_norm.h"
 #include "lstm_cell_avx512.h"
 #include "pool_avx2.h"
+#include "pool_avx512.h"
 #include "norm_avx2.h"
 #include "norm_avx512.h"
 #include "optim_avx2.h"
@@ -252,6 +253,13 @@ void max_pool_planes_avx2(const AvgPoolPlane&, int64_t, const float*, float*, in
 }
 void max_pool_planes_avx2(const AvgPoolPlane&, int64_t, const double*, double*, int32_t*, bool) {
     absent("max_pool_planes_avx2");
+}
+void max_pool_planes_avx512(const AvgPoolPlane&, int64_t, const float*, float*, int32_t*, bool) {
+    absent("max_pool_planes_avx512");
+}
+void max_pool_planes_avx512(const AvgPoolPlane&, int64_t, const double*, double*, int32_t*,
+                            bool) {
+    absent("max_pool_planes_avx512");
 }
 int64_t pointwise_forward_avx512(Pointwise, int64_t, const float*, float*) {
     absent("pointwise_forward_avx512");

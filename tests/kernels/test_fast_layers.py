@@ -773,3 +773,42 @@ def test_max_pool_backward_of_many_small_planes_is_the_scatter(
     dout[rng.random(dout.shape) < 0.05] = np.nan
     dout[rng.random(dout.shape) < 0.05] = -np.nan
     assert_backward_is(backward_written_here(dout, winners, H, W), dout, winners, H, W)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    planes=st.integers(1, 40),
+    H=st.integers(1, 70),
+    W=st.integers(1, 41),
+    ph=st.integers(1, 4),
+    pw=st.integers(1, 4),
+    stride=st.integers(1, 4),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    specials=st.sampled_from(["none", "nan", "zeros"]),
+    relu_first=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_max_pool_on_avx512_gives_the_bits_of_avx2(
+    planes, H, W, ph, pw, stride, dtype, specials, relu_first, seed
+):
+    """The max pool's AVX-512 stacks (cpp/pool_avx512.h: outputs compressed out of a
+    vector of entries, several rows and planes to a vector) against the AVX2 kernels they
+    replace, on any window and plane (planes of more than a band's 2,048 entries a row at
+    a time): the same bytes and winners with ties, NaNs and -0.0,
+    on one, two and three threads. Where the CPU has no AVX-512 both runs are the same
+    code."""
+    ph, pw = min(ph, H), min(pw, W)
+    x = pool_input((1, planes, H, W), dtype, specials, seed)
+    before = _C.get_num_threads()
+    _C.set_avx512_activations(False)
+    try:
+        out, winners = _C.max_pool_forward(x, ph, pw, stride, relu_first)
+        _C.set_avx512_activations(True)
+        for threads in (1, 2, 3):
+            _C.set_num_threads(threads)
+            again = _C.max_pool_forward(x, ph, pw, stride, relu_first)
+            assert again[0].tobytes() == out.tobytes()
+            np.testing.assert_array_equal(again[1], winners)
+    finally:
+        _C.set_avx512_activations(True)
+        _C.set_num_threads(before)
