@@ -1,6 +1,7 @@
 """Training speed of an LSTM language model: graphnet's rnn_layers against PyTorch CPU.
 
     python benchmarks/bench_lstm.py [--steps 15] [--threads N] [--sizes N,T,V,D,H ...]
+    python benchmarks/bench_lstm.py --passes [--threads N] [--sizes N,T,V,D,H ...]
 
 One training step, the same in both: word embedding (V x D), an LSTM over T steps with H
 hidden units from a zero state, the affine map to V scores at every step, softmax
@@ -13,12 +14,17 @@ both) and graphnet / PyTorch (goal <= 1.0x), in wall-clock time and in each proc
 CPU time. On one thread the CPU time leaves out the
 spells when another job had the core, so on a busy machine it is the steadier of the two;
 on more threads it also counts the time idle threads spin, so read the wall time there.
+
+--passes times instead graphnet's lstm_forward and lstm_backward alone on the step's
+inputs (V unused): us per call in the calling thread's CPU time, the minimum of 7 blocks
+of calls, the two in turns.
 """
 import argparse
 import functools
 import importlib.metadata
 import importlib.util
 import os
+import time
 
 import numpy as np
 
@@ -68,6 +74,28 @@ def graphnet_step(N, T, V, D, H):
     return step
 
 
+def lstm_passes_us(N, T, D, H, blocks=7):
+    """(forward, backward) us per call of lstm_forward and lstm_backward, float32: the
+    minimum over `blocks` blocks of calls in the thread's CPU time, the two in turns."""
+    rng = np.random.default_rng(1)
+    x, h0, b = rng.standard_normal((N, T, D)), np.zeros((N, H)), np.zeros(4 * H)
+    Wx = rng.standard_normal((D, 4 * H)) / np.sqrt(D)
+    Wh = rng.standard_normal((H, 4 * H)) / np.sqrt(H)
+    dh = rng.standard_normal((N, T, H))
+    x, h0, Wx, Wh, b, dh = (a.astype(np.float32) for a in (x, h0, Wx, Wh, b, dh))
+    _, cache = R.lstm_forward(x, h0, Wx, Wh, b)
+    passes = (lambda: R.lstm_forward(x, h0, Wx, Wh, b), lambda: R.lstm_backward(dh, cache))
+    calls = max(3, 20000 // (N * H))
+    best = [float("inf")] * 2
+    for _ in range(blocks):
+        for i, run in enumerate(passes):
+            start = time.thread_time()
+            for _ in range(calls):
+                run()
+            best[i] = min(best[i], (time.thread_time() - start) / calls * 1e6)
+    return tuple(best)
+
+
 def torch_step(N, T, V, D, H):
     import torch
     torch.manual_seed(1)
@@ -111,8 +139,17 @@ def main():
     parser.add_argument("--steps", type=int, default=15)
     parser.add_argument("--threads", type=int, default=_C.get_num_threads())
     parser.add_argument("--sizes", nargs="+", default=DEFAULT_SIZES, metavar="N,T,V,D,H")
+    parser.add_argument("--passes", action="store_true",
+                        help="time lstm_forward and lstm_backward alone (no PyTorch)")
     args = parser.parse_args()
     _C.set_num_threads(args.threads)
+    if args.passes:
+        print(f"lstm_forward | lstm_backward, float32, {args.threads} thread(s), us per call")
+        for text in args.sizes:
+            N, T, _, D, H = (int(v) for v in text.split(","))
+            forward, backward = lstm_passes_us(N, T, D, H)
+            print(f"    N={N} T={T} D={D} H={H}:  {forward:8.1f} | {backward:8.1f}")
+        return
     peer = Peer(args.threads, "both") if HAVE_TORCH else None
     versions = f"numpy {np.__version__}, torch " + (
         importlib.metadata.version("torch") if HAVE_TORCH else "absent")

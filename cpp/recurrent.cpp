@@ -540,7 +540,12 @@ void recurrent_backward(const RecurrentGeometry& g, const T* dh, const T* x, con
                     }
                 }  // the barrier: every unit's da[:, t] is needed below
 #pragma omp for schedule(static)
-                for (int64_t j = 0; j < column_blocks; ++j) {
+                // Front to back at even steps, back to front at odd ones, as the forward
+                // reads Wh: the block of the packed Wh^T read last is still in L2 when it is
+                // read first (H = 256: 1 MB; one sequence's backward at T = 50 took 3-7%
+                // less). Each block's columns are its own: the same bits in either order.
+                for (int64_t i = 0; i < column_blocks; ++i) {
+                    const int64_t j = t % 2 == 0 ? i : column_blocks - 1 - i;
                     if (j < dh0_blocks) {  // dh0[:, c0:c1] = da[:, t] @ Wh^T
                         const int64_t c0 = j * kHiddenColumns;
                         step_product(g.N, c0, std::min(H, c0 + kHiddenColumns), G, da_t, ld,
