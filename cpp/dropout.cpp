@@ -41,8 +41,28 @@ void dropout_forward(int64_t n, const T* x, uint64_t key, double keep, T* out, T
     });
 }
 
+template <typename T>
+void dropout_backward_rows(int64_t rows, int64_t cols, const T* dout, const T* mask, T* dx) {
+    if (rows <= 0 || cols <= 0) return;
+    const int64_t per_chunk = std::max<int64_t>(1, kChunk / cols);
+    const int64_t chunks = (rows + per_chunk - 1) / per_chunk;
+    parallel_for(team_size(chunks), chunks, [&](int64_t c) {
+        const int64_t last = std::min(rows, (c + 1) * per_chunk);
+        for (int64_t r = c * per_chunk; r < last; ++r) {
+            const T spread = dout[r];
+            const T* m = mask + r * cols;
+            T* d = dx + r * cols;
+            for (int64_t j = 0; j < cols; ++j) d[j] = spread * m[j];
+        }
+    });
+}
+
 template void dropout_forward<float>(int64_t, const float*, uint64_t, double, float*, float*);
 template void dropout_forward<double>(int64_t, const double*, uint64_t, double, double*,
                                       double*);
+template void dropout_backward_rows<float>(int64_t, int64_t, const float*, const float*,
+                                          float*);
+template void dropout_backward_rows<double>(int64_t, int64_t, const double*, const double*,
+                                           double*);
 
 }  // namespace graphnet

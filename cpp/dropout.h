@@ -21,4 +21,11 @@ namespace graphnet {
 template <typename T>
 void dropout_forward(int64_t n, const T* x, uint64_t key, double keep, T* out, T* mask);
 
+// The backward of a gradient that is one number per row of `cols` units (a mean's over
+// the trailing axes, which spreads dout / n over each row: graphnet/passes/dropout_mean.py):
+// dx[r * cols + j] = dout[r] * mask[r * cols + j], the products numpy's dout * mask takes
+// of the spread gradient, without that gradient's array. Threaded by whole rows.
+template <typename T>
+void dropout_backward_rows(int64_t rows, int64_t cols, const T* dout, const T* mask, T* dx);
+
 }  // namespace graphnet

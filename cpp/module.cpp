@@ -437,6 +437,26 @@ py::tuple py_dropout_forward(const py::array& x, uint64_t key, double keep) {
     });
 }
 
+py::array py_dropout_backward_rows(const py::array& dout, const py::array& mask) {
+    require_same_dtype(mask, "mask", dout, "dropout dout");
+    return dispatch_float(mask, "dropout mask", [&](auto zero) -> py::array {
+        using T = decltype(zero);
+        Contig<T> dc(dout), mc(mask);
+        const int64_t rows = dc.size(), units = mc.size();
+        if (rows == 0 ? units != 0 : units % rows != 0) {
+            fail("dropout_backward_rows: mask " + shape_str(shape_of(mask)) + " is not rows of " +
+                 "dout's " + std::to_string(rows) + " entries");
+        }
+        py::array_t<T> dx(shape_of(mask));
+        const T *dp = dc.data(), *mp = mc.data();
+        T* xp = dx.mutable_data();
+        const int64_t cols = rows == 0 ? 0 : units / rows;
+        py::gil_scoped_release nogil;
+        dropout_backward_rows(rows, cols, dp, mp, xp);
+        return dx;
+    });
+}
+
 py::array py_sigmoid(const py::array& x) {
     if (!x.dtype().is(py::dtype::of<float>())) fail("sigmoid x must be float32, got " + dtype_name(x));
     Contig<float> xc(x);
@@ -1934,6 +1954,11 @@ PYBIND11_MODULE(_C, m) {
           "the top 53 bits of SplitMix64's output i + 1 from state key (a uint64), as a uniform\n"
           "in [0, 1), are below keep: the same mask for any thread count, build and dtype.\n"
           "mask: 1 / keep in x's dtype where kept, else 0; out = x * mask.");
+    m.def("dropout_backward_rows", &py_dropout_backward_rows, "dout"_a, "mask"_a,
+          "Dropout's backward of a gradient constant along rows: dx (mask's shape) =\n"
+          "dout[r] * mask[r, j], mask's units (C order) taken as dout.size rows of equal length\n"
+          "(dout: one number per row, a mean's over mask's trailing axes); same dtype, float32\n"
+          "or float64.");
     m.def("sigmoid", &py_sigmoid, "x"_a,
           "1 / (1 + exp(-x)) of a float32 array in one threaded pass (AVX2 where the CPU has\n"
           "it and set_avx2_activations allows, within 3 units in the last place).");

@@ -377,13 +377,21 @@ class Mean(Sum):
         return np.mean(x, axis=self.axis, keepdims=self.keepdims), np.shape(x)
 
     def backward(self, dout, cache, needs):
-        kept, count = spread(self.axis, tuple(cache))
-        count = max(count, 1)  # n = 0: dx is empty
-        if type(dout) is np.ndarray and dout.dtype.kind == "f":
+        divided = self.divided(dout, cache)
+        if divided is not None:
             # dout / n once per result, then copied out: the same divisions, where dividing
             # while broadcasting into dx ran numpy's strided loop per entry (2.3x the copy's
             # time on a global average pool's (16, 9, 35, 28) gradient)
             dx = np.empty(cache, dout.dtype)
-            np.copyto(dx, np.true_divide(dout.reshape(kept), count))
+            np.copyto(dx, divided)
             return (dx,)
-        return super().backward(dout / count, cache, needs)
+        return super().backward(dout / max(spread(self.axis, tuple(cache))[1], 1), cache, needs)
+
+    def divided(self, dout, cache):
+        """dout / n shaped to broadcast to x's shape `cache` (the averaged axes of size 1):
+        what backward copies to every averaged element; None where dout is not a float
+        array (backward divides it as the sum's gradient)."""
+        if type(dout) is not np.ndarray or dout.dtype.kind != "f":
+            return None
+        kept, count = spread(self.axis, tuple(cache))
+        return np.true_divide(dout.reshape(kept), max(count, 1))  # n = 0: dx is empty

@@ -8,6 +8,7 @@ from . import (  # noqa: F401
     conv_activation,
     conv_batchnorm_relu_pool,
     conv_relu_pool,
+    dropout_mean,
     feed_check,
     norm_activation,
     norm_relu,

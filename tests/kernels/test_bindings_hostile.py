@@ -144,6 +144,7 @@ def valid_calls(n=2, c=3, s=5, f=4, rows=4, cols=5, t=3, hidden=5, dtype=np.floa
         "relu_backward": dict(dout=matrix, keep=matrix > 0),
         "sigmoid": dict(x=matrix.astype(np.float32)),
         "dropout_forward": dict(x=matrix, key=2**64 - 1, keep=0.7),
+        "dropout_backward_rows": dict(dout=r(rows), mask=matrix),
         "scatter_add_rows": dict(
             index=rng.integers(0, rows, 2 * rows), values=r(2 * rows, cols), rows=rows
         ),

@@ -202,6 +202,37 @@ def test_other_dtypes_are_refused():
             _C.dropout_forward(x, 1, 0.5)
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.integers(0, 7), min_size=1, max_size=3),
+    st.lists(st.integers(0, 9), min_size=0, max_size=2),
+    st.sampled_from([np.float32, np.float64]),
+    st.integers(1, 3),
+)
+def test_backward_rows_is_the_spread_gradient_through_the_mask(rows, cols, dtype, threads):
+    """dropout_backward_rows(dout, mask): the dropout's backward of dout spread along the
+    mask's trailing axes (numpy's product), bit for bit, non-finite douts included."""
+    rng = np.random.default_rng(len(rows) + 10 * len(cols))
+    dout = rng.standard_normal(rows).astype(dtype)
+    dout.flat[:3] = [np.nan, np.inf, -np.inf][: min(dout.size, 3)]
+    _, mask = reference(np.ones(rows + cols, dtype), 7, 0.6)
+    spread = np.broadcast_to(dout.reshape(rows + [1] * len(cols)), mask.shape)
+    with kernel_threads(threads), np.errstate(invalid="ignore"):
+        got = _C.dropout_backward_rows(dout, mask)
+        want = layers.dropout_backward(spread, (None, mask))
+    assert got.dtype == want.dtype and got.shape == want.shape
+    np.testing.assert_array_equal(got, want)
+
+
+def test_backward_rows_refuses_what_is_not_rows_of_dout():
+    with pytest.raises(ValueError, match="not rows of dout's 4 entries"):
+        _C.dropout_backward_rows(np.ones(4), np.ones((3, 5)))
+    with pytest.raises(ValueError, match="not rows of dout's 0 entries"):
+        _C.dropout_backward_rows(np.ones(0), np.ones(3))
+    with pytest.raises(ValueError, match="dtype"):
+        _C.dropout_backward_rows(np.ones(3, np.float32), np.ones((3, 2)))
+
+
 def test_the_gates_gradient_is_the_numerical_one():
     """Under one key the forward is a function of x: its numerical gradient against the
     backward of the gate's cache (float64)."""
