@@ -243,7 +243,11 @@ void PhaseForward::output(int64_t i, const float* scratch, float* out) const {
 // tracked this ratio of work: 0.4-0.8 below 0.7, 0.6-0.9 at 0.7-1.0, 0.7-1.0 at 1.0-1.1,
 // 1.03-1.26 from 1.2 on (narrow images of 17-24 filters, where the tap kernel maps the
 // real positions).
+// On 64+ filters it lost where that ratio let it in (batch 16: 32 -> 64 3x3 @32 1.05x the
+// tap kernel's time, 64 -> 128 @16 1.20x, 8 -> 64 @16 1.17x; 3 -> 48 @32 at batch 64
+// 0.84x, 4 -> 40 @24 0.80x): kLaneForwardMaxFilters.
 constexpr double kLaneForwardMaxWork = 1.15;
+constexpr int64_t kLaneForwardMaxFilters = 48;
 
 bool lane_forward_pays(const ConvGeometry& g) {
     // (in doubles: products of hostile sizes need not fit)
@@ -254,7 +258,7 @@ bool lane_forward_pays(const ConvGeometry& g) {
     const double taps_work = computed * double(F_padded / kTapLanes) / pack;
     const double grid = (double(g.Ho) - 1) * double(Ws) + double(g.Wo);
     const double lanes_work = std::ceil(grid / kTapLanes) * double(g.F);
-    return lanes_work <= kLaneForwardMaxWork * taps_work;
+    return g.F <= kLaneForwardMaxFilters && lanes_work <= kLaneForwardMaxWork * taps_work;
 }
 
 LaneGrid::LaneGrid(int64_t rows, int64_t row, int64_t first, int64_t cols)

@@ -72,9 +72,9 @@ struct LaneGrid {
     std::vector<int64_t> dest;
 };
 
-// Whether PhaseLaneForward beats PhaseForward on layer g: where its vectors of work
-// (positions of the grid / 16 x filters) are at most kLaneForwardMaxWork times the tap
-// kernel's (positions x vectors of filters / positions a vector), as the lanes the tap
+// Whether PhaseLaneForward beats PhaseForward on layer g: on up to kLaneForwardMaxFilters
+// filters, where its vectors of work (positions of the grid / 16 x filters) are at most
+// kLaneForwardMaxWork times the tap kernel's (positions x vectors of filters / positions a vector), as the lanes the tap
 // kernel leaves idle on few filters, or on 17-24 of 32, cost it more than the columns past
 // the output's that the lane kernel computes on narrow images.
 bool lane_forward_pays(const ConvGeometry& g);
