@@ -280,7 +280,12 @@ constexpr int64_t kPhaseInputGradientMinChannels = 8;
 
 struct PhasePasses {
     bool forward, dx, dw;
+    bool lane_dx;  // dx, where it takes the phases, on the lane kernel
 };
+
+// The strided passes that run on the lane kernel (conv_phases.h: lane_forward_pays,
+// lane_input_gradient_pays).
+std::atomic<LaneForwardMode> lane_forward_mode{LaneForwardMode::kWherePays};
 
 template <typename T>
 PhasePasses phase_passes(const ConvGeometry& g) {
@@ -288,8 +293,19 @@ PhasePasses phase_passes(const ConvGeometry& g) {
                        g.stride <= kPhaseMaxStride && direct_enabled && use_avx512();
     const bool narrow_kernel = g.HH < g.stride || g.WW < g.stride;
     const bool few_channels = g.C < kPhaseInputGradientMinChannels && g.F >= 2 * g.C;
-    return {phase && !narrow_kernel, phase && !narrow_kernel && !few_channels,
-            phase && (!narrow_kernel || g.stride == 2)};
+    const LaneForwardMode mode = lane_forward_mode;
+    const bool lane_dx = phase && !narrow_kernel &&
+                         (mode == LaneForwardMode::kEverywhere ||
+                          (mode == LaneForwardMode::kWherePays && lane_input_gradient_pays(g)));
+    return {phase && !narrow_kernel, phase && !narrow_kernel && (!few_channels || lane_dx),
+            phase && (!narrow_kernel || g.stride == 2), lane_dx};
+}
+
+template <typename T>
+bool lane_forward(const ConvGeometry& g) {
+    const LaneForwardMode mode = lane_forward_mode;
+    return mode != LaneForwardMode::kOff && phase_passes<T>(g).forward &&
+           (mode == LaneForwardMode::kEverywhere || lane_forward_pays(g));
 }
 
 // The forward and dx of stride-1 layers on rows under kDirectMinRow pixels that run on the
@@ -952,6 +968,7 @@ void set_winograd_conv(WinogradMode mode, WinogradTiles tiles) {
     winograd_tiles = tiles;
 }
 void set_pad_skip_conv(PadSkipMode mode) { pad_skip_mode = mode; }
+void set_lane_conv(LaneForwardMode mode) { lane_forward_mode = mode; }
 void set_avx512_conv(bool enabled) { avx512_enabled = enabled; }
 bool avx512_conv_active() { return direct_conv_active() && use_avx512(); }
 bool direct_conv_active() { return direct_enabled && cpu_has_avx2_fma(); }
@@ -1289,6 +1306,7 @@ void forward_images(const ConvGeometry& g, int threads, const T* x, const T* w, 
             if (direct_passes<T>(g).forward) {
                 return direct_forward(g, threads, x, w, b, out_of, done);
             }
+            if (lane_forward<T>(g)) return phase_lane_forward(g, threads, x, w, b, out_of, done);
             if (phase_passes<T>(g).forward || tap_forward<T>(g)) {
                 return phase_forward(g, threads, x, w, b, out_of, done);
             }
@@ -1688,7 +1706,7 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
             } else if (direct_pass.dx) {
                 direct_input_gradient(g, dout, w, dx);
             } else {
-                phase_input_gradient(g, dout, w, dx);
+                phase_input_gradient(g, dout, w, dx, phase.lane_dx);
             }
             gemm_dx = nullptr;
         }

@@ -42,6 +42,10 @@ void set_winograd_conv(WinogradMode mode, WinogradTiles tiles);
 // layer.
 enum class PadSkipMode { kOff, kWherePays, kEverywhere };
 void set_pad_skip_conv(PadSkipMode mode);
+// Where strided float32 forwards run on the lane kernel (conv_phases.h: PhaseLaneForward)
+// rather than the tap kernel: where it pays (the default), on every such layer, or never.
+enum class LaneForwardMode { kOff, kWherePays, kEverywhere };
+void set_lane_conv(LaneForwardMode mode);
 // They run on AVX-512 where the CPU has it, unless switched off here.
 void set_avx512_conv(bool enabled);
 bool avx512_conv_active();

@@ -3,6 +3,7 @@
 #include "conv_phases.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "conv_taps.h"
 
@@ -237,6 +238,86 @@ void PhaseForward::output(int64_t i, const float* scratch, float* out) const {
     }
 }
 
+// Over 80 random layers (1-16 channels, 1-24 filters, 3x3-7x7, stride 2-3, 12-40 px,
+// batch 1-64; per pass, one thread, CPU time) the lane kernel's time / the tap kernel's
+// tracked this ratio of work: 0.4-0.8 below 0.7, 0.6-0.9 at 0.7-1.0, 0.7-1.0 at 1.0-1.1,
+// 1.03-1.26 from 1.2 on (narrow images of 17-24 filters, where the tap kernel maps the
+// real positions).
+// On 64+ filters it lost where that ratio let it in (batch 16: 32 -> 64 3x3 @32 1.05x the
+// tap kernel's time, 64 -> 128 @16 1.20x, 8 -> 64 @16 1.17x; 3 -> 48 @32 at batch 64
+// 0.84x, 4 -> 40 @24 0.80x): kLaneForwardMaxFilters.
+constexpr double kLaneForwardMaxWork = 1.15;
+constexpr int64_t kLaneForwardMaxFilters = 48;
+
+bool lane_forward_pays(const ConvGeometry& g) {
+    // (in doubles: products of hostile sizes need not fit)
+    const int64_t Ws = ceil_div(g.W + 2 * g.pad, g.stride), F_padded = round_up(g.F, kTapLanes);
+    const bool mapped = maps_positions(F_padded, g.Wo, Ws, g.positions() < kGroupPositions);
+    const double pack = !mapped && F_padded == kTapLanes ? double(tap_pack(g.F)) : 1.0;
+    const double computed = mapped ? double(g.Ho) * double(g.Wo) : double(g.Ho) * double(Ws);
+    const double taps_work = computed * double(F_padded / kTapLanes) / pack;
+    const double grid = (double(g.Ho) - 1) * double(Ws) + double(g.Wo);
+    const double lanes_work = std::ceil(grid / kTapLanes) * double(g.F);
+    return g.F <= kLaneForwardMaxFilters && lanes_work <= kLaneForwardMaxWork * taps_work;
+}
+
+LaneGrid::LaneGrid(int64_t rows, int64_t row, int64_t first, int64_t cols)
+    : Q(rows > 0 && cols > 0 ? (rows - 1) * row + first + cols : 0) {
+    for (int64_t q0 = 0; q0 < Q; q0 += kTapLanes) {
+        uint16_t lanes = 0;
+        for (int64_t l = 0; l < kTapLanes && q0 + l < Q; ++l) {
+            const int64_t column = (q0 + l) % row - first;
+            if (column >= 0 && column < cols) lanes = static_cast<uint16_t>(lanes | 1u << l);
+        }
+        keep.push_back(lanes);
+        dest.push_back(q0 / row * cols + std::clamp<int64_t>(q0 % row - first, 0, cols));
+    }
+}
+
+// dx on the lane kernel against im2col + GEMM (where conv.cpp sends the dx of 1-7 channels
+// from 2C+ filters) and the tap kernel (the channels along its lanes), per pass (dx, dw,
+// db), one thread, CPU time, 40 random layers (1-12 channels, 1-24 filters, 3x3-7x7,
+// stride 2-3, 12-40 px, batch 1-64): on 4-8 channels 0.57-0.94x the time, on 1-3 channels
+// at batch 16-64 0.49-0.85x, but at batch 1-4 1.2-2.4x (a few us of work a call, the
+// phases' weights and grids set up for each), on 9-12 channels 0.99-1.02x; 12 -> 24 and
+// 16 -> 32 3x3 stride 2 @16 0.9-1.1x.
+constexpr int64_t kLaneInputGradientMaxChannels = 8;
+constexpr int64_t kLaneInputGradientMinBatchChannels = 16;
+
+bool lane_input_gradient_pays(const ConvGeometry& g) {
+    return g.C <= kLaneInputGradientMaxChannels &&
+           g.N * g.C >= kLaneInputGradientMinBatchChannels;
+}
+
+PhaseLaneForward::PhaseLaneForward(const ConvGeometry& g, const float* w, const float* b)
+    : g_(g),
+      Hs_(ceil_div(g.H + 2 * g.pad, g.stride)),
+      Ws_(ceil_div(g.W + 2 * g.pad, g.stride)),
+      planes_floats_(checked_mul(g.stride * g.stride * g.C, Hs_ * Ws_, "conv phase planes")),
+      offsets_(phase_offsets(g, Hs_, Ws_)),
+      w_t_(checked_mul(g.taps(), g.F, "conv phase weights")),
+      bias_(b, b + g.F),
+      grid_(g.Ho, Ws_, 0, g.Wo) {
+    tap_transpose_avx512(g.F, g.taps(), w, g.taps(), w_t_.data(), g.F);
+}
+
+// The phase planes, then the floats the kernel's last vector reads past them (up to 15
+// past the last plane's last pixel).
+int64_t PhaseLaneForward::scratch_floats() const {
+    return checked_add(planes_floats_, kTapLanes, "conv phase planes");
+}
+
+void PhaseLaneForward::clear(float* scratch) const {
+    std::fill(scratch, scratch + scratch_floats(), 0.0f);
+}
+
+void PhaseLaneForward::image(const float* x, float* scratch, float* out) const {
+    split_phases(g_, Hs_, Ws_, x, scratch);
+    const LaneConv t{g_.taps(), g_.F, grid_.Q, g_.positions(), grid_.keep.data(),
+                     grid_.dest.data()};
+    lane_conv_forward_avx512(t, offsets_.data(), scratch, w_t_.data(), bias_.data(), out);
+}
+
 PhaseWeightGradient::PhaseWeightGradient(const ConvGeometry& g)
     : g_(g),
       s_(g.stride),
@@ -297,7 +378,8 @@ void PhaseWeightGradient::images(const float* x, const float* dout, int64_t coun
     }
 }
 
-void phase_input_gradient(const ConvGeometry& g, const float* dout, const float* w, float* dx) {
+void phase_input_gradient(const ConvGeometry& g, const float* dout, const float* w, float* dx,
+                          bool lanes) {
     const int64_t s = g.stride, C = g.C, F = g.F;
     const int64_t Hs = ceil_div(g.H + 2 * g.pad, s), Ws = ceil_div(g.W + 2 * g.pad, s);
     // dout padded by top rows and left columns, one fewer than the most taps a phase has.
@@ -328,6 +410,8 @@ void phase_input_gradient(const ConvGeometry& g, const float* dout, const float*
                              C_padded);
     }
     std::vector<Phase> phases;
+    std::vector<std::vector<float>> lane_weights;  // with `lanes`, per phase
+    std::vector<LaneGrid> grids;
     int64_t widest = 0;  // rows of the largest phase's output
     for (int64_t a = 0; a < s; ++a) {
         for (int64_t b = 0; b < s; ++b) {
@@ -352,6 +436,15 @@ void phase_input_gradient(const ConvGeometry& g, const float* dout, const float*
                 }
             }
             widest = std::max(widest, round_up(ph.positions(), kTapRows));
+            if (lanes) {  // the lane kernel's weights (taps x C) and grid
+                const int64_t taps = static_cast<int64_t>(ph.offsets.size());
+                std::vector<float> w_t(taps * C);
+                for (int64_t t = 0; t < taps; ++t) {
+                    std::copy_n(ph.wpack.scratch_of(0) + t * C_padded, C, w_t.data() + t * C);
+                }
+                lane_weights.push_back(std::move(w_t));
+                grids.emplace_back(ph.i1 - ph.i0, Wd, ph.j0, ph.j1 - ph.j0);
+            }
             phases.push_back(std::move(ph));
         }
     }
@@ -415,6 +508,29 @@ void phase_input_gradient(const ConvGeometry& g, const float* dout, const float*
                              doutp + (f * Hd + top) * Wd + left, Wd);
         }
         float* dx_n = dx + n * image;
+        if (lanes) {  // each phase's channels x rows x columns in out_t, then into dx
+            for (size_t k = 0; k < phases.size(); ++k) {
+                const Phase& ph = phases[k];
+                const int64_t rows = ph.i1 - ph.i0, cols = ph.j1 - ph.j0;
+                if (rows <= 0 || cols <= 0) continue;
+                if (ph.offsets.empty()) {  // no tap reaches this phase: its dx is 0
+                    std::fill(out_t, out_t + C * rows * cols, 0.0f);
+                } else {
+                    const LaneConv t{static_cast<int64_t>(ph.offsets.size()), C, grids[k].Q,
+                                     rows * cols, grids[k].keep.data(), grids[k].dest.data()};
+                    lane_conv_forward_avx512(t, ph.offsets.data(), doutp + ph.i0 * Wd,
+                                             lane_weights[k].data(), no_bias.scratch_of(0), out_t);
+                }
+                for (int64_t c = 0; c < C; ++c) {
+                    for (int64_t i = ph.i0; i < ph.i1; ++i) {
+                        const float* src = out_t + (c * rows + i - ph.i0) * cols;
+                        float* row = dx_n + (c * g.H + s * i + ph.a - p) * W + ph.b - p;
+                        for (int64_t j = ph.j0; j < ph.j1; ++j) row[s * j] = src[j - ph.j0];
+                    }
+                }
+            }
+            return;
+        }
         // With stride 2, row phase 0's kernels bring dx's lines into L2 for the merges'
         // stores, and row phase 1's the next image's dout for its copy.
         const int64_t dout_image = F * g.Ho * g.Wo;

@@ -62,6 +62,44 @@ class PhaseForward {
     CacheLineScratch wpack_, bias_;  // taps x F_padded, F_padded
 };
 
+// The lane kernel's grid (LaneConv) over `rows` rows `row` floats apart, up to the last
+// output: each vector of 16 positions keeps the columns first .. first + cols - 1 of its
+// rows, which go to rows of `cols` outputs.
+struct LaneGrid {
+    LaneGrid(int64_t rows, int64_t row, int64_t first, int64_t cols);
+    int64_t Q;
+    std::vector<uint16_t> keep;
+    std::vector<int64_t> dest;
+};
+
+// Whether PhaseLaneForward beats PhaseForward on layer g: on up to kLaneForwardMaxFilters
+// filters, where its vectors of work (positions of the grid / 16 x filters) are at most
+// kLaneForwardMaxWork times the tap kernel's (positions x vectors of filters / positions a vector), as the lanes the tap
+// kernel leaves idle on few filters, or on 17-24 of 32, cost it more than the columns past
+// the output's that the lane kernel computes on narrow images.
+bool lane_forward_pays(const ConvGeometry& g);
+
+// The forward of a strided layer of few filters (conv.cpp: lane_forward) on the lane
+// kernel (lane_conv_forward_avx512): output positions along the lanes, the filters in
+// registers. It reads the phase planes as PhaseForward does, on a grid as wide as a plane
+// whose vectors of 16 positions keep only their lanes on the output's columns, compressed
+// into the output's rows: no transpose after it.
+class PhaseLaneForward {
+  public:
+    PhaseLaneForward(const ConvGeometry& g, const float* w, const float* b);
+    int64_t scratch_floats() const;  // per thread
+    void clear(float* scratch) const;  // once per thread's scratch: the planes' borders
+    // The output of image x (C x H x W) into out (F x Ho x Wo).
+    void image(const float* x, float* scratch, float* out) const;
+
+  private:
+    ConvGeometry g_;
+    int64_t Hs_, Ws_, planes_floats_;
+    std::vector<int64_t> offsets_;
+    std::vector<float> w_t_, bias_;  // taps x F, F
+    LaneGrid grid_;
+};
+
 // Splits image x into its phase planes (the planes' floats first in `planes`).
 void split_phases(const ConvGeometry& g, int64_t Hs, int64_t Ws, const float* x, float* planes);
 
@@ -84,8 +122,14 @@ class PhaseWeightGradient {
     int64_t pack_;  // positions a row of the kernel's dout_t (TapConv::pack)
 };
 
-// dx (N x C x H x W) of the whole batch, on team_size(N) threads.
-void phase_input_gradient(const ConvGeometry& g, const float* dout, const float* w, float* dx);
+// dx (N x C x H x W) of the whole batch, on team_size(N) threads. With `lanes` each phase
+// of dx on the lane kernel (its positions along the lanes, the channels in registers;
+// lane_input_gradient_pays), else on the tap kernel (the channels along the lanes).
+void phase_input_gradient(const ConvGeometry& g, const float* dout, const float* w, float* dx,
+                          bool lanes);
+// Whether dx of layer g runs faster on the lane kernel than on the tap kernel and than
+// im2col + GEMM (conv.cpp takes the latter for few channels from many filters).
+bool lane_input_gradient_pays(const ConvGeometry& g);
 
 // The forward over the batch on `threads` threads, with conv.cpp's forward_images contract:
 // image n's output goes to out_of(n, thread), then done(n, that output) runs.
@@ -109,6 +153,21 @@ void phase_forward(const ConvGeometry& g, int threads, const float* x, const flo
             layer.output(i, scratches.scratch_of(t), out);
             done(first + i, out);
         }
+    });
+}
+
+// The forward of PhaseLaneForward over the batch on `threads` threads, with the contract
+// of phase_forward.
+template <typename OutOf, typename Done>
+void phase_lane_forward(const ConvGeometry& g, int threads, const float* x, const float* w,
+                        const float* b, OutOf&& out_of, Done&& done) {
+    const PhaseLaneForward layer(g, w, b);
+    CacheLineScratch scratches(threads, layer.scratch_floats(), CacheLineScratch::Fill::none);
+    for (int t = 0; t < threads; ++t) layer.clear(scratches.scratch_of(t));
+    parallel_for_dynamic(threads, g.N, 1, [&](int64_t n, int t) {
+        float* out = out_of(n, t);
+        layer.image(x + n * g.C * g.H * g.W, scratches.scratch_of(t), out);
+        done(n, out);
     });
 }
 

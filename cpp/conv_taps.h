@@ -89,6 +89,26 @@ inline int64_t tap_conv_block(int64_t F_padded, int64_t input_per_tap) {
 void tap_conv_forward_avx512(const TapConv& g, const int64_t* offsets, const float* in,
                              const float* wpack, const float* bias, float* out_t);
 
+// A forward with the output positions along the lanes and the filters in registers, for
+// layers of few filters, where one vector of filters left most lanes idle: per tap one
+// load of 16 consecutive positions' inputs and a broadcast weight per filter. Positions
+// q < Q of a grid (conv_phases.cpp: as wide as a phase plane) read in + offsets[t] + q;
+// vector k of 16 of them keeps the lanes keep[k] (the output's columns), which go in
+// order to outputs dest[k] on.
+struct LaneConv {
+    int64_t taps, F, Q;
+    int64_t out_filter;  // floats between filters' outputs
+    const uint16_t* keep;
+    const int64_t* dest;
+};
+
+// out[f * out_filter + (position q's output)] = bias[f] + sum_t w_t[t * F + f] *
+// in[offsets[t] + q] for the kept q < Q, summed in the order of the taps as
+// tap_conv_forward_avx512 sums them (the same bits); reads up to 15 floats past
+// in + offsets[t] + Q - 1, whose lanes are dropped.
+void lane_conv_forward_avx512(const LaneConv& g, const int64_t* offsets, const float* in,
+                              const float* w_t, const float* bias, float* out);
+
 // The positions a weight gradient sums over: for each of `images` images (image n's input
 // at in + n * image_floats, its rows * cols positions next in dout_t), positions
 // r * row + x of the wide grid, r < rows, x < cols: only the real ones, so nothing outside

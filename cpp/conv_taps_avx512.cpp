@@ -648,6 +648,82 @@ void tap_transpose_avx512(int64_t rows, int64_t cols, const float* src, int64_t 
     }
 }
 
+namespace {
+
+// Positions per lane-forward tile for Fr filters: Fr x Pv accumulators and Pv input
+// vectors within the 32 registers (the weights are broadcast from memory into the FMAs).
+constexpr int lane_tile_vectors(int Fr) { return Fr <= 4 ? 6 : Fr <= 6 ? 4 : 3; }
+
+// Fr filters (w_t, bias and out from the first) times Pv vectors of positions from
+// vector k0 of the grid, all taps.
+template <int Fr, int Pv>
+void lane_tile(const LaneConv& g, const int64_t* offsets, const float* in, const float* w_t,
+               const float* bias, float* out, int64_t k0) {
+    __m512 acc[Fr][Pv];
+#pragma GCC unroll 8
+    for (int f = 0; f < Fr; ++f) {
+        const __m512 b = _mm512_set1_ps(bias[f]);
+#pragma GCC unroll 8
+        for (int v = 0; v < Pv; ++v) acc[f][v] = b;
+    }
+    const float* from = in + 16 * k0;
+    const int64_t F = g.F;  // a local: a register
+    const float* w = w_t;
+    for (int64_t t = 0; t < g.taps; ++t, w += F) {
+        const float* p = from + offsets[t];
+        __m512 x[Pv];
+#pragma GCC unroll 8
+        for (int v = 0; v < Pv; ++v) x[v] = _mm512_loadu_ps(p + 16 * v);
+#pragma GCC unroll 8
+        for (int f = 0; f < Fr; ++f) {
+            const __m512 wf = _mm512_set1_ps(w[f]);
+#pragma GCC unroll 8
+            for (int v = 0; v < Pv; ++v) acc[f][v] = _mm512_fmadd_ps(wf, x[v], acc[f][v]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int v = 0; v < Pv; ++v) {  // the kept lanes compressed into the output's rows
+        const __mmask16 keep = g.keep[k0 + v];
+        const __mmask16 to = first_lanes(__builtin_popcount(keep));
+#pragma GCC unroll 8
+        for (int f = 0; f < Fr; ++f) {
+            _mm512_mask_storeu_ps(out + f * g.out_filter + g.dest[k0 + v], to,
+                                  _mm512_maskz_compress_ps(keep, acc[f][v]));
+        }
+    }
+}
+
+// All vectors of the grid from k0 for Fr filters: tiles of Pv vectors, then one of the
+// fewest vectors that covers the rest.
+template <int Fr, int Pv = lane_tile_vectors(Fr)>
+void lane_filters(const LaneConv& g, const int64_t* offsets, const float* in, const float* w_t,
+                  const float* bias, float* out, int64_t k0) {
+    const int64_t vectors = (g.Q + 15) / 16;
+    for (; k0 + Pv <= vectors; k0 += Pv) lane_tile<Fr, Pv>(g, offsets, in, w_t, bias, out, k0);
+    if (k0 == vectors) return;
+    if constexpr (Pv > 1) {
+        if (vectors - k0 < Pv) return lane_filters<Fr, Pv - 1>(g, offsets, in, w_t, bias, out, k0);
+    }
+}
+
+}  // namespace
+
+void lane_conv_forward_avx512(const LaneConv& g, const int64_t* offsets, const float* in,
+                              const float* w_t, const float* bias, float* out) {
+    using Filters = void (*)(const LaneConv&, const int64_t*, const float*, const float*,
+                             const float*, float*, int64_t);
+    static constexpr Filters kFilters[8] = {lane_filters<1>, lane_filters<2>, lane_filters<3>,
+                                            lane_filters<4>, lane_filters<5>, lane_filters<6>,
+                                            lane_filters<7>, lane_filters<8>};
+    // the filters in groups of at most 8, as even as they come (19: 7, 6, 6)
+    const int64_t groups = (g.F + 7) / 8;
+    for (int64_t k = 0, f0 = 0; k < groups; ++k) {
+        const int64_t Fr = g.F / groups + (k < g.F % groups ? 1 : 0);
+        kFilters[Fr - 1](g, offsets, in, w_t + f0, bias + f0, out + f0 * g.out_filter, 0);
+        f0 += Fr;
+    }
+}
+
 void tap_conv_forward_avx512(const TapConv& g, const int64_t* offsets, const float* in,
                              const float* wpack, const float* bias, float* out_t) {
     if (g.pack == 2) return tap_forward<PackedLanes512<2>, 1, 24>(g, offsets, in, wpack, bias, out_t);

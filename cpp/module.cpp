@@ -2165,6 +2165,19 @@ PYBIND11_MODULE(_C, m) {
         "Where stride-1 convolutions whose pad lies inside the kernel skip the taps that fall\n"
         "into the padding (all three passes): 'auto' (the default) on the wide layers on small\n"
         "images that run im2col + GEMM, 'always' on every such layer, 'off' never, to compare.");
+    m.def(
+        "set_lane_conv",
+        [](const std::string& mode) {
+            if (mode == "off") return set_lane_conv(LaneForwardMode::kOff);
+            if (mode == "auto") return set_lane_conv(LaneForwardMode::kWherePays);
+            if (mode == "always") return set_lane_conv(LaneForwardMode::kEverywhere);
+            fail("set_lane_conv: mode must be 'off', 'auto' or 'always', got '" + mode + "'");
+        },
+        "mode"_a,
+        "Where strided float32 forwards on AVX-512 put the output positions along the lanes\n"
+        "and the filters in registers (the lane kernel) rather than the filters along the\n"
+        "lanes: 'auto' (the default) on layers of few filters where it is faster, 'always'\n"
+        "on every such layer, 'off' never, to compare the paths.");
     m.def("set_avx512_conv", &set_avx512_conv, "enabled"_a,
           "Run the direct conv kernels with AVX-512 where the CPU has it (the default);\n"
           "False keeps them on AVX2, to compare the two.");

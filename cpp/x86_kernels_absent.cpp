@@ -201,6 +201,10 @@ void tap_conv_forward_avx512(const TapConv&, const int64_t*, const float*, const
                              const float*, float*) {
     absent("tap_conv_forward_avx512");
 }
+void lane_conv_forward_avx512(const LaneConv&, const int64_t*, const float*, const float*,
+                              const float*, float*) {
+    absent("lane_conv_forward_avx512");
+}
 void tap_conv_dw_avx512(const TapConv&, const TapDwPositions&, const int64_t*, const float*,
                         const float*, float*) {
     absent("tap_conv_dw_avx512");

@@ -416,3 +416,106 @@ def test_few_filters_weight_gradient_packs_positions(F):
                 assert np.isinf(x).any()
                 _, dw, _ = _C.conv_backward(dout, x, w, stride, pad, need_dx=False)
                 assert np.isfinite(dw).all()
+
+
+def with_lanes(mode, call, *args, threads=1):
+    """_C's `call` with the lane kernel set_lane_conv(mode), on `threads` threads."""
+    before = _C.get_num_threads()
+    _C.set_num_threads(threads)
+    _C.set_lane_conv(mode)
+    try:
+        return call(*args)
+    finally:
+        _C.set_lane_conv("auto")
+        _C.set_num_threads(before)
+
+
+@pytest.mark.slow
+@settings(max_examples=100, deadline=None)
+@given(
+    N=st.integers(0, 3),
+    C=st.integers(1, 16),
+    H=st.integers(1, 40),
+    W=st.integers(1, 40),
+    F=st.integers(1, 40),
+    k=st.integers(1, 7),
+    stride=st.sampled_from([2, 3, 4]),
+    pad=st.integers(0, 3),
+    seed=st.integers(0, 2**16),
+)
+def test_lane_kernel_passes_match_naive_and_the_tap_kernel(N, C, H, W, F, k, stride, pad, seed):
+    """The strided forward and dx with the positions along the lanes (set_lane_conv: on every
+    layer, as its rules pick, and never): the naive loops within rounding; the forward the
+    same bits all three ways, as each output sums the same terms in the same order; both on
+    1 and 3 threads the same bits; dw and db as without the lanes."""
+    if k > H + 2 * pad or k > W + 2 * pad:
+        return
+    x, w, b = case(N, C, H, W, F, k, np.float32, seed)
+    out = with_lanes("always", _C.conv_forward, x, w, b, stride, pad)
+    dout = np.random.default_rng(seed).standard_normal(out.shape).astype(np.float32)
+    grads = with_lanes("always", _C.conv_backward, dout, x, w, stride, pad)
+    bounds = conv_error_bounds(dout, x, w, b, stride, pad)
+    assert_within_rounding(out, conv_forward_ref(x, w, b, stride, pad), bounds[0], 1e-5)
+    ref_dx = conv_backward_ref(dout, x, w, stride, pad)[0]
+    assert_within_rounding(grads[0], ref_dx, bounds[1], 1e-5)
+    for mode, threads in (("auto", 2), ("off", 3), ("always", 3)):
+        again = with_lanes(mode, _C.conv_forward, x, w, b, stride, pad, threads=threads)
+        np.testing.assert_array_equal(again, out)
+    again = with_lanes("always", _C.conv_backward, dout, x, w, stride, pad, threads=3)
+    for got, same in zip(grads, again, strict=True):
+        np.testing.assert_array_equal(got, same)
+    off = with_lanes("off", _C.conv_backward, dout, x, w, stride, pad)
+    np.testing.assert_array_equal(grads[1], off[1])
+    np.testing.assert_array_equal(grads[2], off[2])
+
+
+@pytest.mark.parametrize("F", [1, 3, 6, 8, 9, 14, 19, 24])
+def test_lane_forward_every_grid_width_and_filter_group(F):
+    """Output rows of 1-17 pixels on planes 1-3 columns wider (the grid's vectors keep 0-16
+    lanes, compressed into rows that start anywhere in them), filters in groups of up to 8
+    (19: 7, 6, 6), the last tile of 1-6 vectors; against the naive loops, the tap kernel's
+    bits, and each image alone. An inf where no window reads it (the columns and rows past
+    the last window, which the grid's dropped lanes read) leaves the output finite."""
+    for Wo in range(1, 18):
+        for k, stride, pad in ((3, 2, 1), (7, 2, 1), (5, 2, 0), (3, 3, 0), (4, 4, 1)):
+            W = (Wo - 1) * stride + k - 2 * pad + stride - 1
+            if W < 1:
+                continue
+            x, w, b = case(3, 2, 9 + stride, W, F, k, np.float32, seed=F + Wo + k)
+            lanes = with_lanes("always", _C.conv_forward, x, w, b, stride, pad)
+            assert lanes.shape[3] == Wo
+            np.testing.assert_allclose(
+                lanes, conv_forward_ref(x, w, b, stride, pad), rtol=1e-4, atol=1e-4
+            )
+            off = with_lanes("off", _C.conv_forward, x, w, b, stride, pad)
+            np.testing.assert_array_equal(off, lanes)
+            np.testing.assert_array_equal(
+                with_lanes("always", _C.conv_forward, x[2:], w, b, stride, pad)[0], lanes[2]
+            )
+            if pad == 0 and W > (Wo - 1) * stride + k:
+                Ho = lanes.shape[2]
+                x[:, :, :, (Wo - 1) * stride + k :] = np.inf
+                x[:, :, (Ho - 1) * stride + k :, :] = np.nan
+                assert np.isfinite(
+                    with_lanes("always", _C.conv_forward, x, w, b, stride, pad)
+                ).all()
+
+
+@pytest.mark.parametrize("stride, pad", [(2, 1), (3, 0), (2, 3)])
+def test_lane_input_gradient_matches_numerical_gradient(stride, pad):
+    """dx of 3 channels from a batch of 16 (on the lane kernel where its rule picks it, the
+    same bits as forced onto it) against central differences of the float64 loops."""
+    x, w, b = case(16, 3, 7, 9, 5, 4, np.float32, seed=stride + pad)
+    out = _C.conv_forward(x, w, b, stride, pad)
+    dout = np.random.default_rng(2).standard_normal(out.shape).astype(np.float32)
+    dx, _, _ = _C.conv_backward(dout, x, w, stride, pad)  # (auto: 16 images of 3 channels)
+    forced = with_lanes("always", _C.conv_backward, dout, x, w, stride, pad)
+    np.testing.assert_array_equal(dx, forced[0])
+    x64, w64, b64, dout64 = (a.astype(np.float64) for a in (x[:2], w, b, dout[:2]))
+    num_dx = numerical_grad(lambda: conv_forward_ref(x64, w64, b64, stride, pad), x64, dout64)
+    np.testing.assert_allclose(dx[:2], num_dx, rtol=1e-4, atol=1e-4)
+
+
+def test_set_lane_conv_names_its_modes():
+    with pytest.raises(Exception, match="set_lane_conv: mode must be"):
+        _C.set_lane_conv("sometimes")
