@@ -193,6 +193,65 @@ def test_temporal_affine_is_the_product_plus_the_bias(dtypes):
     assert cache[3] is out
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    N=st.integers(0, 3),
+    T=st.integers(1, 5),
+    D=st.integers(1, 40),
+    M=st.integers(1, 40),
+    dtype=st.sampled_from(["float32", "float64"]),
+    x_view=st.booleans(),
+    dout_view=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_temporal_affine_is_the_products_it_was(N, T, D, M, dtype, x_view, dout_view, seed):
+    """Arrays of one float dtype go to the products' bindings without the checks: the same
+    bits as the checked path's calls (matmul, then the column sums), numpy's formulas to
+    rounding, for contiguous inputs and transposed views alike."""
+    r = rng(seed)
+    x = r.standard_normal((T, N, D) if x_view else (N, T, D)).astype(dtype)
+    x = x.transpose(1, 0, 2) if x_view else x
+    w, b = r.standard_normal((D, M)).astype(dtype), r.standard_normal(M).astype(dtype)
+    out, cache = R.temporal_affine_forward(x, w, b)
+    rows = np.ascontiguousarray(x).reshape(N * T, D)
+    expected = _C.matmul(rows, w)
+    expected += b
+    assert out.dtype == np.dtype(dtype) and out.shape == (N, T, M)
+    assert out.reshape(N * T, M).tobytes() == expected.tobytes()
+    dout = r.standard_normal((T, N, M) if dout_view else (N, T, M)).astype(dtype)
+    dout = dout.transpose(1, 0, 2) if dout_view else dout
+    dx, dw, db = R.temporal_affine_backward(dout, cache)
+    dout_rows = np.ascontiguousarray(dout).reshape(N * T, M)
+    assert dx.shape == x.shape and dw.shape == w.shape and db.shape == b.shape
+    assert dx.dtype == dw.dtype == db.dtype == np.dtype(dtype)
+    assert dx.reshape(N * T, D).tobytes() == _C.matmul(dout_rows, w, False, True).tobytes()
+    assert dw.tobytes() == _C.matmul(rows, dout_rows, True, False).tobytes()
+    assert db.tobytes() == dout_rows.sum(axis=0).tobytes()
+    tol = 1e-4 if dtype == "float32" else 1e-12
+    np.testing.assert_allclose(out, x.astype(np.float64) @ w + b, rtol=tol, atol=tol)
+    np.testing.assert_allclose(dx, dout.astype(np.float64) @ w.T, rtol=tol, atol=tol)
+    np.testing.assert_allclose(dw, rows.T.astype(np.float64) @ dout_rows, rtol=tol, atol=tol)
+
+
+def test_temporal_affine_backward_names_what_it_refuses_and_promotes_a_mix():
+    """An upstream gradient of another shape: the checked path's error; of another dtype:
+    the checked path's promotion to the output's dtype, as before."""
+    r = rng(9)
+    x, w, b = r.standard_normal((2, 3, 4)), r.standard_normal((4, 5)), r.standard_normal(5)
+    out, cache = R.temporal_affine_forward(x, w, b)
+    with pytest.raises(ValueError, match=r"temporal_affine_backward: dout has shape \(2, 5, 3\)"):
+        R.temporal_affine_backward(np.zeros((2, 5, 3)), cache)
+    grads = R.temporal_affine_backward(np.ones((2, 3, 5), np.float32), cache)
+    assert all(g.dtype == np.float64 for g in grads)
+    np.testing.assert_allclose(grads[0], np.ones((2, 3, 5)) @ w.T)
+    with pytest.raises(ValueError, match="has 4 features but w has shape"):
+        R.temporal_affine_forward(
+            x.astype(np.float32), np.zeros((5, 6), np.float32), np.zeros(6, np.float32)
+        )
+    with pytest.raises(ValueError, match=r"b has shape \(4,\), expected \(5,\)"):
+        R.temporal_affine_forward(x, w, np.zeros(4))
+
+
 def test_temporal_softmax_loss_numerically_and_by_hand():
     r = rng(7)
     x = r.standard_normal((4, 5, 6))
