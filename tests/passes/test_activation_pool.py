@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import graphnet as gn
+from graphnet.kernels import _C
 from graphnet.passes import activation_pool
 from graphnet.passes.activation_pool import ActivationPool
 
@@ -198,3 +199,15 @@ def test_gradcheck_through_a_fused_graph():
 @pytest.mark.parametrize("act", ["sigmoid", "tanh"])
 def test_bitwise_on_any_thread_count(act):
     assert_bitwise_on_two_threads(network(act, size=(4, 6, 33, 31)), np.float32)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_on_threads_as_gate_by_gate(threads):
+    """The kernels the fused step calls split their work among the threads: the gates'
+    bits on each count."""
+    before = _C.get_num_threads()
+    _C.set_num_threads(threads)
+    try:
+        assert_reads_as_gate_by_gate(network("tanh", (2, 2, 2), (8, 3, 40, 37)), np.float32)
+    finally:
+        _C.set_num_threads(before)
