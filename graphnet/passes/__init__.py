@@ -2,6 +2,7 @@
 Importing this package registers the built-in passes."""
 
 from . import (  # noqa: F401
+    activation_pool,
     affine_chain,
     batchnorm_fold,
     conv_chain,
