@@ -308,6 +308,14 @@ bool lane_forward(const ConvGeometry& g) {
            (mode == LaneForwardMode::kEverywhere || lane_forward_pays(g));
 }
 
+// The weight gradients on the tap kernel (strided, and stride-1 ones: tap_weight_gradient)
+// that run on the lane kernel instead.
+bool lane_weight_gradient(const ConvGeometry& g) {
+    const LaneForwardMode mode = lane_forward_mode;
+    return mode == LaneForwardMode::kEverywhere ||
+           (mode == LaneForwardMode::kWherePays && lane_weight_gradient_pays(g));
+}
+
 // The forward and dx of stride-1 layers on rows under kDirectMinRow pixels that run on the
 // AVX-512 tap kernel (short_rows_on_taps).
 template <typename T>
@@ -1720,7 +1728,7 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
                 std::fill_n(scratches.scratch_of(t), winograd_gradient_strip_floats(wg), 0.0f);
             }
         } else if (dw && tap_dw) {
-            phase_dw.emplace(g);
+            phase_dw.emplace(g, lane_weight_gradient(g));
             scratches.assign(threads, phase_dw->scratch_floats());
         } else if (dw && direct) {
             d = direct_geometry(g, direct_tile_filters(g.Wo));  // the dw kernel is AVX2

@@ -104,23 +104,37 @@ class PhaseLaneForward {
 void split_phases(const ConvGeometry& g, int64_t Hs, int64_t Ws, const float* x, float* planes);
 
 // dw_t (taps x F, the transposed weight gradient) += that of `count` consecutive images,
-// in groups of several images per call of the kernel where an image has few positions.
+// in groups of several images per call of the kernel where an image has few positions:
+// with `lanes` on the lane kernel (lane_conv_dw_avx512: positions along the lanes, the
+// filters' and taps' sums in registers; lane_weight_gradient_pays), else on the tap
+// kernel (the filters along the lanes, or 2-4 positions a vector on up to 8).
 class PhaseWeightGradient {
   public:
-    explicit PhaseWeightGradient(const ConvGeometry& g);
+    PhaseWeightGradient(const ConvGeometry& g, bool lanes);
     int64_t scratch_floats() const;  // per thread, zeroed by the caller once
     // and db (F) += their bias gradient, summed from the output gradients while in cache
     // The image after them, `after` and its output gradient `after_dout` (none where
-    // null), are brought into L2 meanwhile.
+    // null), are brought into L2 meanwhile (by the tap kernel).
     void images(const float* x, const float* dout, int64_t count, float* dw_t, float* db,
                 float* scratch, const float* after, const float* after_dout) const;
 
   private:
+    int64_t image_floats() const;  // of the scratch
+    void lane_images(const float* x, const float* dout, int64_t count, float* dw_t, float* db,
+                     float* scratch) const;
     ConvGeometry g_;
-    int64_t s_, Hs_, Ws_, F_padded_, planes_floats_, group_;
+    int64_t s_, Hs_, Ws_, F_padded_, planes_floats_;
+    bool lanes_;
+    int64_t dout_grid_;  // floats of a filter's dout on the lane kernel's grid
+    int64_t group_;
     std::vector<int64_t> offsets_;
     int64_t pack_;  // positions a row of the kernel's dout_t (TapConv::pack)
+    LaneGrid grid_;  // the lane kernel's (with `lanes`)
 };
+
+// Whether the weight gradient of layer g runs faster on the lane kernel than on the tap
+// kernel (where conv.cpp takes the latter: strided layers, and stride-1 ones on short rows).
+bool lane_weight_gradient_pays(const ConvGeometry& g);
 
 // dx (N x C x H x W) of the whole batch, on team_size(N) threads. With `lanes` each phase
 // of dx on the lane kernel (its positions along the lanes, the channels in registers;

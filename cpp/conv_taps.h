@@ -109,6 +109,34 @@ struct LaneConv {
 void lane_conv_forward_avx512(const LaneConv& g, const int64_t* offsets, const float* in,
                               const float* w_t, const float* bias, float* out);
 
+// A weight gradient with the positions along the lanes, the transpose of the lane
+// forward, for layers of few filters: 16 positions of each image's grid (LaneConv's) a
+// vector, an accumulator per (tap, filter) of a tile of a few of each, summed over all the
+// images' positions of a call and then reduced. Per position vector a masked load of the
+// input a tap and a load of dout a filter feed taps x filters FMAs, where the tap kernels
+// broadcast an input float for each FMA.
+struct LaneDw {
+    int64_t taps, F;
+    int64_t images, image_floats;  // image n's input at in + n * image_floats
+    int64_t vectors;               // vectors of 16 positions of an image's grid
+    int64_t dout_filter, dout_image;  // floats between filters' and images' dout grids
+    const uint16_t* keep;  // the lanes of each vector on the output (the input's other
+                           // lanes are read as 0, so a pixel no window reads never counts)
+};
+
+// dw_t[t * F + f] += sum over images n, vectors k and kept lanes l of
+//   in[n * image_floats + offsets[t] + 16 k + l] * dout[n * dout_image + f * dout_filter + 16 k + l]
+// (dout finite in the lanes not kept: they are multiplied by 0). The order of the sums
+// depends on the LaneDw alone.
+void lane_conv_dw_avx512(const LaneDw& g, const int64_t* offsets, const float* in,
+                         const float* dout, float* dw_t);
+
+// One image's dout (F x rows x cols) onto the lane weight gradient's grid: filter f's
+// position (r, c) at to[f * to_filter + r * row + c], 0 at columns cols .. row - 1 (the
+// rest of `to` untouched); db[f] += the sum of filter f's dout.
+void lane_dw_dout_avx512(int64_t F, int64_t rows, int64_t cols, int64_t row, const float* dout,
+                         float* to, int64_t to_filter, float* db);
+
 // The positions a weight gradient sums over: for each of `images` images (image n's input
 // at in + n * image_floats, its rows * cols positions next in dout_t), positions
 // r * row + x of the wide grid, r < rows, x < cols: only the real ones, so nothing outside

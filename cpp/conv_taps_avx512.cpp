@@ -724,6 +724,119 @@ void lane_conv_forward_avx512(const LaneConv& g, const int64_t* offsets, const f
     }
 }
 
+namespace {
+
+// Taps per lane weight-gradient tile for Fr filters: Tr x Fr accumulators, Fr dout vectors
+// and an input vector within the 32 registers.
+constexpr int lane_dw_taps(int Fr) { return Fr <= 3 ? 8 : Fr == 4 ? 6 : 4; }
+constexpr int kLaneDwMaxTileFilters = 6;
+
+// The sums of the 16 lanes of v[0 .. 7] into lanes 0 .. 7: halves, quarters, then the
+// four lanes of each quarter, 24 shuffles and adds where a reduction apiece takes 64.
+__attribute__((always_inline)) inline __m512 sum_lanes8(const __m512 (&v)[8]) {
+    __m512 w[4], u[2];
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k) {  // v[2k]'s 8 partial sums, then v[2k + 1]'s
+        w[k] = _mm512_add_ps(_mm512_shuffle_f32x4(v[2 * k], v[2 * k + 1], 0x44),
+                             _mm512_shuffle_f32x4(v[2 * k], v[2 * k + 1], 0xEE));
+    }
+#pragma GCC unroll 2
+    for (int k = 0; k < 2; ++k) {  // quarter j: v[4k + j]'s 4 partial sums
+        u[k] = _mm512_add_ps(_mm512_shuffle_f32x4(w[2 * k], w[2 * k + 1], 0x88),
+                             _mm512_shuffle_f32x4(w[2 * k], w[2 * k + 1], 0xDD));
+    }
+    __m512 s = _mm512_add_ps(_mm512_unpacklo_ps(u[0], u[1]), _mm512_unpackhi_ps(u[0], u[1]));
+    s = _mm512_add_ps(s, _mm512_permute_ps(s, 0x4E));  // lane 4j: v[j], 4j + 1: v[4 + j]
+    const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 0, 0, 0, 0, 0, 0, 0, 0);
+    return _mm512_permutexvar_ps(order, s);
+}
+
+// Taps t0 .. t0 + Tr - 1 (those under g.taps) times filters f0 .. f0 + Fr - 1.
+template <int Fr, int Tr>
+void lane_dw_tile(const LaneDw& g, const int64_t* offsets, const float* in, const float* dout,
+                  float* dw_t, int64_t t0, int64_t f0) {
+    __m512 acc[Tr * Fr];
+    int64_t at[Tr];
+#pragma GCC unroll 8
+    for (int i = 0; i < Tr; ++i) at[i] = offsets[t0 + i < g.taps ? t0 + i : t0];
+#pragma GCC unroll 24
+    for (int a = 0; a < Tr * Fr; ++a) acc[a] = _mm512_setzero_ps();
+    for (int64_t n = 0; n < g.images; ++n) {
+        const float* x = in + n * g.image_floats;
+        const float* d = dout + n * g.dout_image + f0 * g.dout_filter;
+        for (int64_t k = 0; k < g.vectors; ++k, x += 16, d += 16) {
+            const __mmask16 keep = g.keep[k];
+            __m512 dv[Fr];
+#pragma GCC unroll 8
+            for (int f = 0; f < Fr; ++f) dv[f] = _mm512_loadu_ps(d + f * g.dout_filter);
+#pragma GCC unroll 8
+            for (int i = 0; i < Tr; ++i) {
+                const __m512 xv = _mm512_maskz_loadu_ps(keep, x + at[i]);
+#pragma GCC unroll 8
+                for (int f = 0; f < Fr; ++f) {
+                    acc[i * Fr + f] = _mm512_fmadd_ps(xv, dv[f], acc[i * Fr + f]);
+                }
+            }
+        }
+    }
+    alignas(64) float sums[16];
+#pragma GCC unroll 3
+    for (int a0 = 0; a0 < Tr * Fr; a0 += 8) {
+        __m512 eight[8];
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; ++j) eight[j] = a0 + j < Tr * Fr ? acc[a0 + j] : _mm512_setzero_ps();
+        _mm512_store_ps(sums, sum_lanes8(eight));
+        for (int j = 0; j < 8 && a0 + j < Tr * Fr; ++j) {
+            const int64_t t = t0 + (a0 + j) / Fr;
+            if (t < g.taps) dw_t[t * g.F + f0 + (a0 + j) % Fr] += sums[j];
+        }
+    }
+}
+
+template <int Fr>
+void lane_dw_filters(const LaneDw& g, const int64_t* offsets, const float* in, const float* dout,
+                     float* dw_t, int64_t f0) {
+    constexpr int Tr = lane_dw_taps(Fr);
+    for (int64_t t0 = 0; t0 < g.taps; t0 += Tr) {
+        lane_dw_tile<Fr, Tr>(g, offsets, in, dout, dw_t, t0, f0);
+    }
+}
+
+}  // namespace
+
+void lane_conv_dw_avx512(const LaneDw& g, const int64_t* offsets, const float* in,
+                         const float* dout, float* dw_t) {
+    using Filters = void (*)(const LaneDw&, const int64_t*, const float*, const float*, float*,
+                             int64_t);
+    static constexpr Filters kFilters[kLaneDwMaxTileFilters] = {
+        lane_dw_filters<1>, lane_dw_filters<2>, lane_dw_filters<3>,
+        lane_dw_filters<4>, lane_dw_filters<5>, lane_dw_filters<6>};
+    // the filters in groups of at most kLaneDwMaxTileFilters, as even as they come
+    const int64_t groups = (g.F + kLaneDwMaxTileFilters - 1) / kLaneDwMaxTileFilters;
+    for (int64_t k = 0, f0 = 0; k < groups; ++k) {
+        const int64_t Fr = g.F / groups + (k < g.F % groups ? 1 : 0);
+        kFilters[Fr - 1](g, offsets, in, dout, dw_t, f0);
+        f0 += Fr;
+    }
+}
+
+void lane_dw_dout_avx512(int64_t F, int64_t rows, int64_t cols, int64_t row, const float* dout,
+                         float* to, int64_t to_filter, float* db) {
+    for (int64_t f = 0; f < F; ++f) {
+        __m512 sum = _mm512_setzero_ps();
+        for (int64_t r = 0; r < rows; ++r) {
+            const float* src = dout + (f * rows + r) * cols;
+            float* dst = to + f * to_filter + r * row;
+            for (int64_t k = 0; k < row; k += 16) {
+                const __m512 v = _mm512_maskz_loadu_ps(first_lanes(cols - k), src + k);
+                sum = _mm512_add_ps(sum, v);
+                _mm512_mask_storeu_ps(dst + k, first_lanes(row - k), v);
+            }
+        }
+        db[f] += _mm512_reduce_add_ps(sum);
+    }
+}
+
 void tap_conv_forward_avx512(const TapConv& g, const int64_t* offsets, const float* in,
                              const float* wpack, const float* bias, float* out_t) {
     if (g.pack == 2) return tap_forward<PackedLanes512<2>, 1, 24>(g, offsets, in, wpack, bias, out_t);

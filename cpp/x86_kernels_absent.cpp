@@ -212,6 +212,13 @@ void tap_conv_dw_avx512(const TapConv&, const TapDwPositions&, const int64_t*, c
 void pack_dw_positions_avx512(int64_t, int64_t, int64_t, int64_t, const float*, float*) {
     absent("pack_dw_positions_avx512");
 }
+void lane_conv_dw_avx512(const LaneDw&, const int64_t*, const float*, const float*, float*) {
+    absent("lane_conv_dw_avx512");
+}
+void lane_dw_dout_avx512(int64_t, int64_t, int64_t, int64_t, const float*, float*, int64_t,
+                         float*) {
+    absent("lane_dw_dout_avx512");
+}
 void deinterleave_avx512(int64_t, int64_t, const float*, int64_t, float*, float*, int64_t) {
     absent("deinterleave_avx512");
 }

@@ -384,9 +384,28 @@ def backward_on(threads, dout, x, w, stride, pad):
         _C.set_num_threads(before)
 
 
+def check_weight_gradient(mode, x, w, b, stride, pad, Wo):
+    """dw and db with set_lane_conv(mode) against the naive loops, the same bits on 1, 2 and
+    3 threads; the layer's output (Wo columns) and the dout they were taken with."""
+    out = _C.conv_forward(x, w, b, stride, pad)
+    assert out.shape[3] == Wo
+    dout = np.random.default_rng(Wo).standard_normal(out.shape).astype(np.float32)
+    _, ref_dw, ref_db = conv_backward_ref(dout, x, w, stride, pad)
+    results = [
+        with_lanes(mode, _C.conv_backward, dout, x, w, stride, pad, threads=t) for t in (1, 2, 3)
+    ]
+    np.testing.assert_allclose(results[0][1], ref_dw, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(results[0][2], ref_db, rtol=1e-5, atol=1e-4)
+    for again in results[1:]:
+        for got, same in zip(results[0], again, strict=True):
+            np.testing.assert_array_equal(got, same)
+    return out, dout
+
+
 @pytest.mark.parametrize("F", [1, 2, 4, 5, 8, 9])
 def test_few_filters_weight_gradient_packs_positions(F):
-    """The weight gradient of 1-8 filters sums 4 (1-4 filters) or 2 (5-8) positions of a row
+    """The weight gradient of 1-8 filters on the tap kernel (set_lane_conv("off"): else the
+    lane kernel takes most) sums 4 (1-4 filters) or 2 (5-8) positions of a row
     a vector (TapConv::pack; 9 filters one a lane): output rows of every width 1-9, so each
     count of positions left past a row's whole groups, strides 1-3, batches of several
     calls of the kernel; against the naive loops, the same bits on 1, 2 and 3 threads; an
@@ -399,22 +418,13 @@ def test_few_filters_weight_gradient_packs_positions(F):
             if W < 1:
                 continue
             x, w, b = case(37, 3, 11, W + stride - 1, F, k, np.float32, seed=F + Wo + k)
-            out = _C.conv_forward(x, w, b, stride, pad)
-            assert out.shape[3] == Wo
-            dout = np.random.default_rng(Wo).standard_normal(out.shape).astype(np.float32)
-            _, ref_dw, ref_db = conv_backward_ref(dout, x, w, stride, pad)
-            results = [backward_on(t, dout, x, w, stride, pad) for t in (1, 2, 3)]
-            np.testing.assert_allclose(results[0][1], ref_dw, rtol=1e-4, atol=1e-3)
-            np.testing.assert_allclose(results[0][2], ref_db, rtol=1e-5, atol=1e-4)
-            for again in results[1:]:
-                for got, same in zip(results[0], again, strict=True):
-                    np.testing.assert_array_equal(got, same)
+            out, dout = check_weight_gradient("off", x, w, b, stride, pad, Wo)
             if pad <= stride - 2:  # the columns past each row's last window: read by none
                 Ho = out.shape[2]
                 x[:, :, :, (Wo - 1) * stride + k - pad :] = np.inf
                 x[:, :, (Ho - 1) * stride + k - pad :, :] = np.inf
                 assert np.isinf(x).any()
-                _, dw, _ = _C.conv_backward(dout, x, w, stride, pad, need_dx=False)
+                _, dw, _ = with_lanes("off", _C.conv_backward, dout, x, w, stride, pad)
                 assert np.isfinite(dw).all()
 
 
@@ -439,15 +449,16 @@ def with_lanes(mode, call, *args, threads=1):
     W=st.integers(1, 40),
     F=st.integers(1, 40),
     k=st.integers(1, 7),
-    stride=st.sampled_from([2, 3, 4]),
+    stride=st.sampled_from([1, 2, 3, 4]),
     pad=st.integers(0, 3),
     seed=st.integers(0, 2**16),
 )
 def test_lane_kernel_passes_match_naive_and_the_tap_kernel(N, C, H, W, F, k, stride, pad, seed):
-    """The strided forward and dx with the positions along the lanes (set_lane_conv: on every
-    layer, as its rules pick, and never): the naive loops within rounding; the forward the
-    same bits all three ways, as each output sums the same terms in the same order; both on
-    1 and 3 threads the same bits; dw and db as without the lanes."""
+    """The forward, dx and dw with the positions along the lanes (set_lane_conv: on every
+    layer, as its rules pick, and never; stride 1 for the weight gradient on short rows):
+    the naive loops within rounding; the forward the same bits all three ways, as each
+    output sums the same terms in the same order; dw as the rules pick it the bits of one of
+    the two kernels; all on 1-3 threads the same bits."""
     if k > H + 2 * pad or k > W + 2 * pad:
         return
     x, w, b = case(N, C, H, W, F, k, np.float32, seed)
@@ -456,8 +467,9 @@ def test_lane_kernel_passes_match_naive_and_the_tap_kernel(N, C, H, W, F, k, str
     grads = with_lanes("always", _C.conv_backward, dout, x, w, stride, pad)
     bounds = conv_error_bounds(dout, x, w, b, stride, pad)
     assert_within_rounding(out, conv_forward_ref(x, w, b, stride, pad), bounds[0], 1e-5)
-    ref_dx = conv_backward_ref(dout, x, w, stride, pad)[0]
-    assert_within_rounding(grads[0], ref_dx, bounds[1], 1e-5)
+    refs = conv_backward_ref(dout, x, w, stride, pad)
+    assert_within_rounding(grads[0], refs[0], bounds[1], 1e-5)
+    assert_within_rounding(grads[1], refs[1], bounds[2], 1e-5)
     for mode, threads in (("auto", 2), ("off", 3), ("always", 3)):
         again = with_lanes(mode, _C.conv_forward, x, w, b, stride, pad, threads=threads)
         np.testing.assert_array_equal(again, out)
@@ -465,8 +477,12 @@ def test_lane_kernel_passes_match_naive_and_the_tap_kernel(N, C, H, W, F, k, str
     for got, same in zip(grads, again, strict=True):
         np.testing.assert_array_equal(got, same)
     off = with_lanes("off", _C.conv_backward, dout, x, w, stride, pad)
-    np.testing.assert_array_equal(grads[1], off[1])
-    np.testing.assert_array_equal(grads[2], off[2])
+    assert_within_rounding(off[1], refs[1], bounds[2], 1e-5)
+    auto = with_lanes("auto", _C.conv_backward, dout, x, w, stride, pad, threads=2)
+    # (dw as one of the two kernels computes it, whichever the rule picks)
+    assert np.array_equal(auto[1], grads[1]) or np.array_equal(auto[1], off[1])
+    np.testing.assert_allclose(grads[2], refs[2], rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(off[2], refs[2], rtol=1e-5, atol=1e-4)
 
 
 @pytest.mark.parametrize("F", [1, 3, 6, 8, 9, 14, 19, 24])
@@ -519,3 +535,47 @@ def test_lane_input_gradient_matches_numerical_gradient(stride, pad):
 def test_set_lane_conv_names_its_modes():
     with pytest.raises(Exception, match="set_lane_conv: mode must be"):
         _C.set_lane_conv("sometimes")
+
+
+@pytest.mark.parametrize("F", [1, 2, 5, 6, 7, 12, 13, 19, 40])
+def test_lane_weight_gradient_every_grid_width_and_filter_group(F):
+    """dw on the lane kernel (positions along the lanes, a tile of taps x 1-6 filters in
+    registers; filters in even groups of up to 6, 13: 5, 4, 4): output rows of 1-17 pixels
+    on planes 1-3 columns wider (the grid's vectors keep 0-16 lanes), taps not a multiple of
+    the tile's, strides 1-3, batches of one and of several calls; against the naive loops,
+    the same bits on 1, 2 and 3 threads and with each image's order kept (the batch split
+    into chunks as the batch size alone fixes). An inf where no window reads it (the
+    columns and rows past the last window, which the dropped lanes read) leaves dw finite;
+    one where a window reads it makes the taps that read it non-finite, as on the naive
+    loops."""
+    for Wo in range(1, 18):
+        for k, stride, pad in ((3, 2, 1), (7, 2, 1), (5, 2, 0), (3, 3, 0), (4, 1, 0), (2, 3, 0)):
+            W = (Wo - 1) * stride + k - 2 * pad + stride - 1
+            if W < 1:
+                continue
+            for N in (1, 9):
+                x, w, b = case(N, 2, 9 + stride, W, F, k, np.float32, seed=F + Wo + k + N)
+                out, dout = check_weight_gradient("always", x, w, b, stride, pad, Wo)
+                if pad == 0 and W > (Wo - 1) * stride + k:
+                    Ho = out.shape[2]
+                    x[:, :, :, (Wo - 1) * stride + k :] = np.inf
+                    x[:, :, (Ho - 1) * stride + k :, :] = np.nan
+                    grads = with_lanes("always", _C.conv_backward, dout, x, w, stride, pad)
+                    assert np.isfinite(grads[1]).all()
+                    x[0, 1, 0, 0] = np.inf  # read by tap (1, 0, 0) of every filter alone
+                    dw = with_lanes("always", _C.conv_backward, dout, x, w, stride, pad)[1]
+                    assert not np.isfinite(dw[:, 1, 0, 0]).any()
+                    assert np.isfinite(np.delete(dw.reshape(F, -1), k * k, axis=1)).all()
+
+
+@pytest.mark.parametrize("stride, pad", [(2, 1), (3, 0), (1, 2)])
+def test_lane_weight_gradient_matches_numerical_gradient(stride, pad):
+    """dw of 6 filters from 3 channels on the lane kernel against central differences of
+    the float64 loops."""
+    x, w, b = case(3, 3, 9, 11, 6, 5, np.float32, seed=stride + pad)
+    out = _C.conv_forward(x, w, b, stride, pad)
+    dout = np.random.default_rng(3).standard_normal(out.shape).astype(np.float32)
+    dw = with_lanes("always", _C.conv_backward, dout, x, w, stride, pad)[1]
+    x64, w64, b64, dout64 = (a.astype(np.float64) for a in (x, w, b, dout))
+    num_dw = numerical_grad(lambda: conv_forward_ref(x64, w64, b64, stride, pad), w64, dout64)
+    np.testing.assert_allclose(dw, num_dw, rtol=1e-4, atol=1e-3)
