@@ -290,4 +290,24 @@ void max_pool_planes_avx2(const AvgPoolPlane& g, int64_t planes, const double* s
                                                                              win);
 }
 
+void avg_pool_planes_forward_avx2(const AvgPoolPlane& g, int64_t planes, const float* src,
+                                    float* out) {
+    avg_pool_planes_forward(g, planes, src, out);
+}
+
+void avg_pool_planes_forward_avx2(const AvgPoolPlane& g, int64_t planes, const double* src,
+                                    double* out) {
+    avg_pool_planes_forward(g, planes, src, out);
+}
+
+void avg_pool_planes_backward_avx2(const AvgPoolPlane& g, int64_t planes, const float* grad,
+                                     float* dx) {
+    avg_pool_planes_backward(g, planes, grad, dx);
+}
+
+void avg_pool_planes_backward_avx2(const AvgPoolPlane& g, int64_t planes, const double* grad,
+                                     double* dx) {
+    avg_pool_planes_backward(g, planes, grad, dx);
+}
+
 }  // namespace graphnet

@@ -38,4 +38,16 @@ void max_pool_planes_avx2(const AvgPoolPlane& g, int64_t planes, const float* sr
 void max_pool_planes_avx2(const AvgPoolPlane& g, int64_t planes, const double* src, double* dst,
                           int32_t* win, bool relu);
 
+// avg_pool_planes_forward and avg_pool_planes_backward (avg_pool_plane.h) compiled for
+// AVX2: the same operations in the same order (sums and divisions, no products to fuse),
+// on vectors twice as wide as the baseline's.
+void avg_pool_planes_forward_avx2(const AvgPoolPlane& g, int64_t planes, const float* src,
+                                  float* out);
+void avg_pool_planes_forward_avx2(const AvgPoolPlane& g, int64_t planes, const double* src,
+                                  double* out);
+void avg_pool_planes_backward_avx2(const AvgPoolPlane& g, int64_t planes, const float* grad,
+                                   float* dx);
+void avg_pool_planes_backward_avx2(const AvgPoolPlane& g, int64_t planes, const double* grad,
+                                   double* dx);
+
 }  // namespace graphnet

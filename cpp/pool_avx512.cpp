@@ -113,6 +113,258 @@ void stacked_small_planes(const AvgPoolPlane& g, int64_t planes, const S* src, S
     }
 }
 
+// ----- 2x2 windows at stride 2 -----------------------------------------------------------
+
+// What planes_2x2 needs of a vector type: the even and the odd lanes of two vectors, and
+// the winners' int32 vectors (as wide as V's lanes: sixteen of __m512, eight of __m512d).
+template <typename V>
+struct Pairs;
+
+template <>
+struct Pairs<__m512> {
+    using Mask = __mmask16;
+    using Winners = __m512i;
+    static __m512 evens(__m512 lo, __m512 hi) {
+        const __m512i at = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
+                                             28, 30);
+        return _mm512_permutex2var_ps(lo, at, hi);
+    }
+    static __m512 odds(__m512 lo, __m512 hi) {
+        const __m512i at = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27,
+                                             29, 31);
+        return _mm512_permutex2var_ps(lo, at, hi);
+    }
+    // The windows' top left entries: lo's lanes first_lo + 2 i, hi's first_hi + 2 i.
+    static __m512i tops(int32_t first_lo, int32_t first_hi) {
+        const __m512i first = _mm512_mask_blend_epi32(0xFF00, _mm512_set1_epi32(first_lo),
+                                                      _mm512_set1_epi32(first_hi));
+        const __m512i step =
+            _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 0, 2, 4, 6, 8, 10, 12, 14);
+        return _mm512_add_epi32(first, step);
+    }
+    static __m512i winners(__m512i tops, __m512 offsets) {
+        return _mm512_add_epi32(tops, _mm512_castps_si512(offsets));
+    }
+    static __m512i compress(Mask m, __m512i w) { return _mm512_maskz_compress_epi32(m, w); }
+    static __m512 compress(Mask m, __m512 v) { return _mm512_maskz_compress_ps(m, v); }
+    static void store(int32_t* at, Mask m, __m512i w) { _mm512_mask_storeu_epi32(at, m, w); }
+    static __m512i load(const int32_t* at, Mask m) { return _mm512_maskz_loadu_epi32(m, at); }
+    static __m512i expand(Mask m, __m512i w) { return _mm512_maskz_expand_epi32(m, w); }
+    static __m512 expand(Mask m, __m512 v) { return _mm512_maskz_expand_ps(m, v); }
+    // The lanes where w is k.
+    static Mask equal(__m512i w, int32_t k) {
+        return _mm512_cmpeq_epi32_mask(w, _mm512_set1_epi32(k));
+    }
+    static __m512i sub(__m512i a, __m512i b) { return _mm512_sub_epi32(a, b); }
+    // The lo and the hi halves of u and v interleaved: u0 v0 u1 v1 ...
+    static __m512 interleave_lo(__m512 u, __m512 v) {
+        const __m512i at = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7,
+                                             23);
+        return _mm512_permutex2var_ps(u, at, v);
+    }
+    static __m512 interleave_hi(__m512 u, __m512 v) {
+        const __m512i at = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14,
+                                             30, 15, 31);
+        return _mm512_permutex2var_ps(u, at, v);
+    }
+};
+
+template <>
+struct Pairs<__m512d> {
+    using Mask = __mmask8;
+    using Winners = __m256i;
+    static __m512d evens(__m512d lo, __m512d hi) {
+        return _mm512_permutex2var_pd(lo, _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14), hi);
+    }
+    static __m512d odds(__m512d lo, __m512d hi) {
+        return _mm512_permutex2var_pd(lo, _mm512_setr_epi64(1, 3, 5, 7, 9, 11, 13, 15), hi);
+    }
+    static __m256i tops(int32_t first_lo, int32_t first_hi) {
+        const __m256i first = _mm256_mask_blend_epi32(0xF0, _mm256_set1_epi32(first_lo),
+                                                      _mm256_set1_epi32(first_hi));
+        return _mm256_add_epi32(first, _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6));
+    }
+    // the offsets' low 32 bits added
+    static __m256i winners(__m256i tops, __m512d offsets) {
+        return _mm256_add_epi32(tops, _mm512_cvtepi64_epi32(_mm512_castpd_si512(offsets)));
+    }
+    static __m256i compress(Mask m, __m256i w) { return _mm256_maskz_compress_epi32(m, w); }
+    static __m512d compress(Mask m, __m512d v) { return _mm512_maskz_compress_pd(m, v); }
+    static void store(int32_t* at, Mask m, __m256i w) { _mm256_mask_storeu_epi32(at, m, w); }
+    static __m256i load(const int32_t* at, Mask m) { return _mm256_maskz_loadu_epi32(m, at); }
+    static __m256i expand(Mask m, __m256i w) { return _mm256_maskz_expand_epi32(m, w); }
+    static __m512d expand(Mask m, __m512d v) { return _mm512_maskz_expand_pd(m, v); }
+    static Mask equal(__m256i w, int32_t k) {
+        return _mm256_cmpeq_epi32_mask(w, _mm256_set1_epi32(k));
+    }
+    static __m256i sub(__m256i a, __m256i b) { return _mm256_sub_epi32(a, b); }
+    static __m512d interleave_lo(__m512d u, __m512d v) {
+        return _mm512_permutex2var_pd(u, _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11), v);
+    }
+    static __m512d interleave_hi(__m512d u, __m512d v) {
+        return _mm512_permutex2var_pd(u, _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15), v);
+    }
+};
+
+// The 2x2, stride-2 windows of `planes` planes one after another in segments of up to
+// `half` outputs (half a vector): a row's first `half` outputs, its next ones, ..., then the
+// next row's, the next plane's. A vector takes two segments, the next two whatever row or
+// plane they are in, so rows shorter than a vector fill it as well as long ones, and a
+// plane has no setup and no scalar tail.
+class Segments {
+public:
+    struct Segment {
+        int64_t entry;     // the first window's top left entry in the stack of planes
+        int64_t out;       // its output in the stack of outputs
+        int32_t first;     // that entry's index in its plane
+        int64_t outputs;   // 0 past the last plane
+        bool row_end;      // the last segment of its row
+        int64_t plane;     // whose last segment it is, or -1
+    };
+
+    Segments(const AvgPoolPlane& g, int64_t planes, int64_t half)
+        : W_(g.W), Ho_(g.Ho), Wo_(g.Wo), in_plane_(g.in_plane()), out_plane_(g.out_plane()),
+          planes_(planes), half_(half) {}
+
+    bool more() const { return p_ < planes_; }
+
+    Segment next() {
+        if (p_ == planes_) return {0, 0, 0, 0, false, -1};
+        const int64_t entry = 2 * oh_ * W_ + 2 * ow_;
+        Segment s{p_ * in_plane_ + entry, p_ * out_plane_ + oh_ * Wo_ + ow_,
+                  static_cast<int32_t>(entry), std::min(half_, Wo_ - ow_), false, -1};
+        ow_ += half_;
+        if (ow_ >= Wo_) {
+            ow_ = 0;
+            s.row_end = true;
+            if (++oh_ == Ho_) {
+                oh_ = 0;
+                s.plane = p_++;
+            }
+        }
+        return s;
+    }
+
+private:
+    // copies, which stay in registers across the kernels' stores
+    const int64_t W_, Ho_, Wo_, in_plane_, out_plane_, planes_, half_;
+    int64_t p_ = 0, oh_ = 0, ow_ = 0;  // the next segment's plane, output row and output
+};
+
+// The lanes of a vector of segments lo and hi: lo's outputs in its first half, hi's in
+// its second.
+template <typename L>
+typename L::Mask halves(const Segments::Segment& lo, const Segments::Segment& hi) {
+    constexpr int64_t half = L::width / 2;
+    return static_cast<typename L::Mask>(L::tail(lo.outputs) | (L::tail(hi.outputs) << half));
+}
+
+// The 2x2, stride-2 pooling of `planes` planes (pool.h's tie rule; with Relu, of relu(x) as
+// relu_forward computes it), the windows of pool_avx2.cpp's row_2x2 on sixteen float32 or
+// eight float64 lanes: the first maxima of the two rows side by side, then theirs. Each
+// half of a vector holds a segment's entries (a masked load of each of its rows), one
+// permute pairs the entries of both halves, and the outputs of both are stored as one run
+// (compressed together where the first segment is short).
+template <typename V, bool Relu, typename S = typename Lanes<V>::Scalar>
+void planes_2x2(const AvgPoolPlane& g, int64_t planes, const S* src, S* dst, int32_t* win) {
+    using L = Lanes<V>;
+    using P = Pairs<V>;
+    using Mask = typename P::Mask;
+    constexpr int64_t half = L::width / 2;
+    const auto seen = [](V v) {  // relu_forward's numbers: x <= 0 (not a NaN) becomes +0
+        return Relu ? L::select(L::ge(L::zero(), v), L::zero(), v) : v;
+    };
+    const V left = PoolRow<V>::offset(0), right = PoolRow<V>::offset(1);
+    const int64_t W = g.W;
+    const V down = PoolRow<V>::offset(static_cast<int32_t>(W));
+    const V down_right = PoolRow<V>::offset(static_cast<int32_t>(W + 1));
+    Segments segments(g, planes, half);
+    while (segments.more()) {
+        const auto lo = segments.next(), hi = segments.next();
+        const Mask lo_in = L::tail(2 * lo.outputs), hi_in = L::tail(2 * hi.outputs);
+        const S* top_lo = src + lo.entry;
+        const S* top_hi = src + hi.entry;
+        const V a = seen(L::load(top_lo, lo_in)), b = seen(L::load(top_hi, hi_in));
+        const V c = seen(L::load(top_lo + W, lo_in)), d = seen(L::load(top_hi + W, hi_in));
+        V top_offset, bottom_offset, offset;
+        const V top = first_max(P::evens(a, b), P::odds(a, b), left, right, top_offset);
+        const V bottom = first_max(P::evens(c, d), P::odds(c, d), down, down_right, bottom_offset);
+        V best = first_max(top, bottom, top_offset, bottom_offset, offset);
+        auto winners = P::winners(P::tops(lo.first, hi.first), offset);
+        const Mask run = L::tail(lo.outputs + hi.outputs);
+        if (lo.outputs < half) {  // the two segments' outputs as one run
+            best = P::compress(halves<L>(lo, hi), best);
+            winners = P::compress(halves<L>(lo, hi), winners);
+        }
+        L::store(dst + lo.out, run, best);
+        P::store(win + lo.out, run, winners);
+    }
+}
+
+// max_unpool_plane's dx of `planes` planes of 2x2 stride-2 windows (2 Ho <= H, 2 Wo <= W),
+// unpool_plane_2x2's bits: each window's block written whole, its gradient's bits where
+// the winner lies and +0 elsewhere (a -0 stays -0), the segments of planes_2x2 two to a
+// vector: the gradients and winners of both as one run (expanded into the halves where
+// the first is short), the four masks of the winners' offsets, and each half's block
+// rows interleaved from the masked gradients. The columns and the row no block covers
+// are zeroed as each row and plane ends. Stops at a vector with a winner outside its
+// block (a 3x3 window's, or a hostile one) and returns the planes finished before it.
+template <typename V, typename S = typename Lanes<V>::Scalar>
+int64_t unpool_planes_2x2(const AvgPoolPlane& g, int64_t planes, const S* grad,
+                          const int32_t* win, S* dx) {
+    using L = Lanes<V>;
+    using P = Pairs<V>;
+    using Mask = typename P::Mask;
+    constexpr int64_t half = L::width / 2;
+    const auto W = static_cast<int32_t>(g.W);
+    Segments segments(g, planes, half);
+    int64_t finished = 0;
+    const int64_t H = g.H, Ho = g.Ho, columns = g.W - 2 * g.Wo;
+    const auto uncovered = [&](const Segments::Segment& s) {
+        if (s.row_end && columns) {  // the columns no block covers (a call to memset cost
+            const int64_t end = s.entry + 2 * s.outputs;  // more than the row's blocks)
+            if (columns <= L::width) {
+                L::store(dx + end, L::tail(columns), L::zero());
+                L::store(dx + end + W, L::tail(columns), L::zero());
+            } else {
+                std::fill(dx + end, dx + end + columns, S(0));
+                std::fill(dx + end + W, dx + end + W + columns, S(0));
+            }
+        }
+        if (s.plane >= 0) {  // the row no block covers
+            std::fill(dx + (s.plane * H + 2 * Ho) * W, dx + (s.plane + 1) * H * W, S(0));
+            finished = s.plane + 1;
+        }
+    };
+    while (segments.more()) {
+        const auto lo = segments.next(), hi = segments.next();
+        const Mask run = L::tail(lo.outputs + hi.outputs);
+        V grads = L::load(grad + lo.out, run);
+        auto winners = P::load(win + lo.out, run);
+        const Mask both = halves<L>(lo, hi);
+        if (lo.outputs < half) {
+            grads = P::expand(both, grads);
+            winners = P::expand(both, winners);
+        }
+        const auto at = P::sub(winners, P::tops(lo.first, hi.first));
+        const Mask left = P::equal(at, 0), right = P::equal(at, 1);
+        const Mask down = P::equal(at, W), down_right = P::equal(at, W + 1);
+        if (static_cast<Mask>(both & ~(left | right | down | down_right))) return finished;
+        const V a = L::keep(left, grads), b = L::keep(right, grads);
+        const V c = L::keep(down, grads), d = L::keep(down_right, grads);
+        S* top_lo = dx + lo.entry;
+        S* top_hi = dx + hi.entry;
+        const Mask lo_out = L::tail(2 * lo.outputs), hi_out = L::tail(2 * hi.outputs);
+        L::store(top_lo, lo_out, P::interleave_lo(a, b));
+        L::store(top_lo + W, lo_out, P::interleave_lo(c, d));
+        L::store(top_hi, hi_out, P::interleave_hi(a, b));
+        L::store(top_hi + W, hi_out, P::interleave_hi(c, d));
+        uncovered(lo);
+        uncovered(hi);
+    }
+    return finished;
+}
+
 }  // namespace
 
 void max_pool_planes_avx512(const AvgPoolPlane& g, int64_t planes, const float* src, float* dst,
@@ -125,6 +377,26 @@ void max_pool_planes_avx512(const AvgPoolPlane& g, int64_t planes, const double*
                             double* dst, int32_t* win, bool relu) {
     (relu ? stacked_small_planes<__m512d, true>
           : stacked_small_planes<__m512d, false>)(g, planes, src, dst, win);
+}
+
+void max_pool_planes_2x2_avx512(const AvgPoolPlane& g, int64_t planes, const float* src,
+                                float* dst, int32_t* win, bool relu) {
+    (relu ? planes_2x2<__m512, true> : planes_2x2<__m512, false>)(g, planes, src, dst, win);
+}
+
+void max_pool_planes_2x2_avx512(const AvgPoolPlane& g, int64_t planes, const double* src,
+                                double* dst, int32_t* win, bool relu) {
+    (relu ? planes_2x2<__m512d, true> : planes_2x2<__m512d, false>)(g, planes, src, dst, win);
+}
+
+int64_t max_unpool_planes_2x2_avx512(const AvgPoolPlane& g, int64_t planes, const float* grad,
+                                     const int32_t* win, float* dx) {
+    return unpool_planes_2x2<__m512>(g, planes, grad, win, dx);
+}
+
+int64_t max_unpool_planes_2x2_avx512(const AvgPoolPlane& g, int64_t planes, const double* grad,
+                                     const int32_t* win, double* dx) {
+    return unpool_planes_2x2<__m512d>(g, planes, grad, win, dx);
 }
 
 }  // namespace graphnet

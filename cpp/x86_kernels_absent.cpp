@@ -272,6 +272,34 @@ void max_pool_planes_avx512(const AvgPoolPlane&, int64_t, const double*, double*
                             bool) {
     absent("max_pool_planes_avx512");
 }
+void max_pool_planes_2x2_avx512(const AvgPoolPlane&, int64_t, const float*, float*, int32_t*,
+                                bool) {
+    absent("max_pool_planes_2x2_avx512");
+}
+void max_pool_planes_2x2_avx512(const AvgPoolPlane&, int64_t, const double*, double*, int32_t*,
+                                bool) {
+    absent("max_pool_planes_2x2_avx512");
+}
+int64_t max_unpool_planes_2x2_avx512(const AvgPoolPlane&, int64_t, const float*, const int32_t*,
+                                     float*) {
+    absent("max_unpool_planes_2x2_avx512");
+}
+int64_t max_unpool_planes_2x2_avx512(const AvgPoolPlane&, int64_t, const double*,
+                                     const int32_t*, double*) {
+    absent("max_unpool_planes_2x2_avx512");
+}
+void avg_pool_planes_forward_avx2(const AvgPoolPlane&, int64_t, const float*, float*) {
+    absent("avg_pool_planes_forward_avx2");
+}
+void avg_pool_planes_forward_avx2(const AvgPoolPlane&, int64_t, const double*, double*) {
+    absent("avg_pool_planes_forward_avx2");
+}
+void avg_pool_planes_backward_avx2(const AvgPoolPlane&, int64_t, const float*, float*) {
+    absent("avg_pool_planes_backward_avx2");
+}
+void avg_pool_planes_backward_avx2(const AvgPoolPlane&, int64_t, const double*, double*) {
+    absent("avg_pool_planes_backward_avx2");
+}
 int64_t pointwise_forward_avx512(Pointwise, int64_t, const float*, float*) {
     absent("pointwise_forward_avx512");
 }

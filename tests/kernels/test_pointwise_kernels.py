@@ -578,6 +578,43 @@ def test_avg_pool_stacked_loops_bit_for_bit(N, C, H, W, ph, pw, stride, dtype):
                 np.testing.assert_array_equal(dx, want_dx)
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    planes=st.integers(1, 70),
+    H=st.integers(1, 20),
+    W=st.integers(1, 40),
+    ph=st.integers(1, 4),
+    pw=st.integers(1, 4),
+    stride=st.integers(1, 4),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 2**16),
+)
+def test_avg_pool_on_avx2_gives_the_bits_of_the_portable_loops(
+    planes, H, W, ph, pw, stride, dtype, seed
+):
+    """The average pool's loops compiled for AVX2 (cpp/pool_avx2.h: the stride-1 forward,
+    the backward of windows that do not tile the plane) against the same loops compiled
+    for the baseline: the same bytes forward and backward on any window, stride and plane,
+    with -0.0, infinities and NaNs in x and dout, on one, two and three threads. Where the
+    CPU has no AVX2 both runs are the same code."""
+    ph, pw = min(ph, H), min(pw, W)
+    Ho, Wo = 1 + (H - ph) // stride, 1 + (W - pw) // stride
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((1, planes, H, W)).astype(dtype)
+    dout = rng.standard_normal((1, planes, Ho, Wo)).astype(dtype)
+    for a in (x, dout):
+        a[rng.random(a.shape) < 0.2] = -0.0
+        a[rng.random(a.shape) < 0.02] = np.inf
+        a[rng.random(a.shape) < 0.02] = np.nan
+    with avx2(False):
+        out = _C.avg_pool_forward(x, ph, pw, stride)
+        dx = _C.avg_pool_backward(dout, H, W, ph, pw, stride)
+    for threads in (1, 2, 3):
+        with kernel_threads(threads):
+            assert _C.avg_pool_forward(x, ph, pw, stride).tobytes() == out.tobytes()
+            assert _C.avg_pool_backward(dout, H, W, ph, pw, stride).tobytes() == dx.tobytes()
+
+
 @pytest.mark.parametrize(
     "shape, ph, pw, stride",
     [
