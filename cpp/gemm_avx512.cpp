@@ -196,8 +196,9 @@ void pack_panel(int64_t depth, int vectors, const T* b, int64_t ldb,
 }
 
 // The square block v (one vector a row) transposed in registers: the standard unpack /
-// shuffle network, 16 x 16 floats or 8 x 8 doubles.
-void transpose_square(__m512 (&v)[16]) {
+// shuffle network, 16 x 16 floats or 8 x 8 doubles. Inlined, so that the block stays in
+// registers: called, it went to the stack and back on each side of the call.
+[[gnu::always_inline]] inline void transpose_square(__m512 (&v)[16]) {
     __m512 t[16];
     for (int i = 0; i < 8; ++i) {
         t[2 * i] = _mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]);
@@ -225,7 +226,7 @@ void transpose_square(__m512 (&v)[16]) {
     for (int i = 0; i < 16; ++i) v[i] = t[i];
 }
 
-void transpose_square(__m512d (&v)[8]) {
+[[gnu::always_inline]] inline void transpose_square(__m512d (&v)[8]) {
     __m512d t[8];
     for (int i = 0; i < 4; ++i) {
         t[2 * i] = _mm512_unpacklo_pd(v[2 * i], v[2 * i + 1]);

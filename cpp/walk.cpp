@@ -177,6 +177,21 @@ bool forward_step(PyObject* entry, PyObject* values, PyObject* caches, PyObject*
     return set_list_item(values, out, value.release()) && set_list_item(caches, out, cache.release());
 }
 
+// Whether a and b are both numpy arrays (not subclasses) of the same shape, read from the
+// arrays' own fields: two `.shape` tuples built and compared cost more than the walk's
+// other work for a gradient it routes (most gradients have their input's shape).
+bool same_array_shape(PyObject* a, PyObject* b) {
+    using pybind11::detail::array_proxy;
+    using pybind11::detail::npy_api;
+    const npy_api& numpy = npy_api::get();
+    if (Py_TYPE(a) != numpy.PyArray_Type_ || Py_TYPE(b) != numpy.PyArray_Type_) return false;
+    const auto *x = array_proxy(a), *y = array_proxy(b);
+    if (x->nd != y->nd) return false;
+    for (int axis = 0; axis < x->nd; ++axis)
+        if (x->dimensions[axis] != y->dimensions[axis]) return false;
+    return true;
+}
+
 // The gradient `grad` sent to input j: None is nothing sent; a gradient of another shape than
 // the input's (a broadcast) is summed down to it. Sets `grad` to nullptr with no error for None.
 bool received(Ref& grad, PyObject* float64, PyObject* unbroadcast, PyObject* values,
@@ -188,6 +203,7 @@ bool received(Ref& grad, PyObject* float64, PyObject* unbroadcast, PyObject* val
     }
     Ref value(list_item(values, j));
     if (!value) return false;
+    if (same_array_shape(grad.get(), value.get())) return true;
     Ref grad_shape(PyObject_GetAttrString(grad.get(), "shape"));
     if (!grad_shape) return false;
     Ref value_shape(PyObject_GetAttrString(value.get(), "shape"));
@@ -214,19 +230,13 @@ bool sole_sum(PyObject* sum, PyObject* grad) {
     using pybind11::detail::array_proxy;
     using pybind11::detail::npy_api;
     const npy_api& numpy = npy_api::get();
-    if (Py_REFCNT(sum) != 2 || Py_TYPE(sum) != numpy.PyArray_Type_ ||
-        Py_TYPE(grad) != numpy.PyArray_Type_)
-        return false;
+    if (Py_REFCNT(sum) != 2 || !same_array_shape(sum, grad)) return false;
     const auto *into = array_proxy(sum), *added = array_proxy(grad);
     const int type = array_descriptor_proxy(into->descr)->type_num;
     constexpr int kOwnWriteable = npy_api::NPY_ARRAY_OWNDATA_ | npy_api::NPY_ARRAY_WRITEABLE_;
-    if ((type != npy_api::NPY_FLOAT_ && type != npy_api::NPY_DOUBLE_) || into->base != nullptr ||
-        (into->flags & kOwnWriteable) != kOwnWriteable || into->nd == 0 ||
-        into->nd != added->nd || !numpy.PyArray_EquivTypes_(into->descr, added->descr))
-        return false;
-    for (int axis = 0; axis < into->nd; ++axis)
-        if (into->dimensions[axis] != added->dimensions[axis]) return false;
-    return true;
+    return (type == npy_api::NPY_FLOAT_ || type == npy_api::NPY_DOUBLE_) &&
+           into->base == nullptr && (into->flags & kOwnWriteable) == kOwnWriteable &&
+           into->nd != 0 && numpy.PyArray_EquivTypes_(into->descr, added->descr);
 }
 
 struct BackwardLists {

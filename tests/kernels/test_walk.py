@@ -361,3 +361,43 @@ def test_fan_out_of_arrays_walks_as_the_hooked_loops_do(dtype, consumers, traini
         assert_same(first, walked(g, feeds, hooked=False))
     finally:
         _C.set_num_threads(before)
+
+
+class _Marked(np.ndarray):
+    """An ndarray subclass: the walk reads its shape through Python, as for any object."""
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.integers(1, 4), min_size=0, max_size=4),
+    st.lists(st.booleans(), min_size=4, max_size=4),
+    st.integers(0, 4),
+    st.sampled_from([np.float32, np.float64]),
+    st.sampled_from(["array", "subclass", "value subclass"]),
+)
+def test_a_gradient_is_summed_down_to_its_inputs_shape_whatever_its_rank(
+    shape, ones, dropped, dtype, kind
+):
+    # The input's shape: the gradient's with some axes of size 1 and some leading axes
+    # dropped (a broadcast), or the same (then the gradient is stored as it was sent).
+    shape = tuple(shape)
+    input_shape = tuple(1 if one else n for n, one in zip(shape, ones))[min(dropped, len(shape)) :]
+    rng = np.random.default_rng(len(shape) + 7 * dropped)
+    sent = rng.standard_normal(shape).astype(dtype)
+    value = np.zeros(input_shape, dtype)
+    if kind == "subclass":
+        sent = sent.view(_Marked)
+    elif kind == "value subclass":
+        value = value.view(_Marked)
+
+    def sends(dout, cache, needs):
+        return (sent,)
+
+    grads = [np.ones(shape, dtype), None]
+    loop = [(0, sends, (True,), ((0, 1, None),), False)]
+    _C.backward_walk(loop, [sent, value], [None] * 2, grads, [], None, np.float64, unbroadcast, [0])
+    expected = unbroadcast(sent, input_shape)
+    assert np.shape(grads[1]) == input_shape
+    np.testing.assert_array_equal(grads[1], expected)
+    if input_shape == shape:
+        assert grads[1] is sent
