@@ -287,10 +287,26 @@ LaneGrid::LaneGrid(int64_t rows, int64_t row, int64_t first, int64_t cols)
 // 16 -> 32 3x3 stride 2 @16 0.9-1.1x.
 constexpr int64_t kLaneInputGradientMaxChannels = 8;
 constexpr int64_t kLaneInputGradientMinBatchChannels = 16;
+// On 9-24 channels (two or three groups of channels in registers) against the tap kernel,
+// 40 random layers (1-64 images, 1-48 filters, windows 2-7, strides 2-3, 8-40 px): where
+// the channels fill at most 3/4 of the tap kernel's vectors (9-12, 17-24) and a phase has
+// 20+ taps (filters x window / stride^2), 0.69-0.98x the time (the most on layers of many
+// taps, whose tap kernel computes a quarter of the lanes for nothing); 13-16 channels
+// 0.94-1.73x, and on fewer taps (2 filters 3x3 stride 2, 1 filter 5x5, 16 filters 2x2
+// stride 2) 1.18-1.73x, where the lane kernel's compressed stores of each channel's
+// vectors weigh as much as its taps.
+constexpr int64_t kLaneInputGradientMaxWideChannels = 24;
+constexpr int64_t kLaneInputGradientMinPhaseTaps = 20;
 
 bool lane_input_gradient_pays(const ConvGeometry& g) {
-    return g.C <= kLaneInputGradientMaxChannels &&
-           g.N * g.C >= kLaneInputGradientMinBatchChannels;
+    if (g.C <= kLaneInputGradientMaxChannels) {
+        return g.N * g.C >= kLaneInputGradientMinBatchChannels;
+    }
+    // (in doubles where products of hostile sizes need not fit)
+    const double phase_taps = double(g.F) * double(g.HH) * double(g.WW) /
+                              (double(g.stride) * double(g.stride));
+    return g.C <= kLaneInputGradientMaxWideChannels &&
+           4 * g.C <= 3 * round_up(g.C, kTapLanes) && phase_taps >= kLaneInputGradientMinPhaseTaps;
 }
 
 // The lane weight gradient against the tap kernel's, per pass (dw and db), one thread, CPU
@@ -462,17 +478,115 @@ void PhaseWeightGradient::lane_images(const float* x, const float* dout, int64_t
     }
 }
 
+namespace {
+
+// The padded output gradient that dx's phases read: dout with `top` rows and `left`
+// columns of zeros before it, one fewer than the most taps a phase has, in rows as wide
+// as a phase plane's or as the output's and the left pad, and no wider: a read past a
+// row's end, by a tap of a column of the phase, lands in the zeros of its tail or of the
+// next row's left pad (32-pixel rows, 3x3 stride 2: 17 columns, 1 of them computed and
+// dropped where a pad on each side would make it 2 of 18).
+struct PaddedDout {
+    explicit PaddedDout(const ConvGeometry& g)
+        : top(ceil_div(g.HH, g.stride) - 1),
+          left(ceil_div(g.WW, g.stride) - 1),
+          Hd(ceil_div(g.H + 2 * g.pad, g.stride) + top),
+          Wd(std::max(ceil_div(g.W + 2 * g.pad, g.stride), g.Wo + left)),
+          floats(CacheLineScratch::round_up_to_line(
+              checked_add(checked_mul(g.F, Hd * Wd, "conv phase dout"), g.WW + kTapRows,
+                          "conv phase dout"))) {}
+    // Image dout_n's interior into padded (whose borders stay zero).
+    void copy(const ConvGeometry& g, const float* dout_n, float* padded) const {
+        for (int64_t f = 0; f < g.F; ++f) {
+            copy_rows_avx512(g.Ho, g.Wo, dout_n + f * g.Ho * g.Wo, g.Wo,
+                             padded + (f * Hd + top) * Wd + left, Wd);
+        }
+    }
+    int64_t top, left, Hd, Wd, floats;
+};
+
+// dx on the lane kernel: each phase (a, b) of dx, rows i0 .. i1 - 1 and columns j0 .. j1 - 1
+// of its plane, is a stride-1 sum over the padded dout of the taps (f, m, n) = filter f's
+// (s m + a, s n + b) turned around, in the order the tap kernel sums them (the same bits),
+// with the channels in registers; its rows then go to every s-th pixel of dx's. Only what
+// the lane kernel reads is set up (per call a few us on a batch of 1-4 small images).
+void lane_input_gradient(const ConvGeometry& g, const float* dout, const float* w, float* dx) {
+    const int64_t s = g.stride, C = g.C, F = g.F, p = g.pad, kernel = g.HH * g.WW;
+    const PaddedDout pd(g);
+    struct Phase {
+        int64_t a, b, i0, i1, j0, j1;
+        std::vector<int64_t> offsets;
+        std::vector<float> w_t;  // taps x C
+        LaneGrid grid;
+    };
+    std::vector<Phase> phases;
+    int64_t largest = 0;  // positions of the largest phase
+    for (int64_t a = 0; a < s; ++a) {
+        for (int64_t b = 0; b < s; ++b) {
+            const int64_t i0 = first_real(s, a, p), i1 = end_real(s, a, p, g.H);
+            const int64_t j0 = first_real(s, b, p), j1 = end_real(s, b, p, g.W);
+            if (i1 <= i0 || j1 <= j0) continue;
+            Phase ph{a, b, i0, i1, j0, j1, {}, {}, LaneGrid(i1 - i0, pd.Wd, j0, j1 - j0)};
+            const int64_t M = a < g.HH ? ceil_div(g.HH - a, s) : 0;
+            const int64_t Nw = b < g.WW ? ceil_div(g.WW - b, s) : 0;
+            ph.offsets.reserve(F * M * Nw);
+            ph.w_t.reserve(F * M * Nw * C);
+            for (int64_t f = 0; f < F; ++f) {
+                for (int64_t m = 0; m < M; ++m) {
+                    for (int64_t n = 0; n < Nw; ++n) {
+                        ph.offsets.push_back((f * pd.Hd + pd.top - m) * pd.Wd + pd.left - n);
+                        const float* tap = w + f * C * kernel + (s * m + a) * g.WW + s * n + b;
+                        for (int64_t c = 0; c < C; ++c) ph.w_t.push_back(tap[c * kernel]);
+                    }
+                }
+            }
+            largest = std::max(largest, (i1 - i0) * (j1 - j0));
+            phases.push_back(std::move(ph));
+        }
+    }
+    // per thread, on a cache line: the padded dout, then a phase's dx (C x rows x columns)
+    const int64_t out_at = pd.floats;
+    const int64_t scratch = checked_add(out_at, checked_mul(C, largest, "conv phase dx"), "conv phase dx");
+    const int threads = team_size(g.N);
+    CacheLineScratch scratches(threads, scratch);
+    const std::vector<float> no_bias(C, 0.0f);
+    parallel_for_dynamic(threads, g.N, 1, [&](int64_t n, int t) {
+        float* doutp = scratches.scratch_of(t);
+        float* out = doutp + out_at;
+        pd.copy(g, dout + n * F * g.Ho * g.Wo, doutp);
+        float* dx_n = dx + n * C * g.H * g.W;
+        for (const Phase& ph : phases) {
+            const int64_t rows = ph.i1 - ph.i0, cols = ph.j1 - ph.j0;
+            if (ph.offsets.empty()) {  // no tap reaches this phase: its dx is 0
+                std::fill(out, out + C * rows * cols, 0.0f);
+            } else {
+                const LaneConv lc{static_cast<int64_t>(ph.offsets.size()), C, ph.grid.Q,
+                                  rows * cols, ph.grid.keep.data(), ph.grid.dest.data()};
+                lane_conv_forward_avx512(lc, ph.offsets.data(), doutp + ph.i0 * pd.Wd,
+                                         ph.w_t.data(), no_bias.data(), out);
+            }
+            for (int64_t c = 0; c < C; ++c) {
+                for (int64_t i = ph.i0; i < ph.i1; ++i) {
+                    const float* src = out + (c * rows + i - ph.i0) * cols;
+                    float* row = dx_n + (c * g.H + s * i + ph.a - p) * g.W + ph.b - p;
+                    for (int64_t j = ph.j0; j < ph.j1; ++j) row[s * j] = src[j - ph.j0];
+                }
+            }
+        }
+    });
+}
+
+}  // namespace
+
 void phase_input_gradient(const ConvGeometry& g, const float* dout, const float* w, float* dx,
                           bool lanes) {
+    if (lanes) {
+        lane_input_gradient(g, dout, w, dx);
+        return;
+    }
     const int64_t s = g.stride, C = g.C, F = g.F;
-    const int64_t Hs = ceil_div(g.H + 2 * g.pad, s), Ws = ceil_div(g.W + 2 * g.pad, s);
-    // dout padded by top rows and left columns, one fewer than the most taps a phase has.
-    // Its rows are as wide as a phase plane's or as the output's and the left pad, and no
-    // wider: a read past a row's end, by a tap of a column of the phase, lands in the zeros
-    // of its tail or of the next row's left pad (32-pixel rows, 3x3 stride 2: 17 columns,
-    // 1 of them computed and dropped where a pad on each side would make it 2 of 18).
-    const int64_t top = ceil_div(g.HH, s) - 1, left = ceil_div(g.WW, s) - 1;
-    const int64_t Hd = Hs + top, Wd = std::max(Ws, g.Wo + left);
+    const PaddedDout pd(g);
+    const int64_t top = pd.top, left = pd.left, Hd = pd.Hd, Wd = pd.Wd;
     const int64_t C_padded = round_up(C, kTapLanes);
     struct Phase {
         int64_t a, b, i0, i1, j0, j1;
@@ -494,8 +608,6 @@ void phase_input_gradient(const ConvGeometry& g, const float* dout, const float*
                              C_padded);
     }
     std::vector<Phase> phases;
-    std::vector<std::vector<float>> lane_weights;  // with `lanes`, per phase
-    std::vector<LaneGrid> grids;
     int64_t widest = 0;  // rows of the largest phase's output
     for (int64_t a = 0; a < s; ++a) {
         for (int64_t b = 0; b < s; ++b) {
@@ -520,20 +632,10 @@ void phase_input_gradient(const ConvGeometry& g, const float* dout, const float*
                 }
             }
             widest = std::max(widest, round_up(ph.positions(), kTapRows));
-            if (lanes) {  // the lane kernel's weights (taps x C) and grid
-                const int64_t taps = static_cast<int64_t>(ph.offsets.size());
-                std::vector<float> w_t(taps * C);
-                for (int64_t t = 0; t < taps; ++t) {
-                    std::copy_n(ph.wpack.scratch_of(0) + t * C_padded, C, w_t.data() + t * C);
-                }
-                lane_weights.push_back(std::move(w_t));
-                grids.emplace_back(ph.i1 - ph.i0, Wd, ph.j0, ph.j1 - ph.j0);
-            }
             phases.push_back(std::move(ph));
         }
     }
-    const int64_t padded = CacheLineScratch::round_up_to_line(
-        checked_mul(F, Hd * Wd, "conv phase dout") + g.WW + kTapRows);
+    const int64_t padded = pd.floats;
     // per thread, each on a cache line (the kernel loads and stores out_t's rows as whole
     // vectors): the padded dout, then with stride 2 the two column phases' outputs
     // (positions x channels) of a row phase, merged from there into dx rows; with larger
@@ -587,34 +689,8 @@ void phase_input_gradient(const ConvGeometry& g, const float* dout, const float*
         float* doutp = scratches.scratch_of(t);
         float* out_t = doutp + padded;
         const float* dout_n = dout + n * F * g.Ho * g.Wo;
-        for (int64_t f = 0; f < F; ++f) {  // the interior; the borders stay zero
-            copy_rows_avx512(g.Ho, g.Wo, dout_n + f * g.Ho * g.Wo, g.Wo,
-                             doutp + (f * Hd + top) * Wd + left, Wd);
-        }
+        pd.copy(g, dout_n, doutp);
         float* dx_n = dx + n * image;
-        if (lanes) {  // each phase's channels x rows x columns in out_t, then into dx
-            for (size_t k = 0; k < phases.size(); ++k) {
-                const Phase& ph = phases[k];
-                const int64_t rows = ph.i1 - ph.i0, cols = ph.j1 - ph.j0;
-                if (rows <= 0 || cols <= 0) continue;
-                if (ph.offsets.empty()) {  // no tap reaches this phase: its dx is 0
-                    std::fill(out_t, out_t + C * rows * cols, 0.0f);
-                } else {
-                    const LaneConv t{static_cast<int64_t>(ph.offsets.size()), C, grids[k].Q,
-                                     rows * cols, grids[k].keep.data(), grids[k].dest.data()};
-                    lane_conv_forward_avx512(t, ph.offsets.data(), doutp + ph.i0 * Wd,
-                                             lane_weights[k].data(), no_bias.scratch_of(0), out_t);
-                }
-                for (int64_t c = 0; c < C; ++c) {
-                    for (int64_t i = ph.i0; i < ph.i1; ++i) {
-                        const float* src = out_t + (c * rows + i - ph.i0) * cols;
-                        float* row = dx_n + (c * g.H + s * i + ph.a - p) * W + ph.b - p;
-                        for (int64_t j = ph.j0; j < ph.j1; ++j) row[s * j] = src[j - ph.j0];
-                    }
-                }
-            }
-            return;
-        }
         // With stride 2, row phase 0's kernels bring dx's lines into L2 for the merges'
         // stores, and row phase 1's the next image's dout for its copy.
         const int64_t dout_image = F * g.Ho * g.Wo;

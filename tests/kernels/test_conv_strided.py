@@ -444,7 +444,7 @@ def with_lanes(mode, call, *args, threads=1):
 @settings(max_examples=100, deadline=None)
 @given(
     N=st.integers(0, 3),
-    C=st.integers(1, 16),
+    C=st.integers(1, 24),
     H=st.integers(1, 40),
     W=st.integers(1, 40),
     F=st.integers(1, 40),
@@ -530,6 +530,47 @@ def test_lane_input_gradient_matches_numerical_gradient(stride, pad):
     x64, w64, b64, dout64 = (a.astype(np.float64) for a in (x[:2], w, b, dout[:2]))
     num_dx = numerical_grad(lambda: conv_forward_ref(x64, w64, b64, stride, pad), x64, dout64)
     np.testing.assert_allclose(dx[:2], num_dx, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "C, F, k, stride, pad",
+    [  # on the lanes (lane_input_gradient_pays):
+        (12, 8, 5, 2, 2),  # 9-12 channels, 50 taps a phase
+        (20, 6, 7, 3, 1),  # 17-24 channels (3 groups in registers), stride 3
+        (24, 5, 4, 2, 1),  # 20 taps a phase
+        # on the tap kernel:
+        (14, 8, 5, 2, 2),  # 13-16 channels fill its vectors
+        (12, 2, 3, 2, 1),  # 4.5 taps a phase
+        (10, 16, 2, 2, 0),  # 16 taps a phase
+        (25, 8, 5, 2, 2),  # past 24 channels
+    ],
+)
+def test_lane_input_gradient_of_9_to_24_channels(C, F, k, stride, pad):
+    """dx of 9-24 channels on the lane kernel where its rule picks it (the channels in up to
+    three groups in registers), else on the tap kernel: the bits of the tap kernel either
+    way (each dx sums the same terms in the same order), the naive loops within rounding,
+    and the same bits on 1-3 threads. An inf in x changes no dx."""
+    x, w, b = case(3, C, 13, 11, F, k, np.float32, seed=C + F + k)
+    out = _C.conv_forward(x, w, b, stride, pad)
+    dout = np.random.default_rng(C).standard_normal(out.shape).astype(np.float32)
+    dx = with_lanes("auto", _C.conv_backward, dout, x, w, stride, pad, True, False)[0]
+    forced = with_lanes("always", _C.conv_backward, dout, x, w, stride, pad, True, False)[0]
+    taps = with_lanes("off", _C.conv_backward, dout, x, w, stride, pad, True, False)[0]
+    np.testing.assert_array_equal(forced, taps)
+    np.testing.assert_array_equal(dx, forced)
+    bounds = conv_error_bounds(dout, x, w, b, stride, pad)
+    assert_within_rounding(dx, conv_backward_ref(dout, x, w, stride, pad)[0], bounds[1], 1e-5)
+    for threads in (2, 3):
+        np.testing.assert_array_equal(
+            with_lanes(
+                "auto", _C.conv_backward, dout, x, w, stride, pad, True, False, threads=threads
+            )[0],
+            dx,
+        )
+    x[1, 0, 2, 3] = np.inf  # dx does not read x
+    np.testing.assert_array_equal(
+        with_lanes("auto", _C.conv_backward, dout, x, w, stride, pad, True, False)[0], dx
+    )
 
 
 def test_set_lane_conv_names_its_modes():
