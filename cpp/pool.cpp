@@ -398,10 +398,21 @@ void avg_pool_backward(const PoolGeometry& g, const T* dout, T* dx) {
     // on 7 x 7 to 16 x 16 float32 planes; the tiling windows' copies were not.
     const bool tiling = g.stride == g.pool_height && g.stride == g.pool_width;
     const bool avx2 = !tiling && avx2_activations_active();
+    // On AVX-512, the windows the stacked loops take at stride 1 or 2 (of two entries or
+    // more, at most 8 wide) on rows of 7 entries or more take avg_pool_planes_backward_avx512
+    // (pool_avx512.h: a row of dx at a time from its gradient rows' column sums, no spread
+    // plane of zeros): 1.2x-1.8x faster float32, 1.3x-2.5x float64 on random networks'
+    // 3x3 stride 1 and 2 and 2x2 stride 1 pools; on rows of 4 and 5 entries, one vector a
+    // row mostly empty, 0.85x-1.1x the stacked loops, which stack many planes' rows.
+    const bool rows = avx512_activations_active() && !tiling && g.stride <= 2 &&
+                      g.pool_height * g.pool_width > 1 && g.pool_width <= 8 && g.W >= 7 &&
+                      !wide_windows(plane) && stacks(plane, g.W + g.pool_width - 1);
     for_pieces_of_planes(plane, g.N * g.C, [&](int64_t first, int64_t count) {
         const T* grad = dout + first * plane.out_plane();
         T* dst = dx + first * plane.in_plane();
-        if (avx2) {
+        if (rows) {
+            avg_pool_planes_backward_avx512(plane, count, grad, dst);
+        } else if (avx2) {
             avg_pool_planes_backward_avx2(plane, count, grad, dst);
         } else {
             avg_pool_planes_backward(plane, count, grad, dst);

@@ -365,6 +365,103 @@ int64_t unpool_planes_2x2(const AvgPoolPlane& g, int64_t planes, const S* grad,
     return finished;
 }
 
+// ----- the average pool's backward at stride 1 or 2 ---------------------------------------
+
+// The lanes of the vectors of columns q0 - L .. q0 - 1 (prev) and q0 .. q0 + L - 1 (cur) at
+// columns q0 - d .. q0 - d + L - 1, at = behind<V>(d): one permute.
+inline __m512 from_two(__m512 prev, __m512 cur, __m512i at) {
+    return _mm512_permutex2var_ps(prev, at, cur);
+}
+inline __m512d from_two(__m512d prev, __m512d cur, __m512i at) {
+    return _mm512_permutex2var_pd(prev, at, cur);
+}
+template <typename V>
+__m512i behind(int64_t d);
+template <>
+__m512i behind<__m512>(int64_t d) {
+    return _mm512_add_epi32(_mm512_set1_epi32(static_cast<int32_t>(16 - d)),
+                            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+}
+template <>
+__m512i behind<__m512d>(int64_t d) {
+    return _mm512_add_epi64(_mm512_set1_epi64(8 - d), _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+// avg_pool_planes_backward's dx (avg_pool_plane.h: the stride-1 window sums of the gradient
+// spread over a plane of zeros with the full correlation's pad, / the window's size) of
+// `planes` planes at stride 1 or 2 (pool_width <= L), a row of dx at a time. A spread zero
+// left out of a left fold changes no number but a -0 sum (which adding a zero makes +0), so
+// an entry of dx is: the fold, left to right, of the sums (top to bottom) of the gradients
+// of the windows that cover it, column by column, + 0 where the spread plane's window
+// held a zero (at stride 2 always; at stride 1 in rows the windows clip, and off the
+// row's ends, where the columns' sums are zeros), / the window's size. So a row of dx
+// takes its covering gradient rows' column sums a vector at a time (masked loads: zeros
+// off the row), and each window's columns from this vector and the one before (permutes):
+// no plane of zeros and no passes over it, each gradient loaded once a row. At stride 2
+// the columns w = 2 q + t of each phase t (even, odd) are those of windows q - d .. q,
+// and both phases are interleaved into dx.
+template <typename V, typename S = typename Lanes<V>::Scalar>
+void avg_unpool_rows(const AvgPoolPlane& g, int64_t planes, const S* grad, S* dx) {
+    using L = Lanes<V>;
+    using Mask = typename L::Mask;
+    constexpr int64_t lanes = L::width;
+    const int64_t s = g.stride, ph = g.pool_height, pw = g.pool_width;
+    const int64_t H = g.H, W = g.W, Ho = g.Ho, Wo = g.Wo;
+    const V count = L::set1(static_cast<S>(ph * pw));
+    __m512i shifts[lanes];
+    for (int64_t d = 1; d < pw && d < lanes; ++d) shifts[d] = behind<V>(d);
+    for (int64_t p = 0; p < planes; ++p) {
+        for (int64_t r = 0; r < H; ++r) {
+            S* dst = dx + (p * H + r) * W;
+            // the covering gradient rows first .. last (none where r % s > ph - 1)
+            const int64_t top = r % s <= ph - 1 ? r / s - (ph - 1 - r % s) / s : r / s + 1;
+            const int64_t first = std::max<int64_t>(top, 0), last = std::min(r / s, Ho - 1);
+            if (first > last) {
+                std::fill(dst, dst + W, S(0));
+                continue;
+            }
+            const S* rows = grad + (p * Ho + first) * Wo;
+            const int64_t count_rows = last - first + 1;
+            const bool clipped = s == 1 && count_rows < ph;
+            const auto columns = [&](int64_t q) {  // the column sums q .. q + L, zeros off the row
+                const auto inside = static_cast<Mask>(L::tail(Wo - q));
+                V sum = L::load(rows + q, inside);
+                for (int64_t i = 1; i < count_rows; ++i) {
+                    sum = L::add(sum, L::load(rows + i * Wo + q, inside));
+                }
+                return clipped ? L::add(sum, L::zero()) : sum;
+            };
+            // the folds of the column sums q - before .. q, for the L columns q of cur
+            const auto windows = [&](V prev, V cur, int64_t before) {
+                V sum = before ? from_two(prev, cur, shifts[before]) : cur;
+                for (int64_t d = before - 1; d >= 0; --d) {
+                    sum = L::add(sum, d ? from_two(prev, cur, shifts[d]) : cur);
+                }
+                return sum;
+            };
+            V prev = L::zero();
+            if (s == 1) {
+                for (int64_t w = 0; w < W; w += lanes) {
+                    const V cur = columns(w);
+                    L::store(dst + w, L::tail(W - w), L::div(windows(prev, cur, pw - 1), count));
+                    prev = cur;
+                }
+                continue;
+            }
+            for (int64_t q = 0; 2 * q < W; q += lanes) {
+                const V cur = columns(q);
+                const V even = L::add(windows(prev, cur, (pw - 1) / 2), L::zero());
+                const V odd = pw > 1 ? L::add(windows(prev, cur, (pw - 2) / 2), L::zero()) : L::zero();
+                const int64_t w = 2 * q;
+                L::store(dst + w, L::tail(W - w), L::div(Pairs<V>::interleave_lo(even, odd), count));
+                L::store(dst + w + lanes, L::tail(W - w - lanes),
+                         L::div(Pairs<V>::interleave_hi(even, odd), count));
+                prev = cur;
+            }
+        }
+    }
+}
+
 }  // namespace
 
 void max_pool_planes_avx512(const AvgPoolPlane& g, int64_t planes, const float* src, float* dst,
@@ -399,4 +496,15 @@ int64_t max_unpool_planes_2x2_avx512(const AvgPoolPlane& g, int64_t planes, cons
     return unpool_planes_2x2<__m512d>(g, planes, grad, win, dx);
 }
 
+void avg_pool_planes_backward_avx512(const AvgPoolPlane& g, int64_t planes, const float* grad,
+                                     float* dx) {
+    avg_unpool_rows<__m512>(g, planes, grad, dx);
+}
+
+void avg_pool_planes_backward_avx512(const AvgPoolPlane& g, int64_t planes, const double* grad,
+                                     double* dx) {
+    avg_unpool_rows<__m512d>(g, planes, grad, dx);
+}
+
 }  // namespace graphnet
+

@@ -36,4 +36,12 @@ int64_t max_unpool_planes_2x2_avx512(const AvgPoolPlane& g, int64_t planes, cons
 int64_t max_unpool_planes_2x2_avx512(const AvgPoolPlane& g, int64_t planes, const double* grad,
                                      const int32_t* win, double* dx);
 
+// avg_pool_planes_backward (avg_pool_plane.h: the same bits but for which of two NaNs a
+// sum keeps) of `planes` planes of windows at stride 1 or 2, of two entries or more, at
+// most 8 wide and not wider than the output row.
+void avg_pool_planes_backward_avx512(const AvgPoolPlane& g, int64_t planes, const float* grad,
+                                     float* dx);
+void avg_pool_planes_backward_avx512(const AvgPoolPlane& g, int64_t planes, const double* grad,
+                                     double* dx);
+
 }  // namespace graphnet

@@ -615,6 +615,44 @@ def test_avg_pool_on_avx2_gives_the_bits_of_the_portable_loops(
             assert _C.avg_pool_backward(dout, H, W, ph, pw, stride).tobytes() == dx.tobytes()
 
 
+@settings(max_examples=80, deadline=None)
+@given(
+    planes=st.integers(1, 40),
+    H=st.integers(1, 24),
+    W=st.integers(1, 70),
+    ph=st.integers(1, 5),
+    pw=st.integers(1, 5),
+    stride=st.integers(1, 2),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 2**16),
+)
+def test_avg_pool_backward_on_avx512_gives_the_bits_of_avx2(
+    planes, H, W, ph, pw, stride, dtype, seed
+):
+    """The average pool's backward at stride 1 or 2 on AVX-512 (cpp/pool_avx512.h: a row
+    of dx at a time from the gradient's rows, masked loads for the zeros off a row, both
+    column phases interleaved at stride 2) against the AVX2 stacked loops it replaces: the
+    same bytes on any window, plane and row length, with many -0.0 (a sum of -0s stays -0
+    only where no spread zero is in its window), infinities and NaNs, on one, two and three
+    threads. Where the CPU has no AVX-512 both runs are the same code."""
+    ph, pw = min(ph, H), min(pw, W)
+    Ho, Wo = 1 + (H - ph) // stride, 1 + (W - pw) // stride
+    rng = np.random.default_rng(seed)
+    dout = rng.integers(-2, 3, (1, planes, Ho, Wo)).astype(dtype)
+    dout[rng.random(dout.shape) < 0.4] = -0.0
+    dout[rng.random(dout.shape) < 0.02] = np.inf
+    dout[rng.random(dout.shape) < 0.02] = np.nan
+    before = _C.avx512_activations_active()
+    _C.set_avx512_activations(False)
+    try:
+        want = _C.avg_pool_backward(dout, H, W, ph, pw, stride)
+    finally:
+        _C.set_avx512_activations(before)
+    for threads in (1, 2, 3):
+        with kernel_threads(threads):
+            assert _C.avg_pool_backward(dout, H, W, ph, pw, stride).tobytes() == want.tobytes()
+
+
 @pytest.mark.parametrize(
     "shape, ph, pw, stride",
     [
