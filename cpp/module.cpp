@@ -630,6 +630,109 @@ py::array py_column_sums(const py::array& a) {
     });
 }
 
+// An affine map on the rows of x: out = rows @ w + b, rows the (R, D) matrix of x's values,
+// R = the product of x's first `kept` axes (an affine layer keeps 1, a temporal affine 2),
+// D = w.shape[0] = the product of the rest. The checks and both reshapes in one call: at
+// one sequence a temporal affine's Python around its product cost half the 32 x 64 x 64
+// product (docs/performance/overhead.md).
+struct AffineRows {
+    int64_t rows, features, outputs;  // R, D, M
+    Shape kept;                       // x's first `kept` axes
+};
+
+AffineRows affine_rows(const py::array& x, const py::array& w, int64_t kept) {
+    const Shape xs = shape_of(x), ws = shape_of(w);
+    require_rank(ws, 2, "affine w", "(D, M)");
+    if (kept < 1 || kept > static_cast<int64_t>(xs.size())) {
+        fail("affine x of shape " + shape_str(xs) + " has no " + std::to_string(kept) +
+             " leading axes to keep");
+    }
+    AffineRows a{1, 1, ws[1], Shape(xs.begin(), xs.begin() + kept)};
+    for (size_t i = 0; i < xs.size(); ++i) {
+        int64_t& product = static_cast<int64_t>(i) < kept ? a.rows : a.features;
+        product = checked_mul(product, xs[i], "affine x's size");
+    }
+    if (a.features != ws[0]) {
+        fail("affine x of shape " + shape_str(xs) + " has " + std::to_string(a.features) +
+             " features past its first " + std::to_string(kept) + " axes but w has shape " +
+             shape_str(ws));
+    }
+    require_blas_size(std::max({checked_mul(a.rows, a.features, "affine x"), a.features * a.outputs,
+                                checked_mul(a.rows, a.outputs, "affine output")}),
+                      [&] { return "an operand of affine (x " + shape_str(xs) + ", w " + shape_str(ws) + ")"; });
+    return a;
+}
+
+py::array py_affine_forward(const py::array& x, const py::array& w, const py::array& b,
+                            int64_t kept) {
+    const AffineRows a = affine_rows(x, w, kept);
+    require_same_dtype(x, "x", w, "w");
+    require_same_dtype(x, "x", b, "b");
+    require_shape(b, Shape{a.outputs}, "affine b");
+    keep_blas_single_threaded();
+    return dispatch_float(x, "affine x", [&](auto zero) -> py::array {
+        using T = decltype(zero);
+        Contig<T> xc(x), wc(w), bc(b);
+        Shape out_shape = a.kept;
+        out_shape.push_back(a.outputs);
+        py::array_t<T> out(out_shape);
+        const T *xp = xc.data(), *wp = wc.data(), *bp = bc.data();
+        T* op = out.mutable_data();
+        py::gil_scoped_release nogil;
+        matmul_plus_bias(false, false, a.rows, a.outputs, a.features, xp, wp, bp, op);
+        return out;
+    });
+}
+
+// The gradients of out = rows @ w + b from dout (x's first `kept` axes, M), kept =
+// dout.ndim - 1: dx = dout w^T in x's shape, dw = rows^T dout, db = dout's column sums
+// (the same kernels as _C.matmul and _C.column_sums; one column summed as numpy sums it).
+// needs: three bools; an input nobody needs gets None.
+py::tuple py_affine_backward(const py::array& dout, const py::array& x, const py::array& w,
+                             const py::sequence& needs) {
+    const AffineRows a = affine_rows(x, w, dout.ndim() - 1);
+    Shape dout_shape = a.kept;
+    dout_shape.push_back(a.outputs);
+    require_shape(dout, dout_shape, "affine dout");
+    require_same_dtype(x, "x", w, "w");
+    require_same_dtype(x, "x", dout, "dout");
+    if (needs.size() != 3) fail("affine needs must be three bools");
+    const auto needed = [&](size_t i) {
+        const int truth = PyObject_IsTrue(needs[i].ptr());
+        if (truth < 0) throw py::error_already_set();
+        return truth == 1;
+    };
+    const bool need_dx = needed(0), need_dw = needed(1), need_db = needed(2);
+    keep_blas_single_threaded();
+    return dispatch_float(x, "affine x", [&](auto zero) -> py::tuple {
+        using T = decltype(zero);
+        Contig<T> dc(dout), xc(x), wc(w);
+        std::optional<py::array_t<T>> dx, dw, db;
+        if (need_dx) dx.emplace(shape_of(x));
+        if (need_dw) dw.emplace(Shape{a.features, a.outputs});
+        if (need_db) db.emplace(Shape{a.outputs});
+        const T *dp = dc.data(), *xp = xc.data(), *wp = wc.data();
+        T* dxp = dx ? dx->mutable_data() : nullptr;
+        T* dwp = dw ? dw->mutable_data() : nullptr;
+        T* dbp = db ? db->mutable_data() : nullptr;
+        {
+            py::gil_scoped_release nogil;
+            const T* no_bias = nullptr;
+            if (dxp) matmul_plus_bias(false, true, a.rows, a.features, a.outputs, dp, wp, no_bias, dxp);
+            if (dwp) matmul_plus_bias(true, false, a.features, a.outputs, a.rows, xp, dp, no_bias, dwp);
+            if (dbp && a.outputs == 1) {
+                dbp[0] = numpy_sum(dp, a.rows);
+            } else if (dbp) {
+                column_sums(a.rows, a.outputs, dp, dbp);
+            }
+        }
+        auto or_none = [](std::optional<py::array_t<T>>& array) -> py::object {
+            return array ? py::object(std::move(*array)) : py::none();
+        };
+        return py::make_tuple(or_none(dx), or_none(dw), or_none(db));
+    });
+}
+
 // A hyperparameter's name in config and its largest value; every one is at least 0.
 struct Hyperparameter {
     py::str name;
@@ -1989,6 +2092,14 @@ PYBIND11_MODULE(_C, m) {
           "Each column's sum over the rows in order, of a 2-D float32 or float64 array, on\n"
           "graphnet's threads: a.sum(axis=0)'s bits where a has 2+ columns (numpy sums a\n"
           "single column pairwise).");
+    m.def("affine_forward", &py_affine_forward, "x"_a, "w"_a, "b"_a, "kept"_a,
+          "out = rows @ w + b, rows the (R, D) matrix of x's values (R the product of x's\n"
+          "first `kept` axes, D = w.shape[0] the rest's), out of shape x.shape[:kept] + (M,);\n"
+          "x, w (D, M), b (M,): one dtype, float32 or float64. matmul's numbers.");
+    m.def("affine_backward", &py_affine_backward, "dout"_a, "x"_a, "w"_a, "needs"_a,
+          "The gradients of affine_forward(x, w, b, dout.ndim - 1) from dout (x's kept\n"
+          "axes, M): (dx in x's shape, dw (D, M), db (M,)), each None where needs (three\n"
+          "bools) says so; matmul's and column_sums' numbers (one column: numpy's sum).");
     m.def("update", &py_update, "rule"_a, "w"_a, "dw"_a, "states"_a, "hyperparameters"_a,
           "t"_a = 0,
           "One step of update rule 'sgd', 'sgd_momentum', 'rmsprop' or 'adam' in place on w\n"

@@ -48,12 +48,19 @@ void row_means(int64_t rows, int64_t n, const T* x, T* out) {
     const int64_t block = rows_per_block(n), blocks = (rows + block - 1) / block;
     parallel_for(team_size(blocks), blocks, [&](int64_t b) {
         for (int64_t r = b * block; r < std::min(rows, (b + 1) * block); ++r) {
-            out[r] = (T(0) + pairwise_sum(x + r * n, n)) / count;
+            out[r] = numpy_sum(x + r * n, n) / count;
         }
     });
 }
 
+template <typename T>
+T numpy_sum(const T* x, int64_t n) {
+    return T(0) + pairwise_sum(x, n);
+}
+
 template void row_means<float>(int64_t, int64_t, const float*, float*);
 template void row_means<double>(int64_t, int64_t, const double*, double*);
+template float numpy_sum<float>(const float*, int64_t);
+template double numpy_sum<double>(const double*, int64_t);
 
 }  // namespace graphnet

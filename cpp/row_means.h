@@ -17,4 +17,10 @@ namespace graphnet {
 template <typename T>
 void row_means(int64_t rows, int64_t n, const T* x, T* out);
 
+// 0 + pairwise_sum(x) of n contiguous values, as above: np.sum's bits on a contiguous run
+// (a one-column affine's bias gradient, which numpy sums so, where column_sums adds the
+// rows in order).
+template <typename T>
+T numpy_sum(const T* x, int64_t n);
+
 }  // namespace graphnet

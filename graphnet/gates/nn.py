@@ -51,10 +51,13 @@ class Affine(Gate):
 
     def backward(self, dout, cache, needs):
         x_shape, rows, w = cache
-        dx = matmul(dout, w, transpose_b=True).reshape(x_shape) if needs[0] else None
-        dw = matmul(rows, dout, transpose_a=True) if needs[1] else None
-        db = layers._column_sums(dout) if needs[2] else None
-        return dx, dw, db
+        try:  # the three products in one binding, where dout, rows and w share a float dtype
+            dx, dw, db = _C.affine_backward(dout, rows, w, needs)
+        except (ValueError, TypeError):  # numpy's promotions of mixed dtypes
+            dx = matmul(dout, w, transpose_b=True) if needs[0] else None
+            dw = matmul(rows, dout, transpose_a=True) if needs[1] else None
+            db = layers._column_sums(dout) if needs[2] else None
+        return (dx if dx is None else dx.reshape(x_shape)), dw, db
 
     def summarize_cache(self, cache, input_names):
         _, rows, w = cache

@@ -58,16 +58,6 @@ __all__ = [
 _KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))  # dtypes: a faster `in`
 
 
-def _kernel_dtype(a, b, c):
-    """Whether a, b and c (a an ndarray) are arrays of one float dtype the kernels take."""
-    return (
-        type(b) is np.ndarray
-        and type(c) is np.ndarray
-        and a.dtype in _KERNEL_DTYPES
-        and a.dtype == b.dtype == c.dtype
-    )
-
-
 def _recurrent_inputs(fn, x, h, Wx, Wh, b, gates, x_layout):
     """Validate and cast a recurrent layer's inputs to one float dtype.
 
@@ -390,16 +380,15 @@ def temporal_affine_forward(
     x: (N, T, D); w: (D, M); b: (M,). Returns out (N, T, M); the cache is the course's
     (x, w, b, out).
     """
-    if type(x) is np.ndarray and x.ndim == 3 and _kernel_dtype(x, w, b):
-        # The binding checks w's and b's shapes against x's; what it refuses, the checks
-        # below name. At one sequence those checks cost half of a 32 x 64 x 64 product.
-        N, T, D = x.shape
+    if type(x) is np.ndarray and x.ndim == 3:
+        # The binding checks the dtypes and w's and b's shapes against x's and makes the
+        # product of x's rows; what it refuses, the checks below name (or convert). At one
+        # sequence those checks and reshapes cost half of a 32 x 64 x 64 product.
         try:
-            rows = _C.matmul(x.reshape(N * T, D), w, False, False, b)
-        except ValueError:
+            out = _C.affine_forward(x, w, b, 2)
+        except (ValueError, TypeError):
             pass
         else:
-            out = rows.reshape(N, T, rows.shape[1])  # not -1: N may be 0
             return out, (x, w, b, out)
     fn = "temporal_affine_forward"
     x, w, b = _float_array(x, fn, "x"), _float_array(w, fn, "w"), _float_array(b, fn, "b")
@@ -423,23 +412,22 @@ def temporal_affine_forward(
     return out, (x, w, b, out)
 
 
+_ALL_GRADIENTS = (True, True, True)
+
+
 def temporal_affine_backward(dout: np.ndarray, cache: tuple) -> Tuple[np.ndarray, ...]:
     """dout: (N, T, M). Returns dx (N, T, D), dw (D, M), db (M,)."""
     x, w, b, out = cache
-    N, T, D = x.shape
-    if (
-        type(dout) is np.ndarray
-        and dout.shape == out.shape
-        and dout.dtype == out.dtype
-        and _kernel_dtype(out, x, w)
-    ):
+    if type(dout) is np.ndarray:
         # The forward's own operands and an upstream gradient of its output's shape and
-        # dtype: the products' bindings directly (matmul's and _upstream's checks were a
-        # fifth of a 32 x 64 x 64 backward at one sequence).
-        dout_rows = dout.reshape(N * T, out.shape[2])  # not -1: N may be 0
-        dx = _C.matmul(dout_rows, w, False, True).reshape(x.shape)
-        dw = _C.matmul(x.reshape(N * T, D), dout_rows, True, False)
-        return dx, dw, _column_sums(dout_rows)
+        # dtype: the three products in one binding (its checks and the rows' reshapes cost
+        # a third of a 32 x 64 x 64 backward at one sequence in Python); what it refuses
+        # (another shape or dtype) takes the checks below.
+        try:
+            return _C.affine_backward(dout, x, w, _ALL_GRADIENTS)
+        except (ValueError, TypeError):
+            pass
+    N, T, D = x.shape
     dout = _upstream("temporal_affine_backward", "dout", dout, out.shape)
     dout_rows = dout.reshape(N * T, out.shape[2]).astype(out.dtype, copy=False)
     dx = matmul(dout_rows, w, transpose_b=True).reshape(x.shape)

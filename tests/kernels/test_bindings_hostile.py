@@ -207,6 +207,10 @@ def valid_calls(n=2, c=3, s=5, f=4, rows=4, cols=5, t=3, hidden=5, dtype=np.floa
             layer=True,
             relu=True,
         ),
+        "affine_forward": dict(x=r(n, rows, cols), w=r(cols, hidden), b=r(hidden), kept=2),
+        "affine_backward": dict(
+            dout=r(n, rows, hidden), x=r(n, rows, cols), w=r(cols, hidden), needs=(True,) * 3
+        ),
         "channel_norm_forward": dict(
             x=x4,
             gamma=gamma,
