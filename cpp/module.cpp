@@ -1878,11 +1878,47 @@ struct AttentionOperands {
     }
 };
 
-void py_attention_forward(const py::array& q, const py::array& k, const py::array& v,
-                          const py::object& mask, double scale, py::array weights,
-                          py::array out) {
+// An empty array of `shape` (of a's rank) in a's memory order, as np.empty_like(a,
+// shape=shape) lays it out: its axes' strides in the order of a's, largest first. A result
+// laid out as the input it comes from undoes the transposes that brought the input for free
+// (a head split's merge after attention copies nothing). A broadcast input, or an order in
+// which the rows would not be contiguous, gets C order.
+py::array empty_in_order_of(const py::array& a, const Shape& shape) {
+    const size_t rank = shape.size();
+    const auto item = static_cast<int64_t>(a.itemsize());
+    std::vector<size_t> order(rank);  // the axes, largest stride of a's first
+    for (size_t i = 0; i < rank; ++i) order[i] = i;
+    std::stable_sort(order.begin(), order.end(), [&](size_t i, size_t j) {
+        return std::abs(a.strides(i)) > std::abs(a.strides(j));
+    });
+    bool broadcast = false;
+    for (size_t i = 0; i + 2 < rank; ++i) broadcast = broadcast || a.strides(i) == 0;
+    std::vector<int64_t> strides(rank);
+    int64_t step = item;
+    for (size_t i = rank; i-- > 0;) {
+        strides[order[i]] = step;
+        step *= std::max<int64_t>(shape[order[i]], 1);
+    }
+    if (broadcast || (rank > 0 && shape[rank - 1] > 1 && strides[rank - 1] != item)) {
+        return py::array(a.dtype(), shape);
+    }
+    return py::array(a.dtype(), shape, strides);
+}
+
+// An output the caller gave, or None: then one of `shape` in the memory order of `like`.
+py::array output_or_new(const py::object& given, const py::array& like, const Shape& shape) {
+    return given.is_none() ? empty_in_order_of(like, shape) : given.cast<py::array>();
+}
+
+py::tuple py_attention_forward(const py::array& q, const py::array& k, const py::array& v,
+                               const py::object& mask, double scale,
+                               const py::object& weights_given, const py::object& out_given) {
     const AttentionOperands in(q, k, v);
     const AttentionShape& s = in.s;
+    py::array out = output_or_new(out_given, q, with_matrix(in.batch, s.S, s.dv));
+    py::array weights = weights_given.is_none()
+                                  ? py::array(q.dtype(), with_matrix(in.batch, s.L, s.S))
+                                  : weights_given.cast<py::array>();
     const PairLayout ol = in.output(out, s.S, s.dv, "attention out");
     in.check_weights(weights, true);
     PairLayout ml;
@@ -1907,14 +1943,19 @@ void py_attention_forward(const py::array& q, const py::array& k, const py::arra
         py::gil_scoped_release nogil;
         attention_forward(s, static_cast<T>(scale), qp, kp, vp, m, wp, op);
     });
+    return py::make_tuple(out, weights);
 }
 
-void py_attention_backward(const py::array& q, const py::array& k, const py::array& v,
-                           const py::array& weights, const py::array& dout, double scale,
-                           py::array dq, py::array dk, py::array dv) {
+py::tuple py_attention_backward(const py::array& q, const py::array& k, const py::array& v,
+                                const py::array& weights, const py::array& dout, double scale,
+                                const py::object& dq_given, const py::object& dk_given,
+                                const py::object& dv_given) {
     const AttentionOperands in(q, k, v);
     const AttentionShape& s = in.s;
     in.check_weights(weights, false);
+    py::array dq = output_or_new(dq_given, q, with_matrix(in.batch, s.S, s.d));
+    py::array dk = output_or_new(dk_given, k, with_matrix(in.batch, s.L, s.d));
+    py::array dv = output_or_new(dv_given, v, with_matrix(in.batch, s.L, s.dv));
     const PairLayout dol = in.layout(dout, s.S, s.dv, "attention dout");
     const PairLayout dql = in.output(dq, s.S, s.d, "attention dq");
     const PairLayout dkl = in.output(dk, s.L, s.d, "attention dk");
@@ -1929,6 +1970,7 @@ void py_attention_backward(const py::array& q, const py::array& k, const py::arr
         py::gil_scoped_release nogil;
         attention_backward(s, static_cast<T>(scale), qp, kp, vp, wp, dop, dqp, dkp, dvp);
     });
+    return py::make_tuple(dq, dk, dv);
 }
 
 py::array py_avg_pool_forward(const py::array& x, int64_t pool_height, int64_t pool_width,
@@ -2219,10 +2261,12 @@ PYBIND11_MODULE(_C, m) {
           "weights"_a, "out"_a,
           "Scaled dot-product attention of each (batch, head) pair into weights and out "
           "(views of one batch shape, last axes contiguous; weights (..., L, S), each pair's "
-          "transposed; mask: uint8 or None).");
+          "transposed; mask: uint8 or None); returns (out, weights). out None: one in q's "
+          "memory order; weights None: a C-contiguous one.");
     m.def("attention_backward", &py_attention_backward, "q"_a, "k"_a, "v"_a, "weights"_a,
           "dout"_a, "scale"_a, "dq"_a, "dk"_a, "dv"_a,
-          "Gradients of attention_forward into dq, dk, dv (one matrix per pair).");
+          "Gradients of attention_forward into dq, dk, dv (one matrix per pair), returned; "
+          "each None: one in the memory order of q, k, v.");
     // Flags by position or by name: a keyword takes pybind11's slow path (see matmul's).
     m.def("softmax_forward", &py_softmax_forward, "x"_a, "log"_a = false,
           "Softmax (log=True: log softmax) along the last axis, shifted by each row's max.");

@@ -512,7 +512,7 @@ def attention_forward(
         # The binding checks the shapes; what it refuses, the checks below name (or copy
         # and run). At batch 1 those checks cost as much as the kernel.
         try:
-            return _attention_kernel_forward(q, k, v, None, q.shape[:-2], q.dtype)
+            return _attention_kernel_forward(q, k, v, None, q.dtype)
         except ValueError:
             pass
     fn = "attention_forward"
@@ -554,7 +554,7 @@ def attention_forward(
         return _attention_forward_numpy(q, k, v, mask, _attention_scale(scale_dtype, q.shape[-1]))
     qb, kb, vb = (_pair_view(a, batch, dtype) for a in (q, k, v))
     out, cache = _attention_kernel_forward(
-        qb, kb, vb, None if mask is None else mask.view(np.uint8), batch, scale_dtype
+        qb, kb, vb, None if mask is None else mask.view(np.uint8), scale_dtype
     )
     return out, cache._replace(q=q, k=k, v=v)
 
@@ -580,14 +580,13 @@ def _attention_scale(scale_dtype, d):
     return scale_dtype.type(1.0 / math.sqrt(d) if d else 1.0)
 
 
-def _attention_kernel_forward(q, k, v, mask, batch, scale_dtype):
+def _attention_kernel_forward(q, k, v, mask, scale_dtype):
     """The C++ forward on pair views (_pair_view's) and a uint8 mask of the scores' shape
-    (or None): out in q's memory order and the cache, whose weights are the view of the
-    (..., L, S) array the kernel writes (each pair's transposed)."""
+    (or None): out in q's memory order (the binding allocates it so: a head split's merge
+    then copies nothing) and the cache, whose weights are the view of the (..., L, S) array
+    the kernel writes (each pair's transposed)."""
     scale = _attention_scale(scale_dtype, q.shape[-1])
-    weights_t = np.empty(batch + (k.shape[-2], q.shape[-2]), q.dtype)
-    out = _like(q, batch + (q.shape[-2], v.shape[-1]))
-    _C.attention_forward(q, k, v, mask, float(scale), weights_t, out)
+    out, weights_t = _C.attention_forward(q, k, v, mask, float(scale), None, None)
     return out, _AttentionCache(q, k, v, weights_t.swapaxes(-1, -2), scale)
 
 
@@ -615,17 +614,6 @@ def _pair_view(a, batch, dtype):
     if a.shape[-1] > 1 and a.strides[-1] != a.itemsize:
         a = np.ascontiguousarray(a)
     return a
-
-
-def _like(a, shape):
-    """An empty array of `shape` in the memory order of `a` (same rank): a result laid out
-    as the input it comes from, so that the transposes that brought the input also undo
-    for free on the result."""
-    if 0 not in a.strides[:-2]:  # else a broadcast view: no order to keep
-        like = np.empty_like(a, shape=shape)
-        if shape[-1] <= 1 or like.strides[-1] == like.itemsize:  # rows contiguous
-            return like
-    return np.empty(shape, a.dtype)
 
 
 def attention_backward(dout: np.ndarray, cache: _AttentionCache) -> Tuple[np.ndarray, ...]:
@@ -656,13 +644,11 @@ def attention_backward(dout: np.ndarray, cache: _AttentionCache) -> Tuple[np.nda
 
 def _attention_kernel_backward(q, k, v, weights, dout, scale):
     """The C++ backward on pair views (_pair_view's): dq, dk, dv in the memory order of q,
-    k, v, one matrix per pair."""
-    dq, dk, dv = _like(q, q.shape), _like(k, k.shape), _like(v, v.shape)
+    k, v (the binding allocates them so), one matrix per pair."""
     # The kernel's weights are (L, S) per pair, C-contiguous: those of its forward (a copy
     # if the cache came from the numpy forward).
     weights_t = np.ascontiguousarray(weights.swapaxes(-1, -2))
-    _C.attention_backward(q, k, v, weights_t, dout, float(scale), dq, dk, dv)
-    return dq, dk, dv
+    return _C.attention_backward(q, k, v, weights_t, dout, float(scale), None, None, None)
 
 
 def _attention_backward_numpy(dout, q, k, v, weights, scale):

@@ -202,6 +202,48 @@ def test_output_is_laid_out_like_the_queries():
         assert grad.transpose(0, 2, 1, 3).flags.c_contiguous
 
 
+@pytest.mark.parametrize(
+    "layout", ["heads", "reversed heads", "broadcast heads", "contiguous", "one head"]
+)
+def test_outputs_the_binding_makes_are_laid_out_as_numpy_would_and_hold_the_same_bits(layout):
+    """Outputs left to the binding (None) are np.empty_like(operand, shape=...)'s layout,
+    or C order where that is a broadcast's or its rows would not be contiguous; the numbers
+    are those written into outputs given."""
+    rng = np.random.default_rng(6)
+    N, H, T, d = 2, 3, 5, 4
+    if layout == "heads":
+        q = heads(rng.standard_normal((N, T, H * d)), H)
+    elif layout == "reversed heads":
+        q = rng.standard_normal((N, H, T, d))[:, ::-1]
+    elif layout == "broadcast heads":
+        q = np.broadcast_to(rng.standard_normal((N, 1, T, d)), (N, H, T, d))
+    elif layout == "one head":
+        q = heads(rng.standard_normal((1, T, d)), 1)
+    else:
+        q = rng.standard_normal((N, H, T, d))
+    k, v = q.copy(), rng.standard_normal(q.shape)
+
+    def like(a):  # the layout the wrapper's empty_like gave before the binding made it
+        if 0 not in a.strides[:-2]:
+            made = np.empty_like(a, shape=a.shape)
+            if made.strides[-1] == made.itemsize:
+                return made
+        return np.empty(a.shape, a.dtype)
+
+    out, weights = _C.attention_forward(q, k, v, None, 0.5, None, None)
+    given_out, given_weights = like(q), np.empty(q.shape[:-1] + (T,))
+    _C.attention_forward(q, k, v, None, 0.5, given_weights, given_out)
+    assert out.strides == given_out.strides and weights.strides == given_weights.strides
+    assert out.tobytes("A") == given_out.tobytes("A")
+    assert weights.tobytes() == given_weights.tobytes()
+    dout = rng.standard_normal(q.shape)
+    grads = _C.attention_backward(q, k, v, weights, dout, 0.5, None, None, None)
+    given = [like(a) for a in (q, k, v)]
+    _C.attention_backward(q, k, v, weights, dout, 0.5, *given)
+    for made, want in zip(grads, given):
+        assert made.strides == want.strides and made.tobytes("A") == want.tobytes("A")
+
+
 def test_the_kernel_refuses_arrays_it_cannot_take():
     """The binding checks what the wrapper arranges: shapes, dtypes, outputs of their own."""
     q = np.ones((2, 3, 4), np.float32)
