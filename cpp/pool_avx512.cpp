@@ -365,6 +365,138 @@ int64_t unpool_planes_2x2(const AvgPoolPlane& g, int64_t planes, const S* grad,
     return finished;
 }
 
+// ----- the max pool's backward of overlapping windows at stride 1 ----------------------
+
+// The winners as integer lanes beside a vector of V's: sixteen int32 beside __m512, eight
+// beside __m512d (AVX-512VL), under V's masks. add(sum, m, grad) is sum + grad where m is
+// set with sum the first operand, which x86 returns of two NaNs: the scatter's
+// `dx[winner] += grad` keeps the NaN already in dx. In asm: the compiler takes an add's
+// operands in either order (it did swap the intrinsic's).
+template <typename V>
+struct WinnerLanes;
+
+// What is alike for both: prefix _mm512 or _mm256, integer vectors of si512 or si256.
+#define GRAPHNET_WINNER_LANES(Int, M, prefix, si)                                          \
+    using I = Int;                                                                        \
+    static I zero() { return prefix##_setzero_##si(); }                                   \
+    static I offset(I entries, int64_t by) {                                              \
+        return prefix##_add_epi32(entries, prefix##_set1_epi32(static_cast<int32_t>(by))); \
+    }                                                                                     \
+    static I load(M m, const int32_t* winners) { return prefix##_maskz_loadu_epi32(m, winners); } \
+    static M equal(M m, I winners, I entries) {                                           \
+        return prefix##_mask_cmpeq_epi32_mask(m, winners, entries);                       \
+    }                                                                                     \
+    static I count(I counts, M m) {                                                       \
+        return prefix##_mask_sub_epi32(counts, m, counts, prefix##_set1_epi32(-1));       \
+    }
+
+template <>
+struct WinnerLanes<__m512> {
+    GRAPHNET_WINNER_LANES(__m512i, __mmask16, _mm512, si512)
+    static I entries(int32_t first) {  // first, first + 1, ...
+        return _mm512_add_epi32(_mm512_set1_epi32(first),
+                                _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+    }
+    static int64_t total(I counts) { return _mm512_reduce_add_epi32(counts); }
+    static __m512 add(__m512 sum, __mmask16 m, __m512 grad) {
+        asm("vaddps %[grad], %[sum], %[sum]%{%[m]%}" : [sum] "+v"(sum) : [grad] "v"(grad), [m] "Yk"(m));
+        return sum;
+    }
+};
+
+template <>
+struct WinnerLanes<__m512d> {
+    GRAPHNET_WINNER_LANES(__m256i, __mmask8, _mm256, si256)
+    static I entries(int32_t first) {
+        return _mm256_add_epi32(_mm256_set1_epi32(first), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    }
+    static int64_t total(I counts) {
+        const __m128i pairs = _mm_add_epi32(_mm256_castsi256_si128(counts),
+                                            _mm256_extracti128_si256(counts, 1));
+        const __m128i two = _mm_add_epi32(pairs, _mm_unpackhi_epi64(pairs, pairs));
+        return _mm_cvtsi128_si32(_mm_add_epi32(two, _mm_srli_epi64(two, 32)));
+    }
+    static __m512d add(__m512d sum, __mmask8 m, __m512d grad) {
+        asm("vaddpd %[grad], %[sum], %[sum]%{%[m]%}" : [sum] "+v"(sum) : [grad] "v"(grad), [m] "Yk"(m));
+        return sum;
+    }
+};
+
+#undef GRAPHNET_WINNER_LANES
+
+// max_unpool_plane's dx (+0, then each window's gradient added at its winner, the windows
+// in order) of `planes` planes of stride-1 windows (g's, Wo = W - pw + 1), gathered
+// rather than scattered: an entry of dx is +0 plus the gradients, in the windows' order,
+// of the windows that cover it whose winner it is. So a vector of a row of dx compares
+// the winners of each covering window with its entries (masked loads: the windows off
+// the plane compare nothing) and adds the gradients where they match (a masked add: the
+// others add nothing, the scatter's operations in its order: the same bits, NaNs and -0
+// too). The scatter's adds at the same entry one after another waited on each other
+// through memory (8x a copy's time on 3x3 windows). An entry is compared with the winner
+// of each window that covers it, so every winner in its window matches once: a plane with
+// fewer matches than windows has a winner elsewhere (from other windows, or hostile, or
+// off the plane). Returns how many planes it finished before the first such plane (its dx
+// then unfinished, left to the scatter).
+template <typename V, int64_t K, typename S = typename Lanes<V>::Scalar>
+int64_t gather_unpool_planes(const AvgPoolPlane& g, int64_t planes, const S* grad,
+                             const int32_t* win, S* dx) {
+    using L = Lanes<V>;
+    using WL = WinnerLanes<V>;
+    using Mask = typename L::Mask;
+    constexpr int64_t lanes = L::width;
+    const int64_t W = g.W, Ho = g.Ho, Wo = g.Wo;
+    constexpr int64_t ph = K, pw = K;
+    const int64_t in_plane = g.in_plane(), out_plane = g.out_plane();
+    Mask on_row[pw];  // the lanes whose window starting b columns left is on the row
+    V sums[ph];       // rows oh .. oh + ph - 1 of dx, as the windows of row oh add
+    for (int64_t p = 0; p < planes; ++p) {
+        const S* plane_grad = grad + p * out_plane;
+        const int32_t* plane_win = win + p * out_plane;
+        S* plane_dx = dx + p * in_plane;
+        auto matched = WL::zero();
+        for (int64_t w = 0; w < W; w += lanes) {
+            const auto row_end = L::tail(W - w);
+            for (int64_t b = 0; b < pw; ++b) {
+                on_row[b] = static_cast<Mask>(L::tail(Wo - w + b) & ~L::tail(b - w));
+            }
+            for (int64_t i = 0; i < ph; ++i) sums[i] = L::zero();
+            for (int64_t oh = 0; oh < Ho; ++oh) {
+                const auto entries = WL::entries(static_cast<int32_t>(oh * W + w));
+                // lane k's windows of this row start at columns w + k - b (b = pw - 1 .. 0:
+                // left to right); each one's winner and gradient loaded once for the ph rows
+                // of dx it covers
+                for (int64_t b = pw - 1; b >= 0; --b) {
+                    const int64_t at = oh * Wo + w - b;  // lane 0's window (maybe off the row)
+                    const auto winners = WL::load(on_row[b], plane_win + at);
+                    const V grads = L::load(plane_grad + at, on_row[b]);
+                    Mask any = 0;
+                    for (int64_t i = 0; i < ph; ++i) {
+                        const Mask hit = WL::equal(on_row[b], winners, WL::offset(entries, i * W));
+                        sums[i] = WL::add(sums[i], hit, grads);
+                        any = static_cast<Mask>(any | hit);  // a winner is one entry at most
+                    }
+                    matched = WL::count(matched, any);
+                }
+                L::store(plane_dx + oh * W + w, row_end, sums[0]);  // row oh has all its windows
+                for (int64_t i = 1; i < ph; ++i) sums[i - 1] = sums[i];
+                sums[ph - 1] = L::zero();
+            }
+            for (int64_t i = 0; i + 1 < ph; ++i) {  // the rows below every window's top row
+                L::store(plane_dx + (Ho + i) * W + w, row_end, sums[i]);
+            }
+        }
+        if (WL::total(matched) != out_plane) return p;
+    }
+    return planes;
+}
+
+template <typename V, typename S = typename Lanes<V>::Scalar>
+int64_t gather_unpool_planes(const AvgPoolPlane& g, int64_t planes, const S* grad,
+                             const int32_t* win, S* dx) {
+    return (g.pool_width == 2 ? gather_unpool_planes<V, 2, S>
+                              : gather_unpool_planes<V, 3, S>)(g, planes, grad, win, dx);
+}
+
 // ----- the average pool's backward at stride 1 or 2 ---------------------------------------
 
 // The lanes of the vectors of columns q0 - L .. q0 - 1 (prev) and q0 .. q0 + L - 1 (cur) at
@@ -494,6 +626,16 @@ int64_t max_unpool_planes_2x2_avx512(const AvgPoolPlane& g, int64_t planes, cons
 int64_t max_unpool_planes_2x2_avx512(const AvgPoolPlane& g, int64_t planes, const double* grad,
                                      const int32_t* win, double* dx) {
     return unpool_planes_2x2<__m512d>(g, planes, grad, win, dx);
+}
+
+int64_t max_unpool_planes_stride1_avx512(const AvgPoolPlane& g, int64_t planes,
+                                         const float* grad, const int32_t* win, float* dx) {
+    return gather_unpool_planes<__m512>(g, planes, grad, win, dx);
+}
+
+int64_t max_unpool_planes_stride1_avx512(const AvgPoolPlane& g, int64_t planes,
+                                         const double* grad, const int32_t* win, double* dx) {
+    return gather_unpool_planes<__m512d>(g, planes, grad, win, dx);
 }
 
 void avg_pool_planes_backward_avx512(const AvgPoolPlane& g, int64_t planes, const float* grad,

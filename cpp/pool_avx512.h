@@ -36,6 +36,15 @@ int64_t max_unpool_planes_2x2_avx512(const AvgPoolPlane& g, int64_t planes, cons
 int64_t max_unpool_planes_2x2_avx512(const AvgPoolPlane& g, int64_t planes, const double* grad,
                                      const int32_t* win, double* dx);
 
+// max_pool_backward's dx of `planes` planes of g's 2x2 or 3x3 windows at stride 1 as
+// max_unpool_plane scatters it (+0, then each window's gradient added at its winner, in
+// order), gathered. Returns how many planes it finished: fewer than `planes` at the first plane with a winner
+// outside its window, that plane and the rest then left to max_unpool_plane.
+int64_t max_unpool_planes_stride1_avx512(const AvgPoolPlane& g, int64_t planes,
+                                         const float* grad, const int32_t* win, float* dx);
+int64_t max_unpool_planes_stride1_avx512(const AvgPoolPlane& g, int64_t planes,
+                                         const double* grad, const int32_t* win, double* dx);
+
 // avg_pool_planes_backward (avg_pool_plane.h: the same bits but for which of two NaNs a
 // sum keeps) of `planes` planes of windows at stride 1 or 2, of two entries or more, at
 // most 8 wide and not wider than the output row.

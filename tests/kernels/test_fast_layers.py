@@ -742,6 +742,20 @@ def test_max_pool_backward_on_any_winners_is_the_scatter(
     assert_backward_is(backward_written_here(dout, winners, H, W), dout, winners, H, W)
 
 
+def moved_winners_and_dout(x, ph, pw, stride, elsewhere, rng):
+    """The forward's winners, with probability `elsewhere` each moved anywhere in its plane,
+    and a dout of x's dtype with many -0.0 and a few NaNs of either sign."""
+    H, W = x.shape[2:]
+    _, winners = _C.max_pool_forward(x, ph, pw, stride, False)
+    moved = rng.random(winners.shape) < elsewhere
+    winners = np.where(moved, rng.integers(0, H * W, winners.shape), winners).astype(np.int32)
+    dout = rng.standard_normal(winners.shape).astype(x.dtype)
+    dout[rng.random(dout.shape) < 0.3] = -0.0
+    dout[rng.random(dout.shape) < 0.05] = np.nan
+    dout[rng.random(dout.shape) < 0.05] = -np.nan
+    return winners, dout
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     planes=st.sampled_from([1, 3, 90, 250]),
@@ -765,13 +779,7 @@ def test_max_pool_backward_of_many_small_planes_is_the_scatter(
     ph, pw = min(ph, H), min(pw, W)
     rng = np.random.default_rng(seed)
     x = pool_input((1, planes, H, W), dtype, "nan", seed)
-    _, winners = _C.max_pool_forward(x, ph, pw, stride, False)
-    moved = rng.random(winners.shape) < elsewhere
-    winners = np.where(moved, rng.integers(0, H * W, winners.shape), winners).astype(np.int32)
-    dout = rng.standard_normal(winners.shape).astype(dtype)
-    dout[rng.random(dout.shape) < 0.3] = -0.0
-    dout[rng.random(dout.shape) < 0.05] = np.nan
-    dout[rng.random(dout.shape) < 0.05] = -np.nan
+    winners, dout = moved_winners_and_dout(x, ph, pw, stride, elsewhere, rng)
     assert_backward_is(backward_written_here(dout, winners, H, W), dout, winners, H, W)
 
 
@@ -845,3 +853,38 @@ def test_max_pool_2x2_stride_2_on_avx512_is_avx2_and_the_loops(
     again = _C.max_pool_forward(x, 2, 2, 2, relu_first)
     assert again[0].tobytes() == out.tobytes()
     np.testing.assert_array_equal(again[1], winners)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    planes=st.integers(1, 20),
+    H=st.integers(1, 36),
+    W=st.integers(1, 36),
+    window=st.sampled_from([(2, 2), (3, 3), (2, 2), (3, 3), (2, 3), (1, 2), (4, 4)]),
+    elsewhere=st.sampled_from([0.0, 0.0, 0.02, 1.0]),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 2**16),
+)
+def test_max_pool_backward_of_stride_1_windows_is_the_scatter(
+    planes, H, W, window, elsewhere, dtype, seed
+):
+    """Overlapping stride-1 windows (on AVX-512 each entry of dx gathered from the windows
+    that cover it, cpp/pool_avx512.cpp) against the scatter written here, bit for bit: the
+    winners of a forward with ties and NaNs, with probability `elsewhere` some moved
+    anywhere in their plane (those planes scattered, the others still gathered); dout with
+    many -0.0 (the scatter's +0 + -0 is +0) and NaNs of either sign (the first of two
+    kept, as the scatter's adds keep it). Rows of one to three vectors, odd sizes; 2x2 and
+    3x3 windows (gathered where they pay), others (scattered). The same bits on one, two
+    and three threads, and with AVX-512 off (the scatter)."""
+    ph, pw = min(window[0], H), min(window[1], W)
+    rng = np.random.default_rng(seed)
+    x = pool_input((1, planes, H, W), dtype, "nan", seed)
+    winners, dout = moved_winners_and_dout(x, ph, pw, 1, elsewhere, rng)
+    expected = backward_written_here(dout, winners, H, W)
+    assert_backward_is(expected, dout, winners, H, W)
+    before = _C.avx512_activations_active()
+    _C.set_avx512_activations(False)
+    try:
+        assert _C.max_pool_backward(dout, winners, H, W).tobytes() == expected.tobytes()
+    finally:
+        _C.set_avx512_activations(before)
