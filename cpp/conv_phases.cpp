@@ -26,7 +26,9 @@ int64_t end_real(int64_t s, int64_t phase, int64_t pad, int64_t size) {
 // Images per call of the kernels: enough that a call has kGroupPositions output positions
 // (a tile's accumulators are loaded, stored and added to dw once per call: on a 4 x 4
 // output, once per 16 positions), as long as the group's scratch (floats_per_image each)
-// stays within kGroupFloats, a part of L2.
+// stays within kGroupFloats, a part of L2, and no more than the batch has: each thread's
+// scratch holds a group, zeroed on every call (at batch 1 on 8-pixel images six images'
+// planes, 150-200 KB for 64 -> 128 channels, where one image reads 26).
 constexpr int64_t kGroupPositions = 96;
 constexpr int64_t kGroupFloats = 128 * 1024;
 
@@ -41,9 +43,9 @@ constexpr int64_t kPackedDwGroupPositions = 384;
 // the grid: each tile's accumulators are reduced and added to dw_t once a call.
 constexpr int64_t kLaneDwGroupPositions = 768;
 
-int64_t images_per_call(int64_t positions, int64_t floats_per_image,
+int64_t images_per_call(int64_t positions, int64_t floats_per_image, int64_t batch,
                         int64_t group_positions = kGroupPositions) {
-    const int64_t wanted = ceil_div(group_positions, positions);
+    const int64_t wanted = std::min(ceil_div(group_positions, positions), batch);
     return std::max<int64_t>(1, std::min(wanted, kGroupFloats / floats_per_image));
 }
 
@@ -152,7 +154,8 @@ PhaseForward::PhaseForward(const ConvGeometry& g, const float* w, const float* b
       group_(at_.empty() ? 1
                          : images_per_call(g.positions(),
                                            checked_add(planes_floats_, g.positions() * F_padded_,
-                                                       "conv phase planes"))),
+                                                       "conv phase planes"),
+                                           g.N)),
       pack_(at_.empty() && F_padded_ == kTapLanes ? tap_pack(g.F) : 1),
       Q_(at_.empty() ? g.Ho * Ws_ : g.positions()),
       rows_(round_up(ceil_div(group_ * Q_, pack_), kTapRows)),
@@ -335,7 +338,7 @@ int64_t lane_dw_group(const ConvGeometry& g, int64_t planes_floats, int64_t grid
     return images_per_call(
         grid_floats,
         checked_add(planes_floats, checked_mul(g.F, grid_floats, "conv phase dw"), "conv phase dw"),
-        kLaneDwGroupPositions);
+        g.N, kLaneDwGroupPositions);
 }
 
 }  // namespace
@@ -403,6 +406,7 @@ PhaseWeightGradient::PhaseWeightGradient(const ConvGeometry& g, bool lanes)
                                                  checked_mul(g.positions(), F_padded_,
                                                              "conv phase dw"),
                                                  "conv phase dw"),
+                                     g.N,
                                      F_padded_ == kTapLanes && tap_pack(g.F) > 1
                                          ? kPackedDwGroupPositions
                                          : kGroupPositions)),
