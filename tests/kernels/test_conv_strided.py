@@ -259,6 +259,29 @@ def test_stride2_dx_rows_of_any_width(W):
     check_against_naive(x, w, b, 2, pad, avx512=True)
 
 
+@pytest.mark.parametrize(
+    "C, H, F, k, stride, pad",
+    # (on the tap kernel, not the lane kernel: 13+ channels, or under 20 taps a phase)
+    [(17, 9, 8, 3, 2, 1), (33, 8, 64, 3, 2, 0), (40, 11, 9, 5, 2, 2), (17, 10, 6, 4, 3, 1)],
+)
+def test_tap_input_gradient_weights_packed_over_stale_buffers(C, H, F, k, stride, pad):
+    """dx's packed weights (per phase, taps x channels padded to 16) go into buffers kept
+    from earlier calls and not cleared: every lane is written, the padding channels' zeros
+    too. A call whose weights are nan and inf leaves those buffers full of them; the same
+    layer's next dx is then within rounding of the naive loops and the same bits as a dx
+    computed before it."""
+    x, w, b = case(2, C, H, H, F, k, np.float32, seed=C + k)
+    Ho = (H + 2 * pad - k) // stride + 1
+    dout = np.random.default_rng(5).standard_normal((2, F, Ho, Ho)).astype(np.float32)
+    before = _C.conv_backward(dout, x, w, stride, pad)[0]
+    poisoned = np.where(np.arange(w.size).reshape(w.shape) % 2, np.inf, np.nan).astype(np.float32)
+    assert np.isnan(_C.conv_backward(dout, x, poisoned, stride, pad)[0]).any()
+    dx = _C.conv_backward(dout, x, w, stride, pad)[0]
+    np.testing.assert_array_equal(dx, before)
+    bound = conv_error_bounds(dout, x, w, b, stride, pad)[1]
+    assert_within_rounding(dx, conv_backward_ref(dout, x, w, stride, pad)[0], bound, 1e-5)
+
+
 @pytest.mark.slow
 @settings(max_examples=60, deadline=None)
 @given(
