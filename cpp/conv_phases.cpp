@@ -282,11 +282,17 @@ LaneGrid::LaneGrid(int64_t rows, int64_t row, int64_t first, int64_t cols)
 // from 2C+ filters) and the tap kernel (the channels along its lanes), per pass (dx, dw,
 // db), one thread, CPU time, 40 random layers (1-12 channels, 1-24 filters, 3x3-7x7,
 // stride 2-3, 12-40 px, batch 1-64): on 4-8 channels 0.57-0.94x the time, on 1-3 channels
-// at batch 16-64 0.49-0.85x, but at batch 1-4 1.2-2.4x (a few us of work a call, the
-// phases' weights and grids set up for each), on 9-12 channels 0.99-1.02x; 12 -> 24 and
-// 16 -> 32 3x3 stride 2 @16 0.9-1.1x.
+// at batch 16-64 0.49-0.85x, on 9-12 channels 0.99-1.02x; 12 -> 24 and 16 -> 32 3x3
+// stride 2 @16 0.9-1.1x. Where the batch holds under 16 channels (1-4 images), against
+// either: on under 2C filters (the tap kernel) 0.32-1.04x, on 2C-3C (im2col + GEMM)
+// 0.32-1.31x, on more 0.42-2.43x, most over 1 (the GEMM's inner dimension, the filters,
+// long against the lane kernel's few us of work a call); over 70 random layers of
+// 1-8 channels, 3-24 filters, 3x3-7x7 stride 2, 6-40 px, batch 1-4, the time with this rule
+// 0.82x the old rule's (geomean; 0.79x for the better path each time), and on 94 others
+// (checked) 0.87-0.91x (0.82-0.84x).
 constexpr int64_t kLaneInputGradientMaxChannels = 8;
 constexpr int64_t kLaneInputGradientMinBatchChannels = 16;
+constexpr int64_t kLaneInputGradientSmallBatchFiltersPerChannel = 3;
 // On 9-24 channels (two or three groups of channels in registers) against the tap kernel,
 // 40 random layers (1-64 images, 1-48 filters, windows 2-7, strides 2-3, 8-40 px): where
 // the channels fill at most 3/4 of the tap kernel's vectors (9-12, 17-24) and a phase has
@@ -300,7 +306,8 @@ constexpr int64_t kLaneInputGradientMinPhaseTaps = 20;
 
 bool lane_input_gradient_pays(const ConvGeometry& g) {
     if (g.C <= kLaneInputGradientMaxChannels) {
-        return g.N * g.C >= kLaneInputGradientMinBatchChannels;
+        return g.N * g.C >= kLaneInputGradientMinBatchChannels ||
+               g.F <= kLaneInputGradientSmallBatchFiltersPerChannel * g.C;
     }
     // (in doubles where products of hostile sizes need not fit)
     const double phase_taps = double(g.F) * double(g.HH) * double(g.WW) /
