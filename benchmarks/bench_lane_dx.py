@@ -17,6 +17,7 @@ import math
 import time
 
 import numpy as np
+from bench_attention import best_ms
 
 from graphnet.kernels import _C
 
@@ -30,16 +31,6 @@ def random_layer(rng, channels, batches):
         N, C = int(rng.choice(batches)), int(rng.integers(1, channels + 1))
         if min(H, W) + 2 * pad - k >= 2 and N * C < 16:
             return N, C, H, W, int(rng.integers(3, 25)), k, 2, pad
-
-
-def fastest(fn, calls):
-    best = float("inf")
-    for _ in range(5):
-        start = time.thread_time()
-        for _ in range(calls):
-            fn()
-        best = min(best, (time.thread_time() - start) / calls)
-    return 1e6 * best
 
 
 def main():
@@ -75,7 +66,7 @@ def main():
             for _turn in range(2):
                 for mode in times:
                     _C.set_lane_conv(mode)
-                    times[mode].append(fastest(dx, calls))
+                    times[mode].append(1e3 * best_ms(dx, calls, 5))
         finally:
             _C.set_lane_conv("auto")
         off, lane, rule = (min(times[mode]) for mode in ("off", "always", "auto"))

@@ -9,12 +9,12 @@ layers (benchmarks/zoo_models.py random_network, seed 0): random-0-12's 6 x 11 x
 random-0-2's 30 x 9 x 12 with 2x2 stride-1 windows, random-0-31's 15 x 10 x 12 with 3x3
 stride 1, random-0-23's 17 x 26 x 16 and random-0-9's 28 x 7 x 5 with 2x2 stride 2, and
 random-0-14's 3 x 29 x 34 with 3x3 stride 2. Printed: the fastest of --rounds blocks of calls
-of each (CPU time of the thread, the three in turns), us."""
+of each (CPU time, the three in turns), us."""
 
 import argparse
-import time
 
 import numpy as np
+from bench_attention import best_ms
 
 from graphnet.fast_layers import max_pool_forward_fast
 from graphnet.kernels import _C, norm
@@ -28,17 +28,6 @@ SHAPES = [
     ((3, 29, 34), (3, 3, 2)),
 ]
 EPS, MOMENTUM = 1e-5, 0.9
-
-
-def fastest(fn, calls, rounds):
-    fn()
-    best = float("inf")
-    for _ in range(rounds):
-        start = time.thread_time()
-        for _ in range(calls):
-            fn()
-        best = min(best, (time.thread_time() - start) / calls)
-    return best
 
 
 def main():
@@ -69,7 +58,7 @@ def main():
             def pooled():
                 max_pool_forward_fast(relu_out, pool)
 
-            times = [1e6 * fastest(fn, calls, args.rounds) for fn in (fused, norm_relu, pooled)]
+            times = [1e3 * best_ms(fn, calls, args.rounds) for fn in (fused, norm_relu, pooled)]
             print(
                 f"{str(x.shape):20} {str(window):10} {times[0]:9.1f} {times[1]:10.1f} "
                 f"{times[2]:7.1f} {times[1] + times[2]:7.1f}",
