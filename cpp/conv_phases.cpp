@@ -250,6 +250,14 @@ void PhaseForward::output(int64_t i, const float* scratch, float* out) const {
 // On 64+ filters it lost where that ratio let it in (batch 16: 32 -> 64 3x3 @32 1.05x the
 // tap kernel's time, 64 -> 128 @16 1.20x, 8 -> 64 @16 1.17x; 3 -> 48 @32 at batch 64
 // 0.84x, 4 -> 40 @24 0.80x): kLaneForwardMaxFilters.
+// The tap kernel's work counts the rows its last tile computes past the output's
+// (tap_rest_step): on outputs of a few rows they are a large part of it (random-0-35's
+// 19 -> 8 3x3 stride 2 @9x11: 35 positions, 18 rows of 2, computed as 24), and without
+// them the rule kept small images of 1-8 filters on the packed tap kernel where the lane
+// kernel took 0.5-0.75x its time. Over 60 random layers of 6-14 px (1-24 channels, 3-24
+// filters, 3x3-7x7 stride 2, batch 1-16), the forward's time / the tap kernel's 0.836 ->
+// 0.809, geomean (the better kernel each time: 0.808); on 60 others 0.842 -> 0.820 (0.813);
+// on 60 of 6-40 px 0.699 -> 0.694 (0.697).
 constexpr double kLaneForwardMaxWork = 1.15;
 constexpr int64_t kLaneForwardMaxFilters = 48;
 
@@ -259,7 +267,9 @@ bool lane_forward_pays(const ConvGeometry& g) {
     const bool mapped = maps_positions(F_padded, g.Wo, Ws, g.positions() < kGroupPositions);
     const double pack = !mapped && F_padded == kTapLanes ? double(tap_pack(g.F)) : 1.0;
     const double computed = mapped ? double(g.Ho) * double(g.Wo) : double(g.Ho) * double(Ws);
-    const double taps_work = computed * double(F_padded / kTapLanes) / pack;
+    const int64_t vectors = F_padded / kTapLanes;
+    const double step = double(tap_rest_step(vectors));  // the last tile's rows
+    const double taps_work = std::ceil(computed / pack / step) * step * double(vectors);
     const double grid = (double(g.Ho) - 1) * double(Ws) + double(g.Wo);
     const double lanes_work = std::ceil(grid / kTapLanes) * double(g.F);
     return g.F <= kLaneForwardMaxFilters && lanes_work <= kLaneForwardMaxWork * taps_work;
