@@ -253,6 +253,14 @@ void PhaseForward::output(int64_t i, const float* scratch, float* out) const {
 // On 64+ filters it lost where that ratio let it in (batch 16: 32 -> 64 3x3 @32 1.05x the
 // tap kernel's time, 64 -> 128 @16 1.20x, 8 -> 64 @16 1.17x; 3 -> 48 @32 at batch 64
 // 0.84x, 4 -> 40 @24 0.80x): kLaneForwardMaxFilters.
+// The tap kernel's work counts the rows its last tile computes past the output's
+// (tap_rest_step): on outputs of a few rows they are a large part of it (random-0-35's
+// 19 -> 8 3x3 stride 2 @9x11: 35 positions, 18 rows of 2, computed as 24), and without
+// them the rule kept small images of 1-8 filters on the packed tap kernel where the lane
+// kernel took 0.5-0.75x its time. Over 60 random layers of 6-14 px (1-24 channels, 3-24
+// filters, 3x3-7x7 stride 2, batch 1-16), the forward's time / the tap kernel's 0.836 ->
+// 0.809, geomean (the better kernel each time: 0.808); on 60 others 0.842 -> 0.820 (0.813);
+// on 60 of 6-40 px 0.699 -> 0.694 (0.697).
 constexpr double kLaneForwardMaxWork = 1.15;
 constexpr int64_t kLaneForwardMaxFilters = 48;
 
@@ -262,7 +270,9 @@ bool lane_forward_pays(const ConvGeometry& g) {
     const bool mapped = maps_positions(F_padded, g.Wo, Ws, g.positions() < kGroupPositions);
     const double pack = !mapped && F_padded == kTapLanes ? double(tap_pack(g.F)) : 1.0;
     const double computed = mapped ? double(g.Ho) * double(g.Wo) : double(g.Ho) * double(Ws);
-    const double taps_work = computed * double(F_padded / kTapLanes) / pack;
+    const int64_t vectors = F_padded / kTapLanes;
+    const double step = double(tap_rest_step(vectors));  // the last tile's rows
+    const double taps_work = std::ceil(computed / pack / step) * step * double(vectors);
     const double grid = (double(g.Ho) - 1) * double(Ws) + double(g.Wo);
     const double lanes_work = std::ceil(grid / kTapLanes) * double(g.F);
     return g.F <= kLaneForwardMaxFilters && lanes_work <= kLaneForwardMaxWork * taps_work;
@@ -285,11 +295,17 @@ LaneGrid::LaneGrid(int64_t rows, int64_t row, int64_t first, int64_t cols)
 // from 2C+ filters) and the tap kernel (the channels along its lanes), per pass (dx, dw,
 // db), one thread, CPU time, 40 random layers (1-12 channels, 1-24 filters, 3x3-7x7,
 // stride 2-3, 12-40 px, batch 1-64): on 4-8 channels 0.57-0.94x the time, on 1-3 channels
-// at batch 16-64 0.49-0.85x, but at batch 1-4 1.2-2.4x (a few us of work a call, the
-// phases' weights and grids set up for each), on 9-12 channels 0.99-1.02x; 12 -> 24 and
-// 16 -> 32 3x3 stride 2 @16 0.9-1.1x.
+// at batch 16-64 0.49-0.85x, on 9-12 channels 0.99-1.02x; 12 -> 24 and 16 -> 32 3x3
+// stride 2 @16 0.9-1.1x. Where the batch holds under 16 channels (1-4 images), against
+// either: on under 2C filters (the tap kernel) 0.32-1.04x, on 2C-3C (im2col + GEMM)
+// 0.32-1.31x, on more 0.42-2.43x, most over 1 (the GEMM's inner dimension, the filters,
+// long against the lane kernel's few us of work a call); over 70 random layers of
+// 1-8 channels, 3-24 filters, 3x3-7x7 stride 2, 6-40 px, batch 1-4, the time with this rule
+// 0.82x the old rule's (geomean; 0.79x for the better path each time), and on 94 others
+// (checked) 0.87-0.91x (0.82-0.84x).
 constexpr int64_t kLaneInputGradientMaxChannels = 8;
 constexpr int64_t kLaneInputGradientMinBatchChannels = 16;
+constexpr int64_t kLaneInputGradientSmallBatchFiltersPerChannel = 3;
 // On 9-24 channels (two or three groups of channels in registers) against the tap kernel,
 // 40 random layers (1-64 images, 1-48 filters, windows 2-7, strides 2-3, 8-40 px): where
 // the channels fill at most 3/4 of the tap kernel's vectors (9-12, 17-24) and a phase has
@@ -303,7 +319,8 @@ constexpr int64_t kLaneInputGradientMinPhaseTaps = 20;
 
 bool lane_input_gradient_pays(const ConvGeometry& g) {
     if (g.C <= kLaneInputGradientMaxChannels) {
-        return g.N * g.C >= kLaneInputGradientMinBatchChannels;
+        return g.N * g.C >= kLaneInputGradientMinBatchChannels ||
+               g.F <= kLaneInputGradientSmallBatchFiltersPerChannel * g.C;
     }
     // (in doubles where products of hostile sizes need not fit)
     const double phase_taps = double(g.F) * double(g.HH) * double(g.WW) /

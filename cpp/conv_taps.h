@@ -67,6 +67,11 @@ constexpr bool tap_map_fits(int64_t F_padded) { return F_padded / kTapLanes % kT
 // input that many readable floats past its last tap's last position.
 constexpr int64_t kTapRows = 24;
 
+// The forward's last tile of a pass with `vectors` of filters covers the rows left in a
+// multiple of this many, not a whole tile: 2 (3 or 4 vectors), 4 (2) or 8 (1), at least 8
+// FMAs per tap for its 4-8 loads.
+constexpr int64_t tap_rest_step(int64_t vectors) { return vectors >= 3 ? 2 : 8 / vectors; }
+
 // The floats a forward block may keep in cache: half of a 1 MB L2. A tile's accumulators
 // are loaded and stored once per block, and one FMA unit of 16 lanes (Zen 4's AVX-512)
 // leaves the L2 time to stream the block's weights, 4 vectors a tap, under a tile's 24

@@ -141,9 +141,7 @@ void tap_forward_block(const TapConv& g, const int64_t* offsets, const float* in
                        const float* wpack, const float* bias, float* out_t, int64_t f0,
                        int64_t t0, int64_t t1, Prefetcher& prefetcher) {
     static_assert(kTapRows % Pos == 0, "out_t holds Q rounded up to kTapRows rows");
-    // rest tiles of 2 positions (4 or 3 vectors of filters), 4 (2 vectors) or 8 (1):
-    // at least 8 FMAs per tap for its 4-8 loads
-    constexpr int Step = Vf >= 3 ? 2 : 8 / Vf;
+    constexpr int Step = static_cast<int>(tap_rest_step(Vf));
     int64_t q0 = 0;
     for (; q0 + Pos <= g.Q; q0 += Pos) {
         tap_forward_tile<L, Vf, Pos, Mapped>(g, offsets, in, wpack, bias, out_t, f0, q0, t0, t1);

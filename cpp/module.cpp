@@ -1244,14 +1244,18 @@ py::tuple py_channel_norm_forward(const py::array& x, const py::array& gamma,
         std::optional<py::array_t<T>> out, pooled;
         std::optional<py::array_t<int32_t>> winners;
         if (keep) out.emplace(shape_of(x));
-        // Each thread's plane of the relu's output where it is not kept; 1x1 planes take
-        // the column loops and are pooled after them: all of them.
+        // Each thread's block of planes of the relu's output where it is not kept; 1x1
+        // planes take the column loops and are pooled after them: all of them.
         std::vector<T> scratch;
         std::optional<NormPool<T>> pooling;
         if (g) {
             pooled.emplace(g->out_shape()), winners.emplace(g->out_shape());
-            if (!keep) scratch.resize(static_cast<size_t>(s.inner == 1 ? s.outer * s.K
-                                                                       : num_threads() * s.inner));
+            if (!keep) {
+                scratch.resize(static_cast<size_t>(
+                    s.inner == 1 ? s.outer * s.K
+                                 : num_threads() * std::min(norm_pool_block(s.inner), s.outer * s.K) *
+                                       s.inner));
+            }
             pooling = NormPool<T>{g->H, g->W, g->pool_height, g->pool_width, g->stride, g->Ho,
                                   g->Wo, pooled->mutable_data(), winners->mutable_data(),
                                   scratch.data()};

@@ -351,13 +351,13 @@ void channel_forward(const NormShape& s, bool train, double eps, T alpha, const 
                      const T* gamma, const T* beta, const T* skip, const NormPool<T>* pool,
                      T* mean, T* var, T* inv_std, T* out) {
     constexpr bool added = tail == Tail::add_relu || tail == Tail::skip_add_relu;
-    // Where plane `plane` of the output goes: out, or with a pool and no out this thread's
-    // scratch; pooled (with a pool) once written, while it is in cache.
-    const auto destination = [&](int64_t plane) {
-        return out ? out + plane * s.inner : pool->scratch + thread_index() * s.inner;
-    };
-    const auto written = [&](const T* q, int64_t plane) {
-        if (pool) max_pool_norm_planes(*pool, q, plane, 1);
+    // With a pool the planes go in blocks (norm_pool_block), each pooled once written, while
+    // it is in cache. Where block `first`'s planes go: out, or with a pool and no out this
+    // thread's scratch.
+    const int64_t planes = s.outer * s.K;
+    const int64_t block = pool ? lesser(norm_pool_block(s.inner), planes) : 1;
+    const auto destination = [&](int64_t first) {
+        return out ? out + first * s.inner : pool->scratch + thread_index() * block * s.inner;
     };
     // The statistics of one k (or of a block of columns), then its outputs while its
     // entries are still in cache.
@@ -409,19 +409,23 @@ void channel_forward(const NormShape& s, bool train, double eps, T alpha, const 
     } else {
         for (int64_t k = 0; k < s.K; ++k) finish(k, 0, 0);
     }
-    const int64_t planes = s.outer * s.K;
-    const int team = team_for(planes, planes * s.inner);
-    parallel_for(team, planes, [&](int64_t plane) {
-        const int64_t k = plane % s.K;
-        const T m = mean[k], a = gamma[k] * inv_std[k], b = beta[k];
-        const T* p = x + plane * s.inner;
-        const T* sk = added ? skip + plane * s.inner : nullptr;
-        T* q = destination(plane);
+    const int64_t blocks = (planes + block - 1) / block;
+    const int team = team_for(blocks, planes * s.inner);
+    parallel_for(team, blocks, [&](int64_t b) {
+        const int64_t first = b * block, count = lesser(block, planes - first);
+        T* const written = destination(first);
+        for (int64_t plane = first; plane < first + count; ++plane) {
+            const int64_t k = plane % s.K;
+            const T m = mean[k], a = gamma[k] * inv_std[k], c = beta[k];
+            const T* p = x + plane * s.inner;
+            const T* sk = added ? skip + plane * s.inner : nullptr;
+            T* q = written + (plane - first) * s.inner;
 #pragma omp simd
-        for (int64_t i = 0; i < s.inner; ++i) {
-            q[i] = tail_of<tail>((p[i] - m) * a + b, sk, i, alpha);
+            for (int64_t i = 0; i < s.inner; ++i) {
+                q[i] = tail_of<tail>((p[i] - m) * a + c, sk, i, alpha);
+            }
         }
-        written(q, plane);
+        if (pool) max_pool_norm_planes(*pool, written, first, count);
     });
 }
 

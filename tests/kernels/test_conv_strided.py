@@ -153,7 +153,7 @@ def passes_on(x, w, b, stride, pad, avx512):
         (9, 20, 2, 3, (True, True, True)),
         (16, 16, 3, 4, (True, True, True)),
         (3, 32, 3, 2, (False, True, False)),  # few channels in: dx alone
-        (7, 14, 5, 2, (False, True, False)),
+        (4, 14, 5, 2, (False, True, False)),  # (2 images: from 3C filters on)
     ],
 )
 def test_strided_passes_that_gemm_runs_faster_take_it(C, F, k, stride, gemm_passes):
@@ -553,6 +553,38 @@ def test_lane_input_gradient_matches_numerical_gradient(stride, pad):
     x64, w64, b64, dout64 = (a.astype(np.float64) for a in (x[:2], w, b, dout[:2]))
     num_dx = numerical_grad(lambda: conv_forward_ref(x64, w64, b64, stride, pad), x64, dout64)
     np.testing.assert_allclose(dx[:2], num_dx, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(not _C.avx512_conv_active(), reason="no AVX-512: no lane kernel")
+@pytest.mark.parametrize(
+    "N, C, F, k, pad, lanes",
+    [  # under 16 channels in the batch: on the lanes on up to 3C filters
+        (1, 1, 3, 5, 2, True),
+        (2, 3, 9, 3, 1, True),
+        (1, 5, 4, 7, 3, True),  # fewer than 2C filters: else the tap kernel
+        (3, 5, 15, 5, 0, True),
+        (1, 8, 24, 3, 1, True),
+        (2, 2, 7, 5, 2, False),  # more: im2col + GEMM
+        (1, 6, 19, 7, 2, False),
+    ],
+)
+def test_lane_input_gradient_of_small_batches(N, C, F, k, pad, lanes):
+    """dx of a batch of under 16 channels (1-8 channels, 1-3 images) on the lane kernel on
+    up to 3C filters (the bits of the lane kernel forced), else as with it switched off;
+    the naive loops within rounding, the same bits on 1-3 threads."""
+    x, w, b = case(N, C, 13, 15, F, k, np.float32, seed=N + C + F)
+    out = _C.conv_forward(x, w, b, 2, pad)
+    dout = np.random.default_rng(C).standard_normal(out.shape).astype(np.float32)
+    args = (dout, x, w, 2, pad, True, False)
+    dx = with_lanes("auto", _C.conv_backward, *args)[0]
+    expected = with_lanes("always" if lanes else "off", _C.conv_backward, *args)[0]
+    np.testing.assert_array_equal(dx, expected)
+    bounds = conv_error_bounds(dout, x, w, b, 2, pad)
+    assert_within_rounding(dx, conv_backward_ref(dout, x, w, 2, pad)[0], bounds[1], 1e-5)
+    for threads in (2, 3):
+        np.testing.assert_array_equal(
+            with_lanes("auto", _C.conv_backward, *args, threads=threads)[0], dx
+        )
 
 
 @pytest.mark.parametrize(

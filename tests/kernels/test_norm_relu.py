@@ -409,15 +409,23 @@ def test_a_pool_without_a_skip_nan_and_infinite_entries_as_in_the_gates(train):
     np.testing.assert_array_equal(winners, want[1][1])
 
 
-def test_with_a_skip_and_a_pool_bitwise_the_same_for_any_number_of_threads():
-    for shape, train in [((32, 16, 20, 20), True), ((8, 40, 33, 33), False)]:
+@pytest.mark.parametrize("window", [(2, 2, 2), (2, 2, 1)])
+def test_with_a_skip_and_a_pool_bitwise_the_same_for_any_number_of_threads(window):
+    """Also on small planes, pooled in blocks of several (norm_pool_block): 96 planes of 88
+    entries (two whole blocks and part of one), 15 of 63 (fewer than a block)."""
+    shapes = [((32, 16, 20, 20), True), ((8, 40, 33, 33), False), ((16, 6, 11, 8), True)]
+    for shape, train in shapes + [((3, 5, 9, 7), False)]:
         x, gamma, beta, _, running = arrays("batchnorm", shape, np.float32, 4, train)
         skip = np.random.default_rng(5).standard_normal(shape).astype(np.float32)
-        assert_same_bits_on_any_thread_count(pooled_step, x, gamma, beta, skip, running)
+        for with_skip in (skip, None):
+            assert_same_bits_on_any_thread_count(
+                pooled_step, x, gamma, beta, with_skip, running, window
+            )
+        assert_pooled_as_the_gates(shape, window, np.float32, 4, train, with_skip=False)
 
 
-def pooled_step(x, gamma, beta, skip, running):
-    got = pooled_forward(x, gamma, beta, skip, (2, 2, 2), False, running=running)
+def pooled_step(x, gamma, beta, skip, running, window):
+    got = pooled_forward(x, gamma, beta, skip, window, False, running=running)
     return got[1:3] + (got[3].mean, got[3].inv_std)
 
 

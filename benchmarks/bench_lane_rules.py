@@ -1,0 +1,104 @@
+"""The lane kernels' rules on random strided layers of few filters or channels: a pass on the
+lane kernel (`_C.set_lane_conv("always")`) against the paths without it ("off": the tap
+kernels, or for dx of under 8 channels from twice as many filters im2col + GEMM), and the
+path the rule picks ("auto": lane_forward_pays, lane_input_gradient_pays). Float32, one
+thread, CPU time.
+
+    python benchmarks/bench_lane_rules.py [--pass dx] [--seed 2] [--layers 70]
+                                          [--channels 8] [--batches 1,2,4] [--pixels 6,40]
+
+The layers: 1-`--channels` channels, 3-24 filters, 3x3, 5x5 or 7x7 windows with any pad up
+to half the window, stride 2, `--pixels` a side (the random student networks' strided layers),
+a batch of `--batches`; for dx only batches holding under 16 channels (the small-batch
+rule). Printed per layer: the fastest of 5 blocks of calls of each (two turns each), us, and
+lane / off, auto / off. Last, the geomeans of the rule's time and of the better path's over
+"off"'s."""
+
+import argparse
+import math
+import time
+
+import numpy as np
+from bench_attention import best_ms
+
+from graphnet.kernels import _C
+
+
+def random_layer(rng, channels, batches, pixels, under_16_channels):
+    """(N, C, H, W, F, k, stride, pad) with an output of 2+ pixels a side (and N * C < 16)."""
+    while True:
+        k = int(rng.choice([3, 5, 7]))
+        pad = int(rng.integers(0, (k - 1) // 2 + 1))
+        H, W = (int(rng.integers(pixels[0], pixels[1] + 1)) for _ in range(2))
+        N, C = int(rng.choice(batches)), int(rng.integers(1, channels + 1))
+        if min(H, W) + 2 * pad - k >= 2 and (N * C < 16 or not under_16_channels):
+            return N, C, H, W, int(rng.integers(3, 25)), k, 2, pad
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--pass", dest="which", choices=("forward", "dx"), default="dx")
+    parser.add_argument("--seed", type=int, default=2)
+    parser.add_argument("--layers", type=int, default=70)
+    parser.add_argument("--channels", type=int, default=8)
+    parser.add_argument("--batches", default="1,2,4")
+    parser.add_argument("--pixels", default="6,40", help="the least and most pixels a side")
+    args = parser.parse_args()
+    _C.set_num_threads(1)
+    rng = np.random.default_rng(args.seed)
+    batches = [int(b) for b in args.batches.split(",")]
+    print(
+        f"{'N, C, H, W, F, k, stride, pad':34}{'off us':>8}{'lane us':>9}{'auto us':>9}"
+        f"{'lane/off':>9}{'auto/off':>9}"
+    )
+    rule_ratios, best_ratios = [], []
+    for _ in range(args.layers):
+        N, C, H, W, F, k, s, p = layer = random_layer(
+            rng,
+            args.channels,
+            batches,
+            [int(v) for v in args.pixels.split(",")],
+            args.which == "dx",
+        )
+        Ho, Wo = 1 + (H + 2 * p - k) // s, 1 + (W + 2 * p - k) // s
+        x = rng.standard_normal((N, C, H, W), dtype=np.float32)
+        w = rng.standard_normal((F, C, k, k)).astype(np.float32)
+        dout = rng.standard_normal((N, F, Ho, Wo), dtype=np.float32)
+
+        b = np.zeros(F, np.float32)
+
+        def run():
+            if args.which == "forward":
+                return _C.conv_forward(x, w, b, s, p)
+            return _C.conv_backward(dout, x, w, s, p, need_dw=False)[0]
+
+        start = time.thread_time()
+        run()
+        calls = max(3, min(300, int(2e-3 / max(time.thread_time() - start, 1e-6))))
+        times = {"off": [], "always": [], "auto": []}
+        try:
+            for _turn in range(2):
+                for mode in times:
+                    _C.set_lane_conv(mode)
+                    times[mode].append(1e3 * best_ms(run, calls, 5))
+        finally:
+            _C.set_lane_conv("auto")
+        off, lane, rule = (min(times[mode]) for mode in ("off", "always", "auto"))
+        rule_ratios.append(rule / off)
+        best_ratios.append(min(off, lane) / off)
+        print(
+            f"{str(layer):34}{off:8.1f}{lane:9.1f}{rule:9.1f}{lane / off:9.2f}{rule / off:9.2f}",
+            flush=True,
+        )
+
+    def geomean(values):
+        return math.exp(sum(map(math.log, values)) / len(values))
+
+    print(
+        f"rule / off {geomean(rule_ratios):.3f}, the better path / off "
+        f"{geomean(best_ratios):.3f} (geomeans over {len(rule_ratios)} layers)"
+    )
+
+
+if __name__ == "__main__":
+    main()
