@@ -288,6 +288,14 @@ int64_t max_unpool_planes_2x2_avx512(const AvgPoolPlane&, int64_t, const double*
                                      const int32_t*, double*) {
     absent("max_unpool_planes_2x2_avx512");
 }
+int64_t max_unpool_planes_stride1_avx512(const AvgPoolPlane&, int64_t, const float*,
+                                         const int32_t*, float*) {
+    absent("max_unpool_planes_stride1_avx512");
+}
+int64_t max_unpool_planes_stride1_avx512(const AvgPoolPlane&, int64_t, const double*,
+                                         const int32_t*, double*) {
+    absent("max_unpool_planes_stride1_avx512");
+}
 void avg_pool_planes_backward_avx512(const AvgPoolPlane&, int64_t, const float*, float*) {
     absent("avg_pool_planes_backward_avx512");
 }
