@@ -492,35 +492,75 @@ py::array py_scatter_add_rows(const py::array& index, const py::array& values, i
     });
 }
 
-py::tuple py_softmax_loss(const py::array& x, const py::array& labels, const py::array& weight,
-                          bool gradient) {
+// The softmax loss kernel on x (rows, V) of dtype T against int64 labels (rows,), each row
+// weighted by weight (null: 1 each): (the weighted sum of the rows' losses, dx or None).
+template <typename T>
+std::pair<double, py::object> softmax_loss_of(const Shape& xs, const py::array& x,
+                                              const py::array& labels, const T* weight,
+                                              bool gradient) {
+    Contig<int64_t> yc(labels);
+    Contig<T> xc(x);
+    py::object dx = py::none();
+    T* dxp = nullptr;
+    if (gradient) {
+        py::array_t<T> array(xs);
+        dxp = array.mutable_data();
+        dx = std::move(array);
+    }
+    const T* xp = xc.data();
+    const int64_t* yp = yc.data();
+    double loss;
+    {
+        py::gil_scoped_release nogil;
+        loss = softmax_loss_rows(xs[0], xs[1], xp, yp, weight, dxp);
+    }
+    return {loss, dx};
+}
+
+// x (rows, V) and its labels, for the softmax loss bindings.
+Shape checked_softmax_loss(const py::array& x, const py::array& labels) {
     const Shape xs = shape_of(x);
     require_rank(xs, 2, "softmax loss x", "(rows, V)");
     require_shape(labels, Shape{xs[0]}, "softmax loss labels");
-    require_shape(weight, Shape{xs[0]}, "softmax loss row weights");
-    require_same_dtype(x, "x", weight, "weight");
     if (!labels.dtype().is(py::dtype::of<int64_t>())) {
         fail("softmax loss labels must be int64, got " + dtype_name(labels));
     }
-    Contig<int64_t> yc(labels);
+    return xs;
+}
+
+py::tuple py_softmax_loss(const py::array& x, const py::array& labels, const py::array& weight,
+                          bool gradient) {
+    const Shape xs = checked_softmax_loss(x, labels);
+    require_shape(weight, Shape{xs[0]}, "softmax loss row weights");
+    require_same_dtype(x, "x", weight, "weight");
     return dispatch_float(x, "softmax loss x", [&](auto zero) -> py::tuple {
         using T = decltype(zero);
-        Contig<T> xc(x), wc(weight);
-        py::object dx = py::none();
-        T* dxp = nullptr;
-        if (gradient) {
-            py::array_t<T> array(xs);
-            dxp = array.mutable_data();
-            dx = std::move(array);
-        }
-        const T *xp = xc.data(), *wp = wc.data();
-        const int64_t* yp = yc.data();
-        double loss;
-        {
-            py::gil_scoped_release nogil;
-            loss = softmax_loss_rows(xs[0], xs[1], xp, yp, wp, dxp);
-        }
+        Contig<T> wc(weight);
+        auto [loss, dx] = softmax_loss_of<T>(xs, x, labels, wc.data(), gradient);
         return py::make_tuple(loss, dx);
+    });
+}
+
+// The softmax loss gate's numbers (gates/nn.py) in one call: the rows' losses summed in
+// double, divided by the rows and rounded to x's dtype, and each entry of dx divided by the
+// rows after the kernel wrote it: the numbers of `np.asarray(loss / rows, x.dtype)[()]` and
+// `dx /= rows` after softmax_loss with weights of 1, without the six numpy calls around it,
+// which at batch 1 cost a loss several times its arithmetic.
+py::tuple py_mean_softmax_loss(const py::array& x, const py::array& labels, bool gradient) {
+    const Shape xs = checked_softmax_loss(x, labels);
+    if (xs[0] == 0) fail("mean softmax loss: x " + shape_str(xs) + " has no rows");
+    return dispatch_float(x, "softmax loss x", [&](auto zero) -> py::tuple {
+        using T = decltype(zero);
+        auto [loss, dx] = softmax_loss_of<T>(xs, x, labels, nullptr, gradient);
+        const T rows = static_cast<T>(xs[0]);
+        if (gradient) {
+            auto d = py::reinterpret_borrow<py::array_t<T>>(dx);
+            T* p = d.mutable_data();
+            for (int64_t i = 0, n = xs[0] * xs[1]; i < n; ++i) p[i] /= rows;
+        }
+        py::array_t<T> mean(Shape{});
+        *mean.mutable_data() = static_cast<T>(loss / static_cast<double>(xs[0]));
+        return py::make_tuple(mean[py::tuple()], dx);  // the 0-d array's numpy scalar
     });
 }
 
@@ -2120,6 +2160,11 @@ PYBIND11_MODULE(_C, m) {
           "its weight: (the weighted sum of the rows' losses, dx (rows, V)); x and weight\n"
           "of one float dtype. gradient=False: (the loss, None), dx not computed. Labels\n"
           "outside [0, V) raise ValueError.");
+    m.def("mean_softmax_loss", &py_mean_softmax_loss, "x"_a, "labels"_a, "gradient"_a = true,
+          "The softmax loss gate's: softmax_loss with a weight of 1 per row, its loss divided\n"
+          "by the rows (in float64) as a numpy scalar of x's dtype, dx (rows, V) divided by\n"
+          "the rows; x (rows >= 1, V) float32 or float64, labels int64. gradient=False:\n"
+          "(the loss, None). Labels outside [0, V) raise ValueError.");
     m.def("svm_loss", &py_svm_loss, "x"_a, "labels"_a,
           "Multiclass hinge loss (margin 1) of x (rows, C), float32 or float64, against its\n"
           "int64 labels: (the loss summed in double and divided by rows, dx (rows, C)).\n"

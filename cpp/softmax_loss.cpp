@@ -43,17 +43,18 @@ double softmax_loss_rows(int64_t rows, int64_t V, const T* x, const int64_t* lab
             // Less the row's maximum, exp cannot overflow (a NaN in the row: p is NaN).
             const T shift = row_max(V, s);
             const T total = exp_shifted_sum(V, s, shift, dx ? dx + r * V : nullptr, avx2);
+            const T w = weight ? weight[r] : T(1);
             if (dx) {
                 T* d = dx + r * V;
-                const T scale = weight[r] / total;
+                const T scale = w / total;
 #pragma omp simd
                 for (int64_t k = 0; k < V; ++k) d[k] *= scale;
-                d[label[r]] -= weight[r];
+                d[label[r]] -= w;
             }
             // A row of weight 0 (masked) adds nothing, whatever its scores (inf, nan).
-            row_loss[r] = weight[r] == T(0) ? 0.0
-                                            : double(weight[r]) * (std::log(double(total)) -
-                                                                   double(s[label[r]] - shift));
+            row_loss[r] = w == T(0) ? 0.0
+                                    : double(w) * (std::log(double(total)) -
+                                                   double(s[label[r]] - shift));
         }
     });
     double loss = 0.0;

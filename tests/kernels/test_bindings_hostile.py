@@ -149,6 +149,7 @@ def valid_calls(n=2, c=3, s=5, f=4, rows=4, cols=5, t=3, hidden=5, dtype=np.floa
             index=rng.integers(0, rows, 2 * rows), values=r(2 * rows, cols), rows=rows
         ),
         "softmax_loss": dict(x=matrix, labels=labels, weight=np.full(rows, 1 / rows, dtype)),
+        "mean_softmax_loss": dict(x=matrix, labels=labels),
         "svm_loss": dict(x=matrix, labels=labels),
         "row_means": dict(x=matrix),
         "matmul": dict(

@@ -112,3 +112,60 @@ def test_bad_arguments_are_refused(args, message):
 def test_no_rows_no_loss():
     loss, dx = _C.softmax_loss(np.zeros((0, 0)), np.zeros(0, np.int64), np.zeros(0))
     assert loss == 0.0 and dx.shape == (0, 0)
+
+
+def mean_by_numpy(x, labels, gradient=True):
+    """What the softmax loss gate computed around softmax_loss before mean_softmax_loss: a
+    weight of 1 per row, the loss divided by the rows in float64 and rounded to x's dtype,
+    dx divided by the rows in numpy."""
+    loss, dx = _C.softmax_loss(x, labels, np.ones(len(x), x.dtype), gradient)
+    if dx is not None:
+        dx /= len(x)
+    return np.asarray(loss / len(x), dtype=x.dtype)[()], dx
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    rows=st.integers(1, 300),
+    V=st.integers(1, 40),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    special=st.sampled_from([None, np.inf, -np.inf, np.nan, -0.0]),
+    threads=st.integers(1, 3),
+    gradient=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+@example(rows=1, V=10, dtype=np.float32, special=None, threads=1, gradient=True, seed=0)
+def test_the_mean_is_softmax_loss_divided_by_numpy_bit_for_bit(
+    rows, V, dtype, special, threads, gradient, seed
+):
+    rng = np.random.default_rng(seed)
+    x = (5 * rng.standard_normal((rows, V))).astype(dtype)
+    if special is not None:
+        x[rng.integers(rows), rng.integers(V)] = special
+    labels = rng.integers(V, size=rows)
+    with kernel_threads(threads), np.errstate(all="ignore"):
+        loss, dx = _C.mean_softmax_loss(x, labels, gradient)
+        want_loss, want_dx = mean_by_numpy(x, labels, gradient)
+    assert type(loss) is dtype and loss.tobytes() == want_loss.tobytes()
+    if gradient:
+        assert dx.dtype == dtype and dx.shape == x.shape
+        assert dx.tobytes() == want_dx.tobytes()
+    else:
+        assert dx is None and want_dx is None
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ((np.zeros((2, 3)), np.array([0, 3])), r"label 3 of row 1 is not in \[0, 3\)"),
+        ((np.zeros((2, 3), np.float32), np.array([-1, 0])), r"label -1 of row 0"),
+        ((np.zeros((0, 3)), np.zeros(0, np.int64)), "no rows"),
+        ((np.zeros((2, 3)), np.array([0, 0], np.int32)), "must be int64"),
+        ((np.zeros((2, 3)), np.array([0, 0, 0])), "labels"),
+        ((np.zeros((2, 3), np.int64), np.array([0, 0])), "float32 or float64"),
+        ((np.zeros(3), np.array([0])), "2-D"),
+    ],
+)
+def test_the_mean_refuses_bad_arguments(args, message):
+    with pytest.raises(ValueError, match=message):
+        _C.mean_softmax_loss(*args)
