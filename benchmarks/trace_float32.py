@@ -1,9 +1,10 @@
 """Where a zoo network's float32 step departs from float64: for every node, graphnet's
 float32 value and gradient against graphnet's float64 ones on the same (float32-rounded)
 weights, batch and dropout masks, as a relative error in norm, for each conv path; and
-for each relu and leaky relu, the units whose sign differs from float64's (a kink flip:
-the float32 step sends that unit's gradient elsewhere, and a norm before it spreads the
-difference to every gradient upstream).
+for each relu and leaky relu, the units whose sign differs from float64's, and for each
+max pool, the windows whose maximum is at another position (a kink flip: the float32 step
+sends that gradient elsewhere, and a norm before it spreads the difference to every
+gradient upstream).
 
 paths: auto (the default kernels), off (Winograd off: the direct and tap kernels), plain
 (the direct kernels off too).
@@ -18,8 +19,23 @@ from zoo_models import batch_of, build_graphnet, model_named
 
 from graphnet.kernels import _C
 
-KINKS = ("relu", "leaky_relu")
 SOURCES = ("param", "input")
+
+
+def relu_sides(x, attrs):
+    return x > 0
+
+
+def window_maxima(x, attrs):
+    """The position of each window's maximum (the first on a tie, as the gate takes)."""
+    kh, kw, stride = attrs["pool_height"], attrs["pool_width"], attrs["stride"]
+    windows = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(2, 3))
+    windows = windows[:, :, ::stride, ::stride]
+    return windows.reshape(*windows.shape[:4], -1).argmax(axis=-1)
+
+
+# What decides where each kink's gradient goes, per op.
+KINKS = {"relu": relu_sides, "leaky_relu": relu_sides, "max_pool": window_maxima}
 
 
 def use_path(path):
@@ -42,7 +58,13 @@ def step(spec, dtype, batch, seed, path):
         return None if a is None else np.asarray(a, np.float64)
 
     return {
-        n.name: (n.op, array(n.value), array(n.grad), n.inputs[0].name if n.inputs else None)
+        n.name: (
+            n.op,
+            array(n.value),
+            array(n.grad),
+            n.inputs[0].name if n.inputs else None,
+            n.gate.attrs() if n.gate is not None else None,
+        )
         for n in model.graph.nodes
     }
 
@@ -67,7 +89,7 @@ def main():
     print(f"{spec.name} at batch {args.batch}, seed {args.seed}: {spec.what}")
     header = "".join(f"{path + ' value':>12s}{path + ' grad':>12s}" for path in paths)
     print(f"{'node':14s}{'op':18s}{header}  kink flips")
-    for name, (op, value, grad, source) in exact.items():
+    for name, (op, value, grad, source, attrs) in exact.items():
         if op in SOURCES:  # their gradients below
             continue
         cells = "".join(
@@ -76,12 +98,12 @@ def main():
         )
         flips = ""
         if op in KINKS:
-            signs = exact[source][1] > 0
+            side = KINKS[op](exact[source][1], attrs)
             flips = "  " + " ".join(
-                str(int(np.sum((runs[p][source][1] > 0) != signs))) for p in paths
+                str(int(np.sum(KINKS[op](runs[p][source][1], attrs) != side))) for p in paths
             )
         print(f"{name:14s}{op:18s}{cells}{flips}")
-    for name, (op, _, grad, _) in exact.items():
+    for name, (op, _, grad, _, _) in exact.items():
         if op == "param":
             cells = "".join(f"{'':>12s}{relative(runs[p][name][2], grad):>12s}" for p in paths)
             print(f"{'d' + name:14s}{'param':18s}{cells}")
