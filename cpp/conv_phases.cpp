@@ -656,25 +656,28 @@ void phase_input_gradient(const ConvGeometry& g, const float* dout, const float*
             phases.push_back(std::move(ph));
         }
     }
-    // The phases' packed weights, a filter at a time: its taps as rows of channels
-    // (kernel x C_padded, in L1, the padding lanes zero), then each row to its phase's
-    // (f, m, n). Gathering them float by float from w cost as much as a small batch's dx;
-    // all filters' rows at once into a buffer of all the weights, zeroed, written and read
-    // again, and each phase's zeroed before its copy, 1.03-1.5x this dx's time at batch 1
-    // (3x3 and 5x5 stride 2, 16-128 channels on 4-32 pixels; 1.0-1.1x at batch 16).
-    CacheLineScratch filter_rows(1, kernel * C_padded);
-    float* taps_of_f = filter_rows.scratch_of(0);
-    for (int64_t f = 0; f < F; ++f) {
-        tap_transpose_avx512(C, kernel, w + f * C * kernel, kernel, taps_of_f, C_padded);
-        for (Phase& ph : phases) {
-            float* to = ph.wpack.scratch_of(0) + f * ph.M * ph.Nw * C_padded;
-            for (int64_t m = 0; m < ph.M; ++m) {
-                for (int64_t n = 0; n < ph.Nw; ++n, to += C_padded) {
-                    const float* row = taps_of_f + ((s * m + ph.a) * g.WW + s * n + ph.b) * C_padded;
-                    std::copy(row, row + C_padded, to);
-                }
-            }
+    // The phases' packed weights, a filter at a time: its taps transposed in registers into
+    // rows of channels (C_padded floats, the padding lanes zero), each stored straight to
+    // its phase: tap (kh, kw) is row (f, kh / s, kw / s) of phase (kh % s, kw % s).
+    // Gathering them float by float from w cost as much as a small batch's dx; all filters'
+    // rows at once into a buffer of all the weights, zeroed, written and read again, and each
+    // phase's zeroed before its copy, 1.03-1.5x this dx's time at batch 1 (3x3 and 5x5
+    // stride 2, 16-128 channels on 4-32 pixels; 1.0-1.1x at batch 16); the rows transposed
+    // into a buffer in L1 and copied to their phases from there, with the whole scratch
+    // below zeroed, 1.02-1.12x (the same layers, batch 1).
+    std::vector<float*> tap_rows(kernel);        // the rows of the filter being packed
+    std::vector<int64_t> filter_floats(kernel);  // between two filters' rows of a tap
+    for (int64_t kh = 0; kh < g.HH; ++kh) {
+        for (int64_t kw = 0; kw < g.WW; ++kw) {
+            Phase& ph = phases[(kh % s) * s + kw % s];
+            tap_rows[kh * g.WW + kw] =
+                ph.wpack.scratch_of(0) + (kh / s * ph.Nw + kw / s) * C_padded;
+            filter_floats[kh * g.WW + kw] = ph.M * ph.Nw * C_padded;
         }
+    }
+    for (int64_t f = 0; f < F; ++f) {
+        tap_transpose_to_rows_avx512(C, kernel, w + f * C * kernel, kernel, tap_rows.data());
+        for (int64_t t = 0; t < kernel; ++t) tap_rows[t] += filter_floats[t];
     }
     const int64_t padded = pd.floats;
     // per thread, each on a cache line (the kernel loads and stores out_t's rows as whole
@@ -704,7 +707,10 @@ void phase_input_gradient(const ConvGeometry& g, const float* dout, const float*
         }
     }
     const int threads = team_size(g.N);
-    CacheLineScratch scratches(threads, scratch);
+    // Only the padded dout's borders need zeros: the phases' outputs are written before they
+    // are read.
+    CacheLineScratch scratches(threads, scratch, CacheLineScratch::Fill::none);
+    for (int t = 0; t < threads; ++t) std::fill_n(scratches.scratch_of(t), padded, 0.0f);
     const CacheLineScratch no_bias(1, C_padded);
     const int64_t image = C * g.H * W;
     // phase ph's output into out_t (positions x C_padded), from the padded dout, bringing

@@ -217,4 +217,10 @@ void split_columns_avx512(int64_t rows, int64_t width, int64_t stride, const flo
 void tap_transpose_avx512(int64_t rows, int64_t cols, const float* src, int64_t src_stride,
                           float* dst, int64_t dst_stride);
 
+// The same with row k of the result at dst[k] (k < cols), rows rounded up to 16 floats
+// long: dst[k][r] = src[r * src_stride + k] for r < rows, 0 up to the next multiple of 16.
+// (dx's packed weights: each of a filter's taps goes to its phase's rows.)
+void tap_transpose_to_rows_avx512(int64_t rows, int64_t cols, const float* src,
+                                  int64_t src_stride, float* const* dst);
+
 }  // namespace graphnet

@@ -623,11 +623,17 @@ void copy_rows_avx512(int64_t rows, int64_t width, const float* src, int64_t src
     }
 }
 
-void tap_transpose_avx512(int64_t rows, int64_t cols, const float* src, int64_t src_stride,
-                          float* dst, int64_t dst_stride) {
+namespace {
+
+// src (rows x cols) transposed in 16 x 16 blocks held in registers: row k of the result,
+// columns r0 .. r0 + 15, goes to store(k, r0, the block's row k, the lanes below rows - r0),
+// whose lanes past those are 0.
+template <class Store>
+void transpose_blocks(int64_t rows, int64_t cols, const float* src, int64_t src_stride,
+                      Store&& store) {
     for (int64_t r0 = 0; r0 < rows; r0 += 16) {
         const int64_t nr = rows - r0 < 16 ? rows - r0 : 16;
-        const __mmask16 store = first_lanes(nr);
+        const __mmask16 real = first_lanes(nr);
         for (int64_t c0 = 0; c0 < cols; c0 += 16) {
             const int64_t nc = cols - c0 < 16 ? cols - c0 : 16;
             const __mmask16 load = first_lanes(nc);
@@ -640,10 +646,28 @@ void tap_transpose_avx512(int64_t rows, int64_t cols, const float* src, int64_t 
             transpose16(r);
 #pragma GCC unroll 16
             for (int k = 0; k < 16; ++k) {
-                if (k < nc) _mm512_mask_storeu_ps(dst + (c0 + k) * dst_stride + r0, store, r[k]);
+                if (k < nc) store(c0 + k, r0, r[k], real);
             }
         }
     }
+}
+
+}  // namespace
+
+void tap_transpose_avx512(int64_t rows, int64_t cols, const float* src, int64_t src_stride,
+                          float* dst, int64_t dst_stride) {
+    transpose_blocks(rows, cols, src, src_stride,
+                     [&](int64_t k, int64_t r0, __m512 row, __mmask16 real) {
+                         _mm512_mask_storeu_ps(dst + k * dst_stride + r0, real, row);
+                     });
+}
+
+void tap_transpose_to_rows_avx512(int64_t rows, int64_t cols, const float* src,
+                                  int64_t src_stride, float* const* dst) {
+    transpose_blocks(rows, cols, src, src_stride,
+                     [&](int64_t k, int64_t r0, __m512 row, __mmask16) {
+                         _mm512_storeu_ps(dst[k] + r0, row);
+                     });
 }
 
 namespace {

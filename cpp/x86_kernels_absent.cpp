@@ -239,6 +239,9 @@ void copy_rows_avx512(int64_t, int64_t, const float*, int64_t, float*, int64_t) 
 void tap_transpose_avx512(int64_t, int64_t, const float*, int64_t, float*, int64_t) {
     absent("tap_transpose_avx512");
 }
+void tap_transpose_to_rows_avx512(int64_t, int64_t, const float*, int64_t, float* const*) {
+    absent("tap_transpose_to_rows_avx512");
+}
 void sigmoid_avx2(int64_t, const float*, const float*, float*) { absent("sigmoid_avx2"); }
 void tanh_avx2(int64_t, const float*, const float*, float*) { absent("tanh_avx2"); }
 void sigmoid_avx512(int64_t, const float*, const float*, float*) { absent("sigmoid_avx512"); }

@@ -262,7 +262,15 @@ def test_stride2_dx_rows_of_any_width(W):
 @pytest.mark.parametrize(
     "C, H, F, k, stride, pad",
     # (on the tap kernel, not the lane kernel: 13+ channels, or under 20 taps a phase)
-    [(17, 9, 8, 3, 2, 1), (33, 8, 64, 3, 2, 0), (40, 11, 9, 5, 2, 2), (17, 10, 6, 4, 3, 1)],
+    [
+        (17, 9, 8, 3, 2, 1),
+        (33, 8, 64, 3, 2, 0),
+        (40, 11, 9, 5, 2, 2),
+        (17, 10, 6, 4, 3, 1),
+        # 7x7: a filter's 49 taps transposed in blocks of 16 into their phases' rows
+        (26, 15, 10, 7, 2, 3),
+        (29, 16, 5, 7, 3, 2),
+    ],
 )
 def test_tap_input_gradient_weights_packed_over_stale_buffers(C, H, F, k, stride, pad):
     """dx's packed weights (per phase, taps x channels padded to 16) go into buffers kept
