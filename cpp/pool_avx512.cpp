@@ -577,11 +577,11 @@ void avg_unpool_rows(const AvgPoolPlane& g, int64_t planes, const S* grad, S* dx
             const int64_t count_rows = last - first + 1;
             const bool clipped = s == 1 && count_rows < ph;
             const auto columns = [&](int64_t q) {  // the column sums q .. q + L, zeros off the row
-                if (q >= Wo) return L::zero();  // (rows + q would point past the gradients)
                 const auto inside = static_cast<Mask>(L::tail(Wo - q));
-                V sum = L::load(rows + q, inside);
+                const S* column = rows + std::min(q, Wo);  // (rows + q could point past grad)
+                V sum = L::load(column, inside);
                 for (int64_t i = 1; i < count_rows; ++i) {
-                    sum = L::add(sum, L::load(rows + i * Wo + q, inside));
+                    sum = L::add(sum, L::load(column + i * Wo, inside));
                 }
                 return clipped ? L::add(sum, L::zero()) : sum;
             };
@@ -608,10 +608,9 @@ void avg_unpool_rows(const AvgPoolPlane& g, int64_t planes, const S* grad, S* dx
                 const V odd = pw > 1 ? L::add(windows(prev, cur, (pw - 2) / 2), L::zero()) : L::zero();
                 const int64_t w = 2 * q;
                 L::store(dst + w, L::tail(W - w), L::div(Pairs<V>::interleave_lo(even, odd), count));
-                if (w + lanes < W) {  // (else dst + w + lanes could point past dx)
-                    L::store(dst + w + lanes, L::tail(W - w - lanes),
-                             L::div(Pairs<V>::interleave_hi(even, odd), count));
-                }
+                // (dst + w + lanes could point past dx)
+                L::store(dst + std::min(w + lanes, W), L::tail(W - w - lanes),
+                         L::div(Pairs<V>::interleave_hi(even, odd), count));
                 prev = cur;
             }
         }
