@@ -203,12 +203,17 @@ void pool_forward(const PoolGeometry& g, const T* x, T* out, int32_t* winners, b
     // windows on 5 x 5 to 32 x 32 planes: 1.1x-3.1x less time than the rows side by side
     // or the AVX2 stacks) but for planes of more than half a band (40 x 40 float32 2x2:
     // 0.9x), and wherever the AVX2 stacks pay (strides of 3 and more: 1.2x-1.7x; rows of
-    // 1 to 3 outputs at stride 2: 1.4x-1.8x).
+    // 1 to 3 outputs at stride 2: 1.4x-1.8x), and on float32 rows of 4 outputs at stride 2,
+    // half a vector of the rows side by side (1.05x-1.4x less time on 7 x 10 to 32 x 9
+    // planes, 3x3, 4x4 and 3x2 windows; rows of 5 or more, and float64 rows of 4, a full
+    // AVX2 vector, took as long or up to 1.5x longer).
     const AvgPoolPlane windows = avg_pool_plane(g);
     const bool avx512 = avx512_activations_active() && in_plane <= kBand &&
                         (g.stride > 1 || 2 * in_plane <= kBand);
+    const int64_t short_row = avx512 && sizeof(T) == 4 ? 4 : 3;  // outputs
     const bool stacked = avx2_activations_active() && !spans && stacks(windows, g.W) &&
-                         ((g.stride == 1 && (avx512 || g.Wo >= 12)) || g.stride >= 3 || g.Wo <= 3);
+                         ((g.stride == 1 && (avx512 || g.Wo >= 12)) || g.stride >= 3 ||
+                          g.Wo <= short_row);
     // On AVX-512 the 2x2 stride-2 windows take max_pool_planes_2x2_avx512 (pool_avx512.h:
     // two segments of rows or planes to a vector, no per-plane setup, no scalar tail):
     // 1.1x-3x less time than the rows side by side and their scalar tails or the stacks,

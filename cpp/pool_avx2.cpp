@@ -120,7 +120,9 @@ V strided(const S* x, int64_t n) {
     if constexpr (s == 1) {
         return load(x, n);
     } else {  // the even entries of x[0..L), the odd ones of x[L-1..2L-1)
-        return PoolRow<V>::evens_then_odds(load(x, 2 * n - 1), load(x + lanes - 1, 2 * n - lanes));
+        // (x + L - 1 is not formed where none of its entries is read: it could point past x)
+        const V odd_half = Whole || 2 * n > lanes ? load(x + lanes - 1, 2 * n - lanes) : L::zero();
+        return PoolRow<V>::evens_then_odds(load(x, 2 * n - 1), odd_half);
     }
 }
 

@@ -382,7 +382,6 @@ struct WinnerLanes;
     static I offset(I entries, int64_t by) {                                              \
         return prefix##_add_epi32(entries, prefix##_set1_epi32(static_cast<int32_t>(by))); \
     }                                                                                     \
-    static I load(M m, const int32_t* winners) { return prefix##_maskz_loadu_epi32(m, winners); } \
     static M equal(M m, I winners, I entries) {                                           \
         return prefix##_mask_cmpeq_epi32_mask(m, winners, entries);                       \
     }                                                                                     \
@@ -423,6 +422,26 @@ struct WinnerLanes<__m512d> {
 };
 
 #undef GRAPHNET_WINNER_LANES
+
+// The lanes m of the vector at array + at (at most the array's end), the others zero, where
+// m's lanes are consecutive and inside the array: a row's windows, m leaving out those off
+// the row's left end, before which `at` points at a row's first windows (at < 0 on the
+// plane's first row). A pointer before an array is undefined even where no lane reads
+// through it, so those vectors expand m's lanes from the array's start.
+inline __m512 load_within(const float* array, int64_t at, __mmask16 m) {
+    return at >= 0 ? _mm512_maskz_loadu_ps(m, array + at) : _mm512_maskz_expandloadu_ps(m, array);
+}
+inline __m512d load_within(const double* array, int64_t at, __mmask8 m) {
+    return at >= 0 ? _mm512_maskz_loadu_pd(m, array + at) : _mm512_maskz_expandloadu_pd(m, array);
+}
+inline __m512i load_within(const int32_t* array, int64_t at, __mmask16 m) {
+    return at >= 0 ? _mm512_maskz_loadu_epi32(m, array + at)
+                   : _mm512_maskz_expandloadu_epi32(m, array);
+}
+inline __m256i load_within(const int32_t* array, int64_t at, __mmask8 m) {
+    return at >= 0 ? _mm256_maskz_loadu_epi32(m, array + at)
+                   : _mm256_maskz_expandloadu_epi32(m, array);
+}
 
 // max_unpool_plane's dx (+0, then each window's gradient added at its winner, the windows
 // in order) of `planes` planes of stride-1 windows (g's, Wo = W - pw + 1), gathered
@@ -466,9 +485,11 @@ int64_t gather_unpool_planes(const AvgPoolPlane& g, int64_t planes, const S* gra
                 // left to right); each one's winner and gradient loaded once for the ph rows
                 // of dx it covers
                 for (int64_t b = pw - 1; b >= 0; --b) {
-                    const int64_t at = oh * Wo + w - b;  // lane 0's window (maybe off the row)
-                    const auto winners = WL::load(on_row[b], plane_win + at);
-                    const V grads = L::load(plane_grad + at, on_row[b]);
+                    // lane 0's window (maybe off the row; where on_row[b] is empty, maybe past
+                    // the last, which pointing at the gradients' end does no harm)
+                    const int64_t at = std::min(oh * Wo + w - b, out_plane);
+                    const auto winners = load_within(plane_win, at, on_row[b]);
+                    const V grads = load_within(plane_grad, at, on_row[b]);
                     Mask any = 0;
                     for (int64_t i = 0; i < ph; ++i) {
                         const Mask hit = WL::equal(on_row[b], winners, WL::offset(entries, i * W));
@@ -557,9 +578,10 @@ void avg_unpool_rows(const AvgPoolPlane& g, int64_t planes, const S* grad, S* dx
             const bool clipped = s == 1 && count_rows < ph;
             const auto columns = [&](int64_t q) {  // the column sums q .. q + L, zeros off the row
                 const auto inside = static_cast<Mask>(L::tail(Wo - q));
-                V sum = L::load(rows + q, inside);
+                const S* column = rows + std::min(q, Wo);  // (rows + q could point past grad)
+                V sum = L::load(column, inside);
                 for (int64_t i = 1; i < count_rows; ++i) {
-                    sum = L::add(sum, L::load(rows + i * Wo + q, inside));
+                    sum = L::add(sum, L::load(column + i * Wo, inside));
                 }
                 return clipped ? L::add(sum, L::zero()) : sum;
             };
@@ -586,7 +608,8 @@ void avg_unpool_rows(const AvgPoolPlane& g, int64_t planes, const S* grad, S* dx
                 const V odd = pw > 1 ? L::add(windows(prev, cur, (pw - 2) / 2), L::zero()) : L::zero();
                 const int64_t w = 2 * q;
                 L::store(dst + w, L::tail(W - w), L::div(Pairs<V>::interleave_lo(even, odd), count));
-                L::store(dst + w + lanes, L::tail(W - w - lanes),
+                // (dst + w + lanes could point past dx)
+                L::store(dst + std::min(w + lanes, W), L::tail(W - w - lanes),
                          L::div(Pairs<V>::interleave_hi(even, odd), count));
                 prev = cur;
             }

@@ -822,11 +822,12 @@ def test_max_pool_on_avx512_gives_the_bits_of_avx2(
         _C.set_num_threads(before)
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(
     planes=st.integers(1, 40),
     Ho=st.integers(1, 20),
-    Wo=st.integers(1, 40),
+    Wo=st.one_of(st.integers(1, 40), st.just(4)),
+    window=st.sampled_from([(2, 2), (2, 2), (2, 2), (3, 3), (4, 4), (3, 2), (2, 3), (1, 3)]),
     extra_rows=st.integers(0, 1),
     extra_columns=st.integers(0, 1),
     dtype=st.sampled_from([np.float32, np.float64]),
@@ -834,23 +835,28 @@ def test_max_pool_on_avx512_gives_the_bits_of_avx2(
     relu_first=st.booleans(),
     seed=st.integers(0, 2**16),
 )
-def test_max_pool_2x2_stride_2_on_avx512_is_avx2_and_the_loops(
-    planes, Ho, Wo, extra_rows, extra_columns, dtype, specials, relu_first, seed
+def test_max_pool_stride_2_on_avx512_is_avx2_and_the_loops(
+    planes, Ho, Wo, window, extra_rows, extra_columns, dtype, specials, relu_first, seed
 ):
-    """The 2x2, stride-2 pool on AVX-512 (cpp/pool_avx512.h: two segments of rows or planes
-    to a vector, the rows of 4 to 7 outputs two to a vector) against the loops and the AVX2
-    kernels: the same winners and bits with ties, NaNs and -0.0, odd planes leaving a row
-    or a column out, on one, two and three threads. Where the CPU has no AVX-512 both runs
-    are the same code."""
-    x = pool_input((1, planes, 2 * Ho + extra_rows, 2 * Wo + extra_columns), dtype, specials, seed)
-    assert_pools_as_the_loops(x, 2, 2, 2, relu_first, threads=(1, 2, 3))
+    """Stride-2 pools on AVX-512 against the loops and the AVX2 kernels: 2x2 windows
+    (cpp/pool_avx512.h: two segments of rows or planes to a vector, the rows of 4 to 7
+    outputs two to a vector) and others (rows of 1 to 3 outputs, and float32 rows of 4, on
+    the stacks of small planes: outputs compressed out of vectors of entries). The same
+    winners and bits with ties, NaNs and -0.0, odd planes leaving a row or a column out,
+    on one, two and three threads. Where the CPU has no AVX-512 both runs are the same
+    code."""
+    ph, pw = window
+    H, W = 2 * (Ho - 1) + ph + extra_rows, 2 * (Wo - 1) + pw + extra_columns
+    x = pool_input((1, planes, H, W), dtype, specials, seed)
+    assert_pools_as_the_loops(x, ph, pw, 2, relu_first, threads=(1, 2, 3))
     before = _C.avx512_activations_active()
     _C.set_avx512_activations(False)
     try:
-        out, winners = _C.max_pool_forward(x, 2, 2, 2, relu_first)
+        out, winners = _C.max_pool_forward(x, ph, pw, 2, relu_first)
     finally:
         _C.set_avx512_activations(before)
-    again = _C.max_pool_forward(x, 2, 2, 2, relu_first)
+    again = _C.max_pool_forward(x, ph, pw, 2, relu_first)
+    assert again[0].shape == (1, planes, Ho, Wo)
     assert again[0].tobytes() == out.tobytes()
     np.testing.assert_array_equal(again[1], winners)
 
