@@ -659,12 +659,10 @@ void phase_input_gradient(const ConvGeometry& g, const float* dout, const float*
     // The phases' packed weights, a filter at a time: its taps transposed in registers into
     // rows of channels (C_padded floats, the padding lanes zero), each stored straight to
     // its phase: tap (kh, kw) is row (f, kh / s, kw / s) of phase (kh % s, kw % s).
-    // Gathering them float by float from w cost as much as a small batch's dx; all filters'
-    // rows at once into a buffer of all the weights, zeroed, written and read again, and each
-    // phase's zeroed before its copy, 1.03-1.5x this dx's time at batch 1 (3x3 and 5x5
-    // stride 2, 16-128 channels on 4-32 pixels; 1.0-1.1x at batch 16); the rows transposed
-    // into a buffer in L1 and copied to their phases from there, with the whole scratch
-    // below zeroed, 1.02-1.12x (the same layers, batch 1).
+    // Straight to the phases because at batch 1 the packing is a fifth of dx: gathered
+    // float by float from w it cost as much as a small batch's dx, and through any buffer
+    // (all the weights', or a filter's in L1) 1.02-1.5x this dx's time (3x3 and 5x5
+    // stride 2, 16-128 channels on 4-32 pixels).
     std::vector<float*> tap_rows(kernel);        // the rows of the filter being packed
     std::vector<int64_t> filter_floats(kernel);  // between two filters' rows of a tap
     for (int64_t kh = 0; kh < g.HH; ++kh) {
