@@ -280,12 +280,15 @@ constexpr int64_t kPhaseInputGradientMinChannels = 8;
 
 struct PhasePasses {
     bool forward, dx, dw;
-    bool lane_dx;  // dx, where it takes the phases, on the lane kernel
+    bool lane_dx;    // dx, where it takes the phases, on the lane kernel
+    bool column_dx;  // dx, where it takes the phases, as columns instead
 };
 
 // The strided passes that run on the lane kernel (conv_phases.h: lane_forward_pays,
 // lane_input_gradient_pays).
 std::atomic<LaneForwardMode> lane_forward_mode{LaneForwardMode::kWherePays};
+// The strided input gradients that run as columns (column_input_gradient_pays).
+std::atomic<ColumnDxMode> column_dx_mode{ColumnDxMode::kWherePays};
 
 template <typename T>
 PhasePasses phase_passes(const ConvGeometry& g) {
@@ -297,8 +300,12 @@ PhasePasses phase_passes(const ConvGeometry& g) {
     const bool lane_dx = phase && !narrow_kernel &&
                          (mode == LaneForwardMode::kEverywhere ||
                           (mode == LaneForwardMode::kWherePays && lane_input_gradient_pays(g)));
+    const ColumnDxMode columns = column_dx_mode;
+    const bool column_dx = phase && !narrow_kernel && !lane_dx && column_input_gradient_fits(g) &&
+                           (columns == ColumnDxMode::kEverywhere ||
+                            (columns == ColumnDxMode::kWherePays && column_input_gradient_pays(g)));
     return {phase && !narrow_kernel, phase && !narrow_kernel && (!few_channels || lane_dx),
-            phase && (!narrow_kernel || g.stride == 2), lane_dx};
+            phase && (!narrow_kernel || g.stride == 2), lane_dx, column_dx};
 }
 
 template <typename T>
@@ -977,6 +984,7 @@ void set_winograd_conv(WinogradMode mode, WinogradTiles tiles) {
 }
 void set_pad_skip_conv(PadSkipMode mode) { pad_skip_mode = mode; }
 void set_lane_conv(LaneForwardMode mode) { lane_forward_mode = mode; }
+void set_column_dx(ColumnDxMode mode) { column_dx_mode = mode; }
 void set_avx512_conv(bool enabled) { avx512_enabled = enabled; }
 bool avx512_conv_active() { return direct_conv_active() && use_avx512(); }
 bool direct_conv_active() { return direct_enabled && cpu_has_avx2_fma(); }
@@ -1713,6 +1721,8 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
                 winograd_input_gradient(g, dout, w, dx);
             } else if (direct_pass.dx) {
                 direct_input_gradient(g, dout, w, dx);
+            } else if (phase.column_dx) {
+                column_input_gradient(g, dout, w, dx);
             } else {
                 phase_input_gradient(g, dout, w, dx, phase.lane_dx);
             }

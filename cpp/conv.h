@@ -46,6 +46,11 @@ void set_pad_skip_conv(PadSkipMode mode);
 // rather than the tap kernel: where it pays (the default), on every such layer, or never.
 enum class LaneForwardMode { kOff, kWherePays, kEverywhere };
 void set_lane_conv(LaneForwardMode mode);
+// Where the input gradients of strided float32 layers run as columns (conv_phases.h:
+// column_input_gradient) rather than on the phases: where it pays (the default), on every
+// such layer whose weights' rows fill whole vectors, or never.
+enum class ColumnDxMode { kOff, kWherePays, kEverywhere };
+void set_column_dx(ColumnDxMode mode);
 // They run on AVX-512 where the CPU has it, unless switched off here.
 void set_avx512_conv(bool enabled);
 bool avx512_conv_active();

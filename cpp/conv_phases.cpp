@@ -599,6 +599,96 @@ void lane_input_gradient(const ConvGeometry& g, const float* dout, const float* 
 
 }  // namespace
 
+namespace {
+
+// A position's column (C x K x K floats) added to the window of dx it read, whole: the
+// windows' loops of constant length unrolled (3x3 and 5x5 layers; through loops of the
+// window's length, clipped at the borders, the col2im took 1.5x as long on 16-pixel images).
+template <int K>
+void add_column(int64_t C, int64_t plane, int64_t W, const float* col, float* window) {
+    for (int64_t c = 0; c < C; ++c, col += K * K, window += plane) {
+#pragma GCC unroll 5
+        for (int kh = 0; kh < K; ++kh) {
+#pragma GCC unroll 5
+            for (int kw = 0; kw < K; ++kw) window[kh * W + kw] += col[kh * K + kw];
+        }
+    }
+}
+
+}  // namespace
+
+// dx of one image as columns: cols_t (positions x C k k) = dout^T w on the tap kernel, whose
+// lanes are then the weights' own rows (filter f's C x k x k floats: tap f of the kernel) and
+// whose input is dout (tap f at f * positions, the positions consecutive), so nothing of the
+// weights is packed; then each column's float is added to the dx pixel its tap reads
+// (col2im), position after position. Per image the kernel's work is the phases' (every
+// output position times every tap), the col2im's a float per position and tap where the
+// phases pack the whole weight tensor once per call (column_input_gradient_pays).
+void column_input_gradient(const ConvGeometry& g, const float* dout, const float* w, float* dx) {
+    const int64_t P = g.positions(), kernel = g.HH * g.WW;
+    const int64_t row = g.C * kernel;  // a filter's weights: a column's floats
+    // per thread, on cache lines: dout and the floats the kernel's last tile reads past it,
+    // then cols_t (P rounded up to kTapRows rows)
+    const int64_t dout_floats = CacheLineScratch::round_up_to_line(
+        checked_add(checked_mul(g.F, P, "conv column dx"), kTapRows, "conv column dx"));
+    const int64_t scratch = checked_add(
+        dout_floats, checked_mul(round_up(P, kTapRows), row, "conv column dx"), "conv column dx");
+    std::vector<int64_t> offsets(g.F);
+    for (int64_t f = 0; f < g.F; ++f) offsets[f] = f * P;
+    const std::vector<float> no_bias(row, 0.0f);
+    const TapConv t{g.F, row, row, P, tap_conv_block(row, P), nullptr, {}, 1};
+    const int threads = team_size(g.N);
+    CacheLineScratch scratches(threads, scratch);  // zeroed: the reads past dout
+    parallel_for_dynamic(threads, g.N, 1, [&](int64_t n, int th) {
+        float* dout_n = scratches.scratch_of(th);
+        float* cols_t = dout_n + dout_floats;
+        std::copy_n(dout + n * g.F * P, g.F * P, dout_n);
+        tap_conv_forward_avx512(t, offsets.data(), dout_n, w, no_bias.data(), cols_t);
+        float* dx_n = dx + n * g.C * g.H * g.W;
+        std::fill_n(dx_n, g.C * g.H * g.W, 0.0f);
+        for (int64_t oy = 0; oy < g.Ho; ++oy) {
+            const int64_t y0 = oy * g.stride - g.pad;  // the window's rows y0 + kh, in dx
+            const int64_t kh0 = std::max<int64_t>(0, -y0), kh1 = std::min(g.HH, g.H - y0);
+            for (int64_t ox = 0; ox < g.Wo; ++ox) {
+                const int64_t x0 = ox * g.stride - g.pad;
+                const int64_t kw0 = std::max<int64_t>(0, -x0), kw1 = std::min(g.WW, g.W - x0);
+                const float* col = cols_t + (oy * g.Wo + ox) * row;
+                const bool whole = kh1 - kh0 == g.HH && kw1 - kw0 == g.WW;
+                if (whole && g.HH == 3 && g.WW == 3) {
+                    add_column<3>(g.C, g.H * g.W, g.W, col, dx_n + y0 * g.W + x0);
+                } else if (whole && g.HH == 5 && g.WW == 5) {
+                    add_column<5>(g.C, g.H * g.W, g.W, col, dx_n + y0 * g.W + x0);
+                } else {  // the window clipped to dx: its rows kh0 .. kh1 - 1, columns kw0 ..
+                    for (int64_t c = 0; c < g.C; ++c) {
+                        for (int64_t kh = kh0; kh < kh1; ++kh) {
+                            float* to = dx_n + (c * g.H + y0 + kh) * g.W + x0 + kw0;
+                            const float* from = col + (c * g.HH + kh) * g.WW + kw0;
+                            for (int64_t kw = 0; kw < kw1 - kw0; ++kw) to[kw] += from[kw];
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
+
+// Against the phases, dx alone, one thread, thread CPU time, min of 7 blocks, three turns
+// in one process (set_column_dx), over 40 random layers whose filters fill whole vectors
+// (16-256 channels and filters, 2x2-5x5, stride 2-3, 4-32 px, batch 1-4): where the batch's
+// output positions are at most half the filters, 0.28-1.02x the time (16 layers, geomean
+// 0.63x), past that 0.72-2.4x, most over 1 (the col2im, a float per position and tap, grows
+// with the positions, the phases' packing with the filters). On 30 more (checked) 0.32-1.07x
+// where it runs (17, geomean 0.62x); the batch's dx 0.76x the phases' time (geomean, all 30).
+constexpr double kColumnDxPositionsPerFilter = 2.0;
+
+bool column_input_gradient_fits(const ConvGeometry& g) {
+    return g.C * g.HH * g.WW % kTapLanes == 0;
+}
+
+bool column_input_gradient_pays(const ConvGeometry& g) {
+    return double(g.N) * double(g.positions()) * kColumnDxPositionsPerFilter <= double(g.F);
+}
+
 void phase_input_gradient(const ConvGeometry& g, const float* dout, const float* w, float* dx,
                           bool lanes) {
     if (lanes) {

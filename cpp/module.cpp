@@ -2058,6 +2058,16 @@ py::array py_avg_pool_backward(const py::array& dout, int64_t H, int64_t W, int6
 // release_array_pool is that of what is left.
 int64_t kernel_scratch_bytes() { return KeptBuffer::kept_bytes() + recurrent_kept_bytes(); }
 
+// The mode named "off", "auto" or "always" of a path's setter (set_lane_conv and the like):
+// never, where it pays, or wherever it can run.
+template <typename Mode>
+Mode path_mode(const std::string& setter, const std::string& mode) {
+    if (mode == "off") return Mode::kOff;
+    if (mode == "auto") return Mode::kWherePays;
+    if (mode == "always") return Mode::kEverywhere;
+    fail(setter + ": mode must be 'off', 'auto' or 'always', got '" + mode + "'");
+}
+
 }  // namespace
 }  // namespace graphnet
 
@@ -2360,29 +2370,28 @@ PYBIND11_MODULE(_C, m) {
         "'auto' (the default) 4x4 where they are faster, or always '2x2' or '4x4'.");
     m.def(
         "set_pad_skip_conv",
-        [](const std::string& mode) {
-            if (mode == "off") return set_pad_skip_conv(PadSkipMode::kOff);
-            if (mode == "auto") return set_pad_skip_conv(PadSkipMode::kWherePays);
-            if (mode == "always") return set_pad_skip_conv(PadSkipMode::kEverywhere);
-            fail("set_pad_skip_conv: mode must be 'off', 'auto' or 'always', got '" + mode + "'");
-        },
+        [](const std::string& mode) { set_pad_skip_conv(path_mode<PadSkipMode>("set_pad_skip_conv", mode)); },
         "mode"_a,
         "Where stride-1 convolutions whose pad lies inside the kernel skip the taps that fall\n"
         "into the padding (all three passes): 'auto' (the default) on the wide layers on small\n"
         "images that run im2col + GEMM, 'always' on every such layer, 'off' never, to compare.");
     m.def(
         "set_lane_conv",
-        [](const std::string& mode) {
-            if (mode == "off") return set_lane_conv(LaneForwardMode::kOff);
-            if (mode == "auto") return set_lane_conv(LaneForwardMode::kWherePays);
-            if (mode == "always") return set_lane_conv(LaneForwardMode::kEverywhere);
-            fail("set_lane_conv: mode must be 'off', 'auto' or 'always', got '" + mode + "'");
-        },
+        [](const std::string& mode) { set_lane_conv(path_mode<LaneForwardMode>("set_lane_conv", mode)); },
         "mode"_a,
         "Where strided float32 forwards on AVX-512 put the output positions along the lanes\n"
         "and the filters in registers (the lane kernel) rather than the filters along the\n"
         "lanes: 'auto' (the default) on layers of few filters where it is faster, 'always'\n"
         "on every such layer, 'off' never, to compare the paths.");
+    m.def(
+        "set_column_dx",
+        [](const std::string& mode) { set_column_dx(path_mode<ColumnDxMode>("set_column_dx", mode)); },
+        "mode"_a,
+        "Where the input gradients of strided float32 layers on AVX-512 run as columns (dout^T\n"
+        "w with the weights as they are, then col2im) rather than on the phases (the weights\n"
+        "packed per call): 'auto' (the default) on small batches of small images of many\n"
+        "filters, 'always' on every such layer whose filters' C x k x k weights fill whole\n"
+        "vectors of 16, 'off' never, to compare the paths.");
     m.def("set_avx512_conv", &set_avx512_conv, "enabled"_a,
           "Run the direct conv kernels with AVX-512 where the CPU has it (the default);\n"
           "False keeps them on AVX2, to compare the two.");

@@ -459,16 +459,22 @@ def test_few_filters_weight_gradient_packs_positions(F):
                 assert np.isfinite(dw).all()
 
 
-def with_lanes(mode, call, *args, threads=1):
-    """_C's `call` with the lane kernel set_lane_conv(mode), on `threads` threads."""
+def with_path(setter, mode, call, *args, threads=1):
+    """_C's `call` with a path's setter (set_lane_conv, set_column_dx) at `mode`, on
+    `threads` threads; the setter back at "auto" after."""
     before = _C.get_num_threads()
     _C.set_num_threads(threads)
-    _C.set_lane_conv(mode)
+    setter(mode)
     try:
         return call(*args)
     finally:
-        _C.set_lane_conv("auto")
+        setter("auto")
         _C.set_num_threads(before)
+
+
+def with_lanes(mode, call, *args, threads=1):
+    """_C's `call` with the lane kernel set_lane_conv(mode), on `threads` threads."""
+    return with_path(_C.set_lane_conv, mode, call, *args, threads=threads)
 
 
 @pytest.mark.slow
@@ -683,3 +689,126 @@ def test_lane_weight_gradient_matches_numerical_gradient(stride, pad):
     x64, w64, b64, dout64 = (a.astype(np.float64) for a in (x, w, b, dout))
     num_dw = numerical_grad(lambda: conv_forward_ref(x64, w64, b64, stride, pad), w64, dout64)
     np.testing.assert_allclose(dw, num_dw, rtol=1e-4, atol=1e-3)
+
+
+def column_dx(dout, x, w, stride, pad, mode="always", threads=1):
+    """dx alone with set_column_dx(mode), on `threads` threads."""
+    args = (dout, x, w, stride, pad, True, False)
+    return with_path(_C.set_column_dx, mode, _C.conv_backward, *args, threads=threads)[0]
+
+
+@pytest.mark.parametrize(
+    "N, C, H, W, F, k, stride, pad",
+    [
+        (1, 64, 8, 8, 128, 3, 2, 1),  # the zoo's 64 -> 128 on 8-pixel images
+        (3, 48, 4, 4, 96, 3, 2, 1),
+        (2, 16, 9, 7, 40, 3, 2, 0),  # odd sizes, no pad: the last row and column unread
+        (3, 32, 5, 6, 17, 5, 2, 2),  # 5x5: most windows clipped at dx's borders
+        (1, 16, 11, 10, 33, 4, 3, 1),  # stride 3, an even window
+        (2, 4, 7, 7, 9, 2, 2, 0),  # 2x2 of 4 channels: 16 floats a filter
+        (2, 16, 6, 6, 16, 7, 2, 3),  # 7x7: windows of any size through the clipped loops
+        (1, 16, 2, 2, 16, 3, 2, 2),  # windows mostly in the pad
+        (0, 32, 8, 8, 64, 3, 2, 1),  # no images
+    ],
+)
+def test_column_input_gradient_matches_naive_and_any_thread_count(N, C, H, W, F, k, stride, pad):
+    """dx as columns (set_column_dx("always"): dout^T w on the tap kernel with the weights
+    as they are, then col2im): the naive loops within rounding, the same bits on 1-3
+    threads and for each image alone as in its batch."""
+    x, w, b = case(N, C, H, W, F, k, np.float32, seed=C + F + k)
+    out = _C.conv_forward(x, w, b, stride, pad)
+    dout = np.random.default_rng(F).standard_normal(out.shape).astype(np.float32)
+    dx = column_dx(dout, x, w, stride, pad)
+    bounds = conv_error_bounds(dout, x, w, b, stride, pad)
+    assert_within_rounding(dx, conv_backward_ref(dout, x, w, stride, pad)[0], bounds[1], 1e-5)
+    for threads in (2, 3):
+        np.testing.assert_array_equal(column_dx(dout, x, w, stride, pad, threads=threads), dx)
+    for n in range(N):
+        alone = column_dx(dout[n : n + 1], x[n : n + 1], w, stride, pad)
+        np.testing.assert_array_equal(alone[0], dx[n])
+
+
+def test_column_input_gradient_matches_numerical_gradient():
+    """dx as columns against central differences of the float64 loops (5x5 stride 2, the
+    windows clipped on every side)."""
+    x, w, b = case(2, 16, 7, 6, 24, 5, np.float32, seed=3)
+    out = _C.conv_forward(x, w, b, 2, 2)
+    dout = np.random.default_rng(4).standard_normal(out.shape).astype(np.float32)
+    dx = column_dx(dout, x, w, 2, 2)
+    x64, w64, b64, dout64 = (a.astype(np.float64) for a in (x, w, b, dout))
+    num_dx = numerical_grad(lambda: conv_forward_ref(x64, w64, b64, 2, 2), x64, dout64)
+    np.testing.assert_allclose(dx, num_dx, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(not _C.avx512_conv_active(), reason="no AVX-512: dx runs im2col + GEMM")
+@pytest.mark.parametrize(
+    "N, C, H, F, columns",
+    [
+        (1, 64, 8, 128, True),  # 16 output positions for 128 filters
+        (2, 128, 4, 32, True),  # 8 for 32: at most half the filters
+        (1, 64, 16, 128, True),  # 64 for 128: just
+        (1, 64, 18, 128, False),  # 81 for 128
+        (4, 32, 8, 64, False),  # 64 for 64
+    ],
+)
+def test_column_input_gradient_where_it_pays(N, C, H, F, columns):
+    """'auto' takes dx as columns where the batch's output positions are at most half the
+    filters (the bits of the columns forced), else the phases' (the bits with them off);
+    the two differ in their last bits (the terms summed in another order)."""
+    x, w, b = case(N, C, H, H, F, 3, np.float32, seed=N + C + F)
+    out = _C.conv_forward(x, w, b, 2, 1)
+    dout = np.random.default_rng(C).standard_normal(out.shape).astype(np.float32)
+    on, off = column_dx(dout, x, w, 2, 1, "always"), column_dx(dout, x, w, 2, 1, "off")
+    assert not np.array_equal(on, off)
+    np.testing.assert_array_equal(column_dx(dout, x, w, 2, 1, "auto"), on if columns else off)
+
+
+def test_column_input_gradient_of_nan_and_inf():
+    """A nan weight and an inf in dout reach the dx pixels the naive loops carry them to
+    (nan, +inf and -inf alike), and no other."""
+    x, w, b = case(2, 16, 9, 8, 32, 3, np.float32, seed=9)
+    out = _C.conv_forward(x, w, b, 2, 1)
+    dout = np.random.default_rng(9).standard_normal(out.shape).astype(np.float32)
+    w[3, 5, 1, 2] = np.nan
+    dout[1, 7, 2, 3] = np.inf
+    dx = column_dx(dout, x, w, 2, 1)
+    ref = conv_backward_ref(
+        dout.astype(np.float64), x.astype(np.float64), w.astype(np.float64), 2, 1
+    )[0]
+    assert np.isnan(dx).any() and np.isinf(dx).any()
+    for kind in (np.isnan, np.isposinf, np.isneginf):
+        np.testing.assert_array_equal(kind(dx), kind(ref))
+    finite = np.isfinite(ref)
+    np.testing.assert_allclose(dx[finite], ref[finite], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+@settings(max_examples=60, deadline=None)
+@given(
+    N=st.integers(0, 3),
+    C=st.sampled_from([16, 32, 48]),
+    H=st.integers(1, 20),
+    W=st.integers(1, 20),
+    F=st.sampled_from([1, 8, 17, 33, 64]),
+    k=st.integers(2, 7),
+    stride=st.sampled_from([2, 3, 4]),
+    pad=st.integers(0, 3),
+    seed=st.integers(0, 2**16),
+)
+def test_column_input_gradient_random_layers(N, C, H, W, F, k, stride, pad, seed):
+    """dx as columns on random strided layers: the naive loops within rounding, the same
+    bits on one thread as on three."""
+    if k > H + 2 * pad or k > W + 2 * pad:
+        return
+    x, w, b = case(N, C, H, W, F, k, np.float32, seed)
+    out = _C.conv_forward(x, w, b, stride, pad)
+    dout = np.random.default_rng(seed).standard_normal(out.shape).astype(np.float32)
+    dx = column_dx(dout, x, w, stride, pad)
+    bounds = conv_error_bounds(dout, x, w, b, stride, pad)
+    assert_within_rounding(dx, conv_backward_ref(dout, x, w, stride, pad)[0], bounds[1], 1e-5)
+    np.testing.assert_array_equal(column_dx(dout, x, w, stride, pad, threads=3), dx)
+
+
+def test_set_column_dx_names_its_modes():
+    with pytest.raises(Exception, match="set_column_dx: mode must be"):
+        _C.set_column_dx("sometimes")
