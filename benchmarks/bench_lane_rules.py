@@ -1,18 +1,22 @@
-"""The lane kernels' rules on random strided layers of few filters or channels: a pass on the
-lane kernel (`_C.set_lane_conv("always")`) against the paths without it ("off": the tap
-kernels, or for dx of under 8 channels from twice as many filters im2col + GEMM), and the
-path the rule picks ("auto": lane_forward_pays, lane_input_gradient_pays). Float32, one
-thread, CPU time.
+"""The rules of the strided paths off the tap kernels, on random layers: a pass on the lane
+kernel (`_C.set_lane_conv("always")`), or with `--path columns` dx as columns
+(`_C.set_column_dx("always")`), against the paths without it ("off": the tap kernels, or for
+dx of under 8 channels from twice as many filters im2col + GEMM), and the path the rule picks
+("auto": lane_forward_pays, lane_input_gradient_pays, column_input_gradient_pays). Float32,
+one thread, CPU time.
 
     python benchmarks/bench_lane_rules.py [--pass dx] [--seed 2] [--layers 70]
                                           [--channels 8] [--batches 1,2,4] [--pixels 6,40]
+    python benchmarks/bench_lane_rules.py --path columns [--seed 1] [--layers 40]
+                                          [--batches 1,1,2,3,4] [--layer N,C,H,W,F,k,s,pad]
 
-The layers: 1-`--channels` channels, 3-24 filters, 3x3, 5x5 or 7x7 windows with any pad up
-to half the window, stride 2, `--pixels` a side (the random student networks' strided layers),
-a batch of `--batches`; for dx only batches holding under 16 channels (the small-batch
-rule). Printed per layer: the fastest of 5 blocks of calls of each (two turns each), us, and
-lane / off, auto / off. Last, the geomeans of the rule's time and of the better path's over
-"off"'s."""
+The lane kernels' layers: 1-`--channels` channels, 3-24 filters, 3x3, 5x5 or 7x7 windows
+with any pad up to half the window, stride 2, `--pixels` a side (the random student
+networks' strided layers), a batch of `--batches`; for dx only batches holding under 16
+channels (the small-batch rule). The columns': 16-256 channels and filters, 2x2-5x5 windows,
+stride 2 or 3, 4-32 pixels a side, a batch of `--batches`. Printed per layer: the fastest of
+5 blocks of calls of each (two turns each), us, and always / off, auto / off. Last, the
+geomeans of the rule's time and of the better path's over "off"'s."""
 
 import argparse
 import math
@@ -35,31 +39,63 @@ def random_layer(rng, channels, batches, pixels, under_16_channels):
             return N, C, H, W, int(rng.integers(3, 25)), k, 2, pad
 
 
+def column_layer(rng, batches):
+    """(N, C, H, W, F, k, stride, pad) of many channels and filters, whose filters' C k k
+    weights fill whole vectors (the columns dx's lanes), of at most 4e8 multiply-adds."""
+    while True:
+        C = int(rng.choice([16, 32, 48, 64, 96, 128, 256]))
+        F = int(rng.choice([16, 32, 48, 64, 96, 128, 192, 256]))
+        H = int(rng.choice([4, 5, 6, 7, 8, 9, 10, 12, 14, 16, 20, 24, 32]))
+        W = H if rng.random() < 0.7 else int(rng.integers(4, 33))
+        k, s = int(rng.choice([3, 3, 3, 5, 2, 4])), int(rng.choice([2, 2, 2, 3]))
+        pad = int(rng.integers(0, (k - 1) // 2 + 1))
+        N = int(rng.choice(batches))
+        if k >= s and min(H, W) + 2 * pad >= k and N * C * H * W * F * k * k <= 4e8:
+            return N, C, H, W, F, k, s, pad
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--path", choices=("lanes", "columns"), default="lanes")
     parser.add_argument("--pass", dest="which", choices=("forward", "dx"), default="dx")
     parser.add_argument("--seed", type=int, default=2)
     parser.add_argument("--layers", type=int, default=70)
     parser.add_argument("--channels", type=int, default=8)
     parser.add_argument("--batches", default="1,2,4")
     parser.add_argument("--pixels", default="6,40", help="the least and most pixels a side")
+    parser.add_argument(
+        "--layer",
+        action="append",
+        default=[],
+        metavar="N,C,H,W,F,k,stride,pad",
+        help="time this layer (repeatable) instead of random ones",
+    )
     args = parser.parse_args()
+    if args.path == "columns" and args.which != "dx":
+        parser.error("--path columns: dx only")
     _C.set_num_threads(1)
+    setter = _C.set_lane_conv if args.path == "lanes" else _C.set_column_dx
     rng = np.random.default_rng(args.seed)
     batches = [int(b) for b in args.batches.split(",")]
     print(
-        f"{'N, C, H, W, F, k, stride, pad':34}{'off us':>8}{'lane us':>9}{'auto us':>9}"
-        f"{'lane/off':>9}{'auto/off':>9}"
+        f"{'N, C, H, W, F, k, stride, pad':34}{'off us':>8}{'always':>9}{'auto us':>9}"
+        f"{'alw/off':>9}{'auto/off':>9}"
     )
     rule_ratios, best_ratios = [], []
-    for _ in range(args.layers):
-        N, C, H, W, F, k, s, p = layer = random_layer(
-            rng,
-            args.channels,
-            batches,
-            [int(v) for v in args.pixels.split(",")],
-            args.which == "dx",
-        )
+    given = [tuple(int(v) for v in spec.split(",")) for spec in args.layer]
+    for index in range(len(given) or args.layers):
+        if given:
+            N, C, H, W, F, k, s, p = layer = given[index]
+        elif args.path == "columns":
+            N, C, H, W, F, k, s, p = layer = column_layer(rng, batches)
+        else:
+            N, C, H, W, F, k, s, p = layer = random_layer(
+                rng,
+                args.channels,
+                batches,
+                [int(v) for v in args.pixels.split(",")],
+                args.which == "dx",
+            )
         Ho, Wo = 1 + (H + 2 * p - k) // s, 1 + (W + 2 * p - k) // s
         x = rng.standard_normal((N, C, H, W), dtype=np.float32)
         w = rng.standard_normal((F, C, k, k)).astype(np.float32)
@@ -79,10 +115,10 @@ def main():
         try:
             for _turn in range(2):
                 for mode in times:
-                    _C.set_lane_conv(mode)
+                    setter(mode)
                     times[mode].append(1e3 * best_ms(run, calls, 5))
         finally:
-            _C.set_lane_conv("auto")
+            setter("auto")
         off, lane, rule = (min(times[mode]) for mode in ("off", "always", "auto"))
         rule_ratios.append(rule / off)
         best_ratios.append(min(off, lane) / off)

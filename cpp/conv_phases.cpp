@@ -672,13 +672,35 @@ void column_input_gradient(const ConvGeometry& g, const float* dout, const float
     });
 }
 
-// Against the phases, dx alone, one thread, thread CPU time, min of 7 blocks, three turns
-// in one process (set_column_dx), over 40 random layers whose filters fill whole vectors
-// (16-256 channels and filters, 2x2-5x5, stride 2-3, 4-32 px, batch 1-4): where the batch's
-// output positions are at most half the filters, 0.28-1.02x the time (16 layers, geomean
-// 0.63x), past that 0.72-2.4x, most over 1 (the col2im, a float per position and tap, grows
-// with the positions, the phases' packing with the filters). On 30 more (checked) 0.32-1.07x
-// where it runs (17, geomean 0.62x); the batch's dx 0.76x the phases' time (geomean, all 30).
+namespace {
+
+// The share of a row's (or column's) window taps that land inside the image: the columns
+// compute the others too, into the padding (3x3 stride 2 pad 1 on 8 pixels: 11 of 12).
+double taps_inside(int64_t size, int64_t outputs, int64_t window, int64_t stride, int64_t pad) {
+    int64_t inside = 0;
+    for (int64_t o = 0; o < outputs; ++o) {
+        const int64_t first = o * stride - pad;
+        const int64_t last = std::min(window, size - first);  // past the window's last inside
+        inside += std::max<int64_t>(0, last - std::max<int64_t>(0, -first));
+    }
+    return outputs > 0 ? double(inside) / (double(outputs) * double(window)) : 1.0;
+}
+
+}  // namespace
+
+// dx alone against the phases, one thread, thread CPU time, min of 5-7 blocks, two or three
+// turns in one process (set_column_dx; bench_lane_rules.py --path columns), over random
+// layers whose filters fill whole vectors (16-256 channels and filters, 2x2-5x5, stride
+// 2-3, 4-32 px, batch 1-4): the columns pay where the batch's output positions are few
+// against the filters (the col2im, a float per position and tap, grows with the
+// positions; the phases' packing with the filters) and their windows lie inside the image
+// (the taps in the padding are computed for nothing). Over 150 layers, positions over
+// filters at most 1/2: 0.28-1.25x the time (68 layers; the slowest small batches of 5-7
+// pixels, a third of their taps in the pad); with the positions weighed by 1 / (the share
+// of the taps inside)^2: 0.28-1.07x (55 layers), the rule kept: 0.84x and 0.79x the
+// phases' time over two sets of 80 and 70 layers (geomeans; the better path each time
+// 0.81x, 0.75x). Checked on 40 more (--seed 3): 0.31-1.00x where it runs (21 layers,
+// geomean 0.59x), 0.755x over all (the better path 0.70x).
 constexpr double kColumnDxPositionsPerFilter = 2.0;
 
 bool column_input_gradient_fits(const ConvGeometry& g) {
@@ -686,7 +708,10 @@ bool column_input_gradient_fits(const ConvGeometry& g) {
 }
 
 bool column_input_gradient_pays(const ConvGeometry& g) {
-    return double(g.N) * double(g.positions()) * kColumnDxPositionsPerFilter <= double(g.F);
+    const double inside = taps_inside(g.H, g.Ho, g.HH, g.stride, g.pad) *
+                          taps_inside(g.W, g.Wo, g.WW, g.stride, g.pad);
+    return double(g.N) * double(g.positions()) * kColumnDxPositionsPerFilter <=
+           double(g.F) * inside * inside;
 }
 
 void phase_input_gradient(const ConvGeometry& g, const float* dout, const float* w, float* dx,

@@ -745,16 +745,18 @@ def test_column_input_gradient_matches_numerical_gradient():
     "N, C, H, F, columns",
     [
         (1, 64, 8, 128, True),  # 16 output positions for 128 filters
-        (2, 128, 4, 32, True),  # 8 for 32: at most half the filters
-        (1, 64, 16, 128, True),  # 64 for 128: just
+        (1, 128, 4, 32, True),  # 4 for 32, 5 in 6 of the windows' rows and columns inside
+        (1, 64, 16, 128, False),  # 64 for 128, 23 in 24 inside: just past half
         (1, 64, 18, 128, False),  # 81 for 128
         (4, 32, 8, 64, False),  # 64 for 64
+        (4, 96, 5, 128, False),  # 36 for 128, but 7 in 9 inside
     ],
 )
 def test_column_input_gradient_where_it_pays(N, C, H, F, columns):
     """'auto' takes dx as columns where the batch's output positions are at most half the
-    filters (the bits of the columns forced), else the phases' (the bits with them off);
-    the two differ in their last bits (the terms summed in another order)."""
+    filters, weighed by the share of the windows' taps inside the image (the bits of the
+    columns forced), else the phases' (the bits with them off); the two differ in their
+    last bits (the terms summed in another order)."""
     x, w, b = case(N, C, H, H, F, 3, np.float32, seed=N + C + F)
     out = _C.conv_forward(x, w, b, 2, 1)
     dout = np.random.default_rng(C).standard_normal(out.shape).astype(np.float32)
