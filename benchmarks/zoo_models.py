@@ -47,6 +47,7 @@ by their graphnet.models classes; their description says what the PyTorch twin i
 are created in the order of the description on both sides, which is how the weights are
 copied across. torch is imported only by `build_torch`.
 """
+import numbers
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -324,6 +325,17 @@ def pool_window(layer):
     return layer[1:] if len(layer) > 1 else (2, 2)
 
 
+def head_size(D, heads):
+    """The features of each head of an ("encoder", heads) block on D features: D / heads,
+    refused unless whole (as PyTorch's nn.MultiheadAttention and the course's
+    MultiHeadAttention refuse it): a split into unequal heads would otherwise fail only
+    when the first batch reaches the reshape, with numpy's message."""
+    if not (isinstance(heads, numbers.Integral) and heads >= 1 and D % heads == 0):
+        raise ValueError(f"an encoder of {heads!r} heads on {D} features: the heads must "
+                         f"divide the features evenly (each head takes D / heads of them)")
+    return D // heads
+
+
 def shapes(model, batch):
     """[(layer, its input's shape)] for a batch, the final affine included, and the scores'
     shape. (One place for the geometry the floor needs: graphnet.kernels.geometry's rule.)"""
@@ -447,13 +459,14 @@ def build_graphnet(model, dtype, seed=0):
 
     def encoder(x, heads):
         T, D = x.static_shape[1:]
+        size = head_size(D, heads)
 
         def temporal_affine(x, outputs):
             W, b = weight((x.static_shape[2], outputs), x.static_shape[2], outputs, 1.0)
             return g.temporal_affine(x, W, b, name=name("temporal_affine"))
 
         def split(x):  # (N, T, D) -> (N, heads, T, D / heads)
-            return g.transpose(g.reshape(x, (-1, T, heads, D // heads)), (0, 2, 1, 3))
+            return g.transpose(g.reshape(x, (-1, T, heads, size)), (0, 2, 1, 3))
 
         q, k, v = (split(temporal_affine(x, D)) for _ in "qkv")
         merged = g.reshape(g.transpose(g.attention(q, k, v, name=name("attention")),
@@ -571,7 +584,7 @@ def build_torch(model, graphnet_model):
     class Encoder(nn.Module):
         def __init__(self, D, heads):
             super().__init__()
-            self.heads = heads
+            self.heads, self.size = heads, head_size(D, heads)
             self.q, self.k, self.v, self.o = (nn.Linear(D, D) for _ in range(4))
             self.ln1 = nn.LayerNorm(D, eps=1e-5)
             self.ffn = nn.Sequential(nn.Linear(D, 4 * D), nn.GELU(), nn.Linear(4 * D, D))
@@ -581,7 +594,7 @@ def build_torch(model, graphnet_model):
             N, T, D = x.shape
 
             def split(t):
-                return t.reshape(N, T, self.heads, D // self.heads).transpose(1, 2)
+                return t.reshape(N, T, self.heads, self.size).transpose(1, 2)
 
             a = F.scaled_dot_product_attention(split(self.q(x)), split(self.k(x)),
                                                split(self.v(x)))

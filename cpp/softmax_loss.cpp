@@ -40,10 +40,18 @@ double softmax_loss_rows(int64_t rows, int64_t V, const T* x, const int64_t* lab
     parallel_for(team_size(blocks), blocks, [&](int64_t b) {
         for (int64_t r = b * block; r < std::min(rows, (b + 1) * block); ++r) {
             const T* s = x + r * V;
+            const T w = weight ? weight[r] : T(1);
+            if (w == T(0)) {
+                // A row of weight 0 (masked: a padded step) adds nothing to the loss and
+                // has no gradient, whatever its scores: w * p would be NaN where they hold
+                // an inf or a NaN, which the backward would carry into every weight.
+                if (dx) std::fill(dx + r * V, dx + (r + 1) * V, T(0));
+                row_loss[r] = 0.0;
+                continue;
+            }
             // Less the row's maximum, exp cannot overflow (a NaN in the row: p is NaN).
             const T shift = row_max(V, s);
             const T total = exp_shifted_sum(V, s, shift, dx ? dx + r * V : nullptr, avx2);
-            const T w = weight ? weight[r] : T(1);
             if (dx) {
                 T* d = dx + r * V;
                 const T scale = w / total;
@@ -51,10 +59,7 @@ double softmax_loss_rows(int64_t rows, int64_t V, const T* x, const int64_t* lab
                 for (int64_t k = 0; k < V; ++k) d[k] *= scale;
                 d[label[r]] -= w;
             }
-            // A row of weight 0 (masked) adds nothing, whatever its scores (inf, nan).
-            row_loss[r] = w == T(0) ? 0.0
-                                    : double(w) * (std::log(double(total)) -
-                                                   double(s[label[r]] - shift));
+            row_loss[r] = double(w) * (std::log(double(total)) - double(s[label[r]] - shift));
         }
     });
     double loss = 0.0;

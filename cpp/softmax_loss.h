@@ -12,6 +12,7 @@ namespace graphnet {
 // rows of weight[r] * -log p[label[r]] (in double, summed in row order), and dx[r] =
 // weight[r] * (p - one_hot(label[r])) unless dx is null (the loss alone, for a forward no
 // backward needs: an eval-mode loss); weight null: 1 for each row (the same bits as ones).
+// A row of weight 0 adds 0 to the loss and has dx 0, whatever its scores (inf, NaN).
 // Labels must lie in [0, V) (checked: std::invalid_argument otherwise). Rows are split
 // across threads; each row's arithmetic is the same on any thread, so the result does not
 // depend on the thread count. float32 runs e^x on AVX2 where avx2_activations_active()

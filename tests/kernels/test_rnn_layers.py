@@ -275,6 +275,25 @@ def test_temporal_softmax_loss_numerically_and_by_hand():
     assert not dx[~mask].any()
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_masked_step_has_no_loss_and_no_gradient_whatever_its_scores(dtype, bad):
+    """A padded step counts for nothing: an inf or a NaN among its scores changes neither
+    the loss nor any gradient (its own is 0; it was NaN, which a backward carries into
+    every weight before it)."""
+    r = rng(20)
+    x = r.standard_normal((3, 4, 5)).astype(dtype)
+    y = r.integers(5, size=(3, 4))
+    mask = r.random((3, 4)) < 0.6
+    mask[0, 1] = mask[2] = False  # a padded step, a sequence of padding only
+    clean_loss, clean_dx = R.temporal_softmax_loss(x, y, mask)
+    x[0, 1, :2] = x[2, :, 3] = bad
+    loss, dx = R.temporal_softmax_loss(x, y, mask)
+    assert loss == clean_loss
+    assert dx.tobytes() == clean_dx.tobytes()
+    assert not dx[~mask].any()
+
+
 def test_temporal_softmax_loss_verbose_prints_shapes(capsys):
     R.temporal_softmax_loss(
         np.zeros((2, 3, 4)), np.zeros((2, 3), int), np.ones((2, 3), bool), verbose=True
