@@ -938,29 +938,6 @@ void py_check_update(py::handle rule, const py::sequence& hyperparameter_values,
     checked_step(rule_fields(rule), hyperparameter_values, t);
 }
 
-// A train-mode batchnorm's new running averages (graphnet/kernels/norm.py), in one call
-// where numpy's six took 5-7 us a batchnorm: new arrays, the batch statistics' dtype.
-py::tuple py_running_averages(const py::array& running_mean, const py::array& running_var,
-                              const py::array& mean, const py::array& var, double momentum) {
-    return dispatch_float(mean, "running_averages mean", [&](auto zero) -> py::tuple {
-        using T = decltype(zero);
-        const auto average = [&](const py::array& running, const char* running_name,
-                                 const py::array& batch, const char* batch_name) {
-            require_same_dtype(mean, "mean", batch, batch_name);
-            require_same_dtype(mean, "mean", running, running_name);
-            require_shape(batch, shape_of(mean), batch_name);
-            require_shape(running, shape_of(mean), running_name);
-            Contig<T> r(running), b(batch);
-            py::array_t<T> out(shape_of(mean));
-            running_average(static_cast<int64_t>(b.size()), momentum, r.data(), b.data(),
-                            out.mutable_data());
-            return out;
-        };
-        return py::make_tuple(average(running_mean, "running_mean", mean, "mean"),
-                              average(running_var, "running_var", var, "var"));
-    });
-}
-
 // Is `a` a numpy array itself (no subclass) of float32 or float64, in native byte order?
 bool plain_float_array(PyObject* a) {
     if (Py_TYPE(a) != py::detail::npy_api::get().PyArray_Type_) return false;
@@ -1247,14 +1224,21 @@ PointwiseAct<T> groupnorm_act(const std::string& activation, double alpha) {
                        "gelu, gelu_tanh, leaky_relu, relu, softplus");
 }
 
+// What channel_norm_forward returns: out (None where not kept), the statistics, and with
+// a pool its pooled values and winners (else None).
+struct ChannelNormOut {
+    py::object out;
+    py::array mean, var, inv_std;
+    py::object pooled, winners;
+};
+
 // With skip (an array of x's shape and dtype, relu only): out = relu(norm + skip), or
 // relu(skip + norm) with skip_first. With activation (no relu): its leaky relu. With pool
 // (after a relu or the activation): a max pool of out, each plane pooled as it is written.
-py::tuple py_channel_norm_forward(const py::array& x, const py::array& gamma,
-                                  const py::array& beta, double eps, const py::object& mean,
-                                  const py::object& var, bool relu, const py::object& skip,
-                                  bool skip_first, const py::object& pool, bool keep,
-                                  const std::string& activation, double alpha) {
+ChannelNormOut channel_norm(const py::array& x, const py::array& gamma, const py::array& beta,
+                            double eps, const py::object& mean, const py::object& var, bool relu,
+                            const py::object& skip, bool skip_first, const py::object& pool,
+                            bool keep, const std::string& activation, double alpha) {
     require_norm_eps(eps, "batchnorm");
     const NormShape s = channel_shape(x, "batchnorm");
     const bool train = mean.is_none() || var.is_none();
@@ -1264,12 +1248,11 @@ py::tuple py_channel_norm_forward(const py::array& x, const py::array& gamma,
         if (!relu && activation.empty()) {
             fail("batchnorm: a max pool follows a relu or an activation only");
         }
-        const auto [height, width, stride] = pool.cast<std::tuple<int64_t, int64_t, int64_t>>();
-        g = pool_geometry(shape_of(x), height, width, stride, "batchnorm's max_pool");
+        g = pool_of(shape_of(x), pool, "batchnorm", "batchnorm's max_pool");
     }
     if (!g && !keep) fail("batchnorm: only a pooled forward may leave its output unwritten");
     if (relu && !activation.empty()) fail("batchnorm: a relu or an activation, not both");
-    return dispatch_float(x, "batchnorm x", [&](auto zero) -> py::tuple {
+    return dispatch_float(x, "batchnorm x", [&](auto zero) -> ChannelNormOut {
         using T = decltype(zero);
         const PointwiseAct<T> act = batchnorm_act<T>(activation, alpha);
         Contig<T> xc(x), gc = per_slice<T>(gamma, x, s.K, "gamma"),
@@ -1317,8 +1300,86 @@ py::tuple py_channel_norm_forward(const py::array& x, const py::array& gamma,
             channel_norm_forward(s, train, tail, eps, xp, gp, bp, mp, vp, ip, op);
         }
         const py::object kept = out ? py::object(*out) : py::none();
-        if (g) return py::make_tuple(kept, m, v, inv, *pooled, *winners);
-        return py::make_tuple(kept, m, v, inv);
+        if (g) return ChannelNormOut{kept, m, v, inv, *pooled, *winners};
+        return ChannelNormOut{kept, m, v, inv, py::none(), py::none()};
+    });
+}
+
+py::tuple py_channel_norm_forward(const py::array& x, const py::array& gamma,
+                                  const py::array& beta, double eps, const py::object& mean,
+                                  const py::object& var, bool relu, const py::object& skip,
+                                  bool skip_first, const py::object& pool, bool keep,
+                                  const std::string& activation, double alpha) {
+    const ChannelNormOut r = channel_norm(x, gamma, beta, eps, mean, var, relu, skip, skip_first,
+                                          pool, keep, activation, alpha);
+    if (r.pooled.is_none()) return py::make_tuple(r.out, r.mean, r.var, r.inv_std);
+    return py::make_tuple(r.out, r.mean, r.var, r.inv_std, r.pooled, r.winners);
+}
+
+// A batchnorm's running average as its state holds it: zeros of x's dtype before the first
+// step, else a (C,) array of any dtype (the numpy reference's may differ from x's).
+template <typename T>
+py::array running_or_zeros(const py::object& running, int64_t C, const char* name) {
+    if (running.is_none()) {
+        py::array_t<T> zeros(C);
+        std::fill_n(zeros.mutable_data(), C, T(0));
+        return std::move(zeros);
+    }
+    const py::array array = py::array::ensure(running);
+    if (!array) {
+        fail(std::string("batchnorm: ") + name + " must be an array, got a " + type_name(running));
+    }
+    require_shape(array, Shape{C}, (std::string("batchnorm: ") + name).c_str());
+    return array;
+}
+
+// momentum * running + (1 - momentum) * batch: a new array, numpy's bits (running_average)
+// for a Python float momentum and running of the batch's dtype, else numpy's own expression,
+// which promotes (a float32 momentum, running averages in float64).
+template <typename T>
+py::object updated_average(const py::array& running, const py::array& batch,
+                           const py::object& momentum) {
+    if (!PyFloat_CheckExact(momentum.ptr()) || !running.dtype().is(batch.dtype())) {
+        return momentum * running + (py::int_(1) - momentum) * batch;
+    }
+    Contig<T> r(running), b(batch);
+    py::array_t<T> out(b.size());
+    running_average(static_cast<int64_t>(b.size()), PyFloat_AS_DOUBLE(momentum.ptr()), r.data(),
+                    b.data(), out.mutable_data());
+    return std::move(out);
+}
+
+// The batchnorm gate's forward (graphnet/kernels/norm.py) in one call: channel_norm with the
+// running averages, which eval mode normalizes with (in x's dtype) and train mode updates
+// -> (out, mean, inv_std, running_mean, running_var[, pooled, winners]).
+py::tuple py_batchnorm_forward(const py::array& x, const py::array& gamma, const py::array& beta,
+                               double eps, const py::object& momentum,
+                               const py::object& running_mean, const py::object& running_var,
+                               bool train, bool relu,
+                               const py::object& skip, bool skip_first, const py::object& pool,
+                               bool keep, const std::string& activation, double alpha) {
+    const NormShape s = channel_shape(x, "batchnorm");
+    return dispatch_float(x, "batchnorm x", [&](auto zero) -> py::tuple {
+        using T = decltype(zero);
+        py::object mean = running_or_zeros<T>(running_mean, s.K, "running_mean");
+        py::object var = running_or_zeros<T>(running_var, s.K, "running_var");
+        if (train && x.size() == 0) {
+            fail("batchnorm: train mode needs a non-empty batch, got x of shape " +
+                 shape_str(shape_of(x)));
+        }
+        const auto in_x_dtype = [&](const py::object& a) {
+            return a.cast<py::array>().dtype().is(x.dtype()) ? a : a.attr("astype")(x.dtype());
+        };
+        const ChannelNormOut r =
+            channel_norm(x, gamma, beta, eps, train ? py::none() : in_x_dtype(mean),
+                         train ? py::none() : in_x_dtype(var), relu, skip, skip_first, pool, keep,
+                         activation, alpha);
+        if (train) {
+            mean = updated_average<T>(mean.cast<py::array>(), r.mean, momentum);
+            var = updated_average<T>(var.cast<py::array>(), r.var, momentum);
+        }
+        if (r.pooled.is_none()) return py::make_tuple(r.out, r.mean, r.inv_std, mean, var);
+        return py::make_tuple(r.out, r.mean, r.inv_std, mean, var, r.pooled, r.winners);
     });
 }
 
@@ -2208,10 +2269,6 @@ PYBIND11_MODULE(_C, m) {
           "its hyperparameters in graphnet.optim's order (learning_rate; + momentum; +\n"
           "decay_rate, epsilon; + beta1, beta2, epsilon) and adam's t already incremented.\n"
           "Same numbers as graphnet.optim's numpy path.");
-    m.def("running_averages", &py_running_averages, "running_mean"_a, "running_var"_a,
-          "mean"_a, "var"_a, "momentum"_a,
-          "(momentum * running_mean + (1 - momentum) * mean, the same for var): new arrays,\n"
-          "numpy's bits for four arrays of one float dtype and shape (a batchnorm's channels).");
     m.def("check_update", &py_check_update, "rule"_a, "hyperparameters"_a, "t"_a = 0,
           "ValueError unless update(rule, ..., hyperparameters, t) would take these: every\n"
           "hyperparameter finite and >= 0, decay_rate <= 1, beta1 and beta2 < 1, adam's t >= 1.");
@@ -2272,6 +2329,16 @@ PYBIND11_MODULE(_C, m) {
           "keep=False (pooled only): out is not written (None). activation \"leaky_relu\" (no\n"
           "relu): its leaky relu of slope alpha (then pooled, with pool). Deterministic for any\n"
           "number of threads.");
+    m.def("batchnorm_forward", &py_batchnorm_forward, "x"_a, "gamma"_a, "beta"_a, "eps"_a,
+          "momentum"_a, "running_mean"_a, "running_var"_a, "train"_a, "relu"_a = false,
+          "skip"_a = py::none(), "skip_first"_a = false, "pool"_a = py::none(), "keep"_a = true,
+          "activation"_a = "", "alpha"_a = 0.0,
+          "The batchnorm gate's forward: channel_norm_forward with the running averages\n"
+          "((C,) arrays of any float dtype, None: zeros of x's dtype) -> (out, mean, inv_std,\n"
+          "running_mean, running_var[, pooled, winners]). train: the batch's statistics, and\n"
+          "the running averages updated as momentum * running + (1 - momentum) * batch (new\n"
+          "arrays, numpy's bits and promotions); else the running averages (in x's dtype)\n"
+          "normalize, and come back as they were. The rest as channel_norm_forward's.");
     m.def("channel_norm_backward", &py_channel_norm_backward, "dout"_a, "x"_a, "gamma"_a,
           "mean"_a, "inv_std"_a, "train"_a, "beta"_a = py::none(), "relu_out"_a = py::none(),
           "activation"_a = "", "alpha"_a = 0.0,

@@ -134,25 +134,26 @@ def batchnorm_forward(
     the normalized entries: its cache is an ActivationNormCache either way).
     Returns (out, cache, running_mean, running_var).
     """
-    C = x.shape[1]
-    running_mean = _running(running_mean, C, x.dtype, "running_mean")
-    running_var = _running(running_var, C, x.dtype, "running_var")
     kernel, alpha = activation or ("", 0.0)
     cache_type = _cache(relu, skip, activation) if keep or activation else NormCache
-    if not train:
-        mean, var = _as(running_mean, x.dtype), _as(running_var, x.dtype)
-    elif x.size == 0:
-        raise ValueError(f"batchnorm: train mode needs a non-empty batch, got x of shape {x.shape}")
-    else:
-        mean = var = None
     # By position: a keyword takes pybind11's slow path, 1.2 us of a (16, 29) batchnorm's 7
-    out, mean, var, inv_std, *pooled = _C.channel_norm_forward(
-        x, gamma, beta, eps, mean, var, relu, skip, skip_first, pool, keep, kernel, alpha
+    out, mean, inv_std, running_mean, running_var, *pooled = _C.batchnorm_forward(
+        x,
+        gamma,
+        beta,
+        eps,
+        momentum,
+        running_mean,
+        running_var,
+        train,
+        relu,
+        skip,
+        skip_first,
+        pool,
+        keep,
+        kernel,
+        alpha,
     )
-    if train:
-        running_mean, running_var = _running_averages(
-            running_mean, running_var, mean, var, momentum
-        )
     cache = cache_type(train, x, mean, inv_std, gamma, beta, "channel")
     return (out, *pooled) if pooled else out, cache, running_mean, running_var
 
@@ -302,35 +303,6 @@ def _relu_beta(cache, relu):
     if relu and not isinstance(cache, ReluNormCache):
         raise ValueError("a backward through a relu needs the cache of a forward with relu")
     return cache.beta if relu else None
-
-
-def _running(stat, C, dtype, name):
-    """A running average: zeros of x's dtype at first, else a (C,) array of any float."""
-    if stat is None:
-        return np.zeros(C, dtype=dtype)
-    if (stat.shape if type(stat) is np.ndarray else np.shape(stat)) != (C,):
-        raise ValueError(f"batchnorm: {name} must have shape ({C},), got {np.shape(stat)}")
-    return stat
-
-
-def _running_averages(running_mean, running_var, mean, var, momentum):
-    """momentum * running + (1 - momentum) * the batch's, for the mean and the variance:
-    in one C++ call (numpy's bits) for a float momentum and running averages that are
-    ndarrays of the batch statistics' dtype (numpy's 6 calls took 5-7 us a batchnorm),
-    else as numpy promotes them."""
-    dtype = mean.dtype
-    if type(momentum) is float and type(running_mean) is type(running_var) is np.ndarray:
-        if running_mean.dtype == dtype and running_var.dtype == dtype:
-            return _C.running_averages(running_mean, running_var, mean, var, momentum)
-    return (
-        momentum * running_mean + (1 - momentum) * mean,
-        momentum * running_var + (1 - momentum) * var,
-    )
-
-
-def _as(array, dtype):
-    """`array` in `dtype`, converted only if it is in another."""
-    return array if array.dtype == dtype else array.astype(dtype)
 
 
 def _like(dout, x):

@@ -169,9 +169,6 @@ def valid_calls(n=2, c=3, s=5, f=4, rows=4, cols=5, t=3, hidden=5, dtype=np.floa
             t=1,
         ),
         "check_update": dict(rule="adam", hyperparameters=[1e-3, 0.9, 0.999, 1e-8], t=1),
-        "running_averages": dict(
-            running_mean=r(f), running_var=r(f) ** 2, mean=r(f), var=r(f) ** 2, momentum=0.9
-        ),
         "update_step": dict(rule="adam", w=r(size), dw=r(size), config=adam),
         "recurrent_forward": dict(cell="lstm", x=xs, h0=h0, Wx=Wx, Wh=Wh, b=bl, keep=True),
         "recurrent_backward": dict(
@@ -222,6 +219,18 @@ def valid_calls(n=2, c=3, s=5, f=4, rows=4, cols=5, t=3, hidden=5, dtype=np.floa
             relu=True,
             skip=x4,
             skip_first=True,
+        ),
+        "batchnorm_forward": dict(
+            x=x4,
+            gamma=gamma,
+            beta=beta,
+            eps=1e-5,
+            momentum=0.9,
+            running_mean=mean_n,
+            running_var=var_n,
+            train=True,
+            relu=True,
+            pool=(2, 2, 2),
         ),
         "channel_norm_backward": dict(
             dout=r(*x4.shape),
@@ -315,6 +324,7 @@ def test_every_binding_has_a_valid_call():
 
 NORMS_WITH_EPS = (
     "channel_norm_forward",
+    "batchnorm_forward",
     "layer_norm_forward",
     "group_norm_forward",
     "conv_chain_forward",

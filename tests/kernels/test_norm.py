@@ -540,35 +540,36 @@ def test_spatial_batchnorm_eval_is_the_formula_per_element(N, C, H, W, dtype, ta
     seed=st.integers(0, 2**32 - 1),
 )
 def test_running_averages_are_numpys_bit_for_bit(C, dtype, momentum, specials, seed):
-    """The train-mode running averages (one C++ call) against the numpy expression the
-    course writes, on any channel count, both dtypes, NaN, infinities and subnormals."""
+    """The train-mode running averages (updated in the batchnorm's C++ call) against the
+    numpy expression the course writes, on any channel count, both dtypes, NaN, infinities
+    and subnormals."""
     gen = np.random.default_rng(seed)
     with np.errstate(over="ignore"):  # float32 takes the largest as infinities
-        arrays = [
-            (gen.standard_normal(C) * 10.0 ** gen.integers(-40, 40, C)).astype(dtype)
-            for _ in range(4)
+        x, running_mean, running_var = [
+            (gen.standard_normal(shape) * 10.0 ** gen.integers(-40, 40, shape)).astype(dtype)
+            for shape in ((2, C), C, C)
         ]
     if specials:
-        for a in arrays:
+        for a in (x[0], running_mean, running_var):
             a[gen.integers(0, C)] = gen.choice([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-40])
-    running_mean, running_var, mean, var = arrays
+    gamma, beta = np.ones(C, dtype), np.zeros(C, dtype)
     with np.errstate(all="ignore"):
+        _, mean, var, _ = _C.channel_norm_forward(x, gamma, beta, EPS)
         want = (
             momentum * running_mean + (1 - momentum) * mean,
             momentum * running_var + (1 - momentum) * var,
         )
-        got = _C.running_averages(running_mean, running_var, mean, var, momentum)
+        step = (x, gamma, beta, EPS, momentum)
+        got = _C.batchnorm_forward(*step, running_mean, running_var, True)[3:]
+        # Strided running averages are read as they are
+        wide = _C.batchnorm_forward(*step, np.repeat(running_mean, 2)[::2], running_var, True)
     for g, w in zip(got, want):
         assert g.dtype == w.dtype == dtype
         np.testing.assert_array_equal(
             g.view(f"u{g.itemsize}")[~np.isnan(w)], w.view(f"u{w.itemsize}")[~np.isnan(w)]
         )
         np.testing.assert_array_equal(np.isnan(g), np.isnan(w))
-    # Strided running averages are read as they are
-    wide = np.repeat(running_mean, 2)[::2]
-    np.testing.assert_array_equal(
-        _C.running_averages(wide, running_var, mean, var, momentum)[0], got[0]
-    )
+    np.testing.assert_array_equal(wide[3], got[0])
 
 
 @pytest.mark.parametrize("momentum", [0.9, 1, np.float32(0.9)])
@@ -594,11 +595,16 @@ def test_batchnorm_running_averages_promote_as_numpy_does(momentum, running_dtyp
         np.testing.assert_array_equal(got, want)
 
 
-def test_running_averages_refuse_mismatched_arrays():
-    a = np.ones(3, np.float32)
-    with pytest.raises(ValueError, match="running_var has dtype float64"):
-        _C.running_averages(a, a.astype(np.float64), a, a, 0.9)
-    with pytest.raises(ValueError, match=r"running_mean must have shape \(3,\)"):
-        _C.running_averages(np.ones(4, np.float32), a, a, a, 0.9)
-    with pytest.raises(ValueError, match="must be float32 or float64"):
-        _C.running_averages(a, a, a.astype(np.int32), a, 0.9)
+def test_running_averages_of_the_wrong_shape_or_kind_are_refused():
+    x, a = np.ones((2, 3), np.float32), np.ones(3, np.float32)
+    for train in (True, False):
+        with pytest.raises(ValueError, match=r"running_mean must have shape \(3,\), got \(4,\)"):
+            _C.batchnorm_forward(x, a, a, EPS, 0.9, np.ones(4, np.float32), a, train)
+        with pytest.raises(ValueError, match=r"running_var must have shape \(3,\), got \(3, 1\)"):
+            _C.batchnorm_forward(x, a, a, EPS, 0.9, a, np.ones((3, 1)), train)
+        with pytest.raises(ValueError, match=r"running_var must have shape \(3,\), got \(\)"):
+            _C.batchnorm_forward(x, a, a, EPS, 0.9, a, object(), train)
+    with pytest.raises(TypeError):  # numpy's error for the average it cannot take
+        _C.batchnorm_forward(x, a, a, EPS, 0.9, a, np.array([None] * 3), True)
+    with pytest.raises(ValueError, match=r"needs a non-empty batch, got x of shape \(0, 3\)"):
+        _C.batchnorm_forward(x[:0], a, a, EPS, 0.9, None, None, True)
