@@ -36,40 +36,39 @@ struct PoolRow<__m512d> {
 };
 
 // The outputs among a vector of a plane's entries k0 .. k0 + L - 1 (lanes: the windows'
-// top left entries), in order, at dst, and their winners k + offsets[k] (an offset's low 32
+// top left entries), in order, at dst, and their winners k + offset (an offset's low 32
 // bits: x86 is little-endian) at win: compressed to the front of a register (a compress
 // to memory is microcoded on Zen 4) and stored under a mask.
-inline void store_picked(__mmask16 lanes, int32_t k0, const float* best, const float* offsets,
-                         float* dst, int32_t* win) {
+inline void store_picked(__mmask16 lanes, int32_t k0, __m512 best, __m512 offset, float* dst,
+                         int32_t* win) {
     const auto front = static_cast<__mmask16>((1u << __builtin_popcount(lanes)) - 1);
     const __m512i k = _mm512_add_epi32(
         _mm512_set1_epi32(k0),
         _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
-    const __m512 values = _mm512_maskz_loadu_ps(lanes, best);
-    _mm512_mask_storeu_ps(dst, front, _mm512_maskz_compress_ps(lanes, values));
-    const __m512i winners = _mm512_add_epi32(k, _mm512_maskz_loadu_epi32(lanes, offsets));
+    _mm512_mask_storeu_ps(dst, front, _mm512_maskz_compress_ps(lanes, best));
+    const __m512i winners = _mm512_add_epi32(k, _mm512_castps_si512(offset));
     _mm512_mask_storeu_epi32(win, front, _mm512_maskz_compress_epi32(lanes, winners));
 }
 
-inline void store_picked(__mmask8 lanes, int32_t k0, const double* best, const double* offsets,
-                         double* dst, int32_t* win) {
+inline void store_picked(__mmask8 lanes, int32_t k0, __m512d best, __m512d offset, double* dst,
+                         int32_t* win) {
     const auto front = static_cast<__mmask8>((1u << __builtin_popcount(lanes)) - 1);
     const __m256i k =
         _mm256_add_epi32(_mm256_set1_epi32(k0), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-    const __m512d values = _mm512_maskz_loadu_pd(lanes, best);
-    _mm512_mask_storeu_pd(dst, front, _mm512_maskz_compress_pd(lanes, values));
-    const __m256i low = _mm512_cvtepi64_epi32(_mm512_maskz_loadu_epi64(lanes, offsets));
-    const __m256i winners = _mm256_add_epi32(k, low);
+    _mm512_mask_storeu_pd(dst, front, _mm512_maskz_compress_pd(lanes, best));
+    const __m256i winners = _mm256_add_epi32(k, _mm512_cvtepi64_epi32(_mm512_castpd_si512(offset)));
     _mm256_mask_storeu_epi32(win, front, _mm256_maskz_compress_epi32(lanes, winners));
 }
 
 // The stacks of planes (pool_avx2.cpp's stacked_planes: each entry's first maximum along
-// the window's width, then down its height, in long vectors along the stack) for planes of
-// at most kBand entries, in bands of whole planes; then each plane's outputs picked out of
-// its entries a vector of entries at a time (store_picked: several rows of a small plane
-// in one), under the masks of the windows' top left entries, the same for every plane:
-// listed once, the vectors without any left out. A row at a time (as stacked_planes), a
-// row of a few outputs had cost more than its maxima.
+// the window's width, in long vectors along the stack, then down its height) for planes of
+// at most kBand entries, in bands of whole planes. The maxima down the height are taken
+// only in the vectors of a plane's entries that hold windows' top left entries, under
+// their masks (the same for every plane: listed once), and the outputs picked straight
+// out of those registers (store_picked: several rows of a small plane in one). A row at
+// a time (as stacked_planes), a row of a few outputs had cost more than its maxima; a
+// pass down the height over every entry stored and loaded them again, and at strides of
+// 2 and more computed rows no window starts at (1.05x-1.6x this time).
 template <typename V, bool Relu, typename S = typename Lanes<V>::Scalar>
 void stacked_small_planes(const AvgPoolPlane& g, int64_t planes, const S* src, S* dst,
                           int32_t* win) {
@@ -101,13 +100,16 @@ void stacked_small_planes(const AvgPoolPlane& g, int64_t planes, const S* src, S
     for (int64_t first = 0; first < planes; first += per_band) {
         const int64_t n = std::min(per_band, planes - first), entries = n * in_plane;
         row_maxima<V, Relu>(src + first * in_plane, pw, entries - pw + 1, best, offsets);
-        column_maxima<V>(g.W, ph, entries - (ph - 1) * g.W - pw + 1, best, offsets);
         for (int64_t p = 0; p < n; ++p) {
             const int64_t out = (first + p) * out_plane;
             for (int64_t v = 0; v < vectors; ++v) {
-                const int64_t at = p * in_plane + vector_at[v];
-                store_picked(tops[v], vector_at[v], best + at, offsets + at,
-                             dst + out + outputs_before[v], win + out + outputs_before[v]);
+                // the column maxima of the vectors that hold outputs alone, kept in registers
+                const auto load = [&](const S* at) { return L::load(at, tops[v]); };
+                V offset;
+                const V top = column_maximum<V>(best, offsets, p * in_plane + vector_at[v], g.W,
+                                                ph, load, offset);
+                store_picked(tops[v], vector_at[v], top, offset, dst + out + outputs_before[v],
+                             win + out + outputs_before[v]);
             }
         }
     }
