@@ -117,7 +117,8 @@ void stacked_small_planes(const AvgPoolPlane& g, int64_t planes, const S* src, S
 
 // ----- 2x2 windows at stride 2 -----------------------------------------------------------
 
-// What planes_2x2 needs of a vector type: the even and the odd lanes of two vectors, and
+// What planes_stride_2 and unpool_planes_2x2 need of a vector type: the even and the odd
+// lanes of two vectors, and
 // the winners' int32 vectors (as wide as V's lanes: sixteen of __m512, eight of __m512d).
 template <typename V>
 struct Pairs;
@@ -208,7 +209,7 @@ struct Pairs<__m512d> {
     }
 };
 
-// The 2x2, stride-2 windows of `planes` planes one after another in segments of up to
+// The stride-2 windows of `planes` planes one after another in segments of up to
 // `half` outputs (half a vector): a row's first `half` outputs, its next ones, ..., then the
 // next row's, the next plane's. A vector takes two segments, the next two whatever row or
 // plane they are in, so rows shorter than a vector fill it as well as long ones, and a
@@ -261,14 +262,17 @@ typename L::Mask halves(const Segments::Segment& lo, const Segments::Segment& hi
     return static_cast<typename L::Mask>(L::tail(lo.outputs) | (L::tail(hi.outputs) << half));
 }
 
-// The 2x2, stride-2 pooling of `planes` planes (pool.h's tie rule; with Relu, of relu(x) as
-// relu_forward computes it), the windows of pool_avx2.cpp's row_2x2 on sixteen float32 or
-// eight float64 lanes: the first maxima of the two rows side by side, then theirs. Each
-// half of a vector holds a segment's entries (a masked load of each of its rows), one
-// permute pairs the entries of both halves, and the outputs of both are stored as one run
-// (compressed together where the first segment is short).
-template <typename V, bool Relu, typename S = typename Lanes<V>::Scalar>
-void planes_2x2(const AvgPoolPlane& g, int64_t planes, const S* src, S* dst, int32_t* win) {
+// The pooling at stride 2 of `planes` planes (pool.h's tie rule; with Relu, of relu(x) as
+// relu_forward computes it) on sixteen float32 or eight float64 lanes, the windows of
+// pool_avx2.cpp's rows side by side: each row of the windows' first maximum (a chain of
+// compares along it), then the first of those, row after row. Each half of a vector holds
+// a segment's windows: a masked load of each of its rows at each even column of the
+// window gives the windows' entries at that column in its even lanes and at the next one
+// in its odd lanes (one permute each pairs the entries of both halves). The outputs of
+// both segments are stored as one run (compressed together where the first is short).
+// kH, kW > 0 fix the window at compile time (2x2, 3x3); 0 reads it from g.
+template <typename V, bool Relu, int64_t kH, int64_t kW, typename S = typename Lanes<V>::Scalar>
+void planes_stride_2(const AvgPoolPlane& g, int64_t planes, const S* src, S* dst, int32_t* win) {
     using L = Lanes<V>;
     using P = Pairs<V>;
     using Mask = typename P::Mask;
@@ -276,22 +280,45 @@ void planes_2x2(const AvgPoolPlane& g, int64_t planes, const S* src, S* dst, int
     const auto seen = [](V v) {  // relu_forward's numbers: x <= 0 (not a NaN) becomes +0
         return Relu ? L::select(L::ge(L::zero(), v), L::zero(), v) : v;
     };
-    const V left = PoolRow<V>::offset(0), right = PoolRow<V>::offset(1);
-    const int64_t W = g.W;
-    const V down = PoolRow<V>::offset(static_cast<int32_t>(W));
-    const V down_right = PoolRow<V>::offset(static_cast<int32_t>(W + 1));
+    const int64_t ph = kH ? kH : g.pool_height, pw = kW ? kW : g.pool_width, W = g.W;
+    const auto at = [](int64_t k) { return PoolRow<V>::offset(static_cast<int32_t>(k)); };
     Segments segments(g, planes, half);
     while (segments.more()) {
         const auto lo = segments.next(), hi = segments.next();
-        const Mask lo_in = L::tail(2 * lo.outputs), hi_in = L::tail(2 * hi.outputs);
-        const S* top_lo = src + lo.entry;
-        const S* top_hi = src + hi.entry;
-        const V a = seen(L::load(top_lo, lo_in)), b = seen(L::load(top_hi, hi_in));
-        const V c = seen(L::load(top_lo + W, lo_in)), d = seen(L::load(top_hi + W, hi_in));
-        V top_offset, bottom_offset, offset;
-        const V top = first_max(P::evens(a, b), P::odds(a, b), left, right, top_offset);
-        const V bottom = first_max(P::evens(c, d), P::odds(c, d), down, down_right, bottom_offset);
-        V best = first_max(top, bottom, top_offset, bottom_offset, offset);
+        // The lanes of a load at a window's column: the entries of that column and the next
+        // one, but the last entry at the window's last column (which could be past x).
+        const Mask lo_pairs = L::tail(2 * lo.outputs), hi_pairs = L::tail(2 * hi.outputs);
+        const Mask lo_last = L::tail(2 * lo.outputs - 1), hi_last = L::tail(2 * hi.outputs - 1);
+        // the first maximum of the windows' row i, and its offset
+        const auto row_maximum = [&](int64_t i, V& row_offset) {
+            const S* lo_row = src + lo.entry + i * W;
+            const S* hi_row = src + hi.entry + i * W;
+            V row_best = V();
+            for (int64_t j = 0; j < pw; j += 2) {
+                const bool odd = j + 1 < pw;
+                const V a = seen(L::load(lo_row + j, odd ? lo_pairs : lo_last));
+                const V b = seen(L::load(hi_row + j, odd ? hi_pairs : hi_last));
+                if (j == 0) {
+                    row_best = P::evens(a, b);
+                    row_offset = at(i * W);
+                } else {
+                    row_best = first_max(row_best, P::evens(a, b), row_offset, at(i * W + j),
+                                         row_offset);
+                }
+                if (odd) {
+                    row_best = first_max(row_best, P::odds(a, b), row_offset, at(i * W + j + 1),
+                                         row_offset);
+                }
+            }
+            return row_best;
+        };
+        V offset = V();
+        V best = row_maximum(0, offset);
+        for (int64_t i = 1; i < ph; ++i) {
+            V row_offset = V();
+            const V row_best = row_maximum(i, row_offset);
+            best = first_max(best, row_best, offset, row_offset, offset);
+        }
         auto winners = P::winners(P::tops(lo.first, hi.first), offset);
         const Mask run = L::tail(lo.outputs + hi.outputs);
         if (lo.outputs < half) {  // the two segments' outputs as one run
@@ -303,9 +330,17 @@ void planes_2x2(const AvgPoolPlane& g, int64_t planes, const S* src, S* dst, int
     }
 }
 
+template <typename V, bool Relu, typename S>
+void planes_stride_2(const AvgPoolPlane& g, int64_t planes, const S* src, S* dst, int32_t* win) {
+    const auto kernel = g.pool_height == 2 && g.pool_width == 2   ? planes_stride_2<V, Relu, 2, 2>
+                        : g.pool_height == 3 && g.pool_width == 3 ? planes_stride_2<V, Relu, 3, 3>
+                                                                  : planes_stride_2<V, Relu, 0, 0>;
+    kernel(g, planes, src, dst, win);
+}
+
 // max_unpool_plane's dx of `planes` planes of 2x2 stride-2 windows (2 Ho <= H, 2 Wo <= W),
 // unpool_plane_2x2's bits: each window's block written whole, its gradient's bits where
-// the winner lies and +0 elsewhere (a -0 stays -0), the segments of planes_2x2 two to a
+// the winner lies and +0 elsewhere (a -0 stays -0), the segments of planes_stride_2 two to a
 // vector: the gradients and winners of both as one run (expanded into the halves where
 // the first is short), the four masks of the winners' offsets, and each half's block
 // rows interleaved from the masked gradients. The columns and the row no block covers
@@ -633,14 +668,16 @@ void max_pool_planes_avx512(const AvgPoolPlane& g, int64_t planes, const double*
           : stacked_small_planes<__m512d, false>)(g, planes, src, dst, win);
 }
 
-void max_pool_planes_2x2_avx512(const AvgPoolPlane& g, int64_t planes, const float* src,
-                                float* dst, int32_t* win, bool relu) {
-    (relu ? planes_2x2<__m512, true> : planes_2x2<__m512, false>)(g, planes, src, dst, win);
+void max_pool_planes_stride2_avx512(const AvgPoolPlane& g, int64_t planes, const float* src,
+                                    float* dst, int32_t* win, bool relu) {
+    (relu ? planes_stride_2<__m512, true, float> : planes_stride_2<__m512, false, float>)(
+        g, planes, src, dst, win);
 }
 
-void max_pool_planes_2x2_avx512(const AvgPoolPlane& g, int64_t planes, const double* src,
-                                double* dst, int32_t* win, bool relu) {
-    (relu ? planes_2x2<__m512d, true> : planes_2x2<__m512d, false>)(g, planes, src, dst, win);
+void max_pool_planes_stride2_avx512(const AvgPoolPlane& g, int64_t planes, const double* src,
+                                    double* dst, int32_t* win, bool relu) {
+    (relu ? planes_stride_2<__m512d, true, double> : planes_stride_2<__m512d, false, double>)(
+        g, planes, src, dst, win);
 }
 
 int64_t max_unpool_planes_2x2_avx512(const AvgPoolPlane& g, int64_t planes, const float* grad,
