@@ -203,22 +203,20 @@ void pool_forward(const PoolGeometry& g, const T* x, T* out, int32_t* winners, b
     // windows on 5 x 5 to 32 x 32 planes: 1.1x-3.1x less time than the rows side by side
     // or the AVX2 stacks) but for planes of more than half a band (40 x 40 float32 2x2:
     // 0.9x), and wherever the AVX2 stacks pay (strides of 3 and more: 1.2x-1.7x; rows of
-    // 1 to 3 outputs at stride 2: 1.4x-1.8x), and on float32 rows of 4 outputs at stride 2,
-    // half a vector of the rows side by side (1.05x-1.4x less time on 7 x 10 to 32 x 9
-    // planes, 3x3, 4x4 and 3x2 windows; rows of 5 or more, and float64 rows of 4, a full
-    // AVX2 vector, took as long or up to 1.5x longer).
+    // 1 to 3 outputs at stride 2 that the segments below do not take).
     const AvgPoolPlane windows = avg_pool_plane(g);
     const bool avx512 = avx512_activations_active() && in_plane <= kBand &&
                         (g.stride > 1 || 2 * in_plane <= kBand);
-    const int64_t short_row = avx512 && sizeof(T) == 4 ? 4 : 3;  // outputs
     const bool stacked = avx2_activations_active() && !spans && stacks(windows, g.W) &&
                          ((g.stride == 1 && (avx512 || g.Wo >= 12)) || g.stride >= 3 ||
-                          g.Wo <= short_row);
-    // On AVX-512 the 2x2 stride-2 windows take max_pool_planes_2x2_avx512 (pool_avx512.h:
-    // two segments of rows or planes to a vector, no per-plane setup, no scalar tail):
-    // 1.1x-3x less time than the rows side by side and their scalar tails or the stacks,
-    // but for float32 rows of 2 outputs (4 x 4 planes: 1.15x the stacks' time).
-    const bool pairs = avx512_activations_active() && two_by_two && g.stride == 2 &&
+                          g.Wo <= 3);
+    // On AVX-512 every window at stride 2 takes max_pool_planes_stride2_avx512
+    // (pool_avx512.h: two segments of rows or planes to a vector, no per-plane setup, no
+    // scalar tail): 2x2 windows 1.1x-3x less time than the rows side by side and their
+    // scalar tails or the stacks, the others (3x3, 3x2, 4x4 on 4 x 4 to 32 x 34 planes)
+    // 1.05x-2.7x, but for float32 rows of 2 outputs and rows of 1 (3x3 on 5 x 5 float32:
+    // 1.2x the stacks' time; on 11 x 4, 1.6x).
+    const bool pairs = avx512_activations_active() && g.stride == 2 &&
                        g.Wo >= (sizeof(T) == 4 ? 3 : 2);
     if (pairs || stacked) {
         const int64_t per_piece = std::max<int64_t>(1, 4 * kBand / in_plane);
@@ -229,7 +227,7 @@ void pool_forward(const PoolGeometry& g, const T* x, T* out, int32_t* winners, b
             T* dst = out + first * out_plane;
             int32_t* win = winners + first * out_plane;
             if (pairs) {
-                max_pool_planes_2x2_avx512(windows, count, src, dst, win, Relu);
+                max_pool_planes_stride2_avx512(windows, count, src, dst, win, Relu);
             } else if (avx512) {
                 max_pool_planes_avx512(windows, count, src, dst, win, Relu);
             } else {

@@ -36,40 +36,39 @@ struct PoolRow<__m512d> {
 };
 
 // The outputs among a vector of a plane's entries k0 .. k0 + L - 1 (lanes: the windows'
-// top left entries), in order, at dst, and their winners k + offsets[k] (an offset's low 32
+// top left entries), in order, at dst, and their winners k + offset (an offset's low 32
 // bits: x86 is little-endian) at win: compressed to the front of a register (a compress
 // to memory is microcoded on Zen 4) and stored under a mask.
-inline void store_picked(__mmask16 lanes, int32_t k0, const float* best, const float* offsets,
-                         float* dst, int32_t* win) {
+inline void store_picked(__mmask16 lanes, int32_t k0, __m512 best, __m512 offset, float* dst,
+                         int32_t* win) {
     const auto front = static_cast<__mmask16>((1u << __builtin_popcount(lanes)) - 1);
     const __m512i k = _mm512_add_epi32(
         _mm512_set1_epi32(k0),
         _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
-    const __m512 values = _mm512_maskz_loadu_ps(lanes, best);
-    _mm512_mask_storeu_ps(dst, front, _mm512_maskz_compress_ps(lanes, values));
-    const __m512i winners = _mm512_add_epi32(k, _mm512_maskz_loadu_epi32(lanes, offsets));
+    _mm512_mask_storeu_ps(dst, front, _mm512_maskz_compress_ps(lanes, best));
+    const __m512i winners = _mm512_add_epi32(k, _mm512_castps_si512(offset));
     _mm512_mask_storeu_epi32(win, front, _mm512_maskz_compress_epi32(lanes, winners));
 }
 
-inline void store_picked(__mmask8 lanes, int32_t k0, const double* best, const double* offsets,
-                         double* dst, int32_t* win) {
+inline void store_picked(__mmask8 lanes, int32_t k0, __m512d best, __m512d offset, double* dst,
+                         int32_t* win) {
     const auto front = static_cast<__mmask8>((1u << __builtin_popcount(lanes)) - 1);
     const __m256i k =
         _mm256_add_epi32(_mm256_set1_epi32(k0), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-    const __m512d values = _mm512_maskz_loadu_pd(lanes, best);
-    _mm512_mask_storeu_pd(dst, front, _mm512_maskz_compress_pd(lanes, values));
-    const __m256i low = _mm512_cvtepi64_epi32(_mm512_maskz_loadu_epi64(lanes, offsets));
-    const __m256i winners = _mm256_add_epi32(k, low);
+    _mm512_mask_storeu_pd(dst, front, _mm512_maskz_compress_pd(lanes, best));
+    const __m256i winners = _mm256_add_epi32(k, _mm512_cvtepi64_epi32(_mm512_castpd_si512(offset)));
     _mm256_mask_storeu_epi32(win, front, _mm256_maskz_compress_epi32(lanes, winners));
 }
 
 // The stacks of planes (pool_avx2.cpp's stacked_planes: each entry's first maximum along
-// the window's width, then down its height, in long vectors along the stack) for planes of
-// at most kBand entries, in bands of whole planes; then each plane's outputs picked out of
-// its entries a vector of entries at a time (store_picked: several rows of a small plane
-// in one), under the masks of the windows' top left entries, the same for every plane:
-// listed once, the vectors without any left out. A row at a time (as stacked_planes), a
-// row of a few outputs had cost more than its maxima.
+// the window's width, in long vectors along the stack, then down its height) for planes of
+// at most kBand entries, in bands of whole planes. The maxima down the height are taken
+// only in the vectors of a plane's entries that hold windows' top left entries, under
+// their masks (the same for every plane: listed once), and the outputs picked straight
+// out of those registers (store_picked: several rows of a small plane in one). A row at
+// a time (as stacked_planes), a row of a few outputs had cost more than its maxima; a
+// pass down the height over every entry stored and loaded them again, and at strides of
+// 2 and more computed rows no window starts at (1.05x-1.6x this time).
 template <typename V, bool Relu, typename S = typename Lanes<V>::Scalar>
 void stacked_small_planes(const AvgPoolPlane& g, int64_t planes, const S* src, S* dst,
                           int32_t* win) {
@@ -77,7 +76,13 @@ void stacked_small_planes(const AvgPoolPlane& g, int64_t planes, const S* src, S
     using Mask = typename L::Mask;
     constexpr int64_t lanes = L::width, most = kBand / lanes;
     const int64_t in_plane = g.in_plane(), out_plane = g.out_plane(), s = g.stride;
-    const int64_t per_band = kBand / in_plane;
+    // Bands of whole planes of up to 4 KB of entries (1,024 float32, 512 float64), at least
+    // a plane: then the band's maxima and offsets are 8 KB beside them. Bands of kBand
+    // entries took 1.05x-1.2x the time on float32 24 x 24 and 32 x 32 planes, 1.1x-1.45x
+    // on float64 9 x 11 to 32 x 32 (measured; bands of 2 KB did no better).
+    constexpr int64_t kBandBytes = 4096;
+    const int64_t per_band =
+        std::max<int64_t>(1, kBandBytes / static_cast<int64_t>(sizeof(S)) / in_plane);
     // The vectors of a plane's entries that hold top left entries: their first entry, their
     // lanes that do, and the outputs before them.
     int32_t vector_at[most], outputs_before[most];
@@ -101,13 +106,16 @@ void stacked_small_planes(const AvgPoolPlane& g, int64_t planes, const S* src, S
     for (int64_t first = 0; first < planes; first += per_band) {
         const int64_t n = std::min(per_band, planes - first), entries = n * in_plane;
         row_maxima<V, Relu>(src + first * in_plane, pw, entries - pw + 1, best, offsets);
-        column_maxima<V>(g.W, ph, entries - (ph - 1) * g.W - pw + 1, best, offsets);
         for (int64_t p = 0; p < n; ++p) {
             const int64_t out = (first + p) * out_plane;
             for (int64_t v = 0; v < vectors; ++v) {
-                const int64_t at = p * in_plane + vector_at[v];
-                store_picked(tops[v], vector_at[v], best + at, offsets + at,
-                             dst + out + outputs_before[v], win + out + outputs_before[v]);
+                // the column maxima of the vectors that hold outputs alone, kept in registers
+                const auto load = [&](const S* at) { return L::load(at, tops[v]); };
+                V offset;
+                const V top = column_maximum<V>(best, offsets, p * in_plane + vector_at[v], g.W,
+                                                ph, load, offset);
+                store_picked(tops[v], vector_at[v], top, offset, dst + out + outputs_before[v],
+                             win + out + outputs_before[v]);
             }
         }
     }
@@ -115,7 +123,8 @@ void stacked_small_planes(const AvgPoolPlane& g, int64_t planes, const S* src, S
 
 // ----- 2x2 windows at stride 2 -----------------------------------------------------------
 
-// What planes_2x2 needs of a vector type: the even and the odd lanes of two vectors, and
+// What planes_stride_2 and unpool_planes_2x2 need of a vector type: the even and the odd
+// lanes of two vectors, and
 // the winners' int32 vectors (as wide as V's lanes: sixteen of __m512, eight of __m512d).
 template <typename V>
 struct Pairs;
@@ -206,7 +215,7 @@ struct Pairs<__m512d> {
     }
 };
 
-// The 2x2, stride-2 windows of `planes` planes one after another in segments of up to
+// The stride-2 windows of `planes` planes one after another in segments of up to
 // `half` outputs (half a vector): a row's first `half` outputs, its next ones, ..., then the
 // next row's, the next plane's. A vector takes two segments, the next two whatever row or
 // plane they are in, so rows shorter than a vector fill it as well as long ones, and a
@@ -259,14 +268,17 @@ typename L::Mask halves(const Segments::Segment& lo, const Segments::Segment& hi
     return static_cast<typename L::Mask>(L::tail(lo.outputs) | (L::tail(hi.outputs) << half));
 }
 
-// The 2x2, stride-2 pooling of `planes` planes (pool.h's tie rule; with Relu, of relu(x) as
-// relu_forward computes it), the windows of pool_avx2.cpp's row_2x2 on sixteen float32 or
-// eight float64 lanes: the first maxima of the two rows side by side, then theirs. Each
-// half of a vector holds a segment's entries (a masked load of each of its rows), one
-// permute pairs the entries of both halves, and the outputs of both are stored as one run
-// (compressed together where the first segment is short).
-template <typename V, bool Relu, typename S = typename Lanes<V>::Scalar>
-void planes_2x2(const AvgPoolPlane& g, int64_t planes, const S* src, S* dst, int32_t* win) {
+// The pooling at stride 2 of `planes` planes (pool.h's tie rule; with Relu, of relu(x) as
+// relu_forward computes it) on sixteen float32 or eight float64 lanes, the windows of
+// pool_avx2.cpp's rows side by side: each row of the windows' first maximum (a chain of
+// compares along it), then the first of those, row after row. Each half of a vector holds
+// a segment's windows: a masked load of each of its rows at each even column of the
+// window gives the windows' entries at that column in its even lanes and at the next one
+// in its odd lanes (one permute each pairs the entries of both halves). The outputs of
+// both segments are stored as one run (compressed together where the first is short).
+// kH, kW > 0 fix the window at compile time (2x2, 3x3); 0 reads it from g.
+template <typename V, bool Relu, int64_t kH, int64_t kW, typename S = typename Lanes<V>::Scalar>
+void planes_stride_2(const AvgPoolPlane& g, int64_t planes, const S* src, S* dst, int32_t* win) {
     using L = Lanes<V>;
     using P = Pairs<V>;
     using Mask = typename P::Mask;
@@ -274,22 +286,45 @@ void planes_2x2(const AvgPoolPlane& g, int64_t planes, const S* src, S* dst, int
     const auto seen = [](V v) {  // relu_forward's numbers: x <= 0 (not a NaN) becomes +0
         return Relu ? L::select(L::ge(L::zero(), v), L::zero(), v) : v;
     };
-    const V left = PoolRow<V>::offset(0), right = PoolRow<V>::offset(1);
-    const int64_t W = g.W;
-    const V down = PoolRow<V>::offset(static_cast<int32_t>(W));
-    const V down_right = PoolRow<V>::offset(static_cast<int32_t>(W + 1));
+    const int64_t ph = kH ? kH : g.pool_height, pw = kW ? kW : g.pool_width, W = g.W;
+    const auto at = [](int64_t k) { return PoolRow<V>::offset(static_cast<int32_t>(k)); };
     Segments segments(g, planes, half);
     while (segments.more()) {
         const auto lo = segments.next(), hi = segments.next();
-        const Mask lo_in = L::tail(2 * lo.outputs), hi_in = L::tail(2 * hi.outputs);
-        const S* top_lo = src + lo.entry;
-        const S* top_hi = src + hi.entry;
-        const V a = seen(L::load(top_lo, lo_in)), b = seen(L::load(top_hi, hi_in));
-        const V c = seen(L::load(top_lo + W, lo_in)), d = seen(L::load(top_hi + W, hi_in));
-        V top_offset, bottom_offset, offset;
-        const V top = first_max(P::evens(a, b), P::odds(a, b), left, right, top_offset);
-        const V bottom = first_max(P::evens(c, d), P::odds(c, d), down, down_right, bottom_offset);
-        V best = first_max(top, bottom, top_offset, bottom_offset, offset);
+        // The lanes of a load at a window's column: the entries of that column and the next
+        // one, but the last entry at the window's last column (which could be past x).
+        const Mask lo_pairs = L::tail(2 * lo.outputs), hi_pairs = L::tail(2 * hi.outputs);
+        const Mask lo_last = L::tail(2 * lo.outputs - 1), hi_last = L::tail(2 * hi.outputs - 1);
+        // the first maximum of the windows' row i, and its offset
+        const auto row_maximum = [&](int64_t i, V& row_offset) {
+            const S* lo_row = src + lo.entry + i * W;
+            const S* hi_row = src + hi.entry + i * W;
+            V row_best = V();
+            for (int64_t j = 0; j < pw; j += 2) {
+                const bool odd = j + 1 < pw;
+                const V a = seen(L::load(lo_row + j, odd ? lo_pairs : lo_last));
+                const V b = seen(L::load(hi_row + j, odd ? hi_pairs : hi_last));
+                if (j == 0) {
+                    row_best = P::evens(a, b);
+                    row_offset = at(i * W);
+                } else {
+                    row_best = first_max(row_best, P::evens(a, b), row_offset, at(i * W + j),
+                                         row_offset);
+                }
+                if (odd) {
+                    row_best = first_max(row_best, P::odds(a, b), row_offset, at(i * W + j + 1),
+                                         row_offset);
+                }
+            }
+            return row_best;
+        };
+        V offset = V();
+        V best = row_maximum(0, offset);
+        for (int64_t i = 1; i < ph; ++i) {
+            V row_offset = V();
+            const V row_best = row_maximum(i, row_offset);
+            best = first_max(best, row_best, offset, row_offset, offset);
+        }
         auto winners = P::winners(P::tops(lo.first, hi.first), offset);
         const Mask run = L::tail(lo.outputs + hi.outputs);
         if (lo.outputs < half) {  // the two segments' outputs as one run
@@ -301,9 +336,17 @@ void planes_2x2(const AvgPoolPlane& g, int64_t planes, const S* src, S* dst, int
     }
 }
 
+template <typename V, bool Relu, typename S>
+void planes_stride_2(const AvgPoolPlane& g, int64_t planes, const S* src, S* dst, int32_t* win) {
+    const auto kernel = g.pool_height == 2 && g.pool_width == 2   ? planes_stride_2<V, Relu, 2, 2>
+                        : g.pool_height == 3 && g.pool_width == 3 ? planes_stride_2<V, Relu, 3, 3>
+                                                                  : planes_stride_2<V, Relu, 0, 0>;
+    kernel(g, planes, src, dst, win);
+}
+
 // max_unpool_plane's dx of `planes` planes of 2x2 stride-2 windows (2 Ho <= H, 2 Wo <= W),
 // unpool_plane_2x2's bits: each window's block written whole, its gradient's bits where
-// the winner lies and +0 elsewhere (a -0 stays -0), the segments of planes_2x2 two to a
+// the winner lies and +0 elsewhere (a -0 stays -0), the segments of planes_stride_2 two to a
 // vector: the gradients and winners of both as one run (expanded into the halves where
 // the first is short), the four masks of the winners' offsets, and each half's block
 // rows interleaved from the masked gradients. The columns and the row no block covers
@@ -631,14 +674,16 @@ void max_pool_planes_avx512(const AvgPoolPlane& g, int64_t planes, const double*
           : stacked_small_planes<__m512d, false>)(g, planes, src, dst, win);
 }
 
-void max_pool_planes_2x2_avx512(const AvgPoolPlane& g, int64_t planes, const float* src,
-                                float* dst, int32_t* win, bool relu) {
-    (relu ? planes_2x2<__m512, true> : planes_2x2<__m512, false>)(g, planes, src, dst, win);
+void max_pool_planes_stride2_avx512(const AvgPoolPlane& g, int64_t planes, const float* src,
+                                    float* dst, int32_t* win, bool relu) {
+    (relu ? planes_stride_2<__m512, true, float> : planes_stride_2<__m512, false, float>)(
+        g, planes, src, dst, win);
 }
 
-void max_pool_planes_2x2_avx512(const AvgPoolPlane& g, int64_t planes, const double* src,
-                                double* dst, int32_t* win, bool relu) {
-    (relu ? planes_2x2<__m512d, true> : planes_2x2<__m512d, false>)(g, planes, src, dst, win);
+void max_pool_planes_stride2_avx512(const AvgPoolPlane& g, int64_t planes, const double* src,
+                                    double* dst, int32_t* win, bool relu) {
+    (relu ? planes_stride_2<__m512d, true, double> : planes_stride_2<__m512d, false, double>)(
+        g, planes, src, dst, win);
 }
 
 int64_t max_unpool_planes_2x2_avx512(const AvgPoolPlane& g, int64_t planes, const float* grad,

@@ -19,12 +19,12 @@ void max_pool_planes_avx512(const AvgPoolPlane& g, int64_t planes, const float* 
 void max_pool_planes_avx512(const AvgPoolPlane& g, int64_t planes, const double* src,
                             double* dst, int32_t* win, bool relu);
 
-// `planes` planes of max_pool_forward's 2x2, stride-2 pooling (pool_avx2.h's row_2x2: the
-// same outputs and winners), any plane size.
-void max_pool_planes_2x2_avx512(const AvgPoolPlane& g, int64_t planes, const float* src,
-                                float* dst, int32_t* win, bool relu);
-void max_pool_planes_2x2_avx512(const AvgPoolPlane& g, int64_t planes, const double* src,
-                                double* dst, int32_t* win, bool relu);
+// `planes` planes of max_pool_forward's pooling at stride 2 (any window and plane size; the
+// outputs and winners of pool_avx2.h's kernels and pool.cpp's loops).
+void max_pool_planes_stride2_avx512(const AvgPoolPlane& g, int64_t planes, const float* src,
+                                    float* dst, int32_t* win, bool relu);
+void max_pool_planes_stride2_avx512(const AvgPoolPlane& g, int64_t planes, const double* src,
+                                    double* dst, int32_t* win, bool relu);
 
 // max_pool_backward's dx of `planes` planes of 2x2 stride-2 windows (2 Ho <= H, 2 Wo <= W;
 // g's windows are not read) as max_unpool_plane writes it where every winner lies in its

@@ -75,24 +75,35 @@ void row_maxima(const S* x, int64_t pw, int64_t n, S* best, S* offsets) {
     }
 }
 
-// In place: best[k], offsets[k] = the first maximum of best[k], best[k + pitch], ...
-// (ph of them, in order) and its offset i pitch + offsets[k + i pitch], for k < n. Each
-// vector is loaded whole before it is stored, and reads only entries at k and after.
+// The first maximum of best[k], best[k + pitch], ... (ph of them, in order) and its offset
+// i pitch + offsets[k + i pitch], for the lanes k of the vector at best + at: load(p) loads
+// the vector at p (whole, or some of its lanes).
+template <typename V, typename S, typename Load>
+V column_maximum(const S* best, const S* offsets, int64_t at, int64_t pitch, int64_t ph,
+                 Load load, V& offset) {
+    using P = PoolRow<V>;
+    V top = load(best + at);
+    offset = load(offsets + at);
+    for (int64_t i = 1; i < ph; ++i) {
+        const int64_t below_at = at + i * pitch;
+        const V below = P::add_offset(load(offsets + below_at), static_cast<int32_t>(i * pitch));
+        top = first_max(top, load(best + below_at), offset, below, offset);
+    }
+    return top;
+}
+
+// In place: best[k], offsets[k] = column_maximum's, for k < n. Each vector is loaded whole
+// before it is stored, and reads only entries at k and after.
 template <typename V, typename S = typename Lanes<V>::Scalar>
 void column_maxima(int64_t pitch, int64_t ph, int64_t n, S* best, S* offsets) {
     using L = Lanes<V>;
-    using P = PoolRow<V>;
     for (int64_t k = 0; k < n; k += L::width) {
         const int64_t m = std::min<int64_t>(L::width, n - k);
         const auto load = [&](const S* at) {
             return m == L::width ? L::load(at) : L::load(at, L::tail(m));
         };
-        V top = load(best + k), offset = load(offsets + k);
-        for (int64_t i = 1; i < ph; ++i) {
-            const int64_t at = k + i * pitch;
-            const V below = P::add_offset(load(offsets + at), static_cast<int32_t>(i * pitch));
-            top = first_max(top, load(best + at), offset, below, offset);
-        }
+        V offset;
+        const V top = column_maximum<V>(best, offsets, k, pitch, ph, load, offset);
         store_first_lanes<V>(m, top, offset, best + k, offsets + k);
     }
 }

@@ -275,13 +275,13 @@ void max_pool_planes_avx512(const AvgPoolPlane&, int64_t, const double*, double*
                             bool) {
     absent("max_pool_planes_avx512");
 }
-void max_pool_planes_2x2_avx512(const AvgPoolPlane&, int64_t, const float*, float*, int32_t*,
-                                bool) {
-    absent("max_pool_planes_2x2_avx512");
+void max_pool_planes_stride2_avx512(const AvgPoolPlane&, int64_t, const float*, float*,
+                                    int32_t*, bool) {
+    absent("max_pool_planes_stride2_avx512");
 }
-void max_pool_planes_2x2_avx512(const AvgPoolPlane&, int64_t, const double*, double*, int32_t*,
-                                bool) {
-    absent("max_pool_planes_2x2_avx512");
+void max_pool_planes_stride2_avx512(const AvgPoolPlane&, int64_t, const double*, double*,
+                                    int32_t*, bool) {
+    absent("max_pool_planes_stride2_avx512");
 }
 int64_t max_unpool_planes_2x2_avx512(const AvgPoolPlane&, int64_t, const float*, const int32_t*,
                                      float*) {

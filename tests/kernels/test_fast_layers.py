@@ -827,7 +827,9 @@ def test_max_pool_on_avx512_gives_the_bits_of_avx2(
     planes=st.integers(1, 40),
     Ho=st.integers(1, 20),
     Wo=st.one_of(st.integers(1, 40), st.just(4)),
-    window=st.sampled_from([(2, 2), (2, 2), (2, 2), (3, 3), (4, 4), (3, 2), (2, 3), (1, 3)]),
+    window=st.sampled_from(
+        [(2, 2), (2, 2), (2, 2), (3, 3), (3, 3), (4, 4), (3, 2), (2, 3), (1, 3), (1, 1), (5, 4)]
+    ),
     extra_rows=st.integers(0, 1),
     extra_columns=st.integers(0, 1),
     dtype=st.sampled_from([np.float32, np.float64]),
@@ -838,13 +840,13 @@ def test_max_pool_on_avx512_gives_the_bits_of_avx2(
 def test_max_pool_stride_2_on_avx512_is_avx2_and_the_loops(
     planes, Ho, Wo, window, extra_rows, extra_columns, dtype, specials, relu_first, seed
 ):
-    """Stride-2 pools on AVX-512 against the loops and the AVX2 kernels: 2x2 windows
-    (cpp/pool_avx512.h: two segments of rows or planes to a vector, the rows of 4 to 7
-    outputs two to a vector) and others (rows of 1 to 3 outputs, and float32 rows of 4, on
-    the stacks of small planes: outputs compressed out of vectors of entries). The same
-    winners and bits with ties, NaNs and -0.0, odd planes leaving a row or a column out,
-    on one, two and three threads. Where the CPU has no AVX-512 both runs are the same
-    code."""
+    """Stride-2 pools on AVX-512 against the loops and the AVX2 kernels: any window
+    (cpp/pool_avx512.h: two segments of rows or planes to a vector, the rows of 3 to 7
+    float32 outputs two to a vector; a window's odd or even width, its last column's loads
+    one entry short) and rows of 1 or 2 float32 outputs, 1 float64 (on the stacks of small
+    planes: outputs compressed out of vectors of entries). The same winners and bits with
+    ties, NaNs and -0.0, odd planes leaving a row or a column out, on one, two and three
+    threads. Where the CPU has no AVX-512 both runs are the same code."""
     ph, pw = window
     H, W = 2 * (Ho - 1) + ph + extra_rows, 2 * (Wo - 1) + pw + extra_columns
     x = pool_input((1, planes, H, W), dtype, specials, seed)
