@@ -51,6 +51,9 @@ with w.live(every=5, budget=0.5):
 print("trained", solver.iteration, "iterations")"""
 
 
+KERNEL, KERNEL_DISPLAY = "graphnet-under-test", "graphnet under test"
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -66,8 +69,8 @@ def server(tmp_path_factory):
     notebook = nbformat.v4.new_notebook()
     notebook.cells = [nbformat.v4.new_code_cell(SETUP), nbformat.v4.new_code_cell(TRAIN)]
     notebook.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
+        "name": KERNEL,
+        "display_name": KERNEL_DISPLAY,
         "language": "python",
     }
     nbformat.write(notebook, root / "widget.ipynb")
@@ -78,9 +81,25 @@ def server(tmp_path_factory):
     (settings / "notification.jupyterlab-settings").write_text(
         json.dumps({"fetchNews": "false", "checkForUpdates": False})
     )
+    # The kernel is this interpreter, whatever kernelspecs the machine has: a "python3"
+    # spec installed for another Python would import another graphnet, or none.
+    spec = home / "data" / "kernels" / KERNEL
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": KERNEL_DISPLAY,
+                "language": "python",
+            }
+        )
+    )
     port, token = free_port(), secrets.token_hex(16)
     env = dict(
         os.environ,
+        JUPYTER_PATH=os.pathsep.join(
+            filter(None, [str(home / "data"), os.environ.get("JUPYTER_PATH")])
+        ),
         JUPYTERLAB_SETTINGS_DIR=str(home / "settings"),
         JUPYTERLAB_WORKSPACES_DIR=str(home / "workspaces"),
         JUPYTER_RUNTIME_DIR=str(home / "runtime"),
@@ -90,8 +109,7 @@ def server(tmp_path_factory):
         [
             sys.executable,
             "-m",
-            "jupyter",
-            "lab",
+            "jupyterlab",  # this interpreter's, where `jupyter lab` runs the first on PATH
             "--no-browser",
             "--allow-root",
             "--ServerApp.ip=127.0.0.1",
@@ -146,7 +164,7 @@ def test_the_widget_in_jupyterlab(server, browser):
     errors = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(f"{base}/lab/tree/widget.ipynb?token={token}")
-    page.wait_for_selector("text=Python 3 (ipykernel) | Idle", timeout=90_000)
+    page.wait_for_selector(f"text={KERNEL_DISPLAY} | Idle", timeout=90_000)
     run_cells(page, 1)
     page.wait_for_selector(".gn-widget .gn-stage svg g.node", timeout=90_000)
 
