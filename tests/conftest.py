@@ -1,6 +1,8 @@
 """Shared fixtures, and the hypothesis profile the tests run under."""
 
+import json
 import os
+import sys
 
 import pytest
 from hypothesis import settings
@@ -23,3 +25,29 @@ def one_kernel_thread():
     _C.set_num_threads(1)
     yield
     _C.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def this_python_kernel(tmp_path_factory):
+    """A Jupyter kernelspec (as a notebook's metadata names it) whose kernel is this
+    interpreter, in a folder of its own put first on JUPYTER_PATH for the session: the
+    notebooks the tests run import the graphnet under test whatever kernelspecs the machine
+    has (a "python3" one installed for another Python would import another graphnet, or
+    none)."""
+    data = tmp_path_factory.mktemp("jupyter-data")
+    spec = {
+        "name": "graphnet-under-test",
+        "display_name": "graphnet under test",
+        "language": "python",
+    }
+    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    (data / "kernels" / spec["name"]).mkdir(parents=True)
+    (data / "kernels" / spec["name"] / "kernel.json").write_text(
+        json.dumps({"argv": argv, "display_name": spec["display_name"], "language": "python"})
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(
+            "JUPYTER_PATH",
+            os.pathsep.join(filter(None, [str(data), os.environ.get("JUPYTER_PATH")])),
+        )
+        yield spec

@@ -1,5 +1,5 @@
 """The teaching notebooks: committed without outputs, and each runs top to bottom in a
-fresh python3 kernel with the notebooks folder as its working directory.
+fresh kernel of the interpreter under test with the notebooks folder as its working directory.
 
 Executing them takes a minute or two; deselect with `pytest -m "not notebooks"`. Each
 executed notebook is kept in build/executed-notebooks/ under its content hash: the docs
@@ -60,14 +60,14 @@ def test_every_notebook_starts_with_a_title_and_explains_itself():
 @pytest.mark.notebooks
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_runs_top_to_bottom(path):
+def test_notebook_runs_top_to_bottom(path, this_python_kernel):
     nbclient = pytest.importorskip("nbclient")
     pytest.importorskip("ipykernel")
     nb = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(
         nb,
         timeout=CELL_TIMEOUT,
-        kernel_name="python3",
+        kernel_name=this_python_kernel["name"],
         resources={"metadata": {"path": str(NOTEBOOK_DIR)}},
     )
     start = time.perf_counter()

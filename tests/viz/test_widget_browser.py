@@ -51,9 +51,6 @@ with w.live(every=5, budget=0.5):
 print("trained", solver.iteration, "iterations")"""
 
 
-KERNEL, KERNEL_DISPLAY = "graphnet-under-test", "graphnet under test"
-
-
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -61,18 +58,15 @@ def free_port():
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """A Jupyter server (JupyterLab and Notebook 7 both serve from it) on 127.0.0.1."""
+def server(tmp_path_factory, this_python_kernel):
+    """A Jupyter server (JupyterLab and Notebook 7 both serve from it) on 127.0.0.1: its
+    address, its token and the display name of the notebooks' kernel."""
     home = tmp_path_factory.mktemp("jupyter")
     root = home / "notebooks"
     root.mkdir()
     notebook = nbformat.v4.new_notebook()
     notebook.cells = [nbformat.v4.new_code_cell(SETUP), nbformat.v4.new_code_cell(TRAIN)]
-    notebook.metadata["kernelspec"] = {
-        "name": KERNEL,
-        "display_name": KERNEL_DISPLAY,
-        "language": "python",
-    }
+    notebook.metadata["kernelspec"] = this_python_kernel
     nbformat.write(notebook, root / "widget.ipynb")
     nbformat.write(notebook, root / "classic.ipynb")
     # no news, no update checks: nothing but the page itself to look at
@@ -81,25 +75,9 @@ def server(tmp_path_factory):
     (settings / "notification.jupyterlab-settings").write_text(
         json.dumps({"fetchNews": "false", "checkForUpdates": False})
     )
-    # The kernel is this interpreter, whatever kernelspecs the machine has: a "python3"
-    # spec installed for another Python would import another graphnet, or none.
-    spec = home / "data" / "kernels" / KERNEL
-    spec.mkdir(parents=True)
-    (spec / "kernel.json").write_text(
-        json.dumps(
-            {
-                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-                "display_name": KERNEL_DISPLAY,
-                "language": "python",
-            }
-        )
-    )
     port, token = free_port(), secrets.token_hex(16)
     env = dict(
         os.environ,
-        JUPYTER_PATH=os.pathsep.join(
-            filter(None, [str(home / "data"), os.environ.get("JUPYTER_PATH")])
-        ),
         JUPYTERLAB_SETTINGS_DIR=str(home / "settings"),
         JUPYTERLAB_WORKSPACES_DIR=str(home / "workspaces"),
         JUPYTER_RUNTIME_DIR=str(home / "runtime"),
@@ -135,7 +113,7 @@ def server(tmp_path_factory):
                         + (home / "server.log").read_text()[-2000:]
                     ) from error
                 time.sleep(0.5)
-        yield base, token
+        yield base, token, this_python_kernel["display_name"]
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -159,12 +137,12 @@ def stage(page):
 
 
 def test_the_widget_in_jupyterlab(server, browser):
-    base, token = server
+    base, token, kernel = server
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     errors = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(f"{base}/lab/tree/widget.ipynb?token={token}")
-    page.wait_for_selector(f"text={KERNEL_DISPLAY} | Idle", timeout=90_000)
+    page.wait_for_selector(f"text={kernel} | Idle", timeout=90_000)
     run_cells(page, 1)
     page.wait_for_selector(".gn-widget .gn-stage svg g.node", timeout=90_000)
 
@@ -252,7 +230,7 @@ def test_the_widget_in_jupyterlab(server, browser):
 
 
 def test_the_widget_in_notebook_7(server, browser):
-    base, token = server
+    base, token, _ = server
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     errors = []
     page.on("pageerror", lambda e: errors.append(str(e.stack)))
