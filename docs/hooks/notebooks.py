@@ -3,8 +3,9 @@
 The notebooks are committed without outputs. Each is rendered from an executed copy in
 build/executed-notebooks/, named by the notebook's content hash: the notebook test
 (tests/e2e/test_notebooks.py) leaves one there after it runs, and when none matches the
-committed notebook this hook executes it (as the test does: a fresh python3 kernel in
-notebooks/) and keeps the copy. nbconvert turns each into Markdown, its pictures into
+committed notebook this hook executes it (in a fresh kernel, the python3 the notebooks
+name, in notebooks/; the test runs them on a kernel of its own interpreter) and keeps
+the copy. nbconvert turns each into Markdown, its pictures into
 files beside the page; nothing is loaded from the network when the page is read.
 """
 from __future__ import annotations
