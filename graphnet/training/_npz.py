@@ -14,6 +14,7 @@ import json
 import os
 import re
 import stat
+import tokenize
 import zipfile
 
 import numpy as np
@@ -170,7 +171,9 @@ class Archive:
 
 def _header(member, key):
     """(shape, fortran, dtype) from an .npy member's header, which numpy parses with
-    ast.literal_eval (no code runs) within MAX_NPY_HEADER bytes."""
+    ast.literal_eval (no code runs) within MAX_NPY_HEADER bytes. A damaged header fails
+    there as a SyntaxError, a RecursionError (thousands of nested operators) or, when
+    numpy retries it through tokenize, a TokenError (an unclosed bracket or string)."""
     try:
         version = np.lib.format.read_magic(member)
         read = (
@@ -179,7 +182,7 @@ def _header(member, key):
             else np.lib.format.read_array_header_2_0
         )
         shape, fortran, dtype = read(member, MAX_NPY_HEADER)
-    except (ValueError, SyntaxError, TypeError) as err:
+    except (ValueError, SyntaxError, TypeError, RecursionError, tokenize.TokenError) as err:
         raise ArchiveError(f"array {key!r} has a damaged .npy header ({err})") from None
     if dtype.hasobject:
         raise ArchiveError(f"refused: array {key!r} holds {_PICKLED}")

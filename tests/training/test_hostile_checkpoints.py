@@ -5,6 +5,7 @@ file justifies; the ones that once crashed the interpreter are loaded in a child
 import json
 import math
 import os
+import struct
 import tracemalloc
 import zipfile
 
@@ -304,6 +305,87 @@ def test_every_flipped_byte_of_the_zip_directory_is_refused_or_harmless(tmp_path
         np.testing.assert_array_equal(graph["w"].value, np.arange(6.0).reshape(3, 2))
         np.testing.assert_array_equal(graph["b"].value, np.ones(2))
     assert refused > (len(raw) - start) // 3
+
+
+def npy_bytes(header_dict, version=1):
+    """An .npy file of two bytes whose header is `header_dict` (bytes, the text numpy
+    parses), padded as numpy pads it."""
+    head_size = 10 if version == 1 else 12
+    header = header_dict + b" " * (-(head_size + len(header_dict) + 1) % 64) + b"\n"
+    size = struct.pack("<H" if version == 1 else "<I", len(header))
+    return b"\x93NUMPY" + bytes([version, 0]) + size + header + b"{}"
+
+
+HEADER = b"{'descr': '|u1', 'fortran_order': False, 'shape': ("  # up to the shape's values
+DAMAGED_HEADERS = {
+    # numpy retries a header ast cannot parse through tokenize, which then fails
+    "a NUL byte and no closing brace": HEADER + b"2,), \0",
+    "an unclosed string": HEADER + b"2,), 'x': '''}",
+    # ast's parser recurses once per operator
+    "4000 unary minuses": HEADER + b"-" * 4000 + b"2,)}",
+    "3000 additions": HEADER + b"1+" * 3000 + b"1,)}",
+}
+
+
+@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("what", list(DAMAGED_HEADERS))
+def test_a_damaged_npy_header_is_refused_naming_the_file(tmp_path, what, version):
+    """As the document's member, and as a lone .npy file: the header parser's tokenize
+    and recursion errors were not the loader's error."""
+    raw = npy_bytes(DAMAGED_HEADERS[what], version)
+    with zipfile.ZipFile(tmp_path / "h.npz", "w") as archive:
+        archive.writestr(checkpoint.DOC_KEY + ".npy", raw)
+    with pytest.raises(CheckpointError, match=r"h\.npz: array '__graphnet__\.json' has a damaged"):
+        load(tmp_path / "h.npz")
+    (tmp_path / "h.npy").write_bytes(raw)
+    with pytest.raises(CheckpointError, match=r"h\.npy: not a graphnet checkpoint \(a single"):
+        load(tmp_path / "h.npy")
+
+
+def damaged(raw, rng):
+    """`raw` with 1-8 bytes changed, cut short, or bytes inserted or removed."""
+    data, roll = bytearray(raw), rng.random()
+    at = int(rng.integers(len(data)))
+    if roll < 0.2:
+        return bytes(data[:at])
+    if roll < 0.3:
+        return bytes(data[:at] + rng.bytes(int(rng.integers(1, 64))) + data[at:])
+    if roll < 0.4:
+        return bytes(data[:at] + data[at + int(rng.integers(1, 64)) :])
+    for spot in rng.integers(len(data), size=int(rng.integers(1, 9))):
+        data[spot] ^= int(rng.integers(1, 256))
+    return bytes(data)
+
+
+def test_damaged_files_are_refused_naming_the_file_or_load_what_was_saved(tmp_path):
+    """A seeded generator damages a graph checkpoint 400 times: half of them its bytes
+    anywhere (the zip's CRCs catch most), half one byte of a member's .npy header,
+    zipped again with valid CRCs (a crafted file, or a writer's bug): there
+    numpy's header parser raised errors the loader let through."""
+    path = tmp_path / "g.npz"
+    save(small_graph(), path)
+    raw = path.read_bytes()
+    with zipfile.ZipFile(path) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    rng = np.random.default_rng(32)
+    for round_ in range(400):
+        if round_ % 2:
+            path.write_bytes(damaged(raw, rng))
+        else:
+            name = sorted(members)[int(rng.integers(len(members)))]
+            member = bytearray(members[name])
+            header_end = member.index(b"\n") + 1
+            member[int(rng.integers(header_end))] = int(rng.integers(256))
+            with zipfile.ZipFile(path, "w") as archive:
+                for other, content in members.items():
+                    archive.writestr(other, bytes(member) if other == name else content)
+        try:
+            graph = load(path)
+        except CheckpointError as err:
+            assert "g.npz" in str(err)
+            continue
+        np.testing.assert_array_equal(graph["w"].value, np.arange(6.0).reshape(3, 2))
+        np.testing.assert_array_equal(graph["b"].value, np.ones(2))
 
 
 @pytest.mark.parametrize(
