@@ -893,13 +893,17 @@ class _Reader:
                         node.output[0],
                         f"graphnet computes only its first output, but {', '.join(extra)} is used",
                     )
-            if node.output[0] in self.patterns:
-                build, inputs = self.patterns[node.output[0]]
-                value = build(
-                    self, node, [gate_input(self.input_value(x), node.op_type) for x in inputs]
-                )
-            else:
-                value = IMPORTERS[node.op_type](self, node)
+            try:
+                value = self.read(node)
+            except GraphError:
+                raise
+            except (IndexError, KeyError, TypeError, ValueError) as err:
+                # A node that breaks its op's schema (an input or attribute missing, a
+                # window of three sizes) fails inside the importer's arithmetic.
+                raise GraphError(
+                    f"ONNX node {node.output[0]!r} ({node.op_type}) does not fit its op's "
+                    f"schema: {type(err).__name__}: {err}"
+                ) from err
             if isinstance(value, tuple):  # one value for each of the node's outputs
                 self.values.update((out, v) for out, v in zip(node.output, value) if out)
             elif value is not None:
@@ -908,6 +912,15 @@ class _Reader:
             gate_input(self.input_value(out.name), "the model's output")
         g.eval()
         return g
+
+    def read(self, node):
+        """The node's value: a pattern's gate, or its op's importer's."""
+        if node.output[0] in self.patterns:
+            build, inputs = self.patterns[node.output[0]]
+            return build(
+                self, node, [gate_input(self.input_value(x), node.op_type) for x in inputs]
+            )
+        return IMPORTERS[node.op_type](self, node)
 
     def used(self, tensor):
         return any(tensor in n.input for n in self.model.graph.node) or any(
@@ -990,7 +1003,13 @@ def _shape(info):
 
 def _elem_dtype(onnx, info):
     """The dtype of a model input; a bool one (a mask) is fed as integers."""
-    dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(info.type.tensor_type.elem_type))
+    elem_type = info.type.tensor_type.elem_type
+    try:
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type))
+    except (KeyError, TypeError) as err:
+        raise GraphError(
+            f"ONNX input {info.name!r} has element type {elem_type}, which names no ONNX data type"
+        ) from err
     return np.dtype(np.int64) if dtype.kind == "b" else dtype
 
 

@@ -4,6 +4,7 @@ absurd attributes (strides, pads, windows, groups, axes, casts near 2**62, zero 
 negative). Each is refused with a GraphError (UnsupportedOpError is one) naming the
 file, the tensor or the node, before any array sized by the file is made."""
 
+import copy
 import pickle
 
 import numpy as np
@@ -134,3 +135,82 @@ def test_the_valid_model_loads_and_runs(tmp_path):
     g = gn.from_onnx(path)
     out = g.forward({"x": np.ones((1, 3, 8, 8), np.float32)})
     assert np.asarray(out).shape == (1, 2, 6, 6)
+
+
+def with_input_type(elem_type):
+    proto = one("Relu", shape=(2,))
+    proto.graph.input[0].type.tensor_type.elem_type = elem_type
+    return proto
+
+
+# Nodes that break their op's schema: each failed inside the importer with Python's
+# IndexError, TypeError, ValueError or KeyError instead of a GraphError naming the node.
+MALFORMED = {
+    "MaxPool without kernel_shape": one("MaxPool"),
+    "MaxPool with a window of four sizes": one("MaxPool", kernel_shape=[2, 2, 2, 2]),
+    "Conv without its weight": one("Conv", ("x",)),
+    "Reshape without its shape": one("Reshape", ("x",), shape=(2, 3)),
+    "Gather without its indices": one("Gather", ("x",), shape=(2, 3)),
+    "Slice of opset 1 without starts": one("Slice", shape=(2, 3), opset=1, ends=[1]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_a_node_that_breaks_its_ops_schema_is_refused_naming_it(case):
+    op = case.split()[0]
+    with pytest.raises(GraphError, match=rf"ONNX node 'y' \({op}\) does not fit its op's schema"):
+        gn.from_onnx(MALFORMED[case])
+
+
+@pytest.mark.parametrize("elem_type", [0, 999])
+def test_an_input_of_an_element_type_onnx_lacks_is_refused_naming_it(elem_type):
+    with pytest.raises(GraphError, match=rf"ONNX input 'x' has element type {elem_type}, which"):
+        gn.from_onnx(with_input_type(elem_type))
+
+
+def small_cnn():
+    """A conv, batchnorm, relu, max pool and affine model as graphnet exports it."""
+    g = gn.Graph(dtype=np.float32)
+    rng = np.random.default_rng(0)
+    x = g.input("x", shape=(None, 2, 6, 6))
+    h = g.conv(x, g.param("w", rng.normal(size=(3, 2, 3, 3))), g.param("b", np.zeros(3)), 1, 1)
+    h = g.spatial_batchnorm(h, g.param("gamma", np.ones(3)), g.param("beta", np.zeros(3)))
+    h = g.max_pool(g.relu(h), 2, 2, 2)
+    g.affine(h, g.param("W", rng.normal(size=(27, 4))), g.param("c", np.zeros(4)), name="s")
+    return gn.to_onnx(g)
+
+
+def mutated(proto, rng):
+    """`proto` with one node's attribute set to an odd integer list, an input dropped or
+    added, or its op swapped for another the importer reads."""
+    proto = copy.deepcopy(proto)
+    node = proto.graph.node[int(rng.integers(len(proto.graph.node)))]
+    roll = rng.random()
+    if roll < 0.4 and node.attribute:
+        attribute = node.attribute[int(rng.integers(len(node.attribute)))]
+        value = [int(v) for v in rng.choice([-1, 0, 1, 2, 3, 2**40], int(rng.integers(1, 5)))]
+        attribute.CopyFrom(helper.make_attribute(attribute.name, value))
+    elif roll < 0.6 and node.input:
+        del node.input[int(rng.integers(len(node.input)))]
+    elif roll < 0.7:
+        node.input.append(node.input[0] if node.input else "x")
+    else:
+        ops = ["Relu", "Conv", "MaxPool", "Gemm", "Reshape", "Gather", "Slice", "Flatten"]
+        node.op_type = ops[int(rng.integers(len(ops)))]
+    return proto
+
+
+def test_seeded_mutations_of_an_exported_model_build_or_are_refused():
+    """300 models, each one node of an exported CNN mutated: from_onnx builds a graph
+    that runs or refuses it with a GraphError, whatever the node became."""
+    rng = np.random.default_rng(32)
+    base, x = small_cnn(), np.ones((2, 2, 6, 6), np.float32)
+    for _ in range(300):
+        try:
+            graph = gn.from_onnx(mutated(base, rng))
+        except GraphError:
+            continue
+        try:
+            graph.forward({"x": x})
+        except GraphError:
+            pass
