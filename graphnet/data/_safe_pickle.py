@@ -18,6 +18,7 @@ most a small multiple of its size.
 """
 
 import os
+import reprlib
 import stat
 import struct
 from typing import Union
@@ -315,8 +316,16 @@ def _text(value):
     return value if isinstance(value, str) else None
 
 
+# The file's values as the messages show them: containers four levels deep at most, so
+# that a list nested 100,000 deep (a few bytes an opcode) is not repr's RecursionError.
+_REPR = reprlib.Repr()
+_REPR.maxlevel = 4
+_REPR.maxtuple = _REPR.maxlist = 10  # a dtype's state has 8 items
+_REPR.maxstring = _REPR.maxother = 80
+
+
 def _short(value):
-    text = repr(value)
+    text = _REPR.repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
 

@@ -108,6 +108,9 @@ def test_the_assembler_writes_a_batch_the_reader_accepts(cifar_dir):
 OBJECT_STATE = seq(integer(3), string(b"|"), P.NONE * 3, integer(8), integer(8), integer(1))
 HASOBJECT_STATE = seq(integer(3), string(b"<"), P.NONE * 3, integer(-1), integer(-1), integer(0x3F))
 
+# A list 100,000 deep: the messages that showed such a value got repr's RecursionError.
+DEEP = P.EMPTY_LIST * 100_000 + P.APPEND * 99_999
+
 CRAFTED = {
     # numpy's dtype state from the file: an object dtype over bytes, whose "pointers"
     # numpy followed (SIGSEGV with the unpickler that allowed numpy.dtype)
@@ -147,6 +150,13 @@ CRAFTED = {
         )
     ),
     "dtype made with other arguments": batch(array((N, 3072), dt=dtype(args=(integer(7),)))),
+    "a dtype argument nested 100,000 deep": batch(
+        array((N, 3072), dt=dtype(args=(DEEP, P.NEWTRUE)))
+    ),
+    "a dtype state nested 100,000 deep": batch(array((N, 3072), dt=dtype(state=DEEP))),
+    "an array state's version nested 100,000 deep": batch(
+        array((N, 3072)).replace(P.MARK + integer(1) + P.MARK, P.MARK + DEEP + P.MARK, 1)
+    ),
     "data shorter than its shape": batch(array((N, 3072), raw=string(bytes(100)))),
     "negative size in a shape": batch(array((-1, 3072), raw=string(b""))),
     "shape of 2**62 rows over 8 bytes": batch(array((2**30, 2**30, 4), raw=string(bytes(8)))),
@@ -224,6 +234,33 @@ def test_crafted_batch_is_a_data_error_and_the_process_survives(cifar_dir, name)
     outcome = read_in_child(cifar_dir)
     assert outcome["data_error"], outcome
     assert "data_batch_3" in outcome["message"]
+
+
+def test_damaged_batches_are_refused_naming_the_file_or_load_as_a_batch(cifar_dir):
+    """A seeded generator damages a batch 300 times (1-4 bytes changed, most among the
+    opcodes around the pixels, or cut short): each load is a DataError naming the file
+    or a batch of the same size with labels in 0..9. (A pickle has no checksum: a
+    changed pixel or label is what the file says.)"""
+    good = (cifar_dir / "data_batch_2").read_bytes()
+    pixels_at = good.index(P.BINSTRING + struct.pack("<i", 20 * 3072)) + 5
+    opcodes = [*range(pixels_at), *range(pixels_at + 20 * 3072, len(good))]
+    rng, loaded = np.random.default_rng(32), 0
+    for _ in range(300):
+        damaged = bytearray(good)
+        if rng.random() < 0.2:
+            damaged = damaged[: int(rng.integers(1, len(good)))]
+        for _ in range(int(rng.integers(1, 5))):
+            at = rng.choice(opcodes) if rng.random() < 0.8 else rng.integers(len(damaged))
+            damaged[int(at) % len(damaged)] ^= int(rng.integers(1, 256))
+        (cifar_dir / "data_batch_2").write_bytes(bytes(damaged))
+        try:
+            X_train, y_train, _, _ = data.load_cifar10(cifar_dir)
+        except data.DataError as err:
+            assert "data_batch_2" in str(err)
+            continue
+        assert X_train.shape == (100, 32, 32, 3) and 0 <= y_train.min() <= y_train.max() <= 9
+        loaded += 1
+    assert 10 < loaded < 150, loaded  # both outcomes seen
 
 
 @pytest.mark.parametrize(
