@@ -222,6 +222,10 @@ def test_from_torch_names_the_node_and_the_setting_graphnet_lacks():
         gn.from_torch(nn.Conv2d(4, 4, 3, groups=2), (torch.ones(1, 4, 5, 5),))
     with pytest.raises(UnsupportedOpError, match=r"aten.softplus node 'softplus'.*beta 1"):
         gn.from_torch(nn.Softplus(beta=2.0), (torch.ones(4, 3),))
+    # below 20, torch's softplus is x itself where graphnet's is log(1 + e^x): 0.31 apart
+    # at x = 1.5 with threshold 1, which the import once let through
+    with pytest.raises(UnsupportedOpError, match=r"aten.softplus node 'softplus'.*threshold 1.0"):
+        gn.from_torch(nn.Softplus(threshold=1.0), (torch.ones(4, 3),))
 
 
 def test_a_flatten_read_by_anything_but_an_affine_is_a_flatten_gate():
