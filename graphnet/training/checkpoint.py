@@ -444,6 +444,8 @@ def _check_document(path, doc):
 
 
 def _listed(path, listing, key, field):
+    if not isinstance(key, str):  # a list or dict here is no key (nor hashable)
+        raise _bad(path, field, f"{_show(key)} is not the name of an array")
     if key not in listing:
         raise _bad(
             path, field, f"refers to the array {key!r}, which the document's list of arrays lacks"

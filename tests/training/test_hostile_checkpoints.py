@@ -176,6 +176,16 @@ SOLVER_ATTACKS = [
         "refers to the array 'state/batchnorm1/running_var'",
     ),
     (
+        "an optimizer state's array named by a list",
+        lambda a, d: set_path(d, "solver.optim_configs.W1.m.array", ["optim/W1/m"]),
+        r"optim_configs\['W1'\]\.m: \['optim/W1/m'\] is not the name of an array",
+    ),
+    (
+        "a batchnorm state's array named by a dict",
+        lambda a, d: set_path(node(d, "batchnorm1"), "state.running_mean.array", {"a": 1}),
+        r"nodes\[\d+\]\.state\.running_mean: \{'a': 1\} is not the name of an array",
+    ),
+    (
         "a listed array missing from the archive",
         lambda a, d: a.pop("best/W1"),
         "missing array 'best/W1'",
