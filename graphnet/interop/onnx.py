@@ -899,7 +899,7 @@ class _Reader:
                 raise
             except (IndexError, KeyError, TypeError, ValueError) as err:
                 # A node that breaks its op's schema (an input or attribute missing, a
-                # window of three sizes) fails inside the importer's arithmetic.
+                # window of four sizes) fails inside the importer's arithmetic.
                 raise GraphError(
                     f"ONNX node {node.output[0]!r} ({node.op_type}) does not fit its op's "
                     f"schema: {type(err).__name__}: {err}"

@@ -1064,8 +1064,8 @@ def _read_softplus(r, node):
     _require(
         threshold >= 20,
         node,
-        f"threshold {threshold}: graphnet's softplus is log(1 + e^x) everywhere, which "
-        "torch's is within 2.1e-9 of only with a threshold of 20 or more",
+        f"threshold {threshold}: torch's softplus is x itself above it, within 2.1e-9 of "
+        "graphnet's log(1 + e^x) only for a threshold of 20 or more",
     )
     return r.gate("softplus", node, [r.input(node, 0)])
 
