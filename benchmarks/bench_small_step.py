@@ -5,8 +5,10 @@
     python benchmarks/bench_small_step.py --parts [--models ...] [--batch 1] [--rounds 30]
     python benchmarks/bench_small_step.py --callgrind [--models ...] [--batch 1]
 
+--dtype float64 runs the networks in float64 (float32 by default).
+
 On one thread, in CPU time, for each network of benchmarks/zoo_models.py (a zoo or
-student network's name, or random-SEED-INDEX; float32):
+student network's name, or random-SEED-INDEX; float32 unless --dtype says):
 
 - `model.loss(X, y)` called in a loop by itself (forward + backward, no update between
   calls, first thing in the process), with the page faults and the system time of each
@@ -107,11 +109,11 @@ def steps_twice(model, X, y, rounds):
     return {key: [t / rounds * 1e6 for t in row] for key, row in times.items()}
 
 
-def zoo_steps(name, batch, steps):
+def zoo_steps(name, batch, steps, dtype):
     """Run `steps` training steps of bench_zoo.py's kind (after 3 to warm up)."""
     spec = model_named(name)
-    model = build_graphnet(spec, np.float32)
-    X, y = batch_of(spec, batch, np.float32, np.random.default_rng(0))
+    model = build_graphnet(spec, dtype)
+    X, y = batch_of(spec, batch, dtype, np.random.default_rng(0))
     configs = {key: {"learning_rate": 1e-3} for key in model.params}
     for _ in range(3 + steps):
         _, grads = model.loss(X, y)
@@ -159,7 +161,7 @@ def parts_us(model, X, y, rounds):
     return best
 
 
-def instructions_per_step(name, batch):
+def instructions_per_step(name, batch, dtype):
     """(instructions of 12 steps - of 2 steps) / 10, each run under callgrind."""
     counts = []
     for steps in (2, 12):
@@ -167,7 +169,8 @@ def instructions_per_step(name, batch):
                    PYTHONHASHSEED="0")
         result = subprocess.run(
             ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
-             __file__, "--models", name, "--batch", str(batch), "--steps", str(steps)],
+             __file__, "--models", name, "--batch", str(batch), "--steps", str(steps),
+             "--dtype", dtype],
             env=env, capture_output=True, text=True, check=True)
         counts.append(int(re.search(r"Collected : (\d+)", result.stderr).group(1)))
     return (counts[1] - counts[0]) / 10
@@ -177,6 +180,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="res_strided,modern")
     parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument("--top", type=int, default=12)
     parser.add_argument("--callgrind", action="store_true",
@@ -187,17 +191,17 @@ def main():
     args = parser.parse_args()
     _C.set_num_threads(1)
     if args.steps is not None:
-        return zoo_steps(args.models, args.batch, args.steps)
+        return zoo_steps(args.models, args.batch, args.steps, np.dtype(args.dtype))
     if args.callgrind:
         for name in args.models.split(","):
-            print(f"{name}, batch {args.batch}: "
-                  f"{instructions_per_step(name, args.batch):,.0f} instructions a step")
+            print(f"{name}, batch {args.batch}, {args.dtype}: "
+                  f"{instructions_per_step(name, args.batch, args.dtype):,.0f} instructions a step")
         return None
     for name in args.models.split(","):
         spec = model_named(name)
-        model = build_graphnet(spec, np.float32)
-        X, y = batch_of(spec, args.batch, np.float32, np.random.default_rng(0))
-        print(f"{name}, batch {args.batch}, float32, {len(model.params)} params, "
+        model = build_graphnet(spec, np.dtype(args.dtype))
+        X, y = batch_of(spec, args.batch, np.dtype(args.dtype), np.random.default_rng(0))
+        print(f"{name}, batch {args.batch}, {args.dtype}, {len(model.params)} params, "
               f"{sum(p.size for p in model.params.values())} weights")
         if args.parts:
             print("  " + ", ".join(f"{label} {us:.1f}" for label, us in

@@ -66,7 +66,7 @@ class ReluNormCache(NormCache):
 class SkipReluNormCache(NormCache):
     """The same cache, of a batchnorm forward that also added a skip to its output and
     wrote the relu of the sum (a fused norm -> add -> relu step, passes/norm_relu.py):
-    batchnorm_skip_relu_backward takes it, with that relu's output, which says where the
+    batchnorm_relu_output_backward takes it, with that relu's output, which says where the
     relu passed the gradient. A backward of the norm alone reads it as a NormCache."""
 
     __slots__ = ()
@@ -175,17 +175,20 @@ def batchnorm_backward(
     return _channel_backward(dout, cache, beta=cache.beta, activation=kernel, alpha=alpha)
 
 
-def batchnorm_skip_relu_backward(
+def batchnorm_relu_output_backward(
     dout: np.ndarray, cache: NormCache, relu_out: np.ndarray
 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The gradients of a batchnorm_forward with a skip (its cache a SkipReluNormCache):
-    dout is the gradient of its output `relu_out`, the relu of the normalized x + skip.
-    Returns (dx, dgamma, dbeta, dout masked where relu_out > 0); the last is the gradient
-    of the normalized x and of the skip (the relu gate's, then the add gate's), written in
-    the pass that reduces dout."""
-    if not isinstance(cache, SkipReluNormCache):
+    """The gradients of a batchnorm_forward through a relu after it, from that relu's
+    output `relu_out` (which says where the relu passed the gradient): the relu gate's of
+    the forward's output (a plain NormCache: the forward had no relu of its own) or the
+    forward's relu of its output + a skip (a SkipReluNormCache). dout is the gradient of
+    relu_out. Returns (dx, dgamma, dbeta, dout masked where relu_out > 0); the last is the
+    gradient of the norm's output (the relu gate's; after a skip, the add gate's of both
+    its operands), written in the pass that reduces dout."""
+    if type(cache) not in (NormCache, SkipReluNormCache) or cache.per != "channel":
         raise ValueError(
-            "a backward through a skip and a relu needs the cache of a forward with them"
+            "a backward from a relu's output needs the cache of a batchnorm forward without "
+            "a relu or activation of its own, or with a skip and its relu"
         )
     return _channel_backward(dout, cache, relu_out=relu_out)
 

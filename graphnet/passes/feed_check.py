@@ -16,9 +16,8 @@ A walk with hooks checks the feed itself (the hooks then time the affine in its 
 
 from typing import Any, Optional
 
-import numpy as np
 
-from ..core.feeds import check_finite
+from ..core.feeds import all_finite, check_finite
 from .base import FusionPass, register_pass
 
 
@@ -60,7 +59,7 @@ class CheckedAffine:
         except Exception:  # the step will fail and say why; the feed is checked first
             check_finite(self.checks, x)
             return
-        if not np.isfinite(out).all():
+        if not all_finite(out):
             check_finite(self.checks, x)
         self._ready = (x, w, b, out, cache)
 

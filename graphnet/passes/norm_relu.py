@@ -17,7 +17,12 @@ the relu's input is), lazily: the fused backward takes the relu from the norm's 
 a training step never computes the mask (2% of the strided zoo net's step at batch 64,
 in `perf`, went to it). A backward after a forward that did not run fused (gate by gate, or
 the eval-mode fold of batchnorm_fold.py) runs the two gates: only a cache of the fused
-forward (kernels.norm.ReluNormCache) says where its relu passed.
+forward (kernels.norm.ReluNormCache) says where its relu passed; but after a batchnorm's
+gate (its plain cache, the relu gate's output kept: a small activation, below SMALLEST) the
+kernel takes the relu's backward and the norm's in one call from the relu's output, as
+after NormAddRelu's forward below, and writes the relu's gradient (dout times its mask, the
+relu gate's bits) in its reducing pass: one binding call where the gates made two, nothing
+deferred.
 
 NormAddRelu: where a (spatial) batchnorm feeds only an add, and that add only a relu (a
 residual block's last norm, its skip added, then the relu; the add's operands either way
@@ -35,8 +40,10 @@ no cache. The step sits where the relu's step was forward and where the add's wa
 backward, so the skip's gradient sums what it receives in the gates' order. In eval mode
 the norm is not folded into a conv before it: the fold would leave the add and the relu
 two passes, and the kernel's one pass with the running averages costs less. An add that
-broadcasts, or a skip of another dtype, runs the three gates; layernorm -> add -> relu is
-not fused (no network of the zoo has it).
+broadcasts, or a skip of another dtype, runs the three gates forward (and a small
+activation: below SMALLEST), and backward the same one kernel call from the relu's output
+where the norm's output went through the add as it was (the walk sums a broadcast skip's
+gradient down); layernorm -> add -> relu is not fused (no network of the zoo has it).
 
 NormAddReluPool: where that relu feeds a max pool (the zoo's resnet: res(32), pool; the
 student bottleneck net: bneck(16) x 2, pool), the forward is the same kernel pooling each
@@ -95,8 +102,10 @@ CHANNEL_NORMS = ("batchnorm", "spatial_batchnorm")
 #: before a relu only).
 POOLED_ACTIVATIONS = ("relu", "leaky_relu")
 # Below this many entries the relu gate's passes cost less than the fused step's
-# bookkeeping (deferring the norm's value and the relu's mask): the step runs the gates.
-# FC nets of the zoo, batch 16 to 256 (1600 to 25600 entries): fused 0.5% to 4% slower.
+# bookkeeping (deferring the norm's value and the relu's mask, copying gamma and beta for
+# it): the forward runs the gates. FC nets of the zoo, batch 16 to 256 (1600 to 25600
+# entries): fused 0.5% to 4% slower. A batchnorm's backward then takes the relu in its
+# kernel all the same, from the relu's output (_backward).
 SMALLEST = 1 << 15
 
 
@@ -294,7 +303,11 @@ def forward_run(norm, relu, add=None, pool=None, keep=True):
     )
 
     def run_gates(store, state, training, values):
-        out, store.caches[norm.index] = _norm_forward(norm, state, training, values, False)
+        gate = norm.gate
+        # By position, without the fused call's keywords: this runs at every small step.
+        out, store.caches[norm.index] = (
+            gate.forward(state, training, *values) if gate.stateful else gate.forward(*values)
+        )
         store.values[norm.index] = out
         if add is not None:
             operands = (store.values[i.index] for i in add.inputs)
@@ -312,10 +325,11 @@ def forward_run(norm, relu, add=None, pool=None, keep=True):
         other = None if skip is None else store.values[skip.index]
         state = store.state(norm.index) if norm.gate.stateful else {}
         training = norm.graph.training
-        # Small, or integers, float16, mixed dtypes (not for the kernels), an add that
-        # broadcasts: the gates.
+        x = values[0]
+        # Small (asked first: the check every small step takes), or integers, float16,
+        # mixed dtypes (not for the kernels), an add that broadcasts: the gates.
         if (
-            np.size(values[0]) < SMALLEST
+            (type(x) is np.ndarray and x.size < SMALLEST)
             or not norm_kernels.native(*values, *([] if other is None else [other]))
             or (other is not None and other.shape != values[0].shape)
         ):
@@ -358,10 +372,15 @@ def forward_run(norm, relu, add=None, pool=None, keep=True):
 
 
 def _backward(norm, relu, add=None):
+    channel_norm = norm.op in CHANNEL_NORMS
+
     def run(store, needs):
         dout, cache = store.grads[relu.index], store.caches[norm.index]
-        if add is not None:
-            return _through_skip(store, needs, dout, cache)
+        out = _relu_output_for_the_kernel(store, cache, dout)
+        if out is not None:
+            return _kernel_from_relu_output(store, dout, cache, out)
+        if add is not None:  # the forward ran the gates, on arrays the kernel does not take
+            return _through_skip_gates(store, needs, dout)
         kernel_cache = cache[0] if norm.op == "layernorm" else cache
         if not isinstance(kernel_cache, norm_kernels.ReluNormCache):
             (masked,) = relu.gate.backward(dout, store.cache(relu.index), (True,))
@@ -373,22 +392,49 @@ def _backward(norm, relu, add=None):
         store.defer("grad", norm.index, lambda: relu.gate.backward(dout, out > 0, (True,))[0])
         return norm.gate.backward(dout, cache, needs, relu=True)
 
-    def _through_skip(store, needs, dout, cache):
-        """(the norm inputs' gradients..., the skip's) through norm -> add -> relu."""
-        if not isinstance(cache, norm_kernels.SkipReluNormCache):  # the forward ran the gates
-            (through,) = relu.gate.backward(dout, store.cache(relu.index), (True,))
-            store.grads[add.index] = through
-            to_add = add.gate.backward(through, store.cache(add.index), (True, True))
-            at = add.inputs.index(norm)
-            to_norm = unbroadcast(to_add[at], np.shape(store.value(norm.index)))
-            store.grads[norm.index] = to_norm
-            grads = norm.gate.backward(to_norm, store.cache(norm.index), needs[:-1])
-            return (*grads, to_add[1 - at])
-        *grads, masked = norm_kernels.batchnorm_skip_relu_backward(
-            dout, cache, store.value(relu.index)
-        )
-        store.grads[add.index] = store.grads[norm.index] = masked
+    def _kernel_from_relu_output(store, dout, cache, out):
+        """The norm's (and the add's) gradients and the relu's in one kernel call, which
+        masks dout where the relu's output `out` is positive (the relu gate's dout * mask,
+        bit for bit) and returns that masked dout too: the norm's gradient (and the add's,
+        to both its operands)."""
+        *grads, masked = norm_kernels.batchnorm_relu_output_backward(dout, cache, out)
+        store.grads[norm.index] = masked
+        if add is None:
+            return grads
+        store.grads[add.index] = masked
         return (*grads, masked)
+
+    def _through_skip_gates(store, needs, dout):
+        """(the norm inputs' gradients..., the skip's) through norm -> add -> relu."""
+        (through,) = relu.gate.backward(dout, store.cache(relu.index), (True,))
+        store.grads[add.index] = through
+        to_add = add.gate.backward(through, store.cache(add.index), (True, True))
+        at = add.inputs.index(norm)
+        to_norm = unbroadcast(to_add[at], np.shape(store.value(norm.index)))
+        store.grads[norm.index] = to_norm
+        grads = norm.gate.backward(to_norm, store.cache(norm.index), needs[:-1])
+        return (*grads, to_add[1 - at])
+
+    def _relu_output_for_the_kernel(store, cache, dout):
+        """The relu's output where the kernel takes the backward from it, else None: after
+        the fused forward with a skip, or after a forward that ran the gates (a small
+        activation) on the kernel's arrays, a batchnorm's plain cache, where the gates
+        would take the same arrays (dout and the relu's output of x's dtype and shape: no
+        add that broadcast or promoted the norm's output, no dout that the relu gate would
+        keep in its dtype)."""
+        kind = type(cache)
+        if kind is norm_kernels.SkipReluNormCache:
+            return store.value(relu.index)
+        if kind is not norm_kernels.NormCache or not channel_norm:
+            return None
+        out = store.value(relu.index)
+        takes = (
+            type(dout) is np.ndarray
+            and type(out) is np.ndarray
+            and dout.dtype == out.dtype == cache.x.dtype
+            and dout.shape == out.shape == cache.x.shape
+        )
+        return out if takes else None
 
     return run
 

@@ -72,6 +72,7 @@ def assert_as_the_two_gates(kind, shape, dtype, seed, train=True):
 def test_batchnorm_and_spatial_batchnorm(N, C, H, W, spatial, train, dtype, seed):
     shape = (N, C, H, W) if spatial else (N, C)
     assert_as_the_two_gates("batchnorm", shape, dtype, seed, train)
+    assert_from_the_relu_gates_output(shape, dtype, seed, train)
 
 
 @settings(max_examples=60, deadline=None)
@@ -144,6 +145,62 @@ def test_a_backward_through_a_relu_needs_a_forward_with_it():
         _C.layer_norm_backward(dout, x, gamma[:3], np.zeros(4), np.ones(4), np.ones(2))
 
 
+def assert_from_the_relu_gates_output(shape, dtype, seed, train=True, hostile=False):
+    """batchnorm_relu_output_backward on the cache of a forward without a relu, from the
+    relu gate's output of it: the relu gate's backward (dout times its mask) and the norm's
+    own, bit for bit, the masked dout as the relu gate's gradient. hostile: NaN, infinite
+    and -0.0 upstream gradients, some where the relu blocks."""
+    x, gamma, beta, dout, running = arrays("batchnorm", shape, dtype, seed, train)
+    if hostile:
+        dout.flat[::5], dout.flat[1::7], dout.flat[2::3] = np.nan, -np.inf, -0.0
+    out, cache = forward("batchnorm", x, gamma, beta, running, train)
+    assert type(cache) is norm.NormCache
+    relu_out, mask = _C.relu_forward(out)  # the relu gate's kernel
+    through = _C.relu_backward(dout, mask)
+    want = (*backward("batchnorm", through, cache), through)
+    got = norm.batchnorm_relu_output_backward(dout, cache, relu_out)
+    for a, b in zip(got, want, strict=True):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)
+        assert np.array_equal(np.signbit(a), np.signbit(b))  # -0.0 where the gates have it
+
+
+@pytest.mark.parametrize("shape", [(1, 100), (3, 70), (2, 3, 5, 5)])
+@pytest.mark.parametrize("train", [True, False])
+def test_from_the_relu_gates_output_nan_infinite_and_negative_zero(shape, train):
+    for dtype in (np.float32, np.float64):
+        assert_from_the_relu_gates_output(shape, dtype, 9, train, hostile=True)
+
+
+def test_from_the_relu_gates_output_bitwise_the_same_for_any_number_of_threads():
+    for shape in [(300, 200), (8, 40, 33, 33)]:
+        x, gamma, beta, dout, _ = arrays("batchnorm", shape, np.float32, 4)
+        assert_same_bits_on_any_thread_count(relu_output_step, x, gamma, beta, dout)
+
+
+def relu_output_step(x, gamma, beta, dout):
+    out, cache = forward("batchnorm", x, gamma, beta)
+    relu_out = np.maximum(out, 0)
+    return (relu_out, *norm.batchnorm_relu_output_backward(dout, cache, relu_out))
+
+
+def test_from_the_relu_gates_output_refuses_other_caches():
+    """A layernorm's, or one of a forward with its own relu or activation."""
+    x, gamma, beta, dout, _ = arrays("batchnorm", (4, 3), np.float64, 5)
+    out, cache = forward("batchnorm", x, gamma, beta)
+    for other in (
+        forward("batchnorm", x, gamma, beta, relu=True)[1],
+        forward("layernorm", x, gamma[:3], beta[:3])[1],
+        norm.batchnorm_forward(
+            x, gamma, beta, EPS, 0.9, None, None, True, False, activation=("leaky_relu", 0.1)
+        )[1],
+    ):
+        with pytest.raises(ValueError, match="without a relu or activation of its own"):
+            norm.batchnorm_relu_output_backward(dout, other, out)
+    with pytest.raises(ValueError, match="relu_out"):
+        norm.batchnorm_relu_output_backward(dout, cache, out[:2])
+
+
 @pytest.mark.torch
 @pytest.mark.parametrize("dtype, tol", [(np.float32, 2e-5), (np.float64, 1e-12)])
 def test_against_torch(dtype, tol):
@@ -192,7 +249,7 @@ def assert_skip_as_the_three_gates(shape, dtype, seed, train=True, skip_first=Fa
     np.testing.assert_array_equal(fused, np.maximum(total, 0))
     through = dout * (total > 0)
     want = (*backward("batchnorm", through, cache), through)
-    got = norm.batchnorm_skip_relu_backward(dout, fused_cache, fused)
+    got = norm.batchnorm_relu_output_backward(dout, fused_cache, fused)
     for a, b in zip(got, want, strict=True):
         assert a.dtype == b.dtype
         np.testing.assert_array_equal(a, b)
@@ -237,7 +294,7 @@ def test_with_a_skip_nan_and_infinite_entries_propagate_as_in_the_gates(shape):
     dout[fused == 0] = np.nan  # NaN * 0 stays NaN, as in the relu gate
     through = dout * ((out + skip) > 0)
     want = (*backward("batchnorm", through, cache), through)
-    for a, b in zip(norm.batchnorm_skip_relu_backward(dout, fused_cache, fused), want):
+    for a, b in zip(norm.batchnorm_relu_output_backward(dout, fused_cache, fused), want):
         np.testing.assert_array_equal(a, b)
 
 
@@ -251,7 +308,7 @@ def test_with_a_skip_numerical_gradients(shape, train):
         return skip_forward(x, gamma, beta, skip, True, running, train)[0]
 
     fused, cache = skip_forward(x, gamma, beta, skip, True, running, train)
-    dx, dgamma, dbeta, dskip = norm.batchnorm_skip_relu_backward(dout, cache, fused)
+    dx, dgamma, dbeta, dskip = norm.batchnorm_relu_output_backward(dout, cache, fused)
     checks = (
         (dx, lambda v: out(v, gamma, beta, skip), x),
         (dgamma, lambda v: out(x, v, beta, skip), gamma),
@@ -271,7 +328,7 @@ def test_with_a_skip_bitwise_the_same_for_any_number_of_threads():
 
 def skip_step(x, gamma, beta, skip, dout):
     out, cache = skip_forward(x, gamma, beta, skip)
-    return (out, *norm.batchnorm_skip_relu_backward(dout, cache, out))
+    return (out, *norm.batchnorm_relu_output_backward(dout, cache, out))
 
 
 def test_with_a_skip_bad_inputs():
@@ -283,11 +340,11 @@ def test_with_a_skip_bad_inputs():
     with pytest.raises(ValueError, match="before a relu"):
         _C.channel_norm_forward(x, gamma, beta, EPS, skip=x)
     out, cache = forward("batchnorm", x, gamma, beta, relu=True)
-    with pytest.raises(ValueError, match="forward with them"):
-        norm.batchnorm_skip_relu_backward(dout, cache, out)
+    with pytest.raises(ValueError, match="without a relu or activation of its own"):
+        norm.batchnorm_relu_output_backward(dout, cache, out)
     _, cache = skip_forward(x, gamma, beta, x)
     with pytest.raises(ValueError, match="relu_out"):
-        norm.batchnorm_skip_relu_backward(dout, cache, out[:2])
+        norm.batchnorm_relu_output_backward(dout, cache, out[:2])
 
 
 @pytest.mark.torch
@@ -302,7 +359,7 @@ def test_with_a_skip_against_torch(dtype, tol):
         out_t = F.relu(F.batch_norm(xt, None, None, gt, bt, training=True, eps=EPS) + st_)
         out_t.backward(torch.from_numpy(dout))
         out, cache = skip_forward(x, gamma, beta, skip)
-        got = (out, *norm.batchnorm_skip_relu_backward(dout, cache, out))
+        got = (out, *norm.batchnorm_relu_output_backward(dout, cache, out))
         for ours, theirs in zip(got, (out_t, xt.grad, gt.grad, bt.grad, st_.grad)):
             theirs = theirs.detach().numpy()
             np.testing.assert_allclose(

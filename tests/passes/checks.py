@@ -266,3 +266,18 @@ def assert_nonfinite_seed_reads_as_gate_by_gate(plain, fused, name, dtype):
         g.forward()
         g.backward(name, grad=seed.astype(dtype))
     assert_same_everywhere(plain, fused)
+
+
+def relu_output_backward_calls(monkeypatch):
+    """The shapes of dout in each call of kernels.norm.batchnorm_relu_output_backward from
+    passes/norm_relu.py (the one-call backward of a norm -> [add ->] relu), as they come."""
+    from graphnet.passes import norm_relu
+
+    calls = []
+    one_call = norm_relu.norm_kernels.batchnorm_relu_output_backward
+    monkeypatch.setattr(
+        norm_relu.norm_kernels,
+        "batchnorm_relu_output_backward",
+        lambda *args: calls.append(args[0].shape) or one_call(*args),
+    )
+    return calls

@@ -19,6 +19,7 @@ from .checks import (
     classifier_feeds,
     deferred,
     fused_labels,
+    relu_output_backward_calls,
     only_pass,
     twins,
     walk,
@@ -169,6 +170,63 @@ def test_an_add_that_broadcasts_runs_the_gates():
             walk(g, feeds)
         assert deferred(fused["norm"]) == deferred(fused["relu"]) == set()
         assert_same_everywhere(plain, fused)
+
+
+@pytest.mark.parametrize("kind, skip", [("res", "relu"), ("fc", "x"), ("res", "bias")])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_small_activations_backward_in_one_kernel_call(monkeypatch, kind, skip, dtype):
+    """Below SMALLEST entries the forward runs the three gates, and the backward the
+    relu's, the add's and the batchnorm's in one kernel call from the relu's output: every
+    value, cache, gradient and running average as gate by gate, bit for bit, nothing
+    deferred, in train and eval mode. A skip that the add broadcasts (a (1, C, 1, 1) param)
+    too: the walk sums its gradient down, as after the gates."""
+    monkeypatch.setattr(norm_relu, "SMALLEST", 1 << 30)
+    calls = relu_output_backward_calls(monkeypatch)
+    plain, fused, feeds = twins(network(kind, SIZES[kind], skip=skip), dtype)
+    assert LABELS[kind] in fused_labels(fused, "backward")
+    for training in (True, False, True):
+        for g in (plain, fused):
+            g.train(training)
+            walk(g, feeds)
+        assert deferred(fused["norm"]) == deferred(fused["add"]) == set()
+        assert deferred(fused["relu"]) == set()
+        assert_same_everywhere(plain, fused)
+    assert calls == [fused["relu"].shape] * 3
+
+
+def test_a_small_skip_of_another_dtype(monkeypatch):
+    """A float32 skip added to a float64 norm (the add promotes it): the one kernel call,
+    the gradients as the gates', the skip's in the sum's dtype as theirs."""
+    monkeypatch.setattr(norm_relu, "SMALLEST", 1 << 30)
+
+    def build(g, rng):
+        x = g.input("x", requires_grad=False)
+        skip = g.input("skip", dtype=np.float32)
+        norm = g.batchnorm(
+            g.affine(x, g.param("w", rng.standard_normal((3, 5))), g.param("b", np.zeros(5))),
+            g.param("gamma", rng.uniform(-1, 2, 5)),
+            g.param("beta", rng.standard_normal(5)),
+            name="norm",
+        )
+        out = g.relu(g.add(norm, skip, name="add"))
+        scores = g.affine(
+            out, g.param("w_out", rng.standard_normal((5, 3))), g.param("b_out", np.zeros(3))
+        )
+        g.softmax_loss(scores, g.input("y", dtype=np.int64))
+        return {
+            "x": rng.standard_normal((4, 3)),
+            "skip": rng.standard_normal((4, 5)).astype(np.float32),
+            "y": rng.integers(0, 3, 4),
+        }
+
+    calls = relu_output_backward_calls(monkeypatch)
+    plain, fused, feeds = twins(build, np.float64)
+    assert "batchnorm+add+relu" in fused_labels(fused, "backward")
+    for g in (plain, fused):
+        walk(g, feeds)
+    assert fused["skip"].value.dtype == np.float32 and fused["skip"].grad is not None
+    assert calls == [(4, 5)]
+    assert_same_everywhere(plain, fused)
 
 
 @pytest.mark.parametrize("fuse_forward, fuse_backward", [(True, False), (False, True)])

@@ -21,6 +21,7 @@ from .checks import (
     classifier_feeds,
     deferred,
     fused_labels,
+    relu_output_backward_calls,
     only_pass,
     twins,
     walk,
@@ -216,6 +217,33 @@ def test_float16_and_small_activations_run_the_gates(monkeypatch, dtype, smalles
     for g in (plain, fused):
         walk(g, feeds)
     assert deferred(fused["norm"]) == deferred(fused["relu"]) == set()
+    assert_same_everywhere(plain, fused)
+
+
+@pytest.mark.parametrize("kind", ["bn", "sbn", "conv"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_small_batchnorms_backward_in_one_kernel_call(monkeypatch, kind, dtype):
+    """Below SMALLEST entries the forward runs the gates, and the backward the relu's and
+    the batchnorm's in one kernel call from the relu's output: every value, cache,
+    gradient and running average as gate by gate, bit for bit, nothing deferred; in
+    train mode, then eval mode (a backward after an eval forward), then train again."""
+    monkeypatch.setattr(norm_relu, "SMALLEST", 1 << 30)
+    calls = relu_output_backward_calls(monkeypatch)
+    plain, fused, feeds = twins(network(kind), dtype)
+    assert fused_labels(fused, "backward") == LABELS[kind][1]
+    for g in (plain, fused):
+        walk(g, feeds)
+    assert calls == [fused["relu"].shape]
+    assert deferred(fused["norm"]) == deferred(fused["relu"]) == set()
+    assert_same_everywhere(plain, fused)
+    for g in (plain, fused):
+        g.eval()
+        walk(g, feeds)
+        g.train()
+        walk(g, feeds)
+    # An eval-mode conv -> batchnorm -> relu folds the norm into the conv (its cache left
+    # to its gate): that backward runs the gates.
+    assert len(calls) == (2 if kind == "conv" else 3)
     assert_same_everywhere(plain, fused)
 
 
