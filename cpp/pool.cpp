@@ -410,10 +410,23 @@ void avg_pool_forward(const PoolGeometry& g, const T* x, T* out) {
     // Stride 1 compiled for AVX2 (pool_avx2.h): 1.1x-1.25x faster on 7 x 7 to 16 x 16
     // float32 planes; at larger strides the baseline's loops were as fast or faster.
     const bool avx2 = g.stride == 1 && avx2_activations_active();
+    // On AVX-512, planes of up to kBand entries take avg_pool_planes_forward_avx512
+    // (pool_avx512.h: the sums of the vectors of a plane that hold windows' top left
+    // entries, in registers, several short rows' outputs compressed out of a vector) where
+    // it pays against those loops: 2x2 and 3x3 windows at strides 1 to 3 on 5 x 5 to 32 x
+    // 32 planes 1.1x-2.3x less time (3x3 stride 2 on 5 x 5: 1.0x); 2x2 stride-2 windows on
+    // rows of up to 16 entries 1.05x-3x (on longer rows, which the 2x2 loop vectorises,
+    // 0.8x-0.9x).
+    const bool small = avx512_activations_active() && plane.in_plane() <= kBand &&
+                       ((stacked_sums_forward(plane) &&
+                         plane.pool_width <= 64 / static_cast<int64_t>(sizeof(T)) + 1) ||
+                        (two_by_two_stride_2(plane) && g.W <= 16));
     for_pieces_of_planes(plane, g.N * g.C, [&](int64_t first, int64_t count) {
         const T* src = x + first * plane.in_plane();
         T* dst = out + first * plane.out_plane();
-        if (avx2) {
+        if (small) {
+            avg_pool_planes_forward_avx512(plane, count, src, dst);
+        } else if (avx2) {
             avg_pool_planes_forward_avx2(plane, count, src, dst);
         } else {
             avg_pool_planes_forward(plane, count, src, dst);

@@ -693,6 +693,71 @@ void avg_unpool_rows(const AvgPoolPlane& g, int64_t planes, const S* grad, S* dx
     }
 }
 
+// ----- the average pool's forward of small planes ----------------------------------------
+
+// avg_pool_planes_forward's outputs (avg_pool_plane.h) of `planes` planes of at most kBand
+// entries, where it takes the stacked loops' sums (stacked_sums_forward: each window's
+// column sums top to bottom, then their sum left to right; pool_width - 1 at most a
+// vector's lanes) at any stride, or the 2x2 stride-2 loops' (kTwoByTwo: 0 + the window's
+// entries in row-major order), / the window's size. Only the vectors of a plane's entries
+// that hold windows' top left entries (TopLeftVectors) are summed, in registers: their
+// column sums (ph masked loads) and the next vector's, each window's columns from those
+// two (a permute a column), or a 2x2 window's four entries (masked loads), and the outputs
+// compressed out of the register (store_compressed): several short rows' outputs at a
+// time, no band of column sums or window sums stored and loaded again, and at strides of 2
+// and more no sums of entries no window starts at. The next vector's column sums are the
+// following top vector's where it is that one.
+template <typename V, bool kTwoByTwo, typename S = typename Lanes<V>::Scalar>
+void avg_pool_small_planes(const AvgPoolPlane& g, int64_t planes, const S* src, S* dst) {
+    using L = Lanes<V>;
+    constexpr int64_t lanes = L::width;
+    const int64_t ph = g.pool_height, pw = g.pool_width, W = g.W;
+    // the entries where a window's column starts: the rows above the last ph - 1
+    const int64_t column_tops = (g.H - ph + 1) * W;
+    const V count = L::set1(static_cast<S>(ph * pw));
+    __m512i shifts[lanes];  // shifts[j]: the lanes of two vectors j entries on
+    for (int64_t j = 1; j < pw && j < lanes; ++j) shifts[j] = behind<V>(lanes - j);
+    const TopLeftVectors<L> tops(g);
+    for (int64_t p = 0; p < planes; ++p) {
+        const S* plane = src + p * g.in_plane();
+        S* out = dst + p * g.out_plane();
+        // the column sums of the vector at entry k, zeros past the columns' tops (every
+        // pointer in the plane: k + i W < column_tops + (ph - 1) W)
+        const auto columns = [&](int64_t k) {
+            if (k >= column_tops) return L::zero();
+            const auto inside = L::tail(column_tops - k);
+            V sum = L::load(plane + k, inside);
+            for (int64_t i = 1; i < ph; ++i) sum = L::add(sum, L::load(plane + k + i * W, inside));
+            return sum;
+        };
+        int64_t next_at = -1;
+        V next = L::zero();
+        for (int64_t v = 0; v < tops.count; ++v) {
+            const int64_t at = tops.at[v];
+            const auto top_lefts = tops.lanes[v];
+            V sum;
+            if (kTwoByTwo) {  // a window's entries lie in the plane where its top left does
+                const S* first = plane + at;
+                sum = L::add(L::zero(), L::load(first, top_lefts));
+                sum = L::add(sum, L::load(first + 1, top_lefts));
+                sum = L::add(sum, L::load(first + W, top_lefts));
+                sum = L::add(sum, L::load(first + W + 1, top_lefts));
+            } else {
+                const V cur = at == next_at ? next : columns(at);
+                if (pw > 1) {
+                    next_at = at + lanes;
+                    next = columns(next_at);
+                }
+                sum = cur;
+                for (int64_t j = 1; j < pw; ++j) {
+                    sum = L::add(sum, j < lanes ? from_two(cur, next, shifts[j]) : next);
+                }
+            }
+            store_compressed(top_lefts, L::div(sum, count), out + tops.outputs_before[v]);
+        }
+    }
+}
+
 }  // namespace
 
 void max_pool_planes_avx512(const AvgPoolPlane& g, int64_t planes, const float* src, float* dst,
@@ -737,6 +802,18 @@ int64_t max_unpool_planes_stride1_avx512(const AvgPoolPlane& g, int64_t planes,
 int64_t max_unpool_planes_stride1_avx512(const AvgPoolPlane& g, int64_t planes,
                                          const double* grad, const int32_t* win, double* dx) {
     return gather_unpool_planes<__m512d>(g, planes, grad, win, dx);
+}
+
+void avg_pool_planes_forward_avx512(const AvgPoolPlane& g, int64_t planes, const float* src,
+                                    float* dst) {
+    (two_by_two_stride_2(g) ? avg_pool_small_planes<__m512, true>
+                            : avg_pool_small_planes<__m512, false>)(g, planes, src, dst);
+}
+
+void avg_pool_planes_forward_avx512(const AvgPoolPlane& g, int64_t planes, const double* src,
+                                    double* dst) {
+    (two_by_two_stride_2(g) ? avg_pool_small_planes<__m512d, true>
+                            : avg_pool_small_planes<__m512d, false>)(g, planes, src, dst);
 }
 
 void avg_pool_planes_backward_avx512(const AvgPoolPlane& g, int64_t planes, const float* grad,
