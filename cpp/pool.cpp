@@ -200,7 +200,7 @@ void pool_forward(const PoolGeometry& g, const T* x, T* out, int32_t* winners, b
     // rows of 1 to 3 outputs, which fill a vector badly (3x3 stride 2 on 5 x 5: 1.7x).
     // On AVX-512 (pool_avx512.h) the stacks of planes of up to kBand entries pick several
     // rows' outputs at a time, which pays on rows of any length at stride 1 (2x2 and 3x3
-    // windows on 5 x 5 to 45 x 45 planes: 1.2x-3.1x less time than the rows side by side
+    // windows on 5 x 5 to 45 x 45 planes: 1.1x-3.1x less time than the rows side by side
     // or the AVX2 stacks), and wherever the AVX2 stacks pay (strides of 3 and more:
     // 1.2x-1.7x; rows of 1 to 3 outputs at stride 2 that the segments below do not take).
     const AvgPoolPlane windows = avg_pool_plane(g);
