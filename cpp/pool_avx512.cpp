@@ -9,6 +9,8 @@
 #pragma GCC diagnostic ignored "-Wpsabi"
 #include "pool_avx512.h"
 
+#include <type_traits>
+
 #include "pool_stacks.h"
 #include "simd_lanes_avx512.h"
 
@@ -758,6 +760,75 @@ void avg_pool_small_planes(const AvgPoolPlane& g, int64_t planes, const S* src, 
     }
 }
 
+// ----- the average pool's backward of tiny planes ----------------------------------------
+
+// The entries of a plane's gradient, held in two vectors lo and hi, at a vector of
+// indices into them (zeros where m is clear): one permute.
+inline __m512 pick(__mmask16 m, __m512 lo, __m512i at, __m512 hi) {
+    return _mm512_maskz_permutex2var_ps(m, lo, at, hi);
+}
+inline __m512d pick(__mmask8 m, __m512d lo, __m512i at, __m512d hi) {
+    return _mm512_maskz_permutex2var_pd(m, lo, at, hi);
+}
+
+// avg_pool_planes_backward's dx (avg_pool_plane.h: the stride-1 window sums of the gradient
+// spread over a plane P of zeros with the full correlation's pad, P's zeros added too, /
+// the window's size) of `planes` planes whose gradient fits two vectors and dx
+// kTinyVectors: each vector of a plane's dx entries, across its rows, takes P's entry
+// (r + i, w + j) of each of its lanes (r, w) straight from the gradient's two vectors, a
+// permute a tap (zeros where P holds a zero), in the stacked loops' order: each column's
+// sum top to bottom, then the columns' left to right. Where the stacked loops built P and
+// passed over it ph + pw times, rows of a few entries a loop. The permutes' indices and
+// masks are the same for every plane: built once a call.
+
+template <typename V, typename S = typename Lanes<V>::Scalar>
+void avg_unpool_tiny_planes(const AvgPoolPlane& g, int64_t planes, const S* grad, S* dx) {
+    using L = Lanes<V>;
+    using Mask = typename L::Mask;
+    using Index = std::conditional_t<sizeof(S) == 4, int32_t, int64_t>;
+    constexpr int64_t lanes = L::width;
+    const int64_t ph = g.pool_height, pw = g.pool_width, s = g.stride;
+    const int64_t in_plane = g.in_plane(), out_plane = g.out_plane();
+    const int64_t vectors = (in_plane + lanes - 1) / lanes, taps = ph * pw;
+    __m512i at[kTinyVectors * kTinyTaps];
+    Mask from[kTinyVectors * kTinyTaps];
+    for (int64_t v = 0; v < vectors; ++v) {
+        for (int64_t t = 0; t < taps; ++t) {  // tap t: column t / ph, row t % ph
+            Index index[lanes] = {};
+            uint32_t bits = 0;
+            for (int64_t l = 0; l < lanes && v * lanes + l < in_plane; ++l) {
+                const int64_t e = v * lanes + l;
+                const int64_t a = e / g.W + t % ph - (ph - 1), b = e % g.W + t / ph - (pw - 1);
+                if (a < 0 || b < 0 || a % s || b % s || a / s >= g.Ho || b / s >= g.Wo) continue;
+                index[l] = static_cast<Index>(a / s * g.Wo + b / s);
+                bits |= 1u << l;
+            }
+            at[v * taps + t] = _mm512_loadu_si512(index);
+            from[v * taps + t] = static_cast<Mask>(bits);
+        }
+    }
+    const V count = L::set1(static_cast<S>(taps));
+    for (int64_t p = 0; p < planes; ++p) {
+        const S* plane = grad + p * out_plane;
+        const V lo = L::load(plane, L::tail(out_plane));
+        // (plane + lanes could point past grad)
+        const V hi = out_plane > lanes ? L::load(plane + lanes, L::tail(out_plane - lanes)) : L::zero();
+        for (int64_t v = 0; v < vectors; ++v) {
+            const __m512i* tap_at = at + v * taps;
+            const Mask* tap_from = from + v * taps;
+            V sum = L::zero();
+            for (int64_t j = 0; j < pw; ++j) {
+                V column = pick(tap_from[j * ph], lo, tap_at[j * ph], hi);
+                for (int64_t i = 1; i < ph; ++i) {
+                    column = L::add(column, pick(tap_from[j * ph + i], lo, tap_at[j * ph + i], hi));
+                }
+                sum = j ? L::add(sum, column) : column;
+            }
+            L::store(dx + p * in_plane + v * lanes, L::tail(in_plane - v * lanes), L::div(sum, count));
+        }
+    }
+}
+
 }  // namespace
 
 void max_pool_planes_avx512(const AvgPoolPlane& g, int64_t planes, const float* src, float* dst,
@@ -824,6 +895,16 @@ void avg_pool_planes_backward_avx512(const AvgPoolPlane& g, int64_t planes, cons
 void avg_pool_planes_backward_avx512(const AvgPoolPlane& g, int64_t planes, const double* grad,
                                      double* dx) {
     avg_unpool_rows<__m512d>(g, planes, grad, dx);
+}
+
+void avg_pool_tiny_planes_backward_avx512(const AvgPoolPlane& g, int64_t planes,
+                                          const float* grad, float* dx) {
+    avg_unpool_tiny_planes<__m512>(g, planes, grad, dx);
+}
+
+void avg_pool_tiny_planes_backward_avx512(const AvgPoolPlane& g, int64_t planes,
+                                          const double* grad, double* dx) {
+    avg_unpool_tiny_planes<__m512d>(g, planes, grad, dx);
 }
 
 }  // namespace graphnet

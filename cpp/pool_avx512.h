@@ -61,4 +61,22 @@ void avg_pool_planes_backward_avx512(const AvgPoolPlane& g, int64_t planes, cons
 void avg_pool_planes_backward_avx512(const AvgPoolPlane& g, int64_t planes, const double* grad,
                                      double* dx);
 
+// The planes avg_pool_tiny_planes_backward_avx512 takes, of entries of `bytes` bytes:
+// gradients of up to two vectors, dx of up to kTinyVectors, windows of up to kTinyTaps
+// entries.
+constexpr int64_t kTinyVectors = 8, kTinyTaps = 9;
+inline bool avg_pool_tiny_planes(const AvgPoolPlane& g, int64_t bytes) {
+    const int64_t lanes = 64 / bytes;
+    return g.out_plane() <= 2 * lanes && g.in_plane() <= kTinyVectors * lanes &&
+           g.pool_height * g.pool_width <= kTinyTaps;
+}
+
+// avg_pool_planes_backward (avg_pool_plane.h: the same bits but for which of two NaNs a
+// sum keeps) of `planes` tiny planes (avg_pool_tiny_planes_avx512) where it takes the
+// stacked loops (windows that do not tile the plane, not wider than the output row).
+void avg_pool_tiny_planes_backward_avx512(const AvgPoolPlane& g, int64_t planes,
+                                          const float* grad, float* dx);
+void avg_pool_tiny_planes_backward_avx512(const AvgPoolPlane& g, int64_t planes,
+                                          const double* grad, double* dx);
+
 }  // namespace graphnet

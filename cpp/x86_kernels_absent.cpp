@@ -311,6 +311,12 @@ void avg_pool_planes_backward_avx512(const AvgPoolPlane&, int64_t, const float*,
 void avg_pool_planes_backward_avx512(const AvgPoolPlane&, int64_t, const double*, double*) {
     absent("avg_pool_planes_backward_avx512");
 }
+void avg_pool_tiny_planes_backward_avx512(const AvgPoolPlane&, int64_t, const float*, float*) {
+    absent("avg_pool_tiny_planes_backward_avx512");
+}
+void avg_pool_tiny_planes_backward_avx512(const AvgPoolPlane&, int64_t, const double*, double*) {
+    absent("avg_pool_tiny_planes_backward_avx512");
+}
 void avg_pool_planes_forward_avx2(const AvgPoolPlane&, int64_t, const float*, float*) {
     absent("avg_pool_planes_forward_avx2");
 }

@@ -655,6 +655,47 @@ def test_avg_pool_backward_on_avx512_gives_the_bits_of_avx2(
 
 @settings(max_examples=80, deadline=None)
 @given(
+    planes=st.integers(1, 60),
+    H=st.integers(1, 12),
+    W=st.integers(1, 12),
+    ph=st.integers(1, 4),
+    pw=st.integers(1, 4),
+    stride=st.integers(1, 4),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 2**16),
+)
+def test_avg_pool_backward_of_tiny_planes_on_avx512_gives_the_bits_of_avx2(
+    planes, H, W, ph, pw, stride, dtype, seed
+):
+    """The average pool's backward of tiny planes on AVX-512 (cpp/pool_avx512.h: each
+    vector of dx across rows taken from the gradient's two vectors, a permute a window
+    tap) against the stacked loops it replaces (AVX2) and the portable build's: the same
+    bytes on any window, stride and plane up to 12 x 12, with many -0.0, infinities of both
+    signs and NaNs, on one, two and three threads, but which of two NaNs of different
+    signs a sum keeps. Where the CPU has no AVX-512 all runs are the same code."""
+    ph, pw = min(ph, H), min(pw, W)
+    Ho, Wo = 1 + (H - ph) // stride, 1 + (W - pw) // stride
+    rng = np.random.default_rng(seed)
+    dout = rng.integers(-2, 3, (1, planes, Ho, Wo)).astype(dtype)
+    dout[rng.random(dout.shape) < 0.4] = -0.0
+    dout[rng.random(dout.shape) < 0.02] = np.inf
+    dout[rng.random(dout.shape) < 0.02] = -np.inf
+    dout[rng.random(dout.shape) < 0.02] = np.nan
+    before = _C.avx512_activations_active()
+    _C.set_avx512_activations(False)
+    try:
+        want = _C.avg_pool_backward(dout, H, W, ph, pw, stride)
+        with avx2(False):
+            assert_same_bits_but_nan_signs(_C.avg_pool_backward(dout, H, W, ph, pw, stride), want)
+    finally:
+        _C.set_avx512_activations(before)
+    for threads in (1, 2, 3):
+        with kernel_threads(threads):
+            assert_same_bits_but_nan_signs(_C.avg_pool_backward(dout, H, W, ph, pw, stride), want)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
     planes=st.integers(1, 40),
     H=st.integers(1, 40),
     W=st.integers(1, 60),
