@@ -458,7 +458,8 @@ void avg_pool_backward(const PoolGeometry& g, const T* dout, T* dx) {
     // vectors (float32 3x3 on 7 x 7 and 6 x 8, 2x2 on 5 x 9 at strides 1 and 2: 1.25x-1.9x;
     // on 6 x 11 planes of five, 0.8x; float64 3x3 stride 2 of six to eight, 0.85x-0.9x).
     const bool tiny = avx512_activations_active() && !tiling && !wide_windows(plane) &&
-                      stacks(plane, g.W + g.pool_width - 1) && avg_pool_tiny_planes(plane, sizeof(T)) &&
+                      stacks(plane, g.W + g.pool_width - 1) &&
+                      avg_pool_tiny_planes(plane, sizeof(T)) &&
                       (!rows || plane.in_plane() <= 4 * 64 / static_cast<int64_t>(sizeof(T)));
     for_pieces_of_planes(plane, g.N * g.C, [&](int64_t first, int64_t count) {
         const T* grad = dout + first * plane.out_plane();

@@ -812,7 +812,8 @@ void avg_unpool_tiny_planes(const AvgPoolPlane& g, int64_t planes, const S* grad
         const S* plane = grad + p * out_plane;
         const V lo = L::load(plane, L::tail(out_plane));
         // (plane + lanes could point past grad)
-        const V hi = out_plane > lanes ? L::load(plane + lanes, L::tail(out_plane - lanes)) : L::zero();
+        const V hi =
+            out_plane > lanes ? L::load(plane + lanes, L::tail(out_plane - lanes)) : L::zero();
         for (int64_t v = 0; v < vectors; ++v) {
             const __m512i* tap_at = at + v * taps;
             const Mask* tap_from = from + v * taps;
@@ -824,7 +825,8 @@ void avg_unpool_tiny_planes(const AvgPoolPlane& g, int64_t planes, const S* grad
                 }
                 sum = j ? L::add(sum, column) : column;
             }
-            L::store(dx + p * in_plane + v * lanes, L::tail(in_plane - v * lanes), L::div(sum, count));
+            L::store(dx + p * in_plane + v * lanes, L::tail(in_plane - v * lanes),
+                     L::div(sum, count));
         }
     }
 }
