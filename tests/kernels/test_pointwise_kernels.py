@@ -31,6 +31,16 @@ def avx2(enabled):
         _C.set_avx2_activations(before)
 
 
+@contextlib.contextmanager
+def avx512(enabled):
+    before = _C.avx512_activations_active()
+    _C.set_avx512_activations(enabled)
+    try:
+        yield
+    finally:
+        _C.set_avx512_activations(before)
+
+
 def normal_cdf(x):
     values = np.ravel(x).astype(np.float64).tolist()  # float32 arithmetic would round -x/√2
     return np.array([0.5 * math.erfc(-v / math.sqrt(2)) for v in values]).reshape(np.shape(x))
@@ -681,17 +691,9 @@ def test_avg_pool_backward_of_tiny_planes_on_avx512_gives_the_bits_of_avx2(
     dout[rng.random(dout.shape) < 0.02] = np.inf
     dout[rng.random(dout.shape) < 0.02] = -np.inf
     dout[rng.random(dout.shape) < 0.02] = np.nan
-    before = _C.avx512_activations_active()
-    _C.set_avx512_activations(False)
-    try:
-        want = _C.avg_pool_backward(dout, H, W, ph, pw, stride)
-        with avx2(False):
-            assert_same_bits_but_nan_signs(_C.avg_pool_backward(dout, H, W, ph, pw, stride), want)
-    finally:
-        _C.set_avx512_activations(before)
-    for threads in (1, 2, 3):
-        with kernel_threads(threads):
-            assert_same_bits_but_nan_signs(_C.avg_pool_backward(dout, H, W, ph, pw, stride), want)
+    assert_avx512_gives_the_bits_of_avx2_and_portable(
+        lambda: _C.avg_pool_backward(dout, H, W, ph, pw, stride)
+    )
 
 
 @settings(max_examples=80, deadline=None)
@@ -728,17 +730,21 @@ def test_avg_pool_forward_on_avx512_gives_the_bits_of_avx2(
     x[rng.random(x.shape) < 0.02] = np.inf
     x[rng.random(x.shape) < 0.01] = -np.inf
     x[rng.random(x.shape) < 0.01] = np.nan
-    before = _C.avx512_activations_active()
-    _C.set_avx512_activations(False)
-    try:
-        want = _C.avg_pool_forward(x, ph, pw, stride)
+    assert_avx512_gives_the_bits_of_avx2_and_portable(
+        lambda: _C.avg_pool_forward(x, ph, pw, stride)
+    )
+
+
+def assert_avx512_gives_the_bits_of_avx2_and_portable(call):
+    """call()'s array on AVX-512, on one, two and three threads, and without AVX2: the
+    bytes of call() without AVX-512 but which of two NaNs a sum kept."""
+    with avx512(False):
+        want = call()
         with avx2(False):
-            assert_same_bits_but_nan_signs(_C.avg_pool_forward(x, ph, pw, stride), want)
-    finally:
-        _C.set_avx512_activations(before)
+            assert_same_bits_but_nan_signs(call(), want)
     for threads in (1, 2, 3):
         with kernel_threads(threads):
-            assert_same_bits_but_nan_signs(_C.avg_pool_forward(x, ph, pw, stride), want)
+            assert_same_bits_but_nan_signs(call(), want)
 
 
 def assert_same_bits_but_nan_signs(got, want):
@@ -762,12 +768,8 @@ def test_avg_pool_forward_on_avx512_at_the_plane_limit(shape, ph, pw, stride):
     """Planes at the AVX-512 forward's limit and past it: the bits of the loops without
     AVX-512 and the naive loops' values."""
     x = np.random.default_rng(shape[3]).standard_normal(shape).astype(np.float32)
-    before = _C.avx512_activations_active()
-    _C.set_avx512_activations(False)
-    try:
+    with avx512(False):
         want = _C.avg_pool_forward(x, ph, pw, stride)
-    finally:
-        _C.set_avx512_activations(before)
     assert _C.avg_pool_forward(x, ph, pw, stride).tobytes() == want.tobytes()
     check_avg_pool_against_naive_loops(x, ph, pw, stride)
 
