@@ -43,6 +43,12 @@ inline bool wide_windows(const AvgPoolPlane& g) {
     return g.pool_width > g.Wo;
 }
 
+// The 2x2 stride-2 windows of the CNNs, whose forward has loops of its own: (0 + the
+// window's four entries in row-major order) / 4.
+inline bool two_by_two_stride_2(const AvgPoolPlane& g) {
+    return g.pool_height == 2 && g.pool_width == 2 && g.stride == 2;
+}
+
 template <typename T>
 T window_sum(const AvgPoolPlane& g, const T* first) {
     if (g.pool_width == g.W) return contiguous_sum(first, g.pool_height * g.W);
@@ -208,7 +214,7 @@ void avg_pool_stacked_backward(const AvgPoolPlane& g, int64_t planes, const T* g
 template <typename T>
 void avg_pool_plane_forward(const AvgPoolPlane& g, const T* src, T* out) {
     const T count = static_cast<T>(g.pool_height * g.pool_width);
-    const bool two_by_two = g.pool_height == 2 && g.pool_width == 2 && g.stride == 2;
+    const bool two_by_two = two_by_two_stride_2(g);
     const bool three_by_three = g.pool_height == 3 && g.pool_width == 3;
     const bool wide = wide_windows(g);
     for (int64_t oh = 0; oh < g.Ho; ++oh) {
@@ -321,25 +327,32 @@ inline AvgPoolPlane stacked_planes(const AvgPoolPlane& g, int64_t planes) {
     return {planes * g.H, g.W, g.pool_height, g.pool_width, g.stride, planes * g.Ho, g.Wo};
 }
 
+// Whether avg_pool_planes_forward takes the stacked loops' sums (each column's over the
+// window's rows, then the window's of its columns': avg_pool_stacked_forward or
+// avg_pool_strided_forward), rather than the one-plane loops' (a window's entries in
+// row-major order after a +0).
+inline bool stacked_sums_forward(const AvgPoolPlane& g) {
+    if (two_by_two_stride_2(g) || wide_windows(g)) return false;
+    if (g.stride == 1 && stacks(g, g.W)) return true;
+    // (H x W < 2^31 entries, and the stride is any positive integer until checked here.)
+    const bool short_rows = g.stride <= kBand && g.W <= kBand;
+    return short_rows && (g.W + g.stride - 1) / g.stride * g.stride + g.pool_width <= kBand;
+}
+
 // `planes` planes one after another (x's, or a group's in the groupnorm kernels).
 template <typename T>
 void avg_pool_planes_forward(const AvgPoolPlane& g, int64_t planes, const T* src, T* out) {
-    const bool two_by_two = g.pool_height == 2 && g.pool_width == 2 && g.stride == 2;
-    if (g.stride == 1 && !wide_windows(g) && stacks(g, g.W)) {
-        avg_pool_stacked_forward(g, planes, src, out);
-        return;
-    }
-    // (H x W < 2^31 entries, and the stride is any positive integer until checked here.)
-    const bool short_rows = g.stride <= kBand && g.W <= kBand;
-    const int64_t pitch = short_rows ? (g.W + g.stride - 1) / g.stride * g.stride : 0;
-    if (short_rows && !two_by_two && !wide_windows(g) && pitch + g.pool_width <= kBand) {
-        if (g.stride == 2) {
+    if (stacked_sums_forward(g)) {
+        if (g.stride == 1 && stacks(g, g.W)) {
+            avg_pool_stacked_forward(g, planes, src, out);
+        } else if (g.stride == 2) {
             avg_pool_strided_forward<2>(g, planes, src, out);
         } else {
             avg_pool_strided_forward<0>(g, planes, src, out);
         }
         return;
     }
+    const bool two_by_two = two_by_two_stride_2(g);
     if (two_by_two && g.H % 2 == 0) {
         // The planes' windows are those of one plane of all their rows: one call, not one
         // per plane (planes of 32 x 32 took ~10% longer one at a time).

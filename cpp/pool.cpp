@@ -200,13 +200,11 @@ void pool_forward(const PoolGeometry& g, const T* x, T* out, int32_t* winners, b
     // rows of 1 to 3 outputs, which fill a vector badly (3x3 stride 2 on 5 x 5: 1.7x).
     // On AVX-512 (pool_avx512.h) the stacks of planes of up to kBand entries pick several
     // rows' outputs at a time, which pays on rows of any length at stride 1 (2x2 and 3x3
-    // windows on 5 x 5 to 32 x 32 planes: 1.1x-3.1x less time than the rows side by side
-    // or the AVX2 stacks) but for planes of more than half a band (40 x 40 float32 2x2:
-    // 0.9x), and wherever the AVX2 stacks pay (strides of 3 and more: 1.2x-1.7x; rows of
-    // 1 to 3 outputs at stride 2 that the segments below do not take).
+    // windows on 5 x 5 to 45 x 45 planes: 1.1x-3.1x less time than the rows side by side
+    // or the AVX2 stacks), and wherever the AVX2 stacks pay (strides of 3 and more:
+    // 1.2x-1.7x; rows of 1 to 3 outputs at stride 2 that the segments below do not take).
     const AvgPoolPlane windows = avg_pool_plane(g);
-    const bool avx512 = avx512_activations_active() && in_plane <= kBand &&
-                        (g.stride > 1 || 2 * in_plane <= kBand);
+    const bool avx512 = avx512_activations_active() && in_plane <= kBand;
     const bool stacked = avx2_activations_active() && !spans && stacks(windows, g.W) &&
                          ((g.stride == 1 && (avx512 || g.Wo >= 12)) || g.stride >= 3 ||
                           g.Wo <= 3);
@@ -412,10 +410,23 @@ void avg_pool_forward(const PoolGeometry& g, const T* x, T* out) {
     // Stride 1 compiled for AVX2 (pool_avx2.h): 1.1x-1.25x faster on 7 x 7 to 16 x 16
     // float32 planes; at larger strides the baseline's loops were as fast or faster.
     const bool avx2 = g.stride == 1 && avx2_activations_active();
+    // On AVX-512, planes of up to kBand entries take avg_pool_planes_forward_avx512
+    // (pool_avx512.h: the sums of the vectors of a plane that hold windows' top left
+    // entries, in registers, several short rows' outputs compressed out of a vector) where
+    // it pays against those loops: 2x2 and 3x3 windows at strides 1 to 3 on 5 x 5 to 32 x
+    // 32 planes 1.1x-2.3x less time (3x3 stride 2 on 5 x 5: 1.0x); 2x2 stride-2 windows on
+    // rows of up to 16 entries 1.05x-3x (on longer rows, which the 2x2 loop vectorises,
+    // 0.8x-0.9x).
+    const bool small = avx512_activations_active() && plane.in_plane() <= kBand &&
+                       ((stacked_sums_forward(plane) &&
+                         plane.pool_width <= 64 / static_cast<int64_t>(sizeof(T)) + 1) ||
+                        (two_by_two_stride_2(plane) && g.W <= 16));
     for_pieces_of_planes(plane, g.N * g.C, [&](int64_t first, int64_t count) {
         const T* src = x + first * plane.in_plane();
         T* dst = out + first * plane.out_plane();
-        if (avx2) {
+        if (small) {
+            avg_pool_planes_forward_avx512(plane, count, src, dst);
+        } else if (avx2) {
             avg_pool_planes_forward_avx2(plane, count, src, dst);
         } else {
             avg_pool_planes_forward(plane, count, src, dst);
@@ -439,10 +450,23 @@ void avg_pool_backward(const PoolGeometry& g, const T* dout, T* dx) {
     const bool rows = avx512_activations_active() && !tiling && g.stride <= 2 &&
                       g.pool_height * g.pool_width > 1 && g.pool_width <= 8 && g.W >= 7 &&
                       !wide_windows(plane) && stacks(plane, g.W + g.pool_width - 1);
+    // On AVX-512, tiny planes (avg_pool_tiny_planes: gradients of up to two vectors, dx of
+    // up to eight) where the stacked loops take them take avg_pool_tiny_planes_backward_avx512
+    // (pool_avx512.h: each vector of dx, across rows, from the gradient's two vectors, a
+    // permute a tap): 2x2 and 3x3 windows at strides 1 and 3 on 3 x 3 to 8 x 8 planes
+    // 2x-5x less time than the stacked loops; against the rows above where dx is up to four
+    // vectors (float32 3x3 on 7 x 7 and 6 x 8, 2x2 on 5 x 9 at strides 1 and 2: 1.25x-1.9x;
+    // on 6 x 11 planes of five, 0.8x; float64 3x3 stride 2 of six to eight, 0.85x-0.9x).
+    const bool tiny = avx512_activations_active() && !tiling && !wide_windows(plane) &&
+                      stacks(plane, g.W + g.pool_width - 1) &&
+                      avg_pool_tiny_planes(plane, sizeof(T)) &&
+                      (!rows || plane.in_plane() <= 4 * 64 / static_cast<int64_t>(sizeof(T)));
     for_pieces_of_planes(plane, g.N * g.C, [&](int64_t first, int64_t count) {
         const T* grad = dout + first * plane.out_plane();
         T* dst = dx + first * plane.in_plane();
-        if (rows) {
+        if (tiny) {
+            avg_pool_tiny_planes_backward_avx512(plane, count, grad, dst);
+        } else if (rows) {
             avg_pool_planes_backward_avx512(plane, count, grad, dst);
         } else if (avx2) {
             avg_pool_planes_backward_avx2(plane, count, grad, dst);

@@ -45,6 +45,14 @@ int64_t max_unpool_planes_stride1_avx512(const AvgPoolPlane& g, int64_t planes,
 int64_t max_unpool_planes_stride1_avx512(const AvgPoolPlane& g, int64_t planes,
                                          const double* grad, const int32_t* win, double* dx);
 
+// avg_pool_planes_forward (avg_pool_plane.h: the same bits) of `planes` planes of at most
+// kBand entries where it takes the stacked loops' sums (stacked_sums_forward, windows at
+// most 17 float32 or 9 float64 wide) or the 2x2 stride-2 loops'.
+void avg_pool_planes_forward_avx512(const AvgPoolPlane& g, int64_t planes, const float* src,
+                                    float* dst);
+void avg_pool_planes_forward_avx512(const AvgPoolPlane& g, int64_t planes, const double* src,
+                                    double* dst);
+
 // avg_pool_planes_backward (avg_pool_plane.h: the same bits but for which of two NaNs a
 // sum keeps) of `planes` planes of windows at stride 1 or 2, of two entries or more, at
 // most 8 wide and not wider than the output row.
@@ -52,5 +60,23 @@ void avg_pool_planes_backward_avx512(const AvgPoolPlane& g, int64_t planes, cons
                                      float* dx);
 void avg_pool_planes_backward_avx512(const AvgPoolPlane& g, int64_t planes, const double* grad,
                                      double* dx);
+
+// The planes avg_pool_tiny_planes_backward_avx512 takes, of entries of `bytes` bytes:
+// gradients of up to two vectors, dx of up to kTinyVectors, windows of up to kTinyTaps
+// entries.
+constexpr int64_t kTinyVectors = 8, kTinyTaps = 9;
+inline bool avg_pool_tiny_planes(const AvgPoolPlane& g, int64_t bytes) {
+    const int64_t lanes = 64 / bytes;
+    return g.out_plane() <= 2 * lanes && g.in_plane() <= kTinyVectors * lanes &&
+           g.pool_height * g.pool_width <= kTinyTaps;
+}
+
+// avg_pool_planes_backward (avg_pool_plane.h: the same bits but for which of two NaNs a
+// sum keeps) of `planes` tiny planes (avg_pool_tiny_planes_avx512) where it takes the
+// stacked loops (windows that do not tile the plane, not wider than the output row).
+void avg_pool_tiny_planes_backward_avx512(const AvgPoolPlane& g, int64_t planes,
+                                          const float* grad, float* dx);
+void avg_pool_tiny_planes_backward_avx512(const AvgPoolPlane& g, int64_t planes,
+                                          const double* grad, double* dx);
 
 }  // namespace graphnet

@@ -299,11 +299,23 @@ int64_t max_unpool_planes_stride1_avx512(const AvgPoolPlane&, int64_t, const dou
                                          const int32_t*, double*) {
     absent("max_unpool_planes_stride1_avx512");
 }
+void avg_pool_planes_forward_avx512(const AvgPoolPlane&, int64_t, const float*, float*) {
+    absent("avg_pool_planes_forward_avx512");
+}
+void avg_pool_planes_forward_avx512(const AvgPoolPlane&, int64_t, const double*, double*) {
+    absent("avg_pool_planes_forward_avx512");
+}
 void avg_pool_planes_backward_avx512(const AvgPoolPlane&, int64_t, const float*, float*) {
     absent("avg_pool_planes_backward_avx512");
 }
 void avg_pool_planes_backward_avx512(const AvgPoolPlane&, int64_t, const double*, double*) {
     absent("avg_pool_planes_backward_avx512");
+}
+void avg_pool_tiny_planes_backward_avx512(const AvgPoolPlane&, int64_t, const float*, float*) {
+    absent("avg_pool_tiny_planes_backward_avx512");
+}
+void avg_pool_tiny_planes_backward_avx512(const AvgPoolPlane&, int64_t, const double*, double*) {
+    absent("avg_pool_tiny_planes_backward_avx512");
 }
 void avg_pool_planes_forward_avx2(const AvgPoolPlane&, int64_t, const float*, float*) {
     absent("avg_pool_planes_forward_avx2");

@@ -822,6 +822,31 @@ def test_max_pool_on_avx512_gives_the_bits_of_avx2(
         _C.set_num_threads(before)
 
 
+@pytest.mark.parametrize("H, W", [(33, 33), (45, 45), (32, 64), (2048, 1), (3, 683), (41, 50)])
+@pytest.mark.parametrize("window", [(2, 2), (3, 3), (1, 3)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_max_pool_on_avx512_at_stride_1_up_to_a_band(H, W, window, dtype):
+    """Stride-1 planes of 1,025 to 2,048 entries on the AVX-512 stacks (a band's whole
+    plane; 41 x 50, past a band, on AVX2): the AVX2 kernels' bytes and winners with ties,
+    NaNs and -0.0, on one, two and three threads."""
+    ph, pw = min(window[0], H), min(window[1], W)
+    for specials in ("nan", "zeros"):
+        x = pool_input((1, 5, H, W), dtype, specials, H * W)
+        before = _C.get_num_threads()
+        _C.set_avx512_activations(False)
+        try:
+            out, winners = _C.max_pool_forward(x, ph, pw, 1, False)
+            _C.set_avx512_activations(True)
+            for threads in (1, 2, 3):
+                _C.set_num_threads(threads)
+                again = _C.max_pool_forward(x, ph, pw, 1, False)
+                assert again[0].tobytes() == out.tobytes()
+                np.testing.assert_array_equal(again[1], winners)
+        finally:
+            _C.set_avx512_activations(True)
+            _C.set_num_threads(before)
+
+
 @settings(max_examples=120, deadline=None)
 @given(
     planes=st.integers(1, 40),

@@ -31,6 +31,16 @@ def avx2(enabled):
         _C.set_avx2_activations(before)
 
 
+@contextlib.contextmanager
+def avx512(enabled):
+    before = _C.avx512_activations_active()
+    _C.set_avx512_activations(enabled)
+    try:
+        yield
+    finally:
+        _C.set_avx512_activations(before)
+
+
 def normal_cdf(x):
     values = np.ravel(x).astype(np.float64).tolist()  # float32 arithmetic would round -x/√2
     return np.array([0.5 * math.erfc(-v / math.sqrt(2)) for v in values]).reshape(np.shape(x))
@@ -651,6 +661,117 @@ def test_avg_pool_backward_on_avx512_gives_the_bits_of_avx2(
     for threads in (1, 2, 3):
         with kernel_threads(threads):
             assert _C.avg_pool_backward(dout, H, W, ph, pw, stride).tobytes() == want.tobytes()
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    planes=st.integers(1, 60),
+    H=st.integers(1, 12),
+    W=st.integers(1, 12),
+    ph=st.integers(1, 4),
+    pw=st.integers(1, 4),
+    stride=st.integers(1, 4),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 2**16),
+)
+def test_avg_pool_backward_of_tiny_planes_on_avx512_gives_the_bits_of_avx2(
+    planes, H, W, ph, pw, stride, dtype, seed
+):
+    """The average pool's backward of tiny planes on AVX-512 (cpp/pool_avx512.h: each
+    vector of dx across rows taken from the gradient's two vectors, a permute a window
+    tap) against the stacked loops it replaces (AVX2) and the portable build's: the same
+    bytes on any window, stride and plane up to 12 x 12, with many -0.0, infinities of both
+    signs and NaNs, on one, two and three threads, but which of two NaNs of different
+    signs a sum keeps. Where the CPU has no AVX-512 all runs are the same code."""
+    ph, pw = min(ph, H), min(pw, W)
+    Ho, Wo = 1 + (H - ph) // stride, 1 + (W - pw) // stride
+    rng = np.random.default_rng(seed)
+    dout = rng.integers(-2, 3, (1, planes, Ho, Wo)).astype(dtype)
+    dout[rng.random(dout.shape) < 0.4] = -0.0
+    dout[rng.random(dout.shape) < 0.02] = np.inf
+    dout[rng.random(dout.shape) < 0.02] = -np.inf
+    dout[rng.random(dout.shape) < 0.02] = np.nan
+    assert_avx512_gives_the_bits_of_avx2_and_portable(
+        lambda: _C.avg_pool_backward(dout, H, W, ph, pw, stride)
+    )
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    planes=st.integers(1, 40),
+    H=st.integers(1, 40),
+    W=st.integers(1, 60),
+    ph=st.integers(1, 5),
+    pw=st.integers(1, 5),
+    stride=st.integers(1, 4),
+    two_by_two=st.booleans(),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 2**16),
+)
+def test_avg_pool_forward_on_avx512_gives_the_bits_of_avx2(
+    planes, H, W, ph, pw, stride, two_by_two, dtype, seed
+):
+    """The average pool's forward of planes of up to 2,048 entries on AVX-512
+    (cpp/pool_avx512.h: each window's sum in registers, in the vectors of a plane's entries
+    that hold windows' top left entries, compressed out) against the loops it replaces (the
+    AVX2 stacked loops at stride 1, the strided and 2x2 stride-2 loops elsewhere) and the
+    portable build's: the same bytes on any window, stride and plane, with many -0.0 (a
+    window of -0s sums to -0), infinities of both signs and NaNs, on one, two and three
+    threads, but which of two NaNs of different signs a sum keeps (the compiler orders an
+    add's operands as it likes; inf + -inf is a -NaN). Half the draws are 2x2 stride-2
+    windows (0 + the four entries, their own loops). Where the CPU has no AVX-512 all runs
+    are the same code."""
+    if two_by_two:
+        ph, pw, stride = 2, 2, 2
+    ph, pw = min(ph, H), min(pw, W)
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-2, 3, (1, planes, H, W)).astype(dtype)
+    x[rng.random(x.shape) < 0.5] = -0.0
+    x[rng.random(x.shape) < 0.02] = np.inf
+    x[rng.random(x.shape) < 0.01] = -np.inf
+    x[rng.random(x.shape) < 0.01] = np.nan
+    assert_avx512_gives_the_bits_of_avx2_and_portable(
+        lambda: _C.avg_pool_forward(x, ph, pw, stride)
+    )
+
+
+def assert_avx512_gives_the_bits_of_avx2_and_portable(call):
+    """call()'s array on AVX-512, on one, two and three threads, and without AVX2: the
+    bytes of call() without AVX-512 but which of two NaNs a sum kept."""
+    with avx512(False):
+        want = call()
+        with avx2(False):
+            assert_same_bits_but_nan_signs(call(), want)
+    for threads in (1, 2, 3):
+        with kernel_threads(threads):
+            assert_same_bits_but_nan_signs(call(), want)
+
+
+def assert_same_bits_but_nan_signs(got, want):
+    """The same bytes where want is a number, a NaN where it is one."""
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    numbers = ~np.isnan(want)
+    assert got[numbers].tobytes() == want[numbers].tobytes()
+
+
+@pytest.mark.parametrize(
+    "shape, ph, pw, stride",
+    [
+        ((2, 3, 32, 64), 3, 3, 1),  # 2,048 entries: the largest planes the AVX-512 forward takes
+        ((2, 3, 41, 50), 3, 3, 1),  # 2,050: the loops before it
+        ((2, 3, 2048, 1), 5, 1, 3),
+        ((1, 2, 1, 2048), 1, 7, 2),
+        ((1, 2, 1, 2049), 1, 7, 2),
+    ],
+)
+def test_avg_pool_forward_on_avx512_at_the_plane_limit(shape, ph, pw, stride):
+    """Planes at the AVX-512 forward's limit and past it: the bits of the loops without
+    AVX-512 and the naive loops' values."""
+    x = np.random.default_rng(shape[3]).standard_normal(shape).astype(np.float32)
+    with avx512(False):
+        want = _C.avg_pool_forward(x, ph, pw, stride)
+    assert _C.avg_pool_forward(x, ph, pw, stride).tobytes() == want.tobytes()
+    check_avg_pool_against_naive_loops(x, ph, pw, stride)
 
 
 @pytest.mark.parametrize(
