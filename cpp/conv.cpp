@@ -312,13 +312,13 @@ PhasePasses phase_passes(const ConvGeometry& g) {
                          (mode == LaneForwardMode::kEverywhere ||
                           (mode == LaneForwardMode::kWherePays && lane_input_gradient_pays(g)));
     const ColumnDxMode columns = column_dx_mode;
-    const bool column_dx = phase && !narrow_kernel && !lane_dx && columns_fit(g) &&
+    const bool column_dx = phase && !narrow_kernel && !lane_dx && column_input_gradient_fits(g) &&
                            (columns == ColumnDxMode::kEverywhere ||
                             (columns == ColumnDxMode::kWherePays && column_input_gradient_pays(g)));
     const bool dw = phase && (!narrow_kernel || g.stride == 2);
     const ColumnDwMode dw_columns = column_dw_mode;
     const bool column_dw =
-        dw && columns_fit(g) &&
+        dw &&
         (dw_columns == ColumnDwMode::kEverywhere ||
          (dw_columns == ColumnDwMode::kWherePays && column_weight_gradient_pays(g) &&
           !lane_weight_gradient(g)));

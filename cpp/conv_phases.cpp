@@ -617,13 +617,14 @@ void whole_window_taps(int64_t C, int64_t plane, int64_t W, Column* col, Pixel* 
 }
 
 // The columns of one image (positions x C k k, cols_t: position (oy, ox)'s at row
-// oy * Wo + ox, its tap (c, kh, kw) at (c * HH + kh) * WW + kw) against the pixels their
-// taps read: position after position, each window's taps in a column's order,
-// inside(column float, pixel) for the taps inside the image (none for those in the
-// padding).
+// oy * Wo + ox, `row` floats apart, its tap (c, kh, kw) at (c * HH + kh) * WW + kw)
+// against the pixels their taps read: position after position, each window's taps in a
+// column's order, inside(column float, pixel) for the taps inside the image (none for
+// those in the padding).
 template <class Column, class Pixel, class Inside>
-void for_each_window_tap(const ConvGeometry& g, Column* cols_t, Pixel* image, Inside inside) {
-    const int64_t row = g.C * g.HH * g.WW, plane = g.H * g.W;
+void for_each_window_tap(const ConvGeometry& g, Column* cols_t, int64_t row, Pixel* image,
+                         Inside inside) {
+    const int64_t plane = g.H * g.W;
     for (int64_t oy = 0; oy < g.Ho; ++oy) {
         const int64_t y0 = oy * g.stride - g.pad;  // the window's rows y0 + kh, in the image
         const int64_t kh0 = std::max<int64_t>(0, -y0), kh1 = std::min(g.HH, g.H - y0);
@@ -683,14 +684,14 @@ void column_input_gradient(const ConvGeometry& g, const float* dout, const float
         tap_conv_forward_avx512(t, offsets.data(), dout_n, w, no_bias.data(), cols_t);
         float* dx_n = dx + n * g.C * g.H * g.W;
         std::fill_n(dx_n, g.C * g.H * g.W, 0.0f);
-        for_each_window_tap(g, static_cast<const float*>(cols_t), dx_n,
+        for_each_window_tap(g, static_cast<const float*>(cols_t), row, dx_n,
                             [](const float& col, float& pixel) { pixel += col; });
     });
 }
 
 // The kernel's tiles write the rows of filters up to the next multiple of 2, 4 or 8 (its
 // last tile's step): a part of dw's filters, or dw itself, takes the kernel's rows
-// straight where it is a whole number of these.
+// straight where it is a whole number of these (and the columns fill whole vectors).
 constexpr int64_t kColumnDwRowStep = 8;
 
 // dw (F x C k k, its own layout) of the whole batch as columns: the rows of im2col (each
@@ -699,23 +700,27 @@ constexpr int64_t kColumnDwRowStep = 8;
 // transposed (positions x F) its input, the filters its positions. So dw's row f is the
 // sum over the batch's positions, in order, of dout[f] at the position times its column:
 // nothing is packed, no slot zeroed, nothing transposed after (the phases transpose their
-// taps x F sums into dw). The rows of im2col are read from a padded copy of the image, so
+// taps x F sums into dw). A column of C k k floats not filling whole vectors of 16 ends in
+// zeros up to the next one (the kernel's lanes), and the kernel's rows of dw are then
+// copied into dw's. The rows of im2col are read from a padded copy of the image, so
 // every window is whole (through windows clipped at the borders, 3x3 on 8-pixel images,
 // they took 15% of dw's time at batch 4). db is summed from dout transposed. Threads
 // split the images for the columns, then the filters.
 void column_weight_gradient(const ConvGeometry& g, const float* dout, const float* x, float* dw,
                             float* db) {
     const int64_t P = g.positions(), row = g.C * g.HH * g.WW;
+    const int64_t lanes = round_up(row, kTapLanes);  // a column's floats and zeros after
     const int64_t taps = checked_mul(g.N, P, "conv column dw");
     // on cache lines: cols_t, then dout_t and the floats the kernel's last tile reads past
-    // it, then (where F is not a whole number of row steps) the kernel's rows of dw
+    // it, then (where F is not a whole number of row steps, or the columns' lanes not
+    // filled) the kernel's rows of dw
     const int64_t cols_floats =
-        CacheLineScratch::round_up_to_line(checked_mul(taps, row, "conv column dw"));
+        CacheLineScratch::round_up_to_line(checked_mul(taps, lanes, "conv column dw"));
     const int64_t dout_floats = CacheLineScratch::round_up_to_line(
         checked_add(checked_mul(taps, g.F, "conv column dw"), kTapRows, "conv column dw"));
-    const bool straight = g.F % kColumnDwRowStep == 0;
+    const bool straight = g.F % kColumnDwRowStep == 0 && lanes == row;
     const int64_t out_floats =
-        straight ? 0 : checked_mul(round_up(g.F, kColumnDwRowStep), row, "conv column dw");
+        straight ? 0 : checked_mul(round_up(g.F, kColumnDwRowStep), lanes, "conv column dw");
     CacheLineScratch scratch(
         1, checked_add(checked_add(cols_floats, dout_floats, "conv column dw"), out_floats,
                        "conv column dw"),
@@ -740,25 +745,31 @@ void column_weight_gradient(const ConvGeometry& g, const float* dout, const floa
             pad_interior(g.C, g.H, g.W, padded.H, padded.W, g.pad, g.pad, x_n, pad_n);
             x_n = pad_n;
         }
-        for_each_window_tap(padded, cols_t + n * P * row, x_n,
+        float* cols_n = cols_t + n * P * lanes;
+        for_each_window_tap(padded, cols_n, lanes, x_n,
                             [](float& col, const float& pixel) { col = pixel; });
+        for (int64_t q = 0; q < P && lanes > row; ++q) {
+            std::fill(cols_n + q * lanes + row, cols_n + (q + 1) * lanes, 0.0f);
+        }
         tap_transpose_avx512(g.F, P, dout + n * g.F * P, P, dout_t + n * P * g.F, g.F);
     });
     std::fill_n(db, g.F, 0.0f);
     column_sums_avx512(taps, g.F, dout_t, g.F, db);
     std::vector<int64_t> offsets(taps);
     for (int64_t t = 0; t < taps; ++t) offsets[t] = t * g.F;
-    const std::vector<float> no_bias(row, 0.0f);
+    const std::vector<float> no_bias(lanes, 0.0f);
     const int parts = team_size(ceil_div(g.F, kColumnDwRowStep));
     const int64_t part_rows = round_up(ceil_div(g.F, parts), kColumnDwRowStep);
     parallel_for(parts, parts, [&](int64_t part) {
         const int64_t f0 = part * part_rows, f1 = std::min(g.F, f0 + part_rows);
         if (f1 <= f0) return;
-        const TapConv t{taps, row, row, f1 - f0, tap_conv_block(row, g.F), nullptr, {}, 1};
+        const TapConv t{taps, lanes, lanes, f1 - f0, tap_conv_block(lanes, g.F), nullptr, {}, 1};
         tap_conv_forward_avx512(t, offsets.data(), dout_t + f0, cols_t, no_bias.data(),
-                                out + f0 * row);
+                                out + f0 * lanes);
     });
-    if (!straight) std::copy_n(out, g.F * row, dw);
+    if (!straight) {
+        for (int64_t f = 0; f < g.F; ++f) std::copy_n(out + f * lanes, row, dw + f * row);
+    }
 }
 
 namespace {
@@ -792,7 +803,7 @@ double taps_inside(int64_t size, int64_t outputs, int64_t window, int64_t stride
 // geomean 0.59x), 0.755x over all (the better path 0.70x).
 constexpr double kColumnDxPositionsPerFilter = 2.0;
 
-bool columns_fit(const ConvGeometry& g) {
+bool column_input_gradient_fits(const ConvGeometry& g) {
     return g.C * g.HH * g.WW % kTapLanes == 0;
 }
 
@@ -812,7 +823,9 @@ bool column_input_gradient_pays(const ConvGeometry& g) {
 // with the filters). Fitted on 80 layers (--seed 1): 0.21-0.94x the phases' time where it
 // runs (39 layers, geomean 0.60x), 0.778x over all (the better path each time 0.721x; at
 // most 2 positions a filter 0.731x, but up to 1.08x on some layers). Checked on 70 more
-// (--seed 2): 0.28-0.95x where it runs (48, 0.59x), 0.697x over all (the better path 0.678x).
+// (--seed 2): 0.28-0.95x where it runs (48, 0.59x), 0.697x over all (the better path 0.678x);
+// on 40 layers it takes of other channel counts (3-199, the columns padded): 0.27-1.07x,
+// geomean 0.58x.
 // At as many positions as filters the zoo's 32 -> 64 3x3 stride 2 @16 at batch 1 took
 // 1.03x.
 bool column_weight_gradient_pays(const ConvGeometry& g) {

@@ -145,21 +145,19 @@ void phase_input_gradient(const ConvGeometry& g, const float* dout, const float*
 // im2col + GEMM (conv.cpp takes the latter for few channels from many filters).
 bool lane_input_gradient_pays(const ConvGeometry& g);
 
-// Whether a filter's weights (C x HH x WW floats) fill whole vectors: the lanes of the
-// tap kernel in the passes as columns below.
-bool columns_fit(const ConvGeometry& g);
-
 // dx (N x C x H x W) of the whole batch as columns, on team_size(N) threads: per image
 // dout^T w (positions x C k k) on the tap kernel, the weights read as they are, then each
-// column added to dx's pixels (col2im). Only where columns_fit(g).
+// column added to dx's pixels (col2im). Only where column_input_gradient_fits(g).
 void column_input_gradient(const ConvGeometry& g, const float* dout, const float* w, float* dx);
+// Whether a filter's weights (C x HH x WW floats) fill whole vectors: the kernel's lanes.
+bool column_input_gradient_fits(const ConvGeometry& g);
 // Whether dx of layer g runs faster as columns than on the phases' tap kernel.
 bool column_input_gradient_pays(const ConvGeometry& g);
 
 // dw (F x C x HH x WW) and db (F) of the whole batch as columns: dout (positions x F,
-// transposed) times im2col's rows (positions x C k k) on the tap kernel, the filters as its
-// positions, written in dw's own layout; the filters split between threads. Each sums the
-// batch's positions in order. Only where columns_fit(g).
+// transposed) times im2col's rows (positions x C k k, padded to whole vectors) on the tap
+// kernel, the filters as its positions, in dw's own layout; the filters split between
+// threads. Each sums the batch's positions in order.
 void column_weight_gradient(const ConvGeometry& g, const float* dout, const float* x, float* dw,
                             float* db);
 // Whether dw of layer g runs faster as columns than on the phases' tap kernel.

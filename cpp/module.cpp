@@ -2466,9 +2466,8 @@ PYBIND11_MODULE(_C, m) {
         "Where the weight gradients of strided float32 layers on AVX-512 run as columns (dout\n"
         "times im2col's rows, written in dw's own layout) rather than on the phases (summed\n"
         "transposed, then transposed into dw): 'auto' (the default) on small batches of small\n"
-        "images of many filters, 'always' on every such layer whose filters' C x k x k weights\n"
-        "fill whole vectors of 16 (those of few filters too, which 'auto' may give the lane\n"
-        "kernel), 'off' never, to compare the paths.");
+        "images of many filters, 'always' on every such layer (those of few filters too, which\n"
+        "'auto' may give the lane kernel), 'off' never, to compare the paths.");
     m.def("set_avx512_conv", &set_avx512_conv, "enabled"_a,
           "Run the direct conv kernels with AVX-512 where the CPU has it (the default);\n"
           "False keeps them on AVX2, to compare the two.");

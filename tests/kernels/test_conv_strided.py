@@ -830,6 +830,9 @@ def check_column_weight_gradient(x, w, b, stride, pad, seed, threads):
         (1, 16, 3, 3, 16, 1, 2, 0),  # 1x1 stride 2
         (2, 16, 8, 8, 200, 3, 2, 1),  # 200 filters: 72 + 72 + 56 on 3 threads
         (1, 32, 4, 4, 100, 3, 2, 1),  # 100: 40 + 40 + 20 on 3 threads, 4 rows past the last
+        (2, 24, 8, 8, 48, 3, 2, 1),  # 216 floats a filter: columns padded to 224
+        (1, 3, 16, 15, 20, 7, 2, 3),  # 147 floats (160), 20 filters
+        (3, 50, 5, 5, 64, 3, 3, 1),  # 450 (464), stride 3
         (0, 32, 8, 8, 64, 3, 2, 1),  # no images
     ],
 )
@@ -889,6 +892,7 @@ def test_set_column_dw_names_its_modes():
         (2, 64, 8, 128, True),  # 32 output positions for 128 filters
         (3, 128, 4, 32, True),  # 12 for 32
         (4, 16, 6, 128, True),  # 36 for 128
+        (2, 24, 8, 96, True),  # 32 for 96, columns of 216 floats padded to 224
         (4, 32, 8, 64, False),  # 64 for 64
         (2, 64, 16, 128, False),  # 128 for 128
         (3, 64, 16, 64, False),  # 192 for 64
@@ -908,21 +912,11 @@ def test_column_weight_gradient_where_it_pays(N, C, H, F, columns):
         np.testing.assert_array_equal(got, same)
 
 
-def test_column_weight_gradient_only_where_the_weights_fill_vectors():
-    """24 channels of 3x3 (216 floats a filter, not whole vectors of 16): dw stays on the
-    phases even when forced, the bits with the columns off."""
-    x, w, b = case(2, 24, 8, 8, 128, 3, np.float32, seed=24)
-    out = _C.conv_forward(x, w, b, 2, 1)
-    dout = np.random.default_rng(24).standard_normal(out.shape).astype(np.float32)
-    for got, same in zip(column_dw(dout, x, w, 2, 1), column_dw(dout, x, w, 2, 1, "off")):
-        np.testing.assert_array_equal(got, same)
-
-
 @pytest.mark.slow
 @settings(max_examples=60, deadline=None)
 @given(
     N=st.integers(0, 4),
-    C=st.sampled_from([16, 32, 48]),
+    C=st.sampled_from([3, 16, 24, 32, 48, 50]),  # 3, 24, 50: dw's columns padded
     H=st.integers(1, 20),
     W=st.integers(1, 20),
     F=st.sampled_from([1, 8, 17, 33, 64, 100]),
