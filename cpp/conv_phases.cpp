@@ -823,11 +823,10 @@ bool column_input_gradient_pays(const ConvGeometry& g) {
 // with the filters). Fitted on 80 layers (--seed 1): 0.21-0.94x the phases' time where it
 // runs (39 layers, geomean 0.60x), 0.778x over all (the better path each time 0.721x; at
 // most 2 positions a filter 0.731x, but up to 1.08x on some layers). Checked on 70 more
-// (--seed 2): 0.28-0.95x where it runs (48, 0.59x), 0.697x over all (the better path 0.678x);
-// on 40 layers it takes of other channel counts (3-199, the columns padded): 0.27-1.07x,
-// geomean 0.58x.
-// At as many positions as filters the zoo's 32 -> 64 3x3 stride 2 @16 at batch 1 took
-// 1.03x.
+// (--seed 2): 0.28-0.95x where it runs (48, 0.59x), 0.697x over all (the better path
+// 0.678x); on 40 layers it takes of other channel counts (3-199, the columns padded):
+// 0.27-1.07x, geomean 0.58x. At as many positions as filters the zoo's 32 -> 64 3x3
+// stride 2 @16 at batch 1 took 1.01-1.03x.
 bool column_weight_gradient_pays(const ConvGeometry& g) {
     return g.N * g.positions() < g.F;
 }
