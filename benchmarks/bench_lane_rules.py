@@ -1,22 +1,24 @@
 """The rules of the strided paths off the tap kernels, on random layers: a pass on the lane
-kernel (`_C.set_lane_conv("always")`), or with `--path columns` dx as columns
-(`_C.set_column_dx("always")`), against the paths without it ("off": the tap kernels, or for
-dx of under 8 channels from twice as many filters im2col + GEMM), and the path the rule picks
-("auto": lane_forward_pays, lane_input_gradient_pays, column_input_gradient_pays). Float32,
-one thread, CPU time.
+kernel (`_C.set_lane_conv("always")`), or with `--path columns` dx or dw as columns
+(`_C.set_column_dx("always")`, `_C.set_column_dw("always")`), against the paths without it
+("off": the tap kernels, or for dx of under 8 channels from twice as many filters im2col +
+GEMM), and the path the rule picks ("auto": lane_forward_pays, lane_input_gradient_pays,
+lane_weight_gradient_pays, column_input_gradient_pays, column_weight_gradient_pays).
+Float32, one thread, CPU time.
 
     python benchmarks/bench_lane_rules.py [--pass dx] [--seed 2] [--layers 70]
                                           [--channels 8] [--batches 1,2,4] [--pixels 6,40]
-    python benchmarks/bench_lane_rules.py --path columns [--seed 1] [--layers 40]
+    python benchmarks/bench_lane_rules.py --path columns [--pass dw] [--seed 1] [--layers 40]
                                           [--batches 1,1,2,3,4] [--layer N,C,H,W,F,k,s,pad]
 
 The lane kernels' layers: 1-`--channels` channels, 3-24 filters, 3x3, 5x5 or 7x7 windows
 with any pad up to half the window, stride 2, `--pixels` a side (the random student
 networks' strided layers), a batch of `--batches`; for dx only batches holding under 16
-channels (the small-batch rule). The columns': 16-256 channels and filters, 2x2-5x5 windows,
-stride 2 or 3, 4-32 pixels a side, a batch of `--batches`. Printed per layer: the fastest of
-5 blocks of calls of each (two turns each), us, and always / off, auto / off. Last, the
-geomeans of the rule's time and of the better path's over "off"'s."""
+channels (the small-batch rule). The columns': 16-256 channels and filters, 2x2-5x5
+windows, stride 2 or 3, 4-32 pixels a side, a batch of `--batches`. `--pass dw` times dw
+and db (dx not asked for). Printed per layer: the fastest of 5 blocks of calls of each
+(two turns each), us, and always / off, auto / off. Last, the geomeans of the rule's time
+and of the better path's over "off"'s."""
 
 import argparse
 import math
@@ -57,7 +59,7 @@ def column_layer(rng, batches):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--path", choices=("lanes", "columns"), default="lanes")
-    parser.add_argument("--pass", dest="which", choices=("forward", "dx"), default="dx")
+    parser.add_argument("--pass", dest="which", choices=("forward", "dx", "dw"), default="dx")
     parser.add_argument("--seed", type=int, default=2)
     parser.add_argument("--layers", type=int, default=70)
     parser.add_argument("--channels", type=int, default=8)
@@ -71,10 +73,16 @@ def main():
         help="time this layer (repeatable) instead of random ones",
     )
     args = parser.parse_args()
-    if args.path == "columns" and args.which != "dx":
-        parser.error("--path columns: dx only")
+    if args.path == "columns" and args.which == "forward":
+        parser.error("--path columns: dx or dw")
     _C.set_num_threads(1)
-    setter = _C.set_lane_conv if args.path == "lanes" else _C.set_column_dx
+    setter = (
+        _C.set_lane_conv
+        if args.path == "lanes"
+        else _C.set_column_dw
+        if args.which == "dw"
+        else _C.set_column_dx
+    )
     rng = np.random.default_rng(args.seed)
     batches = [int(b) for b in args.batches.split(",")]
     print(
@@ -106,6 +114,8 @@ def main():
         def run():
             if args.which == "forward":
                 return _C.conv_forward(x, w, b, s, p)
+            if args.which == "dw":
+                return _C.conv_backward(dout, x, w, s, p, need_dx=False)[1]
             return _C.conv_backward(dout, x, w, s, p, need_dw=False)[0]
 
         start = time.thread_time()

@@ -282,6 +282,7 @@ struct PhasePasses {
     bool forward, dx, dw;
     bool lane_dx;    // dx, where it takes the phases, on the lane kernel
     bool column_dx;  // dx, where it takes the phases, as columns instead
+    bool column_dw;  // dw, where it takes the phases, as columns instead
 };
 
 // The strided passes that run on the lane kernel (conv_phases.h: lane_forward_pays,
@@ -289,6 +290,16 @@ struct PhasePasses {
 std::atomic<LaneForwardMode> lane_forward_mode{LaneForwardMode::kWherePays};
 // The strided input gradients that run as columns (column_input_gradient_pays).
 std::atomic<ColumnDxMode> column_dx_mode{ColumnDxMode::kWherePays};
+// The strided weight gradients that run as columns (column_weight_gradient_pays).
+std::atomic<ColumnDwMode> column_dw_mode{ColumnDwMode::kWherePays};
+
+// The weight gradients on the tap kernel (strided, and stride-1 ones: tap_weight_gradient)
+// that run on the lane kernel instead.
+bool lane_weight_gradient(const ConvGeometry& g) {
+    const LaneForwardMode mode = lane_forward_mode;
+    return mode == LaneForwardMode::kEverywhere ||
+           (mode == LaneForwardMode::kWherePays && lane_weight_gradient_pays(g));
+}
 
 template <typename T>
 PhasePasses phase_passes(const ConvGeometry& g) {
@@ -304,8 +315,15 @@ PhasePasses phase_passes(const ConvGeometry& g) {
     const bool column_dx = phase && !narrow_kernel && !lane_dx && column_input_gradient_fits(g) &&
                            (columns == ColumnDxMode::kEverywhere ||
                             (columns == ColumnDxMode::kWherePays && column_input_gradient_pays(g)));
-    return {phase && !narrow_kernel, phase && !narrow_kernel && (!few_channels || lane_dx),
-            phase && (!narrow_kernel || g.stride == 2), lane_dx, column_dx};
+    const bool dw = phase && (!narrow_kernel || g.stride == 2);
+    const ColumnDwMode dw_columns = column_dw_mode;
+    const bool column_dw =
+        dw &&
+        (dw_columns == ColumnDwMode::kEverywhere ||
+         (dw_columns == ColumnDwMode::kWherePays && column_weight_gradient_pays(g) &&
+          !lane_weight_gradient(g)));
+    return {phase && !narrow_kernel, phase && !narrow_kernel && (!few_channels || lane_dx), dw,
+            lane_dx, column_dx, column_dw};
 }
 
 template <typename T>
@@ -313,14 +331,6 @@ bool lane_forward(const ConvGeometry& g) {
     const LaneForwardMode mode = lane_forward_mode;
     return mode != LaneForwardMode::kOff && phase_passes<T>(g).forward &&
            (mode == LaneForwardMode::kEverywhere || lane_forward_pays(g));
-}
-
-// The weight gradients on the tap kernel (strided, and stride-1 ones: tap_weight_gradient)
-// that run on the lane kernel instead.
-bool lane_weight_gradient(const ConvGeometry& g) {
-    const LaneForwardMode mode = lane_forward_mode;
-    return mode == LaneForwardMode::kEverywhere ||
-           (mode == LaneForwardMode::kWherePays && lane_weight_gradient_pays(g));
 }
 
 // The forward and dx of stride-1 layers on rows under kDirectMinRow pixels that run on the
@@ -985,6 +995,7 @@ void set_winograd_conv(WinogradMode mode, WinogradTiles tiles) {
 void set_pad_skip_conv(PadSkipMode mode) { pad_skip_mode = mode; }
 void set_lane_conv(LaneForwardMode mode) { lane_forward_mode = mode; }
 void set_column_dx(ColumnDxMode mode) { column_dx_mode = mode; }
+void set_column_dw(ColumnDwMode mode) { column_dw_mode = mode; }
 void set_avx512_conv(bool enabled) { avx512_enabled = enabled; }
 bool avx512_conv_active() { return direct_conv_active() && use_avx512(); }
 bool direct_conv_active() { return direct_enabled && cpu_has_avx2_fma(); }
@@ -1647,19 +1658,24 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
         winograd_dw ? checked_mul(wg.points, winograd_weights_point(wg), "conv dw") : 0;
     const int64_t most_chunks =
         winograd_dw ? std::max<int64_t>(2, kWinogradSlotsFloats / winograd_slot) : kChunks;
-    const int64_t chunks =
-        std::clamp<int64_t>(checked_mul(g.N, P, "conv positions") / kChunkPositions,
-                            std::min<int64_t>(g.N, 2), std::min<int64_t>(g.N, most_chunks));
     const DirectPasses direct_pass = direct_passes<T>(g);
     const PhasePasses phase = phase_passes<T>(g);
     const bool pad_skip_dw =
         dw && !winograd_any_dw && pad_skip(g, pad_skip_weight_gradient_pays(g));
-    const bool other_dw = !winograd_any_dw && !pad_skip_dw;  // on the kernels below
+    // dw and db as columns (strided: never Winograd nor pad skipping), in one sum over the
+    // batch: no chunks
+    const bool column_dw = dw && phase.column_dw;
+    const int64_t chunks =
+        column_dw ? 0
+                  : std::clamp<int64_t>(checked_mul(g.N, P, "conv positions") / kChunkPositions,
+                                        std::min<int64_t>(g.N, 2),
+                                        std::min<int64_t>(g.N, most_chunks));
+    const bool other_dw = !winograd_any_dw && !pad_skip_dw && !column_dw;  // on the kernels below
     const bool tap_dw = other_dw && (phase.dw || tap_weight_gradient<T>(g, direct_pass));
     const bool direct = other_dw && (direct_pass.dw || tap_dw);  // of the weight gradient
     // the im2col path's dw by blocks of channels, straight into dw: no dw in the slots
     const bool dw_channel_blocks = dw && other_dw && !direct && dw_by_channels<T>(g);
-    const bool dw_in_place = dw_channel_blocks || pad_skip_dw || winograd_pairs_dw;
+    const bool dw_in_place = dw_channel_blocks || pad_skip_dw || winograd_pairs_dw || column_dw;
     // none when only dx is asked for
     const int64_t dw_floats = winograd_dw ? winograd_slot : dw && !dw_in_place ? K * F : 0;
     // a chunk's dw, transposed (K x F), or on Winograd the transformed weights' gradient,
@@ -1731,6 +1747,9 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
         if (winograd_pairs_dw) {
             through_whole_batch();
             winograd_weight_gradient_by_pairs(g, wg, dout, x, dw);
+        } else if (column_dw) {
+            through_whole_batch();
+            column_weight_gradient(g, dout, x, dw, db);
         } else if (winograd_dw) {
             scratches.assign(threads, winograd_gradient_scratch_floats(wg),
                              CacheLineScratch::Fill::none);
@@ -1886,7 +1905,7 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
         if (winograd_dw) winograd_weights_gradient_avx512(wg, total, dw);
     }
     if (dw_floats && !winograd_dw) transpose_into(K, F, total, dw, K);
-    std::copy(total + dw_floats, total + slot, db);
+    if (chunks > 0) std::copy(total + dw_floats, total + slot, db);
 }
 
 template void conv_forward<float>(const ConvGeometry&, const float*, const float*, const float*, float*, ConvActivation);

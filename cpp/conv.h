@@ -51,6 +51,11 @@ void set_lane_conv(LaneForwardMode mode);
 // such layer whose weights' rows fill whole vectors, or never.
 enum class ColumnDxMode { kOff, kWherePays, kEverywhere };
 void set_column_dx(ColumnDxMode mode);
+// Where their weight gradients run as columns (column_weight_gradient): where it pays
+// (the default; not on the layers of few filters whose weight gradient runs on the lane
+// kernel), on every such layer, or never.
+enum class ColumnDwMode { kOff, kWherePays, kEverywhere };
+void set_column_dw(ColumnDwMode mode);
 // They run on AVX-512 where the CPU has it, unless switched off here.
 void set_avx512_conv(bool enabled);
 bool avx512_conv_active();

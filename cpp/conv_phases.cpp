@@ -601,16 +601,54 @@ void lane_input_gradient(const ConvGeometry& g, const float* dout, const float* 
 
 namespace {
 
-// A position's column (C x K x K floats) added to the window of dx it read, whole: the
-// windows' loops of constant length unrolled (3x3 and 5x5 layers; through loops of the
-// window's length, clipped at the borders, the col2im took 1.5x as long on 16-pixel images).
-template <int K>
-void add_column(int64_t C, int64_t plane, int64_t W, const float* col, float* window) {
+// inside(column float, pixel) for each tap of a window of K x K whose taps all lie inside
+// the image: the loops of constant length unrolled (through loops of the window's length,
+// clipped at the borders, the col2im took 1.5x as long on 16-pixel 3x3 layers).
+template <int K, class Column, class Pixel, class Inside>
+void whole_window_taps(int64_t C, int64_t plane, int64_t W, Column* col, Pixel* window,
+                       Inside inside) {
     for (int64_t c = 0; c < C; ++c, col += K * K, window += plane) {
 #pragma GCC unroll 5
         for (int kh = 0; kh < K; ++kh) {
 #pragma GCC unroll 5
-            for (int kw = 0; kw < K; ++kw) window[kh * W + kw] += col[kh * K + kw];
+            for (int kw = 0; kw < K; ++kw) inside(col[kh * K + kw], window[kh * W + kw]);
+        }
+    }
+}
+
+// The columns of one image (positions x C k k, cols_t: position (oy, ox)'s at row
+// oy * Wo + ox, `row` floats apart, its tap (c, kh, kw) at (c * HH + kh) * WW + kw)
+// against the pixels their taps read: position after position, each window's taps in a
+// column's order, inside(column float, pixel) for the taps inside the image (none for
+// those in the padding).
+template <class Column, class Pixel, class Inside>
+void for_each_window_tap(const ConvGeometry& g, Column* cols_t, int64_t row, Pixel* image,
+                         Inside inside) {
+    const int64_t plane = g.H * g.W;
+    for (int64_t oy = 0; oy < g.Ho; ++oy) {
+        const int64_t y0 = oy * g.stride - g.pad;  // the window's rows y0 + kh, in the image
+        const int64_t kh0 = std::max<int64_t>(0, -y0), kh1 = std::min(g.HH, g.H - y0);
+        for (int64_t ox = 0; ox < g.Wo; ++ox) {
+            const int64_t x0 = ox * g.stride - g.pad;
+            const int64_t kw0 = std::max<int64_t>(0, -x0), kw1 = std::min(g.WW, g.W - x0);
+            Column* col = cols_t + (oy * g.Wo + ox) * row;
+            const bool whole = kh1 - kh0 == g.HH && kw1 - kw0 == g.WW;
+            const int64_t at = y0 * g.W + x0;  // the window's first pixel, where whole
+            switch (whole && g.HH == g.WW ? g.HH : 0) {  // square windows of 2-5, unrolled
+                case 2: whole_window_taps<2>(g.C, plane, g.W, col, image + at, inside); continue;
+                case 3: whole_window_taps<3>(g.C, plane, g.W, col, image + at, inside); continue;
+                case 4: whole_window_taps<4>(g.C, plane, g.W, col, image + at, inside); continue;
+                case 5: whole_window_taps<5>(g.C, plane, g.W, col, image + at, inside); continue;
+                default: break;
+            }
+            // else the window clipped to the image: its rows kh0 .. kh1 - 1, columns kw0 ..
+            for (int64_t c = 0; c < g.C; ++c) {
+                for (int64_t kh = kh0; kh < kh1; ++kh) {
+                    Pixel* pixels = image + (c * g.H + y0 + kh) * g.W + x0 + kw0;
+                    Column* taps = col + (c * g.HH + kh) * g.WW + kw0;
+                    for (int64_t kw = 0; kw < kw1 - kw0; ++kw) inside(taps[kw], pixels[kw]);
+                }
+            }
         }
     }
 }
@@ -646,30 +684,92 @@ void column_input_gradient(const ConvGeometry& g, const float* dout, const float
         tap_conv_forward_avx512(t, offsets.data(), dout_n, w, no_bias.data(), cols_t);
         float* dx_n = dx + n * g.C * g.H * g.W;
         std::fill_n(dx_n, g.C * g.H * g.W, 0.0f);
-        for (int64_t oy = 0; oy < g.Ho; ++oy) {
-            const int64_t y0 = oy * g.stride - g.pad;  // the window's rows y0 + kh, in dx
-            const int64_t kh0 = std::max<int64_t>(0, -y0), kh1 = std::min(g.HH, g.H - y0);
-            for (int64_t ox = 0; ox < g.Wo; ++ox) {
-                const int64_t x0 = ox * g.stride - g.pad;
-                const int64_t kw0 = std::max<int64_t>(0, -x0), kw1 = std::min(g.WW, g.W - x0);
-                const float* col = cols_t + (oy * g.Wo + ox) * row;
-                const bool whole = kh1 - kh0 == g.HH && kw1 - kw0 == g.WW;
-                if (whole && g.HH == 3 && g.WW == 3) {
-                    add_column<3>(g.C, g.H * g.W, g.W, col, dx_n + y0 * g.W + x0);
-                } else if (whole && g.HH == 5 && g.WW == 5) {
-                    add_column<5>(g.C, g.H * g.W, g.W, col, dx_n + y0 * g.W + x0);
-                } else {  // the window clipped to dx: its rows kh0 .. kh1 - 1, columns kw0 ..
-                    for (int64_t c = 0; c < g.C; ++c) {
-                        for (int64_t kh = kh0; kh < kh1; ++kh) {
-                            float* to = dx_n + (c * g.H + y0 + kh) * g.W + x0 + kw0;
-                            const float* from = col + (c * g.HH + kh) * g.WW + kw0;
-                            for (int64_t kw = 0; kw < kw1 - kw0; ++kw) to[kw] += from[kw];
-                        }
-                    }
-                }
-            }
-        }
+        for_each_window_tap(g, static_cast<const float*>(cols_t), row, dx_n,
+                            [](const float& col, float& pixel) { pixel += col; });
     });
+}
+
+// The kernel's tiles write the rows of filters up to the next multiple of 2, 4 or 8 (its
+// last tile's step): a part of dw's filters, or dw itself, takes the kernel's rows
+// straight where it is a whole number of these (and the columns fill whole vectors).
+constexpr int64_t kColumnDwRowStep = 8;
+
+// dw (F x C k k, its own layout) of the whole batch as columns: the rows of im2col (each
+// output position's C x k x k pixels, 0 in the padding: cols_t, positions x C k k) are the
+// tap kernel's weights, a tap per position of the batch, and the output gradient
+// transposed (positions x F) its input, the filters its positions. So dw's row f is the
+// sum over the batch's positions, in order, of dout[f] at the position times its column:
+// nothing is packed, no slot zeroed, nothing transposed after (the phases transpose their
+// taps x F sums into dw). A column of C k k floats not filling whole vectors of 16 ends in
+// zeros up to the next one (the kernel's lanes), and the kernel's rows of dw are then
+// copied into dw's. The rows of im2col are read from a padded copy of the image, so
+// every window is whole (through windows clipped at the borders, 3x3 on 8-pixel images,
+// they took 15% of dw's time at batch 4). db is summed from dout transposed. Threads
+// split the images for the columns, then the filters.
+void column_weight_gradient(const ConvGeometry& g, const float* dout, const float* x, float* dw,
+                            float* db) {
+    const int64_t P = g.positions(), row = g.C * g.HH * g.WW;
+    const int64_t lanes = round_up(row, kTapLanes);  // a column's floats and zeros after
+    const int64_t taps = checked_mul(g.N, P, "conv column dw");
+    // on cache lines: cols_t, then dout_t and the floats the kernel's last tile reads past
+    // it, then (where F is not a whole number of row steps, or the columns' lanes not
+    // filled) the kernel's rows of dw
+    const int64_t cols_floats =
+        CacheLineScratch::round_up_to_line(checked_mul(taps, lanes, "conv column dw"));
+    const int64_t dout_floats = CacheLineScratch::round_up_to_line(
+        checked_add(checked_mul(taps, g.F, "conv column dw"), kTapRows, "conv column dw"));
+    const bool straight = g.F % kColumnDwRowStep == 0 && lanes == row;
+    const int64_t out_floats =
+        straight ? 0 : checked_mul(round_up(g.F, kColumnDwRowStep), lanes, "conv column dw");
+    CacheLineScratch scratch(
+        1, checked_add(checked_add(cols_floats, dout_floats, "conv column dw"), out_floats,
+                       "conv column dw"),
+        CacheLineScratch::Fill::none);
+    float* cols_t = scratch.scratch_of(0);
+    float* dout_t = cols_t + cols_floats;
+    float* out = straight ? dw : dout_t + dout_floats;
+    std::fill(dout_t + taps * g.F, dout_t + dout_floats, 0.0f);
+    // the images padded: the same windows, none clipped (each thread's, borders zeroed once)
+    ConvGeometry padded = g;
+    padded.H = g.H + 2 * g.pad;
+    padded.W = g.W + 2 * g.pad;
+    padded.pad = 0;
+    const int64_t image = g.C * g.H * g.W;
+    const int threads = team_size(g.N);
+    CacheLineScratch pads(g.pad > 0 ? threads : 0,
+                          checked_mul(g.C, padded.H * padded.W, "conv column dw"));
+    parallel_for_dynamic(threads, g.N, 1, [&](int64_t n, int th) {
+        const float* x_n = x + n * image;
+        if (g.pad > 0) {
+            float* pad_n = pads.scratch_of(th);
+            pad_interior(g.C, g.H, g.W, padded.H, padded.W, g.pad, g.pad, x_n, pad_n);
+            x_n = pad_n;
+        }
+        float* cols_n = cols_t + n * P * lanes;
+        for_each_window_tap(padded, cols_n, lanes, x_n,
+                            [](float& col, const float& pixel) { col = pixel; });
+        for (int64_t q = 0; q < P && lanes > row; ++q) {
+            std::fill(cols_n + q * lanes + row, cols_n + (q + 1) * lanes, 0.0f);
+        }
+        tap_transpose_avx512(g.F, P, dout + n * g.F * P, P, dout_t + n * P * g.F, g.F);
+    });
+    std::fill_n(db, g.F, 0.0f);
+    column_sums_avx512(taps, g.F, dout_t, g.F, db);
+    std::vector<int64_t> offsets(taps);
+    for (int64_t t = 0; t < taps; ++t) offsets[t] = t * g.F;
+    const std::vector<float> no_bias(lanes, 0.0f);
+    const int parts = team_size(ceil_div(g.F, kColumnDwRowStep));
+    const int64_t part_rows = round_up(ceil_div(g.F, parts), kColumnDwRowStep);
+    parallel_for(parts, parts, [&](int64_t part) {
+        const int64_t f0 = part * part_rows, f1 = std::min(g.F, f0 + part_rows);
+        if (f1 <= f0) return;
+        const TapConv t{taps, lanes, lanes, f1 - f0, tap_conv_block(lanes, g.F), nullptr, {}, 1};
+        tap_conv_forward_avx512(t, offsets.data(), dout_t + f0, cols_t, no_bias.data(),
+                                out + f0 * lanes);
+    });
+    if (!straight) {
+        for (int64_t f = 0; f < g.F; ++f) std::copy_n(out + f * lanes, row, dw + f * row);
+    }
 }
 
 namespace {
@@ -712,6 +812,23 @@ bool column_input_gradient_pays(const ConvGeometry& g) {
                           taps_inside(g.W, g.Wo, g.WW, g.stride, g.pad);
     return double(g.N) * double(g.positions()) * kColumnDxPositionsPerFilter <=
            double(g.F) * inside * inside;
+}
+
+// dw and db alone against the phases, one thread, thread CPU time, min of 5 blocks, two
+// turns in one process (set_column_dw; bench_lane_rules.py --path columns --pass dw), over
+// random layers whose filters fill whole vectors (16-256 channels and filters, 2x2-5x5,
+// stride 2-3, 4-32 px, batch 1-4): the columns pay where the batch's output positions are
+// fewer than the filters (the im2col rows, a float per position and tap, grow with the
+// positions; what the phases add per call, taps x F sums zeroed, added and transposed,
+// with the filters). Fitted on 80 layers (--seed 1): 0.21-0.94x the phases' time where it
+// runs (39 layers, geomean 0.60x), 0.778x over all (the better path each time 0.721x; at
+// most 2 positions a filter 0.731x, but up to 1.08x on some layers). Checked on 70 more
+// (--seed 2): 0.28-0.95x where it runs (48, 0.59x), 0.697x over all (the better path
+// 0.678x); on 40 layers it takes of other channel counts (3-199, the columns padded):
+// 0.27-1.07x, geomean 0.58x. At as many positions as filters the zoo's 32 -> 64 3x3
+// stride 2 @16 at batch 1 took 1.01-1.03x.
+bool column_weight_gradient_pays(const ConvGeometry& g) {
+    return g.N * g.positions() < g.F;
 }
 
 void phase_input_gradient(const ConvGeometry& g, const float* dout, const float* w, float* dx,

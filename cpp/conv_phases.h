@@ -154,6 +154,15 @@ bool column_input_gradient_fits(const ConvGeometry& g);
 // Whether dx of layer g runs faster as columns than on the phases' tap kernel.
 bool column_input_gradient_pays(const ConvGeometry& g);
 
+// dw (F x C x HH x WW) and db (F) of the whole batch as columns: dout (positions x F,
+// transposed) times im2col's rows (positions x C k k, padded to whole vectors) on the tap
+// kernel, the filters as its positions, in dw's own layout; the filters split between
+// threads. Each sums the batch's positions in order.
+void column_weight_gradient(const ConvGeometry& g, const float* dout, const float* x, float* dw,
+                            float* db);
+// Whether dw of layer g runs faster as columns than on the phases' tap kernel.
+bool column_weight_gradient_pays(const ConvGeometry& g);
+
 // The forward over the batch on `threads` threads, with conv.cpp's forward_images contract:
 // image n's output goes to out_of(n, thread), then done(n, that output) runs.
 template <typename OutOf, typename Done>

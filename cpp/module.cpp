@@ -2459,6 +2459,15 @@ PYBIND11_MODULE(_C, m) {
         "packed per call): 'auto' (the default) on small batches of small images of many\n"
         "filters, 'always' on every such layer whose filters' C x k x k weights fill whole\n"
         "vectors of 16, 'off' never, to compare the paths.");
+    m.def(
+        "set_column_dw",
+        [](const std::string& mode) { set_column_dw(path_mode<ColumnDwMode>("set_column_dw", mode)); },
+        "mode"_a,
+        "Where the weight gradients of strided float32 layers on AVX-512 run as columns (dout\n"
+        "times im2col's rows, written in dw's own layout) rather than on the phases (summed\n"
+        "transposed, then transposed into dw): 'auto' (the default) on small batches of small\n"
+        "images of many filters, 'always' on every such layer (those of few filters too, which\n"
+        "'auto' may give the lane kernel), 'off' never, to compare the paths.");
     m.def("set_avx512_conv", &set_avx512_conv, "enabled"_a,
           "Run the direct conv kernels with AVX-512 where the CPU has it (the default);\n"
           "False keeps them on AVX2, to compare the two.");

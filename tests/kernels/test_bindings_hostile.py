@@ -302,6 +302,7 @@ def valid_calls(n=2, c=3, s=5, f=4, rows=4, cols=5, t=3, hidden=5, dtype=np.floa
         "set_pad_skip_conv": dict(mode="auto"),
         "set_lane_conv": dict(mode="auto"),
         "set_column_dx": dict(mode="auto"),
+        "set_column_dw": dict(mode="auto"),
         "set_array_memory_handler": dict(handler=None),
         "array_pool_counts": {},
         "keep_freed_heap": {},
@@ -519,6 +520,7 @@ def undo_switches():
     _C.set_pad_skip_conv("auto")
     _C.set_lane_conv("auto")
     _C.set_column_dx("auto")
+    _C.set_column_dw("auto")
     for switch in SWITCHES:
         getattr(_C, switch)(True)
 

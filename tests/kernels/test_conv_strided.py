@@ -774,43 +774,169 @@ def test_column_input_gradient_of_nan_and_inf():
     w[3, 5, 1, 2] = np.nan
     dout[1, 7, 2, 3] = np.inf
     dx = column_dx(dout, x, w, 2, 1)
-    ref = conv_backward_ref(
-        dout.astype(np.float64), x.astype(np.float64), w.astype(np.float64), 2, 1
-    )[0]
+    ref = conv_backward_ref(*(a.astype(np.float64) for a in (dout, x, w)), 2, 1)[0]
     assert np.isnan(dx).any() and np.isinf(dx).any()
+    assert_same_specials(dx, ref)
+
+
+def assert_same_specials(got, ref):
+    """nan, +inf and -inf where the reference has them, elsewhere within rounding of it."""
     for kind in (np.isnan, np.isposinf, np.isneginf):
-        np.testing.assert_array_equal(kind(dx), kind(ref))
+        np.testing.assert_array_equal(kind(got), kind(ref))
     finite = np.isfinite(ref)
-    np.testing.assert_allclose(dx[finite], ref[finite], rtol=1e-4, atol=1e-4)
-
-
-@pytest.mark.slow
-@settings(max_examples=60, deadline=None)
-@given(
-    N=st.integers(0, 3),
-    C=st.sampled_from([16, 32, 48]),
-    H=st.integers(1, 20),
-    W=st.integers(1, 20),
-    F=st.sampled_from([1, 8, 17, 33, 64]),
-    k=st.integers(2, 7),
-    stride=st.sampled_from([2, 3, 4]),
-    pad=st.integers(0, 3),
-    seed=st.integers(0, 2**16),
-)
-def test_column_input_gradient_random_layers(N, C, H, W, F, k, stride, pad, seed):
-    """dx as columns on random strided layers: the naive loops within rounding, the same
-    bits on one thread as on three."""
-    if k > H + 2 * pad or k > W + 2 * pad:
-        return
-    x, w, b = case(N, C, H, W, F, k, np.float32, seed)
-    out = _C.conv_forward(x, w, b, stride, pad)
-    dout = np.random.default_rng(seed).standard_normal(out.shape).astype(np.float32)
-    dx = column_dx(dout, x, w, stride, pad)
-    bounds = conv_error_bounds(dout, x, w, b, stride, pad)
-    assert_within_rounding(dx, conv_backward_ref(dout, x, w, stride, pad)[0], bounds[1], 1e-5)
-    np.testing.assert_array_equal(column_dx(dout, x, w, stride, pad, threads=3), dx)
+    np.testing.assert_allclose(got[finite], ref[finite], rtol=1e-4, atol=1e-4)
 
 
 def test_set_column_dx_names_its_modes():
     with pytest.raises(Exception, match="set_column_dx: mode must be"):
         _C.set_column_dx("sometimes")
+
+
+def column_dw(dout, x, w, stride, pad, mode="always", threads=1):
+    """dw and db alone with set_column_dw(mode), on `threads` threads."""
+    args = (dout, x, w, stride, pad, False, True)
+    return with_path(_C.set_column_dw, mode, _C.conv_backward, *args, threads=threads)[1:]
+
+
+def check_column_weight_gradient(x, w, b, stride, pad, seed, threads):
+    """dw and db as columns (set_column_dw("always")) against the naive loops within
+    rounding, the same bits on each of `threads`; the dout (of `seed`), dw and db."""
+    out = _C.conv_forward(x, w, b, stride, pad)
+    dout = np.random.default_rng(seed).standard_normal(out.shape).astype(np.float32)
+    dw, db = column_dw(dout, x, w, stride, pad)
+    bounds = conv_error_bounds(dout, x, w, b, stride, pad)
+    _, ref_dw, ref_db = conv_backward_ref(dout, x, w, stride, pad)
+    assert_within_rounding(dw, ref_dw, bounds[2], 1e-5)
+    np.testing.assert_allclose(db, ref_db, rtol=1e-5, atol=1e-4)
+    for count in threads:
+        again = column_dw(dout, x, w, stride, pad, threads=count)
+        for got, same in zip(again, (dw, db), strict=True):
+            np.testing.assert_array_equal(got, same)
+    return dout, dw, db
+
+
+@pytest.mark.parametrize(
+    "N, C, H, W, F, k, stride, pad",
+    [
+        (1, 64, 8, 8, 128, 3, 2, 1),  # the zoo's 64 -> 128 on 8-pixel images
+        (3, 48, 4, 4, 96, 3, 2, 1),
+        (2, 16, 9, 7, 40, 3, 2, 0),  # odd sizes, no pad: the last row and column unread
+        (3, 32, 5, 6, 17, 5, 2, 2),  # 5x5, most windows in the pad; 17 filters: 2 rows past
+        (1, 16, 11, 10, 33, 4, 3, 1),  # stride 3, an even window
+        (2, 4, 7, 7, 9, 2, 2, 0),  # 2x2 of 4 channels: 16 floats a filter
+        (2, 16, 6, 6, 16, 7, 2, 3),  # 7x7: windows of any size through the generic loops
+        (1, 16, 2, 2, 16, 3, 2, 2),  # windows mostly in the pad
+        (4, 16, 5, 5, 3, 3, 3, 1),  # 3 filters: one tile of rows, 5 past them
+        (1, 16, 3, 3, 16, 1, 2, 0),  # 1x1 stride 2
+        (2, 16, 8, 8, 200, 3, 2, 1),  # 200 filters: 72 + 72 + 56 on 3 threads
+        (1, 32, 4, 4, 100, 3, 2, 1),  # 100: 40 + 40 + 20 on 3 threads, 4 rows past the last
+        (2, 24, 8, 8, 48, 3, 2, 1),  # 216 floats a filter: columns padded to 224
+        (1, 3, 16, 15, 20, 7, 2, 3),  # 147 floats (160), 20 filters
+        (3, 50, 5, 5, 64, 3, 3, 1),  # 450 (464), stride 3
+        (0, 32, 8, 8, 64, 3, 2, 1),  # no images
+    ],
+)
+def test_column_weight_gradient_matches_naive_and_any_thread_count(N, C, H, W, F, k, stride, pad):
+    """dw and db as columns (set_column_dw("always"): dout^T times im2col's rows on the tap
+    kernel, the filters as its positions): the naive loops within rounding, the same bits on
+    1-3 threads; at batch 1 the same bits as on the phases (set_column_dw("off"), the tap
+    kernel's dw with the lane kernel off: both sum the positions in order)."""
+    x, w, b = case(N, C, H, W, F, k, np.float32, seed=C + F + k)
+    dout, dw, db = check_column_weight_gradient(x, w, b, stride, pad, F, threads=(2, 3))
+    if N == 1 and F > 8:  # (on 1-8 filters the phases sum 2-4 positions a vector)
+        phases = with_lanes("off", column_dw, dout, x, w, stride, pad, "off")
+        for got, same in zip(phases, (dw, db), strict=True):
+            np.testing.assert_array_equal(got, same)
+
+
+def test_column_weight_gradient_matches_numerical_gradient():
+    """dw as columns against central differences of the float64 loops (5x5 stride 2, the
+    windows clipped on every side)."""
+    x, w, b = case(2, 16, 7, 6, 12, 5, np.float32, seed=5)
+    out = _C.conv_forward(x, w, b, 2, 2)
+    dout = np.random.default_rng(6).standard_normal(out.shape).astype(np.float32)
+    dw, _ = column_dw(dout, x, w, 2, 2)
+    x64, w64, b64, dout64 = (a.astype(np.float64) for a in (x, w, b, dout))
+    num_dw = numerical_grad(lambda: conv_forward_ref(x64, w64, b64, 2, 2), w64, dout64)
+    np.testing.assert_allclose(dw, num_dw, rtol=1e-4, atol=1e-4)
+
+
+def test_column_weight_gradient_of_nan_and_inf():
+    """An inf in x and a nan in dout reach the dw entries the naive loops carry them to
+    (nan, +inf and -inf alike) and no other, and db's filter; an inf in the pixels no
+    window reads (the last row and column, 3x3 stride 2 without pad on 10 pixels) none."""
+    x, w, b = case(2, 16, 10, 10, 32, 3, np.float32, seed=11)
+    out = _C.conv_forward(x, w, b, 2, 0)
+    dout = np.random.default_rng(11).standard_normal(out.shape).astype(np.float32)
+    x[0, 3, 4, 5] = np.inf
+    x[1, 7, 2, 2] = -np.inf
+    x[:, :, 9, :] = np.inf
+    x[:, :, :, 9] = np.nan
+    dout[1, 20, 1, 3] = np.nan
+    dw, db = column_dw(dout, x, w, 2, 0)
+    _, ref_dw, ref_db = conv_backward_ref(*(a.astype(np.float64) for a in (dout, x, w)), 2, 0)
+    assert np.isnan(dw).any() and np.isinf(dw).any() and np.isnan(db).any()
+    assert_same_specials(dw, ref_dw)
+    assert_same_specials(db, ref_db)
+
+
+def test_set_column_dw_names_its_modes():
+    with pytest.raises(Exception, match="set_column_dw: mode must be"):
+        _C.set_column_dw("sometimes")
+
+
+@pytest.mark.skipif(not _C.avx512_conv_active(), reason="no AVX-512: dw runs the phases' GEMM")
+@pytest.mark.parametrize(
+    "N, C, H, F, columns",
+    [
+        (2, 64, 8, 128, True),  # 32 output positions for 128 filters
+        (3, 128, 4, 32, True),  # 12 for 32
+        (4, 16, 6, 128, True),  # 36 for 128
+        (2, 24, 8, 96, True),  # 32 for 96, columns of 216 floats padded to 224
+        (4, 32, 8, 64, False),  # 64 for 64
+        (2, 64, 16, 128, False),  # 128 for 128
+        (3, 64, 16, 64, False),  # 192 for 64
+    ],
+)
+def test_column_weight_gradient_where_it_pays(N, C, H, F, columns):
+    """'auto' takes dw and db as columns where the batch's output positions are fewer than
+    the filters (the bits of the columns forced), else the phases' (the bits with them off);
+    the two differ in their last bits at batches of 2+ (the phases sum chunks of images
+    apart)."""
+    x, w, b = case(N, C, H, H, F, 3, np.float32, seed=N + C + F)
+    out = _C.conv_forward(x, w, b, 2, 1)
+    dout = np.random.default_rng(C).standard_normal(out.shape).astype(np.float32)
+    on, off = column_dw(dout, x, w, 2, 1, "always"), column_dw(dout, x, w, 2, 1, "off")
+    assert not np.array_equal(on[0], off[0])
+    for got, same in zip(column_dw(dout, x, w, 2, 1, "auto"), on if columns else off):
+        np.testing.assert_array_equal(got, same)
+
+
+@pytest.mark.slow
+@settings(max_examples=60, deadline=None)
+@given(
+    N=st.integers(0, 4),
+    C=st.sampled_from([3, 16, 24, 32, 48, 50]),  # 3, 24, 50: dw's columns padded
+    H=st.integers(1, 20),
+    W=st.integers(1, 20),
+    F=st.sampled_from([1, 8, 17, 33, 64, 100]),
+    k=st.integers(1, 7),
+    stride=st.sampled_from([2, 3, 4]),
+    pad=st.integers(0, 3),
+    seed=st.integers(0, 2**16),
+)
+def test_columns_random_layers(N, C, H, W, F, k, stride, pad, seed):
+    """dx and dw as columns on random strided layers: the naive loops within rounding, the
+    same bits on one thread as on three; dw as 'auto' picks it the bits of one of the
+    paths."""
+    if k > H + 2 * pad or k > W + 2 * pad:
+        return
+    x, w, b = case(N, C, H, W, F, k, np.float32, seed)
+    dout, dw, _ = check_column_weight_gradient(x, w, b, stride, pad, seed, threads=(3,))
+    dx = column_dx(dout, x, w, stride, pad)
+    bounds = conv_error_bounds(dout, x, w, b, stride, pad)
+    assert_within_rounding(dx, conv_backward_ref(dout, x, w, stride, pad)[0], bounds[1], 1e-5)
+    np.testing.assert_array_equal(column_dx(dout, x, w, stride, pad, threads=3), dx)
+    auto = column_dw(dout, x, w, stride, pad, "auto", threads=2)
+    off = column_dw(dout, x, w, stride, pad, "off")
+    assert np.array_equal(auto[0], dw) or np.array_equal(auto[0], off[0])
