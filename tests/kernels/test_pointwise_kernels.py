@@ -370,6 +370,24 @@ def test_softmax_rows_gradient_central_differences_and_specials():
 # ----- average pooling -------------------------------------------------------------------
 
 
+def window_within(H, W, ph, pw, stride):
+    """A drawn window clipped to the plane, and the output plane's size."""
+    ph, pw = min(ph, H), min(pw, W)
+    return ph, pw, 1 + (H - ph) // stride, 1 + (W - pw) // stride
+
+
+def small_integers_and_specials(rng, shape, dtype, minus_inf=False):
+    """Integers -2..2 (sums exact in any order) with many -0.0, some inf (and -inf) and
+    NaN: where kernels that add in different orders may still differ in bits."""
+    a = rng.integers(-2, 3, shape).astype(dtype)
+    a[rng.random(shape) < 0.4] = -0.0
+    a[rng.random(shape) < 0.02] = np.inf
+    if minus_inf:
+        a[rng.random(shape) < 0.02] = -np.inf
+    a[rng.random(shape) < 0.02] = np.nan
+    return a
+
+
 def avg_pool_naive(x, ph, pw, stride):
     N, C, H, W = x.shape
     Ho, Wo = 1 + (H - ph) // stride, 1 + (W - pw) // stride
@@ -564,8 +582,7 @@ def test_avg_pool_stacked_loops_bit_for_bit(N, C, H, W, ph, pw, stride, dtype):
     window sums / their size, every stride-th; the backward (not of tiling windows): the
     stride-1 window sums of the gradients spread out with the full correlation's pad, / the
     window's size (signs of zeros too)."""
-    ph, pw = min(ph, H), min(pw, W)
-    Ho, Wo = 1 + (H - ph) // stride, 1 + (W - pw) // stride
+    ph, pw, Ho, Wo = window_within(H, W, ph, pw, stride)
     if pw > Wo:
         return  # the wide windows' loops
     rng = np.random.default_rng(H * W + ph)
@@ -607,8 +624,7 @@ def test_avg_pool_on_avx2_gives_the_bits_of_the_portable_loops(
     for the baseline: the same bytes forward and backward on any window, stride and plane,
     with -0.0, infinities and NaNs in x and dout, on one, two and three threads. Where the
     CPU has no AVX2 both runs are the same code."""
-    ph, pw = min(ph, H), min(pw, W)
-    Ho, Wo = 1 + (H - ph) // stride, 1 + (W - pw) // stride
+    ph, pw, Ho, Wo = window_within(H, W, ph, pw, stride)
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((1, planes, H, W)).astype(dtype)
     dout = rng.standard_normal((1, planes, Ho, Wo)).astype(dtype)
@@ -645,13 +661,9 @@ def test_avg_pool_backward_on_avx512_gives_the_bits_of_avx2(
     same bytes on any window, plane and row length, with many -0.0 (a sum of -0s stays -0
     only where no spread zero is in its window), infinities and NaNs, on one, two and three
     threads. Where the CPU has no AVX-512 both runs are the same code."""
-    ph, pw = min(ph, H), min(pw, W)
-    Ho, Wo = 1 + (H - ph) // stride, 1 + (W - pw) // stride
+    ph, pw, Ho, Wo = window_within(H, W, ph, pw, stride)
     rng = np.random.default_rng(seed)
-    dout = rng.integers(-2, 3, (1, planes, Ho, Wo)).astype(dtype)
-    dout[rng.random(dout.shape) < 0.4] = -0.0
-    dout[rng.random(dout.shape) < 0.02] = np.inf
-    dout[rng.random(dout.shape) < 0.02] = np.nan
+    dout = small_integers_and_specials(rng, (1, planes, Ho, Wo), dtype)
     before = _C.avx512_activations_active()
     _C.set_avx512_activations(False)
     try:
@@ -683,14 +695,9 @@ def test_avg_pool_backward_of_tiny_planes_on_avx512_gives_the_bits_of_avx2(
     bytes on any window, stride and plane up to 12 x 12, with many -0.0, infinities of both
     signs and NaNs, on one, two and three threads, but which of two NaNs of different
     signs a sum keeps. Where the CPU has no AVX-512 all runs are the same code."""
-    ph, pw = min(ph, H), min(pw, W)
-    Ho, Wo = 1 + (H - ph) // stride, 1 + (W - pw) // stride
+    ph, pw, Ho, Wo = window_within(H, W, ph, pw, stride)
     rng = np.random.default_rng(seed)
-    dout = rng.integers(-2, 3, (1, planes, Ho, Wo)).astype(dtype)
-    dout[rng.random(dout.shape) < 0.4] = -0.0
-    dout[rng.random(dout.shape) < 0.02] = np.inf
-    dout[rng.random(dout.shape) < 0.02] = -np.inf
-    dout[rng.random(dout.shape) < 0.02] = np.nan
+    dout = small_integers_and_specials(rng, (1, planes, Ho, Wo), dtype, minus_inf=True)
     assert_avx512_gives_the_bits_of_avx2_and_portable(
         lambda: _C.avg_pool_backward(dout, H, W, ph, pw, stride)
     )
