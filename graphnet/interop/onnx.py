@@ -824,7 +824,59 @@ def from_onnx(path_or_model: Any) -> Graph:
         IMPORTERS,
         "from_onnx",
     )
+    _check_constant_types(onnx, model)
     return _Reader(onnx, model, patterns, inside).build()
+
+
+def _check_constant_types(onnx, model):
+    """A GraphError naming the node, the initializer (or Constant) and both types when a
+    constant meets an input of another element type where the op's schema gives both one
+    type (say a double weight on a float image; ONNX refuses the file, graphnet would
+    promote or fail on the first run). The other input's type is the model's input's, a
+    constant's, or what ONNX's type inference gives it; inputs whose type nothing fixes,
+    and ops of other domains, are not checked."""
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), MIN_OPSET)
+    types = {t.name: t.data_type for t in model.graph.initializer}
+    constants = set(types)
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            for a in node.attribute:
+                if a.name == "value":
+                    types[_output(node)] = a.t.data_type
+                    constants.add(_output(node))
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model).graph.value_info
+    except (onnx.shape_inference.InferenceError, RuntimeError, ValueError):
+        inferred = []  # a model inference cannot follow: the reader names what is wrong
+    for info in [*model.graph.input, *inferred]:
+        types.setdefault(info.name, info.type.tensor_type.elem_type)
+    for node in model.graph.node:
+        try:
+            formal = onnx.defs.get_schema(node.op_type, opset, "").inputs
+        except onnx.defs.SchemaError:
+            continue
+        if node.domain not in ("", "ai.onnx") or not formal:
+            continue
+        kinds = [formal[min(i, len(formal) - 1)].type_str for i in range(len(node.input))]
+        alike = {}  # the inputs of one type variable whose type is known, by variable
+        for name, kind in zip(node.input, kinds):
+            if types.get(name, 0):
+                alike.setdefault(kind, []).append(name)
+        for names in alike.values():
+            # a computed input is what the file means; a constant meets it
+            other = next((name for name in names if name not in constants), names[0])
+            for name in names:
+                if name in constants and types[name] != types[other]:
+                    raise GraphError(
+                        f"ONNX node {_output(node)!r} ({node.op_type}): its constant {name!r} "
+                        f"is {_type_name(onnx, types[name])} but the input {other!r} it meets "
+                        f"is {_type_name(onnx, types[other])}; {node.op_type} takes one type "
+                        "for both (cast the constant in the file)"
+                    )
+
+
+def _type_name(onnx, elem_type):
+    return onnx.helper.tensor_dtype_to_string(elem_type).removeprefix("TensorProto.").lower()
 
 
 def _load_model(onnx, path):

@@ -96,6 +96,30 @@ MODELS = {
         "initializer 'big'",
     ),
     "external data outside the folder": (outside_folder(), "outside the directory"),
+    "double weight on a float image": (
+        one("Conv", ("x", "w"), [const("w", np.ones((2, 3, 3, 3)), np.float64)]),
+        r"node 'y' \(Conv\): its constant 'w' is double but the input 'x' it meets is float",
+    ),
+    "double bias of a float Gemm": (
+        one(
+            "Gemm",
+            ("x", "w", "b"),
+            [const("w", np.ones((3, 2)), np.float32), const("b", np.ones(2), np.float64)],
+            (4, 3),
+        ),
+        r"node 'y' \(Gemm\): its constant 'b' is double but the input 'x' it meets is float",
+    ),
+    "half addend of a computed float": (
+        model(
+            [
+                helper.make_node("Relu", ["x"], ["r"]),
+                helper.make_node("Add", ["r", "b"], ["y"]),
+            ],
+            [const("b", np.ones(3), np.float16)],
+            (2, 3),
+        ),
+        r"node 'y' \(Add\): its constant 'b' is float16 but the input 'r' it meets is float",
+    ),
 }
 
 
@@ -214,3 +238,20 @@ def test_seeded_mutations_of_an_exported_model_build_or_are_refused():
             graph.forward({"x": x})
         except GraphError:
             pass
+
+
+def test_constants_of_other_types_where_onnx_allows_them_are_read():
+    """Pow's exponent and Reshape's shape may have other types than x (ONNX's T1, int64):
+    the type check refuses only inputs that the op's schema gives one type."""
+    proto = model(
+        [
+            helper.make_node("Pow", ["x", "e"], ["p"]),
+            helper.make_node("Reshape", ["p", "s"], ["y"]),
+        ],
+        [const("e", 2.0, np.float64), const("s", [3, 2])],
+        (2, 3),
+    )
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    got = gn.from_onnx(proto).forward(x=x)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, (x**2).reshape(3, 2))
