@@ -815,14 +815,17 @@ def from_onnx(path_or_model: Any) -> Graph:
         if not node.output:
             raise GraphError(f"ONNX node {node.name!r} ({node.op_type}) has no output")
     patterns, inside = _find_patterns(onnx, model)
+    uses = [
+        (n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}.{n.op_type}", _output(n))
+        for n in model.graph.node
+        if _output(n) not in inside and _output(n) not in patterns
+    ]
+    instance_norms = any(op == "InstanceNormalization" for op, _ in uses)
     check_supported(
-        (
-            (n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}.{n.op_type}", _output(n))
-            for n in model.graph.node
-            if _output(n) not in inside and _output(n) not in patterns
-        ),
+        uses,
         IMPORTERS,
         "from_onnx",
+        f" InstanceNormalization: {_TORCH_GROUP_NORM}." * instance_norms,
     )
     _check_constant_types(onnx, model)
     return _Reader(onnx, model, patterns, inside).build()
@@ -1067,7 +1070,8 @@ def _elem_dtype(onnx, info):
 
 def _find_patterns(onnx, model):
     """Runs of ONNX ops that are one gate: the GELUs written in ops before opset 20 had
-    Gelu (as torch.onnx.export and to_onnx write them), the temporal softmax loss, the
+    Gelu (as torch.onnx.export and to_onnx write them), nn.GroupNorm as torch.onnx.export
+    writes it (through InstanceNormalization), the temporal softmax loss, the
     masked attention and compare's != (Not of Equal) as to_onnx writes them. Returns
     ({output of the run's last node: (build(reader, node, input nodes), input tensor
     names)}, the outputs of the nodes inside the runs), leaving alone a run whose inner
@@ -1081,6 +1085,7 @@ def _find_patterns(onnx, model):
             or finder.masked_attention(tail)
             or finder.zeros(tail)
             or finder.not_equal(tail)
+            or finder.group_norm(tail)
         )
         if found is None:
             continue
@@ -1307,6 +1312,69 @@ class _PatternFinder:
 
                     return build, [product.input[0], k_t.input[0], tail.input[1], keep.input[0]]
         return None
+
+    def group_norm(self, tail):
+        """Reshape(InstanceNormalization(Reshape(x, (0, G, -1)), ones(G), zeros(G)), Shape(x)),
+        then · gamma + beta (constants of shape (C, 1, 1) or (1, C, 1, 1), or one value), as
+        torch.onnx.export writes nn.GroupNorm (the dynamo exporter until opset 21): graphnet's
+        spatial_groupnorm. The sizes the reshapes take from x are checked on building."""
+        core, affine = tail, (None, None)
+        if tail.op_type == "Add" and len(tail.input) == 2:
+            for product_name, beta in (tail.input, reversed(tail.input)):
+                product = self.node(product_name, "Mul")
+                for normed, gamma in (product.input, reversed(product.input)) if product else ():
+                    if self.channel_scale(gamma) and self.channel_scale(beta):
+                        core, affine = self.producer.get(normed), (gamma, beta)
+        if core is None or core.op_type != "Reshape" or len(core.input) != 2:
+            return None
+        norm = self.node(core.input[0], "InstanceNormalization")
+        grouped = norm and len(norm.input) == 3 and self.node(norm.input[0], "Reshape")
+        if not grouped or len(grouped.input) != 2:
+            return None
+        target = self.constants.get(grouped.input[1])
+        scale, bias = (self.constants.get(name) for name in norm.input[1:])
+        if (
+            target is None
+            or target.shape != (3,)
+            or target[1] < 1
+            or target[2] != -1
+            or self.attrs(grouped).get("allowzero", 0)
+            or scale is None
+            or bias is None
+            or scale.shape != (target[1],)
+            or bias.shape != scale.shape
+            or (scale != 1).any()
+            or bias.any()
+        ):
+            return None
+        x, back = grouped.input[0], core.input[1]
+        shape_of_x = self.node(back, "Shape")
+        whole_shape = (
+            shape_of_x and shape_of_x.input[0] == x and self.attrs(shape_of_x) in ({}, {"start": 0})
+        )
+        if not whole_shape and back not in self.constants:
+            return None
+        sizes = None if whole_shape else self.constants[back]
+
+        def build(r, node, inputs):
+            return _group_norm(r, node, inputs[0], norm, target, sizes, affine)
+
+        return build, [x]
+
+    def attrs(self, node):
+        return {a.name: self.onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+    def channel_scale(self, name):
+        """True when `name` is a constant that scales or shifts (N, C, H, W) per channel."""
+        value = self.constants.get(name)
+        return value is not None and (
+            (value.size == 1 and value.ndim <= 4)
+            or (
+                value.ndim in (3, 4)
+                and value.shape[-2:] == (1, 1)
+                and value.shape[:-3] in ((), (1,))
+            )
+        )
 
     def read_only_by(self, name, outputs):
         return name not in self.outputs and self.readers.get(name, set()) <= outputs
@@ -1542,6 +1610,66 @@ def _read_groupnorm(r, node):
     return r.gate(
         "spatial_groupnorm", node, [x, *scales], G=groups, eps=r.attr(node, "epsilon", 1e-5)
     )
+
+
+#: What InstanceNormalization is read as, and only as.
+_TORCH_GROUP_NORM = (
+    "graphnet reads it only inside nn.GroupNorm as torch.onnx.export writes it: "
+    "Reshape(x, (0, G, -1)) -> InstanceNormalization(scale ones, bias zeros) -> Reshape to "
+    "Shape(x), then optionally Mul by gamma and Add beta of shape (C, 1, 1)"
+)
+
+
+def _group_norm(r, node, x, norm, target, sizes, affine):
+    """spatial_groupnorm for the run _PatternFinder.group_norm found: x (N, C, H, W) of
+    known channels, grouped to (N, G, -1) (a 0 or N first), reshaped back to its own shape
+    (`sizes`, when not Shape(x)), scaled and shifted per channel or by one value
+    (`affine`: the gamma and beta tensors, or Nones)."""
+    shape = x.static_shape
+    if shape is None or len(shape) != 4 or shape[1] is None:
+        raise unsupported(
+            "InstanceNormalization",
+            norm.output[0],
+            f"{_TORCH_GROUP_NORM}; x must be (N, C, H, W) of known channels, got {shape}",
+        )
+    scales = [None if t is None else r.constants[t] for t in affine]
+    if (
+        int(target[0]) not in (0, shape[0])
+        or (sizes is not None and [int(v) for v in sizes] != list(shape))
+        or not all(v is None or v.size == 1 or v.shape[-3] == shape[1] for v in scales)
+    ):
+        raise unsupported(
+            "InstanceNormalization",
+            norm.output[0],
+            f"{_TORCH_GROUP_NORM}; here x {shape} is grouped to {[int(v) for v in target]}, "
+            f"reshaped back to {'its shape' if sizes is None else [int(v) for v in sizes]}, "
+            f"scaled and shifted by {[None if v is None else v.shape for v in scales]}",
+        )
+    gamma, beta = (
+        _per_channel(r, tensor, fill, shape[1], f"{node.output[0]}/{what}", x.dtype)
+        for tensor, fill, what in zip(affine, (1.0, 0.0), ("gamma", "beta"))
+    )
+    return r.gate(
+        "spatial_groupnorm",
+        node,
+        [x, gamma, beta],
+        G=int(target[1]),
+        eps=r.attr(norm, "epsilon", 1e-5),
+    )
+
+
+def _per_channel(r, tensor, fill, channels, name, dtype):
+    """spatial_groupnorm's gamma or beta, (C,) or (1, C, 1, 1): the constant `tensor` (a
+    (C, 1, 1) one reshaped, one value repeated), or `fill`s when there is none."""
+    if tensor is None:
+        return r.graph.const(np.full(channels, fill, dtype), name=name)
+    value = r.constants[tensor]
+    if value.ndim in (3, 4) and value.shape[-3] == channels:  # torch's (C, 1, 1), the course's
+        node = r.input_value(tensor)
+        return (
+            node if value.ndim == 4 else build_gate(r.graph, "reshape", [node], name, shape=(-1,))
+        )
+    return r.graph.const(np.full(channels, value.item(), value.dtype), name=name)
 
 
 def _read_dropout(r, node):
