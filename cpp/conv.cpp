@@ -326,6 +326,25 @@ PhasePasses phase_passes(const ConvGeometry& g) {
             lane_dx, column_dx, column_dw};
 }
 
+}  // namespace
+
+StridedGradientPaths strided_gradient_paths(const ConvGeometry& g) {
+    const PhasePasses phase = phase_passes<float>(g);
+    // in conv_backward's order: the columns and the lane kernel exclude each other for dx,
+    // the columns come first for dw
+    const char* dx = !phase.dx         ? "other"
+                     : phase.lane_dx   ? "lanes"
+                     : phase.column_dx ? "columns"
+                                       : "phases";
+    const char* dw = !phase.dw                 ? "other"
+                     : phase.column_dw         ? "columns"
+                     : lane_weight_gradient(g) ? "lanes"
+                                               : "phases";
+    return {dx, dw};
+}
+
+namespace {
+
 template <typename T>
 bool lane_forward(const ConvGeometry& g) {
     const LaneForwardMode mode = lane_forward_mode;

@@ -56,6 +56,15 @@ void set_column_dx(ColumnDxMode mode);
 // kernel), on every such layer, or never.
 enum class ColumnDwMode { kOff, kWherePays, kEverywhere };
 void set_column_dw(ColumnDwMode mode);
+// The paths a float32 layer's dx and dw take under the modes above: "columns", "lanes",
+// "phases" (the tap kernel on the phase planes), or "other" (not a strided layer on
+// AVX-512, or one of the passes the phases leave to im2col + GEMM). For the tests, which
+// cannot tell the paths apart by their bits where the windows do not overlap.
+struct StridedGradientPaths {
+    const char* dx;
+    const char* dw;
+};
+StridedGradientPaths strided_gradient_paths(const ConvGeometry& g);
 // They run on AVX-512 where the CPU has it, unless switched off here.
 void set_avx512_conv(bool enabled);
 bool avx512_conv_active();
