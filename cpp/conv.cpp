@@ -312,7 +312,7 @@ PhasePasses phase_passes(const ConvGeometry& g) {
                          (mode == LaneForwardMode::kEverywhere ||
                           (mode == LaneForwardMode::kWherePays && lane_input_gradient_pays(g)));
     const ColumnDxMode columns = column_dx_mode;
-    const bool column_dx = phase && !narrow_kernel && !lane_dx && column_input_gradient_fits(g) &&
+    const bool column_dx = phase && !narrow_kernel && !lane_dx &&
                            (columns == ColumnDxMode::kEverywhere ||
                             (columns == ColumnDxMode::kWherePays && column_input_gradient_pays(g)));
     const bool dw = phase && (!narrow_kernel || g.stride == 2);

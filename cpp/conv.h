@@ -48,7 +48,7 @@ enum class LaneForwardMode { kOff, kWherePays, kEverywhere };
 void set_lane_conv(LaneForwardMode mode);
 // Where the input gradients of strided float32 layers run as columns (conv_phases.h:
 // column_input_gradient) rather than on the phases: where it pays (the default), on every
-// such layer whose weights' rows fill whole vectors, or never.
+// such layer, or never.
 enum class ColumnDxMode { kOff, kWherePays, kEverywhere };
 void set_column_dx(ColumnDxMode mode);
 // Where their weight gradients run as columns (column_weight_gradient): where it pays

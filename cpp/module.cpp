@@ -2457,8 +2457,7 @@ PYBIND11_MODULE(_C, m) {
         "Where the input gradients of strided float32 layers on AVX-512 run as columns (dout^T\n"
         "w with the weights as they are, then col2im) rather than on the phases (the weights\n"
         "packed per call): 'auto' (the default) on small batches of small images of many\n"
-        "filters, 'always' on every such layer whose filters' C x k x k weights fill whole\n"
-        "vectors of 16, 'off' never, to compare the paths.");
+        "filters, 'always' on every such layer, 'off' never, to compare the paths.");
     m.def(
         "set_column_dw",
         [](const std::string& mode) { set_column_dw(path_mode<ColumnDwMode>("set_column_dw", mode)); },
