@@ -807,10 +807,11 @@ double taps_inside(int64_t size, int64_t outputs, int64_t window, int64_t stride
 // computed for nothing, and the windows clipped at dx's borders run the col2im's slow
 // loops). Fitted on 80 layers (--seed 1 --batches 1,1,2,3,4) with the 2x2 and 4x4 col2im
 // unrolled: the positions at most twice the filters, weighed by 1 / (the share of the taps
-// inside)^4: 0.768x the phases' time over all (at most half the filters, weighed by
-// 1 / share^2, as fitted before: 0.843x; the better path each time 0.747x), at most 1.04x
-// on a layer where it runs. Checked on 70 more (--seed 2): 0.734x (before 0.776x; the
-// better path 0.706x), at most 1.08x where it runs.
+// inside)^4: 0.779x the phases' time over all (at most half the filters, weighed by
+// 1 / share^2, as fitted before: 0.850x; the better path each time 0.759x), 0.30-1.06x
+// where it runs (48 layers). Checked on 70 more (--seed 2): 0.733x (before 0.775x; the
+// better path 0.705x), 0.36-1.08x where it runs; on 60 held out (--seed 3 --layers 60):
+// 0.692x (0.740x; 0.673x), 0.28-1.09x where it runs (45 layers, geomean 0.61x).
 constexpr double kColumnDxMostPositionsPerFilter = 2.0;
 
 bool column_input_gradient_pays(const ConvGeometry& g) {
