@@ -42,8 +42,8 @@ def random_layer(rng, channels, batches, pixels, under_16_channels):
 
 
 def column_layer(rng, batches):
-    """(N, C, H, W, F, k, stride, pad) of many channels and filters, whose filters' C k k
-    weights fill whole vectors (the columns dx's lanes), of at most 4e8 multiply-adds."""
+    """(N, C, H, W, F, k, stride, pad) of many channels and filters (multiples of 16: the
+    columns' lanes filled), of at most 4e8 multiply-adds."""
     while True:
         C = int(rng.choice([16, 32, 48, 64, 96, 128, 256]))
         F = int(rng.choice([16, 32, 48, 64, 96, 128, 192, 256]))

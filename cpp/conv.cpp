@@ -312,7 +312,7 @@ PhasePasses phase_passes(const ConvGeometry& g) {
                          (mode == LaneForwardMode::kEverywhere ||
                           (mode == LaneForwardMode::kWherePays && lane_input_gradient_pays(g)));
     const ColumnDxMode columns = column_dx_mode;
-    const bool column_dx = phase && !narrow_kernel && !lane_dx && column_input_gradient_fits(g) &&
+    const bool column_dx = phase && !narrow_kernel && !lane_dx &&
                            (columns == ColumnDxMode::kEverywhere ||
                             (columns == ColumnDxMode::kWherePays && column_input_gradient_pays(g)));
     const bool dw = phase && (!narrow_kernel || g.stride == 2);
@@ -325,6 +325,25 @@ PhasePasses phase_passes(const ConvGeometry& g) {
     return {phase && !narrow_kernel, phase && !narrow_kernel && (!few_channels || lane_dx), dw,
             lane_dx, column_dx, column_dw};
 }
+
+}  // namespace
+
+StridedGradientPaths strided_gradient_paths(const ConvGeometry& g) {
+    const PhasePasses phase = phase_passes<float>(g);
+    // in conv_backward's order: the columns and the lane kernel exclude each other for dx,
+    // the columns come first for dw
+    const char* dx = !phase.dx         ? "other"
+                     : phase.lane_dx   ? "lanes"
+                     : phase.column_dx ? "columns"
+                                       : "phases";
+    const char* dw = !phase.dw                 ? "other"
+                     : phase.column_dw         ? "columns"
+                     : lane_weight_gradient(g) ? "lanes"
+                                               : "phases";
+    return {dx, dw};
+}
+
+namespace {
 
 template <typename T>
 bool lane_forward(const ConvGeometry& g) {

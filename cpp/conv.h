@@ -48,7 +48,7 @@ enum class LaneForwardMode { kOff, kWherePays, kEverywhere };
 void set_lane_conv(LaneForwardMode mode);
 // Where the input gradients of strided float32 layers run as columns (conv_phases.h:
 // column_input_gradient) rather than on the phases: where it pays (the default), on every
-// such layer whose weights' rows fill whole vectors, or never.
+// such layer, or never.
 enum class ColumnDxMode { kOff, kWherePays, kEverywhere };
 void set_column_dx(ColumnDxMode mode);
 // Where their weight gradients run as columns (column_weight_gradient): where it pays
@@ -56,6 +56,15 @@ void set_column_dx(ColumnDxMode mode);
 // kernel), on every such layer, or never.
 enum class ColumnDwMode { kOff, kWherePays, kEverywhere };
 void set_column_dw(ColumnDwMode mode);
+// The paths a float32 layer's dx and dw take under the modes above: "columns", "lanes",
+// "phases" (the tap kernel on the phase planes), or "other" (not a strided layer on
+// AVX-512, or one of the passes the phases leave to im2col + GEMM). For the tests, which
+// cannot tell the paths apart by their bits where the windows do not overlap.
+struct StridedGradientPaths {
+    const char* dx;
+    const char* dw;
+};
+StridedGradientPaths strided_gradient_paths(const ConvGeometry& g);
 // They run on AVX-512 where the CPU has it, unless switched off here.
 void set_avx512_conv(bool enabled);
 bool avx512_conv_active();

@@ -658,23 +658,33 @@ void for_each_window_tap(const ConvGeometry& g, Column* cols_t, int64_t row, Pix
 // dx of one image as columns: cols_t (positions x C k k) = dout^T w on the tap kernel, whose
 // lanes are then the weights' own rows (filter f's C x k x k floats: tap f of the kernel) and
 // whose input is dout (tap f at f * positions, the positions consecutive), so nothing of the
-// weights is packed; then each column's float is added to the dx pixel its tap reads
-// (col2im), position after position. Per image the kernel's work is the phases' (every
-// output position times every tap), the col2im's a float per position and tap where the
-// phases pack the whole weight tensor once per call (column_input_gradient_pays).
+// weights is packed but where a row does not fill whole vectors of 16 (24 channels of 3x3:
+// 216 floats): then the rows are copied, each ending in zeros up to the next vector (224),
+// and the columns' floats past the row are never read. Then each column's float is added
+// to the dx pixel its tap reads (col2im), position after position. Per image the kernel's
+// work is the phases' (every output position times every tap), the col2im's a float per
+// position and tap where the phases pack the whole weight tensor once per call
+// (column_input_gradient_pays).
 void column_input_gradient(const ConvGeometry& g, const float* dout, const float* w, float* dx) {
     const int64_t P = g.positions(), kernel = g.HH * g.WW;
-    const int64_t row = g.C * kernel;  // a filter's weights: a column's floats
+    const int64_t row = g.C * kernel;                // a filter's weights: a column's floats
+    const int64_t lanes = round_up(row, kTapLanes);  // and the zeros after them
+    std::vector<float> padded_w;
+    if (lanes > row) {
+        padded_w.assign(checked_mul(g.F, lanes, "conv column dx"), 0.0f);
+        for (int64_t f = 0; f < g.F; ++f) std::copy_n(w + f * row, row, &padded_w[f * lanes]);
+        w = padded_w.data();
+    }
     // per thread, on cache lines: dout and the floats the kernel's last tile reads past it,
     // then cols_t (P rounded up to kTapRows rows)
     const int64_t dout_floats = CacheLineScratch::round_up_to_line(
         checked_add(checked_mul(g.F, P, "conv column dx"), kTapRows, "conv column dx"));
     const int64_t scratch = checked_add(
-        dout_floats, checked_mul(round_up(P, kTapRows), row, "conv column dx"), "conv column dx");
+        dout_floats, checked_mul(round_up(P, kTapRows), lanes, "conv column dx"), "conv column dx");
     std::vector<int64_t> offsets(g.F);
     for (int64_t f = 0; f < g.F; ++f) offsets[f] = f * P;
-    const std::vector<float> no_bias(row, 0.0f);
-    const TapConv t{g.F, row, row, P, tap_conv_block(row, P), nullptr, {}, 1};
+    const std::vector<float> no_bias(lanes, 0.0f);
+    const TapConv t{g.F, lanes, lanes, P, tap_conv_block(lanes, P), nullptr, {}, 1};
     const int threads = team_size(g.N);
     CacheLineScratch scratches(threads, scratch);  // zeroed: the reads past dout
     parallel_for_dynamic(threads, g.N, 1, [&](int64_t n, int th) {
@@ -684,7 +694,7 @@ void column_input_gradient(const ConvGeometry& g, const float* dout, const float
         tap_conv_forward_avx512(t, offsets.data(), dout_n, w, no_bias.data(), cols_t);
         float* dx_n = dx + n * g.C * g.H * g.W;
         std::fill_n(dx_n, g.C * g.H * g.W, 0.0f);
-        for_each_window_tap(g, static_cast<const float*>(cols_t), row, dx_n,
+        for_each_window_tap(g, static_cast<const float*>(cols_t), lanes, dx_n,
                             [](const float& col, float& pixel) { pixel += col; });
     });
 }
@@ -790,28 +800,26 @@ double taps_inside(int64_t size, int64_t outputs, int64_t window, int64_t stride
 
 // dx alone against the phases, one thread, thread CPU time, min of 5-7 blocks, two or three
 // turns in one process (set_column_dx; bench_lane_rules.py --path columns), over random
-// layers whose filters fill whole vectors (16-256 channels and filters, 2x2-5x5, stride
-// 2-3, 4-32 px, batch 1-4): the columns pay where the batch's output positions are few
-// against the filters (the col2im, a float per position and tap, grows with the
-// positions; the phases' packing with the filters) and their windows lie inside the image
-// (the taps in the padding are computed for nothing). Over 150 layers, positions over
-// filters at most 1/2: 0.28-1.25x the time (68 layers; the slowest small batches of 5-7
-// pixels, a third of their taps in the pad); with the positions weighed by 1 / (the share
-// of the taps inside)^2: 0.28-1.07x (55 layers), the rule kept: 0.84x and 0.79x the
-// phases' time over two sets of 80 and 70 layers (geomeans; the better path each time
-// 0.81x, 0.75x). Checked on 40 more (--seed 3): 0.31-1.00x where it runs (21 layers,
-// geomean 0.59x), 0.755x over all (the better path 0.70x).
-constexpr double kColumnDxPositionsPerFilter = 2.0;
-
-bool column_input_gradient_fits(const ConvGeometry& g) {
-    return g.C * g.HH * g.WW % kTapLanes == 0;
-}
+// layers (16-256 channels and filters, 2x2-5x5, stride 2-3, 4-32 px, batch 1-4): the
+// columns pay where the batch's output positions are few against the filters (the
+// col2im, a float per position and tap, grows with the positions; the phases' packing
+// with the filters) and their windows lie inside the image (the taps in the padding are
+// computed for nothing, and the windows clipped at dx's borders run the col2im's slow
+// loops). Fitted on 80 layers (--seed 1 --batches 1,1,2,3,4) with the 2x2 and 4x4 col2im
+// unrolled: the positions at most twice the filters, weighed by 1 / (the share of the taps
+// inside)^4: 0.779x the phases' time over all (at most half the filters, weighed by
+// 1 / share^2, as fitted before: 0.850x; the better path each time 0.759x), 0.30-1.06x
+// where it runs (48 layers). Checked on 70 more (--seed 2): 0.733x (before 0.775x; the
+// better path 0.705x), 0.36-1.08x where it runs; on 60 held out (--seed 3 --layers 60):
+// 0.692x (0.740x; 0.673x), 0.28-1.09x where it runs (45 layers, geomean 0.61x).
+constexpr double kColumnDxMostPositionsPerFilter = 2.0;
 
 bool column_input_gradient_pays(const ConvGeometry& g) {
     const double inside = taps_inside(g.H, g.Ho, g.HH, g.stride, g.pad) *
                           taps_inside(g.W, g.Wo, g.WW, g.stride, g.pad);
-    return double(g.N) * double(g.positions()) * kColumnDxPositionsPerFilter <=
-           double(g.F) * inside * inside;
+    const double squared = inside * inside;
+    return double(g.N) * double(g.positions()) <=
+           kColumnDxMostPositionsPerFilter * double(g.F) * squared * squared;
 }
 
 // dw and db alone against the phases, one thread, thread CPU time, min of 5 blocks, two

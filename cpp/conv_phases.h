@@ -147,10 +147,8 @@ bool lane_input_gradient_pays(const ConvGeometry& g);
 
 // dx (N x C x H x W) of the whole batch as columns, on team_size(N) threads: per image
 // dout^T w (positions x C k k) on the tap kernel, the weights read as they are, then each
-// column added to dx's pixels (col2im). Only where column_input_gradient_fits(g).
+// column added to dx's pixels (col2im).
 void column_input_gradient(const ConvGeometry& g, const float* dout, const float* w, float* dx);
-// Whether a filter's weights (C x HH x WW floats) fill whole vectors: the kernel's lanes.
-bool column_input_gradient_fits(const ConvGeometry& g);
 // Whether dx of layer g runs faster as columns than on the phases' tap kernel.
 bool column_input_gradient_pays(const ConvGeometry& g);
 

@@ -2457,8 +2457,7 @@ PYBIND11_MODULE(_C, m) {
         "Where the input gradients of strided float32 layers on AVX-512 run as columns (dout^T\n"
         "w with the weights as they are, then col2im) rather than on the phases (the weights\n"
         "packed per call): 'auto' (the default) on small batches of small images of many\n"
-        "filters, 'always' on every such layer whose filters' C x k x k weights fill whole\n"
-        "vectors of 16, 'off' never, to compare the paths.");
+        "filters, 'always' on every such layer, 'off' never, to compare the paths.");
     m.def(
         "set_column_dw",
         [](const std::string& mode) { set_column_dw(path_mode<ColumnDwMode>("set_column_dw", mode)); },
@@ -2468,6 +2467,19 @@ PYBIND11_MODULE(_C, m) {
         "transposed, then transposed into dw): 'auto' (the default) on small batches of small\n"
         "images of many filters, 'always' on every such layer (those of few filters too, which\n"
         "'auto' may give the lane kernel), 'off' never, to compare the paths.");
+    m.def(
+        "strided_gradient_paths",
+        [](const py::array& x, const py::array& w, int64_t stride, int64_t pad) {
+            const Shape b_shape{shape_of(w).empty() ? 0 : shape_of(w)[0]};
+            const ConvGeometry g = conv_geometry(shape_of(x), shape_of(w), b_shape, stride, pad);
+            const StridedGradientPaths paths = strided_gradient_paths(g);
+            return py::make_tuple(paths.dx, paths.dw);
+        },
+        "x"_a, "w"_a, "stride"_a, "pad"_a,
+        "The paths conv_backward gives a float32 layer's (dx, dw) under set_lane_conv,\n"
+        "set_column_dx and set_column_dw as they are now: 'columns', 'lanes', 'phases' (the\n"
+        "tap kernel on the phase planes) or 'other' (not a strided layer on AVX-512, or a pass\n"
+        "the phases leave to im2col + GEMM). For the tests, where the bits cannot tell.");
     m.def("set_avx512_conv", &set_avx512_conv, "enabled"_a,
           "Run the direct conv kernels with AVX-512 where the CPU has it (the default);\n"
           "False keeps them on AVX2, to compare the two.");

@@ -303,6 +303,7 @@ def valid_calls(n=2, c=3, s=5, f=4, rows=4, cols=5, t=3, hidden=5, dtype=np.floa
         "set_lane_conv": dict(mode="auto"),
         "set_column_dx": dict(mode="auto"),
         "set_column_dw": dict(mode="auto"),
+        "strided_gradient_paths": dict(x=x4, w=w4, stride=2, pad=1),
         "set_array_memory_handler": dict(handler=None),
         "array_pool_counts": {},
         "keep_freed_heap": {},
