@@ -701,6 +701,16 @@ def gradient_paths(setter, mode, x, w, stride, pad):
     return with_path(setter, mode, _C.strided_gradient_paths, x, w, stride, pad)
 
 
+# Layers both columns passes are tested on (N, C, H, W, F, k, stride, pad).
+COLUMN_EDGE_LAYERS = [
+    (1, 64, 8, 8, 128, 3, 2, 1),  # the zoo's 64 -> 128 on 8-pixel images
+    (3, 48, 4, 4, 96, 3, 2, 1),
+    (2, 16, 9, 7, 40, 3, 2, 0),  # odd sizes, no pad: the last row and column unread
+    (3, 32, 5, 6, 17, 5, 2, 2),  # 5x5, most windows clipped at the borders; 17 filters
+    (1, 16, 11, 10, 33, 4, 3, 1),  # stride 3, an even window
+]
+
+
 def column_dx(dout, x, w, stride, pad, mode="always", threads=1):
     """dx alone with set_column_dx(mode), on `threads` threads; at "always" the layer's dx
     runs as columns (else the test would check another path)."""
@@ -714,11 +724,7 @@ def column_dx(dout, x, w, stride, pad, mode="always", threads=1):
 @pytest.mark.parametrize(
     "N, C, H, W, F, k, stride, pad",
     [
-        (1, 64, 8, 8, 128, 3, 2, 1),  # the zoo's 64 -> 128 on 8-pixel images
-        (3, 48, 4, 4, 96, 3, 2, 1),
-        (2, 16, 9, 7, 40, 3, 2, 0),  # odd sizes, no pad: the last row and column unread
-        (3, 32, 5, 6, 17, 5, 2, 2),  # 5x5: most windows clipped at dx's borders
-        (1, 16, 11, 10, 33, 4, 3, 1),  # stride 3, an even window
+        *COLUMN_EDGE_LAYERS,
         (2, 16, 9, 9, 24, 2, 2, 0),  # 2x2: windows that never overlap
         (2, 16, 6, 6, 16, 7, 2, 3),  # 7x7: windows of any size through the clipped loops
         (1, 16, 2, 2, 16, 3, 2, 2),  # windows mostly in the pad
@@ -756,16 +762,18 @@ def check_column_input_gradient(x, w, b, stride, pad, seed, threads):
 
 
 @needs_columns
-def test_column_input_gradient_matches_numerical_gradient():
-    """dx as columns against central differences of the float64 loops (5x5 stride 2, the
-    windows clipped on every side)."""
+@pytest.mark.parametrize("wrt", ["x", "w"])
+def test_columns_match_numerical_gradient(wrt):
+    """dx and dw as columns against central differences of the float64 loops (5x5 stride
+    2, the windows clipped on every side)."""
     x, w, b = case(2, 16, 7, 6, 24, 5, np.float32, seed=3)
     out = _C.conv_forward(x, w, b, 2, 2)
     dout = np.random.default_rng(4).standard_normal(out.shape).astype(np.float32)
-    dx = column_dx(dout, x, w, 2, 2)
+    got = column_dx(dout, x, w, 2, 2) if wrt == "x" else column_dw(dout, x, w, 2, 2)[0]
     x64, w64, b64, dout64 = (a.astype(np.float64) for a in (x, w, b, dout))
-    num_dx = numerical_grad(lambda: conv_forward_ref(x64, w64, b64, 2, 2), x64, dout64)
-    np.testing.assert_allclose(dx, num_dx, rtol=1e-4, atol=1e-4)
+    wrt64 = x64 if wrt == "x" else w64
+    num = numerical_grad(lambda: conv_forward_ref(x64, w64, b64, 2, 2), wrt64, dout64)
+    np.testing.assert_allclose(got, num, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.skipif(not _C.avx512_conv_active(), reason="no AVX-512: dx runs im2col + GEMM")
@@ -855,11 +863,7 @@ def check_column_weight_gradient(x, w, b, stride, pad, seed, threads):
 @pytest.mark.parametrize(
     "N, C, H, W, F, k, stride, pad",
     [
-        (1, 64, 8, 8, 128, 3, 2, 1),  # the zoo's 64 -> 128 on 8-pixel images
-        (3, 48, 4, 4, 96, 3, 2, 1),
-        (2, 16, 9, 7, 40, 3, 2, 0),  # odd sizes, no pad: the last row and column unread
-        (3, 32, 5, 6, 17, 5, 2, 2),  # 5x5, most windows in the pad; 17 filters: 2 rows past
-        (1, 16, 11, 10, 33, 4, 3, 1),  # stride 3, an even window
+        *COLUMN_EDGE_LAYERS,
         (2, 4, 7, 7, 9, 2, 2, 0),  # 2x2 of 4 channels: 16 floats a filter
         (2, 16, 6, 6, 16, 7, 2, 3),  # 7x7: windows of any size through the generic loops
         (1, 16, 2, 2, 16, 3, 2, 2),  # windows mostly in the pad
@@ -884,19 +888,6 @@ def test_column_weight_gradient_matches_naive_and_any_thread_count(N, C, H, W, F
         phases = with_lanes("off", column_dw, dout, x, w, stride, pad, "off")
         for got, same in zip(phases, (dw, db), strict=True):
             np.testing.assert_array_equal(got, same)
-
-
-@needs_columns
-def test_column_weight_gradient_matches_numerical_gradient():
-    """dw as columns against central differences of the float64 loops (5x5 stride 2, the
-    windows clipped on every side)."""
-    x, w, b = case(2, 16, 7, 6, 12, 5, np.float32, seed=5)
-    out = _C.conv_forward(x, w, b, 2, 2)
-    dout = np.random.default_rng(6).standard_normal(out.shape).astype(np.float32)
-    dw, _ = column_dw(dout, x, w, 2, 2)
-    x64, w64, b64, dout64 = (a.astype(np.float64) for a in (x, w, b, dout))
-    num_dw = numerical_grad(lambda: conv_forward_ref(x64, w64, b64, 2, 2), w64, dout64)
-    np.testing.assert_allclose(dw, num_dw, rtol=1e-4, atol=1e-4)
 
 
 @needs_columns
