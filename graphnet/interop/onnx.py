@@ -814,7 +814,9 @@ def from_onnx(path_or_model: Any) -> Graph:
     for node in model.graph.node:
         if not node.output:
             raise GraphError(f"ONNX node {node.name!r} ({node.op_type}) has no output")
-    patterns, inside = _find_patterns(onnx, model)
+    # the weights as arrays, made once: the patterns' finder and the reader share them
+    initializers = _arrays(onnx, ((t.name, t) for t in model.graph.initializer), "initializer")
+    patterns, inside = _find_patterns(onnx, model, initializers)
     uses = [
         (n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}.{n.op_type}", _output(n))
         for n in model.graph.node
@@ -827,17 +829,20 @@ def from_onnx(path_or_model: Any) -> Graph:
         "from_onnx",
         f" InstanceNormalization: {_TORCH_GROUP_NORM}." * instance_norms,
     )
-    _check_constant_types(onnx, model)
-    return _Reader(onnx, model, patterns, inside).build()
+    _check_input_types(onnx, model)
+    return _Reader(onnx, model, initializers, patterns, inside).build()
 
 
-def _check_constant_types(onnx, model):
-    """A GraphError naming the node, the initializer (or Constant) and both types when a
-    constant meets an input of another element type where the op's schema gives both one
-    type (say a double weight on a float image; ONNX refuses the file, graphnet would
-    promote or fail on the first run). The other input's type is the model's input's, a
-    constant's, or what ONNX's type inference gives it; inputs whose type nothing fixes,
-    and ops of other domains, are not checked."""
+def _check_input_types(onnx, model):
+    """A GraphError naming the node, both inputs and both types when two inputs of one type
+    variable of the op's schema have different element types: a constant (initializer or
+    Constant) meeting a computed input (say a double weight on a float image), or two
+    computed inputs (a float image added to a double one). ONNX refuses such a file;
+    graphnet would promote or fail on the first run. An input's type is the model's
+    input's, a constant's, or what ONNX's type inference gives it (run on the model
+    without its large initializers' values: see _typed_skeleton); inputs whose type
+    nothing fixes, heterogeneous variadic inputs and ops of other domains are not
+    checked."""
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), MIN_OPSET)
     types = {t.name: t.data_type for t in model.graph.initializer}
     constants = set(types)
@@ -848,7 +853,7 @@ def _check_constant_types(onnx, model):
                     types[_output(node)] = a.t.data_type
                     constants.add(_output(node))
     try:
-        inferred = onnx.shape_inference.infer_shapes(model).graph.value_info
+        inferred = onnx.shape_inference.infer_shapes(_typed_skeleton(onnx, model)).graph.value_info
     except (onnx.shape_inference.InferenceError, RuntimeError, ValueError):
         inferred = []  # a model inference cannot follow: the reader names what is wrong
     for info in [*model.graph.input, *inferred]:
@@ -860,22 +865,63 @@ def _check_constant_types(onnx, model):
             continue
         if node.domain not in ("", "ai.onnx") or not formal:
             continue
-        kinds = [formal[min(i, len(formal) - 1)].type_str for i in range(len(node.input))]
         alike = {}  # the inputs of one type variable whose type is known, by variable
-        for name, kind in zip(node.input, kinds):
-            if types.get(name, 0):
-                alike.setdefault(kind, []).append(name)
+        for i, name in enumerate(node.input):
+            parameter = formal[min(i, len(formal) - 1)]
+            if types.get(name, 0) and parameter.is_homogeneous:
+                alike.setdefault(parameter.type_str, []).append(name)
         for names in alike.values():
             # a computed input is what the file means; a constant meets it
             other = next((name for name in names if name not in constants), names[0])
             for name in names:
-                if name in constants and types[name] != types[other]:
+                if types[name] != types[other]:
+                    kind, fix = (
+                        ("constant", "cast the constant")
+                        if name in constants
+                        else ("input", "add a Cast")
+                    )
                     raise GraphError(
-                        f"ONNX node {_output(node)!r} ({node.op_type}): its constant {name!r} "
+                        f"ONNX node {_output(node)!r} ({node.op_type}): its {kind} {name!r} "
                         f"is {_type_name(onnx, types[name])} but the input {other!r} it meets "
                         f"is {_type_name(onnx, types[other])}; {node.op_type} takes one type "
-                        "for both (cast the constant in the file)"
+                        f"for both ({fix} in the file)"
                     )
+
+
+#: Initializers of more values than this are declared to _check_input_types's type
+#: inference by their type and shape alone (a shape's or an index's few values stay).
+_INFERENCE_VALUES = 64
+
+
+def _typed_skeleton(onnx, model):
+    """`model` for type inference without copying its weights: a new ModelProto whose
+    graph has the nodes, inputs, outputs and value_info, and declares each initializer of
+    more than _INFERENCE_VALUES values as an input of its type and shape (inference
+    serializes the whole model, so a 500 MB file's weights would be copied twice)."""
+    graph = model.graph
+    inputs = {i.name for i in graph.input}  # before IR version 4, initializers are listed
+    small, declared = [], []
+    for tensor in graph.initializer:
+        if math.prod(tensor.dims) <= _INFERENCE_VALUES:
+            small.append(tensor)
+        elif tensor.name not in inputs:
+            declared.append(
+                onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims)
+            )
+    skeleton = onnx.helper.make_graph(
+        graph.node,
+        graph.name,
+        [*graph.input, *declared],
+        graph.output,
+        small,
+        value_info=graph.value_info,
+    )
+    return onnx.helper.make_model(
+        skeleton,
+        opset_imports=model.opset_import,
+        ir_version=model.ir_version,
+        functions=model.functions,
+    )
 
 
 def _type_name(onnx, elem_type):
@@ -916,14 +962,13 @@ class _Reader:
     """Builds the graph: `values` maps each ONNX tensor name to the node (or Pending) that
     holds it; initializers and Constant outputs become nodes when a gate takes them."""
 
-    def __init__(self, onnx, model, patterns, inside):
+    def __init__(self, onnx, model, initializers, patterns, inside):
         self.onnx = onnx
         self.opset = next(
             (o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), MIN_OPSET
         )
         self.model, self.patterns, self.inside = model, patterns, inside
-        initializers = ((t.name, t) for t in model.graph.initializer)
-        self.constants = _arrays(onnx, initializers, "initializer")
+        self.constants = dict(initializers)  # {name: array}, Constant nodes' added as read
         self.initializer_names = set(self.constants)
         floats = [_elem_dtype(onnx, i) for i in model.graph.input if i.name not in self.constants]
         floats = [d for d in floats if d.kind == "f"]
@@ -1068,7 +1113,7 @@ def _elem_dtype(onnx, info):
     return np.dtype(np.int64) if dtype.kind == "b" else dtype
 
 
-def _find_patterns(onnx, model):
+def _find_patterns(onnx, model, initializers):
     """Runs of ONNX ops that are one gate: the GELUs written in ops before opset 20 had
     Gelu (as torch.onnx.export and to_onnx write them), nn.GroupNorm as torch.onnx.export
     writes it (through InstanceNormalization), the temporal softmax loss, the
@@ -1076,7 +1121,7 @@ def _find_patterns(onnx, model):
     ({output of the run's last node: (build(reader, node, input nodes), input tensor
     names)}, the outputs of the nodes inside the runs), leaving alone a run whose inner
     values something else reads."""
-    finder = _PatternFinder(onnx, model)
+    finder = _PatternFinder(onnx, model, initializers)
     patterns, inside = {}, set()
     for tail in model.graph.node:
         found = (
@@ -1105,13 +1150,11 @@ class _PatternFinder:
     x·½(1 + erf(x/√2)) and x·½(1 + tanh(√(2/π)(x + 0.044715x³))), the product taken in
     either order; the others as to_onnx writes them."""
 
-    def __init__(self, onnx, model):
+    def __init__(self, onnx, model, initializers):
         self.onnx = onnx
         nodes = model.graph.node
         self.producer = {_output(n): n for n in nodes}
-        self.constants = _arrays(
-            onnx, ((t.name, t) for t in model.graph.initializer), "initializer"
-        )
+        self.constants = dict(initializers)
         values = (
             (_output(n), a.t)
             for n in nodes

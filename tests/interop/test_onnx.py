@@ -102,6 +102,28 @@ def test_file_takes_any_batch_size_and_keeps_names(tmp_path):
         np.testing.assert_allclose(got, graph.forward(x=X), rtol=2e-6, atol=2e-6)
 
 
+def test_the_import_type_checks_without_copying_the_weights(monkeypatch):
+    """from_onnx's type check runs ONNX's inference on the model's nodes with its weights
+    declared by type and shape, not on a copy of the file (which inference serializes)."""
+    rng = np.random.default_rng(4)
+    g = gn.Graph(dtype=np.float32)
+    x = g.input("x", shape=(None, 300))
+    g.affine(x, g.param("W", rng.normal(size=(300, 400))), g.param("b", np.zeros(400)), name="y")
+    model = gn.to_onnx(g)
+    inferred = []
+    infer = onnx.shape_inference.infer_shapes
+
+    def recording(proto, *args, **kwargs):
+        inferred.append(proto.ByteSize())
+        return infer(proto, *args, **kwargs)
+
+    monkeypatch.setattr(onnx.shape_inference, "infer_shapes", recording)
+    back = gn.from_onnx(model)
+    assert model.ByteSize() > 480_000 and inferred == [pytest.approx(1000, abs=1000)]
+    X = rng.normal(size=(3, 300)).astype(np.float32)
+    np.testing.assert_array_equal(back.forward(x=X), g.forward(x=X))
+
+
 def test_float64_graph_exports_as_float32_on_request():
     graph, feeds = build("conv", np.float64)
     model = gn.to_onnx(graph, dtype=np.float32)

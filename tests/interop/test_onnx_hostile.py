@@ -59,6 +59,15 @@ def outside_folder():
     return one("Add", ("x", "ext"), [tensor], (4,))
 
 
+def float_and_double(nodes, initializers=()):
+    """A model of inputs x, float (2, 80), and z, double (2, 80)."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 80])
+    z = helper.make_tensor_value_info("z", TensorProto.DOUBLE, [2, 80])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    graph = helper.make_graph(nodes, "g", [x, z], [y], initializer=list(initializers))
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
 WEIGHT = const("w", np.ones((2, 3, 3, 3)), np.float32)
 MODELS = {
     "conv stride 0": (one("Conv", ("x", "w"), [WEIGHT], strides=[0, 0]), "stride must be >= 1"),
@@ -119,6 +128,32 @@ MODELS = {
             (2, 3),
         ),
         r"node 'y' \(Add\): its constant 'b' is float16 but the input 'r' it meets is float",
+    ),
+    # two computed inputs (before, Add promoted to double and ran; a Conv failed at its run)
+    "a float input added to a double input": (
+        float_and_double([helper.make_node("Add", ["x", "z"], ["y"])]),
+        r"node 'y' \(Add\): its input 'z' is double but the input 'x' it meets is float",
+    ),
+    "computed float and double by type inference": (
+        float_and_double(
+            [
+                helper.make_node("Relu", ["x"], ["r"]),
+                helper.make_node("Relu", ["z"], ["s"]),
+                helper.make_node("Mul", ["s", "r"], ["y"]),
+            ]
+        ),
+        r"node 'y' \(Mul\): its input 'r' is float but the input 's' it meets is double",
+    ),
+    # inference sees the 6400-value weight by its type and shape alone
+    "a float product of a large weight meets a double": (
+        float_and_double(
+            [
+                helper.make_node("MatMul", ["x", "w"], ["h"]),
+                helper.make_node("Sub", ["h", "z"], ["y"]),
+            ],
+            [const("w", np.ones((80, 80)), np.float32)],
+        ),
+        r"node 'y' \(Sub\): its input 'z' is double but the input 'h' it meets is float",
     ),
 }
 
