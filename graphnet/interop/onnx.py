@@ -1023,7 +1023,12 @@ class _Reader:
         return IMPORTERS[node.op_type](self, node)
 
     def used(self, tensor):
-        return any(tensor in n.input for n in self.model.graph.node) or any(
+        return self.readers(tensor) > 0
+
+    def readers(self, tensor):
+        """How many nodes read `tensor` (each input that names it), the model's outputs
+        counted."""
+        return sum(list(n.input).count(tensor) for n in self.model.graph.node) + sum(
             tensor == o.name for o in self.model.graph.output
         )
 
@@ -1708,10 +1713,14 @@ def _per_channel(r, tensor, fill, channels, name, dtype):
         return r.graph.const(np.full(channels, fill, dtype), name=name)
     value = r.constants[tensor]
     if value.ndim in (3, 4) and value.shape[-3] == channels:  # torch's (C, 1, 1), the course's
-        node = r.input_value(tensor)
-        return (
-            node if value.ndim == 4 else build_gate(r.graph, "reshape", [node], name, shape=(-1,))
-        )
+        if value.ndim == 4:
+            return r.input_value(tensor)
+        if r.readers(tensor) == 1:
+            # nn.GroupNorm's own (C,) weight, which the exporter wrote unsqueezed: read by
+            # this node alone, it is that param, not a reshape of the file's
+            r.constants[tensor] = value.reshape(channels)
+            return r.input_value(tensor)
+        return build_gate(r.graph, "reshape", [r.input_value(tensor)], name, shape=(-1,))
     return r.graph.const(np.full(channels, value.item(), value.dtype), name=name)
 
 

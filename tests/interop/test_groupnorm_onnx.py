@@ -62,10 +62,7 @@ def scale_params(graph):
     """{'weight': gamma's param, 'bias': beta's} of the graph's one spatial_groupnorm."""
     (norm,) = [n for n in graph.nodes if n.op == "spatial_groupnorm"]
     _, gamma, beta = norm.inputs
-    return {
-        name: node.inputs[0] if node.kind == "gate" else node
-        for name, node in (("weight", gamma), ("bias", beta))
-    }
+    return {"weight": gamma, "bias": beta}
 
 
 @pytest.mark.parametrize("dynamo", [True, False], ids=["torch.export", "TorchScript"])
@@ -79,8 +76,9 @@ def test_torchs_groupnorm_comes_back_as_one_gate_with_its_values_and_gradients(
     graph = gn.from_onnx(
         exported(module, torch.tensor(rng.normal(size=(2, C, H, W)).astype(dtype)), dynamo)
     )
-    # gamma and beta, params of shape (C, 1, 1) as in the file, each reshaped to (C,)
-    assert sorted(gate_ops(graph)) == ["reshape", "reshape", "spatial_groupnorm"]
+    # gamma and beta, (C, 1, 1) in the file, are params of torch's shape, (C,)
+    assert gate_ops(graph) == ["spatial_groupnorm"]
+    assert all(p.kind == "param" and p.shape == (C,) for p in scale_params(graph).values())
     # float32: a group of two values (C/G = 2, 1x1) leaves its gradient to rounding's order
     tol = {"rtol": 1e-4, "atol": 1e-4} if dtype == np.float32 else {"rtol": 1e-10, "atol": 1e-10}
     for batch in (1, 3):
@@ -98,7 +96,7 @@ def test_torchs_groupnorm_comes_back_as_one_gate_with_its_values_and_gradients(
             np.testing.assert_allclose(graph["x"].grad, x.grad.numpy(), **tol)
             for name, param in scale_params(graph).items():
                 torch_grad = getattr(module, name).grad.numpy()
-                np.testing.assert_allclose(param.grad.reshape(-1), torch_grad, **tol)
+                np.testing.assert_allclose(param.grad, torch_grad, **tol)
         module.zero_grad()
 
 
@@ -137,10 +135,18 @@ def test_graphnets_groupnorm_written_by_to_onnx_comes_back_the_same():
 
 
 def torch_like(
-    *, grouped=(0, 2, -1), scale=(1.0, 1.0), bias=(0.0, 0.0), back=None, eps=1e-5, gamma=(4, 1, 1)
+    *,
+    grouped=(0, 2, -1),
+    scale=(1.0, 1.0),
+    bias=(0.0, 0.0),
+    back=None,
+    eps=1e-5,
+    gamma=(4, 1, 1),
+    beta="beta",
 ):
     """The TorchScript exporter's GroupNorm(2, 4) on x (2, 4, 3, 3), with one part changed;
-    `back`: the shape reshaped back to (a constant) instead of Shape(x)."""
+    `back`: the shape reshaped back to (a constant) instead of Shape(x); `beta`: the
+    initializer added."""
     ints = lambda name, v: numpy_helper.from_array(np.array(v, np.int64), name)  # noqa: E731
     floats = lambda name, v: numpy_helper.from_array(np.array(v, np.float32), name)  # noqa: E731
     initializers = [
@@ -160,7 +166,7 @@ def torch_like(
         *shape,
         helper.make_node("Reshape", ["norm", "shape"], ["back"]),
         helper.make_node("Mul", ["back", "gamma"], ["scaled"]),
-        helper.make_node("Add", ["scaled", "beta"], ["y"]),
+        helper.make_node("Add", ["scaled", beta], ["y"]),
     ]
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4, 3, 3])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
@@ -168,17 +174,29 @@ def torch_like(
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
-def test_the_hand_made_pattern_with_a_constant_shape_back_is_one_gate():
+@pytest.mark.parametrize(
+    "model, ops",
+    [
+        (torch_like(), ["spatial_groupnorm"]),
+        (torch_like(grouped=(2, 2, -1), back=(2, 4, 3, 3)), ["spatial_groupnorm"]),
+        # one (C, 1, 1) initializer as gamma and as beta: one param, reshaped for each
+        (torch_like(beta="gamma"), ["reshape", "reshape", "spatial_groupnorm"]),
+    ],
+    ids=["Shape(x) back", "constant shape back", "gamma is beta"],
+)
+def test_the_hand_made_pattern_is_one_gate(model, ops):
+    """gamma and beta of shape (C, 1, 1) become params of shape (C,) where nothing else
+    reads them (the file's names), and stay one (C, 1, 1) param reshaped where it is read
+    twice."""
     X = np.random.default_rng(2).normal(size=(2, 4, 3, 3)).astype(np.float32)
-    for model in (torch_like(), torch_like(grouped=(2, 2, -1), back=(2, 4, 3, 3))):
-        graph = gn.from_onnx(model)
-        assert gate_ops(graph) == ["reshape", "reshape", "spatial_groupnorm"]
-        session = ort.InferenceSession(
-            model.SerializeToString(), providers=["CPUExecutionProvider"]
-        )
-        np.testing.assert_allclose(
-            graph.forward(x=X), session.run(None, {"x": X})[0], rtol=1e-5, atol=1e-5
-        )
+    graph = gn.from_onnx(model)
+    assert gate_ops(graph) == ops
+    params = {p.name: p.shape for p in graph.nodes if p.kind == "param"}
+    assert params == ({"gamma": (4, 1, 1)} if len(ops) > 1 else {"gamma": (4,), "beta": (4,)})
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(
+        graph.forward(x=X), session.run(None, {"x": X})[0], rtol=1e-5, atol=1e-5
+    )
 
 
 REFUSED = {
