@@ -103,11 +103,16 @@ def _thread_count(text):
     return value
 
 
-def _non_negative_int(text):
+def _seed(text):
     value = _number(text, int)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    if not _is_seed(value):
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**32 - 1], got {text}")
     return value
+
+
+def _is_seed(value):
+    """What numpy's global generator takes: the course's models draw their weights there."""
+    return _is_count(value, 0) and value < 2**32
 
 
 def _positive_float(text):
@@ -281,7 +286,7 @@ def build_parser():
     )
     train.add_argument(
         "--seed",
-        type=_non_negative_int,
+        type=_seed,
         default=None,
         metavar="N",
         help="seeds the initial weights and the minibatches (default: 0)",
@@ -405,6 +410,7 @@ def resolve_settings(args, parser):
                 f"{RUN_FILE} written by an earlier `graphnet train --out {out}`)"
             )
         settings = _read_run_file(run_file)
+        _check_sizes_against_checkpoint(settings, run_file, out / CHECKPOINT)
         for key in FIXED_ON_RESUME:
             if key in given and given[key] != settings.get(key):
                 parser.error(
@@ -454,7 +460,7 @@ _RUN_SETTINGS = {
     "update_rule": ("one of " + ", ".join(UPDATE_RULES), lambda v: v in UPDATE_RULES),
     "epochs": ("a positive integer", lambda v: _is_count(v, 1)),
     "batch_size": ("a positive integer", lambda v: _is_count(v, 1)),
-    "seed": ("an integer >= 0", lambda v: _is_count(v, 0)),
+    "seed": ("an integer in [0, 2**32 - 1]", _is_seed),
     "lr": ("a positive number", _positive),
     "lr_decay": ("a positive number", _positive),
     "weight_scale": ("a positive number", _positive),
@@ -479,11 +485,13 @@ def _read_run_file(run_file):
         problem = f"it holds {type(settings).__name__ if settings is not None else 'null'}"
     else:
         checks = dict(_RUN_SETTINGS)
-        if settings.get("model") in CAPTION_MODELS:
+        # the model's own settings are looked up by its name, once "model" holds a name
+        model = settings.get("model") if isinstance(settings.get("model"), str) else None
+        if model in CAPTION_MODELS:
             del checks["weight_scale"]  # CaptioningRNN draws its weights the course's way
-        for key in _MODEL_SETTINGS.get(settings.get("model"), {}):
+        for key in _MODEL_SETTINGS.get(model, {}):
             checks[key] = ("a positive integer", lambda v: _is_count(v, 1))
-        if settings.get("model") == "fc":
+        if model == "fc":
             checks["hidden_dims"] = (
                 "a list of positive integers",
                 lambda v: isinstance(v, list) and all(_is_count(h, 1) for h in v),
@@ -504,6 +512,26 @@ def _read_run_file(run_file):
             "--out, or fix the file"
         )
     return settings
+
+
+def _check_sizes_against_checkpoint(settings, run_file, checkpoint_file):
+    """run.json's model sizes against the checkpoint's model, read from its document before
+    a model of those sizes is built: an edited or damaged run.json asking for 10**30
+    hidden units is refused here, not drawn (or refused inside numpy)."""
+    from .training.checkpoint import CheckpointError, saved_model_config
+
+    try:
+        config = saved_model_config(checkpoint_file)
+    except CheckpointError as err:
+        raise _UserError(f"cannot resume: {err}") from None
+    model = settings["model"]
+    for key in [*_MODEL_SETTINGS[model], *(["hidden_dims"] if model == "fc" else [])]:
+        if settings[key] != config.get(key):
+            raise _UserError(
+                f"cannot resume: wrong architecture: {run_file} has {key} "
+                f"{str(settings[key])[:40]}, the model in {checkpoint_file} "
+                f"{str(config.get(key))[:40]}"
+            )
 
 
 def load_data(settings, args, parser):

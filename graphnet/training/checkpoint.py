@@ -38,7 +38,7 @@ from ..kernels.geometry import INT64_MAX, INT64_MIN
 from . import _npz
 from .atomic import write_atomically
 
-__all__ = ["save", "load", "CheckpointError", "FORMAT", "VERSION"]
+__all__ = ["save", "load", "saved_model_config", "CheckpointError", "FORMAT", "VERSION"]
 
 FORMAT = "graphnet-checkpoint"
 VERSION = 1
@@ -314,9 +314,23 @@ def load(path: Union[str, "os.PathLike[str]"], into: Any = None) -> Any:
         ) from None
 
 
-def _read(path):
+def saved_model_config(path: Union[str, "os.PathLike[str]"]) -> dict:
+    """The constructor arguments of the graphnet.models model in the model or Solver
+    checkpoint at `path` ({'hidden_dim': 100, ...}), read from its document alone, before
+    a model of those sizes is built. Raises CheckpointError as `load` does, and for a Graph
+    checkpoint."""
+    path = os.fspath(path)
+    doc, _ = _read(path, with_arrays=False)  # the document checked: model.config a dict or None
+    config = doc["model"]["config"] if doc["kind"] != "graph" else None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: holds no graphnet.models model's arguments")
+    return config
+
+
+def _read(path, with_arrays=True):
     """The checkpoint's document, checked field by field, and every array it lists (the
-    archive's other members are never read), checked to be finite."""
+    archive's other members are never read), checked to be finite; with_arrays=False:
+    the document and no arrays."""
     try:
         with _npz.Archive(path) as archive:
             doc = archive.read_document(DOC_KEY)
@@ -324,6 +338,7 @@ def _read(path):
             arrays = {
                 key: archive.read_array(key, dtype, shape)
                 for key, (dtype, shape) in listing.items()
+                if with_arrays
             }
     except CheckpointError:
         raise

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -147,6 +148,81 @@ def test_run_json_values_of_the_wrong_kind(tmp_path, capsys, finished_run):
         code, _, err = run_main(capsys, "train", "--out", out, "--resume", "--epochs", "2")
         assert code == 1
         assert_one_error_line(err, f"{key!r} is")
+
+
+@pytest.mark.parametrize("key, value", [("seed", 2**32), ("seed", 10**30)])
+def test_a_seed_numpy_cannot_take_is_refused(tmp_path, capsys, finished_run, key, value):
+    """The course's models draw their weights from numpy's global generator, seeded with
+    it (before: numpy's ValueError and a traceback, on the command line too)."""
+    out = restore(finished_run, tmp_path / "run")
+    settings = json.loads(finished_run["run.json"])
+    (out / "run.json").write_text(json.dumps({**settings, key: value}))
+    code, _, err = run_main(capsys, "train", "--out", out, "--resume", "--epochs", "2")
+    assert code == 1
+    assert_one_error_line(err, "'seed' is", "not an integer in [0, 2**32 - 1]")
+    with pytest.raises(SystemExit) as info:
+        cli.main([*QUICK, "--out", str(tmp_path / "new"), "--seed", str(value)])
+    assert info.value.code == 2
+    assert "must be an integer in [0, 2**32 - 1]" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", [10**30, 2**62, 10**9])
+def test_model_sizes_beyond_the_checkpoints_are_refused_before_building(
+    tmp_path, capsys, finished_run, value
+):
+    """Before: 10**30 and 2**62 hidden units failed inside numpy with a traceback, 10**9
+    as 'out of memory' after trying, and any size that fit in memory was drawn before the
+    checkpoint refused it."""
+    out = restore(finished_run, tmp_path / "run")
+    settings = json.loads(finished_run["run.json"])
+    (out / "run.json").write_text(json.dumps({**settings, "hidden_dim": value}))
+    tracemalloc.start()
+    try:
+        code, _, err = run_main(capsys, "train", "--out", out, "--resume", "--epochs", "2")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert code == 1 and peak < 50 << 20
+    assert_one_error_line(err, "cannot resume: wrong architecture", f"hidden_dim {value}", "100")
+
+
+#: What a seeded mutation of run.json puts in place of a setting's value.
+HOSTILE_VALUES = [
+    2**32, 2**63, 10**30, -1, 0, 1.5, 1e308, 5e-324, float("inf"), float("nan"), "x", "",
+    [], [3, 2], {}, None, True, "9" * 10_000, [[[[[[[[1]]]]]]]], {"model": "fc"},
+]  # fmt: skip
+
+
+def test_seeded_mutations_of_run_json_are_one_line_or_resume(tmp_path, capsys, finished_run):
+    """60 run.json files, each with one setting (a quarter of them three) deleted, replaced
+    by a hostile value or another setting's, or a key added: each resume either finds
+    nothing to train (exit 0) or stops with one error line (exit 1, argparse's 2), never a
+    traceback. (Before, a "model" of [3, 2] failed so: its settings were looked up by it;
+    20 of the 60 resume, 40 are refused.)"""
+    rng = np.random.default_rng(33)
+    settings = json.loads(finished_run["run.json"])
+    keys = [*settings, "hidden_dims", "num_filters", "data_dir", "unknown"]
+    for i in range(60):
+        mutated = dict(settings)
+        for _ in range(1 if rng.random() < 0.75 else 3):
+            key, how = keys[rng.integers(len(keys))], rng.integers(3)
+            if how == 0:
+                mutated.pop(key, None)
+            elif how == 1:
+                mutated[key] = HOSTILE_VALUES[rng.integers(len(HOSTILE_VALUES))]
+            else:
+                mutated[key] = settings[keys[rng.integers(len(settings))]]
+        out = restore(finished_run, tmp_path / f"run-{i}")
+        (out / "run.json").write_text(json.dumps(mutated))
+        try:
+            code, _, err = run_main(capsys, "train", "--out", out, "--resume", "--epochs", "1")
+        except SystemExit as exit:
+            code, err = exit.code, capsys.readouterr().err
+            assert code == 2 and "Traceback" not in err and "error: " in err, (mutated, err)
+            continue
+        assert code in (0, 1), (mutated, err)
+        if code == 1:
+            assert_one_error_line(err)
 
 
 def test_resume_against_a_checkpoint_of_another_model(tmp_path, capsys, finished_run):
