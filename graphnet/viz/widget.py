@@ -151,8 +151,9 @@ class Widget(anywidget.AnyWidget):
         layout.views[-1] = view
         loss = _loss(graph, store or graph.store)
         state = {"iteration": iteration, "patch": patch}
-        if self.selected:
-            state["histograms"] = self._histograms(self.selected, view)
+        histograms = self._histograms(self.selected, view)
+        if histograms is not None:
+            state["histograms"] = histograms
         with self.hold_sync():
             self.status = f"live: iteration {iteration}" + (f", loss {loss}" if loss else "")
             self.live_state = state
@@ -160,16 +161,30 @@ class Widget(anywidget.AnyWidget):
     # ----- the front end's requests -------------------------------------------------------
 
     def _on_message(self, _, content, buffers):
+        """A click's request for histograms: {'type': 'histogram', 'node': a unit's id,
+        'step': the slider's step}. A request the layout shown cannot answer (no layout, a
+        unit of an earlier one, fields of other types) is left unanswered: the front end
+        is the widget's own, and an error here would only reach the kernel's log."""
+        if self._layout is None or not isinstance(content, dict):
+            return
         if content.get("type") == "histogram":
-            views = self._layout.views
-            step = min(max(int(content.get("step", -1)), -1), len(views) - 1)
-            self.send(self._histograms(content["node"], views[step]))
+            views, step = self._layout.views, content.get("step", -1)
+            if not isinstance(step, int) or isinstance(step, bool):
+                step = -1
+            histograms = self._histograms(
+                content.get("node"), views[min(max(step, -1), len(views) - 1)]
+            )
+            if histograms is not None:
+                self.send(histograms)
 
     def _histograms(self, unit_id, view):
         """Histograms of the value and gradient of the node drawn as `unit_id` (a block's
-        output node), in `view`'s state."""
+        output node), in `view`'s state; None if the layout shows no such unit (none
+        selected, or the selection of an earlier layout: `selected` outlives them)."""
         units = self._layout.picture.units
-        key = next(k for k in units.visible() if self._layout.scene.unit_id(k) == unit_id)
+        key = next((k for k in units.visible() if self._layout.scene.unit_id(k) == unit_id), None)
+        if key is None:
+            return None
         node = units.members(key)[-1]
         out = {"type": "histogram", "node": unit_id, "name": node.name}
         for what, store in (("value", view.values), ("grad", view.grads)):

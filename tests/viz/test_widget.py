@@ -88,6 +88,55 @@ def test_histograms_of_a_node_in_the_step_shown():
     assert "grad" not in sent[-1]  # the first forward step: no gradient yet
 
 
+@pytest.mark.parametrize(
+    "content",
+    [
+        {"type": "histogram", "node": "n_no_such_node"},  # a unit of an earlier layout
+        {"type": "histogram", "node": ["n_W1"]},
+        {"type": "histogram"},
+        {"type": "histogram", "node": "n_W1", "step": "last"},
+        {"type": "histogram", "node": "n_W1", "step": None},
+        {"type": "histogram", "node": "n_W1", "step": float("inf")},
+        {"type": "histogram", "node": "n_W1", "step": True},
+        ["histogram"],
+    ],
+)
+def test_a_request_the_layout_cannot_answer_is_ignored_or_answered_for_the_state_shown(
+    content,
+):
+    """What the front end sends is answered for the unit it names in the state shown
+    (a step that is no step: the graph's own state), or, naming no unit shown, left
+    unanswered (before: StopIteration, KeyError, ValueError, TypeError or OverflowError in
+    the kernel's message handler)."""
+    model, data = model_and_data()
+    model.loss(data["X_train"][:5], data["y_train"][:5])
+    w = viz.Widget(model)
+    sent = []
+    w.send = sent.append
+    w._on_message(w, content, [])
+    if isinstance(content, dict) and content.get("node") == "n_W1":
+        assert [r["name"] for r in sent] == ["W1"] and "grad" in sent[0]
+    else:
+        assert sent == []
+    viz.Widget()._on_message(None, {"type": "histogram", "node": "n_W1"}, [])  # no layout
+
+
+def test_a_selection_the_new_layout_lacks_does_not_stop_the_training():
+    """`selected` (the front end's last click) outlives the layout it named: a live
+    training of a model without that node draws no histograms (before: StopIteration
+    from the training's backward hook)."""
+    model, data = model_and_data()
+    w = viz.Widget(model)
+    w.selected = "n_conv1"
+    solver = Solver(model, data, num_epochs=1, batch_size=10, verbose=False, seed=0)
+    with Live(w, every=1, budget=0.99, clock=training_clock(model.graph)) as live:
+        solver.train()
+    assert live.updates > 0 and "histograms" not in w.live_state
+    w.selected = "n_W1"
+    w.live_update(solver.iteration, model.graph)
+    assert w.live_state["histograms"]["name"] == "W1"
+
+
 def training_clock(graph):
     """A clock that advances one second per backward walk of `graph` and not otherwise
     (its hook is added before the live mode's, so it has ticked when the live mode reads
