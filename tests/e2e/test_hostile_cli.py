@@ -193,6 +193,7 @@ HOSTILE_VALUES = [
 ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_seeded_mutations_of_run_json_are_one_line_or_resume(tmp_path, capsys, finished_run):
     """60 run.json files, each with one setting (a quarter of them three) deleted, replaced
     by a hostile value or another setting's, or a key added: each resume either finds
