@@ -984,8 +984,10 @@ def cmd_render(args, parser):
         return _fail(f"graphnet.viz is not available: {err}")
     try:
         viz.export(graph, output, title=type(loaded).__name__)
-    except (viz.GraphvizNotFoundError, ValueError) as err:
+    except viz.GraphvizNotFoundError as err:
         return _fail(str(err))
+    except ValueError as err:  # dot refusing a name the file holds, among others
+        return _fail(f"cannot draw {args.checkpoint}: {err}")
     print(f"wrote {output}")
     return EXIT_OK
 

@@ -27,12 +27,28 @@ class GraphvizNotFoundError(RuntimeError):
     """The Graphviz `dot` program is missing; the message says how to install it."""
 
 
+class DotRefusedError(ValueError):
+    """`dot` could not read the drawing: a name or label it cannot carry (a NUL character,
+    a name of tens of thousands of characters), as a crafted checkpoint can hold."""
+
+
 @contextlib.contextmanager
 def dot_required():
     try:
         yield
     except graphviz.ExecutableNotFound:
         raise GraphvizNotFoundError(INSTALL_HINT) from None
+    except graphviz.CalledProcessError as err:
+        said = (err.stderr or b"").decode(errors="replace").strip().splitlines()
+        raise DotRefusedError(
+            f"Graphviz's dot could not read the drawing ({said[0] if said else err}); a "
+            "node's name or label holds what DOT cannot carry, such as a NUL character"
+        ) from None
+    except BrokenPipeError:  # dot stopped reading before the drawing's end
+        raise DotRefusedError(
+            "Graphviz's dot stopped reading the drawing before its end; a node's name or "
+            "label holds what DOT cannot carry, such as tens of thousands of characters"
+        ) from None
 
 
 class Drawing(graphviz.Digraph):
@@ -48,9 +64,10 @@ class Drawing(graphviz.Digraph):
 
 
 def to_bytes(drawing, fmt):
-    """The drawing rendered by `dot` as `fmt` ('svg', 'png', 'pdf') bytes."""
+    """The drawing rendered by `dot` as `fmt` ('svg', 'png', 'pdf') bytes. dot's own
+    messages are not echoed: when it fails, the error carries them."""
     with dot_required():
-        return drawing.pipe(format=fmt)
+        return drawing.pipe(format=fmt, quiet=True)
 
 
 _SVG_PROLOG = re.compile(r"^.*?(?=<svg\b)", re.S)
