@@ -196,7 +196,7 @@ def test_a_random_lstm_language_model_matches_pytorch(spec, batch):
 )
 def test_wider_random_sequence_models_match_pytorch(spec, batch):
     """Beyond the ranges above: up to 12 heads of 9 features, 64 steps and 4 blocks;
-    vocabularies of 300 words, 64-wide embeddings, 160 hidden units, 64 steps (800 such
+    vocabularies of 300 words, 64-wide embeddings, 160 hidden units, 64 steps (1600 such
     models, seeded, at batches 1, 3 and 16, passed these checks once)."""
     assert_sequence_model_matches_pytorch(spec, batch)
 
