@@ -726,7 +726,10 @@ def column_dx(dout, x, w, stride, pad, mode="always", threads=1):
     [
         *COLUMN_EDGE_LAYERS,
         (2, 16, 9, 9, 24, 2, 2, 0),  # 2x2: windows that never overlap
-        (2, 16, 6, 6, 16, 7, 2, 3),  # 7x7: windows of any size through the clipped loops
+        (2, 16, 6, 6, 16, 7, 2, 3),  # 7x7: windows past 5x5 through loops of their length
+        (2, 37, 3, 3, 24, 5, 2, 2),  # 5x5 on 3 pixels: every window clipped on both sides
+        (1, 13, 9, 10, 40, 3, 3, 1),  # stride 3, odd channels: the top and left clipped
+        (3, 25, 7, 6, 20, 4, 2, 1),  # 4x4 pad 1, odd sizes: windows clipped at all 4 borders
         (1, 16, 2, 2, 16, 3, 2, 2),  # windows mostly in the pad
         (2, 13, 7, 7, 48, 3, 2, 0),  # 117 floats a filter: the rows padded to 128
         (2, 24, 8, 8, 8, 3, 2, 1),  # 216 (224)
@@ -763,16 +766,23 @@ def check_column_input_gradient(x, w, b, stride, pad, seed, threads):
 
 @needs_columns
 @pytest.mark.parametrize("wrt", ["x", "w"])
-def test_columns_match_numerical_gradient(wrt):
-    """dx and dw as columns against central differences of the float64 loops (5x5 stride
-    2, the windows clipped on every side)."""
-    x, w, b = case(2, 16, 7, 6, 24, 5, np.float32, seed=3)
-    out = _C.conv_forward(x, w, b, 2, 2)
+@pytest.mark.parametrize(
+    "N, C, H, W, F, k, stride, pad",
+    [
+        (2, 16, 7, 6, 24, 5, 2, 2),  # 5x5, the windows clipped on every side
+        (1, 13, 8, 7, 20, 3, 3, 1),  # stride 3, odd channels and sizes
+    ],
+)
+def test_columns_match_numerical_gradient(wrt, N, C, H, W, F, k, stride, pad):
+    """dx and dw as columns against central differences of the float64 loops."""
+    x, w, b = case(N, C, H, W, F, k, np.float32, seed=3)
+    out = _C.conv_forward(x, w, b, stride, pad)
     dout = np.random.default_rng(4).standard_normal(out.shape).astype(np.float32)
-    got = column_dx(dout, x, w, 2, 2) if wrt == "x" else column_dw(dout, x, w, 2, 2)[0]
+    args = (dout, x, w, stride, pad)
+    got = column_dx(*args) if wrt == "x" else column_dw(*args)[0]
     x64, w64, b64, dout64 = (a.astype(np.float64) for a in (x, w, b, dout))
     wrt64 = x64 if wrt == "x" else w64
-    num = numerical_grad(lambda: conv_forward_ref(x64, w64, b64, 2, 2), wrt64, dout64)
+    num = numerical_grad(lambda: conv_forward_ref(x64, w64, b64, stride, pad), wrt64, dout64)
     np.testing.assert_allclose(got, num, rtol=1e-4, atol=1e-4)
 
 
@@ -943,11 +953,11 @@ def test_column_weight_gradient_where_it_pays(N, C, H, F, columns):
 
 
 # Random strided layers for the columns: the channel counts whose filters fill whole
-# vectors and those whose dw columns are padded (3, 24, 50), windows narrower than the
-# stride and windows that overlap.
+# vectors and those whose columns are padded (3, 13, 24, 37, 50), windows narrower than
+# the stride and windows that overlap.
 random_strided_layers = given(
     N=st.integers(0, 4),
-    C=st.sampled_from([3, 16, 24, 32, 48, 50]),
+    C=st.sampled_from([3, 13, 16, 24, 32, 37, 48, 50]),
     H=st.integers(1, 20),
     W=st.integers(1, 20),
     F=st.sampled_from([1, 8, 17, 33, 64, 100]),
