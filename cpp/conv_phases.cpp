@@ -854,19 +854,21 @@ bool column_input_gradient_pays(const ConvGeometry& g) {
 
 // dw and db alone against the phases, one thread, thread CPU time, min of 5 blocks, two
 // turns in one process (set_column_dw; bench_lane_rules.py --path columns --pass dw), over
-// random layers whose filters fill whole vectors (16-256 channels and filters, 2x2-5x5,
+// random layers of any channel and filter count (3-256, half of each 3-48; 2x2-5x5,
 // stride 2-3, 4-32 px, batch 1-4): the columns pay where the batch's output positions are
-// fewer than the filters (the im2col rows, a float per position and tap, grow with the
+// few against the filters (the im2col rows, a float per position and tap, grow with the
 // positions; what the phases add per call, taps x F sums zeroed, added and transposed,
-// with the filters). Fitted on 80 layers (--seed 1): 0.21-0.94x the phases' time where it
-// runs (39 layers, geomean 0.60x), 0.778x over all (the better path each time 0.721x; at
-// most 2 positions a filter 0.731x, but up to 1.08x on some layers). Checked on 70 more
-// (--seed 2): 0.28-0.95x where it runs (48, 0.59x), 0.697x over all (the better path
-// 0.678x); on 40 layers it takes of other channel counts (3-199, the columns padded):
-// 0.27-1.07x, geomean 0.58x. At as many positions as filters the zoo's 32 -> 64 3x3
-// stride 2 @16 at batch 1 took 1.01-1.03x.
+// with the filters), and on layers of few filters at up to 64 positions more. Fitted on 70
+// layers (--seed 2 --batches 1,1,2,3,4): under twice the filters and 64 more, 0.694x the
+// phases' time over all (the better path each time 0.690x; fewer positions than filters,
+// as fitted before on multiples of 16 channels and filters, 0.769x). Checked on 80 and 60
+// held out (--seed 1, --seed 3): 0.712x and 0.689x (0.702x, 0.683x; before 0.746x,
+// 0.762x); on 50 more (--seed 4) as the rule picks 0.740x (before 0.802x), 0.30-1.16x
+// where it runs. The zoo's 32 -> 64 3x3 stride 2 @16 at batch 1 takes it at 1.01-1.02x.
+constexpr int64_t kColumnDwPositionsPerFilter = 2, kColumnDwPositionsBeyond = 64;
+
 bool column_weight_gradient_pays(const ConvGeometry& g) {
-    return g.N * g.positions() < g.F;
+    return g.N * g.positions() < kColumnDwPositionsPerFilter * g.F + kColumnDwPositionsBeyond;
 }
 
 void phase_input_gradient(const ConvGeometry& g, const float* dout, const float* w, float* dx,

@@ -933,14 +933,17 @@ def test_set_column_dw_names_its_modes():
         (3, 128, 4, 32, True),  # 12 for 32
         (4, 16, 6, 128, True),  # 36 for 128
         (2, 24, 8, 96, True),  # 32 for 96, columns of 216 floats padded to 224
-        (4, 32, 8, 64, False),  # 64 for 64
-        (2, 64, 16, 128, False),  # 128 for 128
-        (3, 64, 16, 64, False),  # 192 for 64
+        (4, 32, 8, 64, True),  # 64 for 64
+        (2, 64, 16, 128, True),  # 128 for 128
+        (3, 64, 16, 64, False),  # 192 for 64: just not under 2 x 64 + 64
+        (2, 64, 16, 32, False),  # 128 for 32: just not under 2 x 32 + 64
+        (4, 16, 14, 32, False),  # 196 for 32
     ],
 )
 def test_column_weight_gradient_where_it_pays(N, C, H, F, columns):
     """'auto' takes dw and db as columns where the batch's output positions are fewer than
-    the filters (the bits of the columns forced), else the phases' (the bits with them off);
+    twice the filters and 64 more (the bits of the columns forced), else the phases' (the
+    bits with them off);
     the two differ in their last bits at batches of 2+ (the phases sum chunks of images
     apart)."""
     x, w, b = case(N, C, H, H, F, 3, np.float32, seed=N + C + F)
