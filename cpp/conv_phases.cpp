@@ -865,10 +865,17 @@ bool column_input_gradient_pays(const ConvGeometry& g) {
 // held out (--seed 1, --seed 3): 0.712x and 0.689x (0.702x, 0.683x; before 0.746x,
 // 0.762x); on 50 more (--seed 4) as the rule picks 0.740x (before 0.802x), 0.30-1.16x
 // where it runs. The zoo's 32 -> 64 3x3 stride 2 @16 at batch 1 takes it at 1.01-1.02x.
+// Off the layers it was fitted on (1x1 and 7x7 windows, 1-2 channels), the random student
+// networks' strided layers at batch 1 that it took lost to the phases (1.15-1.50x: 3 -> 30
+// 1x1 @18x23, 45 -> 6 7x7 @14x19, 2 -> 19 5x5 @19x23), so there the rule stays the one
+// before: fewer positions than filters.
 constexpr int64_t kColumnDwPositionsPerFilter = 2, kColumnDwPositionsBeyond = 64;
 
 bool column_weight_gradient_pays(const ConvGeometry& g) {
-    return g.N * g.positions() < kColumnDwPositionsPerFilter * g.F + kColumnDwPositionsBeyond;
+    const bool fitted = g.HH == g.WW && g.HH >= 2 && g.HH <= 5 && g.C >= 3;
+    const int64_t positions = g.N * g.positions();
+    return fitted ? positions < kColumnDwPositionsPerFilter * g.F + kColumnDwPositionsBeyond
+                  : positions < g.F;
 }
 
 void phase_input_gradient(const ConvGeometry& g, const float* dout, const float* w, float* dx,

@@ -927,31 +927,36 @@ def test_set_column_dw_names_its_modes():
 
 @pytest.mark.skipif(not _C.avx512_conv_active(), reason="no AVX-512: dw runs the phases' GEMM")
 @pytest.mark.parametrize(
-    "N, C, H, F, columns",
+    "N, C, H, F, k, pad, columns",
     [
-        (2, 64, 8, 128, True),  # 32 output positions for 128 filters
-        (3, 128, 4, 32, True),  # 12 for 32
-        (4, 16, 6, 128, True),  # 36 for 128
-        (2, 24, 8, 96, True),  # 32 for 96, columns of 216 floats padded to 224
-        (4, 32, 8, 64, True),  # 64 for 64
-        (2, 64, 16, 128, True),  # 128 for 128
-        (3, 64, 16, 64, False),  # 192 for 64: just not under 2 x 64 + 64
-        (2, 64, 16, 32, False),  # 128 for 32: just not under 2 x 32 + 64
-        (4, 16, 14, 32, False),  # 196 for 32
+        (2, 64, 8, 128, 3, 1, True),  # 32 output positions for 128 filters
+        (3, 128, 4, 32, 3, 1, True),  # 12 for 32
+        (4, 16, 6, 128, 3, 1, True),  # 36 for 128
+        (2, 24, 8, 96, 3, 1, True),  # 32 for 96, columns of 216 floats padded to 224
+        (4, 32, 8, 64, 3, 1, True),  # 64 for 64
+        (2, 64, 16, 128, 3, 1, True),  # 128 for 128
+        (2, 32, 8, 64, 5, 2, True),  # 32 for 64, 5x5
+        (3, 64, 16, 64, 3, 1, False),  # 192 for 64: just not under 2 x 64 + 64
+        (2, 64, 16, 32, 3, 1, False),  # 128 for 32: just not under 2 x 32 + 64
+        (4, 16, 14, 32, 3, 1, False),  # 196 for 32
+        # off the layers the rule was fitted on, at least as many positions as filters
+        (2, 48, 12, 48, 7, 3, False),  # 7x7: 72 for 48
+        (2, 48, 12, 48, 1, 0, False),  # 1x1: 72 for 48
+        (2, 2, 12, 64, 5, 2, False),  # 2 channels: 72 for 64
     ],
 )
-def test_column_weight_gradient_where_it_pays(N, C, H, F, columns):
+def test_column_weight_gradient_where_it_pays(N, C, H, F, k, pad, columns):
     """'auto' takes dw and db as columns where the batch's output positions are fewer than
-    twice the filters and 64 more (the bits of the columns forced), else the phases' (the
-    bits with them off);
-    the two differ in their last bits at batches of 2+ (the phases sum chunks of images
-    apart)."""
-    x, w, b = case(N, C, H, H, F, 3, np.float32, seed=N + C + F)
-    out = _C.conv_forward(x, w, b, 2, 1)
+    twice the filters and 64 more, on 2x2-5x5 windows of 3+ channels, elsewhere fewer than
+    the filters (the bits of the columns forced), else the phases' (the bits with them
+    off); the two differ in their last bits at batches of 2+ (the phases sum chunks of
+    images apart)."""
+    x, w, b = case(N, C, H, H, F, k, np.float32, seed=N + C + F)
+    out = _C.conv_forward(x, w, b, 2, pad)
     dout = np.random.default_rng(C).standard_normal(out.shape).astype(np.float32)
-    on, off = column_dw(dout, x, w, 2, 1, "always"), column_dw(dout, x, w, 2, 1, "off")
+    on, off = column_dw(dout, x, w, 2, pad, "always"), column_dw(dout, x, w, 2, pad, "off")
     assert not np.array_equal(on[0], off[0])
-    for got, same in zip(column_dw(dout, x, w, 2, 1, "auto"), on if columns else off):
+    for got, same in zip(column_dw(dout, x, w, 2, pad, "auto"), on if columns else off):
         np.testing.assert_array_equal(got, same)
 
 
