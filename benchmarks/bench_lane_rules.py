@@ -14,11 +14,11 @@ Float32, one thread, CPU time.
 The lane kernels' layers: 1-`--channels` channels, 3-24 filters, 3x3, 5x5 or 7x7 windows
 with any pad up to half the window, stride 2, `--pixels` a side (the random student
 networks' strided layers), a batch of `--batches`; for dx only batches holding under 16
-channels (the small-batch rule). The columns': 16-256 channels and filters, 2x2-5x5
-windows, stride 2 or 3, 4-32 pixels a side, a batch of `--batches`. `--pass dw` times dw
-and db (dx not asked for). Printed per layer: the fastest of 5 blocks of calls of each
-(two turns each), us, and always / off, auto / off. Last, the geomeans of the rule's time
-and of the better path's over "off"'s."""
+channels (the small-batch rule). The columns': 3-256 channels and filters (half of each
+3-48, odd counts too), 2x2-5x5 windows, stride 2 or 3, 4-32 pixels a side, a batch of
+`--batches`. `--pass dw` times dw and db (dx not asked for). Printed per layer: the
+fastest of 5 blocks of calls of each (two turns each), us, and always / off, auto / off.
+Last, the geomeans of the rule's time and of the better path's over "off"'s."""
 
 import argparse
 import math
@@ -42,11 +42,15 @@ def random_layer(rng, channels, batches, pixels, under_16_channels):
 
 
 def column_layer(rng, batches):
-    """(N, C, H, W, F, k, stride, pad) of many channels and filters (multiples of 16: the
-    columns' lanes filled), of at most 4e8 multiply-adds."""
+    """(N, C, H, W, F, k, stride, pad) of at most 4e8 multiply-adds, its channels and
+    filters any count of 3-256: half of each 3-48, as the random networks' layers draw
+    them (odd counts too, whose columns are padded to whole vectors), half 49-256."""
+
+    def count():
+        return int(rng.integers(3, 49) if rng.random() < 0.5 else rng.integers(49, 257))
+
     while True:
-        C = int(rng.choice([16, 32, 48, 64, 96, 128, 256]))
-        F = int(rng.choice([16, 32, 48, 64, 96, 128, 192, 256]))
+        C, F = count(), count()
         H = int(rng.choice([4, 5, 6, 7, 8, 9, 10, 12, 14, 16, 20, 24, 32]))
         W = H if rng.random() < 0.7 else int(rng.integers(4, 33))
         k, s = int(rng.choice([3, 3, 3, 5, 2, 4])), int(rng.choice([2, 2, 2, 3]))

@@ -601,18 +601,46 @@ void lane_input_gradient(const ConvGeometry& g, const float* dout, const float* 
 
 namespace {
 
-// inside(column float, pixel) for each tap of a window of K x K whose taps all lie inside
-// the image: the loops of constant length unrolled (through loops of the window's length,
-// clipped at the borders, the col2im took 1.5x as long on 16-pixel 3x3 layers).
-template <int K, class Column, class Pixel, class Inside>
-void whole_window_taps(int64_t C, int64_t plane, int64_t W, Column* col, Pixel* window,
-                       Inside inside) {
-    for (int64_t c = 0; c < C; ++c, col += K * K, window += plane) {
+// A window of a plane: its first pixel's offset in the plane (outside it where the window
+// is clipped at the top or left) and its taps inside the image, rows kh0 .. kh1 - 1 and
+// columns kw0 .. kw1 - 1 (whole: all of them).
+struct WindowInside {
+    int64_t at, kh0, kh1, kw0, kw1;
+    bool whole;
+};
+
+// inside(column float, pixel) for each tap of a window of K x K inside the image: the
+// loops of constant length unrolled, and in a clipped window the taps outside skipped by
+// branches that go the same way on every channel (through loops of the clipped rows'
+// length, the col2im took 1.5x as long on 16-pixel 3x3 layers, and dx as columns 1.06x on
+// random padded layers).
+template <int K, bool Clipped, class Column, class Pixel, class Inside>
+void window_taps(int64_t C, int64_t plane, int64_t W, Column* col, Pixel* image,
+                 const WindowInside& window, Inside inside) {
+    for (int64_t c = 0; c < C; ++c, col += K * K, image += plane) {
 #pragma GCC unroll 5
         for (int kh = 0; kh < K; ++kh) {
+            if constexpr (Clipped) {
+                if (kh < window.kh0 || kh >= window.kh1) continue;
+            }
 #pragma GCC unroll 5
-            for (int kw = 0; kw < K; ++kw) inside(col[kh * K + kw], window[kh * W + kw]);
+            for (int kw = 0; kw < K; ++kw) {
+                if constexpr (Clipped) {
+                    if (kw < window.kw0 || kw >= window.kw1) continue;
+                }
+                inside(col[kh * K + kw], image[window.at + kh * W + kw]);
+            }
         }
+    }
+}
+
+template <int K, class Column, class Pixel, class Inside>
+void square_window_taps(int64_t C, int64_t plane, int64_t W, Column* col, Pixel* image,
+                        const WindowInside& window, Inside inside) {
+    if (window.whole) {
+        window_taps<K, false>(C, plane, W, col, image, window, inside);
+    } else {
+        window_taps<K, true>(C, plane, W, col, image, window, inside);
     }
 }
 
@@ -632,16 +660,16 @@ void for_each_window_tap(const ConvGeometry& g, Column* cols_t, int64_t row, Pix
             const int64_t x0 = ox * g.stride - g.pad;
             const int64_t kw0 = std::max<int64_t>(0, -x0), kw1 = std::min(g.WW, g.W - x0);
             Column* col = cols_t + (oy * g.Wo + ox) * row;
-            const bool whole = kh1 - kh0 == g.HH && kw1 - kw0 == g.WW;
-            const int64_t at = y0 * g.W + x0;  // the window's first pixel, where whole
-            switch (whole && g.HH == g.WW ? g.HH : 0) {  // square windows of 2-5, unrolled
-                case 2: whole_window_taps<2>(g.C, plane, g.W, col, image + at, inside); continue;
-                case 3: whole_window_taps<3>(g.C, plane, g.W, col, image + at, inside); continue;
-                case 4: whole_window_taps<4>(g.C, plane, g.W, col, image + at, inside); continue;
-                case 5: whole_window_taps<5>(g.C, plane, g.W, col, image + at, inside); continue;
+            const WindowInside window{y0 * g.W + x0, kh0, kh1, kw0, kw1,
+                                      kh1 - kh0 == g.HH && kw1 - kw0 == g.WW};
+            switch (g.HH == g.WW ? g.HH : 0) {  // square windows of 2-5, unrolled
+                case 2: square_window_taps<2>(g.C, plane, g.W, col, image, window, inside); continue;
+                case 3: square_window_taps<3>(g.C, plane, g.W, col, image, window, inside); continue;
+                case 4: square_window_taps<4>(g.C, plane, g.W, col, image, window, inside); continue;
+                case 5: square_window_taps<5>(g.C, plane, g.W, col, image, window, inside); continue;
                 default: break;
             }
-            // else the window clipped to the image: its rows kh0 .. kh1 - 1, columns kw0 ..
+            // else (not square, or past 5x5) through loops of the clipped rows' length
             for (int64_t c = 0; c < g.C; ++c) {
                 for (int64_t kh = kh0; kh < kh1; ++kh) {
                     Pixel* pixels = image + (c * g.H + y0 + kh) * g.W + x0 + kw0;
@@ -800,18 +828,20 @@ double taps_inside(int64_t size, int64_t outputs, int64_t window, int64_t stride
 
 // dx alone against the phases, one thread, thread CPU time, min of 5-7 blocks, two or three
 // turns in one process (set_column_dx; bench_lane_rules.py --path columns), over random
-// layers (16-256 channels and filters, 2x2-5x5, stride 2-3, 4-32 px, batch 1-4): the
-// columns pay where the batch's output positions are few against the filters (the
-// col2im, a float per position and tap, grows with the positions; the phases' packing
-// with the filters) and their windows lie inside the image (the taps in the padding are
-// computed for nothing, and the windows clipped at dx's borders run the col2im's slow
-// loops). Fitted on 80 layers (--seed 1 --batches 1,1,2,3,4) with the 2x2 and 4x4 col2im
+// layers (16-256 channels and filters, multiples of 16, 2x2-5x5, stride 2-3, 4-32 px,
+// batch 1-4): the columns pay where the batch's output positions are few against the
+// filters (the col2im, a float per position and tap, grows with the positions; the
+// phases' packing with the filters) and their windows lie inside the image (the taps in
+// the padding are computed for nothing). Fitted on 80 layers with the 2x2 and 4x4 col2im
 // unrolled: the positions at most twice the filters, weighed by 1 / (the share of the taps
 // inside)^4: 0.779x the phases' time over all (at most half the filters, weighed by
 // 1 / share^2, as fitted before: 0.850x; the better path each time 0.759x), 0.30-1.06x
-// where it runs (48 layers). Checked on 70 more (--seed 2): 0.733x (before 0.775x; the
-// better path 0.705x), 0.36-1.08x where it runs; on 60 held out (--seed 3 --layers 60):
-// 0.692x (0.740x; 0.673x), 0.28-1.09x where it runs (45 layers, geomean 0.61x).
+// where it runs (48 layers). Checked on 70 more: 0.733x (before 0.775x; the better path
+// 0.705x), 0.36-1.08x where it runs; on 60 held out: 0.692x (0.740x; 0.673x), 0.28-1.09x
+// where it runs (45 layers, geomean 0.61x). On layers of any channel and filter count
+// (3-256, half 3-48; --seed 1, 2, 3 --layers 80, 70, 60 --batches 1,1,2,3,4), the clipped
+// windows unrolled: 0.843x, 0.811x, 0.831x (the better path 0.806x, 0.789x, 0.800x); no
+// refit of the form positions <= (a F + b) share^e gained more than the noise.
 constexpr double kColumnDxMostPositionsPerFilter = 2.0;
 
 bool column_input_gradient_pays(const ConvGeometry& g) {
@@ -824,19 +854,28 @@ bool column_input_gradient_pays(const ConvGeometry& g) {
 
 // dw and db alone against the phases, one thread, thread CPU time, min of 5 blocks, two
 // turns in one process (set_column_dw; bench_lane_rules.py --path columns --pass dw), over
-// random layers whose filters fill whole vectors (16-256 channels and filters, 2x2-5x5,
+// random layers of any channel and filter count (3-256, half of each 3-48; 2x2-5x5,
 // stride 2-3, 4-32 px, batch 1-4): the columns pay where the batch's output positions are
-// fewer than the filters (the im2col rows, a float per position and tap, grow with the
+// few against the filters (the im2col rows, a float per position and tap, grow with the
 // positions; what the phases add per call, taps x F sums zeroed, added and transposed,
-// with the filters). Fitted on 80 layers (--seed 1): 0.21-0.94x the phases' time where it
-// runs (39 layers, geomean 0.60x), 0.778x over all (the better path each time 0.721x; at
-// most 2 positions a filter 0.731x, but up to 1.08x on some layers). Checked on 70 more
-// (--seed 2): 0.28-0.95x where it runs (48, 0.59x), 0.697x over all (the better path
-// 0.678x); on 40 layers it takes of other channel counts (3-199, the columns padded):
-// 0.27-1.07x, geomean 0.58x. At as many positions as filters the zoo's 32 -> 64 3x3
-// stride 2 @16 at batch 1 took 1.01-1.03x.
+// with the filters), and on layers of few filters at up to 64 positions more. Fitted on 70
+// layers (--seed 2 --batches 1,1,2,3,4): under twice the filters and 64 more, 0.694x the
+// phases' time over all (the better path each time 0.690x; fewer positions than filters,
+// as fitted before on multiples of 16 channels and filters, 0.769x). Checked on 80 and 60
+// held out (--seed 1, --seed 3): 0.712x and 0.689x (0.702x, 0.683x; before 0.746x,
+// 0.762x); on 50 more (--seed 4) as the rule picks 0.740x (before 0.802x), 0.30-1.16x
+// where it runs. The zoo's 32 -> 64 3x3 stride 2 @16 at batch 1 takes it at 1.01-1.02x.
+// Off the layers it was fitted on (1x1 and 7x7 windows, 1-2 channels), the random student
+// networks' strided layers at batch 1 that it took lost to the phases (1.15-1.50x: 3 -> 30
+// 1x1 @18x23, 45 -> 6 7x7 @14x19, 2 -> 19 5x5 @19x23), so there the rule stays the one
+// before: fewer positions than filters.
+constexpr int64_t kColumnDwPositionsPerFilter = 2, kColumnDwPositionsBeyond = 64;
+
 bool column_weight_gradient_pays(const ConvGeometry& g) {
-    return g.N * g.positions() < g.F;
+    const bool fitted = g.HH == g.WW && g.HH >= 2 && g.HH <= 5 && g.C >= 3;
+    const int64_t positions = g.N * g.positions();
+    return fitted ? positions < kColumnDwPositionsPerFilter * g.F + kColumnDwPositionsBeyond
+                  : positions < g.F;
 }
 
 void phase_input_gradient(const ConvGeometry& g, const float* dout, const float* w, float* dx,

@@ -726,7 +726,10 @@ def column_dx(dout, x, w, stride, pad, mode="always", threads=1):
     [
         *COLUMN_EDGE_LAYERS,
         (2, 16, 9, 9, 24, 2, 2, 0),  # 2x2: windows that never overlap
-        (2, 16, 6, 6, 16, 7, 2, 3),  # 7x7: windows of any size through the clipped loops
+        (2, 16, 6, 6, 16, 7, 2, 3),  # 7x7: windows past 5x5 through loops of their length
+        (2, 37, 3, 3, 24, 5, 2, 2),  # 5x5 on 3 pixels: every window clipped on both sides
+        (1, 13, 9, 10, 40, 3, 3, 1),  # stride 3, odd channels: the top and left clipped
+        (3, 25, 7, 6, 20, 4, 2, 1),  # 4x4 pad 1, odd sizes: windows clipped at all 4 borders
         (1, 16, 2, 2, 16, 3, 2, 2),  # windows mostly in the pad
         (2, 13, 7, 7, 48, 3, 2, 0),  # 117 floats a filter: the rows padded to 128
         (2, 24, 8, 8, 8, 3, 2, 1),  # 216 (224)
@@ -763,16 +766,23 @@ def check_column_input_gradient(x, w, b, stride, pad, seed, threads):
 
 @needs_columns
 @pytest.mark.parametrize("wrt", ["x", "w"])
-def test_columns_match_numerical_gradient(wrt):
-    """dx and dw as columns against central differences of the float64 loops (5x5 stride
-    2, the windows clipped on every side)."""
-    x, w, b = case(2, 16, 7, 6, 24, 5, np.float32, seed=3)
-    out = _C.conv_forward(x, w, b, 2, 2)
+@pytest.mark.parametrize(
+    "N, C, H, W, F, k, stride, pad",
+    [
+        (2, 16, 7, 6, 24, 5, 2, 2),  # 5x5, the windows clipped on every side
+        (1, 13, 8, 7, 20, 3, 3, 1),  # stride 3, odd channels and sizes
+    ],
+)
+def test_columns_match_numerical_gradient(wrt, N, C, H, W, F, k, stride, pad):
+    """dx and dw as columns against central differences of the float64 loops."""
+    x, w, b = case(N, C, H, W, F, k, np.float32, seed=3)
+    out = _C.conv_forward(x, w, b, stride, pad)
     dout = np.random.default_rng(4).standard_normal(out.shape).astype(np.float32)
-    got = column_dx(dout, x, w, 2, 2) if wrt == "x" else column_dw(dout, x, w, 2, 2)[0]
+    args = (dout, x, w, stride, pad)
+    got = column_dx(*args) if wrt == "x" else column_dw(*args)[0]
     x64, w64, b64, dout64 = (a.astype(np.float64) for a in (x, w, b, dout))
     wrt64 = x64 if wrt == "x" else w64
-    num = numerical_grad(lambda: conv_forward_ref(x64, w64, b64, 2, 2), wrt64, dout64)
+    num = numerical_grad(lambda: conv_forward_ref(x64, w64, b64, stride, pad), wrt64, dout64)
     np.testing.assert_allclose(got, num, rtol=1e-4, atol=1e-4)
 
 
@@ -917,37 +927,45 @@ def test_set_column_dw_names_its_modes():
 
 @pytest.mark.skipif(not _C.avx512_conv_active(), reason="no AVX-512: dw runs the phases' GEMM")
 @pytest.mark.parametrize(
-    "N, C, H, F, columns",
+    "N, C, H, F, k, pad, columns",
     [
-        (2, 64, 8, 128, True),  # 32 output positions for 128 filters
-        (3, 128, 4, 32, True),  # 12 for 32
-        (4, 16, 6, 128, True),  # 36 for 128
-        (2, 24, 8, 96, True),  # 32 for 96, columns of 216 floats padded to 224
-        (4, 32, 8, 64, False),  # 64 for 64
-        (2, 64, 16, 128, False),  # 128 for 128
-        (3, 64, 16, 64, False),  # 192 for 64
+        (2, 64, 8, 128, 3, 1, True),  # 32 output positions for 128 filters
+        (3, 128, 4, 32, 3, 1, True),  # 12 for 32
+        (4, 16, 6, 128, 3, 1, True),  # 36 for 128
+        (2, 24, 8, 96, 3, 1, True),  # 32 for 96, columns of 216 floats padded to 224
+        (4, 32, 8, 64, 3, 1, True),  # 64 for 64
+        (2, 64, 16, 128, 3, 1, True),  # 128 for 128
+        (2, 32, 8, 64, 5, 2, True),  # 32 for 64, 5x5
+        (3, 64, 16, 64, 3, 1, False),  # 192 for 64: just not under 2 x 64 + 64
+        (2, 64, 16, 32, 3, 1, False),  # 128 for 32: just not under 2 x 32 + 64
+        (4, 16, 14, 32, 3, 1, False),  # 196 for 32
+        # off the layers the rule was fitted on, at least as many positions as filters
+        (2, 48, 12, 48, 7, 3, False),  # 7x7: 72 for 48
+        (2, 48, 12, 48, 1, 0, False),  # 1x1: 72 for 48
+        (2, 2, 12, 64, 5, 2, False),  # 2 channels: 72 for 64
     ],
 )
-def test_column_weight_gradient_where_it_pays(N, C, H, F, columns):
+def test_column_weight_gradient_where_it_pays(N, C, H, F, k, pad, columns):
     """'auto' takes dw and db as columns where the batch's output positions are fewer than
-    the filters (the bits of the columns forced), else the phases' (the bits with them off);
-    the two differ in their last bits at batches of 2+ (the phases sum chunks of images
-    apart)."""
-    x, w, b = case(N, C, H, H, F, 3, np.float32, seed=N + C + F)
-    out = _C.conv_forward(x, w, b, 2, 1)
+    twice the filters and 64 more, on 2x2-5x5 windows of 3+ channels, elsewhere fewer than
+    the filters (the bits of the columns forced), else the phases' (the bits with them
+    off); the two differ in their last bits at batches of 2+ (the phases sum chunks of
+    images apart)."""
+    x, w, b = case(N, C, H, H, F, k, np.float32, seed=N + C + F)
+    out = _C.conv_forward(x, w, b, 2, pad)
     dout = np.random.default_rng(C).standard_normal(out.shape).astype(np.float32)
-    on, off = column_dw(dout, x, w, 2, 1, "always"), column_dw(dout, x, w, 2, 1, "off")
+    on, off = column_dw(dout, x, w, 2, pad, "always"), column_dw(dout, x, w, 2, pad, "off")
     assert not np.array_equal(on[0], off[0])
-    for got, same in zip(column_dw(dout, x, w, 2, 1, "auto"), on if columns else off):
+    for got, same in zip(column_dw(dout, x, w, 2, pad, "auto"), on if columns else off):
         np.testing.assert_array_equal(got, same)
 
 
 # Random strided layers for the columns: the channel counts whose filters fill whole
-# vectors and those whose dw columns are padded (3, 24, 50), windows narrower than the
-# stride and windows that overlap.
+# vectors and those whose columns are padded (3, 13, 24, 37, 50), windows narrower than
+# the stride and windows that overlap.
 random_strided_layers = given(
     N=st.integers(0, 4),
-    C=st.sampled_from([3, 16, 24, 32, 48, 50]),
+    C=st.sampled_from([3, 13, 16, 24, 32, 37, 48, 50]),
     H=st.integers(1, 20),
     W=st.integers(1, 20),
     F=st.sampled_from([1, 8, 17, 33, 64, 100]),
