@@ -84,16 +84,35 @@ bool all_finite(int64_t n, const T* x) {
     return true;
 }
 
+namespace {
+
+// Every index[p] in [0, rows), else std::invalid_argument naming `what` and the `rows`'.
+void require_row_indices(const char* what, const char* rows_of, int64_t count,
+                         const int64_t* index, int64_t rows) {
+    for (int64_t p = 0; p < count; ++p) {
+        if (index[p] < 0 || index[p] >= rows) {
+            throw std::invalid_argument(std::string(what) + ": index " + std::to_string(index[p]) +
+                                        " at position " + std::to_string(p) + " is outside [0, " +
+                                        std::to_string(rows) + "), " + rows_of);
+        }
+    }
+}
+
+}  // namespace
+
+template <typename T>
+void gather_rows(int64_t count, int64_t width, const int64_t* index, const T* table,
+                 int64_t rows, T* out) {
+    require_row_indices("gather_rows", "the table's rows", count, index, rows);
+    for (int64_t p = 0; p < count; ++p) {
+        std::copy(table + index[p] * width, table + (index[p] + 1) * width, out + p * width);
+    }
+}
+
 template <typename T>
 void scatter_add_rows(int64_t count, int64_t width, const int64_t* index, const T* values,
                       int64_t rows, T* out) {
-    for (int64_t p = 0; p < count; ++p) {
-        if (index[p] < 0 || index[p] >= rows) {
-            throw std::invalid_argument("scatter_add_rows: index " + std::to_string(index[p]) +
-                                        " at position " + std::to_string(p) + " is outside [0, " +
-                                        std::to_string(rows) + ")");
-        }
-    }
+    require_row_indices("scatter_add_rows", "the output's rows", count, index, rows);
     std::fill(out, out + rows * width, T(0));
     for (int64_t p = 0; p < count; ++p) {
         T* row = out + index[p] * width;
@@ -102,6 +121,9 @@ void scatter_add_rows(int64_t count, int64_t width, const int64_t* index, const 
     }
 }
 
+template void gather_rows<float>(int64_t, int64_t, const int64_t*, const float*, int64_t, float*);
+template void gather_rows<double>(int64_t, int64_t, const int64_t*, const double*, int64_t,
+                                  double*);
 template void scatter_add_rows<float>(int64_t, int64_t, const int64_t*, const float*, int64_t,
                                       float*);
 template void scatter_add_rows<double>(int64_t, int64_t, const int64_t*, const double*, int64_t,

@@ -35,4 +35,11 @@ template <typename T>
 void scatter_add_rows(int64_t count, int64_t width, const int64_t* index, const T* values,
                       int64_t rows, T* out);
 
+// out[p] (a row of width) = table[index[p]] for each position p < count: a word embedding's
+// lookup, its gradient's counterpart. Indices must lie in [0, rows) (checked first:
+// std::invalid_argument otherwise).
+template <typename T>
+void gather_rows(int64_t count, int64_t width, const int64_t* index, const T* table,
+                 int64_t rows, T* out);
+
 }  // namespace graphnet

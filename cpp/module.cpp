@@ -469,31 +469,58 @@ py::array py_sigmoid(const py::array& x) {
     return out;
 }
 
-py::array py_scatter_add_rows(const py::array& index, const py::array& values, int64_t rows) {
-    const Shape vs = shape_of(values);
-    require_rank(vs, 2, "scatter_add_rows values", "(positions, width)");
-    require_shape(index, Shape{vs[0]}, "scatter_add_rows index");
+// What the row bindings share: `index` int64, `values` (named values_name) float32 or
+// float64, and kernel(index, values, out) run without the GIL into a new array of
+// out_shape (its size checked first) and values' dtype.
+template <typename Kernel>
+py::array row_binding(const char* name, const py::array& index, const char* values_name,
+                      const py::array& values, const Shape& out_shape, Kernel&& kernel) {
     if (!index.dtype().is(py::dtype::of<int64_t>())) {
-        fail("scatter_add_rows index must be int64, got " + dtype_name(index));
+        fail(std::string(name) + " index must be int64, got " + dtype_name(index));
     }
-    if (rows < 0) fail("scatter_add_rows rows must be >= 0, got " + std::to_string(rows));
-    checked_mul(rows, vs[1], "scatter_add_rows output");
+    int64_t size = 1;
+    for (int64_t n : out_shape) size = checked_mul(size, n, std::string(name) + " output");
     Contig<int64_t> ic(index);
-    return dispatch_float(values, "scatter_add_rows values", [&](auto zero) -> py::array {
+    const std::string what = std::string(name) + " " + values_name;
+    return dispatch_float(values, what.c_str(), [&](auto zero) -> py::array {
         using T = decltype(zero);
         Contig<T> vc(values);
-        py::array_t<T> out(Shape{rows, vs[1]});
+        py::array_t<T> out(out_shape);
         const int64_t* ip = ic.data();
         const T* vp = vc.data();
         T* op = out.mutable_data();
         py::gil_scoped_release nogil;
-        scatter_add_rows(vs[0], vs[1], ip, vp, rows, op);
+        kernel(ip, vp, op);
         return out;
     });
 }
 
-// The softmax loss kernel on x (rows, V) of dtype T against int64 labels (rows,), each row
-// weighted by weight (null: 1 each): (the weighted sum of the rows' losses, dx or None).
+py::array py_scatter_add_rows(const py::array& index, const py::array& values, int64_t rows) {
+    const Shape vs = shape_of(values);
+    require_rank(vs, 2, "scatter_add_rows values", "(positions, width)");
+    require_shape(index, Shape{vs[0]}, "scatter_add_rows index");
+    if (rows < 0) fail("scatter_add_rows rows must be >= 0, got " + std::to_string(rows));
+    return row_binding("scatter_add_rows", index, "values", values, Shape{rows, vs[1]},
+                       [&](const int64_t* ip, auto vp, auto op) {
+                           scatter_add_rows(vs[0], vs[1], ip, vp, rows, op);
+                       });
+}
+
+py::array py_gather_rows(const py::array& index, const py::array& table) {
+    const Shape ts = shape_of(table);
+    require_rank(ts, 2, "gather_rows table", "(rows, width)");
+    Shape out_shape = shape_of(index);
+    out_shape.push_back(ts[1]);
+    const int64_t count = static_cast<int64_t>(index.size());
+    return row_binding("gather_rows", index, "table", table, out_shape,
+                       [&](const int64_t* ip, auto tp, auto op) {
+                           gather_rows(count, ts[1], ip, tp, ts[0], op);
+                       });
+}
+
+// The softmax loss kernel on x (..., V) of dtype T, whose rows are all its leading axes,
+// against int64 labels (one per row), each row weighted by weight (null: 1 each): (the
+// weighted sum of the rows' losses, dx of x's shape or None).
 template <typename T>
 std::pair<double, py::object> softmax_loss_of(const Shape& xs, const py::array& x,
                                               const py::array& labels, const T* weight,
@@ -509,10 +536,11 @@ std::pair<double, py::object> softmax_loss_of(const Shape& xs, const py::array& 
     }
     const T* xp = xc.data();
     const int64_t* yp = yc.data();
+    const int64_t V = xs.back(), rows = static_cast<int64_t>(labels.size());
     double loss;
     {
         py::gil_scoped_release nogil;
-        loss = softmax_loss_rows(xs[0], xs[1], xp, yp, weight, dxp);
+        loss = softmax_loss_rows(rows, V, xp, yp, weight, dxp);
     }
     return {loss, dx};
 }
@@ -561,6 +589,43 @@ py::tuple py_mean_softmax_loss(const py::array& x, const py::array& labels, bool
         py::array_t<T> mean(Shape{});
         *mean.mutable_data() = static_cast<T>(loss / static_cast<double>(xs[0]));
         return py::make_tuple(mean[py::tuple()], dx);  // the 0-d array's numpy scalar
+    });
+}
+
+// rnn_layers.temporal_softmax_loss's numbers in one call, for x (N, T, V), the words y
+// (N, T) int64 and the mask (N, T) bool or int64: each step weighs (mask != 0) / N, the
+// weight `(mask.astype(bool) / max(N, 1)).astype(x.dtype)` makes (1 / N in double rounded to
+// x's dtype, or 0), without the dozen numpy calls that make it and check the arguments,
+// several times the kernel's time on one sequence. (the weighted sum of the steps' losses,
+// dx (N, T, V) or None.)
+py::tuple py_sequence_softmax_loss(const py::array& x, const py::array& y, const py::array& mask,
+                                   bool gradient) {
+    const Shape xs = shape_of(x);
+    require_rank(xs, 3, "sequence softmax loss x", "(N, T, V)");
+    const Shape steps{xs[0], xs[1]};
+    require_shape(y, steps, "sequence softmax loss y");
+    require_shape(mask, steps, "sequence softmax loss mask");
+    if (!y.dtype().is(py::dtype::of<int64_t>())) {
+        fail("sequence softmax loss y must be int64, got " + dtype_name(y));
+    }
+    const bool bools = mask.dtype().is(py::dtype::of<bool>());
+    if (!bools && !mask.dtype().is(py::dtype::of<int64_t>())) {
+        fail("sequence softmax loss mask must be bool or int64, got " + dtype_name(mask));
+    }
+    const int64_t rows = checked_mul(xs[0], xs[1], "sequence softmax loss steps");
+    return dispatch_float(x, "sequence softmax loss x", [&](auto zero) -> py::tuple {
+        using T = decltype(zero);
+        const T share = static_cast<T>(1.0 / static_cast<double>(std::max<int64_t>(xs[0], 1)));
+        std::vector<T> weight(rows);
+        if (bools) {
+            const Contig<bool> mc(mask);
+            for (int64_t i = 0; i < rows; ++i) weight[i] = mc.data()[i] ? share : T(0);
+        } else {
+            const Contig<int64_t> mc(mask);
+            for (int64_t i = 0; i < rows; ++i) weight[i] = mc.data()[i] != 0 ? share : T(0);
+        }
+        auto [loss, dx] = softmax_loss_of<T>(xs, x, y, weight.data(), gradient);
+        return py::make_tuple(loss, dx);
     });
 }
 
@@ -1620,21 +1685,33 @@ py::tuple py_affine_chain_forward(const py::array& x, const py::array& w, const 
     });
 }
 
+// A layernorm's x (N, ..., D): the samples (all its leading axes, each vector of D features
+// normalized alone: (N, T, D) normalizes N * T of them) and D, at least one feature.
+std::pair<int64_t, int64_t> layer_norm_rows(const Shape& xs) {
+    if (xs.size() < 2) fail("layernorm x must be (N, D) or (N, ..., D), got shape " + shape_str(xs));
+    int64_t rows = 1;
+    for (size_t i = 0; i + 1 < xs.size(); ++i) rows = checked_mul(rows, xs[i], "layernorm rows");
+    if (xs.back() == 0) {
+        fail("layernorm: x has shape " + shape_str(xs) + "; a sample needs at least one feature");
+    }
+    return {rows, xs.back()};
+}
+
 py::tuple py_layer_norm_forward(const py::array& x, const py::array& gamma,
                                 const py::array& beta, double eps, bool relu) {
     require_norm_eps(eps, "layernorm");
     const Shape xs = shape_of(x);
-    require_rank(xs, 2, "layernorm x", "(N, D)");
+    const auto [N, D] = layer_norm_rows(xs);
     return dispatch_float(x, "layernorm x", [&](auto zero) -> py::tuple {
         using T = decltype(zero);
-        Contig<T> xc(x), gc = per_slice<T>(gamma, x, xs[1], "gamma"),
-                         bc = per_slice<T>(beta, x, xs[1], "beta");
-        py::array_t<T> m(xs[0]), inv(xs[0]), out(xs);
+        Contig<T> xc(x), gc = per_slice<T>(gamma, x, D, "gamma"),
+                         bc = per_slice<T>(beta, x, D, "beta");
+        py::array_t<T> m(N), inv(N), out(xs);
         const T *xp = xc.data(), *gp = gc.data(), *bp = bc.data();
         T *mp = m.mutable_data(), *ip = inv.mutable_data(), *op = out.mutable_data();
         {
             py::gil_scoped_release nogil;
-            layer_norm_forward(xs[0], xs[1], relu, eps, xp, gp, bp, mp, ip, op);
+            layer_norm_forward(N, D, relu, eps, xp, gp, bp, mp, ip, op);
         }
         return py::make_tuple(out, m, inv);
     });
@@ -1644,23 +1721,23 @@ py::tuple py_layer_norm_backward(const py::array& dout, const py::array& x,
                                  const py::array& gamma, const py::array& mean,
                                  const py::array& inv_std, const py::object& beta) {
     const Shape xs = shape_of(x);
-    require_rank(xs, 2, "layernorm x", "(N, D)");
+    const auto [N, D] = layer_norm_rows(xs);
     require_shape(dout, xs, "layernorm dout");
     require_same_dtype(x, "x", dout, "dout");
     return dispatch_float(x, "layernorm x", [&](auto zero) -> py::tuple {
         using T = decltype(zero);
-        Contig<T> dc(dout), xc(x), gc = per_slice<T>(gamma, x, xs[1], "gamma"),
-                               mc = per_slice<T>(mean, x, xs[0], "mean"),
-                               ic = per_slice<T>(inv_std, x, xs[0], "inv_std");
+        Contig<T> dc(dout), xc(x), gc = per_slice<T>(gamma, x, D, "gamma"),
+                               mc = per_slice<T>(mean, x, N, "mean"),
+                               ic = per_slice<T>(inv_std, x, N, "inv_std");
         const bool relu = !beta.is_none();
-        Contig<T> bc = relu ? per_slice<T>(beta.cast<py::array>(), x, xs[1], "beta") : gc;
-        py::array_t<T> dx(xs), dgamma(xs[1]), dbeta(xs[1]);
+        Contig<T> bc = relu ? per_slice<T>(beta.cast<py::array>(), x, D, "beta") : gc;
+        py::array_t<T> dx(xs), dgamma(D), dbeta(D);
         const T *dp = dc.data(), *xp = xc.data(), *gp = gc.data(), *mp = mc.data(),
                 *ip = ic.data(), *bp = bc.data();
         T *dxp = dx.mutable_data(), *dgp = dgamma.mutable_data(), *dbp = dbeta.mutable_data();
         {
             py::gil_scoped_release nogil;
-            layer_norm_backward(xs[0], xs[1], relu, dp, xp, mp, ip, gp, bp, dxp, dgp, dbp);
+            layer_norm_backward(N, D, relu, dp, xp, mp, ip, gp, bp, dxp, dgp, dbp);
         }
         return py::make_tuple(dx, dgamma, dbeta);
     });
@@ -2226,6 +2303,10 @@ PYBIND11_MODULE(_C, m) {
           "(rows, width) zeros plus, at row index[p], values[p] for each position p in order\n"
           "(a word embedding's weight gradient); index int64 (positions,) in [0, rows),\n"
           "values (positions, width) float32 or float64.");
+    m.def("gather_rows", &py_gather_rows, "index"_a, "table"_a,
+          "table[index]: for each int64 index in [0, rows) (of any shape), its row of table\n"
+          "(rows, width), float32 or float64 -> (index's shape..., width) (a word\n"
+          "embedding's lookup). Indices outside [0, rows) raise ValueError.");
     m.def("softmax_loss", &py_softmax_loss, "x"_a, "labels"_a, "weight"_a, "gradient"_a = true,
           "Softmax cross-entropy of each row of x (rows, V) against its int64 label, times\n"
           "its weight: (the weighted sum of the rows' losses, dx (rows, V)); x and weight\n"
@@ -2236,6 +2317,13 @@ PYBIND11_MODULE(_C, m) {
           "by the rows (in float64) as a numpy scalar of x's dtype, dx (rows, V) divided by\n"
           "the rows; x (rows >= 1, V) float32 or float64, labels int64. gradient=False:\n"
           "(the loss, None). Labels outside [0, V) raise ValueError.");
+    m.def("sequence_softmax_loss", &py_sequence_softmax_loss, "x"_a, "y"_a, "mask"_a,
+          "gradient"_a = true,
+          "temporal_softmax_loss's numbers: softmax_loss over the steps of x (N, T, V),\n"
+          "float32 or float64, against the words y (N, T) int64, each step weighted by\n"
+          "(mask != 0) / N rounded to x's dtype, mask (N, T) bool or int64: (the weighted\n"
+          "sum, dx (N, T, V)); gradient=False: (the sum, None). Labels outside [0, V) raise\n"
+          "ValueError.");
     m.def("svm_loss", &py_svm_loss, "x"_a, "labels"_a,
           "Multiclass hinge loss (margin 1) of x (rows, C), float32 or float64, against its\n"
           "int64 labels: (the loss summed in double and divided by rows, dx (rows, C)).\n"
@@ -2350,12 +2438,13 @@ PYBIND11_MODULE(_C, m) {
           "output.");
     m.def("layer_norm_forward", &py_layer_norm_forward, "x"_a, "gamma"_a, "beta"_a, "eps"_a,
           "relu"_a = false,
-          "Layernorm of the rows of x (N, D) -> (out, mean (N,), inv_std (N,)); relu: out is\n"
-          "the relu of the normalized rows.");
+          "Layernorm of the rows of x (N, D), or of each D-vector of x (N, ..., D): R of them\n"
+          "-> (out (x's shape), mean (R,), inv_std (R,)); relu: out is the relu of the\n"
+          "normalized rows. D = 0 raises ValueError.");
     m.def("layer_norm_backward", &py_layer_norm_backward, "dout"_a, "x"_a, "gamma"_a, "mean"_a,
           "inv_std"_a, "beta"_a = py::none(),
-          "Gradients of layer_norm_forward -> (dx, dgamma, dbeta); with beta: of the forward\n"
-          "with relu, dout being the relu output's gradient.");
+          "Gradients of layer_norm_forward -> (dx (x's shape), dgamma, dbeta); with beta: of\n"
+          "the forward with relu, dout being the relu output's gradient.");
     m.def("group_norm_forward", &py_group_norm_forward, "x"_a, "gamma"_a, "beta"_a, "G"_a,
           "eps"_a, "activation"_a = "", "alpha"_a = 0.0, "pool"_a = py::none(),
           "max_pool"_a = false,

@@ -344,12 +344,12 @@ class TemporalSoftmaxLoss(Gate):
 
     def forward(self, x, y, mask):
         loss, dx, dtype = rnn_layers.temporal_softmax_loss_value(x, y, mask, gradient=True)
-        return np.asarray(loss, dtype=dtype)[()], (dx, np.asarray(mask) != 0)
+        return dtype.type(loss), (dx, mask)
 
     def eval_forward(self, x, y, mask):
         """The loss alone; a backward computes the gradient from the inputs."""
         loss, _, dtype = rnn_layers.temporal_softmax_loss_value(x, y, mask)
-        return np.asarray(loss, dtype=dtype)[()], LossInputs((x, y, mask))
+        return dtype.type(loss), LossInputs((x, y, mask))
 
     def backward(self, dout, cache, needs):
         if type(cache) is LossInputs:  # after an eval-mode forward
@@ -362,10 +362,10 @@ class TemporalSoftmaxLoss(Gate):
                 f"saved {input_names[0]} {np.shape(cache[0])}, {input_names[1]} and "
                 f"{input_names[2]}: eval mode, d loss / d scores computed by a backward"
             ]
-        dx, counted = cache
+        dx, mask = cache
         return [
             f"saved d loss / d scores {dx.shape}, computed with the loss",
-            mask_summary(counted, f"steps counted by {input_names[2]}"),
+            mask_summary(np.asarray(mask) != 0, f"steps counted by {input_names[2]}"),
         ]
 
 

@@ -50,7 +50,10 @@ class NormCache:
         if self.per == "channel":
             stats = (1, -1) + (1,) * (x.ndim - 2)
             return (x - self.mean.reshape(stats)) * self.inv_std.reshape(stats)
-        rows = x.reshape(x.shape[0] * (1 if self.per == "row" else self.per), -1)
+        if self.per == "row":  # a layernorm's rows: all of x's leading axes
+            rows = x.reshape(-1, x.shape[-1])
+        else:  # a groupnorm's: its (sample, group) pairs
+            rows = x.reshape(x.shape[0] * self.per, -1)
         return ((rows - self.mean[:, None]) * self.inv_std[:, None]).reshape(x.shape)
 
 
@@ -215,9 +218,8 @@ def _channel_backward(dout, cache, beta=None, relu_out=None, activation="", alph
 def layernorm_forward(
     x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float, relu: bool = False
 ) -> Tuple[np.ndarray, NormCache]:
-    """Layernorm of the rows of x (N, D); gamma and beta (D,). relu: out is its relu."""
-    if x.shape[1] == 0:
-        raise ValueError(f"layernorm: x has shape {x.shape}; a sample needs at least one feature")
+    """Layernorm of the rows of x (N, D), or of each vector of D features of x
+    (N, ..., D); gamma and beta (D,). relu: out is its relu."""
     out, mean, inv_std = _C.layer_norm_forward(x, gamma, beta, eps, relu)
     return out, _cache(relu)(True, x, mean, inv_std, gamma, beta, "row")
 

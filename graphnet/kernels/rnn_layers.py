@@ -319,6 +319,14 @@ def word_embedding_forward(x: np.ndarray, W: np.ndarray) -> Tuple[np.ndarray, tu
 
     x: (N, T) integers in [0, V); W: (V, D). Returns out (N, T, D).
     """
+    if type(x) is np.ndarray and x.ndim == 2 and type(W) is np.ndarray:
+        # int64 indices in range and float32 or float64 vectors: the rows in one binding,
+        # which checks the range; what it refuses the checks below convert or name (at one
+        # sequence of 32 words they cost four times the lookup).
+        try:
+            return _C.gather_rows(x, W), (x, W.shape, W.dtype)
+        except (ValueError, TypeError):
+            pass
     fn = "word_embedding_forward"
     W = _float_array(W, fn, "W")
     _check_ndim(fn, "W", W, 2, "word vectors (V, D)")
@@ -348,10 +356,13 @@ def word_embedding_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
     """dout: (N, T, D). Returns dW (V, D): each word's vector collects the gradients of
     every position that looked it up. The indices get no gradient."""
     x, W_shape, dtype = cache
-    dout = _upstream("word_embedding_backward", "dout", dout, x.shape + W_shape[1:])
-    dtype = np.result_type(dtype, dout)
+    expected = x.shape + W_shape[1:]
+    if not (type(dout) is np.ndarray and dout.dtype == dtype and dout.shape == expected):
+        # an array of W's dtype and the expected shape is what these would return as it is
+        dout = _upstream("word_embedding_backward", "dout", dout, expected)
+        dtype = np.result_type(dtype, dout)
     words = x.ravel()
-    if dtype == dout.dtype and dtype in (np.float32, np.float64):
+    if dtype == dout.dtype and dtype in _KERNEL_DTYPES:
         # One C++ pass adding each position's row into its word's, in position order (np.add.at's
         # sums), without the sort and gather below (0.25 ms of a small transformer's step at
         # batch 32, T = 32; 0.1 ms of an LSTM's at batch 1).
@@ -458,6 +469,17 @@ def temporal_softmax_loss_value(
 ) -> Tuple[float, Optional[np.ndarray], np.dtype]:
     """temporal_softmax_loss's (loss, dx) and the float dtype it computed in; without
     `gradient` dx is None and not computed (an eval-mode loss: the same loss, bit for bit)."""
+    if type(x) is np.ndarray and type(y) is np.ndarray and type(mask) is np.ndarray:
+        # The numbers below in one binding, for float scores, int64 words and a bool or
+        # int64 mask; what it refuses (another dtype, a shape or a label out of range) the
+        # checks below convert or name. At one sequence of 50 steps their numpy calls cost
+        # more than the kernel.
+        try:
+            loss, dx = _C.sequence_softmax_loss(x, y, mask, gradient)
+        except (ValueError, TypeError):
+            pass
+        else:
+            return loss, dx, x.dtype
     fn = "temporal_softmax_loss"
     x = _float_array(x, fn, "x")
     _check_ndim(fn, "x", x, 3, "scores (N, T, V)")

@@ -53,6 +53,8 @@ def test_layernorm_gradients_and_the_course_function(shape):
         x.reshape(-1, shape[-1]), g["gamma"].value, g["beta"].value, {}
     )
     np.testing.assert_allclose(g["ln"].value, want.reshape(shape), rtol=1e-12, atol=1e-12)
+    normalized = (want - g["beta"].value) / g["gamma"].value  # the drawings' x_hat, x's shape
+    np.testing.assert_allclose(g["ln"].cache[0].x_hat, normalized.reshape(shape), atol=1e-10)
     train = g["ln"].value.copy()
     g.eval().forward(x=x)
     np.testing.assert_array_equal(g["ln"].value, train)  # no batch statistics: same in eval

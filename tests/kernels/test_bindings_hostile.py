@@ -145,11 +145,15 @@ def valid_calls(n=2, c=3, s=5, f=4, rows=4, cols=5, t=3, hidden=5, dtype=np.floa
         "sigmoid": dict(x=matrix.astype(np.float32)),
         "dropout_forward": dict(x=matrix, key=2**64 - 1, keep=0.7),
         "dropout_backward_rows": dict(dout=r(rows), mask=matrix),
+        "gather_rows": dict(index=rng.integers(0, rows, (2, 3)), table=matrix),
         "scatter_add_rows": dict(
             index=rng.integers(0, rows, 2 * rows), values=r(2 * rows, cols), rows=rows
         ),
         "softmax_loss": dict(x=matrix, labels=labels, weight=np.full(rows, 1 / rows, dtype)),
         "mean_softmax_loss": dict(x=matrix, labels=labels),
+        "sequence_softmax_loss": dict(
+            x=matrix[None], y=labels[None], mask=np.ones((1, rows), bool), gradient=True
+        ),
         "svm_loss": dict(x=matrix, labels=labels),
         "row_means": dict(x=matrix),
         "matmul": dict(

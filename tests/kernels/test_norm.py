@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from graphnet import layers
 from graphnet.gradient_check import eval_numerical_gradient_array, rel_error
 from graphnet.kernels import _C, norm
+from .test_avx2 import kernel_threads
 
 FUZZ = settings(max_examples=120, deadline=None)
 dtypes = st.sampled_from([np.float32, np.float64])
@@ -389,6 +390,45 @@ def test_a_layernorm_row_in_a_batch_is_the_row_alone(N, D, dtype, relu, seed):
             assert _bits(a[n : n + 1]) == _bits(b)
 
 
+@FUZZ
+@given(
+    lead=st.lists(st.integers(0, 5), min_size=1, max_size=3),
+    D=st.sampled_from([1, 7, 16, 33, 64]),
+    dtype=dtypes,
+    relu=st.booleans(),
+    layout=st.sampled_from(["C", "transposed", "strided"]),
+    threads=st.integers(1, 3),
+    seed=st.integers(0, 2**16),
+)
+def test_a_layernorm_over_leading_axes_is_the_layernorm_of_its_rows(
+    lead, D, dtype, relu, layout, threads, seed
+):
+    """x (N, ..., D) in the bindings, as the layernorm gate passes it: the bits of the rows
+    x.reshape(-1, D), forward and backward, out and dx in x's shape, whatever x's layout."""
+    rng = np.random.default_rng(seed)
+    shape = (*lead, D)
+    x = (rng.standard_normal(shape) * 3 + 1).astype(dtype)
+    if layout == "transposed" and len(lead) > 1:
+        x = np.swapaxes(np.ascontiguousarray(np.swapaxes(x, 0, 1)), 0, 1)
+    elif layout == "strided":
+        x = np.repeat(x, 2, axis=-1)[..., ::2]
+    gamma, beta = rng.standard_normal(D).astype(dtype), rng.standard_normal(D).astype(dtype)
+    dout = rng.standard_normal(shape).astype(dtype)
+    rows = np.ascontiguousarray(x).reshape(-1, D)
+    with kernel_threads(threads):
+        out, mean, inv_std = _C.layer_norm_forward(x, gamma, beta, EPS, relu)
+        grads = _C.layer_norm_backward(dout, x, gamma, mean, inv_std, beta if relu else None)
+    want = _C.layer_norm_forward(rows, gamma, beta, EPS, relu)
+    want_grads = _C.layer_norm_backward(
+        dout.reshape(-1, D), rows, gamma, want[1], want[2], beta if relu else None
+    )
+    assert out.shape == shape and grads[0].shape == shape
+    assert _bits(out) == _bits(want[0].reshape(shape))
+    assert _bits(mean) == _bits(want[1]) and _bits(inv_std) == _bits(want[2])
+    assert _bits(grads[0]) == _bits(want_grads[0].reshape(shape))
+    assert _bits(grads[1]) == _bits(want_grads[1]) and _bits(grads[2]) == _bits(want_grads[2])
+
+
 @pytest.mark.parametrize(
     "call, match",
     [
@@ -418,7 +458,14 @@ def test_a_layernorm_row_in_a_batch_is_the_row_alone(N, D, dtype, relu, seed):
             ),
             "dout",
         ),
-        (lambda: _C.layer_norm_forward(np.ones((2, 3, 4)), np.ones(4), np.ones(4), EPS), "2-D"),
+        (lambda: _C.layer_norm_forward(np.ones(4), np.ones(4), np.ones(4), EPS), r"\(N, D\) or"),
+        (lambda: _C.layer_norm_forward(np.ones((2, 3, 0)), np.ones(0), np.ones(0), EPS), "feature"),
+        (
+            lambda: _C.layer_norm_backward(
+                np.ones((2, 3, 4)), np.ones((2, 3, 4)), np.ones(4), np.ones(2), np.ones(2)
+            ),
+            "mean",
+        ),
         (
             lambda: _C.layer_norm_backward(
                 np.ones((2, 3)), np.ones((2, 3)), np.ones(3), np.ones(3), np.ones(2)

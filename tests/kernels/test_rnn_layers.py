@@ -126,22 +126,26 @@ def test_word_embedding_backward_sums_in_position_order(N, T, V, D, dtype, index
     V=st.integers(1, 70),
     D=st.integers(1, 20),
     index_dtype=st.sampled_from([np.int64, np.int32, np.int8, np.uint8, np.uint64]),
+    W_dtype=st.sampled_from([np.float32, np.float64, np.int64]),
     bad=st.sampled_from([None, "negative", "V", "huge"]),
     seed=st.integers(0, 2**16),
 )
 def test_word_embedding_forward_is_fancy_indexing_and_refuses_any_index_outside(
-    N, T, V, D, index_dtype, bad, seed
+    N, T, V, D, index_dtype, W_dtype, bad, seed
 ):
-    """The lookup is W[x], bit for bit, for any integer dtype; an index below 0 (which
-    take and W[x] would count from the end), from V on, or an unsigned one from 2**63 on
+    """The lookup is W[x], bit for bit, for any integer dtype (int64 indices into float
+    vectors through _C.gather_rows, the rest through numpy); an index below 0 (which take
+    and W[x] would count from the end), from V on, or an unsigned one from 2**63 on
     (negative as intp) is a ValueError."""
     r = rng(seed)
     x = r.integers(0, min(V, 127), (N, T)).astype(index_dtype)
-    W = r.standard_normal((V, D))
+    W = (r.standard_normal((V, D)) * 10).astype(W_dtype)
     if bad is None or x.size == 0:
-        out, _ = R.word_embedding_forward(x, W)
+        out, cache = R.word_embedding_forward(x, W)
         assert out.shape == (N, T, D) and out.flags.c_contiguous
+        assert out.dtype == (W.dtype if W.dtype.kind == "f" else np.float64)
         np.testing.assert_array_equal(out, W[x])
+        assert cache[0] is x and cache[1:] == (W.shape, out.dtype)
         return
     unsigned = np.dtype(index_dtype).kind == "u"
     worst = {
@@ -157,9 +161,17 @@ def test_word_embedding_forward_is_fancy_indexing_and_refuses_any_index_outside(
 
 
 @pytest.mark.parametrize("index", [-1, 5, 2**62])
-def test_scatter_add_rows_refuses_indices_outside_the_rows(index):
-    with pytest.raises(ValueError, match=f"index {index} at position 1 is outside \\[0, 5\\)"):
-        _C.scatter_add_rows(np.array([0, index]), np.ones((2, 3), np.float32), 5)
+@pytest.mark.parametrize(
+    "binding, call",
+    [
+        ("scatter_add_rows", lambda i: _C.scatter_add_rows(i, np.ones((2, 3), np.float32), 5)),
+        ("gather_rows", lambda i: _C.gather_rows(i, np.ones((5, 3), np.float32))),
+    ],
+)
+def test_the_row_bindings_refuse_indices_outside_the_rows(binding, call, index):
+    message = f"{binding}: index {index} at position 1 is outside \\[0, 5\\)"
+    with pytest.raises(ValueError, match=message):
+        call(np.array([0, index]))
 
 
 def test_temporal_affine_backward_numerically():

@@ -171,3 +171,92 @@ def test_the_mean_is_softmax_loss_divided_by_numpy_bit_for_bit(
 def test_the_mean_refuses_bad_arguments(args, message):
     with pytest.raises(ValueError, match=message):
         _C.mean_softmax_loss(*args)
+
+
+def temporal_by_numpy(x, y, mask, gradient):
+    """What temporal_softmax_loss computed around softmax_loss before sequence_softmax_loss:
+    each step weighted by (mask.astype(bool) / max(N, 1)).astype(x.dtype)."""
+    N, T, V = x.shape
+    weight = (mask.reshape(N * T).astype(bool) / max(N, 1)).astype(x.dtype)
+    return _C.softmax_loss(x.reshape(N * T, V), y.reshape(N * T), weight, gradient)
+
+
+# (N, T, V) up to 7 sequences of 9 steps, and the zoo's language model's one of 50 steps
+SEQUENCES = st.tuples(st.integers(0, 7), st.integers(1, 9), st.integers(1, 40)) | st.just(
+    (1, 50, 65)
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    shape=SEQUENCES,
+    dtypes=st.tuples(st.sampled_from([np.float32, np.float64]), st.sampled_from([bool, np.int64])),
+    special=st.sampled_from([None, np.inf, -np.inf, np.nan, -0.0]),
+    threads=st.integers(1, 3),
+    gradient=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_the_sequence_loss_is_the_masked_softmax_loss_bit_for_bit(
+    shape, dtypes, special, threads, gradient, seed
+):
+    (N, T, V), (dtype, mask_dtype) = shape, dtypes
+    rng = np.random.default_rng(seed)
+    x = (5 * rng.standard_normal((N, T, V))).astype(dtype)
+    if special is not None and N:
+        x[rng.integers(N), rng.integers(T), rng.integers(V)] = special
+    y = rng.integers(V, size=(N, T))
+    mask = rng.integers(-2, 3, size=(N, T)).astype(mask_dtype)  # zeros, ones, 2 and -1
+    with kernel_threads(threads), np.errstate(all="ignore"):
+        loss, dx = _C.sequence_softmax_loss(x, y, mask, gradient)
+        want_loss, want_dx = temporal_by_numpy(x, y, mask, gradient)
+    assert type(loss) is float and np.float64(loss).tobytes() == np.float64(want_loss).tobytes()
+    if gradient:
+        assert dx.dtype == dtype and dx.shape == x.shape
+        assert dx.tobytes() == want_dx.tobytes()
+    else:
+        assert dx is None
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ((np.zeros((1, 2, 3)), np.array([[0, 3]]), np.ones((1, 2), bool)), r"label 3 of row 1"),
+        ((np.zeros((1, 2, 3)), np.array([[0, 0]], np.int32), np.ones((1, 2), bool)), "int64"),
+        ((np.zeros((1, 2, 3)), np.array([[0, 0]]), np.ones((1, 2))), "bool or int64"),
+        ((np.zeros((1, 2, 3)), np.array([[0, 0]]), np.ones((1, 2), np.int32)), "bool or int64"),
+        ((np.zeros((1, 2, 3)), np.array([[0, 0, 0]]), np.ones((1, 2), bool)), "y must have shape"),
+        ((np.zeros((1, 2, 3)), np.array([[0, 0]]), np.ones((2, 1), bool)), "mask must have shape"),
+        ((np.zeros((1, 2, 3), np.float16), np.array([[0, 0]]), np.ones((1, 2), bool)), "float32"),
+        ((np.zeros((2, 3)), np.array([[0, 0]]), np.ones((1, 2), bool)), "3-D"),
+    ],
+)
+def test_the_sequence_loss_refuses_bad_arguments(args, message):
+    with pytest.raises(ValueError, match=message):
+        _C.sequence_softmax_loss(*args)
+
+
+@pytest.mark.parametrize(
+    "y_dtype, mask_dtype, x_dtype",
+    [
+        (np.int64, np.bool_, np.float32),
+        (np.int32, np.bool_, np.float64),
+        (np.int64, np.uint8, np.float32),
+        (np.int64, np.int64, np.float16),
+    ],
+)
+def test_temporal_softmax_loss_is_the_same_in_the_binding_and_around_it(
+    y_dtype, mask_dtype, x_dtype
+):
+    """The course function takes the binding where it can, numpy's calls where it cannot
+    (other label, mask or score dtypes): the numbers of the numpy calls either way."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((3, 4, 6)).astype(x_dtype)
+    y = rng.integers(6, size=(3, 4)).astype(y_dtype)
+    mask = (rng.random((3, 4)) < 0.7).astype(mask_dtype)
+    loss, dx = R.temporal_softmax_loss(x, y, mask)
+    kernel_x = x if x.dtype != np.float16 else x.astype(np.float32)
+    want_loss, want_dx = temporal_by_numpy(kernel_x, y.astype(np.int64), mask, True)
+    assert loss == want_loss and dx.tobytes() == want_dx.tobytes()
+    y[0, 0] = 6
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 6\)"):
+        R.temporal_softmax_loss(x, y, mask)  # the course's words, from the binding's refusal
