@@ -229,8 +229,11 @@ void group_norm_forward_loops(int64_t N, int64_t C, int64_t planes, int64_t G, d
             const NormPool<T> maxima{w.H,  w.W,  w.pool_height, w.pool_width, w.stride,
                                      w.Ho, w.Wo, out,           pool.winners, nullptr};
             max_pool_norm_planes(maxima, o, ng * per_group, per_group);
-        } else {
-            avg_pool_planes_forward(*pool.plane, per_group, o, out + ng * per_group * pooled);
+        } else {  // on the pool gate's AVX-512 kernels where it takes them, else the loops here
+            T* pooled_out = out + ng * per_group * pooled;
+            if (!avg_pool_planes_forward_on_avx512(*pool.plane, per_group, o, pooled_out)) {
+                avg_pool_planes_forward(*pool.plane, per_group, o, pooled_out);
+            }
         }
     });
 }
@@ -258,7 +261,7 @@ void group_norm_backward_loops(int64_t N, int64_t C, int64_t planes, int64_t G,
                     max_unpool_plane(w.H, w.W, w.Ho, w.Wo, dout + at, pool.winners + at,
                                      spread + c * planes);
                 }
-            } else {
+            } else if (!avg_pool_planes_backward_on_avx512(w, per_group, dout + first, spread)) {
                 avg_pool_planes_backward(w, per_group, dout + first, spread);
             }
             g0 = spread;
