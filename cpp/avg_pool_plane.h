@@ -16,6 +16,18 @@ struct AvgPoolPlane {
     int64_t out_plane() const { return Ho * Wo; }
 };
 
+// avg_pool_planes_forward's outputs (below) of `planes` planes on the calling thread, on an
+// AVX-512 kernel of pool_avx512.h where the average pool takes one (pool.cpp: where it pays
+// against these loops, the kernels active): true, else false and nothing written. The
+// backward's likewise. Both the pool's gate and the groupnorm kernels' pooling
+// (group_norm_loops.h) ask these: one rule, the same bits.
+template <typename T>
+bool avg_pool_planes_forward_on_avx512(const AvgPoolPlane& g, int64_t planes, const T* src,
+                                       T* out);
+template <typename T>
+bool avg_pool_planes_backward_on_avx512(const AvgPoolPlane& g, int64_t planes, const T* grad,
+                                        T* dx);
+
 namespace {
 
 // The sum of x[0..n): kLanes partial sums (independent adds the compiler vectorises), the

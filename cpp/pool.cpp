@@ -405,28 +405,76 @@ void for_pieces_of_planes(const AvgPoolPlane& plane, int64_t planes, Body&& body
 }
 
 template <typename T>
+bool avg_pool_planes_forward_on_avx512(const AvgPoolPlane& plane, int64_t planes, const T* src,
+                                       T* dst) {
+    // Planes of up to kBand entries take avg_pool_planes_forward_avx512 (pool_avx512.h: the
+    // sums of the vectors of a plane that hold windows' top left entries, in registers,
+    // several short rows' outputs compressed out of a vector) where it pays against the
+    // loops: 2x2 and 3x3 windows at strides 1 to 3 on 5 x 5 to 32 x 32 planes 1.1x-2.3x
+    // less time (3x3 stride 2 on 5 x 5: 1.0x); 2x2 stride-2 windows on rows of up to 16
+    // entries 1.05x-3x (on longer rows, which the 2x2 loop vectorises, 0.8x-0.9x), when a
+    // call has 32 planes or more to spread the kernel's setup (its masks of the top left
+    // entries) over: in the groupnorm kernels' groups of 4 planes of 6 x 6 to 16 x 16,
+    // 1.0x-1.14x the loops' time, of 32 planes 0.86x-0.96x float32 (float64 0.9x-1.06x).
+    const bool small = avx512_activations_active() && plane.in_plane() <= kBand &&
+                       ((stacked_sums_forward(plane) &&
+                         plane.pool_width <= 64 / static_cast<int64_t>(sizeof(T)) + 1) ||
+                        (two_by_two_stride_2(plane) && plane.W <= 16 && planes >= 32));
+    if (small) avg_pool_planes_forward_avx512(plane, planes, src, dst);
+    return small;
+}
+
+template <typename T>
+bool avg_pool_planes_backward_on_avx512(const AvgPoolPlane& plane, int64_t planes, const T* grad,
+                                        T* dx) {
+    if (!avx512_activations_active()) return false;
+    const bool tiling = plane.stride == plane.pool_height && plane.stride == plane.pool_width;
+    // The windows the stacked loops take at stride 1 or 2 (of two entries or more, at most 8
+    // wide) on rows of 7 entries or more take avg_pool_planes_backward_avx512 (pool_avx512.h:
+    // a row of dx at a time from its gradient rows' column sums, no spread plane of zeros):
+    // 1.2x-1.8x faster float32, 1.3x-2.5x float64 on random networks' 3x3 stride 1 and 2
+    // and 2x2 stride 1 pools; on rows of 4 and 5 entries, one vector a row mostly empty,
+    // 0.85x-1.1x the stacked loops, which stack many planes' rows.
+    const bool stacked = !tiling && !wide_windows(plane) &&
+                         stacks(plane, plane.W + plane.pool_width - 1);
+    const bool rows = stacked && plane.stride <= 2 &&
+                      plane.pool_height * plane.pool_width > 1 && plane.pool_width <= 8 &&
+                      plane.W >= 7;
+    // Tiny planes (avg_pool_tiny_planes: gradients of up to two vectors, dx of up to eight)
+    // where the stacked loops take them take avg_pool_tiny_planes_backward_avx512
+    // (pool_avx512.h: each vector of dx, across rows, from the gradient's two vectors, a
+    // permute a tap): 2x2 and 3x3 windows at strides 1 and 3 on 3 x 3 to 8 x 8 planes
+    // 2x-5x less time than the stacked loops; against the rows above where dx is up to four
+    // vectors (float32 3x3 on 7 x 7 and 6 x 8, 2x2 on 5 x 9 at strides 1 and 2: 1.25x-1.9x;
+    // on 6 x 11 planes of five, 0.8x; float64 3x3 stride 2 of six to eight, 0.85x-0.9x).
+    // Its permutes' indices, built once a call, take as long as it saves on 16-32 planes
+    // against the stacked loops (the fused groupnorm -> gelu -> pool's backward of groups
+    // of 4 planes: 1.4x-1.6x their time; 2x2 stride 1 on 4 x 4 and 5 x 5 0.8x at 16
+    // planes, 3x3 on 6 x 6 1.1x at 16, 0.9x at 32), on 64-128 against the rows (7 x 7
+    // float32: 1.0x at 64, 0.9x at 128).
+    const int64_t setup_planes = rows ? 128 : 32;
+    const bool tiny = stacked && avg_pool_tiny_planes(plane, sizeof(T)) &&
+                      planes >= setup_planes &&
+                      (!rows || plane.in_plane() <= 4 * 64 / static_cast<int64_t>(sizeof(T)));
+    if (tiny) {
+        avg_pool_tiny_planes_backward_avx512(plane, planes, grad, dx);
+    } else if (rows) {
+        avg_pool_planes_backward_avx512(plane, planes, grad, dx);
+    }
+    return tiny || rows;
+}
+
+template <typename T>
 void avg_pool_forward(const PoolGeometry& g, const T* x, T* out) {
     const AvgPoolPlane plane = avg_pool_plane(g);
     // Stride 1 compiled for AVX2 (pool_avx2.h): 1.1x-1.25x faster on 7 x 7 to 16 x 16
     // float32 planes; at larger strides the baseline's loops were as fast or faster.
     const bool avx2 = g.stride == 1 && avx2_activations_active();
-    // On AVX-512, planes of up to kBand entries take avg_pool_planes_forward_avx512
-    // (pool_avx512.h: the sums of the vectors of a plane that hold windows' top left
-    // entries, in registers, several short rows' outputs compressed out of a vector) where
-    // it pays against those loops: 2x2 and 3x3 windows at strides 1 to 3 on 5 x 5 to 32 x
-    // 32 planes 1.1x-2.3x less time (3x3 stride 2 on 5 x 5: 1.0x); 2x2 stride-2 windows on
-    // rows of up to 16 entries 1.05x-3x (on longer rows, which the 2x2 loop vectorises,
-    // 0.8x-0.9x).
-    const bool small = avx512_activations_active() && plane.in_plane() <= kBand &&
-                       ((stacked_sums_forward(plane) &&
-                         plane.pool_width <= 64 / static_cast<int64_t>(sizeof(T)) + 1) ||
-                        (two_by_two_stride_2(plane) && g.W <= 16));
     for_pieces_of_planes(plane, g.N * g.C, [&](int64_t first, int64_t count) {
         const T* src = x + first * plane.in_plane();
         T* dst = out + first * plane.out_plane();
-        if (small) {
-            avg_pool_planes_forward_avx512(plane, count, src, dst);
-        } else if (avx2) {
+        if (avg_pool_planes_forward_on_avx512(plane, count, src, dst)) return;
+        if (avx2) {
             avg_pool_planes_forward_avx2(plane, count, src, dst);
         } else {
             avg_pool_planes_forward(plane, count, src, dst);
@@ -441,40 +489,26 @@ void avg_pool_backward(const PoolGeometry& g, const T* dout, T* dx) {
     // on 7 x 7 to 16 x 16 float32 planes; the tiling windows' copies were not.
     const bool tiling = g.stride == g.pool_height && g.stride == g.pool_width;
     const bool avx2 = !tiling && avx2_activations_active();
-    // On AVX-512, the windows the stacked loops take at stride 1 or 2 (of two entries or
-    // more, at most 8 wide) on rows of 7 entries or more take avg_pool_planes_backward_avx512
-    // (pool_avx512.h: a row of dx at a time from its gradient rows' column sums, no spread
-    // plane of zeros): 1.2x-1.8x faster float32, 1.3x-2.5x float64 on random networks'
-    // 3x3 stride 1 and 2 and 2x2 stride 1 pools; on rows of 4 and 5 entries, one vector a
-    // row mostly empty, 0.85x-1.1x the stacked loops, which stack many planes' rows.
-    const bool rows = avx512_activations_active() && !tiling && g.stride <= 2 &&
-                      g.pool_height * g.pool_width > 1 && g.pool_width <= 8 && g.W >= 7 &&
-                      !wide_windows(plane) && stacks(plane, g.W + g.pool_width - 1);
-    // On AVX-512, tiny planes (avg_pool_tiny_planes: gradients of up to two vectors, dx of
-    // up to eight) where the stacked loops take them take avg_pool_tiny_planes_backward_avx512
-    // (pool_avx512.h: each vector of dx, across rows, from the gradient's two vectors, a
-    // permute a tap): 2x2 and 3x3 windows at strides 1 and 3 on 3 x 3 to 8 x 8 planes
-    // 2x-5x less time than the stacked loops; against the rows above where dx is up to four
-    // vectors (float32 3x3 on 7 x 7 and 6 x 8, 2x2 on 5 x 9 at strides 1 and 2: 1.25x-1.9x;
-    // on 6 x 11 planes of five, 0.8x; float64 3x3 stride 2 of six to eight, 0.85x-0.9x).
-    const bool tiny = avx512_activations_active() && !tiling && !wide_windows(plane) &&
-                      stacks(plane, g.W + g.pool_width - 1) &&
-                      avg_pool_tiny_planes(plane, sizeof(T)) &&
-                      (!rows || plane.in_plane() <= 4 * 64 / static_cast<int64_t>(sizeof(T)));
     for_pieces_of_planes(plane, g.N * g.C, [&](int64_t first, int64_t count) {
         const T* grad = dout + first * plane.out_plane();
         T* dst = dx + first * plane.in_plane();
-        if (tiny) {
-            avg_pool_tiny_planes_backward_avx512(plane, count, grad, dst);
-        } else if (rows) {
-            avg_pool_planes_backward_avx512(plane, count, grad, dst);
-        } else if (avx2) {
+        if (avg_pool_planes_backward_on_avx512(plane, count, grad, dst)) return;
+        if (avx2) {
             avg_pool_planes_backward_avx2(plane, count, grad, dst);
         } else {
             avg_pool_planes_backward(plane, count, grad, dst);
         }
     });
 }
+
+#define GRAPHNET_AVG_POOL_ON_AVX512(T)                                                        \
+    template bool avg_pool_planes_forward_on_avx512<T>(const AvgPoolPlane&, int64_t, const T*, \
+                                                       T*);                                   \
+    template bool avg_pool_planes_backward_on_avx512<T>(const AvgPoolPlane&, int64_t,          \
+                                                        const T*, T*);
+GRAPHNET_AVG_POOL_ON_AVX512(float)
+GRAPHNET_AVG_POOL_ON_AVX512(double)
+#undef GRAPHNET_AVG_POOL_ON_AVX512
 
 template void avg_pool_forward<float>(const PoolGeometry&, const float*, float*);
 template void avg_pool_forward<double>(const PoolGeometry&, const double*, double*);

@@ -343,6 +343,39 @@ def test_pooled_random_shapes(
         assert np.array_equal(np.signbit(a), np.signbit(b))
 
 
+@settings(max_examples=30, deadline=None)
+@given(
+    N=st.integers(1, 2),
+    G=st.integers(1, 2),
+    per_group=st.integers(32, 140),
+    H=st.integers(2, 12),
+    W=st.integers(2, 12),
+    window=st.tuples(st.integers(1, 3), st.integers(1, 3), st.integers(1, 3)),
+    activation=st.sampled_from(["gelu", "leaky_relu"]),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 2**31),
+)
+def test_pooled_groups_of_many_small_planes(N, G, per_group, H, W, window, activation, dtype, seed):
+    """Groups of 32 planes and more of up to 12 x 12 entries, which the pool gate's AVX-512
+    kernels take in the groupnorm kernels too (the tiny planes' backward, the 2x2 stride-2
+    forward: cpp/pool.cpp's avg_pool_planes_*_on_avx512): the kernels one after the other
+    bit for bit (a pooled gradient with -0.0s), on one, two and three threads, and the
+    numpy gates."""
+    pool = (min(window[0], H), min(window[1], W), window[2])
+    args = pooled_arrays((N, G * per_group, H, W), pool, dtype, seed)
+    args[3].flat[:: 3 + seed % 4] = -0.0
+    want = pooled_one_after_the_other(*args, G, activation, pool)
+    before = _C.get_num_threads()
+    try:
+        for threads in (1, 2, 3):
+            _C.set_num_threads(threads)
+            got = pooled(*args, G, activation, pool)
+            assert [a.tobytes() for a in got] == [b.tobytes() for b in want]
+    finally:
+        _C.set_num_threads(before)
+    assert_close(want, pooled_numpy_gates(*args, G, activation, pool), dtype)
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     st.integers(1, 3),

@@ -274,6 +274,24 @@ def test_numerical_gradients(kind, shape, G, train):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("length", [1, 31, 32, 33, 255, 256, 257, 287, 289, 511, 513, 800])
+def test_groupnorm_statistics_of_groups_around_a_block(length, dtype):
+    # The groupnorm's sums add a block of 8 rows of 32 lanes in the entries' type, then
+    # into float64 (cpp/group_norm_loops.h); a group's entries after its last full block
+    # make a shorter block. Groups of one channel of `length` entries (1 x length planes),
+    # their mean 1e4 away from zero: against float64.
+    rng = np.random.default_rng(length)
+    x = (1e4 + rng.standard_normal((3, 2, 1, length))).astype(dtype)
+    ones, zeros = np.ones(2, dtype), np.zeros(2, dtype)
+    _, mean, inv_std = _C.group_norm_forward(x, ones, zeros, 2, EPS)
+    x64 = x.astype(np.float64).reshape(6, length)
+    np.testing.assert_allclose(mean, x64.mean(axis=1), rtol=1e-7)
+    want = 1 / np.sqrt(x64.var(axis=1) + EPS)
+    np.testing.assert_allclose(inv_std, want, rtol=2e-6 if dtype == np.float32 else 1e-12)
+    check_all("groupnorm", (2, 4, 1, length), dtype, length, G=2)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_a_mean_far_from_zero_costs_no_precision(dtype):
     # Sum of squares minus squared mean would lose everything here in float32.
     rng = np.random.default_rng(3)
