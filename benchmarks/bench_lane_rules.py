@@ -9,14 +9,15 @@ Float32, one thread, CPU time.
     python benchmarks/bench_lane_rules.py [--pass dx] [--seed 2] [--layers 70]
                                           [--channels 8] [--batches 1,2,4] [--pixels 6,40]
     python benchmarks/bench_lane_rules.py --path columns [--pass dw] [--seed 1] [--layers 40]
-                                          [--batches 1,1,2,3,4] [--layer N,C,H,W,F,k,s,pad]
+                                          [--batches 1,1,2,4,16,64] [--layer N,C,H,W,F,k,s,pad]
 
 The lane kernels' layers: 1-`--channels` channels, 3-24 filters, 3x3, 5x5 or 7x7 windows
 with any pad up to half the window, stride 2, `--pixels` a side (the random student
 networks' strided layers), a batch of `--batches`; for dx only batches holding under 16
-channels (the small-batch rule). The columns': 3-256 channels and filters (half of each
-3-48, odd counts too), 2x2-5x5 windows, stride 2 or 3, 4-32 pixels a side, a batch of
-`--batches`. `--pass dw` times dw and db (dx not asked for). Printed per layer: the
+channels (the small-batch rule). The columns': layers whose pass the columns can take,
+1-256 channels and filters (half of each 1-48, odd counts too), 1x1-7x7 windows, stride 2
+or 3, pad 0-3, 2-64 pixels a side, a batch of `--batches` (the rules were fitted on
+1,1,2,4,16,64). `--pass dw` times dw and db (dx not asked for). Printed per layer: the
 fastest of 5 blocks of calls of each (two turns each), us, and always / off, auto / off.
 Last, the geomeans of the rule's time and of the better path's over "off"'s."""
 
@@ -41,22 +42,35 @@ def random_layer(rng, channels, batches, pixels, under_16_channels):
             return N, C, H, W, int(rng.integers(3, 25)), k, 2, pad
 
 
-def column_layer(rng, batches):
-    """(N, C, H, W, F, k, stride, pad) of at most 4e8 multiply-adds, its channels and
-    filters any count of 3-256: half of each 3-48, as the random networks' layers draw
-    them (odd counts too, whose columns are padded to whole vectors), half 49-256."""
+def column_layer(rng, batches, which):
+    """(N, C, H, W, F, k, stride, pad) of at most 2e8 multiply-adds whose dx (`which`
+    "dx") or dw the columns can take (set_column_dx / set_column_dw "always"), drawn from
+    the layers students build: channels and filters any count of 1-256 (half of each
+    1-48, as the random networks' layers draw them, odd counts too, whose columns are
+    padded to whole vectors; half 49-256), 1x1-7x7 windows, stride 2 or 3, pad 0-3 (at
+    most half the window), 2-64 pixels a side."""
 
     def count():
-        return int(rng.integers(3, 49) if rng.random() < 0.5 else rng.integers(49, 257))
+        return int(rng.integers(1, 49) if rng.random() < 0.5 else rng.integers(49, 257))
 
+    setter = _C.set_column_dx if which == "dx" else _C.set_column_dw
     while True:
         C, F = count(), count()
-        H = int(rng.choice([4, 5, 6, 7, 8, 9, 10, 12, 14, 16, 20, 24, 32]))
-        W = H if rng.random() < 0.7 else int(rng.integers(4, 33))
-        k, s = int(rng.choice([3, 3, 3, 5, 2, 4])), int(rng.choice([2, 2, 2, 3]))
-        pad = int(rng.integers(0, (k - 1) // 2 + 1))
+        H = int(rng.choice([2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 14, 16, 20, 24, 32, 40, 48, 64]))
+        W = H if rng.random() < 0.6 else int(rng.integers(2, 65))
+        k, s = int(rng.integers(1, 8)), int(rng.choice([2, 2, 2, 3]))
+        pad = int(rng.integers(0, min(3, k // 2) + 1))
         N = int(rng.choice(batches))
-        if k >= s and min(H, W) + 2 * pad >= k and N * C * H * W * F * k * k <= 4e8:
+        if min(H, W) + 2 * pad < k or N * C * H * W * F * k * k > 2e8 * s * s:
+            continue
+        # the path reads the shapes alone
+        x, w = (np.broadcast_to(np.float32(0), shape) for shape in ((N, C, H, W), (F, C, k, k)))
+        setter("always")
+        try:
+            paths = _C.strided_gradient_paths(x, w, s, pad)
+        finally:
+            setter("auto")
+        if paths[0 if which == "dx" else 1] == "columns":
             return N, C, H, W, F, k, s, pad
 
 
@@ -99,7 +113,7 @@ def main():
         if given:
             N, C, H, W, F, k, s, p = layer = given[index]
         elif args.path == "columns":
-            N, C, H, W, F, k, s, p = layer = column_layer(rng, batches)
+            N, C, H, W, F, k, s, p = layer = column_layer(rng, batches, args.which)
         else:
             N, C, H, W, F, k, s, p = layer = random_layer(
                 rng,
