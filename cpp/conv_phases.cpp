@@ -826,30 +826,35 @@ double taps_inside(int64_t size, int64_t outputs, int64_t window, int64_t stride
 
 }  // namespace
 
-// dx alone against the phases, one thread, thread CPU time, min of 5-7 blocks, two or three
-// turns in one process (set_column_dx; bench_lane_rules.py --path columns), over random
-// layers (16-256 channels and filters, multiples of 16, 2x2-5x5, stride 2-3, 4-32 px,
-// batch 1-4): the columns pay where the batch's output positions are few against the
-// filters (the col2im, a float per position and tap, grows with the positions; the
-// phases' packing with the filters) and their windows lie inside the image (the taps in
-// the padding are computed for nothing). Fitted on 80 layers with the 2x2 and 4x4 col2im
-// unrolled: the positions at most twice the filters, weighed by 1 / (the share of the taps
-// inside)^4: 0.779x the phases' time over all (at most half the filters, weighed by
-// 1 / share^2, as fitted before: 0.850x; the better path each time 0.759x), 0.30-1.06x
-// where it runs (48 layers). Checked on 70 more: 0.733x (before 0.775x; the better path
-// 0.705x), 0.36-1.08x where it runs; on 60 held out: 0.692x (0.740x; 0.673x), 0.28-1.09x
-// where it runs (45 layers, geomean 0.61x). On layers of any channel and filter count
-// (3-256, half 3-48; --seed 1, 2, 3 --layers 80, 70, 60 --batches 1,1,2,3,4), the clipped
-// windows unrolled: 0.843x, 0.811x, 0.831x (the better path 0.806x, 0.789x, 0.800x); no
-// refit of the form positions <= (a F + b) share^e gained more than the noise.
-constexpr double kColumnDxMostPositionsPerFilter = 2.0;
+// dx alone against the phases (bench_lane_rules.py --path columns: the layers students
+// build, 1-256 channels and filters, half of each 1-48, odd counts too; 1x1-7x7 windows,
+// stride 2-3, pad 0-3, 2-64 px; batches 1, 1, 2, 4, 16, 64; one thread, thread CPU time,
+// the fastest of 5 blocks, two turns in one process): the columns pay where the batch's
+// output positions are few against the filters (the col2im, a float per position and
+// tap, grows with the positions; the phases' packing of the weights with the filters)
+// and their windows lie inside the image (the taps in the padding are computed for
+// nothing): positions at most twice the filters, weighed by 1 / (the share of the taps
+// inside)^4. And at any batch where an image has at most 25 output positions, weighed by
+// that share, on 8+ filters: there the phases run s x s calls of the tap kernel an image
+// over a handful of positions each (16 x 37 -> 116 3x3 @12: the columns 0.68x, 64 x 26 ->
+// 48 3x3 pad 0 @10 0.61x), but on fewer filters the col2im, which does not shrink with
+// them, outweighs the phases' work (the random networks' 43 -> 3 5x5 @9x12 1.3-1.85x,
+// 32 -> 6 3x3 @6 1.2-1.3x at batch 16-64). Fitted on --seed 1 and 2, 80 layers each:
+// 0.808x, 0.839x the phases' time; on --seed 3, 4 and 5 (batches 1-4) held out 0.836x,
+// 0.873x, 0.817x (the batch's positions alone 0.864x, 0.899x, 0.875x, 0.893x, 0.822x;
+// the better path each time 0.781x, 0.812x, 0.794x, 0.842x, 0.798x;
+// docs/performance/kernels.md, "dx as columns").
+constexpr double kColumnDxMostPositionsPerFilter = 2.0, kColumnDxMostImagePositions = 25.0;
+constexpr int64_t kColumnDxImageLeastFilters = 8;
 
 bool column_input_gradient_pays(const ConvGeometry& g) {
     const double inside = taps_inside(g.H, g.Ho, g.HH, g.stride, g.pad) *
                           taps_inside(g.W, g.Wo, g.WW, g.stride, g.pad);
     const double squared = inside * inside;
     return double(g.N) * double(g.positions()) <=
-           kColumnDxMostPositionsPerFilter * double(g.F) * squared * squared;
+               kColumnDxMostPositionsPerFilter * double(g.F) * squared * squared ||
+           (g.F >= kColumnDxImageLeastFilters &&
+            double(g.positions()) <= kColumnDxMostImagePositions * inside);
 }
 
 // dw and db alone against the phases, one thread, thread CPU time, min of 5 blocks, two
