@@ -653,19 +653,45 @@ py::tuple py_svm_loss(const py::array& x, const py::array& labels) {
     });
 }
 
-py::array py_row_means(const py::array& x) {
-    const Shape xs = shape_of(x);
-    require_rank(xs, 2, "row_means x", "(rows, n)");
-    return dispatch_float(x, "row_means x", [&](auto zero) -> py::array {
+// kernel(x's entries in C order, out's) for a float array x and a new array out of x's
+// dtype and `out_shape`, without the GIL: the means' bindings.
+template <typename Kernel>
+py::array float_map(const py::array& x, const char* what, const Shape& out_shape,
+                    Kernel kernel) {
+    return dispatch_float(x, what, [&](auto zero) -> py::array {
         using T = decltype(zero);
         Contig<T> xc(x);
-        py::array_t<T> out(Shape{xs[0]});
+        py::array_t<T> out(out_shape);
         const T* xp = xc.data();
         T* op = out.mutable_data();
         py::gil_scoped_release nogil;
-        row_means(xs[0], xs[1], xp, op);
+        kernel(xp, op);
         return out;
     });
+}
+
+py::array py_row_means(const py::array& x) {
+    const Shape xs = shape_of(x);
+    require_rank(xs, 2, "row_means x", "(rows, n)");
+    return float_map(x, "row_means x", Shape{xs[0]},
+                     [&](const auto* xp, auto* op) { row_means(xs[0], xs[1], xp, op); });
+}
+
+py::array py_middle_means(const py::array& x) {
+    const Shape xs = shape_of(x);
+    require_rank(xs, 3, "middle_means x", "(outer, n, inner)");
+    return float_map(x, "middle_means x", Shape{xs[0], xs[2]}, [&](const auto* xp, auto* op) {
+        middle_means(xs[0], xs[1], xs[2], xp, op);
+    });
+}
+
+py::array py_spread_means(const py::array& dout, int64_t n) {
+    const Shape ds = shape_of(dout);
+    require_rank(ds, 2, "spread_means dout", "(outer, inner)");
+    if (n < 0) throw py::value_error("spread_means n must be 0 or more, got " + std::to_string(n));
+    checked_mul(checked_mul(ds[0], n, "spread_means dx"), ds[1], "spread_means dx");
+    return float_map(dout, "spread_means dout", Shape{ds[0], n, ds[1]},
+                     [&](const auto* dp, auto* xp) { spread_means(ds[0], n, ds[1], dp, xp); });
 }
 
 // c (m x n) = op(a) op(b), plus bias (n entries, or nullptr) added to each row after the
@@ -2331,6 +2357,13 @@ PYBIND11_MODULE(_C, m) {
     m.def("row_means", &py_row_means, "x"_a,
           "The mean of each row of x (rows, n), float32 or float64, with numpy's pairwise\n"
           "summation: np.mean(x, axis=1)'s numbers, bit for bit.");
+    m.def("middle_means", &py_middle_means, "x"_a,
+          "The means over the middle axis of x (outer, n, inner), float32 or float64, as\n"
+          "(outer, inner), summed in order: np.mean(x, axis=1)'s numbers, bit for bit.");
+    m.def("spread_means", &py_spread_means, "dout"_a, "n"_a,
+          "A mean's gradient over its middle axis: dout (outer, inner), float32 or float64,\n"
+          "divided by n and copied to each of the n entries, (outer, n, inner): the bits of\n"
+          "np.broadcast_to(np.true_divide(dout[:, None], n), ...).copy().");
     // Not keyword-only: pybind11 takes any keyword argument through a slow path (0.8 us a
     // call), as much as a small product, so the gates pass them by position.
     m.def("matmul", &py_matmul, "a"_a, "b"_a, "transpose_a"_a = false, "transpose_b"_a = false,

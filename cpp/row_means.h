@@ -17,6 +17,19 @@ namespace graphnet {
 template <typename T>
 void row_means(int64_t rows, int64_t n, const T* x, T* out);
 
+// out[a, c] = (0 + x[a, 0, c] + x[a, 1, c] + ... + x[a, n - 1, c]) / T(n) for each a < outer,
+// c < inner of x (outer, n, inner): np.mean over a middle axis (a transformer's mean over
+// the steps), which numpy sums in order, adding the reduced axis's slices one after the
+// other (its iterator keeps the contiguous inner axis as the inner loop: no pairwise
+// summation). Each output its own chain of roundings in T: the same on any thread and CPU.
+template <typename T>
+void middle_means(int64_t outer, int64_t n, int64_t inner, const T* x, T* out);
+
+// dx[a, j, c] = dout[a, c] / T(n) for each j < n, dout (outer, inner), dx (outer, n, inner):
+// a mean's gradient, spread to each averaged entry (numpy's true_divide, then a copy).
+template <typename T>
+void spread_means(int64_t outer, int64_t n, int64_t inner, const T* dout, T* dx);
+
 // 0 + pairwise_sum(x) of n contiguous values, as above: np.sum's bits on a contiguous run
 // (a one-column affine's bias gradient, which numpy sums so, where column_sums adds the
 // rows in order).

@@ -343,6 +343,19 @@ def _kept_leading_axes(axis, ndim):
     return kept if axes and axes == list(range(kept, ndim)) else None
 
 
+@functools.lru_cache(maxsize=256)
+def _middle_axis(axis, shape):
+    """The axis when a mean over `axis` of an array of `shape` averages a single axis
+    with more than one entry after it, else None: numpy adds such an axis's slices in
+    order (its iterator keeps the entries after it as the inner loop), where it sums the
+    last axis, or one with only single entries after it, pairwise."""
+    axes = None if axis is None else np.atleast_1d(axis).tolist()
+    if axes is None or len(axes) != 1 or not -len(shape) <= axes[0] < len(shape):
+        return None
+    middle = axes[0] % len(shape)
+    return middle if math.prod(shape[middle + 1 :]) > 1 else None
+
+
 @register_gate
 class Mean(Sum):
     """The mean over `axis` (None: all axes); a sum scaled by 1/n, so backward spreads
@@ -367,6 +380,15 @@ class Mean(Sum):
                 if self.keepdims:
                     return means.reshape(x.shape[:kept] + (1,) * (x.ndim - kept)), x.shape
                 return (means.reshape(x.shape[:kept]) if kept else means[0]), x.shape
+            shape = x.shape
+            middle = _middle_axis(self.axis, shape)
+            if middle is not None and x.flags.c_contiguous:
+                # One axis before the last (a transformer's mean over the steps), summed in
+                # order in C++ (cpp/row_means.h), without numpy's reduction machinery: 3.3
+                # -> 1.8 us a call on (1, 32, 64).
+                means = _C.middle_means(x.reshape(math.prod(shape[:middle]), shape[middle], -1))
+                kept_shape = shape[:middle] + (1,) * self.keepdims + shape[middle + 1 :]
+                return means.reshape(kept_shape), shape
             # np.mean's own numbers (the sum, divided by the count) without its Python
             # wrapper, which costs as much as a small mean: 2.7 of 5.4 us on (1, 64, 8, 8).
             total = np.add.reduce(x, axis=self.axis, keepdims=self.keepdims)
@@ -377,6 +399,13 @@ class Mean(Sum):
         return np.mean(x, axis=self.axis, keepdims=self.keepdims), np.shape(x)
 
     def backward(self, dout, cache, needs):
+        middle = _middle_axis(self.axis, tuple(cache))
+        if middle is not None and type(dout) is np.ndarray and dout.dtype in _MEAN_DTYPES:
+            # dout / n copied to each averaged entry in one call, the numbers of the
+            # division and copy below without their three numpy calls: 2.6 -> 1.3 us a
+            # call on a transformer's (1, 64) gradient at one sequence.
+            rows = dout.reshape(math.prod(cache[:middle]), math.prod(cache[middle + 1 :]))
+            return (_C.spread_means(rows, cache[middle]).reshape(cache),)
         divided = self.divided(dout, cache)
         if divided is not None:
             # dout / n once per result, then copied out: the same divisions, where dividing

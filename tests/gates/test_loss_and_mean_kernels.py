@@ -1,7 +1,8 @@
 """The softmax and SVM loss gates on their C++ kernels, and the mean gate over trailing axes
 on C++ row means: against the course's numpy losses and PyTorch's on random shapes (float32
 and float64, int32 and int64 labels), the course's error for bad labels, the course's
-kernel for other dtypes; the mean against np.mean bit for bit on images of any size."""
+kernel for other dtypes; the mean against np.mean bit for bit on images of any size, and
+over any single axis of any rank."""
 
 import numpy as np
 import pytest
@@ -112,6 +113,32 @@ def test_mean_gate_is_np_mean_bit_for_bit_on_images(shape, axis, keepdims, dtype
     expected = np.mean(x, axis=axis, keepdims=keepdims)
     assert type(out) is type(expected) and cache == x.shape
     same_bits(out, expected)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    shape=st.lists(st.integers(1, 40), min_size=2, max_size=4).map(tuple),
+    pick=st.data(),
+    keepdims=st.booleans(),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    layout=st.sampled_from(["C", "F", "sliced"]),
+)
+def test_mean_gate_over_one_axis_is_np_mean_bit_for_bit(shape, pick, keepdims, dtype, layout):
+    """A single axis anywhere (a transformer's mean over the steps: C++ sums in order where
+    entries follow it), and its gradient: dout / n in each averaged entry."""
+    axis = pick.draw(st.integers(-len(shape), len(shape) - 1))
+    x = np.random.default_rng(sum(shape)).standard_normal(shape).astype(dtype) * 1e3
+    if layout == "F":
+        x = np.asfortranarray(x)
+    elif layout == "sliced":
+        x = x[..., ::2]
+    gate = Mean(axis=axis, keepdims=keepdims)
+    out, cache = gate.forward(x)
+    same_bits(out, np.mean(x, axis=axis, keepdims=keepdims))
+    dout = np.random.default_rng(len(shape)).standard_normal(np.shape(out)).astype(dtype)
+    (dx,) = gate.backward(dout, cache, (True,))
+    spread = dout / x.shape[axis] if keepdims else np.expand_dims(dout / x.shape[axis], axis)
+    same_bits(dx, np.broadcast_to(spread, x.shape).copy())
 
 
 @pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # the means of empty axes

@@ -156,6 +156,8 @@ def valid_calls(n=2, c=3, s=5, f=4, rows=4, cols=5, t=3, hidden=5, dtype=np.floa
         ),
         "svm_loss": dict(x=matrix, labels=labels),
         "row_means": dict(x=matrix),
+        "middle_means": dict(x=xs),
+        "spread_means": dict(dout=matrix, n=t),
         "matmul": dict(
             a=r(rows, cols),
             b=r(cols, hidden),
