@@ -62,6 +62,15 @@ bool aligned(const py::handle& a) {
     return py::detail::array_proxy(a.ptr())->flags & py::detail::npy_api::NPY_ARRAY_ALIGNED_;
 }
 
+// Do two dtypes describe the same items? An array's dtype is usually numpy's own object for
+// its type, so the identity test answers at once; an array that went through pickle
+// (multiprocessing, a deep copy) or whose dtype carries metadata has a dtype object of its
+// own that numpy counts equivalent, and must be taken like any other (by identity alone, an
+// unpickled float64 array was refused as "must be float32 or float64, got float64").
+bool same_dtype(const py::dtype& a, const py::dtype& b) {
+    return a.is(b) || py::detail::npy_api::get().PyArray_EquivTypes_(a.ptr(), b.ptr());
+}
+
 template <typename T>
 struct Contig : py::array_t<T, kContigFlags> {
     using Array = py::array_t<T, kContigFlags>;
@@ -80,8 +89,8 @@ std::string dtype_name(const py::array& a) { return py::str(a.dtype()).cast<std:
 // than converted, so the output dtype is always the input dtype.
 template <typename Fn>
 auto dispatch_float(const py::array& a, const char* what, Fn&& fn) {
-    if (a.dtype().is(py::dtype::of<float>())) return fn(float{});
-    if (a.dtype().is(py::dtype::of<double>())) return fn(double{});
+    if (same_dtype(a.dtype(), py::dtype::of<float>())) return fn(float{});
+    if (same_dtype(a.dtype(), py::dtype::of<double>())) return fn(double{});
     fail(std::string(what) + " must be float32 or float64, got " + dtype_name(a) + " with shape " +
          shape_str(shape_of(a)));
 }
@@ -90,7 +99,7 @@ auto dispatch_float(const py::array& a, const char* what, Fn&& fn) {
 // precision. The caller casts explicitly if it really wants that.
 void require_same_dtype(const py::array& ref, const char* ref_name, const py::array& a,
                         const char* name) {
-    if (!a.dtype().is(ref.dtype())) {
+    if (!same_dtype(a.dtype(), ref.dtype())) {
         fail(std::string(name) + " has dtype " + dtype_name(a) + " but " + ref_name + " has " +
              dtype_name(ref) + " (shapes " + shape_str(shape_of(a)) + " and " +
              shape_str(shape_of(ref)) + "); cast them to one dtype");
@@ -269,7 +278,7 @@ py::tuple py_conv_pooled_backward(const py::array& dpool, const py::array& poole
         fail("conv_pooled winners " + shape_str(ws) + " must have the N and F of the conv output " +
              shape_str(g.out_shape()));
     }
-    if (!winners.dtype().is(py::dtype::of<int32_t>())) {
+    if (!same_dtype(winners.dtype(), py::dtype::of<int32_t>())) {
         fail("conv_pooled winners must be int32 (from max_pool_forward), got " +
              dtype_name(winners));
     }
@@ -346,7 +355,7 @@ py::array py_max_pool_backward(const py::array& dout, const py::array& winners, 
     const Shape ws = shape_of(winners);
     require_rank(ws, 4, "max_pool winners", "(N, C, Ho, Wo)");
     require_shape(dout, ws, "max_pool dout");
-    if (!winners.dtype().is(py::dtype::of<int32_t>())) {
+    if (!same_dtype(winners.dtype(), py::dtype::of<int32_t>())) {
         fail("max_pool winners must be int32 (from max_pool_forward), got " + dtype_name(winners));
     }
     if (H < 1 || W < 1 || ws[2] > H || ws[3] > W ||
@@ -403,7 +412,9 @@ py::tuple py_relu_forward(const py::array& x) {
 
 py::array py_relu_backward(const py::array& dout, py::array keep) {
     require_shape(dout, shape_of(keep), "relu dout");
-    if (!keep.dtype().is(py::dtype::of<bool>())) fail("relu keep must be a bool mask, got " + dtype_name(keep));
+    if (!same_dtype(keep.dtype(), py::dtype::of<bool>())) {
+        fail("relu keep must be a bool mask, got " + dtype_name(keep));
+    }
     return dispatch_float(dout, "relu dout", [&](auto zero) -> py::array {
         using T = decltype(zero);
         Contig<T> dc(dout);
@@ -458,7 +469,9 @@ py::array py_dropout_backward_rows(const py::array& dout, const py::array& mask)
 }
 
 py::array py_sigmoid(const py::array& x) {
-    if (!x.dtype().is(py::dtype::of<float>())) fail("sigmoid x must be float32, got " + dtype_name(x));
+    if (!same_dtype(x.dtype(), py::dtype::of<float>())) {
+        fail("sigmoid x must be float32, got " + dtype_name(x));
+    }
     Contig<float> xc(x);
     py::array_t<float> out(shape_of(x));
     const float* xp = xc.data();
@@ -475,7 +488,7 @@ py::array py_sigmoid(const py::array& x) {
 template <typename Kernel>
 py::array row_binding(const char* name, const py::array& index, const char* values_name,
                       const py::array& values, const Shape& out_shape, Kernel&& kernel) {
-    if (!index.dtype().is(py::dtype::of<int64_t>())) {
+    if (!same_dtype(index.dtype(), py::dtype::of<int64_t>())) {
         fail(std::string(name) + " index must be int64, got " + dtype_name(index));
     }
     int64_t size = 1;
@@ -550,7 +563,7 @@ Shape checked_softmax_loss(const py::array& x, const py::array& labels) {
     const Shape xs = shape_of(x);
     require_rank(xs, 2, "softmax loss x", "(rows, V)");
     require_shape(labels, Shape{xs[0]}, "softmax loss labels");
-    if (!labels.dtype().is(py::dtype::of<int64_t>())) {
+    if (!same_dtype(labels.dtype(), py::dtype::of<int64_t>())) {
         fail("softmax loss labels must be int64, got " + dtype_name(labels));
     }
     return xs;
@@ -605,11 +618,11 @@ py::tuple py_sequence_softmax_loss(const py::array& x, const py::array& y, const
     const Shape steps{xs[0], xs[1]};
     require_shape(y, steps, "sequence softmax loss y");
     require_shape(mask, steps, "sequence softmax loss mask");
-    if (!y.dtype().is(py::dtype::of<int64_t>())) {
+    if (!same_dtype(y.dtype(), py::dtype::of<int64_t>())) {
         fail("sequence softmax loss y must be int64, got " + dtype_name(y));
     }
-    const bool bools = mask.dtype().is(py::dtype::of<bool>());
-    if (!bools && !mask.dtype().is(py::dtype::of<int64_t>())) {
+    const bool bools = same_dtype(mask.dtype(), py::dtype::of<bool>());
+    if (!bools && !same_dtype(mask.dtype(), py::dtype::of<int64_t>())) {
         fail("sequence softmax loss mask must be bool or int64, got " + dtype_name(mask));
     }
     const int64_t rows = checked_mul(xs[0], xs[1], "sequence softmax loss steps");
@@ -633,7 +646,7 @@ py::tuple py_svm_loss(const py::array& x, const py::array& labels) {
     const Shape xs = shape_of(x);
     require_rank(xs, 2, "svm loss x", "(rows, C)");
     require_shape(labels, Shape{xs[0]}, "svm loss labels");
-    if (!labels.dtype().is(py::dtype::of<int64_t>())) {
+    if (!same_dtype(labels.dtype(), py::dtype::of<int64_t>())) {
         fail("svm loss labels must be int64, got " + dtype_name(labels));
     }
     Contig<int64_t> yc(labels);
@@ -1033,7 +1046,7 @@ void py_check_update(py::handle rule, const py::sequence& hyperparameter_values,
 bool plain_float_array(PyObject* a) {
     if (Py_TYPE(a) != py::detail::npy_api::get().PyArray_Type_) return false;
     const py::dtype dtype = py::reinterpret_borrow<py::array>(a).dtype();
-    return dtype.is(py::dtype::of<float>()) || dtype.is(py::dtype::of<double>());
+    return same_dtype(dtype, py::dtype::of<float>()) || same_dtype(dtype, py::dtype::of<double>());
 }
 
 // Can the kernel update `a` in place as one of w's states: a plain array of w's dtype and
@@ -1041,7 +1054,7 @@ bool plain_float_array(PyObject* a) {
 bool in_place_like(PyObject* a, const py::array& w) {
     if (a == nullptr || Py_TYPE(a) != py::detail::npy_api::get().PyArray_Type_) return false;
     const auto state = py::reinterpret_borrow<py::array>(a);
-    return state.dtype().is(w.dtype()) && shape_of(state) == shape_of(w) &&
+    return same_dtype(state.dtype(), w.dtype()) && shape_of(state) == shape_of(w) &&
            (state.flags() & py::array::c_style) && state.writeable() && aligned(state);
 }
 
@@ -1073,7 +1086,7 @@ bool py_update_step(py::handle rule, py::handle w_handle, py::handle dw_handle,
     }
     const auto w = py::reinterpret_borrow<py::array>(w_handle);
     const auto dw = py::reinterpret_borrow<py::array>(dw_handle);
-    if (!dw.dtype().is(w.dtype()) || shape_of(dw) != shape_of(w) ||
+    if (!same_dtype(dw.dtype(), w.dtype()) || shape_of(dw) != shape_of(w) ||
         !(w.flags() & py::array::c_style) || !w.writeable() || !aligned(w)) {
         return false;
     }
@@ -1430,7 +1443,7 @@ py::array running_or_zeros(const py::object& running, int64_t C, const char* nam
 template <typename T>
 py::object updated_average(const py::array& running, const py::array& batch,
                            const py::object& momentum) {
-    if (!PyFloat_CheckExact(momentum.ptr()) || !running.dtype().is(batch.dtype())) {
+    if (!PyFloat_CheckExact(momentum.ptr()) || !same_dtype(running.dtype(), batch.dtype())) {
         return momentum * running + (py::int_(1) - momentum) * batch;
     }
     Contig<T> r(running), b(batch);
@@ -1459,7 +1472,7 @@ py::tuple py_batchnorm_forward(const py::array& x, const py::array& gamma, const
                  shape_str(shape_of(x)));
         }
         const auto in_x_dtype = [&](const py::object& a) {
-            return a.cast<py::array>().dtype().is(x.dtype()) ? a : a.attr("astype")(x.dtype());
+            return same_dtype(a.cast<py::array>().dtype(), x.dtype()) ? a : a.attr("astype")(x.dtype());
         };
         const ChannelNormOut r =
             channel_norm(x, gamma, beta, eps, train ? py::none() : in_x_dtype(mean),
@@ -1838,7 +1851,7 @@ py::tuple py_group_norm_backward(const py::array& dout, const py::array& x,
     std::optional<Contig<int32_t>> wc;
     if (!winners.is_none()) {
         const py::array w = winners.cast<py::array>();
-        if (!w.dtype().is(py::dtype::of<int32_t>())) {
+        if (!same_dtype(w.dtype(), py::dtype::of<int32_t>())) {
             fail("groupnorm winners must be int32 (from its forward), got " + dtype_name(w));
         }
         require_shape(w, pooled->out_shape(), "groupnorm winners");
@@ -2134,7 +2147,7 @@ py::tuple py_attention_forward(const py::array& q, const py::array& k, const py:
     py::array mask_array;
     if (!mask.is_none()) {
         mask_array = mask.cast<py::array>();
-        if (!mask_array.dtype().is(py::dtype::of<uint8_t>())) {
+        if (!same_dtype(mask_array.dtype(), py::dtype::of<uint8_t>())) {
             fail("attention mask must be uint8 (booleans viewed as bytes), got " +
                  dtype_name(mask_array));
         }

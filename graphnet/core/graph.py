@@ -3,6 +3,7 @@ added, converts and checks feeds, and hands the walks to the executor."""
 
 from __future__ import annotations
 
+import re
 import threading
 from operator import attrgetter
 from collections import Counter
@@ -30,6 +31,11 @@ class Graph(GateBuilders):
     Nodes are added in topological order (a gate's inputs exist before it), so the build
     order is the walk's order. Every gate registered with `graphnet.register_gate` is built
     with `apply(op, *inputs, **attrs)`; the built-in ones also have a method each.
+
+    Node names are unique in a graph, and printable text of at most 4096 characters (no
+    control character such as NUL or a newline, no lone surrogate): they are drawn, and
+    written to checkpoints and ONNX files. A name that is not raises a GraphError saying
+    why; a gate left unnamed gets its op and a number (`relu_1`).
 
     `fuse` (default True): the plan rewrites in graphnet/passes/ may run chains of gates
     as one fused step (conv -> relu -> max_pool); every node still reads its value and
@@ -527,6 +533,8 @@ class Graph(GateBuilders):
             return self._auto_name(op)
         if not isinstance(name, str) or not name:
             raise GraphError(f"a node name must be a non-empty string, got {name!r}")
+        if len(name) > MAX_NAME_LENGTH or _UNWRITABLE.search(name):
+            raise GraphError(_name_problem(name))
         if name in self._by_name:
             raise GraphError(
                 f"the graph already has a node named {name!r} "
@@ -727,3 +735,29 @@ def _returned(value: Any) -> Any:
     if type(value) is np.ndarray and value.ndim:
         return value
     return value.item() if np.ndim(value) == 0 else value
+
+
+# A node's name is printable text of at most MAX_NAME_LENGTH characters: it is drawn (DOT
+# cannot carry a control character, and stops reading at tens of thousands of
+# characters), written to ONNX files and checkpoints as UTF-8 (which has no lone
+# surrogate), and shown in one-line error messages.
+MAX_NAME_LENGTH = 4096
+_UNWRITABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")  # controls, surrogates
+
+
+def _name_problem(name: str) -> str:
+    """Why `name` cannot name a node, the name shown in short."""
+    shown = repr(name[:40]) + (f"... ({len(name)} characters)" if len(name) > 40 else "")
+    if len(name) > MAX_NAME_LENGTH:
+        return (
+            f"node name {shown} is longer than {MAX_NAME_LENGTH} characters, more than a "
+            "drawing can carry"
+        )
+    bad = _UNWRITABLE.search(name)
+    assert bad is not None
+    kind = "a lone surrogate" if "\ud800" <= bad.group() <= "\udfff" else "a control character"
+    return (
+        f"node name {shown} holds {kind} (U+{ord(bad.group()):04X}) at position "
+        f"{bad.start()}; a name is printable text, which drawings, ONNX files and "
+        "checkpoints carry"
+    )

@@ -121,10 +121,25 @@ def to_onnx(
         producer_version=__version__,
         opset_imports=[onnx.helper.make_opsetid("", opset)],
     )
-    model = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
-    onnx.checker.check_model(model, full_check=True)
+    model = _checked(onnx, model)
     if path is not None:
         onnx.save(model, os.fspath(path))
+    return model
+
+
+def _checked(onnx, model):
+    """`model` with the value_info of ONNX's strict shape inference, once the checker's full
+    check passed. Both run on its _typed_skeleton, each of whose large initializers is
+    checked on its own by check_tensor, so that nothing is checked less: on the model
+    itself, inference and the checker each serialize it, weights and all (a 118 MB MLP's
+    export spent 1.1 s of 1.8 s there)."""
+    skeleton = _typed_skeleton(onnx, model)
+    inferred = onnx.shape_inference.infer_shapes(skeleton, check_type=True, strict_mode=True)
+    onnx.checker.check_model(inferred, full_check=True)
+    for tensor in model.graph.initializer:
+        if math.prod(tensor.dims) > _INFERENCE_VALUES:
+            onnx.checker.check_tensor(tensor)
+    model.graph.value_info.extend(inferred.graph.value_info)
     return model
 
 

@@ -70,7 +70,17 @@ def _float_array(a, fn=None, name="x"):
             f"{fn or 'layers'}: {name} (shape {a.shape}) has dtype {a.dtype}; it "
             f"must hold real numbers: convert it with {name}.astype(np.float64)"
         )
+    if not a.dtype.isnative:  # big-endian data: the kernels read native byte order
+        a = a.astype(a.dtype.str[1:])
     return a if a.dtype.kind == "f" else a.astype(np.float64)
+
+
+def _upstream(fn, name, grad, shape):
+    """An upstream gradient (dout) as an array of real numbers of the expected shape."""
+    if type(grad) is not np.ndarray or grad.dtype not in _FLOAT_DTYPES:  # else already one
+        grad = _float_array(grad, fn, name)
+    _check_shape(fn, name, grad, shape)
+    return grad
 
 
 def _real_param(fn, params, key, default, low, high, low_open=False, high_open=False):
@@ -190,8 +200,7 @@ def affine_forward(x, w, b):
 def affine_backward(dout, cache):
     """dout: (N, M). Returns dx (x's original shape), dw (D, M), db (M,)."""
     x, w, b = cache
-    dout = np.asarray(dout)
-    _check_shape("affine_backward", "dout", dout, (x.shape[0], w.shape[1]))
+    dout = _upstream("affine_backward", "dout", dout, (x.shape[0], w.shape[1]))
     dx = matmul(dout, w, transpose_b=True).reshape(x.shape)
     dw = matmul(x.reshape(x.shape[0], w.shape[0]), dout, transpose_a=True)
     db = _column_sums(dout)
@@ -207,8 +216,7 @@ def relu_forward(x):
 def relu_backward(dout, cache):
     """The gradient passes where the input was positive (0 at the kink)."""
     x = cache
-    dout = np.asarray(dout)
-    _check_shape("relu_backward", "dout", dout, x.shape)
+    dout = _upstream("relu_backward", "dout", dout, x.shape)
     return dout * (x > 0)
 
 
@@ -344,8 +352,7 @@ def batchnorm_forward(x, gamma, beta, bn_param):
 
 def _batchnorm_param_grads(fn, dout, cache):
     """dgamma, dbeta (D,), and dx_hat (N, D): the part both backward variants share."""
-    dout = np.asarray(dout)
-    _check_shape(fn, "dout", dout, cache.x_hat.shape)
+    dout = _upstream(fn, "dout", dout, cache.x_hat.shape)
     return (dout * cache.x_hat).sum(axis=0), dout.sum(axis=0), dout * cache.gamma
 
 
@@ -409,8 +416,7 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param):
 def spatial_batchnorm_backward(dout, cache):
     """dout: (N, C, H, W). Returns dx (N, C, H, W), dgamma (C,), dbeta (C,)."""
     bn_cache, shape = cache
-    dout = np.asarray(dout)
-    _check_shape("spatial_batchnorm_backward", "dout", dout, shape)
+    dout = _upstream("spatial_batchnorm_backward", "dout", dout, shape)
     dx, dgamma, dbeta = batchnorm_backward_alt(_channels_to_rows(dout), bn_cache)
     return _rows_to_channels(dx, shape), dgamma, dbeta
 
@@ -443,8 +449,7 @@ def layernorm_forward(
 
 def layernorm_backward(dout: Any, cache: Any) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """dout: (N, D). Returns dx (N, D), dgamma (D,), dbeta (D,)."""
-    dout = np.asarray(dout)
-    _check_shape("layernorm_backward", "dout", dout, cache.x_hat.shape)
+    dout = _upstream("layernorm_backward", "dout", dout, cache.x_hat.shape)
     dx = _normalized_backward(dout * cache.gamma, cache.x_hat, cache.inv_std, axis=1)
     return dx, (dout * cache.x_hat).sum(axis=0), dout.sum(axis=0)
 
@@ -485,9 +490,8 @@ def spatial_groupnorm_forward(
 
 def spatial_groupnorm_backward(dout: Any, cache: Any) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """dout: (N, C, H, W). Returns dx (N, C, H, W), and dgamma, dbeta of gamma's shape."""
-    dout = np.asarray(dout)
     x_hat, gamma = cache.x_hat, cache.gamma
-    _check_shape("spatial_groupnorm_backward", "dout", dout, x_hat.shape)
+    dout = _upstream("spatial_groupnorm_backward", "dout", dout, x_hat.shape)
     N, C = x_hat.shape[:2]
     grouped = (N, cache.groups, -1)
     dx_hat = (dout * gamma.reshape(1, C, 1, 1)).reshape(grouped)
@@ -597,10 +601,9 @@ def dropout_forward_keep(x: Any, dropout_param: Dict[str, Any]) -> Tuple[np.ndar
 def dropout_backward(dout, cache):
     """dout: x's shape. The gradient flows through the units kept in the forward pass."""
     _, mask = cache
-    dout = np.asarray(dout)
-    if mask is None:
-        return dout
-    _check_shape("dropout_backward", "dout", dout, mask.shape)
+    if mask is None:  # eval mode: the gradient passes as it is
+        return _float_array(dout, "dropout_backward", "dout")
+    dout = _upstream("dropout_backward", "dout", dout, mask.shape)
     return dout * mask
 
 
@@ -672,8 +675,7 @@ def conv_backward_naive(dout, cache):
     x, w, b, conv_param = cache
     fn = "conv_backward_naive"
     stride, pad, H_out, W_out = _conv_geometry(fn, x, w, b, conv_param)
-    dout = np.asarray(dout)
-    _check_shape(fn, "dout", dout, (x.shape[0], w.shape[0], H_out, W_out))
+    dout = _upstream(fn, "dout", dout, (x.shape[0], w.shape[0], H_out, W_out))
     HH, WW = w.shape[2:]
     x_pad = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
     dx_pad = np.zeros_like(x_pad, dtype=np.result_type(x, w, dout))
@@ -729,9 +731,8 @@ def max_pool_backward_naive(dout, cache):
     x, pool_param = cache
     fn = "max_pool_backward_naive"
     ph, pw, stride, H_out, W_out = _pool_geometry(fn, x, pool_param)
-    dout = np.asarray(dout)
     N, C = x.shape[:2]
-    _check_shape(fn, "dout", dout, (N, C, H_out, W_out))
+    dout = _upstream(fn, "dout", dout, (N, C, H_out, W_out))
     dx = np.zeros_like(x, dtype=np.result_type(x, dout))
     positions = np.arange(ph * pw)
     for i in range(H_out):

@@ -30,7 +30,7 @@ from typing import Optional, Tuple, cast
 import numpy as np
 
 from . import _C
-from .layers import _check_ndim, _check_shape, _column_sums, _float_array, matmul
+from .layers import _check_ndim, _check_shape, _column_sums, _float_array, _upstream, matmul
 
 __all__ = [
     "rnn_step_forward",
@@ -58,25 +58,28 @@ __all__ = [
 _KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))  # dtypes: a faster `in`
 
 
-def _recurrent_inputs(fn, x, h, Wx, Wh, b, gates, x_layout):
+def _recurrent_inputs(fn, x, h, Wx, Wh, b, gates, x_layout, h_name):
     """Validate and cast a recurrent layer's inputs to one float dtype.
 
     x: x_layout ("(N, D)" or "(N, T, D)"); h: (N, H); Wx: (D, gates*H); Wh: (H, gates*H);
     b: (gates*H,). Returns the five arrays, all of the widest float dtype among them.
+    h_name: the hidden state's argument name (prev_h, h0), as the errors say it.
     """
     arrays = [x, h, Wx, Wh, b]
     same = _one_kernel_dtype(arrays)
     if not same:
-        arrays = [_float_array(a, fn, name) for a, name in zip(arrays, ("x", "h", "Wx", "Wh", "b"))]
+        arrays = [
+            _float_array(a, fn, name) for a, name in zip(arrays, ("x", h_name, "Wx", "Wh", "b"))
+        ]
         x, h, Wx, Wh, b = arrays
     _check_ndim(fn, "x", x, len(x_layout.split(",")), x_layout)
-    _check_ndim(fn, "h", h, 2, "hidden state (N, H)")
+    _check_ndim(fn, h_name, h, 2, "hidden state (N, H)")
     _check_ndim(fn, "Wx", Wx, 2, f"weights (D, {gates}H)" if gates > 1 else "weights (D, H)")
     N, H = h.shape
     if x.shape[0] != N:
         raise ValueError(
             f"{fn}: x of shape {x.shape} holds {x.shape[0]} sequences but the "
-            f"hidden state of shape {h.shape} holds {N}"
+            f"hidden state {h_name} of shape {h.shape} holds {N}"
         )
     _check_shape(fn, "Wx", Wx, (x.shape[-1], gates * H))
     _check_shape(fn, "Wh", Wh, (H, gates * H))
@@ -97,13 +100,6 @@ def _one_kernel_dtype(arrays):
         if type(a) is not np.ndarray or a.dtype != first.dtype:
             return False
     return True
-
-
-def _upstream(fn, name, grad, shape):
-    """An upstream gradient as an array of the expected shape."""
-    grad = _float_array(grad, fn, name)
-    _check_shape(fn, name, grad, shape)
-    return grad
 
 
 def _sigmoid(x):
@@ -135,7 +131,9 @@ def rnn_step_forward(
 
     x: (N, D); prev_h: (N, H); Wx: (D, H); Wh: (H, H); b: (H,). Returns next_h (N, H).
     """
-    x, prev_h, Wx, Wh, b = _recurrent_inputs("rnn_step_forward", x, prev_h, Wx, Wh, b, 1, "(N, D)")
+    x, prev_h, Wx, Wh, b = _recurrent_inputs(
+        "rnn_step_forward", x, prev_h, Wx, Wh, b, 1, "(N, D)", "prev_h"
+    )
     next_h = np.tanh(matmul(x, Wx) + matmul(prev_h, Wh) + b)
     return next_h, _RnnStepCache(x, prev_h, Wx, Wh, next_h)
 
@@ -154,7 +152,7 @@ _SequenceCache = collections.namedtuple("_SequenceCache", "cell x h0 Wx Wh h act
 
 def _sequence_forward(fn, cell, x, h0, Wx, Wh, b):
     x, h0, Wx, Wh, b = _recurrent_inputs(
-        fn, x, h0, Wx, Wh, b, 4 if cell == "lstm" else 1, "(N, T, D)"
+        fn, x, h0, Wx, Wh, b, 4 if cell == "lstm" else 1, "(N, T, D)", "h0"
     )
     h, act, c, tanh_c = _C.recurrent_forward(cell, x, h0, Wx, Wh, b)
     return h, _SequenceCache(cell, x, h0, Wx, Wh, h, act, c, tanh_c)
@@ -209,7 +207,7 @@ def lstm_step_forward(
     Returns next_h (N, H), next_c (N, H) and the cache.
     """
     fn = "lstm_step_forward"
-    x, prev_h, Wx, Wh, b = _recurrent_inputs(fn, x, prev_h, Wx, Wh, b, 4, "(N, D)")
+    x, prev_h, Wx, Wh, b = _recurrent_inputs(fn, x, prev_h, Wx, Wh, b, 4, "(N, D)", "prev_h")
     prev_c = _upstream(fn, "prev_c", prev_c, prev_h.shape).astype(prev_h.dtype, copy=False)
     a = matmul(x, Wx) + matmul(prev_h, Wh) + b
     i, f, o = np.split(_sigmoid(a[:, : 3 * prev_h.shape[1]]), 3, axis=1)
@@ -269,7 +267,7 @@ def lstm_inference(
     """lstm_forward's h, bit for bit, for a forward no backward follows: the kernel keeps
     only the current step's cell state instead of every step's gates, cell states and
     their tanh (the writes the backward would read)."""
-    x, h0, Wx, Wh, b = _recurrent_inputs("lstm_inference", x, h0, Wx, Wh, b, 4, "(N, T, D)")
+    x, h0, Wx, Wh, b = _recurrent_inputs("lstm_inference", x, h0, Wx, Wh, b, 4, "(N, T, D)", "h0")
     return _C.recurrent_forward("lstm", x, h0, Wx, Wh, b, False)[0]  # keep=False, by position
 
 
@@ -558,7 +556,13 @@ def attention_forward(
     scale_dtype = q.dtype if same_dtype else np.result_type(q, k)
     batch = q.shape[:-2]
     if not batch == k.shape[:-2] == v.shape[:-2]:
-        batch = np.broadcast_shapes(batch, k.shape[:-2], v.shape[:-2])
+        try:
+            batch = np.broadcast_shapes(batch, k.shape[:-2], v.shape[:-2])
+        except ValueError:
+            raise ValueError(
+                f"{fn}: the leading (batch, head) axes of q {q.shape}, k {k.shape} and "
+                f"v {v.shape} do not broadcast to one shape"
+            ) from None
     scores_shape = batch + (q.shape[-2], k.shape[-2])
     if mask is not None:
         mask = np.asarray(mask)

@@ -28,8 +28,8 @@ class GraphvizNotFoundError(RuntimeError):
 
 
 class DotRefusedError(ValueError):
-    """`dot` could not read the drawing: a name or label it cannot carry (a NUL character,
-    a name of tens of thousands of characters), as a crafted checkpoint can hold."""
+    """`dot` could not read the drawing: a label it cannot carry (a NUL character, tens of
+    thousands of characters). Graph refuses node names that would be one."""
 
 
 @contextlib.contextmanager

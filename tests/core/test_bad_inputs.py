@@ -198,6 +198,28 @@ bad(
 bad("input-name-int", gn.GraphError, lambda: gn.Graph().input(3), "name", "3")
 bad("input-name-empty", gn.GraphError, lambda: gn.Graph().input(""), "non-empty string")
 bad("duplicate-name", gn.GraphError, lambda: circuit().input("x"), "'x'", "pick another name")
+# A name is printable text a drawing can carry: before, these were built, and broke the
+# drawing (DotRefusedError, or a UnicodeEncodeError for the surrogate) and the ONNX export.
+bad("input-name-NUL", gn.GraphError, lambda: gn.Graph().input("a\0b"), "'a\\x00b'", "U+0000")
+bad(
+    "gate-name-newline",
+    gn.GraphError,
+    lambda: (lambda g: g.relu(g["x"], name="r\n"))(circuit()),
+    "'r\\n'",
+    "control character (U+000A) at position 1",
+)
+bad(
+    "const-name-surrogate",
+    gn.GraphError,
+    lambda: gn.Graph().const(1.0, name="c\ud800"),
+    "lone surrogate (U+D800)",
+)
+bad(
+    "param-name-too-long",
+    gn.GraphError,
+    lambda: gn.Graph().param("w" * 4097, np.ones(2)),
+    "(4097 characters) is longer than 4096",
+)
 bad("param-string", gn.GraphError, lambda: gn.Graph().param("w", "abc"), "param 'w'", "<U3")
 bad(
     "param-object",

@@ -124,6 +124,57 @@ def test_the_import_type_checks_without_copying_the_weights(monkeypatch):
     np.testing.assert_array_equal(back.forward(x=X), g.forward(x=X))
 
 
+def big_affine():
+    g = gn.Graph(dtype=np.float32)
+    x = g.input("x", shape=(None, 300))
+    w = g.param("W", np.random.default_rng(4).normal(size=(300, 400)))
+    g.relu(g.affine(x, w, g.param("b", np.zeros(400))), name="y")
+    return g
+
+
+def test_the_export_checks_without_copying_the_weights(monkeypatch):
+    """to_onnx's strict inference and full check run on the model with its weights
+    declared by type and shape (each serialized the whole model), and give the same
+    value_info as strict inference of the whole model."""
+    sizes = []
+    infer, check = onnx.shape_inference.infer_shapes, onnx.checker.check_model
+
+    def recording(real):
+        def call(proto, *args, **kwargs):
+            sizes.append(proto.ByteSize())
+            return real(proto, *args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(onnx.shape_inference, "infer_shapes", recording(infer))
+    monkeypatch.setattr(onnx.checker, "check_model", recording(check))
+    model = gn.to_onnx(big_affine())
+    assert model.ByteSize() > 480_000 and max(sizes) < 5000
+    bare = onnx.ModelProto()
+    bare.CopyFrom(model)
+    del bare.graph.value_info[:]
+    whole = infer(bare, check_type=True, strict_mode=True)
+    assert list(model.graph.value_info) == list(whole.graph.value_info)
+
+
+def test_the_export_still_checks_each_weight(monkeypatch):
+    """A weight whose data does not fill its shape is refused by the export's check as
+    before, though the checker sees it by itself."""
+    from graphnet.interop import onnx as exporter
+
+    real = exporter._Writer.initializer
+
+    def truncated(writer, name, value):
+        real(writer, name, value)
+        tensor = writer.initializers[-1]
+        tensor.raw_data = tensor.raw_data[:-4]
+        return name
+
+    monkeypatch.setattr(exporter._Writer, "initializer", truncated)
+    with pytest.raises(onnx.checker.ValidationError, match="W"):
+        gn.to_onnx(big_affine())
+
+
 def test_float64_graph_exports_as_float32_on_request():
     graph, feeds = build("conv", np.float64)
     model = gn.to_onnx(graph, dtype=np.float32)

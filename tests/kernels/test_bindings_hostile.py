@@ -21,6 +21,7 @@ printing each before it is made: after a crash, the last line printed is the cul
 
 import ctypes
 import os
+import pickle
 import subprocess
 import sys
 
@@ -581,6 +582,27 @@ def test_misaligned_arrays_are_copied_or_refused(name, restored_state):
         if name == "update_step" and got[0] == repr(False):
             continue
         assert got == expected, f"{name}({arg} misaligned)"
+
+
+def unpickled(a):
+    """a as it comes out of pickle (multiprocessing, a deep copy): the same values and an
+    equivalent dtype, but a dtype object of its own rather than numpy's float64 (or int64,
+    bool, ...) itself."""
+    copy = pickle.loads(pickle.dumps(a))
+    assert copy.dtype == a.dtype and copy.dtype is not a.dtype
+    return copy
+
+
+@pytest.mark.parametrize("name", sorted(VALID))
+def test_unpickled_arrays_are_taken_like_any_other(name, restored_state):
+    """An array whose dtype is an equivalent object of its own gives the same bits as the
+    valid call (before: the kernels compared dtypes by identity and refused an unpickled
+    float64 array as "must be float32 or float64, got float64")."""
+    valid = VALID[name]
+    expected = outcome(name, valid)
+    for arg, value in valid.items():
+        if isinstance(value, np.ndarray) and value.dtype != object:
+            assert outcome(name, {**valid, arg: unpickled(value)}) == expected, (name, arg)
 
 
 # ---- the same bits on any number of threads -----------------------------------------

@@ -666,3 +666,28 @@ def test_a_nan_gradient_is_traced_from_where_the_backward_met_it():
             g.backward()
     drawing = viz.draw(g, anomaly=error.value)
     assert f'color="{scale.ANOMALY}"' in node_attrs(drawing)[error.value.node]
+
+
+@needs_dot
+@pytest.mark.parametrize(
+    "name",
+    [
+        "w" * gn.core.graph.MAX_NAME_LENGTH,
+        "x₁ → ŷ (é)",
+        'a "quoted" \\ name',
+        "<b>&amp;</b>",
+        " ",
+        "/a/b:0",
+    ],
+    ids=["the longest", "unicode", "quotes", "html", "a space", "onnx-like"],
+)
+def test_every_legal_name_is_drawn_saved_loaded_and_exported(tmp_path, name):
+    """The names Graph accepts (printable text of at most MAX_NAME_LENGTH characters) are
+    drawn by dot, and come back the same from a checkpoint and from an ONNX round trip."""
+    g = gn.Graph()
+    g.relu(g.input("x", shape=(None, 3)), name=name)
+    g.forward(x=np.ones((1, 3)))
+    assert viz.draw(g).pipe(format="svg")
+    gn.save(g, tmp_path / "g.npz")
+    assert name in gn.load(tmp_path / "g.npz")
+    assert name in gn.from_onnx(gn.to_onnx(g))
