@@ -909,6 +909,30 @@ def test_column_weight_gradient_matches_naive_and_any_thread_count(N, C, H, W, F
 
 
 @needs_columns
+@settings(max_examples=60, deadline=None)
+@given(
+    images_channels_filters=st.tuples(st.integers(1, 3), st.integers(1, 20), st.integers(1, 40)),
+    size=st.tuples(st.integers(2, 13), st.integers(2, 13)),
+    window=st.tuples(st.sampled_from([2, 3, 4, 5]), st.sampled_from([2, 3]), st.integers(0, 2)),
+    seed=st.integers(0, 2**16),
+)
+def test_column_weight_gradient_of_random_layers(images_channels_filters, size, window, seed):
+    """dw and db as columns on random layers, whose windows' rows of 3 and 5 taps are
+    copied into the columns 4 and 8 floats at a time (the last channel's last row a float
+    at a time): the naive loops within rounding, the same bits on 1-3 threads; at batch 1
+    the phases' bits (9+ filters)."""
+    (N, C, F), (H, W), (k, stride, pad) = images_channels_filters, size, window
+    assume(k <= H + 2 * pad and k <= W + 2 * pad)
+    assume(k >= stride)  # (narrower kernels take im2col + GEMM)
+    x, w, b = case(N, C, H, W, F, k, np.float32, seed)
+    dout, dw, db = check_column_weight_gradient(x, w, b, stride, pad, seed, threads=(2, 3))
+    if N == 1 and F > 8:
+        phases = with_lanes("off", column_dw, dout, x, w, stride, pad, "off")
+        for got, same in zip(phases, (dw, db), strict=True):
+            np.testing.assert_array_equal(got, same)
+
+
+@needs_columns
 def test_column_weight_gradient_of_nan_and_inf():
     """An inf in x and a nan in dout reach the dw entries the naive loops carry them to
     (nan, +inf and -inf alike) and no other, and db's filter; an inf in the pixels no
