@@ -23,6 +23,7 @@ output positions: they are the reference a student reads and checks the fast C++
 """
 
 import collections
+import math
 import operator
 from typing import Any, Dict, Tuple
 
@@ -641,7 +642,14 @@ def _conv_geometry(fn, x, w, b, conv_param):
     _check_shape(fn, "b", b, (w.shape[0],))
     stride = _int_param(fn, conv_param, "stride", 1, 1)
     pad = _int_param(fn, conv_param, "pad", 0, 0)
-    (_, _, H, W), (_, _, HH, WW) = x.shape, w.shape
+    (N, C, H, W), (_, _, HH, WW) = x.shape, w.shape
+    padded = (N, C, H + 2 * pad, W + 2 * pad)
+    if math.prod(padded) * x.itemsize > np.iinfo(np.intp).max:
+        # The naive layers pad x in memory: say so rather than numpy's "array is too big".
+        raise ValueError(
+            f"{fn}: pad {pad} makes the zero-padded x {padded} larger than memory can "
+            f"address (x has shape {x.shape})"
+        )
     return (
         stride,
         pad,

@@ -525,6 +525,11 @@ def test_conv_errors():
         ),
         ((x[0], w, b, {}), r"conv_forward_naive: x must be 4-D images \(N, C, H, W\)"),
         ((x, w, np.ones(3), {}), r"conv_forward_naive: b has shape \(3,\), expected \(4,\)"),
+        (
+            (x, w, b, {"stride": 1, "pad": 2**31}),
+            r"conv_forward_naive: pad 2147483648 makes the zero-padded x "
+            r"\(2, 3, 4294967301, 4294967301\) larger than memory can address",
+        ),
     ]
     for args, message in cases:
         with pytest.raises(ValueError, match=message):
@@ -532,6 +537,9 @@ def test_conv_errors():
     out, cache = L.conv_forward_naive(x, w, b, {"stride": 1, "pad": 1})
     with pytest.raises(ValueError, match=r"conv_backward_naive: dout has shape \(2, 4, 3, 3\)"):
         L.conv_backward_naive(np.ones((2, 4, 3, 3)), cache)
+    cache[3]["pad"] = 2**31  # a cache edited by hand: backward pads x in memory too
+    with pytest.raises(ValueError, match=r"conv_backward_naive: pad 2147483648 makes the"):
+        L.conv_backward_naive(out, cache)
 
 
 # ------------------------------------------------------------------ naive max pooling
