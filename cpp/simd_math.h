@@ -321,31 +321,39 @@ inline V scaled_normal_tail(V s) {
     }
 }
 
-// The standard normal CDF Phi(x) = erfc(-x / sqrt 2) / 2, accurate relative to itself also
-// far into the left tail (where 1 + erf(x / sqrt 2) would cancel), and in `gauss` e^(-x^2/2)
-// (which it needs anyway; the density is that / sqrt(2 pi)). x^2 is carried exactly as hi +
-// lo, not from the rounded x / sqrt 2, whose error would grow to x^2 2^-24 relative in
-// e^(-x^2 / 2). kInRange: |x| < cdf_unclamped known.
+// The standard normal CDF Phi(x) = erfc(-x / sqrt 2) / 2 in two factors, accurate relative
+// to itself also far into the left tail (where 1 + erf(x / sqrt 2) would cancel): returns
+// the tail Phi(-|x|) e^(x^2 / 2) and sets `gauss` to e^(-x^2 / 2), so that Phi(x) is their
+// product for x < 0 and 1 less it otherwise (the density is gauss / sqrt(2 pi)). x^2 is
+// carried exactly as hi + lo, not from the rounded x / sqrt 2, whose error would grow to
+// x^2 2^-24 relative in e^(-x^2 / 2). kInRange: |x| < cdf_unclamped known.
 template <bool kInRange, typename V>
-inline V normal_cdf_of(V x, V& gauss) {
-    using L = Lanes<V>;
+inline V normal_tail_of(V x, V& gauss) {
     V hi, lo;  // x^2
     product_exact<kInRange>(x, x, hi, lo);
     gauss = exp_sum<kInRange, -2>(hi, lo);
-    const V half_erfc = L::mul(scaled_normal_tail<kInRange>(L::abs(x)), gauss);
-    return L::select(L::lt(x, L::zero()), half_erfc, L::sub(L::set1(1), half_erfc));
+    return scaled_normal_tail<kInRange>(Lanes<V>::abs(x));
 }
 
 // The clamps cost a sixth of gelu's steps and matter only for |x| >= cdf_unclamped (or NaN):
 // a vector without such a lane goes without them. Each lane's bits are the same either way
 // (the clamps change nothing in range), so they do not depend on its neighbours.
 template <typename V>
-inline V normal_cdf(V x, V& gauss) {
+inline V normal_tail(V x, V& gauss) {
     using L = Lanes<V>;
     if (L::all(L::lt(L::abs(x), L::set1(ConstantsOf<V>::cdf_unclamped)))) {
-        return normal_cdf_of<true>(x, gauss);
+        return normal_tail_of<true>(x, gauss);
     }
-    return normal_cdf_of<false>(x, gauss);
+    return normal_tail_of<false>(x, gauss);
+}
+
+// Phi(x), and e^(-x^2 / 2) in `gauss` (normal_tail).
+template <typename V>
+inline V normal_cdf(V x, V& gauss) {
+    using L = Lanes<V>;
+    const V tail = normal_tail(x, gauss);
+    const V half_erfc = L::mul(tail, gauss);
+    return L::select(L::lt(x, L::zero()), half_erfc, L::sub(L::set1(1), half_erfc));
 }
 
 // ln(1 + e) for 0 <= e <= 1 (or NaN): 1 + e = m + c exactly (c the rounding error), m
