@@ -13,6 +13,7 @@ dimension ('N' for the batch), so the file takes any batch size.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from typing import Any
@@ -47,6 +48,10 @@ from ._recurrent import RecurrentLayer, Weight, Zeros, block_order
 MIN_OPSET = 13
 #: Read by onnxruntime, Netron and every current converter.
 DEFAULT_OPSET = 21
+#: The model's metadata entry that lists (as a JSON array) the inputs built with
+#: requires_grad=False: ONNX has no such notion, and without it an import would
+#: differentiate the images a model only reads (and take other fused paths for them).
+INPUTS_WITHOUT_GRADIENT = "graphnet.inputs_without_gradient"
 
 
 def to_onnx(
@@ -121,6 +126,8 @@ def to_onnx(
         producer_version=__version__,
         opset_imports=[onnx.helper.make_opsetid("", opset)],
     )
+    without_gradient = [n.name for n in nodes if n.kind == "input" and not n.requires_grad]
+    onnx.helper.set_model_props(model, {INPUTS_WITHOUT_GRADIENT: json.dumps(without_gradient)})
     model = _checked(onnx, model)
     if path is not None:
         onnx.save(model, os.fspath(path))
@@ -992,11 +999,15 @@ class _Reader:
 
     def build(self):
         g = self.graph
-        for info in self.model.graph.input:
-            if info.name not in self.constants:
-                self.values[info.name] = g.input(
-                    info.name, shape=_shape(info), dtype=_elem_dtype(self.onnx, info)
-                )
+        inputs = [i for i in self.model.graph.input if i.name not in self.constants]
+        without_gradient = _inputs_without_gradient(self.model, {i.name for i in inputs})
+        for info in inputs:
+            self.values[info.name] = g.input(
+                info.name,
+                shape=_shape(info),
+                dtype=_elem_dtype(self.onnx, info),
+                requires_grad=info.name not in without_gradient,
+            )
         for node in self.model.graph.node:
             if _output(node) in self.inside:
                 continue
@@ -1112,6 +1123,26 @@ class _Reader:
     def sliced(self, node):
         """A run of indexing ops so far on the node's first input (see Sliced)."""
         return Sliced.of(self.graph, self.input_value(node.input[0]), node.op_type, node.output[0])
+
+
+def _inputs_without_gradient(model, input_names):
+    """The inputs graphnet's export marked as needing no gradient (see
+    INPUTS_WITHOUT_GRADIENT); none in a file from elsewhere. A GraphError if the entry is
+    not a list of the model's input names."""
+    entry = next((p.value for p in model.metadata_props if p.key == INPUTS_WITHOUT_GRADIENT), "[]")
+    try:
+        names = json.loads(entry)
+    except ValueError:
+        names = None
+    if not (
+        isinstance(names, list)
+        and all(isinstance(name, str) and name in input_names for name in names)
+    ):
+        raise GraphError(
+            f"ONNX metadata {INPUTS_WITHOUT_GRADIENT!r} must list some of the model's inputs "
+            f"{sorted(input_names)} as a JSON array, got {entry[:200]!r}"
+        )
+    return set(names)
 
 
 def _shape(info):
