@@ -555,6 +555,24 @@ bad(
     "missing feed for input 'x'",
     "(None, 3, 8, 8)",
 )
+
+
+def summed(dtype):
+    """A graph summing an input of `dtype`, fed one row broadcast to 2**40 rows (before the
+    refusal, the integers' sum ran for hours: nothing converted or copied them)."""
+    g = gn.Graph()
+    g.sum(g.input("x", dtype=dtype), name="total")
+    return g.forward(x=np.broadcast_to(np.arange(4, dtype=dtype), (2**40, 4)))
+
+
+for _dtype in (np.int64, np.float64, np.float32):
+    bad(
+        f"feed-broadcast-2-to-the-40-rows-{np.dtype(_dtype)}",
+        gn.GraphError,
+        functools.partial(summed, _dtype),
+        "feed for input 'x' of shape (1099511627776, 4)",
+        "more than this machine's memory",
+    )
 bad(
     "feed-wrong-rank",
     gn.GraphError,
