@@ -1732,6 +1732,58 @@ bad(
     "(3,)",
     "(4,)",
 )
+bad(
+    "numerical-gradient-h-inf",
+    ValueError,
+    lambda: gradient_check.eval_numerical_gradient(
+        lambda a: a.sum(), np.zeros(3), verbose=False, h=np.inf
+    ),
+    "positive finite",
+    "inf",
+)
+bad(
+    "numerical-gradient-f-returns-an-array",
+    ValueError,
+    lambda: gradient_check.eval_numerical_gradient(lambda a: a * 2, np.zeros(3), verbose=False),
+    "f(x) must return a scalar",
+    "(3,)",
+    "eval_numerical_gradient_array",
+)
+bad(
+    "numerical-gradient-step-rounds-away",
+    ValueError,
+    lambda: gradient_check.eval_numerical_gradient(
+        lambda a: float(a.sum()), np.full(3, 100.0, np.float16), verbose=False
+    ),
+    "x[0] = np.float16(100.0)",
+    "rounds to the same float16 value",
+)
+bad(
+    "numerical-gradient-x-repeats-its-memory",
+    ValueError,
+    lambda: gradient_check.eval_numerical_gradient(
+        lambda a: float(a.sum()),
+        np.lib.stride_tricks.as_strided(np.zeros(3), (2, 3), (0, 8)),
+        verbose=False,
+    ),
+    "strides (0, 8)",
+    "broadcast view",
+)
+bad(
+    "grad-check-sparse-analytic-shape",
+    ValueError,
+    lambda: gradient_check.grad_check_sparse(lambda a: a.sum(), np.zeros((2, 3)), np.zeros(2)),
+    "analytic_grad has shape (2,)",
+    "(2, 3)",
+)
+bad(
+    "grad-check-sparse-empty-x",
+    ValueError,
+    lambda: gradient_check.grad_check_sparse(lambda a: a.sum(), np.zeros((0, 3)), np.zeros((0, 3))),
+    "(0, 3)",
+    "no entries",
+)
+
 
 # =========================================================================== checkpoints
 bad(
