@@ -1179,6 +1179,42 @@ bad(
     "batch_size",
     "0",
 )
+bad(
+    "solver-batch-beyond-memory",
+    ValueError,
+    lambda: Solver(two(), data(XS, YS), batch_size=2**31),
+    "batch_size 2147483648",
+    "(104 bytes each)",
+    "more than this machine's memory",
+)
+bad(
+    "solver-batch-2-to-the-64",
+    ValueError,
+    lambda: Solver(two(), data(XS, YS), batch_size=2**64),
+    "batch_size 18446744073709551616",
+)
+for _every in (0, -1, 1.5, None, "2"):
+    bad(
+        f"solver-print-every-{_every!r}",
+        ValueError,
+        functools.partial(Solver, two(), data(XS, YS), print_every=_every),
+        "print_every must be a positive integer",
+        repr(_every),
+    )
+bad(
+    "solver-checkpoint-name-bytes",
+    TypeError,
+    lambda: Solver(two(), data(XS, YS), checkpoint_name=b"run"),
+    "checkpoint_name",
+    "bytes",
+)
+bad(
+    "solver-checkpoint-name-nul",
+    ValueError,
+    lambda: Solver(two(), data(XS, YS), checkpoint_name="run\0x"),
+    "checkpoint_name",
+    "NUL",
+)
 
 # =========================================================================== graphnet.layers
 x2, w2, b2 = np.ones((3, 4)), np.ones((4, 5)), np.zeros(5)
@@ -1783,7 +1819,6 @@ bad(
     "(0, 3)",
     "no entries",
 )
-
 
 # =========================================================================== checkpoints
 bad(
