@@ -721,21 +721,24 @@ def _train(args, settings, data, out, start, group):
     run_solver, extra = (
         (_RunCaptioningSolver, {"record_accuracy": True}) if captioning else (_RunSolver, {})
     )
-    solver = run_solver(
-        model,
-        data,
-        checkpoint_file=out / CHECKPOINT,
-        update_rule=settings["update_rule"],
-        optim_config={"learning_rate": settings["lr"]},
-        lr_decay=settings["lr_decay"],
-        batch_size=settings["batch_size"],
-        num_epochs=settings["epochs"],
-        seed=settings["seed"],
-        verbose=not args.quiet,
-        print_every=50,
-        distributed=group,
-        **extra,
-    )
+    try:
+        solver = run_solver(
+            model,
+            data,
+            checkpoint_file=out / CHECKPOINT,
+            update_rule=settings["update_rule"],
+            optim_config={"learning_rate": settings["lr"]},
+            lr_decay=settings["lr_decay"],
+            batch_size=settings["batch_size"],
+            num_epochs=settings["epochs"],
+            seed=settings["seed"],
+            verbose=not args.quiet,
+            print_every=50,
+            distributed=group,
+            **extra,
+        )
+    except ValueError as err:  # the settings are checked: a minibatch beyond memory, say
+        raise _UserError(str(err)) from None
     if args.resume and writer:
         try:
             load(out / CHECKPOINT, into=solver)

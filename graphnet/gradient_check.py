@@ -108,7 +108,15 @@ def grad_check_sparse(
     random.seed(...) repeats them. Returns the relative errors |n - a| / max(1e-8, |n| + |a|)
     as a list of floats (the course's has no 1e-8 floor, and divides by zero for two zeros).
     """
-    indices = [tuple(random.randrange(m) for m in x.shape) for _ in range(num_checks)]
+    if np.shape(analytic_grad) != np.shape(x):
+        raise ValueError(
+            f"grad_check_sparse: analytic_grad has shape {np.shape(analytic_grad)} but x has "
+            f"shape {np.shape(x)}; pass the gradient of f at x"
+        )
+    if np.size(x) == 0 and num_checks > 0:
+        raise ValueError(f"grad_check_sparse: x of shape {np.shape(x)} has no entries to check")
+    # drawn one check at a time, as the course's loop draws them
+    indices = (tuple(random.randrange(m) for m in x.shape) for _ in range(num_checks))
     errors = []
     for ix, numerical in difference_quotients(f, x, h, indices):
         analytic = analytic_grad[ix]

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import GraphError
 from ..kernels import _C
-from ..kernels.geometry import element_count
+from ..kernels.geometry import MEMORY_BYTES, beyond_memory, element_count
 
 _FLOAT64 = np.dtype(np.float64)
 _KERNEL_DTYPES = (np.dtype(np.float32), _FLOAT64)  # dtypes, not types: faster `in`
@@ -68,14 +68,10 @@ def convert_feed(node: Any, value: Any, dtype: np.dtype, finite: bool = True) ->
     # An array already of the input's dtype (a model's batch, a sequence's words, labels):
     # only its shape to check, and a float array's finiteness (an integer array of its own
     # dtype holds nothing to refuse; the checks below took 2-3 us on 50 words).
-    if (
-        type(value) is np.ndarray
-        and value.dtype == dtype
-        and value.ndim
-        and (dtype.kind in "iu" or (dtype.kind == "f" and (not finite or all_finite(value))))
-    ):
+    if type(value) is np.ndarray and value.dtype == dtype and value.ndim:
         _check_shape(node, value)
-        return value
+        if dtype.kind in "iu" or not finite or all_finite(value):
+            return value
     try:
         array = np.asarray(value)
     except (ValueError, TypeError) as err:  # ragged nested lists, say
@@ -124,6 +120,11 @@ def check_finite(node: Any, array: np.ndarray) -> None:
 
 
 def _check_shape(node: Any, array: np.ndarray) -> None:
+    """A GraphError if the feed does not fit the input's shape, or stands for more than the
+    machine's memory (a broadcast view: the gates would make arrays of its size, a sum
+    over its integers run for hours)."""
+    if array.nbytes > MEMORY_BYTES:
+        raise GraphError(beyond_memory(array, f"feed for input {node.name!r}"))
     expected = node.static_shape
     if expected is None:
         return

@@ -29,18 +29,39 @@ def difference_quotients(
             "gradient check: x must be a float ndarray that f reads, "
             f"got {type(x).__name__} {getattr(x, 'dtype', '')}"
         )
-    if not (isinstance(h, numbers.Real) and not isinstance(h, bool) and h > 0):
-        raise ValueError(f"gradient check: the step h must be a positive number, got {h!r}")
+    if not (isinstance(h, numbers.Real) and not isinstance(h, bool) and 0 < h < np.inf):
+        raise ValueError(f"gradient check: the step h must be a positive finite number, got {h!r}")
+    if any(stride == 0 and size > 1 for stride, size in zip(x.strides, x.shape)):
+        raise ValueError(
+            f"gradient check: x (shape {x.shape}, strides {x.strides}) repeats its memory "
+            "along an axis (a broadcast view), so a step on one entry moves others; pass "
+            "x.copy() and let f read that"
+        )
+    step = x.dtype.type
     for ix in indices:
         original = x[ix]
+        up, down = step(original + h), step(original - h)
+        if up == down:
+            raise ValueError(
+                f"gradient check: x{list(ix)} = {original!r} plus or minus h = {h!r} rounds "
+                f"to the same {x.dtype} value, so no difference can be measured there; "
+                "use a float64 x or a larger h"
+            )
         try:
-            x[ix] = original + h
+            x[ix] = up
             above = f(x)
-            x[ix] = original - h
+            x[ix] = down
             below = f(x)
         finally:
             x[ix] = original
-        yield ix, difference(above, below) / (2 * h)
+        quotient = difference(above, below) / (2 * h)
+        if np.ndim(quotient) != 0:
+            raise ValueError(
+                f"gradient check: f(x) must return a scalar, got a value of shape "
+                f"{np.shape(quotient)} (for an array output, use "
+                "eval_numerical_gradient_array(f, x, df))"
+            )
+        yield ix, quotient
 
 
 def numerical_gradient(

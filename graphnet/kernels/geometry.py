@@ -8,9 +8,18 @@ ValueError naming the number, never a negative size.
 """
 
 import operator
+import os
 from typing import Any, Optional, Sequence
 
-__all__ = ["INT64_MIN", "INT64_MAX", "int64", "window_count", "element_count"]
+__all__ = [
+    "INT64_MIN",
+    "INT64_MAX",
+    "int64",
+    "window_count",
+    "element_count",
+    "MEMORY_BYTES",
+    "beyond_memory",
+]
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
@@ -83,3 +92,28 @@ def element_count(shape: Sequence[int], what: str = "array") -> int:
         if nonzero > INT64_MAX:
             raise ValueError(f"the sizes of the {what} shape multiply to more than fits in 64 bits")
     return count
+
+
+def _physical_memory() -> int:
+    """The machine's physical memory in bytes (2**63 - 1 where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return INT64_MAX
+
+
+MEMORY_BYTES = _physical_memory()
+
+
+def beyond_memory(array: Any, what: str) -> str:
+    """The refusal of `array` (named `what`), whose nbytes exceed MEMORY_BYTES (callers
+    compare, so that the message is made only then). A broadcast view (np.broadcast_to of
+    one row to 2**40 rows) is cheap to make, but whatever reads it makes arrays of its
+    shape (an output, a gradient, a copy), which cannot exist; a sum over it would first
+    run for hours."""
+    return (
+        f"{what} of shape {array.shape} ({array.dtype}) stands for "
+        f"{array.nbytes / 2**30:,.0f} GiB, more than this machine's memory "
+        f"({MEMORY_BYTES / 2**30:,.0f} GiB); its outputs and gradients would be as large "
+        "(is it a broadcast view?)"
+    )

@@ -61,7 +61,8 @@ __all__ = [
 
 def _float_array(a, fn=None, name="x"):
     """``a`` as an ndarray; integers and booleans become float64 so gradients stay exact.
-    Complex, object and string arrays are refused (ValueError naming fn and the argument)."""
+    Complex, object and string arrays, and arrays (broadcast views) that stand for more
+    than the machine's memory, are refused (ValueError naming fn and the argument)."""
     try:
         a = np.asarray(a)
     except (ValueError, TypeError) as err:
@@ -71,6 +72,8 @@ def _float_array(a, fn=None, name="x"):
             f"{fn or 'layers'}: {name} (shape {a.shape}) has dtype {a.dtype}; it "
             f"must hold real numbers: convert it with {name}.astype(np.float64)"
         )
+    if a.nbytes > geometry.MEMORY_BYTES:
+        raise ValueError(geometry.beyond_memory(a, f"{fn or 'layers'}: {name}"))
     if not a.dtype.isnative:  # big-endian data: the kernels read native byte order
         a = a.astype(a.dtype.str[1:])
     return a if a.dtype.kind == "f" else a.astype(np.float64)

@@ -90,6 +90,9 @@ class CaptioningSolver(Solver):
         self.train_captions, self.train_image_idxs = captions, idxs
         self.train_features = features
 
+    def _sample_bytes(self):
+        return self.train_features[:1].nbytes + self.train_captions[:1].nbytes
+
     @property
     def num_train(self):
         return self.train_captions.shape[0]

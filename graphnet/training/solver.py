@@ -29,12 +29,14 @@ that torchrun starts runs the same script (graphnet.interop.distributed says how
 
 import copy
 import numbers
+import os
 import sys
 from collections.abc import Mapping
 from typing import Any, Callable, Dict, Optional, Union
 
 import numpy as np
 
+from ..kernels.geometry import INT64_MAX, MEMORY_BYTES
 from . import optim
 
 __all__ = ["Solver"]
@@ -165,9 +167,21 @@ class Solver:
                 f"batch_size must be >= 1 and num_epochs >= 0, got "
                 f"{self.batch_size} and {self.num_epochs}"
             )
+        minibatch_bytes = self.batch_size * self._sample_bytes()
+        if self.batch_size > INT64_MAX or minibatch_bytes > MEMORY_BYTES:
+            raise ValueError(
+                f"batch_size {self.batch_size}: a minibatch of that many training samples "
+                f"({self._sample_bytes()} bytes each) is {minibatch_bytes / 2**30:,.0f} GiB, "
+                f"more than this machine's memory ({MEMORY_BYTES / 2**30:,.0f} GiB)"
+            )
         self.num_train_samples = settings["num_train_samples"]
         self.num_val_samples = settings["num_val_samples"]
-        self.checkpoint_name = settings["checkpoint_name"]
+        self.checkpoint_name = _checkpoint_name(settings["checkpoint_name"])
+        if not (_is_int(settings["print_every"]) and settings["print_every"] >= 1):
+            raise ValueError(
+                f"print_every must be a positive integer (iterations between the loss lines), "
+                f"got {settings['print_every']!r}"
+            )
         self.print_every = settings["print_every"]
         self.verbose = settings["verbose"]
         self.seed = settings["seed"]
@@ -209,6 +223,10 @@ class Solver:
                 f"data['X_train'] is empty (shape {self.X_train.shape}); the Solver "
                 "needs at least one training sample"
             )
+
+    def _sample_bytes(self):
+        """The bytes of one training sample as a minibatch holds it (X's row and label)."""
+        return self.X_train[:1].nbytes + self.y_train[:1].nbytes
 
     def _reset(self):
         """Fresh bookkeeping: histories, best params, optimizer state and random stream."""
@@ -429,6 +447,25 @@ class Solver:
             bar.write(message, file=sys.stdout)
         else:
             print(message, flush=True)
+
+
+def _checkpoint_name(name):
+    """The checkpoint_name as the Solver keeps it (a str, or None for no checkpoints):
+    anything else would name the files after its repr (b'run'_epoch_1.npz) or fail only
+    when the first epoch's checkpoint is written."""
+    if name is None:
+        return None
+    if not isinstance(name, (str, os.PathLike)):
+        raise TypeError(
+            f"checkpoint_name must be a str (the files are <checkpoint_name>_epoch_<e>.npz) "
+            f"or None, got {type(name).__name__} {name!r:.80}"
+        )
+    name = os.fspath(name)
+    if not isinstance(name, str) or "\0" in name:
+        raise ValueError(
+            f"checkpoint_name must be a str path without NUL characters, got {name!r:.80}"
+        )
+    return name
 
 
 def _is_int(value):

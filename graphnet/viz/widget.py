@@ -70,7 +70,8 @@ class Widget(anywidget.AnyWidget):
 
     def refresh(self, graph: Optional[Graph] = None, steps: Optional[bool] = None) -> None:
         """Lay the drawing out again from the graph's current state (after it ran)."""
-        self._show(self._lay_out(graph or self.graph, steps))
+        # (`graph or ...` would take an empty Graph, whose len is 0, for no graph)
+        self._show(self._lay_out(self.graph if graph is None else graph, steps))
 
     def _lay_out(self, graph, steps, store=None):
         """A new layout of `graph`, all but Graphviz's run (Scene.svg does that); of the

@@ -555,6 +555,24 @@ bad(
     "missing feed for input 'x'",
     "(None, 3, 8, 8)",
 )
+
+
+def summed(dtype):
+    """A graph summing an input of `dtype`, fed one row broadcast to 2**40 rows (before the
+    refusal, the integers' sum ran for hours: nothing converted or copied them)."""
+    g = gn.Graph()
+    g.sum(g.input("x", dtype=dtype), name="total")
+    return g.forward(x=np.broadcast_to(np.arange(4, dtype=dtype), (2**40, 4)))
+
+
+for _dtype in (np.int64, np.float64, np.float32):
+    bad(
+        f"feed-broadcast-2-to-the-40-rows-{np.dtype(_dtype)}",
+        gn.GraphError,
+        functools.partial(summed, _dtype),
+        "feed for input 'x' of shape (1099511627776, 4)",
+        "more than this machine's memory",
+    )
 bad(
     "feed-wrong-rank",
     gn.GraphError,
@@ -1161,6 +1179,42 @@ bad(
     "batch_size",
     "0",
 )
+bad(
+    "solver-batch-beyond-memory",
+    ValueError,
+    lambda: Solver(two(), data(XS, YS), batch_size=2**31),
+    "batch_size 2147483648",
+    "(104 bytes each)",
+    "more than this machine's memory",
+)
+bad(
+    "solver-batch-2-to-the-64",
+    ValueError,
+    lambda: Solver(two(), data(XS, YS), batch_size=2**64),
+    "batch_size 18446744073709551616",
+)
+for _every in (0, -1, 1.5, None, "2"):
+    bad(
+        f"solver-print-every-{_every!r}",
+        ValueError,
+        functools.partial(Solver, two(), data(XS, YS), print_every=_every),
+        "print_every must be a positive integer",
+        repr(_every),
+    )
+bad(
+    "solver-checkpoint-name-bytes",
+    TypeError,
+    lambda: Solver(two(), data(XS, YS), checkpoint_name=b"run"),
+    "checkpoint_name",
+    "bytes",
+)
+bad(
+    "solver-checkpoint-name-nul",
+    ValueError,
+    lambda: Solver(two(), data(XS, YS), checkpoint_name="run\0x"),
+    "checkpoint_name",
+    "NUL",
+)
 
 # =========================================================================== graphnet.layers
 x2, w2, b2 = np.ones((3, 4)), np.ones((4, 5)), np.zeros(5)
@@ -1713,6 +1767,57 @@ bad(
     "df",
     "(3,)",
     "(4,)",
+)
+bad(
+    "numerical-gradient-h-inf",
+    ValueError,
+    lambda: gradient_check.eval_numerical_gradient(
+        lambda a: a.sum(), np.zeros(3), verbose=False, h=np.inf
+    ),
+    "positive finite",
+    "inf",
+)
+bad(
+    "numerical-gradient-f-returns-an-array",
+    ValueError,
+    lambda: gradient_check.eval_numerical_gradient(lambda a: a * 2, np.zeros(3), verbose=False),
+    "f(x) must return a scalar",
+    "(3,)",
+    "eval_numerical_gradient_array",
+)
+bad(
+    "numerical-gradient-step-rounds-away",
+    ValueError,
+    lambda: gradient_check.eval_numerical_gradient(
+        lambda a: float(a.sum()), np.full(3, 100.0, np.float16), verbose=False
+    ),
+    "x[0] = np.float16(100.0)",
+    "rounds to the same float16 value",
+)
+bad(
+    "numerical-gradient-x-repeats-its-memory",
+    ValueError,
+    lambda: gradient_check.eval_numerical_gradient(
+        lambda a: float(a.sum()),
+        np.lib.stride_tricks.as_strided(np.zeros(3), (2, 3), (0, 8)),
+        verbose=False,
+    ),
+    "strides (0, 8)",
+    "broadcast view",
+)
+bad(
+    "grad-check-sparse-analytic-shape",
+    ValueError,
+    lambda: gradient_check.grad_check_sparse(lambda a: a.sum(), np.zeros((2, 3)), np.zeros(2)),
+    "analytic_grad has shape (2,)",
+    "(2, 3)",
+)
+bad(
+    "grad-check-sparse-empty-x",
+    ValueError,
+    lambda: gradient_check.grad_check_sparse(lambda a: a.sum(), np.zeros((0, 3)), np.zeros((0, 3))),
+    "(0, 3)",
+    "no entries",
 )
 
 # =========================================================================== checkpoints

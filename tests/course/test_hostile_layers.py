@@ -321,3 +321,31 @@ def test_an_upstream_gradient_of_what_is_not_real_numbers_is_refused(dtype):
 def test_attention_of_leading_axes_that_do_not_broadcast_names_q_k_and_v():
     with pytest.raises(ValueError, match=r"attention_forward: the leading .* q \(2, 3, 5\), k"):
         rnn.attention_forward(np.ones((2, 3, 5)), np.ones((3, 4, 5)), np.ones((3, 4, 6)))
+
+
+WEIGHTS = ("w", "b", "W", "Wx", "Wh", "gamma", "beta")
+
+
+@pytest.mark.parametrize("name", sorted(valid_forward_calls(0)))
+def test_a_batch_broadcast_to_2_to_the_40_samples_is_refused_at_once(name):
+    """np.broadcast_to of one sample to 2**40 costs nothing to make but stands for
+    terabytes, which an output or a gradient of its shape would take: every forward
+    function refuses it at once, a ValueError naming the argument and its size (the C++
+    fast paths' first allocation fails: a MemoryError; the recurrent layers' products:
+    too large for the BLAS), where softmax_loss, svm_loss and batchnorm_forward reduced it
+    for hours."""
+    function, arguments = valid_forward_calls(0)[name]
+    first = next(v for v in arguments.values() if isinstance(v, np.ndarray))
+    huge = {
+        key: np.broadcast_to(value[:1], (2**40, *value.shape[1:]))
+        if isinstance(value, np.ndarray)
+        and key not in WEIGHTS
+        and value.shape[:1] == first.shape[:1]
+        else value
+        for key, value in fresh(arguments).items()
+    }
+    with pytest.raises((ValueError, MemoryError)) as err:
+        function(**huge)
+    if not isinstance(err.value, MemoryError) and "BLAS" not in str(err.value):
+        assert f"{name}: {next(iter(huge))} of shape (1099511627776" in str(err.value)
+        assert "more than this machine's memory" in str(err.value)

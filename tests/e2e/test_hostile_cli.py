@@ -464,3 +464,14 @@ def test_a_full_disk_is_one_line_and_the_previous_checkpoint_stays_loadable(
         monkeypatch.undo()
         assert type(load(out / "checkpoint.npz")).__name__ == "TwoLayerNet"
         assert not [p for p in os.listdir(out) if ".tmp" in p]
+
+
+@pytest.mark.parametrize("size", [2**40, 2**64])
+def test_a_batch_size_beyond_memory_is_one_line_and_writes_nothing(tmp_path, capsys, size):
+    """The Solver refuses a minibatch the machine cannot hold (before: 2**40 ran without
+    end, 2**64 raised numpy's OverflowError); the command line says so in one line."""
+    out = tmp_path / "run"
+    code, _, err = run_main(capsys, *QUICK, "--out", out, "--batch-size", size)
+    assert code == 1
+    assert_one_error_line(err, f"batch_size {size}", "more than this machine's memory")
+    assert not out.exists() or not any(out.iterdir())

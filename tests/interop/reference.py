@@ -44,9 +44,9 @@ def torch_run(module, feeds, input_names):
 
 
 def assert_runs_equal(got, expected, rtol, atol=0.0, transposed=()):
-    """Equal outputs and gradients (every one the reference has; an imported graph also
-    differentiates inputs a model marked requires_grad=False); names in `transposed` are
-    compared as got.T."""
+    """Equal outputs and gradients (every one the reference has; a graph back from PyTorch
+    also differentiates inputs a model marked requires_grad=False); names in `transposed`
+    are compared as got.T."""
     (value, grads), (ref_value, ref_grads) = got, expected
     np.testing.assert_allclose(value, ref_value, rtol=rtol, atol=atol, err_msg="output")
     assert set(ref_grads) <= set(grads), (sorted(grads), sorted(ref_grads))

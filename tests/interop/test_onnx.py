@@ -7,6 +7,8 @@ import pytest
 import graphnet as gn
 from graphnet.interop import UnsupportedOpError
 
+from graphnet.models import ThreeLayerConvNet
+
 from .cases import CASES, build, builtin_gates, course_models, gate_ops, graph_with_a_custom_gate
 from .reference import assert_runs_equal, graphnet_run, torch_run
 
@@ -435,6 +437,41 @@ def test_course_model_loss_graph_round_trips(name):
         rtol=1e-5,
         atol=1e-7,
     )
+
+
+@pytest.mark.parametrize("filter_size", [3, 5])
+def test_an_input_without_a_gradient_comes_back_without_one_giving_the_same_bits(filter_size):
+    """ONNX has no requires_grad: the file's metadata lists the inputs built without one, so
+    the import differentiates nothing the model only reads (X) and its conv -> relu ->
+    max_pool takes the original's fused path (the one that computes dX too gave W1's and
+    b1's gradients 4e-16 to 1.3e-15 apart). A file from elsewhere has no such entry: its
+    inputs get gradients."""
+    model = ThreeLayerConvNet(
+        input_dim=(3, 8, 8),
+        num_filters=4,
+        filter_size=filter_size,
+        hidden_dim=10,
+        num_classes=5,
+        weight_scale=0.3,
+        dtype=np.float64,
+    )
+    feeds = {"X": np.random.default_rng(3).normal(size=(3, 3, 8, 8))}
+    model.graph.eval()
+    file = gn.to_onnx(model.graph, outputs="scores")
+    back = gn.from_onnx(file)
+    assert not back["X"].requires_grad
+    for mode in ("eval", "train"):
+        model.graph.train(mode == "train"), back.train(mode == "train")
+        (value, grads), (expected, expected_grads) = (
+            graphnet_run(back, feeds, "scores"),
+            graphnet_run(model.graph, feeds, "scores"),
+        )
+        np.testing.assert_array_equal(value, expected)
+        assert grads.keys() == expected_grads.keys() == set(model.params)
+        for name, grad in expected_grads.items():
+            np.testing.assert_array_equal(grads[name], grad, err_msg=name)
+    del file.metadata_props[:]
+    assert gn.from_onnx(file)["X"].requires_grad
 
 
 def test_an_input_without_a_shape_needs_input_shapes_unless_an_affine_tells_its_rank():

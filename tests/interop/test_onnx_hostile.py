@@ -68,6 +68,13 @@ def float_and_double(nodes, initializers=()):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
+def inputs_without_gradient(entry):
+    """A Relu model whose graphnet metadata lists the inputs without gradient as `entry`."""
+    proto = one("Relu", shape=(2,))
+    helper.set_model_props(proto, {"graphnet.inputs_without_gradient": entry})
+    return proto
+
+
 WEIGHT = const("w", np.ones((2, 3, 3, 3)), np.float32)
 MODELS = {
     "conv stride 0": (one("Conv", ("x", "w"), [WEIGHT], strides=[0, 0]), "stride must be >= 1"),
@@ -95,6 +102,13 @@ MODELS = {
     "flatten axis 2**40": (one("Flatten", axis=2**40, shape=(2, 3)), "axis 1099511627776"),
     "cast to type 9999": (one("Cast", to=9999, shape=(2,)), "no ONNX type"),
     "input of 2**62 x 2**62": (one("Relu", shape=(HUGE, HUGE)), "64 bits"),
+    **{
+        f"inputs without gradient {entry}": (
+            inputs_without_gradient(entry),
+            "'graphnet.inputs_without_gradient' must list some of the model's inputs",
+        )
+        for entry in ('"x"', '["z"]', "[1]", '[["x"]]', "{}", "[", "")
+    },
     "node without outputs": (
         model([helper.make_node("Relu", ["x"], [])], shape=(2,)),
         "has no output",

@@ -435,3 +435,52 @@ def test_checkpoint_each_epoch(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run_epoch_1.npz", "run_epoch_2.npz"]
     restored = load(tmp_path / "run_epoch_2.npz")
     assert type(restored) is FullyConnectedNet
+
+
+HOSTILE_SETTINGS = (0, -1, 2**31, 2**64, 1.5, float("nan"), float("inf"), True, None, "2", b"x")
+SETTINGS = dict(
+    update_rule="adam",
+    optim_config={"learning_rate": 1e-3},
+    lr_decay=0.9,
+    batch_size=10,
+    num_epochs=1,
+    num_train_samples=20,
+    num_val_samples=None,
+    print_every=1,
+    seed=0,
+)
+
+
+@pytest.mark.parametrize(
+    "key", [*SETTINGS, "checkpoint_name", "learning_rate", "beta1", "beta2", "epsilon", "t"]
+)
+def test_hostile_settings_train_or_are_refused_when_built(key, capsys, tmp_path, monkeypatch):
+    """Each setting (and each optim_config key) replaced by each hostile value: the Solver
+    is refused when built (a ValueError or TypeError with a message) or trains without
+    error (print_every=0 used to raise ZeroDivisionError at the first loss line,
+    batch_size=2**31 to run without end, 2**64 to raise OverflowError, checkpoint_name=b'x'
+    to write b'x'_epoch_1.npz); an update rule refusing its config names the key."""
+    monkeypatch.chdir(tmp_path)  # where a checkpoint_name that is not a path would write
+    outcomes = []
+    for value in HOSTILE_SETTINGS:
+        if key in SETTINGS or key == "checkpoint_name":
+            settings = {**SETTINGS, key: value}
+        else:
+            settings = {**SETTINGS, "optim_config": {"learning_rate": 1e-3, key: value}}
+        if key == "num_epochs" and value in (2**31, 2**64):
+            continue  # a long run is what it asks for
+        try:
+            solver = Solver(make_model(), blobs(), **settings)
+        except (ValueError, TypeError) as err:
+            assert str(err), (key, value)
+            outcomes.append("refused")
+            continue
+        try:
+            solver.train()
+            outcomes.append("trained")
+        except (ValueError, TypeError) as err:  # an update rule refusing its config
+            assert key in str(err), (key, value, err)
+            outcomes.append("refused by the rule")
+    assert "refused" in outcomes or "refused by the rule" in outcomes
+    assert sorted(p.name for p in tmp_path.iterdir()) in ([], ["2_epoch_1.npz"])
+    capsys.readouterr()

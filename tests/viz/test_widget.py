@@ -244,3 +244,15 @@ def test_the_widget_marks_the_first_nan_and_its_path_to_the_loss():
     assert nodes["n_e"]["stroke"] == black and nodes["n_loss"]["stroke"] == black
     assert nodes["n_negated"]["stroke"] != black
     assert ["⚠ the first NaN/Inf", black, 1] in nodes["n_ln"]["rows"]
+
+
+@pytest.mark.parametrize("nodes", [0, 1])
+def test_a_graph_of_no_node_or_one_unrun_node_draws(nodes):
+    """An empty Graph is falsy (its len is 0): the widget took it for no graph at all and
+    raised AttributeError."""
+    g = gn.Graph()
+    if nodes:
+        g.input("x")
+    widget = viz.Widget(g)
+    assert widget.graph is g
+    assert "<svg" in widget.svg
