@@ -10,6 +10,8 @@ Float32, one thread, CPU time.
                                           [--channels 8] [--batches 1,2,4] [--pixels 6,40]
     python benchmarks/bench_lane_rules.py --path columns [--pass dw] [--seed 1] [--layers 40]
                                           [--batches 1,1,2,4,16,64] [--layer N,C,H,W,F,k,s,pad]
+    python benchmarks/bench_lane_rules.py --path columns [--pass dw] --networks 0,1,2
+                                          [--batches 1,16,64]
 
 The lane kernels' layers: 1-`--channels` channels, 3-24 filters, 3x3, 5x5 or 7x7 windows
 with any pad up to half the window, stride 2, `--pixels` a side (the random student
@@ -17,7 +19,10 @@ networks' strided layers), a batch of `--batches`; for dx only batches holding u
 channels (the small-batch rule). The columns': layers whose pass the columns can take,
 1-256 channels and filters (half of each 1-48, odd counts too), 1x1-7x7 windows, stride 2
 or 3, pad 0-3, 2-64 pixels a side, a batch of `--batches` (the rules were fitted on
-1,1,2,4,16,64). `--pass dw` times dw and db (dx not asked for). Printed per layer: the
+1,1,2,4,16,64); or with `--networks` the strided layers the networks students build
+have (the zoo's and those of the 100 random networks of each seed,
+zoo_models.random_network) at each of `--batches`, those whose pass the columns can take.
+`--pass dw` times dw and db (dx not asked for). Printed per layer: the
 fastest of 5 blocks of calls of each (two turns each), us, and always / off, auto / off.
 Last, the geomeans of the rule's time and of the better path's over "off"'s."""
 
@@ -27,6 +32,7 @@ import time
 
 import numpy as np
 from bench_attention import best_ms
+from zoo_models import ZOO, conv_layer, random_network, shapes
 
 from graphnet.kernels import _C
 
@@ -53,7 +59,6 @@ def column_layer(rng, batches, which):
     def count():
         return int(rng.integers(1, 49) if rng.random() < 0.5 else rng.integers(49, 257))
 
-    setter = _C.set_column_dx if which == "dx" else _C.set_column_dw
     while True:
         C, F = count(), count()
         H = int(rng.choice([2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 14, 16, 20, 24, 32, 40, 48, 64]))
@@ -63,15 +68,41 @@ def column_layer(rng, batches, which):
         N = int(rng.choice(batches))
         if min(H, W) + 2 * pad < k or N * C * H * W * F * k * k > 2e8 * s * s:
             continue
-        # the path reads the shapes alone
-        x, w = (np.broadcast_to(np.float32(0), shape) for shape in ((N, C, H, W), (F, C, k, k)))
-        setter("always")
-        try:
-            paths = _C.strided_gradient_paths(x, w, s, pad)
-        finally:
-            setter("auto")
-        if paths[0 if which == "dx" else 1] == "columns":
-            return N, C, H, W, F, k, s, pad
+        layer = N, C, H, W, F, k, s, pad
+        if columns_can_take(layer, which):
+            return layer
+
+
+def columns_can_take(layer, which):
+    """Whether the columns can take the layer's dx (`which` "dx") or dw
+    (set_column_dx / set_column_dw "always"; the path reads the shapes alone)."""
+    N, C, H, W, F, k, s, pad = layer
+    setter = _C.set_column_dx if which == "dx" else _C.set_column_dw
+    x, w = (np.broadcast_to(np.float32(0), shape) for shape in ((N, C, H, W), (F, C, k, k)))
+    setter("always")
+    try:
+        paths = _C.strided_gradient_paths(x, w, s, pad)
+    finally:
+        setter("auto")
+    return paths[0 if which == "dx" else 1] == "columns"
+
+
+def network_layers(seeds, batches, which):
+    """The strided layers (N, C, H, W, F, k, stride, pad) of the zoo's networks and of the
+    100 random networks of each seed, at each batch, each once, whose pass the columns can
+    take."""
+    models = list(ZOO) + [random_network(seed, index) for seed in seeds for index in range(100)]
+    layers = []
+    for model in models:
+        for N in batches:
+            for layer, shape in shapes(model, N)[0]:
+                if layer[0] != "conv" or conv_layer(layer)[2] < 2:
+                    continue
+                F, k, s, pad = conv_layer(layer)
+                drawn = (N, *shape[1:], F, k, s, pad)
+                if drawn not in layers and columns_can_take(drawn, which):
+                    layers.append(drawn)
+    return layers
 
 
 def main():
@@ -83,6 +114,11 @@ def main():
     parser.add_argument("--channels", type=int, default=8)
     parser.add_argument("--batches", default="1,2,4")
     parser.add_argument("--pixels", default="6,40", help="the least and most pixels a side")
+    parser.add_argument(
+        "--networks",
+        metavar="SEEDS",
+        help="--path columns: the strided layers of the zoo's and these seeds' random networks",
+    )
     parser.add_argument(
         "--layer",
         action="append",
@@ -109,6 +145,11 @@ def main():
     )
     rule_ratios, best_ratios = [], []
     given = [tuple(int(v) for v in spec.split(",")) for spec in args.layer]
+    if args.networks:
+        if args.path != "columns":
+            parser.error("--networks: with --path columns")
+        seeds = [int(seed) for seed in args.networks.split(",")]
+        given += network_layers(seeds, batches, args.which)
     for index in range(len(given) or args.layers):
         if given:
             N, C, H, W, F, k, s, p = layer = given[index]

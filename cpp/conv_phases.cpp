@@ -907,13 +907,32 @@ bool column_input_gradient_pays(const ConvGeometry& g) {
 // networks' strided layers at batch 1 that it took lost to the phases (1.15-1.50x: 3 -> 30
 // 1x1 @18x23, 45 -> 6 7x7 @14x19, 2 -> 19 5x5 @19x23), so there the rule stays the one
 // before: fewer positions than filters.
+// And at any batch where an image's output positions times the window's taps are at most
+// 256 (3x3 on 5x5 outputs, 5x5 on 3x3, 7x7 on 2x2), on 2x2 and wider windows of 3+
+// channels: there the phases' planes are a handful of positions each, and the columns won
+// on the random networks' layers at batches 16 and 64 (64 x 33 -> 35 3x3 @7x5 0.53x,
+// 16 x 35 -> 42 3x3 @9x11 0.71x, 16 x 3 -> 32 5x5 @9 0.91x) and on layers of any batch
+// of bench_lane_rules.py's draws (1-256 channels, 1x1-7x7, batches 1-64); on 1x1 windows
+// they lose (16 x 5 -> 24 1x1 @6 1.16x), as on images past the bound (16 x 6 -> 14 5x5
+// @10x7, 20 positions of 25 taps, 1.04x; 16 x 12 -> 43 7x7 @11x16 1.19x); 1-2 channels
+// stay out, as in the batch's term. Fitted on --seed 1 --batches 1,1,2,4,16,64 (80 layers) and the networks'
+// strided layers (--networks 0,1,2 --batches 1,16,64, 603): the phases' time 0.786x ->
+// 0.754x and 0.977x -> 0.972x (the better path each time 0.736x, 0.960x); held out,
+// --seed 2, 3 and 4: 0.804x -> 0.779x, 0.848x -> 0.826x, 0.823x -> 0.796x
+// (docs/performance/kernels.md, "dw as columns").
 constexpr int64_t kColumnDwPositionsPerFilter = 2, kColumnDwPositionsBeyond = 64;
+constexpr double kColumnDwMostImageWindowTaps = 256.0;
 
 bool column_weight_gradient_pays(const ConvGeometry& g) {
     const bool fitted = g.HH == g.WW && g.HH >= 2 && g.HH <= 5 && g.C >= 3;
     const int64_t positions = g.N * g.positions();
-    return fitted ? positions < kColumnDwPositionsPerFilter * g.F + kColumnDwPositionsBeyond
-                  : positions < g.F;
+    const bool few_positions =
+        fitted ? positions < kColumnDwPositionsPerFilter * g.F + kColumnDwPositionsBeyond
+               : positions < g.F;
+    const bool small_images = g.C >= 3 && g.HH >= 2 && g.WW >= 2 &&
+                              double(g.positions()) * double(g.HH) * double(g.WW) <=
+                                  kColumnDwMostImageWindowTaps;
+    return few_positions || small_images;
 }
 
 void phase_input_gradient(const ConvGeometry& g, const float* dout, const float* w, float* dx,

@@ -975,14 +975,25 @@ def test_set_column_dw_names_its_modes():
         (2, 48, 12, 48, 7, 3, False),  # 7x7: 72 for 48
         (2, 48, 12, 48, 1, 0, False),  # 1x1: 72 for 48
         (2, 2, 12, 64, 5, 2, False),  # 2 channels: 72 for 64
+        # at any batch, an image's positions times the window's taps at most 256
+        (16, 32, 10, 32, 3, 1, True),  # 25 x 9 = 225 an image (400 in the batch for 32)
+        (16, 32, 12, 32, 3, 1, False),  # 36 x 9 = 324
+        (16, 32, 8, 32, 4, 1, True),  # 16 x 16 = 256: at the bound
+        (64, 32, 16, 32, 2, 0, True),  # 64 x 4 = 256: at the bound
+        (64, 32, 18, 32, 2, 0, False),  # 81 x 4 = 324: past it
+        (16, 16, 4, 32, 7, 3, True),  # 7x7: 4 x 49 = 196
+        (16, 16, 6, 32, 7, 3, False),  # 7x7: 9 x 49 = 441
+        (16, 2, 4, 32, 5, 2, False),  # 2 channels: 4 x 25 = 100, but left to the phases
     ],
 )
 def test_column_weight_gradient_where_it_pays(N, C, H, F, k, pad, columns):
     """'auto' takes dw and db as columns where the batch's output positions are fewer than
     twice the filters and 64 more, on 2x2-5x5 windows of 3+ channels, elsewhere fewer than
-    the filters (the bits of the columns forced), else the phases' (the bits with them
-    off); the two differ in their last bits at batches of 2+ (the phases sum chunks of
-    images apart)."""
+    the filters; and at any batch where an image's output positions times the window's
+    taps are at most 256, on 2x2+ windows of 3+ channels (the bits of the columns forced,
+    and strided_gradient_paths says so), else the phases' (the bits with them off); the
+    two differ in their last bits at batches of 2+ (the phases sum chunks of images
+    apart)."""
     x, w, b = case(N, C, H, H, F, k, np.float32, seed=N + C + F)
     out = _C.conv_forward(x, w, b, 2, pad)
     dout = np.random.default_rng(C).standard_normal(out.shape).astype(np.float32)
@@ -990,6 +1001,8 @@ def test_column_weight_gradient_where_it_pays(N, C, H, F, k, pad, columns):
     assert not np.array_equal(on[0], off[0])
     for got, same in zip(column_dw(dout, x, w, 2, pad, "auto"), on if columns else off):
         np.testing.assert_array_equal(got, same)
+    path = "columns" if columns else "phases"
+    assert gradient_paths(_C.set_column_dw, "auto", x, w, 2, pad)[1] == path
 
 
 # Random strided layers for the columns: the channel counts whose filters fill whole
