@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -345,13 +346,6 @@ StridedGradientPaths strided_gradient_paths(const ConvGeometry& g) {
 
 namespace {
 
-template <typename T>
-bool lane_forward(const ConvGeometry& g) {
-    const LaneForwardMode mode = lane_forward_mode;
-    return mode != LaneForwardMode::kOff && phase_passes<T>(g).forward &&
-           (mode == LaneForwardMode::kEverywhere || lane_forward_pays(g));
-}
-
 // The forward and dx of stride-1 layers on rows under kDirectMinRow pixels that run on the
 // AVX-512 tap kernel (short_rows_on_taps).
 template <typename T>
@@ -359,6 +353,73 @@ bool tap_forward(const ConvGeometry& g) {
     return std::is_same_v<T, float> && g.stride == 1 && !is_pointwise(g) &&
            g.Wo < kDirectMinRow && short_rows_on_taps(g.Wo, g.F, kTapForwardMinFilters) &&
            direct_enabled && use_avx512();
+}
+
+// A stride-1 forward of few filters (or a dx of few channels, as the forward of dout: g
+// then the turned layer) on the lane kernel, whose vectors hold 16 positions of a grid as
+// wide as a padded row, where the kernel it replaces leaves lanes idle: under
+// kDirectAvx512MinFilters filters the AVX2 direct kernel's 8 lanes or the tap kernel's
+// filters along 16; on rows of 16+ pixels the direct AVX-512 kernel's last vector of a
+// row (rows of 17-31 pixels: 2 vectors) and its tile of 6-12 filters padded. Its vectors
+// of work (grid / 16 x filters) against the direct kernel's (rows x vectors a row x
+// padded filters) tracked the time, per pass, one thread, batch 4-16 (the lane kernel's
+// time / the direct kernel's, at the ratio of work): 16 -> 7 5x5 pad 1 @34x35 0.59 at
+// 0.77, 16 -> 6 3x3 @20 0.74 at 0.70, 2 -> 21 5x5 pad 0 @35x29 0.91 at 0.90, 9 -> 14
+// 5x5 pad 0 @30x35 1.09 at 1.09, 14 -> 9 7x7 @26x31 1.16 at 1.15, 4 -> 16 and 12 -> 12
+// 3x3 @16 1.09 at 1.12; and under 6 filters 0.55-0.71 at batch 16 (3x3, 5x5, 7x7; rows of
+// 28-39 pixels, dx and forward), 0.92-1.00 at 4 on rows of 32, whatever that ratio; but
+// at batch 1 on rows the AVX2 kernel's vectors of 8 fill, the lane kernel's setup shows:
+// 4 filters 5x5 @20 1.22, 3 @32 1.25; 3 -> 10 3x3 pad 0 @28 1.23 at a ratio of 0.94
+// (0.95 at batch 16); 16 -> 6 3x3 @20 0.85 at 0.70. Rows under 16 pixels go by
+// lane_forward_pays, which weighs the lane kernel against the tap kernel, where the grid
+// is at most kUnitStrideLaneMaxGrid times the positions (30 -> 18 3x3 pad 0 @9, 1.19x,
+// 0.61; 10 -> 8 3x3 pad 1 @7, 1.24x, 0.90; but 5 -> 8 5x5 pad 2 @13, 1.29x, 1.08; 10 -> 32
+// 7x7 pad 3 @13, 1.40x, 1.23-1.26 at batch 1 and 16; 8 -> 10 7x7 pad 3 @10, 1.56x, 1.00).
+constexpr double kUnitStrideLaneMaxWork = 0.95;
+constexpr double kUnitStrideLaneMaxWorkOneImage = 0.8;
+constexpr double kUnitStrideLaneMaxGrid = 1.25;
+
+bool unit_stride_lane_forward_pays(const ConvGeometry& g) {
+    if (g.F > kLaneForwardMaxFilters) return false;
+    // (in doubles: products of hostile sizes need not fit)
+    const double grid = (double(g.Ho) - 1) * double(g.W + 2 * g.pad) + double(g.Wo);
+    if (g.Wo < kDirectMinRow) {
+        return grid <= kUnitStrideLaneMaxGrid * double(g.positions()) && lane_forward_pays(g);
+    }
+    if (g.F < kDirectAvx512MinFilters) return g.N > 1;
+    const double lanes_work = std::ceil(grid / kLanes) * double(g.F);
+    const double direct_work = double(g.Ho) * double((g.Wo + kLanes - 1) / kLanes) *
+                               double(padded_filters(g.F, direct_tile_filters_avx512(g.F)));
+    return lanes_work <= (g.N > 1 ? kUnitStrideLaneMaxWork : kUnitStrideLaneMaxWorkOneImage) *
+                             direct_work;
+}
+
+// Whether a stride-1 pass of layer g (the forward's, or dx's as the forward of dout) can
+// run on the lane kernel at all, and does under set_lane_conv's mode.
+bool unit_stride_lanes(const ConvGeometry& g) {
+    const LaneForwardMode mode = lane_forward_mode;
+    return g.stride == 1 && !is_pointwise(g) && g.pad < g.HH && g.pad < g.WW &&
+           direct_enabled && use_avx512() && mode != LaneForwardMode::kOff &&
+           (mode == LaneForwardMode::kEverywhere || unit_stride_lane_forward_pays(g));
+}
+
+// A stride-1 forward takes the lanes only where the direct or the tap kernel would run it:
+// the lane kernel sums each output's terms in their order, so its bits are theirs.
+template <typename T>
+bool lane_forward(const ConvGeometry& g) {
+    if (!std::is_same_v<T, float>) return false;
+    if (g.stride == 1) {
+        return (direct_passes<T>(g).forward || tap_forward<T>(g)) && unit_stride_lanes(g);
+    }
+    const LaneForwardMode mode = lane_forward_mode;
+    return mode != LaneForwardMode::kOff && phase_passes<T>(g).forward &&
+           (mode == LaneForwardMode::kEverywhere || lane_forward_pays(g));
+}
+
+// dx of a stride-1 layer as the forward of dout padded by k - 1 - pad (direct_dx_fits)
+// with the filters turned and their axes swapped: the layer that forward runs.
+ConvGeometry turned_layer(const ConvGeometry& g) {
+    return {g.N, g.F, g.Ho, g.Wo, g.C, g.HH, g.WW, 1, g.HH - 1 - g.pad, g.H, g.W};
 }
 
 template <typename T>
@@ -979,6 +1040,25 @@ void direct_forward(const ConvGeometry& g, int threads, const float* x, const fl
                       done);
 }
 
+// dx of a stride-1 layer on the lane kernel: the forward of its turned layer
+// (turned_layer) with the filters turned by 180 degrees, channels and filters swapped.
+void lane_input_gradient(const ConvGeometry& g, const float* dout, const float* w, float* dx) {
+    const ConvGeometry turned = turned_layer(g);
+    const int64_t kernel = g.HH * g.WW;
+    std::vector<float> w_turned(checked_mul(g.F, g.taps(), "conv lane dx weights"));
+    for (int64_t c = 0; c < g.C; ++c) {
+        for (int64_t f = 0; f < g.F; ++f) {
+            const float* from = w + (f * g.C + c) * kernel;
+            std::reverse_copy(from, from + kernel, w_turned.data() + (c * g.F + f) * kernel);
+        }
+    }
+    const std::vector<float> no_bias(g.C, 0.0f);
+    const int64_t image = g.C * g.H * g.W;
+    phase_lane_forward(turned, team_size(g.N), dout, w_turned.data(), no_bias.data(),
+                       [&](int64_t n, int) { return dx + n * image; },
+                       [](int64_t, const float*) {});
+}
+
 void direct_input_gradient(const ConvGeometry& g, const float* dout, const float* w, float* dx) {
     const int64_t pad_h = g.HH - 1 - g.pad, pad_w = g.WW - 1 - g.pad;
     const Kernel kernel = forward_kernel(g.C, g.W);
@@ -1349,10 +1429,10 @@ void forward_images(const ConvGeometry& g, int threads, const T* x, const T* w, 
                                            WinogradWeights{w, g.taps(), g.HH * g.WW, false},
                                            b, out_of, done);
             }
+            if (lane_forward<T>(g)) return phase_lane_forward(g, threads, x, w, b, out_of, done);
             if (direct_passes<T>(g).forward) {
                 return direct_forward(g, threads, x, w, b, out_of, done);
             }
-            if (lane_forward<T>(g)) return phase_lane_forward(g, threads, x, w, b, out_of, done);
             if (phase_passes<T>(g).forward || tap_forward<T>(g)) {
                 return phase_forward(g, threads, x, w, b, out_of, done);
             }
@@ -1748,12 +1828,19 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
                          (winograd_conv(g, g.F, g.C, input_gradient_tiled(g),
                                         winograd_input_gradient_min_side(g)) ||
                           winograd_narrow(g, g.F, g.C, input_gradient_tiled(g)))));
+        // Where the direct or the tap kernel would run dx, the lane kernel with its bits
+        // (a square kernel: the turned layer pads both sides alike).
+        const bool lane_dx = gemm_dx && !winograd_dx && g.HH == g.WW && g.pad < g.HH &&
+                             (direct_pass.dx || tap_input_gradient<T>(g)) &&
+                             unit_stride_lanes(turned_layer(g));
         // These dx kernels read the whole batch's dout, not a chunk's.
         if (winograd_dx ||
             (gemm_dx && (direct_pass.dx || phase.dx || tap_input_gradient<T>(g)))) {
             through_whole_batch();
             if (winograd_dx) {
                 winograd_input_gradient(g, dout, w, dx);
+            } else if (lane_dx) {
+                lane_input_gradient(g, dout, w, dx);
             } else if (direct_pass.dx) {
                 direct_input_gradient(g, dout, w, dx);
             } else if (phase.column_dx) {

@@ -254,7 +254,7 @@ void PhaseForward::output(int64_t i, const float* scratch, float* out) const {
 // real positions).
 // On 64+ filters it lost where that ratio let it in (batch 16: 32 -> 64 3x3 @32 1.05x the
 // tap kernel's time, 64 -> 128 @16 1.20x, 8 -> 64 @16 1.17x; 3 -> 48 @32 at batch 64
-// 0.84x, 4 -> 40 @24 0.80x): kLaneForwardMaxFilters.
+// 0.84x, 4 -> 40 @24 0.80x): kLaneForwardMaxFilters (conv_phases.h).
 // The tap kernel's work counts the rows its last tile computes past the output's
 // (tap_rest_step): on outputs of a few rows they are a large part of it (random-0-35's
 // 19 -> 8 3x3 stride 2 @9x11: 35 positions, 18 rows of 2, computed as 24), and without
@@ -264,7 +264,6 @@ void PhaseForward::output(int64_t i, const float* scratch, float* out) const {
 // 0.809, geomean (the better kernel each time: 0.808); on 60 others 0.842 -> 0.820 (0.813);
 // on 60 of 6-40 px 0.699 -> 0.694 (0.697).
 constexpr double kLaneForwardMaxWork = 1.15;
-constexpr int64_t kLaneForwardMaxFilters = 48;
 
 bool lane_forward_pays(const ConvGeometry& g) {
     // (in doubles: products of hostile sizes need not fit)

@@ -78,6 +78,8 @@ struct LaneGrid {
 // kernel leaves idle on few filters, or on 17-24 of 32, cost it more than the columns past
 // the output's that the lane kernel computes on narrow images.
 bool lane_forward_pays(const ConvGeometry& g);
+// The most filters the lane kernel runs a forward of (conv_phases.cpp: measured).
+constexpr int64_t kLaneForwardMaxFilters = 48;
 
 // The forward of a strided layer of few filters (conv.cpp: lane_forward) on the lane
 // kernel (lane_conv_forward_avx512): output positions along the lanes, the filters in

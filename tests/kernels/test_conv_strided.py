@@ -642,6 +642,51 @@ def test_lane_input_gradient_of_9_to_24_channels(C, F, k, stride, pad):
     )
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    N=st.integers(1, 4),
+    C=st.integers(1, 20),
+    H=st.integers(1, 30),
+    W=st.integers(1, 40),
+    F=st.integers(1, 50),
+    k=st.integers(2, 7),
+    pad=st.integers(0, 3),
+    seed=st.integers(0, 2**16),
+)
+def test_stride_one_lanes_give_the_bits_of_the_kernels_they_replace(N, C, H, W, F, k, pad, seed):
+    """Stride-1 forwards of few filters and dx of few channels (as the forward of dout, the
+    filters turned) on the lane kernel, as its rule picks them and on every layer: the bits
+    of the direct and tap kernels they replace (each output sums the same terms in the same
+    order), the naive loops within rounding, the same bits on 1-3 threads. A NaN and an inf
+    in x reach the outputs that read them alike."""
+    if k > H + 2 * pad or k > W + 2 * pad or pad >= k:
+        return
+    x, w, b = case(N, C, H, W, F, k, np.float32, seed)
+    hostile = x.copy()
+    hostile[0, 0, 0, -1], hostile[-1, -1, -1, 0] = np.nan, np.inf
+    for inputs in (x, hostile):
+        off = with_lanes("off", _C.conv_forward, inputs, w, b, 1, pad)
+        for mode, threads in (("auto", 1), ("always", 1), ("always", 3), ("auto", 2)):
+            np.testing.assert_array_equal(
+                with_lanes(mode, _C.conv_forward, inputs, w, b, 1, pad, threads=threads), off
+            )
+    dout = np.random.default_rng(seed).standard_normal(off.shape).astype(np.float32)
+    args = (dout, x, w, 1, pad, True, False)
+    dx_off = with_lanes("off", _C.conv_backward, *args)[0]
+    for mode, threads in (("auto", 1), ("always", 1), ("always", 3), ("auto", 2)):
+        np.testing.assert_array_equal(
+            with_lanes(mode, _C.conv_backward, *args, threads=threads)[0], dx_off
+        )
+    bounds = conv_error_bounds(dout, x, w, b, 1, pad)
+    assert_within_rounding(
+        with_lanes("always", _C.conv_forward, x, w, b, 1, pad),
+        conv_forward_ref(x, w, b, 1, pad),
+        bounds[0],
+        1e-5,
+    )
+    assert_within_rounding(dx_off, conv_backward_ref(dout, x, w, 1, pad)[0], bounds[1], 1e-5)
+
+
 def test_set_lane_conv_names_its_modes():
     with pytest.raises(Exception, match="set_lane_conv: mode must be"):
         _C.set_lane_conv("sometimes")
