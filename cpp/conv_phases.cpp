@@ -876,8 +876,20 @@ double taps_inside(int64_t size, int64_t outputs, int64_t window, int64_t stride
 // 0.873x, 0.817x (the batch's positions alone 0.864x, 0.899x, 0.875x, 0.893x, 0.822x;
 // the better path each time 0.781x, 0.812x, 0.794x, 0.842x, 0.798x;
 // docs/performance/kernels.md, "dx as columns").
+// And where every window lies inside the image (pad 0) at up to 100 output positions an
+// image, on at least a filter per 4 channels: there the phases' s x s calls still run
+// over few positions each, and no tap of the columns falls in the padding (33 -> 39 3x3
+// @21 0.76-0.82x at batches 1-64, 39 -> 32 5x5 @16x15 0.80x); but the col2im adds a float
+// per position and tap of every channel whatever the filters, so on many channels and few
+// filters the columns lose (4 x 205 -> 28 6x6 @20 1.34x, 4 x 210 -> 14 2x2 @20 1.24x).
+// Fitted on the pad-0 layers of at most 200 positions an image the rule before left to
+// the phases, of 1500 draws of --seed 11 (131 layers): 1.000x -> 0.923x the phases' time
+// (the better path 0.873x); held out, those of --seed 12 and 13 (148, 124 layers) 0.943x
+// and 0.982x (0.882x, 0.904x), the random networks' layers (--networks 0,1,2: 135)
+// 0.958x -> 0.947x (0.934x), --seed 1-5 (80 layers each) within 0.007.
 constexpr double kColumnDxMostPositionsPerFilter = 2.0, kColumnDxMostImagePositions = 25.0;
 constexpr int64_t kColumnDxImageLeastFilters = 8;
+constexpr int64_t kColumnDxInsideMostImagePositions = 100, kColumnDxInsideChannelsPerFilter = 4;
 
 bool column_input_gradient_pays(const ConvGeometry& g) {
     const double inside = taps_inside(g.H, g.Ho, g.HH, g.stride, g.pad) *
@@ -886,7 +898,9 @@ bool column_input_gradient_pays(const ConvGeometry& g) {
     return double(g.N) * double(g.positions()) <=
                kColumnDxMostPositionsPerFilter * double(g.F) * squared * squared ||
            (g.F >= kColumnDxImageLeastFilters &&
-            double(g.positions()) <= kColumnDxMostImagePositions * inside);
+            double(g.positions()) <= kColumnDxMostImagePositions * inside) ||
+           (g.pad == 0 && g.positions() <= kColumnDxInsideMostImagePositions &&
+            g.C <= kColumnDxInsideChannelsPerFilter * g.F);
 }
 
 // dw and db alone against the phases, one thread, thread CPU time, min of 5 blocks, two

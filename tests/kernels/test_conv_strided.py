@@ -833,36 +833,44 @@ def test_columns_match_numerical_gradient(wrt, N, C, H, W, F, k, stride, pad):
 
 @pytest.mark.skipif(not _C.avx512_conv_active(), reason="no AVX-512: dx runs im2col + GEMM")
 @pytest.mark.parametrize(
-    "N, C, H, F, columns",
+    "N, C, H, F, pad, columns",
     [
-        (1, 64, 8, 128, True),  # 16 output positions for 128 filters
-        (1, 128, 4, 32, True),  # 4 for 32, 5 in 6 of the windows' rows and columns inside
-        (1, 50, 8, 100, True),  # 16 for 100, rows of 450 floats padded to 464
-        (1, 64, 16, 128, True),  # 64 for 128, 23 in 24 of the rows and columns inside
-        (1, 64, 32, 128, False),  # 256 for 128
-        (4, 32, 12, 64, False),  # 144 for 64, 36 an image
-        (2, 32, 16, 64, False),  # 128 for 64, 23 in 24 inside: just past
-        (4, 32, 8, 64, True),  # 64 for 64, but 16 an image, at most 25 x 11/12 x 11/12
-        (16, 96, 5, 128, True),  # 144 for 128, but 9 an image, at most 25 x 7/9 x 7/9
-        (4, 32, 10, 32, False),  # 25 an image, but 14 in 15 inside: just past
-        (16, 32, 6, 8, True),  # 144 for 8, but 9 an image, of the fewest filters it takes
-        (16, 32, 6, 7, False),  # 9 an image, but 7 filters
+        (1, 64, 8, 128, 1, True),  # 16 output positions for 128 filters
+        (1, 128, 4, 32, 1, True),  # 4 for 32, 5 in 6 of the windows' rows and columns inside
+        (1, 50, 8, 100, 1, True),  # 16 for 100, rows of 450 floats padded to 464
+        (1, 64, 16, 128, 1, True),  # 64 for 128, 23 in 24 of the rows and columns inside
+        (1, 64, 32, 128, 1, False),  # 256 for 128
+        (4, 32, 12, 64, 1, False),  # 144 for 64, 36 an image
+        (2, 32, 16, 64, 1, False),  # 128 for 64, 23 in 24 inside: just past
+        (4, 32, 8, 64, 1, True),  # 64 for 64, but 16 an image, at most 25 x 11/12 x 11/12
+        (16, 96, 5, 128, 1, True),  # 144 for 128, but 9 an image, at most 25 x 7/9 x 7/9
+        (4, 32, 10, 32, 1, False),  # 25 an image, but 14 in 15 inside: just past
+        (16, 32, 6, 8, 1, True),  # 144 for 8, but 9 an image, of the fewest filters it takes
+        (16, 32, 6, 7, 1, False),  # 9 an image, but 7 filters
+        # windows inside the image (pad 0): at most 100 an image, on a filter per 4 channels
+        (16, 33, 21, 39, 0, True),  # 100 an image (1600 for 39)
+        (16, 33, 23, 39, 0, False),  # 121 an image: past
+        (16, 33, 19, 39, 1, False),  # 100 an image, but pad 1
+        (16, 64, 21, 16, 0, True),  # 64 channels on 16 filters: at the bound
+        (16, 65, 21, 16, 0, False),  # 65 channels on 16 filters: past
     ],
 )
-def test_column_input_gradient_where_it_pays(N, C, H, F, columns):
+def test_column_input_gradient_where_it_pays(N, C, H, F, pad, columns):
     """'auto' takes dx as columns where the batch's output positions are at most twice the
     filters, or an image's at most 25 on 8+ filters, weighed by the share of the windows'
-    taps inside the image (to the 4th power for the batch's) (the bits of the columns forced, and
-    strided_gradient_paths says so), else the phases' (the bits with them off); the two
-    differ in their last bits (the terms summed in another order)."""
+    taps inside the image (to the 4th power for the batch's), or where every window lies
+    inside the image (pad 0) an image's at most 100 on at least a filter per 4 channels
+    (the bits of the columns forced, and strided_gradient_paths says so), else the phases'
+    (the bits with them off); the two differ in their last bits (the terms summed in
+    another order)."""
     x, w, b = case(N, C, H, H, F, 3, np.float32, seed=N + C + F)
-    out = _C.conv_forward(x, w, b, 2, 1)
+    out = _C.conv_forward(x, w, b, 2, pad)
     dout = np.random.default_rng(C).standard_normal(out.shape).astype(np.float32)
-    on, off = column_dx(dout, x, w, 2, 1, "always"), column_dx(dout, x, w, 2, 1, "off")
+    on, off = column_dx(dout, x, w, 2, pad, "always"), column_dx(dout, x, w, 2, pad, "off")
     assert not np.array_equal(on, off)
-    np.testing.assert_array_equal(column_dx(dout, x, w, 2, 1, "auto"), on if columns else off)
+    np.testing.assert_array_equal(column_dx(dout, x, w, 2, pad, "auto"), on if columns else off)
     path = "columns" if columns else "phases"
-    assert gradient_paths(_C.set_column_dx, "auto", x, w, 2, 1)[0] == path
+    assert gradient_paths(_C.set_column_dx, "auto", x, w, 2, pad)[0] == path
 
 
 @needs_columns
