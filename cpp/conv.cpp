@@ -394,13 +394,60 @@ bool unit_stride_lane_forward_pays(const ConvGeometry& g) {
                              direct_work;
 }
 
+// dx of a stride-1 layer as the forward of dout padded by k - 1 - pad (direct_dx_fits)
+// with the filters turned and their axes swapped: the layer that forward runs.
+ConvGeometry turned_layer(const ConvGeometry& g) {
+    return {g.N, g.F, g.Ho, g.Wo, g.C, g.HH, g.WW, 1, g.HH - 1 - g.pad, g.H, g.W};
+}
+
 // Whether a stride-1 pass of layer g (the forward's, or dx's as the forward of dout) can
-// run on the lane kernel at all, and does under set_lane_conv's mode.
-bool unit_stride_lanes(const ConvGeometry& g) {
+// run on the lane kernel at all, and does under set_lane_conv's mode (`pays`: its rule's
+// word where the mode leaves it to the rule).
+bool unit_stride_lanes(const ConvGeometry& g, bool pays) {
     const LaneForwardMode mode = lane_forward_mode;
     return g.stride == 1 && !is_pointwise(g) && g.pad < g.HH && g.pad < g.WW &&
            direct_enabled && use_avx512() && mode != LaneForwardMode::kOff &&
-           (mode == LaneForwardMode::kEverywhere || unit_stride_lane_forward_pays(g));
+           (mode == LaneForwardMode::kEverywhere || pays);
+}
+
+// The stride-1 dx that neither the direct nor the tap kernel takes (under
+// kDirectAvx512MinFilters channels on rows under kDirectMinRow pixels: direct_dx_fits,
+// tap_input_gradient) went to im2col + GEMM, whose columns of C k^2 rows are too few for
+// its vectors and whose col2im costs a step per column entry. The lane kernel there, as
+// the forward of dout (turned: g's turned layer), where its work, a vector per 16 of the
+// padded grid's positions, per dout channel and tap, each a load and C FMAs, is small
+// against the GEMM's, a column entry per position, channel and tap, each F FMAs and the
+// im2col and col2im steps: grid F (kLaneDxVectorCost + C) against Ho Wo C (kGemmDxColumnCost
+// + F) (per tap both). Fitted to dx per pass, one thread, CPU time, the two paths in turns
+// in one process, 1, 3 and 5 channels from 4, 8, 16 and 32 filters, 3x3, 5x5 and 7x7 of
+// pad 0 and "same", on 14 rows of 7 and 13 pixels (135 layers at batch 1 and at 16, the
+// mostly-zero pads gemm_input_gradient keeps on the GEMM left out): at batch 16 the rule
+// takes 86, where the lanes ran at 0.17-0.98x the GEMM's time (random-0-21's 5 -> 8 5x5
+// pad 2 @22x13 283 -> 116 us, 3 -> 4 3x3 pad 1 @14x7 35 -> 7, 5 -> 16 7x7 pad 3 @14x13
+// 451 -> 306), and leaves 49 at 0.67-4.1x (few channels from 16+ filters: 1 -> 32 5x5 pad
+// 0 @14x7 19 -> 78 us); its time over them all 0.69x the GEMM's, 1.01x the faster path's.
+// At batch 1, where the lanes' setup weighs more and the passes take 1-50 us, at
+// kLaneDxMaxWorkOneImage: 0.77x the GEMM's time, each pick within 1.4 us of it where slower.
+constexpr double kLaneDxVectorCost = 6;
+constexpr double kGemmDxColumnCost = 64;
+constexpr double kLaneDxMaxWork = 1.5;
+constexpr double kLaneDxMaxWorkOneImage = 1.0;
+
+// dx of that class: under kDirectAvx512MinFilters channels on rows under kDirectMinRow
+// pixels, but for the mostly-zero pads that gemm_input_gradient keeps on the GEMM.
+bool few_channels_short_rows_dx(const ConvGeometry& g) {
+    return g.C < kDirectAvx512MinFilters && g.W < kDirectMinRow && !gemm_input_gradient(g);
+}
+
+bool lane_input_gradient_over_gemm_pays(const ConvGeometry& g) {
+    const ConvGeometry turned = turned_layer(g);
+    // (in doubles: products of hostile sizes need not fit)
+    const double padded_row = double(turned.W) + 2 * double(turned.pad);
+    const double grid = (double(turned.Ho) - 1) * padded_row + double(turned.Wo);
+    const double lanes = grid * double(g.F) * (kLaneDxVectorCost + double(g.C));
+    const double gemm = double(g.positions()) * double(g.C) * (kGemmDxColumnCost + double(g.F));
+    return g.C <= kLaneForwardMaxFilters &&
+           lanes <= (g.N > 1 ? kLaneDxMaxWork : kLaneDxMaxWorkOneImage) * gemm;
 }
 
 // A stride-1 forward takes the lanes only where the direct or the tap kernel would run it:
@@ -409,17 +456,12 @@ template <typename T>
 bool lane_forward(const ConvGeometry& g) {
     if (!std::is_same_v<T, float>) return false;
     if (g.stride == 1) {
-        return (direct_passes<T>(g).forward || tap_forward<T>(g)) && unit_stride_lanes(g);
+        return (direct_passes<T>(g).forward || tap_forward<T>(g)) &&
+               unit_stride_lanes(g, unit_stride_lane_forward_pays(g));
     }
     const LaneForwardMode mode = lane_forward_mode;
     return mode != LaneForwardMode::kOff && phase_passes<T>(g).forward &&
            (mode == LaneForwardMode::kEverywhere || lane_forward_pays(g));
-}
-
-// dx of a stride-1 layer as the forward of dout padded by k - 1 - pad (direct_dx_fits)
-// with the filters turned and their axes swapped: the layer that forward runs.
-ConvGeometry turned_layer(const ConvGeometry& g) {
-    return {g.N, g.F, g.Ho, g.Wo, g.C, g.HH, g.WW, 1, g.HH - 1 - g.pad, g.H, g.W};
 }
 
 template <typename T>
@@ -1828,14 +1870,20 @@ void conv_backward(const ConvGeometry& g, const T* dout, const T* x, const T* w,
                          (winograd_conv(g, g.F, g.C, input_gradient_tiled(g),
                                         winograd_input_gradient_min_side(g)) ||
                           winograd_narrow(g, g.F, g.C, input_gradient_tiled(g)))));
-        // Where the direct or the tap kernel would run dx, the lane kernel with its bits
-        // (a square kernel: the turned layer pads both sides alike).
-        const bool lane_dx = gemm_dx && !winograd_dx && g.HH == g.WW && g.pad < g.HH &&
-                             (direct_pass.dx || tap_input_gradient<T>(g)) &&
-                             unit_stride_lanes(turned_layer(g));
+        // Where the direct or the tap kernel would run dx, the lane kernel with its bits;
+        // where im2col + GEMM would (but for its mostly-zero pads, gemm_input_gradient), the
+        // lane kernel by its own rule (a square kernel: the turned layer pads both sides
+        // alike).
+        const bool direct_or_taps_dx = direct_pass.dx || tap_input_gradient<T>(g);
+        const ConvGeometry turned = turned_layer(g);
+        const bool lane_dx =
+            gemm_dx && !winograd_dx && g.stride == 1 && g.HH == g.WW && g.pad < g.HH &&
+            (direct_or_taps_dx
+                 ? unit_stride_lanes(turned, unit_stride_lane_forward_pays(turned))
+                 : few_channels_short_rows_dx(g) &&
+                       unit_stride_lanes(turned, lane_input_gradient_over_gemm_pays(g)));
         // These dx kernels read the whole batch's dout, not a chunk's.
-        if (winograd_dx ||
-            (gemm_dx && (direct_pass.dx || phase.dx || tap_input_gradient<T>(g)))) {
+        if (winograd_dx || lane_dx || (gemm_dx && (direct_or_taps_dx || phase.dx))) {
             through_whole_batch();
             if (winograd_dx) {
                 winograd_input_gradient(g, dout, w, dx);

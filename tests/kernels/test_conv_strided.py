@@ -587,14 +587,21 @@ def test_lane_input_gradient_of_small_batches(N, C, F, k, pad, lanes):
     up to 3C filters (the bits of the lane kernel forced), else as with it switched off;
     the naive loops within rounding, the same bits on 1-3 threads."""
     x, w, b = case(N, C, 13, 15, F, k, np.float32, seed=N + C + F)
-    out = _C.conv_forward(x, w, b, 2, pad)
-    dout = np.random.default_rng(C).standard_normal(out.shape).astype(np.float32)
-    args = (dout, x, w, 2, pad, True, False)
+    check_input_gradient_rule(x, w, b, 2, pad, lanes, seed=C)
+
+
+def check_input_gradient_rule(x, w, b, stride, pad, lanes, seed):
+    """dx as set_lane_conv("auto") picks it: the bits of the lane kernel forced where
+    `lanes`, else those with it switched off; the naive loops within rounding, the same
+    bits on 1-3 threads."""
+    out = _C.conv_forward(x, w, b, stride, pad)
+    dout = np.random.default_rng(seed).standard_normal(out.shape).astype(np.float32)
+    args = (dout, x, w, stride, pad, True, False)
     dx = with_lanes("auto", _C.conv_backward, *args)[0]
     expected = with_lanes("always" if lanes else "off", _C.conv_backward, *args)[0]
     np.testing.assert_array_equal(dx, expected)
-    bounds = conv_error_bounds(dout, x, w, b, 2, pad)
-    assert_within_rounding(dx, conv_backward_ref(dout, x, w, 2, pad)[0], bounds[1], 1e-5)
+    bounds = conv_error_bounds(dout, x, w, b, stride, pad)
+    assert_within_rounding(dx, conv_backward_ref(dout, x, w, stride, pad)[0], bounds[1], 1e-5)
     for threads in (2, 3):
         np.testing.assert_array_equal(
             with_lanes("auto", _C.conv_backward, *args, threads=threads)[0], dx
@@ -658,7 +665,9 @@ def test_stride_one_lanes_give_the_bits_of_the_kernels_they_replace(N, C, H, W, 
     filters turned) on the lane kernel, as its rule picks them and on every layer: the bits
     of the direct and tap kernels they replace (each output sums the same terms in the same
     order), the naive loops within rounding, the same bits on 1-3 threads. A NaN and an inf
-    in x reach the outputs that read them alike."""
+    in x reach the outputs that read them alike. dx of under 6 channels on rows under 16
+    pixels, which no direct or tap kernel takes, has the lane kernel's bits or im2col +
+    GEMM's, whichever the rule picks."""
     if k > H + 2 * pad or k > W + 2 * pad or pad >= k:
         return
     x, w, b = case(N, C, H, W, F, k, np.float32, seed)
@@ -673,11 +682,19 @@ def test_stride_one_lanes_give_the_bits_of_the_kernels_they_replace(N, C, H, W, 
     dout = np.random.default_rng(seed).standard_normal(off.shape).astype(np.float32)
     args = (dout, x, w, 1, pad, True, False)
     dx_off = with_lanes("off", _C.conv_backward, *args)[0]
-    for mode, threads in (("auto", 1), ("always", 1), ("always", 3), ("auto", 2)):
-        np.testing.assert_array_equal(
-            with_lanes(mode, _C.conv_backward, *args, threads=threads)[0], dx_off
-        )
+    dx_lanes = with_lanes("always", _C.conv_backward, *args)[0]
+    if not (C < 6 and W < 16):  # (else the lanes replace im2col + GEMM: their own bits)
+        np.testing.assert_array_equal(dx_lanes, dx_off)
+    np.testing.assert_array_equal(
+        with_lanes("always", _C.conv_backward, *args, threads=3)[0], dx_lanes
+    )
+    dx_auto = with_lanes("auto", _C.conv_backward, *args)[0]
+    assert np.array_equal(dx_auto, dx_off) or np.array_equal(dx_auto, dx_lanes)
+    np.testing.assert_array_equal(
+        with_lanes("auto", _C.conv_backward, *args, threads=2)[0], dx_auto
+    )
     bounds = conv_error_bounds(dout, x, w, b, 1, pad)
+    assert_within_rounding(dx_lanes, conv_backward_ref(dout, x, w, 1, pad)[0], bounds[1], 1e-5)
     assert_within_rounding(
         with_lanes("always", _C.conv_forward, x, w, b, 1, pad),
         conv_forward_ref(x, w, b, 1, pad),
@@ -685,6 +702,24 @@ def test_stride_one_lanes_give_the_bits_of_the_kernels_they_replace(N, C, H, W, 
         1e-5,
     )
     assert_within_rounding(dx_off, conv_backward_ref(dout, x, w, 1, pad)[0], bounds[1], 1e-5)
+
+
+@pytest.mark.parametrize(
+    "N, C, H, W, F, k, pad, lanes",
+    [  # dx of under 6 channels on rows under 16 pixels: on the lanes where they pay
+        (16, 5, 22, 13, 8, 5, 2, True),  # random-0-21's 5 -> 8 5x5 pad 2 @22x13
+        (3, 3, 14, 7, 4, 3, 1, True),
+        (2, 5, 14, 13, 16, 7, 3, True),
+        (1, 2, 9, 9, 3, 3, 0, True),
+        (2, 1, 14, 7, 32, 5, 0, False),  # many filters: im2col + GEMM
+        (2, 3, 14, 7, 8, 7, 0, False),  # mostly zero pads (gemm_input_gradient)
+    ],
+)
+def test_lane_input_gradient_over_gemm(N, C, H, W, F, k, pad, lanes):
+    """Stride-1 dx that no direct or tap kernel takes: on the lane kernel where its rule
+    picks it, else on im2col + GEMM (check_input_gradient_rule)."""
+    x, w, b = case(N, C, H, W, F, k, np.float32, seed=N + C + F + k)
+    check_input_gradient_rule(x, w, b, 1, pad, lanes, seed=C)
 
 
 def test_set_lane_conv_names_its_modes():
