@@ -14,9 +14,9 @@
 // activation's output nor its gradient is written out. Or a max pool (a groupnorm ->
 // activation -> max_pool chain), with `winners` (N, C, Ho, Wo): the forward runs pool.h's
 // kernel on each group in cache (its windows, tie rule and winners, which it writes), the
-// backward scatters dout to the winners over each group in cache as pool.h's backward
-// does (max_unpool_plane.h). Each group's values before the pooling go through a scratch
-// of the caller's, a group's worth per thread.
+// backward scatters dout to the winners over each group in cache with the pool gate's
+// kernels (pool.h: max_unpool_planes). Each group's values before the pooling go through a
+// scratch of the caller's, a group's worth per thread.
 #pragma once
 
 #include <cstdint>

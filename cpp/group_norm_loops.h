@@ -6,8 +6,8 @@
 #include <cstdint>
 
 #include "group_norm.h"
-#include "max_unpool_plane.h"
 #include "norm_loops.h"
+#include "pool.h"
 
 namespace graphnet {
 
@@ -277,11 +277,8 @@ void group_norm_backward_loops(int64_t N, int64_t C, int64_t planes, int64_t G,
             const AvgPoolPlane& w = *pool.plane;
             const int64_t pooled = w.out_plane(), first = ng * per_group * pooled;
             if (pool.winners) {
-                for (int64_t c = 0; c < per_group; ++c) {
-                    const int64_t at = first + c * pooled;
-                    max_unpool_plane(w.H, w.W, w.Ho, w.Wo, dout + at, pool.winners + at,
-                                     spread + c * planes);
-                }
+                max_unpool_planes(per_group, w.H, w.W, w.Ho, w.Wo, dout + first,
+                                  pool.winners + first, spread);
             } else if (!avg_pool_planes_backward_on_avx512(w, per_group, dout + first, spread)) {
                 avg_pool_planes_backward(w, per_group, dout + first, spread);
             }

@@ -276,6 +276,12 @@ namespace {
 // winners may be (2 Ho <= H, 2 Wo <= W), and elsewhere (they only save a fill a plane).
 constexpr int64_t kSmallPlaneOfBlocks = 100, kSmallPlane = 64;
 
+// Whether planes of this size take unpool_small_planes (and go several to a thread's piece).
+bool small_planes(int64_t H, int64_t W, int64_t Ho, int64_t Wo) {
+    const bool blocks = 2 * Ho <= H && 2 * Wo <= W;
+    return H * W <= (blocks ? kSmallPlaneOfBlocks : kSmallPlane);
+}
+
 // dx of `planes` small planes one after another, as max_unpool_plane writes them: the whole
 // stack zeroed at once, then each plane whose winners all lie in their windows' 2x2 blocks
 // (where 2 Ho <= H and 2 Wo <= W) has each gradient stored at its winner, its bits as
@@ -315,11 +321,10 @@ bool unpool_small_planes(int64_t planes, int64_t H, int64_t W, int64_t Ho, int64
 }  // namespace
 
 template <typename T>
-bool max_pool_backward(int64_t planes, int64_t H, int64_t W, int64_t Ho, int64_t Wo,
+bool max_unpool_planes(int64_t planes, int64_t H, int64_t W, int64_t Ho, int64_t Wo,
                        const T* dout, const int32_t* winners, T* dx) {
     const int64_t in_plane = H * W, out_plane = Ho * Wo;
-    const bool blocks = 2 * Ho <= H && 2 * Wo <= W;
-    const bool small = in_plane <= (blocks ? kSmallPlaneOfBlocks : kSmallPlane);
+    const bool blocks = 2 * Ho <= H && 2 * Wo <= W, small = small_planes(H, W, Ho, Wo);
     // On AVX-512 the planes whose winners all lie in 2x2 blocks take
     // max_unpool_planes_2x2_avx512 (pool_avx512.h: two segments of rows or planes to a
     // vector), 1.2x-1.6x less time than the block writer on 11 x 11 to 32 x 32 planes; it
@@ -344,42 +349,48 @@ bool max_pool_backward(int64_t planes, int64_t H, int64_t W, int64_t Ho, int64_t
     const bool gather = !blocks && avx512_activations_active() &&
                         (sizeof(T) == 4 ? window == 2 || (window == 3 && full_rows)
                                         : window == 2 && W <= 24);
+    int64_t first = 0;
+    if (pairs) first = max_unpool_planes_2x2_avx512(g, planes, dout, winners, dx);
+    bool inside = true;
+    if (gather) {
+        // the gather up to a plane with a winner outside its window, that one scattered
+        while (first < planes) {
+            first += max_unpool_planes_stride1_avx512(stride1, planes - first,
+                                                      dout + first * out_plane,
+                                                      winners + first * out_plane,
+                                                      dx + first * in_plane);
+            if (first == planes) break;
+            inside &= max_unpool_plane(H, W, Ho, Wo, dout + first * out_plane,
+                                       winners + first * out_plane, dx + first * in_plane);
+            ++first;
+        }
+    } else if (small) {
+        inside = unpool_small_planes(planes - first, H, W, Ho, Wo, dout + first * out_plane,
+                                     winners + first * out_plane, dx + first * in_plane);
+    } else {
+        for (int64_t pl = first; pl < planes; ++pl) {
+            inside &= max_unpool_plane(H, W, Ho, Wo, dout + pl * out_plane,
+                                       winners + pl * out_plane, dx + pl * in_plane);
+        }
+    }
+    return inside;
+}
+
+template <typename T>
+bool max_pool_backward(int64_t planes, int64_t H, int64_t W, int64_t Ho, int64_t Wo,
+                       const T* dout, const int32_t* winners, T* dx) {
+    const int64_t in_plane = H * W, out_plane = Ho * Wo;
     std::atomic<bool> out_of_plane{false};
-    // Pieces of whole planes, so overlapping windows add without races.
+    // Pieces of whole planes, one thread's each, so overlapping windows add without races.
+    const bool small = small_planes(H, W, Ho, Wo);
     const int64_t per_piece = small ? std::max<int64_t>(1, 4 * kBand / in_plane) : 8;
     const int64_t pieces = (planes + per_piece - 1) / per_piece;
     parallel_for_dynamic(team_size(pieces), pieces, 1, [&](int64_t piece) {
-        int64_t first = piece * per_piece;
-        const int64_t end = std::min(planes, first + per_piece);
-        if (pairs) {
-            first += max_unpool_planes_2x2_avx512(g, end - first, dout + first * out_plane,
-                                                  winners + first * out_plane,
-                                                  dx + first * in_plane);
+        const int64_t first = piece * per_piece, count = std::min(planes - first, per_piece);
+        if (!max_unpool_planes(count, H, W, Ho, Wo, dout + first * out_plane,
+                               winners + first * out_plane, dx + first * in_plane)) {
+            out_of_plane.store(true, std::memory_order_relaxed);
         }
-        bool inside = true;
-        if (gather) {
-            // the gather up to a plane with a winner outside its window, that one scattered
-            while (first < end) {
-                first += max_unpool_planes_stride1_avx512(stride1, end - first,
-                                                          dout + first * out_plane,
-                                                          winners + first * out_plane,
-                                                          dx + first * in_plane);
-                if (first == end) break;
-                inside &= max_unpool_plane(H, W, Ho, Wo, dout + first * out_plane,
-                                           winners + first * out_plane, dx + first * in_plane);
-                ++first;
-            }
-        } else if (small) {
-            inside = unpool_small_planes(end - first, H, W, Ho, Wo, dout + first * out_plane,
-                                         winners + first * out_plane, dx + first * in_plane);
-        } else {
-            // One thread owns a whole plane, so overlapping windows can add without races.
-            for (int64_t pl = first; pl < end; ++pl) {
-                inside &= max_unpool_plane(H, W, Ho, Wo, dout + pl * out_plane,
-                                           winners + pl * out_plane, dx + pl * in_plane);
-            }
-        }
-        if (!inside) out_of_plane.store(true, std::memory_order_relaxed);
     });
     return !out_of_plane.load();
 }
@@ -518,6 +529,10 @@ template void max_pool_forward<float>(const PoolGeometry&, const float*, float*,
                                       bool);
 template void max_pool_forward<double>(const PoolGeometry&, const double*, double*, int32_t*, bool,
                                        bool);
+template bool max_unpool_planes<float>(int64_t, int64_t, int64_t, int64_t, int64_t, const float*,
+                                       const int32_t*, float*);
+template bool max_unpool_planes<double>(int64_t, int64_t, int64_t, int64_t, int64_t, const double*,
+                                        const int32_t*, double*);
 template bool max_pool_backward<float>(int64_t, int64_t, int64_t, int64_t, int64_t, const float*,
                                        const int32_t*, float*);
 template bool max_pool_backward<double>(int64_t, int64_t, int64_t, int64_t, int64_t, const double*,

@@ -43,6 +43,13 @@ template <typename T>
 bool max_pool_backward(int64_t planes, int64_t H, int64_t W, int64_t Ho, int64_t Wo,
                        const T* dout, const int32_t* winners, T* dx);
 
+// max_pool_backward's dx of `planes` planes on the calling thread, on the same kernels
+// (pool.cpp's rule, the same bits): the pool gate shares planes out across the threads,
+// the groupnorm kernels (group_norm_loops.h) scatter a group's planes while in cache.
+template <typename T>
+bool max_unpool_planes(int64_t planes, int64_t H, int64_t W, int64_t Ho, int64_t Wo,
+                       const T* dout, const int32_t* winners, T* dx);
+
 // Average pooling (the same windows): out = each window's mean (its sum / its size), and
 // dx = each window's gradient / its size added to each of its entries.
 template <typename T>

@@ -75,7 +75,11 @@ ACTIVATIONS = {
 # deferring bookkeeping costs more. Measured, the zoo's modern net's step fused against gate
 # by gate: batch 1 and 4 (32768 and 131072 entries) 0.93-1.03, batch 8: 0.78, 16: 0.75-0.79,
 # 64: 0.82-0.85; a conv -> groupnorm -> gelu of 512 to 32768 entries: 1.05-1.12. A batchnorm
-# -> leaky relu just above it (random-0-20 at batch 16: 141,120 entries): steps 1.00x.
+# -> leaky relu just above it (random-0-20 at batch 16: 141,120 entries): steps 1.00x. The
+# pooled chains of random networks, medians of 4-6 blocks in turns: random-0-17 at batch 64
+# (163,840 entries, leaky relu -> max 3x3 s2) 1.04x (best 1.02x), random-0-28 at 16
+# (185k) 1.00x, random-0-30 at 64 (305k) 0.98x, random-0-9 at 16 (298k) 0.93x, modern at
+# 16 0.91x: no size where the gates pay by more than the noise.
 SMALLEST = 1 << 17
 #: The pools a groupnorm's kernel takes after its activation (GroupnormActivationPool).
 POOLS = ("avg_pool", "max_pool")

@@ -476,23 +476,43 @@ def max_pooled_both_ways_one_after_the_other(x, gamma, beta, dpool, G, activatio
 
 @pytest.mark.parametrize("avx512", [True, False])
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
-def test_max_pooled_bitwise_the_same_for_any_number_of_threads(activation, avx512):
-    """On AVX-512 and AVX2 alike, the kernels one after the other's bits."""
-    args = pooled_arrays((16, 12, 20, 20), (3, 3, 2), np.float32, 3)
+@pytest.mark.parametrize(
+    "shape, pool",
+    [
+        ((16, 12, 20, 20), (3, 3, 2)),  # overlapping windows: the scatter
+        ((16, 12, 13, 10), (2, 2, 2)),  # 2x2 blocks, an odd row left: the AVX-512 pairs
+        ((16, 12, 8, 8), (2, 2, 2)),  # small planes, zeroed a stack at a time
+        ((4, 12, 14, 14), (2, 2, 1)),  # stride 1: the AVX-512 gather
+    ],
+)
+def test_max_pooled_bitwise_the_same_for_any_number_of_threads(activation, avx512, shape, pool):
+    """On AVX-512 and AVX2 alike, for the pool gate's unpooling paths the groupnorm kernels
+    take (pool.cpp's max_unpool_planes): the kernels one after the other's bits, and the
+    pooled gradient scattered to the winners by numpy."""
+    args = pooled_arrays(shape, pool, np.float32, 3)
     before = _C.get_num_threads()
     results = []
     try:
         _C.set_avx512_activations(avx512)
         for threads in (1, 2, 3):
             _C.set_num_threads(threads)
-            results.append(max_pooled_both_ways(*args, 4, activation, (3, 3, 2)))
+            results.append(max_pooled_both_ways(*args, 4, activation, pool))
     finally:
         _C.set_num_threads(before)
         _C.set_avx512_activations(True)
     for other in results:
         assert_bitwise(other, results[0])
-    want = max_pooled_both_ways_one_after_the_other(*args, 4, activation, (3, 3, 2))
+    want = max_pooled_both_ways_one_after_the_other(*args, 4, activation, pool)
     assert_bitwise(results[0], want)
+    x, gamma, beta, dpool = args
+    winners = results[0][1]
+    unpooled = np.zeros(x.shape, x.dtype)
+    planes = unpooled.reshape(-1, shape[2] * shape[3])
+    for plane, (wins, grads) in enumerate(
+        zip(winners.reshape(len(planes), -1), dpool.reshape(len(planes), -1))
+    ):
+        np.add.at(planes[plane], wins, grads)
+    assert_bitwise(results[0][2:], fused(x, gamma, beta, unpooled, 4, activation)[1:])
 
 
 def test_bad_max_pools_and_winners():
