@@ -34,6 +34,23 @@ def small(data, num_train):
     }
 
 
+def adam_epoch(nb, model, data, learning_rate, batch_size, **options):
+    """The Solver of the notebooks' adam cells, one epoch, trained: its call as they make
+    it (num_epochs, batch_size, update_rule, optim_config and verbose by keyword)."""
+    solver = nb["Solver"](
+        model,
+        data,
+        num_epochs=1,
+        batch_size=batch_size,
+        update_rule="adam",
+        optim_config={"learning_rate": learning_rate},
+        verbose=False,
+        **options,
+    )
+    solver.train()
+    return solver
+
+
 @pytest.mark.parametrize("edition", EDITIONS)
 def test_fully_connected_nets_training_cells(edition, data, capsys):
     nb = notebook_namespace("FullyConnectedNets", edition)
@@ -76,54 +93,26 @@ def test_fully_connected_nets_training_cells(edition, data, capsys):
 @pytest.mark.parametrize("edition", EDITIONS)
 def test_batchnorm_and_dropout_experiment_cells(edition, data):
     nb = notebook_namespace("BatchNormalization", edition)
-    FullyConnectedNet, Solver = nb["FullyConnectedNet"], nb["Solver"]
+    FullyConnectedNet = nb["FullyConnectedNet"]
     batchnorm = {"use_batchnorm": True} if edition == 2017 else {"normalization": "batchnorm"}
     np.random.seed(231)
     for weight_scale in np.logspace(-4, 0, num=2):
         for option in (batchnorm, {}):
             model = FullyConnectedNet([50] * 5, weight_scale=weight_scale, **option)
-            solver = Solver(
-                model,
-                small(data, 40),
-                num_epochs=1,
-                batch_size=20,
-                update_rule="adam",
-                optim_config={"learning_rate": 1e-3},
-                verbose=False,
-                print_every=200,
-            )
-            solver.train()
+            solver = adam_epoch(nb, model, small(data, 40), 1e-3, 20, print_every=200)
             assert np.isfinite(np.mean(solver.loss_history[-100:]))
             assert max(solver.train_acc_history) <= 1
     if edition != 2017:  # the batch-size experiment, batchnorm against layernorm
         for mode in ("batchnorm", "layernorm"):
             for batch_size in (5, 10):
                 model = FullyConnectedNet([50] * 5, weight_scale=2e-2, normalization=mode)
-                Solver(
-                    model,
-                    small(data, 20),
-                    num_epochs=1,
-                    batch_size=batch_size,
-                    update_rule="adam",
-                    optim_config={"learning_rate": 10 ** (-3.5)},
-                    verbose=False,
-                ).train()
+                adam_epoch(nb, model, small(data, 20), 10 ** (-3.5), batch_size)
     nb = notebook_namespace("Dropout", edition)
     # 2017 gives the probability of dropping, the later editions the one of keeping
     keyword = "dropout" if edition < 2021 else "dropout_keep_ratio"
     for dropout in [0, 0.75] if edition == 2017 else [1, 0.25]:
         model = nb["FullyConnectedNet"]([500], **{keyword: dropout})
-        solver = nb["Solver"](
-            model,
-            small(data, 40),
-            num_epochs=1,
-            batch_size=20,
-            update_rule="adam",
-            optim_config={"learning_rate": 5e-4},
-            verbose=False,
-            print_every=100,
-        )
-        solver.train()
+        solver = adam_epoch(nb, model, small(data, 40), 5e-4, 20, print_every=100)
         assert len(solver.val_acc_history) == 2
 
 
@@ -132,17 +121,7 @@ def test_convolutional_networks_overfit_and_filter_cells(edition, data):
     nb = notebook_namespace("ConvolutionalNetworks", edition)
     np.random.seed(231)
     model = nb["ThreeLayerConvNet"](weight_scale=1e-2)
-    solver = nb["Solver"](
-        model,
-        small(data, 10),
-        num_epochs=1,
-        batch_size=5,
-        update_rule="adam",
-        optim_config={"learning_rate": 1e-3},
-        verbose=False,
-        print_every=1,
-    )
-    solver.train()
+    solver = adam_epoch(nb, model, small(data, 10), 1e-3, 5, print_every=1)
     assert 0 <= solver.check_accuracy(data["X_train"][:10], data["y_train"][:10]) <= 1
     grid = nb["visualize_grid"](model.params["W1"].transpose(0, 2, 3, 1))
     assert grid.shape[2] == 3 and grid.astype("uint8").dtype == np.uint8
