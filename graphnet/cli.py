@@ -129,6 +129,17 @@ def _non_negative_float(text):
     return value
 
 
+def _out_folder(text):
+    """--out as given; an empty one refused: Path("") is the current folder, and an empty
+    --out is more likely an unset shell variable (--out "$RUN") than a wish to spread
+    checkpoint.npz and run.json among whatever is there."""
+    if not text:
+        raise argparse.ArgumentTypeError(
+            "must name a folder, got an empty string (--out . writes into the current folder)"
+        )
+    return text
+
+
 def _number(text, kind):
     try:
         return kind(text)
@@ -292,7 +303,11 @@ def build_parser():
         help="seeds the initial weights and the minibatches (default: 0)",
     )
     train.add_argument(
-        "--out", metavar="DIR", default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})"
+        "--out",
+        type=_out_folder,
+        metavar="DIR",
+        default=DEFAULT_OUT,
+        help=f"output folder (default: {DEFAULT_OUT})",
     )
     train.add_argument(
         "--resume",

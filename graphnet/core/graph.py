@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import GraphError, UnknownNodeError
 from ..gates import base as gates
+from ..kernels.geometry import MEMORY_BYTES, beyond_memory
 from .builders import GateBuilders, Operand
 from .executor import Executor, Hook, HookHandle
 from .feeds import convert_feed, feed_dtype, static_shape
@@ -107,6 +108,8 @@ class Graph(GateBuilders):
         array = np.asarray(value)
         if array.dtype.kind not in "fiu":
             raise GraphError(f"param {name!r} must be numeric, got dtype {array.dtype}")
+        if array.nbytes > MEMORY_BYTES:
+            raise GraphError(beyond_memory(array, f"param {name!r}"))
         array = line_aligned_copy(array, dtype or self.dtype)  # the graph owns its params
         return self._add(name, "param", None, (), array.shape, array.dtype, True, array)
 
@@ -119,6 +122,8 @@ class Graph(GateBuilders):
                 f"const {name or ''!r}: value must be real numbers, got dtype "
                 f"{array.dtype}; convert it (e.g. np.asarray(value, float))"
             )
+        if array.nbytes > MEMORY_BYTES:  # kept as it is: a view the gates would read whole
+            raise GraphError(beyond_memory(array, f"const {name or ''!r}"))
         if dtype is None and array.dtype.kind not in "iu":
             dtype = self.dtype
         array = array.astype(dtype if dtype is not None else array.dtype, copy=False)

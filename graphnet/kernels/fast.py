@@ -9,13 +9,21 @@ All float arrays of one call (x, w, b, dout) must share one dtype; mixing them r
 ValueError instead of converting silently. Inputs may have any strides (views,
 transposes); they are copied to C-contiguous order inside only when needed.
 
-Bad parameters or shapes raise ValueError naming the shapes.
+Bad parameters or shapes raise ValueError naming the shapes; an x or w that stands for
+more than the machine's memory (a broadcast view) a ValueError naming it, before any work.
 """
 
 import numpy as np
 
 from . import _C
-from .geometry import INT64_MAX, INT64_MIN, int64, window_count
+from .geometry import (
+    INT64_MAX,
+    INT64_MIN,
+    MEMORY_BYTES,
+    int64,
+    refuse_beyond_memory,
+    window_count,
+)
 
 __all__ = [
     "conv_forward_fast",
@@ -53,6 +61,8 @@ def conv_forward_fast(x, w, b, conv_param, activation="", alpha=0.0):
     stride = _int_param(conv_param, "stride", "conv_param")
     pad = _int_param(conv_param, "pad", "conv_param")
     x, w, b = np.asarray(x), np.asarray(w), np.asarray(b)
+    if x.nbytes > MEMORY_BYTES or w.nbytes > MEMORY_BYTES:
+        refuse_beyond_memory("conv_forward_fast", x=x, w=w)
     out = _C.conv_forward(x, w, b, stride, pad, activation, alpha)  # by position: see matmul
     return out, (x, w, b, conv_param)
 
@@ -67,6 +77,8 @@ def conv_relu_pool_forward_fast(x, w, b, conv_param, pool_param):
     pw = _int_param(pool_param, "pool_width", "pool_param")
     pool_stride = _int_param(pool_param, "stride", "pool_param")
     x, w, b = np.asarray(x), np.asarray(w), np.asarray(b)
+    if x.nbytes > MEMORY_BYTES or w.nbytes > MEMORY_BYTES:
+        refuse_beyond_memory("conv_relu_pool_forward_fast", x=x, w=w)
     out, winners = _C.conv_relu_pool_forward(x, w, b, stride, pad, ph, pw, pool_stride)
     conv_shape = (
         x.shape[0],
@@ -107,21 +119,23 @@ def max_pool_forward_fast(x, pool_param):
     A NaN counts as the maximum, so NaNs propagate (the first NaN wins).
     The cache keeps each window's winner (int32), not x.
     """
-    return _max_pool(x, pool_param, relu_first=False)
+    return _max_pool("max_pool_forward_fast", x, pool_param, relu_first=False)
 
 
 def relu_max_pool_forward_fast(x, pool_param):
     """max_pool_forward_fast(relu(x), pool_param), bit for bit, in one pass that never
     writes relu(x) (float32 or float64 x). A window whose entries are all <= 0 has zeros
     only after the relu: its first entry wins."""
-    return _max_pool(x, pool_param, relu_first=True)
+    return _max_pool("relu_max_pool_forward_fast", x, pool_param, relu_first=True)
 
 
-def _max_pool(x, pool_param, relu_first):
+def _max_pool(fn, x, pool_param, relu_first):
     ph = _int_param(pool_param, "pool_height", "pool_param")
     pw = _int_param(pool_param, "pool_width", "pool_param")
     stride = _int_param(pool_param, "stride", "pool_param")
     x = np.asarray(x)
+    if x.nbytes > MEMORY_BYTES:
+        refuse_beyond_memory(fn, x=x)
     out, winners = _C.max_pool_forward(x, ph, pw, stride, relu_first)  # by position
     return out, (x.shape, winners, pool_param)
 

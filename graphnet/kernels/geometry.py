@@ -19,6 +19,7 @@ __all__ = [
     "element_count",
     "MEMORY_BYTES",
     "beyond_memory",
+    "refuse_beyond_memory",
 ]
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -94,12 +95,18 @@ def element_count(shape: Sequence[int], what: str = "array") -> int:
     return count
 
 
+# The user address space of 64-bit x86 and ARM processes (Windows', Linux's and macOS's
+# default: 47 bits): no array larger can be allocated, whatever the memory.
+ADDRESS_SPACE_BYTES = 2**47
+
+
 def _physical_memory() -> int:
-    """The machine's physical memory in bytes (2**63 - 1 where the OS does not say)."""
+    """The machine's physical memory in bytes; the address space where the OS does not
+    say (os.sysconf is missing on Windows)."""
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):
-        return INT64_MAX
+        return ADDRESS_SPACE_BYTES
 
 
 MEMORY_BYTES = _physical_memory()
@@ -117,3 +124,13 @@ def beyond_memory(array: Any, what: str) -> str:
         f"({MEMORY_BYTES / 2**30:,.0f} GiB); its outputs and gradients would be as large "
         "(is it a broadcast view?)"
     )
+
+
+def refuse_beyond_memory(fn: str, **arrays: Any) -> None:
+    """ValueError (beyond_memory's message, naming `fn` and the argument) for the first of
+    `arrays` (ndarrays, by their argument names) whose nbytes exceed MEMORY_BYTES; nothing
+    otherwise. The C++ fast paths call it only once their own comparison of nbytes found
+    one: a comparison costs less than this call, and it runs on every call of theirs."""
+    for name, array in arrays.items():
+        if array.nbytes > MEMORY_BYTES:
+            raise ValueError(beyond_memory(array, f"{fn}: {name}"))

@@ -30,6 +30,7 @@ from typing import Optional, Tuple, cast
 import numpy as np
 
 from . import _C
+from .geometry import MEMORY_BYTES, refuse_beyond_memory
 from .layers import _check_ndim, _check_shape, _column_sums, _float_array, _upstream, matmul
 
 __all__ = [
@@ -317,18 +318,21 @@ def word_embedding_forward(x: np.ndarray, W: np.ndarray) -> Tuple[np.ndarray, tu
 
     x: (N, T) integers in [0, V); W: (V, D). Returns out (N, T, D).
     """
+    fn = "word_embedding_forward"
     if type(x) is np.ndarray and x.ndim == 2 and type(W) is np.ndarray:
         # int64 indices in range and float32 or float64 vectors: the rows in one binding,
         # which checks the range; what it refuses the checks below convert or name (at one
         # sequence of 32 words they cost four times the lookup).
+        if x.nbytes > MEMORY_BYTES or W.nbytes > MEMORY_BYTES:
+            refuse_beyond_memory(fn, x=x, W=W)
         try:
             return _C.gather_rows(x, W), (x, W.shape, W.dtype)
         except (ValueError, TypeError):
             pass
-    fn = "word_embedding_forward"
     W = _float_array(W, fn, "W")
     _check_ndim(fn, "W", W, 2, "word vectors (V, D)")
     x = np.asarray(x)
+    refuse_beyond_memory(fn, x=x)
     if x.dtype.kind not in "iu":
         raise ValueError(
             f"{fn}: x must hold integer word indices, got dtype {x.dtype} with shape {x.shape}"
@@ -467,22 +471,25 @@ def temporal_softmax_loss_value(
 ) -> Tuple[float, Optional[np.ndarray], np.dtype]:
     """temporal_softmax_loss's (loss, dx) and the float dtype it computed in; without
     `gradient` dx is None and not computed (an eval-mode loss: the same loss, bit for bit)."""
+    fn = "temporal_softmax_loss"
     if type(x) is np.ndarray and type(y) is np.ndarray and type(mask) is np.ndarray:
         # The numbers below in one binding, for float scores, int64 words and a bool or
         # int64 mask; what it refuses (another dtype, a shape or a label out of range) the
         # checks below convert or name. At one sequence of 50 steps their numpy calls cost
         # more than the kernel.
+        if x.nbytes > MEMORY_BYTES or y.nbytes > MEMORY_BYTES or mask.nbytes > MEMORY_BYTES:
+            refuse_beyond_memory(fn, x=x, y=y, mask=mask)
         try:
             loss, dx = _C.sequence_softmax_loss(x, y, mask, gradient)
         except (ValueError, TypeError):
             pass
         else:
             return loss, dx, x.dtype
-    fn = "temporal_softmax_loss"
     x = _float_array(x, fn, "x")
     _check_ndim(fn, "x", x, 3, "scores (N, T, V)")
     N, T, V = x.shape
     y, mask = np.asarray(y), np.asarray(mask)
+    refuse_beyond_memory(fn, y=y, mask=mask)
     if y.dtype.kind not in "iu":
         raise ValueError(f"{fn}: labels y must be integers, got dtype {y.dtype}")
     _check_shape(fn, "y", y, (N, T))
@@ -528,14 +535,16 @@ def attention_forward(
     copied) and writing out in q's memory order, so that the transpose back is a view too;
     the weights are the view of an (..., L, S) array, each pair's as the kernel writes them.
     """
+    fn = "attention_forward"
     if mask is None and _kernel_operands_as_they_are(q, k, v):
         # The binding checks the shapes; what it refuses, the checks below name (or copy
         # and run). At batch 1 those checks cost as much as the kernel.
+        if q.nbytes > MEMORY_BYTES or k.nbytes > MEMORY_BYTES or v.nbytes > MEMORY_BYTES:
+            refuse_beyond_memory(fn, q=q, k=k, v=v)
         try:
             return _attention_kernel_forward(q, k, v, None, q.dtype)
         except ValueError:
             pass
-    fn = "attention_forward"
     q, k, v = _float_array(q, fn, "q"), _float_array(k, fn, "k"), _float_array(v, fn, "v")
     for name, a in (("q", q), ("k", k), ("v", v)):
         if a.ndim < 2:
@@ -576,6 +585,11 @@ def attention_forward(
                 f"scores' shape {scores_shape}"
             ) from None
     dtype = q.dtype if same_dtype else np.result_type(q, k, v)
+    if math.prod(scores_shape) * dtype.itemsize > MEMORY_BYTES:
+        # leading axes broadcast against each other may ask for more weights than fit
+        # where each of q, k, v does
+        weights = np.broadcast_to(np.empty((), dtype), scores_shape)
+        refuse_beyond_memory(fn, **{"the attention weights of q, k, v": weights})
     if dtype not in _KERNEL_DTYPES:
         return _attention_forward_numpy(q, k, v, mask, _attention_scale(scale_dtype, q.shape[-1]))
     qb, kb, vb = (_pair_view(a, batch, dtype) for a in (q, k, v))

@@ -14,7 +14,7 @@ from typing import Callable, Iterable, List, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-__all__ = ["write_atomically", "remove_stale_temporaries"]
+__all__ = ["write_atomically", "remove_stale_temporaries", "check_name_length"]
 
 _MARK = ".tmp"
 
@@ -62,6 +62,37 @@ def write_atomically(path: PathLike, write: Callable[[str], object]) -> Path:
         raise
     _sync_folder(directory)
     return path
+
+
+def check_name_length(path: PathLike, setting: str) -> None:
+    """ValueError naming `setting` if a component of `path`, or the temporary name
+    write_atomically writes it under first, is longer than its file system takes
+    (NAME_MAX: 255 bytes on most), so that a setting that names files is refused when it
+    is given, not when the first file is written."""
+    path = Path(path)
+    # mkstemp's names: the prefix, 8 random characters, then the suffix
+    temporary = f"{_temporary_prefix(path.name)}{'x' * 8}{_MARK}{path.suffix}"
+    limit = _name_max(path.parent)
+    for name in (*path.parent.parts, temporary):
+        if len(os.fsencode(name)) > limit:
+            raise ValueError(
+                f"{setting}: {os.fspath(path)!r:.100} has a file name of "
+                f"{len(os.fsencode(name))} bytes (with the temporary name it is written "
+                f"under first), more than the {limit} its file system takes"
+            )
+
+
+def _name_max(folder):
+    """The longest file name in bytes the file system of `folder` (or of its nearest
+    existing parent) takes; 255, most file systems' limit, where the OS does not say."""
+    folder = Path(os.path.abspath(folder))
+    # os.path.exists: False for a name too long as well, where Path.exists raises
+    while not os.path.exists(folder) and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (AttributeError, ValueError, OSError):  # no os.pathconf on Windows
+        return 255
 
 
 def _naming(err, path):

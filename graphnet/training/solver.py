@@ -38,6 +38,7 @@ import numpy as np
 
 from ..kernels.geometry import INT64_MAX, MEMORY_BYTES
 from . import optim
+from .atomic import check_name_length
 
 __all__ = ["Solver"]
 
@@ -177,6 +178,9 @@ class Solver:
         self.num_train_samples = settings["num_train_samples"]
         self.num_val_samples = settings["num_val_samples"]
         self.checkpoint_name = _checkpoint_name(settings["checkpoint_name"])
+        if self.checkpoint_name:  # the longest name it makes: the last epoch's
+            last = _checkpoint_file(self.checkpoint_name, max(self.num_epochs, 1))
+            check_name_length(last, "checkpoint_name")
         if not (_is_int(settings["print_every"]) and settings["print_every"] >= 1):
             raise ValueError(
                 f"print_every must be a positive integer (iterations between the loss lines), "
@@ -412,7 +416,7 @@ class Solver:
 
     def checkpoint_path(self, epoch):
         """Where the checkpoint after `epoch` goes (course naming, .npz instead of .pkl)."""
-        return f"{self.checkpoint_name}_epoch_{epoch}.npz"
+        return _checkpoint_file(self.checkpoint_name, epoch)
 
     def _save_checkpoint(self):
         from .checkpoint import save
@@ -466,6 +470,10 @@ def _checkpoint_name(name):
             f"checkpoint_name must be a str path without NUL characters, got {name!r:.80}"
         )
     return name
+
+
+def _checkpoint_file(name, epoch):
+    return f"{name}_epoch_{epoch}.npz"
 
 
 def _is_int(value):

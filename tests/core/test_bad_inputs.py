@@ -573,6 +573,27 @@ for _dtype in (np.int64, np.float64, np.float32):
         "feed for input 'x' of shape (1099511627776, 4)",
         "more than this machine's memory",
     )
+
+
+def summed_source(kind, dtype):
+    """A graph summing a const or param of one row broadcast to 2**40 rows (before: a
+    const kept the view, whose integers' sum ran for hours; a param's copy failed with
+    numpy's MemoryError naming nothing)."""
+    g = gn.Graph()
+    row = np.broadcast_to(np.arange(4, dtype=dtype), (2**40, 4))
+    source = g.const(row, name="c") if kind == "const" else g.param("c", row)
+    g.sum(source, name="total")
+    return g.forward()
+
+
+for _kind, _dtype in (("const", np.int64), ("const", np.float64), ("param", np.float32)):
+    bad(
+        f"{_kind}-broadcast-2-to-the-40-rows-{np.dtype(_dtype)}",
+        gn.GraphError,
+        functools.partial(summed_source, _kind, _dtype),
+        f"{_kind} 'c' of shape (1099511627776, 4)",
+        "more than this machine's memory",
+    )
 bad(
     "feed-wrong-rank",
     gn.GraphError,

@@ -475,3 +475,15 @@ def test_a_batch_size_beyond_memory_is_one_line_and_writes_nothing(tmp_path, cap
     assert code == 1
     assert_one_error_line(err, f"batch_size {size}", "more than this machine's memory")
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_an_empty_out_is_refused_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    """--out "" (an unset shell variable: --out "$RUN") used to train into the current
+    folder, spreading checkpoint.npz, run.json and the pictures among whatever is there;
+    the current folder is --out ., said outright."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        cli.main([*QUICK, "--out", ""])
+    assert info.value.code == 2
+    assert "--out: must name a folder, got an empty string" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

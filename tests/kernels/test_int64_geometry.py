@@ -456,3 +456,21 @@ def test_fused_conv_backward_of_an_empty_batch_with_a_huge_pad():
     pooled, winners = _C.conv_relu_pool_forward(x, w, b, stride, pad, 1, 1, 1)
     dw, db = _C.conv_pooled_backward(np.ones_like(pooled), pooled, winners, x, w, stride, pad)
     assert pooled.shape[0] == 0 and not dw.any() and not db.any()
+
+
+@pytest.mark.parametrize("sysconf", ["missing", "refusing"])
+def test_the_memory_bound_without_os_sysconf_is_the_address_space(monkeypatch, sysconf):
+    """Where the OS does not say its memory (no os.sysconf on Windows; a name it does not
+    know), the bound is the 2**47-byte address space, beyond which nothing can be
+    allocated (before: 2**63 - 1, no bound at all)."""
+    import os
+
+    from graphnet.kernels import geometry
+
+    if sysconf == "missing":
+        monkeypatch.delattr(os, "sysconf")
+    else:
+        monkeypatch.setattr(os, "sysconf", lambda name: int("unknown name"))
+    assert geometry._physical_memory() == geometry.ADDRESS_SPACE_BYTES == 2**47
+    monkeypatch.undo()
+    assert geometry._physical_memory() == geometry.MEMORY_BYTES < 2**47

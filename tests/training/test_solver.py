@@ -437,6 +437,20 @@ def test_checkpoint_each_epoch(tmp_path):
     assert type(restored) is FullyConnectedNet
 
 
+def test_a_checkpoint_name_too_long_for_the_file_system_is_refused_when_built(tmp_path):
+    """At 10 epochs, the last checkpoint's temporary name (. + name + _epoch_10.npz + . +
+    8 random characters + .tmp.npz) fits the file system's 255 bytes up to a name of 224
+    bytes; one byte more, or a folder name of more than 255, used to fail only at the end
+    of the first epoch (OSError ENAMETOOLONG), now when the Solver is built."""
+    settings = dict(num_epochs=10, batch_size=30, verbose=False, seed=0)
+    for path, length in ((tmp_path / ("r" * 225), 256), (tmp_path / ("r" * 256) / "run", 256)):
+        with pytest.raises(ValueError, match=f"checkpoint_name: .* {length} bytes .* the 255"):
+            Solver(make_model(), blobs(), checkpoint_name=str(path), **settings)
+    assert list(tmp_path.iterdir()) == []
+    Solver(make_model(), blobs(), checkpoint_name=str(tmp_path / ("r" * 224)), **settings).train()
+    assert sorted(len(p.name) for p in tmp_path.iterdir()) == [236] * 9 + [237]
+
+
 HOSTILE_SETTINGS = (0, -1, 2**31, 2**64, 1.5, float("nan"), float("inf"), True, None, "2", b"x")
 SETTINGS = dict(
     update_rule="adam",
