@@ -1,4 +1,4 @@
-"""The course's models, each built as a graph (classifiers.py, captioning.py)."""
+"""The course's models, each built as a graph (classifiers.py, captioning.py, transformer.py)."""
 
 from .captioning import CaptioningRNN
 from .classifiers import (
@@ -9,10 +9,18 @@ from .classifiers import (
     TwoLayerNet,
     classifier_loss,
 )
+from .transformer import CaptioningTransformer
 
 #: The classes a checkpoint may name; graphnet.load rebuilds only these.
 MODELS = {
-    cls.__name__: cls for cls in (TwoLayerNet, FullyConnectedNet, ThreeLayerConvNet, CaptioningRNN)
+    cls.__name__: cls
+    for cls in (
+        TwoLayerNet,
+        FullyConnectedNet,
+        ThreeLayerConvNet,
+        CaptioningRNN,
+        CaptioningTransformer,
+    )
 }
 
 __all__ = [
@@ -22,5 +30,6 @@ __all__ = [
     "FullyConnectedNet",
     "ThreeLayerConvNet",
     "CaptioningRNN",
+    "CaptioningTransformer",
     "MODELS",
 ]
