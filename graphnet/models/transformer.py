@@ -30,6 +30,7 @@ import numpy as np
 from ..core.graph import Graph
 from ..core.node import Node
 from ..errors import GraphError
+from ..kernels.geometry import MEMORY_BYTES
 from .classifiers import GraphModel
 
 __all__ = [
@@ -119,6 +120,22 @@ def _initial_value(spec: ParamSpec, small_normal: bool) -> np.ndarray:
         return np.zeros(shape) if kind == "linear.bias" else 0.02 * np.random.randn(*shape)
     bound = 1 / math.sqrt(fan_in)
     return np.random.uniform(-bound, bound, size=shape)
+
+
+def _check_memory(shapes: List[tuple], where: str) -> None:
+    """Refuse, before anything is drawn, arrays beyond the machine's memory."""
+    drawn = sum(math.prod(shape) for shape in shapes) * 8  # drawn as float64
+    if drawn > MEMORY_BYTES:
+        raise ValueError(
+            f"{where}: its arrays would take {drawn / 2**30:.3g} GiB, more than this "
+            f"machine's {MEMORY_BYTES / 2**30:.3g} GiB of memory; choose smaller sizes"
+        )
+
+
+def _draw_params(g: Graph, specs: List[ParamSpec], small_normal: bool) -> None:
+    """The params of `specs`, in order, their first values as _initial_value draws them."""
+    for spec in specs:
+        g.param(spec[0], _initial_value(spec, small_normal))
 
 
 def _positive(where: str, arg: str, value: Any) -> int:
@@ -323,6 +340,7 @@ class PositionalEncoding(_Layer):
             embed_dim,
             _positive("PositionalEncoding", "max_len", max_len),
         )
+        _check_memory([(self.max_len, embed_dim)], "PositionalEncoding")
         self.pe = positional_encoding(self.max_len, embed_dim)[None].astype(self.dtype)
         g = self.graph
         x = g.input("x", shape=(None, None, embed_dim))
@@ -359,8 +377,9 @@ class MultiHeadAttention(_Layer):
         E = self.embed_dim = sizes.embed_dim
         self.num_heads = sizes.num_heads
         g = self.graph
-        for spec in _attention_params("", E):
-            g.param(spec[0], _initial_value(spec, small_normal=False))
+        specs = _attention_params("", E)
+        _check_memory([spec[1] for spec in specs], "MultiHeadAttention")
+        _draw_params(g, specs, small_normal=False)
         query, key, value = (
             g.input(n, shape=(None, None, E)) for n in ("query_in", "key_in", "value_in")
         )
@@ -411,8 +430,9 @@ class TransformerDecoderLayer(_Layer):
         D = self.embed_dim = sizes.embed_dim
         self.num_heads = sizes.num_heads
         g = self.graph
-        for spec in _decoder_layer_params("", D, F):
-            g.param(spec[0], _initial_value(spec, small_normal=False))
+        specs = _decoder_layer_params("", D, F)
+        _check_memory([spec[1] for spec in specs], "TransformerDecoderLayer")
+        _draw_params(g, specs, small_normal=False)
         tgt = g.input("tgt", shape=(None, None, D))
         memory = g.input("memory", shape=(None, None, D))
         mask = g.input("tgt_mask", shape=(None, None), dtype=np.int64)
@@ -522,20 +542,22 @@ class CaptioningTransformer(GraphModel):
         self._null = word_to_idx["<NULL>"]
         self._start = word_to_idx.get("<START>")
         self._end = word_to_idx.get("<END>")
-        self.pe = positional_encoding(config["max_length"], W).astype(self.dtype)
         specs = [
             *_linear_params("visual_projection", D, W),
             ("embedding.weight", (V, W), "embedding", W),
             *(
-                s
+                spec
                 for i in range(layers)
-                for s in _decoder_layer_params(f"transformer.layers.{i}", W, F)
+                for spec in _decoder_layer_params(f"transformer.layers.{i}", W, F)
             ),
         ]
-        for spec in specs:  # the course's _init_weights covers them; output comes after it
-            self.graph.param(spec[0], _initial_value(spec, small_normal=True))
-        for spec in _linear_params("output", W, V):
-            self.graph.param(spec[0], _initial_value(spec, small_normal=False))
+        output = _linear_params("output", W, V)
+        table = (config["max_length"], W)
+        _check_memory([spec[1] for spec in specs + output] + [table], where)
+        self.pe = positional_encoding(*table).astype(self.dtype)
+        # The course's _init_weights covers all but the output layer, made after it ran.
+        _draw_params(self.graph, specs, small_normal=True)
+        _draw_params(self.graph, output, small_normal=False)
         self._build()
 
     def _build(self) -> None:

@@ -293,6 +293,22 @@ def test_bad_inputs_name_the_input_and_the_shapes():
         CaptioningTransformer(SMALL_WORDS, 5, 6, num_heads=2).sample(features)
 
 
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: CaptioningTransformer(WORDS, 5, 6, num_heads=2, dim_feedforward=2**40),
+        lambda: CaptioningTransformer(WORDS, 2**62, 6, num_heads=2),
+        lambda: CaptioningTransformer(WORDS, 5, 6, num_heads=2, max_length=2**62),
+        lambda: MultiHeadAttention(2**40, 2),
+        lambda: TransformerDecoderLayer(8, 2, dim_feedforward=2**60),
+        lambda: PositionalEncoding(8, max_len=2**61),
+    ],
+)
+def test_sizes_beyond_memory_are_refused_before_drawing(build):
+    with pytest.raises(ValueError, match="more than this machine's"):
+        build()
+
+
 def test_the_layers_refuse_bad_arguments_and_shapes():
     with pytest.raises(ValueError, match="num_heads=3 must divide the embedding size 8"):
         MultiHeadAttention(8, 3)
