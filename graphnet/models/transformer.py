@@ -8,11 +8,12 @@ student can draw and step through, every node with its value and gradient:
 
     nn.Linear(x)          x @ weightᵀ + bias: a transpose node "<name>.weight_T" and a
                           temporal_affine (or affine) node "<name>"
-    MultiHeadAttention    the heads on a leading axis (H, N, L, E/H), by matmul with the
-                          projections' weights reshaped per head (no reshape of the data,
-                          whose sizes vary); scores = q·kᵀ / √(E/H); where(mask, scores,
+    MultiHeadAttention    query, key and value through their Linear; the heads sliced
+                          from the features and stacked on a leading axis (H, N, L, E/H)
+                          (slices and a concat: a reshape could not follow the data's
+                          varying N and L); scores = q·kᵀ / √(E/H); where(mask, scores,
                           -1e30); softmax; dropout on the attention weights; weights·v;
-                          the heads' outputs projected by "proj" and summed
+                          the heads side by side again (N, S, E), through "proj"
     decoder layer         norm1(x + dropout1(self_attn(x, x, x, causal mask))),
                           norm2(x + dropout2(multihead_attn(x, memory, memory))),
                           norm3(x + dropout3(linear2(dropout(relu(linear1(x)))))):
@@ -209,13 +210,15 @@ def _multi_head_attention(
     d = E // H
 
     def heads(x: Node, part: str) -> Node:
-        # Rows h·d ... h·d + d - 1 of the weight make head h's features: as (H, 1, E, d)
-        # they turn x (N, L, E) into the heads (H, N, L, d) by one broadcast matmul.
+        # One product for all heads, x @ weightᵀ + bias (N, L, E); head h takes features
+        # h·d ... h·d + d - 1, stacked on a new leading axis: (H, N, L, d).
         part = _join(name, part)
-        per_head = g.reshape(g[f"{part}.weight"], (H, 1, d, E), name=f"{part}.per_head")
-        weight = g.transpose(per_head, (0, 1, 3, 2), name=f"{part}.weight_T")
-        bias = g.reshape(g[f"{part}.bias"], (H, 1, 1, d), name=f"{part}.bias_heads")
-        return g.add(g.matmul(x, weight, name=f"{part}_xW"), bias, name=part)
+        projected = _linear(g, x, part)
+        per_head = [
+            g.index(projected, (None, Ellipsis, slice(h * d, (h + 1) * d)), name=f"{part}.head{h}")
+            for h in range(H)
+        ]
+        return g.concat(per_head, axis=0, name=f"{part}_heads")
 
     q, k, v = heads(query, "query"), heads(key, "key"), heads(value, "value")
     k_t = g.transpose(k, (0, 1, 3, 2), name=_join(name, "key_T"))
@@ -226,13 +229,13 @@ def _multi_head_attention(
     weights = g.softmax(scores, name=_join(name, "weights"))
     weights = _dropout(g, weights, sizes.dropout, _join(name, "attn_drop"))
     attended = g.matmul(weights, v, name=_join(name, "attended"))  # (H, N, S, d)
-    # proj's input columns h·d ... h·d + d - 1 read head h: project each head, then sum.
-    proj = _join(name, "proj")
-    proj_t = g.transpose(g[f"{proj}.weight"], name=f"{proj}.weight_T")
-    proj_heads = g.reshape(proj_t, (H, 1, d, E), name=f"{proj}.per_head")
-    projected = g.matmul(attended, proj_heads, name=f"{proj}_heads")  # (H, N, S, E)
-    summed = g.sum(projected, axis=0, name=f"{proj}_sum")
-    return g.add(summed, g[f"{proj}.bias"], name=out or proj)
+    # The heads side by side again, (N, S, E), and one product with proj.
+    joined = g.concat(
+        [g.index(attended, h, name=_join(name, f"attended{h}")) for h in range(H)],
+        axis=-1,
+        name=_join(name, "joined"),
+    )
+    return _linear(g, joined, _join(name, "proj"), node=out)
 
 
 def _decoder_layer(
