@@ -8,6 +8,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import graphnet as gn
 from graphnet.cs231n.captioning_solver_transformer import CaptioningSolverTransformer
@@ -127,6 +129,63 @@ def test_the_positional_encoding_table_is_the_courses_formula():
     assert table[t, 2 * j + 1] == pytest.approx(math.cos(t * 10000 ** (-2 * j / 8)), abs=1e-15)
     np.testing.assert_array_equal(table[0], [0, 1] * 4)
     assert PositionalEncoding(8, max_len=50).pe.shape == (1, 50, 8)
+
+
+def naive_attention(params, query, key, value, mask, num_heads):
+    """The course's multi-head attention with loops over samples, heads and queries (the
+    independent reference: no matmul over stacks, no -1e30)."""
+    N, S, E = query.shape
+    d = E // num_heads
+
+    def linear(x, part):
+        return x @ params[f"{part}.weight"].T + params[f"{part}.bias"]
+
+    q, k, v = linear(query, "query"), linear(key, "key"), linear(value, "value")
+    joined = np.zeros((N, S, E))
+    for n in range(N):
+        for h in range(num_heads):
+            cols = slice(h * d, (h + 1) * d)
+            for s in range(S):
+                allowed = np.flatnonzero(mask[s])
+                scores = np.array([q[n, s, cols] @ k[n, t, cols] for t in allowed]) / math.sqrt(d)
+                weights = np.exp(scores - scores.max())
+                weights /= weights.sum()
+                joined[n, s, cols] = sum(w * v[n, t, cols] for w, t in zip(weights, allowed))
+    return linear(joined, "proj")
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    batch=st.integers(1, 3),
+    queries=st.integers(1, 4),
+    keys=st.integers(1, 4),
+    head_size=st.integers(1, 3),
+    num_heads=st.integers(1, 3),
+    seed=st.integers(0, 2**16),
+)
+def test_multi_head_attention_at_random_shapes_against_naive_loops(
+    batch, queries, keys, head_size, num_heads, seed
+):
+    """Random sizes (one query, one key, one feature per head among them), self- and
+    cross-attention, a random mask allowing each query at least one key; eval mode."""
+    E = head_size * num_heads
+    np.random.seed(seed)
+    attn = MultiHeadAttention(E, num_heads, dtype=np.float64).eval()
+    rng = np.random.default_rng(seed)
+    query = rng.standard_normal((batch, queries, E))
+    key = rng.standard_normal((batch, keys, E))
+    mask = rng.random((queries, keys)) < 0.5
+    mask[np.arange(queries), rng.integers(0, keys, queries)] = True
+    out = attn(query, key, key, attn_mask=mask)
+    reference = naive_attention(attn.params, query, key, key, mask, num_heads)
+    np.testing.assert_allclose(out, reference, rtol=1e-10, atol=1e-12)
+    own = np.ones((queries, queries), bool)
+    np.testing.assert_allclose(
+        attn(query, query, query),
+        naive_attention(attn.params, query, query, query, own, num_heads),
+        rtol=1e-10,
+        atol=1e-12,
+    )
 
 
 # ------------------------------------------------------------------ gradients
