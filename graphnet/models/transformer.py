@@ -100,13 +100,55 @@ def _attention_params(name: str, embed_dim: int) -> List[ParamSpec]:
     ]
 
 
-def _decoder_layer_params(name: str, dim: int, dim_feedforward: int) -> List[ParamSpec]:
+class Layout(NamedTuple):
+    """The names one edition of the course gives a transformer layer's modules: its
+    cross-attention, the feedforward's two Linears, activation (a gate) and dropout, and
+    the suffixes that name, per sublayer (self-attention, cross-attention, feedforward),
+    the dropout before the residual sum ("dropout" + suffix) and the norm after it
+    ("norm" + suffix). The layers are built in the same order in every edition; only
+    these names and the activation differ."""
+
+    cross_attn: str
+    fc1: str
+    fc2: str
+    activation: str
+    ffn_dropout: str
+    suffixes: Tuple[str, str, str]
+
+    def dropout(self, sublayer: int) -> str:
+        return "dropout" + self.suffixes[sublayer]
+
+    def norm(self, sublayer: int) -> str:
+        return "norm" + self.suffixes[sublayer]
+
+
+#: The layouts by edition: 2021 (2021-2024: nn.TransformerDecoderLayer's names, ReLU) and
+#: 2025 (its FeedForwardNetwork "ffn" with GELU, cross_attn, norm_self, ...).
+LAYOUTS = {
+    2021: Layout("multihead_attn", "linear1", "linear2", "relu", "dropout", ("1", "2", "3")),
+    2025: Layout(
+        "cross_attn", "ffn.fc1", "ffn.fc2", "gelu", "ffn.dropout", ("_self", "_cross", "_ffn")
+    ),
+}
+
+#: The sublayers of a decoder layer (self-attention, cross-attention, feedforward) and of
+#: an encoder layer (no cross-attention), as indices into a Layout's suffixes.
+DECODER_SUBLAYERS = (0, 1, 2)
+ENCODER_SUBLAYERS = (0, 2)
+
+
+def _layer_params(
+    name: str, dim: int, dim_feedforward: int, layout: Layout, decoder: bool
+) -> List[ParamSpec]:
+    """A decoder (or encoder) layer's params in the course's order: self-attention,
+    cross-attention (decoder only), the feedforward's two Linears, the norms."""
+    attentions = ("self_attn", layout.cross_attn) if decoder else ("self_attn",)
+    sublayers = DECODER_SUBLAYERS if decoder else ENCODER_SUBLAYERS
     return [
-        *_attention_params(_join(name, "self_attn"), dim),
-        *_attention_params(_join(name, "multihead_attn"), dim),
-        *_linear_params(_join(name, "linear1"), dim, dim_feedforward),
-        *_linear_params(_join(name, "linear2"), dim_feedforward, dim),
-        *(spec for k in (1, 2, 3) for spec in _norm_params(_join(name, f"norm{k}"), dim)),
+        *(spec for attn in attentions for spec in _attention_params(_join(name, attn), dim)),
+        *_linear_params(_join(name, layout.fc1), dim, dim_feedforward),
+        *_linear_params(_join(name, layout.fc2), dim_feedforward, dim),
+        *(spec for k in sublayers for spec in _norm_params(_join(name, layout.norm(k)), dim)),
     ]
 
 
@@ -238,40 +280,81 @@ def _multi_head_attention(
     return _linear(g, joined, _join(name, "proj"), node=out)
 
 
-def _decoder_layer(
+def _feedforward(
+    g: Graph, name: str, x: Node, dropout: float, layout: Layout, out: Optional[str] = None
+) -> Node:
+    """fc2(dropout(activation(fc1(x)))): the layer's feedforward (the 2025 edition's
+    FeedForwardNetwork), the last node named `out` (default: fc2's name)."""
+    hidden = _linear(g, x, _join(name, layout.fc1))
+    # The activation node sits in the Linears' module: "relu" (2021), "ffn.gelu" (2025).
+    module = layout.fc1.rpartition(".")[0]
+    activation = _join(name, _join(module, layout.activation))
+    hidden = getattr(g, layout.activation)(hidden, name=activation)
+    hidden = _dropout(g, hidden, dropout, _join(name, layout.ffn_dropout))
+    return _linear(g, hidden, _join(name, layout.fc2), node=out)
+
+
+def _transformer_layer(
     g: Graph,
     name: str,
-    tgt: Node,
-    memory: Node,
+    x: Node,
+    memory: Optional[Node],
     mask: Optional[Node],
     sizes: Sizes,
+    layout: Layout,
     out: Optional[str] = None,
 ) -> Node:
-    """The course's TransformerDecoderLayer `name`; the output node is named `out`
-    (default: the last norm's name)."""
-    dropout = sizes.dropout
+    """The course's post-norm layer `name`: with a memory its TransformerDecoderLayer
+    (self-attention under `mask`, attention to the memory, feedforward), without one its
+    TransformerEncoderLayer (self-attention, feedforward); each sublayer s as
+    norm(x + dropout(s(x))). The output node is named `out` (default: the last norm's
+    name)."""
 
     def add_norm(x: Node, sublayer: Node, k: int, last: bool = False) -> Node:
-        dropped = _dropout(g, sublayer, dropout, _join(name, f"dropout{k}"))
-        summed = g.add(x, dropped, name=_join(name, f"residual{k}"))
-        norm = _join(name, f"norm{k}")
+        dropped = _dropout(g, sublayer, sizes.dropout, _join(name, layout.dropout(k)))
+        norm = _join(name, layout.norm(k))
+        summed = g.add(x, dropped, name=f"{norm}_residual")
         weight, bias = g[f"{norm}.weight"], g[f"{norm}.bias"]
         return g.layernorm(summed, weight, bias, name=(out if last and out else norm))
 
     attn = _multi_head_attention
-    self_attended = attn(g, _join(name, "self_attn"), tgt, tgt, tgt, mask, sizes)
-    x = add_norm(tgt, self_attended, 1)
-    cross = attn(g, _join(name, "multihead_attn"), x, memory, memory, None, sizes)
-    x = add_norm(x, cross, 2)
-    hidden = g.relu(_linear(g, x, _join(name, "linear1")), name=_join(name, "relu"))
-    hidden = _dropout(g, hidden, dropout, _join(name, "dropout"))
-    return add_norm(x, _linear(g, hidden, _join(name, "linear2")), 3, last=True)
+    self_attended = attn(g, _join(name, "self_attn"), x, x, x, mask, sizes)
+    x = add_norm(x, self_attended, 0)
+    if memory is not None:
+        cross = attn(g, _join(name, layout.cross_attn), x, memory, memory, None, sizes)
+        x = add_norm(x, cross, 1)
+    return add_norm(x, _feedforward(g, name, x, sizes.dropout, layout), 2, last=True)
 
 
 # ----- the course's layers as objects --------------------------------------------------------
 
 
-class _Layer:
+class TorchModes:
+    """A torch module's modes and parameter listing, for a class with a `.graph`: it
+    starts in training mode (dropout on), `eval()` turns dropout off, and
+    named_parameters() lists the params in the course's order."""
+
+    graph: Graph
+
+    def train(self, mode: bool = True):
+        """Training mode (dropout on), as a torch module starts; train(False) is eval()."""
+        self.graph.train(mode)
+        return self
+
+    def eval(self):
+        """Evaluation mode: dropout is the identity."""
+        return self.train(False)
+
+    @property
+    def training(self) -> bool:
+        return self.graph.training
+
+    def named_parameters(self) -> Iterator[Tuple[str, np.ndarray]]:
+        """(name, array) in the course's order, as torch's named_parameters()."""
+        return iter(self.graph.params.items())
+
+
+class _Layer(TorchModes):
     """What the course's layers share here: a graph with the params in the course's
     layout, training mode at first (as a torch module), and a call that feeds it."""
 
@@ -285,20 +368,6 @@ class _Layer:
     def params(self):
         """The params, name -> array, as the course's named_parameters()."""
         return self.graph.params
-
-    def named_parameters(self) -> Iterator[Tuple[str, np.ndarray]]:
-        return iter(self.graph.params.items())
-
-    def train(self, mode: bool = True):
-        self.graph.train(mode)
-        return self
-
-    def eval(self):
-        return self.train(False)
-
-    @property
-    def training(self) -> bool:
-        return self.graph.training
 
     def _run(self, feeds: Dict[str, Any]) -> np.ndarray:
         return self.graph.run("out", feeds)
@@ -411,12 +480,16 @@ class MultiHeadAttention(_Layer):
         return {"query_in": query, "key_in": key, "value_in": value}
 
 
-class TransformerDecoderLayer(_Layer):
-    """TransformerDecoderLayer(input_dim, num_heads, dim_feedforward=2048, dropout=0.1):
-    the course's post-norm decoder layer, params in its order (self_attn, multihead_attn,
-    linear1, linear2, norm1, norm2, norm3; nn.Linear's default initialisation, norms at 1
-    and 0). layer(tgt, memory, tgt_mask=None): tgt (N, T, D), memory (N, S, D), tgt_mask
-    (T, T); returns (N, T, D)."""
+class _TransformerLayer(_Layer):
+    """What the decoder and encoder layers share: the course's arguments (input_dim,
+    num_heads, dim_feedforward=2048, dropout=0.1), params in its order for the class's
+    edition (nn.Linear's default initialisation, norms at 1 and 0), and a graph from the
+    sequence input `sequence` (and, for a decoder, "memory") to "out"."""
+
+    decoder: bool
+    sequence: str
+    #: The edition whose names (LAYOUTS) the params and nodes take.
+    edition = 2021
 
     def __init__(
         self,
@@ -428,28 +501,62 @@ class TransformerDecoderLayer(_Layer):
         dtype: Any = np.float32,
     ) -> None:
         super().__init__(dtype)
-        sizes = _checked_sizes(input_dim, num_heads, dropout, "TransformerDecoderLayer")
-        F = _positive("TransformerDecoderLayer", "dim_feedforward", dim_feedforward)
+        where = type(self).__name__
+        sizes = _checked_sizes(input_dim, num_heads, dropout, where)
+        F = _positive(where, "dim_feedforward", dim_feedforward)
         D = self.embed_dim = sizes.embed_dim
         self.num_heads = sizes.num_heads
+        layout = LAYOUTS[self.edition]
         g = self.graph
-        specs = _decoder_layer_params("", D, F)
-        _check_memory([spec[1] for spec in specs], "TransformerDecoderLayer")
+        specs = _layer_params("", D, F, layout, self.decoder)
+        _check_memory([spec[1] for spec in specs], where)
         _draw_params(g, specs, small_normal=False)
-        tgt = g.input("tgt", shape=(None, None, D))
-        memory = g.input("memory", shape=(None, None, D))
-        mask = g.input("tgt_mask", shape=(None, None), dtype=np.int64)
-        _decoder_layer(g, "", tgt, memory, mask, sizes, out="out")
+        x = g.input(self.sequence, shape=(None, None, D))
+        memory = g.input("memory", shape=(None, None, D)) if self.decoder else None
+        mask = g.input(f"{self.sequence}_mask", shape=(None, None), dtype=np.int64)
+        _transformer_layer(g, "", x, memory, mask, sizes, layout, out="out")
+
+    def _feeds(self, x: Any, mask: Any) -> Dict[str, np.ndarray]:
+        x = self._sequence(x, self.sequence, self.embed_dim)
+        T = x.shape[1]
+        return {self.sequence: x, f"{self.sequence}_mask": _mask(mask, T, T, self)}
+
+
+class TransformerDecoderLayer(_TransformerLayer):
+    """TransformerDecoderLayer(input_dim, num_heads, dim_feedforward=2048, dropout=0.1):
+    the course's post-norm decoder layer, params in its order (2021-2024: self_attn,
+    multihead_attn, linear1, linear2, norm1, norm2, norm3, a ReLU feedforward).
+    layer(tgt, memory, tgt_mask=None): tgt (N, T, D), memory (N, S, D), tgt_mask (T, T);
+    returns (N, T, D)."""
+
+    decoder, sequence = True, "tgt"
 
     def __call__(self, tgt: Any, memory: Any, tgt_mask: Any = None) -> np.ndarray:
-        tgt = self._sequence(tgt, "tgt", self.embed_dim)
-        memory = self._sequence(memory, "memory", self.embed_dim)
-        if memory.shape[0] != tgt.shape[0]:
+        feeds = self._feeds(tgt, tgt_mask)
+        N = feeds["tgt"].shape[0]
+        feeds["memory"] = self._sequence(memory, "memory", self.embed_dim)
+        if feeds["memory"].shape[0] != N:
             raise GraphError(
-                f"TransformerDecoderLayer: memory {memory.shape} must have tgt's N = {tgt.shape[0]}"
+                f"{type(self).__name__}: memory {feeds['memory'].shape} must have tgt's N = {N}"
             )
-        T = tgt.shape[1]
-        return self._run({"tgt": tgt, "memory": memory, "tgt_mask": _mask(tgt_mask, T, T, self)})
+        return self._run(feeds)
+
+    forward = __call__
+
+
+class TransformerEncoderLayer(_TransformerLayer):
+    """TransformerEncoderLayer(input_dim, num_heads, dim_feedforward=2048, dropout=0.1),
+    the 2025 edition's: src = norm_self(src + dropout_self(self_attn(src, src, src,
+    src_mask))), then norm_ffn(src + dropout_ffn(ffn(src))), ffn = fc2(dropout(gelu(
+    fc1(src)))); params self_attn.{key,query,value,proj}, ffn.fc1, ffn.fc2, norm_self,
+    norm_ffn. layer(src, src_mask=None): src (N, S, D), src_mask (S, S); returns
+    (N, S, D)."""
+
+    decoder, sequence = False, "src"
+    edition = 2025
+
+    def __call__(self, src: Any, src_mask: Any = None) -> np.ndarray:
+        return self._run(self._feeds(src, src_mask))
 
     forward = __call__
 
@@ -470,7 +577,7 @@ def _mask(mask: Any, rows: int, cols: int, layer: Any) -> np.ndarray:
 # ----- the model -------------------------------------------------------------------------
 
 
-class CaptioningTransformer(GraphModel):
+class CaptioningTransformer(TorchModes, GraphModel):
     """CaptioningTransformer(word_to_idx, input_dim, wordvec_dim, num_heads=4, num_layers=2,
     max_length=50), the course's model: the image features projected to one memory
     vector, the caption's word vectors plus positional encoding, num_layers decoder
@@ -480,7 +587,8 @@ class CaptioningTransformer(GraphModel):
     word_to_idx: a dict word -> index over V words, with '<NULL>' (padding: its word
     vector gets no gradient, as nn.Embedding(padding_idx=...), and its targets count for
     no loss) and, for sampling, '<START>'. graphnet's additions, keyword only:
-    dim_feedforward (the course's 2048), dropout (the course's 0.1 everywhere), dtype.
+    dim_feedforward (the course's 2048), dropout (the course's 0.1 everywhere), dtype,
+    edition (2021: the 2021-2024 layer names, ReLU; 2025: the 2025 edition's, GELU).
 
     Params (model.params), named and shaped as the course's named_parameters(), in its
     order, and initialised as its _init_weights does (from numpy's random state):
@@ -499,6 +607,8 @@ class CaptioningTransformer(GraphModel):
     """
 
     input_name = "features"
+    #: The edition whose names (LAYOUTS) the decoder layers take, unless `edition=` says.
+    edition = 2021
 
     def __init__(
         self,
@@ -512,6 +622,7 @@ class CaptioningTransformer(GraphModel):
         dim_feedforward: int = DIM_FEEDFORWARD,
         dropout: float = 0.1,
         dtype: Any = np.float32,
+        edition: Optional[int] = None,
     ) -> None:
         where = "CaptioningTransformer"
         word_to_idx = {str(w): int(i) for w, i in dict(word_to_idx).items()}
@@ -526,6 +637,9 @@ class CaptioningTransformer(GraphModel):
                 f"cosine pairs), got {W}"
             )
         layers = _positive(where, "num_layers", num_layers)
+        edition = self.edition if edition is None else edition
+        if edition not in LAYOUTS:
+            raise ValueError(f"{where}: edition must be one of {sorted(LAYOUTS)}, got {edition!r}")
         F = _positive(where, "dim_feedforward", dim_feedforward)
         config = dict(
             word_to_idx=word_to_idx,
@@ -537,6 +651,7 @@ class CaptioningTransformer(GraphModel):
             dim_feedforward=F,
             dropout=p,
             dtype=np.dtype(dtype).name,
+            edition=edition,
         )
         super().__init__(config, 0.0, dtype)
         self.word_to_idx = word_to_idx
@@ -551,7 +666,9 @@ class CaptioningTransformer(GraphModel):
             *(
                 spec
                 for i in range(layers)
-                for spec in _decoder_layer_params(f"transformer.layers.{i}", W, F)
+                for spec in _layer_params(
+                    f"transformer.layers.{i}", W, F, LAYOUTS[edition], decoder=True
+                )
             ),
         ]
         output = _linear_params("output", W, V)
@@ -578,8 +695,10 @@ class CaptioningTransformer(GraphModel):
         embedded = g.where(not_null, words, null_vector, name="embedded")
         x = _add_positions(g, embedded, positions, c["dropout"], out="positional_encoding")
         sizes = Sizes(W, c["num_heads"], c["dropout"])
+        layout = LAYOUTS[c["edition"]]
         for i in range(c["num_layers"]):
-            x = _decoder_layer(g, f"transformer.layers.{i}", x, memory, tgt_mask, sizes)
+            name = f"transformer.layers.{i}"
+            x = _transformer_layer(g, name, x, memory, tgt_mask, sizes, layout)
         scores = _linear(g, x, "output", node="scores")
         # The course's CaptioningSolverTransformer: cross-entropy where the target is not
         # <NULL>, averaged over all N·T steps (masked ones count as 0).
@@ -590,23 +709,6 @@ class CaptioningTransformer(GraphModel):
         g.divide(summed, num_steps, name="loss")
 
     # ----- the course's methods ------------------------------------------------------
-
-    def train(self, mode: bool = True) -> "CaptioningTransformer":
-        """Training mode (dropout on), as a torch module starts; train(False) is eval()."""
-        self.graph.train(mode)
-        return self
-
-    def eval(self) -> "CaptioningTransformer":
-        """Evaluation mode: dropout is the identity."""
-        return self.train(False)
-
-    @property
-    def training(self) -> bool:
-        return self.graph.training
-
-    def named_parameters(self) -> Iterator[Tuple[str, np.ndarray]]:
-        """(name, array) in the course's order, as torch's named_parameters()."""
-        return iter(self.graph.params.items())
 
     def forward(self, features: Any, captions: Any) -> np.ndarray:
         """Scores (N, T, V) for image features (N, D) and the caption words (N, T): step t
