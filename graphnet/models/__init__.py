@@ -1,4 +1,5 @@
-"""The course's models, each built as a graph (classifiers.py, captioning.py, transformer.py)."""
+"""The course's models, each built as a graph (classifiers.py, captioning.py, transformer.py,
+vision_transformer.py)."""
 
 from .captioning import CaptioningRNN
 from .classifiers import (
@@ -10,6 +11,7 @@ from .classifiers import (
     classifier_loss,
 )
 from .transformer import CaptioningTransformer
+from .vision_transformer import VisionTransformer
 
 #: The classes a checkpoint may name; graphnet.load rebuilds only these.
 MODELS = {
@@ -20,6 +22,7 @@ MODELS = {
         ThreeLayerConvNet,
         CaptioningRNN,
         CaptioningTransformer,
+        VisionTransformer,
     )
 }
 
@@ -31,5 +34,6 @@ __all__ = [
     "ThreeLayerConvNet",
     "CaptioningRNN",
     "CaptioningTransformer",
+    "VisionTransformer",
     "MODELS",
 ]
