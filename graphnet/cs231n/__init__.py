@@ -14,5 +14,6 @@ assignment 3's rnn_layers, classifiers.rnn, captioning_solver, and the Transform
 notebook's transformer_layers, classifiers.transformer, captioning_solver_transformer) and these
 editions' conventions: dropout's `p` is the probability of KEEPING a unit, and
 FullyConnectedNet takes `dropout_keep_ratio=` (or `dropout=`, its 2018-2020 name) and
-`normalization=`. The 2017 edition's conventions are in graphnet.cs231n.v2017.
+`normalization=`. The 2017 edition's conventions are in graphnet.cs231n.v2017; the 2025
+edition's transformer files (renamed layers, the Vision Transformer) in graphnet.cs231n.v2025.
 """

@@ -10,6 +10,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import graphnet as gn
 from graphnet.cs231n.v2025.classification_solver_vit import ClassificationSolverViT
@@ -486,6 +488,41 @@ def test_the_patches_are_cut_row_by_row_channel_first():
     expected = np.zeros((1, 9, 3))
     expected[0, patch] = layer.params["proj.weight"][:, position]
     np.testing.assert_array_equal(out, expected)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    batch=st.integers(1, 3),
+    channels=st.integers(1, 4),
+    patch_size=st.integers(1, 4),
+    side=st.integers(1, 3),
+    embed_dim=st.integers(1, 5),
+    seed=st.integers(0, 2**16),
+)
+def test_patch_embedding_at_random_shapes_against_naive_loops(
+    batch, channels, patch_size, side, embed_dim, seed
+):
+    """Each patch (i, j) of each image, read pixel by pixel in the course's order
+    (channel, row, column), through proj; random sizes, one patch and 1 x 1 patches
+    among them."""
+    np.random.seed(seed)
+    size = side * patch_size
+    layer = PatchEmbedding(size, patch_size, channels, embed_dim, dtype=np.float64)
+    images = np.random.default_rng(seed).standard_normal((batch, channels, size, size))
+    weight, bias = layer.params["proj.weight"], layer.params["proj.bias"]
+    expected = np.empty((batch, side * side, embed_dim))
+    p = patch_size
+    for n in range(batch):
+        for i in range(side):
+            for j in range(side):
+                pixels = [
+                    images[n, c, i * p + r, j * p + q]
+                    for c in range(channels)
+                    for r in range(p)
+                    for q in range(p)
+                ]
+                expected[n, i * side + j] = weight @ np.array(pixels) + bias
+    np.testing.assert_allclose(layer(images), expected, rtol=1e-12, atol=1e-12)
 
 
 def test_training_mode_drops_and_eval_mode_repeats():
