@@ -1,4 +1,5 @@
-"""The course's models, each built as a graph (classifiers.py, captioning.py)."""
+"""The course's models, each built as a graph (classifiers.py, captioning.py, transformer.py,
+vision_transformer.py)."""
 
 from .captioning import CaptioningRNN
 from .classifiers import (
@@ -9,10 +10,20 @@ from .classifiers import (
     TwoLayerNet,
     classifier_loss,
 )
+from .transformer import CaptioningTransformer
+from .vision_transformer import VisionTransformer
 
 #: The classes a checkpoint may name; graphnet.load rebuilds only these.
 MODELS = {
-    cls.__name__: cls for cls in (TwoLayerNet, FullyConnectedNet, ThreeLayerConvNet, CaptioningRNN)
+    cls.__name__: cls
+    for cls in (
+        TwoLayerNet,
+        FullyConnectedNet,
+        ThreeLayerConvNet,
+        CaptioningRNN,
+        CaptioningTransformer,
+        VisionTransformer,
+    )
 }
 
 __all__ = [
@@ -22,5 +33,7 @@ __all__ = [
     "FullyConnectedNet",
     "ThreeLayerConvNet",
     "CaptioningRNN",
+    "CaptioningTransformer",
+    "VisionTransformer",
     "MODELS",
 ]

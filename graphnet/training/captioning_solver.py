@@ -25,7 +25,7 @@ import numpy as np
 
 from .solver import Solver
 
-__all__ = ["CaptioningSolver"]
+__all__ = ["CaptioningSolver", "CaptioningSolverTransformer"]
 
 
 class CaptioningSolver(Solver):
@@ -124,3 +124,32 @@ class CaptioningSolver(Solver):
     def _record_accuracy(self, bar):
         if self.record_accuracy:  # the course's CaptioningSolver measures none
             super()._record_accuracy(bar)
+
+
+class CaptioningSolverTransformer(CaptioningSolver):
+    """CaptioningSolverTransformer(model, data, idx_to_word, learning_rate=0.001,
+    batch_size=100, num_epochs=10, print_every=10, verbose=True): the course's solver of
+    the Transformer_Captioning notebook, which trains with Adam at `learning_rate` (torch's
+    Adam and graphnet's adam take the same steps). It is the CaptioningSolver above with
+    that update rule, so graphnet's other Solver arguments (seed=, checkpoint_name=, ...)
+    work too; `idx_to_word` is kept as the course keeps it, for decoding samples."""
+
+    def __init__(
+        self,
+        model: Any,
+        data: Mapping,
+        idx_to_word: Any,
+        *,
+        learning_rate: float = 0.001,
+        **kwargs: Any,
+    ) -> None:
+        for fixed in ("update_rule", "optim_config"):
+            if fixed in kwargs:
+                raise ValueError(
+                    f"CaptioningSolverTransformer trains with Adam at learning_rate=; "
+                    f"it takes no {fixed}= (CaptioningSolver does)"
+                )
+        self.idx_to_word = idx_to_word
+        self.learning_rate = learning_rate
+        optim_config = {"learning_rate": learning_rate}
+        super().__init__(model, data, update_rule="adam", optim_config=optim_config, **kwargs)

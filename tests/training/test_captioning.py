@@ -186,6 +186,12 @@ def test_overfits_50_number_captions_and_says_them_back(cell_type):
     loss, _ = model.loss(data["train_features"], data["train_captions"])
     # Summed over a caption's (up to 5) words: measured 0.08 (rnn), 0.26 (lstm), from 16.
     assert loss < 0.5, loss
+    assert_says_the_captions_back(model, data)
+
+
+def assert_says_the_captions_back(model, data):
+    """model.sample gives every training caption, word for word (the CaptioningTransformer's
+    overfitting test uses it too)."""
     sampled = model.sample(data["train_features"], max_length=data["train_captions"].shape[1])
     said = decode_captions(sampled, data["idx_to_word"])
     expected = decode_captions(data["train_captions"][:, 1:], data["idx_to_word"])
