@@ -102,6 +102,34 @@ int team_for(int64_t pieces, int64_t entries) {
     return static_cast<int>(greater<int64_t>(1, lesser<int64_t>(num_threads(), wanted)));
 }
 
+// Planes a block of plane_blocks (norm_pool_block's; one for empty planes or none at all).
+inline int64_t plane_block(const NormShape& s) {
+    const int64_t planes = s.outer * s.K;
+    return s.inner > 0 && planes > 0 ? lesser(norm_pool_block(s.inner), planes) : 1;
+}
+
+// Calls f(first, count) for blocks of `block` consecutive planes (the last one fewer) covering
+// the outer * K planes of s, the blocks shared out among a team of threads.
+template <typename F>
+void plane_blocks(const NormShape& s, int64_t block, F f) {
+    const int64_t planes = s.outer * s.K, blocks = (planes + block - 1) / block;
+    parallel_for(team_for(blocks, planes * s.inner), blocks, [&](int64_t b) {
+        const int64_t first = b * block;
+        f(first, lesser(block, planes - first));
+    });
+}
+
+// Calls f(plane, k) for planes [first, first + count) of s in memory order, k the plane's
+// channel, counted: a call and a division (plane % K) per plane took up to half the time
+// of the passes over small planes (eval forward on 64 x 128 x 4 x 4: 2.2x).
+template <typename F>
+void planes_of_block(const NormShape& s, int64_t first, int64_t count, F f) {
+    for (int64_t plane = first, k = first % s.K; plane < first + count; ++plane) {
+        f(plane, k);
+        k = k + 1 == s.K ? 0 : k + 1;
+    }
+}
+
 // Brings `segs` segments of `len` entries, `stride` apart, into L2: the next block of a
 // channel's planes (one 4 KB page each on 32 x 32 images, where the hardware's prefetcher
 // starts over at every page), while this block's sums run. Touches no value.
@@ -351,11 +379,10 @@ void channel_forward(const NormShape& s, bool train, double eps, T alpha, const 
                      const T* gamma, const T* beta, const T* skip, const NormPool<T>* pool,
                      T* mean, T* var, T* inv_std, T* out) {
     constexpr bool added = tail == Tail::add_relu || tail == Tail::skip_add_relu;
-    // With a pool the planes go in blocks (norm_pool_block), each pooled once written, while
+    // The planes go in blocks (norm_pool_block), with a pool each pooled once written, while
     // it is in cache. Where block `first`'s planes go: out, or with a pool and no out this
     // thread's scratch.
-    const int64_t planes = s.outer * s.K;
-    const int64_t block = pool ? lesser(norm_pool_block(s.inner), planes) : 1;
+    const int64_t block = plane_block(s);
     const auto destination = [&](int64_t first) {
         return out ? out + first * s.inner : pool->scratch + thread_index() * block * s.inner;
     };
@@ -409,13 +436,9 @@ void channel_forward(const NormShape& s, bool train, double eps, T alpha, const 
     } else {
         for (int64_t k = 0; k < s.K; ++k) finish(k, 0, 0);
     }
-    const int64_t blocks = (planes + block - 1) / block;
-    const int team = team_for(blocks, planes * s.inner);
-    parallel_for(team, blocks, [&](int64_t b) {
-        const int64_t first = b * block, count = lesser(block, planes - first);
+    plane_blocks(s, block, [&](int64_t first, int64_t count) {
         T* const written = destination(first);
-        for (int64_t plane = first; plane < first + count; ++plane) {
-            const int64_t k = plane % s.K;
+        planes_of_block(s, first, count, [&](int64_t plane, int64_t k) {
             const T m = mean[k], a = gamma[k] * inv_std[k], c = beta[k];
             const T* p = x + plane * s.inner;
             const T* sk = added ? skip + plane * s.inner : nullptr;
@@ -424,7 +447,7 @@ void channel_forward(const NormShape& s, bool train, double eps, T alpha, const 
             for (int64_t i = 0; i < s.inner; ++i) {
                 q[i] = tail_of<tail>((p[i] - m) * a + c, sk, i, alpha);
             }
-        }
+        });
         if (pool) max_pool_norm_planes(*pool, written, first, count);
     });
 }
@@ -520,10 +543,14 @@ void channel_backward(const NormShape& s, bool train, T alpha, const T* dout, co
     // channel's sums are added, plane by plane in order: the same bits for any thread
     // count) dx. Channel by channel, each of its planes a jump of K planes, the passes took
     // 1.4-2.2x as long (64 x 33 x 34 x 37 to 256 x 33 x 34 x 37, 128 x 64 x 16 x 16, float32).
-    const int64_t planes = s.outer * s.K;
-    const int team = team_for(planes, planes * s.inner);
-    parallel_for(team, planes, [&](int64_t plane) {
-        const int64_t k = plane % s.K, at = plane * s.inner;
+    const int64_t planes = s.outer * s.K, block = plane_block(s);
+    const auto each_plane = [&](auto f) {
+        plane_blocks(s, block, [&](int64_t first, int64_t count) {
+            planes_of_block(s, first, count, f);
+        });
+    };
+    each_plane([&](int64_t plane, int64_t k) {
+        const int64_t at = plane * s.inner;
         const T m = mean[k];
         const T a = recomputed ? gamma[k] * inv_std[k] : T(0), b = recomputed ? beta[k] : T(0);
         const T *g = dout + at, *p = x + at, *r = written ? relu_out + at : nullptr;
@@ -552,8 +579,8 @@ void channel_backward(const NormShape& s, bool train, T alpha, const T* dout, co
         coefficients[3 * k] = cg.c1, coefficients[3 * k + 1] = cg.c2;
         coefficients[3 * k + 2] = cg.c3;
     }
-    parallel_for(team, planes, [&](int64_t plane) {
-        const int64_t k = plane % s.K, at = plane * s.inner;
+    each_plane([&](int64_t plane, int64_t k) {
+        const int64_t at = plane * s.inner;
         const T m = mean[k];
         const T a = recomputed ? gamma[k] * inv_std[k] : T(0), b = recomputed ? beta[k] : T(0);
         const T c1 = static_cast<T>(coefficients[3 * k]);
