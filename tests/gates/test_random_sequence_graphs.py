@@ -156,9 +156,10 @@ OPS = {
         lambda g, a, b, P: g.sqrt(a * a + 1.0) * g.softplus(b) + g.leaky_relu(a, 0.2) ** 2,
         lambda a, b, P: np.sqrt(a * a + 1) * np.logaddexp(0, b) + np.where(a > 0, a, 0.2 * a) ** 2,
     ),
-    "fan-out": (  # a read by four gates
-        lambda g, a, b, P: g.tanh(a) + g.sigmoid(a) * a - g.relu(a) * 0.5,
-        lambda a, b, P: np.tanh(a) + a / (1 + np.exp(-a)) - np.maximum(a, 0) * 0.5,
+    "fan-out": (  # a read by four gates, all smooth: a relu here read gelu's outputs of
+        # -1e-7, whose kink a step of h crosses (the other kinks sit away from 0)
+        lambda g, a, b, P: g.tanh(a) + g.sigmoid(a) * a - g.softplus(a) * 0.5,
+        lambda a, b, P: np.tanh(a) + a / (1 + np.exp(-a)) - np.logaddexp(0, a) * 0.5,
     ),
 }
 PARAM_SHAPES = {
