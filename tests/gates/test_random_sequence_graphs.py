@@ -95,10 +95,12 @@ OPS = {
         lambda g, a, b, P: g.reshape(g.reshape(a, (-1, T * D)) @ P["Wr"], (-1, T, D)),
         lambda a, b, P: (a.reshape(-1, T * D) @ P["Wr"]).reshape(-1, T, D),
     ),
-    "where compare": (  # against b + 0.1: a may be a copy of b (causal attention's
-        # first step, a take), whose tie a step of h would flip, a jump of b / 2
-        lambda g, a, b, P: g.where(g.compare(a, ">", b + 0.1), a, b * 0.5),
-        lambda a, b, P: np.where(a > b + 0.1, a, b * 0.5),
+    "where compare": (  # against 0.7 b + 0.13: a may equal b (causal attention's first
+        # query copies v's first row) or b + 0.1 (clip's step on b = a is b + 0.1 on
+        # (-0.5, 0.1)), a tie that a step of h flips, a jump that centred differences
+        # read as 1e3-1e5; odd coefficients make no such tie
+        lambda g, a, b, P: g.where(g.compare(a, ">", b * 0.7 + 0.13), a, b * 0.5),
+        lambda a, b, P: np.where(a > b * 0.7 + 0.13, a, b * 0.5),
     ),
     "clip": (
         lambda g, a, b, P: g.clip(a, -0.5, 0.7) + g.clip(b, low=0.1),
