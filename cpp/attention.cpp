@@ -159,14 +159,22 @@ class StagedInput {
     int64_t first_ = 0, count_ = 0;
 };
 
+// Below this many multiply-adds a thread's share of the pairs costs less than waking it.
+constexpr double kProductsPerThread = 1 << 15;
+
 // The pairs split into contiguous ranges, one per thread: body(first, end, scratch), each
 // thread with `scratch` elements of its own (not initialized); on one thread outside a
-// parallel region (threads.h's on_team).
+// parallel region (threads.h's on_team). A thread per kProductsPerThread of the pairs'
+// S L (d + dv) products (counted in double: they may pass int64), not one per pair: a
+// region for five pairs of 3 x 4 cost up to 300x their work on two threads of a busy
+// machine.
 template <typename T, typename Body>
-void for_pairs(int64_t pairs, int64_t scratch, Body body) {
-    on_team(team_size(pairs), [&](int64_t t, int64_t team) {
+void for_pairs(const AttentionShape& s, int64_t scratch, Body body) {
+    const double products = double(s.pairs) * double(s.S) * double(s.L) * double(s.d + s.dv);
+    const double shares = std::min(products / kProductsPerThread, double(s.pairs));
+    on_team(team_size(static_cast<int64_t>(shares)), [&](int64_t t, int64_t team) {
         const std::unique_ptr<T[]> own(new T[scratch]);
-        body(pairs * t / team, pairs * (t + 1) / team, own.get());
+        body(s.pairs * t / team, s.pairs * (t + 1) / team, own.get());
     });
 }
 
@@ -220,7 +228,7 @@ void attention_forward(const AttentionShape& s, T scale, PairMatrices<const T> q
     const Staging<T> v_runs(v, s.pairs, s.L, s.dv);
     const int64_t own = s.d * s.S + s.L * s.dv + softmax_tail_entries(s.L);
     const int64_t scratch = own + v_runs.entries();
-    for_pairs<T>(s.pairs, scratch, [&](int64_t first, int64_t end, T* q_t) {
+    for_pairs<T>(s, scratch, [&](int64_t first, int64_t end, T* q_t) {
         T *v_rows = q_t + s.d * s.S, *tail = v_rows + s.L * s.dv, *buffer = q_t + own;
         StagedInput<T> vs(v_runs, end, buffer);
         for (int64_t b = first; b < end; ++b) {
@@ -251,7 +259,7 @@ void attention_backward(const AttentionShape& s, T scale, PairMatrices<const T> 
     const int64_t own = s.S * s.dv + s.L * s.S + s.L * s.d + s.S * s.d + s.S * s.dv + s.S;
     const int64_t scratch = own + q_runs.entries() + k_runs.entries() + v_runs.entries() +
                             dout_runs.entries();
-    for_pairs<T>(s.pairs, scratch, [&](int64_t first, int64_t end, T* dout_t) {
+    for_pairs<T>(s, scratch, [&](int64_t first, int64_t end, T* dout_t) {
         T* dscores_t = dout_t + s.S * s.dv;
         T *k_rows = dscores_t + s.L * s.S, *q_rows = k_rows + s.L * s.d;
         T *dout_rows = q_rows + s.S * s.d, *total = dout_rows + s.S * s.dv;

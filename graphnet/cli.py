@@ -129,15 +129,19 @@ def _non_negative_float(text):
     return value
 
 
-def _out_folder(text):
-    """--out as given; an empty one refused: Path("") is the current folder, and an empty
-    --out is more likely an unset shell variable (--out "$RUN") than a wish to spread
-    checkpoint.npz and run.json among whatever is there."""
-    if not text:
-        raise argparse.ArgumentTypeError(
-            "must name a folder, got an empty string (--out . writes into the current folder)"
-        )
-    return text
+def _named(what, instead):
+    """The argument type of a path option: the path as given, an empty one refused. An
+    empty path is more likely an unset shell variable (--out "$RUN") than a wish: Path("")
+    is the current folder, so train would spread checkpoint.npz and run.json among
+    whatever is there, and render drew under the checkpoint's name as if -o were left
+    out. `instead` says how to ask for what the empty string might have meant."""
+
+    def parse(text):
+        if not text:
+            raise argparse.ArgumentTypeError(f"must name a {what}, got an empty string ({instead})")
+        return text
+
+    return parse
 
 
 def _number(text, kind):
@@ -304,7 +308,7 @@ def build_parser():
     )
     train.add_argument(
         "--out",
-        type=_out_folder,
+        type=_named("folder", "--out . writes into the current folder"),
         metavar="DIR",
         default=DEFAULT_OUT,
         help=f"output folder (default: {DEFAULT_OUT})",
@@ -336,6 +340,7 @@ def build_parser():
     render.add_argument(
         "-o",
         "--output",
+        type=_named("file", "without -o the drawing goes to the checkpoint's name with .svg"),
         default=None,
         help="output file: .svg, .png, .pdf, .dot or .html "
         "(default: the checkpoint's name with .svg)",
@@ -909,8 +914,8 @@ class _RunSolver(Solver):
     of the last epoch stays the last good state."""
 
     def __init__(self, model, data, *, checkpoint_file, **kwargs):
+        self.checkpoint_file = checkpoint_file  # (the Solver checks the name it makes)
         super().__init__(model, data, checkpoint_name=str(checkpoint_file), **kwargs)
-        self.checkpoint_file = checkpoint_file
 
     def checkpoint_path(self, epoch):
         return self.checkpoint_file

@@ -188,16 +188,21 @@ def forward_plan(
 
 
 def backward_plan(nodes: List[Node], target: Node, fuse: bool) -> Plan:
-    """The gates a gradient from `target` passes through, last first."""
-    needed = ancestors([target])
+    """The gates a gradient from `target` passes through, last first: a node is reached
+    when a reached step sends it a gradient, not merely when the target depends on it. A
+    node read only by gates that pass it none (a compare's inputs: tanh(x) > 0 as a
+    where's mask) gets zeros; as an ancestor it got a backward step that no gradient
+    reached, which failed on its dout of None."""
+    reached = {id(target)}
     steps = []
-    for node in reversed(nodes):
-        if node.gate is None or not node.requires_grad or id(node) not in needed:
+    for node in reversed(nodes):  # every consumer of a node before the node itself
+        if node.gate is None or not node.requires_grad or id(node) not in reached:
             continue
         integer = node.gate.integer_inputs
         needs = tuple(
             i.requires_grad and position not in integer for position, i in enumerate(node.inputs)
         )
+        reached.update(id(i) for i, need in zip(node.inputs, needs) if need)
         gate = node.gate
         backward = gate.backward if is_graphnets(gate) else checked_backward(node, gate.backward)
         steps.append(Step(node, node.inputs, backward, needs))
@@ -205,5 +210,13 @@ def backward_plan(nodes: List[Node], target: Node, fuse: bool) -> Plan:
         for rewrite in REWRITES:
             if not getattr(rewrite, "small_batch", False):
                 steps = rewrite.fuse_backward(steps)
-    unreached = [n for n in nodes if n.requires_grad and id(n) not in needed]
+    # Zeros for the nodes the target does not depend on, and for the gates it depends on
+    # only through gates that pass no gradient; an input or param read only so (labels fed
+    # to an input without a dtype, a compare's operand) keeps no gradient, as before.
+    needed = ancestors([target])
+    unreached = [
+        n
+        for n in nodes
+        if n.requires_grad and id(n) not in reached and (id(n) not in needed or n.gate is not None)
+    ]
     return Plan("backward", steps, unreached=unreached, target=target)

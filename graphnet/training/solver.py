@@ -178,9 +178,6 @@ class Solver:
         self.num_train_samples = settings["num_train_samples"]
         self.num_val_samples = settings["num_val_samples"]
         self.checkpoint_name = _checkpoint_name(settings["checkpoint_name"])
-        if self.checkpoint_name:  # the longest name it makes: the last epoch's
-            last = _checkpoint_file(self.checkpoint_name, max(self.num_epochs, 1))
-            check_name_length(last, "checkpoint_name")
         if not (_is_int(settings["print_every"]) and settings["print_every"] >= 1):
             raise ValueError(
                 f"print_every must be a positive integer (iterations between the loss lines), "
@@ -205,6 +202,7 @@ class Solver:
         if self.distributed is not None and not self.distributed.is_writer:
             self.verbose = False
         self._reset()
+        self._check_checkpoint_names()
 
     def _take_data(self, model, data):
         """Check and keep the data (X_train, y_train, X_val, y_val)."""
@@ -349,6 +347,7 @@ class Solver:
         resume), then load the best validation params into the model. Returns early,
         with `interrupted` set and without restoring the best params, after
         request_stop()."""
+        self._check_checkpoint_names()
         per_epoch, total = self.iterations_per_epoch, self.num_iterations
         self.interrupted = self._stop_requested = self._stop_agreed = False
         if self.distributed is not None:
@@ -417,6 +416,19 @@ class Solver:
     def checkpoint_path(self, epoch):
         """Where the checkpoint after `epoch` goes (course naming, .npz instead of .pkl)."""
         return _checkpoint_file(self.checkpoint_name, epoch)
+
+    def _check_checkpoint_names(self):
+        """A ValueError naming checkpoint_name if the longest checkpoint file train() would
+        write, its last epoch's, is too long for the file system: when the Solver is built,
+        and again when train() starts, for the epochs of a resumed or extended run (a
+        checkpoint's epoch, a raised num_epochs, another batch size) may outgrow those the
+        Solver was built for. (Without checkpoints, or none to write: at least epoch 1's.)"""
+        if not self.checkpoint_name:
+            return
+        per_epoch = self.iterations_per_epoch
+        epoch_ends = self.num_iterations // per_epoch - self.iteration // per_epoch
+        last = self.checkpoint_path(self.epoch + max(epoch_ends, 1))
+        check_name_length(last, "checkpoint_name")
 
     def _save_checkpoint(self):
         from .checkpoint import save

@@ -487,3 +487,23 @@ def test_an_empty_out_is_refused_and_writes_nothing(tmp_path, capsys, monkeypatc
     assert info.value.code == 2
     assert "--out: must name a folder, got an empty string" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_empty_render_output_is_refused_as_train_refuses_an_empty_out(
+    tmp_path, capsys, monkeypatch
+):
+    """render -o "" (an unset shell variable: -o "$SVG") used to draw into the checkpoint's
+    name with .svg as if -o were left out, the way --out "" trained into the current
+    folder; both refuse an empty path now, each saying what to write instead."""
+    import graphnet as gn
+
+    g = gn.Graph()
+    g.relu(g.input("x", shape=(None, 3)), name="r")
+    gn.save(g, tmp_path / "g.npz")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        cli.main(["render", "g.npz", "-o", ""])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "-o/--output: must name a file, got an empty string (without -o the drawing" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.npz"]

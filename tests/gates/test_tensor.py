@@ -540,6 +540,29 @@ def test_compare_is_an_int8_mask_that_takes_no_gradient(relation):
     assert out.value.dtype == np.float32
 
 
+@pytest.mark.parametrize("fuse", [False, True])
+def test_a_node_read_only_by_a_compare_gets_zeros_and_the_rest_their_gradients(fuse):
+    """A computed node in front of a compare (tanh(x) > 0, x * 0.7 > y as a where's mask)
+    is an ancestor of the loss that no gradient reaches: backward ran its gate on a dout
+    of None and failed ("unsupported operand type(s) for *: 'NoneType' and 'float'");
+    now it gets zeros, as every node the loss does not send a gradient to."""
+    g = gn.Graph()
+    g.fuse = fuse
+    x, y = g.input("x", shape=(None, 3)), g.input("y", shape=(3,))
+    squashed, scaled = g.tanh(x, name="squashed"), g.multiply(x, 0.7, name="scaled")
+    positive, below = g.compare(squashed, ">", 0.0), g.compare(scaled, "<", y)
+    g.sum((g.where(positive, 2 * x, y) + g.where(below, x, 0.0)) * 3.0, name="loss")
+    xv, yv = np.array([[0.5, -1.0, 2.0], [1.0, 0.0, 3.0]]), np.array([1.0, 0.0, 1.0])
+    for _ in range(2):  # the plan as built, then as kept
+        g.forward(x=xv, y=yv)
+        g.backward()
+        picked, under = np.tanh(xv) > 0, xv * 0.7 < yv
+        np.testing.assert_array_equal(x.grad, 6.0 * picked + 3.0 * under)
+        np.testing.assert_array_equal(y.grad, np.where(picked, 0.0, 3.0).sum(axis=0))
+        for node in (squashed, scaled):
+            np.testing.assert_array_equal(node.grad, np.zeros((2, 3)))
+
+
 def test_compare_on_numbers_and_a_mask_times_a_float():
     g = gn.Graph()
     a = g.input("a")

@@ -451,6 +451,25 @@ def test_a_checkpoint_name_too_long_for_the_file_system_is_refused_when_built(tm
     assert sorted(len(p.name) for p in tmp_path.iterdir()) == [236] * 9 + [237]
 
 
+def test_a_checkpoint_name_too_long_for_an_extended_runs_epochs_is_refused_when_it_starts(
+    tmp_path,
+):
+    """A name of 225 bytes fits epoch 9's temporary name, not epoch 10's: a Solver built
+    for 9 epochs, then given more (num_epochs raised, as a resumed run is) used to train
+    its 9 epochs and fail writing the 10th (OSError ENAMETOOLONG); train() now refuses it
+    before the first step, having checked the epochs it will really write."""
+    name = str(tmp_path / ("r" * 225))
+    solver = Solver(make_model(), blobs(), checkpoint_name=name, num_epochs=9, batch_size=30,
+                    verbose=False, seed=0)  # fmt: skip
+    solver.num_epochs = 10
+    with pytest.raises(ValueError, match="checkpoint_name: .* 256 bytes .* the 255"):
+        solver.train()
+    assert solver.iteration == 0 and list(tmp_path.iterdir()) == []
+    solver.num_epochs = 9
+    solver.train()
+    assert sorted(len(p.name) for p in tmp_path.iterdir()) == [237] * 9
+
+
 HOSTILE_SETTINGS = (0, -1, 2**31, 2**64, 1.5, float("nan"), float("inf"), True, None, "2", b"x")
 SETTINGS = dict(
     update_rule="adam",
