@@ -3,6 +3,7 @@
 #pragma GCC target("avx512f,avx2,fma")
 #include <immintrin.h>
 
+#include "conv_taps.h"
 #include "conv_winograd.h"
 #include "gemm_avx512.h"
 
@@ -628,20 +629,27 @@ void for_each_image_rows(const WinogradConv& g, int64_t row0, int64_t row1, Segm
     }
 }
 
-// The transformed weights of 16 channels' filters (lanes below `lanes`) from k on, as
-// winograd_weights_avx512.
+// The transformed weights of `count` (at most 16) channels' filters from k on, as
+// winograd_weights_avx512. The channels' taps are first transposed in registers into a
+// vector a tap (`by_tap`), then read from there: gathered a tap at a time (9 gathers per
+// 16 channels of 3x3), the weights' transform was about a fifth of a batch-1 forward of
+// 64 -> 64 @16, and the gathers most of it; transposed, the forward and dx of 3x3 layers
+// at batch 1 take 0.86-0.97x the time (docs/performance/kernels.md, Winograd).
 template <typename Tile>
-void weight_tiles(const WinogradWeights& w, const float* k, __mmask16 lanes, __m512i channels,
-                  float* to, int64_t point) {
+void weight_tiles(const WinogradWeights& w, const float* k, int64_t count, float* to,
+                  int64_t point) {
     constexpr int r = Tile::kTaps;
-    __m512 taps[r][r];  // taps[j][i]: tap (i, j) of the 16 channels' filters
+    float by_tap[r * r * 16];  // tap t's channels at 16 t
+    tap_transpose_avx512(count, r * r, k, w.channel_stride, by_tap, 16);
+    const __mmask16 lanes = first_lanes(count);
+    __m512 taps[r][r];  // taps[j][i]: tap (i, j) of the channels' filters, 0 past them
 #pragma GCC unroll 7
     for (int i = 0; i < r; ++i) {
 #pragma GCC unroll 7
         for (int j = 0; j < r; ++j) {
             const int t = r * i + j;
-            taps[j][i] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), lanes, channels,
-                                                  k + (w.turned ? r * r - 1 - t : t), 4);
+            const int tap = w.turned ? r * r - 1 - t : t;
+            taps[j][i] = _mm512_maskz_loadu_ps(lanes, by_tap + 16 * tap);
         }
     }
     transform_tiles<Tile::kAlpha, r, Tile::weights>(taps, lanes, to, point);  // G g G^T
@@ -829,16 +837,13 @@ void with_tiles(const WinogradConv& g, Fn&& fn) {
 
 void winograd_weights_avx512(const WinogradConv& g, const WinogradWeights& w, float* u) {
     const int64_t point = winograd_weights_point(g);
-    const __m512i channels = _mm512_mullo_epi32(
-        _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-        _mm512_set1_epi32(static_cast<int>(w.channel_stride)));
     for (int64_t f = 0; f < g.F; ++f) {
         for (int64_t c0 = 0; c0 < g.C; c0 += 16) {  // 16 channels at once
-            const __mmask16 lanes = first_lanes(g.C - c0);
+            const int64_t count = g.C - c0 < 16 ? g.C - c0 : 16;
             const float* k = w.w + f * w.filter_stride + c0 * w.channel_stride;
             float* to = u + f * g.C + c0;
             with_tiles(g, [&](auto tiles) {
-                weight_tiles<decltype(tiles)>(w, k, lanes, channels, to, point);
+                weight_tiles<decltype(tiles)>(w, k, count, to, point);
             });
         }
     }
