@@ -3,6 +3,7 @@
 #pragma GCC target("avx512f,avx2,fma")
 #include <immintrin.h>
 
+#include "conv_taps.h"
 #include "conv_winograd.h"
 #include "gemm_avx512.h"
 
@@ -628,20 +629,27 @@ void for_each_image_rows(const WinogradConv& g, int64_t row0, int64_t row1, Segm
     }
 }
 
-// The transformed weights of 16 channels' filters (lanes below `lanes`) from k on, as
-// winograd_weights_avx512.
+// The transformed weights of `count` (at most 16) channels' filters from k on, as
+// winograd_weights_avx512. The channels' taps are first transposed in registers into a
+// vector a tap (`by_tap`), then read from there: gathered a tap at a time (9 gathers per
+// 16 channels of 3x3), the weights' transform was about a fifth of a batch-1 forward of
+// 64 -> 64 @16, and the gathers most of it; transposed, the forward and dx of 3x3 layers
+// at batch 1 take 0.86-0.97x the time (docs/performance/kernels.md, Winograd).
 template <typename Tile>
-void weight_tiles(const WinogradWeights& w, const float* k, __mmask16 lanes, __m512i channels,
-                  float* to, int64_t point) {
+void weight_tiles(const WinogradWeights& w, const float* k, int64_t count, float* to,
+                  int64_t point) {
     constexpr int r = Tile::kTaps;
-    __m512 taps[r][r];  // taps[j][i]: tap (i, j) of the 16 channels' filters
+    float by_tap[r * r * 16];  // tap t's channels at 16 t
+    tap_transpose_avx512(count, r * r, k, w.channel_stride, by_tap, 16);
+    const __mmask16 lanes = first_lanes(count);
+    __m512 taps[r][r];  // taps[j][i]: tap (i, j) of the channels' filters, 0 past them
 #pragma GCC unroll 7
     for (int i = 0; i < r; ++i) {
 #pragma GCC unroll 7
         for (int j = 0; j < r; ++j) {
             const int t = r * i + j;
-            taps[j][i] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), lanes, channels,
-                                                  k + (w.turned ? r * r - 1 - t : t), 4);
+            const int tap = w.turned ? r * r - 1 - t : t;
+            taps[j][i] = _mm512_maskz_loadu_ps(lanes, by_tap + 16 * tap);
         }
     }
     transform_tiles<Tile::kAlpha, r, Tile::weights>(taps, lanes, to, point);  // G g G^T
@@ -788,26 +796,28 @@ void gradient_tiles_of_images(const WinogradConv& g, const WinogradInput& in, co
     }
 }
 
-// dw (F x C x r x r) from du, 16 filter-channel pairs at once: G^T du G.
+// dw (F x C x r x r) from du, 16 filter-channel pairs at once: G^T du G. The pairs' taps,
+// a vector a tap, go through a buffer on the stack and a transpose in registers into
+// dw's rows, as weight_tiles reads them (scattered, 9 scatters per 16 pairs of 3x3, a
+// batch-1 dw of 64 -> 64 @16 took 1.08x as long).
 template <typename Tile>
 void weights_gradient(const WinogradConv& g, const float* du, float* dw) {
     constexpr int alpha = Tile::kAlpha, r = Tile::kTaps;
     const int64_t point = winograd_weights_point(g), pairs = g.F * g.C;
-    const __m512i taps = _mm512_mullo_epi32(
-        _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-        _mm512_set1_epi32(r * r));
     for (int64_t i = 0; i < pairs; i += 16) {
-        const __mmask16 lanes = first_lanes(pairs - i);
+        const int64_t count = pairs - i < 16 ? pairs - i : 16;
+        const __mmask16 lanes = first_lanes(count);
         __m512 h[r][alpha];  // G^T du
         transform_point_columns<alpha, r, Tile::weights_adjoint>(du + i, point, lanes, h);
-        float* to = dw + i * r * r;
+        float by_tap[r * r * 16];  // tap (t, l) of the pairs at 16 (r t + l)
 #pragma GCC unroll 7
-        for (int t = 0; t < r; ++t) {  // (G^T du) G, tap (t, l) of each pair r^2 floats apart
+        for (int t = 0; t < r; ++t) {  // (G^T du) G
             __m512 k[r];
             Tile::weights_adjoint(h[t], k);
 #pragma GCC unroll 7
-            for (int l = 0; l < r; ++l) _mm512_mask_i32scatter_ps(to + r * t + l, lanes, taps, k[l], 4);
+            for (int l = 0; l < r; ++l) _mm512_storeu_ps(by_tap + 16 * (r * t + l), k[l]);
         }
+        tap_transpose_avx512(r * r, count, by_tap, 16, dw + i * r * r, r * r);
     }
 }
 
@@ -829,16 +839,13 @@ void with_tiles(const WinogradConv& g, Fn&& fn) {
 
 void winograd_weights_avx512(const WinogradConv& g, const WinogradWeights& w, float* u) {
     const int64_t point = winograd_weights_point(g);
-    const __m512i channels = _mm512_mullo_epi32(
-        _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-        _mm512_set1_epi32(static_cast<int>(w.channel_stride)));
     for (int64_t f = 0; f < g.F; ++f) {
         for (int64_t c0 = 0; c0 < g.C; c0 += 16) {  // 16 channels at once
-            const __mmask16 lanes = first_lanes(g.C - c0);
+            const int64_t count = g.C - c0 < 16 ? g.C - c0 : 16;
             const float* k = w.w + f * w.filter_stride + c0 * w.channel_stride;
             float* to = u + f * g.C + c0;
             with_tiles(g, [&](auto tiles) {
-                weight_tiles<decltype(tiles)>(w, k, lanes, channels, to, point);
+                weight_tiles<decltype(tiles)>(w, k, count, to, point);
             });
         }
     }
