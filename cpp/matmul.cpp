@@ -4,6 +4,7 @@
 #include <atomic>
 
 #include <type_traits>
+#include <vector>
 
 #include "cache_line.h"
 #include "cpu_features.h"
@@ -277,6 +278,77 @@ void matmul(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T
     unbiased_matmul(trans_a, trans_b, m, n, k, a, b, c);
     if (bias) add_bias(m, n, bias, c);
 }
+
+namespace {
+
+// Where matrix `index` (counted row-major over the batch) of a stack starts, in elements.
+int64_t matrix_offset(const Shape& batch, const Shape& batch_strides, int64_t index) {
+    int64_t offset = 0;
+    for (size_t axis = batch.size(); axis-- > 0;) {
+        offset += index % batch[axis] * batch_strides[axis];
+        index /= batch[axis];
+    }
+    return offset;
+}
+
+// Are a stack's matrices stored as matmul reads them, row-major and dense (numpy's
+// C-contiguous: the stride of an axis of one entry does not matter)?
+template <typename T>
+bool row_major(const MatrixStack<T>& s) {
+    return (s.rows <= 1 || s.row_stride == s.columns) && (s.columns <= 1 || s.column_stride == 1);
+}
+
+// Matrix `index` of a stack, row-major: where it lies, or copied into `copy` (rows x
+// columns) when it lies otherwise, as the binding of matmul copies such a matrix.
+template <typename T>
+const T* row_major_matrix(const Shape& batch, const MatrixStack<T>& s, int64_t index, T* copy) {
+    const T* first = s.data + matrix_offset(batch, s.batch_strides, index);
+    if (row_major(s)) return first;
+    for (int64_t r = 0; r < s.rows; ++r) {
+        for (int64_t col = 0; col < s.columns; ++col) {
+            copy[r * s.columns + col] = first[r * s.row_stride + col * s.column_stride];
+        }
+    }
+    return copy;
+}
+
+}  // namespace
+
+template <typename T>
+void batched_matmul(bool trans_a, bool trans_b, const Shape& batch, const MatrixStack<T>& a,
+                    const MatrixStack<T>& b, T* c) {
+    const int64_t m = trans_a ? a.columns : a.rows, k = trans_a ? a.rows : a.columns;
+    const int64_t n = trans_b ? b.rows : b.columns;
+    int64_t count = 1;
+    for (const int64_t size : batch) count *= size;  // the caller allocated C: it fits
+    if (count == 0 || m == 0 || n == 0) return;
+    if (k == 0) return std::fill(c, c + count * m * n, T(0));
+    // Many matrices go whole to the threads, each product on its thread alone; fewer than
+    // threads run one after another, each on the whole team.
+    const int team = count >= num_threads() ? team_size(count) : 1;
+    // Each thread's room for a matrix stored otherwise than row-major, allocated here: an
+    // allocation that failed inside the team would end the process, not raise.
+    const int64_t a_room = row_major(a) ? 0 : m * k, b_room = row_major(b) ? 0 : k * n;
+    std::vector<T> copies(static_cast<size_t>(team * (a_room + b_room)));
+    const auto products = [&](int64_t t, int64_t threads) {  // thread t's share
+        T* a_copy = copies.data() + t * (a_room + b_room);
+        T* b_copy = a_copy + a_room;
+        for (int64_t i = count * t / threads; i < count * (t + 1) / threads; ++i) {
+            matmul(trans_a, trans_b, m, n, k, row_major_matrix(batch, a, i, a_copy),
+                   row_major_matrix(batch, b, i, b_copy), c + i * m * n);
+        }
+    };
+    if (team == 1) return products(0, 1);
+    on_team(team, [&](int64_t t, int64_t threads) {
+        const OneThreadHere alone;  // no team of its own under each product
+        products(t, threads);
+    });
+}
+
+template void batched_matmul(bool, bool, const Shape&, const MatrixStack<float>&,
+                             const MatrixStack<float>&, float*);
+template void batched_matmul(bool, bool, const Shape&, const MatrixStack<double>&,
+                             const MatrixStack<double>&, double*);
 
 template <typename T>
 void column_sums(int64_t m, int64_t n, const T* a, T* out) {

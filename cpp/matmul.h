@@ -8,6 +8,8 @@
 
 #include <cstdint>
 
+#include "shapes.h"
+
 namespace graphnet {
 
 // Row-major C (m x n) = op(A) * op(B), op(A) m x k, op(B) k x n, op = transpose when the
@@ -18,6 +20,28 @@ namespace graphnet {
 template <typename T>
 void matmul(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* a,
             const T* b, T* c, const T* bias = nullptr);
+
+// One operand of batched_matmul: a stack of stored matrices of rows x columns, matrix
+// (i0, i1, ...) of the batch at data + i0 * batch_strides[0] + i1 * batch_strides[1] + ...,
+// its element (r, c) at r * row_stride + c * column_stride from there (all in elements, any
+// sign; a batch stride is 0 along an axis the operand is broadcast over).
+template <typename T>
+struct MatrixStack {
+    const T* data;
+    int64_t rows, columns;
+    int64_t row_stride, column_stride;
+    Shape batch_strides;  // one per axis of the product's batch
+};
+
+// C[i] (m x n) = op(A[i]) op(B[i]) for each index i of `batch` (C: the matrices one after
+// another, row-major), each C[i] the bits matmul gives for A[i] and B[i] stored row-major:
+// a matrix stored otherwise is first copied so. With at least as many matrices as threads,
+// the threads split the matrices (whole matrices, each on one thread), else each product
+// splits across them as matmul does; either way every C[i] is the same on any thread
+// count. Sizes are the caller's to check: m * k, k * n and m * n within the 32-bit BLAS.
+template <typename T>
+void batched_matmul(bool trans_a, bool trans_b, const Shape& batch, const MatrixStack<T>& a,
+                    const MatrixStack<T>& b, T* c);
 
 // out (n) = the sum of A's m rows (m x n, row-major): an affine's bias gradient. Each
 // column's sum runs from 0 over the rows in order, as numpy's a.sum(axis=0) adds them

@@ -759,6 +759,86 @@ py::array py_matmul(const py::array& a, const py::array& b, bool transpose_a, bo
     });
 }
 
+// An operand of batched_matmul as a MatrixStack over the product's `batch` (its own
+// batch axes aligned to the right, broadcast where it has one entry or none). An array
+// the kernels cannot read in place (data off its items' alignment, strides that are not
+// whole items) is copied first, into `kept`.
+template <typename T>
+MatrixStack<T> matrix_stack(const py::array& x, const Shape& batch, py::array& kept) {
+    const auto in_place = [](const py::array& a) {
+        if (!aligned(a)) return false;
+        for (py::ssize_t axis = 0; axis < a.ndim(); ++axis) {
+            if (a.strides(axis) % py::ssize_t(sizeof(T)) != 0) return false;
+        }
+        return true;
+    };
+    kept = in_place(x) ? x : Contig<T>(x);
+    const auto stride = [&](py::ssize_t axis) {
+        return int64_t(kept.strides(axis)) / int64_t(sizeof(T));
+    };
+    const py::ssize_t rank = kept.ndim(), first = int64_t(batch.size()) - (rank - 2);
+    MatrixStack<T> s{static_cast<const T*>(kept.data()), kept.shape(rank - 2),
+                     kept.shape(rank - 1), stride(rank - 2), stride(rank - 1),
+                     Shape(batch.size(), 0)};
+    for (py::ssize_t axis = 0; axis < rank - 2; ++axis) {
+        if (kept.shape(axis) == batch[first + axis]) s.batch_strides[first + axis] = stride(axis);
+    }
+    return s;
+}
+
+py::array py_batched_matmul(const py::array& a, const py::array& b, bool transpose_a,
+                            bool transpose_b) {
+    const Shape as = shape_of(a), bs = shape_of(b);
+    if (as.size() < 2 || bs.size() < 2) {
+        fail("batched_matmul takes arrays of rank >= 2, got a " + shape_str(as) + " and b " +
+             shape_str(bs));
+    }
+    require_same_dtype(a, "a", b, "b");
+    const auto shapes = [&] { return " (a " + shape_str(as) + ", b " + shape_str(bs) + ")"; };
+    // The batch: both operands' leading axes, aligned to the right, numpy's broadcasting.
+    Shape batch(std::max(as.size(), bs.size()) - 2, 1);
+    int64_t count = 1;
+    for (size_t axis = 0; axis < batch.size(); ++axis) {
+        const size_t from_end = batch.size() - axis;  // this axis of the batch, from the right
+        const int64_t na = from_end <= as.size() - 2 ? as[as.size() - 2 - from_end] : 1;
+        const int64_t nb = from_end <= bs.size() - 2 ? bs[bs.size() - 2 - from_end] : 1;
+        if (na != nb && na != 1 && nb != 1) {
+            fail("batched_matmul: the batch axes do not broadcast" + shapes());
+        }
+        batch[axis] = na == 1 ? nb : na;
+        count = checked_mul(count, batch[axis], "batched_matmul's count of matrices");
+    }
+    const int64_t m = as[as.size() - (transpose_a ? 1 : 2)];
+    const int64_t k = as[as.size() - (transpose_a ? 2 : 1)];
+    const int64_t kb = bs[bs.size() - (transpose_b ? 1 : 2)];
+    const int64_t n = bs[bs.size() - (transpose_b ? 2 : 1)];
+    if (k != kb) {
+        fail("batched_matmul: op(a) is " + std::to_string(m) + " x " + std::to_string(k) +
+             " but op(b) is " + std::to_string(kb) + " x " + std::to_string(n) + shapes());
+    }
+    Shape out_shape = batch;
+    out_shape.push_back(m);
+    out_shape.push_back(n);
+    checked_mul(checked_mul(count, m, "batched_matmul output"), n, "batched_matmul output");
+    if (count > 0 && m > 0 && n > 0 && k > 0) {  // products to run: BLAS's 32-bit sizes
+        require_blas_size(std::max({checked_mul(m, k, "batched_matmul a"),
+                                    checked_mul(k, n, "batched_matmul b"), m * n}),
+                          [&] { return "a matrix of batched_matmul" + shapes(); });
+    }
+    keep_blas_single_threaded();
+    return dispatch_float(a, "batched_matmul a", [&](auto zero) -> py::array {
+        using T = decltype(zero);
+        py::array a_kept, b_kept;
+        const MatrixStack<T> a_stack = matrix_stack<T>(a, batch, a_kept);
+        const MatrixStack<T> b_stack = matrix_stack<T>(b, batch, b_kept);
+        py::array_t<T> c(out_shape);
+        T* cp = c.mutable_data();
+        py::gil_scoped_release nogil;
+        batched_matmul(transpose_a, transpose_b, batch, a_stack, b_stack, cp);
+        return c;
+    });
+}
+
 py::array py_column_sums(const py::array& a) {
     require_rank(shape_of(a), 2, "column_sums a", "(rows, columns)");
     const int64_t m = a.shape(0), n = a.shape(1);
@@ -2384,6 +2464,12 @@ PYBIND11_MODULE(_C, m) {
           "op(a) @ op(b) on graphnet's threads, op = transpose when asked (no copy is made\n"
           "for it); a and b: 2-D, one dtype, float32 or float64. bias (columns of the\n"
           "result,), of that dtype: added to every row of the result.");
+    m.def("batched_matmul", &py_batched_matmul, "a"_a, "b"_a, "transpose_a"_a = false,
+          "transpose_b"_a = false,
+          "np.matmul(op(a), op(b)) for a and b of rank >= 2, one dtype, float32 or float64,\n"
+          "op transposing the last two axes when asked: their leading (batch) axes broadcast\n"
+          "(a broadcast operand is read in place, not copied); each matrix of the result\n"
+          "has matmul's bits for its two matrices, on any thread count.");
     m.def("column_sums", &py_column_sums, "a"_a,
           "Each column's sum over the rows in order, of a 2-D float32 or float64 array, on\n"
           "graphnet's threads: a.sum(axis=0)'s bits where a has 2+ columns (numpy sums a\n"

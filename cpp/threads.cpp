@@ -11,13 +11,19 @@ namespace graphnet {
 
 namespace {
 std::atomic<int> g_num_threads{std::min(omp_get_max_threads(), kMaxThreads)};
-}
+thread_local int one_thread_scopes = 0;  // OneThreadHere's alive on this thread
+}  // namespace
 
 int thread_index() { return omp_get_thread_num(); }
 
 int team_threads() { return omp_get_num_threads(); }
 
-int num_threads() { return g_num_threads.load(std::memory_order_relaxed); }
+int num_threads() {
+    return one_thread_scopes > 0 ? 1 : g_num_threads.load(std::memory_order_relaxed);
+}
+
+OneThreadHere::OneThreadHere() { ++one_thread_scopes; }
+OneThreadHere::~OneThreadHere() { --one_thread_scopes; }
 
 void set_num_threads(int64_t n) {
     if (n < 1 || n > kMaxThreads) {

@@ -12,7 +12,7 @@
 
 namespace graphnet {
 
-int num_threads();
+int num_threads();  // 1 on a thread that holds a OneThreadHere
 // Which thread of the innermost team runs the caller (omp_get_thread_num), for kernels
 // compiled without library headers that index their threads' scratch.
 int thread_index();
@@ -22,6 +22,19 @@ int team_threads();  // the innermost team's size (omp_get_num_threads)
 // the count, and tens of thousands of them exhaust the process (a crash, not an error).
 constexpr int kMaxThreads = 1024;
 void set_num_threads(int64_t n);  // 1 <= n <= kMaxThreads, else std::invalid_argument
+
+// While one lives, the kernels called on its thread run there alone (num_threads() is 1):
+// for a kernel whose team already splits its work into whole calls of another kernel (a
+// stack of small products, one matrix per call), where the inner kernel's own region
+// would only cost its start and barrier. The inner kernels give the same bits on any
+// thread count, so this changes no result.
+class OneThreadHere {
+  public:
+    OneThreadHere();
+    ~OneThreadHere();
+    OneThreadHere(const OneThreadHere&) = delete;
+    OneThreadHere& operator=(const OneThreadHere&) = delete;
+};
 
 // Threads worth starting for `pieces` independent pieces of work: never more than
 // there are pieces, never fewer than one.

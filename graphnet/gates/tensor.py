@@ -25,8 +25,9 @@ from .reduce import Sum, spread
 def batched_matmul(a, b, transpose_a=False, transpose_b=False):
     """op(a) @ op(b) for arrays of rank >= 2 whose leading (batch) axes broadcast, op
     transposing the last two axes. graphnet's own C++ product does the work for float
-    arrays: once for a stack of rows times a matrix (x @ W), else once per matrix of the
-    batch, so the whole walk runs on one team of threads (see nn.matmul)."""
+    arrays, so the whole walk runs on one team of threads (see nn.matmul): one product for
+    a stack of rows times a matrix (x @ W), else one call for the stack, which multiplies
+    its matrices in C++ (a broadcast operand read in place), each as nn.matmul would."""
     if a.ndim == 2 and b.ndim == 2:
         return matmul(a, b, transpose_a, transpose_b)
     if b.ndim == 2 and not transpose_a:  # fold the batch into the rows: one product
@@ -37,15 +38,7 @@ def batched_matmul(a, b, transpose_a=False, transpose_b=False):
             np.swapaxes(a, -1, -2) if transpose_a else a,
             np.swapaxes(b, -1, -2) if transpose_b else b,
         )
-    batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
-    a = np.broadcast_to(a, batch + a.shape[-2:])
-    b = np.broadcast_to(b, batch + b.shape[-2:])
-    rows = a.shape[-1] if transpose_a else a.shape[-2]
-    columns = b.shape[-2] if transpose_b else b.shape[-1]
-    out = np.empty(batch + (rows, columns), dtype=a.dtype)
-    for index in np.ndindex(*batch):
-        out[index] = matmul(a[index], b[index], transpose_a, transpose_b)
-    return out
+    return _C.batched_matmul(a, b, transpose_a, transpose_b)  # by position: see nn.matmul
 
 
 def as_rows(a):

@@ -387,6 +387,29 @@ def test_matmul_uses_one_product_for_rows_times_a_matrix(monkeypatch):
     assert len(calls) == 3
 
 
+def test_matmul_of_stacks_runs_one_product_per_pass_and_its_gradients_match_numerical(monkeypatch):
+    """q @ kᵀ and weights @ v of a hand-written attention over (2, 3) heads, k shared by
+    the first axis (broadcast): one batched product per matmul gate and pass, gradients
+    against centred differences in float64."""
+    from graphnet.gates import tensor
+    from graphnet.kernels import _C
+
+    calls = []
+    real = _C.batched_matmul
+    monkeypatch.setattr(tensor._C, "batched_matmul", lambda *a: calls.append(1) or real(*a))
+    rng = np.random.default_rng(6)
+    g = gn.Graph()
+    q = g.param("q", rng.standard_normal((2, 3, 5, 4)))
+    k = g.param("k", rng.standard_normal((1, 3, 6, 4)))
+    v = g.param("v", rng.standard_normal((2, 3, 6, 4)))
+    weights = g.softmax((q @ g.transpose(k, (0, 1, 3, 2))) * 0.5)
+    g.sum((weights @ v) * g.const(rng.standard_normal((2, 3, 5, 4))))
+    g.forward()
+    g.backward()
+    assert len(calls) == 6  # two products forward, two per product backward
+    assert max(gn.gradcheck(g).values()) < 1e-7
+
+
 # ----- errors ------------------------------------------------------------------------
 
 BAD_SHAPES = [
