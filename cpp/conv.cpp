@@ -545,9 +545,6 @@ constexpr int64_t kWinogradForwardMinSide = 7;
 constexpr int64_t kWinogradSmallMinSide = 4;
 constexpr int64_t kWinogradSmallMinChannels = 64;
 constexpr int64_t kWinogradSmallMinImages = 8;
-// The weight transform gathers 16 channels' weights with 32-bit offsets, of up to
-// 15 x k^2 x channels (dx's channel stride is the forward's channels' k^2 taps).
-constexpr int64_t kWinogradMaxGatherOffset = (int64_t(1) << 31) - 1;
 
 // The dx of 3x3 layers pays on any image, that of 5x5 and 7x7 ones from the forward's side on.
 int64_t winograd_input_gradient_min_side(const ConvGeometry& g) {
@@ -567,7 +564,7 @@ Tiled input_gradient_tiled(const ConvGeometry& g) { return {g.H, g.W}; }
 bool winograd_layer(const ConvGeometry& g) {
     const bool tiled = g.HH == g.WW && (g.HH == 3 || g.HH == 5 || g.HH == 7) && g.pad <= (g.HH - 1) / 2;
     return winograd_mode != WinogradMode::kOff && tiled && g.stride == 1 && direct_enabled &&
-           use_avx512() && std::max(g.C, g.F) <= kWinogradMaxGatherOffset / (16 * g.HH * g.WW);
+           use_avx512();
 }
 
 // min_side: of the output it tiles, below which it does not pay.

@@ -630,11 +630,10 @@ void for_each_image_rows(const WinogradConv& g, int64_t row0, int64_t row1, Segm
 }
 
 // The transformed weights of `count` (at most 16) channels' filters from k on, as
-// winograd_weights_avx512. The channels' taps are first transposed in registers into a
-// vector a tap (`by_tap`), then read from there: gathered a tap at a time (9 gathers per
-// 16 channels of 3x3), the weights' transform was about a fifth of a batch-1 forward of
-// 64 -> 64 @16, and the gathers most of it; transposed, the forward and dx of 3x3 layers
-// at batch 1 take 0.86-0.97x the time (docs/performance/kernels.md, Winograd).
+// winograd_weights_avx512. The channels' taps are transposed in registers into a vector a
+// tap (`by_tap`) and read from there, since a gather a tap costs more than the whole
+// transpose and every call pays this whatever the batch (docs/performance/kernels.md,
+// Winograd).
 template <typename Tile>
 void weight_tiles(const WinogradWeights& w, const float* k, int64_t count, float* to,
                   int64_t point) {
@@ -798,8 +797,7 @@ void gradient_tiles_of_images(const WinogradConv& g, const WinogradInput& in, co
 
 // dw (F x C x r x r) from du, 16 filter-channel pairs at once: G^T du G. The pairs' taps,
 // a vector a tap, go through a buffer on the stack and a transpose in registers into
-// dw's rows, as weight_tiles reads them (scattered, 9 scatters per 16 pairs of 3x3, a
-// batch-1 dw of 64 -> 64 @16 took 1.08x as long).
+// dw's rows, as weight_tiles reads them (cheaper than a scatter a tap).
 template <typename Tile>
 void weights_gradient(const WinogradConv& g, const float* du, float* dw) {
     constexpr int alpha = Tile::kAlpha, r = Tile::kTaps;
