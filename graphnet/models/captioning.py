@@ -146,7 +146,7 @@ class CaptioningRNN(GraphModel):
         course, decoding does not stop at <END>)."""
         if self._start is None:
             raise GraphError("CaptioningRNN.sample needs '<START>' in word_to_idx")
-        features = self.check_input(features, "features")
+        features = self.check_input(features, "features", "sample")
         s, N = self.sampler, features.shape[0]
         with s.lock:
             for name, value in self.params.items():

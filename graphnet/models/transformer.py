@@ -713,7 +713,7 @@ class CaptioningTransformer(TorchModes, GraphModel):
     def forward(self, features: Any, captions: Any) -> np.ndarray:
         """Scores (N, T, V) for image features (N, D) and the caption words (N, T): step t
         sees the words up to t and the image."""
-        features = self.check_input(features, "features")
+        features = self.check_input(features, "features", "forward")
         captions = self._check_captions(captions, features.shape[0], "captions", 1)
         with self.graph.lock:
             return self.graph.run("scores", self._feeds(features, captions))
@@ -757,7 +757,7 @@ class CaptioningTransformer(TorchModes, GraphModel):
                 f"the model's max_length={self.config['max_length']}, the rows of its "
                 "positional encoding"
             )
-        features = self.check_input(features, "features")
+        features = self.check_input(features, "features", "sample")
         N = features.shape[0]
         captions = np.full((N, max_length), self._null, dtype=np.int32)
         partial = np.full((N, 1), self._start, dtype=np.int64)

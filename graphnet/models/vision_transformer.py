@@ -253,7 +253,7 @@ class VisionTransformer(TorchModes, GraphModel):
     def forward(self, X: Any) -> np.ndarray:
         """The scores (N, num_classes) of images X (N, C, H, W), in the model's mode
         (dropout on in training mode, as the course's forward)."""
-        X = self.check_input(X)
+        X = self.check_input(X, method="forward")
         with self.graph.lock:
             return self.graph.run("scores", {"X": X})
 

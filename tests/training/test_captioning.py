@@ -155,6 +155,9 @@ def test_bad_input_names_the_input_and_the_shapes():
         CaptioningRNN(SMALL_WORDS, cell_type="gru")
     with pytest.raises(gn.GraphError, match="<START>"):
         model.sample(np.zeros((1, 4)))
+    with_start = CaptioningRNN({**SMALL_WORDS, "<START>": 3}, input_dim=4, wordvec_dim=5)
+    with pytest.raises(gn.GraphError, match=r"^CaptioningRNN\.sample: features"):
+        with_start.sample(np.zeros((1, 5)))
     with pytest.raises(ValueError, match="train_captions"):
         CaptioningSolver(model, {"X_train": np.zeros((2, 4))})
 

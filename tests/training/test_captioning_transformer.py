@@ -375,8 +375,11 @@ def test_bad_inputs_name_the_input_and_the_shapes():
         model.loss(features, np.ones((2, 10), int))
     with pytest.raises(gn.GraphError, match=r"outside the vocabulary \[0, 5\)"):
         model.loss(features, np.array([[1, 5], [1, 2]]))
-    with pytest.raises(gn.GraphError, match="features"):
-        model.loss(np.ones((2, 4)), np.ones((2, 3), int))
+    for call, method in ((model.loss, "loss"), (model.forward, "forward")):
+        with pytest.raises(gn.GraphError, match=rf"^CaptioningTransformer\.{method}: features"):
+            call(np.ones((2, 4)), np.ones((2, 3), int))
+    with pytest.raises(gn.GraphError, match=r"^CaptioningTransformer\.sample: features"):
+        model.sample(np.ones((2, 4)), max_length=4)
     with pytest.raises(gn.GraphError, match="max_length=9 is longer"):
         model.sample(features, max_length=9)
     with pytest.raises(gn.GraphError, match="<START>"):
