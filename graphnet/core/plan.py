@@ -191,8 +191,7 @@ def backward_plan(nodes: List[Node], target: Node, fuse: bool) -> Plan:
     """The gates a gradient from `target` passes through, last first: a node is reached
     when a reached step sends it a gradient, not merely when the target depends on it. A
     node read only by gates that pass it none (a compare's inputs: tanh(x) > 0 as a
-    where's mask) gets zeros; as an ancestor it got a backward step that no gradient
-    reached, which failed on its dout of None."""
+    where's mask) gets zeros and no backward step, which would have no dout to run on."""
     reached = {id(target)}
     steps = []
     for node in reversed(nodes):  # every consumer of a node before the node itself
