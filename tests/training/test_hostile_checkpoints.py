@@ -92,6 +92,21 @@ SOLVER_ATTACKS = [
         r"state 'running_var' of 'batchnorm2' is \(5,\)",
     ),
     (
+        "an integer batchnorm running variance",
+        lambda a, d: (
+            a.__setitem__("state/batchnorm1/running_var", np.ones(16, np.int32))
+            or d["arrays"].__setitem__(
+                "state/batchnorm1/running_var", {"shape": [16], "dtype": "<i4"}
+            )
+        ),
+        r"state 'running_var' of 'batchnorm1' is int32, the node is float32",
+    ),
+    (
+        "a negative batchnorm running variance",
+        lambda a, d: a["state/batchnorm2/running_var"].__setitem__(0, -0.5),
+        r"state 'running_var' of 'batchnorm2' holds a negative variance",
+    ),
+    (
         "NaN learning rate",
         lambda a, d: set_path(d, "solver.optim_configs.W1.learning_rate.value", math.nan),
         r"optim_configs\['W1'\]\.learning_rate: nan",
