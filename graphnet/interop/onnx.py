@@ -852,8 +852,29 @@ def from_onnx(path_or_model: Any) -> Graph:
         "from_onnx",
         f" InstanceNormalization: {_TORCH_GROUP_NORM}." * instance_norms,
     )
+    _check_declared_shapes(model)
     _check_input_types(onnx, model)
     return _Reader(onnx, model, initializers, patterns, inside).build()
+
+
+def _check_declared_shapes(model):
+    """A GraphError naming the tensor and the axis when the model declares a negative size
+    for an input, an output or a value_info: no array has one, and ONNX's shape inference
+    (run by _check_input_types) aborts the interpreter on some (onnx 1.23: a Slice along
+    an input's axis declared -1 fails an assertion in std::clamp)."""
+    graph = model.graph
+    for what, infos in (
+        ("input", graph.input),
+        ("output", graph.output),
+        ("value_info", graph.value_info),
+    ):
+        for info in infos:
+            for axis, dim in enumerate(info.type.tensor_type.shape.dim):
+                if dim.HasField("dim_value") and dim.dim_value < 0:
+                    raise GraphError(
+                        f"ONNX {what} {info.name!r} declares the size {dim.dim_value} on axis "
+                        f"{axis}; a size is 0 or more"
+                    )
 
 
 def _check_input_types(onnx, model):

@@ -12,6 +12,7 @@ import pytest
 
 import graphnet as gn
 from graphnet.errors import GraphError
+from isolation import assert_survived, run_in_child
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
@@ -208,6 +209,39 @@ def test_the_valid_model_loads_and_runs(tmp_path):
     g = gn.from_onnx(path)
     out = g.forward({"x": np.ones((1, 3, 8, 8), np.float32)})
     assert np.asarray(out).shape == (1, 2, 6, 6)
+
+
+def negative_size(where):
+    """A Slice of x (2, 5) along axis 1, whose input, output or value_info declares a size of -1."""
+    bounds = [const(name, [v]) for name, v in zip("abcd", (0, 1, 1, 1))]
+    proto = one("Slice", ("x", "a", "b", "c", "d"), bounds, (2, 5))
+    if where == "value_info":
+        proto.graph.value_info.append(helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 1]))
+    info = {"input": proto.graph.input, "output": proto.graph.output}.get(
+        where, proto.graph.value_info
+    )[0]
+    del info.type.tensor_type.shape.dim[:]
+    for size in (2, -1):
+        info.type.tensor_type.shape.dim.add().dim_value = size
+    return proto
+
+
+@pytest.mark.parametrize("where", ["input", "output", "value_info"])
+def test_a_negative_declared_size_is_refused_naming_the_tensor(where, tmp_path):
+    """ONNX's shape inference, which the type check runs, aborted the interpreter (an
+    assertion in std::clamp) on a Slice of an input declared (2, -1); in a child."""
+    path = tmp_path / "negative.onnx"
+    path.write_bytes(negative_size(where).SerializeToString())
+    result = run_in_child(f"""
+        import graphnet as gn
+        try:
+            gn.from_onnx({str(path)!r})
+        except gn.GraphError as err:
+            print(err)
+    """)
+    assert_survived(result)
+    name = "x" if where == "input" else "y"
+    assert f"ONNX {where} {name!r} declares the size -1 on axis 1" in result.stdout, result
 
 
 def with_input_type(elem_type):
