@@ -1205,18 +1205,23 @@ def _find_patterns(onnx, model, initializers):
     masked attention and compare's != (Not of Equal) as to_onnx writes them. Returns
     ({output of the run's last node: (build(reader, node, input nodes), input tensor
     names)}, the outputs of the nodes inside the runs), leaving alone a run whose inner
-    values something else reads."""
+    values something else reads, and a run with a node that breaks its op's schema (the
+    reader then names that node)."""
     finder = _PatternFinder(onnx, model, initializers)
     patterns, inside = {}, set()
     for tail in model.graph.node:
-        found = (
-            finder.gelu(tail)
-            or finder.temporal_loss(tail)
-            or finder.masked_attention(tail)
-            or finder.zeros(tail)
-            or finder.not_equal(tail)
-            or finder.group_norm(tail)
-        )
+        try:
+            found = (
+                finder.gelu(tail)
+                or finder.temporal_loss(tail)
+                or finder.masked_attention(tail)
+                or finder.zeros(tail)
+                or finder.not_equal(tail)
+                or finder.group_norm(tail)
+            )
+        except (IndexError, KeyError, TypeError, ValueError):
+            # an input or attribute missing, or of another kind, as _Reader.build catches
+            found = None
         if found is None:
             continue
         interior = finder.interior(tail, set(found[1]))

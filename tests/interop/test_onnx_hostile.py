@@ -323,6 +323,39 @@ def test_seeded_mutations_of_an_exported_model_build_or_are_refused():
             pass
 
 
+def small_sequence_model():
+    """Word embedding, masked attention and the masked temporal softmax loss as graphnet
+    exports them: the last two as runs of ONNX ops that the importer matches."""
+    g = gn.Graph(dtype=np.float32)
+    rng = np.random.default_rng(0)
+    words = g.input("words", shape=(None, 4), dtype=np.int64)
+    y = g.input("y", shape=(None, 4), dtype=np.int64)
+    x = g.word_embedding(words, g.param("W", rng.normal(size=(7, 5))))
+    a = g.attention(x, x, x, mask=np.tril(np.ones((4, 4), bool)))
+    scores = g.temporal_affine(a, g.param("w", rng.normal(size=(5, 7))), g.param("b", np.zeros(7)))
+    g.temporal_softmax_loss(scores, y, np.array([[1, 1, 1, 0]] * 2), name="loss")
+    return gn.to_onnx(g)
+
+
+def test_seeded_mutations_of_an_exported_sequence_model_build_or_are_refused():
+    """300 models, each one node of small_sequence_model() mutated: a GraphError or a
+    graph that runs. A node of the attention's or the loss's run with an input dropped or
+    an attribute of another kind failed in the pattern matcher with IndexError,
+    ValueError or TypeError."""
+    rng = np.random.default_rng(34)
+    base = small_sequence_model()
+    feed = {"words": np.array([[0, 1, 1, 6], [2, 2, 3, 4]]), "y": np.ones((2, 4), np.int64)}
+    for _ in range(300):
+        try:
+            graph = gn.from_onnx(mutated(base, rng))
+        except GraphError:
+            continue
+        try:
+            graph.forward(**{k: v for k, v in feed.items() if k in graph})
+        except GraphError:
+            pass
+
+
 def test_constants_of_other_types_where_onnx_allows_them_are_read():
     """Pow's exponent and Reshape's shape may have other types than x (ONNX's T1, int64):
     the type check refuses only inputs that the op's schema gives one type."""
