@@ -969,7 +969,11 @@ def _typed_skeleton(onnx, model):
 
 
 def _type_name(onnx, elem_type):
-    return onnx.helper.tensor_dtype_to_string(elem_type).removeprefix("TensorProto.").lower()
+    try:
+        name = onnx.helper.tensor_dtype_to_string(elem_type)
+    except KeyError:  # a number that names no ONNX type
+        return f"of element type {elem_type}"
+    return name.removeprefix("TensorProto.").lower()
 
 
 def _load_model(onnx, path):
@@ -1979,7 +1983,10 @@ def _read_cast(r, node):
 
 
 def _read_constant(r, node):
-    r.constants.update(_arrays(r.onnx, [(node.output[0], r.attr(node, "value"))], "constant"))
+    value = r.attr(node, "value")
+    if value is None:  # value_float, value_ints, sparse_value, ... or nothing
+        raise unsupported("Constant", node.output[0], "graphnet reads only a 'value' tensor")
+    r.constants.update(_arrays(r.onnx, [(node.output[0], value)], "constant"))
 
 
 #: ONNX ops whose importers return a value for each output (a tuple).

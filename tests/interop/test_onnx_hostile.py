@@ -269,6 +269,35 @@ def test_a_node_that_breaks_its_ops_schema_is_refused_naming_it(case):
         gn.from_onnx(MALFORMED[case])
 
 
+def test_damaged_names_and_types_of_a_file_are_refused_naming_the_node(tmp_path):
+    """Each escaped from_onnx as Python's error: a Constant whose tensor is not under
+    'value' (AttributeError), an op type that is not UTF-8, which protobuf gives as bytes,
+    listed with another (TypeError: bytes < str), and an element type 32 that meets
+    another type (KeyError naming no type)."""
+    constant = model(
+        [
+            helper.make_node("Constant", [], ["c"], value_float=2.0),
+            helper.make_node("Add", ["x", "c"], ["y"]),
+        ],
+        shape=(2,),
+    )
+    with pytest.raises(GraphError, match="Constant node 'c': graphnet reads only a 'value'"):
+        gn.from_onnx(constant)
+
+    two_ops = model(
+        [helper.make_node("Frob", ["x"], ["f"]), helper.make_node("Nitz", ["f"], ["y"])]
+    )
+    path = tmp_path / "bytes.onnx"
+    path.write_bytes(two_ops.SerializeToString().replace(b"Nitz", b"N\xd8tz"))
+    with pytest.raises(GraphError, match=r"2 ops with no counterpart: Frob .*b'N\\xd8tz'"):
+        gn.from_onnx(path)
+
+    unknown = float_and_double([helper.make_node("Add", ["x", "z"], ["y"])])
+    unknown.graph.input[1].type.tensor_type.elem_type = 32
+    with pytest.raises(GraphError, match=r"its input 'z' is of element type 32 but the input"):
+        gn.from_onnx(unknown)
+
+
 @pytest.mark.parametrize("elem_type", [0, 999])
 def test_an_input_of_an_element_type_onnx_lacks_is_refused_naming_it(elem_type):
     with pytest.raises(GraphError, match=rf"ONNX input 'x' has element type {elem_type}, which"):
