@@ -62,6 +62,16 @@ def node(doc, name):
     return next(n for n in doc["model"]["graph"]["nodes"] if n["name"] == name)
 
 
+def replaced(key, array):
+    """A change that stores `array` under `key`, the document's list saying so."""
+
+    def change(arrays, doc):
+        arrays[key] = array
+        doc["arrays"][key] = {"shape": list(array.shape), "dtype": array.dtype.str}
+
+    return change
+
+
 MT_KEY = {"__ndarray__": list(range(624)), "dtype": "<u4"}
 
 # (what is wrong, change(arrays, doc), the field or member the message must name)
@@ -75,30 +85,17 @@ SOLVER_ATTACKS = [
     ),
     (
         "optimizer state of the wrong shape",
-        lambda a, d: (
-            a.__setitem__("optim/W2/v", np.zeros((3, 3), np.float32))
-            or d["arrays"].__setitem__("optim/W2/v", {"shape": [3, 3], "dtype": "<f4"})
-        ),
+        replaced("optim/W2/v", np.zeros((3, 3), np.float32)),
         r"optimizer state 'v' of 'W2' is \(3, 3\)",
     ),
     (
         "batchnorm state of the wrong shape",
-        lambda a, d: (
-            a.__setitem__("state/batchnorm2/running_var", np.ones(5, np.float32))
-            or d["arrays"].__setitem__(
-                "state/batchnorm2/running_var", {"shape": [5], "dtype": "<f4"}
-            )
-        ),
+        replaced("state/batchnorm2/running_var", np.ones(5, np.float32)),
         r"state 'running_var' of 'batchnorm2' is \(5,\)",
     ),
     (
         "an integer batchnorm running variance",
-        lambda a, d: (
-            a.__setitem__("state/batchnorm1/running_var", np.ones(16, np.int32))
-            or d["arrays"].__setitem__(
-                "state/batchnorm1/running_var", {"shape": [16], "dtype": "<i4"}
-            )
-        ),
+        replaced("state/batchnorm1/running_var", np.ones(16, np.int32)),
         r"state 'running_var' of 'batchnorm1' is int32, the node is float32",
     ),
     (
