@@ -734,10 +734,12 @@ def _prepare_graph(path, saved, arrays, graph):
                 "the target"
             )
         if array.dtype != node.dtype:
+            # a model of another float dtype is the caller's to build; a param of
+            # integers or bools never came from graphnet.save
+            fix = f" (build the model with dtype={array.dtype.name})" * (array.dtype.kind == "f")
             raise CheckpointError(
                 f"{path}: wrong dtype: param {name!r} is {array.dtype} in the "
-                f"checkpoint, {node.dtype} in the target (build the model "
-                f"with dtype={array.dtype.name})"
+                f"checkpoint, {node.dtype} in the target{fix}"
             )
         values[name] = array
     states = {}

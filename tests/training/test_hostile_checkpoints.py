@@ -94,6 +94,11 @@ SOLVER_ATTACKS = [
         r"state 'running_var' of 'batchnorm2' is \(5,\)",
     ),
     (
+        "an integer param (no model dtype to build it with)",
+        replaced("param/b1", np.ones(16, np.int32)),
+        r"wrong dtype: param 'b1' is int32 in the checkpoint, float32 in the target$",
+    ),
+    (
         "an integer batchnorm running variance",
         replaced("state/batchnorm1/running_var", np.ones(16, np.int32)),
         r"state 'running_var' of 'batchnorm1' is int32, the node is float32",
