@@ -70,7 +70,8 @@ def check_supported(uses, table, what: str, hint: str = ""):
     if missing:
         listing = "; ".join(
             f"{op} (node{'s' if len(names) > 1 else ''} {_names(names)})"
-            for op, names in sorted(missing.items())
+            # by the text: an op type that is not UTF-8 comes from protobuf as bytes
+            for op, names in sorted(missing.items(), key=lambda item: str(item[0]))
         )
         raise UnsupportedOpError(
             f"{what}: {len(missing)} op{'s' if len(missing) > 1 else ''} with no counterpart: "

@@ -852,8 +852,29 @@ def from_onnx(path_or_model: Any) -> Graph:
         "from_onnx",
         f" InstanceNormalization: {_TORCH_GROUP_NORM}." * instance_norms,
     )
+    _check_declared_shapes(model)
     _check_input_types(onnx, model)
     return _Reader(onnx, model, initializers, patterns, inside).build()
+
+
+def _check_declared_shapes(model):
+    """A GraphError naming the tensor and the axis when the model declares a negative size
+    for an input, an output or a value_info: no array has one, and ONNX's shape inference
+    (run by _check_input_types) aborts the interpreter on some (onnx 1.23: a Slice along
+    an input's axis declared -1 fails an assertion in std::clamp)."""
+    graph = model.graph
+    for what, infos in (
+        ("input", graph.input),
+        ("output", graph.output),
+        ("value_info", graph.value_info),
+    ):
+        for info in infos:
+            for axis, dim in enumerate(info.type.tensor_type.shape.dim):
+                if dim.HasField("dim_value") and dim.dim_value < 0:
+                    raise GraphError(
+                        f"ONNX {what} {info.name!r} declares the size {dim.dim_value} on axis "
+                        f"{axis}; a size is 0 or more"
+                    )
 
 
 def _check_input_types(onnx, model):
@@ -948,7 +969,11 @@ def _typed_skeleton(onnx, model):
 
 
 def _type_name(onnx, elem_type):
-    return onnx.helper.tensor_dtype_to_string(elem_type).removeprefix("TensorProto.").lower()
+    try:
+        name = onnx.helper.tensor_dtype_to_string(elem_type)
+    except KeyError:  # a number that names no ONNX type
+        return f"of element type {elem_type}"
+    return name.removeprefix("TensorProto.").lower()
 
 
 def _load_model(onnx, path):
@@ -1184,18 +1209,23 @@ def _find_patterns(onnx, model, initializers):
     masked attention and compare's != (Not of Equal) as to_onnx writes them. Returns
     ({output of the run's last node: (build(reader, node, input nodes), input tensor
     names)}, the outputs of the nodes inside the runs), leaving alone a run whose inner
-    values something else reads."""
+    values something else reads, and a run with a node that breaks its op's schema (the
+    reader then names that node)."""
     finder = _PatternFinder(onnx, model, initializers)
     patterns, inside = {}, set()
     for tail in model.graph.node:
-        found = (
-            finder.gelu(tail)
-            or finder.temporal_loss(tail)
-            or finder.masked_attention(tail)
-            or finder.zeros(tail)
-            or finder.not_equal(tail)
-            or finder.group_norm(tail)
-        )
+        try:
+            found = (
+                finder.gelu(tail)
+                or finder.temporal_loss(tail)
+                or finder.masked_attention(tail)
+                or finder.zeros(tail)
+                or finder.not_equal(tail)
+                or finder.group_norm(tail)
+            )
+        except (IndexError, KeyError, TypeError, ValueError):
+            # an input or attribute missing, or of another kind, as _Reader.build catches
+            found = None
         if found is None:
             continue
         interior = finder.interior(tail, set(found[1]))
@@ -1953,7 +1983,10 @@ def _read_cast(r, node):
 
 
 def _read_constant(r, node):
-    r.constants.update(_arrays(r.onnx, [(node.output[0], r.attr(node, "value"))], "constant"))
+    value = r.attr(node, "value")
+    if value is None:  # value_float, value_ints, sparse_value, ... or nothing
+        raise unsupported("Constant", node.output[0], "graphnet reads only a 'value' tensor")
+    r.constants.update(_arrays(r.onnx, [(node.output[0], value)], "constant"))
 
 
 #: ONNX ops whose importers return a value for each output (a tuple).

@@ -734,10 +734,12 @@ def _prepare_graph(path, saved, arrays, graph):
                 "the target"
             )
         if array.dtype != node.dtype:
+            # a model of another float dtype is the caller's to build; a param of
+            # integers or bools never came from graphnet.save
+            fix = f" (build the model with dtype={array.dtype.name})" * (array.dtype.kind == "f")
             raise CheckpointError(
                 f"{path}: wrong dtype: param {name!r} is {array.dtype} in the "
-                f"checkpoint, {node.dtype} in the target (build the model "
-                f"with dtype={array.dtype.name})"
+                f"checkpoint, {node.dtype} in the target{fix}"
             )
         values[name] = array
     states = {}
@@ -774,10 +776,19 @@ def _restore_state(path, node_name, saved, arrays, node):
     for key, item in saved.items():
         if "array" in item:
             array = arrays[item["array"]]
-            if array.dtype.kind == "f" and array.dtype != node.dtype:
+            # An integer or boolean array too: it would stay in the state, in eval
+            # mode and in the next checkpoint, until a training step replaced it.
+            if array.dtype != node.dtype:
                 raise CheckpointError(
                     f"{path}: wrong dtype: state {key!r} of {node_name!r} is "
                     f"{array.dtype}, the node is {node.dtype}"
+                )
+            if key == "running_var" and np.any(array < 0):
+                # A running average of variances is never negative; eval mode would
+                # take the square root of one and give NaN.
+                raise CheckpointError(
+                    f"{path}: state {key!r} of {node_name!r} holds a negative variance "
+                    f"({_show(float(array.min()))})"
                 )
             if param_shapes and array.shape not in param_shapes:
                 raise CheckpointError(

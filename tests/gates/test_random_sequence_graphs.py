@@ -1,7 +1,10 @@
 """Random graphs of sequences (N, T, D), the kind the zoo's random CNNs never make: one
 node read by two to four gates, residual adds of broadcast shapes ((T, D), (1, T, 1),
 (D,), a mean over the batch), concat, take, slice, reshape and transpose between layers,
-matmul, attention (plain and causal) and layernorm chains, compare into where, clip.
+matmul, attention (plain and causal) and layernorm chains, compare into where, clip; the
+course's sequence layers among them: tanh RNNs and LSTMs from an h0 given or zero (one
+RNN stacked on another), the temporal affine map, a word embedding whose words repeat,
+and the temporal softmax loss under a mask that leaves a sequence out whole.
 
 Each node's value against a numpy evaluation of the same steps (float64 and float32), and
 each node's gradient against centred differences in float64: a second graph adds a zero
@@ -18,6 +21,7 @@ from graphnet.core.gradcheck import numerical_gradient
 from graphnet.kernels import _C
 
 T, D = 3, 4
+V = 6  # the word embedding's vocabulary
 CAUSAL = np.tril(np.ones((T, T), dtype=bool))
 erf = np.vectorize(math.erf)
 
@@ -39,13 +43,47 @@ def heads(module, x):
     return module.transpose(module.reshape(x, (-1, T, 2, D // 2)), (0, 2, 1, 3))
 
 
+def sigmoid(z):
+    return 1 / (1 + np.exp(-z))
+
+
+def rnn(x, h, Wx, Wh, b):
+    """The tanh RNN's hidden states (N, T, H), one step at a time."""
+    states = []
+    for t in range(x.shape[1]):
+        h = np.tanh(x[:, t] @ Wx + h @ Wh + b)
+        states.append(h)
+    return np.stack(states, axis=1)
+
+
+def lstm(x, h, Wx, Wh, b):
+    """The LSTM's hidden states (N, T, H) from a zero cell state, gates i, f, o, g."""
+    c, states = np.zeros_like(h), []
+    for t in range(x.shape[1]):
+        i, f, o, g = np.split(x[:, t] @ Wx + h @ Wh + b, 4, axis=1)
+        c = sigmoid(f) * c + sigmoid(i) * np.tanh(g)
+        h = sigmoid(o) * np.tanh(c)
+        states.append(h)
+    return np.stack(states, axis=1)
+
+
+def temporal_softmax_loss(x, y, mask):
+    """Cross-entropy of softmax(x) (N, T, V) at the words y where mask, summed, over N."""
+    log_p = np.log(softmax(x))
+    picked = np.take_along_axis(log_p, y[..., None], axis=-1)[..., 0]
+    return -(picked * mask).sum() / x.shape[0]
+
+
 def layernorm(x, gamma, beta, eps=1e-5):
     centred = x - x.mean(axis=-1, keepdims=True)
     return centred / np.sqrt((centred**2).mean(axis=-1, keepdims=True) + eps) * gamma + beta
 
 
 # name -> (build(g, a, b, P), numpy(a, b, P)): two earlier (N, T, D) nodes a and b (often
-# the same one) and the graph's params P (nodes, or their arrays) -> an (N, T, D) node.
+# the same one) and the graph's params P (nodes, or their arrays) and integer arrays of the
+# batch (words, labels, mask: see integer_arrays) -> an (N, T, D) node. The recurrent
+# layers have H = D hidden units; a sequence's first step b[:, 0] is an h0 given, zeros
+# (PyTorch's default) the other.
 OPS = {
     "layernorm": (
         lambda g, a, b, P: g.layernorm(a, P["gamma"], P["beta"]),
@@ -163,6 +201,38 @@ OPS = {
         lambda g, a, b, P: g.tanh(a) + g.sigmoid(a) * a - g.softplus(a) * 0.5,
         lambda a, b, P: np.tanh(a) + a / (1 + np.exp(-a)) - np.logaddexp(0, a) * 0.5,
     ),
+    "rnn (h0 given)": (
+        lambda g, a, b, P: g.rnn(a, b[:, 0], P["Wx"], P["Wh"], P["b"]),
+        lambda a, b, P: rnn(a, b[:, 0], P["Wx"], P["Wh"], P["b"]),
+    ),
+    "rnn (h0 zero) over a stacked rnn": (
+        lambda g, a, b, P: g.rnn(
+            g.rnn(a, P["zeros"], P["Wx"], P["Wh"], P["b"]), P["zeros"], P["Wh"], P["Wx"], P["b"]
+        ),
+        lambda a, b, P: rnn(
+            rnn(a, P["zeros"], P["Wx"], P["Wh"], P["b"]), P["zeros"], P["Wh"], P["Wx"], P["b"]
+        ),
+    ),
+    "lstm (h0 given)": (
+        lambda g, a, b, P: g.lstm(a, b[:, -1] * 0.5, P["Wx4"], P["Wh4"], P["b4"]),
+        lambda a, b, P: lstm(a, b[:, -1] * 0.5, P["Wx4"], P["Wh4"], P["b4"]),
+    ),
+    "lstm (h0 zero) read twice": (
+        lambda g, a, b, P: g.lstm(a + b, P["zeros"], P["Wx4"], P["Wh4"], P["b4"]) * a,
+        lambda a, b, P: lstm(a + b, P["zeros"], P["Wx4"], P["Wh4"], P["b4"]) * a,
+    ),
+    "temporal affine": (
+        lambda g, a, b, P: g.temporal_affine(a, P["Wq"], P["b"]) - b,
+        lambda a, b, P: a @ P["Wq"] + P["b"] - b,
+    ),
+    "word embedding": (  # the words repeat, the first word in every sequence
+        lambda g, a, b, P: g.word_embedding(P["words"], P["W_embed"]) * g.tanh(a),
+        lambda a, b, P: P["W_embed"][P["words"]] * np.tanh(a),
+    ),
+    "temporal softmax loss (masked)": (
+        lambda g, a, b, P: a * g.temporal_softmax_loss(b, P["labels"], P["mask"]),
+        lambda a, b, P: a * temporal_softmax_loss(b, P["labels"], P["mask"]),
+    ),
 }
 PARAM_SHAPES = {
     "gamma": (D,),
@@ -175,6 +245,13 @@ PARAM_SHAPES = {
     "gammaT": (T,),
     "betaT": (T,),
     "gate": (1, T, 1),
+    "Wx": (D, D),
+    "Wh": (D, D),
+    "b": (D,),
+    "Wx4": (D, 4 * D),
+    "Wh4": (D, 4 * D),
+    "b4": (4 * D,),
+    "W_embed": (V, D),
 }
 
 
@@ -192,8 +269,30 @@ def draw_steps(seed, count):
 
 def draw_params(seed):
     rng = np.random.default_rng(seed + 1)
-    scale = {"Wr": (T * D) ** -0.5, "Wq": D**-0.5, "Wk": D**-0.5, "Wt": T**-0.5}
+    scale = {"Wr": (T * D) ** -0.5, "Wt": T**-0.5}
+    scale.update(dict.fromkeys(["Wq", "Wk", "Wx", "Wh", "Wx4", "Wh4"], D**-0.5))
     return {k: rng.standard_normal(s) * scale.get(k, 1.0) for k, s in PARAM_SHAPES.items()}
+
+
+def integer_arrays(batch):
+    """The arrays of a batch the graph takes as constants: the words (N, T) of the word
+    embedding (each sequence starts with word 2, so that rows repeat), the loss's labels
+    (N, T) in [0, D) and its mask (N, T), whose last sequence is masked out whole but
+    which counts the first word (a loss of exactly 0 made the nodes after it 0, and
+    a min of two of them a tie that centred differences halve); and the recurrent
+    layers' zero h0 (N, D)."""
+    rng = np.random.default_rng(batch)
+    words = rng.integers(V, size=(batch, T))
+    words[:, 0] = 2
+    mask = rng.random((batch, T)) < 0.6
+    mask[-1] = False
+    mask[0, 0] = True
+    return {
+        "words": words,
+        "labels": rng.integers(D, size=(batch, T)),
+        "mask": mask,
+        "zeros": np.zeros((batch, D)),
+    }
 
 
 def build(steps, params, batch, dtype, probes=False):
@@ -201,7 +300,7 @@ def build(steps, params, batch, dtype, probes=False):
     each step's output plus a zero param 'probe{k}' is what later steps read. The loss:
     each node nobody reads, times a fixed random array, summed."""
     g = gn.Graph(dtype=dtype)
-    P = {k: g.param(k, v) for k, v in params.items()}
+    P = {k: g.param(k, v) for k, v in params.items()} | integer_arrays(batch)
     nodes = [g.input("X", shape=(None, T, D))]
     outputs = []
     for k, (op, a, b) in enumerate(steps):
@@ -220,9 +319,9 @@ def build(steps, params, batch, dtype, probes=False):
 
 
 def numpy_values(steps, params, X):
-    values = [X]
+    values, P = [X], params | integer_arrays(len(X))
     for op, a, b in steps:
-        values.append(OPS[op][1](values[a], values[b], params))
+        values.append(OPS[op][1](values[a], values[b], P))
     return values[1:]
 
 

@@ -431,7 +431,14 @@ def test_bad_words_at_run_time_name_the_node():
     g = gn.Graph()
     words = g.input("words", shape=(None, T))
     g.word_embedding(words, g.param("W", np.zeros((V, D))), name="embed")
-    with pytest.raises(gn.GraphError, match=r"node 'embed' \(gate 'word_embedding'\).*\[0, 6\)"):
-        g.forward(words=np.full((N, T), V))
+    for bad in (V, -1, 2**40, -(2**63)):  # past the end, negative, far off both ways
+        words = np.zeros((N, T), np.int64)
+        words[-1, -1] = bad
+        with pytest.raises(
+            gn.GraphError, match=rf"node 'embed' \(gate 'word_embedding'\).*\[0, 6\).*{bad}"
+        ):
+            g.forward(words=words)
+    g.forward(words=np.full((N, T), V - 1))  # the graph still runs after the errors
+    np.testing.assert_array_equal(g["embed"].value, np.zeros((N, T, D)))
     with pytest.raises(gn.GraphError, match="takes integers"):
         g.word_embedding(g.input("floats", dtype=np.float64), g["W"])

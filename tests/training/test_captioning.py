@@ -1,10 +1,13 @@
 """CaptioningRNN (graphnet.models, at the course's path cs231n.classifiers.rnn) and the
 CaptioningSolver: the course's deterministic loss check values, gradient checks in
-float64, the graph it is built as, checkpoints, errors, and overfitting 50 number
-captions until it says them back."""
+float64, the loss and gradients at random sizes against naive loops, the graph it is
+built as, checkpoints, errors, and overfitting 50 number captions until it says them
+back."""
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import graphnet as gn
 from graphnet.cs231n.captioning_solver import CaptioningSolver
@@ -268,3 +271,62 @@ def test_data_parallel_captioning_is_refused_not_trained_apart():
     model = CaptioningRNN(data["word_to_idx"], input_dim=192, wordvec_dim=8, hidden_dim=8)
     with pytest.raises(ValueError, match="does not train data-parallel"):
         CaptioningSolver(model, data, distributed=True, verbose=False)
+
+
+def naive_captioning_loss(params, features, captions, cell_type, null=0):
+    """The course's CaptioningRNN loss, one step and one sequence at a time in numpy."""
+    sigmoid = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+    captions_in, captions_out = captions[:, :-1], captions[:, 1:]
+    loss = 0.0
+    for n in range(len(features)):
+        h = features[n] @ params["W_proj"] + params["b_proj"]
+        c = np.zeros_like(h)
+        for t in range(captions_in.shape[1]):
+            x = params["W_embed"][captions_in[n, t]]
+            a = x @ params["Wx"] + h @ params["Wh"] + params["b"]
+            if cell_type == "rnn":
+                h = np.tanh(a)
+            else:
+                i, f, o, g = np.split(a, 4)
+                c = sigmoid(f) * c + sigmoid(i) * np.tanh(g)
+                h = sigmoid(o) * np.tanh(c)
+            scores = h @ params["W_vocab"] + params["b_vocab"]
+            log_p = scores - scores.max() - np.log(np.exp(scores - scores.max()).sum())
+            if captions_out[n, t] != null:
+                loss -= log_p[captions_out[n, t]]
+    return loss / len(features)
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    cell_type=st.sampled_from(["rnn", "lstm"]),
+    N=st.integers(1, 4),
+    T=st.integers(2, 6),  # one step in, one out, and more
+    sizes=st.tuples(st.integers(1, 5), st.integers(1, 5), st.integers(1, 5)),
+    V=st.integers(2, 7),
+    seed=st.integers(0, 2**16),
+)
+def test_the_model_at_random_sizes_against_naive_loops(cell_type, N, T, sizes, V, seed):
+    """Loss and every gradient in float64 against the loss written as loops over the
+    sequences and steps (its gradient by centred differences); captions with <NULL>
+    anywhere, repeated words, one word (V = 2) included."""
+    D, W, H = sizes
+    words = {"<NULL>": 0, **{f"w{i}": i for i in range(1, V)}}
+    rng = np.random.default_rng(seed)
+    model = CaptioningRNN(
+        words, input_dim=D, wordvec_dim=W, hidden_dim=H, cell_type=cell_type, dtype=np.float64
+    )
+    for k, v in model.params.items():
+        model.params[k] = rng.standard_normal(v.shape) * 0.5
+    features, captions = rng.standard_normal((N, D)), rng.integers(V, size=(N, T))
+    loss, grads = model.loss(features, captions)
+    params = {k: v.copy() for k, v in model.params.items()}
+    assert loss == pytest.approx(naive_captioning_loss(params, features, captions, cell_type))
+    for name, value in params.items():
+        numeric = eval_numerical_gradient(
+            lambda _: naive_captioning_loss(params, features, captions, cell_type),
+            value,
+            verbose=False,
+            h=1e-6,
+        )
+        np.testing.assert_allclose(grads[name], numeric, rtol=1e-6, atol=1e-8, err_msg=name)

@@ -62,6 +62,16 @@ def node(doc, name):
     return next(n for n in doc["model"]["graph"]["nodes"] if n["name"] == name)
 
 
+def replaced(key, array):
+    """A change that stores `array` under `key`, the document's list saying so."""
+
+    def change(arrays, doc):
+        arrays[key] = array
+        doc["arrays"][key] = {"shape": list(array.shape), "dtype": array.dtype.str}
+
+    return change
+
+
 MT_KEY = {"__ndarray__": list(range(624)), "dtype": "<u4"}
 
 # (what is wrong, change(arrays, doc), the field or member the message must name)
@@ -75,21 +85,28 @@ SOLVER_ATTACKS = [
     ),
     (
         "optimizer state of the wrong shape",
-        lambda a, d: (
-            a.__setitem__("optim/W2/v", np.zeros((3, 3), np.float32))
-            or d["arrays"].__setitem__("optim/W2/v", {"shape": [3, 3], "dtype": "<f4"})
-        ),
+        replaced("optim/W2/v", np.zeros((3, 3), np.float32)),
         r"optimizer state 'v' of 'W2' is \(3, 3\)",
     ),
     (
         "batchnorm state of the wrong shape",
-        lambda a, d: (
-            a.__setitem__("state/batchnorm2/running_var", np.ones(5, np.float32))
-            or d["arrays"].__setitem__(
-                "state/batchnorm2/running_var", {"shape": [5], "dtype": "<f4"}
-            )
-        ),
+        replaced("state/batchnorm2/running_var", np.ones(5, np.float32)),
         r"state 'running_var' of 'batchnorm2' is \(5,\)",
+    ),
+    (
+        "an integer param (no model dtype to build it with)",
+        replaced("param/b1", np.ones(16, np.int32)),
+        r"wrong dtype: param 'b1' is int32 in the checkpoint, float32 in the target$",
+    ),
+    (
+        "an integer batchnorm running variance",
+        replaced("state/batchnorm1/running_var", np.ones(16, np.int32)),
+        r"state 'running_var' of 'batchnorm1' is int32, the node is float32",
+    ),
+    (
+        "a negative batchnorm running variance",
+        lambda a, d: a["state/batchnorm2/running_var"].__setitem__(0, -0.5),
+        r"state 'running_var' of 'batchnorm2' holds a negative variance",
     ),
     (
         "NaN learning rate",
@@ -454,19 +471,19 @@ HOSTILE_FIELDS = [
 ]  # fmt: skip
 
 
-def fields(doc, where=()):
-    """Every field's path in a checkpoint document (a list's first six items)."""
-    for key, value in doc.items() if isinstance(doc, dict) else enumerate(doc[:6]):
+def fields(doc, where=(), items=6):
+    """Every field's path in a checkpoint document (a list's first `items` items)."""
+    for key, value in doc.items() if isinstance(doc, dict) else enumerate(doc[:items]):
         yield (*where, key)
         if isinstance(value, (dict, list)):
-            yield from fields(value, (*where, key))
+            yield from fields(value, (*where, key), items)
 
 
-def mutated_document(doc, rng):
+def mutated_document(doc, rng, items=6):
     """`doc` with one field (a third of the time two) deleted, given a hostile value, or
-    (a list's) its last item repeated."""
+    (a list's) its last item repeated; the fields among a list's first `items` items."""
     for _ in range(1 if rng.random() < 0.7 else 2):
-        paths = list(fields(doc))
+        paths = list(fields(doc, items=items))
         *parents, last = paths[rng.integers(len(paths))]
         container = doc
         for key in parents:
@@ -505,6 +522,128 @@ def test_seeded_mutations_of_the_document_are_refused_or_load(tmp_path, solver_f
                 load(path, into=into)
             except CheckpointError as err:
                 assert f"m{i}.npz" in str(err)
+
+
+def sequence_and_conv_graph():
+    """A graph of every kind of node a checkpoint keeps: integer inputs (words, labels),
+    integer consts (a causal mask, a loss mask), params, batchnorm states and a dropout
+    stream; the sequence gates (word embedding, RNN, LSTM, masked attention, layernorm,
+    temporal affine, the masked temporal softmax loss) beside a conv branch."""
+    import graphnet as gn
+
+    rng = np.random.default_rng(0)
+    T, D, H, V = 4, 5, 6, 7
+
+    def param(name, *shape, scale=0.3):
+        return g.param(name, rng.standard_normal(shape) * scale)
+
+    g = gn.Graph()
+    words = g.input("words", shape=(None, T), dtype=np.int64)
+    y = g.input("y", shape=(None, T), dtype=np.int64)
+    x = g.word_embedding(words, param("W_embed", V, D), name="embed")
+    h0 = g.mean(x, axis=1) @ param("Wp", D, H)
+    h = g.rnn(x, h0, param("Wx", D, H), param("Wh", H, H), param("b", H), name="rnn")
+    h2 = g.lstm(h, param("h0", 3, H), param("Wx2", H, 4 * H), param("Wh2", H, 4 * H),
+                param("b2", 4 * H), name="lstm")  # fmt: skip
+    a = g.attention(h2, h, h2, mask=np.tril(np.ones((T, T), bool)), name="attention")
+    a = g.layernorm(a + h, param("ln_gamma", H), param("ln_beta", H), name="layernorm")
+    scores = g.temporal_affine(a, param("Wo", H, V), param("bo", V), name="scores")
+    loss = g.temporal_softmax_loss(scores, y, np.array([[1, 1, 1, 0]] * 3), name="words_loss")
+    image = g.input("image", shape=(None, 2, 6, 6))
+    c = g.conv(image, param("cw", 3, 2, 3, 3), param("cb", 3), stride=1, pad=1, name="conv")
+    c = g.spatial_batchnorm(c, param("sgamma", 3), param("sbeta", 3), name="sbn")
+    c = g.dropout(g.max_pool(g.relu(c), 2, 2, 2), p=0.5, seed=3, name="dropout")
+    f = g.affine(g.flatten(c), param("fw", 27, V), param("fb", V), name="fc")
+    g.add(loss, g.softmax_loss(f, g.index(y, (slice(None), 0))), name="loss")
+    return g
+
+
+SEQUENCE_AND_CONV_FEED = {
+    "words": np.array([[0, 1, 1, 6], [2, 2, 3, 4], [5, 0, 6, 6]]),
+    "y": np.array([[1, 2, 3, 4], [0, 0, 6, 5], [1, 1, 1, 1]]),
+    "image": np.random.default_rng(1).standard_normal((3, 2, 6, 6)),
+}
+
+
+def changed_array(arrays, doc, rng):
+    """One of the arrays given another dtype or shape, twice its values, or one value
+    replaced (NaN, Inf, -1, 10**9, -0.0); the document's list says so 7 times in 10."""
+    key = sorted(k for k in arrays)[int(rng.integers(len(arrays)))]
+    array, how = arrays[key], rng.integers(4)
+    if how == 0:
+        array = array.astype(rng.choice(["<f4", "<i8", "<i4", "|u1", "<f2", "|b1"]))
+    elif how == 1:
+        array = array.reshape(-1) if array.ndim != 1 else array.reshape(1, -1)
+    elif how == 2:
+        array = np.concatenate([array.reshape(-1)] * 2)
+    elif array.size:
+        array = array.copy()
+        hostile = [np.nan, np.inf, -1, 10**9, -0.0] if array.dtype.kind == "f" else [-1, 10**9]
+        array.reshape(-1)[rng.integers(array.size)] = rng.choice(hostile)
+    arrays[key] = array
+    if rng.random() < 0.7:
+        doc["arrays"][key] = {"shape": list(array.shape), "dtype": array.dtype.str}
+
+
+def assert_consistent_and_runs(graph):
+    """Every param and state array as the graph's nodes need them, finite (variances not
+    negative); a training step and an eval forward run or raise GraphError."""
+    import graphnet as gn
+
+    for name in graph.params:
+        value = graph[name].value
+        assert value.dtype == graph.dtype and np.all(np.isfinite(value)), name
+        assert graph[name].static_shape in (None, value.shape), name
+    for node_ in graph.nodes:
+        for key, value in node_.state.items():
+            if isinstance(value, np.ndarray):
+                assert value.dtype == node_.dtype and np.all(np.isfinite(value)), node_.name
+                assert key != "running_var" or np.all(value >= 0), node_.name
+    feed = {k: v for k, v in SEQUENCE_AND_CONV_FEED.items() if k in graph}
+    for training in (True, False):
+        graph.train(training)
+        try:
+            graph.forward(**feed)
+            if training:
+                graph.backward()
+        except gn.GraphError:
+            pass
+
+
+@pytest.mark.slow
+def test_seeded_damage_to_a_sequence_and_conv_graph_is_refused_or_loads_consistent_arrays(
+    tmp_path,
+):
+    """150 damaged checkpoints of sequence_and_conv_graph(), in turns: a document field or
+    two of any node deleted, made hostile or lengthened; an array changed, the document
+    listing the change or not; 1-8 bytes of the file changed, cut or inserted. Each load
+    is a CheckpointError naming the file, or a graph whose arrays its nodes can use and
+    which trains and evaluates. (600 such files, loaded and run, found an integer or a
+    negative running variance that loaded: refused now.)"""
+    graph = sequence_and_conv_graph()
+    graph.forward(**SEQUENCE_AND_CONV_FEED)
+    graph.backward()
+    original = tmp_path / "graph.npz"
+    save(graph, original)
+    saved = {}
+    rewrite(original, lambda a, d: saved.update(arrays=a, doc=d))
+    path = tmp_path / "damaged.npz"
+    for i in range(150):
+        rng = np.random.default_rng([34, i])
+        path.write_bytes(original.read_bytes())
+        if i % 3 == 0:
+            document = mutated_document(json.loads(json.dumps(saved["doc"])), rng, items=50)
+            rewrite(path, lambda a, d, document=document: (d.clear(), d.update(document)))
+        elif i % 3 == 1:
+            rewrite(path, lambda a, d, rng=rng: changed_array(a, d, rng))
+        else:
+            path.write_bytes(damaged(original.read_bytes(), rng))
+        try:
+            loaded = load(path)
+        except CheckpointError as err:
+            assert "damaged.npz" in str(err), (i, err)
+            continue
+        assert_consistent_and_runs(loaded)
 
 
 @pytest.mark.slow
