@@ -7,7 +7,9 @@ _C.pointwise_backward, AVX-512 / AVX2 where the CPU has them) on their own.
 One thread, the process's CPU time, the fastest of `--rounds` calls of each (the kernels
 are arithmetic-bound and pure, so the fastest call is the kernel's cost without the shared
 machine's interruptions), on standard normal x and dout; a copy of x (np.copyto) for the
-memory a forward moves at least.
+memory a forward moves at least. For gelu and gelu_tanh also what the GELU gate runs in
+train mode: _C.pointwise_forward_slope (the forward and its slope in one pass) and the
+backward's product dout * slope.
 """
 
 import argparse
@@ -17,7 +19,8 @@ import numpy as np
 
 from graphnet.kernels import _C
 
-ROW = "{:<10} {:<14} {:<8} {:>10} {:>11} {:>8}"
+ROW = "{:<10} {:<14} {:<8} {:>10} {:>11} {:>8} {:>13} {:>12}"
+SLOPED = ("gelu", "gelu_tanh")
 
 
 def best_ms(fn, rounds):
@@ -39,7 +42,8 @@ def main():
     args = parser.parse_args()
     _C.set_num_threads(1)
     rng = np.random.default_rng(0)
-    print(ROW.format("op", "shape", "dtype", "forward ms", "backward ms", "copy ms"))
+    print(ROW.format("op", "shape", "dtype", "forward ms", "backward ms", "copy ms",
+                     "+ slope ms", "dout*slope"))
     for shape_text in args.shapes.split(","):
         shape = tuple(int(n) for n in shape_text.split("x"))
         for dtype in args.dtypes.split(","):
@@ -50,7 +54,14 @@ def main():
             for op in args.ops.split(","):
                 fwd = best_ms(lambda: _C.pointwise_forward(op, x), args.rounds)
                 bwd = best_ms(lambda: _C.pointwise_backward(op, dout, x), args.rounds)
-                times = (f"{ms:.3f}" for ms in (fwd, bwd, copy))
+                times = [f"{ms:.3f}" for ms in (fwd, bwd, copy)]
+                if op in SLOPED:
+                    _, slope = _C.pointwise_forward_slope(op, x)
+                    both = best_ms(lambda: _C.pointwise_forward_slope(op, x), args.rounds)
+                    product = best_ms(lambda: dout * slope, args.rounds)
+                    times += [f"{both:.3f}", f"{product:.3f}"]
+                else:
+                    times += ["-", "-"]
                 print(ROW.format(op, shape_text, dtype, *times))
 
 

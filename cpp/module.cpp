@@ -1996,6 +1996,26 @@ py::array py_pointwise_forward(const std::string& op, const py::array& x, double
     });
 }
 
+py::tuple py_pointwise_forward_slope(const std::string& op, const py::array& x) {
+    const Pointwise which = pointwise_op(op);
+    if (!pointwise_has_slope(which)) {
+        fail("pointwise_forward_slope takes gelu or gelu_tanh, not '" + op + "'");
+    }
+    return dispatch_float(x, "pointwise x", [&](auto zero) -> py::tuple {
+        using T = decltype(zero);
+        Contig<T> xc(x);
+        py::array_t<T> out(shape_of(x)), slope(shape_of(x));
+        const T* xp = xc.data();
+        T *op_ = out.mutable_data(), *sp = slope.mutable_data();
+        const int64_t n = xc.size();
+        {
+            py::gil_scoped_release nogil;
+            pointwise_forward_slope(which, n, xp, op_, sp);
+        }
+        return py::make_tuple(out, slope);
+    });
+}
+
 py::array py_pointwise_backward(const std::string& op, const py::array& dout,
                                 const py::array& saved, double alpha) {
     const Pointwise which = pointwise_op(op);
@@ -2597,6 +2617,9 @@ PYBIND11_MODULE(_C, m) {
           "One elementwise gate's forward in one threaded pass, float32 or float64, any shape:\n"
           "op gelu, gelu_tanh, leaky_relu (alpha), softplus or sigmoid (the transcendental\n"
           "ones on AVX2 where avx2_activations_active(), see cpp/pointwise_avx2.h).");
+    m.def("pointwise_forward_slope", &py_pointwise_forward_slope, "op"_a, "x"_a,
+          "(out, slope): pointwise_forward(op, x) and, in the same pass, f'(x) for gelu or\n"
+          "gelu_tanh, such that dout * slope is pointwise_backward(op, dout, x) bit for bit.");
     m.def("pointwise_backward", &py_pointwise_backward, "op"_a, "dout"_a, "saved"_a,
           "alpha"_a = 0.0,
           "dout * f'(x) of pointwise_forward's op (also tanh); saved is x for gelu,\n"

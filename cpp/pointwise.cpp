@@ -59,6 +59,20 @@ inline T gelu_tanh_arg(T x) {
     return T(kSqrt2OverPi) * (x + T(kTanhCubic) * x * x * x);
 }
 
+// gelu's f'(x) = Phi(x) + x phi(x), computed in double and rounded once.
+template <typename T>
+inline T gelu_slope(T x) {
+    const double wide = x;
+    return static_cast<T>(normal_cdf(wide) + wide * normal_pdf(wide));
+}
+
+// gelu_tanh's f'(x) from t = tanh(gelu_tanh_arg(x)).
+template <typename T>
+inline T gelu_tanh_slope(T x, T t) {
+    return T(0.5) * (1 + t) +
+           T(0.5) * x * (1 - t * t) * T(kSqrt2OverPi) * (1 + 3 * T(kTanhCubic) * x * x);
+}
+
 template <typename T>
 inline T sigmoid(T x) {
     const T e = std::exp(-std::abs(x));  // never overflows
@@ -102,16 +116,11 @@ template <typename T>
 void backward_portable(Pointwise op, int64_t n, const T* dout, const T* s, T alpha, T* dx) {
     switch (op) {
         case Pointwise::gelu:
-            for (int64_t k = 0; k < n; ++k) {
-                const double x = s[k];
-                dx[k] = dout[k] * static_cast<T>(normal_cdf(x) + x * normal_pdf(x));
-            }
+            for (int64_t k = 0; k < n; ++k) dx[k] = dout[k] * gelu_slope(s[k]);
             return;
         case Pointwise::gelu_tanh:
             for (int64_t k = 0; k < n; ++k) {
-                const T x = s[k], t = std::tanh(gelu_tanh_arg(x));
-                dx[k] = dout[k] * (T(0.5) * (1 + t) + T(0.5) * x * (1 - t * t) * T(kSqrt2OverPi) *
-                                                          (1 + 3 * T(kTanhCubic) * x * x));
+                dx[k] = dout[k] * gelu_tanh_slope(s[k], std::tanh(gelu_tanh_arg(s[k])));
             }
             return;
         case Pointwise::leaky_relu:
@@ -134,6 +143,18 @@ void backward_portable(Pointwise op, int64_t n, const T* dout, const T* s, T alp
             for (int64_t k = 0; k < n; ++k) dx[k] = dout[k] * (1 - s[k] * s[k]);
             return;
     }
+}
+
+template <typename T>
+void forward_slope_portable(Pointwise op, int64_t n, const T* x, T* out, T* slope) {
+    if (op == Pointwise::gelu) {
+        for (int64_t k = 0; k < n; ++k) slope[k] = gelu_slope(x[k]);
+    } else {
+        for (int64_t k = 0; k < n; ++k) {
+            slope[k] = gelu_tanh_slope(x[k], std::tanh(gelu_tanh_arg(x[k])));
+        }
+    }
+    forward_portable(op, n, x, T(0), out);
 }
 
 }  // namespace
@@ -178,6 +199,26 @@ template <typename T>
 void pointwise_backward(Pointwise op, int64_t n, const T* dout, const T* saved, T alpha, T* dx) {
     for_chunks(n, [&](int64_t begin, int64_t end) {
         pointwise_backward_serial(op, end - begin, dout + begin, saved + begin, alpha, dx + begin);
+    });
+}
+
+bool pointwise_has_slope(Pointwise op) {
+    return op == Pointwise::gelu || op == Pointwise::gelu_tanh;
+}
+
+// As pointwise_forward_serial: AVX-512's whole vectors, then AVX2, or all of it portable.
+template <typename T>
+void pointwise_forward_slope(Pointwise op, int64_t n, const T* x, T* out, T* slope) {
+    for_chunks(n, [&](int64_t begin, int64_t end) {
+        int64_t count = end - begin;
+        const T* xs = x + begin;
+        T *outs = out + begin, *slopes = slope + begin;
+        if (!avx2_path<T>(op, false)) return forward_slope_portable(op, count, xs, outs, slopes);
+        if (avx512_activations_active()) {
+            const int64_t done = pointwise_forward_slope_avx512(op, count, xs, outs, slopes);
+            count -= done, xs += done, outs += done, slopes += done;
+        }
+        pointwise_forward_slope_avx2(op, count, xs, outs, slopes);
     });
 }
 
@@ -263,6 +304,9 @@ template void pointwise_backward<double>(Pointwise, int64_t, const double*, cons
 GRAPHNET_POINTWISE_SERIAL(float)
 GRAPHNET_POINTWISE_SERIAL(double)
 #undef GRAPHNET_POINTWISE_SERIAL
+template void pointwise_forward_slope<float>(Pointwise, int64_t, const float*, float*, float*);
+template void pointwise_forward_slope<double>(Pointwise, int64_t, const double*, double*,
+                                              double*);
 template void erf_forward<float>(int64_t, const float*, float*);
 template void erf_forward<double>(int64_t, const double*, double*);
 template void softmax_rows_forward<float>(int64_t, int64_t, const float*, float*, bool);

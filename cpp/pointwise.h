@@ -66,6 +66,16 @@ inline T plain_backward(T dout, T x, T alpha) {
 template <typename T>
 void pointwise_forward(Pointwise op, int64_t n, const T* x, T alpha, T* out);
 
+// The ops whose forward can give their slope f'(x) too (gelu, gelu_tanh):
+// pointwise_forward_slope's.
+bool pointwise_has_slope(Pointwise op);
+
+// out = f(x), pointwise_forward's bits, and slope = f'(x) in the same pass, the factor by
+// which pointwise_backward multiplies dout (dout * slope is its dx bit for bit): a backward
+// that only multiplies. For the ops of pointwise_has_slope.
+template <typename T>
+void pointwise_forward_slope(Pointwise op, int64_t n, const T* x, T* out, T* slope);
+
 // dx = dout * f'(x), f' from `saved` (see pointwise_saves_input).
 template <typename T>
 void pointwise_backward(Pointwise op, int64_t n, const T* dout, const T* saved, T alpha, T* dx);

@@ -18,6 +18,11 @@ void forward(Pointwise op, int64_t n, const T* x, T* out) {
 }
 
 template <typename V, typename T>
+void forward_slope(Pointwise op, int64_t n, const T* x, T* out, T* slope) {
+    with_forward_slope<V>(op, [&](auto f) { map_all2<V>(n, f, out, slope, x); });
+}
+
+template <typename V, typename T>
 void backward(Pointwise op, int64_t n, const T* dout, const T* saved, T* dx) {
     with_backward<V>(op, [&](auto f) { map_all<V>(n, f, dx, dout, saved); });
 }
@@ -57,6 +62,16 @@ void pointwise_forward_avx2(Pointwise op, int64_t n, const float* x, float, floa
 
 void pointwise_forward_avx2(Pointwise op, int64_t n, const double* x, double, double* out) {
     forward<__m256d>(op, n, x, out);
+}
+
+void pointwise_forward_slope_avx2(Pointwise op, int64_t n, const float* x, float* out,
+                                  float* slope) {
+    forward_slope<__m256>(op, n, x, out, slope);
+}
+
+void pointwise_forward_slope_avx2(Pointwise op, int64_t n, const double* x, double* out,
+                                  double* slope) {
+    forward_slope<__m256d>(op, n, x, out, slope);
 }
 
 void pointwise_backward_avx2(Pointwise op, int64_t n, const float* dout, const float* saved,

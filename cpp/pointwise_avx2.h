@@ -18,6 +18,10 @@ void pointwise_backward_avx2(Pointwise op, int64_t n, const float* dout, const f
 void pointwise_forward_avx2(Pointwise op, int64_t n, const double* x, double alpha, double* out);
 void pointwise_backward_avx2(Pointwise op, int64_t n, const double* dout, const double* saved,
                              double alpha, double* dx);
+void pointwise_forward_slope_avx2(Pointwise op, int64_t n, const float* x, float* out,
+                                  float* slope);
+void pointwise_forward_slope_avx2(Pointwise op, int64_t n, const double* x, double* out,
+                                  double* slope);
 void erf_avx2(int64_t n, const float* x, float* out);
 
 // out[k] = e^(x[k] - shift) (out may be null: only the sum), returns the sum of those,

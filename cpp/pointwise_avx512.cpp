@@ -23,7 +23,22 @@ int64_t backward(Pointwise op, int64_t n, const T* dout, const T* x, T* dx) {
     return with_backward<V>(op, [&](auto f) { return map_whole<V>(n, f, dx, dout, x); });
 }
 
+template <typename V, typename T>
+int64_t forward_slope(Pointwise op, int64_t n, const T* x, T* out, T* slope) {
+    return with_forward_slope<V>(op, [&](auto f) { return map_whole2<V>(n, f, out, slope, x); });
+}
+
 }  // namespace
+
+int64_t pointwise_forward_slope_avx512(Pointwise op, int64_t n, const float* x, float* out,
+                                       float* slope) {
+    return forward_slope<__m512>(op, n, x, out, slope);
+}
+
+int64_t pointwise_forward_slope_avx512(Pointwise op, int64_t n, const double* x, double* out,
+                                       double* slope) {
+    return forward_slope<__m512d>(op, n, x, out, slope);
+}
 
 int64_t pointwise_forward_avx512(Pointwise op, int64_t n, const float* x, float* out) {
     return forward<__m512>(op, n, x, out);

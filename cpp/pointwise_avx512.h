@@ -18,6 +18,10 @@ int64_t pointwise_forward_avx512(Pointwise op, int64_t n, const float* x, float*
 int64_t pointwise_forward_avx512(Pointwise op, int64_t n, const double* x, double* out);
 int64_t pointwise_backward_avx512(Pointwise op, int64_t n, const float* dout, const float* x,
                                   float* dx);
+int64_t pointwise_forward_slope_avx512(Pointwise op, int64_t n, const float* x, float* out,
+                                       float* slope);
+int64_t pointwise_forward_slope_avx512(Pointwise op, int64_t n, const double* x, double* out,
+                                       double* slope);
 int64_t pointwise_backward_avx512(Pointwise op, int64_t n, const double* dout, const double* x,
                                   double* dx);
 

@@ -16,25 +16,40 @@ inline V gelu_forward(V x) {
     return Lanes<V>::mul(x, normal_cdf(x, gauss));
 }
 
-// d (Phi(x) + x phi(x)), phi = g / sqrt(2 pi) from normal_tail's gaussian g. float32 from its
-// tail t: d g (t + x / sqrt(2 pi)) for x < 0 (Phi = t g), d (1 + g (x / sqrt(2 pi) - t))
-// otherwise (Phi = 1 - t g): one product on the FMA pipes fewer than Phi's and phi's sum,
-// which bound the kernel (0.97x its time). float64 keeps the sum: there the form above took
-// 1.02x the time (its tail's 28 Horner steps the bulk, the selects not free).
+// Phi(x) + x phi(x), phi = g / sqrt(2 pi), from normal_tail's tail t and gaussian g. float32:
+// g (t + x / sqrt(2 pi)) for x < 0 (Phi = t g), 1 + g (x / sqrt(2 pi) - t) otherwise (Phi =
+// 1 - t g): one product on the FMA pipes fewer than Phi's and phi's sum, which bound the
+// backward kernel (0.97x its time). float64 keeps the sum: there the form above took 1.02x
+// the time (its tail's 28 Horner steps the bulk, the selects not free).
 template <typename V>
-inline V gelu_backward(V d, V x) {
+inline V gelu_slope(V x, V tail, V gauss) {
     using L = Lanes<V>;
     using C = ConstantsOf<V>;
-    V gauss;
     if constexpr (!kFloat32Lanes<V>) {
-        const V cdf = normal_cdf(x, gauss);
-        return L::mul(d, L::fmadd(x, L::mul(gauss, L::set1(C::inv_sqrt_2pi)), cdf));
+        return L::fmadd(x, L::mul(gauss, L::set1(C::inv_sqrt_2pi)),
+                        normal_cdf_of_tail(x, tail, gauss));
     }
-    const V tail = normal_tail(x, gauss);
     const auto negative = L::lt(x, L::zero());
     const V signed_tail = L::select(negative, tail, L::sub(L::zero(), tail));
     const V part = L::mul(gauss, L::fmadd(L::set1(C::inv_sqrt_2pi), x, signed_tail));
-    return L::mul(d, L::select(negative, part, L::add(part, L::set1(1))));
+    return L::select(negative, part, L::add(part, L::set1(1)));
+}
+
+template <typename V>
+inline V gelu_backward(V d, V x) {
+    V gauss;
+    const V tail = normal_tail(x, gauss);
+    return Lanes<V>::mul(d, gelu_slope(x, tail, gauss));
+}
+
+// gelu_forward(x), and in `slope` the factor gelu_backward multiplies d by: one tail and
+// gaussian for both.
+template <typename V>
+inline V gelu_forward_slope(V x, V& slope) {
+    V gauss;
+    const V tail = normal_tail(x, gauss);
+    slope = gelu_slope(x, tail, gauss);
+    return Lanes<V>::mul(x, normal_cdf_of_tail(x, tail, gauss));
 }
 
 // tanh(sqrt(2/pi) (x + 0.044715 x^3)): float32 tanh_split, float64 tanh_absolute.
@@ -52,26 +67,41 @@ inline V gelu_tanh_inner(V x) {
     }
 }
 
+// x (1 + t) / 2 from t = gelu_tanh_inner(x).
 template <typename V>
-inline V gelu_tanh_forward(V x) {
+inline V gelu_tanh_of_inner(V x, V t) {
     using L = Lanes<V>;
     const V h = L::mul(L::set1(0.5), x);
-    return L::fmadd(h, gelu_tanh_inner(x), h);
+    return L::fmadd(h, t, h);
 }
 
-// (1 + t) / 2 + x (1 - t^2) sqrt(2/pi) (1 + 3 0.044715 x^2) / 2
 template <typename V>
-inline V gelu_tanh_backward(V d, V x) {
+inline V gelu_tanh_forward(V x) {
+    return gelu_tanh_of_inner(x, gelu_tanh_inner(x));
+}
+
+// (1 + t) / 2 + x (1 - t^2) sqrt(2/pi) (1 + 3 0.044715 x^2) / 2 from t = gelu_tanh_inner(x)
+template <typename V>
+inline V gelu_tanh_slope(V x, V t) {
     using L = Lanes<V>;
     using C = ConstantsOf<V>;
     const V one = L::set1(1);
-    const V t = gelu_tanh_inner(x);
     const V inner = L::fmadd(L::set1(3 * C::tanh_cubic * C::sqrt_2_over_pi), L::mul(x, x),
                              L::set1(C::sqrt_2_over_pi));
     const V sech2 = L::fnmadd(t, t, one);
-    const V slope =
-        L::mul(L::set1(0.5), L::fmadd(L::mul(x, sech2), inner, L::add(one, t)));
-    return L::mul(d, slope);
+    return L::mul(L::set1(0.5), L::fmadd(L::mul(x, sech2), inner, L::add(one, t)));
+}
+
+template <typename V>
+inline V gelu_tanh_backward(V d, V x) {
+    return Lanes<V>::mul(d, gelu_tanh_slope(x, gelu_tanh_inner(x)));
+}
+
+template <typename V>
+inline V gelu_tanh_forward_slope(V x, V& slope) {
+    const V t = gelu_tanh_inner(x);
+    slope = gelu_tanh_slope(x, t);
+    return gelu_tanh_of_inner(x, t);
 }
 
 template <typename V>
@@ -102,6 +132,20 @@ auto with_forward(Pointwise op, Map map) {
             return map([](V x) { return sigmoid_full(x); });
         default:
             return decltype(map(gelu_forward<V>))();  // (only its type)
+    }
+}
+
+// The same with op's forward and slope f(x, slope&) -> f(x), setting slope to f'(x) (gelu,
+// gelu_tanh: pointwise_has_slope).
+template <typename V, typename Map>
+auto with_forward_slope(Pointwise op, Map map) {
+    switch (op) {
+        case Pointwise::gelu:
+            return map([](V x, V& slope) { return gelu_forward_slope(x, slope); });
+        case Pointwise::gelu_tanh:
+            return map([](V x, V& slope) { return gelu_tanh_forward_slope(x, slope); });
+        default:
+            return decltype(map(gelu_forward_slope<V>))();
     }
 }
 

@@ -148,6 +148,33 @@ void map_all(int64_t n, F f, typename Lanes<V>::Scalar* out, const In*... in) {
     }
 }
 
+// The same with two outputs: out[k] = f(in[k]..., out2[k]), f setting its last argument.
+template <typename V, typename F, typename... In>
+int64_t map_whole2(int64_t n, F f, typename Lanes<V>::Scalar* out,
+                   typename Lanes<V>::Scalar* out2, const In*... in) {
+    using L = Lanes<V>;
+    int64_t k = 0;
+    for (; k + L::width <= n; k += L::width) {
+        V second;
+        L::store(out + k, f(L::load(in + k)..., second));
+        L::store(out2 + k, second);
+    }
+    return k;
+}
+
+template <typename V, typename F, typename... In>
+void map_all2(int64_t n, F f, typename Lanes<V>::Scalar* out, typename Lanes<V>::Scalar* out2,
+              const In*... in) {
+    using L = Lanes<V>;
+    const int64_t k = map_whole2<V>(n, f, out, out2, in...);
+    if (k < n) {
+        const typename L::Tail lanes = L::tail(n - k);
+        V second;
+        L::store(out + k, lanes, f(L::load(in + k, lanes)..., second));
+        L::store(out2 + k, lanes, second);
+    }
+}
+
 // out[k] = f(x[k] + bias[k]) (bias may be null) over all n entries.
 template <typename V, typename F>
 void map_with_bias(int64_t n, const float* x, const float* bias, float* out, F f) {

@@ -347,13 +347,19 @@ inline V normal_tail(V x, V& gauss) {
     return normal_tail_of<false>(x, gauss);
 }
 
+// Phi(x) from normal_tail's tail and gaussian.
+template <typename V>
+inline V normal_cdf_of_tail(V x, V tail, V gauss) {
+    using L = Lanes<V>;
+    const V half_erfc = L::mul(tail, gauss);
+    return L::select(L::lt(x, L::zero()), half_erfc, L::sub(L::set1(1), half_erfc));
+}
+
 // Phi(x), and e^(-x^2 / 2) in `gauss` (normal_tail).
 template <typename V>
 inline V normal_cdf(V x, V& gauss) {
-    using L = Lanes<V>;
-    const V tail = normal_tail(x, gauss);
-    const V half_erfc = L::mul(tail, gauss);
-    return L::select(L::lt(x, L::zero()), half_erfc, L::sub(L::set1(1), half_erfc));
+    const V tail = normal_tail(x, gauss);  // sets gauss first
+    return normal_cdf_of_tail(x, tail, gauss);
 }
 
 // ln(1 + e) for 0 <= e <= 1 (or NaN): 1 + e = m + c exactly (c the rounding error), m

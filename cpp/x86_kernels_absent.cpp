@@ -341,6 +341,18 @@ int64_t pointwise_backward_avx512(Pointwise, int64_t, const float*, const float*
 int64_t pointwise_backward_avx512(Pointwise, int64_t, const double*, const double*, double*) {
     absent("pointwise_backward_avx512");
 }
+int64_t pointwise_forward_slope_avx512(Pointwise, int64_t, const float*, float*, float*) {
+    absent("pointwise_forward_slope_avx512");
+}
+int64_t pointwise_forward_slope_avx512(Pointwise, int64_t, const double*, double*, double*) {
+    absent("pointwise_forward_slope_avx512");
+}
+void pointwise_forward_slope_avx2(Pointwise, int64_t, const float*, float*, float*) {
+    absent("pointwise_forward_slope_avx2");
+}
+void pointwise_forward_slope_avx2(Pointwise, int64_t, const double*, double*, double*) {
+    absent("pointwise_forward_slope_avx2");
+}
 void pointwise_forward_avx2(Pointwise, int64_t, const float*, float, float*) {
     absent("pointwise_forward_avx2");
 }

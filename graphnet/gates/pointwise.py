@@ -4,6 +4,7 @@ softplus). Each output entry depends on the same entry of each input, so each lo
 is a multiplication by a local derivative, entry by entry."""
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 
@@ -278,7 +279,12 @@ _TANH_CUBIC = 0.044715
 class Gelu(UnaryGate):
     """f = x·Φ(x), Φ the standard normal's CDF (approximate='tanh': Φ(x) taken as
     (1 + tanh(√(2/π)(x + 0.044715x³)))/2, as GPT-2 did). df/dx = Φ(x) + x·φ(x).
-    Backward recomputes Φ from the saved x, as PyTorch does: cheaper than storing it."""
+
+    On float arrays the forward's kernel writes that slope too, in the same pass (Φ and φ
+    share their exponential), and saves it (a GeluSlope) instead of x: backward is then
+    dout times it, the bits of the kernel that recomputes it from x (which costs as much
+    as the forward). Eval mode saves x, as do the numpy path's numbers: a backward after
+    those recomputes the slope."""
 
     op = "gelu"
     formula = "{0}·Φ({0})"
@@ -302,13 +308,22 @@ class Gelu(UnaryGate):
         return ("gelu_tanh" if self.approximate == "tanh" else "gelu"), 0.0
 
     def forward(self, x):
-        if threaded_array(x):  # C++: Φ by a vectorised erfc, one pass
+        if threaded_array(x):  # C++: Φ by a vectorised erfc, and the slope, one pass
+            out, slope = _C.pointwise_forward_slope(self.kernel[0], x)
+            return out, GeluSlope(slope)
+        return self.eval_forward(x)
+
+    def eval_forward(self, x):
+        """The forward without the slope: x saved."""
+        if threaded_array(x):
             return _C.pointwise_forward(self.kernel[0], x), x
         if self.approximate == "tanh":
             return 0.5 * x * (1 + self._tanh(x)), x
         return x * self._cdf(x), x
 
     def backward(self, dout, cache, needs):
+        if type(cache) is GeluSlope:
+            return (dout * cache.slope,)
         x = cache
         if threaded_pair(dout, x):
             return (_C.pointwise_backward(self.kernel[0], dout, x),)
@@ -330,7 +345,18 @@ class Gelu(UnaryGate):
         return np.tanh(_SQRT_2_OVER_PI * (x + _TANH_CUBIC * x**3))
 
     def summarize_cache(self, cache, input_names):
+        if type(cache) is GeluSlope:
+            return [
+                f"saved the slope Φ({input_names[0]}) + {input_names[0]}·φ({input_names[0]}) "
+                f"{np.shape(cache.slope)}"
+            ]
         return [f"saved {input_names[0]} {np.shape(cache)}"]
+
+
+class GeluSlope(NamedTuple):
+    """A GELU gate's cache from its forward kernel: df/dx at each entry of x."""
+
+    slope: np.ndarray
 
 
 @register_gate

@@ -142,6 +142,14 @@ class once:
         return self._result
 
 
+def mode_forward(node: Any) -> Callable[..., Any]:
+    """The forward of a stateless node's gate that a walk runs in the graph's mode: in eval
+    mode its eval_forward where it has one (as the executor's plain steps), whose cache may
+    differ from the train-mode one (a GELU's saved x instead of its slope)."""
+    gate = node.gate
+    return gate.forward if node.graph.training or gate.eval_forward is None else gate.eval_forward
+
+
 def kept(node: Any, value: Any) -> Any:
     """`value` as a deferred entry computed later must see it: a source's array (an input
     batch, a param) may be refilled or updated in place before then, so it is copied; a

@@ -62,7 +62,7 @@ import numpy as np
 from ..core.plan import Step
 from ..kernels import norm as norm_kernels
 from . import batchnorm_fold, norm_relu
-from .base import FusionPass, PairPass, kept, once, readers, register_pass
+from .base import FusionPass, PairPass, kept, mode_forward, once, readers, register_pass
 
 #: The activations each norm's kernel applies (norm.op: activation ops).
 ACTIVATIONS = {
@@ -122,7 +122,7 @@ def _gates_forward(store, norm, act, values):
     state = store.state(norm.index) if norm.gate.stateful else None
     out, store.caches[norm.index] = _norm_forward(norm, state, values)
     store.values[norm.index] = out
-    store.values[act.index], store.caches[act.index] = act.gate.forward(out)
+    store.values[act.index], store.caches[act.index] = mode_forward(act)(out)
 
 
 def _forward(norm, act):
@@ -156,7 +156,8 @@ def _copied(state):
 def _defer_activation(store, norm, act, shape=None):
     """The activation's cache, its gate's on the deferred groupnorm value, read when asked
     (a fused backward never reads it); with `shape` its value too, from the same call."""
-    gate_forward = once(lambda: act.gate.forward(store.value(norm.index)))
+    forward = mode_forward(act)
+    gate_forward = once(lambda: forward(store.value(norm.index)))
     store.defer("cache", act.index, lambda: gate_forward()[1], lazy=True)
     if shape is not None:
         store.defer("value", act.index, lambda: gate_forward()[0], shape)

@@ -272,6 +272,7 @@ def valid_calls(n=2, c=3, s=5, f=4, rows=4, cols=5, t=3, hidden=5, dtype=np.floa
             pool=gpool,
         ),
         "pointwise_forward": dict(op="leaky_relu", x=matrix, alpha=0.1),
+        "pointwise_forward_slope": dict(op="gelu", x=matrix),
         "pointwise_backward": dict(op="leaky_relu", dout=matrix, saved=matrix, alpha=0.1),
         "erf": dict(x=matrix),
         "attention_forward": dict(

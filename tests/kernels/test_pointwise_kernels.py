@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from graphnet.kernels import _C
 
-from .test_avx2 import kernel_threads
+from .test_avx2 import assert_same_bits_on_any_thread_count, kernel_threads
 
 OPS = ("gelu", "gelu_tanh", "leaky_relu", "relu", "softplus", "sigmoid")
 SAVES_INPUT = ("gelu", "gelu_tanh", "leaky_relu", "relu", "softplus")
@@ -295,6 +295,52 @@ def test_errors_name_the_problem():
         _C.pointwise_backward("gelu", x, np.zeros(4, np.float32))
     with pytest.raises(ValueError, match="dtype"):
         _C.pointwise_backward("gelu", x, x.astype(np.float64))
+
+
+SLOPED = ("gelu", "gelu_tanh")
+
+
+@pytest.mark.parametrize("op", SLOPED)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("path", ["avx512", "avx2", "portable"])
+def test_forward_slope_gives_the_forward_and_the_backwards_factor(op, dtype, path):
+    """pointwise_forward_slope's out is pointwise_forward's bits, and dout * slope is
+    pointwise_backward's dx bit for bit (the kernel's last operation is that product), on
+    each path, at the odd sizes whose tails go to the narrower lanes, with NaN, inf, -0.0
+    and arguments past the clamps; the slope is f' (float64's reference)."""
+    x, dout = _gelu_probe(dtype)
+    switches = {"avx512": (True, True), "avx2": (True, False), "portable": (False, False)}
+    use_avx2, use_avx512 = switches[path]
+    with avx2(use_avx2), avx512(use_avx512):
+        for size in (1, 7, 15, 16, 17, 31, 33, x.size):  # the whole probe last
+            part, d = x[-size:], dout[-size:]
+            out, slope = _C.pointwise_forward_slope(op, part)
+            assert out.dtype == slope.dtype == dtype and out.shape == slope.shape == part.shape
+            assert_bitwise_nan(out, _C.pointwise_forward(op, part))
+            assert_bitwise_nan(d * slope, _C.pointwise_backward(op, d, part))
+    finite = np.isfinite(x) & (np.abs(x) < 30)
+    tol = {np.float32: 2e-6, np.float64: 1e-13}[dtype]
+    np.testing.assert_allclose(slope[finite], reference(op, x[finite])[1], rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_forward_slope_same_bits_on_any_thread_count(dtype):
+    """Chunks of 2^16 entries on each thread: 1-3 threads give the same bits."""
+    x = np.random.default_rng(5).standard_normal((3, 50_001)).astype(dtype)
+    for op in SLOPED:
+        assert_same_bits_on_any_thread_count(lambda op=op: _C.pointwise_forward_slope(op, x))
+
+
+def test_forward_slope_refuses_what_it_has_no_slope_for():
+    x = np.zeros((2, 3), np.float32)
+    with pytest.raises(ValueError, match="gelu or gelu_tanh, not 'softplus'"):
+        _C.pointwise_forward_slope("softplus", x)
+    with pytest.raises(ValueError, match="unknown pointwise op 'swish'"):
+        _C.pointwise_forward_slope("swish", x)
+    with pytest.raises(ValueError, match="float32 or float64"):
+        _C.pointwise_forward_slope("gelu", x.astype(np.int32))
+    out, slope = _C.pointwise_forward_slope("gelu", np.zeros((0, 3), np.float64))
+    assert out.shape == slope.shape == (0, 3)
 
 
 # ----- softmax rows ----------------------------------------------------------------------
