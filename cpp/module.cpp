@@ -17,6 +17,7 @@
 #include <optional>
 #include <string>
 #include <tuple>
+#include <unistd.h>
 #include <utility>
 #include <vector>
 
@@ -847,8 +848,22 @@ py::array py_batched_matmul(const py::array& a, const py::array& b, bool transpo
     out_shape.push_back(m);
     out_shape.push_back(n);
     int64_t results = 1;
-    for (const int64_t size : summed) results *= size;  // at most count
+    for (const int64_t size : summed) results *= size;
     checked_mul(checked_mul(results, m, "batched_matmul output"), n, "batched_matmul output");
+    if (results < count) {
+        // A sum multiplies every product however few results it gives: operands broadcast
+        // through zero strides could ask for years of them. The gate sums no more products
+        // than its upstream gradient holds, so more than would fit in memory is refused.
+        const int64_t stack = checked_mul(checked_mul(count, m, "batched_matmul's products"),
+                                          checked_mul(n, int64_t(a.itemsize()), "a product"),
+                                          "batched_matmul's products");
+        const int64_t memory = int64_t(sysconf(_SC_PHYS_PAGES)) * int64_t(sysconf(_SC_PAGESIZE));
+        if (stack > memory) {
+            fail("batched_matmul: summed_to sums " + std::to_string(count) + " products of " +
+                 std::to_string(m) + " x " + std::to_string(n) +
+                 ", more than this machine's memory could hold" + shapes());
+        }
+    }
     if (count > 0 && m > 0 && n > 0 && k > 0) {  // products to run: BLAS's 32-bit sizes
         require_blas_size(std::max({checked_mul(m, k, "batched_matmul a"),
                                     checked_mul(k, n, "batched_matmul b"), m * n}),

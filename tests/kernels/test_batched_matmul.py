@@ -178,7 +178,7 @@ def test_summed_to_holds_one_product_per_thread_not_the_stack():
     dout = rng.standard_normal((64, 4, 16, 64)).astype(np.float32)
     tracemalloc.start()
     try:
-        dw = _C.batched_matmul(x, dout, True, False, (4, 64, 64)[:1])
+        dw = _C.batched_matmul(x, dout, True, False, (4,))
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -282,6 +282,15 @@ def test_a_summed_to_that_is_not_the_batch_summed_is_refused(summed_to, words):
     a, b = np.ones((4, 3, 2, 5)), np.ones((3, 5, 2))  # the batch (4, 3)
     with pytest.raises(ValueError, match=words):
         _C.batched_matmul(a, b, False, False, summed_to)
+
+
+def test_a_sum_of_more_products_than_memory_holds_is_refused_not_run():
+    """Broadcast views ask for 3 * 2**40 products summed into 3 small results: refused at
+    once (the stack of them would not fit in memory), not multiplied for hours."""
+    a = np.broadcast_to(np.float32(1), (2**40, 1, 4, 5))
+    b = np.ones((3, 5, 2), np.float32)
+    with pytest.raises(ValueError, match="more than this machine's memory"):
+        _C.batched_matmul(a, b, False, False, (3,))
 
 
 def test_an_output_beyond_memory_is_an_error_not_a_crash():
