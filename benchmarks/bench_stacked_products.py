@@ -12,9 +12,16 @@ attention layer on x (N, T, H * d): q, k and v projected, split into heads, soft
 kᵀ / sqrt(d)) @ v, merged and projected, summed. Each is timed with the stack's one call
 (`batched`) and with the per-matrix loop the gate ran before (`per matrix`, swapped in
 for the gate's product), the two in turns, process CPU time, the best of --rounds blocks.
+--broadcast: a @ b with an operand broadcast along batch axes (per-head weights (H, d, e)
+shared by the batch, queries (1, H, T, d) shared by it), forward and backward: the
+broadcast operand's gradient summed in C++ a product at a time (`summed`) against the
+stack of all the products summed by the executor (`stack`, what the gate did before),
+timed in turns, and each one's peak RSS in a child process of its own.
 """
 
 import argparse
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -31,6 +38,7 @@ DEFAULT_SHAPES = [
     "256,16,32;256,32,16",
 ]
 DEFAULT_ATTENTION = ["8,16,4,32", "2,49,4,64", "64,16,4,16"]
+DEFAULT_BROADCAST = ["64,4,16,64;4,64,64", "256,8,32,64;8,64,64", "1,4,16,64;64,4,64,16"]
 BATCHED = tensor.batched_matmul  # the gate's product of stacks, one C++ call
 
 
@@ -46,9 +54,10 @@ def per_matrix(a, b, transpose_a=False, transpose_b=False):
     return out
 
 
-def gate_product_before(a, b, transpose_a=False, transpose_b=False):
+def gate_product_before(a, b, transpose_a=False, transpose_b=False, summed_to=None):
     """The gate's product of stacks before the batched call: per matrix, except where a
-    stack of rows times a matrix was (and is) one product."""
+    stack of rows times a matrix was (and is) one product (the layer broadcasts nothing)."""
+    assert summed_to is None
     if b.ndim == 2 and (a.ndim == 2 or not transpose_a):
         return BATCHED(a, b, transpose_a, transpose_b)
     return per_matrix(a, b, transpose_a, transpose_b)
@@ -101,14 +110,65 @@ def with_product(product, fn):
     return run
 
 
+def broadcast_pass(shapes, dtype):
+    """Forward and backward of a @ b (every input a param), shapes "A;B"."""
+    rng = np.random.default_rng(0)
+    g = gn.Graph(dtype=dtype)
+    a, b = (g.param(name, rng.standard_normal([int(s) for s in shape.split(",")]))
+            for name, shape in zip("ab", shapes.split(";")))
+    g.sum(g.matmul(a, b))
+
+    def run():
+        g.forward()
+        g.backward()
+
+    return run
+
+
+def stacked(fn):
+    """fn run with the gradients of broadcast operands left as the stack of all the
+    products, for the executor to sum (the gate before summing them in C++)."""
+    def run():
+        kept, tensor.summed = tensor.summed, lambda operand, dout: None
+        try:
+            fn()
+        finally:
+            tensor.summed = kept
+    return run
+
+
+def peak_of_this_process_mb():
+    """VmHWM, the peak RSS of this process's memory since its exec (getrusage's ru_maxrss
+    would count the parent's, kept across fork and exec)."""
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
+
+
+def peak_rss_mb(shapes, dtype, mode):
+    """The peak RSS (MB) of a child process that runs broadcast_pass once in `mode`."""
+    child = subprocess.run(
+        [sys.executable, __file__, "--child", mode, shapes, "--dtype", dtype],
+        capture_output=True, text=True, check=True)
+    return float(child.stdout)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shapes", nargs="*", default=DEFAULT_SHAPES, help="A;B each")
     parser.add_argument("--attention", nargs="*", default=DEFAULT_ATTENTION, help="N,T,H,d each")
     parser.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--broadcast", nargs="*", default=DEFAULT_BROADCAST, help="A;B each")
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)  # mode, shapes
     args = parser.parse_args()
     _C.set_num_threads(1)
+    if args.child:
+        mode, shapes = args.child
+        run = broadcast_pass(shapes, args.dtype)
+        {"summed": run, "stack": stacked(run)}[mode]()
+        print(peak_of_this_process_mb())
+        return
     rng = np.random.default_rng(0)
     print("product or pass | ms per matrix / batched | per matrix / batched | batched GFLOP/s")
     for shapes in args.shapes:
@@ -128,6 +188,15 @@ def main():
         old, new = best_of_turns([with_product(gate_product_before, run), run], 20, args.rounds)
         print(f"{args.dtype} attention pass {sizes:14} | {1e3 * old:7.3f} {1e3 * new:7.3f} | "
               f"{old / new:5.2f}x |", flush=True)
+    if args.broadcast:
+        print("broadcast a @ b, forward + backward | ms stack / summed | stack / summed | "
+              "peak RSS MB stack / summed")
+    for shapes in args.broadcast:
+        run = broadcast_pass(shapes, args.dtype)
+        old, new = best_of_turns([stacked(run), run], 10, args.rounds)
+        rss = [peak_rss_mb(shapes, args.dtype, mode) for mode in ("stack", "summed")]
+        print(f"{args.dtype} {shapes:24} | {1e3 * old:7.3f} {1e3 * new:7.3f} | "
+              f"{old / new:5.2f}x | {rss[0]:6.1f} {rss[1]:6.1f}", flush=True)
 
 
 if __name__ == "__main__":

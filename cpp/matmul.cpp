@@ -313,30 +313,70 @@ const T* row_major_matrix(const Shape& batch, const MatrixStack<T>& s, int64_t i
     return copy;
 }
 
+// The index (row-major over `batch`) of the product number `r` of those summed into
+// result `j` of `summed_to` (batch's rank, 1 on the axes summed over): j's digits on the
+// kept axes, r's on the summed ones, so that r counts them in the batch's order.
+int64_t summed_product(const Shape& batch, const Shape& summed_to, int64_t j, int64_t r) {
+    int64_t index = 0, pitch = 1;
+    for (size_t axis = batch.size(); axis-- > 0;) {
+        int64_t& digits = summed_to[axis] == batch[axis] ? j : r;
+        index += digits % batch[axis] * pitch;
+        digits /= batch[axis];
+        pitch *= batch[axis];
+    }
+    return index;
+}
+
+// sum (m x n) += product, the first time (second) from +0 as numpy's sums start: a -0
+// there becomes +0, and nothing else changes.
+template <typename T>
+void add_product(int64_t size, const T* product, bool second, T* sum) {
+    if (second) {
+#pragma omp simd
+        for (int64_t x = 0; x < size; ++x) sum[x] = (sum[x] + T(0)) + product[x];
+        return;
+    }
+#pragma omp simd
+    for (int64_t x = 0; x < size; ++x) sum[x] += product[x];
+}
+
 }  // namespace
 
 template <typename T>
 void batched_matmul(bool trans_a, bool trans_b, const Shape& batch, const MatrixStack<T>& a,
-                    const MatrixStack<T>& b, T* c) {
+                    const MatrixStack<T>& b, const Shape& summed_to, T* c) {
     const int64_t m = trans_a ? a.columns : a.rows, k = trans_a ? a.rows : a.columns;
     const int64_t n = trans_b ? b.rows : b.columns;
-    int64_t count = 1;
-    for (const int64_t size : batch) count *= size;  // the caller allocated C: it fits
-    if (count == 0 || m == 0 || n == 0) return;
-    if (k == 0) return std::fill(c, c + count * m * n, T(0));
-    // Many matrices go whole to the threads, each product on its thread alone; fewer than
-    // threads run one after another, each on the whole team.
-    const int team = count >= num_threads() ? team_size(count) : 1;
-    // Each thread's room for a matrix stored otherwise than row-major, allocated here: an
-    // allocation that failed inside the team would end the process, not raise.
+    int64_t count = 1, results = 1;  // the caller allocated C: the results fit
+    for (size_t axis = 0; axis < batch.size(); ++axis) {
+        count *= batch[axis];
+        results *= summed_to[axis];
+    }
+    if (results == 0 || m == 0 || n == 0) return;
+    if (count == 0 || k == 0) return std::fill(c, c + results * m * n, T(0));  // empty sums
+    const int64_t summed = count / results;
+    // Many results go whole to the threads, each product on its thread alone; fewer than
+    // threads run one after another, each product on the whole team.
+    const int team = results >= num_threads() ? team_size(results) : 1;
+    // Each thread's room for a matrix stored otherwise than row-major and for a product to
+    // add to a sum, allocated here: an allocation that failed inside the team would end
+    // the process, not raise.
     const int64_t a_room = row_major(a) ? 0 : m * k, b_room = row_major(b) ? 0 : k * n;
-    std::vector<T> copies(static_cast<size_t>(team * (a_room + b_room)));
+    const int64_t product_room = summed > 1 ? m * n : 0;
+    const int64_t room = a_room + b_room + product_room;
+    std::vector<T> copies(static_cast<size_t>(team * room));
     const auto products = [&](int64_t t, int64_t threads) {  // thread t's share
-        T* a_copy = copies.data() + t * (a_room + b_room);
+        T* a_copy = copies.data() + t * room;
         T* b_copy = a_copy + a_room;
-        for (int64_t i = count * t / threads; i < count * (t + 1) / threads; ++i) {
-            matmul(trans_a, trans_b, m, n, k, row_major_matrix(batch, a, i, a_copy),
-                   row_major_matrix(batch, b, i, b_copy), c + i * m * n);
+        T* product = b_copy + b_room;
+        for (int64_t j = results * t / threads; j < results * (t + 1) / threads; ++j) {
+            T* sum = c + j * m * n;
+            for (int64_t r = 0; r < summed; ++r) {
+                const int64_t i = summed_product(batch, summed_to, j, r);
+                matmul(trans_a, trans_b, m, n, k, row_major_matrix(batch, a, i, a_copy),
+                       row_major_matrix(batch, b, i, b_copy), r == 0 ? sum : product);
+                if (r > 0) add_product(m * n, product, r == 1, sum);
+            }
         }
     };
     if (team == 1) return products(0, 1);
@@ -347,9 +387,9 @@ void batched_matmul(bool trans_a, bool trans_b, const Shape& batch, const Matrix
 }
 
 template void batched_matmul(bool, bool, const Shape&, const MatrixStack<float>&,
-                             const MatrixStack<float>&, float*);
+                             const MatrixStack<float>&, const Shape&, float*);
 template void batched_matmul(bool, bool, const Shape&, const MatrixStack<double>&,
-                             const MatrixStack<double>&, double*);
+                             const MatrixStack<double>&, const Shape&, double*);
 
 namespace {
 

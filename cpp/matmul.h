@@ -33,15 +33,20 @@ struct MatrixStack {
     Shape batch_strides;  // one per axis of the product's batch
 };
 
-// C[i] (m x n) = op(A[i]) op(B[i]) for each index i of `batch` (C: the matrices one after
-// another, row-major), each C[i] the bits matmul gives for A[i] and B[i] stored row-major:
-// a matrix stored otherwise is first copied so. With at least as many matrices as threads,
-// the threads split the matrices (whole matrices, each on one thread), else each product
-// splits across them as matmul does; either way every C[i] is the same on any thread
-// count. Sizes are the caller's to check: m * k, k * n and m * n within the 32-bit BLAS.
+// C[j] (m x n) = the sum of the products op(A[i]) op(B[i]) of the indices i of `batch` that
+// fall on index j of `summed_to` (C: the matrices one after another, row-major). summed_to
+// has batch's rank, each axis batch's size or 1 (summed over): the gradient of an operand
+// broadcast along those axes, without the stack of all the products. Each product has the
+// bits matmul gives for A[i] and B[i] stored row-major (a matrix stored otherwise is first
+// copied so); a sum adds them in the order of i (row-major over the batch) from +0, as
+// numpy's sum over those axes of the whole stack does (the same bits, but for 1 x 1
+// matrices, which numpy sums pairwise). With at least as many results C[j] as threads the
+// threads split them (whole sums, each on one thread), else each product splits across
+// them as matmul does; either way every C[j] is the same on any thread count. Sizes are
+// the caller's to check: m * k, k * n and m * n within the 32-bit BLAS.
 template <typename T>
 void batched_matmul(bool trans_a, bool trans_b, const Shape& batch, const MatrixStack<T>& a,
-                    const MatrixStack<T>& b, T* c);
+                    const MatrixStack<T>& b, const Shape& summed_to, T* c);
 
 // out (n) = the sum of A's m rows (m x n, row-major): an affine's bias gradient. Each
 // column's sum runs from 0 over the rows in order, as numpy's a.sum(axis=0) adds them

@@ -17,6 +17,7 @@
 #include <optional>
 #include <string>
 #include <tuple>
+#include <unistd.h>
 #include <utility>
 #include <vector>
 
@@ -786,8 +787,35 @@ MatrixStack<T> matrix_stack(const py::array& x, const Shape& batch, py::array& k
     return s;
 }
 
+// batched_matmul's `summed_to` (None: the product's batch): the batch axes of the result,
+// aligned to the right with the product's, each its size or 1 (summed over); the result's
+// batch shape and summed_to as batched_matmul takes it (the product's rank).
+std::pair<Shape, Shape> summed_batch(const py::object& summed_to, const Shape& batch) {
+    if (summed_to.is_none()) return {batch, batch};
+    const bool sequence =
+        py::isinstance<py::tuple>(summed_to) || py::isinstance<py::list>(summed_to);
+    if (!sequence) fail("batched_matmul: summed_to must be a tuple, got a " + type_name(summed_to));
+    const py::tuple sizes(summed_to);
+    if (sizes.size() > batch.size()) {
+        fail("batched_matmul: summed_to has " + std::to_string(sizes.size()) +
+             " axes, more than the product's batch " + shape_str(batch));
+    }
+    Shape given, aligned(batch.size(), 1);
+    const size_t first = batch.size() - sizes.size();
+    for (size_t axis = 0; axis < sizes.size(); ++axis) {
+        const int64_t size = int64_item(sizes[axis], "batched_matmul: summed_to's item");
+        if (size != 1 && size != batch[first + axis]) {
+            fail("batched_matmul: summed_to " + std::string(py::str(summed_to)) +
+                 " is not the batch " + shape_str(batch) + " with some axes summed to 1");
+        }
+        given.push_back(size);
+        aligned[first + axis] = size;
+    }
+    return {given, aligned};
+}
+
 py::array py_batched_matmul(const py::array& a, const py::array& b, bool transpose_a,
-                            bool transpose_b) {
+                            bool transpose_b, const py::object& summed_to) {
     const Shape as = shape_of(a), bs = shape_of(b);
     if (as.size() < 2 || bs.size() < 2) {
         fail("batched_matmul takes arrays of rank >= 2, got a " + shape_str(as) + " and b " +
@@ -816,10 +844,26 @@ py::array py_batched_matmul(const py::array& a, const py::array& b, bool transpo
         fail("batched_matmul: op(a) is " + std::to_string(m) + " x " + std::to_string(k) +
              " but op(b) is " + std::to_string(kb) + " x " + std::to_string(n) + shapes());
     }
-    Shape out_shape = batch;
+    auto [out_shape, summed] = summed_batch(summed_to, batch);
     out_shape.push_back(m);
     out_shape.push_back(n);
-    checked_mul(checked_mul(count, m, "batched_matmul output"), n, "batched_matmul output");
+    int64_t results = 1;
+    for (const int64_t size : summed) results *= size;
+    checked_mul(checked_mul(results, m, "batched_matmul output"), n, "batched_matmul output");
+    if (results < count) {
+        // A sum multiplies every product however few results it gives: operands broadcast
+        // through zero strides could ask for years of them. The gate sums no more products
+        // than its upstream gradient holds, so more than would fit in memory is refused.
+        const int64_t stack = checked_mul(checked_mul(count, m, "batched_matmul's products"),
+                                          checked_mul(n, int64_t(a.itemsize()), "a product"),
+                                          "batched_matmul's products");
+        const int64_t memory = int64_t(sysconf(_SC_PHYS_PAGES)) * int64_t(sysconf(_SC_PAGESIZE));
+        if (stack > memory) {
+            fail("batched_matmul: summed_to sums " + std::to_string(count) + " products of " +
+                 std::to_string(m) + " x " + std::to_string(n) +
+                 ", more than this machine's memory could hold" + shapes());
+        }
+    }
     if (count > 0 && m > 0 && n > 0 && k > 0) {  // products to run: BLAS's 32-bit sizes
         require_blas_size(std::max({checked_mul(m, k, "batched_matmul a"),
                                     checked_mul(k, n, "batched_matmul b"), m * n}),
@@ -834,7 +878,7 @@ py::array py_batched_matmul(const py::array& a, const py::array& b, bool transpo
         py::array_t<T> c(out_shape);
         T* cp = c.mutable_data();
         py::gil_scoped_release nogil;
-        batched_matmul(transpose_a, transpose_b, batch, a_stack, b_stack, cp);
+        batched_matmul(transpose_a, transpose_b, batch, a_stack, b_stack, summed, cp);
         return c;
     });
 }
@@ -2485,11 +2529,13 @@ PYBIND11_MODULE(_C, m) {
           "for it); a and b: 2-D, one dtype, float32 or float64. bias (columns of the\n"
           "result,), of that dtype: added to every row of the result.");
     m.def("batched_matmul", &py_batched_matmul, "a"_a, "b"_a, "transpose_a"_a = false,
-          "transpose_b"_a = false,
+          "transpose_b"_a = false, "summed_to"_a = py::none(),
           "np.matmul(op(a), op(b)) for a and b of rank >= 2, one dtype, float32 or float64,\n"
           "op transposing the last two axes when asked: their leading (batch) axes broadcast\n"
           "(a broadcast operand is read in place, not copied); each matrix of the result\n"
-          "has matmul's bits for its two matrices, on any thread count.");
+          "has matmul's bits for its two matrices, on any thread count. summed_to (a tuple:\n"
+          "the batch, aligned to the right, with axes of 1 where it is summed over): the\n"
+          "products summed in the batch's order, one at a time, as np.sum adds the stack.");
     m.def("column_sums", &py_column_sums, "a"_a,
           "Each column's sum over the rows in order, of a 2-D float32 or float64 array, on\n"
           "graphnet's threads: a.sum(axis=0)'s bits where a has 2+ columns (numpy sums a\n"

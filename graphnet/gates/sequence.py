@@ -419,7 +419,10 @@ class Attention(Gate):
 @register_gate
 class MaskedAttention(Attention):
     """Attention where mask (broadcastable to (..., S, L)) is nonzero where query s may
-    attend to key l; a query that may attend to no key gets a zero output."""
+    attend to key l. A query that may attend to no key gets zero weights and a zero
+    output, and its scores send no gradient back (as torch's F.scaled_dot_product_attention;
+    a softmax over masked_fill(-inf) gives NaN there, and the course's layers zero weights,
+    graphnet.models.transformer)."""
 
     op = "masked_attention"
     inputs = ("q", "k", "v", "mask")

@@ -17,28 +17,39 @@ from .base import (
     integer,
     is_int,
     register_gate,
+    unbroadcast,
 )
 from .nn import matmul
 from .reduce import Sum, spread
 
 
-def batched_matmul(a, b, transpose_a=False, transpose_b=False):
+def batched_matmul(a, b, transpose_a=False, transpose_b=False, summed_to=None):
     """op(a) @ op(b) for arrays of rank >= 2 whose leading (batch) axes broadcast, op
-    transposing the last two axes. graphnet's own C++ product does the work for float
-    arrays, so the whole walk runs on one team of threads (see nn.matmul): one product for
-    a stack of rows times a matrix (x @ W), else one call for the stack, which multiplies
-    its matrices in C++ (a broadcast operand read in place), each as nn.matmul would."""
+    transposing the last two axes; with `summed_to` (the batch shape of an operand
+    broadcast along some of the product's batch axes: its gradient), summed over those
+    axes. graphnet's own C++ product does the work for float arrays, so the whole walk
+    runs on one team of threads (see nn.matmul): one product for a stack of rows times a
+    matrix (x @ W), else one call for the stack, which multiplies its matrices in C++ (a
+    broadcast operand read in place), each as nn.matmul would, and adds up a sum one
+    product at a time (not from the stack of them all)."""
     if a.ndim == 2 and b.ndim == 2:
         return matmul(a, b, transpose_a, transpose_b)
-    if b.ndim == 2 and not transpose_a:  # fold the batch into the rows: one product
-        rows = matmul(as_rows(a), b, transpose_b=transpose_b)
+    if b.ndim == 2 and not transpose_a and summed_to in (None, a.shape[:-2]):
+        rows = matmul(as_rows(a), b, transpose_b=transpose_b)  # the batch in the rows
         return rows.reshape(a.shape[:-1] + rows.shape[-1:])
     if a.dtype != b.dtype or a.dtype not in (np.float32, np.float64):
-        return np.matmul(
+        out = np.matmul(
             np.swapaxes(a, -1, -2) if transpose_a else a,
             np.swapaxes(b, -1, -2) if transpose_b else b,
         )
-    return _C.batched_matmul(a, b, transpose_a, transpose_b)  # by position: see nn.matmul
+        return out if summed_to is None else unbroadcast(out, summed_to + out.shape[-2:])
+    return _C.batched_matmul(a, b, transpose_a, transpose_b, summed_to)  # by position
+
+
+def summed(operand, dout):
+    """The batch shape `operand`'s gradient sums to, or None where that is dout's."""
+    batch = operand.shape[:-2]
+    return None if batch == dout.shape[:-2] else batch
 
 
 def as_rows(a):
@@ -94,17 +105,19 @@ class Matmul(Gate):
             dout = np.expand_dims(dout, -2 if b_rank > 1 else (-2, -1))
         elif b_rank == 1:
             dout = dout[..., np.newaxis]
+        # Each gradient summed over the batch axes its operand was broadcast along (in
+        # C++, a product at a time), or not at all: its shape is the operand's.
         da = db = None
         if needs[0]:
-            da = batched_matmul(dout, b2, transpose_b=True)
+            da = batched_matmul(dout, b2, False, True, summed(a2, dout))
             da = da[..., 0, :] if a_rank == 1 else da
         if needs[1] and b2.ndim == 2:  # every matrix of the batch met the same b: one product
             db = matmul(as_rows(a2), as_rows(dout), transpose_a=True)
         elif needs[1]:
-            db = batched_matmul(a2, dout, transpose_a=True)
+            db = batched_matmul(a2, dout, True, False, summed(b2, dout))
         if needs[1] and b_rank == 1:
             db = db[..., 0]
-        return da, db  # the executor sums them over the batch axes a or b was broadcast along
+        return da, db
 
     def summarize_cache(self, cache, input_names):
         a2, b2 = cache[:2]

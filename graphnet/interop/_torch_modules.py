@@ -105,9 +105,9 @@ def temporal_softmax_loss(x, y, mask):
 
 
 def attention(q, k, v, mask=None):
-    """softmax(q kᵀ / √d) v, where mask is nonzero; as graphnet's gate (and unlike
-    F.scaled_dot_product_attention, which gives NaN), a query that may attend to no key
-    gets zero weights."""
+    """softmax(q kᵀ / √d) v, where mask is nonzero; as graphnet's gate and
+    F.scaled_dot_product_attention (unlike a softmax over masked_fill(-inf), which gives
+    NaN), a query that may attend to no key gets zero weights."""
     scale = 1 / math.sqrt(q.shape[-1]) if q.shape[-1] else 1.0
     scores = q @ k.transpose(-2, -1) * scale
     if mask is None:

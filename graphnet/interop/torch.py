@@ -1261,8 +1261,8 @@ def _read_stack(r, node):
 
 def _read_attention(r, node):
     """scaled_dot_product_attention with the default scale 1/√d, no dropout, a boolean
-    mask (true where a query may attend) or is_causal. Where no key is allowed torch
-    gives NaN and graphnet 0."""
+    mask (true where a query may attend) or is_causal. Where no key is allowed both give
+    a zero output."""
     q = r.input(node, 0)
     mask, dropout, causal = (
         r.arg(node, i, n, d)

@@ -527,7 +527,9 @@ def attention_forward(
     q: (..., S, d) queries; k: (..., L, d) keys; v: (..., L, dv) values; the leading axes
     (batch, heads) broadcast. mask: booleans broadcastable to (..., S, L), True where query
     s may attend to key l (PyTorch's and the course's convention). A query that may attend
-    to no key gets zero weights and a zero output. Returns out (..., S, dv); the cache's
+    to no key gets zero weights and a zero output, and no gradient flows back through its
+    scores (torch's F.scaled_dot_product_attention does the same; a softmax over
+    masked_fill(-inf) gives NaN). Returns out (..., S, dv); the cache's
     `weights` (..., S, L) are the attention weights.
 
     float32 and float64 run in one C++ call over all (batch, head) pairs (cpp/attention.h),

@@ -12,8 +12,10 @@ student can draw and step through, every node with its value and gradient:
                           from the features and stacked on a leading axis (H, N, L, E/H)
                           (slices and a concat: a reshape could not follow the data's
                           varying N and L); scores = q·kᵀ / √(E/H); where(mask, scores,
-                          -1e30); softmax; dropout on the attention weights; weights·v;
-                          the heads side by side again (N, S, E), through "proj"
+                          -1e30); softmax; where(mask, softmax, 0) (a query allowed no
+                          key gets zero weights, not NaN); dropout on the attention
+                          weights; weights·v; the heads side by side again (N, S, E),
+                          through "proj"
     decoder layer         norm1(x + dropout1(self_attn(x, x, x, causal mask))),
                           norm2(x + dropout2(multihead_attn(x, memory, memory))),
                           norm3(x + dropout3(linear2(dropout(relu(linear1(x)))))):
@@ -47,8 +49,9 @@ DIM_FEEDFORWARD = 2048
 
 #: A masked attention score. The course's masked_fill puts -inf there; a finite score gives
 #: the same weights (its exponential underflows to 0) and keeps every value finite, for
-#: anomaly mode and the drawing's statistics. A query allowed no key at all gets uniform
-#: weights where PyTorch gives NaN.
+#: anomaly mode and the drawing's statistics. A query allowed no key at all (where the
+#: course's -inf gives NaN) gets zero weights, as from the attention gate and torch's
+#: F.scaled_dot_product_attention: the mask applied again after the softmax.
 MASKED_SCORE = -1e30
 
 
@@ -266,9 +269,14 @@ def _multi_head_attention(
     k_t = g.transpose(k, (0, 1, 3, 2), name=_join(name, "key_T"))
     qk = g.matmul(q, k_t, name=_join(name, "qk"))
     scores = g.divide(qk, math.sqrt(d), name=_join(name, "scores"))  # (H, N, S, T)
-    if mask is not None:
+    if mask is None:
+        weights = g.softmax(scores, name=_join(name, "weights"))
+    else:
         scores = g.where(mask, scores, MASKED_SCORE, name=_join(name, "masked_scores"))
-    weights = g.softmax(scores, name=_join(name, "weights"))
+        softmax = g.softmax(scores, name=_join(name, "softmax"))
+        # Where a query may attend to some key its masked weights are 0 already; where it
+        # may attend to none, the softmax of its -1e30s is uniform: zero weights instead.
+        weights = g.where(mask, softmax, 0.0, name=_join(name, "weights"))
     weights = _dropout(g, weights, sizes.dropout, _join(name, "attn_drop"))
     attended = g.matmul(weights, v, name=_join(name, "attended"))  # (H, N, S, d)
     # The heads side by side again, (N, S, E), and one product with proj.
@@ -439,7 +447,8 @@ class MultiHeadAttention(_Layer):
     params key, query, value, proj (nn.Linear(embed_dim, embed_dim) each, drawn with
     nn.Linear's default initialisation from numpy's random state, in that order).
     attn(query, key, value, attn_mask=None): query (N, S, E), key and value (N, T, E),
-    attn_mask (S, T), 0 where query s may not attend to key t; returns (N, S, E)."""
+    attn_mask (S, T), 0 where query s may not attend to key t (a query that may attend to
+    no key gets zero attention weights, so its output is proj's bias); returns (N, S, E)."""
 
     def __init__(
         self, embed_dim: int, num_heads: int, dropout: float = 0.1, *, dtype: Any = np.float32

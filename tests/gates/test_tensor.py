@@ -431,6 +431,54 @@ def test_matmul_uses_one_product_for_rows_times_a_matrix(monkeypatch):
     assert len(calls) == 3
 
 
+@pytest.mark.parametrize(
+    "a_shape,b_shape",
+    [
+        ((5, 3, 4, 6), (3, 6, 2)),  # per-head weights shared by the batch
+        ((1, 3, 4, 6), (5, 3, 6, 2)),  # queries shared by the batch
+        ((5, 1, 4, 6), (1, 3, 6, 2)),  # both broadcast, along different axes
+        ((4, 6), (5, 3, 6, 2)),  # one matrix against a stack
+        ((6,), (5, 3, 6, 2)),  # a vector against a stack
+        ((5, 3, 4, 6), (1, 1, 6, 2)),
+    ],
+)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_matmul_gradients_of_broadcast_operands_sum_as_the_stack_did(a_shape, b_shape, dtype):
+    """Each operand's gradient summed in C++ over the batch axes it was broadcast along:
+    the bits of the stack of products summed by numpy (what the executor did), on 1-3
+    threads, and float64's centred differences."""
+    from graphnet.kernels import _C
+
+    rng = np.random.default_rng(8)
+    a, b = rng.standard_normal(a_shape), rng.standard_normal(b_shape)
+    dout = rng.standard_normal(np.matmul(a, b).shape).astype(dtype)
+    g = gn.Graph(dtype=dtype)
+    product = g.matmul(g.param("a", a), g.param("b", b), name="ab")
+
+    def gradients(threads):
+        before = _C.get_num_threads()
+        _C.set_num_threads(threads)
+        try:
+            g.forward()
+            g.backward(product, dout)
+            return g["a"].grad, g["b"].grad
+        finally:
+            _C.set_num_threads(before)
+
+    results = [gradients(threads) for threads in (1, 2, 3)]
+    a2 = a.astype(dtype)[np.newaxis] if a.ndim == 1 else a.astype(dtype)
+    dout2 = np.expand_dims(dout, -2) if a.ndim == 1 else dout
+    stack_da = _C.batched_matmul(dout2, b.astype(dtype), False, True)
+    stack_db = _C.batched_matmul(a2, dout2, True, False)
+    da = unbroadcast(stack_da, a2.shape)
+    da = da[..., 0, :] if a.ndim == 1 else da
+    for result in results:
+        np.testing.assert_array_equal(result[0], da)
+        np.testing.assert_array_equal(result[1], unbroadcast(stack_db, b.shape))
+    if dtype == np.float64:
+        assert max(gn.gradcheck(g).values()) < 1e-7
+
+
 def test_matmul_of_stacks_runs_one_product_per_pass_and_its_gradients_match_numerical(monkeypatch):
     """q @ kᵀ and weights @ v of a hand-written attention over (2, 3) heads, k shared by
     the first axis (broadcast): one batched product per matmul gate and pass, gradients

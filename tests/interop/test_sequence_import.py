@@ -427,7 +427,7 @@ def test_scaled_dot_product_attention_imports_as_the_attention_gate(mask):
     torch = pytest.importorskip("torch")
     F = torch.nn.functional
     allowed = rng.random((T, T + 1)) < 0.6
-    allowed[:, 0] = True  # torch gives NaN where a query may attend to no key, graphnet 0
+    allowed[0] = False  # a query that may attend to no key: a zero output in both
 
     class Attend(torch.nn.Module):
         def __init__(self):

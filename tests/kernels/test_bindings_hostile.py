@@ -167,7 +167,11 @@ def valid_calls(n=2, c=3, s=5, f=4, rows=4, cols=5, t=3, hidden=5, dtype=np.floa
             bias=r(hidden),
         ),
         "batched_matmul": dict(
-            a=r(2, 1, rows, cols), b=r(3, cols, hidden), transpose_a=False, transpose_b=False
+            a=r(2, 1, rows, cols),
+            b=r(3, cols, hidden),
+            transpose_a=False,
+            transpose_b=False,
+            summed_to=(3,),
         ),
         "column_sums": dict(a=matrix),
         "update": dict(

@@ -133,7 +133,8 @@ def test_the_positional_encoding_table_is_the_courses_formula():
 
 def naive_attention(params, query, key, value, mask, num_heads):
     """The course's multi-head attention with loops over samples, heads and queries (the
-    independent reference: no matmul over stacks, no -1e30)."""
+    independent reference: no matmul over stacks, no -1e30). A query allowed no key
+    attends to nothing: zero weights."""
     N, S, E = query.shape
     d = E // num_heads
 
@@ -147,6 +148,8 @@ def naive_attention(params, query, key, value, mask, num_heads):
             cols = slice(h * d, (h + 1) * d)
             for s in range(S):
                 allowed = np.flatnonzero(mask[s])
+                if not allowed.size:
+                    continue
                 scores = np.array([q[n, s, cols] @ k[n, t, cols] for t in allowed]) / math.sqrt(d)
                 weights = np.exp(scores - scores.max())
                 weights /= weights.sum()
@@ -161,13 +164,15 @@ def naive_attention(params, query, key, value, mask, num_heads):
     keys=st.integers(1, 4),
     head_size=st.integers(1, 3),
     num_heads=st.integers(1, 3),
+    every_query_some_key=st.booleans(),
     seed=st.integers(0, 2**16),
 )
 def test_multi_head_attention_at_random_shapes_against_naive_loops(
-    batch, queries, keys, head_size, num_heads, seed
+    batch, queries, keys, head_size, num_heads, every_query_some_key, seed
 ):
     """Random sizes (one query, one key, one feature per head among them), self- and
-    cross-attention, a random mask allowing each query at least one key; eval mode."""
+    cross-attention, a random mask, allowing each query at least one key or not; eval
+    mode."""
     E = head_size * num_heads
     np.random.seed(seed)
     attn = MultiHeadAttention(E, num_heads, dtype=np.float64).eval()
@@ -175,7 +180,8 @@ def test_multi_head_attention_at_random_shapes_against_naive_loops(
     query = rng.standard_normal((batch, queries, E))
     key = rng.standard_normal((batch, keys, E))
     mask = rng.random((queries, keys)) < 0.5
-    mask[np.arange(queries), rng.integers(0, keys, queries)] = True
+    if every_query_some_key:
+        mask[np.arange(queries), rng.integers(0, keys, queries)] = True
     out = attn(query, key, key, attn_mask=mask)
     reference = naive_attention(attn.params, query, key, key, mask, num_heads)
     np.testing.assert_allclose(out, reference, rtol=1e-10, atol=1e-12)
@@ -437,16 +443,23 @@ def test_the_model_is_a_graph_that_draws_every_node():
 def test_anomaly_mode_sees_only_finite_numbers_and_a_query_allowed_no_key():
     """Masked scores are -1e30, not the course's -inf: anomaly mode runs the model, and
     the weights are the same (exp underflows to 0); a query allowed no key at all gets
-    uniform weights (PyTorch: NaN)."""
+    zero weights (the course's -inf: NaN), its output proj's bias, and sends no gradient
+    back through its scores."""
     model = small_model()
     with gn.detect_anomaly():
         model.loss(np.ones((3, 5)), captions_with_padding())
     attn = MultiHeadAttention(4, 2, dtype=np.float64).eval()
     x = np.random.default_rng(9).standard_normal((1, 2, 4))
-    attn(x, x, x, attn_mask=np.array([[1, 0], [0, 0]]))
-    weights = attn.graph["weights"].value  # (H, N, S, T)
+    with gn.detect_anomaly():
+        out = attn(x, x, x, attn_mask=np.array([[1, 0], [0, 0]]))
+        attn.backward(np.ones_like(out))
+    g = attn.graph
+    np.testing.assert_array_equal(g["softmax"].value[:, 0, 1], [[0.5, 0.5], [0.5, 0.5]])
+    weights = g["weights"].value  # (H, N, S, T)
     np.testing.assert_array_equal(weights[:, 0, 0], [[1, 0], [1, 0]])
-    np.testing.assert_array_equal(weights[:, 0, 1], [[0.5, 0.5], [0.5, 0.5]])
+    np.testing.assert_array_equal(weights[:, 0, 1], [[0, 0], [0, 0]])
+    np.testing.assert_array_equal(out[0, 1], attn.params["proj.bias"])
+    np.testing.assert_array_equal(g["scores"].grad[:, 0, 1], 0)
 
 
 def test_checkpoint_rebuilds_the_model(tmp_path):
@@ -611,6 +624,94 @@ def test_multi_head_attention_equals_pytorchs_with_and_without_a_mask(masked):
         attn_mask=None if mask is None else torch.tensor(~mask),  # torch's: True = masked out
     )
     np.testing.assert_allclose(ours, theirs.detach().numpy(), atol=1e-13)
+
+
+ATTENTION_MASKS = {  # (S, T) = (4, 5), True where query s may attend to key t
+    "causal": np.tril(np.ones((4, 5), bool)),
+    "padding": np.array([[1, 1, 1, 0, 0]] * 4, bool),  # the last two keys are padding
+    "rows with no key": np.tril(np.ones((4, 5), bool), -1),  # query 0 sees no key
+    "every key masked": np.zeros((4, 5), bool),
+}
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("kind", sorted(ATTENTION_MASKS))
+def test_masked_attention_equals_torchs_scaled_dot_product_attention(kind, dtype):
+    """The course's layer against torch's F.scaled_dot_product_attention (which gives a
+    query allowed no key zero weights too): the output and every gradient, float32 and
+    float64. torch.nn.MultiheadAttention and the course's masked_fill(-inf) give NaN on
+    such a query's row, and ours elsewhere."""
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    E, H, mask = 6, 2, ATTENTION_MASKS[kind]
+    np.random.seed(3)
+    attn = MultiHeadAttention(E, H, dtype=dtype).eval()
+    rng = np.random.default_rng(4)
+    query, key = rng.standard_normal((2, 4, E)), rng.standard_normal((2, 5, E))
+    dout = rng.standard_normal((2, 4, E))
+    ours = attn(*(a.astype(dtype) for a in (query, key, key)), attn_mask=mask)
+    grads = attn.backward(dout.astype(dtype))
+    t = {name: torch.tensor(a, requires_grad=True) for name, a in attn.params.items()}
+    t_query, t_key = (torch.tensor(a.astype(dtype), requires_grad=True) for a in (query, key))
+
+    def heads(x, part):
+        projected = x @ t[f"{part}.weight"].T + t[f"{part}.bias"]
+        return projected.reshape(2, -1, H, E // H).transpose(1, 2)
+
+    def attend(scores_to_weights):
+        q, k, v = heads(t_query, "query"), heads(t_key, "key"), heads(t_key, "value")
+        return scores_to_weights(q, k, v).transpose(1, 2).reshape(2, 4, E)
+
+    def proj(x):
+        return x @ t["proj.weight"].T + t["proj.bias"]
+
+    allowed = torch.tensor(mask)
+    theirs = proj(attend(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, allowed)))
+    theirs.backward(torch.tensor(dout.astype(dtype)))
+    tol = dict(rtol=1e-12, atol=1e-13) if dtype == np.float64 else dict(rtol=2e-5, atol=2e-6)
+    np.testing.assert_allclose(ours, theirs.detach().numpy(), **tol)
+    grads["key_in"] = grads["key_in"] + grads.pop("value_in")  # the keys are the values
+    for name, grad in [("query_in", t_query.grad), ("key_in", t_key.grad)] + [
+        (name, a.grad) for name, a in t.items()
+    ]:
+        np.testing.assert_allclose(grads[name], grad.numpy(), **tol, err_msg=name)
+    no_key = ~mask.any(axis=1)
+    with torch.no_grad():
+
+        def masked_fill(q, k, v):
+            scores = q @ k.transpose(-1, -2) / math.sqrt(E // H)
+            return torch.softmax(scores.masked_fill(~allowed, float("-inf")), -1) @ v
+
+        course = proj(attend(masked_fill)).numpy()
+    assert np.isnan(course[:, no_key]).all() and not np.isnan(course[:, ~no_key]).any()
+    np.testing.assert_allclose(ours[:, ~no_key], course[:, ~no_key], **tol)
+    bias_only = np.broadcast_to(attn.params["proj.bias"], ours[:, no_key].shape)
+    np.testing.assert_array_equal(ours[:, no_key], bias_only)
+
+
+@pytest.mark.parametrize("kind", sorted(ATTENTION_MASKS))
+def test_masked_attention_gradients_against_numerical_float64(kind):
+    """Every input's and param's gradient of sum(out · dout) against centred differences,
+    through masks that leave a query no key (its scores get no gradient: they change
+    nothing)."""
+    E, H, mask = 6, 3, ATTENTION_MASKS[kind]
+    np.random.seed(5)
+    attn = MultiHeadAttention(E, H, dtype=np.float64).eval()
+    rng = np.random.default_rng(6)
+    query, key = rng.standard_normal((2, 4, E)), rng.standard_normal((2, 5, E))
+    dout = rng.standard_normal((2, 4, E))
+    attn(query, key, key, attn_mask=mask)
+    grads = attn.backward(dout)
+    grads["key_in"] = grads["key_in"] + grads.pop("value_in")  # the keys are the values
+    arrays = {"query_in": query, "key_in": key, **attn.params}
+    for name, array in arrays.items():
+        entries = [np.unravel_index(i, array.shape) for i in rng.permutation(array.size)[:6]]
+        numeric = numerical_gradient(
+            lambda: np.sum(attn(query, key, key, attn_mask=mask) * dout), array, entries
+        )
+        analytic = [grads[name][i] for i in entries]
+        np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-9, err_msg=name)
 
 
 # ------------------------------------------------------------------ training
