@@ -129,6 +129,27 @@ py::tuple items_of(const py::object& value, size_t count, const std::string& wha
     return py::tuple(value);
 }
 
+// This machine's physical memory in bytes, asked once.
+int64_t physical_memory() {
+    static const int64_t bytes = int64_t(sysconf(_SC_PHYS_PAGES)) * int64_t(sysconf(_SC_PAGESIZE));
+    return bytes;
+}
+
+// Refuses `count` items of `item_bytes` each that this machine's memory could not hold, with
+// a ValueError naming `what` (a string, or a callable that makes one only on failure), before
+// any work. An array broadcast through zero strides is few bytes whatever its shape: where a
+// binding's work or scratch follows its logical size rather than an output it allocates
+// (a sum of products, a table per batch entry), a shape of 2**40 would run for hours or
+// throw std::bad_alloc naming nothing.
+template <typename What>
+void require_fits_in_memory(int64_t count, int64_t item_bytes, const What& what) {
+    const auto message = [&] { return describe(what); };
+    if (checked_mul(count, item_bytes, message) > physical_memory()) {
+        fail(describe(what) + ": " + std::to_string(count) + " x " + std::to_string(item_bytes) +
+             " bytes, more than this machine's memory could hold");
+    }
+}
+
 // An int of a tuple argument, as int64: else a ValueError naming `what`.
 int64_t int64_item(const py::handle& item, const std::string& what) {
     if (!PyLong_Check(item.ptr())) fail(what + " must be an int, got a " + type_name(item));
@@ -630,6 +651,9 @@ py::tuple py_sequence_softmax_loss(const py::array& x, const py::array& y, const
     return dispatch_float(x, "sequence softmax loss x", [&](auto zero) -> py::tuple {
         using T = decltype(zero);
         const T share = static_cast<T>(1.0 / static_cast<double>(std::max<int64_t>(xs[0], 1)));
+        require_fits_in_memory(rows, int64_t(sizeof(T)), [&] {
+            return "sequence softmax loss x " + shape_str(xs) + "'s weights of its steps";
+        });
         std::vector<T> weight(rows);
         if (bools) {
             const Contig<bool> mc(mask);
@@ -851,18 +875,15 @@ py::array py_batched_matmul(const py::array& a, const py::array& b, bool transpo
     for (const int64_t size : summed) results *= size;
     checked_mul(checked_mul(results, m, "batched_matmul output"), n, "batched_matmul output");
     if (results < count) {
-        // A sum multiplies every product however few results it gives: operands broadcast
-        // through zero strides could ask for years of them. The gate sums no more products
-        // than its upstream gradient holds, so more than would fit in memory is refused.
-        const int64_t stack = checked_mul(checked_mul(count, m, "batched_matmul's products"),
-                                          checked_mul(n, int64_t(a.itemsize()), "a product"),
-                                          "batched_matmul's products");
-        const int64_t memory = int64_t(sysconf(_SC_PHYS_PAGES)) * int64_t(sysconf(_SC_PAGESIZE));
-        if (stack > memory) {
-            fail("batched_matmul: summed_to sums " + std::to_string(count) + " products of " +
-                 std::to_string(m) + " x " + std::to_string(n) +
-                 ", more than this machine's memory could hold" + shapes());
-        }
+        // A sum multiplies every product however few results it gives. The gate sums no more
+        // products than its upstream gradient holds, so more than would fit is refused.
+        require_fits_in_memory(count, checked_mul(checked_mul(m, n, "a product"),
+                                                  int64_t(a.itemsize()), "a product"),
+                               [&] {
+                                   return "batched_matmul: summed_to sums " +
+                                          std::to_string(count) + " products of " +
+                                          std::to_string(m) + " x " + std::to_string(n) + shapes();
+                               });
     }
     if (count > 0 && m > 0 && n > 0 && k > 0) {  // products to run: BLAS's 32-bit sizes
         require_blas_size(std::max({checked_mul(m, k, "batched_matmul a"),
@@ -2157,6 +2178,10 @@ PairLayout pair_layout(const py::array& a, const Shape& want, const char* name,
     }
     int64_t pairs = 1;
     for (int64_t i = 0; i + 2 < rank; ++i) pairs = checked_mul(pairs, want[i], name);
+    // Views broadcast over the batch are few bytes; their pairs' offsets are not.
+    require_fits_in_memory(pairs, int64_t(sizeof(int64_t)), [&] {
+        return std::string(name) + " " + shape_str(want) + "'s offsets of its matrices";
+    });
     p.offset.assign(pairs, 0);
     std::vector<int64_t> index(rank > 2 ? rank - 2 : 0, 0);
     for (int64_t b = 1, at = 0; b < pairs; ++b) {  // an odometer over the batch axes

@@ -29,6 +29,7 @@ import numpy as np
 import pytest
 
 from graphnet.kernels import _C
+from isolation import assert_survived, run_in_child
 
 INT64_MAX, INT64_MIN = 2**63 - 1, -(2**63)
 HOSTILE_INTS = (
@@ -678,6 +679,113 @@ def test_odd_shapes_give_the_same_bits_on_one_two_and_three_threads(dtype, paths
             _C.set_num_threads(threads)
             results.append(outcome(name, calls[name]))
         assert results[1] == results[0] and results[2] == results[0], name
+
+
+# ---- huge logical sizes of few bytes -------------------------------------------------
+
+HUGE = 2**40
+# The address space a child that makes the huge calls may take: an allocation beyond it is a
+# MemoryError, whatever the machine's overcommit would have granted and the OOM killer then
+# taken back. Not under .ci/sanitize, whose runtime has reserved terabytes of shadow memory
+# already (it returns null for an allocation too large instead: a MemoryError too).
+CHILD_ADDRESS_SPACE = 0 if "asan" in os.environ.get("LD_PRELOAD", "") else 4 << 30
+
+
+def arrays_in(value, path=()):
+    """(path, array) of each array in `value`, through its tuples, lists and dicts."""
+    if isinstance(value, np.ndarray):
+        yield path, value
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            yield from arrays_in(item, path + (i,))
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from arrays_in(item, path + (key,))
+
+
+def replaced(value, path, new):
+    """`value` with the item at `path` (of arrays_in) replaced by `new`."""
+    if not path:
+        return new
+    head, rest = path[0], path[1:]
+    if isinstance(value, dict):
+        return {**value, head: replaced(value[head], rest, new)}
+    items = list(value)
+    items[head] = replaced(items[head], rest, new)
+    return type(value)(items)
+
+
+def broadcast_huge(a, axes):
+    """a's first entries broadcast through zero strides to 2**40 along each of `axes`, or
+    (axes None) to about 2**62 elements over all of them (numpy caps a view's bytes below
+    2**63): a view of a's bytes or fewer."""
+    if axes is None:
+        side = 2 ** ((63 - a.dtype.itemsize.bit_length()) // a.ndim)
+        return np.broadcast_to(a.reshape(-1)[:1].reshape((1,) * a.ndim), (side,) * a.ndim)
+    first = tuple(slice(0, 1) if axis in axes else slice(None) for axis in range(a.ndim))
+    shape = tuple(HUGE if axis in axes else n for axis, n in enumerate(a.shape))
+    return np.broadcast_to(a[first], shape)
+
+
+def huge_calls(name, valid):
+    """(description, arguments) of the calls of `name` whose work a few bytes could make
+    huge: each array argument broadcast to 2**40 along each axis, reversed, and to 2**62
+    elements over all; every array whose axis has one size broadcast to 2**40 there at
+    once (a batch, a sequence or a channel axis stretched through all the operands, which
+    leaves the shapes consistent); each int at the largest values it might take."""
+    found = [(path, a) for path, a in arrays_in(valid) if a.ndim and a.size]
+    for path, a in found:
+        for axis in range(a.ndim):
+            yield f"{path} {axis}: 2**40", replaced(valid, path, broadcast_huge(a, {axis}))
+        yield f"{path} reversed", replaced(valid, path, broadcast_huge(a, {0})[::-1])
+        yield f"{path} all axes", replaced(valid, path, broadcast_huge(a, None))
+    for axis, size in sorted({(axis, a.shape[axis]) for _, a in found for axis in range(a.ndim)}):
+        arguments = valid
+        for path, a in found:
+            if a.ndim > axis and a.shape[axis] == size:
+                arguments = replaced(arguments, path, broadcast_huge(a, {axis}))
+        yield f"every axis {axis} of {size}: 2**40", arguments
+    for arg, value in valid.items():
+        if isinstance(value, int) and not isinstance(value, bool):
+            for n in (2**31 - 1, 2**62, INT64_MAX):
+                yield f"{arg}={n}", {**valid, arg: n}
+
+
+HUGE_CHILD = """
+import resource, sys
+sys.path[:0] = [{tests!r}, {tests!r} + "/.."]
+if {limit}:
+    resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit}))
+import test_bindings_hostile as t
+for what, arguments in t.huge_calls({name!r}, t.VALID[{name!r}]):
+    print(what, end=" -> ", flush=True)
+    err = t.call({name!r}, arguments)
+    print("ok" if err is None else type(err).__name__ + ": " + str(err), flush=True)
+"""
+
+
+@pytest.mark.parametrize("name", KERNELS + ["set_num_threads", "update_step", "check_update"])
+def test_huge_logical_sizes_of_few_bytes_are_refused_at_once(name):
+    """Each call of huge_calls, in a child process (a hang fails the test at the timeout
+    instead of blocking the run; a crash fails it): it returns, or raises a ValueError or
+    TypeError with a message, or a MemoryError naming the shape it could not make, never a
+    bare std::bad_alloc. Before, batched_matmul summed 2**40 products of a broadcast view
+    for hours, and attention's offsets of 2**40 pairs and the sequence softmax loss's
+    weights of 2**40 steps died on std::bad_alloc naming nothing."""
+    source = HUGE_CHILD.format(
+        tests=os.path.dirname(os.path.abspath(__file__)), limit=CHILD_ADDRESS_SPACE, name=name
+    )
+    try:
+        child = run_in_child(source, timeout=60)
+    except subprocess.TimeoutExpired as hung:
+        printed = hung.stdout.decode() if isinstance(hung.stdout, bytes) else hung.stdout
+        pytest.fail(f"{name} hung on its last call: {(printed or '').splitlines()[-1:]}")
+    assert_survived(child)
+    for line in child.stdout.splitlines():
+        what, result = line.split(" -> ", 1)
+        assert result.split(":")[0] in ("ok", "ValueError", "TypeError", "MemoryError"), line
+        if result.startswith("MemoryError"):
+            assert "bad_alloc" not in result and "(" in result, f"{name}({what}): {result}"
 
 
 def main(names):
