@@ -257,7 +257,7 @@ class Executor:
             done = progress[0]
             failed = plan.steps[done] if done < len(plan.steps) else None
             self._mark_stale(plan, done, failed, err)
-            if isinstance(err, (ValueError, TypeError)) and failed is not None:
+            if isinstance(err, (ValueError, TypeError, MemoryError)) and failed is not None:
                 raise gate_failure("forward", failed, err) from err
             raise
         _C.set_array_memory_handler(previous)
@@ -342,7 +342,7 @@ class Executor:
                     unbroadcast,
                     progress,
                 )
-        except (ValueError, TypeError) as err:
+        except (ValueError, TypeError, MemoryError) as err:
             done = progress[0]
             if done >= len(plan.steps):
                 raise
@@ -397,7 +397,8 @@ class Executor:
 
 def gate_failure(walk: str, step: Step, err: Exception) -> Exception:
     """A kernel's own error, with the node, its gate and its inputs' shapes added; for a
-    fused step, the chain of nodes it runs."""
+    fused step, the chain of nodes it runs. A MemoryError stays one (an output too large to
+    make: inputs broadcast to 2**40 rows, say); any other error becomes a GraphError."""
     if isinstance(err, GraphError):
         return err
     first = step.fused[0] if step.fused else step.node
@@ -406,10 +407,12 @@ def gate_failure(walk: str, step: Step, err: Exception) -> Exception:
     )
     if step.fused:
         names = " -> ".join(f"{n.name!r} ({n.op})" for n in step.fused)
-        return GraphError(
+        message = (
             f"{walk} of the fused chain {names} failed: {err} [inputs of {first.name!r}: {inputs}]"
         )
-    return GraphError(
-        f"{walk} of node {step.node.name!r} (gate {step.node.op!r}) failed: "
-        f"{err} [inputs: {inputs}]"
-    )
+    else:
+        message = (
+            f"{walk} of node {step.node.name!r} (gate {step.node.op!r}) failed: "
+            f"{err} [inputs: {inputs}]"
+        )
+    return MemoryError(message) if isinstance(err, MemoryError) else GraphError(message)

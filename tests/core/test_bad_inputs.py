@@ -575,6 +575,24 @@ for _dtype in (np.int64, np.float64, np.float32):
     )
 
 
+def added_across():
+    """A graph adding a column of 2**20 values to a row of 2**20: arrays of 8 MB each whose
+    sum broadcasts to 2**40 entries (before: numpy's MemoryError naming no node)."""
+    g = gn.Graph()
+    g.add(g.input("a"), g.param("b", np.zeros((1, 2**20))), name="s")
+    return g.forward(a=np.zeros((2**20, 1)))
+
+
+bad(
+    "feeds-broadcast-to-2-to-the-40-by-a-gate",
+    MemoryError,
+    added_across,
+    "forward of node 's' (gate 'add') failed",
+    "(1048576, 1048576)",
+    "'a' (1048576, 1) float64",
+)
+
+
 def summed_source(kind, dtype):
     """A graph summing a const or param of one row broadcast to 2**40 rows (before: a
     const kept the view, whose integers' sum ran for hours; a param's copy failed with
